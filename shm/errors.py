@@ -1,0 +1,32 @@
+"""Errors raised by the shared-memory substrate; each message carries the values involved."""
+
+
+class ShmError(Exception):
+    """Base class for every error raised by ``shm``."""
+
+
+class HeaderMismatchError(ShmError):
+    """An attached segment's header differs from what the caller expects (names both values)."""
+
+    def __init__(self, name: str, field: str, expected: object, found: object) -> None:
+        super().__init__(f"segment {name!r}: header {field} is {found!r}, expected {expected!r}")
+        self.name = name
+        self.field = field
+        self.expected = expected
+        self.found = found
+
+
+class RingError(ShmError):
+    """Misuse of a ring: bad geometry, a second producer, an unknown consumer index."""
+
+
+class RingFullError(RingError):
+    """Raised by a bounded wait when the slowest consumer does not free a slot in time."""
+
+
+class TornReadError(RingError):
+    """A slot changed while it was being read: the reader was lapped (it had been detached)."""
+
+
+class ConsumerDetachedError(RingError):
+    """The consumer was detached (by a supervisor) and may have been lapped by the producer."""

@@ -1,0 +1,90 @@
+"""The ring header's byte layout: one static line, one producer line, one line per consumer.
+
+Every mutable field is an aligned 8-byte word, read and written through a ``memoryview`` cast
+to ``'q'``: on x86-64 an aligned 8-byte load or store is a single atomic ``mov``, so a reader
+never sees half a sequence. Each role's words live on their own 128-byte line (two cache
+lines, which also defeats the adjacent-line prefetcher), so a consumer bumping its sequence
+never invalidates the line the producer writes.
+
+```
+line 0     static      magic, layout version, slot size, capacity, schema id, max consumers, ...
+line 1     producer    cursor, heartbeat ns, pid, parked flag, wake-wanted flag
+line 2+i   consumer i  sequence, heartbeat ns, pid, state, gate mask, parked flag, name
+data       capacity x slot_size bytes; each slot's last 8 bytes are its seqlock stamp
+```
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+MAGIC: Final = b"RINGEX\x00\x01"
+LAYOUT_VERSION: Final = 1
+LINE: Final = 128
+WORD: Final = 8
+STAMP_SIZE: Final = 8
+NAME_SIZE: Final = 16
+
+# Static line: magic, layout_version, slot_size, capacity, schema_id, max_consumers,
+# header_size, created_ns, creator_pid.
+STATIC: Final = struct.Struct("<8sIIQQIIQQ")
+
+# Producer line, as word indexes into the 'q' view.
+P_CURSOR: Final = LINE // WORD + 0  # number of records published (next sequence to publish)
+P_HEARTBEAT: Final = LINE // WORD + 1  # monotonic ns of the producer's last sign of life
+P_PID: Final = LINE // WORD + 2  # pid of the attached producer, 0 when none
+P_PARKED: Final = LINE // WORD + 3  # 1 while the producer sleeps on its semaphore (ring full)
+P_WAKE: Final = LINE // WORD + 4  # 1 when some consumer is parked: the producer must post
+
+# Consumer line fields, as word offsets from the start of the consumer's line.
+C_SEQUENCE: Final = 0  # records consumed = the next sequence this consumer will read
+C_HEARTBEAT: Final = 1
+C_PID: Final = 2
+C_STATE: Final = 3
+C_GATES: Final = 4  # bitmask of consumer indexes this one may not overtake
+C_PARKED: Final = 5
+C_NAME_BYTE: Final = 6 * WORD  # NAME_SIZE bytes of UTF-8, NUL padded
+
+STATE_FREE: Final = 0
+STATE_ACTIVE: Final = 1  # declared: gates the producer whether or not a process is attached
+STATE_DETACHED: Final = 2  # dead or cut loose: gates nobody, may be lapped
+STATE_NAMES: Final = {STATE_FREE: "free", STATE_ACTIVE: "active", STATE_DETACHED: "detached"}
+
+
+def consumer_word(index: int, field: int) -> int:
+    """Word index of ``field`` in consumer ``index``'s line."""
+    return (2 + index) * LINE // WORD + field
+
+
+def header_size(max_consumers: int) -> int:
+    return (2 + max_consumers) * LINE
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """What a ring's creator fixed and every attacher validates."""
+
+    slot_size: int
+    capacity: int
+    schema_id: int
+    max_consumers: int
+
+    @property
+    def header_size(self) -> int:
+        return header_size(self.max_consumers)
+
+    @property
+    def total_size(self) -> int:
+        return self.header_size + self.slot_size * self.capacity
+
+    def validate(self) -> None:
+        if self.capacity < 2 or self.capacity & (self.capacity - 1):
+            raise ValueError(f"capacity {self.capacity} is not a power of two >= 2")
+        if self.slot_size < 16 or self.slot_size % WORD:
+            raise ValueError(f"slot_size {self.slot_size} is not a multiple of 8 that is >= 16")
+        if not 1 <= self.max_consumers <= 62:
+            raise ValueError(f"max_consumers {self.max_consumers} is outside 1..62")
+        if not 0 <= self.schema_id < 2**63:
+            raise ValueError(f"schema_id {self.schema_id} is outside 0..2**63-1")

@@ -1,0 +1,23 @@
+"""Liveness: is the process that holds a role still there, and has it shown signs of life?
+
+Each role writes ``time.monotonic_ns()`` into its header line while idle and when asked, and
+its sequence moves while it works; a supervisor tells a stuck consumer (records pending, no
+progress, stale heartbeat) from an idle one (nothing pending) from a dead one (pid gone).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with ``pid`` exists (signal 0 probes without delivering)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,96 @@
+"""A named shared-memory segment (posix_ipc + mmap): create, attach, close, unlink.
+
+Names carry an instance prefix, ``/ringex.<instance>.<name>``, so two ringex instances on one
+host (a test run beside a dev pipeline, a primary beside its standby) never share a segment.
+The same prefix names the segment's semaphores, which is how ``shm.inspect`` finds and removes
+everything a crashed instance left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import re
+from typing import Final
+
+import posix_ipc
+
+from shm.errors import ShmError
+
+PREFIX: Final = "ringex"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,48}")
+
+
+def segment_name(instance: str, name: str) -> str:
+    """The POSIX name of segment ``name`` of ``instance``; both parts are checked."""
+    for what, value in (("instance", instance), ("name", name)):
+        if not _TOKEN.fullmatch(value):
+            raise ValueError(f"{what} {value!r} must be 1..48 of [A-Za-z0-9_-]")
+    return f"/{PREFIX}.{instance}.{name}"
+
+
+class Region:
+    """One mapped segment. ``buf`` is the mmap; ``words`` views it as aligned int64 words.
+
+    Close a region only after every ``memoryview`` taken from ``buf`` has been released.
+    """
+
+    __slots__ = ("buf", "name", "posix_name", "size", "words")
+
+    def __init__(self, posix_name: str, name: str, size: int, buf: mmap.mmap) -> None:
+        self.posix_name = posix_name
+        self.name = name
+        self.size = size
+        self.buf = buf
+        self.words = memoryview(buf).cast("q")
+
+    @classmethod
+    def create(cls, instance: str, name: str, size: int, *, replace: bool = False) -> Region:
+        """Create a zero-filled segment of ``size`` bytes; an existing one is an error unless
+        ``replace`` (then it is unlinked first: attached processes keep the old mapping)."""
+        if size <= 0 or size % 8:
+            raise ValueError(f"size {size} must be a positive multiple of 8")
+        posix_name = segment_name(instance, name)
+        if replace:
+            _unlink_quietly(posix_name)
+        try:
+            mem = posix_ipc.SharedMemory(posix_name, posix_ipc.O_CREX, size=size)
+        except posix_ipc.ExistentialError as exc:
+            raise ShmError(
+                f"segment {posix_name!r} already exists (a running instance, or a stale one: "
+                f"`ringex shm rm --instance {instance}`)"
+            ) from exc
+        return cls._map(mem, posix_name, name)
+
+    @classmethod
+    def attach(cls, instance: str, name: str) -> Region:
+        posix_name = segment_name(instance, name)
+        try:
+            mem = posix_ipc.SharedMemory(posix_name)
+        except posix_ipc.ExistentialError as exc:
+            raise ShmError(f"segment {posix_name!r} does not exist") from exc
+        return cls._map(mem, posix_name, name)
+
+    @classmethod
+    def _map(cls, mem: posix_ipc.SharedMemory, posix_name: str, name: str) -> Region:
+        size = mem.size
+        try:
+            buf = mmap.mmap(mem.fd, size)
+        finally:
+            mem.close_fd()
+        return cls(posix_name, name, size, buf)
+
+    def close(self) -> None:
+        """Unmap. Idempotent."""
+        if not self.buf.closed:
+            self.words.release()
+            self.buf.close()
+
+    def unlink(self) -> None:
+        """Remove the name; mappings stay valid until each process closes its own."""
+        _unlink_quietly(self.posix_name)
+
+
+def _unlink_quietly(posix_name: str) -> None:
+    with contextlib.suppress(posix_ipc.ExistentialError):
+        posix_ipc.unlink_shared_memory(posix_name)

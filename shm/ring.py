@@ -1,0 +1,356 @@
+"""A single-producer, multi-consumer ring of fixed-size slots in shared memory.
+
+Design, after the LMAX Disruptor: one producer claims sequences 0, 1, 2, ... and writes record
+``n`` into slot ``n & (capacity - 1)``. Every consumer is independent (multicast) and owns one
+sequence on its own header line: the number of records it has consumed. The producer never
+writes slot ``n`` while any active consumer's sequence is ``<= n - capacity`` (it waits, or a
+``try_`` call returns ``False``). A consumer may also be gated on other consumers, so that it
+only sees what they have finished with (a journal's durable barrier).
+
+Seqlock. Each slot's last 8 bytes are a stamp, ``n + 1`` for record ``n`` (0 means never
+written). The producer writes the body, then the stamp (one ``struct.pack_into`` writes its
+fields in address order, stamp last), then the ring cursor. A reader loads the stamp and
+proceeds only if it is ``n + 1``; it decodes the body, then loads the stamp again and raises
+``TornReadError`` if it changed. Because the producer cannot lap an active consumer, a change
+means the consumer had been detached; the second check is what makes that safe to detect.
+
+Memory ordering. Python has no fences, so the argument rests on x86-64's TSO model: stores
+become visible in program order and loads are not reordered with older loads. So if a reader
+sees stamp ``n + 1`` (or a cursor past ``n``), it also sees the body written before it. On a
+weakly ordered machine (ARM, POWER) the producer would need a release store for the stamp and
+the reader an acquire load (``stlr``/``ldar``, or C11 atomics through a small extension); the
+protocol itself would not change. ``Ring`` refuses to run on other architectures unless
+``RINGEX_ALLOW_WEAK_MEMORY=1`` is set.
+
+Crash-only. Everything a role needs to resume lives in the header: a restarted producer
+recovers its position from the cursor and the stamps after it; a restarted consumer resumes
+from its own sequence. Startup and recovery are the same path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import posix_ipc
+
+from shm import header as h
+from shm.barrier import mask_indexes
+from shm.codec import SlotCodec
+from shm.consumer import Consumer
+from shm.errors import HeaderMismatchError, RingError
+from shm.liveness import pid_alive
+from shm.producer import Producer
+from shm.region import Region
+from shm.wait import WaitStrategy, post
+
+T = TypeVar("T")
+
+_TSO_MACHINES = {"x86_64", "amd64", "i386", "i686"}
+
+
+def _check_memory_model() -> None:
+    machine = platform.machine().lower()
+    if machine not in _TSO_MACHINES and os.environ.get("RINGEX_ALLOW_WEAK_MEMORY") != "1":
+        raise RingError(
+            f"machine {machine!r} is not x86 (TSO); the ring's ordering argument does not hold "
+            "there (see shm/ring.py); set RINGEX_ALLOW_WEAK_MEMORY=1 to run anyway"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """A consumer declared when the ring is created; ``gates`` name consumers it may not pass."""
+
+    name: str
+    gates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    index: int
+    name: str
+    state: str
+    sequence: int
+    lag: int
+    pid: int
+    pid_alive: bool
+    heartbeat_age_s: float | None
+    parked: bool
+    gates: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RingInfo:
+    name: str
+    slot_size: int
+    capacity: int
+    schema_id: int
+    cursor: int
+    producer_pid: int
+    producer_alive: bool
+    producer_heartbeat_age_s: float | None
+    consumers: tuple[ConsumerInfo, ...]
+
+
+class Ring(Generic[T]):
+    """A mapped ring. Create it once (the supervisor), attach it anywhere, then take a role:
+    ``producer()`` (one per ring) or ``consumer(name)`` (one process per declared consumer)."""
+
+    def __init__(self, region: Region, codec: SlotCodec[T], instance: str) -> None:
+        _check_memory_model()
+        self.region = region
+        self.codec = codec
+        self.instance = instance
+        self.name = region.name
+        self.words = region.words
+        magic, version, slot, cap, schema, maxc, hsize, _created, _pid = h.STATIC.unpack_from(
+            region.buf, 0
+        )
+        self._check("magic", h.MAGIC, magic)
+        self._check("layout_version", h.LAYOUT_VERSION, version)
+        self._check("slot_size", codec.slot_size, slot)
+        self._check("schema_id", codec.schema_id, schema)
+        self.geometry = h.Geometry(slot, cap, schema, maxc)
+        self._check("header_size", self.geometry.header_size, hsize)
+        self._check("segment size", self.geometry.total_size, region.size)
+        self.slot_size = slot
+        self.capacity = cap
+        self.mask = cap - 1
+        self.max_consumers = maxc
+        self.data_offset = hsize
+
+    def _check(self, field: str, expected: object, found: object) -> None:
+        if expected != found:
+            raise HeaderMismatchError(self.region.posix_name, field, expected, found)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        instance: str,
+        name: str,
+        codec: SlotCodec[T],
+        *,
+        capacity: int,
+        consumers: Sequence[ConsumerSpec | str] = (),
+        max_consumers: int = 16,
+        replace: bool = False,
+    ) -> Ring[T]:
+        """Create and format the segment, declaring ``consumers`` (they gate the producer from
+        the first record, attached or not: nothing is lost to a consumer that starts late)."""
+        geometry = h.Geometry(codec.slot_size, capacity, codec.schema_id, max_consumers)
+        geometry.validate()
+        region = Region.create(instance, name, geometry.total_size, replace=replace)
+        h.STATIC.pack_into(
+            region.buf,
+            0,
+            h.MAGIC,
+            h.LAYOUT_VERSION,
+            geometry.slot_size,
+            geometry.capacity,
+            geometry.schema_id,
+            geometry.max_consumers,
+            geometry.header_size,
+            time.time_ns(),
+            os.getpid(),
+        )
+        ring = cls(region, codec, instance)
+        for declared in consumers:
+            spec = ConsumerSpec(declared) if isinstance(declared, str) else declared
+            ring.declare_consumer(spec.name, gates=spec.gates, start=0)
+        return ring
+
+    @classmethod
+    def attach(
+        cls, instance: str, name: str, codec: SlotCodec[T], *, capacity: int | None = None
+    ) -> Ring[T]:
+        """Map an existing ring, checking its header against ``codec`` (and ``capacity``)."""
+        region = Region.attach(instance, name)
+        if region.size < h.STATIC.size:
+            found = region.size
+            region.close()
+            raise HeaderMismatchError(region.posix_name, "segment size", f">= {h.LINE}", found)
+        try:
+            ring = cls(region, codec, instance)
+            if capacity is not None:
+                ring._check("capacity", capacity, ring.capacity)
+        except Exception:
+            region.close()
+            raise
+        return ring
+
+    def close(self) -> None:
+        self.region.close()
+
+    def unlink(self) -> None:
+        """Remove the segment and its semaphores (the owner does this at shutdown)."""
+        self.region.unlink()
+        for sem in [self.producer_sem_name(), *map(self.consumer_sem_name, range(64))]:
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_semaphore(sem)
+
+    # -- consumer table (owner only: the creator or the supervisor) ------------------------
+
+    def declare_consumer(
+        self, name: str, *, gates: Iterable[str] = (), start: int | None = None
+    ) -> int:
+        """Give ``name`` a free line and make it gate the producer; returns its index.
+
+        ``start`` is the first sequence it will read (default: the producer's cursor, for a
+        late joiner). Call from the ring's owner only: the table has no lock.
+        """
+        encoded = name.encode()
+        if not encoded or len(encoded) > h.NAME_SIZE:
+            raise ValueError(f"consumer name {name!r} must be 1..{h.NAME_SIZE} bytes")
+        if name in self.consumer_names().values():
+            raise RingError(f"ring {self.name!r}: consumer {name!r} is already declared")
+        gate_mask = 0
+        for gate in gates:
+            gate_mask |= 1 << self.consumer_index(gate)
+        words = self.words
+        for index in range(self.max_consumers):
+            if words[h.consumer_word(index, h.C_STATE)] == h.STATE_FREE:
+                break
+        else:
+            raise RingError(
+                f"ring {self.name!r}: all {self.max_consumers} consumer lines are taken"
+            )
+        name_at = h.consumer_word(index, 0) * h.WORD + h.C_NAME_BYTE
+        self.region.buf[name_at : name_at + h.NAME_SIZE] = encoded.ljust(h.NAME_SIZE, b"\0")
+        words[h.consumer_word(index, h.C_SEQUENCE)] = self.cursor() if start is None else start
+        words[h.consumer_word(index, h.C_GATES)] = gate_mask
+        words[h.consumer_word(index, h.C_PID)] = 0
+        words[h.consumer_word(index, h.C_HEARTBEAT)] = 0
+        words[h.consumer_word(index, h.C_STATE)] = h.STATE_ACTIVE  # last: publishes the line
+        return index
+
+    def detach_consumer(self, index: int) -> None:
+        """Stop ``index`` from gating anyone (a dead consumer must not block the producer).
+
+        Its process, if alive, gets ``ConsumerDetachedError`` on its next wait or read."""
+        self._check_index(index)
+        self.words[h.consumer_word(index, h.C_STATE)] = h.STATE_DETACHED
+        post(self.consumer_sem_name(index), {})
+
+    def free_consumer(self, index: int) -> None:
+        """Return a detached line to the pool (its name becomes declarable again)."""
+        self._check_index(index)
+        words = self.words
+        if words[h.consumer_word(index, h.C_STATE)] == h.STATE_ACTIVE:
+            raise RingError(f"ring {self.name!r}: consumer {index} is active; detach it first")
+        words[h.consumer_word(index, h.C_STATE)] = h.STATE_FREE
+
+    def consumer_names(self) -> dict[int, str]:
+        """Index -> name of every declared (active or detached) consumer."""
+        names = {}
+        for index in range(self.max_consumers):
+            if self.words[h.consumer_word(index, h.C_STATE)] != h.STATE_FREE:
+                at = h.consumer_word(index, 0) * h.WORD + h.C_NAME_BYTE
+                raw = bytes(self.region.buf[at : at + h.NAME_SIZE])
+                names[index] = raw.rstrip(b"\0").decode()
+        return names
+
+    def consumer_index(self, name: str) -> int:
+        for index, found in self.consumer_names().items():
+            if found == name:
+                return index
+        raise RingError(
+            f"ring {self.name!r} has no consumer {name!r}; declared: "
+            f"{sorted(self.consumer_names().values())}"
+        )
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < self.max_consumers:
+            raise RingError(f"consumer index {index} is outside 0..{self.max_consumers - 1}")
+
+    # -- state ------------------------------------------------------------------------------
+
+    def stamp_word(self, sequence: int) -> int:
+        """Word index of the stamp of the slot that holds record ``sequence``."""
+        offset = self.data_offset + (sequence & self.mask) * self.slot_size + self.slot_size
+        return offset // h.WORD - 1
+
+    def slot_offset(self, sequence: int) -> int:
+        return self.data_offset + (sequence & self.mask) * self.slot_size
+
+    def cursor(self) -> int:
+        """Records published so far (the header cursor, advanced over any stamps a crashed
+        producer wrote after its last cursor store)."""
+        words = self.words
+        cursor = words[h.P_CURSOR]
+        while words[self.stamp_word(cursor)] == cursor + 1:
+            cursor += 1
+        return cursor
+
+    def producer_sem_name(self) -> str:
+        return f"{self.region.posix_name}.p"
+
+    def consumer_sem_name(self, index: int) -> str:
+        return f"{self.region.posix_name}.c{index}"
+
+    def info(self) -> RingInfo:
+        """A snapshot for supervisors and `ringex shm ls`: who is attached, alive, lagging."""
+        words = self.words
+        now = time.monotonic_ns()
+        cursor = self.cursor()
+
+        def age(word: int) -> float | None:
+            beat = words[word]
+            return (now - beat) / 1e9 if beat else None
+
+        consumers = []
+        for index, name in self.consumer_names().items():
+            seq = words[h.consumer_word(index, h.C_SEQUENCE)]
+            pid = words[h.consumer_word(index, h.C_PID)]
+            consumers.append(
+                ConsumerInfo(
+                    index=index,
+                    name=name,
+                    state=h.STATE_NAMES[words[h.consumer_word(index, h.C_STATE)]],
+                    sequence=seq,
+                    lag=max(0, cursor - seq),
+                    pid=pid,
+                    pid_alive=pid_alive(pid),
+                    heartbeat_age_s=age(h.consumer_word(index, h.C_HEARTBEAT)),
+                    parked=bool(words[h.consumer_word(index, h.C_PARKED)]),
+                    gates=tuple(mask_indexes(words[h.consumer_word(index, h.C_GATES)])),
+                )
+            )
+        producer_pid = words[h.P_PID]
+        return RingInfo(
+            name=self.name,
+            slot_size=self.slot_size,
+            capacity=self.capacity,
+            schema_id=self.geometry.schema_id,
+            cursor=cursor,
+            producer_pid=producer_pid,
+            producer_alive=pid_alive(producer_pid),
+            producer_heartbeat_age_s=age(h.P_HEARTBEAT),
+            consumers=tuple(consumers),
+        )
+
+    # -- roles --------------------------------------------------------------------------------
+
+    def producer(self, wait: WaitStrategy | None = None) -> Producer[T]:
+        """Take the producer role (one process per ring; a live second one is refused)."""
+        return Producer(self, wait)
+
+    def consumer(
+        self,
+        name: str,
+        wait: WaitStrategy | None = None,
+        *,
+        auto_commit: bool = True,
+        rejoin: bool = False,
+    ) -> Consumer[T]:
+        """Take declared consumer ``name``'s role, resuming from its sequence."""
+        return Consumer(
+            self, self.consumer_index(name), wait, auto_commit=auto_commit, rejoin=rejoin
+        )
