@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import mmap
 import struct
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from shm.errors import EncodeError
 from shm.header import STAMP_SIZE
 
 T = TypeVar("T")
@@ -35,6 +37,11 @@ class SlotCodec(Protocol[T]):
     schema_id: int
 
     def encode_into(self, buf: Buffer, offset: int, item: T, stamp: int) -> None: ...
+
+    def encode_window(self, buf: Buffer, offset: int, items: Sequence[T], stamp: int) -> None:
+        """Encode ``items`` into consecutive slots from ``offset``; the k-th gets stamp
+        ``stamp + k``. One call per window is what makes batched publishing cheap."""
+        ...
 
     @property
     def decode_from(self) -> Callable[[Buffer, int], T]: ...
@@ -63,16 +70,16 @@ class StructCodec:
         self.slot_size = slot_size
         self.schema_id = schema_id
         self._packer = struct.Struct(f"<{fmt}{pad}xq")
+        #: Packs a whole slot image for ``Producer.publish_slots``: ``pack(*fields, 0)``.
+        self.slot_struct = self._packer
         self._unpacker = struct.Struct(f"<{fmt}{pad}x{STAMP_SIZE}x")
-        self.pack_into = self._packer.pack_into  # pack_into(buf, off, *fields, stamp)
+        self.fields = len(self._unpacker.unpack(bytes(slot_size)))
+        self.encode_into, self.encode_window, self.encode_namespace = compile_encoders(
+            self._packer.pack_into, self.fields, self.fmt, slot_size
+        )
+        self.encode_source = struct_encode_source(self.fields)
         self._unpack_from = self._unpacker.unpack_from
         self._iter_unpack = self._unpacker.iter_unpack
-
-    def encode_into(self, buf: Buffer, offset: int, item: Sequence[Any], stamp: int) -> None:
-        try:
-            self.pack_into(buf, offset, *item, stamp)
-        except struct.error as exc:
-            raise ValueError(f"item {item!r} does not fit format {self.fmt!r}: {exc}") from None
 
     @property
     def decode_from(self) -> Callable[[Buffer, int], tuple[Any, ...]]:
@@ -80,3 +87,60 @@ class StructCodec:
 
     def decode_window(self, view: memoryview, offset: int, count: int) -> list[tuple[Any, ...]]:
         return list(self._iter_unpack(view[offset : offset + count * self.slot_size]))
+
+
+Encoder = Callable[[Buffer, int, Any, int], None]
+
+
+def struct_encode_source(fields: int) -> str:
+    """The statement that writes tuple ``item`` into ``buf`` at ``offset`` with ``stamp``.
+
+    A codec may expose such a statement (``encode_source`` with ``encode_namespace``) so that
+    ``Producer`` compiles it inline into ``publish``: one Python frame per record instead of
+    two. Generated rather than written as ``pack_into(buf, offset, *item, stamp)``: a star-call
+    with leading arguments builds a fresh argument tuple and costs about as much as the packing
+    itself (measured 470 ns against 210 ns positional).
+    """
+    names = ", ".join(f"f{i}" for i in range(fields))
+    return (
+        "try:\n"
+        f"    {names}, = item\n"
+        f"    pack_into(buf, offset, {names}, stamp)\n"
+        "except (struct.error, ValueError, TypeError) as exc:\n"
+        "    raise EncodeError(f'item {item!r} does not fit {what!r}: {exc}') from None\n"
+    )
+
+
+def compile_encoders(
+    pack_into: Callable[..., None], fields: int, what: str, slot_size: int
+) -> tuple[Encoder, Encoder, dict[str, Any]]:
+    """``encode_into(buf, offset, item, stamp)``, ``encode_window(buf, offset, items, stamp)``
+    and the namespace their source needs, for tuples of ``fields`` values. The window form
+    unpacks in the ``for`` target: one Python frame per batch."""
+    names = ", ".join(f"f{i}" for i in range(fields))
+    body = textwrap.indent(struct_encode_source(fields), "    ")
+    source = f"""
+def encode_into(buf, offset, item, stamp):
+{body}
+
+def encode_window(buf, offset, items, stamp):
+    first = stamp
+    try:
+        for {names}, in items:
+            pack_into(buf, offset, {names}, stamp)
+            offset += {slot_size}
+            stamp += 1
+    except (struct.error, ValueError, TypeError) as exc:
+        k = stamp - first
+        raise EncodeError(
+            f"item {{k}} of the window, {{items[k]!r}}, does not fit {{what!r}}: {{exc}}", k
+        ) from None
+"""
+    namespace: dict[str, Any] = {
+        "pack_into": pack_into,
+        "struct": struct,
+        "what": what,
+        "EncodeError": EncodeError,
+    }
+    exec(source, namespace)  # the generated source is the fixed template above
+    return namespace["encode_into"], namespace["encode_window"], namespace

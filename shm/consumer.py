@@ -2,10 +2,14 @@
 
 Each consumer owns one header line: its sequence (records consumed), heartbeat, pid, parked
 flag and the mask of consumers it is gated on. ``poll`` and ``read`` never block; ``wait``,
-``next`` and ``take`` idle through the configured wait strategy. With ``auto_commit`` (the
-default) a record is released to the producer as soon as it is returned; a consumer that must
-finish work first (a journal that fsyncs) passes ``auto_commit=False`` and calls ``commit``,
-which is also what consumers gated on it wait for.
+``next`` and ``take`` idle through the configured wait strategy.
+
+Committing. With ``auto_commit`` (the default) records are released to the producer (and to
+consumers gated on this one) after each ``read`` batch, every ``commit_every`` ``poll``s, and
+whenever the consumer finds nothing to read; storing the sequence on every poll would cost a
+tenth of a poll. So a process that crashes may get up to ``commit_every`` records again when it
+restarts: redelivery, never loss. A consumer that must finish work first (a journal that
+fsyncs) passes ``auto_commit=False`` and calls ``commit`` itself.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _NO_GATE = 1 << 62
+_PARKED = h.P_PARKED
+_CURSOR = h.P_CURSOR
 
 
 class Consumer(Generic[T]):
@@ -40,6 +46,7 @@ class Consumer(Generic[T]):
         wait: WaitStrategy | None = None,
         *,
         auto_commit: bool = True,
+        commit_every: int = 64,
         rejoin: bool = False,
     ) -> None:
         self.ring = ring
@@ -83,7 +90,21 @@ class Consumer(Generic[T]):
         self._capacity = ring.capacity
         self._gate = Gate(words, mask_indexes(words[h.consumer_word(index, h.C_GATES)]))
         self._next = words[self._seq_word]  # crash-only: resume where the last holder stopped
-        self._gate_limit = self._gate.minimum(_NO_GATE)
+        self._available = self._next  # records below this are known published (see _probe)
+        self._commit_every = max(1, min(commit_every, self._capacity // 4))
+        self._commit_at = self._next + self._commit_every
+        self._slow_at = self._next
+        # One attribute load instead of eight on the hot path (measured ~25% of a poll).
+        self._hot = (
+            words,
+            self._view,
+            self._decode,
+            self._mask,
+            self._stamp0,
+            self._slot_words,
+            self._data,
+            self._slot,
+        )
         self._parker: Parker | None = None
         self._sems: dict[str, posix_ipc.Semaphore] = {}
         self._closed = False
@@ -94,75 +115,99 @@ class Consumer(Generic[T]):
     def poll(self) -> T | None:
         """The next record if one is ready, else ``None``. Never blocks."""
         n = self._next
-        if n >= self._gate_limit:
-            self._gate_limit = self._gate.minimum(_NO_GATE)
-            if n >= self._gate_limit:
-                return None
-        words = self._words
-        slot = n & self._mask
-        stamp_word = self._stamp0 + slot * self._slot_words
-        if words[stamp_word] != n + 1:
-            self._check_lapped(words[stamp_word], n)
+        if n >= self._slow_at and not self._slow_path(n):
             return None
-        item = self._decode(self._view, self._data + slot * self._slot)
-        if words[stamp_word] != n + 1:
-            raise self._torn(n, words[stamp_word])
-        self._next = n + 1
-        if self.auto_commit:
-            words[self._seq_word] = n + 1
-            if words[h.P_PARKED]:
-                self._wake_producer()
+        words, view, decode, mask, stamp0, slot_words, data, slot = self._hot
+        index = n & mask
+        item = decode(view, data + index * slot)
+        n += 1
+        if words[stamp0 + index * slot_words] != n:  # after: nobody rewrote it while we read
+            raise self._torn(n - 1, words[stamp0 + index * slot_words])
+        self._next = n
         return item
 
     def read(self, max_batch: int = 256) -> list[T]:
         """Every ready record up to ``max_batch``, in order (possibly none). Never blocks."""
         n = self._next
-        words = self._words
-        hi = min(words[h.P_CURSOR], n + max_batch)
-        if hi > self._gate_limit:
-            self._gate_limit = self._gate.minimum(_NO_GATE)
-            hi = min(hi, self._gate_limit)
-        if hi <= n:
-            # Nothing by the cursor. It may trail a producer that crashed between stamp and
-            # cursor; poll looks at the stamp (and the gate), one record at a time.
-            item = self.poll()
-            return [] if item is None else [item]
-        slot = n & self._mask
-        first = min(hi - n, self._capacity - slot)  # up to the end of the buffer
+        if n >= self._available and not self._slow_path(n):
+            return []
+        hi = min(self._available, n + max_batch)
+        first = min(hi - n, self._capacity - (n & self._mask))  # up to the end of the buffer
         items = self._window(n, first)
         if first < hi - n:
-            items += self._window(n + first, hi - n - first)  # the wrapped part
+            items += self._window(n + first, hi - n - first)  # the part that wrapped
         self._next = hi
         if self.auto_commit:
-            words[self._seq_word] = hi
-            if words[h.P_PARKED]:
-                self._wake_producer()
+            self._publish_sequence(hi)
         return items
 
     def _window(self, n: int, count: int) -> list[T]:
-        """Decode ``count`` contiguous slots from sequence ``n``, stamps checked both sides."""
+        """Decode ``count`` contiguous slots from sequence ``n`` and re-check their stamps."""
         words = self._words
-        slot = n & self._mask
-        first_stamp = self._stamp0 + slot * self._slot_words
+        first_stamp = self._stamp0 + (n & self._mask) * self._slot_words
         last_stamp = first_stamp + (count - 1) * self._slot_words
-        if words[last_stamp] != n + count:  # before: the last slot implies all earlier ones
-            raise self._torn(n + count - 1, words[last_stamp])
-        items = self._codec.decode_window(self._view, self._data + slot * self._slot, count)
+        items = self._codec.decode_window(self._view, self.ring.slot_offset(n), count)
         if words[first_stamp] != n + 1 or words[last_stamp] != n + count:  # after
             raise self._torn(n, words[first_stamp])
         return items
 
+    def _slow_path(self, n: int) -> bool:
+        """Runs when ``n`` reaches the known-available bound or the next auto-commit point:
+        commits, refreshes availability, and says whether record ``n`` can be read."""
+        auto = self.auto_commit
+        if auto and n >= self._commit_at:
+            self._publish_sequence(n)
+        if n >= self._available:
+            self._available = self._probe(n)
+            if n >= self._available:
+                if auto and self._words[self._seq_word] != n:
+                    self._publish_sequence(n)  # idle: release everything read so far
+                return False
+        self._slow_at = min(self._available, self._commit_at) if auto else self._available
+        return True
+
+    def _probe(self, n: int) -> int:
+        """The exclusive bound of records from ``n`` that are published and not gated.
+
+        This is the seqlock's "before" check, done once for a run of records as the
+        Disruptor does with its available sequence: the producer stamps slots in order and
+        stores the cursor after the stamp, so seeing the stamp of the run's last slot (x86 TSO:
+        loads are not reordered with older loads) implies every slot before it is complete."""
+        words = self._words
+        hi = words[_CURSOR]
+        if hi <= n:
+            stamp = words[self._stamp_word(n)]
+            if stamp != n + 1:
+                self._check_lapped(stamp, n)
+                return n
+            hi = self.ring.cursor_from(n)  # the producer died between stamp and cursor
+        if hi - n > self._capacity:
+            self._check_lapped(hi, n)
+        if self._gate:
+            hi = min(hi, self._gate.minimum(_NO_GATE))
+            if hi <= n:
+                return n
+        last = words[self._stamp_word(hi - 1)]
+        if last != hi:  # before: the run's last slot holds its record
+            raise self._torn(hi - 1, last)
+        return hi
+
     def commit(self, sequence: int | None = None) -> None:
         """Release records up to ``sequence`` (default: all returned so far) to the producer
-        and to consumers gated on this one."""
+        and to consumers gated on this one. Only needed with ``auto_commit=False``."""
         upto = self._next if sequence is None else sequence
         if not self._words[self._seq_word] <= upto <= self._next:
             raise RingError(
                 f"consumer {self.name!r}: commit {upto} is outside "
                 f"{self._words[self._seq_word]}..{self._next}"
             )
+        self._publish_sequence(upto)
+
+    def _publish_sequence(self, upto: int) -> None:
         self._words[self._seq_word] = upto
-        if self._words[h.P_PARKED]:
+        self._commit_at = upto + self._commit_every
+        self._slow_at = min(self._available, self._commit_at)
+        if self._words[_PARKED]:
             self._wake_producer()
 
     # -- waiting ---------------------------------------------------------------------------
@@ -170,11 +215,10 @@ class Consumer(Generic[T]):
     def ready(self) -> bool:
         """True when ``poll`` would return a record."""
         n = self._next
-        if n >= self._gate_limit:
-            self._gate_limit = self._gate.minimum(_NO_GATE)
-            if n >= self._gate_limit:
-                return False
-        return bool(self._words[self._stamp0 + (n & self._mask) * self._slot_words] == n + 1)
+        if n < self._available:
+            return True
+        self._available = self._probe(n)
+        return n < self._available
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Idle until a record is ready (True) or ``timeout_s`` passes (False)."""
@@ -220,6 +264,9 @@ class Consumer(Generic[T]):
     def heartbeat(self) -> None:
         self._words[self._beat_word] = time.monotonic_ns()
 
+    def _stamp_word(self, sequence: int) -> int:
+        return self._stamp0 + (sequence & self._mask) * self._slot_words
+
     def _check_lapped(self, stamp: int, n: int) -> None:
         if stamp > n + 1:
             raise ConsumerDetachedError(
@@ -253,7 +300,7 @@ class Consumer(Generic[T]):
             return
         self._closed = True
         if self.auto_commit:
-            self._words[self._seq_word] = self._next
+            self._publish_sequence(self._next)
         if self._words[h.consumer_word(self.index, h.C_PID)] == os.getpid():
             self._words[h.consumer_word(self.index, h.C_PID)] = 0
         if self._parker is not None:

@@ -16,6 +16,16 @@ class HeaderMismatchError(ShmError):
         self.found = found
 
 
+class EncodeError(ValueError):
+    """An item does not fit its slot layout. ``published`` items before it in the same window
+    were written and stamped, so the producer publishes them (a window is ordered, not
+    atomic)."""
+
+    def __init__(self, message: str, published: int = 0) -> None:
+        super().__init__(message)
+        self.published = published
+
+
 class RingError(ShmError):
     """Misuse of a ring: bad geometry, a second producer, an unknown consumer index."""
 

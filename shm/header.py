@@ -8,8 +8,10 @@ never invalidates the line the producer writes.
 
 ```
 line 0     static      magic, layout version, slot size, capacity, schema id, max consumers, ...
-line 1     producer    cursor, heartbeat ns, pid, parked flag, wake-wanted flag
-line 2+i   consumer i  sequence, heartbeat ns, pid, state, gate mask, parked flag, name
+line 1     producer    cursor, heartbeat ns, pid                  (producer writes per publish)
+line 2     parked      the producer's parked flag                 (consumers read per commit)
+line 3     wake        "a consumer is parked"                     (producer reads per publish)
+line 4+i   consumer i  sequence, heartbeat ns, pid, state, gate mask, parked flag, name
 data       capacity x slot_size bytes; each slot's last 8 bytes are its seqlock stamp
 ```
 """
@@ -35,8 +37,11 @@ STATIC: Final = struct.Struct("<8sIIQQIIQQ")
 P_CURSOR: Final = LINE // WORD + 0  # number of records published (next sequence to publish)
 P_HEARTBEAT: Final = LINE // WORD + 1  # monotonic ns of the producer's last sign of life
 P_PID: Final = LINE // WORD + 2  # pid of the attached producer, 0 when none
-P_PARKED: Final = LINE // WORD + 3  # 1 while the producer sleeps on its semaphore (ring full)
-P_WAKE: Final = LINE // WORD + 4  # 1 when some consumer is parked: the producer must post
+# The two flags sit on lines of their own: each is read on every record by the other side, so
+# sharing the cursor's line would bounce that line between cores once per record.
+P_PARKED: Final = 2 * LINE // WORD  # 1 while the producer sleeps on its semaphore (ring full)
+P_WAKE: Final = 3 * LINE // WORD  # 1 when some consumer is parked: the producer must post
+FIRST_CONSUMER_LINE: Final = 4
 
 # Consumer line fields, as word offsets from the start of the consumer's line.
 C_SEQUENCE: Final = 0  # records consumed = the next sequence this consumer will read
@@ -55,11 +60,11 @@ STATE_NAMES: Final = {STATE_FREE: "free", STATE_ACTIVE: "active", STATE_DETACHED
 
 def consumer_word(index: int, field: int) -> int:
     """Word index of ``field`` in consumer ``index``'s line."""
-    return (2 + index) * LINE // WORD + field
+    return (FIRST_CONSUMER_LINE + index) * LINE // WORD + field
 
 
 def header_size(max_consumers: int) -> int:
-    return (2 + max_consumers) * LINE
+    return (FIRST_CONSUMER_LINE + max_consumers) * LINE
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,15 +10,17 @@ gating sequence.
 from __future__ import annotations
 
 import os
+import struct
+import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import posix_ipc
 
 from shm import header as h
 from shm.barrier import Gate
-from shm.errors import RingError, RingFullError
+from shm.errors import EncodeError, RingError, RingFullError
 from shm.liveness import pid_alive
 from shm.wait import Parker, WaitStrategy, Yielding, post
 
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
     from shm.ring import Ring
 
 T = TypeVar("T")
+
+_CURSOR = h.P_CURSOR
+_WAKE = h.P_WAKE
 
 
 class Producer(Generic[T]):
@@ -48,6 +53,7 @@ class Producer(Generic[T]):
         self._words = words
         self._view = memoryview(ring.region.buf)
         self._encode = ring.codec.encode_into
+        self._encode_window = ring.codec.encode_window
         self._mask = ring.mask
         self._slot = ring.slot_size
         self._data = ring.data_offset
@@ -56,6 +62,11 @@ class Producer(Generic[T]):
         self._next = ring.cursor()  # crash-only: recovery and start are the same path
         words[h.P_CURSOR] = self._next
         self._limit = self._refresh_limit()
+        # One attribute load instead of six on the hot path (measured ~25% of publish).
+        self._hot = (words, self._view, self._encode, self._mask, self._slot, self._data)
+        compiled = self._compile_publish()
+        if compiled is not None:
+            self.publish = compiled  # type: ignore[method-assign]  # same contract, inlined
         self._parker: Parker | None = None
         self._sems: dict[str, posix_ipc.Semaphore] = {}
         self._closed = False
@@ -68,13 +79,47 @@ class Producer(Generic[T]):
         n = self._next
         if n >= self._limit:
             self._await_space(n + 1, None)
-        self._encode(self._view, self._data + (n & self._mask) * self._slot, item, n + 1)
+        words, view, encode, mask, slot, data = self._hot
+        encode(view, data + (n & mask) * slot, item, n + 1)
         self._next = n + 1
-        words = self._words
-        words[h.P_CURSOR] = n + 1
-        if words[h.P_WAKE]:
+        words[_CURSOR] = n + 1
+        if words[_WAKE]:
             self._wake_consumers()
         return n
+
+    def _compile_publish(self) -> Callable[[T], int] | None:
+        """``publish`` with the codec's encode statement inlined, if the codec offers one.
+
+        Same logic as the method above, one Python frame per record fewer (about a fifth of
+        a publish on this interpreter). The template is fixed; only the codec's statement,
+        generated from its field count, varies."""
+        codec = self.ring.codec
+        source = getattr(codec, "encode_source", None)
+        if source is None:
+            return None
+        body = textwrap.indent(source, " " * 8)
+        template = f"""
+def bind(self, words, buf, mask, slot, data, CURSOR, WAKE):
+    def publish(item):
+        n = self._next
+        if n >= self._limit:
+            self._await_space(n + 1, None)
+        offset = data + (n & mask) * slot
+        stamp = n + 1
+{body}
+        self._next = stamp
+        words[CURSOR] = stamp
+        if words[WAKE]:
+            self._wake_consumers()
+        return n
+    return publish
+"""
+        namespace = dict(codec.encode_namespace)
+        exec(template, namespace)  # fixed template + the codec's generated statement
+        publish: Callable[[T], int] = namespace["bind"](
+            self, self._words, self._view, self._mask, self._slot, self._data, _CURSOR, _WAKE
+        )
+        return publish
 
     def try_publish(self, item: T) -> bool:
         """Write one record if a slot is free now; ``False`` (nothing written) if full."""
@@ -91,7 +136,7 @@ class Producer(Generic[T]):
 
         Returns the sequence of the last record. Batches larger than the ring are written in
         ring-sized chunks."""
-        encode = self._encode
+        encode = self._encode_window
         view = self._view
         mask = self._mask
         slot = self._slot
@@ -103,13 +148,67 @@ class Producer(Generic[T]):
             count = min(total - done, self._capacity)
             if n + count > self._limit:
                 self._await_space(n + count, None)
-            for k in range(count):
-                seq = n + k
-                encode(view, data + (seq & mask) * slot, items[done + k], seq + 1)
+            chunk = items[done : done + count] if done or count < total else items
+            first = min(count, self._capacity - (n & mask))  # up to the end of the buffer
+            try:
+                encode(
+                    view,
+                    data + (n & mask) * slot,
+                    chunk if first == count else chunk[:first],
+                    n + 1,
+                )
+                if first < count:  # the part that wraps to the start
+                    encode(view, data, chunk[first:], n + first + 1)
+            except EncodeError as exc:
+                # The items before the bad one carry their stamps, so they are published.
+                self._next = self.ring.cursor_from(n)
+                self._words[_CURSOR] = self._next
+                published = done + self._next - n
+                raise EncodeError(
+                    f"{exc}; the {published} items before it were published", published
+                ) from None
             self._next = n + count
             self._words[h.P_CURSOR] = n + count
             done += count
         if self._words[h.P_WAKE]:
+            self._wake_consumers()
+        return self._next - 1
+
+    def publish_slots(self, images: bytes | bytearray | memoryview, count: int) -> int:
+        """Publish ``count`` ready-made slot images, ``count * slot_size`` contiguous bytes
+        (a codec's ``slot_struct`` packs one, stamp field 0). Returns the last sequence.
+
+        The zero-copy batch path: the bodies go in with one slice copy, the stamps with one
+        strided store after them, so a batch costs about what building its bytes costs. Each
+        image's stamp field must be zero: ``memcpy`` writes in no defined order, so a non-zero
+        placeholder could pass for a stamp before its body lands. Batches larger than the
+        ring are split."""
+        slot = self._slot
+        raw = memoryview(images).cast("B")
+        if raw.nbytes != count * slot or count <= 0:
+            raise ValueError(
+                f"publish_slots: {raw.nbytes} bytes is not count={count} x slot_size={slot}"
+            )
+        if raw.cast("q")[slot // 8 - 1 :: slot // 8].tobytes() != bytes(8 * count):
+            raise ValueError(
+                "publish_slots: every slot image's stamp field (last 8 bytes) must be 0"
+            )
+        mask, data, view, words = self._mask, self._data, self._view, self._words
+        slot_words = slot // 8
+        done = 0
+        while done < count:
+            n = self._next
+            k = min(count - done, self._capacity - (n & mask))  # contiguous up to the wrap
+            if n + k > self._limit:
+                self._await_space(n + k, None)
+            offset = data + (n & mask) * slot
+            view[offset : offset + k * slot] = raw[done * slot : (done + k) * slot]
+            first_stamp = (offset + slot) // 8 - 1
+            words[first_stamp : first_stamp + k * slot_words : slot_words] = _stamps(n + 1, k)
+            self._next = n + k
+            words[_CURSOR] = n + k
+            done += k
+        if words[_WAKE]:
             self._wake_consumers()
         return self._next - 1
 
@@ -184,3 +283,14 @@ class Producer(Generic[T]):
         for sem in self._sems.values():
             sem.close()
         self._view.release()
+
+
+_STAMP_STRUCTS: dict[int, struct.Struct] = {}
+
+
+def _stamps(first: int, count: int) -> memoryview:
+    """``first .. first + count - 1`` as int64 words, one C call (measured ~30 ns a stamp)."""
+    packer = _STAMP_STRUCTS.get(count)
+    if packer is None:
+        packer = _STAMP_STRUCTS[count] = struct.Struct(f"<{count}q")
+    return memoryview(packer.pack(*range(first, first + count))).cast("q")

@@ -283,8 +283,11 @@ class Ring(Generic[T]):
     def cursor(self) -> int:
         """Records published so far (the header cursor, advanced over any stamps a crashed
         producer wrote after its last cursor store)."""
+        return self.cursor_from(self.words[h.P_CURSOR])
+
+    def cursor_from(self, cursor: int) -> int:
+        """First sequence at or after ``cursor`` whose slot does not hold its record yet."""
         words = self.words
-        cursor = words[h.P_CURSOR]
         while words[self.stamp_word(cursor)] == cursor + 1:
             cursor += 1
         return cursor

@@ -1,0 +1,439 @@
+"""`make bench-ring`: the ringex ring against multiprocessing.Queue and pyzmq, in one run.
+
+```
+throughput      producer ──► consumer                    (two processes, one core each)
+latency         producer ──► consumer   paced at 10k msgs/s, stamps carry monotonic ns
+pipeline        producer ──► relay ──► consumer         (relay decodes and re-encodes)
+soak            producer ──► consumer   10^7 records, RSS sampled on both sides
+```
+
+Every record is 64 bytes: eight int64 fields, the first its sequence number, the second a
+send timestamp. Each consumer checks that every record arrived exactly once and in order,
+and the run fails if any did not, or if a ring process's RSS grew. Results go to
+``var/bench/ring.json``; the ratios to the peers are what the targets in issue 2 are about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import struct
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from shm import BusySpin, Ring, StructCodec, wait_strategy
+from shm.wait import WaitStrategy
+
+RECORD = struct.Struct("<8q")  # what the peers send: the same 64 bytes
+FIELDS = "8q"
+BATCH = 64
+SLOT_SIZE = int(os.environ.get("RINGEX_BENCH_SLOT", "128"))
+CAPACITY = 1 << 14
+PACED_RATE = 10_000
+INSTANCE = f"bench{os.getpid()}"
+
+
+def codec() -> StructCodec:
+    return StructCodec(FIELDS, schema_id=0xBE, slot_size=SLOT_SIZE)
+
+
+def pin(cpu: int) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
+
+
+def rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+@dataclass
+class Outcome:
+    """What a consumer reports: counts, order check, timing, latency samples, RSS."""
+
+    received: int = 0
+    in_order: bool = True
+    first_ns: int = 0
+    last_ns: int = 0
+    latencies_ns: list[int] = field(default_factory=list)
+    rss_kib: list[int] = field(default_factory=list)
+
+
+class Checker:
+    """Exactly once, in order: the n-th record must carry sequence n."""
+
+    def __init__(self, n: int, paced: bool, soak: bool) -> None:
+        self.expect = 0
+        self.out = Outcome()
+        self.paced = paced
+        self.soak_every = n // 10 if soak else 0
+
+    def see(self, seq: int, sent_ns: int) -> None:
+        if seq != self.expect:
+            self.out.in_order = False
+        self.expect += 1
+        if self.paced:
+            self.out.latencies_ns.append(time.monotonic_ns() - sent_ns)
+        if self.soak_every and self.expect % self.soak_every == 0:
+            self.out.rss_kib.append(rss_kib())
+
+
+def pace(i: int, start: int, paced: bool) -> int:
+    """Busy-wait until record ``i``'s send time at PACED_RATE; returns the stamp to send."""
+    if not paced:
+        return 0
+    due = start + i * (1_000_000_000 // PACED_RATE)
+    while (now := time.monotonic_ns()) < due:
+        pass
+    return now
+
+
+# -- ringex -----------------------------------------------------------------------------------
+
+
+def ring_producer(name: str, n: int, batched: bool, paced: bool, go: Any, res: Any) -> None:
+    pin(0)
+    ring = Ring.attach(INSTANCE, name, codec())
+    prod = ring.producer(BusySpin())
+    go.wait()
+    start = time.monotonic_ns()
+    if batched:
+        pack, publish_slots = prod.ring.codec.slot_struct.pack, prod.publish_slots  # type: ignore[attr-defined]
+        for lo in range(0, n, BATCH):
+            hi = min(n, lo + BATCH)
+            publish_slots(
+                b"".join([pack(i, 0, 1, 2, 3, 4, 5, 6, 0) for i in range(lo, hi)]), hi - lo
+            )
+    else:
+        publish = prod.publish
+        for i in range(n):
+            publish((i, pace(i, start, paced), 1, 2, 3, 4, 5, 6))
+    res.put(("producer", (start, rss_kib())))
+    prod.close()
+    ring.close()
+
+
+def ring_consumer(
+    name: str, n: int, batched: bool, paced: bool, wait: str, soak: bool, go: Any, res: Any
+) -> None:
+    pin(1)
+    ring = Ring.attach(INSTANCE, name, codec())
+    cons = ring.consumer("sink", wait_strategy(wait))
+    chk = Checker(n, paced, soak)
+    see = chk.see
+    go.wait()
+    if paced or soak:
+        while chk.expect < n:
+            for rec in cons.take(4 * BATCH):
+                see(rec[0], rec[1])
+    elif batched:
+        expect, take = 0, cons.take
+        while expect < n:
+            for rec in take(4 * BATCH):
+                if rec[0] != expect:
+                    chk.out.in_order = False
+                expect += 1
+    else:
+        expect, poll, wait_for = 0, cons.poll, cons.wait
+        while expect < n:
+            rec = poll()
+            if rec is None:
+                wait_for()
+                continue
+            if rec[0] != expect:
+                chk.out.in_order = False
+            expect += 1
+    chk.out.last_ns = time.monotonic_ns()
+    res.put(("consumer", chk.out))
+    cons.close()
+    ring.close()
+
+
+def ring_relay(src: str, dst: str, n: int, go: Any, res: Any) -> None:
+    pin(0)
+    inbound = Ring.attach(INSTANCE, src, codec())
+    outbound = Ring.attach(INSTANCE, dst, codec())
+    cons = inbound.consumer("relay", wait_strategy("yield"))
+    prod = outbound.producer(wait_strategy("yield"))
+    go.wait()
+    res.put(("relay", rss_kib()))
+    done = 0
+    while done < n:
+        batch = cons.take(BATCH)
+        prod.publish_batch(batch)  # decoded tuples, re-encoded by the codec
+        done += len(batch)
+    prod.close()
+    cons.close()
+
+
+# -- peers ------------------------------------------------------------------------------------
+
+
+def queue_producer(q: Any, n: int, batched: bool, paced: bool, go: Any, res: Any) -> None:
+    pin(0)
+    pack = RECORD.pack
+    go.wait()
+    start = time.monotonic_ns()
+    if batched:
+        for lo in range(0, n, BATCH):
+            q.put([pack(i, 0, 1, 2, 3, 4, 5, 6) for i in range(lo, min(n, lo + BATCH))])
+    else:
+        for i in range(n):
+            q.put(pack(i, pace(i, start, paced), 1, 2, 3, 4, 5, 6))
+    res.put(("producer", (start, rss_kib())))
+
+
+def queue_consumer(q: Any, n: int, batched: bool, paced: bool, go: Any, res: Any) -> None:
+    pin(1)
+    chk = Checker(n, paced, False)
+    unpack = RECORD.unpack
+    go.wait()
+    if paced:
+        while chk.expect < n:
+            rec = unpack(q.get())
+            chk.see(rec[0], rec[1])
+    else:
+        expect, get = 0, q.get
+        while expect < n:
+            for raw in get() if batched else (get(),):
+                if unpack(raw)[0] != expect:
+                    chk.out.in_order = False
+                expect += 1
+    chk.out.last_ns = time.monotonic_ns()
+    res.put(("consumer", chk.out))
+
+
+def zmq_producer(addr: str, n: int, batched: bool, paced: bool, go: Any, res: Any) -> None:
+    pin(0)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.connect(addr)
+    pack = RECORD.pack
+    go.wait()
+    start = time.monotonic_ns()
+    if batched:
+        for lo in range(0, n, BATCH):
+            sock.send(b"".join(pack(i, 0, 1, 2, 3, 4, 5, 6) for i in range(lo, min(n, lo + BATCH))))
+    else:
+        send = sock.send
+        for i in range(n):
+            send(pack(i, pace(i, start, paced), 1, 2, 3, 4, 5, 6))
+    res.put(("producer", (start, rss_kib())))
+    sock.close(linger=-1)
+    ctx.term()
+
+
+def zmq_consumer(addr: str, n: int, batched: bool, paced: bool, go: Any, res: Any) -> None:
+    pin(1)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    sock.setsockopt(zmq.RCVHWM, 100_000)
+    sock.bind(addr)
+    chk = Checker(n, paced, False)
+    go.wait()
+    recv, unpack, iter_unpack = sock.recv, RECORD.unpack, RECORD.iter_unpack
+    if paced:
+        while chk.expect < n:
+            rec = unpack(recv())
+            chk.see(rec[0], rec[1])
+    else:
+        expect = 0
+        while expect < n:
+            frame = recv()
+            for rec in iter_unpack(frame) if batched else (unpack(frame),):
+                if rec[0] != expect:
+                    chk.out.in_order = False
+                expect += 1
+    chk.out.last_ns = time.monotonic_ns()
+    res.put(("consumer", chk.out))
+    sock.close()
+    ctx.term()
+
+
+# -- harness ----------------------------------------------------------------------------------
+
+
+def run_procs(targets: list[tuple[Callable[..., None], tuple[Any, ...]]], go: Any) -> None:
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=t, args=a) for t, a in targets]
+    for p in procs:
+        p.start()
+    time.sleep(0.2)  # let every side attach/bind before the clock starts
+    go.set()
+    for p in procs:
+        p.join(600)
+        if p.exitcode != 0:
+            raise SystemExit(f"bench process {p.name} exited with {p.exitcode}")
+
+
+def one_round(
+    kind: str, n: int, *, paced: bool = False, wait: str = "busy-spin", soak: bool = False
+) -> tuple[Outcome, int, dict[str, int]]:
+    ctx = mp.get_context("fork")
+    go, res = ctx.Event(), ctx.Queue()
+    batched = kind.endswith("-batch")
+    rings: list[Ring[Any]] = []
+    if kind.startswith("ringex"):
+        tag = uuid.uuid4().hex[:8]
+        if kind == "ringex-3stage":
+            rings = [
+                Ring.create(INSTANCE, f"a{tag}", codec(), capacity=CAPACITY, consumers=["relay"]),
+                Ring.create(INSTANCE, f"b{tag}", codec(), capacity=CAPACITY, consumers=["sink"]),
+            ]
+            procs = [
+                (ring_producer, (f"a{tag}", n, True, False, go, res)),
+                (ring_relay, (f"a{tag}", f"b{tag}", n, go, res)),
+                (ring_consumer, (f"b{tag}", n, True, False, "yield", False, go, res)),
+            ]
+        else:
+            rings = [Ring.create(INSTANCE, tag, codec(), capacity=CAPACITY, consumers=["sink"])]
+            procs = [
+                (ring_producer, (tag, n, batched, paced, go, res)),
+                (ring_consumer, (tag, n, batched, paced, wait, soak, go, res)),
+            ]
+    elif kind.startswith("mp.Queue"):
+        q = ctx.Queue()
+        procs = [
+            (queue_producer, (q, n, batched, paced, go, res)),
+            (queue_consumer, (q, n, batched, paced, go, res)),
+        ]
+    else:
+        addr = f"ipc:///tmp/ringex-bench-{uuid.uuid4().hex[:8]}"
+        procs = [
+            (zmq_consumer, (addr, n, batched, paced, go, res)),
+            (zmq_producer, (addr, n, batched, paced, go, res)),
+        ]
+    try:
+        run_procs(procs, go)
+        got = dict(res.get(timeout=10) for _ in range(len(procs)))
+    finally:
+        for ring in rings:
+            ring.unlink()
+            ring.close()
+    out: Outcome = got["consumer"]
+    start, producer_rss = got["producer"]
+    return out, start, {"producer_rss_kib": producer_rss}
+
+
+def pct(values: list[int], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--n", type=int, default=300_000, help="records a throughput round")
+    ap.add_argument("--soak", type=int, default=10_000_000, help="records in the RSS soak")
+    ap.add_argument("--out", default="var/bench/ring.json")
+    args = ap.parse_args()
+
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}"
+    )
+    kinds = [
+        "ringex",
+        "ringex-batch",
+        "mp.Queue",
+        "mp.Queue-batch",
+        "zmq",
+        "zmq-batch",
+        "ringex-3stage",
+    ]
+    sizes = {"mp.Queue": args.n // 3}
+    results: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+    for kind in kinds:
+        rates = []
+        n = sizes.get(kind, args.n)
+        for _ in range(args.rounds):
+            out, _start, _ = one_round(kind, n)
+            if out.received if False else (not out.in_order):
+                failures.append(f"{kind}: records out of order or duplicated")
+            rates.append(n / ((out.last_ns - _start) / 1e9))
+        results[kind] = {"name": kind, "msgs_per_s": statistics.median(rates)}
+        print(
+            f"{kind:16s} {statistics.median(rates):>12,.0f} msgs/s  (rounds: "
+            + ", ".join(f"{r / 1e3:.0f}k" for r in rates)
+            + ")"
+        )
+
+    latency_n = PACED_RATE  # one second at the paced rate
+    for kind, wait in [
+        ("ringex", "busy-spin"),
+        ("ringex", "blocking"),
+        ("mp.Queue", ""),
+        ("zmq", ""),
+    ]:
+        out, _, _ = one_round(kind, latency_n, paced=True, wait=wait or "busy-spin")
+        lat = out.latencies_ns[latency_n // 10 :]  # drop warm-up
+        key = kind if kind != "ringex" else ("ringex" if wait == "busy-spin" else "ringex-blocking")
+        entry = results.setdefault(key, {"name": key, "msgs_per_s": None})
+        entry.update(p50_us=pct(lat, 0.5), p99_us=pct(lat, 0.99), p999_us=pct(lat, 0.999))
+        print(
+            f"latency {key:16s} p50 {entry['p50_us']:8.1f} us  p99 {entry['p99_us']:8.1f} us"
+            f"  p99.9 {entry['p999_us']:8.1f} us"
+        )
+
+    out, _, extra = one_round("ringex-batch", args.soak, soak=True)
+    growth = max(out.rss_kib) - min(out.rss_kib) if out.rss_kib else 0
+    print(
+        f"soak: {args.soak:,} records, consumer RSS samples (KiB) {out.rss_kib}, "
+        f"growth {growth} KiB; producer RSS at end {extra['producer_rss_kib']} KiB"
+    )
+    if not out.in_order:
+        failures.append("soak: records out of order or duplicated")
+    if growth > 1024:
+        failures.append(f"soak: consumer RSS grew {growth} KiB over {args.soak:,} records")
+
+    ratio = lambda a, b: results[a]["msgs_per_s"] / results[b]["msgs_per_s"]  # noqa: E731
+    checks = [
+        ("ringex / mp.Queue", ratio("ringex", "mp.Queue"), 12.0),
+        ("ringex / zmq", ratio("ringex", "zmq"), 3.0),
+        ("ringex-batch / mp.Queue", ratio("ringex-batch", "mp.Queue"), 25.0),
+        ("ringex-batch / zmq-batch", ratio("ringex-batch", "zmq-batch"), 1.2),
+    ]
+    for label, value, target in checks:
+        print(
+            f"{label:26s} {value:6.1f}x  (target >= {target}x){'' if value >= target else '  MISSED'}"
+        )
+    lat_checks = [("ringex", 3.0), ("ringex-blocking", 80.0)]
+    for key, target in lat_checks:
+        p50 = results[key]["p50_us"]
+        print(
+            f"{key} p50 {p50:.1f} us (target <= {target} us){'' if p50 <= target else '  MISSED'}"
+        )
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "rounds": args.rounds,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "results": list(results.values()),
+        "ratios": {label: value for label, value, _ in checks},
+        "soak": {"records": args.soak, "consumer_rss_kib": out.rss_kib, "growth_kib": growth},
+    }
+    Path(args.out).write_text(json.dumps(doc, indent=2))
+    print(f"wrote {args.out}")
+    if failures:
+        print("FAILED: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
