@@ -8,6 +8,7 @@ Generic on purpose: nothing here imports ``procs`` or ``config``. A process atta
 from shm.codec import SlotCodec, StructCodec
 from shm.errors import (
     ConsumerDetachedError,
+    EncodeError,
     HeaderMismatchError,
     RingError,
     RingFullError,
@@ -23,6 +24,7 @@ __all__ = [
     "BusySpin",
     "Consumer",
     "ConsumerDetachedError",
+    "EncodeError",
     "HeaderMismatchError",
     "Producer",
     "Region",

@@ -26,14 +26,13 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zmq
 
 from shm import BusySpin, Ring, StructCodec, wait_strategy
-from shm.wait import WaitStrategy
 
 RECORD = struct.Struct("<8q")  # what the peers send: the same 64 bytes
 FIELDS = "8q"

@@ -1,0 +1,51 @@
+"""Result codes: one enum for every business reject, with a numeric range per stage.
+
+Expected rejects travel as codes inside records (``Rejected.code``); broken invariants raise
+and crash the process instead (STYLE.md, habit 7). The range says which stage refused:
+
+    0          OK
+    1000-1999  gateway   (message, session, limits)
+    2000-2999  router    (accounts, risk, sequencing)
+    3000-3999  matcher   (book rules, order state)
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ResultCode(IntEnum):
+    OK = 0
+
+    # gateway
+    MALFORMED_MESSAGE = 1000
+    UNKNOWN_SYMBOL = 1001
+    PRICE_NOT_ON_TICK = 1002
+    QTY_NOT_ON_LOT = 1003
+    QTY_OUT_OF_RANGE = 1004
+    RATE_LIMITED = 1005
+    NOT_LOGGED_ON = 1006
+    DUPLICATE_CLIENT_ID = 1007
+
+    # router
+    UNKNOWN_ACCOUNT = 2000
+    INSUFFICIENT_BALANCE = 2001
+    ACCOUNT_DISABLED = 2002
+    ROUTER_OVERLOADED = 2003
+
+    # matcher
+    UNKNOWN_ORDER = 3000
+    SYMBOL_HALTED = 3001
+    POST_ONLY_WOULD_TAKE = 3002
+    FOK_NOT_FILLABLE = 3003
+    PRICE_OUT_OF_BAND = 3004
+    NO_LIQUIDITY = 3005
+    INVALID_PRICE = 3006
+    INVALID_QTY = 3007
+    NOT_ORDER_OWNER = 3008
+    INVALID_ORDER = 3009
+
+    @property
+    def stage(self) -> str:
+        """Which stage issued the code: "ok", "gateway", "router" or "matcher"."""
+        return {0: "ok", 1: "gateway", 2: "router", 3: "matcher"}[self.value // 1000]

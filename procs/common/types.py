@@ -1,0 +1,82 @@
+"""Integer types and enumerations used inside the pipeline.
+
+Prices are integer ticks, quantities integer lots, times integer nanoseconds; decimals exist
+only at the edges (FIX, REST, the web page). The ``Annotated`` bounds are enforced by msgspec
+whenever a record is decoded, and size each field's worst-case encoding.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Annotated, Final
+
+import msgspec
+
+I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+U64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # ids: non-negative, fit an int64
+U32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+U16 = Annotated[int, msgspec.Meta(ge=0, le=2**16 - 1)]
+U8 = Annotated[int, msgspec.Meta(ge=0, le=255)]
+
+Price = I64  # ticks; may be negative for spreads
+Qty = U64  # lots
+TimestampNs = U64  # time.time_ns() at the edge that made the record
+OrderId = U64  # assigned by the router; 0 before sequencing
+AccountId = U64
+SymbolId = U32
+GatewayId = U16
+SessionId = U32
+
+
+class Side(IntEnum):
+    BUY = 1
+    SELL = 2
+
+
+class OrdType(IntEnum):
+    LIMIT = 1
+    MARKET = 2
+    STOP = 3  # stop-market, triggered by the last trade price
+    STOP_LIMIT = 4
+
+
+class TimeInForce(IntEnum):
+    GTC = 1
+    IOC = 2
+    FOK = 3
+    DAY = 4  # expired by an end-of-session admin command
+
+
+class StpMode(IntEnum):
+    """Self-trade prevention, per account."""
+
+    NONE = 0
+    CANCEL_NEWEST = 1
+    CANCEL_OLDEST = 2
+    CANCEL_BOTH = 3
+
+
+class DoneReason(IntEnum):
+    """Why an order left the book (or never rested)."""
+
+    FILLED = 1
+    CANCELLED = 2  # by its owner
+    EXPIRED = 3  # DAY at end of session, or the IOC / market remainder
+    SELF_TRADE = 4  # removed by self-trade prevention
+    MASS_CANCELLED = 5
+    REJECTED = 6
+
+
+class AdminAction(IntEnum):
+    HALT = 1
+    RESUME = 2
+    END_OF_SESSION = 3
+    SNAPSHOT = 4
+    SHUTDOWN = 5
+
+
+class OrderFlag:
+    """Bits of ``NewOrder.flags``."""
+
+    POST_ONLY: Final = 1
+    ALL: Final = 1

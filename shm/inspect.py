@@ -1,0 +1,122 @@
+"""Find and remove the segments and semaphores of ringex instances (``ringex shm``).
+
+Linux keeps POSIX shared memory in ``/dev/shm/<name>`` and named semaphores in
+``/dev/shm/sem.<name>``; every ringex name starts with ``ringex.<instance>.``. A segment is
+stale when no process it names (creator, producer, attached consumers) is alive: what a
+crashed or killed instance leaves behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import posix_ipc
+
+from shm import header as h
+from shm.liveness import pid_alive
+from shm.region import PREFIX
+
+SHM_DIR = Path("/dev/shm")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    instance: str
+    name: str
+    size: int
+    is_ring: bool  # the header carries the ring magic
+    capacity: int
+    slot_size: int
+    cursor: int
+    pids: tuple[int, ...]  # creator, producer, attached consumers (0s dropped)
+    live_pids: tuple[int, ...]
+    semaphores: tuple[str, ...]
+
+    @property
+    def stale(self) -> bool:
+        return not self.live_pids
+
+
+def list_segments(instance: str | None = None) -> list[SegmentInfo]:
+    """Every ringex segment (of ``instance``, if given), with its semaphores."""
+    if not SHM_DIR.is_dir():
+        return []
+    sems: dict[tuple[str, str], list[str]] = {}
+    segments: list[tuple[str, str, Path]] = []
+    for entry in SHM_DIR.iterdir():
+        sem = entry.name.startswith("sem.")
+        base = entry.name[4:] if sem else entry.name
+        parts = base.split(".")
+        if len(parts) < 3 or parts[0] != PREFIX:
+            continue
+        if instance is not None and parts[1] != instance:
+            continue
+        if sem:
+            sems.setdefault((parts[1], parts[2]), []).append("/" + base)
+        else:
+            segments.append((parts[1], ".".join(parts[2:]), entry))
+    found = [
+        _describe(inst, name, path, sems.pop((inst, name), [])) for inst, name, path in segments
+    ]
+    for (inst, name), orphans in sems.items():  # semaphores whose segment is gone
+        found.append(SegmentInfo(inst, name, 0, False, 0, 0, 0, (), (), tuple(sorted(orphans))))
+    return sorted(found, key=lambda s: (s.instance, s.name))
+
+
+def _describe(instance: str, name: str, path: Path, sems: list[str]) -> SegmentInfo:
+    size = path.stat().st_size
+    pids: list[int] = []
+    capacity = slot = cursor = 0
+    is_ring = False
+    try:
+        with path.open("rb") as f:
+            head = f.read(h.LINE * h.FIRST_CONSUMER_LINE)
+            if len(head) >= h.STATIC.size:
+                fields = h.STATIC.unpack_from(head, 0)
+                is_ring = fields[0] == h.MAGIC
+            if is_ring:
+                _m, _v, slot, capacity, _schema, maxc, _hs, _created, creator = fields
+                words = memoryview(head).cast("q")
+                cursor = words[h.P_CURSOR]
+                pids += [creator, words[h.P_PID]]
+                f.seek(h.LINE * h.FIRST_CONSUMER_LINE)
+                lines = memoryview(f.read(h.LINE * maxc)).cast("q")
+                for index in range(maxc):
+                    base = index * h.LINE // h.WORD
+                    if base + h.C_PID < len(lines) and lines[base + h.C_STATE] != h.STATE_FREE:
+                        pids.append(lines[base + h.C_PID])
+    except OSError:
+        pass
+    pids = [p for p in pids if p]
+    live = tuple(p for p in pids if pid_alive(p))
+    return SegmentInfo(
+        instance,
+        name,
+        size,
+        is_ring,
+        capacity,
+        slot,
+        cursor,
+        tuple(pids),
+        live,
+        tuple(sorted(sems)),
+    )
+
+
+def remove(segment: SegmentInfo) -> None:
+    """Unlink the segment and its semaphores (processes that have it mapped keep it)."""
+    with contextlib.suppress(posix_ipc.ExistentialError):
+        posix_ipc.unlink_shared_memory(f"/{PREFIX}.{segment.instance}.{segment.name}")
+    for sem in segment.semaphores:
+        with contextlib.suppress(posix_ipc.ExistentialError):
+            posix_ipc.unlink_semaphore(sem)
+
+
+def remove_instance(instance: str) -> int:
+    """Remove every segment of ``instance``; returns how many."""
+    segments = list_segments(instance)
+    for segment in segments:
+        remove(segment)
+    return len(segments)

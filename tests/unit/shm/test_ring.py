@@ -1,0 +1,284 @@
+"""Ring semantics in one process: order, wrap-around, back-pressure, multicast, gating,
+batches, crash-only resume, detaching, and the seqlock's torn-read detection."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from shm import (
+    ConsumerDetachedError,
+    EncodeError,
+    Ring,
+    RingError,
+    StructCodec,
+    TornReadError,
+)
+from shm.ring import ConsumerSpec
+
+CODEC = StructCodec("2q")
+
+
+def make(instance: str, capacity: int = 8, consumers: Any = ("a",)) -> Ring[Any]:
+    return Ring.create(instance, "r", CODEC, capacity=capacity, consumers=list(consumers))
+
+
+def drain(consumer: Any) -> list[int]:
+    return [item[0] for item in consumer.read(1 << 20)]
+
+
+def test_records_arrive_in_order_across_many_wraps(instance: str) -> None:
+    ring = make(instance, capacity=4)
+    producer, consumer = ring.producer(), ring.consumer("a")
+    seen = []
+    for i in range(50):
+        assert producer.publish((i, -i)) == i
+        item = consumer.poll()
+        assert item == (i, -i)
+        seen.append(item[0])
+    assert consumer.poll() is None
+    assert seen == list(range(50))
+
+
+def test_full_ring_refuses_try_publish_and_blocks_publish_until_a_slot_is_freed(
+    instance: str,
+) -> None:
+    ring = make(instance, capacity=4)
+    producer, consumer = ring.producer(), ring.consumer("a")
+    for i in range(4):
+        assert producer.try_publish((i, 0))
+    assert not producer.try_publish((4, 0))  # never overwrites an unread slot
+
+    published = threading.Event()
+
+    def publish_fifth() -> None:
+        producer.publish((4, 0))
+        published.set()
+
+    thread = threading.Thread(target=publish_fifth)
+    thread.start()
+    assert not published.wait(0.2)  # still waiting: the consumer has read nothing
+    assert drain(consumer) == [0, 1, 2, 3]
+    assert published.wait(5)
+    thread.join()
+    assert drain(consumer) == [4]
+
+
+def test_consumers_at_different_speeds_each_see_everything_and_the_slowest_gates(
+    instance: str,
+) -> None:
+    ring = make(instance, capacity=8, consumers=("fast", "slow"))
+    producer = ring.producer()
+    fast, slow = ring.consumer("fast"), ring.consumer("slow")
+    got_fast: list[int] = []
+    got_slow: list[int] = []
+    for i in range(40):
+        if not producer.try_publish((i, 0)):
+            got_slow += [item[0] for item in slow.read(3)]  # slow reads a little at a time
+            got_fast += drain(fast)
+            assert producer.try_publish((i, 0))
+        got_fast += drain(fast)
+    got_fast += drain(fast)
+    got_slow += drain(slow)
+    assert got_fast == list(range(40))
+    assert got_slow == list(range(40))
+
+
+def test_gated_consumer_reads_only_what_its_gate_has_committed(instance: str) -> None:
+    ring = Ring.create(
+        instance,
+        "r",
+        CODEC,
+        capacity=16,
+        consumers=["journal", ConsumerSpec("matcher", gates=("journal",))],
+    )
+    producer = ring.producer()
+    journal = ring.consumer("journal", auto_commit=False)
+    matcher = ring.consumer("matcher")
+    for i in range(5):
+        producer.publish((i, 0))
+    assert matcher.poll() is None  # nothing durable yet
+    assert [item[0] for item in journal.read()] == [0, 1, 2, 3, 4]
+    assert matcher.read() == []  # read but not committed
+    journal.commit(3)  # "records 0..2 are on disk"
+    assert drain(matcher) == [0, 1, 2]
+    assert matcher.poll() is None
+    journal.commit()
+    assert drain(matcher) == [3, 4]
+
+
+def test_manual_commit_rejects_a_sequence_it_has_not_read(instance: str) -> None:
+    ring = make(instance)
+    producer, consumer = ring.producer(), ring.consumer("a", auto_commit=False)
+    producer.publish((1, 1))
+    consumer.poll()
+    with pytest.raises(RingError, match="commit 5 is outside 0..1"):
+        consumer.commit(5)
+
+
+def test_batch_publish_and_read_wrap_and_split(instance: str) -> None:
+    ring = make(instance, capacity=8)
+    producer, consumer = ring.producer(), ring.consumer("a")
+    producer.publish_batch([(i, i) for i in range(5)])
+    assert drain(consumer) == [0, 1, 2, 3, 4]
+    producer.publish_batch([(i, i) for i in range(5, 12)])  # wraps at slot 8
+    assert [item[0] for item in consumer.read(3)] == [5, 6, 7]
+    assert drain(consumer) == [8, 9, 10, 11]
+    assert not producer.try_publish_batch([(i, i) for i in range(9)])  # more than the ring
+
+
+def test_batch_larger_than_the_ring_is_written_in_chunks(instance: str) -> None:
+    ring = make(instance, capacity=4)
+    producer, consumer = ring.producer(), ring.consumer("a")
+    got: list[int] = []
+    thread = threading.Thread(target=producer.publish_batch, args=([(i, 0) for i in range(30)],))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(got) < 30 and time.monotonic() < deadline:
+        got += drain(consumer)
+    thread.join()
+    assert got == list(range(30))
+
+
+def test_publish_slots_copies_images_and_stamps_them(instance: str) -> None:
+    ring = make(instance, capacity=8)
+    producer, consumer = ring.producer(), ring.consumer("a")
+    pack = CODEC.slot_struct.pack
+    producer.publish_slots(b"".join(pack(i, 7, 0) for i in range(6)), 6)
+    assert drain(consumer) == list(range(6))
+    producer.publish_slots(b"".join(pack(i, 7, 0) for i in range(6, 10)), 4)  # wraps
+    assert drain(consumer) == list(range(6, 10))
+    with pytest.raises(ValueError, match="stamp field"):
+        producer.publish_slots(pack(1, 2, 99), 1)
+    with pytest.raises(ValueError, match="not count=2"):
+        producer.publish_slots(pack(1, 2, 0), 2)
+
+
+def test_a_bad_item_is_refused_and_the_window_before_it_is_published(instance: str) -> None:
+    ring = make(instance)
+    producer, consumer = ring.producer(), ring.consumer("a")
+    with pytest.raises(EncodeError, match="does not fit '2q'"):
+        producer.publish((1, 2**64))
+    with pytest.raises(EncodeError, match="the 2 items before it were published"):
+        producer.publish_batch([(0, 0), (1, 1), ("x", 2), (3, 3)])
+    assert drain(consumer) == [0, 1]
+    assert producer.sequence == 2
+
+
+def test_second_live_producer_or_consumer_is_refused(instance: str) -> None:
+    ring = make(instance)
+    ring.producer()
+    ring.consumer("a")
+    other = Ring.attach(instance, "r", CODEC)
+    # Same pid here, so simulate another live holder by writing our parent's pid.
+    import os
+
+    from shm import header as h
+
+    other.words[h.P_PID] = os.getppid()
+    with pytest.raises(RingError, match="already has a live producer"):
+        other.producer()
+    other.words[h.consumer_word(0, h.C_PID)] = os.getppid()
+    with pytest.raises(RingError, match="attached by live pid"):
+        other.consumer("a")
+
+
+def test_restarted_roles_resume_where_they_stopped(instance: str) -> None:
+    ring = make(instance, capacity=16)
+    producer, consumer = ring.producer(), ring.consumer("a")
+    for i in range(6):
+        producer.publish((i, 0))
+    assert [item[0] for item in consumer.read(2)] == [0, 1]
+    consumer.close()
+    producer.close()
+    again = Ring.attach(instance, "r", CODEC)
+    producer2, consumer2 = again.producer(), again.consumer("a")
+    assert producer2.sequence == 6
+    producer2.publish((6, 0))
+    assert drain(consumer2) == [2, 3, 4, 5, 6]
+
+
+def test_producer_recovers_records_stamped_after_its_last_cursor_store(instance: str) -> None:
+    from shm import header as h
+
+    ring = make(instance)
+    producer = ring.producer()
+    producer.publish((0, 0))
+    producer.publish((1, 0))
+    ring.words[h.P_CURSOR] = 0  # as if it died between the stamp and the cursor store
+    producer.close()
+    assert ring.cursor() == 2
+    assert ring.producer().sequence == 2
+    assert drain(ring.consumer("a")) == [0, 1]
+
+
+def test_consumer_declared_later_starts_at_the_cursor(instance: str) -> None:
+    ring = make(instance)
+    producer = ring.producer()
+    producer.publish((0, 0))
+    ring.declare_consumer("late")
+    producer.publish((1, 0))
+    assert drain(ring.consumer("late")) == [1]
+    with pytest.raises(RingError, match="already declared"):
+        ring.declare_consumer("late")
+    with pytest.raises(RingError, match="no consumer 'nobody'"):
+        ring.consumer("nobody")
+
+
+def test_detached_consumer_stops_gating_and_learns_it_was_detached(instance: str) -> None:
+    ring = make(instance, capacity=4, consumers=("a", "dead"))
+    producer = ring.producer()
+    a, dead = ring.consumer("a"), ring.consumer("dead")
+    for i in range(4):
+        producer.publish((i, 0))
+    assert drain(a) == [0, 1, 2, 3]
+    assert not producer.try_publish((4, 0))  # "dead" still gates
+    ring.detach_consumer(ring.consumer_index("dead"))
+    for i in range(4, 8):
+        producer.publish((i, 0))  # it no longer does; its slots are overwritten
+    assert drain(a) == list(range(4, 8))
+    with pytest.raises(ConsumerDetachedError):
+        dead.poll()
+    with pytest.raises(ConsumerDetachedError, match="rejoin=True"):
+        Ring.attach(instance, "r", CODEC).consumer("dead")
+    rejoined = Ring.attach(instance, "r", CODEC).consumer("dead", rejoin=True)
+    producer.publish((8, 0))
+    assert drain(rejoined) == [8]
+
+
+def test_a_slot_rewritten_during_the_read_is_a_torn_read(instance: str) -> None:
+    """The seqlock's second check: the decoder itself rewrites the stamp mid-read, standing
+    in for a producer that lapped a detached consumer."""
+    codec = StructCodec("2q")
+    ring = Ring.create(instance, "torn", codec, capacity=4, consumers=["a"])
+    producer = ring.producer()
+    producer.publish((1, 1))
+    consumer = ring.consumer("a")
+    plain = codec.decode_from
+
+    def decode_while_rewritten(buf: Any, offset: int) -> Any:
+        item = plain(buf, offset)
+        ring.words[ring.stamp_word(0)] = 5  # the producer lapped us mid-read
+        return item
+
+    consumer._hot = (consumer._hot[0], consumer._hot[1], decode_while_rewritten, *consumer._hot[3:])
+    with pytest.raises(TornReadError, match="read record 0 while its slot changed"):
+        consumer.poll()
+
+
+def test_info_reports_lag_liveness_and_gates(instance: str) -> None:
+    ring = Ring.create(
+        instance, "r", CODEC, capacity=8, consumers=["a", ConsumerSpec("b", gates=("a",))]
+    )
+    producer = ring.producer()
+    ring.consumer("a")
+    for i in range(3):
+        producer.publish((i, 0))
+    info = ring.info()
+    assert info.cursor == 3 and info.producer_alive
+    a, b = info.consumers
+    assert (a.name, a.lag, a.pid_alive, a.gates) == ("a", 3, True, ())
+    assert (b.name, b.pid, b.pid_alive, b.gates) == ("b", 0, False, (0,))
