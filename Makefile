@@ -32,7 +32,7 @@ test: lint typecheck pytest
 # Until the supervisor lands (issue 8) `make run` runs the ring demo: a producer, a relay and a
 # consumer process over shared-memory rings, printing throughput, then cleaning up.
 run: $(STAMP)
-	$(VENV)/bin/ringex demo
+	$(PY) scripts/ring_demo.py
 
 bench: bench-ring
 

@@ -6,6 +6,7 @@ Generic on purpose: nothing here imports ``procs`` or ``config``. A process atta
 """
 
 from shm.codec import SlotCodec, StructCodec
+from shm.consumer import Consumer
 from shm.errors import (
     ConsumerDetachedError,
     EncodeError,
@@ -15,8 +16,9 @@ from shm.errors import (
     ShmError,
     TornReadError,
 )
+from shm.producer import Producer
 from shm.region import Region
-from shm.ring import Consumer, Producer, Ring
+from shm.ring import Ring
 from shm.wait import Blocking, BusySpin, SleepBackoff, WaitStrategy, Yielding, wait_strategy
 
 __all__ = [

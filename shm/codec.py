@@ -21,7 +21,7 @@ from shm.header import STAMP_SIZE
 T = TypeVar("T")
 
 #: What a slot is read from or written to: the ring's mmap or a view of it.
-Buffer = mmap.mmap | memoryview | bytearray
+Buffer = mmap.mmap | memoryview | bytearray | bytes
 
 
 class SlotCodec(Protocol[T]):

@@ -66,7 +66,7 @@ class Producer(Generic[T]):
         self._hot = (words, self._view, self._encode, self._mask, self._slot, self._data)
         compiled = self._compile_publish()
         if compiled is not None:
-            self.publish = compiled  # type: ignore[method-assign]  # same contract, inlined
+            self.publish = compiled  # type: ignore[method-assign, assignment]  # same contract
         self._parker: Parker | None = None
         self._sems: dict[str, posix_ipc.Semaphore] = {}
         self._closed = False
@@ -114,7 +114,7 @@ def bind(self, words, buf, mask, slot, data, CURSOR, WAKE):
         return n
     return publish
 """
-        namespace = dict(codec.encode_namespace)
+        namespace = dict(getattr(codec, "encode_namespace", {}))
         exec(template, namespace)  # fixed template + the codec's generated statement
         publish: Callable[[T], int] = namespace["bind"](
             self, self._words, self._view, self._mask, self._slot, self._data, _CURSOR, _WAKE

@@ -116,6 +116,7 @@ class Ring(Generic[T]):
         self._check("layout_version", h.LAYOUT_VERSION, version)
         self._check("slot_size", codec.slot_size, slot)
         self._check("schema_id", codec.schema_id, schema)
+        slot, cap, schema, maxc, hsize = int(slot), int(cap), int(schema), int(maxc), int(hsize)
         self.geometry = h.Geometry(slot, cap, schema, maxc)
         self._check("header_size", self.geometry.header_size, hsize)
         self._check("segment size", self.geometry.total_size, region.size)

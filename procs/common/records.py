@@ -68,7 +68,7 @@ class Record(msgspec.Struct, frozen=True, array_like=True, tag_field="type"):
 # -- commands: gateway -> router -> matcher ------------------------------------------------
 
 
-class NewOrder(Record, tag=1):
+class NewOrder(Record, tag=1, frozen=True):
     seq: U64
     ts_ns: TimestampNs
     gateway: GatewayId
@@ -88,7 +88,7 @@ class NewOrder(Record, tag=1):
     display_qty: Qty  # iceberg slice size, 0 = show all
 
 
-class CancelOrder(Record, tag=2):
+class CancelOrder(Record, tag=2, frozen=True):
     seq: U64
     ts_ns: TimestampNs
     gateway: GatewayId
@@ -99,7 +99,7 @@ class CancelOrder(Record, tag=2):
     order_id: OrderId
 
 
-class ReplaceOrder(Record, tag=3):
+class ReplaceOrder(Record, tag=3, frozen=True):
     """Cancel-replace: a smaller qty keeps priority; a new price or larger qty loses it."""
 
     seq: U64
@@ -114,7 +114,7 @@ class ReplaceOrder(Record, tag=3):
     qty: Qty
 
 
-class MassCancel(Record, tag=4):
+class MassCancel(Record, tag=4, frozen=True):
     """Cancel every order of ``account`` (0: any) on ``symbol`` (0: every symbol)."""
 
     seq: U64
@@ -126,7 +126,7 @@ class MassCancel(Record, tag=4):
     symbol: SymbolId
 
 
-class AdminCommand(Record, tag=5):
+class AdminCommand(Record, tag=5, frozen=True):
     seq: U64
     ts_ns: TimestampNs
     action: AdminAction
@@ -134,7 +134,7 @@ class AdminCommand(Record, tag=5):
     arg: I64
 
 
-class Heartbeat(Record, tag=6):
+class Heartbeat(Record, tag=6, frozen=True):
     """Liveness through a ring when nothing else flows; ``source`` is a process id of ours."""
 
     ts_ns: TimestampNs
@@ -145,7 +145,7 @@ class Heartbeat(Record, tag=6):
 # -- events: matcher -> gateways, router, marketdata, dbbatcher ------------------------------
 
 
-class Accepted(Record, tag=10):
+class Accepted(Record, tag=10, frozen=True):
     seq: U64
     ts_ns: TimestampNs
     gateway: GatewayId
@@ -159,7 +159,7 @@ class Accepted(Record, tag=10):
     qty: Qty  # leaves quantity on the book
 
 
-class Rejected(Record, tag=11):
+class Rejected(Record, tag=11, frozen=True):
     seq: U64
     ts_ns: TimestampNs
     gateway: GatewayId
@@ -171,7 +171,7 @@ class Rejected(Record, tag=11):
     code: ResultCode
 
 
-class Trade(Record, tag=12):
+class Trade(Record, tag=12, frozen=True):
     seq: U64
     ts_ns: TimestampNs
     trade_id: U64
@@ -189,7 +189,7 @@ class Trade(Record, tag=12):
     taker_leaves: Qty
 
 
-class OrderDone(Record, tag=13):
+class OrderDone(Record, tag=13, frozen=True):
     seq: U64
     ts_ns: TimestampNs
     gateway: GatewayId
@@ -203,7 +203,7 @@ class OrderDone(Record, tag=13):
     leaves_qty: Qty  # what was removed unfilled
 
 
-class Replaced(Record, tag=14):
+class Replaced(Record, tag=14, frozen=True):
     seq: U64
     ts_ns: TimestampNs
     gateway: GatewayId
@@ -216,7 +216,7 @@ class Replaced(Record, tag=14):
     qty: Qty  # new leaves quantity
 
 
-class BookLevel(Record, tag=15):
+class BookLevel(Record, tag=15, frozen=True):
     """An L2 change: the level's total ``qty`` and order ``count`` after it (0: level gone)."""
 
     seq: U64

@@ -34,7 +34,7 @@ def test_attach_rejects_foreign_or_newer_segments(instance: str) -> None:
 def test_geometry_and_names_are_checked(instance: str) -> None:
     with pytest.raises(ValueError, match="capacity 6 is not a power of two"):
         Ring.create(instance, "r", StructCodec("2q"), capacity=6)
-    with pytest.raises(ValueError, match="max_consumers 0 is outside 1..62"):
+    with pytest.raises(ValueError, match=r"max_consumers 0 is outside 1\.\.62"):
         Ring.create(instance, "r", StructCodec("2q"), capacity=8, max_consumers=0)
     with pytest.raises(ValueError, match="name 'a/b' must be"):
         segment_name(instance, "a/b")

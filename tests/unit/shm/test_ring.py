@@ -3,6 +3,7 @@ batches, crash-only resume, detaching, and the seqlock's torn-read detection."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from shm import (
     StructCodec,
     TornReadError,
 )
+from shm import header as h
 from shm.ring import ConsumerSpec
 
 CODEC = StructCodec("2q")
@@ -115,7 +117,7 @@ def test_manual_commit_rejects_a_sequence_it_has_not_read(instance: str) -> None
     producer, consumer = ring.producer(), ring.consumer("a", auto_commit=False)
     producer.publish((1, 1))
     consumer.poll()
-    with pytest.raises(RingError, match="commit 5 is outside 0..1"):
+    with pytest.raises(RingError, match=r"commit 5 is outside 0\.\.1"):
         consumer.commit(5)
 
 
@@ -174,10 +176,6 @@ def test_second_live_producer_or_consumer_is_refused(instance: str) -> None:
     ring.consumer("a")
     other = Ring.attach(instance, "r", CODEC)
     # Same pid here, so simulate another live holder by writing our parent's pid.
-    import os
-
-    from shm import header as h
-
     other.words[h.P_PID] = os.getppid()
     with pytest.raises(RingError, match="already has a live producer"):
         other.producer()
@@ -202,8 +200,6 @@ def test_restarted_roles_resume_where_they_stopped(instance: str) -> None:
 
 
 def test_producer_recovers_records_stamped_after_its_last_cursor_store(instance: str) -> None:
-    from shm import header as h
-
     ring = make(instance)
     producer = ring.producer()
     producer.publish((0, 0))

@@ -18,8 +18,8 @@ def _blocked_consumer(instance: str, n: int, out: Any) -> None:
     ring = Ring.attach(instance, "r", CODEC)
     consumer = ring.consumer("c", Blocking(spins=50, park_timeout_s=0.5))
     before = resource.getrusage(resource.RUSAGE_SELF)
-    got = []
-    wake_ns = []
+    got: list[int] = []
+    wake_ns: list[int] = []
     while len(got) < n:
         item = consumer.next(timeout_s=10)
         assert item is not None
