@@ -7,22 +7,27 @@ last 8 bytes are the ring's seqlock stamp:
     | u16 length | msgpack [tag, field, field, ...] | zero padding | stamp (ring's) |
 
 Why MessagePack and not a ``struct`` layout derived from the fields: measured with
-``python -m tests.bench.bench_records`` on the 2-core development VM (Python 3.11, medians;
-absolute numbers swing up to 2x on these machines, the ratios hold):
+``python -m tests.bench.bench_records --rounds 15`` on the 2-core development VM (Python
+3.11.7, medians of 15 rounds of 30k calls; these machines swing up to 2x between runs, so read
+the columns against each other):
 
-    record       struct encode  msgpack encode   struct decode*  msgpack decode   bytes s/m
-    NewOrder        0.55 us        0.66 us           1.10 us         0.55 us        98/20
-    Trade           0.58 us        0.70 us           1.17 us         0.58 us       114/30
-    BookLevel       0.40 us        0.52 us           0.82 us         0.44 us        42/15
-    (* struct decode = unpack_from + msgspec.convert, which is what validation costs; a bare
-       unpack + constructor was 0.75 us and validates nothing.)
+    record      struct enc  msgpack enc  struct dec*  struct raw  msgpack dec  bytes s/m
+    NewOrder      964 ns      847 ns      1327 ns      850 ns      1545 ns       88/43
+    Trade         863 ns      760 ns      1352 ns      476 ns      1517 ns       98/47
+    BookLevel     722 ns      648 ns       568 ns      661 ns      1199 ns       42/25
 
-Decoding happens more often than encoding (every record is decoded by each consumer), and
-msgpack decoding validates every field against its type (enum members, integer bounds, the
-tag) as part of the parse: a short, oversized or garbage slot becomes ``RecordDecodeError``
-naming the field and value, never a wrong record. Struct decoding is only cheaper if it skips
-that validation. Slots are sized for the worst case of the largest record in the ring, from
-the field bounds (an ``int`` field takes at most 9 bytes).
+    struct dec* = unpack_from + msgspec.convert, which validates like msgpack does;
+    struct raw  = unpack_from + the constructor, which validates nothing.
+
+MessagePack encodes ~10% faster; a validated struct decode is 10-50% faster than our msgpack
+decode (which pays ~300 ns for slicing and parsing from a buffer). We still store MessagePack,
+because only it can refuse garbage without a checksum: a struct layout with a valid tag byte
+turns any 88 bytes into *some* NewOrder, while random bytes essentially never parse as a
+MessagePack array of the right length, tag and bounded integers. A short, oversized or garbage
+slot therefore becomes ``RecordDecodeError`` naming the field and value, never a wrong record
+(the hypothesis and garbage tests in ``tests/unit/common/test_records.py``). Revisit if a
+profile of the matcher shows record decoding dominating. Slots are sized for the worst case of
+the largest record in the ring, from the field bounds (an ``int`` field takes at most 9 bytes).
 """
 
 from __future__ import annotations
@@ -339,6 +344,7 @@ class RecordCodec:
         self._encoder = msgspec.msgpack.Encoder()
         union: Any = Union[self.types] if len(self.types) > 1 else self.types[0]  # noqa: UP007
         self._decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(union)
+        self._decode = self._decoder.decode
         # One struct per body length: length, body, padding and stamp in a single pack_into.
         self._packers = [
             struct.Struct(f"<H{n}s{slot_size - _LENGTH_SIZE - n - STAMP_SIZE}xq").pack_into
@@ -369,17 +375,19 @@ class RecordCodec:
                 raise EncodeError(f"item {k} of the window: {exc}", k) from None
 
     def decode_from(self, buf: Buffer, offset: int) -> Record:
-        (length,) = _LENGTH.unpack_from(buf, offset)
-        if length > self.capacity_body or length == 0:
-            raise RecordDecodeError(
-                f"slot at offset {offset} declares a {length}-byte record; a slot of "
-                f"{self.slot_size} bytes holds 1..{self.capacity_body}"
-            )
-        start = offset + _LENGTH_SIZE
-        try:
-            return self._decoder.decode(memoryview(buf)[start : start + length])
-        except msgspec.MsgspecError as exc:
-            raise RecordDecodeError(self._explain(exc, buf, start, length)) from None
+        # Two byte loads are cheaper than a struct call; a memoryview slice is zero-copy (the
+        # ring hands its consumers a memoryview); msgspec validates while it parses.
+        length = buf[offset] | buf[offset + 1] << 8
+        if 0 < length <= self.capacity_body:
+            start = offset + _LENGTH_SIZE
+            try:
+                return self._decode(buf[start : start + length])
+            except msgspec.MsgspecError as exc:
+                raise RecordDecodeError(self._explain(exc, buf, start, length)) from None
+        raise RecordDecodeError(
+            f"slot at offset {offset} declares a {length}-byte record; a slot of "
+            f"{self.slot_size} bytes holds 1..{self.capacity_body}"
+        )
 
     def decode_window(self, view: memoryview, offset: int, count: int) -> list[Record]:
         slot = self.slot_size
