@@ -39,8 +39,9 @@ class SlotCodec(Protocol[T]):
     def encode_into(self, buf: Buffer, offset: int, item: T, stamp: int) -> None: ...
 
     def encode_window(self, buf: Buffer, offset: int, items: Sequence[T], stamp: int) -> None:
-        """Encode ``items`` into consecutive slots from ``offset``; the k-th gets stamp
-        ``stamp + k``. One call per window is what makes batched publishing cheap."""
+        """Encode ``items`` into consecutive slots from ``offset``, all with ``stamp`` (a window
+        never crosses the end of the buffer, so all its slots are on one lap). One call per
+        window is what makes batched publishing cheap."""
         ...
 
     @property
@@ -124,14 +125,13 @@ def encode_into(buf, offset, item, stamp):
 {body}
 
 def encode_window(buf, offset, items, stamp):
-    first = stamp
+    start = offset
     try:
         for {names}, in items:
             pack_into(buf, offset, {names}, stamp)
             offset += {slot_size}
-            stamp += 1
     except (struct.error, ValueError, TypeError) as exc:
-        k = stamp - first
+        k = (offset - start) // {slot_size}
         raise EncodeError(
             f"item {{k}} of the window, {{items[k]!r}}, does not fit {{what!r}}: {{exc}}", k
         ) from None

@@ -14,7 +14,7 @@ import struct
 import textwrap
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 import posix_ipc
 
@@ -26,6 +26,16 @@ from shm.wait import Parker, WaitStrategy, Yielding, post
 
 if TYPE_CHECKING:
     from shm.ring import Ring
+
+
+class Claim(NamedTuple):
+    """Slots reserved by ``Producer.claim``: where to write them and with which stamp."""
+
+    view: memoryview
+    offset: int  # byte offset of the first claimed slot in ``view``
+    stamp: int  # the stamp every claimed slot must end with
+    slots: int  # how many were claimed (may be fewer than asked, at the end of the buffer)
+
 
 T = TypeVar("T")
 
@@ -60,10 +70,18 @@ class Producer(Generic[T]):
         self._capacity = ring.capacity
         self._gate = Gate(words, range(ring.max_consumers))  # inactive lines are skipped
         self._next = ring.cursor()  # crash-only: recovery and start are the same path
-        words[h.P_CURSOR] = self._next
         self._limit = self._refresh_limit()
         # One attribute load instead of six on the hot path (measured ~25% of publish).
-        self._hot = (words, self._view, self._encode, self._mask, self._slot, self._data)
+        self._shift = ring.shift
+        self._hot = (
+            words,
+            self._view,
+            self._encode,
+            self._mask,
+            self._slot,
+            self._data,
+            self._shift,
+        )
         compiled = self._compile_publish()
         if compiled is not None:
             self.publish = compiled  # type: ignore[method-assign, assignment]  # same contract
@@ -79,8 +97,8 @@ class Producer(Generic[T]):
         n = self._next
         if n >= self._limit:
             self._await_space(n + 1, None)
-        words, view, encode, mask, slot, data = self._hot
-        encode(view, data + (n & mask) * slot, item, n + 1)
+        words, view, encode, mask, slot, data, shift = self._hot
+        encode(view, data + (n & mask) * slot, item, (n >> shift) + 1)
         self._next = n + 1
         words[_CURSOR] = n + 1
         if words[_WAKE]:
@@ -99,16 +117,16 @@ class Producer(Generic[T]):
             return None
         body = textwrap.indent(source, " " * 8)
         template = f"""
-def bind(self, words, buf, mask, slot, data, CURSOR, WAKE):
+def bind(self, words, buf, mask, slot, data, shift, CURSOR, WAKE):
     def publish(item):
         n = self._next
         if n >= self._limit:
             self._await_space(n + 1, None)
         offset = data + (n & mask) * slot
-        stamp = n + 1
+        stamp = (n >> shift) + 1
 {body}
-        self._next = stamp
-        words[CURSOR] = stamp
+        self._next = n + 1
+        words[CURSOR] = n + 1
         if words[WAKE]:
             self._wake_consumers()
         return n
@@ -117,7 +135,15 @@ def bind(self, words, buf, mask, slot, data, CURSOR, WAKE):
         namespace = dict(getattr(codec, "encode_namespace", {}))
         exec(template, namespace)  # fixed template + the codec's generated statement
         publish: Callable[[T], int] = namespace["bind"](
-            self, self._words, self._view, self._mask, self._slot, self._data, _CURSOR, _WAKE
+            self,
+            self._words,
+            self._view,
+            self._mask,
+            self._slot,
+            self._data,
+            self._shift,
+            _CURSOR,
+            _WAKE,
         )
         return publish
 
@@ -150,22 +176,24 @@ def bind(self, words, buf, mask, slot, data, CURSOR, WAKE):
                 self._await_space(n + count, None)
             chunk = items[done : done + count] if done or count < total else items
             first = min(count, self._capacity - (n & mask))  # up to the end of the buffer
+            written = 0  # items of this chunk in windows that encoded completely
             try:
                 encode(
                     view,
                     data + (n & mask) * slot,
                     chunk if first == count else chunk[:first],
-                    n + 1,
+                    (n >> self._shift) + 1,
                 )
+                written = first
                 if first < count:  # the part that wraps to the start
-                    encode(view, data, chunk[first:], n + first + 1)
+                    encode(view, data, chunk[first:], ((n + first) >> self._shift) + 1)
             except EncodeError as exc:
-                # The items before the bad one carry their stamps, so they are published.
-                self._next = self.ring.cursor_from(n)
+                # The window is ordered, not atomic: publish the items before the bad one.
+                good = written + exc.published
+                self._next = n + good
                 self._words[_CURSOR] = self._next
-                published = done + self._next - n
                 raise EncodeError(
-                    f"{exc}; the {published} items before it were published", published
+                    f"{exc}; the {done + good} items before it were published", done + good
                 ) from None
             self._next = n + count
             self._words[h.P_CURSOR] = n + count
@@ -174,14 +202,40 @@ def bind(self, words, buf, mask, slot, data, CURSOR, WAKE):
             self._wake_consumers()
         return self._next - 1
 
+    def claim(self, count: int) -> Claim:
+        """Reserve up to ``count`` contiguous slots, waiting for room: fewer when the buffer's
+        end comes first. The zero-copy batch path, the Disruptor's ``next(n)``.
+
+        Write slot ``k`` of the claim at ``offset + k * slot_size`` of ``view``, stamp
+        included: ``codec.slot_struct.pack_into(view, offset, *fields, stamp)`` writes the
+        stamp last. Then ``publish_claimed(claim.slots)``; nothing else may happen between.
+        A slot is visible to pollers as soon as its stamp is written, so write in order."""
+        if count <= 0:
+            raise ValueError(f"claim count {count} must be positive")
+        n = self._next
+        count = min(count, self._capacity - (n & self._mask))
+        if n + count > self._limit:
+            self._await_space(n + count, None)
+        return Claim(
+            self._view, self._data + (n & self._mask) * self._slot, (n >> self._shift) + 1, count
+        )
+
+    def publish_claimed(self, count: int) -> int:
+        """Publish the first ``count`` slots of the last claim; returns the last sequence."""
+        n = self._next + count
+        self._next = n
+        words = self._words
+        words[_CURSOR] = n
+        if words[_WAKE]:
+            self._wake_consumers()
+        return n - 1
+
     def publish_slots(self, images: bytes | bytearray | memoryview, count: int) -> int:
         """Publish ``count`` ready-made slot images, ``count * slot_size`` contiguous bytes
-        (a codec's ``slot_struct`` packs one, stamp field 0). Returns the last sequence.
+        (a journal's replay, say). Returns the last sequence.
 
-        The zero-copy batch path: the bodies go in with one slice copy, the stamps with one
-        strided store after them, so a batch costs about what building its bytes costs. Each
-        image's stamp field must be zero: ``memcpy`` writes in no defined order, so a non-zero
-        placeholder could pass for a stamp before its body lands. Batches larger than the
+        Each window is one slice copy, then one strided store that sets every stamp (whatever
+        the images held), then the cursor store that publishes it. Batches larger than the
         ring are split."""
         slot = self._slot
         raw = memoryview(images).cast("B")
@@ -189,27 +243,15 @@ def bind(self, words, buf, mask, slot, data, CURSOR, WAKE):
             raise ValueError(
                 f"publish_slots: {raw.nbytes} bytes is not count={count} x slot_size={slot}"
             )
-        if raw.cast("q")[slot // 8 - 1 :: slot // 8].tobytes() != bytes(8 * count):
-            raise ValueError(
-                "publish_slots: every slot image's stamp field (last 8 bytes) must be 0"
-            )
-        mask, data, view, words = self._mask, self._data, self._view, self._words
-        slot_words = slot // 8
+        view, words, slot_words = self._view, self._words, slot // 8
         done = 0
         while done < count:
-            n = self._next
-            k = min(count - done, self._capacity - (n & mask))  # contiguous up to the wrap
-            if n + k > self._limit:
-                self._await_space(n + k, None)
-            offset = data + (n & mask) * slot
+            _, offset, stamp, k = self.claim(count - done)
             view[offset : offset + k * slot] = raw[done * slot : (done + k) * slot]
             first_stamp = (offset + slot) // 8 - 1
-            words[first_stamp : first_stamp + k * slot_words : slot_words] = _stamps(n + 1, k)
-            self._next = n + k
-            words[_CURSOR] = n + k
+            words[first_stamp : first_stamp + k * slot_words : slot_words] = _lap_stamps(stamp, k)
+            self.publish_claimed(k)
             done += k
-        if words[_WAKE]:
-            self._wake_consumers()
         return self._next - 1
 
     def try_publish_batch(self, items: Sequence[T]) -> bool:
@@ -285,12 +327,16 @@ def bind(self, words, buf, mask, slot, data, CURSOR, WAKE):
         self._view.release()
 
 
-_STAMP_STRUCTS: dict[int, struct.Struct] = {}
+_LAP_STAMPS: dict[int, tuple[int, memoryview]] = {}
 
 
-def _stamps(first: int, count: int) -> memoryview:
-    """``first .. first + count - 1`` as int64 words, one C call (measured ~30 ns a stamp)."""
-    packer = _STAMP_STRUCTS.get(count)
-    if packer is None:
-        packer = _STAMP_STRUCTS[count] = struct.Struct(f"<{count}q")
-    return memoryview(packer.pack(*range(first, first + count))).cast("q")
+def _lap_stamps(stamp: int, count: int) -> memoryview:
+    """``count`` copies of ``stamp`` as int64 words, cached per count until the lap changes
+    (one strided store then stamps a whole window)."""
+    cached = _LAP_STAMPS.get(count)
+    if cached is None or cached[0] != stamp:
+        cached = _LAP_STAMPS[count] = (stamp, memoryview(_WORD.pack(stamp) * count).cast("q"))
+    return cached[1]
+
+
+_WORD = struct.Struct("<q")

@@ -7,24 +7,34 @@ writes slot ``n`` while any active consumer's sequence is ``<= n - capacity`` (i
 ``try_`` call returns ``False``). A consumer may also be gated on other consumers, so that it
 only sees what they have finished with (a journal's durable barrier).
 
-Seqlock. Each slot's last 8 bytes are a stamp, ``n + 1`` for record ``n`` (0 means never
-written). The producer writes the body, then the stamp (one ``struct.pack_into`` writes its
-fields in address order, stamp last), then the ring cursor. A reader loads the stamp and
-proceeds only if it is ``n + 1``; it decodes the body, then loads the stamp again and raises
+Seqlock. Each slot's last 8 bytes are a stamp: the lap of the record it holds plus one,
+``(n >> log2(capacity)) + 1`` for record ``n`` (0 means never written). Slot and lap together
+name the sequence, as in the Disruptor's ``MultiProducerSequencer.availableBuffer``; unlike
+``n + 1`` the value is the same for every slot of a lap, so a batch stamps its slots with one
+strided store of one repeated word. The producer writes body and stamp (one
+``struct.pack_into`` writes its fields in address order, stamp last), then stores the cursor.
+A reader takes what is available from the cursor, checks *before* decoding that the last slot
+of that run carries its lap's stamp, and checks each slot's stamp again *after* decoding it:
 ``TornReadError`` if it changed. Because the producer cannot lap an active consumer, a change
 means the consumer had been detached; the second check is what makes that safe to detect.
 
 Memory ordering. Python has no fences, so the argument rests on x86-64's TSO model: stores
 become visible in program order and loads are not reordered with older loads. So if a reader
-sees stamp ``n + 1`` (or a cursor past ``n``), it also sees the body written before it. On a
-weakly ordered machine (ARM, POWER) the producer would need a release store for the stamp and
-the reader an acquire load (``stlr``/``ldar``, or C11 atomics through a small extension); the
-protocol itself would not change. ``Ring`` refuses to run on other architectures unless
-``RINGEX_ALLOW_WEAK_MEMORY=1`` is set.
+sees slot ``n``'s stamp at ``n``'s lap (or a cursor past ``n``), it also sees the body
+written before it. On a weakly ordered machine (ARM, POWER) the producer would need a
+release store for the stamp and the cursor and the reader acquire loads (``stlr``/``ldar``,
+or C11 atomics through a small extension); the protocol itself would not change. ``Ring``
+refuses to run on other architectures unless ``RINGEX_ALLOW_WEAK_MEMORY=1`` is set.
+
+Commit point. The cursor, stored after the slots it covers, is what publishes them: readers
+take availability from it alone, never from a stamp ahead of it. So a batch may be written in
+any order (one ``memcpy`` of ready-made slot images), and a producer that dies before storing
+the cursor has acknowledged nothing: its restart continues from the cursor and overwrites
+the unpublished slots.
 
 Crash-only. Everything a role needs to resume lives in the header: a restarted producer
-recovers its position from the cursor and the stamps after it; a restarted consumer resumes
-from its own sequence. Startup and recovery are the same path.
+continues from the cursor; a restarted consumer resumes from its own sequence. Startup and
+recovery are the same path.
 """
 
 from __future__ import annotations
@@ -123,6 +133,7 @@ class Ring(Generic[T]):
         self.slot_size = slot
         self.capacity = cap
         self.mask = cap - 1
+        self.shift = cap.bit_length() - 1  # sequence >> shift = lap
         self.max_consumers = maxc
         self.data_offset = hsize
 
@@ -282,16 +293,12 @@ class Ring(Generic[T]):
         return self.data_offset + (sequence & self.mask) * self.slot_size
 
     def cursor(self) -> int:
-        """Records published so far (the header cursor, advanced over any stamps a crashed
-        producer wrote after its last cursor store)."""
-        return self.cursor_from(self.words[h.P_CURSOR])
+        """Records published so far: the producer's commit point."""
+        return int(self.words[h.P_CURSOR])
 
-    def cursor_from(self, cursor: int) -> int:
-        """First sequence at or after ``cursor`` whose slot does not hold its record yet."""
-        words = self.words
-        while words[self.stamp_word(cursor)] == cursor + 1:
-            cursor += 1
-        return cursor
+    def stamp_of(self, sequence: int) -> int:
+        """The stamp that slot ``sequence & mask`` carries once it holds record ``sequence``."""
+        return (sequence >> self.shift) + 1
 
     def producer_sem_name(self) -> str:
         return f"{self.region.posix_name}.p"

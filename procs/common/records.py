@@ -370,7 +370,7 @@ class RecordCodec:
     def encode_window(self, buf: Buffer, offset: int, items: Sequence[Record], stamp: int) -> None:
         for k, item in enumerate(items):
             try:
-                self.encode_into(buf, offset + k * self.slot_size, item, stamp + k)
+                self.encode_into(buf, offset + k * self.slot_size, item, stamp)
             except EncodeError as exc:
                 raise EncodeError(f"item {k} of the window: {exc}", k) from None
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from procs.common.records import NewOrder, Record, RecordCodec, Trade, BookLevel
+from procs.common.records import BookLevel, NewOrder, Record, RecordCodec, Trade
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 
 SAMPLES: dict[str, Record] = {
@@ -100,6 +100,48 @@ def timed(fn: Callable[[], Any], n: int, rounds: int) -> float:
     return statistics.median(results)
 
 
+def measure(
+    name: str, record: Record, codec: RecordCodec, n: int, rounds: int
+) -> dict[str, Any] | None:
+    """Both encodings of ``record``, timed; ``None`` if either fails to round-trip."""
+    cls = type(record)
+    layout = struct.Struct(struct_format(cls))
+    tag = cls.__struct_config__.tag
+    astuple = msgspec.structs.astuple
+    pack_into, unpack_from = layout.pack_into, layout.unpack_from
+    view = memoryview(bytearray(codec.slot_size * 2))
+
+    def s_enc() -> None:
+        pack_into(view, 0, tag, *astuple(record))
+
+    def s_dec_checked() -> Any:
+        return msgspec.convert(unpack_from(view, 0), cls)
+
+    def s_dec_raw() -> Any:
+        return cls(*unpack_from(view, 0)[1:])
+
+    def m_enc() -> None:
+        codec.encode_into(view, codec.slot_size, record, 1)
+
+    def m_dec() -> Any:
+        return codec.decode_from(view, codec.slot_size)
+
+    s_enc()
+    m_enc()
+    if not s_dec_checked() == s_dec_raw() == m_dec() == record:
+        return None
+    return {
+        "record": name,
+        "struct_encode_ns": timed(s_enc, n, rounds),
+        "msgpack_encode_ns": timed(m_enc, n, rounds),
+        "struct_decode_validated_ns": timed(s_dec_checked, n, rounds),
+        "struct_decode_raw_ns": timed(s_dec_raw, n, rounds),
+        "msgpack_decode_ns": timed(m_dec, n, rounds),
+        "struct_bytes": layout.size,
+        "msgpack_bytes": len(msgspec.msgpack.encode(record)),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=50_000)
@@ -108,50 +150,16 @@ def main() -> int:
     args = ap.parse_args()
 
     codec = RecordCodec()
-    buf = bytearray(codec.slot_size * 2)
-    view = memoryview(buf)
     rows = []
     print(
         f"{'record':10} {'struct enc':>10} {'msgpack enc':>11} {'struct dec*':>11} "
         f"{'struct raw':>10} {'msgpack dec':>11} {'bytes s/m':>10}"
     )
     for name, record in SAMPLES.items():
-        cls = type(record)
-        layout = struct.Struct(struct_format(cls))
-        tag = cls.__struct_config__.tag
-        astuple = msgspec.structs.astuple
-        pack_into, unpack_from = layout.pack_into, layout.unpack_from
-
-        def s_enc(r: Record = record) -> None:
-            pack_into(view, 0, tag, *astuple(r))
-
-        def s_dec_checked() -> Any:
-            return msgspec.convert(unpack_from(view, 0), cls)
-
-        def s_dec_raw() -> Any:
-            return cls(*unpack_from(view, 0)[1:])
-
-        def m_enc(r: Record = record) -> None:
-            codec.encode_into(view, codec.slot_size, r, 1)
-
-        def m_dec() -> Any:
-            return codec.decode_from(view, codec.slot_size)
-
-        s_enc()
-        m_enc()
-        if not (s_dec_checked() == s_dec_raw() == m_dec() == record):
+        row = measure(name, record, codec, args.n, args.rounds)
+        if row is None:
             print(f"FAILED: {name} does not round-trip", file=sys.stderr)
             return 1
-        row = {
-            "record": name,
-            "struct_encode_ns": timed(s_enc, args.n, args.rounds),
-            "msgpack_encode_ns": timed(m_enc, args.n, args.rounds),
-            "struct_decode_validated_ns": timed(s_dec_checked, args.n, args.rounds),
-            "struct_decode_raw_ns": timed(s_dec_raw, args.n, args.rounds),
-            "msgpack_decode_ns": timed(m_dec, args.n, args.rounds),
-            "struct_bytes": layout.size,
-            "msgpack_bytes": len(msgspec.msgpack.encode(record)),
-        }
         rows.append(row)
         print(
             f"{name:10} {row['struct_encode_ns']:>8.0f}ns {row['msgpack_encode_ns']:>9.0f}ns "

@@ -37,7 +37,7 @@ from shm import BusySpin, Ring, StructCodec, wait_strategy
 RECORD = struct.Struct("<8q")  # what the peers send: the same 64 bytes
 FIELDS = "8q"
 BATCH = 64
-SLOT_SIZE = int(os.environ.get("RINGEX_BENCH_SLOT", "128"))
+SLOT_SIZE = 72  # 64 bytes of record + the 8-byte stamp (128-byte slots measured the same)
 CAPACITY = 1 << 14
 PACED_RATE = 10_000
 INSTANCE = f"bench{os.getpid()}"
@@ -89,10 +89,8 @@ class Checker:
             self.out.rss_kib.append(rss_kib())
 
 
-def pace(i: int, start: int, paced: bool) -> int:
+def pace(i: int, start: int) -> int:
     """Busy-wait until record ``i``'s send time at PACED_RATE; returns the stamp to send."""
-    if not paced:
-        return 0
     due = start + i * (1_000_000_000 // PACED_RATE)
     while (now := time.monotonic_ns()) < due:
         pass
@@ -108,17 +106,26 @@ def ring_producer(name: str, n: int, batched: bool, paced: bool, go: Any, res: A
     prod = ring.producer(BusySpin())
     go.wait()
     start = time.monotonic_ns()
-    if batched:
-        pack, publish_slots = prod.ring.codec.slot_struct.pack, prod.publish_slots  # type: ignore[attr-defined]
-        for lo in range(0, n, BATCH):
-            hi = min(n, lo + BATCH)
-            publish_slots(
-                b"".join([pack(i, 0, 1, 2, 3, 4, 5, 6, 0) for i in range(lo, hi)]), hi - lo
+    if batched:  # claim 64 slots, pack the records with their stamp, one copy, publish
+        pack, size = prod.ring.codec.slot_struct.pack, SLOT_SIZE  # type: ignore[attr-defined]
+        claim, publish_claimed = prod.claim, prod.publish_claimed
+        lo = 0
+        while lo < n:
+            view, off, stamp, got = claim(min(BATCH, n - lo))
+            hi = lo + got
+            view[off : off + got * size] = b"".join(
+                [pack(i, 0, 1, 2, 3, 4, 5, 6, stamp) for i in range(lo, hi)]
             )
+            publish_claimed(got)
+            lo = hi
+    elif paced:
+        publish = prod.publish
+        for i in range(n):
+            publish((i, pace(i, start), 1, 2, 3, 4, 5, 6))
     else:
         publish = prod.publish
         for i in range(n):
-            publish((i, pace(i, start, paced), 1, 2, 3, 4, 5, 6))
+            publish((i, 0, 1, 2, 3, 4, 5, 6))
     res.put(("producer", (start, rss_kib())))
     prod.close()
     ring.close()
@@ -133,7 +140,15 @@ def ring_consumer(
     chk = Checker(n, paced, soak)
     see = chk.see
     go.wait()
-    if paced or soak:
+    if paced:  # one record at a time, as the peers' get()/recv() are
+        poll, wait_for = cons.poll, cons.wait
+        while chk.expect < n:
+            rec = poll()
+            if rec is None:
+                wait_for()
+                continue
+            see(rec[0], rec[1])
+    elif soak:
         while chk.expect < n:
             for rec in cons.take(4 * BATCH):
                 see(rec[0], rec[1])
@@ -188,9 +203,13 @@ def queue_producer(q: Any, n: int, batched: bool, paced: bool, go: Any, res: Any
     if batched:
         for lo in range(0, n, BATCH):
             q.put([pack(i, 0, 1, 2, 3, 4, 5, 6) for i in range(lo, min(n, lo + BATCH))])
-    else:
+    elif paced:
         for i in range(n):
-            q.put(pack(i, pace(i, start, paced), 1, 2, 3, 4, 5, 6))
+            q.put(pack(i, pace(i, start), 1, 2, 3, 4, 5, 6))
+    else:
+        put = q.put
+        for i in range(n):
+            put(pack(i, 0, 1, 2, 3, 4, 5, 6))
     res.put(("producer", (start, rss_kib())))
 
 
@@ -226,10 +245,13 @@ def zmq_producer(addr: str, n: int, batched: bool, paced: bool, go: Any, res: An
     if batched:
         for lo in range(0, n, BATCH):
             sock.send(b"".join(pack(i, 0, 1, 2, 3, 4, 5, 6) for i in range(lo, min(n, lo + BATCH))))
+    elif paced:
+        for i in range(n):
+            sock.send(pack(i, pace(i, start), 1, 2, 3, 4, 5, 6))
     else:
         send = sock.send
         for i in range(n):
-            send(pack(i, pace(i, start, paced), 1, 2, 3, 4, 5, 6))
+            send(pack(i, 0, 1, 2, 3, 4, 5, 6))
     res.put(("producer", (start, rss_kib())))
     sock.close(linger=-1)
     ctx.term()

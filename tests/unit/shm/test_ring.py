@@ -153,8 +153,8 @@ def test_publish_slots_copies_images_and_stamps_them(instance: str) -> None:
     assert drain(consumer) == list(range(6))
     producer.publish_slots(b"".join(pack(i, 7, 0) for i in range(6, 10)), 4)  # wraps
     assert drain(consumer) == list(range(6, 10))
-    with pytest.raises(ValueError, match="stamp field"):
-        producer.publish_slots(pack(1, 2, 99), 1)
+    producer.publish_slots(pack(10, 2, 99), 1)  # whatever the image's stamp, the ring's wins
+    assert consumer.poll() == (10, 2)
     with pytest.raises(ValueError, match="not count=2"):
         producer.publish_slots(pack(1, 2, 0), 2)
 
@@ -199,16 +199,40 @@ def test_restarted_roles_resume_where_they_stopped(instance: str) -> None:
     assert drain(consumer2) == [2, 3, 4, 5, 6]
 
 
-def test_producer_recovers_records_stamped_after_its_last_cursor_store(instance: str) -> None:
+def test_records_written_but_not_committed_by_a_dead_producer_are_not_seen(
+    instance: str,
+) -> None:
+    """The cursor store is the commit point: a producer that died after writing a slot but
+    before storing the cursor acknowledged nothing, and its successor overwrites the slot."""
     ring = make(instance)
     producer = ring.producer()
     producer.publish((0, 0))
-    producer.publish((1, 0))
-    ring.words[h.P_CURSOR] = 0  # as if it died between the stamp and the cursor store
-    producer.close()
-    assert ring.cursor() == 2
-    assert ring.producer().sequence == 2
-    assert drain(ring.consumer("a")) == [0, 1]
+    claim = producer.claim(2)
+    CODEC.slot_struct.pack_into(claim.view, claim.offset, 1, 1, claim.stamp)  # written...
+    producer.close()  # ...and the process died before publish_claimed
+    consumer = ring.consumer("a")
+    assert drain(consumer) == [0]
+    successor = ring.producer()
+    assert successor.sequence == 1
+    successor.publish((10, 10))
+    assert [item[0] for item in consumer.read()] == [10]
+
+
+def test_claim_then_publish_claimed_writes_in_place(instance: str) -> None:
+    ring = make(instance, capacity=8)
+    producer, consumer = ring.producer(), ring.consumer("a")
+    producer.publish_batch([(i, 0) for i in range(6)])
+    assert len(drain(consumer)) == 6
+    claim = producer.claim(5)
+    assert claim.slots == 2  # stops at the end of the buffer
+    pack = CODEC.slot_struct.pack
+    images = b"".join(pack(i, 1, claim.stamp) for i in (6, 7))
+    claim.view[claim.offset : claim.offset + len(images)] = images  # any order: not yet visible
+    assert consumer.poll() is None
+    assert producer.publish_claimed(claim.slots) == 7
+    assert drain(consumer) == [6, 7]
+    with pytest.raises(ValueError, match="claim count 0 must be positive"):
+        producer.claim(0)
 
 
 def test_consumer_declared_later_starts_at_the_cursor(instance: str) -> None:
@@ -257,7 +281,7 @@ def test_a_slot_rewritten_during_the_read_is_a_torn_read(instance: str) -> None:
 
     def decode_while_rewritten(buf: Any, offset: int) -> Any:
         item = plain(buf, offset)
-        ring.words[ring.stamp_word(0)] = 5  # the producer lapped us mid-read
+        ring.words[ring.stamp_word(0)] = 2  # the producer lapped us mid-read
         return item
 
     consumer._hot = (consumer._hot[0], consumer._hot[1], decode_while_rewritten, *consumer._hot[3:])
