@@ -359,9 +359,15 @@ class Ring(Generic[T]):
         wait: WaitStrategy | None = None,
         *,
         auto_commit: bool = True,
+        commit_every: int = 64,
         rejoin: bool = False,
     ) -> Consumer[T]:
         """Take declared consumer ``name``'s role, resuming from its sequence."""
         return Consumer(
-            self, self.consumer_index(name), wait, auto_commit=auto_commit, rejoin=rejoin
+            self,
+            self.consumer_index(name),
+            wait,
+            auto_commit=auto_commit,
+            commit_every=commit_every,
+            rejoin=rejoin,
         )

@@ -109,7 +109,7 @@ def ring_producer(name: str, n: int, batched: bool, paced: bool, go: Any, res: A
     if batched:  # claim 64 slots, pack the records with their stamp, one copy, publish
         pack, size = prod.ring.codec.slot_struct.pack, SLOT_SIZE  # type: ignore[attr-defined]
         claim, publish_claimed = prod.claim, prod.publish_claimed
-        lo = 0
+        lo, sample_every, rss = 0, max(BATCH, n // 10), [rss_kib()]
         while lo < n:
             view, off, stamp, got = claim(min(BATCH, n - lo))
             hi = lo + got
@@ -117,6 +117,8 @@ def ring_producer(name: str, n: int, batched: bool, paced: bool, go: Any, res: A
                 [pack(i, 0, 1, 2, 3, 4, 5, 6, stamp) for i in range(lo, hi)]
             )
             publish_claimed(got)
+            if hi // sample_every != lo // sample_every:
+                rss.append(rss_kib())
             lo = hi
     elif paced:
         publish = prod.publish
@@ -126,7 +128,7 @@ def ring_producer(name: str, n: int, batched: bool, paced: bool, go: Any, res: A
         publish = prod.publish
         for i in range(n):
             publish((i, 0, 1, 2, 3, 4, 5, 6))
-    res.put(("producer", (start, rss_kib())))
+    res.put(("producer", (start, rss if batched else [rss_kib()])))
     prod.close()
     ring.close()
 
@@ -210,7 +212,7 @@ def queue_producer(q: Any, n: int, batched: bool, paced: bool, go: Any, res: Any
         put = q.put
         for i in range(n):
             put(pack(i, 0, 1, 2, 3, 4, 5, 6))
-    res.put(("producer", (start, rss_kib())))
+    res.put(("producer", (start, [rss_kib()])))
 
 
 def queue_consumer(q: Any, n: int, batched: bool, paced: bool, go: Any, res: Any) -> None:
@@ -252,7 +254,7 @@ def zmq_producer(addr: str, n: int, batched: bool, paced: bool, go: Any, res: An
         send = sock.send
         for i in range(n):
             send(pack(i, 0, 1, 2, 3, 4, 5, 6))
-    res.put(("producer", (start, rss_kib())))
+    res.put(("producer", (start, [rss_kib()])))
     sock.close(linger=-1)
     ctx.term()
 
@@ -302,7 +304,7 @@ def run_procs(targets: list[tuple[Callable[..., None], tuple[Any, ...]]], go: An
 
 def one_round(
     kind: str, n: int, *, paced: bool = False, wait: str = "busy-spin", soak: bool = False
-) -> tuple[Outcome, int, dict[str, int]]:
+) -> tuple[Outcome, int, dict[str, list[int]]]:
     ctx = mp.get_context("fork")
     go, res = ctx.Event(), ctx.Queue()
     batched = kind.endswith("-batch")
@@ -386,7 +388,12 @@ def main() -> int:
             if not out.in_order:
                 failures.append(f"{kind}: records lost, duplicated or out of order")
             rates.append(n / ((out.last_ns - _start) / 1e9))
-        results[kind] = {"name": kind, "msgs_per_s": statistics.median(rates)}
+        results[kind] = {
+            "name": kind,
+            "msgs_per_s": statistics.median(rates),
+            "p50_us": None,  # latency is measured paced, below, for the unbatched transports
+            "p99_us": None,
+        }
         print(
             f"{kind:16s} {statistics.median(rates):>12,.0f} msgs/s  (rounds: "
             + ", ".join(f"{r / 1e3:.0f}k" for r in rates)
@@ -403,7 +410,7 @@ def main() -> int:
         out, _, _ = one_round(kind, latency_n, paced=True, wait=wait or "busy-spin")
         lat = out.latencies_ns[latency_n // 10 :]  # drop warm-up
         key = kind if kind != "ringex" else ("ringex" if wait == "busy-spin" else "ringex-blocking")
-        entry = results.setdefault(key, {"name": key, "msgs_per_s": None})
+        entry = results.setdefault(key, {"name": key, "msgs_per_s": None})  # ringex-blocking
         entry.update(p50_us=pct(lat, 0.5), p99_us=pct(lat, 0.99), p999_us=pct(lat, 0.999))
         print(
             f"latency {key:16s} p50 {entry['p50_us']:8.1f} us  p99 {entry['p99_us']:8.1f} us"
@@ -412,14 +419,18 @@ def main() -> int:
 
     out, _, extra = one_round("ringex-batch", args.soak, soak=True)
     growth = max(out.rss_kib) - min(out.rss_kib) if out.rss_kib else 0
+    producer_rss = extra["producer_rss_kib"]
+    producer_growth = max(producer_rss[1:]) - min(producer_rss[1:])  # after warm-up
     print(
         f"soak: {args.soak:,} records, consumer RSS samples (KiB) {out.rss_kib}, "
-        f"growth {growth} KiB; producer RSS at end {extra['producer_rss_kib']} KiB"
+        f"growth {growth} KiB; producer RSS samples {producer_rss}, growth {producer_growth} KiB"
     )
     if not out.in_order:
         failures.append("soak: records out of order or duplicated")
     if growth > 1024:
         failures.append(f"soak: consumer RSS grew {growth} KiB over {args.soak:,} records")
+    if producer_growth > 1024:
+        failures.append(f"soak: producer RSS grew {producer_growth} KiB")
 
     def ratio(a: str, b: str) -> float:
         return float(results[a]["msgs_per_s"] / results[b]["msgs_per_s"])
@@ -448,7 +459,12 @@ def main() -> int:
         "python": platform.python_version(),
         "results": list(results.values()),
         "ratios": {label: value for label, value, _ in checks},
-        "soak": {"records": args.soak, "consumer_rss_kib": out.rss_kib, "growth_kib": growth},
+        "soak": {
+            "records": args.soak,
+            "consumer_rss_kib": out.rss_kib,
+            "producer_rss_kib": producer_rss,
+            "growth_kib": max(growth, producer_growth),
+        },
     }
     Path(args.out).write_text(json.dumps(doc, indent=2))
     print(f"wrote {args.out}")
