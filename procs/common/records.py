@@ -35,7 +35,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Sequence
-from typing import Any, Final, Union
+from typing import Any, Final, Union, get_args
 
 import msgspec
 
@@ -233,21 +233,6 @@ class BookLevel(Record, tag=15, frozen=True):
     count: U32
 
 
-RECORD_TYPES: Final[tuple[type[Record], ...]] = (
-    NewOrder,
-    CancelOrder,
-    ReplaceOrder,
-    MassCancel,
-    AdminCommand,
-    Heartbeat,
-    Accepted,
-    Rejected,
-    Trade,
-    OrderDone,
-    Replaced,
-    BookLevel,
-)
-
 AnyRecord = Union[  # noqa: UP007  (msgspec needs a runtime Union of the tagged types)
     NewOrder,
     CancelOrder,
@@ -262,6 +247,9 @@ AnyRecord = Union[  # noqa: UP007  (msgspec needs a runtime Union of the tagged 
     Replaced,
     BookLevel,
 ]
+
+#: Every record type, in tag order; a ring carries any of them.
+RECORD_TYPES: Final[tuple[type[Record], ...]] = get_args(AnyRecord)
 
 
 class RecordDecodeError(ValueError):
