@@ -8,10 +8,9 @@ never invalidates the line the producer writes.
 
 ```
 line 0     static      magic, layout version, slot size, capacity, schema id, max consumers, ...
-line 1     producer    cursor, heartbeat ns, pid                  (producer writes per publish)
+line 1     producer    cursor, heartbeat ns, pid, "a consumer is parked" (wake) flag
 line 2     parked      the producer's parked flag                 (consumers read per commit)
-line 3     wake        "a consumer is parked"                     (producer reads per publish)
-line 4+i   consumer i  sequence, heartbeat ns, pid, state, gate mask, parked flag, name
+line 3+i   consumer i  sequence, heartbeat ns, pid, state, gate mask, parked flag, name
 data       capacity x slot_size bytes; each slot's last 8 bytes are its seqlock stamp
 ```
 """
@@ -37,11 +36,13 @@ STATIC: Final = struct.Struct("<8sIIQQIIQQ")
 P_CURSOR: Final = LINE // WORD + 0  # number of records published (next sequence to publish)
 P_HEARTBEAT: Final = LINE // WORD + 1  # monotonic ns of the producer's last sign of life
 P_PID: Final = LINE // WORD + 2  # pid of the attached producer, 0 when none
-# The two flags sit on lines of their own: each is read on every record by the other side, so
-# sharing the cursor's line would bounce that line between cores once per record.
+# Read by the producer on every publish, right after it stores the cursor, and written only
+# by a consumer about to park: on the cursor's line it costs no second line per publish.
+P_WAKE: Final = LINE // WORD + 3  # 1 when some consumer is parked: the producer must post
+# Read by consumers on every commit, written only by a producer about to park: its own line,
+# so those reads do not pull the cursor's line away from the producer.
 P_PARKED: Final = 2 * LINE // WORD  # 1 while the producer sleeps on its semaphore (ring full)
-P_WAKE: Final = 3 * LINE // WORD  # 1 when some consumer is parked: the producer must post
-FIRST_CONSUMER_LINE: Final = 4
+FIRST_CONSUMER_LINE: Final = 3
 
 # Consumer line fields, as word offsets from the start of the consumer's line.
 C_SEQUENCE: Final = 0  # records consumed = the next sequence this consumer will read

@@ -206,10 +206,11 @@ def bind(self, words, buf, mask, slot, data, shift, CURSOR, WAKE):
         """Reserve up to ``count`` contiguous slots, waiting for room: fewer when the buffer's
         end comes first. The zero-copy batch path, the Disruptor's ``next(n)``.
 
-        Write slot ``k`` of the claim at ``offset + k * slot_size`` of ``view``, stamp
-        included: ``codec.slot_struct.pack_into(view, offset, *fields, stamp)`` writes the
-        stamp last. Then ``publish_claimed(claim.slots)``; nothing else may happen between.
-        A slot is visible to pollers as soon as its stamp is written, so write in order."""
+        Fill slot ``k`` of the claim at ``offset + k * slot_size`` of ``view``, ending in
+        ``stamp``: ``codec.slot_struct.pack`` builds such an image, and one slice copy of the
+        joined images is the fastest way in. Nothing is visible until
+        ``publish_claimed(claim.slots)`` stores the cursor, so the order of writes does not
+        matter; call nothing else on the producer in between."""
         if count <= 0:
             raise ValueError(f"claim count {count} must be positive")
         n = self._next

@@ -89,14 +89,15 @@ class Checker:
             self.out.rss_kib.append(rss_kib())
 
 
-def pace(i: int, start: int) -> int:
-    """Wait until record ``i``'s send time at PACED_RATE; returns the stamp to send.
+def pace(i: int, start: int, release_gil: bool = False) -> int:
+    """Spin until record ``i``'s send time at PACED_RATE; returns the stamp to send.
 
-    Sleeps (releasing the GIL, which mp.Queue's feeder thread needs) until 50 us before the
-    due time, then spins for precision."""
+    With ``release_gil`` it sleeps(0) until 50 us before the due time: mp.Queue sends from a
+    feeder thread that needs the GIL, which a spinning main thread would starve (3.6 ms p50).
+    ringex and zmq (whose I/O thread is C++) get the spin a latency-minded caller would use."""
     due = start + i * (1_000_000_000 // PACED_RATE)
     while (now := time.monotonic_ns()) < due:
-        if due - now > 50_000:
+        if release_gil and due - now > 50_000:
             time.sleep(0)
     return now
 
@@ -211,7 +212,7 @@ def queue_producer(q: Any, n: int, batched: bool, paced: bool, go: Any, res: Any
             q.put([pack(i, 0, 1, 2, 3, 4, 5, 6) for i in range(lo, min(n, lo + BATCH))])
     elif paced:
         for i in range(n):
-            q.put(pack(i, pace(i, start), 1, 2, 3, 4, 5, 6))
+            q.put(pack(i, pace(i, start, release_gil=True), 1, 2, 3, 4, 5, 6))
     else:
         put = q.put
         for i in range(n):
