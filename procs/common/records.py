@@ -70,10 +70,11 @@ class Record(msgspec.Struct, frozen=True, array_like=True, tag_field="type"):
     """Base of every ring record. ``seq`` is the router's global sequence (0 before it)."""
 
 
-# -- commands: gateway -> router -> matcher ------------------------------------------------
+class OrderRecord(Record, frozen=True):
+    """The routing header every order-scoped record starts with: where it came from (gateway,
+    session, the client's reference), whose it is, and which order (0 before the router
+    assigns an id, or when a reject came before one was given)."""
 
-
-class NewOrder(Record, tag=1, frozen=True):
     seq: U64
     ts_ns: TimestampNs
     gateway: GatewayId
@@ -82,6 +83,12 @@ class NewOrder(Record, tag=1, frozen=True):
     account: AccountId
     symbol: SymbolId
     order_id: OrderId
+
+
+# -- commands: gateway -> router -> matcher ------------------------------------------------
+
+
+class NewOrder(OrderRecord, tag=1, frozen=True):
     side: Side
     ord_type: OrdType
     tif: TimeInForce
@@ -93,28 +100,13 @@ class NewOrder(Record, tag=1, frozen=True):
     display_qty: Qty  # iceberg slice size, 0 = show all
 
 
-class CancelOrder(Record, tag=2, frozen=True):
-    seq: U64
-    ts_ns: TimestampNs
-    gateway: GatewayId
-    session: SessionId
-    client_ref: U64
-    account: AccountId
-    symbol: SymbolId
-    order_id: OrderId
+class CancelOrder(OrderRecord, tag=2, frozen=True):
+    """Cancel ``order_id`` (the header says whose and where from)."""
 
 
-class ReplaceOrder(Record, tag=3, frozen=True):
+class ReplaceOrder(OrderRecord, tag=3, frozen=True):
     """Cancel-replace: a smaller qty keeps priority; a new price or larger qty loses it."""
 
-    seq: U64
-    ts_ns: TimestampNs
-    gateway: GatewayId
-    session: SessionId
-    client_ref: U64
-    account: AccountId
-    symbol: SymbolId
-    order_id: OrderId
     price: Price
     qty: Qty
 
@@ -150,29 +142,13 @@ class Heartbeat(Record, tag=6, frozen=True):
 # -- events: matcher -> gateways, router, marketdata, dbbatcher ------------------------------
 
 
-class Accepted(Record, tag=10, frozen=True):
-    seq: U64
-    ts_ns: TimestampNs
-    gateway: GatewayId
-    session: SessionId
-    client_ref: U64
-    account: AccountId
-    symbol: SymbolId
-    order_id: OrderId
+class Accepted(OrderRecord, tag=10, frozen=True):
     side: Side
     price: Price
     qty: Qty  # leaves quantity on the book
 
 
-class Rejected(Record, tag=11, frozen=True):
-    seq: U64
-    ts_ns: TimestampNs
-    gateway: GatewayId
-    session: SessionId
-    client_ref: U64
-    account: AccountId
-    symbol: SymbolId
-    order_id: OrderId  # 0 when the reject came before an id was given
+class Rejected(OrderRecord, tag=11, frozen=True):
     code: ResultCode
 
 
@@ -194,29 +170,13 @@ class Trade(Record, tag=12, frozen=True):
     taker_leaves: Qty
 
 
-class OrderDone(Record, tag=13, frozen=True):
-    seq: U64
-    ts_ns: TimestampNs
-    gateway: GatewayId
-    session: SessionId
-    client_ref: U64
-    account: AccountId
-    symbol: SymbolId
-    order_id: OrderId
+class OrderDone(OrderRecord, tag=13, frozen=True):
     reason: DoneReason
     filled_qty: Qty  # cumulative
     leaves_qty: Qty  # what was removed unfilled
 
 
-class Replaced(Record, tag=14, frozen=True):
-    seq: U64
-    ts_ns: TimestampNs
-    gateway: GatewayId
-    session: SessionId
-    client_ref: U64
-    account: AccountId
-    symbol: SymbolId
-    order_id: OrderId
+class Replaced(OrderRecord, tag=14, frozen=True):
     price: Price
     qty: Qty  # new leaves quantity
 
