@@ -273,9 +273,6 @@ class Consumer(Generic[T]):
     def heartbeat(self) -> None:
         self._words[self._beat_word] = time.monotonic_ns()
 
-    def _stamp_word(self, sequence: int) -> int:
-        return self._stamp0 + (sequence & self._mask) * self._slot_words
-
     def _check_lapped(self, stamp: int, n: int) -> None:
         if stamp > self.ring.stamp_of(n):
             raise ConsumerDetachedError(
