@@ -1,0 +1,24 @@
+"""What a book needs to know about its symbol: tick, lot and size limits, in integer units."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from procs.common.types import SymbolId
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class SymbolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Trading rules of one symbol. Prices are in ticks of the price unit, sizes in lots."""
+
+    symbol: SymbolId
+    #: A valid price is a multiple of this many price units.
+    tick: Positive = 1
+    #: A valid quantity is a multiple of this many size units.
+    lot: Positive = 1
+    #: Smallest and largest quantity of one order, in size units.
+    min_qty: Positive = 1
+    max_qty: Positive = 1_000_000_000
