@@ -1,10 +1,12 @@
-"""The reference book: price-time priority scenarios, and properties under random commands."""
+"""Contract tests: every scenario and property runs against the reference and the fast book,
+checking internal state after every step."""
 
 from __future__ import annotations
 
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,9 +24,12 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode, TimeInForce
+from procs.matcher.book import Book
+from procs.matcher.fast_book import FastBook
 from procs.matcher.reference_book import ReferenceBook
 from procs.matcher.symbols import SymbolSpec
 
+BOOKS = pytest.mark.parametrize("book_cls", [ReferenceBook, FastBook])
 SPEC = SymbolSpec(symbol=7, tick=5, lot=1, min_qty=1, max_qty=1000)
 _seq = itertools.count(1)
 
@@ -71,18 +76,26 @@ def replace(order_id: int, price: int, qty: int, account: int = 1) -> ReplaceOrd
     return ReplaceOrder(seq, 1000 + seq, 1, 1, 98, account, SPEC.symbol, order_id, price, qty)
 
 
-def run(book: ReferenceBook, command: Record) -> list[Record]:
+def run(book: Book, command: Record) -> list[Record]:
     events = book.execute(command)
     book.validate_internal_state()
     return events
+
+
+def bid_ids(book: Book) -> list[int]:
+    """Resting buy orders in priority order, from the implementation-independent state."""
+    return [order[0] for order in book.state().orders if order[1] == Side.BUY]
 
 
 def kinds(events: list[Record]) -> list[str]:
     return [type(e).__name__ for e in events]
 
 
-def test_resting_orders_and_a_taker_that_sweeps_two_levels_in_price_time_order() -> None:
-    book = ReferenceBook(SPEC)
+@BOOKS
+def test_resting_orders_and_a_taker_that_sweeps_two_levels_in_price_time_order(
+    book_cls: type[Book],
+) -> None:
+    book = book_cls(SPEC)
     assert kinds(run(book, new(1, Side.SELL, 105, 3))) == ["Accepted", "BookLevel"]
     run(book, new(2, Side.SELL, 100, 2))
     run(book, new(3, Side.SELL, 100, 4, account=2))  # same price, later: behind order 2
@@ -113,8 +126,9 @@ def test_resting_orders_and_a_taker_that_sweeps_two_levels_in_price_time_order()
     assert done.order_id == 4 and done.filled_qty == 8 and done.leaves_qty == 0
 
 
-def test_a_maker_report_goes_to_the_makers_gateway() -> None:
-    book = ReferenceBook(SPEC)
+@BOOKS
+def test_a_maker_report_goes_to_the_makers_gateway(book_cls: type[Book]) -> None:
+    book = book_cls(SPEC)
     run(book, new(1, Side.SELL, 100, 2))
     events = run(book, new(2, Side.BUY, 100, 2))
     maker_done = events[2]
@@ -122,8 +136,9 @@ def test_a_maker_report_goes_to_the_makers_gateway() -> None:
     assert (maker_done.order_id, maker_done.client_ref) == (1, 10)
 
 
-def test_ioc_rest_expires_fok_all_or_nothing_post_only_never_takes() -> None:
-    book = ReferenceBook(SPEC)
+@BOOKS
+def test_ioc_rest_expires_fok_all_or_nothing_post_only_never_takes(book_cls: type[Book]) -> None:
+    book = book_cls(SPEC)
     run(book, new(1, Side.SELL, 100, 5))
     ioc = run(book, new(2, Side.BUY, 100, 8, tif=TimeInForce.IOC))
     assert kinds(ioc)[-1] == "OrderDone" and ioc[-1].reason == DoneReason.EXPIRED  # type: ignore[attr-defined]
@@ -142,8 +157,9 @@ def test_ioc_rest_expires_fok_all_or_nothing_post_only_never_takes() -> None:
     ]
 
 
-def test_bad_orders_are_rejected_with_codes_and_change_nothing() -> None:
-    book = ReferenceBook(SPEC)
+@BOOKS
+def test_bad_orders_are_rejected_with_codes_and_change_nothing(book_cls: type[Book]) -> None:
+    book = book_cls(SPEC)
     run(book, new(1, Side.SELL, 100, 5))
     before = book.state_hash()
     cases = [
@@ -161,16 +177,17 @@ def test_bad_orders_are_rejected_with_codes_and_change_nothing() -> None:
     assert book.state_hash() == before
 
 
-def test_cancel_and_replace_keep_or_lose_priority() -> None:
-    book = ReferenceBook(SPEC)
+@BOOKS
+def test_cancel_and_replace_keep_or_lose_priority(book_cls: type[Book]) -> None:
+    book = book_cls(SPEC)
     run(book, new(1, Side.BUY, 100, 5))
     run(book, new(2, Side.BUY, 100, 5))
     assert kinds(run(book, replace(1, 100, 3))) == ["Replaced", "BookLevel"]
-    assert [o.order_id for o in book.bids] == [1, 2]  # smaller: keeps its place
+    assert bid_ids(book) == [1, 2]  # smaller: keeps its place
     run(book, replace(1, 100, 4))
-    assert [o.order_id for o in book.bids] == [2, 1]  # larger: to the back
+    assert bid_ids(book) == [2, 1]  # larger: to the back
     events = run(book, replace(2, 95, 5))
-    assert isinstance(events[0], Replaced) and [o.order_id for o in book.bids] == [1, 2]
+    assert isinstance(events[0], Replaced) and bid_ids(book) == [1, 2]
     events = run(book, cancel(1))
     assert kinds(events) == ["OrderDone", "BookLevel"]
     assert events[0].reason == DoneReason.CANCELLED and events[0].client_ref == 99  # type: ignore[attr-defined]
@@ -179,8 +196,9 @@ def test_cancel_and_replace_keep_or_lose_priority() -> None:
     assert "Trade" in kinds(crossing) and 3 not in book.orders
 
 
-def test_mass_cancel_by_account() -> None:
-    book = ReferenceBook(SPEC)
+@BOOKS
+def test_mass_cancel_by_account(book_cls: type[Book]) -> None:
+    book = book_cls(SPEC)
     run(book, new(1, Side.BUY, 100, 5, account=1))
     run(book, new(2, Side.BUY, 95, 5, account=2))
     run(book, new(3, Side.SELL, 110, 5, account=1))
@@ -190,11 +208,12 @@ def test_mass_cancel_by_account() -> None:
     assert set(book.orders) == {2}
 
 
-def test_snapshot_restores_the_same_state_and_behaviour() -> None:
-    book = ReferenceBook(SPEC)
+@BOOKS
+def test_snapshot_restores_the_same_state_and_behaviour(book_cls: type[Book]) -> None:
+    book = book_cls(SPEC)
     for i, (side, price) in enumerate([(Side.BUY, 100), (Side.SELL, 110), (Side.BUY, 100)]):
         run(book, new(i + 1, side, price, 3))
-    restored = ReferenceBook.restore(SPEC, book.snapshot())
+    restored = book_cls.restore(SPEC, book.snapshot())
     restored.validate_internal_state()
     assert restored.state_hash() == book.state_hash()
     taker = new(9, Side.SELL, 100, 4)
@@ -214,13 +233,16 @@ commands = st.lists(
 )
 
 
+@BOOKS
 @settings(max_examples=200, deadline=None)
 @given(commands)
-def test_random_commands_keep_every_invariant(script: list[tuple[Any, ...]]) -> None:
+def test_random_commands_keep_every_invariant(
+    book_cls: type[Book], script: list[tuple[Any, ...]]
+) -> None:
     """After every command the book is uncrossed and in priority order; every trade is at the
     maker's resting price; and a shadow of each order's open quantity, kept from the events
     alone, always agrees with them and, at the end, with the book (quantity is conserved)."""
-    book = ReferenceBook(SPEC)
+    book = book_cls(SPEC)
     open_qty: dict[int, int] = {}
     for kind, side, price, qty, tif, ref in script:
         resting_price = {o.order_id: o.price for o in book.orders.values()}
