@@ -237,21 +237,7 @@ class Book(ABC):
         touched: list[tuple[Side, int]] = []
         for order in victims:
             self._remove(order)
-            events.append(
-                OrderDone(
-                    seq=cmd.seq,
-                    ts_ns=cmd.ts_ns,
-                    gateway=order.gateway,
-                    session=order.session,
-                    client_ref=order.client_ref,
-                    account=order.account,
-                    symbol=self.spec.symbol,
-                    order_id=order.order_id,
-                    reason=DoneReason.MASS_CANCELLED,
-                    filled_qty=order.filled,
-                    leaves_qty=order.leaves,
-                )
-            )
+            events.append(self._done_resting(cmd, order, DoneReason.MASS_CANCELLED))
             if (order.side, order.price) not in touched:
                 touched.append((order.side, order.price))
         events += [self._level(cmd, side, price) for side, price in touched]
@@ -301,6 +287,26 @@ class Book(ABC):
             price=price,
             qty=qty,
             count=count,
+        )
+
+    def _done_resting(
+        self, cmd: OrderRecord | MassCancel, order: RestingOrder, reason: DoneReason
+    ) -> OrderDone:
+        """An event about a resting order caused by someone else's command (a maker filled, a
+        mass cancel): the resting order's own routing header, so its owner's gateway gets the
+        report."""
+        return OrderDone(
+            seq=cmd.seq,
+            ts_ns=cmd.ts_ns,
+            gateway=order.gateway,
+            session=order.session,
+            client_ref=order.client_ref,
+            account=order.account,
+            symbol=self.spec.symbol,
+            order_id=order.order_id,
+            reason=reason,
+            filled_qty=order.filled,
+            leaves_qty=order.leaves,
         )
 
     def _remove(self, order: RestingOrder) -> None:
@@ -405,21 +411,3 @@ def _reject(cmd: OrderRecord, code: ResultCode) -> Rejected:
 
 def _done(cmd: OrderRecord, order: RestingOrder, reason: DoneReason) -> OrderDone:
     return OrderDone(*_header(cmd), reason=reason, filled_qty=order.filled, leaves_qty=order.leaves)
-
-
-def _done_resting(cmd: OrderRecord, order: RestingOrder, reason: DoneReason) -> OrderDone:
-    """An event about a resting order caused by someone else's command (a maker filled): the
-    resting order's own routing header, so its owner's gateway gets the report."""
-    return OrderDone(
-        seq=cmd.seq,
-        ts_ns=cmd.ts_ns,
-        gateway=order.gateway,
-        session=order.session,
-        client_ref=order.client_ref,
-        account=order.account,
-        symbol=cmd.symbol,
-        order_id=order.order_id,
-        reason=reason,
-        filled_qty=order.filled,
-        leaves_qty=order.leaves,
-    )

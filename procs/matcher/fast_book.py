@@ -16,7 +16,7 @@ from sortedcontainers import SortedDict
 
 from procs.common.records import OrderRecord, Record
 from procs.common.types import DoneReason, Side
-from procs.matcher.book import Book, RestingOrder, _done_resting
+from procs.matcher.book import Book, RestingOrder
 from procs.matcher.symbols import SymbolSpec
 
 
@@ -79,7 +79,7 @@ class FastBook(Book):
                 if maker.leaves == 0:
                     del orders[maker.order_id]
                     del index[maker.order_id]
-                    events.append(_done_resting(cmd, maker, DoneReason.FILLED))
+                    events.append(self._done_resting(cmd, maker, DoneReason.FILLED))
             if not orders:
                 del opposite[key]
         return touched

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from procs.common.records import OrderRecord, Record
 from procs.common.types import DoneReason, Side
-from procs.matcher.book import Book, RestingOrder, _crosses, _done_resting, _other
+from procs.matcher.book import Book, RestingOrder, _crosses, _other
 from procs.matcher.symbols import SymbolSpec
 
 
@@ -50,7 +50,7 @@ class ReferenceBook(Book):
             if maker.leaves == 0:
                 opposite.pop(0)
                 del self.orders[maker.order_id]
-                events.append(_done_resting(cmd, maker, DoneReason.FILLED))
+                events.append(self._done_resting(cmd, maker, DoneReason.FILLED))
         return touched
 
     def _rest(self, order: RestingOrder) -> None:
