@@ -64,6 +64,11 @@ def consumer_word(index: int, field: int) -> int:
     return (FIRST_CONSUMER_LINE + index) * LINE // WORD + field
 
 
+def consumer_name_at(index: int) -> int:
+    """Byte offset of consumer ``index``'s name field."""
+    return consumer_word(index, 0) * WORD + C_NAME_BYTE
+
+
 def header_size(max_consumers: int) -> int:
     return (FIRST_CONSUMER_LINE + max_consumers) * LINE
 

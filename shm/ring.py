@@ -136,6 +136,7 @@ class Ring(Generic[T]):
         self.shift = cap.bit_length() - 1  # sequence >> shift = lap
         self.max_consumers = maxc
         self.data_offset = hsize
+        self._sems: dict[str, posix_ipc.Semaphore] = {}  # opened by detach_consumer
 
     def _check(self, field: str, expected: object, found: object) -> None:
         if expected != found:
@@ -188,7 +189,9 @@ class Ring(Generic[T]):
         if region.size < h.STATIC.size:
             found = region.size
             region.close()
-            raise HeaderMismatchError(region.posix_name, "segment size", f">= {h.LINE}", found)
+            raise HeaderMismatchError(
+                region.posix_name, "segment size", f">= {h.STATIC.size}", found
+            )
         try:
             ring = cls(region, codec, instance)
             if capacity is not None:
@@ -199,12 +202,16 @@ class Ring(Generic[T]):
         return ring
 
     def close(self) -> None:
+        for sem in self._sems.values():
+            sem.close()
+        self._sems.clear()
         self.region.close()
 
     def unlink(self) -> None:
         """Remove the segment and its semaphores (the owner does this at shutdown)."""
         self.region.unlink()
-        for sem in [self.producer_sem_name(), *map(self.consumer_sem_name, range(64))]:
+        consumers = range(self.max_consumers)
+        for sem in [self.producer_sem_name(), *map(self.consumer_sem_name, consumers)]:
             with contextlib.suppress(posix_ipc.ExistentialError):
                 posix_ipc.unlink_semaphore(sem)
 
@@ -234,7 +241,7 @@ class Ring(Generic[T]):
             raise RingError(
                 f"ring {self.name!r}: all {self.max_consumers} consumer lines are taken"
             )
-        name_at = h.consumer_word(index, 0) * h.WORD + h.C_NAME_BYTE
+        name_at = h.consumer_name_at(index)
         self.region.buf[name_at : name_at + h.NAME_SIZE] = encoded.ljust(h.NAME_SIZE, b"\0")
         words[h.consumer_word(index, h.C_SEQUENCE)] = self.cursor() if start is None else start
         words[h.consumer_word(index, h.C_GATES)] = gate_mask
@@ -249,7 +256,7 @@ class Ring(Generic[T]):
         Its process, if alive, gets ``ConsumerDetachedError`` on its next wait or read."""
         self._check_index(index)
         self.words[h.consumer_word(index, h.C_STATE)] = h.STATE_DETACHED
-        post(self.consumer_sem_name(index), {})
+        post(self.consumer_sem_name(index), self._sems)  # wake it if parked
 
     def free_consumer(self, index: int) -> None:
         """Return a detached line to the pool (its name becomes declarable again)."""
@@ -264,7 +271,7 @@ class Ring(Generic[T]):
         names = {}
         for index in range(self.max_consumers):
             if self.words[h.consumer_word(index, h.C_STATE)] != h.STATE_FREE:
-                at = h.consumer_word(index, 0) * h.WORD + h.C_NAME_BYTE
+                at = h.consumer_name_at(index)
                 raw = bytes(self.region.buf[at : at + h.NAME_SIZE])
                 names[index] = raw.rstrip(b"\0").decode()
         return names

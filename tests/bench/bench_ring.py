@@ -60,11 +60,9 @@ def rss_kib() -> int:
 
 @dataclass
 class Outcome:
-    """What a consumer reports: counts, order check, timing, latency samples, RSS."""
+    """What a consumer reports: the order check, its end time, latency samples, RSS."""
 
-    received: int = 0
     in_order: bool = True
-    first_ns: int = 0
     last_ns: int = 0
     latencies_ns: list[int] = field(default_factory=list)
     rss_kib: list[int] = field(default_factory=list)
