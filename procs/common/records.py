@@ -60,6 +60,7 @@ from procs.common.types import (
     SymbolId,
     TimeInForce,
     TimestampNs,
+    TradingStatus,
 )
 from shm.codec import Buffer
 from shm.errors import EncodeError
@@ -193,6 +194,24 @@ class BookLevel(Record, tag=15, frozen=True):
     count: U32
 
 
+class Triggered(OrderRecord, tag=16, frozen=True):
+    """A stop order's trigger was reached: it enters the book now as a market (STOP) or limit
+    (STOP_LIMIT) order. The header is the stop order's own, for its owner's gateway."""
+
+    stop_price: Price
+    price: Price  # the limit it enters with; 0 for a stop-market order
+
+
+class SymbolStatus(Record, tag=17, frozen=True):
+    """A symbol's trading status after an admin command (halt, resume, end of session)."""
+
+    seq: U64
+    ts_ns: TimestampNs
+    symbol: SymbolId
+    action: AdminAction
+    status: TradingStatus
+
+
 AnyRecord = Union[  # noqa: UP007  (msgspec needs a runtime Union of the tagged types)
     NewOrder,
     CancelOrder,
@@ -206,6 +225,8 @@ AnyRecord = Union[  # noqa: UP007  (msgspec needs a runtime Union of the tagged 
     OrderDone,
     Replaced,
     BookLevel,
+    Triggered,
+    SymbolStatus,
 ]
 
 #: Every record type, in tag order; a ring carries any of them.

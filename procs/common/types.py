@@ -75,6 +75,11 @@ class AdminAction(IntEnum):
     SHUTDOWN = 5
 
 
+class TradingStatus(IntEnum):
+    OPEN = 1
+    HALTED = 2
+
+
 class OrderFlag:
     """Bits of ``NewOrder.flags``."""
 

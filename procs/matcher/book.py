@@ -5,37 +5,63 @@ provides (match, rest, remove, level totals, priority order). Everything observa
 events and their order, is fixed here, so the two books can only differ in mechanics: exactly
 what the contract and differential tests compare.
 
+Order types and rules:
+
+- Limit orders with time in force GTC, DAY (rests until the ``END_OF_SESSION`` admin command
+  expires it), IOC and FOK; post-only (rejected if it would take).
+- Market orders are protected: they never trade beyond ``SymbolSpec.band_bps`` from the best
+  opposite price at arrival, and what is left unfilled is cancelled (``EXPIRED``). A market
+  order on an empty opposite side is rejected (``NO_LIQUIDITY``).
+- Stop-market and stop-limit orders wait off the book until the last trade price reaches the
+  stop price (a buy stop at or above, a sell stop at or below), then enter as a market or limit
+  order. Stops that trigger together enter in arrival order; a stop's trades may trigger
+  others. A stop whose trigger is already reached when it arrives enters at once.
+- Iceberg orders (``display_qty``) show one slice at a time; when a slice is filled the next
+  one goes to the back of its level (it loses priority). As the aggressor an iceberg takes
+  with its whole size.
+- Self-trade prevention, chosen by the aggressor: ``CANCEL_NEWEST`` cancels the aggressor's
+  rest, ``CANCEL_OLDEST`` cancels the resting order and goes on matching, ``CANCEL_BOTH``
+  does both. A cancelled party gets ``OrderDone(SELF_TRADE)``.
+- Halted symbols refuse new orders and replaces (``SYMBOL_HALTED``); cancels still work.
+
 Event order for one command (the contract the fast book must follow):
 
 - ``NewOrder``: ``Rejected`` and nothing else; or ``Accepted``, then for each fill a ``Trade``
-  followed by the maker's ``OrderDone(FILLED)`` if it filled, then one ``BookLevel`` per maker
-  level touched (in the order touched), then the taker's outcome: ``OrderDone(FILLED)``, a
-  ``BookLevel`` for the level it rests on (GTC, DAY), or ``OrderDone(EXPIRED)`` with what was
-  left (IOC; FOK that cannot fill completely, before any trade).
-- ``CancelOrder``: ``OrderDone(CANCELLED)`` and the level's ``BookLevel``; or ``Rejected``.
+  followed by the maker's ``OrderDone(FILLED)`` if it filled (a self-trade cancel of a maker
+  is an ``OrderDone(SELF_TRADE)`` in the same place), then one ``BookLevel`` per maker level
+  changed (in the order touched), then the taker's outcome: ``OrderDone(FILLED)``, a
+  ``BookLevel`` for the level it rests on (GTC, DAY), ``OrderDone(SELF_TRADE)``, or
+  ``OrderDone(EXPIRED)`` with what was left (IOC, market, FOK that cannot fill completely,
+  before any trade). A pending stop order gets only its ``Accepted``. Then each stop order
+  the command's trades triggered: ``Triggered`` and its own fills and outcome.
+- ``CancelOrder``: ``OrderDone(CANCELLED)`` and the level's ``BookLevel`` (none for a pending
+  stop); or ``Rejected``.
 - ``ReplaceOrder``: ``Replaced``, then, when the order keeps its place (same price, smaller
   size), its level's ``BookLevel``; otherwise it leaves the book and re-enters as a new
-  arrival, matching like a ``NewOrder`` (trades, maker levels, its outcome). Or ``Rejected``.
+  arrival, matching like a ``NewOrder`` (trades, maker levels, its outcome, triggered stops).
+  Or ``Rejected``: pending stops cannot be replaced (cancel and send a new one).
 - ``MassCancel``: per cancelled order, in priority order (bids first), ``OrderDone(MASS_
-  CANCELLED)``; then one ``BookLevel`` per level touched.
+  CANCELLED)``; then for pending stops, in arrival order; then one ``BookLevel`` per level.
+- ``AdminCommand``: ``HALT`` and ``RESUME`` answer ``SymbolStatus``; ``END_OF_SESSION``
+  expires every DAY order (``OrderDone(EXPIRED)`` in priority order, then pending DAY stops,
+  then the levels) and answers ``SymbolStatus``. Other actions belong to the process.
 
-Every event carries the command's ``seq`` and ``ts_ns``: the core never reads a clock, so the
-same commands always give the same events.
-
-This slice supports limit orders (GTC, IOC, FOK, DAY resting like GTC, post-only). Market,
-stop and iceberg orders, self-trade prevention, halts and end-of-session expiry are rejected
-with ``INVALID_ORDER`` until they land (issue 3).
+Reports about a resting or triggered order that someone else's command caused (a maker
+filled, a mass cancel, a stop triggered) carry that order's own routing header, so its
+owner's gateway gets them. Every event carries the command's ``seq`` and ``ts_ns``: the core
+never reads a clock, so the same commands always give the same events.
 """
 
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
 import msgspec
+from sortedcontainers import SortedList
 
 from procs.common.records import (
     Accepted,
@@ -50,37 +76,70 @@ from procs.common.records import (
     Rejected,
     Replaced,
     ReplaceOrder,
+    SymbolStatus,
     Trade,
+    Triggered,
 )
 from procs.common.result_codes import ResultCode
-from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode, TimeInForce
+from procs.common.types import (
+    AdminAction,
+    DoneReason,
+    OrderFlag,
+    OrdType,
+    Side,
+    StpMode,
+    TimeInForce,
+    TradingStatus,
+)
 from procs.matcher.symbols import SymbolSpec
 
 B = TypeVar("B", bound="Book")
+#: What a book executes; every one has ``seq`` and ``ts_ns``.
+Command = OrderRecord | MassCancel | AdminCommand
+
+_RESTS = (TimeInForce.GTC, TimeInForce.DAY)
 
 
 @dataclass(slots=True)
 class RestingOrder:
+    """A live order: resting, or a pending stop. ``leaves`` is the visible quantity (for an
+    iceberg the current slice, ``reserve`` the hidden rest); ``leaves + reserve`` is what is
+    left of the order."""
+
     order_id: int
     account: int
     side: Side
-    price: int
+    price: int  # limit; for a market or stop-market taker, its protection limit
     leaves: int
     filled: int
     arrival: int  # priority within a price: smaller came first
     gateway: int
     session: int
     client_ref: int
+    tif: TimeInForce = TimeInForce.GTC
+    stp: StpMode = StpMode.NONE
+    display: int = 0  # iceberg slice size, 0 = show all
+    reserve: int = 0
+    ord_type: OrdType = OrdType.LIMIT
+    stop_price: int = 0
+
+
+#: ``RestingOrder``'s fields, in the order ``BookState`` lists them.
+ORDER_FIELDS = RestingOrder.__slots__
 
 
 class BookState(msgspec.Struct, frozen=True, array_like=True):
     """Everything a book is, in a canonical order: what ``state_hash`` hashes and what a
-    snapshot holds. Orders are listed bids then asks, each in priority order."""
+    snapshot holds. Resting orders are listed bids then asks, each in priority order; pending
+    stops in arrival order. Each order is its ``ORDER_FIELDS``."""
 
     symbol: int
     next_trade_id: int
     next_arrival: int
-    orders: list[tuple[int, int, int, int, int, int, int, int, int, int]]
+    last_price: int
+    halted: bool
+    orders: list[tuple[int, ...]]
+    stops: list[tuple[int, ...]]
 
 
 class Book(ABC):
@@ -88,25 +147,40 @@ class Book(ABC):
 
     def __init__(self, spec: SymbolSpec) -> None:
         self.spec = spec
-        self.orders: dict[int, RestingOrder] = {}
+        self.orders: dict[int, RestingOrder] = {}  # resting, by id
+        self.stops: dict[int, RestingOrder] = {}  # pending stops, by id
+        # Pending stops by trigger order: buys lowest stop first, sells highest first.
+        self._buy_stops: SortedList[tuple[int, int, int]] = SortedList()  # (stop, arrival, id)
+        self._sell_stops: SortedList[tuple[int, int, int]] = SortedList()  # (-stop, ...)
         self.next_trade_id = 1  # gapless per symbol
         self.next_arrival = 0
+        self.last_price = 0  # of the last trade; 0 before the first
+        self.halted = False
+        self._taker_self_traded = False  # set by _match when STP cancels the aggressor
 
     # -- mechanics, per implementation ------------------------------------------------------
 
     @abstractmethod
     def _crossable(self, side: Side, price: int, enough: int) -> int:
-        """Resting opposite quantity a ``side`` order at ``price`` could take; may stop
-        counting once it reaches ``enough``."""
+        """Resting visible opposite quantity a ``side`` order at ``price`` could take; may
+        stop counting once it reaches ``enough``."""
+
+    @abstractmethod
+    def _best(self, side: Side) -> int | None:
+        """The best price resting on ``side``, or None when it is empty."""
 
     @abstractmethod
     def _match(
         self, cmd: OrderRecord, taker: RestingOrder, events: list[Record]
     ) -> list[tuple[Side, int]]:
-        """Fill ``taker`` against the opposite side in priority order while it crosses,
-        appending ``_trade`` events and, for each maker that fills, the maker's
-        ``_done_resting(FILLED)`` (and dropping it from ``orders``). Returns the maker
-        levels touched, in order."""
+        """Fill ``taker`` against the opposite side in priority order while it crosses.
+
+        Per maker: a self-trade (same account, ``taker.stp`` set) applies the STP mode; else
+        a fill appends ``_trade`` and sets ``last_price``. A filled iceberg slice is refreshed
+        from its reserve at the back of its level; a filled order is dropped from ``orders``
+        after its ``_done_resting(FILLED)``; an STP-cancelled maker gets ``_done_resting(
+        SELF_TRADE)``. When STP cancels the taker, matching stops and ``_taker_self_traded``
+        is set. Returns the maker levels that changed, in the order touched."""
 
     @abstractmethod
     def _rest(self, order: RestingOrder) -> None:
@@ -118,11 +192,11 @@ class Book(ABC):
 
     @abstractmethod
     def _shrink(self, order: RestingOrder, leaves: int) -> None:
-        """Set ``order``'s leaves to a smaller value, keeping its place."""
+        """Set ``order``'s visible leaves to a value no larger, keeping its place."""
 
     @abstractmethod
     def _level_totals(self, side: Side, price: int) -> tuple[int, int]:
-        """(total leaves, order count) resting at ``price`` on ``side``."""
+        """(total visible leaves, order count) resting at ``price`` on ``side``."""
 
     @abstractmethod
     def _priority(self) -> Iterator[RestingOrder]:
@@ -144,55 +218,68 @@ class Book(ABC):
         if isinstance(command, MassCancel):
             return self._mass_cancel(command)
         if isinstance(command, AdminCommand):
-            return [
-                Rejected(
-                    *(command.seq, command.ts_ns, 0, 0, 0, 0, command.symbol, 0),
-                    code=ResultCode.INVALID_ORDER,
-                )
-            ]
+            return self._admin(command)
         raise TypeError(f"the matcher does not execute {type(command).__name__} records")
 
     def _new(self, cmd: NewOrder) -> list[Record]:
         problem = self._check_order(cmd)
         if problem is not None:
             return [_reject(cmd, problem)]
-        if cmd.order_id in self.orders:
-            return [_reject(cmd, ResultCode.INVALID_ORDER)]
-        if cmd.flags & OrderFlag.POST_ONLY and self._crossable(cmd.side, cmd.price, 1) > 0:
-            return [_reject(cmd, ResultCode.POST_ONLY_WOULD_TAKE)]
         events: list[Record] = [
             Accepted(*_header(cmd), side=cmd.side, price=cmd.price, qty=cmd.qty)
         ]
         order = RestingOrder(
-            cmd.order_id,
-            cmd.account,
-            cmd.side,
-            cmd.price,
-            cmd.qty,
-            0,
-            0,
-            cmd.gateway,
-            cmd.session,
-            cmd.client_ref,
+            *(cmd.order_id, cmd.account, cmd.side, cmd.price, cmd.qty, 0, 0),
+            *(cmd.gateway, cmd.session, cmd.client_ref, cmd.tif, cmd.stp, cmd.display_qty, 0),
+            *(cmd.ord_type, cmd.stop_price),
         )
-        if cmd.tif == TimeInForce.FOK and self._crossable(cmd.side, cmd.price, cmd.qty) < cmd.qty:
-            events.append(_done(cmd, order, DoneReason.EXPIRED))
-            return events
-        self._enter(cmd, order, cmd.tif, events)
+        if cmd.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
+            order.arrival = self.next_arrival
+            self.next_arrival += 1
+            self._park_stop(order)
+        else:
+            self._take(cmd, order, events, triggered=False)
+        if self.stops:
+            self._trigger_stops(cmd, events)
         return events
 
+    def _take(
+        self, cmd: OrderRecord, order: RestingOrder, events: list[Record], *, triggered: bool
+    ) -> None:
+        """An order arriving (new, or a triggered stop): set a market order's protection
+        limit, check FOK, then enter it."""
+        if order.ord_type in (OrdType.MARKET, OrdType.STOP):
+            limit = self._protection(order.side)
+            if limit is None:  # a triggered stop-market: nothing to trade with
+                events.append(self._report(cmd, order, DoneReason.EXPIRED, triggered))
+                return
+            order.price = limit
+        if (
+            order.tif == TimeInForce.FOK
+            and self._crossable(order.side, order.price, order.leaves) < order.leaves
+        ):
+            events.append(self._report(cmd, order, DoneReason.EXPIRED, triggered))
+            return
+        self._enter(cmd, order, events, triggered=triggered)
+
     def _enter(
-        self, cmd: OrderRecord, order: RestingOrder, tif: TimeInForce, events: list[Record]
+        self, cmd: OrderRecord, order: RestingOrder, events: list[Record], *, triggered: bool
     ) -> None:
         """Match ``order`` as the aggressor, then rest, expire or finish it."""
         touched = self._match(cmd, order, events)
         for side, price in touched:
             events.append(self._level(cmd, side, price))
-        if order.leaves == 0:
-            events.append(_done(cmd, order, DoneReason.FILLED))
-        elif tif == TimeInForce.IOC:
-            events.append(_done(cmd, order, DoneReason.EXPIRED))
+        if self._taker_self_traded:
+            self._taker_self_traded = False
+            events.append(self._report(cmd, order, DoneReason.SELF_TRADE, triggered))
+        elif order.leaves == 0:
+            events.append(self._report(cmd, order, DoneReason.FILLED, triggered))
+        elif order.tif not in _RESTS or order.ord_type in (OrdType.MARKET, OrdType.STOP):
+            events.append(self._report(cmd, order, DoneReason.EXPIRED, triggered))
         else:
+            if order.display and order.leaves > order.display:
+                order.reserve = order.leaves - order.display
+                order.leaves = order.display
             order.arrival = self.next_arrival
             self.next_arrival += 1
             self._rest(order)
@@ -200,68 +287,191 @@ class Book(ABC):
             events.append(self._level(cmd, order.side, order.price))
 
     def _cancel(self, cmd: CancelOrder) -> list[Record]:
-        order = self.orders.get(cmd.order_id)
+        order = self.orders.get(cmd.order_id) or self.stops.get(cmd.order_id)
         problem = self._check_owner(cmd, order)
         if problem is not None or order is None:
             return [_reject(cmd, problem or ResultCode.UNKNOWN_ORDER)]
+        done = _done(cmd, order, DoneReason.CANCELLED)  # to the requester: the cancel's header
+        if order.order_id in self.stops:
+            self._unpark_stop(order)
+            return [done]
         self._remove(order)
-        return [
-            _done(cmd, order, DoneReason.CANCELLED),  # to the requester: the cancel's header
-            self._level(cmd, order.side, order.price),
-        ]
+        return [done, self._level(cmd, order.side, order.price)]
 
     def _replace(self, cmd: ReplaceOrder) -> list[Record]:
         order = self.orders.get(cmd.order_id)
-        problem = self._check_owner(cmd, order)
+        problem = self._check_owner(cmd, order or self.stops.get(cmd.order_id))
+        if problem is None and order is None:
+            problem = ResultCode.INVALID_ORDER  # a pending stop: cancel it and send a new one
+        if problem is None and self.halted:
+            problem = ResultCode.SYMBOL_HALTED
         if problem is None:
-            problem = self._check_price_qty(cmd.price, cmd.qty)
+            problem = self._check_limit(cmd.price) or self._check_qty(cmd.qty)
         if problem is not None or order is None:
             return [_reject(cmd, problem or ResultCode.UNKNOWN_ORDER)]
         events: list[Record] = [Replaced(*_header(cmd), price=cmd.price, qty=cmd.qty)]
-        if cmd.price == order.price and cmd.qty <= order.leaves:
-            self._shrink(order, cmd.qty)  # smaller at the same price: keeps its place
+        if cmd.price == order.price and cmd.qty <= order.leaves + order.reserve:
+            # Smaller at the same price keeps its place; an iceberg gives up reserve first.
+            visible = min(order.leaves, cmd.qty)
+            order.reserve = cmd.qty - visible
+            self._shrink(order, visible)
             events.append(self._level(cmd, order.side, order.price))
             return events
         old_price = order.price
         self._remove(order)
         events.append(self._level(cmd, order.side, old_price))
-        order.price, order.leaves = cmd.price, cmd.qty
-        self._enter(cmd, order, TimeInForce.GTC, events)
+        order.price, order.leaves, order.reserve = cmd.price, cmd.qty, 0
+        self._enter(cmd, order, events, triggered=False)
+        if self.stops:
+            self._trigger_stops(cmd, events)
         return events
 
     def _mass_cancel(self, cmd: MassCancel) -> list[Record]:
         if cmd.symbol not in (0, self.spec.symbol):
             return []
-        victims = [o for o in self._priority() if cmd.account in (0, o.account)]
+        return self._remove_all(
+            cmd, DoneReason.MASS_CANCELLED, lambda o: cmd.account in (0, o.account)
+        )
+
+    def _admin(self, cmd: AdminCommand) -> list[Record]:
+        if cmd.symbol not in (0, self.spec.symbol):
+            return []
+        events: list[Record] = []
+        if cmd.action == AdminAction.HALT:
+            self.halted = True
+        elif cmd.action == AdminAction.RESUME:
+            self.halted = False
+        elif cmd.action == AdminAction.END_OF_SESSION:
+            events = self._remove_all(cmd, DoneReason.EXPIRED, lambda o: o.tif == TimeInForce.DAY)
+        else:
+            return []  # snapshot, shutdown: the process's business
+        status = TradingStatus.HALTED if self.halted else TradingStatus.OPEN
+        events.append(SymbolStatus(cmd.seq, cmd.ts_ns, self.spec.symbol, cmd.action, status))
+        return events
+
+    def _remove_all(
+        self,
+        cmd: MassCancel | AdminCommand,
+        reason: DoneReason,
+        chosen: Callable[[RestingOrder], bool],
+    ) -> list[Record]:
         events: list[Record] = []
         touched: list[tuple[Side, int]] = []
-        for order in victims:
+        for order in [o for o in self._priority() if chosen(o)]:
             self._remove(order)
-            events.append(self._done_resting(cmd, order, DoneReason.MASS_CANCELLED))
+            events.append(self._done_resting(cmd, order, reason))
             if (order.side, order.price) not in touched:
                 touched.append((order.side, order.price))
+        for order in sorted(self.stops.values(), key=lambda o: o.arrival):
+            if chosen(order):
+                self._unpark_stop(order)
+                events.append(self._done_resting(cmd, order, reason))
         events += [self._level(cmd, side, price) for side, price in touched]
         return events
+
+    # -- stops -------------------------------------------------------------------------------
+
+    def _park_stop(self, order: RestingOrder) -> None:
+        self.stops[order.order_id] = order
+        if order.side == Side.BUY:
+            self._buy_stops.add((order.stop_price, order.arrival, order.order_id))
+        else:
+            self._sell_stops.add((-order.stop_price, order.arrival, order.order_id))
+
+    def _unpark_stop(self, order: RestingOrder) -> None:
+        del self.stops[order.order_id]
+        if order.side == Side.BUY:
+            self._buy_stops.remove((order.stop_price, order.arrival, order.order_id))
+        else:
+            self._sell_stops.remove((-order.stop_price, order.arrival, order.order_id))
+
+    def _trigger_stops(self, cmd: OrderRecord, events: list[Record]) -> None:
+        """Enter every stop the last trade price has reached, in arrival order, until none is
+        left to trigger (a triggered stop's trades move the price again)."""
+        while self.last_price:
+            last = self.last_price
+            buy = self._buy_stops[0] if self._buy_stops and self._buy_stops[0][0] <= last else None
+            sell = (
+                self._sell_stops[0]
+                if self._sell_stops and -self._sell_stops[0][0] >= last
+                else None
+            )
+            if buy is None and sell is None:
+                return
+            if buy is None or (sell is not None and sell[1] < buy[1]):
+                assert sell is not None
+                order = self.stops[sell[2]]
+            else:
+                order = self.stops[buy[2]]
+            self._unpark_stop(order)
+            events.append(
+                Triggered(
+                    *(cmd.seq, cmd.ts_ns, order.gateway, order.session, order.client_ref),
+                    *(order.account, self.spec.symbol, order.order_id),
+                    stop_price=order.stop_price,
+                    price=order.price,
+                )
+            )
+            self._take(cmd, order, events, triggered=True)
 
     # -- checks --------------------------------------------------------------------------------
 
     def _check_order(self, cmd: NewOrder) -> ResultCode | None:
         if cmd.symbol != self.spec.symbol:
             return ResultCode.UNKNOWN_SYMBOL
-        if (
-            cmd.ord_type != OrdType.LIMIT
-            or cmd.stp != StpMode.NONE
-            or cmd.display_qty
-            or cmd.stop_price
-            or cmd.flags & ~OrderFlag.ALL
-        ):
-            return ResultCode.INVALID_ORDER  # not in this slice yet
-        return self._check_price_qty(cmd.price, cmd.qty)
+        if self.halted:
+            return ResultCode.SYMBOL_HALTED
+        if cmd.order_id in self.orders or cmd.order_id in self.stops:
+            return ResultCode.INVALID_ORDER  # the router never reuses an id
+        if cmd.flags & ~OrderFlag.ALL:
+            return ResultCode.INVALID_ORDER
+        ord_type, tif = cmd.ord_type, cmd.tif
+        marketable = ord_type in (OrdType.MARKET, OrdType.STOP)
+        if marketable:
+            if cmd.price != 0:
+                return ResultCode.INVALID_PRICE  # a market order has no limit price
+        else:
+            problem = self._check_limit(cmd.price)
+            if problem is not None:
+                return problem
+        if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
+            if cmd.stop_price <= 0 or cmd.stop_price % self.spec.tick:
+                return ResultCode.INVALID_PRICE
+        elif cmd.stop_price:
+            return ResultCode.INVALID_ORDER  # a stop price on an order that is not a stop
+        problem = self._check_qty(cmd.qty)
+        if problem is not None:
+            return problem
+        rests = tif in _RESTS and not marketable
+        if cmd.flags & OrderFlag.POST_ONLY:
+            if not rests:
+                return ResultCode.INVALID_ORDER  # post-only must be able to rest
+            if ord_type == OrdType.LIMIT and self._crossable(cmd.side, cmd.price, 1) > 0:
+                return ResultCode.POST_ONLY_WOULD_TAKE
+            if ord_type == OrdType.STOP_LIMIT:
+                return ResultCode.INVALID_ORDER
+        if cmd.display_qty:
+            if not rests:
+                return ResultCode.INVALID_ORDER  # an iceberg must be able to rest
+            spec = self.spec
+            if cmd.display_qty % spec.lot or not spec.min_qty <= cmd.display_qty <= cmd.qty:
+                return ResultCode.INVALID_QTY
+        if ord_type == OrdType.MARKET and self._best(_other(cmd.side)) is None:
+            return ResultCode.NO_LIQUIDITY
+        return None
 
-    def _check_price_qty(self, price: int, qty: int) -> ResultCode | None:
+    def _check_limit(self, price: int) -> ResultCode | None:
         spec = self.spec
         if price <= 0 or price % spec.tick:
             return ResultCode.INVALID_PRICE
+        if spec.limit_band_bps and self.last_price:
+            band = self.last_price * spec.limit_band_bps // 10_000
+            if abs(price - self.last_price) > band:
+                return ResultCode.PRICE_OUT_OF_BAND
+        return None
+
+    def _check_qty(self, qty: int) -> ResultCode | None:
+        spec = self.spec
         if qty % spec.lot or not spec.min_qty <= qty <= spec.max_qty:
             return ResultCode.INVALID_QTY
         return None
@@ -277,7 +487,21 @@ class Book(ABC):
             return ResultCode.NOT_ORDER_OWNER
         return None
 
-    def _level(self, cmd: OrderRecord | MassCancel, side: Side, price: int) -> BookLevel:
+    def _protection(self, side: Side) -> int | None:
+        """The furthest price a market ``side`` order may trade at: the best opposite price
+        moved ``band_bps`` against the taker, on a tick. None when there is no opposite."""
+        best = self._best(_other(side))
+        if best is None:
+            return None
+        tick = self.spec.tick
+        band = best * self.spec.band_bps // 10_000
+        if side == Side.BUY:
+            return (best + band) // tick * tick
+        return max(tick, -(-(best - band) // tick) * tick)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _level(self, cmd: Command, side: Side, price: int) -> BookLevel:
         qty, count = self._level_totals(side, price)
         return BookLevel(
             seq=cmd.seq,
@@ -289,9 +513,16 @@ class Book(ABC):
             count=count,
         )
 
-    def _done_resting(
-        self, cmd: OrderRecord | MassCancel, order: RestingOrder, reason: DoneReason
+    def _report(
+        self, cmd: OrderRecord, order: RestingOrder, reason: DoneReason, triggered: bool
     ) -> OrderDone:
+        """The aggressor's outcome: under the command's header, or the order's own when a
+        trigger (not its owner's command) brought it in."""
+        if triggered:
+            return self._done_resting(cmd, order, reason)
+        return _done(cmd, order, reason)
+
+    def _done_resting(self, cmd: Command, order: RestingOrder, reason: DoneReason) -> OrderDone:
         """An event about a resting order caused by someone else's command (a maker filled, a
         mass cancel): the resting order's own routing header, so its owner's gateway gets the
         report."""
@@ -306,7 +537,7 @@ class Book(ABC):
             order_id=order.order_id,
             reason=reason,
             filled_qty=order.filled,
-            leaves_qty=order.leaves,
+            leaves_qty=order.leaves + order.reserve,
         )
 
     def _remove(self, order: RestingOrder) -> None:
@@ -327,7 +558,7 @@ class Book(ABC):
             maker_order_id=maker.order_id,
             maker_account=maker.account,
             maker_gateway=maker.gateway,
-            maker_leaves=maker.leaves,
+            maker_leaves=maker.leaves + maker.reserve,
             taker_order_id=taker.order_id,
             taker_account=taker.account,
             taker_gateway=taker.gateway,
@@ -343,21 +574,10 @@ class Book(ABC):
             symbol=self.spec.symbol,
             next_trade_id=self.next_trade_id,
             next_arrival=self.next_arrival,
-            orders=[
-                (
-                    o.order_id,
-                    int(o.side),
-                    o.price,
-                    o.leaves,
-                    o.filled,
-                    o.arrival,
-                    o.account,
-                    o.gateway,
-                    o.session,
-                    o.client_ref,
-                )
-                for o in self._priority()
-            ],
+            last_price=self.last_price,
+            halted=self.halted,
+            orders=[_fields(o) for o in self._priority()],
+            stops=[_fields(o) for o in sorted(self.stops.values(), key=lambda o: o.arrival)],
         )
 
     def state_hash(self) -> str:
@@ -369,19 +589,40 @@ class Book(ABC):
 
     @classmethod
     def restore(cls: type[B], spec: SymbolSpec, snapshot: bytes) -> B:
-        state = msgspec.msgpack.decode(snapshot, type=BookState)
+        return cls.from_state(spec, msgspec.msgpack.decode(snapshot, type=BookState))
+
+    @classmethod
+    def from_state(cls: type[B], spec: SymbolSpec, state: BookState) -> B:
         if state.symbol != spec.symbol:
             raise ValueError(f"snapshot is of symbol {state.symbol}, not {spec.symbol}")
         book = cls(spec)
         book.next_trade_id = state.next_trade_id
         book.next_arrival = state.next_arrival
-        for oid, side, price, leaves, filled, arrival, account, gw, session, ref in state.orders:
-            order = RestingOrder(
-                oid, account, Side(side), price, leaves, filled, arrival, gw, session, ref
-            )
+        book.last_price = state.last_price
+        book.halted = state.halted
+        for fields in state.orders:
+            order = _order(fields)
             book._rest(order)  # in priority order, so each goes to the back of its level
-            book.orders[oid] = order
+            book.orders[order.order_id] = order
+        for fields in state.stops:
+            book._park_stop(_order(fields))
         return book
+
+
+def _fields(order: RestingOrder) -> tuple[int, ...]:
+    return tuple(int(getattr(order, name)) for name in ORDER_FIELDS)
+
+
+def _order(fields: tuple[int, ...]) -> RestingOrder:
+    if len(fields) != len(ORDER_FIELDS):
+        raise ValueError(f"snapshot order has {len(fields)} fields, expected {len(ORDER_FIELDS)}")
+    oid, account, side, price, leaves, filled, arrival, gw, session, ref, *rest = fields
+    tif, stp, display, reserve, ord_type, stop_price = rest
+    order = RestingOrder(
+        *(oid, account, Side(side), price, leaves, filled, arrival, gw, session, ref),
+        *(TimeInForce(tif), StpMode(stp), display, reserve, OrdType(ord_type), stop_price),
+    )
+    return order
 
 
 def _other(side: Side) -> Side:
@@ -410,4 +651,9 @@ def _reject(cmd: OrderRecord, code: ResultCode) -> Rejected:
 
 
 def _done(cmd: OrderRecord, order: RestingOrder, reason: DoneReason) -> OrderDone:
-    return OrderDone(*_header(cmd), reason=reason, filled_qty=order.filled, leaves_qty=order.leaves)
+    return OrderDone(
+        *_header(cmd),
+        reason=reason,
+        filled_qty=order.filled,
+        leaves_qty=order.leaves + order.reserve,
+    )

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from sortedcontainers import SortedDict
 
 from procs.common.records import OrderRecord, Record
-from procs.common.types import DoneReason, Side
+from procs.common.types import DoneReason, Side, StpMode
 from procs.matcher.book import Book, RestingOrder
 from procs.matcher.symbols import SymbolSpec
 
@@ -52,6 +52,10 @@ class FastBook(Book):
                 break
         return total
 
+    def _best(self, side: Side) -> int | None:
+        levels = self._side(side)
+        return levels.peekitem(0)[1].price if levels else None
+
     def _match(
         self, cmd: OrderRecord, taker: RestingOrder, events: list[Record]
     ) -> list[tuple[Side, int]]:
@@ -61,28 +65,69 @@ class FastBook(Book):
         else:
             opposite, limit, maker_side = self.bids, -taker.price, Side.BUY
         index = self.orders
+        stp, account = taker.stp, taker.account
         while taker.leaves and opposite:
             key, level = opposite.peekitem(0)
             if key > limit:
                 break
-            touched.append((maker_side, level.price))
             orders = level.orders
+            mark = len(events)  # the level changed if this level added events
             while taker.leaves and orders:
                 maker = next(iter(orders.values()))
+                if stp and maker.account == account:
+                    if self._self_trade(cmd, stp, level, maker, events):
+                        break
+                    continue
                 fill = min(taker.leaves, maker.leaves)
                 maker.leaves -= fill
                 maker.filled += fill
                 taker.leaves -= fill
                 taker.filled += fill
                 level.qty -= fill
+                self.last_price = level.price
                 events.append(self._trade(cmd, maker, taker, fill))
                 if maker.leaves == 0:
                     del orders[maker.order_id]
-                    del index[maker.order_id]
-                    events.append(self._done_resting(cmd, maker, DoneReason.FILLED))
+                    if maker.reserve:
+                        self._refresh(level, maker)
+                    else:
+                        del index[maker.order_id]
+                        events.append(self._done_resting(cmd, maker, DoneReason.FILLED))
+            if len(events) != mark:
+                touched.append((maker_side, level.price))
             if not orders:
                 del opposite[key]
+            if self._taker_self_traded:
+                break
         return touched
+
+    def _self_trade(
+        self,
+        cmd: OrderRecord,
+        stp: StpMode,
+        level: Level,
+        maker: RestingOrder,
+        events: list[Record],
+    ) -> bool:
+        """Apply the taker's STP mode to ``maker``; True when the taker is cancelled."""
+        if stp != StpMode.CANCEL_NEWEST:
+            del level.orders[maker.order_id]
+            del self.orders[maker.order_id]
+            level.qty -= maker.leaves
+            events.append(self._done_resting(cmd, maker, DoneReason.SELF_TRADE))
+        if stp != StpMode.CANCEL_OLDEST:
+            self._taker_self_traded = True
+            return True
+        return False
+
+    def _refresh(self, level: Level, maker: RestingOrder) -> None:
+        """The next slice of an iceberg whose slice just filled, at the back of its level."""
+        maker.leaves = min(maker.display, maker.reserve)
+        maker.reserve -= maker.leaves
+        maker.arrival = self.next_arrival
+        self.next_arrival += 1
+        level.qty += maker.leaves
+        level.orders[maker.order_id] = maker
 
     def _rest(self, order: RestingOrder) -> None:
         side = self._side(order.side)
@@ -132,6 +177,7 @@ class FastBook(Book):
                 for oid, o in level.orders.items():
                     assert o.order_id == oid and o.side == side and o.price == level.price
                     assert o.leaves > 0, f"order {oid} rests with leaves {o.leaves}"
+                    assert o.reserve == 0 or o.leaves <= o.display, f"iceberg {oid} overshows"
                     assert self.orders.get(oid) is o, f"order {oid} not indexed"
                     seen += 1
         assert seen == len(self.orders), "index has stale orders"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from procs.common.records import OrderRecord, Record
-from procs.common.types import DoneReason, Side
+from procs.common.types import DoneReason, Side, StpMode
 from procs.matcher.book import Book, RestingOrder, _crosses, _other
 from procs.matcher.symbols import SymbolSpec
 
@@ -32,22 +32,45 @@ class ReferenceBook(Book):
     def _crossable(self, side: Side, price: int, enough: int) -> int:
         return sum(o.leaves for o in self._side(_other(side)) if _crosses(side, price, o.price))
 
+    def _best(self, side: Side) -> int | None:
+        orders = self._side(side)
+        return orders[0].price if orders else None
+
     def _match(
         self, cmd: OrderRecord, taker: RestingOrder, events: list[Record]
     ) -> list[tuple[Side, int]]:
-        touched: list[tuple[Side, int]] = []
+        touched: list[tuple[Side, int]] = []  # levels where something changed
         opposite = self._side(_other(taker.side))
         while taker.leaves and opposite and _crosses(taker.side, taker.price, opposite[0].price):
             maker = opposite[0]
+            level = (maker.side, maker.price)
+            if taker.stp != StpMode.NONE and maker.account == taker.account:
+                if taker.stp in (StpMode.CANCEL_OLDEST, StpMode.CANCEL_BOTH):
+                    opposite.pop(0)
+                    del self.orders[maker.order_id]
+                    events.append(self._done_resting(cmd, maker, DoneReason.SELF_TRADE))
+                    if level not in touched:
+                        touched.append(level)
+                if taker.stp in (StpMode.CANCEL_NEWEST, StpMode.CANCEL_BOTH):
+                    self._taker_self_traded = True
+                    break
+                continue
+            if level not in touched:
+                touched.append(level)
             fill = min(taker.leaves, maker.leaves)
             maker.leaves -= fill
             maker.filled += fill
             taker.leaves -= fill
             taker.filled += fill
+            self.last_price = maker.price
             events.append(self._trade(cmd, maker, taker, fill))
-            if (maker.side, maker.price) not in touched:
-                touched.append((maker.side, maker.price))
-            if maker.leaves == 0:
+            if maker.leaves == 0 and maker.reserve:  # the next iceberg slice, at the back
+                maker.leaves = min(maker.display, maker.reserve)
+                maker.reserve -= maker.leaves
+                maker.arrival = self.next_arrival
+                self.next_arrival += 1
+                self._sort()
+            elif maker.leaves == 0:
                 opposite.pop(0)
                 del self.orders[maker.order_id]
                 events.append(self._done_resting(cmd, maker, DoneReason.FILLED))
@@ -77,6 +100,9 @@ class ReferenceBook(Book):
             for o in orders:
                 assert o.side == side, f"order {o.order_id} on the wrong side"
                 assert o.leaves > 0, f"order {o.order_id} rests with leaves {o.leaves}"
+                assert o.reserve == 0 or 0 < o.leaves <= o.display, (
+                    f"iceberg {o.order_id} shows {o.leaves} of slice {o.display}"
+                )
                 assert self.orders.get(o.order_id) is o, f"order {o.order_id} not indexed"
         assert len(self.orders) == len(self.bids) + len(self.asks), "index has stale orders"
         if self.bids and self.asks:

@@ -9,6 +9,7 @@ import msgspec
 from procs.common.types import SymbolId
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+BasisPoints = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 
 
 class SymbolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -22,3 +23,9 @@ class SymbolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     #: Smallest and largest quantity of one order, in size units.
     min_qty: Positive = 1
     max_qty: Positive = 1_000_000_000
+    #: Market protection: a market order (or a triggered stop-market) never trades further
+    #: than this from the best opposite price at its arrival; the unfilled rest is cancelled.
+    band_bps: BasisPoints = 500
+    #: Price collar for limit prices: once the symbol has traded, a limit price further than
+    #: this from the last trade price is rejected (``PRICE_OUT_OF_BAND``). 0 turns it off.
+    limit_band_bps: BasisPoints = 0

@@ -5,19 +5,30 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from procs.common.records import CancelOrder, MassCancel, NewOrder, Record, ReplaceOrder
-from procs.common.types import OrderFlag, OrdType, Side, StpMode, TimeInForce
+from procs.common.records import (
+    AdminCommand,
+    CancelOrder,
+    MassCancel,
+    NewOrder,
+    Record,
+    ReplaceOrder,
+)
+from procs.common.types import AdminAction, OrderFlag, OrdType, Side, StpMode, TimeInForce
 from procs.matcher.book import Book
 from procs.matcher.symbols import SymbolSpec
 
-SPEC = SymbolSpec(symbol=3, tick=1, lot=1, min_qty=1, max_qty=100)
-TIFS = [TimeInForce.GTC] * 6 + [TimeInForce.IOC, TimeInForce.FOK, TimeInForce.DAY]
+SPEC = SymbolSpec(symbol=3, tick=1, lot=1, min_qty=1, max_qty=100, band_bps=100)
+TIFS = [TimeInForce.GTC] * 6 + [TimeInForce.IOC, TimeInForce.FOK, TimeInForce.DAY] * 2
+TYPES = [OrdType.LIMIT] * 16 + [OrdType.MARKET, OrdType.STOP, OrdType.STOP_LIMIT] * 2
+STPS = [StpMode.NONE] * 7 + [StpMode.CANCEL_NEWEST, StpMode.CANCEL_OLDEST, StpMode.CANCEL_BOTH]
+ADMIN = [AdminAction.HALT, AdminAction.RESUME, AdminAction.RESUME, AdminAction.END_OF_SESSION]
 
 
 def commands(seed: int, count: int, book: Book) -> Iterator[Record]:
-    """New orders near a drifting mid (some marketable, some post-only), cancels and replaces
-    mostly of orders resting in ``book`` (sometimes of gone ones, or by the wrong account),
-    and the odd mass cancel: every path of the book."""
+    """New orders of every type near a drifting mid (some marketable, some post-only, some
+    icebergs, some with self-trade prevention), cancels and replaces mostly of live orders
+    (sometimes of gone ones, or by the wrong account), the odd mass cancel, halt, resume and
+    end of session: every path of the book."""
     rng = random.Random(seed)
     mid, next_id = 1000, 1
     live: list[tuple[int, int]] = []  # every id ever sent, with its owner
@@ -30,11 +41,19 @@ def commands(seed: int, count: int, book: Book) -> Iterator[Record]:
             side = rng.choice((Side.BUY, Side.SELL))
             offset = rng.randint(-8, 12)
             price = mid - offset if side == Side.BUY else mid + offset
+            ord_type = rng.choice(TYPES)
+            stop = 0
+            if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
+                stop = mid + rng.randint(-6, 6)
+            if ord_type in (OrdType.MARKET, OrdType.STOP):
+                price = 0
+            qty = rng.randint(1, 20)
+            display = rng.randint(1, qty) if rng.random() < 0.1 else 0
             flags = OrderFlag.POST_ONLY if rng.random() < 0.05 else 0
-            tif = rng.choice(TIFS)
             yield NewOrder(
                 *head, next_id,
-                side, OrdType.LIMIT, tif, flags, StpMode.NONE, price, rng.randint(1, 20), 0, 0,
+                side, ord_type, rng.choice(TIFS), flags, rng.choice(STPS), price, qty, stop,
+                display,
             )  # fmt: skip
             live.append((next_id, account))
             next_id += 1
@@ -43,7 +62,7 @@ def commands(seed: int, count: int, book: Book) -> Iterator[Record]:
             if rng.random() < 0.1:
                 owner = owner % 5 + 1  # someone else's order: a reject
             yield CancelOrder(seq, seq * 10, 1, owner, seq, owner, SPEC.symbol, order_id)
-        elif roll < 0.998:
+        elif roll < 0.995:
             order_id, owner = _target(rng, book, live)
             price = mid + rng.randint(-10, 10)
             yield ReplaceOrder(
@@ -58,12 +77,18 @@ def commands(seed: int, count: int, book: Book) -> Iterator[Record]:
                 price,
                 rng.randint(1, 20),
             )
-        else:
+        elif roll < 0.997:
             yield MassCancel(seq, seq * 10, 1, account, seq, rng.choice((0, account)), 0)
+        else:
+            yield AdminCommand(seq, seq * 10, rng.choice(ADMIN), rng.choice((0, SPEC.symbol)), 0)
 
 
 def _target(rng: random.Random, book: Book, live: list[tuple[int, int]]) -> tuple[int, int]:
-    """Mostly an order resting in ``book``; one time in ten any id ever sent."""
+    """Mostly an order resting in ``book`` or a pending stop; one time in ten any id ever
+    sent."""
+    if book.stops and rng.random() < 0.1:
+        order = book.stops[rng.choice(list(book.stops))]
+        return order.order_id, order.account
     if book.orders and rng.random() < 0.9:
         order = book.orders[rng.choice(list(book.orders))]
         return order.order_id, order.account
