@@ -53,6 +53,53 @@ class RingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
             raise ValueError(f"ring.capacity {self.capacity} is not a power of two")
 
 
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+BasisPoints = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,24}$")]
+
+
+class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One tradable symbol. Inside the pipeline prices are integer ticks and sizes integer
+    lots; the decimals say how the edges (FIX, REST, the web page) show them."""
+
+    #: What clients call it, e.g. "BTC-USD".
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9][A-Z0-9./_-]{0,23}$")]
+    #: The integer id records carry (stable: journals and the database use it).
+    id: Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)]
+    #: A valid price is a multiple of ``tick`` integer price units ...
+    tick: Positive = 1
+    #: ... and a price unit is 10**-price_decimals of the quote currency.
+    price_decimals: Annotated[int, msgspec.Meta(ge=0, le=12)] = 2
+    #: A valid quantity is a multiple of ``lot`` size units of 10**-qty_decimals.
+    lot: Positive = 1
+    qty_decimals: Annotated[int, msgspec.Meta(ge=0, le=12)] = 0
+    #: Smallest and largest single order, in size units.
+    min_qty: Positive = 1
+    max_qty: Positive = 1_000_000_000
+    #: Market-order protection: furthest from the best opposite price a market order trades.
+    band_bps: BasisPoints = 500
+    #: Limit-price collar around the last trade price; 0 turns it off.
+    limit_band_bps: BasisPoints = 0
+
+
+class MatcherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One matcher process and the symbols whose books it owns."""
+
+    name: Name
+    #: Symbol names this matcher owns; every symbol has exactly one matcher.
+    symbols: list[str]
+    #: Snapshot the books every this many commands (0: only on demand and at shutdown).
+    snapshot_every: Annotated[int, msgspec.Meta(ge=0)] = 1_000_000
+    #: Commands taken from the input ring per batch (bounds latency and the output burst).
+    batch: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
+
+
+DEFAULT_SYMBOLS = [
+    SymbolConfig(name="BTC-USD", id=1, tick=1, price_decimals=2, lot=1, qty_decimals=4),
+    SymbolConfig(name="ETH-USD", id=2, tick=1, price_decimals=2, lot=1, qty_decimals=4),
+]
+
+
 class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A whole ringex instance."""
 
@@ -61,3 +108,46 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     ring: RingConfig = RingConfig()
     #: Wait strategy of every stage unless a stage overrides it.
     wait: WaitConfig = WaitConfig()
+    symbols: list[SymbolConfig] = msgspec.field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    matchers: list[MatcherConfig] = msgspec.field(
+        default_factory=lambda: [MatcherConfig(name="m1", symbols=["BTC-USD", "ETH-USD"])]
+    )
+    #: Where journals, snapshots and benchmark results go (git ignores it).
+    var_dir: str = "var"
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.symbols]
+        ids = [str(s.id) for s in self.symbols]
+        for what, values in (("symbol name", names), ("symbol id", ids)):
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"{what} {', '.join(dupes)} is configured twice")
+        owner: dict[str, str] = {}
+        for matcher in self.matchers:
+            for symbol in matcher.symbols:
+                if symbol not in names:
+                    raise ValueError(
+                        f"matcher {matcher.name!r} owns symbol {symbol!r}, which is not in "
+                        f"[[symbols]] ({', '.join(names)})"
+                    )
+                if symbol in owner:
+                    raise ValueError(
+                        f"symbol {symbol!r} is owned by matchers {owner[symbol]!r} and "
+                        f"{matcher.name!r}; each symbol has one matcher"
+                    )
+                owner[symbol] = matcher.name
+        unowned = [n for n in names if n not in owner]
+        if unowned:
+            raise ValueError(f"no matcher owns symbol(s) {', '.join(unowned)}")
+
+    def symbol(self, name: str) -> SymbolConfig:
+        for s in self.symbols:
+            if s.name == name:
+                return s
+        raise KeyError(f"symbol {name!r} is not configured ({[s.name for s in self.symbols]})")
+
+    def matcher(self, name: str) -> MatcherConfig:
+        for m in self.matchers:
+            if m.name == name:
+                return m
+        raise KeyError(f"matcher {name!r} is not configured ({[m.name for m in self.matchers]})")

@@ -307,6 +307,27 @@ class Ring(Generic[T]):
         """The stamp that slot ``sequence & mask`` carries once it holds record ``sequence``."""
         return (sequence >> self.shift) + 1
 
+    def last_published(self) -> T | None:
+        """The newest record published, or None if the ring is empty: how a restarted producer
+        learns where its output stopped. The slot is checked against its stamp before and
+        after the decode (a record can be overwritten only after a full lap, which a live
+        producer could race: raise rather than return a wrong record)."""
+        cursor = self.cursor()
+        if cursor == 0:
+            return None
+        n = cursor - 1
+        word = self.stamp_word(n)
+        expected = self.stamp_of(n)
+        if self.words[word] != expected:
+            raise RingError(
+                f"{self.name}: slot of record {n} holds stamp "
+                f"{self.words[word]}, expected {expected}"
+            )
+        item = self.codec.decode_from(self.region.buf, self.slot_offset(n))
+        if self.words[word] != expected:
+            raise RingError(f"{self.name}: record {n} was overwritten while being read")
+        return item
+
     def producer_sem_name(self) -> str:
         return f"{self.region.posix_name}.p"
 

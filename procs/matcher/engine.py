@@ -1,0 +1,130 @@
+"""The matcher's state machine: the books of one symbol set, behind one ``execute``.
+
+Pure (sans-I/O): commands in, events out, no clock, no ring. The process shell
+(``procs.matcher.main``) feeds it from its input ring and publishes what it returns.
+
+- A command for a symbol this matcher does not own is answered ``Rejected(UNKNOWN_SYMBOL)``.
+- A mass cancel or admin command for symbol 0 goes to every book, in symbol id order.
+- A command whose ``seq`` is not above the last one executed was already executed (a replay
+  that overlaps the ring, a snapshot newer than the journal's start): it is skipped and
+  answers nothing, which makes recovery idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from procs.common.records import (
+    AdminCommand,
+    CancelOrder,
+    Heartbeat,
+    MassCancel,
+    NewOrder,
+    OrderRecord,
+    Record,
+    Rejected,
+    ReplaceOrder,
+)
+from procs.common.result_codes import ResultCode
+from procs.matcher.book import Book, BookState
+from procs.matcher.fast_book import FastBook
+from procs.matcher.symbols import SymbolSpec
+
+
+class MatcherState(msgspec.Struct, frozen=True, array_like=True):
+    """A whole matcher: the last command executed and every book, in symbol id order."""
+
+    last_seq: int
+    books: list[BookState]
+
+
+class Matcher:
+    def __init__(self, specs: Sequence[SymbolSpec], book_cls: type[Book] = FastBook) -> None:
+        if not specs:
+            raise ValueError("a matcher needs at least one symbol")
+        self.book_cls = book_cls
+        self.books: dict[int, Book] = {
+            spec.symbol: book_cls(spec) for spec in sorted(specs, key=lambda s: s.symbol)
+        }
+        if len(self.books) != len(specs):
+            raise ValueError(f"symbol ids repeat in {[s.symbol for s in specs]}")
+        self.last_seq = 0
+
+    def execute(self, command: Record) -> list[Record]:
+        seq: int = getattr(command, "seq", 0)
+        if isinstance(command, Heartbeat):
+            return []
+        if seq <= self.last_seq:
+            return []  # already executed: replay overlap
+        self.last_seq = seq
+        if isinstance(command, (NewOrder, CancelOrder, ReplaceOrder)):
+            book = self.books.get(command.symbol)
+            if book is None:
+                return [_unknown_symbol(command)]
+            return book.execute(command)
+        if isinstance(command, (MassCancel, AdminCommand)):
+            if command.symbol == 0:
+                events: list[Record] = []
+                for book in self.books.values():
+                    events += book.execute(command)
+                return events
+            book = self.books.get(command.symbol)
+            if book is not None:
+                return book.execute(command)
+            if isinstance(command, MassCancel):
+                return [
+                    Rejected(
+                        *(command.seq, command.ts_ns, command.gateway, command.session),
+                        *(command.client_ref, command.account, command.symbol, 0),
+                        code=ResultCode.UNKNOWN_SYMBOL,
+                    )
+                ]
+            return []  # an admin command for another matcher's symbol
+        raise TypeError(f"the matcher does not execute {type(command).__name__} records")
+
+    def execute_all(self, commands: Iterable[Record]) -> list[Record]:
+        events: list[Record] = []
+        for command in commands:
+            events += self.execute(command)
+        return events
+
+    # -- state -------------------------------------------------------------------------------
+
+    def state(self) -> MatcherState:
+        return MatcherState(self.last_seq, [book.state() for book in self.books.values()])
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode(self.state())
+
+    def state_hash(self) -> str:
+        return hashlib.blake2b(self.snapshot(), digest_size=16).hexdigest()
+
+    @classmethod
+    def restore(
+        cls, specs: Sequence[SymbolSpec], snapshot: bytes, book_cls: type[Book] = FastBook
+    ) -> Matcher:
+        """A matcher from ``snapshot``; its symbols must be exactly ``specs``'s (a changed
+        symbol set needs a migration, not a silent drop of books)."""
+        state = msgspec.msgpack.decode(snapshot, type=MatcherState)
+        by_id = {spec.symbol: spec for spec in specs}
+        saved = sorted(book.symbol for book in state.books)
+        if saved != sorted(by_id):
+            raise ValueError(f"snapshot holds symbols {saved}, this matcher owns {sorted(by_id)}")
+        matcher = cls(specs, book_cls)
+        matcher.last_seq = state.last_seq
+        for book_state in state.books:
+            matcher.books[book_state.symbol] = book_cls.from_state(
+                by_id[book_state.symbol], book_state
+            )
+        return matcher
+
+
+def _unknown_symbol(command: OrderRecord) -> Rejected:
+    return Rejected(
+        *(command.seq, command.ts_ns, command.gateway, command.session, command.client_ref),
+        *(command.account, command.symbol, command.order_id),
+        code=ResultCode.UNKNOWN_SYMBOL,
+    )
