@@ -63,7 +63,9 @@ class Parker:
         self._fence_sem.acquire(0)
         try:
             if not ready():
-                with contextlib.suppress(posix_ipc.BusyError):
+                # A signal (SIGTERM for a clean stop) ends the park early, like a timeout: the
+                # caller re-checks its ring and its stop flag. Python runs the handler first.
+                with contextlib.suppress(posix_ipc.BusyError, posix_ipc.SignalError):
                     self._sem.acquire(timeout_s)
         finally:
             words[self._flag] = 0

@@ -67,7 +67,7 @@ from shm.errors import EncodeError
 from shm.header import STAMP_SIZE
 
 
-class Record(msgspec.Struct, frozen=True, array_like=True, tag_field="type"):
+class Record(msgspec.Struct, frozen=True, array_like=True, tag_field="type", gc=False):
     """Base of every ring record. ``seq`` is the router's global sequence (0 before it)."""
 
 

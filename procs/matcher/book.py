@@ -98,6 +98,7 @@ B = TypeVar("B", bound="Book")
 Command = OrderRecord | MassCancel | AdminCommand
 
 _RESTS = (TimeInForce.GTC, TimeInForce.DAY)
+_MAX = 2**64  # above any arrival or order id: an open upper bound in (stop, arrival, id)
 
 
 @dataclass(slots=True)
@@ -390,19 +391,14 @@ class Book(ABC):
         left to trigger (a triggered stop's trades move the price again)."""
         while self.last_price:
             last = self.last_price
-            buy = self._buy_stops[0] if self._buy_stops and self._buy_stops[0][0] <= last else None
-            sell = (
-                self._sell_stops[0]
-                if self._sell_stops and -self._sell_stops[0][0] >= last
-                else None
-            )
-            if buy is None and sell is None:
+            # Triggered stops are a prefix of each list; the earliest arrival among them goes.
+            triggered = [
+                *self._buy_stops.irange(maximum=(last, _MAX, _MAX)),
+                *self._sell_stops.irange(maximum=(-last, _MAX, _MAX)),
+            ]
+            if not triggered:
                 return
-            if buy is None or (sell is not None and sell[1] < buy[1]):
-                assert sell is not None
-                order = self.stops[sell[2]]
-            else:
-                order = self.stops[buy[2]]
+            order = self.stops[min(triggered, key=lambda entry: entry[1])[2]]
             self._unpark_stop(order)
             events.append(
                 Triggered(
