@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest run bench bench-ring bench-records clean-shm clean venv
+.PHONY: test lint typecheck pytest run bench bench-ring bench-records bench-matcher clean-shm clean venv
 
 # Create the venv and install the project with its dev extra; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -34,13 +34,16 @@ test: lint typecheck pytest
 run: $(STAMP)
 	$(PY) scripts/ring_demo.py
 
-bench: bench-ring bench-records
+bench: bench-ring bench-records bench-matcher
 
 bench-ring: $(STAMP)
 	$(PY) -m tests.bench.bench_ring
 
 bench-records: $(STAMP)
 	$(PY) -m tests.bench.bench_records
+
+bench-matcher: $(STAMP)
+	$(PY) -m tests.bench.bench_matcher
 
 # Remove shared-memory segments left behind by crashed processes (see `ringex shm --help`).
 clean-shm: $(STAMP)

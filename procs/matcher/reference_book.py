@@ -1,13 +1,14 @@
 """The reference book's mechanics: written to be obviously correct, not fast.
 
 It is the oracle the fast book is contract-tested against. Each side is a plain list kept
-sorted by priority (best price first, then arrival) and re-sorted after every change; every
+sorted by priority (best price first, then arrival): an order is inserted at its place; every
 question (what crosses, what rests at a price) is a scan. O(n) everywhere, and nothing clever
 to get wrong. The command flow and the events are ``procs.matcher.book.Book``'s.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 
 from procs.common.records import OrderRecord, Record
@@ -26,8 +27,8 @@ class ReferenceBook(Book):
         return self.bids if side == Side.BUY else self.asks
 
     def _sort(self) -> None:
-        self.bids.sort(key=lambda o: (-o.price, o.arrival))
-        self.asks.sort(key=lambda o: (o.price, o.arrival))
+        self.bids.sort(key=_bid_priority)
+        self.asks.sort(key=_ask_priority)
 
     def _crossable(self, side: Side, price: int, enough: int) -> int:
         return sum(o.leaves for o in self._side(_other(side)) if _crosses(side, price, o.price))
@@ -77,8 +78,8 @@ class ReferenceBook(Book):
         return touched
 
     def _rest(self, order: RestingOrder) -> None:
-        self._side(order.side).append(order)
-        self._sort()
+        key = _bid_priority if order.side == Side.BUY else _ask_priority
+        bisect.insort(self._side(order.side), order, key=key)
 
     def _unlink(self, order: RestingOrder) -> None:
         self._side(order.side).remove(order)
@@ -108,3 +109,11 @@ class ReferenceBook(Book):
         if self.bids and self.asks:
             best_bid, best_ask = self.bids[0].price, self.asks[0].price
             assert best_bid < best_ask, f"book crossed: bid {best_bid} >= ask {best_ask}"
+
+
+def _bid_priority(order: RestingOrder) -> tuple[int, int]:
+    return -order.price, order.arrival
+
+
+def _ask_priority(order: RestingOrder) -> tuple[int, int]:
+    return order.price, order.arrival

@@ -1,0 +1,335 @@
+"""`make bench-matcher`: the ringex order book against the reference book and PyPI peers.
+
+```
+core        one process: FastBook.execute over a pre-built command stream, best of rounds
+            (ReferenceBook and every peer that imports get the same stream, same run)
+latency     FastBook.execute timed per command: p50 / p99
+pipeline    input ring ─► matcher process (MatcherShell) ─► output ring ─► sink process
+            throughput: the stream is queued in the input ring, the clock runs from the
+            matcher's start to the sink seeing the last command's events;
+            paced: commands published at --paced-rate, stamped with the monotonic clock,
+            which every event carries back: p50 / p99 end to end
+memory      a child process rests 1M orders over 10k levels: RSS growth per resting order
+```
+
+Mixes (``tests.bench.matcher_mixes``): exchange-core's (9% GTC, 3% IOC, 6% cancel, 82% move,
+~1k resting orders over ~750 levels) and a simple one (60% new near the touch, 30% cancel,
+10% marketable). The answer check: every implementation's final book (levels and sizes)
+must equal the generator's shadow book, and FastBook's state hash must equal the reference
+book's. Results go to ``var/bench/matcher.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from config.schema import MatcherConfig, RingConfig, RingexConfig, SymbolConfig, WaitConfig
+from procs.common.records import Record, RecordCodec
+from procs.common.topology import matcher_input, matcher_output
+from procs.matcher.book import Book
+from procs.matcher.fast_book import FastBook
+from procs.matcher.main import INPUT_CONSUMER, MatcherShell
+from procs.matcher.reference_book import ReferenceBook
+from shm import Ring
+from shm.inspect import remove_instance
+from tests.bench.matcher_mixes import Levels, exchange_core_mix, load_mix, shadow_levels, simple_mix
+from tests.bench.matcher_peers import available_peers
+from tests.bench.matcher_records import SPEC, book_levels, to_records
+
+MIXES: dict[str, Callable[[int, int], list[tuple[int, ...]]]] = {
+    "exchange-core": exchange_core_mix,
+    "simple": simple_mix,
+}
+TARGETS = {
+    "core exchange-core ops/s": 600_000,
+    "core simple ops/s": 500_000,
+    "x fastest pure-Python peer": 2.0,
+    "x liquibook": 1.0,
+    "pipeline ops/s": 350_000,
+    "pipeline p99 us": 50.0,
+    "bytes per resting order": 400,
+}
+PURE_PYTHON = {"lightmatchingengine", "cython-orderbook", "matching-engine"}
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def time_book(book_cls: type[Book], records: list[Record], rounds: int) -> tuple[float, Book]:
+    best = 0.0
+    book: Book = book_cls(SPEC)
+    for _ in range(rounds):
+        book = book_cls(SPEC)
+        execute = book.execute
+        start = time.perf_counter()
+        for command in records:
+            execute(command)
+        best = max(best, len(records) / (time.perf_counter() - start))
+    return best, book
+
+
+def latency_us(records: list[Record]) -> tuple[float, float]:
+    book = FastBook(SPEC)
+    execute = book.execute
+    clock = time.perf_counter_ns
+    samples = []
+    for command in records:
+        start = clock()
+        execute(command)
+        samples.append(clock() - start)
+    return pct(samples, 0.5) / 1000, pct(samples, 0.99) / 1000
+
+
+def levels_of(book: Book) -> Levels:
+    assert isinstance(book, (FastBook, ReferenceBook))
+    if isinstance(book, FastBook):
+        return book_levels(book)
+    grouped: Levels = {"bids": [], "asks": []}
+    for name, orders in (("bids", book.bids), ("asks", book.asks)):
+        out = grouped[name]
+        for o in orders:
+            if out and out[-1][0] == o.price:
+                out[-1] = (o.price, out[-1][1] + o.leaves)
+            else:
+                out.append((o.price, o.leaves))
+    return grouped
+
+
+# -- pipeline ------------------------------------------------------------------------------
+
+
+def bench_config(instance: str, var: str) -> RingexConfig:
+    return RingexConfig(
+        instance=instance,
+        ring=RingConfig(capacity=1 << 16),
+        wait=WaitConfig(strategy="blocking"),
+        symbols=[SymbolConfig(name="BENCH", id=SPEC.symbol, max_qty=SPEC.max_qty)],
+        matchers=[MatcherConfig(name="m1", symbols=["BENCH"], snapshot_every=0, batch=256)],
+        var_dir=var,
+    )
+
+
+def run_matcher(cfg: RingexConfig, last_seq: int, started: Any) -> None:
+    gc.freeze()
+    shell = MatcherShell(cfg, "m1")
+    started.set()
+    shell.run(lambda: shell.matcher.last_seq >= last_seq)
+    shell.close()
+
+
+def run_sink(cfg: RingexConfig, last_seq: int, paced: bool, out: Any) -> None:
+    codec = RecordCodec()
+    consumer = Ring.attach(cfg.instance, matcher_output("m1"), codec).consumer("sink")
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    events = 0
+    previous = -1
+    while True:
+        batch = consumer.take(1024, timeout_s=1.0)
+        now = clock()
+        for event in batch:
+            seq = event.seq  # type: ignore[attr-defined]
+            if paced and seq != previous:
+                samples.append(now - event.ts_ns)  # type: ignore[attr-defined]
+                previous = seq
+        events += len(batch)
+        if batch and batch[-1].seq >= last_seq:  # type: ignore[attr-defined]
+            break
+    out.put((clock(), events, samples))
+
+
+def pipeline(records: list[Record], paced_rate: int) -> dict[str, float]:
+    """Throughput with the stream queued, then latency paced at ``paced_rate``."""
+    codec = RecordCodec()
+    result: dict[str, float] = {}
+    ctx = mp.get_context("fork")
+    for mode in ("throughput", "paced"):
+        instance = f"bm{os.getpid()}{mode[0]}"
+        cfg = bench_config(instance, f"var/bench/tmp-{instance}")
+        stream = records if mode == "throughput" else records[: min(len(records), 50_000)]
+        last_seq = stream[-1].seq  # type: ignore[attr-defined]
+        capacity = 1 << max(16, (len(stream) - 1).bit_length())
+        rings = [
+            Ring.create(instance, matcher_input("m1"), codec, capacity=capacity,
+                        consumers=[INPUT_CONSUMER]),
+            Ring.create(instance, matcher_output("m1"), codec, capacity=1 << 16,
+                        consumers=["sink"]),
+        ]  # fmt: skip
+        try:
+            producer = rings[0].producer()
+            if mode == "throughput":
+                for k in range(0, len(stream), 4096):
+                    producer.publish_batch(stream[k : k + 4096])
+            started, out = ctx.Event(), ctx.Queue()
+            sink = ctx.Process(target=run_sink, args=(cfg, last_seq, mode == "paced", out))
+            sink.start()
+            matcher = ctx.Process(target=run_matcher, args=(cfg, last_seq, started))
+            matcher.start()
+            started.wait(30)
+            start = time.perf_counter_ns()
+            if mode == "paced":
+                interval = 1e9 / paced_rate
+                replace = msgspec.structs.replace
+                for i, command in enumerate(stream):
+                    while time.perf_counter_ns() - start < i * interval:
+                        pass
+                    producer.publish(replace(command, ts_ns=time.perf_counter_ns()))
+            end, events, samples = out.get(timeout=300)
+            matcher.join(30)
+            sink.join(30)
+            producer.close()
+            if mode == "throughput":
+                result["ops_per_s"] = len(stream) / ((end - start) / 1e9)
+                result["events"] = events
+            else:
+                result["paced_rate"] = paced_rate
+                result["p50_us"] = pct(samples, 0.5) / 1000
+                result["p99_us"] = pct(samples, 0.99) / 1000
+        finally:
+            remove_instance(instance)
+    return result
+
+
+# -- memory --------------------------------------------------------------------------------
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_child(orders: int, levels: int, out: Any) -> None:
+    records = to_records(load_mix(orders, levels, 3))
+    gc.collect()
+    before = rss_bytes()
+    book = FastBook(SPEC)
+    for command in records:
+        book.execute(command)
+    gc.collect()
+    after = rss_bytes()
+    out.put((after - before, len(book.orders)))
+
+
+def memory(orders: int, levels: int) -> dict[str, float]:
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=memory_child, args=(orders, levels, out))
+    child.start()
+    grown, resting = out.get(timeout=600)
+    child.join()
+    return {"orders": resting, "rss_growth": grown, "bytes_per_order": grown / resting}
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ops", type=int, default=200_000, help="commands per mix")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--memory-orders", type=int, default=1_000_000)
+    ap.add_argument("--paced-rate", type=int, default=20_000)
+    ap.add_argument("--out", default="var/bench/matcher.json")
+    args = ap.parse_args()
+    results: list[dict[str, Any]] = []
+    problems: list[str] = []
+    checks: dict[str, Any] = {}
+    print(f"bench-matcher: {args.ops:,} commands per mix, best of {args.rounds} rounds")
+    peers = available_peers()
+    print("peers:", ", ".join(f"{p.name} {p.version()}" for p in peers) or "none importable")
+
+    for mix, generate in MIXES.items():
+        ops = generate(args.ops, 1)
+        records = to_records(ops)
+        expected = shadow_levels(ops)
+        rows: dict[str, float] = {}
+        fast_ops, fast = time_book(FastBook, records, args.rounds)
+        ref_ops, ref = time_book(ReferenceBook, records, 1)
+        rows["ringex FastBook"], rows["ringex ReferenceBook"] = fast_ops, ref_ops
+        same_hash = fast.state_hash() == ref.state_hash()
+        checks[f"{mix}: FastBook state hash == ReferenceBook"] = same_hash
+        for name, book in (("ringex FastBook", fast), ("ringex ReferenceBook", ref)):
+            checks[f"{mix}: {name} book == shadow"] = levels_of(book) == expected
+        p50, p99 = latency_us(records)
+        results.append({"name": "ringex FastBook", "mix": mix, "ops_per_s": fast_ops,
+                        "p50_us": p50, "p99_us": p99})  # fmt: skip
+        results.append({"name": "ringex ReferenceBook", "mix": mix, "ops_per_s": ref_ops})
+        for peer_cls in peers:
+            best = 0.0
+            peer = peer_cls()
+            for _ in range(args.rounds):
+                peer = peer_cls()
+                start = time.perf_counter()
+                peer.run(ops)
+                best = max(best, len(ops) / (time.perf_counter() - start))
+            rows[peer_cls.name] = best
+            checks[f"{mix}: {peer_cls.name} book == shadow"] = peer.levels() == expected
+            results.append({"name": peer_cls.name, "mix": mix, "ops_per_s": best,
+                            "version": peer_cls.version()})  # fmt: skip
+        print(f"\n{mix} mix, core (one process), ops/s and ringex FastBook's ratio to each:")
+        for name, value in rows.items():
+            print(f"  {name:24} {value:>12,.0f}   x{fast_ops / value:5.2f}")
+        print(f"  FastBook per-command latency: p50 {p50:.2f} us, p99 {p99:.2f} us")
+        target = TARGETS[f"core {mix} ops/s"]
+        if fast_ops < target:
+            problems.append(f"core {mix}: {fast_ops:,.0f} ops/s < target {target:,}")
+        pure = [v for k, v in rows.items() if k in PURE_PYTHON]
+        if pure and fast_ops < 2 * max(pure):
+            problems.append(f"core {mix}: x{fast_ops / max(pure):.2f} of the fastest pure peer")
+        if "liquibook" in rows and fast_ops < rows["liquibook"]:
+            problems.append(f"core {mix}: x{fast_ops / rows['liquibook']:.2f} of liquibook")
+
+    ops = exchange_core_mix(args.ops, 2)
+    piped = pipeline(to_records(ops), args.paced_rate)
+    print(
+        f"\npipeline ring -> matcher -> ring (exchange-core mix): {piped['ops_per_s']:,.0f} "
+        f"ops/s; paced at {args.paced_rate:,}/s: p50 {piped['p50_us']:.1f} us, "
+        f"p99 {piped['p99_us']:.1f} us"
+    )
+    results.append({"name": "ringex pipeline", "mix": "exchange-core", **piped})
+    if piped["ops_per_s"] < TARGETS["pipeline ops/s"]:
+        problems.append(f"pipeline: {piped['ops_per_s']:,.0f} ops/s < 350,000")
+    if piped["p99_us"] > TARGETS["pipeline p99 us"]:
+        problems.append(f"pipeline: p99 {piped['p99_us']:.1f} us > 50")
+
+    mem = memory(args.memory_orders, 10_000)
+    print(
+        f"\nmemory: {mem['orders']:,} resting orders over 10,000 levels: RSS +"
+        f"{mem['rss_growth'] / 2**20:,.0f} MiB = {mem['bytes_per_order']:.0f} bytes per order"
+    )
+    results.append({"name": "ringex FastBook memory", "mix": "load", **mem})
+    if mem["bytes_per_order"] > TARGETS["bytes per resting order"]:
+        problems.append(f"memory: {mem['bytes_per_order']:.0f} bytes per order > 400")
+
+    failed = [name for name, ok in checks.items() if not ok]
+    print("\nanswer checks:", "all agree" if not failed else f"FAILED: {failed}")
+    print("targets:", "all met" if not problems else "missed:\n  " + "\n  ".join(problems))
+    doc = {
+        "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "ops": args.ops,
+        "results": results,
+        "checks": checks,
+        "targets_missed": problems,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(doc, indent=2))
+    print(f"wrote {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
