@@ -33,6 +33,8 @@ from procs.matcher.book import Book, BookState
 from procs.matcher.fast_book import FastBook
 from procs.matcher.symbols import SymbolSpec
 
+_ORDER_COMMANDS = frozenset((NewOrder, CancelOrder, ReplaceOrder))
+
 
 class MatcherState(msgspec.Struct, frozen=True, array_like=True):
     """A whole matcher: the last command executed and every book, in symbol id order."""
@@ -54,36 +56,43 @@ class Matcher:
         self.last_seq = 0
 
     def execute(self, command: Record) -> list[Record]:
-        seq: int = getattr(command, "seq", 0)
-        if isinstance(command, Heartbeat):
+        kind = type(command)
+        if kind in _ORDER_COMMANDS:  # the hot path: one dict lookup, then the book
+            order: OrderRecord = command  # type: ignore[assignment]
+            if order.seq <= self.last_seq:
+                return []  # already executed: replay overlap
+            self.last_seq = order.seq
+            book = self.books.get(order.symbol)
+            return [_unknown_symbol(order)] if book is None else book.execute(order)
+        if kind is Heartbeat:
             return []
-        if seq <= self.last_seq:
-            return []  # already executed: replay overlap
-        self.last_seq = seq
-        if isinstance(command, (NewOrder, CancelOrder, ReplaceOrder)):
-            book = self.books.get(command.symbol)
-            if book is None:
-                return [_unknown_symbol(command)]
-            return book.execute(command)
-        if isinstance(command, (MassCancel, AdminCommand)):
-            if command.symbol == 0:
-                events: list[Record] = []
-                for book in self.books.values():
-                    events += book.execute(command)
-                return events
-            book = self.books.get(command.symbol)
-            if book is not None:
-                return book.execute(command)
-            if isinstance(command, MassCancel):
-                return [
-                    Rejected(
-                        *(command.seq, command.ts_ns, command.gateway, command.session),
-                        *(command.client_ref, command.account, command.symbol, 0),
-                        code=ResultCode.UNKNOWN_SYMBOL,
-                    )
-                ]
-            return []  # an admin command for another matcher's symbol
-        raise TypeError(f"the matcher does not execute {type(command).__name__} records")
+        if kind is MassCancel or kind is AdminCommand:
+            bulk: MassCancel | AdminCommand = command  # type: ignore[assignment]
+            if bulk.seq <= self.last_seq:
+                return []
+            self.last_seq = bulk.seq
+            return self._bulk(bulk)
+        raise TypeError(f"the matcher does not execute {kind.__name__} records")
+
+    def _bulk(self, command: MassCancel | AdminCommand) -> list[Record]:
+        """A mass cancel or admin command: every book for symbol 0, else the one."""
+        if command.symbol == 0:
+            events: list[Record] = []
+            for book in self.books.values():
+                events += book.execute(command)
+            return events
+        owner = self.books.get(command.symbol)
+        if owner is not None:
+            return owner.execute(command)
+        if isinstance(command, MassCancel):
+            return [
+                Rejected(
+                    *(command.seq, command.ts_ns, command.gateway, command.session),
+                    *(command.client_ref, command.account, command.symbol, 0),
+                    code=ResultCode.UNKNOWN_SYMBOL,
+                )
+            ]
+        return []  # an admin command for another matcher's symbol
 
     def execute_all(self, commands: Iterable[Record]) -> list[Record]:
         events: list[Record] = []

@@ -35,7 +35,14 @@ from typing import Any
 
 import msgspec
 
-from config.schema import MatcherConfig, RingConfig, RingexConfig, SymbolConfig, WaitConfig
+from config.schema import (
+    MatcherConfig,
+    RingConfig,
+    RingexConfig,
+    SymbolConfig,
+    WaitConfig,
+    WaitName,
+)
 from procs.common.records import Record, RecordCodec
 from procs.common.topology import matcher_input, matcher_output
 from procs.matcher.book import Book
@@ -112,11 +119,11 @@ def levels_of(book: Book) -> Levels:
 # -- pipeline ------------------------------------------------------------------------------
 
 
-def bench_config(instance: str, var: str) -> RingexConfig:
+def bench_config(instance: str, var: str, wait: WaitName) -> RingexConfig:
     return RingexConfig(
         instance=instance,
         ring=RingConfig(capacity=1 << 16),
-        wait=WaitConfig(strategy="blocking"),
+        wait=WaitConfig(strategy=wait),
         symbols=[SymbolConfig(name="BENCH", id=SPEC.symbol, max_qty=SPEC.max_qty)],
         matchers=[MatcherConfig(name="m1", symbols=["BENCH"], snapshot_every=0, batch=256)],
         var_dir=var,
@@ -133,7 +140,8 @@ def run_matcher(cfg: RingexConfig, last_seq: int, started: Any) -> None:
 
 def run_sink(cfg: RingexConfig, last_seq: int, paced: bool, out: Any) -> None:
     codec = RecordCodec()
-    consumer = Ring.attach(cfg.instance, matcher_output("m1"), codec).consumer("sink")
+    ring = Ring.attach(cfg.instance, matcher_output("m1"), codec)
+    consumer = ring.consumer("sink", cfg.wait.build())  # parks like the matcher does
     clock = time.perf_counter_ns
     samples: list[int] = []
     events = 0
@@ -152,15 +160,15 @@ def run_sink(cfg: RingexConfig, last_seq: int, paced: bool, out: Any) -> None:
     out.put((clock(), events, samples))
 
 
-def pipeline(records: list[Record], paced_rate: int) -> dict[str, float]:
+def pipeline(records: list[Record], paced_rate: int, wait: WaitName) -> dict[str, float]:
     """Throughput with the stream queued, then latency paced at ``paced_rate``."""
     codec = RecordCodec()
     result: dict[str, float] = {}
     ctx = mp.get_context("fork")
     for mode in ("throughput", "paced"):
         instance = f"bm{os.getpid()}{mode[0]}"
-        cfg = bench_config(instance, f"var/bench/tmp-{instance}")
-        stream = records if mode == "throughput" else records[: min(len(records), 50_000)]
+        cfg = bench_config(instance, f"var/bench/tmp-{instance}", wait)
+        stream = records if mode == "throughput" else records[: min(len(records), 30_000)]
         last_seq = stream[-1].seq  # type: ignore[attr-defined]
         capacity = 1 << max(16, (len(stream) - 1).bit_length())
         rings = [
@@ -181,12 +189,14 @@ def pipeline(records: list[Record], paced_rate: int) -> dict[str, float]:
             matcher.start()
             started.wait(30)
             start = time.perf_counter_ns()
-            if mode == "paced":
-                interval = 1e9 / paced_rate
+            if mode == "paced":  # sleep between commands: a spinning pacer would steal a core
+                interval = 1 / paced_rate
                 replace = msgspec.structs.replace
+                begin = time.perf_counter()
                 for i, command in enumerate(stream):
-                    while time.perf_counter_ns() - start < i * interval:
-                        pass
+                    delay = begin + i * interval - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
                     producer.publish(replace(command, ts_ns=time.perf_counter_ns()))
             end, events, samples = out.get(timeout=300)
             matcher.join(30)
@@ -242,7 +252,13 @@ def main() -> int:
     ap.add_argument("--ops", type=int, default=200_000, help="commands per mix")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--memory-orders", type=int, default=1_000_000)
-    ap.add_argument("--paced-rate", type=int, default=20_000)
+    ap.add_argument("--paced-rate", type=int, default=10_000)
+    ap.add_argument(
+        "--wait",
+        default="blocking",
+        choices=["busy-spin", "yield", "sleep", "blocking"],
+        help="the matcher's and the sink's wait strategy in the pipeline runs",
+    )
     ap.add_argument("--out", default="var/bench/matcher.json")
     args = ap.parse_args()
     results: list[dict[str, Any]] = []
@@ -294,9 +310,10 @@ def main() -> int:
             problems.append(f"core {mix}: x{fast_ops / rows['liquibook']:.2f} of liquibook")
 
     ops = exchange_core_mix(args.ops, 2)
-    piped = pipeline(to_records(ops), args.paced_rate)
+    piped = pipeline(to_records(ops), args.paced_rate, args.wait)
     print(
-        f"\npipeline ring -> matcher -> ring (exchange-core mix): {piped['ops_per_s']:,.0f} "
+        f"\npipeline ring -> matcher -> ring (exchange-core mix, {args.wait!r} waits): "
+        f"{piped['ops_per_s']:,.0f} "
         f"ops/s; paced at {args.paced_rate:,}/s: p50 {piped['p50_us']:.1f} us, "
         f"p99 {piped['p99_us']:.1f} us"
     )
