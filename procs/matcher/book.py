@@ -499,15 +499,7 @@ class Book(ABC):
 
     def _level(self, cmd: Command, side: Side, price: int) -> BookLevel:
         qty, count = self._level_totals(side, price)
-        return BookLevel(
-            seq=cmd.seq,
-            ts_ns=cmd.ts_ns,
-            symbol=self.spec.symbol,
-            side=side,
-            price=price,
-            qty=qty,
-            count=count,
-        )
+        return BookLevel(cmd.seq, cmd.ts_ns, self.spec.symbol, side, price, qty, count)
 
     def _report(
         self, cmd: OrderRecord, order: RestingOrder, reason: DoneReason, triggered: bool
@@ -523,17 +515,9 @@ class Book(ABC):
         mass cancel): the resting order's own routing header, so its owner's gateway gets the
         report."""
         return OrderDone(
-            seq=cmd.seq,
-            ts_ns=cmd.ts_ns,
-            gateway=order.gateway,
-            session=order.session,
-            client_ref=order.client_ref,
-            account=order.account,
-            symbol=self.spec.symbol,
-            order_id=order.order_id,
-            reason=reason,
-            filled_qty=order.filled,
-            leaves_qty=order.leaves + order.reserve,
+            *(cmd.seq, cmd.ts_ns, order.gateway, order.session, order.client_ref),
+            *(order.account, self.spec.symbol, order.order_id, reason, order.filled),
+            order.leaves + order.reserve,
         )
 
     def _remove(self, order: RestingOrder) -> None:
@@ -544,21 +528,10 @@ class Book(ABC):
         self, cmd: OrderRecord, maker: RestingOrder, taker: RestingOrder, fill: int
     ) -> Trade:
         trade = Trade(
-            seq=cmd.seq,
-            ts_ns=cmd.ts_ns,
-            trade_id=self.next_trade_id,
-            symbol=self.spec.symbol,
-            price=maker.price,
-            qty=fill,
-            aggressor=taker.side,
-            maker_order_id=maker.order_id,
-            maker_account=maker.account,
-            maker_gateway=maker.gateway,
-            maker_leaves=maker.leaves + maker.reserve,
-            taker_order_id=taker.order_id,
-            taker_account=taker.account,
-            taker_gateway=taker.gateway,
-            taker_leaves=taker.leaves,
+            *(cmd.seq, cmd.ts_ns, self.next_trade_id, self.spec.symbol, maker.price, fill),
+            *(taker.side, maker.order_id, maker.account, maker.gateway),
+            *(maker.leaves + maker.reserve, taker.order_id, taker.account, taker.gateway),
+            taker.leaves,
         )
         self.next_trade_id += 1
         return trade
