@@ -10,8 +10,9 @@ Order types and rules:
 - Limit orders with time in force GTC, DAY (rests until the ``END_OF_SESSION`` admin command
   expires it), IOC and FOK; post-only (rejected if it would take).
 - Market orders are protected: they never trade beyond ``SymbolSpec.band_bps`` from the best
-  opposite price at arrival, and what is left unfilled is cancelled (``EXPIRED``). A market
-  order on an empty opposite side is rejected (``NO_LIQUIDITY``).
+  opposite price at arrival, nor beyond their ``price`` when it is not 0 (a worst price: the
+  router sets it to what it reserved for a market buy), and what is left unfilled is cancelled
+  (``EXPIRED``). A market order on an empty opposite side is rejected (``NO_LIQUIDITY``).
 - Stop-market and stop-limit orders wait off the book until the last trade price reaches the
   stop price (a buy stop at or above, a sell stop at or below), then enter as a market or limit
   order. Stops that trigger together enter in arrival order; a stop's trades may trigger
@@ -254,6 +255,9 @@ class Book(ABC):
             if limit is None:  # a triggered stop-market: nothing to trade with
                 events.append(self._report(cmd, order, DoneReason.EXPIRED, triggered))
                 return
+            cap = order.price  # the sender's worst price (the router's reservation), 0: none
+            if cap:
+                limit = min(limit, cap) if order.side == Side.BUY else max(limit, cap)
             order.price = limit
         if (
             order.tif == TimeInForce.FOK
@@ -424,8 +428,8 @@ class Book(ABC):
         ord_type, tif = cmd.ord_type, cmd.tif
         marketable = ord_type in (OrdType.MARKET, OrdType.STOP)
         if marketable:
-            if cmd.price != 0:
-                return ResultCode.INVALID_PRICE  # a market order has no limit price
+            if cmd.price < 0 or cmd.price % self.spec.tick:
+                return ResultCode.INVALID_PRICE  # a market order's cap: 0 (none) or on tick
         else:
             problem = self._check_limit(cmd.price)
             if problem is not None:

@@ -287,16 +287,33 @@ def test_market_order_on_an_empty_opposite_side_is_rejected_no_liquidity(
 
 @BOOKS
 @pytest.mark.parametrize("ord_type", [OrdType.MARKET, OrdType.STOP])
-def test_market_and_stop_market_orders_must_have_price_zero(
-    book_cls: type[Book], ord_type: OrdType
+@pytest.mark.parametrize("price", [-5, 102])
+def test_market_and_stop_market_caps_must_be_zero_or_on_tick(
+    book_cls: type[Book], ord_type: OrdType, price: int
 ) -> None:
     book = book_cls(SPEC)
     run(book, new(1, SELL, 100, 5, account=2))
     before = book.state_hash()
     stop_price = 100 if ord_type == OrdType.STOP else 0
-    m = new(2, BUY, 100, 1, ord_type=ord_type, stop_price=stop_price)
+    m = new(2, BUY, price, 1, ord_type=ord_type, stop_price=stop_price)
     assert run(book, m) == [rejected(m, ResultCode.INVALID_PRICE)]
     assert book.state_hash() == before
+
+
+@BOOKS
+def test_a_market_orders_price_caps_its_sweep_inside_the_band(book_cls: type[Book]) -> None:
+    book = book_cls(SPEC)
+    a1, a2 = (new(i, SELL, p, 2, account=2) for i, p in [(1, 100), (2, 105)])
+    setup(book, a1, a2)
+    m = new(3, BUY, 100, 5, ord_type=OrdType.MARKET)  # band allows 105, the cap only 100
+    assert run(book, m) == [
+        accepted(m),
+        trade(m, 1, 100, 2, a1, 0, m, 3),
+        done(m, a1, FILLED, 2, 0),
+        level(m, SELL, 100, 0, 0),
+        done(m, m, EXPIRED, 2, 3),
+    ]
+    assert ids(book, SELL) == [2]
 
 
 @BOOKS
