@@ -58,6 +58,18 @@ BasisPoints = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,24}$")]
 
 
+AssetName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}$")]
+FeeBps = Annotated[int, msgspec.Meta(ge=0, le=1_000)]
+
+
+class AssetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A currency or coin. Balances are integers in its minor unit, 10**-decimals of it."""
+
+    name: AssetName
+    id: Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)]
+    decimals: Annotated[int, msgspec.Meta(ge=0, le=18)]
+
+
 class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One tradable symbol. Inside the pipeline prices are integer ticks and sizes integer
     lots; the decimals say how the edges (FIX, REST, the web page) show them."""
@@ -80,6 +92,14 @@ class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     band_bps: BasisPoints = 500
     #: Limit-price collar around the last trade price; 0 turns it off.
     limit_band_bps: BasisPoints = 0
+    #: What is bought and sold (base) and what it is paid with (quote): asset names. The
+    #: quote asset needs decimals >= price_decimals + qty_decimals and the base asset
+    #: decimals >= qty_decimals, so that every notional is a whole number of minor units.
+    base: AssetName = "BTC"
+    quote: AssetName = "USD"
+    #: Fees in basis points of the notional, paid in the quote asset to the fee account.
+    maker_fee_bps: FeeBps = 10
+    taker_fee_bps: FeeBps = 20
 
 
 class MatcherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -94,9 +114,39 @@ class MatcherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     batch: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
 
 
+class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Per-account limits the router enforces before sequencing a command."""
+
+    #: Resting plus in-flight orders per account.
+    max_open_orders: Annotated[int, msgspec.Meta(ge=1)] = 1_000
+    #: Largest price x size of one order, in the quote asset's minor units (0: no limit).
+    max_order_notional: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: Commands per account per second (a token bucket of this size and rate).
+    max_commands_per_s: Annotated[int, msgspec.Meta(ge=1)] = 1_000
+    #: The account that collects fees; the router creates it at startup.
+    fee_account: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+
+class JournalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where and how durably the router appends the sequenced command stream."""
+
+    #: batch: fsync every batch before it is routed (group commit); interval: fsync at most
+    #: every fsync_interval_ms; none: the OS decides (a crash may lose the tail).
+    fsync: Literal["batch", "interval", "none"] = "batch"
+    fsync_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
+    #: A segment file rolls over at this size.
+    segment_mb: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 256
+
+
+DEFAULT_ASSETS = [
+    AssetConfig(name="USD", id=1, decimals=6),
+    AssetConfig(name="BTC", id=2, decimals=8),
+    AssetConfig(name="ETH", id=3, decimals=8),
+]
+
 DEFAULT_SYMBOLS = [
-    SymbolConfig(name="BTC-USD", id=1, tick=1, price_decimals=2, lot=1, qty_decimals=4),
-    SymbolConfig(name="ETH-USD", id=2, tick=1, price_decimals=2, lot=1, qty_decimals=4),
+    SymbolConfig(name="BTC-USD", id=1, price_decimals=2, qty_decimals=4, base="BTC"),
+    SymbolConfig(name="ETH-USD", id=2, price_decimals=2, qty_decimals=4, base="ETH"),
 ]
 
 
@@ -108,10 +158,13 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     ring: RingConfig = RingConfig()
     #: Wait strategy of every stage unless a stage overrides it.
     wait: WaitConfig = WaitConfig()
+    assets: list[AssetConfig] = msgspec.field(default_factory=lambda: list(DEFAULT_ASSETS))
     symbols: list[SymbolConfig] = msgspec.field(default_factory=lambda: list(DEFAULT_SYMBOLS))
     matchers: list[MatcherConfig] = msgspec.field(
         default_factory=lambda: [MatcherConfig(name="m1", symbols=["BTC-USD", "ETH-USD"])]
     )
+    risk: RiskConfig = RiskConfig()
+    journal: JournalConfig = JournalConfig()
     #: Where journals, snapshots and benchmark results go (git ignores it).
     var_dir: str = "var"
 
@@ -139,6 +192,45 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         unowned = [n for n in names if n not in owner]
         if unowned:
             raise ValueError(f"no matcher owns symbol(s) {', '.join(unowned)}")
+        self._check_assets()
+
+    def _check_assets(self) -> None:
+        assets = {a.name: a for a in self.assets}
+        for what, values in (
+            ("asset name", [a.name for a in self.assets]),
+            ("asset id", [str(a.id) for a in self.assets]),
+        ):
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"{what} {', '.join(dupes)} is configured twice")
+        for s in self.symbols:
+            for role in ("base", "quote"):
+                name = getattr(s, role)
+                if name not in assets:
+                    raise ValueError(
+                        f"symbol {s.name!r}: {role} asset {name!r} is not in [[assets]] "
+                        f"({', '.join(assets)})"
+                    )
+            if s.base == s.quote:
+                raise ValueError(f"symbol {s.name!r}: base and quote are both {s.base!r}")
+            quote, base = assets[s.quote], assets[s.base]
+            if quote.decimals < s.price_decimals + s.qty_decimals:
+                raise ValueError(
+                    f"symbol {s.name!r}: quote {quote.name} has {quote.decimals} decimals, "
+                    f"fewer than price_decimals + qty_decimals = "
+                    f"{s.price_decimals + s.qty_decimals}: notionals would not be whole"
+                )
+            if base.decimals < s.qty_decimals:
+                raise ValueError(
+                    f"symbol {s.name!r}: base {base.name} has {base.decimals} decimals, "
+                    f"fewer than qty_decimals = {s.qty_decimals}"
+                )
+
+    def asset(self, name: str) -> AssetConfig:
+        for a in self.assets:
+            if a.name == name:
+                return a
+        raise KeyError(f"asset {name!r} is not configured ({[a.name for a in self.assets]})")
 
     def symbol(self, name: str) -> SymbolConfig:
         for s in self.symbols:

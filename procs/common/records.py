@@ -48,6 +48,7 @@ from procs.common.types import (
     U64,
     AccountId,
     AdminAction,
+    AssetId,
     DoneReason,
     GatewayId,
     OrderId,
@@ -212,6 +213,50 @@ class SymbolStatus(Record, tag=17, frozen=True):
     status: TradingStatus
 
 
+# -- account commands: admin gateway -> router (sequenced and journaled like orders) ----------
+
+
+class CreateAccount(Record, tag=20, frozen=True):
+    """Open ``account`` (an id the operator chooses; the fee account is made at startup)."""
+
+    seq: U64
+    ts_ns: TimestampNs
+    gateway: GatewayId
+    session: SessionId
+    client_ref: U64
+    account: AccountId
+
+
+class Transfer(Record, tag=21, frozen=True):
+    """A deposit (``amount`` > 0) or withdrawal (< 0) of ``asset`` in its minor units. ``key``
+    makes it idempotent: a second transfer with a key already applied is refused."""
+
+    seq: U64
+    ts_ns: TimestampNs
+    gateway: GatewayId
+    session: SessionId
+    client_ref: U64
+    account: AccountId
+    asset: AssetId
+    amount: I64
+    key: U64
+
+
+class AccountReply(Record, tag=22, frozen=True):
+    """The router's answer to ``CreateAccount`` or ``Transfer``: ``code`` OK or why not, and
+    the account's free balance of ``asset`` after it (0 for ``CreateAccount``)."""
+
+    seq: U64  # 0 when refused (nothing was sequenced)
+    ts_ns: TimestampNs
+    gateway: GatewayId
+    session: SessionId
+    client_ref: U64
+    account: AccountId
+    asset: AssetId
+    code: ResultCode
+    balance: I64
+
+
 AnyRecord = Union[  # noqa: UP007  (msgspec needs a runtime Union of the tagged types)
     NewOrder,
     CancelOrder,
@@ -227,6 +272,9 @@ AnyRecord = Union[  # noqa: UP007  (msgspec needs a runtime Union of the tagged 
     BookLevel,
     Triggered,
     SymbolStatus,
+    CreateAccount,
+    Transfer,
+    AccountReply,
 ]
 
 #: Every record type, in tag order; a ring carries any of them.

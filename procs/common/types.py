@@ -23,6 +23,7 @@ Qty = U64  # lots
 TimestampNs = U64  # time.time_ns() at the edge that made the record
 OrderId = U64  # assigned by the router; 0 before sequencing
 AccountId = U64
+AssetId = U32
 SymbolId = U32
 GatewayId = U16
 SessionId = U32
