@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest run bench bench-ring bench-records bench-matcher clean-shm clean venv
+.PHONY: test lint typecheck pytest run bench bench-ring bench-records bench-matcher bench-journal clean-shm clean venv
 
 # Create the venv and install the project with its dev extra; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -34,7 +34,7 @@ test: lint typecheck pytest
 run: $(STAMP)
 	$(PY) scripts/ring_demo.py
 
-bench: bench-ring bench-records bench-matcher
+bench: bench-ring bench-records bench-matcher bench-journal
 
 bench-ring: $(STAMP)
 	$(PY) -m tests.bench.bench_ring
@@ -44,6 +44,9 @@ bench-records: $(STAMP)
 
 bench-matcher: $(STAMP)
 	$(PY) -m tests.bench.bench_matcher
+
+bench-journal: $(STAMP)
+	$(PY) -m tests.bench.bench_journal
 
 # Remove shared-memory segments left behind by crashed processes (see `ringex shm --help`).
 clean-shm: $(STAMP)

@@ -1,0 +1,637 @@
+"""The router's journal: every sequenced command, on disk before any matcher sees it.
+
+The router gives each accepted command the next global sequence number (1, 2, 3, ...) and
+appends its slot image here; recovery loads the newest snapshot and replays the journal from
+the snapshot's seq + 1 (crash-only: startup runs the same path). The journal stores slot
+images opaquely: it knows their size and the schema id of their layout, never their types.
+
+Format: a directory of segments ``<first_seq:020d>.journal``, each a 64-byte header and then
+fixed-size entries, all little-endian::
+
+    header  | magic "RGXJRNL\\0" | u16 version | u16 header size | u32 entry size |
+            | u32 slot size | u32 0 | u64 schema id | u64 first seq | i64 created ns |
+            | 12 zero bytes | u32 CRC32 of the 60 bytes before it |
+    entry   | u64 seq | slot image (slot size bytes) | u32 CRC32(seq, image) | zero pad to 8 |
+
+With 128-byte slots an entry is 144 bytes. Entry seqs are contiguous within a segment and
+across segments; a segment's file name, header and first entry agree on its first seq.
+
+Durability. ``append`` writes a whole batch with one ``write`` per segment (group commit);
+the ``fsync`` policy decides when it is made durable: ``"batch"`` fsyncs at the end of every
+append (the caller acknowledges nothing it has not appended); ``"interval"`` fsyncs when
+``fsync_interval_ms`` has passed since the last fsync, checked on append and by
+``maybe_sync()`` when the caller is idle (a crash loses at most that window); ``"none"``
+leaves it to the OS (``durable_seq`` then means "written"). Whatever the policy, a segment is
+fsynced before the next one is created, and a new segment is written as ``.tmp``, fsynced,
+renamed and its directory fsynced, so only the last segment can ever have a torn tail.
+
+Tail rules. In the last segment, the first entry that fails its CRC (or is cut short) is a
+torn tail when nothing but zero bytes follows it: a crashed write, or zeros from preallocation.
+``JournalReader.entries`` stops before it; ``repair`` (which the writer runs on open)
+truncates the file there and logs one warning. Anything else is ``JournalCorruptError`` naming
+the file and byte offset, never skipped: a bad CRC followed by non-zero data (a later page
+of a write can reach the disk before an earlier one, but fsync covers both, so the journal
+cannot tell a lost unacknowledged write from rot in an acknowledged one and refuses to guess),
+a valid entry with the wrong seq, a damaged or foreign header, a partial entry in any segment
+but the last. Opening reads only the last entry when that one is sound (a full scan of the last
+segment otherwise); replay through ``entries`` verifies every entry it yields.
+
+Rejected: mmap for reading (a yielded view would pin the map, so the reader could not close a
+segment it has finished), one CRC per batch (a torn batch would lose every entry in it, and
+replication wants to verify single entries), and preallocating segments (every append still
+changes the file size, so fsync writes metadata either way, and zeros lengthen the tail scan).
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import fcntl
+import io
+import itertools
+import logging
+import os
+import shutil
+import struct
+import sys
+import time
+import zlib
+from array import array
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final, Literal
+
+log = logging.getLogger("ringex.journal")
+
+FsyncPolicy = Literal["batch", "interval", "none"]
+FSYNC_POLICIES: Final[tuple[FsyncPolicy, ...]] = ("batch", "interval", "none")
+
+MAGIC: Final = b"RGXJRNL\x00"
+VERSION: Final = 1
+HEADER_SIZE: Final = 64
+SUFFIX: Final = ".journal"
+DEFAULT_SEGMENT_BYTES: Final = 256 * 2**20
+_READ_CHUNK: Final = 4 * 2**20  # bytes per read while replaying, rounded down to whole entries
+
+_HEADER = struct.Struct("<8sHHIIIQQq12x")  # everything but the trailing CRC
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_NAME_DIGITS: Final = 20
+
+
+class JournalError(Exception):
+    """The journal cannot be used as asked (locked, failed earlier, archived too far)."""
+
+
+class JournalCorruptError(JournalError):
+    """A segment holds something other than a valid journal at ``offset``."""
+
+    def __init__(self, path: Path, offset: int, detail: str) -> None:
+        super().__init__(f"{path}: offset {offset}: {detail}")
+        self.path = path
+        self.offset = offset
+
+
+class JournalFormatError(JournalCorruptError):
+    """A sound header written for another slot size, schema or format version."""
+
+
+class JournalSequenceError(ValueError):
+    """``append`` was given a first seq other than the journal's next one."""
+
+
+class EntryLayout:
+    """Sizes of one journal's entries, which follow from its slot size."""
+
+    def __init__(self, slot_size: int) -> None:
+        if slot_size < 1:
+            raise ValueError(f"slot_size {slot_size} must be at least 1")
+        self.slot_size = slot_size
+        self.body = 8 + slot_size  # seq and image: what the CRC covers
+        self.size = -(-(self.body + 4) // 8) * 8
+        # iter_unpack over whole entries gives (seq, crc) without copying images
+        self.seq_crc = struct.Struct(f"<Q{slot_size}xI{self.size - self.body - 4}x")
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:0{_NAME_DIGITS}d}{SUFFIX}"
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """``(first_seq, path)`` of every segment in ``directory``, oldest first."""
+    found = []
+    for entry in os.scandir(directory):
+        stem = entry.name[: -len(SUFFIX)]
+        if entry.name.endswith(SUFFIX) and len(stem) == _NAME_DIGITS and stem.isdigit():
+            found.append((int(stem), Path(entry.path)))
+    return sorted(found)
+
+
+def pack_header(layout: EntryLayout, schema_id: int, first_seq: int, created_ns: int) -> bytes:
+    body = _HEADER.pack(
+        MAGIC, VERSION, HEADER_SIZE, layout.size, layout.slot_size, 0, schema_id, first_seq,
+        created_ns,
+    )  # fmt: skip
+    return body + _U32.pack(zlib.crc32(body))
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """Where the valid entries of a segment end (meaningful for a scan from its first entry)."""
+
+    path: Path
+    good_end: int  # byte offset just after the last good entry
+    last_seq: int  # first seq - 1 when the segment holds no entry
+    size: int  # the file's size when scanned
+
+
+def _drain(scan: Generator[tuple[int, memoryview], None, _Tail]) -> _Tail:
+    while True:
+        try:
+            next(scan)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: memoryview | bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class JournalReader:
+    """Reads and verifies a journal directory; any process may use one, the writer included.
+
+    Reading a journal that a writer is appending to sees a prefix of it (a half-written last
+    entry reads as a torn tail); ``repair`` refuses to run while a writer holds the directory.
+    """
+
+    def __init__(self, directory: Path | str, *, slot_size: int, schema_id: int) -> None:
+        self.directory = Path(directory)
+        self.schema_id = schema_id
+        self.layout = EntryLayout(slot_size)
+
+    def entries(self, from_seq: int = 1) -> Iterator[tuple[int, memoryview]]:
+        """``(seq, slot image)`` for every entry from ``from_seq`` on, verified, in order.
+
+        Each image is a read-only view into a chunk of the file that it keeps alive. Stops at
+        a torn tail; raises ``JournalCorruptError`` on anything else wrong, ``JournalError`` if
+        ``from_seq`` precedes the oldest segment (archived). Yields nothing past the end.
+        """
+        if from_seq < 1:
+            raise ValueError(f"from_seq {from_seq} must be at least 1")
+        segments = self._segments()
+        if not segments:
+            return
+        start = bisect.bisect_right(segments, from_seq, key=lambda s: s[0]) - 1
+        if start < 0:
+            first, path = segments[0]
+            raise JournalError(
+                f"from_seq {from_seq} precedes the oldest segment {path} (first seq {first}): "
+                f"its entries were archived"
+            )
+        expect_first: int | None = None
+        for k in range(start, len(segments)):
+            first, path = segments[k]
+            begin = from_seq if k == start else first
+            last = k == len(segments) - 1
+            tail = yield from self._scan(path, first, begin, last=last, expect_first=expect_first)
+            expect_first = tail.last_seq + 1
+
+    def last_seq(self) -> int:
+        """The seq of the last good entry (0 for an empty journal)."""
+        tail = self._tail()
+        return 0 if tail is None else tail.last_seq
+
+    def repair(self) -> int:
+        """Truncate a torn tail of the last segment; return the bytes dropped (0: none).
+
+        Raises ``JournalError`` while a writer holds the directory, ``JournalCorruptError`` if
+        the damage is not a torn tail.
+        """
+        with _DirectoryLock(self.directory):
+            return self._repair()[1]
+
+    # -- internals (the writer calls _repair under its own lock) ---------------------------
+
+    def _segments(self) -> list[tuple[int, Path]]:
+        if not self.directory.is_dir():
+            raise FileNotFoundError(f"journal directory {self.directory} does not exist")
+        return list_segments(self.directory)
+
+    def _repair(self) -> tuple[_Tail | None, int]:
+        """The last segment's tail after repair, and the bytes dropped."""
+        tail = self._tail()
+        if tail is None or tail.good_end == tail.size:
+            return tail, 0
+        dropped = tail.size - tail.good_end
+        with open(tail.path, "r+b") as f:
+            f.truncate(tail.good_end)
+            os.fsync(f.fileno())
+        log.warning(
+            "journal %s: torn tail at offset %d: dropped %d bytes after seq %d",
+            tail.path, tail.good_end, dropped, tail.last_seq,
+        )  # fmt: skip
+        return replace(tail, size=tail.good_end), dropped
+
+    def _tail(self) -> _Tail | None:
+        """The last segment's tail: from its last entry when that is sound, else a full scan."""
+        segments = self._segments()
+        if not segments:
+            return None
+        first, path = segments[-1]
+        size_e = self.layout.size
+        with open(path, "rb", buffering=0) as f:
+            self._header(path, f, first)
+            size = os.fstat(f.fileno()).st_size
+            count, partial = divmod(size - HEADER_SIZE, size_e)
+            if partial == 0 and count == 0:
+                return _Tail(path, HEADER_SIZE, first - 1, size)
+            if partial == 0:
+                f.seek(size - size_e)
+                entry = f.read(size_e)
+                seq, crc = self.layout.seq_crc.unpack(entry)
+                if seq == first + count - 1 and zlib.crc32(entry[: self.layout.body]) == crc:
+                    return _Tail(path, size, seq, size)
+        return _drain(self._scan(path, first, first, last=True, expect_first=None))
+
+    def _header(self, path: Path, f: io.FileIO, name_seq: int) -> int:
+        """Check ``path``'s header against this reader and its name; return its first seq."""
+        data = f.read(HEADER_SIZE)
+        if len(data) < HEADER_SIZE:
+            raise JournalCorruptError(
+                path, len(data), f"header is {len(data)} bytes, expected {HEADER_SIZE}"
+            )
+        magic, version, header_size, entry_size, slot_size, _, schema, first, _ = (
+            _HEADER.unpack_from(data)
+        )
+        if magic != MAGIC:
+            raise JournalCorruptError(path, 0, f"magic {magic!r}, expected {MAGIC!r}")
+        (stored,) = _U32.unpack_from(data, _HEADER.size)
+        computed = zlib.crc32(data[: _HEADER.size])
+        if stored != computed:
+            raise JournalCorruptError(
+                path, _HEADER.size, f"header CRC {stored:#010x}, computed {computed:#010x}"
+            )
+        checks = (
+            (8, "format version", version, VERSION),
+            (10, "header size", header_size, HEADER_SIZE),
+            (16, "slot_size", slot_size, self.layout.slot_size),
+            (12, "entry size", entry_size, self.layout.size),
+            (24, "schema_id", schema, self.schema_id),
+        )
+        for offset, name, found, expected in checks:
+            if found != expected:
+                raise JournalFormatError(
+                    path, offset, f"{name} is {found:#x} in the file, expected {expected:#x}"
+                )
+        if first != name_seq:
+            raise JournalCorruptError(
+                path, 32, f"header first seq {first} differs from the file name's {name_seq}"
+            )
+        return int(first)
+
+    def _scan(
+        self, path: Path, name_seq: int, from_seq: int, *, last: bool, expect_first: int | None
+    ) -> Generator[tuple[int, memoryview], None, _Tail]:
+        """Yield ``path``'s verified entries from ``from_seq``; return where they end."""
+        layout = self.layout
+        size_e, body = layout.size, layout.body
+        iter_unpack, crc32 = layout.seq_crc.iter_unpack, zlib.crc32
+        with open(path, "rb", buffering=0) as f:
+            first = self._header(path, f, name_seq)
+            if expect_first is not None and first != expect_first:
+                raise JournalCorruptError(
+                    path, 32, f"first seq {first}, but the previous segment ends at "
+                    f"{expect_first - 1}: a seq gap"
+                )  # fmt: skip
+            size = os.fstat(f.fileno()).st_size
+            offset = HEADER_SIZE + (from_seq - first) * size_e
+            expect = from_seq
+            f.seek(offset)
+            chunk_bytes = max(1, _READ_CHUNK // size_e) * size_e
+            while chunk := f.read(chunk_bytes):
+                whole = len(chunk) - len(chunk) % size_e
+                view = memoryview(chunk)
+                pos = 0
+                for seq, crc in iter_unpack(view[:whole]):
+                    if seq != expect or crc32(chunk[pos : pos + body]) != crc:  # bytes: cheaper
+                        self._bad_entry(
+                            f, path, offset + pos, view[pos : pos + size_e], expect, last
+                        )
+                        return _Tail(path, offset + pos, expect - 1, size)
+                    yield seq, view[pos + 8 : pos + body]
+                    pos += size_e
+                    expect += 1
+                offset += whole
+                if whole < len(chunk):  # a partial entry: only the end of the file reads short
+                    if not last:
+                        raise JournalCorruptError(
+                            path, offset, f"{len(chunk) - whole} bytes of a partial entry "
+                            f"(entries are {size_e} bytes) in a segment that is not the last"
+                        )  # fmt: skip
+                    return _Tail(path, offset, expect - 1, size)
+            return _Tail(path, offset, expect - 1, size)
+
+    def _bad_entry(
+        self, f: io.FileIO, path: Path, offset: int, entry: memoryview, expect: int, last: bool
+    ) -> None:
+        """Raise unless the bad entry at ``offset`` is a torn tail."""
+        seq, stored = self.layout.seq_crc.unpack(entry)
+        computed = zlib.crc32(entry[: self.layout.body])
+        if stored == computed:
+            raise JournalCorruptError(path, offset, f"entry has seq {seq}, expected {expect}")
+        what = f"CRC {stored:#010x}, computed {computed:#010x} (seq field {seq}, expected {expect})"
+        if not last:
+            raise JournalCorruptError(path, offset, f"{what} in a segment that is not the last")
+        f.seek(offset + self.layout.size)
+        at = offset + self.layout.size
+        while rest := f.read(_READ_CHUNK):
+            if rest.count(0) != len(rest):
+                nonzero = at + len(rest) - len(rest.lstrip(b"\0"))
+                raise JournalCorruptError(
+                    path, offset, f"{what}, followed by data at offset {nonzero}: not a torn tail"
+                )
+            at += len(rest)
+
+
+class _DirectoryLock:
+    """An exclusive ``flock`` on the journal directory: one writer (or repair) at a time."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise JournalError(f"journal directory {directory} is held by a writer") from None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the last descriptor releases the lock
+            self.fd = -1
+
+    def __enter__(self) -> _DirectoryLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JournalWriter:
+    """Appends sequenced slot images to a journal directory; one writer per directory.
+
+    Opening creates the directory, repairs a torn tail and continues at ``next_seq``, so a
+    restart after a crash and a first start run the same code. Only the router's sequencing
+    loop calls ``append``, ``sync`` and ``maybe_sync``; a failed write leaves the writer
+    unusable (reopen it: the repair on open cuts whatever the failure left half-written).
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        slot_size: int,
+        schema_id: int,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        fsync: FsyncPolicy = "batch",
+        fsync_interval_ms: float = 5,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync={fsync!r}: expected one of {FSYNC_POLICIES}")
+        if fsync_interval_ms < 0:
+            raise ValueError(f"fsync_interval_ms={fsync_interval_ms} must not be negative")
+        self.directory = Path(directory)
+        self.schema_id = schema_id
+        self.fsync: FsyncPolicy = fsync
+        layout = self._layout = EntryLayout(slot_size)
+        self._capacity = (segment_bytes - HEADER_SIZE) // layout.size
+        if self._capacity < 1:
+            raise ValueError(
+                f"segment_bytes {segment_bytes} cannot hold the {HEADER_SIZE}-byte header and "
+                f"one {layout.size}-byte entry"
+            )
+        self._interval_ns = int(fsync_interval_ms * 1_000_000)
+        self._clock = clock
+        # native 8-byte words are the file's little-endian u64s only on a little-endian host
+        self._by_words = slot_size % 8 == 0 and sys.byteorder == "little"
+        self._buf = bytearray(0)
+        self._failed: BaseException | None = None
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = _DirectoryLock(self.directory)
+        try:
+            for stale in self.directory.glob(f"*{SUFFIX}.tmp"):  # a segment never renamed
+                stale.unlink()
+            reader = JournalReader(self.directory, slot_size=slot_size, schema_id=schema_id)
+            tail, _ = reader._repair()
+            self._fd = -1
+            self._count = 0  # entries in the open segment
+            self._written = 0 if tail is None else tail.last_seq
+            if tail is not None:
+                self._fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND)
+                self._count = (tail.good_end - HEADER_SIZE) // layout.size
+                os.fsync(self._fd)  # what a crashed run left in the page cache is durable now
+        except BaseException:
+            self._lock.close()
+            raise
+        self._synced = self._written
+        self._last_sync_ns = clock()
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next ``append`` must start with."""
+        return self._written + 1
+
+    @property
+    def durable_seq(self) -> int:
+        """The last seq known durable (fsynced); under ``"none"`` the last seq written."""
+        return self._written if self.fsync == "none" else self._synced
+
+    def append(self, first_seq: int, images: bytes | bytearray | memoryview, count: int) -> None:
+        """Append ``count`` slot images (``count * slot_size`` bytes) as seqs from
+        ``first_seq``, which must be ``next_seq``; then sync as the policy says."""
+        if self._failed is not None:
+            raise JournalError(f"writer for {self.directory} failed earlier: {self._failed!r}")
+        if first_seq != self._written + 1:
+            raise JournalSequenceError(
+                f"append first_seq={first_seq}, but the journal's next_seq={self._written + 1} "
+                f"({self.directory})"
+            )
+        src = memoryview(images)
+        if src.format != "B" or src.ndim != 1:
+            src = src.cast("B")
+        slot = self._layout.slot_size
+        if count < 0 or src.nbytes != count * slot:
+            raise ValueError(
+                f"images hold {src.nbytes} bytes; count={count} slots of {slot} bytes "
+                f"need {count * slot}"
+            )
+        try:
+            done = 0
+            while done < count:
+                if self._fd < 0 or self._count >= self._capacity:
+                    self._roll()
+                n = min(count - done, self._capacity - self._count)
+                self._write(src, done, n)
+                done += n
+            if self.fsync == "batch":
+                self.sync()
+            elif self.fsync == "interval":
+                self.maybe_sync()
+        except BaseException as exc:
+            self._failed = exc
+            raise
+
+    def sync(self) -> None:
+        """Make everything appended durable."""
+        if self._written != self._synced:
+            os.fsync(self._fd)  # earlier segments were fsynced when sealed
+            self._synced = self._written
+        self._last_sync_ns = self._clock()
+
+    def maybe_sync(self) -> bool:
+        """Under ``"interval"``, sync if the interval has passed and something is pending;
+        return whether it synced. The caller calls this when idle."""
+        if self.fsync != "interval" or self._written == self._synced:
+            return False
+        if self._clock() - self._last_sync_ns < self._interval_ns:
+            return False
+        self.sync()
+        return True
+
+    def archive_before(self, seq: int, archive_dir: Path | str) -> list[Path]:
+        """Move the segments whose entries all precede ``seq`` to ``archive_dir``."""
+        return archive_segments_before(self.directory, seq, Path(archive_dir))
+
+    def close(self) -> None:
+        """Sync (unless the policy is ``"none"`` or a write failed) and release the directory."""
+        if self._lock.fd < 0:
+            return
+        try:
+            if self._fd >= 0:
+                if self.fsync != "none" and self._failed is None:
+                    self.sync()
+                os.close(self._fd)
+                self._fd = -1
+        finally:
+            self._lock.close()
+
+    def __enter__(self) -> JournalWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, src: memoryview, start: int, n: int) -> None:
+        """Entries for images ``start .. start + n`` of ``src``, in one buffer, one write."""
+        need = n * self._layout.size
+        if len(self._buf) < need:
+            self._buf = bytearray(need)  # zeroed, so every entry's padding stays zero
+        buf = memoryview(self._buf)[:need]
+        slot = self._layout.slot_size
+        images = src[start * slot : (start + n) * slot]
+        if self._by_words:
+            self._fill_by_words(buf, images, n)
+        else:
+            self._fill_each(buf, images)
+        _write_all(self._fd, buf)
+        self._count += n
+        self._written += n
+
+    def _fill_by_words(self, buf: memoryview, images: memoryview, n: int) -> None:
+        """Entries as columns of 8-byte words: a strided copy per column of seqs, image words
+        and CRCs, so the per-entry Python work is one slice and one CRC (2x the simple loop)."""
+        body, words = self._layout.body, self._layout.size // 8
+        slot_words = words - 2  # seq | image words | CRC and its 4 zero bytes
+        dst, src = buf.cast("Q"), images.cast("Q")
+        seq = self._written + 1
+        dst[0::words] = array("Q", range(seq, seq + n))
+        for k in range(slot_words):
+            dst[1 + k :: words] = src[k::slot_words]
+        crc32 = zlib.crc32
+        dst[words - 1 :: words] = array(
+            "Q", [crc32(buf[p : p + body]) for p in range(0, len(buf), words * 8)]
+        )
+
+    def _fill_each(self, buf: memoryview, images: memoryview) -> None:
+        """Entries one at a time: for slot sizes that are not a multiple of 8."""
+        size_e, body, slot = self._layout.size, self._layout.body, self._layout.slot_size
+        pack_seq, pack_crc, crc32 = _U64.pack_into, _U32.pack_into, zlib.crc32
+        seq = self._written + 1
+        at = 0
+        for pos in range(0, len(buf), size_e):
+            pack_seq(buf, pos, seq)
+            buf[pos + 8 : pos + body] = images[at : at + slot]
+            pack_crc(buf, pos + body, crc32(buf[pos : pos + body]))
+            seq += 1
+            at += slot
+
+    def _roll(self) -> None:
+        """Seal the open segment (fsync, close) and start one at ``next_seq``."""
+        if self._fd >= 0:
+            os.fsync(self._fd)  # only the last segment may have a torn tail
+            self._synced = self._written
+            os.close(self._fd)
+            self._fd = -1
+        first = self._written + 1
+        path = self.directory / segment_name(first)
+        if path.exists():
+            raise JournalError(f"segment {path} exists already; next_seq is {first}")
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        try:
+            _write_all(fd, pack_header(self._layout, self.schema_id, first, time.time_ns()))
+            os.fsync(fd)
+            os.rename(tmp, path)
+            os.fsync(self._lock.fd)  # the directory: the new name is durable before any entry
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        self._fd = fd
+        self._count = 0
+
+
+def archive_segments_before(directory: Path, seq: int, archive_dir: Path) -> list[Path]:
+    """Move the segments of ``directory`` whose entries are all ``< seq`` to ``archive_dir``
+    (after a snapshot at ``seq - 1``); return their new paths. The last segment always stays:
+    it is the one being appended to, and it tells a reopened writer where to continue."""
+    segments = list_segments(directory)
+    moved: list[Path] = []
+    for (_, path), (next_first, _) in itertools.pairwise(segments):
+        if next_first > seq:  # this segment holds next_first - 1 >= seq
+            break
+        if not moved:
+            archive_dir.mkdir(parents=True, exist_ok=True)
+        target = archive_dir / path.name
+        if target.exists():
+            raise FileExistsError(f"{target} exists already; not replacing it with {path}")
+        try:
+            os.rename(path, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.rename(tmp, target)
+            _fsync_dir(archive_dir)  # the copy is durable before the original goes
+            path.unlink()
+        moved.append(target)
+    if moved:
+        _fsync_dir(archive_dir)
+        _fsync_dir(directory)
+    return moved
