@@ -114,6 +114,13 @@ class MatcherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     batch: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
 
 
+class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One gateway process: its id is the ``gateway`` field of every record it sends."""
+
+    name: Name
+    id: Annotated[int, msgspec.Meta(ge=1, le=65_535)]
+
+
 class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Per-account limits the router enforces before sequencing a command."""
 
@@ -136,6 +143,9 @@ class JournalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     fsync_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
     #: A segment file rolls over at this size.
     segment_mb: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 256
+    #: Every this many commands the router forks a replay that writes an exchange snapshot,
+    #: which bounds restart time (0: only `ringex replay --snapshot`).
+    snapshot_every: Annotated[int, msgspec.Meta(ge=0)] = 1_000_000
 
 
 DEFAULT_ASSETS = [
@@ -163,8 +173,13 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     matchers: list[MatcherConfig] = msgspec.field(
         default_factory=lambda: [MatcherConfig(name="m1", symbols=["BTC-USD", "ETH-USD"])]
     )
+    gateways: list[GatewayConfig] = msgspec.field(
+        default_factory=lambda: [GatewayConfig(name="gw1", id=1)]
+    )
     risk: RiskConfig = RiskConfig()
     journal: JournalConfig = JournalConfig()
+    #: Sequenced commands the router takes from all gateways per batch (one journal write).
+    router_batch: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 4096
     #: Where journals, snapshots and benchmark results go (git ignores it).
     var_dir: str = "var"
 
@@ -193,6 +208,10 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         if unowned:
             raise ValueError(f"no matcher owns symbol(s) {', '.join(unowned)}")
         self._check_assets()
+        gateway_ids = [str(g.id) for g in self.gateways]
+        dupes = sorted({v for v in gateway_ids if gateway_ids.count(v) > 1})
+        if dupes:
+            raise ValueError(f"gateway id {', '.join(dupes)} is configured twice")
 
     def _check_assets(self) -> None:
         assets = {a.name: a for a in self.assets}

@@ -6,9 +6,9 @@ Start, restart and crash recovery are one path:
 
 1. restore the newest snapshot (``<var>/<instance>/snapshots/matcher-<name>/``), or start
    with empty books;
-2. replay the commands sequenced after it (the router's journal, issue 4): the output ring
-   already holds the events of every command up to the last one it published, so only the
-   events of later commands are published again;
+2. replay the journaled commands after it (the router's journal, ``procs.common.journal``)
+   that are this matcher's: the output ring already holds the events of every command up to
+   the last one it published, so only the events of later commands are published again;
 3. consume the input ring from this matcher's committed position; a command that step 2
    already executed is skipped by its sequence number.
 
@@ -26,15 +26,23 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 
 from config import load_profile
 from config.schema import RingexConfig
-from procs.common.records import AdminCommand, Record, RecordCodec
+from procs.common.journal import JournalReader
+from procs.common.records import (
+    AdminCommand,
+    CancelOrder,
+    MassCancel,
+    NewOrder,
+    Record,
+    RecordCodec,
+    ReplaceOrder,
+)
 from procs.common.snapshots import SnapshotStore
-from procs.common.topology import matcher_input, matcher_output
+from procs.common.topology import journal_dir, matcher_input, matcher_output, snapshot_dir
 from procs.common.types import AdminAction
 from procs.matcher.book import Book
 from procs.matcher.engine import Matcher
@@ -66,10 +74,6 @@ def symbol_specs(cfg: RingexConfig, matcher: str) -> list[SymbolSpec]:
     return specs
 
 
-def snapshot_dir(cfg: RingexConfig, matcher: str) -> Path:
-    return Path(cfg.var_dir) / cfg.instance / "snapshots" / f"matcher-{matcher}"
-
-
 class MatcherShell:
     """The I/O around one ``Matcher``: rings, snapshots, recovery. ``step()`` is one batch."""
 
@@ -78,14 +82,14 @@ class MatcherShell:
         cfg: RingexConfig,
         name: str,
         *,
-        replay: Iterable[Record] = (),
+        replay: Iterable[Record] | None = None,
         codec: RecordCodec | None = None,
         book_cls: type[Book] = FastBook,
     ) -> None:
         self.cfg = cfg
         self.settings = cfg.matcher(name)
         self.codec = codec or RecordCodec()
-        self.store = SnapshotStore(snapshot_dir(cfg, name))
+        self.store = SnapshotStore(snapshot_dir(cfg, f"matcher-{name}"))
         specs = symbol_specs(cfg, name)
         latest = self.store.latest()
         if latest is None:
@@ -99,6 +103,8 @@ class MatcherShell:
         #: Events of commands up to this sequence are in the output ring already.
         self.published_upto: int = getattr(last, "seq", 0) if last is not None else 0
         self.producer = out_ring.producer(cfg.wait.build())
+        if replay is None:
+            replay = journal_commands(cfg, name, after=self.matcher.last_seq, codec=self.codec)
         replayed = self._replay(replay)
         in_ring = Ring.attach(cfg.instance, matcher_input(name), self.codec)
         self.consumer = in_ring.consumer(INPUT_CONSUMER, cfg.wait.build(), auto_commit=False)
@@ -160,6 +166,25 @@ class MatcherShell:
     def close(self) -> None:
         self.consumer.close()
         self.producer.close()
+
+
+def journal_commands(
+    cfg: RingexConfig, name: str, *, after: int, codec: RecordCodec
+) -> Iterator[Record]:
+    """The journaled commands after ``after`` that matcher ``name`` executes: its symbols'
+    orders, and mass cancels and admin commands for its symbols or for all (symbol 0)."""
+    directory = journal_dir(cfg)
+    if not directory.exists():
+        return
+    mine = {cfg.symbol(s).id for s in cfg.matcher(name).symbols} | {0}
+    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+    for _seq, image in reader.entries(after + 1):
+        command = codec.decode_slot(image)
+        if isinstance(command, _MATCHER_COMMANDS) and command.symbol in mine:
+            yield command
+
+
+_MATCHER_COMMANDS = (NewOrder, CancelOrder, ReplaceOrder, MassCancel, AdminCommand)
 
 
 def _seq(event: Record) -> int:

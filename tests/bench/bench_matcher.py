@@ -130,7 +130,16 @@ def bench_config(instance: str, var: str, wait: WaitName) -> RingexConfig:
     )
 
 
+def pin(which: int) -> None:
+    """Pin this process to one CPU (``which`` modulo the CPUs we may use): the matcher gets a
+    core of its own, the sink and the pacer share the other."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[which % len(cpus)]})
+
+
 def run_matcher(cfg: RingexConfig, last_seq: int, started: Any) -> None:
+    pin(-1)
     gc.freeze()
     shell = MatcherShell(cfg, "m1")
     started.set()
@@ -139,6 +148,7 @@ def run_matcher(cfg: RingexConfig, last_seq: int, started: Any) -> None:
 
 
 def run_sink(cfg: RingexConfig, last_seq: int, paced: bool, out: Any) -> None:
+    pin(0)
     codec = RecordCodec()
     ring = Ring.attach(cfg.instance, matcher_output("m1"), codec)
     consumer = ring.consumer("sink", cfg.wait.build())  # parks like the matcher does
@@ -188,6 +198,8 @@ def pipeline(records: list[Record], paced_rate: int, wait: WaitName) -> dict[str
             matcher = ctx.Process(target=run_matcher, args=(cfg, last_seq, started))
             matcher.start()
             started.wait(30)
+            affinity = os.sched_getaffinity(0)
+            pin(0)
             start = time.perf_counter_ns()
             if mode == "paced":  # sleep between commands: a spinning pacer would steal a core
                 interval = 1 / paced_rate
@@ -199,6 +211,7 @@ def pipeline(records: list[Record], paced_rate: int, wait: WaitName) -> dict[str
                         time.sleep(delay)
                     producer.publish(replace(command, ts_ns=time.perf_counter_ns()))
             end, events, samples = out.get(timeout=300)
+            os.sched_setaffinity(0, affinity)
             matcher.join(30)
             sink.join(30)
             producer.close()
