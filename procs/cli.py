@@ -1,4 +1,9 @@
-"""The ``ringex`` command: operator tools. ``ringex shm ls|rm`` inspects shared memory.
+"""The ``ringex`` command: operator tools.
+
+    ringex shm ls|rm             inspect and clean up shared memory
+    ringex replay [--snapshot] [--archive]
+                                 rebuild router and matcher state from snapshot + journal,
+                                 print the state hashes
 
 Later issues add the process commands (``ringex run``, ...); subcommands are contracts that
 operators' scripts rely on, so they are extended, never renamed.
@@ -11,6 +16,12 @@ import json
 import sys
 from dataclasses import asdict
 
+from tqdm import tqdm
+
+from config import load_profile
+from procs.common.journal import archive_segments_before
+from procs.common.topology import journal_dir
+from procs.router.recovery import archivable_before, recover, write_snapshot
 from shm.inspect import list_segments, remove
 
 
@@ -56,6 +67,34 @@ def _shm_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    cfg = load_profile(args.profile)
+    bar = tqdm(total=0, unit="cmd", unit_scale=True, disable=args.quiet, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    recovered = recover(cfg, progress=progress, use_snapshot=not args.from_start)
+    bar.close()
+    rate = recovered.replayed / recovered.seconds if recovered.seconds else 0.0
+    print(
+        f"instance {cfg.instance}: state at seq {recovered.last_seq} (snapshot "
+        f"{recovered.snapshot_seq} + {recovered.replayed} journaled commands in "
+        f"{recovered.seconds:.2f} s, {rate:,.0f}/s)"
+    )
+    for name, digest in recovered.state_hashes().items():
+        print(f"  {name:20} {digest}")
+    if args.snapshot:
+        print(f"snapshot written: {write_snapshot(cfg, recovered)}")
+    if args.archive:
+        before = archivable_before(cfg)
+        archive = journal_dir(cfg).with_name("journal-archive")
+        moved = archive_segments_before(journal_dir(cfg), before, archive)
+        print(f"archived {len(moved)} segment(s) before seq {before} to {archive}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ringex", description="ringex exchange tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--all", action="store_true", help="every ringex segment")
     rm.add_argument("--force", action="store_true", help="also remove segments still in use")
     rm.set_defaults(func=_shm_rm)
+    replay = sub.add_parser(
+        "replay",
+        help="rebuild router and matcher state from the newest snapshot and the journal, "
+        "print the state hashes",
+    )
+    replay.add_argument("--profile", default="dev", help="profile name or TOML path")
+    replay.add_argument("--snapshot", action="store_true", help="write a snapshot at the end")
+    replay.add_argument(
+        "--from-start", action="store_true", help="ignore snapshots: replay the whole journal"
+    )
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.add_argument(
+        "--archive",
+        action="store_true",
+        help="then move journal segments no recovery needs (before the oldest snapshot of "
+        "the exchange and of every matcher) to var/<instance>/journal-archive",
+    )
+    replay.set_defaults(func=_replay)
     return parser
 
 

@@ -9,11 +9,15 @@ peers    sqlite3, WAL, synchronous=FULL: executemany of the same (seq, blob) row
 replay   JournalReader.entries: read + CRC verify, then + RecordCodec.decode_slot, from the page
          cache (just written) and cold (the segments' pages dropped with posix_fadvise first);
          peer: SELECT seq, image ORDER BY seq from the sqlite database (+ decode)
+restart  an exchange snapshot, then --restart-tail journaled commands (the exchange-core mix
+         through the real sequencer, accounts and matcher): ``recover`` timed, the state it
+         rebuilds checked against the live one
 ```
 
 The answer check: every replay yields seqs 1..N in order, images byte-equal to what was
 appended, and records equal to the originals. Targets (issue): >= 300k commands/s appended
-with per-batch fsync, >= 300k commands/s replayed. Data lives under ``var/bench/journal-data``
+with per-batch fsync, >= 300k commands/s replayed, a restart from a snapshot plus a 1M-command
+tail in <= 5 s. Data lives under ``var/bench/journal-data``
 and is removed afterwards; results go to ``var/bench/journal.json``.
 """
 
@@ -33,11 +37,27 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from config.schema import JournalConfig, RingexConfig, RiskConfig
 from procs.common.journal import FsyncPolicy, JournalReader, JournalWriter, list_segments
-from procs.common.records import NewOrder, RecordCodec
+from procs.common.records import (
+    CancelOrder,
+    CreateAccount,
+    NewOrder,
+    Record,
+    RecordCodec,
+    ReplaceOrder,
+    Transfer,
+)
+from procs.common.topology import journal_dir
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
+from procs.router.recovery import Recovered, fresh, recover, write_snapshot
+from tests.bench.matcher_mixes import CANCEL, NEW, exchange_core_mix
 
-TARGET: dict[str, float] = {"append fsync ops/s": 300_000, "replay ops/s": 300_000}
+TARGET: dict[str, float] = {
+    "append fsync ops/s": 300_000,
+    "replay ops/s": 300_000,
+    "restart s per 1M": 5.0,
+}
 CODEC = RecordCodec()
 SLOT = CODEC.slot_size
 
@@ -220,6 +240,85 @@ def best_of(rounds: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
+def restart(work: Path, tail: int) -> dict[str, Any]:
+    """Restart time: an exchange snapshot, then ``tail`` journaled commands (the exchange-core
+    mix through the real sequencer, accounts and matcher), then ``recover`` timed. Returns
+    the figures and whether the recovered state equals the live one."""
+    cfg = RingexConfig(
+        instance="benchrestart",
+        var_dir=str(work / "restart"),
+        journal=JournalConfig(fsync="none"),
+        risk=RiskConfig(max_commands_per_s=10**9, max_open_orders=10**7, fee_account=99),
+    )
+    codec = RecordCodec()
+    sequencer, matchers = fresh(cfg)
+    (matcher,) = matchers.values()
+    writer = JournalWriter(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id, fsync="none"
+    )
+    clock = 0
+
+    def submit(command: Record) -> Record | None:
+        nonlocal clock
+        clock += 1000
+        decision = sequencer.submit(command, clock)
+        if decision.command is None:
+            return None
+        stamped = decision.command
+        writer.append(stamped.seq, codec.encode_slot(stamped), 1)  # type: ignore[attr-defined]
+        if decision.matchers:
+            for event in matcher.execute(stamped):
+                sequencer.apply(event)
+        return stamped
+
+    account = 7
+    for command in (
+        CreateAccount(0, 0, 1, 1, 1, account),
+        Transfer(0, 0, 1, 1, 2, account, 1, 10**17, 1),
+        Transfer(0, 0, 1, 1, 3, account, 2, 10**17, 2),
+    ):
+        submit(command)
+    ids: dict[int, int] = {}
+    ops = exchange_core_mix(tail, 5)
+    warm = 2_000  # the warm-up, then the snapshot, then the tail
+    started = None
+    for k, op in enumerate(ops):
+        if k == warm:
+            sequencer.applied(sequencer.next_seq - 1)
+            write_snapshot(cfg, Recovered(sequencer, matchers, sequencer.next_seq - 1, 0, 0, 0))
+            started = sequencer.next_seq
+        kind, oid = op[0], op[1]
+        header = (0, 0, 1, 1, k + 10, account, 1)
+        if kind == NEW:
+            _, _, side, price, qty, ioc = op
+            new = NewOrder(
+                *header, 0, side=Side(side), ord_type=OrdType.LIMIT,
+                tif=TimeInForce.IOC if ioc else TimeInForce.GTC, flags=0, stp=StpMode.NONE,
+                price=price, qty=qty, stop_price=0, display_qty=0,
+            )  # fmt: skip
+            stamped = submit(new)
+            if isinstance(stamped, NewOrder):
+                ids[oid] = stamped.order_id
+        elif kind == CANCEL:
+            submit(CancelOrder(*header, ids[oid]))
+        else:
+            resting = matcher.books[1].orders[ids[oid]]
+            submit(ReplaceOrder(*header, ids[oid], op[2], resting.leaves))
+    writer.close()
+    live = {"router": sequencer.accounts.state_hash(), "matcher m1": matcher.state_hash()}
+    assert started is not None
+    begin = time.perf_counter()
+    recovered = recover(cfg)
+    seconds = time.perf_counter() - begin
+    return {
+        "tail": recovered.replayed,
+        "from_seq": started,
+        "seconds": seconds,
+        "ops_per_s": recovered.replayed / seconds,
+        "same_state": recovered.state_hashes() == live,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--commands", type=int, default=300_000, help="commands a journal round")
@@ -228,6 +327,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--segment-mib", type=int, default=64)
     ap.add_argument("--dir", default="var/bench/journal-data")
+    ap.add_argument(
+        "--restart-tail", type=int, default=1_000_000, help="journaled commands after the snapshot"
+    )
     ap.add_argument("--out", default="var/bench/journal.json")
     args = ap.parse_args()
     n, rounds = args.commands, args.rounds
@@ -332,6 +434,17 @@ def main() -> int:
                         f"replay {what} ({label}): {ops:,.0f} commands/s < "
                         f"{TARGET['replay ops/s']:,.0f}"
                     )
+        print(f"\nrestart: snapshot + a {args.restart_tail:,}-command tail (exchange-core mix)")
+        restarted = restart(work, args.restart_tail)
+        checks["restart: recovered state == live state"] = restarted["same_state"]
+        print(
+            f"  recovered {restarted['tail']:,} commands in {restarted['seconds']:.2f} s "
+            f"({restarted['ops_per_s']:,.0f} commands/s); target <= 5 s for 1M"
+        )
+        results.append({"name": "restart from snapshot + tail", **restarted})
+        per_million = restarted["seconds"] * 1_000_000 / max(1, restarted["tail"])
+        if per_million > TARGET["restart s per 1M"]:
+            problems.append(f"restart: {per_million:.1f} s per 1M-command tail > 5")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,0 +1,534 @@
+"""The router's accounts and risk core: balances, reservations, settlement. Sans-I/O, no clock.
+
+The router asks a check (``create_account``, ``transfer``, ``reserve_new``, ``reserve_replace``)
+before it sequences a command: ``OK`` changes the state, a reject changes nothing. It feeds
+every event the matchers emit to ``apply``, in each matcher's order. Integers throughout.
+
+Units. A balance is an integer in its asset's minor unit (10**-decimals). On a symbol a price
+is in 10**-price_decimals quote and a qty in 10**-qty_decimals base, so
+
+    notional(price, qty) = price * qty * 10**(quote.decimals - price_decimals - qty_decimals)
+    base(qty)            = qty * 10**(base.decimals - qty_decimals)
+
+are whole minor units (the config refuses negative exponents).
+
+Reservations. Each (account, asset) has ``free`` and ``reserved``, never negative; every
+``reserved`` is exactly the sum of the holds of its orders. A sell holds base(leaves). A buy
+holds notional(limit, leaves) plus the largest fee it may pay, ceil(notional * max(maker,
+taker) / 10_000). A market or stop-market buy has no limit, so the router gives it a cap, sent
+in its ``price`` (the matcher never trades above it): ref * (10_000 + band_bps) // 10_000
+rounded down to the tick, ref being the last trade price the router has seen (for a stop, the
+stop price). A cap already in the order is kept as it is, so a journaled order (capped live)
+reserves the same on replay whatever trades the replay has seen by then.
+
+A replace reserves like a new order at its new price and qty, and the old hold is released
+when the matcher confirms (``Replaced``) or the new one when it refuses (``Rejected``).
+Reserving only the difference would not do: until the replace reaches the matcher the old
+leaves may still trade, and the matcher then sets the leaves to the replace's qty, so one
+order can buy its old leaves and then its new qty in full. It also keeps every reservation a
+function of the command alone, which replay needs (below).
+
+Settlement. A trade at price p of qty q moves notional(p, q) + the buyer's fee out of the
+buyer's hold and credits it base(q); moves base(q) out of the seller's hold and credits it
+notional - the seller's fee. A fee is floor(notional * bps / 10_000), the taker's bps for the
+aggressor and the maker's for the resting side, credited to the fee account (``RiskConfig.
+fee_account``, made at construction); rounding down never charges more than was reserved.
+Then the buyer's hold is cut back to what its remaining qty needs at its limit. That never
+goes short: with A = notional(limit, leaves_before) * m / 10_000 and B the same for the leaves
+after, the fill cost at most notional(limit, q) + floor(A - B) (p <= limit, bps <= m), and the
+hold had notional(limit, q) + ceil(A) - ceil(B) more than what is left needs, where
+floor(A - B) <= ceil(A) - ceil(B). The code checks it anyway, as it checks the matcher's
+leaves against its own, and raises ``AssertionError`` on a mismatch (a broken invariant).
+
+Order lifetimes. The matcher answers a new order with ``Accepted`` or ``Rejected``, a replace
+with ``Replaced`` or ``Rejected``, in command order; each order keeps the holds of its replaces
+in flight, first in first out. A cancel is not tracked: one for a live order is never rejected
+(its ``OrderDone`` releases everything), and once an order is done every replace still in
+flight will be rejected, so a reject then may release any of them. A reject sequenced before
+the order's own new order is about some other command and is ignored. ``OrderDone`` (any
+reason) releases what is held; the order is forgotten once nothing is in flight.
+
+Determinism. Only accepted commands are journaled, and a replay applies each with the events
+of everything before it already settled (sooner than the live router did). No event lowers a
+free balance (fills and releases only move money out of holds), and each command reserves an
+amount that depends on the command alone, so every journaled check passes again and the state
+after the same commands and events is the same, whatever the interleaving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+
+from config.schema import RingexConfig
+from procs.common.records import (
+    Accepted,
+    NewOrder,
+    OrderDone,
+    Record,
+    Rejected,
+    Replaced,
+    ReplaceOrder,
+    Trade,
+    Triggered,
+)
+from procs.common.result_codes import ResultCode
+from procs.common.types import OrdType, Side
+
+OK: Final = ResultCode.OK
+_BPS: Final = 10_000
+_PENDING, _LIVE, _DONE = 0, 1, 2  # an order's status: new order in flight, accepted, done
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """One symbol's money rules, in integer units (see the module docstring)."""
+
+    symbol: int
+    base: int  # asset ids
+    quote: int
+    tick: int
+    band_bps: int
+    maker_bps: int
+    taker_bps: int
+    quote_scale: int  # quote minor units per price unit x qty unit
+    base_scale: int  # base minor units per qty unit
+
+    @classmethod
+    def all(cls, cfg: RingexConfig) -> dict[int, Market]:
+        markets = {}
+        for s in cfg.symbols:
+            base, quote = cfg.asset(s.base), cfg.asset(s.quote)
+            markets[s.id] = cls(
+                *(s.id, base.id, quote.id, s.tick, s.band_bps, s.maker_fee_bps, s.taker_fee_bps),
+                10 ** (quote.decimals - s.price_decimals - s.qty_decimals),
+                10 ** (base.decimals - s.qty_decimals),
+            )
+        return markets
+
+    def notional(self, price: int, qty: int) -> int:
+        return price * qty * self.quote_scale
+
+    def hold(self, side: Side, price: int, qty: int) -> int:
+        """What an order of ``side`` with limit ``price`` and ``qty`` left must hold."""
+        if side == Side.SELL:
+            return qty * self.base_scale
+        notional = price * qty * self.quote_scale
+        return notional - (-notional * max(self.maker_bps, self.taker_bps) // _BPS)
+
+    def hold_asset(self, side: Side) -> int:
+        """The asset an order of ``side`` holds: quote to buy with, base to sell."""
+        return self.quote if side == Side.BUY else self.base
+
+    def cap(self, ref: int) -> int:
+        """The highest price a market buy may pay when the reference price is ``ref``."""
+        return ref * (_BPS + self.band_bps) // _BPS // self.tick * self.tick
+
+
+@dataclass(slots=True)
+class _Order:
+    account: int
+    symbol: int
+    side: Side
+    price: int  # the limit (or cap) its hold is computed at
+    leaves: int
+    held: int  # hold(side, price, leaves) while not done, then 0
+    seq: int  # its new order's seq: a reject sequenced before is about another command
+    status: int = _PENDING
+    replaces: list[int] = field(default_factory=list)  # holds of replaces in flight
+
+
+class OrderState(msgspec.Struct, frozen=True, array_like=True):
+    order_id: int
+    account: int
+    symbol: int
+    side: int
+    price: int
+    leaves: int
+    held: int
+    seq: int
+    status: int
+    replaces: list[int]
+
+
+class AccountsState(msgspec.Struct, frozen=True, array_like=True):
+    """Everything ``Accounts`` is, in a canonical order (sorted; zero balances left out)."""
+
+    accounts: list[int]
+    balances: list[tuple[int, int, int, int]]  # account, asset, free, reserved
+    net: list[tuple[int, int]]  # asset, deposits - withdrawals
+    transfer_keys: list[int]
+    last_prices: list[tuple[int, int]]  # symbol, price
+    orders: list[OrderState]  # by id
+
+
+class Accounts:
+    """Balances and open orders of every account. Called by the router process only."""
+
+    def __init__(self, cfg: RingexConfig) -> None:
+        self.markets = Market.all(cfg)
+        self.assets = frozenset(a.id for a in cfg.assets)
+        self.max_open = cfg.risk.max_open_orders
+        self.max_notional = cfg.risk.max_order_notional
+        self.fee_account = cfg.risk.fee_account
+        self._accounts: set[int] = {self.fee_account}
+        self._free: dict[tuple[int, int], int] = {}
+        self._reserved: dict[tuple[int, int], int] = {}
+        self._net: dict[int, int] = {}
+        self._keys: set[int] = set()
+        self._last: dict[int, int] = {}  # symbol -> last trade price seen
+        self._orders: dict[int, _Order] = {}
+        self._open: dict[int, int] = {}  # account -> orders sent and not done
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def create_account(self, account: int) -> ResultCode:
+        if account == 0:
+            return ResultCode.UNKNOWN_ACCOUNT  # 0 means "every account" in a mass cancel
+        if account in self._accounts:
+            return ResultCode.ACCOUNT_EXISTS
+        self._accounts.add(account)
+        return OK
+
+    def transfer(self, account: int, asset: int, amount: int, key: int) -> ResultCode:
+        """Deposit (``amount`` > 0) or withdraw (< 0, at most the free balance)."""
+        if account not in self._accounts:
+            return ResultCode.UNKNOWN_ACCOUNT
+        if asset not in self.assets:
+            return ResultCode.UNKNOWN_ASSET
+        if amount == 0:
+            return ResultCode.INVALID_AMOUNT
+        if key in self._keys:
+            return ResultCode.DUPLICATE_TRANSFER
+        slot = (account, asset)
+        if self._free.get(slot, 0) + amount < 0:
+            return ResultCode.INSUFFICIENT_BALANCE
+        self._free[slot] = self._free.get(slot, 0) + amount
+        self._net[asset] = self._net.get(asset, 0) + amount
+        self._keys.add(key)
+        return OK
+
+    def reserve_new(self, order: NewOrder) -> tuple[ResultCode, NewOrder]:
+        """Check and reserve a new order that carries its ``order_id`` (and ``seq``). Returns
+        the order to sequence: a market or stop-market buy gets its cap in ``price``."""
+        account, symbol = order.account, order.symbol
+        if account not in self._accounts:
+            return ResultCode.UNKNOWN_ACCOUNT, order
+        market = self.markets.get(symbol)
+        if market is None:
+            return ResultCode.UNKNOWN_SYMBOL, order
+        if order.order_id in self._orders:
+            raise AssertionError(f"order id {order.order_id} is already in use")
+        if self._open.get(account, 0) >= self.max_open:
+            return ResultCode.TOO_MANY_OPEN_ORDERS, order
+        side, kind, price = order.side, order.ord_type, order.price
+        if side == Side.BUY and kind in (OrdType.MARKET, OrdType.STOP) and price == 0:
+            ref = self._last.get(symbol, 0) if kind == OrdType.MARKET else order.stop_price
+            if ref == 0 and kind == OrdType.MARKET:
+                return ResultCode.NO_REFERENCE_PRICE, order
+            price = market.cap(max(ref, 0))
+            if price > 0:
+                order = msgspec.structs.replace(order, price=price)
+        if side == Side.BUY and price <= 0:
+            return ResultCode.INVALID_PRICE, order
+        if self.max_notional:
+            # A sell market order is checked at its worst price (0: none, unchecked): the last
+            # trade price would make the check depend on when the router saw which trade.
+            at = order.stop_price if kind == OrdType.STOP and side == Side.SELL else price
+            if market.notional(at, order.qty) > self.max_notional:
+                return ResultCode.NOTIONAL_TOO_LARGE, order
+        hold = market.hold(side, price, order.qty)
+        asset = market.hold_asset(side)
+        if not self._reserve(account, asset, hold):
+            return ResultCode.INSUFFICIENT_BALANCE, order
+        self._orders[order.order_id] = _Order(
+            account, symbol, side, price, order.qty, hold, order.seq
+        )
+        self._open[account] = self._open.get(account, 0) + 1
+        return OK, order
+
+    def reserve_replace(self, cmd: ReplaceOrder) -> ResultCode:
+        """Check and reserve a replace: its full new hold, until the matcher answers. An order
+        the router does not know as live and ``cmd.account``'s is left to the matcher."""
+        order = self._orders.get(cmd.order_id)
+        if (
+            order is None
+            or order.status == _DONE
+            or order.account != cmd.account
+            or order.symbol != cmd.symbol
+        ):
+            return OK  # the matcher rejects it, and that reject finds nothing of ours to undo
+        market = self.markets[order.symbol]
+        if order.side == Side.BUY and cmd.price <= 0:
+            return ResultCode.INVALID_PRICE
+        if self.max_notional and market.notional(cmd.price, cmd.qty) > self.max_notional:
+            return ResultCode.NOTIONAL_TOO_LARGE
+        hold = market.hold(order.side, cmd.price, cmd.qty)
+        asset = market.hold_asset(order.side)
+        if not self._reserve(order.account, asset, hold):
+            return ResultCode.INSUFFICIENT_BALANCE
+        order.replaces.append(hold)
+        return OK
+
+    def _reserve(self, account: int, asset: int, amount: int) -> bool:
+        slot = (account, asset)
+        free = self._free.get(slot, 0)
+        if free < amount:
+            return False
+        if not amount:
+            return True  # no zero entries in ``_reserved``: validate compares it as a whole
+        self._free[slot] = free - amount
+        self._reserved[slot] = self._reserved.get(slot, 0) + amount
+        return True
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def apply(self, event: Record) -> None:
+        """Apply one matcher event; events of other kinds (book levels, status) are ignored."""
+        kind = type(event)
+        if kind is Trade:
+            self._trade(event)  # type: ignore[arg-type]
+        elif kind is OrderDone:
+            self._done(event)  # type: ignore[arg-type]
+        elif kind is Accepted:
+            accepted: Accepted = event  # type: ignore[assignment]
+            order = self._order(accepted.order_id, "accepted")
+            seen = (order.status, order.price, order.leaves)
+            if seen != (_PENDING, accepted.price, accepted.qty):
+                raise AssertionError(
+                    f"order {accepted.order_id} accepted at price={accepted.price} "
+                    f"qty={accepted.qty}, the router has status={order.status} "
+                    f"price={order.price} qty={order.leaves}"
+                )
+            order.status = _LIVE
+        elif kind is Rejected:
+            self._rejected(event)  # type: ignore[arg-type]
+        elif kind is Replaced:
+            self._replaced(event)  # type: ignore[arg-type]
+        elif kind is Triggered:
+            triggered: Triggered = event  # type: ignore[assignment]
+            self._order(triggered.order_id, "triggered")  # reserved at entry: nothing to do
+
+    def _trade(self, trade: Trade) -> None:
+        market = self.markets[trade.symbol]
+        notional = market.notional(trade.price, trade.qty)
+        base = trade.qty * market.base_scale
+        maker_fee = notional * market.maker_bps // _BPS
+        taker_fee = notional * market.taker_bps // _BPS
+        maker = (trade.maker_order_id, trade.maker_leaves, maker_fee)
+        taker = (trade.taker_order_id, trade.taker_leaves, taker_fee)
+        (buy_id, buy_leaves, buy_fee), (sell_id, sell_leaves, sell_fee) = (
+            (taker, maker) if trade.aggressor == Side.BUY else (maker, taker)
+        )
+        buyer = self._fill(market, buy_id, trade, buy_leaves, notional + buy_fee)
+        seller = self._fill(market, sell_id, trade, sell_leaves, base)
+        self._credit(buyer.account, market.base, base)
+        self._credit(seller.account, market.quote, notional - sell_fee)
+        self._credit(self.fee_account, market.quote, buy_fee + sell_fee)
+        self._last[trade.symbol] = trade.price
+
+    def _fill(self, market: Market, oid: int, trade: Trade, leaves: int, cost: int) -> _Order:
+        """Take ``cost`` out of order ``oid``'s hold, then release what its rest needs no more."""
+        order = self._order(oid, f"trade {trade.trade_id}")
+        if order.status != _LIVE or order.leaves - trade.qty != leaves:
+            raise AssertionError(
+                f"trade {trade.trade_id} fills {trade.qty} of order {oid} leaving {leaves}; the "
+                f"router has status={order.status} leaves={order.leaves}"
+            )
+        order.leaves = leaves
+        need = market.hold(order.side, order.price, leaves)
+        excess = order.held - cost - need
+        if excess < 0:
+            raise AssertionError(
+                f"trade {trade.trade_id} costs order {oid} {cost} but it holds {order.held} "
+                f"and its rest needs {need}"
+            )
+        asset = market.hold_asset(order.side)
+        self._spend(order.account, asset, cost)
+        self._unreserve(order.account, asset, excess)
+        order.held = need
+        return order
+
+    def _done(self, done: OrderDone) -> None:
+        order = self._order(done.order_id, "done")
+        if order.status != _LIVE or order.leaves != done.leaves_qty:
+            raise AssertionError(
+                f"order {done.order_id} done ({done.reason.name}) with {done.leaves_qty} left; "
+                f"the router has status={order.status} leaves={order.leaves}"
+            )
+        self._end(done.order_id, order)
+
+    def _rejected(self, rejected: Rejected) -> None:
+        order = self._orders.get(rejected.order_id)
+        if (
+            order is None
+            or order.account != rejected.account
+            or order.symbol != rejected.symbol
+            or rejected.seq < order.seq
+        ):
+            return  # a command of ours never tracked: a cancel, another's order, an unknown id
+        if order.status == _PENDING:  # the new order itself
+            self._end(rejected.order_id, order)
+        elif order.replaces:
+            market = self.markets[order.symbol]
+            self._unreserve(order.account, market.hold_asset(order.side), order.replaces.pop(0))
+            if order.status == _DONE and not order.replaces:
+                del self._orders[rejected.order_id]
+
+    def _replaced(self, replaced: Replaced) -> None:
+        order = self._order(replaced.order_id, "replaced")
+        if order.status != _LIVE or not order.replaces:
+            raise AssertionError(
+                f"order {replaced.order_id} replaced with no replace of it in flight "
+                f"(status={order.status})"
+            )
+        market = self.markets[order.symbol]
+        held = order.held + order.replaces.pop(0)
+        order.price, order.leaves = replaced.price, replaced.qty
+        need = market.hold(order.side, order.price, order.leaves)
+        if held < need:
+            raise AssertionError(f"order {replaced.order_id} replaced needs {need}, holds {held}")
+        self._unreserve(order.account, market.hold_asset(order.side), held - need)
+        order.held = need
+
+    def _end(self, oid: int, order: _Order) -> None:
+        """The order is done: release its hold; forget it once no replace of it is in flight."""
+        market = self.markets[order.symbol]
+        self._unreserve(order.account, market.hold_asset(order.side), order.held)
+        order.held, order.status = 0, _DONE
+        self._open[order.account] -= 1
+        if not self._open[order.account]:
+            del self._open[order.account]
+        if not order.replaces:
+            del self._orders[oid]
+
+    def _unreserve(self, account: int, asset: int, amount: int) -> None:
+        self._spend(account, asset, amount)
+        self._credit(account, asset, amount)
+
+    def _spend(self, account: int, asset: int, amount: int) -> None:
+        """Take ``amount`` out of a reserved balance (a fill paid it, or it goes back)."""
+        slot = (account, asset)
+        left = self._reserved.get(slot, 0) - amount
+        if left < 0:
+            raise AssertionError(f"reserved {asset} of account {account} would go to {left}")
+        if left:
+            self._reserved[slot] = left
+        else:
+            self._reserved.pop(slot, None)
+
+    def _credit(self, account: int, asset: int, amount: int) -> None:
+        if amount:
+            slot = (account, asset)
+            self._free[slot] = self._free.get(slot, 0) + amount
+
+    def _order(self, oid: int, what: str) -> _Order:
+        order = self._orders.get(oid)
+        if order is None:
+            raise AssertionError(f"{what} event for order {oid}, which the router does not know")
+        return order
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def balance(self, account: int, asset: int) -> tuple[int, int]:
+        """(free, reserved) of ``asset`` in minor units; (0, 0) for anything unknown."""
+        slot = (account, asset)
+        return self._free.get(slot, 0), self._reserved.get(slot, 0)
+
+    def totals(self, asset: int) -> int:
+        """Free plus reserved of ``asset`` over every account, the fee account included."""
+        return sum(v for (_, a), v in self._free.items() if a == asset) + sum(
+            v for (_, a), v in self._reserved.items() if a == asset
+        )
+
+    def open_orders(self, account: int) -> int:
+        """Orders of ``account`` sent to a matcher and not done (what ``max_open_orders`` caps)."""
+        return self._open.get(account, 0)
+
+    def last_price(self, symbol: int) -> int:
+        """The last trade price seen on ``symbol``; 0 before the first."""
+        return self._last.get(symbol, 0)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def state(self) -> AccountsState:
+        slots = sorted(set(self._free) | set(self._reserved))
+        balances = [(*s, self._free.get(s, 0), self._reserved.get(s, 0)) for s in slots]
+        return AccountsState(
+            accounts=sorted(self._accounts),
+            balances=[b for b in balances if b[2] or b[3]],
+            net=sorted((a, n) for a, n in self._net.items() if n),
+            transfer_keys=sorted(self._keys),
+            last_prices=sorted(self._last.items()),
+            orders=[
+                OrderState(
+                    *(oid, o.account, o.symbol, int(o.side), o.price, o.leaves, o.held, o.seq),
+                    *(o.status, list(o.replaces)),
+                )
+                for oid, o in sorted(self._orders.items())
+            ],
+        )
+
+    def state_hash(self) -> str:
+        return hashlib.blake2b(self.snapshot(), digest_size=16).hexdigest()
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode(self.state())
+
+    @classmethod
+    def restore(cls, cfg: RingexConfig, snapshot: bytes) -> Accounts:
+        """Accounts from ``snapshot``, checked with ``validate_internal_state``."""
+        state = msgspec.msgpack.decode(snapshot, type=AccountsState)
+        accounts = cls(cfg)
+        accounts._accounts = set(state.accounts)
+        for account, asset, free, reserved in state.balances:
+            if free:
+                accounts._free[(account, asset)] = free
+            if reserved:
+                accounts._reserved[(account, asset)] = reserved
+        accounts._net = dict(state.net)
+        accounts._keys = set(state.transfer_keys)
+        accounts._last = dict(state.last_prices)
+        for o in state.orders:
+            if o.symbol not in accounts.markets:
+                raise ValueError(f"snapshot order {o.order_id} is on unknown symbol {o.symbol}")
+            accounts._orders[o.order_id] = _Order(
+                *(o.account, o.symbol, Side(o.side), o.price, o.leaves, o.held, o.seq),
+                *(o.status, list(o.replaces)),
+            )
+            if o.status != _DONE:
+                accounts._open[o.account] = accounts._open.get(o.account, 0) + 1
+        accounts.validate_internal_state()
+        return accounts
+
+    def validate_internal_state(self) -> None:
+        """Raise ``AssertionError`` naming the first broken invariant."""
+        for name, table in (("free", self._free), ("reserved", self._reserved)):
+            for (account, asset), value in table.items():
+                assert value >= 0, f"{name} {asset} of account {account} is {value}"
+                assert account in self._accounts, f"{name} {asset} of unknown account {account}"
+                assert asset in self.assets, f"{name} of unknown asset {asset} ({account=})"
+        holds: dict[tuple[int, int], int] = {}
+        open_count: dict[int, int] = {}
+        for oid, o in self._orders.items():
+            market = self.markets[o.symbol]
+            asset = market.hold_asset(o.side)
+            if o.status == _DONE:
+                assert o.held == 0, f"done order {oid} holds {o.held}"
+                assert o.replaces, f"done order {oid} with nothing in flight is kept"
+            else:
+                need = market.hold(o.side, o.price, o.leaves)
+                assert o.held == need, f"order {oid} holds {o.held}, needs {need}"
+                open_count[o.account] = open_count.get(o.account, 0) + 1
+            assert all(r >= 0 for r in o.replaces), f"order {oid} replaces hold {o.replaces}"
+            slot = (o.account, asset)
+            holds[slot] = holds.get(slot, 0) + o.held + sum(o.replaces)
+        holds = {slot: v for slot, v in holds.items() if v}
+        assert holds == self._reserved, f"reserved {self._reserved} != order holds {holds}"
+        assert open_count == self._open, f"open orders {self._open} != counted {open_count}"
+        for asset in self.assets:
+            total, net = self.totals(asset), self._net.get(asset, 0)
+            assert total == net, f"asset {asset}: balances total {total}, transfers net {net}"

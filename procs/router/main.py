@@ -1,0 +1,278 @@
+"""The router process: gateways' rings -> sequence, risk, journal -> matchers' rings.
+
+    python -m procs.router.main --profile dev
+
+One loop, one thread:
+
+1. settle: read every matcher's output ring and apply the events (balances, order lifetimes);
+2. take up to ``router_batch`` commands from the gateways' rings, round robin so that a busy
+   gateway cannot starve the others, and decide each (``Sequencer.submit``);
+3. append the accepted ones to the journal in one write, made durable under the fsync
+   policy (group commit) *before* step 4: no matcher, hence no execution report, ever sees a
+   command that is not durable;
+4. publish them to the matchers' input rings; send the gateways their replies (rejects,
+   account answers);
+5. commit the gateways' rings: a crash before this re-reads the batch, and because nothing
+   was routed before it was journaled, the restart's recovery and the journal agree.
+
+Start-up is recovery (``recovery.recover``): the newest exchange snapshot plus the journal,
+replayed through matcher cores in this process; then any journaled command that a matcher's
+input ring lacks (a crash between steps 3 and 4) is published to it again.
+
+Publishing never blocks while the router has events to drain: a matcher waiting for room in
+its output ring would otherwise wait on the router that waits on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import multiprocessing
+import multiprocessing.process
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from config import load_profile
+from config.schema import RingexConfig
+from procs.common.journal import JournalReader, JournalWriter
+from procs.common.records import Record, RecordCodec
+from procs.common.topology import (
+    gateway_commands,
+    gateway_replies,
+    journal_dir,
+    matcher_input,
+    matcher_output,
+)
+from procs.router.recovery import recover, snapshot_job
+from procs.router.sequencer import Decision, route_all
+from shm import Ring
+from shm.consumer import Consumer
+from shm.producer import Producer
+
+log = logging.getLogger("ringex.router")
+
+#: The consumer name the router takes on gateways' command rings and matchers' output rings.
+CONSUMER = "router"
+
+
+class RouterShell:
+    def __init__(self, cfg: RingexConfig, *, codec: RecordCodec | None = None) -> None:
+        self.cfg = cfg
+        self.codec = codec = codec or RecordCodec()
+        recovered = recover(cfg, codec=codec)
+        self.sequencer = recovered.sequencer
+        log.info(
+            "router recovered to seq %d (snapshot %d + %d replayed in %.2f s)",
+            *(recovered.last_seq, recovered.snapshot_seq, recovered.replayed, recovered.seconds),
+        )
+        journal = cfg.journal
+        self.journal = JournalWriter(
+            journal_dir(cfg),
+            slot_size=codec.slot_size,
+            schema_id=codec.schema_id,
+            segment_bytes=journal.segment_mb << 20,
+            fsync=journal.fsync,
+            fsync_interval_ms=journal.fsync_interval_ms,
+        )
+        wait = cfg.wait.build
+        self.inputs: list[tuple[int, Consumer[Record]]] = [
+            (
+                g.id,
+                Ring.attach(cfg.instance, gateway_commands(g.id), codec).consumer(
+                    CONSUMER, wait(), auto_commit=False
+                ),
+            )
+            for g in cfg.gateways
+        ]
+        self.replies: dict[int, Producer[Record]] = {
+            g.id: Ring.attach(cfg.instance, gateway_replies(g.id), codec).producer(wait())
+            for g in cfg.gateways
+        }
+        self.to_matchers: dict[str, Producer[Record]] = {
+            m.name: Ring.attach(cfg.instance, matcher_input(m.name), codec).producer(wait())
+            for m in cfg.matchers
+        }
+        self.from_matchers: list[Consumer[Record]] = [
+            Ring.attach(cfg.instance, matcher_output(m.name), codec).consumer(CONSUMER, wait())
+            for m in cfg.matchers
+        ]
+        self.pending_replies: dict[int, collections.deque[Record]] = {
+            g.id: collections.deque() for g in cfg.gateways
+        }
+        self.stopping = False
+        self._snapshot_at = recovered.last_seq  # the seq of the last snapshot started
+        self._snapshotter: multiprocessing.process.BaseProcess | None = None
+        self._resend_unrouted(recovered.last_seq)
+
+    def _resend_unrouted(self, last_seq: int) -> None:
+        """Publish journaled commands a matcher's input ring does not hold (a crash came
+        between the journal write and the publish)."""
+        for name, producer in self.to_matchers.items():
+            newest = producer.ring.last_published()
+            have: int = getattr(newest, "seq", 0) if newest is not None else 0
+            if have >= last_seq:
+                continue
+            reader = JournalReader(
+                journal_dir(self.cfg),
+                slot_size=self.codec.slot_size,
+                schema_id=self.codec.schema_id,
+            )
+            decisions = []
+            for _seq, image in reader.entries(have + 1):
+                command = self.codec.decode_slot(image)
+                decisions.append(Decision(command, self._matchers_of(command)))
+            missing = route_all(decisions).get(name, [])
+            if missing:
+                log.warning("matcher %s lacked %d journaled commands: sent", name, len(missing))
+                self._publish(producer, missing)
+
+    def _matchers_of(self, command: Record) -> tuple[str, ...]:
+        symbol: int | None = getattr(command, "symbol", None)
+        if symbol is None:
+            return ()
+        if symbol == 0:
+            return tuple(self.to_matchers)
+        for m in self.cfg.matchers:
+            if any(self.cfg.symbol(s).id == symbol for s in m.symbols):
+                return (m.name,)
+        return ()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def settle(self) -> int:
+        apply = self.sequencer.apply
+        count = 0
+        for consumer in self.from_matchers:
+            events = consumer.read(4096)
+            for event in events:
+                apply(event)
+            count += len(events)
+        return count
+
+    def step(self, timeout_s: float = 0.05) -> int:
+        """One batch; returns how many gateway commands it took."""
+        self.settle()
+        quota = max(1, self.cfg.router_batch // max(1, len(self.inputs)))
+        decisions: list[Decision] = []
+        origins: list[int] = []
+        submit = self.sequencer.submit
+        for gateway, consumer in self.inputs:
+            for command in consumer.read(quota):
+                decisions.append(submit(command, time.time_ns()))
+                origins.append(gateway)
+        if not decisions:
+            self._flush_replies()
+            self.journal.maybe_sync()
+            self._idle(timeout_s)
+            return 0
+        accepted = [d.command for d in decisions if d.command is not None]
+        if accepted:
+            images = b"".join(map(self.codec.encode_slot, accepted))
+            first: int = accepted[0].seq  # type: ignore[attr-defined]
+            self.journal.append(first, images, len(accepted))
+        for name, commands in route_all(decisions).items():
+            self._publish(self.to_matchers[name], commands)
+        for gateway, decision in zip(origins, decisions, strict=True):
+            if decision.reply is not None:
+                self.pending_replies[gateway].append(decision.reply)
+        self._flush_replies()
+        for _gateway, consumer in self.inputs:
+            consumer.commit()
+        self._maybe_snapshot()
+        return len(decisions)
+
+    def _maybe_snapshot(self) -> None:
+        """Every ``journal.snapshot_every`` commands, fork a replay that writes a snapshot
+        (off this loop: the child reads the journal, this process keeps sequencing)."""
+        every = self.cfg.journal.snapshot_every
+        seq = self.sequencer.next_seq - 1
+        if not every or seq - self._snapshot_at < every:
+            return
+        if self._snapshotter is not None and self._snapshotter.is_alive():
+            return
+        self.journal.sync()  # the child reads what is durable
+        self._snapshot_at = seq
+        self._snapshotter = multiprocessing.get_context("fork").Process(
+            target=snapshot_job, args=(self.cfg,), name="ringex-snapshot", daemon=True
+        )
+        self._snapshotter.start()
+        log.info("snapshot of seq %d started (pid %s)", seq, self._snapshotter.pid)
+
+    def _publish(self, producer: Producer[Record], records: Sequence[Record]) -> None:
+        done = 0
+        while done < len(records):
+            chunk = records[done : done + producer.ring.capacity // 2]
+            if producer.try_publish_batch(chunk):
+                done += len(chunk)
+            elif not self.settle():  # full: drain the matchers meanwhile, then yield
+                time.sleep(0)
+
+    def _flush_replies(self) -> None:
+        for gateway, queue in self.pending_replies.items():
+            if queue:
+                batch = list(queue)
+                if self.replies[gateway].try_publish_batch(batch):
+                    queue.clear()
+                elif len(queue) > 100_000:
+                    log.error("gateway %d does not read its replies: %d wait", gateway, len(queue))
+
+    def _idle(self, timeout_s: float) -> None:
+        """Nothing from the gateways. With one gateway, wait on its ring with the configured
+        strategy (parking costs no CPU); with several, poll them all with a backoff from a
+        yield to a 1 ms sleep, so no gateway waits on another's ring."""
+        if len(self.inputs) == 1:
+            self.inputs[0][1].wait(timeout_s)
+            return
+        deadline = time.monotonic() + timeout_s
+        pause = 0.0
+        while time.monotonic() < deadline:
+            if any(c.ready() for _g, c in self.inputs) or any(
+                c.ready() for c in self.from_matchers
+            ):
+                return
+            time.sleep(pause)
+            pause = min(1e-3, pause * 2 or 50e-6)
+
+    def run(self, stop: Callable[[], bool] = lambda: False) -> None:
+        while not (self.stopping or stop()):
+            self.step()
+
+    def close(self) -> None:
+        if self._snapshotter is not None:
+            self._snapshotter.join(60)
+        self.journal.close()
+        for _g, consumer in self.inputs:
+            consumer.close()
+        for consumer in self.from_matchers:
+            consumer.close()
+        for producer in (*self.replies.values(), *self.to_matchers.values()):
+            producer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="ringex router process")
+    parser.add_argument("--profile", default="dev", help="profile name or TOML path")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    shell = RouterShell(load_profile(args.profile))
+    stop = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        shell.run(lambda: stop)
+    finally:
+        shell.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Rebuild the exchange's state from the newest snapshot and the journal after it.
+
+The router's startup and ``ringex replay`` take this one path (crash-only: a restart is a
+recovery). A snapshot here is the router's state *and* every matcher's books at one sequence
+number, so the journal tail can be replayed through matcher cores inside this process: each
+command is re-applied to the router's accounts and executed by its matcher, and the events
+settle, exactly as live. After it, every event of every journaled command is settled
+(``settled_upto``), so a restarted router ignores those events when the live matchers publish
+them again.
+
+    var/<instance>/journal/                 the sequenced command stream (journal.py)
+    var/<instance>/snapshots/exchange/      <seq>.snap: ExchangeSnapshot
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from config.schema import RingexConfig
+from procs.common.journal import JournalReader
+from procs.common.records import AdminCommand, MassCancel, Record, RecordCodec
+from procs.common.snapshots import SnapshotStore
+from procs.common.topology import journal_dir, snapshot_dir
+from procs.matcher.engine import Matcher
+from procs.matcher.main import symbol_specs
+from procs.router.accounts import Accounts
+from procs.router.sequencer import Sequencer
+
+Progress = Callable[[int, int], None]  # (commands replayed, commands in all)
+
+
+class ExchangeSnapshot(msgspec.Struct, frozen=True, array_like=True):
+    seq: int  # every command up to here is in the state, and all its events settled
+    router: bytes
+    matchers: dict[str, bytes]
+
+
+@dataclass
+class Recovered:
+    sequencer: Sequencer
+    matchers: dict[str, Matcher]
+    last_seq: int  # the journal's last command
+    snapshot_seq: int  # where the replay started from (0: the beginning)
+    replayed: int
+    seconds: float
+
+    def state_hashes(self) -> dict[str, str]:
+        hashes = {"router": self.sequencer.accounts.state_hash()}
+        hashes |= {f"matcher {name}": m.state_hash() for name, m in self.matchers.items()}
+        return hashes
+
+    def snapshot(self) -> ExchangeSnapshot:
+        return ExchangeSnapshot(
+            self.last_seq,
+            self.sequencer.snapshot(),
+            {name: m.snapshot() for name, m in self.matchers.items()},
+        )
+
+
+def snapshot_store(cfg: RingexConfig) -> SnapshotStore:
+    return SnapshotStore(snapshot_dir(cfg, "exchange"))
+
+
+def fresh(cfg: RingexConfig) -> tuple[Sequencer, dict[str, Matcher]]:
+    sequencer = Sequencer(cfg, Accounts(cfg))
+    matchers = {m.name: Matcher(symbol_specs(cfg, m.name)) for m in cfg.matchers}
+    return sequencer, matchers
+
+
+def recover(
+    cfg: RingexConfig,
+    *,
+    codec: RecordCodec | None = None,
+    progress: Progress | None = None,
+    use_snapshot: bool = True,
+) -> Recovered:
+    codec = codec or RecordCodec()
+    started = time.perf_counter()
+    latest = snapshot_store(cfg).latest() if use_snapshot else None
+    if latest is None:
+        sequencer, matchers = fresh(cfg)
+        start = 0
+    else:
+        snap = msgspec.msgpack.decode(latest[1], type=ExchangeSnapshot)
+        sequencer = Sequencer.restore(cfg, snap.router)
+        matchers = {
+            m.name: Matcher.restore(symbol_specs(cfg, m.name), snap.matchers[m.name])
+            for m in cfg.matchers
+        }
+        start = snap.seq
+    owner = {cfg.symbol(s).id: m.name for m in cfg.matchers for s in m.symbols}
+    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    last = reader.last_seq() if journal_dir(cfg).exists() else 0
+    total = max(0, last - start)
+    replayed = 0
+    apply = sequencer.apply
+    if total:
+        for _seq, image in reader.entries(start + 1):
+            command = codec.decode_slot(image)
+            sequencer.replay(command)
+            for name in _targets(command, owner, matchers):
+                for event in matchers[name].execute(command):
+                    apply(event)
+            replayed += 1
+            if progress is not None and replayed % 10_000 == 0:
+                progress(replayed, total)
+    sequencer.applied(max(last, start))
+    if progress is not None:
+        progress(replayed, total)
+    return Recovered(
+        sequencer, matchers, max(last, start), start, replayed, time.perf_counter() - started
+    )
+
+
+def _targets(command: Record, owner: dict[int, str], matchers: dict[str, Matcher]) -> list[str]:
+    symbol: int | None = getattr(command, "symbol", None)
+    if symbol is None:
+        return []  # an account command: the router's alone
+    if symbol == 0 and isinstance(command, (MassCancel, AdminCommand)):
+        return list(matchers)
+    name = owner.get(symbol)
+    return [] if name is None else [name]
+
+
+def write_snapshot(cfg: RingexConfig, recovered: Recovered) -> Path:
+    data = msgspec.msgpack.encode(recovered.snapshot())
+    return snapshot_store(cfg).save(recovered.last_seq, data)
+
+
+def snapshot_job(cfg: RingexConfig) -> None:
+    """A forked child's work: replay to the journal's end and write a snapshot there."""
+    write_snapshot(cfg, recover(cfg))
+
+
+def archivable_before(cfg: RingexConfig) -> int:
+    """The first seq any recovery still needs: segments wholly before it can be archived.
+    The oldest of the exchange snapshot and every matcher's own (a matcher replays the
+    journal from its snapshot)."""
+    seqs = []
+    for store in (
+        snapshot_store(cfg),
+        *(SnapshotStore(snapshot_dir(cfg, f"matcher-{m.name}")) for m in cfg.matchers),
+    ):
+        latest = store.latest()
+        seqs.append(latest[0] if latest is not None else 0)
+    return min(seqs) + 1

@@ -1,0 +1,299 @@
+"""The router's pure core: gateway commands in, sequenced commands and replies out.
+
+``Sequencer.submit(command, now_ns)`` decides one command from a gateway:
+
+- refused (rate limit, duplicate client order id, a risk check, an unknown symbol): a reply to
+  the gateway (``Rejected`` or ``AccountReply`` with the code), no sequence number, nothing
+  journaled;
+- accepted: the command stamped with the next global ``seq`` and ``ts_ns = now_ns`` (a new
+  order also gets the next ``order_id``), plus where it goes: the matcher that owns its symbol
+  (every matcher for a symbol-0 mass cancel or admin command), or nowhere for an account
+  command, whose ``AccountReply`` is sent once the command is durable.
+
+``apply(event)`` feeds the matchers' events back (settlement, order lifetimes). Events of a
+command at or below ``settled_upto`` were applied already (a replay after a restart covered
+them) and are ignored, so a restarted router never settles twice.
+
+Only accepted commands are journaled, and each is replayed through ``replay(command)``,
+which applies it without the soft checks (rate, duplicates) and insists that the risk checks
+pass again: settlement never lowers a free balance, so a replay that settles sooner than the
+live router did can only have more free balance at every command (see ``accounts.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import msgspec
+
+from config.schema import RingexConfig
+from procs.common.records import (
+    AccountReply,
+    AdminCommand,
+    CancelOrder,
+    CreateAccount,
+    MassCancel,
+    NewOrder,
+    OrderDone,
+    OrderRecord,
+    Record,
+    Rejected,
+    ReplaceOrder,
+    Transfer,
+)
+from procs.common.result_codes import ResultCode
+from procs.router.accounts import Accounts
+
+R = TypeVar("R", bound=Record)
+
+#: Matcher name for a command that goes to no matcher (account commands).
+NOWHERE: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What became of one gateway command: ``command`` is the sequenced record (None when
+    refused), ``matchers`` where it goes, ``reply`` what the gateway is told (now when
+    refused; after the command is durable when it is an account command)."""
+
+    command: Record | None
+    matchers: tuple[str, ...] = NOWHERE
+    reply: Record | None = None
+
+
+class RouterState(msgspec.Struct, frozen=True, array_like=True):
+    next_seq: int
+    next_order_id: int
+    settled_upto: int
+    accounts: bytes
+    live_client_ids: list[tuple[int, int, int, int]]  # gateway, session, client_ref, order_id
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at_ns: int
+
+
+@dataclass(slots=True)
+class Sequencer:
+    cfg: RingexConfig
+    accounts: Accounts
+    next_seq: int = 1
+    next_order_id: int = 1
+    settled_upto: int = 0  # events of commands up to here are applied
+    _owner: dict[int, str] = field(default_factory=dict)  # symbol id -> matcher name
+    _all: tuple[str, ...] = ()
+    _client_ids: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    _by_order: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    _buckets: dict[int, _Bucket] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for matcher in self.cfg.matchers:
+            for name in matcher.symbols:
+                self._owner[self.cfg.symbol(name).id] = matcher.name
+        self._all = tuple(m.name for m in self.cfg.matchers)
+
+    # -- live ---------------------------------------------------------------------------------
+
+    def submit(self, command: Record, now_ns: int) -> Decision:
+        kind = type(command)
+        if kind is NewOrder or kind is CancelOrder or kind is ReplaceOrder:
+            return self._order(command, now_ns)  # type: ignore[arg-type]
+        if kind is MassCancel:
+            return self._mass_cancel(command, now_ns)  # type: ignore[arg-type]
+        if kind is CreateAccount or kind is Transfer:
+            return self._account(command, now_ns)  # type: ignore[arg-type]
+        if kind is AdminCommand:
+            admin: AdminCommand = command  # type: ignore[assignment]
+            targets = self._targets(admin.symbol)
+            if targets is None:
+                return Decision(None)  # an admin command for no symbol of ours: dropped
+            return Decision(self._stamp(admin, now_ns), targets)
+        raise TypeError(f"the router does not sequence {kind.__name__} records")
+
+    def _order(self, cmd: NewOrder | CancelOrder | ReplaceOrder, now_ns: int) -> Decision:
+        matcher = self._owner.get(cmd.symbol)
+        if matcher is None:
+            return Decision(None, reply=_reject(cmd, ResultCode.UNKNOWN_SYMBOL))
+        if not self._allow(cmd.account, now_ns):
+            return Decision(None, reply=_reject(cmd, ResultCode.ACCOUNT_RATE_LIMITED))
+        if isinstance(cmd, NewOrder):
+            key = (cmd.gateway, cmd.session, cmd.client_ref)
+            if key in self._client_ids:
+                return Decision(None, reply=_reject(cmd, ResultCode.DUPLICATE_CLIENT_ORDER_ID))
+            order = msgspec.structs.replace(
+                cmd, seq=self.next_seq, ts_ns=now_ns, order_id=self.next_order_id
+            )
+            code, order = self.accounts.reserve_new(order)
+            if code != ResultCode.OK:
+                return Decision(None, reply=_reject(cmd, code))
+            self.next_order_id += 1
+            self.next_seq += 1
+            self._client_ids[key] = order.order_id
+            self._by_order[order.order_id] = key
+            return Decision(order, (matcher,))
+        if isinstance(cmd, ReplaceOrder):
+            code = self.accounts.reserve_replace(cmd)
+            if code != ResultCode.OK:
+                return Decision(None, reply=_reject(cmd, code))
+        return Decision(self._stamp(cmd, now_ns), (matcher,))
+
+    def _mass_cancel(self, cmd: MassCancel, now_ns: int) -> Decision:
+        targets = self._targets(cmd.symbol)
+        if targets is None:
+            reply = Rejected(
+                *(0, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account),
+                *(cmd.symbol, 0, ResultCode.UNKNOWN_SYMBOL),
+            )
+            return Decision(None, reply=reply)
+        return Decision(self._stamp(cmd, now_ns), targets)
+
+    def _account(self, cmd: CreateAccount | Transfer, now_ns: int) -> Decision:
+        if isinstance(cmd, CreateAccount):
+            code = self.accounts.create_account(cmd.account)
+            asset = 0
+        else:
+            code = self.accounts.transfer(cmd.account, cmd.asset, cmd.amount, cmd.key)
+            asset = cmd.asset
+        if code != ResultCode.OK:
+            return Decision(None, reply=_account_reply(cmd, 0, asset, code, 0))
+        seq = self.next_seq
+        stamped = self._stamp(cmd, now_ns)
+        balance = self.accounts.balance(cmd.account, asset)[0] if asset else 0
+        return Decision(stamped, NOWHERE, _account_reply(cmd, seq, asset, code, balance))
+
+    def _targets(self, symbol: int) -> tuple[str, ...] | None:
+        if symbol == 0:
+            return self._all
+        matcher = self._owner.get(symbol)
+        return None if matcher is None else (matcher,)
+
+    def _stamp(self, cmd: R, now_ns: int) -> R:
+        stamped = msgspec.structs.replace(cmd, seq=self.next_seq, ts_ns=now_ns)
+        self.next_seq += 1
+        return stamped
+
+    def _allow(self, account: int, now_ns: int) -> bool:
+        """A token bucket per account: ``max_commands_per_s`` deep, refilled at that rate."""
+        rate = self.cfg.risk.max_commands_per_s
+        bucket = self._buckets.get(account)
+        if bucket is None:
+            bucket = self._buckets[account] = _Bucket(float(rate), now_ns)
+        else:
+            elapsed = max(0, now_ns - bucket.at_ns)
+            bucket.tokens = min(float(rate), bucket.tokens + elapsed * rate / 1e9)
+            bucket.at_ns = now_ns
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
+
+    # -- events from the matchers ---------------------------------------------------------------
+
+    def apply(self, event: Record) -> None:
+        seq: int = getattr(event, "seq", 0)
+        if seq <= self.settled_upto:
+            return
+        self.accounts.apply(event)
+        kind = type(event)
+        if kind is OrderDone:  # the order is gone: its client order id is free again
+            done: OrderDone = event  # type: ignore[assignment]
+            key = self._by_order.pop(done.order_id, None)
+            if key is not None:
+                del self._client_ids[key]
+        elif kind is Rejected:  # only the reject of the new order itself frees its id
+            rejected: Rejected = event  # type: ignore[assignment]
+            key = (rejected.gateway, rejected.session, rejected.client_ref)
+            if self._client_ids.get(key) == rejected.order_id:
+                del self._client_ids[key]
+                del self._by_order[rejected.order_id]
+
+    def applied(self, upto_seq: int) -> None:
+        """Every event of every command up to ``upto_seq`` has been applied."""
+        self.settled_upto = max(self.settled_upto, upto_seq)
+
+    # -- replay -------------------------------------------------------------------------------
+
+    def replay(self, command: Record) -> None:
+        """Re-apply a journaled (accepted) command: the counters follow the journal, and the
+        risk checks must pass again (a failure means the journal and this state diverged)."""
+        seq: int = getattr(command, "seq", 0)
+        if seq != self.next_seq:
+            raise ValueError(f"journal has seq {seq} where {self.next_seq} was next")
+        code = ResultCode.OK
+        if isinstance(command, NewOrder):
+            if command.order_id != self.next_order_id:
+                raise ValueError(
+                    f"journal has order id {command.order_id} at seq {seq}, expected "
+                    f"{self.next_order_id}"
+                )
+            code, _ = self.accounts.reserve_new(command)
+            key = (command.gateway, command.session, command.client_ref)
+            self._client_ids[key] = command.order_id
+            self._by_order[command.order_id] = key
+            self.next_order_id += 1
+        elif isinstance(command, ReplaceOrder):
+            code = self.accounts.reserve_replace(command)
+        elif isinstance(command, CreateAccount):
+            code = self.accounts.create_account(command.account)
+        elif isinstance(command, Transfer):
+            code = self.accounts.transfer(
+                command.account, command.asset, command.amount, command.key
+            )
+        if code != ResultCode.OK:
+            raise ValueError(f"replay of seq {seq} {command!r} was refused: {code.name}")
+        self.next_seq += 1
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state(self) -> RouterState:
+        return RouterState(
+            self.next_seq,
+            self.next_order_id,
+            self.settled_upto,
+            self.accounts.snapshot(),
+            sorted((*key, oid) for key, oid in self._client_ids.items()),
+        )
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode(self.state())
+
+    @classmethod
+    def restore(cls, cfg: RingexConfig, snapshot: bytes) -> Sequencer:
+        state = msgspec.msgpack.decode(snapshot, type=RouterState)
+        seq = cls(cfg, Accounts.restore(cfg, state.accounts))
+        seq.next_seq, seq.next_order_id = state.next_seq, state.next_order_id
+        seq.settled_upto = state.settled_upto
+        for gateway, session, ref, oid in state.live_client_ids:
+            seq._client_ids[(gateway, session, ref)] = oid
+            seq._by_order[oid] = (gateway, session, ref)
+        return seq
+
+
+def _reject(cmd: OrderRecord, code: ResultCode) -> Rejected:
+    return Rejected(
+        *(0, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account, cmd.symbol),
+        *(cmd.order_id, code),
+    )
+
+
+def _account_reply(
+    cmd: CreateAccount | Transfer, seq: int, asset: int, code: ResultCode, balance: int
+) -> AccountReply:
+    return AccountReply(
+        *(seq, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account, asset),
+        *(code, balance),
+    )
+
+
+def route_all(decisions: Sequence[Decision]) -> dict[str, list[Record]]:
+    """Group sequenced commands by matcher, keeping their order."""
+    out: dict[str, list[Record]] = {}
+    for decision in decisions:
+        if decision.command is not None:
+            for matcher in decision.matchers:
+                out.setdefault(matcher, []).append(decision.command)
+    return out
