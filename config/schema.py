@@ -114,11 +114,58 @@ class MatcherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     batch: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
 
 
+Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]  # 0: any free port (tests)
+
+
 class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One gateway process: its id is the ``gateway`` field of every record it sends."""
+    """One FIX gateway process: its id is the ``gateway`` field of every record it sends."""
 
     name: Name
     id: Annotated[int, msgspec.Meta(ge=1, le=65_535)]
+    host: str = "127.0.0.1"
+    #: FIX acceptor port; gateways may share one with reuse_port.
+    port: Port = 9878
+    reuse_port: bool = False
+    #: The exchange's SenderCompID on outbound messages (the client's TargetCompID).
+    comp_id: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] = "RINGEX"
+    #: Heartbeat intervals a client may ask for (HeartBtInt, seconds).
+    min_heartbeat_s: Annotated[int, msgspec.Meta(ge=1)] = 1
+    max_heartbeat_s: Annotated[int, msgspec.Meta(ge=1)] = 300
+    #: SendingTime further than this from our clock: Reject, then Logout.
+    sending_time_tolerance_s: Annotated[int, msgspec.Meta(ge=1)] = 120
+    #: Application messages per session per second; more are rejected.
+    max_messages_per_s: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    max_sessions: Annotated[int, msgspec.Meta(ge=1)] = 1_000
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 8_192
+    #: Seconds a connection may take to log on before it is closed.
+    logon_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: Cancel a session's orders when it disconnects (a session may override it).
+    cancel_on_disconnect: bool = False
+    #: Per-session reset of sequence numbers at each logon (test rigs).
+    reset_on_logon: bool = False
+
+
+class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The market-data process: WebSocket feed and the browser page."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8765
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 5_000
+    max_subscriptions: Annotated[int, msgspec.Meta(ge=1)] = 200
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=256)] = 65_536
+    #: Messages queued per client before slow-consumer handling starts.
+    client_queue: Annotated[int, msgspec.Meta(ge=16)] = 1_000
+    #: Levels per side in a depth snapshot.
+    depth_levels: Annotated[int, msgspec.Meta(ge=1, le=5_000)] = 100
+
+
+class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The database writer's PostgreSQL. An empty dsn: the embedded server under var/."""
+
+    dsn: str = ""
+    #: Rows per batch and the longest a row waits for its batch.
+    batch_rows: Annotated[int, msgspec.Meta(ge=1)] = 5_000
+    batch_ms: Annotated[int, msgspec.Meta(ge=1)] = 50
 
 
 class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -176,6 +223,8 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     gateways: list[GatewayConfig] = msgspec.field(
         default_factory=lambda: [GatewayConfig(name="gw1", id=1)]
     )
+    marketdata: MarketDataConfig = MarketDataConfig()
+    database: DatabaseConfig = DatabaseConfig()
     risk: RiskConfig = RiskConfig()
     journal: JournalConfig = JournalConfig()
     #: Sequenced commands the router takes from all gateways per batch (one journal write).

@@ -6,6 +6,7 @@ names are 1..48 of ``[A-Za-z0-9_-]``. Matcher names are configured (``[[matchers
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,3 +42,43 @@ def journal_dir(cfg: RingexConfig) -> Path:
 def snapshot_dir(cfg: RingexConfig, owner: str) -> Path:
     """Where ``owner`` ("exchange", "matcher-<name>") keeps its snapshots."""
     return Path(cfg.var_dir) / cfg.instance / "snapshots" / owner
+
+
+#: Consumer names, as declared on the rings (one process attaches each).
+ROUTER = "router"
+MATCHER = "matcher"
+MARKETDATA = "marketdata"
+DBWRITER = "dbwriter"
+
+
+def gateway_consumer(gateway: int) -> str:
+    """The name a gateway reads matcher outputs and its replies ring under."""
+    return f"gw{gateway}"
+
+
+@dataclass(frozen=True)
+class RingSpec:
+    name: str
+    writer: str  # the process that produces into it
+    consumers: tuple[str, ...]
+    capacity: int
+
+
+def rings(cfg: RingexConfig) -> list[RingSpec]:
+    """Every ring of an instance and who writes and reads it: all the wiring in one place.
+
+    gateway N  --gwN-cmd-->  router  --<matcher>-in-->  matcher
+    router     --gwN-rep-->  gateway N
+    matcher    --<matcher>-out-->  router, every gateway, marketdata, dbwriter
+    """
+    capacity = cfg.ring.capacity
+    gateways = [g.id for g in cfg.gateways]
+    specs = [RingSpec(gateway_commands(g), f"gateway{g}", (ROUTER,), capacity) for g in gateways]
+    specs += [
+        RingSpec(gateway_replies(g), ROUTER, (gateway_consumer(g),), capacity) for g in gateways
+    ]
+    readers = (ROUTER, *(gateway_consumer(g) for g in gateways), MARKETDATA, DBWRITER)
+    for m in cfg.matchers:
+        specs.append(RingSpec(matcher_input(m.name), ROUTER, (MATCHER,), capacity))
+        specs.append(RingSpec(matcher_output(m.name), f"matcher {m.name}", readers, capacity))
+    return specs

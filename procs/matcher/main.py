@@ -42,7 +42,13 @@ from procs.common.records import (
     ReplaceOrder,
 )
 from procs.common.snapshots import SnapshotStore
-from procs.common.topology import journal_dir, matcher_input, matcher_output, snapshot_dir
+from procs.common.topology import (
+    MATCHER,
+    journal_dir,
+    matcher_input,
+    matcher_output,
+    snapshot_dir,
+)
 from procs.common.types import AdminAction
 from procs.matcher.book import Book
 from procs.matcher.engine import Matcher
@@ -53,7 +59,7 @@ from shm import Ring
 log = logging.getLogger("ringex.matcher")
 
 #: The consumer name a matcher takes on its input ring.
-INPUT_CONSUMER = "matcher"
+INPUT_CONSUMER = MATCHER
 
 
 def symbol_specs(cfg: RingexConfig, matcher: str) -> list[SymbolSpec]:

@@ -41,6 +41,7 @@ from config.schema import RingexConfig
 from procs.common.journal import JournalReader, JournalWriter
 from procs.common.records import Record, RecordCodec
 from procs.common.topology import (
+    ROUTER,
     gateway_commands,
     gateway_replies,
     journal_dir,
@@ -56,7 +57,7 @@ from shm.producer import Producer
 log = logging.getLogger("ringex.router")
 
 #: The consumer name the router takes on gateways' command rings and matchers' output rings.
-CONSUMER = "router"
+CONSUMER = ROUTER
 
 
 class RouterShell:
