@@ -148,6 +148,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The market-data process: WebSocket feed and the browser page."""
 
+    #: Run it (its consumer lines on the matchers' output rings exist only when it runs).
+    enabled: bool = True
     host: str = "127.0.0.1"
     port: Port = 8765
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 5_000
@@ -162,10 +164,29 @@ class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The database writer's PostgreSQL. An empty dsn: the embedded server under var/."""
 
+    #: Run the database writer (off until it lands: a declared consumer that never attaches
+    #: would stop the matchers once their output rings fill).
+    enabled: bool = False
     dsn: str = ""
     #: Rows per batch and the longest a row waits for its batch.
     batch_rows: Annotated[int, msgspec.Meta(ge=1)] = 5_000
     batch_ms: Annotated[int, msgspec.Meta(ge=1)] = 50
+
+
+class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How the supervisor runs the processes."""
+
+    #: CPUs per process ("router", "matcher-<name>", "gateway-<name>", "marketdata",
+    #: "dbwriter"); a process not listed may run on any CPU.
+    cores: dict[str, list[Annotated[int, msgspec.Meta(ge=0)]]] = {}
+    #: A process that has to be restarted more than restart_limit times within
+    #: restart_window_s stops the instance (a crash loop is not fixed by looping).
+    restart_limit: Annotated[int, msgspec.Meta(ge=0)] = 5
+    restart_window_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    #: How long a process may take to attach its rings (recovery included).
+    ready_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    #: At shutdown, how long to wait for the rings to drain once intake stopped.
+    drain_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
 
 
 class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -223,6 +244,7 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     gateways: list[GatewayConfig] = msgspec.field(
         default_factory=lambda: [GatewayConfig(name="gw1", id=1)]
     )
+    supervisor: SupervisorConfig = SupervisorConfig()
     marketdata: MarketDataConfig = MarketDataConfig()
     database: DatabaseConfig = DatabaseConfig()
     risk: RiskConfig = RiskConfig()

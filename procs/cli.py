@@ -1,6 +1,8 @@
 """The ``ringex`` command: operator tools.
 
     ringex shm ls|rm             inspect and clean up shared memory
+    ringex run [--profile P | --config F] [--detach]    start the exchange (the supervisor)
+    ringex stop | ringex status [--json] [--wait-ready]
     ringex replay [--snapshot] [--archive]
                                  rebuild router and matcher state from snapshot + journal,
                                  print the state hashes
@@ -13,16 +15,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from dataclasses import asdict
+from typing import Any
 
 from tqdm import tqdm
 
 from config import load_profile
+from config.schema import RingexConfig
 from procs.common.journal import archive_segments_before
-from procs.common.topology import journal_dir
+from procs.common.records import RecordCodec
+from procs.common.topology import journal_dir, rings
 from procs.router.recovery import archivable_before, recover, write_snapshot
+from procs.supervisor.main import main as supervisor_main
+from procs.supervisor.main import read_status, run_dir
+from shm import Ring
 from shm.inspect import list_segments, remove
+from shm.liveness import pid_alive
 
 
 def _shm_ls(args: argparse.Namespace) -> int:
@@ -95,6 +108,113 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> str:
+    return str(args.config or args.profile)
+
+
+def _run(args: argparse.Namespace) -> int:
+    profile = _profile(args)
+    cfg = load_profile(profile)
+    if not args.detach:
+        return supervisor_main(["--profile", profile])
+    logs = run_dir(cfg)
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "supervisor.log", "ab") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "procs.supervisor.main", "--profile", profile],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    started = time.monotonic()
+    while time.monotonic() - started < args.timeout:
+        status = read_status(cfg)
+        if status and status["supervisor_pid"] == child.pid and status["state"] == "running":
+            print(f"instance {cfg.instance} running (supervisor pid {child.pid})")
+            return _print_status(cfg, as_json=False)
+        if child.poll() is not None:
+            print(f"the supervisor exited with {child.returncode}: see {logs / 'supervisor.log'}")
+            return 1
+        time.sleep(0.1)
+    print(f"instance {cfg.instance} not ready within {args.timeout} s", file=sys.stderr)
+    return 1
+
+
+def _stop(args: argparse.Namespace) -> int:
+    cfg = load_profile(_profile(args))
+    status = read_status(cfg)
+    if status is None or status["state"] == "stopped" or not pid_alive(status["supervisor_pid"]):
+        print(f"instance {cfg.instance} is not running")
+        return 0
+    pid = int(status["supervisor_pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        print(f"supervisor {pid} still running after {args.timeout} s", file=sys.stderr)
+        return 1
+    print(f"instance {cfg.instance} stopped")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    cfg = load_profile(_profile(args))
+    if args.wait_ready:
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            status = read_status(cfg)
+            if status and status["state"] == "running" and pid_alive(status["supervisor_pid"]):
+                break
+            time.sleep(0.1)
+        else:
+            print(f"instance {cfg.instance} not ready within {args.timeout} s", file=sys.stderr)
+            return 1
+    return _print_status(cfg, as_json=args.json)
+
+
+def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
+    status = read_status(cfg) or {"instance": cfg.instance, "state": "stopped", "processes": []}
+    if status.get("supervisor_pid") and not pid_alive(status["supervisor_pid"]):
+        status["state"] = "stopped"
+    segments = {s.name: s for s in list_segments(cfg.instance)}
+    ring_rows: list[dict[str, Any]] = []
+    for spec in rings(cfg):
+        if spec.name not in segments:
+            continue
+        info = Ring.attach(cfg.instance, spec.name, RecordCodec()).info()
+        ring_rows.append(
+            {
+                "name": spec.name,
+                "capacity": info.capacity,
+                "cursor": info.cursor,
+                "lags": {c.name: c.lag for c in info.consumers},
+            }
+        )
+    status["rings"] = ring_rows
+    status["endpoints"] = {
+        **{f"fix {g.name}": f"{g.host}:{g.port} CompID {g.comp_id}" for g in cfg.gateways},
+        "websocket": f"ws://{cfg.marketdata.host}:{cfg.marketdata.port}/stream",
+        "web page": f"http://{cfg.marketdata.host}:{cfg.marketdata.port}/",
+    }
+    if as_json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"instance {status['instance']}: {status['state']}")
+    for p in status["processes"]:
+        print(
+            f"  {p['name']:20} pid {p['pid']!s:>7} {'up' if p['alive'] else 'down':4} "
+            f"cpus {p['cpus'] or 'any'} restarts {p['restarts']} uptime {p['uptime_s']} s"
+        )
+    for r in ring_rows:
+        lags = ", ".join(f"{k} {v}" for k, v in r["lags"].items())
+        print(f"  ring {r['name']:16} cursor {r['cursor']:>10} lags: {lags}")
+    for name, where in status["endpoints"].items():
+        print(f"  {name:12} {where}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ringex", description="ringex exchange tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +248,26 @@ def build_parser() -> argparse.ArgumentParser:
         "the exchange and of every matcher) to var/<instance>/journal-archive",
     )
     replay.set_defaults(func=_replay)
+
+    def profile_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--profile", default="dev", help="profile name (config/profiles)")
+        p.add_argument("--config", help="a TOML config file (instead of --profile)")
+
+    run = sub.add_parser("run", help="start the exchange (foreground unless --detach)")
+    profile_args(run)
+    run.add_argument("--detach", action="store_true", help="return once it is running")
+    run.add_argument("--timeout", type=float, default=120.0, help="--detach: seconds to wait")
+    run.set_defaults(func=_run)
+    stop = sub.add_parser("stop", help="stop a running instance cleanly")
+    profile_args(stop)
+    stop.add_argument("--timeout", type=float, default=60.0)
+    stop.set_defaults(func=_stop)
+    status = sub.add_parser("status", help="processes, rings and endpoints of an instance")
+    profile_args(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--wait-ready", action="store_true", help="wait until it is running")
+    status.add_argument("--timeout", type=float, default=60.0, help="--wait-ready: seconds")
+    status.set_defaults(func=_status)
     return parser
 
 

@@ -70,6 +70,9 @@ def rings(cfg: RingexConfig) -> list[RingSpec]:
     gateway N  --gwN-cmd-->  router  --<matcher>-in-->  matcher
     router     --gwN-rep-->  gateway N
     matcher    --<matcher>-out-->  router, every gateway, marketdata, dbwriter
+
+    A declared consumer gates its ring's producer whether it runs or not, so a process that is
+    off (``enabled = false``) has no consumer lines.
     """
     capacity = cfg.ring.capacity
     gateways = [g.id for g in cfg.gateways]
@@ -77,7 +80,9 @@ def rings(cfg: RingexConfig) -> list[RingSpec]:
     specs += [
         RingSpec(gateway_replies(g), ROUTER, (gateway_consumer(g),), capacity) for g in gateways
     ]
-    readers = (ROUTER, *(gateway_consumer(g) for g in gateways), MARKETDATA, DBWRITER)
+    readers = (ROUTER, *(gateway_consumer(g) for g in gateways))
+    readers += (MARKETDATA,) if cfg.marketdata.enabled else ()
+    readers += (DBWRITER,) if cfg.database.enabled else ()
     for m in cfg.matchers:
         specs.append(RingSpec(matcher_input(m.name), ROUTER, (MATCHER,), capacity))
         specs.append(RingSpec(matcher_output(m.name), f"matcher {m.name}", readers, capacity))

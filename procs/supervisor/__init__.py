@@ -1,0 +1,1 @@
+"""The supervisor: rings, processes, restarts, clean shutdown (issue 8)."""

@@ -1,0 +1,312 @@
+"""The supervisor: creates an instance's rings, runs its processes, restarts them, stops it.
+
+    python -m procs.supervisor.main --profile dev      (what `ringex run` runs)
+
+- Start: refuse if the instance's segments have live processes (it is running); remove what a
+  dead one left; create every ring of ``topology.rings(cfg)``; start each process of
+  ``plan(cfg)`` in order, pinned to its CPUs, and wait until it holds its ready ring.
+- Watch: a process that exits is restarted; each start recovers through the crash-only path
+  (snapshot + journal). More than ``restart_limit`` restarts of one process within
+  ``restart_window_s`` stops the instance with the reason: a crash loop is not fixed by
+  looping.
+- Stop (SIGINT, SIGTERM): stop intake (the gateways), wait until every ring is drained
+  (``drain_timeout_s``), stop the rest in reverse order (each flushes, snapshots, fsyncs),
+  then unlink the segments.
+
+``var/<instance>/run/status.json`` says what runs (pids, CPUs, restarts, state) for
+``ringex status`` and ``ringex stop``; each process logs to ``var/<instance>/run/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from config import load_profile
+from config.schema import RingexConfig
+from procs.common.records import RecordCodec
+from procs.common.topology import rings
+from procs.supervisor.plan import ProcessSpec, plan
+from shm import Ring
+from shm.inspect import list_segments, remove_instance
+
+log = logging.getLogger("ringex.supervisor")
+
+
+class SupervisorError(RuntimeError):
+    """The instance cannot be started or kept running; the message says why."""
+
+
+@dataclass
+class Child:
+    spec: ProcessSpec
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)  # monotonic times of restarts
+    started_at: float = 0.0
+    ready: bool = False
+
+
+def run_dir(cfg: RingexConfig) -> Path:
+    return Path(cfg.var_dir) / cfg.instance / "run"
+
+
+def status_path(cfg: RingexConfig) -> Path:
+    return run_dir(cfg) / "status.json"
+
+
+class Supervisor:
+    def __init__(self, cfg: RingexConfig, profile: str) -> None:
+        self.cfg = cfg
+        self.profile = profile
+        self.children = [Child(spec) for spec in plan(cfg)]
+        self.state = "starting"
+        self.reason = ""
+        self._rings: dict[str, Ring[Any]] = {}
+        run_dir(cfg).mkdir(parents=True, exist_ok=True)
+
+    # -- start ----------------------------------------------------------------------------------
+
+    def create_rings(self) -> None:
+        instance = self.cfg.instance
+        live = [s for s in list_segments(instance) if not s.stale]
+        if live:
+            names = ", ".join(f"{s.name} (pids {list(s.live_pids)})" for s in live[:4])
+            raise SupervisorError(
+                f"instance {instance!r} is running: {names}; stop it first (ringex stop)"
+            )
+        remove_instance(instance)  # what a dead instance left behind
+        codec = RecordCodec()
+        for spec in rings(self.cfg):
+            self._rings[spec.name] = Ring.create(
+                instance,
+                spec.name,
+                codec,
+                capacity=spec.capacity,
+                consumers=list(spec.consumers),
+                max_consumers=self.cfg.ring.max_consumers,
+            )
+
+    def start(self) -> None:
+        for child in self.children:
+            self._spawn(child)
+            self._wait_ready(child)
+        self.state = "running"
+        self.write_status()
+        log.info("instance %s running: %d processes", self.cfg.instance, len(self.children))
+
+    def _spawn(self, child: Child) -> None:
+        spec = child.spec
+        logfile = open(run_dir(self.cfg) / f"{spec.name}.log", "ab")  # noqa: SIM115
+        cpus = set(spec.cpus)
+
+        def pin() -> None:  # in the child, before exec: the process starts on its CPUs
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        child.process = subprocess.Popen(
+            spec.argv(self.profile),
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=pin,  # noqa: PLW1509  (affinity only; no locks involved)
+            start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them in order
+            cwd=Path.cwd(),
+        )
+        logfile.close()
+        child.started_at = time.monotonic()
+        child.ready = False
+        log.info("started %s (pid %d) %s", spec.name, child.process.pid, " ".join(spec.args))
+
+    def _wait_ready(self, child: Child) -> None:
+        spec, process = child.spec, child.process
+        assert process is not None
+        deadline = time.monotonic() + self.cfg.supervisor.ready_timeout_s
+        while time.monotonic() < deadline:
+            code = process.poll()
+            if code is not None:
+                raise SupervisorError(
+                    f"{spec.name} exited with {code} while starting; see "
+                    f"{run_dir(self.cfg) / (spec.name + '.log')}"
+                )
+            if self._holds_ready_ring(child):
+                child.ready = True
+                return
+            time.sleep(0.02)
+        raise SupervisorError(
+            f"{spec.name} did not attach {spec.ready_ring!r} as {spec.ready_consumer!r} within "
+            f"{self.cfg.supervisor.ready_timeout_s} s"
+        )
+
+    def _holds_ready_ring(self, child: Child) -> bool:
+        ring = self._rings.get(child.spec.ready_ring)
+        if ring is None or child.process is None:
+            return True  # nothing to wait on
+        for consumer in ring.info().consumers:
+            if consumer.name == child.spec.ready_consumer:
+                return consumer.pid == child.process.pid
+        return False
+
+    # -- watch ----------------------------------------------------------------------------------
+
+    def watch(self, stop: Callable[[], bool]) -> None:
+        last_status = 0.0
+        while not stop():
+            for child in self.children:
+                process = child.process
+                if process is not None and process.poll() is not None:
+                    self._restart(child, process.returncode)
+            if time.monotonic() - last_status > 1.0:
+                self.write_status()
+                last_status = time.monotonic()
+            time.sleep(0.1)
+
+    def _restart(self, child: Child, code: int) -> None:
+        now = time.monotonic()
+        window = self.cfg.supervisor.restart_window_s
+        child.restarts = [t for t in child.restarts if now - t < window] + [now]
+        limit = self.cfg.supervisor.restart_limit
+        if len(child.restarts) > limit:
+            raise SupervisorError(
+                f"{child.spec.name} exited {len(child.restarts)} times within {window:.0f} s "
+                f"(last code {code}), more than restart_limit={limit}: stopping the instance"
+            )
+        log.warning("%s exited with %s: restarting (it recovers)", child.spec.name, code)
+        time.sleep(min(2.0, 0.1 * 2 ** (len(child.restarts) - 1)))
+        self._spawn(child)
+        self._wait_ready(child)
+        self.write_status()
+
+    # -- stop -----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.state = "stopping"
+        self.write_status()
+        intake = [c for c in self.children if c.spec.intake]
+        rest = [c for c in reversed(self.children) if not c.spec.intake]
+        self._terminate(intake)
+        self._drain()
+        self._terminate(rest)
+        for ring in self._rings.values():
+            ring.close()
+        remove_instance(self.cfg.instance)
+        self.state = "stopped"
+        self.write_status()
+        log.info("instance %s stopped", self.cfg.instance)
+
+    def _terminate(self, children: list[Child]) -> None:
+        for child in children:
+            if child.process is not None and child.process.poll() is None:
+                child.process.terminate()
+        for child in children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop in 20 s: killed", child.spec.name)
+                child.process.kill()
+                child.process.wait()
+
+    def _drain(self) -> None:
+        """Wait until every attached consumer has read everything in its ring."""
+        deadline = time.monotonic() + self.cfg.supervisor.drain_timeout_s
+        while time.monotonic() < deadline:
+            lagging = [
+                f"{info.name}:{c.name}={c.lag}"
+                for info in (ring.info() for ring in self._rings.values())
+                for c in info.consumers
+                if c.pid_alive and c.lag
+            ]
+            if not lagging:
+                return
+            time.sleep(0.05)
+        log.warning("rings not drained in %.0f s: %s", self.cfg.supervisor.drain_timeout_s, lagging)
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def write_status(self) -> None:
+        doc = {
+            "instance": self.cfg.instance,
+            "profile": self.profile,
+            "supervisor_pid": os.getpid(),
+            "state": self.state,
+            "reason": self.reason,
+            "updated_ns": time.time_ns(),
+            "processes": [
+                {
+                    "name": c.spec.name,
+                    "pid": c.process.pid if c.process is not None else None,
+                    "alive": c.process is not None and c.process.poll() is None,
+                    "ready": c.ready,
+                    "cpus": list(c.spec.cpus),
+                    "restarts": len(c.restarts),
+                    "uptime_s": round(time.monotonic() - c.started_at, 1) if c.process else 0,
+                }
+                for c in self.children
+            ],
+        }
+        path = status_path(self.cfg)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, path)
+
+    def run(self, stop: Callable[[], bool]) -> int:
+        """Start, watch until ``stop()``, stop. Returns the exit status."""
+        try:
+            self.create_rings()  # refuses a running instance before touching anything of it
+        except SupervisorError as exc:
+            log.error("%s", exc)
+            return 1
+        try:
+            self.start()
+            self.watch(stop)
+            code = 0
+        except SupervisorError as exc:
+            log.error("%s", exc)
+            self.reason = str(exc)
+            code = 1
+        finally:
+            self.stop()
+        return code
+
+
+def read_status(cfg: RingexConfig) -> dict[str, Any] | None:
+    try:
+        doc: dict[str, Any] = json.loads(status_path(cfg).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="ringex supervisor")
+    parser.add_argument("--profile", default="dev", help="profile name or TOML path")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with contextlib.suppress(KeyboardInterrupt):
+        return Supervisor(load_profile(args.profile), args.profile).run(lambda: stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""What an instance runs: one ``ProcessSpec`` per OS process, from the config. Pure.
+
+Each process is ``python -m procs.<kind>.main --profile <file> [--name N]``, pinned to its
+configured CPUs, and counts as ready once it holds its *ready ring*: the consumer line it
+attaches after its recovery (the router's on the first gateway command ring, a matcher's on
+its input ring, a gateway's on its replies ring, market data's on the first matcher output).
+Start order is the list's order: matchers, then the router, then market data and gateways, so
+intake opens last; shutdown stops intake first.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from config.schema import RingexConfig
+from procs.common.topology import (
+    MARKETDATA,
+    MATCHER,
+    ROUTER,
+    gateway_commands,
+    gateway_consumer,
+    gateway_replies,
+    matcher_input,
+    matcher_output,
+)
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str  # "router", "matcher-m1", "gateway-gw1", "marketdata"
+    module: str
+    args: tuple[str, ...]
+    cpus: tuple[int, ...]
+    ready_ring: str
+    ready_consumer: str
+    intake: bool = False  # takes orders from outside: stopped first
+
+    def argv(self, profile: str) -> list[str]:
+        return [sys.executable, "-m", self.module, "--profile", profile, *self.args]
+
+
+def plan(cfg: RingexConfig) -> list[ProcessSpec]:
+    cores = cfg.supervisor.cores
+
+    def cpus(name: str) -> tuple[int, ...]:
+        return tuple(cores.get(name, ()))
+
+    specs = [
+        ProcessSpec(
+            f"matcher-{m.name}",
+            "procs.matcher.main",
+            ("--name", m.name),
+            cpus(f"matcher-{m.name}"),
+            matcher_input(m.name),
+            MATCHER,
+        )
+        for m in cfg.matchers
+    ]
+    first_gateway = cfg.gateways[0].id if cfg.gateways else None
+    specs.append(
+        ProcessSpec(
+            "router",
+            "procs.router.main",
+            (),
+            cpus("router"),
+            gateway_commands(first_gateway) if first_gateway is not None else "",
+            ROUTER,
+        )
+    )
+    if cfg.marketdata.enabled:
+        specs.append(
+            ProcessSpec(
+                "marketdata",
+                "procs.marketdata.main",
+                (),
+                cpus("marketdata"),
+                matcher_output(cfg.matchers[0].name),
+                MARKETDATA,
+            )
+        )
+    specs += [
+        ProcessSpec(
+            f"gateway-{g.name}",
+            "procs.gateway.main",
+            ("--name", g.name),
+            cpus(f"gateway-{g.name}"),
+            gateway_replies(g.id),
+            gateway_consumer(g.id),
+            intake=True,
+        )
+        for g in cfg.gateways
+    ]
+    return specs
