@@ -87,6 +87,7 @@ def test_start_restart_after_kill_and_clean_stop(
     second = subprocess.run(
         [sys.executable, "-m", "procs.supervisor.main", "--profile", str(profile)],
         cwd=ROOT,
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,
@@ -96,6 +97,7 @@ def test_start_restart_after_kill_and_clean_stop(
     shown = subprocess.run(
         [sys.executable, "-m", "procs.cli", "status", "--config", str(profile), "--json"],
         cwd=ROOT,
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,
