@@ -3,6 +3,7 @@
     ringex shm ls|rm             inspect and clean up shared memory
     ringex run [--profile P | --config F] [--detach]    start the exchange (the supervisor)
     ringex stop | ringex status [--json] [--wait-ready]
+    ringex admin create-account|deposit|withdraw|halt|resume ...
     ringex replay [--snapshot] [--archive]
                                  rebuild router and matcher state from snapshot + journal,
                                  print the state hashes
@@ -27,8 +28,10 @@ from tqdm import tqdm
 
 from config import load_profile
 from config.schema import RingexConfig
+from procs.admin.client import AdminClient, AdminError
 from procs.common.journal import archive_segments_before
 from procs.common.records import RecordCodec
+from procs.common.result_codes import ResultCode
 from procs.common.topology import journal_dir, rings
 from procs.router.recovery import archivable_before, recover, write_snapshot
 from procs.supervisor.main import main as supervisor_main
@@ -81,7 +84,7 @@ def _shm_rm(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    cfg = load_profile(args.profile)
+    cfg = load_profile(_profile(args))
     bar = tqdm(total=0, unit="cmd", unit_scale=True, disable=args.quiet, file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
@@ -215,6 +218,75 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     return 0
 
 
+def _admin(args: argparse.Namespace) -> int:
+    cfg = load_profile(_profile(args))
+    client = AdminClient(cfg)
+    try:
+        if args.admin_command in ("halt", "resume"):
+            client.halt(args.symbol, resume=args.admin_command == "resume")
+            print(f"{args.admin_command} {args.symbol}: sent")
+            return 0
+        if args.admin_command == "create-account":
+            replies = [client.create_account(args.account)]
+        else:
+            sign = "-" if args.admin_command == "withdraw" else ""
+            replies = [client.transfer(args.account, args.asset, sign + args.amount, args.key)]
+    except (AdminError, KeyError) as exc:
+        print(f"ringex admin: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    code = 0
+    for reply in replies:
+        ok = reply.code == ResultCode.OK
+        code = code or (0 if ok else 1)
+        where = f" (seq {reply.seq})" if ok else ""
+        print(f"account {reply.account}: {reply.code.name}{where}, free balance {reply.balance}")
+    return code
+
+
+def profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="dev", help="profile name (config/profiles)")
+    p.add_argument("--config", help="a TOML config file (instead of --profile)")
+
+
+def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="start the exchange (foreground unless --detach)")
+    profile_args(run)
+    run.add_argument("--detach", action="store_true", help="return once it is running")
+    run.add_argument("--timeout", type=float, default=120.0, help="--detach: seconds to wait")
+    run.set_defaults(func=_run)
+    stop = sub.add_parser("stop", help="stop a running instance cleanly")
+    profile_args(stop)
+    stop.add_argument("--timeout", type=float, default=60.0)
+    stop.set_defaults(func=_stop)
+    status = sub.add_parser("status", help="processes, rings and endpoints of an instance")
+    profile_args(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--wait-ready", action="store_true", help="wait until it is running")
+    status.add_argument("--timeout", type=float, default=60.0, help="--wait-ready: seconds")
+    status.set_defaults(func=_status)
+
+
+def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    admin = sub.add_parser("admin", help="accounts, deposits, halts in a running exchange")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    create = admin_sub.add_parser("create-account", help="open an account")
+    create.add_argument("--account", type=int, required=True)
+    for name in ("deposit", "withdraw"):
+        move = admin_sub.add_parser(name, help=f"{name} a decimal amount of an asset")
+        move.add_argument("--account", type=int, required=True)
+        move.add_argument("--asset", required=True, help="asset name, e.g. USD")
+        move.add_argument("--amount", required=True, help="decimal, e.g. 1000.50")
+        move.add_argument("--key", type=int, help="idempotency key (default: a fresh one)")
+    for name in ("halt", "resume"):
+        halt = admin_sub.add_parser(name, help=f"{name} trading in a symbol")
+        halt.add_argument("symbol")
+    for p in admin_sub.choices.values():
+        profile_args(p)
+    admin.set_defaults(func=_admin)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ringex", description="ringex exchange tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -235,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild router and matcher state from the newest snapshot and the journal, "
         "print the state hashes",
     )
-    replay.add_argument("--profile", default="dev", help="profile name or TOML path")
+    profile_args(replay)
     replay.add_argument("--snapshot", action="store_true", help="write a snapshot at the end")
     replay.add_argument(
         "--from-start", action="store_true", help="ignore snapshots: replay the whole journal"
@@ -249,25 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.set_defaults(func=_replay)
 
-    def profile_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--profile", default="dev", help="profile name (config/profiles)")
-        p.add_argument("--config", help="a TOML config file (instead of --profile)")
-
-    run = sub.add_parser("run", help="start the exchange (foreground unless --detach)")
-    profile_args(run)
-    run.add_argument("--detach", action="store_true", help="return once it is running")
-    run.add_argument("--timeout", type=float, default=120.0, help="--detach: seconds to wait")
-    run.set_defaults(func=_run)
-    stop = sub.add_parser("stop", help="stop a running instance cleanly")
-    profile_args(stop)
-    stop.add_argument("--timeout", type=float, default=60.0)
-    stop.set_defaults(func=_stop)
-    status = sub.add_parser("status", help="processes, rings and endpoints of an instance")
-    profile_args(status)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--wait-ready", action="store_true", help="wait until it is running")
-    status.add_argument("--timeout", type=float, default=60.0, help="--wait-ready: seconds")
-    status.set_defaults(func=_status)
+    _add_lifecycle(sub)
+    _add_admin(sub)
     return parser
 
 

@@ -51,6 +51,11 @@ MARKETDATA = "marketdata"
 DBWRITER = "dbwriter"
 
 
+#: The gateway id of `ringex admin`: its commands (accounts, deposits, halts) take the
+#: sequenced path like any gateway's, over the rings gw0-cmd and gw0-rep.
+ADMIN_GATEWAY = 0
+
+
 def gateway_consumer(gateway: int) -> str:
     """The name a gateway reads matcher outputs and its replies ring under."""
     return f"gw{gateway}"
@@ -67,7 +72,7 @@ class RingSpec:
 def rings(cfg: RingexConfig) -> list[RingSpec]:
     """Every ring of an instance and who writes and reads it: all the wiring in one place.
 
-    gateway N  --gwN-cmd-->  router  --<matcher>-in-->  matcher
+    gateway N  --gwN-cmd-->  router  --<matcher>-in-->  matcher      (N = 0: `ringex admin`)
     router     --gwN-rep-->  gateway N
     matcher    --<matcher>-out-->  router, every gateway, marketdata, dbwriter
 
@@ -75,12 +80,12 @@ def rings(cfg: RingexConfig) -> list[RingSpec]:
     off (``enabled = false``) has no consumer lines.
     """
     capacity = cfg.ring.capacity
-    gateways = [g.id for g in cfg.gateways]
-    specs = [RingSpec(gateway_commands(g), f"gateway{g}", (ROUTER,), capacity) for g in gateways]
+    gateways = [ADMIN_GATEWAY, *(g.id for g in cfg.gateways)]
+    specs = [RingSpec(gateway_commands(g), f"gateway {g}", (ROUTER,), capacity) for g in gateways]
     specs += [
         RingSpec(gateway_replies(g), ROUTER, (gateway_consumer(g),), capacity) for g in gateways
     ]
-    readers = (ROUTER, *(gateway_consumer(g) for g in gateways))
+    readers = (ROUTER, *(gateway_consumer(g.id) for g in cfg.gateways))
     readers += (MARKETDATA,) if cfg.marketdata.enabled else ()
     readers += (DBWRITER,) if cfg.database.enabled else ()
     for m in cfg.matchers:

@@ -41,6 +41,7 @@ from config.schema import RingexConfig
 from procs.common.journal import JournalReader, JournalWriter
 from procs.common.records import Record, RecordCodec
 from procs.common.topology import (
+    ADMIN_GATEWAY,
     ROUTER,
     gateway_commands,
     gateway_replies,
@@ -80,18 +81,19 @@ class RouterShell:
             fsync_interval_ms=journal.fsync_interval_ms,
         )
         wait = cfg.wait.build
+        gateways = [*(g.id for g in cfg.gateways), ADMIN_GATEWAY]
         self.inputs: list[tuple[int, Consumer[Record]]] = [
             (
-                g.id,
-                Ring.attach(cfg.instance, gateway_commands(g.id), codec).consumer(
+                g,
+                Ring.attach(cfg.instance, gateway_commands(g), codec).consumer(
                     CONSUMER, wait(), auto_commit=False
                 ),
             )
-            for g in cfg.gateways
+            for g in gateways
         ]
         self.replies: dict[int, Producer[Record]] = {
-            g.id: Ring.attach(cfg.instance, gateway_replies(g.id), codec).producer(wait())
-            for g in cfg.gateways
+            g: Ring.attach(cfg.instance, gateway_replies(g), codec).producer(wait())
+            for g in gateways
         }
         self.to_matchers: dict[str, Producer[Record]] = {
             m.name: Ring.attach(cfg.instance, matcher_input(m.name), codec).producer(wait())
@@ -102,7 +104,7 @@ class RouterShell:
             for m in cfg.matchers
         ]
         self.pending_replies: dict[int, collections.deque[Record]] = {
-            g.id: collections.deque() for g in cfg.gateways
+            g: collections.deque() for g in gateways
         }
         self.stopping = False
         self._snapshot_at = recovered.last_seq  # the seq of the last snapshot started

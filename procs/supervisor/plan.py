@@ -2,7 +2,7 @@
 
 Each process is ``python -m procs.<kind>.main --profile <file> [--name N]``, pinned to its
 configured CPUs, and counts as ready once it holds its *ready ring*: the consumer line it
-attaches after its recovery (the router's on the first gateway command ring, a matcher's on
+attaches after its recovery (the router's on the admin command ring, a matcher's on
 its input ring, a gateway's on its replies ring, market data's on the first matcher output).
 Start order is the list's order: matchers, then the router, then market data and gateways, so
 intake opens last; shutdown stops intake first.
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from config.schema import RingexConfig
 from procs.common.topology import (
+    ADMIN_GATEWAY,
     MARKETDATA,
     MATCHER,
     ROUTER,
@@ -57,14 +58,13 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
         )
         for m in cfg.matchers
     ]
-    first_gateway = cfg.gateways[0].id if cfg.gateways else None
     specs.append(
         ProcessSpec(
             "router",
             "procs.router.main",
             (),
             cpus("router"),
-            gateway_commands(first_gateway) if first_gateway is not None else "",
+            gateway_commands(ADMIN_GATEWAY),  # it attaches the admin ring last
             ROUTER,
         )
     )

@@ -32,10 +32,16 @@ from procs.common.records import (
     Transfer,
 )
 from procs.common.result_codes import ResultCode
-from procs.common.topology import gateway_commands, gateway_replies, matcher_input, matcher_output
+from procs.common.topology import (
+    gateway_commands,
+    gateway_consumer,
+    gateway_replies,
+    matcher_output,
+    rings,
+)
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
-from procs.matcher.main import INPUT_CONSUMER, MatcherShell
-from procs.router.main import CONSUMER, RouterShell
+from procs.matcher.main import MatcherShell
+from procs.router.main import RouterShell
 from procs.router.recovery import recover, write_snapshot
 from shm import Ring
 
@@ -46,7 +52,9 @@ USD, BTC = 1, 2
 def config(instance: str, var: Path) -> RingexConfig:
     return RingexConfig(
         instance=instance,
-        ring=RingConfig(capacity=1024),
+        # the router and the matcher share this thread here: the output ring must hold a
+        # whole matcher batch's events, or the matcher would wait on the router forever
+        ring=RingConfig(capacity=4096),
         wait=WaitConfig(strategy="blocking", park_timeout_s=0.005),
         assets=[
             AssetConfig(name="USD", id=USD, decimals=4),
@@ -57,7 +65,7 @@ def config(instance: str, var: Path) -> RingexConfig:
                 name="BTC-USD", id=1, price_decimals=2, qty_decimals=2, base="BTC", quote="USD"
             )
         ],
-        matchers=[MatcherConfig(name="m1", symbols=["BTC-USD"], snapshot_every=0)],
+        matchers=[MatcherConfig(name="m1", symbols=["BTC-USD"], snapshot_every=0, batch=64)],
         gateways=[GatewayConfig(name="gw1", id=1), GatewayConfig(name="gw2", id=2)],
         risk=RiskConfig(max_open_orders=50, max_commands_per_s=1_000_000, fee_account=99),
         journal=JournalConfig(fsync="batch"),
@@ -72,25 +80,21 @@ class Exchange:
         self.cfg = cfg
         inst = cfg.instance
         self.rings = [
-            Ring.create(inst, gateway_commands(g.id), CODEC, capacity=1024, consumers=[CONSUMER])
-            for g in cfg.gateways
-        ] + [
-            Ring.create(inst, gateway_replies(g.id), CODEC, capacity=1024, consumers=["gw"])
-            for g in cfg.gateways
+            Ring.create(inst, spec.name, CODEC, capacity=spec.capacity, consumers=spec.consumers)
+            for spec in rings(cfg)
         ]
-        self.rings.append(
-            Ring.create(inst, matcher_input("m1"), CODEC, capacity=1024, consumers=[INPUT_CONSUMER])
-        )
-        self.rings.append(
-            Ring.create(inst, matcher_output("m1"), CODEC, capacity=4096, consumers=[CONSUMER])
-        )
         self.gateways = {
             g.id: Ring.attach(inst, gateway_commands(g.id), CODEC).producer() for g in cfg.gateways
         }
         self.replies = {
-            g.id: Ring.attach(inst, gateway_replies(g.id), CODEC).consumer("gw")
+            g.id: Ring.attach(inst, gateway_replies(g.id), CODEC).consumer(gateway_consumer(g.id))
             for g in cfg.gateways
         }
+        # the gateways' reads of the matcher's events, drained so they never gate it
+        self.taps = [
+            Ring.attach(inst, matcher_output("m1"), CODEC).consumer(gateway_consumer(g.id))
+            for g in cfg.gateways
+        ]
         self.start()
 
     def start(self) -> None:
@@ -107,7 +111,8 @@ class Exchange:
 
     def pump(self) -> None:
         while self.router.step(timeout_s=0.001) + self.matcher.step(timeout_s=0.001):
-            pass
+            for tap in self.taps:
+                tap.read(4096)
         self.router.settle()
 
     def replies_of(self, gateway: int) -> list[Record]:

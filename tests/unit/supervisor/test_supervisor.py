@@ -103,9 +103,29 @@ def test_start_restart_after_kill_and_clean_stop(
         timeout=60,
     )
     doc = json.loads(shown.stdout)
-    assert doc["state"] == "running" and {r["name"] for r in doc["rings"]} == {"m1-in", "m1-out"}
+    rings = {r["name"] for r in doc["rings"]}
+    assert doc["state"] == "running" and rings == {"gw0-cmd", "gw0-rep", "m1-in", "m1-out"}
+
+    def ringex(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "procs.cli", *args, "--config", str(profile)],
+            cwd=ROOT,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    made = ringex("admin", "create-account", "--account", "5")
+    assert made.returncode == 0 and "account 5: OK" in made.stdout, made.stderr
+    paid = ringex("admin", "deposit", "--account", "5", "--asset", "USD", "--amount", "12.5")
+    assert paid.returncode == 0 and "free balance 12500000" in paid.stdout  # 6 decimals
+    too_fine = ringex("admin", "deposit", "--account", "5", "--asset", "USD", "--amount", "1e-9")
+    assert too_fine.returncode == 1 and "6 decimal places" in too_fine.stderr
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
     assert list_segments(cfg.instance) == []
     assert (read_status(cfg) or {})["state"] == "stopped"
+    replayed = ringex("replay", "--quiet")
+    assert replayed.returncode == 0 and "state at seq 2" in replayed.stdout, replayed.stderr

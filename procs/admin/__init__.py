@@ -1,0 +1,1 @@
+"""Operator commands into a running exchange (`ringex admin`)."""

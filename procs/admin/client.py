@@ -1,0 +1,96 @@
+"""`ringex admin`'s way into a running exchange: the admin gateway's rings (id 0).
+
+Account commands (create, deposit, withdraw) travel the sequenced path like any gateway's:
+the router checks them, journals them and answers with an ``AccountReply`` once they are
+durable, so a replay reproduces every balance. Halt and resume are ``AdminCommand``s the
+router sequences and routes to the symbol's matcher. One admin client at a time: the ring
+refuses a second live producer.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal, InvalidOperation
+
+from config.schema import RingexConfig
+from procs.common.records import (
+    AccountReply,
+    AdminCommand,
+    CreateAccount,
+    Record,
+    RecordCodec,
+    Transfer,
+)
+from procs.common.topology import (
+    ADMIN_GATEWAY,
+    gateway_commands,
+    gateway_consumer,
+    gateway_replies,
+)
+from procs.common.types import AdminAction
+from shm import Ring
+
+
+class AdminError(RuntimeError):
+    """The exchange refused or did not answer; the message says which and why."""
+
+
+def to_minor_units(cfg: RingexConfig, asset: str, amount: str) -> tuple[int, int]:
+    """(asset id, integer minor units) of a decimal ``amount`` of ``asset``; a precision the
+    asset does not have is refused, naming both."""
+    spec = cfg.asset(asset)
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        raise AdminError(f"amount {amount!r} is not a decimal number") from None
+    scaled = value.scaleb(spec.decimals)
+    if scaled != scaled.to_integral_value():
+        raise AdminError(f"amount {amount} has more than {asset}'s {spec.decimals} decimal places")
+    return spec.id, int(scaled)
+
+
+class AdminClient:
+    def __init__(self, cfg: RingexConfig) -> None:
+        self.cfg = cfg
+        codec = RecordCodec()
+        wait = cfg.wait.build()
+        self._out = Ring.attach(cfg.instance, gateway_commands(ADMIN_GATEWAY), codec).producer(wait)
+        self._in = Ring.attach(cfg.instance, gateway_replies(ADMIN_GATEWAY), codec).consumer(
+            gateway_consumer(ADMIN_GATEWAY), wait
+        )
+
+    def close(self) -> None:
+        self._out.close()
+        self._in.close()
+
+    def _ref(self) -> int:
+        return time.time_ns()
+
+    def _call(self, command: Record, ref: int, timeout_s: float) -> AccountReply:
+        self._out.publish(command)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for reply in self._in.take(64, timeout_s=0.1):
+                if isinstance(reply, AccountReply) and reply.client_ref == ref:
+                    return reply
+        raise AdminError(f"no answer from the router within {timeout_s} s (is it running?)")
+
+    def create_account(self, account: int, timeout_s: float = 10.0) -> AccountReply:
+        ref = self._ref()
+        return self._call(CreateAccount(0, 0, ADMIN_GATEWAY, 0, ref, account), ref, timeout_s)
+
+    def transfer(
+        self, account: int, asset: str, amount: str, key: int | None = None, timeout_s: float = 10
+    ) -> AccountReply:
+        """Deposit (``amount`` > 0) or withdraw (< 0) a decimal amount. ``key`` makes it
+        idempotent (default: a fresh one)."""
+        asset_id, units = to_minor_units(self.cfg, asset, amount)
+        ref = self._ref()
+        transfer = Transfer(
+            *(0, 0, ADMIN_GATEWAY, 0, ref, account, asset_id, units, key or ref),
+        )
+        return self._call(transfer, ref, timeout_s)
+
+    def halt(self, symbol: str, resume: bool = False) -> None:
+        action = AdminAction.RESUME if resume else AdminAction.HALT
+        self._out.publish(AdminCommand(0, 0, action, self.cfg.symbol(symbol).id, 0))
