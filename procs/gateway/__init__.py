@@ -1,0 +1,1 @@
+"""The FIX 4.4 gateway: codec, dictionary, session layer (sans-I/O), order entry, the shell."""

@@ -1,0 +1,325 @@
+"""The FIX 4.4 dictionary subset ringex speaks, and the validation that maps a message's
+faults onto SessionRejectReason (373) and RefTagID (371).
+
+Checks run in the order QuickFIX runs them, so a message with several faults is rejected for
+the one a FIX engineer expects: header order, invalid/undefined tags, empty values, tags not
+defined for the message type, repeated tags, data formats, enum values, required tags, then
+repeating-group counts. Only the groups ringex reads are defined (NoPartyIDs on orders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from procs.gateway.fix import INVALID_TAG, FixMessage, parse_utc_timestamp
+
+
+class RejectReason(IntEnum):
+    """SessionRejectReason (373)."""
+
+    INVALID_TAG_NUMBER = 0
+    REQUIRED_TAG_MISSING = 1
+    TAG_NOT_DEFINED_FOR_MESSAGE = 2
+    UNDEFINED_TAG = 3
+    TAG_WITHOUT_VALUE = 4
+    VALUE_OUT_OF_RANGE = 5
+    INCORRECT_DATA_FORMAT = 6
+    COMPID_PROBLEM = 9
+    SENDING_TIME_ACCURACY = 10
+    INVALID_MSGTYPE = 11
+    TAG_APPEARS_MORE_THAN_ONCE = 13
+    TAG_OUT_OF_ORDER = 14
+    GROUP_FIELDS_OUT_OF_ORDER = 15
+    INCORRECT_NUMINGROUP = 16
+    OTHER = 99
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    reason: RejectReason
+    tag: int  # RefTagID; 0 when no single tag is at fault
+    text: str
+
+
+def _int(v: bytes) -> bool:
+    return v.isdigit() or (v[:1] == b"-" and v[1:].isdigit())
+
+
+def _positive(v: bytes) -> bool:
+    return v.isdigit()
+
+
+def _float(v: bytes) -> bool:
+    body = v[1:] if v[:1] == b"-" else v
+    whole, _, frac = body.partition(b".")
+    return bool(whole or frac) and (not whole or whole.isdigit()) and (not frac or frac.isdigit())
+
+
+def _char(v: bytes) -> bool:
+    return len(v) == 1
+
+
+def _bool(v: bytes) -> bool:
+    return v in (b"Y", b"N")
+
+
+def _string(v: bytes) -> bool:
+    return True
+
+
+def _timestamp(v: bytes) -> bool:
+    return parse_utc_timestamp(v) is not None
+
+
+INT, SEQNUM, FLOAT, CHAR, BOOL, STRING, TIMESTAMP = (
+    _int,
+    _positive,
+    _float,
+    _char,
+    _bool,
+    _string,
+    _timestamp,
+)
+
+Format = Callable[[bytes], bool]
+
+#: tag -> (name, format, allowed values or None)
+FIELDS: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
+    1: ("Account", STRING, None),
+    6: ("AvgPx", FLOAT, None),
+    7: ("BeginSeqNo", SEQNUM, None),
+    8: ("BeginString", STRING, None),
+    9: ("BodyLength", SEQNUM, None),
+    10: ("CheckSum", STRING, None),
+    11: ("ClOrdID", STRING, None),
+    14: ("CumQty", FLOAT, None),
+    16: ("EndSeqNo", SEQNUM, None),
+    17: ("ExecID", STRING, None),
+    18: ("ExecInst", STRING, None),
+    21: ("HandlInst", CHAR, frozenset(b"123"[i : i + 1] for i in range(3))),
+    31: ("LastPx", FLOAT, None),
+    32: ("LastQty", FLOAT, None),
+    34: ("MsgSeqNum", SEQNUM, None),
+    35: ("MsgType", STRING, None),
+    36: ("NewSeqNo", SEQNUM, None),
+    37: ("OrderID", STRING, None),
+    38: ("OrderQty", FLOAT, None),
+    39: ("OrdStatus", CHAR, None),
+    40: ("OrdType", CHAR, frozenset((b"1", b"2", b"3", b"4"))),
+    41: ("OrigClOrdID", STRING, None),
+    43: ("PossDupFlag", BOOL, None),
+    44: ("Price", FLOAT, None),
+    45: ("RefSeqNum", SEQNUM, None),
+    49: ("SenderCompID", STRING, None),
+    50: ("SenderSubID", STRING, None),
+    52: ("SendingTime", TIMESTAMP, None),
+    54: ("Side", CHAR, frozenset((b"1", b"2"))),
+    55: ("Symbol", STRING, None),
+    56: ("TargetCompID", STRING, None),
+    57: ("TargetSubID", STRING, None),
+    58: ("Text", STRING, None),
+    59: ("TimeInForce", CHAR, frozenset((b"0", b"1", b"3", b"4"))),
+    60: ("TransactTime", TIMESTAMP, None),
+    97: ("PossResend", BOOL, None),
+    98: ("EncryptMethod", INT, frozenset((b"0",))),
+    99: ("StopPx", FLOAT, None),
+    103: ("OrdRejReason", INT, None),
+    108: ("HeartBtInt", SEQNUM, None),
+    102: ("CxlRejReason", INT, None),
+    111: ("MaxFloor", FLOAT, None),
+    112: ("TestReqID", STRING, None),
+    122: ("OrigSendingTime", TIMESTAMP, None),
+    123: ("GapFillFlag", BOOL, None),
+    141: ("ResetSeqNumFlag", BOOL, None),
+    150: ("ExecType", CHAR, None),
+    151: ("LeavesQty", FLOAT, None),
+    369: ("LastMsgSeqNumProcessed", SEQNUM, None),
+    371: ("RefTagID", SEQNUM, None),
+    372: ("RefMsgType", STRING, None),
+    373: ("SessionRejectReason", INT, None),
+    379: ("BusinessRejectRefID", STRING, None),
+    380: ("BusinessRejectReason", INT, None),
+    383: ("MaxMessageSize", SEQNUM, None),
+    434: ("CxlRejResponseTo", CHAR, None),
+    447: ("PartyIDSource", CHAR, None),
+    448: ("PartyID", STRING, None),
+    452: ("PartyRole", INT, None),
+    453: ("NoPartyIDs", SEQNUM, None),
+    526: ("SecondaryClOrdID", STRING, None),
+    530: ("MassCancelRequestType", CHAR, frozenset((b"1", b"7"))),
+    531: ("MassCancelResponse", CHAR, None),
+    532: ("MassCancelRejectReason", INT, None),
+    533: ("TotalAffectedOrders", INT, None),
+    553: ("Username", STRING, None),
+    554: ("Password", STRING, None),
+    789: ("NextExpectedMsgSeqNum", SEQNUM, None),
+    790: ("OrdStatusReqID", STRING, None),
+}
+
+HEADER: Final = frozenset((8, 9, 35, 49, 56, 34, 52, 43, 97, 122, 50, 57, 369))
+HEADER_REQUIRED: Final = (49, 56, 34, 52)
+TRAILER: Final = frozenset((10,))
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    count_tag: int
+    first: int  # the delimiter: every entry starts with it
+    members: frozenset[int]
+
+
+PARTIES: Final = Group(453, 448, frozenset((448, 447, 452)))
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSpec:
+    name: str
+    required: tuple[int, ...]
+    optional: tuple[int, ...] = ()
+    groups: tuple[Group, ...] = ()
+    admin: bool = False
+
+    def allowed(self) -> frozenset[int]:
+        tags = set(self.required) | set(self.optional) | HEADER | TRAILER
+        for group in self.groups:
+            tags |= {group.count_tag} | group.members
+        return frozenset(tags)
+
+
+_ORDER = (1, 18, 21, 38, 44, 58, 59, 99, 111, 526)
+MESSAGES: Final[dict[bytes, MessageSpec]] = {
+    b"0": MessageSpec("Heartbeat", (), (112,), admin=True),
+    b"1": MessageSpec("TestRequest", (112,), admin=True),
+    b"2": MessageSpec("ResendRequest", (7, 16), admin=True),
+    b"3": MessageSpec("Reject", (45,), (371, 372, 373, 58), admin=True),
+    b"4": MessageSpec("SequenceReset", (36,), (123,), admin=True),
+    b"5": MessageSpec("Logout", (), (58,), admin=True),
+    b"A": MessageSpec("Logon", (98, 108), (141, 789, 553, 554, 383), admin=True),
+    b"D": MessageSpec("NewOrderSingle", (11, 55, 54, 60, 40), _ORDER, (PARTIES,)),
+    b"F": MessageSpec("OrderCancelRequest", (41, 11, 55, 54, 60), (1, 37, 38, 58), (PARTIES,)),
+    b"G": MessageSpec("OrderCancelReplaceRequest", (41, 11, 55, 54, 60, 40), (37, *_ORDER)),
+    b"H": MessageSpec("OrderStatusRequest", (11, 55, 54), (1, 37, 790)),
+    b"q": MessageSpec("OrderMassCancelRequest", (11, 530, 60), (1, 55, 54, 58)),
+    b"j": MessageSpec("BusinessMessageReject", (45, 372, 380), (379, 58)),
+    b"8": MessageSpec(
+        "ExecutionReport",
+        (37, 17, 150, 39, 55, 54, 151, 14, 6),
+        (11, 41, 1, 38, 40, 44, 99, 59, 18, 111, 31, 32, 58, 60, 790),
+    ),
+    b"9": MessageSpec("OrderCancelReject", (37, 11, 41, 39, 434), (1, 58, 102)),
+    b"r": MessageSpec("OrderMassCancelReport", (37, 530, 531), (11, 532, 533, 55, 58)),
+}
+#: Messages a client may send: session messages, and the application messages ringex takes.
+ADMIN: Final = frozenset(k for k, v in MESSAGES.items() if v.admin)
+INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"j"))
+_ALLOWED: Final = {k: v.allowed() for k, v in MESSAGES.items()}
+_GROUP_MEMBERS: Final = {m for s in MESSAGES.values() for g in s.groups for m in g.members}
+#: Standard FIX 4.4 message types ringex does not support: BusinessMessageReject, not Reject.
+_STANDARD_TYPES: Final = (
+    "0 1 2 3 4 5 6 7 8 9 A B C D E F G H J K L M N P Q R S T U V W X Y Z a b c d e f g h i j k l "
+    "m n o p q r s t u v w x y z AA AB AC AD AE AF AG AH AI AJ AK AL AM AN AO AP AQ AR AS AT AU "
+    "AV AW AX AY AZ BA BB BC BD BE BF BG BH"
+)
+KNOWN_TYPES: Final = frozenset(t.encode() for t in _STANDARD_TYPES.split(" "))
+
+
+def validate(msg: FixMessage) -> Fault | None:
+    """The first fault of a framed message against the dictionary, or None."""
+    pairs = msg.pairs
+    if len(pairs) < 1 or pairs[0][0] != 35:
+        return Fault(RejectReason.TAG_OUT_OF_ORDER, 35, "MsgType (35) must be the third field")
+    spec = MESSAGES.get(msg.msg_type)
+    if spec is None:
+        return Fault(RejectReason.INVALID_MSGTYPE, 35, f"MsgType {msg.text(35)!r} is not valid")
+    allowed = _ALLOWED[msg.msg_type]
+    seen: set[int] = set()
+    in_header = True
+    for tag, value in pairs:
+        if tag == INVALID_TAG or tag <= 0:
+            return Fault(RejectReason.INVALID_TAG_NUMBER, 0, "a tag is not a positive integer")
+        info = FIELDS.get(tag)
+        if info is None:
+            return Fault(RejectReason.UNDEFINED_TAG, tag, f"tag {tag} is not defined")
+        if not value:
+            return Fault(RejectReason.TAG_WITHOUT_VALUE, tag, f"tag {tag} has no value")
+        if tag in HEADER:
+            if not in_header:
+                return Fault(RejectReason.TAG_OUT_OF_ORDER, tag, f"header tag {tag} after the body")
+        else:
+            in_header = False
+        if tag not in allowed:
+            return Fault(
+                RejectReason.TAG_NOT_DEFINED_FOR_MESSAGE,
+                tag,
+                f"tag {tag} ({info[0]}) is not defined for {spec.name}",
+            )
+        if tag in seen and tag not in _GROUP_MEMBERS:
+            return Fault(
+                RejectReason.TAG_APPEARS_MORE_THAN_ONCE, tag, f"tag {tag} appears more than once"
+            )
+        seen.add(tag)
+        name, fmt, values = info
+        if not fmt(value):
+            return Fault(
+                RejectReason.INCORRECT_DATA_FORMAT,
+                tag,
+                f"{name} ({tag}) {value.decode('latin-1')!r} has the wrong format",
+            )
+        if values is not None and value not in values:
+            return Fault(
+                RejectReason.VALUE_OUT_OF_RANGE,
+                tag,
+                f"{name} ({tag}) {value.decode('latin-1')!r} is not one of "
+                f"{sorted(v.decode() for v in values)}",
+            )
+    for tag in (*HEADER_REQUIRED, *spec.required):
+        if tag not in seen:
+            return Fault(
+                RejectReason.REQUIRED_TAG_MISSING,
+                tag,
+                f"required tag {tag} ({FIELDS[tag][0]}) is missing",
+            )
+    for group in spec.groups:
+        fault = _check_group(pairs, group)
+        if fault is not None:
+            return fault
+    return None
+
+
+def _check_group(pairs: list[tuple[int, bytes]], group: Group) -> Fault | None:
+    """Entries follow their count tag, each starting with the delimiter; count matches."""
+    for k, (tag, value) in enumerate(pairs):
+        if tag in group.members:
+            return Fault(
+                RejectReason.GROUP_FIELDS_OUT_OF_ORDER, tag, f"tag {tag} outside its group"
+            )
+        if tag != group.count_tag:
+            continue
+        declared = int(value)
+        entries = 0
+        members: set[int] = set()
+        j = k + 1
+        while j < len(pairs) and pairs[j][0] in group.members:
+            member = pairs[j][0]
+            if member == group.first:
+                entries += 1
+                members = set()
+            elif entries == 0 or member in members:
+                return Fault(
+                    RejectReason.GROUP_FIELDS_OUT_OF_ORDER,
+                    member,
+                    f"tag {member} out of order in group {group.count_tag}",
+                )
+            members.add(member)
+            j += 1
+        if entries != declared:
+            return Fault(
+                RejectReason.INCORRECT_NUMINGROUP,
+                group.count_tag,
+                f"NumInGroup {group.count_tag} says {declared}, found {entries} entries",
+            )
+        return None
+    return None

@@ -1,0 +1,57 @@
+"""Decimal prices and sizes at the edge <-> integer ticks and lots inside, per symbol.
+
+A FIX price ``30123.45`` on a symbol with ``price_decimals = 2`` is 3012345 price units, and
+must be a multiple of ``tick``; a size works the same with ``qty_decimals`` and ``lot``. A
+value the symbol cannot represent is refused with a message that names it and the step.
+"""
+
+from __future__ import annotations
+
+from config.schema import SymbolConfig
+
+
+class Instruments:
+    def __init__(self, symbols: list[SymbolConfig]) -> None:
+        self.by_name: dict[bytes, SymbolConfig] = {s.name.encode(): s for s in symbols}
+        self.by_id: dict[int, SymbolConfig] = {s.id: s for s in symbols}
+
+
+def to_units(text: bytes, decimals: int) -> int | None:
+    """``text`` scaled by 10**decimals, or None when it has more (non-zero) decimals."""
+    negative = text[:1] == b"-"
+    whole, _, frac = (text[1:] if negative else text).partition(b".")
+    frac = frac.rstrip(b"0")
+    if len(frac) > decimals or not (whole or frac):
+        return None
+    value: int = int(whole or b"0") * 10**decimals + int(
+        (frac or b"0").ljust(decimals, b"0") or b"0"
+    )
+    return -value if negative else value
+
+
+def format_units(value: int, decimals: int) -> bytes:
+    if decimals == 0:
+        return b"%d" % value
+    sign = b"-" if value < 0 else b""
+    whole, frac = divmod(abs(value), 10**decimals)
+    return b"%s%d.%0*d" % (sign, whole, decimals, frac)
+
+
+def price_ticks(text: bytes, s: SymbolConfig) -> int | str:
+    """Price units of ``text`` for symbol ``s``, or why not."""
+    units = to_units(text, s.price_decimals)
+    step = format_units(s.tick, s.price_decimals).decode()
+    if units is None or units % s.tick:
+        return f"price {text.decode()} is not a multiple of tick {step} (symbol={s.name})"
+    return units
+
+
+def qty_lots(text: bytes, s: SymbolConfig) -> int | str:
+    """Size units of ``text`` for symbol ``s`` (a positive multiple of the lot), or why not."""
+    units = to_units(text, s.qty_decimals)
+    step = format_units(s.lot, s.qty_decimals).decode()
+    if units is None or units % s.lot:
+        return f"quantity {text.decode()} is not a multiple of lot {step} (symbol={s.name})"
+    if units <= 0:
+        return f"quantity {text.decode()} must be positive (symbol={s.name})"
+    return units

@@ -1,0 +1,41 @@
+"""The gateway process: a FIX 4.4 acceptor between clients and the router.
+
+    python -m procs.gateway.main --profile dev --name gw1
+
+SIGTERM or SIGINT logs every session out and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import uvloop
+
+from config import load_profile
+from procs.gateway.server import GatewayServer
+
+
+async def serve(profile: str, name: str) -> None:
+    server = GatewayServer(load_profile(profile), name)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, server.stop)
+    await server.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="ringex FIX gateway process")
+    parser.add_argument("--profile", default="dev", help="profile name or TOML path")
+    parser.add_argument("--name", required=True, help="the [[gateways]] name to run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvloop.run(serve(args.profile, args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

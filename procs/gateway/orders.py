@@ -1,0 +1,496 @@
+"""Order entry: FIX application messages -> ring commands, matcher events -> FIX reports.
+
+``OrderEntry`` is the session layer's ``Application``. It turns D/F/G/H/q into ``NewOrder``,
+``CancelOrder``, ``ReplaceOrder`` and ``MassCancel`` records (collected in ``outgoing`` for the
+shell to publish), and ``process(event)`` turns the events that come back into
+ExecutionReports (8), OrderCancelRejects (9) and OrderMassCancelReports (r).
+
+Every command gets a fresh ``client_ref``, the gateway's handle for one request: a NewOrder's
+ref names the order, a cancel's or replace's ref names that request (the matcher answers a
+cancel under the cancel's header). Refs start at the wall clock in ns and count up, so they
+never repeat across restarts (the router refuses a live duplicate). Orders are found again by
+``order_id`` once ``Accepted`` gives it (trades carry only order ids).
+
+A ClOrdID already seen on the session is refused, unless the message is a possible
+duplicate (PossDupFlag/PossResend): then it was received before and is not executed twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from config.schema import SymbolConfig
+from procs.common.records import (
+    Accepted,
+    CancelOrder,
+    MassCancel,
+    NewOrder,
+    OrderDone,
+    Record,
+    Rejected,
+    Replaced,
+    ReplaceOrder,
+    Trade,
+    Triggered,
+)
+from procs.common.result_codes import ResultCode
+from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode, TimeInForce
+from procs.gateway.fix import FixMessage, Timestamps, field
+from procs.gateway.instruments import Instruments, format_units, price_ticks, qty_lots
+from procs.gateway.session import Session
+
+_ORD_TYPES = {
+    b"1": OrdType.MARKET,
+    b"2": OrdType.LIMIT,
+    b"3": OrdType.STOP,
+    b"4": OrdType.STOP_LIMIT,
+}
+_FIX_ORD_TYPE = {v: k for k, v in _ORD_TYPES.items()}
+_TIFS = {b"0": TimeInForce.DAY, b"1": TimeInForce.GTC, b"3": TimeInForce.IOC, b"4": TimeInForce.FOK}
+_FIX_TIF = {v: k for k, v in _TIFS.items()}
+_SEEN_CLORDIDS = 1_000_000  # remembered per gateway for duplicate detection
+
+
+@dataclass(slots=True)
+class Order:
+    ref: int
+    session: int
+    cl_ord_id: bytes
+    orig_cl_ord_id: bytes
+    symbol: SymbolConfig
+    side: Side
+    ord_type: OrdType
+    tif: TimeInForce
+    price: int
+    stop_price: int
+    qty: int  # total order quantity in lots (cum + leaves)
+    order_id: int = 0
+    cum: int = 0
+    notional: int = 0  # sum of price x qty of fills
+    leaves: int = 0
+    status: bytes = b"A"  # OrdStatus: pending new until Accepted
+
+
+@dataclass(slots=True)
+class Request:
+    """A cancel or replace in flight: ``order`` is its target."""
+
+    kind: bytes  # b"F" or b"G"
+    session: int
+    cl_ord_id: bytes
+    order: Order
+    price: int = 0
+    qty: int = 0
+
+
+class OrderEntry:
+    def __init__(self, gateway: int, instruments: Instruments, cancel_on_disconnect: bool) -> None:
+        self.gateway = gateway
+        self.instruments = instruments
+        self.cancel_on_disconnect = cancel_on_disconnect
+        self.outgoing: list[Record] = []
+        self.sessions: dict[int, Session] = {}  # session id -> its logged-on session
+        self.orders: dict[int, Order] = {}  # NewOrder client_ref -> order
+        self.by_id: dict[int, Order] = {}
+        self.requests: dict[int, Request] = {}
+        self.live: dict[tuple[int, bytes], Order] = {}  # (session, current ClOrdID) -> order
+        self.seen: OrderedDict[tuple[int, bytes], None] = OrderedDict()
+        self.undeliverable = 0  # reports for sessions not logged on (see the report)
+        self._next_ref = time.time_ns()
+        self._next_exec = time.time_ns()
+        self._times = Timestamps()
+
+    # -- Application ------------------------------------------------------------------------
+
+    def on_logon(self, session: Session, now_ns: int) -> None:
+        self.sessions[session.session_id] = session
+
+    def on_disconnect(self, session: Session, now_ns: int) -> None:
+        if self.sessions.get(session.session_id) is session:
+            del self.sessions[session.session_id]
+        user = session.user
+        wanted = user.cancel_on_disconnect if user else None
+        if wanted if wanted is not None else self.cancel_on_disconnect:
+            for order in list(self.live.values()):
+                if order.session == session.session_id and order.order_id:
+                    self._cancel_record(order, session.account, now_ns)
+
+    def on_message(self, session: Session, msg: FixMessage, now_ns: int) -> None:
+        kind = msg.msg_type
+        if kind == b"D":
+            self._new(session, msg, now_ns)
+        elif kind in (b"F", b"G"):
+            self._cancel_replace(session, msg, now_ns)
+        elif kind == b"H":
+            self._status(session, msg, now_ns)
+        elif kind == b"q":
+            self._mass_cancel(session, msg, now_ns)
+        # j: the client refuses one of our messages; the audit log has it
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _ref(self) -> int:
+        self._next_ref += 1
+        return self._next_ref
+
+    def _duplicate(self, session: Session, msg: FixMessage, cl_ord_id: bytes) -> bool:
+        """True when the message must not go on: a resend we already took, or a reuse."""
+        key = (session.session_id, cl_ord_id)
+        if key not in self.seen and key not in self.live:
+            self.seen[key] = None
+            if len(self.seen) > _SEEN_CLORDIDS:
+                self.seen.popitem(last=False)
+            return False
+        if msg.get(43) == b"Y" or msg.get(97) == b"Y":
+            return True  # received before: not executed twice
+        if msg.msg_type == b"D":
+            self._reject_new(session, msg, f"duplicate ClOrdID {cl_ord_id.decode()}", 6)
+        else:
+            self._cancel_reject(session, msg, None, f"duplicate ClOrdID {cl_ord_id.decode()}")
+        return True
+
+    def _new(self, session: Session, msg: FixMessage, now_ns: int) -> None:
+        f = msg.fields
+        cl_ord_id = f[11]
+        if self._duplicate(session, msg, cl_ord_id):
+            return
+        sym = self.instruments.by_name.get(f[55])
+        if sym is None:
+            self._reject_new(session, msg, f"unknown symbol {f[55].decode()}", 1)
+            return
+        ord_type = _ORD_TYPES[f[40]]
+        tif = _TIFS[f.get(59, b"1")]
+        parsed = self._amounts(msg, sym, ord_type)
+        if isinstance(parsed, str):
+            self._reject_new(session, msg, parsed, 99)
+            return
+        price, stop, qty, display = parsed
+        flags = OrderFlag.POST_ONLY if b"6" in f.get(18, b"").split(b" ") else 0
+        ref = self._ref()
+        side = Side(int(f[54]))
+        order = Order(
+            *(ref, session.session_id, cl_ord_id, b"", sym, side, ord_type, tif, price, stop),
+            qty,
+        )
+        self.orders[ref] = order
+        self.live[(session.session_id, cl_ord_id)] = order
+        self.outgoing.append(
+            NewOrder(
+                *(0, now_ns, self.gateway, session.session_id, ref, session.account, sym.id, 0),
+                side=side,
+                ord_type=ord_type,
+                tif=tif,
+                flags=flags,
+                stp=StpMode.NONE,
+                price=price,
+                qty=qty,
+                stop_price=stop,
+                display_qty=display,
+            )
+        )
+
+    def _amounts(
+        self, msg: FixMessage, sym: SymbolConfig, ord_type: OrdType
+    ) -> tuple[int, int, int, int] | str:
+        """Price, stop price, quantity and display quantity in units, or why not."""
+        f = msg.fields
+        if 38 not in f:
+            return "OrderQty (38) is required"
+        qty = qty_lots(f[38], sym)
+        if isinstance(qty, str):
+            return qty
+        price: int | str = 0
+        if ord_type in (OrdType.LIMIT, OrdType.STOP_LIMIT):
+            if 44 not in f:
+                return f"Price (44) is required for OrdType {f[40].decode()}"
+            price = price_ticks(f[44], sym)
+        elif 44 in f:  # a market order's worst price
+            price = price_ticks(f[44], sym)
+        if isinstance(price, str):
+            return price
+        stop: int | str = 0
+        if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
+            if 99 not in f:
+                return f"StopPx (99) is required for OrdType {f[40].decode()}"
+            stop = price_ticks(f[99], sym)
+            if isinstance(stop, str):
+                return stop.replace("price", "StopPx", 1)
+        display = qty_lots(f[111], sym) if 111 in f else 0
+        if isinstance(display, str):
+            return display.replace("quantity", "MaxFloor", 1)
+        assert isinstance(stop, int)
+        return price, stop, qty, display
+
+    def _cancel_replace(self, session: Session, msg: FixMessage, now_ns: int) -> None:
+        f = msg.fields
+        order = self.live.get((session.session_id, f[41]))
+        if order is None or not order.order_id:
+            why = "unknown order" if order is None else "order not yet acknowledged"
+            self._cancel_reject(session, msg, order, f"{why} OrigClOrdID {f[41].decode()}")
+            return
+        if self._duplicate(session, msg, f[11]):
+            return
+        ref = self._ref()
+        sym = order.symbol
+        request = Request(msg.msg_type, session.session_id, f[11], order)
+        if msg.msg_type == b"F":
+            self.requests[ref] = request
+            self.outgoing.append(
+                CancelOrder(
+                    0, now_ns, self.gateway, session.session_id, ref, session.account,
+                    sym.id, order.order_id,
+                )
+            )  # fmt: skip
+            return
+        parsed = self._amounts(msg, sym, _ORD_TYPES[f[40]])
+        if isinstance(parsed, str):
+            self._cancel_reject(session, msg, order, parsed)
+            return
+        price, _stop, qty, _display = parsed
+        if qty <= order.cum:
+            self._cancel_reject(session, msg, order, "OrderQty is not above the filled quantity")
+            return
+        request.price, request.qty = price, qty
+        self.requests[ref] = request
+        self.outgoing.append(
+            ReplaceOrder(
+                *(0, now_ns, self.gateway, session.session_id, ref, session.account, sym.id),
+                order.order_id,
+                price=price,
+                qty=qty - order.cum,
+            )
+        )
+
+    def _cancel_record(self, order: Order, account: int, now_ns: int) -> None:
+        ref = self._ref()
+        self.requests[ref] = Request(b"F", order.session, b"", order)
+        self.outgoing.append(
+            CancelOrder(
+                0, now_ns, self.gateway, order.session, ref, account, order.symbol.id,
+                order.order_id,
+            )
+        )  # fmt: skip
+
+    def _status(self, session: Session, msg: FixMessage, now_ns: int) -> None:
+        order = self.live.get((session.session_id, msg.fields[11]))
+        if order is None:
+            self._reject_new(session, msg, f"unknown order ClOrdID {msg.text(11)}", 5, b"I")
+            return
+        extra = field(790, msg.fields[790]) if 790 in msg.fields else b""
+        self._report(order, b"I", extra=extra)
+
+    def _mass_cancel(self, session: Session, msg: FixMessage, now_ns: int) -> None:
+        f = msg.fields
+        kind = f[530]
+        symbol = 0
+        if kind == b"1":
+            sym = self.instruments.by_name.get(f.get(55, b""))
+            if sym is None:
+                body = _mass_report(f, b"0") + field(532, 1)
+                session.send(b"r", body + field(58, f"unknown symbol {msg.text(55)}"), now_ns)
+                return
+            symbol = sym.id
+        self.outgoing.append(
+            MassCancel(
+                0, now_ns, self.gateway, session.session_id, self._ref(), session.account, symbol
+            )
+        )
+        session.send(b"r", _mass_report(f, kind), now_ns)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def process(self, event: Record) -> None:
+        """One event from a matcher output ring or the router's reply ring."""
+        kind = type(event)
+        if kind is Trade:
+            trade: Trade = event  # type: ignore[assignment]
+            if trade.maker_gateway == self.gateway:
+                self._fill(trade.maker_order_id, trade, trade.maker_leaves)
+            if trade.taker_gateway == self.gateway:
+                self._fill(trade.taker_order_id, trade, trade.taker_leaves)
+            return
+        if getattr(event, "gateway", None) != self.gateway:
+            return
+        if kind is Accepted:
+            accepted: Accepted = event  # type: ignore[assignment]
+            order = self.orders.get(accepted.client_ref)
+            if order is not None:
+                order.order_id = accepted.order_id
+                order.leaves = accepted.qty
+                order.status = b"0"
+                self.by_id[order.order_id] = order
+                self._report(order, b"0")
+        elif kind is OrderDone:
+            self._done(event)  # type: ignore[arg-type]
+        elif kind is Rejected:
+            self._rejected(event)  # type: ignore[arg-type]
+        elif kind is Replaced:
+            replaced: Replaced = event  # type: ignore[assignment]
+            request = self.requests.pop(replaced.client_ref, None)
+            if request is not None:
+                order = request.order
+                self.live.pop((order.session, order.cl_ord_id), None)
+                order.orig_cl_ord_id, order.cl_ord_id = order.cl_ord_id, request.cl_ord_id
+                self.live[(order.session, order.cl_ord_id)] = order
+                order.price, order.leaves = replaced.price, replaced.qty
+                order.qty = order.cum + replaced.qty
+                order.status = b"1" if order.cum else b"0"
+                self._report(order, b"5")
+        elif kind is Triggered:
+            triggered: Triggered = event  # type: ignore[assignment]
+            order = self.by_id.get(triggered.order_id)
+            if order is not None:
+                self._report(order, b"L")
+
+    def _fill(self, order_id: int, trade: Trade, leaves: int) -> None:
+        order = self.by_id.get(order_id)
+        if order is None:
+            return
+        order.cum += trade.qty
+        order.notional += trade.price * trade.qty
+        order.leaves = leaves
+        order.status = b"2" if leaves == 0 else b"1"
+        sym = order.symbol
+        last = field(31, format_units(trade.price, sym.price_decimals))
+        last += field(32, format_units(trade.qty, sym.qty_decimals))
+        self._report(order, b"F", extra=last)
+
+    def _done(self, done: OrderDone) -> None:
+        order = self.by_id.get(done.order_id)
+        request = self.requests.pop(done.client_ref, None)
+        if order is None:
+            return
+        self._forget(order)
+        order.leaves = 0
+        if done.reason == DoneReason.FILLED:
+            return  # the fill's report already said Filled
+        text = {
+            DoneReason.EXPIRED: b"expired",
+            DoneReason.SELF_TRADE: b"self-trade prevention",
+            DoneReason.MASS_CANCELLED: b"mass cancel",
+            DoneReason.REJECTED: b"rejected",
+        }.get(done.reason, b"")
+        exec_type = (
+            b"C" if done.reason == DoneReason.EXPIRED and order.tif == TimeInForce.DAY else b"4"
+        )
+        order.status = exec_type
+        extra = field(58, text) if text else b""
+        if request is not None and request.cl_ord_id:
+            order.orig_cl_ord_id, order.cl_ord_id = order.cl_ord_id, request.cl_ord_id
+        self._report(order, exec_type, extra=extra)
+
+    def _rejected(self, rejected: Rejected) -> None:
+        text = f"{rejected.code.name} ({int(rejected.code)})"
+        request = self.requests.pop(rejected.client_ref, None)
+        if request is not None:
+            session = self.sessions.get(request.session)
+            if session is not None and request.cl_ord_id:
+                self._send_cancel_reject(
+                    session, request.kind, request.cl_ord_id, request.order, text
+                )
+            return
+        order = self.orders.get(rejected.client_ref)
+        if order is None:
+            return
+        self._forget(order)
+        order.status = b"8"
+        reason = 1 if rejected.code == ResultCode.UNKNOWN_SYMBOL else 99
+        self._report(order, b"8", extra=field(103, reason) + field(58, text))
+
+    def _forget(self, order: Order) -> None:
+        self.orders.pop(order.ref, None)
+        self.by_id.pop(order.order_id, None)
+        self.live.pop((order.session, order.cl_ord_id), None)
+
+    # -- reports ----------------------------------------------------------------------------
+
+    def _exec_id(self) -> int:
+        self._next_exec += 1
+        return self._next_exec
+
+    def _report(self, order: Order, exec_type: bytes, extra: bytes = b"") -> None:
+        session = self.sessions.get(order.session)
+        if session is None:
+            self.undeliverable += 1
+            return
+        sym = order.symbol
+        pd, qd = sym.price_decimals, sym.qty_decimals
+        avg = order.notional * 10_000 // order.cum if order.cum else 0
+        body = b"".join(
+            (
+                field(37, order.order_id or b"NONE"),
+                field(11, order.cl_ord_id),
+                field(41, order.orig_cl_ord_id) if order.orig_cl_ord_id else b"",
+                b"17=%d-%d\x01" % (self.gateway, self._exec_id()),
+                field(150, exec_type),
+                field(39, order.status),
+                field(55, sym.name),
+                field(54, int(order.side)),
+                field(40, _FIX_ORD_TYPE[order.ord_type]),
+                field(59, _FIX_TIF[order.tif]),
+                field(38, format_units(order.qty, qd)),
+                field(44, format_units(order.price, pd)) if order.price else b"",
+                field(99, format_units(order.stop_price, pd)) if order.stop_price else b"",
+                field(151, format_units(order.leaves, qd)),
+                field(14, format_units(order.cum, qd)),
+                field(6, format_units(avg, pd + 4)),
+                extra,
+            )
+        )
+        session.send(b"8", body, time.time_ns())
+
+    def _reject_new(
+        self, session: Session, msg: FixMessage, text: str, reason: int, exec_type: bytes = b"8"
+    ) -> None:
+        f = msg.fields
+        body = b"".join(
+            (
+                field(37, "NONE"),
+                field(11, f[11]),
+                b"17=%d-%d\x01" % (self.gateway, self._exec_id()),
+                field(150, exec_type),
+                field(39, "8"),
+                field(55, f.get(55, b"?")),
+                field(54, f.get(54, b"1")),
+                field(151, 0),
+                field(14, 0),
+                field(6, 0),
+                field(103, reason) if exec_type == b"8" else b"",
+                field(58, text),
+            )
+        )
+        session.send(b"8", body, time.time_ns())
+
+    def _cancel_reject(
+        self, session: Session, msg: FixMessage, order: Order | None, text: str
+    ) -> None:
+        self._send_cancel_reject(session, msg.msg_type, msg.fields[11], order, text, msg.fields[41])
+
+    def _send_cancel_reject(
+        self,
+        session: Session,
+        kind: bytes,
+        cl_ord_id: bytes,
+        order: Order | None,
+        text: str,
+        orig: bytes | None = None,
+    ) -> None:
+        body = b"".join(
+            (
+                field(37, order.order_id if order and order.order_id else "NONE"),
+                field(11, cl_ord_id),
+                field(41, orig if orig is not None else (order.cl_ord_id if order else b"NONE")),
+                field(39, order.status if order else b"8"),
+                field(434, "1" if kind == b"F" else "2"),
+                field(102, 0 if order else 1),
+                field(58, text),
+            )
+        )
+        session.send(b"9", body, time.time_ns())
+
+
+def _mass_report(f: dict[int, bytes], response: bytes) -> bytes:
+    body = field(37, b"MC-" + f[11]) + field(11, f[11]) + field(530, f[530]) + field(531, response)
+    return body + (field(55, f[55]) if 55 in f else b"")

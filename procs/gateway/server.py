@@ -1,0 +1,258 @@
+"""The gateway's asyncio shell: TCP connections <-> ``Session`` cores, rings <-> ``OrderEntry``.
+
+One event loop (uvloop in ``main``), no threads:
+
+- each connection feeds its bytes to its ``Session``; what the session and the order entry
+  produce is published to the router ring and written back in the same callback;
+- a poll task reads the router's replies ring and every matcher's output ring without
+  blocking (``read`` never waits; it sleeps 0.5 ms when there was nothing), feeds the events
+  to ``OrderEntry.process`` and writes the resulting reports;
+- a timer task drives heartbeats, test requests and logon/logout timeouts once a second.
+
+Backpressure: commands wait in ``OrderEntry.outgoing`` until the router ring takes them. When
+it is full every socket stops being read (``pause_reading``: TCP pushes back on the clients)
+until the poll task has published the backlog; nothing accepted is dropped. Outbound, the
+session's message store is flushed before the bytes are written, so a ResendRequest can always
+be served. The ``scrypt`` check of a Logon runs on the loop (tens of ms); logons are rare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from config.schema import GatewayConfig, RingexConfig
+from procs.common.records import Record, RecordCodec
+from procs.common.topology import (
+    gateway_commands,
+    gateway_consumer,
+    gateway_replies,
+    matcher_output,
+)
+from procs.gateway.audit import AuditLog
+from procs.gateway.instruments import Instruments
+from procs.gateway.orders import OrderEntry
+from procs.gateway.session import Session, SessionSettings
+from procs.gateway.store import MessageStore
+from procs.gateway.users import UserStore
+from shm import Ring
+from shm.consumer import Consumer
+
+log = logging.getLogger("ringex.gateway")
+
+
+def gateway_dir(cfg: RingexConfig, gw: GatewayConfig) -> Path:
+    return Path(cfg.var_dir) / cfg.instance / "gateway" / gw.name
+
+
+def users_path(cfg: RingexConfig) -> Path:
+    """The FIX users of an instance, shared by its gateways (``users.UserStore``)."""
+    return Path(cfg.var_dir) / cfg.instance / "gateway" / "users.json"
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: GatewayServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.session is not None:
+            self.session.data_received(data, time.time_ns())
+            self.server.after_input(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connection_lost(self)
+
+
+class GatewayServer:
+    def __init__(self, cfg: RingexConfig, name: str, *, codec: RecordCodec | None = None) -> None:
+        gw = next((g for g in cfg.gateways if g.name == name), None)
+        if gw is None:
+            raise ValueError(
+                f"gateway {name!r} is not configured ({[g.name for g in cfg.gateways]})"
+            )
+        self.cfg, self.gw = cfg, gw
+        self.directory = gateway_dir(cfg, gw)
+        self.settings = SessionSettings(
+            comp_id=gw.comp_id,
+            min_heartbeat_s=gw.min_heartbeat_s,
+            max_heartbeat_s=gw.max_heartbeat_s,
+            sending_time_tolerance_s=gw.sending_time_tolerance_s,
+            max_messages_per_s=gw.max_messages_per_s,
+            max_message_bytes=gw.max_message_bytes,
+            logon_timeout_s=gw.logon_timeout_s,
+            reset_on_logon=gw.reset_on_logon,
+        )
+        self.users = UserStore(users_path(cfg))
+        self.audit = AuditLog(self.directory / "audit.log")
+        self.entry = OrderEntry(gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect)
+        self.live: dict[str, Session] = {}
+        self.stores: dict[str, MessageStore] = {}
+        self.connections: set[Connection] = set()
+        codec = codec or RecordCodec()
+        me = gateway_consumer(gw.id)
+        self.producer = Ring.attach(cfg.instance, gateway_commands(gw.id), codec).producer()
+        self.inputs: list[Consumer[Record]] = [
+            Ring.attach(cfg.instance, gateway_replies(gw.id), codec).consumer(me)
+        ] + [
+            Ring.attach(cfg.instance, matcher_output(m.name), codec).consumer(me)
+            for m in cfg.matchers
+        ]
+        self.paused = False
+        self.port = gw.port
+        self._server: asyncio.Server | None = None
+        self._stop = asyncio.Event()
+
+    def store(self, comp_id: str) -> MessageStore:
+        store = self.stores.get(comp_id)
+        if store is None:
+            store = self.stores[comp_id] = MessageStore(self.directory / "sessions" / comp_id)
+        return store
+
+    # -- connections ------------------------------------------------------------------------
+
+    def connection_made(self, conn: Connection) -> None:
+        assert conn.transport is not None
+        if len(self.connections) >= self.gw.max_sessions:
+            log.warning("refused a connection: %d sessions is the limit", self.gw.max_sessions)
+            conn.transport.close()
+            return
+        self.connections.add(conn)
+        conn.session = Session(
+            self.settings, self.users, self.store, self.entry, self.live, time.time_ns(),
+            self.audit,
+        )  # fmt: skip
+        if self.paused:
+            conn.transport.pause_reading()
+
+    def connection_lost(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if conn.session is not None:
+            conn.session.connection_lost(time.time_ns())
+        self.publish()
+
+    def after_input(self, conn: Connection) -> None:
+        self.publish()
+        self.write(conn)
+
+    def write(self, conn: Connection) -> None:
+        session, transport = conn.session, conn.transport
+        if session is None or transport is None:
+            return
+        out = session.take_output()
+        if out:
+            if session.store is not None:
+                session.store.flush()
+            transport.writelines(out)
+        if session.closed and not transport.is_closing():
+            transport.close()
+
+    def publish(self) -> None:
+        """Move waiting commands into the router ring; pause every socket while it is full."""
+        outgoing = self.entry.outgoing
+        step = max(1, self.producer.ring.capacity // 2)
+        while outgoing:
+            chunk = outgoing[:step]
+            if not self.producer.try_publish_batch(chunk):
+                break
+            del outgoing[: len(chunk)]
+        if outgoing and not self.paused:
+            self.paused = True
+            for c in self.connections:
+                if c.transport is not None:
+                    c.transport.pause_reading()
+        elif not outgoing and self.paused:
+            self.paused = False
+            for c in self.connections:
+                if c.transport is not None and not c.transport.is_closing():
+                    c.transport.resume_reading()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def pump(self) -> int:
+        """Publish, take events, write reports; returns how many events it took."""
+        self.publish()
+        count = 0
+        process = self.entry.process
+        for consumer in self.inputs:
+            events = consumer.read(1024)
+            for event in events:
+                process(event)
+            count += len(events)
+        for conn in self.connections:
+            self.write(conn)
+        self.audit.flush()
+        return count
+
+    async def _poll(self) -> None:
+        while not self._stop.is_set():
+            busy = self.pump() or self.entry.outgoing
+            await asyncio.sleep(0 if busy else 0.0005)
+
+    async def _timers(self) -> None:
+        while not self._stop.is_set():
+            now = time.time_ns()
+            for conn in list(self.connections):
+                if conn.session is not None:
+                    conn.session.on_timer(now)
+                    self.write(conn)
+            await asyncio.sleep(1.0)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: Connection(self),
+            self.gw.host,
+            self.gw.port,
+            reuse_port=self.gw.reuse_port or None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._tasks = [loop.create_task(self._poll()), loop.create_task(self._timers())]
+        log.info("gateway %s (id %d) listening on %s:%d", self.gw.name, self.gw.id,
+                 self.gw.host, self.port)  # fmt: skip
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self.start()
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self, grace_s: float = 1.0) -> None:
+        """Log every session out (waiting up to ``grace_s`` for the replies), then close."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.close()
+        now = time.time_ns()
+        for conn in list(self.connections):
+            if conn.session is not None:
+                conn.session.logout("gateway shutting down", now)
+                self.write(conn)
+        deadline = time.monotonic() + grace_s
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        await asyncio.sleep(0)
+        for task in getattr(self, "_tasks", []):
+            task.cancel()
+        self.publish()
+        self.close()
+
+    def close(self) -> None:
+        self.audit.close()
+        for store in self.stores.values():
+            store.close()
+        self.producer.close()
+        for consumer in self.inputs:
+            consumer.close()

@@ -1,0 +1,547 @@
+"""The FIX 4.4 session layer as a sans-I/O core: bytes in, messages to the application and
+bytes out, no sockets and no clock of its own (every call takes ``now_ns``).
+
+Why sans-I/O (after ``websockets.protocol``): every session rule below is tested by feeding
+bytes and reading ``outbox``, deterministically, and the asyncio shell stays a few lines.
+
+Rules, in the order a message meets them (FIX 4.4 Volume 2, QuickFIX behaviour):
+
+1. Framing (``fix.FixReader``): a garbled message is ignored and consumes no sequence number.
+2. Before logon only a Logon is accepted (anything else closes the connection). Logon checks
+   the user (SenderCompID, Password against ``users.UserStore``), the TargetCompID, the
+   HeartBtInt bounds, and that the session is not logged on over another connection (the new
+   one is refused, the first stays up). ResetSeqNumFlag or ResetOnLogon restart both
+   sequences at 1; otherwise they continue from the session's ``store.MessageStore``.
+3. MsgSeqNum missing: Logout. CompIDs wrong: Reject (9) and Logout. SendingTime further from
+   our clock than the tolerance: Reject (10) and Logout.
+4. SequenceReset-Reset is taken whatever its MsgSeqNum. Too high: ResendRequest (once per
+   gap) and the message is dropped (the resend brings it back), except a Logout or a
+   ResendRequest, which are served. Too low: with PossDupFlag it is ignored (after the
+   OrigSendingTime rules), without it Logout.
+5. In sequence: dictionary validation (``dictionary.validate``) -> Reject (3); unsupported
+   application types -> BusinessMessageReject (j); over the throttle -> BusinessMessageReject;
+   else the session message is served or the application message handed to ``Application``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from procs.gateway import dictionary
+from procs.gateway.audit import AuditLog
+from procs.gateway.dictionary import RejectReason
+from procs.gateway.fix import (
+    FixMessage,
+    FixReader,
+    FrameError,
+    Garbled,
+    Timestamps,
+    field,
+    frame,
+    parse,
+    parse_utc_timestamp,
+)
+from procs.gateway.store import MessageStore
+from procs.gateway.users import User, UserStore
+
+_SECOND = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    comp_id: str  # ours: SenderCompID out, TargetCompID in
+    min_heartbeat_s: int = 1
+    max_heartbeat_s: int = 300
+    sending_time_tolerance_s: int = 120
+    max_messages_per_s: int = 10_000
+    max_message_bytes: int = 8192
+    logon_timeout_s: float = 10.0
+    reset_on_logon: bool = False
+    logout_timeout_s: float = 2.0
+
+
+class Application(Protocol):
+    """What the session hands application messages to. Called on the shell's thread."""
+
+    def on_logon(self, session: Session, now_ns: int) -> None: ...
+
+    def on_message(self, session: Session, msg: FixMessage, now_ns: int) -> None:
+        """An in-sequence, valid D/F/G/H/q/j message. ``PossDupFlag``/``PossResend`` may be
+        set: the application must not execute an order it already received."""
+
+    def on_disconnect(self, session: Session, now_ns: int) -> None:
+        """A logged-on session's connection ended (cancel on disconnect happens here)."""
+
+
+class State(Enum):
+    AWAIT_LOGON = "await-logon"
+    ACTIVE = "active"
+    LOGGING_OUT = "logging-out"
+    CLOSED = "closed"
+
+
+class Session:
+    """One connection's session. The shell writes ``take_output()`` to the socket and closes
+    it once ``state is CLOSED`` (after writing what is left)."""
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        users: UserStore,
+        stores: Callable[[str], MessageStore],
+        app: Application,
+        live: dict[str, Session],
+        now_ns: int,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.settings = settings
+        self.users = users
+        self.stores = stores
+        self.app = app
+        self.live = live
+        self.audit = audit
+        self.state = State.AWAIT_LOGON
+        self.close_reason = ""
+        self.user: User | None = None
+        self.store: MessageStore | None = None
+        self.heartbeat_ns = 30 * _SECOND
+        self._reader = FixReader(settings.max_message_bytes)
+        self._out: list[bytes] = []
+        self._times = Timestamps()
+        self._connected_ns = now_ns
+        self._last_in_ns = now_ns
+        self._last_out_ns = now_ns
+        self._test_request_ns = 0  # when our unanswered TestRequest went out, 0: none
+        self._logout_ns = 0
+        self._resend_upto = 0  # a ResendRequest of ours is open up to this seq
+        self._tokens = float(settings.max_messages_per_s)
+        self._tokens_ns = now_ns
+        self._header = b""
+
+    # -- identity -------------------------------------------------------------------------
+
+    @property
+    def comp_id(self) -> str:
+        return self.user.comp_id if self.user else "?"
+
+    @property
+    def session_id(self) -> int:
+        return self.user.session if self.user else 0
+
+    @property
+    def account(self) -> int:
+        return self.user.account if self.user else 0
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    # -- input ------------------------------------------------------------------------------
+
+    def take_output(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def data_received(self, data: bytes, now_ns: int) -> None:
+        if self.state is State.CLOSED:
+            return
+        self._reader.feed(data)
+        try:
+            messages = self._reader.messages()
+        except FrameError as exc:
+            self._logout_and_close(str(exc), now_ns)
+            return
+        for msg in messages:
+            if self.closed:
+                return
+            if self.audit is not None:
+                self.audit.record(now_ns, True, self.comp_id, msg.raw)
+            if isinstance(msg, Garbled):
+                continue  # FIX: a garbled message is ignored, its seq not consumed
+            self._last_in_ns = now_ns
+            if self.state is State.AWAIT_LOGON:
+                self._logon(msg, now_ns)
+            else:
+                self._active(msg, now_ns)
+
+    def on_timer(self, now_ns: int) -> None:
+        """Heartbeats, test requests, logon and logout timeouts; call about once a second."""
+        s = self.settings
+        if self.state is State.AWAIT_LOGON:
+            if now_ns - self._connected_ns > s.logon_timeout_s * _SECOND:
+                self._close(f"no Logon within {s.logon_timeout_s} s")
+        elif self.state is State.LOGGING_OUT:
+            if now_ns - self._logout_ns > s.logout_timeout_s * _SECOND:
+                self._close("no Logout reply")
+        elif self.state is State.ACTIVE:
+            hb = self.heartbeat_ns
+            if self._test_request_ns and now_ns - self._test_request_ns > hb:
+                self._close(f"no answer to a TestRequest within {hb // _SECOND} s")
+                return
+            if not self._test_request_ns and now_ns - self._last_in_ns > hb * 12 // 10:
+                self._test_request_ns = now_ns
+                self.send(b"1", field(112, f"TEST-{now_ns}"), now_ns)
+            if now_ns - self._last_out_ns >= hb:
+                self.send(b"0", b"", now_ns)
+
+    def connection_lost(self, now_ns: int) -> None:
+        was_live = self.user is not None and self.live.get(self.user.comp_id) is self
+        self._close("connection lost")
+        if was_live:
+            self.app.on_disconnect(self, now_ns)
+
+    def logout(self, text: str, now_ns: int) -> None:
+        """Start a Logout (shutdown, operator): the session closes on the reply or timeout."""
+        if self.state is State.ACTIVE:
+            self.send(b"5", field(58, text), now_ns)
+            self.state = State.LOGGING_OUT
+            self._logout_ns = now_ns
+
+    # -- output -----------------------------------------------------------------------------
+
+    def send(self, msg_type: bytes, body: bytes, now_ns: int) -> int:
+        """Send a message with the next MsgSeqNum, stored for resends; returns its seq.
+        ``body`` is the fields after the standard header, each ending in SOH."""
+        store = self.store
+        assert store is not None, "send before logon"
+        seq = store.next_out
+        raw = frame(
+            b"35=%s\x01%s34=%d\x0152=%s\x01%s"
+            % (msg_type, self._header, seq, self._times.format(now_ns), body)
+        )
+        store.add_outbound(seq, raw)
+        self._emit(raw, now_ns)
+        return seq
+
+    def _emit(self, raw: bytes, now_ns: int) -> None:
+        self._out.append(raw)
+        self._last_out_ns = now_ns
+        if self.audit is not None:
+            self.audit.record(now_ns, False, self.comp_id, raw)
+
+    def _unsequenced(self, msg_type: bytes, target: str, body: bytes, now_ns: int) -> None:
+        """A reply to a connection that is not (and will not be) a session: seq 1, unstored."""
+        raw = frame(
+            b"35=%s\x0149=%s\x0156=%s\x0134=1\x0152=%s\x01%s"
+            % (
+                msg_type,
+                self.settings.comp_id.encode(),
+                target.encode("latin-1"),
+                self._times.format(now_ns),
+                body,
+            )
+        )
+        self._emit(raw, now_ns)
+
+    def _close(self, reason: str) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self.close_reason = reason
+        if self.user is not None and self.live.get(self.user.comp_id) is self:
+            del self.live[self.user.comp_id]
+        if self.store is not None:
+            self.store.flush()
+
+    def _logout_and_close(self, text: str, now_ns: int) -> None:
+        if self.store is not None and self.state is not State.AWAIT_LOGON:
+            self.send(b"5", field(58, text), now_ns)
+        self._close(text)
+
+    def _reject(
+        self, msg: FixMessage, reason: RejectReason, tag: int, text: str, now_ns: int
+    ) -> None:
+        body = field(45, msg.get(34) or b"0")
+        if tag:
+            body += field(371, tag)
+        if msg.msg_type:
+            body += field(372, msg.msg_type)
+        body += field(373, int(reason)) + field(58, text)
+        self.send(b"3", body, now_ns)
+
+    def business_reject(self, msg: FixMessage, reason: int, text: str, now_ns: int) -> None:
+        """BusinessMessageReject (j): 0 other, 3 unsupported message type, 4 not authorised."""
+        body = field(45, msg.get(34) or b"0") + field(372, msg.msg_type or b"?")
+        ref = msg.get(11)
+        if ref:
+            body += field(379, ref)
+        self.send(b"j", body + field(380, reason) + field(58, text), now_ns)
+
+    # -- logon ------------------------------------------------------------------------------
+
+    def _logon(self, msg: FixMessage, now_ns: int) -> None:
+        sender = msg.text(49)
+        if msg.msg_type != b"A":
+            self._close(f"first message is {msg.text(35)!r}, not a Logon")
+            return
+        user = self._authenticate(msg)
+        if isinstance(user, str):
+            self._unsequenced(b"5", sender, field(58, user), now_ns)
+            self._close(user)
+            return
+        seq = int(msg.fields[34])
+        reset = msg.get(141) == b"Y"
+        hb = int(msg.fields[108])
+        store = self.stores(sender)
+        if reset or self.settings.reset_on_logon:
+            store.reset()
+        if seq < store.next_in:
+            text = f"MsgSeqNum too low, expecting {store.next_in} but received {seq}"
+            self._unsequenced(b"5", sender, field(58, text), now_ns)
+            self._close(text)
+            return
+        self.user, self.store = user, store
+        self.live[sender] = self
+        self.heartbeat_ns = hb * _SECOND
+        self._header = b"49=%s\x0156=%s\x01" % (
+            self.settings.comp_id.encode(),
+            sender.encode("latin-1"),
+        )
+        self.state = State.ACTIVE
+        body = field(98, 0) + field(108, hb) + (field(141, "Y") if reset else b"")
+        self.send(b"A", body, now_ns)
+        if seq > store.next_in:
+            self._request_resend(seq, now_ns)
+        else:
+            store.set_next_in(seq + 1)
+        self.app.on_logon(self, now_ns)
+
+    def _authenticate(self, msg: FixMessage) -> User | str:
+        """The user a Logon authenticates, or why it is refused."""
+        s = self.settings
+        sender = msg.text(49)
+        fault = dictionary.validate(msg)
+        if fault is not None:
+            return f"invalid Logon: {fault.text}"
+        if msg.text(56) != s.comp_id:
+            return f"TargetCompID {msg.text(56)!r} is not {s.comp_id!r}"
+        user = self.users.verify(sender, msg.text(554))
+        if user is None:
+            return f"unknown SenderCompID or bad password (SenderCompID={sender})"
+        if sender in self.live:
+            return f"session {sender} is already logged on"
+        hb = int(msg.fields[108])
+        if not s.min_heartbeat_s <= hb <= s.max_heartbeat_s:
+            return f"HeartBtInt {hb} outside {s.min_heartbeat_s}..{s.max_heartbeat_s}"
+        seq = int(msg.fields[34])
+        if msg.get(141) == b"Y" and seq != 1:
+            return f"ResetSeqNumFlag with MsgSeqNum {seq}, expected 1"
+        return user
+
+    # -- in session ------------------------------------------------------------------------
+
+    def _active(self, msg: FixMessage, now_ns: int) -> None:
+        store = self.store
+        assert store is not None
+        seq_text = msg.get(34)
+        if seq_text is None or not seq_text.isdigit():
+            self._logout_and_close("MsgSeqNum (34) missing or not a number", now_ns)
+            return
+        seq = int(seq_text)
+        if msg.text(49) != self.comp_id or msg.text(56) != self.settings.comp_id:
+            self._reject(msg, RejectReason.COMPID_PROBLEM, 49, "CompID problem", now_ns)
+            self._logout_and_close("CompID problem", now_ns)
+            return
+        sent = parse_utc_timestamp(msg.get(52) or b"")
+        tolerance = self.settings.sending_time_tolerance_s * _SECOND
+        if sent is None or abs(now_ns - sent) > tolerance:
+            self._reject(
+                msg, RejectReason.SENDING_TIME_ACCURACY, 52, "SendingTime accuracy problem", now_ns
+            )
+            self._logout_and_close("SendingTime accuracy problem", now_ns)
+            return
+        kind = msg.msg_type
+        poss_dup = msg.get(43) == b"Y"
+        if kind == b"4" and msg.get(123) != b"Y":
+            self._sequence_reset(msg, now_ns)
+            return
+        expected = store.next_in
+        if seq > expected:
+            if kind == b"5":
+                self._logout_reply(now_ns)
+                return
+            if kind == b"2" and dictionary.validate(msg) is None:
+                self._resend(msg, now_ns)
+            if self._resend_upto < expected:
+                self._request_resend(seq, now_ns)
+            return
+        if seq < expected:
+            if not poss_dup:
+                self._logout_and_close(
+                    f"MsgSeqNum too low, expecting {expected} but received {seq}", now_ns
+                )
+            else:
+                self._check_orig_sending_time(msg, sent, now_ns)
+            return
+        self._in_sequence(msg, seq, poss_dup, sent, now_ns)
+
+    def _in_sequence(
+        self, msg: FixMessage, seq: int, poss_dup: bool, sent: int, now_ns: int
+    ) -> None:
+        store = self.store
+        assert store is not None
+        kind = msg.msg_type
+        store.set_next_in(seq + 1)
+        if kind not in dictionary.MESSAGES and kind in dictionary.KNOWN_TYPES:
+            self.business_reject(msg, 3, f"unsupported MsgType {msg.text(35)}", now_ns)
+            return
+        fault = dictionary.validate(msg)
+        if fault is not None:
+            self._reject(msg, fault.reason, fault.tag, fault.text, now_ns)
+            return
+        if poss_dup and not self._check_orig_sending_time(msg, sent, now_ns):
+            return
+        if kind in dictionary.ADMIN:
+            self._admin(msg, now_ns)
+        elif kind in dictionary.INBOUND_APP:
+            if kind != b"j" and not self._allow(now_ns):
+                self.business_reject(
+                    msg,
+                    0,
+                    f"throttle: more than {self.settings.max_messages_per_s} messages/s",
+                    now_ns,
+                )
+                return
+            self.app.on_message(self, msg, now_ns)
+        else:  # ours to send (8, 9, r): not taken from a client
+            self.business_reject(msg, 3, f"MsgType {msg.text(35)} is not accepted", now_ns)
+
+    def _admin(self, msg: FixMessage, now_ns: int) -> None:
+        kind = msg.msg_type
+        if kind == b"0":
+            if msg.get(112) is not None:
+                self._test_request_ns = 0
+        elif kind == b"1":
+            self.send(b"0", field(112, msg.fields[112]), now_ns)
+        elif kind == b"2":
+            self._resend(msg, now_ns)
+        elif kind == b"4":  # gap fill (a reset was handled before the sequence check)
+            new = int(msg.fields[36])
+            seq = int(msg.fields[34])
+            if new <= seq:
+                self._reject(
+                    msg,
+                    RejectReason.VALUE_OUT_OF_RANGE,
+                    36,
+                    f"NewSeqNo {new} is not above MsgSeqNum {seq}",
+                    now_ns,
+                )
+            else:
+                assert self.store is not None
+                self.store.set_next_in(new)
+        elif kind == b"5":
+            self._logout_reply(now_ns)
+        elif kind == b"A":
+            self._logout_and_close("Logon received while logged on", now_ns)
+        if self.store is not None and self._resend_upto and self.store.next_in > self._resend_upto:
+            self._resend_upto = 0
+
+    def _logout_reply(self, now_ns: int) -> None:
+        if self.state is State.ACTIVE:
+            self.send(b"5", b"", now_ns)
+        self._close("Logout")
+
+    def _sequence_reset(self, msg: FixMessage, now_ns: int) -> None:
+        assert self.store is not None
+        fault = dictionary.validate(msg)
+        if fault is not None:
+            self._reject(msg, fault.reason, fault.tag, fault.text, now_ns)
+            return
+        new = int(msg.fields[36])
+        if new < self.store.next_in:
+            self._reject(
+                msg,
+                RejectReason.VALUE_OUT_OF_RANGE,
+                36,
+                f"NewSeqNo {new} is below the expected MsgSeqNum {self.store.next_in}",
+                now_ns,
+            )
+            return
+        self.store.set_next_in(new)
+
+    def _check_orig_sending_time(self, msg: FixMessage, sent: int | None, now_ns: int) -> bool:
+        if msg.msg_type == b"4":
+            return True  # a gap fill need not carry it
+        orig = msg.get(122)
+        if orig is None:
+            self._reject(
+                msg, RejectReason.REQUIRED_TAG_MISSING, 122, "OrigSendingTime missing", now_ns
+            )
+            return False
+        orig_ns = parse_utc_timestamp(orig)
+        if orig_ns is None or (sent is not None and orig_ns > sent):
+            self._reject(
+                msg,
+                RejectReason.SENDING_TIME_ACCURACY,
+                122,
+                "OrigSendingTime after SendingTime",
+                now_ns,
+            )
+            self._logout_and_close("SendingTime accuracy problem", now_ns)
+            return False
+        return True
+
+    def _request_resend(self, seq: int, now_ns: int) -> None:
+        assert self.store is not None
+        self._resend_upto = seq
+        self.send(b"2", field(7, self.store.next_in) + field(16, 0), now_ns)
+
+    def _resend(self, msg: FixMessage, now_ns: int) -> None:
+        """Serve a ResendRequest from the store: application messages again with PossDupFlag
+        and OrigSendingTime; runs of session messages (and anything missing) as one
+        SequenceReset-GapFill each."""
+        store = self.store
+        assert store is not None
+        begin = int(msg.fields[7])
+        last = store.next_out - 1
+        end = int(msg.fields[16])
+        end = last if end == 0 or end > last else end
+        gap_start = 0
+        stamp = self._times.format(now_ns)
+        expect = begin
+        for seq, raw in store.outbound(begin, end):
+            stored = parse(raw)
+            admin = not isinstance(stored, FixMessage) or stored.msg_type in dictionary.ADMIN
+            if seq != expect and not gap_start:
+                gap_start = expect
+            expect = seq + 1
+            if admin:
+                gap_start = gap_start or seq
+                continue
+            assert isinstance(stored, FixMessage)
+            if gap_start:
+                self._gap_fill(gap_start, seq, stamp, now_ns)
+                gap_start = 0
+            body = b"".join(
+                b"%d=%s\x01" % (t, v) for t, v in stored.pairs if t not in (35, 49, 56, 34, 52)
+            )
+            self._emit(
+                frame(
+                    b"35=%s\x01%s34=%d\x0143=Y\x0152=%s\x01122=%s\x01%s"
+                    % (stored.msg_type, self._header, seq, stamp, stored.fields[52], body)
+                ),
+                now_ns,
+            )
+        if gap_start or expect <= end:
+            self._gap_fill(gap_start or expect, end + 1, stamp, now_ns)
+
+    def _gap_fill(self, seq: int, new: int, stamp: bytes, now_ns: int) -> None:
+        self._emit(
+            frame(
+                b"35=4\x01%s34=%d\x0143=Y\x0152=%s\x01122=%s\x01123=Y\x0136=%d\x01"
+                % (self._header, seq, stamp, stamp, new)
+            ),
+            now_ns,
+        )
+
+    def _allow(self, now_ns: int) -> bool:
+        rate = self.settings.max_messages_per_s
+        self._tokens = min(float(rate), self._tokens + (now_ns - self._tokens_ns) * rate / 1e9)
+        self._tokens_ns = now_ns
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True

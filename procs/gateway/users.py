@@ -1,0 +1,97 @@
+"""FIX users: SenderCompID -> account, session id and a salted scrypt password hash.
+
+A small JSON file under ``var/<instance>/gateway/users.json``, written whole and renamed into
+place so a crash never leaves half a file; the operator CLI calls ``add``. Passwords are
+never stored, only ``hashlib.scrypt`` digests with a per-user random salt and the cost
+parameters they were made with (so raising the cost later keeps old hashes verifiable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+import msgspec
+
+#: scrypt cost: ~16 MiB and tens of ms per check (slows a password guesser, not a logon).
+DEFAULT_N = 1 << 14
+
+
+class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    comp_id: str
+    account: int
+    session: int  # the SessionId records carry: stable per user across reconnects
+    salt: str  # hex
+    digest: str  # hex
+    n: int = DEFAULT_N
+    r: int = 8
+    p: int = 1
+    cancel_on_disconnect: bool | None = None  # None: the gateway's setting
+
+
+def _digest(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 << 20)
+
+
+class UserStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._users: dict[str, User] = {}
+        if path.exists():
+            for user in msgspec.json.decode(path.read_bytes(), type=list[User]):
+                self._users[user.comp_id] = user
+
+    def get(self, comp_id: str) -> User | None:
+        return self._users.get(comp_id)
+
+    def add(
+        self,
+        comp_id: str,
+        password: str,
+        account: int,
+        *,
+        n: int = DEFAULT_N,
+        cancel_on_disconnect: bool | None = None,
+    ) -> User:
+        """Create or replace ``comp_id``; keeps its session id when it exists."""
+        if not comp_id or len(comp_id) > 32:
+            raise ValueError(f"comp id {comp_id!r} must be 1..32 characters")
+        old = self._users.get(comp_id)
+        session = (
+            old.session if old else max((u.session for u in self._users.values()), default=0) + 1
+        )
+        salt = os.urandom(16)
+        user = User(
+            comp_id,
+            account,
+            session,
+            salt.hex(),
+            _digest(password, salt, n, 8, 1).hex(),
+            n=n,
+            cancel_on_disconnect=cancel_on_disconnect,
+        )
+        self._users[comp_id] = user
+        self._save()
+        return user
+
+    def remove(self, comp_id: str) -> bool:
+        if self._users.pop(comp_id, None) is None:
+            return False
+        self._save()
+        return True
+
+    def verify(self, comp_id: str, password: str) -> User | None:
+        """The user when ``password`` is right; None for a wrong password or unknown user."""
+        user = self._users.get(comp_id)
+        if user is None:
+            return None
+        digest = _digest(password, bytes.fromhex(user.salt), user.n, user.r, user.p)
+        return user if hmac.compare_digest(digest.hex(), user.digest) else None
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.encode(sorted(self._users.values(), key=lambda u: u.comp_id)))
+        os.replace(tmp, self.path)
