@@ -1,0 +1,111 @@
+"""One symbol's L2 book (aggregated price levels), built from the matcher's ``BookLevel`` events.
+
+Update ids are the exchange's global sequence (``seq``), so they survive restarts of this
+process and of the matcher. Changes are collected between ``take_diff`` calls and leave as one
+diff per batch whose ids are contiguous with the previous diff's: diff k covers the sequence
+range ``first = previous last + 1 .. last = seq of its newest change`` (sequences in between
+that did not touch this book are covered vacuously). A client that sees ``first != previous
+last + 1`` lost a diff; one that starts from a snapshot with ``last_update_id = L`` applies the
+first diff with ``first <= L + 1 <= last``, as on the venues it imitates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sortedcontainers import SortedDict
+
+from procs.common.records import BookLevel
+from procs.common.types import Side
+
+#: (price, qty) pairs, best first; qty 0 in a diff means the level is gone.
+Levels = list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class DepthDiff:
+    symbol: int
+    first_update_id: int
+    last_update_id: int
+    ts_ns: int
+    bids: Levels  # best first
+    asks: Levels
+
+
+@dataclass(frozen=True)
+class DepthSnapshot:
+    symbol: int
+    last_update_id: int
+    ts_ns: int
+    bids: Levels
+    asks: Levels
+
+
+@dataclass
+class L2Book:
+    symbol: int
+    #: price -> (qty, count); bids keyed by -price so both sides iterate best first.
+    _bids: SortedDict[int, tuple[int, int]] = field(default_factory=SortedDict)
+    _asks: SortedDict[int, tuple[int, int]] = field(default_factory=SortedDict)
+    last_update_id: int = 0  # seq of the newest change applied
+    last_ts_ns: int = 0
+    _published_id: int = 0  # last_update_id of the newest diff taken
+    _pending_bids: dict[int, int] = field(default_factory=dict)
+    _pending_asks: dict[int, int] = field(default_factory=dict)
+
+    def process(self, event: BookLevel) -> None:
+        """Apply one level change. Events at or below ``last_update_id`` with a lower seq are
+        replays (a restart that re-reads the ring) and are ignored."""
+        if event.seq < self.last_update_id:
+            return
+        if event.side == Side.BUY:
+            side, key, pending = self._bids, -event.price, self._pending_bids
+        else:
+            side, key, pending = self._asks, event.price, self._pending_asks
+        if event.qty:
+            side[key] = (event.qty, event.count)
+        else:
+            side.pop(key, None)
+        pending[event.price] = event.qty
+        self.last_update_id = event.seq
+        self.last_ts_ns = event.ts_ns
+
+    def take_diff(self) -> DepthDiff | None:
+        """The changes since the last diff (each level's latest qty), or None when none."""
+        if not (self._pending_bids or self._pending_asks):
+            return None
+        bids = sorted(self._pending_bids.items(), reverse=True)
+        asks = sorted(self._pending_asks.items())
+        self._pending_bids.clear()
+        self._pending_asks.clear()
+        first = self._published_id + 1
+        self._published_id = self.last_update_id
+        return DepthDiff(self.symbol, first, self.last_update_id, self.last_ts_ns, bids, asks)
+
+    def snapshot(self, levels: int) -> DepthSnapshot:
+        """The best ``levels`` per side as of the last diff taken: pending changes are not in
+        it, so the next diff continues it. Call ``take_diff`` first for a current one."""
+        if self._pending_bids or self._pending_asks:
+            raise RuntimeError(
+                f"book {self.symbol}: snapshot with untaken changes up to update "
+                f"{self.last_update_id} (take_diff first)"
+            )
+        bids = [(-p, q) for p, (q, _) in self._bids.items()[:levels]]
+        asks = [(p, q) for p, (q, _) in self._asks.items()[:levels]]
+        return DepthSnapshot(self.symbol, self.last_update_id, self.last_ts_ns, bids, asks)
+
+    def best_bid(self) -> tuple[int, int] | None:
+        if not self._bids:
+            return None
+        price, (qty, _) = self._bids.peekitem(0)
+        return -price, qty
+
+    def best_ask(self) -> tuple[int, int] | None:
+        if not self._asks:
+            return None
+        price, (qty, _) = self._asks.peekitem(0)
+        return price, qty
+
+    def depth(self) -> tuple[int, int]:
+        """(bid levels, ask levels)."""
+        return len(self._bids), len(self._asks)

@@ -1,0 +1,116 @@
+"""OHLC candles of one symbol at one interval, built from trades and the clock.
+
+Candles are aligned to the Unix epoch (UTC): a 1h candle spans [hh:00, hh+1:00). Time is the
+events' ``ts_ns`` (the command's time, so a replay builds the same candles), pushed forward by
+``advance(now_ns)`` so that a new candle opens on time when nobody trades: it opens flat at
+the previous close with zero volume, as the venues do. Before the first trade there is no
+candle. A trade stamped before the open candle (clocks of two gateways differ slightly) is
+counted in the open candle: a closed candle never changes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+_NS: Final = 1_000_000_000
+
+#: Interval name -> length in ns, in the order the venues list them.
+INTERVALS: Final[dict[str, int]] = {
+    "1m": 60 * _NS,
+    "5m": 300 * _NS,
+    "15m": 900 * _NS,
+    "1h": 3_600 * _NS,
+    "4h": 14_400 * _NS,
+    "1d": 86_400 * _NS,
+}
+
+
+@dataclass
+class Candle:
+    open_ns: int
+    close_ns: int  # exclusive end
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int = 0  # size units
+    quote_volume: int = 0  # price x size units
+    trades: int = 0
+    closed: bool = False
+
+    def copy(self) -> Candle:
+        return Candle(**self.__dict__)
+
+
+class CandleSeries:
+    """The open candle and the last ``history`` closed ones of one interval."""
+
+    def __init__(self, interval: str, history: int = 500) -> None:
+        if interval not in INTERVALS:
+            raise ValueError(f"interval {interval!r} is not one of {', '.join(INTERVALS)}")
+        self.interval = interval
+        self.length_ns = INTERVALS[interval]
+        self.current: Candle | None = None
+        self.closed: deque[Candle] = deque(maxlen=history)
+        self.changed = False  # the open candle changed since the last take_changed
+        self._just_closed: Candle | None = None  # the newest candle closed since then
+
+    def trade(self, ts_ns: int, price: int, qty: int) -> None:
+        self.advance(ts_ns)
+        c = self.current
+        if c is None:
+            start = ts_ns - ts_ns % self.length_ns
+            c = self.current = Candle(start, start + self.length_ns, price, price, price, price)
+        if price > c.high:
+            c.high = price
+        elif price < c.low:
+            c.low = price
+        c.close = price
+        c.volume += qty
+        c.quote_volume += price * qty
+        c.trades += 1
+        self.changed = True
+
+    def advance(self, now_ns: int) -> None:
+        """Close the open candle if ``now_ns`` is past its end and open the one holding
+        ``now_ns``; flat candles fill an idle gap (at most ``history`` of them)."""
+        c = self.current
+        if c is None or now_ns < c.close_ns:
+            return
+        gap = (now_ns - c.close_ns) // self.length_ns  # whole idle candles in between
+        start = c.close_ns
+        c.closed = True
+        self.closed.append(c)
+        self._just_closed = c
+        maxlen = self.closed.maxlen or 0
+        if gap > maxlen:
+            start += (gap - maxlen) * self.length_ns
+            gap = maxlen
+        for _ in range(gap):
+            self.closed.append(self._flat(start, c.close, closed=True))
+            start += self.length_ns
+        self.current = self._flat(start, c.close, closed=False)
+        self.changed = True
+
+    def _flat(self, start: int, price: int, *, closed: bool) -> Candle:
+        return Candle(start, start + self.length_ns, price, price, price, price, closed=closed)
+
+    def take_changed(self) -> list[Candle]:
+        """Copies of what changed since the last call: candles closed meanwhile (the last
+        one at most, since clients only need its final value) and then the open one."""
+        if not self.changed or self.current is None:
+            return []
+        self.changed = False
+        out = [] if self._just_closed is None else [self._just_closed.copy()]
+        self._just_closed = None
+        out.append(self.current.copy())
+        return out
+
+    def history(self, limit: int) -> list[Candle]:
+        """Up to ``limit`` most recent candles, oldest first, the open one last."""
+        items = list(self.closed)
+        if self.current is not None:
+            items.append(self.current)
+        return [c.copy() for c in items[-limit:]] if limit > 0 else []

@@ -1,0 +1,130 @@
+"""The market-data process: the matchers' output rings -> WebSocket feed and the page.
+
+    python -m procs.marketdata.main --profile dev [--port N]
+
+1. attach every matcher's output ring as consumer ``marketdata``;
+2. build the per-symbol state, the hub, the page and the server;
+3. run the feed and the server on one uvloop event loop until SIGTERM or SIGINT, then close
+   the connections (1001, going away) and the consumers, and exit 0.
+
+Start and restart are one path, and today it starts with empty state: the books rebuild as
+levels change, the candles and the ticker from the next trade. (A snapshot of this state
+taken in step with the ring commits is what would make a restart seamless.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+import uvloop
+
+from config import load_profile
+from config.schema import RingexConfig
+from procs.common.records import Record, RecordCodec
+from procs.common.topology import MARKETDATA, matcher_output
+from procs.marketdata.feed import Feed
+from procs.marketdata.hub import Hub
+from procs.marketdata.market import MarketState
+from procs.marketdata.server import MarketDataServer
+from procs.marketdata.symbols import MarketSymbol
+from procs.marketdata.web import Site
+from shm import Ring
+from shm.consumer import Consumer
+
+log = logging.getLogger("ringex.marketdata")
+
+
+def build_state(cfg: RingexConfig) -> MarketState:
+    return MarketState([MarketSymbol.from_config(s) for s in cfg.symbols])
+
+
+def attach_consumers(cfg: RingexConfig, codec: RecordCodec) -> list[Consumer[Record]]:
+    consumers = []
+    for m in cfg.matchers:
+        ring = Ring.attach(cfg.instance, matcher_output(m.name), codec)
+        consumers.append(ring.consumer(MARKETDATA, cfg.wait.build()))
+    return consumers
+
+
+class MarketDataProcess:
+    """The whole process but its signals: rings, state, hub, page, server, feed."""
+
+    def __init__(
+        self,
+        cfg: RingexConfig,
+        *,
+        heartbeat_s: float = 5.0,
+        codec: RecordCodec | None = None,
+        **server: Any,
+    ) -> None:
+        """``server``: further ``MarketDataServer`` settings (write_limit, send_buffer)."""
+        md = cfg.marketdata
+        # 1. rings
+        self.consumers = attach_consumers(cfg, codec or RecordCodec())
+        # 2. state, fan-out, page, server
+        self.state = build_state(cfg)
+        self.hub = Hub(
+            self.state, depth_levels=md.depth_levels, max_subscriptions=md.max_subscriptions
+        )
+        self.server = MarketDataServer(
+            self.hub, Site(self.state), md, heartbeat_s=heartbeat_s, **server
+        )
+        self.feed = Feed(self.state, self.hub, self.consumers)
+        self.cfg = cfg
+        self.stopping = asyncio.Event()
+        self._feed_task: asyncio.Task[None] | None = None
+
+    async def start(self, port: int | None = None) -> int:
+        """Listen and start the feed; returns the bound port."""
+        md = self.cfg.marketdata
+        bound = await self.server.start(md.host, md.port if port is None else port)
+        self._feed_task = asyncio.create_task(self.feed.run(self.stopping))
+        return bound
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        if self._feed_task is not None:
+            await self._feed_task
+        await self.server.stop()
+        for consumer in self.consumers:
+            consumer.close()
+
+
+async def serve(cfg: RingexConfig, port: int | None = None) -> None:
+    process = MarketDataProcess(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, process.stopping.set)
+    bound = await process.start(port)
+    log.info(
+        "marketdata up: http://%s:%d/ symbols %s, rings %s",
+        *(cfg.marketdata.host, bound, [s.name for s in cfg.symbols]),
+        [m.name for m in cfg.matchers],
+    )
+    await process.stopping.wait()
+    await process.stop()
+    log.info(
+        "marketdata stopped: %d events, %d messages delivered, %d slow clients closed",
+        *(process.feed.events, process.hub.delivered, process.server.slow_closed),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="ringex market-data process")
+    parser.add_argument("--profile", default="dev", help="profile name or TOML path")
+    parser.add_argument("--port", type=int, default=None, help="override marketdata.port")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per HTTP request
+    cfg = load_profile(args.profile)
+    uvloop.run(serve(cfg, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Every symbol's market state behind one ``process(event)``: what the feed shell drives.
+
+Sans-I/O: events in (any matcher output record; those that do not change market data are
+ignored), updates out. Trades go out one by one, as they happened; depth, ticker and candles
+are collected and leave once per ``flush`` (the shell calls it after each batch it reads), so
+a burst of events costs one diff and one ticker per symbol, not one per event. ``advance``
+moves the clock forward without events, which opens candles on time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from procs.common.records import BookLevel, Record, SymbolStatus, Trade
+from procs.common.types import TradingStatus
+from procs.marketdata.book import DepthDiff, L2Book
+from procs.marketdata.candles import INTERVALS, Candle, CandleSeries
+from procs.marketdata.symbols import MarketSymbol
+from procs.marketdata.tape import TradeTape
+from procs.marketdata.ticker import RollingTicker, Ticker
+
+
+@dataclass(frozen=True)
+class CandleUpdate:
+    symbol: int
+    interval: str
+    candle: Candle
+
+
+#: What ``process`` and ``flush`` give the server to publish.
+Update = Trade | DepthDiff | Ticker | CandleUpdate
+
+
+class SymbolMarket:
+    """One symbol: L2 book, trade tape, 24h ticker, candles at every interval."""
+
+    def __init__(self, symbol: MarketSymbol, candle_history: int = 500) -> None:
+        self.symbol = symbol
+        self.book = L2Book(symbol.id)
+        self.tape = TradeTape()
+        self.ticker = RollingTicker(symbol.id)
+        self.candles = {name: CandleSeries(name, candle_history) for name in INTERVALS}
+        self.status = TradingStatus.OPEN
+        self.last_seq = 0
+
+    def trade(self, t: Trade) -> bool:
+        """Apply a trade; False when it is a replay already applied."""
+        if t.trade_id <= self.tape.last_trade_id:
+            return False
+        self.tape.process(t)
+        self.ticker.trade(t.ts_ns, t.trade_id, t.price, t.qty)
+        for series in self.candles.values():
+            series.trade(t.ts_ns, t.price, t.qty)
+        return True
+
+    def advance(self, now_ns: int) -> None:
+        self.ticker.advance(now_ns)
+        for series in self.candles.values():
+            series.advance(now_ns)
+
+    def flush(self, out: list[Update]) -> None:
+        diff = self.book.take_diff()
+        if diff is not None:
+            out.append(diff)
+        ticker = self.ticker.take_changed()
+        if ticker is not None:
+            out.append(ticker)
+        for name, series in self.candles.items():
+            out += [CandleUpdate(self.symbol.id, name, c) for c in series.take_changed()]
+
+
+class MarketState:
+    def __init__(self, symbols: Sequence[MarketSymbol], candle_history: int = 500) -> None:
+        self.symbols = {s.id: SymbolMarket(s, candle_history) for s in symbols}
+        self.by_stream = {m.symbol.stream: m for m in self.symbols.values()}
+        self.now_ns = 0  # the newest time seen, from events or advance
+        self.last_seq = 0
+
+    def process(self, event: Record, out: list[Update]) -> None:
+        """Apply one event; a trade is appended to ``out`` at once."""
+        kind = type(event)
+        if kind is BookLevel:
+            level: BookLevel = event  # type: ignore[assignment]
+            market = self.symbols.get(level.symbol)
+            if market is not None:
+                market.book.process(level)
+                self._saw(level.seq, level.ts_ns)
+        elif kind is Trade:
+            trade: Trade = event  # type: ignore[assignment]
+            market = self.symbols.get(trade.symbol)
+            if market is not None and market.trade(trade):
+                out.append(trade)
+                self._saw(trade.seq, trade.ts_ns)
+        elif kind is SymbolStatus:
+            status: SymbolStatus = event  # type: ignore[assignment]
+            market = self.symbols.get(status.symbol)
+            if market is not None:
+                market.status = status.status
+                self._saw(status.seq, status.ts_ns)
+
+    def _saw(self, seq: int, ts_ns: int) -> None:
+        self.last_seq = max(self.last_seq, seq)
+        self.now_ns = max(self.now_ns, ts_ns)
+
+    def advance(self, now_ns: int) -> None:
+        """Move every symbol's clock to ``now_ns`` (ignored when not ahead of event time)."""
+        self.now_ns = max(self.now_ns, now_ns)
+        for market in self.symbols.values():
+            market.advance(self.now_ns)
+
+    def flush(self) -> list[Update]:
+        """Depth diffs, tickers and candles changed since the last flush, symbol by symbol."""
+        out: list[Update] = []
+        for market in self.symbols.values():
+            market.advance(self.now_ns)  # event time alone also rolls candles and the window
+            market.flush(out)
+        return out

@@ -1,0 +1,140 @@
+"""Updates rendered as the JSON clients get: ``{"stream": name, "data": {...}}``, with field
+names as the most used venue APIs spell them, times in ms and prices and sizes as decimal
+strings. Each update is rendered once and the same bytes go to every subscriber."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from procs.common.records import Trade
+from procs.common.types import Side
+from procs.marketdata.book import DepthDiff, DepthSnapshot, Levels
+from procs.marketdata.candles import Candle
+from procs.marketdata.market import CandleUpdate, Update
+from procs.marketdata.symbols import MarketSymbol
+from procs.marketdata.ticker import Ticker
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _ms(ns: int) -> int:
+    return ns // 1_000_000
+
+
+def wrap(stream: str, data: dict[str, Any]) -> bytes:
+    return _encode({"stream": stream, "data": data})
+
+
+def trade_data(s: MarketSymbol, t: Trade) -> dict[str, Any]:
+    return {
+        "e": "trade",
+        "E": _ms(t.ts_ns),
+        "s": s.name,
+        "t": t.trade_id,
+        "p": s.price(t.price),
+        "q": s.qty(t.qty),
+        "T": _ms(t.ts_ns),
+        "m": t.aggressor == Side.SELL,  # the buyer was the maker
+        "u": t.seq,
+    }
+
+
+def trade(s: MarketSymbol, t: Trade) -> tuple[str, bytes]:
+    stream = f"{s.stream}@trade"
+    return stream, wrap(stream, trade_data(s, t))
+
+
+def _levels(s: MarketSymbol, levels: Levels) -> list[list[str]]:
+    return [[s.price(p), s.qty(q)] for p, q in levels]
+
+
+def depth_diff(s: MarketSymbol, d: DepthDiff) -> tuple[str, bytes]:
+    stream = f"{s.stream}@depth"
+    data = {
+        "e": "depthUpdate",
+        "E": _ms(d.ts_ns),
+        "s": s.name,
+        "U": d.first_update_id,
+        "u": d.last_update_id,
+        "b": _levels(s, d.bids),
+        "a": _levels(s, d.asks),
+    }
+    return stream, wrap(stream, data)
+
+
+def depth_snapshot(s: MarketSymbol, d: DepthSnapshot) -> bytes:
+    stream = f"{s.stream}@depth"
+    data = {
+        "e": "depthSnapshot",
+        "E": _ms(d.ts_ns),
+        "s": s.name,
+        "lastUpdateId": d.last_update_id,
+        "bids": _levels(s, d.bids),
+        "asks": _levels(s, d.asks),
+    }
+    return wrap(stream, data)
+
+
+def ticker(s: MarketSymbol, t: Ticker) -> tuple[str, bytes]:
+    stream = f"{s.stream}@ticker"
+    pct = t.change_bps_x100()
+    data = {
+        "e": "24hrTicker",
+        "E": _ms(t.ts_ns),
+        "s": s.name,
+        "p": s.price(t.change),
+        "P": f"{'-' if pct < 0 else ''}{abs(pct) // 100}.{abs(pct) % 100:02d}",
+        "o": s.price(t.open),
+        "h": s.price(t.high),
+        "l": s.price(t.low),
+        "c": s.price(t.last),
+        "v": s.qty(t.volume),
+        "q": s.notional(t.quote_volume),
+        "O": _ms(t.open_ns),
+        "C": _ms(t.ts_ns),
+        "F": t.first_trade_id,
+        "L": t.last_trade_id,
+        "n": t.trades,
+    }
+    return stream, wrap(stream, data)
+
+
+def candle_data(s: MarketSymbol, interval: str, c: Candle) -> dict[str, Any]:
+    return {
+        "t": _ms(c.open_ns),
+        "T": _ms(c.close_ns) - 1,
+        "s": s.name,
+        "i": interval,
+        "o": s.price(c.open),
+        "h": s.price(c.high),
+        "l": s.price(c.low),
+        "c": s.price(c.close),
+        "v": s.qty(c.volume),
+        "q": s.notional(c.quote_volume),
+        "n": c.trades,
+        "x": c.closed,
+    }
+
+
+def kline(s: MarketSymbol, u: CandleUpdate, ts_ns: int) -> tuple[str, bytes]:
+    stream = f"{s.stream}@kline_{u.interval}"
+    data = {"e": "kline", "E": _ms(ts_ns), "s": s.name, "k": candle_data(s, u.interval, u.candle)}
+    return stream, wrap(stream, data)
+
+
+def render(s: MarketSymbol, update: Update, now_ns: int) -> tuple[str, bytes]:
+    """The stream an update goes to and its message."""
+    if isinstance(update, Trade):
+        return trade(s, update)
+    if isinstance(update, DepthDiff):
+        return depth_diff(s, update)
+    if isinstance(update, Ticker):
+        return ticker(s, update)
+    return kline(s, update, now_ns)
+
+
+def heartbeat(now_ns: int) -> bytes:
+    """The application heartbeat a browser can see (protocol pings are invisible to it)."""
+    return wrap("heartbeat", {"e": "heartbeat", "E": _ms(now_ns)})

@@ -1,0 +1,105 @@
+"""One client's bounded queue of outgoing messages and the slow-consumer policy.
+
+Sans-I/O: the server pushes what a client should get and pops what its socket can take.
+Why not simply drop a slow client, or let it slow the feed (websockets'
+``docs/topics/broadcast.rst`` weighs both): a client that falls behind for a moment should
+recover with the least loss, and only one that cannot keep up with the trade tape is cut off.
+So, once ``limit`` messages wait:
+
+- ticker and kline streams (and heartbeats) conflate: a queued message of the same stream
+  is replaced in place by the newer one (the queue holds at most one per such stream);
+- a depth diff drops that stream's queued diffs and queues a fresh snapshot instead, which
+  the next diffs continue (the client sees ``lastUpdateId`` jump and starts over from it);
+- a trade cannot be dropped without lying about the tape: ``push`` returns an overflow
+  reason and the server closes the connection (1008, policy violation) with it.
+
+Conflation applies at any queue length: a stale ticker is never worth sending.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from procs.marketdata.streams import Kind
+
+_CONFLATED = frozenset((Kind.TICKER, Kind.KLINE, Kind.HEARTBEAT))
+
+
+class _Entry:
+    """A queued message; mutable so that conflation replaces its payload in place."""
+
+    __slots__ = ("kind", "payload", "stream")
+
+    def __init__(self, kind: Kind | None, stream: str, payload: bytes) -> None:
+        self.kind = kind
+        self.stream = stream
+        self.payload = payload
+
+
+class Outbox:
+    def __init__(self, limit: int, snapshot: Callable[[str], bytes]) -> None:
+        """``snapshot(stream)`` renders a depth stream's snapshot continuing its diffs."""
+        if limit < 1:
+            raise ValueError(f"outbox limit {limit} must be at least 1")
+        self.limit = limit
+        self._snapshot = snapshot
+        self._queue: deque[_Entry] = deque()
+        self._conflated: dict[str, _Entry] = {}
+        self.conflated = 0  # messages replaced by a newer one
+        self.resnapshots = 0  # depth streams restarted from a snapshot
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def push(self, kind: Kind, stream: str, payload: bytes) -> str | None:
+        """Queue ``payload``; returns None, or why the client must be disconnected."""
+        if kind in _CONFLATED:
+            queued = self._conflated.get(stream)
+            if queued is not None:
+                queued.payload = payload
+                self.conflated += 1
+                return None
+            entry = _Entry(kind, stream, payload)
+            self._conflated[stream] = entry
+            self._queue.append(entry)
+            return None
+        if len(self._queue) >= self.limit:
+            if kind is Kind.DEPTH:
+                self._restart_depth(stream)
+                return None
+            return (
+                f"slow consumer: {len(self._queue)} messages queued, limit {self.limit}; "
+                f"trade stream {stream} cannot be conflated"
+            )
+        self._queue.append(_Entry(kind, stream, payload))
+        return None
+
+    def push_snapshot(self, stream: str, payload: bytes) -> None:
+        """Queue a depth snapshot (on subscribe): never refused, it restarts the stream."""
+        self._queue = deque(
+            e for e in self._queue if not (e.kind is Kind.DEPTH and e.stream == stream)
+        )
+        self._queue.append(_Entry(Kind.DEPTH, stream, payload))
+
+    def push_reply(self, payload: bytes) -> None:
+        """Queue an answer to a request: never refused, never conflated (bounded by the
+        client's own requests, which it sends only as fast as it reads)."""
+        self._queue.append(_Entry(None, "", payload))
+
+    def _restart_depth(self, stream: str) -> None:
+        self.resnapshots += 1
+        self.push_snapshot(stream, self._snapshot(stream))
+
+    def pop(self) -> bytes | None:
+        if not self._queue:
+            return None
+        entry = self._queue.popleft()
+        if entry.kind in _CONFLATED:
+            del self._conflated[entry.stream]
+        return entry.payload
+
+    def discard(self, stream: str) -> None:
+        """Forget what is queued for ``stream`` (it was unsubscribed)."""
+        self._queue = deque(e for e in self._queue if e.stream != stream)
+        self._conflated.pop(stream, None)

@@ -1,0 +1,112 @@
+"""What a client may send: ``{"method": "SUBSCRIBE"|"UNSUBSCRIBE"|"LIST_SUBSCRIPTIONS",
+"params": [...], "id": N}``, parsed and checked, and the answers to it.
+
+A malformed request is answered with an error naming the problem; the connection stays open.
+Errors are ``{"id": N, "error": {"code": C, "msg": "..."}}`` with C an ``ErrorCode``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import msgspec
+
+from procs.marketdata.streams import Stream, StreamError, parse_stream
+
+
+class ErrorCode(IntEnum):
+    INVALID_JSON = 1  # not JSON, or binary
+    INVALID_REQUEST = 2  # JSON, but not a request we know
+    INVALID_STREAM = 3  # a stream name that is malformed or unknown
+    TOO_MANY_SUBSCRIPTIONS = 4
+    MESSAGE_TOO_LARGE = 5
+
+
+RequestId = int | str | None
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str  # SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS
+    streams: tuple[Stream, ...]
+    id: RequestId
+
+
+class RequestError(ValueError):
+    def __init__(self, code: ErrorCode, message: str, request_id: RequestId = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+
+
+METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS")
+MAX_PARAMS = 1024
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+
+def parse_request(raw: str | bytes, symbols: frozenset[str]) -> Request:
+    """The request in ``raw``; raises ``RequestError`` that says what is wrong with it."""
+    if isinstance(raw, bytes):
+        raise RequestError(ErrorCode.INVALID_JSON, "binary frames are not requests; send text")
+    try:
+        msg: Any = _decode(raw)
+    except msgspec.DecodeError as exc:
+        raise RequestError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST, f"a request is a JSON object, got {type(msg).__name__}"
+        )
+    request_id = msg.get("id")
+    if request_id is not None and (
+        isinstance(request_id, bool) or not isinstance(request_id, int | str)
+    ):
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f"id must be an integer, a string or null, got {type(request_id).__name__}",
+        )
+    unknown = sorted(set(msg) - {"method", "params", "id"})
+    if unknown:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST, f"unknown field(s) {', '.join(unknown)}", request_id
+        )
+    method = msg.get("method")
+    if method not in METHODS:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f"method {method!r} is not one of {', '.join(METHODS)}",
+            request_id,
+        )
+    params = msg.get("params", [])
+    if not isinstance(params, list):
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f"params must be a list of stream names, got {type(params).__name__}",
+            request_id,
+        )
+    if len(params) > MAX_PARAMS:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f"params has {len(params)} entries, at most {MAX_PARAMS}",
+            request_id,
+        )
+    if method == "LIST_SUBSCRIPTIONS":
+        return Request(method, (), request_id)
+    if not params:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"{method} needs params", request_id)
+    try:
+        streams = tuple(parse_stream(p, symbols) for p in params)
+    except StreamError as exc:
+        raise RequestError(ErrorCode.INVALID_STREAM, str(exc), request_id) from None
+    return Request(method, streams, request_id)
+
+
+def result(request_id: RequestId, value: object = None) -> bytes:
+    return _encode({"result": value, "id": request_id})
+
+
+def error(code: ErrorCode, message: str, request_id: RequestId = None) -> bytes:
+    return _encode({"error": {"code": int(code), "msg": message}, "id": request_id})

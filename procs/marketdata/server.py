@@ -1,0 +1,283 @@
+"""The WebSocket server: connections, their requests, and the writes to their sockets.
+
+The thin asyncio edge around ``Hub`` (who gets what) and ``Outbox`` (a slow client's queue).
+A message goes straight into a client's socket while the socket keeps up (its transport
+buffer is under ``write_limit`` and nothing is queued: no task switch per message, as
+websockets' ``broadcast`` does); otherwise it waits in the client's ``Outbox`` and the
+client's own sender task drains it at the socket's pace. So one slow client costs the others
+nothing: fan-out never awaits a socket.
+
+Endpoints on one port: ``/ws`` (subscribe by request), ``/ws/<stream>`` and
+``/stream?streams=a/b`` (subscribed at connect), and, for a plain HTTP GET, the page and its
+API (``web.Site``). Messages larger than ``max_message_bytes`` close the connection (1009,
+websockets' limit); any other malformed request is answered with an error and the
+connection stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import socket
+import time
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from config.schema import MarketDataConfig
+from procs.marketdata import messages
+from procs.marketdata.hub import Hub
+from procs.marketdata.outbox import Outbox
+from procs.marketdata.requests import ErrorCode, RequestError, error, parse_request, result
+from procs.marketdata.streams import Kind, Stream, StreamError, parse_stream
+from procs.marketdata.web import Site, text
+
+log = logging.getLogger("ringex.marketdata")
+
+#: Close code for a policy violation (RFC 6455): a slow consumer.
+POLICY_VIOLATION = 1008
+
+
+class Client:
+    """One connection: its subscriptions, its outbox, and its sender task."""
+
+    def __init__(self, conn: ServerConnection, server: MarketDataServer) -> None:
+        self.conn = conn
+        self.server = server
+        self.streams: set[str] = set()
+        self.outbox = Outbox(server.cfg.client_queue, server.hub.depth_snapshot)
+        self._wake = asyncio.Event()
+        self._sending = False
+        self.closing = False
+        self._transport = conn.transport
+        self._write_limit = server.write_limit
+
+    def deliver(self, kind: Kind, stream: str, payload: bytes) -> None:
+        if self.closing:
+            return
+        if self._direct():
+            broadcast((self.conn,), payload, text=True)
+            return
+        reason = self.outbox.push(kind, stream, payload)
+        if reason is not None:
+            self.close_slow(reason)
+        else:
+            self._wake.set()
+
+    def deliver_snapshot(self, stream: str, payload: bytes) -> None:
+        if self.closing:
+            return
+        if self._direct():
+            broadcast((self.conn,), payload, text=True)
+            return
+        self.outbox.push_snapshot(stream, payload)
+        self._wake.set()
+
+    def reply(self, payload: bytes) -> None:
+        """An answer to a request: in order after what is queued, never dropped."""
+        if self.closing:
+            return
+        if self._direct():
+            broadcast((self.conn,), payload, text=True)
+            return
+        self.outbox.push_reply(payload)
+        self._wake.set()
+
+    def _direct(self) -> bool:
+        """True when a message may go straight to the socket: nothing is ahead of it."""
+        return not self._sending and not self.outbox and self._writable()
+
+    def _writable(self) -> bool:
+        return (
+            self.conn.protocol.state is State.OPEN
+            and self._transport.get_write_buffer_size() < self._write_limit
+        )
+
+    async def sender(self) -> None:
+        """Drain the outbox at the socket's pace (``send`` awaits the transport's drain)."""
+        outbox, wake, conn = self.outbox, self._wake, self.conn
+        while not self.closing:
+            payload = outbox.pop()
+            if payload is None:
+                wake.clear()
+                await wake.wait()
+                continue
+            self._sending = True
+            try:
+                await conn.send(payload, text=True)
+            finally:
+                self._sending = False
+
+    def close_slow(self, reason: str) -> None:
+        self.closing = True
+        self.server.hub.remove(self)
+        self.server.slow_closed += 1
+        log.info("closing %s: %s", self.conn.remote_address, reason)
+        self._wake.set()
+        # A close reason is at most 123 bytes (RFC 6455).
+        reason_bytes = reason.encode()[:123].decode(errors="ignore")
+        self.server.spawn(self.conn.close(POLICY_VIOLATION, reason_bytes))
+
+
+class MarketDataServer:
+    def __init__(
+        self,
+        hub: Hub,
+        site: Site,
+        cfg: MarketDataConfig,
+        *,
+        heartbeat_s: float = 5.0,
+        ping_interval_s: float | None = 20.0,
+        write_limit: int = 1 << 16,
+        send_buffer: int | None = None,
+    ) -> None:
+        """``write_limit``: bytes buffered in user space per socket before messages queue in
+        the client's outbox; ``send_buffer``: the kernel's SO_SNDBUF per connection (None:
+        the OS's autotuned default, megabytes on Linux). Both bound how long a stalled
+        client takes to be noticed and how much memory it holds."""
+        self.hub = hub
+        self.site = site
+        self.cfg = cfg
+        self.heartbeat_s = heartbeat_s
+        self.ping_interval_s = ping_interval_s
+        self.write_limit = write_limit
+        self.send_buffer = send_buffer
+        self.clients: set[Client] = set()
+        self.slow_closed = 0
+        self.refused = 0
+        self._server: Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; returns the port (useful with port 0)."""
+        self._server = await serve(
+            self._handler,
+            host,
+            port,
+            process_request=self._process_request,
+            max_size=self.cfg.max_message_bytes,
+            ping_interval=self.ping_interval_s,
+            ping_timeout=self.ping_interval_s,
+            write_limit=self.write_limit,
+            close_timeout=2,
+        )
+        self.spawn(self._heartbeats())
+        sock = next(iter(self._server.sockets))
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()  # closes every connection with 1001 (going away)
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            payload = messages.heartbeat(time.time_ns())
+            for client in list(self.clients):
+                client.deliver(Kind.HEARTBEAT, "heartbeat", payload)
+
+    # -- handshake ------------------------------------------------------------------------
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return self.site.get(request.path)
+        if len(self.clients) >= self.cfg.max_connections:
+            self.refused += 1
+            return text(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                f"{len(self.clients)} connections open, at most {self.cfg.max_connections}",
+            )
+        try:
+            self._path_streams(request.path)
+        except StreamError as exc:
+            return text(http.HTTPStatus.BAD_REQUEST, str(exc))
+        return None
+
+    def _path_streams(self, target: str) -> list[Stream]:
+        """The streams a connection's URL subscribes it to; raises StreamError."""
+        parts = urlsplit(target)
+        symbols = self.hub.symbols
+        if parts.path == "/stream":
+            names = parse_qs(parts.query).get("streams", [""])[-1]
+            if not names:
+                raise StreamError("/stream needs ?streams=<stream>/<stream>...")
+            return [parse_stream(n, symbols) for n in names.split("/")]
+        if parts.path in ("/ws", "/ws/"):
+            return []
+        if parts.path.startswith("/ws/"):
+            return [parse_stream(n, symbols) for n in parts.path[4:].split("/")]
+        raise StreamError(f"no WebSocket endpoint at {parts.path} (/ws, /ws/<stream>, /stream)")
+
+    # -- a connection ---------------------------------------------------------------------
+
+    async def _handler(self, conn: ServerConnection) -> None:
+        if self.send_buffer is not None:
+            sock = conn.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
+        client = Client(conn, self)
+        self.clients.add(client)
+        sender = asyncio.create_task(client.sender())
+        try:
+            assert conn.request is not None
+            streams = self._path_streams(conn.request.path)
+            if len(streams) > self.hub.max_subscriptions:
+                await conn.close(
+                    POLICY_VIOLATION,
+                    f"{len(streams)} streams, at most {self.hub.max_subscriptions}",
+                )
+                return
+            self.hub.subscribe(client, streams)
+            async for message in conn:
+                self._on_message(client, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            client.closing = True
+            self.hub.remove(client)
+            self.clients.discard(client)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await sender
+
+    def _on_message(self, client: Client, message: str | bytes) -> None:
+        request_id = None
+        try:
+            request = parse_request(message, self.hub.symbols)
+            request_id = request.id
+            if request.method == "SUBSCRIBE":
+                self.hub.check_subscribe(client, request.streams)
+                client.reply(result(request_id))  # the answer first, then the snapshots
+                self.hub.subscribe(client, request.streams)
+                return
+            if request.method == "UNSUBSCRIBE":
+                self.hub.unsubscribe(client, request.streams)
+                for stream in request.streams:
+                    client.outbox.discard(stream.name)
+                client.reply(result(request_id))
+                return
+            client.reply(result(request_id, sorted(client.streams)))
+        except RequestError as exc:
+            rid = exc.request_id if exc.request_id is not None else request_id
+            client.reply(error(exc.code, str(exc), rid))
+
+
+__all__ = ["POLICY_VIOLATION", "Client", "ErrorCode", "MarketDataServer"]

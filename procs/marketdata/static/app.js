@@ -1,0 +1,177 @@
+// The market-data page: one WebSocket, SUBSCRIBE/UNSUBSCRIBE on symbol or interval change,
+// an order book kept from a snapshot and contiguous diffs, candles drawn on a canvas.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const LEVELS = 15, TRADES = 50;
+let ws = null, nextId = 1, symbol = null, interval = "1m", streams = [];
+let book = null, candles = [], lastBeat = 0;
+
+function streamsFor(sym, iv) {
+  return [`${sym}@trade`, `${sym}@depth`, `${sym}@ticker`, `${sym}@kline_${iv}`];
+}
+
+function send(method, params) {
+  if (ws && ws.readyState === WebSocket.OPEN) {
+    ws.send(JSON.stringify({ method, params, id: nextId++ }));
+  }
+}
+
+async function select(sym, iv) {
+  if (streams.length) send("UNSUBSCRIBE", streams);
+  symbol = sym; interval = iv; book = null; candles = [];
+  $("trades").tBodies[0].innerHTML = "";
+  const [klines, trades] = await Promise.all([
+    fetch(`/api/klines?symbol=${sym}&interval=${iv}&limit=120`).then((r) => r.json()),
+    fetch(`/api/trades?symbol=${sym}&limit=${TRADES}`).then((r) => r.json()),
+  ]);
+  candles = klines;
+  trades.forEach(addTrade);
+  drawChart();
+  streams = streamsFor(sym, iv);
+  send("SUBSCRIBE", streams);
+}
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  ws = new WebSocket(`${proto}://${location.host}/ws`);
+  ws.onopen = () => { setStatus(true); if (symbol) { streams = []; select(symbol, interval); } };
+  ws.onclose = () => { setStatus(false); setTimeout(connect, 1000); };
+  ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
+}
+
+function setStatus(up) {
+  $("status").className = up ? "up" : "down";
+  $("status").textContent = up ? "live" : "disconnected";
+}
+
+function onMessage(msg) {
+  if (msg.error) { console.warn("server error", msg.error); return; }
+  if (!msg.stream) return;
+  const d = msg.data;
+  if (msg.stream === "heartbeat") { lastBeat = Date.now(); return; }
+  if (!symbol || !msg.stream.startsWith(symbol + "@")) return;
+  switch (d.e) {
+    case "trade": addTrade(d); break;
+    case "depthSnapshot": onSnapshot(d); break;
+    case "depthUpdate": onDiff(d); break;
+    case "24hrTicker": onTicker(d); break;
+    case "kline": if (d.k.i === interval) onKline(d.k); break;
+  }
+}
+
+function addTrade(t) {
+  const body = $("trades").tBodies[0];
+  const row = body.insertRow(0);
+  row.className = t.m ? "sell" : "buy";
+  row.dataset.tradeId = t.t;
+  row.insertCell().textContent = t.p;
+  row.insertCell().textContent = t.q;
+  row.insertCell().textContent = new Date(t.T).toLocaleTimeString();
+  while (body.rows.length > TRADES) body.deleteRow(-1);
+}
+
+function onSnapshot(s) {
+  book = { id: s.lastUpdateId, bids: new Map(), asks: new Map() };
+  s.bids.forEach(([p, q]) => book.bids.set(p, q));
+  s.asks.forEach(([p, q]) => book.asks.set(p, q));
+  drawBook();
+}
+
+function onDiff(d) {
+  if (!book || d.u <= book.id) return;
+  if (d.U !== book.id + 1) {  // a gap: start over from a fresh snapshot
+    book = null;
+    send("UNSUBSCRIBE", [`${symbol}@depth`]);
+    send("SUBSCRIBE", [`${symbol}@depth`]);
+    return;
+  }
+  for (const [side, levels] of [[book.bids, d.b], [book.asks, d.a]]) {
+    for (const [p, q] of levels) { if (Number(q) === 0) side.delete(p); else side.set(p, q); }
+  }
+  book.id = d.u;
+  drawBook();
+}
+
+function drawBook() {
+  const fill = (table, rows) => {
+    const body = table.tBodies[0];
+    body.innerHTML = "";
+    for (const [p, q] of rows) {
+      const row = body.insertRow();
+      row.insertCell().textContent = p;
+      row.insertCell().textContent = q;
+    }
+  };
+  const bids = [...book.bids].sort((a, b) => Number(b[0]) - Number(a[0])).slice(0, LEVELS);
+  const asks = [...book.asks].sort((a, b) => Number(a[0]) - Number(b[0])).slice(0, LEVELS);
+  fill($("asks"), asks.reverse());
+  fill($("bids"), bids);
+  const bestAsk = asks.length ? asks[asks.length - 1][0] : null;
+  const bestBid = bids.length ? bids[0][0] : null;
+  $("spread").textContent = bestAsk && bestBid
+    ? `spread ${(Number(bestAsk) - Number(bestBid)).toFixed(2)}` : "-";
+  $("book-id").textContent = `#${book.id}`;
+}
+
+function onTicker(t) {
+  $("t-last").textContent = t.c;
+  $("t-change").textContent = `${t.p} (${t.P}%)`;
+  $("t-change").className = t.p.startsWith("-") ? "sell" : "buy";
+  $("t-open").textContent = t.o;
+  $("t-high").textContent = t.h;
+  $("t-low").textContent = t.l;
+  $("t-volume").textContent = t.v;
+  $("t-quote").textContent = t.q;
+}
+
+function onKline(k) {
+  const last = candles[candles.length - 1];
+  if (last && last.t === k.t) candles[candles.length - 1] = k;
+  else if (!last || k.t > last.t) candles.push(k);
+  if (candles.length > 120) candles.shift();
+  drawChart();
+}
+
+function drawChart() {
+  const canvas = $("chart");
+  const ratio = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth || canvas.width, h = canvas.clientHeight || canvas.height;
+  canvas.width = w * ratio; canvas.height = h * ratio;
+  const g = canvas.getContext("2d");
+  g.scale(ratio, ratio);
+  g.fillStyle = "#181e24"; g.fillRect(0, 0, w, h);
+  if (!candles.length) return;
+  const pad = 50, hi = Math.max(...candles.map((c) => Number(c.h)));
+  const lo = Math.min(...candles.map((c) => Number(c.l)));
+  const span = hi - lo || 1, step = (w - pad) / Math.max(candles.length, 30);
+  const y = (v) => 10 + (h - 30) * (1 - (Number(v) - lo) / span);
+  g.font = "11px sans-serif"; g.fillStyle = "#8b949e";
+  for (let k = 0; k <= 4; k++) {
+    const v = lo + (span * k) / 4;
+    g.fillText(v.toFixed(2), w - pad + 4, y(v) + 4);
+  }
+  candles.forEach((c, i) => {
+    const x = i * step + step / 2, up = Number(c.c) >= Number(c.o);
+    g.strokeStyle = g.fillStyle = up ? "#3fb950" : "#f85149";
+    g.beginPath(); g.moveTo(x, y(c.h)); g.lineTo(x, y(c.l)); g.stroke();
+    const top = y(Math.max(Number(c.o), Number(c.c))), bottom = y(Math.min(Number(c.o), Number(c.c)));
+    g.fillRect(x - step * 0.35, top, step * 0.7, Math.max(1, bottom - top));
+  });
+}
+
+async function start() {
+  const symbols = await fetch("/api/symbols").then((r) => r.json());
+  const picker = $("symbol");
+  for (const s of symbols) picker.add(new Option(s.symbol, s.stream));
+  picker.onchange = () => select(picker.value, interval);
+  $("interval").onchange = () => select(symbol, $("interval").value);
+  connect();
+  await new Promise((ok) => { const t = setInterval(() => {
+    if (ws.readyState === WebSocket.OPEN) { clearInterval(t); ok(); } }, 20); });
+  await select(symbols[0].stream, interval);
+  setInterval(() => { if (lastBeat && Date.now() - lastBeat > 15000) setStatus(false); }, 5000);
+  window.addEventListener("resize", drawChart);
+}
+
+start();

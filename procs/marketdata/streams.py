@@ -1,0 +1,67 @@
+"""Stream names, as the most used venue APIs spell them: ``<symbol>@trade``, ``<symbol>@depth``,
+``<symbol>@ticker``, ``<symbol>@kline_<interval>``, the symbol lower-cased ("btc-usd")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from procs.marketdata.candles import INTERVALS
+
+
+class Kind(Enum):
+    TRADE = "trade"
+    DEPTH = "depth"
+    TICKER = "ticker"
+    KLINE = "kline"
+    HEARTBEAT = "heartbeat"  # the server's own, to every connection; not subscribable
+
+
+@dataclass(frozen=True)
+class Stream:
+    symbol: str  # lower-cased stream prefix
+    kind: Kind
+    interval: str = ""  # kline only
+
+    @property
+    def name(self) -> str:
+        if self.kind is Kind.KLINE:
+            return f"{self.symbol}@kline_{self.interval}"
+        return f"{self.symbol}@{self.kind.value}"
+
+
+class StreamError(ValueError):
+    """A stream name that is malformed or names an unknown symbol or interval."""
+
+
+def parse_stream(name: object, symbols: frozenset[str]) -> Stream:
+    """``name`` as a ``Stream``; raises ``StreamError`` saying what is wrong with it."""
+    if not isinstance(name, str):
+        raise StreamError(f"stream name must be a string, got {type(name).__name__}")
+    if len(name) > 64:
+        raise StreamError(f"stream name is {len(name)} characters, at most 64")
+    symbol, at, kind = name.partition("@")
+    if not at:
+        raise StreamError(f"stream {name!r} is not <symbol>@<kind>")
+    if symbol not in symbols:
+        raise StreamError(
+            f"stream {name!r}: unknown symbol {symbol!r} ({', '.join(sorted(symbols))})"
+        )
+    if kind.startswith("kline_"):
+        interval = kind[len("kline_") :]
+        if interval not in INTERVALS:
+            raise StreamError(
+                f"stream {name!r}: unknown interval {interval!r} ({', '.join(INTERVALS)})"
+            )
+        return Stream(symbol, Kind.KLINE, interval)
+    try:
+        parsed = Kind(kind)
+    except ValueError:
+        raise StreamError(
+            f"stream {name!r}: unknown kind {kind!r} (trade, depth, ticker, kline_<interval>)"
+        ) from None
+    if parsed is Kind.HEARTBEAT:
+        raise StreamError(f"stream {name!r}: heartbeats come to every connection unasked")
+    if parsed is Kind.KLINE:
+        raise StreamError(f"stream {name!r}: kline needs an interval, e.g. kline_1m")
+    return Stream(symbol, parsed)

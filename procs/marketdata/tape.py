@@ -1,0 +1,25 @@
+"""A symbol's trade tape: the most recent trades, for a page that opens mid-session."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from procs.common.records import Trade
+
+
+class TradeTape:
+    def __init__(self, size: int = 200) -> None:
+        self._trades: deque[Trade] = deque(maxlen=size)
+
+    def process(self, trade: Trade) -> None:
+        if self._trades and trade.trade_id <= self._trades[-1].trade_id:
+            return  # a replayed trade (trade ids are gapless and increasing per symbol)
+        self._trades.append(trade)
+
+    def recent(self, limit: int) -> list[Trade]:
+        """Up to ``limit`` newest trades, oldest first."""
+        return list(self._trades)[-limit:] if limit > 0 else []
+
+    @property
+    def last_trade_id(self) -> int:
+        return self._trades[-1].trade_id if self._trades else 0

@@ -1,0 +1,109 @@
+"""The HTTP side of the market-data port: the page's static files and a small JSON API for
+what a page needs once when it opens (symbols, recent candles, recent trades).
+
+Served from websockets' ``process_request`` hook, so the page and its WebSocket share one
+port and origin. Only GET; every file is read once at start (the page is a few kilobytes).
+"""
+
+from __future__ import annotations
+
+import http
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+
+from procs.marketdata import messages
+from procs.marketdata.candles import INTERVALS
+from procs.marketdata.market import MarketState
+
+STATIC_DIR: Final = Path(__file__).with_name("static")
+
+_TYPES: Final = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+_encode = msgspec.json.Encoder().encode
+
+
+def response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+def text(status: http.HTTPStatus, message: str) -> Response:
+    return response(status, (message + "\n").encode(), "text/plain; charset=utf-8")
+
+
+def _json(value: Any) -> Response:
+    return response(http.HTTPStatus.OK, _encode(value), "application/json")
+
+
+class Site:
+    def __init__(self, state: MarketState, static_dir: Path = STATIC_DIR) -> None:
+        self.state = state
+        self.files = {
+            "/" + p.name: (p.read_bytes(), _TYPES.get(p.suffix, "application/octet-stream"))
+            for p in sorted(static_dir.iterdir())
+            if p.is_file() and p.suffix in _TYPES
+        }
+        if "/index.html" in self.files:
+            self.files["/"] = self.files["/index.html"]
+
+    def get(self, target: str) -> Response:
+        """The response to ``GET target`` (path and query)."""
+        parts = urlsplit(target)
+        found = self.files.get(parts.path)
+        if found is not None:
+            return response(http.HTTPStatus.OK, *found)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if parts.path == "/api/symbols":
+            return _json(
+                [
+                    {
+                        "symbol": m.symbol.name,
+                        "stream": m.symbol.stream,
+                        "priceDecimals": m.symbol.price_decimals,
+                        "qtyDecimals": m.symbol.qty_decimals,
+                        "status": m.status.name,
+                    }
+                    for m in self.state.symbols.values()
+                ]
+            )
+        if parts.path in ("/api/klines", "/api/trades"):
+            market = self.state.by_stream.get(query.get("symbol", "").lower())
+            if market is None:
+                known = ", ".join(sorted(self.state.by_stream))
+                return text(
+                    http.HTTPStatus.BAD_REQUEST,
+                    f"symbol {query.get('symbol', '')!r} is unknown ({known})",
+                )
+            limit_raw = query.get("limit", "500")
+            if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
+                return text(http.HTTPStatus.BAD_REQUEST, f"limit {limit_raw!r} is not 1..1000")
+            limit = int(limit_raw)
+            s = market.symbol
+            if parts.path == "/api/trades":
+                return _json([messages.trade_data(s, t) for t in market.tape.recent(limit)])
+            interval = query.get("interval", "1m")
+            if interval not in INTERVALS:
+                return text(
+                    http.HTTPStatus.BAD_REQUEST,
+                    f"interval {interval!r} is not one of {', '.join(INTERVALS)}",
+                )
+            candles = market.candles[interval].history(limit)
+            return _json([messages.candle_data(s, interval, c) for c in candles])
+        return text(http.HTTPStatus.NOT_FOUND, f"no such page: {parts.path}")

@@ -1,0 +1,109 @@
+"""A market-data process in-process over a real matcher output ring, and a WebSocket client
+helper: what the server tests drive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from config.schema import MarketDataConfig, MatcherConfig, RingConfig, RingexConfig, SymbolConfig
+from procs.common.records import Record, RecordCodec
+from procs.common.topology import MARKETDATA, matcher_output
+from procs.marketdata.main import MarketDataProcess
+from shm import Ring
+from shm.producer import Producer
+
+CODEC = RecordCodec()
+
+
+def config(instance: str, **marketdata: Any) -> RingexConfig:
+    return RingexConfig(
+        instance=instance,
+        ring=RingConfig(capacity=1 << 14),
+        symbols=[
+            SymbolConfig(name="BTC-USD", id=1, price_decimals=2, qty_decimals=4),
+            SymbolConfig(name="ETH-USD", id=2, price_decimals=2, qty_decimals=4, base="ETH"),
+        ],
+        matchers=[MatcherConfig(name="m1", symbols=["BTC-USD", "ETH-USD"])],
+        marketdata=MarketDataConfig(port=0, **marketdata),
+    )
+
+
+class Rig:
+    def __init__(self, process: MarketDataProcess, producer: Producer[Record], port: int) -> None:
+        self.process = process
+        self.producer = producer
+        self.port = port
+        self.url = f"ws://127.0.0.1:{port}"
+
+    def publish(self, events: Sequence[Record]) -> None:
+        for k in range(0, len(events), 1024):
+            self.producer.publish_batch(events[k : k + 1024])
+
+    @asynccontextmanager
+    async def client(self, path: str = "/ws", **kwargs: Any) -> AsyncIterator[Client]:
+        async with connect(self.url + path, **kwargs) as ws:
+            yield Client(ws)
+
+
+@asynccontextmanager
+async def running(
+    instance: str, heartbeat_s: float = 5.0, server: dict[str, Any] | None = None, **marketdata: Any
+) -> AsyncIterator[Rig]:
+    cfg = config(instance, **marketdata)
+    ring = Ring.create(
+        instance, matcher_output("m1"), CODEC, capacity=1 << 14, consumers=[MARKETDATA]
+    )
+    producer = ring.producer()
+    process = MarketDataProcess(cfg, heartbeat_s=heartbeat_s, codec=CODEC, **(server or {}))
+    port = await process.start(0)
+    try:
+        yield Rig(process, producer, port)
+    finally:
+        await process.stop()
+        producer.close()
+        ring.close()
+
+
+class Client:
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self._id = 0
+
+    async def request(self, method: str, params: list[Any] | None = None) -> dict[str, Any]:
+        """Send a request; return its answer (messages before it are dropped)."""
+        self._id += 1
+        body: dict[str, Any] = {"method": method, "id": self._id}
+        if params is not None:
+            body["params"] = params
+        await self.ws.send(json.dumps(body))
+        return await self.until(lambda m: m.get("id") == self._id)
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        msg: dict[str, Any] = json.loads(raw)
+        return msg
+
+    async def until(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.recv(timeout)
+                if match(msg):
+                    return msg
+
+    async def collect(self, stream: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The data of the next ``count`` messages of ``stream`` (others are skipped)."""
+        got: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while len(got) < count:
+                msg = await self.recv(timeout)
+                if msg.get("stream") == stream:
+                    got.append(msg["data"])
+        return got
