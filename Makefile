@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest run bench bench-ring bench-records bench-matcher bench-journal clean-shm clean venv
+.PHONY: test lint typecheck pytest run ring-demo system-deps bench bench-ring bench-records bench-matcher bench-journal clean-shm clean venv
 
 # Create the venv and install the project with its dev extra; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -24,14 +24,27 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy shm procs config scripts tests
 
-pytest: $(STAMP)
+# What the tests need from the system: Debian's chromium for the browser page test (installed
+# with apt when missing; without root and sudo the page test is skipped, saying why).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  echo "installing chromium (the browser page test)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	} || echo "could not install chromium: the page test will be skipped"
+
+pytest: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest
 
-# Until the supervisor lands (issue 8) `make run` runs the ring demo: a producer, a relay and a
-# consumer process over shared-memory rings, printing throughput, then cleaning up.
+# The exchange with the dev profile, demo users funded; Ctrl-C stops it cleanly.
 run: $(STAMP)
+	$(PY) scripts/run_demo.py
+
+# Three processes over two rings, printing throughput (the substrate on its own).
+ring-demo: $(STAMP)
 	$(PY) scripts/ring_demo.py
 
 bench: bench-ring bench-records bench-matcher bench-journal

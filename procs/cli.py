@@ -3,7 +3,7 @@
     ringex shm ls|rm             inspect and clean up shared memory
     ringex run [--profile P | --config F] [--detach]    start the exchange (the supervisor)
     ringex stop | ringex status [--json] [--wait-ready]
-    ringex admin create-account|deposit|withdraw|halt|resume ...
+    ringex admin add-user|create-account|deposit|withdraw|halt|resume ...
     ringex replay [--snapshot] [--archive]
                                  rebuild router and matcher state from snapshot + journal,
                                  print the state hashes
@@ -33,6 +33,8 @@ from procs.common.journal import archive_segments_before
 from procs.common.records import RecordCodec
 from procs.common.result_codes import ResultCode
 from procs.common.topology import journal_dir, rings
+from procs.gateway.server import users_path
+from procs.gateway.users import UserStore
 from procs.router.recovery import archivable_before, recover, write_snapshot
 from procs.supervisor.main import main as supervisor_main
 from procs.supervisor.main import read_status, run_dir
@@ -218,8 +220,41 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     return 0
 
 
+def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
+    """A FIX user (the gateways' user store) with its account, opened and funded."""
+    store = UserStore(users_path(cfg))
+    comp_id = args.comp_id or args.username
+    account = args.account or max((u.account for u in store.users()), default=99) + 1
+    deposits = [d.split("=", 1) for d in args.deposit]
+    if any(len(d) != 2 for d in deposits):
+        print("ringex admin add-user: --deposit takes ASSET=AMOUNT", file=sys.stderr)
+        return 2
+    client = AdminClient(cfg)
+    try:
+        opened = client.create_account(account)
+        if opened.code not in (ResultCode.OK, ResultCode.ACCOUNT_EXISTS):
+            print(f"account {account}: {opened.code.name}", file=sys.stderr)
+            return 1
+        for asset, amount in deposits:
+            reply = client.transfer(account, asset, amount)
+            if reply.code != ResultCode.OK:
+                print(f"deposit {asset} {amount}: {reply.code.name}", file=sys.stderr)
+                return 1
+    except (AdminError, KeyError) as exc:
+        print(f"ringex admin: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    store.add(comp_id, args.password, account)
+    funded = ", ".join(f"{a} {m}" for a, m in deposits) or "nothing"
+    print(f"user {args.username}: SenderCompID {comp_id}, account {account}, deposited {funded}")
+    return 0
+
+
 def _admin(args: argparse.Namespace) -> int:
     cfg = load_profile(_profile(args))
+    if args.admin_command == "add-user":
+        return _add_user(cfg, args)
     client = AdminClient(cfg)
     try:
         if args.admin_command in ("halt", "resume"):
@@ -282,6 +317,14 @@ def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for name in ("halt", "resume"):
         halt = admin_sub.add_parser(name, help=f"{name} trading in a symbol")
         halt.add_argument("symbol")
+    user = admin_sub.add_parser("add-user", help="a FIX user with a funded account")
+    user.add_argument("--username", required=True)
+    user.add_argument("--password", required=True)
+    user.add_argument("--comp-id", help="its SenderCompID (default: the username)")
+    user.add_argument("--account", type=int, help="its account (default: the next free one)")
+    user.add_argument(
+        "--deposit", action="append", default=[], metavar="ASSET=AMOUNT", help="repeatable"
+    )
     for p in admin_sub.choices.values():
         profile_args(p)
     admin.set_defaults(func=_admin)

@@ -11,7 +11,8 @@ import os
 
 
 def pid_alive(pid: int) -> bool:
-    """True if a process with ``pid`` exists (signal 0 probes without delivering)."""
+    """True if a process with ``pid`` exists and has not exited (signal 0 probes without
+    delivering; a zombie, exited but not yet reaped by its parent, counts as gone)."""
     if pid <= 0:
         return False
     try:
@@ -20,4 +21,9 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: trust the signal probe
+    return state != b"Z"

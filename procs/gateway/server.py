@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import cast
 
 from config.schema import GatewayConfig, RingexConfig
 from procs.common.records import Record, RecordCodec
@@ -59,8 +60,8 @@ class Connection(asyncio.Protocol):
         self.session: Session | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCP transport implements asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
         self.server.connection_made(self)
 
     def data_received(self, data: bytes) -> None:

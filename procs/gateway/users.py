@@ -39,11 +39,29 @@ class UserStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._users: dict[str, User] = {}
-        if path.exists():
-            for user in msgspec.json.decode(path.read_bytes(), type=list[User]):
-                self._users[user.comp_id] = user
+        self._stamp: tuple[int, int] | None = None
+        self._load()
+
+    def _load(self) -> None:
+        """(Re)read the file when it changed: `ringex admin add-user` writes it while the
+        gateways run, and they see the new user at its first logon."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        users = msgspec.json.decode(self.path.read_bytes(), type=list[User])
+        self._users = {user.comp_id: user for user in users}
+        self._stamp = stamp
+
+    def users(self) -> list[User]:
+        self._load()
+        return list(self._users.values())
 
     def get(self, comp_id: str) -> User | None:
+        self._load()
         return self._users.get(comp_id)
 
     def add(
@@ -84,7 +102,7 @@ class UserStore:
 
     def verify(self, comp_id: str, password: str) -> User | None:
         """The user when ``password`` is right; None for a wrong password or unknown user."""
-        user = self._users.get(comp_id)
+        user = self.get(comp_id)
         if user is None:
             return None
         digest = _digest(password, bytes.fromhex(user.salt), user.n, user.r, user.p)

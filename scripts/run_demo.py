@@ -1,0 +1,72 @@
+"""`make run`: start the exchange with the dev profile, add demo users, print how to connect.
+
+Starts the supervisor (`ringex run --detach`), opens and funds two demo accounts with FIX
+users (idempotent: a second run finds them), prints the FIX endpoint and credentials, the
+WebSocket and page URLs, then waits; Ctrl-C stops the exchange cleanly (`ringex stop`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from config import load_profile
+from procs.admin.client import AdminClient
+from procs.common.result_codes import ResultCode
+from procs.gateway.server import users_path
+from procs.gateway.users import UserStore
+
+DEMO_USERS = [  # comp id, password, account, deposits
+    ("DEMO1", "demo1", 101, [("USD", "1000000"), ("BTC", "100"), ("ETH", "1000")]),
+    ("DEMO2", "demo2", 102, [("USD", "1000000"), ("BTC", "100"), ("ETH", "1000")]),
+]
+
+
+def ringex(*args: str) -> int:
+    return subprocess.call([sys.executable, "-m", "procs.cli", *args])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="dev")
+    args = parser.parse_args()
+    cfg = load_profile(args.profile)
+    if ringex("run", "--profile", args.profile, "--detach") != 0:
+        return 1
+    try:
+        client = AdminClient(cfg)
+        users = UserStore(users_path(cfg))
+        try:
+            for comp_id, password, account, deposits in DEMO_USERS:
+                client.create_account(account)  # OK, or ACCOUNT_EXISTS on a later run
+                for k, (asset, amount) in enumerate(deposits):
+                    reply = client.transfer(account, asset, amount, key=account * 100 + k)
+                    if reply.code not in (ResultCode.OK, ResultCode.DUPLICATE_TRANSFER):
+                        print(f"demo deposit refused: {reply.code.name}", file=sys.stderr)
+                users.add(comp_id, password, account)
+        finally:
+            client.close()
+        gateway = cfg.gateways[0]
+        print("\nringex is running. Connect a FIX 4.4 client:")
+        print(f"  host {gateway.host} port {gateway.port}, TargetCompID {gateway.comp_id}")
+        for comp_id, password, account, deposits in DEMO_USERS:
+            funds = ", ".join(f"{a} {m}" for a, m in deposits)
+            print(f"  SenderCompID {comp_id} password {password} (account {account}: {funds})")
+        if cfg.marketdata.enabled:
+            md = cfg.marketdata
+            print(f"Market data: ws://{md.host}:{md.port}/stream?streams=btc-usd@trade")
+            print(f"Web page:    http://{md.host}:{md.port}/")
+        print("Ctrl-C stops it.")
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping ...")
+    finally:
+        ringex("stop", "--profile", args.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
