@@ -8,6 +8,7 @@ WebSocket and page URLs, then waits; Ctrl-C stops the exchange cleanly (`ringex 
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ def main() -> int:
     parser.add_argument("--profile", default="dev")
     args = parser.parse_args()
     cfg = load_profile(args.profile)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on TERM too
     if ringex("run", "--profile", args.profile, "--detach") != 0:
         return 1
     try:
