@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest run ring-demo system-deps bench bench-ring bench-records bench-matcher bench-journal clean-shm clean venv
+.PHONY: test lint typecheck pytest run ring-demo system-deps bench bench-ring bench-records bench-matcher bench-journal bench-pipeline clean-shm clean venv
 
 # Create the venv and install the project with its dev extra; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -47,7 +47,7 @@ run: $(STAMP)
 ring-demo: $(STAMP)
 	$(PY) scripts/ring_demo.py
 
-bench: bench-ring bench-records bench-matcher bench-journal
+bench: bench-ring bench-records bench-matcher bench-journal bench-pipeline
 
 bench-ring: $(STAMP)
 	$(PY) -m tests.bench.bench_ring
@@ -60,6 +60,9 @@ bench-matcher: $(STAMP)
 
 bench-journal: $(STAMP)
 	$(PY) -m tests.bench.bench_journal
+
+bench-pipeline: $(STAMP)
+	$(PY) -m tests.bench.bench_pipeline
 
 # Remove shared-memory segments left behind by crashed processes (see `ringex shm --help`).
 clean-shm: $(STAMP)

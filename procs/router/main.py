@@ -57,6 +57,10 @@ from shm.producer import Producer
 
 log = logging.getLogger("ringex.router")
 
+#: Longest the router parks on its one trading gateway's ring before it looks at the admin
+#: ring and the matchers' events again.
+ADMIN_POLL_S = 0.005
+
 #: The consumer name the router takes on gateways' command rings and matchers' output rings.
 CONSUMER = ROUTER
 
@@ -224,11 +228,13 @@ class RouterShell:
                     log.error("gateway %d does not read its replies: %d wait", gateway, len(queue))
 
     def _idle(self, timeout_s: float) -> None:
-        """Nothing from the gateways. With one gateway, wait on its ring with the configured
-        strategy (parking costs no CPU); with several, poll them all with a backoff from a
+        """Nothing from the gateways. With one trading gateway, wait on its ring with the
+        configured strategy (parking costs no CPU), at most ``ADMIN_POLL_S`` so the admin ring
+        and settlement are served too; with several, poll them all with a backoff from a
         yield to a 1 ms sleep, so no gateway waits on another's ring."""
-        if len(self.inputs) == 1:
-            self.inputs[0][1].wait(timeout_s)
+        trading = [c for g, c in self.inputs if g != ADMIN_GATEWAY]
+        if len(trading) == 1:
+            trading[0].wait(min(timeout_s, ADMIN_POLL_S))
             return
         deadline = time.monotonic() + timeout_s
         pause = 0.0
