@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest run ring-demo system-deps bench bench-ring bench-records bench-matcher bench-journal bench-pipeline clean-shm clean venv
+.PHONY: test lint typecheck pytest run ring-demo system-deps bench bench-ring bench-records bench-matcher bench-journal bench-pipeline bench-db clean-shm clean venv
 
 # Create the venv and install the project with its dev extra; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -24,14 +24,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy shm procs config scripts tests
 
-# What the tests need from the system: Debian's chromium for the browser page test (installed
-# with apt when missing; without root and sudo the page test is skipped, saying why).
+# What ringex needs from the system, installed with apt when missing: PostgreSQL's binaries
+# (the database writer runs a private cluster under var/) and Debian's chromium (the browser
+# page test). Without root or sudo the tests that need them are skipped, saying why.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 system-deps:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql (the database writer's embedded cluster)"; \
+	  $(SUDO) apt-get update -qq && $(APT) postgresql >/dev/null; \
+	} || echo "could not install postgresql: the database tests will be skipped"
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
 	  echo "installing chromium (the browser page test)"; \
-	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  $(SUDO) apt-get update -qq && $(APT) chromium >/dev/null; \
 	} || echo "could not install chromium: the page test will be skipped"
 
 pytest: $(STAMP) system-deps
@@ -40,14 +45,14 @@ pytest: $(STAMP) system-deps
 test: lint typecheck pytest
 
 # The exchange with the dev profile, demo users funded; Ctrl-C stops it cleanly.
-run: $(STAMP)
+run: $(STAMP) system-deps
 	$(PY) scripts/run_demo.py
 
 # Three processes over two rings, printing throughput (the substrate on its own).
 ring-demo: $(STAMP)
 	$(PY) scripts/ring_demo.py
 
-bench: bench-ring bench-records bench-matcher bench-journal bench-pipeline
+bench: bench-ring bench-records bench-matcher bench-journal bench-db bench-pipeline
 
 bench-ring: $(STAMP)
 	$(PY) -m tests.bench.bench_ring
@@ -63,6 +68,9 @@ bench-journal: $(STAMP)
 
 bench-pipeline: $(STAMP)
 	$(PY) -m tests.bench.bench_pipeline
+
+bench-db: $(STAMP)
+	$(PY) -m tests.bench.bench_db
 
 # Remove shared-memory segments left behind by crashed processes (see `ringex shm --help`).
 clean-shm: $(STAMP)

@@ -164,13 +164,17 @@ class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The database writer's PostgreSQL. An empty dsn: the embedded server under var/."""
 
-    #: Run the database writer (off until it lands: a declared consumer that never attaches
-    #: would stop the matchers once their output rings fill).
-    enabled: bool = False
+    #: Run the database writer (it follows the journal, so it never slows the pipeline).
+    enabled: bool = True
     dsn: str = ""
     #: Rows per batch and the longest a row waits for its batch.
-    batch_rows: Annotated[int, msgspec.Meta(ge=1)] = 5_000
+    batch_rows: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     batch_ms: Annotated[int, msgspec.Meta(ge=1)] = 50
+    #: The writer's own replay snapshots (bound its restart time), by commands and seconds.
+    snapshot_every: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
+    snapshot_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    #: Longest pause between retries while PostgreSQL is down.
+    retry_max_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
 
 
 class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

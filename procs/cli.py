@@ -33,6 +33,7 @@ from procs.common.journal import archive_segments_before
 from procs.common.records import RecordCodec
 from procs.common.result_codes import ResultCode
 from procs.common.topology import journal_dir, rings
+from procs.dbwriter.main import run as dbwriter_run
 from procs.gateway.server import users_path
 from procs.gateway.users import UserStore
 from procs.router.recovery import archivable_before, recover, write_snapshot
@@ -105,6 +106,9 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"  {name:20} {digest}")
     if args.snapshot:
         print(f"snapshot written: {write_snapshot(cfg, recovered)}")
+    if args.to_db:
+        checkpoint = dbwriter_run(cfg, to_end=True)
+        print(f"database written up to seq {checkpoint}")
     if args.archive:
         before = archivable_before(cfg)
         archive = journal_dir(cfg).with_name("journal-archive")
@@ -356,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-start", action="store_true", help="ignore snapshots: replay the whole journal"
     )
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.add_argument(
+        "--to-db",
+        action="store_true",
+        help="then write the journal into PostgreSQL (the database writer's path, to the end; "
+        "it resumes from the database's checkpoint, so rebuild into an empty database)",
+    )
     replay.add_argument(
         "--archive",
         action="store_true",

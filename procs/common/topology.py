@@ -48,7 +48,6 @@ def snapshot_dir(cfg: RingexConfig, owner: str) -> Path:
 ROUTER = "router"
 MATCHER = "matcher"
 MARKETDATA = "marketdata"
-DBWRITER = "dbwriter"
 
 
 #: The gateway id of `ringex admin`: its commands (accounts, deposits, halts) take the
@@ -74,7 +73,8 @@ def rings(cfg: RingexConfig) -> list[RingSpec]:
 
     gateway N  --gwN-cmd-->  router  --<matcher>-in-->  matcher      (N = 0: `ringex admin`)
     router     --gwN-rep-->  gateway N
-    matcher    --<matcher>-out-->  router, every gateway, marketdata, dbwriter
+    matcher    --<matcher>-out-->  router, every gateway, marketdata
+    (the database writer follows the journal, not a ring: it never holds the pipeline back)
 
     A declared consumer gates its ring's producer whether it runs or not, so a process that is
     off (``enabled = false``) has no consumer lines.
@@ -87,7 +87,6 @@ def rings(cfg: RingexConfig) -> list[RingSpec]:
     ]
     readers = (ROUTER, *(gateway_consumer(g.id) for g in cfg.gateways))
     readers += (MARKETDATA,) if cfg.marketdata.enabled else ()
-    readers += (DBWRITER,) if cfg.database.enabled else ()
     for m in cfg.matchers:
         specs.append(RingSpec(matcher_input(m.name), ROUTER, (MATCHER,), capacity))
         specs.append(RingSpec(matcher_output(m.name), f"matcher {m.name}", readers, capacity))

@@ -68,6 +68,8 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
             ROUTER,
         )
     )
+    if cfg.database.enabled:  # follows the journal: no ring, ready once started
+        specs.append(ProcessSpec("dbwriter", "procs.dbwriter.main", (), cpus("dbwriter"), "", ""))
     if cfg.marketdata.enabled:
         specs.append(
             ProcessSpec(

@@ -15,9 +15,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from config import load_profile
+from procs.dbwriter.embedded import EmbeddedPostgres
+from procs.dbwriter.main import embedded_root
 from procs.router.recovery import recover
 from procs.supervisor.main import read_status
 from shm.inspect import list_segments
@@ -159,3 +162,9 @@ def test_the_journal_replays_to_conserved_balances(exchange: Path) -> None:
     state = recover(cfg)
     accounts = state.sequencer.accounts
     assert accounts.totals(1) == 1000 * 10**6 and accounts.totals(2) == 2 * 10**8
+    # the database writer, run by the supervisor, wrote the same balances
+    pg = EmbeddedPostgres(embedded_root(cfg))
+    with psycopg.connect(pg.start()) as conn:
+        seq = conn.execute("SELECT last_seq FROM checkpoint").fetchone()
+        assert seq is not None and seq[0] == state.last_seq
+    pg.stop()

@@ -1,0 +1,195 @@
+"""A private PostgreSQL cluster under ``var/<instance>/pg``, used when no DSN is configured.
+
+The system's binaries (``initdb``, ``pg_ctl``: on PATH or in /usr/lib/postgresql/*/bin) run a
+socket-only server (``listen_addresses = ''``, the socket in the data directory), so nothing
+listens on the network and two instances never collide on a port. ``fast=True`` (tests,
+benchmarks) turns off fsync and friends: a crash of the machine may then lose the cluster,
+which a test does not mind. PostgreSQL refuses to run as root, so under root the server runs
+as the ``postgres`` user (else ``nobody``) and owns its directory.
+
+    root/            var/<instance>/pg
+      data/          PGDATA, and the socket .s.PGSQL.5432
+      server.log
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Final
+
+import psycopg
+
+log = logging.getLogger("ringex.dbwriter.pg")
+
+DATABASE: Final = "ringex"
+SUPERUSER: Final = "ringex"
+PORT: Final = 5432
+_SOCKET_MAX: Final = 107  # sun_path holds 108 bytes with the NUL
+# Not synchronous_commit = off: an immediate stop would then lose committed batches.
+_FAST: Final = ("fsync = off", "full_page_writes = off")
+
+
+class EmbeddedError(RuntimeError):
+    """The private cluster cannot be created or started; the message says why."""
+
+
+def find_bin_dir() -> Path | None:
+    """The directory holding ``initdb`` and ``pg_ctl``: PATH first, then the newest
+    /usr/lib/postgresql/<version>/bin; None when PostgreSQL is not installed."""
+    initdb = shutil.which("initdb")
+    if initdb is not None:
+        directory = Path(initdb).parent
+        if (directory / "pg_ctl").exists():
+            return directory
+    versions = [Path(p).parent.parent.name for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
+    found = sorted(
+        (f"/usr/lib/postgresql/{v}/bin/initdb" for v in versions if v.isdigit()), key=_version
+    )
+    return Path(found[-1]).parent if found else None
+
+
+def _version(path: str) -> int:
+    return int(Path(path).parent.parent.name)
+
+
+def _run_as() -> pwd.struct_passwd | None:
+    """The user the server runs as when we are root; None when we are not."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise EmbeddedError("running as root, and neither a postgres nor a nobody user exists")
+
+
+def _reachable(root: Path, user: pwd.struct_passwd | None) -> Path:
+    """Where the cluster lives. Under root the server runs as ``user`` (postgres), which may
+    not be able to reach ``root`` (a 0700 home or pytest directory on the way): then the
+    cluster lives in /var/tmp/ringex-pg/<digest of root>, and ``root`` holds a symlink to it,
+    so the instance's directory still shows where its database is."""
+    if user is None:
+        return root
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    blocked = any(not (p.stat().st_mode & 0o001) for p in (probe, *probe.parents) if p != Path("/"))
+    if not blocked:
+        return root
+    digest = hashlib.sha1(str(root).encode()).hexdigest()[:16]
+    base = Path("/var/tmp/ringex-pg")
+    base.mkdir(mode=0o755, parents=True, exist_ok=True)
+    base.chmod(0o755)
+    target = base / digest
+    root.parent.mkdir(parents=True, exist_ok=True)
+    if not root.is_symlink() and not root.exists():
+        root.symlink_to(target)
+    return target
+
+
+class EmbeddedPostgres:
+    """One private cluster. ``start`` creates it when missing and is a no-op when it runs."""
+
+    def __init__(self, root: Path, *, fast: bool = False, bin_dir: Path | None = None) -> None:
+        self.user = _run_as()
+        self.root = _reachable(Path(root).absolute(), self.user)
+        self.data = self.root / "data"
+        self.log_path = self.root / "server.log"
+        self.fast = fast
+        found = bin_dir or find_bin_dir()
+        if found is None:
+            raise EmbeddedError(
+                "no PostgreSQL binaries: initdb is not on PATH nor in /usr/lib/postgresql/*/bin "
+                "(install postgresql, or set database.dsn to an external server)"
+            )
+        self.bin_dir = found
+        self.started_here = False
+        socket = self.data / f".s.PGSQL.{PORT}"
+        if len(str(socket)) > _SOCKET_MAX:
+            raise EmbeddedError(
+                f"socket path {socket} is {len(str(socket))} bytes, the limit is {_SOCKET_MAX}: "
+                f"use a shorter var_dir"
+            )
+
+    @property
+    def dsn(self) -> str:
+        return f"host={self.data} port={PORT} dbname={DATABASE} user={SUPERUSER}"
+
+    def _cmd(self, tool: str, *args: str) -> list[str]:
+        argv = [str(self.bin_dir / tool), *args]
+        if self.user is None:
+            return argv
+        uid, gid = str(self.user.pw_uid), str(self.user.pw_gid)
+        return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *argv]
+
+    def _check(self, argv: list[str], what: str) -> None:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = ""
+            if self.log_path.exists():
+                tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-10:])
+            raise EmbeddedError(
+                f"{what} failed (exit {done.returncode}): {done.stderr.strip()} {tail}".strip()
+            )
+
+    def running(self) -> bool:
+        if not (self.data / "PG_VERSION").exists():
+            return False
+        argv = self._cmd("pg_ctl", "-D", str(self.data), "status")
+        return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+    def init(self) -> None:
+        """Create the cluster (idempotent: an existing one is kept)."""
+        if (self.data / "PG_VERSION").exists():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.user is not None:
+            os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
+        self.root.chmod(0o700)
+        args = ["-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8"]
+        args += ["--locale=C", *(("--no-sync",) if self.fast else ())]
+        self._check(self._cmd("initdb", *args), f"initdb of {self.data}")
+        settings = [
+            "listen_addresses = ''",
+            f"unix_socket_directories = '{self.data}'",
+            f"port = {PORT}",
+            "max_connections = 50",
+            *(_FAST if self.fast else ()),
+        ]
+        with open(self.data / "postgresql.conf", "a") as f:
+            f.write("\n# ringex embedded\n" + "\n".join(settings) + "\n")
+
+    def start(self) -> str:
+        """Create and start the cluster when needed, make the database; return the DSN."""
+        self.init()
+        if not self.running():
+            argv = self._cmd(
+                "pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "60", "start"
+            )
+            self._check(argv, f"pg_ctl start of {self.data}")
+            self.started_here = True
+        admin = f"host={self.data} port={PORT} dbname=postgres user={SUPERUSER}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+            if exists.fetchone() is None:
+                conn.execute(f"CREATE DATABASE {DATABASE}")
+        log.info("embedded PostgreSQL at %s (binaries %s)", self.data, self.bin_dir)
+        return self.dsn
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``mode``: smart, fast or immediate); nothing when it is down."""
+        if self.running():
+            argv = self._cmd("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+            self._check(argv, f"pg_ctl stop of {self.data}")
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)

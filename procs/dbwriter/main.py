@@ -1,0 +1,86 @@
+"""The database writer process: ``python -m procs.dbwriter.main --profile <name or toml>``.
+
+Only the edge: load the config, pick the database (``database.dsn``, or the embedded cluster
+under ``var/<instance>/pg`` when it is empty), and run the writer until SIGTERM or SIGINT,
+which finish the batch at hand, commit it with its checkpoint, and exit 0. ``--to-end``
+replays the journal to its last entry and exits (what ``ringex replay --to-db`` runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from config import load_profile
+from config.schema import RingexConfig
+from procs.dbwriter.embedded import EmbeddedPostgres
+from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
+
+log = logging.getLogger("ringex.dbwriter")
+
+
+def embedded_root(cfg: RingexConfig) -> Path:
+    return Path(cfg.var_dir) / cfg.instance / "pg"
+
+
+def users_path(cfg: RingexConfig) -> Path:
+    return Path(cfg.var_dir) / cfg.instance / "gateway" / "users.json"
+
+
+def options(cfg: RingexConfig) -> WriterOptions:
+    db = cfg.database
+    return WriterOptions(
+        batch_rows=db.batch_rows,
+        batch_ms=db.batch_ms,
+        snapshot_every=db.snapshot_every,
+        snapshot_s=db.snapshot_s,
+        backoff=Backoff(max_s=db.retry_max_s),
+        users_path=users_path(cfg),
+    )
+
+
+def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> int:
+    """Run the writer (``to_end``: once, to the journal's end); return the checkpoint."""
+    embedded = None
+    if dsn is None:
+        dsn = cfg.database.dsn
+    if not dsn:
+        embedded = EmbeddedPostgres(embedded_root(cfg))
+        dsn = embedded.start()
+    writer = DbWriter(cfg, dsn, options(cfg))
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: flushing and stopping", signum)
+        writer.request_stop()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return writer.run(to_end=to_end)
+    finally:
+        writer.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if embedded is not None and embedded.started_here:
+            embedded.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="ringex database writer")
+    ap.add_argument("--profile", default="dev", help="profile name or path to a TOML file")
+    ap.add_argument("--to-end", action="store_true", help="replay to the journal's end, exit")
+    ap.add_argument("--dsn", default=None, help="override database.dsn")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load_profile(args.profile)
+    checkpoint = run(cfg, to_end=args.to_end, dsn=args.dsn)
+    log.info("dbwriter stopped at checkpoint %d", checkpoint)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Schema migrations: the plain SQL files in ``migrations/``, applied in order, once each.
+
+A file is ``<version>_<name>.sql`` (``0001_core.sql``); each runs in its own transaction and
+is recorded in ``schema_migrations`` with its SHA-256, all under an advisory lock so two
+writers starting together do not race. A recorded file whose text changed since is an error
+(a new migration is a new file), never silently re-run or skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import psycopg
+
+log = logging.getLogger("ringex.dbwriter.migrate")
+
+MIGRATIONS: Final = Path(__file__).with_name("migrations")
+_LOCK: Final = 0x52474D49  # "RGMI": the advisory lock key of migrations
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class MigrationError(RuntimeError):
+    """The migrations on disk and those recorded in the database disagree."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load(directory: Path = MIGRATIONS) -> list[Migration]:
+    """Every migration file in ``directory``, by version; versions must not repeat."""
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if match is None:
+            raise MigrationError(f"{path}: a migration is named NNNN_name.sql")
+        version = int(match.group(1))
+        if version in found:
+            raise MigrationError(f"{path}: version {version} repeats {found[version].name}")
+        found[version] = Migration(version, path.name, path.read_text())
+    return [found[v] for v in sorted(found)]
+
+
+def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS) -> list[str]:
+    """Apply the migrations ``conn``'s database lacks; return the names applied (in order)."""
+    migrations = load(directory)
+    applied: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
+            "name text NOT NULL, checksum text NOT NULL, applied timestamptz NOT NULL "
+            "DEFAULT now())"
+        )
+        rows = conn.execute("SELECT version, name, checksum FROM schema_migrations").fetchall()
+        recorded = {int(r[0]): (str(r[1]), str(r[2])) for r in rows}
+        known = {m.version for m in migrations}
+        for version, (name, _) in sorted(recorded.items()):
+            if version not in known:
+                raise MigrationError(
+                    f"database has migration {name} (version {version}), which {directory} "
+                    f"lacks: it was made by a newer ringex"
+                )
+        for m in migrations:
+            if m.version in recorded:
+                name, checksum = recorded[m.version]
+                if checksum != m.checksum:
+                    raise MigrationError(
+                        f"migration {m.name} changed since it was applied as {name} "
+                        f"(sha256 {checksum[:12]} recorded, {m.checksum[:12]} on disk)"
+                    )
+                continue
+            with conn.transaction():  # a savepoint: the file and its record, or neither
+                conn.execute(m.sql.encode())  # no parameters: the simple query protocol
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    (m.version, m.name, m.checksum),
+                )
+            applied.append(m.name)
+            log.info("applied migration %s", m.name)
+    return applied

@@ -1,0 +1,343 @@
+"""The rows a command and its events make: sans-I/O, no clock, deterministic.
+
+``Projection.process(seq, command, events, batch)`` updates its open orders and adds rows to
+``batch``: a trade row per ``Trade``, the latest version of every order touched (one row per
+order per batch), accounts, transfers, 1m/1h/1d candles merged in the batch, and the (account,
+asset) pairs whose balance may have changed. ``Batch.seal(accounts)`` reads those balances
+once, at the batch's last seq, which is when the checkpoint says they hold. With ``batch``
+None it only keeps its orders up to date (replaying up to the checkpoint after a restart).
+
+Balances are marked generously: any order event marks its account's base and quote of the
+symbol; that costs a few extra upserts of unchanged values and cannot miss a change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Final
+
+import msgspec
+
+from config.schema import RingexConfig
+from procs.common.records import (
+    Accepted,
+    CreateAccount,
+    NewOrder,
+    OrderDone,
+    Record,
+    Rejected,
+    Replaced,
+    ReplaceOrder,
+    Trade,
+    Transfer,
+    Triggered,
+)
+from procs.common.types import DoneReason
+from procs.dbwriter.copy import BinaryRows, RowLayout, pg_micros
+from procs.router.accounts import Accounts
+
+# order_statuses codes (migrations/0001_core.sql)
+PENDING, NEW, PARTIALLY_FILLED, FILLED, CANCELLED = 0, 1, 2, 3, 4
+EXPIRED, SELF_TRADE, MASS_CANCELLED, REJECTED = 5, 6, 7, 8
+OPEN_STATUSES: Final = (PENDING, NEW, PARTIALLY_FILLED)
+DONE_STATUS: Final = {
+    DoneReason.FILLED: FILLED,
+    DoneReason.CANCELLED: CANCELLED,
+    DoneReason.EXPIRED: EXPIRED,
+    DoneReason.SELF_TRADE: SELF_TRADE,
+    DoneReason.MASS_CANCELLED: MASS_CANCELLED,
+    DoneReason.REJECTED: REJECTED,
+}
+CANDLE_INTERVALS_S: Final = (60, 3_600, 86_400)
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+TRADES = RowLayout(
+    "trades",
+    [
+        ("symbol_id", "int4"), ("trade_id", "int8"), ("seq", "int8"), ("ts", "timestamptz"),
+        ("price", "int8"), ("size", "int8"), ("aggressor", "int2"),
+        ("maker_order_id", "int8"), ("maker_account_id", "int8"),
+        ("taker_order_id", "int8"), ("taker_account_id", "int8"),
+    ],
+)  # fmt: skip
+ORDERS = RowLayout(
+    "orders",
+    [
+        ("id", "int8"), ("account_id", "int8"), ("symbol_id", "int4"), ("side", "int2"),
+        ("ord_type", "int2"), ("tif", "int2"), ("price", "int8"), ("stop_price", "int8"),
+        ("size", "int8"), ("remaining", "int8"), ("filled", "int8"), ("status", "int2"),
+        ("reject_code", "int4"), ("created_seq", "int8"), ("created", "timestamptz"),
+        ("updated_seq", "int8"), ("updated", "timestamptz"),
+    ],
+)  # fmt: skip
+ACCOUNTS = RowLayout(
+    "accounts", [("id", "int8"), ("created_seq", "int8"), ("created", "timestamptz")]
+)
+
+
+def to_datetime(ts_ns: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=ts_ns // 1000)
+
+
+class OrderRow(msgspec.Struct, array_like=True):
+    """An order as the ``orders`` table has it (field order = ``ORDERS``, less the last two)."""
+
+    id: int
+    account: int
+    symbol: int
+    side: int
+    ord_type: int
+    tif: int
+    price: int
+    stop_price: int
+    size: int
+    remaining: int
+    filled: int
+    status: int
+    reject_code: int
+    created_seq: int
+    created_us: int  # pg_micros of the new order's ts
+
+
+@dataclass
+class Batch:
+    """Rows of the commands ``first_seq..last_seq``, written in one transaction."""
+
+    first_seq: int
+    last_seq: int = 0
+    last_ts_ns: int = 0
+    started: float = field(default_factory=time.monotonic)
+    trades: BinaryRows = field(default_factory=lambda: BinaryRows(TRADES))
+    accounts: BinaryRows = field(default_factory=lambda: BinaryRows(ACCOUNTS))
+    orders: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    transfers: list[tuple[int, dt.datetime, int, int, Decimal, int]] = field(default_factory=list)
+    dirty: set[tuple[int, int]] = field(default_factory=set)  # (account, asset)
+    traders: dict[int, set[int]] = field(default_factory=dict)  # symbol -> accounts that traded
+    candles: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (symbol, minute)
+    # filled by seal():
+    order_rows: BinaryRows = field(default_factory=lambda: BinaryRows(ORDERS))
+    balances: list[tuple[int, int, Decimal, Decimal, int, dt.datetime]] = field(
+        default_factory=list
+    )
+    sealed: bool = False
+    ts_min_us: int = 2**63 - 1  # of the trades (pg micros): the partitions they need
+    ts_max_us: int = -(2**63)
+
+    def rows(self) -> int:
+        """Rows so far (what ``batch_rows`` bounds)."""
+        return (
+            self.trades.count + self.accounts.count + len(self.orders) + len(self.transfers)
+            + len(self.dirty) + len(self.candles)
+        )  # fmt: skip
+
+    def seal(
+        self, accounts: Accounts, decimals: dict[int, int], assets_of: dict[int, tuple[int, int]]
+    ) -> None:
+        """Freeze the batch at ``last_seq``: pack the orders, read the marked balances."""
+        if self.sealed:
+            return
+        for symbol, traders in self.traders.items():
+            base, quote = assets_of[symbol]
+            self.dirty.update((account, base) for account in traders)
+            self.dirty.update((account, quote) for account in traders)
+        for row in self.orders.values():
+            self.order_rows.add(row)
+        updated = to_datetime(self.last_ts_ns)
+        for account, asset in sorted(self.dirty):
+            free, reserved = accounts.balance(account, asset)
+            places = -decimals[asset]
+            self.balances.append(
+                (
+                    *(account, asset, Decimal(free).scaleb(places)),
+                    *(Decimal(reserved).scaleb(places), self.last_seq, updated),
+                )
+            )
+        self.sealed = True
+
+    def candle_rows(self) -> list[tuple[object, ...]]:
+        """(symbol, interval_s, bucket, open, high, low, close, volume, quote_volume, trades,
+        first_trade_id, last_trade_id) per candle the batch touched: its 1m candles, and the
+        longer ones merged from them."""
+        merged: dict[tuple[int, int, int], list[int]] = {}
+        for (symbol, minute), c in sorted(self.candles.items()):
+            for interval in CANDLE_INTERVALS_S:
+                key = (symbol, interval, minute - minute % (interval // 60))
+                m = merged.get(key)
+                if m is None:
+                    merged[key] = list(c)
+                else:
+                    m[1], m[2], m[3] = max(m[1], c[1]), min(m[2], c[2]), c[3]
+                    m[4], m[5], m[6], m[8] = m[4] + c[4], m[5] + c[5], m[6] + c[6], c[8]
+        rows: list[tuple[object, ...]] = []
+        for (symbol, interval, start), (o, h, lo, close, v, q, n, f, last) in merged.items():
+            bucket = to_datetime(start * 60_000_000_000)
+            rows.append((symbol, interval, bucket, o, h, lo, close, v, Decimal(q), n, f, last))
+        return rows
+
+
+class Projection:
+    """Open orders and what every command's events do to the rows."""
+
+    def __init__(self, cfg: RingexConfig) -> None:
+        self.fee_account = cfg.risk.fee_account
+        by_name = {a.name: a for a in cfg.assets}
+        self.decimals = {a.id: a.decimals for a in cfg.assets}
+        self.assets_of = {
+            s.id: (by_name[s.base].id, by_name[s.quote].id) for s in cfg.symbols
+        }  # symbol -> (base, quote)
+        self.orders: dict[int, OrderRow] = {}
+
+    def process(
+        self, seq: int, command: Record, events: Sequence[Record], batch: Batch | None
+    ) -> None:
+        ts_ns: int = getattr(command, "ts_ns", 0)
+        touched: dict[int, OrderRow] = {}
+        kind = type(command)
+        if kind is NewOrder:
+            new: NewOrder = command  # type: ignore[assignment]
+            order = OrderRow(
+                *(new.order_id, new.account, new.symbol, int(new.side), int(new.ord_type)),
+                *(int(new.tif), new.price, new.stop_price, new.qty, new.qty, 0, PENDING, 0),
+                *(seq, pg_micros(ts_ns)),
+            )
+            self.orders[new.order_id] = touched[new.order_id] = order
+        elif kind is ReplaceOrder:
+            replace: ReplaceOrder = command  # type: ignore[assignment]
+            target = self.orders.get(replace.order_id)
+            if target is not None and batch is not None:
+                self._mark(batch, target)  # the router reserved the replace's hold
+        elif kind is CreateAccount and batch is not None:
+            create: CreateAccount = command  # type: ignore[assignment]
+            batch.accounts.add((create.account, seq, pg_micros(ts_ns)))
+        elif kind is Transfer and batch is not None:
+            transfer: Transfer = command  # type: ignore[assignment]
+            places = -self.decimals[transfer.asset]
+            batch.transfers.append(
+                (
+                    *(seq, to_datetime(ts_ns), transfer.account, transfer.asset),
+                    *(Decimal(transfer.amount).scaleb(places), transfer.key),
+                )
+            )
+            batch.dirty.add((transfer.account, transfer.asset))
+        for event in events:
+            self._event(event, touched, batch)
+        if batch is None:
+            for oid, order in touched.items():
+                if order.status not in OPEN_STATUSES:
+                    self.orders.pop(oid, None)
+            return
+        updated_us = pg_micros(ts_ns)
+        for oid, order in touched.items():
+            batch.orders[oid] = (*msgspec.structs.astuple(order), seq, updated_us)
+            self._mark(batch, order)
+            if order.status not in OPEN_STATUSES:
+                self.orders.pop(oid, None)
+        batch.last_seq, batch.last_ts_ns = seq, ts_ns
+
+    def _mark(self, batch: Batch, order: OrderRow) -> None:
+        base, quote = self.assets_of[order.symbol]
+        batch.dirty.add((order.account, base))
+        batch.dirty.add((order.account, quote))
+
+    def _order(self, oid: int, what: str) -> OrderRow:
+        order = self.orders.get(oid)
+        if order is None:
+            raise AssertionError(f"{what} event for order {oid}, which is not open here")
+        return order
+
+    def _event(self, event: Record, touched: dict[int, OrderRow], batch: Batch | None) -> None:
+        kind = type(event)
+        if kind is Trade:
+            trade: Trade = event  # type: ignore[assignment]
+            for oid, leaves in (
+                (trade.maker_order_id, trade.maker_leaves),
+                (trade.taker_order_id, trade.taker_leaves),
+            ):
+                order = touched[oid] = self._order(oid, f"trade {trade.trade_id}")
+                order.filled += trade.qty
+                order.remaining = leaves
+                order.status = PARTIALLY_FILLED if leaves else FILLED
+            if batch is not None:
+                self.add_trade(trade, batch)
+        elif kind is Accepted:
+            accepted: Accepted = event  # type: ignore[assignment]
+            order = touched[accepted.order_id] = self._order(accepted.order_id, "accepted")
+            order.status = PARTIALLY_FILLED if order.filled else NEW
+            order.remaining = accepted.qty
+        elif kind is OrderDone:
+            done: OrderDone = event  # type: ignore[assignment]
+            order = touched[done.order_id] = self._order(done.order_id, "done")
+            order.status = DONE_STATUS[done.reason]
+            order.filled = done.filled_qty
+            order.remaining = 0
+        elif kind is Rejected:
+            rejected: Rejected = event  # type: ignore[assignment]
+            order_or_none = self.orders.get(rejected.order_id)
+            if order_or_none is None or order_or_none.account != rejected.account:
+                return  # a cancel or replace of an order not (or no longer) open
+            if order_or_none.status == PENDING and rejected.seq == order_or_none.created_seq:
+                order_or_none.status = REJECTED
+                order_or_none.reject_code = int(rejected.code)
+                order_or_none.remaining = 0
+            touched[rejected.order_id] = order_or_none  # a replace's hold went back
+        elif kind is Replaced:
+            replaced: Replaced = event  # type: ignore[assignment]
+            order = touched[replaced.order_id] = self._order(replaced.order_id, "replaced")
+            order.price, order.remaining = replaced.price, replaced.qty
+            order.size = order.filled + replaced.qty
+        elif kind is Triggered:
+            triggered: Triggered = event  # type: ignore[assignment]
+            order = touched[triggered.order_id] = self._order(triggered.order_id, "triggered")
+            order.price = triggered.price
+
+    def add_trade(self, trade: Trade, batch: Batch) -> None:
+        """A trade row, its candles and the balances it marks."""
+        ts = pg_micros(trade.ts_ns)
+        batch.ts_min_us = min(batch.ts_min_us, ts)
+        batch.ts_max_us = max(batch.ts_max_us, ts)
+        batch.trades.add(
+            (
+                *(trade.symbol, trade.trade_id, trade.seq, ts),
+                *(trade.price, trade.qty, int(trade.aggressor), trade.maker_order_id),
+                *(trade.maker_account, trade.taker_order_id, trade.taker_account),
+            )
+        )
+        traders = batch.traders.get(trade.symbol)
+        if traders is None:
+            traders = batch.traders[trade.symbol] = {self.fee_account}
+        traders.add(trade.maker_account)
+        traders.add(trade.taker_account)
+        add_candle(batch.candles, trade)
+
+    # -- state (the writer's snapshot) -----------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode(sorted(self.orders.values(), key=lambda o: o.id))
+
+    def restore(self, data: bytes) -> None:
+        rows = msgspec.msgpack.decode(data, type=list[OrderRow])
+        self.orders = {row.id: row for row in rows}
+
+
+def add_candle(candles: dict[tuple[int, int], list[int]], trade: Trade) -> None:
+    """Merge ``trade`` into the batch's 1m candle of its symbol:
+    [open, high, low, close, volume, quote volume, trades, first trade id, last trade id]."""
+    price, qty = trade.price, trade.qty
+    key = (trade.symbol, trade.ts_ns // 60_000_000_000)
+    c = candles.get(key)
+    if c is None:
+        candles[key] = [price, price, price, price, qty, price * qty, 1, *(trade.trade_id,) * 2]
+    else:
+        if price > c[1]:
+            c[1] = price
+        elif price < c[2]:
+            c[2] = price
+        c[3] = price
+        c[4] += qty
+        c[5] += price * qty
+        c[6] += 1
+        c[8] = trade.trade_id

@@ -1,0 +1,100 @@
+"""The journal, replayed as recovery does, with the events each command makes.
+
+``Follower.step(seq, command)`` re-applies one journaled command to a ``Sequencer`` (risk,
+balances), executes it on the matcher cores that own it, and settles every event, exactly as
+``procs.router.recovery.recover`` does; it returns the events. The writer keeps its own
+snapshots (``var/<instance>/snapshots/dbwriter``): sequencer, matchers and the projection's
+open orders, at a seq the database's checkpoint has reached, so a restart replays only from
+there (a snapshot above the checkpoint, say of a database restored from a backup, is not
+used: the follower then starts from the beginning of the journal).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from config.schema import RingexConfig
+from procs.common.records import AdminCommand, MassCancel, Record
+from procs.common.snapshots import SnapshotStore
+from procs.common.topology import snapshot_dir
+from procs.dbwriter.projection import Projection
+from procs.matcher.engine import Matcher
+from procs.matcher.main import symbol_specs
+from procs.router.recovery import fresh
+from procs.router.sequencer import Sequencer
+
+
+class WriterSnapshot(msgspec.Struct, frozen=True, array_like=True):
+    seq: int
+    router: bytes
+    matchers: dict[str, bytes]
+    projection: bytes
+
+
+def snapshot_store(cfg: RingexConfig) -> SnapshotStore:
+    return SnapshotStore(snapshot_dir(cfg, "dbwriter"), keep=2)
+
+
+class Follower:
+    """Sequencer, matchers and projection at ``seq`` (every command up to it applied)."""
+
+    def __init__(self, cfg: RingexConfig) -> None:
+        self.cfg = cfg
+        self.sequencer, self.matchers = fresh(cfg)
+        self.projection = Projection(cfg)
+        self.seq = 0
+        self._owner = {cfg.symbol(s).id: m.name for m in cfg.matchers for s in m.symbols}
+
+    @classmethod
+    def restore(cls, cfg: RingexConfig, upto: int) -> Follower:
+        """From the newest snapshot at or below ``upto`` (the checkpoint), else fresh."""
+        follower = cls(cfg)
+        directory = snapshot_store(cfg).directory
+        paths = directory.glob("*.snap") if directory.is_dir() else iter(())
+        for seq, path in sorted(
+            ((int(p.stem), p) for p in paths if p.stem.isdigit()), reverse=True
+        ):
+            if seq <= upto:
+                snap = msgspec.msgpack.decode(path.read_bytes(), type=WriterSnapshot)
+                follower.sequencer = Sequencer.restore(cfg, snap.router)
+                follower.matchers = {
+                    m.name: Matcher.restore(symbol_specs(cfg, m.name), snap.matchers[m.name])
+                    for m in cfg.matchers
+                }
+                follower.projection.restore(snap.projection)
+                follower.seq = snap.seq
+                break
+        return follower
+
+    def step(self, seq: int, command: Record) -> list[Record]:
+        if seq != self.seq + 1:
+            raise ValueError(f"journal entry seq {seq} where {self.seq + 1} was next")
+        sequencer = self.sequencer
+        sequencer.replay(command)
+        events: list[Record] = []
+        for name in self._targets(command):
+            for event in self.matchers[name].execute(command):
+                sequencer.apply(event)
+                events.append(event)
+        sequencer.applied(seq)
+        self.seq = seq
+        return events
+
+    def _targets(self, command: Record) -> tuple[str, ...]:
+        """The matchers that execute ``command`` (recovery's routing; none: an account command)."""
+        symbol: int | None = getattr(command, "symbol", None)
+        if symbol is None:
+            return ()
+        if symbol == 0 and isinstance(command, (MassCancel, AdminCommand)):
+            return tuple(self.matchers)
+        name = self._owner.get(symbol)
+        return () if name is None else (name,)
+
+    def save_snapshot(self) -> None:
+        snap = WriterSnapshot(
+            self.seq,
+            self.sequencer.snapshot(),
+            {name: m.snapshot() for name, m in self.matchers.items()},
+            self.projection.snapshot(),
+        )
+        snapshot_store(self.cfg).save(self.seq, msgspec.msgpack.encode(snap))

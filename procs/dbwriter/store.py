@@ -1,0 +1,222 @@
+"""PostgreSQL side of the writer: one batch, one transaction, checkpoint included.
+
+``write(batch)`` in one transaction:
+
+1. lock the checkpoint row and check it is ``batch.first_seq - 1``; when it already equals
+   ``batch.last_seq`` the batch was committed before (a commit whose answer was lost when the
+   connection broke) and nothing is written; anything else raises ``CheckpointMismatchError``
+   (another writer, or a database restored from elsewhere);
+2. binary COPY every table's rows into its temp table (``ON COMMIT DELETE ROWS``);
+3. ``INSERT .. SELECT`` into the real tables: accounts and transfers ``ON CONFLICT DO
+   NOTHING`` (keyed by seq), orders and balances upserted keeping the newest version
+   (``updated_seq``), candles merged (high, low, close, volume: the checkpoint check in step 1
+   makes that merge happen once per trade). Trades take a plain ``INSERT .. SELECT``: step 1
+   already proves no trade of the batch is in the table, and on the day-partitioned table ``ON
+   CONFLICT DO NOTHING`` halves the rate (84k vs 154k trades/s measured on the 2-core VM);
+   should a duplicate ever arrive anyway, the primary key aborts the batch, loudly;
+4. ``checkpoint = batch.last_seq``; commit.
+
+Daily trade partitions are made outside that transaction (DDL locks the parent), for the days
+the batch touches plus ``days_ahead`` days after today, each day once per connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any, Final
+
+import psycopg
+
+from config.schema import RingexConfig
+from procs.dbwriter.copy import PG_EPOCH_US, RowLayout
+from procs.dbwriter.migrate import migrate
+from procs.dbwriter.projection import ORDERS, Batch
+
+log = logging.getLogger("ringex.dbwriter.store")
+
+_DAY_US: Final = 86_400 * 1_000_000
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The database's checkpoint (``at``) is not where this writer's batch starts."""
+
+    def __init__(self, at: int, batch: Batch) -> None:
+        super().__init__(
+            f"database checkpoint is seq {at}; this batch holds seqs "
+            f"{batch.first_seq}..{batch.last_seq}"
+        )
+        self.at = at
+        self.behind = at < batch.first_seq - 1
+
+
+_ORDER_UPDATE = ", ".join(
+    f"{c} = excluded.{c}" for c in ORDERS.names if c not in ("id", "created_seq", "created")
+)
+_UPSERTS: Final = {
+    "trades": "INSERT INTO trades SELECT * FROM tmp_trades",
+    "trades-on-conflict": "INSERT INTO trades SELECT * FROM tmp_trades ON CONFLICT DO NOTHING",
+    "accounts": "INSERT INTO accounts SELECT * FROM tmp_accounts ON CONFLICT DO NOTHING",
+    "orders": (
+        f"INSERT INTO orders SELECT * FROM tmp_orders ON CONFLICT (id) DO UPDATE SET "
+        f"{_ORDER_UPDATE} WHERE orders.updated_seq <= excluded.updated_seq"
+    ),
+    "transfers": "INSERT INTO transfers SELECT * FROM tmp_transfers ON CONFLICT DO NOTHING",
+    "balances": (
+        "INSERT INTO balances SELECT * FROM tmp_balances ON CONFLICT (account_id, asset_id) "
+        "DO UPDATE SET free = excluded.free, reserved = excluded.reserved, "
+        "updated_seq = excluded.updated_seq, updated = excluded.updated "
+        "WHERE balances.updated_seq <= excluded.updated_seq"
+    ),
+    "candles": (
+        "INSERT INTO candles AS c SELECT * FROM tmp_candles "
+        "ON CONFLICT (symbol_id, interval_s, bucket) DO UPDATE SET "
+        "high = greatest(c.high, excluded.high), low = least(c.low, excluded.low), "
+        "close = excluded.close, volume = c.volume + excluded.volume, "
+        "quote_volume = c.quote_volume + excluded.quote_volume, "
+        "trades = c.trades + excluded.trades, last_trade_id = excluded.last_trade_id"
+    ),
+}
+_TYPES: Final = {
+    "transfers": ["int8", "timestamptz", "int8", "int4", "numeric", "int8"],
+    "balances": ["int8", "int4", "numeric", "numeric", "int8", "timestamptz"],
+    "candles": [
+        *("int4", "int4", "timestamptz", "int8", "int8", "int8", "int8", "int8", "numeric"),
+        *("int8", "int8", "int8"),
+    ],
+}
+
+
+def connect(dsn: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+
+
+def prepare(conn: psycopg.Connection[Any], cfg: RingexConfig) -> None:
+    """Migrate, and upsert the configured assets and symbols (reference data)."""
+    migrate(conn)
+    with conn.transaction():
+        for a in cfg.assets:
+            conn.execute(
+                "INSERT INTO assets (id, name, decimals) VALUES (%s, %s, %s) ON CONFLICT (id) "
+                "DO UPDATE SET name = excluded.name, decimals = excluded.decimals",
+                (a.id, a.name, a.decimals),
+            )
+        for s in cfg.symbols:
+            conn.execute(
+                "INSERT INTO symbols VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) "
+                "DO UPDATE SET name = excluded.name, base_asset_id = excluded.base_asset_id, "
+                "quote_asset_id = excluded.quote_asset_id, "
+                "price_decimals = excluded.price_decimals, qty_decimals = excluded.qty_decimals, "
+                "tick = excluded.tick, lot = excluded.lot",
+                (
+                    *(s.id, s.name, cfg.asset(s.base).id, cfg.asset(s.quote).id),
+                    *(s.price_decimals, s.qty_decimals, s.tick, s.lot),
+                ),
+            )
+
+
+class PgStore:
+    """One connection and the writer's transactions on it. Not thread-safe."""
+
+    def __init__(
+        self, dsn: str, cfg: RingexConfig, *, days_ahead: int = 3, trades_on_conflict: bool = False
+    ) -> None:
+        self.dsn = dsn
+        self.trades_sql = _UPSERTS["trades-on-conflict" if trades_on_conflict else "trades"]
+        self.cfg = cfg
+        self.days_ahead = days_ahead
+        self.conn: psycopg.Connection[Any] | None = None
+        self._days: set[int] = set()  # UTC days (since 2000-01-01) with a trade partition
+        self.before_commit: list[Any] = []  # test hooks: called inside the transaction
+
+    def open(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed:
+            conn = connect(self.dsn)
+            prepare(conn, self.cfg)
+            for table in ("trades", "accounts", "orders", "transfers", "balances", "candles"):
+                conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS tmp_{table} (LIKE {table}) "
+                    f"ON COMMIT DELETE ROWS"
+                )
+            self.conn = conn
+            self._days.clear()
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def checkpoint(self) -> int:
+        row = self.open().execute("SELECT last_seq FROM checkpoint").fetchone()
+        assert row is not None, "the checkpoint row is missing (migration 0001 inserts it)"
+        return int(row[0])
+
+    def ensure_partitions(self, first_us: int, last_us: int) -> None:
+        """Daily partitions for [first_us, last_us] (pg micros) and the days ahead of today."""
+        today = (int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000) - PG_EPOCH_US) // _DAY_US
+        days = set(range(first_us // _DAY_US, last_us // _DAY_US + 1))
+        days |= set(range(today, today + self.days_ahead + 1))
+        missing = sorted(days - self._days)
+        if not missing:
+            return
+        conn = self.open()
+        epoch = dt.date(2000, 1, 1)
+        for lo, hi in _runs(missing):
+            conn.execute(
+                "SELECT ringex_trade_partitions(%s, %s)",
+                (epoch + dt.timedelta(days=lo), epoch + dt.timedelta(days=hi)),
+            )
+        self._days.update(missing)
+
+    def write(self, batch: Batch) -> bool:
+        """Commit ``batch`` with its checkpoint; False when it was committed already."""
+        conn = self.open()
+        if batch.trades.count:
+            self.ensure_partitions(batch.ts_min_us, batch.ts_max_us)
+        with conn.transaction():
+            row = conn.execute("SELECT last_seq FROM checkpoint FOR UPDATE").fetchone()
+            assert row is not None
+            at = int(row[0])
+            if at == batch.last_seq:
+                return False
+            if at != batch.first_seq - 1:
+                raise CheckpointMismatchError(at, batch)
+            cur = conn.cursor()
+            for rows in (batch.trades, batch.accounts, batch.order_rows):
+                if rows.count:
+                    _copy_binary(cur, rows.layout, rows.payload())
+                    table = rows.layout.table
+                    cur.execute(self.trades_sql if table == "trades" else _UPSERTS[table])
+            for table, values in (
+                ("transfers", batch.transfers),
+                ("balances", batch.balances),
+                ("candles", batch.candle_rows()),
+            ):
+                if values:
+                    with cur.copy(f"COPY tmp_{table} FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(_TYPES[table])
+                        for value in values:
+                            copy.write_row(value)
+                    cur.execute(_UPSERTS[table])
+            cur.execute("UPDATE checkpoint SET last_seq = %s, updated = now()", (batch.last_seq,))
+            for hook in self.before_commit:
+                hook(conn, batch)
+        return True
+
+
+def _copy_binary(cur: psycopg.Cursor[Any], layout: RowLayout, payload: bytes) -> None:
+    with cur.copy(
+        f"COPY tmp_{layout.table} ({layout.column_list}) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.write(payload)
+
+
+def _runs(days: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for d in days:
+        if runs and runs[-1][1] == d - 1:
+            runs[-1] = (runs[-1][0], d)
+        else:
+            runs.append((d, d))
+    return runs

@@ -1,0 +1,51 @@
+"""Mirror the FIX user store (``var/<instance>/gateway/users.json``) into ``users``.
+
+The store is a file the operator edits with ``ringex admin``, not journaled commands, so this
+is a synchronisation, not part of the exactly-once stream: whenever the file's content
+changes, every user in it is upserted (by SenderCompID) and users no longer in it are deleted,
+in one transaction. Only the salted scrypt digest is stored, as
+``scrypt$<n>$<r>$<p>$<salt hex>$<digest hex>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from procs.gateway.users import User, UserStore
+
+
+def password_hash(user: User) -> str:
+    return f"scrypt${user.n}${user.r}${user.p}${user.salt}${user.digest}"
+
+
+class UserSync:
+    def __init__(self, path: Path) -> None:
+        self.store = UserStore(path)
+        self._synced: str | None = None  # digest of the user list last written
+
+    def sync(self, conn: psycopg.Connection[Any]) -> bool:
+        """Write the users when they changed since the last call; True when it wrote."""
+        users = sorted(self.store.users(), key=lambda u: u.comp_id)
+        digest = hashlib.sha256(repr(users).encode()).hexdigest()
+        if digest == self._synced:
+            return False
+        with conn.transaction():
+            for u in users:
+                conn.execute(
+                    "INSERT INTO users (id, username, password_hash, sender_comp_id, account_id) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sender_comp_id) DO UPDATE SET "
+                    "id = excluded.id, username = excluded.username, "
+                    "password_hash = excluded.password_hash, account_id = excluded.account_id, "
+                    "updated = now()",
+                    (u.session, u.comp_id, password_hash(u), u.comp_id, u.account),
+                )
+            conn.execute(
+                "DELETE FROM users WHERE NOT sender_comp_id = ANY(%s)",
+                ([u.comp_id for u in users],),
+            )
+        self._synced = digest
+        return True

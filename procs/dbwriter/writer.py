@@ -1,0 +1,234 @@
+"""The writer's loop: tail the journal, build batches, commit them with their checkpoint.
+
+Start-up and restart are one path (crash-only): read the database's checkpoint, restore the
+newest writer snapshot at or below it (else start from seq 1), replay up to the checkpoint
+without writing, then write every command after it. A batch closes when it holds
+``batch_rows`` rows or its first row is ``batch_ms`` old (checked as commands arrive and
+while the journal is idle); it covers a contiguous range of seqs, including commands that
+made no rows, so the checkpoint moves over them too.
+
+PostgreSQL down or failing (``OperationalError``): the batch is retried, with exponential
+backoff, on a new connection, and the writer falls behind meanwhile; the journal is the
+queue, so nothing is lost and the pipeline never waits. A commit whose answer was lost is
+detected on retry (the checkpoint already equals the batch's end); a checkpoint *behind* the
+batch (a server that lost committed transactions: asynchronous commit, failover to a lagging
+replica, a restored backup) restarts the writer from it. Anything else raises: a
+broken invariant crashes the process and the supervisor restarts it from the checkpoint.
+Lag (journal's last seq - checkpoint) is logged every ``report_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import psycopg
+
+from config.schema import RingexConfig
+from procs.common.journal import JournalReader
+from procs.common.records import RecordCodec
+from procs.common.topology import journal_dir
+from procs.dbwriter.projection import Batch
+from procs.dbwriter.replay import Follower
+from procs.dbwriter.store import CheckpointMismatchError, PgStore
+from procs.dbwriter.users import UserSync
+
+log = logging.getLogger("ringex.dbwriter")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between retries: ``initial_s``, doubling, at most ``max_s``."""
+
+    initial_s: float = 0.05
+    max_s: float = 5.0
+
+    def delays(self) -> Callable[[], float]:
+        state = [self.initial_s / 2]
+
+        def next_delay() -> float:
+            state[0] = min(self.max_s, state[0] * 2)
+            return state[0]
+
+        return next_delay
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    batch_rows: int = 10_000
+    batch_ms: int = 50
+    poll_s: float = 0.005  # how often an idle writer looks at the journal again
+    snapshot_every: int = 1_000_000  # commands between writer snapshots ...
+    snapshot_s: float = 300.0  # ... or seconds, whichever first (0: never)
+    report_s: float = 5.0
+    backoff: Backoff = Backoff()
+    users_path: Path | None = None  # the FIX user store to mirror into ``users``
+
+
+class DbWriter:
+    def __init__(
+        self,
+        cfg: RingexConfig,
+        dsn: str,
+        options: WriterOptions | None = None,
+        *,
+        codec: RecordCodec | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.cfg = cfg
+        self.options = options or WriterOptions()
+        self.codec = codec or RecordCodec()
+        self.store = PgStore(dsn, cfg)
+        self.reader = JournalReader(
+            journal_dir(cfg), slot_size=self.codec.slot_size, schema_id=self.codec.schema_id
+        )
+        self.sleep = sleep
+        self.stopping = False
+        self.follower: Follower | None = None
+        self.committed = 0  # the checkpoint as this writer last saw it
+        self.batches = 0
+        self.rows = 0
+        self._snap_seq = 0
+        self._snap_at = time.monotonic()
+        self._report_at = time.monotonic()
+        self._users_at = 0.0
+        path = self.options.users_path
+        self.users = UserSync(path) if path is not None else None
+
+    def request_stop(self) -> None:
+        """Finish the batch at hand, commit it, and return from ``run`` (signal-safe)."""
+        self.stopping = True
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(self) -> Follower:
+        """Connect (retrying), and bring the replay state to the database's checkpoint."""
+        checkpoint = self._retry(self.store.checkpoint, "reading the checkpoint")
+        follower = Follower.restore(self.cfg, checkpoint)
+        from_seq = follower.seq
+        if follower.seq < checkpoint:
+            decode = self.codec.decode_slot
+            for seq, image in self.reader.entries(follower.seq + 1):
+                command = decode(image)
+                follower.projection.process(seq, command, follower.step(seq, command), None)
+                if seq == checkpoint:
+                    break
+        if follower.seq != checkpoint:
+            raise RuntimeError(
+                f"the database checkpoint is seq {checkpoint}, but the journal "
+                f"{self.reader.directory} ends at {follower.seq}: is this the right instance?"
+            )
+        self.committed = self._snap_seq = checkpoint
+        log.info(
+            "dbwriter resumes after seq %d (snapshot at %d, %d replayed without writing)",
+            *(checkpoint, from_seq, checkpoint - from_seq),
+        )
+        self.follower = follower
+        return follower
+
+    # -- loop -------------------------------------------------------------------------------
+
+    def run(self, *, to_end: bool = False) -> int:
+        """Follow the journal until ``request_stop`` (or, ``to_end``, its last entry); return
+        the checkpoint."""
+        while True:
+            try:
+                return self._run(to_end)
+            except CheckpointMismatchError as exc:
+                if not exc.behind:
+                    raise
+                log.warning("%s: the database lost commits; restarting from seq %d", exc, exc.at)
+                self.follower = None
+
+    def _run(self, to_end: bool) -> int:
+        follower = self.follower or self.start()
+        opts = self.options
+        decode, step, process = self.codec.decode_slot, follower.step, follower.projection.process
+        limit_rows, limit_s = opts.batch_rows, opts.batch_ms / 1000
+        batch: Batch | None = None
+        while True:
+            if self.reader.directory.is_dir():
+                for seq, image in self.reader.entries(follower.seq + 1):
+                    command = decode(image)
+                    if batch is None:
+                        batch = Batch(first_seq=seq)
+                    process(seq, command, step(seq, command), batch)
+                    if batch.rows() >= limit_rows or time.monotonic() - batch.started >= limit_s:
+                        self._flush(batch)
+                        batch = None
+                    if self.stopping:
+                        break
+            idle_flush = self.stopping or to_end
+            if batch is not None and (idle_flush or time.monotonic() - batch.started >= limit_s):
+                self._flush(batch)
+                batch = None
+            if self.stopping or (to_end and batch is None):
+                break
+            self._housekeeping()
+            self.sleep(opts.poll_s)
+        self._housekeeping(force_report=True)
+        return self.committed
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _flush(self, batch: Batch) -> None:
+        assert self.follower is not None
+        projection = self.follower.projection
+        batch.seal(self.follower.sequencer.accounts, projection.decimals, projection.assets_of)
+        self._retry(lambda: self.store.write(batch), f"writing seqs {batch.first_seq}..")
+        self.committed = batch.last_seq
+        self.batches += 1
+        self.rows += batch.rows()
+        opts = self.options
+        due = self.committed - self._snap_seq >= opts.snapshot_every or (
+            opts.snapshot_s and time.monotonic() - self._snap_at >= opts.snapshot_s
+        )
+        if due and self.committed > self._snap_seq:
+            self.follower.save_snapshot()
+            self._snap_seq, self._snap_at = self.committed, time.monotonic()
+        self._housekeeping()
+
+    def _retry(self, work: Callable[[], T], what: str) -> T:
+        delay = self.options.backoff.delays()
+        while True:
+            try:
+                return work()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self.store.close()
+                wait = delay()
+                log.warning(
+                    "PostgreSQL unavailable while %s (%s); retrying in %.2f s; lag %d commands",
+                    what, str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__,
+                    wait, self._lag(),
+                )  # fmt: skip
+                self.sleep(wait)
+
+    def _lag(self) -> int:
+        try:
+            return max(0, self.reader.last_seq() - self.committed)
+        except FileNotFoundError:
+            return 0
+
+    def _housekeeping(self, *, force_report: bool = False) -> None:
+        now = time.monotonic()
+        if force_report or now - self._report_at >= self.options.report_s:
+            log.info(
+                "dbwriter checkpoint %d, lag %d commands; %d batches, %d rows so far",
+                *(self.committed, self._lag(), self.batches, self.rows),
+            )
+            self._report_at = now
+        if self.users is not None and now - self._users_at >= 1.0:
+            self._users_at = now
+            try:
+                self.users.sync(self.store.open())
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                log.warning("users not synchronised: %s", exc)
+                self.store.close()

@@ -1,0 +1,226 @@
+"""`python -m tests.bench.bench_db`: trades persisted per second, the writer's batcher against
+plain ``executemany``, same run, same private PostgreSQL cluster.
+
+```
+batcher     Trade events -> Projection.add_trade (packed binary row, 1m/1h/1d candles, marked
+            balances) -> Batch.seal -> PgStore.write: one transaction a batch of --batch trades:
+            checkpoint check, binary COPY into temp tables, INSERT .. ON CONFLICT into the
+            day-partitioned trades (PK + BRIN), candles merged, balances upserted, checkpoint
+  variant   the same, trades through INSERT .. ON CONFLICT DO NOTHING (PgStore option)
+executemany the same trades as tuples (datetime ts) -> cursor.executemany of a plain INSERT
+            into the same trades table, one commit a batch
+```
+
+Each round gets an empty database. The answer check: after every round the table holds
+exactly the trades sent (count, sum of sizes, distinct keys) and, for the batcher, the 1m
+candles count every trade once and the checkpoint is the last seq. Targets (issue 7): >= 150k
+trades/s through the batcher, >= 3x executemany. Results go to ``var/bench/db.json``.
+The cluster runs with fsync off (``EmbeddedPostgres(fast=True)``), as the tests do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from config.schema import RingexConfig
+from procs.common.records import Trade
+from procs.common.types import Side
+from procs.dbwriter.embedded import PORT, SUPERUSER, EmbeddedPostgres
+from procs.dbwriter.projection import Batch, Projection, to_datetime
+from procs.dbwriter.store import PgStore, connect, prepare
+from procs.router.accounts import Accounts
+
+TARGET_TPS = 150_000
+TARGET_RATIO = 3.0
+START_NS = 1_763_000_000_000_000_000
+
+
+def trades(n: int) -> list[Trade]:
+    """``n`` trades over two symbols, 20 accounts, 100 ms apart (2 partitions for 200k)."""
+    out = []
+    for k in range(n):
+        seq = k + 1
+        out.append(
+            Trade(
+                seq, START_NS + k * 100_000_000, k // 2 + 1, 1 + k % 2, 100_000 + k % 37,
+                1 + k % 50, Side.BUY if k % 3 else Side.SELL, 2 * k + 1, 10 + k % 20, 1,
+                k % 7, 2 * k + 2, 10 + (k + 7) % 20, 1, 0,
+            )
+        )  # fmt: skip
+    return out
+
+
+def fresh_db(cluster: EmbeddedPostgres, name: str) -> str:
+    admin = f"host={cluster.data} port={PORT} dbname=postgres user={SUPERUSER}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"host={cluster.data} port={PORT} dbname={name} user={SUPERUSER}"
+
+
+def run_batcher(
+    dsn: str, cfg: RingexConfig, stream: list[Trade], batch: int, on_conflict: bool = False
+) -> dict[str, Any]:
+    store = PgStore(dsn, cfg, trades_on_conflict=on_conflict)
+    store.open()
+    projection = Projection(cfg)
+    accounts = Accounts(cfg)
+    start = time.perf_counter()
+    for lo in range(0, len(stream), batch):
+        b = Batch(first_seq=stream[lo].seq)
+        add = projection.add_trade
+        for trade in stream[lo : lo + batch]:
+            add(trade, b)
+        b.last_seq, b.last_ts_ns = stream[min(lo + batch, len(stream)) - 1].seq, 0
+        b.seal(accounts, projection.decimals, projection.assets_of)
+        store.write(b)
+    elapsed = time.perf_counter() - start
+    conn = store.open()
+    count, size, keys = conn.execute(
+        "SELECT count(*), sum(size), count(DISTINCT (symbol_id, trade_id)) FROM trades"
+    ).fetchone()  # type: ignore[misc]
+    (candle_trades,) = conn.execute(
+        "SELECT sum(trades) FROM candles WHERE interval_s = 60"
+    ).fetchone()  # type: ignore[misc]
+    (checkpoint,) = conn.execute("SELECT last_seq FROM checkpoint").fetchone()  # type: ignore[misc]
+    store.close()
+    ok = (count, size, keys, candle_trades, checkpoint) == (
+        len(stream), sum(t.qty for t in stream), len(stream), len(stream), stream[-1].seq,
+    )  # fmt: skip
+    return {"trades_per_s": len(stream) / elapsed, "seconds": elapsed, "ok": ok}
+
+
+def run_executemany(dsn: str, cfg: RingexConfig, stream: list[Trade], batch: int) -> dict[str, Any]:
+    conn = connect(dsn)
+    prepare(conn, cfg)
+    conn.execute("SELECT ringex_trade_partitions('2025-11-01', '2025-11-30')")
+    sql = "INSERT INTO trades VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    start = time.perf_counter()
+    for lo in range(0, len(stream), batch):
+        rows = [
+            (
+                t.symbol, t.trade_id, t.seq, to_datetime(t.ts_ns), t.price, t.qty,
+                int(t.aggressor), t.maker_order_id, t.maker_account, t.taker_order_id,
+                t.taker_account,
+            )
+            for t in stream[lo : lo + batch]
+        ]  # fmt: skip
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(sql, rows)
+    elapsed = time.perf_counter() - start
+    count, size, keys = conn.execute(
+        "SELECT count(*), sum(size), count(DISTINCT (symbol_id, trade_id)) FROM trades"
+    ).fetchone()  # type: ignore[misc]
+    conn.close()
+    ok = (count, size, keys) == (len(stream), sum(t.qty for t in stream), len(stream))
+    return {"trades_per_s": len(stream) / elapsed, "seconds": elapsed, "ok": ok}
+
+
+def median_round(rounds: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    results = sorted((run() for _ in range(rounds)), key=lambda r: r["trades_per_s"])
+    row = dict(results[len(results) // 2])
+    row["rounds_trades_per_s"] = [round(r["trades_per_s"]) for r in results]
+    row["ok"] = all(r["ok"] for r in results)
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--trades", type=int, default=200_000)
+    ap.add_argument("--peer-trades", type=int, default=50_000, help="trades an executemany round")
+    ap.add_argument("--batch", type=int, default=10_000, help="trades a transaction")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default="var/bench/db.json")
+    args = ap.parse_args()
+    cfg = RingexConfig()
+    root = Path(tempfile.mkdtemp(prefix="rgxbench-"))
+    root.chmod(0o755)
+    cluster = EmbeddedPostgres(root / "pg", fast=True)
+    cluster.start()
+    try:
+        with psycopg.connect(cluster.dsn) as conn:
+            (version,) = conn.execute("SHOW server_version").fetchone()  # type: ignore[misc]
+        print(
+            f"machine: {platform.machine()} {os.cpu_count()} cpus, Python "
+            f"{platform.python_version()}, psycopg {psycopg.__version__} "
+            f"({psycopg.pq.__impl__}), PostgreSQL {version} (fsync off)"
+        )
+        stream = trades(args.trades)
+        peer_stream = stream[: args.peer_trades]
+        batcher = median_round(
+            args.rounds,
+            lambda: run_batcher(fresh_db(cluster, "bench"), cfg, stream, args.batch),
+        )
+        guarded = median_round(
+            args.rounds,
+            lambda: run_batcher(fresh_db(cluster, "bench"), cfg, stream, args.batch, True),
+        )
+        peer = median_round(
+            args.rounds,
+            lambda: run_executemany(fresh_db(cluster, "bench"), cfg, peer_stream, args.batch),
+        )
+    finally:
+        cluster.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+    ratio = batcher["trades_per_s"] / peer["trades_per_s"]
+    results = [
+        {"name": "batcher: binary COPY -> temp -> INSERT (checkpoint-checked)",
+         "trades": args.trades, "batch": args.batch, **batcher, "x_executemany": ratio},
+        {"name": "batcher, trades INSERT .. ON CONFLICT DO NOTHING", "trades": args.trades,
+         "batch": args.batch, **guarded,
+         "x_executemany": guarded["trades_per_s"] / peer["trades_per_s"]},
+        {"name": "executemany INSERT", "trades": args.peer_trades, "batch": args.batch, **peer},
+    ]  # fmt: skip
+    print(
+        f"\n{args.trades:,} trades, transactions of {args.batch:,} ({args.rounds} rounds, median)"
+    )
+    for row in results:
+        print(
+            f"  {row['name']:55} {row['trades_per_s']:>10,.0f} trades/s  rounds "
+            f"{row['rounds_trades_per_s']}"
+        )
+    print(f"  batcher is x{ratio:.1f} executemany")
+    missed = []
+    if batcher["trades_per_s"] < TARGET_TPS:
+        missed.append(f"batcher {batcher['trades_per_s']:,.0f} trades/s < {TARGET_TPS:,}")
+    if ratio < TARGET_RATIO:
+        missed.append(f"batcher x{ratio:.2f} executemany < x{TARGET_RATIO}")
+    checks = {
+        "batcher rows exact": batcher["ok"],
+        "batcher (on conflict) rows exact": guarded["ok"],
+        "executemany rows exact": peer["ok"],
+    }
+    failed = [name for name, ok in checks.items() if not ok]
+    print("answer checks:", "all agree" if not failed else f"FAILED: {failed}")
+    print("targets:", "all met" if not missed else "missed:\n  " + "\n  ".join(missed))
+    doc = {
+        "host": {
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "postgresql": version,
+        },
+        "results": results,
+        "checks": checks,
+        "targets_missed": missed,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(doc, indent=2))
+    print(f"wrote {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
