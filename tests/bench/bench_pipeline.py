@@ -116,7 +116,7 @@ async def read_reports(session: Session, ack_hist: HdrHistogram, fill_hist: HdrH
                 fill_hist.record_value(micros)
 
 
-async def drive(sessions: list[Session], rate: int, seconds: float) -> dict[str, Any]:
+async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) -> dict[str, Any]:
     ack_hist = HdrHistogram(1, 60_000_000, 3)
     fill_hist = HdrHistogram(1, 60_000_000, 3)
     readers = [asyncio.create_task(read_reports(s, ack_hist, fill_hist)) for s in sessions]
@@ -130,7 +130,7 @@ async def drive(sessions: list[Session], rate: int, seconds: float) -> dict[str,
         due = min(total, int((now - start) / interval_ns) + 1)
         while sent < due:  # everything due goes now: a late start is measured, not hidden
             session = sessions[sent % len(sessions)]
-            ref = b"%s-%d" % (session.comp_id.encode(), sent)
+            ref = b"%s-%s-%d" % (phase.encode(), session.comp_id.encode(), sent)  # unique
             side = b"1" if (sent // len(sessions)) % 2 == 0 else b"2"
             session.planned[ref] = start + int(sent * interval_ns)
             assert session.writer is not None
@@ -221,7 +221,7 @@ def main() -> int:
             sessions = [Session(name, port) for name in names]
             await asyncio.gather(*(s.logon() for s in sessions))
             for phase, rate in (("latency", args.rate), ("throughput", args.max_rate)):
-                row = await drive(sessions, rate, args.seconds)
+                row = await drive(sessions, rate, args.seconds, phase)
                 row["name"] = f"pipeline {phase}"
                 results.append(row)
                 print(
