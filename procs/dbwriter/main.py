@@ -46,23 +46,34 @@ def options(cfg: RingexConfig) -> WriterOptions:
 
 def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> int:
     """Run the writer (``to_end``: once, to the journal's end); return the checkpoint."""
-    embedded = None
-    if dsn is None:
-        dsn = cfg.database.dsn
-    if not dsn:
-        embedded = EmbeddedPostgres(embedded_root(cfg))
-        dsn = embedded.start()
-    writer = DbWriter(cfg, dsn, options(cfg))
+    # The handler goes in first: a stop that comes while the cluster starts must still end
+    # with the journal written to its end, not with the default SIGTERM death.
+    writer: DbWriter | None = None
+    stopped = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: flushing and stopping", signum)
-        writer.request_stop()
+        nonlocal stopped
+        log.info("signal %d: writing the journal to its end, then stopping", signum)
+        stopped = True
+        if writer is not None:
+            writer.request_stop()
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    embedded = None
     try:
-        return writer.run(to_end=to_end)
+        if dsn is None:
+            dsn = cfg.database.dsn
+        if not dsn:
+            embedded = EmbeddedPostgres(embedded_root(cfg))
+            dsn = embedded.start()
+        writer = DbWriter(cfg, dsn, options(cfg))
+        if stopped:
+            writer.request_stop()
+        try:
+            return writer.run(to_end=to_end)
+        finally:
+            writer.close()
     finally:
-        writer.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
         if embedded is not None and embedded.started_here:

@@ -101,7 +101,8 @@ class DbWriter:
         self.users = UserSync(path) if path is not None else None
 
     def request_stop(self) -> None:
-        """Finish the batch at hand, commit it, and return from ``run`` (signal-safe)."""
+        """Read the journal to its end, commit, and return from ``run`` (signal-safe). The
+        supervisor stops the writer after the router, so the end is the exchange's last seq."""
         self.stopping = True
 
     # -- start ------------------------------------------------------------------------------
@@ -161,8 +162,7 @@ class DbWriter:
                     if batch.rows() >= limit_rows or time.monotonic() - batch.started >= limit_s:
                         self._flush(batch)
                         batch = None
-                    if self.stopping:
-                        break
+                # a stop comes after intake closed: this pass read the journal to its end
             idle_flush = self.stopping or to_end
             if batch is not None and (idle_flush or time.monotonic() - batch.started >= limit_s):
                 self._flush(batch)

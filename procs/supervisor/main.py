@@ -11,7 +11,7 @@
   looping.
 - Stop (SIGINT, SIGTERM): stop intake (the gateways), wait until every ring is drained
   (``drain_timeout_s``), stop the rest in reverse order (each flushes, snapshots, fsyncs),
-  then unlink the segments.
+  the database writer last (it reads the journal to the end first), then unlink the segments.
 
 ``var/<instance>/run/status.json`` says what runs (pids, CPUs, restarts, state) for
 ``ringex status`` and ``ringex stop``; each process logs to ``var/<instance>/run/<name>.log``.
@@ -194,10 +194,12 @@ class Supervisor:
         self.state = "stopping"
         self.write_status()
         intake = [c for c in self.children if c.spec.intake]
-        rest = [c for c in reversed(self.children) if not c.spec.intake]
+        last = [c for c in self.children if c.spec.stop_last]
+        rest = [c for c in reversed(self.children) if not (c.spec.intake or c.spec.stop_last)]
         self._terminate(intake)
         self._drain()
         self._terminate(rest)
+        self._terminate(last)
         for ring in self._rings.values():
             ring.close()
         remove_instance(self.cfg.instance)

@@ -36,6 +36,7 @@ class ProcessSpec:
     ready_ring: str
     ready_consumer: str
     intake: bool = False  # takes orders from outside: stopped first
+    stop_last: bool = False  # follows what the others write (the journal): stopped last
 
     def argv(self, profile: str) -> list[str]:
         return [sys.executable, "-m", self.module, "--profile", profile, *self.args]
