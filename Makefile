@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest run ring-demo system-deps bench bench-ring bench-records bench-matcher bench-journal bench-pipeline bench-db bench-gateway clean-shm clean venv
+.PHONY: test lint typecheck pytest run ring-demo system-deps bench bench-ring bench-records bench-matcher bench-journal bench-pipeline bench-db bench-gateway bench-ws clean-shm clean venv
 
 # Create the venv and install the project with its dev extra; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -52,7 +52,7 @@ run: $(STAMP) system-deps
 ring-demo: $(STAMP)
 	$(PY) scripts/ring_demo.py
 
-bench: bench-ring bench-records bench-matcher bench-journal bench-db bench-gateway bench-pipeline
+bench: bench-ring bench-records bench-matcher bench-journal bench-db bench-gateway bench-ws bench-pipeline
 
 bench-ring: $(STAMP)
 	$(PY) -m tests.bench.bench_ring
@@ -74,6 +74,9 @@ bench-db: $(STAMP)
 
 bench-gateway: $(STAMP)
 	$(PY) -m tests.bench.bench_gateway
+
+bench-ws: $(STAMP)
+	$(PY) -m tests.bench.bench_ws
 
 # Remove shared-memory segments left behind by crashed processes (see `ringex shm --help`).
 clean-shm: $(STAMP)

@@ -5,7 +5,12 @@ every socket. While events flow the loop reads, processes and publishes a batch,
 to the sockets; when the rings are empty it sleeps, backing off from ``min_idle_s`` to
 ``max_idle_s``, which bounds the added latency at the price of a few hundred wake-ups per
 second when idle (a wait thread parked on the ring's semaphore would need none, but would
-hand every batch across threads). The wall clock is fed to the state once per
+hand every batch across threads). Under load the loop lingers: after a batch whose pump took
+``d`` seconds it waits ``linger x d`` (at most ``max_linger_s``) before the next, so batches
+grow with the load instead of the loop spinning on small ones (each batch costs every
+subscriber's socket one write): the fan-out takes at most 1 / (1 + linger) of the core, for
+about ``linger x d`` of added latency,
+which is nothing when few listen. The wall clock is fed to the state once per
 ``clock_s``, so candles open on time when nobody trades.
 """
 
@@ -32,6 +37,8 @@ class Feed:
         min_idle_s: float = 0.0002,
         max_idle_s: float = 0.005,
         clock_s: float = 0.25,
+        linger: float = 1.0,
+        max_linger_s: float = 0.01,
     ) -> None:
         self.state = state
         self.hub = hub
@@ -40,6 +47,8 @@ class Feed:
         self.min_idle_s = min_idle_s
         self.max_idle_s = max_idle_s
         self.clock_s = clock_s
+        self.linger = linger
+        self.max_linger_s = max_linger_s
         self.events = 0
         self._next_clock = 0.0
 
@@ -71,9 +80,12 @@ class Feed:
     async def run(self, stop: asyncio.Event) -> None:
         idle = self.min_idle_s
         while not stop.is_set():
+            started = time.perf_counter()
             if self.pump():
                 idle = self.min_idle_s
-                await asyncio.sleep(0)  # let the sockets write what was published
+                # let the sockets read and write; linger when the batch was costly
+                busy = time.perf_counter() - started
+                await asyncio.sleep(min(busy * self.linger, self.max_linger_s))
             else:
                 await asyncio.sleep(idle)
                 idle = min(idle * 2, self.max_idle_s)

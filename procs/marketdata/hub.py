@@ -4,13 +4,20 @@ Sans-I/O and synchronous: the server calls ``subscribe`` when a request arrives 
 ``publish`` after each batch of events, both on the event loop's one thread, so a depth
 snapshot handed to a new subscriber and the diffs published after it are in order on its
 queue: the diffs continue the snapshot without a race, over the same connection. An update
-nobody subscribed to is not even rendered; one that is, is rendered once for everyone.
+nobody subscribed to is not even rendered; one that is, is rendered once for everyone, JSON
+and WebSocket frame alike. Subscribers are grouped by the set of streams they follow, and a
+batch of updates is joined once per group into the bytes each member gets: the cost per
+subscriber is one call and one socket write per batch, not one per message (at 1000
+clients x 1000 trades/s that is the difference between 1M Python calls a second and a few
+hundred thousand).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
+
+from websockets.frames import Frame, Opcode
 
 from procs.common.records import Trade
 from procs.marketdata import messages
@@ -21,14 +28,29 @@ from procs.marketdata.streams import Kind, Stream
 from procs.marketdata.ticker import Ticker
 
 
+class Message:
+    """One rendered update: its JSON and the server's WebSocket text frame of it (unmasked,
+    no extension), both made once for all subscribers. Never changed once made."""
+
+    __slots__ = ("frame", "kind", "payload", "stream")
+
+    def __init__(self, kind: Kind, stream: str, payload: bytes) -> None:
+        self.kind = kind
+        self.stream = stream
+        self.payload = payload
+        self.frame = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=())
+
+
 class Subscriber(Protocol):
     """A connection as the hub sees it (the server's ``Client``). Called on the loop thread."""
 
     #: Stream names subscribed; the hub keeps it.
     streams: set[str]
 
-    def deliver(self, kind: Kind, stream: str, payload: bytes) -> None:
-        """Send or queue ``payload`` (the client applies its slow-consumer policy)."""
+    def deliver(self, messages: Sequence[Message], frames: bytes) -> None:
+        """Send ``frames`` (the messages' frames joined, in order) or queue ``messages``
+        (the client applies its slow-consumer policy). May close the client and remove it
+        from the hub."""
 
     def deliver_snapshot(self, stream: str, payload: bytes) -> None:
         """Send or queue a depth snapshot, restarting ``stream``'s diffs from it."""
@@ -41,6 +63,8 @@ class Hub:
         self.max_subscriptions = max_subscriptions
         self.symbols = frozenset(state.by_stream)
         self._subs: dict[str, dict[Subscriber, None]] = {}
+        #: Subscribers by the set of streams they follow (insertion-ordered sets).
+        self._groups: dict[frozenset[str], dict[Subscriber, None]] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}  # stream -> (update id, message)
         self.published = 0  # messages rendered
         self.delivered = 0  # messages handed to subscribers
@@ -63,10 +87,28 @@ class Hub:
         """Add ``streams`` (already subscribed ones are kept as they are; raises like
         ``check_subscribe``). A depth stream starts with a snapshot; ticker and kline
         streams with their latest value."""
-        for stream in self.check_subscribe(client, streams):
+        new = self.check_subscribe(client, streams)
+        if not new:
+            return
+        self._leave_group(client)
+        for stream in new:
             client.streams.add(stream.name)
             self._subs.setdefault(stream.name, {})[client] = None
+        self._join_group(client)
+        for stream in new:
             self._initial(client, stream)
+
+    def _leave_group(self, client: Subscriber) -> None:
+        key = frozenset(client.streams)
+        group = self._groups.get(key)
+        if group is not None:
+            group.pop(client, None)
+            if not group:
+                del self._groups[key]
+
+    def _join_group(self, client: Subscriber) -> None:
+        if client.streams:
+            self._groups.setdefault(frozenset(client.streams), {})[client] = None
 
     def _initial(self, client: Subscriber, stream: Stream) -> None:
         market = self.state.by_stream[stream.symbol]
@@ -75,15 +117,21 @@ class Hub:
         elif stream.kind is Kind.TICKER:
             ticker = market.ticker.ticker()
             if ticker is not None:
-                client.deliver(Kind.TICKER, stream.name, messages.ticker(market.symbol, ticker)[1])
+                payload = messages.ticker(market.symbol, ticker)[1]
+                self._deliver_one(client, Message(Kind.TICKER, stream.name, payload))
         elif stream.kind is Kind.KLINE:
             candle = market.candles[stream.interval].current
             if candle is not None:
                 update = CandleUpdate(market.symbol.id, stream.interval, candle)
                 payload = messages.kline(market.symbol, update, self.state.now_ns)[1]
-                client.deliver(Kind.KLINE, stream.name, payload)
+                self._deliver_one(client, Message(Kind.KLINE, stream.name, payload))
+
+    @staticmethod
+    def _deliver_one(client: Subscriber, message: Message) -> None:
+        client.deliver((message,), message.frame)
 
     def unsubscribe(self, client: Subscriber, streams: Iterable[Stream]) -> None:
+        self._leave_group(client)
         for stream in streams:
             client.streams.discard(stream.name)
             subs = self._subs.get(stream.name)
@@ -91,8 +139,10 @@ class Hub:
                 subs.pop(client, None)
                 if not subs:
                     del self._subs[stream.name]
+        self._join_group(client)
 
     def remove(self, client: Subscriber) -> None:
+        self._leave_group(client)
         for name in client.streams:
             subs = self._subs.get(name)
             if subs is not None:
@@ -119,8 +169,11 @@ class Hub:
         return payload
 
     def publish(self, updates: Iterable[Update]) -> None:
+        """Render each update someone subscribed to once, then hand every group of
+        subscribers its messages of the batch, joined once for the group."""
         symbols = self.state.symbols
         subs_of = self._subs.get
+        batch: list[Message] = []
         for update in updates:
             market = symbols[update.symbol]
             kind, name = _stream_of(market, update)
@@ -128,10 +181,24 @@ class Hub:
             if not subs:
                 continue
             _, payload = messages.render(market.symbol, update, self.state.now_ns)
-            self.published += 1
+            batch.append(Message(kind, name, payload))
             self.delivered += len(subs)
-            for client in list(subs):  # a delivery may close the client and unsubscribe it
-                client.deliver(kind, name, payload)
+        if not batch:
+            return
+        self.published += len(batch)
+        names = {m.stream for m in batch}
+        for key, group in list(self._groups.items()):
+            if key.isdisjoint(names):
+                continue
+            mine = batch if key >= names else [m for m in batch if m.stream in key]
+            frames = b"".join([m.frame for m in mine])
+            for client in list(group):  # a delivery may close the client and remove it
+                client.deliver(mine, frames)
+
+    def fan_out(self, clients: Iterable[Subscriber], message: Message) -> None:
+        """``message`` to each of ``clients`` (the server's heartbeats)."""
+        for client in clients:
+            client.deliver((message,), message.frame)
 
 
 def _stream_of(market: SymbolMarket, update: Update) -> tuple[Kind, str]:

@@ -3,8 +3,9 @@
 The thin asyncio edge around ``Hub`` (who gets what) and ``Outbox`` (a slow client's queue).
 A message goes straight into a client's socket while the socket keeps up (its transport
 buffer is under ``write_limit`` and nothing is queued: no task switch per message, as
-websockets' ``broadcast`` does); otherwise it waits in the client's ``Outbox`` and the
-client's own sender task drains it at the socket's pace. So one slow client costs the others
+websockets' ``broadcast`` does, and better: a whole batch's frames, the same bytes for
+every client of a group, in one write); otherwise it waits in the client's ``Outbox`` and
+the client's own sender task drains it at the socket's pace. So one slow client costs the others
 nothing: fan-out never awaits a socket.
 
 Endpoints on one port: ``/ws`` (subscribe by request), ``/ws/<stream>`` and
@@ -22,6 +23,7 @@ import http
 import logging
 import socket
 import time
+from collections.abc import Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
@@ -31,7 +33,7 @@ from websockets.protocol import State
 
 from config.schema import MarketDataConfig
 from procs.marketdata import messages
-from procs.marketdata.hub import Hub
+from procs.marketdata.hub import Hub, Message
 from procs.marketdata.outbox import Outbox
 from procs.marketdata.requests import ErrorCode, RequestError, error, parse_request, result
 from procs.marketdata.streams import Kind, Stream, StreamError, parse_stream
@@ -56,18 +58,29 @@ class Client:
         self.closing = False
         self._transport = conn.transport
         self._write_limit = server.write_limit
+        # The hub's frames fit only a connection without extensions (no per-message deflate).
+        self._shared_frames = not conn.protocol.extensions
 
-    def deliver(self, kind: Kind, stream: str, payload: bytes) -> None:
+    def deliver(self, messages: Sequence[Message], frames: bytes) -> None:
         if self.closing:
             return
         if self._direct():
-            broadcast((self.conn,), payload, text=True)
+            if self._shared_frames:
+                # Straight to the transport: websockets' protocol keeps no state about data
+                # frames sent whole, and its own writes (pings, close) go between ours.
+                self._transport.write(frames)
+            else:
+                broadcast((self.conn,), messages[0].payload, text=True)
+                for message in messages[1:]:
+                    broadcast((self.conn,), message.payload, text=True)
             return
-        reason = self.outbox.push(kind, stream, payload)
-        if reason is not None:
-            self.close_slow(reason)
-        else:
-            self._wake.set()
+        push = self.outbox.push
+        for message in messages:
+            reason = push(message.kind, message.stream, message.payload)
+            if reason is not None:
+                self.close_slow(reason)
+                return
+        self._wake.set()
 
     def deliver_snapshot(self, stream: str, payload: bytes) -> None:
         if self.closing:
@@ -135,11 +148,15 @@ class MarketDataServer:
         ping_interval_s: float | None = 20.0,
         write_limit: int = 1 << 16,
         send_buffer: int | None = None,
+        compression: str | None = None,
     ) -> None:
         """``write_limit``: bytes buffered in user space per socket before messages queue in
         the client's outbox; ``send_buffer``: the kernel's SO_SNDBUF per connection (None:
         the OS's autotuned default, megabytes on Linux). Both bound how long a stalled
-        client takes to be noticed and how much memory it holds."""
+        client takes to be noticed and how much memory it holds. ``compression``:
+        "deflate" to accept permessage-deflate; off by default, since it compresses every
+        message once per client, with a compressor of tens of KB each, where uncompressed
+        the same frame bytes go to every client."""
         self.hub = hub
         self.site = site
         self.cfg = cfg
@@ -147,6 +164,7 @@ class MarketDataServer:
         self.ping_interval_s = ping_interval_s
         self.write_limit = write_limit
         self.send_buffer = send_buffer
+        self.compression = compression
         self.clients: set[Client] = set()
         self.slow_closed = 0
         self.refused = 0
@@ -166,6 +184,7 @@ class MarketDataServer:
             ping_interval=self.ping_interval_s,
             ping_timeout=self.ping_interval_s,
             write_limit=self.write_limit,
+            compression=self.compression,
             close_timeout=2,
         )
         self.spawn(self._heartbeats())
@@ -190,9 +209,8 @@ class MarketDataServer:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            payload = messages.heartbeat(time.time_ns())
-            for client in list(self.clients):
-                client.deliver(Kind.HEARTBEAT, "heartbeat", payload)
+            message = Message(Kind.HEARTBEAT, "heartbeat", messages.heartbeat(time.time_ns()))
+            self.hub.fan_out(list(self.clients), message)
 
     # -- handshake ------------------------------------------------------------------------
 

@@ -3,11 +3,13 @@ without sockets."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 import pytest
 
 from procs.common.types import Side
-from procs.marketdata.hub import Hub
+from procs.marketdata.hub import Hub, Message
 from procs.marketdata.market import MarketState, Update
 from procs.marketdata.outbox import Outbox
 from procs.marketdata.requests import ErrorCode, RequestError, error, parse_request, result
@@ -91,13 +93,17 @@ class FakeClient:
         self.streams: set[str] = set()
         self.got: list[tuple[str, dict[str, object]]] = []
 
-    def deliver(self, kind: Kind, stream: str, payload: bytes) -> None:
-        msg = msgspec.json.decode(payload)
-        assert msg["stream"] == stream
-        self.got.append((stream, msg["data"]))
+    def deliver(self, messages: Sequence[Message], frames: bytes) -> None:
+        assert frames == b"".join(m.frame for m in messages)
+        for message in messages:
+            msg = msgspec.json.decode(message.payload)
+            assert msg["stream"] == message.stream
+            assert message.frame.endswith(message.payload)
+            self.got.append((message.stream, msg["data"]))
 
     def deliver_snapshot(self, stream: str, payload: bytes) -> None:
-        self.deliver(Kind.DEPTH, stream, payload)
+        message = Message(Kind.DEPTH, stream, payload)
+        self.deliver((message,), message.frame)
 
 
 def test_hub_fans_out_rendered_updates_and_starts_streams_with_state() -> None:
@@ -139,3 +145,38 @@ def test_hub_fans_out_rendered_updates_and_starts_streams_with_state() -> None:
     hub.unsubscribe(a, streams)
     hub.remove(b)
     assert a.streams == {"btc-usd@kline_1m"} and hub.subscribers("btc-usd@depth") == 0
+
+
+def test_hub_hands_each_subscriber_a_batch_once_joined_per_group() -> None:
+    calls: list[bytes] = []
+
+    class Counting(FakeClient):
+        def deliver(self, messages: Sequence[Message], frames: bytes) -> None:
+            calls.append(frames)
+            super().deliver(messages, frames)
+
+    state = MarketState([SYMBOL, OTHER])
+    hub = Hub(state, depth_levels=10, max_subscriptions=5)
+    trades_only, both, also_both = Counting(), Counting(), Counting()
+    names = ("btc-usd@trade", "btc-usd@depth")
+    hub.subscribe(trades_only, [parse_stream(names[0], SYMBOLS)])
+    for c in (both, also_both):
+        hub.subscribe(c, [parse_stream(n, SYMBOLS) for n in names])
+    for c in (trades_only, both, also_both):
+        c.got.clear()
+    calls.clear()
+    out: list[Update] = []
+    for event in [level(1, Side.SELL, 10_000, 5), trade(2, 1, 10_000, 1), trade(3, 2, 10_000, 1)]:
+        state.process(event, out)
+    hub.publish(out + state.flush())
+    assert len(calls) == 3  # one call per subscriber for the whole batch
+    assert [s for s, _ in trades_only.got] == ["btc-usd@trade"] * 2
+    assert [s for s, _ in both.got] == ["btc-usd@trade"] * 2 + ["btc-usd@depth"]
+    assert calls[1] is calls[2]  # joined once for the group: the same bytes to each
+    hub.unsubscribe(both, [parse_stream(names[1], SYMBOLS)])
+    both.got.clear()
+    out = []
+    state.process(trade(4, 3, 10_000, 1), out)
+    hub.publish(out)
+    assert [s for s, _ in both.got] == ["btc-usd@trade"]
+    assert [s for s, _ in also_both.got][-1] == "btc-usd@trade"
