@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from config.schema import SymbolConfig
@@ -97,7 +98,11 @@ class OrderEntry:
         self.requests: dict[int, Request] = {}
         self.live: dict[tuple[int, bytes], Order] = {}  # (session, current ClOrdID) -> order
         self.seen: OrderedDict[tuple[int, bytes], None] = OrderedDict()
-        self.undeliverable = 0  # reports for sessions not logged on (see the report)
+        #: Where a report for a session that is not logged on goes: ``park(session id,
+        #: msg type, body, now_ns)`` stores it in that session's outbound store, and the
+        #: client's ResendRequest after its next logon delivers it. None: counted and dropped.
+        self.park: Callable[[int, bytes, bytes, int], bool] | None = None
+        self.undeliverable = 0  # reports that could not even be parked
         self._next_ref = time.time_ns()
         self._next_exec = time.time_ns()
         self._times = Timestamps()
@@ -412,7 +417,7 @@ class OrderEntry:
 
     def _report(self, order: Order, exec_type: bytes, extra: bytes = b"") -> None:
         session = self.sessions.get(order.session)
-        if session is None:
+        if session is None and self.park is None:
             self.undeliverable += 1
             return
         sym = order.symbol
@@ -439,7 +444,10 @@ class OrderEntry:
                 extra,
             )
         )
-        session.send(b"8", body, time.time_ns())
+        if session is not None:
+            session.send(b"8", body, time.time_ns())
+        elif self.park is None or not self.park(order.session, b"8", body, time.time_ns()):
+            self.undeliverable += 1
 
     def _reject_new(
         self, session: Session, msg: FixMessage, text: str, reason: int, exec_type: bytes = b"8"

@@ -33,6 +33,7 @@ from procs.common.topology import (
     matcher_output,
 )
 from procs.gateway.audit import AuditLog
+from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
 from procs.gateway.orders import OrderEntry
 from procs.gateway.session import Session, SessionSettings
@@ -95,6 +96,8 @@ class GatewayServer:
         self.users = UserStore(users_path(cfg))
         self.audit = AuditLog(self.directory / "audit.log")
         self.entry = OrderEntry(gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect)
+        self.entry.park = self.park
+        self._times = Timestamps()
         self.live: dict[str, Session] = {}
         self.stores: dict[str, MessageStore] = {}
         self.connections: set[Connection] = set()
@@ -111,6 +114,22 @@ class GatewayServer:
         self.port = gw.port
         self._server: asyncio.Server | None = None
         self._stop = asyncio.Event()
+
+    def park(self, session_id: int, msg_type: bytes, body: bytes, now_ns: int) -> bool:
+        """Store a message for a session that is not logged on, with its next MsgSeqNum: the
+        client sees the gap at its next logon and its ResendRequest delivers it (PossDup)."""
+        user = next((u for u in self.users.users() if u.session == session_id), None)
+        if user is None:
+            return False
+        store = self.store(user.comp_id)
+        seq = store.next_out
+        header = b"49=%s\x0156=%s\x01" % (self.gw.comp_id.encode(), user.comp_id.encode())
+        stamp = self._times.format(now_ns)
+        raw = frame(b"35=%s\x01%s34=%d\x0152=%s\x01%s" % (msg_type, header, seq, stamp, body))
+        store.add_outbound(seq, raw)
+        store.flush()
+        self.audit.record(now_ns, False, user.comp_id, raw)
+        return True
 
     def store(self, comp_id: str) -> MessageStore:
         store = self.stores.get(comp_id)

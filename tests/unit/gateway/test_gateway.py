@@ -327,3 +327,33 @@ def test_status_mass_cancel_and_cancel_on_disconnect(instance: str, tmp_path: Pa
         run(h, scenario)
     finally:
         h.close()
+
+
+def test_a_fill_while_logged_off_is_delivered_by_resend_at_the_next_logon(
+    harness: Harness,
+) -> None:
+    async def scenario(h: Harness, port: int) -> None:
+        alice = await logged_on(port)
+        await alice.send("D", *order("s1", "2", "1.00", "100.00"))
+        assert (await alice.expect("8")).get(150) == b"0"
+        await alice.send("5")
+        await alice.expect("5")
+        await alice.aclose()
+        next_in = alice.seq
+        bob = await logged_on(port, "BOB")
+        await bob.send("D", *order("b1", "1", "1.00", "100.00"))
+        await bob.expect("8")
+        assert (await bob.expect("8")).get(39) == b"2"
+        await asyncio.sleep(0.2)  # alice's fill is reported while she is away
+
+        back = Client("ALICE")
+        back.seq = next_in
+        await back.connect(port)
+        logon = await back.logon()
+        gap_from = 4  # she saw: logon 1, new 2, logout 3; the stored fill is 4
+        assert int(logon.get(34) or 0) > gap_from
+        await back.send("2", (7, gap_from), (16, 0))
+        resent = await back.expect("8")
+        assert (resent.get(43), resent.get(11), resent.get(39)) == (b"Y", b"s1", b"2")
+
+    run(harness, scenario)
