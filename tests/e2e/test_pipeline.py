@@ -1,7 +1,8 @@
 """The whole exchange as an operator runs it: `ringex run` (the supervisor and real
-processes over shm), `ringex admin add-user`, FIX clients over TCP; a SIGKILLed router is
-restarted and recovers with nothing acknowledged lost; the journal replays to the same
-balances, conserved."""
+processes over shm), `ringex admin add-user`, FIX clients over TCP; a SIGKILLed router and
+then matcher are restarted and recover with nothing acknowledged lost (a resting order
+survives its matcher's death and fills); the journal replays to the same balances,
+conserved, and the database writer's checkpoint reaches the journal's end."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import psycopg
 import pytest
 
 from config import load_profile
+from config.schema import RingexConfig
 from procs.dbwriter.embedded import EmbeddedPostgres
 from procs.dbwriter.main import embedded_root
 from procs.router.recovery import recover
@@ -106,7 +108,22 @@ async def reports(client: Client, count: int) -> list[dict[int, bytes]]:
     return got
 
 
-def test_fix_in_reports_out_and_a_killed_router_recovers(exchange: Path) -> None:
+async def kill_and_wait(cfg: RingexConfig, name: str) -> None:
+    """SIGKILL process ``name`` and wait until the supervisor has it back and ready."""
+    status = read_status(cfg)
+    assert status is not None
+    victim = next(p for p in status["processes"] if p["name"] == name)
+    os.kill(victim["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        now = next(p for p in (read_status(cfg) or {})["processes"] if p["name"] == name)
+        if now["restarts"] == victim["restarts"] + 1 and now["ready"]:
+            return
+        assert time.monotonic() < deadline, f"{name} not restarted"
+        await asyncio.sleep(0.1)
+
+
+def test_fix_in_reports_out_and_killed_processes_recover(exchange: Path) -> None:
     cfg = load_profile(str(exchange))
     port = cfg.gateways[0].port
     ringex(exchange, "admin", "add-user", "--username", "MM", "--password", "pw",
@@ -130,22 +147,22 @@ def test_fix_in_reports_out_and_a_killed_router_recovers(exchange: Path) -> None
         (partial,) = await reports(maker, 1)
         assert partial[39] == b"1" and partial[151] in (b"0.5", b"0.5000")
 
-        status = read_status(cfg)
-        assert status is not None
-        router = next(p for p in status["processes"] if p["name"] == "router")
-        os.kill(router["pid"], signal.SIGKILL)  # the sequencer dies mid-session
-        deadline = time.monotonic() + 60
-        while True:
-            now = next(p for p in (read_status(cfg) or {})["processes"] if p["name"] == "router")
-            if now["restarts"] == 1 and now["ready"]:
-                break
-            assert time.monotonic() < deadline, "router not restarted"
-            await asyncio.sleep(0.1)
+        await kill_and_wait(cfg, "router")  # the sequencer dies mid-session
         await place(taker, "t2", "1", "0.5", "100.00")  # takes the rest: state survived
         (ack2, fill2) = await reports(taker, 2)
         assert ack2[150] == b"0" and fill2[39] == b"2"
         (done,) = await reports(maker, 1)
         assert done[39] == b"2" and done[14] in (b"1.5", b"1.5000")
+
+        # the matcher dies with an order resting in its book: it comes back with it
+        await place(maker, "m2", "2", "1", "101.00")
+        assert (await reports(maker, 1))[0][150] == b"0"
+        await kill_and_wait(cfg, "matcher-m1")
+        await place(taker, "t3", "1", "1", "101.00")
+        (ack3, fill3) = await reports(taker, 2)
+        assert ack3[150] == b"0" and fill3[39] == b"2"
+        (maker_fill,) = await reports(maker, 1)
+        assert maker_fill[39] == b"2" and maker_fill[11] == b"m2"
         await maker.aclose()
         await taker.aclose()
 
