@@ -38,6 +38,8 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common.records import RecordCodec
 from procs.common.topology import rings
+from procs.dbwriter.embedded import EmbeddedError, EmbeddedPostgres
+from procs.dbwriter.main import embedded_root
 from procs.supervisor.plan import ProcessSpec, plan
 from shm import Ring
 from shm.inspect import list_segments, remove_instance
@@ -200,12 +202,25 @@ class Supervisor:
         self._drain()
         self._terminate(rest)
         self._terminate(last)
+        self._stop_embedded_database()
         for ring in self._rings.values():
             ring.close()
         remove_instance(self.cfg.instance)
         self.state = "stopped"
         self.write_status()
         log.info("instance %s stopped", self.cfg.instance)
+
+    def _stop_embedded_database(self) -> None:
+        """The instance's private PostgreSQL (no database.dsn) goes down with it; the writer
+        that started it may have been restarted since, and only its starter stops it."""
+        if not self.cfg.database.enabled or self.cfg.database.dsn:
+            return
+        try:
+            cluster = EmbeddedPostgres(embedded_root(self.cfg))
+            if cluster.running():
+                cluster.stop()
+        except EmbeddedError as exc:
+            log.warning("embedded database not stopped: %s", exc)
 
     def _terminate(self, children: list[Child]) -> None:
         for child in children:

@@ -66,6 +66,9 @@ def exchange(instance: str, tmp_path: Path) -> Iterator[Path]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
+        pg = EmbeddedPostgres(embedded_root(cfg))  # the writer's cluster outlives a restart
+        if pg.running():
+            pg.stop()
 
 
 def ringex(profile: Path, *args: str) -> str:
@@ -184,4 +187,3 @@ def test_the_journal_replays_to_conserved_balances(exchange: Path) -> None:
     with psycopg.connect(pg.start()) as conn:
         seq = conn.execute("SELECT last_seq FROM checkpoint").fetchone()
         assert seq is not None and seq[0] == state.last_seq
-    pg.stop()
