@@ -32,11 +32,10 @@ from procs.admin.client import AdminClient, AdminError
 from procs.common.journal import archive_segments_before
 from procs.common.records import RecordCodec
 from procs.common.result_codes import ResultCode
-from procs.common.topology import journal_dir, rings
+from procs.common.topology import journal_dir, rings, users_path
+from procs.common.users import UserStore
+from procs.core.recovery import archivable_before, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
-from procs.gateway.server import users_path
-from procs.gateway.users import UserStore
-from procs.router.recovery import archivable_before, recover, write_snapshot
 from procs.supervisor.main import main as supervisor_main
 from procs.supervisor.main import read_status, run_dir
 from shm import Ring

@@ -16,8 +16,8 @@ import time
 from config import load_profile
 from procs.admin.client import AdminClient
 from procs.common.result_codes import ResultCode
-from procs.gateway.server import users_path
-from procs.gateway.users import UserStore
+from procs.common.topology import users_path
+from procs.common.users import UserStore
 
 DEMO_USERS = [  # comp id, password, account, deposits
     ("DEMO1", "demo1", 101, [("USD", "1000000"), ("BTC", "100"), ("ETH", "1000")]),

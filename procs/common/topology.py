@@ -91,3 +91,13 @@ def rings(cfg: RingexConfig) -> list[RingSpec]:
         specs.append(RingSpec(matcher_input(m.name), ROUTER, (MATCHER,), capacity))
         specs.append(RingSpec(matcher_output(m.name), f"matcher {m.name}", readers, capacity))
     return specs
+
+
+def users_path(cfg: RingexConfig) -> Path:
+    """The FIX users of an instance, shared by its gateways (``procs.common.users``)."""
+    return Path(cfg.var_dir) / cfg.instance / "gateway" / "users.json"
+
+
+def postgres_dir(cfg: RingexConfig) -> Path:
+    """The embedded PostgreSQL cluster's home (``procs.common.embedded_postgres``)."""
+    return Path(cfg.var_dir) / cfg.instance / "pg"

@@ -13,23 +13,15 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 
 from config import load_profile
 from config.schema import RingexConfig
-from procs.dbwriter.embedded import EmbeddedPostgres
+from procs.common.embedded_postgres import EmbeddedPostgres
+from procs.common.topology import postgres_dir, users_path
 from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
 
 log = logging.getLogger("ringex.dbwriter")
-
-
-def embedded_root(cfg: RingexConfig) -> Path:
-    return Path(cfg.var_dir) / cfg.instance / "pg"
-
-
-def users_path(cfg: RingexConfig) -> Path:
-    return Path(cfg.var_dir) / cfg.instance / "gateway" / "users.json"
 
 
 def options(cfg: RingexConfig) -> WriterOptions:
@@ -64,7 +56,7 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
         if dsn is None:
             dsn = cfg.database.dsn
         if not dsn:
-            embedded = EmbeddedPostgres(embedded_root(cfg))
+            embedded = EmbeddedPostgres(postgres_dir(cfg))
             dsn = embedded.start()
         writer = DbWriter(cfg, dsn, options(cfg))
         if stopped:

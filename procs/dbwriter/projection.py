@@ -37,8 +37,8 @@ from procs.common.records import (
     Triggered,
 )
 from procs.common.types import DoneReason
+from procs.core.accounts import Accounts
 from procs.dbwriter.copy import BinaryRows, RowLayout, pg_micros
-from procs.router.accounts import Accounts
 
 # order_statuses codes (migrations/0001_core.sql)
 PENDING, NEW, PARTIALLY_FILLED, FILLED, CANCELLED = 0, 1, 2, 3, 4

@@ -2,7 +2,7 @@
 
 ``Follower.step(seq, command)`` re-applies one journaled command to a ``Sequencer`` (risk,
 balances), executes it on the matcher cores that own it, and settles every event, exactly as
-``procs.router.recovery.recover`` does; it returns the events. The writer keeps its own
+``procs.core.recovery.recover`` does; it returns the events. The writer keeps its own
 snapshots (``var/<instance>/snapshots/dbwriter``): sequencer, matchers and the projection's
 open orders, at a seq the database's checkpoint has reached, so a restart replays only from
 there (a snapshot above the checkpoint, say of a database restored from a backup, is not
@@ -17,11 +17,11 @@ from config.schema import RingexConfig
 from procs.common.records import AdminCommand, MassCancel, Record
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import snapshot_dir
+from procs.core.engine import Matcher
+from procs.core.recovery import fresh
+from procs.core.sequencer import Sequencer
+from procs.core.symbols import symbol_specs
 from procs.dbwriter.projection import Projection
-from procs.matcher.engine import Matcher
-from procs.matcher.main import symbol_specs
-from procs.router.recovery import fresh
-from procs.router.sequencer import Sequencer
 
 
 class WriterSnapshot(msgspec.Struct, frozen=True, array_like=True):

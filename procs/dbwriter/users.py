@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from procs.gateway.users import User, UserStore
+from procs.common.users import User, UserStore
 
 
 def password_hash(user: User) -> str:

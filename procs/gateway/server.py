@@ -31,14 +31,15 @@ from procs.common.topology import (
     gateway_consumer,
     gateway_replies,
     matcher_output,
+    users_path,
 )
+from procs.common.users import UserStore
 from procs.gateway.audit import AuditLog
 from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
 from procs.gateway.orders import OrderEntry
 from procs.gateway.session import Session, SessionSettings
 from procs.gateway.store import MessageStore
-from procs.gateway.users import UserStore
 from shm import Ring
 from shm.consumer import Consumer
 
@@ -47,11 +48,6 @@ log = logging.getLogger("ringex.gateway")
 
 def gateway_dir(cfg: RingexConfig, gw: GatewayConfig) -> Path:
     return Path(cfg.var_dir) / cfg.instance / "gateway" / gw.name
-
-
-def users_path(cfg: RingexConfig) -> Path:
-    """The FIX users of an instance, shared by its gateways (``users.UserStore``)."""
-    return Path(cfg.var_dir) / cfg.instance / "gateway" / "users.json"
 
 
 class Connection(asyncio.Protocol):

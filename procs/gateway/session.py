@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from procs.common.users import User, UserStore
 from procs.gateway import dictionary
 from procs.gateway.audit import AuditLog
 from procs.gateway.dictionary import RejectReason
@@ -45,7 +46,6 @@ from procs.gateway.fix import (
     parse_utc_timestamp,
 )
 from procs.gateway.store import MessageStore
-from procs.gateway.users import User, UserStore
 
 _SECOND = 1_000_000_000
 

@@ -50,34 +50,16 @@ from procs.common.topology import (
     snapshot_dir,
 )
 from procs.common.types import AdminAction
-from procs.matcher.book import Book
-from procs.matcher.engine import Matcher
-from procs.matcher.fast_book import FastBook
-from procs.matcher.symbols import SymbolSpec
+from procs.core.book import Book
+from procs.core.engine import Matcher
+from procs.core.fast_book import FastBook
+from procs.core.symbols import symbol_specs
 from shm import Ring
 
 log = logging.getLogger("ringex.matcher")
 
 #: The consumer name a matcher takes on its input ring.
 INPUT_CONSUMER = MATCHER
-
-
-def symbol_specs(cfg: RingexConfig, matcher: str) -> list[SymbolSpec]:
-    specs = []
-    for name in cfg.matcher(matcher).symbols:
-        s = cfg.symbol(name)
-        specs.append(
-            SymbolSpec(
-                symbol=s.id,
-                tick=s.tick,
-                lot=s.lot,
-                min_qty=s.min_qty,
-                max_qty=s.max_qty,
-                band_bps=s.band_bps,
-                limit_band_bps=s.limit_band_bps,
-            )
-        )
-    return specs
 
 
 class MatcherShell:

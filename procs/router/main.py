@@ -49,8 +49,8 @@ from procs.common.topology import (
     matcher_input,
     matcher_output,
 )
-from procs.router.recovery import recover, snapshot_job
-from procs.router.sequencer import Decision, route_all
+from procs.core.recovery import recover, snapshot_job
+from procs.core.sequencer import Decision, route_all
 from shm import Ring
 from shm.consumer import Consumer
 from shm.producer import Producer

@@ -36,10 +36,9 @@ from typing import Any
 
 from config import load_profile
 from config.schema import RingexConfig
+from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.records import RecordCodec
-from procs.common.topology import rings
-from procs.dbwriter.embedded import EmbeddedError, EmbeddedPostgres
-from procs.dbwriter.main import embedded_root
+from procs.common.topology import postgres_dir, rings
 from procs.supervisor.plan import ProcessSpec, plan
 from shm import Ring
 from shm.inspect import list_segments, remove_instance
@@ -216,7 +215,7 @@ class Supervisor:
         if not self.cfg.database.enabled or self.cfg.database.dsn:
             return
         try:
-            cluster = EmbeddedPostgres(embedded_root(self.cfg))
+            cluster = EmbeddedPostgres(postgres_dir(self.cfg))
             if cluster.running():
                 cluster.stop()
         except EmbeddedError as exc:

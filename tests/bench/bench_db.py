@@ -35,12 +35,12 @@ from typing import Any
 import psycopg
 
 from config.schema import RingexConfig
+from procs.common.embedded_postgres import PORT, SUPERUSER, EmbeddedPostgres
 from procs.common.records import Trade
 from procs.common.types import Side
-from procs.dbwriter.embedded import PORT, SUPERUSER, EmbeddedPostgres
+from procs.core.accounts import Accounts
 from procs.dbwriter.projection import Batch, Projection, to_datetime
 from procs.dbwriter.store import PgStore, connect, prepare
-from procs.router.accounts import Accounts
 
 TARGET_TPS = 150_000
 TARGET_RATIO = 3.0

@@ -45,11 +45,17 @@ import uvloop
 
 from config.schema import RingexConfig, RiskConfig
 from procs.common.records import CreateAccount, Record, Transfer
-from procs.common.topology import gateway_commands, gateway_consumer, gateway_replies, rings
+from procs.common.topology import (
+    gateway_commands,
+    gateway_consumer,
+    gateway_replies,
+    rings,
+    users_path,
+)
+from procs.common.users import UserStore
 from procs.gateway import dictionary
 from procs.gateway.fix import FixMessage, FixReader, Timestamps, field, frame
-from procs.gateway.server import GatewayServer, users_path
-from procs.gateway.users import UserStore
+from procs.gateway.server import GatewayServer
 from procs.matcher.main import MatcherShell
 from procs.router.main import RouterShell
 from shm import Ring

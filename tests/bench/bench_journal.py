@@ -50,7 +50,7 @@ from procs.common.records import (
 )
 from procs.common.topology import journal_dir
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
-from procs.router.recovery import Recovered, fresh, recover, write_snapshot
+from procs.core.recovery import Recovered, fresh, recover, write_snapshot
 from tests.bench.matcher_mixes import CANCEL, NEW, exchange_core_mix
 
 TARGET: dict[str, float] = {

@@ -45,10 +45,10 @@ from config.schema import (
 )
 from procs.common.records import Record, RecordCodec
 from procs.common.topology import matcher_input, matcher_output
-from procs.matcher.book import Book
-from procs.matcher.fast_book import FastBook
+from procs.core.book import Book
+from procs.core.fast_book import FastBook
+from procs.core.reference_book import ReferenceBook
 from procs.matcher.main import INPUT_CONSUMER, MatcherShell
-from procs.matcher.reference_book import ReferenceBook
 from shm import Ring
 from shm.inspect import remove_instance
 from tests.bench.matcher_mixes import Levels, exchange_core_mix, load_mix, shadow_levels, simple_mix

@@ -37,9 +37,9 @@ from hdrh.histogram import HdrHistogram
 
 from config import load_profile
 from procs.admin.client import AdminClient
+from procs.common.topology import users_path
+from procs.common.users import UserStore
 from procs.gateway.fix import fields, frame
-from procs.gateway.server import users_path
-from procs.gateway.users import UserStore
 
 SOH = b"\x01"
 TARGETS = {"orders/s": 50_000, "ack p50 us": 200, "ack p99 us": 2_000}

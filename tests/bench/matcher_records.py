@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from procs.common.records import CancelOrder, NewOrder, Record, ReplaceOrder
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
-from procs.matcher.fast_book import FastBook
-from procs.matcher.symbols import SymbolSpec
+from procs.core.fast_book import FastBook
+from procs.core.symbols import SymbolSpec
 from tests.bench.matcher_mixes import CANCEL, MOVE, NEW, Levels, Op
 
 SPEC = SymbolSpec(symbol=1, tick=1, lot=1, min_qty=1, max_qty=1_000_000)

@@ -21,9 +21,9 @@ import pytest
 
 from config import load_profile
 from config.schema import RingexConfig
-from procs.dbwriter.embedded import EmbeddedPostgres
-from procs.dbwriter.main import embedded_root
-from procs.router.recovery import recover
+from procs.common.embedded_postgres import EmbeddedPostgres
+from procs.common.topology import postgres_dir
+from procs.core.recovery import recover
 from procs.supervisor.main import read_status
 from shm.inspect import list_segments
 from tests.unit.gateway.harness import Client
@@ -66,7 +66,7 @@ def exchange(instance: str, tmp_path: Path) -> Iterator[Path]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
-        pg = EmbeddedPostgres(embedded_root(cfg))  # the writer's cluster outlives a restart
+        pg = EmbeddedPostgres(postgres_dir(cfg))  # the writer's cluster outlives a restart
         if pg.running():
             pg.stop()
 
@@ -183,7 +183,7 @@ def test_the_journal_replays_to_conserved_balances(exchange: Path) -> None:
     accounts = state.sequencer.accounts
     assert accounts.totals(1) == 1000 * 10**6 and accounts.totals(2) == 2 * 10**8
     # the database writer, run by the supervisor, wrote the same balances
-    pg = EmbeddedPostgres(embedded_root(cfg))
+    pg = EmbeddedPostgres(postgres_dir(cfg))
     with psycopg.connect(pg.start()) as conn:
         seq = conn.execute("SELECT last_seq FROM checkpoint").fetchone()
         assert seq is not None and seq[0] == state.last_seq

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from procs.matcher.fast_book import FastBook
-from procs.matcher.reference_book import ReferenceBook
+from procs.core.fast_book import FastBook
+from procs.core.reference_book import ReferenceBook
 from tests.unit.matcher.differential import SPEC, compare
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from procs.dbwriter.embedded import PORT, SUPERUSER, EmbeddedPostgres, find_bin_dir
+from procs.common.embedded_postgres import PORT, SUPERUSER, EmbeddedPostgres, find_bin_dir
 
 _counter = itertools.count()
 

@@ -23,7 +23,7 @@ from procs.common.records import (
 )
 from procs.common.topology import journal_dir
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
-from procs.router.recovery import fresh
+from procs.core.recovery import fresh
 
 ACCOUNTS = tuple(range(10, 16))
 FEE_ACCOUNT = 99

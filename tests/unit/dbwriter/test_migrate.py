@@ -8,9 +8,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from procs.common.users import UserStore
 from procs.dbwriter.migrate import MIGRATIONS, MigrationError, load, migrate
 from procs.dbwriter.users import UserSync
-from procs.gateway.users import UserStore
 
 
 def test_migrations_apply_once_and_are_recorded(dsn: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from procs.dbwriter.embedded import EmbeddedPostgres
+from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.dbwriter.projection import Batch
 from procs.dbwriter.replay import snapshot_store
 from procs.dbwriter.store import PgStore

@@ -29,9 +29,10 @@ from procs.common.topology import (
     gateway_consumer,
     gateway_replies,
     rings,
+    users_path,
 )
-from procs.gateway.server import GatewayServer, users_path
-from procs.gateway.users import UserStore
+from procs.common.users import UserStore
+from procs.gateway.server import GatewayServer
 from procs.matcher.main import MatcherShell
 from procs.router.main import RouterShell
 from shm import Ring

@@ -10,10 +10,10 @@ import simplefix  # ships no type information
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from procs.common.users import UserStore
 from procs.gateway.fix import FixMessage
 from procs.gateway.session import Session, SessionSettings
 from procs.gateway.store import MessageStore
-from procs.gateway.users import UserStore
 from tests.unit.gateway.harness import utc
 
 

@@ -18,8 +18,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from procs.common.records import NewOrder, Record
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
-from procs.matcher.engine import Matcher
-from procs.matcher.symbols import SymbolSpec
+from procs.core.engine import Matcher
+from procs.core.symbols import SymbolSpec
 
 from .events import trade
 from .rig import Rig, running

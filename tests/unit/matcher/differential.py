@@ -14,8 +14,8 @@ from procs.common.records import (
     ReplaceOrder,
 )
 from procs.common.types import AdminAction, OrderFlag, OrdType, Side, StpMode, TimeInForce
-from procs.matcher.book import Book
-from procs.matcher.symbols import SymbolSpec
+from procs.core.book import Book
+from procs.core.symbols import SymbolSpec
 
 SPEC = SymbolSpec(symbol=3, tick=1, lot=1, min_qty=1, max_qty=100, band_bps=100)
 TIFS = [TimeInForce.GTC] * 6 + [TimeInForce.IOC, TimeInForce.FOK, TimeInForce.DAY] * 2

@@ -24,10 +24,10 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode, TimeInForce
-from procs.matcher.book import Book
-from procs.matcher.fast_book import FastBook
-from procs.matcher.reference_book import ReferenceBook
-from procs.matcher.symbols import SymbolSpec
+from procs.core.book import Book
+from procs.core.fast_book import FastBook
+from procs.core.reference_book import ReferenceBook
+from procs.core.symbols import SymbolSpec
 
 BOOKS = pytest.mark.parametrize("book_cls", [ReferenceBook, FastBook])
 SPEC = SymbolSpec(symbol=7, tick=5, lot=1, min_qty=1, max_qty=1000)

@@ -1,4 +1,4 @@
-"""Contract tests for the order types and rules of ``procs.matcher.book``'s docstring that
+"""Contract tests for the order types and rules of ``procs.core.book``'s docstring that
 ``test_books.py`` leaves out: market protection, stops, icebergs, self-trade prevention, halt
 and end of session, the limit collar, snapshots of all of it, and post-only misuse.
 
@@ -41,10 +41,10 @@ from procs.common.types import (
     TimeInForce,
     TradingStatus,
 )
-from procs.matcher.book import Book
-from procs.matcher.fast_book import FastBook
-from procs.matcher.reference_book import ReferenceBook
-from procs.matcher.symbols import SymbolSpec
+from procs.core.book import Book
+from procs.core.fast_book import FastBook
+from procs.core.reference_book import ReferenceBook
+from procs.core.symbols import SymbolSpec
 from tests.unit.matcher.test_books import BOOKS, run
 
 SPEC = SymbolSpec(symbol=7, tick=5, lot=1, min_qty=1, max_qty=1000, band_bps=500)

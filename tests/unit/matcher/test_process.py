@@ -24,9 +24,10 @@ from procs.common.records import (
 from procs.common.result_codes import ResultCode
 from procs.common.topology import matcher_input, matcher_output
 from procs.common.types import AdminAction, OrdType, Side, StpMode, TimeInForce
-from procs.matcher.engine import Matcher
-from procs.matcher.main import INPUT_CONSUMER, MatcherShell, symbol_specs
-from procs.matcher.reference_book import ReferenceBook
+from procs.core.engine import Matcher
+from procs.core.reference_book import ReferenceBook
+from procs.core.symbols import symbol_specs
+from procs.matcher.main import INPUT_CONSUMER, MatcherShell
 from shm import Ring
 
 from .differential import SPEC, commands

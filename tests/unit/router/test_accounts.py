@@ -32,9 +32,9 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.types import AdminAction, OrderFlag, OrdType, Side, StpMode, TimeInForce
-from procs.matcher.engine import Matcher
-from procs.matcher.main import symbol_specs
-from procs.router.accounts import Accounts, Market
+from procs.core.accounts import Accounts, Market
+from procs.core.engine import Matcher
+from procs.core.symbols import symbol_specs
 
 USD, BTC, ETH = 1, 2, 3
 BTCUSD, ETHUSD = 1, 2

@@ -40,9 +40,9 @@ from procs.common.topology import (
     rings,
 )
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
+from procs.core.recovery import recover, write_snapshot
 from procs.matcher.main import MatcherShell
 from procs.router.main import RouterShell
-from procs.router.recovery import recover, write_snapshot
 from shm import Ring
 
 CODEC = RecordCodec()

@@ -26,8 +26,8 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.types import AdminAction, DoneReason, OrdType, Side, StpMode, TimeInForce
-from procs.router.accounts import Accounts
-from procs.router.sequencer import Sequencer
+from procs.core.accounts import Accounts
+from procs.core.sequencer import Sequencer
 
 USD, BTC = 1, 2
 SECOND = 1_000_000_000

@@ -26,10 +26,10 @@ from procs.common.journal import JournalReader
 from procs.common.records import AdminCommand, MassCancel, Record, RecordCodec
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
-from procs.matcher.engine import Matcher
-from procs.matcher.main import symbol_specs
-from procs.router.accounts import Accounts
-from procs.router.sequencer import Sequencer
+from procs.core.accounts import Accounts
+from procs.core.engine import Matcher
+from procs.core.sequencer import Sequencer
+from procs.core.symbols import symbol_specs
 
 Progress = Callable[[int, int], None]  # (commands replayed, commands in all)
 

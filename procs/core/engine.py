@@ -29,9 +29,9 @@ from procs.common.records import (
     ReplaceOrder,
 )
 from procs.common.result_codes import ResultCode
-from procs.matcher.book import Book, BookState
-from procs.matcher.fast_book import FastBook
-from procs.matcher.symbols import SymbolSpec
+from procs.core.book import Book, BookState
+from procs.core.fast_book import FastBook
+from procs.core.symbols import SymbolSpec
 
 _ORDER_COMMANDS = frozenset((NewOrder, CancelOrder, ReplaceOrder))
 

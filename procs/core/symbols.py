@@ -6,6 +6,7 @@ from typing import Annotated
 
 import msgspec
 
+from config.schema import RingexConfig
 from procs.common.types import SymbolId
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -29,3 +30,22 @@ class SymbolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     #: Price collar for limit prices: once the symbol has traded, a limit price further than
     #: this from the last trade price is rejected (``PRICE_OUT_OF_BAND``). 0 turns it off.
     limit_band_bps: BasisPoints = 0
+
+
+def symbol_specs(cfg: RingexConfig, matcher: str) -> list[SymbolSpec]:
+    """The books matcher ``matcher`` owns, from the config's symbols."""
+    specs = []
+    for name in cfg.matcher(matcher).symbols:
+        s = cfg.symbol(name)
+        specs.append(
+            SymbolSpec(
+                symbol=s.id,
+                tick=s.tick,
+                lot=s.lot,
+                min_qty=s.min_qty,
+                max_qty=s.max_qty,
+                band_bps=s.band_bps,
+                limit_band_bps=s.limit_band_bps,
+            )
+        )
+    return specs

@@ -42,8 +42,8 @@ from procs.common.records import (
     ReplaceOrder,
 )
 from procs.common.types import DoneReason, OrdType, Side, StpMode, TimeInForce
-from procs.matcher.book import Book, RestingOrder
-from procs.matcher.symbols import SymbolSpec
+from procs.core.book import Book, RestingOrder
+from procs.core.symbols import SymbolSpec
 
 INF = 1 << 62  # the best key of an empty side: no price crosses it
 SWEEP_AT = 1024  # empty levels kept before a sweep is considered

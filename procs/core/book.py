@@ -92,7 +92,7 @@ from procs.common.types import (
     TimeInForce,
     TradingStatus,
 )
-from procs.matcher.symbols import SymbolSpec
+from procs.core.symbols import SymbolSpec
 
 B = TypeVar("B", bound="Book")
 #: What a book executes; every one has ``seq`` and ``ts_ns``.

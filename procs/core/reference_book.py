@@ -3,7 +3,7 @@
 It is the oracle the fast book is contract-tested against. Each side is a plain list kept
 sorted by priority (best price first, then arrival): an order is inserted at its place; every
 question (what crosses, what rests at a price) is a scan. O(n) everywhere, and nothing clever
-to get wrong. The command flow and the events are ``procs.matcher.book.Book``'s.
+to get wrong. The command flow and the events are ``procs.core.book.Book``'s.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 from procs.common.records import OrderRecord, Record
 from procs.common.types import DoneReason, Side, StpMode
-from procs.matcher.book import Book, RestingOrder, _crosses, _other
-from procs.matcher.symbols import SymbolSpec
+from procs.core.book import Book, RestingOrder, _crosses, _other
+from procs.core.symbols import SymbolSpec
 
 
 class ReferenceBook(Book):

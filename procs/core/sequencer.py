@@ -44,7 +44,7 @@ from procs.common.records import (
     Transfer,
 )
 from procs.common.result_codes import ResultCode
-from procs.router.accounts import Accounts
+from procs.core.accounts import Accounts
 
 R = TypeVar("R", bound=Record)
 
