@@ -66,6 +66,8 @@ def main() -> int:
     except KeyboardInterrupt:
         print("\nstopping ...")
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the stop
+            signal.signal(sig, signal.SIG_IGN)
         ringex("stop", "--profile", args.profile)
     return 0
 
