@@ -193,6 +193,23 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     drain_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
 
 
+class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Hot standby. A primary with ``listen_port`` serves its journal to a standby; an
+    instance with ``primary`` set is a standby of it (it runs no intake)."""
+
+    #: The primary's replication source listens here (0: no replication).
+    listen_port: Port = 0
+    listen_host: str = "127.0.0.1"
+    #: "host:port" of the primary's source: this instance is its standby.
+    primary: str = ""
+
+    def primary_address(self) -> tuple[str, int]:
+        host, _, port = self.primary.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"replication.primary {self.primary!r} is not host:port")
+        return host, int(port)
+
+
 class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Per-account limits the router enforces before sequencing a command."""
 
@@ -253,6 +270,7 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     database: DatabaseConfig = DatabaseConfig()
     risk: RiskConfig = RiskConfig()
     journal: JournalConfig = JournalConfig()
+    replication: ReplicationConfig = ReplicationConfig()
     #: Sequenced commands the router takes from all gateways per batch (one journal write).
     router_batch: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 4096
     #: Where journals, snapshots and benchmark results go (git ignores it).

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -48,6 +48,18 @@ class Recovered:
     snapshot_seq: int  # where the replay started from (0: the beginning)
     replayed: int
     seconds: float
+    owner: dict[int, str] = field(default_factory=dict)  # symbol id -> matcher name
+
+    def apply(self, command: Record) -> None:
+        """One more journaled command, as live: re-applied to the accounts, executed by its
+        matcher(s), the events settled. A hot standby calls it per replicated entry."""
+        self.sequencer.replay(command)
+        settle = self.sequencer.apply
+        for name in _targets(command, self.owner, self.matchers):
+            for event in self.matchers[name].execute(command):
+                settle(event)
+        self.last_seq = command.seq  # type: ignore[attr-defined]
+        self.sequencer.applied(self.last_seq)
 
     def state_hashes(self) -> dict[str, str]:
         hashes = {"router": self.sequencer.accounts.state_hash()}
@@ -113,7 +125,13 @@ def recover(
     if progress is not None:
         progress(replayed, total)
     return Recovered(
-        sequencer, matchers, max(last, start), start, replayed, time.perf_counter() - started
+        sequencer,
+        matchers,
+        max(last, start),
+        start,
+        replayed,
+        time.perf_counter() - started,
+        owner,
     )
 
 

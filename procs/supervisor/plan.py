@@ -48,6 +48,9 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
     def cpus(name: str) -> tuple[int, ...]:
         return tuple(cores.get(name, ()))
 
+    if cfg.replication.primary:  # a standby runs no intake and no books until promoted
+        return [ProcessSpec("standby", "procs.replica.main", ("standby",), cpus("standby"), "", "")]
+
     specs = [
         ProcessSpec(
             f"matcher-{m.name}",
@@ -69,6 +72,12 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
             ROUTER,
         )
     )
+    if cfg.replication.listen_port:  # serves the journal to a standby: no ring either
+        specs.append(
+            ProcessSpec(
+                "replica-source", "procs.replica.main", ("source",), cpus("replica"), "", ""
+            )
+        )
     if cfg.database.enabled:  # follows the journal: no ring, ready once started
         specs.append(ProcessSpec("dbwriter", "procs.dbwriter.main", (), cpus("dbwriter"), "", ""))
     if cfg.marketdata.enabled:

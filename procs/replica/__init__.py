@@ -1,0 +1,1 @@
+"""Hot standby: the journal streamed to a secondary over TCP (issue 9)."""

@@ -1,0 +1,66 @@
+"""Replication processes.
+
+    python -m procs.replica.main source  --profile primary.toml   (replication.listen_port)
+    python -m procs.replica.main standby --profile standby.toml   (replication.primary)
+
+The supervisor runs the source on a primary whose config has a listen port. A standby is
+its own instance (its own var directory and segment prefix) running only this process until
+it is promoted (``scripts/failover.py``). SIGTERM stops either cleanly (exit 0); a standby
+that finds a gap or a different history exits 2, saying which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import uvloop
+
+from config import load_profile
+from procs.replica.source import ReplicationSource
+from procs.replica.standby import Standby, StandbyRefusedError
+
+log = logging.getLogger("ringex.replica")
+
+
+async def _run(role: str, profile: str) -> int:
+    cfg = load_profile(profile)
+    loop = asyncio.get_running_loop()
+    if role == "source":
+        source = ReplicationSource(cfg)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, source.stopping.set)
+        await source.run()
+        return 0
+    standby = Standby(cfg)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, standby.stopping.set)
+    task = asyncio.create_task(standby.run())
+    stop = asyncio.create_task(standby.stopping.wait())
+    try:
+        done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()  # raises StandbyRefusedError
+        task.cancel()
+        return 0
+    except StandbyRefusedError as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        standby.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="ringex replication")
+    parser.add_argument("role", choices=["source", "standby"])
+    parser.add_argument("--profile", default="dev", help="profile name or TOML path")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return uvloop.run(_run(args.role, args.profile))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
