@@ -29,7 +29,7 @@ from tqdm import tqdm
 from config import load_profile
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
-from procs.common.journal import archive_segments_before
+from procs.common.journal_writer import archive_segments_before
 from procs.common.records import RecordCodec
 from procs.common.result_codes import ResultCode
 from procs.common.topology import journal_dir, rings, users_path

@@ -45,38 +45,29 @@ changes the file size, so fsync writes metadata either way, and zeros lengthen t
 from __future__ import annotations
 
 import bisect
-import errno
 import fcntl
 import io
-import itertools
 import logging
 import os
-import shutil
 import struct
-import sys
-import time
 import zlib
-from array import array
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 
 log = logging.getLogger("ringex.journal")
 
-FsyncPolicy = Literal["batch", "interval", "none"]
-FSYNC_POLICIES: Final[tuple[FsyncPolicy, ...]] = ("batch", "interval", "none")
 
 MAGIC: Final = b"RGXJRNL\x00"
 VERSION: Final = 1
 HEADER_SIZE: Final = 64
 SUFFIX: Final = ".journal"
-DEFAULT_SEGMENT_BYTES: Final = 256 * 2**20
 _READ_CHUNK: Final = 4 * 2**20  # bytes per read while replaying, rounded down to whole entries
 
 _HEADER = struct.Struct("<8sHHIIIQQq12x")  # everything but the trailing CRC
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
 _NAME_DIGITS: Final = 20
 
 
@@ -133,7 +124,7 @@ def pack_header(layout: EntryLayout, schema_id: int, first_seq: int, created_ns:
         MAGIC, VERSION, HEADER_SIZE, layout.size, layout.slot_size, 0, schema_id, first_seq,
         created_ns,
     )  # fmt: skip
-    return body + _U32.pack(zlib.crc32(body))
+    return body + U32.pack(zlib.crc32(body))
 
 
 @dataclass(frozen=True)
@@ -152,20 +143,6 @@ def _drain(scan: Generator[tuple[int, memoryview], None, _Tail]) -> _Tail:
             next(scan)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: memoryview | bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class JournalReader:
@@ -218,7 +195,7 @@ class JournalReader:
         Raises ``JournalError`` while a writer holds the directory, ``JournalCorruptError`` if
         the damage is not a torn tail.
         """
-        with _DirectoryLock(self.directory):
+        with DirectoryLock(self.directory):
             return self._repair()[1]
 
     # -- internals (the writer calls _repair under its own lock) ---------------------------
@@ -276,7 +253,7 @@ class JournalReader:
         )
         if magic != MAGIC:
             raise JournalCorruptError(path, 0, f"magic {magic!r}, expected {MAGIC!r}")
-        (stored,) = _U32.unpack_from(data, _HEADER.size)
+        (stored,) = U32.unpack_from(data, _HEADER.size)
         computed = zlib.crc32(data[: _HEADER.size])
         if stored != computed:
             raise JournalCorruptError(
@@ -364,7 +341,7 @@ class JournalReader:
             at += len(rest)
 
 
-class _DirectoryLock:
+class DirectoryLock:
     """An exclusive ``flock`` on the journal directory: one writer (or repair) at a time."""
 
     def __init__(self, directory: Path) -> None:
@@ -381,257 +358,8 @@ class _DirectoryLock:
             os.close(self.fd)  # closing the last descriptor releases the lock
             self.fd = -1
 
-    def __enter__(self) -> _DirectoryLock:
+    def __enter__(self) -> DirectoryLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class JournalWriter:
-    """Appends sequenced slot images to a journal directory; one writer per directory.
-
-    Opening creates the directory, repairs a torn tail and continues at ``next_seq``, so a
-    restart after a crash and a first start run the same code. Only the router's sequencing
-    loop calls ``append``, ``sync`` and ``maybe_sync``; a failed write leaves the writer
-    unusable (reopen it: the repair on open cuts whatever the failure left half-written).
-    """
-
-    def __init__(
-        self,
-        directory: Path | str,
-        *,
-        slot_size: int,
-        schema_id: int,
-        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-        fsync: FsyncPolicy = "batch",
-        fsync_interval_ms: float = 5,
-        clock: Callable[[], int] = time.monotonic_ns,
-    ) -> None:
-        if fsync not in FSYNC_POLICIES:
-            raise ValueError(f"fsync={fsync!r}: expected one of {FSYNC_POLICIES}")
-        if fsync_interval_ms < 0:
-            raise ValueError(f"fsync_interval_ms={fsync_interval_ms} must not be negative")
-        self.directory = Path(directory)
-        self.schema_id = schema_id
-        self.fsync: FsyncPolicy = fsync
-        layout = self._layout = EntryLayout(slot_size)
-        self._capacity = (segment_bytes - HEADER_SIZE) // layout.size
-        if self._capacity < 1:
-            raise ValueError(
-                f"segment_bytes {segment_bytes} cannot hold the {HEADER_SIZE}-byte header and "
-                f"one {layout.size}-byte entry"
-            )
-        self._interval_ns = int(fsync_interval_ms * 1_000_000)
-        self._clock = clock
-        # native 8-byte words are the file's little-endian u64s only on a little-endian host
-        self._by_words = slot_size % 8 == 0 and sys.byteorder == "little"
-        self._buf = bytearray(0)
-        self._failed: BaseException | None = None
-
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = _DirectoryLock(self.directory)
-        try:
-            for stale in self.directory.glob(f"*{SUFFIX}.tmp"):  # a segment never renamed
-                stale.unlink()
-            reader = JournalReader(self.directory, slot_size=slot_size, schema_id=schema_id)
-            tail, _ = reader._repair()
-            self._fd = -1
-            self._count = 0  # entries in the open segment
-            self._written = 0 if tail is None else tail.last_seq
-            if tail is not None:
-                self._fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND)
-                self._count = (tail.good_end - HEADER_SIZE) // layout.size
-                os.fsync(self._fd)  # what a crashed run left in the page cache is durable now
-        except BaseException:
-            self._lock.close()
-            raise
-        self._synced = self._written
-        self._last_sync_ns = clock()
-
-    @property
-    def next_seq(self) -> int:
-        """The seq the next ``append`` must start with."""
-        return self._written + 1
-
-    @property
-    def durable_seq(self) -> int:
-        """The last seq known durable (fsynced); under ``"none"`` the last seq written."""
-        return self._written if self.fsync == "none" else self._synced
-
-    def append(self, first_seq: int, images: bytes | bytearray | memoryview, count: int) -> None:
-        """Append ``count`` slot images (``count * slot_size`` bytes) as seqs from
-        ``first_seq``, which must be ``next_seq``; then sync as the policy says."""
-        if self._failed is not None:
-            raise JournalError(f"writer for {self.directory} failed earlier: {self._failed!r}")
-        if first_seq != self._written + 1:
-            raise JournalSequenceError(
-                f"append first_seq={first_seq}, but the journal's next_seq={self._written + 1} "
-                f"({self.directory})"
-            )
-        src = memoryview(images)
-        if src.format != "B" or src.ndim != 1:
-            src = src.cast("B")
-        slot = self._layout.slot_size
-        if count < 0 or src.nbytes != count * slot:
-            raise ValueError(
-                f"images hold {src.nbytes} bytes; count={count} slots of {slot} bytes "
-                f"need {count * slot}"
-            )
-        try:
-            done = 0
-            while done < count:
-                if self._fd < 0 or self._count >= self._capacity:
-                    self._roll()
-                n = min(count - done, self._capacity - self._count)
-                self._write(src, done, n)
-                done += n
-            if self.fsync == "batch":
-                self.sync()
-            elif self.fsync == "interval":
-                self.maybe_sync()
-        except BaseException as exc:
-            self._failed = exc
-            raise
-
-    def sync(self) -> None:
-        """Make everything appended durable."""
-        if self._written != self._synced:
-            os.fsync(self._fd)  # earlier segments were fsynced when sealed
-            self._synced = self._written
-        self._last_sync_ns = self._clock()
-
-    def maybe_sync(self) -> bool:
-        """Under ``"interval"``, sync if the interval has passed and something is pending;
-        return whether it synced. The caller calls this when idle."""
-        if self.fsync != "interval" or self._written == self._synced:
-            return False
-        if self._clock() - self._last_sync_ns < self._interval_ns:
-            return False
-        self.sync()
-        return True
-
-    def archive_before(self, seq: int, archive_dir: Path | str) -> list[Path]:
-        """Move the segments whose entries all precede ``seq`` to ``archive_dir``."""
-        return archive_segments_before(self.directory, seq, Path(archive_dir))
-
-    def close(self) -> None:
-        """Sync (unless the policy is ``"none"`` or a write failed) and release the directory."""
-        if self._lock.fd < 0:
-            return
-        try:
-            if self._fd >= 0:
-                if self.fsync != "none" and self._failed is None:
-                    self.sync()
-                os.close(self._fd)
-                self._fd = -1
-        finally:
-            self._lock.close()
-
-    def __enter__(self) -> JournalWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _write(self, src: memoryview, start: int, n: int) -> None:
-        """Entries for images ``start .. start + n`` of ``src``, in one buffer, one write."""
-        need = n * self._layout.size
-        if len(self._buf) < need:
-            self._buf = bytearray(need)  # zeroed, so every entry's padding stays zero
-        buf = memoryview(self._buf)[:need]
-        slot = self._layout.slot_size
-        images = src[start * slot : (start + n) * slot]
-        if self._by_words:
-            self._fill_by_words(buf, images, n)
-        else:
-            self._fill_each(buf, images)
-        _write_all(self._fd, buf)
-        self._count += n
-        self._written += n
-
-    def _fill_by_words(self, buf: memoryview, images: memoryview, n: int) -> None:
-        """Entries as columns of 8-byte words: a strided copy per column of seqs, image words
-        and CRCs, so the per-entry Python work is one slice and one CRC (2x the simple loop)."""
-        body, words = self._layout.body, self._layout.size // 8
-        slot_words = words - 2  # seq | image words | CRC and its 4 zero bytes
-        dst, src = buf.cast("Q"), images.cast("Q")
-        seq = self._written + 1
-        dst[0::words] = array("Q", range(seq, seq + n))
-        for k in range(slot_words):
-            dst[1 + k :: words] = src[k::slot_words]
-        crc32 = zlib.crc32
-        dst[words - 1 :: words] = array(
-            "Q", [crc32(buf[p : p + body]) for p in range(0, len(buf), words * 8)]
-        )
-
-    def _fill_each(self, buf: memoryview, images: memoryview) -> None:
-        """Entries one at a time: for slot sizes that are not a multiple of 8."""
-        size_e, body, slot = self._layout.size, self._layout.body, self._layout.slot_size
-        pack_seq, pack_crc, crc32 = _U64.pack_into, _U32.pack_into, zlib.crc32
-        seq = self._written + 1
-        at = 0
-        for pos in range(0, len(buf), size_e):
-            pack_seq(buf, pos, seq)
-            buf[pos + 8 : pos + body] = images[at : at + slot]
-            pack_crc(buf, pos + body, crc32(buf[pos : pos + body]))
-            seq += 1
-            at += slot
-
-    def _roll(self) -> None:
-        """Seal the open segment (fsync, close) and start one at ``next_seq``."""
-        if self._fd >= 0:
-            os.fsync(self._fd)  # only the last segment may have a torn tail
-            self._synced = self._written
-            os.close(self._fd)
-            self._fd = -1
-        first = self._written + 1
-        path = self.directory / segment_name(first)
-        if path.exists():
-            raise JournalError(f"segment {path} exists already; next_seq is {first}")
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        try:
-            _write_all(fd, pack_header(self._layout, self.schema_id, first, time.time_ns()))
-            os.fsync(fd)
-            os.rename(tmp, path)
-            os.fsync(self._lock.fd)  # the directory: the new name is durable before any entry
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        self._fd = fd
-        self._count = 0
-
-
-def archive_segments_before(directory: Path, seq: int, archive_dir: Path) -> list[Path]:
-    """Move the segments of ``directory`` whose entries are all ``< seq`` to ``archive_dir``
-    (after a snapshot at ``seq - 1``); return their new paths. The last segment always stays:
-    it is the one being appended to, and it tells a reopened writer where to continue."""
-    segments = list_segments(directory)
-    moved: list[Path] = []
-    for (_, path), (next_first, _) in itertools.pairwise(segments):
-        if next_first > seq:  # this segment holds next_first - 1 >= seq
-            break
-        if not moved:
-            archive_dir.mkdir(parents=True, exist_ok=True)
-        target = archive_dir / path.name
-        if target.exists():
-            raise FileExistsError(f"{target} exists already; not replacing it with {path}")
-        try:
-            os.rename(path, target)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.copyfile(path, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.rename(tmp, target)
-            _fsync_dir(archive_dir)  # the copy is durable before the original goes
-            path.unlink()
-        moved.append(target)
-    if moved:
-        _fsync_dir(archive_dir)
-        _fsync_dir(directory)
-    return moved

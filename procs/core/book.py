@@ -58,7 +58,6 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TypeVar
 
 import msgspec
@@ -88,9 +87,14 @@ from procs.common.types import (
     OrderFlag,
     OrdType,
     Side,
-    StpMode,
     TimeInForce,
     TradingStatus,
+)
+from procs.core.resting import (
+    BookState,
+    RestingOrder,
+    order_fields,
+    order_from_fields,
 )
 from procs.core.symbols import SymbolSpec
 
@@ -100,48 +104,6 @@ Command = OrderRecord | MassCancel | AdminCommand
 
 _RESTS = (TimeInForce.GTC, TimeInForce.DAY)
 _MAX = 2**64  # above any arrival or order id: an open upper bound in (stop, arrival, id)
-
-
-@dataclass(slots=True)
-class RestingOrder:
-    """A live order: resting, or a pending stop. ``leaves`` is the visible quantity (for an
-    iceberg the current slice, ``reserve`` the hidden rest); ``leaves + reserve`` is what is
-    left of the order."""
-
-    order_id: int
-    account: int
-    side: Side
-    price: int  # limit; for a market or stop-market taker, its protection limit
-    leaves: int
-    filled: int
-    arrival: int  # priority within a price: smaller came first
-    gateway: int
-    session: int
-    client_ref: int
-    tif: TimeInForce = TimeInForce.GTC
-    stp: StpMode = StpMode.NONE
-    display: int = 0  # iceberg slice size, 0 = show all
-    reserve: int = 0
-    ord_type: OrdType = OrdType.LIMIT
-    stop_price: int = 0
-
-
-#: ``RestingOrder``'s fields, in the order ``BookState`` lists them.
-ORDER_FIELDS = RestingOrder.__slots__
-
-
-class BookState(msgspec.Struct, frozen=True, array_like=True):
-    """Everything a book is, in a canonical order: what ``state_hash`` hashes and what a
-    snapshot holds. Resting orders are listed bids then asks, each in priority order; pending
-    stops in arrival order. Each order is its ``ORDER_FIELDS``."""
-
-    symbol: int
-    next_trade_id: int
-    next_arrival: int
-    last_price: int
-    halted: bool
-    orders: list[tuple[int, ...]]
-    stops: list[tuple[int, ...]]
 
 
 class Book(ABC):
@@ -549,8 +511,8 @@ class Book(ABC):
             next_arrival=self.next_arrival,
             last_price=self.last_price,
             halted=self.halted,
-            orders=[_fields(o) for o in self._priority()],
-            stops=[_fields(o) for o in sorted(self.stops.values(), key=lambda o: o.arrival)],
+            orders=[order_fields(o) for o in self._priority()],
+            stops=[order_fields(o) for o in sorted(self.stops.values(), key=lambda o: o.arrival)],
         )
 
     def state_hash(self) -> str:
@@ -574,28 +536,12 @@ class Book(ABC):
         book.last_price = state.last_price
         book.halted = state.halted
         for fields in state.orders:
-            order = _order(fields)
+            order = order_from_fields(fields)
             book._rest(order)  # in priority order, so each goes to the back of its level
             book.orders[order.order_id] = order
         for fields in state.stops:
-            book._park_stop(_order(fields))
+            book._park_stop(order_from_fields(fields))
         return book
-
-
-def _fields(order: RestingOrder) -> tuple[int, ...]:
-    return tuple(int(getattr(order, name)) for name in ORDER_FIELDS)
-
-
-def _order(fields: tuple[int, ...]) -> RestingOrder:
-    if len(fields) != len(ORDER_FIELDS):
-        raise ValueError(f"snapshot order has {len(fields)} fields, expected {len(ORDER_FIELDS)}")
-    oid, account, side, price, leaves, filled, arrival, gw, session, ref, *rest = fields
-    tif, stp, display, reserve, ord_type, stop_price = rest
-    order = RestingOrder(
-        *(oid, account, Side(side), price, leaves, filled, arrival, gw, session, ref),
-        *(TimeInForce(tif), StpMode(stp), display, reserve, OrdType(ord_type), stop_price),
-    )
-    return order
 
 
 def _other(side: Side) -> Side:

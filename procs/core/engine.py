@@ -29,8 +29,9 @@ from procs.common.records import (
     ReplaceOrder,
 )
 from procs.common.result_codes import ResultCode
-from procs.core.book import Book, BookState
+from procs.core.book import Book
 from procs.core.fast_book import FastBook
+from procs.core.resting import BookState
 from procs.core.symbols import SymbolSpec
 
 _ORDER_COMMANDS = frozenset((NewOrder, CancelOrder, ReplaceOrder))

@@ -42,7 +42,8 @@ from procs.common.records import (
     ReplaceOrder,
 )
 from procs.common.types import DoneReason, OrdType, Side, StpMode, TimeInForce
-from procs.core.book import Book, RestingOrder
+from procs.core.book import Book
+from procs.core.resting import RestingOrder
 from procs.core.symbols import SymbolSpec
 
 INF = 1 << 62  # the best key of an empty side: no price crosses it

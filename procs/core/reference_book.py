@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 from procs.common.records import OrderRecord, Record
 from procs.common.types import DoneReason, Side, StpMode
-from procs.core.book import Book, RestingOrder, _crosses, _other
+from procs.core.book import Book, _crosses, _other
+from procs.core.resting import RestingOrder
 from procs.core.symbols import SymbolSpec
 
 

@@ -19,7 +19,8 @@ import os
 import time
 
 from config.schema import RingexConfig
-from procs.common.journal import JournalReader, JournalWriter
+from procs.common.journal import JournalReader
+from procs.common.journal_writer import JournalWriter
 from procs.common.records import RecordCodec
 from procs.common.topology import journal_dir
 from procs.core.recovery import recover

@@ -38,7 +38,8 @@ from types import FrameType
 
 from config import load_profile
 from config.schema import RingexConfig
-from procs.common.journal import JournalReader, JournalWriter
+from procs.common.journal import JournalReader
+from procs.common.journal_writer import JournalWriter
 from procs.common.records import Record, RecordCodec
 from procs.common.topology import (
     ADMIN_GATEWAY,

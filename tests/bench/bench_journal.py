@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from config.schema import JournalConfig, RingexConfig, RiskConfig
-from procs.common.journal import FsyncPolicy, JournalReader, JournalWriter, list_segments
+from procs.common.journal import JournalReader, list_segments
+from procs.common.journal_writer import FsyncPolicy, JournalWriter
 from procs.common.records import (
     CancelOrder,
     CreateAccount,

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 from config.schema import DatabaseConfig, JournalConfig, RingexConfig, RiskConfig
-from procs.common.journal import JournalWriter
+from procs.common.journal_writer import JournalWriter
 from procs.common.records import (
     CancelOrder,
     CreateAccount,

@@ -20,11 +20,10 @@ from procs.common.journal import (
     JournalFormatError,
     JournalReader,
     JournalSequenceError,
-    JournalWriter,
-    archive_segments_before,
     list_segments,
     segment_name,
 )
+from procs.common.journal_writer import JournalWriter, archive_segments_before
 from procs.common.records import CancelOrder, NewOrder, Record, RecordCodec
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 
