@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
+
+from shm import Ring
+from shm.codec import SlotCodec
 
 if TYPE_CHECKING:
     from config.schema import RingexConfig
+
+T = TypeVar("T")
 
 
 def matcher_input(matcher: str) -> str:
@@ -101,3 +106,19 @@ def users_path(cfg: RingexConfig) -> Path:
 def postgres_dir(cfg: RingexConfig) -> Path:
     """The embedded PostgreSQL cluster's home (``procs.common.embedded_postgres``)."""
     return Path(cfg.var_dir) / cfg.instance / "pg"
+
+
+def create_rings(cfg: RingexConfig, codec: SlotCodec[T]) -> dict[str, Ring[T]]:
+    """Create every ring of ``rings(cfg)`` with its declared consumers (the supervisor's job;
+    tests that step the shells by hand do the same)."""
+    return {
+        spec.name: Ring.create(
+            cfg.instance,
+            spec.name,
+            codec,
+            capacity=spec.capacity,
+            consumers=list(spec.consumers),
+            max_consumers=cfg.ring.max_consumers,
+        )
+        for spec in rings(cfg)
+    }

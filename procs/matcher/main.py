@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from types import FrameType
 
 from config import load_profile
 from config.schema import RingexConfig
@@ -42,6 +40,7 @@ from procs.common.records import (
     ReplaceOrder,
 )
 from procs.common.snapshots import SnapshotStore
+from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
     MATCHER,
     journal_dir,
@@ -199,16 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_profile(args.profile)
     shell = MatcherShell(cfg, args.name)
-    stop = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopped = stop_on_signals()
     try:
-        shell.run(lambda: stop)
+        shell.run(stopped)
     finally:
         shell.close()
     return 0

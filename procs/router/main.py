@@ -30,17 +30,16 @@ import collections
 import logging
 import multiprocessing
 import multiprocessing.process
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from types import FrameType
 
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import Record, RecordCodec
+from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
     ADMIN_GATEWAY,
     ROUTER,
@@ -269,16 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     shell = RouterShell(load_profile(args.profile))
-    stop = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopped = stop_on_signals()
     try:
-        shell.run(lambda: stop)
+        shell.run(stopped)
     finally:
         shell.close()
     return 0

@@ -24,21 +24,20 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.records import RecordCodec
-from procs.common.topology import postgres_dir, rings
+from procs.common.stopping import stop_on_signals
+from procs.common.topology import create_rings, postgres_dir
 from procs.supervisor.plan import ProcessSpec, plan
 from shm import Ring
 from shm.inspect import list_segments, remove_instance
@@ -88,16 +87,7 @@ class Supervisor:
                 f"instance {instance!r} is running: {names}; stop it first (ringex stop)"
             )
         remove_instance(instance)  # what a dead instance left behind
-        codec = RecordCodec()
-        for spec in rings(self.cfg):
-            self._rings[spec.name] = Ring.create(
-                instance,
-                spec.name,
-                codec,
-                capacity=spec.capacity,
-                consumers=list(spec.consumers),
-                max_consumers=self.cfg.ring.max_consumers,
-            )
+        self._rings = create_rings(self.cfg, RecordCodec())
 
     def start(self) -> None:
         for child in self.children:
@@ -311,16 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="dev", help="profile name or TOML path")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    stop = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopped = stop_on_signals()
     with contextlib.suppress(KeyboardInterrupt):
-        return Supervisor(load_profile(args.profile), args.profile).run(lambda: stop)
+        return Supervisor(load_profile(args.profile), args.profile).run(stopped)
     return 0
 
 

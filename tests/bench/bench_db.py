@@ -21,7 +21,6 @@ The cluster runs with fsync off (``EmbeddedPostgres(fast=True)``), as the tests 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -41,6 +40,7 @@ from procs.common.types import Side
 from procs.core.accounts import Accounts
 from procs.dbwriter.projection import Batch, Projection, to_datetime
 from procs.dbwriter.store import PgStore, connect, prepare
+from tests.bench.report import conclude
 
 TARGET_TPS = 150_000
 TARGET_RATIO = 3.0
@@ -202,9 +202,6 @@ def main() -> int:
         "batcher (on conflict) rows exact": guarded["ok"],
         "executemany rows exact": peer["ok"],
     }
-    failed = [name for name, ok in checks.items() if not ok]
-    print("answer checks:", "all agree" if not failed else f"FAILED: {failed}")
-    print("targets:", "all met" if not missed else "missed:\n  " + "\n  ".join(missed))
     doc = {
         "host": {
             "machine": platform.machine(),
@@ -213,13 +210,8 @@ def main() -> int:
             "postgresql": version,
         },
         "results": results,
-        "checks": checks,
-        "targets_missed": missed,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=2))
-    print(f"wrote {args.out}")
-    return 1 if failed else 0
+    return conclude(args.out, doc, checks, missed)
 
 
 if __name__ == "__main__":

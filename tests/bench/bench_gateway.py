@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -60,11 +59,11 @@ from procs.matcher.main import MatcherShell
 from procs.router.main import RouterShell
 from shm import Ring
 from shm.inspect import remove_instance
+from tests.bench.report import conclude
 from tests.unit.gateway.harness import BTC, CODEC, FUNDER, USD, config, utc
 
 TARGETS = {"codec parse msgs/s": 250_000, "pipeline orders/s per gateway core": 50_000}
 CHUNK = 65536
-
 
 # -- codec -----------------------------------------------------------------------------------
 
@@ -421,20 +420,12 @@ def main() -> int:
     if per_core < TARGETS["pipeline orders/s per gateway core"]:
         problems.append(f"pipeline: {per_core:,.0f} orders per gateway CPU second < 50,000")
 
-    failed = [name for name, ok in checks.items() if not ok]
-    print("\nanswer checks:", "all agree" if not failed else f"FAILED: {failed}")
-    print("targets:", "all met" if not problems else "missed:\n  " + "\n  ".join(problems))
     doc = {
         "host": {"python": platform.python_version(), "cpus": os.cpu_count(),
                  "load_1m": os.getloadavg()[0]},
         "results": results,
-        "checks": checks,
-        "targets_missed": problems,
     }  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=2))
-    print(f"wrote {args.out}")
-    return 1 if failed else 0
+    return conclude(args.out, doc, checks, problems)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ and is removed afterwards; results go to ``var/bench/journal.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -53,6 +52,7 @@ from procs.common.topology import journal_dir
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.core.recovery import Recovered, fresh, recover, write_snapshot
 from tests.bench.matcher_mixes import CANCEL, NEW, exchange_core_mix
+from tests.bench.report import conclude
 
 TARGET: dict[str, float] = {
     "append fsync ops/s": 300_000,
@@ -449,9 +449,6 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    failed = [name for name, ok in checks.items() if not ok]
-    print("\nanswer checks:", "all agree" if not failed else f"FAILED: {failed}")
-    print("targets:", "all met" if not problems else "missed:\n  " + "\n  ".join(problems))
     doc = {
         "host": {
             "machine": platform.machine(),
@@ -462,13 +459,8 @@ def main() -> int:
         },
         "commands": n,
         "results": results,
-        "checks": checks,
-        "targets_missed": problems,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=2))
-    print(f"wrote {args.out}")
-    return 1 if failed else 0
+    return conclude(args.out, doc, checks, problems)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import multiprocessing as mp
 import os
 import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -54,6 +52,7 @@ from shm.inspect import remove_instance
 from tests.bench.matcher_mixes import Levels, exchange_core_mix, load_mix, shadow_levels, simple_mix
 from tests.bench.matcher_peers import available_peers
 from tests.bench.matcher_records import SPEC, book_levels, to_records
+from tests.bench.report import conclude
 
 MIXES: dict[str, Callable[[int, int], list[tuple[int, ...]]]] = {
     "exchange-core": exchange_core_mix,
@@ -345,20 +344,12 @@ def main() -> int:
     if mem["bytes_per_order"] > TARGETS["bytes per resting order"]:
         problems.append(f"memory: {mem['bytes_per_order']:.0f} bytes per order > 400")
 
-    failed = [name for name, ok in checks.items() if not ok]
-    print("\nanswer checks:", "all agree" if not failed else f"FAILED: {failed}")
-    print("targets:", "all met" if not problems else "missed:\n  " + "\n  ".join(problems))
     doc = {
         "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "ops": args.ops,
         "results": results,
-        "checks": checks,
-        "targets_missed": problems,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=2))
-    print(f"wrote {args.out}")
-    return 1 if failed else 0
+    return conclude(args.out, doc, checks, problems)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import socket
@@ -40,6 +39,7 @@ from procs.admin.client import AdminClient
 from procs.common.topology import users_path
 from procs.common.users import UserStore
 from procs.gateway.fix import fields, frame
+from tests.bench.report import conclude
 
 SOH = b"\x01"
 TARGETS = {"orders/s": 50_000, "ack p50 us": 200, "ack p99 us": 2_000}
@@ -245,15 +245,7 @@ def main() -> int:
         problems.append(f"ack p50 {latency['ack_p50_us']} us > 200 (at {args.rate}/s)")
     if latency["ack_p99_us"] > TARGETS["ack p99 us"]:
         problems.append(f"ack p99 {latency['ack_p99_us']} us > 2000 (at {args.rate}/s)")
-    failed = [name for name, ok in checks.items() if not ok]
-    print("answer checks:", "all agree" if not failed else f"FAILED: {failed}")
-    print("targets:", "all met" if not problems else "missed:\n  " + "\n  ".join(problems))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps({"results": results, "checks": checks, "targets_missed": problems}, indent=2)
-    )
-    print(f"wrote {args.out}")
-    return 1 if failed else 0
+    return conclude(args.out, {"results": results}, checks, problems)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ from config.schema import (
 from procs.common.records import CreateAccount, Record, RecordCodec, Transfer
 from procs.common.topology import (
     ADMIN_GATEWAY,
+    create_rings,
     gateway_commands,
     gateway_consumer,
     gateway_replies,
-    rings,
     users_path,
 )
 from procs.common.users import UserStore
@@ -69,10 +69,7 @@ class Harness:
     def __init__(self, cfg: RingexConfig) -> None:
         self.cfg = cfg
         inst = cfg.instance
-        self.rings = [
-            Ring.create(inst, spec.name, CODEC, capacity=spec.capacity, consumers=spec.consumers)
-            for spec in rings(cfg)
-        ]
+        self.rings = create_rings(cfg, CODEC)
         self.funder = Ring.attach(inst, gateway_commands(FUNDER), CODEC).producer()
         self.funder_replies = Ring.attach(inst, gateway_replies(FUNDER), CODEC).consumer(
             gateway_consumer(FUNDER)

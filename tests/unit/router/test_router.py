@@ -33,11 +33,11 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.topology import (
+    create_rings,
     gateway_commands,
     gateway_consumer,
     gateway_replies,
     matcher_output,
-    rings,
 )
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.core.recovery import recover, write_snapshot
@@ -79,10 +79,7 @@ class Exchange:
     def __init__(self, cfg: RingexConfig) -> None:
         self.cfg = cfg
         inst = cfg.instance
-        self.rings = [
-            Ring.create(inst, spec.name, CODEC, capacity=spec.capacity, consumers=spec.consumers)
-            for spec in rings(cfg)
-        ]
+        self.rings = create_rings(cfg, CODEC)
         self.gateways = {
             g.id: Ring.attach(inst, gateway_commands(g.id), CODEC).producer() for g in cfg.gateways
         }

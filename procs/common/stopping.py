@@ -1,0 +1,21 @@
+"""A process's clean stop: SIGTERM (the supervisor, systemd) and SIGINT (Ctrl-C) set a flag
+that its loop polls between batches, so it stops where its state is consistent."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from types import FrameType
+
+
+def stop_on_signals() -> Callable[[], bool]:
+    """Install the handlers; the returned function says whether a stop was asked for."""
+    asked = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal asked
+        asked = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return lambda: asked
