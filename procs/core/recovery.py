@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
 from config.schema import RingexConfig
 from procs.common.journal import JournalReader
-from procs.common.records import AdminCommand, MassCancel, Record, RecordCodec
+from procs.common.records import Record, RecordCodec
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
 from procs.core.accounts import Accounts
@@ -48,14 +48,13 @@ class Recovered:
     snapshot_seq: int  # where the replay started from (0: the beginning)
     replayed: int
     seconds: float
-    owner: dict[int, str] = field(default_factory=dict)  # symbol id -> matcher name
 
     def apply(self, command: Record) -> None:
         """One more journaled command, as live: re-applied to the accounts, executed by its
         matcher(s), the events settled. A hot standby calls it per replicated entry."""
         self.sequencer.replay(command)
         settle = self.sequencer.apply
-        for name in _targets(command, self.owner, self.matchers):
+        for name in self.sequencer.matchers_for(command):
             for event in self.matchers[name].execute(command):
                 settle(event)
         self.last_seq = command.seq  # type: ignore[attr-defined]
@@ -105,7 +104,6 @@ def recover(
             for m in cfg.matchers
         }
         start = snap.seq
-    owner = {cfg.symbol(s).id: m.name for m in cfg.matchers for s in m.symbols}
     reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
     last = reader.last_seq() if journal_dir(cfg).exists() else 0
     total = max(0, last - start)
@@ -115,7 +113,7 @@ def recover(
         for _seq, image in reader.entries(start + 1):
             command = codec.decode_slot(image)
             sequencer.replay(command)
-            for name in _targets(command, owner, matchers):
+            for name in sequencer.matchers_for(command):
                 for event in matchers[name].execute(command):
                     apply(event)
             replayed += 1
@@ -131,18 +129,7 @@ def recover(
         start,
         replayed,
         time.perf_counter() - started,
-        owner,
     )
-
-
-def _targets(command: Record, owner: dict[int, str], matchers: dict[str, Matcher]) -> list[str]:
-    symbol: int | None = getattr(command, "symbol", None)
-    if symbol is None:
-        return []  # an account command: the router's alone
-    if symbol == 0 and isinstance(command, (MassCancel, AdminCommand)):
-        return list(matchers)
-    name = owner.get(symbol)
-    return [] if name is None else [name]
 
 
 def write_snapshot(cfg: RingexConfig, recovered: Recovered) -> Path:

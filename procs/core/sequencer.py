@@ -165,6 +165,16 @@ class Sequencer:
         balance = self.accounts.balance(cmd.account, asset)[0] if asset else 0
         return Decision(stamped, NOWHERE, _account_reply(cmd, seq, asset, code, balance))
 
+    def matchers_for(self, command: Record) -> tuple[str, ...]:
+        """The matchers a sequenced command goes to: its symbol's owner; every matcher for a
+        symbol-0 mass cancel or admin command; none for an account command."""
+        symbol: int | None = getattr(command, "symbol", None)
+        if symbol is None:
+            return NOWHERE
+        if symbol == 0 and not isinstance(command, (MassCancel, AdminCommand)):
+            return NOWHERE
+        return self._targets(symbol) or NOWHERE
+
     def _targets(self, symbol: int) -> tuple[str, ...] | None:
         if symbol == 0:
             return self._all

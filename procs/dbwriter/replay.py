@@ -14,7 +14,7 @@ from __future__ import annotations
 import msgspec
 
 from config.schema import RingexConfig
-from procs.common.records import AdminCommand, MassCancel, Record
+from procs.common.records import Record
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import snapshot_dir
 from procs.core.engine import Matcher
@@ -43,7 +43,6 @@ class Follower:
         self.sequencer, self.matchers = fresh(cfg)
         self.projection = Projection(cfg)
         self.seq = 0
-        self._owner = {cfg.symbol(s).id: m.name for m in cfg.matchers for s in m.symbols}
 
     @classmethod
     def restore(cls, cfg: RingexConfig, upto: int) -> Follower:
@@ -72,23 +71,13 @@ class Follower:
         sequencer = self.sequencer
         sequencer.replay(command)
         events: list[Record] = []
-        for name in self._targets(command):
+        for name in sequencer.matchers_for(command):
             for event in self.matchers[name].execute(command):
                 sequencer.apply(event)
                 events.append(event)
         sequencer.applied(seq)
         self.seq = seq
         return events
-
-    def _targets(self, command: Record) -> tuple[str, ...]:
-        """The matchers that execute ``command`` (recovery's routing; none: an account command)."""
-        symbol: int | None = getattr(command, "symbol", None)
-        if symbol is None:
-            return ()
-        if symbol == 0 and isinstance(command, (MassCancel, AdminCommand)):
-            return tuple(self.matchers)
-        name = self._owner.get(symbol)
-        return () if name is None else (name,)
 
     def save_snapshot(self) -> None:
         snap = WriterSnapshot(

@@ -131,22 +131,11 @@ class RouterShell:
             decisions = []
             for _seq, image in reader.entries(have + 1):
                 command = self.codec.decode_slot(image)
-                decisions.append(Decision(command, self._matchers_of(command)))
+                decisions.append(Decision(command, self.sequencer.matchers_for(command)))
             missing = route_all(decisions).get(name, [])
             if missing:
                 log.warning("matcher %s lacked %d journaled commands: sent", name, len(missing))
                 self._publish(producer, missing)
-
-    def _matchers_of(self, command: Record) -> tuple[str, ...]:
-        symbol: int | None = getattr(command, "symbol", None)
-        if symbol is None:
-            return ()
-        if symbol == 0:
-            return tuple(self.to_matchers)
-        for m in self.cfg.matchers:
-            if any(self.cfg.symbol(s).id == symbol for s in m.symbols):
-                return (m.name,)
-        return ()
 
     # -- the loop -----------------------------------------------------------------------------
 
