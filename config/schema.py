@@ -117,6 +117,36 @@ class MatcherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]  # 0: any free port (tests)
 
 
+class RestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A gateway's HTTP API: ``/api/v1/...`` (REST) and ``/api/v1/stream`` (private WebSocket)."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    #: Largest request body; a bigger one is refused with 413.
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 16_384
+    #: Requests per second (and the burst) per API key and per client address: then 429.
+    key_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2_000.0
+    key_burst: Annotated[int, msgspec.Meta(ge=1)] = 4_000
+    ip_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 5_000.0
+    ip_burst: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    #: Password logins (key creation) per second per client address: slows a guesser.
+    login_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    login_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
+    #: The receive window a signed request may ask for, and its default (ms).
+    recv_window_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 5_000
+    max_recv_window_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 60_000
+    #: API keys per user.
+    max_keys_per_user: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 20
+    #: Longest an order request waits for the exchange's answer before 504 (the order may
+    #: still execute: its status says).
+    order_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: Private-stream connections of this gateway, and a slow client's queue before it is cut.
+    max_streams: Annotated[int, msgspec.Meta(ge=1)] = 1_000
+    stream_queue: Annotated[int, msgspec.Meta(ge=16)] = 10_000
+    #: Origins a browser page may call from (CORS); "*" any (requests are signed, no cookies).
+    cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+
+
 class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One FIX gateway process: its id is the ``gateway`` field of every record it sends."""
 
@@ -143,6 +173,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     cancel_on_disconnect: bool = False
     #: Per-session reset of sequence numbers at each logon (test rigs).
     reset_on_logon: bool = False
+    #: The REST + private WebSocket API this gateway also serves (absent: none).
+    rest: RestConfig | None = None
 
 
 class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

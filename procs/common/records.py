@@ -257,6 +257,43 @@ class AccountReply(Record, tag=22, frozen=True):
     balance: I64
 
 
+# -- balance watches: gateway <-> router (read-only: never sequenced, never journaled) ----------
+
+
+class WatchBalances(Record, tag=23, frozen=True):
+    """A gateway asks for ``account``'s balances: the router answers with a snapshot (one
+    ``Balance`` per asset, the last one flagged) and then pushes a ``Balance`` whenever one of
+    the account's balances changes, for ``lease_ms``; the gateway renews the lease while it
+    still wants them. ``lease_ms`` 0 ends the watch (no answer)."""
+
+    seq: U64  # 0: a watch is never sequenced
+    ts_ns: TimestampNs
+    gateway: GatewayId
+    session: SessionId
+    client_ref: U64
+    account: AccountId
+    lease_ms: U32
+
+
+class Balance(Record, tag=24, frozen=True):
+    """One asset of one account as the router holds it: ``free`` and ``reserved`` (held by open
+    orders) in the asset's minor units. ``client_ref`` is the watch's for a snapshot, 0 for a
+    pushed change; ``last`` is 1 on the final record of a snapshot (an account without
+    balances gets one record with ``asset`` 0). ``seq`` is the router's newest sequenced
+    command when it was sent, so a gateway can order a snapshot against pushed changes."""
+
+    seq: U64
+    ts_ns: TimestampNs
+    gateway: GatewayId
+    session: SessionId
+    client_ref: U64
+    account: AccountId
+    asset: AssetId
+    free: I64
+    reserved: I64
+    last: U8
+
+
 AnyRecord = Union[  # noqa: UP007  (msgspec needs a runtime Union of the tagged types)
     NewOrder,
     CancelOrder,
@@ -275,6 +312,8 @@ AnyRecord = Union[  # noqa: UP007  (msgspec needs a runtime Union of the tagged 
     CreateAccount,
     Transfer,
     AccountReply,
+    WatchBalances,
+    Balance,
 ]
 
 #: Every record type, in tag order; a ring carries any of them.

@@ -136,7 +136,8 @@ class OrderEntry:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def _ref(self) -> int:
+    def next_ref(self) -> int:
+        """A fresh client_ref, unique in this gateway (the REST API draws from it too)."""
         self._next_ref += 1
         return self._next_ref
 
@@ -173,7 +174,7 @@ class OrderEntry:
             return
         price, stop, qty, display = parsed
         flags = OrderFlag.POST_ONLY if b"6" in f.get(18, b"").split(b" ") else 0
-        ref = self._ref()
+        ref = self.next_ref()
         side = Side(int(f[54]))
         order = Order(
             *(ref, session.session_id, cl_ord_id, b"", sym, side, ord_type, tif, price, stop),
@@ -237,7 +238,7 @@ class OrderEntry:
             return
         if self._duplicate(session, msg, f[11]):
             return
-        ref = self._ref()
+        ref = self.next_ref()
         sym = order.symbol
         request = Request(msg.msg_type, session.session_id, f[11], order)
         if msg.msg_type == b"F":
@@ -269,7 +270,7 @@ class OrderEntry:
         )
 
     def _cancel_record(self, order: Order, account: int, now_ns: int) -> None:
-        ref = self._ref()
+        ref = self.next_ref()
         self.requests[ref] = Request(b"F", order.session, b"", order)
         self.outgoing.append(
             CancelOrder(
@@ -299,7 +300,8 @@ class OrderEntry:
             symbol = sym.id
         self.outgoing.append(
             MassCancel(
-                0, now_ns, self.gateway, session.session_id, self._ref(), session.account, symbol
+                *(0, now_ns, self.gateway, session.session_id, self.next_ref()),
+                *(session.account, symbol),
             )
         )
         session.send(b"r", _mass_report(f, kind), now_ns)

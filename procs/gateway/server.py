@@ -1,4 +1,6 @@
-"""The gateway's asyncio shell: TCP connections <-> ``Session`` cores, rings <-> ``OrderEntry``.
+"""The gateway's asyncio shell: TCP connections <-> ``Session`` cores, rings <-> ``OrderEntry``
+(FIX) and, when the gateway has a ``rest`` section, ``RestOrders`` behind the HTTP API
+(``rest.py``), which sees the same events after the FIX side.
 
 One event loop (uvloop in ``main``), no threads:
 
@@ -38,6 +40,8 @@ from procs.gateway.audit import AuditLog
 from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
 from procs.gateway.orders import OrderEntry
+from procs.gateway.rest import RestApi
+from procs.gateway.rest_orders import RestOrders
 from procs.gateway.session import Session, SessionSettings
 from procs.gateway.store import MessageStore
 from shm import Ring
@@ -106,6 +110,12 @@ class GatewayServer:
             Ring.attach(cfg.instance, matcher_output(m.name), codec).consumer(me)
             for m in cfg.matchers
         ]
+        self.api: RestApi | None = None
+        if gw.rest is not None:
+            core = RestOrders(
+                gw.id, self.entry.instruments, cfg.assets, self.entry.outgoing, self.entry.next_ref
+            )
+            self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.publish)
         self.paused = False
         self.port = gw.port
         self._server: asyncio.Server | None = None
@@ -198,11 +208,18 @@ class GatewayServer:
         self.publish()
         count = 0
         process = self.entry.process
+        api = self.api
         for consumer in self.inputs:
             events = consumer.read(1024)
             for event in events:
                 process(event)
+            if api is not None and events:
+                rest = api.core.process
+                for event in events:
+                    rest(event)
             count += len(events)
+        if api is not None:
+            api.after_batch()
         for conn in self.connections:
             self.write(conn)
         self.audit.flush()
@@ -216,6 +233,8 @@ class GatewayServer:
     async def _timers(self) -> None:
         while not self._stop.is_set():
             now = time.time_ns()
+            if self.api is not None:
+                self.api.core.tick(time.monotonic())
             for conn in list(self.connections):
                 if conn.session is not None:
                     conn.session.on_timer(now)
@@ -232,6 +251,8 @@ class GatewayServer:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [loop.create_task(self._poll()), loop.create_task(self._timers())]
+        if self.api is not None:
+            await self.api.start()
         log.info("gateway %s (id %d) listening on %s:%d", self.gw.name, self.gw.id,
                  self.gw.host, self.port)  # fmt: skip
 
@@ -259,6 +280,8 @@ class GatewayServer:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
+        if self.api is not None:
+            await self.api.stop()
         await asyncio.sleep(0)
         for task in getattr(self, "_tasks", []):
             task.cancel()

@@ -65,8 +65,16 @@ def depth_diff(s: MarketSymbol, d: DepthDiff) -> tuple[str, bytes]:
 
 
 def depth_snapshot(s: MarketSymbol, d: DepthSnapshot) -> bytes:
-    stream = f"{s.stream}@depth"
-    data = {
+    return wrap(f"{s.stream}@depth", _depth_data(s, d))
+
+
+def depth_json(s: MarketSymbol, d: DepthSnapshot) -> bytes:
+    """A depth snapshot as a REST answer (no stream envelope)."""
+    return _encode(_depth_data(s, d))
+
+
+def _depth_data(s: MarketSymbol, d: DepthSnapshot) -> dict[str, Any]:
+    return {
         "e": "depthSnapshot",
         "E": _ms(d.ts_ns),
         "s": s.name,
@@ -74,13 +82,21 @@ def depth_snapshot(s: MarketSymbol, d: DepthSnapshot) -> bytes:
         "bids": _levels(s, d.bids),
         "asks": _levels(s, d.asks),
     }
-    return wrap(stream, data)
 
 
 def ticker(s: MarketSymbol, t: Ticker) -> tuple[str, bytes]:
     stream = f"{s.stream}@ticker"
+    return stream, wrap(stream, _ticker_data(s, t))
+
+
+def ticker_json(s: MarketSymbol, t: Ticker) -> bytes:
+    """The 24h ticker as a REST answer (no stream envelope)."""
+    return _encode(_ticker_data(s, t))
+
+
+def _ticker_data(s: MarketSymbol, t: Ticker) -> dict[str, Any]:
     pct = t.change_bps_x100()
-    data = {
+    return {
         "e": "24hrTicker",
         "E": _ms(t.ts_ns),
         "s": s.name,
@@ -98,7 +114,6 @@ def ticker(s: MarketSymbol, t: Ticker) -> tuple[str, bytes]:
         "L": t.last_trade_id,
         "n": t.trades,
     }
-    return stream, wrap(stream, data)
 
 
 def candle_data(s: MarketSymbol, interval: str, c: Candle) -> dict[str, Any]:

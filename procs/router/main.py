@@ -11,7 +11,8 @@ One loop, one thread:
    policy (group commit) *before* step 4: no matcher, hence no execution report, ever sees a
    command that is not durable;
 4. publish them to the matchers' input rings; send the gateways their replies (rejects,
-   account answers);
+   account answers) and their balance watches' snapshots and pushes (``watches.py``: read-only,
+   never sequenced or journaled);
 5. commit the gateways' rings: a crash before this re-reads the batch, and because nothing
    was routed before it was journaled, the restart's recovery and the journal agree.
 
@@ -38,7 +39,7 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import Record, RecordCodec
+from procs.common.records import Record, RecordCodec, WatchBalances
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
     ADMIN_GATEWAY,
@@ -51,6 +52,7 @@ from procs.common.topology import (
 )
 from procs.core.recovery import recover, snapshot_job
 from procs.core.sequencer import Decision, route_all
+from procs.core.watches import Watches
 from shm import Ring
 from shm.consumer import Consumer
 from shm.producer import Producer
@@ -71,6 +73,7 @@ class RouterShell:
         self.codec = codec = codec or RecordCodec()
         recovered = recover(cfg, codec=codec)
         self.sequencer = recovered.sequencer
+        self.watches = Watches(self.sequencer.accounts)  # none survive a restart: leases renew
         log.info(
             "router recovered to seq %d (snapshot %d + %d replayed in %.2f s)",
             *(recovered.last_seq, recovered.snapshot_seq, recovered.replayed, recovered.seconds),
@@ -141,26 +144,33 @@ class RouterShell:
 
     def settle(self) -> int:
         apply = self.sequencer.apply
+        watches = self.watches
         count = 0
         for consumer in self.from_matchers:
             events = consumer.read(4096)
             for event in events:
                 apply(event)
+            if events and watches:  # once per batch: nothing per event when none is watched
+                watches.touch_events(events)
             count += len(events)
         return count
 
     def step(self, timeout_s: float = 0.05) -> int:
-        """One batch; returns how many gateway commands it took."""
+        """One batch; returns how many gateway commands it took (watches included)."""
         self.settle()
         quota = max(1, self.cfg.router_batch // max(1, len(self.inputs)))
         decisions: list[Decision] = []
         origins: list[int] = []
+        watch_requests: list[tuple[int, WatchBalances]] = []
         submit = self.sequencer.submit
         for gateway, consumer in self.inputs:
             for command in consumer.read(quota):
-                decisions.append(submit(command, time.time_ns()))
-                origins.append(gateway)
-        if not decisions:
+                if type(command) is WatchBalances:  # read-only: not for the sequencer
+                    watch_requests.append((gateway, command))
+                else:
+                    decisions.append(submit(command, time.time_ns()))
+                    origins.append(gateway)
+        if not decisions and not watch_requests:
             self._flush_replies()
             self.journal.maybe_sync()
             self._idle(timeout_s)
@@ -170,16 +180,18 @@ class RouterShell:
             images = b"".join(map(self.codec.encode_slot, accepted))
             first: int = accepted[0].seq  # type: ignore[attr-defined]
             self.journal.append(first, images, len(accepted))
+            if self.watches:
+                self.watches.touch_commands(accepted)
         for name, commands in route_all(decisions).items():
             self._publish(self.to_matchers[name], commands)
         for gateway, decision in zip(origins, decisions, strict=True):
             if decision.reply is not None:
                 self.pending_replies[gateway].append(decision.reply)
-        self._flush_replies()
+        self._flush_replies(watch_requests)
         for _gateway, consumer in self.inputs:
             consumer.commit()
         self._maybe_snapshot()
-        return len(decisions)
+        return len(decisions) + len(watch_requests)
 
     def _maybe_snapshot(self) -> None:
         """Every ``journal.snapshot_every`` commands, fork a replay that writes a snapshot
@@ -207,7 +219,9 @@ class RouterShell:
             elif not self.settle():  # full: drain the matchers meanwhile, then yield
                 time.sleep(0)
 
-    def _flush_replies(self) -> None:
+    def _flush_replies(self, watch_requests: Sequence[tuple[int, WatchBalances]] = ()) -> None:
+        if watch_requests or self.watches:
+            self._queue_balances(watch_requests)
         for gateway, queue in self.pending_replies.items():
             if queue:
                 batch = list(queue)
@@ -215,6 +229,18 @@ class RouterShell:
                     queue.clear()
                 elif len(queue) > 100_000:
                     log.error("gateway %d does not read its replies: %d wait", gateway, len(queue))
+
+    def _queue_balances(self, watch_requests: Sequence[tuple[int, WatchBalances]]) -> None:
+        """Queue the pushes of what this step changed, then the snapshots of this step's
+        watches: after the journal write, so a gateway never sees a balance that a command
+        not yet durable made; pushes first, so a new watch's snapshot is not followed by a
+        push of the same values."""
+        now, seq = time.time_ns(), self.sequencer.next_seq - 1
+        pending = self.pending_replies
+        for gateway, balance in self.watches.take(now, seq):
+            pending[gateway].append(balance)
+        for gateway, request in watch_requests:
+            pending[gateway].extend(self.watches.execute(gateway, request, now, seq))
 
     def _idle(self, timeout_s: float) -> None:
         """Nothing from the gateways. With one trading gateway, wait on its ring with the

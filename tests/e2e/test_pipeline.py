@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,62 +23,14 @@ from procs.common.topology import postgres_dir
 from procs.core.recovery import recover
 from procs.supervisor.main import read_status
 from shm.inspect import list_segments
+from tests.e2e.running import ringex, running_exchange
 from tests.unit.gateway.harness import Client
-
-ROOT = Path(__file__).parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def exchange(instance: str, tmp_path: Path) -> Iterator[Path]:
-    profile = tmp_path / "e2e.toml"
-    profile.write_text(
-        f'instance = "{instance}"\nvar_dir = "{tmp_path / "var"}"\n'
-        "[marketdata]\nenabled = false\n"
-        "[ring]\ncapacity = 4096\n"
-        '[wait]\nstrategy = "blocking"\npark_timeout_s = 0.005\n'
-        "[risk]\nfee_account = 1\n"
-        f'[[gateways]]\nname = "gw1"\nid = 1\nport = {free_port()}\n'
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "procs.cli", "run", "--config", str(profile)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    cfg = load_profile(str(profile))
-    try:
-        deadline = time.monotonic() + 60
-        while (read_status(cfg) or {}).get("state") != "running":
-            assert proc.poll() is None, "the supervisor exited while starting"
-            assert time.monotonic() < deadline, "not running within 60 s"
-            time.sleep(0.1)
+    with running_exchange(instance, tmp_path) as profile:
         yield profile
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
-        pg = EmbeddedPostgres(postgres_dir(cfg))  # the writer's cluster outlives a restart
-        if pg.running():
-            pg.stop()
-
-
-def ringex(profile: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "procs.cli", *args, "--config", str(profile)],
-        cwd=ROOT,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def order(client: Client, ref: str, side: str, qty: str, price: str) -> tuple[str, object]:

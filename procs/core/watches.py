@@ -1,0 +1,183 @@
+"""Balance watches: a gateway's live view of an account's balances. Sans-I/O, no clock.
+
+A gateway sends ``WatchBalances``; ``execute`` (re)registers the watch for ``lease_ms`` and
+returns a snapshot of the account, or drops the watch when ``lease_ms`` is 0. The router then
+reports what may have changed a balance (``touch_commands`` for the commands it accepted,
+``touch_events`` for the matchers' events it applied) and once per step ``take`` turns the
+touched (account, asset) pairs into one ``Balance`` per watching gateway, with the values of
+that moment: a hundred fills of one account in a step cost its watcher one record per asset.
+
+Watches are not state. They are never sequenced or journaled and a restarted router has none:
+a gateway renews its leases, and each renewal brings a fresh snapshot, so nothing is lost.
+Expired leases are dropped lazily, when ``take`` passes the earliest expiry, so no timer is
+needed. A touch is "may have changed" (a reject of a cancel touches too): a push repeats the
+current values, so a spurious one is harmless, a missing one is not.
+
+Cost. The router checks ``bool(watches)`` once per batch of commands or events and calls in
+only when something is watched; then a touch of an unwatched account is one dict lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from procs.common.records import (
+    Balance,
+    NewOrder,
+    OrderDone,
+    Record,
+    Rejected,
+    Replaced,
+    ReplaceOrder,
+    Trade,
+    Transfer,
+    WatchBalances,
+)
+from procs.core.accounts import Accounts
+
+_NS_PER_MS: Final = 1_000_000
+_NEVER: Final = 1 << 63  # an expiry later than any clock reading
+
+#: Events that move an order's hold: its account's base and quote may change.
+_ORDER_EVENTS: Final = (OrderDone, Rejected, Replaced)
+#: Commands that reserve when accepted: their account's base and quote may change.
+_ORDER_COMMANDS: Final = (NewOrder, ReplaceOrder)
+
+
+class Watches:
+    """Which gateways watch which accounts, and what changed since the last ``take``. Called
+    by the router process only, from its loop; ``accounts`` is the router's live ``Accounts``
+    (read, never written)."""
+
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+        self.fee_account = accounts.fee_account
+        self._assets = tuple(sorted(accounts.assets))
+        self._pair = {s: (m.base, m.quote) for s, m in accounts.markets.items()}
+        self._leases: dict[int, dict[int, int]] = {}  # account -> gateway -> expiry (ns)
+        self._touched: set[tuple[int, int]] = set()  # (account, asset) of watched accounts
+        self._earliest = _NEVER  # no lease expires before this
+
+    def __bool__(self) -> bool:
+        """Whether any account is watched (an expired lease counts until ``take`` drops it)."""
+        return bool(self._leases)
+
+    def watchers(self, account: int) -> tuple[int, ...]:
+        """The gateways watching ``account``, ascending (expired leases not yet dropped too)."""
+        return tuple(sorted(self._leases.get(account, ())))
+
+    # -- commands from the gateways -----------------------------------------------------------
+
+    def execute(self, gateway: int, watch: WatchBalances, now_ns: int, seq: int) -> list[Balance]:
+        """(Re)register or drop ``gateway``'s watch of ``watch.account``. Returns the snapshot
+        to send that gateway (see ``snapshot``), or nothing when ``lease_ms`` is 0. ``gateway``
+        is the ring the watch came in on, which is where its pushes go."""
+        if watch.lease_ms == 0:
+            self.unregister(gateway, watch.account)
+            return []
+        self.register(gateway, watch.account, now_ns + watch.lease_ms * _NS_PER_MS)
+        return self.snapshot(gateway, watch, now_ns, seq)
+
+    def register(self, gateway: int, account: int, expires_ns: int) -> None:
+        """Push ``account``'s changes to ``gateway`` until ``expires_ns`` (a renewal moves it)."""
+        self._leases.setdefault(account, {})[gateway] = expires_ns
+        self._earliest = min(self._earliest, expires_ns)
+
+    def unregister(self, gateway: int, account: int) -> None:
+        """Stop pushing ``account`` to ``gateway``; a watch that does not exist is no error."""
+        gateways = self._leases.get(account)
+        if gateways is not None:
+            gateways.pop(gateway, None)
+            if not gateways:
+                del self._leases[account]
+
+    def snapshot(self, gateway: int, watch: WatchBalances, now_ns: int, seq: int) -> list[Balance]:
+        """One ``Balance`` per asset the account holds any of, by asset id, the last one with
+        ``last`` 1; a single all-zero record with asset 0 when it holds nothing."""
+        account, balance = watch.account, self.accounts.balance
+        head = (seq, now_ns, gateway, watch.session, watch.client_ref, account)
+        records = []
+        for asset in self._assets:
+            free, reserved = balance(account, asset)
+            if free or reserved:
+                records.append(Balance(*head, asset, free, reserved, 0))
+        if not records:
+            return [Balance(*head, 0, 0, 0, 1)]
+        records[-1] = Balance(*head, records[-1].asset, records[-1].free, records[-1].reserved, 1)
+        return records
+
+    # -- what may have changed ----------------------------------------------------------------
+
+    def touch(self, account: int, asset: int) -> None:
+        """``account``'s balance of ``asset`` may have changed."""
+        if account in self._leases:
+            self._touched.add((account, asset))
+
+    def touch_commands(self, commands: Iterable[Record]) -> None:
+        """Accepted (sequenced) commands: a new order or replace reserves, a transfer moves
+        its asset; others change no balance until their events come back."""
+        touch = self.touch
+        for command in commands:
+            if isinstance(command, _ORDER_COMMANDS):
+                self._touch_pair(command.account, command.symbol)
+            elif type(command) is Transfer:
+                touch(command.account, command.asset)
+
+    def touch_events(self, events: Iterable[Record]) -> None:
+        """Matcher events as the router applies them: a trade moves both sides' base and quote
+        and pays the fee account; a done order, a reject or a replace moves a hold."""
+        touch_pair = self._touch_pair
+        fee_account = self.fee_account
+        for event in events:
+            if type(event) is Trade:
+                touch_pair(event.maker_account, event.symbol)
+                touch_pair(event.taker_account, event.symbol)
+                touch_pair(fee_account, event.symbol)
+            elif isinstance(event, _ORDER_EVENTS):
+                touch_pair(event.account, event.symbol)
+
+    def _touch_pair(self, account: int, symbol: int) -> None:
+        if account in self._leases:
+            pair = self._pair.get(symbol)
+            if pair is not None:
+                self._touched.add((account, pair[0]))
+                self._touched.add((account, pair[1]))
+
+    # -- pushes -------------------------------------------------------------------------------
+
+    def take(self, now_ns: int, seq: int) -> list[tuple[int, Balance]]:
+        """(gateway, ``Balance``) for every touched (account, asset) and every gateway whose
+        lease of the account is live at ``now_ns``, with the balances of now, ordered by
+        account, asset, gateway; at most one per (gateway, account, asset) since the last
+        ``take``. Leases expired at ``now_ns`` are dropped first."""
+        if now_ns >= self._earliest:
+            self._expire(now_ns)
+        if not self._touched:
+            return []
+        balance, leases = self.accounts.balance, self._leases
+        pushes = []
+        for account, asset in sorted(self._touched):
+            gateways = leases.get(account)
+            if gateways:
+                free, reserved = balance(account, asset)
+                for gateway in sorted(gateways):
+                    push = Balance(seq, now_ns, gateway, 0, 0, account, asset, free, reserved, 0)
+                    pushes.append((gateway, push))
+        self._touched.clear()
+        return pushes
+
+    def _expire(self, now_ns: int) -> None:
+        """Drop every lease expired at ``now_ns`` and find the next earliest expiry: one pass
+        over all leases, made only when the earliest one may have expired."""
+        earliest = _NEVER
+        for account in list(self._leases):
+            gateways = self._leases[account]
+            for gateway, expires in list(gateways.items()):
+                if expires <= now_ns:
+                    del gateways[gateway]
+                else:
+                    earliest = min(earliest, expires)
+            if not gateways:
+                del self._leases[account]
+        self._earliest = earliest

@@ -1,0 +1,49 @@
+"""The REST API's errors: an HTTP status, a venue-style numeric code and a message that names
+the offending value (and the limit, where there is one).
+
+The codes follow the most used venue API's numbering (negative, grouped by cause), so client
+libraries written against it branch on the same numbers; an order the exchange itself refused
+keeps the exchange's ``ResultCode`` name and number in its message.
+"""
+
+from __future__ import annotations
+
+#: General
+UNKNOWN = -1000
+DISCONNECTED = -1001  # a service behind the API (database, market data) is not reachable
+TOO_MANY_REQUESTS = -1003
+TIMEOUT = -1007
+ILLEGAL_PARAM = -1100  # a value that does not parse
+TOO_MANY_PARAMS = -1101
+MANDATORY_PARAM = -1102
+UNKNOWN_PARAM = -1104
+BAD_SYMBOL = -1121
+BAD_INTERVAL = -1120
+FILTER_FAILURE = -1013  # tick, lot, size limits
+#: Orders
+NEW_ORDER_REJECTED = -2010
+CANCEL_REJECTED = -2011
+NO_SUCH_ORDER = -2013
+#: Keys (the signing module has the signature codes)
+BAD_CREDENTIALS = -2014
+
+
+class ApiError(Exception):
+    """Answered as ``{"code": code, "msg": msg}`` with HTTP ``status``; ``retry_after_s`` adds
+    a ``Retry-After`` header (429)."""
+
+    def __init__(
+        self, status: int, code: int, msg: str, *, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(msg)
+        self.status = status
+        self.code = code
+        self.msg = msg
+        self.retry_after_s = retry_after_s
+
+    def body(self) -> dict[str, int | str]:
+        return {"code": self.code, "msg": self.msg}
+
+
+def bad_request(code: int, msg: str) -> ApiError:
+    return ApiError(400, code, msg)

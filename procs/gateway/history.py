@@ -1,0 +1,235 @@
+"""History for the REST API from PostgreSQL: orders, a user's trades, klines.
+
+What the database writer has written (it follows the journal; it lags the exchange by its
+batch time, tens of ms): the API overlays what the gateway saw live on top. Queries run on a
+small ``psycopg_pool`` pool of async connections, every one bounded by the caller's ``limit``
+(at most ``MAX_LIMIT`` rows) and by an index:
+
+- orders: ``orders_account (account_id, created_seq)``;
+- trades: ``trades_maker_account`` / ``trades_taker_account`` (migration 0003);
+- klines: the candles' primary key; intervals the writer does not keep (it keeps 1m, 1h, 1d)
+  are rolled up from the next smaller one with ``date_bin``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from config.schema import SymbolConfig
+from procs.gateway.instruments import format_units
+from procs.gateway.rest_params import SIDE_NAMES, TIF_NAMES, TYPE_NAMES
+
+MAX_LIMIT = 1000
+
+#: Database status codes (order_statuses) -> the API's names.
+STATUS_NAMES = {
+    0: "PENDING_NEW",
+    1: "NEW",
+    2: "PARTIALLY_FILLED",
+    3: "FILLED",
+    4: "CANCELED",
+    5: "EXPIRED",
+    6: "EXPIRED_IN_MATCH",
+    7: "CANCELED",
+    8: "REJECTED",
+}
+
+#: Kline interval -> (seconds, the stored interval it is rolled up from).
+KLINES: dict[str, tuple[int, int]] = {
+    "1m": (60, 60),
+    "3m": (180, 60),
+    "5m": (300, 60),
+    "15m": (900, 60),
+    "30m": (1_800, 60),
+    "1h": (3_600, 3_600),
+    "2h": (7_200, 3_600),
+    "4h": (14_400, 3_600),
+    "6h": (21_600, 3_600),
+    "12h": (43_200, 3_600),
+    "1d": (86_400, 86_400),
+}
+
+_ORDER_COLUMNS = (
+    "id, account_id, symbol_id, side, ord_type, tif, price, stop_price, size, remaining, "
+    "filled, status, reject_code, (extract(epoch from created) * 1000)::bigint, "
+    "(extract(epoch from updated) * 1000)::bigint"
+)
+
+
+def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
+    (oid, _acct, _sym, side, ord_type, tif, price, stop, size, _rem, filled, status, _rc) = row[:13]
+    pd, qd = sym.price_decimals, sym.qty_decimals
+    name = STATUS_NAMES.get(status, str(status))
+    return {
+        "symbol": sym.name,
+        "orderId": oid,
+        "clientOrderId": "",
+        "price": format_units(price, pd).decode(),
+        "origQty": format_units(size, qd).decode(),
+        "executedQty": format_units(filled, qd).decode(),
+        "cummulativeQuoteQty": None,  # the orders table keeps no notional; myTrades has it
+        "status": name,
+        "timeInForce": TIF_NAMES.get(tif, ""),
+        "type": TYPE_NAMES.get(ord_type, ""),
+        "side": SIDE_NAMES.get(side, str(side)),
+        "stopPrice": format_units(stop, pd).decode(),
+        "time": row[13],
+        "updateTime": row[14],
+        "isWorking": name in ("PENDING_NEW", "NEW", "PARTIALLY_FILLED"),
+    }
+
+
+class History:
+    def __init__(self, dsn: str, *, max_connections: int = 4) -> None:
+        self.pool = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_connections,
+            open=False,
+            kwargs={"autocommit": True, "connect_timeout": 5},
+        )
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def _rows(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        async with self.pool.connection(timeout=5) as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(sql, args)
+            return await cur.fetchall()
+
+    async def order(self, account: int, order_id: int) -> tuple[Any, ...] | None:
+        rows = await self._rows(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = %s AND account_id = %s",
+            (order_id, account),
+        )
+        return rows[0] if rows else None
+
+    async def orders(
+        self,
+        account: int,
+        symbol: int,
+        *,
+        open_only: bool = False,
+        from_id: int = 0,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 500,
+    ) -> list[tuple[Any, ...]]:
+        where = ["account_id = %s", "symbol_id = %s", "id >= %s"]
+        args: list[Any] = [account, symbol, from_id]
+        if open_only:
+            where.append("status IN (0, 1, 2)")
+        if start_ms is not None:
+            where.append("created >= to_timestamp(%s / 1000.0)")
+            args.append(start_ms)
+        if end_ms is not None:
+            where.append("created <= to_timestamp(%s / 1000.0)")
+            args.append(end_ms)
+        sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)} "
+        sql += "ORDER BY id LIMIT %s"
+        return await self._rows(sql, (*args, min(limit, MAX_LIMIT)))
+
+    async def trades(
+        self,
+        account: int,
+        sym: SymbolConfig,
+        *,
+        from_id: int = 0,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
+        """The account's trades on ``sym``, one row per side it was on, oldest first."""
+        time_filter = ""
+        args: list[Any] = []
+        if start_ms is not None:
+            time_filter += " AND ts >= to_timestamp(%s / 1000.0)"
+            args.append(start_ms)
+        if end_ms is not None:
+            time_filter += " AND ts <= to_timestamp(%s / 1000.0)"
+            args.append(end_ms)
+        side_sql = (
+            "SELECT trade_id, {oid}, price, size, (extract(epoch from ts) * 1000)::bigint, "
+            "aggressor, {maker} FROM trades WHERE symbol_id = %s AND {acct} = %s "
+            "AND trade_id >= %s" + time_filter
+        )
+        sql = (
+            "SELECT * FROM (("
+            + side_sql.format(oid="maker_order_id", maker="true", acct="maker_account_id")
+            + ") UNION ALL ("
+            + side_sql.format(oid="taker_order_id", maker="false", acct="taker_account_id")
+            + ")) t ORDER BY 1, 7 LIMIT %s"
+        )
+        one = [sym.id, account, from_id, *args]
+        rows = await self._rows(sql, (*one, *one, min(limit, MAX_LIMIT)))
+        pd, qd = sym.price_decimals, sym.qty_decimals
+        out = []
+        for trade_id, oid, price, size, ts_ms, aggressor, maker in rows:
+            buyer = (aggressor == 1) != maker  # the taker bought, or the maker of a sell
+            out.append(
+                {
+                    "symbol": sym.name,
+                    "id": trade_id,
+                    "orderId": oid,
+                    "price": format_units(price, pd).decode(),
+                    "qty": format_units(size, qd).decode(),
+                    "quoteQty": format_units(price * size, pd + qd).decode(),
+                    "time": ts_ms,
+                    "isBuyer": buyer,
+                    "isMaker": maker,
+                }
+            )
+        return out
+
+    async def klines(
+        self,
+        sym: SymbolConfig,
+        interval: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 500,
+    ) -> list[list[Any]]:
+        """Candles as the venues send them: [open time, open, high, low, close, volume, close
+        time, quote volume, trades], oldest first; the newest ``limit`` unless a start is
+        given."""
+        seconds, stored = KLINES[interval]
+        where = "symbol_id = %s AND interval_s = %s"
+        args: list[Any] = [sym.id, stored]
+        if start_ms is not None:
+            where += " AND bucket >= to_timestamp(%s / 1000.0)"
+            args.append(start_ms)
+        if end_ms is not None:
+            where += " AND bucket <= to_timestamp(%s / 1000.0)"
+            args.append(end_ms)
+        order = "ASC" if start_ms is not None else "DESC"
+        sql = (
+            "SELECT (extract(epoch from b) * 1000)::bigint, o, h, l, c, v, q, n FROM ("
+            "SELECT date_bin(make_interval(secs => %s), bucket, 'epoch') AS b, "
+            "(array_agg(open ORDER BY bucket))[1] AS o, max(high) AS h, min(low) AS l, "
+            "(array_agg(close ORDER BY bucket DESC))[1] AS c, sum(volume) AS v, "
+            "sum(quote_volume) AS q, sum(trades) AS n "
+            f"FROM candles WHERE {where} GROUP BY 1) k ORDER BY b {order} LIMIT %s"
+        )
+        rows = await self._rows(sql, (seconds, *args, min(limit, MAX_LIMIT)))
+        if order == "DESC":
+            rows.reverse()
+        pd, qd = sym.price_decimals, sym.qty_decimals
+        return [
+            [
+                t,
+                *(format_units(p, pd).decode() for p in (o, h, lo, c)),
+                format_units(int(v), qd).decode(),
+                t + seconds * 1000 - 1,
+                format_units(int(q), pd + qd).decode(),
+                int(n),
+            ]
+            for t, o, h, lo, c, v, q, n in rows
+        ]

@@ -1,0 +1,164 @@
+"""The private stream: one user's execution reports and balance changes over a WebSocket.
+
+    GET /api/v1/stream?apiKey=K&timestamp=T&recvWindow=W&signature=S   (WebSocket upgrade)
+
+A browser cannot set headers on a WebSocket, so the credentials travel in the query string,
+signed like any request with the path ``/api/v1/stream``, an empty query and an empty body
+(``signing.payload(T, W, "GET", "/api/v1/stream", "", b"")``); a captured URL cannot be
+used again (the signature is remembered until its window passes).
+
+Messages are ``{"event": name, "seq": n, "data": {...}}`` with ``seq`` counting from 1 on
+each connection: first a ``snapshot`` (balances and open orders), then ``executionReport``
+and ``balance`` events as they happen. Events that arrive while the snapshot is being made
+wait behind it, so the client applies them in order. A client that falls ``queue_limit``
+messages behind is cut off (close code 1008) rather than slow the gateway: it reconnects
+and starts again from a snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import WSCloseCode, web
+
+from procs.gateway.api_errors import ApiError
+from procs.gateway.history import order_json
+from procs.gateway.signing import AuthError
+
+if TYPE_CHECKING:
+    from procs.gateway.rest import RestApi
+
+log = logging.getLogger("ringex.rest.stream")
+_encode = msgspec.json.Encoder().encode
+PATH = "/api/v1/stream"
+
+
+class Subscriber:
+    def __init__(self, ws: web.WebSocketResponse, account: int, queue_limit: int) -> None:
+        self.ws = ws
+        self.account = account
+        self.queue: deque[str] = deque()
+        self.queue_limit = queue_limit
+        self.seq = 0
+        self.ready = False  # the snapshot is queued: events may follow
+        self.held: list[tuple[str, dict[str, Any]]] = []
+        self.wake = asyncio.Event()
+        self.cut = False
+
+    def push(self, event: str, data: dict[str, Any]) -> None:
+        if not self.ready:  # the snapshot is being made: these follow it
+            self.held.append((event, data))
+            return
+        if self.cut:
+            return
+        self.seq += 1
+        self.queue.append(_encode({"event": event, "seq": self.seq, "data": data}).decode())
+        if len(self.queue) > self.queue_limit:
+            self.cut = True
+        self.wake.set()
+
+
+class PrivateStreams:
+    def __init__(self, api: RestApi, max_streams: int, queue_limit: int) -> None:
+        self.api = api
+        self.max_streams = max_streams
+        self.queue_limit = queue_limit
+        self.by_account: dict[int, set[Subscriber]] = {}
+        self.count = 0
+
+    def deliver(self, events: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
+        by_account = self.by_account
+        for account, name, data in events:
+            subscribers = by_account.get(account)
+            if subscribers:
+                for sub in subscribers:
+                    sub.push(name, data)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        api = self.api
+        q = request.query
+        key = api.keys.get(q.get("apiKey", ""))
+        if key is None:
+            raise ApiError(401, -2014, "unknown or missing API key (apiKey)")
+        try:
+            api.verifier.verify(
+                key.secret, q.get("timestamp"), q.get("recvWindow"), q.get("signature"),
+                "GET", PATH, "", b"", time.time_ns() // 1_000_000,
+            )  # fmt: skip
+        except AuthError as exc:
+            raise ApiError(401, exc.code, exc.msg) from None
+        api.require_scope(key, "read")
+        if self.count >= self.max_streams:
+            raise ApiError(
+                503, -1001, f"{self.count} private streams is this gateway's limit, try another"
+            )
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+        await ws.prepare(request)
+        sub = Subscriber(ws, key.account, self.queue_limit)
+        self.count += 1
+        self.by_account.setdefault(key.account, set()).add(sub)
+        api.core.touch(key.account, key.session, time.monotonic())
+        api.core.streaming.add(key.account)
+        sender = asyncio.create_task(self._send(sub))
+        try:
+            snapshot = await self._snapshot(key.account)
+            sub.ready = True
+            sub.push("snapshot", snapshot)
+            for event, data in sub.held:  # what happened meanwhile, behind the snapshot
+                sub.push(event, data)
+            sub.held.clear()
+            async for _msg in ws:  # the client has nothing to say; keep the lease alive
+                api.core.touch(key.account, key.session, time.monotonic())
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+            self.count -= 1
+            subs = self.by_account.get(key.account)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self.by_account[key.account]
+                    api.core.streaming.discard(key.account)
+        return ws
+
+    async def _snapshot(self, account: int) -> dict[str, Any]:
+        api = self.api
+        balances = await api.balances(account)
+        orders: dict[int, dict[str, Any]] = {}
+        if api.history is not None:
+            for sym in api.cfg.symbols:
+                with contextlib.suppress(ApiError):
+                    rows = await api._db(api.history.orders(account, sym.id, open_only=True))
+                    for row in rows:
+                        known = api.core.known(row[0])
+                        if known is None:
+                            orders[row[0]] = order_json(row, sym)
+                        elif known.open:
+                            orders[row[0]] = known.json()
+        for order in api.core.open_orders(account, None):
+            orders[order.order_id] = order.json()
+        return {"balances": balances, "openOrders": [orders[k] for k in sorted(orders)]}
+
+    async def _send(self, sub: Subscriber) -> None:
+        ws = sub.ws
+        while not ws.closed:
+            await sub.wake.wait()
+            sub.wake.clear()
+            if sub.cut:
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"slow consumer")
+                return
+            while sub.queue:
+                await ws.send_str(sub.queue.popleft())
+
+    async def close(self) -> None:
+        for subs in list(self.by_account.values()):
+            for sub in list(subs):
+                await sub.ws.close(code=WSCloseCode.GOING_AWAY, message=b"gateway shutting down")

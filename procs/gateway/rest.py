@@ -1,0 +1,610 @@
+"""The gateway's HTTP API: REST under ``/api/v1/`` and the private stream, on aiohttp.
+
+aiohttp (a well-kept async HTTP server and client; it runs on the gateway's uvloop loop
+beside the FIX acceptor) does the HTTP and WebSocket protocol work; this module is the thin
+edge around ``RestOrders`` (orders, balances, private events), ``History`` (PostgreSQL) and
+the market-data process (the book and ticker, proxied). Every request:
+
+1. the client address's rate limit (429 with ``Retry-After``), the body size (413);
+2. for a private endpoint: the API key, its rate limit, the HMAC signature over the request
+   with its timestamp and receive window, refused when replayed (``signing.py``), the scope;
+3. the parameters (query string, form or JSON body), checked with messages that name the
+   value and the rule (``rest_params.py``);
+4. an order goes into the gateway's command ring like a FIX order (the router's risk checks,
+   the matcher), and the answer waits for the exchange's events: accepted with its fills, or
+   the reason it was refused.
+
+Errors are ``{"code": ..., "msg": ...}``; prices and sizes are decimal strings both ways.
+The routes and their parameters are documented in ``openapi.py`` (``GET /openapi.json``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+from aiohttp import ClientSession, ClientTimeout, web
+
+from config.schema import GatewayConfig, RestConfig, RingexConfig
+from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
+from procs.common.result_codes import ResultCode
+from procs.common.topology import postgres_dir, users_path
+from procs.common.users import UserStore
+from procs.gateway import api_errors as codes
+from procs.gateway import rest_params as rp
+from procs.gateway.api_errors import ApiError, bad_request
+from procs.gateway.apikeys import ApiKey, ApiKeyStore
+from procs.gateway.history import KLINES, History, order_json
+from procs.gateway.instruments import Instruments
+from procs.gateway.instruments import format_units as fmt
+from procs.gateway.limits import RateLimiter
+from procs.gateway.openapi import document
+from procs.gateway.private_stream import PrivateStreams
+from procs.gateway.rest_orders import Outcome, RestOrders
+from procs.gateway.signing import (
+    API_KEY,
+    RECV_WINDOW,
+    SIGNATURE,
+    TIMESTAMP,
+    AuthError,
+    Verifier,
+)
+
+log = logging.getLogger("ringex.rest")
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Refusals of a cancel that must not tell whether someone else's order exists.
+_NOT_YOURS = (ResultCode.UNKNOWN_ORDER, ResultCode.NOT_ORDER_OWNER)
+_CORS_HEADERS = ", ".join(("Content-Type", API_KEY, TIMESTAMP, RECV_WINDOW, SIGNATURE))
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encode(value), status=status, content_type="application/json")
+
+
+def history_dsn(cfg: RingexConfig) -> str | None:
+    """Where the history lives: ``database.dsn``, or the instance's embedded cluster."""
+    if not cfg.database.enabled:
+        return None
+    if cfg.database.dsn:
+        return cfg.database.dsn
+    try:
+        return EmbeddedPostgres(postgres_dir(cfg)).dsn
+    except EmbeddedError as exc:
+        log.warning("no history: %s", exc)
+        return None
+
+
+class RestApi:
+    def __init__(
+        self,
+        cfg: RingexConfig,
+        gw: GatewayConfig,
+        rest: RestConfig,
+        core: RestOrders,
+        users: UserStore,
+        publish: Callable[[], None],
+    ) -> None:
+        self.cfg, self.gw, self.rest = cfg, gw, rest
+        self.core = core
+        self.users = users
+        self.publish = publish
+        self.instruments = Instruments(cfg.symbols)
+        self.keys = ApiKeyStore(users_path(cfg).with_name("apikeys.json"), rest.max_keys_per_user)
+        self.verifier = Verifier(rest.max_recv_window_ms, rest.recv_window_ms)
+        self.key_limits = RateLimiter(rest.key_rate_per_s, rest.key_burst)
+        self.ip_limits = RateLimiter(rest.ip_rate_per_s, rest.ip_burst)
+        self.login_limits = RateLimiter(rest.login_rate_per_s, rest.login_burst)
+        self.waiters: dict[int, asyncio.Future[Outcome]] = {}
+        self.streams = PrivateStreams(self, rest.max_streams, rest.stream_queue)
+        dsn = history_dsn(cfg)
+        self.history = History(dsn) if dsn else None
+        md = cfg.marketdata
+        self.market_url = f"http://{md.host}:{md.port}" if md.enabled else None
+        self.client: ClientSession | None = None
+        self.runner: web.AppRunner | None = None
+        self.port = rest.port
+        self.app = self._app()
+
+    # -- the pipeline side (called by the gateway's poll loop) ----------------------------------
+
+    def after_batch(self) -> None:
+        """A batch of events went through ``core.process``: answer, and feed the streams."""
+        core = self.core
+        core.end_of_batch()
+        if core.completed:
+            for ref, outcome in core.completed:
+                future = self.waiters.pop(ref, None)
+                if future is not None and not future.done():
+                    future.set_result(outcome)
+            core.completed.clear()
+        if core.events:
+            self.streams.deliver(core.events)
+            core.events.clear()
+
+    async def wait(self, ref: int) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.waiters[ref] = future
+        self.publish()
+        try:
+            return await asyncio.wait_for(future, self.rest.order_timeout_s)
+        except TimeoutError:
+            self.core.abandon(ref)
+            raise ApiError(
+                504,
+                codes.TIMEOUT,
+                f"no answer from the exchange in {self.rest.order_timeout_s} s: the request "
+                f"may still execute, ask for its status",
+            ) from None
+        finally:
+            self.waiters.pop(ref, None)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def _app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[self._middleware], client_max_size=self.rest.max_body_bytes
+        )
+        get, v1 = app.router.add_get, "/api/v1"
+        get(f"{v1}/ping", self.ping)
+        get(f"{v1}/time", self.server_time)
+        get(f"{v1}/exchangeInfo", self.exchange_info)
+        get(f"{v1}/depth", self.proxy("/api/depth"))
+        get(f"{v1}/trades", self.proxy("/api/trades"))
+        get(f"{v1}/ticker/24hr", self.proxy("/api/ticker"))
+        get(f"{v1}/klines", self.klines)
+        app.router.add_post(f"{v1}/apiKey", self.create_key)
+        app.router.add_delete(f"{v1}/apiKey", self.revoke_key)
+        app.router.add_post(f"{v1}/order", self.new_order)
+        app.router.add_delete(f"{v1}/order", self.cancel_order)
+        get(f"{v1}/order", self.query_order)
+        get(f"{v1}/openOrders", self.open_orders)
+        get(f"{v1}/allOrders", self.all_orders)
+        get(f"{v1}/myTrades", self.my_trades)
+        get(f"{v1}/account", self.account)
+        get(f"{v1}/stream", self.streams.handle)
+        get("/openapi.json", self.openapi)
+        return app
+
+    async def start(self) -> None:
+        self.client = ClientSession(timeout=ClientTimeout(total=5))
+        if self.history is not None:
+            await self.history.open()
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(
+            self.runner, self.rest.host, self.rest.port, reuse_port=self.gw.reuse_port or None
+        )
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        log.info("REST API of gateway %s on %s:%d", self.gw.name, self.rest.host, self.port)
+
+    async def stop(self) -> None:
+        await self.streams.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.client is not None:
+            await self.client.close()
+        if self.history is not None:
+            await self.history.close()
+
+    # -- every request --------------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "OPTIONS":  # a browser's CORS preflight
+            return self._cors(request, web.Response(status=204))
+        try:
+            retry = self.ip_limits.take(request.remote or "", time.monotonic())
+            if retry:
+                raise ApiError(
+                    429,
+                    codes.TOO_MANY_REQUESTS,
+                    f"too many requests from {request.remote}: the limit is "
+                    f"{self.rest.ip_rate_per_s:g}/s",
+                    retry_after_s=retry,
+                )
+            if (request.content_length or 0) > self.rest.max_body_bytes:
+                raise web.HTTPRequestEntityTooLarge(
+                    max_size=self.rest.max_body_bytes, actual_size=request.content_length or 0
+                )
+            response = await handler(request)
+        except ApiError as exc:
+            response = json_response(exc.body(), exc.status)
+            if exc.retry_after_s is not None:
+                response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s + 0.5)))
+        except web.HTTPRequestEntityTooLarge:
+            response = json_response(
+                {
+                    "code": codes.ILLEGAL_PARAM,
+                    "msg": f"request body is larger than the limit of "
+                    f"{self.rest.max_body_bytes} bytes",
+                },
+                413,
+            )
+        except web.HTTPException as exc:  # 404, 405 from the router
+            response = json_response(
+                {"code": codes.UNKNOWN, "msg": f"{exc.reason}: {request.method} {request.path}"},
+                exc.status,
+            )
+        if isinstance(response, web.WebSocketResponse):
+            return response
+        return self._cors(request, response)
+
+    def _cors(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = self.rest.cors_origins
+        if origin and ("*" in allowed or origin in allowed):
+            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+            response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            response.headers["Access-Control-Max-Age"] = "600"
+        return response
+
+    async def params(self, request: web.Request) -> dict[str, str]:
+        """Query string and body (form or JSON object) parameters, size-checked."""
+        params = {k: v for k, v in request.query.items()}
+        if request.body_exists:
+            body = await request.read()
+            if body:
+                if (request.content_type or "").endswith("json"):
+                    try:
+                        decoded = _decode(body)
+                    except msgspec.DecodeError as exc:
+                        raise bad_request(
+                            codes.ILLEGAL_PARAM, f"body is not a JSON object: {exc}"
+                        ) from None
+                    params.update({k: _text(v) for k, v in decoded.items()})
+                else:
+                    params.update(parse_qsl(body.decode(errors="replace")))
+        rp.check_params(params)
+        return params
+
+    async def signed(self, request: web.Request, scope: str) -> ApiKey:
+        key = self.keys.get(request.headers.get(API_KEY, ""))
+        if key is None:
+            raise ApiError(401, codes.BAD_CREDENTIALS, f"unknown or missing API key ({API_KEY})")
+        retry = self.key_limits.take(key.key, time.monotonic())
+        if retry:
+            raise ApiError(
+                429,
+                codes.TOO_MANY_REQUESTS,
+                f"too many requests for this API key: the limit is {self.rest.key_rate_per_s:g}/s",
+                retry_after_s=retry,
+            )
+        body = await request.read() if request.body_exists else b""
+        headers = request.headers
+        # the bytes the client sent and signed: the decoded forms differ where it escaped
+        path, _, query = request.raw_path.partition("?")
+        try:
+            self.verifier.verify(
+                key.secret, headers.get(TIMESTAMP), headers.get(RECV_WINDOW),
+                headers.get(SIGNATURE), request.method, path, query, body,
+                time.time_ns() // 1_000_000,
+            )  # fmt: skip
+        except AuthError as exc:
+            raise ApiError(401, exc.code, exc.msg) from None
+        user = self.users.get(key.comp_id)
+        if user is None or user.account != key.account:  # removed, or given another account
+            raise ApiError(401, codes.BAD_CREDENTIALS, f"user {key.comp_id} of this key changed")
+        self.require_scope(key, scope)
+        self.core.touch(key.account, key.session, time.monotonic())
+        return key
+
+    def require_scope(self, key: ApiKey, scope: str) -> None:
+        if scope not in key.scopes:
+            raise ApiError(
+                403,
+                -2015,
+                f"this API key's scopes are {', '.join(key.scopes)}: '{scope}' is needed",
+            )
+
+    # -- public ---------------------------------------------------------------------------------
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return json_response({})
+
+    async def server_time(self, request: web.Request) -> web.Response:
+        return json_response({"serverTime": time.time_ns() // 1_000_000})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return json_response(document(self.cfg))
+
+    async def exchange_info(self, request: web.Request) -> web.Response:
+        rest = self.rest
+        return json_response(
+            {
+                "timezone": "UTC",
+                "serverTime": time.time_ns() // 1_000_000,
+                "rateLimits": [
+                    {
+                        "rateLimitType": "REQUEST_WEIGHT",
+                        "interval": "SECOND",
+                        "perKey": True,
+                        "limit": rest.key_rate_per_s,
+                        "burst": rest.key_burst,
+                    },
+                    {
+                        "rateLimitType": "REQUEST_WEIGHT",
+                        "interval": "SECOND",
+                        "perIp": True,
+                        "limit": rest.ip_rate_per_s,
+                        "burst": rest.ip_burst,
+                    },
+                ],
+                "assets": [{"asset": a.name, "decimals": a.decimals} for a in self.cfg.assets],
+                "symbols": [
+                    {
+                        "symbol": s.name,
+                        "status": "TRADING",
+                        "baseAsset": s.base,
+                        "quoteAsset": s.quote,
+                        "pricePrecision": s.price_decimals,
+                        "quantityPrecision": s.qty_decimals,
+                        "tickSize": fmt(s.tick, s.price_decimals).decode(),
+                        "stepSize": fmt(s.lot, s.qty_decimals).decode(),
+                        "minQty": fmt(s.min_qty, s.qty_decimals).decode(),
+                        "maxQty": fmt(s.max_qty, s.qty_decimals).decode(),
+                        "makerFeeBps": s.maker_fee_bps,
+                        "takerFeeBps": s.taker_fee_bps,
+                        "orderTypes": sorted(rp.TYPES),
+                        "timeInForce": sorted(rp.TIFS),
+                    }
+                    for s in self.cfg.symbols
+                ],
+            }
+        )
+
+    def proxy(self, path: str) -> Handler:
+        """A public market-data endpoint answered by the market-data process, which holds the
+        live book, tape and ticker."""
+
+        async def handler(request: web.Request) -> web.Response:
+            params = await self.params(request)
+            sym = rp.symbol(params, self.instruments)
+            limit = rp.integer(params, "limit", 100, 1, 1000)
+            if self.market_url is None or self.client is None:
+                raise ApiError(
+                    503, codes.DISCONNECTED, "market data is not enabled on this exchange"
+                )
+            stream = sym.name.lower()
+            url = f"{self.market_url}{path}?symbol={stream}&limit={limit}"
+            try:
+                async with self.client.get(url) as reply:
+                    body = await reply.read()
+                    if reply.status != 200:
+                        raise ApiError(
+                            502, codes.DISCONNECTED, body.decode(errors="replace").strip()
+                        )
+            except (OSError, TimeoutError) as exc:
+                raise ApiError(
+                    503,
+                    codes.DISCONNECTED,
+                    f"market data at {self.market_url} is unreachable: {exc}",
+                ) from None
+            return web.Response(body=body, content_type="application/json")
+
+        return handler
+
+    def need_history(self) -> History:
+        if self.history is None:
+            raise ApiError(
+                503, codes.DISCONNECTED, "history needs the database, which is not enabled here"
+            )
+        return self.history
+
+    async def klines(self, request: web.Request) -> web.Response:
+        params = await self.params(request)
+        sym = rp.symbol(params, self.instruments)
+        interval = params.get("interval", "")
+        if interval not in KLINES:
+            raise bad_request(
+                codes.BAD_INTERVAL, f"interval {interval!r} is not one of {', '.join(KLINES)}"
+            )
+        rows = await self._db(
+            self.need_history().klines(
+                sym, interval, start_ms=_opt_ms(params, "startTime"),
+                end_ms=_opt_ms(params, "endTime"), limit=rp.integer(params, "limit", 500, 1, 1000),
+            )
+        )  # fmt: skip
+        return json_response(rows)
+
+    async def _db(self, query: Awaitable[Any]) -> Any:
+        try:
+            return await query
+        except Exception as exc:  # psycopg's errors and pool timeouts alike
+            log.warning("history query failed: %r", exc)
+            raise ApiError(
+                503, codes.DISCONNECTED, f"the history database did not answer: {exc}"
+            ) from None
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    async def create_key(self, request: web.Request) -> web.Response:
+        retry = self.login_limits.take(request.remote or "", time.monotonic())
+        if retry:
+            raise ApiError(
+                429,
+                codes.TOO_MANY_REQUESTS,
+                f"too many logins from {request.remote}: the limit is "
+                f"{self.rest.login_rate_per_s:g}/s",
+                retry_after_s=retry,
+            )
+        params = await self.params(request)
+        username, password = rp.required(params, "username"), rp.required(params, "password")
+        loop = asyncio.get_running_loop()  # scrypt takes tens of ms: off the event loop
+        user = await loop.run_in_executor(None, self.users.verify, username, password)
+        if user is None:
+            raise ApiError(401, codes.BAD_CREDENTIALS, "wrong username or password")
+        scopes = [s for s in params.get("scopes", "read,trade").split(",") if s]
+        try:
+            key = self.keys.create(user, scopes, params.get("label", ""))
+        except ValueError as exc:
+            raise bad_request(codes.ILLEGAL_PARAM, str(exc)) from None
+        return json_response(
+            {
+                "apiKey": key.key,
+                "secretKey": key.secret,
+                "scopes": key.scopes,
+                "accountId": key.account,
+                "username": key.comp_id,
+            }
+        )
+
+    async def revoke_key(self, request: web.Request) -> web.Response:
+        key = await self.signed(request, "read")
+        self.keys.revoke(key.key)
+        return json_response({"apiKey": key.key, "revoked": True})
+
+    # -- orders -----------------------------------------------------------------------------------
+
+    async def new_order(self, request: web.Request) -> web.Response:
+        key = await self.signed(request, "trade")
+        req = rp.new_order(await self.params(request), self.instruments)
+        ref = self.core.new_order(req, key.account, key.session, time.time_ns())
+        outcome = await self.wait(ref)
+        order = outcome.order
+        if outcome.code != ResultCode.OK or order is None:
+            raise bad_request(
+                codes.NEW_ORDER_REJECTED,
+                f"order rejected: {outcome.code.name} ({int(outcome.code)}) "
+                f"symbol={req.symbol.name} side={rp.SIDE_NAMES[req.side]} type={req.type_name}",
+            )
+        body = order.json()
+        body["transactTime"] = order.update_ms
+        body["fills"] = outcome.fills
+        return json_response(body)
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        key = await self.signed(request, "trade")
+        params = await self.params(request)
+        sym = rp.symbol(params, self.instruments)
+        oid = rp.order_id(params)
+        if oid is None:
+            client_id = rp.required(params, "origClientOrderId")
+            known = self.core.order(key.account, None, client_id)
+            if known is None or not known.order_id:
+                raise rp.not_found(f"origClientOrderId={client_id}")
+            oid = known.order_id
+        ref = self.core.cancel(key.account, key.session, sym.id, oid, time.time_ns())
+        outcome = await self.wait(ref)
+        if outcome.code != ResultCode.OK or outcome.order is None:
+            why = "unknown order" if outcome.code in _NOT_YOURS else outcome.code.name
+            raise bad_request(codes.CANCEL_REJECTED, f"cancel rejected: {why} orderId={oid}")
+        return json_response(outcome.order.json())
+
+    async def query_order(self, request: web.Request) -> web.Response:
+        key = await self.signed(request, "read")
+        params = await self.params(request)
+        sym = rp.symbol(params, self.instruments)
+        oid = rp.order_id(params)
+        client_id = "" if oid is not None else rp.required(params, "origClientOrderId")
+        live = self.core.order(key.account, oid, client_id)
+        if live is not None and live.symbol.id == sym.id:
+            return json_response(live.json())
+        if oid is not None and self.history is not None:
+            row = await self._db(self.history.order(key.account, oid))
+            if row is not None and row[2] == sym.id:
+                return json_response(order_json(row, sym))
+        raise rp.not_found(
+            f"orderId={oid}" if oid is not None else f"origClientOrderId={client_id}"
+        )
+
+    async def open_orders(self, request: web.Request) -> web.Response:
+        key = await self.signed(request, "read")
+        params = await self.params(request)
+        syms = [rp.symbol(params, self.instruments)] if "symbol" in params else self.cfg.symbols
+        out: dict[int, dict[str, Any]] = {}
+        for sym in syms:
+            if self.history is not None:
+                for row in await self._db(self.history.orders(key.account, sym.id, open_only=True)):
+                    known = self.core.known(row[0])
+                    if known is None:
+                        out[row[0]] = order_json(row, sym)
+                    elif known.open:
+                        out[row[0]] = known.json()
+            for order in self.core.open_orders(key.account, sym.id):
+                out[order.order_id] = order.json()
+        return json_response([out[k] for k in sorted(out)])
+
+    async def all_orders(self, request: web.Request) -> web.Response:
+        key = await self.signed(request, "read")
+        params = await self.params(request)
+        sym = rp.symbol(params, self.instruments)
+        limit = rp.integer(params, "limit", 500, 1, 1000)
+        from_id = rp.integer(params, "orderId", 0, 0, 2**63 - 1)
+        rows = await self._db(
+            self.need_history().orders(
+                key.account, sym.id, from_id=from_id, start_ms=_opt_ms(params, "startTime"),
+                end_ms=_opt_ms(params, "endTime"), limit=limit,
+            )
+        )  # fmt: skip
+        out = {row[0]: order_json(row, sym) for row in rows}
+        for row_id in out:  # the live view is fresher than the writer's
+            known = self.core.known(row_id)
+            if known is not None:
+                out[row_id] = known.json()
+        newest = max(out, default=from_id - 1)
+        if len(out) < limit:  # accepted since the writer's last batch
+            for order in self.core.open_orders(key.account, sym.id):
+                if order.order_id > newest:
+                    out[order.order_id] = order.json()
+        return json_response([out[k] for k in sorted(out)][:limit])
+
+    async def my_trades(self, request: web.Request) -> web.Response:
+        key = await self.signed(request, "read")
+        params = await self.params(request)
+        sym = rp.symbol(params, self.instruments)
+        trades = await self._db(
+            self.need_history().trades(
+                key.account, sym, from_id=rp.integer(params, "fromId", 0, 0, 2**63 - 1),
+                start_ms=_opt_ms(params, "startTime"), end_ms=_opt_ms(params, "endTime"),
+                limit=rp.integer(params, "limit", 500, 1, 1000),
+            )
+        )  # fmt: skip
+        return json_response(trades)
+
+    async def account(self, request: web.Request) -> web.Response:
+        key = await self.signed(request, "read")
+        return json_response(
+            {
+                "accountId": key.account,
+                "username": key.comp_id,
+                "canTrade": "trade" in key.scopes,
+                "updateTime": time.time_ns() // 1_000_000,
+                "balances": await self.balances(key.account),
+            }
+        )
+
+    async def balances(self, account: int) -> list[dict[str, str]]:
+        known = self.core.account_balances(account)
+        if isinstance(known, int):
+            outcome = await self.wait(known)
+            known = outcome.balances or {}
+        return [self.core.balance_json(asset, known) for asset in sorted(known)]
+
+
+def _text(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _opt_ms(params: dict[str, str], name: str) -> int | None:
+    if not params.get(name):
+        return None
+    return rp.integer(params, name, 0, 0, 2**63 - 1)
+
+
+def static_dir() -> Path:
+    return Path(__file__).with_name("static")

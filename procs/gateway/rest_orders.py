@@ -1,0 +1,443 @@
+"""The REST API's sans-I/O core: order requests -> ring commands, exchange events -> answers,
+live orders, balances and private-stream events of the accounts the API serves.
+
+``RestOrders`` sits beside the FIX ``OrderEntry`` in the gateway and draws its ``client_ref``s
+from it, so the two never collide and every event reaches both: each takes what is its own.
+Requests become records in the shared ``outgoing`` list; answers leave as ``completed``
+(client_ref, outcome) pairs that the shell hands to the waiting HTTP requests after each
+batch of events, so a new order's answer carries the fills its own command made.
+
+Which orders it knows: those placed through this API, and every order of an account that
+uses the API (a request or a private stream in the last ``interest_s``) seen on the matchers'
+output rings, whichever gateway or protocol placed it; older ones are in PostgreSQL. An
+account's balances come from the router (``WatchBalances``: a snapshot, then every change),
+watched while the account is of interest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from config.schema import AssetConfig, SymbolConfig
+from procs.common.records import (
+    Accepted,
+    Balance,
+    CancelOrder,
+    NewOrder,
+    OrderDone,
+    Record,
+    Rejected,
+    Replaced,
+    Trade,
+    Triggered,
+    WatchBalances,
+)
+from procs.common.result_codes import ResultCode
+from procs.common.types import DoneReason
+from procs.gateway.instruments import Instruments, format_units
+from procs.gateway.rest_params import SIDE_NAMES, TIF_NAMES, OrderRequest
+
+#: Status names, as the venue APIs spell them.
+DONE_STATUS = {
+    DoneReason.FILLED: "FILLED",
+    DoneReason.CANCELLED: "CANCELED",
+    DoneReason.EXPIRED: "EXPIRED",
+    DoneReason.SELF_TRADE: "EXPIRED_IN_MATCH",
+    DoneReason.MASS_CANCELLED: "CANCELED",
+    DoneReason.REJECTED: "REJECTED",
+}
+OPEN_STATUSES = frozenset({"PENDING_NEW", "NEW", "PARTIALLY_FILLED"})
+LEASE_MS = 30_000  # a balance watch's lease; renewed every third of it
+
+
+def _ms(ns: int) -> int:
+    return ns // 1_000_000
+
+
+@dataclass(slots=True)
+class LiveOrder:
+    order_id: int
+    account: int
+    symbol: SymbolConfig
+    side: int
+    type_name: str  # "" when only the matchers' events showed it (placed elsewhere)
+    tif: int  # 0: not known
+    price: int
+    stop_price: int
+    qty: int
+    leaves: int
+    cum: int = 0
+    notional: int = 0  # sum of price x qty of its fills
+    status: str = "PENDING_NEW"
+    client_order_id: str = ""
+    time_ms: int = 0
+    update_ms: int = 0
+    reject: str = ""
+
+    @property
+    def open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def json(self) -> dict[str, Any]:
+        s = self.symbol
+        pd, qd = s.price_decimals, s.qty_decimals
+        return {
+            "symbol": s.name,
+            "orderId": self.order_id,
+            "clientOrderId": self.client_order_id,
+            "price": format_units(self.price, pd).decode(),
+            "origQty": format_units(self.qty, qd).decode(),
+            "executedQty": format_units(self.cum, qd).decode(),
+            "cummulativeQuoteQty": format_units(self.notional, pd + qd).decode(),
+            "status": self.status,
+            "timeInForce": TIF_NAMES.get(self.tif, "") if self.tif else "",
+            "type": self.type_name,
+            "side": SIDE_NAMES.get(self.side, str(self.side)),
+            "stopPrice": format_units(self.stop_price, pd).decode(),
+            "time": self.time_ms,
+            "updateTime": self.update_ms,
+            "isWorking": self.open,
+        }
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the exchange said of one request: the order (new, cancel), the fills its own
+    command made, or why not (``code`` not OK), or an account's balances."""
+
+    order: LiveOrder | None = None
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    code: ResultCode = ResultCode.OK
+    balances: dict[int, tuple[int, int]] | None = None
+
+
+@dataclass(slots=True)
+class _Request:
+    kind: str  # "new", "cancel", "balances"
+    account: int
+    order: LiveOrder | None = None
+    outcome: Outcome = field(default_factory=Outcome)
+    answered: bool = False  # the decisive event came; completed at the end of the batch
+
+
+class RestOrders:
+    def __init__(
+        self,
+        gateway: int,
+        instruments: Instruments,
+        assets: list[AssetConfig],
+        outgoing: list[Record],
+        next_ref: Callable[[], int],
+        *,
+        interest_s: float = 600.0,
+        keep_done: int = 10_000,
+    ) -> None:
+        self.gateway = gateway
+        self.instruments = instruments
+        self.assets = {a.id: a for a in assets}
+        self.outgoing = outgoing
+        self.next_ref = next_ref
+        self.interest_s = interest_s
+        self.keep_done = keep_done
+        self.interest: dict[int, float] = {}  # account -> monotonic time its interest ends
+        self.sessions: dict[int, int] = {}  # account -> a session id it uses (watch headers)
+        self.live: dict[int, LiveOrder] = {}  # order id -> open order of an account of interest
+        self.done: OrderedDict[int, LiveOrder] = OrderedDict()  # recently finished
+        self.requests: dict[int, _Request] = {}  # client_ref -> request in flight
+        self.balances: dict[int, dict[int, tuple[int, int]]] = {}  # account -> asset -> (f, r)
+        self._snapshot: dict[int, dict[int, tuple[int, int]]] = {}  # ref -> partial snapshot
+        self._watched: dict[int, float] = {}  # account -> monotonic time of the last renewal
+        self.completed: list[tuple[int, Outcome]] = []
+        #: Accounts with a private stream open: only theirs become events.
+        self.streaming: set[int] = set()
+        #: Private-stream events: (account, event name, data), drained by the shell.
+        self.events: list[tuple[int, str, dict[str, Any]]] = []
+
+    # -- interest -----------------------------------------------------------------------------
+
+    def touch(self, account: int, session: int, now_s: float) -> None:
+        """``account`` used the API: follow its orders and balances for ``interest_s``."""
+        self.interest[account] = now_s + self.interest_s
+        self.sessions[account] = session
+        if account not in self._watched:
+            self._watch(account, LEASE_MS)
+            self._watched[account] = now_s
+
+    def tick(self, now_s: float) -> None:
+        """Once a second: renew balance watches, forget accounts no longer of interest."""
+        for account, until in list(self.interest.items()):
+            if until < now_s:
+                self._forget_account(account)
+            elif now_s - self._watched.get(account, 0.0) >= LEASE_MS / 3000:
+                self._watch(account, LEASE_MS)
+                self._watched[account] = now_s
+
+    def _forget_account(self, account: int) -> None:
+        del self.interest[account]
+        if self._watched.pop(account, None) is not None:
+            self._watch(account, 0)
+        self.balances.pop(account, None)
+        for oid in [oid for oid, o in self.live.items() if o.account == account]:
+            del self.live[oid]
+        for oid in [oid for oid, o in self.done.items() if o.account == account]:
+            del self.done[oid]
+
+    def _watch(self, account: int, lease_ms: int) -> int:
+        ref = self.next_ref()
+        session = self.sessions.get(account, 0)
+        self.outgoing.append(
+            WatchBalances(0, time.time_ns(), self.gateway, session, ref, account, lease_ms)
+        )
+        return ref
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def new_order(self, req: OrderRequest, account: int, session: int, now_ns: int) -> int:
+        ref = self.next_ref()
+        order = LiveOrder(
+            0, account, req.symbol, int(req.side), req.type_name, int(req.tif), req.price,
+            req.stop_price, req.qty, req.qty, client_order_id=req.client_order_id or f"r{ref}",
+            time_ms=_ms(now_ns), update_ms=_ms(now_ns),
+        )  # fmt: skip
+        self.requests[ref] = _Request("new", account, order)
+        self.outgoing.append(
+            NewOrder(
+                *(0, now_ns, self.gateway, session, ref, account, req.symbol.id, 0),
+                side=req.side,
+                ord_type=req.ord_type,
+                tif=req.tif,
+                flags=req.flags,
+                stp=req.stp,
+                price=req.price,
+                qty=req.qty,
+                stop_price=req.stop_price,
+                display_qty=req.display_qty,
+            )
+        )
+        return ref
+
+    def cancel(self, account: int, session: int, symbol: int, order_id: int, now_ns: int) -> int:
+        """Cancel ``order_id``; the matcher refuses it unless ``account`` owns the order."""
+        ref = self.next_ref()
+        self.requests[ref] = _Request("cancel", account, self.live.get(order_id))
+        self.outgoing.append(
+            CancelOrder(0, now_ns, self.gateway, session, ref, account, symbol, order_id)
+        )
+        return ref
+
+    def account_balances(self, account: int) -> dict[int, tuple[int, int]] | int:
+        """The balances when the router's snapshot is here, else the ref to wait for."""
+        known = self.balances.get(account)
+        if known is not None:
+            return known
+        ref = self._watch(account, LEASE_MS)
+        self.requests[ref] = _Request("balances", account)
+        return ref
+
+    def abandon(self, ref: int) -> None:
+        """The HTTP request gave up waiting (timeout): forget it, the order lives on."""
+        self.requests.pop(ref, None)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def order(self, account: int, order_id: int | None, client_id: str = "") -> LiveOrder | None:
+        """An order of ``account`` known here (open, or finished recently); never another's."""
+        if order_id is not None:
+            found = self.live.get(order_id) or self.done.get(order_id)
+            return found if found is not None and found.account == account else None
+        for o in (*self.live.values(), *reversed(self.done.values())):
+            if o.account == account and o.client_order_id == client_id:
+                return o
+        return None
+
+    def open_orders(self, account: int, symbol: int | None) -> list[LiveOrder]:
+        return [
+            o
+            for o in self.live.values()
+            if o.account == account and (symbol is None or o.symbol.id == symbol)
+        ]
+
+    def known(self, order_id: int) -> LiveOrder | None:
+        """Any order this core follows (for merging with the database's view)."""
+        return self.live.get(order_id) or self.done.get(order_id)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def process(self, event: Record) -> None:
+        kind = type(event)
+        if kind is Trade:
+            trade: Trade = event  # type: ignore[assignment]
+            if self.interest:
+                self._fill(trade.maker_order_id, trade, trade.maker_leaves, True)
+                self._fill(trade.taker_order_id, trade, trade.taker_leaves, False)
+        elif kind is Accepted:
+            self._accepted(event)  # type: ignore[arg-type]
+        elif kind is OrderDone:
+            self._done(event)  # type: ignore[arg-type]
+        elif kind is Rejected:
+            self._rejected(event)  # type: ignore[arg-type]
+        elif kind is Balance:
+            self._balance(event)  # type: ignore[arg-type]
+        elif kind is Replaced:
+            replaced: Replaced = event  # type: ignore[assignment]
+            order = self.live.get(replaced.order_id)
+            if order is not None:
+                order.price, order.leaves = replaced.price, replaced.qty
+                order.qty = order.cum + replaced.qty
+                self._report(order, "REPLACED", replaced.ts_ns)
+        elif kind is Triggered:
+            triggered: Triggered = event  # type: ignore[assignment]
+            order = self.live.get(triggered.order_id)
+            if order is not None:
+                self._report(order, "TRIGGERED", triggered.ts_ns)
+
+    def end_of_batch(self) -> None:
+        """The batch's events are in: answer the requests whose decisive event came."""
+        for ref, request in list(self.requests.items()):
+            if request.answered:
+                del self.requests[ref]
+                self.completed.append((ref, request.outcome))
+
+    def _accepted(self, accepted: Accepted) -> None:
+        request = (
+            self.requests.get(accepted.client_ref) if accepted.gateway == self.gateway else None
+        )
+        if request is not None and request.kind == "new" and request.order is not None:
+            order = request.order
+            order.order_id = accepted.order_id
+            request.answered = True
+            request.outcome.order = order
+        elif accepted.account in self.interest:
+            sym = self.instruments.by_id.get(accepted.symbol)
+            if sym is None:
+                return
+            order = LiveOrder(
+                accepted.order_id, accepted.account, sym, int(accepted.side), "", 0,
+                accepted.price, 0, accepted.qty, accepted.qty, time_ms=_ms(accepted.ts_ns),
+            )  # fmt: skip
+        else:
+            return
+        order.leaves = accepted.qty
+        order.status = "NEW"
+        order.update_ms = _ms(accepted.ts_ns)
+        self.live[order.order_id] = order
+        self._report(order, "NEW", accepted.ts_ns)
+
+    def _fill(self, order_id: int, trade: Trade, leaves: int, maker: bool) -> None:
+        order = self.live.get(order_id)
+        if order is None:
+            return
+        order.cum += trade.qty
+        order.notional += trade.price * trade.qty
+        order.leaves = leaves
+        order.status = "FILLED" if leaves == 0 else "PARTIALLY_FILLED"
+        order.update_ms = _ms(trade.ts_ns)
+        s = order.symbol
+        fill = {
+            "price": format_units(trade.price, s.price_decimals).decode(),
+            "qty": format_units(trade.qty, s.qty_decimals).decode(),
+            "tradeId": trade.trade_id,
+            "isMaker": maker,
+        }
+        for request in self.requests.values():
+            if request.order is order and request.kind == "new":
+                request.outcome.fills.append(fill)
+        self._report(order, "TRADE", trade.ts_ns, fill)
+
+    def _done(self, done: OrderDone) -> None:
+        mine = done.gateway == self.gateway
+        request = self.requests.get(done.client_ref) if mine else None
+        order = self.live.pop(done.order_id, None)
+        if order is not None:
+            order.leaves = 0
+            order.status = DONE_STATUS.get(done.reason, "CANCELED")
+            order.update_ms = _ms(done.ts_ns)
+            self.done[order.order_id] = order
+            while len(self.done) > self.keep_done:
+                self.done.popitem(last=False)
+            if done.reason != DoneReason.FILLED:
+                self._report(order, order.status, done.ts_ns)
+        if request is not None and request.kind == "cancel":
+            request.order = request.outcome.order = order or request.order
+            if request.outcome.order is None:  # not followed here: what the event says
+                sym = self.instruments.by_id.get(done.symbol)
+                if sym is not None:
+                    request.outcome.order = LiveOrder(
+                        done.order_id, done.account, sym, 0, "", 0, 0, 0,
+                        done.filled_qty + done.leaves_qty, 0, done.filled_qty,
+                        status=DONE_STATUS.get(done.reason, "CANCELED"),
+                    )  # fmt: skip
+            request.answered = True
+
+    def _rejected(self, rejected: Rejected) -> None:
+        if rejected.gateway != self.gateway:
+            return
+        request = self.requests.get(rejected.client_ref)
+        if request is None:
+            return
+        request.outcome.code = rejected.code
+        request.answered = True
+        order = request.order
+        if request.kind == "new" and order is not None:
+            order.status = "REJECTED"
+            order.order_id = rejected.order_id
+            order.reject = f"{rejected.code.name} ({int(rejected.code)})"
+            request.outcome.order = order
+            self.live.pop(order.order_id, None)
+            self._report(order, "REJECTED", rejected.ts_ns)
+
+    def _balance(self, balance: Balance) -> None:
+        if balance.gateway != self.gateway:
+            return
+        account = balance.account
+        if balance.client_ref:  # part of a snapshot
+            partial = self._snapshot.setdefault(balance.client_ref, {})
+            if balance.asset:
+                partial[balance.asset] = (balance.free, balance.reserved)
+            if not balance.last:
+                return
+            del self._snapshot[balance.client_ref]
+            if account in self.interest or balance.client_ref in self.requests:
+                self.balances[account] = partial
+            request = self.requests.get(balance.client_ref)
+            if request is not None:
+                request.outcome.balances = partial
+                request.answered = True
+            return
+        known = self.balances.get(account)
+        if known is None:
+            return  # a change before the snapshot: the snapshot will have it
+        known[balance.asset] = (balance.free, balance.reserved)
+        if account in self.streaming:
+            self.events.append((account, "balance", self.balance_json(balance.asset, known)))
+
+    # -- rendering ----------------------------------------------------------------------------
+
+    def balance_json(self, asset: int, balances: dict[int, tuple[int, int]]) -> dict[str, str]:
+        cfg = self.assets.get(asset)
+        free, reserved = balances.get(asset, (0, 0))
+        name, decimals = (cfg.name, cfg.decimals) if cfg else (str(asset), 0)
+        return {
+            "asset": name,
+            "free": format_units(free, decimals).decode(),
+            "locked": format_units(reserved, decimals).decode(),
+        }
+
+    def _report(
+        self, order: LiveOrder, exec_type: str, ts_ns: int, fill: dict[str, Any] | None = None
+    ) -> None:
+        if order.account not in self.streaming:
+            return
+        data = order.json()
+        data["executionType"] = exec_type
+        data["eventTime"] = _ms(ts_ns)
+        if fill is not None:
+            data["lastQty"], data["lastPrice"] = fill["qty"], fill["price"]
+            data["tradeId"], data["isMaker"] = fill["tradeId"], fill["isMaker"]
+        if order.reject:
+            data["rejectReason"] = order.reject
+        self.events.append((order.account, "executionReport", data))

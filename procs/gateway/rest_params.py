@@ -1,0 +1,214 @@
+"""REST parameters -> checked values: an order request's decimal strings become ticks and lots.
+
+Parameters arrive as strings (query string, form or JSON body, as the venue APIs take them)
+and leave as the integers the pipeline carries, or as an ``ApiError`` that names the
+parameter, the value and the rule it broke. Names and enumerations are the most used venue
+API's: ``side`` BUY/SELL; ``type`` LIMIT, MARKET, STOP_LOSS (stop-market), STOP_LOSS_LIMIT,
+LIMIT_MAKER (post-only limit); ``timeInForce`` GTC, IOC, FOK, DAY; ``selfTradePreventionMode``
+NONE, EXPIRE_TAKER, EXPIRE_MAKER, EXPIRE_BOTH; ``icebergQty`` the shown slice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from config.schema import SymbolConfig
+from procs.common.types import OrderFlag, OrdType, Side, StpMode, TimeInForce
+from procs.gateway import api_errors as codes
+from procs.gateway.api_errors import ApiError, bad_request
+from procs.gateway.instruments import Instruments, price_ticks, qty_lots
+
+SIDES = {"BUY": Side.BUY, "SELL": Side.SELL}
+TYPES = {
+    "LIMIT": OrdType.LIMIT,
+    "MARKET": OrdType.MARKET,
+    "STOP_LOSS": OrdType.STOP,
+    "STOP_LOSS_LIMIT": OrdType.STOP_LIMIT,
+    "LIMIT_MAKER": OrdType.LIMIT,
+}
+TIFS = {
+    "GTC": TimeInForce.GTC,
+    "IOC": TimeInForce.IOC,
+    "FOK": TimeInForce.FOK,
+    "DAY": TimeInForce.DAY,
+}
+STP = {
+    "NONE": StpMode.NONE,
+    "EXPIRE_TAKER": StpMode.CANCEL_NEWEST,
+    "EXPIRE_MAKER": StpMode.CANCEL_OLDEST,
+    "EXPIRE_BOTH": StpMode.CANCEL_BOTH,
+}
+#: Integer (record and database) values -> names.
+SIDE_NAMES: dict[int, str] = {int(v): k for k, v in SIDES.items()}
+TIF_NAMES: dict[int, str] = {int(v): k for k, v in TIFS.items()}
+TYPE_NAMES: dict[int, str] = {
+    OrdType.LIMIT: "LIMIT",
+    OrdType.MARKET: "MARKET",
+    OrdType.STOP: "STOP_LOSS",
+    OrdType.STOP_LIMIT: "STOP_LOSS_LIMIT",
+}
+
+#: A client order id: what the venues allow, and short enough to keep per order.
+CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,36}$")
+#: Longest parameter value accepted anywhere (decimals, ids, names).
+MAX_VALUE_CHARS = 64
+MAX_PARAMS = 24
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    symbol: SymbolConfig
+    side: Side
+    ord_type: OrdType
+    tif: TimeInForce
+    flags: int
+    stp: StpMode
+    price: int
+    qty: int
+    stop_price: int
+    display_qty: int
+    client_order_id: str
+    type_name: str
+
+
+def check_params(params: Mapping[str, str]) -> None:
+    """The size limits every request obeys."""
+    if len(params) > MAX_PARAMS:
+        raise bad_request(
+            codes.TOO_MANY_PARAMS, f"{len(params)} parameters, the limit is {MAX_PARAMS}"
+        )
+    for name, value in params.items():
+        if len(value) > MAX_VALUE_CHARS or len(name) > MAX_VALUE_CHARS:
+            raise bad_request(
+                codes.ILLEGAL_PARAM,
+                f"parameter {name[:MAX_VALUE_CHARS]!r} is {len(value)} characters, "
+                f"the limit is {MAX_VALUE_CHARS}",
+            )
+
+
+def required(params: Mapping[str, str], name: str) -> str:
+    value = params.get(name, "")
+    if not value:
+        raise bad_request(codes.MANDATORY_PARAM, f"mandatory parameter '{name}' was not sent")
+    return value
+
+
+def choice(params: Mapping[str, str], name: str, table: Mapping[str, int], default: str) -> str:
+    value = params.get(name, default)
+    if value not in table:
+        raise bad_request(
+            codes.ILLEGAL_PARAM, f"{name} {value!r} is not one of {', '.join(sorted(table))}"
+        )
+    return value
+
+
+def symbol(params: Mapping[str, str], instruments: Instruments) -> SymbolConfig:
+    name = required(params, "symbol")
+    sym = instruments.by_name.get(name.upper().encode())
+    if sym is None:
+        known = ", ".join(s.name for s in instruments.by_id.values())
+        raise bad_request(codes.BAD_SYMBOL, f"unknown symbol {name!r} (this exchange has {known})")
+    return sym
+
+
+def integer(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """An optional integer parameter within [low, high]."""
+    text = params.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise bad_request(codes.ILLEGAL_PARAM, f"{name} {text!r} is not an integer") from None
+    if not low <= value <= high:
+        raise bad_request(codes.ILLEGAL_PARAM, f"{name} {value} is outside {low}..{high}")
+    return value
+
+
+def _price(params: Mapping[str, str], name: str, sym: SymbolConfig) -> int:
+    text = required(params, name)
+    units = price_ticks(text.encode(), sym)
+    if isinstance(units, str):
+        raise bad_request(codes.FILTER_FAILURE, f"{name}: {units}")
+    if units <= 0:
+        raise bad_request(
+            codes.FILTER_FAILURE, f"{name} {text} must be positive (symbol={sym.name})"
+        )
+    return units
+
+
+def _qty(params: Mapping[str, str], name: str, sym: SymbolConfig) -> int:
+    units = qty_lots(required(params, name).encode(), sym)
+    if isinstance(units, str):
+        raise bad_request(codes.FILTER_FAILURE, f"{name}: {units}")
+    return units
+
+
+def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderRequest:
+    sym = symbol(params, instruments)
+    side = SIDES[choice(params, "side", SIDES, "")]
+    type_name = choice(params, "type", TYPES, "")
+    ord_type = TYPES[type_name]
+    limit = ord_type in (OrdType.LIMIT, OrdType.STOP_LIMIT)
+    tif_default = "GTC" if limit else "IOC"
+    tif = TIFS[choice(params, "timeInForce", TIFS, tif_default)]
+    if not limit and "timeInForce" in params and tif not in (TimeInForce.IOC, TimeInForce.FOK):
+        raise bad_request(
+            codes.ILLEGAL_PARAM,
+            f"timeInForce {params['timeInForce']} does not apply to {type_name}",
+        )
+    if type_name == "LIMIT_MAKER" and tif != TimeInForce.GTC and "timeInForce" in params:
+        raise bad_request(codes.ILLEGAL_PARAM, "LIMIT_MAKER rests: timeInForce must be GTC")
+    qty = _qty(params, "quantity", sym)
+    if not sym.min_qty <= qty <= sym.max_qty:
+        raise bad_request(
+            codes.FILTER_FAILURE,
+            f"quantity {params['quantity']} is outside the symbol's limits "
+            f"({sym.min_qty}..{sym.max_qty} size units, symbol={sym.name})",
+        )
+    price = 0
+    if limit or params.get("price"):  # a market order's price is its worst price
+        price = _price(params, "price", sym)
+    stop = _price(params, "stopPrice", sym) if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT) else 0
+    display = 0
+    if params.get("icebergQty"):
+        if not limit:
+            raise bad_request(
+                codes.ILLEGAL_PARAM, f"icebergQty needs a limit order, not {type_name}"
+            )
+        display = _qty(params, "icebergQty", sym)
+        if display >= qty:
+            raise bad_request(
+                codes.FILTER_FAILURE,
+                f"icebergQty {params['icebergQty']} must be below quantity {params['quantity']}",
+            )
+    client_id = params.get("newClientOrderId", "")
+    if client_id and not CLIENT_ORDER_ID.match(client_id):
+        raise bad_request(
+            codes.ILLEGAL_PARAM,
+            f"newClientOrderId {client_id!r} must be 1..36 of A-Z a-z 0-9 . _ : / -",
+        )
+    stp = STP[choice(params, "selfTradePreventionMode", STP, "NONE")]
+    flags = OrderFlag.POST_ONLY if type_name == "LIMIT_MAKER" else 0
+    return OrderRequest(
+        *(sym, side, ord_type, tif, flags, stp, price, qty, stop, display, client_id, type_name)
+    )
+
+
+def order_id(params: Mapping[str, str]) -> int | None:
+    text = params.get("orderId")
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise bad_request(codes.ILLEGAL_PARAM, f"orderId {text!r} is not an integer") from None
+    if value <= 0:
+        raise bad_request(codes.ILLEGAL_PARAM, f"orderId {value} must be positive")
+    return value
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(400, codes.NO_SUCH_ORDER, f"order does not exist: {what}")

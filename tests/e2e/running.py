@@ -1,0 +1,75 @@
+"""Start a whole exchange as an operator does (`ringex run --config`), for the end-to-end
+tests: a profile under the test's tmp_path, the supervisor as a child process, and on exit a
+clean stop (SIGTERM) and the embedded PostgreSQL stopped."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from config import load_profile
+from procs.common.embedded_postgres import EmbeddedPostgres
+from procs.common.topology import postgres_dir
+from procs.supervisor.main import read_status
+
+ROOT = Path(__file__).parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_exchange(instance: str, tmp_path: Path, gateway: str = "") -> Iterator[Path]:
+    """Yield the profile of a running instance; ``gateway`` is extra TOML for gw1's table."""
+    profile = tmp_path / "e2e.toml"
+    profile.write_text(
+        f'instance = "{instance}"\nvar_dir = "{tmp_path / "var"}"\n'
+        "[marketdata]\nenabled = false\n"
+        "[ring]\ncapacity = 4096\n"
+        '[wait]\nstrategy = "blocking"\npark_timeout_s = 0.005\n'
+        "[risk]\nfee_account = 1\n"
+        f'[[gateways]]\nname = "gw1"\nid = 1\nport = {free_port()}\n{gateway}'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "procs.cli", "run", "--config", str(profile)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cfg = load_profile(str(profile))
+    try:
+        deadline = time.monotonic() + 60
+        while (read_status(cfg) or {}).get("state") != "running":
+            assert proc.poll() is None, "the supervisor exited while starting"
+            assert time.monotonic() < deadline, "not running within 60 s"
+            time.sleep(0.1)
+        yield profile
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        pg = EmbeddedPostgres(postgres_dir(cfg))  # the writer's cluster outlives a restart
+        if pg.running():
+            pg.stop()
+
+
+def ringex(profile: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "procs.cli", *args, "--config", str(profile)],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
