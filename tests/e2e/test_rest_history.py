@@ -1,0 +1,103 @@
+"""The REST API in the whole exchange (`ringex run`, real processes, the embedded PostgreSQL):
+history from the database writer's tables (allOrders, myTrades, klines), and after the
+gateway is SIGKILLed and restarted, what its memory lost is still answered from there."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import load_profile
+from procs.gateway.rest_client import RestClient
+from tests.e2e.running import free_port, ringex, running_exchange
+from tests.e2e.test_pipeline import kill_and_wait
+
+
+@pytest.fixture
+def exchange(instance: str, tmp_path: Path) -> Iterator[Path]:
+    with running_exchange(instance, tmp_path, f"[gateways.rest]\nport = {free_port()}\n") as p:
+        yield p
+
+
+async def until(check: Any, what: str, timeout_s: float = 20.0) -> Any:
+    """Poll the async ``check`` until it returns something true (the writer lags a batch)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = await check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        await asyncio.sleep(0.2)
+
+
+def test_history_comes_from_the_database(exchange: Path) -> None:
+    cfg = load_profile(str(exchange))
+    rest = cfg.gateways[0].rest
+    assert rest is not None
+    url = f"http://127.0.0.1:{rest.port}"
+    ringex(exchange, "admin", "add-user", "--username", "MM", "--password", "pw",
+           "--deposit", "BTC=10")  # fmt: skip
+    ringex(exchange, "admin", "add-user", "--username", "TK", "--password", "pw",
+           "--deposit", "USD=100000")  # fmt: skip
+
+    async def scenario() -> None:
+        async with RestClient(url) as mm, RestClient(url) as tk:
+            await mm.login("MM", "pw")
+            await tk.login("TK", "pw")
+            ask = await mm.call(
+                "POST", "/api/v1/order", symbol="BTC-USD", side="SELL", type="LIMIT",
+                price="100.00", quantity="1.5",
+            )  # fmt: skip
+            bid = await tk.call(
+                "POST", "/api/v1/order", symbol="BTC-USD", side="BUY", type="LIMIT",
+                price="100.00", quantity="1",
+            )  # fmt: skip
+            assert bid["status"] == "FILLED"
+
+            async def tk_trades() -> Any:
+                return await tk.call("GET", "/api/v1/myTrades", symbol="BTC-USD")
+
+            (trade,) = await until(tk_trades, "the trade in the database")
+            assert trade["orderId"] == bid["orderId"] and trade["isBuyer"] is True
+            assert trade["isMaker"] is False and trade["price"].startswith("100")
+            (mm_trade,) = await mm.call("GET", "/api/v1/myTrades", symbol="BTC-USD")
+            assert mm_trade["isMaker"] is True and mm_trade["isBuyer"] is False
+            orders = await mm.call("GET", "/api/v1/allOrders", symbol="BTC-USD")
+            assert [o["orderId"] for o in orders] == [ask["orderId"]]
+            assert orders[0]["status"] == "PARTIALLY_FILLED"
+
+            async def candles() -> Any:
+                return await tk.call("GET", "/api/v1/klines", symbol="BTC-USD", interval="5m")
+
+            (kline,) = await until(candles, "a candle in the database")
+            assert kline[1].startswith("100") and kline[8] == 1  # open, trades
+
+        # the gateway dies: its live view is gone; the database still answers
+        await kill_and_wait(cfg, "gateway-gw1")
+        async with RestClient(url) as mm:
+
+            async def login() -> bool:  # ready means its rings are attached; it listens next
+                try:
+                    await mm.login("MM", "pw")
+                except OSError:
+                    return False
+                return True
+
+            await until(login, "the restarted gateway's REST port")
+            found = await mm.call("GET", "/api/v1/order", symbol="BTC-USD", orderId=ask["orderId"])
+            assert found["status"] == "PARTIALLY_FILLED" and found["executedQty"].startswith("1")
+            (still,) = await mm.call("GET", "/api/v1/openOrders", symbol="BTC-USD")
+            assert still["orderId"] == ask["orderId"]
+            done = await mm.call(
+                "DELETE", "/api/v1/order", symbol="BTC-USD", orderId=ask["orderId"]
+            )
+            assert done["status"] == "CANCELED"
+            account = await mm.call("GET", "/api/v1/account")
+            assert {b["asset"]: b["locked"] for b in account["balances"]}["BTC"].strip("0.") == ""
+
+    asyncio.run(scenario())
