@@ -56,6 +56,10 @@ def main() -> int:
         for comp_id, password, account, deposits in DEMO_USERS:
             funds = ", ".join(f"{a} {m}" for a, m in deposits)
             print(f"  SenderCompID {comp_id} password {password} (account {account}: {funds})")
+        if gateway.rest is not None:
+            rest = gateway.rest
+            print(f"REST API:    http://{rest.host}:{rest.port}/api/v1/ (the same users log in:")
+            print(f"             POST /api/v1/apiKey; document at /openapi.json)")
         if cfg.marketdata.enabled:
             md = cfg.marketdata
             print(f"Market data: ws://{md.host}:{md.port}/stream?streams=btc-usd@trade")
