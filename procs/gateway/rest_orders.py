@@ -77,6 +77,7 @@ class LiveOrder:
     time_ms: int = 0
     update_ms: int = 0
     reject: str = ""
+    ref: int = 0  # the request that placed it here while it waits for its answer
 
     @property
     def open(self) -> bool:
@@ -121,7 +122,6 @@ class _Request:
     account: int
     order: LiveOrder | None = None
     outcome: Outcome = field(default_factory=Outcome)
-    answered: bool = False  # the decisive event came; completed at the end of the batch
 
 
 class RestOrders:
@@ -152,6 +152,7 @@ class RestOrders:
         self._snapshot: dict[int, dict[int, tuple[int, int]]] = {}  # ref -> partial snapshot
         self._watched: dict[int, float] = {}  # account -> monotonic time of the last renewal
         self.completed: list[tuple[int, Outcome]] = []
+        self._answered: list[int] = []  # refs whose decisive event came in this batch
         #: Accounts with a private stream open: only theirs become events.
         self.streaming: set[int] = set()
         #: Private-stream events: (account, event name, data), drained by the shell.
@@ -203,6 +204,7 @@ class RestOrders:
             req.stop_price, req.qty, req.qty, client_order_id=req.client_order_id or f"r{ref}",
             time_ms=_ms(now_ns), update_ms=_ms(now_ns),
         )  # fmt: skip
+        order.ref = ref
         self.requests[ref] = _Request("new", account, order)
         self.outgoing.append(
             NewOrder(
@@ -297,10 +299,14 @@ class RestOrders:
 
     def end_of_batch(self) -> None:
         """The batch's events are in: answer the requests whose decisive event came."""
-        for ref, request in list(self.requests.items()):
-            if request.answered:
-                del self.requests[ref]
-                self.completed.append((ref, request.outcome))
+        for ref in self._answered:
+            request = self.requests.pop(ref, None)
+            if request is None:
+                continue
+            self.completed.append((ref, request.outcome))
+            if request.order is not None and request.order.ref == ref:
+                request.order.ref = 0
+        self._answered.clear()
 
     def _accepted(self, accepted: Accepted) -> None:
         request = (
@@ -309,7 +315,7 @@ class RestOrders:
         if request is not None and request.kind == "new" and request.order is not None:
             order = request.order
             order.order_id = accepted.order_id
-            request.answered = True
+            self._answered.append(accepted.client_ref)
             request.outcome.order = order
         elif accepted.account in self.interest:
             sym = self.instruments.by_id.get(accepted.symbol)
@@ -343,9 +349,9 @@ class RestOrders:
             "tradeId": trade.trade_id,
             "isMaker": maker,
         }
-        for request in self.requests.values():
-            if request.order is order and request.kind == "new":
-                request.outcome.fills.append(fill)
+        request = self.requests.get(order.ref) if order.ref else None
+        if request is not None:  # its own command's fills go into the answer
+            request.outcome.fills.append(fill)
         self._report(order, "TRADE", trade.ts_ns, fill)
 
     def _done(self, done: OrderDone) -> None:
@@ -371,7 +377,7 @@ class RestOrders:
                         done.filled_qty + done.leaves_qty, 0, done.filled_qty,
                         status=DONE_STATUS.get(done.reason, "CANCELED"),
                     )  # fmt: skip
-            request.answered = True
+            self._answered.append(done.client_ref)
 
     def _rejected(self, rejected: Rejected) -> None:
         if rejected.gateway != self.gateway:
@@ -380,7 +386,7 @@ class RestOrders:
         if request is None:
             return
         request.outcome.code = rejected.code
-        request.answered = True
+        self._answered.append(rejected.client_ref)
         order = request.order
         if request.kind == "new" and order is not None:
             order.status = "REJECTED"
@@ -406,7 +412,7 @@ class RestOrders:
             request = self.requests.get(balance.client_ref)
             if request is not None:
                 request.outcome.balances = partial
-                request.answered = True
+                self._answered.append(balance.client_ref)
             return
         known = self.balances.get(account)
         if known is None:
