@@ -56,7 +56,10 @@ class Watches:
         self._assets = tuple(sorted(accounts.assets))
         self._pair = {s: (m.base, m.quote) for s, m in accounts.markets.items()}
         self._leases: dict[int, dict[int, int]] = {}  # account -> gateway -> expiry (ns)
-        self._touched: set[tuple[int, int]] = set()  # (account, asset) of watched accounts
+        #: (account, asset) of watched accounts -> seq of the newest command or event that
+        #: touched it: the push carries it, so a gateway that saw the event knows when the
+        #: balance it reads includes it.
+        self._touched: dict[tuple[int, int], int] = {}
         self._earliest = _NEVER  # no lease expires before this
 
     def __bool__(self) -> bool:
@@ -109,10 +112,11 @@ class Watches:
 
     # -- what may have changed ----------------------------------------------------------------
 
-    def touch(self, account: int, asset: int) -> None:
-        """``account``'s balance of ``asset`` may have changed."""
+    def touch(self, account: int, asset: int, seq: int = 0) -> None:
+        """``account``'s balance of ``asset`` may have changed (by command or event ``seq``)."""
         if account in self._leases:
-            self._touched.add((account, asset))
+            slot = (account, asset)
+            self._touched[slot] = max(seq, self._touched.get(slot, 0))
 
     def touch_commands(self, commands: Iterable[Record]) -> None:
         """Accepted (sequenced) commands: a new order or replace reserves, a transfer moves
@@ -120,9 +124,9 @@ class Watches:
         touch = self.touch
         for command in commands:
             if isinstance(command, _ORDER_COMMANDS):
-                self._touch_pair(command.account, command.symbol)
+                self._touch_pair(command.account, command.symbol, command.seq)
             elif type(command) is Transfer:
-                touch(command.account, command.asset)
+                touch(command.account, command.asset, command.seq)
 
     def touch_events(self, events: Iterable[Record]) -> None:
         """Matcher events as the router applies them: a trade moves both sides' base and quote
@@ -131,33 +135,34 @@ class Watches:
         fee_account = self.fee_account
         for event in events:
             if type(event) is Trade:
-                touch_pair(event.maker_account, event.symbol)
-                touch_pair(event.taker_account, event.symbol)
-                touch_pair(fee_account, event.symbol)
+                touch_pair(event.maker_account, event.symbol, event.seq)
+                touch_pair(event.taker_account, event.symbol, event.seq)
+                touch_pair(fee_account, event.symbol, event.seq)
             elif isinstance(event, _ORDER_EVENTS):
-                touch_pair(event.account, event.symbol)
+                touch_pair(event.account, event.symbol, event.seq)
 
-    def _touch_pair(self, account: int, symbol: int) -> None:
+    def _touch_pair(self, account: int, symbol: int, seq: int) -> None:
         if account in self._leases:
             pair = self._pair.get(symbol)
             if pair is not None:
-                self._touched.add((account, pair[0]))
-                self._touched.add((account, pair[1]))
+                self.touch(account, pair[0], seq)
+                self.touch(account, pair[1], seq)
 
     # -- pushes -------------------------------------------------------------------------------
 
-    def take(self, now_ns: int, seq: int) -> list[tuple[int, Balance]]:
+    def take(self, now_ns: int) -> list[tuple[int, Balance]]:
         """(gateway, ``Balance``) for every touched (account, asset) and every gateway whose
         lease of the account is live at ``now_ns``, with the balances of now, ordered by
         account, asset, gateway; at most one per (gateway, account, asset) since the last
-        ``take``. Leases expired at ``now_ns`` are dropped first."""
+        ``take``, its ``seq`` the newest command or event that touched it. Leases expired at
+        ``now_ns`` are dropped first."""
         if now_ns >= self._earliest:
             self._expire(now_ns)
         if not self._touched:
             return []
         balance, leases = self.accounts.balance, self._leases
         pushes = []
-        for account, asset in sorted(self._touched):
+        for (account, asset), seq in sorted(self._touched.items()):
             gateways = leases.get(account)
             if gateways:
                 free, reserved = balance(account, asset)

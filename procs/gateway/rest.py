@@ -63,6 +63,8 @@ _decode = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Refusals of a cancel that must not tell whether someone else's order exists.
 _NOT_YOURS = (ResultCode.UNKNOWN_ORDER, ResultCode.NOT_ORDER_OWNER)
+#: Longest a balance request waits for the router to include what this gateway has seen.
+BALANCE_WAIT_S = 1.0
 _CORS_HEADERS = ", ".join(("Content-Type", API_KEY, TIMESTAMP, RECV_WINDOW, SIGNATURE))
 
 
@@ -130,19 +132,20 @@ class RestApi:
             self.streams.deliver(core.events)
             core.events.clear()
 
-    async def wait(self, ref: int) -> Outcome:
+    async def wait(self, ref: int, timeout_s: float | None = None) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.waiters[ref] = future
         self.publish()
+        timeout_s = timeout_s or self.rest.order_timeout_s
         try:
-            return await asyncio.wait_for(future, self.rest.order_timeout_s)
+            return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
             self.core.abandon(ref)
             raise ApiError(
                 504,
                 codes.TIMEOUT,
-                f"no answer from the exchange in {self.rest.order_timeout_s} s: the request "
-                f"may still execute, ask for its status",
+                f"no answer from the exchange in {timeout_s} s: the request may still "
+                f"execute, ask for its status",
             ) from None
         finally:
             self.waiters.pop(ref, None)
@@ -587,10 +590,18 @@ class RestApi:
         )
 
     async def balances(self, account: int) -> list[dict[str, str]]:
+        """The router's balances of ``account``, including every event this gateway has seen
+        for it (read your writes); after ``BALANCE_WAIT_S`` without the router's word, what is
+        known."""
         known = self.core.account_balances(account)
         if isinstance(known, int):
-            outcome = await self.wait(known)
-            known = outcome.balances or {}
+            try:
+                outcome = await self.wait(known, BALANCE_WAIT_S)
+                known = outcome.balances or {}
+            except ApiError:
+                known = self.core.current_balances(account)
+                if not known:
+                    raise
         return [self.core.balance_json(asset, known) for asset in sorted(known)]
 
 

@@ -151,6 +151,12 @@ class RestOrders:
         self.balances: dict[int, dict[int, tuple[int, int]]] = {}  # account -> asset -> (f, r)
         self._snapshot: dict[int, dict[int, tuple[int, int]]] = {}  # ref -> partial snapshot
         self._watched: dict[int, float] = {}  # account -> monotonic time of the last renewal
+        #: Read-your-writes for balances: the newest event seen here that moves an account's
+        #: balances, and the newest the router's pushes include (``Balance.seq``). A balance
+        #: request waits (briefly) until the second reaches the first.
+        self._need: dict[int, int] = {}
+        self._have: dict[int, int] = {}
+        self._stale: dict[int, list[int]] = {}  # account -> refs waiting for fresh balances
         self.completed: list[tuple[int, Outcome]] = []
         self._answered: list[int] = []  # refs whose decisive event came in this batch
         #: Accounts with a private stream open: only theirs become events.
@@ -182,6 +188,8 @@ class RestOrders:
         if self._watched.pop(account, None) is not None:
             self._watch(account, 0)
         self.balances.pop(account, None)
+        self._need.pop(account, None)
+        self._have.pop(account, None)
         for oid in [oid for oid, o in self.live.items() if o.account == account]:
             del self.live[oid]
         for oid in [oid for oid, o in self.done.items() if o.account == account]:
@@ -234,11 +242,19 @@ class RestOrders:
     def account_balances(self, account: int) -> dict[int, tuple[int, int]] | int:
         """The balances when the router's snapshot is here, else the ref to wait for."""
         known = self.balances.get(account)
-        if known is not None:
+        if known is not None and self._have.get(account, 0) >= self._need.get(account, 0):
             return known
-        ref = self._watch(account, LEASE_MS)
+        if known is None:
+            ref = self._watch(account, LEASE_MS)
+        else:  # a push that includes what this gateway saw is on its way
+            ref = self.next_ref()
+            self._stale.setdefault(account, []).append(ref)
         self.requests[ref] = _Request("balances", account)
         return ref
+
+    def current_balances(self, account: int) -> dict[int, tuple[int, int]]:
+        """What is known now, fresh or not (a balance request that waited long enough)."""
+        return self.balances.get(account, {})
 
     def abandon(self, ref: int) -> None:
         """The HTTP request gave up waiting (timeout): forget it, the order lives on."""
@@ -276,7 +292,15 @@ class RestOrders:
             if self.interest:
                 self._fill(trade.maker_order_id, trade, trade.maker_leaves, True)
                 self._fill(trade.taker_order_id, trade, trade.taker_leaves, False)
-        elif kind is Accepted:
+                for account in (trade.maker_account, trade.taker_account):
+                    if account in self.interest:
+                        self._need[account] = trade.seq
+            return
+        if kind is OrderDone or kind is Replaced or kind is Rejected:
+            moved: OrderDone = event  # type: ignore[assignment]
+            if moved.seq and moved.account in self.interest:  # the router settles it too
+                self._need[moved.account] = moved.seq
+        if kind is Accepted:
             self._accepted(event)  # type: ignore[arg-type]
         elif kind is OrderDone:
             self._done(event)  # type: ignore[arg-type]
@@ -413,11 +437,19 @@ class RestOrders:
             if request is not None:
                 request.outcome.balances = partial
                 self._answered.append(balance.client_ref)
+            self._have[account] = max(self._have.get(account, 0), balance.seq)
             return
         known = self.balances.get(account)
         if known is None:
             return  # a change before the snapshot: the snapshot will have it
         known[balance.asset] = (balance.free, balance.reserved)
+        self._have[account] = have = max(self._have.get(account, 0), balance.seq)
+        if have >= self._need.get(account, 0) and account in self._stale:
+            for ref in self._stale.pop(account):
+                request = self.requests.get(ref)
+                if request is not None:
+                    request.outcome.balances = known
+                    self._answered.append(ref)
         if account in self.streaming:
             self.events.append((account, "balance", self.balance_json(balance.asset, known)))
 

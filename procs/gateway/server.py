@@ -101,15 +101,11 @@ class GatewayServer:
         self.live: dict[str, Session] = {}
         self.stores: dict[str, MessageStore] = {}
         self.connections: set[Connection] = set()
-        codec = codec or RecordCodec()
-        me = gateway_consumer(gw.id)
-        self.producer = Ring.attach(cfg.instance, gateway_commands(gw.id), codec).producer()
-        self.inputs: list[Consumer[Record]] = [
-            Ring.attach(cfg.instance, gateway_replies(gw.id), codec).consumer(me)
-        ] + [
-            Ring.attach(cfg.instance, matcher_output(m.name), codec).consumer(me)
-            for m in cfg.matchers
-        ]
+        self.codec = codec or RecordCodec()
+        self.producer = Ring.attach(cfg.instance, gateway_commands(gw.id), self.codec).producer()
+        #: Attached by ``start`` once the listeners are up: holding the replies ring is what
+        #: the supervisor calls ready, so ready means clients can connect.
+        self.inputs: list[Consumer[Record]] = []
         self.api: RestApi | None = None
         if gw.rest is not None:
             core = RestOrders(
@@ -253,6 +249,11 @@ class GatewayServer:
         self._tasks = [loop.create_task(self._poll()), loop.create_task(self._timers())]
         if self.api is not None:
             await self.api.start()
+        me, codec, inst = gateway_consumer(self.gw.id), self.codec, self.cfg.instance
+        self.inputs = [Ring.attach(inst, gateway_replies(self.gw.id), codec).consumer(me)] + [
+            Ring.attach(inst, matcher_output(m.name), codec).consumer(me)
+            for m in self.cfg.matchers
+        ]
         log.info("gateway %s (id %d) listening on %s:%d", self.gw.name, self.gw.id,
                  self.gw.host, self.port)  # fmt: skip
 

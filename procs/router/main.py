@@ -74,6 +74,7 @@ class RouterShell:
         recovered = recover(cfg, codec=codec)
         self.sequencer = recovered.sequencer
         self.watches = Watches(self.sequencer.accounts)  # none survive a restart: leases renew
+        self.applied_seq = recovered.last_seq  # the newest seq whose events were applied
         log.info(
             "router recovered to seq %d (snapshot %d + %d replayed in %.2f s)",
             *(recovered.last_seq, recovered.snapshot_seq, recovered.replayed, recovered.seconds),
@@ -150,8 +151,10 @@ class RouterShell:
             events = consumer.read(4096)
             for event in events:
                 apply(event)
-            if events and watches:  # once per batch: nothing per event when none is watched
-                watches.touch_events(events)
+            if events:
+                self.applied_seq = max(self.applied_seq, getattr(events[-1], "seq", 0))
+                if watches:  # once per batch: nothing per event when none is watched
+                    watches.touch_events(events)
             count += len(events)
         return count
 
@@ -235,12 +238,12 @@ class RouterShell:
         watches: after the journal write, so a gateway never sees a balance that a command
         not yet durable made; pushes first, so a new watch's snapshot is not followed by a
         push of the same values."""
-        now, seq = time.time_ns(), self.sequencer.next_seq - 1
+        now = time.time_ns()
         pending = self.pending_replies
-        for gateway, balance in self.watches.take(now, seq):
+        for gateway, balance in self.watches.take(now):
             pending[gateway].append(balance)
-        for gateway, request in watch_requests:
-            pending[gateway].extend(self.watches.execute(gateway, request, now, seq))
+        for gateway, request in watch_requests:  # as of the newest event applied
+            pending[gateway].extend(self.watches.execute(gateway, request, now, self.applied_seq))
 
     def _idle(self, timeout_s: float) -> None:
         """Nothing from the gateways. With one trading gateway, wait on its ring with the
