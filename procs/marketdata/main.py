@@ -32,7 +32,7 @@ from procs.marketdata.hub import Hub
 from procs.marketdata.market import MarketState
 from procs.marketdata.server import MarketDataServer
 from procs.marketdata.symbols import MarketSymbol
-from procs.marketdata.web import Site
+from procs.marketdata.web import Site, page_config
 from shm import Ring
 from shm.consumer import Consumer
 
@@ -71,9 +71,8 @@ class MarketDataProcess:
         self.hub = Hub(
             self.state, depth_levels=md.depth_levels, max_subscriptions=md.max_subscriptions
         )
-        self.server = MarketDataServer(
-            self.hub, Site(self.state), md, heartbeat_s=heartbeat_s, **server
-        )
+        site = Site(self.state, config=page_config(cfg))
+        self.server = MarketDataServer(self.hub, site, md, heartbeat_s=heartbeat_s, **server)
         self.feed = Feed(self.state, self.hub, self.consumers)
         self.cfg = cfg
         self.stopping = asyncio.Event()

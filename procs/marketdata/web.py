@@ -1,8 +1,10 @@
 """The HTTP side of the market-data port: the page's static files and a small JSON API for
-what a page needs once when it opens (symbols, recent candles, recent trades).
+what a page needs once when it opens (symbols, recent candles, recent trades, the book and the
+24h ticker: the gateways' REST API serves these last two from here).
 
 Served from websockets' ``process_request`` hook, so the page and its WebSocket share one
 port and origin. Only GET; every file is read once at start (the page is a few kilobytes).
+``/api/config`` tells the page where the gateway's REST API is, for its trading panels.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import msgspec
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
+from config.schema import RingexConfig
 from procs.marketdata import messages
 from procs.marketdata.candles import INTERVALS
 from procs.marketdata.market import MarketState
@@ -52,9 +55,33 @@ def _json(value: Any) -> Response:
     return response(http.HTTPStatus.OK, _encode(value), "application/json")
 
 
+#: Hosts a server binds to listen on every address: no use to a browser as a URL.
+_ANY_HOST: Final = frozenset({"", "0.0.0.0", "::"})
+
+
+def page_config(cfg: RingexConfig) -> dict[str, Any]:
+    """What ``/api/config`` answers: ``{"rest": {"host": ..., "port": ...}}`` for the first
+    gateway that serves a REST API, host None when it listens on every address (the page then
+    uses its own host name); ``{"rest": None}`` when no gateway has one on a fixed port."""
+    for gw in cfg.gateways:
+        rest = gw.rest
+        if rest is not None and rest.port:
+            host = None if rest.host in _ANY_HOST else rest.host
+            return {"rest": {"host": host, "port": rest.port}}
+    return {"rest": None}
+
+
 class Site:
-    def __init__(self, state: MarketState, static_dir: Path = STATIC_DIR) -> None:
+    def __init__(
+        self,
+        state: MarketState,
+        static_dir: Path = STATIC_DIR,
+        *,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        """``config``: the ``/api/config`` answer (``page_config``); default: no REST API."""
         self.state = state
+        self.config = _encode(config if config is not None else {"rest": None})
         self.files = {
             "/" + p.name: (p.read_bytes(), _TYPES.get(p.suffix, "application/octet-stream"))
             for p in sorted(static_dir.iterdir())
@@ -70,6 +97,8 @@ class Site:
         if found is not None:
             return response(http.HTTPStatus.OK, *found)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if parts.path == "/api/config":
+            return response(http.HTTPStatus.OK, self.config, "application/json")
         if parts.path == "/api/symbols":
             return _json(
                 [
@@ -83,7 +112,7 @@ class Site:
                     for m in self.state.symbols.values()
                 ]
             )
-        if parts.path in ("/api/klines", "/api/trades"):
+        if parts.path in ("/api/klines", "/api/trades", "/api/depth", "/api/ticker"):
             market = self.state.by_stream.get(query.get("symbol", "").lower())
             if market is None:
                 known = ", ".join(sorted(self.state.by_stream))
@@ -98,6 +127,15 @@ class Site:
             s = market.symbol
             if parts.path == "/api/trades":
                 return _json([messages.trade_data(s, t) for t in market.tape.recent(limit)])
+            if parts.path == "/api/depth":
+                snap = market.book.snapshot(limit)
+                return response(
+                    http.HTTPStatus.OK, messages.depth_json(s, snap), "application/json"
+                )
+            if parts.path == "/api/ticker":
+                ticker = market.ticker.ticker()
+                body = messages.ticker_json(s, ticker) if ticker else _encode({"s": s.name})
+                return response(http.HTTPStatus.OK, body, "application/json")
             interval = query.get("interval", "1m")
             if interval not in INTERVALS:
                 return text(

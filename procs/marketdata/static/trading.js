@@ -1,0 +1,428 @@
+// The page's trading panels: log in for an API key of the gateway's REST API, sign requests
+// with WebCrypto, place and cancel orders, and keep open orders, fills and balances live from
+// the private stream (a snapshot, then events; on close, a fresh signed URL and a new snapshot).
+// Prices, sizes and balances stay the API's decimal strings: shown as sent, never as floats.
+
+const $ = (id) => document.getElementById(id);
+const STORE = "ringex.session"; // sessionStorage: {apiKey, secretKey, accountId, username}
+const RECV_WINDOW_MS = 5000, FILLS = 100, STREAM_PATH = "/api/v1/stream";
+const BAD_CREDENTIALS = -2014; // the API's code for an unknown API key
+const enc = new TextEncoder();
+
+// What each order type takes: its price field's role and its time-in-force choices.
+const TYPES = {
+  LIMIT: { price: "price", stop: false, tifs: ["GTC", "IOC", "FOK"] },
+  MARKET: { price: "worst price (optional)", stop: false, tifs: ["IOC", "FOK"] },
+  STOP_LOSS: { price: "worst price (optional)", stop: true, tifs: ["IOC", "FOK"] },
+  STOP_LOSS_LIMIT: { price: "price", stop: true, tifs: ["GTC", "IOC", "FOK"] },
+  LIMIT_MAKER: { price: "price", stop: false, tifs: ["GTC"] },
+};
+
+let rest = null; // the REST API's base URL, from /api/config
+let session = null; // the logged-in API key, or null
+let hmacKey = null; // session.secretKey, imported for crypto.subtle
+let clockOffset = 0; // server clock - Date.now(), ms: timestamps must fall in its window
+let stream = null, streamSeq = 0, retryTimer = null, retryDelay = 1000;
+let haveHistory = true; // GET myTrades answers (it needs the database: 503 without one)
+const orders = new Map(); // orderId -> the order as the API last showed it (open only)
+const balances = new Map(); // asset -> {asset, free, locked}
+const fills = new Map(); // "symbol/tradeId/maker" -> fill, from the stream and myTrades
+
+// -- the REST API ---------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body && body.msg ? `${body.msg} (code ${body.code})` : `HTTP ${status}`);
+    this.status = status;
+    this.code = body ? body.code : null;
+  }
+}
+
+function now() {
+  return Math.round(Date.now() + clockOffset);
+}
+
+async function signature(timestamp, method, path, query, body) {
+  const payload = `${timestamp}\n${RECV_WINDOW_MS}\n${method}\n${path}\n${query}\n${body}`;
+  const mac = await crypto.subtle.sign("HMAC", hmacKey, enc.encode(payload));
+  return [...new Uint8Array(mac)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// One request: POST sends its parameters as a form body, the other methods in the query
+// string, exactly as they are signed. Resolves to the decoded answer; ApiError otherwise.
+async function api(method, path, params = {}, signed = true) {
+  const text = new URLSearchParams(params).toString();
+  const [query, body] = method === "POST" ? ["", text] : [text, ""];
+  const headers = {};
+  if (body) headers["Content-Type"] = "application/x-www-form-urlencoded";
+  if (signed) {
+    const timestamp = now();
+    headers["X-RINGEX-APIKEY"] = session.apiKey;
+    headers["X-RINGEX-TIMESTAMP"] = String(timestamp);
+    headers["X-RINGEX-RECV-WINDOW"] = String(RECV_WINDOW_MS);
+    headers["X-RINGEX-SIGNATURE"] = await signature(timestamp, method, path, query, body);
+  }
+  let reply;
+  try {
+    reply = await fetch(rest + path + (query ? `?${query}` : ""), {
+      method, headers, body: body || undefined,
+    });
+  } catch (err) {
+    throw new Error(`the REST API at ${rest} is unreachable (${err.message})`);
+  }
+  const data = await reply.json().catch(() => null);
+  if (!reply.ok) throw new ApiError(reply.status, data);
+  return data;
+}
+
+async function syncClock() {
+  const sent = Date.now();
+  const { serverTime } = await api("GET", "/api/v1/time", {}, false);
+  clockOffset = serverTime - Math.round((sent + Date.now()) / 2);
+}
+
+// -- log in and out -------------------------------------------------------------------------
+
+function say(el, message, ok) {
+  el.textContent = message;
+  el.className = ok === undefined ? "msg" : ok ? "msg ok" : "msg error";
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  const username = $("login-user").value.trim(), password = $("login-password").value;
+  say($("login-msg"), "logging in...");
+  try {
+    const key = await api("POST", "/api/v1/apiKey",
+      { username, password, scopes: "read,trade", label: "web page" }, false);
+    session = {
+      apiKey: key.apiKey, secretKey: key.secretKey,
+      accountId: key.accountId, username: key.username,
+    };
+    sessionStorage.setItem(STORE, JSON.stringify(session));
+    $("login-password").value = "";
+    say($("login-msg"), "");
+    await begin();
+  } catch (err) {
+    say($("login-msg"), err.message, false);
+  }
+}
+
+async function begin() {
+  hmacKey = await crypto.subtle.importKey("raw", enc.encode(session.secretKey),
+    { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  $("who").textContent = `${session.username} (account ${session.accountId})`;
+  $("login").hidden = true;
+  $("account").hidden = false;
+  $("order-fields").disabled = false;
+  try {
+    await syncClock();
+  } catch (err) {
+    console.warn("no server time, signing with the local clock:", err.message);
+  }
+  openStream();
+}
+
+// Forget the key (and revoke it, so that logins do not pile up keys on the server).
+async function logout() {
+  if (session) {
+    try {
+      await api("DELETE", "/api/v1/apiKey");
+    } catch (err) {
+      console.warn("revoking the API key:", err.message);
+    }
+  }
+  end();
+}
+
+function end(message = "") {
+  session = hmacKey = null;
+  sessionStorage.removeItem(STORE);
+  clearTimeout(retryTimer);
+  if (stream) {
+    const ws = stream;
+    stream = null;
+    ws.close();
+  }
+  orders.clear();
+  balances.clear();
+  fills.clear();
+  drawOrders();
+  drawBalances();
+  drawFills();
+  setStreamStatus("");
+  $("account").hidden = true;
+  $("login").hidden = false;
+  $("order-fields").disabled = true;
+  say($("order-result"), "");
+  say($("login-msg"), message, message ? false : undefined);
+}
+
+// -- the private stream ---------------------------------------------------------------------
+
+async function openStream() {
+  clearTimeout(retryTimer);
+  if (!session) return;
+  const timestamp = now();
+  const params = new URLSearchParams({
+    apiKey: session.apiKey,
+    timestamp,
+    recvWindow: RECV_WINDOW_MS,
+    signature: await signature(timestamp, "GET", STREAM_PATH, "", ""),
+  });
+  if (!session) return; // logged out meanwhile
+  const ws = new WebSocket(`${rest.replace(/^http/, "ws")}${STREAM_PATH}?${params}`);
+  stream = ws;
+  streamSeq = 0;
+  setStreamStatus("connecting");
+  ws.onmessage = (ev) => { if (ws === stream) onPrivate(ws, JSON.parse(ev.data)); };
+  ws.onclose = () => {
+    if (ws !== stream) return; // replaced or logged out
+    stream = null;
+    setStreamStatus("disconnected");
+    retryTimer = setTimeout(reconnect, retryDelay);
+    retryDelay = Math.min(retryDelay * 2, 10000);
+  };
+}
+
+// Before reconnecting, ask whether the key still exists: a revoked key means log in again.
+async function reconnect() {
+  if (!session) return;
+  try {
+    await api("GET", "/api/v1/account");
+  } catch (err) {
+    if (err.status === 401 && err.code === BAD_CREDENTIALS) {
+      end(`logged out: ${err.message}`);
+      return;
+    }
+  }
+  openStream();
+}
+
+function onPrivate(ws, msg) {
+  if (msg.seq !== streamSeq + 1) { // a message lost: start over from a snapshot
+    console.warn(`private stream: seq ${msg.seq} after ${streamSeq}, reconnecting`);
+    ws.close();
+    return;
+  }
+  streamSeq = msg.seq;
+  const d = msg.data;
+  switch (msg.event) {
+    case "snapshot":
+      orders.clear();
+      d.openOrders.forEach((o) => orders.set(o.orderId, o));
+      balances.clear();
+      d.balances.forEach((b) => balances.set(b.asset, b));
+      drawOrders();
+      drawBalances();
+      setStreamStatus("live");
+      retryDelay = 1000;
+      loadFills();
+      break;
+    case "executionReport":
+      if (d.isWorking) orders.set(d.orderId, d); else orders.delete(d.orderId);
+      drawOrders();
+      if (d.executionType === "TRADE") {
+        addFill({
+          symbol: d.symbol, tradeId: d.tradeId, maker: d.isMaker, side: d.side,
+          price: d.lastPrice, qty: d.lastQty, time: d.eventTime, orderId: d.orderId,
+        });
+        drawFills();
+      }
+      break;
+    case "balance":
+      balances.set(d.asset, d);
+      drawBalances();
+      break;
+  }
+}
+
+function setStreamStatus(state) {
+  const el = $("stream-status");
+  el.textContent = state;
+  el.className = state === "live" ? "up" : "down";
+}
+
+// Fills from before this page (or a reconnect) come from the history, where there is one.
+async function loadFills() {
+  if (!haveHistory) return;
+  for (const opt of $("symbol").options) {
+    try {
+      const trades = await api("GET", "/api/v1/myTrades", { symbol: opt.text, limit: FILLS });
+      trades.forEach((t) => addFill({
+        symbol: t.symbol, tradeId: t.id, maker: t.isMaker, side: t.isBuyer ? "BUY" : "SELL",
+        price: t.price, qty: t.qty, time: t.time, orderId: t.orderId,
+      }));
+    } catch (err) {
+      if (err.status === 503) haveHistory = false; // no database behind this gateway
+      else console.warn("fills history:", err.message);
+      return;
+    }
+  }
+  drawFills();
+}
+
+function fillKey(f) {
+  return `${f.symbol}/${f.tradeId}/${f.maker}`; // a self-trade is two fills of one trade
+}
+
+function addFill(f) {
+  fills.set(fillKey(f), f);
+}
+
+// -- orders ---------------------------------------------------------------------------------
+
+function onTypeChange() {
+  const form = $("order-form").elements;
+  const spec = TYPES[form.type.value];
+  const tif = form.timeInForce, current = tif.value;
+  tif.replaceChildren(...spec.tifs.map((t) => new Option(t)));
+  tif.value = spec.tifs.includes(current) ? current : spec.tifs[0];
+  tif.disabled = spec.tifs.length === 1;
+  form.price.placeholder = spec.price;
+  form.stopPrice.disabled = !spec.stop;
+  form.stopPrice.placeholder = spec.stop ? "stop price" : "-";
+}
+
+function onSideChange() {
+  const side = $("order-form").elements.side.value;
+  $("order-submit").textContent = `${side.toLowerCase()} ${currentSymbol()}`;
+  $("order-submit").className = side === "BUY" ? "buy" : "sell";
+}
+
+function currentSymbol() {
+  const picked = $("symbol").selectedOptions[0];
+  return picked ? picked.text : "";
+}
+
+async function placeOrder(ev) {
+  ev.preventDefault();
+  const form = $("order-form").elements;
+  const params = { symbol: currentSymbol(), side: form.side.value, type: form.type.value };
+  for (const name of ["timeInForce", "price", "stopPrice", "quantity"]) {
+    const value = form[name].disabled ? "" : form[name].value.trim();
+    if (value) params[name] = value;
+  }
+  say($("order-result"), "sending...");
+  try {
+    const o = await api("POST", "/api/v1/order", params);
+    const at = o.fills.length ? ` at ${[...new Set(o.fills.map((f) => f.price))].join(", ")}` : "";
+    say($("order-result"),
+      `#${o.orderId} ${o.side} ${o.type} ${o.status}: filled ${o.executedQty} of ${o.origQty}${at}`,
+      true);
+  } catch (err) {
+    say($("order-result"), err.message, false);
+  }
+}
+
+async function cancelOrder(order, button) {
+  button.disabled = true;
+  try {
+    const done = await api("DELETE", "/api/v1/order",
+      { symbol: order.symbol, orderId: order.orderId });
+    orders.delete(done.orderId); // final: no later event brings it back
+    drawOrders();
+    say($("order-result"), `#${done.orderId} ${done.status}`, true);
+  } catch (err) {
+    say($("order-result"), err.message, false);
+    button.disabled = false;
+  }
+}
+
+// -- the tables -----------------------------------------------------------------------------
+
+const ZERO = /^0*(\.0*)?$/;
+
+function cells(row, values) {
+  for (const v of values) row.insertCell().textContent = v;
+}
+
+function clock(ms) {
+  return ms ? new Date(ms).toLocaleTimeString() : "-";
+}
+
+function drawOrders() {
+  const body = $("open-orders").tBodies[0];
+  body.replaceChildren();
+  for (const id of [...orders.keys()].sort((a, b) => b - a)) {
+    const o = orders.get(id);
+    const row = body.insertRow();
+    row.dataset.orderId = o.orderId;
+    cells(row, [
+      clock(o.time), o.symbol, o.side, o.type || "-", ZERO.test(o.price) ? "-" : o.price,
+      ZERO.test(o.stopPrice) ? "-" : o.stopPrice, o.origQty, o.executedQty, o.status,
+    ]);
+    row.cells[2].className = o.side === "BUY" ? "buy" : "sell";
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "cancel";
+    button.textContent = "cancel";
+    button.onclick = () => cancelOrder(o, button);
+    row.insertCell().append(button);
+  }
+  $("orders-count").textContent = orders.size ? String(orders.size) : "";
+}
+
+function drawFills() {
+  const body = $("fills").tBodies[0];
+  body.replaceChildren();
+  const newest = [...fills.values()].sort((a, b) => b.time - a.time || b.tradeId - a.tradeId);
+  newest.slice(FILLS).forEach((f) => fills.delete(fillKey(f)));
+  for (const f of newest.slice(0, FILLS)) {
+    const row = body.insertRow();
+    row.dataset.tradeId = f.tradeId;
+    row.dataset.orderId = f.orderId;
+    cells(row, [clock(f.time), f.symbol, f.side, f.price, f.qty, f.maker ? "maker" : "taker"]);
+    row.cells[2].className = f.side === "BUY" ? "buy" : "sell";
+  }
+}
+
+function drawBalances() {
+  const body = $("balances").tBodies[0];
+  body.replaceChildren();
+  for (const asset of [...balances.keys()].sort()) {
+    const b = balances.get(asset);
+    const row = body.insertRow();
+    row.dataset.asset = asset;
+    cells(row, [asset, b.free, b.locked]);
+  }
+}
+
+// -- start ----------------------------------------------------------------------------------
+
+async function start() {
+  const config = await fetch("/api/config").then((r) => r.json());
+  if (!config.rest) return; // no gateway serves a REST API: no trading panels
+  const host = config.rest.host ?? location.hostname;
+  const scheme = location.protocol === "https:" ? "https" : "http";
+  rest = `${scheme}://${host.includes(":") ? `[${host}]` : host}:${config.rest.port}`;
+  $("trading").hidden = false;
+  $("login").onsubmit = login;
+  $("logout").onclick = logout;
+  $("order-form").onsubmit = placeOrder;
+  $("order-form").elements.type.onchange = onTypeChange;
+  $("order-form").elements.side.onchange = onSideChange;
+  $("symbol").addEventListener("change", onSideChange);
+  for (const id of ["asks", "bids"]) { // a click on a level takes its price
+    $(id).addEventListener("click", (ev) => {
+      const row = ev.target.closest("tr");
+      if (row) $("order-form").elements.price.value = row.cells[0].textContent;
+    });
+  }
+  onTypeChange();
+  onSideChange();
+  if (!window.isSecureContext || !crypto.subtle) {
+    say($("login-msg"), "signing needs a secure context (https, or localhost)", false);
+    $("login-button").disabled = true;
+    return;
+  }
+  const saved = sessionStorage.getItem(STORE);
+  if (saved) {
+    session = JSON.parse(saved);
+    await begin();
+  }
+}
+
+// The picker's options come from app.js's /api/symbols: wait for them before naming a symbol.
+new MutationObserver(onSideChange).observe($("symbol"), { childList: true });
+start();
