@@ -93,6 +93,21 @@ function onDiff(d) {
   drawBook();
 }
 
+// a - b of two decimal strings, exactly (BigInt on the digits, the longer scale kept): the
+// book's prices are decimals, and floats would print 0.30000000000000004.
+function subtract(a, b) {
+  const scale = Math.max((a.split(".")[1] || "").length, (b.split(".")[1] || "").length);
+  const units = (s) => {
+    const [whole, frac = ""] = s.split(".");
+    return BigInt(whole + frac.padEnd(scale, "0"));
+  };
+  let d = units(a) - units(b);
+  const sign = d < 0n ? "-" : "";
+  if (d < 0n) d = -d;
+  const digits = d.toString().padStart(scale + 1, "0");
+  return scale ? `${sign}${digits.slice(0, -scale)}.${digits.slice(-scale)}` : sign + digits;
+}
+
 function drawBook() {
   const fill = (table, rows) => {
     const body = table.tBodies[0];
@@ -109,8 +124,7 @@ function drawBook() {
   fill($("bids"), bids);
   const bestAsk = asks.length ? asks[asks.length - 1][0] : null;
   const bestBid = bids.length ? bids[0][0] : null;
-  $("spread").textContent = bestAsk && bestBid
-    ? `spread ${(Number(bestAsk) - Number(bestBid)).toFixed(2)}` : "-";
+  $("spread").textContent = bestAsk && bestBid ? `spread ${subtract(bestAsk, bestBid)}` : "-";
   $("book-id").textContent = `#${book.id}`;
 }
 
