@@ -223,6 +223,11 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     ready_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     #: At shutdown, how long to wait for the rings to drain once intake stopped.
     drain_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: Prometheus metrics at http://metrics_host:metrics_port/metrics (0: a free port, which
+    #: `ringex status` shows); metrics = false turns the endpoint off.
+    metrics: bool = True
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Port = 0
 
 
 class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -234,6 +239,14 @@ class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     listen_host: str = "127.0.0.1"
     #: "host:port" of the primary's source: this instance is its standby.
     primary: str = ""
+    #: "sync": no command reaches a matcher (so no execution report leaves) before the standby
+    #: has acknowledged it as durable; "async": the standby follows, its lag is reported.
+    mode: Literal["async", "sync"] = "async"
+    #: In sync mode, how long the primary waits for the standby's acknowledgement before it
+    #: goes on without it (async, loudly logged and reported) until the standby catches up;
+    #: 0 waits forever (no acknowledged order can ever be lost, and no order is taken
+    #: while the standby is away).
+    sync_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 1_000
 
     def primary_address(self) -> tuple[str, int]:
         host, _, port = self.primary.rpartition(":")
