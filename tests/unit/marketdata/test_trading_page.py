@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
 
 from config import load_profile
 from config.schema import GatewayConfig, RestConfig, RingexConfig
@@ -36,14 +32,8 @@ from procs.marketdata.market import MarketState
 from procs.marketdata.web import Site, page_config
 from procs.supervisor.main import read_status
 
-from .test_page import DevTools
+from .chromium import DevTools, browser, needs_chromium
 from .test_process import ROOT, free_port
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Debian's chromium: apt-get install -y chromium"
-)
 
 MAKER, TAKER = ("MAKER", "maker-pw", 201), ("TAKER", "taker-pw", 202)
 
@@ -156,21 +146,20 @@ async def scenario(cfg: RingexConfig, profile_dir: Path) -> None:
             price="100.00", quantity="0.5",
         )  # fmt: skip
         assert ask["status"] == "NEW"
-        async with browser(profile_dir) as page:
+        async with browser(profile_dir, PAGE_STATE) as page:
             await page.call("Page.navigate", url=f"http://127.0.0.1:{cfg.marketdata.port}/")
-            await wait_for(page, "the login box", lambda s: s["trading"])
+            await page.wait_for("the login box", lambda s: s["trading"])
             # 1. log in: the private stream's snapshot shows the taker's money
             await act(page, {"username": TAKER[0], "password": TAKER[1]}, "#login-button")
-            state = await wait_for(
-                page, "the balances", lambda s: s["stream"] == "live" and s["balances"]
+            state = await page.wait_for(
+                "the balances", lambda s: s["stream"] == "live" and s["balances"]
             )
             assert state["balances"] == {"USD": ["100000.000000", "0.000000"]}
             assert state["orders"] == {} and state["fills"] == []
             # 2. buy against the resting sell: the fill, the trade and the balances follow
             order = {"side": "BUY", "type": "LIMIT", "price": "100.00", "quantity": "0.2"}
             await act(page, order, "#order-submit")
-            state = await wait_for(
-                page,
+            state = await page.wait_for(
                 "the fill and the new balances",
                 lambda s: (
                     s["fills"]
@@ -190,13 +179,12 @@ async def scenario(cfg: RingexConfig, profile_dir: Path) -> None:
             # 3. a resting bid, cancelled from the open-orders table
             order = {"type": "LIMIT", "timeInForce": "GTC", "price": "90.00", "quantity": "0.1"}
             await act(page, order, "#order-submit")
-            state = await wait_for(page, "the open order", lambda s: s["orders"])
+            state = await page.wait_for("the open order", lambda s: s["orders"])
             ((oid, row),) = state["orders"].items()
             assert row == ["BTC-USD", "BUY", "LIMIT", "90.00", "-", "0.1000", "0.0000", "NEW"]
-            await wait_for(page, "USD locked", lambda s: s["balances"]["USD"][1] != "0.000000")
+            await page.wait_for("USD locked", lambda s: s["balances"]["USD"][1] != "0.000000")
             await act(page, {}, f'#open-orders tr[data-order-id="{oid}"] button')
-            state = await wait_for(
-                page,
+            state = await page.wait_for(
                 "the order gone and the USD unlocked",
                 lambda s: (
                     not s["orders"]
@@ -222,55 +210,7 @@ async def until_up(url: str) -> None:
             await asyncio.sleep(0.05)
 
 
-@asynccontextmanager
-async def browser(profile_dir: Path) -> AsyncIterator[DevTools]:
-    """Headless Chromium; yields its first tab's DevTools connection."""
-    assert CHROMIUM is not None
-    proc = subprocess.Popen(
-        [
-            CHROMIUM,
-            "--headless=new",
-            "--no-sandbox",  # tests run as root
-            "--disable-gpu",
-            "--remote-debugging-port=0",
-            f"--user-data-dir={profile_dir}",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        active = profile_dir / "DevToolsActivePort"
-        deadline = time.monotonic() + 20
-        while not active.exists() or not active.read_text().strip():
-            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-            await asyncio.sleep(0.05)
-        cdp_port = int(active.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{cdp_port}/json/list") as r:
-            pages = [t for t in json.loads(r.read()) if t["type"] == "page"]
-        async with connect(pages[0]["webSocketDebuggerUrl"], max_size=None) as ws:
-            yield DevTools(ws)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 async def act(page: DevTools, fields: dict[str, str], button: str) -> None:
     expression = FILL_AND_CLICK % (json.dumps(fields), json.dumps(button))
     out = await page.call("Runtime.evaluate", expression=expression)
     assert "exceptionDetails" not in out, out
-
-
-async def wait_for(
-    page: DevTools, what: str, check: Callable[[dict[str, Any]], Any], timeout: float = 15
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        out = await page.call("Runtime.evaluate", expression=PAGE_STATE, returnByValue=True)
-        state: dict[str, Any] | None = None
-        if "exceptionDetails" not in out:
-            state = json.loads(out["result"]["value"])
-        if state is not None and check(state):
-            return state
-        assert time.monotonic() < deadline, f"the page never showed {what}: {state}"
-        await asyncio.sleep(0.1)
