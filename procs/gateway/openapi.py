@@ -1,11 +1,534 @@
-"""The REST API's OpenAPI 3.1 document (``GET /openapi.json``)."""
+"""The REST API's OpenAPI 3.1 document (``GET /openapi.json``), built from the tables the server
+checks against, so that the two cannot drift.
+
+Enumerations come from ``rest_params`` (sides, order types, time in force, self-trade modes,
+the client order id and decimal patterns, the value length limit), ``history`` (kline
+intervals, the row limit, order statuses), ``rest_orders`` (live order statuses), ``apikeys``
+(scopes), ``api_errors``/``signing`` (error codes and header names), and the symbols from the
+config. What has no table there (a limit's default, which handler may answer 503) is written
+once here, and ``tests/unit/gateway/test_openapi.py`` holds the running server to it with
+schemathesis: every status a generated request gets must be listed here, every body must fit.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from config.schema import RingexConfig
+from procs.gateway import api_errors as codes
+from procs.gateway import rest_params as rp
+from procs.gateway import signing
+from procs.gateway.apikeys import MAX_LABEL, SCOPES
+from procs.gateway.history import KLINES, MAX_LIMIT, STATUS_NAMES
+from procs.gateway.instruments import format_units
+from procs.gateway.private_stream import PATH as STREAM_PATH
+from procs.gateway.rest_orders import DONE_STATUS, OPEN_STATUSES
+
+Json = dict[str, Any]
+
+V1 = "/api/v1"
+_JSON = "application/json"
+_FORM = "application/x-www-form-urlencoded"
+#: A decimal string as the server writes it (``instruments.format_units``).
+_DECIMAL_OUT = r"^-?[0-9]+(\.[0-9]+)?$"
+
+#: Every error status the API answers: component name, and when.
+ERRORS: dict[int, tuple[str, str]] = {
+    400: (
+        "BadRequest",
+        f"A parameter is missing ({codes.MANDATORY_PARAM}), malformed ({codes.ILLEGAL_PARAM}), "
+        f"too many ({codes.TOO_MANY_PARAMS}), an unknown symbol ({codes.BAD_SYMBOL}) or "
+        f"interval ({codes.BAD_INTERVAL}), off the symbol's tick, lot or size limits "
+        f"({codes.FILTER_FAILURE}); the exchange refused the order ({codes.NEW_ORDER_REJECTED}) "
+        f"or the cancel ({codes.CANCEL_REJECTED}); no such order ({codes.NO_SUCH_ORDER}). The "
+        "message names the value and the rule.",
+    ),
+    401: (
+        "Unauthorized",
+        f"Unknown API key or wrong password ({codes.BAD_CREDENTIALS}); timestamp or signature "
+        f"missing or malformed ({signing.UNAUTHORIZED}), outside the receive window "
+        f"({signing.OUTSIDE_WINDOW}), bad receive window ({signing.BAD_WINDOW}), wrong "
+        f"({signing.BAD_SIGNATURE}) or replayed ({signing.REPLAYED}).",
+    ),
+    403: ("Forbidden", f"The API key lacks the scope needed ({signing.FORBIDDEN_SCOPE})."),
+    404: ("NotFound", f"No such path, for any path not listed here ({codes.UNKNOWN})."),
+    405: ("MethodNotAllowed", f"The path exists, the method does not ({codes.UNKNOWN})."),
+    413: ("PayloadTooLarge", f"The body is over the gateway's limit ({codes.ILLEGAL_PARAM})."),
+    429: (
+        "TooManyRequests",
+        f"Over the client address's, the API key's or the login rate limit "
+        f"({codes.TOO_MANY_REQUESTS}): retry after the seconds in Retry-After.",
+    ),
+    502: ("BadGateway", f"The market-data process refused the request ({codes.DISCONNECTED})."),
+    503: (
+        "ServiceUnavailable",
+        f"A service behind the API is not enabled or not reachable: market data, the history "
+        f"database, or this gateway's private stream slots ({codes.DISCONNECTED}).",
+    ),
+    504: (
+        "GatewayTimeout",
+        f"No answer from the exchange in time ({codes.TIMEOUT}): the order or cancel may "
+        "still execute, ask for its status.",
+    ),
+}
+
+_SIGNING = f"""Private endpoints are signed. Each request carries four headers:
+
+- `{signing.API_KEY}`: the API key (`POST {V1}/apiKey` makes one);
+- `{signing.TIMESTAMP}`: ms since the epoch; accepted from server time minus the receive \
+window to server time plus {signing.MAX_AHEAD_MS} ms;
+- `{signing.RECV_WINDOW}` (optional): the receive window in ms, up to the gateway's maximum \
+(the gateway's default when absent);
+- `{signing.SIGNATURE}`: lower-case hex HMAC-SHA256, keyed with the secret's UTF-8 bytes, of
+
+      f"{{timestamp}}\\n{{recvWindow}}\\n{{METHOD}}\\n{{path}}\\n{{query}}\\n" + body
+
+  where `query` is the query string as sent (without the `?`, empty when none), `body` the \
+raw body bytes, and `recvWindow` the window used (the default when the header is absent).
+
+A signature is accepted once: a byte-identical request sent again is refused \
+({signing.REPLAYED}), so a retry must carry a new timestamp."""
+
+_INFO = f"""The ringex exchange's REST API. Prices and sizes are decimal strings both ways \
+(never JSON numbers); parameters go in the query string (GET, DELETE) or in the body as a form \
+or a JSON object (POST). At most {rp.MAX_PARAMS} parameters, each value at most \
+{rp.MAX_VALUE_CHARS} characters.
+
+Every error is `{{"code": integer, "msg": string}}` with the status below; unknown paths answer \
+404 and known paths with another method 405, both with that body. Any `OPTIONS` request is a \
+CORS preflight and answers 204.
+
+{_SIGNING}"""
 
 
-def document(cfg: RingexConfig) -> dict[str, Any]:
-    return {"openapi": "3.1.0", "info": {"title": "ringex REST API", "version": "1"}, "paths": {}}
+def document(cfg: RingexConfig) -> Json:
+    """The OpenAPI 3.1 document of the API serving ``cfg``'s symbols and assets."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ringex REST API", "version": "1", "description": _INFO},
+        "tags": [
+            {"name": "public", "description": "Market and exchange data: no key needed."},
+            {"name": "keys", "description": "API keys: made with a password, revoked signed."},
+            {"name": "trading", "description": "Orders, fills and balances: signed."},
+        ],
+        "paths": _paths(),
+        "components": {
+            "schemas": {**_order_schemas(cfg), **_other_schemas(cfg)},
+            "responses": _error_responses(),
+            "securitySchemes": _security_schemes(),
+        },
+    }
+
+
+# -- building blocks ------------------------------------------------------------------------------
+
+
+def _ref(name: str, kind: str = "schemas") -> Json:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _obj(properties: Json, required: Iterable[str] | None = None) -> Json:
+    """An object with these properties, all of them required unless ``required`` says."""
+    return {
+        "type": "object",
+        "required": list(properties if required is None else required),
+        "properties": properties,
+    }
+
+
+def _array(items: Json) -> Json:
+    return {"type": "array", "items": items}
+
+
+def _enum(values: Iterable[str]) -> Json:
+    return {"type": "string", "enum": list(values)}
+
+
+_INT = {"type": "integer"}
+_MS = {"type": "integer", "minimum": 0, "description": "ms since the epoch"}
+_STR = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_DEC = {"type": "string", "pattern": _DECIMAL_OUT}
+#: A decimal string parameter, as ``rest_params`` parses it.
+_DEC_IN = {"type": "string", "pattern": rp.DECIMAL.pattern, "maxLength": rp.MAX_VALUE_CHARS}
+
+
+def _int_param(low: int, high: int, default: int | None = None) -> Json:
+    schema: Json = {"type": "integer", "minimum": low, "maximum": high}
+    if default is not None:
+        schema["default"] = default
+    return schema
+
+
+def _query(name: str, schema: Json, description: str, *, required: bool = False) -> Json:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _symbol(required: bool = True) -> Json:
+    return _query("symbol", _ref("Symbol"), "The symbol (case does not matter).", required=required)
+
+
+def _limit(default: int) -> Json:
+    return _query("limit", _int_param(1, MAX_LIMIT, default), "Most rows returned.")
+
+
+def _times(what: str) -> list[Json]:
+    return [
+        _query("startTime", _int_param(0, rp.MAX_INT64), f"Oldest {what} (ms since the epoch)."),
+        _query("endTime", _int_param(0, rp.MAX_INT64), f"Newest {what} (ms since the epoch)."),
+    ]
+
+
+def _order_ref() -> list[Json]:
+    return [
+        _query("orderId", _int_param(1, rp.MAX_INT64), "The order's id; or origClientOrderId."),
+        _query(
+            "origClientOrderId",
+            {"type": "string", "minLength": 1, "maxLength": rp.MAX_VALUE_CHARS},
+            "The client order id it was placed with, when orderId is not given.",
+        ),
+    ]
+
+
+#: Signed: the key, timestamp and signature headers, with or without the receive window.
+_SIGNED: list[dict[str, list[str]]] = [
+    {"ApiKey": [], "Timestamp": [], "RecvWindow": [], "Signature": []},
+    {"ApiKey": [], "Timestamp": [], "Signature": []},
+]
+
+
+def _operation(
+    op_id: str,
+    summary: str,
+    ok: Json,
+    *,
+    tag: str = "public",
+    params: Iterable[Json] = (),
+    body: Json | None = None,
+    scope: str | None = None,
+    errors: Iterable[int] = (),
+    description: str = "",
+) -> Json:
+    """One operation: 200 with ``ok``, and the error statuses it can answer. Every request
+    may get 413 and 429; one with parameters 400; a signed one 401 and 403."""
+    params = list(params)
+    statuses = {413, 429, *errors}
+    if params or body is not None:
+        statuses.add(400)
+    if scope is not None:
+        statuses |= {401, 403}
+        description = f"{description} Signed; the API key needs scope `{scope}`.".strip()
+    responses: Json = {"200": {"description": "OK", "content": {_JSON: {"schema": ok}}}}
+    responses.update({str(s): _ref(ERRORS[s][0], "responses") for s in sorted(statuses)})
+    op: Json = {"operationId": op_id, "summary": summary, "tags": [tag]}
+    if description:
+        op["description"] = description
+    op["parameters"] = params
+    if body is not None:
+        media = {"schema": body}
+        op["requestBody"] = {"required": True, "content": {_FORM: media, _JSON: media}}
+    op["security"] = _SIGNED if scope is not None else []
+    op["responses"] = responses
+    return op
+
+
+# -- paths ----------------------------------------------------------------------------------------
+
+
+def _paths() -> Json:
+    """Every route ``rest.py`` registers, in its order."""
+    market = [_symbol(), _limit(100)]
+    proxied = "Answered by the market-data process: 503 when it is not enabled or not reachable."
+    history = "From the history database: 503 when it is not enabled or does not answer."
+    order_ref = [_symbol(), *_order_ref()]
+    return {
+        f"{V1}/ping": {"get": _operation("ping", "Is the API up?", _ref("Empty"))},
+        f"{V1}/time": {"get": _operation("time", "The server's clock.", _ref("ServerTime"))},
+        f"{V1}/exchangeInfo": {"get": _operation(
+            "exchangeInfo", "Symbols, assets and rate limits.", _ref("ExchangeInfo"),
+        )},
+        f"{V1}/depth": {"get": _operation(
+            "depth", "The order book, best levels first.", _ref("Depth"),
+            params=market, errors=[502, 503], description=proxied,
+        )},
+        f"{V1}/trades": {"get": _operation(
+            "trades", "Recent trades, oldest first.", _array(_ref("MarketTrade")),
+            params=market, errors=[502, 503], description=proxied,
+        )},
+        f"{V1}/ticker/24hr": {"get": _operation(
+            "ticker24hr", "The 24-hour rolling ticker.", _ref("Ticker"),
+            params=market, errors=[502, 503], description=proxied,
+        )},
+        f"{V1}/klines": {"get": _operation(
+            "klines", "Candles, oldest first: the newest `limit` unless startTime is given.",
+            _array(_ref("Kline")), errors=[503], description=history, params=[
+                _symbol(), _query("interval", _enum(KLINES), "The candle width.", required=True),
+                *_times("candle's open time"), _limit(500),
+            ],
+        )},
+        f"{V1}/apiKey": {
+            "post": _operation(
+                "createApiKey", "Make an API key with a username and password.",
+                _ref("ApiKeyCreated"), tag="keys", body=_ref("ApiKeyRequest"), errors=[401],
+                description="Logins are rate limited per client address (429).",
+            ),
+            "delete": _operation(
+                "revokeApiKey", "Revoke the API key this request is signed with.",
+                _ref("ApiKeyRevoked"), tag="keys", scope="read",
+            ),
+        },
+        f"{V1}/order": {
+            "post": _operation(
+                "newOrder", "Place an order; the answer waits for the exchange's.",
+                _ref("NewOrderResult"), tag="trading", body=_ref("NewOrderRequest"),
+                scope="trade", errors=[504],
+            ),
+            "delete": _operation(
+                "cancelOrder", "Cancel an open order.", _ref("Order"), tag="trading",
+                params=order_ref, scope="trade", errors=[504],
+            ),
+            "get": _operation(
+                "queryOrder", "One order of this account: live, recent or from the history.",
+                _ref("Order"), tag="trading", params=order_ref, scope="read", errors=[503],
+            ),
+        },
+        f"{V1}/openOrders": {"get": _operation(
+            "openOrders", "This account's open orders (every symbol's when none is given).",
+            _array(_ref("Order")), tag="trading", scope="read", errors=[503],
+            params=[_symbol(required=False)],
+        )},
+        f"{V1}/allOrders": {"get": _operation(
+            "allOrders", "This account's orders on a symbol, by order id.",
+            _array(_ref("Order")), tag="trading", scope="read", errors=[503],
+            description=history, params=[
+                _symbol(), _query("orderId", _int_param(0, rp.MAX_INT64), "The first order id."),
+                *_times("order's creation time"), _limit(500),
+            ],
+        )},
+        f"{V1}/myTrades": {"get": _operation(
+            "myTrades", "This account's fills on a symbol, one row per side it was on.",
+            _array(_ref("AccountTrade")), tag="trading", scope="read", errors=[503],
+            description=history, params=[
+                _symbol(), _query("fromId", _int_param(0, rp.MAX_INT64), "The first trade id."),
+                *_times("trade"), _limit(500),
+            ],
+        )},
+        f"{V1}/account": {"get": _operation(
+            "account", "This account's balances.", _ref("Account"), tag="trading",
+            scope="read", errors=[504],
+        )},
+        STREAM_PATH: {"get": _stream_operation()},
+        "/openapi.json": {"get": _operation("openapi", "This document.", _ref("OpenApiDocument"))},
+    }  # fmt: skip
+
+
+def _stream_operation() -> Json:
+    """The private stream's upgrade: credentials in the query (browsers cannot set headers)."""
+    params = [
+        _query("apiKey", _STR, "The API key.", required=True),
+        _query("timestamp", _int_param(0, rp.MAX_INT64), "ms since the epoch.", required=True),
+        _query("recvWindow", _int_param(1, 60_000), "The receive window (ms)."),
+        _query(
+            "signature",
+            {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            f"As for a signed request, over method GET, path `{STREAM_PATH}`, an empty query "
+            "and an empty body.",
+            required=True,
+        ),
+    ]
+    responses: Json = {
+        "101": {
+            "description": "Switching Protocols: the WebSocket. Messages are "
+            '`{"event": name, "seq": n, "data": {...}}`, seq counting from 1: first a '
+            "`snapshot` (balances and open orders), then `executionReport` and `balance` "
+            "events. A client too far behind is closed with code 1008.",
+        }
+    }
+    for status in (400, 401, 403, 413, 429, 503):
+        responses[str(status)] = _ref(ERRORS[status][0], "responses")
+    return {
+        "operationId": "privateStream",
+        "summary": "This account's execution reports and balance changes (WebSocket).",
+        "description": "A request that is not a WebSocket upgrade answers 400.",
+        "tags": ["trading"],
+        "parameters": params,
+        "security": [],
+        "responses": responses,
+    }
+
+
+# -- schemas --------------------------------------------------------------------------------------
+
+
+def _order_schemas(cfg: RingexConfig) -> Json:
+    statuses = sorted({*STATUS_NAMES.values(), *DONE_STATUS.values(), *OPEN_STATUSES})
+    types = sorted({*rp.TYPES, *rp.TYPE_NAMES.values()})
+    order = _obj({
+        "symbol": _ref("Symbol"), "orderId": {"type": "integer", "minimum": 0},
+        "clientOrderId": _STR, "price": _DEC, "origQty": _DEC, "executedQty": _DEC,
+        "cummulativeQuoteQty": {
+            "type": ["string", "null"], "pattern": _DECIMAL_OUT,
+            "description": "null when only the history database knows the order",
+        },
+        "status": _enum(statuses),
+        "timeInForce": {**_enum([*sorted(rp.TIFS), ""]), "description": "empty: not known"},
+        "type": {**_enum([*types, ""]), "description": "empty: placed through FIX"},
+        "side": _enum(rp.SIDES), "stopPrice": _DEC, "time": _MS, "updateTime": _MS,
+        "isWorking": _BOOL,
+    })  # fmt: skip
+    request = _obj({
+        "symbol": _ref("Symbol"), "side": _enum(rp.SIDES), "type": _enum(sorted(rp.TYPES)),
+        "quantity": _DEC_IN,
+        "price": {**_DEC_IN, "description": "Limit types; a market order's worst price."},
+        "stopPrice": {**_DEC_IN, "description": "STOP_LOSS and STOP_LOSS_LIMIT."},
+        "timeInForce": {
+            **_enum(sorted(rp.TIFS)),
+            "description": "GTC for limit types, IOC (or FOK) for the others by default.",
+        },
+        "icebergQty": {**_DEC_IN, "description": "The shown slice of a limit order."},
+        "newClientOrderId": {"type": "string", "pattern": rp.CLIENT_ORDER_ID.pattern},
+        "selfTradePreventionMode": {**_enum(sorted(rp.STP)), "default": "NONE"},
+    }, required=["symbol", "side", "type", "quantity"])  # fmt: skip
+    request["additionalProperties"] = False
+    request["examples"] = _order_examples(cfg)
+    return {
+        "Symbol": _enum(s.name for s in cfg.symbols),
+        "Order": order,
+        "Fill": _obj({"price": _DEC, "qty": _DEC, "tradeId": _INT, "isMaker": _BOOL}),
+        "NewOrderResult": {
+            "allOf": [_ref("Order"), _obj({"transactTime": _MS, "fills": _array(_ref("Fill"))})]
+        },
+        "NewOrderRequest": request,
+        "AccountTrade": _obj({
+            "symbol": _ref("Symbol"), "id": _INT, "orderId": _INT, "price": _DEC, "qty": _DEC,
+            "quoteQty": _DEC, "time": _MS, "isBuyer": _BOOL, "isMaker": _BOOL,
+        }),
+    }  # fmt: skip
+
+
+def _order_examples(cfg: RingexConfig) -> list[Json]:
+    """A resting sell, and a buy that takes it, on the first symbol (a hundred ticks, a lot)."""
+    if not cfg.symbols:
+        return []
+    s = cfg.symbols[0]
+    price = format_units(100 * s.tick, s.price_decimals).decode()
+    qty = format_units(max(s.min_qty, s.lot), s.qty_decimals).decode()
+    order = {"symbol": s.name, "type": "LIMIT", "price": price, "quantity": qty}
+    return [
+        {**order, "side": "SELL", "timeInForce": "GTC", "newClientOrderId": "my-order-1"},
+        {**order, "side": "BUY", "timeInForce": "IOC"},
+    ]
+
+
+def _other_schemas(cfg: RingexConfig) -> Json:
+    level = {"type": "array", "prefixItems": [_DEC, _DEC], "minItems": 2, "items": False}
+    scopes = "|".join(sorted(SCOPES))
+    name = {"type": "string", "minLength": 1, "maxLength": rp.MAX_VALUE_CHARS}
+    key_request = _obj({
+        "username": name, "password": name,
+        "scopes": {
+            "type": "string", "pattern": f"^({scopes})(,({scopes}))*$", "default": "read,trade",
+            "description": "Comma-separated.",
+        },
+        "label": {"type": "string", "maxLength": MAX_LABEL, "description": "Printable."},
+    }, required=["username", "password"])  # fmt: skip
+    key_request["additionalProperties"] = False
+    return {
+        "Error": _obj({"code": _INT, "msg": _STR}),
+        "Empty": {"type": "object", "maxProperties": 0},
+        "ServerTime": _obj({"serverTime": _MS}),
+        "OpenApiDocument": _obj({"openapi": _STR, "info": {"type": "object"}}),
+        "Balance": _obj({"asset": _STR, "free": _DEC, "locked": _DEC}),
+        "Account": _obj({
+            "accountId": _INT, "username": _STR, "canTrade": _BOOL, "updateTime": _MS,
+            "balances": _array(_ref("Balance")),
+        }),
+        "ExchangeInfo": _exchange_info(cfg),
+        "Kline": {
+            "type": "array", "minItems": 9, "items": False,
+            "prefixItems": [_MS, _DEC, _DEC, _DEC, _DEC, _DEC, _MS, _DEC, _INT],
+            "description": "[open time, open, high, low, close, volume, close time, "
+            "quote volume, trades]",
+        },
+        "Depth": _obj({
+            "e": {"const": "depthSnapshot"}, "E": _MS, "s": _ref("Symbol"), "lastUpdateId": _INT,
+            "bids": _array(level), "asks": _array(level),
+        }),
+        "MarketTrade": _obj({
+            "e": {"const": "trade"}, "E": _MS, "s": _ref("Symbol"), "t": _INT, "p": _DEC,
+            "q": _DEC, "T": _MS, "m": {**_BOOL, "description": "the buyer was the maker"},
+            "u": _INT,
+        }),
+        "Ticker": {
+            **_obj({"s": _ref("Symbol")}),
+            "description": "Only `s` until the symbol's first trade; then the rolling 24 h "
+            "change (p, P %), open, high, low, last (o, h, l, c), volumes (v, q), window "
+            "(O, C), trade ids (F, L) and count (n).",
+        },
+        "ApiKeyRequest": key_request,
+        "ApiKeyCreated": _obj({
+            "apiKey": _STR, "secretKey": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "scopes": _array(_enum(sorted(SCOPES))), "accountId": _INT, "username": _STR,
+        }),
+        "ApiKeyRevoked": _obj({"apiKey": _STR, "revoked": {"const": True}}),
+    }  # fmt: skip
+
+
+def _exchange_info(cfg: RingexConfig) -> Json:
+    rate_limit = _obj({
+        "rateLimitType": {"const": "REQUEST_WEIGHT"}, "interval": {"const": "SECOND"},
+        "limit": {"type": "number"}, "burst": _INT, "perKey": _BOOL, "perIp": _BOOL,
+    }, required=["rateLimitType", "interval", "limit", "burst"])  # fmt: skip
+    symbol = _obj({
+        "symbol": _ref("Symbol"), "status": {"const": "TRADING"},
+        "baseAsset": _STR, "quoteAsset": _STR, "pricePrecision": _INT, "quantityPrecision": _INT,
+        "tickSize": _DEC, "stepSize": _DEC, "minQty": _DEC, "maxQty": _DEC,
+        "makerFeeBps": _INT, "takerFeeBps": _INT,
+        "orderTypes": _array(_enum(sorted(rp.TYPES))),
+        "timeInForce": _array(_enum(sorted(rp.TIFS))),
+    })  # fmt: skip
+    asset = _obj({"asset": _enum(a.name for a in cfg.assets), "decimals": _INT})
+    return _obj({
+        "timezone": {"const": "UTC"}, "serverTime": _MS, "rateLimits": _array(rate_limit),
+        "assets": _array(asset), "symbols": _array(symbol),
+    })  # fmt: skip
+
+
+# -- errors and security --------------------------------------------------------------------------
+
+
+def _error_responses() -> Json:
+    out: Json = {}
+    for status, (name, when) in ERRORS.items():
+        response: Json = {"description": when, "content": {_JSON: {"schema": _ref("Error")}}}
+        if status == 429:
+            response["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds until the request would pass.",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            }
+        out[name] = response
+    return out
+
+
+def _security_schemes() -> Json:
+    def header(name: str, description: str) -> Json:
+        return {"type": "apiKey", "in": "header", "name": name, "description": description}
+
+    return {
+        "ApiKey": header(signing.API_KEY, f"The API key (`POST {V1}/apiKey`)."),
+        "Timestamp": header(signing.TIMESTAMP, "The request's time, ms since the epoch."),
+        "RecvWindow": header(
+            signing.RECV_WINDOW, "Optional: how long after its timestamp the request is good (ms)."
+        ),
+        "Signature": header(signing.SIGNATURE, _SIGNING),
+    }

@@ -52,9 +52,13 @@ TYPE_NAMES: dict[int, str] = {
 
 #: A client order id: what the venues allow, and short enough to keep per order.
 CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,36}$")
+#: A price or size: digits with at most one '.', checked before ``instruments`` parses it.
+DECIMAL = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 #: Longest parameter value accepted anywhere (decimals, ids, names).
 MAX_VALUE_CHARS = 64
 MAX_PARAMS = 24
+#: Largest order id and price (in units) the records carry: a signed 64-bit integer.
+MAX_INT64 = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,20 +131,29 @@ def integer(params: Mapping[str, str], name: str, default: int, low: int, high: 
     return value
 
 
-def _price(params: Mapping[str, str], name: str, sym: SymbolConfig) -> int:
+def _decimal(params: Mapping[str, str], name: str) -> str:
     text = required(params, name)
+    if not DECIMAL.fullmatch(text):
+        raise bad_request(codes.ILLEGAL_PARAM, f"{name} {text!r} is not a decimal number")
+    return text
+
+
+def _price(params: Mapping[str, str], name: str, sym: SymbolConfig) -> int:
+    text = _decimal(params, name)
     units = price_ticks(text.encode(), sym)
     if isinstance(units, str):
         raise bad_request(codes.FILTER_FAILURE, f"{name}: {units}")
-    if units <= 0:
+    if not 0 < units <= MAX_INT64:
         raise bad_request(
-            codes.FILTER_FAILURE, f"{name} {text} must be positive (symbol={sym.name})"
+            codes.FILTER_FAILURE,
+            f"{name} {text} must be positive and at most {MAX_INT64} price units "
+            f"(symbol={sym.name})",
         )
     return units
 
 
 def _qty(params: Mapping[str, str], name: str, sym: SymbolConfig) -> int:
-    units = qty_lots(required(params, name).encode(), sym)
+    units = qty_lots(_decimal(params, name).encode(), sym)
     if isinstance(units, str):
         raise bad_request(codes.FILTER_FAILURE, f"{name}: {units}")
     return units
@@ -205,8 +218,8 @@ def order_id(params: Mapping[str, str]) -> int | None:
         value = int(text)
     except ValueError:
         raise bad_request(codes.ILLEGAL_PARAM, f"orderId {text!r} is not an integer") from None
-    if value <= 0:
-        raise bad_request(codes.ILLEGAL_PARAM, f"orderId {value} must be positive")
+    if not 0 < value <= MAX_INT64:
+        raise bad_request(codes.ILLEGAL_PARAM, f"orderId {value} is outside 1..{MAX_INT64}")
     return value
 
 
