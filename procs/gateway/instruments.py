@@ -37,12 +37,19 @@ def format_units(value: int, decimals: int) -> bytes:
     return b"%s%d.%0*d" % (sign, whole, decimals, frac)
 
 
+#: The largest integer a record field holds (prices, sizes, ids are int64 inside).
+MAX_INT64 = 2**63 - 1
+
+
 def price_ticks(text: bytes, s: SymbolConfig) -> int | str:
     """Price units of ``text`` for symbol ``s``, or why not."""
     units = to_units(text, s.price_decimals)
     step = format_units(s.tick, s.price_decimals).decode()
     if units is None or units % s.tick:
         return f"price {text.decode()} is not a multiple of tick {step} (symbol={s.name})"
+    if abs(units) > MAX_INT64:
+        top = format_units(MAX_INT64, s.price_decimals).decode()
+        return f"price {text.decode()} is beyond the largest price {top} (symbol={s.name})"
     return units
 
 
@@ -54,4 +61,7 @@ def qty_lots(text: bytes, s: SymbolConfig) -> int | str:
         return f"quantity {text.decode()} is not a multiple of lot {step} (symbol={s.name})"
     if units <= 0:
         return f"quantity {text.decode()} must be positive (symbol={s.name})"
+    if units > MAX_INT64:
+        top = format_units(MAX_INT64, s.qty_decimals).decode()
+        return f"quantity {text.decode()} is beyond the largest quantity {top} (symbol={s.name})"
     return units

@@ -21,7 +21,7 @@ from procs.gateway import rest_params as rp
 from procs.gateway import signing
 from procs.gateway.apikeys import MAX_LABEL, SCOPES
 from procs.gateway.history import KLINES, MAX_LIMIT, STATUS_NAMES
-from procs.gateway.instruments import format_units
+from procs.gateway.instruments import MAX_INT64, format_units
 from procs.gateway.private_stream import PATH as STREAM_PATH
 from procs.gateway.rest_orders import DONE_STATUS, OPEN_STATUSES
 
@@ -181,14 +181,14 @@ def _limit(default: int) -> Json:
 
 def _times(what: str) -> list[Json]:
     return [
-        _query("startTime", _int_param(0, rp.MAX_INT64), f"Oldest {what} (ms since the epoch)."),
-        _query("endTime", _int_param(0, rp.MAX_INT64), f"Newest {what} (ms since the epoch)."),
+        _query("startTime", _int_param(0, MAX_INT64), f"Oldest {what} (ms since the epoch)."),
+        _query("endTime", _int_param(0, MAX_INT64), f"Newest {what} (ms since the epoch)."),
     ]
 
 
 def _order_ref() -> list[Json]:
     return [
-        _query("orderId", _int_param(1, rp.MAX_INT64), "The order's id; or origClientOrderId."),
+        _query("orderId", _int_param(1, MAX_INT64), "The order's id; or origClientOrderId."),
         _query(
             "origClientOrderId",
             {"type": "string", "minLength": 1, "maxLength": rp.MAX_VALUE_CHARS},
@@ -308,7 +308,7 @@ def _paths() -> Json:
             "allOrders", "This account's orders on a symbol, by order id.",
             _array(_ref("Order")), tag="trading", scope="read", errors=[503],
             description=history, params=[
-                _symbol(), _query("orderId", _int_param(0, rp.MAX_INT64), "The first order id."),
+                _symbol(), _query("orderId", _int_param(0, MAX_INT64), "The first order id."),
                 *_times("order's creation time"), _limit(500),
             ],
         )},
@@ -316,7 +316,7 @@ def _paths() -> Json:
             "myTrades", "This account's fills on a symbol, one row per side it was on.",
             _array(_ref("AccountTrade")), tag="trading", scope="read", errors=[503],
             description=history, params=[
-                _symbol(), _query("fromId", _int_param(0, rp.MAX_INT64), "The first trade id."),
+                _symbol(), _query("fromId", _int_param(0, MAX_INT64), "The first trade id."),
                 *_times("trade"), _limit(500),
             ],
         )},
@@ -333,7 +333,7 @@ def _stream_operation() -> Json:
     """The private stream's upgrade: credentials in the query (browsers cannot set headers)."""
     params = [
         _query("apiKey", _STR, "The API key.", required=True),
-        _query("timestamp", _int_param(0, rp.MAX_INT64), "ms since the epoch.", required=True),
+        _query("timestamp", _int_param(0, MAX_INT64), "ms since the epoch.", required=True),
         _query("recvWindow", _int_param(1, 60_000), "The receive window (ms)."),
         _query(
             "signature",

@@ -18,7 +18,7 @@ from config.schema import SymbolConfig
 from procs.common.types import OrderFlag, OrdType, Side, StpMode, TimeInForce
 from procs.gateway import api_errors as codes
 from procs.gateway.api_errors import ApiError, bad_request
-from procs.gateway.instruments import Instruments, price_ticks, qty_lots
+from procs.gateway.instruments import MAX_INT64, Instruments, price_ticks, qty_lots
 
 SIDES = {"BUY": Side.BUY, "SELL": Side.SELL}
 TYPES = {
@@ -57,8 +57,6 @@ DECIMAL = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 #: Longest parameter value accepted anywhere (decimals, ids, names).
 MAX_VALUE_CHARS = 64
 MAX_PARAMS = 24
-#: Largest order id and price (in units) the records carry: a signed 64-bit integer.
-MAX_INT64 = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)

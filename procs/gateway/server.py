@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import cast
 
 from config.schema import GatewayConfig, RingexConfig
+from procs.common import sd_notify
 from procs.common.records import Record, RecordCodec
 from procs.common.topology import (
     gateway_commands,
@@ -44,7 +45,7 @@ from procs.gateway.rest import RestApi
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.session import Session, SessionSettings
 from procs.gateway.store import MessageStore
-from shm import Ring
+from shm import EncodeError, Ring
 from shm.consumer import Consumer
 
 log = logging.getLogger("ringex.gateway")
@@ -183,8 +184,13 @@ class GatewayServer:
         step = max(1, self.producer.ring.capacity // 2)
         while outgoing:
             chunk = outgoing[:step]
-            if not self.producer.try_publish_batch(chunk):
-                break
+            try:
+                if not self.producer.try_publish_batch(chunk):
+                    break
+            except EncodeError as exc:  # the edges check every value; this is the backstop
+                log.error("dropped a command that does not fit its record: %s", exc)
+                del outgoing[: exc.published + 1]  # those before it went out
+                continue
             del outgoing[: len(chunk)]
         if outgoing and not self.paused:
             self.paused = True
@@ -251,11 +257,12 @@ class GatewayServer:
             await self.api.start()
         me, codec, inst = gateway_consumer(self.gw.id), self.codec, self.cfg.instance
         self.inputs = [Ring.attach(inst, gateway_replies(self.gw.id), codec).consumer(me)] + [
-            Ring.attach(inst, matcher_output(m.name), codec).consumer(me)
-            for m in self.cfg.matchers
+            Ring.attach(inst, matcher_output(m.name), codec).consumer(me) for m in self.cfg.matchers
         ]
         log.info("gateway %s (id %d) listening on %s:%d", self.gw.name, self.gw.id,
                  self.gw.host, self.port)  # fmt: skip
+        self._tasks.append(loop.create_task(sd_notify.watchdog_loop()))
+        sd_notify.ready()  # listening, the replies ring held: clients can connect
 
     def stop(self) -> None:
         self._stop.set()
@@ -268,6 +275,7 @@ class GatewayServer:
     async def shutdown(self, grace_s: float = 1.0) -> None:
         """Log every session out (waiting up to ``grace_s`` for the replies), then close."""
         self._stop.set()
+        sd_notify.stopping()
         if self._server is not None:
             self._server.close()
         now = time.time_ns()
