@@ -203,8 +203,14 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     status["rings"] = ring_rows
     status["endpoints"] = {
         **{f"fix {g.name}": f"{g.host}:{g.port} CompID {g.comp_id}" for g in cfg.gateways},
+        **{
+            f"rest {g.name}": f"http://{g.rest.host}:{g.rest.port}/api/v1/"
+            for g in cfg.gateways
+            if g.rest is not None
+        },
         "websocket": f"ws://{cfg.marketdata.host}:{cfg.marketdata.port}/stream",
         "web page": f"http://{cfg.marketdata.host}:{cfg.marketdata.port}/",
+        "metrics": _metrics_url(cfg, status),
     }
     if as_json:
         print(json.dumps(status, indent=2))
@@ -221,6 +227,19 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     for name, where in status["endpoints"].items():
         print(f"  {name:12} {where}")
     return 0
+
+
+def _metrics_url(cfg: RingexConfig, status: dict[str, Any]) -> str:
+    """Where the supervisor serves Prometheus metrics: the URL it reported while it runs (the
+    port it was given when metrics_port = 0), else the configured one."""
+    settings = cfg.supervisor
+    if status["state"] != "stopped" and status.get("metrics_url"):
+        return str(status["metrics_url"])
+    if not settings.metrics:
+        return "off (supervisor.metrics = false)"
+    if not settings.metrics_port:
+        return f"http://{settings.metrics_host}:<a free port, once running>/metrics"
+    return f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
 
 
 def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:

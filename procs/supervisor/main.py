@@ -13,8 +13,10 @@
   (``drain_timeout_s``), stop the rest in reverse order (each flushes, snapshots, fsyncs),
   the database writer last (it reads the journal to the end first), then unlink the segments.
 
-``var/<instance>/run/status.json`` says what runs (pids, CPUs, restarts, state) for
-``ringex status`` and ``ringex stop``; each process logs to ``var/<instance>/run/<name>.log``.
+``var/<instance>/run/status.json`` says what runs (pids, CPUs, restarts, state, the metrics
+URL) for ``ringex status`` and ``ringex stop``; each process logs to
+``var/<instance>/run/<name>.log``. Prometheus metrics (``metrics.py``) are served from here,
+read from shared memory when scraped: the processes do nothing for them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.records import RecordCodec
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
+from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import ProcessSpec, plan
 from shm import Ring
 from shm.inspect import list_segments, remove_instance
@@ -54,6 +57,7 @@ class Child:
     spec: ProcessSpec
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)  # monotonic times of restarts
+    restarts_total: int = 0  # since the supervisor started (metrics)
     started_at: float = 0.0
     ready: bool = False
 
@@ -74,6 +78,7 @@ class Supervisor:
         self.state = "starting"
         self.reason = ""
         self._rings: dict[str, Ring[Any]] = {}
+        self.metrics: MetricsServer | None = None
         run_dir(cfg).mkdir(parents=True, exist_ok=True)
 
     # -- start ----------------------------------------------------------------------------------
@@ -88,6 +93,20 @@ class Supervisor:
             )
         remove_instance(instance)  # what a dead instance left behind
         self._rings = create_rings(self.cfg, RecordCodec())
+
+    def serve_metrics(self) -> None:
+        """Serve /metrics (``supervisor.metrics``); scrapes read the rings this created."""
+        settings = self.cfg.supervisor
+        if not settings.metrics:
+            return
+        collector = RingexCollector(
+            self.cfg, self.profile, self._rings, self.process_samples, lambda: self.state
+        )
+        try:
+            self.metrics = MetricsServer(collector, settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            raise SupervisorError(str(exc)) from exc
+        log.info("metrics at %s", self.metrics.url)
 
     def start(self) -> None:
         for child in self.children:
@@ -167,6 +186,7 @@ class Supervisor:
         now = time.monotonic()
         window = self.cfg.supervisor.restart_window_s
         child.restarts = [t for t in child.restarts if now - t < window] + [now]
+        child.restarts_total += 1
         limit = self.cfg.supervisor.restart_limit
         if len(child.restarts) > limit:
             raise SupervisorError(
@@ -192,6 +212,9 @@ class Supervisor:
         self._terminate(rest)
         self._terminate(last)
         self._stop_embedded_database()
+        if self.metrics is not None:  # before the rings are unmapped under a scrape
+            self.metrics.close()
+            self.metrics = None
         for ring in self._rings.values():
             ring.close()
         remove_instance(self.cfg.instance)
@@ -250,6 +273,7 @@ class Supervisor:
             "state": self.state,
             "reason": self.reason,
             "updated_ns": time.time_ns(),
+            "metrics_url": self.metrics.url if self.metrics is not None else "",
             "processes": [
                 {
                     "name": c.spec.name,
@@ -268,6 +292,21 @@ class Supervisor:
         tmp.write_text(json.dumps(doc, indent=2))
         os.replace(tmp, path)
 
+    def process_samples(self) -> list[ProcessSample]:
+        """The process table for a metrics scrape (called from the server's thread)."""
+        wall_offset = time.time() - time.monotonic()
+        return [
+            ProcessSample(
+                name=c.spec.name,
+                pid=c.process.pid if c.process is not None else 0,
+                up=c.process is not None and c.process.poll() is None,
+                ready=c.ready,
+                restarts=c.restarts_total,
+                start_time_s=c.started_at + wall_offset if c.process is not None else 0.0,
+            )
+            for c in self.children
+        ]
+
     def run(self, stop: Callable[[], bool]) -> int:
         """Start, watch until ``stop()``, stop. Returns the exit status."""
         try:
@@ -276,6 +315,7 @@ class Supervisor:
             log.error("%s", exc)
             return 1
         try:
+            self.serve_metrics()
             self.start()
             self.watch(stop)
             code = 0

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,10 @@ def test_start_restart_after_kill_and_clean_stop(
     doc = json.loads(shown.stdout)
     rings = {r["name"] for r in doc["rings"]}
     assert doc["state"] == "running" and rings == {"gw0-cmd", "gw0-rep", "m1-in", "m1-out"}
+    with urllib.request.urlopen(doc["endpoints"]["metrics"], timeout=10) as response:
+        metrics = response.read().decode()
+    assert 'ringex_process_restarts_total{process="matcher-m1"} 1.0' in metrics
+    assert 'ringex_process_up{process="router"} 1.0' in metrics
 
     def ringex(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

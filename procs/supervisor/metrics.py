@@ -1,0 +1,317 @@
+"""Prometheus metrics of an instance, read from shared memory when scraped.
+
+The supervisor serves them at ``http://<metrics_host>:<metrics_port>/metrics``. Nothing in
+the router, matchers or gateways counts or times anything for them: a scrape reads what is
+already there (ring headers: cursors, consumer sequences, pids; the journal's last segment's
+size; ``/proc/<pid>/stat``; the supervisor's process table) and between scrapes nothing runs.
+So each number is named after what it really counts:
+
+- a ring's cursor counts the records its producer published, a consumer's sequence those it
+  has read; commands a gateway submitted are its ``gwN-cmd`` ring's records, commands routed
+  to a matcher its ``<m>-in`` ring's, a matcher's events (acks, trades, rejects, book levels
+  together) its ``<m>-out`` ring's, the router's answers to a gateway (its rejects, account
+  replies, balance pushes) the ``gwN-rep`` ring's; the journal's last seq counts the commands
+  the router sequenced (accepted), across restarts;
+- the queueing delay is the age of the oldest record a consumer has not read yet (now minus
+  the record's ``ts_ns``: the gateway's receive time for commands, the router's sequencing
+  time for routed commands and events), from one slot read per lagging consumer.
+
+Rejected: ``Counter``/``Gauge`` objects kept current by a thread (work between scrapes, values
+older than the scrape); counters or timestamps written per event by the hot processes (a store
+per event for numbers the rings mostly give already). Trades and rejects as such, and latency
+distributions, would need those: they are not here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+    StateSetMetricFamily,
+)
+
+from config.schema import RingexConfig
+from procs.common.journal import HEADER_SIZE, EntryLayout, list_segments
+from procs.common.records import RecordCodec
+from procs.common.topology import (
+    ADMIN_GATEWAY,
+    gateway_commands,
+    gateway_replies,
+    journal_dir,
+    matcher_input,
+    matcher_output,
+)
+from shm import Ring
+from shm.errors import RingError
+from shm.header import STATE_ACTIVE, STATE_NAMES
+
+STATES = ("starting", "running", "stopping", "stopped")
+
+#: Counters named after the role whose work a ring's records count: (label, help).
+ROLES = {
+    "gateway_commands": ("gateway", "Commands a gateway submitted (its gwN-cmd ring's records)."),
+    "router_replies": (
+        "gateway",
+        "What the router sent a gateway: its rejects, account replies, balances (gwN-rep).",
+    ),
+    "matcher_commands": ("matcher", "Sequenced commands routed to a matcher (<m>-in records)."),
+    "matcher_events": (
+        "matcher",
+        "Events a matcher published: acks, trades, rejects, done, book levels (<m>-out).",
+    ),
+}
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSample:
+    """One supervised process as the supervisor sees it at scrape time."""
+
+    name: str
+    pid: int  # 0: never started
+    up: bool
+    ready: bool  # holds its ready ring since its last start
+    restarts: int  # since the supervisor started (not the restart_limit window)
+    start_time_s: float  # Unix time of its last start
+
+
+class RingexCollector:
+    """A prometheus_client collector: ``collect()`` runs in the HTTP server's thread, once per
+    scrape, and only reads. ``close()`` waits for a scrape in progress and makes later ones
+    return nothing: call it before unmapping the rings."""
+
+    def __init__(
+        self,
+        cfg: RingexConfig,
+        profile: str,
+        rings: Mapping[str, Ring[Any]],
+        processes: Callable[[], Sequence[ProcessSample]],
+        state: Callable[[], str],
+    ) -> None:
+        self.cfg = cfg
+        self.profile = profile
+        self._rings = dict(rings)
+        self._processes = processes
+        self._state = state
+        self._lock = threading.Lock()
+        self._closed = False
+        self._entry_size = EntryLayout(RecordCodec().slot_size).size  # journal: ring slots
+        gateways = {ADMIN_GATEWAY: "admin", **{g.id: g.name for g in cfg.gateways}}
+        #: ring name -> (role, label value): the rings that count a role's work
+        self._roles: dict[str, tuple[str, str]] = {}
+        for gid, name in gateways.items():
+            self._roles[gateway_commands(gid)] = ("gateway_commands", name)
+            self._roles[gateway_replies(gid)] = ("router_replies", name)
+        for m in cfg.matchers:
+            self._roles[matcher_input(m.name)] = ("matcher_commands", m.name)
+            self._roles[matcher_output(m.name)] = ("matcher_events", m.name)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._rings = {}
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            if self._closed:
+                return iter(())
+            return iter([*self._instance(), *self._ring_metrics(), *self._process_metrics()])
+
+    # -- families -------------------------------------------------------------------------------
+
+    def _instance(self) -> list[Metric]:
+        info = InfoMetricFamily("ringex", "The instance this supervisor runs.")
+        info.add_metric([], {"ringex_instance": self.cfg.instance, "profile": self.profile})
+        state = self._state()
+        states = StateSetMetricFamily(
+            "ringex_supervisor_state", "The supervisor's state.", {s: s == state for s in STATES}
+        )
+        sequenced = CounterMetricFamily(
+            "ringex_router_sequenced",
+            "Commands the router sequenced (accepted and journaled): the journal's last seq.",
+        )
+        last = journal_last_seq(journal_dir(self.cfg), self._entry_size)
+        if last is not None:
+            sequenced.add_metric([], last)
+        return [info, states, sequenced]
+
+    def _ring_metrics(self) -> list[Metric]:
+        ring_labels, consumer_labels = ["ring"], ["ring", "consumer"]
+        capacity = GaugeMetricFamily(
+            "ringex_ring_capacity", "Slots in the ring.", labels=ring_labels
+        )
+        records = CounterMetricFamily(
+            "ringex_ring_records",
+            "Records published into the ring (its cursor).",
+            labels=ring_labels,
+        )
+        producer_up = GaugeMetricFamily(
+            "ringex_ring_producer_up",
+            "1 if the ring's producer process is attached and alive.",
+            labels=ring_labels,
+        )
+        consumed = CounterMetricFamily(
+            "ringex_ring_consumer_records",
+            "Records the consumer has read (its sequence).",
+            labels=consumer_labels,
+        )
+        lag = GaugeMetricFamily(
+            "ringex_ring_consumer_lag",
+            "Records published that the consumer has not read yet.",
+            labels=consumer_labels,
+        )
+        consumer_up = GaugeMetricFamily(
+            "ringex_ring_consumer_up",
+            "1 if the consumer line is active and its process alive.",
+            labels=consumer_labels,
+        )
+        oldest = GaugeMetricFamily(
+            "ringex_ring_consumer_oldest_unread_age_seconds",
+            "Age of the oldest record the consumer has not read (now - its ts_ns); 0 if none.",
+            labels=consumer_labels,
+        )
+        by_role = {
+            role: CounterMetricFamily(f"ringex_{role}", text, labels=[label])
+            for role, (label, text) in ROLES.items()
+        }
+        now_ns = time.time_ns()
+        for name, ring in self._rings.items():
+            info = ring.info()
+            capacity.add_metric([name], info.capacity)
+            records.add_metric([name], info.cursor)
+            producer_up.add_metric([name], float(info.producer_alive))
+            if name in self._roles:
+                role, value = self._roles[name]
+                by_role[role].add_metric([value], info.cursor)
+            for c in info.consumers:
+                labels = [name, c.name]
+                consumed.add_metric(labels, c.sequence)
+                lag.add_metric(labels, c.lag)
+                active = STATE_NAMES[STATE_ACTIVE] == c.state
+                consumer_up.add_metric(labels, float(active and c.pid_alive))
+                age = 0.0 if c.lag == 0 else oldest_unread_age_s(ring, c.sequence, now_ns)
+                if age is not None:
+                    oldest.add_metric(labels, age)
+        return [
+            capacity,
+            records,
+            producer_up,
+            consumed,
+            lag,
+            consumer_up,
+            oldest,
+            *by_role.values(),
+        ]
+
+    def _process_metrics(self) -> list[Metric]:
+        labels = ["process"]
+        up = GaugeMetricFamily("ringex_process_up", "1 if the process runs.", labels=labels)
+        ready = GaugeMetricFamily(
+            "ringex_process_ready", "1 if it holds its ready ring.", labels=labels
+        )
+        restarts = CounterMetricFamily(
+            "ringex_process_restarts", "Restarts since the supervisor started.", labels=labels
+        )
+        pid = GaugeMetricFamily("ringex_process_pid", "Its process id.", labels=labels)
+        started = GaugeMetricFamily(
+            "ringex_process_start_time_seconds", "Unix time of its last start.", labels=labels
+        )
+        cpu = CounterMetricFamily(
+            "ringex_process_cpu_seconds", "User and system CPU time it used.", labels=labels
+        )
+        rss = GaugeMetricFamily(
+            "ringex_process_resident_memory_bytes", "Its resident memory.", labels=labels
+        )
+        for p in self._processes():
+            up.add_metric([p.name], float(p.up))
+            ready.add_metric([p.name], float(p.ready))
+            restarts.add_metric([p.name], p.restarts)
+            if not p.pid:
+                continue
+            pid.add_metric([p.name], p.pid)
+            started.add_metric([p.name], p.start_time_s)
+            usage = proc_stat(p.pid) if p.up else None
+            if usage is not None:
+                cpu.add_metric([p.name], usage[0])
+                rss.add_metric([p.name], usage[1])
+        return [up, ready, restarts, pid, started, cpu, rss]
+
+
+def journal_last_seq(directory: Path, entry_size: int) -> int | None:
+    """The seq of the last entry written to the journal, from its last segment's size (no
+    read, no CRC check: a torn tail counts as written); None without a journal."""
+    try:
+        segments = list_segments(directory)
+        if not segments:
+            return 0
+        first, path = segments[-1]
+        size = path.stat().st_size
+    except OSError:  # no journal yet, or a segment archived in between: the next scrape sees
+        return None
+    return first - 1 + max(0, size - HEADER_SIZE) // entry_size
+
+
+def oldest_unread_age_s(ring: Ring[Any], sequence: int, now_ns: int) -> float | None:
+    """Seconds since ``ts_ns`` of record ``sequence``: the oldest one its consumer has not
+    read. None if the record has no timestamp or its slot was overwritten while being read
+    (a detached consumer can be lapped: the slot's stamp is checked before and after)."""
+    word, expected = ring.stamp_word(sequence), ring.stamp_of(sequence)
+    if ring.words[word] != expected:
+        return None
+    try:
+        record = ring.codec.decode_from(ring.region.buf, ring.slot_offset(sequence))
+    except (ValueError, RingError):
+        return None
+    if ring.words[word] != expected:
+        return None
+    ts_ns = getattr(record, "ts_ns", 0)
+    return max(0.0, (now_ns - ts_ns) / 1e9) if ts_ns else None
+
+
+def proc_stat(pid: int) -> tuple[float, int] | None:
+    """(CPU seconds, resident bytes) of ``pid`` from ``/proc/<pid>/stat``; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # after "pid (comm)": field 3 (state) is index 0, utime/stime are 14/15, rss is 24
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, int(fields[21]) * _PAGE_SIZE
+
+
+class MetricsServer:
+    """``/metrics`` over HTTP in a daemon thread, backed by a ``RingexCollector``."""
+
+    def __init__(self, collector: RingexCollector, host: str, port: int) -> None:
+        self.collector = collector
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        try:
+            self._httpd, self._thread = start_http_server(port, host, registry)
+        except OSError as exc:
+            raise OSError(
+                f"cannot serve metrics on {host}:{port} (supervisor.metrics_host, "
+                f"metrics_port): {exc.strerror or exc}"
+            ) from exc
+        self.port = int(self._httpd.server_address[1])
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+        self.collector.close()

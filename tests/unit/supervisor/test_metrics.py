@@ -1,0 +1,186 @@
+"""The metrics collector over real rings and a real journal, scraped over HTTP: names, labels
+and values of what the rings, the journal and the process table hold."""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from config import load_profile
+from config.schema import RingexConfig
+from procs.common.journal_writer import JournalWriter
+from procs.common.records import Heartbeat, Record, RecordCodec
+from procs.common.topology import create_rings, journal_dir
+from procs.supervisor.metrics import (
+    MetricsServer,
+    ProcessSample,
+    RingexCollector,
+    journal_last_seq,
+    oldest_unread_age_s,
+)
+from shm import Ring
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture
+def cfg(instance: str, tmp_path: Path) -> RingexConfig:
+    profile = tmp_path / "p.toml"
+    profile.write_text(
+        f'instance = "{instance}"\nvar_dir = "{tmp_path / "var"}"\n'
+        "[marketdata]\nenabled = false\n[database]\nenabled = false\n"
+        "[ring]\ncapacity = 1024\n"
+        '[[gateways]]\nname = "gw1"\nid = 1\n'
+    )
+    return load_profile(str(profile))
+
+
+@pytest.fixture
+def rings(cfg: RingexConfig) -> Iterator[dict[str, Ring[Record]]]:
+    made = create_rings(cfg, RecordCodec())
+    yield made
+    for ring in made.values():
+        ring.close()
+
+
+def scrape(url: str) -> Samples:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def beats(count: int, ts_ns: int) -> list[Record]:
+    return [Heartbeat(ts_ns, 1, n) for n in range(count)]
+
+
+def test_scrape_reports_rings_roles_journal_and_processes(
+    cfg: RingexConfig, rings: dict[str, Ring[Record]]
+) -> None:
+    two_s_ago = time.time_ns() - 2_000_000_000
+    gateway, matcher = rings["gw1-cmd"].producer(), rings["m1-out"].producer()
+    router = rings["gw1-cmd"].consumer("router", auto_commit=False)
+    gateway.publish_batch(beats(3, two_s_ago))
+    assert len(router.read(1)) == 1
+    router.commit()  # read 1 of 3: lag 2, and record 1 (two seconds old) is the oldest unread
+    matcher.publish_batch(beats(5, time.time_ns()))
+    writer = JournalWriter(
+        journal_dir(cfg), slot_size=RecordCodec().slot_size, schema_id=RecordCodec().schema_id
+    )
+    codec = RecordCodec()
+    writer.append(1, b"".join(codec.encode_slot(b) for b in beats(4, 1)), 4)
+    writer.close()
+    state = "running"
+    processes = [
+        ProcessSample("router", os.getpid(), True, True, 2, 1_700_000_000.0),
+        ProcessSample("matcher-m1", 0, False, False, 0, 0.0),
+    ]
+    collector = RingexCollector(cfg, "test", rings, lambda: processes, lambda: state)
+    server = MetricsServer(collector, "127.0.0.1", 0)
+    try:
+        assert server.url == f"http://127.0.0.1:{server.port}/metrics"
+        got = scrape(server.url)
+    finally:
+        server.close()
+        for role in (gateway, matcher, router):
+            role.close()
+
+    assert value(got, "ringex_info", ringex_instance=cfg.instance, profile="test") == 1
+    assert value(got, "ringex_supervisor_state", ringex_supervisor_state="running") == 1
+    assert value(got, "ringex_supervisor_state", ringex_supervisor_state="stopping") == 0
+    assert value(got, "ringex_router_sequenced_total") == 4
+
+    assert value(got, "ringex_ring_capacity", ring="gw1-cmd") == 1024
+    assert value(got, "ringex_ring_records_total", ring="gw1-cmd") == 3
+    assert value(got, "ringex_ring_records_total", ring="m1-out") == 5
+    assert value(got, "ringex_ring_records_total", ring="m1-in") == 0
+    assert value(got, "ringex_ring_producer_up", ring="gw1-cmd") == 1  # this process
+    assert value(got, "ringex_ring_producer_up", ring="m1-in") == 0
+    cmd = {"ring": "gw1-cmd", "consumer": "router"}
+    assert value(got, "ringex_ring_consumer_records_total", **cmd) == 1
+    assert value(got, "ringex_ring_consumer_lag", **cmd) == 2
+    assert value(got, "ringex_ring_consumer_up", **cmd) == 1
+    assert 2.0 <= value(got, "ringex_ring_consumer_oldest_unread_age_seconds", **cmd) < 60
+    out = {"ring": "m1-out", "consumer": "gw1"}
+    assert value(got, "ringex_ring_consumer_lag", **out) == 5
+    assert value(got, "ringex_ring_consumer_up", **out) == 0  # declared, never attached
+    assert 0 <= value(got, "ringex_ring_consumer_oldest_unread_age_seconds", **out) < 2
+    idle = {"ring": "m1-in", "consumer": "matcher"}
+    assert value(got, "ringex_ring_consumer_oldest_unread_age_seconds", **idle) == 0
+
+    assert value(got, "ringex_gateway_commands_total", gateway="gw1") == 3
+    assert value(got, "ringex_gateway_commands_total", gateway="admin") == 0
+    assert value(got, "ringex_router_replies_total", gateway="gw1") == 0
+    assert value(got, "ringex_matcher_commands_total", matcher="m1") == 0
+    assert value(got, "ringex_matcher_events_total", matcher="m1") == 5
+
+    assert value(got, "ringex_process_up", process="router") == 1
+    assert value(got, "ringex_process_up", process="matcher-m1") == 0
+    assert value(got, "ringex_process_ready", process="router") == 1
+    assert value(got, "ringex_process_restarts_total", process="router") == 2
+    assert value(got, "ringex_process_pid", process="router") == os.getpid()
+    assert value(got, "ringex_process_start_time_seconds", process="router") == 1.7e9
+    assert value(got, "ringex_process_cpu_seconds_total", process="router") > 0
+    assert value(got, "ringex_process_resident_memory_bytes", process="router") > 1 << 20
+    assert ("ringex_process_pid", frozenset({("process", "matcher-m1")})) not in got
+
+
+def test_closed_server_refuses_and_collector_reports_nothing(
+    cfg: RingexConfig, rings: dict[str, Ring[Record]]
+) -> None:
+    collector = RingexCollector(cfg, "test", rings, list, lambda: "stopping")
+    server = MetricsServer(collector, "127.0.0.1", 0)
+    assert value(scrape(server.url), "ringex_ring_records_total", ring="m1-in") == 0
+    server.close()
+    assert list(collector.collect()) == []
+    with pytest.raises(urllib.error.URLError):
+        scrape(server.url)
+
+
+def test_port_in_use_names_the_setting(cfg: RingexConfig, rings: dict[str, Ring[Any]]) -> None:
+    collector = RingexCollector(cfg, "test", rings, list, lambda: "starting")
+    first = MetricsServer(collector, "127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError, match=rf"127\.0\.0\.1:{first.port} .*metrics_port"):
+            MetricsServer(collector, "127.0.0.1", first.port)
+    finally:
+        first.close()
+
+
+def test_oldest_unread_age_is_none_for_a_lapped_slot(instance: str) -> None:
+    ring = Ring.create(instance, "small", RecordCodec(), capacity=8)
+    producer = ring.producer()
+    try:
+        producer.publish_batch(beats(10, time.time_ns() - 1_000_000_000))
+        now = time.time_ns()
+        assert oldest_unread_age_s(ring, 0, now) is None  # slot 0 holds record 8 now
+        age = oldest_unread_age_s(ring, 9, now)
+        assert age is not None and 1.0 <= age < 60
+    finally:
+        producer.close()
+        ring.close()
+
+
+def test_journal_last_seq(tmp_path: Path) -> None:
+    size = 144
+    assert journal_last_seq(tmp_path / "none", size) is None
+    assert journal_last_seq(tmp_path, size) == 0
+    writer = JournalWriter(tmp_path, slot_size=128, schema_id=7, segment_bytes=64 + 3 * size)
+    writer.append(1, bytes(128 * 5), 5)  # segments from seq 1 (3 entries) and 4 (2 entries)
+    writer.close()
+    assert journal_last_seq(tmp_path, size) == 5
