@@ -136,7 +136,7 @@ class PrivateStreams:
         if api.history is not None:
             for sym in api.cfg.symbols:
                 with contextlib.suppress(ApiError):
-                    rows = await api._db(api.history.orders(account, sym.id, open_only=True))
+                    rows = await api.db(api.history.orders(account, sym.id, open_only=True))
                     for row in rows:
                         known = api.core.known(row[0])
                         if known is None:

@@ -24,7 +24,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -40,13 +39,12 @@ from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request
 from procs.gateway.apikeys import ApiKey, ApiKeyStore
-from procs.gateway.history import KLINES, History, order_json
+from procs.gateway.history import History, order_json
 from procs.gateway.instruments import Instruments
-from procs.gateway.instruments import format_units as fmt
 from procs.gateway.limits import RateLimiter
-from procs.gateway.openapi import document
 from procs.gateway.private_stream import PrivateStreams
 from procs.gateway.rest_orders import Outcome, RestOrders
+from procs.gateway.rest_public import PublicRoutes, json_response
 from procs.gateway.signing import (
     API_KEY,
     RECV_WINDOW,
@@ -68,8 +66,16 @@ BALANCE_WAIT_S = 1.0
 _CORS_HEADERS = ", ".join(("Content-Type", API_KEY, TIMESTAMP, RECV_WINDOW, SIGNATURE))
 
 
-def json_response(value: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_encode(value), status=status, content_type="application/json")
+def throttle(limiter: RateLimiter, key: str, what: str) -> None:
+    """429 with the seconds until ``key`` may go on, when it is over ``limiter``'s rate."""
+    retry = limiter.take(key, time.monotonic())
+    if retry:
+        raise ApiError(
+            429,
+            codes.TOO_MANY_REQUESTS,
+            f"too many {what}: the limit is {limiter.rate_per_s:g}/s",
+            retry_after_s=retry,
+        )
 
 
 def history_dsn(cfg: RingexConfig) -> str | None:
@@ -156,14 +162,8 @@ class RestApi:
         app = web.Application(
             middlewares=[self._middleware], client_max_size=self.rest.max_body_bytes
         )
+        PublicRoutes(self).register(app.router)
         get, v1 = app.router.add_get, "/api/v1"
-        get(f"{v1}/ping", self.ping)
-        get(f"{v1}/time", self.server_time)
-        get(f"{v1}/exchangeInfo", self.exchange_info)
-        get(f"{v1}/depth", self.proxy("/api/depth"))
-        get(f"{v1}/trades", self.proxy("/api/trades"))
-        get(f"{v1}/ticker/24hr", self.proxy("/api/ticker"))
-        get(f"{v1}/klines", self.klines)
         app.router.add_post(f"{v1}/apiKey", self.create_key)
         app.router.add_delete(f"{v1}/apiKey", self.revoke_key)
         app.router.add_post(f"{v1}/order", self.new_order)
@@ -174,7 +174,6 @@ class RestApi:
         get(f"{v1}/myTrades", self.my_trades)
         get(f"{v1}/account", self.account)
         get(f"{v1}/stream", self.streams.handle)
-        get("/openapi.json", self.openapi)
         return app
 
     async def start(self) -> None:
@@ -208,15 +207,7 @@ class RestApi:
         if request.method == "OPTIONS":  # a browser's CORS preflight
             return self._cors(request, web.Response(status=204))
         try:
-            retry = self.ip_limits.take(request.remote or "", time.monotonic())
-            if retry:
-                raise ApiError(
-                    429,
-                    codes.TOO_MANY_REQUESTS,
-                    f"too many requests from {request.remote}: the limit is "
-                    f"{self.rest.ip_rate_per_s:g}/s",
-                    retry_after_s=retry,
-                )
+            throttle(self.ip_limits, request.remote or "", f"requests from {request.remote}")
             if (request.content_length or 0) > self.rest.max_body_bytes:
                 raise web.HTTPRequestEntityTooLarge(
                     max_size=self.rest.max_body_bytes, actual_size=request.content_length or 0
@@ -277,14 +268,7 @@ class RestApi:
         key = self.keys.get(request.headers.get(API_KEY, ""))
         if key is None:
             raise ApiError(401, codes.BAD_CREDENTIALS, f"unknown or missing API key ({API_KEY})")
-        retry = self.key_limits.take(key.key, time.monotonic())
-        if retry:
-            raise ApiError(
-                429,
-                codes.TOO_MANY_REQUESTS,
-                f"too many requests for this API key: the limit is {self.rest.key_rate_per_s:g}/s",
-                retry_after_s=retry,
-            )
+        throttle(self.key_limits, key.key, "requests for this API key")
         body = await request.read() if request.body_exists else b""
         headers = request.headers
         # the bytes the client sent and signed: the decoded forms differ where it escaped
@@ -312,93 +296,6 @@ class RestApi:
                 f"this API key's scopes are {', '.join(key.scopes)}: '{scope}' is needed",
             )
 
-    # -- public ---------------------------------------------------------------------------------
-
-    async def ping(self, request: web.Request) -> web.Response:
-        return json_response({})
-
-    async def server_time(self, request: web.Request) -> web.Response:
-        return json_response({"serverTime": time.time_ns() // 1_000_000})
-
-    async def openapi(self, request: web.Request) -> web.Response:
-        return json_response(document(self.cfg))
-
-    async def exchange_info(self, request: web.Request) -> web.Response:
-        rest = self.rest
-        return json_response(
-            {
-                "timezone": "UTC",
-                "serverTime": time.time_ns() // 1_000_000,
-                "rateLimits": [
-                    {
-                        "rateLimitType": "REQUEST_WEIGHT",
-                        "interval": "SECOND",
-                        "perKey": True,
-                        "limit": rest.key_rate_per_s,
-                        "burst": rest.key_burst,
-                    },
-                    {
-                        "rateLimitType": "REQUEST_WEIGHT",
-                        "interval": "SECOND",
-                        "perIp": True,
-                        "limit": rest.ip_rate_per_s,
-                        "burst": rest.ip_burst,
-                    },
-                ],
-                "assets": [{"asset": a.name, "decimals": a.decimals} for a in self.cfg.assets],
-                "symbols": [
-                    {
-                        "symbol": s.name,
-                        "status": "TRADING",
-                        "baseAsset": s.base,
-                        "quoteAsset": s.quote,
-                        "pricePrecision": s.price_decimals,
-                        "quantityPrecision": s.qty_decimals,
-                        "tickSize": fmt(s.tick, s.price_decimals).decode(),
-                        "stepSize": fmt(s.lot, s.qty_decimals).decode(),
-                        "minQty": fmt(s.min_qty, s.qty_decimals).decode(),
-                        "maxQty": fmt(s.max_qty, s.qty_decimals).decode(),
-                        "makerFeeBps": s.maker_fee_bps,
-                        "takerFeeBps": s.taker_fee_bps,
-                        "orderTypes": sorted(rp.TYPES),
-                        "timeInForce": sorted(rp.TIFS),
-                    }
-                    for s in self.cfg.symbols
-                ],
-            }
-        )
-
-    def proxy(self, path: str) -> Handler:
-        """A public market-data endpoint answered by the market-data process, which holds the
-        live book, tape and ticker."""
-
-        async def handler(request: web.Request) -> web.Response:
-            params = await self.params(request)
-            sym = rp.symbol(params, self.instruments)
-            limit = rp.integer(params, "limit", 100, 1, 1000)
-            if self.market_url is None or self.client is None:
-                raise ApiError(
-                    503, codes.DISCONNECTED, "market data is not enabled on this exchange"
-                )
-            stream = sym.name.lower()
-            url = f"{self.market_url}{path}?symbol={stream}&limit={limit}"
-            try:
-                async with self.client.get(url) as reply:
-                    body = await reply.read()
-                    if reply.status != 200:
-                        raise ApiError(
-                            502, codes.DISCONNECTED, body.decode(errors="replace").strip()
-                        )
-            except (OSError, TimeoutError) as exc:
-                raise ApiError(
-                    503,
-                    codes.DISCONNECTED,
-                    f"market data at {self.market_url} is unreachable: {exc}",
-                ) from None
-            return web.Response(body=body, content_type="application/json")
-
-        return handler
-
     def need_history(self) -> History:
         if self.history is None:
             raise ApiError(
@@ -406,23 +303,7 @@ class RestApi:
             )
         return self.history
 
-    async def klines(self, request: web.Request) -> web.Response:
-        params = await self.params(request)
-        sym = rp.symbol(params, self.instruments)
-        interval = params.get("interval", "")
-        if interval not in KLINES:
-            raise bad_request(
-                codes.BAD_INTERVAL, f"interval {interval!r} is not one of {', '.join(KLINES)}"
-            )
-        rows = await self._db(
-            self.need_history().klines(
-                sym, interval, start_ms=_opt_ms(params, "startTime"),
-                end_ms=_opt_ms(params, "endTime"), limit=rp.integer(params, "limit", 500, 1, 1000),
-            )
-        )  # fmt: skip
-        return json_response(rows)
-
-    async def _db(self, query: Awaitable[Any]) -> Any:
+    async def db(self, query: Awaitable[Any]) -> Any:
         try:
             return await query
         except Exception as exc:  # psycopg's errors and pool timeouts alike
@@ -434,15 +315,7 @@ class RestApi:
     # -- keys -------------------------------------------------------------------------------------
 
     async def create_key(self, request: web.Request) -> web.Response:
-        retry = self.login_limits.take(request.remote or "", time.monotonic())
-        if retry:
-            raise ApiError(
-                429,
-                codes.TOO_MANY_REQUESTS,
-                f"too many logins from {request.remote}: the limit is "
-                f"{self.rest.login_rate_per_s:g}/s",
-                retry_after_s=retry,
-            )
+        throttle(self.login_limits, request.remote or "", f"logins from {request.remote}")
         params = await self.params(request)
         username, password = rp.required(params, "username"), rp.required(params, "password")
         loop = asyncio.get_running_loop()  # scrypt takes tens of ms: off the event loop
@@ -516,7 +389,7 @@ class RestApi:
         if live is not None and live.symbol.id == sym.id:
             return json_response(live.json())
         if oid is not None and self.history is not None:
-            row = await self._db(self.history.order(key.account, oid))
+            row = await self.db(self.history.order(key.account, oid))
             if row is not None and row[2] == sym.id:
                 return json_response(order_json(row, sym))
         raise rp.not_found(
@@ -530,7 +403,7 @@ class RestApi:
         out: dict[int, dict[str, Any]] = {}
         for sym in syms:
             if self.history is not None:
-                for row in await self._db(self.history.orders(key.account, sym.id, open_only=True)):
+                for row in await self.db(self.history.orders(key.account, sym.id, open_only=True)):
                     known = self.core.known(row[0])
                     if known is None:
                         out[row[0]] = order_json(row, sym)
@@ -546,10 +419,10 @@ class RestApi:
         sym = rp.symbol(params, self.instruments)
         limit = rp.integer(params, "limit", 500, 1, 1000)
         from_id = rp.integer(params, "orderId", 0, 0, 2**63 - 1)
-        rows = await self._db(
+        rows = await self.db(
             self.need_history().orders(
-                key.account, sym.id, from_id=from_id, start_ms=_opt_ms(params, "startTime"),
-                end_ms=_opt_ms(params, "endTime"), limit=limit,
+                key.account, sym.id, from_id=from_id, start_ms=rp.opt_ms(params, "startTime"),
+                end_ms=rp.opt_ms(params, "endTime"), limit=limit,
             )
         )  # fmt: skip
         out = {row[0]: order_json(row, sym) for row in rows}
@@ -568,10 +441,10 @@ class RestApi:
         key = await self.signed(request, "read")
         params = await self.params(request)
         sym = rp.symbol(params, self.instruments)
-        trades = await self._db(
+        trades = await self.db(
             self.need_history().trades(
                 key.account, sym, from_id=rp.integer(params, "fromId", 0, 0, 2**63 - 1),
-                start_ms=_opt_ms(params, "startTime"), end_ms=_opt_ms(params, "endTime"),
+                start_ms=rp.opt_ms(params, "startTime"), end_ms=rp.opt_ms(params, "endTime"),
                 limit=rp.integer(params, "limit", 500, 1, 1000),
             )
         )  # fmt: skip
@@ -609,13 +482,3 @@ def _text(value: str | int | float | bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _opt_ms(params: dict[str, str], name: str) -> int | None:
-    if not params.get(name):
-        return None
-    return rp.integer(params, name, 0, 0, 2**63 - 1)
-
-
-def static_dir() -> Path:
-    return Path(__file__).with_name("static")

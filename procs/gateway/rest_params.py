@@ -223,3 +223,9 @@ def order_id(params: Mapping[str, str]) -> int | None:
 
 def not_found(what: str) -> ApiError:
     return ApiError(400, codes.NO_SUCH_ORDER, f"order does not exist: {what}")
+
+
+def opt_ms(params: dict[str, str], name: str) -> int | None:
+    if not params.get(name):
+        return None
+    return integer(params, name, 0, 0, 2**63 - 1)

@@ -1,0 +1,151 @@
+"""The REST API's public endpoints: no key, only the client address's rate limit.
+
+``ping``, ``time``, ``exchangeInfo`` (from the config), ``depth``, ``trades`` and
+``ticker/24hr`` (answered by the market-data process, which holds the live book, tape and
+ticker), ``klines`` (PostgreSQL) and the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+from aiohttp import web
+
+from procs.gateway import api_errors as codes
+from procs.gateway import rest_params as rp
+from procs.gateway.api_errors import ApiError, bad_request
+from procs.gateway.history import KLINES
+from procs.gateway.instruments import format_units as fmt
+from procs.gateway.openapi import document
+
+if TYPE_CHECKING:
+    from procs.gateway.rest import Handler, RestApi
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def json_response(value: object, status: int = 200) -> web.Response:
+    """Every answer of the API, errors included: msgspec's JSON (fast, exact integers)."""
+    return web.Response(body=_encode(value), status=status, content_type="application/json")
+
+
+class PublicRoutes:
+    def __init__(self, api: RestApi) -> None:
+        self.api = api
+
+    def register(self, router: web.UrlDispatcher) -> None:
+        get, v1 = router.add_get, "/api/v1"
+        get(f"{v1}/ping", self.ping)
+        get(f"{v1}/time", self.server_time)
+        get(f"{v1}/exchangeInfo", self.exchange_info)
+        get(f"{v1}/depth", self.proxy("/api/depth"))
+        get(f"{v1}/trades", self.proxy("/api/trades"))
+        get(f"{v1}/ticker/24hr", self.proxy("/api/ticker"))
+        get(f"{v1}/klines", self.klines)
+        get("/openapi.json", self.openapi)
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return json_response({})
+
+    async def server_time(self, request: web.Request) -> web.Response:
+        return json_response({"serverTime": time.time_ns() // 1_000_000})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return json_response(document(self.api.cfg))
+
+    async def exchange_info(self, request: web.Request) -> web.Response:
+        rest = self.api.rest
+        return json_response(
+            {
+                "timezone": "UTC",
+                "serverTime": time.time_ns() // 1_000_000,
+                "rateLimits": [
+                    {
+                        "rateLimitType": "REQUEST_WEIGHT",
+                        "interval": "SECOND",
+                        "perKey": True,
+                        "limit": rest.key_rate_per_s,
+                        "burst": rest.key_burst,
+                    },
+                    {
+                        "rateLimitType": "REQUEST_WEIGHT",
+                        "interval": "SECOND",
+                        "perIp": True,
+                        "limit": rest.ip_rate_per_s,
+                        "burst": rest.ip_burst,
+                    },
+                ],
+                "assets": [{"asset": a.name, "decimals": a.decimals} for a in self.api.cfg.assets],
+                "symbols": [
+                    {
+                        "symbol": s.name,
+                        "status": "TRADING",
+                        "baseAsset": s.base,
+                        "quoteAsset": s.quote,
+                        "pricePrecision": s.price_decimals,
+                        "quantityPrecision": s.qty_decimals,
+                        "tickSize": fmt(s.tick, s.price_decimals).decode(),
+                        "stepSize": fmt(s.lot, s.qty_decimals).decode(),
+                        "minQty": fmt(s.min_qty, s.qty_decimals).decode(),
+                        "maxQty": fmt(s.max_qty, s.qty_decimals).decode(),
+                        "makerFeeBps": s.maker_fee_bps,
+                        "takerFeeBps": s.taker_fee_bps,
+                        "orderTypes": sorted(rp.TYPES),
+                        "timeInForce": sorted(rp.TIFS),
+                    }
+                    for s in self.api.cfg.symbols
+                ],
+            }
+        )
+
+    def proxy(self, path: str) -> Handler:
+        """A public market-data endpoint answered by the market-data process, which holds the
+        live book, tape and ticker."""
+
+        async def handler(request: web.Request) -> web.Response:
+            params = await self.api.params(request)
+            sym = rp.symbol(params, self.api.instruments)
+            limit = rp.integer(params, "limit", 100, 1, 1000)
+            if self.api.market_url is None or self.api.client is None:
+                raise ApiError(
+                    503, codes.DISCONNECTED, "market data is not enabled on this exchange"
+                )
+            stream = sym.name.lower()
+            url = f"{self.api.market_url}{path}?symbol={stream}&limit={limit}"
+            try:
+                async with self.api.client.get(url) as reply:
+                    body = await reply.read()
+                    if reply.status != 200:
+                        raise ApiError(
+                            502, codes.DISCONNECTED, body.decode(errors="replace").strip()
+                        )
+            except (OSError, TimeoutError) as exc:
+                raise ApiError(
+                    503,
+                    codes.DISCONNECTED,
+                    f"market data at {self.api.market_url} is unreachable: {exc}",
+                ) from None
+            return web.Response(body=body, content_type="application/json")
+
+        return handler
+
+    async def klines(self, request: web.Request) -> web.Response:
+        params = await self.api.params(request)
+        sym = rp.symbol(params, self.api.instruments)
+        interval = params.get("interval", "")
+        if interval not in KLINES:
+            raise bad_request(
+                codes.BAD_INTERVAL, f"interval {interval!r} is not one of {', '.join(KLINES)}"
+            )
+        query = self.api.need_history().klines(
+            sym,
+            interval,
+            start_ms=rp.opt_ms(params, "startTime"),
+            end_ms=rp.opt_ms(params, "endTime"),
+            limit=rp.integer(params, "limit", 500, 1, 1000),
+        )
+        rows = await self.api.db(query)
+        return json_response(rows)
