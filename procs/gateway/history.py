@@ -82,6 +82,16 @@ def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
     }
 
 
+def _between(column: str, start_ms: int | None, end_ms: int | None) -> tuple[str, list[Any]]:
+    """`` AND column >= start AND column <= end`` for the bounds given (ms since the epoch)."""
+    sql, args = "", []
+    for op, bound in ((">=", start_ms), ("<=", end_ms)):
+        if bound is not None:
+            sql += f" AND {column} {op} to_timestamp(%s / 1000.0)"
+            args.append(bound)
+    return sql, args
+
+
 class History:
     def __init__(self, dsn: str, *, max_connections: int = 4) -> None:
         self.pool = AsyncConnectionPool(
@@ -126,13 +136,9 @@ class History:
         args: list[Any] = [account, symbol, from_id]
         if open_only:
             where.append("status IN (0, 1, 2)")
-        if start_ms is not None:
-            where.append("created >= to_timestamp(%s / 1000.0)")
-            args.append(start_ms)
-        if end_ms is not None:
-            where.append("created <= to_timestamp(%s / 1000.0)")
-            args.append(end_ms)
-        sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)} "
+        span, span_args = _between("created", start_ms, end_ms)
+        sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}{span} "
+        args += span_args
         sql += "ORDER BY id LIMIT %s"
         return await self._rows(sql, (*args, min(limit, MAX_LIMIT)))
 
@@ -147,14 +153,7 @@ class History:
         limit: int = 500,
     ) -> list[dict[str, Any]]:
         """The account's trades on ``sym``, one row per side it was on, oldest first."""
-        time_filter = ""
-        args: list[Any] = []
-        if start_ms is not None:
-            time_filter += " AND ts >= to_timestamp(%s / 1000.0)"
-            args.append(start_ms)
-        if end_ms is not None:
-            time_filter += " AND ts <= to_timestamp(%s / 1000.0)"
-            args.append(end_ms)
+        time_filter, args = _between("ts", start_ms, end_ms)
         side_sql = (
             "SELECT trade_id, {oid}, price, size, (extract(epoch from ts) * 1000)::bigint, "
             "aggressor, {maker} FROM trades WHERE symbol_id = %s AND {acct} = %s "
@@ -203,12 +202,9 @@ class History:
         seconds, stored = KLINES[interval]
         where = "symbol_id = %s AND interval_s = %s"
         args: list[Any] = [sym.id, stored]
-        if start_ms is not None:
-            where += " AND bucket >= to_timestamp(%s / 1000.0)"
-            args.append(start_ms)
-        if end_ms is not None:
-            where += " AND bucket <= to_timestamp(%s / 1000.0)"
-            args.append(end_ms)
+        span, span_args = _between("bucket", start_ms, end_ms)
+        where += span
+        args += span_args
         order = "ASC" if start_ms is not None else "DESC"
         sql = (
             "SELECT (extract(epoch from b) * 1000)::bigint, o, h, l, c, v, q, n FROM ("

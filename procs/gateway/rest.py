@@ -419,12 +419,12 @@ class RestApi:
         sym = rp.symbol(params, self.instruments)
         limit = rp.integer(params, "limit", 500, 1, 1000)
         from_id = rp.integer(params, "orderId", 0, 0, 2**63 - 1)
+        start, end = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
         rows = await self.db(
             self.need_history().orders(
-                key.account, sym.id, from_id=from_id, start_ms=rp.opt_ms(params, "startTime"),
-                end_ms=rp.opt_ms(params, "endTime"), limit=limit,
+                key.account, sym.id, from_id=from_id, start_ms=start, end_ms=end, limit=limit
             )
-        )  # fmt: skip
+        )
         out = {row[0]: order_json(row, sym) for row in rows}
         for row_id in out:  # the live view is fresher than the writer's
             known = self.core.known(row_id)
@@ -433,7 +433,10 @@ class RestApi:
         newest = max(out, default=from_id - 1)
         if len(out) < limit:  # accepted since the writer's last batch
             for order in self.core.open_orders(key.account, sym.id):
-                if order.order_id > newest:
+                within = (start is None or order.time_ms >= start) and (
+                    end is None or order.time_ms <= end
+                )
+                if order.order_id > newest and within:
                     out[order.order_id] = order.json()
         return json_response([out[k] for k in sorted(out)][:limit])
 
