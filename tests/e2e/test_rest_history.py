@@ -77,12 +77,12 @@ def test_history_comes_from_the_database(exchange: Path) -> None:
             (kline,) = await until(candles, "a candle in the database")
             assert kline[1].startswith("100") and kline[8] == 1  # open, trades
             now_ms = int(time.time() * 1000)
-            window = {"startTime": now_ms - 600_000, "endTime": now_ms + 60_000}
+            window: dict[str, Any] = {"startTime": now_ms - 600_000, "endTime": now_ms + 60_000}
             assert await tk.call(
                 "GET", "/api/v1/klines", symbol="BTC-USD", interval="1m", **window
             ) == await tk.call("GET", "/api/v1/klines", symbol="BTC-USD", interval="1m")
             assert len(await mm.call("GET", "/api/v1/allOrders", symbol="BTC-USD", **window)) == 1
-            later = {"startTime": now_ms + 60_000}
+            later: dict[str, Any] = {"startTime": now_ms + 60_000}
             assert await mm.call("GET", "/api/v1/allOrders", symbol="BTC-USD", **later) == []
             assert await tk.call("GET", "/api/v1/myTrades", symbol="BTC-USD", **later) == []
 
