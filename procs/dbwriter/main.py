@@ -12,11 +12,13 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from types import FrameType
 
 from config import load_profile
 from config.schema import RingexConfig
+from procs.common import sd_notify
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.topology import postgres_dir, users_path
 from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
@@ -46,6 +48,7 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopped
         log.info("signal %d: writing the journal to its end, then stopping", signum)
+        sd_notify.stopping()
         stopped = True
         if writer is not None:
             writer.request_stop()
@@ -58,7 +61,9 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
         if not dsn:
             embedded = EmbeddedPostgres(postgres_dir(cfg))
             dsn = embedded.start()
-        writer = DbWriter(cfg, dsn, options(cfg))
+        # READY=1 once it first waits (caught up with the journal); its waits pet the watchdog
+        sleep = sd_notify.petting(time.sleep, ready_first=True)
+        writer = DbWriter(cfg, dsn, options(cfg), sleep=sleep)
         if stopped:
             writer.request_stop()
         try:

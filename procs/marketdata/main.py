@@ -25,6 +25,7 @@ import uvloop
 
 from config import load_profile
 from config.schema import RingexConfig
+from procs.common import sd_notify
 from procs.common.records import Record, RecordCodec
 from procs.common.topology import MARKETDATA, matcher_output
 from procs.marketdata.feed import Feed
@@ -100,12 +101,16 @@ async def serve(cfg: RingexConfig, port: int | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, process.stopping.set)
     bound = await process.start(port)
+    watchdog = asyncio.create_task(sd_notify.watchdog_loop())
+    sd_notify.ready()
     log.info(
         "marketdata up: http://%s:%d/ symbols %s, rings %s",
         *(cfg.marketdata.host, bound, [s.name for s in cfg.symbols]),
         [m.name for m in cfg.matchers],
     )
     await process.stopping.wait()
+    sd_notify.stopping()
+    watchdog.cancel()
     await process.stop()
     log.info(
         "marketdata stopped: %d events, %d messages delivered, %d slow clients closed",

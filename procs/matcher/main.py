@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from config import load_profile
 from config.schema import RingexConfig
+from procs.common import sd_notify
 from procs.common.journal import JournalReader
 from procs.common.records import (
     AdminCommand,
@@ -199,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_profile(args.profile)
     shell = MatcherShell(cfg, args.name)
     stopped = stop_on_signals()
+    sd_notify.ready()  # recovered, the input ring attached: what the supervisor waits for
     try:
-        shell.run(stopped)
+        shell.run(sd_notify.petting(stopped))  # the stop poll, once per batch, pets the watchdog
     finally:
+        sd_notify.stopping()
         shell.close()
     return 0
 

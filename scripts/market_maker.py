@@ -1,0 +1,417 @@
+"""A demo market maker for `make run MM=1`: it keeps the books quoted and trades printing, so
+the page, the feed and the candles have something to show.
+
+    python scripts/market_maker.py [--profile dev] [--url http://127.0.0.1:8080]
+                                   [--symbols BTC-USD,ETH-USD] [--interval 0.4] [--seed N]
+
+Over the REST API (``procs.gateway.rest_client``), as two of the demo users that
+``run_demo.py`` funds: the maker (DEMO1) rests ``--levels`` bids and asks per symbol on a price
+grid around a mid that random-walks back toward where it started; each cycle it cancels what
+left the ladder, places what is missing and now and then replaces one order with a new size.
+The taker (DEMO2) sometimes sends an IOC limit through the touch, leaning against what it
+has bought, so trades print and neither side's balances drift far. One symbol per cycle, a
+cycle every ``--interval`` seconds: about 5 to 15 orders a second. SIGINT or SIGTERM cancels
+the maker's orders, revokes both API keys and exits.
+
+The quoting is pure (``MidWalk``, ``ladder``, ``plan``, ``taker_order``) and integer: prices
+and sizes in the symbol's units (10^-decimals), decimal strings only on the wire.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import ClientError
+
+from config import load_profile
+from procs.gateway.rest_client import ApiCallError, RestClient
+
+log = logging.getLogger("ringex.market_maker")
+
+#: Where a mid starts when the symbol has not traded (whole quote units).
+DEFAULT_MIDS = {"BTC-USD": "30000", "ETH-USD": "2000"}
+BUY, SELL = "BUY", "SELL"
+
+# -- the pure core ---------------------------------------------------------------------------
+
+
+def to_units(text: str, decimals: int) -> int:
+    """A decimal string in units of 10^-decimals: to_units("0.01", 2) == 1."""
+    return int(Decimal(text).scaleb(decimals).to_integral_exact())
+
+
+def from_units(units: int, decimals: int) -> str:
+    """The decimal string of ``units`` (>= 0): from_units(123, 2) == "1.23"."""
+    if decimals == 0:
+        return str(units)
+    whole, frac = divmod(units, 10**decimals)
+    return f"{whole}.{frac:0{decimals}d}"
+
+
+@dataclass(frozen=True)
+class Market:
+    """One symbol as ``exchangeInfo`` describes it, in integer units."""
+
+    symbol: str
+    price_decimals: int
+    qty_decimals: int
+    tick: int  # price units
+    lot: int  # quantity units
+    min_qty: int
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> Market:
+        pd, qd = int(info["pricePrecision"]), int(info["quantityPrecision"])
+        return cls(
+            info["symbol"],
+            pd,
+            qd,
+            tick=to_units(info["tickSize"], pd),
+            lot=to_units(info["stepSize"], qd),
+            min_qty=to_units(info["minQty"], qd),
+        )
+
+    def size(self, price: int, notional: float) -> int:
+        """The quantity worth about ``notional`` whole quote units at ``price``, on the lot."""
+        raw = int(notional * 10 ** (self.qty_decimals + self.price_decimals) / price)
+        return max(self.min_qty, raw - raw % self.lot, self.lot)
+
+
+class MidWalk:
+    """A mid price (price units, on the tick) that random-walks with a pull toward ``anchor``:
+    each step moves it by N(0, vol_ticks) ticks less ``reversion`` of its distance away."""
+
+    def __init__(
+        self,
+        anchor: int,
+        tick: int,
+        rng: random.Random,
+        *,
+        vol_ticks: float,
+        reversion: float = 0.01,
+    ) -> None:
+        self.anchor = anchor - anchor % tick
+        self.tick = tick
+        self.mid = self.anchor
+        self.rng = rng
+        self.vol_ticks = vol_ticks
+        self.reversion = reversion
+
+    def step(self) -> int:
+        away = (self.mid - self.anchor) / self.tick
+        move = round(self.rng.gauss(0.0, self.vol_ticks) - self.reversion * away)
+        self.mid = max(self.tick, self.mid + move * self.tick)
+        return self.mid
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The ladder's shape in price units: ``levels`` a side, ``step`` apart, none nearer the mid
+    than ``half_spread``."""
+
+    levels: int
+    step: int
+    half_spread: int
+
+    @classmethod
+    def around(cls, market: Market, mid: int, *, levels: int = 5, step_bps: float = 2.0) -> Grid:
+        step = max(market.tick, round(mid * step_bps / 10_000 / market.tick) * market.tick)
+        return cls(levels, step, step)
+
+
+def ladder(grid: Grid, mid: int) -> set[tuple[str, int]]:
+    """The (side, price) the maker wants resting: bids on the grid's multiples at or below
+    ``mid - half_spread``, asks at or above ``mid + half_spread``. Grid prices do not move
+    with the mid, so a small move changes only the edges."""
+    top_bid = (mid - grid.half_spread) // grid.step * grid.step
+    low_ask = -(-(mid + grid.half_spread) // grid.step) * grid.step
+    bids = {(BUY, top_bid - k * grid.step) for k in range(grid.levels)}
+    asks = {(SELL, low_ask + k * grid.step) for k in range(grid.levels)}
+    return {(side, price) for side, price in bids | asks if price > 0}
+
+
+@dataclass(frozen=True)
+class Resting:
+    order_id: int
+    side: str
+    price: int
+
+
+def plan(
+    wanted: set[tuple[str, int]],
+    resting: Iterable[Resting],
+    rng: random.Random,
+    *,
+    refresh: float = 0.5,
+) -> tuple[list[int], list[tuple[str, int]]]:
+    """(order ids to cancel, (side, price) to place) that turn ``resting`` into ``wanted``:
+    cancel what is off the ladder or doubled, place what is missing, and with probability
+    ``refresh`` replace one kept order (a new size: the page sees levels change)."""
+    kept: dict[tuple[str, int], int] = {}
+    cancel: list[int] = []
+    for order in sorted(resting, key=lambda o: o.order_id):
+        key = (order.side, order.price)
+        if key in wanted and key not in kept:
+            kept[key] = order.order_id
+        else:
+            cancel.append(order.order_id)
+    if kept and rng.random() < refresh:
+        key = rng.choice(sorted(kept))
+        cancel.append(kept.pop(key))
+    place = sorted(wanted - kept.keys(), key=lambda k: (k[0], -k[1] if k[0] == BUY else k[1]))
+    return cancel, place
+
+
+def taker_order(
+    wanted: set[tuple[str, int]],
+    grid: Grid,
+    inventory: int,
+    max_inventory: int,
+    rng: random.Random,
+) -> tuple[str, int]:
+    """(side, limit price) of an IOC that crosses the maker's touch by one grid step. The side
+    leans against ``inventory`` (base units the taker holds from its trades): at
+    +max_inventory it buys with probability 0.1, at -max_inventory 0.9."""
+    lean = max(-1.0, min(1.0, inventory / max_inventory)) if max_inventory else 0.0
+    bids = [p for s, p in wanted if s == BUY]
+    side = BUY if not bids or rng.random() < 0.5 - 0.4 * lean else SELL
+    if side == BUY:
+        return side, min(p for s, p in wanted if s == SELL) + grid.step
+    return side, max(grid.step, max(bids) - grid.step)
+
+
+# -- the bot ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Book:
+    """The bot's view of one symbol."""
+
+    market: Market
+    walk: MidWalk
+    grid: Grid
+    max_inventory: int
+    inventory: int = 0  # the taker's net base units
+
+
+class MarketMaker:
+    def __init__(
+        self,
+        maker: RestClient,
+        taker: RestClient,
+        books: list[Book],
+        rng: random.Random,
+        *,
+        interval_s: float = 0.4,
+        take_probability: float = 0.4,
+        notional: tuple[float, float] = (1_000.0, 6_000.0),
+    ) -> None:
+        self.maker, self.taker = maker, taker
+        self.books = books
+        self.rng = rng
+        self.interval_s = interval_s
+        self.take_probability = take_probability
+        self.notional = notional
+        self.placed = self.cancelled = self.taken = self.refused = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        report_at = time.monotonic() + 10
+        turn = 0
+        while not stop.is_set():
+            book = self.books[turn % len(self.books)]
+            turn += 1
+            try:
+                await self.cycle(book)
+            except ApiCallError as exc:
+                log.warning("%s: %s", book.market.symbol, exc)
+                if exc.status != 400:  # 429, or a part of the exchange not answering yet
+                    await asyncio.sleep(1.0)
+            except (ClientError, OSError) as exc:
+                log.warning("the exchange is unreachable (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+            if time.monotonic() >= report_at:
+                report_at += 10
+                self.report()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval_s)
+
+    async def cycle(self, book: Book) -> None:
+        m = book.market
+        wanted = ladder(book.grid, book.walk.step())
+        resting = await self.open_orders(m)
+        cancel, place = plan(wanted, resting, self.rng)
+        for order_id in cancel:
+            await self.cancel(m, order_id)
+        for side, price in place:
+            qty = m.size(price, self.rng.uniform(*self.notional))
+            await self.order(self.maker, m, side, price, qty, "GTC")
+        if self.rng.random() < self.take_probability:
+            side, price = taker_order(
+                wanted, book.grid, book.inventory, book.max_inventory, self.rng
+            )
+            qty = m.size(price, self.rng.uniform(*self.notional) * 1.5)
+            done = await self.order(self.taker, m, side, price, qty, "IOC")
+            if done is not None:
+                filled = to_units(done["executedQty"], m.qty_decimals)
+                book.inventory += filled if side == BUY else -filled
+                self.taken += filled > 0
+
+    async def open_orders(self, m: Market) -> list[Resting]:
+        rows = await self.maker.call("GET", "/api/v1/openOrders", symbol=m.symbol)
+        return [
+            Resting(int(r["orderId"]), r["side"], to_units(r["price"], m.price_decimals))
+            for r in rows
+        ]
+
+    async def order(
+        self, api: RestClient, m: Market, side: str, price: int, qty: int, tif: str
+    ) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = await api.call(
+                "POST", "/api/v1/order", symbol=m.symbol, side=side, type="LIMIT",
+                timeInForce=tif, price=from_units(price, m.price_decimals),
+                quantity=from_units(qty, m.qty_decimals),
+            )  # fmt: skip
+        except ApiCallError as exc:
+            if exc.status != 400:
+                raise
+            self.refused += 1  # a balance ran short, a halt: the next cycle tries again
+            log.info("%s %s refused: %s", m.symbol, side, exc.body)
+            return None
+        self.placed += 1
+        return body
+
+    async def cancel(self, m: Market, order_id: int) -> None:
+        try:
+            await self.maker.call("DELETE", "/api/v1/order", symbol=m.symbol, orderId=order_id)
+            self.cancelled += 1
+        except ApiCallError as exc:
+            if exc.status not in (400, 404):  # filled meanwhile
+                raise
+
+    async def cancel_all(self) -> None:
+        for book in self.books:
+            for order in await self.open_orders(book.market):
+                await self.cancel(book.market, order.order_id)
+
+    def report(self) -> None:
+        mids = ", ".join(
+            f"{b.market.symbol} {from_units(b.walk.mid, b.market.price_decimals)}"
+            for b in self.books
+        )
+        log.info(
+            "%d placed, %d cancelled, %d taker fills, %d refused; mids %s",
+            *(self.placed, self.cancelled, self.taken, self.refused, mids),
+        )
+
+
+# -- the edge --------------------------------------------------------------------------------
+
+
+async def login(url: str, credentials: str, wait_s: float = 30.0) -> RestClient:
+    """A client signed in as ``user:password``; waits for the gateway to listen."""
+    user, _, password = credentials.partition(":")
+    api = RestClient(url)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            await api.login(user, password)
+            return api
+        except (ClientError, OSError):
+            if time.monotonic() > deadline:
+                await api.close()
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def start_mid(api: RestClient, m: Market) -> int:
+    """The last trade's price when the market-data process has one, else a default."""
+    with contextlib.suppress(ApiCallError, ClientError, OSError, KeyError):
+        ticker = await api.call("GET", "/api/v1/ticker/24hr", signed=False, symbol=m.symbol)
+        return to_units(ticker["c"], m.price_decimals)
+    return to_units(DEFAULT_MIDS.get(m.symbol, "100"), m.price_decimals)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    rng = random.Random(args.seed)
+    maker = await login(args.url, args.maker)
+    taker = await login(args.url, args.taker)
+    try:
+        info = await maker.call("GET", "/api/v1/exchangeInfo", signed=False)
+        wanted = set(args.symbols.split(",")) if args.symbols else None
+        books = []
+        for row in info["symbols"]:
+            if wanted is None or row["symbol"] in wanted:
+                m = Market.from_info(row)
+                mid = await start_mid(maker, m)
+                grid = Grid.around(m, mid, levels=args.levels)
+                walk = MidWalk(mid, m.tick, rng, vol_ticks=grid.step / m.tick)
+                books.append(Book(m, walk, grid, max_inventory=m.size(mid, 50_000)))
+        if not books:
+            log.error("no symbol to quote (asked for %s)", args.symbols)
+            return 2
+        bot = MarketMaker(maker, taker, books, rng, interval_s=args.interval)
+        while not stop.is_set():  # what a killed run left resting
+            try:
+                await bot.cancel_all()
+                break
+            except ApiCallError as exc:  # the history database may still be starting
+                log.info("waiting for the exchange: %s", exc)
+                await asyncio.sleep(1.0)
+        log.info("quoting %s as %s", [b.market.symbol for b in books], maker.account)
+        try:
+            await bot.run(stop)
+        finally:
+            with contextlib.suppress(ApiCallError, ClientError, OSError):
+                await bot.cancel_all()
+            bot.report()
+        return 0
+    finally:
+        for api in (maker, taker):
+            with contextlib.suppress(ApiCallError, ClientError, OSError):
+                await api.call("DELETE", "/api/v1/apiKey")
+            await api.close()
+
+
+def default_url(profile: str) -> str:
+    cfg = load_profile(profile)
+    rest = next((g.rest for g in cfg.gateways if g.rest is not None), None)
+    if rest is None:
+        raise SystemExit(f"profile {profile!r} has no gateway with a REST API ([gateways.rest])")
+    host = "127.0.0.1" if rest.host in ("", "0.0.0.0", "::") else rest.host
+    return f"http://{host}:{rest.port}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="ringex demo market maker")
+    ap.add_argument("--profile", default="dev", help="where the REST API is (or --url)")
+    ap.add_argument("--url", default="", help="the REST API's base URL")
+    ap.add_argument("--symbols", default="", help="comma-separated (default: all)")
+    ap.add_argument("--maker", default="DEMO1:demo1", help="user:password of the quoter")
+    ap.add_argument("--taker", default="DEMO2:demo2", help="user:password of the taker")
+    ap.add_argument("--levels", type=int, default=5, help="orders per side and symbol")
+    ap.add_argument("--interval", type=float, default=0.4, help="seconds between cycles")
+    ap.add_argument("--seed", type=int, default=None)
+    args = ap.parse_args(argv)
+    args.url = args.url or default_url(args.profile)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""Production under systemd: each process of an instance as a transient unit, in place of the
+built-in supervisor.
+
+    python scripts/systemd_units.py start  --profile P [--dry-run] [--user] [--uid U]
+    python scripts/systemd_units.py stop   --profile P [--dry-run] [--user]
+    python scripts/systemd_units.py status --profile P [--user]
+
+Where the supervisor (``procs/supervisor/main.py``) does a job, systemd does it here:
+
+- the instance's rings are created first, by the supervisor's own code (``create_rings``:
+  it refuses a running instance and removes what a dead one left);
+- each process of ``plan(cfg)``, in its order, becomes ``ringex-<instance>-<name>.service`` in
+  ``ringex-<instance>.slice`` (``systemd-run``), pinned with ``CPUAffinity=``. It is
+  ``Type=notify``: it sends READY=1 (``procs/common/sd_notify.py``) at the point where the
+  supervisor would see it attach its ready ring, and ``systemd-run`` waits for that before the
+  next one starts; a process with no ready ring (the database writer) is not waited for, as
+  the supervisor does not wait for it either;
+- restarts: ``Restart=on-failure``, and ``supervisor.restart_limit`` restarts within
+  ``restart_window_s`` leave the unit failed (``StartLimitBurst=``, ``StartLimitIntervalSec=``)
+  where the supervisor would stop the whole instance;
+- liveness: ``WatchdogSec=`` (``--watchdog-sec``): a process whose loop stops pinging is
+  killed and restarted, which the supervisor does not do;
+- logs go to journald (``journalctl -u 'ringex-<instance>-*'``), not ``var/<instance>/run``;
+- stop: the gateways first, then the rings drain, then the rest in reverse order, the slice,
+  and the segments are removed.
+
+Where systemd is not PID 1 (containers, CI) this refuses and points to ``ringex run``;
+``--dry-run`` prints the commands anywhere without running them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from config import load_profile
+from config.schema import RingexConfig
+from procs.common.records import Record, RecordCodec
+from procs.common.topology import rings
+from procs.supervisor.main import Supervisor, SupervisorError
+from procs.supervisor.plan import ProcessSpec, plan
+from shm import Ring
+from shm.errors import ShmError
+from shm.inspect import SHM_DIR, list_segments, remove_instance
+from shm.region import PREFIX
+
+#: The processes that speak sd_notify (READY, STOPPING, WATCHDOG); others run as Type=exec.
+NOTIFYING = frozenset(
+    f"procs.{p}.main" for p in ("matcher", "router", "gateway", "marketdata", "dbwriter")
+)
+#: As the supervisor: a process gets this long to stop cleanly before it is killed.
+STOP_TIMEOUT_S = 20
+#: What sd_booted() looks at, and what PID 1 is called (for the message).
+BOOTED_DIR = Path("/run/systemd/system")
+INIT_COMM = Path("/proc/1/comm")
+
+
+@dataclass(frozen=True)
+class Options:
+    profile: str  # as the processes get it: a profile name or an absolute path
+    workdir: Path  # var_dir and the journal are relative to it, as under the supervisor
+    python: str = sys.executable
+    user: bool = False  # the user's manager (systemctl --user) instead of the system's
+    uid: str = ""  # the system manager runs the processes as this user
+    watchdog_s: int = 30  # WatchdogSec (0: off)
+
+    def systemctl(self, *args: str) -> list[str]:
+        return ["systemctl", *(["--user"] if self.user else []), *args]
+
+
+def unit_name(cfg: RingexConfig, spec: ProcessSpec) -> str:
+    return f"ringex-{cfg.instance}-{spec.name}.service"
+
+
+def slice_name(cfg: RingexConfig) -> str:
+    return f"ringex-{cfg.instance}.slice"  # a child of ringex.slice: '-' is systemd's nesting
+
+
+def run_command(cfg: RingexConfig, spec: ProcessSpec, opts: Options) -> list[str]:
+    """The ``systemd-run`` line that starts one process of ``plan(cfg)``."""
+    sup = cfg.supervisor
+    notifying = spec.module in NOTIFYING
+    waited = bool(spec.ready_ring)  # the supervisor waits for these only
+    props = [
+        f"Type={'notify' if notifying else 'exec'}",
+        *(["NotifyAccess=main"] if notifying else []),  # not postgres, not a forked snapshot
+        *([f"WatchdogSec={opts.watchdog_s}s"] if notifying and opts.watchdog_s else []),
+        "Restart=on-failure",
+        "RestartSec=1s",
+        f"StartLimitIntervalSec={sup.restart_window_s:g}s",
+        f"StartLimitBurst={sup.restart_limit + 1}",  # the first start and restart_limit more
+        f"TimeoutStartSec={f'{sup.ready_timeout_s:g}s' if waited else 'infinity'}",
+        f"TimeoutStopSec={STOP_TIMEOUT_S}s",
+        "KillMode=mixed",  # SIGTERM to the process alone: it stops its own children
+        *([f"CPUAffinity={','.join(map(str, spec.cpus))}"] if spec.cpus else []),
+    ]
+    return [
+        "systemd-run",
+        *(["--user"] if opts.user else []),
+        f"--unit={unit_name(cfg, spec)}",
+        f"--slice={slice_name(cfg)}",
+        f"--description=ringex {cfg.instance} {spec.name}",
+        *([] if waited else ["--no-block"]),
+        *([f"--uid={opts.uid}"] if opts.uid and not opts.user else []),
+        f"--working-directory={opts.workdir}",
+        "--setenv=PYTHONUNBUFFERED=1",  # log lines reach the journal as they are written
+        *(arg for p in props for arg in ("-p", p)),
+        "--",
+        opts.python,
+        "-m",
+        spec.module,
+        "--profile",
+        opts.profile,
+        *spec.args,
+    ]
+
+
+def stop_order(cfg: RingexConfig) -> list[list[ProcessSpec]]:
+    """As the supervisor stops them: intake, (the rings drain), the rest in reverse, last."""
+    specs = plan(cfg)
+    return [
+        [s for s in specs if s.intake],
+        [s for s in reversed(specs) if not (s.intake or s.stop_last)],
+        [s for s in specs if s.stop_last],
+    ]
+
+
+def why_not_systemd() -> str | None:
+    """None when systemd runs this machine (sd_booted's test), else why not."""
+    if BOOTED_DIR.is_dir():
+        return None
+    try:
+        init = INIT_COMM.read_text().strip()
+    except OSError:
+        init = "unknown"
+    return f"systemd is not PID 1 here (PID 1 is {init!r}, no {BOOTED_DIR})"
+
+
+class Shell:
+    """Runs commands, or prints them (``dry_run``)."""
+
+    def __init__(self, dry_run: bool) -> None:
+        self.dry_run = dry_run
+
+    def __call__(self, cmd: Sequence[str], *, quiet: bool = False) -> int:
+        if self.dry_run:
+            print(shlex.join(cmd))
+            return 0
+        out = subprocess.DEVNULL if quiet else None
+        return subprocess.call(list(cmd), stdout=out, stderr=out)
+
+    def note(self, text: str) -> None:
+        print(f"# {text}" if self.dry_run else text)
+
+
+def start(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
+    specs = plan(cfg)
+    units = [unit_name(cfg, s) for s in specs]
+    if sh.dry_run:
+        sh.note(f"create the rings of instance {cfg.instance} (Supervisor.create_rings)")
+    else:
+        if sh(opts.systemctl("is-active", "--quiet", slice_name(cfg))) == 0:
+            print(
+                f"systemd_units: {slice_name(cfg)} is active: instance {cfg.instance} runs; "
+                "stop it first",
+                file=sys.stderr,
+            )
+            return 1
+        try:
+            Supervisor(cfg, opts.profile).create_rings()
+        except SupervisorError as exc:
+            print(f"systemd_units: {exc}", file=sys.stderr)
+            return 1
+        if opts.uid and not opts.user:
+            chown_segments(cfg, opts.uid)
+    sh(opts.systemctl("reset-failed", *units), quiet=True)  # names a failed run left loaded
+    for spec in specs:
+        if sh(run_command(cfg, spec, opts)) != 0:
+            unit = unit_name(cfg, spec)
+            print(
+                f"systemd_units: {unit} did not start; see "
+                f"{shlex.join(opts.systemctl('status', unit))} and journalctl -u {unit}; "
+                "stopping what started",
+                file=sys.stderr,
+            )
+            stop(cfg, opts, sh)
+            return 1
+    journal = "journalctl" + (" --user" if opts.user else "")
+    sh.note(
+        f"instance {cfg.instance}: {len(specs)} units in {slice_name(cfg)}; "
+        f"logs: {journal} -u 'ringex-{cfg.instance}-*' -f"
+    )
+    return 0
+
+
+def stop(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
+    intake, rest, last = stop_order(cfg)
+    if intake:
+        sh(opts.systemctl("stop", *(unit_name(cfg, s) for s in intake)))
+    if sh.dry_run:
+        sh.note(f"wait until the rings drain (at most {cfg.supervisor.drain_timeout_s:g} s)")
+    else:
+        drain(cfg)
+    for spec in [*rest, *last]:  # one at a time: each stops before the one it feeds
+        sh(opts.systemctl("stop", unit_name(cfg, spec)), quiet=True)
+    sh(opts.systemctl("stop", slice_name(cfg)), quiet=True)  # anything left behind
+    if sh.dry_run:
+        sh.note(f"remove the shared-memory segments of instance {cfg.instance}")
+    else:
+        removed = remove_instance(cfg.instance)
+        print(f"instance {cfg.instance} stopped; {removed} segments removed")
+    return 0
+
+
+def status(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
+    units = [unit_name(cfg, s) for s in plan(cfg)]
+    return sh(opts.systemctl("status", "--no-pager", "--lines=5", slice_name(cfg), *units))
+
+
+def drain(cfg: RingexConfig, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Wait until every live consumer has read its ring to the end (the supervisor's
+    ``_drain``), at most ``supervisor.drain_timeout_s``."""
+    attached: list[Ring[Record]] = []
+    for spec in rings(cfg):
+        try:
+            attached.append(Ring.attach(cfg.instance, spec.name, RecordCodec()))
+        except ShmError:
+            continue  # already removed: nothing to drain
+    try:
+        deadline = time.monotonic() + cfg.supervisor.drain_timeout_s
+        lagging = ["?"]
+        while lagging and time.monotonic() < deadline:
+            lagging = [
+                f"{info.name}:{c.name}={c.lag}"
+                for info in (ring.info() for ring in attached)
+                for c in info.consumers
+                if c.pid_alive and c.lag
+            ]
+            if lagging:
+                sleep(0.05)
+        if lagging:
+            print(f"rings not drained in {cfg.supervisor.drain_timeout_s:g} s: {lagging}")
+    finally:
+        for ring in attached:
+            ring.close()
+
+
+def chown_segments(cfg: RingexConfig, user: str) -> None:
+    """The rings were created by this (root) process; the units run as ``user``."""
+    entry = pwd.getpwnam(user)
+    for segment in list_segments(cfg.instance):
+        names = [f"{PREFIX}.{segment.instance}.{segment.name}"]
+        names += [f"sem.{sem.lstrip('/')}" for sem in segment.semaphores]
+        for name in names:
+            path = SHM_DIR / name
+            if path.exists():
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    ap.add_argument("action", choices=("start", "stop", "status"))
+    ap.add_argument("--profile", default="dev", help="profile name or TOML path")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    ap.add_argument("--user", action="store_true", help="use the user's systemd manager")
+    ap.add_argument("--uid", default="", help="system manager: run the processes as this user")
+    ap.add_argument("--watchdog-sec", type=int, default=30, help="WatchdogSec (0: off)")
+    args = ap.parse_args(argv)
+    profile = args.profile
+    if Path(profile).suffix:  # a file: the units run it from their working directory
+        profile = str(Path(profile).resolve())
+    cfg = load_profile(profile)
+    opts = Options(
+        profile=profile,
+        workdir=Path.cwd(),
+        user=args.user,
+        uid=args.uid,
+        watchdog_s=args.watchdog_sec,
+    )
+    if not args.dry_run:
+        reason = why_not_systemd()
+        if reason is not None:
+            print(
+                f"systemd_units: {reason}, as in containers and CI: run the instance with its "
+                f"built-in supervisor instead:\n    .venv/bin/ringex run --profile {args.profile}"
+                "\n(--dry-run prints the systemd commands without running them)",
+                file=sys.stderr,
+            )
+            return 2
+    actions = {"start": start, "stop": stop, "status": status}
+    return actions[args.action](cfg, opts, Shell(args.dry_run))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
