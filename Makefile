@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest run ring-demo system-deps bench bench-ring bench-records bench-matcher bench-journal bench-pipeline bench-db bench-gateway bench-ws clean-shm clean venv
+.PHONY: test lint typecheck pytest run ring-demo system-deps bench bench-ring bench-records bench-matcher bench-journal bench-pipeline bench-db bench-gateway bench-ws bench-rest bench-failover clean-shm clean venv
 
 # Create the venv and install the project with its dev extra; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -45,14 +45,15 @@ pytest: $(STAMP) system-deps
 test: lint typecheck pytest
 
 # The exchange with the dev profile, demo users funded; Ctrl-C stops it cleanly.
+# MM=1 also runs the demo market maker (scripts/market_maker.py): quotes and trades.
 run: $(STAMP) system-deps
-	$(PY) scripts/run_demo.py
+	$(PY) scripts/run_demo.py $(if $(MM),--market-maker)
 
 # Three processes over two rings, printing throughput (the substrate on its own).
 ring-demo: $(STAMP)
 	$(PY) scripts/ring_demo.py
 
-bench: bench-ring bench-records bench-matcher bench-journal bench-db bench-gateway bench-ws bench-pipeline
+bench: bench-ring bench-records bench-matcher bench-journal bench-db bench-gateway bench-ws bench-rest bench-pipeline bench-failover
 
 bench-ring: $(STAMP)
 	$(PY) -m tests.bench.bench_ring
@@ -77,6 +78,13 @@ bench-gateway: $(STAMP)
 
 bench-ws: $(STAMP)
 	$(PY) -m tests.bench.bench_ws
+
+bench-rest: $(STAMP)
+	$(PY) -m tests.bench.bench_rest
+
+# Replication off / async / sync through the whole primary, then a timed failover.
+bench-failover: $(STAMP)
+	$(PY) -m tests.bench.bench_failover
 
 # Remove shared-memory segments left behind by crashed processes (see `ringex shm --help`).
 clean-shm: $(STAMP)

@@ -5,8 +5,9 @@
 
 The supervisor runs the source on a primary whose config has a listen port. A standby is
 its own instance (its own var directory and segment prefix) running only this process until
-it is promoted (``scripts/failover.py``). SIGTERM stops either cleanly (exit 0); a standby
-that finds a gap or a different history exits 2, saying which.
+it is promoted (``scripts/failover.py``). SIGTERM stops either cleanly (exit 0; a standby
+writes snapshots of its hot state first); a standby that finds a gap or a different history
+exits 2, saying which.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ async def _run(role: str, profile: str) -> int:
         source = ReplicationSource(cfg)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, source.stopping.set)
-        await source.run()
+        try:
+            await source.run()
+        finally:
+            source.close()
         return 0
     standby = Standby(cfg)
     for sig in (signal.SIGTERM, signal.SIGINT):

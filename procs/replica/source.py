@@ -1,28 +1,45 @@
 """The primary's side: serve the journal to a standby, from where it says it is.
 
-It tails the journal files (a reader beside the live writer sees a prefix of what is
-written), so it adds nothing to the router's loop: replication is asynchronous, and the
-standby's lag (journal end minus its last ack) is logged. The chained hash of the entries
-before the standby's ``next_seq`` is computed from the journal and compared with the
-standby's: a standby with another history is refused, naming the seq.
+It tails the journal files (``tail.JournalTail``: a reader beside the live writer sees a
+prefix of what is written), woken by the router's "appended" bell after each journal write,
+so a new batch leaves at once without the router doing more than a word store (and a
+one-byte write while this side sleeps). Each acknowledgement is published in the shared block
+(``procs.common.replication_ack``), where a router in sync mode waits for it; in async mode
+only the lag is reported: logged, and in ``var/<instance>/run/replication.json`` with the
+router's "degraded" verdict. The history hash of the entries before the standby's
+``next_seq`` is computed from the journal and compared with the standby's: a standby with
+another history is refused, naming the seq. One standby is the model: with several, the
+acknowledged seq is the latest one any of them reported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 
 from config.schema import RingexConfig
 from procs.common.journal import JournalReader
 from procs.common.records import RecordCodec
+from procs.common.replication_ack import CONNECTED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.topology import journal_dir
-from procs.replica.wire import GENESIS, Ack, Entries, Hello, Refused, chain, receive, send
+from procs.replica.tail import JournalTail
+from procs.replica.wire import Ack, Entries, Hello, History, Refused, receive, send
 
 log = logging.getLogger("ringex.replica")
 
 BATCH = 4096  # entries per frame
-POLL_S = 0.002  # how often a caught-up sender looks for new entries
+#: Longest a caught-up sender sleeps before it looks at the journal without being rung
+#: (bounds the cost of a missed wake-up: a router that is not ringing, a FIFO replaced).
+PARK_S = 0.02
+STATUS_S = 0.5  # how often the status file is rewritten
+
+
+def _wake(bell: asyncio.Future[None]) -> None:
+    if not bell.done():
+        bell.set_result(None)
 
 
 class ReplicationSource:
@@ -32,20 +49,34 @@ class ReplicationSource:
         self.reader = JournalReader(
             journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id
         )
-        self.acked = 0
+        self.block = AckBlock(ack_dir(cfg.var_dir, cfg.instance))
+        for word in (CONNECTED, SOURCE_PARKED):
+            self.block.words[word] = 0
+        self.block.acknowledged(0)  # nothing is known acknowledged until a standby says so
         self.stopping = asyncio.Event()
+        self.peers: dict[str, int] = {}  # connected standby -> its last acknowledged seq
+        self._sleepers: set[asyncio.Future[None]] = set()
+        self._serving: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._reported_degraded = False
 
-    def _digest_before(self, seq: int) -> bytes:
-        digest = GENESIS
+    @property
+    def acked(self) -> int:
+        return self.block.acked_seq
+
+    def _history_before(self, seq: int) -> History:
+        history = History()
         if seq > 1:
             for s, image in self.reader.entries(1):
                 if s >= seq:
                     break
-                digest = chain(digest, image)
-        return digest
+                history.update(image)
+        return history
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
+        peer = str(writer.get_extra_info("peername"))
+        task = asyncio.current_task()
+        if task is not None:
+            self._serving[task] = writer
         try:
             hello = await receive(reader)
             if not isinstance(hello, Hello):
@@ -58,8 +89,8 @@ class ReplicationSource:
                     Refused(f"standby is at seq {hello.next_seq - 1}, the primary at {last}"),
                 )
                 return
-            digest = self._digest_before(hello.next_seq)
-            if digest != hello.digest:
+            history = self._history_before(hello.next_seq)
+            if history.digest() != hello.digest:
                 await send(
                     writer,
                     Refused(
@@ -69,45 +100,137 @@ class ReplicationSource:
                 )
                 return
             log.info("standby %s connected at seq %d", peer, hello.next_seq)
-            acks = asyncio.create_task(self._acks(reader))
-            try:
-                await self._stream(writer, hello.next_seq, digest)
+            self._acknowledged(peer, hello.next_seq - 1)  # what it holds is durable there
+            acks = asyncio.create_task(self._acks(reader, peer))
+            stream = asyncio.create_task(self._stream(writer, hello.next_seq, history))
+            try:  # whichever ends first ends both: a standby gone while idle is seen at once
+                done, _ = await asyncio.wait({acks, stream}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 acks.cancel()
+                stream.cancel()
+                await asyncio.gather(acks, stream, return_exceptions=True)
+            for ended in done:
+                ended.result()  # raises what ended it
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            log.warning("standby %s gone: %s", peer, exc)
+            gone = log.info if self.stopping.is_set() else log.warning
+            gone("standby %s gone: %s", peer, exc)
         finally:
+            if self.peers.pop(peer, None) is not None:
+                self.block.words[CONNECTED] = len(self.peers)
             writer.close()
+            if task is not None:
+                self._serving.pop(task, None)
 
-    async def _acks(self, reader: asyncio.StreamReader) -> None:
+    def _acknowledged(self, peer: str, seq: int) -> None:
+        self.peers[peer] = seq
+        self.block.words[CONNECTED] = len(self.peers)
+        self.block.acknowledged(seq)
+
+    async def _acks(self, reader: asyncio.StreamReader, peer: str) -> None:
         last_log = 0.0
         while True:
             ack = await receive(reader)
             if isinstance(ack, Ack):
-                self.acked = ack.seq
+                self._acknowledged(peer, ack.seq)
                 if time.monotonic() - last_log > 5:
                     lag = self.reader.last_seq() - ack.seq
                     log.info("standby acked seq %d (lag %d)", ack.seq, lag)
                     last_log = time.monotonic()
 
-    async def _stream(self, writer: asyncio.StreamWriter, next_seq: int, digest: bytes) -> None:
-        while not self.stopping.is_set():
-            images: list[bytes] = []
-            first = next_seq
-            for seq, image in self.reader.entries(next_seq):
-                images.append(bytes(image))
-                digest = chain(digest, image)
-                next_seq = seq + 1
-                if len(images) == BATCH:
-                    break
-            if images:
-                await send(writer, Entries(first, images, digest))
+    async def _stream(self, writer: asyncio.StreamWriter, next_seq: int, history: History) -> None:
+        """Send frames from ``next_seq``; sleep on the router's bell when caught up.
+
+        The flag goes up *before* the journal is looked at, and the router looks at the flag
+        after its journal write: both sides have syscalls (full fences) between their store
+        and their load, so either this side sees the new entries or the router rings. One
+        read of the journal per frame: a frame (the router's batch) is all there is until
+        the router appends again, which in sync mode is after this frame's round trip."""
+        loop = asyncio.get_running_loop()
+        tail = JournalTail(self.reader)
+        try:
+            while not self.stopping.is_set():
+                bell = loop.create_future()
+                self._sleepers.add(bell)
+                self.block.words[SOURCE_PARKED] = 1
+                try:
+                    images = tail.read(next_seq, BATCH)
+                    if not images:
+                        timer = loop.call_later(PARK_S, _wake, bell)
+                        await bell
+                        timer.cancel()
+                        continue
+                finally:
+                    self._sleepers.discard(bell)
+                    if not self._sleepers:
+                        self.block.words[SOURCE_PARKED] = 0
+                history.update(b"".join(images))
+                await send(writer, Entries(next_seq, images, history.digest()))
+                next_seq += len(images)
+                await asyncio.sleep(0)  # let the acknowledgements in between frames
+        finally:
+            tail.close()
+
+    def _rung(self) -> None:
+        """The router appended: wake every sleeping sender."""
+        self.block.appended_bell.drain()
+        for bell in self._sleepers:
+            _wake(bell)
+
+    async def _report(self) -> None:
+        while True:
+            self.write_status()
+            await asyncio.sleep(STATUS_S)
+
+    def write_status(self) -> None:
+        """``replication.json`` and the log: the lag, the standbys, the router's verdict."""
+        rep = self.cfg.replication
+        doc = {
+            "pid": os.getpid(),
+            "mode": rep.mode,
+            "sync_timeout_ms": rep.sync_timeout_ms,
+            "standbys": sorted(self.peers),
+            **self.block.status(),
+            "updated_ns": time.time_ns(),
+        }
+        if doc["degraded"] != self._reported_degraded:
+            self._reported_degraded = bool(doc["degraded"])
+            if self._reported_degraded:
+                log.error(
+                    "SYNC REPLICATION SUSPENDED by the router: going on without the standby "
+                    "(acked seq %d, journal seq %d, %d standby(s) connected)",
+                    doc["acked_seq"], doc["journal_seq"], doc["standbys_connected"],
+                )  # fmt: skip
             else:
-                await asyncio.sleep(POLL_S)
+                log.warning("sync replication resumed at seq %d", doc["acked_seq"])
+        path = ack_dir(self.cfg.var_dir, self.cfg.instance) / "replication.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, path)
 
     async def run(self) -> None:
         rep = self.cfg.replication
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.block.appended_bell.fd, self._rung)
+        reporter = asyncio.create_task(self._report())
         server = await asyncio.start_server(self.serve, rep.listen_host, rep.listen_port)
-        log.info("replication source on %s:%d", rep.listen_host, rep.listen_port)
-        async with server:
-            await self.stopping.wait()
+        log.info("replication source on %s:%d (%s)", rep.listen_host, rep.listen_port, rep.mode)
+        try:
+            async with server:
+                await self.stopping.wait()
+        finally:
+            reporter.cancel()
+            loop.remove_reader(self.block.appended_bell.fd)
+            # End the connections before the block is closed (they write to it): wake the
+            # senders (they see ``stopping``) and close the sockets (the ack readers fail).
+            for bell in self._sleepers:
+                _wake(bell)
+            for writer in self._serving.values():
+                writer.close()
+            if self._serving:
+                await asyncio.wait(self._serving, timeout=5.0)
+
+    def close(self) -> None:
+        self.peers.clear()
+        self.block.words[CONNECTED] = 0
+        self.write_status()  # the file says no standby while no source runs
+        self.block.close()

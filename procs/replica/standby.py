@@ -1,13 +1,16 @@
 """The secondary's side: receive the primary's journal, make it durable here, apply it hot.
 
 On start it recovers like any instance (its own snapshot + its own journal), then asks the
-primary for the entries after its last one, sending the chained hash of its history. Each
-frame of entries must start exactly at its next seq and end at the primary's chained hash:
+primary for the entries after its last one, sending the hash of its history. Each frame of
+entries must start exactly at its next seq and end at the primary's history hash:
 a gap or a different history stops the standby with the reason (exit status 2), never a
-silent repair. Entries are appended to its own journal (fsync per the journal policy) and
-acknowledged, then applied to its router and matcher state, so at every seq its state hash
-equals the primary's. It reconnects with a backoff while the primary is away, resuming from
-its last durable entry. ``var/<instance>/run/standby.json`` says where it is.
+silent repair. Entries are appended to its own journal and fsynced, whatever the journal
+policy, then acknowledged (a primary in sync mode waits for that acknowledgement before any
+matcher sees the batch, so it is sent before the entries are applied), then applied to its
+router and matcher state, so at every seq its state hash equals the primary's. It reconnects
+with a backoff while the primary is away, resuming from its last durable entry.
+``var/<instance>/run/standby.json`` says where it is. A clean stop writes the exchange's and
+every matcher's snapshot of that hot state, so the promoted instance starts without a replay.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from config.schema import RingexConfig
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import RecordCodec
-from procs.common.topology import journal_dir
-from procs.core.recovery import recover
-from procs.replica.wire import GENESIS, Ack, Entries, Hello, Refused, chain, receive, send
+from procs.common.snapshots import SnapshotStore
+from procs.common.topology import journal_dir, snapshot_dir
+from procs.core.recovery import recover, write_snapshot
+from procs.replica.wire import Ack, Entries, Hello, History, Refused, receive, send
 
 log = logging.getLogger("ringex.replica")
 
@@ -39,11 +43,11 @@ class Standby:
         self.codec = codec = RecordCodec()
         self.state = recover(cfg, codec=codec)
         directory = journal_dir(cfg)
-        self.digest = GENESIS
+        self.history = History()
         if directory.exists():
             reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
             for _seq, image in reader.entries(1):
-                self.digest = chain(self.digest, image)
+                self.history.update(image)
         self.journal = JournalWriter(
             directory,
             slot_size=codec.slot_size,
@@ -60,27 +64,41 @@ class Standby:
     def next_seq(self) -> int:
         return self.journal.next_seq
 
+    @property
+    def digest(self) -> bytes:
+        """The hash of this standby's history (what ``Hello`` sends)."""
+        return self.history.digest()
+
     def receive_entries(self, entries: Entries) -> int:
         """Check, append, apply one frame; returns the last seq now durable and applied."""
+        seq = self.persist(entries)
+        self.apply(entries)
+        return seq
+
+    def persist(self, entries: Entries) -> int:
+        """Check one frame and make it durable here; returns its last seq (to acknowledge)."""
         if entries.first_seq != self.next_seq:
             raise StandbyRefusedError(
                 f"gap: the primary sent seq {entries.first_seq}, this standby needs {self.next_seq}"
             )
-        digest = self.digest
-        for image in entries.images:
-            digest = chain(digest, image)
-        if digest != entries.digest:
+        images = b"".join(entries.images)
+        history = self.history.fork()
+        history.update(images)
+        if history.digest() != entries.digest:
             raise StandbyRefusedError(
                 f"hash mismatch after seq {entries.first_seq + len(entries.images) - 1}: "
                 "the primary's history differs from what arrived"
             )
-        self.journal.append(entries.first_seq, b"".join(entries.images), len(entries.images))
+        self.journal.append(entries.first_seq, images, len(entries.images))
         self.journal.sync()  # durable here before it is acknowledged
-        self.digest = digest
+        self.history = history
+        return self.next_seq - 1
+
+    def apply(self, entries: Entries) -> None:
+        """Apply a persisted frame to the hot state."""
         decode, apply = self.codec.decode_slot, self.state.apply
         for image in entries.images:
             apply(decode(image))
-        return self.next_seq - 1
 
     async def run(self) -> None:
         reporter = asyncio.create_task(self._report())
@@ -126,7 +144,8 @@ class Standby:
                 raise StandbyRefusedError(f"the primary refused this standby: {message.reason}")
             if not isinstance(message, Entries):
                 raise StandbyRefusedError(f"unexpected {type(message).__name__} from the primary")
-            await send(writer, Ack(self.receive_entries(message)))
+            await send(writer, Ack(self.persist(message)))
+            self.apply(message)
 
     def write_status(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -147,6 +166,20 @@ class Standby:
         tmp.write_text(json.dumps(doc, indent=2))
         os.replace(tmp, path)
 
+    def save_snapshots(self) -> None:
+        """The hot state as the exchange's and each matcher's snapshot (what a promoted
+        instance's router and matchers restore instead of replaying the journal)."""
+        state = self.state
+        if state.last_seq <= state.snapshot_seq:
+            return  # nothing applied since the snapshot it recovered from
+        write_snapshot(self.cfg, state)
+        for name, matcher in state.matchers.items():
+            SnapshotStore(snapshot_dir(self.cfg, f"matcher-{name}")).save(
+                matcher.last_seq, matcher.snapshot()
+            )
+        log.info("snapshots written at seq %d", state.last_seq)
+
     def close(self) -> None:
         self.write_status(force=True)
         self.journal.close()
+        self.save_snapshots()

@@ -1,13 +1,13 @@
 """The replication protocol: length-prefixed msgpack frames over TCP.
 
     standby -> primary   Hello(next_seq, digest)   "send me entries from next_seq"; digest is
-                                                   the standby's chained hash at next_seq - 1
+                                                   the standby's history hash up to next_seq - 1
     primary -> standby   Entries(first_seq, images, digest)   contiguous journal entries and
-                                                   the primary's chained hash after them
+                                                   the primary's history hash after them
     standby -> primary   Ack(seq)                  entries up to seq are durable here
     primary -> standby   Refused(reason)           and the connection closes
 
-The chained hash (``chain``) covers every slot image in seq order, so a standby that holds
+The history hash (``History``) covers every slot image in seq order, so a standby that holds
 a different history than the primary, not just a shorter one, is refused by name instead of
 applying entries on top of it. Replication carries the sequenced stream, never raw gateway
 input, so a standby can never order two gateways' commands differently.
@@ -48,12 +48,30 @@ Message = Hello | Entries | Ack | Refused
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
 
-GENESIS = bytes(16)
+
+class History:
+    """The hash of a journal's slot images in seq order: blake2b over their concatenation.
+    Images all have the codec's one slot size, so this commits to the sequence exactly as a
+    hash chained per entry would, at one call per frame rather than one object per entry
+    (the replication round trip hashes every entry on both sides). ``fork`` checks a frame
+    before taking it."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, state: hashlib.blake2b | None = None) -> None:
+        self._hash = state if state is not None else hashlib.blake2b(digest_size=16)
+
+    def update(self, images: bytes | memoryview) -> None:
+        self._hash.update(images)
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+    def fork(self) -> History:
+        return History(self._hash.copy())
 
 
-def chain(digest: bytes, image: bytes | memoryview) -> bytes:
-    """The chained hash after one more entry."""
-    return hashlib.blake2b(digest + bytes(image), digest_size=16).digest()
+GENESIS = History().digest()  # the history of an empty journal
 
 
 async def send(writer: asyncio.StreamWriter, message: Message) -> None:

@@ -9,7 +9,11 @@ One loop, one thread:
    gateway cannot starve the others, and decide each (``Sequencer.submit``);
 3. append the accepted ones to the journal in one write, made durable under the fsync
    policy (group commit) *before* step 4: no matcher, hence no execution report, ever sees a
-   command that is not durable;
+   command that is not durable; in sync replication (``replication.mode``) durable means on
+   the standby too: the step waits until the replication source says the standby has
+   acknowledged the batch's last seq (``replication_ack.SyncGate``: one round trip per batch,
+   draining the matchers meanwhile; past ``sync_timeout_ms`` it goes on without the standby,
+   loudly, until the standby catches up);
 4. publish them to the matchers' input rings; send the gateways their replies (rejects,
    account answers) and their balance watches' snapshots and pushes (``watches.py``: read-only,
    never sequenced or journaled);
@@ -37,9 +41,11 @@ from collections.abc import Callable, Sequence
 
 from config import load_profile
 from config.schema import RingexConfig
+from procs.common import sd_notify
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import Record, RecordCodec, WatchBalances
+from procs.common.replication_ack import AckBlock, SyncGate, ack_dir
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
     ADMIN_GATEWAY,
@@ -88,6 +94,16 @@ class RouterShell:
             fsync=journal.fsync,
             fsync_interval_ms=journal.fsync_interval_ms,
         )
+        rep = cfg.replication
+        self.acks: AckBlock | None = None  # shared with the replication source, if one runs
+        self.gate: SyncGate | None = None  # sync mode: the standby acknowledges every batch
+        if rep.listen_port:
+            self.acks = AckBlock(ack_dir(cfg.var_dir, cfg.instance))
+            self.acks.appended(recovered.last_seq)
+            if rep.mode == "sync":
+                spin = cfg.wait.strategy == "busy-spin"
+                self.gate = SyncGate(self.acks, rep.sync_timeout_ms, spin=spin)
+        self._stop: Callable[[], bool] = lambda: False
         wait = cfg.wait.build
         gateways = [*(g.id for g in cfg.gateways), ADMIN_GATEWAY]
         self.inputs: list[tuple[int, Consumer[Record]]] = [
@@ -117,11 +133,13 @@ class RouterShell:
         self.stopping = False
         self._snapshot_at = recovered.last_seq  # the seq of the last snapshot started
         self._snapshotter: multiprocessing.process.BaseProcess | None = None
+        self._unrouted: list[tuple[Producer[Record], list[Record]]] = []
         self._resend_unrouted(recovered.last_seq)
 
     def _resend_unrouted(self, last_seq: int) -> None:
         """Publish journaled commands a matcher's input ring does not hold (a crash came
-        between the journal write and the publish)."""
+        between the journal write and the publish); in sync mode the loop's first step does,
+        once the standby has them, so start-up never waits on the standby."""
         for name, producer in self.to_matchers.items():
             newest = producer.ring.last_published()
             have: int = getattr(newest, "seq", 0) if newest is not None else 0
@@ -139,7 +157,21 @@ class RouterShell:
             missing = route_all(decisions).get(name, [])
             if missing:
                 log.warning("matcher %s lacked %d journaled commands: sent", name, len(missing))
-                self._publish(producer, missing)
+                self._unrouted.append((producer, missing))
+        if self.gate is None:  # sync: the loop sends them once the standby has them
+            self._send_unrouted()
+
+    def _send_unrouted(self) -> bool:
+        """Publish what ``_resend_unrouted`` found, after the standby's acknowledgement in
+        sync mode (they make execution reports); False if a stop came first."""
+        if self.gate is not None and not self.gate.wait(
+            self.journal.next_seq - 1, self.settle, self._stop
+        ):
+            return False
+        for producer, missing in self._unrouted:
+            self._publish(producer, missing)
+        self._unrouted.clear()
+        return True
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -160,6 +192,8 @@ class RouterShell:
 
     def step(self, timeout_s: float = 0.05) -> int:
         """One batch; returns how many gateway commands it took (watches included)."""
+        if self._unrouted and not self._send_unrouted():
+            return 0
         self.settle()
         quota = max(1, self.cfg.router_batch // max(1, len(self.inputs)))
         decisions: list[Decision] = []
@@ -176,6 +210,8 @@ class RouterShell:
         if not decisions and not watch_requests:
             self._flush_replies()
             self.journal.maybe_sync()
+            if self.gate is not None and self.gate.degraded:
+                self.gate.poll(self.journal.next_seq - 1)
             self._idle(timeout_s)
             return 0
         accepted = [d.command for d in decisions if d.command is not None]
@@ -183,6 +219,13 @@ class RouterShell:
             images = b"".join(map(self.codec.encode_slot, accepted))
             first: int = accepted[0].seq  # type: ignore[attr-defined]
             self.journal.append(first, images, len(accepted))
+            if self.acks is not None:
+                last = first + len(accepted) - 1
+                self.acks.appended(last)
+                if self.gate is not None and not self.gate.wait(
+                    last, self.settle, self._stop, first - 1
+                ):
+                    return self._abandon(decisions, origins)
             if self.watches:
                 self.watches.touch_commands(accepted)
         for name, commands in route_all(decisions).items():
@@ -195,6 +238,23 @@ class RouterShell:
             consumer.commit()
         self._maybe_snapshot()
         return len(decisions) + len(watch_requests)
+
+    def _abandon(self, decisions: Sequence[Decision], origins: Sequence[int]) -> int:
+        """A stop came while the batch waited for the standby. The batch stays journaled and
+        unpublished, as after a crash between journal and publish (the restart publishes it
+        once the standby has it); the gateways' rings are committed, so the restart does not
+        sequence it twice, and refusals, which promise nothing durable, are answered."""
+        for gateway, decision in zip(origins, decisions, strict=True):
+            if decision.command is None and decision.reply is not None:
+                self.pending_replies[gateway].append(decision.reply)
+        for gateway, queue in self.pending_replies.items():
+            if queue and self.replies[gateway].try_publish_batch(list(queue)):
+                queue.clear()
+        for _gateway, consumer in self.inputs:
+            consumer.commit()
+        log.warning("stopping while batch %d waited for the standby: left unpublished",
+                    self.journal.next_seq - 1)  # fmt: skip
+        return len(decisions)
 
     def _maybe_snapshot(self) -> None:
         """Every ``journal.snapshot_every`` commands, fork a replay that writes a snapshot
@@ -265,6 +325,7 @@ class RouterShell:
             pause = min(1e-3, pause * 2 or 50e-6)
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
+        self._stop = stop  # also polled while a batch waits for the standby
         while not (self.stopping or stop()):
             self.step()
 
@@ -272,6 +333,8 @@ class RouterShell:
         if self._snapshotter is not None:
             self._snapshotter.join(60)
         self.journal.close()
+        if self.acks is not None:
+            self.acks.close()
         for _g, consumer in self.inputs:
             consumer.close()
         for consumer in self.from_matchers:
@@ -287,9 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     shell = RouterShell(load_profile(args.profile))
     stopped = stop_on_signals()
+    sd_notify.ready()  # recovered, the admin ring attached: what the supervisor waits for
     try:
-        shell.run(stopped)
+        shell.run(sd_notify.petting(stopped))  # the stop poll, once per batch, pets the watchdog
     finally:
+        sd_notify.stopping()
         shell.close()
     return 0
 

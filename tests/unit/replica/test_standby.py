@@ -1,4 +1,4 @@
-"""The standby's checks: a frame must start at its next seq and end at the primary's chained
+"""The standby's checks: a frame must start at its next seq and end at the primary's history
 hash, or it stops with the reason; a good frame is durable, applied and acknowledged."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from config.schema import ReplicationConfig, RingexConfig
 from procs.common.records import CreateAccount, Record, RecordCodec, Transfer
 from procs.replica.standby import Standby, StandbyRefusedError
-from procs.replica.wire import GENESIS, Entries, chain
+from procs.replica.wire import Entries, History
 
 CODEC = RecordCodec()
 
@@ -25,12 +25,15 @@ def standby(tmp_path: Path) -> Standby:
     return Standby(cfg)
 
 
-def frame(first: int, records: Sequence[Record], before: bytes = GENESIS) -> Entries:
+def frame(first: int, records: Sequence[Record]) -> Entries:
+    """Entries from seq ``first`` of the history ``COMMANDS[: first - 1] + records``."""
     images = [CODEC.encode_slot(r) for r in records]
-    digest = before
-    for image in images:
-        digest = chain(digest, image)
-    return Entries(first, images, digest)
+    history = History()
+    for r in COMMANDS[: first - 1]:
+        history.update(CODEC.encode_slot(r))
+    for image in images:  # one at a time: the same hash as one frame at once
+        history.update(image)
+    return Entries(first, images, history.digest())
 
 
 COMMANDS: list[Record] = [CreateAccount(1, 5, 0, 0, 1, 7), Transfer(2, 6, 0, 0, 2, 7, 1, 100, 9)]

@@ -1,0 +1,105 @@
+"""The source and a standby in one event loop over real TCP: what the router appends reaches
+the standby at once (the "appended" bell, not the source's fallback poll), and the
+acknowledged seq, the standby count and the status file follow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from config.schema import ReplicationConfig, RingexConfig
+from procs.common.journal_writer import JournalWriter
+from procs.common.records import CreateAccount, Record, RecordCodec, Transfer
+from procs.common.replication_ack import CONNECTED, AckBlock, ack_dir
+from procs.common.topology import journal_dir
+from procs.replica import source as source_module
+from procs.replica.source import ReplicationSource
+from procs.replica.standby import Standby
+
+CODEC = RecordCodec()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def commands(first: int, n: int) -> list[Record]:
+    out: list[Record] = []
+    for seq in range(first, first + n):
+        if seq == 1:
+            out.append(CreateAccount(1, 5, 0, 0, 1, 7))
+        else:
+            out.append(Transfer(seq, 6, 0, 0, seq, 7, 1, 100, seq))
+    return out
+
+
+def test_appended_entries_reach_the_standby_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(source_module, "PARK_S", 30.0)  # only the bell can wake it in time
+    port = free_port()
+    primary = RingexConfig(
+        instance="rp", var_dir=str(tmp_path / "p"),
+        replication=ReplicationConfig(listen_port=port, mode="sync"),
+    )  # fmt: skip
+    secondary = RingexConfig(
+        instance="rs", var_dir=str(tmp_path / "s"),
+        replication=ReplicationConfig(primary=f"127.0.0.1:{port}"),
+    )  # fmt: skip
+    journal = JournalWriter(
+        journal_dir(primary), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+    )
+    router = AckBlock(ack_dir(primary.var_dir, primary.instance))  # the router's mapping
+
+    def append(first: int, n: int) -> int:
+        batch = commands(first, n)
+        journal.append(first, b"".join(map(CODEC.encode_slot, batch)), n)
+        router.appended(first + n - 1)
+        return first + n - 1
+
+    async def until(condition: object, timeout: float = 10.0) -> float:
+        started = time.monotonic()
+        while not condition():  # type: ignore[operator]
+            assert time.monotonic() - started < timeout, "timed out"
+            await asyncio.sleep(0.001)
+        return time.monotonic() - started
+
+    async def scenario() -> list[float]:
+        append(1, 2)
+        source = ReplicationSource(primary)
+        assert source.acked == 0  # nothing known acknowledged before a standby says so
+        serving = asyncio.create_task(source.run())
+        standby = Standby(secondary)
+        following = asyncio.create_task(standby.run())
+        await until(lambda: router.acked_seq == 2 and router.words[CONNECTED] == 1)
+        took = []
+        for k in range(5):  # each batch: one round trip, well under the 30 s fallback poll
+            last = append(3 + 3 * k, 3)
+            took.append(await until(lambda last=last: router.acked_seq == last, 5.0))
+        assert standby.next_seq == 18
+        assert standby.state.sequencer.accounts.balance(7, 1) == (1600, 0)  # 16 transfers of 100
+        status = ack_dir(primary.var_dir, primary.instance) / "replication.json"
+        await until(lambda: status.exists() and json.loads(status.read_text())["acked_seq"] == 17)
+        doc = json.loads(status.read_text())
+        assert doc["mode"] == "sync" and doc["lag"] == 0 and doc["standbys_connected"] == 1
+        assert not doc["degraded"]
+        standby.stopping.set()
+        following.cancel()
+        standby.close()
+        await until(lambda: router.words[CONNECTED] == 0)
+        source.stopping.set()
+        await serving
+        source.close()
+        return took
+
+    took = asyncio.run(scenario())
+    assert max(took) < 5.0, took
+    journal.close()
+    router.close()
