@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import time
 from pathlib import Path
 
 import msgspec
@@ -36,8 +37,12 @@ def _digest(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
 
 
 class UserStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, recheck_s: float = 0.0) -> None:
+        """``recheck_s``: look at the file at most this often (a REST gateway reads a user
+        per request; a FIX logon, rare, always looks)."""
         self.path = path
+        self.recheck_s = recheck_s
+        self._checked = -1e18
         self._users: dict[str, User] = {}
         self._stamp: tuple[int, int] | None = None
         self._load()
@@ -45,6 +50,11 @@ class UserStore:
     def _load(self) -> None:
         """(Re)read the file when it changed: `ringex admin add-user` writes it while the
         gateways run, and they see the new user at its first logon."""
+        if self.recheck_s:
+            now = time.monotonic()
+            if now - self._checked < self.recheck_s:
+                return
+            self._checked = now
         try:
             st = self.path.stat()
         except FileNotFoundError:

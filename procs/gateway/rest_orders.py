@@ -114,6 +114,9 @@ class Outcome:
     fills: list[dict[str, Any]] = field(default_factory=list)
     code: ResultCode = ResultCode.OK
     balances: dict[int, tuple[int, int]] | None = None
+    #: The order as it stood when the answer was decided (later fills do not leak into an
+    #: answer whose ``fills`` list ends here).
+    view: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -327,7 +330,10 @@ class RestOrders:
             request = self.requests.pop(ref, None)
             if request is None:
                 continue
-            self.completed.append((ref, request.outcome))
+            outcome = request.outcome
+            if outcome.order is not None:
+                outcome.view = outcome.order.json()
+            self.completed.append((ref, outcome))
             if request.order is not None and request.order.ref == ref:
                 request.order.ref = 0
         self._answered.clear()

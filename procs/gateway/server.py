@@ -50,6 +50,15 @@ from shm.consumer import Consumer
 
 log = logging.getLogger("ringex.gateway")
 
+#: The poll loop's nap when nothing flows: uvloop's timers tick in whole milliseconds (a
+#: shorter sleep returns at once, and the loop would spin a core at 100%), so 1 ms.
+IDLE_NAP_S = 0.001
+
+
+def _settle(nap: asyncio.Future[None]) -> None:
+    if not nap.done():
+        nap.set_result(None)
+
 
 def gateway_dir(cfg: RingexConfig, gw: GatewayConfig) -> Path:
     return Path(cfg.var_dir) / cfg.instance / "gateway" / gw.name
@@ -112,9 +121,11 @@ class GatewayServer:
             core = RestOrders(
                 gw.id, self.entry.instruments, cfg.assets, self.entry.outgoing, self.entry.next_ref
             )
-            self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.publish)
+            self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
         self.paused = False
         self.port = gw.port
+        self._idle_rounds = 0
+        self._nap: asyncio.Future[None] | None = None
         self._server: asyncio.Server | None = None
         self._stop = asyncio.Event()
 
@@ -163,8 +174,15 @@ class GatewayServer:
         self.publish()
 
     def after_input(self, conn: Connection) -> None:
-        self.publish()
+        self.submit()
         self.write(conn)
+
+    def submit(self) -> None:
+        """Publish what a client just sent and wake the poll loop: its answer is on the way."""
+        self.publish()
+        self._idle_rounds = 0
+        if self._nap is not None:
+            _settle(self._nap)
 
     def write(self, conn: Connection) -> None:
         session, transport = conn.session, conn.transport
@@ -220,17 +238,35 @@ class GatewayServer:
                 for event in events:
                     rest(event)
             count += len(events)
-        if api is not None:
-            api.after_batch()
-        for conn in self.connections:
-            self.write(conn)
-        self.audit.flush()
+        if count:
+            if api is not None:
+                api.after_batch()
+            for conn in self.connections:
+                self.write(conn)
+            self.audit.flush()
         return count
 
     async def _poll(self) -> None:
+        """Pump while events flow; when the rings are empty, spin ``wait.spins`` rounds (an
+        answer to what a client just sent comes within them), then nap ``IDLE_NAP_S`` until
+        a client sends something (``submit`` ends the nap) or the nap ends. With the
+        busy-spin strategy it never naps."""
+        loop = asyncio.get_running_loop()
+        spin = self.cfg.wait.strategy == "busy-spin"
+        spins = self.cfg.wait.spins
         while not self._stop.is_set():
-            busy = self.pump() or self.entry.outgoing
-            await asyncio.sleep(0 if busy else 0.0005)
+            if self.pump() or self.entry.outgoing:
+                self._idle_rounds = 0
+                await asyncio.sleep(0)
+            elif spin or self._idle_rounds < spins:
+                self._idle_rounds += 1
+                await asyncio.sleep(0)
+            else:
+                self._nap = nap = loop.create_future()
+                wake = loop.call_later(IDLE_NAP_S, _settle, nap)
+                await nap
+                wake.cancel()
+                self._nap = None
 
     async def _timers(self) -> None:
         while not self._stop.is_set():
