@@ -173,6 +173,11 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     cancel_on_disconnect: bool = False
     #: Per-session reset of sequence numbers at each logon (test rigs).
     reset_on_logon: bool = False
+    #: After a client's request or the last event, how long the poll loop keeps looking at
+    #: the rings before it naps (1 ms, uvloop's tick): an answer within it goes out at once,
+    #: later ones wait for the nap's end. Longer buys latency with CPU the router and
+    #: matchers may need (wait.strategy = "busy-spin" never naps).
+    idle_spin_us: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 100
     #: The REST + private WebSocket API this gateway also serves (absent: none).
     rest: RestConfig | None = None
 

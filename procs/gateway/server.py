@@ -124,7 +124,7 @@ class GatewayServer:
             self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
         self.paused = False
         self.port = gw.port
-        self._idle_rounds = 0
+        self._spin_until = 0.0
         self._nap: asyncio.Future[None] | None = None
         self._server: asyncio.Server | None = None
         self._stop = asyncio.Event()
@@ -180,7 +180,7 @@ class GatewayServer:
     def submit(self) -> None:
         """Publish what a client just sent and wake the poll loop: its answer is on the way."""
         self.publish()
-        self._idle_rounds = 0
+        self._spin_until = time.perf_counter() + self.gw.idle_spin_us / 1e6
         if self._nap is not None:
             _settle(self._nap)
 
@@ -247,19 +247,20 @@ class GatewayServer:
         return count
 
     async def _poll(self) -> None:
-        """Pump while events flow; when the rings are empty, spin ``wait.spins`` rounds (an
-        answer to what a client just sent comes within them), then nap ``IDLE_NAP_S`` until
-        a client sends something (``submit`` ends the nap) or the nap ends. With the
-        busy-spin strategy it never naps."""
+        """Pump while events flow; when the rings are empty, keep looking for ``idle_spin_us``
+        after the last event or client request (the answer to what a client just sent
+        usually comes within it), then nap ``IDLE_NAP_S`` until a client sends something
+        (``submit`` ends the nap) or the nap ends. With the busy-spin strategy it never
+        naps."""
         loop = asyncio.get_running_loop()
         spin = self.cfg.wait.strategy == "busy-spin"
-        spins = self.cfg.wait.spins
+        window = self.gw.idle_spin_us / 1e6
+        clock = time.perf_counter
         while not self._stop.is_set():
             if self.pump() or self.entry.outgoing:
-                self._idle_rounds = 0
+                self._spin_until = clock() + window
                 await asyncio.sleep(0)
-            elif spin or self._idle_rounds < spins:
-                self._idle_rounds += 1
+            elif spin or clock() < self._spin_until:
                 await asyncio.sleep(0)
             else:
                 self._nap = nap = loop.create_future()
