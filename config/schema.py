@@ -220,6 +220,12 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     #: CPUs per process ("router", "matcher-<name>", "gateway-<name>", "marketdata",
     #: "dbwriter"); a process not listed may run on any CPU.
     cores: dict[str, list[Annotated[int, msgspec.Meta(ge=0)]]] = {}
+    #: Scheduling niceness per process (same names as ``cores``), set before it starts. The
+    #: database writer follows the journal and may lag, so it (and the embedded PostgreSQL it
+    #: starts, which inherits it) yields the CPU to the pipeline where they share cores.
+    nice: dict[str, Annotated[int, msgspec.Meta(ge=-20, le=19)]] = msgspec.field(
+        default_factory=lambda: {"dbwriter": 10}
+    )
     #: A process that has to be restarted more than restart_limit times within
     #: restart_window_s stops the instance (a crash loop is not fixed by looping).
     restart_limit: Annotated[int, msgspec.Meta(ge=0)] = 5

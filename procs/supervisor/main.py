@@ -124,13 +124,15 @@ class Supervisor:
         def pin() -> None:  # in the child, before exec: the process starts on its CPUs
             if cpus:
                 os.sched_setaffinity(0, cpus)
+            if spec.nice:
+                os.nice(spec.nice)
 
         child.process = subprocess.Popen(
             spec.argv(self.profile),
             stdout=logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=pin,  # noqa: PLW1509  (affinity only; no locks involved)
+            preexec_fn=pin,  # noqa: PLW1509  (affinity and niceness only; no locks involved)
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them in order
             cwd=Path.cwd(),
         )

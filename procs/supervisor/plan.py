@@ -11,7 +11,7 @@ intake opens last; shutdown stops intake first.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from config.schema import RingexConfig
 from procs.common.topology import (
@@ -37,6 +37,7 @@ class ProcessSpec:
     ready_consumer: str
     intake: bool = False  # takes orders from outside: stopped first
     stop_last: bool = False  # follows what the others write (the journal): stopped last
+    nice: int = 0  # scheduling niceness it starts with (supervisor.nice)
 
     def argv(self, profile: str) -> list[str]:
         return [sys.executable, "-m", self.module, "--profile", profile, *self.args]
@@ -79,7 +80,11 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
             )
         )
     if cfg.database.enabled:  # follows the journal: no ring, ready once started
-        specs.append(ProcessSpec("dbwriter", "procs.dbwriter.main", (), cpus("dbwriter"), "", ""))
+        specs.append(
+            ProcessSpec(
+                "dbwriter", "procs.dbwriter.main", (), cpus("dbwriter"), "", "", stop_last=True
+            )
+        )
     if cfg.marketdata.enabled:
         specs.append(
             ProcessSpec(
@@ -103,4 +108,5 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
         )
         for g in cfg.gateways
     ]
-    return specs
+    nice = cfg.supervisor.nice
+    return [replace(spec, nice=nice[spec.name]) if spec.name in nice else spec for spec in specs]

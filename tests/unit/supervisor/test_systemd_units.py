@@ -98,12 +98,12 @@ def test_dry_run_options_and_stop(tmp_path: Path, capsys: pytest.CaptureFixture[
 
     assert units.main(["stop", *argv]) == 0
     stops = [cmd[3:] for cmd in lines(capsys.readouterr().out, "systemctl --user stop")]
-    assert stops == [  # intake first, then (after the drain) the rest in reverse, the slice
-        ["ringex-sdunits-gateway-gw1.service"],
+    assert stops == [  # intake first, then (after the drain) the rest in reverse, the writer
+        ["ringex-sdunits-gateway-gw1.service"],  # of the journal's history last, the slice
         ["ringex-sdunits-marketdata.service"],
-        ["ringex-sdunits-dbwriter.service"],
         ["ringex-sdunits-router.service"],
         ["ringex-sdunits-matcher-m1.service"],
+        ["ringex-sdunits-dbwriter.service"],
         ["ringex-sdunits.slice"],
     ]
 
