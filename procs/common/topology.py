@@ -59,6 +59,11 @@ MARKETDATA = "marketdata"
 #: sequenced path like any gateway's, over the rings gw0-cmd and gw0-rep.
 ADMIN_GATEWAY = 0
 
+#: ``Heartbeat.source`` of the mark a matcher puts on its output ring once it has recovered:
+#: ``counter`` is the newest command it has executed, so a starting router resends only what
+#: comes after it (and the matcher, restarting, knows its events up to there are out).
+RECOVERED_SOURCE = 1
+
 
 def gateway_consumer(gateway: int) -> str:
     """The name a gateway reads matcher outputs and its replies ring under."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from config import load_profile
@@ -34,6 +35,7 @@ from procs.common.journal import JournalReader
 from procs.common.records import (
     AdminCommand,
     CancelOrder,
+    Heartbeat,
     MassCancel,
     NewOrder,
     Record,
@@ -44,6 +46,7 @@ from procs.common.snapshots import SnapshotStore
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
     MATCHER,
+    RECOVERED_SOURCE,
     journal_dir,
     matcher_input,
     matcher_output,
@@ -89,11 +92,17 @@ class MatcherShell:
         out_ring = Ring.attach(cfg.instance, matcher_output(name), self.codec)
         last = out_ring.last_published()
         #: Events of commands up to this sequence are in the output ring already.
-        self.published_upto: int = getattr(last, "seq", 0) if last is not None else 0
+        self.published_upto: int = (
+            last.counter if isinstance(last, Heartbeat) else getattr(last, "seq", 0)
+        )
         self.producer = out_ring.producer(cfg.wait.build())
         if replay is None:
             replay = journal_commands(cfg, name, after=self.matcher.last_seq, codec=self.codec)
         replayed = self._replay(replay)
+        # "executed through": a starting router resends only what comes after it
+        recovered = Heartbeat(time.time_ns(), RECOVERED_SOURCE, self.matcher.last_seq)
+        self.producer.publish_batch([recovered])
+        self.published_upto = max(self.published_upto, self.matcher.last_seq)
         in_ring = Ring.attach(cfg.instance, matcher_input(name), self.codec)
         self.consumer = in_ring.consumer(INPUT_CONSUMER, cfg.wait.build(), auto_commit=False)
         self.stopping = False

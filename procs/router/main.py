@@ -44,11 +44,12 @@ from config.schema import RingexConfig
 from procs.common import sd_notify
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import Record, RecordCodec, WatchBalances
+from procs.common.records import Heartbeat, Record, RecordCodec, WatchBalances
 from procs.common.replication_ack import AckBlock, SyncGate, ack_dir
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
     ADMIN_GATEWAY,
+    RECOVERED_SOURCE,
     ROUTER,
     gateway_commands,
     gateway_replies,
@@ -143,6 +144,13 @@ class RouterShell:
         for name, producer in self.to_matchers.items():
             newest = producer.ring.last_published()
             have: int = getattr(newest, "seq", 0) if newest is not None else 0
+            # a matcher that recovered from the journal after this ring last moved (a fresh
+            # instance: an empty ring) says how far it got: nothing up to there is missing
+            mark = Ring.attach(self.cfg.instance, matcher_output(name), self.codec)
+            recovered = mark.last_published()
+            mark.close()
+            if isinstance(recovered, Heartbeat) and recovered.source == RECOVERED_SOURCE:
+                have = max(have, recovered.counter)
             if have >= last_seq:
                 continue
             reader = JournalReader(

@@ -15,6 +15,7 @@ import pytest
 from config.schema import MatcherConfig, RingConfig, RingexConfig, SymbolConfig, WaitConfig
 from procs.common.records import (
     AdminCommand,
+    Heartbeat,
     MassCancel,
     NewOrder,
     Record,
@@ -123,6 +124,9 @@ def test_shell_recovers_from_snapshot_and_journal_without_duplicates(
     run_shell(recovered, inbound, journal[2100:])
     tap = outbound.consumer("tap")
     got = tap.read(1 << 16)
+    marks = [e.counter for e in got if isinstance(e, Heartbeat)]  # one per start: how far
+    assert marks == [0, journal[2099].seq]  # type: ignore[attr-defined]
+    got = [e for e in got if not isinstance(e, Heartbeat)]
     assert got == expected  # every event once, in order
     reference = Matcher(symbol_specs(cfg, "m1"), ReferenceBook)
     reference.execute_all(journal)
@@ -151,9 +155,14 @@ def test_matcher_process_runs_and_stops_cleanly(instance: str, tmp_path: Path) -
         tap = outbound.consumer("tap")
         events: list[Record] = []
         deadline = time.monotonic() + 20
-        while len(events) < 3 and time.monotonic() < deadline:
+        while len(events) < 4 and time.monotonic() < deadline:
             events += tap.take(16, timeout_s=0.2)
-        assert [type(e).__name__ for e in events] == ["Accepted", "BookLevel", "Rejected"]
+        assert [type(e).__name__ for e in events] == [
+            "Heartbeat",  # recovered through seq 0
+            "Accepted",
+            "BookLevel",
+            "Rejected",
+        ]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         assert list((tmp_path / instance / "snapshots" / "matcher-m1").glob("*.snap"))

@@ -7,6 +7,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from config.schema import (
@@ -37,6 +38,7 @@ from procs.common.topology import (
     gateway_commands,
     gateway_consumer,
     gateway_replies,
+    matcher_input,
     matcher_output,
 )
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
@@ -222,3 +224,30 @@ def test_restart_recovers_the_same_state_and_keeps_sequencing(exchange: Exchange
     from_snapshot = recover(exchange.cfg)
     assert from_snapshot.replayed == 0 and from_snapshot.state_hashes() == replayed.state_hashes()
     assert book_hash != ""  # the matcher restarted from its own snapshot path too
+
+
+def test_a_fresh_instance_resends_nothing_the_matcher_recovered(exchange: Exchange) -> None:
+    """Whole-instance restart: new (empty) rings, the matcher first (as the supervisor starts
+    them), which replays the journal and marks how far it got; the router then resends none
+    of the journal. A journaled command the matcher never saw is still resent."""
+    fund(exchange, 7, usd=10**9, btc=10**6)
+    for ref in range(10, 30):
+        exchange.send(1, order(ref, 7, Side.BUY, 900 + ref, 10))
+    last = exchange.router.sequencer.next_seq - 1
+    exchange.stop()
+    for ring in exchange.rings.values():
+        ring.unlink()
+    exchange.rings = create_rings(exchange.cfg, CODEC)
+    inbound = Ring.attach(exchange.cfg.instance, matcher_input("m1"), CODEC)
+    exchange.matcher = MatcherShell(exchange.cfg, "m1")
+    exchange.router = RouterShell(exchange.cfg)
+    assert inbound.cursor() == 0  # nothing resent: the matcher had all of it
+    assert exchange.matcher.matcher.last_seq == last
+
+    # the router journals a command and dies before publishing it; the matcher lives on
+    oid = exchange.router.sequencer.next_order_id
+    new = msgspec.structs.replace(order(99, 7, Side.BUY, 901, 10), seq=last + 1, order_id=oid)
+    exchange.router.journal.append(last + 1, CODEC.encode_slot(new), 1)
+    exchange.router.close()
+    exchange.router = RouterShell(exchange.cfg)
+    assert inbound.cursor() == 1  # that one command, and only it
