@@ -32,6 +32,7 @@ from config.schema import RingexConfig
 from procs.common.journal import JournalReader
 from procs.common.records import RecordCodec
 from procs.common.topology import journal_dir
+from procs.dbwriter.committer import Committer
 from procs.dbwriter.projection import Batch
 from procs.dbwriter.replay import Follower
 from procs.dbwriter.store import CheckpointMismatchError, PgStore
@@ -91,6 +92,7 @@ class DbWriter:
         self.stopping = False
         self.follower: Follower | None = None
         self.committed = 0  # the checkpoint as this writer last saw it
+        self._committer: Committer | None = None  # while following: writes on its thread
         self.batches = 0
         self.rows = 0
         self._snap_seq = 0
@@ -148,6 +150,14 @@ class DbWriter:
 
     def _run(self, to_end: bool) -> int:
         follower = self.follower or self.start()
+        self._committer = Committer(self._write)
+        try:
+            return self._follow(follower, to_end)
+        finally:
+            self._committer.close()
+            self._committer = None
+
+    def _follow(self, follower: Follower, to_end: bool) -> int:
         opts = self.options
         decode, step, process = self.codec.decode_slot, follower.step, follower.projection.process
         limit_rows, limit_s = opts.batch_rows, opts.batch_ms / 1000
@@ -171,6 +181,7 @@ class DbWriter:
                 break
             self._housekeeping()
             self.sleep(opts.poll_s)
+        self._drain()
         self._housekeeping(force_report=True)
         return self.committed
 
@@ -180,21 +191,35 @@ class DbWriter:
     # -- internals ---------------------------------------------------------------------------
 
     def _flush(self, batch: Batch) -> None:
+        """Seal ``batch`` (here: sealing reads the replay state, which moves on) and hand it
+        to the committer, which writes it while this thread reads on (``committer.py``)."""
         assert self.follower is not None
         projection = self.follower.projection
         batch.seal(self.follower.sequencer.accounts, projection.decimals, projection.assets_of)
-        self._retry(lambda: self.store.write(batch), f"writing seqs {batch.first_seq}..")
-        self.committed = batch.last_seq
+        if self._committer is None:
+            self._write(batch)
+        else:
+            self._committer.submit(batch)
         self.batches += 1
         self.rows += batch.rows()
         opts = self.options
-        due = self.committed - self._snap_seq >= opts.snapshot_every or (
+        due = batch.last_seq - self._snap_seq >= opts.snapshot_every or (
             opts.snapshot_s and time.monotonic() - self._snap_at >= opts.snapshot_s
         )
-        if due and self.committed > self._snap_seq:
+        if due and batch.last_seq > self._snap_seq:
+            self._drain()  # the snapshot is of the replay state at the checkpoint
             self.follower.save_snapshot()
             self._snap_seq, self._snap_at = self.committed, time.monotonic()
         self._housekeeping()
+
+    def _write(self, batch: Batch) -> None:
+        """Commit one sealed batch with its checkpoint (retrying); the committer's thread."""
+        self._retry(lambda: self.store.write(batch), f"writing seqs {batch.first_seq}..")
+        self.committed = batch.last_seq
+
+    def _drain(self) -> None:
+        if self._committer is not None:
+            self._committer.drain()
 
     def _retry(self, work: Callable[[], T], what: str) -> T:
         delay = self.options.backoff.delays()
@@ -227,6 +252,7 @@ class DbWriter:
             self._report_at = now
         if self.users is not None and now - self._users_at >= 1.0:
             self._users_at = now
+            self._drain()  # one thread at a time on the connection
             try:
                 self.users.sync(self.store.open())
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:

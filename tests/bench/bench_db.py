@@ -38,6 +38,7 @@ from procs.common.embedded_postgres import PORT, SUPERUSER, EmbeddedPostgres
 from procs.common.records import Trade
 from procs.common.types import Side
 from procs.core.accounts import Accounts
+from procs.dbwriter.committer import Committer
 from procs.dbwriter.projection import Batch, Projection, to_datetime
 from procs.dbwriter.store import PgStore, connect, prepare
 from tests.bench.report import conclude
@@ -71,12 +72,20 @@ def fresh_db(cluster: EmbeddedPostgres, name: str) -> str:
 
 
 def run_batcher(
-    dsn: str, cfg: RingexConfig, stream: list[Trade], batch: int, on_conflict: bool = False
+    dsn: str,
+    cfg: RingexConfig,
+    stream: list[Trade],
+    batch: int,
+    on_conflict: bool = False,
+    pipelined: bool = True,
 ) -> dict[str, Any]:
+    """The writer's path: batches built here, committed by a ``Committer`` thread while the
+    next is built (``pipelined``), or one after the other."""
     store = PgStore(dsn, cfg, trades_on_conflict=on_conflict)
     store.open()
     projection = Projection(cfg)
     accounts = Accounts(cfg)
+    committer = Committer(store.write) if pipelined else None
     start = time.perf_counter()
     for lo in range(0, len(stream), batch):
         b = Batch(first_seq=stream[lo].seq)
@@ -85,7 +94,13 @@ def run_batcher(
             add(trade, b)
         b.last_seq, b.last_ts_ns = stream[min(lo + batch, len(stream)) - 1].seq, 0
         b.seal(accounts, projection.decimals, projection.assets_of)
-        store.write(b)
+        if committer is None:
+            store.write(b)
+        else:
+            committer.submit(b)
+    if committer is not None:
+        committer.drain()
+        committer.close()
     elapsed = time.perf_counter() - start
     conn = store.open()
     count, size, keys = conn.execute(
@@ -167,6 +182,12 @@ def main() -> int:
             args.rounds,
             lambda: run_batcher(fresh_db(cluster, "bench"), cfg, stream, args.batch, True),
         )
+        serial = median_round(
+            args.rounds,
+            lambda: run_batcher(
+                fresh_db(cluster, "bench"), cfg, stream, args.batch, pipelined=False
+            ),
+        )
         peer = median_round(
             args.rounds,
             lambda: run_executemany(fresh_db(cluster, "bench"), cfg, peer_stream, args.batch),
@@ -181,6 +202,9 @@ def main() -> int:
         {"name": "batcher, trades INSERT .. ON CONFLICT DO NOTHING", "trades": args.trades,
          "batch": args.batch, **guarded,
          "x_executemany": guarded["trades_per_s"] / peer["trades_per_s"]},
+        {"name": "batcher, one batch after the other (no committer thread)",
+         "trades": args.trades, "batch": args.batch, **serial,
+         "x_executemany": serial["trades_per_s"] / peer["trades_per_s"]},
         {"name": "executemany INSERT", "trades": args.peer_trades, "batch": args.batch, **peer},
     ]  # fmt: skip
     print(
@@ -200,6 +224,7 @@ def main() -> int:
     checks = {
         "batcher rows exact": batcher["ok"],
         "batcher (on conflict) rows exact": guarded["ok"],
+        "batcher (serial) rows exact": serial["ok"],
         "executemany rows exact": peer["ok"],
     }
     doc = {
