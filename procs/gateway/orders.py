@@ -51,7 +51,10 @@ _ORD_TYPES = {
 _FIX_ORD_TYPE = {v: k for k, v in _ORD_TYPES.items()}
 _TIFS = {b"0": TimeInForce.DAY, b"1": TimeInForce.GTC, b"3": TimeInForce.IOC, b"4": TimeInForce.FOK}
 _FIX_TIF = {v: k for k, v in _TIFS.items()}
-_SEEN_CLORDIDS = 1_000_000  # remembered per gateway for duplicate detection
+#: ClOrdIDs of finished orders remembered per gateway to refuse a reuse (live ones always
+#: are): a hash each, ~100 bytes with the OrderedDict's links; the soak measured ~220 bytes
+#: per order at 1M entries when the key was the (session, ClOrdID) tuple itself.
+_SEEN_CLORDIDS = 200_000
 
 
 @dataclass(slots=True)
@@ -97,7 +100,7 @@ class OrderEntry:
         self.by_id: dict[int, Order] = {}
         self.requests: dict[int, Request] = {}
         self.live: dict[tuple[int, bytes], Order] = {}  # (session, current ClOrdID) -> order
-        self.seen: OrderedDict[tuple[int, bytes], None] = OrderedDict()
+        self.seen: OrderedDict[int, None] = OrderedDict()  # hash((session, ClOrdID))
         #: Where a report for a session that is not logged on goes: ``park(session id,
         #: msg type, body, now_ns)`` stores it in that session's outbound store, and the
         #: client's ResendRequest after its next logon delivers it. None: counted and dropped.
@@ -144,8 +147,9 @@ class OrderEntry:
     def _duplicate(self, session: Session, msg: FixMessage, cl_ord_id: bytes) -> bool:
         """True when the message must not go on: a resend we already took, or a reuse."""
         key = (session.session_id, cl_ord_id)
-        if key not in self.seen and key not in self.live:
-            self.seen[key] = None
+        digest = hash(key)
+        if digest not in self.seen and key not in self.live:
+            self.seen[digest] = None
             if len(self.seen) > _SEEN_CLORDIDS:
                 self.seen.popitem(last=False)
             return False

@@ -12,11 +12,47 @@ from __future__ import annotations
 
 import os
 import struct
+from array import array
 from pathlib import Path
 from typing import BinaryIO
 
 _SEQNUMS = struct.Struct("<QQ")
 _ENTRY = struct.Struct("<II")
+_NONE = 2**64 - 1  # no message stored at this seq
+
+
+class _Offsets:
+    """seq -> file offset of its entry. Outbound seqs count up by one from where the session
+    (re)started, so an array indexed by seq - first holds them in 8 bytes a message (a dict
+    took ~100: a long session's index was most of a gateway's growth in the soak)."""
+
+    def __init__(self) -> None:
+        self.first = 1
+        self.offsets = array("Q")
+
+    def set(self, seq: int, offset: int) -> None:
+        i = seq - self.first
+        if i < 0:  # below the first kept seq (not seen in practice): shift the window
+            self.offsets[0:0] = array("Q", [_NONE] * -i)
+            self.first, i = seq, 0
+        n = len(self.offsets)
+        if i < n:
+            self.offsets[i] = offset
+            return
+        if i > n:  # a gap (never sent): nothing stored there
+            self.offsets.extend([_NONE] * (i - n))
+        self.offsets.append(offset)
+
+    def get(self, seq: int) -> int | None:
+        i = seq - self.first
+        if 0 <= i < len(self.offsets):
+            offset = self.offsets[i]
+            return None if offset == _NONE else offset
+        return None
+
+    def clear(self) -> None:
+        self.first = 1
+        del self.offsets[:]
 
 
 class MessageStore:
@@ -27,7 +63,7 @@ class MessageStore:
         raw = os.pread(self._seq_fd, _SEQNUMS.size, 0)
         saved: tuple[int, int] = _SEQNUMS.unpack(raw) if len(raw) == _SEQNUMS.size else (1, 1)
         self.next_in, self.next_out = saved
-        self._index: dict[int, int] = {}  # seq -> offset of its entry
+        self._index = _Offsets()  # seq -> offset of its entry
         self._size = 0
         path = directory / "messages"
         self._load(path)
@@ -44,7 +80,7 @@ class MessageStore:
             length, seq = _ENTRY.unpack_from(data, pos)
             if pos + _ENTRY.size + length > len(data):
                 break  # a torn tail from a crash: the peer never saw it
-            self._index[seq] = pos
+            self._index.set(seq, pos)
             pos += _ENTRY.size + length
         if pos != len(data):
             with path.open("r+b") as f:
@@ -58,7 +94,7 @@ class MessageStore:
     def add_outbound(self, seq: int, raw: bytes) -> None:
         """Record outbound message ``seq`` (the caller advanced ``next_out`` past it)."""
         entry = _ENTRY.pack(len(raw), seq) + raw
-        self._index[seq] = self._size
+        self._index.set(seq, self._size)
         self._size += len(entry)
         self._pending.append(entry)
         self.next_out = seq + 1
