@@ -26,6 +26,10 @@ class _Offsets:
     (re)started, so an array indexed by seq - first holds them in 8 bytes a message (a dict
     took ~100: a long session's index was most of a gateway's growth in the soak)."""
 
+    #: Messages a resend can reach back (8 MB of index); an older seq is not found, so the
+    #: session layer gap-fills it, as a venue does for what it will not resend.
+    KEEP = 1_000_000
+
     def __init__(self) -> None:
         self.first = 1
         self.offsets = array("Q")
@@ -42,6 +46,10 @@ class _Offsets:
         if i > n:  # a gap (never sent): nothing stored there
             self.offsets.extend([_NONE] * (i - n))
         self.offsets.append(offset)
+        if len(self.offsets) > self.KEEP + self.KEEP // 8:  # forget the oldest, in chunks
+            drop = len(self.offsets) - self.KEEP
+            del self.offsets[:drop]
+            self.first += drop
 
     def get(self, seq: int) -> int | None:
         i = seq - self.first

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from procs.gateway.store import MessageStore
+import pytest
+
+from procs.gateway.store import MessageStore, _Offsets
 
 
 def test_outbound_by_seq_with_gaps_reset_and_reopen(tmp_path: Path) -> None:
@@ -21,3 +23,15 @@ def test_outbound_by_seq_with_gaps_reset_and_reopen(tmp_path: Path) -> None:
     reopened.add_outbound(1, b"again")
     assert reopened.outbound(1, 1) == [(1, b"again")]
     reopened.close()
+
+
+def test_the_index_reaches_back_a_bounded_number_of_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_Offsets, "KEEP", 8)
+    store = MessageStore(tmp_path)
+    for seq in range(1, 41):
+        store.add_outbound(seq, b"m%d" % seq)
+    kept = [seq for seq, _raw in store.outbound(1, 40)]
+    assert kept[-8:] == list(range(33, 41)) and 8 <= len(kept) <= 9  # older ones: gap-filled
+    store.close()
