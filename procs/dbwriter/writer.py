@@ -32,7 +32,7 @@ from config.schema import RingexConfig
 from procs.common.journal import JournalReader
 from procs.common.records import RecordCodec
 from procs.common.topology import journal_dir
-from procs.dbwriter.committer import Committer
+from procs.dbwriter.committer import Committer, share_the_gil
 from procs.dbwriter.projection import Batch
 from procs.dbwriter.replay import Follower
 from procs.dbwriter.store import CheckpointMismatchError, PgStore
@@ -150,6 +150,7 @@ class DbWriter:
 
     def _run(self, to_end: bool) -> int:
         follower = self.follower or self.start()
+        share_the_gil()
         self._committer = Committer(self._write)
         try:
             return self._follow(follower, to_end)

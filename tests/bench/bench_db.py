@@ -38,7 +38,7 @@ from procs.common.embedded_postgres import PORT, SUPERUSER, EmbeddedPostgres
 from procs.common.records import Trade
 from procs.common.types import Side
 from procs.core.accounts import Accounts
-from procs.dbwriter.committer import Committer
+from procs.dbwriter.committer import Committer, share_the_gil
 from procs.dbwriter.projection import Batch, Projection, to_datetime
 from procs.dbwriter.store import PgStore, connect, prepare
 from tests.bench.report import conclude
@@ -85,6 +85,8 @@ def run_batcher(
     store.open()
     projection = Projection(cfg)
     accounts = Accounts(cfg)
+    if pipelined:
+        share_the_gil()  # as the writer process does
     committer = Committer(store.write) if pipelined else None
     start = time.perf_counter()
     for lo in range(0, len(stream), batch):
