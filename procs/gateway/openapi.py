@@ -380,8 +380,11 @@ def _order_schemas(cfg: RingexConfig) -> Json:
         "status": _enum(statuses),
         "timeInForce": {**_enum([*sorted(rp.TIFS), ""]), "description": "empty: not known"},
         "type": {**_enum([*types, ""]), "description": "empty: placed through FIX"},
-        "side": _enum(rp.SIDES), "stopPrice": _DEC, "time": _MS, "updateTime": _MS,
-        "isWorking": _BOOL,
+        "side": {
+            **_enum([*rp.SIDES, ""]),
+            "description": "empty: a cancel's answer for an order this gateway did not follow",
+        },
+        "stopPrice": _DEC, "time": _MS, "updateTime": _MS, "isWorking": _BOOL,
     })  # fmt: skip
     request = _obj({
         "symbol": _ref("Symbol"), "side": _enum(rp.SIDES), "type": _enum(sorted(rp.TYPES)),

@@ -97,7 +97,7 @@ class LiveOrder:
             "status": self.status,
             "timeInForce": TIF_NAMES.get(self.tif, "") if self.tif else "",
             "type": self.type_name,
-            "side": SIDE_NAMES.get(self.side, str(self.side)),
+            "side": SIDE_NAMES.get(self.side, ""),  # "": a cancel of an order not followed here
             "stopPrice": format_units(self.stop_price, pd).decode(),
             "time": self.time_ms,
             "updateTime": self.update_ms,
