@@ -1,0 +1,419 @@
+"""The load generator of `make bench-rest`: lanes that each keep one request in flight (a
+lean signing HTTP/1.1 client, aiohttp's ``RestClient``, or a FIX session), closed- and
+open-loop schedules, and the child process a phase runs in."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter, defaultdict, deque
+from decimal import Decimal
+from multiprocessing.connection import Connection
+from typing import Any, NamedTuple, TypeVar
+
+import msgspec
+import uvloop
+from hdrh.histogram import HdrHistogram
+
+from procs.gateway.fix import Timestamps, fields, frame
+from procs.gateway.rest_client import RestClient
+from procs.gateway.signing import API_KEY, RECV_WINDOW, SIGNATURE, TIMESTAMP, sign
+
+USD, BTC, ETH = 1, 2, 3  # the default assets; BTC-USD and ETH-USD: 2 price, 4 qty decimals
+#: Per path: the symbol, its base asset, (buyer, seller) accounts.
+MARKETS = {"rest": ("BTC-USD", BTC, (101, 102)), "fix": ("ETH-USD", ETH, (201, 202))}
+UNITS_PER_LOT = 10 ** (8 - 4)  # base assets have 8 decimals, quantities 4
+AGGRESSIVE = ("100.01", "99.99")  # the buyer's, the seller's: each crosses the other's
+PASSIVE = ("99.00", "101.00")
+BUY_QTY, SELL_QTY = ("0.0100", "0.0300"), "0.0200"  # the buyer alternates: partial fills
+ORDER_PATH = "/api/v1/order"
+WINDOW_MS = 60_000
+P = TypeVar("P", bound=asyncio.Protocol)
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
+
+
+class Answer(NamedTuple):
+    ok: bool
+    status: str
+    ref: Any  # what cancels the order: its orderId (REST), its ClOrdID (FIX)
+    taker_lots: int  # REST: the fills the request's own command made as taker
+    detail: str = ""
+    ahead: bool = False  # REST: executedQty counts fills that came after the answer's fills
+
+
+def lots(text: str | bytes) -> int:
+    return int(Decimal(text.decode() if isinstance(text, bytes) else text) * 10**4)
+
+
+# -- lanes: one request in flight each ----------------------------------------------------------
+
+
+class Lane:
+    """A REST connection, or a worker on a FIX session: ``order`` and ``cancel`` send one
+    request and return its answer; ``home`` is where its orders can be cancelled from."""
+
+    user: int  # 0 buys, 1 sells
+    home: object
+
+    async def order(self, passive: bool) -> Answer:
+        raise NotImplementedError
+
+    async def cancel(self, ref: Any) -> Answer:
+        raise NotImplementedError
+
+
+class RestLane(Lane):
+    """The request mix as REST calls; ``call`` is the HTTP client's."""
+
+    def __init__(self, user: int, tag: str) -> None:
+        self.user, self.home, self.tag, self.n = user, user, tag, 0
+
+    async def call(self, method: str, query: str, body: bytes) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    async def order(self, passive: bool) -> Answer:
+        self.n += 1
+        u = self.user
+        body = (
+            f"symbol=BTC-USD&side={'SELL' if u else 'BUY'}&type=LIMIT&timeInForce=GTC"
+            f"&price={(PASSIVE if passive else AGGRESSIVE)[u]}"
+            f"&quantity={SELL_QTY if u else BUY_QTY[self.n % 2]}"
+            f"&newClientOrderId={self.tag}-{self.n}"
+        ).encode()
+        status, doc = await self.call("POST", "", body)
+        if status != 200 or not isinstance(doc, dict):
+            return Answer(False, f"HTTP {status}", None, 0, str(doc)[:200])
+        state, fills = doc.get("status", ""), doc.get("fills", [])
+        ok = state == "NEW" if passive else state in ("NEW", "PARTIALLY_FILLED", "FILLED")
+        executed, filled = lots(doc["executedQty"]), sum(lots(f["qty"]) for f in fills)
+        ok = ok and executed >= filled
+        taker = sum(lots(f["qty"]) for f in fills if not f["isMaker"])
+        why = f"orderId={doc.get('orderId')} executedQty={doc.get('executedQty')} fills={fills}"
+        return Answer(ok, state, doc["orderId"], taker, "" if ok else why, executed > filled)
+
+    async def cancel(self, ref: Any) -> Answer:
+        status, doc = await self.call("DELETE", f"symbol=BTC-USD&orderId={ref}", b"")
+        state = doc.get("status", "") if isinstance(doc, dict) else ""
+        ok = status == 200 and state == "CANCELED"
+        return Answer(ok, state or f"HTTP {status}", ref, 0, "" if ok else str(doc)[:200])
+
+
+class RawHttpLane(RestLane, asyncio.Protocol):
+    """A keep-alive HTTP/1.1 connection written by hand: the cheapest honest client (signs
+    every request with ``signing.sign`` as ``RestClient`` does), so the gateway is measured."""
+
+    def __init__(self, user: int, tag: str, key: str, secret: str, host: str) -> None:
+        super().__init__(user, tag)
+        self.key, self.secret, self.host = key, secret, host
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data
+        end = buf.find(b"\r\n\r\n")
+        length = _CONTENT_LENGTH.search(buf, 0, end) if end >= 0 else None
+        if length is None or len(buf) < end + 4 + int(length.group(1)):
+            self.buf = buf
+            return
+        stop = end + 4 + int(length.group(1))
+        self.buf = buf[stop:]
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result((int(buf[9:12]), buf[end + 4 : stop]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError(f"the gateway closed the connection: {exc}"))
+
+    async def call(self, method: str, query: str, body: bytes) -> tuple[int, Any]:
+        now = time.time_ns() // 1_000_000
+        signature = sign(self.secret, now, WINDOW_MS, method, ORDER_PATH, query, body)
+        head = (
+            f"{method} {ORDER_PATH}{'?' if query else ''}{query} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"{API_KEY}: {self.key}\r\n{TIMESTAMP}: {now}\r\n{RECV_WINDOW}: {WINDOW_MS}\r\n"
+            f"{SIGNATURE}: {signature}\r\n"
+        )
+        if body:
+            head += "Content-Type: application/x-www-form-urlencoded\r\n"
+            head += f"Content-Length: {len(body)}\r\n"
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(head.encode() + b"\r\n" + body)
+        status, raw = await self.waiter
+        return status, msgspec.json.decode(raw) if raw else None
+
+
+class AiohttpLane(RestLane):
+    """The same calls through ``RestClient`` (aiohttp's client): what a Python user runs."""
+
+    def __init__(self, user: int, tag: str, api: RestClient) -> None:
+        super().__init__(user, tag)
+        self.api = api
+
+    async def call(self, method: str, query: str, body: bytes) -> tuple[int, Any]:
+        pairs = (p.partition("=") for p in (query or body.decode()).split("&"))
+        params: dict[str, Any] = {name: value for name, _, value in pairs}
+        return await self.api.request(method, ORDER_PATH, **params)
+
+
+class FixSession(asyncio.Protocol):
+    """One FIX session: sends orders for its workers and resolves each worker's wait on the
+    first report for its ClOrdID; counts every fill by side (LastQty)."""
+
+    def __init__(self, comp_id: str, user: int) -> None:
+        self.comp_id, self.user = comp_id, user
+        self.seq = 1
+        self.times = Timestamps()
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+        self.pending: dict[bytes, asyncio.Future[Answer]] = {}
+        self.fill_lots = [0, 0]  # buy, sell
+        self.problems: list[str] = []
+        self.logged_on: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
+
+    def send(self, msg_type: bytes, *pairs: tuple[int, bytes | str | int]) -> None:
+        stamp = self.times.format(time.time_ns())
+        body = fields(
+            (35, msg_type), (49, self.comp_id), (56, "RINGEX"), (34, self.seq), (52, stamp),
+            *pairs,
+        )  # fmt: skip
+        self.seq += 1
+        assert self.transport is not None
+        self.transport.write(frame(body))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data
+        start = 0
+        while (end := buf.find(b"\x0110=", start)) >= 0 and (
+            stop := buf.find(b"\x01", end + 4)
+        ) > 0:
+            pairs = (p.partition(b"=") for p in buf[start:stop].split(b"\x01"))
+            self.message({tag: value for tag, _, value in pairs})
+            start = stop + 1
+        self.buf = buf[start:]
+
+    def message(self, f: dict[bytes, bytes]) -> None:
+        kind = f[b"35"]
+        if kind == b"8":
+            exec_type = f[b"150"]
+            if exec_type == b"F":
+                self.fill_lots[f[b"54"] == b"2"] += lots(f[b"32"])
+            future = self.pending.pop(f[b"11"], None)
+            if future is not None and not future.done():
+                ok = exec_type in (b"0", b"4", b"F")
+                detail = "" if ok else f"150={exec_type.decode()} {f.get(b'58', b'').decode()}"
+                future.set_result(Answer(ok, exec_type.decode(), f[b"11"], 0, detail))
+        elif kind == b"9":
+            future = self.pending.pop(f[b"11"], None)
+            if future is not None and not future.done():
+                future.set_result(Answer(False, "9", None, 0, f.get(b"58", b"").decode()))
+        elif kind == b"A" and not self.logged_on.done():
+            self.logged_on.set_result(None)
+        elif kind == b"1":
+            self.send(b"0", (112, f.get(b"112", b"")))
+        elif kind in (b"3", b"5", b"j"):
+            self.problems.append(f"35={kind.decode()} {f.get(b'58', b'').decode()}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError(f"session {self.comp_id} closed: {exc}"))
+
+
+class FixLane(Lane):
+    def __init__(self, session: FixSession, tag: str) -> None:
+        self.session = self.home = session
+        self.user, self.tag, self.n = session.user, tag, 0
+
+    async def request(self, msg_type: bytes, *pairs: tuple[int, bytes | str | int]) -> Answer:
+        self.n += 1
+        cl_ord_id = b"%s-%d" % (self.tag.encode(), self.n)
+        s = self.session
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        s.pending[cl_ord_id] = future
+        s.send(msg_type, (11, cl_ord_id), (55, "ETH-USD"), (54, ("1", "2")[self.user]), *pairs,
+               (60, s.times.format(time.time_ns())))  # fmt: skip
+        return await future
+
+    async def order(self, passive: bool) -> Answer:
+        u = self.user
+        answer = await self.request(
+            b"D", (38, SELL_QTY if u else BUY_QTY[self.n % 2]), (40, "2"), (59, "1"),
+            (44, (PASSIVE if passive else AGGRESSIVE)[u]),
+        )  # fmt: skip
+        return answer._replace(ok=answer.ok and (answer.status == "0" or not passive))
+
+    async def cancel(self, ref: Any) -> Answer:
+        answer = await self.request(b"F", (41, ref))
+        return answer._replace(ok=answer.ok and answer.status == "4")
+
+
+# -- the load generator (a child process per phase) ---------------------------------------------
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.hist = HdrHistogram(1, 60_000_000, 3)  # us
+        self.lag = HdrHistogram(1, 60_000_000, 3)  # the generator's own lateness, open loop
+        self.ops: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
+        self.errors: list[str] = []
+        self.taker_lots = self.ahead = 0
+        self.start_ns = self.end_ns = 0
+
+    def record(self, kind: str, t0_ns: int, answer: Answer) -> None:
+        self.end_ns = now = time.perf_counter_ns()
+        self.hist.record_value(max(1, (now - t0_ns) // 1000))
+        self.ops[kind] += 1
+        self.statuses[answer.status] += 1
+        self.taker_lots += answer.taker_lots
+        self.ahead += answer.ahead
+        if not answer.ok:
+            self.errors.append(f"{kind} {answer.status} {answer.detail}")
+
+
+async def closed_loop(lanes: list[Lane], seconds: float, stats: Stats) -> int:
+    """Every lane as fast as its answers come; returns the lanes left without an answer."""
+    clock = time.perf_counter_ns
+    stats.start_ns = clock()
+    deadline = stats.start_ns + int(seconds * 1e9)
+
+    async def run(lane: Lane) -> None:
+        while clock() < deadline:
+            t = clock()
+            stats.record("new", t, await lane.order(False))
+            t = clock()
+            placed = await lane.order(True)
+            stats.record("new", t, placed)
+            if placed.ok:
+                t = clock()
+                stats.record("cancel", t, await lane.cancel(placed.ref))
+
+    tasks = [asyncio.ensure_future(run(lane)) for lane in lanes]
+    done, missing = await asyncio.wait(tasks, timeout=seconds + 30)
+    for task in missing:
+        task.cancel()
+    for task in done:
+        if task.exception() is not None:
+            stats.errors.append(repr(task.exception()))
+    return len(missing)
+
+
+async def open_loop(lanes: list[Lane], rate: float, seconds: float, stats: Stats) -> int:
+    """Request k at start + k/rate, whatever came back; returns the requests left unanswered."""
+    clock = time.perf_counter_ns
+    free: dict[int, asyncio.Queue[Lane]] = {0: asyncio.Queue(), 1: asyncio.Queue()}
+    for lane in lanes:
+        free[lane.user].put_nowait(lane)
+    resting: defaultdict[object, deque[Any]] = defaultdict(deque)
+
+    async def one(k: int, planned: int) -> None:
+        stats.lag.record_value(max(1, (clock() - planned) // 1000))
+        lane = await free[k % 2].get()
+        try:
+            queue = resting[lane.home]
+            if (k // 2) % 3 == 2 and queue:
+                stats.record("cancel", planned, await lane.cancel(queue.popleft()))
+                return
+            passive = (k // 2) % 3 != 0
+            answer = await lane.order(passive)
+            stats.record("new", planned, answer)
+            if passive and answer.ok:
+                queue.append(answer.ref)
+        finally:
+            free[k % 2].put_nowait(lane)
+
+    interval = 1e9 / rate
+    stats.start_ns = start = clock() + 10_000_000
+    tasks = []
+    for k in range(int(rate * seconds)):
+        planned = start + int(k * interval)
+        if planned > clock():
+            await asyncio.sleep((planned - clock()) / 1e9)
+        tasks.append(asyncio.ensure_future(one(k, planned)))
+    done, missing = await asyncio.wait(tasks, timeout=30)
+    for task in missing:
+        task.cancel()
+    for task in done:
+        if task.exception() is not None:
+            stats.errors.append(repr(task.exception()))
+    return len(missing)
+
+
+async def connect(protocol: P, port: int) -> P:
+    await asyncio.get_running_loop().create_connection(lambda: protocol, "127.0.0.1", port)
+    return protocol
+
+
+async def generate(spec: dict[str, Any], pipe: Connection) -> dict[str, Any]:
+    n, tag, port = spec["lanes"], spec["tag"], spec["port"]
+    lanes: list[Lane] = []
+    sessions: list[FixSession] = []
+    clients: list[RestClient] = []
+    if spec["path"] == "fix":
+        for k, comp_id in enumerate(spec["comp_ids"]):
+            session = await connect(FixSession(comp_id, k % 2), port)
+            session.send(b"A", (98, 0), (108, 30), (141, "Y"), (554, "pw"))
+            await asyncio.wait_for(session.logged_on, 10)
+            sessions.append(session)
+        lanes = [FixLane(sessions[k % len(sessions)], f"{tag}{k}") for k in range(n)]
+    elif spec["client"] == "aiohttp":
+        for key, secret in spec["keys"]:
+            api = RestClient(f"http://127.0.0.1:{port}", connections=n)
+            api.api_key, api.secret, api.recv_window_ms = key, secret, WINDOW_MS
+            clients.append(api)
+        lanes = [AiohttpLane(k % 2, f"{tag}{k}", clients[k % 2]) for k in range(n)]
+    else:
+        host = f"127.0.0.1:{port}"
+        for k in range(n):
+            key, secret = spec["keys"][k % 2]
+            lanes.append(await connect(RawHttpLane(k % 2, f"{tag}{k}", key, secret, host), port))
+    pipe.send("ready")
+    pipe.recv()  # go: nothing is in flight, so blocking the loop here costs nothing
+    stats = Stats()
+    if spec["phase"] == "throughput":
+        missing = await closed_loop(lanes, spec["seconds"], stats)
+    else:
+        missing = await open_loop(lanes, spec["rate"], spec["seconds"], stats)
+    pipe.send("done")  # the bench samples CPU now, before the wind-down
+    await asyncio.sleep(0.2)  # the fill reports that follow the last acks
+    for s in sessions:
+        stats.errors += s.problems
+        assert s.transport is not None
+        s.transport.close()
+    for each in lanes:
+        if isinstance(each, RawHttpLane) and each.transport is not None:
+            each.transport.close()
+    for api in clients:
+        await api.close()
+    elapsed = (stats.end_ns - stats.start_ns) / 1e9
+    h, lag = stats.hist, stats.lag
+    return {
+        "requests": sum(stats.ops.values()), "new": stats.ops["new"],
+        "cancels": stats.ops["cancel"], "missing": missing, "errors": len(stats.errors),
+        "error_samples": stats.errors[:5], "elapsed_s": elapsed,
+        "per_s": sum(stats.ops.values()) / elapsed if elapsed > 0 else 0.0,
+        "p50_us": h.get_value_at_percentile(50), "p99_us": h.get_value_at_percentile(99),
+        "p999_us": h.get_value_at_percentile(99.9), "max_us": h.get_max_value(),
+        "generator_lag_p50_us": lag.get_value_at_percentile(50) if lag.total_count else 0,
+        "generator_lag_p99_us": lag.get_value_at_percentile(99) if lag.total_count else 0,
+        "statuses": dict(stats.statuses), "taker_lots": stats.taker_lots,
+        "answers_ahead_of_their_fills": stats.ahead,
+        "fill_lots": [sum(s.fill_lots[i] for s in sessions) for i in (0, 1)],
+    }  # fmt: skip
+
+
+def load_process(spec: dict[str, Any], pipe: Connection) -> None:
+    """Child process: one phase's load generator (its CPU is its own, not the bench's)."""
+    try:
+        pipe.send(uvloop.run(generate(spec, pipe)))
+    except BaseException as exc:
+        pipe.send({"failed": repr(exc)})
+        raise
