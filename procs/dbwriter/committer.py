@@ -38,7 +38,7 @@ def share_the_gil() -> None:
 
 
 class Committer:
-    def __init__(self, write: Callable[[Batch], None]) -> None:
+    def __init__(self, write: Callable[[Batch], object]) -> None:
         self._write = write
         self._cv = threading.Condition()
         self._waiting: Batch | None = None
