@@ -61,9 +61,9 @@ def running_exchange(
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
-        pg = EmbeddedPostgres(postgres_dir(cfg))  # the writer's cluster outlives a restart
-        if pg.running():
-            pg.stop()
+        # the writer's cluster outlives a restart; run as root it lives outside tmp_path
+        # (/var/tmp/ringex-pg), so its files go too
+        EmbeddedPostgres(postgres_dir(cfg)).destroy()
 
 
 def ringex(profile: Path, *args: str) -> str:
