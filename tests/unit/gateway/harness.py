@@ -197,8 +197,9 @@ class Client:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 return None
-            try:
-                data = await asyncio.wait_for(self.reader.read(65536), left)
+            try:  # not wait_for: on 3.11 a cancel racing incoming data can be lost there
+                async with asyncio.timeout(left):
+                    data = await self.reader.read(65536)
             except TimeoutError:
                 return None
             if not data:
