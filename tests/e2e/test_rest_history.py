@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from config import load_profile
-from procs.gateway.rest_client import RestClient
+from procs.gateway.rest_client import ApiCallError, RestClient
 from tests.e2e.running import free_port, ringex, running_exchange
 from tests.e2e.test_pipeline import kill_and_wait
 
@@ -28,7 +28,12 @@ async def until(check: Any, what: str, timeout_s: float = 20.0) -> Any:
     """Poll the async ``check`` until it returns something true (the writer lags a batch)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        got = await check()
+        try:
+            got = await check()
+        except ApiCallError as exc:  # 503 while the writer is still creating its tables
+            if exc.status != 503:
+                raise
+            got = None
         if got:
             return got
         assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
