@@ -29,7 +29,6 @@ import msgspec
 from aiohttp import WSCloseCode, web
 
 from procs.gateway.api_errors import ApiError
-from procs.gateway.history import order_json
 from procs.gateway.signing import AuthError
 
 if TYPE_CHECKING:
@@ -132,20 +131,8 @@ class PrivateStreams:
     async def _snapshot(self, account: int) -> dict[str, Any]:
         api = self.api
         balances = await api.balances(account)
-        orders: dict[int, dict[str, Any]] = {}
-        if api.history is not None:
-            for sym in api.cfg.symbols:
-                with contextlib.suppress(ApiError):
-                    rows = await api.db(api.history.orders(account, sym.id, open_only=True))
-                    for row in rows:
-                        known = api.core.known(row[0])
-                        if known is None:
-                            orders[row[0]] = order_json(row, sym)
-                        elif known.open:
-                            orders[row[0]] = known.json()
-        for order in api.core.open_orders(account, None):
-            orders[order.order_id] = order.json()
-        return {"balances": balances, "openOrders": [orders[k] for k in sorted(orders)]}
+        orders = await api.open_order_views(account, api.cfg.symbols, best_effort=True)
+        return {"balances": balances, "openOrders": orders}
 
     async def _send(self, sub: Subscriber) -> None:
         ws = sub.ws

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 import msgspec
 from aiohttp import ClientSession, ClientTimeout, web
 
-from config.schema import GatewayConfig, RestConfig, RingexConfig
+from config.schema import GatewayConfig, RestConfig, RingexConfig, SymbolConfig
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.result_codes import ResultCode
 from procs.common.topology import postgres_dir, users_path
@@ -409,18 +409,32 @@ class RestApi:
         key = await self.signed(request, "read")
         params = await self.params(request)
         syms = [rp.symbol(params, self.instruments)] if "symbol" in params else self.cfg.symbols
+        return json_response(await self.open_order_views(key.account, syms))
+
+    async def open_order_views(
+        self, account: int, symbols: list[SymbolConfig], *, best_effort: bool = False
+    ) -> list[dict[str, Any]]:
+        """``account``'s open orders: the database's, overlaid with (and completed by) the
+        live view, which is fresher. ``best_effort``: a database that does not answer leaves
+        the live view alone instead of refusing (the private stream's snapshot)."""
         out: dict[int, dict[str, Any]] = {}
-        for sym in syms:
+        for sym in symbols:
             if self.history is not None:
-                for row in await self.db(self.history.orders(key.account, sym.id, open_only=True)):
+                try:
+                    rows = await self.db(self.history.orders(account, sym.id, open_only=True))
+                except ApiError:
+                    if not best_effort:
+                        raise
+                    rows = []
+                for row in rows:
                     known = self.core.known(row[0])
                     if known is None:
                         out[row[0]] = order_json(row, sym)
                     elif known.open:
                         out[row[0]] = known.json()
-            for order in self.core.open_orders(key.account, sym.id):
+            for order in self.core.open_orders(account, sym.id):
                 out[order.order_id] = order.json()
-        return json_response([out[k] for k in sorted(out)])
+        return [out[k] for k in sorted(out)]
 
     async def all_orders(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")
