@@ -178,6 +178,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     #: later ones wait for the nap's end. Longer buys latency with CPU the router and
     #: matchers may need (wait.strategy = "busy-spin" never naps).
     idle_spin_us: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 100
+    #: The order log (what FIX order entry knows, kept across restarts) is rewritten as a
+    #: snapshot of the live orders once it grows past this many MiB.
+    order_log_compact_mb: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 64
     #: The REST + private WebSocket API this gateway also serves (absent: none).
     rest: RestConfig | None = None
 

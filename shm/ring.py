@@ -119,7 +119,7 @@ class Ring(Generic[T]):
         self.instance = instance
         self.name = region.name
         self.words = region.words
-        magic, version, slot, cap, schema, maxc, hsize, _created, _pid = h.STATIC.unpack_from(
+        magic, version, slot, cap, schema, maxc, hsize, created, _pid = h.STATIC.unpack_from(
             region.buf, 0
         )
         self._check("magic", h.MAGIC, magic)
@@ -136,6 +136,9 @@ class Ring(Generic[T]):
         self.shift = cap.bit_length() - 1  # sequence >> shift = lap
         self.max_consumers = maxc
         self.data_offset = hsize
+        #: When the segment was made: tells this ring from an earlier one of the same name,
+        #: whose sequences a restarted process must not take for this one's.
+        self.created_ns = int(created)
         self._sems: dict[str, posix_ipc.Semaphore] = {}  # opened by detach_consumer
 
     def _check(self, field: str, expected: object, found: object) -> None:

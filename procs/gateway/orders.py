@@ -13,14 +13,21 @@ never repeat across restarts (the router refuses a live duplicate). Orders are f
 
 A ClOrdID already seen on the session is refused, unless the message is a possible
 duplicate (PossDupFlag/PossResend): then it was received before and is not executed twice.
+
+Every order and request it creates, changes or forgets is noted in ``touched``; the server
+writes ``take_changes()`` to the order log (``order_log.py``) and a restarted gateway gets its
+orders back with ``restore``, so fills and cancels of orders placed before the restart are
+reported and accepted as if nothing had happened.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from config.schema import SymbolConfig
 from procs.common.records import (
@@ -40,6 +47,7 @@ from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode, TimeInForce
 from procs.gateway.fix import FixMessage, Timestamps, field
 from procs.gateway.instruments import Instruments, format_units, price_ticks, qty_lots
+from procs.gateway.order_log import GONE, ORDER, REQUEST, Entry
 from procs.gateway.session import Session
 
 _ORD_TYPES = {
@@ -51,6 +59,7 @@ _ORD_TYPES = {
 _FIX_ORD_TYPE = {v: k for k, v in _ORD_TYPES.items()}
 _TIFS = {b"0": TimeInForce.DAY, b"1": TimeInForce.GTC, b"3": TimeInForce.IOC, b"4": TimeInForce.FOK}
 _FIX_TIF = {v: k for k, v in _TIFS.items()}
+log = logging.getLogger("ringex.gateway")
 #: ClOrdIDs of finished orders remembered per gateway to refuse a reuse (live ones always
 #: are): a hash each, ~100 bytes with the OrderedDict's links; the soak measured ~220 bytes
 #: per order at 1M entries when the key was the (session, ClOrdID) tuple itself.
@@ -101,6 +110,8 @@ class OrderEntry:
         self.requests: dict[int, Request] = {}
         self.live: dict[tuple[int, bytes], Order] = {}  # (session, current ClOrdID) -> order
         self.seen: OrderedDict[int, None] = OrderedDict()  # hash((session, ClOrdID))
+        #: ref -> the order or request that changed since ``take_changes``, None: forgotten
+        self.touched: dict[int, Order | Request | None] = {}
         #: Where a report for a session that is not logged on goes: ``park(session id,
         #: msg type, body, now_ns)`` stores it in that session's outbound store, and the
         #: client's ResendRequest after its next logon delivers it. None: counted and dropped.
@@ -121,9 +132,14 @@ class OrderEntry:
         user = session.user
         wanted = user.cancel_on_disconnect if user else None
         if wanted if wanted is not None else self.cancel_on_disconnect:
-            for order in list(self.live.values()):
-                if order.session == session.session_id and order.order_id:
-                    self._cancel_record(order, session.account, now_ns)
+            self.cancel_session_orders(session.session_id, session.account, now_ns)
+
+    def cancel_session_orders(self, session_id: int, account: int, now_ns: int) -> int:
+        """Cancel every acknowledged order of the session; returns how many."""
+        mine = [o for o in self.live.values() if o.session == session_id and o.order_id]
+        for order in mine:
+            self._cancel_record(order, account, now_ns)
+        return len(mine)
 
     def on_message(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         kind = msg.msg_type
@@ -186,6 +202,7 @@ class OrderEntry:
         )
         self.orders[ref] = order
         self.live[(session.session_id, cl_ord_id)] = order
+        self.touched[ref] = order
         self.outgoing.append(
             NewOrder(
                 *(0, now_ns, self.gateway, session.session_id, ref, session.account, sym.id, 0),
@@ -246,7 +263,7 @@ class OrderEntry:
         sym = order.symbol
         request = Request(msg.msg_type, session.session_id, f[11], order)
         if msg.msg_type == b"F":
-            self.requests[ref] = request
+            self.requests[ref] = self.touched[ref] = request
             self.outgoing.append(
                 CancelOrder(
                     0, now_ns, self.gateway, session.session_id, ref, session.account,
@@ -263,7 +280,7 @@ class OrderEntry:
             self._cancel_reject(session, msg, order, "OrderQty is not above the filled quantity")
             return
         request.price, request.qty = price, qty
-        self.requests[ref] = request
+        self.requests[ref] = self.touched[ref] = request
         self.outgoing.append(
             ReplaceOrder(
                 *(0, now_ns, self.gateway, session.session_id, ref, session.account, sym.id),
@@ -275,7 +292,7 @@ class OrderEntry:
 
     def _cancel_record(self, order: Order, account: int, now_ns: int) -> None:
         ref = self.next_ref()
-        self.requests[ref] = Request(b"F", order.session, b"", order)
+        self.requests[ref] = self.touched[ref] = Request(b"F", order.session, b"", order)
         self.outgoing.append(
             CancelOrder(
                 0, now_ns, self.gateway, order.session, ref, account, order.symbol.id,
@@ -332,6 +349,7 @@ class OrderEntry:
                 order.leaves = accepted.qty
                 order.status = b"0"
                 self.by_id[order.order_id] = order
+                self.touched[order.ref] = order
                 self._report(order, b"0")
         elif kind is OrderDone:
             self._done(event)  # type: ignore[arg-type]
@@ -339,9 +357,10 @@ class OrderEntry:
             self._rejected(event)  # type: ignore[arg-type]
         elif kind is Replaced:
             replaced: Replaced = event  # type: ignore[assignment]
-            request = self.requests.pop(replaced.client_ref, None)
+            request = self._pop_request(replaced.client_ref)
             if request is not None:
                 order = request.order
+                self.touched[order.ref] = order
                 self.live.pop((order.session, order.cl_ord_id), None)
                 order.orig_cl_ord_id, order.cl_ord_id = order.cl_ord_id, request.cl_ord_id
                 self.live[(order.session, order.cl_ord_id)] = order
@@ -363,6 +382,7 @@ class OrderEntry:
         order.notional += trade.price * trade.qty
         order.leaves = leaves
         order.status = b"2" if leaves == 0 else b"1"
+        self.touched[order.ref] = order
         sym = order.symbol
         last = field(31, format_units(trade.price, sym.price_decimals))
         last += field(32, format_units(trade.qty, sym.qty_decimals))
@@ -370,7 +390,7 @@ class OrderEntry:
 
     def _done(self, done: OrderDone) -> None:
         order = self.by_id.get(done.order_id)
-        request = self.requests.pop(done.client_ref, None)
+        request = self._pop_request(done.client_ref)
         if order is None:
             return
         self._forget(order)
@@ -394,7 +414,7 @@ class OrderEntry:
 
     def _rejected(self, rejected: Rejected) -> None:
         text = f"{rejected.code.name} ({int(rejected.code)})"
-        request = self.requests.pop(rejected.client_ref, None)
+        request = self._pop_request(rejected.client_ref)
         if request is not None:
             session = self.sessions.get(request.session)
             if session is not None and request.cl_ord_id:
@@ -414,6 +434,55 @@ class OrderEntry:
         self.orders.pop(order.ref, None)
         self.by_id.pop(order.order_id, None)
         self.live.pop((order.session, order.cl_ord_id), None)
+        self.touched[order.ref] = None
+
+    def _pop_request(self, ref: int) -> Request | None:
+        request = self.requests.pop(ref, None)
+        if request is not None:
+            self.touched[ref] = None
+        return request
+
+    # -- the order log ----------------------------------------------------------------------
+
+    def take_changes(self) -> list[Entry]:
+        """Log entries for what changed since the last call."""
+        if not self.touched:
+            return []
+        entries = [
+            (GONE, ref) if item is None else _entry(ref, item) for ref, item in self.touched.items()
+        ]
+        self.touched.clear()
+        return entries
+
+    def dump(self) -> list[Entry]:
+        """Log entries for every live order and request (a compacted log)."""
+        entries = [_entry(ref, order) for ref, order in self.orders.items()]
+        return entries + [_entry(ref, request) for ref, request in self.requests.items()]
+
+    def restore(self, orders: dict[int, list[Any]], requests: dict[int, list[Any]]) -> int:
+        """Take back the orders and requests an order log recovered; returns how many orders
+        (one on a symbol no longer configured is dropped, with a log line)."""
+        by_symbol = self.instruments.by_id
+        for ref, values in orders.items():
+            (session, cl, orig, symbol, side, ord_type, tif, price, stop, qty, order_id, cum,
+             notional, leaves, status) = values  # fmt: skip
+            sym = by_symbol.get(symbol)
+            if sym is None:
+                log.warning("order log: order %d on unknown symbol id %s dropped", ref, symbol)
+                continue
+            order = Order(
+                ref, session, cl, orig, sym, Side(side), OrdType(ord_type), TimeInForce(tif),
+                price, stop, qty, order_id, cum, notional, leaves, status,
+            )  # fmt: skip
+            self.orders[ref] = order
+            self.live[(order.session, order.cl_ord_id)] = order
+            if order.order_id:
+                self.by_id[order.order_id] = order
+        for ref, (kind, session, cl, order_ref, price, qty) in requests.items():
+            target = self.orders.get(order_ref)
+            if target is not None:
+                self.requests[ref] = Request(kind, session, cl, target, price, qty)
+        return len(self.orders)
 
     # -- reports ----------------------------------------------------------------------------
 
@@ -503,6 +572,17 @@ class OrderEntry:
             )
         )
         session.send(b"9", body, time.time_ns())
+
+
+def _entry(ref: int, item: Order | Request) -> Entry:
+    if isinstance(item, Request):
+        return (REQUEST, ref, item.kind, item.session, item.cl_ord_id, item.order.ref,
+                item.price, item.qty)  # fmt: skip
+    return (
+        ORDER, ref, item.session, item.cl_ord_id, item.orig_cl_ord_id, item.symbol.id,
+        int(item.side), int(item.ord_type), int(item.tif), item.price, item.stop_price,
+        item.qty, item.order_id, item.cum, item.notional, item.leaves, item.status,
+    )  # fmt: skip
 
 
 def _mass_report(f: dict[int, bytes], response: bytes) -> bytes:

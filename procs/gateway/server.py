@@ -16,6 +16,12 @@ it is full every socket stops being read (``pause_reading``: TCP pushes back on 
 until the poll task has published the backlog; nothing accepted is dropped. Outbound, the
 session's message store is flushed before the bytes are written, so a ResendRequest can always
 be served. The ``scrypt`` check of a Logon runs on the loop (tens of ms); logons are rare.
+
+Restart: the order log (``order_log.py``) gets commands before the router ring does, and the
+order entry's changes with the input cursors after each batch of events, whose cursors are
+committed only then. A restarted gateway takes its orders back, publishes the commands the ring
+never got, skips the events it had already handled, and cancels the orders of sessions that
+cancel on disconnect (their connections died with the old process).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from procs.common.users import UserStore
 from procs.gateway.audit import AuditLog
 from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
+from procs.gateway.order_log import COMMAND, POSITION, Entry, OrderLog
 from procs.gateway.orders import OrderEntry
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_orders import RestOrders
@@ -113,6 +120,11 @@ class GatewayServer:
         self.connections: set[Connection] = set()
         self.codec = codec or RecordCodec()
         self.producer = Ring.attach(cfg.instance, gateway_commands(gw.id), self.codec).producer()
+        self.order_log = OrderLog(self.directory / "orders.log", gw.order_log_compact_mb << 20)
+        #: Sequence in the router ring -> slot image, of commands logged and not yet published.
+        self._unpublished: dict[int, bytes] = {}
+        self._logged_to = self.producer.sequence  # commands below it are in the log
+        self._positions = self._recover(time.time_ns())
         #: Attached by ``start`` once the listeners are up: holding the replies ring is what
         #: the supervisor calls ready, so ready means clients can connect.
         self.inputs: list[Consumer[Record]] = []
@@ -128,6 +140,64 @@ class GatewayServer:
         self._nap: asyncio.Future[None] | None = None
         self._server: asyncio.Server | None = None
         self._stop = asyncio.Event()
+
+    def _recover(self, now_ns: int) -> dict[str, tuple[int, int]]:
+        """Take back what the order log holds; returns the input cursors it logged."""
+        recovered = self.order_log.load()
+        orders = self.entry.restore(recovered.orders, recovered.requests)
+        created, first = self.producer.ring.created_ns, self.producer.sequence
+        pending = sorted(
+            (seq, image)
+            for seq, (ring, image) in recovered.commands.items()
+            if ring == created and seq >= first
+        )
+        self.entry.outgoing.extend(self.codec.decode_slot(image) for _, image in pending)
+        self._unpublished = dict(pending)
+        self._logged_to = first + len(pending)
+        cancelled = 0
+        for user in self.users.users() if orders else []:
+            wanted = user.cancel_on_disconnect
+            if wanted if wanted is not None else self.gw.cancel_on_disconnect:
+                cancelled += self.entry.cancel_session_orders(user.session, user.account, now_ns)
+        if orders or pending:
+            log.info(
+                "order log: %d orders and %d requests back, %d commands to publish again, "
+                "%d orders cancelled (their sessions cancel on disconnect)",
+                orders, len(self.entry.requests), len(pending), cancelled,
+            )  # fmt: skip
+        return recovered.positions
+
+    def _write_log(self, entries: list[Entry]) -> None:
+        self.order_log.write(entries)
+        if self.order_log.wants_compaction:
+            live = self.entry.dump()
+            live += [self._position(c) for c in self.inputs]
+            created = self.producer.ring.created_ns
+            live += [(COMMAND, seq, created, image) for seq, image in self._unpublished.items()]
+            self.order_log.compact(live)
+
+    @staticmethod
+    def _position(consumer: Consumer[Record]) -> Entry:
+        return (POSITION, consumer.ring.name, consumer.ring.created_ns, consumer.sequence)
+
+    def _log_commands(self, chunk: list[Record], base: int) -> int | None:
+        """Log the chunk's commands not yet logged, with the order entry's changes; returns
+        the index of one that does not fit its record (nothing from it on is logged)."""
+        entries = self.entry.take_changes()
+        created = self.producer.ring.created_ns
+        bad = None
+        for i in range(max(0, self._logged_to - base), len(chunk)):
+            try:
+                image = self.codec.encode_slot(chunk[i])
+            except EncodeError as exc:  # the edges check every value; this is the backstop
+                log.error("dropped a command that does not fit its record: %s", exc)
+                bad = i
+                break
+            self._unpublished[base + i] = image
+            entries.append((COMMAND, base + i, created, image))
+        self._write_log(entries)
+        self._logged_to = base + (len(chunk) if bad is None else bad)
+        return bad
 
     def park(self, session_id: int, msg_type: bytes, body: bytes, now_ns: int) -> bool:
         """Store a message for a session that is not logged on, with its next MsgSeqNum: the
@@ -197,18 +267,23 @@ class GatewayServer:
             transport.close()
 
     def publish(self) -> None:
-        """Move waiting commands into the router ring; pause every socket while it is full."""
+        """Move waiting commands into the router ring, logging them first; pause every socket
+        while the ring is full."""
         outgoing = self.entry.outgoing
         step = max(1, self.producer.ring.capacity // 2)
+        producer, unpublished = self.producer, self._unpublished
         while outgoing:
             chunk = outgoing[:step]
-            try:
-                if not self.producer.try_publish_batch(chunk):
-                    break
-            except EncodeError as exc:  # the edges check every value; this is the backstop
-                log.error("dropped a command that does not fit its record: %s", exc)
-                del outgoing[: exc.published + 1]  # those before it went out
-                continue
+            base = producer.sequence
+            if base + len(chunk) > self._logged_to:
+                bad = self._log_commands(chunk, base)
+                if bad is not None:
+                    del outgoing[bad]
+                    continue
+            if not producer.try_publish_batch(chunk):
+                break
+            for seq in range(base, base + len(chunk)):
+                unpublished.pop(seq, None)
             del outgoing[: len(chunk)]
         if outgoing and not self.paused:
             self.paused = True
@@ -229,21 +304,29 @@ class GatewayServer:
         count = 0
         process = self.entry.process
         api = self.api
+        moved: list[Consumer[Record]] = []
         for consumer in self.inputs:
             events = consumer.read(1024)
+            if not events:
+                continue
             for event in events:
                 process(event)
-            if api is not None and events:
+            if api is not None:
                 rest = api.core.process
                 for event in events:
                     rest(event)
             count += len(events)
+            moved.append(consumer)
         if count:
             if api is not None:
                 api.after_batch()
             for conn in self.connections:
                 self.write(conn)
             self.audit.flush()
+            # reports are in the sessions' stores: now the log, then the cursors
+            self._write_log(self.entry.take_changes() + [self._position(c) for c in moved])
+            for consumer in moved:
+                consumer.commit()
         return count
 
     async def _poll(self) -> None:
@@ -293,13 +376,28 @@ class GatewayServer:
         if self.api is not None:
             await self.api.start()
         me, codec, inst = gateway_consumer(self.gw.id), self.codec, self.cfg.instance
-        self.inputs = [Ring.attach(inst, gateway_replies(self.gw.id), codec).consumer(me)] + [
-            Ring.attach(inst, matcher_output(m.name), codec).consumer(me) for m in self.cfg.matchers
-        ]
+        rings = [Ring.attach(inst, gateway_replies(self.gw.id), codec)]
+        rings += [Ring.attach(inst, matcher_output(m.name), codec) for m in self.cfg.matchers]
+        self.inputs = [ring.consumer(me, auto_commit=False) for ring in rings]
+        self._skip_handled()
         log.info("gateway %s (id %d) listening on %s:%d", self.gw.name, self.gw.id,
                  self.gw.host, self.port)  # fmt: skip
         self._tasks.append(loop.create_task(sd_notify.watchdog_loop()))
         sd_notify.ready()  # listening, the replies ring held: clients can connect
+
+    def _skip_handled(self) -> None:
+        """Pass over events the order log says were handled before a restart (a crash after
+        the log's write and before the cursors' commit)."""
+        for consumer in self.inputs:
+            ring = consumer.ring
+            created, upto = self._positions.get(ring.name, (0, 0))
+            if created != ring.created_ns or upto <= consumer.sequence:
+                continue
+            skipped = upto - consumer.sequence
+            while consumer.sequence < upto and consumer.read(min(1024, upto - consumer.sequence)):
+                pass
+            consumer.commit()
+            log.info("%s: skipped %d events handled before the restart", ring.name, skipped)
 
     def stop(self) -> None:
         self._stop.set()
@@ -335,6 +433,7 @@ class GatewayServer:
         self.close()
 
     def close(self) -> None:
+        self.order_log.close()
         self.audit.close()
         for store in self.stores.values():
             store.close()

@@ -1,0 +1,189 @@
+"""A gateway restarted, cleanly or by a crash, keeps its FIX orders: fills of orders placed
+before it are reported with their ClOrdIDs, cancels by OrigClOrdID work, commands the router
+ring never got are published, and events handled before a crash are not handled twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from procs.gateway.server import GatewayServer
+from shm.header import C_SEQUENCE, consumer_word
+from tests.unit.gateway.harness import Client, Harness, close_all, config, utc
+from tests.unit.gateway.test_gateway import order
+
+
+@pytest.fixture
+def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(config(instance, tmp_path))
+    h.add_user("ALICE", "secret", 7)
+    h.add_user("BOB", "secret", 8)
+    h.fund(7)
+    h.fund(8)
+    yield h
+    h.close()
+
+
+async def crash(h: Harness) -> None:
+    """What SIGKILL leaves: no logout, no flush, no commit; connections just drop."""
+    gw = h.gateway
+    assert gw is not None
+    for task in gw._tasks:
+        task.cancel()
+    if gw._server is not None:
+        gw._server.close()
+    for conn in list(gw.connections):  # a dead process sees no connection_lost
+        conn.data_received = conn.connection_lost = lambda *_: None  # type: ignore[method-assign, assignment]
+        if conn.transport is not None:
+            conn.transport.abort()
+    if h._task is not None:
+        h._task.cancel()
+    h.gateway, h._task = None, None
+    await asyncio.sleep(0.05)
+    gw.close()  # its files and ring lines: nothing is committed or flushed that was not
+
+
+async def back_on(port: int, comp: str, seq: int) -> Client:
+    c = Client(comp)
+    c.seq = seq
+    await c.connect(port)
+    await c.logon()
+    return c
+
+
+def run(h: Harness, scenario: object) -> None:
+    async def main() -> None:
+        port = await h.start()
+        try:
+            await asyncio.wait_for(scenario(h, port), 20)  # type: ignore[operator]
+        finally:
+            await close_all()
+            await h.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("how", ["clean", "crash"])
+def test_orders_placed_before_a_restart_are_filled_reported_and_cancelled(
+    harness: Harness, how: str
+) -> None:
+    async def scenario(h: Harness, port: int) -> None:
+        alice = Client("ALICE")
+        await alice.connect(port)
+        await alice.logon()
+        await alice.send("D", *order("s1", "2", "2.00", "100.00"))
+        await alice.send("D", *order("s2", "2", "1.00", "101.00"))
+        assert [(await alice.expect("8")).get(150) for _ in range(2)] == [b"0", b"0"]
+        await alice.send("D", *order("s3", "2", "1.00", "102.00"))
+        await alice.expect("8")
+        await alice.send("G", (41, "s3"), *order("s3b", "2", "3.00", "102.00"))
+        assert (await alice.expect("8")).get(150) == b"5"
+        if how == "clean":
+            await alice.send("5")
+            await alice.expect("5")
+            await h.stop()
+        else:
+            await crash(h)
+        await alice.aclose()
+        port = await h.start()
+
+        alice = await back_on(port, "ALICE", alice.seq)
+        bob = await back_on(port, "BOB", 1)
+        await bob.send("D", *order("b1", "1", "0.50", "100.00"))
+        await bob.expect("8")
+        assert (await bob.expect("8")).get(39) == b"2"
+        fill = await alice.expect("8")
+        assert (fill.get(11), fill.get(150), fill.get(39), fill.get(151), fill.get(14)) == (
+            b"s1", b"F", b"1", b"1.50", b"0.50",
+        )  # fmt: skip
+        await alice.send("F", (41, "s2"), (11, "c2"), (55, "BTC-USD"), (54, "2"), (60, utc()))
+        done = await alice.expect("8")
+        assert (done.get(150), done.get(11), done.get(41)) == (b"4", b"c2", b"s2")
+        await alice.send("H", (11, "s3b"), (55, "BTC-USD"), (54, "2"))
+        status = await alice.expect("8")
+        assert (status.get(150), status.get(39), status.get(38)) == (b"I", b"0", b"3.00")
+        await alice.send("D", *order("s1", "2", "1.00", "100.00"))  # still live: a reuse
+        assert b"duplicate ClOrdID" in (await alice.expect("8")).get(58)
+
+    run(harness, scenario)
+
+
+def test_a_command_the_ring_never_got_is_published_after_a_crash(harness: Harness) -> None:
+    async def scenario(h: Harness, port: int) -> None:
+        alice = Client("ALICE")
+        await alice.connect(port)
+        await alice.logon()
+        gw = h.gateway
+        assert gw is not None
+        gw.producer.try_publish_batch = lambda items: False  # type: ignore[method-assign]
+        await alice.send("D", *order("held", "2", "1.00", "100.00"))
+        await asyncio.sleep(0.1)
+        assert gw.entry.outgoing and gw._unpublished  # logged, not in the ring
+        await crash(h)
+        await alice.aclose()
+        port = await h.start()
+        alice = await back_on(port, "ALICE", alice.seq)
+        ack = await alice.expect("8")  # the order went in after the restart
+        assert (ack.get(11), ack.get(150)) == (b"held", b"0")
+        assert h.router.sequencer.accounts.open_orders(7)
+
+    run(harness, scenario)
+
+
+def test_events_handled_before_a_crash_are_not_handled_again(harness: Harness) -> None:
+    async def scenario(h: Harness, port: int) -> None:
+        alice = Client("ALICE")
+        await alice.connect(port)
+        await alice.logon()
+        gw = h.gateway
+        assert gw is not None
+        for consumer in gw.inputs:  # the crash comes after the log's write, before the commit
+            consumer.commit = lambda sequence=None: None  # type: ignore[method-assign]
+        await alice.send("D", *order("once", "2", "1.00", "100.00"))
+        assert (await alice.expect("8")).get(150) == b"0"
+        handled = {c.ring.name: c.sequence for c in gw.inputs}
+        committed = {
+            c.ring.name: c.ring.words[consumer_word(c.index, C_SEQUENCE)] for c in gw.inputs
+        }
+        assert handled != committed
+        await crash(h)
+        await alice.aclose()
+        port = await h.start()
+        restarted: GatewayServer | None = h.gateway
+        assert restarted is not None
+        assert {c.ring.name: c.sequence for c in restarted.inputs} == handled
+        alice = await back_on(port, "ALICE", alice.seq)
+        assert await alice.recv(0.3) is None  # no second "New" for the same order
+
+    run(harness, scenario)
+
+
+def test_a_restart_cancels_orders_of_sessions_that_cancel_on_disconnect(
+    instance: str, tmp_path: Path
+) -> None:
+    h = Harness(config(instance, tmp_path, cancel_on_disconnect=True))
+    h.add_user("ALICE", "secret", 7)
+    h.fund(7)
+
+    async def scenario(h: Harness, port: int) -> None:
+        alice = Client("ALICE")
+        await alice.connect(port)
+        await alice.logon()
+        await alice.send("D", *order("gone", "1", "1.00", "90.00"))
+        await alice.expect("8")
+        await crash(h)
+        await alice.aclose()
+        await h.start()
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if not h.router.sequencer.accounts.open_orders(7):
+                break
+        assert not h.router.sequencer.accounts.open_orders(7)
+
+    try:
+        run(h, scenario)
+    finally:
+        h.close()
