@@ -15,7 +15,9 @@ Backpressure: commands wait in ``OrderEntry.outgoing`` until the router ring tak
 it is full every socket stops being read (``pause_reading``: TCP pushes back on the clients)
 until the poll task has published the backlog; nothing accepted is dropped. Outbound, the
 session's message store is flushed before the bytes are written, so a ResendRequest can always
-be served. The ``scrypt`` check of a Logon runs on the loop (tens of ms); logons are rare.
+be served. The ``scrypt`` check of a Logon (tens of ms) runs on the default executor's threads
+(hashlib releases the GIL), so a burst of logons after a restart does not stall the sessions
+already logged on.
 
 Restart: the order log (``order_log.py``) gets commands before the router ring does, and the
 order entry's changes with the input cursors after each batch of events, whose cursors are
@@ -42,7 +44,7 @@ from procs.common.topology import (
     matcher_output,
     users_path,
 )
-from procs.common.users import UserStore
+from procs.common.users import User, UserStore
 from procs.gateway.audit import AuditLog
 from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
@@ -109,6 +111,7 @@ class GatewayServer:
             max_message_bytes=gw.max_message_bytes,
             logon_timeout_s=gw.logon_timeout_s,
             reset_on_logon=gw.reset_on_logon,
+            defer_auth=True,
         )
         self.users = UserStore(users_path(cfg))
         self.audit = AuditLog(self.directory / "audit.log")
@@ -244,8 +247,30 @@ class GatewayServer:
         self.publish()
 
     def after_input(self, conn: Connection) -> None:
+        session = conn.session
+        if session is not None and session.verify_request is not None:
+            self._verify(conn, session, *session.verify_request)
         self.submit()
         self.write(conn)
+
+    def _verify(self, conn: Connection, session: Session, comp_id: str, password: str) -> None:
+        session.verify_request = None
+        check = asyncio.get_running_loop().run_in_executor(
+            None, self.users.verify, comp_id, password
+        )
+
+        def done(check: asyncio.Future[User | None]) -> None:
+            if conn.session is not session or session.closed:
+                return
+            try:
+                user = check.result()
+            except Exception:  # a broken users file: refuse, and say why in the log
+                log.exception("checking the password of %s failed", comp_id)
+                user = None
+            session.authenticated(user, time.time_ns())
+            self.after_input(conn)
+
+        check.add_done_callback(done)
 
     def submit(self) -> None:
         """Publish what a client just sent and wake the poll loop: its answer is on the way."""

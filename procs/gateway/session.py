@@ -12,6 +12,8 @@ Rules, in the order a message meets them (FIX 4.4 Volume 2, QuickFIX behaviour):
    HeartBtInt bounds, and that the session is not logged on over another connection (the new
    one is refused, the first stays up). ResetSeqNumFlag or ResetOnLogon restart both
    sequences at 1; otherwise they continue from the session's ``store.MessageStore``.
+   With ``defer_auth`` the password check is the shell's (``verify_request`` ->
+   ``authenticated``), and messages that arrive meanwhile wait for its answer, in order.
 3. MsgSeqNum missing: Logout. CompIDs wrong: Reject (9) and Logout. SendingTime further from
    our clock than the tolerance: Reject (10) and Logout.
 4. SequenceReset-Reset is taken whatever its MsgSeqNum. Too high: ResendRequest (once per
@@ -48,6 +50,8 @@ from procs.gateway.fix import (
 from procs.gateway.store import MessageStore
 
 _SECOND = 1_000_000_000
+#: Messages a client may send after its Logon before the Logon is answered.
+_MAX_HELD = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,10 @@ class SessionSettings:
     logon_timeout_s: float = 10.0
     reset_on_logon: bool = False
     logout_timeout_s: float = 2.0
+    #: Leave the password check to the shell: a Logon sets ``verify_request`` and the session
+    #: waits (holding what else arrives) until ``authenticated`` gives the answer. The gateway
+    #: runs scrypt (tens of ms) on a thread so that a logon storm does not stall the loop.
+    defer_auth: bool = False
 
 
 class Application(Protocol):
@@ -78,6 +86,7 @@ class Application(Protocol):
 
 class State(Enum):
     AWAIT_LOGON = "await-logon"
+    AUTHENTICATING = "authenticating"  # a Logon's password is being checked
     ACTIVE = "active"
     LOGGING_OUT = "logging-out"
     CLOSED = "closed"
@@ -120,6 +129,10 @@ class Session:
         self._tokens = float(settings.max_messages_per_s)
         self._tokens_ns = now_ns
         self._header = b""
+        #: (SenderCompID, password) for the shell to check, then call ``authenticated``.
+        self.verify_request: tuple[str, str] | None = None
+        self._logon_msg: FixMessage | None = None
+        self._held: list[FixMessage] = []  # what arrived while the password was checked
 
     # -- identity -------------------------------------------------------------------------
 
@@ -162,15 +175,38 @@ class Session:
             if isinstance(msg, Garbled):
                 continue  # FIX: a garbled message is ignored, its seq not consumed
             self._last_in_ns = now_ns
-            if self.state is State.AWAIT_LOGON:
-                self._logon(msg, now_ns)
-            else:
-                self._active(msg, now_ns)
+            self._dispatch(msg, now_ns)
+
+    def _dispatch(self, msg: FixMessage, now_ns: int) -> None:
+        if self.state is State.AWAIT_LOGON:
+            self._logon(msg, now_ns)
+        elif self.state is State.AUTHENTICATING:
+            if len(self._held) >= _MAX_HELD:
+                self._close(f"more than {_MAX_HELD} messages before the Logon was answered")
+                return
+            self._held.append(msg)
+        else:
+            self._active(msg, now_ns)
+
+    def authenticated(self, user: User | None, now_ns: int) -> None:
+        """The shell's answer to ``verify_request``: the user, or None (bad password or
+        unknown CompID). Finishes the Logon, then handles what arrived meanwhile."""
+        msg = self._logon_msg
+        if self.state is not State.AUTHENTICATING or msg is None:
+            return  # the connection went away meanwhile
+        self._logon_msg = None
+        self.state = State.AWAIT_LOGON
+        self._finish_logon(msg, user, now_ns)
+        held, self._held = self._held, []
+        for later in held:
+            if self.closed:
+                return
+            self._dispatch(later, now_ns)
 
     def on_timer(self, now_ns: int) -> None:
         """Heartbeats, test requests, logon and logout timeouts; call about once a second."""
         s = self.settings
-        if self.state is State.AWAIT_LOGON:
+        if self.state in (State.AWAIT_LOGON, State.AUTHENTICATING):
             if now_ns - self._connected_ns > s.logon_timeout_s * _SECOND:
                 self._close(f"no Logon within {s.logon_timeout_s} s")
         elif self.state is State.LOGGING_OUT:
@@ -277,11 +313,27 @@ class Session:
         if msg.msg_type != b"A":
             self._close(f"first message is {msg.text(35)!r}, not a Logon")
             return
-        user = self._authenticate(msg)
-        if isinstance(user, str):
-            self._unsequenced(b"5", sender, field(58, user), now_ns)
-            self._close(user)
+        fault = self._precheck(msg)
+        if fault is not None:
+            self._refuse(sender, fault, now_ns)
             return
+        if self.settings.defer_auth:
+            self.state, self._logon_msg = State.AUTHENTICATING, msg
+            self.verify_request = (sender, msg.text(554))
+            return
+        self._finish_logon(msg, self.users.verify(sender, msg.text(554)), now_ns)
+
+    def _refuse(self, sender: str, why: str, now_ns: int) -> None:
+        self._unsequenced(b"5", sender, field(58, why), now_ns)
+        self._close(why)
+
+    def _finish_logon(self, msg: FixMessage, user: User | None, now_ns: int) -> None:
+        sender = msg.text(49)
+        fault = self._admit(msg, user)
+        if fault is not None:
+            self._refuse(sender, fault, now_ns)
+            return
+        assert user is not None
         seq = int(msg.fields[34])
         reset = msg.get(141) == b"Y"
         hb = int(msg.fields[108])
@@ -309,16 +361,19 @@ class Session:
             store.set_next_in(seq + 1)
         self.app.on_logon(self, now_ns)
 
-    def _authenticate(self, msg: FixMessage) -> User | str:
-        """The user a Logon authenticates, or why it is refused."""
-        s = self.settings
-        sender = msg.text(49)
+    def _precheck(self, msg: FixMessage) -> str | None:
+        """Why a Logon is refused before its password is looked at, or None."""
         fault = dictionary.validate(msg)
         if fault is not None:
             return f"invalid Logon: {fault.text}"
-        if msg.text(56) != s.comp_id:
-            return f"TargetCompID {msg.text(56)!r} is not {s.comp_id!r}"
-        user = self.users.verify(sender, msg.text(554))
+        if msg.text(56) != self.settings.comp_id:
+            return f"TargetCompID {msg.text(56)!r} is not {self.settings.comp_id!r}"
+        return None
+
+    def _admit(self, msg: FixMessage, user: User | None) -> str | None:
+        """Why a Logon whose password check gave ``user`` is refused, or None."""
+        s = self.settings
+        sender = msg.text(49)
         if user is None:
             return f"unknown SenderCompID or bad password (SenderCompID={sender})"
         if sender in self.live:
@@ -329,7 +384,7 @@ class Session:
         seq = int(msg.fields[34])
         if msg.get(141) == b"Y" and seq != 1:
             return f"ResetSeqNumFlag with MsgSeqNum {seq}, expected 1"
-        return user
+        return None
 
     # -- in session ------------------------------------------------------------------------
 
