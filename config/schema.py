@@ -199,6 +199,9 @@ class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     client_queue: Annotated[int, msgspec.Meta(ge=16)] = 1_000
     #: Levels per side in a depth snapshot.
     depth_levels: Annotated[int, msgspec.Meta(ge=1, le=5_000)] = 100
+    #: How often the whole market state is saved with the ring positions it covers (also
+    #: after a quarter of a ring of events, and at the stop): what a restart resumes from.
+    snapshot_every_s: Annotated[float, msgspec.Meta(ge=0.05, le=3_600)] = 1.0
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

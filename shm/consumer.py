@@ -192,6 +192,23 @@ class Consumer(Generic[T]):
             raise self._torn(last, stamp)
         return hi
 
+    def skip_to(self, sequence: int) -> int:
+        """Pass over the records before ``sequence`` unread and commit: a restarted process
+        whose own checkpoint covers them (the cursor it committed may lag that checkpoint).
+        Returns how many were passed; only published records can be."""
+        n = self._next
+        if sequence <= n:
+            return 0
+        cursor = self.ring.cursor()
+        if sequence > cursor:
+            raise RingError(
+                f"consumer {self.name!r}: cannot skip to {sequence}, past the cursor {cursor}"
+            )
+        self._next = sequence
+        self._available = max(self._available, sequence)
+        self._publish_sequence(sequence)
+        return sequence - n
+
     def commit(self, sequence: int | None = None) -> None:
         """Release records up to ``sequence`` (default: all returned so far) to the producer
         and to consumers gated on this one. Only needed with ``auto_commit=False``."""

@@ -418,10 +418,7 @@ class GatewayServer:
             created, upto = self._positions.get(ring.name, (0, 0))
             if created != ring.created_ns or upto <= consumer.sequence:
                 continue
-            skipped = upto - consumer.sequence
-            while consumer.sequence < upto and consumer.read(min(1024, upto - consumer.sequence)):
-                pass
-            consumer.commit()
+            skipped = consumer.skip_to(upto)
             log.info("%s: skipped %d events handled before the restart", ring.name, skipped)
 
     def stop(self) -> None:

@@ -12,18 +12,26 @@ subscriber's socket one write): the fan-out takes at most 1 / (1 + linger) of th
 about ``linger x d`` of added latency,
 which is nothing when few listen. The wall clock is fed to the state once per
 ``clock_s``, so candles open on time when nobody trades.
+
+With ``snapshots`` the rings are read without committing: ``checkpoint`` writes the state
+with the positions it covers, then commits them (``snapshot.py``), every ``snapshot_every_s``
+or after ``snapshot_every_events`` events, whichever comes first, and at the stop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 
 from procs.common.records import Record
 from procs.marketdata.hub import Hub
 from procs.marketdata.market import MarketState, Update
+from procs.marketdata.snapshot import MarketSnapshots
 from shm.consumer import Consumer
+
+log = logging.getLogger("ringex.marketdata")
 
 
 class Feed:
@@ -39,6 +47,9 @@ class Feed:
         clock_s: float = 0.25,
         linger: float = 1.0,
         max_linger_s: float = 0.01,
+        snapshots: MarketSnapshots | None = None,
+        snapshot_every_s: float = 1.0,
+        snapshot_every_events: int = 4096,
     ) -> None:
         self.state = state
         self.hub = hub
@@ -51,6 +62,11 @@ class Feed:
         self.max_linger_s = max_linger_s
         self.events = 0
         self._next_clock = 0.0
+        self.snapshots = snapshots
+        self.snapshot_every_s = snapshot_every_s
+        self.snapshot_every_events = snapshot_every_events
+        self._uncommitted = 0  # events applied since the last checkpoint
+        self._next_snapshot = time.monotonic() + snapshot_every_s
 
     def pump(self) -> int:
         """Read one batch from every ring, apply it and publish the result; returns the
@@ -75,7 +91,28 @@ class Feed:
         if updates:
             self.hub.publish(updates)
         self.events += count
+        if self.snapshots is not None:
+            self._uncommitted += count
+            due = self._uncommitted >= self.snapshot_every_events or now >= self._next_snapshot
+            if self._uncommitted and due:
+                self.checkpoint()
         return count
+
+    def checkpoint(self) -> None:
+        """Write the state with the ring positions it covers, then commit them. A failed
+        write is logged and the positions committed all the same: a matcher must never wait
+        on the market data's disk (a restart then starts from an older state)."""
+        if self.snapshots is None:
+            return
+        positions = {c.ring.name: (c.ring.created_ns, c.sequence) for c in self.consumers}
+        try:
+            self.snapshots.save(self.state, positions)
+        except OSError as exc:
+            log.error("market state not saved (%s): a restart would start from an older one", exc)
+        for consumer in self.consumers:
+            consumer.commit()
+        self._uncommitted = 0
+        self._next_snapshot = time.monotonic() + self.snapshot_every_s
 
     async def run(self, stop: asyncio.Event) -> None:
         idle = self.min_idle_s

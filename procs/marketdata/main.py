@@ -7,9 +7,9 @@
 3. run the feed and the server on one uvloop event loop until SIGTERM or SIGINT, then close
    the connections (1001, going away) and the consumers, and exit 0.
 
-Start and restart are one path, and today it starts with empty state: the books rebuild as
-levels change, the candles and the ticker from the next trade. (A snapshot of this state
-taken in step with the ring commits is what would make a restart seamless.)
+Start and restart are one path: the state saved with the ring positions it covers
+(``snapshot.py``, under ``var/<instance>/marketdata/``) is loaded, and the rings are read on
+from those positions. Nothing saved, or saved for other symbols: it starts empty.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -32,6 +33,7 @@ from procs.marketdata.feed import Feed
 from procs.marketdata.hub import Hub
 from procs.marketdata.market import MarketState
 from procs.marketdata.server import MarketDataServer
+from procs.marketdata.snapshot import MarketSnapshots
 from procs.marketdata.symbols import MarketSymbol
 from procs.marketdata.web import Site, page_config
 from shm import Ring
@@ -45,11 +47,38 @@ def build_state(cfg: RingexConfig) -> MarketState:
 
 
 def attach_consumers(cfg: RingexConfig, codec: RecordCodec) -> list[Consumer[Record]]:
+    """Every matcher's output ring, read without committing (the feed's checkpoints do)."""
     consumers = []
     for m in cfg.matchers:
         ring = Ring.attach(cfg.instance, matcher_output(m.name), codec)
-        consumers.append(ring.consumer(MARKETDATA, cfg.wait.build()))
+        consumers.append(ring.consumer(MARKETDATA, cfg.wait.build(), auto_commit=False))
     return consumers
+
+
+def snapshot_path(cfg: RingexConfig) -> Path:
+    return Path(cfg.var_dir) / cfg.instance / "marketdata" / "state.pickle"
+
+
+def resume(
+    snapshots: MarketSnapshots, fresh: MarketState, consumers: list[Consumer[Record]]
+) -> MarketState:
+    """The saved state, with each ring read on from where it covers; else ``fresh``."""
+    loaded = snapshots.load(fresh)
+    if loaded is None:
+        return fresh
+    for consumer in consumers:
+        ring = consumer.ring
+        created, upto = loaded.positions.get(ring.name, (0, 0))
+        if created != ring.created_ns:
+            log.warning(
+                "%s was made after the saved market state: its events before are not in the "
+                "state (a full restart keeps the books as they were when it stopped)",
+                ring.name,
+            )
+        elif upto > consumer.sequence:
+            consumer.skip_to(upto)
+    log.info("market state resumed from %s (seq %d)", snapshots.path, loaded.state.last_seq)
+    return loaded.state
 
 
 class MarketDataProcess:
@@ -67,14 +96,22 @@ class MarketDataProcess:
         md = cfg.marketdata
         # 1. rings
         self.consumers = attach_consumers(cfg, codec or RecordCodec())
-        # 2. state, fan-out, page, server
-        self.state = build_state(cfg)
+        # 2. state (resumed from its last checkpoint), fan-out, page, server
+        self.snapshots = MarketSnapshots(snapshot_path(cfg))
+        self.state = resume(self.snapshots, build_state(cfg), self.consumers)
         self.hub = Hub(
             self.state, depth_levels=md.depth_levels, max_subscriptions=md.max_subscriptions
         )
         site = Site(self.state, config=page_config(cfg))
         self.server = MarketDataServer(self.hub, site, md, heartbeat_s=heartbeat_s, **server)
-        self.feed = Feed(self.state, self.hub, self.consumers)
+        self.feed = Feed(
+            self.state,
+            self.hub,
+            self.consumers,
+            snapshots=self.snapshots,
+            snapshot_every_s=md.snapshot_every_s,
+            snapshot_every_events=max(1, cfg.ring.capacity // 4),
+        )
         self.cfg = cfg
         self.stopping = asyncio.Event()
         self._feed_task: asyncio.Task[None] | None = None
@@ -90,6 +127,7 @@ class MarketDataProcess:
         self.stopping.set()
         if self._feed_task is not None:
             await self._feed_task
+        self.feed.checkpoint()
         await self.server.stop()
         for consumer in self.consumers:
             consumer.close()

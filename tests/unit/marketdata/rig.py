@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,9 +22,10 @@ from shm.producer import Producer
 CODEC = RecordCodec()
 
 
-def config(instance: str, **marketdata: Any) -> RingexConfig:
+def config(instance: str, var_dir: str | None = None, **marketdata: Any) -> RingexConfig:
     return RingexConfig(
         instance=instance,
+        var_dir=var_dir or tempfile.mkdtemp(prefix="ringex-md-"),  # the saved market state
         ring=RingConfig(capacity=1 << 14),
         symbols=[
             SymbolConfig(name="BTC-USD", id=1, price_decimals=2, qty_decimals=4),

@@ -122,6 +122,24 @@ def test_manual_commit_rejects_a_sequence_it_has_not_read(instance: str) -> None
         consumer.commit(5)
 
 
+def test_skip_to_passes_records_unread_commits_them_and_stops_at_the_cursor(
+    instance: str,
+) -> None:
+    ring = make(instance, capacity=8)
+    producer, consumer = ring.producer(), ring.consumer("a", auto_commit=False)
+    producer.publish_batch([(i, i) for i in range(6)])
+    assert [item[0] for item in consumer.read(2)] == [0, 1]
+    assert consumer.skip_to(1) == 0  # already behind it
+    assert consumer.skip_to(4) == 2
+    assert ring.words[h.consumer_word(consumer.index, h.C_SEQUENCE)] == 4  # committed
+    assert drain(consumer) == [4, 5]
+    producer.publish_batch([(i, i) for i in range(6, 12)])  # the skipped slots were freed
+    with pytest.raises(RingError, match="cannot skip to 13, past the cursor 12"):
+        consumer.skip_to(13)
+    assert consumer.skip_to(11) == 5
+    assert drain(consumer) == [11]
+
+
 def test_batch_publish_and_read_wrap_and_split(instance: str) -> None:
     ring = make(instance, capacity=8)
     producer, consumer = ring.producer(), ring.consumer("a")

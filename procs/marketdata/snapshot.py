@@ -1,0 +1,90 @@
+"""The market-data state on disk, in step with the ring cursors: a restart is seamless.
+
+The books, tapes, tickers and candles are built from matcher events that no other process
+keeps (the journal holds commands; a book level that does not change again is never sent
+again), so a process that started empty would show a book with levels missing until each
+changed. Instead the feed reads its rings without committing, and every ``every_s`` seconds,
+or sooner after ``every_events`` events (a quarter of a ring, so a matcher never waits on
+it), it writes the whole state with the ring positions it covers, then commits those
+positions. A restart loads the state and reads on from the positions: the same path as a
+crash, where the events since the last write are still in the rings, read again, and applied
+once more to the state they had not reached.
+
+The file is a pickle (stdlib: the state is plain objects, SortedDicts and deques, and pickle
+writes them whole, at tens of MB/s) of ``{version, symbols, positions, state}``; it is written
+aside and renamed over the old one, so a crash leaves one or the other. A file from another
+version or another symbol set is ignored with a log line: the process then starts empty, as
+it did before snapshots.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from procs.marketdata.market import MarketState
+
+log = logging.getLogger("ringex.marketdata")
+
+VERSION = 1
+
+#: ring name -> (the ring's created_ns, the sequence the state covers up to)
+Positions = dict[str, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    state: MarketState
+    positions: Positions
+
+
+class MarketSnapshots:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.saved = 0
+
+    def save(self, state: MarketState, positions: Positions) -> int:
+        """Write the state and the positions it covers; returns the bytes written."""
+        symbols = sorted((s.symbol.id, s.symbol) for s in state.symbols.values())
+        data = pickle.dumps(
+            {"version": VERSION, "symbols": symbols, "positions": positions, "state": state},
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+        aside = self.path.with_suffix(".tmp")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(aside, self.path)
+        self.saved += 1
+        return len(data)
+
+    def load(self, fresh: MarketState) -> Loaded | None:
+        """The saved state if it is for ``fresh``'s symbols, else None (with the reason)."""
+        if not self.path.exists():
+            return None
+        try:
+            saved: dict[str, Any] = pickle.loads(self.path.read_bytes())
+        except Exception as exc:  # a torn or foreign file: start empty, say why
+            log.warning("%s: not loadable (%s); starting with empty market state", self.path, exc)
+            return None
+        wanted = sorted((s.symbol.id, s.symbol) for s in fresh.symbols.values())
+        if saved.get("version") != VERSION or saved.get("symbols") != wanted:
+            log.warning(
+                "%s: saved for version %s and symbols %s; configured: version %d, symbols %s. "
+                "Starting with empty market state",
+                *(self.path, saved.get("version"), [s for _, s in saved.get("symbols", [])]),
+                *(VERSION, [s for _, s in wanted]),
+            )
+            return None
+        state = saved["state"]
+        assert isinstance(state, MarketState)
+        return Loaded(state, dict(saved["positions"]))
