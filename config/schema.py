@@ -202,6 +202,13 @@ class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     #: How often the whole market state is saved with the ring positions it covers (also
     #: after a quarter of a ring of events, and at the stop): what a restart resumes from.
     snapshot_every_s: Annotated[float, msgspec.Meta(ge=0.05, le=3_600)] = 1.0
+    #: Bytes buffered per socket in user space before a client's messages queue in its
+    #: outbox (where slow-consumer handling starts).
+    write_limit_bytes: Annotated[int, msgspec.Meta(ge=1_024, le=1 << 26)] = 1 << 16
+    #: The kernel's SO_SNDBUF per connection; 0 keeps the OS's autotuned default.
+    send_buffer_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 28)] = 0
+    #: "deflate" accepts permessage-deflate (each message then compressed per client).
+    compression: Literal["none", "deflate"] = "none"
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -92,7 +92,8 @@ class MarketDataProcess:
         codec: RecordCodec | None = None,
         **server: Any,
     ) -> None:
-        """``server``: further ``MarketDataServer`` settings (write_limit, send_buffer)."""
+        """``server``: ``MarketDataServer`` settings over the config's (write_limit,
+        send_buffer, compression)."""
         md = cfg.marketdata
         # 1. rings
         self.consumers = attach_consumers(cfg, codec or RecordCodec())
@@ -103,7 +104,14 @@ class MarketDataProcess:
             self.state, depth_levels=md.depth_levels, max_subscriptions=md.max_subscriptions
         )
         site = Site(self.state, config=page_config(cfg))
-        self.server = MarketDataServer(self.hub, site, md, heartbeat_s=heartbeat_s, **server)
+        settings: dict[str, Any] = {
+            "write_limit": md.write_limit_bytes,
+            "send_buffer": md.send_buffer_bytes or None,
+            "compression": None if md.compression == "none" else md.compression,
+        }
+        self.server = MarketDataServer(
+            self.hub, site, md, heartbeat_s=heartbeat_s, **(settings | server)
+        )
         self.feed = Feed(
             self.state,
             self.hub,

@@ -332,3 +332,27 @@ def test_slow_depth_consumer_gets_a_fresh_snapshot_and_ticker_conflates(instance
             assert client.outbox.conflated > 0 and tickers > 0  # queued tickers were replaced
 
     run(instance, body, client_queue=16, server=TIGHT)
+
+
+@pytest.mark.parametrize("compression", ["none", "deflate"])
+def test_compression_and_socket_buffers_come_from_the_config(
+    instance: str, compression: str
+) -> None:
+    async def body(rig: Rig) -> None:
+        server = rig.process.server
+        assert (server.write_limit, server.send_buffer) == (4096, 65536)
+        async with rig.client() as c:  # websockets' client offers permessage-deflate
+            negotiated = [e.name for e in c.ws.protocol.extensions]
+            assert negotiated == ([] if compression == "none" else ["permessage-deflate"])
+            await c.request("SUBSCRIBE", ["btc-usd@trade"])
+            rig.publish([now_trade(1, 1, 10_000)])
+            msg = await c.until(lambda m: m.get("stream") == "btc-usd@trade")
+            assert msg["data"]["p"] == "100.00"
+
+    run(
+        instance,
+        body,
+        compression=compression,
+        write_limit_bytes=4096,
+        send_buffer_bytes=65536,
+    )
