@@ -44,6 +44,7 @@ from procs.common.records import (
     Triggered,
 )
 from procs.common.result_codes import ResultCode
+from procs.common.stats import LatencyHistogram
 from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode, TimeInForce
 from procs.gateway.fix import FixMessage, Timestamps, field
 from procs.gateway.instruments import Instruments, format_units, price_ticks, qty_lots
@@ -84,6 +85,7 @@ class Order:
     notional: int = 0  # sum of price x qty of fills
     leaves: int = 0
     status: bytes = b"A"  # OrdStatus: pending new until Accepted
+    received_ns: int = 0  # when its NewOrderSingle came in (0: restored after a restart)
 
 
 @dataclass(slots=True)
@@ -120,6 +122,9 @@ class OrderEntry:
         self._next_ref = time.time_ns()
         self._next_exec = time.time_ns()
         self._times = Timestamps()
+        # for the metrics (``procs.common.stats``): counted here, stored by the shell
+        self.orders_in = self.acks = self.fills = self.rejects = 0
+        self.ack_latency = LatencyHistogram()
 
     # -- Application ------------------------------------------------------------------------
 
@@ -182,6 +187,7 @@ class OrderEntry:
         cl_ord_id = f[11]
         if self._duplicate(session, msg, cl_ord_id):
             return
+        self.orders_in += 1
         sym = self.instruments.by_name.get(f[55])
         if sym is None:
             self._reject_new(session, msg, f"unknown symbol {f[55].decode()}", 1)
@@ -200,6 +206,7 @@ class OrderEntry:
             *(ref, session.session_id, cl_ord_id, b"", sym, side, ord_type, tif, price, stop),
             qty,
         )
+        order.received_ns = now_ns
         self.orders[ref] = order
         self.live[(session.session_id, cl_ord_id)] = order
         self.touched[ref] = order
@@ -350,6 +357,9 @@ class OrderEntry:
                 order.status = b"0"
                 self.by_id[order.order_id] = order
                 self.touched[order.ref] = order
+                self.acks += 1
+                if order.received_ns:
+                    self.ack_latency.record(time.time_ns() - order.received_ns)
                 self._report(order, b"0")
         elif kind is OrderDone:
             self._done(event)  # type: ignore[arg-type]
@@ -383,6 +393,7 @@ class OrderEntry:
         order.leaves = leaves
         order.status = b"2" if leaves == 0 else b"1"
         self.touched[order.ref] = order
+        self.fills += 1
         sym = order.symbol
         last = field(31, format_units(trade.price, sym.price_decimals))
         last += field(32, format_units(trade.qty, sym.qty_decimals))
@@ -427,6 +438,7 @@ class OrderEntry:
             return
         self._forget(order)
         order.status = b"8"
+        self.rejects += 1
         reason = 1 if rejected.code == ResultCode.UNKNOWN_SYMBOL else 99
         self._report(order, b"8", extra=field(103, reason) + field(58, text))
 
@@ -441,6 +453,11 @@ class OrderEntry:
         if request is not None:
             self.touched[ref] = None
         return request
+
+    def counters(self) -> list[int]:
+        """The values of ``procs.common.stats.GATEWAY_COUNTERS``, in its order."""
+        h = self.ack_latency
+        return [self.orders_in, self.acks, self.fills, self.rejects, h.sum_ns, *h.counts]
 
     # -- the order log ----------------------------------------------------------------------
 
@@ -528,6 +545,8 @@ class OrderEntry:
         self, session: Session, msg: FixMessage, text: str, reason: int, exec_type: bytes = b"8"
     ) -> None:
         f = msg.fields
+        if exec_type == b"8":
+            self.rejects += 1
         body = b"".join(
             (
                 field(37, "NONE"),

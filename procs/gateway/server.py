@@ -31,12 +31,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from array import array
 from pathlib import Path
 from typing import cast
 
 from config.schema import GatewayConfig, RingexConfig
 from procs.common import sd_notify
 from procs.common.records import Record, RecordCodec
+from procs.common.stats import GATEWAY_COUNTERS, gateway_page
 from procs.common.topology import (
     gateway_commands,
     gateway_consumer,
@@ -56,6 +58,7 @@ from procs.gateway.session import Session, SessionSettings
 from procs.gateway.store import MessageStore
 from shm import EncodeError, Ring
 from shm.consumer import Consumer
+from shm.counters import Counters
 
 log = logging.getLogger("ringex.gateway")
 
@@ -123,6 +126,7 @@ class GatewayServer:
         self.connections: set[Connection] = set()
         self.codec = codec or RecordCodec()
         self.producer = Ring.attach(cfg.instance, gateway_commands(gw.id), self.codec).producer()
+        self.stats = Counters.open(cfg.instance, gateway_page(gw.id), GATEWAY_COUNTERS)
         self.order_log = OrderLog(self.directory / "orders.log", gw.order_log_compact_mb << 20)
         #: Sequence in the router ring -> slot image, of commands logged and not yet published.
         self._unpublished: dict[int, bytes] = {}
@@ -352,6 +356,7 @@ class GatewayServer:
             self._write_log(self.entry.take_changes() + [self._position(c) for c in moved])
             for consumer in moved:
                 consumer.commit()
+            self.stats.values[:] = array("Q", self.entry.counters())
         return count
 
     async def _poll(self) -> None:
@@ -455,6 +460,7 @@ class GatewayServer:
         self.close()
 
     def close(self) -> None:
+        self.stats.close()
         self.order_log.close()
         self.audit.close()
         for store in self.stores.values():

@@ -43,6 +43,7 @@ from procs.common.records import (
     ReplaceOrder,
 )
 from procs.common.snapshots import SnapshotStore
+from procs.common.stats import matcher_counters, matcher_page
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
     MATCHER,
@@ -58,6 +59,7 @@ from procs.core.engine import Matcher
 from procs.core.fast_book import FastBook
 from procs.core.symbols import symbol_specs
 from shm import Ring
+from shm.counters import Counters
 
 log = logging.getLogger("ringex.matcher")
 
@@ -89,6 +91,7 @@ class MatcherShell:
             self.matcher = Matcher.restore(specs, latest[1], book_cls)
             log.info("matcher %s restored snapshot at seq %d", name, latest[0])
         self._since_snapshot = 0
+        self.stats = Counters.open(cfg.instance, matcher_page(name), matcher_counters(cfg, name))
         out_ring = Ring.attach(cfg.instance, matcher_output(name), self.codec)
         last = out_ring.last_published()
         #: Events of commands up to this sequence are in the output ring already.
@@ -99,6 +102,7 @@ class MatcherShell:
         if replay is None:
             replay = journal_commands(cfg, name, after=self.matcher.last_seq, codec=self.codec)
         replayed = self._replay(replay)
+        self._count()
         # "executed through": a starting router resends only what comes after it
         recovered = Heartbeat(time.time_ns(), RECOVERED_SOURCE, self.matcher.last_seq)
         self.producer.publish_batch([recovered])
@@ -144,11 +148,19 @@ class MatcherShell:
                     snapshot = self.stopping = True
         self._publish(events)
         self.consumer.commit()
+        self._count()
         self._since_snapshot += len(commands)
         every = self.settings.snapshot_every
         if snapshot or (every and self._since_snapshot >= every):
             self.save_snapshot()
         return len(commands)
+
+    def _count(self) -> None:
+        """Store the metrics' counters (``procs.common.stats``): one word each per batch."""
+        values = self.stats.values
+        values[0] = self.matcher.last_seq
+        for k, book in enumerate(self.matcher.books.values(), start=1):
+            values[k] = book.next_trade_id - 1
 
     def save_snapshot(self) -> None:
         path = self.store.save(self.matcher.last_seq, self.matcher.snapshot())
@@ -163,6 +175,7 @@ class MatcherShell:
     def close(self) -> None:
         self.consumer.close()
         self.producer.close()
+        self.stats.close()
 
 
 def journal_commands(

@@ -16,10 +16,13 @@ So each number is named after what it really counts:
   the record's ``ts_ns``: the gateway's receive time for commands, the router's sequencing
   time for routed commands and events), from one slot read per lagging consumer.
 
+What the rings cannot tell is counted by the processes themselves into ``shm.counters``
+pages (``procs/common/stats.py``), stored once per batch, never per event: each matcher's
+trades per symbol (its books' gapless trade ids) and each gateway's FIX orders, acks, fills,
+rejects and order -> ack latency histogram. A page a process has not made yet is skipped.
+
 Rejected: ``Counter``/``Gauge`` objects kept current by a thread (work between scrapes, values
-older than the scrape); counters or timestamps written per event by the hot processes (a store
-per event for numbers the rings mostly give already). Trades and rejects as such, and latency
-distributions, would need those: they are not here.
+older than the scrape); a store per event in the hot processes.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
     StateSetMetricFamily,
@@ -44,6 +48,7 @@ from prometheus_client.core import (
 from config.schema import RingexConfig
 from procs.common.journal import HEADER_SIZE, EntryLayout, list_segments
 from procs.common.records import RecordCodec
+from procs.common.stats import ACK_BUCKETS_US, gateway_page, matcher_page
 from procs.common.topology import (
     ADMIN_GATEWAY,
     gateway_commands,
@@ -53,7 +58,8 @@ from procs.common.topology import (
     matcher_output,
 )
 from shm import Ring
-from shm.errors import RingError
+from shm.counters import Counters
+from shm.errors import RingError, ShmError
 from shm.header import STATE_ACTIVE, STATE_NAMES
 
 STATES = ("starting", "running", "stopping", "stopped")
@@ -119,16 +125,28 @@ class RingexCollector:
             self._roles[matcher_input(m.name)] = ("matcher_commands", m.name)
             self._roles[matcher_output(m.name)] = ("matcher_events", m.name)
 
+        self._pages: dict[str, Counters] = {}
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
             self._rings = {}
+            for page in self._pages.values():
+                page.close()
+            self._pages = {}
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             if self._closed:
                 return iter(())
-            return iter([*self._instance(), *self._ring_metrics(), *self._process_metrics()])
+            return iter(
+                [
+                    *self._instance(),
+                    *self._ring_metrics(),
+                    *self._counted(),
+                    *self._process_metrics(),
+                ]
+            )
 
     # -- families -------------------------------------------------------------------------------
 
@@ -147,6 +165,60 @@ class RingexCollector:
         if last is not None:
             sequenced.add_metric([], last)
         return [info, states, sequenced]
+
+    def _page(self, name: str) -> dict[str, int] | None:
+        """The counters of page ``name``, or None while its process has not made it."""
+        page = self._pages.get(name)
+        if page is None:
+            try:
+                page = self._pages[name] = Counters.attach(self.cfg.instance, name)
+            except ShmError:
+                return None
+        return page.read()
+
+    def _counted(self) -> list[Metric]:
+        trades = CounterMetricFamily(
+            "ringex_trades", "Trades, per symbol (the matcher's trade ids).", labels=["symbol"]
+        )
+        symbols = {s.id: s.name for s in self.cfg.symbols}
+        for m in self.cfg.matchers:
+            values = self._page(matcher_page(m.name))
+            for key, value in (values or {}).items():
+                if key.startswith("trades_"):
+                    trades.add_metric([symbols.get(int(key[7:]), key[7:])], value)
+        gw = ["gateway"]
+        families = {
+            "orders": CounterMetricFamily(
+                "ringex_fix_orders", "NewOrderSingles a gateway took.", labels=gw
+            ),
+            "acks": CounterMetricFamily(
+                "ringex_fix_acks", "New execution reports (orders acknowledged).", labels=gw
+            ),
+            "fills": CounterMetricFamily("ringex_fix_fills", "Fill reports.", labels=gw),
+            "rejects": CounterMetricFamily(
+                "ringex_fix_rejects",
+                "Orders rejected: by the gateway's checks, the router's risk or a matcher.",
+                labels=gw,
+            ),
+        }
+        latency = HistogramMetricFamily(
+            "ringex_fix_order_ack_latency_seconds",
+            "NewOrderSingle received -> its New report written, in the gateway.",
+            labels=gw,
+        )
+        for g in self.cfg.gateways:
+            values = self._page(gateway_page(g.id))
+            if values is None:
+                continue
+            for key, family in families.items():
+                family.add_metric([g.name], values[key])
+            buckets, total = [], 0
+            for bound in ACK_BUCKETS_US:
+                total += values[f"ack_le_{bound}us"]
+                buckets.append((str(bound / 1e6), total))
+            buckets.append(("+Inf", total + values["ack_le_inf"]))
+            latency.add_metric([g.name], buckets, values["ack_sum_ns"] / 1e9)
+        return [trades, *families.values(), latency]
 
     def _ring_metrics(self) -> list[Metric]:
         ring_labels, consumer_labels = ["ring"], ["ring", "consumer"]

@@ -251,6 +251,11 @@ def test_new_partial_fill_fill_and_avg_px(harness: Harness) -> None:
         )  # fmt: skip
         ids = {m.get(17) for m in alice.received + bob.received if m.get(35) == b"8"}
         assert len(ids) == sum(1 for m in alice.received + bob.received if m.get(35) == b"8")
+        assert h.gateway is not None  # the metrics' counters (procs.common.stats)
+        counted = h.gateway.stats.read()
+        assert [counted[k] for k in ("orders", "acks", "fills", "rejects")] == [3, 3, 4, 0]
+        assert sum(v for k, v in counted.items() if k.startswith("ack_le_")) == 3
+        assert h.matcher.stats.read()["trades_1"] == 2
 
     run(harness, scenario)
 

@@ -7,6 +7,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,13 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import Heartbeat, Record, RecordCodec
+from procs.common.stats import (
+    GATEWAY_COUNTERS,
+    LatencyHistogram,
+    gateway_page,
+    matcher_counters,
+    matcher_page,
+)
 from procs.common.topology import create_rings, journal_dir
 from procs.supervisor.metrics import (
     MetricsServer,
@@ -27,6 +35,7 @@ from procs.supervisor.metrics import (
     oldest_unread_age_s,
 )
 from shm import Ring
+from shm.counters import Counters
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -184,3 +193,38 @@ def test_journal_last_seq(tmp_path: Path) -> None:
     writer.append(1, bytes(128 * 5), 5)  # segments from seq 1 (3 entries) and 4 (2 entries)
     writer.close()
     assert journal_last_seq(tmp_path, size) == 5
+
+
+def test_counter_pages_give_trades_fix_counts_and_the_ack_latency_histogram(
+    cfg: RingexConfig, rings: dict[str, Ring[Record]]
+) -> None:
+    collector = RingexCollector(cfg, "test", rings, lambda: [], lambda: "running")
+    server = MetricsServer(collector, "127.0.0.1", 0)
+    try:
+        before = scrape(server.url)  # no page made yet: those families are empty
+        assert not any(name == "ringex_trades_total" for name, _ in before)
+        matcher = Counters.open(cfg.instance, matcher_page("m1"), matcher_counters(cfg, "m1"))
+        gateway = Counters.open(cfg.instance, gateway_page(1), GATEWAY_COUNTERS)
+        matcher.values[matcher.index("trades_1")] = 42
+        histogram = LatencyHistogram()
+        for ns in (30_000, 150_000, 150_000, 3_000_000_000):
+            histogram.record(ns)
+        gateway.values[:] = array("Q", [5, 4, 2, 1, histogram.sum_ns, *histogram.counts])
+        got = scrape(server.url)
+        matcher.close()
+        gateway.close()
+    finally:
+        server.close()
+    symbol = cfg.symbols[0].name
+    assert value(got, "ringex_trades_total", symbol=symbol) == 42
+    assert value(got, "ringex_fix_orders_total", gateway="gw1") == 5
+    assert value(got, "ringex_fix_acks_total", gateway="gw1") == 4
+    assert value(got, "ringex_fix_fills_total", gateway="gw1") == 2
+    assert value(got, "ringex_fix_rejects_total", gateway="gw1") == 1
+    name = "ringex_fix_order_ack_latency_seconds"
+    assert value(got, name + "_bucket", gateway="gw1", le="5e-05") == 1
+    assert value(got, name + "_bucket", gateway="gw1", le="0.0002") == 3  # cumulative
+    assert value(got, name + "_bucket", gateway="gw1", le="1.0") == 3
+    assert value(got, name + "_bucket", gateway="gw1", le="+Inf") == 4
+    assert value(got, name + "_count", gateway="gw1") == 4
+    assert value(got, name + "_sum", gateway="gw1") == pytest.approx(3.00033)

@@ -1,0 +1,77 @@
+"""What the gateways and matchers count for the metrics, and where (``shm.counters`` pages).
+
+Nothing here runs per scrape in the counting process: a gateway stores its counters once per
+batch of events it handles, a matcher once per batch of commands; the supervisor's collector
+reads the pages when scraped (``procs/supervisor/metrics.py``).
+
+- gateway ``stats-gw<id>``: FIX orders received, acks (New reports), fill reports, rejects
+  reported (by the gateway's checks, the router's risk or the matcher), and the order -> ack
+  latency histogram: receipt of the NewOrderSingle to its New report, in the gateway.
+- matcher ``stats-<name>``: the seq of the last command it executed, and trades per symbol
+  (the gapless trade id: exact across restarts, since it is book state).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from config.schema import RingexConfig
+
+#: Upper bounds of the ack latency buckets, microseconds (then +Inf).
+ACK_BUCKETS_US = (
+    50,
+    100,
+    200,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    1_000_000,
+)
+
+GATEWAY_COUNTERS = (
+    "orders",
+    "acks",
+    "fills",
+    "rejects",
+    "ack_sum_ns",
+    *(f"ack_le_{b}us" for b in ACK_BUCKETS_US),
+    "ack_le_inf",
+)
+
+
+def gateway_page(gateway: int) -> str:
+    return f"stats-gw{gateway}"
+
+
+def matcher_page(matcher: str) -> str:
+    return f"stats-{matcher}"
+
+
+def matcher_counters(cfg: RingexConfig, matcher: str) -> tuple[str, ...]:
+    """``last_seq`` then ``trades_<symbol id>`` for each symbol the matcher owns."""
+    ids = sorted(cfg.symbol(s).id for s in cfg.matcher(matcher).symbols)
+    return ("last_seq", *(f"trades_{i}" for i in ids))
+
+
+class LatencyHistogram:
+    """Counts per bucket (not cumulative) and the sum, in ns."""
+
+    __slots__ = ("bounds_ns", "counts", "sum_ns")
+
+    def __init__(self, bounds_us: tuple[int, ...] = ACK_BUCKETS_US) -> None:
+        self.bounds_ns = [b * 1_000 for b in bounds_us]
+        self.counts = [0] * (len(bounds_us) + 1)
+        self.sum_ns = 0
+
+    def record(self, ns: int) -> None:
+        self.counts[bisect_left(self.bounds_ns, ns)] += 1
+        self.sum_ns += max(0, ns)
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)

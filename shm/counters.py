@@ -1,0 +1,95 @@
+"""A named page of unsigned 64-bit counters: one process writes them, any process reads them.
+
+What a metrics scrape reads without asking the writer anything: the writer stores plain words
+(an aligned 8-byte store is atomic on x86-64; a reader sees each counter whole, possibly one
+batch older than its neighbour), the reader maps the page read-only in spirit and copies.
+
+Layout: ``magic(8) | count u32 | pad u32 | count x 32-byte NUL-padded names | count x u64``.
+``open`` (the writer) keeps an existing page whose names match, so counters continue across a
+restart of the writer; a page with other names is replaced. ``attach`` (a reader) validates
+the magic and takes the names from the page.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Final
+
+from shm.errors import ShmError
+from shm.region import Region
+
+MAGIC: Final = b"RGXCNT01"
+_HEAD: Final = struct.Struct("<8sII")
+NAME_BYTES: Final = 32
+
+
+def _size(count: int) -> int:
+    return _HEAD.size + count * NAME_BYTES + count * 8
+
+
+class Counters:
+    """``values[i]`` is counter ``names[i]``; ``index(name)`` finds i."""
+
+    def __init__(self, region: Region) -> None:
+        magic, count, _pad = _HEAD.unpack_from(region.buf, 0)
+        if magic != MAGIC:
+            raise ShmError(f"segment {region.posix_name!r} is not a counter page (magic {magic!r})")
+        if region.size < _size(count):
+            raise ShmError(
+                f"counter page {region.posix_name!r}: {count} counters need {_size(count)} "
+                f"bytes, the segment has {region.size}"
+            )
+        self.region = region
+        table = bytes(region.buf[_HEAD.size : _HEAD.size + count * NAME_BYTES])
+        self.names = tuple(
+            table[k * NAME_BYTES : (k + 1) * NAME_BYTES].rstrip(b"\0").decode()
+            for k in range(count)
+        )
+        start = _HEAD.size + count * NAME_BYTES
+        self.values = memoryview(region.buf)[start : start + count * 8].cast("Q")
+        self._index = {name: k for k, name in enumerate(self.names)}
+
+    @classmethod
+    def open(cls, instance: str, name: str, names: Sequence[str]) -> Counters:
+        """The writer's page: the existing one if it has exactly ``names``, else a new one."""
+        for counter in names:
+            if not 0 < len(counter.encode()) <= NAME_BYTES:
+                raise ValueError(f"counter name {counter!r} is not 1..{NAME_BYTES} bytes")
+        try:
+            found = cls.attach(instance, name)
+        except ShmError:
+            found = None
+        if found is not None:
+            if found.names == tuple(names):
+                return found
+            found.close()
+        region = Region.create(instance, name, _size(len(names)), replace=True)
+        _HEAD.pack_into(region.buf, 0, MAGIC, len(names), 0)
+        for k, counter in enumerate(names):
+            at = _HEAD.size + k * NAME_BYTES
+            region.buf[at : at + NAME_BYTES] = counter.encode().ljust(NAME_BYTES, b"\0")
+        return cls(region)
+
+    @classmethod
+    def attach(cls, instance: str, name: str) -> Counters:
+        region = Region.attach(instance, name)
+        try:
+            return cls(region)
+        except ShmError:
+            region.close()
+            raise
+
+    def index(self, name: str) -> int:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise ShmError(f"no counter {name!r} on {self.region.posix_name!r}") from None
+
+    def read(self) -> dict[str, int]:
+        """Every counter, copied."""
+        return dict(zip(self.names, self.values.tolist(), strict=True))
+
+    def close(self) -> None:
+        self.values.release()
+        self.region.close()
