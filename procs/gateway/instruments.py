@@ -44,8 +44,8 @@ MAX_INT64 = 2**63 - 1
 def price_ticks(text: bytes, s: SymbolConfig) -> int | str:
     """Price units of ``text`` for symbol ``s``, or why not."""
     units = to_units(text, s.price_decimals)
-    step = format_units(s.tick, s.price_decimals).decode()
     if units is None or units % s.tick:
+        step = format_units(s.tick, s.price_decimals).decode()
         return f"price {text.decode()} is not a multiple of tick {step} (symbol={s.name})"
     if abs(units) > MAX_INT64:
         top = format_units(MAX_INT64, s.price_decimals).decode()
@@ -56,8 +56,8 @@ def price_ticks(text: bytes, s: SymbolConfig) -> int | str:
 def qty_lots(text: bytes, s: SymbolConfig) -> int | str:
     """Size units of ``text`` for symbol ``s`` (a positive multiple of the lot), or why not."""
     units = to_units(text, s.qty_decimals)
-    step = format_units(s.lot, s.qty_decimals).decode()
     if units is None or units % s.lot:
+        step = format_units(s.lot, s.qty_decimals).decode()
         return f"quantity {text.decode()} is not a multiple of lot {step} (symbol={s.name})"
     if units <= 0:
         return f"quantity {text.decode()} must be positive (symbol={s.name})"
