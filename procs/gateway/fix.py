@@ -18,6 +18,7 @@ is one ``zlib.adler32`` call.
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from typing import Final
 from zlib import adler32
@@ -277,6 +278,7 @@ class Timestamps:
 _DAYS: dict[bytes, int | None] = {}  # "YYYYMMDD" -> ns at its midnight UTC, None: not a date
 
 
+@functools.lru_cache(maxsize=256)  # SendingTime is read by validation, then by the session
 def parse_utc_timestamp(value: bytes) -> int | None:
     """Nanoseconds since the epoch of ``YYYYMMDD-HH:MM:SS[.sss[sss[sss]]]``, or None.
 

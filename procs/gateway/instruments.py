@@ -7,6 +7,8 @@ value the symbol cannot represent is refused with a message that names it and th
 
 from __future__ import annotations
 
+import functools
+
 from config.schema import SymbolConfig
 
 
@@ -29,6 +31,7 @@ def to_units(text: bytes, decimals: int) -> int | None:
     return -value if negative else value
 
 
+@functools.lru_cache(maxsize=4096)  # reports repeat the same prices and sizes
 def format_units(value: int, decimals: int) -> bytes:
     if decimals == 0:
         return b"%d" % value
