@@ -142,6 +142,7 @@ class GatewayServer:
             )
             self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
         self.paused = False
+        self._publish_due = False
         self.port = gw.port
         self._spin_until = 0.0
         self._nap: asyncio.Future[None] | None = None
@@ -277,11 +278,22 @@ class GatewayServer:
         check.add_done_callback(done)
 
     def submit(self) -> None:
-        """Publish what a client just sent and wake the poll loop: its answer is on the way."""
-        self.publish()
+        """Publish what a client just sent and wake the poll loop: its answer is on the way.
+
+        The publish waits for the end of this pass of the event loop, so that the requests
+        of every connection that had data in it go out together: one log write and one ring
+        publish for all of them (the loop runs its ready callbacks in order, this one after
+        the reads that were already due)."""
+        if not self._publish_due:
+            self._publish_due = True
+            asyncio.get_running_loop().call_soon(self._publish_soon)
         self._spin_until = time.perf_counter() + self.gw.idle_spin_us / 1e6
         if self._nap is not None:
             _settle(self._nap)
+
+    def _publish_soon(self) -> None:
+        self._publish_due = False
+        self.publish()
 
     def write(self, conn: Connection) -> None:
         session, transport = conn.session, conn.transport

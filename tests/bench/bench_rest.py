@@ -308,13 +308,16 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8.0, help="throughput phase, each path")
     ap.add_argument("--rate", type=float, default=1_000, help="latency phase, requests/s")
     ap.add_argument("--latency-seconds", type=float, default=5.0)
-    ap.add_argument("--paths", default="rest,fix", help="rest, fix or both")
+    ap.add_argument("--paths", default="rest,fix", help="rest, fix, or both: rest,fix")
     ap.add_argument("--client", default="raw", choices=["raw", "aiohttp"], help="REST client")
     ap.add_argument("--fsync", default="batch", choices=["batch", "interval", "none"])
     ap.add_argument("--out", default="var/bench/rest.json")
     ap.add_argument("--profile-gateway", default="", help="write the gateway's cProfile here")
     args = ap.parse_args()
-    paths = [p for p in ("rest", "fix") if p in args.paths.split(",")]
+    wanted = set(args.paths.split(","))
+    if not wanted or not wanted <= {"rest", "fix"}:
+        ap.error(f"--paths {args.paths!r}: a comma list of rest and fix")
+    paths = [p for p in ("rest", "fix") if p in wanted]
     lanes = max(2, args.connections // 2 * 2)
     sessions = max(2, min(lanes, args.fix_sessions) // 2 * 2)
     print(f"bench-rest: python {platform.python_version()}, {os.cpu_count()} cpus, load "
