@@ -316,9 +316,13 @@ class Ring(Generic[T]):
         after the decode (a record can be overwritten only after a full lap, which a live
         producer could race: raise rather than return a wrong record)."""
         cursor = self.cursor()
-        if cursor == 0:
-            return None
-        n = cursor - 1
+        return None if cursor == 0 else self.record(cursor - 1)
+
+    def record(self, n: int) -> T:
+        """Record ``n``, read without a consumer (checked against its stamp before and after
+        the decode): one a declared consumer has not read yet cannot be overwritten."""
+        if not 0 <= n < self.cursor():
+            raise RingError(f"{self.name}: record {n} is not published (cursor {self.cursor()})")
         word = self.stamp_word(n)
         expected = self.stamp_of(n)
         if self.words[word] != expected:

@@ -63,6 +63,11 @@ ADMIN_GATEWAY = 0
 #: ``counter`` is the newest command it has executed, so a starting router resends only what
 #: comes after it (and the matcher, restarting, knows its events up to there are out).
 RECOVERED_SOURCE = 1
+#: ``Heartbeat.source`` of the mark a matcher puts on its output ring before it replays the
+#: journal after its snapshot: ``counter`` is the snapshot's seq, so the events that follow are
+#: of commands after it. A gateway reading a new ring learns from it what the ring cannot give
+#: it again (``procs/gateway/recovery.py``).
+REPLAY_SOURCE = 2
 
 
 def gateway_consumer(gateway: int) -> str:

@@ -15,7 +15,7 @@ them again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,15 @@ import msgspec
 
 from config.schema import RingexConfig
 from procs.common.journal import JournalReader
-from procs.common.records import Record, RecordCodec
+from procs.common.records import (
+    AdminCommand,
+    CancelOrder,
+    MassCancel,
+    NewOrder,
+    Record,
+    RecordCodec,
+    ReplaceOrder,
+)
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
 from procs.core.accounts import Accounts
@@ -130,6 +138,47 @@ def recover(
         replayed,
         time.perf_counter() - started,
     )
+
+
+def journal_commands(
+    cfg: RingexConfig, name: str, *, after: int, codec: RecordCodec
+) -> Iterator[Record]:
+    """The journaled commands after ``after`` that matcher ``name`` executes: its symbols'
+    orders, and mass cancels and admin commands for its symbols or for all (symbol 0)."""
+    directory = journal_dir(cfg)
+    if not directory.exists():
+        return
+    mine = {cfg.symbol(s).id for s in cfg.matcher(name).symbols} | {0}
+    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+    for _seq, image in reader.entries(after + 1):
+        command = codec.decode_slot(image)
+        if isinstance(command, _MATCHER_COMMANDS) and command.symbol in mine:
+            yield command
+
+
+_MATCHER_COMMANDS = (NewOrder, CancelOrder, ReplaceOrder, MassCancel, AdminCommand)
+
+
+def matchers_at(
+    cfg: RingexConfig, upto: Mapping[str, int], codec: RecordCodec | None = None
+) -> dict[str, Matcher] | None:
+    """The matchers ``upto`` names, each as it was after the command of seq ``upto[name]``,
+    rebuilt the way its process recovers (its newest snapshot, then its journaled commands
+    after it); None when a snapshot is already past that seq (older states are not kept)."""
+    codec = codec or RecordCodec()
+    matchers = {}
+    for name, seq in upto.items():
+        specs = symbol_specs(cfg, name)
+        latest = SnapshotStore(snapshot_dir(cfg, f"matcher-{name}")).latest()
+        matcher = Matcher(specs) if latest is None else Matcher.restore(specs, latest[1])
+        if matcher.last_seq > seq:
+            return None
+        for command in journal_commands(cfg, name, after=matcher.last_seq, codec=codec):
+            if command.seq > seq:  # type: ignore[attr-defined]
+                break
+            matcher.execute(command)
+        matchers[name] = matcher
+    return matchers
 
 
 def write_snapshot(cfg: RingexConfig, recovered: Recovered) -> Path:

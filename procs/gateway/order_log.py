@@ -24,6 +24,7 @@ O     order ref (the NewOrder's client_ref)          the order's fields (``Order
 R     request ref (a cancel's or replace's ref)      the request's fields
 X     a ref                                          the order or request is gone
 P     ring name                                      (ring created_ns, cursor) of an input ring
+H     ring name                                      the newest event seq handled from it
 C     sequence in the router ring                    (ring created_ns, slot image)
 ====  =============================================  =========================================
 
@@ -52,7 +53,7 @@ MAX_FRAME_BYTES = 64 << 20
 #: Entries per frame of a compacted file (an order entry is about 80 bytes).
 COMPACT_FRAME_ENTRIES = 50_000
 
-ORDER, REQUEST, GONE, POSITION, COMMAND = "O", "R", "X", "P", "C"
+ORDER, REQUEST, GONE, POSITION, COMMAND, HANDLED = "O", "R", "X", "P", "C", "H"
 
 Entry = tuple[Any, ...]
 
@@ -69,6 +70,7 @@ class Recovered:
     requests: dict[int, list[Any]] = field(default_factory=dict)
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)
     commands: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    handled: dict[str, int] = field(default_factory=dict)
 
     def apply(self, entry: list[Any]) -> None:
         kind, key = entry[0], entry[1]
@@ -83,6 +85,8 @@ class Recovered:
             self.positions[key] = (entry[2], entry[3])
         elif kind == COMMAND:
             self.commands[key] = (entry[2], entry[3])
+        elif kind == HANDLED:
+            self.handled[key] = entry[2]
         else:
             raise OrderLogError(f"unknown entry kind {kind!r}")
 

@@ -22,12 +22,9 @@ reported and accepted as if nothing had happened.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from config.schema import SymbolConfig
 from procs.common.records import (
@@ -48,7 +45,8 @@ from procs.common.stats import LatencyHistogram
 from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode, TimeInForce
 from procs.gateway.fix import FixMessage, Timestamps, field
 from procs.gateway.instruments import Instruments, format_units, price_ticks, qty_lots
-from procs.gateway.order_log import GONE, ORDER, REQUEST, Entry
+from procs.gateway.order_memory import OrderMemory
+from procs.gateway.order_state import Order, Request
 from procs.gateway.session import Session
 
 _ORD_TYPES = {
@@ -66,47 +64,13 @@ _REPORT = (
     b"37=%s\x0111=%s\x01%s17=%d-%d\x01150=%s\x0139=%s\x0155=%s\x0154=%d\x0140=%s\x01"
     b"59=%s\x0138=%s\x01%s%s151=%s\x0114=%s\x016=%s\x01%s"
 )
-log = logging.getLogger("ringex.gateway")
 #: ClOrdIDs of finished orders remembered per gateway to refuse a reuse (live ones always
 #: are): a hash each, ~100 bytes with the OrderedDict's links; the soak measured ~220 bytes
 #: per order at 1M entries when the key was the (session, ClOrdID) tuple itself.
 _SEEN_CLORDIDS = 200_000
 
 
-@dataclass(slots=True)
-class Order:
-    ref: int
-    session: int
-    cl_ord_id: bytes
-    orig_cl_ord_id: bytes
-    symbol: SymbolConfig
-    side: Side
-    ord_type: OrdType
-    tif: TimeInForce
-    price: int
-    stop_price: int
-    qty: int  # total order quantity in lots (cum + leaves)
-    order_id: int = 0
-    cum: int = 0
-    notional: int = 0  # sum of price x qty of fills
-    leaves: int = 0
-    status: bytes = b"A"  # OrdStatus: pending new until Accepted
-    received_ns: int = 0  # when its NewOrderSingle came in (0: restored after a restart)
-
-
-@dataclass(slots=True)
-class Request:
-    """A cancel or replace in flight: ``order`` is its target."""
-
-    kind: bytes  # b"F" or b"G"
-    session: int
-    cl_ord_id: bytes
-    order: Order
-    price: int = 0
-    qty: int = 0
-
-
-class OrderEntry:
+class OrderEntry(OrderMemory):
     def __init__(self, gateway: int, instruments: Instruments, cancel_on_disconnect: bool) -> None:
         self.gateway = gateway
         self.instruments = instruments
@@ -449,66 +413,16 @@ class OrderEntry:
         reason = 1 if rejected.code == ResultCode.UNKNOWN_SYMBOL else 99
         self._report(order, b"8", extra=field(103, reason) + field(58, text))
 
-    def _forget(self, order: Order) -> None:
-        self.orders.pop(order.ref, None)
-        self.by_id.pop(order.order_id, None)
-        self.live.pop((order.session, order.cl_ord_id), None)
-        self.touched[order.ref] = None
-
-    def _pop_request(self, ref: int) -> Request | None:
-        request = self.requests.pop(ref, None)
-        if request is not None:
-            self.touched[ref] = None
-        return request
+    def restate(self, order: Order) -> None:
+        """An ExecutionReport Restated (150=D) of what the books say of ``order`` after a
+        restart that lost some of its events (``OrderMemory.reconcile``)."""
+        why = b"restated from the books after a restart: fills since the last report"
+        self._report(order, b"D", extra=field(378, 99) + field(58, why))
 
     def counters(self) -> list[int]:
         """The values of ``procs.common.stats.GATEWAY_COUNTERS``, in its order."""
         h = self.ack_latency
         return [self.orders_in, self.acks, self.fills, self.rejects, h.sum_ns, *h.counts]
-
-    # -- the order log ----------------------------------------------------------------------
-
-    def take_changes(self) -> list[Entry]:
-        """Log entries for what changed since the last call."""
-        if not self.touched:
-            return []
-        entries = [
-            (GONE, ref) if item is None else _entry(ref, item) for ref, item in self.touched.items()
-        ]
-        self.touched.clear()
-        return entries
-
-    def dump(self) -> list[Entry]:
-        """Log entries for every live order and request (a compacted log)."""
-        entries = [_entry(ref, order) for ref, order in self.orders.items()]
-        return entries + [_entry(ref, request) for ref, request in self.requests.items()]
-
-    def restore(self, orders: dict[int, list[Any]], requests: dict[int, list[Any]]) -> int:
-        """Take back the orders and requests an order log recovered; returns how many orders
-        (one on a symbol no longer configured is dropped, with a log line)."""
-        by_symbol = self.instruments.by_id
-        for ref, values in orders.items():
-            (session, cl, orig, symbol, side, ord_type, tif, price, stop, qty, order_id, cum,
-             notional, leaves, status) = values  # fmt: skip
-            sym = by_symbol.get(symbol)
-            if sym is None:
-                log.warning("order log: order %d on unknown symbol id %s dropped", ref, symbol)
-                continue
-            order = Order(
-                ref, session, cl, orig, sym, Side(side), OrdType(ord_type), TimeInForce(tif),
-                price, stop, qty, order_id, cum, notional, leaves, status,
-            )  # fmt: skip
-            self.orders[ref] = order
-            self.live[(order.session, order.cl_ord_id)] = order
-            if order.order_id:
-                self.by_id[order.order_id] = order
-        for ref, (kind, session, cl, order_ref, price, qty) in requests.items():
-            target = self.orders.get(order_ref)
-            if target is not None:
-                self.requests[ref] = Request(kind, session, cl, target, price, qty)
-        return len(self.orders)
-
-    # -- reports ----------------------------------------------------------------------------
 
     def _exec_id(self) -> int:
         self._next_exec += 1
@@ -600,17 +514,6 @@ class OrderEntry:
             )
         )
         session.send(b"9", body, time.time_ns())
-
-
-def _entry(ref: int, item: Order | Request) -> Entry:
-    if isinstance(item, Request):
-        return (REQUEST, ref, item.kind, item.session, item.cl_ord_id, item.order.ref,
-                item.price, item.qty)  # fmt: skip
-    return (
-        ORDER, ref, item.session, item.cl_ord_id, item.orig_cl_ord_id, item.symbol.id,
-        int(item.side), int(item.ord_type), int(item.tif), item.price, item.stop_price,
-        item.qty, item.order_id, item.cum, item.notional, item.leaves, item.status,
-    )  # fmt: skip
 
 
 def _mass_report(f: dict[int, bytes], response: bytes) -> bytes:

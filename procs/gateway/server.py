@@ -37,9 +37,10 @@ from typing import cast
 
 from config.schema import GatewayConfig, RingexConfig
 from procs.common import sd_notify
-from procs.common.records import Record, RecordCodec
+from procs.common.records import Heartbeat, Record, RecordCodec
 from procs.common.stats import GATEWAY_COUNTERS, gateway_page
 from procs.common.topology import (
+    REPLAY_SOURCE,
     gateway_commands,
     gateway_consumer,
     gateway_replies,
@@ -50,8 +51,14 @@ from procs.common.users import User, UserStore
 from procs.gateway.audit import AuditLog
 from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
-from procs.gateway.order_log import COMMAND, POSITION, Entry, OrderLog
+from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, OrderLog
 from procs.gateway.orders import OrderEntry
+from procs.gateway.recovery import (
+    matcher_of_ring,
+    resting_orders,
+    ring_identities,
+    rings_replaced,
+)
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.session import Session, SessionSettings
@@ -143,6 +150,9 @@ class GatewayServer:
             self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
         self.paused = False
         self._publish_due = False
+        #: input ring -> the newest event seq handled before a restart, while the ring is
+        #: new and its first events are checked against it (``_after_new_rings``)
+        self._awaiting: dict[str, int] = {}
         self.port = gw.port
         self._spin_until = 0.0
         self._nap: asyncio.Future[None] | None = None
@@ -153,6 +163,9 @@ class GatewayServer:
         """Take back what the order log holds; returns the input cursors it logged."""
         recovered = self.order_log.load()
         orders = self.entry.restore(recovered.orders, recovered.requests)
+        self._handled = dict(recovered.handled)
+        current = ring_identities(self.cfg, self.gw.id, self.codec)
+        self._new_rings = rings_replaced(recovered.positions, current)
         created, first = self.producer.ring.created_ns, self.producer.sequence
         pending = sorted(
             (seq, image)
@@ -175,11 +188,54 @@ class GatewayServer:
             )  # fmt: skip
         return recovered.positions
 
+    def _after_new_rings(self, consumer: Consumer[Record], events: list[Record]) -> list[Record]:
+        """The first events of a ring that is new since the order log was written: skip what
+        was handled before; past a matcher's replay mark, correct from the books what the
+        ring cannot give again (``recovery.py``)."""
+        ring = consumer.ring.name
+        handled = self._awaiting[ring]
+        first = events[0]
+        matcher = matcher_of_ring(self.cfg, ring)
+        if (
+            matcher is not None
+            and isinstance(first, Heartbeat)
+            and first.source == REPLAY_SOURCE
+            and first.counter > handled
+        ):
+            self._reconcile(matcher, first.counter)
+            handled = first.counter
+        kept = [e for e in events if getattr(e, "seq", 0) > handled]
+        if kept:
+            del self._awaiting[ring]  # from here on the ring is read as usual
+        else:
+            self._awaiting[ring] = handled
+        return kept
+
+    def _reconcile(self, matcher: str, upto: int) -> None:
+        found = resting_orders(self.cfg, matcher, upto, self.gw.id, self.codec)
+        if found is None:
+            log.warning(
+                "orders on matcher %s not checked: its state at seq %d is no longer kept "
+                "(a newer snapshot); fills meanwhile are missing from their reports",
+                matcher, upto,
+            )  # fmt: skip
+            return
+        resting, symbols = found
+        changed, forgotten = self.entry.reconcile(resting, symbols)
+        for order in changed:
+            self.entry.restate(order)
+        log.info(
+            "orders on matcher %s checked against its books at seq %d (the rings are new): "
+            "%d restated with fills they had missed, %d finished meanwhile",
+            matcher, upto, len(changed), forgotten,
+        )  # fmt: skip
+
     def _write_log(self, entries: list[Entry]) -> None:
         self.order_log.write(entries)
         if self.order_log.wants_compaction:
             live = self.entry.dump()
             live += [self._position(c) for c in self.inputs]
+            live += [(HANDLED, name, seq) for name, seq in self._handled.items()]
             created = self.producer.ring.created_ns
             live += [(COMMAND, seq, created, image) for seq, image in self._unpublished.items()]
             self.order_log.compact(live)
@@ -203,6 +259,7 @@ class GatewayServer:
                 break
             self._unpublished[base + i] = image
             entries.append((COMMAND, base + i, created, image))
+        entries.append((POSITION, self.producer.ring.name, created, base + len(chunk)))
         self._write_log(entries)
         self._logged_to = base + (len(chunk) if bad is None else bad)
         return bad
@@ -346,10 +403,19 @@ class GatewayServer:
         process = self.entry.process
         api = self.api
         moved: list[Consumer[Record]] = []
+        handled = self._handled
         for consumer in self.inputs:
             events = consumer.read(1024)
             if not events:
                 continue
+            moved.append(consumer)
+            if self._awaiting and consumer.ring.name in self._awaiting:
+                events = self._after_new_rings(consumer, events)
+            for event in reversed(events):
+                seq = getattr(event, "seq", 0)
+                if seq:
+                    handled[consumer.ring.name] = seq
+                    break
             for event in events:
                 process(event)
             if api is not None:
@@ -357,15 +423,18 @@ class GatewayServer:
                 for event in events:
                     rest(event)
             count += len(events)
-            moved.append(consumer)
-        if count:
+        if moved:
             if api is not None:
                 api.after_batch()
             for conn in self.connections:
                 self.write(conn)
             self.audit.flush()
             # reports are in the sessions' stores: now the log, then the cursors
-            self._write_log(self.entry.take_changes() + [self._position(c) for c in moved])
+            self._write_log(
+                self.entry.take_changes()
+                + [self._position(c) for c in moved]
+                + [(HANDLED, c.ring.name, handled.get(c.ring.name, 0)) for c in moved]
+            )
             for consumer in moved:
                 consumer.commit()
             self.stats.values[:] = array("Q", self.entry.counters())
@@ -421,7 +490,10 @@ class GatewayServer:
         rings = [Ring.attach(inst, gateway_replies(self.gw.id), codec)]
         rings += [Ring.attach(inst, matcher_output(m.name), codec) for m in self.cfg.matchers]
         self.inputs = [ring.consumer(me, auto_commit=False) for ring in rings]
-        self._skip_handled()
+        if self._new_rings:  # what the log says was handled, per ring (``recovery.py``)
+            self._awaiting = {r.name: self._handled.get(r.name, 0) for r in rings}
+        else:
+            self._skip_handled()
         log.info("gateway %s (id %d) listening on %s:%d", self.gw.name, self.gw.id,
                  self.gw.host, self.port)  # fmt: skip
         self._tasks.append(loop.create_task(sd_notify.watchdog_loop()))

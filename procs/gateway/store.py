@@ -13,54 +13,54 @@ from __future__ import annotations
 import os
 import struct
 from array import array
+from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import BinaryIO
 
 _SEQNUMS = struct.Struct("<QQ")
 _ENTRY = struct.Struct("<II")
-_NONE = 2**64 - 1  # no message stored at this seq
+_LOAD_CHUNK = 4 << 20
 
 
-class _Offsets:
-    """seq -> file offset of its entry. Outbound seqs count up by one from where the session
-    (re)started, so an array indexed by seq - first holds them in 8 bytes a message (a dict
-    took ~100: a long session's index was most of a gateway's growth in the soak)."""
+class _SparseIndex:
+    """Where every ``STRIDE``-th stored message starts: (seq, file offset) pairs, seqs
+    increasing. A resend seeks to the block before its first seq and reads forward, so every
+    message ever stored can be resent, for 16 bytes per ``STRIDE`` messages (a dense index took
+    8 bytes a message and, capped, still grew a long soak's gateway by tens of MB)."""
 
-    #: Messages a resend can reach back (8 MB of index); an older seq is not found, so the
-    #: session layer gap-fills it, as a venue does for what it will not resend.
-    KEEP = 1_000_000
+    STRIDE = 256
 
     def __init__(self) -> None:
-        self.first = 1
+        self.seqs = array("Q")
         self.offsets = array("Q")
+        self._since = self.STRIDE  # messages since the last indexed one
+        self._last = 0  # the newest seq stored
 
-    def set(self, seq: int, offset: int) -> None:
-        i = seq - self.first
-        if i < 0:  # below the first kept seq (not seen in practice): shift the window
-            self.offsets[0:0] = array("Q", [_NONE] * -i)
-            self.first, i = seq, 0
-        n = len(self.offsets)
-        if i < n:
-            self.offsets[i] = offset
-            return
-        if i > n:  # a gap (never sent): nothing stored there
-            self.offsets.extend([_NONE] * (i - n))
-        self.offsets.append(offset)
-        if len(self.offsets) > self.KEEP + self.KEEP // 8:  # forget the oldest, in chunks
-            drop = len(self.offsets) - self.KEEP
-            del self.offsets[:drop]
-            self.first += drop
+    def add(self, seq: int, offset: int) -> None:
+        if seq <= self._last:  # a seq again (not written by the session layer): a new block
+            self._since = self.STRIDE
+        if self._since >= self.STRIDE:
+            if self.seqs and seq <= self.seqs[-1]:
+                cut = bisect_left(self.seqs, seq)  # keep the index sorted: the newer wins
+                del self.seqs[cut:]
+                del self.offsets[cut:]
+            self.seqs.append(seq)
+            self.offsets.append(offset)
+            self._since = 0
+        self._since += 1
+        self._last = seq
 
-    def get(self, seq: int) -> int | None:
-        i = seq - self.first
-        if 0 <= i < len(self.offsets):
-            offset = self.offsets[i]
-            return None if offset == _NONE else offset
-        return None
+    def start(self, seq: int) -> int | None:
+        """The offset to read from to meet ``seq``: the block that holds it, or None."""
+        at = bisect_right(self.seqs, seq) - 1
+        if at < 0:
+            return self.offsets[0] if self.offsets else None
+        return self.offsets[at]
 
     def clear(self) -> None:
-        self.first = 1
+        del self.seqs[:]
         del self.offsets[:]
+        self._since, self._last = self.STRIDE, 0
 
 
 class MessageStore:
@@ -71,7 +71,7 @@ class MessageStore:
         raw = os.pread(self._seq_fd, _SEQNUMS.size, 0)
         saved: tuple[int, int] = _SEQNUMS.unpack(raw) if len(raw) == _SEQNUMS.size else (1, 1)
         self.next_in, self.next_out = saved
-        self._index = _Offsets()  # seq -> offset of its entry
+        self._index = _SparseIndex()
         self._size = 0
         path = directory / "messages"
         self._load(path)
@@ -80,17 +80,25 @@ class MessageStore:
         self._dirty = False
 
     def _load(self, path: Path) -> None:
+        """Index the file, a chunk at a time, and cut a torn tail off it."""
         if not path.exists():
             return
-        data = path.read_bytes()
         pos = 0
-        while pos + _ENTRY.size <= len(data):
-            length, seq = _ENTRY.unpack_from(data, pos)
-            if pos + _ENTRY.size + length > len(data):
-                break  # a torn tail from a crash: the peer never saw it
-            self._index.set(seq, pos)
-            pos += _ENTRY.size + length
-        if pos != len(data):
+        with path.open("rb") as f:
+            buf = b""
+            base = 0  # file offset of buf[0]
+            while chunk := f.read(_LOAD_CHUNK):
+                buf = buf[pos - base :] + chunk if buf else chunk
+                base, at = pos, 0
+                while at + _ENTRY.size <= len(buf):
+                    length, seq = _ENTRY.unpack_from(buf, at)
+                    if at + _ENTRY.size + length > len(buf):
+                        break  # the rest is in the next chunk, or a torn tail
+                    self._index.add(seq, base + at)
+                    at += _ENTRY.size + length
+                pos = base + at
+        size = path.stat().st_size
+        if pos != size:  # a torn tail from a crash: the peer never saw it
             with path.open("r+b") as f:
                 f.truncate(pos)
         self._size = pos
@@ -102,7 +110,7 @@ class MessageStore:
     def add_outbound(self, seq: int, raw: bytes) -> None:
         """Record outbound message ``seq`` (the caller advanced ``next_out`` past it)."""
         entry = _ENTRY.pack(len(raw), seq) + raw
-        self._index.set(seq, self._size)
+        self._index.add(seq, self._size)
         self._size += len(entry)
         self._pending.append(entry)
         self.next_out = seq + 1
@@ -111,15 +119,21 @@ class MessageStore:
     def outbound(self, begin: int, end: int) -> list[tuple[int, bytes]]:
         """Stored outbound messages with ``begin <= seq <= end``, in order."""
         self.flush()
-        out = []
+        out: list[tuple[int, bytes]] = []
+        offset = self._index.start(begin)
+        if offset is None:
+            return out
         with (self.directory / "messages").open("rb") as f:
-            for seq in range(begin, end + 1):
-                offset = self._index.get(seq)
-                if offset is None:
-                    continue
-                f.seek(offset)
-                length, _ = _ENTRY.unpack(f.read(_ENTRY.size))
-                out.append((seq, f.read(length)))
+            f.seek(offset)
+            while head := f.read(_ENTRY.size):
+                if len(head) < _ENTRY.size:
+                    break
+                length, seq = _ENTRY.unpack(head)
+                if seq > end:
+                    break
+                raw = f.read(length)
+                if seq >= begin:
+                    out.append((seq, raw))
         return out
 
     def reset(self) -> None:

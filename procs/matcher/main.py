@@ -26,21 +26,16 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common import sd_notify
-from procs.common.journal import JournalReader
 from procs.common.records import (
     AdminCommand,
-    CancelOrder,
     Heartbeat,
-    MassCancel,
-    NewOrder,
     Record,
     RecordCodec,
-    ReplaceOrder,
 )
 from procs.common.snapshots import SnapshotStore
 from procs.common.stats import matcher_counters, matcher_page
@@ -48,7 +43,7 @@ from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
     MATCHER,
     RECOVERED_SOURCE,
-    journal_dir,
+    REPLAY_SOURCE,
     matcher_input,
     matcher_output,
     snapshot_dir,
@@ -57,6 +52,7 @@ from procs.common.types import AdminAction
 from procs.core.book import Book
 from procs.core.engine import Matcher
 from procs.core.fast_book import FastBook
+from procs.core.recovery import journal_commands
 from procs.core.symbols import symbol_specs
 from shm import Ring
 from shm.counters import Counters
@@ -101,6 +97,9 @@ class MatcherShell:
         self.producer = out_ring.producer(cfg.wait.build())
         if replay is None:
             replay = journal_commands(cfg, name, after=self.matcher.last_seq, codec=self.codec)
+        self.producer.publish_batch(
+            [Heartbeat(time.time_ns(), REPLAY_SOURCE, self.matcher.last_seq)]
+        )
         replayed = self._replay(replay)
         self._count()
         # "executed through": a starting router resends only what comes after it
@@ -176,25 +175,6 @@ class MatcherShell:
         self.consumer.close()
         self.producer.close()
         self.stats.close()
-
-
-def journal_commands(
-    cfg: RingexConfig, name: str, *, after: int, codec: RecordCodec
-) -> Iterator[Record]:
-    """The journaled commands after ``after`` that matcher ``name`` executes: its symbols'
-    orders, and mass cancels and admin commands for its symbols or for all (symbol 0)."""
-    directory = journal_dir(cfg)
-    if not directory.exists():
-        return
-    mine = {cfg.symbol(s).id for s in cfg.matcher(name).symbols} | {0}
-    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
-    for _seq, image in reader.entries(after + 1):
-        command = codec.decode_slot(image)
-        if isinstance(command, _MATCHER_COMMANDS) and command.symbol in mine:
-            yield command
-
-
-_MATCHER_COMMANDS = (NewOrder, CancelOrder, ReplaceOrder, MassCancel, AdminCommand)
 
 
 def _seq(event: Record) -> int:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from procs.gateway.store import MessageStore, _Offsets
+from procs.gateway import store as store_module
+from procs.gateway.store import MessageStore, _SparseIndex
 
 
 def test_outbound_by_seq_with_gaps_reset_and_reopen(tmp_path: Path) -> None:
@@ -25,13 +26,24 @@ def test_outbound_by_seq_with_gaps_reset_and_reopen(tmp_path: Path) -> None:
     reopened.close()
 
 
-def test_the_index_reaches_back_a_bounded_number_of_messages(
+def test_every_message_is_found_through_a_sparse_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_Offsets, "KEEP", 8)
+    monkeypatch.setattr(_SparseIndex, "STRIDE", 4)
+    monkeypatch.setattr(store_module, "_LOAD_CHUNK", 64)  # entries split across reads
     store = MessageStore(tmp_path)
-    for seq in range(1, 41):
-        store.add_outbound(seq, b"m%d" % seq)
-    kept = [seq for seq, _raw in store.outbound(1, 40)]
-    assert kept[-8:] == list(range(33, 41)) and 8 <= len(kept) <= 9  # older ones: gap-filled
+    stored = [s for s in range(1, 60) if s % 7]  # gaps too
+    for seq in stored:
+        store.add_outbound(seq, b"m%d" % seq * (seq % 5 + 1))
+    assert len(store._index.seqs) == (len(stored) + 3) // 4  # one per 4 messages
+    for begin, end in ((1, 59), (5, 5), (7, 7), (13, 30), (50, 100)):
+        want = [(s, b"m%d" % s * (s % 5 + 1)) for s in stored if begin <= s <= end]
+        assert store.outbound(begin, end) == want
     store.close()
+    with (tmp_path / "messages").open("ab") as f:
+        f.write(b"\x09\x00\x00\x00\x3c")  # a torn entry: the crash came mid-write
+    again = MessageStore(tmp_path)
+    assert again.outbound(1, 100) == [(s, b"m%d" % s * (s % 5 + 1)) for s in stored]
+    again.add_outbound(60, b"after")
+    assert again.outbound(59, 60) == [(59, b"m59" * 5), (60, b"after")]
+    again.close()

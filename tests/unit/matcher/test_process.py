@@ -23,7 +23,14 @@ from procs.common.records import (
     Rejected,
 )
 from procs.common.result_codes import ResultCode
-from procs.common.topology import matcher_input, matcher_output
+from procs.common.snapshots import SnapshotStore
+from procs.common.topology import (
+    RECOVERED_SOURCE,
+    REPLAY_SOURCE,
+    matcher_input,
+    matcher_output,
+    snapshot_dir,
+)
 from procs.common.types import AdminAction, OrdType, Side, StpMode, TimeInForce
 from procs.core.engine import Matcher
 from procs.core.reference_book import ReferenceBook
@@ -119,13 +126,20 @@ def test_shell_recovers_from_snapshot_and_journal_without_duplicates(
     shell.producer.close()
     del shell
 
+    snapshot = SnapshotStore(snapshot_dir(cfg, "matcher-m1")).latest()
+    assert snapshot is not None
     recovered = MatcherShell(cfg, "m1", replay=journal[:2100])
     assert recovered.matcher.last_seq == journal[2099].seq  # type: ignore[attr-defined]
     run_shell(recovered, inbound, journal[2100:])
     tap = outbound.consumer("tap")
     got = tap.read(1 << 16)
-    marks = [e.counter for e in got if isinstance(e, Heartbeat)]  # one per start: how far
-    assert marks == [0, journal[2099].seq]  # type: ignore[attr-defined]
+    marks = [(e.source, e.counter) for e in got if isinstance(e, Heartbeat)]
+    # two per start: where its replay starts (its snapshot) and how far it recovered
+    last = journal[2099].seq  # type: ignore[attr-defined]
+    assert marks == [
+        (REPLAY_SOURCE, 0), (RECOVERED_SOURCE, 0),
+        (REPLAY_SOURCE, snapshot[0]), (RECOVERED_SOURCE, last),
+    ]  # fmt: skip
     got = [e for e in got if not isinstance(e, Heartbeat)]
     assert got == expected  # every event once, in order
     reference = Matcher(symbol_specs(cfg, "m1"), ReferenceBook)
@@ -155,9 +169,10 @@ def test_matcher_process_runs_and_stops_cleanly(instance: str, tmp_path: Path) -
         tap = outbound.consumer("tap")
         events: list[Record] = []
         deadline = time.monotonic() + 20
-        while len(events) < 4 and time.monotonic() < deadline:
+        while len(events) < 5 and time.monotonic() < deadline:
             events += tap.take(16, timeout_s=0.2)
         assert [type(e).__name__ for e in events] == [
+            "Heartbeat",  # replays after seq 0 (no snapshot)
             "Heartbeat",  # recovered through seq 0
             "Accepted",
             "BookLevel",

@@ -1,0 +1,134 @@
+"""The order entry's memory across restarts: what it writes to the order log, what it takes
+back from it, and how it corrects that from the books when the rings it read are gone.
+
+A mixin of ``OrderEntry`` (``orders.py``), which notes in ``touched`` every order and request it
+creates, changes or forgets; the server writes ``take_changes()`` to the log
+(``order_log.py``) and a restarted gateway calls ``restore`` and, when the rings are new
+(``recovery.py``), ``reconcile``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from procs.common.types import OrdType, Side, TimeInForce
+from procs.core.resting import RestingOrder
+from procs.gateway.instruments import Instruments
+from procs.gateway.order_log import GONE, ORDER, REQUEST, Entry
+from procs.gateway.order_state import Order, Request
+
+log = logging.getLogger("ringex.gateway")
+
+
+class OrderMemory:
+    instruments: Instruments
+    orders: dict[int, Order]  # NewOrder client_ref -> order
+    by_id: dict[int, Order]
+    requests: dict[int, Request]
+    live: dict[tuple[int, bytes], Order]
+    touched: dict[int, Order | Request | None]
+
+    def _forget(self, order: Order) -> None:
+        self.orders.pop(order.ref, None)
+        self.by_id.pop(order.order_id, None)
+        self.live.pop((order.session, order.cl_ord_id), None)
+        self.touched[order.ref] = None
+
+    def _pop_request(self, ref: int) -> Request | None:
+        request = self.requests.pop(ref, None)
+        if request is not None:
+            self.touched[ref] = None
+        return request
+
+    def reconcile(
+        self, resting: dict[int, RestingOrder], symbols: set[int]
+    ) -> tuple[list[Order], int]:
+        """Correct the orders on ``symbols`` from a matcher's books (``resting``: this
+        gateway's live orders there, by their NewOrder's client_ref), when the events since
+        the log's last write are lost: an acknowledged order not in a book finished meanwhile
+        and is forgotten; one in a book takes its id, fills and what is left (fills it missed
+        are priced at its limit, where a resting order trades). One not acknowledged yet and
+        not in a book is kept: its command may come after the books' seq. Requests in flight
+        on those symbols are dropped: their answers went with the rings.
+        Returns the orders whose fills changed (to restate to their clients) and how many
+        were forgotten."""
+        changed: list[Order] = []
+        forgotten = 0
+        for ref, order in list(self.orders.items()):
+            if order.symbol.id not in symbols:
+                continue
+            found = resting.get(ref)
+            if found is None or found.session != order.session:
+                if order.order_id:
+                    self._forget(order)
+                    forgotten += 1
+                continue
+            left = found.leaves + found.reserve
+            if found.filled != order.cum:
+                order.notional += (found.filled - order.cum) * found.price
+                order.cum = found.filled
+                changed.append(order)
+            self.by_id.pop(order.order_id, None)
+            order.order_id, order.price, order.leaves = found.order_id, found.price, left
+            order.qty = order.cum + left
+            order.status = b"1" if order.cum else b"0"
+            self.by_id[order.order_id] = order
+            self.touched[ref] = order
+        for ref, request in list(self.requests.items()):
+            if request.order.symbol.id in symbols:
+                self._pop_request(ref)
+        return changed, forgotten
+
+    def take_changes(self) -> list[Entry]:
+        """Log entries for what changed since the last call."""
+        if not self.touched:
+            return []
+        entries = [
+            (GONE, ref) if item is None else _entry(ref, item) for ref, item in self.touched.items()
+        ]
+        self.touched.clear()
+        return entries
+
+    def dump(self) -> list[Entry]:
+        """Log entries for every live order and request (a compacted log)."""
+        entries = [_entry(ref, order) for ref, order in self.orders.items()]
+        return entries + [_entry(ref, request) for ref, request in self.requests.items()]
+
+    def restore(self, orders: dict[int, list[Any]], requests: dict[int, list[Any]]) -> int:
+        """Take back the orders and requests an order log recovered; returns how many orders
+        (one on a symbol no longer configured is dropped, with a log line)."""
+        by_symbol = self.instruments.by_id
+        for ref, values in orders.items():
+            (session, cl, orig, symbol, side, ord_type, tif, price, stop, qty, order_id, cum,
+             notional, leaves, status) = values  # fmt: skip
+            sym = by_symbol.get(symbol)
+            if sym is None:
+                log.warning("order log: order %d on unknown symbol id %s dropped", ref, symbol)
+                continue
+            order = Order(
+                ref, session, cl, orig, sym, Side(side), OrdType(ord_type), TimeInForce(tif),
+                price, stop, qty, order_id, cum, notional, leaves, status,
+            )  # fmt: skip
+            self.orders[ref] = order
+            self.live[(order.session, order.cl_ord_id)] = order
+            if order.order_id:
+                self.by_id[order.order_id] = order
+        for ref, (kind, session, cl, order_ref, price, qty) in requests.items():
+            target = self.orders.get(order_ref)
+            if target is not None:
+                self.requests[ref] = Request(kind, session, cl, target, price, qty)
+        return len(self.orders)
+
+    # -- reports ----------------------------------------------------------------------------
+
+
+def _entry(ref: int, item: Order | Request) -> Entry:
+    if isinstance(item, Request):
+        return (REQUEST, ref, item.kind, item.session, item.cl_ord_id, item.order.ref,
+                item.price, item.qty)  # fmt: skip
+    return (
+        ORDER, ref, item.session, item.cl_ord_id, item.orig_cl_ord_id, item.symbol.id,
+        int(item.side), int(item.ord_type), int(item.tif), item.price, item.stop_price,
+        item.qty, item.order_id, item.cum, item.notional, item.leaves, item.status,
+    )  # fmt: skip

@@ -1,0 +1,41 @@
+"""What FIX order entry knows of an order and of a cancel or replace in flight."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config.schema import SymbolConfig
+from procs.common.types import OrdType, Side, TimeInForce
+
+
+@dataclass(slots=True)
+class Order:
+    ref: int
+    session: int
+    cl_ord_id: bytes
+    orig_cl_ord_id: bytes
+    symbol: SymbolConfig
+    side: Side
+    ord_type: OrdType
+    tif: TimeInForce
+    price: int
+    stop_price: int
+    qty: int  # total order quantity in lots (cum + leaves)
+    order_id: int = 0
+    cum: int = 0
+    notional: int = 0  # sum of price x qty of fills
+    leaves: int = 0
+    status: bytes = b"A"  # OrdStatus: pending new until Accepted
+    received_ns: int = 0  # when its NewOrderSingle came in (0: restored after a restart)
+
+
+@dataclass(slots=True)
+class Request:
+    """A cancel or replace in flight: ``order`` is its target."""
+
+    kind: bytes  # b"F" or b"G"
+    session: int
+    cl_ord_id: bytes
+    order: Order
+    price: int = 0
+    qty: int = 0
