@@ -25,6 +25,7 @@ from procs.common.journal import JournalReader
 from procs.common.records import RecordCodec
 from procs.common.replication_ack import CONNECTED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.topology import journal_dir
+from procs.replica.files import FileShipper, gateway_root, shipped_files
 from procs.replica.tail import JournalTail
 from procs.replica.wire import Ack, Entries, Hello, History, Refused, receive, send
 
@@ -147,8 +148,11 @@ class ReplicationSource:
         the router appends again, which in sync mode is after this frame's round trip."""
         loop = asyncio.get_running_loop()
         tail = JournalTail(self.reader)
+        files = FileShipper(gateway_root(self.cfg), shipped_files(self.cfg))
         try:
             while not self.stopping.is_set():
+                for change in files.changes():  # after each frame, and each PARK_S when idle
+                    await send(writer, change)
                 bell = loop.create_future()
                 self._sleepers.add(bell)
                 self.block.words[SOURCE_PARKED] = 1

@@ -9,7 +9,9 @@ policy, then acknowledged (a primary in sync mode waits for that acknowledgement
 matcher sees the batch, so it is sent before the entries are applied), then applied to its
 router and matcher state, so at every seq its state hash equals the primary's. It reconnects
 with a backoff while the primary is away, resuming from its last durable entry.
-``var/<instance>/run/standby.json`` says where it is. A clean stop writes the exchange's and
+``var/<instance>/run/standby.json`` says where it is. The gateways' state files (users, API
+keys, order logs) arrive on the same connection and are written where a promoted instance's
+gateways look for them (``files.py``). A clean stop writes the exchange's and
 every matcher's snapshot of that hot state, so the promoted instance starts without a replay.
 """
 
@@ -28,7 +30,8 @@ from procs.common.records import RecordCodec
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
 from procs.core.recovery import recover, write_snapshot
-from procs.replica.wire import Ack, Entries, Hello, History, Refused, receive, send
+from procs.replica.files import FileReceiver, gateway_root
+from procs.replica.wire import Ack, Entries, Hello, History, Refused, StateFile, receive, send
 
 log = logging.getLogger("ringex.replica")
 
@@ -56,6 +59,7 @@ class Standby:
             fsync=cfg.journal.fsync,
             fsync_interval_ms=cfg.journal.fsync_interval_ms,
         )
+        self.files = FileReceiver(gateway_root(cfg))
         self.connected = False
         self.stopping = asyncio.Event()
         self._status_at = 0.0
@@ -142,6 +146,12 @@ class Standby:
             message = await receive(reader)
             if isinstance(message, Refused):
                 raise StandbyRefusedError(f"the primary refused this standby: {message.reason}")
+            if isinstance(message, StateFile):
+                try:
+                    self.files.apply(message)
+                except (OSError, ValueError) as exc:  # the journal goes on without it
+                    log.error("gateway state file %r not written: %s", message.path, exc)
+                continue
             if not isinstance(message, Entries):
                 raise StandbyRefusedError(f"unexpected {type(message).__name__} from the primary")
             await send(writer, Ack(self.persist(message)))

@@ -6,6 +6,8 @@
                                                    the primary's history hash after them
     standby -> primary   Ack(seq)                  entries up to seq are durable here
     primary -> standby   Refused(reason)           and the connection closes
+    primary -> standby   StateFile(path, offset, data, reset)   a gateway state file's new
+                                                   bytes (``files.py``); not acknowledged
 
 The history hash (``History``) covers every slot image in seq order, so a standby that holds
 a different history than the primary, not just a shorter one, is refused by name instead of
@@ -44,7 +46,14 @@ class Refused(msgspec.Struct, tag=4, array_like=True):
     reason: str
 
 
-Message = Hello | Entries | Ack | Refused
+class StateFile(msgspec.Struct, tag=5, array_like=True):
+    path: str  # relative to var/<instance>/gateway
+    offset: int
+    data: bytes
+    reset: bool  # the file was replaced: the standby's copy starts again with ``data``
+
+
+Message = Hello | Entries | Ack | Refused | StateFile
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
 

@@ -1,0 +1,119 @@
+"""The gateways' own state, shipped beside the journal: users, API keys and order logs.
+
+The journal holds the exchange's state, but not what only the gateways keep: who may log on
+(``users.json``, ``apikeys.json``) and, per gateway, which session and ClOrdID each order has
+(``<gateway>/orders.log``, ``procs/gateway/order_log.py``). A promoted standby without them
+could not log a client on, nor report a fill of an order placed before the failover with its
+ClOrdID. So the source sends what each of these files gained since the last look, and the
+standby writes it at the same place under its own ``var/<instance>/gateway/``.
+
+Shipping is asynchronous and not acknowledged: a file is behind the journal by up to a frame.
+The promoted gateway corrects what its order log lacks from the books themselves (the
+matchers' snapshots at the journal's end: ``procs/gateway/reconcile.py``), so a late order
+log costs at most the ClOrdIDs of orders placed in the last moments, never a wrong fill.
+
+A file is followed by inode, size and mtime: one that grew is sent from where the standby's
+copy ends (the logs only grow), one replaced (a compaction, ``os.replace``), shrunk or
+rewritten in place is sent again whole (``reset``).
+Session stores are not shipped: after a failover FIX sessions start again at sequence 1
+(logon with ResetSeqNumFlag), the rule the README gives clients.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from config.schema import RingexConfig
+from procs.common.topology import users_path
+from procs.replica.wire import StateFile
+
+#: Bytes of one file in one message (a file that gained more goes in several).
+CHUNK = 4 << 20
+
+
+def shipped_files(cfg: RingexConfig) -> list[str]:
+    """The files shipped, relative to ``var/<instance>/gateway``."""
+    return ["users.json", "apikeys.json"] + [f"{g.name}/orders.log" for g in cfg.gateways]
+
+
+def gateway_root(cfg: RingexConfig) -> Path:
+    return users_path(cfg).parent
+
+
+@dataclass(slots=True)
+class _Sent:
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+class FileShipper:
+    """The primary's side, one per standby connection (a new one sends every file whole)."""
+
+    def __init__(self, root: Path, names: list[str]) -> None:
+        self.root = root
+        self.names = names
+        self.sent: dict[str, _Sent] = {}
+
+    def changes(self, budget: int = CHUNK) -> list[StateFile]:
+        """What the files gained since the last call, ``budget`` bytes at most."""
+        out: list[StateFile] = []
+        for name in self.names:
+            if budget <= 0:
+                break
+            path = self.root / name
+            try:
+                with path.open("rb") as f:
+                    st = os.fstat(f.fileno())
+                    sent = self.sent.get(name)
+                    reset = (
+                        sent is None
+                        or sent.inode != st.st_ino
+                        or st.st_size < sent.size
+                        or (st.st_size == sent.size and st.st_mtime_ns != sent.mtime_ns)
+                    )  # replaced, shrunk, or rewritten in place: all of it again
+                    offset = 0 if reset or sent is None else sent.size
+                    if not reset and st.st_size == offset:
+                        continue
+                    f.seek(offset)
+                    data = f.read(min(budget, st.st_size - offset))
+            except FileNotFoundError:
+                continue
+            out.append(StateFile(name, offset, data, reset))
+            self.sent[name] = _Sent(st.st_ino, offset + len(data), st.st_mtime_ns)
+            budget -= len(data)
+        return out
+
+
+#: What a standby accepts to write (the primary's gateways need not be named in its config).
+SHIPPABLE = re.compile(r"(users\.json|apikeys\.json|[A-Za-z0-9_-]{1,64}/orders\.log)")
+
+
+class FileReceiver:
+    """The standby's side: writes what arrives, only to paths of the shipped kinds."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def apply(self, message: StateFile) -> None:
+        if not SHIPPABLE.fullmatch(message.path):
+            raise ValueError(f"the primary sent {message.path!r}, not a gateway state file")
+        path = self.root / message.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if message.reset and message.offset == 0:
+            aside = path.with_name(path.name + ".shipping")
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, message.data)
+            finally:
+                os.close(fd)
+            os.replace(aside, path)  # a reader sees the old copy or the new one
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, message.data, message.offset)
+        finally:
+            os.close(fd)

@@ -1,0 +1,114 @@
+"""A FIX client after a failover, as the README tells it to do it: log on to the promoted
+instance's gateway with ResetSeqNumFlag, and find the orders it placed on the primary by
+their ClOrdIDs. The users file and the gateway's order log were shipped with the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from config import load_profile
+from procs.replica.files import gateway_root
+from tests.e2e.test_standby import ROOT, free_port, ringex, wait_running
+from tests.e2e.test_standby_sync import write_profile
+from tests.unit.gateway.harness import Client, close_all, utc
+from tests.unit.gateway.test_gateway import order
+
+
+@pytest.fixture
+def pair(instance: str, tmp_path: Path) -> Iterator[tuple[Path, Path, int, int]]:
+    port, fix_p, fix_s = free_port(), free_port(), free_port()
+    primary = write_profile(
+        tmp_path / "primary.toml", instance + "p", tmp_path / "p",
+        f'[replication]\nlisten_port = {port}\nmode = "sync"\n'
+        f'[[gateways]]\nname = "gw1"\nid = 1\nport = {fix_p}\n',
+    )  # fmt: skip
+    standby = write_profile(
+        tmp_path / "standby.toml", instance + "s", tmp_path / "s",
+        f'[replication]\nprimary = "127.0.0.1:{port}"\n'
+        f'[[gateways]]\nname = "gw1"\nid = 1\nport = {fix_s}\n',
+    )  # fmt: skip
+    procs = []
+    for path in (primary, standby):
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "procs.cli", "run", "--config", str(path)],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_running(path)
+    try:
+        yield primary, standby, fix_p, fix_s
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(60)
+        promoted = standby.with_suffix(".promoted.toml")
+        if promoted.exists():
+            ringex("stop", "--config", str(promoted))
+
+
+def shipped(primary: Path, standby: Path) -> bool:
+    """The standby's copies of the users file and gw1's order log equal the primary's."""
+    p, s = (gateway_root(load_profile(str(path))) for path in (primary, standby))
+    return all(
+        (s / name).exists() and (s / name).read_bytes() == (p / name).read_bytes()
+        for name in ("users.json", "gw1/orders.log")
+    )
+
+
+def test_a_fix_client_finds_its_orders_on_the_promoted_instance(
+    pair: tuple[Path, Path, int, int],
+) -> None:
+    primary, standby, fix_p, fix_s = pair
+    added = ringex("admin", "add-user", "--username", "MM", "--password", "pw",
+                   "--deposit", "USD=100000", "--deposit", "BTC=10",
+                   "--config", str(primary))  # fmt: skip
+    assert added.returncode == 0, added.stdout + added.stderr
+
+    async def before() -> None:
+        client = Client("MM")
+        await client.connect(fix_p)
+        await client.logon("pw")
+        await client.send("D", *order("o1", "2", "1.00", "100.00"))
+        await client.send("D", *order("o2", "2", "2.00", "101.00"))
+        assert [(await client.expect("8")).get(150) for _ in range(2)] == [b"0", b"0"]
+        await close_all()
+
+    asyncio.run(before())
+    deadline = time.monotonic() + 20
+    while not shipped(primary, standby):
+        assert time.monotonic() < deadline, "the gateway's state files did not reach the standby"
+        time.sleep(0.05)
+    promote = subprocess.run(
+        [sys.executable, "scripts/failover.py", "promote",
+         "--primary", str(primary), "--standby", str(standby)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert promote.returncode == 0, promote.stdout + promote.stderr
+    wait_running(standby.with_suffix(".promoted.toml"))
+
+    async def after() -> None:
+        client = Client("MM")
+        await client.connect(fix_s)
+        await client.logon("pw", reset=True)  # the README's rule after a failover
+        await client.send("H", (11, "o1"), (55, "BTC-USD"), (54, "2"))
+        status = await client.expect("8")
+        assert (status.get(150), status.get(11), status.get(39), status.get(151)) == (
+            b"I", b"o1", b"0", b"1.0000",
+        )  # fmt: skip
+        await client.send("F", (41, "o2"), (11, "c2"), (55, "BTC-USD"), (54, "2"), (60, utc()))
+        done = await client.expect("8")
+        assert (done.get(150), done.get(11), done.get(41)) == (b"4", b"c2", b"o2")
+        await close_all()
+
+    asyncio.run(after())

@@ -1,0 +1,50 @@
+"""Shipping the gateways' state files: growth is sent from where the copy ends, a replaced
+file whole, and the standby writes only paths of the shipped kinds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from procs.replica.files import FileReceiver, FileShipper
+from procs.replica.wire import StateFile
+
+
+def sync(shipper: FileShipper, receiver: FileReceiver, budget: int = 1 << 20) -> int:
+    sent = shipper.changes(budget)
+    for message in sent:
+        receiver.apply(message)
+    return len(sent)
+
+
+def test_growth_replacement_and_small_budgets_reach_the_copy(tmp_path: Path) -> None:
+    primary, standby = tmp_path / "p", tmp_path / "s"
+    (primary / "gw1").mkdir(parents=True)
+    names = ["users.json", "apikeys.json", "gw1/orders.log"]
+    shipper, receiver = FileShipper(primary, names), FileReceiver(standby)
+    log, users = primary / "gw1" / "orders.log", primary / "users.json"
+    log.write_bytes(b"frame-1|")
+    users.write_text('[{"comp_id": "A"}]')
+    assert sync(shipper, receiver) == 2  # apikeys.json does not exist: nothing to send
+    assert sync(shipper, receiver) == 0  # nothing new
+    with log.open("ab") as f:
+        f.write(b"frame-2|" * 10)
+    while sync(shipper, receiver, budget=7):  # a few bytes at a time
+        pass
+    assert (standby / "gw1" / "orders.log").read_bytes() == log.read_bytes()
+    aside = primary / "gw1" / "orders.compact"  # a compaction: a new file renamed over
+    aside.write_bytes(b"live|")
+    os.replace(aside, log)
+    users.write_text('[{"comp_id": "B"}]')
+    sync(shipper, receiver)
+    assert (standby / "gw1" / "orders.log").read_bytes() == b"live|"
+    assert (standby / "users.json").read_text() == '[{"comp_id": "B"}]'
+    assert (standby / "users.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("path", ["../etc/passwd", "gw1/../../x", "gw1/sessions/x", "/abs"])
+def test_the_standby_refuses_other_paths(tmp_path: Path, path: str) -> None:
+    with pytest.raises(ValueError, match="not a gateway state file"):
+        FileReceiver(tmp_path).apply(StateFile(path, 0, b"x", True))
