@@ -150,6 +150,7 @@ class GatewayServer:
             self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
         self.paused = False
         self._publish_due = False
+        self._closed = False
         #: input ring -> the newest event seq handled before a restart, while the ring is
         #: new and its first events are checked against it (``_after_new_rings``)
         self._awaiting: dict[str, int] = {}
@@ -350,7 +351,8 @@ class GatewayServer:
 
     def _publish_soon(self) -> None:
         self._publish_due = False
-        self.publish()
+        if not self._closed:  # a callback due after ``close`` (at shutdown) has nothing to do
+            self.publish()
 
     def write(self, conn: Connection) -> None:
         session, transport = conn.session, conn.transport
@@ -544,6 +546,7 @@ class GatewayServer:
         self.close()
 
     def close(self) -> None:
+        self._closed = True
         self.stats.close()
         self.order_log.close()
         self.audit.close()

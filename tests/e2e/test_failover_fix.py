@@ -15,7 +15,13 @@ import pytest
 
 from config import load_profile
 from procs.replica.files import gateway_root
-from tests.e2e.test_standby import ROOT, free_port, ringex, wait_running
+from tests.e2e.test_standby import (
+    ROOT,
+    free_port,
+    primary_and_standby,
+    ringex,
+    wait_running,
+)
 from tests.e2e.test_standby_sync import write_profile
 from tests.unit.gateway.harness import Client, close_all, utc
 from tests.unit.gateway.test_gateway import order
@@ -34,27 +40,8 @@ def pair(instance: str, tmp_path: Path) -> Iterator[tuple[Path, Path, int, int]]
         f'[replication]\nprimary = "127.0.0.1:{port}"\n'
         f'[[gateways]]\nname = "gw1"\nid = 1\nport = {fix_s}\n',
     )  # fmt: skip
-    procs = []
-    for path in (primary, standby):
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "procs.cli", "run", "--config", str(path)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        wait_running(path)
-    try:
+    with primary_and_standby(instance, primary, standby):
         yield primary, standby, fix_p, fix_s
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(60)
-        promoted = standby.with_suffix(".promoted.toml")
-        if promoted.exists():
-            ringex("stop", "--config", str(promoted))
 
 
 def shipped(primary: Path, standby: Path) -> bool:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,19 +71,28 @@ def pair(instance: str, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         tmp_path / "standby.toml", instance + "s", tmp_path / "s",
         f'[replication]\nprimary = "127.0.0.1:{port}"\n',
     )  # fmt: skip
-    procs = []
-    for path in (primary, standby):
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "procs.cli", "run", "--config", str(path)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        wait_running(path)
-    try:
+    with primary_and_standby(instance, primary, standby):
         yield primary, standby
+
+
+@contextmanager
+def primary_and_standby(instance: str, primary: Path, standby: Path) -> Iterator[None]:
+    """Both instances under `ringex run` (instance names: ``instance`` + "p" and + "s"); at
+    the end stopped, the promoted one too if a test promoted the standby, and their shared
+    memory removed."""
+    procs = []
+    try:
+        for path in (primary, standby):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "procs.cli", "run", "--config", str(path)],
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            wait_running(path)
+        yield
     finally:
         for proc in procs:
             if proc.poll() is None:

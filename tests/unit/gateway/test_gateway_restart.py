@@ -17,7 +17,7 @@ from procs.gateway.server import GatewayServer
 from shm.header import C_SEQUENCE, consumer_word
 from shm.inspect import remove_instance
 from tests.unit.gateway.harness import FUNDER, Client, Harness, close_all, config, utc
-from tests.unit.gateway.test_gateway import order
+from tests.unit.gateway.test_gateway import logged_on, order
 
 
 @pytest.fixture
@@ -75,9 +75,7 @@ def test_orders_placed_before_a_restart_are_filled_reported_and_cancelled(
     harness: Harness, how: str
 ) -> None:
     async def scenario(h: Harness, port: int) -> None:
-        alice = Client("ALICE")
-        await alice.connect(port)
-        await alice.logon()
+        alice = await logged_on(port)
         await alice.send("D", *order("s1", "2", "2.00", "100.00"))
         await alice.send("D", *order("s2", "2", "1.00", "101.00"))
         assert [(await alice.expect("8")).get(150) for _ in range(2)] == [b"0", b"0"]
@@ -117,9 +115,7 @@ def test_orders_placed_before_a_restart_are_filled_reported_and_cancelled(
 
 def test_a_command_the_ring_never_got_is_published_after_a_crash(harness: Harness) -> None:
     async def scenario(h: Harness, port: int) -> None:
-        alice = Client("ALICE")
-        await alice.connect(port)
-        await alice.logon()
+        alice = await logged_on(port)
         gw = h.gateway
         assert gw is not None
         gw.producer.try_publish_batch = lambda items: False  # type: ignore[method-assign]
@@ -148,9 +144,7 @@ def test_a_command_the_ring_never_got_is_published_after_a_crash(harness: Harnes
 
 def test_events_handled_before_a_crash_are_not_handled_again(harness: Harness) -> None:
     async def scenario(h: Harness, port: int) -> None:
-        alice = Client("ALICE")
-        await alice.connect(port)
-        await alice.logon()
+        alice = await logged_on(port)
         gw = h.gateway
         assert gw is not None
         for consumer in gw.inputs:  # the crash comes after the log's write, before the commit
@@ -182,9 +176,7 @@ def test_a_restart_cancels_orders_of_sessions_that_cancel_on_disconnect(
     h.fund(7)
 
     async def scenario(h: Harness, port: int) -> None:
-        alice = Client("ALICE")
-        await alice.connect(port)
-        await alice.logon()
+        alice = await logged_on(port)
         await alice.send("D", *order("gone", "1", "1.00", "90.00"))
         await alice.expect("8")
         await crash(h)
@@ -220,9 +212,7 @@ def test_after_a_full_restart_a_fill_the_gateway_never_read_is_not_lost(
     async def place() -> None:
         nonlocal seq
         port = await first.start()
-        alice = Client("ALICE")
-        await alice.connect(port)
-        await alice.logon()
+        alice = await logged_on(port)
         await alice.send("D", *order("s1", "2", "2.00", "100.00"))
         await alice.send("D", *order("s2", "2", "1.00", "101.00"))
         await alice.send("D", *order("s3", "2", "1.00", "102.00"))
