@@ -22,7 +22,13 @@ from websockets.frames import Frame, Opcode
 from procs.common.records import Trade
 from procs.marketdata import messages
 from procs.marketdata.book import DepthDiff
-from procs.marketdata.market import CandleUpdate, MarketState, SymbolMarket, Update
+from procs.marketdata.market import (
+    CandleUpdate,
+    MarketState,
+    StatusUpdate,
+    SymbolMarket,
+    Update,
+)
 from procs.marketdata.requests import ErrorCode, RequestError
 from procs.marketdata.streams import Kind, Stream
 from procs.marketdata.ticker import Ticker
@@ -86,7 +92,7 @@ class Hub:
     def subscribe(self, client: Subscriber, streams: Iterable[Stream]) -> None:
         """Add ``streams`` (already subscribed ones are kept as they are; raises like
         ``check_subscribe``). A depth stream starts with a snapshot; ticker and kline
-        streams with their latest value."""
+        streams with their latest value, a status stream with the symbol's status."""
         new = self.check_subscribe(client, streams)
         if not new:
             return
@@ -119,6 +125,9 @@ class Hub:
             if ticker is not None:
                 payload = messages.ticker(market.symbol, ticker)[1]
                 self._deliver_one(client, Message(Kind.TICKER, stream.name, payload))
+        elif stream.kind is Kind.STATUS:
+            payload = messages.status(market.symbol, market.status)[1]
+            self._deliver_one(client, Message(Kind.STATUS, stream.name, payload))
         elif stream.kind is Kind.KLINE:
             candle = market.candles[stream.interval].current
             if candle is not None:
@@ -209,4 +218,6 @@ def _stream_of(market: SymbolMarket, update: Update) -> tuple[Kind, str]:
         return Kind.DEPTH, f"{prefix}@depth"
     if isinstance(update, Ticker):
         return Kind.TICKER, f"{prefix}@ticker"
+    if isinstance(update, StatusUpdate):
+        return Kind.STATUS, f"{prefix}@status"
     return Kind.KLINE, f"{prefix}@kline_{update.interval}"

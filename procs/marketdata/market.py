@@ -28,8 +28,18 @@ class CandleUpdate:
     candle: Candle
 
 
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A symbol's trading status, as of the exchange's seq ``seq`` (0: never changed)."""
+
+    symbol: int
+    status: TradingStatus
+    seq: int
+    ts_ns: int
+
+
 #: What ``process`` and ``flush`` give the server to publish.
-Update = Trade | DepthDiff | Ticker | CandleUpdate
+Update = Trade | DepthDiff | Ticker | CandleUpdate | StatusUpdate
 
 
 class SymbolMarket:
@@ -41,7 +51,7 @@ class SymbolMarket:
         self.tape = TradeTape()
         self.ticker = RollingTicker(symbol.id)
         self.candles = {name: CandleSeries(name, candle_history) for name in INTERVALS}
-        self.status = TradingStatus.OPEN
+        self.status = StatusUpdate(symbol.id, TradingStatus.OPEN, 0, 0)
         self.last_seq = 0
 
     def trade(self, t: Trade) -> bool:
@@ -95,8 +105,9 @@ class MarketState:
         elif kind is SymbolStatus:
             status: SymbolStatus = event  # type: ignore[assignment]
             market = self.symbols.get(status.symbol)
-            if market is not None:
-                market.status = status.status
+            if market is not None and status.seq > market.status.seq:
+                market.status = StatusUpdate(status.symbol, status.status, status.seq, status.ts_ns)
+                out.append(market.status)
                 self._saw(status.seq, status.ts_ns)
 
     def _saw(self, seq: int, ts_ns: int) -> None:

@@ -9,10 +9,10 @@ from typing import Any
 import msgspec
 
 from procs.common.records import Trade
-from procs.common.types import Side
+from procs.common.types import Side, TradingStatus
 from procs.marketdata.book import DepthDiff, DepthSnapshot, Levels
 from procs.marketdata.candles import Candle
-from procs.marketdata.market import CandleUpdate, Update
+from procs.marketdata.market import CandleUpdate, StatusUpdate, Update
 from procs.marketdata.symbols import MarketSymbol
 from procs.marketdata.ticker import Ticker
 
@@ -139,8 +139,20 @@ def kline(s: MarketSymbol, u: CandleUpdate, ts_ns: int) -> tuple[str, bytes]:
     return stream, wrap(stream, data)
 
 
+#: A trading status as clients read it (the names the most used venue APIs give symbols).
+STATUS_NAMES = {TradingStatus.OPEN: "TRADING", TradingStatus.HALTED: "HALT"}
+
+
+def status(s: MarketSymbol, u: StatusUpdate) -> tuple[str, bytes]:
+    stream = f"{s.stream}@status"
+    data = {"e": "status", "E": _ms(u.ts_ns), "s": s.name, "S": STATUS_NAMES[u.status], "u": u.seq}
+    return stream, wrap(stream, data)
+
+
 def render(s: MarketSymbol, update: Update, now_ns: int) -> tuple[str, bytes]:
     """The stream an update goes to and its message."""
+    if isinstance(update, StatusUpdate):
+        return status(s, update)
     if isinstance(update, Trade):
         return trade(s, update)
     if isinstance(update, DepthDiff):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from procs.marketdata.streams import Kind
 
-_CONFLATED = frozenset((Kind.TICKER, Kind.KLINE, Kind.HEARTBEAT))
+_CONFLATED = frozenset((Kind.TICKER, Kind.KLINE, Kind.STATUS, Kind.HEARTBEAT))
 
 
 class _Entry:

@@ -30,7 +30,7 @@ from procs.marketdata.market import MarketState
 
 log = logging.getLogger("ringex.marketdata")
 
-VERSION = 1
+VERSION = 2  # 2: a symbol's status is a StatusUpdate
 
 #: ring name -> (the ring's created_ns, the sequence the state covers up to)
 Positions = dict[str, tuple[int, int]]

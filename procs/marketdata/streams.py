@@ -1,5 +1,7 @@
 """Stream names, as the most used venue APIs spell them: ``<symbol>@trade``, ``<symbol>@depth``,
-``<symbol>@ticker``, ``<symbol>@kline_<interval>``, the symbol lower-cased ("btc-usd")."""
+``<symbol>@ticker``, ``<symbol>@kline_<interval>``, the symbol lower-cased ("btc-usd"); and
+``<symbol>@status``, the symbol's trading status (trading or halted), which a client needs to
+tell a quiet book from a halted one."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ class Kind(Enum):
     DEPTH = "depth"
     TICKER = "ticker"
     KLINE = "kline"
+    STATUS = "status"
     HEARTBEAT = "heartbeat"  # the server's own, to every connection; not subscribable
 
 
@@ -58,7 +61,8 @@ def parse_stream(name: object, symbols: frozenset[str]) -> Stream:
         parsed = Kind(kind)
     except ValueError:
         raise StreamError(
-            f"stream {name!r}: unknown kind {kind!r} (trade, depth, ticker, kline_<interval>)"
+            f"stream {name!r}: unknown kind {kind!r} "
+            "(trade, depth, ticker, kline_<interval>, status)"
         ) from None
     if parsed is Kind.HEARTBEAT:
         raise StreamError(f"stream {name!r}: heartbeats come to every connection unasked")

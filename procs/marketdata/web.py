@@ -107,7 +107,7 @@ class Site:
                         "stream": m.symbol.stream,
                         "priceDecimals": m.symbol.price_decimals,
                         "qtyDecimals": m.symbol.qty_decimals,
-                        "status": m.status.name,
+                        "status": m.status.status.name,
                     }
                     for m in self.state.symbols.values()
                 ]

@@ -16,8 +16,8 @@ import pytest
 import uvloop
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from procs.common.records import NewOrder, Record
-from procs.common.types import OrdType, Side, StpMode, TimeInForce
+from procs.common.records import NewOrder, Record, SymbolStatus
+from procs.common.types import AdminAction, OrdType, Side, StpMode, TimeInForce, TradingStatus
 from procs.core.engine import Matcher
 from procs.core.symbols import SymbolSpec
 
@@ -356,3 +356,29 @@ def test_compression_and_socket_buffers_come_from_the_config(
         write_limit_bytes=4096,
         send_buffer_bytes=65536,
     )
+
+
+def test_status_stream_starts_with_the_status_and_follows_halts(instance: str) -> None:
+    async def body(rig: Rig) -> None:
+        async with rig.client() as c:
+            await c.request("SUBSCRIBE", ["btc-usd@status"])
+            first = await c.until(lambda m: m.get("stream") == "btc-usd@status")
+            assert (first["data"]["S"], first["data"]["u"]) == ("TRADING", 0)
+            now = time.time_ns()
+            rig.publish(
+                [
+                    SymbolStatus(7, now, 1, AdminAction.HALT, TradingStatus.HALTED),
+                    SymbolStatus(9, now, 1, AdminAction.RESUME, TradingStatus.OPEN),
+                ]
+            )
+            halted = await c.until(lambda m: m.get("stream") == "btc-usd@status")
+            resumed = await c.until(lambda m: m.get("stream") == "btc-usd@status")
+            assert [(m["data"]["S"], m["data"]["u"]) for m in (halted, resumed)] == [
+                ("HALT", 7), ("TRADING", 9),
+            ]  # fmt: skip
+        async with rig.client() as late:  # a new subscriber gets the status as it is
+            await late.request("SUBSCRIBE", ["btc-usd@status"])
+            now_status = await late.until(lambda m: m.get("stream") == "btc-usd@status")
+            assert (now_status["data"]["S"], now_status["data"]["u"]) == ("TRADING", 9)
+
+    run(instance, body)

@@ -9,7 +9,7 @@ from procs.common.records import SymbolStatus, Trade
 from procs.common.types import AdminAction, Side, TradingStatus
 from procs.marketdata.book import DepthDiff, L2Book
 from procs.marketdata.candles import INTERVALS, CandleSeries
-from procs.marketdata.market import CandleUpdate, MarketState, Update
+from procs.marketdata.market import CandleUpdate, MarketState, StatusUpdate, Update
 from procs.marketdata.symbols import decimal_string
 from procs.marketdata.ticker import BUCKET_NS, RollingTicker
 
@@ -146,14 +146,14 @@ def test_market_state_routes_by_symbol_and_batches_updates() -> None:
     ]:
         state.process(event, out)
     assert [(u.symbol, u.trade_id) for u in out if isinstance(u, Trade)] == [(1, 1), (2, 1)]
-    assert len(out) == 2
+    assert out[2:] == [StatusUpdate(1, TradingStatus.HALTED, 5, T0)]  # at once, as trades
     flushed = state.flush()
     kinds = [(type(u).__name__, u.symbol) for u in flushed]
     assert kinds.count(("DepthDiff", 1)) == 1 and ("DepthDiff", 2) not in kinds
     assert kinds.count(("Ticker", 1)) == 1 and kinds.count(("Ticker", 2)) == 1
     assert sum(isinstance(u, CandleUpdate) for u in flushed) == 2 * len(INTERVALS)
     assert state.flush() == []  # nothing changed since
-    assert state.symbols[1].status == TradingStatus.HALTED
+    assert state.symbols[1].status.status == TradingStatus.HALTED
     assert state.last_seq == 5
     state.advance(T0 + MIN)
     rolled = state.flush()
