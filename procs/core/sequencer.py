@@ -32,6 +32,7 @@ from config.schema import RingexConfig
 from procs.common.records import (
     AccountReply,
     AdminCommand,
+    BookLevel,
     CancelOrder,
     CreateAccount,
     MassCancel,
@@ -204,11 +205,13 @@ class Sequencer:
     # -- events from the matchers ---------------------------------------------------------------
 
     def apply(self, event: Record) -> None:
+        kind = type(event)
+        if kind is BookLevel:  # about half of a matcher's events: market data only
+            return
         seq: int = getattr(event, "seq", 0)
         if seq <= self.settled_upto:
             return
         self.accounts.apply(event)
-        kind = type(event)
         if kind is OrderDone:  # the order is gone: its client order id is free again
             done: OrderDone = event  # type: ignore[assignment]
             key = self._by_order.pop(done.order_id, None)
