@@ -269,8 +269,10 @@ class JournalReader:
         for offset, name, found, expected in checks:
             if found != expected:
                 raise JournalFormatError(
-                    path, offset, f"{name} is {found:#x} in the file, expected {expected:#x}"
-                )
+                    path, offset, f"{name} is {found:#x} in the file, expected {expected:#x}: "
+                    "written by another version of the records; replay it with that version, "
+                    "or move the instance's var directory aside to start an empty exchange",
+                )  # fmt: skip
         if first != name_seq:
             raise JournalCorruptError(
                 path, 32, f"header first seq {first} differs from the file name's {name_seq}"

@@ -467,9 +467,7 @@ class RecordCodec:
         path of a replay: the length check and the body's bounds inline (wrapping the image
         in a memoryview to measure it cost as much as the decode)."""
         if len(data) != self.slot_size:
-            raise RecordDecodeError(
-                f"slot is {len(data)} bytes, expected exactly {self.slot_size}"
-            )
+            raise RecordDecodeError(f"slot is {len(data)} bytes, expected exactly {self.slot_size}")
         length = data[0] | data[1] << 8
         if 0 < length <= self.capacity_body:
             try:
