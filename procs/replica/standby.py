@@ -35,6 +35,10 @@ from procs.replica.wire import Ack, Entries, Hello, History, Refused, StateFile,
 
 log = logging.getLogger("ringex.replica")
 
+#: Longest wait between attempts to reach an absent primary: a restarted primary in sync mode
+#: acknowledges nothing until its standby is back, so the standby comes back within this.
+RECONNECT_MAX_S = 0.5
+
 
 class StandbyRefusedError(RuntimeError):
     """The standby cannot follow this primary; the message says why."""
@@ -126,7 +130,7 @@ class Standby:
             except OSError as exc:
                 log.warning("primary %s:%d unreachable (%s); retrying", host, port, exc)
                 await asyncio.sleep(pause)
-                pause = min(2.0, pause * 2)
+                pause = min(RECONNECT_MAX_S, pause * 2)
                 continue
             pause = 0.05
             try:
