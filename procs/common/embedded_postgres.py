@@ -85,14 +85,46 @@ def _reachable(root: Path, user: pwd.struct_passwd | None) -> Path:
     if not blocked:
         return root
     digest = hashlib.sha1(str(root).encode()).hexdigest()[:16]
-    base = Path("/var/tmp/ringex-pg")
+    base = OUTSIDE_ROOT
     base.mkdir(mode=0o755, parents=True, exist_ok=True)
     base.chmod(0o755)
     target = base / digest
     root.parent.mkdir(parents=True, exist_ok=True)
     if not root.is_symlink() and not root.exists():
+        if target.exists():  # the instance directory that pointed here was removed: its data too
+            _discard_orphan(target)
         root.symlink_to(target)
     return target
+
+
+#: Where a cluster lives when its instance's directory is out of the postgres user's reach.
+OUTSIDE_ROOT = Path("/var/tmp/ringex-pg")
+
+
+def _discard_orphan(target: Path) -> None:
+    """Remove a cluster whose instance directory is gone (moved aside or deleted to start an
+    empty exchange): left in place, the next instance at that path would find a database
+    that does not belong to its journal. One still running is refused, not removed."""
+    pid_file = target / "data" / "postmaster.pid"
+    if pid_file.exists():
+        first = pid_file.read_text().split("\n", 1)[0].strip()
+        if first.isdigit() and _alive(int(first)):
+            raise EmbeddedError(
+                f"{target} holds a running PostgreSQL (pid {first}) whose instance directory "
+                f"is gone: stop it (pg_ctl stop -D {target}/data) before starting this instance"
+            )
+    log.warning("removing %s: a cluster whose instance directory was removed", target)
+    shutil.rmtree(target)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class EmbeddedPostgres:

@@ -3,8 +3,9 @@
     python -m procs.supervisor.main --profile dev      (what `ringex run` runs)
 
 - Start: refuse if the instance's segments have live processes (it is running); remove what a
-  dead one left; create every ring of ``topology.rings(cfg)``; start each process of
-  ``plan(cfg)`` in order, pinned to its CPUs, and wait until it holds its ready ring.
+  dead one left; create every ring of ``topology.rings(cfg)``; start the processes of
+  ``plan(cfg)``, pinned to their CPUs, the matchers first and then the rest together, and
+  wait until each holds its ready ring.
 - Watch: a process that exits is restarted; each start recovers through the crash-only path
   (snapshot + journal). More than ``restart_limit`` restarts of one process within
   ``restart_window_s`` stops the instance with the reason: a crash loop is not fixed by
@@ -16,7 +17,7 @@
 ``var/<instance>/run/status.json`` says what runs (pids, CPUs, restarts, state, the metrics
 URL) for ``ringex status`` and ``ringex stop``; each process logs to
 ``var/<instance>/run/<name>.log``. Prometheus metrics (``metrics.py``) are served from here,
-read from shared memory when scraped: the processes do nothing for them.
+read from shared memory when scraped (ring headers and the processes' counter pages).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from procs.common.records import RecordCodec
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
-from procs.supervisor.plan import ProcessSpec, plan
+from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
 from shm import Ring
 from shm.inspect import list_segments, remove_instance
 
@@ -109,9 +110,17 @@ class Supervisor:
         log.info("metrics at %s", self.metrics.url)
 
     def start(self) -> None:
-        for child in self.children:
-            self._spawn(child)
-            self._wait_ready(child)
+        """Start in two waves, each spawned at once and then waited on in order: the matchers
+        (the router's start reads how far each recovered), then everything else (their
+        imports and recoveries overlap; a gateway that listens before the router is ready
+        only queues commands in its ring). One after the other took about 1.3 s of a
+        failover."""
+        books = [c for c in self.children if c.spec.module == MATCHER_MODULE]
+        for wave in (books, [c for c in self.children if c not in books]):
+            for child in wave:
+                self._spawn(child)
+            for child in wave:
+                self._wait_ready(child)
         self.state = "running"
         self.write_status()
         log.info("instance %s running: %d processes", self.cfg.instance, len(self.children))

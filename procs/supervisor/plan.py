@@ -4,8 +4,9 @@ Each process is ``python -m procs.<kind>.main --profile <file> [--name N]``, pin
 configured CPUs, and counts as ready once it holds its *ready ring*: the consumer line it
 attaches after its recovery (the router's on the admin command ring, a matcher's on
 its input ring, a gateway's on its replies ring, market data's on the first matcher output).
-Start order is the list's order: matchers, then the router, then market data and gateways, so
-intake opens last; shutdown stops intake first.
+The list's order is matchers, then the router, then market data and gateways; the supervisor
+starts the matchers first and the rest together once they are ready. Shutdown stops intake
+first.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from procs.common.topology import (
     matcher_input,
     matcher_output,
 )
+
+MATCHER_MODULE = "procs.matcher.main"
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
     specs = [
         ProcessSpec(
             f"matcher-{m.name}",
-            "procs.matcher.main",
+            MATCHER_MODULE,
             ("--name", m.name),
             cpus(f"matcher-{m.name}"),
             matcher_input(m.name),
