@@ -16,9 +16,12 @@ from procs.gateway.store import MessageStore
 from tests.unit.gateway.harness import utc
 from tests.unit.gateway.test_fuzz import App, message
 
-ORDER = message(
-    "D", 2, (11, "a"), (55, "BTC-USD"), (54, 1), (60, utc()), (38, "1"), (40, 2), (44, 1)
-)
+
+def order() -> bytes:
+    """A NewOrderSingle sent now (its SendingTime must be within the session's tolerance)."""
+    return message(
+        "D", 2, (11, "a"), (55, "BTC-USD"), (54, 1), (60, utc()), (38, "1"), (40, 2), (44, 1)
+    )
 
 
 STORES: list[MessageStore] = []
@@ -58,7 +61,7 @@ def test_a_logon_waits_for_the_check_and_what_followed_it_is_handled_after(
 ) -> None:
     s, app, users = session(tmp_path)
     logon = message("A", 1, (98, 0), (108, 30), (554, "pw"))
-    s.data_received(logon + ORDER, time.time_ns())
+    s.data_received(logon + order(), time.time_ns())
     assert s.verify_request == ("ALICE", "pw")
     assert s.state is State.AUTHENTICATING and not s.take_output() and not app.messages
     s.verify_request = None
@@ -70,7 +73,7 @@ def test_a_logon_waits_for_the_check_and_what_followed_it_is_handled_after(
 
 def test_a_bad_password_refuses_the_logon_and_drops_what_was_held(tmp_path: Path) -> None:
     s, app, users = session(tmp_path)
-    s.data_received(message("A", 1, (98, 0), (108, 30), (554, "nope")) + ORDER, time.time_ns())
+    s.data_received(message("A", 1, (98, 0), (108, 30), (554, "nope")) + order(), time.time_ns())
     assert s.verify_request is not None
     s.authenticated(users.verify(*s.verify_request), time.time_ns())
     assert s.closed and "bad password" in s.close_reason
