@@ -19,6 +19,7 @@ from procs.gateway.order_log import GONE, ORDER, REQUEST, Entry
 from procs.gateway.order_state import Order, Request
 
 log = logging.getLogger("ringex.gateway")
+_PRICED = (OrdType.LIMIT, OrdType.STOP_LIMIT)
 
 
 class OrderMemory:
@@ -70,7 +71,9 @@ class OrderMemory:
                 order.cum = found.filled
                 changed.append(order)
             self.by_id.pop(order.order_id, None)
-            order.order_id, order.price, order.leaves = found.order_id, found.price, left
+            order.order_id, order.leaves = found.order_id, left
+            if order.ord_type in _PRICED:  # a market order's book price is its protection
+                order.price = found.price
             order.qty = order.cum + left
             order.status = b"1" if order.cum else b"0"
             self.by_id[order.order_id] = order
@@ -119,8 +122,6 @@ class OrderMemory:
             if target is not None:
                 self.requests[ref] = Request(kind, session, cl, target, price, qty)
         return len(self.orders)
-
-    # -- reports ----------------------------------------------------------------------------
 
 
 def _entry(ref: int, item: Order | Request) -> Entry:

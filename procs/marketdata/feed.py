@@ -91,24 +91,23 @@ class Feed:
         if updates:
             self.hub.publish(updates)
         self.events += count
-        if self.snapshots is not None:
-            self._uncommitted += count
-            due = self._uncommitted >= self.snapshot_every_events or now >= self._next_snapshot
-            if self._uncommitted and due:
-                self.checkpoint()
+        self._uncommitted += count
+        due = self._uncommitted >= self.snapshot_every_events or now >= self._next_snapshot
+        if self._uncommitted and due:
+            self.checkpoint()
         return count
 
     def checkpoint(self) -> None:
         """Write the state with the ring positions it covers, then commit them. A failed
         write is logged and the positions committed all the same: a matcher must never wait
-        on the market data's disk (a restart then starts from an older state)."""
-        if self.snapshots is None:
-            return
-        positions = {c.ring.name: (c.ring.created_ns, c.sequence) for c in self.consumers}
-        try:
-            self.snapshots.save(self.state, positions)
-        except OSError as exc:
-            log.error("market state not saved (%s): a restart would start from an older one", exc)
+        on the market data's disk (a restart then starts from an older state). Without
+        ``snapshots`` it only commits."""
+        if self.snapshots is not None:
+            positions = {c.ring.name: (c.ring.created_ns, c.sequence) for c in self.consumers}
+            try:
+                self.snapshots.save(self.state, positions)
+            except OSError as exc:
+                log.error("market state not saved (%s): a restart starts from an older one", exc)
         for consumer in self.consumers:
             consumer.commit()
         self._uncommitted = 0
