@@ -312,12 +312,25 @@ def bind(self, words, buf, mask, slot, data, shift, CURSOR, WAKE, nxt, limit):
 
     def try_publish_batch(self, items: Sequence[T]) -> bool:
         """All of ``items`` if they fit now, else nothing and ``False``."""
-        need = self._next + len(items)
+        if not self._fits(len(items)):
+            return False
+        self.publish_batch(items)
+        return True
+
+    def try_publish_slots(self, images: bytes | bytearray | memoryview, count: int) -> bool:
+        """``publish_slots`` if all ``count`` fit now, else nothing and ``False`` (a caller
+        that already holds the encoded images: no second encode)."""
+        if not self._fits(count):
+            return False
+        self.publish_slots(images, count)
+        return True
+
+    def _fits(self, count: int) -> bool:
+        need = self._next + count
         if need > self._limit:
             self._limit = self._refresh_limit()
-            if need > self._limit or len(items) > self._capacity:
+            if need > self._limit or count > self._capacity:
                 return False
-        self.publish_batch(items)
         return True
 
     # -- slow path -------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from typing import Final
 
 import psycopg
 
+from shm.liveness import pid_alive
+
 log = logging.getLogger("ringex.dbwriter.pg")
 
 DATABASE: Final = "ringex"
@@ -108,23 +110,13 @@ def _discard_orphan(target: Path) -> None:
     pid_file = target / "data" / "postmaster.pid"
     if pid_file.exists():
         first = pid_file.read_text().split("\n", 1)[0].strip()
-        if first.isdigit() and _alive(int(first)):
+        if first.isdigit() and pid_alive(int(first)):
             raise EmbeddedError(
                 f"{target} holds a running PostgreSQL (pid {first}) whose instance directory "
                 f"is gone: stop it (pg_ctl stop -D {target}/data) before starting this instance"
             )
     log.warning("removing %s: a cluster whose instance directory was removed", target)
     shutil.rmtree(target)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class EmbeddedPostgres:

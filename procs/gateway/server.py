@@ -380,10 +380,12 @@ class GatewayServer:
                 if bad is not None:
                     del outgoing[bad]
                     continue
-            if not producer.try_publish_batch(chunk):
+            # the images the log holds: the records are not encoded a second time
+            seqs = range(base, base + len(chunk))
+            if not producer.try_publish_slots(b"".join([unpublished[s] for s in seqs]), len(chunk)):
                 break
-            for seq in range(base, base + len(chunk)):
-                unpublished.pop(seq, None)
+            for seq in seqs:
+                del unpublished[seq]
             del outgoing[: len(chunk)]
         if outgoing and not self.paused:
             self.paused = True

@@ -8,12 +8,13 @@ Rules, in the order a message meets them (FIX 4.4 Volume 2, QuickFIX behaviour):
 
 1. Framing (``fix.FixReader``): a garbled message is ignored and consumes no sequence number.
 2. Before logon only a Logon is accepted (anything else closes the connection). Logon checks
-   the user (SenderCompID, Password against ``users.UserStore``), the TargetCompID, the
-   HeartBtInt bounds, and that the session is not logged on over another connection (the new
-   one is refused, the first stays up). ResetSeqNumFlag or ResetOnLogon restart both
-   sequences at 1; otherwise they continue from the session's ``store.MessageStore``.
-   With ``defer_auth`` the password check is the shell's (``verify_request`` ->
-   ``authenticated``), and messages that arrive meanwhile wait for its answer, in order.
+   (``logon.py``) the user (SenderCompID, Password against ``users.UserStore``), the
+   TargetCompID, the HeartBtInt bounds, and that the session is not logged on over another
+   connection (the new one is refused, the first stays up). ResetSeqNumFlag or ResetOnLogon
+   restart both sequences at 1; otherwise they continue from the session's
+   ``store.MessageStore``. With ``defer_auth`` the password check is the shell's
+   (``verify_request`` -> ``authenticated``), and messages that arrive meanwhile wait for its
+   answer, in order.
 3. MsgSeqNum missing: Logout. CompIDs wrong: Reject (9) and Logout. SendingTime further from
    our clock than the tolerance: Reject (10) and Logout.
 4. SequenceReset-Reset is taken whatever its MsgSeqNum. Too high: ResendRequest (once per
@@ -33,7 +34,7 @@ from enum import Enum
 from typing import Protocol
 
 from procs.common.users import User, UserStore
-from procs.gateway import dictionary
+from procs.gateway import dictionary, logon
 from procs.gateway.audit import AuditLog
 from procs.gateway.dictionary import RejectReason
 from procs.gateway.fix import (
@@ -313,7 +314,7 @@ class Session:
         if msg.msg_type != b"A":
             self._close(f"first message is {msg.text(35)!r}, not a Logon")
             return
-        fault = self._precheck(msg)
+        fault = logon.before_password(msg, self.settings)
         if fault is not None:
             self._refuse(sender, fault, now_ns)
             return
@@ -329,7 +330,7 @@ class Session:
 
     def _finish_logon(self, msg: FixMessage, user: User | None, now_ns: int) -> None:
         sender = msg.text(49)
-        fault = self._admit(msg, user)
+        fault = logon.after_password(msg, user, self.settings, self.live)
         if fault is not None:
             self._refuse(sender, fault, now_ns)
             return
@@ -360,31 +361,6 @@ class Session:
         else:
             store.set_next_in(seq + 1)
         self.app.on_logon(self, now_ns)
-
-    def _precheck(self, msg: FixMessage) -> str | None:
-        """Why a Logon is refused before its password is looked at, or None."""
-        fault = dictionary.validate(msg)
-        if fault is not None:
-            return f"invalid Logon: {fault.text}"
-        if msg.text(56) != self.settings.comp_id:
-            return f"TargetCompID {msg.text(56)!r} is not {self.settings.comp_id!r}"
-        return None
-
-    def _admit(self, msg: FixMessage, user: User | None) -> str | None:
-        """Why a Logon whose password check gave ``user`` is refused, or None."""
-        s = self.settings
-        sender = msg.text(49)
-        if user is None:
-            return f"unknown SenderCompID or bad password (SenderCompID={sender})"
-        if sender in self.live:
-            return f"session {sender} is already logged on"
-        hb = int(msg.fields[108])
-        if not s.min_heartbeat_s <= hb <= s.max_heartbeat_s:
-            return f"HeartBtInt {hb} outside {s.min_heartbeat_s}..{s.max_heartbeat_s}"
-        seq = int(msg.fields[34])
-        if msg.get(141) == b"Y" and seq != 1:
-            return f"ResetSeqNumFlag with MsgSeqNum {seq}, expected 1"
-        return None
 
     # -- in session ------------------------------------------------------------------------
 

@@ -213,14 +213,18 @@ def run_matcher(cfg: RingexConfig, stop: Any) -> None:
         matcher.close()
 
 
-def run_gateway(cfg: RingexConfig, port: Any, stop: Any, profile: str) -> None:
-    """Child process: the gateway exactly as ``procs.gateway.main`` serves it, on uvloop
-    (under cProfile, its stats written to ``profile``, when that is not empty)."""
+def serve_gateway(
+    cfg: RingexConfig, started: Callable[[GatewayServer], None], stop: Any, profile: str
+) -> None:
+    """In a child process: the gateway as ``procs.gateway.main`` serves it, on uvloop, until
+    ``stop`` is set; ``started`` gets the server once it listens. Under cProfile when
+    ``profile`` names a stats file: CPU time, not wall time (on a shared 2-core machine the
+    gateway is often descheduled, and wall time would charge that to whatever ran then)."""
 
     async def serve() -> None:
         server = GatewayServer(cfg, "gw1")
         await server.start()
-        port.value = server.port
+        started(server)
         while not stop.is_set():
             await asyncio.sleep(0.05)
         await server.shutdown(grace_s=0.2)
@@ -228,7 +232,18 @@ def run_gateway(cfg: RingexConfig, port: Any, stop: Any, profile: str) -> None:
     if not profile:
         uvloop.run(serve())
         return
-    cProfile.runctx("uvloop.run(serve())", globals(), {"serve": serve}, profile)
+    profiler = cProfile.Profile(time.thread_time)
+    profiler.runcall(uvloop.run, serve())
+    profiler.dump_stats(profile)
+
+
+def run_gateway(cfg: RingexConfig, port: Any, stop: Any, profile: str) -> None:
+    """Child process: the gateway; its FIX port goes to ``port``."""
+
+    def started(server: GatewayServer) -> None:
+        port.value = server.port
+
+    serve_gateway(cfg, started, stop, profile)
 
 
 def cpu_seconds(pid: int) -> float:

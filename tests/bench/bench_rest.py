@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import cProfile
 import multiprocessing as mp
 import os
 import platform
@@ -66,7 +65,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import uvloop
 
 from config.schema import (
     DatabaseConfig,
@@ -98,7 +96,7 @@ from procs.gateway.rest_client import RestClient
 from procs.gateway.server import GatewayServer
 from shm import Ring
 from shm.inspect import remove_instance
-from tests.bench.bench_gateway import run_matcher, run_router
+from tests.bench.bench_gateway import run_matcher, run_router, serve_gateway
 from tests.bench.report import conclude
 from tests.bench.rest_load import (
     BTC,
@@ -134,27 +132,15 @@ def bench_config(instance: str, var: Path, fsync: str) -> RingexConfig:
 
 
 def run_gateway(cfg: RingexConfig, ports: Any, stop: Any, profile: str) -> None:
-    """Child process: the gateway as ``procs.gateway.main`` serves it, FIX and REST on one
-    uvloop loop (under cProfile, its stats written to ``profile``, when that is not empty)."""
+    """Child process: the gateway, FIX and REST on one uvloop loop; its ports go to
+    ``ports`` (FIX, REST)."""
 
-    async def serve() -> None:
-        server = GatewayServer(cfg, "gw1")
-        await server.start()
+    def started(server: GatewayServer) -> None:
         assert server.api is not None
         ports[1] = server.api.port
         ports[0] = server.port
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        await server.shutdown(grace_s=0.2)
 
-    if not profile:
-        uvloop.run(serve())
-        return
-    # CPU time, not wall time: on a shared 2-core machine the gateway is often descheduled,
-    # and wall time would charge that to whatever function happened to be running
-    profiler = cProfile.Profile(time.thread_time)
-    profiler.runcall(uvloop.run, serve())
-    profiler.dump_stats(profile)
+    serve_gateway(cfg, started, stop, profile)
 
 
 class Admin:

@@ -8,6 +8,7 @@ import asyncio
 import re
 import time
 from collections import Counter, defaultdict, deque
+from collections.abc import Sequence
 from decimal import Decimal
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
@@ -297,7 +298,13 @@ async def closed_loop(lanes: list[Lane], seconds: float, stats: Stats) -> int:
                 stats.record("cancel", t, await lane.cancel(placed.ref))
 
     tasks = [asyncio.ensure_future(run(lane)) for lane in lanes]
-    done, missing = await asyncio.wait(tasks, timeout=seconds + 30)
+    return await finish(tasks, seconds + 30, stats)
+
+
+async def finish(tasks: Sequence[asyncio.Future[Any]], timeout_s: float, stats: Stats) -> int:
+    """Wait for the lanes' tasks; cancel those still running after ``timeout_s``; record the
+    errors of those that failed. Returns how many were cut off."""
+    done, missing = await asyncio.wait(tasks, timeout=timeout_s)
     for task in missing:
         task.cancel()
     for task in done:
@@ -338,13 +345,7 @@ async def open_loop(lanes: list[Lane], rate: float, seconds: float, stats: Stats
         if planned > clock():
             await asyncio.sleep((planned - clock()) / 1e9)
         tasks.append(asyncio.ensure_future(one(k, planned)))
-    done, missing = await asyncio.wait(tasks, timeout=30)
-    for task in missing:
-        task.cancel()
-    for task in done:
-        if task.exception() is not None:
-            stats.errors.append(repr(task.exception()))
-    return len(missing)
+    return await finish(tasks, 30, stats)
 
 
 async def connect(protocol: P, port: int) -> P:

@@ -5,8 +5,6 @@ their ClOrdIDs. The users file and the gateway's order log were shipped with the
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 from config import load_profile
 from procs.replica.files import gateway_root
 from tests.e2e.test_standby import (
-    ROOT,
+    failover,
     free_port,
     primary_and_standby,
     ringex,
@@ -76,11 +74,7 @@ def test_a_fix_client_finds_its_orders_on_the_promoted_instance(
     while not shipped(primary, standby):
         assert time.monotonic() < deadline, "the gateway's state files did not reach the standby"
         time.sleep(0.05)
-    promote = subprocess.run(
-        [sys.executable, "scripts/failover.py", "promote",
-         "--primary", str(primary), "--standby", str(standby)],
-        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
-    )  # fmt: skip
+    promote = failover("promote", primary, standby)
     assert promote.returncode == 0, promote.stdout + promote.stderr
     wait_running(standby.with_suffix(".promoted.toml"))
 

@@ -105,6 +105,15 @@ def primary_and_standby(instance: str, primary: Path, standby: Path) -> Iterator
             remove_instance(name)
 
 
+def failover(command: str, primary: Path, standby: Path) -> subprocess.CompletedProcess[str]:
+    """``scripts/failover.py <command>`` for this pair, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "scripts/failover.py", command,
+         "--primary", str(primary), "--standby", str(standby)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+
+
 def standby_seq(cfg_path: Path) -> int:
     cfg = load_profile(str(cfg_path))
     status = Path(cfg.var_dir) / cfg.instance / "run" / "standby.json"
@@ -129,21 +138,13 @@ def test_the_standby_follows_and_takes_over(pair: tuple[Path, Path]) -> None:
     while standby_seq(standby) < 3:
         assert time.monotonic() < deadline, "standby did not catch up"
         time.sleep(0.05)
-    shown = subprocess.run(
-        [sys.executable, "scripts/failover.py", "status",
-         "--primary", str(primary), "--standby", str(standby)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    shown = failover("status", primary, standby)
     assert shown.returncode == 0 and "histories agree" in shown.stdout, shown.stdout
     p_state = recover(load_profile(str(primary))).state_hashes()
     s_state = recover(load_profile(str(standby))).state_hashes()
     assert p_state == s_state
 
-    promote = subprocess.run(
-        [sys.executable, "scripts/failover.py", "promote",
-         "--primary", str(primary), "--standby", str(standby)],
-        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
-    )  # fmt: skip
+    promote = failover("promote", primary, standby)
     assert promote.returncode == 0, promote.stdout + promote.stderr
     promoted = standby.with_suffix(".promoted.toml")
     more = ringex("admin", "deposit", "--account", "5", "--asset", "USD", "--amount", "1",

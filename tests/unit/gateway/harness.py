@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import simplefix  # ships no type information
@@ -129,6 +130,13 @@ class Harness:
         self.matcher.close()
         self.funder.close()
         self.funder_replies.close()
+
+
+async def settled(done: Callable[[], bool], timeout_s: float = 3.0) -> None:
+    """Wait (in the loop that steps the pipeline) until ``done()``, at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
 
 
 def utc(offset_s: float = 0.0) -> bytes:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.gateway.harness import Client, Harness, close_all, config, utc
+from tests.unit.gateway.harness import Client, Harness, close_all, config, settled, utc
 
 Scenario = Callable[[Harness, int], Awaitable[None]]
 
@@ -322,10 +322,7 @@ def test_status_mass_cancel_and_cancel_on_disconnect(instance: str, tmp_path: Pa
         await c.send("D", *order("left", "1", "1.00", "90.00"))
         await c.expect("8")
         c.close()
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if not h.router.sequencer.accounts.open_orders(7):
-                break
+        await settled(lambda: not h.router.sequencer.accounts.open_orders(7))
         assert not h.router.sequencer.accounts.open_orders(7)
 
     try:

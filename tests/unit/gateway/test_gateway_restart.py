@@ -16,7 +16,7 @@ from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.gateway.server import GatewayServer
 from shm.header import C_SEQUENCE, consumer_word
 from shm.inspect import remove_instance
-from tests.unit.gateway.harness import FUNDER, Client, Harness, close_all, config, utc
+from tests.unit.gateway.harness import FUNDER, Client, Harness, close_all, config, settled, utc
 from tests.unit.gateway.test_gateway import logged_on, order
 
 
@@ -118,17 +118,15 @@ def test_a_command_the_ring_never_got_is_published_after_a_crash(harness: Harnes
         alice = await logged_on(port)
         gw = h.gateway
         assert gw is not None
-        gw.producer.try_publish_batch = lambda items: False  # type: ignore[method-assign]
+        gw.producer.try_publish_slots = lambda images, count: False  # type: ignore[method-assign]
         await alice.send("D", *order("held", "2", "1.00", "100.00"))
         await asyncio.sleep(0.1)
         assert gw.entry.outgoing and gw._unpublished  # logged, not in the ring
         await crash(h)
         await alice.aclose()
         port = await h.start()
-        for _ in range(300):  # the order goes in after the restart, without her
-            if h.router.sequencer.accounts.open_orders(7):
-                break
-            await asyncio.sleep(0.01)
+        # the order goes in after the restart, without her
+        await settled(lambda: bool(h.router.sequencer.accounts.open_orders(7)))
         assert h.router.sequencer.accounts.open_orders(7)
         alice = await back_on(port, "ALICE", alice.seq)
         await alice.send("2", (7, 1), (16, 0))  # its ack was stored for her: resent
@@ -182,10 +180,7 @@ def test_a_restart_cancels_orders_of_sessions_that_cancel_on_disconnect(
         await crash(h)
         await alice.aclose()
         await h.start()
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if not h.router.sequencer.accounts.open_orders(7):
-                break
+        await settled(lambda: not h.router.sequencer.accounts.open_orders(7))
         assert not h.router.sequencer.accounts.open_orders(7)
 
     try:

@@ -140,6 +140,18 @@ def test_skip_to_passes_records_unread_commits_them_and_stops_at_the_cursor(
     assert drain(consumer) == [11]
 
 
+def test_try_publish_slots_takes_all_or_nothing(instance: str) -> None:
+    ring = make(instance, capacity=4)
+    producer, consumer = ring.producer(), ring.consumer("a")
+    images = bytearray(CODEC.slot_size * 3)
+    CODEC.encode_window(images, 0, [(i, -i) for i in range(3)], 0)
+    assert producer.try_publish_slots(images, 3)
+    assert not producer.try_publish_slots(images, 3)  # 1 free slot: nothing is written
+    assert drain(consumer) == [0, 1, 2]
+    assert producer.try_publish_slots(images, 3)
+    assert drain(consumer) == [0, 1, 2]
+
+
 def test_batch_publish_and_read_wrap_and_split(instance: str) -> None:
     ring = make(instance, capacity=8)
     producer, consumer = ring.producer(), ring.consumer("a")

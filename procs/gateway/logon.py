@@ -1,0 +1,42 @@
+"""The rules a FIX Logon (35=A) must pass, as pure checks: each returns why the Logon is
+refused, or None. The session (``session.py``) runs the cheap ones before the password is
+checked (so a Logon refused anyway costs no scrypt), the rest once the check has answered."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from procs.common.users import User
+from procs.gateway import dictionary
+from procs.gateway.fix import FixMessage
+
+if TYPE_CHECKING:
+    from procs.gateway.session import Session, SessionSettings
+
+
+def before_password(msg: FixMessage, settings: SessionSettings) -> str | None:
+    """Why a Logon is refused before its password is looked at, or None."""
+    fault = dictionary.validate(msg)
+    if fault is not None:
+        return f"invalid Logon: {fault.text}"
+    if msg.text(56) != settings.comp_id:
+        return f"TargetCompID {msg.text(56)!r} is not {settings.comp_id!r}"
+    return None
+
+
+def after_password(
+    msg: FixMessage, user: User | None, settings: SessionSettings, live: dict[str, Session]
+) -> str | None:
+    """Why a Logon whose password check gave ``user`` is refused, or None."""
+    sender = msg.text(49)
+    if user is None:
+        return f"unknown SenderCompID or bad password (SenderCompID={sender})"
+    if sender in live:
+        return f"session {sender} is already logged on"
+    hb = int(msg.fields[108])
+    if not settings.min_heartbeat_s <= hb <= settings.max_heartbeat_s:
+        return f"HeartBtInt {hb} outside {settings.min_heartbeat_s}..{settings.max_heartbeat_s}"
+    seq = int(msg.fields[34])
+    if msg.get(141) == b"Y" and seq != 1:
+        return f"ResetSeqNumFlag with MsgSeqNum {seq}, expected 1"
+    return None
