@@ -2,18 +2,27 @@
 
     python scripts/failover.py status  --primary P.toml --standby S.toml
     python scripts/failover.py promote --primary P.toml --standby S.toml
+    python scripts/failover.py demote  --old P.toml --new S.promoted.toml [--new-address H:P]
 
 ``status``: both journals' last seq, the standby's lag and whether their history hashes agree,
 and the primary's replication status (mode, acknowledged seq, whether sync mode is degraded).
 ``promote``: fence the old primary first (SIGKILL its supervisor and every process it ran,
-from its status file: two primaries must never accept orders at once), stop the standby (a
+from its status file, and mark its journal fenced by the new epoch, so whatever restarts it
+cannot sequence: two primaries must never accept orders at once), stop the standby (a
 clean stop: it writes snapshots of its hot state, so nothing is replayed), and start the
 standby's instance as a primary (its config without ``replication.primary``, written beside
 it as ``<name>.promoted.toml``). The new supervisor's process is started first: it imports
 while the fence and the standby's stop happen, and starts the instance once told to go (after
-the fence) and once the standby's supervisor has exited. Prints each step's time. Two hosts
-need the fencing done by the operator's own means (power, network) before this runs on the
-standby host.
+the fence) and once the standby's supervisor has exited; it starts the new epoch in the
+standby's journal first (``procs.common.epochs``). Prints each step's time. Two hosts need
+the fencing done by the operator's own means (power, network) before this runs on the
+standby host; the epoch then fences the old primary when it meets a standby of the new one.
+
+``demote``: rebuild the stopped old primary as the promoted instance's standby
+(``procs.replica.rebuild``): ask the promoted instance for its epochs (``--new-address``, or
+its config's replication port on this host), cut and keep aside what the old primary wrote
+after the new epoch began, set aside the state derived from it, lift the fence, and write
+``<old>.standby.toml`` (its config, following the promoted instance) to start it with.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import tomli_w
 
 from config import load_profile
 from config.schema import RingexConfig
+from procs.common.epochs import Epochs
 from shm.liveness import pid_alive
 
 STOP_TIMEOUT_S = 60.0  # how long the new supervisor waits for the standby's to exit
@@ -92,14 +102,29 @@ def status(primary: RingexConfig, standby: RingexConfig) -> int:
     return 0 if agree else 1
 
 
-def fence(cfg: RingexConfig) -> None:
-    """Kill every process of ``cfg``'s instance that its status file names."""
+def journal_path(cfg: RingexConfig) -> Path:
+    return Path(cfg.var_dir) / cfg.instance / "journal"
+
+
+def instance_pids(cfg: RingexConfig) -> list[int]:
+    """The live processes ``cfg``'s status file names (its supervisor first)."""
     doc = read_json(run_file(cfg, "status.json"))
     pids = [doc.get("supervisor_pid")] + [p.get("pid") for p in doc.get("processes", [])]
+    return [pid for pid in pids if isinstance(pid, int) and pid > 0 and pid_alive(pid)]
+
+
+def fence(cfg: RingexConfig, epoch: int, by: str) -> None:
+    """Kill every process of ``cfg``'s instance that its status file names, and mark its
+    journal fenced by ``epoch`` where this host can reach it (a restarted router refuses it)."""
+    pids = instance_pids(cfg)
     for pid in pids:
-        if isinstance(pid, int) and pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    print(f"fenced {cfg.instance}: {len([p for p in pids if p])} process(es) killed")
+        os.kill(pid, signal.SIGKILL)
+    marked = ""
+    directory = journal_path(cfg)
+    if directory.is_dir():
+        Epochs.load(directory).fenced(epoch, by).save(directory)
+        marked = f", journal fenced by epoch {epoch}"
+    print(f"fenced {cfg.instance}: {len(pids)} process(es) killed{marked}")
 
 
 def promote(primary_path: str, standby_path: str) -> int:
@@ -115,17 +140,21 @@ def promote(primary_path: str, standby_path: str) -> int:
     promoted.write_text(tomli_w.dumps(raw))
     old = read_json(run_file(standby, "status.json")).get("supervisor_pid")
     old = old if isinstance(old, int) and pid_alive(old) else 0
+    epoch = (
+        max(Epochs.load(journal_path(standby)).current, Epochs.load(journal_path(primary)).current)
+        + 1
+    )
     logs = run_file(standby, "supervisor.log")
     logs.parent.mkdir(parents=True, exist_ok=True)
     with open(logs, "ab") as out:  # it imports, then waits for the standby to be gone
         child = subprocess.Popen(
             [sys.executable, __file__, "supervise", "--profile", str(promoted),
-             "--after-pid", str(old)],
+             "--after-pid", str(old), "--epoch", str(epoch)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
             start_new_session=True,
         )  # fmt: skip
     assert child.stdin is not None
-    fence(primary)
+    fence(primary, epoch, standby.instance)
     step("old primary fenced")
     child.stdin.write(GO)  # only now: two primaries must never accept orders at once
     child.stdin.close()
@@ -152,9 +181,12 @@ def promote(primary_path: str, standby_path: str) -> int:
     return 1
 
 
-def supervise(profile: str, after_pid: int) -> int:
+def supervise(profile: str, after_pid: int, epoch: int) -> int:
     """The promoted instance's supervisor: imported now, run once ``promote`` says go (the
-    old primary is fenced: without that word, nothing starts) and ``after_pid`` has exited."""
+    old primary is fenced: without that word, nothing starts) and ``after_pid`` has exited,
+    in the new ``epoch``, which begins at the journal's next seq."""
+    from procs.common.journal import JournalReader  # noqa: PLC0415
+    from procs.common.records import RecordCodec  # noqa: PLC0415
     from procs.supervisor.main import main as supervisor_main  # noqa: PLC0415  (the point)
 
     if sys.stdin.buffer.read(len(GO)) != GO:
@@ -163,19 +195,76 @@ def supervise(profile: str, after_pid: int) -> int:
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while after_pid and pid_alive(after_pid) and time.monotonic() < deadline:
         time.sleep(0.005)
+    directory = journal_path(load_profile(profile))
+    last = 0
+    if directory.is_dir():
+        codec = RecordCodec()
+        last = JournalReader(
+            directory, slot_size=codec.slot_size, schema_id=codec.schema_id
+        ).last_seq()
+    Epochs.load(directory).promoted(epoch, last + 1).save(directory)
+    print(f"epoch {epoch} begins at seq {last + 1}", flush=True)
     return supervisor_main(["--profile", profile])
+
+
+def demote(old_path: str, new_path: str, new_address: str) -> int:
+    """Rebuild the stopped old primary as the promoted instance's standby."""
+    from procs.common.epochs import EpochsError  # noqa: PLC0415
+    from procs.replica.rebuild import ask_epochs, rebuild  # noqa: PLC0415
+
+    old = load_profile(old_path)
+    if live := instance_pids(old):
+        print(f"{old.instance} still runs (pids {live}): stop it first", file=sys.stderr)
+        return 1
+    if not new_address:
+        rep = load_profile(new_path).replication
+        if not rep.listen_port:
+            print(f"{new_path} serves no replication (replication.listen_port is 0): give it a "
+                  "port and restart it, or pass --new-address", file=sys.stderr)  # fmt: skip
+            return 1
+        host = "127.0.0.1" if rep.listen_host in ("", "0.0.0.0", "::") else rep.listen_host
+        new_address = f"{host}:{rep.listen_port}"
+    host, _, port = new_address.rpartition(":")
+    try:
+        epochs = ask_epochs(host, int(port))
+        done = rebuild(old, epochs)
+    except (OSError, TimeoutError, EpochsError, ValueError) as exc:
+        print(f"demote of {old.instance} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"{old.instance}: journal kept up to seq {done.kept_seq}; the promoted instance "
+          f"({new_address}) is at epoch {epochs.current}")  # fmt: skip
+    if done.cut:
+        print(f"  {done.cut} entries written after the promotion were cut: kept in {done.aside}")
+    for path in done.moved:
+        print(f"  set aside: {path}")
+    for warning in done.warnings:
+        print(f"  WARNING: {warning}")
+    raw = tomllib.loads(Path(old_path).read_text())
+    raw.setdefault("replication", {})["primary"] = new_address
+    standby = Path(old_path).with_suffix(".standby.toml")
+    standby.write_text(tomli_w.dumps(raw))
+    print(f"start it as the standby: ringex run --config {standby}")
+    return 0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("action", choices=["status", "promote", "supervise"])
+    ap.add_argument("action", choices=["status", "promote", "demote", "supervise"])
     ap.add_argument("--primary", help="the primary's config file")
     ap.add_argument("--standby", help="the standby's config file")
+    ap.add_argument("--old", help="demote: the old primary's config file")
+    ap.add_argument("--new", help="demote: the promoted instance's config file")
+    ap.add_argument("--new-address", default="", help="demote: its replication host:port")
     ap.add_argument("--profile", help=argparse.SUPPRESS)  # supervise: promote's own step
     ap.add_argument("--after-pid", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--epoch", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.action == "supervise":
-        return supervise(args.profile, args.after_pid)
+        return supervise(args.profile, args.after_pid, args.epoch)
+    if args.action == "demote":
+        if not (args.old and (args.new or args.new_address)):
+            ap.error("demote needs --old and --new (or --new-address)")
+        return demote(args.old, args.new, args.new_address)
     if not (args.primary and args.standby):
         ap.error(f"{args.action} needs --primary and --standby")
     if args.action == "status":

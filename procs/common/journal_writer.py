@@ -59,9 +59,11 @@ class JournalWriter:
     """Appends sequenced slot images to a journal directory; one writer per directory.
 
     Opening creates the directory, repairs a torn tail and continues at ``next_seq``, so a
-    restart after a crash and a first start run the same code. Only the router's sequencing
-    loop calls ``append``, ``sync`` and ``maybe_sync``; a failed write leaves the writer
-    unusable (reopen it: the repair on open cuts whatever the failure left half-written).
+    restart after a crash and a first start run the same code. An empty journal begins at
+    ``start_seq`` (1, but for one that holds a part cut from another: ``cut_after``). Only
+    the router's sequencing loop calls ``append``, ``sync`` and ``maybe_sync``; a failed
+    write leaves the writer unusable (reopen it: the repair on open cuts whatever the
+    failure left half-written).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class JournalWriter:
         fsync: FsyncPolicy = "batch",
         fsync_interval_ms: float = 5,
         clock: Callable[[], int] = time.monotonic_ns,
+        start_seq: int = 1,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync={fsync!r}: expected one of {FSYNC_POLICIES}")
@@ -105,7 +108,7 @@ class JournalWriter:
             tail, _ = reader._repair()
             self._fd = -1
             self._count = 0  # entries in the open segment
-            self._written = 0 if tail is None else tail.last_seq
+            self._written = start_seq - 1 if tail is None else tail.last_seq
             if tail is not None:
                 self._fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND)
                 self._count = (tail.good_end - HEADER_SIZE) // layout.size
@@ -302,3 +305,46 @@ def archive_segments_before(directory: Path, seq: int, archive_dir: Path) -> lis
         _fsync_dir(archive_dir)
         _fsync_dir(directory)
     return moved
+
+
+def cut_after(directory: Path, seq: int, aside: Path, *, slot_size: int, schema_id: int) -> int:
+    """Move every entry after ``seq`` out of the journal ``directory`` into the journal
+    ``aside`` (one of its own, beginning at ``seq + 1``, kept for the operator), and return
+    how many moved. What rebuilding an old primary as a standby does with the tail it wrote
+    after the standby was promoted. Holds the directory's lock: no writer may have it open."""
+    reader = JournalReader(directory, slot_size=slot_size, schema_id=schema_id)
+    layout = EntryLayout(slot_size)
+    with DirectoryLock(directory):
+        last = reader.last_seq()
+        if last <= seq:
+            return 0
+        segments = list_segments(directory)
+        if segments[0][0] > seq + 1:
+            raise JournalError(
+                f"cannot cut {directory} after seq {seq}: its oldest segment begins at "
+                f"{segments[0][0]} (the ones before were archived)"
+            )
+        with JournalWriter(
+            aside, slot_size=slot_size, schema_id=schema_id, start_seq=seq + 1
+        ) as out:
+            if out.next_seq != seq + 1:
+                raise JournalError(f"{aside} holds a journal already (next seq {out.next_seq})")
+            chunk: list[bytes] = []
+            for _seq, image in reader.entries(seq + 1):
+                chunk.append(bytes(image))
+                if len(chunk) == 4096:
+                    out.append(out.next_seq, b"".join(chunk), len(chunk))
+                    chunk.clear()
+            if chunk:
+                out.append(out.next_seq, b"".join(chunk), len(chunk))
+        for k, (first_seq, path) in enumerate(segments):
+            if first_seq > seq and k > 0:
+                path.unlink()
+                continue
+            keep = HEADER_SIZE + max(0, seq + 1 - first_seq) * layout.size
+            with open(path, "r+b") as f:
+                if os.fstat(f.fileno()).st_size > keep:
+                    f.truncate(keep)
+                    os.fsync(f.fileno())
+        _fsync_dir(directory)
+    return last - seq

@@ -49,6 +49,7 @@ DEGRADED_SINCE_NS: Final = 1 * _LINE + 3  # wall clock ns of the latest degradat
 ACKED_SEQ: Final = 2 * _LINE + 0  # every seq up to here is durable on the standby
 CONNECTED: Final = 2 * _LINE + 1  # standbys connected now
 SOURCE_PARKED: Final = 2 * _LINE + 2  # 1 while the source sleeps on the "appended" bell
+FENCED: Final = 2 * _LINE + 3  # the newer epoch that fenced this primary (0: none; epochs.py)
 
 
 def ack_dir(var_dir: str, instance: str) -> Path:
@@ -100,7 +101,8 @@ class AckBlock:
     """The shared words and both bells of one primary instance.
 
     Writers: the router writes ``JOURNAL_SEQ`` and the ``DEGRADED*`` words; the source writes
-    ``ACKED_SEQ``, ``CONNECTED``, ``SOURCE_PARKED``. ``ACKED_SEQ`` is 0 until a standby has said
+    ``ACKED_SEQ``, ``CONNECTED``, ``SOURCE_PARKED``, ``FENCED`` (which only ``failover.py
+    demote`` clears, by removing the block). ``ACKED_SEQ`` is 0 until a standby has said
     where it is (a restarted source starts from 0: nothing is known acknowledged).
     """
 
@@ -157,6 +159,7 @@ class AckBlock:
             "degraded": bool(w[DEGRADED]),
             "degraded_total": w[DEGRADED_TOTAL],
             "degraded_since_ns": w[DEGRADED_SINCE_NS] if w[DEGRADED] else 0,
+            "fenced_by_epoch": w[FENCED],
         }
 
     def close(self) -> None:
@@ -180,7 +183,9 @@ class SyncGate:
     goes on without the standby (async), logs it as an error, sets the ``DEGRADED`` word (the
     source's status file shows it), and returns to sync at the first batch before which the
     standby has acknowledged everything journaled (``wait`` and ``poll`` check it). It returns
-    False when ``stop()`` turns true first: the caller publishes nothing of the batch.
+    False when ``stop()`` turns true first, or the primary is fenced (``FENCED``: a standby of a
+    newer epoch exists, so going on alone would make two primaries): the caller publishes
+    nothing of the batch.
 
     While waiting it calls ``drain()`` (the router's settle), so a matcher never blocks on a
     full output ring, and sleeps on the "acked" bell in between (``spin``: re-checks instead,
@@ -220,7 +225,7 @@ class SyncGate:
         deadline = None if not self.timeout_s else self.clock() + self.timeout_s
         bell, pause = self.block.acked_bell, 0.001
         while words[ACKED_SEQ] < seq:
-            if stop():
+            if stop() or words[FENCED]:
                 return False
             if drain():
                 pause = 0.001

@@ -39,7 +39,11 @@ async def _run(role: str, profile: str) -> int:
         finally:
             source.close()
         return 0
-    standby = Standby(cfg)
+    try:
+        standby = Standby(cfg)
+    except StandbyRefusedError as exc:
+        log.error("%s", exc)
+        return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, standby.stopping.set)
     task = asyncio.create_task(standby.run())

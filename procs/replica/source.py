@@ -10,6 +10,11 @@ router's "degraded" verdict. The history hash of the entries before the standby'
 ``next_seq`` is computed from the journal and compared with the standby's: a standby with
 another history is refused, naming the seq. One standby is the model: with several, the
 acknowledged seq is the latest one any of them reported.
+
+Epochs (``procs.common.epochs``): every answer to a standby begins with this journal's epoch
+history. A standby of a newer epoch means this primary was failed over: it is refused, and
+this instance fences itself (its journal's epochs file and the block's ``FENCED`` word, which
+stops its router from sequencing or going on without the standby).
 """
 
 from __future__ import annotations
@@ -21,13 +26,24 @@ import os
 import time
 
 from config.schema import RingexConfig
+from procs.common.epochs import Epochs
 from procs.common.journal import JournalReader
 from procs.common.records import RecordCodec
-from procs.common.replication_ack import CONNECTED, SOURCE_PARKED, AckBlock, ack_dir
+from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.topology import journal_dir
 from procs.replica.files import FileShipper, gateway_root, shipped_files
 from procs.replica.tail import JournalTail
-from procs.replica.wire import Ack, Entries, Hello, History, Refused, receive, send
+from procs.replica.wire import (
+    Ack,
+    AskEpochs,
+    Entries,
+    EpochHistory,
+    Hello,
+    History,
+    Refused,
+    receive,
+    send,
+)
 
 log = logging.getLogger("ringex.replica")
 
@@ -54,6 +70,9 @@ class ReplicationSource:
         for word in (CONNECTED, SOURCE_PARKED):
             self.block.words[word] = 0
         self.block.acknowledged(0)  # nothing is known acknowledged until a standby says so
+        self.epochs = Epochs.load(journal_dir(cfg))
+        if self.epochs.fence is not None:
+            self.block.words[FENCED] = self.epochs.fence.epoch
         self.stopping = asyncio.Event()
         self.peers: dict[str, int] = {}  # connected standby -> its last acknowledged seq
         self._sleepers: set[asyncio.Future[None]] = set()
@@ -80,9 +99,23 @@ class ReplicationSource:
             self._serving[task] = writer
         try:
             hello = await receive(reader)
+            if isinstance(hello, AskEpochs):
+                await send(writer, EpochHistory(list(self.epochs.history)))
+                return
             if not isinstance(hello, Hello):
                 await send(writer, Refused(f"expected Hello, got {type(hello).__name__}"))
                 return
+            if hello.epoch > self.epochs.current:
+                self.fence(hello.epoch, f"the standby at {peer}")
+                await send(
+                    writer,
+                    Refused(
+                        f"this primary is at epoch {self.epochs.current} and the standby at "
+                        f"{hello.epoch}: it was promoted, so this primary is fenced"
+                    ),
+                )
+                return
+            await send(writer, EpochHistory(list(self.epochs.history)))
             last = self.reader.last_seq()
             if hello.next_seq > last + 1:
                 await send(
@@ -121,6 +154,18 @@ class ReplicationSource:
             writer.close()
             if task is not None:
                 self._serving.pop(task, None)
+
+    def fence(self, epoch: int, by: str) -> None:
+        """A newer epoch exists: mark the journal fenced and stop the router (``FENCED``)."""
+        if self.epochs.fence is None:
+            self.epochs = self.epochs.fenced(epoch, by)
+            self.epochs.save(journal_dir(self.cfg))
+        self.block.words[FENCED] = epoch
+        log.error(
+            "FENCED: %s is at epoch %d, newer than this primary's %d; the router sequences "
+            "nothing more (rebuild this instance as its standby: scripts/failover.py demote)",
+            by, epoch, self.epochs.current,
+        )  # fmt: skip
 
     def _acknowledged(self, peer: str, seq: int) -> None:
         self.peers[peer] = seq

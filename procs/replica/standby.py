@@ -13,6 +13,12 @@ with a backoff while the primary is away, resuming from its last durable entry.
 keys, order logs) arrive on the same connection and are written where a promoted instance's
 gateways look for them (``files.py``). A clean stop writes the exchange's and
 every matcher's snapshot of that hot state, so the promoted instance starts without a replay.
+
+Epochs (``procs.common.epochs``): the standby keeps its primary's epoch history in its own
+journal, which is what a promotion extends. It refuses a primary of an older epoch than its
+own (an old primary that was failed over), and does not follow when its own journal goes on
+past the point where the primary's epoch began (a demoted primary not yet rebuilt: run
+``failover.py demote``). A fenced journal does not start as a standby either.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import os
 import time
 
 from config.schema import RingexConfig
+from procs.common.epochs import Epochs, EpochsError
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import RecordCodec
@@ -31,7 +38,17 @@ from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
 from procs.core.recovery import recover, write_snapshot
 from procs.replica.files import FileReceiver, gateway_root
-from procs.replica.wire import Ack, Entries, Hello, History, Refused, StateFile, receive, send
+from procs.replica.wire import (
+    Ack,
+    Entries,
+    EpochHistory,
+    Hello,
+    History,
+    Refused,
+    StateFile,
+    receive,
+    send,
+)
 
 log = logging.getLogger("ringex.replica")
 
@@ -50,6 +67,13 @@ class Standby:
         self.codec = codec = RecordCodec()
         self.state = recover(cfg, codec=codec)
         directory = journal_dir(cfg)
+        self.epochs = Epochs.load(directory)
+        if self.epochs.fence is not None:
+            f = self.epochs.fence
+            raise StandbyRefusedError(
+                f"journal {directory} is fenced (instance {f.by!r} was promoted to epoch "
+                f"{f.epoch}): rebuild it first with scripts/failover.py demote"
+            )
         self.history = History()
         if directory.exists():
             reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
@@ -102,6 +126,31 @@ class Standby:
         self.history = history
         return self.next_seq - 1
 
+    def follow_epochs(self, message: EpochHistory) -> None:
+        """The primary's epochs: check that this journal can follow them, then keep them."""
+        try:
+            primary = Epochs(tuple((e, s) for e, s in message.epochs))
+            if primary.current < self.epochs.current:
+                raise StandbyRefusedError(
+                    f"the primary is at epoch {primary.current}, older than this journal's "
+                    f"{self.epochs.current}: it was failed over and must not be followed"
+                )
+            keep = self.epochs.keep_before(primary)
+        except EpochsError as exc:
+            raise StandbyRefusedError(
+                f"the primary's epochs do not fit this journal: {exc}"
+            ) from exc
+        last = self.next_seq - 1
+        if keep is not None and keep < last:
+            raise StandbyRefusedError(
+                f"this journal holds seqs {keep + 1}..{last} of epoch {self.epochs.current}, "
+                f"but the primary's next epoch began at seq {keep + 1}: they diverge (an old "
+                "primary's tail); rebuild this instance with scripts/failover.py demote"
+            )
+        if primary.history != self.epochs.history:
+            primary.save(journal_dir(self.cfg))
+            self.epochs = primary
+
     def apply(self, entries: Entries) -> None:
         """Apply a persisted frame to the hot state."""
         decode, apply = self.codec.decode_slot, self.state.apply
@@ -143,7 +192,13 @@ class Standby:
                 self.write_status(force=True)
 
     async def _follow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await send(writer, Hello(self.next_seq, self.digest))
+        await send(writer, Hello(self.next_seq, self.digest, self.epochs.current))
+        first = await receive(reader)
+        if isinstance(first, Refused):
+            raise StandbyRefusedError(f"the primary refused this standby: {first.reason}")
+        if not isinstance(first, EpochHistory):
+            raise StandbyRefusedError(f"expected the primary's epochs, got {type(first).__name__}")
+        self.follow_epochs(first)
         self.connected = True
         log.info("following the primary from seq %d", self.next_seq)
         while not self.stopping.is_set():

@@ -1,13 +1,22 @@
 """The replication protocol: length-prefixed msgpack frames over TCP.
 
-    standby -> primary   Hello(next_seq, digest)   "send me entries from next_seq"; digest is
-                                                   the standby's history hash up to next_seq - 1
+    standby -> primary   Hello(next_seq, digest, epoch)   "send me entries from next_seq";
+                                                   digest is the standby's history hash up to
+                                                   next_seq - 1, epoch its journal's newest
+    primary -> standby   EpochHistory(epochs)      the primary's epochs (``epochs.py``), the
+                                                   first answer to a Hello or an AskEpochs
     primary -> standby   Entries(first_seq, images, digest)   contiguous journal entries and
                                                    the primary's history hash after them
     standby -> primary   Ack(seq)                  entries up to seq are durable here
     primary -> standby   Refused(reason)           and the connection closes
     primary -> standby   StateFile(path, offset, data, reset)   a gateway state file's new
                                                    bytes (``files.py``); not acknowledged
+    operator -> primary  AskEpochs()               only the EpochHistory, then the connection
+                                                   closes (``failover.py demote``)
+
+Epochs fence a promoted standby's old primary: a primary refuses a standby of a newer epoch
+than its own and marks its own journal fenced; a standby refuses a primary of an older epoch
+than its own, and one whose journal goes on past where the primary's epoch began.
 
 The history hash (``History``) covers every slot image in seq order, so a standby that holds
 a different history than the primary, not just a shorter one, is refused by name instead of
@@ -30,6 +39,7 @@ _LEN = struct.Struct("<I")
 class Hello(msgspec.Struct, tag=1, array_like=True):
     next_seq: int
     digest: bytes
+    epoch: int = 1
 
 
 class Entries(msgspec.Struct, tag=2, array_like=True):
@@ -53,7 +63,15 @@ class StateFile(msgspec.Struct, tag=5, array_like=True):
     reset: bool  # the file was replaced: the standby's copy starts again with ``data``
 
 
-Message = Hello | Entries | Ack | Refused | StateFile
+class EpochHistory(msgspec.Struct, tag=6, array_like=True):
+    epochs: list[tuple[int, int]]  # (epoch, first_seq), oldest first
+
+
+class AskEpochs(msgspec.Struct, tag=7, array_like=True):
+    pass
+
+
+Message = Hello | Entries | Ack | Refused | StateFile | EpochHistory | AskEpochs
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
 

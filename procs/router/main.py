@@ -20,6 +20,11 @@ One loop, one thread:
 5. commit the gateways' rings: a crash before this re-reads the batch, and because nothing
    was routed before it was journaled, the restart's recovery and the journal agree.
 
+A journal fenced by a promotion (``procs.common.epochs``) is not opened: the router exits
+saying so, whoever restarted it. A running router that the replication source finds fenced
+(the block's ``FENCED`` word) sequences nothing more and publishes nothing still waiting for
+the standby; it keeps settling the matchers' events.
+
 Start-up is recovery (``recovery.recover``): the newest exchange snapshot plus the journal,
 replayed through matcher cores in this process; then any journaled command that a matcher's
 input ring lacks (a crash between steps 3 and 4) is published to it again.
@@ -42,10 +47,11 @@ from collections.abc import Callable, Sequence
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common import sd_notify
+from procs.common.epochs import Epochs, JournalFencedError
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import Heartbeat, Record, RecordCodec, WatchBalances
-from procs.common.replication_ack import AckBlock, SyncGate, ack_dir
+from procs.common.replication_ack import FENCED, AckBlock, SyncGate, ack_dir
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
     ADMIN_GATEWAY,
@@ -78,6 +84,7 @@ class RouterShell:
     def __init__(self, cfg: RingexConfig, *, codec: RecordCodec | None = None) -> None:
         self.cfg = cfg
         self.codec = codec = codec or RecordCodec()
+        Epochs.load(journal_dir(cfg)).check_open(journal_dir(cfg))  # JournalFencedError
         recovered = recover(cfg, codec=codec)
         self.sequencer = recovered.sequencer
         self.watches = Watches(self.sequencer.accounts)  # none survive a restart: leases renew
@@ -132,6 +139,7 @@ class RouterShell:
             g: collections.deque() for g in gateways
         }
         self.stopping = False
+        self.fenced = False
         self._snapshot_at = recovered.last_seq  # the seq of the last snapshot started
         self._snapshotter: multiprocessing.process.BaseProcess | None = None
         self._unrouted: list[tuple[Producer[Record], list[Record]]] = []
@@ -200,6 +208,8 @@ class RouterShell:
 
     def step(self, timeout_s: float = 0.05) -> int:
         """One batch; returns how many gateway commands it took (watches included)."""
+        if self.acks is not None and self.acks.words[FENCED]:
+            return self._fenced(timeout_s)
         if self._unrouted and not self._send_unrouted():
             return 0
         self.settle()
@@ -247,11 +257,25 @@ class RouterShell:
         self._maybe_snapshot()
         return len(decisions) + len(watch_requests)
 
+    def _fenced(self, timeout_s: float) -> int:
+        """A newer epoch fenced this primary: take no command; keep the matchers drained."""
+        if not self.fenced:
+            self.fenced = True
+            log.error(
+                "FENCED by epoch %d: this router sequences nothing more (journal at seq %d); "
+                "rebuild this instance as the promoted one's standby (scripts/failover.py demote)",
+                self.acks.words[FENCED] if self.acks is not None else 0, self.journal.next_seq - 1,
+            )  # fmt: skip
+        if not self.settle():
+            time.sleep(min(timeout_s, ADMIN_POLL_S))
+        return 0
+
     def _abandon(self, decisions: Sequence[Decision], origins: Sequence[int]) -> int:
-        """A stop came while the batch waited for the standby. The batch stays journaled and
-        unpublished, as after a crash between journal and publish (the restart publishes it
-        once the standby has it); the gateways' rings are committed, so the restart does not
-        sequence it twice, and refusals, which promise nothing durable, are answered."""
+        """A stop (or a fence) came while the batch waited for the standby. The batch stays
+        journaled and unpublished, as after a crash between journal and publish (the restart
+        publishes it once the standby has it; a fenced one is cut by the rebuild); the
+        gateways' rings are committed, so the restart does not sequence it twice, and
+        refusals, which promise nothing durable, are answered."""
         for gateway, decision in zip(origins, decisions, strict=True):
             if decision.command is None and decision.reply is not None:
                 self.pending_replies[gateway].append(decision.reply)
@@ -260,8 +284,9 @@ class RouterShell:
                 queue.clear()
         for _gateway, consumer in self.inputs:
             consumer.commit()
-        log.warning("stopping while batch %d waited for the standby: left unpublished",
-                    self.journal.next_seq - 1)  # fmt: skip
+        why = "fenced" if self.acks is not None and self.acks.words[FENCED] else "stopping"
+        log.warning("%s while batch %d waited for the standby: left unpublished",
+                    why, self.journal.next_seq - 1)  # fmt: skip
         return len(decisions)
 
     def _maybe_snapshot(self) -> None:
@@ -356,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="dev", help="profile name or TOML path")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    shell = RouterShell(load_profile(args.profile))
+    try:
+        shell = RouterShell(load_profile(args.profile))
+    except JournalFencedError as exc:
+        log.error("%s", exc)
+        return 2
     stopped = stop_on_signals()
     sd_notify.ready()  # recovered, the admin ring attached: what the supervisor waits for
     try:

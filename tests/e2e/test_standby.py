@@ -1,8 +1,9 @@
 """Hot standby, as an operator runs it: a primary and a standby instance on this machine
 (their own segment prefixes, directories and ports), both under `ringex run`. Commands on the
 primary reach the standby's journal with the same history; a standby with another history is
-refused; `scripts/failover.py promote` fences the primary and the promoted standby serves
-with every balance the primary had."""
+refused; `scripts/failover.py promote` fences the primary (its router will not start again)
+and the promoted standby serves with every balance the primary had; `demote` rebuilds the
+old primary as the promoted one's standby, which catches up to the same history."""
 
 from __future__ import annotations
 
@@ -62,14 +63,14 @@ def wait_running(cfg_path: Path) -> None:
 
 @pytest.fixture
 def pair(instance: str, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    port = free_port()
+    port, promoted_port = free_port(), free_port()
     primary = profile(
         tmp_path / "primary.toml", instance + "p", tmp_path / "p",
         f"[replication]\nlisten_port = {port}\n",
     )  # fmt: skip
-    standby = profile(
+    standby = profile(  # its listen_port serves once it is promoted
         tmp_path / "standby.toml", instance + "s", tmp_path / "s",
-        f'[replication]\nprimary = "127.0.0.1:{port}"\n',
+        f'[replication]\nprimary = "127.0.0.1:{port}"\nlisten_port = {promoted_port}\n',
     )  # fmt: skip
     with primary_and_standby(instance, primary, standby):
         yield primary, standby
@@ -123,7 +124,16 @@ def standby_seq(cfg_path: Path) -> int:
         return -1
 
 
-def test_the_standby_follows_and_takes_over(pair: tuple[Path, Path]) -> None:
+def wait_seq(cfg_path: Path, seq: int) -> None:
+    deadline = time.monotonic() + 30
+    while standby_seq(cfg_path) < seq:
+        assert time.monotonic() < deadline, f"standby {cfg_path.name} did not reach seq {seq}"
+        time.sleep(0.05)
+
+
+def test_the_standby_takes_over_and_the_old_primary_follows_it(
+    pair: tuple[Path, Path],
+) -> None:
     primary, standby = pair
     for k, (what, *args) in enumerate(
         [
@@ -134,10 +144,7 @@ def test_the_standby_follows_and_takes_over(pair: tuple[Path, Path]) -> None:
     ):
         done = ringex("admin", what, *args, "--config", str(primary))
         assert done.returncode == 0, (k, done.stderr)
-    deadline = time.monotonic() + 30
-    while standby_seq(standby) < 3:
-        assert time.monotonic() < deadline, "standby did not catch up"
-        time.sleep(0.05)
+    wait_seq(standby, 3)
     shown = failover("status", primary, standby)
     assert shown.returncode == 0 and "histories agree" in shown.stdout, shown.stdout
     p_state = recover(load_profile(str(primary))).state_hashes()
@@ -150,3 +157,28 @@ def test_the_standby_follows_and_takes_over(pair: tuple[Path, Path]) -> None:
     more = ringex("admin", "deposit", "--account", "5", "--asset", "USD", "--amount", "1",
                   "--config", str(promoted))  # fmt: skip
     assert more.returncode == 0 and "free balance 11000000" in more.stdout, more.stdout
+
+    # the old primary is fenced: whatever restarts its router, it refuses to sequence
+    router = subprocess.run(
+        [sys.executable, "-m", "procs.router.main", "--profile", str(primary)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert router.returncode == 2 and "was promoted to epoch 2" in router.stderr, router.stderr
+    demote = subprocess.run(
+        [sys.executable, "scripts/failover.py", "demote",
+         "--old", str(primary), "--new", str(promoted)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert demote.returncode == 0 and "epoch 2" in demote.stdout, demote.stdout + demote.stderr
+    follower = primary.with_suffix(".standby.toml")
+    with subprocess.Popen(
+        [sys.executable, "-m", "procs.cli", "run", "--config", str(follower)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ) as proc:  # fmt: skip
+        try:
+            wait_seq(follower, 4)  # the deposit on the promoted instance
+            shown = failover("status", promoted, follower)
+            assert "histories agree" in shown.stdout, shown.stdout
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)

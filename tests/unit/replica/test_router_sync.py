@@ -3,7 +3,8 @@ replication source (it writes the acknowledged seq). Outcomes:
 - before the acknowledgement a batch is journaled, but no matcher has it and no reply left;
 - after it, both;
 - a stop while waiting leaves the batch journaled and unpublished, its gateway ring
-  committed; the restarted router publishes it once acknowledged, never sequencing it twice.
+  committed; the restarted router publishes it once acknowledged, never sequencing it twice;
+- a fenced router takes no command, and a fenced journal is not opened.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import msgspec
 import pytest
 
 from config.schema import ReplicationConfig
+from procs.common.epochs import FILE, Epochs, JournalFencedError
 from procs.common.journal import JournalReader
 from procs.common.records import AccountReply, NewOrder, Record
-from procs.common.replication_ack import AckBlock, ack_dir
+from procs.common.replication_ack import FENCED, AckBlock, ack_dir
 from procs.common.topology import journal_dir, matcher_input
 from procs.common.types import Side
+from procs.router.main import RouterShell
 from shm import Ring
 from tests.unit.router.test_router import CODEC, Exchange, config, fund, order
 
@@ -116,3 +119,25 @@ def test_a_stop_while_waiting_leaves_the_batch_journaled_for_the_restart(
     assert isinstance(entries[-1], NewOrder)
     assert in_matcher_ring(exchange) == last + 1
     assert not [r for r in exchange.replies_of(1) if not isinstance(r, AccountReply)]
+
+
+def test_a_fenced_router_sequences_nothing_and_a_fenced_journal_is_not_opened(
+    exchange: Exchange,
+) -> None:
+    source: AckBlock = exchange.source  # type: ignore[attr-defined]
+    fund(exchange, 7, usd=10**6, btc=10**6)
+    exchange.replies_of(1)
+    last = len(journaled(exchange))
+    source.words[FENCED] = 2  # the source met a standby of epoch 2
+    exchange.gateways[1].publish_batch([order(3, 7, Side.SELL, 1000, 10)])
+    assert exchange.router.step(timeout_s=0.001) == 0
+    assert len(journaled(exchange)) == last and exchange.router.fenced
+    assert in_matcher_ring(exchange) <= last and not exchange.replies_of(1)
+
+    exchange.stop()
+    directory = journal_dir(exchange.cfg)
+    Epochs().fenced(2, "the promoted one").save(directory)
+    with pytest.raises(JournalFencedError, match="'the promoted one' was promoted to epoch 2"):
+        RouterShell(exchange.cfg)  # whoever restarts it
+    (directory / FILE).unlink()  # what only a demote does
+    exchange.start()

@@ -1,0 +1,142 @@
+"""A journal's epochs: which primary wrote which seqs, and whether this journal is fenced.
+
+Every promotion starts a new epoch (Kafka's leader epochs, Raft's terms): the promoted
+instance's journal records ``(epoch, first_seq)``, the seq its first command as primary takes.
+A standby keeps its primary's history, so after a failover the two journals can say exactly
+where they part: everything an old primary wrote in its epoch from the new epoch's first seq on
+was never replicated, and is cut when it is rebuilt as a standby (``rebuild.py``).
+
+Fencing. ``promote`` marks the old primary's journal fenced (where it can reach it) before the
+promoted instance starts; a replication source that meets a standby of a newer epoch marks
+its own. A router refuses to open a fenced journal, whoever restarts it (a supervisor, a
+systemd unit with ``Restart=``), so two primaries never accept orders at once; the running
+router learns it from the replication block's ``FENCED`` word. Only ``failover.py demote``
+(which cuts the diverged tail) lifts a fence.
+
+The file is ``<journal dir>/epochs.json``, replaced atomically (write, fsync, rename, fsync of
+the directory). A journal without one is in epoch 1 from seq 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Final
+
+FILE: Final = "epochs.json"
+
+
+class EpochsError(ValueError):
+    """An epochs file that cannot be read, or a history that does not fit another."""
+
+
+class JournalFencedError(RuntimeError):
+    """This journal was fenced by a promotion: its instance must not sequence commands."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    epoch: int  # the promoted epoch that fenced this journal
+    by: str  # the promoted instance
+    at_ns: int  # wall clock
+
+
+@dataclass(frozen=True)
+class Epochs:
+    #: ``(epoch, first_seq)``, both strictly increasing; never empty.
+    history: tuple[tuple[int, int], ...] = ((1, 1),)
+    fence: Fence | None = None
+
+    def __post_init__(self) -> None:
+        if not self.history:
+            raise EpochsError("an epoch history holds at least one epoch")
+        for (e0, s0), (e1, s1) in zip(self.history, self.history[1:], strict=False):
+            if e1 <= e0 or s1 < s0:
+                raise EpochsError(
+                    f"epoch {e1} from seq {s1} cannot follow epoch {e0} from seq {s0}"
+                )
+
+    @property
+    def current(self) -> int:
+        return self.history[-1][0]
+
+    def promoted(self, epoch: int, first_seq: int) -> Epochs:
+        """This history with ``epoch`` beginning at ``first_seq`` (a promotion), unfenced."""
+        if epoch <= self.current:
+            raise EpochsError(f"promotion to epoch {epoch}: the journal is at {self.current}")
+        return Epochs((*self.history, (epoch, first_seq)))
+
+    def fenced(self, epoch: int, by: str) -> Epochs:
+        """This journal, fenced by ``by``'s promotion to ``epoch``."""
+        if epoch <= self.current:
+            raise EpochsError(
+                f"a fence by epoch {epoch} must be newer than this journal's {self.current}"
+            )
+        return replace(self, fence=Fence(epoch, by, time.time_ns()))
+
+    def keep_before(self, primary: Epochs) -> int | None:
+        """Rebuilding this journal as ``primary``'s standby: the last seq it may keep (every
+        later one was written in an epoch the primary did not continue), or None when all of
+        it may stay. Raises ``EpochsError`` when the histories disagree before that point."""
+        mine = self.current
+        shared = [(e, s) for e, s in primary.history if e <= mine]
+        if not shared or shared != list(self.history[: len(shared)]):
+            raise EpochsError(
+                f"epoch histories disagree: this journal {list(self.history)}, "
+                f"the primary {list(primary.history)}"
+            )
+        later = [s for e, s in primary.history if e > mine]
+        return later[0] - 1 if later else None
+
+    def check_open(self, directory: Path) -> None:
+        """Raise ``JournalFencedError`` if this journal may not be written by a primary."""
+        if self.fence is not None:
+            f = self.fence
+            raise JournalFencedError(
+                f"journal {directory} is fenced: instance {f.by!r} was promoted to epoch "
+                f"{f.epoch} (this journal is at epoch {self.current}); this instance must not "
+                "sequence commands. Rebuild it as that instance's standby: "
+                "scripts/failover.py demote --old <this config> --new <promoted config>"
+            )
+
+    # -- the file -------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, directory: Path) -> Epochs:
+        path = directory / FILE
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls()
+        except (OSError, json.JSONDecodeError) as exc:
+            raise EpochsError(f"{path}: cannot read the epochs ({exc})") from exc
+        try:
+            history = tuple((int(e), int(s)) for e, s in doc["epochs"])
+            f = doc.get("fenced")
+            fence = Fence(int(f["epoch"]), str(f["by"]), int(f["at_ns"])) if f else None
+            return cls(history, fence)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EpochsError(f"{path}: malformed epochs file ({exc!r})") from exc
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        fence = self.fence
+        doc = {
+            "epochs": [list(h) for h in self.history],
+            "fenced": None if fence is None else asdict(fence),
+        }
+        path = directory / FILE
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(doc, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,125 @@
+"""Rebuilding an old primary as the standby of the instance promoted in its place.
+
+``failover.py demote`` runs this on the old primary's host once its processes are gone. The
+promoted instance's epochs (asked over its replication port: ``ask_epochs``) say where the
+two journals part: the old primary keeps every entry before the promoted epoch's first seq
+(``Epochs.keep_before``). What it wrote from there on was never replicated, so it is cut from
+the journal, but kept for the operator as a journal of its own under
+``var/<instance>/demoted/<stamp>/journal``. Everything derived from the journal that may
+cover the cut entries is set aside there too: snapshots newer than the kept seq, the
+gateways' state (the standby is shipped the promoted instance's), the market data state and
+the replication block (which holds the fence). The embedded database is removed (the
+database is derived from the journal: a promoted writer rebuilds it); an external one is
+left to the operator, with a warning. Last, the journal takes the promoted instance's epoch
+history, unfenced: the instance starts as a standby, and its Hello's history hash proves that
+what it kept is the promoted instance's prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config.schema import RingexConfig
+from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
+from procs.common.epochs import Epochs, EpochsError
+from procs.common.journal import JournalReader
+from procs.common.journal_writer import cut_after
+from procs.common.records import RecordCodec
+from procs.common.topology import journal_dir, postgres_dir
+from procs.replica.wire import AskEpochs, EpochHistory, Refused, receive, send
+
+log = logging.getLogger("ringex.replica")
+
+
+async def _ask(host: str, port: int) -> Epochs:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        await send(writer, AskEpochs())
+        answer = await receive(reader)
+    finally:
+        writer.close()
+    if isinstance(answer, Refused):
+        raise EpochsError(f"{host}:{port} refused: {answer.reason}")
+    if not isinstance(answer, EpochHistory):
+        raise EpochsError(f"{host}:{port} answered {type(answer).__name__}, not its epochs")
+    return Epochs(tuple((e, s) for e, s in answer.epochs))
+
+
+def ask_epochs(host: str, port: int, timeout_s: float = 10.0) -> Epochs:
+    """The epoch history of the primary whose replication source listens at host:port."""
+    return asyncio.run(asyncio.wait_for(_ask(host, port), timeout_s))
+
+
+@dataclass
+class Rebuilt:
+    kept_seq: int  # the journal's last seq now
+    cut: int  # entries moved out of the journal
+    aside: Path  # where what was set aside went (may not exist: nothing was)
+    moved: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def rebuild(cfg: RingexConfig, primary: Epochs) -> Rebuilt:
+    """Make ``cfg``'s instance (stopped) fit to follow ``primary`` as its standby."""
+    home = Path(cfg.var_dir) / cfg.instance
+    directory = journal_dir(cfg)
+    mine = Epochs.load(directory)
+    keep = mine.keep_before(primary)  # EpochsError when the histories disagree
+    codec = RecordCodec()
+    last = 0
+    if directory.exists():
+        last = JournalReader(
+            directory, slot_size=codec.slot_size, schema_id=codec.schema_id
+        ).last_seq()
+    kept = last if keep is None else min(last, keep)
+    aside = home / "demoted" / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    done = Rebuilt(kept, 0, aside)
+    if kept < last:
+        done.cut = cut_after(
+            directory, kept, aside / "journal",
+            slot_size=codec.slot_size, schema_id=codec.schema_id,
+        )  # fmt: skip
+        done.moved.append(aside / "journal")
+    for snap in sorted(home.glob("snapshots/*/*.snap")):
+        if snap.parent.name == "dbwriter" or int(snap.stem) > kept:
+            done.moved.append(_move(snap, aside / "snapshots" / snap.parent.name / snap.name))
+    for derived in ("gateway", "marketdata", "run/replication.ack"):
+        if (home / derived).exists():
+            done.moved.append(_move(home / derived, aside / derived))
+    _drop_database(cfg, done)
+    Epochs(primary.history).save(directory)
+    return done
+
+
+def _move(path: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    return target
+
+
+def _drop_database(cfg: RingexConfig, done: Rebuilt) -> None:
+    if cfg.database.dsn:
+        done.warnings.append(
+            f"the database at {cfg.database.dsn!r} may hold rows of seqs after {done.kept_seq}: "
+            "empty it before this instance is promoted again (its writer then rebuilds it "
+            "from the journal)"
+        )
+        return
+    root = postgres_dir(cfg)
+    if not (root.exists() or root.is_symlink()):
+        return
+    try:
+        EmbeddedPostgres(root).destroy()
+    except EmbeddedError as exc:
+        done.warnings.append(f"the embedded database at {root} was not removed: {exc}")
+        return
+    if root.is_symlink():
+        root.unlink()
+    shutil.rmtree(root, ignore_errors=True)
+    done.moved.append(root)
