@@ -7,10 +7,15 @@ could not log a client on, nor report a fill of an order placed before the failo
 ClOrdID. So the source sends what each of these files gained since the last look, and the
 standby writes it at the same place under its own ``var/<instance>/gateway/``.
 
-Shipping is asynchronous and not acknowledged: a file is behind the journal by up to a frame.
-The promoted gateway corrects what its order log lacks from the books themselves (the
-matchers' snapshots at the journal's end: ``procs/gateway/reconcile.py``), so a late order
-log costs at most the ClOrdIDs of orders placed in the last moments, never a wrong fill.
+Order. A gateway writes a command to its order log before it publishes it to the router,
+so when the source has read a frame of the journal, the logs already hold every command in
+it: the source ships what the files gained right then, before the frame, on the same
+connection. The standby makes the files it wrote durable before the frame it acknowledges
+(``FileReceiver.sync``). So in sync mode a promoted gateway knows the ClOrdID of every
+order whose acknowledgement left the primary; in async mode the files are as far behind as
+the journal. What a log still lacks (an order whose command reached no journal frame that
+was shipped) the promoted gateway corrects from the books (``procs/gateway/recovery.py``),
+never reporting a wrong fill.
 
 A file is followed by inode, size and mtime: one that grew is sent from where the standby's
 copy ends (the logs only grow), one replaced (a compaction, ``os.replace``), shrunk or
@@ -93,16 +98,40 @@ SHIPPABLE = re.compile(r"(users\.json|apikeys\.json|[A-Za-z0-9_-]{1,64}/orders\.
 
 
 class FileReceiver:
-    """The standby's side: writes what arrives, only to paths of the shipped kinds."""
+    """The standby's side: writes what arrives, only to paths of the shipped kinds, and
+    makes it durable when asked (``sync``, before the next journal frame is acknowledged)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.dirty: set[Path] = set()  # files written since the last sync
+        self.renamed: set[Path] = set()  # directories where a file was replaced
+
+    def sync(self) -> None:
+        """fsync the files written since the last call (a replaced one: its directory too)."""
+        for path in self.dirty:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for directory in self.renamed:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.dirty.clear()
+        self.renamed.clear()
 
     def apply(self, message: StateFile) -> None:
         if not SHIPPABLE.fullmatch(message.path):
             raise ValueError(f"the primary sent {message.path!r}, not a gateway state file")
         path = self.root / message.path
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.dirty.add(path)
         if message.reset and message.offset == 0:
             aside = path.with_name(path.name + ".shipping")
             fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -111,6 +140,7 @@ class FileReceiver:
             finally:
                 os.close(fd)
             os.replace(aside, path)  # a reader sees the old copy or the new one
+            self.renamed.add(path.parent)
             return
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         try:

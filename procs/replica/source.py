@@ -31,7 +31,7 @@ from procs.common.journal import JournalReader
 from procs.common.records import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.topology import journal_dir
-from procs.replica.files import FileShipper, gateway_root, shipped_files
+from procs.replica.files import CHUNK, FileShipper, gateway_root, shipped_files
 from procs.replica.tail import JournalTail
 from procs.replica.wire import (
     Ack,
@@ -52,6 +52,16 @@ BATCH = 4096  # entries per frame
 #: (bounds the cost of a missed wake-up: a router that is not ringing, a FIFO replaced).
 PARK_S = 0.02
 STATUS_S = 0.5  # how often the status file is rewritten
+
+
+async def _ship(writer: asyncio.StreamWriter, files: FileShipper) -> None:
+    """Send everything the gateways' state files gained, however many chunks it takes."""
+    while True:
+        changes = files.changes()
+        for change in changes:
+            await send(writer, change)
+        if sum(len(c.data) for c in changes) < CHUNK:
+            return
 
 
 def _wake(bell: asyncio.Future[None]) -> None:
@@ -196,14 +206,13 @@ class ReplicationSource:
         files = FileShipper(gateway_root(self.cfg), shipped_files(self.cfg))
         try:
             while not self.stopping.is_set():
-                for change in files.changes():  # after each frame, and each PARK_S when idle
-                    await send(writer, change)
                 bell = loop.create_future()
                 self._sleepers.add(bell)
                 self.block.words[SOURCE_PARKED] = 1
                 try:
                     images = tail.read(next_seq, BATCH)
                     if not images:
+                        await _ship(writer, files)  # users and keys change while idle too
                         timer = loop.call_later(PARK_S, _wake, bell)
                         await bell
                         timer.cancel()
@@ -212,6 +221,10 @@ class ReplicationSource:
                     self._sleepers.discard(bell)
                     if not self._sleepers:
                         self.block.words[SOURCE_PARKED] = 0
+                # A gateway logs a command before the router can read it, so the order logs
+                # now hold every command of this frame: they go first, and a standby that
+                # acknowledges the frame has their ClOrdIDs (sync mode: before any report).
+                await _ship(writer, files)
                 history.update(b"".join(images))
                 await send(writer, Entries(next_seq, images, history.digest()))
                 next_seq += len(images)

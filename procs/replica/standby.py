@@ -122,6 +122,7 @@ class Standby:
                 "the primary's history differs from what arrived"
             )
         self.journal.append(entries.first_seq, images, len(entries.images))
+        self.files.sync()  # the order logs the primary shipped before this frame, too
         self.journal.sync()  # durable here before it is acknowledged
         self.history = history
         return self.next_seq - 1

@@ -1,6 +1,7 @@
 """The source and a standby in one event loop over real TCP: what the router appends reaches
 the standby at once (the "appended" bell, not the source's fallback poll), and the
-acknowledged seq, the standby count and the status file follow."""
+acknowledged seq, the standby count and the status file follow; the gateways' order logs
+reach it before the frames whose commands they name."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from config.schema import ReplicationConfig, RingexConfig
+from config.schema import GatewayConfig, ReplicationConfig, RingexConfig
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import CreateAccount, Record, RecordCodec, Transfer
 from procs.common.replication_ack import CONNECTED, AckBlock, ack_dir
 from procs.common.topology import journal_dir
 from procs.replica import source as source_module
+from procs.replica.files import gateway_root
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby
+from procs.replica.tail import JournalTail
+from procs.replica.wire import Entries
 
 CODEC = RecordCodec()
 
@@ -103,3 +107,64 @@ def test_appended_entries_reach_the_standby_at_once(
     assert max(took) < 5.0, took
     journal.close()
     router.close()
+
+
+def test_order_logs_reach_the_standby_before_the_frame_that_needs_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway logs a command before the router journals it. The worst moment for the
+    log's bytes is just before the source reads the frame: they must still arrive (and be
+    durable) before the standby acknowledges that frame."""
+    port = free_port()
+    gateways = [GatewayConfig(name="gw1", id=1)]
+    primary = RingexConfig(
+        instance="rp", var_dir=str(tmp_path / "p"), gateways=gateways,
+        replication=ReplicationConfig(listen_port=port),
+    )  # fmt: skip
+    secondary = RingexConfig(
+        instance="rs", var_dir=str(tmp_path / "s"), gateways=gateways,
+        replication=ReplicationConfig(primary=f"127.0.0.1:{port}"),
+    )  # fmt: skip
+    log = gateway_root(primary) / "gw1" / "orders.log"
+    copy = gateway_root(secondary) / "gw1" / "orders.log"
+    read = JournalTail.read
+
+    def read_after_the_log(tail: JournalTail, seq: int, n: int) -> list[bytes]:
+        images = read(tail, seq, n)
+        if images and not log.exists():  # logged just now, the frame already journaled
+            log.parent.mkdir(parents=True)
+            log.write_bytes(b"the order's ClOrdID")
+        return images
+
+    monkeypatch.setattr(JournalTail, "read", read_after_the_log)
+    acknowledged: list[tuple[int, bytes]] = []
+    persist = Standby.persist
+
+    def persist_and_look(standby: Standby, entries: Entries) -> int:
+        acknowledged.append((entries.first_seq, copy.read_bytes() if copy.exists() else b""))
+        return persist(standby, entries)
+
+    monkeypatch.setattr(Standby, "persist", persist_and_look)
+    with JournalWriter(
+        journal_dir(primary), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+    ) as journal:
+        journal.append(1, b"".join(map(CODEC.encode_slot, commands(1, 2))), 2)
+
+    async def scenario() -> None:
+        source = ReplicationSource(primary)
+        serving = asyncio.create_task(source.run())
+        standby = Standby(secondary)
+        following = asyncio.create_task(standby.run())
+        for _ in range(1000):
+            if source.acked == 2:
+                break
+            await asyncio.sleep(0.005)
+        standby.stopping.set()
+        following.cancel()
+        standby.close()
+        source.stopping.set()
+        await serving
+        source.close()
+
+    asyncio.run(scenario())
+    assert acknowledged == [(1, b"the order's ClOrdID")]
