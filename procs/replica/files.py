@@ -17,9 +17,13 @@ the journal. What a log still lacks (an order whose command reached no journal f
 was shipped) the promoted gateway corrects from the books (``procs/gateway/recovery.py``),
 never reporting a wrong fill.
 
-A file is followed by inode, size and mtime: one that grew is sent from where the standby's
-copy ends (the logs only grow), one replaced (a compaction, ``os.replace``), shrunk or
-rewritten in place is sent again whole (``reset``).
+A file is followed by inode, size and mtime, and for the logs by the bytes just before
+where the copy ends. A log that grew with those bytes unchanged is sent from there (the logs
+only grow); any other change sends the file again whole (``reset``): a log replaced (a
+compaction), shrunk or rewritten, and the users' and keys' files, which are rewritten whole
+(``os.replace``) at every change. Inode numbers are reused: a file replaced twice between
+two looks can have the inode and a larger size of the copy's, and appending its end to the
+copy would corrupt it.
 Session stores are not shipped: after a failover FIX sessions start again at sequence 1
 (logon with ResetSeqNumFlag), the rule the README gives clients.
 """
@@ -48,11 +52,31 @@ def gateway_root(cfg: RingexConfig) -> Path:
     return users_path(cfg).parent
 
 
+#: Bytes before the end of what was sent that a log's growth must leave as they were.
+TAIL = 64
+
+
 @dataclass(slots=True)
 class _Sent:
     inode: int
     size: int
     mtime_ns: int
+    tail: bytes  # the last (up to) TAIL bytes sent
+
+    @property
+    def stamp(self) -> tuple[int, int, int]:
+        return self.inode, self.size, self.mtime_ns
+
+
+def _grew(name: str, fd: int, st: os.stat_result, sent: _Sent) -> bool:
+    """Whether the file only gained bytes after what was sent (else: send it whole)."""
+    if sent.inode != st.st_ino or st.st_size <= sent.size:
+        return False
+    if sent.mtime_ns == st.st_mtime_ns:
+        return True  # unchanged since a send cut short by the budget: the rest of it
+    if not name.endswith(".log"):
+        return False  # rewritten whole at every change
+    return os.pread(fd, len(sent.tail), sent.size - len(sent.tail)) == sent.tail
 
 
 class FileShipper:
@@ -74,21 +98,18 @@ class FileShipper:
                 with path.open("rb") as f:
                     st = os.fstat(f.fileno())
                     sent = self.sent.get(name)
-                    reset = (
-                        sent is None
-                        or sent.inode != st.st_ino
-                        or st.st_size < sent.size
-                        or (st.st_size == sent.size and st.st_mtime_ns != sent.mtime_ns)
-                    )  # replaced, shrunk, or rewritten in place: all of it again
-                    offset = 0 if reset or sent is None else sent.size
-                    if not reset and st.st_size == offset:
+                    if sent is not None and sent.stamp == (st.st_ino, st.st_size, st.st_mtime_ns):
                         continue
+                    reset = sent is None or not _grew(name, f.fileno(), st, sent)
+                    offset = 0 if reset or sent is None else sent.size
                     f.seek(offset)
                     data = f.read(min(budget, st.st_size - offset))
+                    end = offset + len(data)
+                    tail = os.pread(f.fileno(), min(TAIL, end), end - min(TAIL, end))
             except FileNotFoundError:
                 continue
             out.append(StateFile(name, offset, data, reset))
-            self.sent[name] = _Sent(st.st_ino, offset + len(data), st.st_mtime_ns)
+            self.sent[name] = _Sent(st.st_ino, end, st.st_mtime_ns, tail)
             budget -= len(data)
         return out
 

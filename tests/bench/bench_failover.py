@@ -179,11 +179,9 @@ class Deployment:
             admin.transfer(account, "USD", "100000000")
             admin.transfer(account, "BTC", "1000000")
         admin.close()
-        for path in (self.primary, self.standby):  # the users file is per instance
-            if path is not None:
-                users = UserStore(users_path(load_profile(str(path))))
-                for k, name in enumerate(self.sessions):
-                    users.add(name, "pw", 100 + k, n=2**10)
+        users = UserStore(users_path(cfg))  # the standby is shipped the primary's
+        for k, name in enumerate(self.sessions):
+            users.add(name, "pw", 100 + k, n=2**10)
 
     def stop(self) -> None:
         for path in (self.primary, self.standby, self.promoted):

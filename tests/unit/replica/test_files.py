@@ -48,3 +48,35 @@ def test_growth_replacement_and_small_budgets_reach_the_copy(tmp_path: Path) -> 
 def test_the_standby_refuses_other_paths(tmp_path: Path, path: str) -> None:
     with pytest.raises(ValueError, match="not a gateway state file"):
         FileReceiver(tmp_path).apply(StateFile(path, 0, b"x", True))
+
+
+def test_a_file_rewritten_on_the_same_inode_is_sent_whole(tmp_path: Path) -> None:
+    """Inode numbers are reused: a file replaced twice between two looks can come back with
+    the copy's inode and a larger size. Only a log whose sent bytes are unchanged grows."""
+    primary, standby = tmp_path / "p", tmp_path / "s"
+    (primary / "gw1").mkdir(parents=True)
+    shipper = FileShipper(primary, ["users.json", "gw1/orders.log"])
+    receiver = FileReceiver(standby)
+    users, log = primary / "users.json", primary / "gw1" / "orders.log"
+    users.write_text('[{"comp_id": "B"}]')
+    log.write_bytes(b"A" * 100)
+    sync(shipper, receiver)
+    with users.open("r+b") as f:  # same inode, longer, another beginning
+        f.write(b'[{"comp_id": "A"}, {"comp_id": "B"}]')
+    with log.open("r+b") as f:
+        f.write(b"B" * 150)
+    sent = shipper.changes()
+    assert [(m.path, m.offset, m.reset) for m in sent] == [
+        ("users.json", 0, True),
+        ("gw1/orders.log", 0, True),
+    ]
+    for message in sent:
+        receiver.apply(message)
+    with log.open("ab") as f:  # a true append goes from where the copy ends
+        f.write(b"C" * 10)
+    (grown,) = shipper.changes()
+    assert (grown.offset, grown.reset, grown.data) == (150, False, b"C" * 10)
+    receiver.apply(grown)
+    receiver.sync()
+    assert (standby / "users.json").read_bytes() == users.read_bytes()
+    assert (standby / "gw1" / "orders.log").read_bytes() == log.read_bytes()
