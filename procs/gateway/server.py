@@ -33,7 +33,7 @@ import logging
 import time
 from array import array
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from config.schema import GatewayConfig, RingexConfig
 from procs.common import sd_notify
@@ -59,13 +59,15 @@ from procs.gateway.recovery import (
     ring_identities,
     rings_replaced,
 )
-from procs.gateway.rest import RestApi
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.session import Session, SessionSettings
 from procs.gateway.store import MessageStore
 from shm import EncodeError, Ring
 from shm.consumer import Consumer
 from shm.counters import Counters
+
+if TYPE_CHECKING:  # the HTTP stack (aiohttp, psycopg) is imported only by a REST gateway:
+    from procs.gateway.rest import RestApi  # a FIX-only one starts 0.6 s sooner (failover)
 
 log = logging.getLogger("ringex.gateway")
 
@@ -144,6 +146,8 @@ class GatewayServer:
         self.inputs: list[Consumer[Record]] = []
         self.api: RestApi | None = None
         if gw.rest is not None:
+            from procs.gateway.rest import RestApi  # noqa: PLC0415  (see the imports)
+
             core = RestOrders(
                 gw.id, self.entry.instruments, cfg.assets, self.entry.outgoing, self.entry.next_ref
             )
