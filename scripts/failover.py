@@ -11,12 +11,13 @@ from its status file, and mark its journal fenced by the new epoch, so whatever 
 cannot sequence: two primaries must never accept orders at once), stop the standby (a
 clean stop: it writes snapshots of its hot state, so nothing is replayed), and start the
 standby's instance as a primary (its config without ``replication.primary``, written beside
-it as ``<name>.promoted.toml``). The new supervisor's process is started first: it imports
-while the fence and the standby's stop happen, and starts the instance once told to go (after
-the fence) and once the standby's supervisor has exited; it starts the new epoch in the
-standby's journal first (``procs.common.epochs``). Prints each step's time. Two hosts need
-the fencing done by the operator's own means (power, network) before this runs on the
-standby host; the epoch then fences the old primary when it meets a standby of the new one.
+it as ``<name>.promoted.toml``). The new supervisor's process is started first: it and the
+instance's processes import while the fence and the standby's stop happen, and it starts the
+instance once told to go (after the fence) and once the standby's supervisor has exited; it
+starts the new epoch in the standby's journal first (``procs.common.epochs``). Prints each
+step's time. Two hosts need the fencing done by the operator's own means (power, network)
+before this runs on the standby host; the epoch then fences the old primary when it meets a
+standby of the new one.
 
 ``demote``: rebuild the stopped old primary as the promoted instance's standby
 (``procs.replica.rebuild``): ask the promoted instance for its epochs (``--new-address``, or
@@ -182,29 +183,32 @@ def promote(primary_path: str, standby_path: str) -> int:
 
 
 def supervise(profile: str, after_pid: int, epoch: int) -> int:
-    """The promoted instance's supervisor: imported now, run once ``promote`` says go (the
+    """The promoted instance's supervisor, started at once: its processes import (held)
+    while the fence and the standby's stop happen. It goes on once ``promote`` says go (the
     old primary is fenced: without that word, nothing starts) and ``after_pid`` has exited,
     in the new ``epoch``, which begins at the journal's next seq."""
     from procs.common.journal import JournalReader  # noqa: PLC0415
     from procs.common.records import RecordCodec  # noqa: PLC0415
     from procs.supervisor.main import main as supervisor_main  # noqa: PLC0415  (the point)
 
-    if sys.stdin.buffer.read(len(GO)) != GO:
-        print("promote ended before fencing the old primary: not starting", file=sys.stderr)
-        return 1
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while after_pid and pid_alive(after_pid) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    directory = journal_path(load_profile(profile))
-    last = 0
-    if directory.is_dir():
-        codec = RecordCodec()
-        last = JournalReader(
-            directory, slot_size=codec.slot_size, schema_id=codec.schema_id
-        ).last_seq()
-    Epochs.load(directory).promoted(epoch, last + 1).save(directory)
-    print(f"epoch {epoch} begins at seq {last + 1}", flush=True)
-    return supervisor_main(["--profile", profile])
+    def go() -> bool:
+        if sys.stdin.buffer.read(len(GO)) != GO:
+            print("promote ended before fencing the old primary: not starting", file=sys.stderr)
+            return False
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while after_pid and pid_alive(after_pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        directory = journal_path(load_profile(profile))
+        last = 0
+        if directory.is_dir():
+            codec = RecordCodec()
+            reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+            last = reader.last_seq()
+        Epochs.load(directory).promoted(epoch, last + 1).save(directory)
+        print(f"epoch {epoch} begins at seq {last + 1}", flush=True)
+        return True
+
+    return supervisor_main(["--profile", profile], go)
 
 
 def demote(old_path: str, new_path: str, new_address: str) -> int:

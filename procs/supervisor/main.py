@@ -2,10 +2,10 @@
 
     python -m procs.supervisor.main --profile dev      (what `ringex run` runs)
 
-- Start: refuse if the instance's segments have live processes (it is running); remove what a
-  dead one left; create every ring of ``topology.rings(cfg)``; start the processes of
-  ``plan(cfg)``, pinned to their CPUs, the matchers first and then the rest together, and
-  wait until each holds its ready ring.
+- Start: every process of ``plan(cfg)`` is started at once, pinned to its CPUs, and held
+  after its imports (``held.py``); refuse if the instance's segments have live processes
+  (it is running); remove what a dead one left; create every ring of ``topology.rings(cfg)``;
+  release the matchers, then the rest together, waiting until each holds its ready ring.
 - Watch: a process that exits is restarted; each start recovers through the crash-only path
   (snapshot + journal). More than ``restart_limit`` restarts of one process within
   ``restart_window_s`` stops the instance with the reason: a crash loop is not fixed by
@@ -27,6 +27,8 @@ import contextlib
 import json
 import logging
 import os
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -41,6 +43,7 @@ from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.records import RecordCodec
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
+from procs.supervisor.held import GO
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
 from shm import Ring
@@ -61,6 +64,7 @@ class Child:
     restarts_total: int = 0  # since the supervisor started (metrics)
     started_at: float = 0.0
     ready: bool = False
+    held: bool = False  # started, importing or waiting for the word (``held.py``)
 
 
 def run_dir(cfg: RingexConfig) -> Path:
@@ -109,16 +113,23 @@ class Supervisor:
             raise SupervisorError(str(exc)) from exc
         log.info("metrics at %s", self.metrics.url)
 
+    def prestart(self) -> None:
+        """Start every process, held after its imports until ``start`` releases it."""
+        for child in self.children:
+            if child.process is None:
+                self._spawn(child)
+
     def start(self) -> None:
-        """Start in two waves, each spawned at once and then waited on in order: the matchers
-        (the router's start reads how far each recovered), then everything else (their
-        imports and recoveries overlap; a gateway that listens before the router is ready
-        only queues commands in its ring). One after the other took about 1.3 s of a
-        failover."""
+        """Release in two waves, each at once and then waited on in order: the matchers
+        (the router's start reads how far each recovered), then everything else (a gateway
+        that listens before the router is ready only queues commands in its ring). One
+        after the other took about 1.3 s of a failover, and imports after the release
+        another 0.6 s."""
         books = [c for c in self.children if c.spec.module == MATCHER_MODULE]
+        self.prestart()
         for wave in (books, [c for c in self.children if c not in books]):
             for child in wave:
-                self._spawn(child)
+                self._release(child)
             for child in wave:
                 self._wait_ready(child)
         self.state = "running"
@@ -136,19 +147,40 @@ class Supervisor:
             if spec.nice:
                 os.nice(spec.nice)
 
+        held = [sys.executable, "-m", "procs.supervisor.held", spec.module]
         child.process = subprocess.Popen(
-            spec.argv(self.profile),
+            [*held, "--profile", self.profile, *spec.args],
             stdout=logfile,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # the word that releases it (``held.py``)
             preexec_fn=pin,  # noqa: PLW1509  (affinity and niceness only; no locks involved)
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them in order
             cwd=Path.cwd(),
         )
         logfile.close()
-        child.started_at = time.monotonic()
+        child.held = True
         child.ready = False
-        log.info("started %s (pid %d) %s", spec.name, child.process.pid, " ".join(spec.args))
+
+    def _release(self, child: Child) -> None:
+        process = child.process
+        assert process is not None and process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it died: _wait_ready says so
+            process.stdin.write(GO)
+            process.stdin.close()
+        child.held = False
+        child.started_at = time.monotonic()
+        spec = child.spec
+        log.info("started %s (pid %d) %s", spec.name, process.pid, " ".join(spec.args))
+
+    def _discard_held(self) -> None:
+        """Let go of processes never released: end of file, and they exit without running."""
+        for child in self.children:
+            if child.held and child.process is not None:
+                assert child.process.stdin is not None
+                child.process.stdin.close()
+                child.process.wait()
+                child.process = None
+                child.held = False
 
     def _wait_ready(self, child: Child) -> None:
         spec, process = child.spec, child.process
@@ -182,16 +214,27 @@ class Supervisor:
     # -- watch ----------------------------------------------------------------------------------
 
     def watch(self, stop: Callable[[], bool]) -> None:
+        """Restart what exits, every 0.1 s, until ``stop()``. A signal ends the wait at once
+        (``signal.set_wakeup_fd``: a sleep resumes after its handler), so a stop does not
+        wait out the tick: a failover waits for this supervisor to be gone."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        old_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         last_status = 0.0
-        while not stop():
-            for child in self.children:
-                process = child.process
-                if process is not None and process.poll() is not None:
-                    self._restart(child, process.returncode)
-            if time.monotonic() - last_status > 1.0:
-                self.write_status()
-                last_status = time.monotonic()
-            time.sleep(0.1)
+        try:
+            while not stop():
+                for child in self.children:
+                    process = child.process
+                    if process is not None and process.poll() is not None:
+                        self._restart(child, process.returncode)
+                if time.monotonic() - last_status > 1.0:
+                    self.write_status()
+                    last_status = time.monotonic()
+                select.select([wake_r], [], [], 0.1)
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            os.close(wake_r)
+            os.close(wake_w)
 
     def _restart(self, child: Child, code: int) -> None:
         now = time.monotonic()
@@ -207,6 +250,7 @@ class Supervisor:
         log.warning("%s exited with %s: restarting (it recovers)", child.spec.name, code)
         time.sleep(min(2.0, 0.1 * 2 ** (len(child.restarts) - 1)))
         self._spawn(child)
+        self._release(child)
         self._wait_ready(child)
         self.write_status()
 
@@ -318,12 +362,19 @@ class Supervisor:
             for c in self.children
         ]
 
-    def run(self, stop: Callable[[], bool]) -> int:
-        """Start, watch until ``stop()``, stop. Returns the exit status."""
+    def run(self, stop: Callable[[], bool], go: Callable[[], bool] = lambda: True) -> int:
+        """Start, watch until ``stop()``, stop. Returns the exit status. ``go`` is called
+        while the processes import, before anything of the instance is touched; False
+        (a promotion that did not fence the old primary) starts nothing."""
+        self.prestart()
         try:
+            if not go():
+                self._discard_held()
+                return 1
             self.create_rings()  # refuses a running instance before touching anything of it
         except SupervisorError as exc:
             log.error("%s", exc)
+            self._discard_held()
             return 1
         try:
             self.serve_metrics()
@@ -347,14 +398,15 @@ def read_status(cfg: RingexConfig) -> dict[str, Any] | None:
     return doc
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, go: Callable[[], bool] = lambda: True) -> int:
+    """``go``: see ``Supervisor.run`` (``scripts/failover.py`` waits there for the fence)."""
     parser = argparse.ArgumentParser(description="ringex supervisor")
     parser.add_argument("--profile", default="dev", help="profile name or TOML path")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stopped = stop_on_signals()
     with contextlib.suppress(KeyboardInterrupt):
-        return Supervisor(load_profile(args.profile), args.profile).run(stopped)
+        return Supervisor(load_profile(args.profile), args.profile).run(stopped, go)
     return 0
 
 
