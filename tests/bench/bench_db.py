@@ -4,9 +4,10 @@ plain ``executemany``, same run, same private PostgreSQL cluster.
 ```
 batcher     Trade events -> Projection.add_trade (packed binary row, 1m/1h/1d candles, marked
             balances) -> Batch.seal -> PgStore.write: one transaction a batch of --batch trades:
-            checkpoint check, binary COPY into temp tables, INSERT .. ON CONFLICT into the
-            day-partitioned trades (PK + BRIN), candles merged, balances upserted, checkpoint
-  variant   the same, trades through INSERT .. ON CONFLICT DO NOTHING (PgStore option)
+            checkpoint check, binary COPY of the trades straight into the day-partitioned
+            table (PK + BRIN), of the rest into temp tables, candles merged, balances
+            upserted, checkpoint
+  variant   the same, trades through a temp table and INSERT .. ON CONFLICT DO NOTHING
 executemany the same trades as tuples (datetime ts) -> cursor.executemany of a plain INSERT
             into the same trades table, one commit a batch
 ```
@@ -199,7 +200,7 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
     ratio = batcher["trades_per_s"] / peer["trades_per_s"]
     results = [
-        {"name": "batcher: binary COPY -> temp -> INSERT (checkpoint-checked)",
+        {"name": "batcher: binary COPY (checkpoint-checked)",
          "trades": args.trades, "batch": args.batch, **batcher, "x_executemany": ratio},
         {"name": "batcher, trades INSERT .. ON CONFLICT DO NOTHING", "trades": args.trades,
          "batch": args.batch, **guarded,
