@@ -49,6 +49,7 @@ from procs.common.topology import (
 )
 from procs.common.users import User, UserStore
 from procs.gateway.audit import AuditLog
+from procs.gateway.clordids import SeenLog
 from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
 from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, OrderLog
@@ -137,6 +138,7 @@ class GatewayServer:
         self.producer = Ring.attach(cfg.instance, gateway_commands(gw.id), self.codec).producer()
         self.stats = Counters.open(cfg.instance, gateway_page(gw.id), GATEWAY_COUNTERS)
         self.order_log = OrderLog(self.directory / "orders.log", gw.order_log_compact_mb << 20)
+        self.seen_log = SeenLog(self.directory / "clordids.log")
         #: Sequence in the router ring -> slot image, of commands logged and not yet published.
         self._unpublished: dict[int, bytes] = {}
         self._logged_to = self.producer.sequence  # commands below it are in the log
@@ -168,6 +170,10 @@ class GatewayServer:
         """Take back what the order log holds; returns the input cursors it logged."""
         recovered = self.order_log.load()
         orders = self.entry.restore(recovered.orders, recovered.requests)
+        seen = self.entry.seen
+        for value in self.seen_log.load():  # in order: the generations come back as they were
+            seen.add(value)
+        seen.take()
         self._handled = dict(recovered.handled)
         current = ring_identities(self.cfg, self.gw.id, self.codec)
         self._new_rings = rings_replaced(recovered.positions, current)
@@ -373,6 +379,11 @@ class GatewayServer:
     def publish(self) -> None:
         """Move waiting commands into the router ring, logging them first; pause every socket
         while the ring is full."""
+        added, rolled = self.entry.seen.take()  # ClOrdIDs: kept before their commands go
+        if rolled:
+            self.seen_log.rewrite(self.entry.seen.content())
+        elif added:
+            self.seen_log.append(added)
         outgoing = self.entry.outgoing
         step = max(1, self.producer.ring.capacity // 2)
         producer, unpublished = self.producer, self._unpublished
@@ -555,6 +566,7 @@ class GatewayServer:
         self._closed = True
         self.stats.close()
         self.order_log.close()
+        self.seen_log.close()
         self.audit.close()
         for store in self.stores.values():
             store.close()

@@ -2,7 +2,8 @@
 
 The journal holds the exchange's state, but not what only the gateways keep: who may log on
 (``users.json``, ``apikeys.json``) and, per gateway, which session and ClOrdID each order has
-(``<gateway>/orders.log``, ``procs/gateway/order_log.py``). A promoted standby without them
+(``<gateway>/orders.log``, ``procs/gateway/order_log.py``) and which ClOrdIDs were used
+(``<gateway>/clordids.log``, ``procs/gateway/clordids.py``). A promoted standby without them
 could not log a client on, nor report a fill of an order placed before the failover with its
 ClOrdID. So the source sends what each of these files gained since the last look, and the
 standby writes it at the same place under its own ``var/<instance>/gateway/``.
@@ -45,7 +46,8 @@ CHUNK = 4 << 20
 
 def shipped_files(cfg: RingexConfig) -> list[str]:
     """The files shipped, relative to ``var/<instance>/gateway``."""
-    return ["users.json", "apikeys.json"] + [f"{g.name}/orders.log" for g in cfg.gateways]
+    logs = [f"{g.name}/{name}" for g in cfg.gateways for name in ("orders.log", "clordids.log")]
+    return ["users.json", "apikeys.json", *logs]
 
 
 def gateway_root(cfg: RingexConfig) -> Path:
@@ -115,7 +117,7 @@ class FileShipper:
 
 
 #: What a standby accepts to write (the primary's gateways need not be named in its config).
-SHIPPABLE = re.compile(r"(users\.json|apikeys\.json|[A-Za-z0-9_-]{1,64}/orders\.log)")
+SHIPPABLE = re.compile(r"(users\.json|apikeys\.json|[A-Za-z0-9_-]{1,64}/(orders|clordids)\.log)")
 
 
 class FileReceiver:

@@ -1,6 +1,7 @@
 """A gateway restarted, cleanly or by a crash, keeps its FIX orders: fills of orders placed
-before it are reported with their ClOrdIDs, cancels by OrigClOrdID work, commands the router
-ring never got are published, and events handled before a crash are not handled twice."""
+before it are reported with their ClOrdIDs, cancels by OrigClOrdID work, the ClOrdIDs of
+orders finished before it are still refused, commands the router ring never got are
+published, and events handled before a crash are not handled twice."""
 
 from __future__ import annotations
 
@@ -109,6 +110,8 @@ def test_orders_placed_before_a_restart_are_filled_reported_and_cancelled(
         assert (status.get(150), status.get(39), status.get(38)) == (b"I", b"0", b"3.00")
         await alice.send("D", *order("s1", "2", "1.00", "100.00"))  # still live: a reuse
         assert b"duplicate ClOrdID" in (await alice.expect("8")).get(58)
+        await alice.send("D", *order("s3", "2", "1.00", "100.00"))  # replaced before: too
+        assert b"duplicate ClOrdID s3" in (await alice.expect("8")).get(58)
 
     run(harness, scenario)
 

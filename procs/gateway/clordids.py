@@ -1,0 +1,79 @@
+"""The ClOrdIDs a gateway has seen, kept across its restarts: ``<gateway>/clordids.log``.
+
+FIX refuses a ClOrdID a session has used before (``OrderEntry._duplicate``). The order entry
+keeps the newest 100k-200k of them as 64-bit digests of (session, ClOrdID), in two
+generations (``orders._Generations``); before, a restart forgot them all, and a client that
+reused the ClOrdID of an order finished before the restart had it accepted. This file holds
+what the entry added: little-endian u64s, appended before the commands they came with are
+published (``GatewayServer.publish``), rewritten whole (a new file renamed over) with both
+generations whenever the entry drops its oldest one, so it holds at most 200k digests
+(1.6 MB). A restart feeds them back in order. A partial last digest (a crash mid-write) is
+cut. It is shipped to a standby beside the order log (``procs/replica/files.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+from array import array
+from pathlib import Path
+
+log = logging.getLogger("ringex.gateway")
+
+_SWAP = sys.byteorder != "little"
+
+
+def digest(session: int, cl_ord_id: bytes) -> int:
+    """A stable 64-bit digest of a session's ClOrdID (``hash`` changes with each process)."""
+    key = b"%d\x01%s" % (session, cl_ord_id)
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+
+
+def _bytes(values: array[int]) -> bytes:
+    if _SWAP:
+        values = array("Q", values)
+        values.byteswap()
+    return values.tobytes()
+
+
+class SeenLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = -1
+
+    def load(self) -> array[int]:
+        """Every digest the file holds, oldest first; opens it for appends."""
+        data = self.path.read_bytes() if self.path.exists() else b""
+        whole = len(data) - len(data) % 8
+        if whole < len(data):
+            log.warning("%s: cut a torn last digest (%d bytes)", self.path, len(data) - whole)
+        values = array("Q")
+        values.frombytes(data[:whole])
+        if _SWAP:
+            values.byteswap()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.ftruncate(self._fd, whole)
+        return values
+
+    def append(self, values: array[int]) -> None:
+        os.write(self._fd, _bytes(values))
+
+    def rewrite(self, values: array[int]) -> None:
+        """The file becomes ``values`` (a new file renamed over: never half of either)."""
+        tmp = self.path.with_name(self.path.name + ".new")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, _bytes(values))
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
