@@ -65,7 +65,6 @@ class Standby:
     def __init__(self, cfg: RingexConfig) -> None:
         self.cfg = cfg
         self.codec = codec = RecordCodec()
-        self.state = recover(cfg, codec=codec)
         directory = journal_dir(cfg)
         self.epochs = Epochs.load(directory)
         if self.epochs.fence is not None:
@@ -74,6 +73,9 @@ class Standby:
                 f"journal {directory} is fenced (instance {f.by!r} was promoted to epoch "
                 f"{f.epoch}): rebuild it first with scripts/failover.py demote"
             )
+        #: The primary's epochs, kept once its first frame is (its history is then proven).
+        self._adopt: Epochs | None = None
+        self.state = recover(cfg, codec=codec)
         self.history = History()
         if directory.exists():
             reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
@@ -125,10 +127,14 @@ class Standby:
         self.files.sync()  # the order logs the primary shipped before this frame, too
         self.journal.sync()  # durable here before it is acknowledged
         self.history = history
+        if self._adopt is not None:
+            self._adopt.save(journal_dir(self.cfg))
+            self.epochs, self._adopt = self._adopt, None
         return self.next_seq - 1
 
     def follow_epochs(self, message: EpochHistory) -> None:
-        """The primary's epochs: check that this journal can follow them, then keep them."""
+        """The primary's epochs: check that this journal can follow them; they are kept with
+        the first frame that follows (a primary whose history check fails leaves none)."""
         try:
             primary = Epochs(tuple((e, s) for e, s in message.epochs))
             if primary.current < self.epochs.current:
@@ -148,9 +154,7 @@ class Standby:
                 f"but the primary's next epoch began at seq {keep + 1}: they diverge (an old "
                 "primary's tail); rebuild this instance with scripts/failover.py demote"
             )
-        if primary.history != self.epochs.history:
-            primary.save(journal_dir(self.cfg))
-            self.epochs = primary
+        self._adopt = primary if primary.history != self.epochs.history else None
 
     def apply(self, entries: Entries) -> None:
         """Apply a persisted frame to the hot state."""

@@ -3,7 +3,8 @@
   and the block's FENCED word say so, and the router's sync wait gives up);
 - an old primary's journal that goes on past the promoted epoch is refused as a standby until
   ``rebuild`` cuts that tail (kept aside) with the epochs asked over the wire; then it follows
-  the promoted instance to the same history."""
+  the promoted instance to the same history, as a new standby does, which keeps the
+  primary's epochs."""
 
 from __future__ import annotations
 
@@ -88,6 +89,7 @@ def test_an_old_primary_is_rebuilt_to_follow_the_promoted_one(tmp_path: Path) ->
     port = free_port()
     new = instance(tmp_path, "new", port=port)
     old = instance(tmp_path, "old", primary=f"127.0.0.1:{port}")
+    fresh_cfg = instance(tmp_path, "fresh", primary=f"127.0.0.1:{port}")
     write(old, commands(1, 5))  # seqs 4 and 5 never reached the standby
     write(new, commands(1, 3))  # what it had when it was promoted
     Epochs().promoted(2, 4).save(journal_dir(new))
@@ -109,15 +111,16 @@ def test_an_old_primary_is_rebuilt_to_follow_the_promoted_one(tmp_path: Path) ->
             done.aside / "journal", slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
         )
         assert [CODEC.decode_slot(i) for _s, i in aside.entries(4)] == commands(4, 2)
-        standby = Standby(old)
-        following = asyncio.create_task(standby.run())
+        standby, fresh = Standby(old), Standby(fresh_cfg)  # a new standby from scratch too
+        following = [asyncio.create_task(s.run()) for s in (standby, fresh)]
         for _ in range(500):
-            if standby.next_seq == 7:
+            if standby.next_seq == fresh.next_seq == 7:
                 break
             await asyncio.sleep(0.01)
-        standby.stopping.set()
-        following.cancel()
-        standby.close()
+        for s, task in zip((standby, fresh), following, strict=True):
+            s.stopping.set()
+            task.cancel()
+            s.close()
         source.stopping.set()
         await serving
         source.close()
@@ -125,8 +128,9 @@ def test_an_old_primary_is_rebuilt_to_follow_the_promoted_one(tmp_path: Path) ->
 
     standby = asyncio.run(scenario())
     assert standby.next_seq == 7
-    assert images(old) == images(new)
+    assert images(old) == images(new) == images(fresh_cfg)
     assert Epochs.load(journal_dir(old)).history == ((1, 1), (2, 4))
+    assert Epochs.load(journal_dir(fresh_cfg)).history == ((1, 1), (2, 4))  # kept its primary's
 
 
 def test_a_standby_refuses_a_primary_of_an_older_epoch(tmp_path: Path) -> None:
