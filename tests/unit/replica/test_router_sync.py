@@ -56,6 +56,13 @@ def in_matcher_ring(ex: Exchange) -> int:
     return int(getattr(newest, "seq", 0)) if newest is not None else 0
 
 
+def funded(ex: Exchange) -> tuple[AckBlock, int]:
+    """Account 7 funded (its replies read): the test's source and the journal's length."""
+    fund(ex, 7, usd=10**6, btc=10**6)
+    ex.replies_of(1)
+    return ex.source, len(journaled(ex))  # type: ignore[attr-defined]
+
+
 def until(condition: Callable[[], bool]) -> None:
     deadline = time.monotonic() + 10
     while not condition():
@@ -88,10 +95,7 @@ def test_nothing_leaves_before_the_standby_acknowledges(exchange: Exchange) -> N
 def test_a_stop_while_waiting_leaves_the_batch_journaled_for_the_restart(
     exchange: Exchange,
 ) -> None:
-    source: AckBlock = exchange.source  # type: ignore[attr-defined]
-    fund(exchange, 7, usd=10**6, btc=10**6)
-    exchange.replies_of(1)
-    last = len(journaled(exchange))
+    source, last = funded(exchange)
     source.acknowledged(last)
     stop = threading.Event()
     exchange.router._stop = stop.is_set
@@ -124,10 +128,7 @@ def test_a_stop_while_waiting_leaves_the_batch_journaled_for_the_restart(
 def test_a_fenced_router_sequences_nothing_and_a_fenced_journal_is_not_opened(
     exchange: Exchange,
 ) -> None:
-    source: AckBlock = exchange.source  # type: ignore[attr-defined]
-    fund(exchange, 7, usd=10**6, btc=10**6)
-    exchange.replies_of(1)
-    last = len(journaled(exchange))
+    source, last = funded(exchange)
     source.words[FENCED] = 2  # the source met a standby of epoch 2
     exchange.gateways[1].publish_batch([order(3, 7, Side.SELL, 1000, 10)])
     assert exchange.router.step(timeout_s=0.001) == 0
