@@ -15,8 +15,8 @@ minute). Two phases of ``--seconds`` each: the N clients alone, then the same wi
 Every fast client checks its answers: every trade of the phase, once, in order, and depth
 diffs contiguous (``U`` = previous ``u`` + 1); the run fails if any did not. Latency is from
 the trade event's ``ts_ns`` (stamped by the feeder just before it publishes) to the client's
-read, in 10 us buckets. The slow client must not move the others' p99, and is expected to be
-closed with 1008. RSS of the marketdata process is read with every client connected.
+read, in 10 us buckets. The slow client (``SlowClient``: it reads, at half the feed's pace)
+must not move the others' p99, and is expected to be closed with 1008. RSS of the marketdata process is read with every client connected.
 
 The clients are raw sockets with a minimal frame parser rather than the websockets client:
 the point is to load the server, and a full client per connection would need more CPU than
@@ -40,6 +40,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -58,6 +59,10 @@ from shm.inspect import remove_instance
 ROOT = Path(__file__).parents[2]
 BUCKET_NS = 10_000  # latency histogram resolution
 BUCKETS = 300_000  # up to 3 s; slower counts in the last bucket
+#: The server's kernel send buffer per connection (``marketdata.send_buffer_bytes``). Left to
+#: the kernel's autotuning it grows to megabytes on loopback: 20 s of this feed that a
+#: stalled client hides before its outbox even starts to fill, longer than a phase.
+SEND_BUFFER = 1 << 16
 PRICE = 5_000_000  # 50 000.00
 TARGET_P99_MS = 50.0
 TARGET_DELIVERED = 200_000
@@ -269,24 +274,46 @@ def run_clients(
     uvloop.run(main())
 
 
-def slow_client(port: int) -> socket.socket:
-    """Subscribes, then never reads (tiny receive buffer: the server sees it stall at once)."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.sendall(handshake_request(port, "/stream?streams=btc-usd@trade/btc-usd@depth", False))
-    return sock
+class SlowClient:
+    """Subscribes, then reads at ``SLOW_READ_BPS``, below the feed's rate for one client: it
+    falls behind steadily, as a client on a poor link does, and still reads what the server
+    sends before it closes (a client that never reads is aborted at the close timeout, and
+    the close frame behind the data never reaches it). The receive buffer is set before
+    ``connect``: the window scale is agreed in the handshake, and a buffer shrunk after it
+    leaves the kernel's autotuned megabytes in between."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(handshake_request(port, "/stream?streams=btc-usd@trade/btc-usd@depth", False))
+        self.data = bytearray()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        chunk = SLOW_READ_BPS // 20
+        try:
+            while part := self.sock.recv(chunk):
+                self.data += part
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+    def close_code(self) -> int:
+        """Wait for the server to close it (or 5 s); the close code it sent (0: none)."""
+        self.reader.join(5.0)
+        self.sock.close()
+        return close_code(bytes(self.data))
 
 
-def slow_close_code(sock: socket.socket) -> int:
-    """Drain the slow client's socket; the close code it got (0: none)."""
-    sock.settimeout(2.0)
-    data = b""
-    try:
-        while chunk := sock.recv(1 << 20):
-            data += chunk
-    except OSError:
-        pass
-    sock.close()
+#: What the slow client reads per second: about half of what the feed sends it at 1000
+#: trades/s (a trade and a depth diff of ~120 bytes each).
+SLOW_READ_BPS = 120_000
+
+
+def close_code(data: bytes) -> int:
+    """The close code in a client's received bytes (after the HTTP response; 0: none)."""
     i = data.find(b"\r\n\r\n") + 4
     code = 0
     while len(data) - i >= 2:
@@ -359,7 +386,7 @@ class Bench:
         for w in workers:
             w.start()
         connected = sum(ready.get(timeout=120) for _ in workers)
-        slow = slow_client(self.port) if with_slow else None
+        slow = SlowClient(self.port) if with_slow else None
         time.sleep(0.5)  # subscriptions and snapshots settle
         rss_connected = proc_rss_mb(self.pid)
         cpu0 = proc_cpu_s(self.pid)
@@ -393,7 +420,7 @@ class Bench:
             "phase": name,
             "clients": connected,
             "slow_client": with_slow,
-            "slow_close_code": slow_close_code(slow) if slow is not None else None,
+            "slow_close_code": slow.close_code() if slow is not None else None,
             "rate": a.rate,
             "trades": total,
             "feed_s": round(fed_s, 3),
@@ -425,6 +452,7 @@ def start_marketdata(instance: str, var: Path, clients: int) -> tuple[subprocess
         '[[symbols]]\nname = "BTC-USD"\nid = 1\nqty_decimals = 4\n'
         '[[matchers]]\nname = "m1"\nsymbols = ["BTC-USD"]\n'
         f"[marketdata]\nport = {port}\nmax_connections = {clients + 100}\n"
+        f"send_buffer_bytes = {SEND_BUFFER}\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "procs.marketdata.main", "--profile", str(profile)],
