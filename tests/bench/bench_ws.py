@@ -15,8 +15,9 @@ minute). Two phases of ``--seconds`` each: the N clients alone, then the same wi
 Every fast client checks its answers: every trade of the phase, once, in order, and depth
 diffs contiguous (``U`` = previous ``u`` + 1); the run fails if any did not. Latency is from
 the trade event's ``ts_ns`` (stamped by the feeder just before it publishes) to the client's
-read, in 10 us buckets. The slow client (``SlowClient``: it reads, at half the feed's pace)
-must not move the others' p99, and is expected to be closed with 1008. RSS of the marketdata process is read with every client connected.
+read, in 10 us buckets. The slow client (``SlowClient``: it stalls for seconds at a time)
+must not move the others' p99, and is expected to be closed with 1008. RSS of the marketdata
+process is read with every client connected.
 
 The clients are raw sockets with a minimal frame parser rather than the websockets client:
 the point is to load the server, and a full client per connection would need more CPU than
@@ -59,10 +60,6 @@ from shm.inspect import remove_instance
 ROOT = Path(__file__).parents[2]
 BUCKET_NS = 10_000  # latency histogram resolution
 BUCKETS = 300_000  # up to 3 s; slower counts in the last bucket
-#: The server's kernel send buffer per connection (``marketdata.send_buffer_bytes``). Left to
-#: the kernel's autotuning it grows to megabytes on loopback: 20 s of this feed that a
-#: stalled client hides before its outbox even starts to fill, longer than a phase.
-SEND_BUFFER = 1 << 16
 PRICE = 5_000_000  # 50 000.00
 TARGET_P99_MS = 50.0
 TARGET_DELIVERED = 200_000
@@ -275,16 +272,20 @@ def run_clients(
 
 
 class SlowClient:
-    """Subscribes, then reads at ``SLOW_READ_BPS``, below the feed's rate for one client: it
-    falls behind steadily, as a client on a poor link does, and still reads what the server
-    sends before it closes (a client that never reads is aborted at the close timeout, and
-    the close frame behind the data never reaches it). The receive buffer is set before
-    ``connect``: the window scale is agreed in the handshake, and a buffer shrunk after it
-    leaves the kernel's autotuned megabytes in between."""
+    """Subscribes, then stalls for ``STALL_S`` at a time, catching up between stalls: a client
+    on a link that comes and goes. It connects as a client on a real network would: a small
+    receive buffer and a 1400-byte MSS. On loopback the MSS is 64 KiB, and the kernel sizes
+    a connection's send buffer from it (two congestion windows of segments: over a megabyte
+    from the start), so a stalled loopback client hides seconds of this feed in the kernel
+    before the server's outbox sees it; with real segments a stall fills the outbox within
+    one, and the server should close it with 1008. The catching up reads the close frame
+    before the server's close timeout (2 s) gives up on it: a client that never read would
+    be aborted with the frame unread."""
 
     def __init__(self, port: int) -> None:
         self.sock = sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
         sock.connect(("127.0.0.1", port))
         sock.sendall(handshake_request(port, "/stream?streams=btc-usd@trade/btc-usd@depth", False))
         self.data = bytearray()
@@ -292,24 +293,29 @@ class SlowClient:
         self.reader.start()
 
     def _read(self) -> None:
-        chunk = SLOW_READ_BPS // 20
+        sock = self.sock
         try:
-            while part := self.sock.recv(chunk):
-                self.data += part
-                time.sleep(0.05)
+            while True:
+                time.sleep(STALL_S)
+                sock.settimeout(0.2)  # catch up: read until the server pauses
+                try:
+                    while part := sock.recv(1 << 20):
+                        self.data += part
+                    return  # closed by the server
+                except TimeoutError:
+                    continue
         except OSError:
             pass
 
     def close_code(self) -> int:
-        """Wait for the server to close it (or 5 s); the close code it sent (0: none)."""
-        self.reader.join(5.0)
+        """Wait for the server to close it (or a few stalls); the close code it sent."""
+        self.reader.join(3 * STALL_S)
         self.sock.close()
         return close_code(bytes(self.data))
 
 
-#: What the slow client reads per second: about half of what the feed sends it at 1000
-#: trades/s (a trade and a depth diff of ~120 bytes each).
-SLOW_READ_BPS = 120_000
+#: How long the slow client stops reading at a time.
+STALL_S = 2.5
 
 
 def close_code(data: bytes) -> int:
@@ -452,7 +458,6 @@ def start_marketdata(instance: str, var: Path, clients: int) -> tuple[subprocess
         '[[symbols]]\nname = "BTC-USD"\nid = 1\nqty_decimals = 4\n'
         '[[matchers]]\nname = "m1"\nsymbols = ["BTC-USD"]\n'
         f"[marketdata]\nport = {port}\nmax_connections = {clients + 100}\n"
-        f"send_buffer_bytes = {SEND_BUFFER}\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "procs.marketdata.main", "--profile", str(profile)],
