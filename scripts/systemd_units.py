@@ -54,7 +54,7 @@ from shm.region import PREFIX
 
 #: The processes that speak sd_notify (READY, STOPPING, WATCHDOG); others run as Type=exec.
 NOTIFYING = frozenset(
-    f"procs.{p}.main" for p in ("matcher", "router", "gateway", "marketdata", "dbwriter")
+    f"procs.{p}.main" for p in ("matcher", "router", "gateway", "marketdata", "dbwriter", "replica")
 )
 #: As the supervisor: a process gets this long to stop cleanly before it is killed.
 STOP_TIMEOUT_S = 20

@@ -7,7 +7,9 @@ The supervisor runs the source on a primary whose config has a listen port. A st
 its own instance (its own var directory and segment prefix) running only this process until
 it is promoted (``scripts/failover.py``). SIGTERM stops either cleanly (exit 0; a standby
 writes snapshots of its hot state first); a standby that finds a gap or a different history
-exits 2, saying which.
+exits 2, saying which. Under systemd both are ``Type=notify`` units: READY=1 once the source
+listens, or once the standby has recovered its own state (it then follows, or waits for, the
+primary), STOPPING=1 at a stop, and the watchdog while the event loop turns.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import sys
 import uvloop
 
 from config import load_profile
+from config.schema import RingexConfig
+from procs.common import sd_notify
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby, StandbyRefusedError
 
@@ -29,24 +33,42 @@ log = logging.getLogger("ringex.replica")
 
 async def _run(role: str, profile: str) -> int:
     cfg = load_profile(profile)
+    watchdog = asyncio.create_task(sd_notify.watchdog_loop())
+    try:
+        return await (_source(cfg) if role == "source" else _standby(cfg))
+    finally:
+        watchdog.cancel()
+
+
+def _stop_on_signals(stopping: asyncio.Event) -> None:
+    def stop() -> None:
+        sd_notify.stopping()
+        stopping.set()
+
     loop = asyncio.get_running_loop()
-    if role == "source":
-        source = ReplicationSource(cfg)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, source.stopping.set)
-        try:
-            await source.run()
-        finally:
-            source.close()
-        return 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+
+
+async def _source(cfg: RingexConfig) -> int:
+    source = ReplicationSource(cfg)
+    _stop_on_signals(source.stopping)
+    try:
+        await source.run()  # sends READY=1 once it listens
+    finally:
+        source.close()
+    return 0
+
+
+async def _standby(cfg: RingexConfig) -> int:
     try:
         standby = Standby(cfg)
     except StandbyRefusedError as exc:
         log.error("%s", exc)
         return 2
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, standby.stopping.set)
+    _stop_on_signals(standby.stopping)
     task = asyncio.create_task(standby.run())
+    sd_notify.ready()  # recovered: it follows the primary, or waits for it
     stop = asyncio.create_task(standby.stopping.wait())
     try:
         done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -26,6 +26,7 @@ import os
 import time
 
 from config.schema import RingexConfig
+from procs.common import sd_notify
 from procs.common.epochs import Epochs
 from procs.common.journal import JournalReader
 from procs.common.records import RecordCodec
@@ -276,6 +277,7 @@ class ReplicationSource:
         reporter = asyncio.create_task(self._report())
         server = await asyncio.start_server(self.serve, rep.listen_host, rep.listen_port)
         log.info("replication source on %s:%d (%s)", rep.listen_host, rep.listen_port, rep.mode)
+        sd_notify.ready()
         try:
             async with server:
                 await self.stopping.wait()

@@ -1,11 +1,16 @@
 """sd_notify over a real AF_UNIX datagram socket, as systemd listens: a path and an abstract
-name; no socket means no-op; the watchdog interval and the petting wrapper."""
+name; no socket means no-op; the watchdog interval and the petting wrapper; the replication
+processes' READY and STOPPING."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,3 +129,41 @@ def test_watchdog_loop(listener: socket.socket, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("WATCHDOG_USEC", "40000")  # every 20 ms
     asyncio.run(run_for(0.05))
     assert len(receive(listener)) >= 2  # at 0 and 20 ms, at least
+
+
+@pytest.mark.parametrize("role", ["source", "standby"])
+def test_the_replication_processes_notify(
+    role: str, listener: socket.socket, tmp_path: Path, free_port: int
+) -> None:
+    """READY once listening (source) or recovered (standby), STOPPING at SIGTERM."""
+    key = "listen_port" if role == "source" else "primary"
+    value = str(free_port) if role == "source" else f'"127.0.0.1:{free_port}"'
+    profile = tmp_path / "p.toml"
+    profile.write_text(
+        f'instance = "sdn{os.getpid()}"\nvar_dir = "{tmp_path}"\n[replication]\n{key} = {value}\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "procs.replica.main", role, "--profile", str(profile)],
+        cwd=Path(__file__).parents[3], env=dict(os.environ),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        got: list[str] = []
+        deadline = time.monotonic() + 30
+        while "READY=1" not in got:
+            assert time.monotonic() < deadline and proc.poll() is None, got
+            time.sleep(0.02)
+            got += receive(listener)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert "STOPPING=1" in got + receive(listener)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

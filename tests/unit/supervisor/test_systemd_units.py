@@ -138,3 +138,17 @@ def test_drain_returns_when_no_live_consumer_lags(tmp_path: Path, instance: str)
     finally:
         for ring in created.values():
             ring.close()
+
+
+def test_the_replication_units_notify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    primary = write_profile(tmp_path, "sdrepl")
+    primary.write_text(primary.read_text() + "[replication]\nlisten_port = 9900\n")
+    standby = tmp_path / "standby.toml"
+    standby.write_text(
+        f'instance = "sdstby"\nvar_dir = "{tmp_path / "var"}"\n[replication]\nprimary = "h:9900"\n'
+    )
+    for profile, name in ((primary, "replica-source"), (standby, "standby")):
+        assert units.main(["start", "--profile", str(profile), "--dry-run"]) == 0
+        runs = lines(capsys.readouterr().out, "systemd-run")
+        (cmd,) = [c for c in runs if option(c, "unit").endswith(f"-{name}.service")]
+        assert props(cmd)["Type"] == "notify" and props(cmd)["WatchdogSec"] == "30s"
