@@ -150,5 +150,5 @@ def test_the_replication_units_notify(tmp_path: Path, capsys: pytest.CaptureFixt
     for profile, name in ((primary, "replica-source"), (standby, "standby")):
         assert units.main(["start", "--profile", str(profile), "--dry-run"]) == 0
         runs = lines(capsys.readouterr().out, "systemd-run")
-        (cmd,) = [c for c in runs if option(c, "unit").endswith(f"-{name}.service")]
+        (cmd,) = [c for c in runs if str(option(c, "unit")).endswith(f"-{name}.service")]
         assert props(cmd)["Type"] == "notify" and props(cmd)["WatchdogSec"] == "30s"
