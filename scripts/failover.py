@@ -4,8 +4,9 @@
     python scripts/failover.py promote --primary P.toml --standby S.toml
     python scripts/failover.py demote  --old P.toml --new S.promoted.toml [--new-address H:P]
 
-``status``: both journals' last seq, the standby's lag and whether their history hashes agree,
-and the primary's replication status (mode, acknowledged seq, whether sync mode is degraded).
+``status``: both journals' last seq and epoch (and fence), the standby's lag and whether
+their history hashes agree, and the primary's replication status (mode, acknowledged seq,
+whether sync mode is degraded).
 ``promote``: fence the old primary first (SIGKILL its supervisor and every process it ran,
 from its status file, and mark its journal fenced by the new epoch, so whatever restarts it
 cannot sequence: two primaries must never accept orders at once), stop the standby (a
@@ -88,8 +89,9 @@ def journal_state(cfg: RingexConfig) -> tuple[int, str]:
 def status(primary: RingexConfig, standby: RingexConfig) -> int:
     p_seq, p_hash = journal_state(primary)
     s_seq, s_hash = journal_state(standby)
-    print(f"primary {primary.instance}: journal at seq {p_seq}")
-    print(f"standby {standby.instance}: journal at seq {s_seq} (lag {p_seq - s_seq})")
+    p_epochs, s_epochs = epochs_text(primary), epochs_text(standby)
+    print(f"primary {primary.instance}: journal at seq {p_seq}, {p_epochs}")
+    print(f"standby {standby.instance}: journal at seq {s_seq} (lag {p_seq - s_seq}), {s_epochs}")
     rep = read_json(run_file(primary, "replication.json"))
     if rep:
         state = "DEGRADED (going on without the standby)" if rep["degraded"] else "ok"
@@ -101,6 +103,16 @@ def status(primary: RingexConfig, standby: RingexConfig) -> int:
     agree = p_seq == s_seq and p_hash == s_hash
     print("histories agree" if agree else "histories differ (or the standby lags)")
     return 0 if agree else 1
+
+
+def epochs_text(cfg: RingexConfig) -> str:
+    """``epoch N (since seq S)``, and the fence if there is one."""
+    epochs = Epochs.load(journal_path(cfg))
+    epoch, since = epochs.history[-1]
+    text = f"epoch {epoch} (since seq {since})"
+    if epochs.fence is not None:
+        text += f", FENCED by epoch {epochs.fence.epoch} ({epochs.fence.by})"
+    return text
 
 
 def journal_path(cfg: RingexConfig) -> Path:

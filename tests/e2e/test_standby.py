@@ -179,6 +179,7 @@ def test_the_standby_takes_over_and_the_old_primary_follows_it(
             wait_seq(follower, 4)  # the deposit on the promoted instance
             shown = failover("status", promoted, follower)
             assert "histories agree" in shown.stdout, shown.stdout
+            assert shown.stdout.count("epoch 2 (since seq 4)") == 2, shown.stdout
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
