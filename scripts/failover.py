@@ -130,14 +130,14 @@ def instance_pids(cfg: RingexConfig) -> list[int]:
 def fence(cfg: RingexConfig, epoch: int, by: str) -> None:
     """Kill every process of ``cfg``'s instance that its status file names, and mark its
     journal fenced by ``epoch`` where this host can reach it (a restarted router refuses it)."""
+    marked = ""
+    directory = journal_path(cfg)
+    if directory.is_dir():  # first: a router restarted after the kill finds it
+        Epochs.load(directory).fenced(epoch, by).save(directory)
+        marked = f", journal fenced by epoch {epoch}"
     pids = instance_pids(cfg)
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    marked = ""
-    directory = journal_path(cfg)
-    if directory.is_dir():
-        Epochs.load(directory).fenced(epoch, by).save(directory)
-        marked = f", journal fenced by epoch {epoch}"
     print(f"fenced {cfg.instance}: {len(pids)} process(es) killed{marked}")
 
 
