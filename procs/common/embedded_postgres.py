@@ -80,7 +80,9 @@ def _reachable(root: Path, user: pwd.struct_passwd | None) -> Path:
     so the instance's directory still shows where its database is."""
     if user is None:
         return root
-    probe = root
+    if root.is_dir() and not root.is_symlink():
+        return root  # made here before: the cluster's own directory is the server's, 0700
+    probe = root.parent  # only the way to it must be open: the cluster dir itself is 0700
     while not probe.exists():
         probe = probe.parent
     blocked = any(not (p.stat().st_mode & 0o001) for p in (probe, *probe.parents) if p != Path("/"))

@@ -3,6 +3,7 @@ var/<instance> aside to start an empty exchange must not bring back the old data
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 from pathlib import Path
@@ -46,3 +47,19 @@ def test_an_orphaned_cluster_is_removed_and_a_running_one_refused(
     root.unlink()
     with pytest.raises(pg.EmbeddedError, match="holds a running PostgreSQL"):
         pg._reachable(root, _user())
+
+
+def test_a_cluster_made_in_the_instance_directory_stays_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cluster's own directory is 0700 (the server's): it must not read as a closed way
+    to it, which sent every later start to an old cluster outside (checkpoint 8 against a
+    journal at 2, and a crash-looping database writer)."""
+    monkeypatch.setattr(pg, "OUTSIDE_ROOT", tmp_path / "outside")
+    root = _blocked_root(tmp_path)
+    root.mkdir(parents=True)
+    os.chmod(root, 0o700)
+    old = pg.OUTSIDE_ROOT / hashlib.sha1(str(root).encode()).hexdigest()[:16]
+    (old / "data").mkdir(parents=True)  # an older cluster of the same path, outside
+    assert pg._reachable(root, _user()) == root
+    assert old.exists()  # not taken, and not removed either: it is not this one's
