@@ -246,3 +246,34 @@ def test_sigterm_flushes_and_exits_zero(tmp_path: Path, dsn: str) -> None:
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err.decode()[-2000:]
     reconcile(dsn, live)
+
+
+def test_an_idle_journal_is_looked_at_less_and_less_often(tmp_path: Path, dsn: str) -> None:
+    cfg = make_cfg(tmp_path)
+    live = build(cfg, 200)
+    pauses: list[float] = []
+
+    def sleep(s: float) -> None:
+        pauses.append(s)
+        time.sleep(s / 20)  # the same decisions, sooner
+
+    options = WriterOptions(batch_rows=100, batch_ms=20, poll_s=0.005, poll_max_s=0.08)
+    writer = DbWriter(cfg, dsn, options, sleep=sleep)
+    thread = threading.Thread(target=writer.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while pauses[-6:] != [0.08] * 6:  # caught up, then backed off to the cap
+            assert time.monotonic() < deadline, pauses[-10:]
+            time.sleep(0.01)
+        assert [p for p in pauses if p > 0.005][:4] == [0.01, 0.02, 0.04, 0.08]
+        seen = len(pauses)
+        live.random_commands(50)  # the journal moves: the next look comes soon again
+        while writer.committed < live.last_seq:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert 0.005 in pauses[seen:]
+    finally:
+        writer.request_stop()
+        thread.join(10)
+        writer.close()
