@@ -88,7 +88,7 @@ class Supervisor:
 
     # -- start ----------------------------------------------------------------------------------
 
-    def create_rings(self) -> None:
+    def refuse_running(self) -> None:
         instance = self.cfg.instance
         live = [s for s in list_segments(instance) if not s.stale]
         if live:
@@ -96,7 +96,10 @@ class Supervisor:
             raise SupervisorError(
                 f"instance {instance!r} is running: {names}; stop it first (ringex stop)"
             )
-        remove_instance(instance)  # what a dead instance left behind
+
+    def create_rings(self) -> None:
+        self.refuse_running()  # again: the check before the processes started was a while ago
+        remove_instance(self.cfg.instance)  # what a dead instance left behind
         self._rings = create_rings(self.cfg, RecordCodec())
 
     def serve_metrics(self) -> None:
@@ -366,6 +369,11 @@ class Supervisor:
         """Start, watch until ``stop()``, stop. Returns the exit status. ``go`` is called
         while the processes import, before anything of the instance is touched; False
         (a promotion that did not fence the old primary) starts nothing."""
+        try:
+            self.refuse_running()  # before starting anything of it
+        except SupervisorError as exc:
+            log.error("%s", exc)
+            return 1
         self.prestart()
         try:
             if not go():

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from config import load_profile
-from procs.supervisor.main import read_status
+from procs.supervisor.main import Supervisor, read_status
 from shm.inspect import list_segments
 
 ROOT = Path(__file__).parents[3]
@@ -84,7 +85,8 @@ def test_start_restart_after_kill_and_clean_stop(
 
     wait_for(restarted)
 
-    # a second supervisor for the same instance refuses, naming the running segments
+    # a second supervisor for the same instance refuses, naming the running segments,
+    # before it starts any process of its own
     second = subprocess.run(
         [sys.executable, "-m", "procs.supervisor.main", "--profile", str(profile)],
         cwd=ROOT,
@@ -94,6 +96,14 @@ def test_start_restart_after_kill_and_clean_stop(
         timeout=60,
     )
     assert second.returncode == 1 and "is running" in second.stderr
+    third, went = Supervisor(cfg, str(profile)), threading.Event()
+
+    def go() -> bool:
+        went.set()
+        return True
+
+    assert third.run(lambda: True, go) == 1
+    assert not went.is_set() and all(c.process is None for c in third.children)
 
     shown = subprocess.run(
         [sys.executable, "-m", "procs.cli", "status", "--config", str(profile), "--json"],
