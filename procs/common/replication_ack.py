@@ -52,6 +52,10 @@ SOURCE_PARKED: Final = 2 * _LINE + 2  # 1 while the source sleeps on the "append
 FENCED: Final = 2 * _LINE + 3  # the newer epoch that fenced this primary (0: none; epochs.py)
 
 
+#: The block's file in the run directory (removed by a rebuild, which lifts a fence).
+BLOCK_FILE: Final = "replication.ack"
+
+
 def ack_dir(var_dir: str, instance: str) -> Path:
     """Where an instance keeps its block and bells (its run directory)."""
     return Path(var_dir) / instance / "run"
@@ -108,7 +112,7 @@ class AckBlock:
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "replication.ack"
+        self.path = directory / BLOCK_FILE
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if os.fstat(fd).st_size < SIZE:

@@ -113,6 +113,11 @@ def users_path(cfg: RingexConfig) -> Path:
     return Path(cfg.var_dir) / cfg.instance / "gateway" / "users.json"
 
 
+def market_state_path(cfg: RingexConfig) -> Path:
+    """The market data's saved state (``procs.marketdata.snapshot``)."""
+    return Path(cfg.var_dir) / cfg.instance / "marketdata" / "state.pickle"
+
+
 def postgres_dir(cfg: RingexConfig) -> Path:
     """The embedded PostgreSQL cluster's home (``procs.common.embedded_postgres``)."""
     return Path(cfg.var_dir) / cfg.instance / "pg"

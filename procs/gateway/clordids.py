@@ -2,7 +2,7 @@
 
 FIX refuses a ClOrdID a session has used before (``OrderEntry._duplicate``). The order entry
 keeps the newest 100k-200k of them as 64-bit digests of (session, ClOrdID), in two
-generations (``orders._Generations``); before, a restart forgot them all, and a client that
+generations (``Generations``); before, a restart forgot them all, and a client that
 reused the ClOrdID of an order finished before the restart had it accepted. This file holds
 what the entry added: little-endian u64s, appended before the commands they came with are
 published (``GatewayServer.publish``), rewritten whole (a new file renamed over) with both
@@ -38,6 +38,52 @@ def _bytes(values: array[int]) -> bytes:
     return values.tobytes()
 
 
+class Generations:
+    """The newest ``size``..2 x ``size`` values added, in two sets: a membership test is two
+    lookups, and memory is two sets of at most ``size``, freed whole a generation at a time.
+    ``take`` says what to persist since its last call (``clordids.py``): the values added,
+    or, when a generation was dropped meanwhile, that the whole content must be rewritten."""
+
+    __slots__ = ("_new", "_old", "added", "rolled", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._new: set[int] = set()
+        self._old: set[int] = set()
+        self.added = array("Q")
+        self.rolled = False
+
+    def take(self) -> tuple[array[int], bool]:
+        added, rolled = self.added, self.rolled
+        if added or rolled:  # (an idle call, once a publish, allocates nothing)
+            self.added, self.rolled = array("Q"), False
+        return added, rolled
+
+    def restore(self, values: array[int]) -> None:
+        """Add what a ``SeenLog`` held, in order (the generations come back as they were);
+        nothing of it is left to persist."""
+        for value in values:
+            self.add(value)
+        self.take()
+
+    def content(self) -> array[int]:
+        """Every value kept, the older generation first (what ``add`` rebuilds them from)."""
+        return array("Q", [*self._old, *self._new])
+
+    def __contains__(self, value: int) -> bool:
+        return value in self._new or value in self._old
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
+
+    def add(self, value: int) -> None:
+        if len(self._new) >= self.size:
+            self._old, self._new = self._new, set()
+            self.rolled = True
+        self._new.add(value)
+        self.added.append(value)
+
+
 class SeenLog:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -57,6 +103,14 @@ class SeenLog:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.ftruncate(self._fd, whole)
         return values
+
+    def keep(self, seen: Generations) -> None:
+        """Persist what ``seen`` gained since the last call (before the commands go out)."""
+        added, rolled = seen.take()
+        if rolled:
+            self.rewrite(seen.content())
+        elif added:
+            self.append(added)
 
     def append(self, values: array[int]) -> None:
         os.write(self._fd, _bytes(values))

@@ -23,7 +23,6 @@ reported and accepted as if nothing had happened.
 from __future__ import annotations
 
 import time
-from array import array
 from collections.abc import Callable
 
 from config.schema import SymbolConfig
@@ -43,6 +42,7 @@ from procs.common.records import (
 from procs.common.result_codes import ResultCode
 from procs.common.stats import LatencyHistogram
 from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode, TimeInForce
+from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
 from procs.gateway.fix import FixMessage, Timestamps, field
 from procs.gateway.instruments import Instruments, format_units, price_ticks, qty_lots
@@ -84,7 +84,7 @@ class OrderEntry(OrderMemory):
         self.by_id: dict[int, Order] = {}
         self.requests: dict[int, Request] = {}
         self.live: dict[tuple[int, bytes], Order] = {}  # (session, current ClOrdID) -> order
-        self.seen = _Generations(_SEEN_CLORDIDS // 2)  # clordids.digest(session, ClOrdID)
+        self.seen = Generations(_SEEN_CLORDIDS // 2)  # clordids.digest(session, ClOrdID)
         #: ref -> the order or request that changed since ``take_changes``, None: forgotten
         self.touched: dict[int, Order | Request | None] = {}
         #: Where a report for a session that is not logged on goes: ``park(session id,
@@ -515,44 +515,6 @@ class OrderEntry(OrderMemory):
             )
         )
         session.send(b"9", body, time.time_ns())
-
-
-class _Generations:
-    """The newest ``size``..2 x ``size`` values added, in two sets: a membership test is two
-    lookups, and memory is two sets of at most ``size``, freed whole a generation at a time.
-    ``take`` says what to persist since its last call (``clordids.py``): the values added,
-    or, when a generation was dropped meanwhile, that the whole content must be rewritten."""
-
-    __slots__ = ("_new", "_old", "added", "rolled", "size")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._new: set[int] = set()
-        self._old: set[int] = set()
-        self.added = array("Q")
-        self.rolled = False
-
-    def take(self) -> tuple[array[int], bool]:
-        added, rolled = self.added, self.rolled
-        self.added, self.rolled = array("Q"), False
-        return added, rolled
-
-    def content(self) -> array[int]:
-        """Every value kept, the older generation first (what ``add`` rebuilds them from)."""
-        return array("Q", [*self._old, *self._new])
-
-    def __contains__(self, value: int) -> bool:
-        return value in self._new or value in self._old
-
-    def __len__(self) -> int:
-        return len(self._new) + len(self._old)
-
-    def add(self, value: int) -> None:
-        if len(self._new) >= self.size:
-            self._old, self._new = self._new, set()
-            self.rolled = True
-        self._new.add(value)
-        self.added.append(value)
 
 
 def _mass_report(f: dict[int, bytes], response: bytes) -> bytes:

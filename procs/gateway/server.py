@@ -170,10 +170,7 @@ class GatewayServer:
         """Take back what the order log holds; returns the input cursors it logged."""
         recovered = self.order_log.load()
         orders = self.entry.restore(recovered.orders, recovered.requests)
-        seen = self.entry.seen
-        for value in self.seen_log.load():  # in order: the generations come back as they were
-            seen.add(value)
-        seen.take()
+        self.entry.seen.restore(self.seen_log.load())
         self._handled = dict(recovered.handled)
         current = ring_identities(self.cfg, self.gw.id, self.codec)
         self._new_rings = rings_replaced(recovered.positions, current)
@@ -379,11 +376,7 @@ class GatewayServer:
     def publish(self) -> None:
         """Move waiting commands into the router ring, logging them first; pause every socket
         while the ring is full."""
-        added, rolled = self.entry.seen.take()  # ClOrdIDs: kept before their commands go
-        if rolled:
-            self.seen_log.rewrite(self.entry.seen.content())
-        elif added:
-            self.seen_log.append(added)
+        self.seen_log.keep(self.entry.seen)  # the ClOrdIDs, before their commands go
         outgoing = self.entry.outgoing
         step = max(1, self.producer.ring.capacity // 2)
         producer, unpublished = self.producer, self._unpublished

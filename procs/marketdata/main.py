@@ -19,7 +19,6 @@ import asyncio
 import logging
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -28,7 +27,7 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common import sd_notify
 from procs.common.records import Record, RecordCodec
-from procs.common.topology import MARKETDATA, matcher_output
+from procs.common.topology import MARKETDATA, market_state_path, matcher_output
 from procs.marketdata.feed import Feed
 from procs.marketdata.hub import Hub
 from procs.marketdata.market import MarketState
@@ -53,10 +52,6 @@ def attach_consumers(cfg: RingexConfig, codec: RecordCodec) -> list[Consumer[Rec
         ring = Ring.attach(cfg.instance, matcher_output(m.name), codec)
         consumers.append(ring.consumer(MARKETDATA, cfg.wait.build(), auto_commit=False))
     return consumers
-
-
-def snapshot_path(cfg: RingexConfig) -> Path:
-    return Path(cfg.var_dir) / cfg.instance / "marketdata" / "state.pickle"
 
 
 def resume(
@@ -98,7 +93,7 @@ class MarketDataProcess:
         # 1. rings
         self.consumers = attach_consumers(cfg, codec or RecordCodec())
         # 2. state (resumed from its last checkpoint), fan-out, page, server
-        self.snapshots = MarketSnapshots(snapshot_path(cfg))
+        self.snapshots = MarketSnapshots(market_state_path(cfg))
         self.state = resume(self.snapshots, build_state(cfg), self.consumers)
         self.hub = Hub(
             self.state, depth_levels=md.depth_levels, max_subscriptions=md.max_subscriptions

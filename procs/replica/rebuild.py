@@ -31,7 +31,9 @@ from procs.common.epochs import Epochs, EpochsError
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import cut_after
 from procs.common.records import RecordCodec
-from procs.common.topology import journal_dir, postgres_dir
+from procs.common.replication_ack import BLOCK_FILE, ack_dir
+from procs.common.topology import journal_dir, market_state_path, postgres_dir, snapshot_dir
+from procs.replica.files import gateway_root
 from procs.replica.wire import AskEpochs, EpochHistory, Refused, receive, send
 
 log = logging.getLogger("ringex.replica")
@@ -86,12 +88,18 @@ def rebuild(cfg: RingexConfig, primary: Epochs) -> Rebuilt:
             slot_size=codec.slot_size, schema_id=codec.schema_id,
         )  # fmt: skip
         done.moved.append(aside / "journal")
-    for snap in sorted(home.glob("snapshots/*/*.snap")):
+    snapshots = snapshot_dir(cfg, "dbwriter").parent
+    for snap in sorted(snapshots.glob("*/*.snap")):
         if snap.parent.name == "dbwriter" or int(snap.stem) > kept:
-            done.moved.append(_move(snap, aside / "snapshots" / snap.parent.name / snap.name))
-    for derived in ("gateway", "marketdata", "run/replication.ack"):
-        if (home / derived).exists():
-            done.moved.append(_move(home / derived, aside / derived))
+            done.moved.append(_move(snap, aside / snap.relative_to(home)))
+    derived = (
+        gateway_root(cfg),
+        market_state_path(cfg).parent,
+        ack_dir(cfg.var_dir, cfg.instance) / BLOCK_FILE,
+    )
+    for path in derived:
+        if path.exists():
+            done.moved.append(_move(path, aside / path.relative_to(home)))
     _drop_database(cfg, done)
     Epochs(primary.history).save(directory)
     return done

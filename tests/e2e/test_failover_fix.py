@@ -21,8 +21,8 @@ from tests.e2e.test_standby import (
     wait_running,
 )
 from tests.e2e.test_standby_sync import write_profile
-from tests.unit.gateway.harness import Client, close_all, utc
-from tests.unit.gateway.test_gateway import order
+from tests.unit.gateway.harness import Client, close_all
+from tests.unit.gateway.test_gateway import cancel, order, status_request
 
 
 @pytest.fixture
@@ -82,12 +82,12 @@ def test_a_fix_client_finds_its_orders_on_the_promoted_instance(
         client = Client("MM")
         await client.connect(fix_s)
         await client.logon("pw", reset=True)  # the README's rule after a failover
-        await client.send("H", (11, "o1"), (55, "BTC-USD"), (54, "2"))
+        await client.send("H", *status_request("o1", "2"))
         status = await client.expect("8")
         assert (status.get(150), status.get(11), status.get(39), status.get(151)) == (
             b"I", b"o1", b"0", b"1.0000",
         )  # fmt: skip
-        await client.send("F", (41, "o2"), (11, "c2"), (55, "BTC-USD"), (54, "2"), (60, utc()))
+        await client.send("F", *cancel("o2", "c2", "2"))
         done = await client.expect("8")
         assert (done.get(150), done.get(11), done.get(41)) == (b"4", b"c2", b"o2")
         await close_all()

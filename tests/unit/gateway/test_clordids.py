@@ -8,42 +8,31 @@ import subprocess
 import sys
 from pathlib import Path
 
-from procs.gateway.clordids import SeenLog, digest
-from procs.gateway.orders import _Generations
-
-
-def persist(seen: _Generations, log: SeenLog) -> None:
-    """What ``GatewayServer.publish`` does before each publish."""
-    added, rolled = seen.take()
-    if rolled:
-        log.rewrite(seen.content())
-    elif added:
-        log.append(added)
+from procs.gateway.clordids import Generations, SeenLog, digest
 
 
 def test_the_generations_come_back_and_the_file_stays_bounded(tmp_path: Path) -> None:
     path = tmp_path / "clordids.log"
     log = SeenLog(path)
     assert len(log.load()) == 0
-    seen = _Generations(3)
+    seen = Generations(3)
     for value in range(1, 12):
         seen.add(value)
         if value % 2:  # a publish every second ClOrdID
-            persist(seen, log)
+            log.keep(seen)
         assert path.stat().st_size <= 8 * 2 * 3 + 8
-    persist(seen, log)
+    log.keep(seen)
     log.close()
-    again, reopened = _Generations(3), SeenLog(path)
-    kept = list(reopened.load())
+    again, reopened = Generations(3), SeenLog(path)
+    kept = reopened.load()
     reopened.close()
-    for value in kept:
-        again.add(value)
+    again.restore(kept)
     assert [v in again for v in range(1, 12)] == [v in seen for v in range(1, 12)]
     assert 11 in again and 7 in again and 1 not in again
     with open(path, "ab") as f:
         f.write(b"\x01\x02\x03")  # a crash mid-write
     torn = SeenLog(path)
-    assert list(torn.load()) == kept and path.stat().st_size == 8 * len(kept)
+    assert list(torn.load()) == list(kept) and path.stat().st_size == 8 * len(kept)
     torn.close()
 
 

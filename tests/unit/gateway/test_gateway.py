@@ -5,7 +5,7 @@ and order flows end to end."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -13,17 +13,6 @@ import pytest
 from tests.unit.gateway.harness import Client, Harness, close_all, config, settled, utc
 
 Scenario = Callable[[Harness, int], Awaitable[None]]
-
-
-@pytest.fixture
-def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(config(instance, tmp_path))
-    h.add_user("ALICE", "secret", 7)
-    h.add_user("BOB", "secret", 8)
-    h.fund(7)
-    h.fund(8)
-    yield h
-    h.close()
 
 
 def run(h: Harness, scenario: Scenario) -> None:
@@ -149,7 +138,7 @@ def test_poss_dup_is_ignored_and_not_executed_twice(harness: Harness) -> None:
         await c.send("1", (112, "after"))
         assert (await c.expect("0")).get(112) == b"after"
         assert len(h.router.sequencer.accounts.snapshot()) > 0
-        await c.send("H", (11, "dup"), (55, "BTC-USD"), (54, "1"))
+        await c.send("H", *status_request("dup", "1"))
         status = await c.expect("8")
         assert (status.get(150), status.get(39), status.get(151)) == (b"I", b"0", b"1.00")
 
@@ -223,6 +212,16 @@ def order(
     return pairs + list(extra)
 
 
+def cancel(orig: str, cl: str, side: str) -> list[tuple[int, object]]:
+    """An OrderCancelRequest's fields (F) for a BTC-USD order."""
+    return [(41, orig), (11, cl), (55, "BTC-USD"), (54, side), (60, utc())]
+
+
+def status_request(cl: str, side: str) -> list[tuple[int, object]]:
+    """An OrderStatusRequest's fields (H) for a BTC-USD order."""
+    return [(11, cl), (55, "BTC-USD"), (54, side)]
+
+
 def test_new_partial_fill_fill_and_avg_px(harness: Harness) -> None:
     async def scenario(h: Harness, port: int) -> None:
         alice = await logged_on(port)
@@ -270,12 +269,12 @@ def test_cancel_replace_and_their_rejects(harness: Harness) -> None:
         assert (rep.get(150), rep.get(11), rep.get(41), rep.get(38), rep.get(44)) == (
             b"5", b"o2", b"o1", b"3.00", b"98.00",
         )  # fmt: skip
-        await c.send("F", (41, "o2"), (11, "c1"), (55, "BTC-USD"), (54, "1"), (60, utc()))
+        await c.send("F", *cancel("o2", "c1", "1"))
         done = await c.expect("8")
         assert (done.get(150), done.get(39), done.get(11), done.get(41)) == (
             b"4", b"4", b"c1", b"o2",
         )  # fmt: skip
-        await c.send("F", (41, "o2"), (11, "c2"), (55, "BTC-USD"), (54, "1"), (60, utc()))
+        await c.send("F", *cancel("o2", "c2", "1"))
         rej = await c.expect("9")
         assert (rej.get(434), rej.get(102)) == (b"1", b"1")
 
@@ -312,7 +311,7 @@ def test_status_mass_cancel_and_cancel_on_disconnect(instance: str, tmp_path: Pa
         for k in range(3):
             await c.send("D", *order(f"o{k}", "1", "1.00", f"9{k}.00"))
             await c.expect("8")
-        await c.send("H", (11, "nope"), (55, "BTC-USD"), (54, "1"))
+        await c.send("H", *status_request("nope", "1"))
         assert (await c.expect("8")).get(39) == b"8"
         await c.send("q", (11, "mc"), (530, "1"), (55, "BTC-USD"), (60, utc()))
         report = await c.expect("r")

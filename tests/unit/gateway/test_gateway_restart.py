@@ -6,7 +6,6 @@ published, and events handled before a crash are not handled twice."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +16,8 @@ from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.gateway.server import GatewayServer
 from shm.header import C_SEQUENCE, consumer_word
 from shm.inspect import remove_instance
-from tests.unit.gateway.harness import FUNDER, Client, Harness, close_all, config, settled, utc
-from tests.unit.gateway.test_gateway import logged_on, order
-
-
-@pytest.fixture
-def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(config(instance, tmp_path))
-    h.add_user("ALICE", "secret", 7)
-    h.add_user("BOB", "secret", 8)
-    h.fund(7)
-    h.fund(8)
-    yield h
-    h.close()
+from tests.unit.gateway.harness import FUNDER, Client, Harness, close_all, config, settled
+from tests.unit.gateway.test_gateway import cancel, logged_on, order, status_request
 
 
 async def crash(h: Harness) -> None:
@@ -102,10 +90,10 @@ def test_orders_placed_before_a_restart_are_filled_reported_and_cancelled(
         assert (fill.get(11), fill.get(150), fill.get(39), fill.get(151), fill.get(14)) == (
             b"s1", b"F", b"1", b"1.50", b"0.50",
         )  # fmt: skip
-        await alice.send("F", (41, "s2"), (11, "c2"), (55, "BTC-USD"), (54, "2"), (60, utc()))
+        await alice.send("F", *cancel("s2", "c2", "2"))
         done = await alice.expect("8")
         assert (done.get(150), done.get(11), done.get(41)) == (b"4", b"c2", b"s2")
-        await alice.send("H", (11, "s3b"), (55, "BTC-USD"), (54, "2"))
+        await alice.send("H", *status_request("s3b", "2"))
         status = await alice.expect("8")
         assert (status.get(150), status.get(39), status.get(38)) == (b"I", b"0", b"3.00")
         await alice.send("D", *order("s1", "2", "1.00", "100.00"))  # still live: a reuse
@@ -246,12 +234,12 @@ def test_after_a_full_restart_a_fill_the_gateway_never_read_is_not_lost(
         assert [(m.get(11), m.get(150), m.get(14)) for m in told][3:] == [
             (b"s1", b"D" if matcher_snapshot else b"F", b"0.50")
         ]  # after the three News of before the restart
-        await alice.send("H", (11, "s1"), (55, "BTC-USD"), (54, "2"))
+        await alice.send("H", *status_request("s1", "2"))
         status = await alice.expect("8")
         assert (status.get(39), status.get(14), status.get(151), status.get(6)) == (
             b"1", b"0.50", b"1.50", b"100.000000",
         )  # fmt: skip
-        await alice.send("F", (41, "s2"), (11, "c2"), (55, "BTC-USD"), (54, "2"), (60, utc()))
+        await alice.send("F", *cancel("s2", "c2", "2"))
         done = await alice.expect("8")
         assert (done.get(150), done.get(11), done.get(41)) == (b"4", b"c2", b"s2")
 

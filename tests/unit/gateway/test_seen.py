@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from procs.gateway.orders import _Generations
+from procs.gateway.clordids import Generations
 
 
 def test_the_newest_values_are_remembered_and_the_oldest_generation_goes_whole() -> None:
-    seen = _Generations(3)
+    seen = Generations(3)
     for value in range(1, 8):
         seen.add(value)
     assert [v in seen for v in range(1, 8)] == [False, False, False, True, True, True, True]
