@@ -3,9 +3,12 @@
 ``Projection.process(seq, command, events, batch)`` updates its open orders and adds rows to
 ``batch``: a trade row per ``Trade``, the latest version of every order touched (one row per
 order per batch), accounts, transfers, 1m/1h/1d candles merged in the batch, and the (account,
-asset) pairs whose balance may have changed. ``Batch.seal(accounts)`` reads those balances
-once, at the batch's last seq, which is when the checkpoint says they hold. With ``batch``
-None it only keeps its orders up to date (replaying up to the checkpoint after a restart).
+asset) pairs whose balance may have changed, each with the seq and time of the last command
+that marked it. ``Batch.seal(accounts)`` reads those balances once, at the batch's last seq;
+a balance not marked after its stamp has not changed since, so the row (value, ``updated_seq``,
+``updated``) is the same whatever the batch sizes: a rebuild equals the live database. With
+``batch`` None it only keeps its orders up to date (replaying up to the checkpoint after a
+restart).
 
 Balances are marked generously: any order event marks its account's base and quote of the
 symbol; that costs a few extra upserts of unchanged values and cannot miss a change.
@@ -115,8 +118,10 @@ class Batch:
     accounts: BinaryRows = field(default_factory=lambda: BinaryRows(ACCOUNTS))
     orders: dict[int, tuple[int, ...]] = field(default_factory=dict)
     transfers: list[tuple[int, dt.datetime, int, int, Decimal, int]] = field(default_factory=list)
-    dirty: set[tuple[int, int]] = field(default_factory=set)  # (account, asset)
-    traders: dict[int, set[int]] = field(default_factory=dict)  # symbol -> accounts that traded
+    # (account, asset) -> (seq, ts_ns) of the last command that marked its balance:
+    dirty: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    # symbol -> account that traded -> (seq, ts_ns) of its last trade:
+    traders: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)
     candles: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (symbol, minute)
     # filled by seal():
     order_rows: BinaryRows = field(default_factory=lambda: BinaryRows(ORDERS))
@@ -140,20 +145,22 @@ class Batch:
         """Freeze the batch at ``last_seq``: pack the orders, read the marked balances."""
         if self.sealed:
             return
+        dirty = self.dirty
         for symbol, traders in self.traders.items():
             base, quote = assets_of[symbol]
-            self.dirty.update((account, base) for account in traders)
-            self.dirty.update((account, quote) for account in traders)
+            for account, stamp in traders.items():
+                for key in ((account, base), (account, quote)):
+                    if dirty.get(key, (0, 0)) < stamp:
+                        dirty[key] = stamp
         for row in self.orders.values():
             self.order_rows.add(row)
-        updated = to_datetime(self.last_ts_ns)
-        for account, asset in sorted(self.dirty):
+        for (account, asset), (seq, ts_ns) in sorted(dirty.items()):
             free, reserved = accounts.balance(account, asset)
             places = -decimals[asset]
             self.balances.append(
                 (
                     *(account, asset, Decimal(free).scaleb(places)),
-                    *(Decimal(reserved).scaleb(places), self.last_seq, updated),
+                    *(Decimal(reserved).scaleb(places), seq, to_datetime(ts_ns)),
                 )
             )
         self.sealed = True
@@ -209,7 +216,7 @@ class Projection:
             replace: ReplaceOrder = command  # type: ignore[assignment]
             target = self.orders.get(replace.order_id)
             if target is not None and batch is not None:
-                self._mark(batch, target)  # the router reserved the replace's hold
+                self._mark(batch, target, (seq, ts_ns))  # the router reserved the replace's hold
         elif kind is CreateAccount and batch is not None:
             create: CreateAccount = command  # type: ignore[assignment]
             batch.accounts.add((create.account, seq, pg_micros(ts_ns)))
@@ -222,9 +229,10 @@ class Projection:
                     *(Decimal(transfer.amount).scaleb(places), transfer.key),
                 )
             )
-            batch.dirty.add((transfer.account, transfer.asset))
+            batch.dirty[transfer.account, transfer.asset] = (seq, ts_ns)
+        stamp = (seq, ts_ns)
         for event in events:
-            self._event(event, touched, batch)
+            self._event(event, touched, batch, stamp)
         if batch is None:
             for oid, order in touched.items():
                 if order.status not in OPEN_STATUSES:
@@ -233,15 +241,15 @@ class Projection:
         updated_us = pg_micros(ts_ns)
         for oid, order in touched.items():
             batch.orders[oid] = (*msgspec.structs.astuple(order), seq, updated_us)
-            self._mark(batch, order)
+            self._mark(batch, order, stamp)
             if order.status not in OPEN_STATUSES:
                 self.orders.pop(oid, None)
         batch.last_seq, batch.last_ts_ns = seq, ts_ns
 
-    def _mark(self, batch: Batch, order: OrderRow) -> None:
+    def _mark(self, batch: Batch, order: OrderRow, stamp: tuple[int, int]) -> None:
         base, quote = self.assets_of[order.symbol]
-        batch.dirty.add((order.account, base))
-        batch.dirty.add((order.account, quote))
+        batch.dirty[order.account, base] = stamp
+        batch.dirty[order.account, quote] = stamp
 
     def _order(self, oid: int, what: str) -> OrderRow:
         order = self.orders.get(oid)
@@ -249,7 +257,13 @@ class Projection:
             raise AssertionError(f"{what} event for order {oid}, which is not open here")
         return order
 
-    def _event(self, event: Record, touched: dict[int, OrderRow], batch: Batch | None) -> None:
+    def _event(
+        self,
+        event: Record,
+        touched: dict[int, OrderRow],
+        batch: Batch | None,
+        stamp: tuple[int, int],
+    ) -> None:
         kind = type(event)
         if kind is Trade:
             trade: Trade = event  # type: ignore[assignment]
@@ -262,7 +276,7 @@ class Projection:
                 order.remaining = leaves
                 order.status = PARTIALLY_FILLED if leaves else FILLED
             if batch is not None:
-                self.add_trade(trade, batch)
+                self.add_trade(trade, batch, stamp)
         elif kind is Accepted:
             accepted: Accepted = event  # type: ignore[assignment]
             order = touched[accepted.order_id] = self._order(accepted.order_id, "accepted")
@@ -294,8 +308,9 @@ class Projection:
             order = touched[triggered.order_id] = self._order(triggered.order_id, "triggered")
             order.price = triggered.price
 
-    def add_trade(self, trade: Trade, batch: Batch) -> None:
-        """A trade row, its candles and the balances it marks."""
+    def add_trade(self, trade: Trade, batch: Batch, stamp: tuple[int, int]) -> None:
+        """A trade row, its candles and the balances it marks with ``stamp`` (the seq and time
+        of the command that made it)."""
         ts = pg_micros(trade.ts_ns)
         batch.ts_min_us = min(batch.ts_min_us, ts)
         batch.ts_max_us = max(batch.ts_max_us, ts)
@@ -308,9 +323,9 @@ class Projection:
         )
         traders = batch.traders.get(trade.symbol)
         if traders is None:
-            traders = batch.traders[trade.symbol] = {self.fee_account}
-        traders.add(trade.maker_account)
-        traders.add(trade.taker_account)
+            traders = batch.traders[trade.symbol] = {}
+        traders[self.fee_account] = traders[trade.maker_account] = stamp
+        traders[trade.taker_account] = stamp
         add_candle(batch.candles, trade)
 
     # -- state (the writer's snapshot) -----------------------------------------------------------

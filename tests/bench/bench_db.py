@@ -94,7 +94,7 @@ def run_batcher(
         b = Batch(first_seq=stream[lo].seq)
         add = projection.add_trade
         for trade in stream[lo : lo + batch]:
-            add(trade, b)
+            add(trade, b, (trade.seq, trade.ts_ns))
         b.last_seq, b.last_ts_ns = stream[min(lo + batch, len(stream)) - 1].seq, 0
         b.seal(accounts, projection.decimals, projection.assets_of)
         if committer is None:
