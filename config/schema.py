@@ -178,6 +178,11 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     #: later ones wait for the nap's end. Longer buys latency with CPU the router and
     #: matchers may need (wait.strategy = "busy-spin" never naps).
     idle_spin_us: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 100
+    #: After this many ms with no request and no event the poll loop stops napping 1 ms at
+    #: a time (7% of a core) and parks a thread on each input ring until one has a record or
+    #: a client sends something (~0% of a core; the first answer after it costs a wake-up,
+    #: under a millisecond). 0: never park.
+    park_after_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)] = 100
     #: The order log (what FIX order entry knows, kept across restarts) is rewritten as a
     #: snapshot of the live orders once it grows past this many MiB. A start reads it whole:
     #: about 0.1 s a MiB here (a failover's gateway start), against one compaction per MiB

@@ -280,6 +280,31 @@ class Consumer(Generic[T]):
             return self.read(max_batch)
         return []
 
+    # -- waiting on another thread ---------------------------------------------------------
+
+    def published(self) -> bool:
+        """True when a record past those read is published (and not gated). It only loads
+        words, so one other thread may ask while this consumer's thread reads: the answer may
+        be stale by a record or two, in the direction of a spurious True, never of a missed one
+        (sequences only grow)."""
+        hi = self._words[_CURSOR]
+        if self._gated:
+            hi = min(hi, self._gate.minimum(_NO_GATE))
+        return hi > self._next
+
+    def park(self, timeout_s: float) -> bool:
+        """Sleep until the producer publishes (it posts this consumer's semaphore when it sees
+        the parked flag), ``timeout_s`` passes or ``unpark`` is called; then say whether a
+        record is ``published``. For one thread beside the reading one: it never reads, so a
+        process can sleep on several rings at once, a thread on each (the gateway does)."""
+        self._consumer_parker().park(self.published, timeout_s)
+        return self.published()
+
+    def unpark(self) -> None:
+        """End a ``park`` now (from any thread; nothing if this consumer never parked)."""
+        if self._parker is not None:
+            self._parker.unpark()
+
     # -- bookkeeping -----------------------------------------------------------------------
 
     @property

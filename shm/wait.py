@@ -76,6 +76,11 @@ class Parker:
             except posix_ipc.BusyError:
                 break
 
+    def unpark(self) -> None:
+        """End a ``park`` now, from any thread (one that is not parked returns at once from
+        its next ``park``, which drains the post)."""
+        self._sem.release()
+
     def close(self) -> None:
         self._sem.close()
         self._fence_sem.close()

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, cast
 from config.schema import GatewayConfig, RingexConfig
 from procs.common import sd_notify
 from procs.common.records import Heartbeat, Record, RecordCodec
+from procs.common.ring_waker import RingWaker, settle
 from procs.common.stats import GATEWAY_COUNTERS, gateway_page
 from procs.common.topology import (
     REPLAY_SOURCE,
@@ -75,11 +76,8 @@ log = logging.getLogger("ringex.gateway")
 #: The poll loop's nap when nothing flows: uvloop's timers tick in whole milliseconds (a
 #: shorter sleep returns at once, and the loop would spin a core at 100%), so 1 ms.
 IDLE_NAP_S = 0.001
-
-
-def _settle(nap: asyncio.Future[None]) -> None:
-    if not nap.done():
-        nap.set_result(None)
+#: The longest parked nap (``park_after_ms``): the loop then looks and parks again.
+PARKED_NAP_S = 1.0
 
 
 def gateway_dir(cfg: RingexConfig, gw: GatewayConfig) -> Path:
@@ -163,6 +161,7 @@ class GatewayServer:
         self.port = gw.port
         self._spin_until = 0.0
         self._nap: asyncio.Future[None] | None = None
+        self._waker: RingWaker | None = None  # set once the input rings are attached
         self._server: asyncio.Server | None = None
         self._stop = asyncio.Event()
 
@@ -315,6 +314,7 @@ class GatewayServer:
         if conn.session is not None:
             conn.session.connection_lost(time.time_ns())
         self.publish()
+        self.submit()  # its cancels (cancel on disconnect) are answered by the poll loop
 
     def after_input(self, conn: Connection) -> None:
         session = conn.session
@@ -354,7 +354,7 @@ class GatewayServer:
             asyncio.get_running_loop().call_soon(self._publish_soon)
         self._spin_until = time.perf_counter() + self.gw.idle_spin_us / 1e6
         if self._nap is not None:
-            _settle(self._nap)
+            settle(self._nap)
 
     def _publish_soon(self) -> None:
         self._publish_due = False
@@ -461,6 +461,7 @@ class GatewayServer:
         loop = asyncio.get_running_loop()
         spin = self.cfg.wait.strategy == "busy-spin"
         window = self.gw.idle_spin_us / 1e6
+        park_after = self.gw.park_after_ms / 1e3
         clock = time.perf_counter
         while not self._stop.is_set():
             if self.pump() or self.entry.outgoing:
@@ -470,8 +471,15 @@ class GatewayServer:
                 await asyncio.sleep(0)
             else:
                 self._nap = nap = loop.create_future()
-                wake = loop.call_later(IDLE_NAP_S, _settle, nap)
-                await nap
+                waker = self._waker
+                if waker is not None and clock() >= self._spin_until + park_after:
+                    waker.arm(nap)  # idle a while: a ring's record or a client ends the nap
+                    wake = loop.call_later(PARKED_NAP_S, settle, nap)
+                    await nap
+                    waker.disarm()
+                else:
+                    wake = loop.call_later(IDLE_NAP_S, settle, nap)
+                    await nap
                 wake.cancel()
                 self._nap = None
 
@@ -484,6 +492,8 @@ class GatewayServer:
                 if conn.session is not None:
                     conn.session.on_timer(now)
                     self.write(conn)
+            if self.entry.outgoing:  # a timed-out session's cancels (cancel on disconnect)
+                self.submit()
             await asyncio.sleep(1.0)
 
     async def start(self) -> None:
@@ -502,6 +512,8 @@ class GatewayServer:
         rings = [Ring.attach(inst, gateway_replies(self.gw.id), codec)]
         rings += [Ring.attach(inst, matcher_output(m.name), codec) for m in self.cfg.matchers]
         self.inputs = [ring.consumer(me, auto_commit=False) for ring in rings]
+        if self.gw.park_after_ms and self.cfg.wait.strategy != "busy-spin":
+            self._waker = RingWaker(self.inputs)
         if self._new_rings:  # what the log says was handled, per ring (``recovery.py``)
             self._awaiting = {r.name: self._handled.get(r.name, 0) for r in rings}
         else:
@@ -524,6 +536,8 @@ class GatewayServer:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._nap is not None:
+            settle(self._nap)
 
     async def run(self) -> None:
         await self.start()
@@ -564,5 +578,7 @@ class GatewayServer:
         for store in self.stores.values():
             store.close()
         self.producer.close()
+        if self._waker is not None:  # its threads look at the consumers' words
+            self._waker.close()
         for consumer in self.inputs:
             consumer.close()

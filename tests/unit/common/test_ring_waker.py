@@ -1,0 +1,99 @@
+"""RingWaker: a parked nap ends when any of its rings gets a record, and costs no CPU before."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import resource
+import time
+from typing import Any
+
+from procs.common.ring_waker import RingWaker
+from shm import Ring, StructCodec
+
+CODEC = StructCodec("2q")
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _publish_later(instance: str, name: str, delay_s: float) -> None:
+    ring = Ring.attach(instance, name, CODEC)
+    producer = ring.producer()
+    time.sleep(delay_s)
+    producer.publish((7, time.monotonic_ns()))
+    producer.close()
+    ring.close()
+
+
+def test_a_record_on_either_ring_ends_the_nap_and_the_wait_costs_no_cpu(instance: str) -> None:
+    rings = [Ring.create(instance, n, CODEC, capacity=16, consumers=["c"]) for n in ("a", "b")]
+    consumers = [ring.consumer("c") for ring in rings]
+    waker = RingWaker(consumers)
+
+    async def nap_until_woken(timeout_s: float) -> tuple[bool, float]:
+        loop = asyncio.get_running_loop()
+        nap: asyncio.Future[None] = loop.create_future()
+        waker.arm(nap)
+        start = time.monotonic()
+        try:
+            await asyncio.wait_for(asyncio.shield(nap), timeout_s)
+            woken = True
+        except TimeoutError:
+            woken = False
+        waker.disarm()
+        return woken, time.monotonic() - start
+
+    try:
+        ctx = mp.get_context("fork")
+        for name in ("b", "a"):
+            child = ctx.Process(target=_publish_later, args=(instance, name, 0.4))
+            child.start()
+            cpu = _cpu_s()
+            woken, slept = asyncio.run(nap_until_woken(10.0))
+            cpu = _cpu_s() - cpu
+            child.join(10)
+            assert woken, f"ring {name}: the nap was not ended by its record"
+            assert 0.3 < slept < 5.0, slept
+            assert cpu < 0.1 * slept, f"{cpu:.3f} s of CPU while parked {slept:.3f} s"
+            got = [c.read() for c in consumers]
+            assert [len(g) for g in got] == ([0, 1] if name == "b" else [1, 0])
+        # armed with nothing published: the nap runs out; a record left unread wakes at once
+        woken, _ = asyncio.run(nap_until_woken(0.2))
+        assert not woken
+        assert waker.wakeups == 2
+    finally:
+        started = time.monotonic()
+        waker.close()
+        assert time.monotonic() - started < 1.0  # unparked, not left to time out
+        for consumer in consumers:
+            consumer.close()
+        for ring in rings:
+            ring.close()
+
+
+def test_an_unread_record_wakes_the_next_nap_at_once(instance: str) -> None:
+    ring: Ring[Any] = Ring.create(instance, "r", CODEC, capacity=16, consumers=["c"])
+    consumer = ring.consumer("c")
+    producer = ring.producer()
+    producer.publish((1, 2))
+    waker = RingWaker([consumer])
+
+    async def nap() -> float:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        waker.arm(fut)
+        start = time.monotonic()
+        await asyncio.wait_for(fut, 5.0)
+        waker.disarm()
+        return time.monotonic() - start
+
+    try:
+        assert asyncio.run(nap()) < 0.5
+    finally:
+        waker.close()
+        producer.close()
+        consumer.close()
+        ring.close()

@@ -1,0 +1,53 @@
+"""An idle gateway parks on its input rings (``park_after_ms``) and still reports at once a
+fill that no client of its own caused: the event on the matcher's ring wakes it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from procs.common.records import NewOrder
+from procs.common.types import OrdType, Side, StpMode, TimeInForce
+from tests.unit.gateway.harness import FUNDER, Client, Harness, close_all, config
+from tests.unit.gateway.test_gateway import order
+
+
+def test_a_parked_gateway_wakes_for_a_fill_from_elsewhere(instance: str, tmp_path: Path) -> None:
+    h = Harness(config(instance, tmp_path, park_after_ms=20))
+    h.add_user("ALICE", "secret", 7)
+    h.fund(7)
+    h.fund(8)
+
+    async def main() -> None:
+        port = await h.start()
+        alice = Client("ALICE")
+        try:
+            await alice.connect(port)
+            await alice.logon()
+            await alice.send("D", *order("s1", "2", "1.00", "100.00"))
+            assert (await alice.expect("8")).get(150) == b"0"  # New, resting
+            gateway = h.gateway
+            assert gateway is not None and gateway._waker is not None
+            await asyncio.sleep(0.3)  # nothing happens: the poll loop parks
+            assert gateway._nap is not None and not gateway._nap.done()
+            woken = gateway._waker.wakeups
+            # account 8 buys through another gateway (the admin ring here): only the matcher's
+            # output ring tells this gateway about ALICE's fill
+            h.funder.publish(
+                NewOrder(
+                    *(0, time.time_ns(), FUNDER, 1, 1, 8, 1, 0, Side.BUY, OrdType.LIMIT),
+                    *(TimeInForce.IOC, 0, StpMode.NONE, 20_000, 100, 0, 0),
+                )
+            )
+            sent = time.monotonic()
+            fill = await alice.expect("8", timeout=2.0)
+            assert (fill.get(150), fill.get(39), fill.get(14)) == (b"F", b"2", b"1.00")
+            assert time.monotonic() - sent < 0.5  # not left to the parked nap's 1 s
+            assert gateway._waker.wakeups > woken
+        finally:
+            await close_all()
+            await h.stop()
+            h.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
