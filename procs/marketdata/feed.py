@@ -4,13 +4,15 @@ The rings are read with the consumer's non-blocking ``read``: a blocking wait wo
 every socket. While events flow the loop reads, processes and publishes a batch, then yields
 to the sockets; when the rings are empty it sleeps, backing off from ``min_idle_s`` to
 ``max_idle_s``, which bounds the added latency at the price of a few hundred wake-ups per
-second when idle (a wait thread parked on the ring's semaphore would need none, but would
-hand every batch across threads). Under load the loop lingers: after a batch whose pump took
-``d`` seconds it waits ``linger x d`` (at most ``max_linger_s``) before the next, so batches
-grow with the load instead of the loop spinning on small ones (each batch costs every
-subscriber's socket one write): the fan-out takes at most 1 / (1 + linger) of the core, for
-about ``linger x d`` of added latency,
-which is nothing when few listen. The wall clock is fed to the state once per
+second. With ``park`` it then parks instead: a ``RingWaker`` thread per ring sleeps on the
+ring's semaphore and ends the nap when a record comes (the batches themselves stay on the
+loop's thread); the nap also ends at the next clock tick or due snapshot, and at the stop.
+
+Under load the loop lingers: after a batch whose pump took ``d`` seconds it waits
+``linger x d`` (at most ``max_linger_s``) before the next, so batches grow with the load
+instead of the loop spinning on small ones (each batch costs every subscriber's socket one
+write): the fan-out takes at most 1 / (1 + linger) of the core, for about ``linger x d`` of
+added latency, which is nothing when few listen. The wall clock is fed to the state once per
 ``clock_s``, so candles open on time when nobody trades.
 
 With ``snapshots`` the rings are read without committing: ``checkpoint`` writes the state
@@ -26,6 +28,7 @@ import time
 from collections.abc import Sequence
 
 from procs.common.records import Record
+from procs.common.ring_waker import RingWaker, settle
 from procs.marketdata.hub import Hub
 from procs.marketdata.market import MarketState, Update
 from procs.marketdata.snapshot import MarketSnapshots
@@ -50,6 +53,7 @@ class Feed:
         snapshots: MarketSnapshots | None = None,
         snapshot_every_s: float = 1.0,
         snapshot_every_events: int = 4096,
+        park: bool = False,
     ) -> None:
         self.state = state
         self.hub = hub
@@ -67,6 +71,8 @@ class Feed:
         self.snapshot_every_events = snapshot_every_events
         self._uncommitted = 0  # events applied since the last checkpoint
         self._next_snapshot = time.monotonic() + snapshot_every_s
+        self.waker = RingWaker(self.consumers) if park else None
+        self._nap: asyncio.Future[None] | None = None
 
     def pump(self) -> int:
         """Read one batch from every ring, apply it and publish the result; returns the
@@ -122,6 +128,34 @@ class Feed:
                 # let the sockets read and write; linger when the batch was costly
                 busy = time.perf_counter() - started
                 await asyncio.sleep(min(busy * self.linger, self.max_linger_s))
+            elif self.waker is not None and idle >= self.max_idle_s:
+                await self._park(self.waker)
             else:
                 await asyncio.sleep(idle)
                 idle = min(idle * 2, self.max_idle_s)
+
+    async def _park(self, waker: RingWaker) -> None:
+        """Sleep until a ring has a record, the clock's next tick, a due snapshot or ``wake``."""
+        loop = asyncio.get_running_loop()
+        due = self._next_clock
+        if self._uncommitted:
+            due = min(due, self._next_snapshot)
+        self._nap = nap = loop.create_future()
+        waker.arm(nap)
+        timer = loop.call_later(max(0.0, due - time.monotonic()), settle, nap)
+        try:
+            await nap
+        finally:
+            timer.cancel()
+            waker.disarm()
+            self._nap = None
+
+    def wake(self) -> None:
+        """End a parked nap now (the stop)."""
+        if self._nap is not None:
+            settle(self._nap)
+
+    def close(self) -> None:
+        """Stop the waker's threads; before the consumers close."""
+        if self.waker is not None:
+            self.waker.close()

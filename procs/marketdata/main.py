@@ -114,6 +114,7 @@ class MarketDataProcess:
             snapshots=self.snapshots,
             snapshot_every_s=md.snapshot_every_s,
             snapshot_every_events=max(1, cfg.ring.capacity // 4),
+            park=cfg.wait.strategy != "busy-spin",
         )
         self.cfg = cfg
         self.stopping = asyncio.Event()
@@ -128,10 +129,12 @@ class MarketDataProcess:
 
     async def stop(self) -> None:
         self.stopping.set()
+        self.feed.wake()
         if self._feed_task is not None:
             await self._feed_task
         self.feed.checkpoint()
         await self.server.stop()
+        self.feed.close()
         for consumer in self.consumers:
             consumer.close()
 

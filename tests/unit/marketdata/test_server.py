@@ -382,3 +382,25 @@ def test_status_stream_starts_with_the_status_and_follows_halts(instance: str) -
             assert (now_status["data"]["S"], now_status["data"]["u"]) == ("TRADING", 9)
 
     run(instance, body)
+
+
+def test_an_idle_feed_parks_and_a_trade_wakes_it(instance: str) -> None:
+    """Idle, the feed parks on its ring (no 5 ms naps); a trade ends the park at once, not at
+    the clock's next tick (set far off here)."""
+
+    async def body(rig: Rig) -> None:
+        feed = rig.process.feed
+        assert feed.waker is not None
+        feed.clock_s = 60.0
+        await asyncio.sleep(0.3)  # ticks once, then nothing: parked until the clock's tick
+        assert feed._nap is not None and not feed._nap.done()
+        woken, events = feed.waker.wakeups, feed.events
+        async with rig.client("/stream?streams=btc-usd@trade") as client:
+            rig.publish([now_trade(1, 1, 5_000_000)])
+            started = time.monotonic()
+            got = await client.recv(timeout=5.0)
+            assert got["data"]["t"] == 1
+            assert time.monotonic() - started < 2.0  # the ring woke it, not the clock
+        assert feed.events == events + 1 and feed.waker.wakeups > woken
+
+    run(instance, body)
