@@ -472,16 +472,17 @@ class GatewayServer:
             else:
                 self._nap = nap = loop.create_future()
                 waker = self._waker
-                if waker is not None and clock() >= self._spin_until + park_after:
+                parked = waker is not None and clock() >= self._spin_until + park_after
+                if parked and waker is not None:
                     waker.arm(nap)  # idle a while: a ring's record or a client ends the nap
-                    wake = loop.call_later(PARKED_NAP_S, settle, nap)
+                wake = loop.call_later(PARKED_NAP_S if parked else IDLE_NAP_S, settle, nap)
+                try:
                     await nap
-                    waker.disarm()
-                else:
-                    wake = loop.call_later(IDLE_NAP_S, settle, nap)
-                    await nap
-                wake.cancel()
-                self._nap = None
+                finally:
+                    wake.cancel()
+                    if parked and waker is not None:
+                        waker.disarm()
+                    self._nap = None
 
     async def _timers(self) -> None:
         while not self._stop.is_set():
