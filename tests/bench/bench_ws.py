@@ -541,10 +541,14 @@ def main(argv: list[str] | None = None) -> int:
     stamps = ctx.Array("q", int(args.rate * args.seconds) * 2 + 2)
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = start_marketdata(instance, Path(tmp), args.clients)
+        others = os.sched_getaffinity(0) - SERVER_CPUS
+        if args.pin and not others:
+            print(f"  --pin: no CPU besides {SERVER_CPUS} for the clients, nothing pinned")
+            args.pin = False
         if args.pin:  # as the supervisor pins it; the clients (forked from here) stand for
             # machines elsewhere, and must not take the server's core from it
             os.sched_setaffinity(proc.pid, SERVER_CPUS)
-            os.sched_setaffinity(0, os.sched_getaffinity(0) - SERVER_CPUS)
+            os.sched_setaffinity(0, others)
         try:
             bench = Bench(args, instance, port, proc.pid, stamps)
             results = [bench.phase("clients alone", False), bench.phase("with a slow client", True)]
