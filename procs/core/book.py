@@ -504,6 +504,16 @@ class Book(ABC):
 
     # -- state -------------------------------------------------------------------------------
 
+    def levels(self) -> dict[tuple[Side, int], tuple[int, int]]:
+        """The L2 view, as ``BookLevel`` events tell it: (side, price) -> (visible leaves,
+        order count) of every level with orders."""
+        out: dict[tuple[Side, int], tuple[int, int]] = {}
+        for order in self._priority():
+            key = (order.side, order.price)
+            qty, count = out.get(key, (0, 0))
+            out[key] = (qty + order.leaves, count + 1)
+        return out
+
     def state(self) -> BookState:
         return BookState(
             symbol=self.spec.symbol,

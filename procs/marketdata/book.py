@@ -106,6 +106,12 @@ class L2Book:
         price, (qty, _) = self._asks.peekitem(0)
         return price, qty
 
+    def levels(self) -> dict[tuple[Side, int], tuple[int, int]]:
+        """(side, price) -> (qty, count) of every level, as ``procs.core.book.Book.levels``."""
+        out = {(Side.BUY, -key): value for key, value in self._bids.items()}
+        out.update(((Side.SELL, key), value) for key, value in self._asks.items())
+        return out
+
     def depth(self) -> tuple[int, int]:
         """(bid levels, ask levels)."""
         return len(self._bids), len(self._asks)

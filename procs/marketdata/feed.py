@@ -25,16 +25,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from procs.common.records import Record
+from procs.common.records import BookLevel, Heartbeat, Record
 from procs.common.ring_waker import RingWaker, settle
+from procs.common.topology import REPLAY_SOURCE
 from procs.marketdata.hub import Hub
 from procs.marketdata.market import MarketState, Update
 from procs.marketdata.snapshot import MarketSnapshots
 from shm.consumer import Consumer
 
 log = logging.getLogger("ringex.marketdata")
+
+#: (ring, mark's seq, mark's ts_ns, state) -> the book levels the state missed (``reseed.py``).
+Reseed = Callable[[str, int, int, MarketState], list[BookLevel]]
 
 
 class Feed:
@@ -54,6 +58,7 @@ class Feed:
         snapshot_every_s: float = 1.0,
         snapshot_every_events: int = 4096,
         park: bool = False,
+        reseed: Reseed | None = None,
     ) -> None:
         self.state = state
         self.hub = hub
@@ -72,6 +77,7 @@ class Feed:
         self._uncommitted = 0  # events applied since the last checkpoint
         self._next_snapshot = time.monotonic() + snapshot_every_s
         self.waker = RingWaker(self.consumers) if park else None
+        self.reseed = reseed
         self._nap: asyncio.Future[None] | None = None
 
     def pump(self) -> int:
@@ -80,10 +86,17 @@ class Feed:
         state, process = self.state, self.state.process
         updates: list[Update] = []
         count = 0
+        reseed = self.reseed
         for consumer in self.consumers:
             events = consumer.read(self.batch)
             count += len(events)
             for event in events:
+                if reseed is not None and type(event) is Heartbeat:
+                    mark: Heartbeat = event
+                    if mark.source == REPLAY_SOURCE:  # a matcher (re)started: see reseed.py
+                        for level in reseed(consumer.ring.name, mark.counter, mark.ts_ns, state):
+                            process(level, updates)
+                    continue
                 process(event, updates)
         now = time.monotonic()
         ticked = now >= self._next_clock

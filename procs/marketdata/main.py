@@ -31,6 +31,7 @@ from procs.common.topology import MARKETDATA, market_state_path, matcher_output
 from procs.marketdata.feed import Feed
 from procs.marketdata.hub import Hub
 from procs.marketdata.market import MarketState
+from procs.marketdata.reseed import Reseeder
 from procs.marketdata.server import MarketDataServer
 from procs.marketdata.snapshot import MarketSnapshots
 from procs.marketdata.symbols import MarketSymbol
@@ -115,6 +116,7 @@ class MarketDataProcess:
             snapshot_every_s=md.snapshot_every_s,
             snapshot_every_events=max(1, cfg.ring.capacity // 4),
             park=cfg.wait.strategy != "busy-spin",
+            reseed=Reseeder(cfg, codec or RecordCodec()),
         )
         self.cfg = cfg
         self.stopping = asyncio.Event()

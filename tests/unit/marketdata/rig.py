@@ -55,9 +55,13 @@ class Rig:
 
 @asynccontextmanager
 async def running(
-    instance: str, heartbeat_s: float = 5.0, server: dict[str, Any] | None = None, **marketdata: Any
+    instance: str,
+    heartbeat_s: float = 5.0,
+    server: dict[str, Any] | None = None,
+    var_dir: str | None = None,
+    **marketdata: Any,
 ) -> AsyncIterator[Rig]:
-    cfg = config(instance, **marketdata)
+    cfg = config(instance, var_dir, **marketdata)
     ring = Ring.create(
         instance, matcher_output("m1"), CODEC, capacity=1 << 14, consumers=[MARKETDATA]
     )
