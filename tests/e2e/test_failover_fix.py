@@ -1,11 +1,14 @@
 """A FIX client after a failover, as the README tells it to do it: log on to the promoted
 instance's gateway with ResetSeqNumFlag, and find the orders it placed on the primary by
-their ClOrdIDs. The users file and the gateway's order log were shipped with the journal."""
+their ClOrdIDs. The users file and the gateway's order log were shipped with the journal. The
+promoted instance's market data (it never ran on the standby) shows the book as it is."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +29,8 @@ from tests.unit.gateway.test_gateway import cancel, order, status_request
 
 
 @pytest.fixture
-def pair(instance: str, tmp_path: Path) -> Iterator[tuple[Path, Path, int, int]]:
-    port, fix_p, fix_s = free_port(), free_port(), free_port()
+def pair(instance: str, tmp_path: Path) -> Iterator[tuple[Path, Path, int, int, int]]:
+    port, fix_p, fix_s, md_s = free_port(), free_port(), free_port(), free_port()
     primary = write_profile(
         tmp_path / "primary.toml", instance + "p", tmp_path / "p",
         f'[replication]\nlisten_port = {port}\nmode = "sync"\n'
@@ -37,9 +40,10 @@ def pair(instance: str, tmp_path: Path) -> Iterator[tuple[Path, Path, int, int]]
         tmp_path / "standby.toml", instance + "s", tmp_path / "s",
         f'[replication]\nprimary = "127.0.0.1:{port}"\n'
         f'[[gateways]]\nname = "gw1"\nid = 1\nport = {fix_s}\n',
+        marketdata=f"port = {md_s}",  # runs once promoted
     )  # fmt: skip
     with primary_and_standby(instance, primary, standby):
-        yield primary, standby, fix_p, fix_s
+        yield primary, standby, fix_p, fix_s, md_s
 
 
 def shipped(primary: Path, standby: Path) -> bool:
@@ -52,9 +56,9 @@ def shipped(primary: Path, standby: Path) -> bool:
 
 
 def test_a_fix_client_finds_its_orders_on_the_promoted_instance(
-    pair: tuple[Path, Path, int, int],
+    pair: tuple[Path, Path, int, int, int],
 ) -> None:
-    primary, standby, fix_p, fix_s = pair
+    primary, standby, fix_p, fix_s, md_s = pair
     added = ringex("admin", "add-user", "--username", "MM", "--password", "pw",
                    "--deposit", "USD=100000", "--deposit", "BTC=10",
                    "--config", str(primary))  # fmt: skip
@@ -77,6 +81,11 @@ def test_a_fix_client_finds_its_orders_on_the_promoted_instance(
     promote = failover("promote", primary, standby)
     assert promote.returncode == 0, promote.stdout + promote.stderr
     wait_running(standby.with_suffix(".promoted.toml"))
+    # its market data never ran before: the book is the matchers' all the same (reseed.py)
+    url = f"http://127.0.0.1:{md_s}/api/depth?symbol=BTC-USD"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        depth = json.load(answer)
+    assert (depth["bids"], depth["asks"]) == ([], [["100.00", "1.0000"], ["101.00", "2.0000"]])
 
     async def after() -> None:
         client = Client("MM")
