@@ -33,35 +33,36 @@ def test_a_record_on_either_ring_ends_the_nap_and_the_wait_costs_no_cpu(instance
     consumers = [ring.consumer("c") for ring in rings]
     waker = RingWaker(consumers)
 
-    async def nap_until_woken(timeout_s: float) -> tuple[bool, float]:
+    async def nap_until_woken(timeout_s: float) -> tuple[bool, float, float]:
+        """Whether the nap was woken, how long it slept, and the CPU it took meanwhile."""
         loop = asyncio.get_running_loop()
         nap: asyncio.Future[None] = loop.create_future()
         waker.arm(nap)
-        start = time.monotonic()
+        start, cpu = time.monotonic(), _cpu_s()
         try:
             await asyncio.wait_for(asyncio.shield(nap), timeout_s)
             woken = True
         except TimeoutError:
             woken = False
+        cpu = _cpu_s() - cpu
         waker.disarm()
-        return woken, time.monotonic() - start
+        return woken, time.monotonic() - start, cpu
 
     try:
         ctx = mp.get_context("fork")
         for name in ("b", "a"):
             child = ctx.Process(target=_publish_later, args=(instance, name, 0.4))
             child.start()
-            cpu = _cpu_s()
-            woken, slept = asyncio.run(nap_until_woken(10.0))
-            cpu = _cpu_s() - cpu
+            woken, slept, cpu = asyncio.run(nap_until_woken(10.0))
             child.join(10)
             assert woken, f"ring {name}: the nap was not ended by its record"
             assert 0.3 < slept < 5.0, slept
-            assert cpu < 0.1 * slept, f"{cpu:.3f} s of CPU while parked {slept:.3f} s"
+            # threads that spun would take about all of it; a busy CI machine adds some
+            assert cpu < 0.5 * slept, f"{cpu:.3f} s of CPU while parked {slept:.3f} s"
             got = [c.read() for c in consumers]
             assert [len(g) for g in got] == ([0, 1] if name == "b" else [1, 0])
         # armed with nothing published: the nap runs out; a record left unread wakes at once
-        woken, _ = asyncio.run(nap_until_woken(0.2))
+        woken, _, _ = asyncio.run(nap_until_woken(0.2))
         assert not woken
         assert waker.wakeups == 2
     finally:
