@@ -114,7 +114,7 @@ def users_path(cfg: RingexConfig) -> Path:
 
 
 def market_state_path(cfg: RingexConfig) -> Path:
-    """The market data's saved state (``procs.marketdata.snapshot``)."""
+    """The market data's saved state (``procs.common.market_snapshots``)."""
     return Path(cfg.var_dir) / cfg.instance / "marketdata" / "state.pickle"
 
 

@@ -40,6 +40,7 @@ from procs.core.sequencer import Sequencer
 from procs.core.symbols import symbol_specs
 
 Progress = Callable[[int, int], None]  # (commands replayed, commands in all)
+Observer = Callable[[list[Record]], None]  # a matcher's events of one command, as executed
 
 
 class ExchangeSnapshot(msgspec.Struct, frozen=True, array_like=True):
@@ -57,14 +58,18 @@ class Recovered:
     replayed: int
     seconds: float
 
-    def apply(self, command: Record) -> None:
+    def apply(self, command: Record, observe: Observer | None = None) -> None:
         """One more journaled command, as live: re-applied to the accounts, executed by its
-        matcher(s), the events settled. A hot standby calls it per replicated entry."""
+        matcher(s), the events settled (and shown to ``observe``). A hot standby calls it per
+        replicated entry."""
         self.sequencer.replay(command)
         settle = self.sequencer.apply
         for name in self.sequencer.matchers_for(command):
-            for event in self.matchers[name].execute(command):
+            events = self.matchers[name].execute(command)
+            for event in events:
                 settle(event)
+            if observe is not None:
+                observe(events)
         self.last_seq = command.seq  # type: ignore[attr-defined]
         self.sequencer.applied(self.last_seq)
 
@@ -97,6 +102,7 @@ def recover(
     codec: RecordCodec | None = None,
     progress: Progress | None = None,
     use_snapshot: bool = True,
+    observe: Observer | None = None,
 ) -> Recovered:
     codec = codec or RecordCodec()
     started = time.perf_counter()
@@ -122,8 +128,11 @@ def recover(
             command = codec.decode_slot(image)
             sequencer.replay(command)
             for name in sequencer.matchers_for(command):
-                for event in matchers[name].execute(command):
+                events = matchers[name].execute(command)
+                for event in events:
                     apply(event)
+                if observe is not None:
+                    observe(events)
             replayed += 1
             if progress is not None and replayed % 10_000 == 0:
                 progress(replayed, total)

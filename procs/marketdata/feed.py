@@ -27,12 +27,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from procs.common.market_snapshots import MarketSnapshots
 from procs.common.records import BookLevel, Heartbeat, Record
 from procs.common.ring_waker import RingWaker, settle
 from procs.common.topology import REPLAY_SOURCE
+from procs.core.market.state import MarketState, Update
 from procs.marketdata.hub import Hub
-from procs.marketdata.market import MarketState, Update
-from procs.marketdata.snapshot import MarketSnapshots
 from shm.consumer import Consumer
 
 log = logging.getLogger("ringex.marketdata")

@@ -20,18 +20,18 @@ from typing import Protocol
 from websockets.frames import Frame, Opcode
 
 from procs.common.records import Trade
-from procs.marketdata import messages
-from procs.marketdata.book import DepthDiff
-from procs.marketdata.market import (
+from procs.core.market.book import DepthDiff
+from procs.core.market.state import (
     CandleUpdate,
     MarketState,
     StatusUpdate,
     SymbolMarket,
     Update,
 )
+from procs.core.market.ticker import Ticker
+from procs.marketdata import messages
 from procs.marketdata.requests import ErrorCode, RequestError
 from procs.marketdata.streams import Kind, Stream
-from procs.marketdata.ticker import Ticker
 
 
 class Message:

@@ -26,24 +26,19 @@ import uvloop
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common import sd_notify
+from procs.common.market_snapshots import MarketSnapshots
 from procs.common.records import Record, RecordCodec
 from procs.common.topology import MARKETDATA, market_state_path, matcher_output
+from procs.core.market.state import MarketState, build_state
 from procs.marketdata.feed import Feed
 from procs.marketdata.hub import Hub
-from procs.marketdata.market import MarketState
 from procs.marketdata.reseed import Reseeder
 from procs.marketdata.server import MarketDataServer
-from procs.marketdata.snapshot import MarketSnapshots
-from procs.marketdata.symbols import MarketSymbol
 from procs.marketdata.web import Site, page_config
 from shm import Ring
 from shm.consumer import Consumer
 
 log = logging.getLogger("ringex.marketdata")
-
-
-def build_state(cfg: RingexConfig) -> MarketState:
-    return MarketState([MarketSymbol.from_config(s) for s in cfg.symbols])
 
 
 def attach_consumers(cfg: RingexConfig, codec: RecordCodec) -> list[Consumer[Record]]:
@@ -62,6 +57,13 @@ def resume(
     loaded = snapshots.load(fresh)
     if loaded is None:
         return fresh
+    if not loaded.positions:  # saved by a standby from its hot state (procs/replica/market.py)
+        log.info(
+            "market state at seq %d from a standby's hot state: the new rings are read from "
+            "their start",
+            loaded.state.last_seq,
+        )
+        return loaded.state
     for consumer in consumers:
         ring = consumer.ring
         created, upto = loaded.positions.get(ring.name, (0, 0))

@@ -10,11 +10,11 @@ import msgspec
 
 from procs.common.records import Trade
 from procs.common.types import Side, TradingStatus
-from procs.marketdata.book import DepthDiff, DepthSnapshot, Levels
-from procs.marketdata.candles import Candle
-from procs.marketdata.market import CandleUpdate, StatusUpdate, Update
-from procs.marketdata.symbols import MarketSymbol
-from procs.marketdata.ticker import Ticker
+from procs.core.market.book import DepthDiff, DepthSnapshot, Levels
+from procs.core.market.candles import Candle
+from procs.core.market.state import CandleUpdate, StatusUpdate, Update
+from procs.core.market.symbols import MarketSymbol
+from procs.core.market.ticker import Ticker
 
 _encode = msgspec.json.Encoder().encode
 

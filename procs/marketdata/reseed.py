@@ -25,8 +25,8 @@ from config.schema import RingexConfig
 from procs.common.records import BookLevel, RecordCodec
 from procs.common.topology import matcher_output
 from procs.common.types import Side
+from procs.core.market.state import MarketState
 from procs.core.recovery import matchers_at
-from procs.marketdata.market import MarketState
 
 log = logging.getLogger("ringex.marketdata")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from procs.marketdata.candles import INTERVALS
+from procs.core.market.candles import INTERVALS
 
 
 class Kind(Enum):

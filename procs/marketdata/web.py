@@ -19,9 +19,9 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from config.schema import RingexConfig
+from procs.core.market.candles import INTERVALS
+from procs.core.market.state import MarketState
 from procs.marketdata import messages
-from procs.marketdata.candles import INTERVALS
-from procs.marketdata.market import MarketState
 
 STATIC_DIR: Final = Path(__file__).with_name("static")
 

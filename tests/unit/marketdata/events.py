@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from procs.common.records import BookLevel, Trade
 from procs.common.types import Side
-from procs.marketdata.symbols import MarketSymbol
+from procs.core.market.symbols import MarketSymbol
 
 SYMBOL = MarketSymbol(id=1, name="BTC-USD", stream="btc-usd", price_decimals=2, qty_decimals=4)
 OTHER = MarketSymbol(id=2, name="ETH-USD", stream="eth-usd", price_decimals=2, qty_decimals=4)

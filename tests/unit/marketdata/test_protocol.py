@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from procs.common.types import Side
+from procs.core.market.state import MarketState, Update
 from procs.marketdata.hub import Hub, Message
-from procs.marketdata.market import MarketState, Update
 from procs.marketdata.outbox import Outbox
 from procs.marketdata.requests import ErrorCode, RequestError, error, parse_request, result
 from procs.marketdata.streams import Kind, Stream, StreamError, parse_stream

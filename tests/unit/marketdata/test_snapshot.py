@@ -14,8 +14,8 @@ import pytest
 from procs.common.records import Record
 from procs.common.topology import MARKETDATA, matcher_output
 from procs.common.types import Side
-from procs.marketdata.main import MarketDataProcess, build_state
-from procs.marketdata.market import MarketState, Update
+from procs.core.market.state import MarketState, Update, build_state
+from procs.marketdata.main import MarketDataProcess
 from shm import Ring
 from tests.unit.marketdata.events import MIN, level, trade
 from tests.unit.marketdata.rig import CODEC, config

@@ -7,11 +7,11 @@ import pytest
 
 from procs.common.records import SymbolStatus, Trade
 from procs.common.types import AdminAction, Side, TradingStatus
-from procs.marketdata.book import DepthDiff, L2Book
-from procs.marketdata.candles import INTERVALS, CandleSeries
-from procs.marketdata.market import CandleUpdate, MarketState, StatusUpdate, Update
-from procs.marketdata.symbols import decimal_string
-from procs.marketdata.ticker import BUCKET_NS, RollingTicker
+from procs.core.market.book import DepthDiff, L2Book
+from procs.core.market.candles import INTERVALS, CandleSeries
+from procs.core.market.state import CandleUpdate, MarketState, StatusUpdate, Update
+from procs.core.market.symbols import decimal_string
+from procs.core.market.ticker import BUCKET_NS, RollingTicker
 
 from .events import MIN, OTHER, SYMBOL, T0, level, trade
 

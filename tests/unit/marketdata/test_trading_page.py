@@ -27,8 +27,8 @@ from procs.admin.client import AdminClient
 from procs.common.result_codes import ResultCode
 from procs.common.topology import users_path
 from procs.common.users import UserStore
+from procs.core.market.state import MarketState
 from procs.gateway.rest_client import RestClient
-from procs.marketdata.market import MarketState
 from procs.marketdata.web import Site, page_config
 from procs.supervisor.main import read_status
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from procs.marketdata.market import MarketState
+from procs.core.market.state import MarketState
 
 log = logging.getLogger("ringex.marketdata")
 

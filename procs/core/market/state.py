@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from config.schema import RingexConfig
 from procs.common.records import BookLevel, Record, SymbolStatus, Trade
 from procs.common.types import TradingStatus
-from procs.marketdata.book import DepthDiff, L2Book
-from procs.marketdata.candles import INTERVALS, Candle, CandleSeries
-from procs.marketdata.symbols import MarketSymbol
-from procs.marketdata.tape import TradeTape
-from procs.marketdata.ticker import RollingTicker, Ticker
+from procs.core.market.book import DepthDiff, L2Book
+from procs.core.market.candles import INTERVALS, Candle, CandleSeries
+from procs.core.market.symbols import MarketSymbol
+from procs.core.market.tape import TradeTape
+from procs.core.market.ticker import RollingTicker, Ticker
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,11 @@ class SymbolMarket:
             out.append(ticker)
         for name, series in self.candles.items():
             out += [CandleUpdate(self.symbol.id, name, c) for c in series.take_changed()]
+
+
+def build_state(cfg: RingexConfig) -> MarketState:
+    """An empty state for the config's symbols."""
+    return MarketState([MarketSymbol.from_config(s) for s in cfg.symbols])
 
 
 class MarketState:
