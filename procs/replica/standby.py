@@ -12,7 +12,8 @@ with a backoff while the primary is away, resuming from its last durable entry.
 ``var/<instance>/run/standby.json`` says where it is. The gateways' state files (users, API
 keys, order logs) arrive on the same connection and are written where a promoted instance's
 gateways look for them (``files.py``). A clean stop writes the exchange's and
-every matcher's snapshot of that hot state, so the promoted instance starts without a replay.
+every matcher's snapshot of that hot state, so the promoted instance starts without a replay,
+and with market data, the market state kept from the same events (``market.py``).
 
 Epochs (``procs.common.epochs``): the standby keeps its primary's epoch history in its own
 journal, which is what a promotion extends. It refuses a primary of an older epoch than its
@@ -38,6 +39,7 @@ from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
 from procs.core.recovery import recover, write_snapshot
 from procs.replica.files import FileReceiver, gateway_root
+from procs.replica.market import HotMarket
 from procs.replica.wire import (
     Ack,
     Entries,
@@ -75,7 +77,10 @@ class Standby:
             )
         #: The primary's epochs, kept once its first frame is (its history is then proven).
         self._adopt: Epochs | None = None
-        self.state = recover(cfg, codec=codec)
+        #: The market data a promoted instance starts from (``market.py``).
+        self.market = HotMarket(cfg) if cfg.marketdata.enabled else None
+        self._observe = None if self.market is None else self.market.observe
+        self.state = recover(cfg, codec=codec, observe=self._observe)
         self.history = History()
         if directory.exists():
             reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
@@ -158,9 +163,9 @@ class Standby:
 
     def apply(self, entries: Entries) -> None:
         """Apply a persisted frame to the hot state."""
-        decode, apply = self.codec.decode_slot, self.state.apply
+        decode, apply, observe = self.codec.decode_slot, self.state.apply, self._observe
         for image in entries.images:
-            apply(decode(image))
+            apply(decode(image), observe)
 
     async def run(self) -> None:
         reporter = asyncio.create_task(self._report())
@@ -242,7 +247,10 @@ class Standby:
 
     def save_snapshots(self) -> None:
         """The hot state as the exchange's and each matcher's snapshot (what a promoted
-        instance's router and matchers restore instead of replaying the journal)."""
+        instance's router and matchers restore instead of replaying the journal), and the
+        market state its market data goes on from."""
+        if self.market is not None:
+            self.market.save()
         state = self.state
         if state.last_seq <= state.snapshot_seq:
             return  # nothing applied since the snapshot it recovered from

@@ -1,7 +1,8 @@
 """A FIX client after a failover, as the README tells it to do it: log on to the promoted
 instance's gateway with ResetSeqNumFlag, and find the orders it placed on the primary by
 their ClOrdIDs. The users file and the gateway's order log were shipped with the journal. The
-promoted instance's market data (it never ran on the standby) shows the book as it is."""
+promoted instance's market data (it never ran on the standby) goes on from the standby's hot
+market state: the book, and the trade made before the failover."""
 
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ def test_a_fix_client_finds_its_orders_on_the_promoted_instance(
                    "--deposit", "USD=100000", "--deposit", "BTC=10",
                    "--config", str(primary))  # fmt: skip
     assert added.returncode == 0, added.stdout + added.stderr
+    taker = ringex("admin", "add-user", "--username", "TK", "--password", "pw",
+                   "--deposit", "USD=100000", "--config", str(primary))  # fmt: skip
+    assert taker.returncode == 0, taker.stdout + taker.stderr
 
     async def before() -> None:
         client = Client("MM")
@@ -71,6 +75,12 @@ def test_a_fix_client_finds_its_orders_on_the_promoted_instance(
         await client.send("D", *order("o1", "2", "1.00", "100.00"))
         await client.send("D", *order("o2", "2", "2.00", "101.00"))
         assert [(await client.expect("8")).get(150) for _ in range(2)] == [b"0", b"0"]
+        buyer = Client("TK")
+        await buyer.connect(fix_p)
+        await buyer.logon("pw")
+        await buyer.send("D", *order("t1", "1", "0.50", "100.00"))
+        assert [(await buyer.expect("8")).get(150) for _ in range(2)] == [b"0", b"F"]
+        assert (await client.expect("8")).get(150) == b"F"  # o1 half filled
         await close_all()
 
     asyncio.run(before())
@@ -81,11 +91,14 @@ def test_a_fix_client_finds_its_orders_on_the_promoted_instance(
     promote = failover("promote", primary, standby)
     assert promote.returncode == 0, promote.stdout + promote.stderr
     wait_running(standby.with_suffix(".promoted.toml"))
-    # its market data never ran before: the book is the matchers' all the same (reseed.py)
-    url = f"http://127.0.0.1:{md_s}/api/depth?symbol=BTC-USD"
-    with urllib.request.urlopen(url, timeout=10) as answer:
+    # its market data starts from the standby's hot state: the book, and the trade before
+    url = f"http://127.0.0.1:{md_s}/api"
+    with urllib.request.urlopen(f"{url}/depth?symbol=BTC-USD", timeout=10) as answer:
         depth = json.load(answer)
-    assert (depth["bids"], depth["asks"]) == ([], [["100.00", "1.0000"], ["101.00", "2.0000"]])
+    assert (depth["bids"], depth["asks"]) == ([], [["100.00", "0.5000"], ["101.00", "2.0000"]])
+    with urllib.request.urlopen(f"{url}/trades?symbol=BTC-USD", timeout=10) as answer:
+        trades = json.load(answer)
+    assert [(t["t"], t["p"], t["q"]) for t in trades] == [(1, "100.00", "0.5000")]
 
     async def after() -> None:
         client = Client("MM")
@@ -94,7 +107,7 @@ def test_a_fix_client_finds_its_orders_on_the_promoted_instance(
         await client.send("H", *status_request("o1", "2"))
         status = await client.expect("8")
         assert (status.get(150), status.get(11), status.get(39), status.get(151)) == (
-            b"I", b"o1", b"0", b"1.0000",
+            b"I", b"o1", b"1", b"0.5000",
         )  # fmt: skip
         await client.send("F", *cancel("o2", "c2", "2"))
         done = await client.expect("8")
