@@ -14,8 +14,8 @@ Defaults are the targets of issue 6 (1000 clients, 1000 trades/s, 15 s per phase
 minute). Two phases of ``--seconds`` each: the N clients alone, then the same with the slow client.
 Every fast client checks its answers: every trade of the phase, once, in order (one in ten
 reads each id and checks depth diffs contiguous, the others count each read's trades against
-its first and last ids: see ``FeedClient``); depth diffs contiguous means ``U`` = previous
-``u`` + 1. The run fails if any client saw otherwise. Latency is from the trade event's
+its first and last ids: see ``ws_clients.FeedClient``); depth diffs contiguous means ``U`` =
+previous ``u`` + 1. The run fails if any client saw otherwise. Latency is from the trade event's
 ``ts_ns`` (stamped by the feeder just before it publishes) to the client's read, in 10 us
 buckets. The slow client (``SlowClient``: it stalls for seconds at a time)
 must not move the others' p99, and is expected to be closed with 1008. RSS of the marketdata
@@ -34,38 +34,30 @@ Results go to ``var/bench/ws.json``.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
-import functools
 import json
 import multiprocessing as mp
 import os
 import platform
-import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.sharedctypes import SynchronizedArray
 from pathlib import Path
 from typing import Any
-
-import uvloop
 
 from procs.common.records import BookLevel, Record, RecordCodec, Trade
 from procs.common.topology import MARKETDATA, matcher_output
 from procs.common.types import Side
 from shm import Ring
 from shm.inspect import remove_instance
+from tests.bench.ws_clients import BUCKET_NS, BUCKETS, SlowClient, run_clients
 
 ROOT = Path(__file__).parents[2]
-BUCKET_NS = 10_000  # latency histogram resolution
-BUCKETS = 300_000  # up to 3 s; slower counts in the last bucket
 PRICE = 5_000_000  # 50 000.00
 TARGET_P99_MS = 50.0
 TARGET_DELIVERED = 200_000
@@ -114,267 +106,6 @@ def feed(
         time.sleep(0.0005)
     producer.close()
     ring.close()
-
-
-# -- the clients ---------------------------------------------------------------------------
-
-
-def handshake_request(port: int, path: str, deflate: bool) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    extensions = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"{extensions if deflate else ''}\r\n"
-    ).encode()
-
-
-@dataclass
-class ClientStats:
-    trades: int = 0
-    next_trade: int = 0  # the trade id expected next
-    out_of_order: int = 0
-    depth: int = 0
-    depth_gaps: int = 0
-    last_u: int = 0
-    closed: int = 0  # close code received, 0 if none
-
-
-TRADE_ID = re.compile(rb'trade","E":\d+,"s":"[^"]*","t":(\d+),')
-TRADE_TAG = b'"e":"trade"'
-TRADE_TAG_AT = 5  # TRADE_ID starts at the tag's "trade"
-DEPTH_TAG = b'"e":"depth'  # depthUpdate and depthSnapshot
-DEPTH_IDS = re.compile(rb'"(?:U":(\d+),"u|lastUpdateId)":(\d+)')
-
-
-class FeedClient(asyncio.Protocol):
-    """One subscriber, as cheap as can be: the server's frames are unmasked text, so instead
-    of walking frame headers the trade and update ids are found in each read with a regex
-    (in C); JSON text never holds the bytes 0x88/0x89 that start close and ping frames.
-
-    Every ``FULL_EVERY``-th client reads every trade id of each read and checks that they are
-    the next ones, in order. The others check each read's count of trades against its first
-    and last ids (``bytes.count`` and two regex matches: a tenth of the cost, so the clients,
-    which share this machine's cores with the server under test, keep up with 1M messages a
-    second); all clients get the same frames, joined once per group by the server. The full
-    clients also check that depth diffs are contiguous. The latency of every ``SAMPLE``-th trade is
-    histogrammed (a different residue per client, so all fan-out positions are sampled)."""
-
-    SAMPLE = 16
-    FULL_EVERY = 10
-
-    def __init__(self, port: int, path: str, ctx: ClientContext, index: int) -> None:
-        self.port, self.path, self.ctx = port, path, ctx
-        self.residue = index % self.SAMPLE
-        self.full = index % self.FULL_EVERY == 0
-        self.stats = ClientStats(next_trade=ctx.first_trade)
-        self.carry = b""
-        self.upgraded = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        transport.write(handshake_request(self.port, self.path, deflate=True))  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time_ns()
-        buf = self.carry + data if self.carry else data
-        if not self.upgraded.done():
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.carry = buf
-                return
-            head = buf[:end].decode()
-            if " 101 " not in head.split("\r\n")[0] or "permessage-deflate" in head:
-                self.upgraded.set_exception(RuntimeError(f"unexpected handshake: {head!r}"))
-                return
-            self.upgraded.set_result(None)
-            buf = buf[end + 4 :]
-        if buf.endswith(b"}}"):  # ends with a whole message
-            self.carry = b""
-        else:
-            cut = buf.rfind(b'{"stream":')
-            self.carry, buf = (buf[cut:], buf[:cut]) if cut > 0 else (buf, b"")
-        if b"\x89" in buf or b"\x88" in buf:
-            self.control(buf)
-        ctx, s = self.ctx, self.stats
-        span = self.trades(buf)
-        if span is not None:
-            first, last = span
-            s.next_trade = last + 1
-            s.trades += last - first + 1
-            stamps, hist, k = ctx.stamps, ctx.hist, self.residue
-            for t in range(first + (k - first) % self.SAMPLE, last + 1, self.SAMPLE):
-                lat = (now - stamps[t]) // BUCKET_NS
-                hist[lat if lat < BUCKETS else BUCKETS - 1] += 1
-            if last == ctx.last_trade:
-                ctx.finished += 1
-        if not self.full:
-            return
-        at = buf.find(DEPTH_TAG)  # a few depth messages among the trades: find, then match
-        while at >= 0:
-            m = DEPTH_IDS.search(buf, at)
-            at = buf.find(DEPTH_TAG, at + 1)
-            if m is None:
-                break
-            first_u, last_u = m.groups()
-            s.depth += 1
-            u = int(last_u)
-            if first_u and s.last_u and int(first_u) != s.last_u + 1:
-                s.depth_gaps += 1
-            s.last_u = u
-
-    def trades(self, buf: bytes) -> tuple[int, int] | None:
-        """The first and last ids of this phase's trades in ``buf``, None if none; counts
-        a read out of order unless they are the ids expected next, all of them (a full
-        client) or as many as their span (the others)."""
-        s, first_trade = self.stats, self.ctx.first_trade
-        if not self.full:
-            n = buf.count(TRADE_TAG)
-            if not n:
-                return None
-            head = TRADE_ID.search(buf)
-            tail = TRADE_ID.match(buf, buf.rfind(TRADE_TAG) + TRADE_TAG_AT)
-            if head is not None and tail is not None:
-                first, last = int(head.group(1)), int(tail.group(1))
-                if first >= first_trade:  # else: a trade from before the phase, read it all
-                    if first != s.next_trade or last != first + n - 1:
-                        s.out_of_order += 1
-                    return first, last
-        ids = [int(t) for t in TRADE_ID.findall(buf)]
-        if ids and ids[0] < first_trade:
-            ids = [t for t in ids if t >= first_trade]
-        if not ids:
-            return None
-        first, n = ids[0], len(ids)
-        if first != s.next_trade or ids != list(range(first, first + n)):
-            s.out_of_order += 1
-        return first, ids[-1]
-
-    def control(self, buf: bytes) -> None:
-        """Answer pings (a pong masked with a zero key) and note a close frame's code."""
-        at = buf.find(b"\x89\x04")
-        if at >= 0 and self.transport is not None and len(buf) >= at + 6:
-            self.transport.write(b"\x8a\x84\0\0\0\0" + buf[at + 2 : at + 6])
-        at = buf.find(b"\x88")
-        # 0x88 is also the low byte of a 136-byte message's length, followed by '{'
-        while at >= 0 and not (len(buf) >= at + 4 and 2 <= buf[at + 1] <= 125 and buf[at + 2] < 20):
-            at = buf.find(b"\x88", at + 1)
-        if at >= 0:
-            self.stats.closed = int.from_bytes(buf[at + 2 : at + 4], "big")
-
-
-@dataclass
-class ClientContext:
-    first_trade: int
-    last_trade: int
-    stamps: Any  # the shared ctypes array: trade id -> ts_ns
-    hist: list[int] = field(default_factory=lambda: [0] * BUCKETS)
-    finished: int = 0
-
-
-def run_clients(
-    port: int,
-    count: int,
-    trades: tuple[int, int],
-    stamps: SynchronizedArray[int],
-    ready: Any,
-    go: Any,
-    results: Any,
-    timeout_s: float,
-) -> None:
-    """A client process: connect ``count`` clients, report ready, read until every client
-    saw the last trade (or ``timeout_s``), then send back stats and the latency histogram."""
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ctx = ClientContext(trades[0], trades[1], stamps.get_obj())
-        clients: list[FeedClient] = []
-        path = "/stream?streams=btc-usd@trade/btc-usd@depth"
-        for k in range(count):
-            _, client = await loop.create_connection(
-                functools.partial(FeedClient, port, path, ctx, k), "127.0.0.1", port
-            )
-            await client.upgraded
-            clients.append(client)
-            if k % 50 == 49:
-                await asyncio.sleep(0)
-        ready.put(count)
-        await loop.run_in_executor(None, go.wait)
-        cpu0 = time.process_time()
-        deadline = time.monotonic() + timeout_s
-        while ctx.finished < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for c in clients:
-            assert c.transport is not None
-            c.transport.abort()
-        results.put(([c.stats.__dict__ for c in clients], ctx.hist, time.process_time() - cpu0))
-
-    uvloop.run(main())
-
-
-class SlowClient:
-    """Subscribes, then stalls for ``STALL_S`` at a time, catching up between stalls: a client
-    on a link that comes and goes. It connects as a client on a real network would: a small
-    receive buffer and a 1400-byte MSS. On loopback the MSS is 64 KiB, and the kernel sizes
-    a connection's send buffer from it (two congestion windows of segments: over a megabyte
-    from the start), so a stalled loopback client hides seconds of this feed in the kernel
-    before the server's outbox sees it; with real segments a stall fills the outbox within
-    one, and the server should close it with 1008. The catching up reads the close frame
-    before the server's close timeout (2 s) gives up on it: a client that never read would
-    be aborted with the frame unread."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(handshake_request(port, "/stream?streams=btc-usd@trade/btc-usd@depth", False))
-        self.data = bytearray()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        sock = self.sock
-        try:
-            while True:
-                time.sleep(STALL_S)
-                sock.settimeout(0.2)  # catch up: read until the server pauses
-                try:
-                    while part := sock.recv(1 << 20):
-                        self.data += part
-                    return  # closed by the server
-                except TimeoutError:
-                    continue
-        except OSError:
-            pass
-
-    def close_code(self) -> int:
-        """Wait for the server to close it (or a few stalls); the close code it sent."""
-        self.reader.join(3 * STALL_S)
-        self.sock.close()
-        return close_code(bytes(self.data))
-
-
-#: How long the slow client stops reading at a time.
-STALL_S = 2.5
-
-
-def close_code(data: bytes) -> int:
-    """The close code in a client's received bytes (after the HTTP response; 0: none)."""
-    i = data.find(b"\r\n\r\n") + 4
-    code = 0
-    while len(data) - i >= 2:
-        b0, n = data[i], data[i + 1] & 0x7F
-        start = i + 2
-        if n == 126:
-            n, start = int.from_bytes(data[i + 2 : i + 4], "big"), i + 4
-        elif n == 127:
-            n, start = int.from_bytes(data[i + 2 : i + 10], "big"), i + 10
-        if b0 & 0x0F == 8 and start + 2 <= len(data):
-            code = int.from_bytes(data[start : start + 2], "big")
-        i = start + n
-    return code
 
 
 # -- the run -------------------------------------------------------------------------------

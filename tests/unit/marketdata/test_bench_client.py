@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.bench.bench_ws import ClientContext, FeedClient
+from tests.bench.ws_clients import ClientContext, FeedClient
 
 FRAME = (
     b'\x81\x7e\x00\x98{"stream":"btc-usd@trade","data":{"e":"trade","E":1763000000000,'
