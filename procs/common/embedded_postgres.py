@@ -14,6 +14,7 @@ as the ``postgres`` user (else ``nobody``) and owns its directory.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import logging
@@ -194,19 +195,28 @@ class EmbeddedPostgres:
             f.write("\n# ringex embedded\n" + "\n".join(settings) + "\n")
 
     def start(self) -> str:
-        """Create and start the cluster when needed, make the database; return the DSN."""
-        self.init()
-        if not self.running():
-            argv = self._cmd(
-                "pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "60", "start"
-            )
-            self._check(argv, f"pg_ctl start of {self.data}")
-            self.started_here = True
-        admin = f"host={self.data} port={PORT} dbname=postgres user={SUPERUSER}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-            if exists.fetchone() is None:
-                conn.execute(f"CREATE DATABASE {DATABASE}")
+        """Create and start the cluster when needed, make the database; return the DSN.
+
+        Processes that start the same cluster at once (a writer, ``ringex replay --to-db``, a
+        test) take turns on a lock file beside it: initdb writes PG_VERSION early, so one that
+        looked while another's initdb ran would start a half-made cluster."""
+        lock = self.root.with_name(self.root.name + ".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
+            self.init()
+            if not self.running():
+                argv = self._cmd(
+                    *("pg_ctl", "-D", str(self.data), "-l", str(self.log_path)),
+                    *("-w", "-t", "60", "start"),
+                )
+                self._check(argv, f"pg_ctl start of {self.data}")
+                self.started_here = True
+            admin = f"host={self.data} port={PORT} dbname=postgres user={SUPERUSER}"
+            with psycopg.connect(admin, autocommit=True) as conn:
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+                if exists.fetchone() is None:
+                    conn.execute(f"CREATE DATABASE {DATABASE}")
         log.info("embedded PostgreSQL at %s (binaries %s)", self.data, self.bin_dir)
         return self.dsn
 
@@ -219,3 +229,4 @@ class EmbeddedPostgres:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+        self.root.with_name(self.root.name + ".lock").unlink(missing_ok=True)

@@ -13,9 +13,14 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from config import load_profile
+from config.schema import RingexConfig
+from procs.common.embedded_postgres import EmbeddedPostgres
+from procs.common.topology import postgres_dir
+from procs.core.recovery import recover
 from procs.replica.files import gateway_root
 from tests.e2e.test_standby import (
     failover,
@@ -42,9 +47,14 @@ def pair(instance: str, tmp_path: Path) -> Iterator[tuple[Path, Path, int, int, 
         f'[replication]\nprimary = "127.0.0.1:{port}"\n'
         f'[[gateways]]\nname = "gw1"\nid = 1\nport = {fix_s}\n',
         marketdata=f"port = {md_s}",  # runs once promoted
+        database="enabled = true",  # its own embedded cluster, written once promoted
     )  # fmt: skip
-    with primary_and_standby(instance, primary, standby):
-        yield primary, standby, fix_p, fix_s, md_s
+    try:
+        with primary_and_standby(instance, primary, standby):
+            yield primary, standby, fix_p, fix_s, md_s
+    finally:  # the writers' clusters outlive their instances (as root, outside tmp_path)
+        for path in (primary, standby):
+            EmbeddedPostgres(postgres_dir(load_profile(str(path)))).destroy()
 
 
 def shipped(primary: Path, standby: Path) -> bool:
@@ -99,6 +109,7 @@ def test_a_fix_client_finds_its_orders_on_the_promoted_instance(
     with urllib.request.urlopen(f"{url}/trades?symbol=BTC-USD", timeout=10) as answer:
         trades = json.load(answer)
     assert [(t["t"], t["p"], t["q"]) for t in trades] == [(1, "100.00", "0.5000")]
+    database_matches_the_journal(load_profile(str(standby.with_suffix(".promoted.toml"))))
 
     async def after() -> None:
         client = Client("MM")
@@ -115,3 +126,32 @@ def test_a_fix_client_finds_its_orders_on_the_promoted_instance(
         await close_all()
 
     asyncio.run(after())
+
+
+def database_matches_the_journal(cfg: RingexConfig) -> None:
+    """The promoted instance's writer fills its own database from the journal it received:
+    to the journal's end, the trade made on the primary once, balances as its router has them."""
+    state = recover(cfg)
+    dsn = EmbeddedPostgres(postgres_dir(cfg)).start()
+    decimals = {a.id: a.decimals for a in cfg.assets}
+    deadline = time.monotonic() + 60
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            try:
+                row = conn.execute("SELECT last_seq FROM checkpoint").fetchone()
+            except psycopg.errors.UndefinedTable:  # the writer has not made its tables yet
+                row = None
+            if row is not None and row[0] == state.last_seq:
+                break
+            assert time.monotonic() < deadline, f"checkpoint {row} never reached {state.last_seq}"
+            time.sleep(0.2)
+        trades = conn.execute("SELECT symbol_id, trade_id FROM trades").fetchall()
+        assert trades == [(1, 1)]
+        balances = conn.execute("SELECT account_id, asset_id, free, reserved FROM balances")
+        rows = balances.fetchall()
+    accounts = state.sequencer.accounts
+    assert rows and all(
+        accounts.balance(account, asset)
+        == (int(free.scaleb(decimals[asset])), int(reserved.scaleb(decimals[asset])))
+        for account, asset, free, reserved in rows
+    ), rows

@@ -31,11 +31,16 @@ CODEC = RecordCodec()
 
 
 def write_profile(
-    path: Path, instance: str, var: Path, extra: str, marketdata: str = "enabled = false"
+    path: Path,
+    instance: str,
+    var: Path,
+    extra: str,
+    marketdata: str = "enabled = false",
+    database: str = "enabled = false",
 ) -> Path:
     path.write_text(
         f'instance = "{instance}"\nvar_dir = "{var}"\n'
-        f"[ring]\ncapacity = 4096\n[marketdata]\n{marketdata}\n[database]\nenabled = false\n"
+        f"[ring]\ncapacity = 4096\n[marketdata]\n{marketdata}\n[database]\n{database}\n"
         '[wait]\nstrategy = "blocking"\npark_timeout_s = 0.005\n[risk]\nfee_account = 1\n' + extra
     )
     return path
