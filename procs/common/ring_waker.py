@@ -63,6 +63,11 @@ class RingWaker:
             self._generation += 1
             self._cond.notify_all()
 
+    @property
+    def armed(self) -> bool:
+        """Whether a nap is armed (the loop sleeps until a ring or its own wake-up ends it)."""
+        return self._armed is not None
+
     def disarm(self) -> None:
         with self._cond:
             self._armed = None

@@ -35,8 +35,10 @@ def test_a_parked_gateway_wakes_for_a_fill_from_elsewhere(
             assert (await alice.expect("8")).get(150) == b"0"  # New, resting
             gateway = h.gateway
             assert gateway is not None and gateway._waker is not None
-            await asyncio.sleep(0.3)  # nothing happens: the poll loop parks
-            assert gateway._nap is not None and not gateway._nap.done()
+            deadline = time.monotonic() + 5.0  # nothing happens: the poll loop parks
+            while not gateway._waker.armed:
+                assert time.monotonic() < deadline, "the gateway did not park"
+                await asyncio.sleep(0.05)
             woken = gateway._waker.wakeups
             # account 8 buys through another gateway (the admin ring here): only the matcher's
             # output ring tells this gateway about ALICE's fill

@@ -392,8 +392,10 @@ def test_an_idle_feed_parks_and_a_trade_wakes_it(instance: str) -> None:
         feed = rig.process.feed
         assert feed.waker is not None
         feed.clock_s = 60.0
-        await asyncio.sleep(0.3)  # ticks once, then nothing: parked until the clock's tick
-        assert feed._nap is not None and not feed._nap.done()
+        deadline = time.monotonic() + 5.0  # it ticks once more, then parks until the next
+        while feed._nap is None or feed._next_clock - time.monotonic() < 30:
+            assert time.monotonic() < deadline, "the feed did not park"
+            await asyncio.sleep(0.05)
         woken, events = feed.waker.wakeups, feed.events
         async with rig.client("/stream?streams=btc-usd@trade") as client:
             rig.publish([now_trade(1, 1, 5_000_000)])
