@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
+
 from config.schema import RingexConfig
+from procs.common.journal import JournalError
 from procs.common.records import BookLevel, RecordCodec
 from procs.common.topology import matcher_output
 from procs.common.types import Side
@@ -67,7 +70,12 @@ class Reseeder:
         ]
         if not behind:
             return []
-        matchers = matchers_at(self.cfg, {name: seq}, self.codec)
+        try:
+            matchers = matchers_at(self.cfg, {name: seq}, self.codec)
+        except (OSError, ValueError, JournalError, msgspec.DecodeError) as exc:
+            # a snapshot or journal it cannot read: the feed goes on with the books it has
+            log.error("matcher %s: its state at seq %d is unreadable (%s)", name, seq, exc)
+            return []
         if matchers is None:
             log.warning(
                 "matcher %s: its snapshot is past seq %d, its replay mark: books as they are",

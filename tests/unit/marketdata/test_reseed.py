@@ -8,15 +8,17 @@ import random
 import tempfile
 import time
 
+import pytest
 import uvloop
 
-from procs.common.records import Heartbeat
+from procs.common.records import Heartbeat, RecordCodec
 from procs.common.snapshots import SnapshotStore
-from procs.common.topology import REPLAY_SOURCE, snapshot_dir
+from procs.common.topology import REPLAY_SOURCE, matcher_output, snapshot_dir
 from procs.common.types import Side
 from procs.core.engine import Matcher
+from procs.core.market.state import build_state
 from procs.core.symbols import symbol_specs
-from procs.marketdata.reseed import level_changes
+from procs.marketdata.reseed import Reseeder, level_changes
 
 from .rig import Rig, config, running
 from .test_server import apply, random_orders
@@ -71,3 +73,13 @@ def test_missed_books_are_set_at_the_replay_mark_and_diffs_continue(instance: st
             await asyncio.wait_for(body(rig), 20)
 
     uvloop.run(main())
+
+
+def test_an_unreadable_matcher_state_leaves_the_books_and_the_feed_goes_on(
+    instance: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = config(instance, tempfile.mkdtemp(prefix="ringex-md-"))
+    SnapshotStore(snapshot_dir(cfg, "matcher-m1")).save(5, b"\x93not a matcher")
+    state = build_state(cfg)
+    assert Reseeder(cfg, RecordCodec())(matcher_output("m1"), 5, 0, state) == []
+    assert "unreadable" in caplog.text
