@@ -66,8 +66,12 @@ async def drive(profile_dir: Path, port: int, producer: Any) -> None:
                 level(5, Side.BUY, 9_900, 0, ts=now),
             ]
         )
-        state = await tools.wait_for(
-            "the new trade and the book change",
-            lambda s: s["trades"][:1] == ["2"] and "102.00" in s["asks"] and not s["bids"],
+        state = await tools.wait_for(  # each stream's message lands when it lands: wait for all
+            "the new trade, the book change and the ticker",
+            lambda s: (
+                s["trades"][:1] == ["2"]
+                and "102.00" in s["asks"]
+                and not s["bids"]
+                and s["last"] == "101.00"
+            ),
         )
-        assert state["last"] == "101.00"
