@@ -122,17 +122,21 @@ class Supervisor:
             if child.process is None:
                 self._spawn(child)
 
-    def start(self) -> None:
+    def start(self, meanwhile: Callable[[], None] | None = None) -> None:
         """Release in two waves, each at once and then waited on in order: the matchers
         (the router's start reads how far each recovered), then everything else (a gateway
         that listens before the router is ready only queues commands in its ring). One
         after the other took about 1.3 s of a failover, and imports after the release
-        another 0.6 s."""
+        another 0.6 s. ``meanwhile`` runs once the last wave is released, while it starts
+        (the metrics server: 0.1 s a failover's first order need not wait for)."""
         books = [c for c in self.children if c.spec.module == MATCHER_MODULE]
         self.prestart()
-        for wave in (books, [c for c in self.children if c not in books]):
+        waves = (books, [c for c in self.children if c not in books])
+        for k, wave in enumerate(waves):
             for child in wave:
                 self._release(child)
+            if meanwhile is not None and k == len(waves) - 1:
+                meanwhile()
             for child in wave:
                 self._wait_ready(child)
         self.state = "running"
@@ -385,8 +389,7 @@ class Supervisor:
             self._discard_held()
             return 1
         try:
-            self.serve_metrics()
-            self.start()
+            self.start(meanwhile=self.serve_metrics)
             self.watch(stop)
             code = 0
         except SupervisorError as exc:
