@@ -158,13 +158,17 @@ def run_sink(cfg: RingexConfig, last_seq: int, paced: bool, out: Any) -> None:
     while True:
         batch = consumer.take(1024, timeout_s=1.0)
         now = clock()
+        last = 0
         for event in batch:
-            seq = event.seq  # type: ignore[attr-defined]
+            seq = getattr(event, "seq", None)
+            if seq is None:  # the matcher's start marks (Heartbeats): no command's events
+                continue
+            events += 1
+            last = seq
             if paced and seq != previous:
                 samples.append(now - event.ts_ns)  # type: ignore[attr-defined]
                 previous = seq
-        events += len(batch)
-        if batch and batch[-1].seq >= last_seq:  # type: ignore[attr-defined]
+        if last >= last_seq:
             break
     out.put((clock(), events, samples))
 
