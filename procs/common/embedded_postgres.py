@@ -200,7 +200,8 @@ class EmbeddedPostgres:
         looked while another's initdb ran would start a half-made cluster."""
         lock = self.root.with_name(self.root.name + ".lock")
         lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a") as held:
+        # read-only: whoever made the file, any user that may read it can take the lock
+        with open(os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644), "rb") as held:
             fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
             self.init()
             if not self.running():
