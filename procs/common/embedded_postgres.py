@@ -145,6 +145,11 @@ class EmbeddedPostgres:
             )
 
     @property
+    def lock_path(self) -> Path:
+        """Beside the cluster's directory: ``start`` holds it (see there)."""
+        return self.root.with_name(self.root.name + ".lock")
+
+    @property
     def dsn(self) -> str:
         return f"host={self.data} port={PORT} dbname={DATABASE} user={SUPERUSER}"
 
@@ -198,7 +203,7 @@ class EmbeddedPostgres:
         Processes that start the same cluster at once (a writer, ``ringex replay --to-db``, a
         test) take turns on a lock file beside it: initdb writes PG_VERSION early, so one that
         looked while another's initdb ran would start a half-made cluster."""
-        lock = self.root.with_name(self.root.name + ".lock")
+        lock = self.lock_path
         lock.parent.mkdir(parents=True, exist_ok=True)
         # read-only: whoever made the file, any user that may read it can take the lock
         with open(os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644), "rb") as held:
@@ -231,4 +236,4 @@ class EmbeddedPostgres:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
-        self.root.with_name(self.root.name + ".lock").unlink(missing_ok=True)
+        self.lock_path.unlink(missing_ok=True)

@@ -20,11 +20,12 @@ the directory). A journal without one is in epoch 1 from seq 1.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Final
+
+from procs.common.durable import replace_durably
 
 FILE: Final = "epochs.json"
 
@@ -128,15 +129,4 @@ class Epochs:
             "epochs": [list(h) for h in self.history],
             "fenced": None if fence is None else asdict(fence),
         }
-        path = directory / FILE
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        replace_durably(directory / FILE, json.dumps(doc).encode())

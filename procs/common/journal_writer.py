@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal
 
+from procs.common.durable import fsync_dir
 from procs.common.journal import (
     HEADER_SIZE,
     SUFFIX,
@@ -39,14 +40,6 @@ from procs.common.journal import (
 FsyncPolicy = Literal["batch", "interval", "none"]
 FSYNC_POLICIES: Final[tuple[FsyncPolicy, ...]] = ("batch", "interval", "none")
 DEFAULT_SEGMENT_BYTES: Final = 256 * 2**20
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: memoryview | bytes) -> None:
@@ -298,12 +291,12 @@ def archive_segments_before(directory: Path, seq: int, archive_dir: Path) -> lis
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.rename(tmp, target)
-            _fsync_dir(archive_dir)  # the copy is durable before the original goes
+            fsync_dir(archive_dir)  # the copy is durable before the original goes
             path.unlink()
         moved.append(target)
     if moved:
-        _fsync_dir(archive_dir)
-        _fsync_dir(directory)
+        fsync_dir(archive_dir)
+        fsync_dir(directory)
     return moved
 
 
@@ -346,5 +339,5 @@ def cut_after(directory: Path, seq: int, aside: Path, *, slot_size: int, schema_
                 if os.fstat(f.fileno()).st_size > keep:
                     f.truncate(keep)
                     os.fsync(f.fileno())
-        _fsync_dir(directory)
+        fsync_dir(directory)
     return last - seq

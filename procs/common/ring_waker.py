@@ -34,6 +34,20 @@ def settle(nap: asyncio.Future[None]) -> None:
         nap.set_result(None)
 
 
+async def nap_for(nap: asyncio.Future[None], timeout_s: float, waker: RingWaker | None) -> None:
+    """Await ``nap`` (which the caller's own wake-ups settle) for ``timeout_s`` at most; with
+    ``waker``, a record on one of its rings ends it too."""
+    timer = nap.get_loop().call_later(timeout_s, settle, nap)
+    if waker is not None:
+        waker.arm(nap)
+    try:
+        await nap
+    finally:
+        timer.cancel()
+        if waker is not None:
+            waker.disarm()
+
+
 class RingWaker:
     """A thread per consumer in ``consumers`` that ends an armed nap when its ring has a
     record. Arm, disarm and close on the loop's thread; close before the consumers."""

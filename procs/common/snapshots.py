@@ -7,8 +7,9 @@ fsynced and renamed, so a crash leaves the previous snapshot or the new one, nev
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from procs.common.durable import replace_durably
 
 
 class SnapshotStore:
@@ -21,17 +22,7 @@ class SnapshotStore:
     def save(self, seq: int, data: bytes) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{seq:020d}.snap"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_durably(path, data)
         for old in self._paths()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, cast
 from config.schema import GatewayConfig, RingexConfig
 from procs.common import sd_notify
 from procs.common.records import Heartbeat, Record, RecordCodec
-from procs.common.ring_waker import RingWaker, settle
+from procs.common.ring_waker import RingWaker, nap_for, settle
 from procs.common.stats import GATEWAY_COUNTERS, gateway_page
 from procs.common.topology import (
     REPLAY_SOURCE,
@@ -471,17 +471,14 @@ class GatewayServer:
                 await asyncio.sleep(0)
             else:
                 self._nap = nap = loop.create_future()
-                waker = self._waker
-                parked = waker is not None and clock() >= self._spin_until + park_after
-                if parked and waker is not None:
-                    waker.arm(nap)  # idle a while: a ring's record or a client ends the nap
-                wake = loop.call_later(PARKED_NAP_S if parked else IDLE_NAP_S, settle, nap)
+                # idle a while: parked, a ring's record or a client ends the nap
+                parked = self._waker is not None and clock() >= self._spin_until + park_after
                 try:
-                    await nap
+                    if parked:
+                        await nap_for(nap, PARKED_NAP_S, self._waker)
+                    else:
+                        await nap_for(nap, IDLE_NAP_S, None)
                 finally:
-                    wake.cancel()
-                    if parked and waker is not None:
-                        waker.disarm()
                     self._nap = None
 
     async def _timers(self) -> None:

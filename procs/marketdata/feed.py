@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 
 from procs.common.market_snapshots import MarketSnapshots
 from procs.common.records import BookLevel, Heartbeat, Record
-from procs.common.ring_waker import RingWaker, settle
+from procs.common.ring_waker import RingWaker, nap_for, settle
 from procs.common.topology import REPLAY_SOURCE
 from procs.core.market.state import MarketState, Update
 from procs.marketdata.hub import Hub
@@ -154,13 +154,9 @@ class Feed:
         if self._uncommitted:
             due = min(due, self._next_snapshot)
         self._nap = nap = loop.create_future()
-        waker.arm(nap)
-        timer = loop.call_later(max(0.0, due - time.monotonic()), settle, nap)
         try:
-            await nap
+            await nap_for(nap, max(0.0, due - time.monotonic()), waker)
         finally:
-            timer.cancel()
-            waker.disarm()
             self._nap = None
 
     def wake(self) -> None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config.schema import RingexConfig
+from procs.common.durable import fsync_dir, fsync_file
 from procs.common.topology import users_path
 from procs.replica.wire import StateFile
 
@@ -132,20 +133,9 @@ class FileReceiver:
     def sync(self) -> None:
         """fsync the files written since the last call (a replaced one: its directory too)."""
         for path in self.dirty:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(path)
         for directory in self.renamed:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(directory)
         self.dirty.clear()
         self.renamed.clear()
 

@@ -31,7 +31,7 @@ import os
 import time
 
 from config.schema import RingexConfig
-from procs.common.epochs import Epochs, EpochsError
+from procs.common.epochs import Epochs, EpochsError, JournalFencedError
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import RecordCodec
@@ -69,12 +69,10 @@ class Standby:
         self.codec = codec = RecordCodec()
         directory = journal_dir(cfg)
         self.epochs = Epochs.load(directory)
-        if self.epochs.fence is not None:
-            f = self.epochs.fence
-            raise StandbyRefusedError(
-                f"journal {directory} is fenced (instance {f.by!r} was promoted to epoch "
-                f"{f.epoch}): rebuild it first with scripts/failover.py demote"
-            )
+        try:
+            self.epochs.check_open(directory)  # a fenced journal follows nobody either
+        except JournalFencedError as exc:
+            raise StandbyRefusedError(str(exc)) from exc
         #: The primary's epochs, kept once its first frame is (its history is then proven).
         self._adopt: Epochs | None = None
         #: The market data a promoted instance starts from (``market.py``).
