@@ -6,11 +6,12 @@ gateways, database) beside these; a profile sets only what differs from the defa
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
-from shm.wait import WaitStrategy, wait_strategy
+if TYPE_CHECKING:  # shm is imported where a strategy is built: ops scripts load config fast
+    from shm.wait import WaitStrategy
 
 WaitName = Literal["busy-spin", "yield", "sleep", "blocking"]
 
@@ -30,6 +31,8 @@ class WaitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     max_sleep_s: Annotated[float, msgspec.Meta(gt=0, le=1)] = 5e-3
 
     def build(self) -> WaitStrategy:
+        from shm.wait import wait_strategy  # noqa: PLC0415
+
         params: dict[str, float] = {"spins": self.spins}
         if self.strategy == "blocking":
             params["park_timeout_s"] = self.park_timeout_s
@@ -278,6 +281,10 @@ class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     #: 0 waits forever (no acknowledged order can ever be lost, and no order is taken
     #: while the standby is away).
     sync_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 1_000
+    #: A standby's supervisor starts its promoted instance's processes as it starts, held
+    #: after their imports, so that a promotion only releases them
+    #: (``procs/supervisor/promotion.py``); false: ``promote`` starts them then.
+    prestart: bool = True
 
     def primary_address(self) -> tuple[str, int]:
         host, _, port = self.primary.rpartition(":")

@@ -9,16 +9,18 @@ their history hashes agree, and the primary's replication status (mode, acknowle
 whether sync mode is degraded).
 ``promote``: fence the old primary first (SIGKILL its supervisor and every process it ran,
 from its status file, and mark its journal fenced by the new epoch, so whatever restarts it
-cannot sequence: two primaries must never accept orders at once), stop the standby (a
-clean stop: it writes snapshots of its hot state, so nothing is replayed), and start the
-standby's instance as a primary (its config without ``replication.primary``, written beside
-it as ``<name>.promoted.toml``). The new supervisor's process is started first: it and the
-instance's processes import while the fence and the standby's stop happen, and it starts the
-instance once told to go (after the fence) and once the standby's supervisor has exited; it
-starts the new epoch in the standby's journal first (``procs.common.epochs``). Prints each
-step's time. Two hosts need the fencing done by the operator's own means (power, network)
-before this runs on the standby host; the epoch then fences the old primary when it meets a
-standby of the new one.
+cannot sequence: two primaries must never accept orders at once), then promote the standby.
+Its supervisor holds the promoted instance's processes, started and imported
+(``procs/supervisor/promotion.py``): told to promote (a request file, then SIGUSR1), it
+stops the standby process (a clean stop: it writes snapshots of its hot state, so nothing is
+replayed), starts the new epoch in the journal (``procs.common.epochs``) and releases them.
+A standby started without that (``replication.prestart = false``) is stopped instead, and a
+new supervisor (started first, so that it and the instance's processes import while the fence
+and the standby's stop happen) starts the instance once told to go and once the standby's
+supervisor has exited. Either way the instance runs ``<name>.promoted.toml`` (the standby's
+config without ``replication.primary``, written beside it). Prints each step's time. Two
+hosts need the fencing done by the operator's own means (power, network) before this runs on
+the standby host; the epoch then fences the old primary when it meets a standby of the new one.
 
 ``demote``: rebuild the stopped old primary as the promoted instance's standby
 (``procs.replica.rebuild``): ask the promoted instance for its epochs (``--new-address``, or
@@ -37,6 +39,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,7 @@ import tomli_w
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common.epochs import Epochs
+from procs.supervisor import promotion
 from shm.liveness import pid_alive
 
 STOP_TIMEOUT_S = 60.0  # how long the new supervisor waits for the standby's to exit
@@ -148,16 +152,21 @@ def promote(primary_path: str, standby_path: str) -> int:
         print(f"  {time.monotonic() - started:5.2f} s  {what}")
 
     primary, standby = load_profile(primary_path), load_profile(standby_path)
-    raw = tomllib.loads(Path(standby_path).read_text())
-    raw.setdefault("replication", {})["primary"] = ""
-    promoted = Path(standby_path).with_suffix(".promoted.toml")
-    promoted.write_text(tomli_w.dumps(raw))
-    old = read_json(run_file(standby, "status.json")).get("supervisor_pid")
+    promoted = promotion.write_promoted_profile(standby_path)
+    doc = read_json(run_file(standby, "status.json"))
+    old = doc.get("supervisor_pid")
     old = old if isinstance(old, int) and pid_alive(old) else 0
     epoch = (
         max(Epochs.load(journal_path(standby)).current, Epochs.load(journal_path(primary)).current)
         + 1
     )
+    if old and doc.get("prestarted") and doc.get("role") == "standby":
+        fence(primary, epoch, standby.instance)
+        step("old primary fenced")
+        promotion.request(standby, old, epoch)  # only now: two primaries must never run
+        os.kill(old, signal.SIGUSR1)
+        step(f"standby's supervisor (pid {old}) told to promote; its processes are prestarted")
+        return await_promoted(standby, promoted, old, started, step)
     logs = run_file(standby, "supervisor.log")
     logs.parent.mkdir(parents=True, exist_ok=True)
     with open(logs, "ab") as out:  # it imports, then waits for the standby to be gone
@@ -175,19 +184,37 @@ def promote(primary_path: str, standby_path: str) -> int:
     if old:
         os.kill(old, signal.SIGTERM)  # the standby stops cleanly, writing its snapshots
     step(f"standby told to stop; the new supervisor (pid {child.pid}) waits for it")
+    return await_promoted(standby, promoted, child.pid, started, step, child)
+
+
+def await_promoted(
+    standby: RingexConfig,
+    promoted: Path,
+    supervisor: int,
+    started: float,
+    step: Callable[[str], None],
+    child: subprocess.Popen[bytes] | None = None,
+) -> int:
+    """Wait until ``supervisor`` runs the instance as a primary."""
+    logs = run_file(standby, "supervisor.log")
     deadline = time.monotonic() + READY_TIMEOUT_S
-    stopped = not old
+    standby_seen = True
     while time.monotonic() < deadline:
-        if not stopped and not pid_alive(old):
-            stopped = True
-            step("standby stopped")
         doc = read_json(run_file(standby, "status.json"))
-        if doc.get("supervisor_pid") == child.pid and doc.get("state") == "running":
+        if standby_seen and (doc.get("role") != "standby" or doc.get("state") == "stopped"):
+            standby_seen = False
+            step("standby stopped")
+        if (
+            doc.get("supervisor_pid") == supervisor
+            and doc.get("role") == "primary"
+            and doc.get("state") == "running"
+        ):
             step(f"promoted instance running ({promoted})")
             print(f"promoted {standby.instance} in {time.monotonic() - started:.2f} s")
             return 0
-        if child.poll() is not None:
-            print(f"the promoted instance did not start (exit {child.returncode}): see {logs}",
+        ended = child.poll() if child is not None else (None if pid_alive(supervisor) else -1)
+        if ended is not None:
+            print(f"the promoted instance did not start (exit {ended}): see {logs}",
                   file=sys.stderr)  # fmt: skip
             return 1
         time.sleep(0.01)
@@ -200,8 +227,6 @@ def supervise(profile: str, after_pid: int, epoch: int) -> int:
     while the fence and the standby's stop happen. It goes on once ``promote`` says go (the
     old primary is fenced: without that word, nothing starts) and ``after_pid`` has exited,
     in the new ``epoch``, which begins at the journal's next seq."""
-    from procs.common.journal import JournalReader  # noqa: PLC0415
-    from procs.common.records import RecordCodec  # noqa: PLC0415
     from procs.supervisor.main import main as supervisor_main  # noqa: PLC0415  (the point)
 
     def go() -> bool:
@@ -211,18 +236,12 @@ def supervise(profile: str, after_pid: int, epoch: int) -> int:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while after_pid and pid_alive(after_pid) and time.monotonic() < deadline:
             time.sleep(0.005)
-        directory = journal_path(load_profile(profile))
-        last = 0
-        if directory.is_dir():
-            codec = RecordCodec()
-            reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
-            last = reader.last_seq()
         try:
-            Epochs.load(directory).promoted(epoch, last + 1).save(directory)
+            first = promotion.begin_epoch(load_profile(profile), epoch)
         except (OSError, ValueError) as exc:  # EpochsError is a ValueError
             print(f"the new epoch could not be written: {exc}: not starting", file=sys.stderr)
             return False
-        print(f"epoch {epoch} begins at seq {last + 1}", flush=True)
+        print(f"epoch {epoch} begins at seq {first}", flush=True)
         return True
 
     return supervisor_main(["--profile", profile], go)

@@ -43,6 +43,7 @@ from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.records import RecordCodec
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
+from procs.supervisor import promotion
 from procs.supervisor.held import GO
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
@@ -84,6 +85,8 @@ class Supervisor:
         self.reason = ""
         self._rings: dict[str, Ring[Any]] = {}
         self.metrics: MetricsServer | None = None
+        #: A standby's: its promoted instance's processes are started and held (``spare``).
+        self.prestarted = False
         run_dir(cfg).mkdir(parents=True, exist_ok=True)
 
     # -- start ----------------------------------------------------------------------------------
@@ -179,7 +182,7 @@ class Supervisor:
         spec = child.spec
         log.info("started %s (pid %d) %s", spec.name, process.pid, " ".join(spec.args))
 
-    def _discard_held(self) -> None:
+    def discard_held(self) -> None:
         """Let go of processes never released: end of file, and they exit without running."""
         for child in self.children:
             if child.held and child.process is not None:
@@ -333,6 +336,8 @@ class Supervisor:
             "profile": self.profile,
             "supervisor_pid": os.getpid(),
             "state": self.state,
+            "role": "standby" if self.cfg.replication.primary else "primary",
+            "prestarted": self.prestarted,
             "reason": self.reason,
             "updated_ns": time.time_ns(),
             "metrics_url": self.metrics.url if self.metrics is not None else "",
@@ -369,10 +374,16 @@ class Supervisor:
             for c in self.children
         ]
 
-    def run(self, stop: Callable[[], bool], go: Callable[[], bool] = lambda: True) -> int:
+    def run(
+        self,
+        stop: Callable[[], bool],
+        go: Callable[[], bool] = lambda: True,
+        started: Callable[[], None] = lambda: None,
+    ) -> int:
         """Start, watch until ``stop()``, stop. Returns the exit status. ``go`` is called
         while the processes import, before anything of the instance is touched; False
-        (a promotion that did not fence the old primary) starts nothing."""
+        (a promotion that did not fence the old primary) starts nothing. ``started`` runs
+        once the instance is running (a standby's: prestart its promotion)."""
         try:
             self.refuse_running()  # before starting anything of it
         except SupervisorError as exc:
@@ -381,15 +392,16 @@ class Supervisor:
         self.prestart()
         try:
             if not go():
-                self._discard_held()
+                self.discard_held()
                 return 1
             self.create_rings()  # refuses a running instance before touching anything of it
         except SupervisorError as exc:
             log.error("%s", exc)
-            self._discard_held()
+            self.discard_held()
             return 1
         try:
             self.start(meanwhile=self.serve_metrics)
+            started()
             self.watch(stop)
             code = 0
         except SupervisorError as exc:
@@ -416,9 +428,47 @@ def main(argv: list[str] | None = None, go: Callable[[], bool] = lambda: True) -
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stopped = stop_on_signals()
+    cfg = load_profile(args.profile)
     with contextlib.suppress(KeyboardInterrupt):
-        return Supervisor(load_profile(args.profile), args.profile).run(stopped, go)
+        if cfg.replication.primary and cfg.replication.prestart and args.profile.endswith(".toml"):
+            return run_standby(cfg, args.profile, stopped)
+        return Supervisor(cfg, args.profile).run(stopped, go)
     return 0
+
+
+def run_standby(cfg: RingexConfig, profile: str, stopped: Callable[[], bool]) -> int:
+    """A standby that holds its promotion (``promotion.py``): once it runs, the promoted
+    instance's processes start, held; a promotion request stops the standby and releases
+    them, in this process. A plain stop lets them go unreleased."""
+    promotion.forget_request(cfg)  # a request of a run before is not for this one
+    signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # wakes ``watch`` (wakeup fd)
+    standby = Supervisor(cfg, profile)
+    promoted = str(promotion.write_promoted_profile(profile))
+    spare = Supervisor(load_profile(promoted), promoted)
+
+    def prestart() -> None:
+        spare.prestart()
+        standby.prestarted = True
+        standby.write_status()
+
+    code = standby.run(lambda: stopped() or promotion.requested(cfg) > 0, started=prestart)
+    epoch = promotion.requested(cfg)
+    promotion.forget_request(cfg)
+    if code != 0 or stopped() or not epoch:
+        spare.discard_held()
+        return code
+    log.info("promoting %s to epoch %d", cfg.instance, epoch)
+
+    def begin() -> bool:
+        try:
+            first = promotion.begin_epoch(spare.cfg, epoch)
+        except (OSError, ValueError) as exc:  # EpochsError is a ValueError
+            log.error("the new epoch could not be written: %s: not starting", exc)
+            return False
+        log.info("epoch %d begins at seq %d", epoch, first)
+        return True
+
+    return spare.run(stopped, begin)
 
 
 if __name__ == "__main__":

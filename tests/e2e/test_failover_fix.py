@@ -100,6 +100,7 @@ def test_a_fix_client_finds_its_orders_on_the_promoted_instance(
         time.sleep(0.05)
     promote = failover("promote", primary, standby)
     assert promote.returncode == 0, promote.stdout + promote.stderr
+    assert "its processes are prestarted" in promote.stdout, promote.stdout  # the held spares
     wait_running(standby.with_suffix(".promoted.toml"))
     # its market data starts from the standby's hot state: the book, and the trade before
     url = f"http://127.0.0.1:{md_s}/api"

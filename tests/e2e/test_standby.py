@@ -68,9 +68,10 @@ def pair(instance: str, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         tmp_path / "primary.toml", instance + "p", tmp_path / "p",
         f"[replication]\nlisten_port = {port}\n",
     )  # fmt: skip
-    standby = profile(  # its listen_port serves once it is promoted
-        tmp_path / "standby.toml", instance + "s", tmp_path / "s",
-        f'[replication]\nprimary = "127.0.0.1:{port}"\nlisten_port = {promoted_port}\n',
+    standby = profile(  # its listen_port serves once it is promoted; promote starts a new
+        tmp_path / "standby.toml", instance + "s", tmp_path / "s",  # supervisor (prestart off)
+        f'[replication]\nprimary = "127.0.0.1:{port}"\nlisten_port = {promoted_port}\n'
+        "prestart = false\n",
     )  # fmt: skip
     with primary_and_standby(instance, primary, standby):
         yield primary, standby
@@ -153,6 +154,7 @@ def test_the_standby_takes_over_and_the_old_primary_follows_it(
 
     promote = failover("promote", primary, standby)
     assert promote.returncode == 0, promote.stdout + promote.stderr
+    assert "the new supervisor" in promote.stdout, promote.stdout
     promoted = standby.with_suffix(".promoted.toml")
     more = ringex("admin", "deposit", "--account", "5", "--asset", "USD", "--amount", "1",
                   "--config", str(promoted))  # fmt: skip

@@ -1,0 +1,91 @@
+"""A standby's supervisor holds its promotion (``promotion.py``): the promoted profile is the
+standby's without its primary, a request is taken only by the supervisor it names, the new
+epoch starts at the journal's next seq, and a standby stopped without a promotion lets its
+held processes go. The promotion itself runs in tests/e2e/test_failover_fix.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from config import load_profile
+from procs.common.epochs import Epochs
+from procs.common.topology import journal_dir
+from procs.supervisor import promotion
+from procs.supervisor.main import read_status
+from tests.e2e.test_standby import free_port, profile
+
+ROOT = Path(__file__).parents[3]
+
+
+def standby_profile(tmp_path: Path, instance: str) -> Path:
+    return profile(
+        tmp_path / "standby.toml", instance, tmp_path / "var",
+        f'[replication]\nprimary = "127.0.0.1:{free_port()}"\n',  # nobody there: it retries
+    )  # fmt: skip
+
+
+def test_the_promoted_profile_is_the_standby_without_its_primary(
+    tmp_path: Path, instance: str
+) -> None:
+    path = standby_profile(tmp_path, instance)
+    promoted = promotion.write_promoted_profile(str(path))
+    assert promoted == tmp_path / "standby.promoted.toml"
+    standby, primary = load_profile(str(path)), load_profile(str(promoted))
+    assert standby.replication.primary and not primary.replication.primary
+    assert primary.instance == standby.instance and primary.var_dir == standby.var_dir
+
+
+def test_a_request_is_taken_only_by_the_supervisor_it_names(tmp_path: Path, instance: str) -> None:
+    cfg = load_profile(str(standby_profile(tmp_path, instance)))
+    promotion.run_dir(cfg).mkdir(parents=True)
+    assert promotion.requested(cfg) == 0
+    promotion.request(cfg, os.getpid() + 1, 3)  # another supervisor's (or a run before's)
+    assert promotion.requested(cfg) == 0
+    promotion.request(cfg, os.getpid(), 3)
+    assert promotion.requested(cfg) == 3
+    (promotion.run_dir(cfg) / promotion.REQUEST).write_text("{not json")
+    assert promotion.requested(cfg) == 0
+    promotion.forget_request(cfg)
+    promotion.forget_request(cfg)  # gone already: no error
+    assert not (promotion.run_dir(cfg) / promotion.REQUEST).exists()
+
+
+def test_the_epoch_begins_at_the_journals_next_seq(tmp_path: Path, instance: str) -> None:
+    cfg = load_profile(str(standby_profile(tmp_path, instance)))
+    journal_dir(cfg).mkdir(parents=True)
+    assert promotion.begin_epoch(cfg, 2) == 1  # an empty journal
+    assert Epochs.load(journal_dir(cfg)).history == ((1, 1), (2, 1))
+
+
+def test_a_standby_stopped_without_a_promotion_lets_its_held_processes_go(
+    tmp_path: Path, instance: str
+) -> None:
+    path = standby_profile(tmp_path, instance)
+    cfg = load_profile(str(path))
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "procs.supervisor.main", "--profile", str(path)], cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (read_status(cfg) or {}).get("prestarted"):
+            assert time.monotonic() < deadline, "the standby never said it holds its promotion"
+            assert supervisor.poll() is None, "the standby's supervisor exited"
+            time.sleep(0.05)
+        children = psutil.Process(supervisor.pid).children()
+        # the standby, and the promoted instance's router and matcher, held
+        assert len(children) == 3, [c.cmdline() for c in children]
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(60) == 0
+        assert not [c for c in children if c.is_running() and c.status() != "zombie"]
+        assert (read_status(cfg) or {}).get("state") == "stopped"
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
