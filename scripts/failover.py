@@ -5,8 +5,8 @@
     python scripts/failover.py demote  --old P.toml --new S.promoted.toml [--new-address H:P]
 
 ``status``: both journals' last seq and epoch (and fence), the standby's lag and whether
-their history hashes agree, and the primary's replication status (mode, acknowledged seq,
-whether sync mode is degraded).
+their history hashes agree, the primary's replication status (mode, acknowledged seq,
+whether sync mode is degraded) and whether the standby holds its promotion prestarted.
 ``promote``: fence the old primary first (SIGKILL its supervisor and every process it ran,
 from its status file, and mark its journal fenced by the new epoch, so whatever restarts it
 cannot sequence: two primaries must never accept orders at once), then promote the standby.
@@ -104,6 +104,8 @@ def status(primary: RingexConfig, standby: RingexConfig) -> int:
             f"{rep['standbys_connected']} connected, {state}, "
             f"degraded {rep['degraded_total']} time(s)"
         )
+    held = read_json(run_file(standby, "status.json")).get("prestarted")
+    print(f"standby's promotion: {'prestarted (held)' if held else 'not prestarted'}")
     agree = p_seq == s_seq and p_hash == s_hash
     print("histories agree" if agree else "histories differ (or the standby lags)")
     return 0 if agree else 1

@@ -148,6 +148,7 @@ def test_the_standby_takes_over_and_the_old_primary_follows_it(
     wait_seq(standby, 3)
     shown = failover("status", primary, standby)
     assert shown.returncode == 0 and "histories agree" in shown.stdout, shown.stdout
+    assert "not prestarted" in shown.stdout, shown.stdout  # prestart = false
     p_state = recover(load_profile(str(primary))).state_hashes()
     s_state = recover(load_profile(str(standby))).state_hashes()
     assert p_state == s_state
