@@ -215,7 +215,10 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps(status, indent=2))
         return 0
-    print(f"instance {status['instance']}: {status['state']}")
+    role = status.get("role", "")  # a standby may hold its promotion's processes, started
+    held = ", its promotion prestarted" if status.get("prestarted") else ""
+    shown = f" ({role}{held})" if role else ""
+    print(f"instance {status['instance']}: {status['state']}{shown}")
     for p in status["processes"]:
         print(
             f"  {p['name']:20} pid {p['pid']!s:>7} {'up' if p['alive'] else 'down':4} "

@@ -78,6 +78,11 @@ def test_a_standby_stopped_without_a_promotion_lets_its_held_processes_go(
             assert time.monotonic() < deadline, "the standby never said it holds its promotion"
             assert supervisor.poll() is None, "the standby's supervisor exited"
             time.sleep(0.05)
+        shown = subprocess.run(
+            [sys.executable, "-m", "procs.cli", "status", "--config", str(path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        assert f"instance {instance}: running (standby, its promotion prestarted)" in shown, shown
         children = psutil.Process(supervisor.pid).children()
         # the standby, and the promoted instance's router and matcher, held
         assert len(children) == 3, [c.cmdline() for c in children]
