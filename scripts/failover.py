@@ -158,6 +158,9 @@ def promote(primary_path: str, standby_path: str) -> int:
     doc = read_json(run_file(standby, "status.json"))
     old = doc.get("supervisor_pid")
     old = old if isinstance(old, int) and pid_alive(old) else 0
+    if old and doc.get("role") == "primary":  # a retry: promoting it again would restart it
+        print(f"{standby.instance} already runs as a primary (supervisor pid {old}): nothing done")
+        return 0
     epoch = (
         max(Epochs.load(journal_path(standby)).current, Epochs.load(journal_path(primary)).current)
         + 1

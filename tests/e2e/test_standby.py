@@ -156,6 +156,8 @@ def test_the_standby_takes_over_and_the_old_primary_follows_it(
     promote = failover("promote", primary, standby)
     assert promote.returncode == 0, promote.stdout + promote.stderr
     assert "the new supervisor" in promote.stdout, promote.stdout
+    again = failover("promote", primary, standby)  # an operator's retry changes nothing
+    assert again.returncode == 0 and "already runs as a primary" in again.stdout, again.stdout
     promoted = standby.with_suffix(".promoted.toml")
     more = ringex("admin", "deposit", "--account", "5", "--asset", "USD", "--amount", "1",
                   "--config", str(promoted))  # fmt: skip
