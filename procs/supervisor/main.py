@@ -440,10 +440,14 @@ def run_standby(cfg: RingexConfig, profile: str, stopped: Callable[[], bool]) ->
     """A standby that holds its promotion (``promotion.py``): once it runs, the promoted
     instance's processes start, held; a promotion request stops the standby and releases
     them, in this process. A plain stop lets them go unreleased."""
-    promotion.forget_request(cfg)  # a request of a run before is not for this one
-    signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # wakes ``watch`` (wakeup fd)
     standby = Supervisor(cfg, profile)
-    promoted = str(promotion.write_promoted_profile(profile))
+    try:
+        promotion.forget_request(cfg)  # a request of a run before is not for this one
+        promoted = str(promotion.write_promoted_profile(profile))
+    except OSError as exc:  # say, a read-only config directory: promote then starts it
+        log.warning("the promotion is not prestarted: %s", exc)
+        return standby.run(stopped)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # wakes ``watch`` (wakeup fd)
     spare = Supervisor(load_profile(promoted), promoted)
 
     def prestart() -> None:

@@ -94,3 +94,31 @@ def test_a_standby_stopped_without_a_promotion_lets_its_held_processes_go(
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.wait()
+
+
+def test_a_standby_that_cannot_write_its_promoted_profile_runs_without_it(
+    tmp_path: Path, instance: str
+) -> None:
+    path = standby_profile(tmp_path, instance)
+    promotion.promoted_path(str(path)).mkdir()  # where the file would go: it cannot be written
+    cfg = load_profile(str(path))
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "procs.supervisor.main", "--profile", str(path)],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while (read_status(cfg) or {}).get("state") != "running":
+            assert time.monotonic() < deadline, "the standby did not start"
+            assert supervisor.poll() is None, "the standby's supervisor exited"
+            time.sleep(0.05)
+        assert not (read_status(cfg) or {}).get("prestarted")
+        assert len(psutil.Process(supervisor.pid).children()) == 1  # the standby alone
+        supervisor.send_signal(signal.SIGTERM)
+        _, err = supervisor.communicate(timeout=60)
+        assert supervisor.returncode == 0
+        assert "the promotion is not prestarted" in err, err
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
