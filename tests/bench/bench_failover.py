@@ -18,7 +18,8 @@ load generator (this process)     primary (ringex run --detach)               st
    ``CRASH_RATE`` a second, and ``CRASH_AFTER_S`` in, every process of the primary is
    SIGKILLed while they flow (a crash); then ``scripts/failover.py promote`` as an operator
    would run it, timed from the kill until the promoted instance's gateway acknowledges a new
-   order (detecting the crash is not counted).
+   order (detecting the crash is not counted). The standby holds its promotion prestarted
+   (``procs/supervisor/promotion.py``), and the bench checks that promote used it.
 
 Answer checks: every order acked exactly once in every phase; after the load the standby's
 journal has the primary's history (same last seq, same history hash) for async and sync; the
@@ -342,6 +343,8 @@ def failover(deploy: Deployment, checks: dict[str, bool]) -> dict[str, Any]:
     acked_at = asyncio.run(first_ack(deploy.standby_port, deploy.sessions[0], 30))
     print(promote.stdout.rstrip())
     checks["failover: the promote script succeeded"] &= promote.returncode == 0
+    prestarted = "its processes are prestarted" in promote.stdout  # what this bench times
+    checks["failover: the standby's held processes were released"] &= prestarted
     promoted = load_profile(str(deploy.promoted))
     after = order_ids_in(promoted)
     lost = acked - after
@@ -364,6 +367,7 @@ def failover(deploy: Deployment, checks: dict[str, bool]) -> dict[str, Any]:
         "promote_script_s": promoted_at - killed,
         "first_order_s": acked_at - promoted_at,
         "mode": deploy.mode,
+        "prestarted": prestarted,
         "orders_acked_before_the_crash": len(acked),
         "acked_orders_lost": len(lost),
         "lag_at_crash": lag,
