@@ -37,7 +37,7 @@ from procs.common.users import UserStore
 from procs.core.recovery import archivable_before, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
 from procs.supervisor.main import main as supervisor_main
-from procs.supervisor.main import read_status, run_dir
+from procs.supervisor.run_files import read_status, run_dir
 from shm import Ring
 from shm.inspect import list_segments, remove
 from shm.liveness import pid_alive

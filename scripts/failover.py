@@ -32,7 +32,6 @@ after the new epoch began, set aside the state derived from it, lift the fence, 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -41,7 +40,6 @@ import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import tomli_w
 
@@ -49,25 +47,12 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common.epochs import Epochs
 from procs.supervisor import promotion
+from procs.supervisor.run_files import read_json, read_status, run_dir
 from shm.liveness import pid_alive
 
 STOP_TIMEOUT_S = 60.0  # how long the new supervisor waits for the standby's to exit
 READY_TIMEOUT_S = 120.0
 GO = b"fenced\n"  # promote's word to its supervisor process
-
-
-def run_file(cfg: RingexConfig, name: str) -> Path:
-    """A file of ``var/<instance>/run`` (read here directly: importing the supervisor's
-    module for it would cost this script's start a database driver)."""
-    return Path(cfg.var_dir) / cfg.instance / "run" / name
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc: dict[str, Any] = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return doc
 
 
 def journal_state(cfg: RingexConfig) -> tuple[int, str]:
@@ -96,7 +81,7 @@ def status(primary: RingexConfig, standby: RingexConfig) -> int:
     p_epochs, s_epochs = epochs_text(primary), epochs_text(standby)
     print(f"primary {primary.instance}: journal at seq {p_seq}, {p_epochs}")
     print(f"standby {standby.instance}: journal at seq {s_seq} (lag {p_seq - s_seq}), {s_epochs}")
-    rep = read_json(run_file(primary, "replication.json"))
+    rep = read_json(run_dir(primary) / "replication.json") or {}
     if rep:
         state = "DEGRADED (going on without the standby)" if rep["degraded"] else "ok"
         print(
@@ -104,7 +89,7 @@ def status(primary: RingexConfig, standby: RingexConfig) -> int:
             f"{rep['standbys_connected']} connected, {state}, "
             f"degraded {rep['degraded_total']} time(s)"
         )
-    held = read_json(run_file(standby, "status.json")).get("prestarted")
+    held = (read_status(standby) or {}).get("prestarted")
     print(f"standby's promotion: {'prestarted (held)' if held else 'not prestarted'}")
     agree = p_seq == s_seq and p_hash == s_hash
     print("histories agree" if agree else "histories differ (or the standby lags)")
@@ -128,7 +113,7 @@ def journal_path(cfg: RingexConfig) -> Path:
 
 def instance_pids(cfg: RingexConfig) -> list[int]:
     """The live processes ``cfg``'s status file names (its supervisor first)."""
-    doc = read_json(run_file(cfg, "status.json"))
+    doc = read_status(cfg) or {}
     pids = [doc.get("supervisor_pid")] + [p.get("pid") for p in doc.get("processes", [])]
     return [pid for pid in pids if isinstance(pid, int) and pid > 0 and pid_alive(pid)]
 
@@ -155,7 +140,7 @@ def promote(primary_path: str, standby_path: str) -> int:
 
     primary, standby = load_profile(primary_path), load_profile(standby_path)
     promoted = promotion.write_promoted_profile(standby_path)
-    doc = read_json(run_file(standby, "status.json"))
+    doc = read_status(standby) or {}
     old = doc.get("supervisor_pid")
     old = old if isinstance(old, int) and pid_alive(old) else 0
     if old and doc.get("role") == "primary":  # a retry: promoting it again would restart it
@@ -172,7 +157,7 @@ def promote(primary_path: str, standby_path: str) -> int:
         os.kill(old, signal.SIGUSR1)
         step(f"standby's supervisor (pid {old}) told to promote; its processes are prestarted")
         return await_promoted(standby, promoted, old, started, step)
-    logs = run_file(standby, "supervisor.log")
+    logs = run_dir(standby) / "supervisor.log"
     logs.parent.mkdir(parents=True, exist_ok=True)
     with open(logs, "ab") as out:  # it imports, then waits for the standby to be gone
         child = subprocess.Popen(
@@ -201,11 +186,11 @@ def await_promoted(
     child: subprocess.Popen[bytes] | None = None,
 ) -> int:
     """Wait until ``supervisor`` runs the instance as a primary."""
-    logs = run_file(standby, "supervisor.log")
+    logs = run_dir(standby) / "supervisor.log"
     deadline = time.monotonic() + READY_TIMEOUT_S
     standby_seen = True
     while time.monotonic() < deadline:
-        doc = read_json(run_file(standby, "status.json"))
+        doc = read_status(standby) or {}
         if standby_seen and (doc.get("role") != "standby" or doc.get("state") == "stopped"):
             standby_seen = False
             step("standby stopped")

@@ -22,7 +22,7 @@ from procs.admin.client import AdminClient
 from procs.common.result_codes import ResultCode
 from procs.common.topology import users_path
 from procs.common.users import UserStore
-from procs.supervisor.main import run_dir
+from procs.supervisor.run_files import run_dir
 
 DEMO_USERS = [  # comp id, password, account, deposits
     ("DEMO1", "demo1", 101, [("USD", "1000000"), ("BTC", "100"), ("ETH", "1000")]),

@@ -101,6 +101,8 @@ from procs.core.symbols import SymbolSpec
 B = TypeVar("B", bound="Book")
 #: What a book executes; every one has ``seq`` and ``ts_ns``.
 Command = OrderRecord | MassCancel | AdminCommand
+#: An L2 book's levels, as ``BookLevel`` events tell them: (side, price) -> (qty, order count).
+LevelMap = dict[tuple[Side, int], tuple[int, int]]
 
 _RESTS = (TimeInForce.GTC, TimeInForce.DAY)
 _MAX = 2**64  # above any arrival or order id: an open upper bound in (stop, arrival, id)
@@ -504,10 +506,10 @@ class Book(ABC):
 
     # -- state -------------------------------------------------------------------------------
 
-    def levels(self) -> dict[tuple[Side, int], tuple[int, int]]:
-        """The L2 view, as ``BookLevel`` events tell it: (side, price) -> (visible leaves,
-        order count) of every level with orders."""
-        out: dict[tuple[Side, int], tuple[int, int]] = {}
+    def levels(self) -> LevelMap:
+        """The L2 view: (side, price) -> (visible leaves, order count) of every level with
+        orders."""
+        out: LevelMap = {}
         for order in self._priority():
             key = (order.side, order.price)
             qty, count = out.get(key, (0, 0))

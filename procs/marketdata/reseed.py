@@ -13,8 +13,9 @@ differs becomes a ``BookLevel`` at the mark's seq. The state takes it as any cha
 subscribers get it in the next diff, so their books stay continuous.
 
 The trade tape, ticker and candles cannot be rebuilt so (the journal holds commands, and their
-trades come from executing them from the start): on a promoted standby they begin with its
-first trade; the database keeps the history.
+trades come from executing them from the start): a promoted standby's come from the market
+state it kept hot (``procs/replica/market.py``); a state saved a while before a crash keeps
+a gap in them, and the database keeps the history.
 """
 
 from __future__ import annotations
@@ -28,16 +29,14 @@ from procs.common.journal import JournalError
 from procs.common.records import BookLevel, RecordCodec
 from procs.common.topology import matcher_output
 from procs.common.types import Side
+from procs.core.book import LevelMap
 from procs.core.market.state import MarketState
 from procs.core.recovery import matchers_at
 
 log = logging.getLogger("ringex.marketdata")
 
-#: (side, price) -> (qty, order count): an L2 book's levels.
-Levels = dict[tuple[Side, int], tuple[int, int]]
 
-
-def level_changes(current: Levels, target: Levels) -> list[tuple[Side, int, int, int]]:
+def level_changes(current: LevelMap, target: LevelMap) -> list[tuple[Side, int, int, int]]:
     """The (side, price, qty, count) changes that turn ``current`` into ``target`` (qty 0: the
     level is gone), bids then asks, by price."""
     changes = [

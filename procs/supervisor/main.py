@@ -47,6 +47,7 @@ from procs.supervisor import promotion
 from procs.supervisor.held import GO
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
+from procs.supervisor.run_files import run_dir, status_path
 from shm import Ring
 from shm.inspect import list_segments, remove_instance
 
@@ -66,14 +67,6 @@ class Child:
     started_at: float = 0.0
     ready: bool = False
     held: bool = False  # started, importing or waiting for the word (``held.py``)
-
-
-def run_dir(cfg: RingexConfig) -> Path:
-    return Path(cfg.var_dir) / cfg.instance / "run"
-
-
-def status_path(cfg: RingexConfig) -> Path:
-    return run_dir(cfg) / "status.json"
 
 
 class Supervisor:
@@ -411,14 +404,6 @@ class Supervisor:
         finally:
             self.stop()
         return code
-
-
-def read_status(cfg: RingexConfig) -> dict[str, Any] | None:
-    try:
-        doc: dict[str, Any] = json.loads(status_path(cfg).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return doc
 
 
 def main(argv: list[str] | None = None, go: Callable[[], bool] = lambda: True) -> int:

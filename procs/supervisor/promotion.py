@@ -27,6 +27,7 @@ import tomli_w
 from config.schema import RingexConfig
 from procs.common.durable import replace_durably
 from procs.common.epochs import Epochs
+from procs.supervisor.run_files import read_json, run_dir
 
 #: What ``promote`` writes beside the standby's config, and runs.
 SUFFIX: Final = ".promoted.toml"
@@ -47,10 +48,6 @@ def write_promoted_profile(standby_profile: str) -> Path:
     return path
 
 
-def run_dir(cfg: RingexConfig) -> Path:
-    return Path(cfg.var_dir) / cfg.instance / "run"
-
-
 def request(cfg: RingexConfig, supervisor_pid: int, epoch: int) -> None:
     """Ask the standby's supervisor ``supervisor_pid`` to promote its instance into
     ``epoch``. Only after the old primary is fenced: the request is the go."""
@@ -61,11 +58,8 @@ def request(cfg: RingexConfig, supervisor_pid: int, epoch: int) -> None:
 def requested(cfg: RingexConfig) -> int:
     """The epoch this process was asked to promote into, else 0. A request for another
     supervisor (one of a run before) is not for this one."""
-    try:
-        doc = json.loads((run_dir(cfg) / REQUEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return 0
-    if not isinstance(doc, dict) or doc.get("pid") != os.getpid():
+    doc = read_json(run_dir(cfg) / REQUEST)
+    if doc is None or doc.get("pid") != os.getpid():
         return 0
     epoch = doc.get("epoch")
     return epoch if isinstance(epoch, int) and epoch > 1 else 0

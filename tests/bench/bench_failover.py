@@ -57,7 +57,7 @@ from procs.common.replication_ack import AckBlock, SyncGate, ack_dir
 from procs.common.topology import journal_dir, users_path
 from procs.common.users import UserStore
 from procs.replica.wire import History
-from procs.supervisor.main import read_status
+from procs.supervisor.run_files import read_status
 from shm.inspect import remove_instance
 from shm.liveness import pid_alive
 from tests.bench.bench_pipeline import SOH, Session, drive, free_port, send_order

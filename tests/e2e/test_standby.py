@@ -21,7 +21,7 @@ import pytest
 
 from config import load_profile
 from procs.core.recovery import recover
-from procs.supervisor.main import read_status
+from procs.supervisor.run_files import read_status
 from shm.inspect import remove_instance
 
 ROOT = Path(__file__).parents[2]

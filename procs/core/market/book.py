@@ -17,6 +17,7 @@ from sortedcontainers import SortedDict
 
 from procs.common.records import BookLevel
 from procs.common.types import Side
+from procs.core.book import LevelMap
 
 #: (price, qty) pairs, best first; qty 0 in a diff means the level is gone.
 Levels = list[tuple[int, int]]
@@ -106,7 +107,7 @@ class L2Book:
         price, (qty, _) = self._asks.peekitem(0)
         return price, qty
 
-    def levels(self) -> dict[tuple[Side, int], tuple[int, int]]:
+    def levels(self) -> LevelMap:
         """(side, price) -> (qty, count) of every level, as ``procs.core.book.Book.levels``."""
         out = {(Side.BUY, -key): value for key, value in self._bids.items()}
         out.update(((Side.SELL, key), value) for key, value in self._asks.items())

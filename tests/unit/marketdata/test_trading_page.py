@@ -30,7 +30,7 @@ from procs.common.users import UserStore
 from procs.core.market.state import MarketState
 from procs.gateway.rest_client import RestClient
 from procs.marketdata.web import Site, page_config
-from procs.supervisor.main import read_status
+from procs.supervisor.run_files import read_status
 
 from .chromium import DevTools, browser, needs_chromium
 from .test_process import ROOT, free_port

@@ -18,7 +18,7 @@ from config import load_profile
 from procs.common.epochs import Epochs
 from procs.common.topology import journal_dir
 from procs.supervisor import promotion
-from procs.supervisor.main import read_status
+from procs.supervisor.run_files import read_status, run_dir
 from tests.e2e.test_standby import free_port, profile
 
 ROOT = Path(__file__).parents[3]
@@ -44,17 +44,17 @@ def test_the_promoted_profile_is_the_standby_without_its_primary(
 
 def test_a_request_is_taken_only_by_the_supervisor_it_names(tmp_path: Path, instance: str) -> None:
     cfg = load_profile(str(standby_profile(tmp_path, instance)))
-    promotion.run_dir(cfg).mkdir(parents=True)
+    run_dir(cfg).mkdir(parents=True)
     assert promotion.requested(cfg) == 0
     promotion.request(cfg, os.getpid() + 1, 3)  # another supervisor's (or a run before's)
     assert promotion.requested(cfg) == 0
     promotion.request(cfg, os.getpid(), 3)
     assert promotion.requested(cfg) == 3
-    (promotion.run_dir(cfg) / promotion.REQUEST).write_text("{not json")
+    (run_dir(cfg) / promotion.REQUEST).write_text("{not json")
     assert promotion.requested(cfg) == 0
     promotion.forget_request(cfg)
     promotion.forget_request(cfg)  # gone already: no error
-    assert not (promotion.run_dir(cfg) / promotion.REQUEST).exists()
+    assert not (run_dir(cfg) / promotion.REQUEST).exists()
 
 
 def test_the_epoch_begins_at_the_journals_next_seq(tmp_path: Path, instance: str) -> None:
