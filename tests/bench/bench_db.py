@@ -5,9 +5,11 @@ plain ``executemany``, same run, same private PostgreSQL cluster.
 batcher     Trade events -> Projection.add_trade (packed binary row, 1m/1h/1d candles, marked
             balances) -> Batch.seal -> PgStore.write: one transaction a batch of --batch trades:
             checkpoint check, binary COPY of the trades straight into the day-partitioned
-            table (PK + BRIN), of the rest into temp tables, candles merged, balances
-            upserted, checkpoint
+            table (PK, BRIN on ts, two account indexes), of the rest into temp tables,
+            candles merged, balances upserted, checkpoint
   variant   the same, trades through a temp table and INSERT .. ON CONFLICT DO NOTHING
+  variant   the same, one batch after the other (no committer thread)
+  variant   the same, without the trades' two account indexes (what they cost)
 executemany the same trades as tuples (datetime ts) -> cursor.executemany of a plain INSERT
             into the same trades table, one commit a batch
 ```
@@ -47,6 +49,7 @@ from tests.bench.report import conclude
 TARGET_TPS = 150_000
 TARGET_RATIO = 3.0
 START_NS = 1_763_000_000_000_000_000
+ACCOUNT_INDEXES = ("trades_maker_account", "trades_taker_account")
 
 
 def trades(n: int) -> list[Trade]:
@@ -79,11 +82,17 @@ def run_batcher(
     batch: int,
     on_conflict: bool = False,
     pipelined: bool = True,
+    account_indexes: bool = True,
 ) -> dict[str, Any]:
     """The writer's path: batches built here, committed by a ``Committer`` thread while the
-    next is built (``pipelined``), or one after the other."""
+    next is built (``pipelined``), or one after the other. ``account_indexes=False`` drops
+    the trades' two account indexes (myTrades' lookups, migration 0003) to show their cost."""
     store = PgStore(dsn, cfg, trades_on_conflict=on_conflict)
-    store.open()
+    conn = store.open()
+    if not account_indexes:
+        for index in ACCOUNT_INDEXES:
+            conn.execute(f"DROP INDEX {index}")
+        conn.commit()
     projection = Projection(cfg)
     accounts = Accounts(cfg)
     if pipelined:
@@ -191,6 +200,12 @@ def main() -> int:
                 fresh_db(cluster, "bench"), cfg, stream, args.batch, pipelined=False
             ),
         )
+        unindexed = median_round(
+            args.rounds,
+            lambda: run_batcher(
+                fresh_db(cluster, "bench"), cfg, stream, args.batch, account_indexes=False
+            ),
+        )
         peer = median_round(
             args.rounds,
             lambda: run_executemany(fresh_db(cluster, "bench"), cfg, peer_stream, args.batch),
@@ -208,6 +223,9 @@ def main() -> int:
         {"name": "batcher, one batch after the other (no committer thread)",
          "trades": args.trades, "batch": args.batch, **serial,
          "x_executemany": serial["trades_per_s"] / peer["trades_per_s"]},
+        {"name": "batcher, trades without their two account indexes",
+         "trades": args.trades, "batch": args.batch, **unindexed,
+         "x_executemany": unindexed["trades_per_s"] / peer["trades_per_s"]},
         {"name": "executemany INSERT", "trades": args.peer_trades, "batch": args.batch, **peer},
     ]  # fmt: skip
     print(
@@ -228,6 +246,7 @@ def main() -> int:
         "batcher rows exact": batcher["ok"],
         "batcher (on conflict) rows exact": guarded["ok"],
         "batcher (serial) rows exact": serial["ok"],
+        "batcher (no account indexes) rows exact": unindexed["ok"],
         "executemany rows exact": peer["ok"],
     }
     doc = {
