@@ -141,6 +141,7 @@ class RouterShell:
         self.stopping = False
         self.fenced = False
         self._snapshot_at = recovered.last_seq  # the seq of the last snapshot started
+        self._snapshot_time = time.monotonic()  # and when (or when this process started)
         self._snapshotter: multiprocessing.process.BaseProcess | None = None
         self._unrouted: list[tuple[Producer[Record], list[Record]]] = []
         self._resend_unrouted(recovered.last_seq)
@@ -290,21 +291,37 @@ class RouterShell:
         return len(decisions)
 
     def _maybe_snapshot(self) -> None:
-        """Every ``journal.snapshot_every`` commands, fork a replay that writes a snapshot
+        """Every ``journal.snapshot_every`` commands, or ``journal.snapshot_every_s`` seconds
+        after the last one when any command came since, fork a replay that writes a snapshot
         (off this loop: the child reads the journal, this process keeps sequencing)."""
-        every = self.cfg.journal.snapshot_every
+        journal = self.cfg.journal
         seq = self.sequencer.next_seq - 1
-        if not every or seq - self._snapshot_at < every:
+        since = seq - self._snapshot_at
+        if not since:
+            return
+        by_count = journal.snapshot_every and since >= journal.snapshot_every
+        by_time = (
+            journal.snapshot_every_s
+            and time.monotonic() - self._snapshot_time >= journal.snapshot_every_s
+        )
+        if not (by_count or by_time):
             return
         if self._snapshotter is not None and self._snapshotter.is_alive():
             return
         self.journal.sync()  # the child reads what is durable
-        self._snapshot_at = seq
+        self._snapshot_at, self._snapshot_time = seq, time.monotonic()
         self._snapshotter = multiprocessing.get_context("fork").Process(
             target=snapshot_job, args=(self.cfg,), name="ringex-snapshot", daemon=True
         )
         self._snapshotter.start()
         log.info("snapshot of seq %d started (pid %s)", seq, self._snapshotter.pid)
+
+    def snapshot_done(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the snapshot child; True when none is running."""
+        if self._snapshotter is not None:
+            self._snapshotter.join(timeout_s)
+            return not self._snapshotter.is_alive()
+        return True
 
     def _publish(self, producer: Producer[Record], records: Sequence[Record]) -> None:
         done = 0
@@ -363,8 +380,7 @@ class RouterShell:
             self.step()
 
     def close(self) -> None:
-        if self._snapshotter is not None:
-            self._snapshotter.join(60)
+        self.snapshot_done(60)
         self.journal.close()
         if self.acks is not None:
             self.acks.close()

@@ -442,6 +442,13 @@ def main() -> int:
             f"  recovered {restarted['tail']:,} commands in {restarted['seconds']:.2f} s "
             f"({restarted['ops_per_s']:,.0f} commands/s); target <= 5 s for 1M"
         )
+        cadence = JournalConfig().snapshot_every
+        bound = cadence / restarted["ops_per_s"]
+        print(
+            f"  at the default snapshot cadence (journal.snapshot_every = {cadence:,}) a "
+            f"restart replays at most about that many: ~{bound:.1f} s at this rate"
+        )
+        restarted["default_cadence_bound_s"] = bound
         results.append({"name": "restart from snapshot + tail", **restarted})
         per_million = restarted["seconds"] * 1_000_000 / max(1, restarted["tail"])
         if per_million > TARGET["restart s per 1M"]:

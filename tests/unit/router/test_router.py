@@ -4,6 +4,7 @@ rejects back to the gateway, settlement, restart by recovery, and replay equival
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from procs.common.topology import (
     matcher_output,
 )
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
-from procs.core.recovery import recover, write_snapshot
+from procs.core.recovery import recover, snapshot_store, write_snapshot
 from procs.matcher.main import MatcherShell
 from procs.router.main import RouterShell
 from shm import Ring
@@ -251,3 +252,35 @@ def test_a_fresh_instance_resends_nothing_the_matcher_recovered(exchange: Exchan
     exchange.router.close()
     exchange.router = RouterShell(exchange.cfg)
     assert inbound.cursor() == 1  # that one command, and only it
+
+
+@pytest.mark.parametrize("trigger", ["count", "time"])
+def test_the_router_snapshots_by_count_or_by_time(
+    instance: str, tmp_path: Path, trigger: str
+) -> None:
+    """``journal.snapshot_every`` commands, or ``snapshot_every_s`` after the last snapshot
+    with commands since, fork a replay that writes a snapshot at the journal's end; a
+    recovery from it replays nothing and has the live state."""
+    cfg = config(instance, tmp_path)
+    every, every_s = (8, 0.0) if trigger == "count" else (0, 0.05)
+    journal = msgspec.structs.replace(cfg.journal, snapshot_every=every, snapshot_every_s=every_s)
+    ex = Exchange(msgspec.structs.replace(cfg, journal=journal))
+    try:
+        fund(ex, 7, usd=10**9, btc=10**6)
+        if trigger == "count":
+            assert snapshot_store(ex.cfg).latest() is None  # 3 commands: not yet
+        else:
+            assert ex.router.snapshot_done(30)  # a slow machine may have started one already
+            time.sleep(0.06)
+        for ref in range(10, 16):
+            ex.send(1, order(ref, 7, Side.BUY, 900 + ref, 10))
+        assert ex.router.snapshot_done(30)
+        latest = snapshot_store(ex.cfg).latest()
+        assert latest is not None
+        last = ex.router.sequencer.next_seq - 1
+        assert latest[0] >= 8 if trigger == "count" else latest[0] >= 4
+        recovered = recover(ex.cfg)
+        assert recovered.snapshot_seq == latest[0] and recovered.last_seq == last
+        assert recovered.state_hashes()["router"] == ex.router.sequencer.accounts.state_hash()
+    finally:
+        ex.stop()
