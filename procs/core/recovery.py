@@ -172,8 +172,8 @@ def matchers_at(
     cfg: RingexConfig, upto: Mapping[str, int], codec: RecordCodec | None = None
 ) -> dict[str, Matcher] | None:
     """The matchers ``upto`` names, each as it was after the command of seq ``upto[name]``,
-    rebuilt the way its process recovers (its newest snapshot, then its journaled commands
-    after it); None when a snapshot is already past that seq (older states are not kept)."""
+    rebuilt from its own newest snapshot and its journaled commands after it; None when that
+    snapshot is already past that seq (older states are not kept)."""
     codec = codec or RecordCodec()
     matchers = {}
     for name, seq in upto.items():
@@ -188,6 +188,20 @@ def matchers_at(
             matcher.execute(command)
         matchers[name] = matcher
     return matchers
+
+
+def matcher_snapshot(cfg: RingexConfig, name: str) -> tuple[int, bytes] | None:
+    """Where matcher ``name`` restarts from: the newer of its own snapshot and the exchange
+    snapshot's copy of its books, as ``(seq, state)``. The router's snapshot children write
+    the latter every ``journal.snapshot_every`` commands off every loop, so a restarting
+    matcher replays no longer a tail than the router does, however rarely it snapshots
+    itself (its own snapshots pause its loop)."""
+    own = SnapshotStore(snapshot_dir(cfg, f"matcher-{name}")).latest()
+    exchange = snapshot_store(cfg).latest()
+    if exchange is None or (own is not None and own[0] >= exchange[0]):
+        return own
+    books = msgspec.msgpack.decode(exchange[1], type=ExchangeSnapshot).matchers.get(name)
+    return own if books is None else (exchange[0], books)
 
 
 def write_snapshot(cfg: RingexConfig, recovered: Recovered) -> Path:

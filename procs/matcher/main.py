@@ -4,8 +4,9 @@
 
 Start, restart and crash recovery are one path:
 
-1. restore the newest snapshot (``<var>/<instance>/snapshots/matcher-<name>/``), or start
-   with empty books;
+1. restore the newest snapshot: its own (``<var>/<instance>/snapshots/matcher-<name>/``)
+   or the exchange snapshot's copy of its books, whichever is newer
+   (``recovery.matcher_snapshot``), or start with empty books;
 2. replay the journaled commands after it (the router's journal, ``procs.common.journal``)
    that are this matcher's: the output ring already holds the events of every command up to
    the last one it published, so only the events of later commands are published again;
@@ -52,7 +53,7 @@ from procs.common.types import AdminAction
 from procs.core.book import Book
 from procs.core.engine import Matcher
 from procs.core.fast_book import FastBook
-from procs.core.recovery import journal_commands
+from procs.core.recovery import journal_commands, matcher_snapshot
 from procs.core.symbols import symbol_specs
 from shm import Ring
 from shm.counters import Counters
@@ -80,12 +81,12 @@ class MatcherShell:
         self.codec = codec or RecordCodec()
         self.store = SnapshotStore(snapshot_dir(cfg, f"matcher-{name}"))
         specs = symbol_specs(cfg, name)
-        latest = self.store.latest()
+        latest = matcher_snapshot(cfg, name)
         if latest is None:
             self.matcher = Matcher(specs, book_cls)
         else:
             self.matcher = Matcher.restore(specs, latest[1], book_cls)
-            log.info("matcher %s restored snapshot at seq %d", name, latest[0])
+            log.info("matcher %s restored the snapshot of seq %d", name, latest[0])
         self._since_snapshot = 0
         self.stats = Counters.open(cfg.instance, matcher_page(name), matcher_counters(cfg, name))
         out_ring = Ring.attach(cfg.instance, matcher_output(name), self.codec)
@@ -96,7 +97,10 @@ class MatcherShell:
         )
         self.producer = out_ring.producer(cfg.wait.build())
         if replay is None:
-            replay = journal_commands(cfg, name, after=self.matcher.last_seq, codec=self.codec)
+            # the exchange snapshot's copy holds every command up to its seq, which may be
+            # past the last one of this matcher's symbols (its own ``last_seq``)
+            after = max(self.matcher.last_seq, latest[0] if latest is not None else 0)
+            replay = journal_commands(cfg, name, after=after, codec=self.codec)
         self.producer.publish_batch(
             [Heartbeat(time.time_ns(), REPLAY_SOURCE, self.matcher.last_seq)]
         )

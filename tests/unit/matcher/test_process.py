@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from config.schema import MatcherConfig, RingConfig, RingexConfig, SymbolConfig, WaitConfig
@@ -33,6 +34,7 @@ from procs.common.topology import (
 )
 from procs.common.types import AdminAction, OrdType, Side, StpMode, TimeInForce
 from procs.core.engine import Matcher
+from procs.core.recovery import ExchangeSnapshot, snapshot_store
 from procs.core.reference_book import ReferenceBook
 from procs.core.symbols import symbol_specs
 from procs.matcher.main import INPUT_CONSUMER, MatcherShell
@@ -194,3 +196,38 @@ def test_config_refuses_a_symbol_without_owner(bad: str) -> None:
             symbols=[SymbolConfig(name="AAA", id=1)],
             matchers=[MatcherConfig(name="m1", symbols=["AAA", bad])],
         )
+
+
+@pytest.mark.parametrize("newer", ["exchange", "own"])
+def test_a_restart_starts_from_the_newer_of_its_own_and_the_exchange_snapshot(
+    instance: str, tmp_path: Path, newer: str
+) -> None:
+    """The router's snapshot children save every matcher's books too; a matcher restarts
+    from that copy when it is newer than its own snapshot, and replays only after it."""
+    cfg = config(instance, tmp_path, snapshot_every=0, batch=64)
+    inbound, outbound = make_rings(cfg)
+    journal = list(commands(11, 3000, ReferenceBook(SPEC)))
+    specs = symbol_specs(cfg, "m1")
+    seq_of = [c.seq for c in journal]  # type: ignore[attr-defined]
+    own_at, exchange_at = (1000, 2000) if newer == "exchange" else (2000, 1000)
+
+    def state_after(count: int) -> Matcher:
+        state = Matcher(specs)
+        state.execute_all(journal[:count])
+        return state
+
+    own = state_after(own_at)
+    SnapshotStore(snapshot_dir(cfg, "matcher-m1")).save(own.last_seq, own.snapshot())
+    at = seq_of[exchange_at - 1]
+    copy = ExchangeSnapshot(at, b"", {"m1": state_after(exchange_at).snapshot()})
+    snapshot_store(cfg).save(at, msgspec.msgpack.encode(copy))
+
+    shell = MatcherShell(cfg, "m1", replay=journal[:2500])
+    tap = outbound.consumer("tap")
+    marks = [(e.source, e.counter) for e in tap.read(1 << 16) if isinstance(e, Heartbeat)]
+    assert marks == [(REPLAY_SOURCE, seq_of[1999]), (RECOVERED_SOURCE, seq_of[2499])]
+    run_shell(shell, inbound, journal[2500:])
+    reference = Matcher(specs, ReferenceBook)
+    reference.execute_all(journal)
+    assert shell.matcher.state_hash() == reference.state_hash()
+    shell.close()
