@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from procs.gateway.fix import INVALID_TAG, FixMessage, parse_utc_timestamp
+from procs.gateway.fix import (
+    INVALID_TAG,
+    SOH,
+    FixMessage,
+    is_tag_number,
+    parse_utc_timestamp,
+    shown,
+)
 
 
 class RejectReason(IntEnum):
@@ -85,6 +92,28 @@ INT, SEQNUM, FLOAT, CHAR, BOOL, STRING, TIMESTAMP = (
 )
 
 Format = Callable[[bytes], bool]
+
+#: The longest number taken, in characters: no price, size or count needs more, and ``int``
+#: of a longer string costs quadratic time (Python refuses past 4300 digits).
+MAX_NUMBER_CHARS: Final = 40
+#: The largest sequence number (and value of any other SEQNUM field) taken: a session store
+#: keeps them in unsigned 64-bit words, and a larger one is refused rather than wrapped.
+MAX_SEQNUM: Final = 2**63 - 1
+_SAFE_SEQNUM_DIGITS: Final = len(str(MAX_SEQNUM)) - 1  # any number this long is below it
+_NUMERIC: Final = frozenset((INT, SEQNUM, FLOAT))
+
+
+def out_of_range(fmt: Format, value: bytes) -> str | None:
+    """Why ``value``, which has the format ``fmt``, is out of range (said after the field's
+    name), or None."""
+    if fmt not in _NUMERIC:
+        return None
+    if len(value) > MAX_NUMBER_CHARS:
+        return f"has {len(value)} characters, more than {MAX_NUMBER_CHARS}"
+    if fmt is SEQNUM and len(value) > _SAFE_SEQNUM_DIGITS and int(value) > MAX_SEQNUM:
+        return f"{value.decode()} is above {MAX_SEQNUM}"
+    return None
+
 
 #: tag -> (name, format, allowed values or None)
 FIELDS: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
@@ -226,9 +255,21 @@ _STANDARD_TYPES: Final = (
 KNOWN_TYPES: Final = frozenset(t.encode() for t in _STANDARD_TYPES.split(" "))
 
 
+#: A numeric format and its range in one call, for the fast path (``out_of_range`` says why).
+_IN_RANGE: Final[dict[Format, Format]] = {
+    INT: lambda v: len(v) <= MAX_NUMBER_CHARS and _int(v),
+    FLOAT: lambda v: len(v) <= MAX_NUMBER_CHARS and _float(v),
+    SEQNUM: lambda v: (
+        v.isdigit()
+        and (len(v) <= _SAFE_SEQNUM_DIGITS or (len(v) <= MAX_NUMBER_CHARS and int(v) <= MAX_SEQNUM))
+    ),
+}
+
+
 def _fast_check(tag: int) -> frozenset[bytes] | Format | None:
     """What the fast path checks a value with: its allowed values when they imply the format,
-    else its format function; None for a string (any non-empty value is right)."""
+    else its format function (a number's with its range); None for a string (any non-empty
+    value is right)."""
     _, fmt, values = FIELDS[tag]
     if values is not None:
         if all(fmt(v) for v in values):
@@ -237,7 +278,7 @@ def _fast_check(tag: int) -> frozenset[bytes] | Format | None:
         return lambda v: fmt(v) and v in allowed
     if fmt is BOOL:
         return frozenset((b"Y", b"N"))
-    return None if fmt is STRING else fmt
+    return _IN_RANGE.get(fmt) or (None if fmt is STRING else fmt)
 
 
 class _Plan:
@@ -304,7 +345,11 @@ def first_fault(msg: FixMessage) -> Fault | None:
     in_header = True
     for tag, value in pairs:
         if tag == INVALID_TAG or tag <= 0:
-            return Fault(RejectReason.INVALID_TAG_NUMBER, 0, "a tag is not a positive integer")
+            return Fault(
+                RejectReason.INVALID_TAG_NUMBER,
+                0,
+                f"tag {shown(_invalid_tag(msg.raw))!r} is not a positive integer",
+            )
         info = FIELDS.get(tag)
         if info is None:
             return Fault(RejectReason.UNDEFINED_TAG, tag, f"tag {tag} is not defined")
@@ -331,13 +376,16 @@ def first_fault(msg: FixMessage) -> Fault | None:
             return Fault(
                 RejectReason.INCORRECT_DATA_FORMAT,
                 tag,
-                f"{name} ({tag}) {value.decode('latin-1')!r} has the wrong format",
+                f"{name} ({tag}) {shown(value)!r} has the wrong format",
             )
+        why = out_of_range(fmt, value)
+        if why is not None:
+            return Fault(RejectReason.VALUE_OUT_OF_RANGE, tag, f"{name} ({tag}) {why}")
         if values is not None and value not in values:
             return Fault(
                 RejectReason.VALUE_OUT_OF_RANGE,
                 tag,
-                f"{name} ({tag}) {value.decode('latin-1')!r} is not one of "
+                f"{name} ({tag}) {shown(value)!r} is not one of "
                 f"{sorted(v.decode() for v in values)}",
             )
     for tag in (*HEADER_REQUIRED, *spec.required):
@@ -352,6 +400,16 @@ def first_fault(msg: FixMessage) -> Fault | None:
         if fault is not None:
             return fault
     return None
+
+
+def _invalid_tag(raw: bytes) -> bytes:
+    """The first field of ``raw`` whose tag is not a positive integer (its tag, or the whole
+    field when it has no ``=``)."""
+    for part in raw.split(SOH):
+        tag, eq, _ = part.partition(b"=")
+        if part and not (eq and is_tag_number(tag)):
+            return tag if eq else part
+    return b""
 
 
 def _check_group(pairs: list[tuple[int, bytes]], group: Group) -> Fault | None:

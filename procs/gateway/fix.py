@@ -30,6 +30,7 @@ _PREFIX_LEN: Final = len(_PREFIX)
 _TRAILER_LEN: Final = 7  # "10=ccc|"
 #: Tags 1..9999 as bytes -> int, so parsing a known tag is a dict hit.
 _TAGS: Final[dict[bytes, int]] = {str(t).encode(): t for t in range(1, 10_000)}
+_LENGTH_CHARS: Final = 19  # the most digits a BodyLength is read with (int64)
 INVALID_TAG: Final = -1  # a field whose tag is not a positive integer (or that has no "=")
 #: Every byte but SOH and "=": ``translate`` deletes them, leaving a message's delimiters.
 _NOT_DELIMS: Final = bytes(b for b in range(256) if b not in (1, 61))
@@ -95,6 +96,18 @@ def checksum(data: bytes) -> int:
     return sum(data) & 0xFF
 
 
+def shown(value: bytes, limit: int = 40) -> str:
+    """A client's value as a reject text quotes it: any bytes, at most ``limit`` of them."""
+    text = value[:limit].decode("latin-1")
+    return text if len(value) <= limit else f"{text}... ({len(value)} bytes)"
+
+
+def is_tag_number(text: bytes) -> bool:
+    """A tag as FIX writes it: a positive integer without a leading zero, of at most 18
+    digits (so ``int`` of it is cheap; no tag needs more)."""
+    return 0 < len(text) <= 18 and text.isdigit() and text[0] != 48
+
+
 def parse_fields_reference(body: bytes) -> list[tuple[int, bytes]]:
     """``tag=value|`` fields of ``body`` (which ends in SOH) as (tag, value) pairs: the
     readable definition ``parse_fields`` must agree with (``test_fix`` checks both)."""
@@ -105,7 +118,7 @@ def parse_fields_reference(body: bytes) -> list[tuple[int, bytes]]:
         tag, eq, value = part.partition(b"=")
         number = _TAGS.get(tag)
         if number is None or not eq:
-            number = int(tag) if eq and tag.isdigit() and tag[0] != 48 else INVALID_TAG
+            number = int(tag) if eq and is_tag_number(tag) else INVALID_TAG
         pairs.append((number, value))
     return pairs
 
@@ -126,6 +139,15 @@ def parse_fields(body: bytes) -> tuple[list[int], list[bytes]]:
             return tags, items[1::2]  # type: ignore[return-value]  # no None: checked above
     pairs = parse_fields_reference(body)
     return [t for t, _ in pairs], [v for _, v in pairs]
+
+
+def _refuse_long_length(text: bytes, limit: int) -> None:
+    """A BodyLength still going after ``_LENGTH_CHARS`` digits is far over any limit."""
+    if text.isdigit():
+        raise FrameError(
+            f"message declares a BodyLength of more than {_LENGTH_CHARS} digits, "
+            f"expected no more than {limit} bytes"
+        )
 
 
 def parse(raw: bytes) -> FixMessage | Garbled:
@@ -175,10 +197,11 @@ class FixReader:
                 pos = nxt
                 continue
             length_start = pos + _PREFIX_LEN
-            length_end = buf.find(SOH, length_start, length_start + 8)
+            length_end = buf.find(SOH, length_start, length_start + _LENGTH_CHARS + 1)
             if length_end < 0:
-                if end_all - pos < _PREFIX_LEN + 8:
+                if end_all - pos < _PREFIX_LEN + _LENGTH_CHARS + 1:
                     break
+                _refuse_long_length(buf[length_start : length_start + _LENGTH_CHARS + 1], limit)
                 out.append(self._skip(buf, pos, "BodyLength is not a number"))
                 pos = self._resync(buf, pos)
                 continue

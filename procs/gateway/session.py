@@ -371,6 +371,10 @@ class Session:
         if seq_text is None or not seq_text.isdigit():
             self._logout_and_close("MsgSeqNum (34) missing or not a number", now_ns)
             return
+        too_big = dictionary.out_of_range(dictionary.SEQNUM, seq_text)
+        if too_big is not None:
+            self._logout_and_close(f"MsgSeqNum (34) {too_big}", now_ns)
+            return
         seq = int(seq_text)
         if msg.text(49) != self.comp_id or msg.text(56) != self.settings.comp_id:
             self._reject(msg, RejectReason.COMPID_PROBLEM, 49, "CompID problem", now_ns)
@@ -528,8 +532,17 @@ class Session:
         assert store is not None
         begin = int(msg.fields[7])
         last = store.next_out - 1
-        end = int(msg.fields[16])
-        end = last if end == 0 or end > last else end
+        asked = int(msg.fields[16])  # 0: through the last one sent
+        if asked and begin > asked:
+            why = f"BeginSeqNo {begin} is above EndSeqNo {asked}"
+        elif begin > last + 1:
+            why = f"BeginSeqNo {begin} is past the last message sent ({last})"
+        else:
+            why = ""
+        if why:
+            self._reject(msg, RejectReason.VALUE_OUT_OF_RANGE, 7, why, now_ns)
+            return
+        end = last if asked == 0 or asked > last else asked
         gap_start = 0
         stamp = self._times.format(now_ns)
         expect = begin
