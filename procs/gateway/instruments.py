@@ -45,11 +45,14 @@ MAX_INT64 = 2**63 - 1
 
 
 def price_ticks(text: bytes, s: SymbolConfig) -> int | str:
-    """Price units of ``text`` for symbol ``s``, or why not."""
+    """Price units of ``text`` for symbol ``s`` (positive, a multiple of the tick), or why
+    not."""
     units = to_units(text, s.price_decimals)
     if units is None or units % s.tick:
         step = format_units(s.tick, s.price_decimals).decode()
         return f"price {text.decode()} is not a multiple of tick {step} (symbol={s.name})"
+    if units <= 0:
+        return f"price {text.decode()} must be positive (symbol={s.name})"
     if abs(units) > MAX_INT64:
         top = format_units(MAX_INT64, s.price_decimals).decode()
         return f"price {text.decode()} is beyond the largest price {top} (symbol={s.name})"

@@ -44,7 +44,7 @@ from procs.common.stats import LatencyHistogram
 from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode, TimeInForce
 from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
-from procs.gateway.fix import FixMessage, Timestamps, field
+from procs.gateway.fix import FixMessage, Timestamps, field, shown
 from procs.gateway.instruments import Instruments, format_units, price_ticks, qty_lots
 from procs.gateway.order_memory import OrderMemory
 from procs.gateway.order_state import Order, Request
@@ -149,9 +149,9 @@ class OrderEntry(OrderMemory):
         if msg.get(43) == b"Y" or msg.get(97) == b"Y":
             return True  # received before: not executed twice
         if msg.msg_type == b"D":
-            self._reject_new(session, msg, f"duplicate ClOrdID {cl_ord_id.decode()}", 6)
+            self._reject_new(session, msg, f"duplicate ClOrdID {shown(cl_ord_id)}", 6)
         else:
-            self._cancel_reject(session, msg, None, f"duplicate ClOrdID {cl_ord_id.decode()}")
+            self._cancel_reject(session, msg, None, f"duplicate ClOrdID {shown(cl_ord_id)}")
         return True
 
     def _new(self, session: Session, msg: FixMessage, now_ns: int) -> None:
@@ -162,7 +162,7 @@ class OrderEntry(OrderMemory):
         self.orders_in += 1
         sym = self.instruments.by_name.get(f[55])
         if sym is None:
-            self._reject_new(session, msg, f"unknown symbol {f[55].decode()}", 1)
+            self._reject_new(session, msg, f"unknown symbol {shown(f[55])}", 1)
             return
         ord_type = _ORD_TYPES[f[40]]
         tif = _TIFS[f.get(59, b"1")]
@@ -226,6 +226,8 @@ class OrderEntry(OrderMemory):
         display = qty_lots(f[111], sym) if 111 in f else 0
         if isinstance(display, str):
             return display.replace("quantity", "MaxFloor", 1)
+        if display > qty:
+            return f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}"
         assert isinstance(stop, int)
         return price, stop, qty, display
 
@@ -234,9 +236,13 @@ class OrderEntry(OrderMemory):
         order = self.live.get((session.session_id, f[41]))
         if order is None or not order.order_id:
             why = "unknown order" if order is None else "order not yet acknowledged"
-            self._cancel_reject(session, msg, order, f"{why} OrigClOrdID {f[41].decode()}")
+            self._cancel_reject(session, msg, order, f"{why} OrigClOrdID {shown(f[41])}")
             return
         if self._duplicate(session, msg, f[11]):
+            return
+        differs = _differs(msg, order)
+        if differs is not None:
+            self._cancel_reject(session, msg, order, differs)
             return
         ref = self.next_ref()
         sym = order.symbol
@@ -520,3 +526,19 @@ class OrderEntry(OrderMemory):
 def _mass_report(f: dict[int, bytes], response: bytes) -> bytes:
     body = field(37, b"MC-" + f[11]) + field(11, f[11]) + field(530, f[530]) + field(531, response)
     return body + (field(55, f[55]) if 55 in f else b"")
+
+
+def _differs(msg: FixMessage, order: Order) -> str | None:
+    """Why a cancel or replace does not fit its order, or None: it must repeat the order's
+    Symbol and Side, and a replace its OrdType (a replace changes only price and size)."""
+    f = msg.fields
+    if f[55] != order.symbol.name.encode():
+        return f"Symbol {shown(f[55])} is not the order's symbol {order.symbol.name}"
+    if f[54] != b"%d" % order.side:
+        return f"Side {shown(f[54])} is not the order's side {int(order.side)}"
+    if msg.msg_type == b"G" and _ORD_TYPES[f[40]] != order.ord_type:
+        return (
+            f"OrdType {shown(f[40])} is not the order's OrdType "
+            f"{_FIX_ORD_TYPE[order.ord_type].decode()}: a replace changes only price and size"
+        )
+    return None
