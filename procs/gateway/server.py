@@ -503,7 +503,10 @@ class GatewayServer:
             reuse_port=self.gw.reuse_port or None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self._tasks = [loop.create_task(self._poll()), loop.create_task(self._timers())]
+        self._tasks = [
+            loop.create_task(self._poll(), name="poll"),
+            loop.create_task(self._timers(), name="timers"),
+        ]
         if self.api is not None:
             await self.api.start()
         me, codec, inst = gateway_consumer(self.gw.id), self.codec, self.cfg.instance
@@ -538,9 +541,25 @@ class GatewayServer:
             settle(self._nap)
 
     async def run(self) -> None:
+        """Serve until ``stop()``. Should the poll or timer task fail (a bug), log it, shut
+        down and raise, so that the process exits and its supervisor restarts it (the
+        restart recovers) instead of leaving a gateway that takes orders but never answers."""
         await self.start()
-        await self._stop.wait()
+        stopped = asyncio.ensure_future(self._stop.wait())
+        workers = self._tasks[:2]  # poll and timers; the watchdog's returns at once when off
+        done, _ = await asyncio.wait([stopped, *workers], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        failed = next(
+            (t for t in done if t is not stopped and (t.exception() or not self._stop.is_set())),
+            None,
+        )
+        error = failed.exception() if failed is not None else None
+        if failed is not None:
+            log.critical("gateway task %s ended; stopping the gateway", failed.get_name(),
+                         exc_info=error)  # fmt: skip
         await self.shutdown()
+        if failed is not None:
+            raise RuntimeError(f"gateway task {failed.get_name()} ended: {error!r}") from error
 
     async def shutdown(self, grace_s: float = 1.0) -> None:
         """Log every session out (waiting up to ``grace_s`` for the replies), then close."""

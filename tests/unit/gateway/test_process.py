@@ -1,7 +1,9 @@
-"""``python -m procs.gateway.main`` serves FIX over TCP and stops cleanly on SIGTERM."""
+"""``python -m procs.gateway.main`` serves FIX over TCP and stops cleanly on SIGTERM; a
+failed task stops it with an error."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import subprocess
@@ -9,7 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from procs.common.topology import rings
+from procs.gateway.server import GatewayServer
 from shm import Ring
 from tests.unit.gateway.harness import CODEC, config
 
@@ -53,5 +58,31 @@ def test_process_logs_on_and_stops_on_sigterm(instance: str, tmp_path: Path) -> 
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+        for ring in made:
+            ring.close()
+
+
+def test_a_failed_poll_task_stops_the_gateway_with_an_error(instance: str, tmp_path: Path) -> None:
+    """Crash-only: a bug that ends the poll task must end ``run`` with an error (the process
+    exits and is restarted), not leave a gateway that takes orders and never answers."""
+    cfg = config(instance, tmp_path)
+    made = [
+        Ring.create(instance, r.name, CODEC, capacity=r.capacity, consumers=r.consumers)
+        for r in rings(cfg)
+    ]
+
+    async def scenario() -> None:
+        gateway = GatewayServer(cfg, "gw1")
+
+        def broken() -> int:
+            raise ValueError("a bug in the pump")
+
+        gateway.pump = broken  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match=r"gateway task poll ended.*a bug in the pump"):
+            await asyncio.wait_for(gateway.run(), 10)
+
+    try:
+        asyncio.run(scenario())
+    finally:
         for ring in made:
             ring.close()
