@@ -32,6 +32,7 @@ the largest record in the ring, from the field bounds (an ``int`` field takes at
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from collections.abc import Sequence
@@ -351,6 +352,30 @@ def _field_size(t: msgspec.inspect.Type) -> int:
     raise TypeError(f"record field type {t!r} has no fixed worst-case size")
 
 
+def _int_bounds(cls: type[Record]) -> list[tuple[str, int, int]]:
+    """``cls``'s integer fields with their bounds (an enum's: its values' range)."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    bounds = []
+    for field in info.fields:
+        t = field.type
+        if isinstance(t, msgspec.inspect.IntType):
+            low = t.ge if t.ge is not None else -(2**63)
+            high = t.le if t.le is not None else 2**64 - 1
+        elif isinstance(t, msgspec.inspect.EnumType):
+            low, high = min(m.value for m in t.cls), max(m.value for m in t.cls)
+        else:
+            continue
+        bounds.append((field.name, low, high))
+    return bounds
+
+
+#: MessagePack's uint64 marker followed by a byte with the top bit set: a value of 2**63 or
+#: more, past every record field's int64 bound (a data byte can match too: then the fields
+#: are checked one by one).
+_UINT64_PAST_INT64: Final = re.compile(rb"\xcf[\x80-\xff]")
+
+
 def _int_size(low: int, high: int) -> int:
     if low >= -32 and high <= 127:
         return 1  # fixint
@@ -398,6 +423,7 @@ class RecordCodec:
         self.schema_id = schema_id(self.types)
         self.capacity_body = slot_size - _LENGTH_SIZE - STAMP_SIZE
         self._encoder = msgspec.msgpack.Encoder()
+        self._bounds = {cls: _int_bounds(cls) for cls in self.types}
         union: Any = Union[self.types] if len(self.types) > 1 else self.types[0]  # noqa: UP007
         self._decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(union)
         self._decode = self._decoder.decode
@@ -414,7 +440,10 @@ class RecordCodec:
     # -- SlotCodec -----------------------------------------------------------------------
 
     def encode_into(self, buf: Buffer, offset: int, item: Record, stamp: int) -> None:
-        body = self._encoder.encode(item)
+        try:
+            body = self._encoder.encode(item)
+        except OverflowError:
+            raise EncodeError(self.out_of_bounds(item) or f"{item!r} does not encode") from None
         try:
             self._packers[len(body)](buf, offset, len(body), body, stamp)
         except IndexError:
@@ -453,8 +482,17 @@ class RecordCodec:
     # -- whole slots (journals, tests, tools) -------------------------------------------------
 
     def encode_slot(self, item: Record) -> bytes:
-        """The slot image of ``item`` with a zero stamp (what ``Producer.publish_slots`` takes)."""
-        body = self._encoder.encode(item)
+        """The slot image of ``item`` with a zero stamp (what ``Producer.publish_slots`` takes).
+        The journal's path: a field past its bounds (which no reader would decode) is refused
+        here, naming it."""
+        try:
+            body = self._encoder.encode(item)
+        except OverflowError:
+            body = b""
+        if not body or _UINT64_PAST_INT64.search(body) is not None:
+            why = self.out_of_bounds(item)
+            if why or not body:
+                raise EncodeError(why or f"{item!r} does not encode")
         if len(body) > self.capacity_body:
             raise EncodeError(
                 f"{type(item).__name__} encodes to {len(body)} bytes, slot holds "
@@ -475,6 +513,14 @@ class RecordCodec:
             except msgspec.MsgspecError:
                 pass  # decode_from explains it
         return self.decode_from(data, 0)
+
+    def out_of_bounds(self, item: Record) -> str:
+        """The first field of ``item`` outside its type's bounds, as an error text; ""."""
+        for name, low, high in self._bounds[type(item)]:
+            value = getattr(item, name)
+            if not low <= value <= high:
+                return f"{type(item).__name__}.{name}={value} is outside {low}..{high}"
+        return ""
 
     def _explain(self, exc: msgspec.MsgspecError, buf: Buffer, start: int, length: int) -> str:
         """Name the field behind msgspec's ``$[k]`` path, and show the offending bytes."""

@@ -41,6 +41,7 @@ class ResultCode(IntEnum):
     DUPLICATE_CLIENT_ORDER_ID = 2010
     NO_REFERENCE_PRICE = 2011
     INVALID_AMOUNT = 2012
+    BALANCE_LIMIT = 2013  # a deposit would take the asset's total over 2**63 - 1
 
     # matcher
     UNKNOWN_ORDER = 3000

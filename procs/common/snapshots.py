@@ -21,11 +21,14 @@ class SnapshotStore:
 
     def save(self, seq: int, data: bytes) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{seq:020d}.snap"
+        path = self.path(seq)
         replace_durably(path, data)
         for old in self._paths()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
+
+    def path(self, seq: int) -> Path:
+        return self.directory / f"{seq:020d}.snap"
 
     def latest(self) -> tuple[int, bytes] | None:
         paths = self._paths()

@@ -80,6 +80,8 @@ from procs.common.types import OrdType, Side
 
 OK: Final = ResultCode.OK
 _BPS: Final = 10_000
+#: The most of one asset all accounts together may hold: records carry amounts as int64.
+MAX_TOTAL: Final = 2**63 - 1
 _PENDING, _LIVE, _DONE = 0, 1, 2  # an order's status: new order in flight, accepted, done
 
 
@@ -206,6 +208,8 @@ class Accounts:
         slot = (account, asset)
         if self._free.get(slot, 0) + amount < 0:
             return ResultCode.INSUFFICIENT_BALANCE
+        if self._net.get(asset, 0) + amount > MAX_TOTAL:
+            return ResultCode.BALANCE_LIMIT  # then every balance and hold of it fits an int64
         self._free[slot] = self._free.get(slot, 0) + amount
         self._net[asset] = self._net.get(asset, 0) + amount
         self._keys.add(key)
@@ -230,6 +234,8 @@ class Accounts:
             if ref == 0 and kind == OrdType.MARKET:
                 return ResultCode.NO_REFERENCE_PRICE, order
             price = market.cap(max(ref, 0))
+            if price > MAX_TOTAL:
+                return ResultCode.INVALID_PRICE, order  # its cap would not fit the record
             if price > 0:
                 order = msgspec.structs.replace(order, price=price)
         if side == Side.BUY and price <= 0:
@@ -443,6 +449,12 @@ class Accounts:
         return sum(v for (_, a), v in self._free.items() if a == asset) + sum(
             v for (_, a), v in self._reserved.items() if a == asset
         )
+
+    def new_order_seq(self, order_id: int) -> int:
+        """The seq of the new order of a tracked order (0 for one not tracked): a reject of
+        that seq is the new order's own, any later one a cancel's or replace's."""
+        order = self._orders.get(order_id)
+        return 0 if order is None else order.seq
 
     def open_orders(self, account: int) -> int:
         """Orders of ``account`` sent to a matcher and not done (what ``max_open_orders`` caps)."""

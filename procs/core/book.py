@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import msgspec
@@ -87,6 +87,7 @@ from procs.common.types import (
     OrderFlag,
     OrdType,
     Side,
+    StpMode,
     TimeInForce,
     TradingStatus,
 )
@@ -130,6 +131,11 @@ class Book(ABC):
     def _crossable(self, side: Side, price: int, enough: int) -> int:
         """Resting visible opposite quantity a ``side`` order at ``price`` could take; may
         stop counting once it reaches ``enough``."""
+
+    @abstractmethod
+    def _crossing_levels(self, side: Side, price: int) -> Iterator[Iterable[RestingOrder]]:
+        """The opposite levels a ``side`` order at ``price`` crosses, best first, each its
+        orders in queue order."""
 
     @abstractmethod
     def _best(self, side: Side) -> int | None:
@@ -197,7 +203,7 @@ class Book(ABC):
         order = RestingOrder(
             *(cmd.order_id, cmd.account, cmd.side, cmd.price, cmd.qty, 0, 0),
             *(cmd.gateway, cmd.session, cmd.client_ref, cmd.tif, cmd.stp, cmd.display_qty, 0),
-            *(cmd.ord_type, cmd.stop_price),
+            *(cmd.ord_type, cmd.stop_price, bool(cmd.flags & OrderFlag.POST_ONLY)),
         )
         if cmd.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
             order.arrival = self.next_arrival
@@ -223,13 +229,31 @@ class Book(ABC):
             if cap:
                 limit = min(limit, cap) if order.side == Side.BUY else max(limit, cap)
             order.price = limit
-        if (
-            order.tif == TimeInForce.FOK
-            and self._crossable(order.side, order.price, order.leaves) < order.leaves
-        ):
+        if order.tif == TimeInForce.FOK and self._fillable(order) < order.leaves:
             events.append(self._report(cmd, order, DoneReason.EXPIRED, triggered))
             return
         self._enter(cmd, order, events, triggered=triggered)
+
+    def _fillable(self, taker: RestingOrder) -> int:
+        """How much of ``taker`` the book would fill (FOK's test), as ``_match`` will sweep:
+        an iceberg's reserve counts (it refills); under self-trade prevention an own order
+        is skipped (CANCEL_OLDEST removes it) or ends the count (CANCEL_NEWEST and
+        CANCEL_BOTH cancel the taker there), and then of its level only what is ahead of it
+        counts, icebergs by their visible slice (a refill queues behind it)."""
+        total = 0
+        stp = taker.stp
+        for level in self._crossing_levels(taker.side, taker.price):
+            before, ahead = total, 0  # ahead: the visible quantity before, in this level
+            for maker in level:
+                if stp != StpMode.NONE and maker.account == taker.account:
+                    if stp == StpMode.CANCEL_OLDEST:
+                        continue
+                    return before + ahead
+                ahead += maker.leaves
+                total += maker.leaves + maker.reserve
+            if total >= taker.leaves:
+                break
+        return total
 
     def _enter(
         self, cmd: OrderRecord, order: RestingOrder, events: list[Record], *, triggered: bool
@@ -276,6 +300,13 @@ class Book(ABC):
             problem = ResultCode.SYMBOL_HALTED
         if problem is None:
             problem = self._check_limit(cmd.price) or self._check_qty(cmd.qty)
+        if (
+            problem is None
+            and order is not None
+            and order.post_only
+            and self._crossable(order.side, cmd.price, 1) > 0
+        ):
+            problem = ResultCode.POST_ONLY_WOULD_TAKE  # the order stays as it was
         if problem is not None or order is None:
             return [_reject(cmd, problem or ResultCode.UNKNOWN_ORDER)]
         events: list[Record] = [Replaced(*_header(cmd), price=cmd.price, qty=cmd.qty)]

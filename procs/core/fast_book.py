@@ -26,7 +26,7 @@ module does about it:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from sortedcontainers import SortedList
 
@@ -46,7 +46,7 @@ from procs.core.book import Book
 from procs.core.resting import RestingOrder
 from procs.core.symbols import SymbolSpec
 
-INF = 1 << 62  # the best key of an empty side: no price crosses it
+INF = 1 << 63  # the best key of an empty side: above every int64 price, so none crosses it
 SWEEP_AT = 1024  # empty levels kept before a sweep is considered
 
 _BUY = Side.BUY
@@ -221,7 +221,8 @@ class FastBook(Book):
         ]
 
     def _fast_replace(self, cmd: ReplaceOrder) -> list[Record]:
-        """A replace of a plain resting order (no iceberg); else ``Book._replace``."""
+        """A replace of a plain resting order (no iceberg, not post-only); else
+        ``Book._replace``."""
         spec = self.spec
         oid, price, qty = cmd.order_id, cmd.price, cmd.qty
         order = self.orders.get(oid)
@@ -229,6 +230,7 @@ class FastBook(Book):
             order is None
             or order.account != cmd.account
             or order.display
+            or order.post_only
             or cmd.symbol != spec.symbol
             or self.halted
             or spec.limit_band_bps
@@ -298,6 +300,11 @@ class FastBook(Book):
             if total >= enough:
                 break
         return total
+
+    def _crossing_levels(self, side: Side, price: int) -> Iterator[Iterable[RestingOrder]]:
+        opposite = self.asks if side == _BUY else self.bids
+        for key in opposite.keys.irange(maximum=price if side == _BUY else -price):
+            yield opposite.levels[key].orders.values()
 
     def _best(self, side: Side) -> int | None:
         book_side = self.bids if side == _BUY else self.asks

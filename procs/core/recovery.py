@@ -103,7 +103,11 @@ def recover(
     progress: Progress | None = None,
     use_snapshot: bool = True,
     observe: Observer | None = None,
+    upto: int | None = None,
 ) -> Recovered:
+    """The state after the newest snapshot and the journal after it (through ``upto`` when
+    given). A snapshot past the journal's end is an error: the journal lost a tail the
+    snapshot had read (possible only with fsync "none" or "interval")."""
     codec = codec or RecordCodec()
     started = time.perf_counter()
     latest = snapshot_store(cfg).latest() if use_snapshot else None
@@ -120,11 +124,21 @@ def recover(
         start = snap.seq
     reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
     last = reader.last_seq() if journal_dir(cfg).exists() else 0
+    if latest is not None and start > last:
+        raise ValueError(
+            f"the newest exchange snapshot is at seq {start}, past the journal's last entry "
+            f"{last}: the journal lost its tail (journal.fsync = {cfg.journal.fsync!r}); move "
+            f"{snapshot_store(cfg).path(start)} aside to recover from the one before it"
+        )
+    if upto is not None:
+        last = min(last, upto)
     total = max(0, last - start)
     replayed = 0
     apply = sequencer.apply
     if total:
-        for _seq, image in reader.entries(start + 1):
+        for seq, image in reader.entries(start + 1):
+            if seq > last:
+                break
             command = codec.decode_slot(image)
             sequencer.replay(command)
             for name in sequencer.matchers_for(command):
@@ -209,9 +223,10 @@ def write_snapshot(cfg: RingexConfig, recovered: Recovered) -> Path:
     return snapshot_store(cfg).save(recovered.last_seq, data)
 
 
-def snapshot_job(cfg: RingexConfig) -> None:
-    """A forked child's work: replay to the journal's end and write a snapshot there."""
-    write_snapshot(cfg, recover(cfg))
+def snapshot_job(cfg: RingexConfig, upto: int) -> None:
+    """A forked child's work: replay through ``upto`` (what the router made durable before
+    the fork; entries after it may still be lost) and write a snapshot there."""
+    write_snapshot(cfg, recover(cfg, upto=upto))
 
 
 def archivable_before(cfg: RingexConfig) -> int:

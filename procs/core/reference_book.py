@@ -9,6 +9,7 @@ to get wrong. The command flow and the events are ``procs.core.book.Book``'s.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterator
 
 from procs.common.records import OrderRecord, Record
@@ -33,6 +34,11 @@ class ReferenceBook(Book):
 
     def _crossable(self, side: Side, price: int, enough: int) -> int:
         return sum(o.leaves for o in self._side(_other(side)) if _crosses(side, price, o.price))
+
+    def _crossing_levels(self, side: Side, price: int) -> Iterator[list[RestingOrder]]:
+        crossing = [o for o in self._side(_other(side)) if _crosses(side, price, o.price)]
+        for _price, level in itertools.groupby(crossing, key=lambda o: o.price):
+            yield list(level)
 
     def _best(self, side: Side) -> int | None:
         orders = self._side(side)

@@ -36,10 +36,13 @@ class RestingOrder:
     reserve: int = 0
     ord_type: OrdType = OrdType.LIMIT
     stop_price: int = 0
+    post_only: bool = False  # never takes, a replace included
 
 
 #: ``RestingOrder``'s fields, in the order ``BookState`` lists them.
 ORDER_FIELDS = RestingOrder.__slots__
+#: A snapshot written before ``post_only`` lists one field fewer; its orders are not.
+_FIELDS_BEFORE_POST_ONLY = len(ORDER_FIELDS) - 1
 
 
 class BookState(msgspec.Struct, frozen=True, array_like=True):
@@ -63,11 +66,14 @@ def order_fields(order: RestingOrder) -> tuple[int, ...]:
 
 def order_from_fields(fields: tuple[int, ...]) -> RestingOrder:
     """The order a snapshot lists, its enums restored."""
+    if len(fields) == _FIELDS_BEFORE_POST_ONLY:
+        fields = (*fields, 0)
     if len(fields) != len(ORDER_FIELDS):
         raise ValueError(f"snapshot order has {len(fields)} fields, expected {len(ORDER_FIELDS)}")
     oid, account, side, price, leaves, filled, arrival, gw, session, ref, *rest = fields
-    tif, stp, display, reserve, ord_type, stop_price = rest
+    tif, stp, display, reserve, ord_type, stop_price, post_only = rest
     return RestingOrder(
         *(oid, account, Side(side), price, leaves, filled, arrival, gw, session, ref),
         *(TimeInForce(tif), StpMode(stp), display, reserve, OrdType(ord_type), stop_price),
+        bool(post_only),
     )

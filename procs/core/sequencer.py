@@ -211,18 +211,18 @@ class Sequencer:
         seq: int = getattr(event, "seq", 0)
         if seq <= self.settled_upto:
             return
+        if kind is Rejected:  # only the reject of the new order itself frees its id
+            rejected: Rejected = event  # type: ignore[assignment]
+            if self.accounts.new_order_seq(rejected.order_id) == seq:
+                key = self._by_order.pop(rejected.order_id, None)
+                if key is not None:
+                    del self._client_ids[key]
         self.accounts.apply(event)
         if kind is OrderDone:  # the order is gone: its client order id is free again
             done: OrderDone = event  # type: ignore[assignment]
             key = self._by_order.pop(done.order_id, None)
             if key is not None:
                 del self._client_ids[key]
-        elif kind is Rejected:  # only the reject of the new order itself frees its id
-            rejected: Rejected = event  # type: ignore[assignment]
-            key = (rejected.gateway, rejected.session, rejected.client_ref)
-            if self._client_ids.get(key) == rejected.order_id:
-                del self._client_ids[key]
-                del self._by_order[rejected.order_id]
 
     def applied(self, upto_seq: int) -> None:
         """Every event of every command up to ``upto_seq`` has been applied."""

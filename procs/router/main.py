@@ -311,7 +311,7 @@ class RouterShell:
         self.journal.sync()  # the child reads what is durable
         self._snapshot_at, self._snapshot_time = seq, time.monotonic()
         self._snapshotter = multiprocessing.get_context("fork").Process(
-            target=snapshot_job, args=(self.cfg,), name="ringex-snapshot", daemon=True
+            target=snapshot_job, args=(self.cfg, seq), name="ringex-snapshot", daemon=True
         )
         self._snapshotter.start()
         log.info("snapshot of seq %d started (pid %s)", seq, self._snapshotter.pid)
