@@ -482,23 +482,28 @@ class RecordCodec:
     # -- whole slots (journals, tests, tools) -------------------------------------------------
 
     def encode_slot(self, item: Record) -> bytes:
-        """The slot image of ``item`` with a zero stamp (what ``Producer.publish_slots`` takes).
-        The journal's path: a field past its bounds (which no reader would decode) is refused
-        here, naming it."""
+        """The slot image of ``item`` with a zero stamp (what ``Producer.publish_slots`` takes)."""
         try:
             body = self._encoder.encode(item)
         except OverflowError:
-            body = b""
-        if not body or _UINT64_PAST_INT64.search(body) is not None:
-            why = self.out_of_bounds(item)
-            if why or not body:
-                raise EncodeError(why or f"{item!r} does not encode")
+            raise EncodeError(self.out_of_bounds(item) or f"{item!r} does not encode") from None
         if len(body) > self.capacity_body:
             raise EncodeError(
                 f"{type(item).__name__} encodes to {len(body)} bytes, slot holds "
                 f"{self.capacity_body}"
             )
         return self._images[len(body)](len(body), body)
+
+    def encode_slots(self, items: Sequence[Record]) -> bytes:
+        """The slot images of ``items``, joined: the journal's path, which also refuses a
+        field past its bounds (naming it) rather than journal a slot no reader decodes; one
+        scan of the whole batch finds any value of 2**63 or more."""
+        images = b"".join(map(self.encode_slot, items))
+        for match in _UINT64_PAST_INT64.finditer(images):  # a data byte can match too
+            why = self.out_of_bounds(items[match.start() // self.slot_size])
+            if why:
+                raise EncodeError(why)
+        return images
 
     def decode_slot(self, data: bytes | bytearray | memoryview) -> Record:
         """Decode one whole slot image (a byte buffer), refusing any other length. The hot

@@ -235,7 +235,7 @@ class RouterShell:
             return 0
         accepted = [d.command for d in decisions if d.command is not None]
         if accepted:
-            images = b"".join(map(self.codec.encode_slot, accepted))
+            images = self.codec.encode_slots(accepted)
             first: int = accepted[0].seq  # type: ignore[attr-defined]
             self.journal.append(first, images, len(accepted))
             if self.acks is not None:

@@ -68,7 +68,7 @@ def _price(value: int) -> NewOrder:
 @pytest.mark.parametrize("value", [2**63, 2**64, -(2**63) - 1], ids=["2^63", "2^64", "-2^63-1"])
 def test_a_field_out_of_its_bounds_is_refused_when_encoded(value: int) -> None:
     with pytest.raises(EncodeError, match="price"):
-        CODEC.encode_slot(_price(value))
+        CODEC.encode_slots([_price(1), _price(value)])  # the journal's path
 
 
 # -- int64 limits: balances, caps, and the fast book's sentinel --------------------------------
