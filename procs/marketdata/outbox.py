@@ -11,7 +11,9 @@ So, once ``limit`` messages wait:
 - a depth diff drops that stream's queued diffs and queues a fresh snapshot instead, which
   the next diffs continue (the client sees ``lastUpdateId`` jump and starts over from it);
 - a trade cannot be dropped without lying about the tape: ``push`` returns an overflow
-  reason and the server closes the connection (1008, policy violation) with it.
+  reason and the server closes the connection (1008, policy violation) with it;
+- nor can an answer to a request: a client that sends requests and reads no answers is
+  closed the same way (``push_reply``).
 
 Conflation applies at any queue length: a stale ticker is never worth sending.
 """
@@ -82,10 +84,17 @@ class Outbox:
         )
         self._queue.append(_Entry(Kind.DEPTH, stream, payload))
 
-    def push_reply(self, payload: bytes) -> None:
-        """Queue an answer to a request: never refused, never conflated (bounded by the
-        client's own requests, which it sends only as fast as it reads)."""
+    def push_reply(self, payload: bytes) -> str | None:
+        """Queue an answer to a request, never conflated; returns None, or why the client
+        must be disconnected: a client can send requests without reading the answers, and
+        those must not queue past ``limit`` any more than trades do."""
+        if len(self._queue) >= self.limit:
+            return (
+                f"slow consumer: {len(self._queue)} messages queued, limit {self.limit}; "
+                f"it sends requests and does not read the answers"
+            )
         self._queue.append(_Entry(None, "", payload))
+        return None
 
     def _restart_depth(self, stream: str) -> None:
         self.resnapshots += 1

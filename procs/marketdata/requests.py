@@ -56,6 +56,8 @@ def parse_request(raw: str | bytes, symbols: frozenset[str]) -> Request:
         msg: Any = _decode(raw)
     except msgspec.DecodeError as exc:
         raise RequestError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(ErrorCode.INVALID_JSON, "invalid JSON: nested too deeply") from None
     if not isinstance(msg, dict):
         raise RequestError(
             ErrorCode.INVALID_REQUEST, f"a request is a JSON object, got {type(msg).__name__}"

@@ -92,13 +92,17 @@ class Client:
         self._wake.set()
 
     def reply(self, payload: bytes) -> None:
-        """An answer to a request: in order after what is queued, never dropped."""
+        """An answer to a request: in order after what is queued, never dropped (a client
+        whose answers pile up past its queue's limit is closed instead)."""
         if self.closing:
             return
         if self._direct():
             broadcast((self.conn,), payload, text=True)
             return
-        self.outbox.push_reply(payload)
+        reason = self.outbox.push_reply(payload)
+        if reason is not None:
+            self.close_slow(reason)
+            return
         self._wake.set()
 
     def _direct(self) -> bool:

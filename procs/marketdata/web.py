@@ -121,8 +121,10 @@ class Site:
                     f"symbol {query.get('symbol', '')!r} is unknown ({known})",
                 )
             limit_raw = query.get("limit", "500")
-            if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
-                return text(http.HTTPStatus.BAD_REQUEST, f"limit {limit_raw!r} is not 1..1000")
+            digits = limit_raw.isascii() and limit_raw.isdigit() and len(limit_raw) <= 4
+            if not (digits and 1 <= int(limit_raw) <= 1000):
+                shown = limit_raw if len(limit_raw) <= 40 else f"{limit_raw[:40]}..."
+                return text(http.HTTPStatus.BAD_REQUEST, f"limit {shown!r} is not 1..1000")
             limit = int(limit_raw)
             s = market.symbol
             if parts.path == "/api/trades":
