@@ -18,6 +18,7 @@ import msgspec
 
 #: scrypt cost: ~16 MiB and tens of ms per check (slows a password guesser, not a logon).
 DEFAULT_N = 1 << 14
+_NO_SALT = bytes(16)  # an unknown user's check hashes with it
 
 
 class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -114,6 +115,9 @@ class UserStore:
         """The user when ``password`` is right; None for a wrong password or unknown user."""
         user = self.get(comp_id)
         if user is None:
+            # the same work as a wrong password, so the answer's timing does not tell which
+            # user names exist
+            _digest(password, _NO_SALT, DEFAULT_N, 8, 1)
             return None
         digest = _digest(password, bytes.fromhex(user.salt), user.n, user.r, user.p)
         return user if hmac.compare_digest(digest.hex(), user.digest) else None

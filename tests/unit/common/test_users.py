@@ -1,0 +1,30 @@
+"""The user store's password check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from procs.common import users
+from procs.common.users import UserStore
+
+
+def test_an_unknown_user_costs_the_same_hash_as_a_wrong_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else the answer's timing tells which user names exist."""
+    store = UserStore(tmp_path / "users.json")
+    store.add("ALICE", "secret", 7, n=1 << 4)
+    calls: list[int] = []
+    digest = users._digest
+
+    def counted(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+        calls.append(n)
+        return digest(password, salt, n, r, p)
+
+    monkeypatch.setattr(users, "_digest", counted)
+    assert store.verify("ALICE", "wrong") is None
+    assert store.verify("MALLORY", "wrong") is None
+    assert len(calls) == 2 and calls[1] == users.DEFAULT_N
+    assert store.verify("ALICE", "secret") is not None
