@@ -254,7 +254,7 @@ class RestApi:
 
     async def params(self, request: web.Request) -> dict[str, str]:
         """Query string and body (form or JSON object) parameters, size-checked."""
-        params = {k: v for k, v in request.query.items()}
+        pairs = list(request.query.items())
         if request.body_exists:
             body = await request.read()
             if body:
@@ -263,11 +263,22 @@ class RestApi:
                         decoded = _decode(body)
                     except msgspec.DecodeError as exc:
                         raise bad_request(
-                            codes.ILLEGAL_PARAM, f"body is not a JSON object: {exc}"
+                            codes.ILLEGAL_PARAM,
+                            f"body is not a JSON object: {exc}",
                         ) from None
-                    params.update({k: _text(v) for k, v in decoded.items()})
+                    except UnicodeDecodeError as exc:
+                        raise bad_request(
+                            codes.ILLEGAL_PARAM,
+                            f"body is not UTF-8: {exc.reason} at byte {exc.start}",
+                        ) from None
+                    pairs += [(k, _text(k, v)) for k, v in decoded.items()]
                 else:
-                    params.update(_form(body.decode(errors="replace")))
+                    pairs += _form(body.decode(errors="replace"))
+        params = dict(pairs)
+        if len(params) != len(pairs):  # the query twice, or the query and the body
+            raise bad_request(
+                codes.ILLEGAL_PARAM, f"parameter {_repeated(pairs)[:64]!r} is sent twice"
+            )
         rp.check_params(params)
         return params
 
@@ -298,7 +309,8 @@ class RestApi:
         return key
 
     def require_scope(self, key: ApiKey, scope: str) -> None:
-        if scope not in key.scopes:
+        """403 unless ``key`` has ``scope`` ("": any valid key will do)."""
+        if scope and scope not in key.scopes:
             raise ApiError(
                 403,
                 -2015,
@@ -347,7 +359,7 @@ class RestApi:
         )
 
     async def revoke_key(self, request: web.Request) -> web.Response:
-        key = await self.signed(request, "read")
+        key = await self.signed(request, "")  # any valid key may revoke itself
         self.keys.revoke(key.key)
         return json_response({"apiKey": key.key, "revoked": True})
 
@@ -517,7 +529,24 @@ def _form(text: str) -> list[tuple[str, str]]:
     return [(name, value) for name, _, value in (p.partition("=") for p in text.split("&")) if name]
 
 
-def _text(value: str | int | float | bool) -> str:
+def _repeated(pairs: list[tuple[str, str]]) -> str:
+    """The first name that comes twice in ``pairs``."""
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            return name
+        seen.add(name)
+    return ""
+
+
+def _text(name: str, value: str | int | float | bool) -> str:
+    """A JSON body's value as the parameter's text. A float is refused: prices and sizes are
+    strings, and binary rounding could put a price on the tick the client's digits missed."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float):
+        raise bad_request(
+            codes.ILLEGAL_PARAM,
+            f"parameter {name[:64]!r} is the JSON number {value!r}: decimals are strings",
+        )
     return str(value)

@@ -51,7 +51,7 @@ TYPE_NAMES: dict[int, str] = {
 }
 
 #: A client order id: what the venues allow, and short enough to keep per order.
-CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,36}$")
+CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,36}$")  # fullmatch it: "$" takes a last "\n"
 #: A price or size: digits with at most one '.', checked before ``instruments`` parses it.
 DECIMAL = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 #: Longest parameter value accepted anywhere (decimals, ids, names).
@@ -82,11 +82,16 @@ def check_params(params: Mapping[str, str]) -> None:
             codes.TOO_MANY_PARAMS, f"{len(params)} parameters, the limit is {MAX_PARAMS}"
         )
     for name, value in params.items():
-        if len(value) > MAX_VALUE_CHARS or len(name) > MAX_VALUE_CHARS:
+        if len(name) > MAX_VALUE_CHARS:
             raise bad_request(
                 codes.ILLEGAL_PARAM,
-                f"parameter {name[:MAX_VALUE_CHARS]!r} is {len(value)} characters, "
+                f"a parameter name is {len(name)} characters ({name[:MAX_VALUE_CHARS]!r}...), "
                 f"the limit is {MAX_VALUE_CHARS}",
+            )
+        if len(value) > MAX_VALUE_CHARS:
+            raise bad_request(
+                codes.ILLEGAL_PARAM,
+                f"parameter {name!r} is {len(value)} characters, the limit is {MAX_VALUE_CHARS}",
             )
 
 
@@ -196,7 +201,7 @@ def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderReque
                 f"icebergQty {params['icebergQty']} must be below quantity {params['quantity']}",
             )
     client_id = params.get("newClientOrderId", "")
-    if client_id and not CLIENT_ORDER_ID.match(client_id):
+    if client_id and not CLIENT_ORDER_ID.fullmatch(client_id):
         raise bad_request(
             codes.ILLEGAL_PARAM,
             f"newClientOrderId {client_id!r} must be 1..36 of A-Z a-z 0-9 . _ : / -",

@@ -1,0 +1,118 @@
+"""The rig of the hostile REST tests: an exchange with REST keys over real HTTP (the FIX
+tests' harness), raw-socket exchanges, and a check that the gateway still serves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from config.schema import DatabaseConfig, RestConfig
+from procs.gateway.rest import RestApi
+from procs.gateway.rest_client import RestClient
+from tests.unit.gateway.harness import Harness, config
+
+ALICE, BOB = 601, 602
+LIMIT: dict[str, Any] = {"symbol": "BTC-USD", "side": "BUY", "type": "LIMIT"}
+
+
+def rest_exchange(instance: str, tmp_path: Path) -> Iterator[Harness]:
+    """What the tests' ``harness`` fixture yields: ALICE with dollars, BOB with bitcoin."""
+    rest = RestConfig(
+        port=0,
+        key_rate_per_s=1_000,
+        key_burst=1_000,
+        login_rate_per_s=100,
+        login_burst=100,
+        max_streams=2,
+        stream_queue=16,
+    )
+    cfg = config(instance, tmp_path, rest=rest)
+    cfg = msgspec.structs.replace(cfg, database=DatabaseConfig(enabled=False))
+    h = Harness(cfg)
+    h.add_user("ALICE", "alice-pw", ALICE)
+    h.add_user("BOB", "bob-pw", BOB)
+    h.fund(ALICE, usd=1_000_000 * 10**6, btc=0)
+    h.fund(BOB, usd=0, btc=10 * 10**6)
+    yield h
+    h.close()
+
+
+Scenario = Callable[[RestApi, str], Awaitable[None]]
+
+
+def run(h: Harness, scenario: Scenario) -> None:
+    async def main() -> None:
+        await h.start()
+        assert h.gateway is not None and h.gateway.api is not None
+        api = h.gateway.api
+        try:
+            await asyncio.wait_for(scenario(api, f"http://127.0.0.1:{api.port}"), 20)
+        finally:
+            await h.stop()
+
+    asyncio.run(main())
+
+
+async def client(url: str, user: str, password: str, scopes: str = "read,trade") -> RestClient:
+    api = RestClient(url)
+    await api.login(user, password, scopes)
+    return api
+
+
+async def exchange(port: int, data: bytes, timeout_s: float = 5.0) -> bytes:
+    """Send raw bytes on a fresh connection; everything the server answers until it closes
+    (or ``timeout_s`` passes: what came so far)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    out = b""
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(timeout_s):
+            while chunk := await reader.read(65536):
+                out += chunk
+    except TimeoutError:
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return out
+
+
+def statuses(raw: bytes) -> list[int]:
+    return [int(s) for s in re.findall(rb"HTTP/1\.[01] (\d{3}) ", raw)]
+
+
+async def alive(url: str) -> None:
+    """Another client is served normally."""
+    async with RestClient(url) as api:
+        assert await api.call("GET", "/api/v1/ping", signed=False) == {}
+
+
+def request(line: bytes, *headers: bytes, body: bytes = b"") -> bytes:
+    head = b"".join(h + b"\r\n" for h in (b"Host: x", *headers))
+    return line + b"\r\n" + head + b"\r\n" + body
+
+
+async def until_closed(ws: aiohttp.ClientWebSocketResponse, timeout_s: float) -> int | None:
+    """The close code the server sent within ``timeout_s`` (other messages are skipped), or
+    None when the stream stayed open that long."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await ws.receive(timeout=left)
+        except TimeoutError:
+            return None
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING):
+            return int(msg.data)
+        if msg.type is aiohttp.WSMsgType.CLOSED:
+            return ws.close_code
+    return None
