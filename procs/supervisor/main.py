@@ -45,6 +45,7 @@ from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
 from procs.supervisor import promotion
 from procs.supervisor.held import GO
+from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
 from procs.supervisor.run_files import run_dir, status_path
@@ -196,13 +197,21 @@ class Supervisor:
                     f"{spec.name} exited with {code} while starting; see "
                     f"{run_dir(self.cfg) / (spec.name + '.log')}"
                 )
-            if self._holds_ready_ring(child):
+            if self._holds_ready_ring(child) and not missing_listeners(
+                process.pid, spec.ready_ports
+            ):
                 child.ready = True
                 return
             time.sleep(0.02)
+        if not self._holds_ready_ring(child):
+            raise SupervisorError(
+                f"{spec.name} did not attach {spec.ready_ring!r} as {spec.ready_consumer!r} "
+                f"within {self.cfg.supervisor.ready_timeout_s} s"
+            )
+        silent = missing_listeners(process.pid, spec.ready_ports)
         raise SupervisorError(
-            f"{spec.name} did not attach {spec.ready_ring!r} as {spec.ready_consumer!r} within "
-            f"{self.cfg.supervisor.ready_timeout_s} s"
+            f"{spec.name} did not listen on port(s) {silent} within "
+            f"{self.cfg.supervisor.ready_timeout_s} s; see {run_dir(self.cfg) / spec.name}.log"
         )
 
     def _holds_ready_ring(self, child: Child) -> bool:

@@ -3,7 +3,9 @@
 Each process is ``python -m procs.<kind>.main --profile <file> [--name N]``, pinned to its
 configured CPUs, and counts as ready once it holds its *ready ring*: the consumer line it
 attaches after its recovery (the router's on the admin command ring, a matcher's on
-its input ring, a gateway's on its replies ring, market data's on the first matcher output).
+its input ring, a gateway's on its replies ring, market data's on the first matcher output),
+and listens on its *ready ports* (a gateway's FIX and REST ports, market data's; a port of 0
+is any free one and is not waited on): a client told "running" is not refused.
 The list's order is matchers, then the router, then market data and gateways; the supervisor
 starts the matchers first and the rest together once they are ready. Shutdown stops intake
 first.
@@ -41,6 +43,7 @@ class ProcessSpec:
     intake: bool = False  # takes orders from outside: stopped first
     stop_last: bool = False  # follows what the others write (the journal): stopped last
     nice: int = 0  # scheduling niceness it starts with (supervisor.nice)
+    ready_ports: tuple[int, ...] = ()  # TCP ports it must listen on to be ready
 
     def argv(self, profile: str) -> list[str]:
         return [sys.executable, "-m", self.module, "--profile", profile, *self.args]
@@ -97,6 +100,7 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
                 cpus("marketdata"),
                 matcher_output(cfg.matchers[0].name),
                 MARKETDATA,
+                ready_ports=_known((cfg.marketdata.port,)),
             )
         )
     specs += [
@@ -108,8 +112,14 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
             gateway_replies(g.id),
             gateway_consumer(g.id),
             intake=True,
+            ready_ports=_known((g.port, g.rest.port if g.rest is not None else 0)),
         )
         for g in cfg.gateways
     ]
     nice = cfg.supervisor.nice
     return [replace(spec, nice=nice[spec.name]) if spec.name in nice else spec for spec in specs]
+
+
+def _known(ports: tuple[int, ...]) -> tuple[int, ...]:
+    """The ports to wait on: 0 asks the kernel for any free one, which cannot be known."""
+    return tuple(port for port in ports if port)
