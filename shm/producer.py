@@ -325,6 +325,19 @@ def bind(self, words, buf, mask, slot, data, shift, CURSOR, WAKE, nxt, limit):
         self.publish_slots(images, count)
         return True
 
+    def backlog(self) -> int:
+        """Records published that the slowest active consumer has not consumed yet."""
+        return self._next - self._gate.minimum(self._next)
+
+    def idle_round(self, count: int, rounds: int) -> None:
+        """One round of waiting for room for ``count`` records, as the wait strategy says
+        (``rounds``: the caller's idle rounds so far; a blocking strategy parks until a
+        consumer commits). For a caller with other work between rounds, where ``publish``
+        would wait in one go: the router drains the matchers' events between them."""
+        if rounds & 63 == 0:
+            self.heartbeat()
+        self.wait.idle(rounds, lambda: self._fits(count), self._producer_parker())
+
     def _fits(self, count: int) -> bool:
         need = self._next + count
         if need > self._limit:

@@ -284,3 +284,34 @@ def test_the_router_snapshots_by_count_or_by_time(
         assert recovered.state_hashes()["router"] == ex.router.sequencer.accounts.state_hash()
     finally:
         ex.stop()
+
+
+def test_the_router_takes_no_command_while_the_matcher_is_behind(
+    instance: str, tmp_path: Path
+) -> None:
+    """Past an eighth of the matcher's input ring unread, commands wait in the gateway's
+    ring (whose gateway then stops reading its clients): the rings after the matcher never
+    fill. Once the matcher catches up, every command goes through."""
+    base = config(instance, tmp_path)
+    cfg = msgspec.structs.replace(
+        base, risk=msgspec.structs.replace(base.risk, max_open_orders=100_000), router_batch=256
+    )
+    ex = Exchange(cfg)
+    try:
+        fund(ex, 7, usd=10**12, btc=0)
+        limit = cfg.ring.capacity // 8
+        ex.gateways[1].publish_batch(
+            [order(10_000 + k, 7, Side.BUY, 100 + k % 50, 1) for k in range(3 * limit)]
+        )
+        for _ in range(50):  # the router alone: the matcher reads nothing
+            ex.router.step(timeout_s=0.001)
+        to_book = ex.router.to_matchers["m1"]
+        taken = to_book.backlog()
+        assert limit < taken <= limit + cfg.router_batch  # it stopped right past the limit
+        assert ex.gateways[1].backlog() == 3 * limit - taken > 0  # the rest wait in gw1's ring
+        ex.pump()
+        assert to_book.backlog() == 0
+        assert ex.gateways[1].backlog() == 0
+        assert ex.router.sequencer.accounts.open_orders(7) == 3 * limit  # all of them rest
+    finally:
+        ex.stop()

@@ -17,6 +17,7 @@ from shm import (
     RingError,
     StructCodec,
     TornReadError,
+    wait_strategy,
 )
 from shm import header as h
 from shm.producer import Producer
@@ -362,3 +363,29 @@ def test_compiled_publish_writes_what_the_reference_writes(instance: str) -> Non
     finally:
         for ring in rings:
             ring.unlink()
+
+
+def test_backlog_counts_what_the_slowest_consumer_has_not_read(instance: str) -> None:
+    ring = make(instance, capacity=8, consumers=("a", "b"))
+    producer, a, b = ring.producer(), ring.consumer("a"), ring.consumer("b")
+    assert producer.backlog() == 0
+    producer.publish_batch([(i, 0) for i in range(5)])
+    assert producer.backlog() == 5
+    assert drain(a) == [0, 1, 2, 3, 4]
+    assert producer.backlog() == 5  # b has read nothing
+    assert drain(b) == [0, 1, 2, 3, 4]
+    assert producer.backlog() == 0
+
+
+def test_idle_round_waits_as_configured_and_returns_once_there_is_room(instance: str) -> None:
+    """A blocking strategy parks in ``idle_round`` until a consumer's commit posts it."""
+    ring = make(instance, capacity=4)
+    producer = ring.producer(wait_strategy("blocking", spins=0, park_timeout_s=5.0))
+    consumer = ring.consumer("a")
+    producer.publish_batch([(i, 0) for i in range(4)])
+    threading.Timer(0.1, lambda: drain(consumer)).start()
+    started = time.monotonic()
+    producer.idle_round(1, 0)  # parked until the drain commits
+    waited = time.monotonic() - started
+    assert 0.05 < waited < 4.0
+    assert producer.try_publish((4, 0))
