@@ -18,6 +18,13 @@ the fills pair up (as many buy fills as sell fills). Writes ``var/bench/pipeline
 Targets (issue 8, this 2-core machine): >= 50k orders/s sustained; at 10k orders/s order->ack
 p50 <= 200 us and p99 <= 2 ms.
 
+The full-size run of a many-core host: ``--gateways N`` runs N gateway processes (sessions
+spread over them), ``--workers W`` W load processes (each offering its share of the rate,
+starting each phase together; their HDR histograms are merged), ``--pin`` gives the matcher,
+the router and each gateway a core of its own and the load processes the rest, and
+``--no-database`` leaves the database writer out (a host without PostgreSQL). For example
+``--no-database --pin --wait busy-spin --gateways 4 --workers 4 --sessions 16``.
+
 ``--soak SECONDS`` (``make bench-soak``) adds a third phase: up to --soak-rate orders/s (issue
 8: 10k/s for 10 minutes) with at most --soak-window orders un-acked, sampling every process's
 RSS (tests/bench/soak.py) and the p99 of each --soak-sample window. Target: no process's RSS
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing as mp
 import os
 import shutil
 import socket
@@ -186,7 +194,48 @@ def send_order(session: Session, ref: bytes, side: bytes, planned_ns: int) -> No
     )
 
 
-async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) -> dict[str, Any]:
+@dataclass
+class Phase:
+    """What one phase measured, in one load process or merged over several."""
+
+    offered_rate: int
+    orders: int = 0
+    acks: int = 0
+    fills: int = 0
+    elapsed_s: float = 0.0
+    lat: Latencies = field(default_factory=Latencies)
+
+    def merge(self, other: Phase) -> None:
+        """Another load process's share of the same phase (started at the same moment)."""
+        self.orders += other.orders
+        self.acks += other.acks
+        self.fills += other.fills
+        self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
+        self.lat.add(other.lat)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "offered_rate": self.offered_rate,
+            "orders": self.orders,
+            "acks": self.acks,
+            "fills": self.fills,
+            "ops_per_s": self.acks / self.elapsed_s,
+            **self.lat.summary(),
+        }
+
+    def encode(self) -> tuple[Any, ...]:
+        """Picklable, for a load process to send home (histograms as HdrHistogram's codec)."""
+        counts = (self.offered_rate, self.orders, self.acks, self.fills, self.elapsed_s)
+        return (*counts, self.lat.ack.encode(), self.lat.fill.encode())
+
+    @classmethod
+    def decode(cls, wire: tuple[Any, ...]) -> Phase:
+        rate, orders, acks, fills, elapsed, ack, fill = wire
+        lat = Latencies(HdrHistogram.decode(ack), HdrHistogram.decode(fill))
+        return cls(rate, orders, acks, fills, elapsed, lat)
+
+
+async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) -> Phase:
     rec = Recorder()
     readers = [asyncio.create_task(read_reports(s, rec)) for s in sessions]
     total = int(rate * seconds)
@@ -224,14 +273,7 @@ async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) 
     for s in sessions:
         s.planned.clear()
         s.acks = s.fills = 0
-    return {
-        "offered_rate": rate,
-        "orders": total,
-        "acks": acks,
-        "fills": fills,
-        "ops_per_s": acks / elapsed,
-        **rec.lat.summary(),
-    }
+    return Phase(rate, total, acks, fills, elapsed, rec.lat)
 
 
 @dataclass
@@ -351,6 +393,97 @@ async def soak(sessions: list[Session], cfg: RingexConfig, args: argparse.Namesp
     return run
 
 
+def write_profile(
+    path: Path, args: argparse.Namespace, ports: list[int]
+) -> tuple[RingexConfig, list[int]]:
+    """The bench instance's profile; with --pin, also the CPUs left for the load processes."""
+    text = (
+        f'instance = "bp{os.getpid()}"\nvar_dir = "{path.parent / "var"}"\n'
+        "[marketdata]\nenabled = false\n"
+        f'[wait]\nstrategy = "{args.wait}"\n'
+        "[risk]\nmax_commands_per_s = 1000000000\nmax_open_orders = 1000000\n"
+        f'[journal]\nfsync = "{args.fsync}"\n'
+    )
+    if args.no_database:
+        text += "[database]\nenabled = false\n"
+    text += "".join(
+        f'[[gateways]]\nname = "gw{k + 1}"\nid = {k + 1}\nport = {port}\n'
+        "max_messages_per_s = 1000000\n"
+        for k, port in enumerate(ports)
+    )
+    path.write_text(text)
+    cfg = load_profile(str(path))
+    if not args.pin:
+        return cfg, []
+    names = [f"matcher-{m.name}" for m in cfg.matchers] + ["router"]
+    names += [f"gateway-{g.name}" for g in cfg.gateways]
+    cpus = sorted(os.sched_getaffinity(0))[1:]  # the first for the supervisor and the OS
+    if len(cpus) < len(names) + args.workers:
+        raise SystemExit(
+            f"--pin needs {len(names) + args.workers + 1} CPUs ({len(names)} processes, "
+            f"{args.workers} load processes, one spare), this host has {len(cpus) + 1}"
+        )
+    cores = ", ".join(f'"{name}" = [{cpu}]' for name, cpu in zip(names, cpus, strict=False))
+    path.write_text(text + f"[supervisor]\ncores = {{ {cores} }}\n")
+    print(f"pinned: {cores}; load processes on CPUs {cpus[len(names) :]}")
+    return load_profile(str(path)), cpus[len(names) :]
+
+
+def load_processes(
+    args: argparse.Namespace,
+    names: list[str],
+    homes: list[int],
+    phases: tuple[tuple[str, int], ...],
+    cpus: list[int],
+) -> list[Phase]:
+    """--workers processes, each with every --workers-th session, offering its share of each
+    phase's rate; they start each phase together, and their figures are merged per phase."""
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(args.workers), ctx.Queue()
+    procs = []
+    for w in range(args.workers):
+        mine = list(range(w, len(names), args.workers))
+        share = tuple((phase, rate // args.workers) for phase, rate in phases)
+        cpu = cpus[w] if cpus else None
+        work = ([names[k] for k in mine], [homes[k] for k in mine], share, args.seconds, cpu)
+        procs.append(ctx.Process(target=load_process, args=(*work, barrier, out)))
+    for proc in procs:
+        proc.start()
+    merged = [Phase(rate) for _, rate in phases]
+    for _ in range(args.workers * len(phases)):
+        index, wire = out.get(timeout=STALL_S * 10 + args.seconds * 4)
+        merged[index].merge(Phase.decode(wire))
+    for proc in procs:
+        proc.join(30)
+    return merged
+
+
+def load_process(
+    names: list[str],
+    homes: list[int],
+    phases: tuple[tuple[str, int], ...],
+    seconds: float,
+    cpu: int | None,
+    barrier: Any,
+    out: Any,
+) -> None:
+    """One load process of ``load_processes``: its sessions, each phase after the barrier."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+    async def run() -> None:
+        sessions = [Session(name, home) for name, home in zip(names, homes, strict=True)]
+        await asyncio.gather(*(s.logon() for s in sessions))
+        for index, (phase, rate) in enumerate(phases):
+            barrier.wait()  # nothing else runs on this loop between phases
+            out.put((index, (await drive(sessions, rate, seconds, phase)).encode()))
+        for s in sessions:
+            if s.writer is not None:
+                s.writer.close()
+
+    asyncio.run(run())
+
+
 def print_phase(phase: str, row: dict[str, Any]) -> None:
     print(
         f"{phase:10} offered {row['offered_rate']:>7,}/s: {row['ops_per_s']:>9,.0f} acks/s, "
@@ -395,27 +528,31 @@ def main() -> int:
     ap.add_argument("--soak-sample", type=float, default=5.0, help="soak, seconds per sample")
     ap.add_argument("--soak-warmup", type=float, help="soak, seconds before the RSS baseline")
     ap.add_argument("--out", default="var/bench/pipeline.json", help="and a .png beside it")
+    # the full-size run of a many-core host: gateways and load processes side by side
+    ap.add_argument("--gateways", type=int, default=1, help="gateway processes (own ports)")
+    ap.add_argument("--workers", type=int, default=1, help="load-generator processes")
+    ap.add_argument(
+        "--pin", action="store_true",
+        help="a core each for the matcher, the router and the gateways; the load the rest",
+    )  # fmt: skip
+    ap.add_argument(
+        "--no-database", action="store_true", help="no database writer (a host without PostgreSQL)"
+    )
     args = ap.parse_args()
+    if args.soak and args.workers > 1:
+        ap.error("--soak runs in one load process: leave --workers at 1")
     work = Path("var/bench/pipeline")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    instance = f"bp{os.getpid()}"
-    port = free_port()
+    ports = [free_port() for _ in range(args.gateways)]
     profile = work / "bench.toml"
-    profile.write_text(
-        f'instance = "{instance}"\nvar_dir = "{work / "var"}"\n'
-        "[marketdata]\nenabled = false\n"
-        f'[wait]\nstrategy = "{args.wait}"\n'
-        "[risk]\nmax_commands_per_s = 1000000000\nmax_open_orders = 1000000\n"
-        f'[journal]\nfsync = "{args.fsync}"\n'
-        f'[[gateways]]\nname = "gw1"\nid = 1\nport = {port}\nmax_messages_per_s = 1000000\n'
-    )
-    cfg = load_profile(str(profile))
+    cfg, workers_cpus = write_profile(profile, args, ports)
     cli = [sys.executable, "-m", "procs.cli"]
     subprocess.run([*cli, "run", "--config", str(profile), "--detach"], check=True)
     results: list[dict[str, Any]] = []
     soaks: list[SoakRun] = []
     problems: list[str] = []
+    phases = (("latency", args.rate), ("throughput", args.max_rate))
     try:
         admin = AdminClient(cfg)
         users = UserStore(users_path(cfg))
@@ -427,15 +564,19 @@ def main() -> int:
             admin.transfer(account, "BTC", "1000000")
             users.add(name, "pw", account, n=2**10)
         admin.close()
+        homes = [ports[k % len(ports)] for k in range(args.sessions)]  # round-robin
+
+        def report(phase: str, run: Phase) -> None:
+            row = run.row()
+            row["name"] = f"pipeline {phase}"
+            results.append(row)
+            print_phase(phase, row)
 
         async def run() -> None:
-            sessions = [Session(name, port) for name in names]
+            sessions = [Session(name, home) for name, home in zip(names, homes, strict=True)]
             await asyncio.gather(*(s.logon() for s in sessions))
-            for phase, rate in (("latency", args.rate), ("throughput", args.max_rate)):
-                row = await drive(sessions, rate, args.seconds, phase)
-                row["name"] = f"pipeline {phase}"
-                results.append(row)
-                print_phase(phase, row)
+            for phase, rate in phases:
+                report(phase, await drive(sessions, rate, args.seconds, phase))
             if args.soak:
                 print(
                     f"soak: {args.soak:g} s at up to {args.soak_rate:,} orders/s, RSS every "
@@ -447,7 +588,13 @@ def main() -> int:
                 if s.writer is not None:
                     s.writer.close()
 
-        asyncio.run(run())
+        if args.workers == 1:
+            asyncio.run(run())
+        else:
+            for (phase, _), run_ in zip(
+                phases, load_processes(args, names, homes, phases, workers_cpus), strict=True
+            ):
+                report(phase, run_)
     finally:
         subprocess.run([*cli, "stop", "--config", str(profile)], check=False)
     checks = {f"{r['name']}: every order acked once": r["acks"] == r["orders"] for r in results}
