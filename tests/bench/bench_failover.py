@@ -211,7 +211,7 @@ async def load(
     await asyncio.gather(*(s.logon() for s in sessions))
     rows = []
     for phase, rate, seconds in phases:
-        rows.append(await drive(sessions, rate, seconds, phase))
+        rows.append((await drive(sessions, rate, seconds, phase)).row())
     for s in sessions:
         if s.writer is not None:
             s.writer.close()
