@@ -53,6 +53,7 @@ from procs.gateway.audit import AuditLog
 from procs.gateway.clordids import SeenLog
 from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
+from procs.gateway.intake import IntakePacing
 from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, OrderLog
 from procs.gateway.orders import OrderEntry
 from procs.gateway.recovery import (
@@ -152,10 +153,7 @@ class GatewayServer:
                 gw.id, self.entry.instruments, cfg.assets, self.entry.outgoing, self.entry.next_ref
             )
             self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
-        self.paused = False
-        self.intake_pauses = 0  # times _pace_intake stopped reading the clients
-        self._backlog_high = cfg.ring.capacity // 4
-        self._backlog_low = cfg.ring.capacity // 16
+        self.pacing = IntakePacing(cfg.ring.capacity)
         self._publish_due = False
         self._closed = False
         #: input ring -> the newest event seq handled before a restart, while the ring is
@@ -309,7 +307,7 @@ class GatewayServer:
             self.settings, self.users, self.store, self.entry, self.live, time.time_ns(),
             self.audit,
         )  # fmt: skip
-        if self.paused:
+        if self.pacing.paused:
             conn.transport.pause_reading()
 
     def connection_lost(self, conn: Connection) -> None:
@@ -377,8 +375,7 @@ class GatewayServer:
             transport.close()
 
     def publish(self) -> None:
-        """Move waiting commands into the router ring, logging them first; pause every socket
-        while the ring is full."""
+        """Move waiting commands into the router ring, logging them first; pace the intake."""
         self.seen_log.keep(self.entry.seen)  # the ClOrdIDs, before their commands go
         outgoing = self.entry.outgoing
         step = max(1, self.producer.ring.capacity // 2)
@@ -398,33 +395,12 @@ class GatewayServer:
             for seq in seqs:
                 del unpublished[seq]
             del outgoing[: len(chunk)]
-        self._pace_intake()
-
-    def _pace_intake(self) -> None:
-        """Read no client while the router's ring is full (commands wait in ``outgoing``),
-        while more events wait for this gateway than a quarter of a ring, or more commands
-        for the router than half of one (the router takes none while a matcher is behind),
-        until they are down to a sixteenth (an eighth). Offered more than it can answer,
-        the exchange then answers at full speed instead of taking orders it can only queue:
-        the queues are the clients' sockets. Without it every ring filled, the router
-        waited on the matcher, the matcher on this gateway, and this gateway parsed orders
-        instead of sending reports: 25k orders/s offered gave 2.3-10k acks/s where 15k
-        offered gave 14.9k (two cores)."""
         backlog = max((c.ring.cursor() - c.sequence for c in self.inputs), default=0)
-        mark = self._backlog_low if self.paused else self._backlog_high
-        queued = self.producer.backlog()  # commands the router has not taken yet
-        pause = bool(self.entry.outgoing) or backlog > mark or queued > 2 * mark
-        if pause and not self.paused:
-            self.paused = True
-            self.intake_pauses += 1
-            for c in self.connections:
-                if c.transport is not None:
-                    c.transport.pause_reading()
-        elif not pause and self.paused:
-            self.paused = False
+        paused = self.pacing.update(bool(outgoing), backlog, producer.backlog())
+        if paused is not None:  # intake.py: reading stops while the exchange is behind
             for c in self.connections:
                 if c.transport is not None and not c.transport.is_closing():
-                    c.transport.resume_reading()
+                    (c.transport.pause_reading if paused else c.transport.resume_reading)()
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ from procs.replica.wire import History
 from procs.supervisor.run_files import read_status
 from shm.inspect import remove_instance
 from shm.liveness import pid_alive
-from tests.bench.bench_pipeline import SOH, Session, drive, free_port, send_order
+from tests.bench.fix_load import SOH, Session, drive, free_port, send_order
 from tests.bench.report import conclude
 
 TARGETS = {"sync throughput / off": 0.70, "failover s": 2.0}

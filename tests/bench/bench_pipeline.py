@@ -37,10 +37,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing as mp
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -48,232 +46,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
-
 from config import load_profile
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient
 from procs.common.topology import users_path
 from procs.common.users import UserStore
-from procs.gateway.fix import fields, frame
+from tests.bench.fix_load import (
+    Latencies,
+    Phase,
+    Recorder,
+    Session,
+    drive,
+    free_port,
+    load_processes,
+    read_reports,
+    send_order,
+)
 from tests.bench.plot import write_plot
 from tests.bench.report import conclude
 from tests.bench.soak import RssWatch, print_growth, process_table
 
-SOH = b"\x01"
 TARGETS = {"orders/s": 50_000, "ack p50 us": 200, "ack p99 us": 2_000, "soak rss growth %": 5.0}
-PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
-
-
-#: A phase ends unfinished (its answer check fails) after this long without an ack.
-STALL_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def utc_now() -> bytes:
-    ns = time.time_ns()
-    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(ns // 10**9)).encode() + b".%03d" % (
-        ns // 10**6 % 1000
-    )
-
-
-@dataclass
-class Session:
-    comp_id: str
-    port: int
-    seq: int = 1
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
-    planned: dict[bytes, int] = field(default_factory=dict)  # ClOrdID -> planned send ns
-    acks: int = 0
-    fills: int = 0
-
-    def message(self, msg_type: bytes, *pairs: tuple[int, bytes | str | int]) -> bytes:
-        body = fields(
-            (35, msg_type), (49, self.comp_id), (56, "RINGEX"), (34, self.seq),
-            (52, utc_now()), *pairs,
-        )  # fmt: skip
-        self.seq += 1
-        return frame(body)
-
-    async def logon(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        self.writer.write(self.message(b"A", (98, 0), (108, 30), (141, "Y"), (554, "pw")))
-        await self.writer.drain()
-        await self.reader.readuntil(b"\x0110=")
-        await self.reader.readuntil(SOH)
-
-
-def new_histogram() -> HdrHistogram:
-    return HdrHistogram(1, 60_000_000, 3)  # 1 us .. 60 s, 3 significant digits
-
-
-@dataclass
-class Latencies:
-    """Order -> ack and order -> fill, in microseconds."""
-
-    ack: HdrHistogram = field(default_factory=new_histogram)
-    fill: HdrHistogram = field(default_factory=new_histogram)
-
-    def add(self, other: Latencies) -> None:
-        self.ack.add(other.ack)
-        self.fill.add(other.fill)
-
-    def summary(self) -> dict[str, int]:
-        """``ack_p50_us`` .. ``ack_max_us`` and the same for ``fill``."""
-        out: dict[str, int] = {}
-        for kind, hist in (("ack", self.ack), ("fill", self.fill)):
-            for label, pct in PERCENTILES:
-                out[f"{kind}_{label}_us"] = hist.get_value_at_percentile(pct)
-            out[f"{kind}_max_us"] = hist.get_max_value()
-        return out
-
-
-@dataclass
-class Recorder:
-    """Where the report readers record; the soak swaps ``lat`` to get one window at a time."""
-
-    lat: Latencies = field(default_factory=Latencies)
-
-
-async def read_reports(session: Session, rec: Recorder) -> None:
-    assert session.reader is not None
-    buf = b""
-    while True:
-        data = await session.reader.read(1 << 16)
-        if not data:
-            return
-        now = time.perf_counter_ns()
-        buf += data
-        while True:
-            end = buf.find(b"\x0110=")
-            if end < 0 or buf.find(SOH, end + 4) < 0:
-                break
-            stop = buf.find(SOH, end + 4) + 1
-            message, buf = buf[:stop], buf[stop:]
-            if b"\x0135=8\x01" not in message:
-                continue
-            exec_type = message.split(b"\x01150=", 1)[1][:1]
-            ref = message.split(b"\x0111=", 1)[1].split(SOH, 1)[0]
-            # an order of 1 lot fills once, after its ack: forget it then (a soak sends millions)
-            planned = (
-                session.planned.pop(ref, None) if exec_type == b"F" else session.planned.get(ref)
-            )
-            if planned is None:
-                continue
-            micros = max(1, (now - planned) // 1000)
-            if exec_type == b"0":
-                session.acks += 1
-                rec.lat.ack.record_value(micros)
-            elif exec_type == b"F":
-                session.fills += 1
-                rec.lat.fill.record_value(micros)
-
-
-def send_order(session: Session, ref: bytes, side: bytes, planned_ns: int) -> None:
-    """One limit order for 1 lot at 100.00, latency to be measured from ``planned_ns``."""
-    session.planned[ref] = planned_ns
-    assert session.writer is not None
-    session.writer.write(
-        session.message(
-            b"D",
-            (11, ref),
-            (55, "BTC-USD"),
-            (54, side),
-            (60, utc_now()),
-            (38, "1"),
-            (40, "2"),
-            (44, "100.00"),
-            (59, "1"),
-        )
-    )
-
-
-@dataclass
-class Phase:
-    """What one phase measured, in one load process or merged over several."""
-
-    offered_rate: int
-    orders: int = 0
-    acks: int = 0
-    fills: int = 0
-    elapsed_s: float = 0.0
-    lat: Latencies = field(default_factory=Latencies)
-
-    def merge(self, other: Phase) -> None:
-        """Another load process's share of the same phase (started at the same moment)."""
-        self.orders += other.orders
-        self.acks += other.acks
-        self.fills += other.fills
-        self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
-        self.lat.add(other.lat)
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "offered_rate": self.offered_rate,
-            "orders": self.orders,
-            "acks": self.acks,
-            "fills": self.fills,
-            "ops_per_s": self.acks / self.elapsed_s,
-            **self.lat.summary(),
-        }
-
-    def encode(self) -> tuple[Any, ...]:
-        """Picklable, for a load process to send home (histograms as HdrHistogram's codec)."""
-        counts = (self.offered_rate, self.orders, self.acks, self.fills, self.elapsed_s)
-        return (*counts, self.lat.ack.encode(), self.lat.fill.encode())
-
-    @classmethod
-    def decode(cls, wire: tuple[Any, ...]) -> Phase:
-        rate, orders, acks, fills, elapsed, ack, fill = wire
-        lat = Latencies(HdrHistogram.decode(ack), HdrHistogram.decode(fill))
-        return cls(rate, orders, acks, fills, elapsed, lat)
-
-
-async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) -> Phase:
-    rec = Recorder()
-    readers = [asyncio.create_task(read_reports(s, rec)) for s in sessions]
-    total = int(rate * seconds)
-    interval_ns = 1e9 / rate
-    start = time.perf_counter_ns() + 10_000_000
-    sent = 0
-    k = 0
-    while sent < total:
-        now = time.perf_counter_ns()
-        due = min(total, int((now - start) / interval_ns) + 1)
-        while sent < due:  # everything due goes now: a late start is measured, not hidden
-            session = sessions[sent % len(sessions)]
-            ref = b"%s-%s-%d" % (phase.encode(), session.comp_id.encode(), sent)  # unique
-            side = b"1" if (sent // len(sessions)) % 2 == 0 else b"2"
-            send_order(session, ref, side, start + int(sent * interval_ns))
-            sent += 1
-        k += 1
-        if k % 8 == 0:
-            await asyncio.gather(*(s.writer.drain() for s in sessions if s.writer))
-        await asyncio.sleep(max(0.0, (start + sent * interval_ns - time.perf_counter_ns()) / 1e9))
-    # Offered above capacity, the backlog drains at the sustained rate (100k orders at 4k/s:
-    # 25 s): wait while acks still come, and give up only after STALL_S without one.
-    acked, last_progress = -1, time.monotonic()
-    while (now_acked := sum(s.acks for s in sessions)) < total:
-        if now_acked != acked:
-            acked, last_progress = now_acked, time.monotonic()
-        elif time.monotonic() - last_progress > STALL_S:
-            break
-        await asyncio.sleep(0.01)
-    elapsed = (time.perf_counter_ns() - start) / 1e9
-    for task in readers:
-        task.cancel()
-    acks = sum(s.acks for s in sessions)
-    fills = sum(s.fills for s in sessions)
-    for s in sessions:
-        s.planned.clear()
-        s.acks = s.fills = 0
-    return Phase(rate, total, acks, fills, elapsed, rec.lat)
 
 
 @dataclass
@@ -427,61 +220,6 @@ def write_profile(
     path.write_text(text + f"[supervisor]\ncores = {{ {cores} }}\n")
     print(f"pinned: {cores}; load processes on CPUs {cpus[len(names) :]}")
     return load_profile(str(path)), cpus[len(names) :]
-
-
-def load_processes(
-    args: argparse.Namespace,
-    names: list[str],
-    homes: list[int],
-    phases: tuple[tuple[str, int], ...],
-    cpus: list[int],
-) -> list[Phase]:
-    """--workers processes, each with every --workers-th session, offering its share of each
-    phase's rate; they start each phase together, and their figures are merged per phase."""
-    ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(args.workers), ctx.Queue()
-    procs = []
-    for w in range(args.workers):
-        mine = list(range(w, len(names), args.workers))
-        share = tuple((phase, rate // args.workers) for phase, rate in phases)
-        cpu = cpus[w] if cpus else None
-        work = ([names[k] for k in mine], [homes[k] for k in mine], share, args.seconds, cpu)
-        procs.append(ctx.Process(target=load_process, args=(*work, barrier, out)))
-    for proc in procs:
-        proc.start()
-    merged = [Phase(rate) for _, rate in phases]
-    for _ in range(args.workers * len(phases)):
-        index, wire = out.get(timeout=STALL_S * 10 + args.seconds * 4)
-        merged[index].merge(Phase.decode(wire))
-    for proc in procs:
-        proc.join(30)
-    return merged
-
-
-def load_process(
-    names: list[str],
-    homes: list[int],
-    phases: tuple[tuple[str, int], ...],
-    seconds: float,
-    cpu: int | None,
-    barrier: Any,
-    out: Any,
-) -> None:
-    """One load process of ``load_processes``: its sessions, each phase after the barrier."""
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-
-    async def run() -> None:
-        sessions = [Session(name, home) for name, home in zip(names, homes, strict=True)]
-        await asyncio.gather(*(s.logon() for s in sessions))
-        for index, (phase, rate) in enumerate(phases):
-            barrier.wait()  # nothing else runs on this loop between phases
-            out.put((index, (await drive(sessions, rate, seconds, phase)).encode()))
-        for s in sessions:
-            if s.writer is not None:
-                s.writer.close()
-
-    asyncio.run(run())
 
 
 def print_phase(phase: str, row: dict[str, Any]) -> None:
