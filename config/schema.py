@@ -187,9 +187,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     #: under a millisecond). 0: never park.
     park_after_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)] = 100
     #: The order log (what FIX order entry knows, kept across restarts) is rewritten as a
-    #: snapshot of the live orders once it grows past this many MiB. A start reads it whole:
-    #: about 0.1 s a MiB here (a failover's gateway start), against one compaction per MiB
-    #: of about 3.5k orders (a write and an fsync of the live orders only).
+    #: snapshot of the live orders once it grows past this many MiB and to twice what the
+    #: last rewrite wrote (so many live orders are not rewritten every few appends). A start
+    #: reads it whole: about 0.1 s a MiB here (a failover's gateway start), against one
+    #: compaction per MiB of about 3.5k orders (a write and an fsync of the live orders only).
     order_log_compact_mb: Annotated[int, msgspec.Meta(ge=1, le=1_024)] = 4
     #: The REST + private WebSocket API this gateway also serves (absent: none).
     rest: RestConfig | None = None

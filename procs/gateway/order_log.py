@@ -28,9 +28,12 @@ H     ring name                                      the newest event seq handle
 C     sequence in the router ring                    (ring created_ns, slot image)
 ====  =============================================  =========================================
 
-Once the file has grown past ``compact_bytes`` it is rewritten as one frame of what is live
-(write a new file, then rename it over the old), so its size follows the open orders rather
-than the traffic.
+Once the file has grown past ``compact_bytes`` *and* to twice what the last compaction wrote,
+it is rewritten as frames of what is live (write a new file, then rename it over the old), so
+its size follows the open orders rather than the traffic. The doubling keeps the cost of
+compacting amortised O(1) per entry written: with more live orders than ``compact_bytes``
+holds, compacting at a fixed size would rewrite every live order after each few appends
+(the 16-core pipeline run spent half of each gateway's time doing so).
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ class OrderLog:
         self._decode = msgspec.msgpack.Decoder(list[list[Any]]).decode
         self._fd = -1
         self.size = 0
+        self.compacted_size = 0  # what this log's last compaction wrote
 
     def load(self) -> Recovered:
         """Replay every complete frame; cut off a torn last one. Opens the log for appends."""
@@ -143,7 +147,7 @@ class OrderLog:
 
     @property
     def wants_compaction(self) -> bool:
-        return self.size > self.compact_bytes
+        return self.size > max(self.compact_bytes, 2 * self.compacted_size)
 
     def compact(self, live: list[Entry]) -> None:
         """Replace the file by the frames of ``live`` (written aside, then renamed over it:
@@ -163,7 +167,7 @@ class OrderLog:
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        self.size = size
+        self.size = self.compacted_size = size
 
     def _frame(self, entries: list[Entry]) -> bytes:
         body = self._encode(entries)

@@ -70,3 +70,20 @@ def test_compaction_rewrites_only_what_is_live(tmp_path: Path) -> None:
     log.close()
     assert set(OrderLog(path).load().orders) == set(range(0, 200, 10)) | {500}
     assert not path.with_suffix(".compact").exists()
+
+
+def test_compaction_waits_for_twice_what_the_last_one_wrote(tmp_path: Path) -> None:
+    """More live orders than ``compact_bytes`` holds: compacting at a fixed size would rewrite
+    them all after every few appends. The next compaction waits until the log has doubled."""
+    log = OrderLog(tmp_path / "orders.log", compact_bytes=1_000)
+    log.load()
+    live = [(ORDER, ref, "x" * 20) for ref in range(200)]  # ~6 kB compacted: over the limit
+    log.compact(live)
+    assert log.compacted_size == log.size > log.compact_bytes
+    appended = 0
+    while not log.wants_compaction:
+        log.write([(ORDER, 1_000 + appended, "y")])
+        appended += 1
+    assert log.size > 2 * log.compacted_size
+    assert appended > 100  # not after the first append past compact_bytes
+    log.close()
