@@ -231,6 +231,10 @@ class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     #: Rows per batch and the longest a row waits for its batch.
     batch_rows: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     batch_ms: Annotated[int, msgspec.Meta(ge=1)] = 50
+    #: Connections that COPY a batch's trades side by side, each the symbols whose id modulo
+    #: this is its number, in a transaction of its own with its own checkpoint (a trade row
+    #: with its indexes is most of the server's work; one backend does it on one core).
+    trade_lanes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
     #: The writer's own replay snapshots (bound its restart time), by commands and seconds.
     snapshot_every: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
     snapshot_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0

@@ -14,7 +14,9 @@ int8 microseconds since 2000-01-01 UTC), then an i16 -1 trailer.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Collection, Sequence
 from typing import Final, cast
 
 HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
@@ -75,3 +77,48 @@ class BinaryRows:
     def clear(self) -> None:
         self.buf.clear()
         self.count = 0
+
+
+class GroupedRows:
+    """Packed rows of one layout, grouped by a key (the trades: by symbol), each group's in seq
+    order, so that a COPY stream can be cut out for any set of keys and from any seq on: a
+    writer's lane sends its symbols' rows after its own checkpoint (``store.py``). Rows are
+    fixed-width, so a seq's row is found by bisecting the group's seqs, without unpacking."""
+
+    __slots__ = ("count", "groups", "layout")
+
+    def __init__(self, layout: RowLayout) -> None:
+        self.layout = layout
+        self.groups: dict[int, tuple[bytearray, array[int]]] = {}
+        self.count = 0
+
+    def add(self, key: int, seq: int, values: Sequence[int]) -> None:
+        """A row of group ``key``, made by command ``seq`` (not below the group's last)."""
+        self.add_row(key, seq, self.layout.pack(values))
+
+    def add_row(self, key: int, seq: int, row: bytes) -> None:
+        """``add`` of a row already packed (``layout.pack`` or its equal)."""
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = (bytearray(), array("q"))
+        group[0].extend(row)
+        group[1].append(seq)
+        self.count += 1
+
+    def payload(self, keys: Collection[int], after_seq: int = 0) -> tuple[bytes, int]:
+        """A complete COPY stream of the rows of ``keys`` made after ``after_seq``, and how
+        many rows it holds."""
+        width = self.layout.row.size
+        parts: list[bytes | bytearray] = [HEADER]
+        rows = 0
+        for key in keys:
+            group = self.groups.get(key)
+            if group is None:
+                continue
+            buf, seqs = group
+            start = bisect_right(seqs, after_seq) if after_seq else 0
+            if start < len(seqs):
+                parts.append(buf[start * width :] if start else buf)
+                rows += len(seqs) - start
+        parts.append(TRAILER)
+        return b"".join(parts), rows

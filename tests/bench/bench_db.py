@@ -3,10 +3,12 @@ plain ``executemany``, same run, same private PostgreSQL cluster.
 
 ```
 batcher     Trade events -> Projection.add_trade (packed binary row, 1m/1h/1d candles, marked
-            balances) -> Batch.seal -> PgStore.write: one transaction a batch of --batch trades:
-            checkpoint check, binary COPY of the trades straight into the day-partitioned
-            table (PK, BRIN on ts, two account indexes), of the rest into temp tables,
-            candles merged, balances upserted, checkpoint
+            balances) -> Batch.seal -> PgStore.write, a batch of --batch trades: one
+            transaction with the checkpoint check, the rest COPYed into temp tables, candles
+            merged, balances upserted, and the checkpoint; meanwhile the trades, binary COPY
+            straight into the day-partitioned table (PK, BRIN on ts, two account indexes) by
+            database.trade_lanes (2) connections side by side, each with its lane checkpoint
+  variant   the same with one trade lane (trade_lanes = 1)
   variant   the same, trades through a temp table and INSERT .. ON CONFLICT DO NOTHING
   variant   the same, one batch after the other (no committer thread)
   variant   the same, without the trades' two account indexes (what they cost)
@@ -83,11 +85,12 @@ def run_batcher(
     on_conflict: bool = False,
     pipelined: bool = True,
     account_indexes: bool = True,
+    lanes: int | None = None,
 ) -> dict[str, Any]:
     """The writer's path: batches built here, committed by a ``Committer`` thread while the
     next is built (``pipelined``), or one after the other. ``account_indexes=False`` drops
     the trades' two account indexes (myTrades' lookups, migration 0003) to show their cost."""
-    store = PgStore(dsn, cfg, trades_on_conflict=on_conflict)
+    store = PgStore(dsn, cfg, trades_on_conflict=on_conflict, lanes=lanes)
     conn = store.open()
     if not account_indexes:
         for index in ACCOUNT_INDEXES:
@@ -190,6 +193,10 @@ def main() -> int:
             args.rounds,
             lambda: run_batcher(fresh_db(cluster, "bench"), cfg, stream, args.batch),
         )
+        one_lane = median_round(
+            args.rounds,
+            lambda: run_batcher(fresh_db(cluster, "bench"), cfg, stream, args.batch, lanes=1),
+        )
         guarded = median_round(
             args.rounds,
             lambda: run_batcher(fresh_db(cluster, "bench"), cfg, stream, args.batch, True),
@@ -217,6 +224,8 @@ def main() -> int:
     results = [
         {"name": "batcher: binary COPY (checkpoint-checked)",
          "trades": args.trades, "batch": args.batch, **batcher, "x_executemany": ratio},
+        {"name": "batcher, one trade lane", "trades": args.trades, "batch": args.batch,
+         **one_lane, "x_executemany": one_lane["trades_per_s"] / peer["trades_per_s"]},
         {"name": "batcher, trades INSERT .. ON CONFLICT DO NOTHING", "trades": args.trades,
          "batch": args.batch, **guarded,
          "x_executemany": guarded["trades_per_s"] / peer["trades_per_s"]},
@@ -244,6 +253,7 @@ def main() -> int:
         missed.append(f"batcher x{ratio:.2f} executemany < x{TARGET_RATIO}")
     checks = {
         "batcher rows exact": batcher["ok"],
+        "batcher (one lane) rows exact": one_lane["ok"],
         "batcher (on conflict) rows exact": guarded["ok"],
         "batcher (serial) rows exact": serial["ok"],
         "batcher (no account indexes) rows exact": unindexed["ok"],
