@@ -201,17 +201,7 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
             }
         )
     status["rings"] = ring_rows
-    status["endpoints"] = {
-        **{f"fix {g.name}": f"{g.host}:{g.port} CompID {g.comp_id}" for g in cfg.gateways},
-        **{
-            f"rest {g.name}": f"http://{g.rest.host}:{g.rest.port}/api/v1/"
-            for g in cfg.gateways
-            if g.rest is not None
-        },
-        "websocket": f"ws://{cfg.marketdata.host}:{cfg.marketdata.port}/stream",
-        "web page": f"http://{cfg.marketdata.host}:{cfg.marketdata.port}/",
-        "metrics": _metrics_url(cfg, status),
-    }
+    status["endpoints"] = endpoints(cfg, status)
     if as_json:
         print(json.dumps(status, indent=2))
         return 0
@@ -230,6 +220,23 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     for name, where in status["endpoints"].items():
         print(f"  {name:12} {where}")
     return 0
+
+
+def endpoints(cfg: RingexConfig, status: dict[str, Any]) -> dict[str, str]:
+    """Where clients connect, by name (``ringex status``); what is configured off says so."""
+    md = cfg.marketdata
+    off = "off (marketdata.enabled = false)"
+    return {
+        **{f"fix {g.name}": f"{g.host}:{g.port} CompID {g.comp_id}" for g in cfg.gateways},
+        **{
+            f"rest {g.name}": f"http://{g.rest.host}:{g.rest.port}/api/v1/"
+            for g in cfg.gateways
+            if g.rest is not None
+        },
+        "websocket": f"ws://{md.host}:{md.port}/stream" if md.enabled else off,
+        "web page": f"http://{md.host}:{md.port}/" if md.enabled else off,
+        "metrics": _metrics_url(cfg, status),
+    }
 
 
 def _metrics_url(cfg: RingexConfig, status: dict[str, Any]) -> str:
