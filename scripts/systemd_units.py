@@ -45,6 +45,7 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common.records import Record, RecordCodec
 from procs.common.topology import rings
+from procs.supervisor.draining import drain as drain_rings
 from procs.supervisor.main import Supervisor, SupervisorError
 from procs.supervisor.plan import ProcessSpec, plan
 from shm import Ring
@@ -226,8 +227,8 @@ def status(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
 
 
 def drain(cfg: RingexConfig, *, sleep: Callable[[float], None] = time.sleep) -> None:
-    """Wait until every live consumer has read its ring to the end (the supervisor's
-    ``_drain``), at most ``supervisor.drain_timeout_s``."""
+    """Wait until every live consumer has read its ring to the end, at most
+    ``supervisor.drain_timeout_s`` (as the supervisor does: ``draining.drain``)."""
     attached: list[Ring[Record]] = []
     for spec in rings(cfg):
         try:
@@ -235,17 +236,7 @@ def drain(cfg: RingexConfig, *, sleep: Callable[[float], None] = time.sleep) -> 
         except ShmError:
             continue  # already removed: nothing to drain
     try:
-        deadline = time.monotonic() + cfg.supervisor.drain_timeout_s
-        lagging = ["?"]
-        while lagging and time.monotonic() < deadline:
-            lagging = [
-                f"{info.name}:{c.name}={c.lag}"
-                for info in (ring.info() for ring in attached)
-                for c in info.consumers
-                if c.pid_alive and c.lag
-            ]
-            if lagging:
-                sleep(0.05)
+        lagging = drain_rings(attached, cfg.supervisor.drain_timeout_s, sleep=sleep)
         if lagging:
             print(f"rings not drained in {cfg.supervisor.drain_timeout_s:g} s: {lagging}")
     finally:

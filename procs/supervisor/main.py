@@ -11,7 +11,8 @@
   ``restart_window_s`` stops the instance with the reason: a crash loop is not fixed by
   looping.
 - Stop (SIGINT, SIGTERM): stop intake (the gateways), wait until every ring is drained
-  (``drain_timeout_s``), stop the rest in reverse order (each flushes, snapshots, fsyncs),
+  (``drain_timeout_s``; the stopped gateways' lines are detached: ``draining.py``), stop
+  the rest in reverse order (each flushes, snapshots, fsyncs),
   the database writer last (it reads the journal to the end first), then unlink the segments.
 
 ``var/<instance>/run/status.json`` says what runs (pids, CPUs, restarts, state, the metrics
@@ -44,6 +45,7 @@ from procs.common.records import RecordCodec
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
 from procs.supervisor import promotion
+from procs.supervisor.draining import drain
 from procs.supervisor.held import GO
 from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
@@ -316,19 +318,11 @@ class Supervisor:
                 child.process.wait()
 
     def _drain(self) -> None:
-        """Wait until every attached consumer has read everything in its ring."""
-        deadline = time.monotonic() + self.cfg.supervisor.drain_timeout_s
-        while time.monotonic() < deadline:
-            lagging = [
-                f"{info.name}:{c.name}={c.lag}"
-                for info in (ring.info() for ring in self._rings.values())
-                for c in info.consumers
-                if c.pid_alive and c.lag
-            ]
-            if not lagging:
-                return
-            time.sleep(0.05)
-        log.warning("rings not drained in %.0f s: %s", self.cfg.supervisor.drain_timeout_s, lagging)
+        lagging = drain(self._rings.values(), self.cfg.supervisor.drain_timeout_s)
+        if lagging:
+            log.warning(
+                "rings not drained in %.0f s: %s", self.cfg.supervisor.drain_timeout_s, lagging
+            )
 
     # -- status ---------------------------------------------------------------------------------
 
