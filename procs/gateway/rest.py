@@ -252,8 +252,9 @@ class RestApi:
             response.headers["Access-Control-Max-Age"] = "600"
         return response
 
-    async def params(self, request: web.Request) -> dict[str, str]:
-        """Query string and body (form or JSON object) parameters, size-checked."""
+    async def params(self, request: web.Request, accepted: frozenset[str]) -> dict[str, str]:
+        """Query string and body (form or JSON object) parameters, size-checked, each one of
+        the ``accepted`` names (``rest_params``)."""
         pairs = list(request.query.items())
         if request.body_exists:
             body = await request.read()
@@ -280,6 +281,7 @@ class RestApi:
                 codes.ILLEGAL_PARAM, f"parameter {_repeated(pairs)[:64]!r} is sent twice"
             )
         rp.check_params(params)
+        rp.only(params, accepted)
         return params
 
     async def signed(self, request: web.Request, scope: str) -> ApiKey:
@@ -337,7 +339,7 @@ class RestApi:
 
     async def create_key(self, request: web.Request) -> web.Response:
         throttle(self.login_limits, request.remote or "", f"logins from {request.remote}")
-        params = await self.params(request)
+        params = await self.params(request, rp.CREATE_KEY_PARAMS)
         username, password = rp.required(params, "username"), rp.required(params, "password")
         loop = asyncio.get_running_loop()  # scrypt takes tens of ms: off the event loop
         user = await loop.run_in_executor(None, self.logins.verify, username, password)
@@ -367,7 +369,7 @@ class RestApi:
 
     async def new_order(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "trade")
-        req = rp.new_order(await self.params(request), self.instruments)
+        req = rp.new_order(await self.params(request, rp.NEW_ORDER_PARAMS), self.instruments)
         ref = self.core.new_order(req, key.account, key.session, time.time_ns())
         outcome = await self.wait(ref)
         order = outcome.order
@@ -384,7 +386,7 @@ class RestApi:
 
     async def cancel_order(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "trade")
-        params = await self.params(request)
+        params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)
         oid = rp.order_id(params)
         if oid is None:
@@ -402,7 +404,7 @@ class RestApi:
 
     async def query_order(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")
-        params = await self.params(request)
+        params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)
         oid = rp.order_id(params)
         client_id = "" if oid is not None else rp.required(params, "origClientOrderId")
@@ -419,7 +421,7 @@ class RestApi:
 
     async def open_orders(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")
-        params = await self.params(request)
+        params = await self.params(request, rp.OPEN_ORDERS_PARAMS)
         syms = [rp.symbol(params, self.instruments)] if "symbol" in params else self.cfg.symbols
         return json_response(await self.open_order_views(key.account, syms))
 
@@ -450,7 +452,7 @@ class RestApi:
 
     async def all_orders(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")
-        params = await self.params(request)
+        params = await self.params(request, rp.ALL_ORDERS_PARAMS)
         sym = rp.symbol(params, self.instruments)
         limit = rp.integer(params, "limit", 500, 1, 1000)
         from_id = rp.integer(params, "orderId", 0, 0, 2**63 - 1)
@@ -477,7 +479,7 @@ class RestApi:
 
     async def my_trades(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")
-        params = await self.params(request)
+        params = await self.params(request, rp.MY_TRADES_PARAMS)
         sym = rp.symbol(params, self.instruments)
         trades = await self.db(
             self.need_history().trades(

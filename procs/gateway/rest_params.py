@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from config.schema import SymbolConfig
 from procs.common.types import OrderFlag, OrdType, Side, StpMode, TimeInForce
@@ -73,6 +74,36 @@ class OrderRequest:
     display_qty: int
     client_order_id: str
     type_name: str
+
+
+#: The parameters each endpoint reads. Any other is refused with UNKNOWN_PARAM (-1104): a
+#: misspelled name (``timeinforce=IOC``) is an error, not a default taken in silence.
+_ORDER_REF = ("symbol", "orderId", "origClientOrderId")
+_TIMES = ("startTime", "endTime", "limit")
+CREATE_KEY_PARAMS: Final = frozenset(("username", "password", "scopes", "label"))
+NEW_ORDER_PARAMS: Final = frozenset(
+    (
+        *("symbol", "side", "type", "timeInForce", "quantity", "price", "stopPrice"),
+        *("icebergQty", "newClientOrderId", "selfTradePreventionMode"),
+    )
+)
+ORDER_PARAMS: Final = frozenset(_ORDER_REF)  # cancel one, query one
+OPEN_ORDERS_PARAMS: Final = frozenset(("symbol",))
+ALL_ORDERS_PARAMS: Final = frozenset(("symbol", "orderId", *_TIMES))
+MY_TRADES_PARAMS: Final = frozenset(("symbol", "fromId", *_TIMES))
+MARKET_PARAMS: Final = frozenset(("symbol", "limit"))  # depth, trades
+KLINES_PARAMS: Final = frozenset(("symbol", "interval", *_TIMES))
+
+
+def only(params: Mapping[str, str], accepted: frozenset[str]) -> None:
+    """Refuse a parameter the endpoint does not read, naming it and those it does."""
+    unknown = [name for name in params if name not in accepted]
+    if unknown:
+        raise bad_request(
+            codes.UNKNOWN_PARAM,
+            f"parameter {unknown[0]!r} is not one this endpoint takes "
+            f"({', '.join(sorted(accepted))})",
+        )
 
 
 def check_params(params: Mapping[str, str]) -> None:

@@ -106,7 +106,7 @@ class PublicRoutes:
         live book, tape and ticker."""
 
         async def handler(request: web.Request) -> web.Response:
-            params = await self.api.params(request)
+            params = await self.api.params(request, rp.MARKET_PARAMS)
             sym = rp.symbol(params, self.api.instruments)
             limit = rp.integer(params, "limit", 100, 1, 1000)
             if self.api.market_url is None or self.api.client is None:
@@ -133,7 +133,7 @@ class PublicRoutes:
         return handler
 
     async def klines(self, request: web.Request) -> web.Response:
-        params = await self.api.params(request)
+        params = await self.api.params(request, rp.KLINES_PARAMS)
         sym = rp.symbol(params, self.api.instruments)
         interval = params.get("interval", "")
         if interval not in KLINES:

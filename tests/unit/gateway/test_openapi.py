@@ -31,7 +31,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from config.schema import DatabaseConfig, RestConfig
+from config.schema import DatabaseConfig, RestConfig, RingexConfig
+from procs.gateway import rest_params as rp
 from procs.gateway.openapi import V1, document
 from procs.gateway.private_stream import PATH as STREAM_PATH
 from procs.gateway.rest import RestApi
@@ -243,3 +244,32 @@ def valid(schema: dict[str, Any], components: dict[str, Any]) -> Any:
     if schema.get("type") == "integer":
         return schema.get("minimum", 0)
     return "x"
+
+
+def test_every_documented_parameter_is_accepted_and_no_other() -> None:
+    """The endpoints refuse a parameter they do not read (UNKNOWN_PARAM): the document must
+    list exactly those they accept, or a client following it would be refused."""
+
+    accepted = {
+        ("post", "/api/v1/apiKey"): rp.CREATE_KEY_PARAMS,
+        ("post", "/api/v1/order"): rp.NEW_ORDER_PARAMS,
+        ("delete", "/api/v1/order"): rp.ORDER_PARAMS,
+        ("get", "/api/v1/order"): rp.ORDER_PARAMS,
+        ("get", "/api/v1/openOrders"): rp.OPEN_ORDERS_PARAMS,
+        ("get", "/api/v1/allOrders"): rp.ALL_ORDERS_PARAMS,
+        ("get", "/api/v1/myTrades"): rp.MY_TRADES_PARAMS,
+        ("get", "/api/v1/depth"): rp.MARKET_PARAMS,
+        ("get", "/api/v1/trades"): rp.MARKET_PARAMS,
+        ("get", "/api/v1/ticker/24hr"): rp.MARKET_PARAMS,
+        ("get", "/api/v1/klines"): rp.KLINES_PARAMS,
+    }
+    doc = document(RingexConfig())
+    for (method, path), names in accepted.items():
+        op = doc["paths"][path][method]
+        documented = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+        for content in op.get("requestBody", {}).get("content", {}).values():
+            schema = content["schema"]
+            if "$ref" in schema:
+                schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+            documented |= set(schema.get("properties", {}))
+        assert documented == names, (method, path)

@@ -62,11 +62,6 @@ async def _client_order_id_newline(api: RestApi, url: str) -> None:
         await alice.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: unknown parameters are ignored (UNKNOWN_PARAM -1104 is never raised): a "
-    "misspelled 'timeinforce=IOC' leaves a GTC order resting on the book",
-)
 def test_an_unknown_parameter_is_refused(harness: Harness) -> None:
     run(harness, _unknown_parameter)
 
