@@ -73,7 +73,6 @@ from procs.common.records import (
     OrderDone,
     OrderRecord,
     Record,
-    Rejected,
     Replaced,
     ReplaceOrder,
     SymbolStatus,
@@ -91,6 +90,9 @@ from procs.common.types import (
     TimeInForce,
     TradingStatus,
 )
+from procs.core.order_events import done as _done
+from procs.core.order_events import header as _header
+from procs.core.order_events import reject as _reject
 from procs.core.resting import (
     BookState,
     RestingOrder,
@@ -593,29 +595,3 @@ def _other(side: Side) -> Side:
 
 def _crosses(side: Side, price: int, resting_price: int) -> bool:
     return price >= resting_price if side == Side.BUY else price <= resting_price
-
-
-def _header(cmd: OrderRecord) -> tuple[int, int, int, int, int, int, int, int]:
-    return (
-        cmd.seq,
-        cmd.ts_ns,
-        cmd.gateway,
-        cmd.session,
-        cmd.client_ref,
-        cmd.account,
-        cmd.symbol,
-        cmd.order_id,
-    )
-
-
-def _reject(cmd: OrderRecord, code: ResultCode) -> Rejected:
-    return Rejected(*_header(cmd), code=code)
-
-
-def _done(cmd: OrderRecord, order: RestingOrder, reason: DoneReason) -> OrderDone:
-    return OrderDone(
-        *_header(cmd),
-        reason=reason,
-        filled_qty=order.filled,
-        leaves_qty=order.leaves + order.reserve,
-    )

@@ -1,0 +1,34 @@
+"""The events every book makes for an order command: the shared header, a reject, a done."""
+
+from __future__ import annotations
+
+from procs.common.records import OrderDone, OrderRecord, Rejected
+from procs.common.result_codes import ResultCode
+from procs.common.types import DoneReason
+from procs.core.resting import RestingOrder
+
+
+def header(cmd: OrderRecord) -> tuple[int, int, int, int, int, int, int, int]:
+    return (
+        cmd.seq,
+        cmd.ts_ns,
+        cmd.gateway,
+        cmd.session,
+        cmd.client_ref,
+        cmd.account,
+        cmd.symbol,
+        cmd.order_id,
+    )
+
+
+def reject(cmd: OrderRecord, code: ResultCode) -> Rejected:
+    return Rejected(*header(cmd), code=code)
+
+
+def done(cmd: OrderRecord, order: RestingOrder, reason: DoneReason) -> OrderDone:
+    return OrderDone(
+        *header(cmd),
+        reason=reason,
+        filled_qty=order.filled,
+        leaves_qty=order.leaves + order.reserve,
+    )
