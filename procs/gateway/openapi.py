@@ -396,7 +396,11 @@ def _order_schemas(cfg: RingexConfig) -> Json:
             "description": "GTC for limit types, IOC (or FOK) for the others by default.",
         },
         "icebergQty": {**_DEC_IN, "description": "The shown slice of a limit order."},
-        "newClientOrderId": {"type": "string", "pattern": rp.CLIENT_ORDER_ID.pattern},
+        "newClientOrderId": {
+            "type": "string",
+            "pattern": rp.CLIENT_ORDER_ID.pattern,
+            "description": "Refused (-2010) while an open order of the account has it.",
+        },
         "selfTradePreventionMode": {**_enum(sorted(rp.STP)), "default": "NONE"},
     }, required=["symbol", "side", "type", "quantity"])  # fmt: skip
     request["additionalProperties"] = False

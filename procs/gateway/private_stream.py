@@ -12,7 +12,8 @@ each connection: first a ``snapshot`` (balances and open orders), then ``executi
 and ``balance`` events as they happen. Events that arrive while the snapshot is being made
 wait behind it, so the client applies them in order. A client that falls ``queue_limit``
 messages behind is cut off (close code 1008) rather than slow the gateway: it reconnects
-and starts again from a snapshot.
+and starts again from a snapshot. A stream lives no longer than its key: revoking the key
+(here, through another gateway or by an operator) closes it with 1008 within a second.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ PATH = "/api/v1/stream"
 
 
 class Subscriber:
-    def __init__(self, ws: web.WebSocketResponse, account: int, queue_limit: int) -> None:
+    def __init__(self, ws: web.WebSocketResponse, key: str, account: int, queue_limit: int) -> None:
         self.ws = ws
+        self.key = key
         self.account = account
         self.queue: deque[str] = deque()
         self.queue_limit = queue_limit
@@ -49,7 +51,13 @@ class Subscriber:
         self.ready = False  # the snapshot is queued: events may follow
         self.held: list[tuple[str, dict[str, Any]]] = []
         self.wake = asyncio.Event()
-        self.cut = False
+        self.cut: bytes = b""  # why the stream is being closed (1008), once it is
+
+    def close(self, why: bytes) -> None:
+        """Close the stream with 1008 and ``why``, after nothing more (the sender does it)."""
+        if not self.cut:
+            self.cut = why
+            self.wake.set()
 
     def push(self, event: str, data: dict[str, Any]) -> None:
         if not self.ready:  # the snapshot is being made: these follow it
@@ -60,7 +68,7 @@ class Subscriber:
         self.seq += 1
         self.queue.append(_encode({"event": event, "seq": self.seq, "data": data}).decode())
         if len(self.queue) > self.queue_limit:
-            self.cut = True
+            self.cut = b"slow consumer"
         self.wake.set()
 
 
@@ -71,6 +79,15 @@ class PrivateStreams:
         self.queue_limit = queue_limit
         self.by_account: dict[int, set[Subscriber]] = {}
         self.count = 0
+
+    def sweep(self) -> None:
+        """Close the streams whose key is gone (called once a second; ``keys.get`` sees
+        another process's revoke within its recheck interval)."""
+        get = self.api.keys.get
+        for subs in self.by_account.values():
+            for sub in subs:
+                if get(sub.key) is None:
+                    sub.close(b"API key revoked")
 
     def deliver(self, events: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
         by_account = self.by_account
@@ -100,7 +117,7 @@ class PrivateStreams:
             )
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         await ws.prepare(request)
-        sub = Subscriber(ws, key.account, self.queue_limit)
+        sub = Subscriber(ws, key.key, key.account, self.queue_limit)
         self.count += 1
         self.by_account.setdefault(key.account, set()).add(sub)
         api.core.touch(key.account, key.session, time.monotonic())
@@ -140,7 +157,7 @@ class PrivateStreams:
             await sub.wake.wait()
             sub.wake.clear()
             if sub.cut:
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"slow consumer")
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=sub.cut)
                 return
             while sub.queue:
                 await ws.send_str(sub.queue.popleft())

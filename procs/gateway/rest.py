@@ -140,6 +140,11 @@ class RestApi:
             self.streams.deliver(core.events)
             core.events.clear()
 
+    def tick(self, now_s: float) -> None:
+        """Once a second (the gateway's timers)."""
+        self.core.tick(now_s)
+        self.streams.sweep()
+
     async def wait(self, ref: int, timeout_s: float | None = None) -> Outcome:
         """The exchange's answer to request ``ref`` (a plain future with a timer: cheaper per
         request than ``asyncio.wait_for``'s task)."""
@@ -363,6 +368,7 @@ class RestApi:
     async def revoke_key(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "")  # any valid key may revoke itself
         self.keys.revoke(key.key)
+        self.streams.sweep()
         return json_response({"apiKey": key.key, "revoked": True})
 
     # -- orders -----------------------------------------------------------------------------------
@@ -370,6 +376,13 @@ class RestApi:
     async def new_order(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "trade")
         req = rp.new_order(await self.params(request, rp.NEW_ORDER_PARAMS), self.instruments)
+        in_use = self.core.in_use(key.account, req.client_order_id)
+        if in_use is not None:
+            raise bad_request(
+                codes.NEW_ORDER_REJECTED,
+                f"duplicate order: newClientOrderId={req.client_order_id} is in use by open "
+                f"order {in_use.order_id or '(pending)'} ({in_use.status})",
+            )
         ref = self.core.new_order(req, key.account, key.session, time.time_ns())
         outcome = await self.wait(ref)
         order = outcome.order

@@ -149,6 +149,9 @@ class RestOrders:
         self.interest: dict[int, float] = {}  # account -> monotonic time its interest ends
         self.sessions: dict[int, int] = {}  # account -> a session id it uses (watch headers)
         self.live: dict[int, LiveOrder] = {}  # order id -> open order of an account of interest
+        #: (account, clientOrderId) -> the order placed here under it, until it is finished:
+        #: a new order may not reuse one in use (``in_use``).
+        self.client_ids: dict[tuple[int, str], LiveOrder] = {}
         self.done: OrderedDict[int, LiveOrder] = OrderedDict()  # recently finished
         self.requests: dict[int, _Request] = {}  # client_ref -> request in flight
         self.balances: dict[int, dict[int, tuple[int, int]]] = {}  # account -> asset -> (f, r)
@@ -194,7 +197,7 @@ class RestOrders:
         self._need.pop(account, None)
         self._have.pop(account, None)
         for oid in [oid for oid, o in self.live.items() if o.account == account]:
-            del self.live[oid]
+            self._finished(self.live.pop(oid))
         for oid in [oid for oid, o in self.done.items() if o.account == account]:
             del self.done[oid]
 
@@ -208,6 +211,12 @@ class RestOrders:
 
     # -- requests -----------------------------------------------------------------------------
 
+    def in_use(self, account: int, client_id: str) -> LiveOrder | None:
+        """The unfinished order of ``account`` placed here as ``client_id``, if any: a new
+        order under the same id would make a cancel or query by it ambiguous. (Orders placed
+        through another gateway or over FIX are not in this API's namespace.)"""
+        return self.client_ids.get((account, client_id)) if client_id else None
+
     def new_order(self, req: OrderRequest, account: int, session: int, now_ns: int) -> int:
         ref = self.next_ref()
         order = LiveOrder(
@@ -217,6 +226,7 @@ class RestOrders:
         )  # fmt: skip
         order.ref = ref
         self.requests[ref] = _Request("new", account, order)
+        self.client_ids[account, order.client_order_id] = order
         self.outgoing.append(
             NewOrder(
                 *(0, now_ns, self.gateway, session, ref, account, req.symbol.id, 0),
@@ -270,6 +280,9 @@ class RestOrders:
         if order_id is not None:
             found = self.live.get(order_id) or self.done.get(order_id)
             return found if found is not None and found.account == account else None
+        found = self.client_ids.get((account, client_id))
+        if found is not None:
+            return found
         for o in (*self.live.values(), *reversed(self.done.values())):
             if o.account == account and o.client_order_id == client_id:
                 return o
@@ -389,6 +402,7 @@ class RestOrders:
         request = self.requests.get(done.client_ref) if mine else None
         order = self.live.pop(done.order_id, None)
         if order is not None:
+            self._finished(order)
             order.leaves = 0
             order.status = DONE_STATUS.get(done.reason, "CANCELED")
             order.update_ms = _ms(done.ts_ns)
@@ -424,7 +438,14 @@ class RestOrders:
             order.reject = f"{rejected.code.name} ({int(rejected.code)})"
             request.outcome.order = order
             self.live.pop(order.order_id, None)
+            self._finished(order)
             self._report(order, "REJECTED", rejected.ts_ns)
+
+    def _finished(self, order: LiveOrder) -> None:
+        """``order`` is no longer open: its clientOrderId is free again."""
+        key = (order.account, order.client_order_id)
+        if self.client_ids.get(key) is order:
+            del self.client_ids[key]
 
     def _balance(self, balance: Balance) -> None:
         if balance.gateway != self.gateway:

@@ -481,7 +481,7 @@ class GatewayServer:
         while not self._stop.is_set():
             now = time.time_ns()
             if self.api is not None:
-                self.api.core.tick(time.monotonic())
+                self.api.tick(time.monotonic())
             for conn in list(self.connections):
                 if conn.session is not None:
                     conn.session.on_timer(now)
