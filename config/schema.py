@@ -192,6 +192,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     #: reads it whole: about 0.1 s a MiB here (a failover's gateway start), against one
     #: compaction per MiB of about 3.5k orders (a write and an fsync of the live orders only).
     order_log_compact_mb: Annotated[int, msgspec.Meta(ge=1, le=1_024)] = 4
+    #: A stop (SIGTERM/SIGINT) first closes intake: no new connections, new orders and
+    #: replaces refused (FIX OrdRejReason 2, "exchange closed"; REST 503), cancels still
+    #: taken; the reports of what is in flight go out. After every request is answered, or
+    #: this many seconds, sessions are logged out and the process exits. A second signal
+    #: stops at once.
+    stop_grace_s: Annotated[float, msgspec.Meta(ge=0, le=15)] = 3.0
     #: The REST + private WebSocket API this gateway also serves (absent: none).
     rest: RestConfig | None = None
 

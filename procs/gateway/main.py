@@ -2,7 +2,9 @@
 
     python -m procs.gateway.main --profile dev --name gw1
 
-SIGTERM or SIGINT logs every session out and exits 0.
+SIGTERM or SIGINT closes intake (new orders and replaces refused, cancels taken), delivers
+the reports of what is in flight for up to ``stop_grace_s``, logs every session out and exits
+0; a second signal skips the wait.
 """
 
 from __future__ import annotations

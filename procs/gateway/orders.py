@@ -83,6 +83,8 @@ class OrderEntry(OrderMemory):
         self.orders: dict[int, Order] = {}  # NewOrder client_ref -> order
         self.by_id: dict[int, Order] = {}
         self.requests: dict[int, Request] = {}
+        #: The gateway is stopping: new orders and replaces are refused, cancels still go.
+        self.closing = False
         self.live: dict[tuple[int, bytes], Order] = {}  # (session, current ClOrdID) -> order
         self.seen = Generations(_SEEN_CLORDIDS // 2)  # clordids.digest(session, ClOrdID)
         #: ref -> the order or request that changed since ``take_changes``, None: forgotten
@@ -120,8 +122,21 @@ class OrderEntry(OrderMemory):
             self._cancel_record(order, account, now_ns)
         return len(mine)
 
+    def in_flight(self) -> int:
+        """Commands sent and not yet answered: new orders not acknowledged (or refused),
+        cancels and replaces waiting for their outcome, and what is not yet published."""
+        waiting = sum(1 for o in self.orders.values() if not o.order_id and o.status == b"A")
+        return waiting + len(self.requests) + len(self.outgoing)
+
     def on_message(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         kind = msg.msg_type
+        if self.closing and kind in (b"D", b"G"):
+            text = "the exchange is stopping: no new orders or replaces (cancels are taken)"
+            if kind == b"D":
+                self._reject_new(session, msg, text, 2)  # OrdRejReason 2: exchange closed
+            else:
+                self._cancel_reject(session, msg, None, text)
+            return
         if kind == b"D":
             self._new(session, msg, now_ns)
         elif kind in (b"F", b"G"):

@@ -114,6 +114,8 @@ class RestApi:
         self.ip_limits = RateLimiter(rest.ip_rate_per_s, rest.ip_burst)
         self.login_limits = RateLimiter(rest.login_rate_per_s, rest.login_burst)
         self.waiters: dict[int, asyncio.Future[Outcome]] = {}
+        #: The gateway is stopping (``GatewayServer.stop``): new orders are refused.
+        self.closing = False
         self.streams = PrivateStreams(self, rest.max_streams, rest.stream_queue)
         dsn = history_dsn(cfg)
         self.history = History(dsn) if dsn else None
@@ -375,6 +377,13 @@ class RestApi:
 
     async def new_order(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "trade")
+        if self.closing:
+            raise ApiError(
+                503,
+                codes.DISCONNECTED,
+                "the exchange is stopping: no new orders (cancels are taken); try again after "
+                "it restarts",
+            )
         req = rp.new_order(await self.params(request, rp.NEW_ORDER_PARAMS), self.instruments)
         in_use = self.core.in_use(key.account, req.client_order_id)
         if in_use is not None:

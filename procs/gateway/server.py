@@ -165,6 +165,7 @@ class GatewayServer:
         self._waker: RingWaker | None = None  # set once the input rings are attached
         self._server: asyncio.Server | None = None
         self._stop = asyncio.Event()
+        self._closing: asyncio.Task[None] | None = None
 
     def _recover(self, now_ns: int) -> dict[str, tuple[int, int]]:
         """Take back what the order log holds; returns the input cursors it logged."""
@@ -532,6 +533,45 @@ class GatewayServer:
             log.info("%s: skipped %d events handled before the restart", ring.name, skipped)
 
     def stop(self) -> None:
+        """SIGTERM or SIGINT. The first closes intake and lets what is in flight be answered
+        (``_close_intake``); a second, or a stop before the loop runs, stops at once."""
+        if self._closing is None and not self._stop.is_set():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                self._closing = loop.create_task(self._close_intake(), name="close-intake")
+                return
+        self._stop.set()
+        if self._nap is not None:
+            settle(self._nap)
+
+    def in_flight(self) -> int:
+        """Requests of this gateway's clients not yet answered by the exchange."""
+        waiting = self.entry.in_flight() + len(self._unpublished)
+        if self.api is not None:
+            waiting += len(self.api.core.requests)
+        return waiting
+
+    async def _close_intake(self) -> None:
+        """Stop taking new orders, keep delivering reports until every request in flight is
+        answered or ``stop_grace_s`` passes, then stop: a client sees the outcome of all it
+        sent before its Logout, and the rings are left drained of this gateway's commands."""
+        grace = self.gw.stop_grace_s
+        log.info("stopping: intake closed, up to %.1f s for %d requests in flight",
+                 grace, self.in_flight())  # fmt: skip
+        self.entry.closing = True
+        if self.api is not None:
+            self.api.closing = True
+        if self._server is not None:
+            self._server.close()  # no new connections; the sessions stay
+        deadline = time.monotonic() + grace
+        while self.in_flight() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        left = self.in_flight()
+        if left:
+            log.warning("stopping with %d requests unanswered after %.1f s", left, grace)
         self._stop.set()
         if self._nap is not None:
             settle(self._nap)
@@ -560,6 +600,8 @@ class GatewayServer:
     async def shutdown(self, grace_s: float = 1.0) -> None:
         """Log every session out (waiting up to ``grace_s`` for the replies), then close."""
         self._stop.set()
+        if self._closing is not None and self._closing is not asyncio.current_task():
+            self._closing.cancel()
         sd_notify.stopping()
         if self._server is not None:
             self._server.close()
@@ -583,6 +625,8 @@ class GatewayServer:
         self.close()
 
     def close(self) -> None:
+        if self._closed:  # a shutdown after a shutdown
+            return
         self._closed = True
         self.stats.close()
         self.order_log.close()

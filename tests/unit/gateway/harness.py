@@ -112,6 +112,15 @@ class Harness:
         self._task = asyncio.get_running_loop().create_task(self._pipeline())
         return self.gateway.port
 
+    def pause(self) -> None:
+        """Stop stepping the router and matcher: commands wait in the rings."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def resume(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._pipeline())
+
     async def _pipeline(self) -> None:
         while True:
             busy = self.step_pipeline()

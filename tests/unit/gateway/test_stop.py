@@ -1,0 +1,121 @@
+"""A gateway's stop: intake closes first, what is in flight is answered, then the sessions
+are logged out (``GatewayServer.stop``); a second signal, or the grace running out, stops
+at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from procs.gateway.rest import RestApi
+from tests.unit.gateway.harness import Harness, settled
+from tests.unit.gateway.rest_rig import LIMIT, client, rest_exchange
+from tests.unit.gateway.rest_rig import run as run_rest
+from tests.unit.gateway.test_gateway import cancel, logged_on, order, run
+
+
+def test_stop_answers_what_is_in_flight_then_logs_out(harness: Harness) -> None:
+    async def scenario(h: Harness, port: int) -> None:
+        gw = h.gateway
+        assert gw is not None
+        c = await logged_on(port)
+        await c.send("D", *order("rest", "1", "1.00", "100.00"))
+        assert (await c.expect("8")).get(150) == b"0"
+        h.pause()
+        await c.send("D", *order("o1", "1", "1.00", "100.00"))
+        await settled(lambda: gw.in_flight() == 1)
+        gw.stop()
+        await c.send("D", *order("o2", "1", "1.00", "100.00"))
+        refused = await c.expect("8")
+        assert (refused.get(11), refused.get(39), refused.get(103)) == (b"o2", b"8", b"2")
+        assert b"stopping" in refused.get(58)
+        await c.send("G", *cancel("rest", "r1", "1"), (38, "2.00"), (40, "2"), (44, "100.00"))
+        assert b"stopping" in (await c.expect("9")).get(58)
+        await c.send("F", *cancel("rest", "c1", "1"))  # cancels are still taken
+        with pytest.raises(OSError):  # no new connections
+            await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        assert not gw._stop.is_set(), "stopped with requests in flight"
+        h.resume()
+        answers = {(m.get(11), m.get(150)) for m in [await c.expect("8"), await c.expect("8")]}
+        assert answers == {(b"o1", b"0"), (b"c1", b"4")}
+        await settled(gw._stop.is_set)
+        await gw.shutdown(grace_s=1.0)
+        assert b"shutting down" in (await c.expect("5")).get(58)
+
+    run(harness, scenario)
+
+
+@pytest.fixture
+def slow_harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
+    from tests.unit.gateway.harness import config  # noqa: PLC0415
+
+    h = Harness(config(instance, tmp_path, stop_grace_s=0.3))
+    h.add_user("ALICE", "secret", 7)
+    h.fund(7)
+    yield h
+    h.close()
+
+
+def test_stop_waits_no_longer_than_its_grace_and_a_second_stop_not_at_all(
+    slow_harness: Harness,
+) -> None:
+    async def scenario(h: Harness, port: int) -> None:
+        gw = h.gateway
+        assert gw is not None
+        c = await logged_on(port)
+        h.pause()  # nothing will answer
+        await c.send("D", *order("o1", "1", "1.00", "100.00"))
+        await settled(lambda: gw.in_flight() == 1)
+        began = time.monotonic()
+        gw.stop()
+        await settled(gw._stop.is_set)
+        assert 0.25 <= time.monotonic() - began < 2.0
+        gw._stop.clear()  # as if it were still closing: a second signal ends the wait
+        gw.stop()
+        assert gw._stop.is_set()
+        h.resume()
+
+    run(slow_harness, scenario)
+
+
+@pytest.fixture
+def rest_harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
+    yield from rest_exchange(instance, tmp_path)
+
+
+def test_rest_refuses_new_orders_while_stopping_and_takes_cancels(rest_harness: Harness) -> None:
+    async def scenario(api: RestApi, url: str) -> None:
+        gw = rest_harness.gateway
+        assert gw is not None
+        alice = await client(url, "ALICE", "alice-pw")
+        try:
+            placed = await alice.call("POST", "/api/v1/order", **LIMIT, price="100.00",
+                                      quantity="0.10")  # fmt: skip
+            rest_harness.pause()
+            pending = asyncio.ensure_future(
+                alice.call("POST", "/api/v1/order", **LIMIT, price="99.00", quantity="0.10")
+            )
+            await settled(lambda: gw.in_flight() == 1)
+            gw.stop()
+            status, body = await alice.request(
+                "POST", "/api/v1/order", **LIMIT, price="100.00", quantity="0.10"
+            )
+            assert status == 503 and "stopping" in body["msg"], body
+            cancelled = asyncio.ensure_future(
+                alice.call("DELETE", "/api/v1/order", symbol="BTC-USD", orderId=placed["orderId"])
+            )
+            await settled(lambda: gw.in_flight() == 2)
+            assert not gw._stop.is_set()
+            rest_harness.resume()
+            assert (await pending)["status"] == "NEW"
+            assert (await cancelled)["status"] == "CANCELED"
+            await settled(gw._stop.is_set)
+        finally:
+            await alice.close()
+
+    run_rest(rest_harness, scenario)
