@@ -453,11 +453,23 @@ class RecordCodec:
             ) from None
 
     def encode_window(self, buf: Buffer, offset: int, items: Sequence[Record], stamp: int) -> None:
-        for k, item in enumerate(items):
+        """``encode_into`` of each item, a slot apart, inlined: one Python frame a window
+        rather than one a record (~25% of an encode; every batch a process publishes). An
+        item that does not fit takes ``encode_into`` again, which says why."""
+        encode, packers, slot = self._encoder.encode, self._packers, self.slot_size
+        k = 0
+        try:
+            for item in items:
+                body = encode(item)
+                packers[len(body)](buf, offset, len(body), body, stamp)
+                offset += slot
+                k += 1
+        except (OverflowError, IndexError):
             try:
-                self.encode_into(buf, offset + k * self.slot_size, item, stamp)
+                self.encode_into(buf, offset, items[k], stamp)
             except EncodeError as exc:
                 raise EncodeError(f"item {k} of the window: {exc}", k) from None
+            raise
 
     def decode_from(self, buf: Buffer, offset: int) -> Record:
         # Two byte loads are cheaper than a struct call; a memoryview slice is zero-copy (the
@@ -475,9 +487,25 @@ class RecordCodec:
         )
 
     def decode_window(self, view: memoryview, offset: int, count: int) -> list[Record]:
-        slot = self.slot_size
-        decode = self.decode_from
-        return [decode(view, offset + k * slot) for k in range(count)]
+        """``decode_from`` of ``count`` slots, inlined (~20% of a decode: every batch a
+        process reads); a slot that does not decode takes ``decode_from`` again, which
+        raises ``RecordDecodeError`` saying why."""
+        decode, capacity, slot = self._decode, self.capacity_body, self.slot_size
+        out: list[Record] = []
+        append = out.append
+        first = start = offset + _LENGTH_SIZE
+        try:
+            for start in range(first, first + count * slot, slot):
+                length = view[start - 2] | view[start - 1] << 8
+                if not 0 < length <= capacity:
+                    break
+                append(decode(view[start : start + length]))
+            else:
+                return out
+        except msgspec.MsgspecError:
+            pass
+        self.decode_from(view, start - _LENGTH_SIZE)  # raises, naming the fault
+        raise AssertionError("decode_from took a slot the window refused")  # pragma: no cover
 
     # -- whole slots (journals, tests, tools) -------------------------------------------------
 

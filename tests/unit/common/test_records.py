@@ -25,6 +25,7 @@ from procs.common.records import (
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from shm import Ring
+from shm.errors import EncodeError
 
 CODEC = RecordCodec()
 
@@ -174,3 +175,29 @@ def test_result_codes_say_their_stage() -> None:
     assert ResultCode.INSUFFICIENT_BALANCE.stage == "router"
     assert ResultCode.POST_ONLY_WOULD_TAKE.stage == "matcher"
     assert ResultCode.MALFORMED_MESSAGE.stage == "gateway"
+
+
+def test_a_window_is_the_records_one_at_a_time_and_names_its_bad_slot() -> None:
+    """``encode_window``/``decode_window`` inline ``encode_into``/``decode_from``: the same
+    bytes, the same records, and a bad slot or item is named as the single form names it."""
+    items: list[Record] = [order(), order(), order()]
+    slot = CODEC.slot_size
+    window = bytearray(slot * 3)
+    CODEC.encode_window(window, 0, items, 7)
+    one_by_one = bytearray(slot * 3)
+    for k, item in enumerate(items):
+        CODEC.encode_into(one_by_one, k * slot, item, 7)
+    assert window == one_by_one
+    view = memoryview(window)
+    assert CODEC.decode_window(view, 0, 3) == items
+    assert CODEC.decode_window(view, slot, 2) == items[1:]
+    assert CODEC.decode_window(view, 0, 0) == []
+    window[slot + 2 : slot + 4] = b"\x99\x99"  # the second record's body: not a record
+    with pytest.raises(RecordDecodeError, match=r"Invalid value|Expected"):
+        CODEC.decode_window(memoryview(window), 0, 3)
+    window[slot : slot + 2] = b"\x00\x00"
+    with pytest.raises(RecordDecodeError, match="declares a 0-byte record"):
+        CODEC.decode_window(memoryview(window), 0, 3)
+    huge = msgspec.structs.replace(order(), qty=2**64)  # past every int field's bound
+    with pytest.raises(EncodeError, match=r"item 1 of the window: .*qty"):
+        CODEC.encode_window(bytearray(slot * 3), 0, [order(), huge, order()], 7)
