@@ -79,16 +79,29 @@ class Feed:
         self.waker = RingWaker(self.consumers) if park else None
         self.reseed = reseed
         self._nap: asyncio.Future[None] | None = None
+        #: consumer index -> the events of the seq a full read ended in, read but not yet
+        #: applied: one command's book changes must reach the state in one batch, so that
+        #: they leave in one depth diff (``L2Book``).
+        self._held: dict[int, list[Record]] = {}
 
     def pump(self) -> int:
         """Read one batch from every ring, apply it and publish the result; returns the
-        number of events read. Never blocks."""
+        number of events applied. Never blocks."""
         state, process = self.state, self.state.process
         updates: list[Update] = []
         count = 0
         reseed = self.reseed
-        for consumer in self.consumers:
+        held = self._held
+        for index, consumer in enumerate(self.consumers):
             events = consumer.read(self.batch)
+            full = len(events) == self.batch
+            if index in held:
+                events = held.pop(index) + events
+            if full:  # the read may have ended inside a seq: its rest comes with the next
+                cut = _last_seq_start(events)
+                if cut:
+                    held[index] = events[cut:]
+                    del events[cut:]
             count += len(events)
             for event in events:
                 if reseed is not None and type(event) is Heartbeat:
@@ -122,15 +135,19 @@ class Feed:
         on the market data's disk (a restart then starts from an older state). Without
         ``snapshots`` it only commits."""
         if self.snapshots is not None:
-            positions = {c.ring.name: (c.ring.created_ns, c.sequence) for c in self.consumers}
+            positions = {c.ring.name: (c.ring.created_ns, at) for c, at in self._applied()}
             try:
                 self.snapshots.save(self.state, positions)
             except OSError as exc:
                 log.error("market state not saved (%s): a restart starts from an older one", exc)
-        for consumer in self.consumers:
-            consumer.commit()
+        for consumer, at in self._applied():
+            consumer.commit(at)
         self._uncommitted = 0
         self._next_snapshot = time.monotonic() + self.snapshot_every_s
+
+    def _applied(self) -> list[tuple[Consumer[Record], int]]:
+        """Each consumer with how far the state covers its ring (held events are not in)."""
+        return [(c, c.sequence - len(self._held.get(k, ()))) for k, c in enumerate(self.consumers)]
 
     async def run(self, stop: asyncio.Event) -> None:
         idle = self.min_idle_s
@@ -168,3 +185,15 @@ class Feed:
         """Stop the waker's threads; before the consumers close."""
         if self.waker is not None:
             self.waker.close()
+
+
+def _last_seq_start(events: list[Record]) -> int:
+    """Where the run of events sharing the last event's seq begins; 0 when that is the whole
+    list or the last event has no seq (nothing can be held back then)."""
+    last = getattr(events[-1], "seq", 0)
+    if not last:
+        return 0
+    k = len(events) - 1
+    while k and getattr(events[k - 1], "seq", 0) == last:
+        k -= 1
+    return k

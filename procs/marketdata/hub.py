@@ -38,12 +38,15 @@ class Message:
     """One rendered update: its JSON and the server's WebSocket text frame of it (unmasked,
     no extension), both made once for all subscribers. Never changed once made."""
 
-    __slots__ = ("frame", "kind", "payload", "stream")
+    __slots__ = ("final", "frame", "kind", "payload", "stream")
 
-    def __init__(self, kind: Kind, stream: str, payload: bytes) -> None:
+    def __init__(self, kind: Kind, stream: str, payload: bytes, final: bool = False) -> None:
         self.kind = kind
         self.stream = stream
         self.payload = payload
+        #: A value that must reach the client even when a newer one of its stream follows
+        #: (a candle's close): conflation never replaces it.
+        self.final = final
         self.frame = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=())
 
 
@@ -71,7 +74,7 @@ class Hub:
         self._subs: dict[str, dict[Subscriber, None]] = {}
         #: Subscribers by the set of streams they follow (insertion-ordered sets).
         self._groups: dict[frozenset[str], dict[Subscriber, None]] = {}
-        self._snapshots: dict[str, tuple[int, bytes]] = {}  # stream -> (update id, message)
+        self._snapshots: dict[str, tuple[int, bytes]] = {}  # stream -> (version, message)
         self.published = 0  # messages rendered
         self.delivered = 0  # messages handed to subscribers
 
@@ -167,14 +170,14 @@ class Hub:
 
     def depth_snapshot(self, stream: str) -> bytes:
         """The snapshot message of depth stream ``stream`` as of the diffs published so far
-        (cached per update id: a burst of subscribers or resnapshots renders it once)."""
+        (cached per book version: a burst of subscribers or resnapshots renders it once)."""
         market = self.state.by_stream[stream.partition("@")[0]]
         book = market.book
         cached = self._snapshots.get(stream)
-        if cached is not None and cached[0] == book.last_update_id:
+        if cached is not None and cached[0] == book.version:
             return cached[1]
         payload = messages.depth_snapshot(market.symbol, book.snapshot(self.depth_levels))
-        self._snapshots[stream] = (book.last_update_id, payload)
+        self._snapshots[stream] = (book.version, payload)
         return payload
 
     def publish(self, updates: Iterable[Update]) -> None:
@@ -183,26 +186,34 @@ class Hub:
         symbols = self.state.symbols
         subs_of = self._subs.get
         batch: list[Message] = []
+        resets: list[str] = []
         for update in updates:
             market = symbols[update.symbol]
             kind, name = _stream_of(market, update)
             subs = subs_of(name)
             if not subs:
                 continue
-            _, payload = messages.render(market.symbol, update, self.state.now_ns)
-            batch.append(Message(kind, name, payload))
-            self.delivered += len(subs)
-        if not batch:
-            return
-        self.published += len(batch)
-        names = {m.stream for m in batch}
-        for key, group in list(self._groups.items()):
-            if key.isdisjoint(names):
+            if kind is Kind.DEPTH and update.reset:  # type: ignore[union-attr]
+                resets.append(name)
                 continue
-            mine = batch if key >= names else [m for m in batch if m.stream in key]
-            frames = b"".join([m.frame for m in mine])
-            for client in list(group):  # a delivery may close the client and remove it
-                client.deliver(mine, frames)
+            _, payload = messages.render(market.symbol, update, self.state.now_ns)
+            final = kind is Kind.KLINE and update.candle.closed  # type: ignore[union-attr]
+            batch.append(Message(kind, name, payload, final))
+            self.delivered += len(subs)
+        if batch:
+            self.published += len(batch)
+            names = {m.stream for m in batch}
+            for key, group in list(self._groups.items()):
+                if key.isdisjoint(names):
+                    continue
+                mine = batch if key >= names else [m for m in batch if m.stream in key]
+                frames = b"".join([m.frame for m in mine])
+                for client in list(group):  # a delivery may close the client and remove it
+                    client.deliver(mine, frames)
+        for name in resets:  # a snapshot, which the next diffs continue
+            payload = self.depth_snapshot(name)
+            for client in list(subs_of(name, ())):
+                client.deliver_snapshot(name, payload)
 
     def fan_out(self, clients: Iterable[Subscriber], message: Message) -> None:
         """``message`` to each of ``clients`` (the server's heartbeats)."""

@@ -7,7 +7,8 @@ recover with the least loss, and only one that cannot keep up with the trade tap
 So, once ``limit`` messages wait:
 
 - ticker and kline streams (and heartbeats) conflate: a queued message of the same stream
-  is replaced in place by the newer one (the queue holds at most one per such stream);
+  is replaced in place by the newer one (the queue holds at most one per such stream), but
+  a final one (a candle's close) is never replaced: the next value queues behind it;
 - a depth diff drops that stream's queued diffs and queues a fresh snapshot instead, which
   the next diffs continue (the client sees ``lastUpdateId`` jump and starts over from it);
 - a trade cannot be dropped without lying about the tape: ``push`` returns an overflow
@@ -54,17 +55,20 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def push(self, kind: Kind, stream: str, payload: bytes) -> str | None:
-        """Queue ``payload``; returns None, or why the client must be disconnected."""
+    def push(self, kind: Kind, stream: str, payload: bytes, final: bool = False) -> str | None:
+        """Queue ``payload``; returns None, or why the client must be disconnected.
+        ``final``: a conflated stream's value that no later one may replace."""
         if kind in _CONFLATED:
             queued = self._conflated.get(stream)
             if queued is not None:
                 queued.payload = payload
                 self.conflated += 1
-                return None
-            entry = _Entry(kind, stream, payload)
-            self._conflated[stream] = entry
-            self._queue.append(entry)
+            else:
+                queued = _Entry(kind, stream, payload)
+                self._conflated[stream] = queued
+                self._queue.append(queued)
+            if final:  # it stays as it is: the next value gets an entry of its own
+                del self._conflated[stream]
             return None
         if len(self._queue) >= self.limit:
             if kind is Kind.DEPTH:
@@ -104,7 +108,7 @@ class Outbox:
         if not self._queue:
             return None
         entry = self._queue.popleft()
-        if entry.kind in _CONFLATED:
+        if entry.kind in _CONFLATED and self._conflated.get(entry.stream) is entry:
             del self._conflated[entry.stream]
         return entry.payload
 

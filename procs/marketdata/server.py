@@ -24,7 +24,7 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
@@ -37,7 +37,7 @@ from procs.marketdata.hub import Hub, Message
 from procs.marketdata.outbox import Outbox
 from procs.marketdata.requests import ErrorCode, RequestError, error, parse_request, result
 from procs.marketdata.streams import Kind, Stream, StreamError, parse_stream
-from procs.marketdata.web import Site, text
+from procs.marketdata.web import Site, split_target, text
 
 log = logging.getLogger("ringex.marketdata")
 
@@ -76,7 +76,7 @@ class Client:
             return
         push = self.outbox.push
         for message in messages:
-            reason = push(message.kind, message.stream, message.payload)
+            reason = push(message.kind, message.stream, message.payload, message.final)
             if reason is not None:
                 self.close_slow(reason)
                 return
@@ -219,7 +219,11 @@ class MarketDataServer:
     # -- handshake ------------------------------------------------------------------------
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        if request.headers.get("Upgrade", "").lower() != "websocket":
+        upgrade = request.headers.get_all("Upgrade")
+        if len(upgrade) > 1:
+            why = f"Upgrade header sent {len(upgrade)} times, once at most"
+            return text(http.HTTPStatus.BAD_REQUEST, why)
+        if not upgrade or upgrade[0].lower() != "websocket":
             return self.site.get(request.path)
         if len(self.clients) >= self.cfg.max_connections:
             self.refused += 1
@@ -234,19 +238,21 @@ class MarketDataServer:
         return None
 
     def _path_streams(self, target: str) -> list[Stream]:
-        """The streams a connection's URL subscribes it to; raises StreamError."""
-        parts = urlsplit(target)
+        """The streams a connection's URL subscribes it to, each once; raises StreamError."""
+        parts = split_target(target)
         symbols = self.hub.symbols
         if parts.path == "/stream":
             names = parse_qs(parts.query).get("streams", [""])[-1]
             if not names:
                 raise StreamError("/stream needs ?streams=<stream>/<stream>...")
-            return [parse_stream(n, symbols) for n in names.split("/")]
-        if parts.path in ("/ws", "/ws/"):
+        elif parts.path in ("/ws", "/ws/"):
             return []
-        if parts.path.startswith("/ws/"):
-            return [parse_stream(n, symbols) for n in parts.path[4:].split("/")]
-        raise StreamError(f"no WebSocket endpoint at {parts.path} (/ws, /ws/<stream>, /stream)")
+        elif parts.path.startswith("/ws/"):
+            names = parts.path[4:]
+        else:
+            raise StreamError(f"no WebSocket endpoint at {parts.path} (/ws, /ws/<stream>, /stream)")
+        streams = [parse_stream(n, symbols) for n in names.split("/")]
+        return list({s.name: s for s in streams}.values())  # a name twice is one stream
 
     # -- a connection ---------------------------------------------------------------------
 

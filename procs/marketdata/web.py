@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import http
 from pathlib import Path
-from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Final, NamedTuple
+from urllib.parse import parse_qs
 
 import msgspec
 from websockets.datastructures import Headers
@@ -33,6 +33,19 @@ _TYPES: Final = {
 }
 
 _encode = msgspec.json.Encoder().encode
+
+
+class Target(NamedTuple):
+    path: str
+    query: str
+
+
+def split_target(target: str) -> Target:
+    """A request target's path and query. A request line carries the origin form
+    (``/path?query``): split at the first ``?``, not with ``urlsplit``, which reads a
+    target starting ``//`` as a network location and raises on one like ``//[x``."""
+    path, _, query = target.partition("?")
+    return Target(path, query.partition("#")[0])
 
 
 def response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -92,7 +105,7 @@ class Site:
 
     def get(self, target: str) -> Response:
         """The response to ``GET target`` (path and query)."""
-        parts = urlsplit(target)
+        parts = split_target(target)
         found = self.files.get(parts.path)
         if found is not None:
             return response(http.HTTPStatus.OK, *found)

@@ -7,6 +7,12 @@ range ``first = previous last + 1 .. last = seq of its newest change`` (sequence
 that did not touch this book are covered vacuously). A client that sees ``first != previous
 last + 1`` lost a diff; one that starts from a snapshot with ``last_update_id = L`` applies the
 first diff with ``first <= L + 1 <= last``, as on the venues it imitates.
+
+One command's changes share its seq, so they should leave in one diff: the feed does not end
+a batch inside a seq (``Feed.pump``). Should the changes of an already published seq come
+alone anyway (a matcher's batch longer than its ring, published in chunks), no diff can carry
+them, its ids would run backwards: the diff is then a ``reset``, and subscribers get a fresh
+snapshot instead.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class DepthDiff:
     ts_ns: int
     bids: Levels  # best first
     asks: Levels
+    #: Send subscribers a snapshot instead: a change came for a seq already published.
+    reset: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,9 @@ class L2Book:
     _published_id: int = 0  # last_update_id of the newest diff taken
     _pending_bids: dict[int, int] = field(default_factory=dict)
     _pending_asks: dict[int, int] = field(default_factory=dict)
+    #: Counts the changes applied: a snapshot rendered at one version is current while the
+    #: version is (``last_update_id`` alone is not: one seq may bring several changes).
+    version: int = 0
 
     def process(self, event: BookLevel) -> None:
         """Apply one level change. Events at or below ``last_update_id`` with a lower seq are
@@ -70,6 +81,7 @@ class L2Book:
         pending[event.price] = event.qty
         self.last_update_id = event.seq
         self.last_ts_ns = event.ts_ns
+        self.version += 1
 
     def take_diff(self) -> DepthDiff | None:
         """The changes since the last diff (each level's latest qty), or None when none."""
@@ -80,8 +92,13 @@ class L2Book:
         self._pending_bids.clear()
         self._pending_asks.clear()
         first = self._published_id + 1
+        # Changes of the seq the last diff ended at, and none after: ids cannot say it. (With
+        # a later seq among them they simply ride in its diff: levels are absolute.)
+        reset = self.last_update_id < first
         self._published_id = self.last_update_id
-        return DepthDiff(self.symbol, first, self.last_update_id, self.last_ts_ns, bids, asks)
+        return DepthDiff(
+            self.symbol, first, self.last_update_id, self.last_ts_ns, bids, asks, reset
+        )
 
     def snapshot(self, levels: int) -> DepthSnapshot:
         """The best ``levels`` per side as of the last diff taken: pending changes are not in

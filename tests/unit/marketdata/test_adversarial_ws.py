@@ -182,16 +182,27 @@ def test_bad_handshakes_are_refused_naming_the_problem(instance: str) -> None:
             response = refused.value.response
             assert response.status_code == status, path
             assert words in response.body.decode(), (path, response.body[:200])
-        # more streams in the URL than a connection may have: opened, then closed 1008
+        # the same names over and over are one subscription each, not 580
         async with rig.client(f"/stream?streams={many}") as c:
+            listed = (await c.request("LIST_SUBSCRIPTIONS"))["result"]
+            assert sorted(listed) == ["btc-usd@trade", "eth-usd@trade"]
+        await still_served(rig, 1)
+
+    run(instance, body)
+
+
+def test_more_streams_in_the_url_than_a_connection_may_have_close_it(instance: str) -> None:
+    async def body(rig: Rig) -> None:
+        names = "/".join(f"btc-usd@{kind}" for kind in ("trade", "depth", "ticker", "status"))
+        async with rig.client(f"/stream?streams={names}") as c:  # opened, then closed 1008
             with pytest.raises(ConnectionClosed) as closed:
                 await c.recv()
             rcvd = closed.value.rcvd
             assert rcvd is not None and rcvd.code == 1008
-            assert rcvd.reason == "580 streams, at most 200"
+            assert rcvd.reason == "4 streams, at most 3"
         await still_served(rig, 1)
 
-    run(instance, body)
+    run(instance, body, max_subscriptions=3)
 
 
 def test_http_api_refuses_bad_limits_naming_them(instance: str) -> None:

@@ -47,6 +47,23 @@ def test_book_levels_snapshot_and_contiguous_diffs() -> None:
     assert book.take_diff() is None
 
 
+def test_changes_of_a_published_seq_alone_make_a_reset_not_a_backwards_diff() -> None:
+    book = L2Book(1)
+    book.process(level(10, Side.BUY, 100, 5))
+    assert not book.take_diff().reset  # type: ignore[union-attr]
+    version = book.version
+    book.process(level(10, Side.BUY, 99, 3))  # the rest of seq 10, published in two parts
+    assert book.version == version + 1  # a snapshot cached at update 10 is stale
+    reset = book.take_diff()
+    assert reset is not None and reset.reset and reset.last_update_id == 10
+    assert book.snapshot(10).bids == [(100, 5), (99, 3)]
+    book.process(level(10, Side.BUY, 98, 1))  # with a later seq: it rides in that diff
+    book.process(level(11, Side.SELL, 103, 1))
+    diff = book.take_diff()
+    assert diff is not None and not diff.reset
+    assert (diff.first_update_id, diff.last_update_id, diff.bids) == (11, 11, [(98, 1)])
+
+
 def test_book_refuses_a_snapshot_with_untaken_changes() -> None:
     book = L2Book(1)
     book.process(level(3, Side.BUY, 100, 5))
