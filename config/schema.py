@@ -91,6 +91,10 @@ class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     #: Smallest and largest single order, in size units.
     min_qty: Positive = 1
     max_qty: Positive = 1_000_000_000
+    #: An iceberg may be at most this many slices of its display quantity (ceil(qty /
+    #: display), Binance's ICEBERG_PARTS): each slice trades on its own, so this bounds the
+    #: trades one command makes against one order.
+    iceberg_parts: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     #: Market-order protection: furthest from the best opposite price a market order trades.
     band_bps: BasisPoints = 500
     #: Limit-price collar around the last trade price; 0 turns it off.

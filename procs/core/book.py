@@ -111,6 +111,10 @@ _RESTS = (TimeInForce.GTC, TimeInForce.DAY)
 _MAX = 2**64  # above any arrival or order id: an open upper bound in (stop, arrival, id)
 
 
+#: The most an order's total (filled + leaves) may reach: records carry quantities as int64.
+MAX_ORDER_QTY = 2**63 - 1
+
+
 class Book(ABC):
     """One symbol's book. ``execute(command)`` returns the events it caused."""
 
@@ -302,6 +306,11 @@ class Book(ABC):
             problem = ResultCode.SYMBOL_HALTED
         if problem is None:
             problem = self._check_limit(cmd.price) or self._check_qty(cmd.qty)
+        if problem is None and order is not None:
+            if order.filled + cmd.qty > MAX_ORDER_QTY:  # filled grows across replaces
+                problem = ResultCode.INVALID_QTY
+            elif order.display and -(-cmd.qty // order.display) > self.spec.iceberg_parts:
+                problem = ResultCode.INVALID_QTY  # an iceberg grown past its slices
         if (
             problem is None
             and order is not None
@@ -453,6 +462,8 @@ class Book(ABC):
             spec = self.spec
             if cmd.display_qty % spec.lot or not spec.min_qty <= cmd.display_qty <= cmd.qty:
                 return ResultCode.INVALID_QTY
+            if -(-cmd.qty // cmd.display_qty) > spec.iceberg_parts:
+                return ResultCode.INVALID_QTY  # a slice per trade: bound the trades
         if ord_type == OrdType.MARKET and self._best(_other(cmd.side)) is None:
             return ResultCode.NO_LIQUIDITY
         return None

@@ -42,7 +42,7 @@ from procs.common.records import (
     ReplaceOrder,
 )
 from procs.common.types import DoneReason, OrdType, Side, StpMode, TimeInForce
-from procs.core.book import Book
+from procs.core.book import MAX_ORDER_QTY, Book
 from procs.core.resting import RestingOrder
 from procs.core.symbols import SymbolSpec
 
@@ -238,6 +238,7 @@ class FastBook(Book):
             or price % spec.tick
             or qty % spec.lot
             or not spec.min_qty <= qty <= spec.max_qty
+            or order.filled + qty > MAX_ORDER_QTY
         ):
             return self._replace(cmd)
         side, old_price = order.side, order.price

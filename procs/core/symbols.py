@@ -24,6 +24,8 @@ class SymbolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     #: Smallest and largest quantity of one order, in size units.
     min_qty: Positive = 1
     max_qty: Positive = 1_000_000_000
+    #: An iceberg is at most this many slices: ceil(qty / display) <= iceberg_parts.
+    iceberg_parts: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     #: Market protection: a market order (or a triggered stop-market) never trades further
     #: than this from the best opposite price at its arrival; the unfilled rest is cancelled.
     band_bps: BasisPoints = 500
@@ -44,6 +46,7 @@ def symbol_specs(cfg: RingexConfig, matcher: str) -> list[SymbolSpec]:
                 lot=s.lot,
                 min_qty=s.min_qty,
                 max_qty=s.max_qty,
+                iceberg_parts=s.iceberg_parts,
                 band_bps=s.band_bps,
                 limit_band_bps=s.limit_band_bps,
             )

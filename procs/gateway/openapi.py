@@ -497,7 +497,7 @@ def _exchange_info(cfg: RingexConfig) -> Json:
         "symbol": _ref("Symbol"), "status": {"const": "TRADING"},
         "baseAsset": _STR, "quoteAsset": _STR, "pricePrecision": _INT, "quantityPrecision": _INT,
         "tickSize": _DEC, "stepSize": _DEC, "minQty": _DEC, "maxQty": _DEC,
-        "makerFeeBps": _INT, "takerFeeBps": _INT,
+        "icebergParts": _INT, "makerFeeBps": _INT, "takerFeeBps": _INT,
         "orderTypes": _array(_enum(sorted(rp.TYPES))),
         "timeInForce": _array(_enum(sorted(rp.TIFS))),
     })  # fmt: skip

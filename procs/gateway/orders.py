@@ -243,6 +243,11 @@ class OrderEntry(OrderMemory):
             return display.replace("quantity", "MaxFloor", 1)
         if display > qty:
             return f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}"
+        if display and -(-qty // display) > sym.iceberg_parts:
+            return (
+                f"MaxFloor {shown(f[111])} cuts OrderQty {shown(f[38])} into "
+                f"{-(-qty // display)} parts, at most {sym.iceberg_parts}"
+            )
         assert isinstance(stop, int)
         return price, stop, qty, display
 

@@ -231,6 +231,12 @@ def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderReque
                 codes.FILTER_FAILURE,
                 f"icebergQty {params['icebergQty']} must be below quantity {params['quantity']}",
             )
+        if -(-qty // display) > sym.iceberg_parts:
+            raise bad_request(
+                codes.FILTER_FAILURE,
+                f"icebergQty {params['icebergQty']} cuts quantity {params['quantity']} into "
+                f"{-(-qty // display)} parts, at most {sym.iceberg_parts} (ICEBERG_PARTS)",
+            )
     client_id = params.get("newClientOrderId", "")
     if client_id and not CLIENT_ORDER_ID.fullmatch(client_id):
         raise bad_request(

@@ -91,6 +91,7 @@ class PublicRoutes:
                         "stepSize": fmt(s.lot, s.qty_decimals).decode(),
                         "minQty": fmt(s.min_qty, s.qty_decimals).decode(),
                         "maxQty": fmt(s.max_qty, s.qty_decimals).decode(),
+                        "icebergParts": s.iceberg_parts,
                         "makerFeeBps": s.maker_fee_bps,
                         "takerFeeBps": s.taker_fee_bps,
                         "orderTypes": sorted(rp.TYPES),

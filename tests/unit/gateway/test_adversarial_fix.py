@@ -435,6 +435,11 @@ def test_extreme_order_values_are_rejected_naming_the_value_and_limit(
         (order("s1", "1", "1.00", "100.00", "4"), b"8", b"StopPx (99) is required"),
         (order("m1", "1", "1.00", "100.00", "2", (111, "0")), b"8", b"MaxFloor 0 must be"),
         (
+            order("m2", "1", "1.01", "100.00", "2", (111, "0.01")),
+            b"8",
+            b"MaxFloor 0.01 cuts OrderQty 1.01 into 101 parts, at most 100",
+        ),
+        (
             [(11, "x1"), (55, "ETH-USD"), (54, 1), (60, utc()), (38, 1), (40, 2), (44, 1)],
             b"8",
             b"unknown symbol ETH-USD",

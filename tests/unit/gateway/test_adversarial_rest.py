@@ -70,6 +70,11 @@ async def _malformed_numbers(api: RestApi, url: str) -> None:
             ({"price": "100.001"}, -1013, ["100.001", "tick 0.05"]),
             ({"type": "STOP_LOSS", "stopPrice": big}, -1013, ["stopPrice", big]),
             ({"icebergQty": "0.10"}, -1013, ["icebergQty 0.10 must be below quantity 0.10"]),
+            (
+                {"quantity": "1.01", "icebergQty": "0.01"},
+                -1013,
+                ["icebergQty 0.01 cuts quantity 1.01 into 101 parts, at most 100"],
+            ),
             ({"timeInForce": "NOW"}, -1100, ["'NOW'", "GTC"]),
             ({"newClientOrderId": "x" * 37}, -1100, ["1..36"]),
         ]
