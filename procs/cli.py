@@ -257,6 +257,9 @@ def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
     store = UserStore(users_path(cfg))
     comp_id = args.comp_id or args.username
     account = args.account or max((u.account for u in store.users()), default=99) + 1
+    if account == cfg.risk.fee_account:
+        print(_fee_account_taken(cfg, "add-user"), file=sys.stderr)
+        return 2
     deposits = [d.split("=", 1) for d in args.deposit]
     if any(len(d) != 2 for d in deposits):
         print("ringex admin add-user: --deposit takes ASSET=AMOUNT", file=sys.stderr)
@@ -283,10 +286,21 @@ def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _fee_account_taken(cfg: RingexConfig, command: str) -> str:
+    fee = cfg.risk.fee_account
+    return (
+        f"ringex admin {command}: account {fee} is the exchange's fee account "
+        f"(risk.fee_account = {fee}), which collects every fee: pick another"
+    )
+
+
 def _admin(args: argparse.Namespace) -> int:
     cfg = load_profile(_profile(args))
     if args.admin_command == "add-user":
         return _add_user(cfg, args)
+    if args.admin_command == "create-account" and args.account == cfg.risk.fee_account:
+        print(_fee_account_taken(cfg, "create-account"), file=sys.stderr)
+        return 2
     client = AdminClient(cfg)
     try:
         if args.admin_command in ("halt", "resume"):
