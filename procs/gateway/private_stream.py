@@ -124,7 +124,12 @@ class PrivateStreams:
         api.core.streaming.add(key.account)
         sender = asyncio.create_task(self._send(sub))
         try:
-            snapshot = await self._snapshot(key.account)
+            try:
+                snapshot = await self._snapshot(key.account)
+            except ApiError as exc:  # upgraded already: a close frame, not an HTTP answer
+                why = f"no snapshot: {exc.msg}"[:120].encode(errors="replace")
+                await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=why)
+                return ws
             sub.ready = True
             sub.push("snapshot", snapshot)
             for event, data in sub.held:  # what happened meanwhile, behind the snapshot

@@ -21,6 +21,7 @@ The routes and their parameters are documented in ``openapi.py`` (``GET /openapi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -280,6 +281,8 @@ class RestApi:
                             f"body is not UTF-8: {exc.reason} at byte {exc.start}",
                         ) from None
                     pairs += [(k, _text(k, v)) for k, v in decoded.items()]
+                    if len(decoded) < body.count(b'":'):  # maybe a key twice: count them
+                        pairs += _json_repeats(body, decoded)
                 else:
                     pairs += _form(body.decode(errors="replace"))
         params = dict(pairs)
@@ -295,7 +298,6 @@ class RestApi:
         key = self.keys.get(request.headers.get(API_KEY, ""))
         if key is None:
             raise ApiError(401, codes.BAD_CREDENTIALS, f"unknown or missing API key ({API_KEY})")
-        throttle(self.key_limits, key.key, "requests for this API key")
         body = await request.read() if request.body_exists else b""
         headers = request.headers
         # the bytes the client sent and signed: the decoded forms differ where it escaped
@@ -308,6 +310,9 @@ class RestApi:
             )  # fmt: skip
         except AuthError as exc:
             raise ApiError(401, exc.code, exc.msg) from None
+        # Only once the signature holds: the key id travels in the clear, and requests that
+        # merely name it must not spend its owner's budget (the per-address limit has them).
+        throttle(self.key_limits, key.key, "requests for this API key")
         user = self.users.get(key.comp_id)
         if user is None or user.account != key.account:  # not in the view of a second ago:
             user = self.logins.get(key.comp_id)  # the file itself says
@@ -551,6 +556,13 @@ def _form(text: str) -> list[tuple[str, str]]:
     if "%" in text or "+" in text:
         return parse_qsl(text)
     return [(name, value) for name, _, value in (p.partition("=") for p in text.split("&")) if name]
+
+
+def _json_repeats(body: bytes, decoded: dict[str, Any]) -> list[tuple[str, str]]:
+    """A pair for each key the JSON object ``body`` repeats (``decoded`` kept its last
+    value): the repeat check of ``params`` then refuses it, as for a query or form."""
+    keys: list[str] = json.loads(body, object_pairs_hook=lambda pairs: [k for k, _ in pairs])
+    return [(k, "") for k in keys[len(decoded) :]] if len(keys) > len(decoded) else []
 
 
 def _repeated(pairs: list[tuple[str, str]]) -> str:

@@ -183,7 +183,7 @@ class RestOrders:
     def tick(self, now_s: float) -> None:
         """Once a second: renew balance watches, forget accounts no longer of interest."""
         for account, until in list(self.interest.items()):
-            if until < now_s:
+            if until < now_s and account not in self.streaming:  # a stream is a use too
                 self._forget_account(account)
             elif now_s - self._watched.get(account, 0.0) >= LEASE_MS / 3000:
                 self._watch(account, LEASE_MS)
@@ -196,8 +196,16 @@ class RestOrders:
         self.balances.pop(account, None)
         self._need.pop(account, None)
         self._have.pop(account, None)
-        for oid in [oid for oid, o in self.live.items() if o.account == account]:
-            self._finished(self.live.pop(oid))
+        # Orders placed through this API stay until they finish (their events reach this
+        # core whoever is interested: a query or cancel by clientOrderId must find them);
+        # the account's others, seen on the rings, go.
+        placed = self.client_ids
+        for oid in [
+            oid
+            for oid, o in self.live.items()
+            if o.account == account and placed.get((account, o.client_order_id)) is not o
+        ]:
+            del self.live[oid]
         for oid in [oid for oid, o in self.done.items() if o.account == account]:
             del self.done[oid]
 
@@ -270,8 +278,13 @@ class RestOrders:
         return self.balances.get(account, {})
 
     def abandon(self, ref: int) -> None:
-        """The HTTP request gave up waiting (timeout): forget it, the order lives on."""
-        self.requests.pop(ref, None)
+        """The HTTP request gave up waiting (timeout). A new order or a cancel stays in
+        ``requests``: its answer still comes, and it must still turn the order placed under
+        its clientOrderId into the exchange's (an orderId, NEW or REJECTED) instead of
+        leaving it pending; nobody waits for that answer any more. A balance request goes."""
+        request = self.requests.get(ref)
+        if request is not None and request.kind == "balances":
+            del self.requests[ref]
 
     # -- queries ------------------------------------------------------------------------------
 

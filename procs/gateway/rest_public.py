@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 import msgspec
-from aiohttp import web
+from aiohttp import ClientError, web
 
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
@@ -123,7 +123,7 @@ class PublicRoutes:
                         raise ApiError(
                             502, codes.DISCONNECTED, body.decode(errors="replace").strip()
                         )
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ClientError) as exc:  # hung up, cut short, ...
                 raise ApiError(
                     503,
                     codes.DISCONNECTED,
