@@ -34,7 +34,7 @@ from procs.common.records import RecordCodec
 from procs.common.result_codes import ResultCode
 from procs.common.topology import journal_dir, rings, users_path
 from procs.common.users import UserStore
-from procs.core.recovery import archivable_before, recover, write_snapshot
+from procs.core.recovery import archivable_before, archive_blocked, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
 from procs.supervisor.main import main as supervisor_main
 from procs.supervisor.run_files import read_status, run_dir
@@ -109,6 +109,10 @@ def _replay(args: argparse.Namespace) -> int:
         checkpoint = dbwriter_run(cfg, to_end=True)
         print(f"database written up to seq {checkpoint}")
     if args.archive:
+        blocked = archive_blocked(cfg)
+        if blocked:
+            print(f"nothing archived: {blocked}")
+            return 0
         before = archivable_before(cfg)
         archive = journal_dir(cfg).with_name("journal-archive")
         moved = archive_segments_before(journal_dir(cfg), before, archive)

@@ -320,20 +320,23 @@ def cut_after(directory: Path, seq: int, aside: Path, *, slot_size: int, schema_
         with JournalWriter(
             aside, slot_size=slot_size, schema_id=schema_id, start_seq=seq + 1
         ) as out:
-            if out.next_seq != seq + 1:
-                raise JournalError(f"{aside} holds a journal already (next seq {out.next_seq})")
+            if out.next_seq != seq + 1:  # a cut that crashed: it must have copied these
+                _check_copied(aside, reader, seq, out.next_seq, slot_size, schema_id)
             chunk: list[bytes] = []
-            for _seq, image in reader.entries(seq + 1):
+            for _seq, image in reader.entries(out.next_seq):
                 chunk.append(bytes(image))
                 if len(chunk) == 4096:
                     out.append(out.next_seq, b"".join(chunk), len(chunk))
                     chunk.clear()
             if chunk:
                 out.append(out.next_seq, b"".join(chunk), len(chunk))
-        for k, (first_seq, path) in enumerate(segments):
+        # Newest first, the directory synced before the truncation: a crash anywhere leaves
+        # a contiguous journal (longer than wanted), which running the cut again finishes.
+        for k, (first_seq, path) in reversed(list(enumerate(segments))):
             if first_seq > seq and k > 0:
                 path.unlink()
                 continue
+            fsync_dir(directory)
             keep = HEADER_SIZE + max(0, seq + 1 - first_seq) * layout.size
             with open(path, "r+b") as f:
                 if os.fstat(f.fileno()).st_size > keep:
@@ -341,3 +344,21 @@ def cut_after(directory: Path, seq: int, aside: Path, *, slot_size: int, schema_
                     os.fsync(f.fileno())
         fsync_dir(directory)
     return last - seq
+
+
+def _check_copied(
+    aside: Path, reader: JournalReader, seq: int, upto: int, slot_size: int, schema_id: int
+) -> None:
+    """``aside`` must hold exactly the journal's entries ``seq + 1 .. upto - 1`` (what a cut
+    that crashed had copied); anything else is another journal, refused."""
+    copied = JournalReader(aside, slot_size=slot_size, schema_id=schema_id)
+    pairs = zip(copied.entries(seq + 1), reader.entries(seq + 1), strict=False)
+    for (theirs_seq, theirs), (our_seq, image) in pairs:
+        if theirs_seq != our_seq or bytes(theirs) != image:
+            raise JournalError(
+                f"{aside} holds a journal already (next seq {upto}) that is not this journal's "
+                f"tail after seq {seq}: entry {theirs_seq} differs"
+            )
+        if theirs_seq == upto - 1:
+            return
+    raise JournalError(f"{aside} holds a journal already (next seq {upto}) past this journal's")

@@ -229,15 +229,29 @@ def snapshot_job(cfg: RingexConfig, upto: int) -> None:
     write_snapshot(cfg, recover(cfg, upto=upto))
 
 
+def archive_blocked(cfg: RingexConfig) -> str:
+    """Why no segment may be archived at all, or "": replication (a primary's source, or a
+    standby) hashes the journal from its first entry to agree on a common history."""
+    if cfg.replication.listen_port or cfg.replication.primary:
+        return "replication hashes the journal from its first entry"
+    return ""
+
+
 def archivable_before(cfg: RingexConfig) -> int:
-    """The first seq any recovery still needs: segments wholly before it can be archived.
-    The oldest of the exchange snapshot and every matcher's own (a matcher replays the
-    journal from its snapshot)."""
-    seqs = []
-    for store in (
+    """The first seq any reader of the journal still needs: segments wholly before it can
+    be archived. The oldest of the exchange snapshot, every matcher's own (a matcher
+    replays the journal from its snapshot) and, with the database on, the writer's own (it
+    replays from there); 1 (nothing) when ``archive_blocked``."""
+    if archive_blocked(cfg):
+        return 1
+    stores = [
         snapshot_store(cfg),
         *(SnapshotStore(snapshot_dir(cfg, f"matcher-{m.name}")) for m in cfg.matchers),
-    ):
+    ]
+    if cfg.database.enabled:
+        stores.append(SnapshotStore(snapshot_dir(cfg, "dbwriter")))
+    seqs = []
+    for store in stores:
         latest = store.latest()
         seqs.append(latest[0] if latest is not None else 0)
     return min(seqs) + 1

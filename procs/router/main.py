@@ -63,7 +63,7 @@ from procs.common.topology import (
     matcher_input,
     matcher_output,
 )
-from procs.core.recovery import recover, snapshot_job
+from procs.core.recovery import recover, snapshot_job, snapshot_store
 from procs.core.sequencer import Decision, route_all
 from procs.core.watches import Watches
 from shm import Ring
@@ -140,8 +140,11 @@ class RouterShell:
         }
         self.stopping = False
         self.fenced = False
-        self._snapshot_at = recovered.last_seq  # the seq of the last snapshot started
-        self._snapshot_time = time.monotonic()  # and when (or when this process started)
+        # The last snapshot and when it was made: counted from the one recovery started
+        # from, not from this start, or restarts closer together than snapshot_every would
+        # let the replayed tail grow without bound (a crash loop, say).
+        self._snapshot_at = recovered.snapshot_seq
+        self._snapshot_time = time.monotonic() - _snapshot_age_s(cfg, recovered.snapshot_seq)
         self._snapshotter: multiprocessing.process.BaseProcess | None = None
         self._unrouted: list[tuple[Producer[Record], list[Record]]] = []
         #: a matcher's unread input past which no gateway command is taken (``_books_behind``)
@@ -443,3 +446,13 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _snapshot_age_s(cfg: RingexConfig, seq: int) -> float:
+    """How long ago the exchange snapshot at ``seq`` was written (0: none, or unknown)."""
+    if not seq:
+        return 0.0
+    try:
+        return max(0.0, time.time() - snapshot_store(cfg).path(seq).stat().st_mtime)
+    except OSError:
+        return 0.0

@@ -1,5 +1,5 @@
-"""Bugs found by a hostile review of the journal, snapshots and crash recovery. Each test is
-marked ``xfail(strict=True)`` while the bug is open: it fails today and XPASSes once fixed.
+"""Bugs found by a hostile review of the journal, snapshots and crash recovery. Each test
+failed before its fix.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from config.schema import RingexConfig
+from procs.common.journal import JournalError
 from procs.common.journal_writer import JournalWriter, archive_segments_before, cut_after
 from procs.common.records import Record
 from procs.common.snapshots import SnapshotStore
@@ -44,11 +45,6 @@ class _Crash(BaseException):
     """The process dies here (a BaseException, so no ``except Exception`` swallows it)."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cut_after truncates earlier segments before unlinking later ones; a crash "
-    "in between leaves a seq gap that no recovery, writer check or re-run of the cut repairs",
-)
 def test_a_crash_during_cut_after_leaves_a_contiguous_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -72,9 +68,26 @@ def test_a_crash_during_cut_after_leaves_a_contiguous_journal(
             cut_after(journal, 15, tmp_path / "aside", slot_size=SLOT, schema_id=SCHEMA)
     # the restarted operator's tools see the journal as the crash left it
     last = reader(journal).last_seq()
-    assert_contiguous(journal, 1, last)  # today: JournalCorruptError, "a seq gap"
+    assert_contiguous(journal, 1, last)  # before the fix: JournalCorruptError, "a seq gap"
     with writer(journal, segment_bytes=SMALL) as w:
         assert w.next_seq == last + 1
+    # running the cut again finishes it: the aside already holds the tail it copied
+    cut_after(journal, 15, tmp_path / "aside", slot_size=SLOT, schema_id=SCHEMA)
+    assert reader(journal).last_seq() == 15
+    assert_contiguous(journal, 1, 15)
+    assert reader(tmp_path / "aside").last_seq() == 30
+
+
+def test_a_cut_refuses_an_aside_that_holds_another_journal(tmp_path: Path) -> None:
+    """A re-run of a cut takes up an aside holding exactly the tail it copied; an aside
+    holding anything else is refused, the journal untouched."""
+    journal, aside = tmp_path / "j", tmp_path / "aside"
+    fill(journal, 30, segment_bytes=SMALL)
+    with writer(aside, start_seq=16) as w:  # entries 16.. of some other journal
+        w.append(16, CODEC.encode_slot(new_order(9, BUY, 9_000, 1, ref=1)), 1)
+    with pytest.raises(JournalError, match="not this journal's tail after seq 15"):
+        cut_after(journal, 15, aside, slot_size=SLOT, schema_id=SCHEMA)
+    assert reader(journal).last_seq() == 30
 
 
 # -- archiving: segments other journal readers still need -------------------------------------
@@ -114,11 +127,6 @@ def _archive(cfg: RingexConfig, tmp_path: Path) -> list[Path]:
     return archive_segments_before(journal_dir(cfg), before, tmp_path / "journal-archive")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: archivable_before ignores the database writer, which replays the journal "
-    "from its own (older) snapshot or seq 1: after `ringex replay --archive` it cannot start",
-)
 def test_archiving_keeps_what_the_database_writer_replays(tmp_path: Path) -> None:
     """The database writer (``database.enabled``, the default) restarts from its newest
     snapshot at or below the database's checkpoint (``Follower.restore``), else from seq 1,
@@ -138,11 +146,6 @@ def test_archiving_keeps_what_the_database_writer_replays(tmp_path: Path) -> Non
     assert replayed[0] == follower.seq + 1 and replayed[-1] == last
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: archivable_before ignores replication: the source hashes the journal from "
-    "seq 1 for every standby Hello, so after archiving no standby can connect",
-)
 def test_archiving_keeps_what_the_replication_source_hashes(tmp_path: Path) -> None:
     """A primary with ``replication.listen_port`` answers a standby's Hello with the hash of
     its history before the standby's next seq, read from seq 1 (``_history_before``); the
@@ -172,11 +175,6 @@ def _orders(first_ref: int, count: int) -> list[Record]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RouterShell counts snapshot_every from the recovered seq, not from the last "
-    "snapshot, so restarts before each count is reached let the replayed tail grow unbounded",
-)
 def test_restarts_do_not_let_the_replayed_tail_grow_past_snapshot_every(
     instance: str, tmp_path: Path
 ) -> None:
