@@ -91,6 +91,15 @@ def statuses(raw: bytes) -> list[int]:
     return [int(s) for s in re.findall(rb"HTTP/1\.[01] (\d{3}) ", raw)]
 
 
+async def post_json(c: RestClient, url: str, body: bytes) -> tuple[int, Any]:
+    """A signed POST of an order as a JSON body (the client's own ``request`` sends forms):
+    (status, decoded answer)."""
+    headers = c.headers("POST", "/api/v1/order", "", body)
+    headers["Content-Type"] = "application/json"
+    async with c.session.post(f"{url}/api/v1/order", data=body, headers=headers) as r:
+        return r.status, await r.json()
+
+
 async def alive(url: str) -> None:
     """Another client is served normally."""
     async with RestClient(url) as api:

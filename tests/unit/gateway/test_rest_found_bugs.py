@@ -18,6 +18,7 @@ from tests.unit.gateway.rest_rig import (
     LIMIT,
     alive,
     client,
+    post_json,
     rest_exchange,
     run,
     until_closed,
@@ -119,11 +120,8 @@ async def _json_number_rounded(api: RestApi, url: str) -> None:
             b'{"symbol": "BTC-USD", "side": "BUY", "type": "LIMIT", '
             b'"price": 30000.050000000001, "quantity": "0.10"}'
         )
-        headers = alice.headers("POST", "/api/v1/order", "", body)
-        headers["Content-Type"] = "application/json"
-        async with alice.session.post(f"{url}/api/v1/order", data=body, headers=headers) as r:
-            answer = await r.json()
-            assert r.status == 400 and "price" in answer["msg"], answer
+        status, answer = await post_json(alice, url, body)
+        assert status == 400 and "price" in answer["msg"], answer
     finally:
         await alice.close()
 

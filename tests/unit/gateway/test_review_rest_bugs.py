@@ -18,7 +18,7 @@ from procs.gateway.limits import RateLimiter
 from procs.gateway.rest import RestApi
 from procs.gateway.signing import API_KEY
 from tests.unit.gateway.harness import Harness
-from tests.unit.gateway.rest_rig import LIMIT, client, rest_exchange, run
+from tests.unit.gateway.rest_rig import LIMIT, client, post_json, rest_exchange, run
 
 ASK: dict[str, Any] = {"symbol": "BTC-USD", "side": "SELL", "type": "LIMIT"}
 #: Past the core's ``interest_s`` (600 s): what the gateway's once-a-second tick sees after
@@ -166,11 +166,8 @@ def test_a_json_body_with_a_parameter_twice_is_refused(harness: Harness) -> None
                 b'{"symbol": "BTC-USD", "side": "BUY", "type": "LIMIT", "price": "100.00", '
                 b'"quantity": "0.10", "quantity": "5.00"}'
             )
-            headers = alice.headers("POST", "/api/v1/order", "", body)
-            headers["Content-Type"] = "application/json"
-            async with alice.session.post(f"{url}/api/v1/order", data=body, headers=headers) as r:
-                answer = await r.json()
-                assert r.status == 400 and "quantity" in answer["msg"], answer
+            status, answer = await post_json(alice, url, body)
+            assert status == 400 and "quantity" in answer["msg"], answer
             assert await alice.call("GET", "/api/v1/openOrders") == []
         finally:
             await alice.close()
