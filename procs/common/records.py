@@ -108,10 +108,14 @@ class CancelOrder(OrderRecord, tag=2, frozen=True):
 
 
 class ReplaceOrder(OrderRecord, tag=3, frozen=True):
-    """Cancel-replace: a smaller qty keeps priority; a new price or larger qty loses it."""
+    """Cancel-replace: a smaller qty keeps priority; a new price or larger qty loses it.
+
+    ``order_qty`` is the order's new total, fills included (FIX OrderQty): the matcher
+    makes its open quantity ``order_qty`` minus what has filled when the replace executes,
+    so a fill racing the replace is never added to (nothing left: refused)."""
 
     price: Price
-    qty: Qty
+    order_qty: Qty
 
 
 class MassCancel(Record, tag=4, frozen=True):

@@ -270,9 +270,11 @@ class Accounts:
         market = self.markets[order.symbol]
         if order.side == Side.BUY and cmd.price <= 0:
             return ResultCode.INVALID_PRICE
-        if self.max_notional and market.notional(cmd.price, cmd.qty) > self.max_notional:
+        # The new total, fills included, bounds the open part the matcher will leave (fills
+        # racing the replace only shrink it): reserved in full, the rest freed on Replaced.
+        if self.max_notional and market.notional(cmd.price, cmd.order_qty) > self.max_notional:
             return ResultCode.NOTIONAL_TOO_LARGE
-        hold = market.hold(order.side, cmd.price, cmd.qty)
+        hold = market.hold(order.side, cmd.price, cmd.order_qty)
         asset = market.hold_asset(order.side)
         if not self._reserve(order.account, asset, hold):
             return ResultCode.INSUFFICIENT_BALANCE

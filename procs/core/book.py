@@ -111,10 +111,6 @@ _RESTS = (TimeInForce.GTC, TimeInForce.DAY)
 _MAX = 2**64  # above any arrival or order id: an open upper bound in (stop, arrival, id)
 
 
-#: The most an order's total (filled + leaves) may reach: records carry quantities as int64.
-MAX_ORDER_QTY = 2**63 - 1
-
-
 class Book(ABC):
     """One symbol's book. ``execute(command)`` returns the events it caused."""
 
@@ -305,11 +301,13 @@ class Book(ABC):
         if problem is None and self.halted:
             problem = ResultCode.SYMBOL_HALTED
         if problem is None:
-            problem = self._check_limit(cmd.price) or self._check_qty(cmd.qty)
+            problem = self._check_limit(cmd.price) or self._check_qty(cmd.order_qty)
+        leaves = 0
         if problem is None and order is not None:
-            if order.filled + cmd.qty > MAX_ORDER_QTY:  # filled grows across replaces
-                problem = ResultCode.INVALID_QTY
-            elif order.display and -(-cmd.qty // order.display) > self.spec.iceberg_parts:
+            leaves = cmd.order_qty - order.filled  # what fills left of the new total
+            if leaves <= 0:
+                problem = ResultCode.INVALID_QTY  # filled meanwhile up to the new total
+            elif order.display and -(-leaves // order.display) > self.spec.iceberg_parts:
                 problem = ResultCode.INVALID_QTY  # an iceberg grown past its slices
         if (
             problem is None
@@ -320,18 +318,18 @@ class Book(ABC):
             problem = ResultCode.POST_ONLY_WOULD_TAKE  # the order stays as it was
         if problem is not None or order is None:
             return [_reject(cmd, problem or ResultCode.UNKNOWN_ORDER)]
-        events: list[Record] = [Replaced(*_header(cmd), price=cmd.price, qty=cmd.qty)]
-        if cmd.price == order.price and cmd.qty <= order.leaves + order.reserve:
+        events: list[Record] = [Replaced(*_header(cmd), price=cmd.price, qty=leaves)]
+        if cmd.price == order.price and leaves <= order.leaves + order.reserve:
             # Smaller at the same price keeps its place; an iceberg gives up reserve first.
-            visible = min(order.leaves, cmd.qty)
-            order.reserve = cmd.qty - visible
+            visible = min(order.leaves, leaves)
+            order.reserve = leaves - visible
             self._shrink(order, visible)
             events.append(self._level(cmd, order.side, order.price))
             return events
         old_price = order.price
         self._remove(order)
         events.append(self._level(cmd, order.side, old_price))
-        order.price, order.leaves, order.reserve = cmd.price, cmd.qty, 0
+        order.price, order.leaves, order.reserve = cmd.price, leaves, 0
         self._enter(cmd, order, events, triggered=False)
         if self.stops:
             self._trigger_stops(cmd, events)

@@ -42,7 +42,7 @@ from procs.common.records import (
     ReplaceOrder,
 )
 from procs.common.types import DoneReason, OrdType, Side, StpMode, TimeInForce
-from procs.core.book import MAX_ORDER_QTY, Book
+from procs.core.book import Book
 from procs.core.resting import RestingOrder
 from procs.core.symbols import SymbolSpec
 
@@ -224,7 +224,7 @@ class FastBook(Book):
         """A replace of a plain resting order (no iceberg, not post-only); else
         ``Book._replace``."""
         spec = self.spec
-        oid, price, qty = cmd.order_id, cmd.price, cmd.qty
+        oid, price, qty = cmd.order_id, cmd.price, cmd.order_qty
         order = self.orders.get(oid)
         if (
             order is None
@@ -238,9 +238,10 @@ class FastBook(Book):
             or price % spec.tick
             or qty % spec.lot
             or not spec.min_qty <= qty <= spec.max_qty
-            or order.filled + qty > MAX_ORDER_QTY
+            or qty <= order.filled
         ):
             return self._replace(cmd)
+        qty -= order.filled  # the new total's open part
         side, old_price = order.side, order.price
         if side == _BUY:
             book_side, old_key, key = self.bids, -old_price, -price

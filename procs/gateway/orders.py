@@ -291,7 +291,7 @@ class OrderEntry(OrderMemory):
                 *(0, now_ns, self.gateway, session.session_id, ref, session.account, sym.id),
                 order.order_id,
                 price=price,
-                qty=qty - order.cum,
+                order_qty=qty,  # the total: fills racing it are not added to it
             )
         )
 

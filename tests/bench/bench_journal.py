@@ -304,7 +304,7 @@ def restart(work: Path, tail: int) -> dict[str, Any]:
             submit(CancelOrder(*header, ids[oid]))
         else:
             resting = matcher.books[1].orders[ids[oid]]
-            submit(ReplaceOrder(*header, ids[oid], op[2], resting.leaves))
+            submit(ReplaceOrder(*header, ids[oid], op[2], resting.filled + resting.leaves))
     writer.close()
     live = {"router": sequencer.accounts.state_hash(), "matcher m1": matcher.state_hash()}
     assert started is not None

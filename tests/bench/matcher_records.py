@@ -48,7 +48,9 @@ def to_records(ops: Sequence[Op], spec: SymbolSpec = SPEC) -> list[Record]:
             record = CancelOrder(*head)
         elif kind == MOVE:
             resting = book.orders[oid]
-            record = ReplaceOrder(*head, price=op[2], qty=resting.leaves + resting.reserve)
+            record = ReplaceOrder(
+                *head, price=op[2], order_qty=resting.filled + resting.leaves + resting.reserve
+            )
         else:
             raise ValueError(f"unknown op kind {kind} in {op!r}")
         if track:

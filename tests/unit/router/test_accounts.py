@@ -490,14 +490,15 @@ def test_a_rejected_new_order_releases_everything(desk: Desk) -> None:
 
 def test_a_fill_in_flight_before_a_replace_is_covered(desk: Desk) -> None:
     """The router checks a replace before it has seen a fill already on its way: the matcher
-    then fills the old leaves and sets the leaves to the replace's qty. Reserving only the
-    difference (here: nothing) would leave the order 5 x 10000 short."""
+    then fills the old leaves and leaves open the replace's total less what filled. The
+    router holds for the whole total until the Replaced says what is open, then frees the
+    rest: never short, and never an order larger than the total asked for."""
     assert desk.new(1, BUY, 10_000, 10)[0] == OK
     desk.prompt = False
     assert desk.new(2, SELL, 10_000, 5)[0] == OK  # fills 5 of the buy, not yet seen
-    assert desk.replace(1, 1, 10_000, 10) == OK
+    assert desk.replace(1, 1, 10_000, 12) == OK  # a new total of 12: 7 left open
     desk.settle()
-    assert desk.accounts.balance(1, USD)[1] == btc_hold(10_000, 10)
+    assert desk.accounts.balance(1, USD)[1] == btc_hold(10_000, 7)
     assert desk.accounts.balance(1, BTC) == (5_000 + 500, 0)
     desk.check()
 

@@ -227,7 +227,7 @@ def test_notional_limits_are_inclusive_for_new_orders_stops_and_replaces() -> No
         assert got == code, order
     bid = next(o for o in ex.accounts.state().orders if o.account == 1)
     at_limit = ReplaceOrder(0, 0, 1, 1, 7, 1, BTCUSD, bid.order_id, 20_000, 5)
-    over = msgspec.structs.replace(at_limit, qty=6)
+    over = msgspec.structs.replace(at_limit, order_qty=6)
     assert ex.accounts.reserve_replace(over) == ResultCode.NOTIONAL_TOO_LARGE
     assert ex.accounts.reserve_replace(at_limit) == OK
 
@@ -291,7 +291,8 @@ def test_a_partly_filled_buy_replaced_across_the_book_settles_to_the_unit() -> N
     placed(ex, new_order(3, SELL, 9_600, 10, ref=4))
     ex.settle()
     usd = ex.accounts.balance(1, USD)
-    ex.submit(ReplaceOrder(0, 0, 1, 1, 5, 1, BTCUSD, buy.order_id, 9_600, 5))  # a taker now
+    # a taker now, for a new total of 9 (4 filled): 5 open
+    ex.submit(ReplaceOrder(0, 0, 1, 1, 5, 1, BTCUSD, buy.order_id, 9_600, 9))
     ex.settle()
     taker = [(9_500, 3), (9_600, 2)]
     cost = sum(p * q * 10 + p * q * 10 * 13 // 10_000 for p, q in taker)
