@@ -10,6 +10,7 @@ creates, changes or forgets; the server writes ``take_changes()`` to the log
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from procs.common.types import OrdType, Side, TimeInForce
@@ -29,12 +30,24 @@ class OrderMemory:
     requests: dict[int, Request]
     live: dict[tuple[int, bytes], Order]
     touched: dict[int, Order | Request | None]
+    #: (session, ClOrdID) -> a finished order, the newest ``finished_kept``: what a cancel,
+    #: replace or status request naming it is answered from.
+    finished: OrderedDict[tuple[int, bytes], Order]
+    finished_kept: int
 
     def _forget(self, order: Order) -> None:
         self.orders.pop(order.ref, None)
         self.by_id.pop(order.order_id, None)
         self.live.pop((order.session, order.cl_ord_id), None)
         self.touched[order.ref] = None
+        self._finish(order)
+
+    def _finish(self, order: Order) -> None:
+        """Keep ``order`` answerable under its current ClOrdID."""
+        finished = self.finished
+        finished[(order.session, order.cl_ord_id)] = order
+        if len(finished) > self.finished_kept:
+            finished.popitem(last=False)
 
     def _pop_request(self, ref: int) -> Request | None:
         request = self.requests.pop(ref, None)

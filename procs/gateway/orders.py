@@ -23,6 +23,7 @@ reported and accepted as if nothing had happened.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from config.schema import SymbolConfig
@@ -46,31 +47,34 @@ from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
 from procs.gateway.fix import FixMessage, Timestamps, field, shown
 from procs.gateway.instruments import Instruments, format_units, price_ticks, qty_lots
+from procs.gateway.order_fields import (
+    CXL_DUPLICATE,
+    CXL_OTHER,
+    CXL_PENDING,
+    CXL_TOO_LATE,
+    CXL_UNKNOWN,
+    FINISHED,
+    FIX_ORD_TYPE,
+    FIX_TIF,
+    ORD_TYPES,
+    REPORT,
+    TIFS,
+    differs,
+    mass_report,
+)
 from procs.gateway.order_memory import OrderMemory
 from procs.gateway.order_state import Order, Request
 from procs.gateway.session import Session
 
-_ORD_TYPES = {
-    b"1": OrdType.MARKET,
-    b"2": OrdType.LIMIT,
-    b"3": OrdType.STOP,
-    b"4": OrdType.STOP_LIMIT,
-}
-_FIX_ORD_TYPE = {v: k for k, v in _ORD_TYPES.items()}
-_TIFS = {b"0": TimeInForce.DAY, b"1": TimeInForce.GTC, b"3": TimeInForce.IOC, b"4": TimeInForce.FOK}
-_FIX_TIF = {v: k for k, v in _TIFS.items()}
-#: An ExecutionReport's body after the header: 37 11 [41] 17 150 39 55 54 40 59 38 [44] [99]
-#: 151 14 6, then the extra fields.
-_REPORT = (
-    b"37=%s\x0111=%s\x01%s17=%d-%d\x01150=%s\x0139=%s\x0155=%s\x0154=%d\x0140=%s\x01"
-    b"59=%s\x0138=%s\x01%s%s151=%s\x0114=%s\x016=%s\x01%s"
-)
 #: ClOrdIDs of finished orders remembered per gateway to refuse a reuse (live ones always
 #: are), as hashes in two generations of sets: a generation holds half of this, the older one
 #: is dropped whole when the newer fills, so between 100k and 200k of the newest are known.
 #: (An OrderedDict with popitem was ~220 bytes an entry, and its table doubled twice after
 #: reaching its cap: steps of 8 and 20 MB in the 10-minute soak.)
 _SEEN_CLORDIDS = 200_000
+#: Finished orders a cancel, replace or status request can still name (then: too late, or
+#: their final state), newest kept.
+FINISHED_KEPT = 10_000
 
 
 class OrderEntry(OrderMemory):
@@ -86,6 +90,8 @@ class OrderEntry(OrderMemory):
         #: The gateway is stopping: new orders and replaces are refused, cancels still go.
         self.closing = False
         self.live: dict[tuple[int, bytes], Order] = {}  # (session, current ClOrdID) -> order
+        self.finished: OrderedDict[tuple[int, bytes], Order] = OrderedDict()
+        self.finished_kept = FINISHED_KEPT
         self.seen = Generations(_SEEN_CLORDIDS // 2)  # clordids.digest(session, ClOrdID)
         #: ref -> the order or request that changed since ``take_changes``, None: forgotten
         self.touched: dict[int, Order | Request | None] = {}
@@ -116,15 +122,17 @@ class OrderEntry(OrderMemory):
             self.cancel_session_orders(session.session_id, session.account, now_ns)
 
     def cancel_session_orders(self, session_id: int, account: int, now_ns: int) -> int:
-        """Cancel every acknowledged order of the session; returns how many."""
-        mine = [o for o in self.live.values() if o.session == session_id and o.order_id]
+        """Cancel the session's orders (one not yet acknowledged once it is); how many."""
+        mine = [o for o in self.live.values() if o.session == session_id]
         for order in mine:
-            self._cancel_record(order, account, now_ns)
+            if order.order_id:
+                self._cancel_record(order, account, now_ns)
+            else:
+                order.cancel_account = account
         return len(mine)
 
     def in_flight(self) -> int:
-        """Commands sent and not yet answered: new orders not acknowledged (or refused),
-        cancels and replaces waiting for their outcome, and what is not yet published."""
+        """Commands not yet answered (new, cancel, replace), or not yet published."""
         waiting = sum(1 for o in self.orders.values() if not o.order_id and o.status == b"A")
         return waiting + len(self.requests) + len(self.outgoing)
 
@@ -154,7 +162,9 @@ class OrderEntry(OrderMemory):
         self._next_ref += 1
         return self._next_ref
 
-    def _duplicate(self, session: Session, msg: FixMessage, cl_ord_id: bytes) -> bool:
+    def _duplicate(
+        self, session: Session, msg: FixMessage, cl_ord_id: bytes, order: Order | None = None
+    ) -> bool:
         """True when the message must not go on: a resend we already took, or a reuse."""
         key = (session.session_id, cl_ord_id)
         digest = clordid_digest(*key)
@@ -166,7 +176,8 @@ class OrderEntry(OrderMemory):
         if msg.msg_type == b"D":
             self._reject_new(session, msg, f"duplicate ClOrdID {shown(cl_ord_id)}", 6)
         else:
-            self._cancel_reject(session, msg, None, f"duplicate ClOrdID {shown(cl_ord_id)}")
+            text = f"duplicate ClOrdID {shown(cl_ord_id)}"
+            self._cancel_reject(session, msg, order, text, CXL_DUPLICATE)
         return True
 
     def _new(self, session: Session, msg: FixMessage, now_ns: int) -> None:
@@ -179,8 +190,8 @@ class OrderEntry(OrderMemory):
         if sym is None:
             self._reject_new(session, msg, f"unknown symbol {shown(f[55])}", 1)
             return
-        ord_type = _ORD_TYPES[f[40]]
-        tif = _TIFS[f.get(59, b"1")]
+        ord_type = ORD_TYPES[f[40]]
+        tif = TIFS[f.get(59, b"1")]
         parsed = self._amounts(msg, sym, ord_type)
         if isinstance(parsed, str):
             self._reject_new(session, msg, parsed, 99)
@@ -253,16 +264,29 @@ class OrderEntry(OrderMemory):
 
     def _cancel_replace(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         f = msg.fields
-        order = self.live.get((session.session_id, f[41]))
+        key = (session.session_id, f[41])
+        order = self.live.get(key)
+        if order is None:
+            done = self.finished.get(key)
+            if done is not None:
+                text = f"too late: the order of OrigClOrdID {shown(f[41])} is finished"
+                self._cancel_reject(session, msg, done, text, CXL_TOO_LATE)
+                return
+            pending = self._pending_replace(session.session_id, f[41])
+            if pending is not None:
+                text = f"OrigClOrdID {shown(f[41])} is a replace still pending"
+                self._cancel_reject(session, msg, pending, text, CXL_PENDING)
+                return
         if order is None or not order.order_id:
             why = "unknown order" if order is None else "order not yet acknowledged"
-            self._cancel_reject(session, msg, order, f"{why} OrigClOrdID {shown(f[41])}")
+            reason = CXL_UNKNOWN if order is None else CXL_PENDING
+            self._cancel_reject(session, msg, order, f"{why} OrigClOrdID {shown(f[41])}", reason)
             return
-        if self._duplicate(session, msg, f[11]):
+        if self._duplicate(session, msg, f[11], order):
             return
-        differs = _differs(msg, order)
-        if differs is not None:
-            self._cancel_reject(session, msg, order, differs)
+        unfit = differs(msg, order)
+        if unfit is not None:
+            self._cancel_reject(session, msg, order, unfit)
             return
         ref = self.next_ref()
         sym = order.symbol
@@ -276,7 +300,7 @@ class OrderEntry(OrderMemory):
                 )
             )  # fmt: skip
             return
-        parsed = self._amounts(msg, sym, _ORD_TYPES[f[40]])
+        parsed = self._amounts(msg, sym, ORD_TYPES[f[40]])
         if isinstance(parsed, str):
             self._cancel_reject(session, msg, order, parsed)
             return
@@ -295,6 +319,13 @@ class OrderEntry(OrderMemory):
             )
         )
 
+    def _pending_replace(self, session: int, cl_ord_id: bytes) -> Order | None:
+        """The order a replace in flight will rename ``cl_ord_id``, if any."""
+        for r in self.requests.values():
+            if r.kind == b"G" and r.session == session and r.cl_ord_id == cl_ord_id:
+                return r.order
+        return None
+
     def _cancel_record(self, order: Order, account: int, now_ns: int) -> None:
         ref = self.next_ref()
         self.requests[ref] = self.touched[ref] = Request(b"F", order.session, b"", order)
@@ -306,7 +337,8 @@ class OrderEntry(OrderMemory):
         )  # fmt: skip
 
     def _status(self, session: Session, msg: FixMessage, now_ns: int) -> None:
-        order = self.live.get((session.session_id, msg.fields[11]))
+        key = (session.session_id, msg.fields[11])
+        order = self.live.get(key) or self.finished.get(key)
         if order is None:
             self._reject_new(session, msg, f"unknown order ClOrdID {msg.text(11)}", 5, b"I")
             return
@@ -317,10 +349,15 @@ class OrderEntry(OrderMemory):
         f = msg.fields
         kind = f[530]
         symbol = 0
+        if 54 in f:  # the exchange cancels both sides: refused rather than done too widely
+            body = mass_report(f, b"0") + field(532, 99)
+            text = f"Side (54) {shown(f[54])} on a mass cancel is not supported: both sides go"
+            session.send(b"r", body + field(58, text), now_ns)
+            return
         if kind == b"1":
             sym = self.instruments.by_name.get(f.get(55, b""))
             if sym is None:
-                body = _mass_report(f, b"0") + field(532, 1)
+                body = mass_report(f, b"0") + field(532, 1)
                 session.send(b"r", body + field(58, f"unknown symbol {msg.text(55)}"), now_ns)
                 return
             symbol = sym.id
@@ -330,7 +367,7 @@ class OrderEntry(OrderMemory):
                 *(session.account, symbol),
             )
         )
-        session.send(b"r", _mass_report(f, kind), now_ns)
+        session.send(b"r", mass_report(f, kind), now_ns)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -359,6 +396,8 @@ class OrderEntry(OrderMemory):
                 if order.received_ns:
                     self.ack_latency.record(time.time_ns() - order.received_ns)
                 self._report(order, b"0")
+                if order.cancel_account:  # its session cancels on disconnect, and is gone
+                    self._cancel_record(order, order.cancel_account, time.time_ns())
         elif kind is OrderDone:
             self._done(event)  # type: ignore[arg-type]
         elif kind is Rejected:
@@ -419,6 +458,7 @@ class OrderEntry(OrderMemory):
         extra = field(58, text) if text else b""
         if request is not None and request.cl_ord_id:
             order.orig_cl_ord_id, order.cl_ord_id = order.cl_ord_id, request.cl_ord_id
+            self._finish(order)  # the cancel's ClOrdID names it too
         self._report(order, exec_type, extra=extra)
 
     def _rejected(self, rejected: Rejected) -> None:
@@ -466,7 +506,7 @@ class OrderEntry(OrderMemory):
         self._next_exec += 1
         # one formatting pass (a report is the gateway's most frequent output): the same
         # fields, in the same order, as field() by field()
-        body = _REPORT % (
+        body = REPORT % (
             b"%d" % order.order_id if order.order_id else b"NONE",
             order.cl_ord_id,
             b"41=%s\x01" % order.orig_cl_ord_id if order.orig_cl_ord_id else b"",
@@ -476,8 +516,8 @@ class OrderEntry(OrderMemory):
             order.status,
             self._symbol_names[sym.id],
             order.side,
-            _FIX_ORD_TYPE[order.ord_type],
-            _FIX_TIF[order.tif],
+            FIX_ORD_TYPE[order.ord_type],
+            FIX_TIF[order.tif],
             format_units(order.qty, qd),
             b"44=%s\x01" % format_units(order.price, pd) if order.price else b"",
             b"99=%s\x01" % format_units(order.stop_price, pd) if order.stop_price else b"",
@@ -516,9 +556,16 @@ class OrderEntry(OrderMemory):
         session.send(b"8", body, time.time_ns())
 
     def _cancel_reject(
-        self, session: Session, msg: FixMessage, order: Order | None, text: str
+        self,
+        session: Session,
+        msg: FixMessage,
+        order: Order | None,
+        text: str,
+        reason: int | None = None,
     ) -> None:
-        self._send_cancel_reject(session, msg.msg_type, msg.fields[11], order, text, msg.fields[41])
+        self._send_cancel_reject(
+            session, msg.msg_type, msg.fields[11], order, text, msg.fields[41], reason
+        )
 
     def _send_cancel_reject(
         self,
@@ -528,7 +575,16 @@ class OrderEntry(OrderMemory):
         order: Order | None,
         text: str,
         orig: bytes | None = None,
+        reason: int | None = None,
     ) -> None:
+        """An OrderCancelReject. CxlRejReason (102): ``reason``, or by default 1 (unknown
+        order) without an order, 0 (too late) for a finished one, 99 (other) for a live one
+        the request does not fit."""
+        if reason is None:
+            if order is None:
+                reason = CXL_UNKNOWN
+            else:
+                reason = CXL_TOO_LATE if order.status in FINISHED else CXL_OTHER
         body = b"".join(
             (
                 field(37, order.order_id if order and order.order_id else "NONE"),
@@ -536,29 +592,8 @@ class OrderEntry(OrderMemory):
                 field(41, orig if orig is not None else (order.cl_ord_id if order else b"NONE")),
                 field(39, order.status if order else b"8"),
                 field(434, "1" if kind == b"F" else "2"),
-                field(102, 0 if order else 1),
+                field(102, reason),
                 field(58, text),
             )
         )
         session.send(b"9", body, time.time_ns())
-
-
-def _mass_report(f: dict[int, bytes], response: bytes) -> bytes:
-    body = field(37, b"MC-" + f[11]) + field(11, f[11]) + field(530, f[530]) + field(531, response)
-    return body + (field(55, f[55]) if 55 in f else b"")
-
-
-def _differs(msg: FixMessage, order: Order) -> str | None:
-    """Why a cancel or replace does not fit its order, or None: it must repeat the order's
-    Symbol and Side, and a replace its OrdType (a replace changes only price and size)."""
-    f = msg.fields
-    if f[55] != order.symbol.name.encode():
-        return f"Symbol {shown(f[55])} is not the order's symbol {order.symbol.name}"
-    if f[54] != b"%d" % order.side:
-        return f"Side {shown(f[54])} is not the order's side {int(order.side)}"
-    if msg.msg_type == b"G" and _ORD_TYPES[f[40]] != order.ord_type:
-        return (
-            f"OrdType {shown(f[40])} is not the order's OrdType "
-            f"{_FIX_ORD_TYPE[order.ord_type].decode()}: a replace changes only price and size"
-        )
-    return None

@@ -274,9 +274,12 @@ def test_cancel_replace_and_their_rejects(harness: Harness) -> None:
         assert (done.get(150), done.get(39), done.get(11), done.get(41)) == (
             b"4", b"4", b"c1", b"o2",
         )  # fmt: skip
-        await c.send("F", *cancel("o2", "c2", "1"))
+        await c.send("F", *cancel("o2", "c2", "1"))  # cancelled already: too late
         rej = await c.expect("9")
-        assert (rej.get(434), rej.get(102)) == (b"1", b"1")
+        assert (rej.get(434), rej.get(102), rej.get(39)) == (b"1", b"0", b"4")
+        await c.send("F", *cancel("never", "c3", "1"))
+        rej = await c.expect("9")
+        assert (rej.get(434), rej.get(102), rej.get(39)) == (b"1", b"1", b"8")
 
     run(harness, scenario)
 

@@ -1,6 +1,7 @@
 """Bugs a hostile review of the FIX order entry and its execution reports found (order entry
-semantics, not the session layer: see ``test_adversarial_fix*.py`` for that). Each test is a
-strict xfail naming the bug; it passes once the bug is fixed, and then the mark must go."""
+semantics, not the session layer: see ``test_adversarial_fix*.py`` for that). Each test
+failed before its fix; one still open is a strict xfail naming the bug (the mark goes with
+the fix)."""
 
 from __future__ import annotations
 
@@ -59,10 +60,10 @@ def test_a_replace_racing_a_fill_keeps_the_requested_order_qty(harness: Harness)
     run(harness, scenario)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: OrderMassCancelRequest ignores its Side (54) filter")
-def test_a_mass_cancel_with_a_side_cancels_only_that_side(harness: Harness) -> None:
+def test_a_mass_cancel_with_a_side_is_refused_not_done_on_both_sides(harness: Harness) -> None:
     """q with MassCancelRequestType 7 and Side=1 (the dictionary takes 54 on q): FIX 4.4
-    says only buy orders are cancelled. The gateway drops the Side and cancels the sell too."""
+    says only buy orders are cancelled. The gateway dropped the Side and cancelled the sell
+    too; the exchange's mass cancel has no side, so it is refused (531=0, 532=99)."""
 
     async def scenario(h: Harness, port: int) -> None:
         alice = await logged_on(port)
@@ -70,16 +71,14 @@ def test_a_mass_cancel_with_a_side_cancels_only_that_side(harness: Harness) -> N
         await alice.send("D", *order("ask", "2", "1.00", "110.00"))
         assert [(await alice.expect("8")).get(150) for _ in range(2)] == [b"0", b"0"]
         await alice.send("q", (11, "mc"), (530, "7"), (54, "1"), (60, utc()))
-        assert (await alice.expect("r")).get(531) == b"7"
-        cancelled = {m.get(11) for m in await reports(alice) if m.get(150) == b"4"}
-        assert cancelled == {b"bid"}
+        refused = await alice.expect("r")
+        assert (refused.get(531), refused.get(532)) == (b"0", b"99")
+        assert b"Side (54)" in refused.get(58)
+        assert not [m for m in await reports(alice) if m.get(150) == b"4"]
 
     run(harness, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: cancel of a filled order answers 'unknown order', OrdStatus 8"
-)
 def test_a_cancel_of_a_filled_order_is_too_late_with_ord_status_filled(harness: Harness) -> None:
     """FIX 4.4: a cancel of an order already filled gets OrderCancelReject with OrdStatus=2
     (Filled) and CxlRejReason=0 (too late to cancel), OrderID the order's. The gateway
@@ -101,7 +100,6 @@ def test_a_cancel_of_a_filled_order_is_too_late_with_ord_status_filled(harness: 
     run(harness, scenario)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: OrderStatusRequest of a filled order is 'unknown'")
 def test_a_status_request_of_a_filled_order_says_filled(harness: Harness) -> None:
     """H for an order that filled a moment ago: FIX wants ExecType I with OrdStatus 2,
     CumQty and AvgPx. The gateway has forgotten it and answers 39=8 'unknown order'."""
@@ -122,9 +120,6 @@ def test_a_status_request_of_a_filled_order_says_filled(harness: Harness) -> Non
     run(harness, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: duplicate ClOrdID on a cancel of a live order says unknown order"
-)
 def test_a_duplicate_clordid_on_a_cancel_keeps_the_orders_status(harness: Harness) -> None:
     """A cancel of live order o1 whose own ClOrdID repeats live order o2's: refused, rightly,
     but the OrderCancelReject says OrderID NONE, OrdStatus 8 (Rejected) and CxlRejReason 1
@@ -145,9 +140,6 @@ def test_a_duplicate_clordid_on_a_cancel_keeps_the_orders_status(harness: Harnes
     run(harness, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: every refused replace of a live order says CxlRejReason 0 too late"
-)
 def test_a_replace_refused_for_its_price_is_not_too_late_to_cancel(harness: Harness) -> None:
     """A replace of a live order to a price off the tick is refused with CxlRejReason 0
     ('Too late to cancel'), which tells the client the order is done. FIX 4.4: 99 (Other)
@@ -165,9 +157,6 @@ def test_a_replace_refused_for_its_price_is_not_too_late_to_cancel(harness: Harn
     run(harness, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: cancel naming a pending replace's ClOrdID: 'unknown', OrdStatus 8"
-)
 def test_a_cancel_of_a_pending_replace_is_not_called_unknown(harness: Harness) -> None:
     """o1 is live; a replace o1 -> o2 is sent, and before its answer a cancel with
     OrigClOrdID o2 (FIX: the ClOrdID of the last non-rejected request). FIX 4.4 lets the
@@ -250,7 +239,6 @@ def test_after_a_full_restart_an_order_filled_meanwhile_is_reported(
         again.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a replace's TimeInForce (59) is silently ignored")
 def test_a_replace_that_changes_time_in_force_is_applied_or_refused(harness: Harness) -> None:
     """A GTC order replaced with TimeInForce 3 (IOC): the gateway answers Replaced (150=5)
     and the report says 59=1, the order resting GTC. FIX 4.4 lets a replace change
@@ -269,9 +257,6 @@ def test_a_replace_that_changes_time_in_force_is_applied_or_refused(harness: Har
     run(harness, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: cancel on disconnect skips orders not yet acknowledged"
-)
 def test_cancel_on_disconnect_cancels_an_order_acknowledged_after_the_disconnect(
     instance: str, tmp_path: Path
 ) -> None:

@@ -1,0 +1,55 @@
+"""FIX order entry's vocabulary: the code tables of OrdType and TimeInForce, the
+CxlRejReason and OrdStatus values it answers with, and the checks and reports of single
+requests that need no state (``orders.py`` holds the state)."""
+
+from __future__ import annotations
+
+from procs.common.types import OrdType, TimeInForce
+from procs.gateway.fix import FixMessage, field, shown
+from procs.gateway.order_state import Order
+
+ORD_TYPES = {
+    b"1": OrdType.MARKET,
+    b"2": OrdType.LIMIT,
+    b"3": OrdType.STOP,
+    b"4": OrdType.STOP_LIMIT,
+}
+FIX_ORD_TYPE = {v: k for k, v in ORD_TYPES.items()}
+TIFS = {b"0": TimeInForce.DAY, b"1": TimeInForce.GTC, b"3": TimeInForce.IOC, b"4": TimeInForce.FOK}
+FIX_TIF = {v: k for k, v in TIFS.items()}
+#: An ExecutionReport's body after the header: 37 11 [41] 17 150 39 55 54 40 59 38 [44] [99]
+#: 151 14 6, then the extra fields.
+REPORT = (
+    b"37=%s\x0111=%s\x01%s17=%d-%d\x01150=%s\x0139=%s\x0155=%s\x0154=%d\x0140=%s\x01"
+    b"59=%s\x0138=%s\x01%s%s151=%s\x0114=%s\x016=%s\x01%s"
+)
+#: CxlRejReason (102) values.
+CXL_TOO_LATE, CXL_UNKNOWN, CXL_PENDING, CXL_DUPLICATE, CXL_OTHER = 0, 1, 3, 6, 99
+#: OrdStatus of an order that is over: filled, cancelled, rejected, expired.
+FINISHED = frozenset((b"2", b"4", b"8", b"C"))
+
+
+def mass_report(f: dict[int, bytes], response: bytes) -> bytes:
+    body = field(37, b"MC-" + f[11]) + field(11, f[11]) + field(530, f[530]) + field(531, response)
+    return body + (field(55, f[55]) if 55 in f else b"")
+
+
+def differs(msg: FixMessage, order: Order) -> str | None:
+    """Why a cancel or replace does not fit its order, or None: it must repeat the order's
+    Symbol and Side, and a replace its OrdType (a replace changes only price and size)."""
+    f = msg.fields
+    if f[55] != order.symbol.name.encode():
+        return f"Symbol {shown(f[55])} is not the order's symbol {order.symbol.name}"
+    if f[54] != b"%d" % order.side:
+        return f"Side {shown(f[54])} is not the order's side {int(order.side)}"
+    if msg.msg_type == b"G" and ORD_TYPES[f[40]] != order.ord_type:
+        return (
+            f"OrdType {shown(f[40])} is not the order's OrdType "
+            f"{FIX_ORD_TYPE[order.ord_type].decode()}: a replace changes only price and size"
+        )
+    if msg.msg_type == b"G" and 59 in f and TIFS.get(f[59]) != order.tif:
+        return (
+            f"TimeInForce {shown(f[59])} is not the order's TimeInForce "
+            f"{FIX_TIF[order.tif].decode()}: a replace changes only price and size"
+        )
+    return None
