@@ -73,6 +73,12 @@ class MarketSnapshots:
             return None
         try:
             saved: dict[str, Any] = pickle.loads(self.path.read_bytes())
+            if not isinstance(saved, dict):
+                raise TypeError(f"it holds a {type(saved).__name__}, not a saved state")
+            if not isinstance(saved.get("state"), MarketState) or not isinstance(
+                saved.get("positions"), dict
+            ):
+                raise TypeError("it lacks a market state or its ring positions")
         except Exception as exc:  # a torn or foreign file: start empty, say why
             log.warning("%s: not loadable (%s); starting with empty market state", self.path, exc)
             return None
@@ -85,6 +91,4 @@ class MarketSnapshots:
                 *(VERSION, [s for _, s in wanted]),
             )
             return None
-        state = saved["state"]
-        assert isinstance(state, MarketState)
-        return Loaded(state, dict(saved["positions"]))
+        return Loaded(saved["state"], dict(saved["positions"]))

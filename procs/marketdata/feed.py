@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from procs.common.market_snapshots import MarketSnapshots
-from procs.common.records import BookLevel, Heartbeat, Record
+from procs.common.records import Heartbeat, Record
 from procs.common.ring_waker import RingWaker, nap_for, settle
 from procs.common.topology import REPLAY_SOURCE
 from procs.core.market.state import MarketState, Update
@@ -37,8 +37,9 @@ from shm.consumer import Consumer
 
 log = logging.getLogger("ringex.marketdata")
 
-#: (ring, mark's seq, mark's ts_ns, state) -> the book levels the state missed (``reseed.py``).
-Reseed = Callable[[str, int, int, MarketState], list[BookLevel]]
+#: (ring, mark's seq, mark's ts_ns, state) -> the book levels (and symbol status) the state
+#: missed (``reseed.py``).
+Reseed = Callable[[str, int, int, MarketState], list[Record]]
 
 
 class Feed:
@@ -92,9 +93,11 @@ class Feed:
         count = 0
         reseed = self.reseed
         held = self._held
+        behind = False  # a ring had more than a batch: its events are older than the clock
         for index, consumer in enumerate(self.consumers):
             events = consumer.read(self.batch)
             full = len(events) == self.batch
+            behind = behind or full
             if index in held:
                 events = held.pop(index) + events
             if full:  # the read may have ended inside a seq: its rest comes with the next
@@ -112,10 +115,13 @@ class Feed:
                     continue
                 process(event, updates)
         now = time.monotonic()
+        # The wall clock only once the rings are caught up: fed while a backlog is read (a
+        # restart after downtime), it would close the candles the backlog's trades belong in.
         ticked = now >= self._next_clock
         if ticked:
             self._next_clock = now + self.clock_s
-            state.advance(time.time_ns())
+            if not behind:
+                state.advance(time.time_ns())
             for consumer in self.consumers:
                 consumer.heartbeat()
         if count or ticked:  # events, or the clock: candles and the 24h window may roll

@@ -10,7 +10,8 @@ state was saved a while before a crash that also took the rings. So at each mark
 the matcher's symbols that saw no change after the mark's seq is compared with the matcher's
 book at that seq (its snapshot and the journal up to it: ``matchers_at``), and each level that
 differs becomes a ``BookLevel`` at the mark's seq. The state takes it as any change, and
-subscribers get it in the next diff, so their books stay continuous.
+subscribers get it in the next diff, so their books stay continuous. A halt or resume missed
+the same way becomes a ``SymbolStatus`` at the mark's seq.
 
 The trade tape, ticker and candles cannot be rebuilt so (the journal holds commands, and their
 trades come from executing them from the start): a promoted standby's come from the market
@@ -26,9 +27,9 @@ import msgspec
 
 from config.schema import RingexConfig
 from procs.common.journal import JournalError
-from procs.common.records import BookLevel, RecordCodec
+from procs.common.records import BookLevel, Record, RecordCodec, SymbolStatus
 from procs.common.topology import matcher_output
-from procs.common.types import Side
+from procs.common.types import AdminAction, Side, TradingStatus
 from procs.core.book import LevelMap
 from procs.core.market.state import MarketState
 from procs.core.recovery import matchers_at
@@ -49,8 +50,9 @@ def level_changes(current: LevelMap, target: LevelMap) -> list[tuple[Side, int, 
 
 
 class Reseeder:
-    """``reseed(ring, seq, ts_ns, state)``: the ``BookLevel`` events that bring the books of
-    the matcher writing ``ring`` in ``state`` to the matcher's own at ``seq``."""
+    """``reseed(ring, seq, ts_ns, state)``: the ``BookLevel`` (and ``SymbolStatus``) events
+    that bring the books of the matcher writing ``ring`` in ``state`` to the matcher's own at
+    ``seq``."""
 
     def __init__(self, cfg: RingexConfig, codec: RecordCodec) -> None:
         self.cfg = cfg
@@ -58,7 +60,7 @@ class Reseeder:
         self.matchers = {matcher_output(m.name): m.name for m in cfg.matchers}
         self.symbols = {m.name: [cfg.symbol(s).id for s in m.symbols] for m in cfg.matchers}
 
-    def __call__(self, ring: str, seq: int, ts_ns: int, state: MarketState) -> list[BookLevel]:
+    def __call__(self, ring: str, seq: int, ts_ns: int, state: MarketState) -> list[Record]:
         name = self.matchers.get(ring)
         if name is None or not seq:
             return []  # not a matcher's ring, or a matcher that starts from nothing
@@ -83,13 +85,20 @@ class Reseeder:
             )
             return []
         books = matchers[name].books
-        out = [
+        out: list[Record] = [
             BookLevel(seq, ts_ns, symbol, side, price, qty, count)
             for symbol in behind
             for side, price, qty, count in level_changes(
                 state.symbols[symbol].book.levels(), books[symbol].levels()
             )
         ]
+        for symbol in behind:
+            known = state.symbols[symbol].status
+            halted = books[symbol].halted
+            if known.seq <= seq and (known.status == TradingStatus.HALTED) != halted:
+                action = AdminAction.HALT if halted else AdminAction.RESUME
+                status = TradingStatus.HALTED if halted else TradingStatus.OPEN
+                out.append(SymbolStatus(seq, ts_ns, symbol, action, status))
         if out:
             log.info(
                 "matcher %s: %d book levels set from its state at seq %d (missed before it)",

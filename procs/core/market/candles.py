@@ -55,7 +55,15 @@ class CandleSeries:
         self.current: Candle | None = None
         self.closed: deque[Candle] = deque(maxlen=history)
         self.changed = False  # the open candle changed since the last take_changed
-        self._just_closed: Candle | None = None  # the newest candle closed since then
+        #: Candles closed since then (each batch may cross several boundaries).
+        self._just_closed: list[Candle] = []
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A state pickled when ``_just_closed`` held one candle or None."""
+        just = state.get("_just_closed")
+        if not isinstance(just, list):
+            state["_just_closed"] = [] if just is None else [just]
+        self.__dict__.update(state)
 
     def trade(self, ts_ns: int, price: int, qty: int) -> None:
         self.advance(ts_ns)
@@ -83,7 +91,7 @@ class CandleSeries:
         start = c.close_ns
         c.closed = True
         self.closed.append(c)
-        self._just_closed = c
+        self._just_closed.append(c)
         maxlen = self.closed.maxlen or 0
         if gap > maxlen:
             start += (gap - maxlen) * self.length_ns
@@ -98,13 +106,13 @@ class CandleSeries:
         return Candle(start, start + self.length_ns, price, price, price, price, closed=closed)
 
     def take_changed(self) -> list[Candle]:
-        """Copies of what changed since the last call: candles closed meanwhile (the last
-        one at most, since clients only need its final value) and then the open one."""
+        """Copies of what changed since the last call: the candles closed meanwhile, each
+        with its final value (a batch may close several), and then the open one."""
         if not self.changed or self.current is None:
             return []
         self.changed = False
-        out = [] if self._just_closed is None else [self._just_closed.copy()]
-        self._just_closed = None
+        out = [c.copy() for c in self._just_closed]
+        self._just_closed.clear()
         out.append(self.current.copy())
         return out
 

@@ -1,5 +1,6 @@
 """Bugs a hostile review of the market-data state found (``procs/core/market``, its saved
-state, the reseed after a matcher restart), one test each, marked xfail (strict) until fixed:
+state, the reseed after a matcher restart), one test each; each failed before its fix, and
+the one still open (flush-dependent candles of late-stamped trades) is a strict xfail:
 
 - a backlog read after the wall clock moved on (a restart after downtime, a feed that fell
   behind) lumps every trade past the first batch into the current candle and leaves their
@@ -76,11 +77,6 @@ class _Hub:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a backlog read after the wall clock advanced lumps its trades in the "
-    "current candle",
-)
 def test_a_backlog_read_after_the_wall_clock_keeps_each_trade_in_its_own_candle() -> None:
     """Trades of the last minutes still in the ring (a restart after a short downtime, or a
     feed that fell behind) are read a batch at a time, and after the first batch the feed
@@ -147,11 +143,6 @@ def test_a_crash_replay_builds_the_candles_of_the_live_run() -> None:
     assert minute_candles(replayed) == minute_candles(live)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: trades crossing two candle boundaries in one batch lose the first closed "
-    "candle's final value",
-)
 def test_every_closed_candle_with_trades_is_published_with_its_final_value() -> None:
     """A subscriber saw minute 0's candle open (close 100, 1 trade). The next batch has a
     trade in minute 0 (150), one in minute 1 and one in minute 2 (a feed catching up). The
@@ -175,10 +166,6 @@ def test_every_closed_candle_with_trades_is_published_with_its_final_value() -> 
     assert (final[T0].close, final[T0].trades) == (150, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the reseed at a replay mark fixes the books but not a halt the state missed",
-)
 def test_the_reseed_at_a_replay_mark_also_sets_a_missed_halt(instance: str, tmp_path: Path) -> None:
     """The market state was saved before a halt and the crash took the rings (the case the
     reseed exists for): at the restarted matcher's mark the books are set from the matcher's
@@ -200,10 +187,6 @@ def test_the_reseed_at_a_replay_mark_also_sets_a_missed_halt(instance: str, tmp_
     assert state.symbols[1].status.status == TradingStatus.HALTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a saved-state file that unpickles to a non-dict crashes load",
-)
 def test_a_foreign_pickle_that_is_not_a_dict_starts_empty(tmp_path: Path) -> None:
     """``load`` promises to start empty, with a log line, on a torn or foreign file; a file
     that unpickles fine but to something else than the dict ``save`` writes (a list) raises
