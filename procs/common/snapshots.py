@@ -36,6 +36,13 @@ class SnapshotStore:
             return None
         return int(paths[-1].stem), paths[-1].read_bytes()
 
+    def at_or_before(self, seq: int) -> tuple[int, bytes] | None:
+        """The newest kept snapshot at or before ``seq``, or None."""
+        for path in reversed(self._paths()):
+            if int(path.stem) <= seq:
+                return int(path.stem), path.read_bytes()
+        return None
+
     def _paths(self) -> list[Path]:
         if not self.directory.is_dir():
             return []

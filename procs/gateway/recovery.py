@@ -8,20 +8,33 @@ ring with a mark (``REPLAY_SOURCE``: the seq of the snapshot it restored), then 
 the journaled commands it replays after that snapshot, then the live ones. So for each ring:
 
 - events up to the newest seq the log says were handled are skipped (handled already);
-- if the mark is past that seq, the events in between are nowhere: this gateway's orders on
-  that matcher's symbols are corrected from the matcher as of the mark, rebuilt the way it
-  recovers (``procs.core.recovery.matchers_at``), and the ring is read on from the mark.
+- if the mark is past that seq, the events in between are nowhere: they are made again
+  (``missed_events``: the matcher as it was at the handled seq, rebuilt the way it recovers,
+  executes the journaled commands up to the mark; it is deterministic, so these are the very
+  events), and reach the order entry as if the ring had carried them: every fill, cancel
+  and expiry is reported. Where that state is no longer kept (a newer snapshot) or the gap
+  is too long to replay at a start, this gateway's orders on that matcher's symbols are
+  corrected from the matcher as of the mark instead (``resting_orders``). Either way the
+  ring is read on from the mark.
 """
 
 from __future__ import annotations
 
+import logging
+
 from config.schema import RingexConfig
-from procs.common.records import RecordCodec
-from procs.common.topology import gateway_commands, gateway_replies, matcher_output
-from procs.core.recovery import matchers_at
+from procs.common.journal import JournalError
+from procs.common.records import Record, RecordCodec
+from procs.common.snapshots import SnapshotStore
+from procs.common.topology import gateway_commands, gateway_replies, matcher_output, snapshot_dir
+from procs.core.engine import Matcher
+from procs.core.recovery import journal_commands, matchers_at
 from procs.core.resting import RestingOrder
+from procs.core.symbols import symbol_specs
 from shm import Ring
 from shm.errors import ShmError
+
+log = logging.getLogger("ringex.gateway")
 
 
 def ring_identities(cfg: RingexConfig, gateway: int, codec: RecordCodec) -> dict[str, int]:
@@ -46,6 +59,39 @@ def rings_replaced(logged: dict[str, tuple[int, int]], current: dict[str, int]) 
 
 def matcher_of_ring(cfg: RingexConfig, ring: str) -> str | None:
     return next((m.name for m in cfg.matchers if matcher_output(m.name) == ring), None)
+
+
+#: The longest gap ``missed_events`` replays at a gateway's start (commands).
+CATCH_UP_LIMIT = 500_000
+
+
+def missed_events(
+    cfg: RingexConfig, matcher: str, handled: int, upto: int, codec: RecordCodec
+) -> list[Record] | None:
+    """The events ``matcher`` made for its journaled commands after seq ``handled`` through
+    ``upto``: the matcher from its newest kept snapshot at or before ``handled`` (or from
+    nothing), the journal replayed to ``handled`` without a look at the events, then on to
+    ``upto`` keeping them. None when that is more than ``CATCH_UP_LIMIT`` commands to
+    replay, or the journal no longer holds them (archived)."""
+    specs = symbol_specs(cfg, matcher)
+    saved = SnapshotStore(snapshot_dir(cfg, f"matcher-{matcher}")).at_or_before(handled)
+    start = saved[0] if saved is not None else 0
+    if upto - start > CATCH_UP_LIMIT:
+        return None
+    engine = Matcher(specs) if saved is None else Matcher.restore(specs, saved[1])
+    events: list[Record] = []
+    try:
+        for command in journal_commands(cfg, matcher, after=engine.last_seq, codec=codec):
+            seq: int = command.seq  # type: ignore[attr-defined]
+            if seq > upto:
+                break
+            made = engine.execute(command)
+            if seq > handled:
+                events += made
+    except JournalError as exc:  # archived: the books will have to do
+        log.warning("matcher %s: events after seq %d not made again: %s", matcher, handled, exc)
+        return None
+    return events
 
 
 def resting_orders(

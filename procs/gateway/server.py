@@ -37,11 +37,10 @@ from typing import TYPE_CHECKING, cast
 
 from config.schema import GatewayConfig, RingexConfig
 from procs.common import sd_notify
-from procs.common.records import Heartbeat, Record, RecordCodec
+from procs.common.records import Record, RecordCodec
 from procs.common.ring_waker import RingWaker, nap_for, settle
 from procs.common.stats import GATEWAY_COUNTERS, gateway_page
 from procs.common.topology import (
-    REPLAY_SOURCE,
     gateway_commands,
     gateway_consumer,
     gateway_replies,
@@ -56,13 +55,8 @@ from procs.gateway.instruments import Instruments
 from procs.gateway.intake import IntakePacing
 from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, OrderLog
 from procs.gateway.orders import OrderEntry
-from procs.gateway.recovery import (
-    matcher_of_ring,
-    resting_orders,
-    ring_identities,
-    rings_replaced,
-)
 from procs.gateway.rest_orders import RestOrders
+from procs.gateway.restart import GatewayRestart
 from procs.gateway.session import Session, SessionSettings
 from procs.gateway.store import MessageStore
 from shm import EncodeError, Ring
@@ -105,7 +99,7 @@ class Connection(asyncio.Protocol):
         self.server.connection_lost(self)
 
 
-class GatewayServer:
+class GatewayServer(GatewayRestart):
     def __init__(self, cfg: RingexConfig, name: str, *, codec: RecordCodec | None = None) -> None:
         gw = next((g for g in cfg.gateways if g.name == name), None)
         if gw is None:
@@ -166,78 +160,6 @@ class GatewayServer:
         self._server: asyncio.Server | None = None
         self._stop = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
-
-    def _recover(self, now_ns: int) -> dict[str, tuple[int, int]]:
-        """Take back what the order log holds; returns the input cursors it logged."""
-        recovered = self.order_log.load()
-        orders = self.entry.restore(recovered.orders, recovered.requests)
-        self.entry.seen.restore(self.seen_log.load())
-        self._handled = dict(recovered.handled)
-        current = ring_identities(self.cfg, self.gw.id, self.codec)
-        self._new_rings = rings_replaced(recovered.positions, current)
-        created, first = self.producer.ring.created_ns, self.producer.sequence
-        pending = sorted(
-            (seq, image)
-            for seq, (ring, image) in recovered.commands.items()
-            if ring == created and seq >= first
-        )
-        self.entry.outgoing.extend(self.codec.decode_slot(image) for _, image in pending)
-        self._unpublished = dict(pending)
-        self._logged_to = first + len(pending)
-        cancelled = 0
-        for user in self.users.users() if orders else []:
-            wanted = user.cancel_on_disconnect
-            if wanted if wanted is not None else self.gw.cancel_on_disconnect:
-                cancelled += self.entry.cancel_session_orders(user.session, user.account, now_ns)
-        if orders or pending:
-            log.info(
-                "order log: %d orders and %d requests back, %d commands to publish again, "
-                "%d orders cancelled (their sessions cancel on disconnect)",
-                orders, len(self.entry.requests), len(pending), cancelled,
-            )  # fmt: skip
-        return recovered.positions
-
-    def _after_new_rings(self, consumer: Consumer[Record], events: list[Record]) -> list[Record]:
-        """The first events of a ring that is new since the order log was written: skip what
-        was handled before; past a matcher's replay mark, correct from the books what the
-        ring cannot give again (``recovery.py``)."""
-        ring = consumer.ring.name
-        handled = self._awaiting[ring]
-        first = events[0]
-        matcher = matcher_of_ring(self.cfg, ring)
-        if (
-            matcher is not None
-            and isinstance(first, Heartbeat)
-            and first.source == REPLAY_SOURCE
-            and first.counter > handled
-        ):
-            self._reconcile(matcher, first.counter)
-            handled = first.counter
-        kept = [e for e in events if getattr(e, "seq", 0) > handled]
-        if kept:
-            del self._awaiting[ring]  # from here on the ring is read as usual
-        else:
-            self._awaiting[ring] = handled
-        return kept
-
-    def _reconcile(self, matcher: str, upto: int) -> None:
-        found = resting_orders(self.cfg, matcher, upto, self.gw.id, self.codec)
-        if found is None:
-            log.warning(
-                "orders on matcher %s not checked: its state at seq %d is no longer kept "
-                "(a newer snapshot); fills meanwhile are missing from their reports",
-                matcher, upto,
-            )  # fmt: skip
-            return
-        resting, symbols = found
-        changed, forgotten = self.entry.reconcile(resting, symbols)
-        for order in changed:
-            self.entry.restate(order)
-        log.info(
-            "orders on matcher %s checked against its books at seq %d (the rings are new): "
-            "%d restated with fills they had missed, %d finished meanwhile",
-            matcher, upto, len(changed), forgotten,
-        )  # fmt: skip
 
     def _write_log(self, entries: list[Entry]) -> None:
         self.order_log.write(entries)
@@ -520,17 +442,6 @@ class GatewayServer:
                  self.gw.host, self.port)  # fmt: skip
         self._tasks.append(loop.create_task(sd_notify.watchdog_loop()))
         sd_notify.ready()  # listening, the replies ring held: clients can connect
-
-    def _skip_handled(self) -> None:
-        """Pass over events the order log says were handled before a restart (a crash after
-        the log's write and before the cursors' commit)."""
-        for consumer in self.inputs:
-            ring = consumer.ring
-            created, upto = self._positions.get(ring.name, (0, 0))
-            if created != ring.created_ns or upto <= consumer.sequence:
-                continue
-            skipped = consumer.skip_to(upto)
-            log.info("%s: skipped %d events handled before the restart", ring.name, skipped)
 
     def stop(self) -> None:
         """SIGTERM or SIGINT. The first closes intake and lets what is in flight be answered

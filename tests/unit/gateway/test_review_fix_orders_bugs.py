@@ -9,8 +9,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from procs.common.records import NewOrder
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from shm.inspect import remove_instance
@@ -180,9 +178,6 @@ def test_a_cancel_of_a_pending_replace_is_not_called_unknown(harness: Harness) -
     run(harness, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: full restart forgets an order filled meanwhile with no report"
-)
 def test_after_a_full_restart_an_order_filled_meanwhile_is_reported(
     instance: str, tmp_path: Path
 ) -> None:

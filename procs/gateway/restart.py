@@ -1,0 +1,140 @@
+"""A gateway's start after a stop or a crash: what it takes back from its order log, and how
+it reads input rings that are new since (the shell side of ``recovery.py``).
+
+A mixin of ``GatewayServer`` (``server.py``), which owns the state it names.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from config.schema import GatewayConfig, RingexConfig
+from procs.common.records import Heartbeat, Record, RecordCodec
+from procs.common.topology import REPLAY_SOURCE
+from procs.common.users import UserStore
+from procs.gateway.clordids import SeenLog
+from procs.gateway.order_log import OrderLog
+from procs.gateway.orders import OrderEntry
+from procs.gateway.recovery import (
+    matcher_of_ring,
+    missed_events,
+    resting_orders,
+    ring_identities,
+    rings_replaced,
+)
+from shm import Producer
+from shm.consumer import Consumer
+
+log = logging.getLogger("ringex.gateway")
+
+
+class GatewayRestart:
+    cfg: RingexConfig
+    gw: GatewayConfig
+    codec: RecordCodec
+    entry: OrderEntry
+    users: UserStore
+    order_log: OrderLog
+    seen_log: SeenLog
+    producer: Producer[Record]
+    inputs: list[Consumer[Record]]
+    _handled: dict[str, int]
+    _new_rings: bool
+    _unpublished: dict[int, bytes]
+    _logged_to: int
+    _positions: dict[str, tuple[int, int]]
+    #: input ring -> the newest event seq handled before a restart, while the ring is
+    #: new and its first events are checked against it (``_after_new_rings``)
+    _awaiting: dict[str, int]
+
+    def _recover(self, now_ns: int) -> dict[str, tuple[int, int]]:
+        """Take back what the order log holds; returns the input cursors it logged."""
+        recovered = self.order_log.load()
+        orders = self.entry.restore(recovered.orders, recovered.requests)
+        self.entry.seen.restore(self.seen_log.load())
+        self._handled = dict(recovered.handled)
+        current = ring_identities(self.cfg, self.gw.id, self.codec)
+        self._new_rings = rings_replaced(recovered.positions, current)
+        created, first = self.producer.ring.created_ns, self.producer.sequence
+        pending = sorted(
+            (seq, image)
+            for seq, (ring, image) in recovered.commands.items()
+            if ring == created and seq >= first
+        )
+        self.entry.outgoing.extend(self.codec.decode_slot(image) for _, image in pending)
+        self._unpublished = dict(pending)
+        self._logged_to = first + len(pending)
+        cancelled = 0
+        for user in self.users.users() if orders else []:
+            wanted = user.cancel_on_disconnect
+            if wanted if wanted is not None else self.gw.cancel_on_disconnect:
+                cancelled += self.entry.cancel_session_orders(user.session, user.account, now_ns)
+        if orders or pending:
+            log.info(
+                "order log: %d orders and %d requests back, %d commands to publish again, "
+                "%d orders cancelled (their sessions cancel on disconnect)",
+                orders, len(self.entry.requests), len(pending), cancelled,
+            )  # fmt: skip
+        return recovered.positions
+
+    def _after_new_rings(self, consumer: Consumer[Record], events: list[Record]) -> list[Record]:
+        """The first events of a ring that is new since the order log was written: skip what
+        was handled before; past a matcher's replay mark, make again the events the ring
+        cannot give, or correct the orders from the books (``recovery.py``)."""
+        ring = consumer.ring.name
+        handled = self._awaiting[ring]
+        first = events[0]
+        matcher = matcher_of_ring(self.cfg, ring)
+        missed: list[Record] = []
+        if (
+            matcher is not None
+            and isinstance(first, Heartbeat)
+            and first.source == REPLAY_SOURCE
+            and first.counter > handled
+        ):
+            made = missed_events(self.cfg, matcher, handled, first.counter, self.codec)
+            if made is None:
+                self._reconcile(matcher, first.counter)
+            else:
+                missed = made
+                log.info(
+                    "matcher %s: %d events of seqs %d..%d the old ring took along made again "
+                    "from the journal", matcher, len(made), handled + 1, first.counter,
+                )  # fmt: skip
+            handled = first.counter
+        kept = [e for e in events if getattr(e, "seq", 0) > handled]
+        if kept:
+            del self._awaiting[ring]  # from here on the ring is read as usual
+        else:
+            self._awaiting[ring] = handled
+        return missed + kept
+
+    def _reconcile(self, matcher: str, upto: int) -> None:
+        found = resting_orders(self.cfg, matcher, upto, self.gw.id, self.codec)
+        if found is None:
+            log.warning(
+                "orders on matcher %s not checked: its state at seq %d is no longer kept "
+                "(a newer snapshot); fills meanwhile are missing from their reports",
+                matcher, upto,
+            )  # fmt: skip
+            return
+        resting, symbols = found
+        changed, forgotten = self.entry.reconcile(resting, symbols)
+        for order in changed:
+            self.entry.restate(order)
+        log.info(
+            "orders on matcher %s checked against its books at seq %d (the rings are new): "
+            "%d restated with fills they had missed, %d finished meanwhile",
+            matcher, upto, len(changed), forgotten,
+        )  # fmt: skip
+
+    def _skip_handled(self) -> None:
+        """Pass over events the order log says were handled before a restart (a crash after
+        the log's write and before the cursors' commit)."""
+        for consumer in self.inputs:
+            ring = consumer.ring
+            created, upto = self._positions.get(ring.name, (0, 0))
+            if created != ring.created_ns or upto <= consumer.sequence:
+                continue
+            skipped = consumer.skip_to(upto)
+            log.info("%s: skipped %d events handled before the restart", ring.name, skipped)
