@@ -34,6 +34,11 @@ class UserSync:
         if digest == self._synced:
             return False
         with conn.transaction():
+            # the removed first: a new user may take a removed one's session id
+            conn.execute(
+                "DELETE FROM users WHERE NOT sender_comp_id = ANY(%s)",
+                ([u.comp_id for u in users],),
+            )
             for u in users:
                 conn.execute(
                     "INSERT INTO users (id, username, password_hash, sender_comp_id, account_id) "
@@ -43,9 +48,5 @@ class UserSync:
                     "updated = now()",
                     (u.session, u.comp_id, password_hash(u), u.comp_id, u.account),
                 )
-            conn.execute(
-                "DELETE FROM users WHERE NOT sender_comp_id = ANY(%s)",
-                ([u.comp_id for u in users],),
-            )
         self._synced = digest
         return True

@@ -54,8 +54,8 @@ KLINES: dict[str, tuple[int, int]] = {
 
 _ORDER_COLUMNS = (
     "id, account_id, symbol_id, side, ord_type, tif, price, stop_price, size, remaining, "
-    "filled, status, reject_code, (extract(epoch from created) * 1000)::bigint, "
-    "(extract(epoch from updated) * 1000)::bigint"
+    "filled, status, reject_code, floor(extract(epoch from created) * 1000)::bigint, "
+    "floor(extract(epoch from updated) * 1000)::bigint"
 )
 
 
@@ -82,13 +82,22 @@ def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
     }
 
 
+#: The last ms of year 9999: later bounds are clamped to it (PostgreSQL's timestamps end
+#: in year 294276; a client's 2**63 - 1 would overflow them).
+MAX_MS = 253_402_300_799_999
+
+
 def _between(column: str, start_ms: int | None, end_ms: int | None) -> tuple[str, list[Any]]:
-    """`` AND column >= start AND column <= end`` for the bounds given (ms since the epoch)."""
+    """`` AND column >= start AND column <= end`` for the bounds given (ms since the epoch).
+    Times in the database are microseconds and shown truncated to the ms (as live views
+    are, ``ts_ns // 10**6``), so the end bound takes in the whole of its millisecond."""
     sql, args = "", []
-    for op, bound in ((">=", start_ms), ("<=", end_ms)):
-        if bound is not None:
-            sql += f" AND {column} {op} to_timestamp(%s / 1000.0)"
-            args.append(bound)
+    if start_ms is not None:
+        sql += f" AND {column} >= to_timestamp(%s / 1000.0)"
+        args.append(min(start_ms, MAX_MS))
+    if end_ms is not None:
+        sql += f" AND {column} < to_timestamp(%s / 1000.0)"
+        args.append(min(end_ms, MAX_MS) + 1)
     return sql, args
 
 
@@ -155,7 +164,7 @@ class History:
         """The account's trades on ``sym``, one row per side it was on, oldest first."""
         time_filter, args = _between("ts", start_ms, end_ms)
         side_sql = (
-            "SELECT trade_id, {oid}, price, size, (extract(epoch from ts) * 1000)::bigint, "
+            "SELECT trade_id, {oid}, price, size, floor(extract(epoch from ts) * 1000)::bigint, "
             "aggressor, {maker} FROM trades WHERE symbol_id = %s AND {acct} = %s "
             "AND trade_id >= %s" + time_filter
         )
@@ -202,12 +211,17 @@ class History:
         seconds, stored = KLINES[interval]
         where = "symbol_id = %s AND interval_s = %s"
         args: list[Any] = [sym.id, stored]
-        span, span_args = _between("bucket", start_ms, end_ms)
+        # Whole klines only: those opening at or after the start and at or before the end,
+        # so a bound inside one takes none of its stored candles rather than some.
+        window = seconds * 1000
+        first = None if start_ms is None else -(-min(start_ms, MAX_MS) // window) * window
+        last = None if end_ms is None else min(end_ms, MAX_MS) // window * window + window - 1
+        span, span_args = _between("bucket", first, last)
         where += span
         args += span_args
         order = "ASC" if start_ms is not None else "DESC"
         sql = (
-            "SELECT (extract(epoch from b) * 1000)::bigint, o, h, l, c, v, q, n FROM ("
+            "SELECT floor(extract(epoch from b) * 1000)::bigint, o, h, l, c, v, q, n FROM ("
             "SELECT date_bin(make_interval(secs => %s), bucket, 'epoch') AS b, "
             "(array_agg(open ORDER BY bucket))[1] AS o, max(high) AS h, min(low) AS l, "
             "(array_agg(close ORDER BY bucket DESC))[1] AS c, sum(volume) AS v, "
