@@ -6,6 +6,7 @@ gateways, database) beside these; a profile sets only what differs from the defa
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
@@ -73,6 +74,11 @@ class AssetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     decimals: Annotated[int, msgspec.Meta(ge=0, le=18)]
 
 
+def _at_most(where: str, low_name: str, low: int, high_name: str, high: int) -> None:
+    if low > high:
+        raise ValueError(f"{where}: {low_name} = {low} is above {high_name} = {high}")
+
+
 class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One tradable symbol. Inside the pipeline prices are integer ticks and sizes integer
     lots; the decimals say how the edges (FIX, REST, the web page) show them."""
@@ -107,6 +113,9 @@ class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     #: Fees in basis points of the notional, paid in the quote asset to the fee account.
     maker_fee_bps: FeeBps = 10
     taker_fee_bps: FeeBps = 20
+
+    def __post_init__(self) -> None:
+        _at_most(f"symbol {self.name!r}", "min_qty", self.min_qty, "max_qty", self.max_qty)
 
 
 class MatcherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -152,6 +161,11 @@ class RestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     stream_queue: Annotated[int, msgspec.Meta(ge=16)] = 10_000
     #: Origins a browser page may call from (CORS); "*" any (requests are signed, no cookies).
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+
+    def __post_init__(self) -> None:
+        what = "gateways.rest"
+        low, high = self.recv_window_ms, self.max_recv_window_ms
+        _at_most(what, "recv_window_ms", low, "max_recv_window_ms", high)
 
 
 class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -204,6 +218,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     stop_grace_s: Annotated[float, msgspec.Meta(ge=0, le=15)] = 3.0
     #: The REST + private WebSocket API this gateway also serves (absent: none).
     rest: RestConfig | None = None
+
+    def __post_init__(self) -> None:
+        low, high = self.min_heartbeat_s, self.max_heartbeat_s
+        _at_most(f"gateway {self.name!r}", "min_heartbeat_s", low, "max_heartbeat_s", high)
 
 
 class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -408,6 +426,70 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         dupes = sorted({v for v in gateway_ids if gateway_ids.count(v) > 1})
         if dupes:
             raise ValueError(f"gateway id {', '.join(dupes)} is configured twice")
+        self._check_processes()
+        self._check_listeners()
+
+    def _check_processes(self) -> None:
+        """Names that pick one process each, and rings enough lines for their readers."""
+        if not self.matchers:
+            raise ValueError("no [[matchers]]: an exchange needs at least one")
+        for what, values in (
+            ("matcher name", [m.name for m in self.matchers]),
+            ("gateway name", [g.name for g in self.gateways]),
+        ):
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"{what} {', '.join(dupes)} is configured twice")
+        for m in self.matchers:
+            if re.fullmatch(r"gw\d+", m.name):
+                raise ValueError(
+                    f"matcher name {m.name!r} is a gateway's (its counters page would be "
+                    f"shared with gateway {m.name[2:]}): pick another"
+                )
+        readers = 1 + len(self.gateways) + (1 if self.marketdata.enabled else 0)
+        if readers > self.ring.max_consumers:
+            raise ValueError(
+                f"ring.max_consumers = {self.ring.max_consumers}, but a matcher's output ring "
+                f"has {readers} readers (the router, {len(self.gateways)} gateway(s)"
+                f"{', market data' if self.marketdata.enabled else ''})"
+            )
+        if self.replication.primary:
+            self.replication.primary_address()  # host:port, or a ValueError naming it
+        known = {"router", "marketdata", "dbwriter", "standby", "replica"}
+        known |= {f"matcher-{m.name}" for m in self.matchers}
+        known |= {f"gateway-{g.name}" for g in self.gateways}
+        for setting in ("cores", "nice"):
+            unknown = sorted(set(getattr(self.supervisor, setting)) - known)
+            if unknown:
+                raise ValueError(
+                    f"supervisor.{setting} names {', '.join(map(repr, unknown))}, no process "
+                    f"of this instance ({', '.join(sorted(known))})"
+                )
+
+    def _check_listeners(self) -> None:
+        """No two listeners on one address (gateways that all set reuse_port may share)."""
+        seen: dict[tuple[str, int], tuple[str, str]] = {}  # address -> (who, shared kind)
+
+        def listen(host: str, port: int, who: str, shared: str = "") -> None:
+            if not port:
+                return  # a free port, picked at start
+            other = seen.get((host, port))
+            if other is not None and not (shared and other[1] == shared):
+                raise ValueError(f"{who} and {other[0]} both listen on {host}:{port}")
+            seen[(host, port)] = (who, shared)
+
+        for g in self.gateways:
+            listen(g.host, g.port, f"gateway {g.name} (FIX)", "fix" if g.reuse_port else "")
+            if g.rest is not None:
+                shared = "rest" if g.reuse_port else ""
+                listen(g.rest.host, g.rest.port, f"gateway {g.name} (REST)", shared)
+        if self.marketdata.enabled:
+            listen(self.marketdata.host, self.marketdata.port, "marketdata")
+        if self.supervisor.metrics:
+            sup = self.supervisor
+            listen(sup.metrics_host, sup.metrics_port, "supervisor.metrics_port")
+        rep = self.replication
+        listen(rep.listen_host, rep.listen_port, "replication.listen_port")
 
     def _check_assets(self) -> None:
         assets = {a.name: a for a in self.assets}

@@ -22,13 +22,15 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from config import load_profile
+from config.loader import ConfigError
 from config.schema import RingexConfig
-from procs.admin.client import AdminClient, AdminError
+from procs.admin.client import AdminClient, AdminError, to_minor_units
 from procs.common.journal_writer import archive_segments_before
 from procs.common.records import RecordCodec
 from procs.common.result_codes import ResultCode
@@ -39,6 +41,7 @@ from procs.dbwriter.main import run as dbwriter_run
 from procs.supervisor.main import main as supervisor_main
 from procs.supervisor.run_files import read_status, run_dir
 from shm import Ring
+from shm.errors import ShmError
 from shm.inspect import list_segments, remove
 from shm.liveness import pid_alive
 
@@ -121,7 +124,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> str:
-    return str(args.config or args.profile)
+    """The profile name, or the config file as a path (so one without a suffix is a file)."""
+    return str(Path(args.config).absolute()) if args.config else str(args.profile)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -187,7 +191,18 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
-    status = read_status(cfg) or {"instance": cfg.instance, "state": "stopped", "processes": []}
+    status = read_status(cfg) or {  # never ran: the keys the supervisor writes, all there
+        "instance": cfg.instance,
+        "profile": "",
+        "supervisor_pid": None,
+        "state": "stopped",
+        "role": "standby" if cfg.replication.primary else "primary",
+        "prestarted": False,
+        "reason": "",
+        "updated_ns": 0,
+        "metrics_url": "",
+        "processes": [],
+    }
     if status.get("supervisor_pid") and not pid_alive(status["supervisor_pid"]):
         status["state"] = "stopped"
     segments = {s.name: s for s in list_segments(cfg.instance)}
@@ -261,14 +276,28 @@ def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
     store = UserStore(users_path(cfg))
     comp_id = args.comp_id or args.username
     account = args.account or max((u.account for u in store.users()), default=99) + 1
+    if not args.account and account == cfg.risk.fee_account:
+        account += 1  # a default never lands on the fee account
     if account == cfg.risk.fee_account:
         print(_fee_account_taken(cfg, "add-user"), file=sys.stderr)
+        return 2
+    if not comp_id or len(comp_id) > 32:  # before anything is opened or funded
+        print(f"ringex admin add-user: comp id {comp_id!r} must be 1..32 characters",
+              file=sys.stderr)  # fmt: skip
         return 2
     deposits = [d.split("=", 1) for d in args.deposit]
     if any(len(d) != 2 for d in deposits):
         print("ringex admin add-user: --deposit takes ASSET=AMOUNT", file=sys.stderr)
         return 2
-    client = AdminClient(cfg)
+    try:
+        for asset, amount in deposits:
+            to_minor_units(cfg, asset, amount)
+    except (AdminError, KeyError) as exc:
+        print(f"ringex admin add-user: {exc}", file=sys.stderr)
+        return 2
+    client = _admin_client(cfg)
+    if client is None:
+        return 1
     try:
         opened = client.create_account(account)
         if opened.code not in (ResultCode.OK, ResultCode.ACCOUNT_EXISTS):
@@ -290,6 +319,15 @@ def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_client(cfg: RingexConfig) -> AdminClient | None:
+    """The admin rings of the running instance, or None with a message when it is not."""
+    try:
+        return AdminClient(cfg)
+    except ShmError as exc:
+        print(f"ringex admin: instance {cfg.instance} is not running ({exc})", file=sys.stderr)
+        return None
+
+
 def _fee_account_taken(cfg: RingexConfig, command: str) -> str:
     fee = cfg.risk.fee_account
     return (
@@ -305,7 +343,13 @@ def _admin(args: argparse.Namespace) -> int:
     if args.admin_command == "create-account" and args.account == cfg.risk.fee_account:
         print(_fee_account_taken(cfg, "create-account"), file=sys.stderr)
         return 2
-    client = AdminClient(cfg)
+    if args.admin_command in ("deposit", "withdraw") and args.amount.lstrip().startswith("-"):
+        print(f"ringex admin {args.admin_command}: amount {args.amount} must be positive "
+              f"(deposit and withdraw say which way)", file=sys.stderr)  # fmt: skip
+        return 2
+    client = _admin_client(cfg)
+    if client is None:
+        return 1
     try:
         if args.admin_command in ("halt", "resume"):
             client.halt(args.symbol, resume=args.admin_command == "resume")
@@ -427,7 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:  # a profile or file that does not load: its message names it
+        print(f"ringex: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -3,13 +3,14 @@
 Linux keeps POSIX shared memory in ``/dev/shm/<name>`` and named semaphores in
 ``/dev/shm/sem.<name>``; every ringex name starts with ``ringex.<instance>.``. A segment is
 stale when no process it names (creator, producer, attached consumers) is alive: what a
-crashed or killed instance leaves behind.
+crashed or killed instance leaves behind; a segment that names none (a counters page) is
+stale when no ring of its instance has a live process.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import posix_ipc
@@ -59,6 +60,18 @@ def list_segments(instance: str | None = None) -> list[SegmentInfo]:
             segments.append((parts[1], ".".join(parts[2:]), entry))
     found = [
         _describe(inst, name, path, sems.pop((inst, name), [])) for inst, name, path in segments
+    ]
+    # A segment that is not a ring (a counters page) names no process: it lives as long as
+    # its instance does, that is while a ring of the instance has a live process.
+    live: dict[str, tuple[int, ...]] = {}
+    for seg in found:
+        if seg.is_ring and seg.live_pids:
+            live[seg.instance] = tuple(sorted({*live.get(seg.instance, ()), *seg.live_pids}))
+    found = [
+        replace(seg, live_pids=live[seg.instance])
+        if not seg.is_ring and not seg.live_pids and seg.instance in live
+        else seg
+        for seg in found
     ]
     for (inst, name), orphans in sems.items():  # semaphores whose segment is gone
         found.append(SegmentInfo(inst, name, 0, False, 0, 0, 0, (), (), tuple(sorted(orphans))))

@@ -10,7 +10,7 @@ refuses a second live producer.
 from __future__ import annotations
 
 import time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from config.schema import RingexConfig
 from procs.common.records import (
@@ -35,17 +35,29 @@ class AdminError(RuntimeError):
     """The exchange refused or did not answer; the message says which and why."""
 
 
+#: The most minor units an amount may be: records carry them as signed 64-bit integers.
+MAX_UNITS = 2**63 - 1
+
+
 def to_minor_units(cfg: RingexConfig, asset: str, amount: str) -> tuple[int, int]:
     """(asset id, integer minor units) of a decimal ``amount`` of ``asset``; a precision the
     asset does not have is refused, naming both."""
     spec = cfg.asset(asset)
     try:
         value = Decimal(amount)
-    except InvalidOperation:
-        raise AdminError(f"amount {amount!r} is not a decimal number") from None
-    scaled = value.scaleb(spec.decimals)
-    if scaled != scaled.to_integral_value():
+        if not value.is_finite():
+            raise AdminError(f"amount {amount!r} is not a finite decimal number")
+        scaled = value.scaleb(spec.decimals)
+        whole = scaled == scaled.to_integral_value()
+    except ArithmeticError:  # InvalidOperation, Overflow: not a number we can scale
+        raise AdminError(f"amount {amount!r} is not a decimal number in range") from None
+    if not whole:
         raise AdminError(f"amount {amount} has more than {asset}'s {spec.decimals} decimal places")
+    if not -MAX_UNITS <= scaled <= MAX_UNITS:
+        raise AdminError(
+            f"amount {amount} {asset} is {scaled:.0f} minor units, beyond the limit of "
+            f"{MAX_UNITS} (a record's signed 64 bits)"
+        )
     return spec.id, int(scaled)
 
 

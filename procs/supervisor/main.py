@@ -251,22 +251,35 @@ class Supervisor:
             os.close(wake_w)
 
     def _restart(self, child: Child, code: int) -> None:
-        now = time.monotonic()
-        window = self.cfg.supervisor.restart_window_s
-        child.restarts = [t for t in child.restarts if now - t < window] + [now]
-        child.restarts_total += 1
-        limit = self.cfg.supervisor.restart_limit
-        if len(child.restarts) > limit:
-            raise SupervisorError(
-                f"{child.spec.name} exited {len(child.restarts)} times within {window:.0f} s "
-                f"(last code {code}), more than restart_limit={limit}: stopping the instance"
-            )
-        log.warning("%s exited with %s: restarting (it recovers)", child.spec.name, code)
-        time.sleep(min(2.0, 0.1 * 2 ** (len(child.restarts) - 1)))
-        self._spawn(child)
-        self._release(child)
-        self._wait_ready(child)
-        self.write_status()
+        """Start ``child`` again after it exited with ``code``. One that exits again while
+        starting is one more restart, tried again with a longer backoff, until more than
+        ``restart_limit`` within ``restart_window_s`` stop the instance."""
+        while True:
+            now = time.monotonic()
+            window = self.cfg.supervisor.restart_window_s
+            child.restarts = [t for t in child.restarts if now - t < window] + [now]
+            child.restarts_total += 1
+            limit = self.cfg.supervisor.restart_limit
+            if len(child.restarts) > limit:
+                raise SupervisorError(
+                    f"{child.spec.name} exited {len(child.restarts)} times within {window:.0f} "
+                    f"s (last code {code}), more than restart_limit={limit}: stopping the "
+                    f"instance"
+                )
+            log.warning("%s exited with %s: restarting (it recovers)", child.spec.name, code)
+            time.sleep(min(2.0, 0.1 * 2 ** (len(child.restarts) - 1)))
+            self._spawn(child)
+            self._release(child)
+            try:
+                self._wait_ready(child)
+            except SupervisorError:
+                process = child.process
+                if process is None or process.poll() is None:
+                    raise  # not an exit (a start that hangs): as before
+                code = process.returncode
+                continue
+            self.write_status()
+            return
 
     # -- stop -----------------------------------------------------------------------------------
 

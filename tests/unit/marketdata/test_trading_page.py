@@ -117,8 +117,10 @@ def add_users(cfg: RingexConfig) -> None:
 
 def test_config_tells_the_page_where_the_rest_api_is() -> None:
     fix_only = GatewayConfig(name="gw1", id=1)
-    anywhere = GatewayConfig(name="gw2", id=2, rest=RestConfig(host="0.0.0.0", port=8081))
-    local = GatewayConfig(name="gw3", id=3, rest=RestConfig(port=8082))
+    anywhere = GatewayConfig(
+        name="gw2", id=2, port=9879, rest=RestConfig(host="0.0.0.0", port=8081)
+    )
+    local = GatewayConfig(name="gw3", id=3, port=9880, rest=RestConfig(port=8082))
     cfg = RingexConfig(gateways=[fix_only, anywhere, local])
     assert page_config(cfg) == {"rest": {"host": None, "port": 8081}}  # the page's own host
     cfg = RingexConfig(gateways=[fix_only, local])

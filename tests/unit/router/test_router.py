@@ -69,7 +69,7 @@ def config(instance: str, var: Path) -> RingexConfig:
             )
         ],
         matchers=[MatcherConfig(name="m1", symbols=["BTC-USD"], snapshot_every=0, batch=64)],
-        gateways=[GatewayConfig(name="gw1", id=1), GatewayConfig(name="gw2", id=2)],
+        gateways=[GatewayConfig(name="gw1", id=1), GatewayConfig(name="gw2", id=2, port=9879)],
         risk=RiskConfig(max_open_orders=50, max_commands_per_s=1_000_000, fee_account=99),
         journal=JournalConfig(fsync="batch"),
         var_dir=str(var),
