@@ -257,6 +257,8 @@ class Client:
             self.writer.close()
 
     async def aclose(self) -> None:
+        if self in OPEN:  # closed here: not again by close_all, maybe in another loop
+            OPEN.remove(self)
         if self.writer is not None:
             self.writer.close()
             with contextlib.suppress(OSError):
