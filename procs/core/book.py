@@ -90,6 +90,8 @@ from procs.common.types import (
     TimeInForce,
     TradingStatus,
 )
+from procs.core.order_checks import RESTS as _RESTS
+from procs.core.order_checks import OrderChecks
 from procs.core.order_events import done as _done
 from procs.core.order_events import header as _header
 from procs.core.order_events import reject as _reject
@@ -107,11 +109,10 @@ Command = OrderRecord | MassCancel | AdminCommand
 #: An L2 book's levels, as ``BookLevel`` events tell them: (side, price) -> (qty, order count).
 LevelMap = dict[tuple[Side, int], tuple[int, int]]
 
-_RESTS = (TimeInForce.GTC, TimeInForce.DAY)
 _MAX = 2**64  # above any arrival or order id: an open upper bound in (stop, arrival, id)
 
 
-class Book(ABC):
+class Book(OrderChecks, ABC):
     """One symbol's book. ``execute(command)`` returns the events it caused."""
 
     def __init__(self, spec: SymbolSpec) -> None:
@@ -418,93 +419,6 @@ class Book(ABC):
             )
             self._take(cmd, order, events, triggered=True)
 
-    # -- checks --------------------------------------------------------------------------------
-
-    def _check_order(self, cmd: NewOrder) -> ResultCode | None:
-        if cmd.symbol != self.spec.symbol:
-            return ResultCode.UNKNOWN_SYMBOL
-        if self.halted:
-            return ResultCode.SYMBOL_HALTED
-        if cmd.order_id in self.orders or cmd.order_id in self.stops:
-            return ResultCode.INVALID_ORDER  # the router never reuses an id
-        if cmd.flags & ~OrderFlag.ALL:
-            return ResultCode.INVALID_ORDER
-        ord_type, tif = cmd.ord_type, cmd.tif
-        marketable = ord_type in (OrdType.MARKET, OrdType.STOP)
-        if marketable:
-            if cmd.price < 0 or cmd.price % self.spec.tick:
-                return ResultCode.INVALID_PRICE  # a market order's cap: 0 (none) or on tick
-        else:
-            problem = self._check_limit(cmd.price)
-            if problem is not None:
-                return problem
-        if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
-            if cmd.stop_price <= 0 or cmd.stop_price % self.spec.tick:
-                return ResultCode.INVALID_PRICE
-        elif cmd.stop_price:
-            return ResultCode.INVALID_ORDER  # a stop price on an order that is not a stop
-        problem = self._check_qty(cmd.qty)
-        if problem is not None:
-            return problem
-        rests = tif in _RESTS and not marketable
-        if cmd.flags & OrderFlag.POST_ONLY:
-            if not rests:
-                return ResultCode.INVALID_ORDER  # post-only must be able to rest
-            if ord_type == OrdType.LIMIT and self._crossable(cmd.side, cmd.price, 1) > 0:
-                return ResultCode.POST_ONLY_WOULD_TAKE
-            if ord_type == OrdType.STOP_LIMIT:
-                return ResultCode.INVALID_ORDER
-        if cmd.display_qty:
-            if not rests:
-                return ResultCode.INVALID_ORDER  # an iceberg must be able to rest
-            spec = self.spec
-            if cmd.display_qty % spec.lot or not spec.min_qty <= cmd.display_qty <= cmd.qty:
-                return ResultCode.INVALID_QTY
-            if -(-cmd.qty // cmd.display_qty) > spec.iceberg_parts:
-                return ResultCode.INVALID_QTY  # a slice per trade: bound the trades
-        if ord_type == OrdType.MARKET and self._best(_other(cmd.side)) is None:
-            return ResultCode.NO_LIQUIDITY
-        return None
-
-    def _check_limit(self, price: int) -> ResultCode | None:
-        spec = self.spec
-        if price <= 0 or price % spec.tick:
-            return ResultCode.INVALID_PRICE
-        if spec.limit_band_bps and self.last_price:
-            band = self.last_price * spec.limit_band_bps // 10_000
-            if abs(price - self.last_price) > band:
-                return ResultCode.PRICE_OUT_OF_BAND
-        return None
-
-    def _check_qty(self, qty: int) -> ResultCode | None:
-        spec = self.spec
-        if qty % spec.lot or not spec.min_qty <= qty <= spec.max_qty:
-            return ResultCode.INVALID_QTY
-        return None
-
-    def _check_owner(
-        self, cmd: CancelOrder | ReplaceOrder, order: RestingOrder | None
-    ) -> ResultCode | None:
-        if cmd.symbol != self.spec.symbol:
-            return ResultCode.UNKNOWN_SYMBOL
-        if order is None:
-            return ResultCode.UNKNOWN_ORDER
-        if order.account != cmd.account:
-            return ResultCode.NOT_ORDER_OWNER
-        return None
-
-    def _protection(self, side: Side) -> int | None:
-        """The furthest price a market ``side`` order may trade at: the best opposite price
-        moved ``band_bps`` against the taker, on a tick. None when there is no opposite."""
-        best = self._best(_other(side))
-        if best is None:
-            return None
-        tick = self.spec.tick
-        band = best * self.spec.band_bps // 10_000
-        if side == Side.BUY:
-            return (best + band) // tick * tick
-        return max(tick, -(-(best - band) // tick) * tick)
-
     # -- events ------------------------------------------------------------------------------
 
     def _level(self, cmd: Command, side: Side, price: int) -> BookLevel:
@@ -596,10 +510,6 @@ class Book(ABC):
         for fields in state.stops:
             book._park_stop(order_from_fields(fields))
         return book
-
-
-def _other(side: Side) -> Side:
-    return Side.SELL if side == Side.BUY else Side.BUY
 
 
 def _crosses(side: Side, price: int, resting_price: int) -> bool:

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 from procs.common.records import OrderRecord, Record
 from procs.common.types import DoneReason, Side, StpMode
-from procs.core.book import Book, _crosses, _other
+from procs.core.book import Book, _crosses
+from procs.core.order_checks import _other
 from procs.core.resting import RestingOrder
 from procs.core.symbols import SymbolSpec
 

@@ -1,0 +1,119 @@
+"""A book's checks of a command before it touches anything: prices, sizes, order types and
+ownership against the symbol's rules (``SymbolSpec``), each refusal a ``ResultCode``.
+
+A mixin of ``Book`` (``book.py``), which owns the state it reads.
+"""
+
+from __future__ import annotations
+
+from procs.common.records import CancelOrder, NewOrder, ReplaceOrder
+from procs.common.result_codes import ResultCode
+from procs.common.types import OrderFlag, OrdType, Side, TimeInForce
+from procs.core.resting import RestingOrder
+from procs.core.symbols import SymbolSpec
+
+#: Times in force an order may rest with.
+RESTS = (TimeInForce.GTC, TimeInForce.DAY)
+
+
+def _other(side: Side) -> Side:
+    return Side.SELL if side == Side.BUY else Side.BUY
+
+
+class OrderChecks:
+    spec: SymbolSpec
+    halted: bool
+    last_price: int
+    orders: dict[int, RestingOrder]
+    stops: dict[int, RestingOrder]
+
+    def _crossable(self, side: Side, price: int, enough: int) -> int:
+        raise NotImplementedError
+
+    def _best(self, side: Side) -> int | None:
+        raise NotImplementedError
+
+    def _check_order(self, cmd: NewOrder) -> ResultCode | None:
+        if cmd.symbol != self.spec.symbol:
+            return ResultCode.UNKNOWN_SYMBOL
+        if self.halted:
+            return ResultCode.SYMBOL_HALTED
+        if cmd.order_id in self.orders or cmd.order_id in self.stops:
+            return ResultCode.INVALID_ORDER  # the router never reuses an id
+        if cmd.flags & ~OrderFlag.ALL:
+            return ResultCode.INVALID_ORDER
+        ord_type, tif = cmd.ord_type, cmd.tif
+        marketable = ord_type in (OrdType.MARKET, OrdType.STOP)
+        if marketable:
+            if cmd.price < 0 or cmd.price % self.spec.tick:
+                return ResultCode.INVALID_PRICE  # a market order's cap: 0 (none) or on tick
+        else:
+            problem = self._check_limit(cmd.price)
+            if problem is not None:
+                return problem
+        if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
+            if cmd.stop_price <= 0 or cmd.stop_price % self.spec.tick:
+                return ResultCode.INVALID_PRICE
+        elif cmd.stop_price:
+            return ResultCode.INVALID_ORDER  # a stop price on an order that is not a stop
+        problem = self._check_qty(cmd.qty)
+        if problem is not None:
+            return problem
+        rests = tif in RESTS and not marketable
+        if cmd.flags & OrderFlag.POST_ONLY:
+            if not rests:
+                return ResultCode.INVALID_ORDER  # post-only must be able to rest
+            if ord_type == OrdType.LIMIT and self._crossable(cmd.side, cmd.price, 1) > 0:
+                return ResultCode.POST_ONLY_WOULD_TAKE
+            if ord_type == OrdType.STOP_LIMIT:
+                return ResultCode.INVALID_ORDER
+        if cmd.display_qty:
+            if not rests:
+                return ResultCode.INVALID_ORDER  # an iceberg must be able to rest
+            spec = self.spec
+            if cmd.display_qty % spec.lot or not spec.min_qty <= cmd.display_qty <= cmd.qty:
+                return ResultCode.INVALID_QTY
+            if -(-cmd.qty // cmd.display_qty) > spec.iceberg_parts:
+                return ResultCode.INVALID_QTY  # a slice per trade: bound the trades
+        if ord_type == OrdType.MARKET and self._best(_other(cmd.side)) is None:
+            return ResultCode.NO_LIQUIDITY
+        return None
+
+    def _check_limit(self, price: int) -> ResultCode | None:
+        spec = self.spec
+        if price <= 0 or price % spec.tick:
+            return ResultCode.INVALID_PRICE
+        if spec.limit_band_bps and self.last_price:
+            band = self.last_price * spec.limit_band_bps // 10_000
+            if abs(price - self.last_price) > band:
+                return ResultCode.PRICE_OUT_OF_BAND
+        return None
+
+    def _check_qty(self, qty: int) -> ResultCode | None:
+        spec = self.spec
+        if qty % spec.lot or not spec.min_qty <= qty <= spec.max_qty:
+            return ResultCode.INVALID_QTY
+        return None
+
+    def _check_owner(
+        self, cmd: CancelOrder | ReplaceOrder, order: RestingOrder | None
+    ) -> ResultCode | None:
+        if cmd.symbol != self.spec.symbol:
+            return ResultCode.UNKNOWN_SYMBOL
+        if order is None:
+            return ResultCode.UNKNOWN_ORDER
+        if order.account != cmd.account:
+            return ResultCode.NOT_ORDER_OWNER
+        return None
+
+    def _protection(self, side: Side) -> int | None:
+        """The furthest price a market ``side`` order may trade at: the best opposite price
+        moved ``band_bps`` against the taker, on a tick. None when there is no opposite."""
+        best = self._best(_other(side))
+        if best is None:
+            return None
+        tick = self.spec.tick
+        band = best * self.spec.band_bps // 10_000
+        if side == Side.BUY:
+            return (best + band) // tick * tick
+        return max(tick, -(-(best - band) // tick) * tick)
