@@ -20,6 +20,9 @@ from procs.gateway.order_log import GONE, ORDER, REQUEST, Entry
 from procs.gateway.order_state import Order, Request
 
 log = logging.getLogger("ringex.gateway")
+#: Finished orders a cancel, replace or status request can still name (then: too late, or
+#: their final state), newest kept.
+FINISHED_KEPT = 10_000
 _PRICED = (OrdType.LIMIT, OrdType.STOP_LIMIT)
 
 
@@ -30,10 +33,9 @@ class OrderMemory:
     requests: dict[int, Request]
     live: dict[tuple[int, bytes], Order]
     touched: dict[int, Order | Request | None]
-    #: (session, ClOrdID) -> a finished order, the newest ``finished_kept``: what a cancel,
+    #: (session, ClOrdID) -> a finished order, the newest ``FINISHED_KEPT``: what a cancel,
     #: replace or status request naming it is answered from.
     finished: OrderedDict[tuple[int, bytes], Order]
-    finished_kept: int
 
     def _forget(self, order: Order) -> None:
         self.orders.pop(order.ref, None)
@@ -46,7 +48,7 @@ class OrderMemory:
         """Keep ``order`` answerable under its current ClOrdID."""
         finished = self.finished
         finished[(order.session, order.cl_ord_id)] = order
-        if len(finished) > self.finished_kept:
+        if len(finished) > FINISHED_KEPT:
             finished.popitem(last=False)
 
     def _pop_request(self, ref: int) -> Request | None:

@@ -72,9 +72,6 @@ from procs.gateway.session import Session
 #: (An OrderedDict with popitem was ~220 bytes an entry, and its table doubled twice after
 #: reaching its cap: steps of 8 and 20 MB in the 10-minute soak.)
 _SEEN_CLORDIDS = 200_000
-#: Finished orders a cancel, replace or status request can still name (then: too late, or
-#: their final state), newest kept.
-FINISHED_KEPT = 10_000
 
 
 class OrderEntry(OrderMemory):
@@ -91,7 +88,6 @@ class OrderEntry(OrderMemory):
         self.closing = False
         self.live: dict[tuple[int, bytes], Order] = {}  # (session, current ClOrdID) -> order
         self.finished: OrderedDict[tuple[int, bytes], Order] = OrderedDict()
-        self.finished_kept = FINISHED_KEPT
         self.seen = Generations(_SEEN_CLORDIDS // 2)  # clordids.digest(session, ClOrdID)
         #: ref -> the order or request that changed since ``take_changes``, None: forgotten
         self.touched: dict[int, Order | Request | None] = {}

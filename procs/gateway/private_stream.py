@@ -124,12 +124,7 @@ class PrivateStreams:
         api.core.streaming.add(key.account)
         sender = asyncio.create_task(self._send(sub))
         try:
-            try:
-                snapshot = await self._snapshot(key.account)
-            except ApiError as exc:  # upgraded already: a close frame, not an HTTP answer
-                why = f"no snapshot: {exc.msg}"[:120].encode(errors="replace")
-                await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=why)
-                return ws
+            snapshot = await self._snapshot(key.account)
             sub.ready = True
             sub.push("snapshot", snapshot)
             for event, data in sub.held:  # what happened meanwhile, behind the snapshot
@@ -137,6 +132,9 @@ class PrivateStreams:
             sub.held.clear()
             async for _msg in ws:  # the client has nothing to say; keep the lease alive
                 api.core.touch(key.account, key.session, time.monotonic())
+        except ApiError as exc:  # no snapshot; upgraded already: a close frame, not HTTP
+            why = f"no snapshot: {exc.msg}"[:120].encode(errors="replace")
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=why)
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
