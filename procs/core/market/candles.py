@@ -4,8 +4,11 @@ Candles are aligned to the Unix epoch (UTC): a 1h candle spans [hh:00, hh+1:00).
 events' ``ts_ns`` (the command's time, so a replay builds the same candles), pushed forward by
 ``advance(now_ns)`` so that a new candle opens on time when nobody trades: it opens flat at
 the previous close with zero volume, as the venues do. Before the first trade there is no
-candle. A trade stamped before the open candle (clocks of two gateways differ slightly) is
-counted in the open candle: a closed candle never changes.
+candle. A trade stamped before the clock (clocks of two gateways differ slightly) is counted
+in the candle open at the clock: a closed candle never changes. The clock a trade sees is the
+newest event time before it in the exchange's order (``MarketState`` passes it), not the
+time of the last flush, so a replay that reads the same events in other batches builds the
+same candles.
 """
 
 from __future__ import annotations

@@ -55,14 +55,17 @@ class SymbolMarket:
         self.status = StatusUpdate(symbol.id, TradingStatus.OPEN, 0, 0)
         self.last_seq = 0
 
-    def trade(self, t: Trade) -> bool:
-        """Apply a trade; False when it is a replay already applied."""
+    def trade(self, t: Trade, now_ns: int = 0) -> bool:
+        """Apply a trade; False when it is a replay already applied. Its candles are those
+        open at ``now_ns`` when the trade is stamped earlier (the clock: the newest event
+        time before it in the exchange's order), so where batches end does not matter."""
         if t.trade_id <= self.tape.last_trade_id:
             return False
         self.tape.process(t)
         self.ticker.trade(t.ts_ns, t.trade_id, t.price, t.qty)
+        at = max(t.ts_ns, now_ns)
         for series in self.candles.values():
-            series.trade(t.ts_ns, t.price, t.qty)
+            series.trade(at, t.price, t.qty)
         return True
 
     def advance(self, now_ns: int) -> None:
@@ -105,7 +108,7 @@ class MarketState:
         elif kind is Trade:
             trade: Trade = event  # type: ignore[assignment]
             market = self.symbols.get(trade.symbol)
-            if market is not None and market.trade(trade):
+            if market is not None and market.trade(trade, self.now_ns):
                 out.append(trade)
                 self._saw(trade.seq, trade.ts_ns)
         elif kind is SymbolStatus:

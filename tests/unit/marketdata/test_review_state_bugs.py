@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-import pytest
-
 from procs.common.market_snapshots import MarketSnapshots
 from procs.common.records import AdminCommand, Record, RecordCodec
 from procs.common.snapshots import SnapshotStore
@@ -109,19 +107,13 @@ def test_a_backlog_read_after_the_wall_clock_keeps_each_trade_in_its_own_candle(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the candle a late-stamped trade lands in depends on flush boundaries, so a "
-    "crash replay differs",
-)
 def test_a_crash_replay_builds_the_candles_of_the_live_run() -> None:
     """Event time only, no wall clock. Live, each event comes in its own batch: a resting
-    order stamped 60.5 s (its ``BookLevel``) makes the flush roll the 1m candle, so a trade
-    from a gateway whose clock is slightly behind (stamped 59.9 s, sequenced after it) is
-    counted in the 1m candle of minute 1. After a crash the state restarts from the
-    checkpoint taken after the first event and reads the other two again in one batch: the
-    same trade now lands in minute 0. The module promises that a replay builds the same
-    candles, and the restart contract the same state as if it had never stopped."""
+    order stamped 60.5 s (its ``BookLevel``) moves the clock into minute 1, so a trade from a
+    gateway whose clock is slightly behind (stamped 59.9 s, sequenced after it) is counted in
+    the 1m candle of minute 1. After a crash the state restarts from the checkpoint taken
+    after the first event and reads the other two again in one batch: the trade must land in
+    minute 1 again (it used to land in minute 0, as the clock moved only at a flush)."""
     events: list[Record] = [
         trade(1, 1, 100, 1, ts=T0 + 59 * SEC),
         level(2, Side.BUY, 90, 1, ts=T0 + 60 * SEC + SEC // 2),
