@@ -191,6 +191,9 @@ FIELDS: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
 HEADER: Final = frozenset((8, 9, 35, 49, 56, 34, 52, 43, 97, 122, 50, 57, 369))
 HEADER_REQUIRED: Final = (49, 56, 34, 52)
 TRAILER: Final = frozenset((10,))
+#: BeginString, BodyLength, CheckSum: the frame's own fields, each once at its place; one
+#: inside the body (past the frame) is out of order.
+FRAMING: Final = frozenset((8, 9, 10))
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +215,7 @@ class MessageSpec:
     admin: bool = False
 
     def allowed(self) -> frozenset[int]:
-        tags = set(self.required) | set(self.optional) | HEADER | TRAILER
+        tags = set(self.required) | set(self.optional) | (HEADER - FRAMING)
         for group in self.groups:
             tags |= {group.count_tag} | group.members
         return frozenset(tags)
@@ -353,6 +356,10 @@ def first_fault(msg: FixMessage) -> Fault | None:
         info = FIELDS.get(tag)
         if info is None:
             return Fault(RejectReason.UNDEFINED_TAG, tag, f"tag {tag} is not defined")
+        if tag in FRAMING:
+            return Fault(
+                RejectReason.TAG_OUT_OF_ORDER, tag, f"{info[0]} ({tag}) inside the message body"
+            )
         if not value:
             return Fault(RejectReason.TAG_WITHOUT_VALUE, tag, f"tag {tag} has no value")
         if tag in HEADER:
@@ -444,5 +451,10 @@ def _check_group(pairs: list[tuple[int, bytes]], group: Group) -> Fault | None:
                 group.count_tag,
                 f"NumInGroup {group.count_tag} says {declared}, found {entries} entries",
             )
+        for later, _ in pairs[j:]:  # an entry's field again after the group ended
+            if later in group.members:
+                return Fault(
+                    RejectReason.GROUP_FIELDS_OUT_OF_ORDER, later, f"tag {later} outside its group"
+                )
         return None
     return None

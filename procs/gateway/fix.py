@@ -76,13 +76,16 @@ class FixMessage:
 
 
 class Garbled:
-    """Bytes that did not frame as a FIX 4.4 message, and why."""
+    """Bytes that did not frame as a FIX 4.4 message, and why. ``begin_string`` is set when
+    they start as a message of another FIX version (``8=FIX.4.2|9=``...): a session answers
+    that with a Logout, not silence."""
 
-    __slots__ = ("raw", "reason")
+    __slots__ = ("begin_string", "raw", "reason")
 
-    def __init__(self, raw: bytes, reason: str) -> None:
+    def __init__(self, raw: bytes, reason: str, begin_string: bytes = b"") -> None:
         self.raw = raw
         self.reason = reason
+        self.begin_string = begin_string
 
     def __repr__(self) -> str:
         return f"Garbled({self.reason}: {self.raw[:60]!r})"
@@ -193,7 +196,7 @@ class FixReader:
                 nxt = buf.find(b"8=FIX.4.4\x01", pos + 1)
                 if nxt < 0:
                     nxt = _partial_start(buf, pos + 1)
-                out.append(Garbled(buf[pos:nxt], "no BeginString 8=FIX.4.4"))
+                out.append(_not_fix44(buf[pos:nxt]))
                 pos = nxt
                 continue
             length_start = pos + _PREFIX_LEN
@@ -230,14 +233,7 @@ class FixReader:
                 out.append(Garbled(buf[pos:body_end], "BodyLength does not end at 10="))
                 pos = self._resync(buf, pos)
                 continue
-            raw = buf[pos:end]
-            declared = int(digits)
-            # the trailer "10=ddd|" is in raw: take its byte sum back out rather than slice
-            actual = (checksum(raw) - sum(digits) - 159) & 0xFF  # 159 = sum(b"10=\x01")
-            if declared != actual:
-                out.append(Garbled(raw, f"CheckSum {declared:03d}, computed {actual:03d}"))
-            else:
-                out.append(FixMessage(raw, *parse_fields(buf[body_start:body_end])))
+            out.append(_message(buf[pos:end], buf[body_start:body_end], digits))
             pos = end
         self._buf = buf[pos:] if pos < end_all else b""
         return out
@@ -250,6 +246,29 @@ class FixReader:
     def _resync(buf: bytes, pos: int) -> int:
         nxt = buf.find(b"8=FIX.4.4\x01", pos + 1)
         return len(buf) if nxt < 0 else nxt
+
+
+def _message(raw: bytes, body: bytes, digits: bytes) -> FixMessage | Garbled:
+    """A framed message whose CheckSum field holds ``digits``: parsed, or garbled (a wrong
+    CheckSum, or MsgType not the third field; FIX ignores both, consuming no MsgSeqNum)."""
+    declared = int(digits)
+    # the trailer "10=ddd|" is in raw: take its byte sum back out rather than slice
+    actual = (checksum(raw) - sum(digits) - 159) & 0xFF  # 159 = sum(b"10=\x01")
+    if declared != actual:
+        return Garbled(raw, f"CheckSum {declared:03d}, computed {actual:03d}")
+    tags, values = parse_fields(body)
+    if tags and tags[0] == 35:
+        return FixMessage(raw, tags, values)
+    return Garbled(raw, "MsgType (35) is not the third field")
+
+
+def _not_fix44(data: bytes) -> Garbled:
+    """Bytes that do not start with ``8=FIX.4.4|9=``: another version's header, or junk."""
+    soh = data.find(SOH, 0, 24)
+    if data.startswith(b"8=FIX") and soh > 0 and data.startswith(b"9=", soh + 1):
+        begin = data[2:soh]
+        return Garbled(data, f"BeginString {shown(begin)!r} is not FIX.4.4", begin)
+    return Garbled(data, "no BeginString 8=FIX.4.4")
 
 
 def _partial_start(buf: bytes, start: int) -> int:

@@ -8,19 +8,23 @@ from typing import TYPE_CHECKING
 
 from procs.common.users import User
 from procs.gateway import dictionary
-from procs.gateway.fix import FixMessage
+from procs.gateway.fix import FixMessage, parse_utc_timestamp
 
 if TYPE_CHECKING:
     from procs.gateway.session import Session, SessionSettings
 
 
-def before_password(msg: FixMessage, settings: SessionSettings) -> str | None:
+def before_password(msg: FixMessage, settings: SessionSettings, now_ns: int) -> str | None:
     """Why a Logon is refused before its password is looked at, or None."""
     fault = dictionary.validate(msg)
     if fault is not None:
         return f"invalid Logon: {fault.text}"
     if msg.text(56) != settings.comp_id:
         return f"TargetCompID {msg.text(56)!r} is not {settings.comp_id!r}"
+    sent = parse_utc_timestamp(msg.fields[52])
+    tolerance = settings.sending_time_tolerance_s
+    if sent is None or abs(now_ns - sent) > tolerance * 1_000_000_000:
+        return f"SendingTime accuracy problem: {msg.text(52)} is more than {tolerance} s off"
     return None
 
 

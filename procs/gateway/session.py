@@ -47,6 +47,7 @@ from procs.gateway.fix import (
     frame,
     parse,
     parse_utc_timestamp,
+    shown,
 )
 from procs.gateway.store import MessageStore
 
@@ -124,7 +125,8 @@ class Session:
         self._connected_ns = now_ns
         self._last_in_ns = now_ns
         self._last_out_ns = now_ns
-        self._test_request_ns = 0  # when our unanswered TestRequest went out, 0: none
+        self._test_request_ns = 0  # when our TestRequest went out, 0: none or answered
+        self._was_live = False  # logged on until ``_close``: ``on_disconnect`` is owed
         self._logout_ns = 0
         self._resend_upto = 0  # a ResendRequest of ours is open up to this seq
         self._tokens = float(settings.max_messages_per_s)
@@ -174,9 +176,19 @@ class Session:
             if self.audit is not None:
                 self.audit.record(now_ns, True, self.comp_id, msg.raw)
             if isinstance(msg, Garbled):
+                if msg.begin_string:  # framed, but another FIX version: answered, then gone
+                    self._wrong_version(msg.begin_string, now_ns)
                 continue  # FIX: a garbled message is ignored, its seq not consumed
             self._last_in_ns = now_ns
+            self._test_request_ns = 0  # any message proves the peer alive (as QuickFIX)
             self._dispatch(msg, now_ns)
+
+    def _wrong_version(self, begin_string: bytes, now_ns: int) -> None:
+        text = f"Incorrect BeginString {shown(begin_string)!r}, expected FIX.4.4"
+        if self.state is State.ACTIVE:
+            self._logout_and_close(text, now_ns)
+        else:
+            self._close(text)
 
     def _dispatch(self, msg: FixMessage, now_ns: int) -> None:
         if self.state is State.AWAIT_LOGON:
@@ -225,9 +237,11 @@ class Session:
                 self.send(b"0", b"", now_ns)
 
     def connection_lost(self, now_ns: int) -> None:
-        was_live = self.user is not None and self.live.get(self.user.comp_id) is self
+        """The socket is gone. A session that was logged on (also one that ended itself
+        before: a Logout, a TestRequest unanswered) tells the application once."""
         self._close("connection lost")
-        if was_live:
+        if self._was_live:
+            self._was_live = False
             self.app.on_disconnect(self, now_ns)
 
     def logout(self, text: str, now_ns: int) -> None:
@@ -280,6 +294,7 @@ class Session:
         self.close_reason = reason
         if self.user is not None and self.live.get(self.user.comp_id) is self:
             del self.live[self.user.comp_id]
+            self._was_live = True
         if self.store is not None:
             self.store.flush()
 
@@ -314,7 +329,7 @@ class Session:
         if msg.msg_type != b"A":
             self._close(f"first message is {msg.text(35)!r}, not a Logon")
             return
-        fault = logon.before_password(msg, self.settings)
+        fault = logon.before_password(msg, self.settings, now_ns)
         if fault is not None:
             self._refuse(sender, fault, now_ns)
             return
@@ -377,7 +392,8 @@ class Session:
             return
         seq = int(seq_text)
         if msg.text(49) != self.comp_id or msg.text(56) != self.settings.comp_id:
-            self._reject(msg, RejectReason.COMPID_PROBLEM, 49, "CompID problem", now_ns)
+            tag = 49 if msg.text(49) != self.comp_id else 56
+            self._reject(msg, RejectReason.COMPID_PROBLEM, tag, "CompID problem", now_ns)
             self._logout_and_close("CompID problem", now_ns)
             return
         sent = parse_utc_timestamp(msg.get(52) or b"")
@@ -390,6 +406,9 @@ class Session:
             return
         kind = msg.msg_type
         poss_dup = msg.get(43) == b"Y"
+        if kind == b"A" and msg.get(141) == b"Y" and seq == 1:
+            self._reset_in_session(msg, now_ns)
+            return
         if kind == b"4" and msg.get(123) != b"Y":
             self._sequence_reset(msg, now_ns)
             return
@@ -473,6 +492,24 @@ class Session:
             self._logout_and_close("Logon received while logged on", now_ns)
         if self.store is not None and self._resend_upto and self.store.next_in > self._resend_upto:
             self._resend_upto = 0
+
+    def _reset_in_session(self, msg: FixMessage, now_ns: int) -> None:
+        """A Logon with ResetSeqNumFlag while logged on: both sides start again at 1, and
+        the answer is a Logon with 141=Y (FIX 4.4 session rules; QuickFIX does the same)."""
+        fault = dictionary.validate(msg)
+        hb = int(msg.fields[108]) if fault is None else 0
+        s = self.settings
+        if fault is not None or not s.min_heartbeat_s <= hb <= s.max_heartbeat_s:
+            why = fault.text if fault is not None else f"HeartBtInt {hb} out of bounds"
+            self._logout_and_close(f"invalid Logon with ResetSeqNumFlag: {why}", now_ns)
+            return
+        store = self.store
+        assert store is not None
+        store.reset()
+        self._resend_upto = 0
+        self.heartbeat_ns = hb * _SECOND
+        self.send(b"A", field(98, 0) + field(108, hb) + field(141, "Y"), now_ns)
+        store.set_next_in(2)
 
     def _logout_reply(self, now_ns: int) -> None:
         if self.state is State.ACTIVE:
