@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -396,19 +397,35 @@ class Book(OrderChecks, ABC):
             self._sell_stops.remove((-order.stop_price, order.arrival, order.order_id))
 
     def _trigger_stops(self, cmd: OrderRecord, events: list[Record]) -> None:
-        """Enter every stop the last trade price has reached, in arrival order, until none is
-        left to trigger (a triggered stop's trades move the price again)."""
-        while self.last_price:
-            last = self.last_price
-            # Triggered stops are a prefix of each list; the earliest arrival among them goes.
-            triggered = [
-                *self._buy_stops.irange(maximum=(last, _MAX, _MAX)),
-                *self._sell_stops.irange(maximum=(-last, _MAX, _MAX)),
+        """Enter every stop a trade of this command reached, or the last trade price (a stop
+        that just arrived), one by one. Any price a sweep traded at counts, not only its
+        last. Stops reached together enter in arrival order; the stops a triggered stop's
+        own trades reach queue behind those already triggered, and none goes back to wait."""
+        queue: deque[RestingOrder] = deque()
+        scanned = 0  # events before this were looked at for trades
+        while True:
+            low = high = self.last_price
+            if not low:
+                return  # no trade yet: nothing can trigger
+            for event in events[scanned:]:
+                if type(event) is Trade:
+                    price = event.price
+                    if price < low:
+                        low = price
+                    elif price > high:
+                        high = price
+            scanned = len(events)
+            reached = [
+                *self._buy_stops.irange(maximum=(high, _MAX, _MAX)),
+                *self._sell_stops.irange(maximum=(-low, _MAX, _MAX)),
             ]
-            if not triggered:
+            for _, _, oid in sorted(reached, key=lambda entry: entry[1]):
+                order = self.stops[oid]
+                self._unpark_stop(order)
+                queue.append(order)
+            if not queue:
                 return
-            order = self.stops[min(triggered, key=lambda entry: entry[1])[2]]
-            self._unpark_stop(order)
+            order = queue.popleft()
             events.append(
                 Triggered(
                     *(cmd.seq, cmd.ts_ns, order.gateway, order.session, order.client_ref),

@@ -14,6 +14,7 @@ from procs.core.symbols import SymbolSpec
 
 #: Times in force an order may rest with.
 RESTS = (TimeInForce.GTC, TimeInForce.DAY)
+_MAX_PRICE = 2**63 - 1  # the highest price an int64 field holds
 
 
 def _other(side: Side) -> Side:
@@ -114,6 +115,6 @@ class OrderChecks:
             return None
         tick = self.spec.tick
         band = best * self.spec.band_bps // 10_000
-        if side == Side.BUY:
-            return (best + band) // tick * tick
+        if side == Side.BUY:  # at most the highest price a record carries (int64)
+            return min((best + band) // tick * tick, _MAX_PRICE // tick * tick)
         return max(tick, -(-(best - band) // tick) * tick)

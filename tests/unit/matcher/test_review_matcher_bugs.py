@@ -1,10 +1,8 @@
-"""Bugs found by a hostile review of the matcher core: each test fails on the code as it was
-reviewed (``xfail(strict=True)``), so fixing the bug turns it into an XPASS that must then be
-un-marked."""
+"""Bugs a hostile review of the matcher core found: each test failed on the code as it was
+reviewed and passes since its fix (stops triggered by every price a sweep traded at, queued
+in order; an uncapped market buy's protection limit bounded to int64)."""
 
 from __future__ import annotations
-
-import pytest
 
 from procs.common.records import Trade, Triggered
 from procs.core.book import Book
@@ -28,10 +26,6 @@ from tests.unit.matcher.test_books import BOOKS, run
 
 
 @BOOKS
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a stop triggered by a trade is un-triggered when an earlier stop moves the price",
-)
 def test_stops_triggered_together_all_enter_even_if_the_first_moves_the_price_back(
     book_cls: type[Book],
 ) -> None:
@@ -55,10 +49,6 @@ def test_stops_triggered_together_all_enter_even_if_the_first_moves_the_price_ba
 
 
 @BOOKS
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stops are checked against the command's final trade price, not each trade's",
-)
 def test_a_sweep_through_a_sell_stops_price_triggers_it(book_cls: type[Book]) -> None:
     book = book_cls(SPEC)
     setup(book, new(1, SELL, 110, 1, account=1), new(2, BUY, 110, 1, account=2))  # last 110
@@ -78,10 +68,6 @@ def test_a_sweep_through_a_sell_stops_price_triggers_it(book_cls: type[Book]) ->
 
 
 @BOOKS
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a stop triggered later by a stop's trade jumps ahead of one already triggered",
-)
 def test_a_stop_triggered_by_a_stops_trade_queues_behind_those_already_triggered(
     book_cls: type[Book],
 ) -> None:
@@ -98,10 +84,6 @@ def test_a_stop_triggered_by_a_stops_trade_queues_behind_those_already_triggered
 # -- market protection -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: FastBook._match reads levels[INF] when an uncapped market buy empties the asks",
-)
 def test_an_uncapped_market_buy_that_empties_a_very_high_ask_side_expires_its_rest() -> None:
     top = (2**63 - 1) // SPEC.tick * SPEC.tick  # the highest price a record can carry
     ask = new(1, SELL, top, 1, account=1)
