@@ -241,8 +241,9 @@ class Accounts:
         if side == Side.BUY and price <= 0:
             return ResultCode.INVALID_PRICE, order
         if self.max_notional:
-            # A sell market order is checked at its worst price (0: none, unchecked): the last
-            # trade price would make the check depend on when the router saw which trade.
+            # A sell market order is checked at its worst price here (0: none; the live path
+            # checks it at the last trade price, ``market_sell_notional``, which a replay
+            # must not: that would depend on when the router saw which trade).
             at = order.stop_price if kind == OrdType.STOP and side == Side.SELL else price
             if market.notional(at, order.qty) > self.max_notional:
                 return ResultCode.NOTIONAL_TOO_LARGE, order
@@ -255,6 +256,25 @@ class Accounts:
         )
         self._open[account] = self._open.get(account, 0) + 1
         return OK, order
+
+    def market_sell_notional(self, order: NewOrder) -> ResultCode:
+        """A market sell with no worst price, live only: ``max_order_notional`` at the last
+        trade price (as venues check market orders at a reference price; NO_REFERENCE_PRICE
+        before the first trade). Replay need not repeat it: a sell holds its size, whatever
+        the price, so the state does not depend on it."""
+        if not self.max_notional or order.side != Side.SELL:
+            return OK
+        if order.ord_type != OrdType.MARKET or order.price:
+            return OK
+        market = self.markets.get(order.symbol)
+        if market is None:
+            return OK  # the router refuses an unknown symbol before asking
+        ref = self._last.get(order.symbol, 0)
+        if not ref:
+            return ResultCode.NO_REFERENCE_PRICE
+        if market.notional(ref, order.qty) > self.max_notional:
+            return ResultCode.NOTIONAL_TOO_LARGE
+        return OK
 
     def reserve_replace(self, cmd: ReplaceOrder) -> ResultCode:
         """Check and reserve a replace: its full new hold, until the matcher answers. An order

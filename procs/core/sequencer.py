@@ -125,6 +125,9 @@ class Sequencer:
             key = (cmd.gateway, cmd.session, cmd.client_ref)
             if key in self._client_ids:
                 return Decision(None, reply=_reject(cmd, ResultCode.DUPLICATE_CLIENT_ORDER_ID))
+            code = self.accounts.market_sell_notional(cmd)
+            if code != ResultCode.OK:
+                return Decision(None, reply=_reject(cmd, code))
             order = msgspec.structs.replace(
                 cmd, seq=self.next_seq, ts_ns=now_ns, order_id=self.next_order_id
             )
@@ -143,14 +146,19 @@ class Sequencer:
         return Decision(self._stamp(cmd, now_ns), (matcher,))
 
     def _mass_cancel(self, cmd: MassCancel, now_ns: int) -> Decision:
+        """A mass cancel draws on the account's command rate like any other command (one
+        for symbol 0 scans every book of every matcher)."""
         targets = self._targets(cmd.symbol)
-        if targets is None:
-            reply = Rejected(
-                *(0, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account),
-                *(cmd.symbol, 0, ResultCode.UNKNOWN_SYMBOL),
-            )
-            return Decision(None, reply=reply)
-        return Decision(self._stamp(cmd, now_ns), targets)
+        code = ResultCode.UNKNOWN_SYMBOL
+        if targets is not None:
+            if self._allow(cmd.account, now_ns):
+                return Decision(self._stamp(cmd, now_ns), targets)
+            code = ResultCode.ACCOUNT_RATE_LIMITED
+        reply = Rejected(
+            *(0, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account),
+            *(cmd.symbol, 0, code),
+        )
+        return Decision(None, reply=reply)
 
     def _account(self, cmd: CreateAccount | Transfer, now_ns: int) -> Decision:
         if isinstance(cmd, CreateAccount):

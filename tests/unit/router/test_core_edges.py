@@ -219,7 +219,8 @@ def test_notional_limits_are_inclusive_for_new_orders_stops_and_replaces() -> No
         (new_order(2, SELL, 20_005, 5), ResultCode.NOTIONAL_TOO_LARGE),
         (new_order(2, SELL, 0, 5, kind=STOP, stop=20_000), OK),  # checked at its stop
         (new_order(2, SELL, 0, 5, kind=STOP, stop=20_005), ResultCode.NOTIONAL_TOO_LARGE),
-        (new_order(2, SELL, 0, 50, kind=MARKET, tif=IOC), OK),  # no price: unchecked
+        # no worst price: checked at the last trade price, and there is none yet
+        (new_order(2, SELL, 0, 50, kind=MARKET, tif=IOC), ResultCode.NO_REFERENCE_PRICE),
     ]
     for ref, (order, code) in enumerate(cases, start=100):
         decision = ex.sequencer.submit(msgspec.structs.replace(order, client_ref=ref), 0)

@@ -1,11 +1,9 @@
 """Bugs found by a hostile review of the router's risk core (``procs/core/accounts.py`` and
-``procs/core/sequencer.py``). Each test fails on the code it was written against and is
-marked ``xfail(strict=True)`` until fixed.
+``procs/core/sequencer.py``). Each test failed on the code it was written against and passes
+since its fix.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from procs.common.records import CancelOrder, MassCancel, Rejected, Trade
 from procs.common.result_codes import ResultCode
@@ -22,9 +20,6 @@ from tests.unit.router.core_rig import (
 )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: MassCancel skips the per-account max_commands_per_s bucket"
-)
 def test_mass_cancels_count_against_the_accounts_command_rate() -> None:
     """``max_commands_per_s`` is a limit per account on its commands (issue 4), and the
     sequencer applies it to new orders, cancels and replaces, but ``_mass_cancel`` never
@@ -42,9 +37,6 @@ def test_mass_cancels_count_against_the_accounts_command_rate() -> None:
     assert sequenced == [None] * 10, "mass cancels of a rate-limited account were sequenced"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: a market sell (price 0) is never checked against max_order_notional"
-)
 def test_a_market_sell_cannot_exceed_the_max_order_notional() -> None:
     """``reserve_new`` checks a market sell at its ``price``, 0 when the client gives no
     worst price, so ``notional(0, qty) = 0`` always passes ``max_order_notional``. On BTC-USD
@@ -62,3 +54,20 @@ def test_a_market_sell_cannot_exceed_the_max_order_notional() -> None:
     ex.check()
     traded = sum(t.price * t.qty * 10 for t in trades if t.taker_account == 1)
     assert order is None, f"a market sell of notional {traded} was accepted (limit 3_000_000)"
+
+
+def test_a_market_sell_is_checked_at_the_last_trade_price() -> None:
+    """Once the symbol has traded (here at 10_000), a market sell with no worst price is
+    checked at that price: 25 lots (2_500_000) pass, 50 lots (5_000_000) do not."""
+    ex = funded(exchange_config(max_notional=3_000_000))
+    for ref, buyer in ((1, 2), (2, 3)):
+        placed(ex, new_order(buyer, BUY, 10_000, 25, ref=ref))
+    placed(ex, new_order(1, SELL, 10_000, 1, ref=3))  # a trade at 10_000
+    ex.settle()
+    assert ex.accounts.last_price(BTCUSD) == 10_000
+    too_big = ex.sequencer.submit(new_order(1, SELL, 0, 50, ref=4, kind=MARKET), SECOND)
+    assert isinstance(too_big.reply, Rejected)
+    assert too_big.reply.code == ResultCode.NOTIONAL_TOO_LARGE
+    assert ex.submit(new_order(1, SELL, 0, 25, ref=5, kind=MARKET), SECOND) is not None
+    ex.settle()
+    ex.check()
