@@ -35,10 +35,12 @@ from procs.common.topology import journal_dir
 from procs.replica.files import CHUNK, FileShipper, gateway_root, shipped_files
 from procs.replica.tail import JournalTail
 from procs.replica.wire import (
+    HEARTBEAT_S,
     Ack,
     AskEpochs,
     Entries,
     EpochHistory,
+    Heartbeat,
     Hello,
     History,
     Refused,
@@ -205,6 +207,7 @@ class ReplicationSource:
         loop = asyncio.get_running_loop()
         tail = JournalTail(self.reader)
         files = FileShipper(gateway_root(self.cfg), shipped_files(self.cfg))
+        heard = loop.time()  # when the standby last got a frame or a heartbeat from here
         try:
             while not self.stopping.is_set():
                 bell = loop.create_future()
@@ -214,6 +217,9 @@ class ReplicationSource:
                     images = tail.read(next_seq, BATCH)
                     if not images:
                         await _ship(writer, files)  # users and keys change while idle too
+                        if loop.time() - heard >= HEARTBEAT_S:
+                            await send(writer, Heartbeat())
+                            heard = loop.time()
                         timer = loop.call_later(PARK_S, _wake, bell)
                         await bell
                         timer.cancel()
@@ -228,6 +234,7 @@ class ReplicationSource:
                 await _ship(writer, files)
                 history.update(b"".join(images))
                 await send(writer, Entries(next_seq, images, history.digest()))
+                heard = loop.time()
                 next_seq += len(images)
                 await asyncio.sleep(0)  # let the acknowledgements in between frames
         finally:

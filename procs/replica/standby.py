@@ -41,14 +41,16 @@ from procs.core.recovery import recover, write_snapshot
 from procs.replica.files import FileReceiver, gateway_root
 from procs.replica.market import HotMarket
 from procs.replica.wire import (
+    SILENCE_S,
     Ack,
     Entries,
     EpochHistory,
+    Heartbeat,
     Hello,
     History,
     Refused,
     StateFile,
-    receive,
+    receive_within,
     send,
 )
 
@@ -131,9 +133,22 @@ class Standby:
         self.journal.sync()  # durable here before it is acknowledged
         self.history = history
         if self._adopt is not None:
-            self._adopt.save(journal_dir(self.cfg))
-            self.epochs, self._adopt = self._adopt, None
+            self._adopt_reached()
         return self.next_seq - 1
+
+    def _adopt_reached(self) -> None:
+        """Take on the primary's epochs that begin by this journal's next seq; a later one
+        waits for the frame that reaches it (an epoch claimed with nothing of it here would
+        make promoting this standby, mid catch-up, fail: its epoch must begin after)."""
+        adopt = self._adopt
+        assert adopt is not None
+        reached = tuple((e, s) for e, s in adopt.history if s <= self.next_seq)
+        if len(reached) == len(adopt.history):
+            adopt.save(journal_dir(self.cfg))
+            self.epochs, self._adopt = adopt, None
+        elif len(reached) > len(self.epochs.history):
+            self.epochs = Epochs(reached)
+            self.epochs.save(journal_dir(self.cfg))
 
     def follow_epochs(self, message: EpochHistory) -> None:
         """The primary's epochs: check that this journal can follow them; they are kept with
@@ -194,6 +209,8 @@ class Standby:
                 await self._follow(reader, writer)
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
                 log.warning("primary connection lost (%s); reconnecting", exc)
+            except TimeoutError:
+                log.warning("primary silent for %.1f s (no heartbeat); reconnecting", SILENCE_S)
             finally:
                 self.connected = False
                 writer.close()
@@ -201,7 +218,7 @@ class Standby:
 
     async def _follow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await send(writer, Hello(self.next_seq, self.digest, self.epochs.current))
-        first = await receive(reader)
+        first = await receive_within(reader, SILENCE_S)
         if isinstance(first, Refused):
             raise StandbyRefusedError(f"the primary refused this standby: {first.reason}")
         if not isinstance(first, EpochHistory):
@@ -210,7 +227,9 @@ class Standby:
         self.connected = True
         log.info("following the primary from seq %d", self.next_seq)
         while not self.stopping.is_set():
-            message = await receive(reader)
+            message = await receive_within(reader, SILENCE_S)
+            if isinstance(message, Heartbeat):
+                continue
             if isinstance(message, Refused):
                 raise StandbyRefusedError(f"the primary refused this standby: {message.reason}")
             if isinstance(message, StateFile):
@@ -221,8 +240,11 @@ class Standby:
                 continue
             if not isinstance(message, Entries):
                 raise StandbyRefusedError(f"unexpected {type(message).__name__} from the primary")
-            await send(writer, Ack(self.persist(message)))
-            self.apply(message)
+            seq = self.persist(message)
+            try:  # durable: acknowledged, and applied even when the ack cannot be sent
+                await send(writer, Ack(seq))
+            finally:
+                self.apply(message)
 
     def write_status(self, *, force: bool = False) -> None:
         now = time.monotonic()

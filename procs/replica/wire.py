@@ -13,6 +13,11 @@
                                                    bytes (``files.py``); not acknowledged
     operator -> primary  AskEpochs()               only the EpochHistory, then the connection
                                                    closes (``failover.py demote``)
+    primary -> standby   Heartbeat()               every HEARTBEAT_S while there is nothing
+                                                   else to send: a standby that hears nothing
+                                                   for SILENCE_S takes the primary for gone
+                                                   (a host that died sends no FIN) and
+                                                   reconnects
 
 Epochs fence a promoted standby's old primary: a primary refuses a standby of a newer epoch
 than its own and marks its own journal fenced; a standby refuses a primary of an older epoch
@@ -33,6 +38,8 @@ import struct
 import msgspec
 
 MAX_FRAME = 64 << 20
+HEARTBEAT_S = 0.5
+SILENCE_S = 2.0
 _LEN = struct.Struct("<I")
 
 
@@ -71,7 +78,11 @@ class AskEpochs(msgspec.Struct, tag=7, array_like=True):
     pass
 
 
-Message = Hello | Entries | Ack | Refused | StateFile | EpochHistory | AskEpochs
+class Heartbeat(msgspec.Struct, tag=8, array_like=True):
+    pass
+
+
+Message = Hello | Entries | Ack | Refused | StateFile | EpochHistory | AskEpochs | Heartbeat
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -112,3 +123,8 @@ async def receive(reader: asyncio.StreamReader) -> Message:
     if length > MAX_FRAME:
         raise ValueError(f"replication frame of {length} bytes, the limit is {MAX_FRAME}")
     return _decoder.decode(await reader.readexactly(length))
+
+
+async def receive_within(reader: asyncio.StreamReader, timeout_s: float) -> Message:
+    """``receive``, or ``TimeoutError`` when nothing (not even a Heartbeat) came in time."""
+    return await asyncio.wait_for(receive(reader), timeout_s)
