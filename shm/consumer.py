@@ -56,29 +56,32 @@ class Consumer(Generic[T]):
         self._words = words
         state = words[h.consumer_word(index, h.C_STATE)]
         name = ring.consumer_names().get(index, f"#{index}")
-        if state == h.STATE_DETACHED:
-            if not rejoin:
-                raise ConsumerDetachedError(
-                    f"ring {ring.name!r}: consumer {name!r} was detached; attach with "
-                    "rejoin=True to continue from the producer's cursor (records in between "
-                    "are lost to it)"
-                )
-            words[h.consumer_word(index, h.C_SEQUENCE)] = ring.cursor()
-            words[h.consumer_word(index, h.C_STATE)] = h.STATE_ACTIVE
-        elif state != h.STATE_ACTIVE:
+        if state == h.STATE_DETACHED and not rejoin:
+            raise ConsumerDetachedError(
+                f"ring {ring.name!r}: consumer {name!r} was detached; attach with "
+                "rejoin=True to continue from the producer's cursor (records in between "
+                "are lost to it)"
+            )
+        if state not in (h.STATE_ACTIVE, h.STATE_DETACHED):
             raise RingError(f"ring {ring.name!r}: consumer index {index} is not declared")
         holder = words[h.consumer_word(index, h.C_PID)]
         me = os.getpid()
-        if holder and holder != me and pid_alive(holder):
+        if holder and holder != me and pid_alive(holder):  # before anything is changed
             raise RingError(
                 f"ring {ring.name!r}: consumer {name!r} is attached by live pid {holder}"
             )
+        if state == h.STATE_DETACHED:  # rejoin
+            words[h.consumer_word(index, h.C_SEQUENCE)] = ring.cursor()
+            words[h.consumer_word(index, h.C_STATE)] = h.STATE_ACTIVE
         words[h.consumer_word(index, h.C_PID)] = me
         self.name = name
         self.auto_commit = auto_commit
         self._seq_word = h.consumer_word(index, h.C_SEQUENCE)
         self._state_word = h.consumer_word(index, h.C_STATE)
         self._beat_word = h.consumer_word(index, h.C_HEARTBEAT)
+        self._generation_word = h.consumer_word(index, h.C_GENERATION)
+        self._generation = words[self._generation_word]  # the line's owner this one is
+        self._wake_gated_word = h.consumer_word(index, h.C_WAKE_GATED)
         self._view = memoryview(ring.region.buf)
         self._codec = ring.codec
         self._decode = ring.codec.decode_from
@@ -130,6 +133,8 @@ class Consumer(Generic[T]):
 
     def read(self, max_batch: int = 256) -> list[T]:
         """Every ready record up to ``max_batch``, in order (possibly none). Never blocks."""
+        if max_batch < 1:
+            raise ValueError(f"read: max_batch {max_batch} must be at least 1")
         n = self._next
         if n >= self._available and not self._slow_path(n):
             return []
@@ -156,7 +161,9 @@ class Consumer(Generic[T]):
 
     def _slow_path(self, n: int) -> bool:
         """Runs when ``n`` reaches the known-available bound or the next auto-commit point:
-        commits, refreshes availability, and says whether record ``n`` can be read."""
+        commits, refreshes availability, and says whether record ``n`` can be read. Raises
+        ``ConsumerDetachedError`` once the line was detached (or freed and declared again)."""
+        self._check_attached()
         auto = self.auto_commit
         if auto and n >= self._commit_at:
             self._publish_sequence(n)
@@ -221,11 +228,42 @@ class Consumer(Generic[T]):
         self._publish_sequence(upto)
 
     def _publish_sequence(self, upto: int) -> None:
-        self._words[self._seq_word] = upto
+        self._check_attached()  # never write a sequence word this process no longer owns
+        words = self._words
+        words[self._seq_word] = upto
         self._commit_at = upto + self._commit_every
         self._slow_at = min(self._available, self._commit_at)
-        if self._words[_PARKED]:
+        if words[_PARKED]:
             self._wake_producer()
+        if words[self._wake_gated_word]:
+            self._wake_gated()
+
+    def _attached(self) -> bool:
+        words = self._words
+        return (
+            words[self._state_word] == h.STATE_ACTIVE
+            and words[self._generation_word] == self._generation
+        )
+
+    def _check_attached(self) -> None:
+        if not self._attached():
+            raise ConsumerDetachedError(
+                f"ring {self.ring.name!r}: consumer {self.name!r} was detached at sequence "
+                f"{self._next}"
+            )
+
+    def _wake_gated(self) -> None:
+        """Post every parked consumer gated on this one: its gate just moved. Clear the flag
+        first: one that parks after the clear sets it again (as ``Producer._wake_consumers``)."""
+        words = self._words
+        words[self._wake_gated_word] = 0
+        bit = 1 << self.index
+        for index in range(self.ring.max_consumers):
+            if (
+                words[h.consumer_word(index, h.C_GATES)] & bit
+                and words[h.consumer_word(index, h.C_PARKED)]
+            ):
+                post(self.ring.consumer_sem_name(index), self._sems)
 
     # -- waiting ---------------------------------------------------------------------------
 
@@ -252,21 +290,23 @@ class Consumer(Generic[T]):
         # Other strategies' rounds can sleep or park for milliseconds: every round.
         check_mask = 1023 if idle is None else 0
         rounds = 0
-        while True:
-            if (words[_CURSOR] > n or gated) and ready():
-                return True
-            if rounds & check_mask == 0:
-                self.heartbeat()
-                if words[self._state_word] != h.STATE_ACTIVE:
-                    raise ConsumerDetachedError(
-                        f"ring {self.ring.name!r}: consumer {self.name!r} was detached at "
-                        f"sequence {self._next}"
-                    )
-                if deadline is not None and time.monotonic() > deadline:
-                    return False
-            if idle is not None:
-                idle(rounds, ready, parker)
-            rounds += 1
+        try:
+            while True:
+                if (words[_CURSOR] > n or gated) and ready():
+                    return True
+                if rounds & check_mask == 0:
+                    self.heartbeat()
+                    self._check_attached()
+                    if deadline is not None:
+                        left = deadline - time.monotonic()
+                        if left < 0:
+                            return False
+                        parker.cap_s = left  # a park ends by the deadline, whatever its timeout
+                if idle is not None:
+                    idle(rounds, ready, parker)
+                rounds += 1
+        finally:
+            parker.cap_s = None
 
     def next(self, timeout_s: float | None = None) -> T | None:
         """Wait for and return the next record (``None`` on timeout)."""
@@ -335,7 +375,7 @@ class Consumer(Generic[T]):
                 self._words,
                 h.consumer_word(self.index, h.C_PARKED),
                 self.ring.consumer_sem_name(self.index),
-                wake_word=h.P_WAKE,
+                (h.P_WAKE, *(h.consumer_word(g, h.C_WAKE_GATED) for g in self._gate.indexes)),
             )
         return self._parker
 
@@ -348,7 +388,7 @@ class Consumer(Generic[T]):
         if self._closed:
             return
         self._closed = True
-        if self.auto_commit:
+        if self.auto_commit and self._attached():
             self._publish_sequence(self._next)
         if self._words[h.consumer_word(self.index, h.C_PID)] == os.getpid():
             self._words[h.consumer_word(self.index, h.C_PID)] = 0

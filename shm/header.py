@@ -10,7 +10,8 @@ never invalidates the line the producer writes.
 line 0     static      magic, layout version, slot size, capacity, schema id, max consumers, ...
 line 1     producer    cursor, heartbeat ns, pid, "a consumer is parked" (wake) flag
 line 2     parked      the producer's parked flag                 (consumers read per commit)
-line 3+i   consumer i  sequence, heartbeat ns, pid, state, gate mask, parked flag, name
+line 3+i   consumer i  sequence, heartbeat ns, pid, state, gate mask, parked flag, name,
+                       generation, "a consumer gated on this one is parked" flag
 data       capacity x slot_size bytes; each slot's last 8 bytes are its seqlock stamp
 ```
 """
@@ -27,6 +28,7 @@ LINE: Final = 128
 WORD: Final = 8
 STAMP_SIZE: Final = 8
 NAME_SIZE: Final = 16
+MAX_SEGMENT: Final = 1 << 40  # bytes: far above any ring, below what an mmap can hold
 
 # Static line: magic, layout_version, slot_size, capacity, schema_id, max_consumers,
 # header_size, created_ns, creator_pid.
@@ -52,6 +54,8 @@ C_STATE: Final = 3
 C_GATES: Final = 4  # bitmask of consumer indexes this one may not overtake
 C_PARKED: Final = 5
 C_NAME_BYTE: Final = 6 * WORD  # NAME_SIZE bytes of UTF-8, NUL padded
+C_GENERATION: Final = 8  # bumped by every declare: a process holding an older line is stale
+C_WAKE_GATED: Final = 9  # 1 when a consumer gated on this one is parked: its commit must post
 
 STATE_FREE: Final = 0
 STATE_ACTIVE: Final = 1  # declared: gates the producer whether or not a process is attached
@@ -99,3 +103,8 @@ class Geometry:
             raise ValueError(f"max_consumers {self.max_consumers} is outside 1..62")
         if not 0 <= self.schema_id < 2**63:
             raise ValueError(f"schema_id {self.schema_id} is outside 0..2**63-1")
+        if self.total_size > MAX_SEGMENT:
+            raise ValueError(
+                f"capacity {self.capacity} x slot_size {self.slot_size} makes a segment of "
+                f"{self.total_size} bytes, more than {MAX_SEGMENT} (1 TiB)"
+            )

@@ -91,6 +91,7 @@ class Producer(Generic[T]):
         self._parker: Parker | None = None
         self._sems: dict[str, posix_ipc.Semaphore] = {}
         self._closed = False
+        self._claimed = 0  # slots of the last claim not yet published
         self.heartbeat()
 
     # -- hot path --------------------------------------------------------------------------
@@ -247,14 +248,16 @@ def bind(self, words, buf, mask, slot, data, shift, CURSOR, WAKE, nxt, limit):
                 good = written + exc.published
                 self._next = n + good
                 self._words[_CURSOR] = self._next
+                if self._words[h.P_WAKE]:
+                    self._wake_consumers()
                 raise EncodeError(
                     f"{exc}; the {done + good} items before it were published", done + good
                 ) from None
             self._next = n + count
             self._words[h.P_CURSOR] = n + count
             done += count
-        if self._words[h.P_WAKE]:
-            self._wake_consumers()
+            if self._words[h.P_WAKE]:  # each chunk: the next may wait for a parked reader
+                self._wake_consumers()
         return self._next - 1
 
     def claim(self, count: int) -> Claim:
@@ -272,12 +275,19 @@ def bind(self, words, buf, mask, slot, data, shift, CURSOR, WAKE, nxt, limit):
         count = min(count, self._capacity - (n & self._mask))
         if n + count > self._limit:
             self._await_space(n + count, None)
+        self._claimed = count
         return Claim(
             self._view, self._data + (n & self._mask) * self._slot, (n >> self._shift) + 1, count
         )
 
     def publish_claimed(self, count: int) -> int:
         """Publish the first ``count`` slots of the last claim; returns the last sequence."""
+        if not 1 <= count <= self._claimed:
+            raise ValueError(
+                f"publish_claimed: count {count} is outside 1..{self._claimed}, the slots of "
+                "the last claim not yet published"
+            )
+        self._claimed = 0
         n = self._next + count
         self._next = n
         words = self._words

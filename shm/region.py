@@ -15,7 +15,7 @@ from typing import Final
 
 import posix_ipc
 
-from shm.errors import ShmError
+from shm.errors import HeaderMismatchError, ShmError
 
 PREFIX: Final = "ringex"
 _POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)
@@ -61,7 +61,11 @@ class Region:
                 f"segment {posix_name!r} already exists (a running instance, or a stale one: "
                 f"`ringex shm rm --instance {instance}`)"
             ) from exc
-        return cls._map(mem, posix_name, name)
+        try:
+            return cls._map(mem, posix_name, name)
+        except BaseException:
+            _unlink_quietly(posix_name)  # nothing half-made left behind to block a retry
+            raise
 
     @classmethod
     def attach(cls, instance: str, name: str) -> Region:
@@ -76,9 +80,16 @@ class Region:
     def _map(cls, mem: posix_ipc.SharedMemory, posix_name: str, name: str) -> Region:
         size = mem.size
         try:
+            if size <= 0 or size % 8:  # not one of ours (a header is words): never mapped
+                raise HeaderMismatchError(
+                    posix_name, "segment size", "a positive multiple of 8", size
+                )
             # Pre-fault the pages: the first lap of a fresh ring would otherwise take a page
             # fault every 4 KiB, on the hot path.
-            buf = mmap.mmap(mem.fd, size, flags=mmap.MAP_SHARED | _POPULATE)
+            try:
+                buf = mmap.mmap(mem.fd, size, flags=mmap.MAP_SHARED | _POPULATE)
+            except OSError as exc:
+                raise ShmError(f"segment {posix_name!r}: cannot map {size} bytes: {exc}") from exc
         finally:
             mem.close_fd()
         return cls(posix_name, name, size, buf)

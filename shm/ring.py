@@ -178,9 +178,14 @@ class Ring(Generic[T]):
             os.getpid(),
         )
         ring = cls(region, codec, instance)
-        for declared in consumers:
-            spec = ConsumerSpec(declared) if isinstance(declared, str) else declared
-            ring.declare_consumer(spec.name, gates=spec.gates, start=0)
+        try:
+            for declared in consumers:
+                spec = ConsumerSpec(declared) if isinstance(declared, str) else declared
+                ring.declare_consumer(spec.name, gates=spec.gates, start=0)
+        except BaseException:  # a refused declaration leaves no segment to block a retry
+            ring.unlink()
+            ring.close()
+            raise
         return ring
 
     @classmethod
@@ -226,8 +231,12 @@ class Ring(Generic[T]):
         """Give ``name`` a free line and make it gate the producer; returns its index.
 
         ``start`` is the first sequence it will read (default: the producer's cursor, for a
-        late joiner). Call from the ring's owner only: the table has no lock.
+        late joiner): at most the cursor, and no further back than what every active consumer
+        still holds (a producer may already write up to a lap past the slowest of them; with
+        none, only the cursor). Call from the ring's owner only: the table has no lock.
         """
+        if start is not None:
+            self._check_start(name, start)
         encoded = name.encode()
         if not encoded or len(encoded) > h.NAME_SIZE:
             raise ValueError(f"consumer name {name!r} must be 1..{h.NAME_SIZE} bytes")
@@ -250,16 +259,41 @@ class Ring(Generic[T]):
         words[h.consumer_word(index, h.C_GATES)] = gate_mask
         words[h.consumer_word(index, h.C_PID)] = 0
         words[h.consumer_word(index, h.C_HEARTBEAT)] = 0
+        words[h.consumer_word(index, h.C_WAKE_GATED)] = 0
+        words[h.consumer_word(index, h.C_GENERATION)] += 1  # an old holder of the line: stale
         words[h.consumer_word(index, h.C_STATE)] = h.STATE_ACTIVE  # last: publishes the line
         return index
+
+    def _check_start(self, name: str, start: int) -> None:
+        cursor = self.cursor()
+        held = [
+            self.words[h.consumer_word(i, h.C_SEQUENCE)]
+            for i in range(self.max_consumers)
+            if self.words[h.consumer_word(i, h.C_STATE)] == h.STATE_ACTIVE
+        ]
+        lowest = max(cursor - self.capacity, min(held, default=cursor), 0)
+        if not lowest <= start <= cursor:
+            raise RingError(
+                f"ring {self.name!r}: consumer {name!r} cannot start at {start}: the cursor is "
+                f"{cursor}, capacity {self.capacity}, the slowest active consumer at "
+                f"{min(held, default=cursor)}; a start must be within {lowest}..{cursor}"
+            )
 
     def detach_consumer(self, index: int) -> None:
         """Stop ``index`` from gating anyone (a dead consumer must not block the producer).
 
         Its process, if alive, gets ``ConsumerDetachedError`` on its next wait or read."""
         self._check_index(index)
+        state = self.words[h.consumer_word(index, h.C_STATE)]
+        if state not in (h.STATE_ACTIVE, h.STATE_DETACHED):
+            raise RingError(
+                f"ring {self.name!r}: consumer {index} is {h.STATE_NAMES.get(state, state)}, "
+                "not declared: nothing to detach"
+            )
         self.words[h.consumer_word(index, h.C_STATE)] = h.STATE_DETACHED
         post(self.consumer_sem_name(index), self._sems)  # wake it if parked
+        if self.words[h.P_PARKED]:  # a producer waiting for room it may now have
+            post(self.producer_sem_name(), self._sems)
 
     def free_consumer(self, index: int) -> None:
         """Return a detached line to the pool (its name becomes declarable again)."""

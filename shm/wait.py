@@ -36,18 +36,20 @@ DEFAULT_PARK_TIMEOUT_S: Final = 0.02
 class Parker:
     """One side's way to sleep until the other side posts: a flag word plus a semaphore.
 
-    ``flag_word`` is this waiter's own "parked" word; ``wake_word``, when given, is a word on the
-    waker's line that the waker polls cheaply (one load per publish) before scanning flags.
+    ``flag_word`` is this waiter's own "parked" word; ``wake_words`` are words on the wakers'
+    lines that each waker polls cheaply (one load per publish or commit) before scanning flags.
+    ``cap_s``, when set, bounds every park (a caller's own deadline).
     """
 
-    __slots__ = ("_fence_sem", "_flag", "_sem", "_wake", "_words")
+    __slots__ = ("_fence_sem", "_flag", "_sem", "_wake", "_words", "cap_s")
 
     def __init__(
-        self, words: memoryview, flag_word: int, sem_name: str, wake_word: int | None = None
+        self, words: memoryview, flag_word: int, sem_name: str, wake_words: tuple[int, ...] = ()
     ) -> None:
         self._words = words
         self._flag = flag_word
-        self._wake = wake_word
+        self._wake = wake_words
+        self.cap_s: float | None = None
         self._sem = posix_ipc.Semaphore(sem_name, posix_ipc.O_CREAT, initial_value=0)
         # A private semaphore used only as a full memory fence (see the module docstring).
         self._fence_sem = posix_ipc.Semaphore(None, posix_ipc.O_CREX, initial_value=0)
@@ -57,8 +59,10 @@ class Parker:
         """Sleep until posted, ``timeout_s`` passes, or ``ready()`` is already true."""
         words = self._words
         words[self._flag] = 1
-        if self._wake is not None:
-            words[self._wake] = 1
+        for wake in self._wake:
+            words[wake] = 1
+        if self.cap_s is not None:
+            timeout_s = min(timeout_s, self.cap_s)
         self._fence_sem.release()  # StoreLoad fence: the flag must be visible before we re-check
         self._fence_sem.acquire(0)
         try:
