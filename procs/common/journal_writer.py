@@ -178,6 +178,12 @@ class JournalWriter:
         """Move the segments whose entries all precede ``seq`` to ``archive_dir``."""
         return archive_segments_before(self.directory, seq, Path(archive_dir))
 
+    @property
+    def lock_fd(self) -> int:
+        """The directory lock's descriptor: a forked child closes its copy (the lock stays
+        the parent's)."""
+        return self._lock.fd
+
     def close(self) -> None:
         """Sync (unless the policy is ``"none"`` or a write failed) and release the directory."""
         if self._lock.fd < 0:

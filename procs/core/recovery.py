@@ -175,11 +175,11 @@ def journal_commands(
     reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
     for _seq, image in reader.entries(after + 1):
         command = codec.decode_slot(image)
-        if isinstance(command, _MATCHER_COMMANDS) and command.symbol in mine:
+        if isinstance(command, MATCHER_COMMANDS) and command.symbol in mine:
             yield command
 
 
-_MATCHER_COMMANDS = (NewOrder, CancelOrder, ReplaceOrder, MassCancel, AdminCommand)
+MATCHER_COMMANDS = (NewOrder, CancelOrder, ReplaceOrder, MassCancel, AdminCommand)
 
 
 def matchers_at(
@@ -204,14 +204,21 @@ def matchers_at(
     return matchers
 
 
-def matcher_snapshot(cfg: RingexConfig, name: str) -> tuple[int, bytes] | None:
+def matcher_snapshot(
+    cfg: RingexConfig, name: str, upto: tuple[int, int] | None = None
+) -> tuple[int, bytes] | None:
     """Where matcher ``name`` restarts from: the newer of its own snapshot and the exchange
-    snapshot's copy of its books, as ``(seq, state)``. The router's snapshot children write
-    the latter every ``journal.snapshot_every`` commands off every loop, so a restarting
-    matcher replays no longer a tail than the router does, however rarely it snapshots
-    itself (its own snapshots pause its loop)."""
-    own = SnapshotStore(snapshot_dir(cfg, f"matcher-{name}")).latest()
-    exchange = snapshot_store(cfg).latest()
+    snapshot's copy of its books, as ``(seq, state)``; with ``upto`` (own, exchange), each at
+    or before its bound (a matcher whose output ring holds the events up to there: a newer
+    snapshot would skip commands whose events it never published; its own snapshots are
+    written after their events went out, so their bound may be one seq further). The
+    router's snapshot children write the latter every ``journal.snapshot_every`` commands
+    off every loop, so a restarting matcher replays no longer a tail than the router does,
+    however rarely it snapshots itself (its own snapshots pause its loop)."""
+    own_store = SnapshotStore(snapshot_dir(cfg, f"matcher-{name}"))
+    store = snapshot_store(cfg)
+    own = own_store.latest() if upto is None else own_store.at_or_before(upto[0])
+    exchange = store.latest() if upto is None else store.at_or_before(upto[1])
     if exchange is None or (own is not None and own[0] >= exchange[0]):
         return own
     books = msgspec.msgpack.decode(exchange[1], type=ExchangeSnapshot).matchers.get(name)

@@ -53,6 +53,12 @@ R = TypeVar("R", bound=Record)
 NOWHERE: tuple[str, ...] = ()
 
 
+#: The records ``submit`` sequences; anything else on a gateway's ring is not a command.
+SEQUENCED = frozenset(
+    (NewOrder, CancelOrder, ReplaceOrder, MassCancel, CreateAccount, Transfer, AdminCommand)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What became of one gateway command: ``command`` is the sequenced record (None when

@@ -4,19 +4,21 @@
 
 Start, restart and crash recovery are one path:
 
-1. restore the newest snapshot: its own (``<var>/<instance>/snapshots/matcher-<name>/``)
-   or the exchange snapshot's copy of its books, whichever is newer
-   (``recovery.matcher_snapshot``), or start with empty books;
-2. replay the journaled commands after it (the router's journal, ``procs.common.journal``)
-   that are this matcher's: the output ring already holds the events of every command up to
-   the last one it published, so only the events of later commands are published again;
-3. consume the input ring from this matcher's committed position; a command that step 2
-   already executed is skipped by its sequence number.
+1. find where the output ring stopped (``published_position``: every event of the commands
+   up to a seq, or of the last one only the first few when a crash cut a publish short);
+2. restore the newest snapshot at or before that point (any, for a new ring): its own
+   (``<var>/<instance>/snapshots/matcher-<name>/``) or the exchange snapshot's copy of its
+   books, whichever is newer (``recovery.matcher_snapshot``), or start with empty books;
+3. replay the journaled commands after it (the router's journal, ``procs.common.journal``)
+   that are this matcher's, publishing only the events the output ring does not hold yet;
+4. consume the input ring from this matcher's committed position; a command that step 3
+   already executed is skipped by its sequence number. A record that is not a command is
+   logged and passed over.
 
 Per batch: take up to ``batch`` commands, execute them, publish their events in one
 ``publish_batch`` (the cursor store makes it all-or-nothing up to the ring's capacity), then
 commit the input. A crash between publish and commit re-executes the batch after recovery,
-and step 2's rule drops the duplicate events. ``AdminCommand(SNAPSHOT)`` writes a snapshot
+and step 3's rule drops the duplicate events. ``AdminCommand(SNAPSHOT)`` writes a snapshot
 after its batch, as does every ``snapshot_every`` commands and a clean stop (SIGTERM, SIGINT
 or ``AdminCommand(SHUTDOWN)``).
 """
@@ -53,7 +55,7 @@ from procs.common.types import AdminAction
 from procs.core.book import Book
 from procs.core.engine import Matcher
 from procs.core.fast_book import FastBook
-from procs.core.recovery import journal_commands, matcher_snapshot
+from procs.core.recovery import MATCHER_COMMANDS, journal_commands, matcher_snapshot
 from procs.core.symbols import symbol_specs
 from shm import Ring
 from shm.counters import Counters
@@ -81,7 +83,14 @@ class MatcherShell:
         self.codec = codec or RecordCodec()
         self.store = SnapshotStore(snapshot_dir(cfg, f"matcher-{name}"))
         specs = symbol_specs(cfg, name)
-        latest = matcher_snapshot(cfg, name)
+        out_ring = Ring.attach(cfg.instance, matcher_output(name), self.codec)
+        #: Events of commands up to this sequence are in the output ring already; of the
+        #: one at it, only the first ``_partial`` when that is not None (a publish cut short).
+        self.published_upto, self._partial = published_position(out_ring)
+        fresh = out_ring.cursor() == 0  # new rings: their readers catch up from the marks
+        complete = self.published_upto - (self._partial is not None)
+        bounds = None if fresh else (self.published_upto, complete)
+        latest = matcher_snapshot(cfg, name, bounds)
         if latest is None:
             self.matcher = Matcher(specs, book_cls)
         else:
@@ -89,12 +98,6 @@ class MatcherShell:
             log.info("matcher %s restored the snapshot of seq %d", name, latest[0])
         self._since_snapshot = 0
         self.stats = Counters.open(cfg.instance, matcher_page(name), matcher_counters(cfg, name))
-        out_ring = Ring.attach(cfg.instance, matcher_output(name), self.codec)
-        last = out_ring.last_published()
-        #: Events of commands up to this sequence are in the output ring already.
-        self.published_upto: int = (
-            last.counter if isinstance(last, Heartbeat) else getattr(last, "seq", 0)
-        )
         self.producer = out_ring.producer(cfg.wait.build())
         if replay is None:
             # the exchange snapshot's copy holds every command up to its seq, which may be
@@ -110,6 +113,7 @@ class MatcherShell:
         recovered = Heartbeat(time.time_ns(), RECOVERED_SOURCE, self.matcher.last_seq)
         self.producer.publish_batch([recovered])
         self.published_upto = max(self.published_upto, self.matcher.last_seq)
+        self._partial = None
         in_ring = Ring.attach(cfg.instance, matcher_input(name), self.codec)
         self.consumer = in_ring.consumer(INPUT_CONSUMER, cfg.wait.build(), auto_commit=False)
         self.stopping = False
@@ -121,14 +125,33 @@ class MatcherShell:
     def _replay(self, commands: Iterable[Record]) -> int:
         count = 0
         for chunk in _chunks(commands, self.settings.batch):
-            self._publish([e for c in chunk for e in self.matcher.execute(c)])
+            self._publish([e for c in chunk for e in self._execute(c)])
             count += len(chunk)
         return count
 
+    def _execute(self, command: Record) -> list[Record]:
+        """A command's events; a record that is not a command (a bug upstream) is logged and
+        passed over, never the end of this process (nor, left uncommitted, of the next)."""
+        if type(command) not in MATCHER_COMMANDS:
+            log.error("matcher input holds %r, which is not a command: ignored", command)
+            return []
+        return self.matcher.execute(command)
+
     def _publish(self, events: list[Record]) -> None:
         if events and _seq(events[0]) <= self.published_upto:
-            upto = self.published_upto
-            events = [e for e in events if _seq(e) > upto]
+            upto, skip = self.published_upto, self._partial
+            kept = []
+            for event in events:
+                seq = _seq(event)
+                if seq > upto:
+                    kept.append(event)
+                elif seq == upto and skip is not None:
+                    if skip:  # the first ``skip`` of them went out before the cut
+                        skip -= 1
+                    else:
+                        kept.append(event)
+            self._partial = skip
+            events = kept
         if events:
             self.producer.publish_batch(events)
 
@@ -139,7 +162,7 @@ class MatcherShell:
             self.consumer.heartbeat()
             self.producer.heartbeat()
             return 0
-        execute = self.matcher.execute
+        execute = self._execute
         events: list[Record] = []
         snapshot = False
         for command in commands:
@@ -179,6 +202,35 @@ class MatcherShell:
         self.consumer.close()
         self.producer.close()
         self.stats.close()
+
+
+def published_position(ring: Ring[Record]) -> tuple[int, int | None]:
+    """Where a matcher's output stopped, as ``(seq, partial)``: every event of the commands
+    up to ``seq`` is in ``ring`` (``partial`` None), or of the command at ``seq`` only the
+    first ``partial`` (a publish larger than the ring, cut short by a crash). A mark that a
+    replay started (``REPLAY_SOURCE``, the seq of the snapshot restored) says nothing of
+    what went out, so the walk goes back past it; the ``RECOVERED_SOURCE`` mark says
+    "executed and published through its counter"."""
+    cursor = ring.cursor()
+    n, lowest = cursor - 1, max(0, cursor - ring.capacity)
+    while n >= lowest:
+        record = ring.record(n)
+        if isinstance(record, Heartbeat):
+            if record.source == REPLAY_SOURCE:
+                n -= 1
+                continue
+            return record.counter, None
+        seq, count = _seq(record), 0
+        while n >= lowest and not isinstance(record, Heartbeat) and _seq(record) == seq:
+            count += 1
+            n -= 1
+            if n >= lowest:
+                record = ring.record(n)
+        if n < lowest and lowest > 0:
+            log.warning("output ring: the command of seq %d has more events than the ring "
+                        "holds; %d counted as published", seq, count)  # fmt: skip
+        return seq, count
+    return 0, None
 
 
 def _seq(event: Record) -> int:

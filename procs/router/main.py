@@ -40,6 +40,7 @@ import collections
 import logging
 import multiprocessing
 import multiprocessing.process
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -50,7 +51,14 @@ from procs.common import sd_notify
 from procs.common.epochs import Epochs, JournalFencedError
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import Heartbeat, Record, RecordCodec, WatchBalances
+from procs.common.parent_death import die_with_parent
+from procs.common.records import (
+    Heartbeat,
+    Record,
+    RecordCodec,
+    RecordDecodeError,
+    WatchBalances,
+)
 from procs.common.replication_ack import FENCED, AckBlock, SyncGate, ack_dir
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
@@ -64,7 +72,7 @@ from procs.common.topology import (
     matcher_output,
 )
 from procs.core.recovery import recover, snapshot_job, snapshot_store
-from procs.core.sequencer import Decision, route_all
+from procs.core.sequencer import SEQUENCED, Decision, route_all
 from procs.core.watches import Watches
 from shm import Ring
 from shm.consumer import Consumer
@@ -228,12 +236,16 @@ class RouterShell:
         watch_requests: list[tuple[int, WatchBalances]] = []
         submit = self.sequencer.submit
         for gateway, consumer in self.inputs:
-            for command in consumer.read(quota):
-                if type(command) is WatchBalances:  # read-only: not for the sequencer
-                    watch_requests.append((gateway, command))
-                else:
+            for command in _read_commands(consumer, quota):
+                kind = type(command)
+                if kind is WatchBalances:  # read-only: not for the sequencer
+                    watch_requests.append((gateway, command))  # type: ignore[arg-type]
+                elif kind in SEQUENCED:
                     decisions.append(submit(command, time.time_ns()))
                     origins.append(gateway)
+                else:  # a gateway's bug: never the router's end
+                    log.error("gateway %d sent %r, which is not a command: ignored",
+                              gateway, command)  # fmt: skip
         if not decisions and not watch_requests:
             self._flush_replies()
             self.journal.maybe_sync()
@@ -336,7 +348,10 @@ class RouterShell:
         self.journal.sync()  # the child reads what is durable
         self._snapshot_at, self._snapshot_time = seq, time.monotonic()
         self._snapshotter = multiprocessing.get_context("fork").Process(
-            target=snapshot_job, args=(self.cfg, seq), name="ringex-snapshot", daemon=True
+            target=_snapshot_child,
+            args=(self.cfg, seq, self.journal.lock_fd),
+            name="ringex-snapshot",
+            daemon=True,
         )
         self._snapshotter.start()
         log.info("snapshot of seq %d started (pid %s)", seq, self._snapshotter.pid)
@@ -422,6 +437,43 @@ class RouterShell:
             consumer.close()
         for producer in (*self.replies.values(), *self.to_matchers.values()):
             producer.close()
+
+
+def _snapshot_child(cfg: RingexConfig, seq: int, journal_lock_fd: int) -> None:
+    """The forked snapshot job. It lets go of the journal's lock it inherited (the parent's
+    descriptor keeps the lock), so a router restarted while it runs can open its journal,
+    and it dies with the router rather than run on unwatched."""
+    os.close(journal_lock_fd)
+    die_with_parent()
+    snapshot_job(cfg, seq)
+
+
+def _read_commands(consumer: Consumer[Record], quota: int) -> list[Record]:
+    """Up to ``quota`` records of a gateway's ring. One that does not decode (a field out of
+    its bounds: a gateway's bug) is logged and passed over once it is the first unread, so it
+    can neither stop the router nor, left uncommitted, stop it again after a restart; the
+    records before it come first (they are committed only after they are journaled)."""
+    for _ in range(quota):
+        try:
+            return consumer.read(quota)
+        except RecordDecodeError:
+            good: list[Record] = []
+            while len(good) < quota:
+                try:
+                    record = consumer.poll()
+                except RecordDecodeError as exc:
+                    if good:
+                        break
+                    log.error("ring %s, record %d: %s; skipped",
+                              consumer.ring.name, consumer.sequence, exc)  # fmt: skip
+                    consumer.skip_to(consumer.sequence + 1)
+                    continue
+                if record is None:
+                    break
+                good.append(record)
+            if good:
+                return good
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,33 @@
+"""Tie a child process's life to its parent's: Linux ``prctl(PR_SET_PDEATHSIG)``.
+
+A child made by ``fork`` or started by a supervisor keeps running when its parent is killed
+(SIGKILL, the OOM killer): nobody then watches it, and it can hold what a restarted parent
+needs (a journal's lock, a live instance's segments). With this the kernel sends it
+``signal`` the moment the parent thread that made it dies. No library wraps this one call
+(``python-prctl`` is unmaintained), so it is ``ctypes`` over libc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal as signals
+import sys
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signal: int = signals.SIGTERM) -> bool:
+    """Ask for ``signal`` when the parent dies; False where the call is not available.
+
+    Call it in the child (a ``preexec_fn``, or first thing in a fork's target). A parent
+    that died before the call is caught by the ppid check: the signal is sent at once."""
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal, 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # the parent went between the fork and the call
+        os.kill(os.getpid(), signal)
+    return True
