@@ -39,7 +39,7 @@ from procs.common.users import UserStore
 from procs.core.recovery import archivable_before, archive_blocked, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
 from procs.supervisor.main import main as supervisor_main
-from procs.supervisor.run_files import read_status, run_dir
+from procs.supervisor.run_files import read_status, run_dir, supervisor_running
 from shm import Ring
 from shm.errors import ShmError
 from shm.inspect import list_segments, remove
@@ -159,11 +159,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     cfg = load_profile(_profile(args))
-    status = read_status(cfg)
-    if status is None or status["state"] == "stopped" or not pid_alive(status["supervisor_pid"]):
+    pid = supervisor_running(read_status(cfg))
+    if pid is None:  # its processes die with it (PR_SET_PDEATHSIG): nothing runs
         print(f"instance {cfg.instance} is not running")
         return 0
-    pid = int(status["supervisor_pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
     while pid_alive(pid) and time.monotonic() < deadline:
@@ -181,8 +180,10 @@ def _status(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
             status = read_status(cfg)
-            if status and status["state"] == "running" and pid_alive(status["supervisor_pid"]):
-                break
+            if status and status["state"] == "running" and supervisor_running(status):
+                processes = status.get("processes", [])
+                if all(p.get("alive") and p.get("ready") for p in processes):
+                    break  # every process up, none recovering from a restart
             time.sleep(0.1)
         else:
             print(f"instance {cfg.instance} not ready within {args.timeout} s", file=sys.stderr)
@@ -195,6 +196,7 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
         "instance": cfg.instance,
         "profile": "",
         "supervisor_pid": None,
+        "supervisor_started": None,
         "state": "stopped",
         "role": "standby" if cfg.replication.primary else "primary",
         "prestarted": False,
@@ -203,14 +205,21 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
         "metrics_url": "",
         "processes": [],
     }
-    if status.get("supervisor_pid") and not pid_alive(status["supervisor_pid"]):
+    if status.get("supervisor_pid") and not supervisor_running(status):
         status["state"] = "stopped"
     segments = {s.name: s for s in list_segments(cfg.instance)}
     ring_rows: list[dict[str, Any]] = []
     for spec in rings(cfg):
         if spec.name not in segments:
             continue
-        info = Ring.attach(cfg.instance, spec.name, RecordCodec()).info()
+        try:  # unlinked since it was listed (a stop), or not attachable: not shown
+            ring = Ring.attach(cfg.instance, spec.name, RecordCodec())
+        except ShmError:
+            continue
+        try:
+            info = ring.info()
+        finally:
+            ring.close()
         ring_rows.append(
             {
                 "name": spec.name,

@@ -65,10 +65,10 @@ class Counters:
                 return found
             found.close()
         region = Region.create(instance, name, _size(len(names)), replace=True)
-        _HEAD.pack_into(region.buf, 0, MAGIC, len(names), 0)
         for k, counter in enumerate(names):
             at = _HEAD.size + k * NAME_BYTES
             region.buf[at : at + NAME_BYTES] = counter.encode().ljust(NAME_BYTES, b"\0")
+        _HEAD.pack_into(region.buf, 0, MAGIC, len(names), 0)  # last: a reader sees it whole
         return cls(region)
 
     @classmethod

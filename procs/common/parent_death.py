@@ -15,6 +15,9 @@ import signal as signals
 import sys
 
 _PR_SET_PDEATHSIG = 1
+#: Loaded once, in the parent: a ``preexec_fn`` runs between fork and exec, where loading a
+#: library could take a lock another thread held at the fork.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def die_with_parent(signal: int = signals.SIGTERM) -> bool:
@@ -22,11 +25,10 @@ def die_with_parent(signal: int = signals.SIGTERM) -> bool:
 
     Call it in the child (a ``preexec_fn``, or first thing in a fork's target). A parent
     that died before the call is caught by the ppid check: the signal is sent at once."""
-    if not sys.platform.startswith("linux"):
+    if _LIBC is None:
         return False
     parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal, 0, 0, 0) != 0:
+    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal, 0, 0, 0) != 0:
         return False
     if os.getppid() != parent:  # the parent went between the fork and the call
         os.kill(os.getpid(), signal)

@@ -41,6 +41,7 @@ from typing import Any
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
+from procs.common.parent_death import die_with_parent
 from procs.common.records import RecordCodec
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
@@ -50,7 +51,7 @@ from procs.supervisor.held import GO
 from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
-from procs.supervisor.run_files import run_dir, status_path
+from procs.supervisor.run_files import process_start, run_dir, status_path
 from shm import Ring
 from shm.inspect import list_segments, remove_instance
 
@@ -59,6 +60,10 @@ log = logging.getLogger("ringex.supervisor")
 
 class SupervisorError(RuntimeError):
     """The instance cannot be started or kept running; the message says why."""
+
+
+class StopAsked(Exception):  # noqa: N818  (not an error: the operator's stop, while starting)
+    """A stop came while processes were starting or recovering: stop now, not once ready."""
 
 
 @dataclass
@@ -73,12 +78,16 @@ class Child:
 
 
 class Supervisor:
+    STOP_GRACE_S = 20.0  # a process ignoring SIGTERM this long (all of a group) is killed
+
     def __init__(self, cfg: RingexConfig, profile: str) -> None:
         self.cfg = cfg
         self.profile = profile
         self.children = [Child(spec) for spec in plan(cfg)]
         self.state = "starting"
         self.reason = ""
+        #: Looked at while a process starts (``_wait_ready``): ``run`` sets it to its stop.
+        self.stop_asked: Callable[[], bool] = lambda: False
         self._rings: dict[str, Ring[Any]] = {}
         self.metrics: MetricsServer | None = None
         #: A standby's: its promoted instance's processes are started and held (``spare``).
@@ -152,6 +161,7 @@ class Supervisor:
                 os.sched_setaffinity(0, cpus)
             if spec.nice:
                 os.nice(spec.nice)
+            die_with_parent()  # a supervisor killed outright takes its processes with it
 
         held = [sys.executable, "-m", "procs.supervisor.held", spec.module]
         child.process = subprocess.Popen(
@@ -193,6 +203,8 @@ class Supervisor:
         assert process is not None
         deadline = time.monotonic() + self.cfg.supervisor.ready_timeout_s
         while time.monotonic() < deadline:
+            if self.stop_asked():
+                raise StopAsked(f"stop asked while {spec.name} starts")
             code = process.poll()
             if code is not None:
                 raise SupervisorError(
@@ -215,6 +227,18 @@ class Supervisor:
             f"{spec.name} did not listen on port(s) {silent} within "
             f"{self.cfg.supervisor.ready_timeout_s} s; see {run_dir(self.cfg) / spec.name}.log"
         )
+
+    def _heartbeat_age(self, child: Child) -> float | None:
+        """Seconds since ``child`` last beat on the ring it reads (its consumer line: a
+        process beats there whenever it reads or idles), None where it reads none."""
+        ring = self._rings.get(child.spec.ready_ring)
+        if ring is None or child.process is None:
+            return None
+        for consumer in ring.info().consumers:
+            if consumer.name == child.spec.ready_consumer and consumer.pid == child.process.pid:
+                age = consumer.heartbeat_age_s
+                return None if age is None else round(age, 3)
+        return None
 
     def _holds_ready_ring(self, child: Child) -> bool:
         ring = self._rings.get(child.spec.ready_ring)
@@ -267,9 +291,12 @@ class Supervisor:
                     f"instance"
                 )
             log.warning("%s exited with %s: restarting (it recovers)", child.spec.name, code)
+            child.ready = False
+            self.write_status()  # down and recovering: not ready, no dead pid shown "up"
             time.sleep(min(2.0, 0.1 * 2 ** (len(child.restarts) - 1)))
             self._spawn(child)
             self._release(child)
+            self.write_status()
             try:
                 self._wait_ready(child)
             except SupervisorError:
@@ -299,6 +326,7 @@ class Supervisor:
             self.metrics = None
         for ring in self._rings.values():
             ring.close()
+        self._rings.clear()
         remove_instance(self.cfg.instance)
         self.state = "stopped"
         self.write_status()
@@ -317,16 +345,18 @@ class Supervisor:
             log.warning("embedded database not stopped: %s", exc)
 
     def _terminate(self, children: list[Child]) -> None:
+        """SIGTERM the group, then one ``STOP_GRACE_S`` deadline for all of it (not each)."""
         for child in children:
             if child.process is not None and child.process.poll() is None:
                 child.process.terminate()
+        deadline = time.monotonic() + self.STOP_GRACE_S
         for child in children:
             if child.process is None:
                 continue
             try:
-                child.process.wait(timeout=20)
+                child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.error("%s did not stop in 20 s: killed", child.spec.name)
+                log.error("%s did not stop in %s s: killed", child.spec.name, self.STOP_GRACE_S)
                 child.process.kill()
                 child.process.wait()
 
@@ -344,6 +374,7 @@ class Supervisor:
             "instance": self.cfg.instance,
             "profile": self.profile,
             "supervisor_pid": os.getpid(),
+            "supervisor_started": process_start(os.getpid()),
             "state": self.state,
             "role": "standby" if self.cfg.replication.primary else "primary",
             "prestarted": self.prestarted,
@@ -357,7 +388,8 @@ class Supervisor:
                     "alive": c.process is not None and c.process.poll() is None,
                     "ready": c.ready,
                     "cpus": list(c.spec.cpus),
-                    "restarts": len(c.restarts),
+                    "restarts": c.restarts_total,
+                    "heartbeat_age_s": self._heartbeat_age(c),
                     "uptime_s": round(time.monotonic() - c.started_at, 1) if c.process else 0,
                 }
                 for c in self.children
@@ -408,10 +440,14 @@ class Supervisor:
             log.error("%s", exc)
             self.discard_held()
             return 1
+        self.stop_asked = stop
         try:
             self.start(meanwhile=self.serve_metrics)
             started()
             self.watch(stop)
+            code = 0
+        except StopAsked as exc:
+            log.info("%s: stopping", exc)
             code = 0
         except SupervisorError as exc:
             log.error("%s", exc)

@@ -174,9 +174,13 @@ class RingexCollector:
         page = self._pages.get(name)
         if page is None:
             try:
-                page = self._pages[name] = Counters.attach(self.cfg.instance, name)
+                page = Counters.attach(self.cfg.instance, name)
             except ShmError:
                 return None
+            if not all(page.names):  # caught while its writer names it: look again later
+                page.close()
+                return None
+            self._pages[name] = page
         return page.read()
 
     def _counted(self) -> list[Metric]:
