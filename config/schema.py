@@ -290,6 +290,12 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     ready_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     #: At shutdown, how long to wait for the rings to drain once intake stopped.
     drain_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: A process whose ring holds records for it while neither its position nor its
+    #: heartbeat moved for this long is stuck: logged, and with ``restart_stuck`` killed and
+    #: restarted like one that crashed. Off by default: a router waiting on a sync standby
+    #: with ``sync_timeout_ms = 0`` looks the same, and waits on purpose.
+    stuck_after_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    restart_stuck: bool = False
     #: Prometheus metrics at http://metrics_host:metrics_port/metrics (0: a free port, which
     #: `ringex status` shows); metrics = false turns the endpoint off.
     metrics: bool = True

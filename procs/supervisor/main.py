@@ -53,7 +53,9 @@ from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollect
 from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
 from procs.supervisor.run_files import process_start, run_dir, status_path
 from shm import Ring
+from shm.health import Health, classify
 from shm.inspect import list_segments, remove_instance
+from shm.ring import ConsumerInfo
 
 log = logging.getLogger("ringex.supervisor")
 
@@ -75,6 +77,8 @@ class Child:
     started_at: float = 0.0
     ready: bool = False
     held: bool = False  # started, importing or waiting for the word (``held.py``)
+    seen: ConsumerInfo | None = None  # its line on the ring it reads, at the last look
+    stuck: bool = False  # logged as stuck (once per episode)
 
 
 class Supervisor:
@@ -228,17 +232,44 @@ class Supervisor:
             f"{self.cfg.supervisor.ready_timeout_s} s; see {run_dir(self.cfg) / spec.name}.log"
         )
 
-    def _heartbeat_age(self, child: Child) -> float | None:
-        """Seconds since ``child`` last beat on the ring it reads (its consumer line: a
-        process beats there whenever it reads or idles), None where it reads none."""
+    def _look_for_stuck(self) -> None:
+        """Once a second: a process with records waiting for it whose position did not move
+        since the last look and whose heartbeat is older than ``stuck_after_s`` is stuck
+        (``shm.health``). Logged; with ``restart_stuck`` killed, so ``watch`` restarts it."""
+        sup = self.cfg.supervisor
+        for child in self.children:
+            line = self._line(child)
+            earlier, child.seen = child.seen, line
+            if line is None or earlier is None or earlier.index != line.index:
+                continue
+            if classify(earlier, line, stale_after_s=sup.stuck_after_s) is not Health.STUCK:
+                child.stuck = False
+                continue
+            if not child.stuck:
+                child.stuck = True
+                log.error("%s looks stuck: %d records wait on %s, no progress or heartbeat "
+                          "for %.0f s%s", child.spec.name, line.lag, child.spec.ready_ring,
+                          line.heartbeat_age_s or 0.0,
+                          ": killed, to be restarted" if sup.restart_stuck else "")  # fmt: skip
+            if sup.restart_stuck and child.process is not None:
+                child.process.kill()
+
+    def _line(self, child: Child) -> ConsumerInfo | None:
+        """``child``'s consumer line on the ring it reads, while it holds it."""
         ring = self._rings.get(child.spec.ready_ring)
         if ring is None or child.process is None:
             return None
         for consumer in ring.info().consumers:
             if consumer.name == child.spec.ready_consumer and consumer.pid == child.process.pid:
-                age = consumer.heartbeat_age_s
-                return None if age is None else round(age, 3)
+                return consumer
         return None
+
+    def _heartbeat_age(self, child: Child) -> float | None:
+        """Seconds since ``child`` last beat on the ring it reads (its consumer line: a
+        process beats there whenever it reads or idles), None where it reads none."""
+        line = self._line(child)
+        age = None if line is None else line.heartbeat_age_s
+        return None if age is None else round(age, 3)
 
     def _holds_ready_ring(self, child: Child) -> bool:
         ring = self._rings.get(child.spec.ready_ring)
@@ -266,6 +297,7 @@ class Supervisor:
                     if process is not None and process.poll() is not None:
                         self._restart(child, process.returncode)
                 if time.monotonic() - last_status > 1.0:
+                    self._look_for_stuck()
                     self.write_status()
                     last_status = time.monotonic()
                 select.select([wake_r], [], [], 0.1)

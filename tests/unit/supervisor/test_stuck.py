@@ -1,0 +1,64 @@
+"""The supervisor's watch on heartbeats and ring progress: a process with records waiting for
+it, whose position and heartbeat stand still, is logged as stuck and, with
+``restart_stuck``, killed (``watch`` then restarts it as any exit)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from config import load_profile
+from config.schema import RingexConfig
+from procs.common.records import Heartbeat
+from procs.supervisor.main import Child, Supervisor
+from shm import header as h
+from shm.inspect import remove_instance
+from tests.unit.supervisor.test_review_supervisor_bugs import fake, write_profile
+
+
+def stalled(instance: str, tmp_path: Path, restart: bool) -> tuple[Supervisor, Child]:
+    """A supervisor with its rings, and a child that holds the matcher's line of ``m1-in``
+    but never reads: records wait for it and its heartbeat is older than stuck_after_s."""
+    profile = write_profile(tmp_path / "p.toml", instance, tmp_path / "var")
+    cfg: RingexConfig = load_profile(str(profile))
+    settings = msgspec.structs.replace(cfg.supervisor, stuck_after_s=0.5, restart_stuck=restart)
+    cfg = msgspec.structs.replace(cfg, supervisor=settings)
+    sup = Supervisor(cfg, str(profile))
+    sup.children = [Child(fake("m1", "sleep", ready_ring="m1-in", ready_consumer="matcher"))]
+    sup.create_rings()
+    child = sup.children[0]
+    child.process = subprocess.Popen(["sleep", "30"])
+    ring = sup._rings["m1-in"]
+    line = ring.consumer_index("matcher")
+    ring.words[h.consumer_word(line, h.C_PID)] = child.process.pid
+    ring.words[h.consumer_word(line, h.C_HEARTBEAT)] = time.monotonic_ns() - 10**9
+    producer = ring.producer()
+    producer.publish(Heartbeat(1, 1, 1))
+    producer.close()
+    return sup, child
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_stuck_process_is_seen_and_restarted_only_when_asked(
+    instance: str, tmp_path: Path, restart: bool
+) -> None:
+    sup, child = stalled(instance, tmp_path, restart)
+    assert child.process is not None
+    try:
+        sup._look_for_stuck()  # the first look: nothing to compare with yet
+        assert not child.stuck
+        sup._look_for_stuck()
+        assert child.stuck
+        time.sleep(0.2)
+        assert (child.process.poll() is not None) == restart
+    finally:
+        child.process.kill()
+        child.process.wait()
+        for ring in sup._rings.values():
+            ring.close()
+        sup._rings.clear()
+        remove_instance(instance)
