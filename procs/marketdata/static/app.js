@@ -6,6 +6,11 @@ const $ = (id) => document.getElementById(id);
 const LEVELS = 15, TRADES = 50;
 let ws = null, nextId = 1, symbol = null, interval = "1m", streams = [];
 let book = null, candles = [], lastBeat = 0;
+// A select is "loading" from its SUBSCRIBE until its history came: the symbol's messages are
+// held meanwhile and replayed after it (trades already shown are skipped by id), so nothing
+// that happened between the history and the subscription is missed. ``selecting`` counts
+// selects: one overtaken by a newer one drops its answer.
+let selecting = 0, held = null, shown = new Set();
 
 function streamsFor(sym, iv) {
   return [`${sym}@trade`, `${sym}@depth`, `${sym}@ticker`, `${sym}@kline_${iv}`];
@@ -18,18 +23,35 @@ function send(method, params) {
 }
 
 async function select(sym, iv) {
-  if (streams.length) send("UNSUBSCRIBE", streams);
-  symbol = sym; interval = iv; book = null; candles = [];
-  $("trades").tBodies[0].innerHTML = "";
-  const [klines, trades] = await Promise.all([
-    fetch(`/api/klines?symbol=${sym}&interval=${iv}&limit=120`).then((r) => r.json()),
-    fetch(`/api/trades?symbol=${sym}&limit=${TRADES}`).then((r) => r.json()),
-  ]);
+  const mine = ++selecting;
+  const want = streamsFor(sym, iv);
+  const sameSymbol = sym === symbol && streams.length > 0;  // an interval change
+  const drop = streams.filter((s) => !want.includes(s));
+  const add = want.filter((s) => !streams.includes(s));
+  if (drop.length) send("UNSUBSCRIBE", drop);
+  symbol = sym; interval = iv; candles = []; streams = want;
+  if (!sameSymbol) {  // a new tape and book: the trade stream starts again
+    book = null; shown = new Set();
+    $("trades").tBodies[0].innerHTML = "";
+  }
+  held = [];
+  if (add.length) send("SUBSCRIBE", add);  // first: what happens from now on is held
+  let klines, trades;
+  try {
+    [klines, trades] = await Promise.all([
+      fetch(`/api/klines?symbol=${sym}&interval=${iv}&limit=120`).then((r) => r.json()),
+      sameSymbol ? [] : fetch(`/api/trades?symbol=${sym}&limit=${TRADES}`).then((r) => r.json()),
+    ]);
+  } catch (err) {
+    if (mine === selecting) held = null;  // no history: the stream alone, not held forever
+    throw err;
+  }
+  if (mine !== selecting) return;  // a newer select owns the page now
   candles = klines;
   trades.forEach(addTrade);
+  const later = held; held = null;
+  later.forEach(onMessage);
   drawChart();
-  streams = streamsFor(sym, iv);
-  send("SUBSCRIBE", streams);
 }
 
 function connect() {
@@ -49,8 +71,9 @@ function onMessage(msg) {
   if (msg.error) { console.warn("server error", msg.error); return; }
   if (!msg.stream) return;
   const d = msg.data;
-  if (msg.stream === "heartbeat") { lastBeat = Date.now(); return; }
+  if (msg.stream === "heartbeat") { lastBeat = Date.now(); setStatus(true); return; }
   if (!symbol || !msg.stream.startsWith(symbol + "@")) return;
+  if (held) { held.push(msg); return; }  // its history is loading: after it
   switch (d.e) {
     case "trade": addTrade(d); break;
     case "depthSnapshot": onSnapshot(d); break;
@@ -61,6 +84,9 @@ function onMessage(msg) {
 }
 
 function addTrade(t) {
+  if (shown.has(t.t)) return;  // in the history and on the stream both
+  shown.add(t.t);
+  if (shown.size > 4 * TRADES) shown = new Set([...shown].slice(-2 * TRADES));
   const body = $("trades").tBodies[0];
   const row = body.insertRow(0);
   row.className = t.m ? "sell" : "buy";
@@ -184,7 +210,15 @@ async function start() {
   await new Promise((ok) => { const t = setInterval(() => {
     if (ws.readyState === WebSocket.OPEN) { clearInterval(t); ok(); } }, 20); });
   await select(symbols[0].stream, interval);
-  setInterval(() => { if (lastBeat && Date.now() - lastBeat > 15000) setStatus(false); }, 5000);
+  setInterval(() => {  // heartbeats stopped: a half-open connection; replace it
+    if (lastBeat && Date.now() - lastBeat > 15000) {
+      setStatus(false); lastBeat = 0;
+      const stale = ws;  // a half-open socket may take long to report its close: drop it now
+      stale.onclose = stale.onmessage = null;
+      stale.close();
+      connect();  // its onopen selects again
+    }
+  }, 5000);
   window.addEventListener("resize", drawChart);
 }
 
