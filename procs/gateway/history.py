@@ -87,6 +87,11 @@ def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
 MAX_MS = 253_402_300_799_999
 
 
+def _newest(from_id: int | None, start_ms: int | None) -> bool:
+    """A history query with neither a first id nor a start time asks for the newest rows."""
+    return from_id is None and start_ms is None
+
+
 def _between(column: str, start_ms: int | None, end_ms: int | None) -> tuple[str, list[Any]]:
     """`` AND column >= start AND column <= end`` for the bounds given (ms since the epoch).
     Times in the database are microseconds and shown truncated to the ms (as live views
@@ -136,32 +141,38 @@ class History:
         symbol: int,
         *,
         open_only: bool = False,
-        from_id: int = 0,
+        from_id: int | None = None,
         start_ms: int | None = None,
         end_ms: int | None = None,
         limit: int = 500,
     ) -> list[tuple[Any, ...]]:
+        """Oldest first: from ``from_id`` or ``start_ms`` when given, else the newest ``limit``
+        (as the venues answer allOrders without orderId or startTime)."""
         where = ["account_id = %s", "symbol_id = %s", "id >= %s"]
-        args: list[Any] = [account, symbol, from_id]
+        args: list[Any] = [account, symbol, from_id or 0]
         if open_only:
             where.append("status IN (0, 1, 2)")
         span, span_args = _between("created", start_ms, end_ms)
         sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}{span} "
         args += span_args
-        sql += "ORDER BY id LIMIT %s"
-        return await self._rows(sql, (*args, min(limit, MAX_LIMIT)))
+        newest = _newest(from_id, start_ms)
+        sql += f"ORDER BY id {'DESC' if newest else ''} LIMIT %s"
+        rows = await self._rows(sql, (*args, min(limit, MAX_LIMIT)))
+        return rows[::-1] if newest else rows
 
     async def trades(
         self,
         account: int,
         sym: SymbolConfig,
         *,
-        from_id: int = 0,
+        from_id: int | None = None,
         start_ms: int | None = None,
         end_ms: int | None = None,
         limit: int = 500,
     ) -> list[dict[str, Any]]:
-        """The account's trades on ``sym``, one row per side it was on, oldest first."""
+        """The account's trades on ``sym``, one row per side it was on, oldest first: from
+        ``from_id`` or ``start_ms`` when given, else the newest ``limit`` (as the venues
+        answer myTrades without fromId or startTime)."""
         time_filter, args = _between("ts", start_ms, end_ms)
         side_sql = (
             "SELECT trade_id, {oid}, price, size, floor(extract(epoch from ts) * 1000)::bigint, "
@@ -173,10 +184,14 @@ class History:
             + side_sql.format(oid="maker_order_id", maker="true", acct="maker_account_id")
             + ") UNION ALL ("
             + side_sql.format(oid="taker_order_id", maker="false", acct="taker_account_id")
-            + ")) t ORDER BY 1, 7 LIMIT %s"
+            + ")) t ORDER BY {order} LIMIT %s"
         )
-        one = [sym.id, account, from_id, *args]
+        newest = _newest(from_id, start_ms)
+        sql = sql.replace("{order}", "1 DESC, 7 DESC" if newest else "1, 7")
+        one = [sym.id, account, from_id or 0, *args]
         rows = await self._rows(sql, (*one, *one, min(limit, MAX_LIMIT)))
+        if newest:
+            rows = rows[::-1]
         pd, qd = sym.price_decimals, sym.qty_decimals
         out = []
         for trade_id, oid, price, size, ts_ms, aggressor, maker in rows:

@@ -308,7 +308,8 @@ def _paths() -> Json:
             "allOrders", "This account's orders on a symbol, by order id.",
             _array(_ref("Order")), tag="trading", scope="read", errors=[503],
             description=history, params=[
-                _symbol(), _query("orderId", _int_param(0, MAX_INT64), "The first order id."),
+                _symbol(),
+                _query("orderId", _int_param(0, MAX_INT64), "The first order id (else newest)."),
                 *_times("order's creation time"), _limit(500),
             ],
         )},
@@ -316,7 +317,8 @@ def _paths() -> Json:
             "myTrades", "This account's fills on a symbol, one row per side it was on.",
             _array(_ref("AccountTrade")), tag="trading", scope="read", errors=[503],
             description=history, params=[
-                _symbol(), _query("fromId", _int_param(0, MAX_INT64), "The first trade id."),
+                _symbol(),
+                _query("fromId", _int_param(0, MAX_INT64), "The first trade id (else newest)."),
                 *_times("trade"), _limit(500),
             ],
         )},

@@ -482,7 +482,7 @@ class RestApi:
         params = await self.params(request, rp.ALL_ORDERS_PARAMS)
         sym = rp.symbol(params, self.instruments)
         limit = rp.integer(params, "limit", 500, 1, 1000)
-        from_id = rp.integer(params, "orderId", 0, 0, 2**63 - 1)
+        from_id = rp.opt_integer(params, "orderId", 0, 2**63 - 1)
         start, end = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
         rows = await self.db(
             self.need_history().orders(
@@ -494,7 +494,7 @@ class RestApi:
             known = self.core.known(row_id)
             if known is not None:
                 out[row_id] = known.json()
-        newest = max(out, default=from_id - 1)
+        newest = max(out, default=(from_id or 0) - 1)
         if len(out) < limit:  # accepted since the writer's last batch
             for order in self.core.open_orders(key.account, sym.id):
                 within = (start is None or order.time_ms >= start) and (
@@ -502,7 +502,10 @@ class RestApi:
                 )
                 if order.order_id > newest and within:
                     out[order.order_id] = order.json()
-        return json_response([out[k] for k in sorted(out)][:limit])
+        ordered = [out[k] for k in sorted(out)]
+        # from a first id or time: the oldest ``limit``; else the newest (the venues' rule)
+        newest_first = from_id is None and start is None
+        return json_response(ordered[-limit:] if newest_first else ordered[:limit])
 
     async def my_trades(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")
@@ -510,7 +513,7 @@ class RestApi:
         sym = rp.symbol(params, self.instruments)
         trades = await self.db(
             self.need_history().trades(
-                key.account, sym, from_id=rp.integer(params, "fromId", 0, 0, 2**63 - 1),
+                key.account, sym, from_id=rp.opt_integer(params, "fromId", 0, 2**63 - 1),
                 start_ms=rp.opt_ms(params, "startTime"), end_ms=rp.opt_ms(params, "endTime"),
                 limit=rp.integer(params, "limit", 500, 1, 1000),
             )

@@ -151,6 +151,12 @@ def symbol(params: Mapping[str, str], instruments: Instruments) -> SymbolConfig:
     return sym
 
 
+def opt_integer(params: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    """An optional integer parameter within [low, high], None when absent."""
+    text = params.get(name)
+    return None if text is None or text == "" else integer(params, name, 0, low, high)
+
+
 def integer(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     """An optional integer parameter within [low, high]."""
     text = params.get(name)

@@ -91,6 +91,28 @@ def test_history_comes_from_the_database(exchange: Path) -> None:
             assert await mm.call("GET", "/api/v1/allOrders", symbol="BTC-USD", **later) == []
             assert await tk.call("GET", "/api/v1/myTrades", symbol="BTC-USD", **later) == []
 
+            # without fromId / orderId (nor startTime) the newest come, oldest first
+            bids = [bid]
+            for _ in range(2):  # two more trades against the ask's rest: three in all
+                bids.append(await tk.call(
+                    "POST", "/api/v1/order", symbol="BTC-USD", side="BUY", type="LIMIT",
+                    price="100.00", quantity="0.1",
+                ))  # fmt: skip
+
+            async def three() -> Any:
+                got = await tk_trades()
+                return got if len(got) == 3 else None
+
+            ids = [t["id"] for t in await until(three, "three trades in the database")]
+            newest = await tk.call("GET", "/api/v1/myTrades", symbol="BTC-USD", limit=2)
+            assert [t["id"] for t in newest] == ids[1:]
+            first = await tk.call(
+                "GET", "/api/v1/myTrades", symbol="BTC-USD", limit=2, fromId=ids[0]
+            )
+            assert [t["id"] for t in first] == ids[:2]
+            (last,) = await tk.call("GET", "/api/v1/allOrders", symbol="BTC-USD", limit=1)
+            assert last["orderId"] == bids[-1]["orderId"]
+
         # the gateway dies: its live view is gone; the database still answers
         await kill_and_wait(cfg, "gateway-gw1")
         async with RestClient(url) as mm:
