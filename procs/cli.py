@@ -309,7 +309,15 @@ def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
         return 1
     try:
         opened = client.create_account(account)
-        if opened.code not in (ResultCode.OK, ResultCode.ACCOUNT_EXISTS):
+        # A default account is a new one: one that exists (opened by create-account, or by
+        # another add-user just now) may hold someone's money. An explicit one may exist.
+        for _ in range(1000):
+            if args.account or opened.code != ResultCode.ACCOUNT_EXISTS:
+                break
+            account += 1 + (account + 1 == cfg.risk.fee_account)
+            opened = client.create_account(account)
+        allowed = (ResultCode.OK, ResultCode.ACCOUNT_EXISTS) if args.account else (ResultCode.OK,)
+        if opened.code not in allowed:
             print(f"account {account}: {opened.code.name}", file=sys.stderr)
             return 1
         for asset, amount in deposits:

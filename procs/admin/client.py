@@ -45,20 +45,33 @@ def to_minor_units(cfg: RingexConfig, asset: str, amount: str) -> tuple[int, int
     spec = cfg.asset(asset)
     try:
         value = Decimal(amount)
-        if not value.is_finite():
-            raise AdminError(f"amount {amount!r} is not a finite decimal number")
-        scaled = value.scaleb(spec.decimals)
-        whole = scaled == scaled.to_integral_value()
-    except ArithmeticError:  # InvalidOperation, Overflow: not a number we can scale
-        raise AdminError(f"amount {amount!r} is not a decimal number in range") from None
-    if not whole:
+    except ArithmeticError:  # InvalidOperation: not a number
+        raise AdminError(f"amount {amount!r} is not a decimal number") from None
+    if not value.is_finite():
+        raise AdminError(f"amount {amount!r} is not a finite decimal number")
+    # Exact, digit by digit: no context arithmetic, which rounds past 28 digits.
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    kept = list(digits)
+    if not any(kept):
+        return spec.id, 0  # zero, however written (the router refuses it, naming it)
+    while len(kept) > 1 and kept[-1] == 0 and exponent < 0:  # 1.50 is 1.5
+        kept.pop()
+        exponent += 1
+    if exponent < -spec.decimals:
         raise AdminError(f"amount {amount} has more than {asset}'s {spec.decimals} decimal places")
-    if not -MAX_UNITS <= scaled <= MAX_UNITS:
+    if len(kept) + exponent + spec.decimals > 19:  # more digits than 2**63 has
         raise AdminError(
-            f"amount {amount} {asset} is {scaled:.0f} minor units, beyond the limit of "
+            f"amount {amount} {asset} is beyond the limit of {MAX_UNITS} minor units "
+            "(a record's signed 64 bits)"
+        )
+    units = int("".join(map(str, kept))) * 10 ** (exponent + spec.decimals)
+    if units > MAX_UNITS:
+        raise AdminError(
+            f"amount {amount} {asset} is {units} minor units, beyond the limit of "
             f"{MAX_UNITS} (a record's signed 64 bits)"
         )
-    return spec.id, int(scaled)
+    return spec.id, -units if sign else units
 
 
 class AdminClient:
@@ -94,14 +107,22 @@ class AdminClient:
     def transfer(
         self, account: int, asset: str, amount: str, key: int | None = None, timeout_s: float = 10
     ) -> AccountReply:
-        """Deposit (``amount`` > 0) or withdraw (< 0) a decimal amount. ``key`` makes it
-        idempotent (default: a fresh one)."""
+        """Deposit (``amount`` > 0) or withdraw (< 0) a decimal amount. ``key`` (1..2**63-1)
+        makes it idempotent (default: a fresh one, said on a timeout so the retry can use
+        it): a transfer sent again with its key is applied once, and answered OK again."""
         asset_id, units = to_minor_units(self.cfg, asset, amount)
+        if key is not None and not 0 < key <= MAX_UNITS:
+            raise AdminError(f"idempotency key {key} is outside 1..{MAX_UNITS}")
         ref = self._ref()
-        transfer = Transfer(
-            *(0, 0, ADMIN_GATEWAY, 0, ref, account, asset_id, units, key or ref),
-        )
-        return self._call(transfer, ref, timeout_s)
+        key = ref if key is None else key
+        transfer = Transfer(*(0, 0, ADMIN_GATEWAY, 0, ref, account, asset_id, units, key))
+        try:
+            return self._call(transfer, ref, timeout_s)
+        except AdminError as exc:  # it may still be applied: the retry must not double it
+            raise AdminError(
+                f"{exc}; the transfer may still be applied: retry with --key {key} so that it "
+                "is applied once"
+            ) from None
 
     def halt(self, symbol: str, resume: bool = False) -> None:
         action = AdminAction.RESUME if resume else AdminAction.HALT

@@ -8,10 +8,13 @@ parameters they were made with (so raising the cost later keeps old hashes verif
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -84,9 +87,22 @@ class UserStore:
         n: int = DEFAULT_N,
         cancel_on_disconnect: bool | None = None,
     ) -> User:
-        """Create or replace ``comp_id``; keeps its session id when it exists."""
+        """Create or replace ``comp_id``; keeps its session id when it exists. Under the
+        file's lock, on the file as it is now: two admins adding users at once keep both,
+        each with its own session id."""
         if not comp_id or len(comp_id) > 32:
             raise ValueError(f"comp id {comp_id!r} must be 1..32 characters")
+        with self._locked():
+            return self._add(comp_id, password, account, n, cancel_on_disconnect)
+
+    def _add(
+        self,
+        comp_id: str,
+        password: str,
+        account: int,
+        n: int,
+        cancel_on_disconnect: bool | None,
+    ) -> User:
         old = self._users.get(comp_id)
         session = (
             old.session if old else max((u.session for u in self._users.values()), default=0) + 1
@@ -106,10 +122,24 @@ class UserStore:
         return user
 
     def remove(self, comp_id: str) -> bool:
-        if self._users.pop(comp_id, None) is None:
-            return False
-        self._save()
-        return True
+        with self._locked():
+            if self._users.pop(comp_id, None) is None:
+                return False
+            self._save()
+            return True
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock on ``<file>.lock`` with the users re-read under it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._stamp, self._checked = None, -1e18  # whatever was read before: again
+            self._load()
+            yield
+        finally:
+            os.close(fd)
 
     def verify(self, comp_id: str, password: str) -> User | None:
         """The user when ``password`` is right; None for a wrong password or unknown user."""
@@ -124,6 +154,6 @@ class UserStore:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_suffix(f".tmp.{os.getpid()}")
         tmp.write_bytes(msgspec.json.encode(sorted(self._users.values(), key=lambda u: u.comp_id)))
         os.replace(tmp, self.path)

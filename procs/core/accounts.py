@@ -162,7 +162,8 @@ class AccountsState(msgspec.Struct, frozen=True, array_like=True):
     accounts: list[int]
     balances: list[tuple[int, int, int, int]]  # account, asset, free, reserved
     net: list[tuple[int, int]]  # asset, deposits - withdrawals
-    transfer_keys: list[int]
+    #: (key, account, asset, amount, seq) per transfer; a bare key from an older snapshot
+    transfer_keys: list[int | tuple[int, int, int, int, int]]
     last_prices: list[tuple[int, int]]  # symbol, price
     orders: list[OrderState]  # by id
 
@@ -180,7 +181,8 @@ class Accounts:
         self._free: dict[tuple[int, int], int] = {}
         self._reserved: dict[tuple[int, int], int] = {}
         self._net: dict[int, int] = {}
-        self._keys: set[int] = set()
+        #: idempotency key -> (account, asset, amount, seq) of its transfer (None: unknown)
+        self._keys: dict[int, tuple[int, int, int, int] | None] = {}
         self._last: dict[int, int] = {}  # symbol -> last trade price seen
         self._orders: dict[int, _Order] = {}
         self._open: dict[int, int] = {}  # account -> orders sent and not done
@@ -195,8 +197,10 @@ class Accounts:
         self._accounts.add(account)
         return OK
 
-    def transfer(self, account: int, asset: int, amount: int, key: int) -> ResultCode:
-        """Deposit (``amount`` > 0) or withdraw (< 0, at most the free balance)."""
+    def transfer(self, account: int, asset: int, amount: int, key: int, seq: int = 0) -> ResultCode:
+        """Deposit (``amount`` > 0) or withdraw (< 0, at most the free balance), as the
+        command of ``seq``; a key used before is DUPLICATE_TRANSFER (``repeat_of`` tells a
+        repeat of that very transfer from another one)."""
         if account not in self._accounts:
             return ResultCode.UNKNOWN_ACCOUNT
         if asset not in self.assets:
@@ -212,8 +216,14 @@ class Accounts:
             return ResultCode.BALANCE_LIMIT  # then every balance and hold of it fits an int64
         self._free[slot] = self._free.get(slot, 0) + amount
         self._net[asset] = self._net.get(asset, 0) + amount
-        self._keys.add(key)
+        self._keys[key] = (account, asset, amount, seq)
         return OK
+
+    def repeat_of(self, account: int, asset: int, amount: int, key: int) -> int:
+        """The seq of the transfer ``key`` was used for when it was this same transfer (a
+        retry, or a command read again after a router crash: it was applied once), else 0."""
+        done = self._keys.get(key)
+        return done[3] if done is not None and done[:3] == (account, asset, amount) else 0
 
     def reserve_new(self, order: NewOrder) -> tuple[ResultCode, NewOrder]:
         """Check and reserve a new order that carries its ``order_id`` (and ``seq``). Returns
@@ -495,7 +505,9 @@ class Accounts:
             accounts=sorted(self._accounts),
             balances=[b for b in balances if b[2] or b[3]],
             net=sorted((a, n) for a, n in self._net.items() if n),
-            transfer_keys=sorted(self._keys),
+            transfer_keys=sorted(
+                (key, *done) if done is not None else key for key, done in self._keys.items()
+            ),
             last_prices=sorted(self._last.items()),
             orders=[
                 OrderState(
@@ -524,7 +536,12 @@ class Accounts:
             if reserved:
                 accounts._reserved[(account, asset)] = reserved
         accounts._net = dict(state.net)
-        accounts._keys = set(state.transfer_keys)
+        for entry in state.transfer_keys:
+            if isinstance(entry, int):
+                accounts._keys[entry] = None  # an older snapshot: the transfer is unknown
+            else:
+                key, account, asset, amount, seq = entry
+                accounts._keys[key] = (account, asset, amount, seq)
         accounts._last = dict(state.last_prices)
         for o in state.orders:
             if o.symbol not in accounts.markets:

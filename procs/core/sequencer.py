@@ -171,8 +171,17 @@ class Sequencer:
             code = self.accounts.create_account(cmd.account)
             asset = 0
         else:
-            code = self.accounts.transfer(cmd.account, cmd.asset, cmd.amount, cmd.key)
+            code = self.accounts.transfer(
+                cmd.account, cmd.asset, cmd.amount, cmd.key, self.next_seq
+            )
             asset = cmd.asset
+            if code == ResultCode.DUPLICATE_TRANSFER:
+                done = self.accounts.repeat_of(cmd.account, cmd.asset, cmd.amount, cmd.key)
+                if done:  # applied once already: the same answer, nothing applied again
+                    balance = self.accounts.balance(cmd.account, asset)[0]
+                    return Decision(
+                        None, reply=_account_reply(cmd, done, asset, ResultCode.OK, balance)
+                    )
         if code != ResultCode.OK:
             return Decision(None, reply=_account_reply(cmd, 0, asset, code, 0))
         seq = self.next_seq
@@ -268,7 +277,7 @@ class Sequencer:
             code = self.accounts.create_account(command.account)
         elif isinstance(command, Transfer):
             code = self.accounts.transfer(
-                command.account, command.asset, command.amount, command.key
+                command.account, command.asset, command.amount, command.key, seq
             )
         if code != ResultCode.OK:
             raise ValueError(f"replay of seq {seq} {command!r} was refused: {code.name}")
