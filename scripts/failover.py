@@ -47,7 +47,7 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common.epochs import Epochs
 from procs.supervisor import promotion
-from procs.supervisor.run_files import read_json, read_status, run_dir
+from procs.supervisor.run_files import read_json, read_status, run_dir, supervisor_running
 from shm.liveness import pid_alive
 
 STOP_TIMEOUT_S = 60.0  # how long the new supervisor waits for the standby's to exit
@@ -82,14 +82,19 @@ def status(primary: RingexConfig, standby: RingexConfig) -> int:
     print(f"primary {primary.instance}: journal at seq {p_seq}, {p_epochs}")
     print(f"standby {standby.instance}: journal at seq {s_seq} (lag {p_seq - s_seq}), {s_epochs}")
     rep = read_json(run_dir(primary) / "replication.json") or {}
-    if rep:
+    source = rep.get("pid")
+    if rep and not (isinstance(source, int) and source > 0 and pid_alive(source)):
+        print(f"the primary's replication source is down (its last state: standby acknowledged "
+              f"seq {rep.get('acked_seq')})")  # fmt: skip
+    elif rep:
         state = "DEGRADED (going on without the standby)" if rep["degraded"] else "ok"
         print(
             f"replication {rep['mode']}: standby acknowledged seq {rep['acked_seq']}, "
             f"{rep['standbys_connected']} connected, {state}, "
             f"degraded {rep['degraded_total']} time(s)"
         )
-    held = (read_status(standby) or {}).get("prestarted")
+    doc = read_status(standby)
+    held = supervisor_running(doc) and (doc or {}).get("prestarted")
     print(f"standby's promotion: {'prestarted (held)' if held else 'not prestarted'}")
     agree = p_seq == s_seq and p_hash == s_hash
     print("histories agree" if agree else "histories differ (or the standby lags)")
@@ -112,10 +117,16 @@ def journal_path(cfg: RingexConfig) -> Path:
 
 
 def instance_pids(cfg: RingexConfig) -> list[int]:
-    """The live processes ``cfg``'s status file names (its supervisor first)."""
-    doc = read_status(cfg) or {}
-    pids = [doc.get("supervisor_pid")] + [p.get("pid") for p in doc.get("processes", [])]
-    return [pid for pid in pids if isinstance(pid, int) and pid > 0 and pid_alive(pid)]
+    """The live processes ``cfg``'s status file names (its supervisor first), only while
+    that supervisor runs (its start time checked: a pid is reused after a reboot or long
+    after a stop); its processes die with it (``PR_SET_PDEATHSIG``), so none is left then."""
+    doc = read_status(cfg)
+    supervisor = supervisor_running(doc)
+    if supervisor is None or doc is None:
+        return []
+    pids = [p.get("pid") for p in doc.get("processes", [])]
+    live = [pid for pid in pids if isinstance(pid, int) and pid > 0 and pid_alive(pid)]
+    return [supervisor, *live]
 
 
 def fence(cfg: RingexConfig, epoch: int, by: str) -> None:
@@ -132,7 +143,44 @@ def fence(cfg: RingexConfig, epoch: int, by: str) -> None:
     print(f"fenced {cfg.instance}: {len(pids)} process(es) killed{marked}")
 
 
-def promote(primary_path: str, standby_path: str) -> int:
+def entry_at(cfg: RingexConfig, seq: int) -> bytes | None:
+    """The journal entry of ``seq`` where this host can read it, else None."""
+    from procs.common.journal import JournalError, JournalReader  # noqa: PLC0415
+    from procs.common.records import RecordCodec  # noqa: PLC0415
+
+    directory = journal_path(cfg)
+    if seq < 1 or not directory.is_dir():
+        return None
+    codec = RecordCodec()
+    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+    try:
+        for found, image in reader.entries(seq):
+            return bytes(image) if found == seq else None
+    except JournalError:  # archived, or corrupt: nothing to compare with
+        return None
+    return None
+
+
+def diverged(primary: RingexConfig, standby: RingexConfig) -> int:
+    """A seq where both journals, readable from this host, hold different entries (their
+    first and the standby's last are compared: a standby checks the history hash of every
+    frame it takes, so a divergence is an old history on one side), else 0."""
+    from procs.common.journal import JournalReader  # noqa: PLC0415
+    from procs.common.records import RecordCodec  # noqa: PLC0415
+
+    directory = journal_path(standby)
+    if not directory.is_dir() or not journal_path(primary).is_dir():
+        return 0
+    codec = RecordCodec()
+    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+    for seq in sorted({1, reader.last_seq()}):
+        mine, theirs = entry_at(standby, seq), entry_at(primary, seq)
+        if mine is not None and theirs is not None and mine != theirs:
+            return seq
+    return 0
+
+
+def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int:
     started = time.monotonic()
 
     def step(what: str) -> None:
@@ -141,11 +189,15 @@ def promote(primary_path: str, standby_path: str) -> int:
     primary, standby = load_profile(primary_path), load_profile(standby_path)
     promoted = promotion.write_promoted_profile(standby_path)
     doc = read_status(standby) or {}
-    old = doc.get("supervisor_pid")
-    old = old if isinstance(old, int) and pid_alive(old) else 0
+    old = supervisor_running(doc) or 0
     if old and doc.get("role") == "primary":  # a retry: promoting it again would restart it
         print(f"{standby.instance} already runs as a primary (supervisor pid {old}): nothing done")
         return 0
+    if not force and (at := diverged(primary, standby)):
+        print(f"{standby.instance}'s journal differs from {primary.instance}'s at seq {at}: "
+              "promoting it would lose what the primary acknowledged after that; nothing done "
+              "(--force promotes it anyway)", file=sys.stderr)  # fmt: skip
+        return 1
     epoch = (
         max(Epochs.load(journal_path(standby)).current, Epochs.load(journal_path(primary)).current)
         + 1
@@ -285,6 +337,7 @@ def main() -> int:
     ap.add_argument("--old", help="demote: the old primary's config file")
     ap.add_argument("--new", help="demote: the promoted instance's config file")
     ap.add_argument("--new-address", default="", help="demote: its replication host:port")
+    ap.add_argument("--force", action="store_true", help="promote: even a diverged standby")
     ap.add_argument("--profile", help=argparse.SUPPRESS)  # supervise: promote's own step
     ap.add_argument("--after-pid", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--epoch", type=int, default=0, help=argparse.SUPPRESS)
@@ -299,7 +352,7 @@ def main() -> int:
         ap.error(f"{args.action} needs --primary and --standby")
     if args.action == "status":
         return status(load_profile(args.primary), load_profile(args.standby))
-    return promote(args.primary, args.standby)
+    return promote(args.primary, args.standby, force=args.force)
 
 
 if __name__ == "__main__":

@@ -175,6 +175,12 @@ def start(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
                 file=sys.stderr,
             )
             return 1
+        if opts.uid and not opts.user:
+            try:
+                unit_user(opts.uid)  # before anything is created: a typo leaves nothing behind
+            except KeyError:
+                print(f"systemd_units: no user {opts.uid!r} on this host", file=sys.stderr)
+                return 1
         try:
             Supervisor(cfg, opts.profile).create_rings()
         except SupervisorError as exc:
@@ -244,9 +250,14 @@ def drain(cfg: RingexConfig, *, sleep: Callable[[float], None] = time.sleep) -> 
             ring.close()
 
 
+def unit_user(user: str) -> pwd.struct_passwd:
+    """The account ``systemd-run --uid`` names: a user name or a number (``KeyError``)."""
+    return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+
+
 def chown_segments(cfg: RingexConfig, user: str) -> None:
     """The rings were created by this (root) process; the units run as ``user``."""
-    entry = pwd.getpwnam(user)
+    entry = unit_user(user)
     for segment in list_segments(cfg.instance):
         names = [f"{PREFIX}.{segment.instance}.{segment.name}"]
         names += [f"sem.{sem.lstrip('/')}" for sem in segment.semaphores]

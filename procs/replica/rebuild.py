@@ -72,6 +72,12 @@ def rebuild(cfg: RingexConfig, primary: Epochs) -> Rebuilt:
     home = Path(cfg.var_dir) / cfg.instance
     directory = journal_dir(cfg)
     mine = Epochs.load(directory)
+    newest = max(mine.current, mine.fence.epoch if mine.fence is not None else 0)
+    if primary.current < newest:  # as a standby refuses it: it was failed over
+        raise EpochsError(
+            f"the primary is at epoch {primary.current}, older than this journal's {newest}: "
+            "it was failed over and must not be followed"
+        )
     keep = mine.keep_before(primary)  # EpochsError when the histories disagree
     codec = RecordCodec()
     last = 0
