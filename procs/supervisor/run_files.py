@@ -35,13 +35,15 @@ def read_status(cfg: RingexConfig) -> dict[str, Any] | None:
 
 def process_start(pid: int) -> int | None:
     """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat`` field 22),
-    or None when there is no such process: with the pid, what names one process for good
-    (a pid alone is reused)."""
+    or None when there is no such process (or only its zombie): with the pid, what names one
+    process for good (a pid alone is reused)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3
+    if fields[0] == "Z":  # exited, not yet reaped: gone
+        return None
     return int(fields[19])
 
 
