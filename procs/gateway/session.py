@@ -45,10 +45,10 @@ from procs.gateway.fix import (
     Timestamps,
     field,
     frame,
-    parse,
     parse_utc_timestamp,
     shown,
 )
+from procs.gateway.resend import resent
 from procs.gateway.store import MessageStore
 
 _SECOND = 1_000_000_000
@@ -562,9 +562,7 @@ class Session:
         self.send(b"2", field(7, self.store.next_in) + field(16, 0), now_ns)
 
     def _resend(self, msg: FixMessage, now_ns: int) -> None:
-        """Serve a ResendRequest from the store: application messages again with PossDupFlag
-        and OrigSendingTime; runs of session messages (and anything missing) as one
-        SequenceReset-GapFill each."""
+        """Serve a ResendRequest from the store (``resend.resent``)."""
         store = self.store
         assert store is not None
         begin = int(msg.fields[7])
@@ -580,43 +578,9 @@ class Session:
             self._reject(msg, RejectReason.VALUE_OUT_OF_RANGE, 7, why, now_ns)
             return
         end = last if asked == 0 or asked > last else asked
-        gap_start = 0
         stamp = self._times.format(now_ns)
-        expect = begin
-        for seq, raw in store.outbound(begin, end):
-            stored = parse(raw)
-            admin = not isinstance(stored, FixMessage) or stored.msg_type in dictionary.ADMIN
-            if seq != expect and not gap_start:
-                gap_start = expect
-            expect = seq + 1
-            if admin:
-                gap_start = gap_start or seq
-                continue
-            assert isinstance(stored, FixMessage)
-            if gap_start:
-                self._gap_fill(gap_start, seq, stamp, now_ns)
-                gap_start = 0
-            body = b"".join(
-                b"%d=%s\x01" % (t, v) for t, v in stored.pairs if t not in (35, 49, 56, 34, 52)
-            )
-            self._emit(
-                frame(
-                    b"35=%s\x01%s34=%d\x0143=Y\x0152=%s\x01122=%s\x01%s"
-                    % (stored.msg_type, self._header, seq, stamp, stored.fields[52], body)
-                ),
-                now_ns,
-            )
-        if gap_start or expect <= end:
-            self._gap_fill(gap_start or expect, end + 1, stamp, now_ns)
-
-    def _gap_fill(self, seq: int, new: int, stamp: bytes, now_ns: int) -> None:
-        self._emit(
-            frame(
-                b"35=4\x01%s34=%d\x0143=Y\x0152=%s\x01122=%s\x01123=Y\x0136=%d\x01"
-                % (self._header, seq, stamp, stamp, new)
-            ),
-            now_ns,
-        )
+        for raw in resent(store.outbound(begin, end), begin, end, self._header, stamp):
+            self._emit(raw, now_ns)
 
     def _allow(self, now_ns: int) -> bool:
         rate = self.settings.max_messages_per_s

@@ -1,0 +1,59 @@
+"""What a FIX session sends again for a ResendRequest, from its message store: pure, bytes
+out (``session.py`` checks the request and emits them).
+
+Application messages go again as they were, with PossDupFlag (43=Y) and their first
+SendingTime as OrigSendingTime (122); every run of session messages, and any seq the store
+lacks, becomes one SequenceReset-GapFill (35=4, 123=Y) to the next message that is resent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from procs.gateway import dictionary
+from procs.gateway.fix import FixMessage, frame, parse
+
+#: Header fields a resent message gets anew (MsgType, the CompIDs, MsgSeqNum, SendingTime).
+_RENEWED = (35, 49, 56, 34, 52)
+
+
+def resent(
+    stored: Iterable[tuple[int, bytes]], begin: int, end: int, header: bytes, stamp: bytes
+) -> list[bytes]:
+    """The frames that answer a ResendRequest for ``begin..end``, given the stored outbound
+    messages of that range in order (``(seq, raw)``), the session's CompID fields
+    (``header``) and the SendingTime of now (``stamp``)."""
+    out: list[bytes] = []
+    gap_start = 0
+    expect = begin
+    for seq, raw in stored:
+        message = parse(raw)
+        admin = not isinstance(message, FixMessage) or message.msg_type in dictionary.ADMIN
+        if seq != expect and not gap_start:
+            gap_start = expect
+        expect = seq + 1
+        if admin:
+            gap_start = gap_start or seq
+            continue
+        assert isinstance(message, FixMessage)
+        if gap_start:
+            out.append(gap_fill(gap_start, seq, header, stamp))
+            gap_start = 0
+        body = b"".join(b"%d=%s\x01" % (t, v) for t, v in message.pairs if t not in _RENEWED)
+        out.append(
+            frame(
+                b"35=%s\x01%s34=%d\x0143=Y\x0152=%s\x01122=%s\x01%s"
+                % (message.msg_type, header, seq, stamp, message.fields[52], body)
+            )
+        )
+    if gap_start or expect <= end:
+        out.append(gap_fill(gap_start or expect, end + 1, header, stamp))
+    return out
+
+
+def gap_fill(seq: int, new: int, header: bytes, stamp: bytes) -> bytes:
+    """A SequenceReset-GapFill of MsgSeqNum ``seq`` to ``new``."""
+    return frame(
+        b"35=4\x01%s34=%d\x0143=Y\x0152=%s\x01122=%s\x01123=Y\x0136=%d\x01"
+        % (header, seq, stamp, stamp, new)
+    )
