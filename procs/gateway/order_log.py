@@ -24,7 +24,10 @@ O     order ref (the NewOrder's client_ref)          the order's fields (``Order
 R     request ref (a cancel's or replace's ref)      the request's fields
 X     a ref                                          the order or request is gone
 P     ring name                                      (ring created_ns, cursor) of an input ring
-H     ring name                                      the newest event seq handled from it
+H     ring name                                      the newest event seq handled from it,
+                                                     and how many of its events (a read may
+                                                     end inside one command's events; absent:
+                                                     all of them)
 C     sequence in the router ring                    (ring created_ns, slot image)
 ====  =============================================  =========================================
 
@@ -74,6 +77,8 @@ class Recovered:
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)
     commands: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     handled: dict[str, int] = field(default_factory=dict)
+    #: ring -> events of its ``handled`` seq handled, where a read ended inside them
+    handled_part: dict[str, int] = field(default_factory=dict)
 
     def apply(self, entry: list[Any]) -> None:
         kind, key = entry[0], entry[1]
@@ -90,6 +95,10 @@ class Recovered:
             self.commands[key] = (entry[2], entry[3])
         elif kind == HANDLED:
             self.handled[key] = entry[2]
+            if len(entry) > 3 and entry[3] is not None:
+                self.handled_part[key] = entry[3]
+            else:
+                self.handled_part.pop(key, None)
         else:
             raise OrderLogError(f"unknown entry kind {kind!r}")
 
@@ -117,6 +126,8 @@ class OrderLog:
                 break
             length, crc = _FRAME.unpack_from(data, pos)
             body = data[pos + _FRAME.size : pos + _FRAME.size + length]
+            if not length and not any(data[pos:]):  # no frame is empty: zeros a crash left
+                break  # after the file grew and before its data reached the disk: torn
             if length > MAX_FRAME_BYTES or len(body) < length or zlib.crc32(body) != crc:
                 if pos + _FRAME.size + length < end and length <= MAX_FRAME_BYTES:
                     raise OrderLogError(

@@ -66,7 +66,12 @@ CATCH_UP_LIMIT = 500_000
 
 
 def missed_events(
-    cfg: RingexConfig, matcher: str, handled: int, upto: int, codec: RecordCodec
+    cfg: RingexConfig,
+    matcher: str,
+    handled: int,
+    upto: int,
+    codec: RecordCodec,
+    part: int | None = None,
 ) -> list[Record] | None:
     """The events ``matcher`` made for its journaled commands after seq ``handled`` through
     ``upto``: the matcher from its newest kept snapshot at or before ``handled`` (or from
@@ -74,7 +79,10 @@ def missed_events(
     ``upto`` keeping them. None when that is more than ``CATCH_UP_LIMIT`` commands to
     replay, or the journal no longer holds them (archived)."""
     specs = symbol_specs(cfg, matcher)
-    saved = SnapshotStore(snapshot_dir(cfg, f"matcher-{matcher}")).at_or_before(handled)
+    # with a part of seq ``handled`` left to make, the replay must execute it: start before
+    saved = SnapshotStore(snapshot_dir(cfg, f"matcher-{matcher}")).at_or_before(
+        handled if part is None else handled - 1
+    )
     start = saved[0] if saved is not None else 0
     if upto - start > CATCH_UP_LIMIT:
         return None
@@ -88,6 +96,8 @@ def missed_events(
             made = engine.execute(command)
             if seq > handled:
                 events += made
+            elif seq == handled and part is not None:  # a read ended inside its events
+                events += made[part:]
     except JournalError as exc:  # archived: the books will have to do
         log.warning("matcher %s: events after seq %d not made again: %s", matcher, handled, exc)
         return None

@@ -39,13 +39,15 @@ class GatewayRestart:
     producer: Producer[Record]
     inputs: list[Consumer[Record]]
     _handled: dict[str, int]
+    _handled_part: dict[str, int]
     _new_rings: bool
     _unpublished: dict[int, bytes]
     _logged_to: int
     _positions: dict[str, tuple[int, int]]
-    #: input ring -> the newest event seq handled before a restart, while the ring is
-    #: new and its first events are checked against it (``_after_new_rings``)
-    _awaiting: dict[str, int]
+    #: input ring -> the newest event seq handled before a restart (and how many of its
+    #: events, None: all), while the ring is new and its first events are checked against
+    #: it (``_after_new_rings``)
+    _awaiting: dict[str, tuple[int, int | None]]
 
     def _recover(self, now_ns: int) -> dict[str, tuple[int, int]]:
         """Take back what the order log holds; returns the input cursors it logged."""
@@ -53,6 +55,7 @@ class GatewayRestart:
         orders = self.entry.restore(recovered.orders, recovered.requests)
         self.entry.seen.restore(self.seen_log.load())
         self._handled = dict(recovered.handled)
+        self._handled_part = dict(recovered.handled_part)
         current = ring_identities(self.cfg, self.gw.id, self.codec)
         self._new_rings = rings_replaced(recovered.positions, current)
         created, first = self.producer.ring.created_ns, self.producer.sequence
@@ -82,7 +85,7 @@ class GatewayRestart:
         was handled before; past a matcher's replay mark, make again the events the ring
         cannot give, or correct the orders from the books (``recovery.py``)."""
         ring = consumer.ring.name
-        handled = self._awaiting[ring]
+        handled, part = self._awaiting[ring]
         first = events[0]
         matcher = matcher_of_ring(self.cfg, ring)
         missed: list[Record] = []
@@ -92,7 +95,7 @@ class GatewayRestart:
             and first.source == REPLAY_SOURCE
             and first.counter > handled
         ):
-            made = missed_events(self.cfg, matcher, handled, first.counter, self.codec)
+            made = missed_events(self.cfg, matcher, handled, first.counter, self.codec, part)
             if made is None:
                 self._reconcile(matcher, first.counter)
             else:
@@ -101,12 +104,12 @@ class GatewayRestart:
                     "matcher %s: %d events of seqs %d..%d the old ring took along made again "
                     "from the journal", matcher, len(made), handled + 1, first.counter,
                 )  # fmt: skip
-            handled = first.counter
-        kept = [e for e in events if getattr(e, "seq", 0) > handled]
+            handled, part = first.counter, None
+        kept, part = after_handled(events, handled, part)
         if kept:
             del self._awaiting[ring]  # from here on the ring is read as usual
         else:
-            self._awaiting[ring] = handled
+            self._awaiting[ring] = (handled, part)
         return missed + kept
 
     def _reconcile(self, matcher: str, upto: int) -> None:
@@ -138,3 +141,22 @@ class GatewayRestart:
                 continue
             skipped = consumer.skip_to(upto)
             log.info("%s: skipped %d events handled before the restart", ring.name, skipped)
+
+
+def after_handled(
+    events: list[Record], handled: int, part: int | None
+) -> tuple[list[Record], int | None]:
+    """The events past what was handled: those of later seqs, and of seq ``handled`` all but
+    the first ``part`` (None: all of them were handled). Returns them with what is left of
+    ``part`` to skip in a next read."""
+    kept: list[Record] = []
+    for event in events:
+        seq = getattr(event, "seq", 0)
+        if seq > handled:
+            kept.append(event)
+        elif seq == handled and part is not None:
+            if part:
+                part -= 1
+            else:
+                kept.append(event)
+    return kept, part

@@ -79,6 +79,26 @@ def gateway_dir(cfg: RingexConfig, gw: GatewayConfig) -> Path:
     return Path(cfg.var_dir) / cfg.instance / "gateway" / gw.name
 
 
+def _note_handled(
+    ring: str, events: list[Record], handled: dict[str, int], parts: dict[str, int]
+) -> None:
+    """Record the newest seq of ``events`` as handled from ``ring``, with how many of its
+    events were (a command's events may run on into the next read): a full restart makes
+    again only the rest of them (``restart.py``)."""
+    last = tail = 0
+    for event in reversed(events):
+        seq = getattr(event, "seq", 0)
+        if not seq:
+            continue  # a mark
+        if last and seq != last:
+            break
+        last, tail = seq, tail + 1
+    if not last:
+        return
+    parts[ring] = parts.get(ring, 0) + tail if handled.get(ring) == last else tail
+    handled[ring] = last
+
+
 class Connection(asyncio.Protocol):
     def __init__(self, server: GatewayServer) -> None:
         self.server = server
@@ -152,7 +172,7 @@ class GatewayServer(GatewayRestart):
         self._closed = False
         #: input ring -> the newest event seq handled before a restart, while the ring is
         #: new and its first events are checked against it (``_after_new_rings``)
-        self._awaiting: dict[str, int] = {}
+        self._awaiting: dict[str, tuple[int, int | None]] = {}
         self.port = gw.port
         self._spin_until = 0.0
         self._nap: asyncio.Future[None] | None = None
@@ -166,7 +186,10 @@ class GatewayServer(GatewayRestart):
         if self.order_log.wants_compaction:
             live = self.entry.dump()
             live += [self._position(c) for c in self.inputs]
-            live += [(HANDLED, name, seq) for name, seq in self._handled.items()]
+            live += [
+                (HANDLED, name, seq, self._handled_part.get(name))
+                for name, seq in self._handled.items()
+            ]
             created = self.producer.ring.created_ns
             live += [(COMMAND, seq, created, image) for seq, image in self._unpublished.items()]
             self.order_log.compact(live)
@@ -334,7 +357,7 @@ class GatewayServer(GatewayRestart):
         process = self.entry.process
         api = self.api
         moved: list[Consumer[Record]] = []
-        handled = self._handled
+        handled, parts = self._handled, self._handled_part
         for consumer in self.inputs:
             events = consumer.read(1024)
             if not events:
@@ -342,11 +365,7 @@ class GatewayServer(GatewayRestart):
             moved.append(consumer)
             if self._awaiting and consumer.ring.name in self._awaiting:
                 events = self._after_new_rings(consumer, events)
-            for event in reversed(events):
-                seq = getattr(event, "seq", 0)
-                if seq:
-                    handled[consumer.ring.name] = seq
-                    break
+            _note_handled(consumer.ring.name, events, handled, parts)
             for event in events:
                 process(event)
             if api is not None:
@@ -364,7 +383,10 @@ class GatewayServer(GatewayRestart):
             self._write_log(
                 self.entry.take_changes()
                 + [self._position(c) for c in moved]
-                + [(HANDLED, c.ring.name, handled.get(c.ring.name, 0)) for c in moved]
+                + [
+                    (HANDLED, c.ring.name, handled.get(c.ring.name, 0), parts.get(c.ring.name))
+                    for c in moved
+                ]
             )
             for consumer in moved:
                 consumer.commit()
@@ -435,7 +457,10 @@ class GatewayServer(GatewayRestart):
         if self.gw.park_after_ms and self.cfg.wait.strategy != "busy-spin":
             self._waker = RingWaker(self.inputs)
         if self._new_rings:  # what the log says was handled, per ring (``recovery.py``)
-            self._awaiting = {r.name: self._handled.get(r.name, 0) for r in rings}
+            self._awaiting = {
+                r.name: (self._handled.get(r.name, 0), self._handled_part.get(r.name))
+                for r in rings
+            }
         else:
             self._skip_handled()
         log.info("gateway %s (id %d) listening on %s:%d", self.gw.name, self.gw.id,
