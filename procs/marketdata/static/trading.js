@@ -24,6 +24,9 @@ let hmacKey = null; // session.secretKey, imported for crypto.subtle
 let clockOffset = 0; // server clock - Date.now(), ms: timestamps must fall in its window
 let stream = null, streamSeq = 0, retryTimer = null, retryDelay = 1000;
 let haveHistory = true; // GET myTrades answers (it needs the database: 503 without one)
+// Bumped by every login and logout: an answer that comes back to an older session is dropped.
+let sessionEpoch = 0;
+let symbolNames = null; // the exchange's symbols (/api/symbols), once asked
 const orders = new Map(); // orderId -> the order as the API last showed it (open only)
 const balances = new Map(); // asset -> {asset, free, locked}
 const fills = new Map(); // "symbol/tradeId/maker" -> fill, from the stream and myTrades
@@ -90,8 +93,11 @@ function say(el, message, ok) {
 
 async function login(ev) {
   ev.preventDefault();
+  if ($("login-button").disabled) return; // one login at a time: a second would leave a key
   const username = $("login-user").value.trim(), password = $("login-password").value;
   say($("login-msg"), "logging in...");
+  $("login-button").disabled = true;
+  sessionEpoch++;
   try {
     const key = await api("POST", "/api/v1/apiKey",
       { username, password, scopes: "read,trade", label: "web page" }, false);
@@ -105,6 +111,8 @@ async function login(ev) {
     await begin();
   } catch (err) {
     say($("login-msg"), err.message, false);
+  } finally {
+    $("login-button").disabled = false;
   }
 }
 
@@ -137,6 +145,8 @@ async function logout() {
 
 function end(message = "") {
   session = hmacKey = null;
+  sessionEpoch++;
+  haveHistory = true; // a next session asks again (the database may be back)
   sessionStorage.removeItem(STORE);
   clearTimeout(retryTimer);
   if (stream) {
@@ -171,6 +181,11 @@ async function openStream() {
     signature: await signature(timestamp, "GET", STREAM_PATH, "", ""),
   });
   if (!session) return; // logged out meanwhile
+  if (stream) { // one stream a page: the one before goes (its messages are ignored)
+    const old = stream;
+    stream = null;
+    old.close();
+  }
   const ws = new WebSocket(`${rest.replace(/^http/, "ws")}${STREAM_PATH}?${params}`);
   stream = ws;
   streamSeq = 0;
@@ -246,15 +261,24 @@ function setStreamStatus(state) {
 // Fills from before this page (or a reconnect) come from the history, where there is one.
 async function loadFills() {
   if (!haveHistory) return;
-  for (const opt of $("symbol").options) {
+  const epoch = sessionEpoch;
+  if (symbolNames === null) { // the exchange's own list, not the picker (it may still be empty)
+    const listed = await fetch("/api/symbols").then((r) => r.json());
+    symbolNames = listed.map((s) => s.symbol);
+  }
+  for (const name of symbolNames) {
+    if (epoch !== sessionEpoch) return;
     try {
-      const trades = await api("GET", "/api/v1/myTrades", { symbol: opt.text, limit: FILLS });
+      const trades = await api("GET", "/api/v1/myTrades", { symbol: name, limit: FILLS });
+      if (epoch !== sessionEpoch) return; // logged out (or in again) meanwhile: not ours
       trades.forEach((t) => addFill({
         symbol: t.symbol, tradeId: t.id, maker: t.isMaker, side: t.isBuyer ? "BUY" : "SELL",
         price: t.price, qty: t.qty, time: t.time, orderId: t.orderId,
       }));
     } catch (err) {
-      if (err.status === 503) haveHistory = false; // no database behind this gateway
+      // no database behind this gateway: not asked again this session (one that did not
+      // answer in time is asked again at the next snapshot)
+      if (err.status === 503 && /not enabled/.test(err.message)) haveHistory = false;
       else console.warn("fills history:", err.message);
       return;
     }
