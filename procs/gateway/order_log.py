@@ -23,6 +23,8 @@ kind  key                                            value
 O     order ref (the NewOrder's client_ref)          the order's fields (``OrderEntry.dump``)
 R     request ref (a cancel's or replace's ref)      the request's fields
 X     a ref                                          the order or request is gone
+F     order ref                                      a finished order's last fields (the
+                                                     newest FINISHED_KEPT are kept)
 P     ring name                                      (ring created_ns, cursor) of an input ring
 H     ring name                                      the newest event seq handled from it,
                                                      and how many of its events (a read may
@@ -60,6 +62,10 @@ MAX_FRAME_BYTES = 64 << 20
 COMPACT_FRAME_ENTRIES = 50_000
 
 ORDER, REQUEST, GONE, POSITION, COMMAND, HANDLED = "O", "R", "X", "P", "C", "H"
+FINISHED = "F"
+#: Finished orders a cancel, replace or status request can still name (then: too late, or
+#: their final state), newest kept, across restarts too.
+FINISHED_KEPT = 10_000
 
 Entry = tuple[Any, ...]
 
@@ -79,6 +85,8 @@ class Recovered:
     handled: dict[str, int] = field(default_factory=dict)
     #: ring -> events of its ``handled`` seq handled, where a read ended inside them
     handled_part: dict[str, int] = field(default_factory=dict)
+    #: ref -> a finished order's fields (as ``orders``), the newest ``FINISHED_KEPT``
+    finished: dict[int, list[Any]] = field(default_factory=dict)
 
     def apply(self, entry: list[Any]) -> None:
         kind, key = entry[0], entry[1]
@@ -93,6 +101,11 @@ class Recovered:
             self.positions[key] = (entry[2], entry[3])
         elif kind == COMMAND:
             self.commands[key] = (entry[2], entry[3])
+        elif kind == FINISHED:
+            self.finished.pop(key, None)
+            self.finished[key] = entry[2:]
+            if len(self.finished) > FINISHED_KEPT:
+                del self.finished[next(iter(self.finished))]
         elif kind == HANDLED:
             self.handled[key] = entry[2]
             if len(entry) > 3 and entry[3] is not None:

@@ -16,13 +16,10 @@ from typing import Any
 from procs.common.types import OrdType, Side, TimeInForce
 from procs.core.resting import RestingOrder
 from procs.gateway.instruments import Instruments
-from procs.gateway.order_log import GONE, ORDER, REQUEST, Entry
+from procs.gateway.order_log import FINISHED, FINISHED_KEPT, GONE, ORDER, REQUEST, Entry
 from procs.gateway.order_state import Order, Request
 
 log = logging.getLogger("ringex.gateway")
-#: Finished orders a cancel, replace or status request can still name (then: too late, or
-#: their final state), newest kept.
-FINISHED_KEPT = 10_000
 _PRICED = (OrdType.LIMIT, OrdType.STOP_LIMIT)
 
 
@@ -36,6 +33,7 @@ class OrderMemory:
     #: (session, ClOrdID) -> a finished order, the newest ``FINISHED_KEPT``: what a cancel,
     #: replace or status request naming it is answered from.
     finished: OrderedDict[tuple[int, bytes], Order]
+    finished_changes: list[Order]
 
     def _forget(self, order: Order) -> None:
         self.orders.pop(order.ref, None)
@@ -50,6 +48,7 @@ class OrderMemory:
         finished[(order.session, order.cl_ord_id)] = order
         if len(finished) > FINISHED_KEPT:
             finished.popitem(last=False)
+        self.finished_changes.append(order)  # logged: a restart still answers for it
 
     def _pop_request(self, ref: int) -> Request | None:
         request = self.requests.pop(ref, None)
@@ -100,34 +99,39 @@ class OrderMemory:
 
     def take_changes(self) -> list[Entry]:
         """Log entries for what changed since the last call."""
-        if not self.touched:
+        if not self.touched and not self.finished_changes:
             return []
         entries = [
             (GONE, ref) if item is None else _entry(ref, item) for ref, item in self.touched.items()
         ]
+        entries += [(FINISHED, *_entry(o.ref, o)[1:]) for o in self.finished_changes]
         self.touched.clear()
+        self.finished_changes.clear()
         return entries
 
     def dump(self) -> list[Entry]:
         """Log entries for every live order and request (a compacted log)."""
-        entries = [_entry(ref, order) for ref, order in self.orders.items()]
+        entries = [(FINISHED, *_entry(o.ref, o)[1:]) for o in self.finished.values()]
+        entries += [_entry(ref, order) for ref, order in self.orders.items()]
         return entries + [_entry(ref, request) for ref, request in self.requests.items()]
 
-    def restore(self, orders: dict[int, list[Any]], requests: dict[int, list[Any]]) -> int:
-        """Take back the orders and requests an order log recovered; returns how many orders
-        (one on a symbol no longer configured is dropped, with a log line)."""
-        by_symbol = self.instruments.by_id
+    def restore(
+        self,
+        orders: dict[int, list[Any]],
+        requests: dict[int, list[Any]],
+        finished: dict[int, list[Any]] | None = None,
+    ) -> int:
+        """Take back the orders, requests and finished orders an order log recovered;
+        returns how many orders (one on a symbol no longer configured is dropped, with a log
+        line)."""
+        for ref, values in (finished or {}).items():
+            done = self._order(ref, values)
+            if done is not None:
+                self.finished[(done.session, done.cl_ord_id)] = done
         for ref, values in orders.items():
-            (session, cl, orig, symbol, side, ord_type, tif, price, stop, qty, order_id, cum,
-             notional, leaves, status) = values  # fmt: skip
-            sym = by_symbol.get(symbol)
-            if sym is None:
-                log.warning("order log: order %d on unknown symbol id %s dropped", ref, symbol)
+            order = self._order(ref, values)
+            if order is None:
                 continue
-            order = Order(
-                ref, session, cl, orig, sym, Side(side), OrdType(ord_type), TimeInForce(tif),
-                price, stop, qty, order_id, cum, notional, leaves, status,
-            )  # fmt: skip
             self.orders[ref] = order
             self.live[(order.session, order.cl_ord_id)] = order
             if order.order_id:
@@ -137,6 +141,19 @@ class OrderMemory:
             if target is not None:
                 self.requests[ref] = Request(kind, session, cl, target, price, qty)
         return len(self.orders)
+
+    def _order(self, ref: int, values: list[Any]) -> Order | None:
+        """An order from its log fields; None (with a log line) on an unknown symbol."""
+        (session, cl, orig, symbol, side, ord_type, tif, price, stop, qty, order_id, cum,
+         notional, leaves, status) = values  # fmt: skip
+        sym = self.instruments.by_id.get(symbol)
+        if sym is None:
+            log.warning("order log: order %d on unknown symbol id %s dropped", ref, symbol)
+            return None
+        return Order(
+            ref, session, cl, orig, sym, Side(side), OrdType(ord_type), TimeInForce(tif),
+            price, stop, qty, order_id, cum, notional, leaves, status,
+        )  # fmt: skip
 
 
 def _entry(ref: int, item: Order | Request) -> Entry:

@@ -88,6 +88,7 @@ class OrderEntry(OrderMemory):
         self.closing = False
         self.live: dict[tuple[int, bytes], Order] = {}  # (session, current ClOrdID) -> order
         self.finished: OrderedDict[tuple[int, bytes], Order] = OrderedDict()
+        self.finished_changes: list[Order] = []  # finished since ``take_changes``
         self.seen = Generations(_SEEN_CLORDIDS // 2)  # clordids.digest(session, ClOrdID)
         #: ref -> the order or request that changed since ``take_changes``, None: forgotten
         self.touched: dict[int, Order | Request | None] = {}

@@ -52,7 +52,7 @@ class GatewayRestart:
     def _recover(self, now_ns: int) -> dict[str, tuple[int, int]]:
         """Take back what the order log holds; returns the input cursors it logged."""
         recovered = self.order_log.load()
-        orders = self.entry.restore(recovered.orders, recovered.requests)
+        orders = self.entry.restore(recovered.orders, recovered.requests, recovered.finished)
         self.entry.seen.restore(self.seen_log.load())
         self._handled = dict(recovered.handled)
         self._handled_part = dict(recovered.handled_part)

@@ -170,10 +170,6 @@ def test_a_command_logged_but_not_published_is_not_lost_when_the_rings_are_new(
         again.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: finished orders are not kept across a restart: status says unknown, not filled",
-)
 def test_a_status_request_of_an_order_filled_before_a_restart_says_filled(
     harness: Harness,
 ) -> None:
