@@ -27,7 +27,8 @@ from aiohttp import WSMsgType, web
 
 from procs.marketdata.web import STATIC_DIR
 
-from .chromium import DevTools, browser, needs_chromium
+from .chromium import DevTools, needs_chromium
+from .fake_site import Route, evaluate, run, served
 
 pytestmark = needs_chromium
 
@@ -159,36 +160,23 @@ class Fake:
 
 @asynccontextmanager
 async def page(fake: Fake, profile: Path) -> AsyncIterator[DevTools]:
-    app = web.Application()
-    app.router.add_get("/api/config", fake.config)
-    app.router.add_get("/api/symbols", fake.symbols)
-    app.router.add_get("/api/klines", fake.klines)
-    app.router.add_get("/api/trades", fake.trades)
-    app.router.add_get("/ws", fake.ws)
-    app.router.add_get("/", fake.static)
-    app.router.add_get("/{name}", fake.static)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.port = runner.addresses[0][1]
+    routes: list[Route] = [
+        ("GET", "/api/config", fake.config),
+        ("GET", "/api/symbols", fake.symbols),
+        ("GET", "/api/klines", fake.klines),
+        ("GET", "/api/trades", fake.trades),
+        ("GET", "/ws", fake.ws),
+        ("GET", "/", fake.static),
+        ("GET", "/{name}", fake.static),
+    ]
     try:
-        async with browser(profile, PAGE_STATE) as tools:
-            await tools.call("Page.navigate", url=f"http://127.0.0.1:{fake.port}/")
+        async with served(
+            routes, profile, PAGE_STATE, lambda port: setattr(fake, "port", port)
+        ) as tools:
             yield tools
     finally:
         for ws, _ in fake.sockets:
             await ws.close()
-        await runner.cleanup()
-
-
-async def evaluate(tools: DevTools, expression: str) -> None:
-    out = await tools.call("Runtime.evaluate", expression=expression)
-    assert "exceptionDetails" not in out, out
-
-
-def run(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 40))
 
 
 def subscribed(fake: Fake, symbol: str) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,8 @@ from aiohttp import WSCloseCode, web
 
 from procs.marketdata.web import STATIC_DIR
 
-from .chromium import DevTools, browser, needs_chromium
+from .chromium import DevTools, needs_chromium
+from .fake_site import Route, evaluate, run, served
 
 pytestmark = needs_chromium
 
@@ -182,39 +183,30 @@ class Fake:
 
 @asynccontextmanager
 async def page(fake: Fake, profile: Path) -> AsyncIterator[DevTools]:
-    app = web.Application()
-    app.router.add_get("/api/config", fake.config)
-    app.router.add_get("/api/symbols", fake.symbols)
-    app.router.add_get("/api/klines", fake.empty)
-    app.router.add_get("/api/trades", fake.empty)
-    app.router.add_get("/ws", fake.market_ws)
-    app.router.add_post("/api/v1/apiKey", fake.create_key)
-    app.router.add_delete("/api/v1/apiKey", fake.revoke_key)
-    app.router.add_get("/api/v1/time", fake.time)
-    app.router.add_get("/api/v1/account", fake.account)
-    app.router.add_get("/api/v1/myTrades", fake.my_trades)
-    app.router.add_get("/api/v1/stream", fake.stream)
-    app.router.add_get("/", fake.static)
-    app.router.add_get("/{name}", fake.static)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.port = runner.addresses[0][1]
+    routes: list[Route] = [
+        ("GET", "/api/config", fake.config),
+        ("GET", "/api/symbols", fake.symbols),
+        ("GET", "/api/klines", fake.empty),
+        ("GET", "/api/trades", fake.empty),
+        ("GET", "/ws", fake.market_ws),
+        ("POST", "/api/v1/apiKey", fake.create_key),
+        ("DELETE", "/api/v1/apiKey", fake.revoke_key),
+        ("GET", "/api/v1/time", fake.time),
+        ("GET", "/api/v1/account", fake.account),
+        ("GET", "/api/v1/myTrades", fake.my_trades),
+        ("GET", "/api/v1/stream", fake.stream),
+        ("GET", "/", fake.static),
+        ("GET", "/{name}", fake.static),
+    ]
     try:
-        async with browser(profile, PAGE_STATE) as tools:
-            await tools.call("Page.navigate", url=f"http://127.0.0.1:{fake.port}/")
+        async with served(
+            routes, profile, PAGE_STATE, lambda port: setattr(fake, "port", port)
+        ) as tools:
             await tools.wait_for("the symbols", lambda s: s["options"] == len(SYMBOLS))
             yield tools
     finally:
         for _, ws in fake.streams:
             await ws.close()
-        await runner.cleanup()
-
-
-async def evaluate(tools: DevTools, expression: str) -> None:
-    out = await tools.call("Runtime.evaluate", expression=expression)
-    assert "exceptionDetails" not in out, out
 
 
 async def log_in(tools: DevTools, username: str, submits: int = 1) -> None:
@@ -230,10 +222,6 @@ async def log_in(tools: DevTools, username: str, submits: int = 1) -> None:
 async def log_out(tools: DevTools) -> None:
     await evaluate(tools, 'document.getElementById("logout").click()')
     await tools.wait_for("the login box", lambda s: not s["loggedIn"])
-
-
-def run(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 40))
 
 
 # -- fills ---------------------------------------------------------------------------------------
