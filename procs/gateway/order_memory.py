@@ -97,6 +97,14 @@ class OrderMemory:
                 self._pop_request(ref)
         return changed, forgotten
 
+    def unanswered(self, ref: int) -> bool:
+        """Whether the command of client ref ``ref`` still waits for its answer: a new order
+        not acknowledged, or a cancel or replace request in flight."""
+        order = self.orders.get(ref)
+        if order is not None:
+            return not order.order_id and order.status == b"A"
+        return ref in self.requests
+
     def take_changes(self) -> list[Entry]:
         """Log entries for what changed since the last call."""
         if not self.touched and not self.finished_changes:

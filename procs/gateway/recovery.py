@@ -23,10 +23,16 @@ from __future__ import annotations
 import logging
 
 from config.schema import RingexConfig
-from procs.common.journal import JournalError
+from procs.common.journal import JournalError, JournalReader
 from procs.common.records import Record, RecordCodec
 from procs.common.snapshots import SnapshotStore
-from procs.common.topology import gateway_commands, gateway_replies, matcher_output, snapshot_dir
+from procs.common.topology import (
+    gateway_commands,
+    gateway_replies,
+    journal_dir,
+    matcher_output,
+    snapshot_dir,
+)
 from procs.core.engine import Matcher
 from procs.core.recovery import journal_commands, matchers_at
 from procs.core.resting import RestingOrder
@@ -63,6 +69,29 @@ def matcher_of_ring(cfg: RingexConfig, ring: str) -> str | None:
 
 #: The longest gap ``missed_events`` replays at a gateway's start (commands).
 CATCH_UP_LIMIT = 500_000
+
+
+def journaled_refs(
+    cfg: RingexConfig, gateway: int, after: int, codec: RecordCodec
+) -> set[int] | None:
+    """The client refs of ``gateway``'s commands the journal holds after seq ``after``; None
+    when that is more than ``CATCH_UP_LIMIT`` entries or the journal lacks them (archived)."""
+    directory = journal_dir(cfg)
+    if not directory.exists():
+        return set()
+    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+    if reader.last_seq() - after > CATCH_UP_LIMIT:
+        return None
+    refs: set[int] = set()
+    try:
+        for _seq, image in reader.entries(after + 1):
+            command = codec.decode_slot(image)
+            if getattr(command, "gateway", None) == gateway:
+                refs.add(command.client_ref)  # type: ignore[attr-defined]
+    except JournalError as exc:
+        log.warning("gateway %d: the journal after seq %d is not readable: %s", gateway, after, exc)
+        return None
+    return refs
 
 
 def missed_events(

@@ -10,12 +10,13 @@ import logging
 
 from config.schema import GatewayConfig, RingexConfig
 from procs.common.records import Heartbeat, Record, RecordCodec
-from procs.common.topology import REPLAY_SOURCE
+from procs.common.topology import REPLAY_SOURCE, matcher_output
 from procs.common.users import UserStore
 from procs.gateway.clordids import SeenLog
 from procs.gateway.order_log import OrderLog
 from procs.gateway.orders import OrderEntry
 from procs.gateway.recovery import (
+    journaled_refs,
     matcher_of_ring,
     missed_events,
     resting_orders,
@@ -67,6 +68,9 @@ class GatewayRestart:
         self.entry.outgoing.extend(self.codec.decode_slot(image) for _, image in pending)
         self._unpublished = dict(pending)
         self._logged_to = first + len(pending)
+        if self._new_rings:
+            stale = [image for ring, image in recovered.commands.values() if ring != created]
+            self.entry.outgoing.extend(self._lost_commands(stale))
         cancelled = 0
         for user in self.users.users() if orders else []:
             wanted = user.cancel_on_disconnect
@@ -79,6 +83,35 @@ class GatewayRestart:
                 orders, len(self.entry.requests), len(pending), cancelled,
             )  # fmt: skip
         return recovered.positions
+
+    def _lost_commands(self, images: list[bytes]) -> list[Record]:
+        """Commands logged for a router ring that is gone, still unanswered, and not in the
+        journal: the ring took them along unread. They go into the new ring. One that is in
+        the journal is answered by the events made again after the matcher's replay mark.
+        An unanswered command was journaled, if at all, after every seq this gateway had
+        handled from the matchers (its answer would have come), so the journal is read from
+        the oldest of those on."""
+        waiting = [
+            command
+            for command in (self.codec.decode_slot(image) for image in images)
+            if self.entry.unanswered(command.client_ref)  # type: ignore[attr-defined]
+        ]
+        if not waiting:
+            return []
+        matchers = [matcher_output(m.name) for m in self.cfg.matchers]
+        after = min((self._handled.get(name, 0) for name in matchers), default=0)
+        found = journaled_refs(self.cfg, self.gw.id, max(0, after - 1), self.codec)
+        if found is None:
+            log.warning(
+                "%d commands logged for the old router ring are unanswered; the journal "
+                "cannot tell whether it took them: not sent again",
+                len(waiting),
+            )
+            return []
+        lost = [c for c in waiting if c.client_ref not in found]  # type: ignore[attr-defined]
+        if lost:
+            log.info("%d commands the old router ring took along unread: sent again", len(lost))
+        return lost
 
     def _after_new_rings(self, consumer: Consumer[Record], events: list[Record]) -> list[Record]:
         """The first events of a ring that is new since the order log was written: skip what

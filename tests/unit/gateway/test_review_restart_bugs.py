@@ -1,13 +1,11 @@
 """Bugs a hostile review of the gateway's restart and recovery path found (order log,
-ClOrdIDs, message stores, new rings). Fixed ones pass; each still open is a strict xfail
-naming the bug."""
+ClOrdIDs, message stores, new rings). Each failed on the code as reviewed and passes since its
+fix."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-
-import pytest
 
 from procs.common.records import NewOrder, Record, Trade
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
@@ -117,10 +115,6 @@ def test_an_order_log_with_a_zero_filled_tail_loads(tmp_path: Path) -> None:
     assert path.stat().st_size < 4096
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a command logged but never published is dropped when the rings are new",
-)
 def test_a_command_logged_but_not_published_is_not_lost_when_the_rings_are_new(
     instance: str, tmp_path: Path
 ) -> None:
