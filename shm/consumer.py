@@ -145,6 +145,7 @@ class Consumer(Generic[T]):
             items += self._window(n + first, hi - n - first)  # the part that wrapped
         self._next = hi
         if self.auto_commit:
+            self._check_attached()
             self._publish_sequence(hi)
         return items
 
@@ -211,6 +212,7 @@ class Consumer(Generic[T]):
             raise RingError(
                 f"consumer {self.name!r}: cannot skip to {sequence}, past the cursor {cursor}"
             )
+        self._check_attached()
         self._next = sequence
         self._available = max(self._available, sequence)
         self._publish_sequence(sequence)
@@ -219,6 +221,7 @@ class Consumer(Generic[T]):
     def commit(self, sequence: int | None = None) -> None:
         """Release records up to ``sequence`` (default: all returned so far) to the producer
         and to consumers gated on this one. Only needed with ``auto_commit=False``."""
+        self._check_attached()
         upto = self._next if sequence is None else sequence
         if not self._words[self._seq_word] <= upto <= self._next:
             raise RingError(
@@ -228,7 +231,8 @@ class Consumer(Generic[T]):
         self._publish_sequence(upto)
 
     def _publish_sequence(self, upto: int) -> None:
-        self._check_attached()  # never write a sequence word this process no longer owns
+        """Store ``upto`` in this line: its callers have checked that the line is still this
+        process's (``_check_attached``): a sequence word it no longer owns is never written."""
         words = self._words
         words[self._seq_word] = upto
         self._commit_at = upto + self._commit_every

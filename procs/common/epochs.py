@@ -78,6 +78,12 @@ class Epochs:
             )
         return replace(self, fence=Fence(epoch, by, time.time_ns()))
 
+    def begun_by(self, next_seq: int) -> Epochs:
+        """The epochs that began by ``next_seq``, unfenced: those after wrote nothing to a
+        journal whose next entry is ``next_seq`` (the first epoch is always kept)."""
+        begun = tuple((e, s) for e, s in self.history if s <= next_seq)
+        return Epochs(begun or self.history[:1])
+
     def keep_before(self, primary: Epochs) -> int | None:
         """Rebuilding this journal as ``primary``'s standby: the last seq it may keep (every
         later one was written in an epoch the primary did not continue), or None when all of

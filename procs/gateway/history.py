@@ -87,8 +87,9 @@ def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
 MAX_MS = 253_402_300_799_999
 
 
-def _newest(from_id: int | None, start_ms: int | None) -> bool:
-    """A history query with neither a first id nor a start time asks for the newest rows."""
+def newest_first(from_id: int | None, start_ms: int | None) -> bool:
+    """A history query with neither a first id nor a start time asks for the newest rows
+    (then shown oldest first, as the venues answer allOrders and myTrades)."""
     return from_id is None and start_ms is None
 
 
@@ -155,7 +156,7 @@ class History:
         span, span_args = _between("created", start_ms, end_ms)
         sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}{span} "
         args += span_args
-        newest = _newest(from_id, start_ms)
+        newest = newest_first(from_id, start_ms)
         sql += f"ORDER BY id {'DESC' if newest else ''} LIMIT %s"
         rows = await self._rows(sql, (*args, min(limit, MAX_LIMIT)))
         return rows[::-1] if newest else rows
@@ -174,6 +175,7 @@ class History:
         ``from_id`` or ``start_ms`` when given, else the newest ``limit`` (as the venues
         answer myTrades without fromId or startTime)."""
         time_filter, args = _between("ts", start_ms, end_ms)
+        newest = newest_first(from_id, start_ms)
         side_sql = (
             "SELECT trade_id, {oid}, price, size, floor(extract(epoch from ts) * 1000)::bigint, "
             "aggressor, {maker} FROM trades WHERE symbol_id = %s AND {acct} = %s "
@@ -184,10 +186,10 @@ class History:
             + side_sql.format(oid="maker_order_id", maker="true", acct="maker_account_id")
             + ") UNION ALL ("
             + side_sql.format(oid="taker_order_id", maker="false", acct="taker_account_id")
-            + ")) t ORDER BY {order} LIMIT %s"
+            + ")) t ORDER BY "
+            + ("1 DESC, 7 DESC" if newest else "1, 7")
+            + " LIMIT %s"
         )
-        newest = _newest(from_id, start_ms)
-        sql = sql.replace("{order}", "1 DESC, 7 DESC" if newest else "1, 7")
         one = [sym.id, account, from_id or 0, *args]
         rows = await self._rows(sql, (*one, *one, min(limit, MAX_LIMIT)))
         if newest:

@@ -21,10 +21,26 @@ def before_password(msg: FixMessage, settings: SessionSettings, now_ns: int) -> 
         return f"invalid Logon: {fault.text}"
     if msg.text(56) != settings.comp_id:
         return f"TargetCompID {msg.text(56)!r} is not {settings.comp_id!r}"
-    sent = parse_utc_timestamp(msg.fields[52])
-    tolerance = settings.sending_time_tolerance_s
-    if sent is None or abs(now_ns - sent) > tolerance * 1_000_000_000:
+    if sending_time(msg, settings, now_ns) is None:
+        tolerance = settings.sending_time_tolerance_s
         return f"SendingTime accuracy problem: {msg.text(52)} is more than {tolerance} s off"
+    return None
+
+
+def sending_time(msg: FixMessage, settings: SessionSettings, now_ns: int) -> int | None:
+    """The message's SendingTime (ns) when it is within the tolerance of ``now_ns``, else
+    None (missing, malformed or too far off: the same rule for a Logon and in session)."""
+    sent = parse_utc_timestamp(msg.get(52) or b"")
+    if sent is None or abs(now_ns - sent) > settings.sending_time_tolerance_s * 1_000_000_000:
+        return None
+    return sent
+
+
+def heartbeat_problem(msg: FixMessage, settings: SessionSettings) -> str | None:
+    """Why the HeartBtInt (108) of a valid Logon is refused, or None."""
+    hb = int(msg.fields[108])
+    if not settings.min_heartbeat_s <= hb <= settings.max_heartbeat_s:
+        return f"HeartBtInt {hb} outside {settings.min_heartbeat_s}..{settings.max_heartbeat_s}"
     return None
 
 
@@ -37,9 +53,9 @@ def after_password(
         return f"unknown SenderCompID or bad password (SenderCompID={sender})"
     if sender in live:
         return f"session {sender} is already logged on"
-    hb = int(msg.fields[108])
-    if not settings.min_heartbeat_s <= hb <= settings.max_heartbeat_s:
-        return f"HeartBtInt {hb} outside {settings.min_heartbeat_s}..{settings.max_heartbeat_s}"
+    problem = heartbeat_problem(msg, settings)
+    if problem is not None:
+        return problem
     seq = int(msg.fields[34])
     if msg.get(141) == b"Y" and seq != 1:
         return f"ResetSeqNumFlag with MsgSeqNum {seq}, expected 1"

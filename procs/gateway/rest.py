@@ -40,7 +40,7 @@ from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request
 from procs.gateway.apikeys import ApiKey, ApiKeyStore
-from procs.gateway.history import History, order_json
+from procs.gateway.history import History, newest_first, order_json
 from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams
@@ -503,9 +503,8 @@ class RestApi:
                 if order.order_id > newest and within:
                     out[order.order_id] = order.json()
         ordered = [out[k] for k in sorted(out)]
-        # from a first id or time: the oldest ``limit``; else the newest (the venues' rule)
-        newest_first = from_id is None and start is None
-        return json_response(ordered[-limit:] if newest_first else ordered[:limit])
+        latest = newest_first(from_id, start)  # from a first id or time: the oldest ``limit``
+        return json_response(ordered[-limit:] if latest else ordered[:limit])
 
     async def my_trades(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")

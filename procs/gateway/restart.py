@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from config.schema import GatewayConfig, RingexConfig
+from procs.common.events_after import events_after
 from procs.common.records import Heartbeat, Record, RecordCodec
 from procs.common.topology import REPLAY_SOURCE, matcher_output
 from procs.common.users import UserStore
@@ -138,7 +139,7 @@ class GatewayRestart:
                     "from the journal", matcher, len(made), handled + 1, first.counter,
                 )  # fmt: skip
             handled, part = first.counter, None
-        kept, part = after_handled(events, handled, part)
+        kept, part = events_after(events, handled, part)
         if kept:
             del self._awaiting[ring]  # from here on the ring is read as usual
         else:
@@ -174,22 +175,3 @@ class GatewayRestart:
                 continue
             skipped = consumer.skip_to(upto)
             log.info("%s: skipped %d events handled before the restart", ring.name, skipped)
-
-
-def after_handled(
-    events: list[Record], handled: int, part: int | None
-) -> tuple[list[Record], int | None]:
-    """The events past what was handled: those of later seqs, and of seq ``handled`` all but
-    the first ``part`` (None: all of them were handled). Returns them with what is left of
-    ``part`` to skip in a next read."""
-    kept: list[Record] = []
-    for event in events:
-        seq = getattr(event, "seq", 0)
-        if seq > handled:
-            kept.append(event)
-        elif seq == handled and part is not None:
-            if part:
-                part -= 1
-            else:
-                kept.append(event)
-    return kept, part

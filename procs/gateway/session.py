@@ -396,9 +396,8 @@ class Session:
             self._reject(msg, RejectReason.COMPID_PROBLEM, tag, "CompID problem", now_ns)
             self._logout_and_close("CompID problem", now_ns)
             return
-        sent = parse_utc_timestamp(msg.get(52) or b"")
-        tolerance = self.settings.sending_time_tolerance_s * _SECOND
-        if sent is None or abs(now_ns - sent) > tolerance:
+        sent = logon.sending_time(msg, self.settings, now_ns)
+        if sent is None:
             self._reject(
                 msg, RejectReason.SENDING_TIME_ACCURACY, 52, "SendingTime accuracy problem", now_ns
             )
@@ -497,12 +496,11 @@ class Session:
         """A Logon with ResetSeqNumFlag while logged on: both sides start again at 1, and
         the answer is a Logon with 141=Y (FIX 4.4 session rules; QuickFIX does the same)."""
         fault = dictionary.validate(msg)
-        hb = int(msg.fields[108]) if fault is None else 0
-        s = self.settings
-        if fault is not None or not s.min_heartbeat_s <= hb <= s.max_heartbeat_s:
-            why = fault.text if fault is not None else f"HeartBtInt {hb} out of bounds"
+        why = fault.text if fault is not None else logon.heartbeat_problem(msg, self.settings)
+        if why is not None:
             self._logout_and_close(f"invalid Logon with ResetSeqNumFlag: {why}", now_ns)
             return
+        hb = int(msg.fields[108])
         store = self.store
         assert store is not None
         store.reset()

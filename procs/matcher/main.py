@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common import sd_notify
+from procs.common.events_after import events_after
 from procs.common.records import (
     AdminCommand,
     Heartbeat,
@@ -139,19 +140,7 @@ class MatcherShell:
 
     def _publish(self, events: list[Record]) -> None:
         if events and _seq(events[0]) <= self.published_upto:
-            upto, skip = self.published_upto, self._partial
-            kept = []
-            for event in events:
-                seq = _seq(event)
-                if seq > upto:
-                    kept.append(event)
-                elif seq == upto and skip is not None:
-                    if skip:  # the first ``skip`` of them went out before the cut
-                        skip -= 1
-                    else:
-                        kept.append(event)
-            self._partial = skip
-            events = kept
+            events, self._partial = events_after(events, self.published_upto, self._partial)
         if events:
             self.producer.publish_batch(events)
 
@@ -212,25 +201,24 @@ def published_position(ring: Ring[Record]) -> tuple[int, int | None]:
     what went out, so the walk goes back past it; the ``RECOVERED_SOURCE`` mark says
     "executed and published through its counter"."""
     cursor = ring.cursor()
-    n, lowest = cursor - 1, max(0, cursor - ring.capacity)
-    while n >= lowest:
+    lowest = max(0, cursor - ring.capacity)
+    seq = count = 0
+    for n in range(cursor - 1, lowest - 1, -1):
         record = ring.record(n)
         if isinstance(record, Heartbeat):
+            if count:
+                break
             if record.source == REPLAY_SOURCE:
-                n -= 1
                 continue
             return record.counter, None
-        seq, count = _seq(record), 0
-        while n >= lowest and not isinstance(record, Heartbeat) and _seq(record) == seq:
-            count += 1
-            n -= 1
-            if n >= lowest:
-                record = ring.record(n)
-        if n < lowest and lowest > 0:
+        if count and _seq(record) != seq:
+            break
+        seq, count = _seq(record), count + 1
+    else:
+        if count and lowest:
             log.warning("output ring: the command of seq %d has more events than the ring "
                         "holds; %d counted as published", seq, count)  # fmt: skip
-        return seq, count
-    return 0, None
+    return (seq, count) if count else (0, None)
 
 
 def _seq(event: Record) -> int:

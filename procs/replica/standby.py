@@ -142,12 +142,12 @@ class Standby:
         make promoting this standby, mid catch-up, fail: its epoch must begin after)."""
         adopt = self._adopt
         assert adopt is not None
-        reached = tuple((e, s) for e, s in adopt.history if s <= self.next_seq)
-        if len(reached) == len(adopt.history):
+        reached = adopt.begun_by(self.next_seq)
+        if reached.history == adopt.history:
             adopt.save(journal_dir(self.cfg))
             self.epochs, self._adopt = adopt, None
-        elif len(reached) > len(self.epochs.history):
-            self.epochs = Epochs(reached)
+        elif len(reached.history) > len(self.epochs.history):
+            self.epochs = reached
             self.epochs.save(journal_dir(self.cfg))
 
     def follow_epochs(self, message: EpochHistory) -> None:

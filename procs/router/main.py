@@ -453,27 +453,25 @@ def _read_commands(consumer: Consumer[Record], quota: int) -> list[Record]:
     its bounds: a gateway's bug) is logged and passed over once it is the first unread, so it
     can neither stop the router nor, left uncommitted, stop it again after a restart; the
     records before it come first (they are committed only after they are journaled)."""
-    for _ in range(quota):
+    try:
+        return consumer.read(quota)
+    except RecordDecodeError:
+        pass
+    good: list[Record] = []
+    while len(good) < quota:
         try:
-            return consumer.read(quota)
-        except RecordDecodeError:
-            good: list[Record] = []
-            while len(good) < quota:
-                try:
-                    record = consumer.poll()
-                except RecordDecodeError as exc:
-                    if good:
-                        break
-                    log.error("ring %s, record %d: %s; skipped",
-                              consumer.ring.name, consumer.sequence, exc)  # fmt: skip
-                    consumer.skip_to(consumer.sequence + 1)
-                    continue
-                if record is None:
-                    break
-                good.append(record)
+            record = consumer.poll()
+        except RecordDecodeError as exc:
             if good:
-                return good
-    return []
+                break  # they first; the bad one is passed over on the next read
+            log.error("ring %s, record %d: %s; skipped",
+                      consumer.ring.name, consumer.sequence, exc)  # fmt: skip
+            consumer.skip_to(consumer.sequence + 1)
+            continue
+        if record is None:
+            break
+        good.append(record)
+    return good
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -264,21 +264,20 @@ class Supervisor:
                 return consumer
         return None
 
-    def _heartbeat_age(self, child: Child) -> float | None:
+    @staticmethod
+    def _heartbeat_age(child: Child) -> float | None:
         """Seconds since ``child`` last beat on the ring it reads (its consumer line: a
-        process beats there whenever it reads or idles), None where it reads none."""
-        line = self._line(child)
-        age = None if line is None else line.heartbeat_age_s
-        return None if age is None else round(age, 3)
+        process beats there whenever it reads or idles), as of the last look for stuck
+        processes; None where it reads none or has not been looked at since it started."""
+        line, process = child.seen, child.process
+        if line is None or process is None or line.pid != process.pid:
+            return None
+        return None if line.heartbeat_age_s is None else round(line.heartbeat_age_s, 3)
 
     def _holds_ready_ring(self, child: Child) -> bool:
-        ring = self._rings.get(child.spec.ready_ring)
-        if ring is None or child.process is None:
+        if child.spec.ready_ring not in self._rings or child.process is None:
             return True  # nothing to wait on
-        for consumer in ring.info().consumers:
-            if consumer.name == child.spec.ready_consumer:
-                return consumer.pid == child.process.pid
-        return False
+        return self._line(child) is not None
 
     # -- watch ----------------------------------------------------------------------------------
 

@@ -82,9 +82,7 @@ def begin_epoch(cfg: RingexConfig, epoch: int) -> int:
         codec = RecordCodec()
         reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
         last = reader.last_seq()
-    epochs = Epochs.load(directory)
     # Epochs that begin past this journal's end wrote nothing here (a standby still catching
     # up, or a demoted primary cut short of them): the new one follows what it holds.
-    held = tuple((e, s) for e, s in epochs.history if s <= last + 1) or epochs.history[:1]
-    Epochs(held).promoted(epoch, last + 1).save(directory)
+    Epochs.load(directory).begun_by(last + 1).promoted(epoch, last + 1).save(directory)
     return last + 1

@@ -11,6 +11,8 @@ let book = null, candles = [], lastBeat = 0;
 // that happened between the history and the subscription is missed. ``selecting`` counts
 // selects: one overtaken by a newer one drops its answer.
 let selecting = 0, held = null, shown = new Set();
+// The exchange's symbols, asked once; trading.js waits on it too (global: a classic script).
+const symbolList = fetch("/api/symbols").then((r) => r.json());
 
 function streamsFor(sym, iv) {
   return [`${sym}@trade`, `${sym}@depth`, `${sym}@ticker`, `${sym}@kline_${iv}`];
@@ -201,7 +203,7 @@ function drawChart() {
 }
 
 async function start() {
-  const symbols = await fetch("/api/symbols").then((r) => r.json());
+  const symbols = await symbolList;
   const picker = $("symbol");
   for (const s of symbols) picker.add(new Option(s.symbol, s.stream));
   picker.onchange = () => select(picker.value, interval);

@@ -26,7 +26,6 @@ let stream = null, streamSeq = 0, retryTimer = null, retryDelay = 1000;
 let haveHistory = true; // GET myTrades answers (it needs the database: 503 without one)
 // Bumped by every login and logout: an answer that comes back to an older session is dropped.
 let sessionEpoch = 0;
-let symbolNames = null; // the exchange's symbols (/api/symbols), once asked
 const orders = new Map(); // orderId -> the order as the API last showed it (open only)
 const balances = new Map(); // asset -> {asset, free, locked}
 const fills = new Map(); // "symbol/tradeId/maker" -> fill, from the stream and myTrades
@@ -262,11 +261,8 @@ function setStreamStatus(state) {
 async function loadFills() {
   if (!haveHistory) return;
   const epoch = sessionEpoch;
-  if (symbolNames === null) { // the exchange's own list, not the picker (it may still be empty)
-    const listed = await fetch("/api/symbols").then((r) => r.json());
-    symbolNames = listed.map((s) => s.symbol);
-  }
-  for (const name of symbolNames) {
+  // app.js's symbol list itself, not the picker's options (it may not be filled yet)
+  for (const name of (await symbolList).map((s) => s.symbol)) {
     if (epoch !== sessionEpoch) return;
     try {
       const trades = await api("GET", "/api/v1/myTrades", { symbol: name, limit: FILLS });

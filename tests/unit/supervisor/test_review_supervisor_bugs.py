@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from shm.counters import _HEAD, MAGIC, NAME_BYTES, Counters, _size
 from shm.inspect import SegmentInfo
 from shm.liveness import pid_alive
 from shm.region import Region
+from tests.unit.supervisor.test_supervisor import wait_for
 
 ROOT = Path(__file__).parents[3]
 THIS = "tests.unit.supervisor.test_review_supervisor_bugs"
@@ -68,16 +68,6 @@ def write_profile(path: Path, instance: str, var: Path, extra: str = "") -> Path
         f"[supervisor]\nrestart_limit = 3\nmetrics = false\n{extra}"
     )
     return path
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {timeout} s: {check}")
 
 
 @pytest.fixture
