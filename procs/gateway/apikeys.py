@@ -72,6 +72,8 @@ class ApiKeyStore:
         self._lock_path = path.with_name(path.name + ".lock")
         self._tmp_path = path.with_name(path.name + ".tmp")
         self._keys: dict[str, ApiKey] = {}
+        #: The key the last ``create(evict_oldest=True)`` revoked to make room, if any.
+        self.evicted: ApiKey | None = None
         self._stamp: _Stamp | None = None
         self._refresh()
         self._next_check = time.monotonic() + recheck_s
@@ -120,10 +122,14 @@ class ApiKeyStore:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def create(self, user: User, scopes: Iterable[str], label: str = "") -> ApiKey:
+    def create(
+        self, user: User, scopes: Iterable[str], label: str = "", *, evict_oldest: bool = False
+    ) -> ApiKey:
         """A new key for ``user`` with ``scopes``; raises ValueError for an unknown or missing
         scope, a label over MAX_LABEL characters or with control characters, or a user who
-        already has ``max_keys_per_user`` keys."""
+        already has ``max_keys_per_user`` keys, unless ``evict_oldest``: then that user's
+        oldest key is revoked to make room (a login whose earlier sessions never logged out
+        must not lock its owner out; ``evicted`` says which key went)."""
         wanted = sorted({scopes} if isinstance(scopes, str) else set(scopes))
         for scope in wanted:
             if scope not in SCOPES:
@@ -145,9 +151,16 @@ class ApiKeyStore:
             label=label,
         )
 
+        self.evicted = None
+
         def add(keys: dict[str, ApiKey]) -> bool:
-            count = sum(1 for k in keys.values() if k.comp_id == user.comp_id)
-            if count >= self.max_keys_per_user:
+            mine = [k for k in keys.values() if k.comp_id == user.comp_id]
+            count = len(mine)
+            if count >= self.max_keys_per_user and evict_oldest:
+                oldest = min(mine, key=lambda k: (k.created_ms, k.key))
+                del keys[oldest.key]
+                self.evicted = oldest
+            elif count >= self.max_keys_per_user:
                 raise ValueError(
                     f"user {user.comp_id!r} has {count} API keys, the limit is "
                     f"{self.max_keys_per_user}: revoke one first"

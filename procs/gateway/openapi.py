@@ -217,14 +217,19 @@ def _operation(
     description: str = "",
 ) -> Json:
     """One operation: 200 with ``ok``, and the error statuses it can answer. Every request
-    may get 413 and 429; one with parameters 400; a signed one 401 and 403."""
+    may get 413 and 429; one with parameters 400; a signed one 401, and 403 when it needs a
+    ``scope`` ("": any valid key)."""
     params = list(params)
     statuses = {413, 429, *errors}
     if params or body is not None:
         statuses.add(400)
     if scope is not None:
-        statuses |= {401, 403}
-        description = f"{description} Signed; the API key needs scope `{scope}`.".strip()
+        statuses.add(401)
+        if scope:
+            statuses.add(403)
+            description = f"{description} Signed; the API key needs scope `{scope}`.".strip()
+        else:
+            description = f"{description} Signed; any valid API key.".strip()
     responses: Json = {"200": {"description": "OK", "content": {_JSON: {"schema": ok}}}}
     responses.update({str(s): _ref(ERRORS[s][0], "responses") for s in sorted(statuses)})
     op: Json = {"operationId": op_id, "summary": summary, "tags": [tag]}
@@ -277,18 +282,22 @@ def _paths() -> Json:
             "post": _operation(
                 "createApiKey", "Make an API key with a username and password.",
                 _ref("ApiKeyCreated"), tag="keys", body=_ref("ApiKeyRequest"), errors=[401],
-                description="Logins are rate limited per client address (429).",
+                description="Logins are rate limited per client address (429). Credentials "
+                "go in the body only: in the query string they are refused (400). A user who "
+                "already has the most keys a user may hold gets a new one all the same: the "
+                "oldest is revoked to make room, and the answer names it (revokedApiKey).",
             ),
             "delete": _operation(
                 "revokeApiKey", "Revoke the API key this request is signed with.",
-                _ref("ApiKeyRevoked"), tag="keys", scope="read",
+                _ref("ApiKeyRevoked"), tag="keys", scope="",
             ),
         },
         f"{V1}/order": {
             "post": _operation(
                 "newOrder", "Place an order; the answer waits for the exchange's.",
                 _ref("NewOrderResult"), tag="trading", body=_ref("NewOrderRequest"),
-                scope="trade", errors=[504],
+                scope="trade", errors=[503, 504],
+                description="503 while the exchange is stopping (cancels are still taken).",
             ),
             "delete": _operation(
                 "cancelOrder", "Cancel an open order.", _ref("Order"), tag="trading",
@@ -485,7 +494,8 @@ def _other_schemas(cfg: RingexConfig) -> Json:
         "ApiKeyCreated": _obj({
             "apiKey": _STR, "secretKey": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
             "scopes": _array(_enum(sorted(SCOPES))), "accountId": _INT, "username": _STR,
-        }),
+            "revokedApiKey": _STR,
+        }, required=["apiKey", "secretKey", "scopes", "accountId", "username"]),
         "ApiKeyRevoked": _obj({"apiKey": _STR, "revoked": {"const": True}}),
     }  # fmt: skip
 

@@ -12,8 +12,9 @@ each connection: first a ``snapshot`` (balances and open orders), then ``executi
 and ``balance`` events as they happen. Events that arrive while the snapshot is being made
 wait behind it, so the client applies them in order. A client that falls ``queue_limit``
 messages behind is cut off (close code 1008) rather than slow the gateway: it reconnects
-and starts again from a snapshot. A stream lives no longer than its key: revoking the key
-(here, through another gateway or by an operator) closes it with 1008 within a second.
+and starts again from a snapshot. A stream lives no longer than its key and its user:
+revoking the key (here, through another gateway or by an operator) or removing the user
+closes it with 1008 within a second or two. One key holds at most ``max_per_key`` streams.
 """
 
 from __future__ import annotations
@@ -73,21 +74,27 @@ class Subscriber:
 
 
 class PrivateStreams:
-    def __init__(self, api: RestApi, max_streams: int, queue_limit: int) -> None:
+    def __init__(
+        self, api: RestApi, max_streams: int, queue_limit: int, max_per_key: int = 5
+    ) -> None:
         self.api = api
         self.max_streams = max_streams
+        self.max_per_key = max_per_key
         self.queue_limit = queue_limit
         self.by_account: dict[int, set[Subscriber]] = {}
         self.count = 0
 
     def sweep(self) -> None:
-        """Close the streams whose key is gone (called once a second; ``keys.get`` sees
-        another process's revoke within its recheck interval)."""
-        get = self.api.keys.get
+        """Close the streams whose key or user is gone (called once a second; ``keys.get``
+        sees another process's revoke within its recheck interval)."""
+        get, holder_unchanged = self.api.keys.get, self.api.holder_unchanged
         for subs in self.by_account.values():
             for sub in subs:
-                if get(sub.key) is None:
+                key = get(sub.key)
+                if key is None:
                     sub.close(b"API key revoked")
+                elif not holder_unchanged(key):
+                    sub.close(b"the key's user was removed or changed")
 
     def deliver(self, events: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
         by_account = self.by_account
@@ -110,10 +117,18 @@ class PrivateStreams:
             )  # fmt: skip
         except AuthError as exc:
             raise ApiError(401, exc.code, exc.msg) from None
+        api.require_user(key)
         api.require_scope(key, "read")
         if self.count >= self.max_streams:
             raise ApiError(
                 503, -1001, f"{self.count} private streams is this gateway's limit, try another"
+            )
+        held = sum(1 for sub in self.by_account.get(key.account, ()) if sub.key == key.key)
+        if held >= self.max_per_key:
+            raise ApiError(
+                429,
+                -1003,  # TOO_MANY_REQUESTS
+                f"this API key holds {held} private streams, the limit is {self.max_per_key}",
             )
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         await ws.prepare(request)

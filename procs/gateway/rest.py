@@ -117,7 +117,9 @@ class RestApi:
         self.waiters: dict[int, asyncio.Future[Outcome]] = {}
         #: The gateway is stopping (``GatewayServer.stop``): new orders are refused.
         self.closing = False
-        self.streams = PrivateStreams(self, rest.max_streams, rest.stream_queue)
+        self.streams = PrivateStreams(
+            self, rest.max_streams, rest.stream_queue, rest.max_streams_per_key
+        )
         dsn = history_dsn(cfg)
         self.history = History(dsn) if dsn else None
         md = cfg.marketdata
@@ -219,10 +221,10 @@ class RestApi:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "OPTIONS":  # a browser's CORS preflight
-            return self._cors(request, web.Response(status=204))
         try:
             throttle(self.ip_limits, request.remote or "", f"requests from {request.remote}")
+            if request.method == "OPTIONS":  # a browser's CORS preflight
+                return self._cors(request, web.Response(status=204))
             if (request.content_length or 0) > self.rest.max_body_bytes:
                 raise web.HTTPRequestEntityTooLarge(
                     max_size=self.rest.max_body_bytes, actual_size=request.content_length or 0
@@ -258,6 +260,7 @@ class RestApi:
             response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
             response.headers["Access-Control-Max-Age"] = "600"
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"  # a 429's hint
         return response
 
     async def params(self, request: web.Request, accepted: frozenset[str]) -> dict[str, str]:
@@ -281,7 +284,7 @@ class RestApi:
                             f"body is not UTF-8: {exc.reason} at byte {exc.start}",
                         ) from None
                     pairs += [(k, _text(k, v)) for k, v in decoded.items()]
-                    if len(decoded) < body.count(b'":'):  # maybe a key twice: count them
+                    if len(decoded) < body.count(b":"):  # maybe a key twice: count them
                         pairs += _json_repeats(body, decoded)
                 else:
                     pairs += _form(body.decode(errors="replace"))
@@ -313,14 +316,24 @@ class RestApi:
         # Only once the signature holds: the key id travels in the clear, and requests that
         # merely name it must not spend its owner's budget (the per-address limit has them).
         throttle(self.key_limits, key.key, "requests for this API key")
-        user = self.users.get(key.comp_id)
-        if user is None or user.account != key.account:  # not in the view of a second ago:
-            user = self.logins.get(key.comp_id)  # the file itself says
-        if user is None or user.account != key.account:  # removed, or given another account
-            raise ApiError(401, codes.BAD_CREDENTIALS, f"user {key.comp_id} of this key changed")
+        self.require_user(key)
         self.require_scope(key, scope)
         self.core.touch(key.account, key.session, time.monotonic())
         return key
+
+    def require_user(self, key: ApiKey) -> None:
+        """401 unless ``key``'s user still exists, with the key's account."""
+        if not self.holder_unchanged(key):  # not in the view of a second ago:
+            user = self.logins.get(key.comp_id)  # the file itself says
+            if user is None or user.account != key.account:  # removed, or another account
+                raise ApiError(
+                    401, codes.BAD_CREDENTIALS, f"user {key.comp_id} of this key changed"
+                )
+
+    def holder_unchanged(self, key: ApiKey) -> bool:
+        """Whether ``key``'s user is, as of a second ago, still there with its account."""
+        user = self.users.get(key.comp_id)
+        return user is not None and user.account == key.account
 
     def require_scope(self, key: ApiKey, scope: str) -> None:
         """403 unless ``key`` has ``scope`` ("": any valid key will do)."""
@@ -351,6 +364,12 @@ class RestApi:
 
     async def create_key(self, request: web.Request) -> web.Response:
         throttle(self.login_limits, request.remote or "", f"logins from {request.remote}")
+        if "username" in request.query or "password" in request.query:
+            raise bad_request(
+                codes.ILLEGAL_PARAM,
+                "username and password go in the request body, never in the URL (logs and "
+                "proxies keep URLs)",
+            )
         params = await self.params(request, rp.CREATE_KEY_PARAMS)
         username, password = rp.required(params, "username"), rp.required(params, "password")
         loop = asyncio.get_running_loop()  # scrypt takes tens of ms: off the event loop
@@ -359,18 +378,20 @@ class RestApi:
             raise ApiError(401, codes.BAD_CREDENTIALS, "wrong username or password")
         scopes = [s for s in params.get("scopes", "read,trade").split(",") if s]
         try:
-            key = self.keys.create(user, scopes, params.get("label", ""))
+            key = self.keys.create(user, scopes, params.get("label", ""), evict_oldest=True)
         except ValueError as exc:
             raise bad_request(codes.ILLEGAL_PARAM, str(exc)) from None
-        return json_response(
-            {
-                "apiKey": key.key,
-                "secretKey": key.secret,
-                "scopes": key.scopes,
-                "accountId": key.account,
-                "username": key.comp_id,
-            }
-        )
+        answer: dict[str, Any] = {
+            "apiKey": key.key,
+            "secretKey": key.secret,
+            "scopes": key.scopes,
+            "accountId": key.account,
+            "username": key.comp_id,
+        }
+        if self.keys.evicted is not None:  # at the limit: the oldest key made room
+            answer["revokedApiKey"] = self.keys.evicted.key
+            self.streams.sweep()
+        return json_response(answer)
 
     async def revoke_key(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "")  # any valid key may revoke itself

@@ -9,7 +9,8 @@ batch of events, so a new order's answer carries the fills its own command made.
 
 Which orders it knows: those placed through this API, and every order of an account that
 uses the API (a request or a private stream in the last ``interest_s``) seen on the matchers'
-output rings, whichever gateway or protocol placed it; older ones are in PostgreSQL. An
+output rings, whichever gateway or protocol placed it; the open orders its user placed over
+FIX on this gateway before that (``fix_orders``); older ones are in PostgreSQL. An
 account's balances come from the router (``WatchBalances``: a snapshot, then every change),
 watched while the account is of interest.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,8 @@ from procs.common.records import (
 from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason
 from procs.gateway.instruments import Instruments, format_units
-from procs.gateway.rest_params import SIDE_NAMES, TIF_NAMES, OrderRequest
+from procs.gateway.order_state import Order
+from procs.gateway.rest_params import SIDE_NAMES, TIF_NAMES, TYPE_NAMES, OrderRequest
 
 #: Status names, as the venue APIs spell them.
 DONE_STATUS = {
@@ -169,16 +171,31 @@ class RestOrders:
         self.streaming: set[int] = set()
         #: Private-stream events: (account, event name, data), drained by the shell.
         self.events: list[tuple[int, str, dict[str, Any]]] = []
+        #: This gateway's FIX orders of a session (the shell sets it): an account that starts
+        #: using the API follows the orders its user placed over FIX here before that.
+        self.fix_orders: Callable[[int], Iterable[Order]] = lambda session: ()
 
     # -- interest -----------------------------------------------------------------------------
 
     def touch(self, account: int, session: int, now_s: float) -> None:
         """``account`` used the API: follow its orders and balances for ``interest_s``."""
+        if account not in self.interest:
+            self._follow_fix_orders(account, session)
         self.interest[account] = now_s + self.interest_s
         self.sessions[account] = session
         if account not in self._watched:
             self._watch(account, LEASE_MS)
             self._watched[account] = now_s
+
+    def _follow_fix_orders(self, account: int, session: int) -> None:
+        for o in self.fix_orders(session):
+            if o.order_id and o.leaves and o.status in (b"0", b"1") and o.order_id not in self.live:
+                self.live[o.order_id] = LiveOrder(
+                    o.order_id, account, o.symbol, int(o.side), TYPE_NAMES.get(o.ord_type, ""),
+                    int(o.tif), o.price, o.stop_price, o.qty, o.leaves, o.cum, o.notional,
+                    "PARTIALLY_FILLED" if o.cum else "NEW", o.cl_ord_id.decode("latin-1"),
+                    o.received_ns // 1_000_000, o.received_ns // 1_000_000,
+                )  # fmt: skip
 
     def tick(self, now_s: float) -> None:
         """Once a second: renew balance watches, forget accounts no longer of interest."""
@@ -227,9 +244,10 @@ class RestOrders:
 
     def new_order(self, req: OrderRequest, account: int, session: int, now_ns: int) -> int:
         ref = self.next_ref()
+        client_id = req.client_order_id or self._generated_id(account, ref)
         order = LiveOrder(
             0, account, req.symbol, int(req.side), req.type_name, int(req.tif), req.price,
-            req.stop_price, req.qty, req.qty, client_order_id=req.client_order_id or f"r{ref}",
+            req.stop_price, req.qty, req.qty, client_order_id=client_id,
             time_ms=_ms(now_ns), update_ms=_ms(now_ns),
         )  # fmt: skip
         order.ref = ref
@@ -250,6 +268,15 @@ class RestOrders:
             )
         )
         return ref
+
+    def _generated_id(self, account: int, ref: int) -> str:
+        """``r<ref>`` for an order sent without a clientOrderId, unless the account chose that
+        very name for an open order: then ``r<ref>.<k>``, the first one free."""
+        name, k = f"r{ref}", 0
+        while (account, name) in self.client_ids:
+            k += 1
+            name = f"r{ref}.{k}"
+        return name
 
     def cancel(self, account: int, session: int, symbol: int, order_id: int, now_ns: int) -> int:
         """Cancel ``order_id``; the matcher refuses it unless ``account`` owns the order."""

@@ -19,7 +19,13 @@ from config.schema import SymbolConfig
 from procs.common.types import OrderFlag, OrdType, Side, StpMode, TimeInForce
 from procs.gateway import api_errors as codes
 from procs.gateway.api_errors import ApiError, bad_request
-from procs.gateway.instruments import MAX_INT64, Instruments, price_ticks, qty_lots
+from procs.gateway.instruments import (
+    MAX_INT64,
+    Instruments,
+    format_units,
+    price_ticks,
+    qty_lots,
+)
 
 SIDES = {"BUY": Side.BUY, "SELL": Side.SELL}
 TYPES = {
@@ -55,8 +61,13 @@ TYPE_NAMES: dict[int, str] = {
 CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,36}$")  # fullmatch it: "$" takes a last "\n"
 #: A price or size: digits with at most one '.', checked before ``instruments`` parses it.
 DECIMAL = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
+#: An integer (ids, times, limits): ASCII digits, a leading '-' at most; ``int()`` alone would
+#: also take spaces, '+', '_' separators and any script's digits.
+INTEGER = re.compile(r"-?[0-9]{1,20}")
 #: Longest parameter value accepted anywhere (decimals, ids, names).
 MAX_VALUE_CHARS = 64
+#: Parameters allowed longer values: a password is whatever its user chose (FIX takes any).
+LONG_VALUES: Final = {"password": 1024}
 MAX_PARAMS = 24
 
 
@@ -119,10 +130,11 @@ def check_params(params: Mapping[str, str]) -> None:
                 f"a parameter name is {len(name)} characters ({name[:MAX_VALUE_CHARS]!r}...), "
                 f"the limit is {MAX_VALUE_CHARS}",
             )
-        if len(value) > MAX_VALUE_CHARS:
+        limit = LONG_VALUES.get(name, MAX_VALUE_CHARS)
+        if len(value) > limit:
             raise bad_request(
                 codes.ILLEGAL_PARAM,
-                f"parameter {name!r} is {len(value)} characters, the limit is {MAX_VALUE_CHARS}",
+                f"parameter {name!r} is {len(value)} characters, the limit is {limit}",
             )
 
 
@@ -133,8 +145,11 @@ def required(params: Mapping[str, str], name: str) -> str:
     return value
 
 
-def choice(params: Mapping[str, str], name: str, table: Mapping[str, int], default: str) -> str:
-    value = params.get(name, default)
+def choice(
+    params: Mapping[str, str], name: str, table: Mapping[str, int], default: str | None
+) -> str:
+    """One of ``table``'s names; ``default`` when absent, or mandatory when that is None."""
+    value = required(params, name) if default is None else params.get(name, default)
     if value not in table:
         raise bad_request(
             codes.ILLEGAL_PARAM, f"{name} {value!r} is not one of {', '.join(sorted(table))}"
@@ -162,13 +177,16 @@ def integer(params: Mapping[str, str], name: str, default: int, low: int, high: 
     text = params.get(name)
     if text is None or text == "":
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise bad_request(codes.ILLEGAL_PARAM, f"{name} {text!r} is not an integer") from None
+    value = _integer(name, text)
     if not low <= value <= high:
         raise bad_request(codes.ILLEGAL_PARAM, f"{name} {value} is outside {low}..{high}")
     return value
+
+
+def _integer(name: str, text: str) -> int:
+    if not INTEGER.fullmatch(text):
+        raise bad_request(codes.ILLEGAL_PARAM, f"{name} {text!r} is not an integer")
+    return int(text)
 
 
 def _decimal(params: Mapping[str, str], name: str) -> str:
@@ -201,8 +219,8 @@ def _qty(params: Mapping[str, str], name: str, sym: SymbolConfig) -> int:
 
 def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderRequest:
     sym = symbol(params, instruments)
-    side = SIDES[choice(params, "side", SIDES, "")]
-    type_name = choice(params, "type", TYPES, "")
+    side = SIDES[choice(params, "side", SIDES, None)]
+    type_name = choice(params, "type", TYPES, None)
     ord_type = TYPES[type_name]
     limit = ord_type in (OrdType.LIMIT, OrdType.STOP_LIMIT)
     tif_default = "GTC" if limit else "IOC"
@@ -219,12 +237,21 @@ def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderReque
         raise bad_request(
             codes.FILTER_FAILURE,
             f"quantity {params['quantity']} is outside the symbol's limits "
-            f"({sym.min_qty}..{sym.max_qty} size units, symbol={sym.name})",
+            f"(minQty {format_units(sym.min_qty, sym.qty_decimals).decode()}, maxQty "
+            f"{format_units(sym.max_qty, sym.qty_decimals).decode()}, symbol={sym.name})",
         )
     price = 0
     if limit or params.get("price"):  # a market order's price is its worst price
         price = _price(params, "price", sym)
-    stop = _price(params, "stopPrice", sym) if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT) else 0
+    stop = 0
+    if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
+        stop = _price(params, "stopPrice", sym)
+    elif params.get("stopPrice"):
+        raise bad_request(
+            codes.ILLEGAL_PARAM,
+            f"stopPrice {params['stopPrice']} applies to STOP_LOSS and STOP_LOSS_LIMIT orders, "
+            f"not {type_name}",
+        )
     display = 0
     if params.get("icebergQty"):
         if not limit:
@@ -260,10 +287,7 @@ def order_id(params: Mapping[str, str]) -> int | None:
     text = params.get("orderId")
     if not text:
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise bad_request(codes.ILLEGAL_PARAM, f"orderId {text!r} is not an integer") from None
+    value = _integer("orderId", text)
     if not 0 < value <= MAX_INT64:
         raise bad_request(codes.ILLEGAL_PARAM, f"orderId {value} is outside 1..{MAX_INT64}")
     return value

@@ -54,6 +54,7 @@ from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
 from procs.gateway.intake import IntakePacing
 from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, OrderLog
+from procs.gateway.order_state import Order
 from procs.gateway.orders import OrderEntry
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.restart import GatewayRestart
@@ -166,6 +167,7 @@ class GatewayServer(GatewayRestart):
             core = RestOrders(
                 gw.id, self.entry.instruments, cfg.assets, self.entry.outgoing, self.entry.next_ref
             )
+            core.fix_orders = self._fix_orders
             self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
         self.pacing = IntakePacing(cfg.ring.capacity)
         self._publish_due = False
@@ -180,6 +182,9 @@ class GatewayServer(GatewayRestart):
         self._server: asyncio.Server | None = None
         self._stop = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
+
+    def _fix_orders(self, session: int) -> list[Order]:
+        return [o for o in self.entry.orders.values() if o.session == session]
 
     def _write_log(self, entries: list[Entry]) -> None:
         self.order_log.write(entries)
