@@ -156,6 +156,9 @@ class Accepted(OrderRecord, tag=10, frozen=True):
 
 
 class Rejected(OrderRecord, tag=11, frozen=True):
+    """A command's refusal, with why. One exception: the router acknowledges an accepted
+    ``MassCancel`` to its gateway with code OK (seq 0), once it is durable."""
+
     code: ResultCode
 
 

@@ -8,7 +8,8 @@
 - accepted: the command stamped with the next global ``seq`` and ``ts_ns = now_ns`` (a new
   order also gets the next ``order_id``), plus where it goes: the matcher that owns its symbol
   (every matcher for a symbol-0 mass cancel or admin command), or nowhere for an account
-  command, whose ``AccountReply`` is sent once the command is durable.
+  command, whose ``AccountReply`` is sent once the command is durable; an accepted mass
+  cancel's gateway gets ``Rejected`` with code OK then (its acknowledgement).
 
 ``apply(event)`` feeds the matchers' events back (settlement, order lifetimes). Events of a
 command at or below ``settled_upto`` were applied already (a replay after a restart covered
@@ -153,17 +154,21 @@ class Sequencer:
 
     def _mass_cancel(self, cmd: MassCancel, now_ns: int) -> Decision:
         """A mass cancel draws on the account's command rate like any other command (one
-        for symbol 0 scans every book of every matcher)."""
+        for symbol 0 scans every book of every matcher). The gateway is told the verdict
+        either way (``Rejected`` with the code; OK once the command is durable), since
+        cancelling nothing says nothing: its client must not be told "done" for a refusal."""
         targets = self._targets(cmd.symbol)
         code = ResultCode.UNKNOWN_SYMBOL
         if targets is not None:
-            if self._allow(cmd.account, now_ns):
-                return Decision(self._stamp(cmd, now_ns), targets)
-            code = ResultCode.ACCOUNT_RATE_LIMITED
+            code = ResultCode.OK
+            if not self._allow(cmd.account, now_ns):
+                code = ResultCode.ACCOUNT_RATE_LIMITED
         reply = Rejected(
             *(0, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account),
             *(cmd.symbol, 0, code),
         )
+        if code == ResultCode.OK and targets is not None:
+            return Decision(self._stamp(cmd, now_ns), targets, reply=reply)
         return Decision(None, reply=reply)
 
     def _account(self, cmd: CreateAccount | Transfer, now_ns: int) -> Decision:

@@ -20,7 +20,7 @@ FIX_TIF = {v: k for k, v in TIFS.items()}
 #: An ExecutionReport's body after the header: 37 11 [41] 17 150 39 55 54 40 59 38 [44] [99]
 #: 151 14 6, then the extra fields.
 REPORT = (
-    b"37=%s\x0111=%s\x01%s17=%d-%d\x01150=%s\x0139=%s\x0155=%s\x0154=%d\x0140=%s\x01"
+    b"37=%s\x0111=%s\x01%s17=%d-%s\x01150=%s\x0139=%s\x0155=%s\x0154=%d\x0140=%s\x01"
     b"59=%s\x0138=%s\x01%s%s151=%s\x0114=%s\x016=%s\x01%s"
 )
 #: CxlRejReason (102) values.

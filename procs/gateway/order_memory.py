@@ -132,10 +132,13 @@ class OrderMemory:
         """Take back the orders, requests and finished orders an order log recovered;
         returns how many orders (one on a symbol no longer configured is dropped, with a log
         line)."""
-        for ref, values in (finished or {}).items():
-            done = self._order(ref, values)
+        restored = [(ref, self._order(ref, values)) for ref, values in (finished or {}).items()]
+        for _ref, done in restored:
             if done is not None:
                 self.finished[(done.session, done.cl_ord_id)] = done
+        for _ref, done in restored:  # a cancelled order is also known by the ClOrdID it had
+            if done is not None and done.orig_cl_ord_id:
+                self.finished.setdefault((done.session, done.orig_cl_ord_id), done)
         for ref, values in orders.items():
             order = self._order(ref, values)
             if order is None:
@@ -153,15 +156,18 @@ class OrderMemory:
     def _order(self, ref: int, values: list[Any]) -> Order | None:
         """An order from its log fields; None (with a log line) on an unknown symbol."""
         (session, cl, orig, symbol, side, ord_type, tif, price, stop, qty, order_id, cum,
-         notional, leaves, status) = values  # fmt: skip
+         notional, leaves, status) = values[:15]  # fmt: skip
+        display, triggered = values[15:17] if len(values) >= 17 else (0, False)  # older logs
         sym = self.instruments.by_id.get(symbol)
         if sym is None:
             log.warning("order log: order %d on unknown symbol id %s dropped", ref, symbol)
             return None
-        return Order(
+        order = Order(
             ref, session, cl, orig, sym, Side(side), OrdType(ord_type), TimeInForce(tif),
             price, stop, qty, order_id, cum, notional, leaves, status,
         )  # fmt: skip
+        order.display, order.triggered = display, bool(triggered)
+        return order
 
 
 def _entry(ref: int, item: Order | Request) -> Entry:
@@ -172,4 +178,5 @@ def _entry(ref: int, item: Order | Request) -> Entry:
         ORDER, ref, item.session, item.cl_ord_id, item.orig_cl_ord_id, item.symbol.id,
         int(item.side), int(item.ord_type), int(item.tif), item.price, item.stop_price,
         item.qty, item.order_id, item.cum, item.notional, item.leaves, item.status,
+        item.display, item.triggered,
     )  # fmt: skip

@@ -30,6 +30,8 @@ class Order:
     #: Its session went away (cancel on disconnect) before it was acknowledged: the account
     #: whose cancel goes out as soon as it is.
     cancel_account: int = 0
+    display: int = 0  # MaxFloor (111) in lots, 0: not an iceberg
+    triggered: bool = False  # a stop whose trigger came (``Triggered``)
 
 
 @dataclass(slots=True)

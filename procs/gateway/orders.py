@@ -49,20 +49,16 @@ from procs.gateway.fix import FixMessage, Timestamps, field, shown
 from procs.gateway.instruments import Instruments, format_units, price_ticks, qty_lots
 from procs.gateway.order_fields import (
     CXL_DUPLICATE,
-    CXL_OTHER,
     CXL_PENDING,
     CXL_TOO_LATE,
     CXL_UNKNOWN,
-    FINISHED,
-    FIX_ORD_TYPE,
-    FIX_TIF,
     ORD_TYPES,
-    REPORT,
     TIFS,
     differs,
     mass_report,
 )
 from procs.gateway.order_memory import OrderMemory
+from procs.gateway.order_replies import OrderReplies, event_exec_id
 from procs.gateway.order_state import Order, Request
 from procs.gateway.session import Session
 
@@ -74,7 +70,17 @@ from procs.gateway.session import Session
 _SEEN_CLORDIDS = 200_000
 
 
-class OrderEntry(OrderMemory):
+def _rested(order: Order) -> bool:
+    """Whether an order that the matcher expired had rested (or waited as a stop): a Day
+    order at the end of the session is Expired (150=C). A market order, or a triggered
+    stop-market, has its unfilled rest cancelled in the instant it trades (150=4), as an
+    IOC's or FOK's is."""
+    if order.tif != TimeInForce.DAY or order.ord_type == OrdType.MARKET:
+        return False
+    return not (order.ord_type == OrdType.STOP and order.triggered)
+
+
+class OrderEntry(OrderReplies, OrderMemory):
     def __init__(self, gateway: int, instruments: Instruments, cancel_on_disconnect: bool) -> None:
         self.gateway = gateway
         self.instruments = instruments
@@ -84,6 +90,9 @@ class OrderEntry(OrderMemory):
         self.orders: dict[int, Order] = {}  # NewOrder client_ref -> order
         self.by_id: dict[int, Order] = {}
         self.requests: dict[int, Request] = {}
+        #: MassCancel ref -> (session id, its OrderMassCancelRequest's fields): answered (r)
+        #: when the router's verdict comes (``_rejected``), never before.
+        self.mass_cancels: dict[int, tuple[int, dict[int, bytes]]] = {}
         #: The gateway is stopping: new orders and replaces are refused, cancels still go.
         self.closing = False
         self.live: dict[tuple[int, bytes], Order] = {}  # (session, current ClOrdID) -> order
@@ -140,7 +149,8 @@ class OrderEntry(OrderMemory):
             if kind == b"D":
                 self._reject_new(session, msg, text, 2)  # OrdRejReason 2: exchange closed
             else:
-                self._cancel_reject(session, msg, None, text)
+                order = self.live.get((session.session_id, msg.fields[41]))
+                self._cancel_reject(session, msg, order, text, None if order else CXL_UNKNOWN)
             return
         if kind == b"D":
             self._new(session, msg, now_ns)
@@ -188,13 +198,19 @@ class OrderEntry(OrderMemory):
             self._reject_new(session, msg, f"unknown symbol {shown(f[55])}", 1)
             return
         ord_type = ORD_TYPES[f[40]]
-        tif = TIFS[f.get(59, b"1")]
+        tif = TIFS[f.get(59, b"0")]  # FIX 4.4: "Absence of this field indicates Day order"
+        instructions = f.get(18, b"").split()
+        unsupported = [i for i in instructions if i != b"6"]
+        if unsupported:
+            text = f"ExecInst {shown(unsupported[0])} is not supported (only 6, post-only)"
+            self._reject_new(session, msg, text, 11)  # unsupported order characteristic
+            return
         parsed = self._amounts(msg, sym, ord_type)
         if isinstance(parsed, str):
             self._reject_new(session, msg, parsed, 99)
             return
         price, stop, qty, display = parsed
-        flags = OrderFlag.POST_ONLY if b"6" in f.get(18, b"").split(b" ") else 0
+        flags = OrderFlag.POST_ONLY if instructions else 0
         ref = self.next_ref()
         side = Side(int(f[54]))
         order = Order(
@@ -202,6 +218,7 @@ class OrderEntry(OrderMemory):
             qty,
         )
         order.received_ns = now_ns
+        order.display = display
         self.orders[ref] = order
         self.live[(session.session_id, cl_ord_id)] = order
         self.touched[ref] = order
@@ -301,7 +318,14 @@ class OrderEntry(OrderMemory):
         if isinstance(parsed, str):
             self._cancel_reject(session, msg, order, parsed)
             return
-        price, _stop, qty, _display = parsed
+        price, _stop, qty, display = parsed
+        if display != order.display:
+            text = (
+                f"MaxFloor (111) {shown(f.get(111, b'absent'))} is not the order's: a replace "
+                "changes only price and size"
+            )
+            self._cancel_reject(session, msg, order, text)
+            return
         if qty <= order.cum:
             self._cancel_reject(session, msg, order, "OrderQty is not above the filled quantity")
             return
@@ -336,10 +360,11 @@ class OrderEntry(OrderMemory):
     def _status(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         key = (session.session_id, msg.fields[11])
         order = self.live.get(key) or self.finished.get(key)
-        if order is None:
-            self._reject_new(session, msg, f"unknown order ClOrdID {msg.text(11)}", 5, b"I")
-            return
         extra = field(790, msg.fields[790]) if 790 in msg.fields else b""
+        if order is None:
+            text = f"unknown order ClOrdID {msg.text(11)}"
+            self._reject_new(session, msg, text, 5, b"I", extra)
+            return
         self._report(order, b"I", extra=extra)
 
     def _mass_cancel(self, session: Session, msg: FixMessage, now_ns: int) -> None:
@@ -358,13 +383,14 @@ class OrderEntry(OrderMemory):
                 session.send(b"r", body + field(58, f"unknown symbol {msg.text(55)}"), now_ns)
                 return
             symbol = sym.id
+        ref = self.next_ref()
+        self.mass_cancels[ref] = (session.session_id, {t: f[t] for t in (11, 530, 55) if t in f})
         self.outgoing.append(
             MassCancel(
-                *(0, now_ns, self.gateway, session.session_id, self.next_ref()),
+                *(0, now_ns, self.gateway, session.session_id, ref),
                 *(session.account, symbol),
             )
         )
-        session.send(b"r", mass_report(f, kind), now_ns)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -392,7 +418,7 @@ class OrderEntry(OrderMemory):
                 self.acks += 1
                 if order.received_ns:
                     self.ack_latency.record(time.time_ns() - order.received_ns)
-                self._report(order, b"0")
+                self._report(order, b"0", exec_id=event_exec_id(b"A", accepted.seq, order.order_id))
                 if order.cancel_account:  # its session cancels on disconnect, and is gone
                     self._cancel_record(order, order.cancel_account, time.time_ns())
         elif kind is OrderDone:
@@ -411,12 +437,15 @@ class OrderEntry(OrderMemory):
                 order.price, order.leaves = replaced.price, replaced.qty
                 order.qty = order.cum + replaced.qty
                 order.status = b"1" if order.cum else b"0"
-                self._report(order, b"5")
+                self._report(order, b"5", exec_id=event_exec_id(b"R", replaced.seq, order.order_id))
         elif kind is Triggered:
             triggered: Triggered = event  # type: ignore[assignment]
             order = self.by_id.get(triggered.order_id)
             if order is not None:
-                self._report(order, b"L")
+                order.triggered = True
+                self.touched[order.ref] = order
+                exec_id = event_exec_id(b"L", triggered.seq, order.order_id)
+                self._report(order, b"L", exec_id=exec_id)
 
     def _fill(self, order_id: int, trade: Trade, leaves: int) -> None:
         order = self.by_id.get(order_id)
@@ -431,7 +460,7 @@ class OrderEntry(OrderMemory):
         sym = order.symbol
         last = field(31, format_units(trade.price, sym.price_decimals))
         last += field(32, format_units(trade.qty, sym.qty_decimals))
-        self._report(order, b"F", extra=last)
+        self._report(order, b"F", last, event_exec_id(b"T", trade.trade_id, order_id))
 
     def _done(self, done: OrderDone) -> None:
         order = self.by_id.get(done.order_id)
@@ -448,24 +477,30 @@ class OrderEntry(OrderMemory):
             DoneReason.MASS_CANCELLED: b"mass cancel",
             DoneReason.REJECTED: b"rejected",
         }.get(done.reason, b"")
-        exec_type = (
-            b"C" if done.reason == DoneReason.EXPIRED and order.tif == TimeInForce.DAY else b"4"
-        )
+        exec_type = b"C" if done.reason == DoneReason.EXPIRED and _rested(order) else b"4"
         order.status = exec_type
         extra = field(58, text) if text else b""
         if request is not None and request.cl_ord_id:
             order.orig_cl_ord_id, order.cl_ord_id = order.cl_ord_id, request.cl_ord_id
             self._finish(order)  # the cancel's ClOrdID names it too
-        self._report(order, exec_type, extra=extra)
+        self._report(order, exec_type, extra, event_exec_id(b"D", done.seq, order.order_id))
 
     def _rejected(self, rejected: Rejected) -> None:
         text = f"{rejected.code.name} ({int(rejected.code)})"
+        mass = self.mass_cancels.pop(rejected.client_ref, None)
+        if mass is not None:  # the router's verdict on a MassCancel: OK once it is durable
+            session_id, f = mass
+            if rejected.code == ResultCode.OK:
+                body = mass_report(f, f[530])
+            else:
+                body = mass_report(f, b"0") + field(532, 99) + field(58, text)
+            self._deliver(session_id, b"r", body)
+            return
         request = self._pop_request(rejected.client_ref)
         if request is not None:
-            session = self.sessions.get(request.session)
-            if session is not None and request.cl_ord_id:
+            if request.cl_ord_id:
                 self._send_cancel_reject(
-                    session, request.kind, request.cl_ord_id, request.order, text
+                    request.session, request.kind, request.cl_ord_id, request.order, text
                 )
             return
         order = self.orders.get(rejected.client_ref)
@@ -487,110 +522,3 @@ class OrderEntry(OrderMemory):
         """The values of ``procs.common.stats.GATEWAY_COUNTERS``, in its order."""
         h = self.ack_latency
         return [self.orders_in, self.acks, self.fills, self.rejects, h.sum_ns, *h.counts]
-
-    def _exec_id(self) -> int:
-        self._next_exec += 1
-        return self._next_exec
-
-    def _report(self, order: Order, exec_type: bytes, extra: bytes = b"") -> None:
-        session = self.sessions.get(order.session)
-        if session is None and self.park is None:
-            self.undeliverable += 1
-            return
-        sym = order.symbol
-        pd, qd = sym.price_decimals, sym.qty_decimals
-        avg = order.notional * 10_000 // order.cum if order.cum else 0
-        self._next_exec += 1
-        # one formatting pass (a report is the gateway's most frequent output): the same
-        # fields, in the same order, as field() by field()
-        body = REPORT % (
-            b"%d" % order.order_id if order.order_id else b"NONE",
-            order.cl_ord_id,
-            b"41=%s\x01" % order.orig_cl_ord_id if order.orig_cl_ord_id else b"",
-            self.gateway,
-            self._next_exec,
-            exec_type,
-            order.status,
-            self._symbol_names[sym.id],
-            order.side,
-            FIX_ORD_TYPE[order.ord_type],
-            FIX_TIF[order.tif],
-            format_units(order.qty, qd),
-            b"44=%s\x01" % format_units(order.price, pd) if order.price else b"",
-            b"99=%s\x01" % format_units(order.stop_price, pd) if order.stop_price else b"",
-            format_units(order.leaves, qd),
-            format_units(order.cum, qd),
-            format_units(avg, pd + 4),
-            extra,
-        )
-        if session is not None:
-            session.send(b"8", body, time.time_ns())
-        elif self.park is None or not self.park(order.session, b"8", body, time.time_ns()):
-            self.undeliverable += 1
-
-    def _reject_new(
-        self, session: Session, msg: FixMessage, text: str, reason: int, exec_type: bytes = b"8"
-    ) -> None:
-        f = msg.fields
-        if exec_type == b"8":
-            self.rejects += 1
-        body = b"".join(
-            (
-                field(37, "NONE"),
-                field(11, f[11]),
-                b"17=%d-%d\x01" % (self.gateway, self._exec_id()),
-                field(150, exec_type),
-                field(39, "8"),
-                field(55, f.get(55, b"?")),
-                field(54, f.get(54, b"1")),
-                field(151, 0),
-                field(14, 0),
-                field(6, 0),
-                field(103, reason) if exec_type == b"8" else b"",
-                field(58, text),
-            )
-        )
-        session.send(b"8", body, time.time_ns())
-
-    def _cancel_reject(
-        self,
-        session: Session,
-        msg: FixMessage,
-        order: Order | None,
-        text: str,
-        reason: int | None = None,
-    ) -> None:
-        self._send_cancel_reject(
-            session, msg.msg_type, msg.fields[11], order, text, msg.fields[41], reason
-        )
-
-    def _send_cancel_reject(
-        self,
-        session: Session,
-        kind: bytes,
-        cl_ord_id: bytes,
-        order: Order | None,
-        text: str,
-        orig: bytes | None = None,
-        reason: int | None = None,
-    ) -> None:
-        """An OrderCancelReject. CxlRejReason (102): ``reason``, or by default 1 (unknown
-        order) without an order, 0 (too late) for a finished one, 99 (other) for a live one
-        the request does not fit."""
-        if reason is None:
-            if order is None:
-                reason = CXL_UNKNOWN
-            else:
-                reason = CXL_TOO_LATE if order.status in FINISHED else CXL_OTHER
-        body = b"".join(
-            (
-                field(37, order.order_id if order and order.order_id else "NONE"),
-                field(11, cl_ord_id),
-                field(41, orig if orig is not None else (order.cl_ord_id if order else b"NONE")),
-                field(39, order.status if order else b"8"),
-                field(434, "1" if kind == b"F" else "2"),
-                field(102, reason),
-                field(58, text),
-            )
-        )
-        session.send(b"9", body, time.time_ns())

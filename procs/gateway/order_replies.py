@@ -1,0 +1,171 @@
+"""What FIX order entry tells a client: ExecutionReports (8), OrderCancelRejects (9) and
+OrderMassCancelReports (r), delivered to the session now, or parked for its next logon.
+
+A mixin of ``OrderEntry`` (``orders.py``), which decides *when* to answer; this module says
+*how*. Every answer about an order reaches its session even when the client is logged off:
+``park`` puts it in the session's outbound store, and the client's ResendRequest after its
+next logon delivers it (FIX recovers application messages; none is dropped).
+
+ExecID (17): a report made from an exchange event carries an id derived from that event
+(``event_exec_id``: its kind, sequence or trade id, and the order), so a gateway that
+crashed after sending a report and reads the event again after its restart sends the same
+ExecID, and the client recognises a fill it already counted. Reports that no event makes
+(a status answer, a restatement, a refusal by the gateway itself) take a counter that starts
+at the wall clock in ns, so those never repeat across restarts either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from procs.gateway.fix import FixMessage, field
+from procs.gateway.instruments import format_units
+from procs.gateway.order_fields import (
+    CXL_OTHER,
+    CXL_TOO_LATE,
+    CXL_UNKNOWN,
+    FINISHED,
+    FIX_ORD_TYPE,
+    FIX_TIF,
+    REPORT,
+)
+from procs.gateway.order_state import Order
+from procs.gateway.session import Session
+
+
+def event_exec_id(kind: bytes, number: int, order_id: int) -> bytes:
+    """The ExecID part of a report made from an event: ``kind`` (A accepted, T trade, D done,
+    R replaced, L triggered), the event's sequence (a trade's id), the order: letters keep
+    them apart from the counter's plain numbers."""
+    return b"%s%d.%d" % (kind, number, order_id)
+
+
+class OrderReplies:
+    gateway: int
+    sessions: dict[int, Session]
+    park: Callable[[int, bytes, bytes, int], bool] | None
+    undeliverable: int
+    rejects: int
+    _next_exec: int
+    _symbol_names: dict[int, bytes]
+
+    def _exec_id(self) -> bytes:
+        self._next_exec += 1
+        return b"%d" % self._next_exec
+
+    def _deliver(self, session_id: int, msg_type: bytes, body: bytes) -> None:
+        """To the logged-on session, else parked for its next logon, else counted lost."""
+        session = self.sessions.get(session_id)
+        now = time.time_ns()
+        if session is not None:
+            session.send(msg_type, body, now)
+        elif self.park is None or not self.park(session_id, msg_type, body, now):
+            self.undeliverable += 1
+
+    def _report(
+        self, order: Order, exec_type: bytes, extra: bytes = b"", exec_id: bytes | None = None
+    ) -> None:
+        if order.session not in self.sessions and self.park is None:
+            self.undeliverable += 1
+            return
+        sym = order.symbol
+        pd, qd = sym.price_decimals, sym.qty_decimals
+        avg = order.notional * 10_000 // order.cum if order.cum else 0
+        # one formatting pass (a report is the gateway's most frequent output): the same
+        # fields, in the same order, as field() by field()
+        body = REPORT % (
+            b"%d" % order.order_id if order.order_id else b"NONE",
+            order.cl_ord_id,
+            b"41=%s\x01" % order.orig_cl_ord_id if order.orig_cl_ord_id else b"",
+            self.gateway,
+            self._exec_id() if exec_id is None else exec_id,
+            exec_type,
+            order.status,
+            self._symbol_names[sym.id],
+            order.side,
+            FIX_ORD_TYPE[order.ord_type],
+            FIX_TIF[order.tif],
+            format_units(order.qty, qd),
+            b"44=%s\x01" % format_units(order.price, pd) if order.price else b"",
+            b"99=%s\x01" % format_units(order.stop_price, pd) if order.stop_price else b"",
+            format_units(order.leaves, qd),
+            format_units(order.cum, qd),
+            format_units(avg, pd + 4),
+            extra,
+        )
+        self._deliver(order.session, b"8", body)
+
+    def _reject_new(
+        self,
+        session: Session,
+        msg: FixMessage,
+        text: str,
+        reason: int,
+        exec_type: bytes = b"8",
+        extra: bytes = b"",
+    ) -> None:
+        f = msg.fields
+        if exec_type == b"8":
+            self.rejects += 1
+        body = b"".join(
+            (
+                field(37, "NONE"),
+                field(11, f[11]),
+                b"17=%d-%s\x01" % (self.gateway, self._exec_id()),
+                field(150, exec_type),
+                field(39, "8"),
+                field(55, f.get(55, b"?")),
+                field(54, f.get(54, b"1")),
+                field(151, 0),
+                field(14, 0),
+                field(6, 0),
+                field(103, reason) if exec_type == b"8" else b"",
+                field(58, text),
+                extra,
+            )
+        )
+        session.send(b"8", body, time.time_ns())
+
+    def _cancel_reject(
+        self,
+        session: Session,
+        msg: FixMessage,
+        order: Order | None,
+        text: str,
+        reason: int | None = None,
+    ) -> None:
+        self._send_cancel_reject(
+            session.session_id, msg.msg_type, msg.fields[11], order, text, msg.fields[41], reason
+        )
+
+    def _send_cancel_reject(
+        self,
+        session_id: int,
+        kind: bytes,
+        cl_ord_id: bytes,
+        order: Order | None,
+        text: str,
+        orig: bytes | None = None,
+        reason: int | None = None,
+    ) -> None:
+        """An OrderCancelReject. CxlRejReason (102): ``reason``, or by default 1 (unknown
+        order) without an order, 0 (too late) for a finished one, 99 (other) for a live one
+        the request does not fit."""
+        if reason is None:
+            if order is None:
+                reason = CXL_UNKNOWN
+            else:
+                reason = CXL_TOO_LATE if order.status in FINISHED else CXL_OTHER
+        body = b"".join(
+            (
+                field(37, order.order_id if order and order.order_id else "NONE"),
+                field(11, cl_ord_id),
+                field(41, orig if orig is not None else (order.cl_ord_id if order else b"NONE")),
+                field(39, order.status if order else b"8"),
+                field(434, "1" if kind == b"F" else "2"),
+                field(102, reason),
+                field(58, text),
+            )
+        )
+        self._deliver(session_id, b"9", body)
