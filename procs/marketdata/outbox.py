@@ -11,10 +11,12 @@ So, once ``limit`` messages wait:
   a final one (a candle's close) is never replaced: the next value queues behind it;
 - a depth diff drops that stream's queued diffs and queues a fresh snapshot instead, which
   the next diffs continue (the client sees ``lastUpdateId`` jump and starts over from it);
-- a trade cannot be dropped without lying about the tape: ``push`` returns an overflow
-  reason and the server closes the connection (1008, policy violation) with it;
+- a trade cannot be dropped without lying about the tape: first every depth stream with
+  more than one message queued is compacted to one fresh snapshot (``_make_room``); if
+  that frees no room, ``push`` returns an overflow reason and the server closes the
+  connection (1008, policy violation) with it;
 - nor can an answer to a request: a client that sends requests and reads no answers is
-  closed the same way (``push_reply``).
+  closed the same way (``push_reply``), after the same compaction.
 
 Conflation applies at any queue length: a stale ticker is never worth sending.
 """
@@ -74,6 +76,9 @@ class Outbox:
             if kind is Kind.DEPTH:
                 self._restart_depth(stream)
                 return None
+            if self._make_room():
+                self._queue.append(_Entry(kind, stream, payload))
+                return None
             return (
                 f"slow consumer: {len(self._queue)} messages queued, limit {self.limit}; "
                 f"trade stream {stream} cannot be conflated"
@@ -92,13 +97,25 @@ class Outbox:
         """Queue an answer to a request, never conflated; returns None, or why the client
         must be disconnected: a client can send requests without reading the answers, and
         those must not queue past ``limit`` any more than trades do."""
-        if len(self._queue) >= self.limit:
+        if len(self._queue) >= self.limit and not self._make_room():
             return (
                 f"slow consumer: {len(self._queue)} messages queued, limit {self.limit}; "
                 f"it sends requests and does not read the answers"
             )
         self._queue.append(_Entry(None, "", payload))
         return None
+
+    def _make_room(self) -> bool:
+        """Compact each depth stream that has more than one message queued to one fresh
+        snapshot; whether the queue is below ``limit`` then."""
+        counts: dict[str, int] = {}
+        for e in self._queue:
+            if e.kind is Kind.DEPTH:
+                counts[e.stream] = counts.get(e.stream, 0) + 1
+        for stream, count in counts.items():
+            if count > 1:
+                self._restart_depth(stream)
+        return len(self._queue) < self.limit
 
     def _restart_depth(self, stream: str) -> None:
         self.resnapshots += 1

@@ -116,8 +116,13 @@ class Client:
         )
 
     async def sender(self) -> None:
-        """Drain the outbox at the socket's pace (``send`` awaits the transport's drain)."""
+        """Drain the outbox at the socket's pace (``send`` awaits the transport's drain).
+
+        A socket that takes nothing for ``stall_s`` (a peer that stopped reading) is
+        aborted: its close frame could not get out either, and websockets' own keepalive
+        cannot notice, since its ping waits behind the same full buffer."""
         outbox, wake, conn = self.outbox, self._wake, self.conn
+        stall_s = self.server.stall_s
         while not self.closing:
             payload = outbox.pop()
             if payload is None:
@@ -126,7 +131,14 @@ class Client:
                 continue
             self._sending = True
             try:
-                await conn.send(payload, text=True)
+                await asyncio.wait_for(conn.send(payload, text=True), stall_s)
+            except TimeoutError:
+                log.info("dropping %s: nothing sent for %.1f s", conn.remote_address, stall_s)
+                self.closing = True
+                self.server.hub.remove(self)
+                self.server.stalled += 1
+                self._transport.abort()
+                return
             finally:
                 self._sending = False
 
@@ -136,6 +148,9 @@ class Client:
         self.server.slow_closed += 1
         log.info("closing %s: %s", self.conn.remote_address, reason)
         self._wake.set()
+        # Its close frame waits behind what the socket holds: give a client that is behind
+        # (by definition) time to read up to it and learn why, not the usual 2 s.
+        self.conn.close_timeout = self.server.slow_close_s
         # A close reason is at most 123 bytes (RFC 6455).
         reason_bytes = reason.encode()[:123].decode(errors="ignore")
         self.server.spawn(self.conn.close(POLICY_VIOLATION, reason_bytes))
@@ -170,7 +185,12 @@ class MarketDataServer:
         self.send_buffer = send_buffer
         self.compression = compression
         self.clients: set[Client] = set()
+        #: A socket that takes nothing this long is aborted (``Client.sender``); a slow
+        #: consumer closed with 1008 gets this long to read up to the close frame.
+        self.stall_s = 2 * ping_interval_s if ping_interval_s else None
+        self.slow_close_s = max(2.0, self.stall_s or 10.0)
         self.slow_closed = 0
+        self.stalled = 0
         self.refused = 0
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -242,9 +262,15 @@ class MarketDataServer:
         parts = split_target(target)
         symbols = self.hub.symbols
         if parts.path == "/stream":
-            names = parse_qs(parts.query).get("streams", [""])[-1]
+            query = parse_qs(parts.query, keep_blank_values=True)
+            if "streams" not in query:
+                return []  # combined, subscribed later by request (as the venue's connectors do)
+            names = query["streams"][-1]
             if not names:
-                raise StreamError("/stream needs ?streams=<stream>/<stream>...")
+                raise StreamError(
+                    "/stream needs ?streams=<stream>/<stream>... naming one at least (or no "
+                    "streams parameter, then SUBSCRIBE)"
+                )
         elif parts.path in ("/ws", "/ws/"):
             return []
         elif parts.path.startswith("/ws/"):

@@ -120,7 +120,7 @@ class Site:
                         "stream": m.symbol.stream,
                         "priceDecimals": m.symbol.price_decimals,
                         "qtyDecimals": m.symbol.qty_decimals,
-                        "status": m.status.status.name,
+                        "status": messages.STATUS_NAMES[m.status.status],
                     }
                     for m in self.state.symbols.values()
                 ]

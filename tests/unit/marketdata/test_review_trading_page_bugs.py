@@ -41,6 +41,7 @@ PAGE_STATE = """JSON.stringify({
   stream: document.getElementById("stream-status").textContent,
   fills: [...document.querySelectorAll("#fills tbody tr")].map(r => r.dataset.tradeId),
   options: document.getElementById("symbol").options.length,
+  trading: !document.getElementById("trading").hidden,
 })"""
 
 
@@ -203,6 +204,8 @@ async def page(fake: Fake, profile: Path) -> AsyncIterator[DevTools]:
             routes, profile, PAGE_STATE, lambda port: setattr(fake, "port", port)
         ) as tools:
             await tools.wait_for("the symbols", lambda s: s["options"] == len(SYMBOLS))
+            # the login form works once trading.js has its config (a hidden form before)
+            await tools.wait_for("the trading panel", lambda s: s["trading"])
             yield tools
     finally:
         for _, ws in fake.streams:
