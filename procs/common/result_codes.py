@@ -20,9 +20,7 @@ class ResultCode(IntEnum):
     # gateway
     MALFORMED_MESSAGE = 1000
     UNKNOWN_SYMBOL = 1001
-    PRICE_NOT_ON_TICK = 1002
-    QTY_NOT_ON_LOT = 1003
-    QTY_OUT_OF_RANGE = 1004
+    # 1002-1004: unused, once the tick/lot/range codes (the matcher's now, 3010-3012)
     RATE_LIMITED = 1005
     NOT_LOGGED_ON = 1006
     DUPLICATE_CLIENT_ID = 1007
@@ -54,6 +52,9 @@ class ResultCode(IntEnum):
     INVALID_QTY = 3007
     NOT_ORDER_OWNER = 3008
     INVALID_ORDER = 3009
+    PRICE_NOT_ON_TICK = 3010
+    QTY_NOT_ON_LOT = 3011
+    QTY_OUT_OF_RANGE = 3012  # below the symbol's min_qty or above its max_qty
 
     @property
     def stage(self) -> str:

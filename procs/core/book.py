@@ -40,7 +40,9 @@ Event order for one command (the contract the fast book must follow):
 - ``ReplaceOrder``: ``Replaced``, then, when the order keeps its place (same price, smaller
   size), its level's ``BookLevel``; otherwise it leaves the book and re-enters as a new
   arrival, matching like a ``NewOrder`` (trades, maker levels, its outcome, triggered stops).
-  Or ``Rejected``: pending stops cannot be replaced (cancel and send a new one).
+  Or ``Rejected``: pending stops cannot be replaced (cancel and send a new one). A new total
+  at or below what has filled cancels the balance: ``Replaced`` with qty 0, the level's
+  ``BookLevel``, ``OrderDone(FILLED)``. The price collar judges only a changed price.
 - ``MassCancel``: per cancelled order, in priority order (bids first), ``OrderDone(MASS_
   CANCELLED)``; then for pending stops, in arrival order; then one ``BookLevel`` per level.
 - ``AdminCommand``: ``HALT`` and ``RESUME`` answer ``SymbolStatus``; ``END_OF_SESSION``
@@ -302,14 +304,17 @@ class Book(OrderChecks, ABC):
             problem = ResultCode.INVALID_ORDER  # a pending stop: cancel it and send a new one
         if problem is None and self.halted:
             problem = ResultCode.SYMBOL_HALTED
-        if problem is None:
-            problem = self._check_limit(cmd.price) or self._check_qty(cmd.order_qty)
+        if problem is None and order is not None:
+            # the collar judges a price coming in: a size change at the same price brings none
+            if cmd.price != order.price:
+                problem = self._check_limit(cmd.price)
+            problem = problem or self._check_qty(cmd.order_qty)
+        if problem is None and order is not None and cmd.order_qty <= order.filled:
+            return self._replace_to_filled(cmd, order)
         leaves = 0
         if problem is None and order is not None:
             leaves = cmd.order_qty - order.filled  # what fills left of the new total
-            if leaves <= 0:
-                problem = ResultCode.INVALID_QTY  # filled meanwhile up to the new total
-            elif order.display and -(-leaves // order.display) > self.spec.iceberg_parts:
+            if order.display and -(-leaves // order.display) > self.spec.iceberg_parts:
                 problem = ResultCode.INVALID_QTY  # an iceberg grown past its slices
         if (
             problem is None
@@ -335,6 +340,19 @@ class Book(OrderChecks, ABC):
         self._enter(cmd, order, events, triggered=False)
         if self.stops:
             self._trigger_stops(cmd, events)
+        return events
+
+    def _replace_to_filled(self, cmd: ReplaceOrder, order: RestingOrder) -> list[Record]:
+        """A replace to a total at or below what has filled (it raced fills: FIX's in-flight
+        case) cancels the balance: ``Replaced`` with nothing open, the level, and the order
+        done as filled. Nothing more can fill it beyond the total its owner asked for."""
+        self._remove(order)
+        events: list[Record] = [
+            Replaced(*_header(cmd), price=order.price, qty=0),
+            self._level(cmd, order.side, order.price),
+        ]
+        order.leaves = order.reserve = 0
+        events.append(_done(cmd, order, DoneReason.FILLED))
         return events
 
     def _mass_cancel(self, cmd: MassCancel) -> list[Record]:

@@ -46,15 +46,19 @@ class OrderChecks:
         ord_type, tif = cmd.ord_type, cmd.tif
         marketable = ord_type in (OrdType.MARKET, OrdType.STOP)
         if marketable:
-            if cmd.price < 0 or cmd.price % self.spec.tick:
+            if cmd.price < 0:
                 return ResultCode.INVALID_PRICE  # a market order's cap: 0 (none) or on tick
+            if cmd.price % self.spec.tick:
+                return ResultCode.PRICE_NOT_ON_TICK
         else:
             problem = self._check_limit(cmd.price)
             if problem is not None:
                 return problem
         if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
-            if cmd.stop_price <= 0 or cmd.stop_price % self.spec.tick:
+            if cmd.stop_price <= 0:
                 return ResultCode.INVALID_PRICE
+            if cmd.stop_price % self.spec.tick:
+                return ResultCode.PRICE_NOT_ON_TICK
         elif cmd.stop_price:
             return ResultCode.INVALID_ORDER  # a stop price on an order that is not a stop
         problem = self._check_qty(cmd.qty)
@@ -72,8 +76,10 @@ class OrderChecks:
             if not rests:
                 return ResultCode.INVALID_ORDER  # an iceberg must be able to rest
             spec = self.spec
-            if cmd.display_qty % spec.lot or not spec.min_qty <= cmd.display_qty <= cmd.qty:
-                return ResultCode.INVALID_QTY
+            if cmd.display_qty % spec.lot:
+                return ResultCode.QTY_NOT_ON_LOT
+            if not spec.min_qty <= cmd.display_qty <= cmd.qty:
+                return ResultCode.QTY_OUT_OF_RANGE
             if -(-cmd.qty // cmd.display_qty) > spec.iceberg_parts:
                 return ResultCode.INVALID_QTY  # a slice per trade: bound the trades
         if ord_type == OrdType.MARKET and self._best(_other(cmd.side)) is None:
@@ -82,8 +88,10 @@ class OrderChecks:
 
     def _check_limit(self, price: int) -> ResultCode | None:
         spec = self.spec
-        if price <= 0 or price % spec.tick:
+        if price <= 0:
             return ResultCode.INVALID_PRICE
+        if price % spec.tick:
+            return ResultCode.PRICE_NOT_ON_TICK
         if spec.limit_band_bps and self.last_price:
             band = self.last_price * spec.limit_band_bps // 10_000
             if abs(price - self.last_price) > band:
@@ -92,8 +100,10 @@ class OrderChecks:
 
     def _check_qty(self, qty: int) -> ResultCode | None:
         spec = self.spec
-        if qty % spec.lot or not spec.min_qty <= qty <= spec.max_qty:
-            return ResultCode.INVALID_QTY
+        if qty % spec.lot:
+            return ResultCode.QTY_NOT_ON_LOT
+        if not spec.min_qty <= qty <= spec.max_qty:
+            return ResultCode.QTY_OUT_OF_RANGE
         return None
 
     def _check_owner(

@@ -326,9 +326,6 @@ class OrderEntry(OrderReplies, OrderMemory):
             )
             self._cancel_reject(session, msg, order, text)
             return
-        if qty <= order.cum:
-            self._cancel_reject(session, msg, order, "OrderQty is not above the filled quantity")
-            return
         request.price, request.qty = price, qty
         self.requests[ref] = self.touched[ref] = request
         self.outgoing.append(
@@ -436,7 +433,8 @@ class OrderEntry(OrderReplies, OrderMemory):
                 self.live[(order.session, order.cl_ord_id)] = order
                 order.price, order.leaves = replaced.price, replaced.qty
                 order.qty = order.cum + replaced.qty
-                order.status = b"1" if order.cum else b"0"
+                # a total at or below what filled: the balance is cancelled, the order filled
+                order.status = (b"1" if replaced.qty else b"2") if order.cum else b"0"
                 self._report(order, b"5", exec_id=event_exec_id(b"R", replaced.seq, order.order_id))
         elif kind is Triggered:
             triggered: Triggered = event  # type: ignore[assignment]

@@ -322,3 +322,30 @@ def test_a_fill_reported_again_after_a_crash_keeps_its_exec_id(harness: Harness)
         assert len(ids) == 1, [(m.get(34), m.get(17), m.get(32)) for m in fills]
 
     run(harness, scenario)
+
+
+def test_a_replace_down_to_the_filled_quantity_fills_the_order(harness: Harness) -> None:
+    """The matcher review's in-flight case, end to end: ALICE's bid of 1.00 has 0.40 filled
+    and she amends it to 0.40 (OrderQty = CumQty) as the fill crosses her request. FIX 4.4
+    (the in-flight examples): the replace is accepted and cancels the balance, the order is
+    Filled (150=5, 39=2, LeavesQty 0) and nothing more fills it; her USD is no longer held
+    for it."""
+
+    async def scenario(h: Harness, port: int) -> None:
+        alice = await logged_on(port)
+        bob = await logged_on(port, "BOB")
+        await alice.send("D", *order("o1", "1", "1.00", "100.00"))
+        assert (await alice.expect("8")).get(150) == b"0"
+        await bob.send("D", *order("b1", "2", "0.40", "100.00"))
+        assert (await alice.expect("8")).get(14) == b"0.40"
+        await alice.send("G", (41, "o1"), *order("o2", "1", "0.40", "100.00"))
+        replaced = await alice.expect("8")
+        got = [replaced.get(t) for t in (150, 39, 151, 14, 38)]
+        assert got == [b"5", b"2", b"0.00", b"0.40", b"0.40"], got
+        await bob.send("D", *order("b2", "2", "0.60", "100.00"))
+        assert not [m for m in await reports(alice) if m.get(150) == b"F"]
+        assert h.matcher.matcher.books[1].levels() == {(Side.SELL, 10_000): (60, 1)}
+        await settled(lambda: h.router.sequencer.accounts.open_orders(7) == 0)
+        assert h.router.sequencer.accounts.open_orders(7) == 0  # the router released it
+
+    run(harness, scenario)

@@ -163,13 +163,13 @@ def test_bad_orders_are_rejected_with_codes_and_change_nothing(book_cls: type[Bo
     run(book, new(1, Side.SELL, 100, 5))
     before = book.state_hash()
     cases = [
-        (new(2, Side.BUY, 101, 1), ResultCode.INVALID_PRICE),  # not on the 5-tick
-        (new(3, Side.BUY, 100, 0), ResultCode.INVALID_QTY),
-        (new(4, Side.BUY, 100, 1001), ResultCode.INVALID_QTY),
+        (new(2, Side.BUY, 101, 1), ResultCode.PRICE_NOT_ON_TICK),  # not on the 5-tick
+        (new(3, Side.BUY, 100, 0), ResultCode.QTY_OUT_OF_RANGE),
+        (new(4, Side.BUY, 100, 1001), ResultCode.QTY_OUT_OF_RANGE),
         (new(1, Side.BUY, 100, 1), ResultCode.INVALID_ORDER),  # duplicate id
         (cancel(42), ResultCode.UNKNOWN_ORDER),
         (cancel(1, account=9), ResultCode.NOT_ORDER_OWNER),
-        (replace(1, 100, 0), ResultCode.INVALID_QTY),
+        (replace(1, 100, 0), ResultCode.QTY_OUT_OF_RANGE),
     ]
     for command, code in cases:
         events = run(book, command)

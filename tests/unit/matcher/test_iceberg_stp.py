@@ -162,8 +162,8 @@ def test_an_iceberg_replaced_smaller_keeps_its_place_and_gives_up_reserve_first(
 @pytest.mark.parametrize(
     ("ord_type", "tif", "price", "display", "code"),
     [
-        (OrdType.LIMIT, GTC, 100, 3, ResultCode.INVALID_QTY),  # not a multiple of the 2-lot
-        (OrdType.LIMIT, GTC, 100, 12, ResultCode.INVALID_QTY),  # more than the order
+        (OrdType.LIMIT, GTC, 100, 3, ResultCode.QTY_NOT_ON_LOT),  # not a multiple of the 2-lot
+        (OrdType.LIMIT, GTC, 100, 12, ResultCode.QTY_OUT_OF_RANGE),  # more than the order
         (OrdType.LIMIT, IOC, 100, 4, ResultCode.INVALID_ORDER),  # cannot rest
         (OrdType.LIMIT, FOK, 100, 4, ResultCode.INVALID_ORDER),
         (OrdType.MARKET, GTC, 0, 4, ResultCode.INVALID_ORDER),

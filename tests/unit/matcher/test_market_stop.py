@@ -116,7 +116,8 @@ def test_market_and_stop_market_caps_must_be_zero_or_on_tick(
     before = book.state_hash()
     stop_price = 100 if ord_type == OrdType.STOP else 0
     m = new(2, BUY, price, 1, ord_type=ord_type, stop_price=stop_price)
-    assert run(book, m) == [rejected(m, ResultCode.INVALID_PRICE)]
+    code = ResultCode.INVALID_PRICE if price < 0 else ResultCode.PRICE_NOT_ON_TICK
+    assert run(book, m) == [rejected(m, code)]
     assert book.state_hash() == before
 
 
@@ -368,10 +369,10 @@ def test_replace_of_a_pending_stop_is_rejected(book_cls: type[Book]) -> None:
     [
         (OrdType.STOP, 0, 0, ResultCode.INVALID_PRICE),
         (OrdType.STOP, 0, -5, ResultCode.INVALID_PRICE),
-        (OrdType.STOP, 0, 102, ResultCode.INVALID_PRICE),  # not on the 5-tick
+        (OrdType.STOP, 0, 102, ResultCode.PRICE_NOT_ON_TICK),  # not on the 5-tick
         (OrdType.STOP_LIMIT, 100, 0, ResultCode.INVALID_PRICE),
-        (OrdType.STOP_LIMIT, 100, 97, ResultCode.INVALID_PRICE),
-        (OrdType.STOP_LIMIT, 101, 100, ResultCode.INVALID_PRICE),  # the limit off the tick
+        (OrdType.STOP_LIMIT, 100, 97, ResultCode.PRICE_NOT_ON_TICK),
+        (OrdType.STOP_LIMIT, 101, 100, ResultCode.PRICE_NOT_ON_TICK),  # the limit off the tick
         (OrdType.STOP_LIMIT, 0, 100, ResultCode.INVALID_PRICE),
         (OrdType.LIMIT, 100, 100, ResultCode.INVALID_ORDER),  # a stop price on a non-stop
         (OrdType.MARKET, 0, 100, ResultCode.INVALID_ORDER),

@@ -203,7 +203,7 @@ def test_a_rejected_replace_does_not_free_its_orders_client_order_id() -> None:
     # the same client_ref on a replace the matcher refuses (qty 0 is not a valid size)
     ex.submit(ReplaceOrder(0, 0, 1, 1, 42, 1, BTCUSD, order.order_id, 9_000, 0))
     (reject,) = ex.settle()
-    assert isinstance(reject, Rejected) and reject.code == ResultCode.INVALID_QTY
+    assert isinstance(reject, Rejected) and reject.code == ResultCode.QTY_OUT_OF_RANGE
     decision = ex.sequencer.submit(new_order(1, BUY, 9_000, 2, ref=42), 0)
     assert isinstance(decision.reply, Rejected), "two live orders now share client_ref 42"
     assert decision.reply.code == ResultCode.DUPLICATE_CLIENT_ORDER_ID
