@@ -15,9 +15,11 @@ them again.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -41,6 +43,46 @@ from procs.core.symbols import symbol_specs
 
 Progress = Callable[[int, int], None]  # (commands replayed, commands in all)
 Observer = Callable[[list[Record]], None]  # a matcher's events of one command, as executed
+
+
+#: What identifies a gateway's command: its type and routing header (client refs are unique
+#: per gateway: a counter that starts at the wall clock in ns).
+Identity = tuple[type, int, int, int, int]
+
+
+def identity(command: Record) -> Identity | None:
+    """``command``'s identity, or None for one no gateway sent (an admin halt, say)."""
+    gateway = getattr(command, "gateway", None)
+    if gateway is None:
+        return None
+    c: Any = command
+    return (type(command), gateway, c.session, c.client_ref, c.account)
+
+
+class JournaledTail:
+    """The newest ``per_gateway`` journaled commands of each gateway, by identity.
+
+    A router killed between journaling a batch and committing its read of the gateways'
+    rings (both cannot be one step) finds that batch in the rings again after its restart:
+    the commands of it are in the journal, recovered, and must not be sequenced twice. They
+    are among the newest journaled of their gateway (its ring holds at most its capacity
+    unread), and past the newest snapshot (taken after the commit), so the replay sees
+    them; the router drops what it reads again that this tail holds (``RouterShell``)."""
+
+    def __init__(self, per_gateway: int) -> None:
+        self.per_gateway = per_gateway
+        self._newest: dict[int, deque[Identity]] = {}
+
+    def add(self, command: Record) -> None:
+        key = identity(command)
+        if key is not None:
+            newest = self._newest.get(key[1])
+            if newest is None:
+                newest = self._newest[key[1]] = deque(maxlen=self.per_gateway)
+            newest.append(key)
+
+    def by_gateway(self) -> dict[int, set[Identity]]:
+        return {gateway: set(keys) for gateway, keys in self._newest.items()}
 
 
 class ExchangeSnapshot(msgspec.Struct, frozen=True, array_like=True):
@@ -104,6 +146,7 @@ def recover(
     use_snapshot: bool = True,
     observe: Observer | None = None,
     upto: int | None = None,
+    tail: JournaledTail | None = None,
 ) -> Recovered:
     """The state after the newest snapshot and the journal after it (through ``upto`` when
     given). A snapshot past the journal's end is an error: the journal lost a tail the
@@ -147,6 +190,8 @@ def recover(
                     apply(event)
                 if observe is not None:
                     observe(events)
+            if tail is not None:
+                tail.add(command)
             replayed += 1
             if progress is not None and replayed % 10_000 == 0:
                 progress(replayed, total)

@@ -22,6 +22,7 @@ reported and accepted as if nothing had happened.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -68,6 +69,7 @@ from procs.gateway.session import Session
 #: (An OrderedDict with popitem was ~220 bytes an entry, and its table doubled twice after
 #: reaching its cap: steps of 8 and 20 MB in the 10-minute soak.)
 _SEEN_CLORDIDS = 200_000
+log = logging.getLogger("ringex.gateway")
 
 
 def _rested(order: Order) -> bool:
@@ -503,6 +505,10 @@ class OrderEntry(OrderReplies, OrderMemory):
             return
         order = self.orders.get(rejected.client_ref)
         if order is None:
+            return
+        if order.order_id:  # acknowledged: a refusal under its ref is of some other command
+            log.warning("a reject (%s) of order %d's ref after its ack: ignored",
+                        text, order.order_id)  # fmt: skip
             return
         self._forget(order)
         order.status = b"8"

@@ -71,7 +71,14 @@ from procs.common.topology import (
     matcher_input,
     matcher_output,
 )
-from procs.core.recovery import recover, snapshot_job, snapshot_store
+from procs.core.recovery import (
+    Identity,
+    JournaledTail,
+    identity,
+    recover,
+    snapshot_job,
+    snapshot_store,
+)
 from procs.core.sequencer import SEQUENCED, Decision, route_all
 from procs.core.watches import Watches
 from shm import Ring
@@ -83,6 +90,9 @@ log = logging.getLogger("ringex.router")
 #: Longest the router parks on its one trading gateway's ring before it looks at the admin
 #: ring and the matchers' events again.
 ADMIN_POLL_S = 0.005
+#: How often the router beats on every line it reads: a supervisor tells a router that waits
+#: on purpose (matchers behind, fenced) from a frozen one by it (``supervisor.stuck_after_s``).
+BEAT_S = 0.5
 
 #: The consumer name the router takes on gateways' command rings and matchers' output rings.
 CONSUMER = ROUTER
@@ -93,7 +103,8 @@ class RouterShell:
         self.cfg = cfg
         self.codec = codec = codec or RecordCodec()
         Epochs.load(journal_dir(cfg)).check_open(journal_dir(cfg))  # JournalFencedError
-        recovered = recover(cfg, codec=codec)
+        tail = JournaledTail(cfg.ring.capacity)
+        recovered = recover(cfg, codec=codec, tail=tail)
         self.sequencer = recovered.sequencer
         self.watches = Watches(self.sequencer.accounts)  # none survive a restart: leases renew
         self.applied_seq = recovered.last_seq  # the newest seq whose events were applied
@@ -131,6 +142,13 @@ class RouterShell:
             )
             for g in gateways
         ]
+        #: gateway -> its newest journaled commands, and the end of what its ring held at
+        #: the start: what is read again up to there and is journaled is not sequenced twice
+        #: (a crash between journal and commit, ``JournaledTail``)
+        self._journaled = tail.by_gateway()
+        self._reread_until = {
+            g: consumer.ring.cursor() for g, consumer in self.inputs if g in self._journaled
+        }
         self.replies: dict[int, Producer[Record]] = {
             g: Ring.attach(cfg.instance, gateway_replies(g), codec).producer(wait())
             for g in gateways
@@ -157,6 +175,7 @@ class RouterShell:
         self._unrouted: list[tuple[Producer[Record], list[Record]]] = []
         #: a matcher's unread input past which no gateway command is taken (``_books_behind``)
         self._books_limit = cfg.ring.capacity // 8
+        self._beat_due = 0.0
         self._behind_rounds = 0
         self._resend_unrouted(recovered.last_seq)
 
@@ -223,6 +242,13 @@ class RouterShell:
 
     def step(self, timeout_s: float = 0.05) -> int:
         """One batch; returns how many gateway commands it took (watches included)."""
+        now = time.monotonic()
+        if now >= self._beat_due:  # alive, whether it reads (books behind, fenced) or not
+            self._beat_due = now + BEAT_S
+            for _gateway, consumer in self.inputs:
+                consumer.heartbeat()
+            for consumer in self.from_matchers:
+                consumer.heartbeat()
         if self.acks is not None and self.acks.words[FENCED]:
             return self._fenced(timeout_s)
         if self._unrouted and not self._send_unrouted():
@@ -236,7 +262,10 @@ class RouterShell:
         watch_requests: list[tuple[int, WatchBalances]] = []
         submit = self.sequencer.submit
         for gateway, consumer in self.inputs:
-            for command in _read_commands(consumer, quota):
+            commands = _read_commands(consumer, quota)
+            if gateway in self._journaled:
+                commands = self._not_journaled(gateway, consumer, commands)
+            for command in commands:
                 kind = type(command)
                 if kind is WatchBalances:  # read-only: not for the sequencer
                     watch_requests.append((gateway, command))  # type: ignore[arg-type]
@@ -277,6 +306,23 @@ class RouterShell:
             consumer.commit()
         self._maybe_snapshot()
         return len(decisions) + len(watch_requests)
+
+    def _not_journaled(
+        self, gateway: int, consumer: Consumer[Record], commands: list[Record]
+    ) -> list[Record]:
+        """``commands`` without those journaled before a restart (read again: the ring's
+        commit had not followed the journal); once past what the ring held at the start,
+        nothing more can be."""
+        seen: set[Identity] = self._journaled[gateway]
+        kept = [c for c in commands if identity(c) not in seen]
+        if len(kept) < len(commands):
+            log.warning(
+                "gateway %d: %d command(s) journaled before the restart were read again: "
+                "not sequenced twice", gateway, len(commands) - len(kept),
+            )  # fmt: skip
+        if consumer.sequence >= self._reread_until[gateway]:
+            del self._journaled[gateway]
+        return kept
 
     def _books_behind(self) -> bool:
         """True (after one idle round) while a matcher has more than an eighth of its input

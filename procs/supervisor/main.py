@@ -78,6 +78,7 @@ class Child:
     ready: bool = False
     held: bool = False  # started, importing or waiting for the word (``held.py``)
     seen: ConsumerInfo | None = None  # its line on the ring it reads, at the last look
+    seen_watched: dict[str, ConsumerInfo] = field(default_factory=dict)  # its other lines
     stuck: bool = False  # logged as stuck (once per episode)
 
 
@@ -240,27 +241,47 @@ class Supervisor:
         for child in self.children:
             line = self._line(child)
             earlier, child.seen = child.seen, line
-            if line is None or earlier is None or earlier.index != line.index:
-                continue
-            if classify(earlier, line, stale_after_s=sup.stuck_after_s) is not Health.STUCK:
+            looks = [(child.spec.ready_ring, earlier, line)]
+            for ring_name, consumer in child.spec.watched:
+                later = self._line(child, ring_name, consumer)
+                looks.append((ring_name, child.seen_watched.pop(ring_name, None), later))
+                if later is not None:
+                    child.seen_watched[ring_name] = later
+            stuck = next(
+                (
+                    (ring_name, now)
+                    for ring_name, before, now in looks
+                    if now is not None
+                    and before is not None
+                    and before.index == now.index
+                    and classify(before, now, stale_after_s=sup.stuck_after_s) is Health.STUCK
+                ),
+                None,
+            )
+            if stuck is None:
                 child.stuck = False
                 continue
+            ring_name, now = stuck
             if not child.stuck:
                 child.stuck = True
                 log.error("%s looks stuck: %d records wait on %s, no progress or heartbeat "
-                          "for %.0f s%s", child.spec.name, line.lag, child.spec.ready_ring,
-                          line.heartbeat_age_s or 0.0,
+                          "for %.0f s%s", child.spec.name, now.lag, ring_name,
+                          now.heartbeat_age_s or 0.0,
                           ": killed, to be restarted" if sup.restart_stuck else "")  # fmt: skip
             if sup.restart_stuck and child.process is not None:
                 child.process.kill()
 
-    def _line(self, child: Child) -> ConsumerInfo | None:
-        """``child``'s consumer line on the ring it reads, while it holds it."""
-        ring = self._rings.get(child.spec.ready_ring)
+    def _line(
+        self, child: Child, ring_name: str | None = None, consumer_name: str | None = None
+    ) -> ConsumerInfo | None:
+        """``child``'s consumer line on the ring it reads (by default its ready ring), while
+        it holds it."""
+        ring = self._rings.get(ring_name or child.spec.ready_ring)
+        name = consumer_name or child.spec.ready_consumer
         if ring is None or child.process is None:
             return None
         for consumer in ring.info().consumers:
-            if consumer.name == child.spec.ready_consumer and consumer.pid == child.process.pid:
+            if consumer.name == name and consumer.pid == child.process.pid:
                 return consumer
         return None
 

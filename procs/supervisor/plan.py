@@ -44,6 +44,8 @@ class ProcessSpec:
     stop_last: bool = False  # follows what the others write (the journal): stopped last
     nice: int = 0  # scheduling niceness it starts with (supervisor.nice)
     ready_ports: tuple[int, ...] = ()  # TCP ports it must listen on to be ready
+    #: more (ring, consumer) lines it reads, watched for it being stuck as the ready one is
+    watched: tuple[tuple[str, str], ...] = ()
 
     def argv(self, profile: str) -> list[str]:
         return [sys.executable, "-m", self.module, "--profile", profile, *self.args]
@@ -77,6 +79,11 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
             cpus("router"),
             gateway_commands(ADMIN_GATEWAY),  # it attaches the admin ring last
             ROUTER,
+            # where the orders wait for it: a router frozen with them waiting is stuck
+            watched=(
+                *((gateway_commands(g.id), ROUTER) for g in cfg.gateways),
+                *((matcher_output(m.name), ROUTER) for m in cfg.matchers),
+            ),
         )
     )
     if cfg.replication.listen_port:  # serves the journal to a standby: no ring either
