@@ -70,7 +70,7 @@ class AssetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """A currency or coin. Balances are integers in its minor unit, 10**-decimals of it."""
 
     name: AssetName
-    id: Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)]
+    id: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]  # the database keeps an integer
     decimals: Annotated[int, msgspec.Meta(ge=0, le=18)]
 
 
@@ -86,7 +86,7 @@ class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     #: What clients call it, e.g. "BTC-USD".
     name: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9][A-Z0-9./_-]{0,23}$")]
     #: The integer id records carry (stable: journals and the database use it).
-    id: Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)]
+    id: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]  # the database keeps an integer
     #: A valid price is a multiple of ``tick`` integer price units ...
     tick: Positive = 1
     #: ... and a price unit is 10**-price_decimals of the quote currency.

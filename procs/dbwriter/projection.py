@@ -188,9 +188,13 @@ class Batch:
                 m = merged.get(key)
                 if m is None:
                     merged[key] = list(c)
-                else:
-                    m[1], m[2], m[3] = max(m[1], c[1]), min(m[2], c[2]), c[3]
-                    m[4], m[5], m[6], m[8] = m[4] + c[4], m[5] + c[5], m[6] + c[6], c[8]
+                else:  # open and close by trade id (as the upsert merges): not by minute
+                    m[1], m[2] = max(m[1], c[1]), min(m[2], c[2])
+                    if c[7] < m[7]:
+                        m[0], m[7] = c[0], c[7]
+                    if c[8] > m[8]:
+                        m[3], m[8] = c[3], c[8]
+                    m[4], m[5], m[6] = m[4] + c[4], m[5] + c[5], m[6] + c[6]
         rows: list[tuple[object, ...]] = []
         for (symbol, interval, start), (o, h, lo, close, v, q, n, f, last) in merged.items():
             bucket = to_datetime(start * 60_000_000_000)

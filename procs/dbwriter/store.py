@@ -90,16 +90,24 @@ _UPSERTS: Final = {
         "INSERT INTO candles AS c SELECT * FROM tmp_candles "
         "ON CONFLICT (symbol_id, interval_s, bucket) DO UPDATE SET "
         "high = greatest(c.high, excluded.high), low = least(c.low, excluded.low), "
-        "close = excluded.close, volume = c.volume + excluded.volume, "
+        # open and close by trade id, not by which batch came first: a clock stepped back
+        # puts a later trade in an earlier minute, and the rows must not depend on batching
+        "open = CASE WHEN excluded.first_trade_id < c.first_trade_id THEN excluded.open "
+        "ELSE c.open END, "
+        "close = CASE WHEN excluded.last_trade_id > c.last_trade_id THEN excluded.close "
+        "ELSE c.close END, "
+        "volume = c.volume + excluded.volume, "
         "quote_volume = c.quote_volume + excluded.quote_volume, "
-        "trades = c.trades + excluded.trades, last_trade_id = excluded.last_trade_id"
+        "trades = c.trades + excluded.trades, "
+        "first_trade_id = least(c.first_trade_id, excluded.first_trade_id), "
+        "last_trade_id = greatest(c.last_trade_id, excluded.last_trade_id)"
     ),
 }
 _TYPES: Final = {
     "transfers": ["int8", "timestamptz", "int8", "int4", "numeric", "int8"],
     "balances": ["int8", "int4", "numeric", "numeric", "int8", "timestamptz"],
     "candles": [
-        *("int4", "int4", "timestamptz", "int8", "int8", "int8", "int8", "int8", "numeric"),
+        *("int4", "int4", "timestamptz", "int8", "int8", "int8", "int8", "numeric", "numeric"),
         *("int8", "int8", "int8"),
     ],
 }

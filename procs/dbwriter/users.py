@@ -27,6 +27,11 @@ class UserSync:
         self.store = UserStore(path)
         self._synced: str | None = None  # digest of the user list last written
 
+    def forget(self) -> None:
+        """Write the users again at the next ``sync``, changed or not (the writer (re)starts:
+        the database may be a restored backup, or have lost asynchronous commits)."""
+        self._synced = None
+
     def sync(self, conn: psycopg.Connection[Any]) -> bool:
         """Write the users when they changed since the last call; True when it wrote."""
         users = sorted(self.store.users(), key=lambda u: u.comp_id)

@@ -128,6 +128,9 @@ class DbWriter:
                 f"{self.reader.directory} ends at {follower.seq}: is this the right instance?"
             )
         self.committed = self._snap_seq = checkpoint
+        if self.users is not None:
+            self.users.forget()  # a database that lost commits may have lost the users too
+            self._users_at = 0.0  # at the next look
         log.info(
             "dbwriter resumes after seq %d (snapshot at %d, %d replayed without writing)",
             *(checkpoint, from_seq, checkpoint - from_seq),

@@ -93,6 +93,24 @@ def newest_first(from_id: int | None, start_ms: int | None) -> bool:
     return from_id is None and start_ms is None
 
 
+def _flat_filled(
+    rows: list[tuple[Any, ...]], window: int, lead: int, close: int | None
+) -> list[tuple[Any, ...]]:
+    """``rows`` (oldest first, each opening at its ms time ``row[0]``) with a flat kline
+    (the previous close; no volume, no trades) for every ``window`` between them and, when
+    a ``close`` came before, from ``lead`` on."""
+    out: list[tuple[Any, ...]] = []
+    at = lead if close is not None else rows[0][0]
+    for row in rows:
+        while at < row[0]:
+            if close is not None:
+                out.append((at, close, close, close, close, 0, 0, 0))
+            at += window
+        out.append(row)
+        close, at = row[4], row[0] + window
+    return out
+
+
 def _between(column: str, start_ms: int | None, end_ms: int | None) -> tuple[str, list[Any]]:
     """`` AND column >= start AND column <= end`` for the bounds given (ms since the epoch).
     Times in the database are microseconds and shown truncated to the ms (as live views
@@ -224,7 +242,9 @@ class History:
     ) -> list[list[Any]]:
         """Candles as the venues send them: [open time, open, high, low, close, volume, close
         time, quote volume, trades], oldest first; the newest ``limit`` unless a start is
-        given."""
+        given. An interval nobody traded in, after a trade, is a flat kline at the previous
+        close with zero volume, as the exchange's own candles (``core/market/candles.py``)
+        and the venues show it; ``limit`` counts those too."""
         seconds, stored = KLINES[interval]
         where = "symbol_id = %s AND interval_s = %s"
         args: list[Any] = [sym.id, stored]
@@ -237,17 +257,33 @@ class History:
         where += span
         args += span_args
         order = "ASC" if start_ms is not None else "DESC"
+        # open and close by trade id, as the writer merges them (a clock stepped back puts a
+        # later trade in an earlier minute: the rows must not depend on that)
         sql = (
             "SELECT floor(extract(epoch from b) * 1000)::bigint, o, h, l, c, v, q, n FROM ("
             "SELECT date_bin(make_interval(secs => %s), bucket, 'epoch') AS b, "
-            "(array_agg(open ORDER BY bucket))[1] AS o, max(high) AS h, min(low) AS l, "
-            "(array_agg(close ORDER BY bucket DESC))[1] AS c, sum(volume) AS v, "
-            "sum(quote_volume) AS q, sum(trades) AS n "
+            "(array_agg(open ORDER BY first_trade_id))[1] AS o, max(high) AS h, "
+            "min(low) AS l, (array_agg(close ORDER BY last_trade_id DESC))[1] AS c, "
+            "sum(volume) AS v, sum(quote_volume) AS q, sum(trades) AS n "
             f"FROM candles WHERE {where} GROUP BY 1) k ORDER BY b {order} LIMIT %s"
         )
-        rows = await self._rows(sql, (seconds, *args, min(limit, MAX_LIMIT)))
+        limit = min(limit, MAX_LIMIT)
+        rows = await self._rows(sql, (seconds, *args, limit))
+        if not rows:
+            return []
         if order == "DESC":
             rows.reverse()
+        lead, close = rows[0][0], None
+        if first is not None and first < lead:  # flat from the start given, after a trade
+            before = await self._rows(
+                "SELECT close FROM candles WHERE symbol_id = %s AND interval_s = %s AND "
+                "bucket < to_timestamp(%s / 1000.0) ORDER BY bucket DESC LIMIT 1",
+                (sym.id, stored, first),
+            )
+            if before:
+                lead, close = first, before[0][0]
+        filled = _flat_filled(rows, window, lead, close)
+        filled = filled[:limit] if order == "ASC" else filled[-limit:]
         pd, qd = sym.price_decimals, sym.qty_decimals
         return [
             [
@@ -258,5 +294,5 @@ class History:
                 format_units(int(q), pd + qd).decode(),
                 int(n),
             ]
-            for t, o, h, lo, c, v, q, n in rows
+            for t, o, h, lo, c, v, q, n in filled
         ]

@@ -3,8 +3,9 @@
 Candles are aligned to the Unix epoch (UTC): a 1h candle spans [hh:00, hh+1:00). Time is the
 events' ``ts_ns`` (the command's time, so a replay builds the same candles), pushed forward by
 ``advance(now_ns)`` so that a new candle opens on time when nobody trades: it opens flat at
-the previous close with zero volume, as the venues do. Before the first trade there is no
-candle. A trade stamped before the clock (clocks of two gateways differ slightly) is counted
+the previous close with zero volume, as the venues do, until its first trade, which is its
+open (open, high and low: the price of the interval's first trade, as the history in
+PostgreSQL has it). Before the first trade there is no candle. A trade stamped before the clock (clocks of two gateways differ slightly) is counted
 in the candle open at the clock: a closed candle never changes. The clock a trade sees is the
 newest event time before it in the exchange's order (``MarketState`` passes it), not the
 time of the last flush, so a replay that reads the same events in other batches builds the
@@ -74,7 +75,9 @@ class CandleSeries:
         if c is None:
             start = ts_ns - ts_ns % self.length_ns
             c = self.current = Candle(start, start + self.length_ns, price, price, price, price)
-        if price > c.high:
+        if not c.trades:  # opened flat on time: its first trade is its open
+            c.open = c.high = c.low = price
+        elif price > c.high:
             c.high = price
         elif price < c.low:
             c.low = price
