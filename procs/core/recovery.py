@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -30,6 +29,7 @@ from procs.common.records import (
     CancelOrder,
     MassCancel,
     NewOrder,
+    OrderRecord,
     Record,
     RecordCodec,
     ReplaceOrder,
@@ -51,12 +51,11 @@ Identity = tuple[type, int, int, int, int]
 
 
 def identity(command: Record) -> Identity | None:
-    """``command``'s identity, or None for one no gateway sent (an admin halt, say)."""
-    gateway = getattr(command, "gateway", None)
-    if gateway is None:
+    """An order command's identity; None for any other (an account command is safe to
+    submit again: a transfer's key makes it idempotent, and is answered OK again)."""
+    if not isinstance(command, (OrderRecord, MassCancel)):
         return None
-    c: Any = command
-    return (type(command), gateway, c.session, c.client_ref, c.account)
+    return (type(command), command.gateway, command.session, command.client_ref, command.account)
 
 
 class JournaledTail:

@@ -163,10 +163,7 @@ class Sequencer:
             code = ResultCode.OK
             if not self._allow(cmd.account, now_ns):
                 code = ResultCode.ACCOUNT_RATE_LIMITED
-        reply = Rejected(
-            *(0, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account),
-            *(cmd.symbol, 0, code),
-        )
+        reply = mass_cancel_verdict(cmd, code)
         if code == ResultCode.OK and targets is not None:
             return Decision(self._stamp(cmd, now_ns), targets, reply=reply)
         return Decision(None, reply=reply)
@@ -318,6 +315,14 @@ def _reject(cmd: OrderRecord, code: ResultCode) -> Rejected:
     return Rejected(
         *(0, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account, cmd.symbol),
         *(cmd.order_id, code),
+    )
+
+
+def mass_cancel_verdict(cmd: MassCancel, code: ResultCode) -> Rejected:
+    """What a mass cancel's gateway is told: ``Rejected`` with ``code`` (OK: accepted)."""
+    return Rejected(
+        *(0, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account),
+        *(cmd.symbol, 0, code),
     )
 
 

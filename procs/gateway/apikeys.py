@@ -72,7 +72,7 @@ class ApiKeyStore:
         self._lock_path = path.with_name(path.name + ".lock")
         self._tmp_path = path.with_name(path.name + ".tmp")
         self._keys: dict[str, ApiKey] = {}
-        #: The key the last ``create(evict_oldest=True)`` revoked to make room, if any.
+        #: The newest key the last ``create(evict_oldest=True)`` revoked to make room, if any.
         self.evicted: ApiKey | None = None
         self._stamp: _Stamp | None = None
         self._refresh()
@@ -154,12 +154,16 @@ class ApiKeyStore:
         self.evicted = None
 
         def add(keys: dict[str, ApiKey]) -> bool:
-            mine = [k for k in keys.values() if k.comp_id == user.comp_id]
+            mine = sorted(
+                (k for k in keys.values() if k.comp_id == user.comp_id),
+                key=lambda k: (k.created_ms, k.key),
+            )
             count = len(mine)
             if count >= self.max_keys_per_user and evict_oldest:
-                oldest = min(mine, key=lambda k: (k.created_ms, k.key))
-                del keys[oldest.key]
-                self.evicted = oldest
+                # down to one below the limit (a lowered limit: more than one), oldest first
+                for old in mine[: count - self.max_keys_per_user + 1]:
+                    del keys[old.key]
+                    self.evicted = old
             elif count >= self.max_keys_per_user:
                 raise ValueError(
                     f"user {user.comp_id!r} has {count} API keys, the limit is "

@@ -13,6 +13,7 @@ small ``psycopg_pool`` pool of async connections, every one bounded by the calle
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from psycopg.rows import tuple_row
@@ -94,20 +95,23 @@ def newest_first(from_id: int | None, start_ms: int | None) -> bool:
 
 
 def _flat_filled(
-    rows: list[tuple[Any, ...]], window: int, lead: int, close: int | None
+    rows: list[tuple[Any, ...]], low: int, top: int, window: int, close: int | None
 ) -> list[tuple[Any, ...]]:
-    """``rows`` (oldest first, each opening at its ms time ``row[0]``) with a flat kline
-    (the previous close; no volume, no trades) for every ``window`` between them and, when
-    a ``close`` came before, from ``lead`` on."""
+    """A kline for every ``window`` from ``low`` to ``top`` (ms open times): the row that
+    opens there (``rows``: oldest first), else a flat one at the previous close (none before
+    the first close: no trade yet); at most (top - low) / window + 1 of them."""
     out: list[tuple[Any, ...]] = []
-    at = lead if close is not None else rows[0][0]
-    for row in rows:
-        while at < row[0]:
-            if close is not None:
-                out.append((at, close, close, close, close, 0, 0, 0))
-            at += window
-        out.append(row)
-        close, at = row[4], row[0] + window
+    at_row = 0
+    for t in range(low, top + 1, window):
+        while at_row < len(rows) and rows[at_row][0] < t:  # none in a query's answer
+            close = rows[at_row][4]
+            at_row += 1
+        if at_row < len(rows) and rows[at_row][0] == t:
+            out.append(rows[at_row])
+            close = rows[at_row][4]
+            at_row += 1
+        elif close is not None:
+            out.append((t, close, close, close, close, 0, 0, 0))
     return out
 
 
@@ -239,51 +243,59 @@ class History:
         start_ms: int | None = None,
         end_ms: int | None = None,
         limit: int = 500,
+        now_ms: int | None = None,
     ) -> list[list[Any]]:
-        """Candles as the venues send them: [open time, open, high, low, close, volume, close
-        time, quote volume, trades], oldest first; the newest ``limit`` unless a start is
-        given. An interval nobody traded in, after a trade, is a flat kline at the previous
-        close with zero volume, as the exchange's own candles (``core/market/candles.py``)
-        and the venues show it; ``limit`` counts those too."""
+        """Klines as the venues send them: [open time, open, high, low, close, volume, close
+        time, quote volume, trades], oldest first: the ``limit`` intervals from the start
+        when one is given, else the newest ``limit`` up to the end (default: now). An interval
+        nobody traded in, after a trade, is a flat kline at the previous close with zero
+        volume, as the exchange's own candles (``core/market/candles.py``) and the venues
+        show it; intervals before the symbol's first trade are left out."""
         seconds, stored = KLINES[interval]
-        where = "symbol_id = %s AND interval_s = %s"
-        args: list[Any] = [sym.id, stored]
-        # Whole klines only: those opening at or after the start and at or before the end,
-        # so a bound inside one takes none of its stored candles rather than some.
         window = seconds * 1000
-        first = None if start_ms is None else -(-min(start_ms, MAX_MS) // window) * window
-        last = None if end_ms is None else min(end_ms, MAX_MS) // window * window + window - 1
-        span, span_args = _between("bucket", first, last)
-        where += span
-        args += span_args
-        order = "ASC" if start_ms is not None else "DESC"
+        limit = max(1, min(limit, MAX_LIMIT))
+        now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        # Whole klines only: those opening at or after the start and at or before the end.
+        top = min(now_ms, MAX_MS) // window * window
+        if end_ms is not None:
+            top = min(top, min(end_ms, MAX_MS) // window * window)
+        if start_ms is not None:
+            low = -(-min(start_ms, MAX_MS) // window) * window
+        else:
+            low = max(0, top - (limit - 1) * window)
+        before = await self._rows(
+            "SELECT close FROM candles WHERE symbol_id = %s AND interval_s = %s AND "
+            "bucket < to_timestamp(%s / 1000.0) ORDER BY bucket DESC LIMIT 1",
+            (sym.id, stored, low),
+        )
+        if start_ms is not None:
+            if not before:  # nothing traded before the start: from the first trade on
+                (first,) = await self._rows(
+                    "SELECT floor(extract(epoch from min(bucket)) * 1000)::bigint FROM candles "
+                    "WHERE symbol_id = %s AND interval_s = %s AND "
+                    "bucket >= to_timestamp(%s / 1000.0)",
+                    (sym.id, stored, low),
+                )
+                if first[0] is None:
+                    return []
+                low = int(first[0]) // window * window
+            top = min(top, low + (limit - 1) * window)
+        if low > top:
+            return []
+        span, span_args = _between("bucket", low, top + window - 1)
         # open and close by trade id, as the writer merges them (a clock stepped back puts a
         # later trade in an earlier minute: the rows must not depend on that)
-        sql = (
+        rows = await self._rows(
             "SELECT floor(extract(epoch from b) * 1000)::bigint, o, h, l, c, v, q, n FROM ("
             "SELECT date_bin(make_interval(secs => %s), bucket, 'epoch') AS b, "
             "(array_agg(open ORDER BY first_trade_id))[1] AS o, max(high) AS h, "
             "min(low) AS l, (array_agg(close ORDER BY last_trade_id DESC))[1] AS c, "
             "sum(volume) AS v, sum(quote_volume) AS q, sum(trades) AS n "
-            f"FROM candles WHERE {where} GROUP BY 1) k ORDER BY b {order} LIMIT %s"
+            f"FROM candles WHERE symbol_id = %s AND interval_s = %s{span} GROUP BY 1) k "
+            "ORDER BY b LIMIT %s",
+            (seconds, sym.id, stored, *span_args, limit),
         )
-        limit = min(limit, MAX_LIMIT)
-        rows = await self._rows(sql, (seconds, *args, limit))
-        if not rows:
-            return []
-        if order == "DESC":
-            rows.reverse()
-        lead, close = rows[0][0], None
-        if first is not None and first < lead:  # flat from the start given, after a trade
-            before = await self._rows(
-                "SELECT close FROM candles WHERE symbol_id = %s AND interval_s = %s AND "
-                "bucket < to_timestamp(%s / 1000.0) ORDER BY bucket DESC LIMIT 1",
-                (sym.id, stored, first),
-            )
-            if before:
-                lead, close = first, before[0][0]
-        filled = _flat_filled(rows, window, lead, close)
-        filled = filled[:limit] if order == "ASC" else filled[-limit:]
+        filled = _flat_filled(rows, low, top, window, before[0][0] if before else None)
         pd, qd = sym.price_decimals, sym.qty_decimals
         return [
             [

@@ -70,6 +70,8 @@ from procs.gateway.session import Session
 #: reaching its cap: steps of 8 and 20 MB in the 10-minute soak.)
 _SEEN_CLORDIDS = 200_000
 log = logging.getLogger("ringex.gateway")
+#: Mass cancels waiting for the router's verdict, at most (the oldest is forgotten first).
+_MASS_CANCELS_WAITING = 10_000
 
 
 def _rested(order: Order) -> bool:
@@ -142,7 +144,7 @@ class OrderEntry(OrderReplies, OrderMemory):
     def in_flight(self) -> int:
         """Commands not yet answered (new, cancel, replace), or not yet published."""
         waiting = sum(1 for o in self.orders.values() if not o.order_id and o.status == b"A")
-        return waiting + len(self.requests) + len(self.outgoing)
+        return waiting + len(self.requests) + len(self.outgoing) + len(self.mass_cancels)
 
     def on_message(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         kind = msg.msg_type
@@ -383,6 +385,8 @@ class OrderEntry(OrderReplies, OrderMemory):
                 return
             symbol = sym.id
         ref = self.next_ref()
+        if len(self.mass_cancels) >= _MASS_CANCELS_WAITING:  # a router that never answers
+            del self.mass_cancels[next(iter(self.mass_cancels))]
         self.mass_cancels[ref] = (session.session_id, {t: f[t] for t in (11, 530, 55) if t in f})
         self.outgoing.append(
             MassCancel(

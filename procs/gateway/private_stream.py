@@ -131,14 +131,16 @@ class PrivateStreams:
                 f"this API key holds {held} private streams, the limit is {self.max_per_key}",
             )
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
-        await ws.prepare(request)
         sub = Subscriber(ws, key.key, key.account, self.queue_limit)
+        # counted before the handshake's await: upgrades at the same moment see each other
         self.count += 1
         self.by_account.setdefault(key.account, set()).add(sub)
         api.core.touch(key.account, key.session, time.monotonic())
         api.core.streaming.add(key.account)
-        sender = asyncio.create_task(self._send(sub))
+        sender: asyncio.Task[None] | None = None
         try:
+            await ws.prepare(request)
+            sender = asyncio.create_task(self._send(sub))
             snapshot = await self._snapshot(key.account)
             sub.ready = True
             sub.push("snapshot", snapshot)
@@ -151,9 +153,10 @@ class PrivateStreams:
             why = f"no snapshot: {exc.msg}"[:120].encode(errors="replace")
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=why)
         finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
             self.count -= 1
             subs = self.by_account.get(key.account)
             if subs is not None:

@@ -370,6 +370,8 @@ class RestOrders:
             if order is not None:
                 order.price, order.leaves = replaced.price, replaced.qty
                 order.qty = order.cum + replaced.qty
+                if not replaced.qty:  # a total at or below what filled: the order is filled
+                    order.status = "FILLED"
                 self._report(order, "REPLACED", replaced.ts_ns)
         elif kind is Triggered:
             triggered: Triggered = event  # type: ignore[assignment]

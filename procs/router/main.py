@@ -41,6 +41,8 @@ import logging
 import multiprocessing
 import multiprocessing.process
 import os
+import select
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -54,12 +56,14 @@ from procs.common.journal_writer import JournalWriter
 from procs.common.parent_death import die_with_parent
 from procs.common.records import (
     Heartbeat,
+    MassCancel,
     Record,
     RecordCodec,
     RecordDecodeError,
     WatchBalances,
 )
 from procs.common.replication_ack import FENCED, AckBlock, SyncGate, ack_dir
+from procs.common.result_codes import ResultCode
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
     ADMIN_GATEWAY,
@@ -79,7 +83,7 @@ from procs.core.recovery import (
     snapshot_job,
     snapshot_store,
 )
-from procs.core.sequencer import SEQUENCED, Decision, route_all
+from procs.core.sequencer import SEQUENCED, Decision, mass_cancel_verdict, route_all
 from procs.core.watches import Watches
 from shm import Ring
 from shm.consumer import Consumer
@@ -90,6 +94,8 @@ log = logging.getLogger("ringex.router")
 #: Longest the router parks on its one trading gateway's ring before it looks at the admin
 #: ring and the matchers' events again.
 ADMIN_POLL_S = 0.005
+#: Longest the router waits for a snapshot child to close its copy of the journal's lock.
+LET_GO_S = 2.0
 #: How often the router beats on every line it reads: a supervisor tells a router that waits
 #: on purpose (matchers behind, fenced) from a frozen one by it (``supervisor.stuck_after_s``).
 BEAT_S = 0.5
@@ -314,7 +320,13 @@ class RouterShell:
         commit had not followed the journal); once past what the ring held at the start,
         nothing more can be."""
         seen: set[Identity] = self._journaled[gateway]
-        kept = [c for c in commands if identity(c) not in seen]
+        kept = []
+        for command in commands:
+            if identity(command) not in seen:
+                kept.append(command)
+            elif isinstance(command, MassCancel):  # its acknowledgement went with the crash
+                ack = mass_cancel_verdict(command, ResultCode.OK)
+                self.pending_replies[gateway].append(ack)
         if len(kept) < len(commands):
             log.warning(
                 "gateway %d: %d command(s) journaled before the restart were read again: "
@@ -393,13 +405,23 @@ class RouterShell:
             return
         self.journal.sync()  # the child reads what is durable
         self._snapshot_at, self._snapshot_time = seq, time.monotonic()
+        let_go_r, let_go_w = os.pipe()
         self._snapshotter = multiprocessing.get_context("fork").Process(
             target=_snapshot_child,
-            args=(self.cfg, seq, self.journal.lock_fd),
+            args=(self.cfg, seq, self.journal.lock_fd, let_go_w),
             name="ringex-snapshot",
             daemon=True,
         )
         self._snapshotter.start()
+        os.close(let_go_w)
+        # the child holds the journal's lock (an inherited descriptor) until it closes it:
+        # wait for that, so that from here on this process alone holds it (a restart after
+        # this one dies must be able to open the journal), a fork's few ms at most
+        ready, _, _ = select.select([let_go_r], [], [], LET_GO_S)
+        os.close(let_go_r)
+        if not ready:
+            log.warning("snapshot child %s has not let go of the journal's lock within %.0f s",
+                        self._snapshotter.pid, LET_GO_S)  # fmt: skip
         log.info("snapshot of seq %d started (pid %s)", seq, self._snapshotter.pid)
 
     def snapshot_done(self, timeout_s: float) -> bool:
@@ -485,11 +507,15 @@ class RouterShell:
             producer.close()
 
 
-def _snapshot_child(cfg: RingexConfig, seq: int, journal_lock_fd: int) -> None:
+def _snapshot_child(cfg: RingexConfig, seq: int, journal_lock_fd: int, let_go: int) -> None:
     """The forked snapshot job. It lets go of the journal's lock it inherited (the parent's
-    descriptor keeps the lock), so a router restarted while it runs can open its journal,
-    and it dies with the router rather than run on unwatched."""
+    descriptor keeps the lock) and says so on ``let_go``, so a router restarted while it
+    runs can open its journal; and it dies with the router rather than run on unwatched
+    (the router's SIGTERM handler, inherited, would only set a flag nobody here reads)."""
     os.close(journal_lock_fd)
+    os.write(let_go, b".")
+    os.close(let_go)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent()
     snapshot_job(cfg, seq)
 

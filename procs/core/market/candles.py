@@ -5,11 +5,11 @@ events' ``ts_ns`` (the command's time, so a replay builds the same candles), pus
 ``advance(now_ns)`` so that a new candle opens on time when nobody trades: it opens flat at
 the previous close with zero volume, as the venues do, until its first trade, which is its
 open (open, high and low: the price of the interval's first trade, as the history in
-PostgreSQL has it). Before the first trade there is no candle. A trade stamped before the clock (clocks of two gateways differ slightly) is counted
-in the candle open at the clock: a closed candle never changes. The clock a trade sees is the
-newest event time before it in the exchange's order (``MarketState`` passes it), not the
-time of the last flush, so a replay that reads the same events in other batches builds the
-same candles.
+PostgreSQL has it). Before the first trade there is no candle. A trade stamped before the
+clock (clocks of two gateways differ slightly) is counted in the candle open at the clock: a
+closed candle never changes. The clock a trade sees is the newest event time before it in
+the exchange's order (``MarketState`` passes it), not the time of the last flush, so a
+replay that reads the same events in other batches builds the same candles.
 """
 
 from __future__ import annotations
