@@ -27,12 +27,14 @@ from procs.common.journal import JournalReader
 from procs.common.records import (
     AdminCommand,
     CancelOrder,
+    CreateAccount,
     MassCancel,
     NewOrder,
     OrderRecord,
     Record,
     RecordCodec,
     ReplaceOrder,
+    Transfer,
 )
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
@@ -51,9 +53,8 @@ Identity = tuple[type, int, int, int, int]
 
 
 def identity(command: Record) -> Identity | None:
-    """An order command's identity; None for any other (an account command is safe to
-    submit again: a transfer's key makes it idempotent, and is answered OK again)."""
-    if not isinstance(command, (OrderRecord, MassCancel)):
+    """A gateway command's identity; None for one no gateway sent (an admin halt)."""
+    if not isinstance(command, (OrderRecord, MassCancel, CreateAccount, Transfer)):
         return None
     return (type(command), command.gateway, command.session, command.client_ref, command.account)
 
@@ -70,7 +71,7 @@ class JournaledTail:
 
     def __init__(self, per_gateway: int) -> None:
         self.per_gateway = per_gateway
-        self._newest: dict[int, deque[Identity]] = {}
+        self._newest: dict[int, deque[tuple[Identity, int]]] = {}
 
     def add(self, command: Record) -> None:
         key = identity(command)
@@ -78,10 +79,11 @@ class JournaledTail:
             newest = self._newest.get(key[1])
             if newest is None:
                 newest = self._newest[key[1]] = deque(maxlen=self.per_gateway)
-            newest.append(key)
+            newest.append((key, command.seq))  # type: ignore[attr-defined]
 
-    def by_gateway(self) -> dict[int, set[Identity]]:
-        return {gateway: set(keys) for gateway, keys in self._newest.items()}
+    def by_gateway(self) -> dict[int, dict[Identity, int]]:
+        """gateway -> {identity: the seq it was journaled at}."""
+        return {gateway: dict(keys) for gateway, keys in self._newest.items()}
 
 
 class ExchangeSnapshot(msgspec.Struct, frozen=True, array_like=True):

@@ -318,6 +318,20 @@ def _reject(cmd: OrderRecord, code: ResultCode) -> Rejected:
     )
 
 
+def answered_again(sequencer: Sequencer, cmd: Record, seq: int) -> Record | None:
+    """The OK a journaled command read again after a restart gets, when it was not told
+    before: a mass cancel's acknowledgement, an account command's ``AccountReply`` (an
+    order's answers come from its matcher)."""
+    if isinstance(cmd, MassCancel):
+        return mass_cancel_verdict(cmd, ResultCode.OK)
+    if isinstance(cmd, CreateAccount):
+        return _account_reply(cmd, seq, 0, ResultCode.OK, 0)
+    if isinstance(cmd, Transfer):
+        balance = sequencer.accounts.balance(cmd.account, cmd.asset)[0]
+        return _account_reply(cmd, seq, cmd.asset, ResultCode.OK, balance)
+    return None
+
+
 def mass_cancel_verdict(cmd: MassCancel, code: ResultCode) -> Rejected:
     """What a mass cancel's gateway is told: ``Rejected`` with ``code`` (OK: accepted)."""
     return Rejected(

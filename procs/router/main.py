@@ -56,14 +56,12 @@ from procs.common.journal_writer import JournalWriter
 from procs.common.parent_death import die_with_parent
 from procs.common.records import (
     Heartbeat,
-    MassCancel,
     Record,
     RecordCodec,
     RecordDecodeError,
     WatchBalances,
 )
 from procs.common.replication_ack import FENCED, AckBlock, SyncGate, ack_dir
-from procs.common.result_codes import ResultCode
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
     ADMIN_GATEWAY,
@@ -83,9 +81,9 @@ from procs.core.recovery import (
     snapshot_job,
     snapshot_store,
 )
-from procs.core.sequencer import SEQUENCED, Decision, mass_cancel_verdict, route_all
+from procs.core.sequencer import SEQUENCED, Decision, answered_again, route_all
 from procs.core.watches import Watches
-from shm import Ring
+from shm import Ring, RingError
 from shm.consumer import Consumer
 from shm.producer import Producer
 
@@ -148,17 +146,22 @@ class RouterShell:
             )
             for g in gateways
         ]
-        #: gateway -> its newest journaled commands, and the end of what its ring held at
-        #: the start: what is read again up to there and is journaled is not sequenced twice
-        #: (a crash between journal and commit, ``JournaledTail``)
-        self._journaled = tail.by_gateway()
-        self._reread_until = {
-            g: consumer.ring.cursor() for g, consumer in self.inputs if g in self._journaled
-        }
         self.replies: dict[int, Producer[Record]] = {
             g: Ring.attach(cfg.instance, gateway_replies(g), codec).producer(wait())
             for g in gateways
         }
+        #: What a crash between deciding a batch and committing the gateways' rings left
+        #: to be read again, up to the end of what each ring held at the start: a command
+        #: journaled then (``JournaledTail``) is not sequenced twice, and one already
+        #: answered (its reply is in the gateway's reply ring) is not decided again (a
+        #: refusal must not become an acceptance on the state recovery settled since).
+        journaled = tail.by_gateway()
+        self._reread: dict[int, tuple[dict[Identity, int], set[tuple[int, int]], int]] = {}
+        for g, consumer in self.inputs:
+            end = consumer.ring.cursor()
+            if end > consumer.sequence:
+                answered = _answered(self.replies[g].ring)
+                self._reread[g] = (journaled.get(g, {}), answered, end)
         self.to_matchers: dict[str, Producer[Record]] = {
             m.name: Ring.attach(cfg.instance, matcher_input(m.name), codec).producer(wait())
             for m in cfg.matchers
@@ -248,13 +251,7 @@ class RouterShell:
 
     def step(self, timeout_s: float = 0.05) -> int:
         """One batch; returns how many gateway commands it took (watches included)."""
-        now = time.monotonic()
-        if now >= self._beat_due:  # alive, whether it reads (books behind, fenced) or not
-            self._beat_due = now + BEAT_S
-            for _gateway, consumer in self.inputs:
-                consumer.heartbeat()
-            for consumer in self.from_matchers:
-                consumer.heartbeat()
+        self._beat()
         if self.acks is not None and self.acks.words[FENCED]:
             return self._fenced(timeout_s)
         if self._unrouted and not self._send_unrouted():
@@ -267,10 +264,13 @@ class RouterShell:
         origins: list[int] = []
         watch_requests: list[tuple[int, WatchBalances]] = []
         submit = self.sequencer.submit
+        pending = self.pending_replies
         for gateway, consumer in self.inputs:
+            if pending[gateway]:  # its replies wait for room: take no more of its commands
+                continue
             commands = _read_commands(consumer, quota)
-            if gateway in self._journaled:
-                commands = self._not_journaled(gateway, consumer, commands)
+            if gateway in self._reread:
+                commands = self._not_done_before(gateway, consumer, commands)
             for command in commands:
                 kind = type(command)
                 if kind is WatchBalances:  # read-only: not for the sequencer
@@ -308,32 +308,57 @@ class RouterShell:
             if decision.reply is not None:
                 self.pending_replies[gateway].append(decision.reply)
         self._flush_replies(watch_requests)
-        for _gateway, consumer in self.inputs:
-            consumer.commit()
+        self._commit_answered()
         self._maybe_snapshot()
         return len(decisions) + len(watch_requests)
 
-    def _not_journaled(
+    def _beat(self) -> None:
+        """Every ``BEAT_S``, a heartbeat on every line this router reads: alive, whether it
+        reads (matchers behind, fenced) or not."""
+        now = time.monotonic()
+        if now >= self._beat_due:
+            self._beat_due = now + BEAT_S
+            for _gateway, consumer in self.inputs:
+                consumer.heartbeat()
+            for consumer in self.from_matchers:
+                consumer.heartbeat()
+
+    def _commit_answered(self) -> None:
+        """Commit each gateway's ring whose replies are all out: one whose replies still
+        wait for room stays uncommitted, so a restart reads those commands again instead of
+        leaving them unanswered (the replies are in this process's memory only)."""
+        for gateway, consumer in self.inputs:
+            if not self.pending_replies[gateway]:
+                consumer.commit()
+
+    def _not_done_before(
         self, gateway: int, consumer: Consumer[Record], commands: list[Record]
     ) -> list[Record]:
-        """``commands`` without those journaled before a restart (read again: the ring's
-        commit had not followed the journal); once past what the ring held at the start,
+        """``commands`` without those a run before the restart journaled or answered (read
+        again: the ring's commit had not followed); a journaled one not yet answered gets
+        its OK again where the router owes one. Once past what the ring held at the start,
         nothing more can be."""
-        seen: set[Identity] = self._journaled[gateway]
+        journaled, answered, end = self._reread[gateway]
         kept = []
         for command in commands:
-            if identity(command) not in seen:
+            key = identity(command)
+            ref = (getattr(command, "session", 0), getattr(command, "client_ref", 0))
+            if key is not None and key in journaled:
+                if ref not in answered:
+                    reply = answered_again(self.sequencer, command, journaled[key])
+                    if reply is not None:
+                        self.pending_replies[gateway].append(reply)
+            elif ref in answered and key is not None:
+                pass  # refused before the restart, and told so: not decided again
+            else:
                 kept.append(command)
-            elif isinstance(command, MassCancel):  # its acknowledgement went with the crash
-                ack = mass_cancel_verdict(command, ResultCode.OK)
-                self.pending_replies[gateway].append(ack)
         if len(kept) < len(commands):
             log.warning(
-                "gateway %d: %d command(s) journaled before the restart were read again: "
-                "not sequenced twice", gateway, len(commands) - len(kept),
+                "gateway %d: %d command(s) decided before the restart were read again: not "
+                "decided twice", gateway, len(commands) - len(kept),
             )  # fmt: skip
-        if consumer.sequence >= self._reread_until[gateway]:
-            del self._journaled[gateway]
+        if consumer.sequence >= end:
+            del self._reread[gateway]
         return kept
 
     def _books_behind(self) -> bool:
@@ -450,6 +475,9 @@ class RouterShell:
     def _flush_replies(self, watch_requests: Sequence[tuple[int, WatchBalances]] = ()) -> None:
         if watch_requests or self.watches:
             self._queue_balances(watch_requests)
+        self._send_pending()
+
+    def _send_pending(self) -> None:
         for gateway, queue in self.pending_replies.items():
             if queue:
                 batch = list(queue)
@@ -495,6 +523,7 @@ class RouterShell:
             self.step()
 
     def close(self) -> None:
+        self._send_pending()  # what fits: the rest's commands are read again after a restart
         self.snapshot_done(60)
         self.journal.close()
         if self.acks is not None:
@@ -505,6 +534,22 @@ class RouterShell:
             consumer.close()
         for producer in (*self.replies.values(), *self.to_matchers.values()):
             producer.close()
+
+
+def _answered(replies: Ring[Record]) -> set[tuple[int, int]]:
+    """(session, client_ref) of every reply still in a gateway's reply ring (its newest
+    ``capacity`` records): the commands a run before this one answered."""
+    out: set[tuple[int, int]] = set()
+    cursor = replies.cursor()
+    for n in range(max(0, cursor - replies.capacity), cursor):
+        try:
+            reply = replies.record(n)
+        except RingError:  # overwritten meanwhile: an older one, long committed
+            continue
+        ref = getattr(reply, "client_ref", None)
+        if ref is not None:
+            out.add((reply.session, ref))  # type: ignore[attr-defined]
+    return out
 
 
 def _snapshot_child(cfg: RingexConfig, seq: int, journal_lock_fd: int, let_go: int) -> None:
