@@ -85,9 +85,7 @@ def test_rolled_up_klines_are_never_partial(tmp_path: Path, dsn: str) -> None:
     wrong = []
     for bounds in ({"start_ms": open_ms + 60_000}, {"end_ms": open_ms + 60_000}):
         got = _query(dsn, lambda h, b=bounds: h.klines(sym, "5m", limit=1000, **b))
-        wrong += [
-            (bounds, k, by_time[k[0]]) for k in got if k[0] in by_time and k != by_time[k[0]]
-        ]
+        wrong += [(bounds, k, by_time[k[0]]) for k in got if k[0] in by_time and k != by_time[k[0]]]
     assert not wrong, wrong[:2]
 
 
