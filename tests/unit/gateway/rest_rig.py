@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -125,3 +126,20 @@ async def until_closed(ws: aiohttp.ClientWebSocketResponse, timeout_s: float) ->
         if msg.type is aiohttp.WSMsgType.CLOSED:
             return ws.close_code
     return None
+
+
+async def stream_messages(
+    ws: aiohttp.ClientWebSocketResponse, timeout_s: float
+) -> list[dict[str, Any]]:
+    """The stream's text messages within ``timeout_s`` (until it closes)."""
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await ws.receive(timeout=left)
+        except TimeoutError:
+            break
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            break
+        out.append(json.loads(msg.data))
+    return out

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -19,7 +17,14 @@ from procs.gateway.limits import RateLimiter
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import ApiCallError, RestClient
 from tests.unit.gateway.harness import Client, Harness, utc
-from tests.unit.gateway.rest_rig import LIMIT, client, post_json, rest_exchange, run
+from tests.unit.gateway.rest_rig import (
+    LIMIT,
+    client,
+    post_json,
+    rest_exchange,
+    run,
+    stream_messages,
+)
 
 #: Arabic-Indic digits: ``int()`` reads them as 0..9.
 ARABIC_DIGITS = str.maketrans(
@@ -30,23 +35,6 @@ ARABIC_DIGITS = str.maketrans(
 @pytest.fixture
 def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
     yield from rest_exchange(instance, tmp_path)
-
-
-async def stream_messages(
-    ws: aiohttp.ClientWebSocketResponse, timeout_s: float
-) -> list[dict[str, Any]]:
-    """The stream's text messages within ``timeout_s`` (until it closes)."""
-    out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await ws.receive(timeout=left)
-        except TimeoutError:
-            break
-        if msg.type is not aiohttp.WSMsgType.TEXT:
-            break
-        out.append(json.loads(msg.data))
-    return out
 
 
 # -- parameters --------------------------------------------------------------------------------

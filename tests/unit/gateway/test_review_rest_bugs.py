@@ -18,7 +18,14 @@ from procs.gateway.limits import RateLimiter
 from procs.gateway.rest import RestApi
 from procs.gateway.signing import API_KEY
 from tests.unit.gateway.harness import Harness
-from tests.unit.gateway.rest_rig import LIMIT, client, post_json, rest_exchange, run
+from tests.unit.gateway.rest_rig import (
+    LIMIT,
+    client,
+    post_json,
+    rest_exchange,
+    run,
+    stream_messages,
+)
 
 ASK: dict[str, Any] = {"symbol": "BTC-USD", "side": "SELL", "type": "LIMIT"}
 #: Past the core's ``interest_s`` (600 s): what the gateway's once-a-second tick sees after
@@ -29,21 +36,6 @@ TEN_MINUTES_ON = 601.0
 @pytest.fixture
 def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
     yield from rest_exchange(instance, tmp_path)
-
-
-async def messages(ws: aiohttp.ClientWebSocketResponse, timeout_s: float) -> list[dict[str, Any]]:
-    """The stream's text messages within ``timeout_s`` (until it closes)."""
-    out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await ws.receive(timeout=left)
-        except TimeoutError:
-            break
-        if msg.type is not aiohttp.WSMsgType.TEXT:
-            break
-        out.append(json.loads(msg.data))
-    return out
 
 
 # -- the live view of an account ---------------------------------------------------------------
@@ -67,7 +59,7 @@ def test_an_open_private_stream_keeps_reporting_after_ten_quiet_minutes(
                 "POST", "/api/v1/order", **LIMIT, price="100.00", quantity="0.10",
                 timeInForce="IOC",
             )  # fmt: skip
-            events = await messages(ws, 1.5)
+            events = await stream_messages(ws, 1.5)
             trades = [e["data"] for e in events if e["data"].get("executionType") == "TRADE"]
             assert [t["orderId"] for t in trades] == [ask["orderId"]], events
             assert any(e["event"] == "balance" for e in events), events
