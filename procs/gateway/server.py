@@ -53,6 +53,7 @@ from procs.gateway.clordids import SeenLog
 from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
 from procs.gateway.intake import IntakePacing
+from procs.gateway.live_sessions import LiveSessions
 from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, OrderLog
 from procs.gateway.order_state import Order
 from procs.gateway.orders import OrderEntry
@@ -74,6 +75,10 @@ log = logging.getLogger("ringex.gateway")
 IDLE_NAP_S = 0.001
 #: The longest parked nap (``park_after_ms``): the loop then looks and parks again.
 PARKED_NAP_S = 1.0
+#: A client's unsent output past which its input is no longer read, and past which (it does
+#: not read at all) it is disconnected.
+WRITE_HIGH_BYTES = 256 << 10
+MAX_UNSENT_BYTES = 4 << 20
 
 
 def gateway_dir(cfg: RingexConfig, gw: GatewayConfig) -> Path:
@@ -101,15 +106,36 @@ def _note_handled(
 
 
 class Connection(asyncio.Protocol):
+    """One client socket. Output the client does not read stops its input (``pause_writing``:
+    so it cannot make the gateway answer more, ResendRequests say); output past
+    ``MAX_UNSENT_BYTES`` ends the connection (the session's messages are in its store: the
+    client gets them by a ResendRequest after it logs on again)."""
+
     def __init__(self, server: GatewayServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
+        self.writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP transport implements asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_BYTES)
         self.server.connection_made(self)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.transport is not None and not self.server.pacing.paused:
+            self.transport.resume_reading()
+
+    @property
+    def reading(self) -> bool:
+        return not self.writing_paused and not self.server.pacing.paused
 
     def data_received(self, data: bytes) -> None:
         if self.session is not None:
@@ -145,7 +171,8 @@ class GatewayServer(GatewayRestart):
         self.entry = OrderEntry(gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect)
         self.entry.park = self.park
         self._times = Timestamps()
-        self.live: dict[str, Session] = {}
+        #: the sessions logged on here, each claimed across the instance's gateways
+        self.live: dict[str, Session] = LiveSessions(self.directory.parent / "logged-on")
         self.stores: dict[str, MessageStore] = {}
         self.connections: set[Connection] = set()
         self.codec = codec or RecordCodec()
@@ -322,6 +349,14 @@ class GatewayServer(GatewayRestart):
             if session.store is not None:
                 session.store.flush()
             transport.writelines(out)
+            unsent = transport.get_write_buffer_size()
+            if unsent > MAX_UNSENT_BYTES:
+                log.warning(
+                    "%s does not read: %d bytes unsent, the limit is %d; disconnected",
+                    session.comp_id, unsent, MAX_UNSENT_BYTES,
+                )  # fmt: skip
+                transport.abort()
+                return
         if session.closed and not transport.is_closing():
             transport.close()
 
@@ -351,7 +386,10 @@ class GatewayServer(GatewayRestart):
         if paused is not None:  # intake.py: reading stops while the exchange is behind
             for c in self.connections:
                 if c.transport is not None and not c.transport.is_closing():
-                    (c.transport.pause_reading if paused else c.transport.resume_reading)()
+                    if paused:
+                        c.transport.pause_reading()
+                    elif not c.writing_paused:
+                        c.transport.resume_reading()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -434,7 +472,7 @@ class GatewayServer(GatewayRestart):
                 self.api.tick(time.monotonic())
             for conn in list(self.connections):
                 if conn.session is not None:
-                    conn.session.on_timer(now)
+                    conn.session.on_timer(now, conn.reading)
                     self.write(conn)
             if self.entry.outgoing:  # a timed-out session's cancels (cancel on disconnect)
                 self.submit()
@@ -575,6 +613,8 @@ class GatewayServer(GatewayRestart):
         self.audit.close()
         for store in self.stores.values():
             store.close()
+        if isinstance(self.live, LiveSessions):
+            self.live.release_all()  # (a process that dies drops them anyway)
         self.producer.close()
         if self._waker is not None:  # its threads look at the consumers' words
             self._waker.close()

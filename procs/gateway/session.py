@@ -48,6 +48,7 @@ from procs.gateway.fix import (
     parse_utc_timestamp,
     shown,
 )
+from procs.gateway.live_sessions import LiveSessions
 from procs.gateway.resend import resent
 from procs.gateway.store import MessageStore
 
@@ -216,9 +217,15 @@ class Session:
                 return
             self._dispatch(later, now_ns)
 
-    def on_timer(self, now_ns: int) -> None:
-        """Heartbeats, test requests, logon and logout timeouts; call about once a second."""
+    def on_timer(self, now_ns: int, reading: bool = True) -> None:
+        """Heartbeats, test requests, logon and logout timeouts; call about once a second.
+        ``reading`` False: the shell is not reading this socket (the exchange is behind, or
+        the client does not read what it is sent): what the client sent meanwhile waits in
+        the gateway's own buffers, so its silence is not held against it."""
         s = self.settings
+        if not reading:
+            self._last_in_ns = now_ns
+            self._test_request_ns = 0
         if self.state in (State.AWAIT_LOGON, State.AUTHENTICATING):
             if now_ns - self._connected_ns > s.logon_timeout_s * _SECOND:
                 self._close(f"no Logon within {s.logon_timeout_s} s")
@@ -346,6 +353,8 @@ class Session:
     def _finish_logon(self, msg: FixMessage, user: User | None, now_ns: int) -> None:
         sender = msg.text(49)
         fault = logon.after_password(msg, user, self.settings, self.live)
+        if fault is None and isinstance(self.live, LiveSessions) and not self.live.claim(sender):
+            fault = f"session {sender} is already logged on (through another gateway)"
         if fault is not None:
             self._refuse(sender, fault, now_ns)
             return
@@ -360,6 +369,8 @@ class Session:
             text = f"MsgSeqNum too low, expecting {store.next_in} but received {seq}"
             self._unsequenced(b"5", sender, field(58, text), now_ns)
             self._close(text)
+            if isinstance(self.live, LiveSessions):
+                self.live.release(sender)
             return
         self.user, self.store = user, store
         self.live[sender] = self
@@ -396,13 +407,18 @@ class Session:
             self._reject(msg, RejectReason.COMPID_PROBLEM, tag, "CompID problem", now_ns)
             self._logout_and_close("CompID problem", now_ns)
             return
-        sent = logon.sending_time(msg, self.settings, now_ns)
-        if sent is None:
-            self._reject(
-                msg, RejectReason.SENDING_TIME_ACCURACY, 52, "SendingTime accuracy problem", now_ns
-            )
-            self._logout_and_close("SendingTime accuracy problem", now_ns)
-            return
+        if parse_utc_timestamp(msg.get(52) or b"") is None:
+            sent = now_ns  # missing or malformed: validation rejects it (373=1 or 6), in order
+        else:
+            checked = logon.sending_time(msg, self.settings, now_ns)
+            if checked is None:
+                self._reject(
+                    msg, RejectReason.SENDING_TIME_ACCURACY, 52, "SendingTime accuracy problem",
+                    now_ns,
+                )  # fmt: skip
+                self._logout_and_close("SendingTime accuracy problem", now_ns)
+                return
+            sent = checked
         kind = msg.msg_type
         poss_dup = msg.get(43) == b"Y"
         if kind == b"A" and msg.get(141) == b"Y" and seq == 1:
@@ -418,7 +434,9 @@ class Session:
                 return
             if kind == b"2" and dictionary.validate(msg) is None:
                 self._resend(msg, now_ns)
-            if self._resend_upto < expected:
+            # none of ours open, or the client is past the one we asked (its resend left a
+            # hole, a garbled message say): ask again from where we are, or it never heals
+            if self._resend_upto < expected or seq > self._resend_upto:
                 self._request_resend(seq, now_ns)
             return
         if seq < expected:
