@@ -31,6 +31,8 @@ from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError, to_minor_units
+from procs.common.journal import JournalError, JournalReader
+from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_writer import archive_segments_before
 from procs.common.records import RecordCodec
 from procs.common.result_codes import ResultCode
@@ -96,7 +98,10 @@ def _replay(args: argparse.Namespace) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
-    recovered = recover(cfg, progress=progress, use_snapshot=not args.from_start)
+    # A snapshot must not outrun what is durable (a router with fsync "interval" or "none"
+    # may have written entries it has not synced): sync what is there, up to its end now.
+    upto = _sync_journal(cfg) if args.snapshot else None
+    recovered = recover(cfg, progress=progress, use_snapshot=not args.from_start, upto=upto)
     bar.close()
     rate = recovered.replayed / recovered.seconds if recovered.seconds else 0.0
     print(
@@ -121,6 +126,24 @@ def _replay(args: argparse.Namespace) -> int:
         moved = archive_segments_before(journal_dir(cfg), before, archive)
         print(f"archived {len(moved)} segment(s) before seq {before} to {archive}")
     return 0
+
+
+def _sync_journal(cfg: RingexConfig) -> int | None:
+    """fsync the journal's segments; the last seq they held before (durable now), or None
+    without a journal."""
+    directory = journal_dir(cfg)
+    if not directory.exists():
+        return None
+    codec = RecordCodec()
+    last = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+    upto = last.last_seq()
+    for _first, path in journal_segments(directory):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return upto
 
 
 def _profile(args: argparse.Namespace) -> str:
@@ -207,6 +230,10 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     }
     if status.get("supervisor_pid") and not supervisor_running(status):
         status["state"] = "stopped"
+        for process in status.get("processes", []):  # as it last wrote; see for ourselves
+            pid = process.get("pid")
+            process["alive"] = bool(pid) and pid_alive(pid)
+            process["ready"] = bool(process.get("ready")) and process["alive"]
     segments = {s.name: s for s in list_segments(cfg.instance)}
     ring_rows: list[dict[str, Any]] = []
     for spec in rings(cfg):
@@ -493,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # a profile or file that does not load: its message names it
         print(f"ringex: {exc}", file=sys.stderr)
         return 2
+    except JournalError as exc:  # a damaged journal: its message names segment and offset
+        print(f"ringex: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

@@ -91,9 +91,19 @@ class AdminClient:
     def _ref(self) -> int:
         return time.time_ns()
 
+    def _send(self, command: Record, deadline: float, timeout_s: float) -> None:
+        """Into the admin ring, waiting for room until ``deadline`` at most (a router that is
+        down leaves the ring full: the call times out, it does not hang)."""
+        while not self._out.try_publish(command):
+            if time.monotonic() >= deadline:
+                raise AdminError(
+                    f"the admin command ring stayed full for {timeout_s} s: is the router running?"
+                )
+            time.sleep(0.01)
+
     def _call(self, command: Record, ref: int, timeout_s: float) -> AccountReply:
-        self._out.publish(command)
         deadline = time.monotonic() + timeout_s
+        self._send(command, deadline, timeout_s)
         while time.monotonic() < deadline:
             for reply in self._in.take(64, timeout_s=0.1):
                 if isinstance(reply, AccountReply) and reply.client_ref == ref:
@@ -126,4 +136,5 @@ class AdminClient:
 
     def halt(self, symbol: str, resume: bool = False) -> None:
         action = AdminAction.RESUME if resume else AdminAction.HALT
-        self._out.publish(AdminCommand(0, 0, action, self.cfg.symbol(symbol).id, 0))
+        command = AdminCommand(0, 0, action, self.cfg.symbol(symbol).id, 0)
+        self._send(command, time.monotonic() + 10.0, 10.0)

@@ -174,6 +174,13 @@ class JournalWriter:
         self.sync()
         return True
 
+    def sync_due_in_s(self) -> float | None:
+        """Under ``"interval"`` with something pending, the seconds until ``maybe_sync`` is
+        due (an idle caller waits no longer than that); else None."""
+        if self.fsync != "interval" or self._written == self._synced:
+            return None
+        return max(0.0, (self._interval_ns - (self._clock() - self._last_sync_ns)) / 1e9)
+
     def archive_before(self, seq: int, archive_dir: Path | str) -> list[Path]:
         """Move the segments whose entries all precede ``seq`` to ``archive_dir``."""
         return archive_segments_before(self.directory, seq, Path(archive_dir))

@@ -3,13 +3,47 @@
 A snapshot is the state after executing every command up to ``seq``; recovery loads the
 newest and replays the journal from ``seq + 1``. A write goes to a temporary file that is
 fsynced and renamed, so a crash leaves the previous snapshot or the new one, never half.
+
+Each file is ``RXS1``, the CRC-32 of the body (4 bytes, little-endian), then the body, so
+rot or a copy cut short is caught, as the journal's entries are: a damaged snapshot is
+logged with its path and passed over for the one before it (the journal holds what follows
+that). A file without the prefix (written before it existed) is taken as it is.
 """
 
 from __future__ import annotations
 
+import logging
+import struct
+import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 from procs.common.durable import replace_durably
+
+log = logging.getLogger("ringex.snapshots")
+MAGIC: Final = b"RXS1"
+_CRC: Final = struct.Struct("<I")
+
+
+def _framed(data: bytes) -> bytes:
+    return MAGIC + _CRC.pack(zlib.crc32(data)) + data
+
+
+def _body(path: Path, raw: bytes) -> bytes | None:
+    """The body of a snapshot file, or None (logged) when it is damaged."""
+    if not raw.startswith(MAGIC):
+        return raw  # an older file, without a check
+    head = len(MAGIC) + _CRC.size
+    if len(raw) < head:
+        log.warning("snapshot %s is damaged: %d bytes, shorter than its header", path, len(raw))
+        return None
+    (crc,) = _CRC.unpack_from(raw, len(MAGIC))
+    body = raw[head:]
+    if zlib.crc32(body) != crc:
+        log.warning("snapshot %s is damaged (CRC mismatch): passed over", path)
+        return None
+    return body
 
 
 class SnapshotStore:
@@ -22,7 +56,7 @@ class SnapshotStore:
     def save(self, seq: int, data: bytes) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(seq)
-        replace_durably(path, data)
+        replace_durably(path, _framed(data))
         for old in self._paths()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
@@ -31,16 +65,21 @@ class SnapshotStore:
         return self.directory / f"{seq:020d}.snap"
 
     def latest(self) -> tuple[int, bytes] | None:
-        paths = self._paths()
-        if not paths:
-            return None
-        return int(paths[-1].stem), paths[-1].read_bytes()
+        """The newest snapshot that is whole (a damaged one is passed over), or None."""
+        return self._newest(lambda _seq: True)
 
     def at_or_before(self, seq: int) -> tuple[int, bytes] | None:
-        """The newest kept snapshot at or before ``seq``, or None."""
+        """The newest whole snapshot at or before ``seq``, or None."""
+        return self._newest(lambda at: at <= seq)
+
+    def _newest(self, wanted: Callable[[int], bool]) -> tuple[int, bytes] | None:
         for path in reversed(self._paths()):
-            if int(path.stem) <= seq:
-                return int(path.stem), path.read_bytes()
+            at = int(path.stem)
+            if not wanted(at):
+                continue
+            body = _body(path, path.read_bytes())
+            if body is not None:
+                return at, body
         return None
 
     def _paths(self) -> list[Path]:

@@ -66,11 +66,14 @@ class JournaledTail:
     rings (both cannot be one step) finds that batch in the rings again after its restart:
     the commands of it are in the journal, recovered, and must not be sequenced twice. They
     are among the newest journaled of their gateway (its ring holds at most its capacity
-    unread), and past the newest snapshot (taken after the commit), so the replay sees
-    them; the router drops what it reads again that this tail holds (``RouterShell``)."""
+    unread), so among the journal's newest ``per_gateway`` x ``gateways`` entries, which
+    ``recover`` reads whatever snapshot it starts from (one may be newer than the commit:
+    ``ringex replay --snapshot``, or a ring left uncommitted while its replies wait); the
+    router drops what it reads again that this tail holds (``RouterShell``)."""
 
-    def __init__(self, per_gateway: int) -> None:
+    def __init__(self, per_gateway: int, gateways: int = 1) -> None:
         self.per_gateway = per_gateway
+        self.window = per_gateway * gateways  # the journal's newest entries it looks at
         self._newest: dict[int, deque[tuple[Identity, int]]] = {}
 
     def add(self, command: Record) -> None:
@@ -159,7 +162,11 @@ def recover(
         sequencer, matchers = fresh(cfg)
         start = 0
     else:
-        snap = msgspec.msgpack.decode(latest[1], type=ExchangeSnapshot)
+        try:
+            snap = msgspec.msgpack.decode(latest[1], type=ExchangeSnapshot)
+        except msgspec.DecodeError as exc:
+            path = snapshot_store(cfg).path(latest[0])
+            raise ValueError(f"snapshot {path} does not decode ({exc}): move it aside") from exc
         sequencer = Sequencer.restore(cfg, snap.router)
         matchers = {
             m.name: Matcher.restore(symbol_specs(cfg, m.name), snap.matchers[m.name])
@@ -176,6 +183,11 @@ def recover(
         )
     if upto is not None:
         last = min(last, upto)
+    if tail is not None and start:  # the tail's part at or before the snapshot
+        for seq, image in reader.entries(max(1, last - tail.window + 1)):
+            if seq > start:
+                break
+            tail.add(codec.decode_slot(image))
     total = max(0, last - start)
     replayed = 0
     apply = sequencer.apply

@@ -48,21 +48,16 @@ class Follower:
     def restore(cls, cfg: RingexConfig, upto: int) -> Follower:
         """From the newest snapshot at or below ``upto`` (the checkpoint), else fresh."""
         follower = cls(cfg)
-        directory = snapshot_store(cfg).directory
-        paths = directory.glob("*.snap") if directory.is_dir() else iter(())
-        for seq, path in sorted(
-            ((int(p.stem), p) for p in paths if p.stem.isdigit()), reverse=True
-        ):
-            if seq <= upto:
-                snap = msgspec.msgpack.decode(path.read_bytes(), type=WriterSnapshot)
-                follower.sequencer = Sequencer.restore(cfg, snap.router)
-                follower.matchers = {
-                    m.name: Matcher.restore(symbol_specs(cfg, m.name), snap.matchers[m.name])
-                    for m in cfg.matchers
-                }
-                follower.projection.restore(snap.projection)
-                follower.seq = snap.seq
-                break
+        found = snapshot_store(cfg).at_or_before(upto)  # a damaged one is passed over
+        if found is not None:
+            snap = msgspec.msgpack.decode(found[1], type=WriterSnapshot)
+            follower.sequencer = Sequencer.restore(cfg, snap.router)
+            follower.matchers = {
+                m.name: Matcher.restore(symbol_specs(cfg, m.name), snap.matchers[m.name])
+                for m in cfg.matchers
+            }
+            follower.projection.restore(snap.projection)
+            follower.seq = snap.seq
         return follower
 
     def step(self, seq: int, command: Record) -> list[Record]:

@@ -107,7 +107,7 @@ class RouterShell:
         self.cfg = cfg
         self.codec = codec = codec or RecordCodec()
         Epochs.load(journal_dir(cfg)).check_open(journal_dir(cfg))  # JournalFencedError
-        tail = JournaledTail(cfg.ring.capacity)
+        tail = JournaledTail(cfg.ring.capacity, len(cfg.gateways) + 1)  # and the admin's
         recovered = recover(cfg, codec=codec, tail=tail)
         self.sequencer = recovered.sequencer
         self.watches = Watches(self.sequencer.accounts)  # none survive a restart: leases renew
@@ -286,7 +286,9 @@ class RouterShell:
             self.journal.maybe_sync()
             if self.gate is not None and self.gate.degraded:
                 self.gate.poll(self.journal.next_seq - 1)
-            self._idle(timeout_s)
+            due = self.journal.sync_due_in_s()  # "interval": an idle wait ends by then
+            self._idle(timeout_s if due is None else min(timeout_s, due))
+            self.journal.maybe_sync()
             return 0
         accepted = [d.command for d in decisions if d.command is not None]
         if accepted:
