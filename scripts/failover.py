@@ -131,12 +131,23 @@ def instance_pids(cfg: RingexConfig) -> list[int]:
 
 def fence(cfg: RingexConfig, epoch: int, by: str) -> None:
     """Kill every process of ``cfg``'s instance that its status file names, and mark its
-    journal fenced by ``epoch`` where this host can reach it (a restarted router refuses it)."""
+    journal fenced by ``epoch`` where this host can reach it (a restarted router refuses it).
+    A router still running (one no status file names: systemd units, or started by hand)
+    is stopped through its replication block: it sequences nothing once ``FENCED`` is set."""
+    from procs.common.replication_ack import BLOCK_FILE, FENCED, AckBlock, ack_dir  # noqa: PLC0415
+
     marked = ""
     directory = journal_path(cfg)
     if directory.is_dir():  # first: a router restarted after the kill finds it
         Epochs.load(directory).fenced(epoch, by).save(directory)
         marked = f", journal fenced by epoch {epoch}"
+    block_dir = ack_dir(cfg.var_dir, cfg.instance)
+    if (block_dir / BLOCK_FILE).exists():  # a running router reads it every step
+        block = AckBlock(block_dir)
+        block.words[FENCED] = epoch
+        block.acked_bell.ring()  # a router waiting on its standby looks now
+        block.close()
+        marked += ", replication block fenced"
     pids = instance_pids(cfg)
     for pid in pids:
         os.kill(pid, signal.SIGKILL)

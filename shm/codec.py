@@ -10,10 +10,11 @@ writes its fields in address order: the stamp, the last field, lands after the b
 from __future__ import annotations
 
 import mmap
+import re
 import struct
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from shm.errors import EncodeError
 from shm.header import STAMP_SIZE
@@ -75,10 +76,11 @@ class StructCodec:
         self.slot_struct = self._packer
         self._unpacker = struct.Struct(f"<{fmt}{pad}x{STAMP_SIZE}x")
         self.fields = len(self._unpacker.unpack(bytes(slot_size)))
+        codes = field_codes(fmt)
         self.encode_into, self.encode_window, self.encode_namespace = compile_encoders(
-            self._packer.pack_into, self.fields, self.fmt, slot_size
+            self._packer.pack_into, self.fields, self.fmt, slot_size, codes
         )
-        self.encode_source = struct_encode_source(self.fields)
+        self.encode_source = struct_encode_source(self.fields, codes)
         self._unpack_from = self._unpacker.unpack_from
         self._iter_unpack = self._unpacker.iter_unpack
 
@@ -93,7 +95,52 @@ class StructCodec:
 Encoder = Callable[[Buffer, int, Any, int], None]
 
 
-def struct_encode_source(fields: int) -> str:
+_FIELD: Final = re.compile(r"(\d*)([xcbB?hHiIlLqQnNefdsp])")
+_INT_BITS: Final = {"b": 8, "h": 16, "i": 32, "l": 32, "q": 64, "n": 64}
+
+
+def field_codes(fmt: str) -> list[tuple[str, int]]:
+    """(struct code, size for s/p) of each field of a standard-size, little-endian ``fmt``."""
+    out: list[tuple[str, int]] = []
+    for count, code in _FIELD.findall(fmt):
+        n = int(count) if count else 1
+        if code == "x":
+            continue
+        out += [(code, n)] if code in "sp" else [(code, 0)] * n
+    return out
+
+
+def misfit(codes: list[tuple[str, int]], item: Any) -> str:
+    """Which field of ``item`` does not fit its code, with its value and the limit (for an
+    error message; "" when none can be named)."""
+    for k, ((code, size), value) in enumerate(zip(codes, item, strict=False)):
+        if code.lower() in _INT_BITS and isinstance(value, int):
+            bits = _INT_BITS[code.lower()]
+            low, high = (
+                (0, 2**bits - 1) if code.isupper() else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+            )
+            if not low <= value <= high:
+                return f"field {k} ({code!r}) is {value}, outside {low}..{high}"
+        elif code in "sp" and isinstance(value, bytes | bytearray) and len(value) > size:
+            return f"field {k} ({size}{code!r}) is {len(value)} bytes, at most {size}"
+        elif code in "efd" and isinstance(value, float):
+            try:
+                struct.pack("<" + code, value)
+            except (OverflowError, struct.error) as exc:
+                return f"field {k} ({code!r}) is {value!r}: {exc}"
+    return ""
+
+
+def _length_checks(codes: list[tuple[str, int]]) -> str:
+    """Statements refusing a bytes field longer than its ``Ns`` (struct truncates it)."""
+    return "".join(
+        f"    if len(f{k}) > {size}:\n        raise ValueError('too long')\n"
+        for k, (code, size) in enumerate(codes)
+        if code in "sp"
+    )
+
+
+def struct_encode_source(fields: int, codes: list[tuple[str, int]] | None = None) -> str:
     """The statement that writes tuple ``item`` into ``buf`` at ``offset`` with ``stamp``.
 
     A codec may expose such a statement (``encode_source`` with ``encode_namespace``) so that
@@ -106,20 +153,28 @@ def struct_encode_source(fields: int) -> str:
     return (
         "try:\n"
         f"    {names}, = item\n"
+        f"{_length_checks(codes or [])}"
         f"    pack_into(buf, offset, {names}, stamp)\n"
-        "except (struct.error, ValueError, TypeError) as exc:\n"
-        "    raise EncodeError(f'item {item!r} does not fit {what!r}: {exc}') from None\n"
+        "except (struct.error, ValueError, TypeError, OverflowError) as exc:\n"
+        "    why = misfit(codes, item) or str(exc)\n"
+        "    raise EncodeError(f'item {item!r} does not fit {what!r}: {why}') from None\n"
     )
 
 
 def compile_encoders(
-    pack_into: Callable[..., None], fields: int, what: str, slot_size: int
+    pack_into: Callable[..., None],
+    fields: int,
+    what: str,
+    slot_size: int,
+    codes: list[tuple[str, int]] | None = None,
 ) -> tuple[Encoder, Encoder, dict[str, Any]]:
     """``encode_into(buf, offset, item, stamp)``, ``encode_window(buf, offset, items, stamp)``
     and the namespace their source needs, for tuples of ``fields`` values. The window form
     unpacks in the ``for`` target: one Python frame per batch."""
     names = ", ".join(f"f{i}" for i in range(fields))
-    body = textwrap.indent(struct_encode_source(fields), "    ")
+    codes = codes or []
+    body = textwrap.indent(struct_encode_source(fields, codes), "    ")
+    checks = textwrap.indent(_length_checks(codes), "        ")
     source = f"""
 def encode_into(buf, offset, item, stamp):
 {body}
@@ -128,18 +183,21 @@ def encode_window(buf, offset, items, stamp):
     start = offset
     try:
         for {names}, in items:
-            pack_into(buf, offset, {names}, stamp)
+{checks}            pack_into(buf, offset, {names}, stamp)
             offset += {slot_size}
-    except (struct.error, ValueError, TypeError) as exc:
+    except (struct.error, ValueError, TypeError, OverflowError) as exc:
         k = (offset - start) // {slot_size}
+        why = misfit(codes, items[k]) or str(exc)
         raise EncodeError(
-            f"item {{k}} of the window, {{items[k]!r}}, does not fit {{what!r}}: {{exc}}", k
+            f"item {{k}} of the window, {{items[k]!r}}, does not fit {{what!r}}: {{why}}", k
         ) from None
 """
     namespace: dict[str, Any] = {
         "pack_into": pack_into,
         "struct": struct,
         "what": what,
+        "codes": codes,
+        "misfit": misfit,
         "EncodeError": EncodeError,
     }
     exec(source, namespace)  # the generated source is the fixed template above

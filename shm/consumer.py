@@ -10,6 +10,13 @@ whenever the consumer finds nothing to read; storing the sequence on every poll 
 tenth of a poll. So a process that crashes may get up to ``commit_every`` records again when it
 restarts: redelivery, never loss. A consumer that must finish work first (a journal that
 fsyncs) passes ``auto_commit=False`` and calls ``commit`` itself.
+
+Detaching. A detached line gates nobody, so the producer may overwrite what it had not read.
+Its process learns it at its next slow-path check (the end of what it knew was published, a
+commit, a wait); a record it reads before that, from a slot the producer is rewriting at the
+same instant, can pass the seqlock's check (the slot keeps its old stamp until the new body is
+written). So detach only the lines of processes that are gone (what the supervisor does);
+checking on every record would cost every poll a load (about 8% of the ring's rate).
 """
 
 from __future__ import annotations
@@ -73,6 +80,9 @@ class Consumer(Generic[T]):
         if state == h.STATE_DETACHED:  # rejoin
             words[h.consumer_word(index, h.C_SEQUENCE)] = ring.cursor()
             words[h.consumer_word(index, h.C_STATE)] = h.STATE_ACTIVE
+            # from the cursor once active: a producer that refreshed its limit in between may
+            # have run a lap past the cursor read before (``Ring.declare_consumer``)
+            words[h.consumer_word(index, h.C_SEQUENCE)] = ring.cursor()
         words[h.consumer_word(index, h.C_PID)] = me
         self.name = name
         self.auto_commit = auto_commit

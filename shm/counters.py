@@ -16,12 +16,25 @@ import struct
 from collections.abc import Sequence
 from typing import Final
 
+from shm import header as h
 from shm.errors import ShmError
 from shm.region import Region
 
 MAGIC: Final = b"RGXCNT01"
 _HEAD: Final = struct.Struct("<8sII")
 NAME_BYTES: Final = 32
+
+
+def _is_other(instance: str, name: str) -> bool:
+    """Whether ``name`` is a live segment of another kind: a ring (its header's magic)."""
+    try:
+        region = Region.attach(instance, name)
+    except ShmError:
+        return False
+    try:
+        return len(region.buf) >= h.STATIC.size and h.STATIC.unpack_from(region.buf)[0] == h.MAGIC
+    finally:
+        region.close()
 
 
 def _size(count: int) -> int:
@@ -64,6 +77,11 @@ class Counters:
             if found.names == tuple(names):
                 return found
             found.close()
+        elif _is_other(instance, name):
+            raise ShmError(
+                f"segment {name!r} of instance {instance!r} exists and is not a counter page "
+                "(a ring?): not replaced"
+            )
         region = Region.create(instance, name, _size(len(names)), replace=True)
         for k, counter in enumerate(names):
             at = _HEAD.size + k * NAME_BYTES

@@ -79,7 +79,10 @@ def list_segments(instance: str | None = None) -> list[SegmentInfo]:
 
 
 def _describe(instance: str, name: str, path: Path, sems: list[str]) -> SegmentInfo:
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:  # removed since it was listed
+        size = 0
     pids: list[int] = []
     capacity = slot = cursor = 0
     is_ring = False

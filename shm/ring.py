@@ -262,6 +262,11 @@ class Ring(Generic[T]):
         words[h.consumer_word(index, h.C_WAKE_GATED)] = 0
         words[h.consumer_word(index, h.C_GENERATION)] += 1  # an old holder of the line: stale
         words[h.consumer_word(index, h.C_STATE)] = h.STATE_ACTIVE  # last: publishes the line
+        if start is None:
+            # A producer that refreshed its limit before the line was active may run a lap
+            # past the cursor read above; from the cursor now, it cannot (its limit is at most
+            # a lap past the slowest active line, and no line is past the cursor).
+            words[h.consumer_word(index, h.C_SEQUENCE)] = self.cursor()
         return index
 
     def _check_start(self, name: str, start: int) -> None:
@@ -294,6 +299,10 @@ class Ring(Generic[T]):
         post(self.consumer_sem_name(index), self._sems)  # wake it if parked
         if self.words[h.P_PARKED]:  # a producer waiting for room it may now have
             post(self.producer_sem_name(), self._sems)
+        for other in range(self.max_consumers):  # consumers gated on it: their gate moved
+            gates = self.words[h.consumer_word(other, h.C_GATES)]
+            if other != index and gates >> index & 1:
+                post(self.consumer_sem_name(other), self._sems)
 
     def free_consumer(self, index: int) -> None:
         """Return a detached line to the pool (its name becomes declarable again)."""

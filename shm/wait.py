@@ -151,7 +151,10 @@ class SleepBackoff:
             os.sched_yield()
             return
         doublings = min(rounds - self.spins - self.yields, 30)
-        time.sleep(min(self.max_sleep_s, self.min_sleep_s * (1 << doublings)))
+        nap = min(self.max_sleep_s, self.min_sleep_s * (1 << doublings))
+        if parker is not None and parker.cap_s is not None:  # the caller's deadline
+            nap = min(nap, parker.cap_s)
+        time.sleep(nap)
 
 
 class Blocking:

@@ -91,18 +91,26 @@ class ReplicationSource:
         self._sleepers: set[asyncio.Future[None]] = set()
         self._serving: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._reported_degraded = False
+        #: (seq, the journal's hash before it), the last ``_history_before`` made
+        self._hashed: tuple[int, History] | None = None
 
     @property
     def acked(self) -> int:
         return self.block.acked_seq
 
     def _history_before(self, seq: int) -> History:
-        history = History()
-        if seq > 1:
-            for s, image in self.reader.entries(1):
+        """The hash of the journal before ``seq``, from the last one made when it was at or
+        before ``seq`` (a standby that reconnects, perhaps because the first hash of a long
+        journal outlasted its patience, costs only the entries since)."""
+        start, history = 1, History()
+        if self._hashed is not None and self._hashed[0] <= seq:
+            start, history = self._hashed[0], self._hashed[1].fork()
+        if seq > start:
+            for s, image in self.reader.entries(start):
                 if s >= seq:
                     break
                 history.update(image)
+        self._hashed = (seq, history.fork())
         return history
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -235,8 +235,14 @@ class Standby:
             if isinstance(message, StateFile):
                 try:
                     self.files.apply(message)
-                except (OSError, ValueError) as exc:  # the journal goes on without it
+                except (OSError, ValueError) as exc:
+                    # Acknowledging later frames would leave a hole in the copy (the source
+                    # ships each file's growth once per connection): start a new connection,
+                    # which ships the files again from the start.
                     log.error("gateway state file %r not written: %s", message.path, exc)
+                    raise ConnectionResetError(
+                        f"gateway state file {message.path!r} not written ({exc}): reconnecting"
+                    ) from exc
                 continue
             if not isinstance(message, Entries):
                 raise StandbyRefusedError(f"unexpected {type(message).__name__} from the primary")

@@ -184,6 +184,9 @@ class RouterShell:
         self._unrouted: list[tuple[Producer[Record], list[Record]]] = []
         #: a matcher's unread input past which no gateway command is taken (``_books_behind``)
         self._books_limit = cfg.ring.capacity // 8
+        #: (seq, gateway, reply) owed to a command read again after a restart, waiting for
+        #: the standby to hold its entry (sync mode)
+        self._owed: list[tuple[int, int, Record]] = []
         self._beat_due = 0.0
         self._behind_rounds = 0
         self._resend_unrouted(recovered.last_seq)
@@ -314,9 +317,25 @@ class RouterShell:
         self._maybe_snapshot()
         return len(decisions) + len(watch_requests)
 
+    def _pay_owed(self) -> None:
+        """Queue the answers owed to commands read again after a restart whose entries the
+        standby now holds (sync mode: an answer says the command is durable there too; a
+        gate degraded to async, or none, asks nothing)."""
+        gate, acks = self.gate, self.acks
+        keep = []
+        for seq, gateway, reply in self._owed:
+            if gate is None or gate.degraded or (acks is not None and acks.acked_seq >= seq):
+                self.pending_replies[gateway].append(reply)
+            else:
+                keep.append((seq, gateway, reply))
+        self._owed = keep
+
     def _beat(self) -> None:
         """Every ``BEAT_S``, a heartbeat on every line this router reads: alive, whether it
-        reads (matchers behind, fenced) or not."""
+        reads (matchers behind, fenced) or not. (And each step: the answers owed to commands
+        read again after a restart whose entries the standby now has.)"""
+        if self._owed:
+            self._pay_owed()
         now = time.monotonic()
         if now >= self._beat_due:
             self._beat_due = now + BEAT_S
@@ -329,8 +348,9 @@ class RouterShell:
         """Commit each gateway's ring whose replies are all out: one whose replies still
         wait for room stays uncommitted, so a restart reads those commands again instead of
         leaving them unanswered (the replies are in this process's memory only)."""
+        owed = {gateway for _seq, gateway, _reply in self._owed}
         for gateway, consumer in self.inputs:
-            if not self.pending_replies[gateway]:
+            if not self.pending_replies[gateway] and gateway not in owed:
                 consumer.commit()
 
     def _not_done_before(
@@ -346,10 +366,10 @@ class RouterShell:
             key = identity(command)
             ref = (getattr(command, "session", 0), getattr(command, "client_ref", 0))
             if key is not None and key in journaled:
-                if ref not in answered:
-                    reply = answered_again(self.sequencer, command, journaled[key])
-                    if reply is not None:
-                        self.pending_replies[gateway].append(reply)
+                seq = journaled[key]
+                reply = None if ref in answered else answered_again(self.sequencer, command, seq)
+                if reply is not None:  # once the standby has it too, in sync mode
+                    self._owed.append((seq, gateway, reply))
             elif ref in answered and key is not None:
                 pass  # refused before the restart, and told so: not decided again
             else:
@@ -359,6 +379,8 @@ class RouterShell:
                 "gateway %d: %d command(s) decided before the restart were read again: not "
                 "decided twice", gateway, len(commands) - len(kept),
             )  # fmt: skip
+        if self._owed:
+            self._pay_owed()  # what needs no standby's word goes with this step's replies
         if consumer.sequence >= end:
             del self._reread[gateway]
         return kept
@@ -397,16 +419,15 @@ class RouterShell:
         """A stop (or a fence) came while the batch waited for the standby. The batch stays
         journaled and unpublished, as after a crash between journal and publish (the restart
         publishes it once the standby has it; a fenced one is cut by the rebuild); the
-        gateways' rings are committed, so the restart does not sequence it twice, and
-        refusals, which promise nothing durable, are answered."""
+        gateways' rings are left uncommitted, so the restart reads the batch again, does not
+        sequence it twice (``JournaledTail``) and answers what it owes once the standby has
+        it; refusals, which promise nothing durable, are answered now."""
         for gateway, decision in zip(origins, decisions, strict=True):
             if decision.command is None and decision.reply is not None:
                 self.pending_replies[gateway].append(decision.reply)
         for gateway, queue in self.pending_replies.items():
             if queue and self.replies[gateway].try_publish_batch(list(queue)):
                 queue.clear()
-        for _gateway, consumer in self.inputs:
-            consumer.commit()
         why = "fenced" if self.acks is not None and self.acks.words[FENCED] else "stopping"
         log.warning("%s while batch %d waited for the standby: left unpublished",
                     why, self.journal.next_seq - 1)  # fmt: skip
