@@ -20,12 +20,12 @@ it did before snapshots.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from procs.common.durable import replace_durably
 from procs.core.market.state import MarketState
 
 log = logging.getLogger("ringex.marketdata")
@@ -55,15 +55,7 @@ class MarketSnapshots:
             {"version": VERSION, "symbols": symbols, "positions": positions, "state": state},
             protocol=pickle.HIGHEST_PROTOCOL,
         )
-        aside = self.path.with_suffix(".tmp")
-        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(aside, self.path)
+        replace_durably(self.path, data)  # fsynced, renamed, the directory fsynced
         self.saved += 1
         return len(data)
 

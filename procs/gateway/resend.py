@@ -17,6 +17,16 @@ from procs.gateway.fix import FixMessage, frame, parse
 _RENEWED = (35, 49, 56, 34, 52)
 
 
+def resend_range(begin: int, asked: int, last: int) -> tuple[int, str]:
+    """The last seq a ResendRequest for ``begin``..``asked`` (0: through the last sent) gets
+    when ``last`` is the last message sent, and ""; or 0 and why the request is refused."""
+    if asked and begin > asked:
+        return 0, f"BeginSeqNo {begin} is above EndSeqNo {asked}"
+    if begin > last + 1:
+        return 0, f"BeginSeqNo {begin} is past the last message sent ({last})"
+    return (last if asked == 0 or asked > last else asked), ""
+
+
 def resent(
     stored: Iterable[tuple[int, bytes]], begin: int, end: int, header: bytes, stamp: bytes
 ) -> list[bytes]:

@@ -33,7 +33,7 @@ import logging
 import time
 from array import array
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from config.schema import GatewayConfig, RingexConfig
 from procs.common import sd_notify
@@ -50,6 +50,7 @@ from procs.common.topology import (
 from procs.common.users import User, UserStore
 from procs.gateway.audit import AuditLog
 from procs.gateway.clordids import SeenLog
+from procs.gateway.connection import MAX_UNSENT_BYTES, Connection
 from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
 from procs.gateway.intake import IntakePacing
@@ -75,10 +76,6 @@ log = logging.getLogger("ringex.gateway")
 IDLE_NAP_S = 0.001
 #: The longest parked nap (``park_after_ms``): the loop then looks and parks again.
 PARKED_NAP_S = 1.0
-#: A client's unsent output past which its input is no longer read, and past which (it does
-#: not read at all) it is disconnected.
-WRITE_HIGH_BYTES = 256 << 10
-MAX_UNSENT_BYTES = 4 << 20
 
 
 def gateway_dir(cfg: RingexConfig, gw: GatewayConfig) -> Path:
@@ -103,47 +100,6 @@ def _note_handled(
         return
     parts[ring] = parts.get(ring, 0) + tail if handled.get(ring) == last else tail
     handled[ring] = last
-
-
-class Connection(asyncio.Protocol):
-    """One client socket. Output the client does not read stops its input (``pause_writing``:
-    so it cannot make the gateway answer more, ResendRequests say); output past
-    ``MAX_UNSENT_BYTES`` ends the connection (the session's messages are in its store: the
-    client gets them by a ResendRequest after it logs on again)."""
-
-    def __init__(self, server: GatewayServer) -> None:
-        self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.session: Session | None = None
-        self.writing_paused = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's TCP transport implements asyncio.Transport without subclassing it
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH_BYTES)
-        self.server.connection_made(self)
-
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        if self.transport is not None and not self.server.pacing.paused:
-            self.transport.resume_reading()
-
-    @property
-    def reading(self) -> bool:
-        return not self.writing_paused and not self.server.pacing.paused
-
-    def data_received(self, data: bytes) -> None:
-        if self.session is not None:
-            self.session.data_received(data, time.time_ns())
-            self.server.after_input(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connection_lost(self)
 
 
 class GatewayServer(GatewayRestart):

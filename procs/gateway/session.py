@@ -49,7 +49,7 @@ from procs.gateway.fix import (
     shown,
 )
 from procs.gateway.live_sessions import LiveSessions
-from procs.gateway.resend import resent
+from procs.gateway.resend import resend_range, resent
 from procs.gateway.store import MessageStore
 
 _SECOND = 1_000_000_000
@@ -582,18 +582,10 @@ class Session:
         store = self.store
         assert store is not None
         begin = int(msg.fields[7])
-        last = store.next_out - 1
-        asked = int(msg.fields[16])  # 0: through the last one sent
-        if asked and begin > asked:
-            why = f"BeginSeqNo {begin} is above EndSeqNo {asked}"
-        elif begin > last + 1:
-            why = f"BeginSeqNo {begin} is past the last message sent ({last})"
-        else:
-            why = ""
+        end, why = resend_range(begin, int(msg.fields[16]), store.next_out - 1)
         if why:
             self._reject(msg, RejectReason.VALUE_OUT_OF_RANGE, 7, why, now_ns)
             return
-        end = last if asked == 0 or asked > last else asked
         stamp = self._times.format(now_ns)
         for raw in resent(store.outbound(begin, end), begin, end, self._header, stamp):
             self._emit(raw, now_ns)

@@ -35,7 +35,7 @@ from procs.marketdata.hub import Hub
 from procs.marketdata.reseed import Reseeder
 from procs.marketdata.server import MarketDataServer
 from procs.marketdata.web import Site, page_config
-from shm import Ring
+from shm import Ring, RingError
 from shm.consumer import Consumer
 
 log = logging.getLogger("ringex.marketdata")
@@ -51,11 +51,18 @@ def attach_consumers(cfg: RingexConfig, codec: RecordCodec) -> list[Consumer[Rec
 
 
 def resume(
-    snapshots: MarketSnapshots, fresh: MarketState, consumers: list[Consumer[Record]]
+    snapshots: MarketSnapshots,
+    fresh: MarketState,
+    consumers: list[Consumer[Record]],
+    reseed: Reseeder | None = None,
 ) -> MarketState:
-    """The saved state, with each ring read on from where it covers; else ``fresh``."""
+    """The saved state, with each ring read on from where it covers; else ``fresh``. Where
+    the rings were committed past what the state covers (a save that failed, a state file
+    lost or torn), the books of those rings' matchers are set from the matchers' own state
+    at the last seq committed (``reseed``): events between are not in the state."""
     loaded = snapshots.load(fresh)
     if loaded is None:
+        _reseed(fresh, [c for c in consumers if c.sequence], reseed)
         return fresh
     if not loaded.positions:  # saved by a standby from its hot state (procs/replica/market.py)
         log.info(
@@ -64,6 +71,7 @@ def resume(
             loaded.state.last_seq,
         )
         return loaded.state
+    stale = []
     for consumer in consumers:
         ring = consumer.ring
         created, upto = loaded.positions.get(ring.name, (0, 0))
@@ -75,8 +83,33 @@ def resume(
             )
         elif upto > consumer.sequence:
             consumer.skip_to(upto)
+        elif upto < consumer.sequence:
+            stale.append(consumer)
+    _reseed(loaded.state, stale, reseed)
     log.info("market state resumed from %s (seq %d)", snapshots.path, loaded.state.last_seq)
     return loaded.state
+
+
+def _reseed(state: MarketState, stale: list[Consumer[Record]], reseed: Reseeder | None) -> None:
+    """Set the books of ``stale`` rings' matchers from their state at the ring's last
+    committed event (the state does not cover the events before it)."""
+    if reseed is None:
+        return
+    for consumer in stale:
+        ring = consumer.ring
+        try:
+            last = ring.record(consumer.sequence - 1)
+        except RingError:  # overwritten: nothing to anchor the books to
+            log.warning("%s: the state misses events the ring no longer holds", ring.name)
+            continue
+        seq, ts_ns = getattr(last, "seq", 0), getattr(last, "ts_ns", 0)
+        log.warning(
+            "%s was committed past the saved market state: books set from the matcher's "
+            "state at seq %d",
+            ring.name, seq,
+        )  # fmt: skip
+        for event in reseed(ring.name, seq, ts_ns, state):
+            state.process(event, [])
 
 
 class MarketDataProcess:
@@ -97,7 +130,8 @@ class MarketDataProcess:
         self.consumers = attach_consumers(cfg, codec or RecordCodec())
         # 2. state (resumed from its last checkpoint), fan-out, page, server
         self.snapshots = MarketSnapshots(market_state_path(cfg))
-        self.state = resume(self.snapshots, build_state(cfg), self.consumers)
+        reseed = Reseeder(cfg, codec or RecordCodec())
+        self.state = resume(self.snapshots, build_state(cfg), self.consumers, reseed)
         self.hub = Hub(
             self.state, depth_levels=md.depth_levels, max_subscriptions=md.max_subscriptions
         )
@@ -118,7 +152,7 @@ class MarketDataProcess:
             snapshot_every_s=md.snapshot_every_s,
             snapshot_every_events=max(1, cfg.ring.capacity // 4),
             park=cfg.wait.strategy != "busy-spin",
-            reseed=Reseeder(cfg, codec or RecordCodec()),
+            reseed=reseed,
         )
         self.cfg = cfg
         self.stopping = asyncio.Event()

@@ -74,16 +74,15 @@ from procs.common.topology import (
     matcher_output,
 )
 from procs.core.recovery import (
-    Identity,
     JournaledTail,
-    identity,
     recover,
     snapshot_job,
     snapshot_store,
 )
-from procs.core.sequencer import SEQUENCED, Decision, answered_again, route_all
+from procs.core.sequencer import SEQUENCED, Decision, route_all
 from procs.core.watches import Watches
-from shm import Ring, RingError
+from procs.router.reread import Owed, Reread
+from shm import Ring
 from shm.consumer import Consumer
 from shm.producer import Producer
 
@@ -150,18 +149,10 @@ class RouterShell:
             g: Ring.attach(cfg.instance, gateway_replies(g), codec).producer(wait())
             for g in gateways
         }
-        #: What a crash between deciding a batch and committing the gateways' rings left
-        #: to be read again, up to the end of what each ring held at the start: a command
-        #: journaled then (``JournaledTail``) is not sequenced twice, and one already
-        #: answered (its reply is in the gateway's reply ring) is not decided again (a
-        #: refusal must not become an acceptance on the state recovery settled since).
-        journaled = tail.by_gateway()
-        self._reread: dict[int, tuple[dict[Identity, int], set[tuple[int, int]], int]] = {}
-        for g, consumer in self.inputs:
-            end = consumer.ring.cursor()
-            if end > consumer.sequence:
-                answered = _answered(self.replies[g].ring)
-                self._reread[g] = (journaled.get(g, {}), answered, end)
+        #: what a crash before the rings' commit left to be read again (``reread.py``)
+        self._reread = Reread(
+            tail.by_gateway(), self.inputs, {g: p.ring for g, p in self.replies.items()}
+        )
         self.to_matchers: dict[str, Producer[Record]] = {
             m.name: Ring.attach(cfg.instance, matcher_input(m.name), codec).producer(wait())
             for m in cfg.matchers
@@ -186,7 +177,7 @@ class RouterShell:
         self._books_limit = cfg.ring.capacity // 8
         #: (seq, gateway, reply) owed to a command read again after a restart, waiting for
         #: the standby to hold its entry (sync mode)
-        self._owed: list[tuple[int, int, Record]] = []
+        self._owed: list[Owed] = []
         self._beat_due = 0.0
         self._behind_rounds = 0
         self._resend_unrouted(recovered.last_seq)
@@ -356,33 +347,9 @@ class RouterShell:
     def _not_done_before(
         self, gateway: int, consumer: Consumer[Record], commands: list[Record]
     ) -> list[Record]:
-        """``commands`` without those a run before the restart journaled or answered (read
-        again: the ring's commit had not followed); a journaled one not yet answered gets
-        its OK again where the router owes one. Once past what the ring held at the start,
-        nothing more can be."""
-        journaled, answered, end = self._reread[gateway]
-        kept = []
-        for command in commands:
-            key = identity(command)
-            ref = (getattr(command, "session", 0), getattr(command, "client_ref", 0))
-            if key is not None and key in journaled:
-                seq = journaled[key]
-                reply = None if ref in answered else answered_again(self.sequencer, command, seq)
-                if reply is not None:  # once the standby has it too, in sync mode
-                    self._owed.append((seq, gateway, reply))
-            elif ref in answered and key is not None:
-                pass  # refused before the restart, and told so: not decided again
-            else:
-                kept.append(command)
-        if len(kept) < len(commands):
-            log.warning(
-                "gateway %d: %d command(s) decided before the restart were read again: not "
-                "decided twice", gateway, len(commands) - len(kept),
-            )  # fmt: skip
+        kept = self._reread.filter(gateway, consumer, commands, self.sequencer, self._owed)
         if self._owed:
             self._pay_owed()  # what needs no standby's word goes with this step's replies
-        if consumer.sequence >= end:
-            del self._reread[gateway]
         return kept
 
     def _books_behind(self) -> bool:
@@ -557,22 +524,6 @@ class RouterShell:
             consumer.close()
         for producer in (*self.replies.values(), *self.to_matchers.values()):
             producer.close()
-
-
-def _answered(replies: Ring[Record]) -> set[tuple[int, int]]:
-    """(session, client_ref) of every reply still in a gateway's reply ring (its newest
-    ``capacity`` records): the commands a run before this one answered."""
-    out: set[tuple[int, int]] = set()
-    cursor = replies.cursor()
-    for n in range(max(0, cursor - replies.capacity), cursor):
-        try:
-            reply = replies.record(n)
-        except RingError:  # overwritten meanwhile: an older one, long committed
-            continue
-        ref = getattr(reply, "client_ref", None)
-        if ref is not None:
-            out.add((reply.session, ref))  # type: ignore[attr-defined]
-    return out
 
 
 def _snapshot_child(cfg: RingexConfig, seq: int, journal_lock_fd: int, let_go: int) -> None:

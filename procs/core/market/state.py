@@ -44,7 +44,12 @@ Update = Trade | DepthDiff | Ticker | CandleUpdate | StatusUpdate
 
 
 class SymbolMarket:
-    """One symbol: L2 book, trade tape, 24h ticker, candles at every interval."""
+    """One symbol: L2 book, trade tape, 24h ticker, candles at every interval. Its clock
+    (``clock_ns``) is the newest time of its own events (and of the wall clock, once the
+    rings are caught up): another matcher's ring running ahead (a backlog on this one)
+    must not close the candles this symbol's trades still belong in."""
+
+    clock_ns = 0  # (a class default: a state saved before it existed loads with 0)
 
     def __init__(self, symbol: MarketSymbol, candle_history: int = 500) -> None:
         self.symbol = symbol
@@ -69,6 +74,7 @@ class SymbolMarket:
         return True
 
     def advance(self, now_ns: int) -> None:
+        self.clock_ns = max(self.clock_ns, now_ns)
         self.ticker.advance(now_ns)
         for series in self.candles.values():
             series.advance(now_ns)
@@ -104,11 +110,13 @@ class MarketState:
             market = self.symbols.get(level.symbol)
             if market is not None:
                 market.book.process(level)
+                market.clock_ns = max(market.clock_ns, level.ts_ns)
                 self._saw(level.seq, level.ts_ns)
         elif kind is Trade:
             trade: Trade = event  # type: ignore[assignment]
             market = self.symbols.get(trade.symbol)
-            if market is not None and market.trade(trade, self.now_ns):
+            if market is not None and market.trade(trade, market.clock_ns):
+                market.clock_ns = max(market.clock_ns, trade.ts_ns)
                 out.append(trade)
                 self._saw(trade.seq, trade.ts_ns)
         elif kind is SymbolStatus:
@@ -133,6 +141,6 @@ class MarketState:
         """Depth diffs, tickers and candles changed since the last flush, symbol by symbol."""
         out: list[Update] = []
         for market in self.symbols.values():
-            market.advance(self.now_ns)  # event time alone also rolls candles and the window
+            market.advance(market.clock_ns)  # its events' time alone also rolls its candles
             market.flush(out)
         return out

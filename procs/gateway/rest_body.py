@@ -1,0 +1,71 @@
+"""A REST request's body as parameters: a form, or a JSON object of scalars, each value as
+text; a key sent twice shows as two pairs (``RestApi.params`` refuses it, as for a query)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from procs.gateway import api_errors as codes
+from procs.gateway.api_errors import bad_request
+
+_decode = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
+
+
+def body_pairs(body: bytes, content_type: str) -> list[tuple[str, str]]:
+    """``body``'s (name, value) pairs, or a 400 naming what is wrong with it."""
+    if not content_type.endswith("json"):
+        return _form(body.decode(errors="replace"))
+    try:
+        decoded = _decode(body)
+    except msgspec.DecodeError as exc:
+        raise bad_request(codes.ILLEGAL_PARAM, f"body is not a JSON object: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise bad_request(
+            codes.ILLEGAL_PARAM, f"body is not UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
+    pairs = [(k, _text(k, v)) for k, v in decoded.items()]
+    if len(decoded) < body.count(b":"):  # maybe a key twice: count them
+        pairs += _json_repeats(body, decoded)
+    return pairs
+
+
+def _form(text: str) -> list[tuple[str, str]]:
+    """A form body's pairs: a plain split when nothing is escaped (4x cheaper than
+    ``parse_qsl``, and what every order from a script looks like)."""
+    if "%" in text or "+" in text:
+        return parse_qsl(text)
+    return [(name, value) for name, _, value in (p.partition("=") for p in text.split("&")) if name]
+
+
+def _json_repeats(body: bytes, decoded: dict[str, Any]) -> list[tuple[str, str]]:
+    """A pair for each key the JSON object ``body`` repeats (``decoded`` kept its last
+    value): the repeat check of ``params`` then refuses it, as for a query or form."""
+    keys: list[str] = json.loads(body, object_pairs_hook=lambda pairs: [k for k, _ in pairs])
+    return [(k, "") for k in keys[len(decoded) :]] if len(keys) > len(decoded) else []
+
+
+def repeated(pairs: list[tuple[str, str]]) -> str:
+    """The first name that comes twice in ``pairs``."""
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            return name
+        seen.add(name)
+    return ""
+
+
+def _text(name: str, value: str | int | float | bool) -> str:
+    """A JSON body's value as the parameter's text. A float is refused: prices and sizes are
+    strings, and binary rounding could put a price on the tick the client's digits missed."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        raise bad_request(
+            codes.ILLEGAL_PARAM,
+            f"parameter {name[:64]!r} is the JSON number {value!r}: decimals are strings",
+        )
+    return str(value)

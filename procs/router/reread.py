@@ -1,0 +1,95 @@
+"""What a restarted router reads again, and must not decide twice.
+
+A crash between deciding a batch and committing the gateways' rings (journal first, then
+publish, replies, commit: they cannot be one step) leaves the batch to be read again, up to
+the end of what each ring held at the start:
+
+- a command journaled then (``JournaledTail``) is not sequenced twice; the OK it is owed (a
+  mass cancel's acknowledgement, an account command's reply) is made again, unless it went
+  out before the crash;
+- a command answered then (its reply is still in the gateway's reply ring) is not decided
+  again: a refusal must not become an acceptance on the state recovery settled since.
+
+Past the end a ring held at the start, nothing can be, and the gateway is forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from procs.common.records import Record
+from procs.core.recovery import Identity, identity
+from procs.core.sequencer import Sequencer, answered_again
+from shm import Consumer, Ring, RingError
+
+log = logging.getLogger("ringex.router")
+
+#: (seq, gateway, reply): an answer owed to a command read again (sync mode: sent once the
+#: standby holds ``seq``)
+Owed = tuple[int, int, Record]
+
+
+class Reread:
+    def __init__(
+        self,
+        journaled: dict[int, dict[Identity, int]],
+        inputs: list[tuple[int, Consumer[Record]]],
+        replies: dict[int, Ring[Record]],
+    ) -> None:
+        self._gateways: dict[int, tuple[dict[Identity, int], set[tuple[int, int]], int]] = {}
+        for g, consumer in inputs:
+            end = consumer.ring.cursor()
+            if end > consumer.sequence:
+                self._gateways[g] = (journaled.get(g, {}), answered(replies[g]), end)
+
+    def __contains__(self, gateway: int) -> bool:
+        return gateway in self._gateways
+
+    def filter(
+        self,
+        gateway: int,
+        consumer: Consumer[Record],
+        commands: list[Record],
+        sequencer: Sequencer,
+        owed: list[Owed],
+    ) -> list[Record]:
+        """``commands`` without those a run before the restart journaled or answered; the
+        answers a journaled one is still owed go to ``owed``."""
+        journaled, told, end = self._gateways[gateway]
+        kept = []
+        for command in commands:
+            key = identity(command)
+            ref = (getattr(command, "session", 0), getattr(command, "client_ref", 0))
+            if key is not None and key in journaled:
+                seq = journaled[key]
+                reply = None if ref in told else answered_again(sequencer, command, seq)
+                if reply is not None:
+                    owed.append((seq, gateway, reply))
+            elif ref in told and key is not None:
+                pass  # refused before the restart, and told so: not decided again
+            else:
+                kept.append(command)
+        if len(kept) < len(commands):
+            log.warning(
+                "gateway %d: %d command(s) decided before the restart were read again: not "
+                "decided twice", gateway, len(commands) - len(kept),
+            )  # fmt: skip
+        if consumer.sequence >= end:
+            del self._gateways[gateway]
+        return kept
+
+
+def answered(replies: Ring[Record]) -> set[tuple[int, int]]:
+    """(session, client_ref) of every reply still in a gateway's reply ring (its newest
+    ``capacity`` records): the commands a run before this one answered."""
+    out: set[tuple[int, int]] = set()
+    cursor = replies.cursor()
+    for n in range(max(0, cursor - replies.capacity), cursor):
+        try:
+            reply = replies.record(n)
+        except RingError:  # overwritten meanwhile: an older one, long committed
+            continue
+        ref = getattr(reply, "client_ref", None)
+        if ref is not None:
+            out.add((reply.session, ref))  # type: ignore[attr-defined]
+    return out
