@@ -268,21 +268,24 @@ class Accounts:
         return OK, order
 
     def market_sell_notional(self, order: NewOrder) -> ResultCode:
-        """A market sell with no worst price, live only: ``max_order_notional`` at the last
-        trade price (as venues check market orders at a reference price; NO_REFERENCE_PRICE
-        before the first trade). Replay need not repeat it: a sell holds its size, whatever
-        the price, so the state does not depend on it."""
+        """A market or limit sell, live only: ``max_order_notional`` at the last trade price
+        when that is above the order's own price (a sell trades at the bids, at or above its
+        price: one priced far below the market, or a market sell with a low worst price,
+        was checked at that low price and could sweep far more), as venues check orders at
+        a reference price; NO_REFERENCE_PRICE for a market sell before the first trade.
+        Replay need not repeat it: a sell holds its size, whatever the price,
+        so the state does not depend on it."""
         if not self.max_notional or order.side != Side.SELL:
             return OK
-        if order.ord_type != OrdType.MARKET or order.price:
-            return OK
+        if order.ord_type not in (OrdType.MARKET, OrdType.LIMIT):
+            return OK  # a stop is checked at its stop price (reserve_new)
         market = self.markets.get(order.symbol)
         if market is None:
             return OK  # the router refuses an unknown symbol before asking
         ref = self._last.get(order.symbol, 0)
-        if not ref:
+        if not ref and order.ord_type == OrdType.MARKET:  # its worst price is no reference
             return ResultCode.NO_REFERENCE_PRICE
-        if market.notional(ref, order.qty) > self.max_notional:
+        if market.notional(max(ref, order.price), order.qty) > self.max_notional:
             return ResultCode.NOTIONAL_TOO_LARGE
         return OK
 
@@ -506,7 +509,8 @@ class Accounts:
             balances=[b for b in balances if b[2] or b[3]],
             net=sorted((a, n) for a, n in self._net.items() if n),
             transfer_keys=sorted(
-                (key, *done) if done is not None else key for key, done in self._keys.items()
+                ((key, *done) if done is not None else key for key, done in self._keys.items()),
+                key=lambda e: e if isinstance(e, tuple) else (e,),  # an older snapshot's bare
             ),
             last_prices=sorted(self._last.items()),
             orders=[
