@@ -121,8 +121,10 @@ def misfit(codes: list[tuple[str, int]], item: Any) -> str:
             )
             if not low <= value <= high:
                 return f"field {k} ({code!r}) is {value}, outside {low}..{high}"
-        elif code in "sp" and isinstance(value, bytes | bytearray) and len(value) > size:
-            return f"field {k} ({size}{code!r}) is {len(value)} bytes, at most {size}"
+        elif code in "sp" and isinstance(value, bytes | bytearray):
+            room = size - (code == "p")  # a Pascal string spends a byte on its length
+            if len(value) > room:
+                return f"field {k} ({size}{code!r}) is {len(value)} bytes, at most {room}"
         elif code in "efd" and isinstance(value, float):
             try:
                 struct.pack("<" + code, value)
@@ -134,7 +136,7 @@ def misfit(codes: list[tuple[str, int]], item: Any) -> str:
 def _length_checks(codes: list[tuple[str, int]]) -> str:
     """Statements refusing a bytes field longer than its ``Ns`` (struct truncates it)."""
     return "".join(
-        f"    if len(f{k}) > {size}:\n        raise ValueError('too long')\n"
+        f"    if len(f{k}) > {size - (code == 'p')}:\n        raise ValueError('too long')\n"
         for k, (code, size) in enumerate(codes)
         if code in "sp"
     )

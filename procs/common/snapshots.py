@@ -7,7 +7,8 @@ fsynced and renamed, so a crash leaves the previous snapshot or the new one, nev
 Each file is ``RXS1``, the CRC-32 of the body (4 bytes, little-endian), then the body, so
 rot or a copy cut short is caught, as the journal's entries are: a damaged snapshot is
 logged with its path and passed over for the one before it (the journal holds what follows
-that). A file without the prefix (written before it existed) is taken as it is.
+that). A file without the prefix (written before it existed: msgpack, an array or a map
+first) is taken as it is; anything else without it is damaged.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ def _framed(data: bytes) -> bytes:
 def _body(path: Path, raw: bytes) -> bytes | None:
     """The body of a snapshot file, or None (logged) when it is damaged."""
     if not raw.startswith(MAGIC):
-        return raw  # an older file, without a check
+        if raw and (0x80 <= raw[0] <= 0x9F or 0xDC <= raw[0] <= 0xDF):
+            return raw  # an older file, without a check (msgpack: it opens an array or map)
+        log.warning("snapshot %s is damaged: no header (%d bytes): passed over", path, len(raw))
+        return None
     head = len(MAGIC) + _CRC.size
     if len(raw) < head:
         log.warning("snapshot %s is damaged: %d bytes, shorter than its header", path, len(raw))

@@ -353,8 +353,6 @@ class Session:
     def _finish_logon(self, msg: FixMessage, user: User | None, now_ns: int) -> None:
         sender = msg.text(49)
         fault = logon.after_password(msg, user, self.settings, self.live)
-        if fault is None and isinstance(self.live, LiveSessions) and not self.live.claim(sender):
-            fault = f"session {sender} is already logged on (through another gateway)"
         if fault is not None:
             self._refuse(sender, fault, now_ns)
             return
@@ -369,8 +367,9 @@ class Session:
             text = f"MsgSeqNum too low, expecting {store.next_in} but received {seq}"
             self._unsequenced(b"5", sender, field(58, text), now_ns)
             self._close(text)
-            if isinstance(self.live, LiveSessions):
-                self.live.release(sender)
+            return
+        if isinstance(self.live, LiveSessions) and not self.live.claim(sender):
+            self._refuse(sender, f"session {sender} is already logged on (another gateway)", now_ns)
             return
         self.user, self.store = user, store
         self.live[sender] = self

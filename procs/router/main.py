@@ -58,7 +58,6 @@ from procs.common.records import (
     Heartbeat,
     Record,
     RecordCodec,
-    RecordDecodeError,
     WatchBalances,
 )
 from procs.common.replication_ack import FENCED, AckBlock, SyncGate, ack_dir
@@ -81,6 +80,7 @@ from procs.core.recovery import (
 )
 from procs.core.sequencer import SEQUENCED, Decision, route_all
 from procs.core.watches import Watches
+from procs.router.gateway_rings import read_commands
 from procs.router.reread import Owed, Reread
 from shm import Ring
 from shm.consumer import Consumer
@@ -107,6 +107,9 @@ class RouterShell:
         self.codec = codec = codec or RecordCodec()
         Epochs.load(journal_dir(cfg)).check_open(journal_dir(cfg))  # JournalFencedError
         tail = JournaledTail(cfg.ring.capacity, len(cfg.gateways) + 1)  # and the admin's
+        self._tail_window = tail.window
+        #: gateway -> the journal's next seq when its replies began to wait for room
+        self._waiting_since: dict[int, int] = {}
         recovered = recover(cfg, codec=codec, tail=tail)
         self.sequencer = recovered.sequencer
         self.watches = Watches(self.sequencer.accounts)  # none survive a restart: leases renew
@@ -262,7 +265,7 @@ class RouterShell:
         for gateway, consumer in self.inputs:
             if pending[gateway]:  # its replies wait for room: take no more of its commands
                 continue
-            commands = _read_commands(consumer, quota)
+            commands = read_commands(consumer, quota)
             if gateway in self._reread:
                 commands = self._not_done_before(gateway, consumer, commands)
             for command in commands:
@@ -276,13 +279,7 @@ class RouterShell:
                     log.error("gateway %d sent %r, which is not a command: ignored",
                               gateway, command)  # fmt: skip
         if not decisions and not watch_requests:
-            self._flush_replies()
-            self.journal.maybe_sync()
-            if self.gate is not None and self.gate.degraded:
-                self.gate.poll(self.journal.next_seq - 1)
-            due = self.journal.sync_due_in_s()  # "interval": an idle wait ends by then
-            self._idle(timeout_s if due is None else min(timeout_s, due))
-            self.journal.maybe_sync()
+            self._idle_step(timeout_s)
             return 0
         accepted = [d.command for d in decisions if d.command is not None]
         if accepted:
@@ -307,6 +304,17 @@ class RouterShell:
         self._commit_answered()
         self._maybe_snapshot()
         return len(decisions) + len(watch_requests)
+
+    def _idle_step(self, timeout_s: float) -> None:
+        """Nothing to decide: send what waits, keep the journal's promises, wait."""
+        self._flush_replies()
+        self._commit_answered()  # what waited for room and went out now
+        self.journal.maybe_sync()
+        if self.gate is not None and self.gate.degraded:
+            self.gate.poll(self.journal.next_seq - 1)
+        due = self.journal.sync_due_in_s()  # "interval": an idle wait ends by then
+        self._idle(timeout_s if due is None else min(timeout_s, due))
+        self.journal.maybe_sync()
 
     def _pay_owed(self) -> None:
         """Queue the answers owed to commands read again after a restart whose entries the
@@ -340,9 +348,21 @@ class RouterShell:
         wait for room stays uncommitted, so a restart reads those commands again instead of
         leaving them unanswered (the replies are in this process's memory only)."""
         owed = {gateway for _seq, gateway, _reply in self._owed}
+        at = self.journal.next_seq
         for gateway, consumer in self.inputs:
             if not self.pending_replies[gateway] and gateway not in owed:
                 consumer.commit()
+                self._waiting_since.pop(gateway, None)
+                continue
+            since = self._waiting_since.setdefault(gateway, at)
+            if at - since > self._tail_window // 2:
+                # Any longer and a restart could no longer tell its journaled commands
+                # (``JournaledTail`` looks that far back): commit; a crash before its
+                # replies go out now loses them (they are in this process's memory only).
+                log.warning("gateway %d has not read its replies for %d commands: its ring "
+                            "committed regardless", gateway, at - since)  # fmt: skip
+                consumer.commit()
+                self._waiting_since[gateway] = at
 
     def _not_done_before(
         self, gateway: int, consumer: Consumer[Record], commands: list[Record]
@@ -537,32 +557,6 @@ def _snapshot_child(cfg: RingexConfig, seq: int, journal_lock_fd: int, let_go: i
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent()
     snapshot_job(cfg, seq)
-
-
-def _read_commands(consumer: Consumer[Record], quota: int) -> list[Record]:
-    """Up to ``quota`` records of a gateway's ring. One that does not decode (a field out of
-    its bounds: a gateway's bug) is logged and passed over once it is the first unread, so it
-    can neither stop the router nor, left uncommitted, stop it again after a restart; the
-    records before it come first (they are committed only after they are journaled)."""
-    try:
-        return consumer.read(quota)
-    except RecordDecodeError:
-        pass
-    good: list[Record] = []
-    while len(good) < quota:
-        try:
-            record = consumer.poll()
-        except RecordDecodeError as exc:
-            if good:
-                break  # they first; the bad one is passed over on the next read
-            log.error("ring %s, record %d: %s; skipped",
-                      consumer.ring.name, consumer.sequence, exc)  # fmt: skip
-            consumer.skip_to(consumer.sequence + 1)
-            continue
-        if record is None:
-            break
-        good.append(record)
-    return good
 
 
 def main(argv: list[str] | None = None) -> int:

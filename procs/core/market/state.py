@@ -124,6 +124,7 @@ class MarketState:
             market = self.symbols.get(status.symbol)
             if market is not None and status.seq > market.status.seq:
                 market.status = StatusUpdate(status.symbol, status.status, status.seq, status.ts_ns)
+                market.clock_ns = max(market.clock_ns, status.ts_ns)
                 out.append(market.status)
                 self._saw(status.seq, status.ts_ns)
 

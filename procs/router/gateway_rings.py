@@ -1,0 +1,37 @@
+"""Taking commands from a gateway's ring: a record that does not decode (a gateway's bug) must
+neither stop the router nor, left uncommitted, stop it again after a restart."""
+
+from __future__ import annotations
+
+import logging
+
+from procs.common.records import Record, RecordDecodeError
+from shm import Consumer
+
+log = logging.getLogger("ringex.router")
+
+
+def read_commands(consumer: Consumer[Record], quota: int) -> list[Record]:
+    """Up to ``quota`` records of a gateway's ring. One that does not decode (a field out of
+    its bounds: a gateway's bug) is logged and passed over once it is the first unread, so it
+    can neither stop the router nor, left uncommitted, stop it again after a restart; the
+    records before it come first (they are committed only after they are journaled)."""
+    try:
+        return consumer.read(quota)
+    except RecordDecodeError:
+        pass
+    good: list[Record] = []
+    while len(good) < quota:
+        try:
+            record = consumer.poll()
+        except RecordDecodeError as exc:
+            if good:
+                break  # they first; the bad one is passed over on the next read
+            log.error("ring %s, record %d: %s; skipped",
+                      consumer.ring.name, consumer.sequence, exc)  # fmt: skip
+            consumer.skip_to(consumer.sequence + 1)
+            continue
+        if record is None:
+            break
+        good.append(record)
+    return good
