@@ -164,7 +164,7 @@ class Sequencer:
             if not self._allow(cmd.account, now_ns):
                 code = ResultCode.ACCOUNT_RATE_LIMITED
         reply = mass_cancel_verdict(cmd, code)
-        if code == ResultCode.OK and targets is not None:
+        if targets is not None and code == ResultCode.OK:
             return Decision(self._stamp(cmd, now_ns), targets, reply=reply)
         return Decision(None, reply=reply)
 

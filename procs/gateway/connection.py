@@ -49,17 +49,21 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self.sync_reading()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self.transport is not None and not self.server.pacing.paused:
-            self.transport.resume_reading()
+        self.sync_reading()
 
     @property
     def reading(self) -> bool:
+        """Read unless the client does not read its output or the exchange is behind."""
         return not self.writing_paused and not self.server.pacing.paused
+
+    def sync_reading(self) -> None:
+        """Pause or resume the socket's reading as ``reading`` says."""
+        if self.transport is not None and not self.transport.is_closing():
+            (self.transport.resume_reading if self.reading else self.transport.pause_reading)()
 
     def data_received(self, data: bytes) -> None:
         if self.session is not None:

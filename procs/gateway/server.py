@@ -341,11 +341,7 @@ class GatewayServer(GatewayRestart):
         paused = self.pacing.update(bool(outgoing), backlog, producer.backlog())
         if paused is not None:  # intake.py: reading stops while the exchange is behind
             for c in self.connections:
-                if c.transport is not None and not c.transport.is_closing():
-                    if paused:
-                        c.transport.pause_reading()
-                    elif not c.writing_paused:
-                        c.transport.resume_reading()
+                c.sync_reading()
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -249,6 +249,8 @@ class RouterShell:
     def step(self, timeout_s: float = 0.05) -> int:
         """One batch; returns how many gateway commands it took (watches included)."""
         self._beat()
+        if self._owed:
+            self._pay_owed()
         if self.acks is not None and self.acks.words[FENCED]:
             return self._fenced(timeout_s)
         if self._unrouted and not self._send_unrouted():
@@ -331,10 +333,7 @@ class RouterShell:
 
     def _beat(self) -> None:
         """Every ``BEAT_S``, a heartbeat on every line this router reads: alive, whether it
-        reads (matchers behind, fenced) or not. (And each step: the answers owed to commands
-        read again after a restart whose entries the standby now has.)"""
-        if self._owed:
-            self._pay_owed()
+        reads (matchers behind, fenced) or not."""
         now = time.monotonic()
         if now >= self._beat_due:
             self._beat_due = now + BEAT_S
@@ -412,9 +411,7 @@ class RouterShell:
         for gateway, decision in zip(origins, decisions, strict=True):
             if decision.command is None and decision.reply is not None:
                 self.pending_replies[gateway].append(decision.reply)
-        for gateway, queue in self.pending_replies.items():
-            if queue and self.replies[gateway].try_publish_batch(list(queue)):
-                queue.clear()
+        self._send_pending()
         why = "fenced" if self.acks is not None and self.acks.words[FENCED] else "stopping"
         log.warning("%s while batch %d waited for the standby: left unpublished",
                     why, self.journal.next_seq - 1)  # fmt: skip
