@@ -115,14 +115,16 @@ def test_a_standby_notices_a_primary_gone_silent_and_reconnects(tmp_path: Path) 
 
     async def primary(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(len(connections) + 1)
-        await receive(reader)  # the Hello
-        await send(writer, EpochHistory([(1, 1)]))
-        if len(connections) == 1:
-            await silent.wait()  # no FIN, no RST: nothing ever arrives again
-        else:  # the primary, back on another connection
-            await send(writer, Entries(1, [image], history.digest()))
-            await receive(reader)  # the Ack
-        writer.close()
+        try:
+            await receive(reader)  # the Hello
+            await send(writer, EpochHistory([(1, 1)]))
+            if len(connections) == 1:
+                await silent.wait()  # no FIN, no RST: nothing ever arrives again
+            else:  # the primary, back on another connection
+                await send(writer, Entries(1, [image], history.digest()))
+                await receive(reader)  # the Ack
+        finally:  # closed even when the test's end cancels this handler (no stray warning)
+            writer.close()
 
     async def scenario() -> tuple[int, list[int]]:
         server = await asyncio.start_server(primary, host, port)
@@ -134,8 +136,11 @@ def test_a_standby_notices_a_primary_gone_silent_and_reconnects(tmp_path: Path) 
             pass
         finally:
             following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
             silent.set()
             server.close()
+            await server.wait_closed()
+            await asyncio.sleep(0.01)  # the silent handler runs to its close
             standby.journal.close()
         return standby.next_seq, connections
 
