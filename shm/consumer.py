@@ -173,18 +173,37 @@ class Consumer(Generic[T]):
     def _slow_path(self, n: int) -> bool:
         """Runs when ``n`` reaches the known-available bound or the next auto-commit point:
         commits, refreshes availability, and says whether record ``n`` can be read. Raises
-        ``ConsumerDetachedError`` once the line was detached (or freed and declared again)."""
-        self._check_attached()
+        ``ConsumerDetachedError`` once the line was detached (or freed and declared again).
+
+        A paced consumer takes it for every record, so the common case (attached, ungated,
+        within a lap) is written out here: calls are most of its cost in CPython."""
+        words = self._words
+        if (
+            words[self._state_word] != h.STATE_ACTIVE
+            or words[self._generation_word] != self._generation
+        ):
+            self._check_attached()  # raises
         auto = self.auto_commit
         if auto and n >= self._commit_at:
             self._publish_sequence(n)
-        if n >= self._available:
-            self._available = self._probe(n)
-            if n >= self._available:
-                if auto and self._words[self._seq_word] != n:
+        available = self._available
+        if n >= available:
+            hi = words[_CURSOR]
+            if hi <= n or self._gated or hi - n > self._capacity:
+                available = self._probe(n)
+            else:  # as _probe: the run's last slot must carry its lap's stamp
+                last = hi - 1
+                stamp = words[self._stamp0 + (last & self._mask) * self._slot_words]
+                if stamp != (last >> self._shift) + 1:
+                    raise self._torn(last, stamp)
+                available = hi
+            self._available = available
+            if n >= available:
+                if auto and words[self._seq_word] != n:
                     self._publish_sequence(n)  # idle: release everything read so far
                 return False
-        self._slow_at = min(self._available, self._commit_at) if auto else self._available
+        commit_at = self._commit_at
+        self._slow_at = commit_at if auto and commit_at < available else available
         return True
 
     def _probe(self, n: int) -> int:
@@ -299,14 +318,15 @@ class Consumer(Generic[T]):
         strategy = self.wait_strategy
         idle = None if isinstance(strategy, BusySpin) else strategy.idle
         parker = self._consumer_parker()
-        words, n, gated, ready = self._words, self._next, self._gated, self.ready
+        # Straight to the slow path (``ready`` less a call): n >= _available while it waits.
+        words, n, gated, ready = self._words, self._next, self._gated, self._slow_path
         # Busy-spin rounds are ~100 ns: look after liveness and the deadline every 1024 of them.
         # Other strategies' rounds can sleep or park for milliseconds: every round.
         check_mask = 1023 if idle is None else 0
         rounds = 0
         try:
             while True:
-                if (words[_CURSOR] > n or gated) and ready():
+                if (words[_CURSOR] > n or gated) and ready(n):
                     return True
                 if rounds & check_mask == 0:
                     self.heartbeat()
@@ -317,7 +337,7 @@ class Consumer(Generic[T]):
                             return False
                         parker.cap_s = left  # a park ends by the deadline, whatever its timeout
                 if idle is not None:
-                    idle(rounds, ready, parker)
+                    idle(rounds, self.ready, parker)
                 rounds += 1
         finally:
             parker.cap_s = None
