@@ -31,6 +31,8 @@ H     ring name                                      the newest event seq handle
                                                      end inside one command's events; absent:
                                                      all of them)
 C     sequence in the router ring                    (ring created_ns, slot image)
+M     a MassCancel's ref                             (session id, [[tag, value], ...]): a mass
+                                                     cancel the router has not answered yet
 ====  =============================================  =========================================
 
 Once the file has grown past ``compact_bytes`` *and* to twice what the last compaction wrote,
@@ -62,7 +64,7 @@ MAX_FRAME_BYTES = 64 << 20
 COMPACT_FRAME_ENTRIES = 50_000
 
 ORDER, REQUEST, GONE, POSITION, COMMAND, HANDLED = "O", "R", "X", "P", "C", "H"
-FINISHED = "F"
+FINISHED, MASS = "F", "M"
 #: Finished orders a cancel, replace or status request can still name (then: too late, or
 #: their final state), newest kept, across restarts too.
 FINISHED_KEPT = 10_000
@@ -87,6 +89,8 @@ class Recovered:
     handled_part: dict[str, int] = field(default_factory=dict)
     #: ref -> a finished order's fields (as ``orders``), the newest ``FINISHED_KEPT``
     finished: dict[int, list[Any]] = field(default_factory=dict)
+    #: MassCancel ref -> [session id, [[tag, value], ...]], still waiting for its verdict
+    mass_cancels: dict[int, list[Any]] = field(default_factory=dict)
 
     def apply(self, entry: list[Any]) -> None:
         kind, key = entry[0], entry[1]
@@ -97,6 +101,9 @@ class Recovered:
         elif kind == GONE:
             self.orders.pop(key, None)
             self.requests.pop(key, None)
+            self.mass_cancels.pop(key, None)
+        elif kind == MASS:
+            self.mass_cancels[key] = entry[2:]
         elif kind == POSITION:
             self.positions[key] = (entry[2], entry[3])
         elif kind == COMMAND:

@@ -16,8 +16,8 @@ from typing import Any
 from procs.common.types import OrdType, Side, TimeInForce
 from procs.core.resting import RestingOrder
 from procs.gateway.instruments import Instruments
-from procs.gateway.order_log import FINISHED, FINISHED_KEPT, GONE, ORDER, REQUEST, Entry
-from procs.gateway.order_state import Order, Request
+from procs.gateway.order_log import FINISHED, FINISHED_KEPT, GONE, MASS, ORDER, REQUEST, Entry
+from procs.gateway.order_state import MassCancelRequest, Order, Request
 
 log = logging.getLogger("ringex.gateway")
 _PRICED = (OrdType.LIMIT, OrdType.STOP_LIMIT)
@@ -28,8 +28,9 @@ class OrderMemory:
     orders: dict[int, Order]  # NewOrder client_ref -> order
     by_id: dict[int, Order]
     requests: dict[int, Request]
+    mass_cancels: dict[int, MassCancelRequest]
     live: dict[tuple[int, bytes], Order]
-    touched: dict[int, Order | Request | None]
+    touched: dict[int, Order | Request | MassCancelRequest | None]
     #: (session, ClOrdID) -> a finished order, the newest ``FINISHED_KEPT``: what a cancel,
     #: replace or status request naming it is answered from.
     finished: OrderedDict[tuple[int, bytes], Order]
@@ -103,7 +104,7 @@ class OrderMemory:
         order = self.orders.get(ref)
         if order is not None:
             return not order.order_id and order.status == b"A"
-        return ref in self.requests
+        return ref in self.requests or ref in self.mass_cancels
 
     def take_changes(self) -> list[Entry]:
         """Log entries for what changed since the last call."""
@@ -121,6 +122,7 @@ class OrderMemory:
         """Log entries for every live order and request (a compacted log)."""
         entries = [(FINISHED, *_entry(o.ref, o)[1:]) for o in self.finished.values()]
         entries += [_entry(ref, order) for ref, order in self.orders.items()]
+        entries += [_entry(ref, mass) for ref, mass in self.mass_cancels.items()]
         return entries + [_entry(ref, request) for ref, request in self.requests.items()]
 
     def restore(
@@ -128,10 +130,13 @@ class OrderMemory:
         orders: dict[int, list[Any]],
         requests: dict[int, list[Any]],
         finished: dict[int, list[Any]] | None = None,
+        mass_cancels: dict[int, list[Any]] | None = None,
     ) -> int:
-        """Take back the orders, requests and finished orders an order log recovered;
-        returns how many orders (one on a symbol no longer configured is dropped, with a log
-        line)."""
+        """Take back the orders, requests, finished orders and unanswered mass cancels an
+        order log recovered; returns how many orders (one on a symbol no longer configured
+        is dropped, with a log line)."""
+        for ref, (session, pairs) in (mass_cancels or {}).items():
+            self.mass_cancels[ref] = MassCancelRequest(session, {tag: v for tag, v in pairs})
         restored = [(ref, self._order(ref, values)) for ref, values in (finished or {}).items()]
         for _ref, done in restored:
             if done is not None:
@@ -170,7 +175,9 @@ class OrderMemory:
         return order
 
 
-def _entry(ref: int, item: Order | Request) -> Entry:
+def _entry(ref: int, item: Order | Request | MassCancelRequest) -> Entry:
+    if isinstance(item, MassCancelRequest):
+        return (MASS, ref, item.session, sorted(item.fields.items()))
     if isinstance(item, Request):
         return (REQUEST, ref, item.kind, item.session, item.cl_ord_id, item.order.ref,
                 item.price, item.qty)  # fmt: skip

@@ -1,4 +1,5 @@
-"""What FIX order entry knows of an order and of a cancel or replace in flight."""
+"""What FIX order entry knows of an order, of a cancel or replace in flight, and of a mass
+cancel waiting for the router's verdict."""
 
 from __future__ import annotations
 
@@ -44,3 +45,12 @@ class Request:
     order: Order
     price: int = 0
     qty: int = 0
+
+
+@dataclass(slots=True)
+class MassCancelRequest:
+    """An OrderMassCancelRequest (q) the router has not answered yet: answered (r) with the
+    fields it echoes when the verdict comes, also after a gateway restart (``order_log``)."""
+
+    session: int
+    fields: dict[int, bytes]  # ClOrdID (11), MassCancelRequestType (530), Symbol (55)

@@ -60,7 +60,7 @@ from procs.gateway.order_fields import (
 )
 from procs.gateway.order_memory import OrderMemory
 from procs.gateway.order_replies import OrderReplies, event_exec_id
-from procs.gateway.order_state import Order, Request
+from procs.gateway.order_state import MassCancelRequest, Order, Request
 from procs.gateway.session import Session
 
 #: ClOrdIDs of finished orders remembered per gateway to refuse a reuse (live ones always
@@ -94,9 +94,9 @@ class OrderEntry(OrderReplies, OrderMemory):
         self.orders: dict[int, Order] = {}  # NewOrder client_ref -> order
         self.by_id: dict[int, Order] = {}
         self.requests: dict[int, Request] = {}
-        #: MassCancel ref -> (session id, its OrderMassCancelRequest's fields): answered (r)
-        #: when the router's verdict comes (``_rejected``), never before.
-        self.mass_cancels: dict[int, tuple[int, dict[int, bytes]]] = {}
+        #: MassCancel ref -> its request: answered (r) when the router's verdict comes
+        #: (``_rejected``), never before; kept in the order log across a restart.
+        self.mass_cancels: dict[int, MassCancelRequest] = {}
         #: The gateway is stopping: new orders and replaces are refused, cancels still go.
         self.closing = False
         self.live: dict[tuple[int, bytes], Order] = {}  # (session, current ClOrdID) -> order
@@ -104,7 +104,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         self.finished_changes: list[Order] = []  # finished since ``take_changes``
         self.seen = Generations(_SEEN_CLORDIDS // 2)  # clordids.digest(session, ClOrdID)
         #: ref -> the order or request that changed since ``take_changes``, None: forgotten
-        self.touched: dict[int, Order | Request | None] = {}
+        self.touched: dict[int, Order | Request | MassCancelRequest | None] = {}
         #: Where a report for a session that is not logged on goes: ``park(session id,
         #: msg type, body, now_ns)`` stores it in that session's outbound store, and the
         #: client's ResendRequest after its next logon delivers it. None: counted and dropped.
@@ -386,8 +386,11 @@ class OrderEntry(OrderReplies, OrderMemory):
             symbol = sym.id
         ref = self.next_ref()
         if len(self.mass_cancels) >= _MASS_CANCELS_WAITING:  # a router that never answers
-            del self.mass_cancels[next(iter(self.mass_cancels))]
-        self.mass_cancels[ref] = (session.session_id, {t: f[t] for t in (11, 530, 55) if t in f})
+            oldest = next(iter(self.mass_cancels))
+            del self.mass_cancels[oldest]
+            self.touched[oldest] = None
+        fields: dict[int, bytes] = {t: f[t] for t in (11, 530, 55) if t in f}
+        self.mass_cancels[ref] = self.touched[ref] = MassCancelRequest(session.session_id, fields)
         self.outgoing.append(
             MassCancel(
                 *(0, now_ns, self.gateway, session.session_id, ref),
@@ -491,14 +494,10 @@ class OrderEntry(OrderReplies, OrderMemory):
 
     def _rejected(self, rejected: Rejected) -> None:
         text = f"{rejected.code.name} ({int(rejected.code)})"
-        mass = self.mass_cancels.pop(rejected.client_ref, None)
-        if mass is not None:  # the router's verdict on a MassCancel: OK once it is durable
-            session_id, f = mass
-            if rejected.code == ResultCode.OK:
-                body = mass_report(f, f[530])
-            else:
-                body = mass_report(f, b"0") + field(532, 99) + field(58, text)
-            self._deliver(session_id, b"r", body)
+        if rejected.client_ref in self.mass_cancels:  # the router's verdict: OK once durable
+            self.answer_mass_cancel(
+                rejected.client_ref, None if rejected.code == ResultCode.OK else text
+            )
             return
         request = self._pop_request(rejected.client_ref)
         if request is not None:
@@ -519,6 +518,18 @@ class OrderEntry(OrderReplies, OrderMemory):
         self.rejects += 1
         reason = 1 if rejected.code == ResultCode.UNKNOWN_SYMBOL else 99
         self._report(order, b"8", extra=field(103, reason) + field(58, text))
+
+    def answer_mass_cancel(self, ref: int, refused: str | None) -> None:
+        """Mass cancel ``ref``'s report (r): accepted (``refused`` None) or refused with that
+        text. It is forgotten then."""
+        mass = self.mass_cancels.pop(ref)
+        self.touched[ref] = None
+        f = mass.fields
+        if refused is None:
+            body = mass_report(f, f[530])
+        else:
+            body = mass_report(f, b"0") + field(532, 99) + field(58, refused)
+        self._deliver(mass.session, b"r", body)
 
     def restate(self, order: Order) -> None:
         """An ExecutionReport Restated (150=D) of what the books say of ``order`` after a

@@ -10,7 +10,7 @@ import logging
 
 from config.schema import GatewayConfig, RingexConfig
 from procs.common.events_after import events_after
-from procs.common.records import Heartbeat, Record, RecordCodec
+from procs.common.records import Heartbeat, MassCancel, Record, RecordCodec
 from procs.common.topology import REPLAY_SOURCE, matcher_output
 from procs.common.users import UserStore
 from procs.gateway.clordids import SeenLog
@@ -54,7 +54,9 @@ class GatewayRestart:
     def _recover(self, now_ns: int) -> dict[str, tuple[int, int]]:
         """Take back what the order log holds; returns the input cursors it logged."""
         recovered = self.order_log.load()
-        orders = self.entry.restore(recovered.orders, recovered.requests, recovered.finished)
+        orders = self.entry.restore(
+            recovered.orders, recovered.requests, recovered.finished, recovered.mass_cancels
+        )
         self.entry.seen.restore(self.seen_log.load())
         self._handled = dict(recovered.handled)
         self._handled_part = dict(recovered.handled_part)
@@ -102,6 +104,7 @@ class GatewayRestart:
         matchers = [matcher_output(m.name) for m in self.cfg.matchers]
         after = min((self._handled.get(name, 0) for name in matchers), default=0)
         found = journaled_refs(self.cfg, self.gw.id, max(0, after - 1), self.codec)
+        self._answer_mass_cancels(waiting, found)
         if found is None:
             log.warning(
                 "%d commands logged for the old router ring are unanswered; the journal "
@@ -113,6 +116,20 @@ class GatewayRestart:
         if lost:
             log.info("%d commands the old router ring took along unread: sent again", len(lost))
         return lost
+
+    def _answer_mass_cancels(self, waiting: list[Record], found: set[int] | None) -> None:
+        """A mass cancel's verdict came from the router on the old ring, gone now. One the
+        journal holds was taken (the router journals only what it accepts); one the journal
+        cannot tell of is refused, for its client to send again (a second cancel of the same
+        orders is harmless). One the journal lacks is sent again (``_lost_commands``)."""
+        for command in waiting:
+            if not isinstance(command, MassCancel):
+                continue
+            if found is None:
+                why = "the gateway restarted and cannot tell whether it was taken: send it again"
+                self.entry.answer_mass_cancel(command.client_ref, why)
+            elif command.client_ref in found:
+                self.entry.answer_mass_cancel(command.client_ref, None)
 
     def _after_new_rings(self, consumer: Consumer[Record], events: list[Record]) -> list[Record]:
         """The first events of a ring that is new since the order log was written: skip what
