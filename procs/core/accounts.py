@@ -77,57 +77,12 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, Side
+from procs.core.money import BPS, Market
 
 OK: Final = ResultCode.OK
-_BPS: Final = 10_000
 #: The most of one asset all accounts together may hold: records carry amounts as int64.
 MAX_TOTAL: Final = 2**63 - 1
 _PENDING, _LIVE, _DONE = 0, 1, 2  # an order's status: new order in flight, accepted, done
-
-
-@dataclass(frozen=True, slots=True)
-class Market:
-    """One symbol's money rules, in integer units (see the module docstring)."""
-
-    symbol: int
-    base: int  # asset ids
-    quote: int
-    tick: int
-    band_bps: int
-    maker_bps: int
-    taker_bps: int
-    quote_scale: int  # quote minor units per price unit x qty unit
-    base_scale: int  # base minor units per qty unit
-
-    @classmethod
-    def all(cls, cfg: RingexConfig) -> dict[int, Market]:
-        markets = {}
-        for s in cfg.symbols:
-            base, quote = cfg.asset(s.base), cfg.asset(s.quote)
-            markets[s.id] = cls(
-                *(s.id, base.id, quote.id, s.tick, s.band_bps, s.maker_fee_bps, s.taker_fee_bps),
-                10 ** (quote.decimals - s.price_decimals - s.qty_decimals),
-                10 ** (base.decimals - s.qty_decimals),
-            )
-        return markets
-
-    def notional(self, price: int, qty: int) -> int:
-        return price * qty * self.quote_scale
-
-    def hold(self, side: Side, price: int, qty: int) -> int:
-        """What an order of ``side`` with limit ``price`` and ``qty`` left must hold."""
-        if side == Side.SELL:
-            return qty * self.base_scale
-        notional = price * qty * self.quote_scale
-        return notional - (-notional * max(self.maker_bps, self.taker_bps) // _BPS)
-
-    def hold_asset(self, side: Side) -> int:
-        """The asset an order of ``side`` holds: quote to buy with, base to sell."""
-        return self.quote if side == Side.BUY else self.base
-
-    def cap(self, ref: int) -> int:
-        """The highest price a market buy may pay when the reference price is ``ref``."""
-        return ref * (_BPS + self.band_bps) // _BPS // self.tick * self.tick
 
 
 @dataclass(slots=True)
@@ -253,8 +208,11 @@ class Accounts:
         if self.max_notional:
             # A sell market order is checked at its worst price here (0: none; the live path
             # checks it at the last trade price, ``market_sell_notional``, which a replay
-            # must not: that would depend on when the router saw which trade).
-            at = order.stop_price if kind == OrdType.STOP and side == Side.SELL else price
+            # must not: that would depend on when the router saw which trade). A stop sell
+            # at its stop price too: it sells into the bids there, above a lower limit.
+            at = price
+            if side == Side.SELL and kind in (OrdType.STOP, OrdType.STOP_LIMIT):
+                at = max(price, order.stop_price)
             if market.notional(at, order.qty) > self.max_notional:
                 return ResultCode.NOTIONAL_TOO_LARGE, order
         hold = market.hold(side, price, order.qty)
@@ -286,6 +244,21 @@ class Accounts:
         if not ref and order.ord_type == OrdType.MARKET:  # its worst price is no reference
             return ResultCode.NO_REFERENCE_PRICE
         if market.notional(max(ref, order.price), order.qty) > self.max_notional:
+            return ResultCode.NOTIONAL_TOO_LARGE
+        return OK
+
+    def replace_sell_notional(self, cmd: ReplaceOrder) -> ResultCode:
+        """A replace of a sell, live only, as ``market_sell_notional``: ``max_order_notional``
+        at the last trade price when that is above the new price (a replace far below the
+        market re-enters as an aggressor and sells into the bids)."""
+        if not self.max_notional:
+            return OK
+        order = self._orders.get(cmd.order_id)
+        if order is None or order.side != Side.SELL or order.status == _DONE:
+            return OK  # a buy is checked at its own price (reserve_replace); else the matcher
+        market = self.markets[order.symbol]
+        ref = self._last.get(order.symbol, 0)
+        if market.notional(max(ref, cmd.price), cmd.order_qty) > self.max_notional:
             return ResultCode.NOTIONAL_TOO_LARGE
         return OK
 
@@ -357,8 +330,8 @@ class Accounts:
         market = self.markets[trade.symbol]
         notional = market.notional(trade.price, trade.qty)
         base = trade.qty * market.base_scale
-        maker_fee = notional * market.maker_bps // _BPS
-        taker_fee = notional * market.taker_bps // _BPS
+        maker_fee = notional * market.maker_bps // BPS
+        taker_fee = notional * market.taker_bps // BPS
         maker = (trade.maker_order_id, trade.maker_leaves, maker_fee)
         taker = (trade.taker_order_id, trade.taker_leaves, taker_fee)
         (buy_id, buy_leaves, buy_fee), (sell_id, sell_leaves, sell_fee) = (
@@ -533,7 +506,9 @@ class Accounts:
         """Accounts from ``snapshot``, checked with ``validate_internal_state``."""
         state = msgspec.msgpack.decode(snapshot, type=AccountsState)
         accounts = cls(cfg)
-        accounts._accounts = set(state.accounts)
+        # the configured fee account exists whatever the snapshot's was (``risk.fee_account``
+        # changed): it is credited from the first trade on
+        accounts._accounts = set(state.accounts) | {accounts.fee_account}
         for account, asset, free, reserved in state.balances:
             if free:
                 accounts._free[(account, asset)] = free

@@ -147,7 +147,9 @@ class Sequencer:
             self._by_order[order.order_id] = key
             return Decision(order, (matcher,))
         if isinstance(cmd, ReplaceOrder):
-            code = self.accounts.reserve_replace(cmd)
+            code = self.accounts.replace_sell_notional(cmd)
+            if code == ResultCode.OK:
+                code = self.accounts.reserve_replace(cmd)
             if code != ResultCode.OK:
                 return Decision(None, reply=_reject(cmd, code))
         return Decision(self._stamp(cmd, now_ns), (matcher,))
@@ -221,7 +223,8 @@ class Sequencer:
         else:
             elapsed = max(0, now_ns - bucket.at_ns)
             bucket.tokens = min(float(rate), bucket.tokens + elapsed * rate / 1e9)
-            bucket.at_ns = now_ns
+            # never back: a wall clock stepped back must not refill the same time twice
+            bucket.at_ns = max(bucket.at_ns, now_ns)
         if bucket.tokens < 1:
             return False
         bucket.tokens -= 1

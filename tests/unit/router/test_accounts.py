@@ -30,8 +30,9 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrderFlag, OrdType, Side, StpMode, TimeInForce
-from procs.core.accounts import Accounts, Market
+from procs.core.accounts import Accounts
 from procs.core.engine import Matcher
+from procs.core.money import Market
 from procs.core.symbols import symbol_specs
 
 USD, BTC, ETH = 1, 2, 3

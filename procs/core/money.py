@@ -1,0 +1,58 @@
+"""One symbol's money rules in integer units: notional, the hold an order needs, the asset it
+holds, a market buy's cap. The units and the hold's fee margin are explained in
+``accounts.py``, their user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from config.schema import RingexConfig
+from procs.common.types import Side
+
+BPS: Final = 10_000  # basis points in one
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """One symbol's money rules, in integer units (units: ``accounts.py``)."""
+
+    symbol: int
+    base: int  # asset ids
+    quote: int
+    tick: int
+    band_bps: int
+    maker_bps: int
+    taker_bps: int
+    quote_scale: int  # quote minor units per price unit x qty unit
+    base_scale: int  # base minor units per qty unit
+
+    @classmethod
+    def all(cls, cfg: RingexConfig) -> dict[int, Market]:
+        markets = {}
+        for s in cfg.symbols:
+            base, quote = cfg.asset(s.base), cfg.asset(s.quote)
+            markets[s.id] = cls(
+                *(s.id, base.id, quote.id, s.tick, s.band_bps, s.maker_fee_bps, s.taker_fee_bps),
+                10 ** (quote.decimals - s.price_decimals - s.qty_decimals),
+                10 ** (base.decimals - s.qty_decimals),
+            )
+        return markets
+
+    def notional(self, price: int, qty: int) -> int:
+        return price * qty * self.quote_scale
+
+    def hold(self, side: Side, price: int, qty: int) -> int:
+        """What an order of ``side`` with limit ``price`` and ``qty`` left must hold."""
+        if side == Side.SELL:
+            return qty * self.base_scale
+        notional = price * qty * self.quote_scale
+        return notional - (-notional * max(self.maker_bps, self.taker_bps) // BPS)
+
+    def hold_asset(self, side: Side) -> int:
+        """The asset an order of ``side`` holds: quote to buy with, base to sell."""
+        return self.quote if side == Side.BUY else self.base
+
+    def cap(self, ref: int) -> int:
+        """The highest price a market buy may pay when the reference price is ``ref``."""
+        return ref * (BPS + self.band_bps) // BPS // self.tick * self.tick
