@@ -13,7 +13,8 @@ Under load the loop lingers: after a batch whose pump took ``d`` seconds it wait
 instead of the loop spinning on small ones (each batch costs every subscriber's socket one
 write): the fan-out takes at most 1 / (1 + linger) of the core, for about ``linger x d`` of
 added latency, which is nothing when few listen. The wall clock is fed to the state once per
-``clock_s``, so candles open on time when nobody trades.
+``clock_s``, so candles open on time when nobody trades; while a ring is behind (a read came
+back full) its symbols wait for it (``ring_symbols``): a backlog's trades are older than it.
 
 With ``snapshots`` the rings are read without committing: ``checkpoint`` writes the state
 with the positions it covers, then commits them (``snapshot.py``), every ``snapshot_every_s``
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from procs.common.market_snapshots import MarketSnapshots
 from procs.common.records import Heartbeat, Record
@@ -60,6 +61,7 @@ class Feed:
         snapshot_every_events: int = 4096,
         park: bool = False,
         reseed: Reseed | None = None,
+        ring_symbols: Mapping[str, Collection[int]] | None = None,
     ) -> None:
         self.state = state
         self.hub = hub
@@ -78,6 +80,9 @@ class Feed:
         self._uncommitted = 0  # events applied since the last checkpoint
         self._next_snapshot = time.monotonic() + snapshot_every_s
         self.waker = RingWaker(self.consumers) if park else None
+        #: ring name -> the ids of the symbols whose events it carries: while a ring is
+        #: behind only its symbols wait for the wall clock (None: all of them wait)
+        self.ring_symbols = ring_symbols
         self.reseed = reseed
         self._nap: asyncio.Future[None] | None = None
         #: consumer index -> the events of the seq a full read ended in, read but not yet
@@ -93,11 +98,12 @@ class Feed:
         count = 0
         reseed = self.reseed
         held = self._held
-        behind = False  # a ring had more than a batch: its events are older than the clock
+        behind: list[str] = []  # rings that had more than a batch: older than the clock
         for index, consumer in enumerate(self.consumers):
             events = consumer.read(self.batch)
             full = len(events) == self.batch
-            behind = behind or full
+            if full:
+                behind.append(consumer.ring.name)
             if index in held:
                 events = held.pop(index) + events
             if full:  # the read may have ended inside a seq: its rest comes with the next
@@ -115,13 +121,14 @@ class Feed:
                     continue
                 process(event, updates)
         now = time.monotonic()
-        # The wall clock only once the rings are caught up: fed while a backlog is read (a
-        # restart after downtime), it would close the candles the backlog's trades belong in.
+        # The wall clock only to the symbols of rings caught up: fed while a backlog is read
+        # (a restart after downtime), it would close the candles its trades belong in.
         ticked = now >= self._next_clock
         if ticked:
             self._next_clock = now + self.clock_s
-            if not behind:
-                state.advance(time.time_ns())
+            waiting = self._held_symbols(behind)
+            if waiting is not None:
+                state.advance(time.time_ns(), waiting)
             for consumer in self.consumers:
                 consumer.heartbeat()
         if count or ticked:  # events, or the clock: candles and the 24h window may roll
@@ -134,6 +141,15 @@ class Feed:
         if self._uncommitted and due:
             self.checkpoint()
         return count
+
+    def _held_symbols(self, behind: list[str]) -> set[int] | None:
+        """The symbols the wall clock must not move while ``behind`` lag; None: every one."""
+        if not behind:
+            return set()
+        known = self.ring_symbols
+        if known is None or any(ring not in known for ring in behind):
+            return None
+        return {symbol for ring in behind for symbol in known[ring]}
 
     def checkpoint(self) -> None:
         """Write the state with the ring positions it covers, then commit them. A failed

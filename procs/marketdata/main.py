@@ -153,6 +153,9 @@ class MarketDataProcess:
             snapshot_every_events=max(1, cfg.ring.capacity // 4),
             park=cfg.wait.strategy != "busy-spin",
             reseed=reseed,
+            ring_symbols={
+                matcher_output(m.name): {cfg.symbol(s).id for s in m.symbols} for m in cfg.matchers
+            },
         )
         self.cfg = cfg
         self.stopping = asyncio.Event()

@@ -27,6 +27,11 @@ from procs.core.market.state import Update, build_state
 
 log = logging.getLogger("ringex.replica")
 
+#: Commands, or event time, between two flushes of the standby's market state (a second
+#: of a quiet market closes no more than a few candles)
+FLUSH_EVERY = 1024
+FLUSH_EVERY_NS = 1_000_000_000
+
 
 class HotMarket:
     def __init__(self, cfg: RingexConfig) -> None:
@@ -35,13 +40,23 @@ class HotMarket:
         loaded = self.snapshots.load(fresh)
         self.state = fresh if loaded is None else loaded.state
         self._updates: list[Update] = []  # nobody subscribes here: made and dropped
+        self._unflushed = 0
+        self._flushed_ns = self.state.now_ns
 
     def observe(self, events: list[Record]) -> None:
-        """One command's events on one matcher, as executed."""
+        """One command's events on one matcher, as executed. The state is flushed (its
+        changes made and dropped) every ``FLUSH_EVERY`` commands or second of event time,
+        as the market-data process does after each batch: what it keeps for the next
+        flush (closed candles, changed levels) stays bounded."""
         process, updates = self.state.process, self._updates
         for event in events:
             process(event, updates)
         updates.clear()
+        self._unflushed += 1
+        now = self.state.now_ns
+        if self._unflushed >= FLUSH_EVERY or now - self._flushed_ns >= FLUSH_EVERY_NS:
+            self._unflushed, self._flushed_ns = 0, now
+            self.state.flush()
 
     def save(self) -> None:
         """Write the state for the promoted marketdata process (no ring positions: it reads

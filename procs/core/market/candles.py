@@ -103,7 +103,9 @@ class CandleSeries:
             start += (gap - maxlen) * self.length_ns
             gap = maxlen
         for _ in range(gap):
-            self.closed.append(self._flat(start, c.close, closed=True))
+            flat = self._flat(start, c.close, closed=True)
+            self.closed.append(flat)
+            self._just_closed.append(flat)  # published closed too, as the history lists it
             start += self.length_ns
         self.current = self._flat(start, c.close, closed=False)
         self.changed = True

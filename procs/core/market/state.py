@@ -9,7 +9,7 @@ moves the clock forward without events, which opens candles on time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from config.schema import RingexConfig
@@ -132,11 +132,15 @@ class MarketState:
         self.last_seq = max(self.last_seq, seq)
         self.now_ns = max(self.now_ns, ts_ns)
 
-    def advance(self, now_ns: int) -> None:
-        """Move every symbol's clock to ``now_ns`` (ignored when not ahead of event time)."""
-        self.now_ns = max(self.now_ns, now_ns)
-        for market in self.symbols.values():
-            market.advance(self.now_ns)
+    def advance(self, now_ns: int, held: Collection[int] = ()) -> None:
+        """Move every symbol's clock to ``now_ns`` (ignored when not ahead of event time)
+        but those in ``held``: their ring is behind, so their events are older than it."""
+        if not held:
+            self.now_ns = max(self.now_ns, now_ns)
+        now_ns = max(self.now_ns, now_ns)
+        for symbol, market in self.symbols.items():
+            if symbol not in held:
+                market.advance(now_ns)
 
     def flush(self) -> list[Update]:
         """Depth diffs, tickers and candles changed since the last flush, symbol by symbol."""
