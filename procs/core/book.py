@@ -53,6 +53,12 @@ Reports about a resting or triggered order that someone else's command caused (a
 filled, a mass cancel, a stop triggered) carry that order's own routing header, so its
 owner's gateway gets them. Every event carries the command's ``seq`` and ``ts_ns``: the core
 never reads a clock, so the same commands always give the same events.
+
+Bounds. Each order's size is checked (``max_qty``), but a level's total, ``BookLevel.qty``, is
+not: behind the router it cannot pass int64, since every resting order holds its size (a
+sell its base, a buy at least its qty in quote) in an asset whose total over all accounts the
+router keeps within 2**63-1; a bare book fed orders no router would accept could publish a
+level no reader decodes.
 """
 
 from __future__ import annotations
@@ -385,12 +391,11 @@ class Book(OrderChecks, ABC):
         chosen: Callable[[RestingOrder], bool],
     ) -> list[Record]:
         events: list[Record] = []
-        touched: list[tuple[Side, int]] = []
+        touched: dict[tuple[Side, int], None] = {}  # levels in the order first emptied
         for order in [o for o in self._priority() if chosen(o)]:
             self._remove(order)
             events.append(self._done_resting(cmd, order, reason))
-            if (order.side, order.price) not in touched:
-                touched.append((order.side, order.price))
+            touched[(order.side, order.price)] = None
         for order in sorted(self.stops.values(), key=lambda o: o.arrival):
             if chosen(order):
                 self._unpark_stop(order)
