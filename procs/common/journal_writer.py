@@ -10,6 +10,7 @@ before the next is created, so only the last segment can ever have a torn tail).
 from __future__ import annotations
 
 import errno
+import filecmp
 import itertools
 import os
 import shutil
@@ -293,6 +294,10 @@ def archive_segments_before(directory: Path, seq: int, archive_dir: Path) -> lis
             archive_dir.mkdir(parents=True, exist_ok=True)
         target = archive_dir / path.name
         if target.exists():
+            if filecmp.cmp(path, target, shallow=False):  # a run killed before its unlink
+                path.unlink()
+                moved.append(target)
+                continue
             raise FileExistsError(f"{target} exists already; not replacing it with {path}")
         try:
             os.rename(path, target)

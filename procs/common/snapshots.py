@@ -76,12 +76,22 @@ class SnapshotStore:
         """The newest whole snapshot at or before ``seq``, or None."""
         return self._newest(lambda at: at <= seq)
 
+    def oldest_seq(self) -> int | None:
+        """The seq of the oldest snapshot kept (whole or not), or None: the furthest back a
+        reader that passes over damaged ones may start."""
+        paths = self._paths()
+        return int(paths[0].stem) if paths else None
+
     def _newest(self, wanted: Callable[[int], bool]) -> tuple[int, bytes] | None:
         for path in reversed(self._paths()):
             at = int(path.stem)
             if not wanted(at):
                 continue
-            body = _body(path, path.read_bytes())
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:  # pruned by a save in another process meanwhile
+                continue
+            body = _body(path, raw)
             if body is not None:
                 return at, body
         return None

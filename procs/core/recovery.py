@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from config.schema import RingexConfig
-from procs.common.journal import JournalReader
+from procs.common.journal import JournalReader, list_segments
 from procs.common.records import (
     AdminCommand,
     CancelOrder,
@@ -70,6 +70,11 @@ class JournaledTail:
     ``recover`` reads whatever snapshot it starts from (one may be newer than the commit:
     ``ringex replay --snapshot``, or a ring left uncommitted while its replies wait); the
     router drops what it reads again that this tail holds (``RouterShell``)."""
+
+    @classmethod
+    def for_config(cls, cfg: RingexConfig) -> JournaledTail:
+        """The router's: a ring's capacity for every gateway, and the admin's ring."""
+        return cls(cfg.ring.capacity, len(cfg.gateways) + 1)
 
     def __init__(self, per_gateway: int, gateways: int = 1) -> None:
         self.per_gateway = per_gateway
@@ -168,8 +173,13 @@ def recover(
             path = snapshot_store(cfg).path(latest[0])
             raise ValueError(f"snapshot {path} does not decode ({exc}): move it aside") from exc
         sequencer = Sequencer.restore(cfg, snap.router)
+        # A matcher the snapshot lacks was added to the config since: its symbols are new
+        # (one moved from another matcher is refused by that one's restore), so no journaled
+        # command before the snapshot touched them: it starts empty.
         matchers = {
-            m.name: Matcher.restore(symbol_specs(cfg, m.name), snap.matchers[m.name])
+            m.name: Matcher(symbol_specs(cfg, m.name))
+            if m.name not in snap.matchers
+            else Matcher.restore(symbol_specs(cfg, m.name), snap.matchers[m.name])
             for m in cfg.matchers
         }
         start = snap.seq
@@ -184,7 +194,9 @@ def recover(
     if upto is not None:
         last = min(last, upto)
     if tail is not None and start:  # the tail's part at or before the snapshot
-        for seq, image in reader.entries(max(1, last - tail.window + 1)):
+        kept = list_segments(journal_dir(cfg))  # from the first entry not archived
+        first = max(1, last - tail.window + 1, kept[0][0] if kept else 1)
+        for seq, image in reader.entries(first):
             if seq > start:
                 break
             tail.add(codec.decode_slot(image))
@@ -275,12 +287,27 @@ def matcher_snapshot(
     however rarely it snapshots itself (its own snapshots pause its loop)."""
     own_store = SnapshotStore(snapshot_dir(cfg, f"matcher-{name}"))
     store = snapshot_store(cfg)
-    own = own_store.latest() if upto is None else own_store.at_or_before(upto[0])
-    exchange = store.latest() if upto is None else store.at_or_before(upto[1])
+    # Never past the journal's end: with fsync "interval" a power loss can take a tail the
+    # matcher had executed and snapshotted; the router sequences those seqs anew.
+    end = journal_end(cfg)
+    if end is None:  # no journal at all (a matcher fed its replay by hand)
+        end = 1 << 62
+    own_bound, exchange_bound = (end, end) if upto is None else upto
+    own = own_store.at_or_before(min(own_bound, end))
+    exchange = store.at_or_before(min(exchange_bound, end))
     if exchange is None or (own is not None and own[0] >= exchange[0]):
         return own
     books = msgspec.msgpack.decode(exchange[1], type=ExchangeSnapshot).matchers.get(name)
     return own if books is None else (exchange[0], books)
+
+
+def journal_end(cfg: RingexConfig, codec: RecordCodec | None = None) -> int | None:
+    """The journal's last seq (0: no entry yet); None where there is no journal."""
+    if not journal_dir(cfg).exists():
+        return None
+    codec = codec or RecordCodec()
+    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    return reader.last_seq()
 
 
 def write_snapshot(cfg: RingexConfig, recovered: Recovered) -> Path:
@@ -304,9 +331,11 @@ def archive_blocked(cfg: RingexConfig) -> str:
 
 def archivable_before(cfg: RingexConfig) -> int:
     """The first seq any reader of the journal still needs: segments wholly before it can
-    be archived. The oldest of the exchange snapshot, every matcher's own (a matcher
-    replays the journal from its snapshot) and, with the database on, the writer's own (it
-    replays from there); 1 (nothing) when ``archive_blocked``."""
+    be archived. The oldest snapshot kept of the exchange, of every matcher (a matcher
+    replays the journal from its snapshot) and, with the database on, of the writer (it
+    replays from there), since a damaged newer one is passed over for it; less the window
+    of entries before its snapshot a restarted router reads (``JournaledTail``); 1
+    (nothing) when ``archive_blocked``."""
     if archive_blocked(cfg):
         return 1
     stores = [
@@ -315,8 +344,5 @@ def archivable_before(cfg: RingexConfig) -> int:
     ]
     if cfg.database.enabled:
         stores.append(SnapshotStore(snapshot_dir(cfg, "dbwriter")))
-    seqs = []
-    for store in stores:
-        latest = store.latest()
-        seqs.append(latest[0] if latest is not None else 0)
-    return min(seqs) + 1
+    seqs = [store.oldest_seq() or 0 for store in stores]
+    return max(1, min(seqs) + 1 - JournaledTail.for_config(cfg).window)

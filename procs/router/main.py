@@ -106,7 +106,7 @@ class RouterShell:
         self.cfg = cfg
         self.codec = codec = codec or RecordCodec()
         Epochs.load(journal_dir(cfg)).check_open(journal_dir(cfg))  # JournalFencedError
-        tail = JournaledTail(cfg.ring.capacity, len(cfg.gateways) + 1)  # and the admin's
+        tail = JournaledTail.for_config(cfg)
         self._tail_window = tail.window
         #: gateway -> the journal's next seq when its replies began to wait for room
         self._waiting_since: dict[int, int] = {}
