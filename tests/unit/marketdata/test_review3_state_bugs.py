@@ -23,6 +23,7 @@ from procs.common.topology import matcher_output
 from procs.core.market.state import CandleUpdate, MarketState, Update
 from procs.marketdata.feed import Feed
 from procs.replica.market import HotMarket
+from tests.unit.marketdata.feed_fakes import ListConsumer, NullHub
 
 from .events import MIN, OTHER, SYMBOL, T0, trade
 from .rig import config
@@ -30,33 +31,7 @@ from .rig import config
 SEC = 1_000_000_000
 
 
-class _Ring:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.created_ns = 1
-
-
-class _Consumer:
-    """What ``Feed.pump`` uses of a ring consumer, over a list of events."""
-
-    def __init__(self, name: str, events: list[Record]) -> None:
-        self.events = events
-        self.sequence = 0
-        self.ring = _Ring(name)
-
-    def read(self, limit: int) -> list[Record]:
-        out = self.events[self.sequence : self.sequence + limit]
-        self.sequence += len(out)
-        return out
-
-    def heartbeat(self) -> None:
-        pass
-
-    def commit(self, at: int) -> None:
-        pass
-
-
-class _Backlog(_Consumer):
+class _Backlog(ListConsumer):
     """A ring that always holds more than a batch: every read is full (a busy book the feed
     lags, or a long backlog), its events stamped in the past."""
 
@@ -67,11 +42,6 @@ class _Backlog(_Consumer):
         return [
             trade(k + 1, k + 1, 2_000, 1, symbol=2, ts=base) for k in range(start, start + limit)
         ]
-
-
-class _Hub:
-    def publish(self, updates: list[Update]) -> None:
-        pass
 
 
 def _published_1m(updates: list[Update]) -> list[tuple[int, bool]]:
@@ -144,12 +114,19 @@ def test_a_backlog_on_one_ring_does_not_stop_the_clock_of_the_others() -> None:
     clock (only the lagging ring's are held back): BTC-USD's open candle is the current
     minute."""
     now = time.time_ns()
-    btc = _Consumer(matcher_output("m1"), [trade(1, 1, 10_000, 1, ts=now - 10 * MIN)])
-    eth = _Backlog(matcher_output("m2"), [])
+    btc = ListConsumer(
+        name=matcher_output("m1"), events=[trade(1, 1, 10_000, 1, ts=now - 10 * MIN)]
+    )
+    eth = _Backlog([], matcher_output("m2"))
     state = MarketState([SYMBOL, OTHER])
     rings = {matcher_output("m1"): {SYMBOL.id}, matcher_output("m2"): {OTHER.id}}
     feed = Feed(
-        state, cast(Any, _Hub()), cast(Any, [btc, eth]), batch=16, clock_s=0.0, ring_symbols=rings
+        state,
+        cast(Any, NullHub()),
+        cast(Any, [btc, eth]),
+        batch=16,
+        clock_s=0.0,
+        ring_symbols=rings,
     )
     for _ in range(5):
         feed.pump()

@@ -29,11 +29,12 @@ from procs.common.records import Record
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import MARKETDATA, matcher_output, snapshot_dir
 from procs.core.engine import Matcher
-from procs.core.market.state import MarketState, Update
+from procs.core.market.state import MarketState
 from procs.core.symbols import symbol_specs
 from procs.marketdata.feed import Feed
 from procs.marketdata.main import MarketDataProcess
 from shm import Ring
+from tests.unit.marketdata.feed_fakes import ListConsumer, NullHub
 
 from .events import MIN, OTHER, SYMBOL, T0, trade
 from .rig import CODEC, config
@@ -180,38 +181,6 @@ def test_the_saved_state_is_fsynced_before_and_after_its_rename(
     assert "fsync" in calls[k + 1 :], "the rename is not made durable (directory fsync)"
 
 
-class _Ring:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.created_ns = 1
-
-
-class _Consumer:
-    """What ``Feed.pump`` uses of a ring consumer, over a list of events (the backlog a
-    restarted process finds in a ring)."""
-
-    def __init__(self, name: str, events: list[Record]) -> None:
-        self.events = events
-        self.sequence = 0
-        self.ring = _Ring(name)
-
-    def read(self, limit: int) -> list[Record]:
-        out = self.events[self.sequence : self.sequence + limit]
-        self.sequence += len(out)
-        return out
-
-    def heartbeat(self) -> None:
-        pass
-
-    def commit(self, at: int) -> None:
-        pass
-
-
-class _Hub:
-    def publish(self, updates: list[Update]) -> None:
-        pass
-
-
 def _minute_candles(state: MarketState, symbol: int) -> dict[int, tuple[int, int, int]]:
     series = state.symbols[symbol].candles["1m"]
     return {c.open_ns: (c.trades, c.volume, c.close) for c in series.history(1000)}
@@ -239,8 +208,11 @@ def test_a_backlog_on_one_ring_keeps_its_trades_in_their_own_candles() -> None:
         reference.flush()
 
     restarted = MarketState([SYMBOL, OTHER])
-    consumers = [_Consumer(matcher_output("m1"), btc), _Consumer(matcher_output("m2"), eth)]
-    feed = Feed(restarted, cast(Any, _Hub()), cast(Any, consumers), batch=1)
+    consumers = [
+        ListConsumer(name=matcher_output("m1"), events=btc),
+        ListConsumer(name=matcher_output("m2"), events=eth),
+    ]
+    feed = Feed(restarted, cast(Any, NullHub()), cast(Any, consumers), batch=1)
     feed._next_clock = float("inf")  # event time only: no wall clock at all
     while feed.pump():
         pass

@@ -27,10 +27,11 @@ from procs.common.topology import matcher_output, snapshot_dir
 from procs.common.types import AdminAction, Side, TradingStatus
 from procs.core.engine import Matcher
 from procs.core.market.candles import Candle
-from procs.core.market.state import CandleUpdate, MarketState, Update, build_state
+from procs.core.market.state import CandleUpdate, MarketState, build_state
 from procs.core.symbols import symbol_specs
 from procs.marketdata.feed import Feed
 from procs.marketdata.reseed import Reseeder
+from tests.unit.marketdata.feed_fakes import ListConsumer, NullHub
 
 from .events import MIN, SYMBOL, T0, level, trade
 from .rig import config
@@ -43,36 +44,6 @@ def minute_candles(state: MarketState) -> dict[int, tuple[int, int, int]]:
     """Symbol 1's 1m candles: open_ns -> (trades, volume, close)."""
     series = state.symbols[1].candles["1m"]
     return {c.open_ns: (c.trades, c.volume, c.close) for c in series.history(1000)}
-
-
-class _Ring:
-    name = matcher_output("m1")
-    created_ns = 1
-
-
-class _Consumer:
-    """What ``Feed.pump`` uses of a ring consumer, over a list of events."""
-
-    def __init__(self, events: list[Record]) -> None:
-        self.events = events
-        self.sequence = 0
-        self.ring = _Ring()
-
-    def read(self, limit: int) -> list[Record]:
-        out = self.events[self.sequence : self.sequence + limit]
-        self.sequence += len(out)
-        return out
-
-    def heartbeat(self) -> None:
-        pass
-
-    def commit(self, at: int) -> None:
-        pass
-
-
-class _Hub:
-    def publish(self, updates: list[Update]) -> None:
-        pass
 
 
 def test_a_backlog_read_after_the_wall_clock_keeps_each_trade_in_its_own_candle() -> None:
@@ -92,10 +63,10 @@ def test_a_backlog_read_after_the_wall_clock_keeps_each_trade_in_its_own_candle(
     reference.flush()
 
     restarted = MarketState([SYMBOL])
-    consumer = _Consumer(backlog)
+    consumer = ListConsumer(backlog)
     feed = Feed(
         restarted,
-        cast(Any, _Hub()),
+        cast(Any, NullHub()),
         [cast(Any, consumer)],
         batch=1,  # the ring holds more than one batch (1024 events in production)
     )
