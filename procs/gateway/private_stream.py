@@ -141,7 +141,7 @@ class PrivateStreams:
         try:
             await ws.prepare(request)
             sender = asyncio.create_task(self._send(sub))
-            snapshot = await self._snapshot(key.account)
+            snapshot = await self._snapshot(sub, key.account)
             sub.ready = True
             sub.push("snapshot", snapshot)
             for event, data in sub.held:  # what happened meanwhile, behind the snapshot
@@ -166,10 +166,25 @@ class PrivateStreams:
                     api.core.streaming.discard(key.account)
         return ws
 
-    async def _snapshot(self, account: int) -> dict[str, Any]:
+    async def _snapshot(self, sub: Subscriber, account: int) -> dict[str, Any]:
+        """Balances and open orders as of one instant, and ``sub.held`` cut to what came
+        after it: once every wait is over (the router's balances, the database's orders)
+        the snapshot is made from the live state without another await, and that state
+        holds every event delivered so far, so a held event it shows would count twice."""
         api = self.api
         balances = await api.balances(account)
-        orders = await api.open_order_views(account, api.cfg.symbols, best_effort=True)
+        rows = await api.open_order_rows(account, api.cfg.symbols, best_effort=True)
+        current = api.core.current_balances(account)
+        if current:  # every balance event delivered so far is in it
+            balances = [api.core.balance_json(asset, current) for asset in sorted(current)]
+            sub.held = [(event, data) for event, data in sub.held if event != "balance"]
+        orders = api.open_orders_over(rows, account, api.cfg.symbols)
+        shown = {order["orderId"] for order in orders}
+        sub.held = [
+            (event, data)
+            for event, data in sub.held
+            if event != "executionReport" or data["orderId"] not in shown
+        ]
         return {"balances": balances, "openOrders": orders}
 
     async def _send(self, sub: Subscriber) -> None:

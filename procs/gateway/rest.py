@@ -246,6 +246,8 @@ class RestApi:
                 {"code": codes.UNKNOWN, "msg": f"{exc.reason}: {request.method} {request.path}"},
                 exc.status,
             )
+            if "Allow" in exc.headers:  # a 405 names the methods allowed (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
         if isinstance(response, web.WebSocketResponse):
             return response
         return self._cors(request, response)
@@ -460,21 +462,37 @@ class RestApi:
         """``account``'s open orders: the database's, overlaid with (and completed by) the
         live view, which is fresher. ``best_effort``: a database that does not answer leaves
         the live view alone instead of refusing (the private stream's snapshot)."""
+        rows = await self.open_order_rows(account, symbols, best_effort=best_effort)
+        return self.open_orders_over(rows, account, symbols)
+
+    async def open_order_rows(
+        self, account: int, symbols: list[SymbolConfig], *, best_effort: bool = False
+    ) -> dict[int, list[Any]]:
+        """The database's open orders of ``account`` on ``symbols``, by symbol id."""
+        rows: dict[int, list[Any]] = {}
+        for sym in symbols:
+            if self.history is None:
+                continue
+            try:
+                found = await self.db(self.history.orders(account, sym.id, open_only=True))
+                rows[sym.id] = list(found)
+            except ApiError:
+                if not best_effort:
+                    raise
+        return rows
+
+    def open_orders_over(
+        self, rows: dict[int, list[Any]], account: int, symbols: list[SymbolConfig]
+    ) -> list[dict[str, Any]]:
+        """The database's ``rows`` overlaid with the live view as of now (no await)."""
         out: dict[int, dict[str, Any]] = {}
         for sym in symbols:
-            if self.history is not None:
-                try:
-                    rows = await self.db(self.history.orders(account, sym.id, open_only=True))
-                except ApiError:
-                    if not best_effort:
-                        raise
-                    rows = []
-                for row in rows:
-                    known = self.core.known(row[0])
-                    if known is None:
-                        out[row[0]] = order_json(row, sym)
-                    elif known.open:
-                        out[row[0]] = known.json()
+            for row in rows.get(sym.id, ()):
+                known = self.core.known(row[0])
+                if known is None:
+                    out[row[0]] = order_json(row, sym)
+                elif known.open:
+                    out[row[0]] = known.json()
             for order in self.core.open_orders(account, sym.id):
                 out[order.order_id] = order.json()
         return [out[k] for k in sorted(out)]

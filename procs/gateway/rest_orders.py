@@ -174,6 +174,8 @@ class RestOrders:
         #: This gateway's FIX orders of a session (the shell sets it): an account that starts
         #: using the API follows the orders its user placed over FIX here before that.
         self.fix_orders: Callable[[int], Iterable[Order]] = lambda session: ()
+        #: the FIX order entry's order of an exchange order id (placed over FIX here), or None
+        self.fix_order: Callable[[int], Order | None] = lambda order_id: None
 
     # -- interest -----------------------------------------------------------------------------
 
@@ -190,12 +192,7 @@ class RestOrders:
     def _follow_fix_orders(self, account: int, session: int) -> None:
         for o in self.fix_orders(session):
             if o.order_id and o.leaves and o.status in (b"0", b"1") and o.order_id not in self.live:
-                self.live[o.order_id] = LiveOrder(
-                    o.order_id, account, o.symbol, int(o.side), TYPE_NAMES.get(o.ord_type, ""),
-                    int(o.tif), o.price, o.stop_price, o.qty, o.leaves, o.cum, o.notional,
-                    "PARTIALLY_FILLED" if o.cum else "NEW", o.cl_ord_id.decode("latin-1"),
-                    o.received_ns // 1_000_000, o.received_ns // 1_000_000,
-                )  # fmt: skip
+                self.live[o.order_id] = _from_fix(o, account)
 
     def tick(self, now_s: float) -> None:
         """Once a second: renew balance watches, forget accounts no longer of interest."""
@@ -345,9 +342,10 @@ class RestOrders:
         kind = type(event)
         if kind is Trade:
             trade: Trade = event  # type: ignore[assignment]
+            # an order placed here is followed past its account's interest (``live``)
+            self._fill(trade.maker_order_id, trade, trade.maker_leaves, True)
+            self._fill(trade.taker_order_id, trade, trade.taker_leaves, False)
             if self.interest:
-                self._fill(trade.maker_order_id, trade, trade.maker_leaves, True)
-                self._fill(trade.taker_order_id, trade, trade.taker_leaves, False)
                 for account in (trade.maker_account, trade.taker_account):
                     if account in self.interest:
                         self._need[account] = trade.seq
@@ -368,6 +366,11 @@ class RestOrders:
             replaced: Replaced = event  # type: ignore[assignment]
             order = self.live.get(replaced.order_id)
             if order is not None:
+                fix = (
+                    self.fix_order(replaced.order_id) if replaced.gateway == self.gateway else None
+                )
+                if fix is not None:  # a FIX replace gives the order its new ClOrdID
+                    order.client_order_id = fix.cl_ord_id.decode("latin-1")
                 order.price, order.leaves = replaced.price, replaced.qty
                 order.qty = order.cum + replaced.qty
                 if not replaced.qty:  # a total at or below what filled: the order is filled
@@ -406,10 +409,14 @@ class RestOrders:
             sym = self.instruments.by_id.get(accepted.symbol)
             if sym is None:
                 return
-            order = LiveOrder(
-                accepted.order_id, accepted.account, sym, int(accepted.side), "", 0,
-                accepted.price, 0, accepted.qty, accepted.qty, time_ms=_ms(accepted.ts_ns),
-            )  # fmt: skip
+            fix = self.fix_order(accepted.order_id) if accepted.gateway == self.gateway else None
+            if fix is not None:  # placed over FIX here: its ClOrdID, type and tif are known
+                order = _from_fix(fix, accepted.account)
+            else:
+                order = LiveOrder(
+                    accepted.order_id, accepted.account, sym, int(accepted.side), "", 0,
+                    accepted.price, 0, accepted.qty, accepted.qty, time_ms=_ms(accepted.ts_ns),
+                )  # fmt: skip
         else:
             return
         order.leaves = accepted.qty
@@ -548,3 +555,13 @@ class RestOrders:
         if order.reject:
             data["rejectReason"] = order.reject
         self.events.append((order.account, "executionReport", data))
+
+
+def _from_fix(o: Order, account: int) -> LiveOrder:
+    """The API's view of an order placed over FIX on this gateway."""
+    return LiveOrder(
+        o.order_id, account, o.symbol, int(o.side), TYPE_NAMES.get(o.ord_type, ""),
+        int(o.tif), o.price, o.stop_price, o.qty, o.leaves, o.cum, o.notional,
+        "PARTIALLY_FILLED" if o.cum else "NEW", o.cl_ord_id.decode("latin-1"),
+        o.received_ns // 1_000_000, o.received_ns // 1_000_000,
+    )  # fmt: skip

@@ -151,6 +151,7 @@ class GatewayServer(GatewayRestart):
                 gw.id, self.entry.instruments, cfg.assets, self.entry.outgoing, self.entry.next_ref
             )
             core.fix_orders = self._fix_orders
+            core.fix_order = self.entry.by_id.get
             self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
         self.pacing = IntakePacing(cfg.ring.capacity)
         self._publish_due = False
