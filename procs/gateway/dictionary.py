@@ -232,8 +232,10 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
     b"A": MessageSpec("Logon", (98, 108), (141, 789, 553, 554, 383), admin=True),
     b"D": MessageSpec("NewOrderSingle", (11, 55, 54, 60, 40), _ORDER, (PARTIES,)),
     b"F": MessageSpec("OrderCancelRequest", (41, 11, 55, 54, 60), (1, 37, 38, 58), (PARTIES,)),
-    b"G": MessageSpec("OrderCancelReplaceRequest", (41, 11, 55, 54, 60, 40), (37, *_ORDER)),
-    b"H": MessageSpec("OrderStatusRequest", (11, 55, 54), (1, 37, 790)),
+    b"G": MessageSpec(
+        "OrderCancelReplaceRequest", (41, 11, 55, 54, 60, 40), (37, *_ORDER), (PARTIES,)
+    ),
+    b"H": MessageSpec("OrderStatusRequest", (11, 55, 54), (1, 37, 790), (PARTIES,)),
     b"q": MessageSpec("OrderMassCancelRequest", (11, 530, 60), (1, 55, 54, 58)),
     b"j": MessageSpec("BusinessMessageReject", (45, 372, 380), (379, 58)),
     b"8": MessageSpec(

@@ -47,9 +47,10 @@ def differs(msg: FixMessage, order: Order) -> str | None:
             f"OrdType {shown(f[40])} is not the order's OrdType "
             f"{FIX_ORD_TYPE[order.ord_type].decode()}: a replace changes only price and size"
         )
-    if msg.msg_type == b"G" and 59 in f and TIFS.get(f[59]) != order.tif:
+    # a replace restates the order: no TimeInForce is Day (FIX 4.4), as on a D
+    if msg.msg_type == b"G" and TIFS.get(f.get(59, b"0")) != order.tif:
         return (
-            f"TimeInForce {shown(f[59])} is not the order's TimeInForce "
+            f"TimeInForce {shown(f.get(59, b'0 (none: Day)'))} is not the order's TimeInForce "
             f"{FIX_TIF[order.tif].decode()}: a replace changes only price and size"
         )
     return None

@@ -191,6 +191,13 @@ class OrderEntry(OrderReplies, OrderMemory):
             self._cancel_reject(session, msg, order, text, CXL_DUPLICATE)
         return True
 
+    def _resent_again(self, session: Session, msg: FixMessage, cl_ord_id: bytes) -> bool:
+        """A PossDup or PossResend of a request already taken (its ClOrdID seen): not acted
+        on again (FIX 4.4), before any check that its first taking changed the answer of."""
+        if msg.get(43) != b"Y" and msg.get(97) != b"Y":
+            return False
+        return clordid_digest(session.session_id, cl_ord_id) in self.seen
+
     def _new(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         f = msg.fields
         cl_ord_id = f[11]
@@ -282,6 +289,8 @@ class OrderEntry(OrderReplies, OrderMemory):
 
     def _cancel_replace(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         f = msg.fields
+        if self._resent_again(session, msg, f[11]):
+            return
         key = (session.session_id, f[41])
         order = self.live.get(key)
         if order is None:
@@ -371,6 +380,14 @@ class OrderEntry(OrderReplies, OrderMemory):
     def _mass_cancel(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         f = msg.fields
         kind = f[530]
+        if self._resent_again(session, msg, f[11]):
+            return  # repeated, it would cancel orders placed after the first
+        digest = clordid_digest(session.session_id, f[11])
+        if digest in self.seen or (session.session_id, f[11]) in self.live:
+            text = f"duplicate ClOrdID {shown(f[11])}"
+            session.send(b"r", mass_report(f, b"0") + field(532, 99) + field(58, text), now_ns)
+            return
+        self.seen.add(digest)
         symbol = 0
         if 54 in f:  # the exchange cancels both sides: refused rather than done too widely
             body = mass_report(f, b"0") + field(532, 99)

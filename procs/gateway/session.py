@@ -433,9 +433,11 @@ class Session:
                 return
             if kind == b"2" and dictionary.validate(msg) is None:
                 self._resend(msg, now_ns)
-            # none of ours open, or the client is past the one we asked (its resend left a
-            # hole, a garbled message say): ask again from where we are, or it never heals
-            if self._resend_upto < expected or seq > self._resend_upto:
+            # None of ours open: ask. One open: a burst of new messages past the gap is
+            # covered by it (7=next 16=0, once: FIX 4.4 and QuickFIX). Only the client's
+            # resend (PossDup) reaching its end with the gap still there asks again (a
+            # garbled message left a hole), or it never heals.
+            if self._resend_upto < expected or (poss_dup and seq >= self._resend_upto):
                 self._request_resend(seq, now_ns)
             return
         if seq < expected:
@@ -455,6 +457,8 @@ class Session:
         assert store is not None
         kind = msg.msg_type
         store.set_next_in(seq + 1)
+        if self._resend_upto and seq >= self._resend_upto:  # the gap we asked about is closed
+            self._resend_upto = 0
         if kind not in dictionary.MESSAGES and kind in dictionary.KNOWN_TYPES:
             self.business_reject(msg, 3, f"unsupported MsgType {msg.text(35)}", now_ns)
             return
