@@ -36,7 +36,7 @@ from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_writer import archive_segments_before
 from procs.common.records import RecordCodec
 from procs.common.result_codes import ResultCode
-from procs.common.topology import journal_dir, rings, users_path
+from procs.common.topology import journal_archive_dir, journal_dir, rings, users_path
 from procs.common.users import UserStore
 from procs.core.recovery import archivable_before, archive_blocked, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
@@ -122,7 +122,7 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"nothing archived: {blocked}")
             return 0
         before = archivable_before(cfg)
-        archive = journal_dir(cfg).with_name("journal-archive")
+        archive = journal_archive_dir(cfg)
         moved = archive_segments_before(journal_dir(cfg), before, archive)
         print(f"archived {len(moved)} segment(s) before seq {before} to {archive}")
     return 0

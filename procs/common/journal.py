@@ -152,10 +152,20 @@ class JournalReader:
     entry reads as a torn tail); ``repair`` refuses to run while a writer holds the directory.
     """
 
-    def __init__(self, directory: Path | str, *, slot_size: int, schema_id: int) -> None:
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        slot_size: int,
+        schema_id: int,
+        archive: Path | str | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.schema_id = schema_id
         self.layout = EntryLayout(slot_size)
+        #: where archived segments went: read where the directory no longer has them (a
+        #: database restored from a backup older than what was archived)
+        self.archive = None if archive is None else Path(archive)
 
     def entries(self, from_seq: int = 1) -> Iterator[tuple[int, memoryview]]:
         """``(seq, slot image)`` for every entry from ``from_seq`` on, verified, in order.
@@ -203,7 +213,11 @@ class JournalReader:
     def _segments(self) -> list[tuple[int, Path]]:
         if not self.directory.is_dir():
             raise FileNotFoundError(f"journal directory {self.directory} does not exist")
-        return list_segments(self.directory)
+        live = list_segments(self.directory)
+        if self.archive is None or not self.archive.is_dir():
+            return live
+        first = live[0][0] if live else 1 << 62
+        return [s for s in list_segments(self.archive) if s[0] < first] + live
 
     def _repair(self) -> tuple[_Tail | None, int]:
         """The last segment's tail after repair, and the bytes dropped."""

@@ -44,6 +44,11 @@ def journal_dir(cfg: RingexConfig) -> Path:
     return Path(cfg.var_dir) / cfg.instance / "journal"
 
 
+def journal_archive_dir(cfg: RingexConfig) -> Path:
+    """Where ``ringex replay --archive`` moves the segments no reader needs any more."""
+    return Path(cfg.var_dir) / cfg.instance / "journal-archive"
+
+
 def snapshot_dir(cfg: RingexConfig, owner: str) -> Path:
     """Where ``owner`` ("exchange", "matcher-<name>") keeps its snapshots."""
     return Path(cfg.var_dir) / cfg.instance / "snapshots" / owner

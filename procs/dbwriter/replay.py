@@ -52,8 +52,10 @@ class Follower:
         if found is not None:
             snap = msgspec.msgpack.decode(found[1], type=WriterSnapshot)
             follower.sequencer = Sequencer.restore(cfg, snap.router)
-            follower.matchers = {
-                m.name: Matcher.restore(symbol_specs(cfg, m.name), snap.matchers[m.name])
+            follower.matchers = {  # a matcher added since starts empty (as in recover)
+                m.name: Matcher(symbol_specs(cfg, m.name))
+                if m.name not in snap.matchers
+                else Matcher.restore(symbol_specs(cfg, m.name), snap.matchers[m.name])
                 for m in cfg.matchers
             }
             follower.projection.restore(snap.projection)

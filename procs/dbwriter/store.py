@@ -120,7 +120,13 @@ def connect(dsn: str) -> psycopg.Connection[Any]:
     writes them again from the journal. It takes the database's fsyncs off the writer's path,
     and off the disk the router's journal fsyncs share."""
     return psycopg.connect(
-        dsn, autocommit=True, connect_timeout=5, options="-c synchronous_commit=off"
+        dsn,
+        autocommit=True,
+        connect_timeout=5,
+        options="-c synchronous_commit=off",
+        # a server that takes no writes (a standby during a failover, a demoted primary)
+        # fails the connection (OperationalError: retried with backoff), not the first write
+        target_session_attrs="read-write",
     )
 
 
@@ -173,6 +179,7 @@ class PgStore:
         self._pool: ThreadPoolExecutor | None = None
         self._days: set[int] = set()  # UTC days (since 2000-01-01) with a trade partition
         self.before_commit: list[Any] = []  # test hooks: called inside the transaction
+        self.connections = 0  # main connections made so far (a new one: a new session)
 
     def open(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
@@ -184,6 +191,7 @@ class PgStore:
                     f"ON COMMIT DELETE ROWS"
                 )
             self.conn = conn
+            self.connections += 1
             self._days.clear()
             self.layout = self._lay_out(conn)
         return self.conn

@@ -39,10 +39,12 @@ class UserSync:
         if digest == self._synced:
             return False
         with conn.transaction():
-            # the removed first: a new user may take a removed one's session id
+            # the removed, and those whose session id changed, first: a user may take
+            # another's id (removed, or itself moved: two users re-added in swapped order)
             conn.execute(
-                "DELETE FROM users WHERE NOT sender_comp_id = ANY(%s)",
-                ([u.comp_id for u in users],),
+                "DELETE FROM users WHERE (sender_comp_id, id) NOT IN "
+                "(SELECT * FROM unnest(%s::text[], %s::int[]))",
+                ([u.comp_id for u in users], [u.session for u in users]),
             )
             for u in users:
                 conn.execute(

@@ -31,7 +31,7 @@ import psycopg
 from config.schema import RingexConfig
 from procs.common.journal import JournalReader
 from procs.common.records import RecordCodec
-from procs.common.topology import journal_dir
+from procs.common.topology import journal_archive_dir, journal_dir
 from procs.dbwriter.committer import Committer, share_the_gil
 from procs.dbwriter.projection import Batch
 from procs.dbwriter.replay import Follower
@@ -87,7 +87,10 @@ class DbWriter:
         self.codec = codec or RecordCodec()
         self.store = PgStore(dsn, cfg)
         self.reader = JournalReader(
-            journal_dir(cfg), slot_size=self.codec.slot_size, schema_id=self.codec.schema_id
+            journal_dir(cfg),
+            slot_size=self.codec.slot_size,
+            schema_id=self.codec.schema_id,
+            archive=journal_archive_dir(cfg),  # a restored backup may be older than it
         )
         self.sleep = sleep
         self.stopping = False
@@ -100,6 +103,7 @@ class DbWriter:
         self._snap_at = time.monotonic()
         self._report_at = time.monotonic()
         self._users_at = 0.0
+        self._users_connection = 0  # the store's connection the users were last written on
         path = self.options.users_path
         self.users = UserSync(path) if path is not None else None
 
@@ -265,7 +269,13 @@ class DbWriter:
             self._users_at = now
             self._drain()  # one thread at a time on the connection
             try:
-                self.users.sync(self.store.open())
+                conn = self.store.open()
+                if self.store.connections != self._users_connection:
+                    # a new session: the server may have lost the users' commit without a
+                    # batch's (a crash while idle, a backup restored): write them again
+                    self.users.forget()
+                    self._users_connection = self.store.connections
+                self.users.sync(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 log.warning("users not synchronised: %s", exc)
                 self.store.close()
