@@ -127,6 +127,13 @@ def connect(dsn: str) -> psycopg.Connection[Any]:
         # a server that takes no writes (a standby during a failover, a demoted primary)
         # fails the connection (OperationalError: retried with backoff), not the first write
         target_session_attrs="read-write",
+        # over TCP, a server host gone without a reset is noticed within a minute or so
+        # rather than the OS's hours (libpq ignores these on a Unix socket)
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=10,
+        keepalives_count=3,
+        tcp_user_timeout=60_000,
     )
 
 

@@ -72,6 +72,10 @@ class WriterOptions:
     users_path: Path | None = None  # the FIX user store to mirror into ``users``
 
 
+class StoppedWaitingError(Exception):
+    """A stop came while PostgreSQL was unavailable: the writer gives up waiting for it."""
+
+
 class DbWriter:
     def __init__(
         self,
@@ -150,6 +154,9 @@ class DbWriter:
         while True:
             try:
                 return self._run(to_end)
+            except StoppedWaitingError as exc:
+                log.warning("%s", exc)
+                return self.committed
             except CheckpointMismatchError as exc:
                 if not exc.behind:
                     raise
@@ -243,6 +250,11 @@ class DbWriter:
                 return work()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self.store.close()
+                if self.stopping:  # nothing is lost by giving up: the journal holds it
+                    raise StoppedWaitingError(
+                        f"stopped while PostgreSQL was unavailable ({what}): the journal "
+                        f"holds what follows seq {self.committed}, written at the next start"
+                    ) from exc
                 wait = delay()
                 log.warning(
                     "PostgreSQL unavailable while %s (%s); retrying in %.2f s; lag %d commands",

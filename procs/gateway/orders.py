@@ -124,8 +124,11 @@ class OrderEntry(OrderReplies, OrderMemory):
         self.sessions[session.session_id] = session
 
     def on_disconnect(self, session: Session, now_ns: int) -> None:
-        if self.sessions.get(session.session_id) is session:
+        current = self.sessions.get(session.session_id)
+        if current is session:
             del self.sessions[session.session_id]
+        elif current is not None:
+            return  # an old connection's late end: the user is logged on again, orders stay
         user = session.user
         wanted = user.cancel_on_disconnect if user else None
         if wanted if wanted is not None else self.cancel_on_disconnect:
