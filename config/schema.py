@@ -331,6 +331,10 @@ class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
         host, _, port = self.primary.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"replication.primary {self.primary!r} is not host:port")
+        if not 1 <= int(port) <= 65_535:
+            raise ValueError(
+                f"replication.primary {self.primary!r}: port {int(port)} is not in 1..65535"
+            )
         return host, int(port)
 
 
@@ -477,13 +481,22 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     def _check_listeners(self) -> None:
         """No two listeners on one address (gateways that all set reuse_port may share)."""
         seen: dict[tuple[str, int], tuple[str, str]] = {}  # address -> (who, shared kind)
+        wildcard = {"", "0.0.0.0", "::"}  # every address: it overlaps any host on its port
 
         def listen(host: str, port: int, who: str, shared: str = "") -> None:
             if not port:
                 return  # a free port, picked at start
-            other = seen.get((host, port))
-            if other is not None and not (shared and other[1] == shared):
-                raise ValueError(f"{who} and {other[0]} both listen on {host}:{port}")
+            host = "127.0.0.1" if host == "localhost" else host
+            clashes = [
+                (h, other)
+                for (h, p), other in seen.items()
+                if p == port and (h == host or h in wildcard or host in wildcard)
+            ]
+            for h, other in clashes:
+                if not (shared and other[1] == shared):
+                    raise ValueError(
+                        f"{who} ({host}:{port}) and {other[0]} ({h}:{port}) both listen there"
+                    )
             seen[(host, port)] = (who, shared)
 
         for g in self.gateways:

@@ -41,11 +41,15 @@ from procs.common.users import UserStore
 from procs.core.recovery import archivable_before, archive_blocked, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
 from procs.supervisor.main import main as supervisor_main
-from procs.supervisor.run_files import read_status, run_dir, supervisor_running
+from procs.supervisor.run_files import process_start, read_status, run_dir, supervisor_running
 from shm import Ring
 from shm.errors import ShmError
 from shm.inspect import list_segments, remove
 from shm.liveness import pid_alive
+
+#: How long `ringex run --detach` waits for a supervisor it gives up on to stop (its own
+#: stop grace is 20 s for the slowest process).
+STOP_WAIT_S = 30.0
 
 
 def _shm_ls(args: argparse.Namespace) -> int:
@@ -121,6 +125,9 @@ def _replay(args: argparse.Namespace) -> int:
         if blocked:
             print(f"nothing archived: {blocked}")
             return 0
+        if not journal_dir(cfg).is_dir():
+            print(f"nothing archived: no journal at {journal_dir(cfg)}")
+            return 0
         before = archivable_before(cfg)
         archive = journal_archive_dir(cfg)
         moved = archive_segments_before(journal_dir(cfg), before, archive)
@@ -176,7 +183,18 @@ def _run(args: argparse.Namespace) -> int:
             print(f"the supervisor exited with {child.returncode}: see {logs / 'supervisor.log'}")
             return 1
         time.sleep(0.1)
-    print(f"instance {cfg.instance} not ready within {args.timeout} s", file=sys.stderr)
+    # a start reported as failed must not come up later (nor refuse the retry): stop it
+    child.terminate()
+    try:
+        child.wait(STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    print(
+        f"instance {cfg.instance} not ready within {args.timeout} s: stopped; see "
+        f"{logs / 'supervisor.log'}",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -231,8 +249,9 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     if status.get("supervisor_pid") and not supervisor_running(status):
         status["state"] = "stopped"
         for process in status.get("processes", []):  # as it last wrote; see for ourselves
-            pid = process.get("pid")
-            process["alive"] = bool(pid) and pid_alive(pid)
+            pid, started = process.get("pid"), process.get("started")
+            # the same process: a pid reused since (a reboot, a long time) is not it
+            process["alive"] = bool(pid) and pid_alive(pid) and process_start(pid) == started
             process["ready"] = bool(process.get("ready")) and process["alive"]
     segments = {s.name: s for s in list_segments(cfg.instance)}
     ring_rows: list[dict[str, Any]] = []

@@ -204,6 +204,10 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
     if old and doc.get("role") == "primary":  # a retry: promoting it again would restart it
         print(f"{standby.instance} already runs as a primary (supervisor pid {old}): nothing done")
         return 0
+    if doc.get("role") == "primary":  # promoted before, stopped since: not a second epoch
+        print(f"{standby.instance} was promoted already and is stopped: nothing done; start it "
+              f"with `ringex run --detach --config {promoted}`")  # fmt: skip
+        return 0
     if not force and (at := diverged(primary, standby)):
         print(f"{standby.instance}'s journal differs from {primary.instance}'s at seq {at}: "
               "promoting it would lose what the primary acknowledged after that; nothing done "

@@ -96,9 +96,9 @@ def run_command(cfg: RingexConfig, spec: ProcessSpec, opts: Options) -> list[str
         *([f"WatchdogSec={opts.watchdog_s}s"] if notifying and opts.watchdog_s else []),
         "Restart=on-failure",
         "RestartSec=1s",
-        f"StartLimitIntervalSec={sup.restart_window_s:g}s",
+        f"StartLimitIntervalSec={_span(sup.restart_window_s)}",
         f"StartLimitBurst={sup.restart_limit + 1}",  # the first start and restart_limit more
-        f"TimeoutStartSec={f'{sup.ready_timeout_s:g}s' if waited else 'infinity'}",
+        f"TimeoutStartSec={_span(sup.ready_timeout_s) if waited else 'infinity'}",
         f"TimeoutStopSec={STOP_TIMEOUT_S}s",
         "KillMode=mixed",  # SIGTERM to the process alone: it stops its own children
         *([f"CPUAffinity={','.join(map(str, spec.cpus))}"] if spec.cpus else []),
@@ -303,3 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _span(seconds: float) -> str:
+    """A systemd time span, never with an exponent (systemd refuses ``1e+06s``)."""
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"

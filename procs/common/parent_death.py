@@ -13,6 +13,8 @@ import ctypes
 import os
 import signal as signals
 import sys
+import threading
+import time
 
 _PR_SET_PDEATHSIG = 1
 #: Loaded once, in the parent: a ``preexec_fn`` runs between fork and exec, where loading a
@@ -33,3 +35,21 @@ def die_with_parent(signal: int = signals.SIGTERM) -> bool:
     if os.getppid() != parent:  # the parent went between the fork and the call
         os.kill(os.getpid(), signal)
     return True
+
+
+def kill_when_orphaned(grace_s: float, poll_s: float = 0.25) -> threading.Thread:
+    """SIGKILL this process ``grace_s`` after its parent died (a daemon thread): the
+    parent-death signal asks for a clean stop, and a process that is hung, or deaf to it,
+    would otherwise live on with nobody watching it, as the parent's own stop would not
+    let it (it kills after the same grace)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        time.sleep(grace_s)
+        os.kill(os.getpid(), signals.SIGKILL)
+
+    thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)
+    thread.start()
+    return thread

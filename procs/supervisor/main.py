@@ -47,7 +47,7 @@ from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
 from procs.supervisor import promotion
 from procs.supervisor.draining import drain
-from procs.supervisor.held import GO
+from procs.supervisor.held import GO, GRACE_ENV
 from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
@@ -100,6 +100,18 @@ class Supervisor:
         run_dir(cfg).mkdir(parents=True, exist_ok=True)
 
     # -- start ----------------------------------------------------------------------------------
+
+    def refuse_cpus_missing(self) -> None:
+        """Refuse ``supervisor.cores`` naming a CPU this host does not let us run on (the
+        config loads anywhere: units for another host are made from it)."""
+        host = os.sched_getaffinity(0)
+        for child in self.children:
+            missing = sorted(set(child.spec.cpus) - host)
+            if missing:
+                raise SupervisorError(
+                    f"supervisor.cores[{child.spec.name!r}] names CPU(s) {missing}, which "
+                    f"this host lacks; it has {sorted(host)}"
+                )
 
     def refuse_running(self) -> None:
         instance = self.cfg.instance
@@ -177,6 +189,7 @@ class Supervisor:
             preexec_fn=pin,  # noqa: PLW1509  (affinity and niceness only; no locks involved)
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them in order
             cwd=Path.cwd(),
+            env={**os.environ, GRACE_ENV: str(self.STOP_GRACE_S)},
         )
         logfile.close()
         child.held = True
@@ -437,6 +450,8 @@ class Supervisor:
                 {
                     "name": c.spec.name,
                     "pid": c.process.pid if c.process is not None else None,
+                    # with the pid, what names the process for good (a pid is reused)
+                    "started": process_start(c.process.pid) if c.process is not None else None,
                     "alive": c.process is not None and c.process.poll() is None,
                     "ready": c.ready,
                     "cpus": list(c.spec.cpus),
@@ -479,6 +494,7 @@ class Supervisor:
         once the instance is running (a standby's: prestart its promotion)."""
         try:
             self.refuse_running()  # before starting anything of it
+            self.refuse_cpus_missing()
         except SupervisorError as exc:
             log.error("%s", exc)
             return 1
@@ -487,6 +503,9 @@ class Supervisor:
             if not go():
                 self.discard_held()
                 return 1
+            # "starting": `ringex stop` and `status` find it from now on (not before go():
+            # a promoted instance's would overwrite the standby's, which still runs then)
+            self.write_status()
             self.create_rings()  # refuses a running instance before touching anything of it
         except SupervisorError as exc:
             log.error("%s", exc)
