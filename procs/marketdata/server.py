@@ -21,9 +21,11 @@ import asyncio
 import contextlib
 import http
 import logging
+import os
+import resource
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import parse_qs
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
@@ -194,11 +196,13 @@ class MarketDataServer:
         self.refused = 0
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.max_connections = cfg.max_connections  # what fits the descriptors (``start``)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the port (useful with port 0)."""
+        self.max_connections = connections_room(self.cfg.max_connections)
         self._server = await serve(
             self._handler,
             host,
@@ -210,6 +214,7 @@ class MarketDataServer:
             write_limit=self.write_limit,
             compression=self.compression,
             close_timeout=2,
+            create_connection=FlowConnection,
         )
         self.spawn(self._heartbeats())
         sock = next(iter(self._server.sockets))
@@ -244,12 +249,12 @@ class MarketDataServer:
             why = f"Upgrade header sent {len(upgrade)} times, once at most"
             return text(http.HTTPStatus.BAD_REQUEST, why)
         if not upgrade or upgrade[0].lower() != "websocket":
-            return self.site.get(request.path)
-        if len(self.clients) >= self.cfg.max_connections:
+            return _http(self.site.get, request)
+        if len(self.clients) >= self.max_connections:
             self.refused += 1
             return text(
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
-                f"{len(self.clients)} connections open, at most {self.cfg.max_connections}",
+                f"{len(self.clients)} connections open, at most {self.max_connections}",
             )
         try:
             self._path_streams(request.path)
@@ -313,6 +318,8 @@ class MarketDataServer:
                 await sender
 
     def _on_message(self, client: Client, message: str | bytes) -> None:
+        if client.closing:  # closed as slow: its requests change nothing any more
+            return
         request_id = None
         try:
             request = parse_request(message, self.hub.symbols)
@@ -335,3 +342,87 @@ class MarketDataServer:
 
 
 __all__ = ["POLICY_VIOLATION", "Client", "ErrorCode", "MarketDataServer"]
+
+
+class FlowConnection(ServerConnection):
+    """A connection that reads only while its writes flow. websockets answers a ping the
+    moment it reads it, straight into the transport: a peer that sends pings (or requests)
+    and reads nothing would grow the server's buffer without bound. Reading pauses while
+    the transport's writes are paused, as well as while websockets' own queue is full."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._queue_full = self._writes_full = False
+        self.recv_messages.pause = self._pause_queue
+        self.recv_messages.resume = self._resume_queue
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._writes_full = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._writes_full = False
+        self._flow()
+
+    def _pause_queue(self) -> None:
+        self._queue_full = True
+        self._flow()
+
+    def _resume_queue(self) -> None:
+        self._queue_full = False
+        self._flow()
+
+    def _flow(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self._queue_full or self._writes_full:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+
+def _http(get: Callable[[str], Response], request: Request) -> Response:
+    """A plain HTTP request: GET as the site answers it, HEAD the same with no body, any
+    other method 405 (RFC 9110)."""
+    method = request.method
+    if method in ("GET", "HEAD"):
+        answer = get(request.path)
+        if method == "HEAD":
+            answer = Response(answer.status_code, answer.reason_phrase, answer.headers, b"")
+        return answer
+    answer = text(http.HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not served here: GET, HEAD")
+    answer.headers["Allow"] = "GET, HEAD"
+    return answer
+
+
+#: Descriptors kept for what is not a client: files, snapshots, logs, the rings' semaphores.
+FD_MARGIN = 64
+
+
+def connections_room(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards its hard one, far enough for
+    ``wanted`` connections (1024 is the usual default: a fifth of ``max_connections``);
+    returns how many connections fit. Past it an accept would fail (EMFILE) and the client
+    be dropped without a word; the limit check answers it 503 instead."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = FD_MARGIN
+    need = in_use + wanted + FD_MARGIN
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    room = max(1, soft - in_use - FD_MARGIN)
+    if room < wanted:
+        log.warning(
+            "marketdata.max_connections %d does not fit %d open files (RLIMIT_NOFILE hard "
+            "limit %s): at most %d connections, the others answered 503", wanted, soft, hard, room,
+        )  # fmt: skip
+    return min(wanted, room)
