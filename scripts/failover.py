@@ -213,9 +213,11 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
               "promoting it would lose what the primary acknowledged after that; nothing done "
               "(--force promotes it anyway)", file=sys.stderr)  # fmt: skip
         return 1
-    epoch = (
-        max(Epochs.load(journal_path(standby)).current, Epochs.load(journal_path(primary)).current)
-        + 1
+    # past every epoch either journal knows, its fence's included (a fenced journal's
+    # promotion must not reuse the epoch that fenced it)
+    epoch = 1 + max(
+        max(e.current, e.fence.epoch if e.fence is not None else 0)
+        for e in (Epochs.load(journal_path(standby)), Epochs.load(journal_path(primary)))
     )
     if old and doc.get("prestarted") and doc.get("role") == "standby":
         fence(primary, epoch, standby.instance)

@@ -36,6 +36,8 @@ from procs.replica.files import CHUNK, FileShipper, gateway_root, shipped_files
 from procs.replica.tail import JournalTail
 from procs.replica.wire import (
     HEARTBEAT_S,
+    MAX_PEER_FRAME,
+    SILENCE_S,
     Ack,
     AskEpochs,
     Entries,
@@ -119,7 +121,8 @@ class ReplicationSource:
         if task is not None:
             self._serving[task] = writer
         try:
-            hello = await receive(reader)
+            # a peer's first word, small and soon: whatever connects cannot hold this side
+            hello = await receive(reader, MAX_PEER_FRAME, SILENCE_S)
             if isinstance(hello, AskEpochs):
                 await send(writer, EpochHistory(list(self.epochs.history)))
                 return
@@ -196,7 +199,7 @@ class ReplicationSource:
     async def _acks(self, reader: asyncio.StreamReader, peer: str) -> None:
         last_log = 0.0
         while True:
-            ack = await receive(reader)
+            ack = await receive(reader, MAX_PEER_FRAME)
             if isinstance(ack, Ack):
                 self._acknowledged(peer, ack.seq)
                 if time.monotonic() - last_log > 5:

@@ -128,21 +128,23 @@ class Standby:
                 f"hash mismatch after seq {entries.first_seq + len(entries.images) - 1}: "
                 "the primary's history differs from what arrived"
             )
+        if self._adopt is not None:  # before the entries: a crash between leaves the
+            # epochs ahead of the journal (``begun_by`` takes that), never behind, where
+            # this standby would take its own primary's new epoch for a divergence
+            self._adopt_reached(entries.first_seq + len(entries.images))
         self.journal.append(entries.first_seq, images, len(entries.images))
         self.files.sync()  # the order logs the primary shipped before this frame, too
         self.journal.sync()  # durable here before it is acknowledged
         self.history = history
-        if self._adopt is not None:
-            self._adopt_reached()
         return self.next_seq - 1
 
-    def _adopt_reached(self) -> None:
-        """Take on the primary's epochs that begin by this journal's next seq; a later one
-        waits for the frame that reaches it (an epoch claimed with nothing of it here would
-        make promoting this standby, mid catch-up, fail: its epoch must begin after)."""
+    def _adopt_reached(self, next_seq: int) -> None:
+        """Take on the primary's epochs that begin by ``next_seq``; a later one waits for
+        the frame that reaches it (an epoch claimed with nothing of it here would make
+        promoting this standby, mid catch-up, fail: its epoch must begin after)."""
         adopt = self._adopt
         assert adopt is not None
-        reached = adopt.begun_by(self.next_seq)
+        reached = adopt.begun_by(next_seq)
         if reached.history == adopt.history:
             adopt.save(journal_dir(self.cfg))
             self.epochs, self._adopt = adopt, None
@@ -228,10 +230,14 @@ class Standby:
         log.info("following the primary from seq %d", self.next_seq)
         while not self.stopping.is_set():
             message = await receive_within(reader, SILENCE_S)
-            if isinstance(message, Heartbeat):
-                continue
             if isinstance(message, Refused):
                 raise StandbyRefusedError(f"the primary refused this standby: {message.reason}")
+            if self._adopt is not None and not isinstance(message, Entries):
+                # the primary checked our history (else: Refused): its epochs that began by
+                # our next seq are ours, even while it writes nothing (promoted, then idle)
+                self._adopt_reached(self.next_seq)
+            if isinstance(message, Heartbeat):
+                continue
             if isinstance(message, StateFile):
                 try:
                     self.files.apply(message)

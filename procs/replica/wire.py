@@ -38,6 +38,8 @@ import struct
 import msgspec
 
 MAX_FRAME = 64 << 20
+#: What a standby sends (a Hello, an AskEpochs, an Ack) is a few dozen bytes.
+MAX_PEER_FRAME = 4 << 10
 HEARTBEAT_S = 0.5
 SILENCE_S = 2.0
 _LEN = struct.Struct("<I")
@@ -118,13 +120,34 @@ async def send(writer: asyncio.StreamWriter, message: Message) -> None:
     await writer.drain()
 
 
-async def receive(reader: asyncio.StreamReader) -> Message:
-    (length,) = _LEN.unpack(await reader.readexactly(_LEN.size))
-    if length > MAX_FRAME:
-        raise ValueError(f"replication frame of {length} bytes, the limit is {MAX_FRAME}")
-    return _decoder.decode(await reader.readexactly(length))
+async def receive(
+    reader: asyncio.StreamReader, limit: int = MAX_FRAME, silence_s: float | None = None
+) -> Message:
+    """The next message, at most ``limit`` bytes (a peer's message of a few bytes, a Hello
+    or an Ack, gets a small one: a hostile peer cannot make this side buffer 64 MiB). With
+    ``silence_s``, ``TimeoutError`` when no byte comes for that long: a silent peer is
+    noticed, one still sending a long frame over a slow link is not cut off."""
+    (length,) = _LEN.unpack(await _read(reader, _LEN.size, silence_s))
+    if length > limit:
+        raise ValueError(f"replication frame of {length} bytes, the limit is {limit}")
+    return _decoder.decode(await _read(reader, length, silence_s))
+
+
+async def _read(reader: asyncio.StreamReader, n: int, silence_s: float | None) -> bytes:
+    if silence_s is None:
+        return await reader.readexactly(n)
+    chunks: list[bytes] = []
+    left = n
+    while left:
+        chunk = await asyncio.wait_for(reader.read(min(left, 1 << 20)), silence_s)
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"".join(chunks), n)
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 async def receive_within(reader: asyncio.StreamReader, timeout_s: float) -> Message:
-    """``receive``, or ``TimeoutError`` when nothing (not even a Heartbeat) came in time."""
-    return await asyncio.wait_for(receive(reader), timeout_s)
+    """``receive``, or ``TimeoutError`` when nothing (not even a Heartbeat's byte) came for
+    ``timeout_s``."""
+    return await receive(reader, silence_s=timeout_s)

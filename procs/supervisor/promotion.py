@@ -26,7 +26,7 @@ import tomli_w
 
 from config.schema import RingexConfig
 from procs.common.durable import replace_durably
-from procs.common.epochs import Epochs
+from procs.common.epochs import Epochs, EpochsError
 from procs.supervisor.run_files import read_json, run_dir
 
 #: What ``promote`` writes beside the standby's config, and runs.
@@ -82,7 +82,14 @@ def begin_epoch(cfg: RingexConfig, epoch: int) -> int:
         codec = RecordCodec()
         reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
         last = reader.last_seq()
+    epochs = Epochs.load(directory)
+    if epochs.fence is not None and epoch <= epochs.fence.epoch:
+        raise EpochsError(
+            f"journal {directory} was fenced by {epochs.fence.by!r}'s epoch "
+            f"{epochs.fence.epoch}: promoting it to epoch {epoch} would reuse that epoch and "
+            "keep a tail the promoted instance never had; only demote lifts a fence"
+        )
     # Epochs that begin past this journal's end wrote nothing here (a standby still catching
     # up, or a demoted primary cut short of them): the new one follows what it holds.
-    Epochs.load(directory).begun_by(last + 1).promoted(epoch, last + 1).save(directory)
+    epochs.begun_by(last + 1).promoted(epoch, last + 1).save(directory)
     return last + 1
