@@ -24,6 +24,7 @@ from procs.common.records import (
 from procs.common.topology import journal_dir
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.core.recovery import fresh
+from procs.dbwriter.writer import DbWriter, WriterOptions
 
 ACCOUNTS = tuple(range(10, 16))
 FEE_ACCOUNT = 99
@@ -140,3 +141,33 @@ def build(cfg: RingexConfig, commands: int, seed: int = 1) -> JournalBuilder:
     builder.setup()
     builder.random_commands(commands)
     return builder
+
+
+def write_all(cfg: RingexConfig, dsn: str, batch_rows: int = 200) -> int:
+    """Run a writer over the whole journal once; returns its checkpoint."""
+    writer = DbWriter(cfg, dsn, WriterOptions(batch_rows=batch_rows, batch_ms=10**6))
+    try:
+        return writer.run(to_end=True)
+    finally:
+        writer.close()
+
+
+def fund(b: JournalBuilder, account: int, amounts: dict[int, int]) -> None:
+    b.submit(CreateAccount(0, 0, 1, 1, b._next(), account))
+    for asset, amount in amounts.items():
+        assert b.submit(Transfer(0, 0, 1, 1, b._next(), account, asset, amount, b.ref))
+
+
+def limit_order(
+    b: JournalBuilder, account: int, symbol: int, side: Side, price: int, qty: int
+) -> int:
+    gw, session, ref, acc, sym = b._header(account, symbol)[2:7]
+    stamped = b.submit(
+        NewOrder(
+            seq=0, ts_ns=0, gateway=gw, session=session, client_ref=ref, account=acc,
+            symbol=sym, order_id=0, side=side, ord_type=OrdType.LIMIT, tif=TimeInForce.GTC,
+            flags=0, stp=StpMode.NONE, price=price, qty=qty, stop_price=0, display_qty=0,
+        )
+    )  # fmt: skip
+    assert isinstance(stamped, NewOrder), "the router refused the order"
+    return stamped.order_id

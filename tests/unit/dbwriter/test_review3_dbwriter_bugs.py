@@ -15,48 +15,19 @@ import msgspec
 import psycopg
 import pytest
 
-from config.schema import RingexConfig
 from procs.common.journal_writer import JournalWriter, archive_segments_before
-from procs.common.records import CreateAccount, NewOrder, Transfer
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
-from procs.common.types import OrdType, Side, StpMode, TimeInForce
+from procs.common.types import Side
 from procs.common.users import UserStore
 from procs.core.market.state import build_state
 from procs.core.recovery import archivable_before, recover, write_snapshot
 from procs.dbwriter.store import prepare
 from procs.dbwriter.users import UserSync
 from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
-from tests.unit.dbwriter.journal_gen import JournalBuilder, make_cfg
+from tests.unit.dbwriter.journal_gen import JournalBuilder, fund, limit_order, make_cfg, write_all
 
 _MINUTE_NS = 60_000_000_000
-
-
-def _write_all(cfg: RingexConfig, dsn: str, batch_rows: int = 200) -> int:
-    writer = DbWriter(cfg, dsn, WriterOptions(batch_rows=batch_rows, batch_ms=10**6))
-    try:
-        return writer.run(to_end=True)
-    finally:
-        writer.close()
-
-
-def _fund(b: JournalBuilder, account: int, amounts: dict[int, int]) -> None:
-    b.submit(CreateAccount(0, 0, 1, 1, b._next(), account))
-    for asset, amount in amounts.items():
-        assert b.submit(Transfer(0, 0, 1, 1, b._next(), account, asset, amount, b.ref))
-
-
-def _limit(b: JournalBuilder, account: int, symbol: int, side: Side, price: int, qty: int) -> int:
-    gw, session, ref, acc, sym = b._header(account, symbol)[2:7]
-    stamped = b.submit(
-        NewOrder(
-            seq=0, ts_ns=0, gateway=gw, session=session, client_ref=ref, account=acc,
-            symbol=sym, order_id=0, side=side, ord_type=OrdType.LIMIT, tif=TimeInForce.GTC,
-            flags=0, stp=StpMode.NONE, price=price, qty=qty, stop_price=0, display_qty=0,
-        )
-    )  # fmt: skip
-    assert isinstance(stamped, NewOrder), "the router refused the order"
-    return stamped.order_id
 
 
 def _database_beside(dsn: str, suffix: str) -> tuple[str, str]:
@@ -111,8 +82,8 @@ def test_users_are_mirrored_again_after_a_reconnect_to_a_server_that_lost_them(
     users = tmp_path / "users.json"
     users.write_text("[]")
     b = JournalBuilder(cfg)
-    _fund(b, 10, {1: 10**15, 2: 10**15})
-    _fund(b, 11, {1: 10**15, 2: 10**15})
+    fund(b, 10, {1: 10**15, 2: 10**15})
+    fund(b, 11, {1: 10**15, 2: 10**15})
     options = WriterOptions(
         batch_rows=200, batch_ms=10**6, backoff=Backoff(0.01, 0.05), users_path=users
     )
@@ -132,8 +103,8 @@ def test_users_are_mirrored_again_after_a_reconnect_to_a_server_that_lost_them(
         with psycopg.connect(admin, autocommit=True) as conn:  # the server lost the users
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
             conn.execute(f"CREATE DATABASE {name} TEMPLATE {backup}")
-        _limit(b, 10, 1, Side.SELL, 100_000, 5)
-        _limit(b, 11, 1, Side.BUY, 100_000, 5)
+        limit_order(b, 10, 1, Side.SELL, 100_000, 5)
+        limit_order(b, 11, 1, Side.BUY, 100_000, 5)
         b.close()
         time.sleep(1.05)
         assert writer.run(to_end=True) == b.last_seq  # reconnected, wrote the new batch
@@ -170,15 +141,15 @@ def test_a_trade_stamped_before_the_clock_is_in_the_feeds_candle(tmp_path: Path,
     (B in 12:10's candle); actual: a 12:05 row with B alone."""
     cfg = make_cfg(tmp_path)
     b = JournalBuilder(cfg)
-    _fund(b, 10, {1: 10**15, 2: 10**15})
-    _fund(b, 11, {1: 10**15, 2: 10**15})
+    fund(b, 10, {1: 10**15, 2: 10**15})
+    fund(b, 11, {1: 10**15, 2: 10**15})
     hour = (b.clock // 3_600_000_000_000 + 1) * 3_600_000_000_000
     b.clock = hour + 10 * _MINUTE_NS  # 12:10 (the next command is stamped 7 s later)
-    _limit(b, 10, 1, Side.SELL, 100_000, 5)
-    _limit(b, 11, 1, Side.BUY, 100_000, 5)  # trade A at 100_000
+    limit_order(b, 10, 1, Side.SELL, 100_000, 5)
+    limit_order(b, 11, 1, Side.BUY, 100_000, 5)  # trade A at 100_000
     b.clock = hour + 5 * _MINUTE_NS  # the clock steps back to 12:05
-    _limit(b, 10, 1, Side.SELL, 100_200, 3)
-    _limit(b, 11, 1, Side.BUY, 100_200, 3)  # trade B at 100_200
+    limit_order(b, 10, 1, Side.SELL, 100_200, 3)
+    limit_order(b, 11, 1, Side.BUY, 100_200, 3)  # trade B at 100_200
     b.close()
     assert [t.ts_ns // _MINUTE_NS - hour // _MINUTE_NS for t in b.trades] == [10, 5]
     state = build_state(cfg)
@@ -189,7 +160,7 @@ def test_a_trade_stamped_before_the_clock_is_in_the_feeds_candle(tmp_path: Path,
         for c in state.symbols[1].candles["1m"].history(100)
         if c.trades
     ]
-    _write_all(cfg, dsn)
+    write_all(cfg, dsn)
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             "SELECT (extract(epoch FROM bucket) * 1000000)::bigint, open, high, low, close, "
@@ -214,7 +185,7 @@ def test_a_read_only_server_is_waited_for_not_crashed_on(tmp_path: Path, dsn: st
     or ``ReadOnlySqlTransaction`` retried); actual: the writer raises."""
     cfg = make_cfg(tmp_path)
     b = JournalBuilder(cfg)
-    _fund(b, 10, {1: 10**15, 2: 10**15})
+    fund(b, 10, {1: 10**15, 2: 10**15})
     b.close()
     name = dsn.split("dbname=")[1].split(maxsplit=1)[0]
     admin = _database_beside(dsn, "")[1]
@@ -272,7 +243,7 @@ def test_a_restored_backup_is_written_again_after_segments_were_archived(
     )  # fmt: skip
     b.setup()
     b.random_commands(100)
-    _write_all(cfg, dsn)  # the backup is taken here ...
+    write_all(cfg, dsn)  # the backup is taken here ...
     name = dsn.split("dbname=")[1].split(maxsplit=1)[0]
     backup, admin = _database_beside(dsn, "b")
     with psycopg.connect(admin, autocommit=True) as conn:

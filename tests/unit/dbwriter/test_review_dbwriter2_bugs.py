@@ -18,8 +18,7 @@ import psycopg
 import pytest
 
 from config.schema import AssetConfig, MatcherConfig, RingexConfig, SymbolConfig
-from procs.common.records import CreateAccount, NewOrder, Transfer
-from procs.common.types import OrdType, Side, StpMode, TimeInForce
+from procs.common.types import Side
 from procs.common.users import UserStore
 from procs.core.market.candles import Candle
 from procs.core.market.state import build_state
@@ -27,36 +26,9 @@ from procs.dbwriter.store import prepare
 from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
 from procs.gateway.history import History
 from procs.gateway.instruments import format_units
-from tests.unit.dbwriter.journal_gen import JournalBuilder, make_cfg
+from tests.unit.dbwriter.journal_gen import JournalBuilder, fund, limit_order, make_cfg, write_all
 
 T = TypeVar("T")
-
-
-def _write_all(cfg: RingexConfig, dsn: str, batch_rows: int = 200) -> int:
-    writer = DbWriter(cfg, dsn, WriterOptions(batch_rows=batch_rows, batch_ms=10**6))
-    try:
-        return writer.run(to_end=True)
-    finally:
-        writer.close()
-
-
-def _fund(b: JournalBuilder, account: int, amounts: dict[int, int]) -> None:
-    b.submit(CreateAccount(0, 0, 1, 1, b._next(), account))
-    for asset, amount in amounts.items():
-        assert b.submit(Transfer(0, 0, 1, 1, b._next(), account, asset, amount, b.ref))
-
-
-def _limit(b: JournalBuilder, account: int, symbol: int, side: Side, price: int, qty: int) -> int:
-    gw, session, ref, acc, sym = b._header(account, symbol)[2:7]
-    stamped = b.submit(
-        NewOrder(
-            seq=0, ts_ns=0, gateway=gw, session=session, client_ref=ref, account=acc,
-            symbol=sym, order_id=0, side=side, ord_type=OrdType.LIMIT, tif=TimeInForce.GTC,
-            flags=0, stp=StpMode.NONE, price=price, qty=qty, stop_price=0, display_qty=0,
-        )
-    )  # fmt: skip
-    assert isinstance(stamped, NewOrder), "the router refused the order"
-    return stamped.order_id
 
 
 def test_symbol_and_asset_ids_above_int32_are_refused_by_the_config(tmp_path: Path) -> None:
@@ -102,16 +74,16 @@ def test_candle_volume_past_int64_is_written(tmp_path: Path, dsn: str) -> None:
     )  # fmt: skip
     b = JournalBuilder(cfg)
     lots = 2**62
-    _fund(b, 10, {1: lots // 128, 2: lots})  # all the TOK there is; USD for the fees
-    _fund(b, 11, {1: lots + lots // 128})
-    _limit(b, 10, 1, Side.SELL, 1, lots)
-    _limit(b, 11, 1, Side.BUY, 1, lots)  # 11 buys the lot ...
-    _limit(b, 11, 1, Side.SELL, 1, lots)
-    _limit(b, 10, 1, Side.BUY, 1, lots)  # ... and sells it back the same minute
+    fund(b, 10, {1: lots // 128, 2: lots})  # all the TOK there is; USD for the fees
+    fund(b, 11, {1: lots + lots // 128})
+    limit_order(b, 10, 1, Side.SELL, 1, lots)
+    limit_order(b, 11, 1, Side.BUY, 1, lots)  # 11 buys the lot ...
+    limit_order(b, 11, 1, Side.SELL, 1, lots)
+    limit_order(b, 10, 1, Side.BUY, 1, lots)  # ... and sells it back the same minute
     b.close()
     minutes = {t.ts_ns // 60_000_000_000 for t in b.trades}
     assert len(b.trades) == 2 and len(minutes) == 1
-    assert _write_all(cfg, dsn) == b.last_seq
+    assert write_all(cfg, dsn) == b.last_seq
     with psycopg.connect(dsn) as conn:
         rows = conn.execute("SELECT interval_s, volume FROM candles ORDER BY interval_s").fetchall()
     assert rows == [(60, 2**63), (3_600, 2**63), (86_400, 2**63)]
@@ -143,15 +115,15 @@ def test_rolled_up_candles_do_not_depend_on_batch_bounds_when_the_clock_steps_ba
     sizes; actual: 1h open/close and first/last trade ids swapped."""
     cfg = make_cfg(tmp_path)
     b = JournalBuilder(cfg)
-    _fund(b, 10, {1: 10**15, 2: 10**15})
-    _fund(b, 11, {1: 10**15, 2: 10**15})
+    fund(b, 10, {1: 10**15, 2: 10**15})
+    fund(b, 11, {1: 10**15, 2: 10**15})
     hour = (b.clock // 3_600_000_000_000 + 1) * 3_600_000_000_000
     b.clock = hour + 600 * 10**9  # 12:10 (the next command is stamped 7 s later)
-    _limit(b, 10, 1, Side.SELL, 100_000, 5)
-    _limit(b, 11, 1, Side.BUY, 100_000, 5)  # trade A at 100_000
+    limit_order(b, 10, 1, Side.SELL, 100_000, 5)
+    limit_order(b, 11, 1, Side.BUY, 100_000, 5)  # trade A at 100_000
     b.clock = hour + 300 * 10**9  # the clock steps back to 12:05
-    _limit(b, 10, 1, Side.SELL, 100_200, 5)
-    _limit(b, 11, 1, Side.BUY, 100_200, 5)  # trade B at 100_200
+    limit_order(b, 10, 1, Side.SELL, 100_200, 5)
+    limit_order(b, 11, 1, Side.BUY, 100_200, 5)  # trade B at 100_200
     b.close()
     assert [t.price for t in b.trades] == [100_000, 100_200]
     assert {t.ts_ns // 3_600_000_000_000 for t in b.trades} == {hour // 3_600_000_000_000}
@@ -161,8 +133,8 @@ def test_rolled_up_candles_do_not_depend_on_batch_bounds_when_the_clock_steps_ba
         "last_trade_id FROM candles ORDER BY 1, 2"
     )
     try:
-        _write_all(cfg, dsn, batch_rows=1)  # the live writer: a batch per command
-        _write_all(cfg, other, batch_rows=10**6)  # the rebuild: one batch
+        write_all(cfg, dsn, batch_rows=1)  # the live writer: a batch per command
+        write_all(cfg, other, batch_rows=10**6)  # the rebuild: one batch
         with psycopg.connect(dsn) as live, psycopg.connect(other) as rebuilt:
             assert live.execute(query).fetchall() == rebuilt.execute(query).fetchall()
     finally:
@@ -184,8 +156,8 @@ def test_users_are_mirrored_again_after_the_database_lost_commits(tmp_path: Path
     users = tmp_path / "users.json"
     UserStore(users).add("ALICE", "pw", 10, n=2)
     b = JournalBuilder(cfg)
-    _fund(b, 10, {1: 10**15, 2: 10**15})
-    _fund(b, 11, {1: 10**15, 2: 10**15})
+    fund(b, 10, {1: 10**15, 2: 10**15})
+    fund(b, 11, {1: 10**15, 2: 10**15})
     name = dsn.split("dbname=")[1].split(maxsplit=1)[0]
     with psycopg.connect(dsn, autocommit=True) as conn:
         prepare(conn, cfg)  # the backup: the schema, nothing written yet
@@ -204,8 +176,8 @@ def test_users_are_mirrored_again_after_the_database_lost_commits(tmp_path: Path
         with psycopg.connect(admin, autocommit=True) as conn:  # restore the backup
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
             conn.execute(f"CREATE DATABASE {name} TEMPLATE {backup_name}")
-        _limit(b, 10, 1, Side.SELL, 100_000, 5)
-        _limit(b, 11, 1, Side.BUY, 100_000, 5)
+        limit_order(b, 10, 1, Side.SELL, 100_000, 5)
+        limit_order(b, 11, 1, Side.BUY, 100_000, 5)
         b.close()
         time.sleep(1.05)  # the writer looks at the user file once a second
         assert writer.run(to_end=True) == b.last_seq  # written again from the restored seq
@@ -251,15 +223,15 @@ def test_klines_of_idle_minutes_match_the_market_datas_candles(tmp_path: Path, d
     (flat klines for minutes 1 and 2); actual: minutes 1 and 2 are missing."""
     cfg = make_cfg(tmp_path)
     b = JournalBuilder(cfg)
-    _fund(b, 10, {1: 10**15, 2: 10**15})
-    _fund(b, 11, {1: 10**15, 2: 10**15})
+    fund(b, 10, {1: 10**15, 2: 10**15})
+    fund(b, 11, {1: 10**15, 2: 10**15})
     minute = (b.clock // 60_000_000_000 + 1) * 60_000_000_000
     b.clock = minute + 1_000_000_000  # the next commands are at mm:08 and mm:15
-    _limit(b, 10, 1, Side.SELL, 100_000, 5)
-    _limit(b, 11, 1, Side.BUY, 100_000, 5)
+    limit_order(b, 10, 1, Side.SELL, 100_000, 5)
+    limit_order(b, 11, 1, Side.BUY, 100_000, 5)
     b.clock = minute + 180 * 10**9  # three minutes later
-    _limit(b, 10, 1, Side.SELL, 100_200, 5)
-    _limit(b, 11, 1, Side.BUY, 100_200, 5)
+    limit_order(b, 10, 1, Side.SELL, 100_200, 5)
+    limit_order(b, 11, 1, Side.BUY, 100_200, 5)
     b.close()
     assert len(b.trades) == 2
     state = build_state(cfg)
@@ -269,6 +241,6 @@ def test_klines_of_idle_minutes_match_the_market_datas_candles(tmp_path: Path, d
     sym = next(s for s in cfg.symbols if s.id == 1)
     want = [_kline_head(c) for c in series]
     assert len(want) == 4  # the exchange's candles: minutes 0 .. 3
-    _write_all(cfg, dsn)
+    write_all(cfg, dsn)
     got = _query(dsn, lambda h: h.klines(sym, "1m", start_ms=minute // 10**6, limit=4))
     assert [k[:6] for k in got] == want
