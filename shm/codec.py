@@ -13,6 +13,7 @@ import mmap
 import re
 import struct
 import textwrap
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
@@ -58,7 +59,9 @@ class StructCodec:
     (default: the smallest multiple of 8 that holds body and stamp).
     """
 
-    def __init__(self, fmt: str, *, slot_size: int | None = None, schema_id: int = 0) -> None:
+    def __init__(
+        self, fmt: str, *, slot_size: int | None = None, schema_id: int | None = None
+    ) -> None:
         body = struct.calcsize("<" + fmt)
         need = body + STAMP_SIZE
         if slot_size is None:
@@ -70,6 +73,9 @@ class StructCodec:
         pad = slot_size - need
         self.fmt = fmt
         self.slot_size = slot_size
+        # none given: one of the layout, so a ring of another format is a header mismatch
+        if schema_id is None:
+            schema_id = zlib.crc32(f"{fmt}/{slot_size}".encode()) & 0x7FFF_FFFF
         self.schema_id = schema_id
         self._packer = struct.Struct(f"<{fmt}{pad}xq")
         #: Packs a whole slot image for ``Producer.publish_slots``: ``pack(*fields, 0)``.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import posix_ipc
 
@@ -41,6 +41,17 @@ T = TypeVar("T")
 _NO_GATE = 1 << 62
 _PARKED = h.P_PARKED
 _CURSOR = h.P_CURSOR
+
+
+def _rejoin(ring: Ring[Any], index: int) -> None:
+    """Make detached line ``index`` active again, from the producer's cursor."""
+    words = ring.words
+    words[h.consumer_word(index, h.C_SEQUENCE)] = ring.cursor()
+    words[h.consumer_word(index, h.C_GENERATION)] += 1  # an older handle of it: stale
+    words[h.consumer_word(index, h.C_STATE)] = h.STATE_ACTIVE
+    # from the cursor once active: a producer that refreshed its limit in between may have
+    # run a lap past the cursor read before (``Ring.declare_consumer``)
+    words[h.consumer_word(index, h.C_SEQUENCE)] = ring.cursor()
 
 
 class Consumer(Generic[T]):
@@ -77,12 +88,8 @@ class Consumer(Generic[T]):
             raise RingError(
                 f"ring {ring.name!r}: consumer {name!r} is attached by live pid {holder}"
             )
-        if state == h.STATE_DETACHED:  # rejoin
-            words[h.consumer_word(index, h.C_SEQUENCE)] = ring.cursor()
-            words[h.consumer_word(index, h.C_STATE)] = h.STATE_ACTIVE
-            # from the cursor once active: a producer that refreshed its limit in between may
-            # have run a lap past the cursor read before (``Ring.declare_consumer``)
-            words[h.consumer_word(index, h.C_SEQUENCE)] = ring.cursor()
+        if state == h.STATE_DETACHED:
+            _rejoin(ring, index)
         words[h.consumer_word(index, h.C_PID)] = me
         self.name = name
         self.auto_commit = auto_commit

@@ -45,6 +45,11 @@ class Counters:
     """``values[i]`` is counter ``names[i]``; ``index(name)`` finds i."""
 
     def __init__(self, region: Region) -> None:
+        if region.size < _HEAD.size:
+            raise ShmError(
+                f"segment {region.posix_name!r} of {region.size} bytes is not a counter page "
+                f"(its header alone is {_HEAD.size})"
+            )
         magic, count, _pad = _HEAD.unpack_from(region.buf, 0)
         if magic != MAGIC:
             raise ShmError(f"segment {region.posix_name!r} is not a counter page (magic {magic!r})")

@@ -112,22 +112,28 @@ class Ring(Generic[T]):
     """A mapped ring. Create it once (the supervisor), attach it anywhere, then take a role:
     ``producer()`` (one per ring) or ``consumer(name)`` (one process per declared consumer)."""
 
-    def __init__(self, region: Region, codec: SlotCodec[T], instance: str) -> None:
+    def __init__(
+        self, region: Region, codec: SlotCodec[T], instance: str, *, magic: bytes = h.MAGIC
+    ) -> None:
         _check_memory_model()
         self.region = region
         self.codec = codec
         self.instance = instance
         self.name = region.name
         self.words = region.words
-        magic, version, slot, cap, schema, maxc, hsize, created, _pid = h.STATIC.unpack_from(
+        found, version, slot, cap, schema, maxc, hsize, created, _pid = h.STATIC.unpack_from(
             region.buf, 0
         )
-        self._check("magic", h.MAGIC, magic)
+        self._check("magic", magic, found)
         self._check("layout_version", h.LAYOUT_VERSION, version)
         self._check("slot_size", codec.slot_size, slot)
         self._check("schema_id", codec.schema_id, schema)
         slot, cap, schema, maxc, hsize = int(slot), int(cap), int(schema), int(maxc), int(hsize)
         self.geometry = h.Geometry(slot, cap, schema, maxc)
+        try:  # slots are addressed with capacity - 1 as a mask: it must be a power of two
+            self.geometry.validate()
+        except ValueError as exc:
+            raise HeaderMismatchError(region.posix_name, "geometry", "valid", str(exc)) from exc
         self._check("header_size", self.geometry.header_size, hsize)
         self._check("segment size", self.geometry.total_size, region.size)
         self.slot_size = slot
@@ -167,7 +173,7 @@ class Ring(Generic[T]):
         h.STATIC.pack_into(
             region.buf,
             0,
-            h.MAGIC,
+            b"\0" * len(h.MAGIC),  # the magic goes in last: no attach before it is whole
             h.LAYOUT_VERSION,
             geometry.slot_size,
             geometry.capacity,
@@ -177,7 +183,7 @@ class Ring(Generic[T]):
             time.time_ns(),
             os.getpid(),
         )
-        ring = cls(region, codec, instance)
+        ring = cls(region, codec, instance, magic=b"\0" * len(h.MAGIC))
         try:
             for declared in consumers:
                 spec = ConsumerSpec(declared) if isinstance(declared, str) else declared
@@ -186,6 +192,7 @@ class Ring(Generic[T]):
             ring.unlink()
             ring.close()
             raise
+        region.buf[0 : len(h.MAGIC)] = h.MAGIC  # whole: attachable from now on
         return ring
 
     @classmethod
@@ -262,6 +269,14 @@ class Ring(Generic[T]):
         words[h.consumer_word(index, h.C_WAKE_GATED)] = 0
         words[h.consumer_word(index, h.C_GENERATION)] += 1  # an old holder of the line: stale
         words[h.consumer_word(index, h.C_STATE)] = h.STATE_ACTIVE  # last: publishes the line
+        if start is not None:
+            # Checked before, against lines that may have moved on since (and the producer
+            # with them); now that this line holds the producer back, check again.
+            try:
+                self._check_start(name, start, excluding=index)
+            except RingError:
+                words[h.consumer_word(index, h.C_STATE)] = h.STATE_FREE
+                raise
         if start is None:
             # A producer that refreshed its limit before the line was active may run a lap
             # past the cursor read above; from the cursor now, it cannot (its limit is at most
@@ -269,12 +284,12 @@ class Ring(Generic[T]):
             words[h.consumer_word(index, h.C_SEQUENCE)] = self.cursor()
         return index
 
-    def _check_start(self, name: str, start: int) -> None:
+    def _check_start(self, name: str, start: int, excluding: int = -1) -> None:
         cursor = self.cursor()
         held = [
             self.words[h.consumer_word(i, h.C_SEQUENCE)]
             for i in range(self.max_consumers)
-            if self.words[h.consumer_word(i, h.C_STATE)] == h.STATE_ACTIVE
+            if i != excluding and self.words[h.consumer_word(i, h.C_STATE)] == h.STATE_ACTIVE
         ]
         lowest = max(cursor - self.capacity, min(held, default=cursor), 0)
         if not lowest <= start <= cursor:
@@ -310,6 +325,19 @@ class Ring(Generic[T]):
         words = self.words
         if words[h.consumer_word(index, h.C_STATE)] == h.STATE_ACTIVE:
             raise RingError(f"ring {self.name!r}: consumer {index} is active; detach it first")
+        followers = [
+            other
+            for other in range(self.max_consumers)
+            if other != index
+            and words[h.consumer_word(other, h.C_STATE)] != h.STATE_FREE
+            and words[h.consumer_word(other, h.C_GATES)] >> index & 1
+        ]
+        if followers:  # the line's next owner would gate them, whoever it is
+            names = self.consumer_names()
+            raise RingError(
+                f"ring {self.name!r}: consumer {names.get(index, index)!r} gates "
+                f"{[names.get(o, o) for o in followers]}; free them first"
+            )
         words[h.consumer_word(index, h.C_STATE)] = h.STATE_FREE
 
     def consumer_names(self) -> dict[int, str]:
