@@ -136,5 +136,6 @@ class AdminClient:
 
     def halt(self, symbol: str, resume: bool = False) -> None:
         action = AdminAction.RESUME if resume else AdminAction.HALT
-        command = AdminCommand(0, 0, action, self.cfg.symbol(symbol).id, 0)
+        # arg: this command's reference, by which a restarted router knows it journaled it
+        command = AdminCommand(0, 0, action, self.cfg.symbol(symbol).id, time.time_ns())
         self._send(command, time.monotonic() + 10.0, 10.0)

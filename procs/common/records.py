@@ -135,7 +135,7 @@ class AdminCommand(Record, tag=5, frozen=True):
     ts_ns: TimestampNs
     action: AdminAction
     symbol: SymbolId  # 0: all symbols
-    arg: I64
+    arg: I64  # the admin client's reference (unique, ns): a restarted router's dedup key
 
 
 class Heartbeat(Record, tag=6, frozen=True):

@@ -37,7 +37,7 @@ from procs.common.records import (
     Transfer,
 )
 from procs.common.snapshots import SnapshotStore
-from procs.common.topology import journal_dir, snapshot_dir
+from procs.common.topology import ADMIN_GATEWAY, journal_dir, snapshot_dir
 from procs.core.accounts import Accounts
 from procs.core.engine import Matcher
 from procs.core.sequencer import Sequencer
@@ -53,7 +53,10 @@ Identity = tuple[type, int, int, int, int]
 
 
 def identity(command: Record) -> Identity | None:
-    """A gateway command's identity; None for one no gateway sent (an admin halt)."""
+    """A gateway command's identity; an admin command's by the reference its client puts
+    in ``arg``; None for one without (an admin command from an older client)."""
+    if isinstance(command, AdminCommand):
+        return (AdminCommand, ADMIN_GATEWAY, 0, command.arg, 0) if command.arg else None
     if not isinstance(command, (OrderRecord, MassCancel, CreateAccount, Transfer)):
         return None
     return (type(command), command.gateway, command.session, command.client_ref, command.account)

@@ -81,6 +81,7 @@ from procs.core.recovery import (
 from procs.core.sequencer import SEQUENCED, Decision, route_all
 from procs.core.watches import Watches
 from procs.router.gateway_rings import read_commands
+from procs.router.reply_queue import send_pending
 from procs.router.reread import Owed, Reread
 from shm import Ring
 from shm.consumer import Consumer
@@ -97,6 +98,8 @@ LET_GO_S = 2.0
 #: on purpose (matchers behind, fenced) from a frozen one by it (``supervisor.stuck_after_s``).
 BEAT_S = 0.5
 
+#: Events settled per matcher per read (a balance is labelled with the newest seq whole).
+SETTLE_BATCH = 4096
 #: The consumer name the router takes on gateways' command rings and matchers' output rings.
 CONSUMER = ROUTER
 
@@ -236,11 +239,14 @@ class RouterShell:
         watches = self.watches
         count = 0
         for consumer in self.from_matchers:
-            events = consumer.read(4096)
+            events = consumer.read(SETTLE_BATCH)
             for event in events:
                 apply(event)
             if events:
-                self.applied_seq = max(self.applied_seq, getattr(events[-1], "seq", 0))
+                last = getattr(events[-1], "seq", 0)
+                # a full read may end inside one command's events: that seq is not whole yet
+                whole = last - 1 if len(events) == SETTLE_BATCH else last
+                self.applied_seq = max(self.applied_seq, whole)
                 if watches:  # once per batch: nothing per event when none is watched
                     watches.touch_events(events)
             count += len(events)
@@ -487,10 +493,8 @@ class RouterShell:
     def _send_pending(self) -> None:
         for gateway, queue in self.pending_replies.items():
             if queue:
-                batch = list(queue)
-                if self.replies[gateway].try_publish_batch(batch):
-                    queue.clear()
-                elif len(queue) > 100_000:
+                send_pending(queue, self.replies[gateway])  # reply_queue.py
+                if len(queue) > 100_000:
                     log.error("gateway %d does not read its replies: %d wait", gateway, len(queue))
 
     def _queue_balances(self, watch_requests: Sequence[tuple[int, WatchBalances]]) -> None:

@@ -1,0 +1,53 @@
+"""What the router owes a gateway, sent as that gateway's reply ring takes it.
+
+A gateway that stops reading (or reads slowly) must cost the router neither its other
+gateways nor unbounded memory. Its replies go out in chunks that fit the ring, so a queue
+longer than the ring still drains once the gateway reads again. While they wait, the balance
+pushes among them are merged: a push carries absolute values, so only the newest of an
+account's asset matters.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from typing import TypeGuard
+
+from procs.common.records import Balance, Record
+from shm import Producer
+
+#: A chunk is this fraction of the ring: small enough to fit as soon as the gateway reads.
+CHUNK_OF_CAPACITY = 4
+
+
+def send_pending(queue: deque[Record], producer: Producer[Record]) -> None:
+    """Publish from the front of ``queue`` what fits, a chunk at a time."""
+    capacity = producer.ring.capacity
+    chunk = max(1, capacity // CHUNK_OF_CAPACITY)
+    while queue:
+        batch = list(itertools.islice(queue, chunk))
+        if not producer.try_publish_batch(batch):
+            break
+        for _ in batch:
+            queue.popleft()
+    if len(queue) > capacity:
+        merge_pushes(queue)
+
+
+def _push(record: Record) -> TypeGuard[Balance]:
+    return type(record) is Balance and not record.client_ref
+
+
+def merge_pushes(queue: deque[Record]) -> None:
+    """Keep of the balance pushes in ``queue`` only the newest per (account, asset)."""
+    newest: dict[tuple[int, int], int] = {}
+    for k, record in enumerate(queue):
+        if _push(record):
+            newest[(record.account, record.asset)] = k
+    kept = [
+        record
+        for k, record in enumerate(queue)
+        if not _push(record) or newest[(record.account, record.asset)] == k
+    ]
+    queue.clear()
+    queue.extend(kept)
