@@ -48,8 +48,8 @@ from procs.gateway.fix import (
     parse_utc_timestamp,
     shown,
 )
+from procs.gateway.gap_recovery import GapRecovery
 from procs.gateway.live_sessions import LiveSessions
-from procs.gateway.resend import resend_range, resent
 from procs.gateway.store import MessageStore
 
 _SECOND = 1_000_000_000
@@ -95,7 +95,7 @@ class State(Enum):
     CLOSED = "closed"
 
 
-class Session:
+class Session(GapRecovery):
     """One connection's session. The shell writes ``take_output()`` to the socket and closes
     it once ``state is CLOSED`` (after writing what is left)."""
 
@@ -534,64 +534,6 @@ class Session:
         if self.state is State.ACTIVE:
             self.send(b"5", b"", now_ns)
         self._close("Logout")
-
-    def _sequence_reset(self, msg: FixMessage, now_ns: int) -> None:
-        assert self.store is not None
-        fault = dictionary.validate(msg)
-        if fault is not None:
-            self._reject(msg, fault.reason, fault.tag, fault.text, now_ns)
-            return
-        new = int(msg.fields[36])
-        if new < self.store.next_in:
-            self._reject(
-                msg,
-                RejectReason.VALUE_OUT_OF_RANGE,
-                36,
-                f"NewSeqNo {new} is below the expected MsgSeqNum {self.store.next_in}",
-                now_ns,
-            )
-            return
-        self.store.set_next_in(new)
-
-    def _check_orig_sending_time(self, msg: FixMessage, sent: int | None, now_ns: int) -> bool:
-        if msg.msg_type == b"4":
-            return True  # a gap fill need not carry it
-        orig = msg.get(122)
-        if orig is None:
-            self._reject(
-                msg, RejectReason.REQUIRED_TAG_MISSING, 122, "OrigSendingTime missing", now_ns
-            )
-            return False
-        orig_ns = parse_utc_timestamp(orig)
-        if orig_ns is None or (sent is not None and orig_ns > sent):
-            self._reject(
-                msg,
-                RejectReason.SENDING_TIME_ACCURACY,
-                122,
-                "OrigSendingTime after SendingTime",
-                now_ns,
-            )
-            self._logout_and_close("SendingTime accuracy problem", now_ns)
-            return False
-        return True
-
-    def _request_resend(self, seq: int, now_ns: int) -> None:
-        assert self.store is not None
-        self._resend_upto = seq
-        self.send(b"2", field(7, self.store.next_in) + field(16, 0), now_ns)
-
-    def _resend(self, msg: FixMessage, now_ns: int) -> None:
-        """Serve a ResendRequest from the store (``resend.resent``)."""
-        store = self.store
-        assert store is not None
-        begin = int(msg.fields[7])
-        end, why = resend_range(begin, int(msg.fields[16]), store.next_out - 1)
-        if why:
-            self._reject(msg, RejectReason.VALUE_OUT_OF_RANGE, 7, why, now_ns)
-            return
-        stamp = self._times.format(now_ns)
-        for raw in resent(store.outbound(begin, end), begin, end, self._header, stamp):
-            self._emit(raw, now_ns)
 
     def _allow(self, now_ns: int) -> bool:
         rate = self.settings.max_messages_per_s
