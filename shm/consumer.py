@@ -326,14 +326,14 @@ class Consumer(Generic[T]):
         idle = None if isinstance(strategy, BusySpin) else strategy.idle
         parker = self._consumer_parker()
         # Straight to the slow path (``ready`` less a call): n >= _available while it waits.
-        words, n, gated, ready = self._words, self._next, self._gated, self._slow_path
+        words, n, gated, slow = self._words, self._next, self._gated, self._slow_path
         # Busy-spin rounds are ~100 ns: look after liveness and the deadline every 1024 of them.
         # Other strategies' rounds can sleep or park for milliseconds: every round.
         check_mask = 1023 if idle is None else 0
         rounds = 0
         try:
             while True:
-                if (words[_CURSOR] > n or gated) and ready(n):
+                if (words[_CURSOR] > n or gated) and slow(n):
                     return True
                 if rounds & check_mask == 0:
                     self.heartbeat()

@@ -180,10 +180,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         self, session: Session, msg: FixMessage, cl_ord_id: bytes, order: Order | None = None
     ) -> bool:
         """True when the message must not go on: a resend we already took, or a reuse."""
-        key = (session.session_id, cl_ord_id)
-        digest = clordid_digest(*key)
-        if digest not in self.seen and key not in self.live:
-            self.seen.add(digest)
+        if not self._taken(session.session_id, cl_ord_id):
             return False
         if msg.get(43) == b"Y" or msg.get(97) == b"Y":
             return True  # received before: not executed twice
@@ -192,6 +189,15 @@ class OrderEntry(OrderReplies, OrderMemory):
         else:
             text = f"duplicate ClOrdID {shown(cl_ord_id)}"
             self._cancel_reject(session, msg, order, text, CXL_DUPLICATE)
+        return True
+
+    def _taken(self, session_id: int, cl_ord_id: bytes) -> bool:
+        """Whether the session used ``cl_ord_id`` already; if not, it is taken now."""
+        key = (session_id, cl_ord_id)
+        digest = clordid_digest(*key)
+        if digest not in self.seen and key not in self.live:
+            self.seen.add(digest)
+            return False
         return True
 
     def _resent_again(self, session: Session, msg: FixMessage, cl_ord_id: bytes) -> bool:
@@ -385,12 +391,10 @@ class OrderEntry(OrderReplies, OrderMemory):
         kind = f[530]
         if self._resent_again(session, msg, f[11]):
             return  # repeated, it would cancel orders placed after the first
-        digest = clordid_digest(session.session_id, f[11])
-        if digest in self.seen or (session.session_id, f[11]) in self.live:
+        if self._taken(session.session_id, f[11]):
             text = f"duplicate ClOrdID {shown(f[11])}"
             session.send(b"r", mass_report(f, b"0") + field(532, 99) + field(58, text), now_ns)
             return
-        self.seen.add(digest)
         symbol = 0
         if 54 in f:  # the exchange cancels both sides: refused rather than done too widely
             body = mass_report(f, b"0") + field(532, 99)

@@ -366,9 +366,7 @@ class RestOrders:
             replaced: Replaced = event  # type: ignore[assignment]
             order = self.live.get(replaced.order_id)
             if order is not None:
-                fix = (
-                    self.fix_order(replaced.order_id) if replaced.gateway == self.gateway else None
-                )
+                fix = self._fix_order_of(replaced)
                 if fix is not None:  # a FIX replace gives the order its new ClOrdID
                     order.client_order_id = fix.cl_ord_id.decode("latin-1")
                 order.price, order.leaves = replaced.price, replaced.qty
@@ -381,6 +379,10 @@ class RestOrders:
             order = self.live.get(triggered.order_id)
             if order is not None:
                 self._report(order, "TRIGGERED", triggered.ts_ns)
+
+    def _fix_order_of(self, event: Accepted | Replaced) -> Order | None:
+        """The FIX order entry's order an event of this gateway is about, if placed over FIX."""
+        return self.fix_order(event.order_id) if event.gateway == self.gateway else None
 
     def end_of_batch(self) -> None:
         """The batch's events are in: answer the requests whose decisive event came."""
@@ -409,7 +411,7 @@ class RestOrders:
             sym = self.instruments.by_id.get(accepted.symbol)
             if sym is None:
                 return
-            fix = self.fix_order(accepted.order_id) if accepted.gateway == self.gateway else None
+            fix = self._fix_order_of(accepted)
             if fix is not None:  # placed over FIX here: its ClOrdID, type and tif are known
                 order = _from_fix(fix, accepted.account)
             else:

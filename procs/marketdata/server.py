@@ -21,8 +21,6 @@ import asyncio
 import contextlib
 import http
 import logging
-import os
-import resource
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +32,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from config.schema import MarketDataConfig
+from procs.common.open_files import connections_room
 from procs.marketdata import messages
 from procs.marketdata.hub import Hub, Message
 from procs.marketdata.outbox import Outbox
@@ -395,34 +394,3 @@ def _http(get: Callable[[str], Response], request: Request) -> Response:
     answer = text(http.HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not served here: GET, HEAD")
     answer.headers["Allow"] = "GET, HEAD"
     return answer
-
-
-#: Descriptors kept for what is not a client: files, snapshots, logs, the rings' semaphores.
-FD_MARGIN = 64
-
-
-def connections_room(wanted: int) -> int:
-    """Raise this process's soft RLIMIT_NOFILE towards its hard one, far enough for
-    ``wanted`` connections (1024 is the usual default: a fifth of ``max_connections``);
-    returns how many connections fit. Past it an accept would fail (EMFILE) and the client
-    be dropped without a word; the limit check answers it 503 instead."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        in_use = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        in_use = FD_MARGIN
-    need = in_use + wanted + FD_MARGIN
-    if soft != resource.RLIM_INFINITY and soft < need:
-        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-    if soft == resource.RLIM_INFINITY:
-        return wanted
-    room = max(1, soft - in_use - FD_MARGIN)
-    if room < wanted:
-        log.warning(
-            "marketdata.max_connections %d does not fit %d open files (RLIMIT_NOFILE hard "
-            "limit %s): at most %d connections, the others answered 503", wanted, soft, hard, room,
-        )  # fmt: skip
-    return min(wanted, room)
