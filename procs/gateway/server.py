@@ -209,7 +209,8 @@ class GatewayServer(GatewayRestart):
 
     def park(self, session_id: int, msg_type: bytes, body: bytes, now_ns: int) -> bool:
         """Store a message for a session that is not logged on, with its next MsgSeqNum: the
-        client sees the gap at its next logon and its ResendRequest delivers it (PossDup)."""
+        client sees the gap at its next logon and its ResendRequest delivers it (PossDup);
+        a logon that resets the numbers gets it sent anew (``MessageStore.unsent``)."""
         user = next((u for u in self.users.users() if u.session == session_id), None)
         if user is None:
             return False
@@ -218,7 +219,7 @@ class GatewayServer(GatewayRestart):
         header = b"49=%s\x0156=%s\x01" % (self.gw.comp_id.encode(), user.comp_id.encode())
         stamp = self._times.format(now_ns)
         raw = frame(b"35=%s\x01%s34=%d\x0152=%s\x01%s" % (msg_type, header, seq, stamp, body))
-        store.add_outbound(seq, raw)
+        store.park(seq, raw)
         store.flush()
         self.audit.record(now_ns, False, user.comp_id, raw)
         return True

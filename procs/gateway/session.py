@@ -361,9 +361,8 @@ class Session(GapRecovery):
         reset = msg.get(141) == b"Y"
         hb = int(msg.fields[108])
         store = self.stores(sender)
-        if reset or self.settings.reset_on_logon:
-            store.reset()
-        if seq < store.next_in:
+        resets = reset or self.settings.reset_on_logon
+        if seq < store.next_in and not resets:
             text = f"MsgSeqNum too low, expecting {store.next_in} but received {seq}"
             self._unsequenced(b"5", sender, field(58, text), now_ns)
             self._close(text)
@@ -371,6 +370,10 @@ class Session(GapRecovery):
         if isinstance(self.live, LiveSessions) and not self.live.claim(sender):
             self._refuse(sender, f"session {sender} is already logged on (another gateway)", now_ns)
             return
+        carried = store.unsent() if resets else []  # parked, never seen: sent anew below
+        if resets:
+            store.reset()
+        store.logged_on()
         self.user, self.store = user, store
         self.live[sender] = self
         self.heartbeat_ns = hb * _SECOND
@@ -385,6 +388,8 @@ class Session(GapRecovery):
             self._request_resend(seq, now_ns)
         else:
             store.set_next_in(seq + 1)
+        for msg_type, body in carried:
+            self.send(msg_type, body, now_ns)
         self.app.on_logon(self, now_ns)
 
     # -- in session ------------------------------------------------------------------------

@@ -1,11 +1,17 @@
 """A session's persisted state: next sequence numbers and the outbound messages it sent.
 
-Per session (SenderCompID) a directory holds ``seqnums`` (16 bytes: next inbound, next
-outbound, rewritten in place) and ``messages`` (every outbound message, each
+Per session (SenderCompID) a directory holds ``seqnums`` (24 bytes: next inbound, next
+outbound, and the first message parked since the last logon, rewritten in place; a 16-byte
+file from before parking was tracked reads as none parked) and ``messages`` (every outbound message, each
 ``u32 length | u32 seq | raw``), which serves ResendRequests after reconnects and restarts.
 Writes are buffered and made visible by ``flush`` (the shell calls it once per loop pass,
 before the bytes go to the socket, so a resend can always find what the peer saw). A reset
 (ResetSeqNumFlag, ResetOnLogon) truncates both.
+
+Parked messages (``park``: made while the session was not logged on) never reached a
+connection. A logon that keeps the sequence numbers lets the client's ResendRequest fetch
+them; a logon that resets them takes them first (``unsent``) so the session sends them again
+under its new numbers: a reset discards what the client has seen, never what it has not.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import BinaryIO
 
-_SEQNUMS = struct.Struct("<QQ")
+_SEQNUMS = struct.Struct("<QQQ")  # next in, next out, first parked (0: none)
+_SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
 _ENTRY = struct.Struct("<II")
 _LOAD_CHUNK = 4 << 20
 
@@ -69,8 +76,12 @@ class MessageStore:
         self.directory = directory
         self._seq_fd = os.open(directory / "seqnums", os.O_RDWR | os.O_CREAT, 0o644)
         raw = os.pread(self._seq_fd, _SEQNUMS.size, 0)
-        saved: tuple[int, int] = _SEQNUMS.unpack(raw) if len(raw) == _SEQNUMS.size else (1, 1)
-        self.next_in, self.next_out = saved
+        saved: tuple[int, int, int] = (1, 1, 0)
+        if len(raw) == _SEQNUMS.size:
+            saved = _SEQNUMS.unpack(raw)
+        elif len(raw) == _SEQNUMS_BEFORE_PARKING.size:
+            saved = (*_SEQNUMS_BEFORE_PARKING.unpack(raw), 0)
+        self.next_in, self.next_out, self.parked_from = saved
         self._index = _SparseIndex()
         self._size = 0
         path = directory / "messages"
@@ -116,6 +127,25 @@ class MessageStore:
         self.next_out = seq + 1
         self._dirty = True
 
+    def park(self, seq: int, raw: bytes) -> None:
+        """Record outbound message ``seq`` made while no connection was logged on."""
+        self.add_outbound(seq, raw)
+        if not self.parked_from:
+            self.parked_from = seq
+
+    def logged_on(self) -> None:
+        """A logon kept the sequence numbers: what was parked is the client's to fetch."""
+        if self.parked_from:
+            self.parked_from = 0
+            self._dirty = True
+
+    def unsent(self) -> list[tuple[bytes, bytes]]:
+        """The messages parked since the last logon, as (MsgType, body after the standard
+        header) in order: what a reset must send again."""
+        if not self.parked_from:
+            return []
+        return [_type_and_body(raw) for _, raw in self.outbound(self.parked_from, self.next_out)]
+
     def outbound(self, begin: int, end: int) -> list[tuple[int, bytes]]:
         """Stored outbound messages with ``begin <= seq <= end``, in order."""
         self.flush()
@@ -142,6 +172,7 @@ class MessageStore:
         self._index.clear()
         self._size = 0
         self.next_in = self.next_out = 1
+        self.parked_from = 0
         self._dirty = True
         self.flush()
 
@@ -151,10 +182,19 @@ class MessageStore:
             self._pending.clear()
             self._file.flush()
         if self._dirty:
-            os.pwrite(self._seq_fd, _SEQNUMS.pack(self.next_in, self.next_out), 0)
+            os.pwrite(self._seq_fd, _SEQNUMS.pack(self.next_in, self.next_out, self.parked_from), 0)
             self._dirty = False
 
     def close(self) -> None:
         self.flush()
         self._file.close()
         os.close(self._seq_fd)
+
+
+def _type_and_body(raw: bytes) -> tuple[bytes, bytes]:
+    """MsgType and the fields after the standard header (35, 49, 56, 34, 52, as the gateway
+    frames them) of a stored message, its trailer ``10=ccc|`` cut off."""
+    type_at = raw.index(b"\x0135=") + 4
+    msg_type = raw[type_at : raw.index(b"\x01", type_at)]
+    body_at = raw.index(b"\x01", raw.index(b"\x0152=", type_at) + 1) + 1
+    return msg_type, raw[body_at : len(raw) - 7]
