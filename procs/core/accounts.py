@@ -21,12 +21,21 @@ rounded down to the tick, ref being the last trade price the router has seen (fo
 stop price). A cap already in the order is kept as it is, so a journaled order (capped live)
 reserves the same on replay whatever trades the replay has seen by then.
 
-A replace reserves like a new order at its new price and qty, and the old hold is released
-when the matcher confirms (``Replaced``) or the new one when it refuses (``Rejected``).
-Reserving only the difference would not do: until the replace reaches the matcher the old
-leaves may still trade, and the matcher then sets the leaves to the replace's qty, so one
-order can buy its old leaves and then its new qty in full. It also keeps every reservation a
-function of the command alone, which replay needs (below).
+A replace reserves what it may add to the order's hold, and the matcher's answer settles it:
+``Replaced`` cuts the hold back to what the new price and leaves need, ``Rejected`` releases
+the addition. A replace names the new total, fills included, and the matcher leaves open
+that total less what has filled by then, so with T the order's total and L its leaves as the
+router knows them, and x of those L still open when the replace lands (fills racing it only
+lower x, each paid out of the old hold at or below the old price), the order then needs
+hold(new price, Q - T + x) where the old hold had hold(old price, x) left. The addition is
+the most that difference reaches over 0 <= x <= L: nothing for a sell that keeps or lowers
+its total (a sell holds its size, whatever the price) and for a buy whose price and total
+both go no higher; else the larger of the ends x = 0 and x = L (the difference is linear in
+x but for the fee's rounding up, which moves it by at most 1, added when there is a fee).
+A second replace in flight reserves its full new hold, as it cannot know which of those
+before it will land. Replay re-checks each replace against a state with at least as many
+fills settled: L is no larger, so the addition is no larger, and no event lowers a free
+balance, so every journaled check passes again (below).
 
 Settlement. A trade at price p of qty q moves notional(p, q) + the buyer's fee out of the
 buyer's hold and credits it base(q); moves base(q) out of the seller's hold and credits it
@@ -51,8 +60,12 @@ reason) releases what is held; the order is forgotten once nothing is in flight.
 Determinism. Only accepted commands are journaled, and a replay applies each with the events
 of everything before it already settled (sooner than the live router did). No event lowers a
 free balance (fills and releases only move money out of holds), and each command reserves an
-amount that depends on the command alone, so every journaled check passes again and the state
-after the same commands and events is the same, whatever the interleaving.
+amount that depends on the command alone (a replace: no more than it did live, above), so
+every journaled check passes again, and the state after the same commands and events is the
+same, whatever the interleaving. A replay skips the account limits (open orders, notional):
+they judge new commands, and one lowered between two runs must not refuse what was accepted.
+The fees are config, not journal: a snapshot whose resting buys hold a fee margin the
+configured fees no longer give is refused at restore, naming the symbol and both holds.
 """
 
 from __future__ import annotations
@@ -96,6 +109,7 @@ class _Order:
     seq: int  # its new order's seq: a reject sequenced before is about another command
     status: int = _PENDING
     replaces: list[int] = field(default_factory=list)  # holds of replaces in flight
+    filled: int = 0  # of its total (an order from an older snapshot: 0, which overstates T)
 
 
 class OrderState(msgspec.Struct, frozen=True, array_like=True):
@@ -109,6 +123,7 @@ class OrderState(msgspec.Struct, frozen=True, array_like=True):
     seq: int
     status: int
     replaces: list[int]
+    filled: int = 0  # absent from an older snapshot
 
 
 class AccountsState(msgspec.Struct, frozen=True, array_like=True):
@@ -180,9 +195,10 @@ class Accounts:
         done = self._keys.get(key)
         return done[3] if done is not None and done[:3] == (account, asset, amount) else 0
 
-    def reserve_new(self, order: NewOrder) -> tuple[ResultCode, NewOrder]:
+    def reserve_new(self, order: NewOrder, *, limits: bool = True) -> tuple[ResultCode, NewOrder]:
         """Check and reserve a new order that carries its ``order_id`` (and ``seq``). Returns
-        the order to sequence: a market or stop-market buy gets its cap in ``price``."""
+        the order to sequence: a market or stop-market buy gets its cap in ``price``.
+        ``limits=False`` (replay) skips the account limits."""
         account, symbol = order.account, order.symbol
         if account not in self._accounts:
             return ResultCode.UNKNOWN_ACCOUNT, order
@@ -191,7 +207,7 @@ class Accounts:
             return ResultCode.UNKNOWN_SYMBOL, order
         if order.order_id in self._orders:
             raise AssertionError(f"order id {order.order_id} is already in use")
-        if self._open.get(account, 0) >= self.max_open:
+        if limits and self._open.get(account, 0) >= self.max_open:
             return ResultCode.TOO_MANY_OPEN_ORDERS, order
         side, kind, price = order.side, order.ord_type, order.price
         if side == Side.BUY and kind in (OrdType.MARKET, OrdType.STOP) and price == 0:
@@ -205,7 +221,7 @@ class Accounts:
                 order = msgspec.structs.replace(order, price=price)
         if side == Side.BUY and price <= 0:
             return ResultCode.INVALID_PRICE, order
-        if self.max_notional:
+        if limits and self.max_notional:
             # A sell market order is checked at its worst price here (0: none; the live path
             # checks it at the last trade price, ``market_sell_notional``, which a replay
             # must not: that would depend on when the router saw which trade). A stop sell
@@ -262,9 +278,11 @@ class Accounts:
             return ResultCode.NOTIONAL_TOO_LARGE
         return OK
 
-    def reserve_replace(self, cmd: ReplaceOrder) -> ResultCode:
-        """Check and reserve a replace: its full new hold, until the matcher answers. An order
-        the router does not know as live and ``cmd.account``'s is left to the matcher."""
+    def reserve_replace(self, cmd: ReplaceOrder, *, limits: bool = True) -> ResultCode:
+        """Check and reserve a replace: what it may add to the order's hold (module
+        docstring), until the matcher answers. An order the router does not know as live and
+        ``cmd.account``'s is left to the matcher. ``limits=False`` (replay) skips the
+        notional limit."""
         order = self._orders.get(cmd.order_id)
         if (
             order is None
@@ -276,16 +294,34 @@ class Accounts:
         market = self.markets[order.symbol]
         if order.side == Side.BUY and cmd.price <= 0:
             return ResultCode.INVALID_PRICE
-        # The new total, fills included, bounds the open part the matcher will leave (fills
-        # racing the replace only shrink it): reserved in full, the rest freed on Replaced.
-        if self.max_notional and market.notional(cmd.price, cmd.order_qty) > self.max_notional:
+        if (
+            limits
+            and self.max_notional
+            and market.notional(cmd.price, cmd.order_qty) > self.max_notional
+        ):
             return ResultCode.NOTIONAL_TOO_LARGE
-        hold = market.hold(order.side, cmd.price, cmd.order_qty)
+        hold = self._replace_addition(market, order, cmd.price, cmd.order_qty)
         asset = market.hold_asset(order.side)
         if not self._reserve(order.account, asset, hold):
             return ResultCode.INSUFFICIENT_BALANCE
         order.replaces.append(hold)
         return OK
+
+    @staticmethod
+    def _replace_addition(market: Market, order: _Order, price: int, total: int) -> int:
+        """What a replace to ``price`` and new ``total`` may add to ``order``'s hold."""
+        if order.replaces:  # another in flight: which of them lands first is not known here
+            return market.hold(order.side, price, total)
+        leaves = order.leaves
+        more = total - order.filled - leaves  # Q - T: the open part is this plus x <= L
+        if order.side == Side.SELL:
+            return max(0, more) * market.base_scale
+        if price <= order.price and more <= 0:
+            return 0  # hold() grows with price and qty: the new need is never the larger
+        at_none = market.hold(Side.BUY, price, max(0, more))  # x = 0
+        at_all = market.hold(Side.BUY, price, max(0, more + leaves)) - order.held  # x = L
+        rounding = 1 if market.maker_bps or market.taker_bps else 0
+        return max(0, at_none + rounding, at_all + rounding)
 
     def _reserve(self, account: int, asset: int, amount: int) -> bool:
         slot = (account, asset)
@@ -353,6 +389,7 @@ class Accounts:
                 f"router has status={order.status} leaves={order.leaves}"
             )
         order.leaves = leaves
+        order.filled += trade.qty
         need = market.hold(order.side, order.price, leaves)
         excess = order.held - cost - need
         if excess < 0:
@@ -489,7 +526,7 @@ class Accounts:
             orders=[
                 OrderState(
                     *(oid, o.account, o.symbol, int(o.side), o.price, o.leaves, o.held, o.seq),
-                    *(o.status, list(o.replaces)),
+                    *(o.status, list(o.replaces), o.filled),
                 )
                 for oid, o in sorted(self._orders.items())
             ],
@@ -527,10 +564,19 @@ class Accounts:
                 raise ValueError(f"snapshot order {o.order_id} is on unknown symbol {o.symbol}")
             accounts._orders[o.order_id] = _Order(
                 *(o.account, o.symbol, Side(o.side), o.price, o.leaves, o.held, o.seq),
-                *(o.status, list(o.replaces)),
+                *(o.status, list(o.replaces), o.filled),
             )
             if o.status != _DONE:
                 accounts._open[o.account] = accounts._open.get(o.account, 0) + 1
+                market = accounts.markets[o.symbol]
+                need = market.hold(Side(o.side), o.price, o.leaves)
+                if o.held != need:
+                    raise ValueError(
+                        f"snapshot order {o.order_id} on symbol {o.symbol} holds {o.held}, "
+                        f"which its configured fees (maker {market.maker_bps} bps, taker "
+                        f"{market.taker_bps} bps) put at {need}: the fees changed since the "
+                        "snapshot, and a resting order's hold was reserved under the old ones"
+                    )
         accounts.validate_internal_state()
         return accounts
 

@@ -271,13 +271,13 @@ class Sequencer:
                     f"journal has order id {command.order_id} at seq {seq}, expected "
                     f"{self.next_order_id}"
                 )
-            code, _ = self.accounts.reserve_new(command)
+            code, _ = self.accounts.reserve_new(command, limits=False)
             key = (command.gateway, command.session, command.client_ref)
             self._client_ids[key] = command.order_id
             self._by_order[command.order_id] = key
             self.next_order_id += 1
         elif isinstance(command, ReplaceOrder):
-            code = self.accounts.reserve_replace(command)
+            code = self.accounts.reserve_replace(command, limits=False)
         elif isinstance(command, CreateAccount):
             code = self.accounts.create_account(command.account)
         elif isinstance(command, Transfer):

@@ -2,8 +2,9 @@
 
 Per session (SenderCompID) a directory holds ``seqnums`` (24 bytes: next inbound, next
 outbound, and the first message parked since the last logon, rewritten in place; a 16-byte
-file from before parking was tracked reads as none parked) and ``messages`` (every outbound message, each
-``u32 length | u32 seq | raw``), which serves ResendRequests after reconnects and restarts.
+file from before parking was tracked reads as none parked) and ``messages`` (every outbound
+message, each ``u32 length | u32 seq | raw``), which serves ResendRequests after reconnects
+and restarts.
 Writes are buffered and made visible by ``flush`` (the shell calls it once per loop pass,
 before the bytes go to the socket, so a resend can always find what the peer saw). A reset
 (ResetSeqNumFlag, ResetOnLogon) truncates both.

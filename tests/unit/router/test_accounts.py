@@ -427,10 +427,10 @@ def test_a_replace_up_is_checked_and_reserved_now(desk: Desk) -> None:
     free = desk.accounts.balance(1, USD)[0]
     assert desk.replace(1, 1, 10_000, 10_000) == ResultCode.INSUFFICIENT_BALANCE
     assert desk.replace(1, 1, 10_100, 8) == OK
-    assert desk.accounts.balance(1, USD) == (
-        free - btc_hold(10_100, 8),
-        btc_hold(10_000, 5) + btc_hold(10_100, 8),
-    )
+    # what it may add: the larger need of the two ends, none of the 5 filled meanwhile (8 at
+    # the new price against the old hold) or all of them (3 more), +1 for the fee's rounding
+    more = max(btc_hold(10_100, 8) - btc_hold(10_000, 5), btc_hold(10_100, 3)) + 1
+    assert desk.accounts.balance(1, USD) == (free - more, btc_hold(10_000, 5) + more)
     desk.settle()  # Replaced: the old hold goes back
     assert desk.accounts.balance(1, USD)[1] == btc_hold(10_100, 8)
     desk.check()
@@ -440,7 +440,7 @@ def test_a_replace_down_releases_on_replaced(desk: Desk) -> None:
     desk.prompt = False
     assert desk.new(1, SELL, 10_000, 8)[0] == OK
     assert desk.replace(1, 1, 10_000, 3) == OK
-    assert desk.accounts.balance(1, BTC)[1] == 800 + 300  # until the matcher confirms
+    assert desk.accounts.balance(1, BTC)[1] == 800  # a smaller sell adds nothing to its hold
     desk.settle()
     assert desk.accounts.balance(1, BTC) == (5_000 - 300, 300)
     desk.check()
@@ -451,7 +451,8 @@ def test_a_rejected_replace_releases_its_hold(desk: Desk) -> None:
     reserved = desk.accounts.balance(1, USD)[1]
     desk.prompt = False
     assert desk.replace(1, 1, 10_000, 4) == OK  # the matcher refuses: cancel and send anew
-    assert desk.accounts.balance(1, USD)[1] == reserved + btc_hold(10_000, 4)
+    # 2 more at a price below its cap: the end where both of its 2 filled meanwhile
+    assert desk.accounts.balance(1, USD)[1] == reserved + btc_hold(10_000, 2) + 1
     (event,) = desk.settle()
     assert isinstance(event, Rejected) and event.code == ResultCode.INVALID_ORDER
     assert desk.accounts.balance(1, USD)[1] == reserved
@@ -465,7 +466,9 @@ def test_replace_rejects_carry_their_code() -> None:
     before = desk.accounts.state_hash()
     assert desk.replace(1, 1, 10_000, 21) == ResultCode.NOTIONAL_TOO_LARGE
     assert desk.replace(1, 1, 0, 5) == ResultCode.INVALID_PRICE
-    assert desk.replace(1, 1, 10_000, 15) == ResultCode.INSUFFICIENT_BALANCE  # 1_503_000
+    # 20 lots need 2_004_000: 1_503_000 more than the order holds (+1 for the fee's
+    # rounding), and 1_499_000 is free
+    assert desk.replace(1, 1, 10_000, 20) == ResultCode.INSUFFICIENT_BALANCE
     assert desk.accounts.state_hash() == before
     # not the router's to judge: unknown, another's, or another symbol's order
     assert desk.replace(1, 77, 10_000, 5) == OK
