@@ -88,6 +88,12 @@ class JournalFormatError(JournalCorruptError):
     """A sound header written for another slot size, schema or format version."""
 
 
+class ReplayError(JournalError, ValueError):
+    """The journal and the snapshots do not make one history: a snapshot past the journal's
+    end or one that does not decode, or a journaled command the state replayed so far
+    refuses. The message names the file or the seq (``ringex replay`` prints it)."""
+
+
 class JournalSequenceError(ValueError):
     """``append`` was given a first seq other than the journal's next one."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from config.schema import RingexConfig
-from procs.common.journal import JournalReader, list_segments
+from procs.common.journal import JournalReader, ReplayError, list_segments
 from procs.common.records import (
     AdminCommand,
     CancelOrder,
@@ -174,7 +174,7 @@ def recover(
             snap = msgspec.msgpack.decode(latest[1], type=ExchangeSnapshot)
         except msgspec.DecodeError as exc:
             path = snapshot_store(cfg).path(latest[0])
-            raise ValueError(f"snapshot {path} does not decode ({exc}): move it aside") from exc
+            raise ReplayError(f"snapshot {path} does not decode ({exc}): move it aside") from exc
         sequencer = Sequencer.restore(cfg, snap.router)
         # A matcher the snapshot lacks was added to the config since: its symbols are new
         # (one moved from another matcher is refused by that one's restore), so no journaled
@@ -189,7 +189,7 @@ def recover(
     reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
     last = reader.last_seq() if journal_dir(cfg).exists() else 0
     if latest is not None and start > last:
-        raise ValueError(
+        raise ReplayError(
             f"the newest exchange snapshot is at seq {start}, past the journal's last entry "
             f"{last}: the journal lost its tail (journal.fsync = {cfg.journal.fsync!r}); move "
             f"{snapshot_store(cfg).path(start)} aside to recover from the one before it"
@@ -259,16 +259,22 @@ def matchers_at(
     cfg: RingexConfig, upto: Mapping[str, int], codec: RecordCodec | None = None
 ) -> dict[str, Matcher] | None:
     """The matchers ``upto`` names, each as it was after the command of seq ``upto[name]``,
-    rebuilt from its own newest snapshot and its journaled commands after it; None when that
-    snapshot is already past that seq (older states are not kept)."""
+    rebuilt from the newest snapshot of it at or before that seq (its own, or the exchange
+    snapshot's copy of its books: ``matcher_snapshot``) and its journaled commands after
+    it, or from nothing; None when the journal no longer holds what that would replay (the
+    snapshots kept are all past the seq, and its first segments archived)."""
     codec = codec or RecordCodec()
     matchers = {}
     for name, seq in upto.items():
         specs = symbol_specs(cfg, name)
-        latest = SnapshotStore(snapshot_dir(cfg, f"matcher-{name}")).latest()
-        matcher = Matcher(specs) if latest is None else Matcher.restore(specs, latest[1])
+        start = matcher_snapshot(cfg, name, (seq, seq))
+        matcher = Matcher(specs) if start is None else Matcher.restore(specs, start[1])
         if matcher.last_seq > seq:
             return None
+        directory = journal_dir(cfg)
+        segments = list_segments(directory) if directory.exists() else []
+        if segments and segments[0][0] > matcher.last_seq + 1:
+            return None  # what it would replay was archived
         for command in journal_commands(cfg, name, after=matcher.last_seq, codec=codec):
             if command.seq > seq:  # type: ignore[attr-defined]
                 break

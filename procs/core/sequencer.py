@@ -30,6 +30,7 @@ from typing import TypeVar
 import msgspec
 
 from config.schema import RingexConfig
+from procs.common.journal import ReplayError
 from procs.common.records import (
     AccountReply,
     AdminCommand,
@@ -263,11 +264,11 @@ class Sequencer:
         risk checks must pass again (a failure means the journal and this state diverged)."""
         seq: int = getattr(command, "seq", 0)
         if seq != self.next_seq:
-            raise ValueError(f"journal has seq {seq} where {self.next_seq} was next")
+            raise ReplayError(f"journal has seq {seq} where {self.next_seq} was next")
         code = ResultCode.OK
         if isinstance(command, NewOrder):
             if command.order_id != self.next_order_id:
-                raise ValueError(
+                raise ReplayError(
                     f"journal has order id {command.order_id} at seq {seq}, expected "
                     f"{self.next_order_id}"
                 )
@@ -285,7 +286,7 @@ class Sequencer:
                 command.account, command.asset, command.amount, command.key, seq
             )
         if code != ResultCode.OK:
-            raise ValueError(f"replay of seq {seq} {command!r} was refused: {code.name}")
+            raise ReplayError(f"replay of seq {seq} {command!r} was refused: {code.name}")
         self.next_seq += 1
 
     # -- state --------------------------------------------------------------------------------

@@ -9,11 +9,12 @@ One loop, one thread:
    gateway cannot starve the others, and decide each (``Sequencer.submit``);
 3. append the accepted ones to the journal in one write, made durable under the fsync
    policy (group commit) *before* step 4: no matcher, hence no execution report, ever sees a
-   command that is not durable; in sync replication (``replication.mode``) durable means on
-   the standby too: the step waits until the replication source says the standby has
-   acknowledged the batch's last seq (``replication_ack.SyncGate``: one round trip per batch,
-   draining the matchers meanwhile; past ``sync_timeout_ms`` it goes on without the standby,
-   loudly, until the standby catches up);
+   command that is not durable (under ``"interval"`` the batch is held, ``held.py``, and
+   routed once the interval's fsync covers it); in sync replication (``replication.mode``)
+   durable means on the standby too: the step waits until the replication source says the
+   standby has acknowledged the batch's last seq (``replication_ack.SyncGate``: one round trip
+   per batch, draining the matchers meanwhile; past ``sync_timeout_ms`` it goes on without
+   the standby, loudly, until the standby catches up);
 4. publish them to the matchers' input rings; send the gateways their replies (rejects,
    account answers) and their balance watches' snapshots and pushes (``watches.py``: read-only,
    never sequenced or journaled);
@@ -38,11 +39,6 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
-import multiprocessing
-import multiprocessing.process
-import os
-import select
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -53,7 +49,6 @@ from procs.common import sd_notify
 from procs.common.epochs import Epochs, JournalFencedError
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
-from procs.common.parent_death import die_with_parent
 from procs.common.records import (
     Heartbeat,
     Record,
@@ -75,14 +70,14 @@ from procs.common.topology import (
 from procs.core.recovery import (
     JournaledTail,
     recover,
-    snapshot_job,
-    snapshot_store,
 )
 from procs.core.sequencer import SEQUENCED, Decision, route_all
 from procs.core.watches import Watches
 from procs.router.gateway_rings import read_commands
+from procs.router.held import Batch, HeldBatches
 from procs.router.reply_queue import send_pending
 from procs.router.reread import Owed, Reread
+from procs.router.snapshots import Snapshots
 from shm import Ring
 from shm.consumer import Consumer
 from shm.producer import Producer
@@ -92,8 +87,6 @@ log = logging.getLogger("ringex.router")
 #: Longest the router parks on its one trading gateway's ring before it looks at the admin
 #: ring and the matchers' events again.
 ADMIN_POLL_S = 0.005
-#: Longest the router waits for a snapshot child to close its copy of the journal's lock.
-LET_GO_S = 2.0
 #: How often the router beats on every line it reads: a supervisor tells a router that waits
 #: on purpose (matchers behind, fenced) from a frozen one by it (``supervisor.stuck_after_s``).
 BEAT_S = 0.5
@@ -172,13 +165,9 @@ class RouterShell:
         }
         self.stopping = False
         self.fenced = False
-        # The last snapshot and when it was made: counted from the one recovery started
-        # from, not from this start, or restarts closer together than snapshot_every would
-        # let the replayed tail grow without bound (a crash loop, say).
-        self._snapshot_at = recovered.snapshot_seq
-        self._snapshot_time = time.monotonic() - _snapshot_age_s(cfg, recovered.snapshot_seq)
-        self._snapshotter: multiprocessing.process.BaseProcess | None = None
+        self.snapshots = Snapshots(cfg, recovered.snapshot_seq)
         self._unrouted: list[tuple[Producer[Record], list[Record]]] = []
+        self._held = HeldBatches()  # journaled, not yet fsynced ("interval"): not routed
         #: a matcher's unread input past which no gateway command is taken (``_books_behind``)
         self._books_limit = cfg.ring.capacity // 8
         #: (seq, gateway, reply) owed to a command read again after a restart, waiting for
@@ -262,6 +251,7 @@ class RouterShell:
         if self._unrouted and not self._send_unrouted():
             return 0
         self.settle()
+        self._route_durable()
         if self._books_behind():
             return 0
         quota = max(1, self.cfg.router_batch // max(1, len(self.inputs)))
@@ -303,18 +293,35 @@ class RouterShell:
                     return self._abandon(decisions, origins)
             if self.watches:
                 self.watches.touch_commands(accepted)
-        for name, commands in route_all(decisions).items():
+        batch = Batch(self.journal.next_seq - 1 if accepted else 0, decisions, origins,
+                      watch_requests)  # fmt: skip
+        if self._held or self.journal.durable_seq < batch.last_seq:
+            self._held.hold(batch)  # "interval": routed with the group commit (held.py)
+        else:
+            self._route(batch)
+        self._commit_answered()
+        self.snapshots.maybe_start(self.sequencer.next_seq - 1, self.journal)
+        return len(decisions) + len(watch_requests)
+
+    def _route(self, batch: Batch) -> None:
+        """Publish a durable batch to the matchers and queue its replies and watches."""
+        for name, commands in route_all(batch.decisions).items():
             self._publish(self.to_matchers[name], commands)
-        for gateway, decision in zip(origins, decisions, strict=True):
+        for gateway, decision in zip(batch.origins, batch.decisions, strict=True):
             if decision.reply is not None:
                 self.pending_replies[gateway].append(decision.reply)
-        self._flush_replies(watch_requests)
-        self._commit_answered()
-        self._maybe_snapshot()
-        return len(decisions) + len(watch_requests)
+        self._flush_replies(batch.watch_requests)
+
+    def _route_durable(self) -> None:
+        """Route the held batches the journal has made durable since."""
+        if self._held:
+            self.journal.maybe_sync()
+            for batch in self._held.durable(self.journal.durable_seq):
+                self._route(batch)
 
     def _idle_step(self, timeout_s: float) -> None:
         """Nothing to decide: send what waits, keep the journal's promises, wait."""
+        self._route_durable()
         self._flush_replies()
         self._commit_answered()  # what waited for room and went out now
         self.journal.maybe_sync()
@@ -322,7 +329,7 @@ class RouterShell:
             self.gate.poll(self.journal.next_seq - 1)
         due = self.journal.sync_due_in_s()  # "interval": an idle wait ends by then
         self._idle(timeout_s if due is None else min(timeout_s, due))
-        self.journal.maybe_sync()
+        self._route_durable()
 
     def _pay_owed(self) -> None:
         """Queue the answers owed to commands read again after a restart whose entries the
@@ -352,7 +359,7 @@ class RouterShell:
         """Commit each gateway's ring whose replies are all out: one whose replies still
         wait for room stays uncommitted, so a restart reads those commands again instead of
         leaving them unanswered (the replies are in this process's memory only)."""
-        owed = {gateway for _seq, gateway, _reply in self._owed}
+        owed = {gateway for _seq, gateway, _reply in self._owed} | self._held.gateways()
         at = self.journal.next_seq
         for gateway, consumer in self.inputs:
             if not self.pending_replies[gateway] and gateway not in owed:
@@ -423,51 +430,9 @@ class RouterShell:
                     why, self.journal.next_seq - 1)  # fmt: skip
         return len(decisions)
 
-    def _maybe_snapshot(self) -> None:
-        """Every ``journal.snapshot_every`` commands, or ``journal.snapshot_every_s`` seconds
-        after the last one when any command came since, fork a replay that writes a snapshot
-        (off this loop: the child reads the journal, this process keeps sequencing)."""
-        journal = self.cfg.journal
-        seq = self.sequencer.next_seq - 1
-        since = seq - self._snapshot_at
-        if not since:
-            return
-        by_count = journal.snapshot_every and since >= journal.snapshot_every
-        by_time = (
-            journal.snapshot_every_s
-            and time.monotonic() - self._snapshot_time >= journal.snapshot_every_s
-        )
-        if not (by_count or by_time):
-            return
-        if self._snapshotter is not None and self._snapshotter.is_alive():
-            return
-        self.journal.sync()  # the child reads what is durable
-        self._snapshot_at, self._snapshot_time = seq, time.monotonic()
-        let_go_r, let_go_w = os.pipe()
-        self._snapshotter = multiprocessing.get_context("fork").Process(
-            target=_snapshot_child,
-            args=(self.cfg, seq, self.journal.lock_fd, let_go_w),
-            name="ringex-snapshot",
-            daemon=True,
-        )
-        self._snapshotter.start()
-        os.close(let_go_w)
-        # the child holds the journal's lock (an inherited descriptor) until it closes it:
-        # wait for that, so that from here on this process alone holds it (a restart after
-        # this one dies must be able to open the journal), a fork's few ms at most
-        ready, _, _ = select.select([let_go_r], [], [], LET_GO_S)
-        os.close(let_go_r)
-        if not ready:
-            log.warning("snapshot child %s has not let go of the journal's lock within %.0f s",
-                        self._snapshotter.pid, LET_GO_S)  # fmt: skip
-        log.info("snapshot of seq %d started (pid %s)", seq, self._snapshotter.pid)
-
     def snapshot_done(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the snapshot child; True when none is running."""
-        if self._snapshotter is not None:
-            self._snapshotter.join(timeout_s)
-            return not self._snapshotter.is_alive()
-        return True
+        return self.snapshots.done(timeout_s)
 
     def _publish(self, producer: Producer[Record], records: Sequence[Record]) -> None:
         """Publish ``records``, waiting while the ring is full: drain the matchers meanwhile,
@@ -534,6 +499,8 @@ class RouterShell:
             self.step()
 
     def close(self) -> None:
+        self.journal.sync()
+        self._route_durable()
         self._send_pending()  # what fits: the rest's commands are read again after a restart
         self.snapshot_done(60)
         self.journal.close()
@@ -545,19 +512,6 @@ class RouterShell:
             consumer.close()
         for producer in (*self.replies.values(), *self.to_matchers.values()):
             producer.close()
-
-
-def _snapshot_child(cfg: RingexConfig, seq: int, journal_lock_fd: int, let_go: int) -> None:
-    """The forked snapshot job. It lets go of the journal's lock it inherited (the parent's
-    descriptor keeps the lock) and says so on ``let_go``, so a router restarted while it
-    runs can open its journal; and it dies with the router rather than run on unwatched
-    (the router's SIGTERM handler, inherited, would only set a flag nobody here reads)."""
-    os.close(journal_lock_fd)
-    os.write(let_go, b".")
-    os.close(let_go)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    die_with_parent()
-    snapshot_job(cfg, seq)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -582,13 +536,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _snapshot_age_s(cfg: RingexConfig, seq: int) -> float:
-    """How long ago the exchange snapshot at ``seq`` was written (0: none, or unknown)."""
-    if not seq:
-        return 0.0
-    try:
-        return max(0.0, time.time() - snapshot_store(cfg).path(seq).stat().st_mtime)
-    except OSError:
-        return 0.0

@@ -129,10 +129,10 @@ def test_a_damaged_newest_snapshot_after_archiving_still_recovers(tmp_path: Path
 def test_a_matcher_snapshot_past_the_journal_end_drops_new_commands(
     instance: str, tmp_path: Path
 ) -> None:
-    """Under ``journal.fsync = "interval"`` the router routes a batch before it is fsynced
-    (``RouterShell.step``: append, then publish), and a matcher's own snapshot is fsynced
-    at once (``replace_durably``). A power loss inside the interval leaves that snapshot
-    past the journal's end. ``recover`` refuses such an exchange snapshot ("the journal lost
+    """Under ``journal.fsync = "none"`` the router routes a batch the OS has not written
+    yet (under ``"interval"`` it holds it for the group commit, ``procs/router/held.py``),
+    and a matcher's own snapshot is fsynced at once (``replace_durably``). A power loss
+    before the OS writes leaves that snapshot past the journal's end. ``recover`` refuses such an exchange snapshot ("the journal lost
     its tail"), but ``matcher_snapshot`` loads the matcher's own without a look at the
     journal: the matcher comes up at ``last_seq`` 6 holding orders the journal and the
     router never had, while the router sequences new commands from seq 3 again; the matcher
@@ -141,16 +141,16 @@ def test_a_matcher_snapshot_past_the_journal_end_drops_new_commands(
     journal's last entry (an older one, the exchange snapshot's copy, or replay from the
     start), as the router does."""
     base = router_rig.config(instance, tmp_path)
-    journal = msgspec.structs.replace(base.journal, fsync="interval", fsync_interval_ms=10_000)
+    journal = msgspec.structs.replace(base.journal, fsync="none")
     cfg = msgspec.structs.replace(base, journal=journal)
     ex = router_rig.Exchange(cfg)
     try:
         router_rig.fund(ex, 7, usd=10**9, btc=0)  # seqs 1, 2
         ex.router.journal.sync()
         durable = ex.router.journal.durable_seq
-        for ref in range(10, 14):  # seqs 3..6: routed, executed, not yet fsynced
+        assert durable == 2
+        for ref in range(10, 14):  # seqs 3..6: routed, executed, not on disk yet
             ex.send(1, router_rig.order(ref, 7, BUY, 900 + ref, 10))
-        assert ex.router.journal.durable_seq == durable == 2
         ex.matcher.save_snapshot()  # its snapshot_every, or an admin SNAPSHOT: durable at once
         ex.stop()
     except BaseException:

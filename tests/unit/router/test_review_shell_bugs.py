@@ -232,7 +232,7 @@ def _slow_snapshot(cfg: object, upto: int) -> None:
 def test_a_router_restarted_while_its_snapshot_child_runs_opens_its_journal(
     instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("procs.router.main.snapshot_job", _slow_snapshot)
+    monkeypatch.setattr("procs.router.snapshots.snapshot_job", _slow_snapshot)
     base = config(instance, tmp_path)
     cfg = msgspec.structs.replace(
         base, journal=msgspec.structs.replace(base.journal, snapshot_every=2)

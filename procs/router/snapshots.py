@@ -1,0 +1,102 @@
+"""When the router snapshots, and the forked job that does it.
+
+Every ``journal.snapshot_every`` commands, or ``journal.snapshot_every_s`` seconds after the
+last snapshot when any command came since, the router forks a replay that writes an exchange
+snapshot (off its loop: the child reads the journal, the router keeps sequencing). Counting
+starts from the snapshot recovery began from, not from this start, or restarts closer
+together than ``snapshot_every`` would let the replayed tail grow without bound (a crash
+loop, say).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import select
+import signal
+import time
+
+from config.schema import RingexConfig
+from procs.common.journal_writer import JournalWriter
+from procs.common.parent_death import die_with_parent
+from procs.core.recovery import snapshot_job, snapshot_store
+
+log = logging.getLogger("ringex.router")
+
+#: Longest the router waits for a snapshot child to close its copy of the journal's lock.
+LET_GO_S = 2.0
+
+
+class Snapshots:
+    def __init__(self, cfg: RingexConfig, recovered_seq: int) -> None:
+        self.cfg = cfg
+        self._at = recovered_seq  # the last snapshot's seq, and when it was made
+        self._time = time.monotonic() - _snapshot_age_s(cfg, recovered_seq)
+        self._child: multiprocessing.process.BaseProcess | None = None
+
+    def maybe_start(self, seq: int, journal: JournalWriter) -> None:
+        """Fork the snapshot job for ``seq`` (the newest sequenced) when one is due."""
+        cadence = self.cfg.journal
+        since = seq - self._at
+        if not since:
+            return
+        by_count = cadence.snapshot_every and since >= cadence.snapshot_every
+        by_time = (
+            cadence.snapshot_every_s and time.monotonic() - self._time >= cadence.snapshot_every_s
+        )
+        if not (by_count or by_time):
+            return
+        if self._child is not None and self._child.is_alive():
+            return
+        journal.sync()  # the child reads what is durable
+        self._at, self._time = seq, time.monotonic()
+        let_go_r, let_go_w = os.pipe()
+        self._child = multiprocessing.get_context("fork").Process(
+            target=_snapshot_child,
+            args=(self.cfg, seq, journal.lock_fd, let_go_w),
+            name="ringex-snapshot",
+            daemon=True,
+        )
+        self._child.start()
+        os.close(let_go_w)
+        # the child holds the journal's lock (an inherited descriptor) until it closes it:
+        # wait for that, so that from here on this process alone holds it (a restart after
+        # this one dies must be able to open the journal), a fork's few ms at most
+        ready, _, _ = select.select([let_go_r], [], [], LET_GO_S)
+        os.close(let_go_r)
+        if not ready:
+            log.warning("snapshot child %s has not let go of the journal's lock within %.0f s",
+                        self._child.pid, LET_GO_S)  # fmt: skip
+        log.info("snapshot of seq %d started (pid %s)", seq, self._child.pid)
+
+    def done(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the snapshot child; True when none is running."""
+        if self._child is not None:
+            self._child.join(timeout_s)
+            return not self._child.is_alive()
+        return True
+
+
+def _snapshot_child(cfg: RingexConfig, seq: int, journal_lock_fd: int, let_go: int) -> None:
+    """The forked snapshot job. It lets go of the journal's lock it inherited (the parent's
+    descriptor keeps the lock) and says so on ``let_go``, so a router restarted while it
+    runs can open its journal; and it dies with the router rather than run on unwatched
+    (the router's SIGTERM handler, inherited, would only set a flag nobody here reads)."""
+    os.close(journal_lock_fd)
+    os.write(let_go, b".")
+    os.close(let_go)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent()
+    snapshot_job(cfg, seq)
+
+
+def _snapshot_age_s(cfg: RingexConfig, seq: int) -> float:
+    """How long ago the exchange snapshot at ``seq`` was written (0: none, or unknown)."""
+    if not seq:
+        return 0.0
+    try:
+        return max(0.0, time.time() - snapshot_store(cfg).path(seq).stat().st_mtime)
+    except OSError:
+        return 0.0
