@@ -55,10 +55,12 @@ class OrderReplies:
         return b"%d" % self._next_exec
 
     def _deliver(self, session_id: int, msg_type: bytes, body: bytes) -> None:
-        """To the logged-on session, else parked for its next logon, else counted lost."""
+        """To the logged-on session, else parked for its next logon, else counted lost. A
+        session that has closed (a Logout, say) and is not forgotten yet (its connection's
+        end comes a loop pass later) is not logged on: what it would send goes nowhere."""
         session = self.sessions.get(session_id)
         now = time.time_ns()
-        if session is not None:
+        if session is not None and not session.closed:
             session.send(msg_type, body, now)
         elif self.park is None or not self.park(session_id, msg_type, body, now):
             self.undeliverable += 1

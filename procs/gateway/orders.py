@@ -239,6 +239,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         )
         order.received_ns = now_ns
         order.display = display
+        order.leaves = qty  # pending new is active: LeavesQty = OrderQty - CumQty
         self.orders[ref] = order
         self.live[(session.session_id, cl_ord_id)] = order
         self.touched[ref] = order
@@ -539,6 +540,7 @@ class OrderEntry(OrderReplies, OrderMemory):
             return
         self._forget(order)
         order.status = b"8"
+        order.leaves = 0
         self.rejects += 1
         reason = 1 if rejected.code == ResultCode.UNKNOWN_SYMBOL else 99
         self._report(order, b"8", extra=field(103, reason) + field(58, text))

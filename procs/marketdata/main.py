@@ -27,8 +27,14 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common import sd_notify
 from procs.common.market_snapshots import MarketSnapshots
-from procs.common.records import Record, RecordCodec
-from procs.common.topology import MARKETDATA, market_state_path, matcher_output
+from procs.common.records import Heartbeat, Record, RecordCodec
+from procs.common.topology import (
+    MARKETDATA,
+    RECOVERED_SOURCE,
+    REPLAY_SOURCE,
+    market_state_path,
+    matcher_output,
+)
 from procs.core.market.state import MarketState, build_state
 from procs.marketdata.feed import Feed
 from procs.marketdata.hub import Hub
@@ -81,6 +87,8 @@ def resume(
                 "state (a full restart keeps the books as they were when it stopped)",
                 ring.name,
             )
+            if consumer.sequence:  # and read and committed on it since, unsaved
+                stale.append(consumer)
         elif upto > consumer.sequence:
             consumer.skip_to(upto)
         elif upto < consumer.sequence:
@@ -102,7 +110,10 @@ def _reseed(state: MarketState, stale: list[Consumer[Record]], reseed: Reseeder 
         except RingError:  # overwritten: nothing to anchor the books to
             log.warning("%s: the state misses events the ring no longer holds", ring.name)
             continue
-        seq, ts_ns = getattr(last, "seq", 0), getattr(last, "ts_ns", 0)
+        if isinstance(last, Heartbeat) and last.source in (REPLAY_SOURCE, RECOVERED_SOURCE):
+            seq, ts_ns = last.counter, last.ts_ns  # a matcher's mark holds its seq there
+        else:
+            seq, ts_ns = getattr(last, "seq", 0), getattr(last, "ts_ns", 0)
         log.warning(
             "%s was committed past the saved market state: books set from the matcher's "
             "state at seq %d",

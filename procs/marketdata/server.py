@@ -326,7 +326,8 @@ class MarketDataServer:
             if request.method == "SUBSCRIBE":
                 self.hub.check_subscribe(client, request.streams)
                 client.reply(result(request_id))  # the answer first, then the snapshots
-                self.hub.subscribe(client, request.streams)
+                if not client.closing:  # the answer did not fit: closed as slow, not subscribed
+                    self.hub.subscribe(client, request.streams)
                 return
             if request.method == "UNSUBSCRIBE":
                 self.hub.unsubscribe(client, request.streams)

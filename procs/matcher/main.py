@@ -178,6 +178,11 @@ class MatcherShell:
             values[k] = book.next_trade_id - 1
 
     def save_snapshot(self) -> None:
+        # "executed and published through": a command with no events (a mass cancel that
+        # found nothing, a SNAPSHOT) leaves the output's last event behind ``last_seq``, and
+        # a restart takes no snapshot past where the output says it got
+        mark = Heartbeat(time.time_ns(), RECOVERED_SOURCE, self.matcher.last_seq)
+        self.producer.publish_batch([mark])
         path = self.store.save(self.matcher.last_seq, self.matcher.snapshot())
         self._since_snapshot = 0
         log.info("snapshot at seq %d: %s", self.matcher.last_seq, path)
@@ -198,17 +203,21 @@ def published_position(ring: Ring[Record]) -> tuple[int, int | None]:
     up to ``seq`` is in ``ring`` (``partial`` None), or of the command at ``seq`` only the
     first ``partial`` (a publish larger than the ring, cut short by a crash). A mark that a
     replay started (``REPLAY_SOURCE``, the seq of the snapshot restored) says nothing of
-    what went out, so the walk goes back past it; the ``RECOVERED_SOURCE`` mark says
+    what went out, so the walk goes back past it, except on a ring that holds nothing before
+    it (a start on new rings killed before its replay published anything): its readers catch
+    up from that mark, as from the state at its seq. The ``RECOVERED_SOURCE`` mark says
     "executed and published through its counter"."""
     cursor = ring.cursor()
     lowest = max(0, cursor - ring.capacity)
     seq = count = 0
+    first_mark: Heartbeat | None = None
     for n in range(cursor - 1, lowest - 1, -1):
         record = ring.record(n)
         if isinstance(record, Heartbeat):
             if count:
                 break
             if record.source == REPLAY_SOURCE:
+                first_mark = record
                 continue
             return record.counter, None
         if count and _seq(record) != seq:
@@ -218,6 +227,8 @@ def published_position(ring: Ring[Record]) -> tuple[int, int | None]:
         if count and lowest:
             log.warning("output ring: the command of seq %d has more events than the ring "
                         "holds; %d counted as published", seq, count)  # fmt: skip
+    if not count and not lowest and first_mark is not None:
+        return first_mark.counter, None  # nothing but marks since the ring was made
     return (seq, count) if count else (0, None)
 
 
