@@ -93,7 +93,7 @@ A signature is accepted once: a byte-identical request sent again is refused \
 _INFO = f"""The ringex exchange's REST API. Prices and sizes are decimal strings both ways \
 (never JSON numbers); parameters go in the query string (GET, DELETE) or in the body as a form \
 or a JSON object (POST). At most {rp.MAX_PARAMS} parameters, each value at most \
-{rp.MAX_VALUE_CHARS} characters.
+{rp.MAX_VALUE_CHARS} characters (a password {rp.LONG_VALUES["password"]}).
 
 Every error is `{{"code": integer, "msg": string}}` with the status below; unknown paths answer \
 404 and known paths with another method 405, both with that body. Any `OPTIONS` request is a \
@@ -449,8 +449,9 @@ def _other_schemas(cfg: RingexConfig) -> Json:
     level = {"type": "array", "prefixItems": [_DEC, _DEC], "minItems": 2, "items": False}
     scopes = "|".join(sorted(SCOPES))
     name = {"type": "string", "minLength": 1, "maxLength": rp.MAX_VALUE_CHARS}
+    password = {**name, "maxLength": rp.LONG_VALUES["password"]}
     key_request = _obj({
-        "username": name, "password": name,
+        "username": name, "password": password,
         "scopes": {
             "type": "string", "pattern": f"^({scopes})(,({scopes}))*$", "default": "read,trade",
             "description": "Comma-separated.",

@@ -129,6 +129,7 @@ class PrivateStreams:
                 429,
                 -1003,  # TOO_MANY_REQUESTS
                 f"this API key holds {held} private streams, the limit is {self.max_per_key}",
+                retry_after_s=1.0,
             )
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         sub = Subscriber(ws, key.key, key.account, self.queue_limit)
@@ -155,7 +156,9 @@ class PrivateStreams:
         finally:
             if sender is not None:
                 sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # a client gone while the sender wrote its backlog ends it with a connection
+                # error: the slot is given back all the same
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                     await sender
             self.count -= 1
             subs = self.by_account.get(key.account)

@@ -378,6 +378,7 @@ class RestApi:
 
     async def revoke_key(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "")  # any valid key may revoke itself
+        await self.params(request, frozenset())  # and only itself: naming another is refused
         self.keys.revoke(key.key)
         self.streams.sweep()
         return json_response({"apiKey": key.key, "revoked": True})
@@ -541,6 +542,7 @@ class RestApi:
 
     async def account(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")
+        await self.params(request, frozenset())
         return json_response(
             {
                 "accountId": key.account,

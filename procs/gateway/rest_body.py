@@ -35,9 +35,10 @@ def body_pairs(body: bytes, content_type: str) -> list[tuple[str, str]]:
 
 def _form(text: str) -> list[tuple[str, str]]:
     """A form body's pairs: a plain split when nothing is escaped (4x cheaper than
-    ``parse_qsl``, and what every order from a script looks like)."""
+    ``parse_qsl``, and what every order from a script looks like). A blank value is kept
+    either way, for the checks to refuse."""
     if "%" in text or "+" in text:
-        return parse_qsl(text)
+        return parse_qsl(text, keep_blank_values=True)
     return [(name, value) for name, _, value in (p.partition("=") for p in text.split("&")) if name]
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import msgspec
 from aiohttp import ClientSession, ClientWebSocketResponse, TCPConnector
+from yarl import URL
 
 from procs.gateway.signing import API_KEY, RECV_WINDOW, SIGNATURE, TIMESTAMP, sign
 
@@ -35,6 +36,7 @@ class RestClient:
         self.api_key = ""
         self.secret = ""
         self.account = 0
+        self._last_ms = 0
 
     async def __aenter__(self) -> RestClient:
         return self
@@ -56,8 +58,14 @@ class RestClient:
         self.api_key, self.secret = reply["apiKey"], reply["secretKey"]
         self.account = reply["accountId"]
 
+    def _timestamp(self) -> int:
+        """Milliseconds, strictly increasing: two equal requests in one millisecond would
+        otherwise sign the same bytes, and the server refuses the second as a replay."""
+        self._last_ms = max(time.time_ns() // 1_000_000, self._last_ms + 1)
+        return self._last_ms
+
     def headers(self, method: str, path: str, query: str, body: bytes) -> dict[str, str]:
-        now = time.time_ns() // 1_000_000
+        now = self._timestamp()
         window = self.recv_window_ms
         signature = sign(self.secret, now, window, method, path, query, body)
         return {
@@ -77,7 +85,9 @@ class RestClient:
         headers = self.headers(method, path, query, body) if signed else {}
         if body:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-        url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
+        # as signed: yarl would otherwise unescape what it may (``%3A`` to ``:``) and send
+        # bytes other than those the signature covers
+        url = URL(f"{self.base_url}{path}" + (f"?{query}" if query else ""), encoded=True)
         async with self.session.request(method, url, data=body or None, headers=headers) as r:
             raw = await r.read()
             return r.status, msgspec.json.decode(raw) if raw else None
@@ -90,7 +100,7 @@ class RestClient:
         return body
 
     def stream_url(self) -> str:
-        now = time.time_ns() // 1_000_000
+        now = self._timestamp()
         window = self.recv_window_ms
         signature = sign(self.secret, now, window, "GET", "/api/v1/stream", "", b"")
         query = urlencode(
