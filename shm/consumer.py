@@ -254,6 +254,15 @@ class Consumer(Generic[T]):
         self._publish_sequence(sequence)
         return sequence - n
 
+    def pass_over(self) -> None:
+        """Pass over the next record unread (one that does not decode, say), as ``poll``
+        would have taken it: released with the records read, at the next commit, not at once
+        as ``skip_to`` does (records read before it may not be done with yet)."""
+        n = self._next
+        if n >= self._slow_at and not self._slow_path(n):
+            raise RingError(f"consumer {self.name!r}: no record {n} to pass over")
+        self._next = n + 1
+
     def commit(self, sequence: int | None = None) -> None:
         """Release records up to ``sequence`` (default: all returned so far) to the producer
         and to consumers gated on this one. Only needed with ``auto_commit=False``."""

@@ -29,7 +29,7 @@ def read_commands(consumer: Consumer[Record], quota: int) -> list[Record]:
                 break  # they first; the bad one is passed over on the next read
             log.error("ring %s, record %d: %s; skipped",
                       consumer.ring.name, consumer.sequence, exc)  # fmt: skip
-            consumer.skip_to(consumer.sequence + 1)
+            consumer.pass_over()  # committed with the rest: their replies may be owed yet
             continue
         if record is None:
             break

@@ -389,3 +389,33 @@ def test_idle_round_waits_as_configured_and_returns_once_there_is_room(instance:
     waited = time.monotonic() - started
     assert 0.05 < waited < 4.0
     assert producer.try_publish((4, 0))
+
+
+def test_pass_over_leaves_the_commit_to_the_consumer(instance: str) -> None:
+    """A record passed over (one that does not decode) is released with those read before
+    it, at the consumer's commit: the router passes over a bad command while the replies to
+    the commands before it may still be owed, and a crash must read those again."""
+    ring = make(instance, capacity=8)
+    producer = ring.producer()
+    consumer = ring.consumer("a", auto_commit=False)
+    producer.publish_batch([(k, k) for k in range(3)])
+    assert drain_one(consumer) == 0
+    consumer.pass_over()  # record 1
+    assert consumer.sequence == 2
+    assert committed(ring) == 0  # nothing committed yet
+    assert drain(consumer) == [2]
+    consumer.commit()
+    assert committed(ring) == 3
+    with pytest.raises(RingError, match="no record 3 to pass over"):
+        consumer.pass_over()
+
+
+def drain_one(consumer: Any) -> int:
+    item = consumer.poll()
+    assert item is not None
+    return int(item[0])
+
+
+def committed(ring: Ring[Any]) -> int:
+    (info,) = ring.info().consumers
+    return info.sequence
