@@ -30,7 +30,7 @@ from tqdm import tqdm
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
-from procs.admin.client import AdminClient, AdminError, to_minor_units
+from procs.admin.client import AdminClient, AdminError, check_account, to_minor_units
 from procs.common.journal import JournalError, JournalReader
 from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_writer import archive_segments_before
@@ -303,12 +303,12 @@ def endpoints(cfg: RingexConfig, status: dict[str, Any]) -> dict[str, str]:
     return {
         **{f"fix {g.name}": f"{g.host}:{g.port} CompID {g.comp_id}" for g in cfg.gateways},
         **{
-            f"rest {g.name}": f"http://{g.rest.host}:{g.rest.port}/api/v1/"
+            f"rest {g.name}": f"http://{_url_host(g.rest.host)}:{g.rest.port}/api/v1/"
             for g in cfg.gateways
             if g.rest is not None
         },
-        "websocket": f"ws://{md.host}:{md.port}/stream" if md.enabled else off,
-        "web page": f"http://{md.host}:{md.port}/" if md.enabled else off,
+        "websocket": f"ws://{_url_host(md.host)}:{md.port}/stream" if md.enabled else off,
+        "web page": f"http://{_url_host(md.host)}:{md.port}/" if md.enabled else off,
         "metrics": _metrics_url(cfg, status),
     }
 
@@ -321,9 +321,15 @@ def _metrics_url(cfg: RingexConfig, status: dict[str, Any]) -> str:
         return str(status["metrics_url"])
     if not settings.metrics:
         return "off (supervisor.metrics = false)"
+    host = _url_host(settings.metrics_host)
     if not settings.metrics_port:
-        return f"http://{settings.metrics_host}:<a free port, once running>/metrics"
-    return f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+        return f"http://{host}:<a free port, once running>/metrics"
+    return f"http://{host}:{settings.metrics_port}/metrics"
+
+
+def _url_host(host: str) -> str:
+    """``host`` as a URL names it: an IPv6 literal in brackets (RFC 3986, 3.2.2)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
@@ -339,6 +345,17 @@ def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
     if not comp_id or len(comp_id) > 32:  # before anything is opened or funded
         print(f"ringex admin add-user: comp id {comp_id!r} must be 1..32 characters",
               file=sys.stderr)  # fmt: skip
+        return 2
+    existing = store.get(comp_id)
+    if existing is not None:  # its logon names its account for good
+        print(f"ringex admin add-user: comp id {comp_id} is a user already (account "
+              f"{existing.account}); deposit to it with `ringex admin deposit`",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        check_account(account)
+    except AdminError as exc:
+        print(f"ringex admin add-user: {exc}", file=sys.stderr)
         return 2
     deposits = [d.split("=", 1) for d in args.deposit]
     if any(len(d) != 2 for d in deposits):
@@ -421,8 +438,9 @@ def _admin(args: argparse.Namespace) -> int:
         if args.admin_command == "create-account":
             replies = [client.create_account(args.account)]
         else:
+            amount = args.amount.strip().removeprefix("+")
             sign = "-" if args.admin_command == "withdraw" else ""
-            replies = [client.transfer(args.account, args.asset, sign + args.amount, args.key)]
+            replies = [client.transfer(args.account, args.asset, sign + amount, args.key)]
     except (AdminError, KeyError) as exc:
         print(f"ringex admin: {exc}", file=sys.stderr)
         return 1

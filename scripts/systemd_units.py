@@ -31,6 +31,7 @@ Where systemd is not PID 1 (containers, CI) this refuses and points to ``ringex 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pwd
 import shlex
@@ -306,7 +307,10 @@ if __name__ == "__main__":
 
 
 def _span(seconds: float) -> str:
-    """A systemd time span, never with an exponent (systemd refuses ``1e+06s``)."""
+    """A systemd time span, never with an exponent (systemd refuses ``1e+06s``); the config
+    takes ``inf`` (no bound), which systemd spells ``infinity``."""
+    if math.isinf(seconds):
+        return "infinity"
     if float(seconds).is_integer():
         return f"{int(seconds)}s"
     return f"{round(seconds * 1000)}ms"

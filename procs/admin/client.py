@@ -28,7 +28,8 @@ from procs.common.topology import (
     gateway_replies,
 )
 from procs.common.types import AdminAction
-from shm import Ring
+from shm import Ring, ShmError
+from shm.inspect import list_segments
 
 
 class AdminError(RuntimeError):
@@ -74,12 +75,23 @@ def to_minor_units(cfg: RingexConfig, asset: str, amount: str) -> tuple[int, int
     return spec.id, -units if sign else units
 
 
+def check_account(account: int) -> None:
+    """An account id a record carries: 1..2**63-1 (0 means every account in a mass cancel)."""
+    if not 0 < account <= MAX_UNITS:
+        raise AdminError(f"account {account} is outside 1..{MAX_UNITS}")
+
+
 class AdminClient:
     def __init__(self, cfg: RingexConfig) -> None:
         self.cfg = cfg
         codec = RecordCodec()
         wait = cfg.wait.build()
-        self._out = Ring.attach(cfg.instance, gateway_commands(ADMIN_GATEWAY), codec).producer(wait)
+        ring = Ring.attach(cfg.instance, gateway_commands(ADMIN_GATEWAY), codec)
+        found = [s for s in list_segments(cfg.instance) if s.name == ring.name]
+        if found and found[0].stale:  # a dead instance's rings, not removed yet
+            ring.close()
+            raise ShmError(f"ring {ring.name}: every process it names is gone {found[0].pids}")
+        self._out = ring.producer(wait)
         self._in = Ring.attach(cfg.instance, gateway_replies(ADMIN_GATEWAY), codec).consumer(
             gateway_consumer(ADMIN_GATEWAY), wait
         )
@@ -111,6 +123,7 @@ class AdminClient:
         raise AdminError(f"no answer from the router within {timeout_s} s (is it running?)")
 
     def create_account(self, account: int, timeout_s: float = 10.0) -> AccountReply:
+        check_account(account)
         ref = self._ref()
         return self._call(CreateAccount(0, 0, ADMIN_GATEWAY, 0, ref, account), ref, timeout_s)
 
@@ -120,6 +133,7 @@ class AdminClient:
         """Deposit (``amount`` > 0) or withdraw (< 0) a decimal amount. ``key`` (1..2**63-1)
         makes it idempotent (default: a fresh one, said on a timeout so the retry can use
         it): a transfer sent again with its key is applied once, and answered OK again."""
+        check_account(account)
         asset_id, units = to_minor_units(self.cfg, asset, amount)
         if key is not None and not 0 < key <= MAX_UNITS:
             raise AdminError(f"idempotency key {key} is outside 1..{MAX_UNITS}")

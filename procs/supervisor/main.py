@@ -194,6 +194,7 @@ class Supervisor:
         logfile.close()
         child.held = True
         child.ready = False
+        child.started_at = 0.0  # until released: no uptime yet
 
     def _release(self, child: Child) -> None:
         process = child.process
@@ -457,7 +458,7 @@ class Supervisor:
                     "cpus": list(c.spec.cpus),
                     "restarts": c.restarts_total,
                     "heartbeat_age_s": self._heartbeat_age(c),
-                    "uptime_s": round(time.monotonic() - c.started_at, 1) if c.process else 0,
+                    "uptime_s": round(time.monotonic() - c.started_at, 1) if c.started_at else 0,
                 }
                 for c in self.children
             ],
@@ -477,7 +478,7 @@ class Supervisor:
                 up=c.process is not None and c.process.poll() is None,
                 ready=c.ready,
                 restarts=c.restarts_total,
-                start_time_s=c.started_at + wall_offset if c.process is not None else 0.0,
+                start_time_s=c.started_at + wall_offset if c.started_at else 0.0,  # held: 0
             )
             for c in self.children
         ]
