@@ -13,6 +13,7 @@ from procs.common.events_after import events_after
 from procs.common.records import Heartbeat, MassCancel, Record, RecordCodec
 from procs.common.topology import REPLAY_SOURCE, matcher_output
 from procs.common.users import UserStore
+from procs.core.recovery import JournaledTail
 from procs.gateway.clordids import SeenLog
 from procs.gateway.order_log import OrderLog
 from procs.gateway.orders import OrderEntry
@@ -91,9 +92,11 @@ class GatewayRestart:
         """Commands logged for a router ring that is gone, still unanswered, and not in the
         journal: the ring took them along unread. They go into the new ring. One that is in
         the journal is answered by the events made again after the matcher's replay mark.
-        An unanswered command was journaled, if at all, after every seq this gateway had
-        handled from the matchers (its answer would have come), so the journal is read from
-        the oldest of those on."""
+        An order command was journaled, if at all, after every seq this gateway had
+        handled from the matchers (its answer would have come); a mass cancel's verdict
+        comes on the reply ring, which the matchers' events may overtake, so the journal is
+        read from the oldest of those less the router's own look-back (``JournaledTail``:
+        every gateway's ring's worth of commands)."""
         waiting = [
             command
             for command in (self.codec.decode_slot(image) for image in images)
@@ -103,7 +106,8 @@ class GatewayRestart:
             return []
         matchers = [matcher_output(m.name) for m in self.cfg.matchers]
         after = min((self._handled.get(name, 0) for name in matchers), default=0)
-        found = journaled_refs(self.cfg, self.gw.id, max(0, after - 1), self.codec)
+        after -= 1 + JournaledTail.for_config(self.cfg).window
+        found = journaled_refs(self.cfg, self.gw.id, max(0, after), self.codec)
         self._answer_mass_cancels(waiting, found)
         if found is None:
             log.warning(

@@ -155,6 +155,7 @@ class GatewayServer(GatewayRestart):
             self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
         self.pacing = IntakePacing(cfg.ring.capacity)
         self._publish_due = False
+        self._writes_due: list[Connection] = []  # whose commands publish() logs first
         self._closed = False
         #: input ring -> the newest event seq handled before a restart, while the ring is
         #: new and its first events are checked against it (``_after_new_rings``)
@@ -258,7 +259,10 @@ class GatewayServer(GatewayRestart):
         if session is not None and session.verify_request is not None:
             self._verify(conn, session, *session.verify_request)
         self.submit()
-        self.write(conn)
+        if self.entry.outgoing:  # its store's MsgSeqNum counts them: logged first
+            self._writes_due.append(conn)
+        else:
+            self.write(conn)
 
     def _verify(self, conn: Connection, session: Session, comp_id: str, password: str) -> None:
         session.verify_request = None
@@ -297,6 +301,9 @@ class GatewayServer(GatewayRestart):
         self._publish_due = False
         if not self._closed:  # a callback due after ``close`` (at shutdown) has nothing to do
             self.publish()
+        due, self._writes_due = self._writes_due, []
+        for conn in due:
+            self.write(conn)
 
     def write(self, conn: Connection) -> None:
         session, transport = conn.session, conn.transport
@@ -324,6 +331,13 @@ class GatewayServer(GatewayRestart):
         outgoing = self.entry.outgoing
         step = max(1, self.producer.ring.capacity // 2)
         producer, unpublished = self.producer, self._unpublished
+        # All of them logged now, whatever the ring takes: a session's store, flushed with
+        # its next write, counts their MsgSeqNums, and a crash must not lose one it counts.
+        while outgoing and producer.sequence + len(outgoing) > self._logged_to:
+            bad = self._log_commands(outgoing, producer.sequence)
+            if bad is None:
+                break
+            del outgoing[bad]
         while outgoing:
             chunk = outgoing[:step]
             base = producer.sequence
@@ -454,9 +468,9 @@ class GatewayServer(GatewayRestart):
         if self.gw.park_after_ms and self.cfg.wait.strategy != "busy-spin":
             self._waker = RingWaker(self.inputs)
         if self._new_rings:  # what the log says was handled, per ring (``recovery.py``)
-            self._awaiting = {
+            self._awaiting = {  # the matchers' rings: the reply ring holds new replies only
                 r.name: (self._handled.get(r.name, 0), self._handled_part.get(r.name))
-                for r in rings
+                for r in rings[1:]
             }
         else:
             self._skip_handled()

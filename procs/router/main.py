@@ -168,6 +168,7 @@ class RouterShell:
         self.snapshots = Snapshots(cfg, recovered.snapshot_seq)
         self._unrouted: list[tuple[Producer[Record], list[Record]]] = []
         self._held = HeldBatches()  # journaled, not yet fsynced ("interval"): not routed
+        self._watch_requests: list[tuple[int, WatchBalances]] = []  # answered once none is
         #: a matcher's unread input past which no gateway command is taken (``_books_behind``)
         self._books_limit = cfg.ring.capacity // 8
         #: (seq, gateway, reply) owed to a command read again after a restart, waiting for
@@ -291,8 +292,6 @@ class RouterShell:
                     last, self.settle, self._stop, first - 1
                 ):
                     return self._abandon(decisions, origins)
-            if self.watches:
-                self.watches.touch_commands(accepted)
         batch = Batch(self.journal.next_seq - 1 if accepted else 0, decisions, origins,
                       watch_requests)  # fmt: skip
         if self._held or self.journal.durable_seq < batch.last_seq:
@@ -305,6 +304,8 @@ class RouterShell:
 
     def _route(self, batch: Batch) -> None:
         """Publish a durable batch to the matchers and queue its replies and watches."""
+        if self.watches:  # the balances it changed, pushed now that it is durable
+            self.watches.touch_commands([d.command for d in batch.decisions if d.command])
         for name, commands in route_all(batch.decisions).items():
             self._publish(self.to_matchers[name], commands)
         for gateway, decision in zip(batch.origins, batch.decisions, strict=True):
@@ -451,8 +452,12 @@ class RouterShell:
                 rounds += 1
 
     def _flush_replies(self, watch_requests: Sequence[tuple[int, WatchBalances]] = ()) -> None:
-        if watch_requests or self.watches:
-            self._queue_balances(watch_requests)
+        """Send what waits; balances only of a durable state: none while a batch is held
+        (``held.py``), whose reservations they would show (its watches wait with it)."""
+        self._watch_requests += watch_requests
+        if (self._watch_requests or self.watches) and not self._held:
+            self._queue_balances(self._watch_requests)
+            self._watch_requests = []
         self._send_pending()
 
     def _send_pending(self) -> None:
