@@ -128,7 +128,7 @@ def misfit(codes: list[tuple[str, int]], item: Any) -> str:
             if not low <= value <= high:
                 return f"field {k} ({code!r}) is {value}, outside {low}..{high}"
         elif code in "sp" and isinstance(value, bytes | bytearray):
-            room = size - (code == "p")  # a Pascal string spends a byte on its length
+            room = _room(code, size)
             if len(value) > room:
                 return f"field {k} ({size}{code!r}) is {len(value)} bytes, at most {room}"
         elif code in "efd" and isinstance(value, float):
@@ -139,10 +139,16 @@ def misfit(codes: list[tuple[str, int]], item: Any) -> str:
     return ""
 
 
+def _room(code: str, size: int) -> int:
+    """The most bytes a ``Ns`` or ``Np`` field carries back whole: a Pascal string spends a
+    byte on its length, which holds at most 255."""
+    return min(size - 1, 255) if code == "p" else size
+
+
 def _length_checks(codes: list[tuple[str, int]]) -> str:
     """Statements refusing a bytes field longer than its ``Ns`` (struct truncates it)."""
     return "".join(
-        f"    if len(f{k}) > {size - (code == 'p')}:\n        raise ValueError('too long')\n"
+        f"    if len(f{k}) > {_room(code, size)}:\n        raise ValueError('too long')\n"
         for k, (code, size) in enumerate(codes)
         if code in "sp"
     )

@@ -69,7 +69,14 @@ from shm.errors import EncodeError
 from shm.header import STAMP_SIZE
 
 
-class Record(msgspec.Struct, frozen=True, array_like=True, tag_field="type", gc=False):
+class Record(
+    msgspec.Struct,
+    frozen=True,
+    array_like=True,
+    tag_field="type",
+    gc=False,
+    forbid_unknown_fields=True,  # a longer array is an error, never a record cut short
+):
     """Base of every ring record. ``seq`` is the router's global sequence (0 before it)."""
 
 
@@ -531,8 +538,11 @@ class RecordCodec:
 
     def encode_slots(self, items: Sequence[Record]) -> bytes:
         """The slot images of ``items``, joined: the journal's path, which also refuses a
-        field past its bounds (naming it) rather than journal a slot no reader decodes; one
-        scan of the whole batch finds any value of 2**63 or more."""
+        field of 2**63 or more (naming it; one scan of the whole batch) rather than journal
+        a slot no reader decodes. Narrower bounds are not checked here: what the router
+        journals it decoded from a gateway's ring (the typed decode checks every bound) or
+        set itself (seq, ts, order id, a market buy's cap: int64 by construction); the
+        edges check every client value."""
         images = b"".join(map(self.encode_slot, items))
         for match in _UINT64_PAST_INT64.finditer(images):  # a data byte can match too
             why = self.out_of_bounds(items[match.start() // self.slot_size])
