@@ -214,9 +214,9 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
               "(--force promotes it anyway)", file=sys.stderr)  # fmt: skip
         return 1
     # past every epoch either journal knows, its fence's included (a fenced journal's
-    # promotion must not reuse the epoch that fenced it)
+    # promotion must not reuse the epoch that fenced it) and those a standby was told of
     epoch = 1 + max(
-        max(e.current, e.fence.epoch if e.fence is not None else 0)
+        max(e.current, e.known, e.fence.epoch if e.fence is not None else 0)
         for e in (Epochs.load(journal_path(standby)), Epochs.load(journal_path(primary)))
     )
     if old and doc.get("prestarted") and doc.get("role") == "standby":

@@ -50,6 +50,9 @@ class Epochs:
     #: ``(epoch, first_seq)``, both strictly increasing; never empty.
     history: tuple[tuple[int, int], ...] = ((1, 1),)
     fence: Fence | None = None
+    #: The newest epoch this journal was told of (a standby learns its primary's, which may
+    #: begin past what it holds yet): never begun here again (Raft keeps its current term).
+    known: int = 0
 
     def __post_init__(self) -> None:
         if not self.history:
@@ -68,7 +71,12 @@ class Epochs:
         """This history with ``epoch`` beginning at ``first_seq`` (a promotion), unfenced."""
         if epoch <= self.current:
             raise EpochsError(f"promotion to epoch {epoch}: the journal is at {self.current}")
-        return Epochs((*self.history, (epoch, first_seq)))
+        if epoch <= self.known:
+            raise EpochsError(
+                f"promotion to epoch {epoch}: its primary began epoch {self.known} already "
+                "(past what this journal holds); pick a newer one"
+            )
+        return Epochs((*self.history, (epoch, first_seq)), known=self.known)
 
     def fenced(self, epoch: int, by: str) -> Epochs:
         """This journal, fenced by ``by``'s promotion to ``epoch``."""
@@ -82,7 +90,7 @@ class Epochs:
         """The epochs that began by ``next_seq``, unfenced: those after wrote nothing to a
         journal whose next entry is ``next_seq`` (the first epoch is always kept)."""
         begun = tuple((e, s) for e, s in self.history if s <= next_seq)
-        return Epochs(begun or self.history[:1])
+        return Epochs(begun or self.history[:1], known=max(self.known, self.current))
 
     def keep_before(self, primary: Epochs) -> int | None:
         """Rebuilding this journal as ``primary``'s standby: the last seq it may keep (every
@@ -124,7 +132,7 @@ class Epochs:
             history = tuple((int(e), int(s)) for e, s in doc["epochs"])
             f = doc.get("fenced")
             fence = Fence(int(f["epoch"]), str(f["by"]), int(f["at_ns"])) if f else None
-            return cls(history, fence)
+            return cls(history, fence, int(doc.get("known", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise EpochsError(f"{path}: malformed epochs file ({exc!r})") from exc
 
@@ -134,5 +142,6 @@ class Epochs:
         doc = {
             "epochs": [list(h) for h in self.history],
             "fenced": None if fence is None else asdict(fence),
+            "known": self.known,
         }
         replace_durably(directory / FILE, json.dumps(doc).encode())

@@ -208,7 +208,11 @@ class SyncGate:
         self.timeout_s = timeout_ms / 1000
         self.spin = spin
         self.clock = clock
-        self.degraded = bool(block.words[DEGRADED])  # a restarted router keeps the verdict
+        # a restarted router keeps the verdict, unless it now has no timeout: then it never
+        # goes on without the standby (README), whatever an earlier run decided
+        self.degraded = bool(block.words[DEGRADED]) and timeout_ms > 0
+        if not timeout_ms:
+            block.words[DEGRADED] = 0
         self._degraded_at = clock()
 
     def wait(

@@ -22,9 +22,11 @@ A file is followed by inode, size and mtime, and for the logs by the bytes just 
 where the copy ends. A log that grew with those bytes unchanged is sent from there (the logs
 only grow); any other change sends the file again whole (``reset``): a log replaced (a
 compaction), shrunk or rewritten, and the users' and keys' files, which are rewritten whole
-(``os.replace``) at every change. Inode numbers are reused: a file replaced twice between
-two looks can have the inode and a larger size of the copy's, and appending its end to the
-copy would corrupt it.
+(``os.replace``) at every change. A file sent whole in several pieces is made aside and
+replaces the standby's copy once complete, so a connection lost mid-way (every new one sends
+every file whole) never leaves a copy cut short. Inode numbers are reused: a file replaced
+twice between two looks can have the inode and a larger size of the copy's, and appending its
+end to the copy would corrupt it.
 Session stores are not shipped: after a failover FIX sessions start again at sequence 1
 (logon with ResetSeqNumFlag), the rule the README gives clients.
 """
@@ -111,7 +113,7 @@ class FileShipper:
                     tail = os.pread(f.fileno(), min(TAIL, end), end - min(TAIL, end))
             except FileNotFoundError:
                 continue
-            out.append(StateFile(name, offset, data, reset))
+            out.append(StateFile(name, offset, data, reset, st.st_size if reset else 0))
             self.sent[name] = _Sent(st.st_ino, end, st.st_mtime_ns, tail)
             budget -= len(data)
         return out
@@ -129,6 +131,8 @@ class FileReceiver:
         self.root = root
         self.dirty: set[Path] = set()  # files written since the last sync
         self.renamed: set[Path] = set()  # directories where a file was replaced
+        #: files sent again whole, in pieces, made aside: their size once complete
+        self.assembling: dict[Path, int] = {}
 
     def sync(self) -> None:
         """fsync the files written since the last call (a replaced one: its directory too)."""
@@ -144,19 +148,30 @@ class FileReceiver:
             raise ValueError(f"the primary sent {message.path!r}, not a gateway state file")
         path = self.root / message.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.dirty.add(path)
+        aside = path.with_name(path.name + ".shipping")
         if message.reset and message.offset == 0:
-            aside = path.with_name(path.name + ".shipping")
-            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, message.data)
-            finally:
-                os.close(fd)
-            os.replace(aside, path)  # a reader sees the old copy or the new one
-            self.renamed.add(path.parent)
+            # A file sent again whole is made aside and replaces the copy only once complete:
+            # until then the standby keeps the whole old copy (a drop mid-way leaves it).
+            self.assembling[path] = message.size
+            _write(aside, message.data, 0, truncate=True)
+        elif path in self.assembling:
+            _write(aside, message.data, message.offset)
+        else:
+            _write(path, message.data, message.offset)
+            self.dirty.add(path)
             return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            os.pwrite(fd, message.data, message.offset)
-        finally:
-            os.close(fd)
+        end = message.offset + len(message.data)
+        if end >= self.assembling[path]:
+            del self.assembling[path]
+            os.replace(aside, path)  # a reader sees the old copy or the new one
+            self.dirty.add(path)
+            self.renamed.add(path.parent)
+
+
+def _write(path: Path, data: bytes, offset: int, *, truncate: bool = False) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)

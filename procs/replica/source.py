@@ -141,6 +141,9 @@ class ReplicationSource:
                 return
             await send(writer, EpochHistory(list(self.epochs.history)))
             last = self.reader.last_seq()
+            if hello.next_seq < 1:
+                await send(writer, Refused(f"next seq {hello.next_seq}: seqs start at 1"))
+                return
             if hello.next_seq > last + 1:
                 await send(
                     writer,
@@ -159,8 +162,9 @@ class ReplicationSource:
                 return
             log.info("standby %s connected at seq %d", peer, hello.next_seq)
             self._acknowledged(peer, hello.next_seq - 1)  # what it holds is durable there
-            acks = asyncio.create_task(self._acks(reader, peer))
-            stream = asyncio.create_task(self._stream(writer, hello.next_seq, history))
+            sent = [hello.next_seq - 1]  # the newest seq this connection has sent
+            acks = asyncio.create_task(self._acks(reader, peer, sent))
+            stream = asyncio.create_task(self._stream(writer, hello.next_seq, history, sent))
             try:  # whichever ends first ends both: a standby gone while idle is seen at once
                 done, _ = await asyncio.wait({acks, stream}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -196,18 +200,26 @@ class ReplicationSource:
         self.block.words[CONNECTED] = len(self.peers)
         self.block.acknowledged(seq)
 
-    async def _acks(self, reader: asyncio.StreamReader, peer: str) -> None:
+    async def _acks(self, reader: asyncio.StreamReader, peer: str, sent: list[int]) -> None:
+        """Publish each acknowledgement; one past what was sent is a broken peer's, which
+        would let the sync router go on without a standby: it is dropped."""
         last_log = 0.0
         while True:
             ack = await receive(reader, MAX_PEER_FRAME)
             if isinstance(ack, Ack):
+                if ack.seq > sent[0]:
+                    raise ConnectionError(
+                        f"it acknowledged seq {ack.seq}, past seq {sent[0]} sent to it: dropped"
+                    )
                 self._acknowledged(peer, ack.seq)
                 if time.monotonic() - last_log > 5:
                     lag = self.reader.last_seq() - ack.seq
                     log.info("standby acked seq %d (lag %d)", ack.seq, lag)
                     last_log = time.monotonic()
 
-    async def _stream(self, writer: asyncio.StreamWriter, next_seq: int, history: History) -> None:
+    async def _stream(
+        self, writer: asyncio.StreamWriter, next_seq: int, history: History, sent: list[int]
+    ) -> None:
         """Send frames from ``next_seq``; sleep on the router's bell when caught up.
 
         The flag goes up *before* the journal is looked at, and the router looks at the flag
@@ -247,6 +259,7 @@ class ReplicationSource:
                 await send(writer, Entries(next_seq, images, history.digest()))
                 heard = loop.time()
                 next_seq += len(images)
+                sent[0] = next_seq - 1
                 await asyncio.sleep(0)  # let the acknowledgements in between frames
         finally:
             tail.close()

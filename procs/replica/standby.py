@@ -148,8 +148,8 @@ class Standby:
         if reached.history == adopt.history:
             adopt.save(journal_dir(self.cfg))
             self.epochs, self._adopt = adopt, None
-        elif len(reached.history) > len(self.epochs.history):
-            self.epochs = reached
+        elif len(reached.history) > len(self.epochs.history) or reached.known > self.epochs.known:
+            self.epochs = reached  # what has begun here, and the newest epoch there is
             self.epochs.save(journal_dir(self.cfg))
 
     def follow_epochs(self, message: EpochHistory) -> None:

@@ -70,6 +70,9 @@ class StateFile(msgspec.Struct, tag=5, array_like=True):
     offset: int
     data: bytes
     reset: bool  # the file was replaced: the standby's copy starts again with ``data``
+    #: a reset's whole size: the standby keeps its old copy until it has that many bytes
+    #: (0: ``data`` is all of it; what an older primary sends)
+    size: int = 0
 
 
 class EpochHistory(msgspec.Struct, tag=6, array_like=True):
