@@ -25,6 +25,7 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
+from procs.common.durable import fsync_dir, fsync_file
 from shm.liveness import pid_alive
 
 log = logging.getLogger("ringex.dbwriter.pg")
@@ -35,6 +36,10 @@ PORT: Final = 5432
 _SOCKET_MAX: Final = 107  # sun_path holds 108 bytes with the NUL
 # Not synchronous_commit = off: an immediate stop would then lose committed batches.
 _FAST: Final = ("fsync = off", "full_page_writes = off")
+#: The line before the settings ``init`` appends to postgresql.conf.
+_MARK: Final = "\n# ringex embedded\n"
+#: Written last by ``init``: the cluster is whole (initdb done, settings appended).
+MADE: Final = "ringex-made"
 
 
 class EmbeddedError(RuntimeError):
@@ -151,7 +156,13 @@ class EmbeddedPostgres:
 
     @property
     def dsn(self) -> str:
-        return f"host={self.data} port={PORT} dbname={DATABASE} user={SUPERUSER}"
+        return self._dsn(DATABASE)
+
+    def _dsn(self, dbname: str) -> str:
+        """Quoted by psycopg: a data directory may hold spaces (``~/My Exchange/var``)."""
+        from psycopg.conninfo import make_conninfo  # noqa: PLC0415  (as in start)
+
+        return make_conninfo(host=str(self.data), port=PORT, dbname=dbname, user=SUPERUSER)
 
     def _cmd(self, tool: str, *args: str) -> list[str]:
         argv = [str(self.bin_dir / tool), *args]
@@ -177,16 +188,22 @@ class EmbeddedPostgres:
         return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
     def init(self) -> None:
-        """Create the cluster (idempotent: an existing one is kept)."""
-        if (self.data / "PG_VERSION").exists():
+        """Create the cluster (idempotent: an existing one is kept). Its last step writes
+        ``MADE``: a start that died before it is finished by the next (settings appended
+        again, which later lines override) or, died inside initdb, made again."""
+        made, conf = self.data / MADE, self.data / "postgresql.conf"
+        if made.exists():
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        if self.user is not None:
-            os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
-        self.root.chmod(0o700)
-        args = ["-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8"]
-        args += ["--locale=C", *(("--no-sync",) if self.fast else ())]
-        self._check(self._cmd("initdb", *args), f"initdb of {self.data}")
+        appended = conf.exists() and _MARK in conf.read_text(errors="replace")
+        if not appended:  # initdb did not finish: nothing in it to keep
+            shutil.rmtree(self.data, ignore_errors=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+            if self.user is not None:
+                os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
+            self.root.chmod(0o700)
+            args = ["-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8"]
+            args += ["--locale=C", *(("--no-sync",) if self.fast else ())]
+            self._check(self._cmd("initdb", *args), f"initdb of {self.data}")
         settings = [
             "listen_addresses = ''",
             f"unix_socket_directories = '{self.data}'",
@@ -194,8 +211,12 @@ class EmbeddedPostgres:
             "max_connections = 50",
             *(_FAST if self.fast else ()),
         ]
-        with open(self.data / "postgresql.conf", "a") as f:
-            f.write("\n# ringex embedded\n" + "\n".join(settings) + "\n")
+        with open(conf, "a") as f:
+            f.write(_MARK + "\n".join(settings) + "\n")
+        fsync_file(conf)
+        made.touch()
+        fsync_file(made)
+        fsync_dir(self.data)
 
     def start(self) -> str:
         """Create and start the cluster when needed, make the database; return the DSN.
@@ -219,8 +240,7 @@ class EmbeddedPostgres:
             # imported here: the supervisor, which only stops clusters, starts 0.15 s sooner
             import psycopg  # noqa: PLC0415  (a failover waits on that start)
 
-            admin = f"host={self.data} port={PORT} dbname=postgres user={SUPERUSER}"
-            with psycopg.connect(admin, autocommit=True) as conn:
+            with psycopg.connect(self._dsn("postgres"), autocommit=True) as conn:
                 exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
                 if exists.fetchone() is None:
                     conn.execute(f"CREATE DATABASE {DATABASE}")

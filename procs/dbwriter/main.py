@@ -38,6 +38,10 @@ def options(cfg: RingexConfig) -> WriterOptions:
     )
 
 
+def _nothing() -> None:
+    """What ``sd_notify.petting`` wraps where only its ping is wanted."""
+
+
 def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> int:
     """Run the writer (``to_end``: once, to the journal's end); return the checkpoint."""
     # The handler goes in first: a stop that comes while the cluster starts must still end
@@ -63,7 +67,8 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
             dsn = embedded.start()
         # READY=1 once it first waits (caught up with the journal); its waits pet the watchdog
         sleep = sd_notify.petting(time.sleep, ready_first=True)
-        writer = DbWriter(cfg, dsn, options(cfg), sleep=sleep)
+        pet = sd_notify.petting(_nothing)  # and so does each batch of a catch-up
+        writer = DbWriter(cfg, dsn, options(cfg), sleep=sleep, pet=pet)
         if stopped:
             writer.request_stop()
         try:

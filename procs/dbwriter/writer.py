@@ -85,7 +85,10 @@ class DbWriter:
         *,
         codec: RecordCodec | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        pet: Callable[[], None] = lambda: None,
     ) -> None:
+        """``sleep``: the idle wait; ``pet``: called once a batch while it works through a
+        backlog (systemd's watchdog, which the idle waits alone would leave unfed)."""
         self.cfg = cfg
         self.options = options or WriterOptions()
         self.codec = codec or RecordCodec()
@@ -97,6 +100,7 @@ class DbWriter:
             archive=journal_archive_dir(cfg),  # a restored backup may be older than it
         )
         self.sleep = sleep
+        self.pet = pet
         self.stopping = False
         self.follower: Follower | None = None
         self.committed = 0  # the checkpoint as this writer last saw it
@@ -216,6 +220,7 @@ class DbWriter:
         """Seal ``batch`` (here: sealing reads the replay state, which moves on) and hand it
         to the committer, which writes it while this thread reads on (``committer.py``)."""
         assert self.follower is not None
+        self.pet()
         projection = self.follower.projection
         batch.seal(self.follower.sequencer.accounts, projection.decimals, projection.assets_of)
         if self._committer is None:
