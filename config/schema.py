@@ -83,8 +83,8 @@ class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     """One tradable symbol. Inside the pipeline prices are integer ticks and sizes integer
     lots; the decimals say how the edges (FIX, REST, the web page) show them."""
 
-    #: What clients call it, e.g. "BTC-USD".
-    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9][A-Z0-9./_-]{0,23}$")]
+    #: What clients call it, e.g. "BTC-USD" (no "/": stream names are split on it).
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9][A-Z0-9._-]{0,23}$")]
     #: The integer id records carry (stable: journals and the database use it).
     id: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]  # the database keeps an integer
     #: A valid price is a multiple of ``tick`` integer price units ...

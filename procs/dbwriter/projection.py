@@ -39,7 +39,7 @@ from procs.common.records import (
     Transfer,
     Triggered,
 )
-from procs.common.types import DoneReason
+from procs.common.types import DoneReason, OrdType, Side
 from procs.core.accounts import Accounts
 from procs.dbwriter.copy import BinaryRows, GroupedRows, RowLayout, pg_micros
 
@@ -74,12 +74,15 @@ ORDERS = RowLayout(
         ("ord_type", "int2"), ("tif", "int2"), ("price", "int8"), ("stop_price", "int8"),
         ("size", "int8"), ("remaining", "int8"), ("filled", "int8"), ("status", "int2"),
         ("reject_code", "int4"), ("created_seq", "int8"), ("created", "timestamptz"),
-        ("updated_seq", "int8"), ("updated", "timestamptz"),
+        ("updated_seq", "int8"), ("updated", "timestamptz"), ("flags", "int2"),
     ],
 )  # fmt: skip
 ACCOUNTS = RowLayout(
     "accounts", [("id", "int8"), ("created_seq", "int8"), ("created", "timestamptz")]
 )
+
+#: Order types whose buy carries the router's cap in its price (``accounts.py``).
+_CAPPED = (OrdType.MARKET, OrdType.STOP)
 
 
 _PACK_TRADE: Final = TRADES.row.pack
@@ -99,7 +102,8 @@ def to_datetime(ts_ns: int) -> dt.datetime:
 
 
 class OrderRow(msgspec.Struct, array_like=True):
-    """An order as the ``orders`` table has it (field order = ``ORDERS``, less the last two)."""
+    """An order as the ``orders`` table has it (field order = ``ORDERS``, less ``updated_seq``
+    and ``updated``, which come before ``flags`` there)."""
 
     id: int
     account: int
@@ -116,6 +120,7 @@ class OrderRow(msgspec.Struct, array_like=True):
     reject_code: int
     created_seq: int
     created_us: int  # pg_micros of the new order's ts
+    flags: int = 0  # NewOrder.flags (a snapshot from before it was kept: 0)
 
 
 @dataclass
@@ -222,10 +227,13 @@ class Projection:
         kind = type(command)
         if kind is NewOrder:
             new: NewOrder = command  # type: ignore[assignment]
+            # a market or stop-market buy's price is the router's cap, not the client's: 0,
+            # as every live view shows it
+            price = 0 if new.side == Side.BUY and new.ord_type in _CAPPED else new.price
             order = OrderRow(
                 *(new.order_id, new.account, new.symbol, int(new.side), int(new.ord_type)),
-                *(int(new.tif), new.price, new.stop_price, new.qty, new.qty, 0, PENDING, 0),
-                *(seq, pg_micros(ts_ns)),
+                *(int(new.tif), price, new.stop_price, new.qty, new.qty, 0, PENDING, 0),
+                *(seq, pg_micros(ts_ns), new.flags),
             )
             self.orders[new.order_id] = touched[new.order_id] = order
         elif kind is ReplaceOrder:
@@ -256,7 +264,8 @@ class Projection:
             return
         updated_us = pg_micros(ts_ns)
         for oid, order in touched.items():
-            batch.orders[oid] = (*msgspec.structs.astuple(order), seq, updated_us)
+            *fields, flags = msgspec.structs.astuple(order)
+            batch.orders[oid] = (*fields, seq, updated_us, flags)
             self._mark(batch, order, stamp)
             if order.status not in OPEN_STATUSES:
                 self.orders.pop(oid, None)
@@ -322,7 +331,8 @@ class Projection:
         elif kind is Triggered:
             triggered: Triggered = event  # type: ignore[assignment]
             order = touched[triggered.order_id] = self._order(triggered.order_id, "triggered")
-            order.price = triggered.price
+            if order.ord_type != OrdType.STOP:  # a stop-market's price is a cap (above)
+                order.price = triggered.price
 
     def add_trade(self, trade: Trade, batch: Batch, stamp: tuple[int, int]) -> None:
         """A trade row, its candles and the balances it marks with ``stamp`` (the seq and time

@@ -20,6 +20,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from config.schema import SymbolConfig
+from procs.common.types import OrderFlag, OrdType
 from procs.gateway.instruments import format_units
 from procs.gateway.rest_params import SIDE_NAMES, TIF_NAMES, TYPE_NAMES
 
@@ -56,7 +57,7 @@ KLINES: dict[str, tuple[int, int]] = {
 _ORDER_COLUMNS = (
     "id, account_id, symbol_id, side, ord_type, tif, price, stop_price, size, remaining, "
     "filled, status, reject_code, floor(extract(epoch from created) * 1000)::bigint, "
-    "floor(extract(epoch from updated) * 1000)::bigint"
+    "floor(extract(epoch from updated) * 1000)::bigint, flags"
 )
 
 
@@ -74,7 +75,9 @@ def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
         "cummulativeQuoteQty": None,  # the orders table keeps no notional; myTrades has it
         "status": name,
         "timeInForce": TIF_NAMES.get(tif, ""),
-        "type": TYPE_NAMES.get(ord_type, ""),
+        "type": "LIMIT_MAKER"
+        if ord_type == OrdType.LIMIT and row[15] & OrderFlag.POST_ONLY
+        else TYPE_NAMES.get(ord_type, ""),
         "side": SIDE_NAMES.get(side, str(side)),
         "stopPrice": format_units(stop, pd).decode(),
         "time": row[13],

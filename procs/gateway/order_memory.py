@@ -163,6 +163,7 @@ class OrderMemory:
         (session, cl, orig, symbol, side, ord_type, tif, price, stop, qty, order_id, cum,
          notional, leaves, status) = values[:15]  # fmt: skip
         display, triggered = values[15:17] if len(values) >= 17 else (0, False)  # older logs
+        time_ns = values[17] if len(values) >= 18 else 0
         sym = self.instruments.by_id.get(symbol)
         if sym is None:
             log.warning("order log: order %d on unknown symbol id %s dropped", ref, symbol)
@@ -171,7 +172,7 @@ class OrderMemory:
             ref, session, cl, orig, sym, Side(side), OrdType(ord_type), TimeInForce(tif),
             price, stop, qty, order_id, cum, notional, leaves, status,
         )  # fmt: skip
-        order.display, order.triggered = display, bool(triggered)
+        order.display, order.triggered, order.time_ns = display, bool(triggered), time_ns
         return order
 
 
@@ -185,5 +186,5 @@ def _entry(ref: int, item: Order | Request | MassCancelRequest) -> Entry:
         ORDER, ref, item.session, item.cl_ord_id, item.orig_cl_ord_id, item.symbol.id,
         int(item.side), int(item.ord_type), int(item.tif), item.price, item.stop_price,
         item.qty, item.order_id, item.cum, item.notional, item.leaves, item.status,
-        item.display, item.triggered,
+        item.display, item.triggered, item.time_ns,
     )  # fmt: skip

@@ -28,6 +28,7 @@ class Order:
     leaves: int = 0
     status: bytes = b"A"  # OrdStatus: pending new until Accepted
     received_ns: int = 0  # when its NewOrderSingle came in (0: restored after a restart)
+    time_ns: int = 0  # the exchange's time of its new order (its Accepted's): kept in the log
     #: Its session went away (cancel on disconnect) before it was acknowledged: the account
     #: whose cancel goes out as soon as it is.
     cancel_account: int = 0

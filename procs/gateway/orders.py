@@ -444,6 +444,7 @@ class OrderEntry(OrderReplies, OrderMemory):
                 order.order_id = accepted.order_id
                 order.leaves = accepted.qty
                 order.status = b"0"
+                order.time_ns = accepted.ts_ns
                 self.by_id[order.order_id] = order
                 self.touched[order.ref] = order
                 self.acks += 1

@@ -405,6 +405,8 @@ class RestOrders:
         if request is not None and request.kind == "new" and request.order is not None:
             order = request.order
             order.order_id = accepted.order_id
+            # the exchange's time, as the database keeps it (not this gateway's at arrival)
+            order.time_ms = order.update_ms = _ms(accepted.ts_ns)
             self._answered.append(accepted.client_ref)
             request.outcome.order = order
         elif accepted.account in self.interest:
@@ -510,7 +512,16 @@ class RestOrders:
                 return
             del self._snapshot[balance.client_ref]
             if account in self.interest or balance.client_ref in self.requests:
+                before = self.balances.get(account)
                 self.balances[account] = partial
+                if before is not None and account in self.streaming:
+                    # a snapshot after a gap (a router restarted: its watches renewed) says
+                    # what moved meanwhile: the stream is told as of a change
+                    for asset in sorted(set(before) | set(partial)):
+                        if before.get(asset) != partial.get(asset):
+                            self.events.append(
+                                (account, "balance", self.balance_json(asset, partial))
+                            )
             request = self.requests.get(balance.client_ref)
             if request is not None:
                 request.outcome.balances = partial
@@ -565,5 +576,5 @@ def _from_fix(o: Order, account: int) -> LiveOrder:
         o.order_id, account, o.symbol, int(o.side), TYPE_NAMES.get(o.ord_type, ""),
         int(o.tif), o.price, o.stop_price, o.qty, o.leaves, o.cum, o.notional,
         "PARTIALLY_FILLED" if o.cum else "NEW", o.cl_ord_id.decode("latin-1"),
-        o.received_ns // 1_000_000, o.received_ns // 1_000_000,
+        _ms(o.time_ns or o.received_ns), _ms(o.time_ns or o.received_ns),
     )  # fmt: skip
