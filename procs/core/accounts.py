@@ -90,6 +90,7 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, Side
+from procs.core.accounts_state import AccountsState, OrderState
 from procs.core.money import BPS, Market
 
 OK: Final = ResultCode.OK
@@ -110,32 +111,6 @@ class _Order:
     status: int = _PENDING
     replaces: list[int] = field(default_factory=list)  # holds of replaces in flight
     filled: int = 0  # of its total (an order from an older snapshot: 0, which overstates T)
-
-
-class OrderState(msgspec.Struct, frozen=True, array_like=True):
-    order_id: int
-    account: int
-    symbol: int
-    side: int
-    price: int
-    leaves: int
-    held: int
-    seq: int
-    status: int
-    replaces: list[int]
-    filled: int = 0  # absent from an older snapshot
-
-
-class AccountsState(msgspec.Struct, frozen=True, array_like=True):
-    """Everything ``Accounts`` is, in a canonical order (sorted; zero balances left out)."""
-
-    accounts: list[int]
-    balances: list[tuple[int, int, int, int]]  # account, asset, free, reserved
-    net: list[tuple[int, int]]  # asset, deposits - withdrawals
-    #: (key, account, asset, amount, seq) per transfer; a bare key from an older snapshot
-    transfer_keys: list[int | tuple[int, int, int, int, int]]
-    last_prices: list[tuple[int, int]]  # symbol, price
-    orders: list[OrderState]  # by id
 
 
 class Accounts:

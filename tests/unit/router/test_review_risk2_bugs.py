@@ -9,7 +9,8 @@ import msgspec
 
 from procs.common.records import Rejected, Trade
 from procs.common.result_codes import ResultCode
-from procs.core.accounts import Accounts, AccountsState
+from procs.core.accounts import Accounts
+from procs.core.accounts_state import AccountsState
 from tests.unit.router.core_rig import (
     BUY,
     FEE,
