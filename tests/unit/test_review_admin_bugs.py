@@ -20,8 +20,6 @@ from procs.common.topology import (
     ADMIN_GATEWAY,
     ROUTER,
     gateway_commands,
-    gateway_consumer,
-    gateway_replies,
     users_path,
 )
 from procs.common.users import UserStore
@@ -82,26 +80,6 @@ def _pump(ex: Exchange) -> None:
 def _use_config(monkeypatch: pytest.MonkeyPatch, cfg: RingexConfig) -> None:
     """`ringex admin --profile x` loads the in-process exchange's config."""
     monkeypatch.setattr(procs.cli, "load_profile", lambda _name: cfg)
-
-
-@pytest.fixture
-def admin_rings(instance: str) -> Iterator[str]:
-    """The two admin rings of a running instance (nobody answers on them)."""
-    made = [
-        Ring.create(
-            instance, gateway_commands(ADMIN_GATEWAY), CODEC, capacity=64, consumers=[ROUTER]
-        ),
-        Ring.create(
-            instance,
-            gateway_replies(ADMIN_GATEWAY),
-            CODEC,
-            capacity=64,
-            consumers=[gateway_consumer(ADMIN_GATEWAY)],
-        ),
-    ]
-    yield instance
-    for ring in made:
-        ring.close()
 
 
 def _published(instance: str) -> list[Record]:

@@ -5,7 +5,6 @@ test failed before its fix."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,8 +18,7 @@ from procs.cli import main
 from procs.common.records import AccountReply, RecordCodec
 from procs.common.result_codes import ResultCode
 from procs.common.stats import gateway_page, matcher_page
-from procs.common.topology import ADMIN_GATEWAY, ROUTER, gateway_commands, gateway_consumer
-from procs.common.topology import gateway_replies as gateway_replies_ring
+from procs.common.topology import ADMIN_GATEWAY, ROUTER, gateway_commands
 from procs.supervisor.main import Child, Supervisor, SupervisorError
 from procs.supervisor.plan import ProcessSpec, plan
 from shm import Ring
@@ -243,27 +241,6 @@ def test_admin_without_a_running_instance_says_so(
     config = _instance_config(tmp_path, instance)
     assert _cli(["admin", command[0], "--config", str(config), *command[1:]]) == 1
     assert instance in capsys.readouterr().err
-
-
-@pytest.fixture
-def admin_rings(instance: str) -> Iterator[str]:
-    """The two admin rings of a running instance (nobody answers on them)."""
-    codec = RecordCodec()
-    made = [
-        Ring.create(
-            instance, gateway_commands(ADMIN_GATEWAY), codec, capacity=64, consumers=[ROUTER]
-        ),
-        Ring.create(
-            instance,
-            gateway_replies_ring(ADMIN_GATEWAY),
-            codec,
-            capacity=64,
-            consumers=[gateway_consumer(ADMIN_GATEWAY)],
-        ),
-    ]
-    yield instance
-    for ring in made:
-        ring.close()
 
 
 @pytest.mark.parametrize("amount", ["Infinity", "sNaN", "1e400", "1e999999999999"])

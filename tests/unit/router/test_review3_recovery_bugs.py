@@ -129,17 +129,17 @@ def test_a_damaged_newest_snapshot_after_archiving_still_recovers(tmp_path: Path
 def test_a_matcher_snapshot_past_the_journal_end_drops_new_commands(
     instance: str, tmp_path: Path
 ) -> None:
-    """Under ``journal.fsync = "none"`` the router routes a batch the OS has not written
-    yet (under ``"interval"`` it holds it for the group commit, ``procs/router/held.py``),
-    and a matcher's own snapshot is fsynced at once (``replace_durably``). A power loss
-    before the OS writes leaves that snapshot past the journal's end. ``recover`` refuses such an exchange snapshot ("the journal lost
-    its tail"), but ``matcher_snapshot`` loads the matcher's own without a look at the
-    journal: the matcher comes up at ``last_seq`` 6 holding orders the journal and the
-    router never had, while the router sequences new commands from seq 3 again; the matcher
-    drops each as "already executed" (``engine.py``: ``seq <= last_seq``). The new order is
-    accepted and never reaches a book. A matcher must not restore a snapshot past the
-    journal's last entry (an older one, the exchange snapshot's copy, or replay from the
-    start), as the router does."""
+    """Under ``journal.fsync = "none"`` the router routes a batch the OS has not written yet
+    (under ``"interval"`` it holds it for the group commit, ``procs/router/held.py``), and a
+    matcher's own snapshot is fsynced at once (``replace_durably``). A power loss before the
+    OS writes leaves that snapshot past the journal's end. ``recover`` refuses such an
+    exchange snapshot ("the journal lost its tail"), but ``matcher_snapshot`` loads the
+    matcher's own without a look at the journal: the matcher comes up at ``last_seq`` 6
+    holding orders the journal and the router never had, while the router sequences new
+    commands from seq 3 again; the matcher drops each as "already executed" (``engine.py``:
+    ``seq <= last_seq``). The new order is accepted and never reaches a book. A matcher must
+    not restore a snapshot past the journal's last entry (an older one, the exchange
+    snapshot's copy, or replay from the start), as the router does."""
     base = router_rig.config(instance, tmp_path)
     journal = msgspec.structs.replace(base.journal, fsync="none")
     cfg = msgspec.structs.replace(base, journal=journal)

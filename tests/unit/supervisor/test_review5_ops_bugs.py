@@ -58,26 +58,6 @@ def ex(instance: str, tmp_path: Path) -> Iterator[Exchange]:
 
 
 @pytest.fixture
-def admin_rings(instance: str) -> Iterator[str]:
-    """The two admin rings of a running instance (made by this live process)."""
-    made = [
-        Ring.create(
-            instance, gateway_commands(ADMIN_GATEWAY), CODEC, capacity=64, consumers=[ROUTER]
-        ),
-        Ring.create(
-            instance,
-            gateway_replies(ADMIN_GATEWAY),
-            CODEC,
-            capacity=64,
-            consumers=[gateway_consumer(ADMIN_GATEWAY)],
-        ),
-    ]
-    yield instance
-    for ring in made:
-        ring.close()
-
-
-@pytest.fixture
 def router_line(admin_rings: str) -> Iterator[Any]:
     """The admin command ring's router line, attached by this (live) process: to the admin
     client the instance runs; what ``ringex admin`` published is read from it."""
