@@ -31,6 +31,7 @@ from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError, check_account, to_minor_units
+from procs.common.durable import fsync_file
 from procs.common.journal import JournalError, JournalReader
 from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_writer import archive_segments_before
@@ -145,11 +146,7 @@ def _sync_journal(cfg: RingexConfig) -> int | None:
     last = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
     upto = last.last_seq()
     for _first, path in journal_segments(directory):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(path)
     return upto
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Final
 
 MAGIC: Final = b"RINGEX\x00\x01"
+#: A ring's magic while ``Ring.create`` lays it out: written last, so nothing attaches early.
+NO_MAGIC: Final = b"\0" * len(MAGIC)
 LAYOUT_VERSION: Final = 1
 LINE: Final = 128
 WORD: Final = 8

@@ -92,7 +92,7 @@ def _describe(instance: str, name: str, path: Path, sems: list[str]) -> SegmentI
             if len(head) >= h.STATIC.size:
                 fields = h.STATIC.unpack_from(head, 0)
                 is_ring = fields[0] == h.MAGIC
-                if fields[0] == b"\0" * len(h.MAGIC):  # a ring being made: the magic comes
+                if fields[0] == h.NO_MAGIC:  # a ring being made: the magic comes
                     pids.append(fields[-1])  # last, and its creator is already written
             if is_ring:
                 _m, _v, slot, capacity, _schema, maxc, _hs, _created, creator = fields

@@ -173,7 +173,7 @@ class Ring(Generic[T]):
         h.STATIC.pack_into(
             region.buf,
             0,
-            b"\0" * len(h.MAGIC),  # the magic goes in last: no attach before it is whole
+            h.NO_MAGIC,  # the magic goes in last: no attach before it is whole
             h.LAYOUT_VERSION,
             geometry.slot_size,
             geometry.capacity,
@@ -183,7 +183,7 @@ class Ring(Generic[T]):
             time.time_ns(),
             os.getpid(),
         )
-        ring = cls(region, codec, instance, magic=b"\0" * len(h.MAGIC))
+        ring = cls(region, codec, instance, magic=h.NO_MAGIC)
         try:
             for declared in consumers:
                 spec = ConsumerSpec(declared) if isinstance(declared, str) else declared

@@ -176,15 +176,7 @@ def recover(
             path = snapshot_store(cfg).path(latest[0])
             raise ReplayError(f"snapshot {path} does not decode ({exc}): move it aside") from exc
         sequencer = Sequencer.restore(cfg, snap.router)
-        # A matcher the snapshot lacks was added to the config since: its symbols are new
-        # (one moved from another matcher is refused by that one's restore), so no journaled
-        # command before the snapshot touched them: it starts empty.
-        matchers = {
-            m.name: Matcher(symbol_specs(cfg, m.name))
-            if m.name not in snap.matchers
-            else Matcher.restore(symbol_specs(cfg, m.name), snap.matchers[m.name])
-            for m in cfg.matchers
-        }
+        matchers = restore_matchers(cfg, snap.matchers)
         start = snap.seq
     reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
     last = reader.last_seq() if journal_dir(cfg).exists() else 0
@@ -255,6 +247,19 @@ def journal_commands(
 MATCHER_COMMANDS = (NewOrder, CancelOrder, ReplaceOrder, MassCancel, AdminCommand)
 
 
+def restore_matchers(cfg: RingexConfig, books: Mapping[str, bytes]) -> dict[str, Matcher]:
+    """Every configured matcher from a snapshot's ``books`` (matcher name -> its state). One
+    the snapshot lacks was added to the config since: its symbols are new (one moved from
+    another matcher is refused by that one's restore), so no journaled command before the
+    snapshot touched them: it starts empty."""
+    return {
+        m.name: Matcher(symbol_specs(cfg, m.name))
+        if m.name not in books
+        else Matcher.restore(symbol_specs(cfg, m.name), books[m.name])
+        for m in cfg.matchers
+    }
+
+
 def matchers_at(
     cfg: RingexConfig, upto: Mapping[str, int], codec: RecordCodec | None = None
 ) -> dict[str, Matcher] | None:
@@ -264,17 +269,16 @@ def matchers_at(
     it, or from nothing; None when the journal no longer holds what that would replay (the
     snapshots kept are all past the seq, and its first segments archived)."""
     codec = codec or RecordCodec()
+    directory = journal_dir(cfg)
+    segments = list_segments(directory) if directory.exists() else []
+    first = segments[0][0] if segments else 1  # the oldest entry not archived
     matchers = {}
     for name, seq in upto.items():
         specs = symbol_specs(cfg, name)
         start = matcher_snapshot(cfg, name, (seq, seq))
         matcher = Matcher(specs) if start is None else Matcher.restore(specs, start[1])
-        if matcher.last_seq > seq:
-            return None
-        directory = journal_dir(cfg)
-        segments = list_segments(directory) if directory.exists() else []
-        if segments and segments[0][0] > matcher.last_seq + 1:
-            return None  # what it would replay was archived
+        if matcher.last_seq > seq or first > matcher.last_seq + 1:
+            return None  # past the seq, or what it would replay was archived
         for command in journal_commands(cfg, name, after=matcher.last_seq, codec=codec):
             if command.seq > seq:  # type: ignore[attr-defined]
                 break

@@ -17,10 +17,8 @@ from config.schema import RingexConfig
 from procs.common.records import Record
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import snapshot_dir
-from procs.core.engine import Matcher
-from procs.core.recovery import fresh
+from procs.core.recovery import fresh, restore_matchers
 from procs.core.sequencer import Sequencer
-from procs.core.symbols import symbol_specs
 from procs.dbwriter.projection import Projection
 
 
@@ -52,12 +50,7 @@ class Follower:
         if found is not None:
             snap = msgspec.msgpack.decode(found[1], type=WriterSnapshot)
             follower.sequencer = Sequencer.restore(cfg, snap.router)
-            follower.matchers = {  # a matcher added since starts empty (as in recover)
-                m.name: Matcher(symbol_specs(cfg, m.name))
-                if m.name not in snap.matchers
-                else Matcher.restore(symbol_specs(cfg, m.name), snap.matchers[m.name])
-                for m in cfg.matchers
-            }
+            follower.matchers = restore_matchers(cfg, snap.matchers)
             follower.projection.restore(snap.projection)
             follower.seq = snap.seq
         return follower

@@ -36,6 +36,24 @@ def config(instance: str, var_dir: str | None = None, **marketdata: Any) -> Ring
     )
 
 
+def event_time_process(cfg: RingexConfig) -> MarketDataProcess:
+    """The market-data process in this one, its clock fed by event time alone."""
+    process = MarketDataProcess(cfg, codec=CODEC)
+    process.feed._next_clock = float("inf")
+    return process
+
+
+def drain_feed(process: MarketDataProcess) -> None:
+    while process.feed.pump():
+        pass
+
+
+def close_process(process: MarketDataProcess) -> None:
+    process.feed.close()
+    for consumer in process.consumers:
+        consumer.close()
+
+
 class Rig:
     def __init__(self, process: MarketDataProcess, producer: Producer[Record], port: int) -> None:
         self.process = process

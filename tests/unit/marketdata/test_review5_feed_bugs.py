@@ -34,30 +34,12 @@ from procs.common.topology import (
 from procs.core.engine import Matcher
 from procs.core.market.state import MarketState
 from procs.core.symbols import symbol_specs
-from procs.marketdata.main import MarketDataProcess
 from procs.marketdata.streams import Kind
 from shm import Ring
 
-from .rig import CODEC, Rig, config
+from .rig import CODEC, Rig, close_process, config, drain_feed, event_time_process
 from .test_adversarial_ws import run
 from .test_server import random_orders
-
-
-def _process(cfg: Any) -> MarketDataProcess:
-    process = MarketDataProcess(cfg, codec=CODEC)
-    process.feed._next_clock = float("inf")  # event time only
-    return process
-
-
-def _drain(process: MarketDataProcess) -> None:
-    while process.feed.pump():
-        pass
-
-
-def _close(process: MarketDataProcess) -> None:
-    process.feed.close()
-    for consumer in process.consumers:
-        consumer.close()
 
 
 def test_a_torn_state_after_a_matcher_restart_still_reseeds_the_books(
@@ -78,7 +60,7 @@ def test_a_torn_state_after_a_matcher_restart_still_reseeds_the_books(
     producer = ring.producer()
     matcher = Matcher(symbol_specs(cfg, "m1"))
     try:
-        process = _process(cfg)
+        process = event_time_process(cfg)
         producer.publish_batch(matcher.execute_all(random_orders(random.Random(12), 1, 200)))
         SnapshotStore(snapshot_dir(cfg, "matcher-m1")).save(200, matcher.snapshot())
         # the matcher restarts from that snapshot: its replay mark, nothing to replay, then
@@ -86,22 +68,22 @@ def test_a_torn_state_after_a_matcher_restart_still_reseeds_the_books(
         now = time.time_ns()
         producer.publish_batch([Heartbeat(now, REPLAY_SOURCE, 200)])
         producer.publish_batch([Heartbeat(now, RECOVERED_SOURCE, 200)])
-        _drain(process)
+        drain_feed(process)
         process.feed.checkpoint()
         expected = matcher.books[1].levels()
         assert expected  # the matcher has resting orders
         assert process.state.symbols[1].book.levels() == expected
-        _close(process)
+        close_process(process)
 
         path = process.snapshots.path
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])  # torn (or lost, or of another version)
 
-        again = _process(cfg)
-        _drain(again)
+        again = event_time_process(cfg)
+        drain_feed(again)
         book = again.state.symbols[1].book
         got = (book.levels(), book.last_update_id)
-        _close(again)
+        close_process(again)
         assert got == (expected, 200)
     finally:
         producer.close()
@@ -133,12 +115,12 @@ def test_a_failed_save_on_a_recreated_ring_still_reseeds_at_the_restart(
 
     ring, producer = new_ring()
     try:
-        process = _process(cfg)
+        process = event_time_process(cfg)
         producer.publish_batch(matcher.execute_all(random_orders(rng, 1, 200)))
         store.save(200, matcher.snapshot())
-        _drain(process)
+        drain_feed(process)
         process.feed.checkpoint()  # saved: the old ring, seq 200
-        _close(process)
+        close_process(process)
     finally:
         producer.close()
         ring.close()
@@ -149,8 +131,8 @@ def test_a_failed_save_on_a_recreated_ring_still_reseeds_at_the_restart(
     try:
         producer.publish_batch([Heartbeat(time.time_ns(), REPLAY_SOURCE, 200)])
         producer.publish_batch(matcher.execute_all(random_orders(rng, 201, 100)))
-        process = _process(cfg)
-        _drain(process)
+        process = event_time_process(cfg)
+        drain_feed(process)
         store.save(300, matcher.snapshot())
         assert process.state.symbols[1].book.levels() == matcher.books[1].levels()
 
@@ -160,13 +142,13 @@ def test_a_failed_save_on_a_recreated_ring_still_reseeds_at_the_restart(
         with monkeypatch.context() as patched:
             patched.setattr(MarketSnapshots, "save", full_disk)
             process.feed.checkpoint()  # not saved, committed all the same
-        _close(process)
+        close_process(process)
 
-        again = _process(cfg)
-        _drain(again)
+        again = event_time_process(cfg)
+        drain_feed(again)
         book = again.state.symbols[1].book
         got = (book.levels(), book.last_update_id)
-        _close(again)
+        close_process(again)
         assert got == (matcher.books[1].levels(), 300)
     finally:
         producer.close()

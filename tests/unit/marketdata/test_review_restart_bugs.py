@@ -32,32 +32,14 @@ from procs.core.engine import Matcher
 from procs.core.market.state import MarketState
 from procs.core.symbols import symbol_specs
 from procs.marketdata.feed import Feed
-from procs.marketdata.main import MarketDataProcess
 from shm import Ring
 from tests.unit.marketdata.feed_fakes import ListConsumer, NullHub
 
 from .events import MIN, OTHER, SYMBOL, T0, trade
-from .rig import CODEC, config
+from .rig import CODEC, close_process, config, drain_feed, event_time_process
 from .test_server import random_orders
 
 SEC = 1_000_000_000
-
-
-def _process(cfg: Any) -> MarketDataProcess:
-    process = MarketDataProcess(cfg, codec=CODEC)
-    process.feed._next_clock = float("inf")  # event time only
-    return process
-
-
-def _drain(process: MarketDataProcess) -> None:
-    while process.feed.pump():
-        pass
-
-
-def _close(process: MarketDataProcess) -> None:
-    process.feed.close()
-    for consumer in process.consumers:
-        consumer.close()
 
 
 def test_a_failed_save_then_a_restart_leaves_the_book_wrong(
@@ -79,29 +61,29 @@ def test_a_failed_save_then_a_restart_leaves_the_book_wrong(
     matcher = Matcher(symbol_specs(cfg, "m1"))
     rng = random.Random(11)
     try:
-        process = _process(cfg)
+        process = event_time_process(cfg)
         producer.publish_batch(matcher.execute_all(random_orders(rng, 1, 100)))
-        _drain(process)
+        drain_feed(process)
         process.feed.checkpoint()  # saved and committed
 
         def full_disk(self: MarketSnapshots, state: MarketState, positions: Positions) -> int:
             raise OSError(28, "No space left on device")
 
         producer.publish_batch(matcher.execute_all(random_orders(rng, 101, 100)))
-        _drain(process)
+        drain_feed(process)
         with monkeypatch.context() as patched:
             patched.setattr(MarketSnapshots, "save", full_disk)
             process.feed.checkpoint()  # not saved, committed all the same
         live = process.state.symbols[1].book.levels()
         assert live == matcher.books[1].levels()  # before the restart: right
-        _close(process)
+        close_process(process)
         # what the matcher has on disk (the fix sets the books from it at this restart)
         SnapshotStore(snapshot_dir(cfg, "matcher-m1")).save(200, matcher.snapshot())
 
-        again = _process(cfg)
-        _drain(again)
+        again = event_time_process(cfg)
+        drain_feed(again)
         got = again.state.symbols[1].book.levels()
-        _close(again)
+        close_process(again)
         assert got == matcher.books[1].levels()
     finally:
         producer.close()
@@ -124,23 +106,23 @@ def test_a_torn_saved_state_restarts_with_the_matchers_books(instance: str, tmp_
     producer = ring.producer()
     matcher = Matcher(symbol_specs(cfg, "m1"))
     try:
-        process = _process(cfg)
+        process = event_time_process(cfg)
         producer.publish_batch(matcher.execute_all(random_orders(random.Random(12), 1, 200)))
         SnapshotStore(snapshot_dir(cfg, "matcher-m1")).save(200, matcher.snapshot())
-        _drain(process)
+        drain_feed(process)
         process.feed.checkpoint()
         assert process.state.symbols[1].book.levels() == matcher.books[1].levels()
-        _close(process)
+        close_process(process)
 
         path = process.snapshots.path
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])  # torn
 
-        again = _process(cfg)
-        _drain(again)
+        again = event_time_process(cfg)
+        drain_feed(again)
         book = again.state.symbols[1].book
         got = (book.levels(), book.last_update_id)
-        _close(again)
+        close_process(again)
         expected = matcher.books[1].levels()
         assert expected  # the matcher has resting orders
         assert got == (expected, 200)
