@@ -16,6 +16,24 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(directory: Path) -> None:
+    """``mkdir -p`` whose new directories survive a crash of the machine: each one created
+    is named durably in its parent (a file fsynced into a directory whose own entry was never
+    fsynced can vanish with it)."""
+    missing = []
+    probe = directory
+    while not probe.is_dir():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not missing:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    for made in reversed(missing):
+        fsync_dir(made.parent)
+
+
 def fsync_file(path: Path) -> None:
     """Make ``path``'s content durable (nothing if it is gone)."""
     try:

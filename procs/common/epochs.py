@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from procs.common.durable import replace_durably
+from procs.common.durable import make_dirs, replace_durably
 
 FILE: Final = "epochs.json"
 
@@ -137,7 +137,7 @@ class Epochs:
             raise EpochsError(f"{path}: malformed epochs file ({exc!r})") from exc
 
     def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(directory)
         fence = self.fence
         doc = {
             "epochs": [list(h) for h in self.history],

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal
 
-from procs.common.durable import fsync_dir
+from procs.common.durable import fsync_dir, make_dirs
 from procs.common.journal import (
     HEADER_SIZE,
     SUFFIX,
@@ -93,7 +93,7 @@ class JournalWriter:
         self._buf = bytearray(0)
         self._failed: BaseException | None = None
 
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.directory)
         self._lock = DirectoryLock(self.directory)
         try:
             for stale in self.directory.glob(f"*{SUFFIX}.tmp"):  # a segment never renamed
@@ -291,7 +291,7 @@ def archive_segments_before(directory: Path, seq: int, archive_dir: Path) -> lis
         if next_first > seq:  # this segment holds next_first - 1 >= seq
             break
         if not moved:
-            archive_dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(archive_dir)
         target = archive_dir / path.name
         if target.exists():
             if filecmp.cmp(path, target, shallow=False):  # a run killed before its unlink

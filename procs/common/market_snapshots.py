@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from procs.common.durable import replace_durably
+from procs.common.durable import make_dirs, replace_durably
 from procs.core.market.state import MarketState
 
 log = logging.getLogger("ringex.marketdata")
@@ -45,7 +45,7 @@ class Loaded:
 class MarketSnapshots:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         self.saved = 0
 
     def save(self, state: MarketState, positions: Positions) -> int:

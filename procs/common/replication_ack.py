@@ -34,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from procs.common.durable import make_dirs
+
 log = logging.getLogger("ringex.replication")
 
 SIZE: Final = 4096
@@ -111,7 +113,7 @@ class AckBlock:
     """
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(directory)
         self.path = directory / BLOCK_FILE
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

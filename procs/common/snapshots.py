@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from procs.common.durable import replace_durably
+from procs.common.durable import make_dirs, replace_durably
 
 log = logging.getLogger("ringex.snapshots")
 MAGIC: Final = b"RXS1"
@@ -58,7 +58,7 @@ class SnapshotStore:
         self.keep = keep
 
     def save(self, seq: int, data: bytes) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.directory)
         path = self.path(seq)
         replace_durably(path, _framed(data))
         for old in self._paths()[: -self.keep]:

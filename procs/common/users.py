@@ -19,6 +19,8 @@ from pathlib import Path
 
 import msgspec
 
+from procs.common.durable import make_dirs
+
 #: scrypt cost: ~16 MiB and tens of ms per check (slows a password guesser, not a logon).
 DEFAULT_N = 1 << 14
 _NO_SALT = bytes(16)  # an unknown user's check hashes with it
@@ -131,7 +133,7 @@ class UserStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """An exclusive lock on ``<file>.lock`` with the users re-read under it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -153,7 +155,7 @@ class UserStore:
         return user if hmac.compare_digest(digest.hex(), user.digest) else None
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         tmp = self.path.with_suffix(f".tmp.{os.getpid()}")
         tmp.write_bytes(msgspec.json.encode(sorted(self._users.values(), key=lambda u: u.comp_id)))
         os.replace(tmp, self.path)

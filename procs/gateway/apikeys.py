@@ -30,6 +30,7 @@ from pathlib import Path
 
 import msgspec
 
+from procs.common.durable import make_dirs
 from procs.common.users import User
 
 #: What a key may do: "read" (account, orders, fills) and "trade" (place and cancel orders).
@@ -197,7 +198,7 @@ class ApiKeyStore:
         """Apply ``change`` to the file's current keys under the lock, writing them back when
         it returns True; what it returned. The lock is released by closing its descriptor, so
         a writer that dies mid-way leaves no lock behind (and no half file: see _write)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         lock = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -20,6 +20,8 @@ import sys
 from array import array
 from pathlib import Path
 
+from procs.common.durable import make_dirs
+
 log = logging.getLogger("ringex.gateway")
 
 _SWAP = sys.byteorder != "little"
@@ -87,7 +89,7 @@ class Generations:
 class SeenLog:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         self._fd = -1
 
     def load(self) -> array[int]:

@@ -55,6 +55,8 @@ from typing import Any
 
 import msgspec
 
+from procs.common.durable import make_dirs
+
 log = logging.getLogger("ringex.gateway")
 
 _FRAME = struct.Struct("<II")
@@ -129,7 +131,7 @@ class OrderLog:
     def __init__(self, path: Path, compact_bytes: int = 64 << 20) -> None:
         self.path = path
         self.compact_bytes = compact_bytes
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(list[list[Any]]).decode
         self._fd = -1

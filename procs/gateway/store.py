@@ -24,6 +24,8 @@ from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import BinaryIO
 
+from procs.common.durable import make_dirs
+
 _SEQNUMS = struct.Struct("<QQQ")  # next in, next out, first parked (0: none)
 _SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
 _ENTRY = struct.Struct("<II")
@@ -73,7 +75,7 @@ class _SparseIndex:
 
 class MessageStore:
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(directory)
         self.directory = directory
         self._seq_fd = os.open(directory / "seqnums", os.O_RDWR | os.O_CREAT, 0o644)
         raw = os.pread(self._seq_fd, _SEQNUMS.size, 0)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config.schema import RingexConfig
-from procs.common.durable import fsync_dir, fsync_file
+from procs.common.durable import fsync_dir, fsync_file, make_dirs
 from procs.common.topology import users_path
 from procs.replica.wire import StateFile
 
@@ -147,7 +147,7 @@ class FileReceiver:
         if not SHIPPABLE.fullmatch(message.path):
             raise ValueError(f"the primary sent {message.path!r}, not a gateway state file")
         path = self.root / message.path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         aside = path.with_name(path.name + ".shipping")
         if message.reset and message.offset == 0:
             # A file sent again whole is made aside and replaces the copy only once complete:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from config.schema import RingexConfig
+from procs.common.durable import make_dirs
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.epochs import Epochs, EpochsError
 from procs.common.journal import JournalReader
@@ -112,7 +113,7 @@ def rebuild(cfg: RingexConfig, primary: Epochs) -> Rebuilt:
 
 
 def _move(path: Path, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(target.parent)
     os.replace(path, target)
     return target
 

@@ -31,6 +31,7 @@ import os
 import time
 
 from config.schema import RingexConfig
+from procs.common.durable import make_dirs
 from procs.common.epochs import Epochs, EpochsError, JournalFencedError
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
@@ -264,7 +265,7 @@ class Standby:
             return
         self._status_at = now
         path = journal_dir(self.cfg).parent / "run" / "standby.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         doc = {
             "pid": os.getpid(),
             "primary": self.cfg.replication.primary,
