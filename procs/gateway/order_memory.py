@@ -35,6 +35,7 @@ class OrderMemory:
     #: replace or status request naming it is answered from.
     finished: OrderedDict[tuple[int, bytes], Order]
     finished_changes: list[Order]
+    _next_ref: int  # the last client ref handed out
 
     def _forget(self, order: Order) -> None:
         self.orders.pop(order.ref, None)
@@ -156,6 +157,9 @@ class OrderMemory:
             target = self.orders.get(order_ref)
             if target is not None:
                 self.requests[ref] = Request(kind, session, cl, target, price, qty)
+        # A clock stepped back since the last run must not hand out a ref still in use.
+        known = [*orders, *requests, *(finished or {}), *(mass_cancels or {})]
+        self._next_ref = max(self._next_ref, max(known, default=0))
         return len(self.orders)
 
     def _order(self, ref: int, values: list[Any]) -> Order | None:

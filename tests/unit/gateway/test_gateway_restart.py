@@ -6,6 +6,7 @@ published, and events handled before a crash are not handled twice."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,28 @@ async def run_harness(h: Harness, body: object) -> None:
     finally:
         await close_all()
         await h.stop()
+
+
+def test_refs_stay_unique_when_the_clock_stepped_back_over_a_restart(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Client refs start at the wall clock; a restart after the clock was stepped back
+    (NTP) must still hand out refs above every ref its order log holds."""
+
+    async def scenario(h: Harness, port: int) -> None:
+        alice = await logged_on(port)
+        await alice.send("D", *order("r1", "2", "1.00", "100.00"))
+        assert (await alice.expect("8")).get(150) == b"0"
+        gw = h.gateway
+        assert gw is not None
+        used = max(gw.entry.orders)
+        await alice.send("5")
+        await alice.expect("5")
+        await alice.aclose()
+        await h.stop()
+        monkeypatch.setattr(time, "time_ns", lambda: used - 10**12)
+        await h.start()
+        assert h.gateway is not None
+        assert h.gateway.entry.next_ref() > used
+
+    run(harness, scenario)
