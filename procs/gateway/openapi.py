@@ -23,7 +23,7 @@ from procs.gateway.apikeys import MAX_LABEL, SCOPES
 from procs.gateway.history import KLINES, MAX_LIMIT, STATUS_NAMES
 from procs.gateway.instruments import MAX_INT64, format_units
 from procs.gateway.private_stream import PATH as STREAM_PATH
-from procs.gateway.rest_orders import DONE_STATUS, OPEN_STATUSES
+from procs.gateway.rest_order_state import DONE_STATUS, OPEN_STATUSES
 
 Json = dict[str, Any]
 

@@ -33,6 +33,9 @@ H     ring name                                      the newest event seq handle
 C     sequence in the router ring                    (ring created_ns, slot image)
 M     a MassCancel's ref                             (session id, [[tag, value], ...]): a mass
                                                      cancel the router has not answered yet
+A     the ref an order was placed under over REST    the API's view of it (``LiveOrder.entry``):
+                                                     open, pending, or among the newest
+                                                     finished the API keeps
 ====  =============================================  =========================================
 
 Once the file has grown past ``compact_bytes`` *and* to twice what the last compaction wrote,
@@ -66,7 +69,7 @@ MAX_FRAME_BYTES = 64 << 20
 COMPACT_FRAME_ENTRIES = 50_000
 
 ORDER, REQUEST, GONE, POSITION, COMMAND, HANDLED = "O", "R", "X", "P", "C", "H"
-FINISHED, MASS = "F", "M"
+FINISHED, MASS, API_ORDER = "F", "M", "A"
 #: Finished orders a cancel, replace or status request can still name (then: too late, or
 #: their final state), newest kept, across restarts too.
 FINISHED_KEPT = 10_000
@@ -93,6 +96,8 @@ class Recovered:
     finished: dict[int, list[Any]] = field(default_factory=dict)
     #: MassCancel ref -> [session id, [[tag, value], ...]], still waiting for its verdict
     mass_cancels: dict[int, list[Any]] = field(default_factory=dict)
+    #: ref an order was placed under over REST -> ``LiveOrder.entry()``, oldest write first
+    api_orders: dict[int, list[Any]] = field(default_factory=dict)
 
     def apply(self, entry: list[Any]) -> None:
         kind, key = entry[0], entry[1]
@@ -104,6 +109,10 @@ class Recovered:
             self.orders.pop(key, None)
             self.requests.pop(key, None)
             self.mass_cancels.pop(key, None)
+            self.api_orders.pop(key, None)
+        elif kind == API_ORDER:
+            self.api_orders.pop(key, None)  # the newest write last: restored in that order
+            self.api_orders[key] = entry[2:]
         elif kind == MASS:
             self.mass_cancels[key] = entry[2:]
         elif kind == POSITION:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.schema import AssetConfig, SymbolConfig
+from config.schema import AssetConfig
 from procs.common.records import (
     Accepted,
     Balance,
@@ -40,71 +40,12 @@ from procs.common.records import (
 from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason
 from procs.gateway.instruments import Instruments, format_units
+from procs.gateway.order_log import API_ORDER, GONE, Entry
 from procs.gateway.order_state import Order
-from procs.gateway.rest_params import SIDE_NAMES, TIF_NAMES, TYPE_NAMES, OrderRequest
+from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, from_fix, ms
+from procs.gateway.rest_params import OrderRequest
 
-#: Status names, as the venue APIs spell them.
-DONE_STATUS = {
-    DoneReason.FILLED: "FILLED",
-    DoneReason.CANCELLED: "CANCELED",
-    DoneReason.EXPIRED: "EXPIRED",
-    DoneReason.SELF_TRADE: "EXPIRED_IN_MATCH",
-    DoneReason.MASS_CANCELLED: "CANCELED",
-    DoneReason.REJECTED: "REJECTED",
-}
-OPEN_STATUSES = frozenset({"PENDING_NEW", "NEW", "PARTIALLY_FILLED"})
 LEASE_MS = 30_000  # a balance watch's lease; renewed every third of it
-
-
-def _ms(ns: int) -> int:
-    return ns // 1_000_000
-
-
-@dataclass(slots=True)
-class LiveOrder:
-    order_id: int
-    account: int
-    symbol: SymbolConfig
-    side: int
-    type_name: str  # "" when only the matchers' events showed it (placed elsewhere)
-    tif: int  # 0: not known
-    price: int
-    stop_price: int
-    qty: int
-    leaves: int
-    cum: int = 0
-    notional: int = 0  # sum of price x qty of its fills
-    status: str = "PENDING_NEW"
-    client_order_id: str = ""
-    time_ms: int = 0
-    update_ms: int = 0
-    reject: str = ""
-    ref: int = 0  # the request that placed it here while it waits for its answer
-
-    @property
-    def open(self) -> bool:
-        return self.status in OPEN_STATUSES
-
-    def json(self) -> dict[str, Any]:
-        s = self.symbol
-        pd, qd = s.price_decimals, s.qty_decimals
-        return {
-            "symbol": s.name,
-            "orderId": self.order_id,
-            "clientOrderId": self.client_order_id,
-            "price": format_units(self.price, pd).decode(),
-            "origQty": format_units(self.qty, qd).decode(),
-            "executedQty": format_units(self.cum, qd).decode(),
-            "cummulativeQuoteQty": format_units(self.notional, pd + qd).decode(),
-            "status": self.status,
-            "timeInForce": TIF_NAMES.get(self.tif, "") if self.tif else "",
-            "type": self.type_name,
-            "side": SIDE_NAMES.get(self.side, ""),  # "": a cancel of an order not followed here
-            "stopPrice": format_units(self.stop_price, pd).decode(),
-            "time": self.time_ms,
-            "updateTime": self.update_ms,
-            "isWorking": self.open,
-        }
 
 
 @dataclass(slots=True)
@@ -176,6 +117,50 @@ class RestOrders:
         self.fix_orders: Callable[[int], Iterable[Order]] = lambda session: ()
         #: the FIX order entry's order of an exchange order id (placed over FIX here), or None
         self.fix_order: Callable[[int], Order | None] = lambda order_id: None
+        #: orders placed through this API that changed since ``take_changes`` (by ``placed``),
+        #: and those no longer kept (finished and past ``keep_done``)
+        self._changed: dict[int, LiveOrder] = {}
+        self._gone: list[int] = []
+
+    # -- the order log ---------------------------------------------------------------------
+
+    def take_changes(self) -> list[Entry]:
+        """Order-log entries for what changed of the orders placed through this API."""
+        entries: list[Entry] = [(GONE, placed) for placed in self._gone]
+        entries += [(API_ORDER, placed, *o.entry()) for placed, o in self._changed.items()]
+        self._gone.clear()
+        self._changed.clear()
+        return entries
+
+    def dump(self) -> list[Entry]:
+        """Entries for every order placed through this API that is still kept."""
+        kept = [o for o in self.done.values() if o.placed]
+        kept += [o for o in self.client_ids.values() if o.placed]
+        return [(API_ORDER, o.placed, *o.entry()) for o in kept]
+
+    def restore(self, entries: dict[int, list[Any]]) -> int:
+        """Take back the orders placed through this API that an order log kept: open ones are
+        followed again and hold their clientOrderIds, one still waiting for the exchange's
+        answer gets it, finished ones answer queries. Returns how many are open or pending."""
+        for placed, values in entries.items():
+            order = LiveOrder.restore(placed, values, self.instruments)
+            if order is None:
+                continue
+            if not order.open:
+                self.done[order.order_id] = order
+                continue
+            self.client_ids[order.account, order.client_order_id] = order
+            if order.ref:
+                self.requests[order.ref] = _Request("new", order.account, order)
+            if order.order_id:
+                self.live[order.order_id] = order
+        while len(self.done) > self.keep_done:
+            self.done.popitem(last=False)
+        return len(self.client_ids)
+
+    def _touched(self, order: LiveOrder | None) -> None:
+        if order is not None and order.placed:
+            self._changed[order.placed] = order
 
     # -- interest -----------------------------------------------------------------------------
 
@@ -192,7 +177,7 @@ class RestOrders:
     def _follow_fix_orders(self, account: int, session: int) -> None:
         for o in self.fix_orders(session):
             if o.order_id and o.leaves and o.status in (b"0", b"1") and o.order_id not in self.live:
-                self.live[o.order_id] = _from_fix(o, account)
+                self.live[o.order_id] = from_fix(o, account)
 
     def tick(self, now_s: float) -> None:
         """Once a second: renew balance watches, forget accounts no longer of interest."""
@@ -245,9 +230,10 @@ class RestOrders:
         order = LiveOrder(
             0, account, req.symbol, int(req.side), req.type_name, int(req.tif), req.price,
             req.stop_price, req.qty, req.qty, client_order_id=client_id,
-            time_ms=_ms(now_ns), update_ms=_ms(now_ns),
+            time_ms=ms(now_ns), update_ms=ms(now_ns),
         )  # fmt: skip
-        order.ref = ref
+        order.ref = order.placed = ref
+        self._touched(order)
         self.requests[ref] = _Request("new", account, order)
         self.client_ids[account, order.client_order_id] = order
         self.outgoing.append(
@@ -373,6 +359,7 @@ class RestOrders:
                 order.qty = order.cum + replaced.qty
                 if not replaced.qty:  # a total at or below what filled: the order is filled
                     order.status = "FILLED"
+                self._touched(order)
                 self._report(order, "REPLACED", replaced.ts_ns)
         elif kind is Triggered:
             triggered: Triggered = event  # type: ignore[assignment]
@@ -396,6 +383,7 @@ class RestOrders:
             self.completed.append((ref, outcome))
             if request.order is not None and request.order.ref == ref:
                 request.order.ref = 0
+                self._touched(request.order)
         self._answered.clear()
 
     def _accepted(self, accepted: Accepted) -> None:
@@ -406,7 +394,7 @@ class RestOrders:
             order = request.order
             order.order_id = accepted.order_id
             # the exchange's time, as the database keeps it (not this gateway's at arrival)
-            order.time_ms = order.update_ms = _ms(accepted.ts_ns)
+            order.time_ms = order.update_ms = ms(accepted.ts_ns)
             self._answered.append(accepted.client_ref)
             request.outcome.order = order
         elif accepted.account in self.interest:
@@ -415,18 +403,19 @@ class RestOrders:
                 return
             fix = self._fix_order_of(accepted)
             if fix is not None:  # placed over FIX here: its ClOrdID, type and tif are known
-                order = _from_fix(fix, accepted.account)
+                order = from_fix(fix, accepted.account)
             else:
                 order = LiveOrder(
                     accepted.order_id, accepted.account, sym, int(accepted.side), "", 0,
-                    accepted.price, 0, accepted.qty, accepted.qty, time_ms=_ms(accepted.ts_ns),
+                    accepted.price, 0, accepted.qty, accepted.qty, time_ms=ms(accepted.ts_ns),
                 )  # fmt: skip
         else:
             return
         order.leaves = accepted.qty
         order.status = "NEW"
-        order.update_ms = _ms(accepted.ts_ns)
+        order.update_ms = ms(accepted.ts_ns)
         self.live[order.order_id] = order
+        self._touched(order)
         self._report(order, "NEW", accepted.ts_ns)
 
     def _fill(self, order_id: int, trade: Trade, leaves: int, maker: bool) -> None:
@@ -437,7 +426,8 @@ class RestOrders:
         order.notional += trade.price * trade.qty
         order.leaves = leaves
         order.status = "FILLED" if leaves == 0 else "PARTIALLY_FILLED"
-        order.update_ms = _ms(trade.ts_ns)
+        order.update_ms = ms(trade.ts_ns)
+        self._touched(order)
         s = order.symbol
         fill = {
             "price": format_units(trade.price, s.price_decimals).decode(),
@@ -458,10 +448,14 @@ class RestOrders:
             self._finished(order)
             order.leaves = 0
             order.status = DONE_STATUS.get(done.reason, "CANCELED")
-            order.update_ms = _ms(done.ts_ns)
+            order.update_ms = ms(done.ts_ns)
             self.done[order.order_id] = order
+            self._touched(order)
             while len(self.done) > self.keep_done:
-                self.done.popitem(last=False)
+                _, old = self.done.popitem(last=False)
+                if old.placed:
+                    self._changed.pop(old.placed, None)
+                    self._gone.append(old.placed)
             if done.reason != DoneReason.FILLED:
                 self._report(order, order.status, done.ts_ns)
         if request is not None and request.kind == "cancel":
@@ -492,6 +486,7 @@ class RestOrders:
             request.outcome.order = order
             self.live.pop(order.order_id, None)
             self._finished(order)
+            self._touched(order)
             self._report(order, "REJECTED", rejected.ts_ns)
 
     def _finished(self, order: LiveOrder) -> None:
@@ -561,20 +556,10 @@ class RestOrders:
             return
         data = order.json()
         data["executionType"] = exec_type
-        data["eventTime"] = _ms(ts_ns)
+        data["eventTime"] = ms(ts_ns)
         if fill is not None:
             data["lastQty"], data["lastPrice"] = fill["qty"], fill["price"]
             data["tradeId"], data["isMaker"] = fill["tradeId"], fill["isMaker"]
         if order.reject:
             data["rejectReason"] = order.reject
         self.events.append((order.account, "executionReport", data))
-
-
-def _from_fix(o: Order, account: int) -> LiveOrder:
-    """The API's view of an order placed over FIX on this gateway."""
-    return LiveOrder(
-        o.order_id, account, o.symbol, int(o.side), TYPE_NAMES.get(o.ord_type, ""),
-        int(o.tif), o.price, o.stop_price, o.qty, o.leaves, o.cum, o.notional,
-        "PARTIALLY_FILLED" if o.cum else "NEW", o.cl_ord_id.decode("latin-1"),
-        _ms(o.time_ns or o.received_ns), _ms(o.time_ns or o.received_ns),
-    )  # fmt: skip

@@ -7,6 +7,7 @@ A mixin of ``GatewayServer`` (``server.py``), which owns the state it names.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from config.schema import GatewayConfig, RingexConfig
 from procs.common.events_after import events_after
@@ -47,6 +48,7 @@ class GatewayRestart:
     _unpublished: dict[int, bytes]
     _logged_to: int
     _positions: dict[str, tuple[int, int]]
+    _api_orders: dict[int, list[Any]]
     #: input ring -> the newest event seq handled before a restart (and how many of its
     #: events, None: all), while the ring is new and its first events are checked against
     #: it (``_after_new_rings``)
@@ -59,6 +61,7 @@ class GatewayRestart:
             recovered.orders, recovered.requests, recovered.finished, recovered.mass_cancels
         )
         self.entry.seen.restore(self.seen_log.load())
+        self._api_orders = recovered.api_orders  # the REST core, made later, takes them
         self._handled = dict(recovered.handled)
         self._handled_part = dict(recovered.handled_part)
         current = ring_identities(self.cfg, self.gw.id, self.codec)

@@ -56,7 +56,6 @@ from procs.gateway.instruments import Instruments
 from procs.gateway.intake import IntakePacing
 from procs.gateway.live_sessions import LiveSessions
 from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, OrderLog
-from procs.gateway.order_state import Order
 from procs.gateway.orders import OrderEntry
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.restart import GatewayRestart
@@ -150,8 +149,9 @@ class GatewayServer(GatewayRestart):
             core = RestOrders(
                 gw.id, self.entry.instruments, cfg.assets, self.entry.outgoing, self.entry.next_ref
             )
-            core.fix_orders = self._fix_orders
+            core.fix_orders = lambda s: [o for o in self.entry.orders.values() if o.session == s]
             core.fix_order = self.entry.by_id.get
+            core.restore(self._api_orders)
             self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
         self.pacing = IntakePacing(cfg.ring.capacity)
         self._publish_due = False
@@ -168,13 +168,19 @@ class GatewayServer(GatewayRestart):
         self._stop = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
 
-    def _fix_orders(self, session: int) -> list[Order]:
-        return [o for o in self.entry.orders.values() if o.session == session]
+    def _changes(self) -> list[Entry]:
+        """The order entries' changes since the last log frame: FIX's, then the API's."""
+        entries = self.entry.take_changes()
+        if self.api is not None:
+            entries += self.api.core.take_changes()
+        return entries
 
     def _write_log(self, entries: list[Entry]) -> None:
         self.order_log.write(entries)
         if self.order_log.wants_compaction:
             live = self.entry.dump()
+            if self.api is not None:
+                live += self.api.core.dump()
             live += [self._position(c) for c in self.inputs]
             live += [
                 (HANDLED, name, seq, self._handled_part.get(name))
@@ -191,7 +197,7 @@ class GatewayServer(GatewayRestart):
     def _log_commands(self, chunk: list[Record], base: int) -> int | None:
         """Log the chunk's commands not yet logged, with the order entry's changes; returns
         the index of one that does not fit its record (nothing from it on is logged)."""
-        entries = self.entry.take_changes()
+        entries = self._changes()
         created = self.producer.ring.created_ns
         bad = None
         for i in range(max(0, self._logged_to - base), len(chunk)):
@@ -392,7 +398,7 @@ class GatewayServer(GatewayRestart):
             self.audit.flush()
             # reports are in the sessions' stores: now the log, then the cursors
             self._write_log(
-                self.entry.take_changes()
+                self._changes()
                 + [self._position(c) for c in moved]
                 + [
                     (HANDLED, c.ring.name, handled.get(c.ring.name, 0), parts.get(c.ring.name))

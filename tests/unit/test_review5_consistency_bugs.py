@@ -118,23 +118,13 @@ async def relogin(c: RestClient, url: str) -> RestClient:
 # -- a gateway restart: orders placed through the REST API -------------------------------------
 
 
-_REST_ORDERS_IN_MEMORY = pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, REST): the API's own view of an order placed over "
-    "REST (its clientOrderId, its place in the private stream) lives in the gateway's "
-    "memory; after a gateway restart such an order is found by orderId (the database) and "
-    "its fills settle and show in myTrades and account, but it is no longer named by its "
-    "clientOrderId nor reported on the stream",
-)
-
-
-@_REST_ORDERS_IN_MEMORY
 def test_an_open_rest_order_is_still_named_by_its_client_order_id_after_a_gateway_restart(
     harness: Harness,
 ) -> None:
-    """What is wrong: ``RestOrders`` (rest_orders.py) keeps the orders placed through the API
-    only in memory (``live``, ``client_ids``, ``done``); unlike the FIX side (order_log.py,
-    ``clordids.log``) nothing of them survives a gateway restart, and the database keeps no
+    """What was wrong (fixed: the order log keeps them, kind ``A``): ``RestOrders``
+    (rest_orders.py) kept the orders placed through the API only in memory (``live``,
+    ``client_ids``, ``done``); unlike the FIX side (order_log.py, ``clordids.log``) nothing
+    of them survived a gateway restart, and the database keeps no
     client order id either (history.py ``order_json``: ``"clientOrderId": ""``). After a
     restart of the gateway, ALICE's order that still rests in the book is no longer found by
     the ``newClientOrderId`` she gave it (404, "does not exist"), and a new order may reuse
@@ -175,11 +165,11 @@ def test_an_open_rest_order_is_still_named_by_its_client_order_id_after_a_gatewa
     restart_scenario(harness, before, after)
 
 
-@_REST_ORDERS_IN_MEMORY
 def test_the_private_stream_reports_fills_of_a_rest_order_placed_before_a_gateway_restart(
     harness: Harness,
 ) -> None:
-    """What is wrong: the private stream's execution reports come from ``RestOrders.live``
+    """What was wrong (fixed: the order log keeps them, kind ``A``): the private stream's
+    execution reports come from ``RestOrders.live``
     (rest_orders.py ``_fill``: ``self.live.get(order_id)`` or nothing), which a restarted
     gateway starts empty: only FIX orders are taken back (``_follow_fix_orders``), the API's
     own are not. ALICE's order placed through the API before the gateway restarted fills

@@ -20,6 +20,7 @@ from procs.common.records import (
 from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason, Side
 from procs.gateway.instruments import Instruments
+from procs.gateway.order_log import Recovered
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.rest_params import new_order
 
@@ -142,3 +143,66 @@ def test_interest_ends_and_the_watch_is_dropped() -> None:
     c.tick(now_s=c.interest_s + 1)
     assert ALICE not in c.interest
     assert isinstance(out[-1], WatchBalances) and out[-1].lease_ms == 0
+
+
+def replayed(entries: list[tuple[object, ...]]) -> dict[int, list[object]]:
+    """What the order log gives back of ``entries`` (``Recovered.apply``, in order)."""
+    state = Recovered()
+    for entry in entries:
+        state.apply(list(entry))
+    return state.api_orders
+
+
+def test_orders_placed_here_come_back_from_the_order_log() -> None:
+    """An open order keeps its clientOrderId, one still waiting gets its answer, and a
+    finished one answers queries; orders only followed here (placed elsewhere) are not
+    logged."""
+    c, out = core()
+    c.touch(ALICE, 1, now_s=0.0)
+    out.clear()
+    req = new_order(limit("BUY", "100.00", "1"), c.instruments)
+    c.new_order(req, ALICE, 1, 5)
+    first = out.pop()
+    assert isinstance(first, NewOrder)
+    c.process(accepted(first, order_id=7, seq=40))
+    c.end_of_batch()
+    done_ref = c.new_order(new_order(limit("BUY", "99.00", "1"), c.instruments), ALICE, 1, 5)
+    done = out.pop()
+    assert isinstance(done, NewOrder)
+    c.process(accepted(done, order_id=8, seq=41))
+    c.process(OrderDone(42, 0, GW, 1, 0, ALICE, SYM.id, 8, DoneReason.CANCELLED, 0, 100))
+    c.end_of_batch()
+    pending_ref = c.new_order(new_order(limit("SELL", "101.00", "1"), c.instruments), ALICE, 1, 5)
+    pending = out.pop()
+    assert isinstance(pending, NewOrder)
+    c.process(Accepted(43, 0, OTHER_GW, 9, 5, ALICE, SYM.id, 20, Side.BUY, 9_000, 100))
+    assert 20 in c.live  # followed, not placed here
+    log = replayed(c.take_changes())
+    assert sorted(log) == sorted([first.client_ref, done_ref, pending_ref])
+    assert c.take_changes() == []  # nothing changed since
+
+    again, out2 = core()
+    assert again.restore(log) == 2  # the open one and the pending one
+    assert again.order(ALICE, None, f"r{first.client_ref}") is not None
+    assert again.in_use(ALICE, f"r{first.client_ref}") is not None
+    assert again.order(ALICE, 8) is not None and again.order(ALICE, 8).status == "CANCELED"  # type: ignore[union-attr]
+    again.process(accepted(pending, order_id=9, seq=44))
+    again.end_of_batch()
+    ((ref, outcome),) = again.completed
+    assert ref == pending_ref and outcome.order is not None and outcome.order.order_id == 9
+    assert sorted(o.order_id for o in again.open_orders(ALICE, None)) == [7, 9]
+    assert out2 == []
+
+
+def test_a_finished_order_past_keep_done_leaves_the_order_log() -> None:
+    c, out = core()
+    c.keep_done = 1
+    for order_id in (7, 8):
+        c.new_order(new_order(limit("BUY", "100.00", "1"), c.instruments), ALICE, 1, 5)
+        cmd = out.pop()
+        assert isinstance(cmd, NewOrder)
+        c.process(accepted(cmd, order_id=order_id, seq=order_id))
+        c.process(OrderDone(0, 0, GW, 1, 0, ALICE, SYM.id, order_id, DoneReason.CANCELLED, 0, 100))
+        c.end_of_batch()
+    log = replayed(c.take_changes())
+    assert [values[0] for values in log.values()] == [8]

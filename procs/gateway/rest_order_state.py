@@ -1,0 +1,113 @@
+"""The REST API's view of one order (``LiveOrder``): what its answers and private-stream
+events show, and the form the gateway's order log keeps of the orders placed through the
+API, so that a restarted gateway still knows them by their clientOrderId."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from config.schema import SymbolConfig
+from procs.common.types import DoneReason
+from procs.gateway.instruments import Instruments, format_units
+from procs.gateway.order_state import Order
+from procs.gateway.rest_params import SIDE_NAMES, TIF_NAMES, TYPE_NAMES
+
+log = logging.getLogger("ringex.gateway")
+
+#: Status names, as the venue APIs spell them.
+DONE_STATUS = {
+    DoneReason.FILLED: "FILLED",
+    DoneReason.CANCELLED: "CANCELED",
+    DoneReason.EXPIRED: "EXPIRED",
+    DoneReason.SELF_TRADE: "EXPIRED_IN_MATCH",
+    DoneReason.MASS_CANCELLED: "CANCELED",
+    DoneReason.REJECTED: "REJECTED",
+}
+OPEN_STATUSES = frozenset({"PENDING_NEW", "NEW", "PARTIALLY_FILLED"})
+
+
+def ms(ns: int) -> int:
+    return ns // 1_000_000
+
+
+@dataclass(slots=True)
+class LiveOrder:
+    order_id: int
+    account: int
+    symbol: SymbolConfig
+    side: int
+    type_name: str  # "" when only the matchers' events showed it (placed elsewhere)
+    tif: int  # 0: not known
+    price: int
+    stop_price: int
+    qty: int
+    leaves: int
+    cum: int = 0
+    notional: int = 0  # sum of price x qty of its fills
+    status: str = "PENDING_NEW"
+    client_order_id: str = ""
+    time_ms: int = 0
+    update_ms: int = 0
+    reject: str = ""
+    ref: int = 0  # the request that placed it here while it waits for its answer
+    #: the ref it was placed under through this API (its key in the order log), 0: placed
+    #: elsewhere, only followed here
+    placed: int = 0
+
+    @property
+    def open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def json(self) -> dict[str, Any]:
+        s = self.symbol
+        pd, qd = s.price_decimals, s.qty_decimals
+        return {
+            "symbol": s.name,
+            "orderId": self.order_id,
+            "clientOrderId": self.client_order_id,
+            "price": format_units(self.price, pd).decode(),
+            "origQty": format_units(self.qty, qd).decode(),
+            "executedQty": format_units(self.cum, qd).decode(),
+            "cummulativeQuoteQty": format_units(self.notional, pd + qd).decode(),
+            "status": self.status,
+            "timeInForce": TIF_NAMES.get(self.tif, "") if self.tif else "",
+            "type": self.type_name,
+            "side": SIDE_NAMES.get(self.side, ""),  # "": a cancel of an order not followed here
+            "stopPrice": format_units(self.stop_price, pd).decode(),
+            "time": self.time_ms,
+            "updateTime": self.update_ms,
+            "isWorking": self.open,
+        }
+
+    def entry(self) -> list[Any]:
+        """Its fields as the order log keeps them (``restore`` takes them back)."""
+        return [
+            self.order_id, self.account, self.symbol.id, self.side, self.type_name, self.tif,
+            self.price, self.stop_price, self.qty, self.leaves, self.cum, self.notional,
+            self.status, self.client_order_id, self.time_ms, self.update_ms, self.reject,
+            self.ref,
+        ]  # fmt: skip
+
+    @classmethod
+    def restore(cls, placed: int, values: list[Any], instruments: Instruments) -> LiveOrder | None:
+        """The order an ``entry`` describes; None when its symbol is no longer configured."""
+        symbol = instruments.by_id.get(values[2])
+        if symbol is None:
+            log.warning("order log: API order %d is on symbol %d, no longer configured: "
+                        "dropped", values[0], values[2])  # fmt: skip
+            return None
+        order = cls(values[0], values[1], symbol, *values[3:17])
+        order.ref, order.placed = values[17], placed
+        return order
+
+
+def from_fix(o: Order, account: int) -> LiveOrder:
+    """The API's view of an order placed over FIX on this gateway."""
+    return LiveOrder(
+        o.order_id, account, o.symbol, int(o.side), TYPE_NAMES.get(o.ord_type, ""),
+        int(o.tif), o.price, o.stop_price, o.qty, o.leaves, o.cum, o.notional,
+        "PARTIALLY_FILLED" if o.cum else "NEW", o.cl_ord_id.decode("latin-1"),
+        ms(o.time_ns or o.received_ns), ms(o.time_ns or o.received_ns),
+    )  # fmt: skip
