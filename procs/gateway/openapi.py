@@ -217,12 +217,10 @@ def _operation(
     description: str = "",
 ) -> Json:
     """One operation: 200 with ``ok``, and the error statuses it can answer. Every request
-    may get 413 and 429; one with parameters 400; a signed one 401, and 403 when it needs a
-    ``scope`` ("": any valid key)."""
+    may get 400 (a parameter it does not take, a bad value), 413 and 429; a signed one 401,
+    and 403 when it needs a ``scope`` ("": any valid key)."""
     params = list(params)
-    statuses = {413, 429, *errors}
-    if params or body is not None:
-        statuses.add(400)
+    statuses = {400, 413, 429, *errors}
     if scope is not None:
         statuses.add(401)
         if scope:

@@ -43,6 +43,7 @@ from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams
 from procs.gateway.rest_body import body_pairs, repeated
+from procs.gateway.rest_order_state import LiveOrder
 from procs.gateway.rest_orders import Outcome, RestOrders
 from procs.gateway.rest_public import PublicRoutes, json_response
 from procs.gateway.signing import (
@@ -420,13 +421,16 @@ class RestApi:
         key = await self.signed(request, "trade")
         params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)
-        oid = rp.order_id(params)
+        oid, known = self._named_order(key.account, params)
         if oid is None:
-            client_id = rp.required(params, "origClientOrderId")
-            known = self.core.order(key.account, None, client_id)
             if known is None or not known.order_id:
-                raise rp.not_found(f"origClientOrderId={client_id}")
+                raise rp.not_found(f"origClientOrderId={params['origClientOrderId']}")
             oid = known.order_id
+        if known is not None and known.order_id and not known.open:
+            raise bad_request(
+                codes.CANCEL_REJECTED,
+                f"cancel rejected: orderId={oid} is {known.status}: too late to cancel",
+            )
         ref = self.core.cancel(key.account, key.session, sym.id, oid, time.time_ns())
         outcome = await self.wait(ref)
         if outcome.code != ResultCode.OK or outcome.order is None:
@@ -438,9 +442,8 @@ class RestApi:
         key = await self.signed(request, "read")
         params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)
-        oid = rp.order_id(params)
-        client_id = "" if oid is not None else rp.required(params, "origClientOrderId")
-        live = self.core.order(key.account, oid, client_id)
+        oid, live = self._named_order(key.account, params)
+        client_id = params.get("origClientOrderId", "")
         if live is not None and live.symbol.id == sym.id:
             return json_response(live.json())
         if oid is not None and self.history is not None:
@@ -450,6 +453,25 @@ class RestApi:
         raise rp.not_found(
             f"orderId={oid}" if oid is not None else f"origClientOrderId={client_id}"
         )
+
+    def _named_order(
+        self, account: int, params: dict[str, str]
+    ) -> tuple[int | None, LiveOrder | None]:
+        """The ``orderId`` a request names, and the order of ``account`` it names as known
+        here. Both ids sent must name the same order (the venue rule): ``orderId`` is looked
+        up first and ``origClientOrderId`` checked against it."""
+        oid = rp.order_id(params)
+        if oid is None:
+            client_id = rp.required(params, "origClientOrderId")
+            return None, self.core.order(account, None, client_id)
+        known = self.core.order(account, oid)
+        client_id = params.get("origClientOrderId", "")
+        if client_id and (known is None or known.client_order_id != client_id):
+            raise bad_request(
+                codes.ILLEGAL_PARAM,
+                f"orderId {oid} and origClientOrderId {client_id!r} do not name the same order",
+            )
+        return oid, known
 
     async def open_orders(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")
@@ -516,7 +538,8 @@ class RestApi:
             if known is not None:
                 out[row_id] = known.json()
         newest = max(out, default=(from_id or 0) - 1)
-        if len(out) < limit:  # accepted since the writer's last batch
+        latest = newest_first(from_id, start)  # from a first id or time: the oldest ``limit``
+        if latest or len(out) < limit:  # accepted since the writer's last batch
             for order in self.core.open_orders(key.account, sym.id):
                 within = (start is None or order.time_ms >= start) and (
                     end is None or order.time_ms <= end
@@ -524,7 +547,6 @@ class RestApi:
                 if order.order_id > newest and within:
                     out[order.order_id] = order.json()
         ordered = [out[k] for k in sorted(out)]
-        latest = newest_first(from_id, start)  # from a first id or time: the oldest ``limit``
         return json_response(ordered[-limit:] if latest else ordered[:limit])
 
     async def my_trades(self, request: web.Request) -> web.Response:

@@ -48,15 +48,19 @@ class PublicRoutes:
         get("/openapi.json", self.openapi)
 
     async def ping(self, request: web.Request) -> web.Response:
+        await self.api.params(request, frozenset())  # none taken: any is refused
         return json_response({})
 
     async def server_time(self, request: web.Request) -> web.Response:
+        await self.api.params(request, frozenset())  # none taken: any is refused
         return json_response({"serverTime": time.time_ns() // 1_000_000})
 
     async def openapi(self, request: web.Request) -> web.Response:
+        await self.api.params(request, frozenset())  # none taken: any is refused
         return json_response(document(self.api.cfg))
 
     async def exchange_info(self, request: web.Request) -> web.Response:
+        await self.api.params(request, frozenset())  # none taken: any is refused
         rest = self.api.rest
         return json_response(
             {
