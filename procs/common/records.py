@@ -153,6 +153,21 @@ class Heartbeat(Record, tag=6, frozen=True):
     counter: U64
 
 
+class FeeSchedule(Record, tag=7, frozen=True):
+    """The fees in force from ``seq`` on: ``symbol``'s maker and taker basis points (symbol
+    0: none changes) and the account fees are credited to. Journaled by a starting router
+    whose config differs from what its state holds, so a replay settles every trade under
+    the fees it was made under, whatever the config says at the time of the replay. Goes to
+    no matcher."""
+
+    seq: U64
+    ts_ns: TimestampNs
+    symbol: SymbolId
+    maker_bps: U16
+    taker_bps: U16
+    fee_account: AccountId
+
+
 # -- events: matcher -> gateways, router, marketdata, dbbatcher ------------------------------
 
 
@@ -316,6 +331,7 @@ AnyRecord = Union[  # noqa: UP007  (msgspec needs a runtime Union of the tagged 
     MassCancel,
     AdminCommand,
     Heartbeat,
+    FeeSchedule,
     Accepted,
     Rejected,
     Trade,

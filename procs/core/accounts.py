@@ -41,7 +41,7 @@ Settlement. A trade at price p of qty q moves notional(p, q) + the buyer's fee o
 buyer's hold and credits it base(q); moves base(q) out of the seller's hold and credits it
 notional - the seller's fee. A fee is floor(notional * bps / 10_000), the taker's bps for the
 aggressor and the maker's for the resting side, credited to the fee account (``RiskConfig.
-fee_account``, made at construction); rounding down never charges more than was reserved.
+fee_account``, journaled as the fees are); rounding down never charges more than was reserved.
 Then the buyer's hold is cut back to what its remaining qty needs at its limit. That never
 goes short: with A = notional(limit, leaves_before) * m / 10_000 and B the same for the leaves
 after, the fill cost at most notional(limit, q) + floor(A - B) (p <= limit, bps <= m), and the
@@ -64,8 +64,7 @@ amount that depends on the command alone (a replace: no more than it did live, a
 every journaled check passes again, and the state after the same commands and events is the
 same, whatever the interleaving. A replay skips the account limits (open orders, notional):
 they judge new commands, and one lowered between two runs must not refuse what was accepted.
-The fees are config, not journal: a snapshot whose resting buys hold a fee margin the
-configured fees no longer give is refused at restore, naming the symbol and both holds.
+The fees a trade settles under are journaled state, not config of the day (``fees.py``).
 """
 
 from __future__ import annotations
@@ -90,6 +89,7 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, Side
+from procs.core import fees
 from procs.core.accounts_state import AccountsState, OrderState
 from procs.core.money import BPS, Market
 
@@ -123,6 +123,10 @@ class Accounts:
         self.max_notional = cfg.risk.max_order_notional
         self.fee_account = cfg.risk.fee_account
         self._accounts: set[int] = {self.fee_account}
+        #: the fees and fee account journaled or snapshotted (``fees.py``): what a replay
+        #: settles under; a symbol not in it still has its configured fees
+        self.fee_schedule: dict[int, tuple[int, int]] = {}
+        self.fee_account_recorded: int | None = None
         self._free: dict[tuple[int, int], int] = {}
         self._reserved: dict[tuple[int, int], int] = {}
         self._net: dict[int, int] = {}
@@ -486,6 +490,11 @@ class Accounts:
 
     # -- state ----------------------------------------------------------------------------------
 
+    def open_buys(self, symbol: int) -> list[tuple[int, _Order]]:
+        """Buys on ``symbol`` that hold a fee margin: open, or with a replace in flight."""
+        buys = ((oid, o) for oid, o in self._orders.items() if o.side == Side.BUY)
+        return [(oid, o) for oid, o in buys if o.symbol == symbol and o.held + sum(o.replaces)]
+
     def state(self) -> AccountsState:
         slots = sorted(set(self._free) | set(self._reserved))
         balances = [(*s, self._free.get(s, 0), self._reserved.get(s, 0)) for s in slots]
@@ -505,6 +514,8 @@ class Accounts:
                 )
                 for oid, o in sorted(self._orders.items())
             ],
+            fees=sorted((symbol, *bps) for symbol, bps in self.fee_schedule.items()),
+            fee_account=self.fee_account_recorded,
         )
 
     def state_hash(self) -> str:
@@ -518,8 +529,12 @@ class Accounts:
         """Accounts from ``snapshot``, checked with ``validate_internal_state``."""
         state = msgspec.msgpack.decode(snapshot, type=AccountsState)
         accounts = cls(cfg)
-        # the configured fee account exists whatever the snapshot's was (``risk.fee_account``
-        # changed): it is credited from the first trade on
+        for symbol, maker, taker in state.fees:  # the fees its holds were reserved under
+            fees.set_schedule(accounts, symbol, maker, taker)
+        if state.fee_account is not None:
+            fees.set_fee_account(accounts, state.fee_account)
+        # an older snapshot's: the configured fee account exists, whatever the snapshot's
+        # was (``risk.fee_account`` changed); it is credited from the first trade on
         accounts._accounts = set(state.accounts) | {accounts.fee_account}
         for account, asset, free, reserved in state.balances:
             if free:
@@ -545,12 +560,11 @@ class Accounts:
                 accounts._open[o.account] = accounts._open.get(o.account, 0) + 1
                 market = accounts.markets[o.symbol]
                 need = market.hold(Side(o.side), o.price, o.leaves)
-                if o.held != need:
+                if o.held != need:  # an older snapshot, without its fees: the config's
                     raise ValueError(
                         f"snapshot order {o.order_id} on symbol {o.symbol} holds {o.held}, "
-                        f"which its configured fees (maker {market.maker_bps} bps, taker "
-                        f"{market.taker_bps} bps) put at {need}: the fees changed since the "
-                        "snapshot, and a resting order's hold was reserved under the old ones"
+                        f"which the fees {market.maker_bps}/{market.taker_bps} bps (maker/"
+                        f"taker) put at {need}: reserved under other fees"
                     )
         accounts.validate_internal_state()
         return accounts

@@ -31,3 +31,6 @@ class AccountsState(msgspec.Struct, frozen=True, array_like=True):
     transfer_keys: list[int | tuple[int, int, int, int, int]]
     last_prices: list[tuple[int, int]]  # symbol, price
     orders: list[OrderState]  # by id
+    #: (symbol, maker bps, taker bps) journaled (``fees.py``); empty in an older snapshot
+    fees: list[tuple[int, int, int]] = []
+    fee_account: int | None = None  # journaled; None: an older snapshot, the configured one

@@ -37,6 +37,7 @@ from procs.common.records import (
     BookLevel,
     CancelOrder,
     CreateAccount,
+    FeeSchedule,
     MassCancel,
     NewOrder,
     OrderDone,
@@ -47,6 +48,7 @@ from procs.common.records import (
     Transfer,
 )
 from procs.common.result_codes import ResultCode
+from procs.core import fees
 from procs.core.accounts import Accounts
 
 R = TypeVar("R", bound=Record)
@@ -194,11 +196,28 @@ class Sequencer:
         balance = self.accounts.balance(cmd.account, asset)[0] if asset else 0
         return Decision(stamped, NOWHERE, _account_reply(cmd, seq, asset, code, balance))
 
+    def fee_changes(self, now_ns: int) -> list[FeeSchedule]:
+        """The configured fees and fee account the state does not hold yet, sequenced and
+        applied (``fees.py``); the caller journals them. Raises ``FeeChangeError`` when open
+        buys forbid a change (nothing is applied then)."""
+        wanted = fees.changes(self.accounts, self.cfg)
+        for symbol, maker, taker in wanted:  # check every one before any is applied
+            if symbol:
+                fees.check_schedule(self.accounts, symbol, maker, taker)
+        account = self.cfg.risk.fee_account
+        out = [
+            self._stamp(FeeSchedule(0, 0, symbol, maker, taker, account), now_ns)
+            for symbol, maker, taker in wanted
+        ]
+        for record in out:
+            fees.apply(self.accounts, record)
+        return out
+
     def matchers_for(self, command: Record) -> tuple[str, ...]:
         """The matchers a sequenced command goes to: its symbol's owner; every matcher for a
-        symbol-0 mass cancel or admin command; none for an account command."""
+        symbol-0 mass cancel or admin command; none for an account command or fees."""
         symbol: int | None = getattr(command, "symbol", None)
-        if symbol is None:
+        if symbol is None or type(command) is FeeSchedule:
             return NOWHERE
         if symbol == 0 and not isinstance(command, (MassCancel, AdminCommand)):
             return NOWHERE
@@ -285,6 +304,11 @@ class Sequencer:
             code = self.accounts.transfer(
                 command.account, command.asset, command.amount, command.key, seq
             )
+        elif isinstance(command, FeeSchedule):
+            try:
+                fees.apply(self.accounts, command)
+            except fees.FeeChangeError as exc:
+                raise ReplayError(f"replay of seq {seq} {command!r} was refused: {exc}") from None
         if code != ResultCode.OK:
             raise ReplayError(f"replay of seq {seq} {command!r} was refused: {code.name}")
         self.next_seq += 1

@@ -123,12 +123,13 @@ class RouterShell:
             fsync=journal.fsync,
             fsync_interval_ms=journal.fsync_interval_ms,
         )
+        self._journal_fees()
         rep = cfg.replication
         self.acks: AckBlock | None = None  # shared with the replication source, if one runs
         self.gate: SyncGate | None = None  # sync mode: the standby acknowledges every batch
         if rep.listen_port:
             self.acks = AckBlock(ack_dir(cfg.var_dir, cfg.instance))
-            self.acks.appended(recovered.last_seq)
+            self.acks.appended(self.journal.next_seq - 1)
             if rep.mode == "sync":
                 spin = cfg.wait.strategy == "busy-spin"
                 self.gate = SyncGate(self.acks, rep.sync_timeout_ms, spin=spin)
@@ -177,6 +178,15 @@ class RouterShell:
         self._beat_due = 0.0
         self._behind_rounds = 0
         self._resend_unrouted(recovered.last_seq)
+
+    def _journal_fees(self) -> None:
+        """Journal (fsynced) the configured fees the state does not hold yet, so that every
+        trade from here on settles under them in a replay too (``procs/core/fees.py``)."""
+        changes = self.sequencer.fee_changes(time.time_ns())
+        if changes:
+            self.journal.append(changes[0].seq, self.codec.encode_slots(changes), len(changes))
+            self.journal.sync()
+            log.info("fees journaled for %d symbols from seq %d", len(changes), changes[0].seq)
 
     def _resend_unrouted(self, last_seq: int) -> None:
         """Publish journaled commands a matcher's input ring does not hold (a crash came

@@ -167,14 +167,18 @@ class Exchange:
 
     @classmethod
     def fresh(cls, cfg: RingexConfig) -> Exchange:
+        """A new exchange, its journal starting with the fees, as a router's first start
+        journals them (``RouterShell._journal_fees``)."""
         names = [m.name for m in cfg.matchers]
-        return cls(
+        ex = cls(
             cfg,
             Sequencer(cfg, Accounts(cfg)),
             {n: Matcher(symbol_specs(cfg, n)) for n in names},
             {n: Matcher(symbol_specs(cfg, n), ReferenceBook) for n in names},
             {n: deque() for n in names},
         )
+        ex.journal += ex.sequencer.fee_changes(0)
+        return ex
 
     def restored(self) -> Exchange:
         """A copy made the way recovery makes one: from snapshots (events in flight kept)."""

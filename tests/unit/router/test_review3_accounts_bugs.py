@@ -142,6 +142,7 @@ def test_a_router_restored_with_another_fee_account_can_restart_from_its_own_sna
         return  # refused at restore, naming the change: acceptable
     ex = funded(cfg)  # the same deposits (net), then the restored router in front
     ex.cfg, ex.sequencer = moved, sequencer
+    ex.journal += sequencer.fee_changes(0)  # as a starting router journals the change
     placed(ex, new_order(1, SELL, 10_000, 5, ref=1))
     placed(ex, new_order(2, BUY, 10_000, 5, ref=2))
     ex.settle()

@@ -134,9 +134,9 @@ def test_a_matcher_snapshot_past_the_journal_end_drops_new_commands(
     matcher's own snapshot is fsynced at once (``replace_durably``). A power loss before the
     OS writes leaves that snapshot past the journal's end. ``recover`` refuses such an
     exchange snapshot ("the journal lost its tail"), but ``matcher_snapshot`` loads the
-    matcher's own without a look at the journal: the matcher comes up at ``last_seq`` 6
+    matcher's own without a look at the journal: the matcher comes up at ``last_seq`` 7
     holding orders the journal and the router never had, while the router sequences new
-    commands from seq 3 again; the matcher drops each as "already executed" (``engine.py``:
+    commands from seq 4 again; the matcher drops each as "already executed" (``engine.py``:
     ``seq <= last_seq``). The new order is accepted and never reaches a book. A matcher must
     not restore a snapshot past the journal's last entry (an older one, the exchange
     snapshot's copy, or replay from the start), as the router does."""
@@ -145,11 +145,11 @@ def test_a_matcher_snapshot_past_the_journal_end_drops_new_commands(
     cfg = msgspec.structs.replace(base, journal=journal)
     ex = router_rig.Exchange(cfg)
     try:
-        router_rig.fund(ex, 7, usd=10**9, btc=0)  # seqs 1, 2
+        router_rig.fund(ex, 7, usd=10**9, btc=0)  # seqs 2, 3 (1: the fees, journaled)
         ex.router.journal.sync()
         durable = ex.router.journal.durable_seq
-        assert durable == 2
-        for ref in range(10, 14):  # seqs 3..6: routed, executed, not on disk yet
+        assert durable == 3
+        for ref in range(10, 14):  # seqs 4..7: routed, executed, not on disk yet
             ex.send(1, router_rig.order(ref, 7, BUY, 900 + ref, 10))
         ex.matcher.save_snapshot()  # its snapshot_every, or an admin SNAPSHOT: durable at once
         ex.stop()
@@ -164,7 +164,7 @@ def test_a_matcher_snapshot_past_the_journal_end_drops_new_commands(
         ring.unlink()
     ex = router_rig.Exchange(cfg)  # new rings; the router and the matcher recover
     try:
-        ex.send(1, router_rig.order(99, 7, BUY, 950, 10))  # seq 3 again
+        ex.send(1, router_rig.order(99, 7, BUY, 950, 10))  # seq 4 again
         resting = [o.price for o in ex.matcher.matcher.books[1].orders.values()]
         assert resting == [950], f"the matcher's book holds {resting}"
     finally:

@@ -153,7 +153,7 @@ def test_an_account_created_before_a_router_crash_is_answered_account_exists(
 
     Invariant: a restart reaches exactly the state of a run without the crash: the command
     is executed once and answered once, as it was executed.
-    Expected: one AccountReply for ref 5000, code OK, seq 1 (the journal's CreateAccount).
+    Expected: one AccountReply for ref 5000, code OK, seq 2 (the journal's CreateAccount).
     Actual: AccountReply(seq=0, code=ACCOUNT_EXISTS), while the journal holds the creation.
     """
     crash_after(exchange.router.journal, "append", monkeypatch)
@@ -166,8 +166,8 @@ def test_an_account_created_before_a_router_crash_is_answered_account_exists(
         for r in exchange.replies_of(1)
         if isinstance(r, AccountReply) and r.client_ref == 5000
     ]
-    assert creations == [1]  # created once
-    assert answers == [(1, "OK")], (
+    assert creations == [2]  # created once (seq 1: the fees the router journaled first)
+    assert answers == [(2, "OK")], (
         f"account 5 was created (journal seq {creations}); its gateway was told {answers}"
     )
 
