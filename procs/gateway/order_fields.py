@@ -47,6 +47,15 @@ def differs(msg: FixMessage, order: Order) -> str | None:
             f"OrdType {shown(f[40])} is not the order's OrdType "
             f"{FIX_ORD_TYPE[order.ord_type].decode()}: a replace changes only price and size"
         )
+    if msg.msg_type == b"G":  # a replace restates the order's instructions: post-only or none
+        instructions = f.get(18, b"").split()
+        if instructions != ([b"6"] if order.post_only else []):
+            said = shown(f[18]) if 18 in f else "none"
+            return (
+                f"ExecInst {said} is not the order's ExecInst "
+                f"{'6 (post-only)' if order.post_only else '(none)'}: a replace changes only "
+                "price and size"
+            )
     # a replace restates the order: no TimeInForce is Day (FIX 4.4), as on a D
     if msg.msg_type == b"G" and TIFS.get(f.get(59, b"0")) != order.tif:
         return (

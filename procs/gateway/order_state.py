@@ -34,6 +34,7 @@ class Order:
     cancel_account: int = 0
     display: int = 0  # MaxFloor (111) in lots, 0: not an iceberg
     triggered: bool = False  # a stop whose trigger came (``Triggered``)
+    post_only: bool = False  # ExecInst (18) 6: a replace must restate it
 
 
 @dataclass(slots=True)

@@ -238,6 +238,7 @@ class OrderEntry(OrderReplies, OrderMemory):
             qty,
         )
         order.received_ns = now_ns
+        order.post_only = bool(flags)
         order.display = display
         order.leaves = qty  # pending new is active: LeavesQty = OrderQty - CumQty
         self.orders[ref] = order
@@ -379,7 +380,11 @@ class OrderEntry(OrderReplies, OrderMemory):
 
     def _status(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         key = (session.session_id, msg.fields[11])
-        order = self.live.get(key) or self.finished.get(key)
+        order = (
+            self.live.get(key)
+            or self.finished.get(key)
+            or self._pending_replace(session.session_id, msg.fields[11])  # named by its next id
+        )
         extra = field(790, msg.fields[790]) if 790 in msg.fields else b""
         if order is None:
             text = f"unknown order ClOrdID {msg.text(11)}"
@@ -436,23 +441,13 @@ class OrderEntry(OrderReplies, OrderMemory):
                 self._fill(trade.taker_order_id, trade, trade.taker_leaves)
             return
         if getattr(event, "gateway", None) != self.gateway:
+            # its account cancelled one of this gateway's orders through another (REST, FIX
+            # by OrderID): the order's session is told all the same
+            if kind is OrderDone and event.order_id in self.by_id:  # type: ignore[attr-defined]
+                self._done(event, mine=False)  # type: ignore[arg-type]
             return
         if kind is Accepted:
-            accepted: Accepted = event  # type: ignore[assignment]
-            order = self.orders.get(accepted.client_ref)
-            if order is not None:
-                order.order_id = accepted.order_id
-                order.leaves = accepted.qty
-                order.status = b"0"
-                order.time_ns = accepted.ts_ns
-                self.by_id[order.order_id] = order
-                self.touched[order.ref] = order
-                self.acks += 1
-                if order.received_ns:
-                    self.ack_latency.record(time.time_ns() - order.received_ns)
-                self._report(order, b"0", exec_id=event_exec_id(b"A", accepted.seq, order.order_id))
-                if order.cancel_account:  # its session cancels on disconnect, and is gone
-                    self._cancel_record(order, order.cancel_account, time.time_ns())
+            self._accepted(event)  # type: ignore[arg-type]
         elif kind is OrderDone:
             self._done(event)  # type: ignore[arg-type]
         elif kind is Rejected:
@@ -473,12 +468,12 @@ class OrderEntry(OrderReplies, OrderMemory):
                 self._report(order, b"5", exec_id=event_exec_id(b"R", replaced.seq, order.order_id))
         elif kind is Triggered:
             triggered: Triggered = event  # type: ignore[assignment]
-            order = self.by_id.get(triggered.order_id)
-            if order is not None:
-                order.triggered = True
-                self.touched[order.ref] = order
-                exec_id = event_exec_id(b"L", triggered.seq, order.order_id)
-                self._report(order, b"L", exec_id=exec_id)
+            stop = self.by_id.get(triggered.order_id)
+            if stop is not None:
+                stop.triggered = True
+                self.touched[stop.ref] = stop
+                exec_id = event_exec_id(b"L", triggered.seq, stop.order_id)
+                self._report(stop, b"L", exec_id=exec_id)
 
     def _fill(self, order_id: int, trade: Trade, leaves: int) -> None:
         order = self.by_id.get(order_id)
@@ -495,9 +490,27 @@ class OrderEntry(OrderReplies, OrderMemory):
         last += field(32, format_units(trade.qty, sym.qty_decimals))
         self._report(order, b"F", last, event_exec_id(b"T", trade.trade_id, order_id))
 
-    def _done(self, done: OrderDone) -> None:
+    def _accepted(self, accepted: Accepted) -> None:
+        order = self.orders.get(accepted.client_ref)
+        if order is None:
+            return
+        order.order_id = accepted.order_id
+        order.leaves = accepted.qty
+        order.status = b"0"
+        order.time_ns = accepted.ts_ns
+        self.by_id[order.order_id] = order
+        self.touched[order.ref] = order
+        self.acks += 1
+        if order.received_ns:
+            self.ack_latency.record(time.time_ns() - order.received_ns)
+        self._report(order, b"0", exec_id=event_exec_id(b"A", accepted.seq, order.order_id))
+        if order.cancel_account:  # its session cancels on disconnect, and is gone
+            self._cancel_record(order, order.cancel_account, time.time_ns())
+
+    def _done(self, done: OrderDone, mine: bool = True) -> None:
+        """``mine``: the done answers a command of this gateway (a request of ours, maybe)."""
         order = self.by_id.get(done.order_id)
-        request = self._pop_request(done.client_ref)
+        request = self._pop_request(done.client_ref) if mine else None
         if order is None:
             return
         self._forget(order)
