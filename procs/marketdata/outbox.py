@@ -15,6 +15,8 @@ So, once ``limit`` messages wait:
   more than one message queued is compacted to one fresh snapshot (``_make_room``); if
   that frees no room, ``push`` returns an overflow reason and the server closes the
   connection (1008, policy violation) with it;
+- a symbol's status (a halt, its resume) is few and each one matters: queued whole, never
+  conflated nor refused;
 - nor can an answer to a request: a client that sends requests and reads no answers is
   closed the same way (``push_reply``), after the same compaction.
 
@@ -28,7 +30,7 @@ from collections.abc import Callable
 
 from procs.marketdata.streams import Kind
 
-_CONFLATED = frozenset((Kind.TICKER, Kind.KLINE, Kind.STATUS, Kind.HEARTBEAT))
+_CONFLATED = frozenset((Kind.TICKER, Kind.KLINE, Kind.HEARTBEAT))
 
 
 class _Entry:
@@ -72,7 +74,7 @@ class Outbox:
             if final:  # it stays as it is: the next value gets an entry of its own
                 del self._conflated[stream]
             return None
-        if len(self._queue) >= self.limit:
+        if len(self._queue) >= self.limit and kind is not Kind.STATUS:
             if kind is Kind.DEPTH:
                 self._restart_depth(stream)
                 return None
