@@ -309,6 +309,7 @@ def supervise(profile: str, after_pid: int, epoch: int) -> int:
 def demote(old_path: str, new_path: str, new_address: str) -> int:
     """Rebuild the stopped old primary as the promoted instance's standby."""
     from procs.common.epochs import EpochsError  # noqa: PLC0415
+    from procs.common.journal import JournalError  # noqa: PLC0415
     from procs.replica.rebuild import ask_epochs, rebuild  # noqa: PLC0415
 
     old = load_profile(old_path)
@@ -327,7 +328,7 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
     try:
         epochs = ask_epochs(host, int(port))
         done = rebuild(old, epochs)
-    except (OSError, TimeoutError, EpochsError, ValueError) as exc:
+    except (OSError, TimeoutError, EpochsError, ValueError, JournalError) as exc:
         print(f"demote of {old.instance} failed: {exc}", file=sys.stderr)
         return 1
     print(f"{old.instance}: journal kept up to seq {done.kept_seq}; the promoted instance "

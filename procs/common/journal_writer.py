@@ -9,6 +9,7 @@ before the next is created, so only the last segment can ever have a torn tail).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import filecmp
 import itertools
@@ -318,14 +319,17 @@ def archive_segments_before(directory: Path, seq: int, archive_dir: Path) -> lis
     return moved
 
 
-def cut_after(directory: Path, seq: int, aside: Path, *, slot_size: int, schema_id: int) -> int:
+def cut_after(
+    directory: Path, seq: int, aside: Path, *, slot_size: int, schema_id: int, locked: bool = False
+) -> int:
     """Move every entry after ``seq`` out of the journal ``directory`` into the journal
     ``aside`` (one of its own, beginning at ``seq + 1``, kept for the operator), and return
     how many moved. What rebuilding an old primary as a standby does with the tail it wrote
-    after the standby was promoted. Holds the directory's lock: no writer may have it open."""
+    after the standby was promoted. Holds the directory's lock (``locked``: the caller holds
+    it): no writer may have it open."""
     reader = JournalReader(directory, slot_size=slot_size, schema_id=schema_id)
     layout = EntryLayout(slot_size)
-    with DirectoryLock(directory):
+    with contextlib.nullcontext() if locked else DirectoryLock(directory):
         last = reader.last_seq()
         if last <= seq:
             return 0

@@ -29,7 +29,7 @@ from config.schema import RingexConfig
 from procs.common.durable import make_dirs
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.epochs import Epochs, EpochsError
-from procs.common.journal import JournalReader
+from procs.common.journal import DirectoryLock, JournalReader
 from procs.common.journal_writer import cut_after
 from procs.common.records import RecordCodec
 from procs.common.replication_ack import BLOCK_FILE, ack_dir
@@ -70,7 +70,6 @@ class Rebuilt:
 
 def rebuild(cfg: RingexConfig, primary: Epochs) -> Rebuilt:
     """Make ``cfg``'s instance (stopped) fit to follow ``primary`` as its standby."""
-    home = Path(cfg.var_dir) / cfg.instance
     directory = journal_dir(cfg)
     mine = Epochs.load(directory)
     newest = max(mine.current, mine.fence.epoch if mine.fence is not None else 0)
@@ -80,6 +79,19 @@ def rebuild(cfg: RingexConfig, primary: Epochs) -> Rebuilt:
             "it was failed over and must not be followed"
         )
     keep = mine.keep_before(primary)  # EpochsError when the histories disagree
+    # no router may write the journal meanwhile, whether a status file names it or not:
+    # the fence this lifts is all that keeps a second primary out (JournalError: held)
+    lock = DirectoryLock(directory) if directory.exists() else None
+    try:
+        return _rebuild(cfg, primary, keep)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _rebuild(cfg: RingexConfig, primary: Epochs, keep: int | None) -> Rebuilt:
+    home = Path(cfg.var_dir) / cfg.instance
+    directory = journal_dir(cfg)
     codec = RecordCodec()
     last = 0
     if directory.exists():
@@ -92,7 +104,7 @@ def rebuild(cfg: RingexConfig, primary: Epochs) -> Rebuilt:
     if kept < last:
         done.cut = cut_after(
             directory, kept, aside / "journal",
-            slot_size=codec.slot_size, schema_id=codec.schema_id,
+            slot_size=codec.slot_size, schema_id=codec.schema_id, locked=True,
         )  # fmt: skip
         done.moved.append(aside / "journal")
     snapshots = snapshot_dir(cfg, "dbwriter").parent

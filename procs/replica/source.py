@@ -42,6 +42,7 @@ from procs.replica.wire import (
     AskEpochs,
     Entries,
     EpochHistory,
+    FrameError,
     Heartbeat,
     Hello,
     History,
@@ -129,15 +130,9 @@ class ReplicationSource:
             if not isinstance(hello, Hello):
                 await send(writer, Refused(f"expected Hello, got {type(hello).__name__}"))
                 return
-            if hello.epoch > self.epochs.current:
-                self.fence(hello.epoch, f"the standby at {peer}")
-                await send(
-                    writer,
-                    Refused(
-                        f"this primary is at epoch {self.epochs.current} and the standby at "
-                        f"{hello.epoch}: it was promoted, so this primary is fenced"
-                    ),
-                )
+            refusal = self._epoch_refusal(hello, peer)
+            if refusal is not None:
+                await send(writer, Refused(refusal))
                 return
             await send(writer, EpochHistory(list(self.epochs.history)))
             last = self.reader.last_seq()
@@ -176,6 +171,8 @@ class ReplicationSource:
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             gone = log.info if self.stopping.is_set() else log.warning
             gone("standby %s gone: %s", peer, exc)
+        except FrameError as exc:
+            log.warning("standby %s dropped: %s", peer, exc)
         finally:
             if self.peers.pop(peer, None) is not None:
                 self.block.words[CONNECTED] = len(self.peers)
@@ -183,12 +180,34 @@ class ReplicationSource:
             if task is not None:
                 self._serving.pop(task, None)
 
+    def _epoch_refusal(self, hello: Hello, peer: str) -> str | None:
+        """Why the epochs forbid serving ``hello``'s standby, or None. A standby of a newer
+        epoch fences this primary; a fenced primary serves nobody (its tail past the new
+        epoch's start is what demote cuts)."""
+        if hello.epoch > self.epochs.current:
+            self.fence(hello.epoch, f"the standby at {peer}")
+            return (
+                f"this primary is at epoch {self.epochs.current} and the standby at "
+                f"{hello.epoch}: it was promoted, so this primary is fenced"
+            )
+        fenced = self.epochs.fence.epoch if self.epochs.fence else self.block.words[FENCED]
+        if fenced:
+            return (
+                f"this primary is fenced by epoch {fenced}: follow the promoted instance "
+                "(this one is to be rebuilt as its standby)"
+            )
+        return None
+
     def fence(self, epoch: int, by: str) -> None:
         """A newer epoch exists: mark the journal fenced and stop the router (``FENCED``)."""
         if self.epochs.fence is None:
             self.epochs = self.epochs.fenced(epoch, by)
             self.epochs.save(journal_dir(self.cfg))
         self.block.words[FENCED] = epoch
+        current = asyncio.current_task()
+        for task, serving in list(self._serving.items()):  # its standbys take nothing more
+            if task is not current:  # the connection that fenced it is told why, then closed
+                serving.close()
         log.error(
             "FENCED: %s is at epoch %d, newer than this primary's %d; the router sequences "
             "nothing more (rebuild this instance as its standby: scripts/failover.py demote)",

@@ -46,6 +46,7 @@ from procs.replica.wire import (
     Ack,
     Entries,
     EpochHistory,
+    FrameError,
     Heartbeat,
     Hello,
     History,
@@ -158,10 +159,12 @@ class Standby:
         the first frame that follows (a primary whose history check fails leaves none)."""
         try:
             primary = Epochs(tuple((e, s) for e, s in message.epochs))
-            if primary.current < self.epochs.current:
+            newest = self._newest_epoch()
+            if primary.current < newest:
                 raise StandbyRefusedError(
                     f"the primary is at epoch {primary.current}, older than this journal's "
-                    f"{self.epochs.current}: it was failed over and must not be followed"
+                    f"{newest} (the newest it followed or was told of): it was failed over "
+                    "and must not be followed"
                 )
             keep = self.epochs.keep_before(primary)
         except EpochsError as exc:
@@ -176,6 +179,9 @@ class Standby:
                 "primary's tail); rebuild this instance with scripts/failover.py demote"
             )
         self._adopt = primary if primary.history != self.epochs.history else None
+
+    def _newest_epoch(self) -> int:
+        return max(self.epochs.current, self.epochs.known)
 
     def apply(self, entries: Entries) -> None:
         """Apply a persisted frame to the hot state."""
@@ -214,13 +220,19 @@ class Standby:
                 log.warning("primary connection lost (%s); reconnecting", exc)
             except TimeoutError:
                 log.warning("primary silent for %.1f s (no heartbeat); reconnecting", SILENCE_S)
+            except FrameError as exc:
+                raise StandbyRefusedError(
+                    f"the primary at {host}:{port} sent a frame this standby cannot read "
+                    f"({exc}): another version of ringex?"
+                ) from exc
             finally:
                 self.connected = False
                 writer.close()
                 self.write_status(force=True)
 
     async def _follow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await send(writer, Hello(self.next_seq, self.digest, self.epochs.current))
+        # the newest epoch it was told of: an older primary meeting it fences itself
+        await send(writer, Hello(self.next_seq, self.digest, self._newest_epoch()))
         first = await receive_within(reader, SILENCE_S)
         if isinstance(first, Refused):
             raise StandbyRefusedError(f"the primary refused this standby: {first.reason}")

@@ -117,6 +117,11 @@ class History:
 GENESIS = History().digest()  # the history of an empty journal
 
 
+class FrameError(ValueError):
+    """A frame this side cannot read: over its size limit, or not a message of this
+    protocol version (the peer runs other code, or the stream is corrupt)."""
+
+
 async def send(writer: asyncio.StreamWriter, message: Message) -> None:
     body = _encoder.encode(message)
     writer.write(_LEN.pack(len(body)) + body)
@@ -132,8 +137,12 @@ async def receive(
     noticed, one still sending a long frame over a slow link is not cut off."""
     (length,) = _LEN.unpack(await _read(reader, _LEN.size, silence_s))
     if length > limit:
-        raise ValueError(f"replication frame of {length} bytes, the limit is {limit}")
-    return _decoder.decode(await _read(reader, length, silence_s))
+        raise FrameError(f"replication frame of {length} bytes, the limit is {limit}")
+    body = await _read(reader, length, silence_s)
+    try:
+        return _decoder.decode(body)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise FrameError(f"replication frame of {length} bytes does not decode: {exc}") from None
 
 
 async def _read(reader: asyncio.StreamReader, n: int, silence_s: float | None) -> bytes:
