@@ -333,8 +333,9 @@ def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
     """A FIX user (the gateways' user store) with its account, opened and funded."""
     store = UserStore(users_path(cfg))
     comp_id = args.comp_id or args.username
-    account = args.account or max((u.account for u in store.users()), default=99) + 1
-    if not args.account and account == cfg.risk.fee_account:
+    chosen = args.account is not None  # 0 is a choice too (refused below), not "none"
+    account = args.account if chosen else max((u.account for u in store.users()), default=99) + 1
+    if not chosen and account == cfg.risk.fee_account:
         account += 1  # a default never lands on the fee account
     if account == cfg.risk.fee_account:
         print(_fee_account_taken(cfg, "add-user"), file=sys.stderr)
@@ -360,7 +361,8 @@ def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
         return 2
     try:
         for asset, amount in deposits:
-            to_minor_units(cfg, asset, amount)
+            if to_minor_units(cfg, asset, amount)[1] <= 0:  # else a withdrawal, or nothing
+                raise AdminError(f"deposit {asset}={amount} must be more than 0")
     except (AdminError, KeyError) as exc:
         print(f"ringex admin add-user: {exc}", file=sys.stderr)
         return 2
@@ -372,11 +374,11 @@ def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
         # A default account is a new one: one that exists (opened by create-account, or by
         # another add-user just now) may hold someone's money. An explicit one may exist.
         for _ in range(1000):
-            if args.account or opened.code != ResultCode.ACCOUNT_EXISTS:
+            if chosen or opened.code != ResultCode.ACCOUNT_EXISTS:
                 break
             account += 1 + (account + 1 == cfg.risk.fee_account)
             opened = client.create_account(account)
-        allowed = (ResultCode.OK, ResultCode.ACCOUNT_EXISTS) if args.account else (ResultCode.OK,)
+        allowed = (ResultCode.OK, ResultCode.ACCOUNT_EXISTS) if chosen else (ResultCode.OK,)
         if opened.code not in allowed:
             print(f"account {account}: {opened.code.name}", file=sys.stderr)
             return 1

@@ -124,7 +124,14 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
         for g in cfg.gateways
     ]
     nice = cfg.supervisor.nice
-    return [replace(spec, nice=nice[spec.name]) if spec.name in nice else spec for spec in specs]
+
+    def config_name(spec: ProcessSpec) -> str:  # the key cores and nice know it by
+        return "replica" if spec.name == "replica-source" else spec.name
+
+    return [
+        replace(spec, nice=nice[config_name(spec)]) if config_name(spec) in nice else spec
+        for spec in specs
+    ]
 
 
 def _known(ports: tuple[int, ...]) -> tuple[int, ...]:
