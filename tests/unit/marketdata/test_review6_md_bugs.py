@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from procs.common.records import SymbolStatus
 from procs.common.types import AdminAction, TradingStatus
@@ -39,7 +40,7 @@ class QueuedClient:
     def deliver_snapshot(self, stream: str, payload: bytes) -> None:
         self.outbox.push_snapshot(stream, payload)
 
-    def read_all(self) -> list[dict[str, object]]:
+    def read_all(self) -> list[dict[str, Any]]:
         out = []
         while (payload := self.outbox.pop()) is not None:
             out.append(json.loads(payload))
@@ -79,7 +80,7 @@ def test_a_client_behind_by_one_message_still_sees_a_halt_and_its_resume() -> No
         ],
     )
     got = [
-        (m["data"]["S"], m["data"]["u"])  # type: ignore[index]
+        (m["data"]["S"], m["data"]["u"])
         for m in client.read_all()
         if m["stream"] == "btc-usd@status"
     ]

@@ -9,6 +9,7 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -207,7 +208,7 @@ def test_a_fenced_primary_serves_its_journal_to_no_standby(tmp_path: Path) -> No
     )
 
 
-def _failover_script():  # scripts/ is not a package
+def _failover_script() -> Any:  # scripts/ is not a package
     import importlib.util  # noqa: PLC0415
 
     path = Path(__file__).resolve().parents[3] / "scripts" / "failover.py"
