@@ -490,10 +490,10 @@ class Accounts:
 
     # -- state ----------------------------------------------------------------------------------
 
-    def open_buys(self, symbol: int) -> list[tuple[int, _Order]]:
+    def open_buys(self, symbol: int) -> list[int]:
         """Buys on ``symbol`` that hold a fee margin: open, or with a replace in flight."""
-        buys = ((oid, o) for oid, o in self._orders.items() if o.side == Side.BUY)
-        return [(oid, o) for oid, o in buys if o.symbol == symbol and o.held + sum(o.replaces)]
+        buys = [(i, o) for i, o in self._orders.items() if o.symbol == symbol]
+        return [i for i, o in buys if o.side == Side.BUY and o.held + sum(o.replaces)]
 
     def state(self) -> AccountsState:
         slots = sorted(set(self._free) | set(self._reserved))
@@ -529,12 +529,12 @@ class Accounts:
         """Accounts from ``snapshot``, checked with ``validate_internal_state``."""
         state = msgspec.msgpack.decode(snapshot, type=AccountsState)
         accounts = cls(cfg)
-        for symbol, maker, taker in state.fees:  # the fees its holds were reserved under
-            fees.set_schedule(accounts, symbol, maker, taker)
+        for symbol, maker, taker in state.fees:  # what holds were reserved under (if still)
+            if symbol in accounts.markets:
+                fees.set_schedule(accounts, symbol, maker, taker)
         if state.fee_account is not None:
             fees.set_fee_account(accounts, state.fee_account)
-        # an older snapshot's: the configured fee account exists, whatever the snapshot's
-        # was (``risk.fee_account`` changed); it is credited from the first trade on
+        # the fee account in force exists, even one an older snapshot did not know
         accounts._accounts = set(state.accounts) | {accounts.fee_account}
         for account, asset, free, reserved in state.balances:
             if free:

@@ -44,8 +44,9 @@ def changes(accounts: Accounts, cfg: RingexConfig) -> list[tuple[int, int, int]]
 
 
 def apply(accounts: Accounts, record: FeeSchedule) -> None:
-    """Put ``record`` in force (``FeeChangeError`` when open buys forbid it)."""
-    if record.symbol:
+    """Put ``record`` in force (``FeeChangeError`` when open buys forbid it). A symbol no
+    longer configured keeps no fees: none of its commands can be replayed either."""
+    if record.symbol in accounts.markets:
         set_schedule(accounts, record.symbol, record.maker_bps, record.taker_bps)
     set_fee_account(accounts, record.fee_account)
 
@@ -63,7 +64,7 @@ def check_schedule(accounts: Accounts, symbol: int, maker_bps: int, taker_bps: i
         raise FeeChangeError(f"fees for symbol {symbol}, which is not configured")
     margin = max(market.maker_bps, market.taker_bps)
     if max(maker_bps, taker_bps) != margin:
-        holding = sorted(oid for oid, _ in accounts.open_buys(symbol))
+        holding = sorted(accounts.open_buys(symbol))
         if holding:
             shown = ", ".join(map(str, holding[:5])) + (" ..." if len(holding) > 5 else "")
             raise FeeChangeError(

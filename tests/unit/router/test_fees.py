@@ -44,3 +44,24 @@ def test_a_margin_change_with_a_buy_resting_is_refused_naming_it() -> None:
     (change,) = swapped.fee_changes(0)
     assert (change.symbol, change.maker_bps, change.taker_bps) == (BTCUSD, margin, 1)
     swapped.accounts.validate_internal_state()
+
+
+def test_a_symbol_dropped_from_the_config_does_not_stop_a_restore() -> None:
+    cfg = exchange_config()
+    ex = funded(cfg)
+    kept = msgspec.structs.replace(
+        cfg,
+        symbols=[s for s in cfg.symbols if s.id == BTCUSD],
+        matchers=[
+            msgspec.structs.replace(m, symbols=[s for s in m.symbols if s == cfg.symbols[0].name])
+            for m in cfg.matchers
+            if cfg.symbols[0].name in m.symbols
+        ],
+    )
+    again = Sequencer.restore(kept, ex.sequencer.snapshot())
+    assert again.fee_changes(0) == []
+    for record in ex.journal:
+        if isinstance(record, FeeSchedule):
+            fresh = Sequencer(kept, again.accounts.__class__(kept))
+            fresh.next_seq = record.seq
+            fresh.replay(record)  # a schedule of a dropped symbol: nothing to apply
