@@ -147,7 +147,8 @@ class RestOrders:
             if order is None:
                 continue
             if not order.open:
-                self.done[order.order_id] = order
+                if order.status != "REJECTED":  # as live: a refused order is not kept
+                    self.done[order.order_id] = order
                 continue
             self.client_ids[order.account, order.client_order_id] = order
             if order.ref:
@@ -486,7 +487,9 @@ class RestOrders:
             request.outcome.order = order
             self.live.pop(order.order_id, None)
             self._finished(order)
-            self._touched(order)
+            if order.placed:  # never kept as a finished order (its id may be 0): out of the log
+                self._changed.pop(order.placed, None)
+                self._gone.append(order.placed)
             self._report(order, "REJECTED", rejected.ts_ns)
 
     def _finished(self, order: LiveOrder) -> None:

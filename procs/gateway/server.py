@@ -153,6 +153,7 @@ class GatewayServer(GatewayRestart):
             core.fix_order = self.entry.by_id.get
             core.restore(self._api_orders)
             self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
+        self._api_orders = {}  # taken (or dropped: no REST here), not kept twice
         self.pacing = IntakePacing(cfg.ring.capacity)
         self._publish_due = False
         self._writes_due: list[Connection] = []  # whose commands publish() logs first
