@@ -29,6 +29,7 @@ from config.schema import RingexConfig
 from procs.common.records import (
     Accepted,
     CreateAccount,
+    FeeSchedule,
     NewOrder,
     OrderDone,
     Record,
@@ -211,6 +212,9 @@ class Projection:
     """Open orders and what every command's events do to the rows."""
 
     def __init__(self, cfg: RingexConfig) -> None:
+        # The account trades credit fees to: journaled state (``FeeSchedule``), so it follows
+        # the journal, never the config of the day; a restored follower sets it from the
+        # accounts it restored.
         self.fee_account = cfg.risk.fee_account
         by_name = {a.name: a for a in cfg.assets}
         self.decimals = {a.id: a.decimals for a in cfg.assets}
@@ -241,6 +245,9 @@ class Projection:
             target = self.orders.get(replace.order_id)
             if target is not None and batch is not None:
                 self._mark(batch, target, (seq, ts_ns))  # the router reserved the replace's hold
+        elif kind is FeeSchedule:
+            schedule: FeeSchedule = command  # type: ignore[assignment]
+            self.fee_account = schedule.fee_account
         elif kind is CreateAccount and batch is not None:
             create: CreateAccount = command  # type: ignore[assignment]
             batch.accounts.add((create.account, seq, pg_micros(ts_ns)))

@@ -52,6 +52,7 @@ class Follower:
             follower.sequencer = Sequencer.restore(cfg, snap.router)
             follower.matchers = restore_matchers(cfg, snap.matchers)
             follower.projection.restore(snap.projection)
+            follower.projection.fee_account = follower.sequencer.accounts.fee_account
             follower.seq = snap.seq
         return follower
 
