@@ -1,5 +1,6 @@
 """Message recovery of a FIX session (FIX 4.4 Vol 2): asking for a gap, serving a
-ResendRequest, a SequenceReset, and the OrigSendingTime a PossDup message must carry.
+ResendRequest, a SequenceReset, the OrigSendingTime a PossDup message must carry, and the
+answer to a TestRequest that comes past a gap.
 
 A mixin of ``Session`` (``session.py``), which owns the state it names; what is resent is
 made by ``resend.py``.
@@ -15,12 +16,17 @@ from procs.gateway.fix import FixMessage, Timestamps, field, parse_utc_timestamp
 from procs.gateway.resend import resend_range, resent
 from procs.gateway.store import MessageStore
 
+#: Too-high TestRequests remembered as answered until their MsgSeqNum is reached in sequence.
+MAX_EARLY_ANSWERS = 1_000
+
 
 class GapRecovery:
     store: MessageStore | None
     _resend_upto: int  # a ResendRequest of ours is open up to this seq (0: none)
     _times: Timestamps
     _header: bytes
+    #: seq -> TestReqID of each TestRequest answered while past a gap (``_answer_early``).
+    _answered_early: dict[int, bytes]
 
     if TYPE_CHECKING:  # Session's own
 
@@ -73,6 +79,28 @@ class GapRecovery:
             self._logout_and_close("SendingTime accuracy problem", now_ns)
             return False
         return True
+
+    def _answer_early(self, msg: FixMessage, seq: int, now_ns: int) -> None:
+        """A valid TestRequest past a gap: its Heartbeat goes now, as the resend that closes
+        the gap brings a session message back only as a gap fill (FIX 4.4 Vol 2), and a peer
+        left unanswered drops the link. Its seq is remembered (at most
+        ``MAX_EARLY_ANSWERS``, the newest: one a gap fill passed over stays until then), so
+        that a PossDup copy met in sequence takes its MsgSeqNum without a second Heartbeat."""
+        test_id = msg.fields[112]
+        answered = self._answered_early
+        if answered.get(seq) == test_id:
+            return  # the client's resend past a gap still open: answered already
+        self.send(b"0", field(112, test_id), now_ns)
+        if len(answered) >= MAX_EARLY_ANSWERS:
+            del answered[next(iter(answered))]  # the oldest (a dict keeps insertion order)
+        answered[seq] = test_id
+
+    def _answer_test_request(self, msg: FixMessage, seq: int, now_ns: int) -> None:
+        """A TestRequest in sequence: its Heartbeat, unless it went when the message (the
+        original of this copy) came past a gap."""
+        test_id = msg.fields[112]
+        if self._answered_early.pop(seq, None) != test_id:
+            self.send(b"0", field(112, test_id), now_ns)
 
     def _request_resend(self, seq: int, now_ns: int) -> None:
         assert self.store is not None

@@ -19,8 +19,9 @@ Rules, in the order a message meets them (FIX 4.4 Volume 2, QuickFIX behaviour):
    our clock than the tolerance: Reject (10) and Logout.
 4. SequenceReset-Reset is taken whatever its MsgSeqNum. Too high: ResendRequest (once per
    gap) and the message is dropped (the resend brings it back), except a Logout or a
-   ResendRequest, which are served. Too low: with PossDupFlag it is ignored (after the
-   OrigSendingTime rules), without it Logout.
+   ResendRequest, which are served, and a TestRequest, answered at once (the resend brings
+   a session message back only as a gap fill; a PossDup copy is not answered again). Too
+   low: with PossDupFlag it is ignored (after the OrigSendingTime rules), without it Logout.
 5. In sequence: dictionary validation (``dictionary.validate``) -> Reject (3); unsupported
    application types -> BusinessMessageReject (j); over the throttle -> BusinessMessageReject;
    else the session message is served or the application message handed to ``Application``.
@@ -130,6 +131,7 @@ class Session(GapRecovery):
         self._was_live = False  # logged on until ``_close``: ``on_disconnect`` is owed
         self._logout_ns = 0
         self._resend_upto = 0  # a ResendRequest of ours is open up to this seq
+        self._answered_early: dict[int, bytes] = {}
         self._tokens = float(settings.max_messages_per_s)
         self._tokens_ns = now_ns
         self._header = b""
@@ -436,8 +438,11 @@ class Session(GapRecovery):
             if kind == b"5":
                 self._logout_reply(now_ns)
                 return
-            if kind == b"2" and dictionary.validate(msg) is None:
-                self._resend(msg, now_ns)
+            if kind in (b"1", b"2") and dictionary.validate(msg) is None:
+                if kind == b"1":
+                    self._answer_early(msg, seq, now_ns)
+                else:
+                    self._resend(msg, now_ns)
             # None of ours open: ask. One open: a burst of new messages past the gap is
             # covered by it (7=next 16=0, once: FIX 4.4 and QuickFIX). Only the client's
             # resend (PossDup) reaching its end with the gap still there asks again (a
@@ -494,7 +499,7 @@ class Session(GapRecovery):
             if msg.get(112) is not None:
                 self._test_request_ns = 0
         elif kind == b"1":
-            self.send(b"0", field(112, msg.fields[112]), now_ns)
+            self._answer_test_request(msg, int(msg.fields[34]), now_ns)
         elif kind == b"2":
             self._resend(msg, now_ns)
         elif kind == b"4":  # gap fill (a reset was handled before the sequence check)
@@ -531,6 +536,7 @@ class Session(GapRecovery):
         assert store is not None
         store.reset()
         self._resend_upto = 0
+        self._answered_early.clear()
         self.heartbeat_ns = hb * _SECOND
         self.send(b"A", field(98, 0) + field(108, hb) + field(141, "Y"), now_ns)
         store.set_next_in(2)
