@@ -4,7 +4,7 @@ holds, a market buy's cap. The units and the hold's fee margin are explained in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from config.schema import RingexConfig
@@ -26,6 +26,11 @@ class Market:
     taker_bps: int
     quote_scale: int  # quote minor units per price unit x qty unit
     base_scale: int  # base minor units per qty unit
+    #: max(maker, taker): a buy's hold carries the larger fee (derived; a hot-path read)
+    margin_bps: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "margin_bps", max(self.maker_bps, self.taker_bps))
 
     @classmethod
     def all(cls, cfg: RingexConfig) -> dict[int, Market]:
@@ -47,7 +52,7 @@ class Market:
         if side == Side.SELL:
             return qty * self.base_scale
         notional = price * qty * self.quote_scale
-        return notional - (-notional * max(self.maker_bps, self.taker_bps) // BPS)
+        return notional - (-notional * self.margin_bps // BPS)
 
     def hold_asset(self, side: Side) -> int:
         """The asset an order of ``side`` holds: quote to buy with, base to sell."""

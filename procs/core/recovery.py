@@ -117,11 +117,9 @@ class Recovered:
         matcher(s), the events settled (and shown to ``observe``). A hot standby calls it per
         replicated entry."""
         self.sequencer.replay(command)
-        settle = self.sequencer.apply
         for name in self.sequencer.matchers_for(command):
             events = self.matchers[name].execute(command)
-            for event in events:
-                settle(event)
+            self.sequencer.settle(events)
             if observe is not None:
                 observe(events)
         self.last_seq = command.seq  # type: ignore[attr-defined]
@@ -197,7 +195,7 @@ def recover(
             tail.add(codec.decode_slot(image))
     total = max(0, last - start)
     replayed = 0
-    apply = sequencer.apply
+    settle = sequencer.settle
     if total:
         for seq, image in reader.entries(start + 1):
             if seq > last:
@@ -206,8 +204,7 @@ def recover(
             sequencer.replay(command)
             for name in sequencer.matchers_for(command):
                 events = matchers[name].execute(command)
-                for event in events:
-                    apply(event)
+                settle(events)
                 if observe is not None:
                     observe(events)
             if tail is not None:

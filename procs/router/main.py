@@ -235,13 +235,12 @@ class RouterShell:
     # -- the loop -----------------------------------------------------------------------------
 
     def settle(self) -> int:
-        apply = self.sequencer.apply
+        settle = self.sequencer.settle
         watches = self.watches
         count = 0
         for consumer in self.from_matchers:
             events = consumer.read(SETTLE_BATCH)
-            for event in events:
-                apply(event)
+            settle(events)
             if events:
                 last = getattr(events[-1], "seq", 0)
                 # a full read may end inside one command's events: that seq is not whole yet
