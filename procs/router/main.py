@@ -106,7 +106,7 @@ class RouterShell:
         self._tail_window = tail.window
         #: gateway -> the journal's next seq when its replies began to wait for room
         self._waiting_since: dict[int, int] = {}
-        recovered = recover(cfg, codec=codec, tail=tail)
+        recovered = recover(cfg, codec=codec, tail=tail, pipelined=True)
         self.sequencer = recovered.sequencer
         self.watches = Watches(self.sequencer.accounts)  # none survive a restart: leases renew
         self.applied_seq = recovered.last_seq  # the newest seq whose events were applied
