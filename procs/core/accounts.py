@@ -354,8 +354,7 @@ class Accounts:
         market = self.markets[trade.symbol]
         notional = market.notional(trade.price, trade.qty)
         base = trade.qty * market.base_scale
-        maker_fee = notional * market.maker_bps // BPS
-        taker_fee = notional * market.taker_bps // BPS
+        maker_fee, taker_fee = market.fees(trade.price, trade.qty)
         maker = (trade.maker_order_id, trade.maker_leaves, maker_fee)
         taker = (trade.taker_order_id, trade.taker_leaves, taker_fee)
         (buy_id, buy_leaves, buy_fee), (sell_id, sell_leaves, sell_fee) = (

@@ -47,6 +47,12 @@ class Market:
     def notional(self, price: int, qty: int) -> int:
         return price * qty * self.quote_scale
 
+    def fees(self, price: int, qty: int) -> tuple[int, int]:
+        """(maker's, taker's) fee of a trade of ``qty`` at ``price``: floor(notional x bps
+        / 10_000), in quote minor units (rounded down, never more than was held)."""
+        notional = price * qty * self.quote_scale
+        return notional * self.maker_bps // BPS, notional * self.taker_bps // BPS
+
     def hold(self, side: Side, price: int, qty: int) -> int:
         """What an order of ``side`` with limit ``price`` and ``qty`` left must hold."""
         if side == Side.SELL:

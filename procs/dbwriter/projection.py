@@ -4,7 +4,10 @@
 ``batch``: a trade row per ``Trade``, the latest version of every order touched (one row per
 order per batch), accounts, transfers, 1m/1h/1d candles merged in the batch, and the (account,
 asset) pairs whose balance may have changed, each with the seq and time of the last command
-that marked it. ``Batch.seal(accounts)`` reads those balances once, at the batch's last seq;
+that marked it. A trade row carries each side's fee (quote minor units), under the fees in
+force in the replay's accounts when its command was replayed: a ``FeeSchedule`` changes them
+between commands only, so those are the fees the router settled the trade under.
+``Batch.seal(accounts)`` reads those balances once, at the batch's last seq;
 a balance not marked after its stamp has not changed since, so the row (value, ``updated_seq``,
 ``updated``) is the same whatever the batch sizes: a rebuild equals the live database. With
 ``batch`` None it only keeps its orders up to date (replaying up to the checkpoint after a
@@ -29,7 +32,6 @@ from config.schema import RingexConfig
 from procs.common.records import (
     Accepted,
     CreateAccount,
-    FeeSchedule,
     NewOrder,
     OrderDone,
     Record,
@@ -66,6 +68,7 @@ TRADES = RowLayout(
         ("price", "int8"), ("size", "int8"), ("aggressor", "int2"),
         ("maker_order_id", "int8"), ("maker_account_id", "int8"),
         ("taker_order_id", "int8"), ("taker_account_id", "int8"),
+        ("maker_fee", "int8"), ("taker_fee", "int8"),  # quote minor units (0007_trade_fees)
     ],
 )  # fmt: skip
 ORDERS = RowLayout(
@@ -89,12 +92,13 @@ _CAPPED = (OrdType.MARKET, OrdType.STOP)
 _PACK_TRADE: Final = TRADES.row.pack
 
 
-def trade_row(t: Trade, ts_us: int) -> bytes:
-    """``TRADES.pack`` of a trade (``ts_us``: its ``pg_micros``) straight from its fields: no
-    tuple built a row (``test_projection`` checks the two agree)."""
+def trade_row(t: Trade, ts_us: int, maker_fee: int, taker_fee: int) -> bytes:
+    """``TRADES.pack`` of a trade (``ts_us``: its ``pg_micros``; the fees in quote minor units)
+    straight from its fields: no tuple built a row (``test_lanes`` checks the two agree)."""
     return _PACK_TRADE(
-        11, 4, t.symbol, 8, t.trade_id, 8, t.seq, 8, ts_us, 8, t.price, 8, t.qty, 2, t.aggressor,
+        13, 4, t.symbol, 8, t.trade_id, 8, t.seq, 8, ts_us, 8, t.price, 8, t.qty, 2, t.aggressor,
         8, t.maker_order_id, 8, t.maker_account, 8, t.taker_order_id, 8, t.taker_account,
+        8, maker_fee, 8, taker_fee,
     )  # fmt: skip
 
 
@@ -211,11 +215,11 @@ class Batch:
 class Projection:
     """Open orders and what every command's events do to the rows."""
 
-    def __init__(self, cfg: RingexConfig) -> None:
-        # The account trades credit fees to: journaled state (``FeeSchedule``), so it follows
-        # the journal, never the config of the day; a restored follower sets it from the
-        # accounts it restored.
-        self.fee_account = cfg.risk.fee_account
+    def __init__(self, cfg: RingexConfig, accounts: Accounts) -> None:
+        #: The replay's accounts (``Follower``'s; a restore sets the restored ones): their
+        #: markets hold the fees in force and their fee account the one trades credit, both
+        #: journaled state (``FeeSchedule``), never the config of the day.
+        self.accounts = accounts
         by_name = {a.name: a for a in cfg.assets}
         self.decimals = {a.id: a.decimals for a in cfg.assets}
         self.assets_of = {
@@ -245,9 +249,6 @@ class Projection:
             target = self.orders.get(replace.order_id)
             if target is not None and batch is not None:
                 self._mark(batch, target, (seq, ts_ns))  # the router reserved the replace's hold
-        elif kind is FeeSchedule:
-            schedule: FeeSchedule = command  # type: ignore[assignment]
-            self.fee_account = schedule.fee_account
         elif kind is CreateAccount and batch is not None:
             create: CreateAccount = command  # type: ignore[assignment]
             batch.accounts.add((create.account, seq, pg_micros(ts_ns)))
@@ -347,11 +348,12 @@ class Projection:
         ts = pg_micros(trade.ts_ns)
         batch.ts_max_us = max(batch.ts_max_us, ts)
         batch.ts_min_us = min(batch.ts_min_us, ts)
-        batch.trades.add_row(trade.symbol, trade.seq, trade_row(trade, ts))
+        maker_fee, taker_fee = self.accounts.markets[trade.symbol].fees(trade.price, trade.qty)
+        batch.trades.add_row(trade.symbol, trade.seq, trade_row(trade, ts, maker_fee, taker_fee))
         traders = batch.traders.get(trade.symbol)
         if traders is None:
             traders = batch.traders[trade.symbol] = {}
-        traders[self.fee_account] = traders[trade.maker_account] = stamp
+        traders[self.accounts.fee_account] = traders[trade.maker_account] = stamp
         traders[trade.taker_account] = stamp
         add_candle(batch.candles, trade)
 

@@ -39,7 +39,7 @@ class Follower:
     def __init__(self, cfg: RingexConfig) -> None:
         self.cfg = cfg
         self.sequencer, self.matchers = fresh(cfg)
-        self.projection = Projection(cfg)
+        self.projection = Projection(cfg, self.sequencer.accounts)
         self.seq = 0
 
     @classmethod
@@ -52,7 +52,7 @@ class Follower:
             follower.sequencer = Sequencer.restore(cfg, snap.router)
             follower.matchers = restore_matchers(cfg, snap.matchers)
             follower.projection.restore(snap.projection)
-            follower.projection.fee_account = follower.sequencer.accounts.fee_account
+            follower.projection.accounts = follower.sequencer.accounts
             follower.seq = snap.seq
         return follower
 

@@ -6,7 +6,9 @@ small ``psycopg_pool`` pool of async connections, every one bounded by the calle
 (at most ``MAX_LIMIT`` rows) and by an index:
 
 - orders: ``orders_account (account_id, created_seq)``;
-- trades: ``trades_maker_account`` / ``trades_taker_account`` (migration 0003);
+- trades: ``trades_maker_account`` / ``trades_taker_account`` (migration 0003); each with
+  the commission its side paid as the writer filed it from the journal's fees (migration
+  0007; null for trades filed before it, whose fees were not kept);
 - klines: the candles' primary key; intervals the writer does not keep (it keeps 1m, 1h, 1d)
   are rolled up from the next smaller one with ``date_bin``.
 """
@@ -14,12 +16,13 @@ small ``psycopg_pool`` pool of async connections, every one bounded by the calle
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-from config.schema import SymbolConfig
+from config.schema import AssetConfig, SymbolConfig
 from procs.common.types import OrderFlag, OrdType
 from procs.gateway.instruments import format_units
 from procs.gateway.rest_params import SIDE_NAMES, TIF_NAMES, TYPE_NAMES
@@ -133,7 +136,11 @@ def _between(column: str, start_ms: int | None, end_ms: int | None) -> tuple[str
 
 
 class History:
-    def __init__(self, dsn: str, *, max_connections: int = 4) -> None:
+    def __init__(
+        self, dsn: str, *, max_connections: int = 4, assets: Iterable[AssetConfig] = ()
+    ) -> None:
+        #: the configured assets by name: a trade's commission is in its quote asset
+        self.assets = {a.name: a for a in assets}
         self.pool = AsyncConnectionPool(
             dsn,
             min_size=1,
@@ -198,19 +205,24 @@ class History:
     ) -> list[dict[str, Any]]:
         """The account's trades on ``sym``, one row per side it was on, oldest first: from
         ``from_id`` or ``start_ms`` when given, else the newest ``limit`` (as the venues
-        answer myTrades without fromId or startTime)."""
+        answer myTrades without fromId or startTime). ``commission``: what that side paid, in
+        ``commissionAsset`` (the quote asset) units; None where the database has no fee."""
         time_filter, args = _between("ts", start_ms, end_ms)
         newest = newest_first(from_id, start_ms)
         side_sql = (
             "SELECT trade_id, {oid}, price, size, floor(extract(epoch from ts) * 1000)::bigint, "
-            "aggressor, {maker} FROM trades WHERE symbol_id = %s AND {acct} = %s "
+            "aggressor, {maker}, {fee} FROM trades WHERE symbol_id = %s AND {acct} = %s "
             "AND trade_id >= %s" + time_filter
         )
         sql = (
             "SELECT * FROM (("
-            + side_sql.format(oid="maker_order_id", maker="true", acct="maker_account_id")
+            + side_sql.format(
+                oid="maker_order_id", maker="true", fee="maker_fee", acct="maker_account_id"
+            )
             + ") UNION ALL ("
-            + side_sql.format(oid="taker_order_id", maker="false", acct="taker_account_id")
+            + side_sql.format(
+                oid="taker_order_id", maker="false", fee="taker_fee", acct="taker_account_id"
+            )
             + ")) t ORDER BY "
             + ("1 DESC, 7 DESC" if newest else "1, 7")
             + " LIMIT %s"
@@ -220,8 +232,9 @@ class History:
         if newest:
             rows = rows[::-1]
         pd, qd = sym.price_decimals, sym.qty_decimals
+        quote = self.assets.get(sym.quote)
         out = []
-        for trade_id, oid, price, size, ts_ms, aggressor, maker in rows:
+        for trade_id, oid, price, size, ts_ms, aggressor, maker, fee in rows:
             buyer = (aggressor == 1) != maker  # the taker bought, or the maker of a sell
             out.append(
                 {
@@ -234,6 +247,10 @@ class History:
                     "time": ts_ms,
                     "isBuyer": buyer,
                     "isMaker": maker,
+                    "commission": None
+                    if fee is None or quote is None
+                    else format_units(fee, quote.decimals).decode(),
+                    "commissionAsset": sym.quote,
                 }
             )
         return out

@@ -357,7 +357,9 @@ def _stream_operation() -> Json:
             "description": "Switching Protocols: the WebSocket. Messages are "
             '`{"event": name, "seq": n, "data": {...}}`, seq counting from 1: first a '
             "`snapshot` (balances and open orders), then `executionReport` and `balance` "
-            "events. A client too far behind is closed with code 1008.",
+            "events; a fill's `executionReport` (`executionType` TRADE) carries `lastPrice`, "
+            "`lastQty`, `tradeId`, `isMaker`, `commission` and `commissionAsset` as a `Fill` "
+            "does. A client too far behind is closed with code 1008.",
         }
     }
     for status in (400, 401, 403, 413, 429, 503):
@@ -414,10 +416,18 @@ def _order_schemas(cfg: RingexConfig) -> Json:
     }, required=["symbol", "side", "type", "quantity"])  # fmt: skip
     request["additionalProperties"] = False
     request["examples"] = _order_examples(cfg)
+    quote = {**_enum(sorted({s.quote for s in cfg.symbols})), "description": "The quote asset"}
     return {
         "Symbol": _enum(s.name for s in cfg.symbols),
         "Order": order,
-        "Fill": _obj({"price": _DEC, "qty": _DEC, "tradeId": _INT, "isMaker": _BOOL}),
+        "Fill": _obj({
+            "price": _DEC, "qty": _DEC, "tradeId": _INT, "isMaker": _BOOL,
+            "commission": {
+                **_DEC, "description": "This side's fee, in commissionAsset units, under the "
+                "gateway's configured fees (myTrades shows what the exchange charged)",
+            },
+            "commissionAsset": quote,
+        }),
         "NewOrderResult": {
             "allOf": [_ref("Order"), _obj({"transactTime": _MS, "fills": _array(_ref("Fill"))})]
         },
@@ -425,6 +435,13 @@ def _order_schemas(cfg: RingexConfig) -> Json:
         "AccountTrade": _obj({
             "symbol": _ref("Symbol"), "id": _INT, "orderId": _INT, "price": _DEC, "qty": _DEC,
             "quoteQty": _DEC, "time": _MS, "isBuyer": _BOOL, "isMaker": _BOOL,
+            "commission": {
+                "type": ["string", "null"], "pattern": _DECIMAL_OUT,
+                "description": "This side's fee as the exchange charged it (maker or taker "
+                "rate in force at the trade), in commissionAsset units; null for a trade the "
+                "history filed before it kept fees",
+            },
+            "commissionAsset": quote,
         }),
     }  # fmt: skip
 

@@ -6,6 +6,10 @@ A mixin of ``OrderEntry`` (``orders.py``), which decides *when* to answer; this 
 ``park`` puts it in the session's outbound store, and the client's ResendRequest after its
 next logon delivers it (FIX recovers application messages; none is dropped).
 
+A fill's report (150=F) carries its side's Commission (12) with CommType (13) 3, absolute, in
+CommCurrency (479), the symbol's quote asset: under the gateway's configured fees
+(``commission.py`` says when those can differ from what the router charged).
+
 ExecID (17): a report made from an exchange event carries an id derived from that event
 (``event_exec_id``: its kind, sequence or trade id, and the order), so a gateway that
 crashed after sending a report and reads the event again after its restart sends the same
@@ -19,6 +23,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from procs.common.records import Trade
+from procs.gateway.commission import Commissions
 from procs.gateway.fix import FixMessage, field
 from procs.gateway.instruments import format_units
 from procs.gateway.order_fields import (
@@ -49,10 +55,19 @@ class OrderReplies:
     rejects: int
     _next_exec: int
     _symbol_names: dict[int, bytes]
+    commissions: Commissions
 
     def _exec_id(self) -> bytes:
         self._next_exec += 1
         return b"%d" % self._next_exec
+
+    def _commission(self, symbol: int, trade: Trade, maker: bool) -> bytes:
+        """Commission (12), CommType (13) and CommCurrency (479) of one side of ``trade``, or
+        nothing for a symbol whose quote asset is not configured."""
+        shown = self.commissions.shown(symbol, trade.price, trade.qty, maker)
+        if shown is None:
+            return b""
+        return b"12=%s\x0113=3\x01479=%s\x01" % (shown[0], shown[1].encode())
 
     def _deliver(self, session_id: int, msg_type: bytes, body: bytes) -> None:
         """To the logged-on session, else parked for its next logon, else counted lost. A

@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from config.schema import SymbolConfig
+from config.schema import AssetConfig, SymbolConfig
 from procs.common.records import (
     Accepted,
     CancelOrder,
@@ -46,6 +46,7 @@ from procs.common.stats import LatencyHistogram
 from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode, TimeInForce
 from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
+from procs.gateway.commission import Commissions
 from procs.gateway.fix import FixMessage, Timestamps, field, shown
 from procs.gateway.instruments import Instruments, format_units, price_ticks, qty_lots
 from procs.gateway.order_fields import (
@@ -85,9 +86,18 @@ def _rested(order: Order) -> bool:
 
 
 class OrderEntry(OrderReplies, OrderMemory):
-    def __init__(self, gateway: int, instruments: Instruments, cancel_on_disconnect: bool) -> None:
+    def __init__(
+        self,
+        gateway: int,
+        instruments: Instruments,
+        cancel_on_disconnect: bool,
+        assets: Sequence[AssetConfig] = (),
+    ) -> None:
+        """``assets``: the configured ones; a fill's report carries its commission in the
+        symbol's quote asset when that is among them (``commission.py``)."""
         self.gateway = gateway
         self.instruments = instruments
+        self.commissions = Commissions(instruments.by_id.values(), assets)
         self.cancel_on_disconnect = cancel_on_disconnect
         self.outgoing: list[Record] = []
         self.sessions: dict[int, Session] = {}  # session id -> its logged-on session
@@ -436,9 +446,9 @@ class OrderEntry(OrderReplies, OrderMemory):
         if kind is Trade:
             trade: Trade = event  # type: ignore[assignment]
             if trade.maker_gateway == self.gateway:
-                self._fill(trade.maker_order_id, trade, trade.maker_leaves)
+                self._fill(trade.maker_order_id, trade, trade.maker_leaves, True)
             if trade.taker_gateway == self.gateway:
-                self._fill(trade.taker_order_id, trade, trade.taker_leaves)
+                self._fill(trade.taker_order_id, trade, trade.taker_leaves, False)
             return
         if getattr(event, "gateway", None) != self.gateway:
             # its account cancelled one of this gateway's orders through another (REST, FIX
@@ -475,7 +485,7 @@ class OrderEntry(OrderReplies, OrderMemory):
                 exec_id = event_exec_id(b"L", triggered.seq, stop.order_id)
                 self._report(stop, b"L", exec_id=exec_id)
 
-    def _fill(self, order_id: int, trade: Trade, leaves: int) -> None:
+    def _fill(self, order_id: int, trade: Trade, leaves: int, maker: bool) -> None:
         order = self.by_id.get(order_id)
         if order is None:
             return
@@ -488,6 +498,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         sym = order.symbol
         last = field(31, format_units(trade.price, sym.price_decimals))
         last += field(32, format_units(trade.qty, sym.qty_decimals))
+        last += self._commission(sym.id, trade, maker)
         self._report(order, b"F", last, event_exec_id(b"T", trade.trade_id, order_id))
 
     def _accepted(self, accepted: Accepted) -> None:

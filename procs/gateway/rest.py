@@ -120,7 +120,7 @@ class RestApi:
             self, rest.max_streams, rest.stream_queue, rest.max_streams_per_key
         )
         dsn = history_dsn(cfg)
-        self.history = History(dsn) if dsn else None
+        self.history = History(dsn, assets=cfg.assets) if dsn else None
         md = cfg.marketdata
         self.market_url = f"http://{md.host}:{md.port}" if md.enabled else None
         self.client: ClientSession | None = None

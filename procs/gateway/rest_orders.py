@@ -39,6 +39,7 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason
+from procs.gateway.commission import Commissions
 from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.order_log import API_ORDER, GONE, Entry
 from procs.gateway.order_state import Order
@@ -85,6 +86,8 @@ class RestOrders:
         self.gateway = gateway
         self.instruments = instruments
         self.assets = {a.id: a for a in assets}
+        #: a fill's commission, under the configured fees (``commission.py`` says why)
+        self.commissions = Commissions(instruments.by_id.values(), assets)
         self.outgoing = outgoing
         self.next_ref = next_ref
         self.interest_s = interest_s
@@ -436,6 +439,9 @@ class RestOrders:
             "tradeId": trade.trade_id,
             "isMaker": maker,
         }
+        commission = self.commissions.shown(s.id, trade.price, trade.qty, maker)
+        if commission is not None:
+            fill["commission"], fill["commissionAsset"] = commission[0].decode(), commission[1]
         request = self.requests.get(order.ref) if order.ref else None
         if request is not None:  # its own command's fills go into the answer
             request.outcome.fills.append(fill)
@@ -563,6 +569,9 @@ class RestOrders:
         if fill is not None:
             data["lastQty"], data["lastPrice"] = fill["qty"], fill["price"]
             data["tradeId"], data["isMaker"] = fill["tradeId"], fill["isMaker"]
+            if "commission" in fill:
+                data["commission"] = fill["commission"]
+                data["commissionAsset"] = fill["commissionAsset"]
         if order.reject:
             data["rejectReason"] = order.reject
         self.events.append((order.account, "executionReport", data))

@@ -123,7 +123,9 @@ class GatewayServer(GatewayRestart):
         )
         self.users = UserStore(users_path(cfg))
         self.audit = AuditLog(self.directory / "audit.log")
-        self.entry = OrderEntry(gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect)
+        self.entry = OrderEntry(
+            gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect, cfg.assets
+        )
         self.entry.park = self.park
         self._times = Timestamps()
         #: the sessions logged on here, each claimed across the instance's gateways

@@ -96,8 +96,8 @@ def run_batcher(
         for index in ACCOUNT_INDEXES:
             conn.execute(f"DROP INDEX {index}")
         conn.commit()
-    projection = Projection(cfg)
     accounts = Accounts(cfg)
+    projection = Projection(cfg, accounts)  # the trades' fees: the configured ones here
     if pipelined:
         share_the_gil()  # as the writer process does
     committer = Committer(store.write) if pipelined else None

@@ -111,3 +111,18 @@ def reconcile(dsn: str, live: JournalBuilder) -> None:
         # accounts: every CreateAccount once
         (accounts,) = conn.execute("SELECT count(*) FROM accounts").fetchone()  # type: ignore[misc]
         assert accounts == len(state.accounts) - 1  # the fee account is made, not journaled
+
+        # fees: every trade has both; what they add up to is what the router credited the
+        # fee account (never funded in these journals), asset by asset
+        accounts_now = live.sequencer.accounts
+        filed = {
+            int(asset): (int(total), int(missing))
+            for asset, total, missing in conn.execute(
+                "SELECT s.quote_asset_id, sum(t.maker_fee + t.taker_fee), "
+                "count(*) FILTER (WHERE t.maker_fee IS NULL OR t.taker_fee IS NULL) "
+                "FROM trades t JOIN symbols s ON s.id = t.symbol_id GROUP BY 1"
+            ).fetchall()
+        }
+        for asset, (total, missing) in filed.items():
+            assert missing == 0, f"{missing} trades in asset {asset} without fees"
+            assert total == sum(accounts_now.balance(accounts_now.fee_account, asset))

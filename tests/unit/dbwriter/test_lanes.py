@@ -23,20 +23,20 @@ from tests.unit.dbwriter.reconcile import reconcile
 
 def test_a_trade_row_packs_as_its_layout_does() -> None:
     t = Trade(7, 10**18, 3, 2, 30_000, 5, Side.SELL, 11, 21, 1, 0, 12, 22, 1, 4)
-    values = (2, 3, 7, 123, 30_000, 5, int(Side.SELL), 11, 21, 12, 22)
-    assert trade_row(t, 123) == TRADES.pack(values)
+    values = (2, 3, 7, 123, 30_000, 5, int(Side.SELL), 11, 21, 12, 22, 150, 300)
+    assert trade_row(t, 123, 150, 300) == TRADES.pack(values)
 
 
 def test_grouped_rows_cut_by_key_and_seq() -> None:
     rows = GroupedRows(TRADES)
     for seq in (5, 6, 6, 9):
         for symbol in (1, 2):
-            rows.add(symbol, seq, (symbol, seq, seq, 0, 1, 1, 1, 1, 1, 1, 1))
+            rows.add(symbol, seq, (symbol, seq, seq, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1))
     assert rows.count == 8
     width = TRADES.row.size
     payload, count = rows.payload([1], 5)  # symbol 1 after seq 5: 6, 6, 9
     assert count == 3 and len(payload) == len(HEADER) + 3 * width + len(TRAILER)
-    assert payload[len(HEADER) : len(HEADER) + width] == TRADES.pack((1, 6, 6, 0, *[1] * 7))
+    assert payload[len(HEADER) : len(HEADER) + width] == TRADES.pack((1, 6, 6, 0, *[1] * 9))
     assert rows.payload([1, 2], 0)[1] == 8
     assert rows.payload([2], 9) == (HEADER + TRAILER, 0)
     assert rows.payload([3], 0) == (HEADER + TRAILER, 0)

@@ -95,8 +95,9 @@ async def _an_order_trades_and_balances_follow(url: str) -> None:
         )  # fmt: skip
         assert bid["status"] == "FILLED" and bid["executedQty"] == "0.20"
         assert bid["fills"] == [
-            {"price": "30000.00", "qty": "0.20", "tradeId": 1, "isMaker": False}
-        ]
+            {"price": "30000.00", "qty": "0.20", "tradeId": 1, "isMaker": False,
+             "commission": "12.000000", "commissionAsset": "USD"}  # 20 bps of 6000 USD
+        ]  # fmt: skip
         assert bid["cummulativeQuoteQty"] == "6000.0000"
         # the maker's view, live
         mine = await bob.call("GET", "/api/v1/order", symbol="BTC-USD", orderId=ask["orderId"])

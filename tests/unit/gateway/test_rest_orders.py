@@ -62,7 +62,10 @@ def test_a_new_order_is_answered_with_the_fills_of_its_own_batch() -> None:
     ((done_ref, outcome),) = c.completed
     assert done_ref == ref and outcome.code == ResultCode.OK
     assert outcome.order is not None and outcome.order.status == "PARTIALLY_FILLED"
-    assert outcome.fills == [{"price": "100.00", "qty": "0.50", "tradeId": 1, "isMaker": False}]
+    assert outcome.fills == [
+        {"price": "100.00", "qty": "0.50", "tradeId": 1, "isMaker": False,
+         "commission": "0.1000", "commissionAsset": "USD"}  # the taker's 20 bps of 50 USD
+    ]  # fmt: skip
     assert [o.order_id for o in c.open_orders(ALICE, None)] == [7]
 
 
