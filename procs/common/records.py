@@ -119,7 +119,8 @@ class ReplaceOrder(OrderRecord, tag=3, frozen=True):
 
     ``order_qty`` is the order's new total, fills included (FIX OrderQty): the matcher
     makes its open quantity ``order_qty`` minus what has filled when the replace executes,
-    so a fill racing the replace is never added to (nothing left: refused)."""
+    so a fill racing the replace is never added to (nothing left: ``Replaced`` with qty 0,
+    then ``OrderDone`` FILLED, as FIX answers a replace that fills overtook)."""
 
     price: Price
     order_qty: Qty
