@@ -11,6 +11,7 @@ from config.schema import RingexConfig
 from procs.common.types import Side
 
 BPS: Final = 10_000  # basis points in one
+_BUY, _SELL = Side.BUY, Side.SELL  # module constants: an enum member lookup costs ~60 ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +56,14 @@ class Market:
 
     def hold(self, side: Side, price: int, qty: int) -> int:
         """What an order of ``side`` with limit ``price`` and ``qty`` left must hold."""
-        if side == Side.SELL:
+        if side == _SELL:
             return qty * self.base_scale
         notional = price * qty * self.quote_scale
         return notional - (-notional * self.margin_bps // BPS)
 
     def hold_asset(self, side: Side) -> int:
         """The asset an order of ``side`` holds: quote to buy with, base to sell."""
-        return self.quote if side == Side.BUY else self.base
+        return self.quote if side == _BUY else self.base
 
     def cap(self, ref: int) -> int:
         """The highest price a market buy may pay when the reference price is ``ref``."""

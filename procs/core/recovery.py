@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,36 +224,41 @@ def _recover(
             tail.add(codec.decode_slot(image))
     total = max(0, last - start)
     replayed = 0
-    settle = sequencer.settle
 
-    def step(command: Record, events_by_matcher: list[list[Record]]) -> None:
-        """One journaled command, as live: re-applied to the accounts, its matchers' events
+    def replay(items: Iterable[tuple[Record, list[list[Record]]]]) -> None:
+        """Journaled commands, as live: each re-applied to the accounts, its matchers' events
         settled (the matchers ran it already: here, or in the pipeline's child)."""
         nonlocal replayed
-        sequencer.replay(command)
-        for events in events_by_matcher:
-            settle(events)
-            if observe is not None:
-                observe(events)
-        if tail is not None:
-            tail.add(command)
-        replayed += 1
-        if progress is not None and replayed % 10_000 == 0:
-            progress(replayed, total)
+        again, settle = sequencer.replay, sequencer.settle
+        for command, events_by_matcher in items:
+            again(command)
+            for events in events_by_matcher:
+                settle(events)
+                if observe is not None:
+                    observe(events)
+            if tail is not None:
+                tail.add(command)
+            replayed += 1
+            if progress is not None and replayed % 10_000 == 0:
+                progress(replayed, total)
 
     if pipelined and total >= PIPELINE_MIN:
         states = replay_in_child(
-            *(reader.entries(start + 1), last, codec, sequencer.matchers_for, matchers, step),
+            *(reader.entries(start + 1), last, codec, sequencer.matchers_for, matchers, replay),
             frozenset(sequencer.accounts.handlers),  # what settling takes: not book levels
         )
         matchers = restore_matchers(cfg, states)
     elif total:
         decode, route = codec.decode_slot, sequencer.matchers_for
-        for seq, image in reader.entries(start + 1):
-            if seq > last:
-                break
-            command = decode(image)
-            step(command, [matchers[name].execute(command) for name in route(command)])
+
+        def executed() -> Iterator[tuple[Record, list[list[Record]]]]:
+            for seq, image in reader.entries(start + 1):
+                if seq > last:
+                    return
+                command = decode(image)
+                yield command, [matchers[name].execute(command) for name in route(command)]
+
+        replay(executed())
     sequencer.applied(max(last, start))
     if progress is not None:
         progress(replayed, total)

@@ -39,9 +39,9 @@ import msgspec
 from procs.common.records import Record, RecordCodec
 from procs.core.engine import Matcher
 
-#: What the parent does with one journaled command and its events (matcher by matcher, in
-#: the order ``route`` named them).
-Step = Callable[[Record, list[list[Record]]], None]
+#: What the parent does with journaled commands, each with its events (matcher by matcher,
+#: in the order ``route`` named them): a chunk at a time.
+Step = Callable[[list[tuple[Record, list[list[Record]]]]], None]
 Route = Callable[[Record], Sequence[str]]
 
 CHUNK_COMMANDS: Final = 2048
@@ -63,11 +63,11 @@ def replay_in_child(
     keep: Container[type],
 ) -> dict[str, bytes]:
     """Run ``matchers`` over ``entries`` (journal ``(seq, image)`` pairs, read in the child)
-    up to seq ``last`` in a forked child while this process calls ``step`` on each command
-    in order, with the events whose type is in ``keep`` (the rest, book levels above all,
-    are half the events and only market data's). Returns each matcher's state after the
-    tail (``Matcher.snapshot``); raises
-    ``ReplayChildError``, or whatever ``step`` raised (the child killed and reaped first)."""
+    up to seq ``last`` in a forked child, while this process calls ``step`` on the commands
+    in order, a chunk at a time, each with its events whose type is in ``keep`` (the rest,
+    book levels above all, are half the events and only market data's). Returns each
+    matcher's state after the tail (``Matcher.snapshot``); raises ``ReplayChildError``, or
+    whatever ``step`` raised (the child killed and reaped first)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never back into the caller's frames
@@ -151,8 +151,7 @@ def _parent(inp: BinaryIO, codec: RecordCodec, step: Step) -> dict[str, bytes]:
         if len(body) < length:
             raise ReplayChildError(f"the replay child's frame ends at {len(body)} of {length} B")
         if kind == CHUNK:
-            for command, events in chunks(body):
-                step(command, events)
+            step(chunks(body))
         elif kind == STATES:
             return states(body)
         else:

@@ -54,6 +54,7 @@ R = TypeVar("R", bound=Record)
 
 #: Matcher name for a command that goes to no matcher (account commands).
 NOWHERE: tuple[str, ...] = ()
+_OK = ResultCode.OK  # a module constant: an enum member lookup costs ~60 ns a time
 
 
 #: The records ``submit`` sequences; anything else on a gateway's ring is not a command.
@@ -137,13 +138,13 @@ class Sequencer:
             if key in self._client_ids:
                 return Decision(None, reply=_reject(cmd, ResultCode.DUPLICATE_CLIENT_ORDER_ID))
             code = self.accounts.market_sell_notional(cmd)
-            if code != ResultCode.OK:
+            if code != _OK:
                 return Decision(None, reply=_reject(cmd, code))
             order = msgspec.structs.replace(
                 cmd, seq=self.next_seq, ts_ns=now_ns, order_id=self.next_order_id
             )
             code, order = self.accounts.reserve_new(order)
-            if code != ResultCode.OK:
+            if code != _OK:
                 return Decision(None, reply=_reject(cmd, code))
             self.next_order_id += 1
             self.next_seq += 1
@@ -152,9 +153,9 @@ class Sequencer:
             return Decision(order, (matcher,))
         if isinstance(cmd, ReplaceOrder):
             code = self.accounts.replace_sell_notional(cmd)
-            if code == ResultCode.OK:
+            if code == _OK:
                 code = self.accounts.reserve_replace(cmd)
-            if code != ResultCode.OK:
+            if code != _OK:
                 return Decision(None, reply=_reject(cmd, code))
         return Decision(self._stamp(cmd, now_ns), (matcher,))
 
@@ -166,11 +167,11 @@ class Sequencer:
         targets = self._targets(cmd.symbol)
         code = ResultCode.UNKNOWN_SYMBOL
         if targets is not None:
-            code = ResultCode.OK
+            code = _OK
             if not self._allow(cmd.account, now_ns):
                 code = ResultCode.ACCOUNT_RATE_LIMITED
         reply = mass_cancel_verdict(cmd, code)
-        if targets is not None and code == ResultCode.OK:
+        if targets is not None and code == _OK:
             return Decision(self._stamp(cmd, now_ns), targets, reply=reply)
         return Decision(None, reply=reply)
 
@@ -187,10 +188,8 @@ class Sequencer:
                 done = self.accounts.repeat_of(cmd.account, cmd.asset, cmd.amount, cmd.key)
                 if done:  # applied once already: the same answer, nothing applied again
                     balance = self.accounts.balance(cmd.account, asset)[0]
-                    return Decision(
-                        None, reply=_account_reply(cmd, done, asset, ResultCode.OK, balance)
-                    )
-        if code != ResultCode.OK:
+                    return Decision(None, reply=_account_reply(cmd, done, asset, _OK, balance))
+        if code != _OK:
             return Decision(None, reply=_account_reply(cmd, 0, asset, code, 0))
         seq = self.next_seq
         stamped = self._stamp(cmd, now_ns)
@@ -298,7 +297,7 @@ class Sequencer:
         seq: int = getattr(command, "seq", 0)
         if seq != self.next_seq:
             raise ReplayError(f"journal has seq {seq} where {self.next_seq} was next")
-        code = ResultCode.OK
+        code = _OK
         kind = type(command)
         if kind is ReplaceOrder:  # 82% of the exchange-core mix: first
             code = self.accounts.reserve_replace(command, limits=False)  # type: ignore[arg-type]
@@ -324,7 +323,7 @@ class Sequencer:
                 fees.apply(self.accounts, command)
             except fees.FeeChangeError as exc:
                 raise ReplayError(f"replay of seq {seq} {command!r} was refused: {exc}") from None
-        if code != ResultCode.OK:
+        if code != _OK:
             raise ReplayError(f"replay of seq {seq} {command!r} was refused: {code.name}")
         self.next_seq += 1
 
@@ -366,12 +365,12 @@ def answered_again(sequencer: Sequencer, cmd: Record, seq: int) -> Record | None
     before: a mass cancel's acknowledgement, an account command's ``AccountReply`` (an
     order's answers come from its matcher)."""
     if isinstance(cmd, MassCancel):
-        return mass_cancel_verdict(cmd, ResultCode.OK)
+        return mass_cancel_verdict(cmd, _OK)
     if isinstance(cmd, CreateAccount):
-        return _account_reply(cmd, seq, 0, ResultCode.OK, 0)
+        return _account_reply(cmd, seq, 0, _OK, 0)
     if isinstance(cmd, Transfer):
         balance = sequencer.accounts.balance(cmd.account, cmd.asset)[0]
-        return _account_reply(cmd, seq, cmd.asset, ResultCode.OK, balance)
+        return _account_reply(cmd, seq, cmd.asset, _OK, balance)
     return None
 
 
