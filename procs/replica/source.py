@@ -38,6 +38,7 @@ from procs.replica.wire import (
     HEARTBEAT_S,
     MAX_PEER_FRAME,
     SILENCE_S,
+    STANDBY_SILENCE_S,
     Ack,
     AskEpochs,
     Entries,
@@ -173,6 +174,8 @@ class ReplicationSource:
             gone("standby %s gone: %s", peer, exc)
         except FrameError as exc:
             log.warning("standby %s dropped: %s", peer, exc)
+        except TimeoutError:  # a host that died sends no FIN: TCP alone would take minutes
+            log.warning("standby %s silent for %.1f s: dropped", peer, STANDBY_SILENCE_S)
         finally:
             if self.peers.pop(peer, None) is not None:
                 self.block.words[CONNECTED] = len(self.peers)
@@ -223,8 +226,8 @@ class ReplicationSource:
         """Publish each acknowledgement; one past what was sent is a broken peer's, which
         would let the sync router go on without a standby: it is dropped."""
         last_log = 0.0
-        while True:
-            ack = await receive(reader, MAX_PEER_FRAME)
+        while True:  # a standby acks every frame and every heartbeat: silence is death
+            ack = await receive(reader, MAX_PEER_FRAME, STANDBY_SILENCE_S)
             if isinstance(ack, Ack):
                 if ack.seq > sent[0]:
                     raise ConnectionError(
@@ -339,7 +342,9 @@ class ReplicationSource:
             for bell in self._sleepers:
                 _wake(bell)
             for writer in self._serving.values():
-                writer.close()
+                # abort, not close: close flushes first, and a standby that stopped reading
+                # never lets a full send buffer flush (it reconnects and gets it again)
+                writer.transport.abort()
             if self._serving:
                 await asyncio.wait(self._serving, timeout=5.0)
 

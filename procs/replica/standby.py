@@ -250,6 +250,9 @@ class Standby:
                 # our next seq are ours, even while it writes nothing (promoted, then idle)
                 self._adopt_reached(self.next_seq)
             if isinstance(message, Heartbeat):
+                # answered with what is durable here: the source hears from a live standby
+                # at least every HEARTBEAT_S, so silence tells it one died (``wire.py``)
+                await send(writer, Ack(self.next_seq - 1))
                 continue
             if isinstance(message, StateFile):
                 try:
@@ -262,6 +265,7 @@ class Standby:
                     raise ConnectionResetError(
                         f"gateway state file {message.path!r} not written ({exc}): reconnecting"
                     ) from exc
+                await send(writer, Ack(self.next_seq - 1))  # heard: see Heartbeat
                 continue
             if not isinstance(message, Entries):
                 raise StandbyRefusedError(f"unexpected {type(message).__name__} from the primary")

@@ -7,7 +7,11 @@
                                                    first answer to a Hello or an AskEpochs
     primary -> standby   Entries(first_seq, images, digest)   contiguous journal entries and
                                                    the primary's history hash after them
-    standby -> primary   Ack(seq)                  entries up to seq are durable here
+    standby -> primary   Ack(seq)                  entries up to seq are durable here: after
+                                                   every Entries, Heartbeat and StateFile,
+                                                   so a primary that hears nothing for
+                                                   STANDBY_SILENCE_S drops the standby (a
+                                                   dead host sends no FIN)
     primary -> standby   Refused(reason)           and the connection closes
     primary -> standby   StateFile(path, offset, data, reset)   a gateway state file's new
                                                    bytes (``files.py``); not acknowledged
@@ -42,6 +46,9 @@ MAX_FRAME = 64 << 20
 MAX_PEER_FRAME = 4 << 10
 HEARTBEAT_S = 0.5
 SILENCE_S = 2.0
+#: The primary's patience: longer than the standby's, as a standby's ack waits for its fsync
+#: of a whole frame, which a busy disk may hold up for seconds.
+STANDBY_SILENCE_S = 10.0
 _LEN = struct.Struct("<I")
 
 

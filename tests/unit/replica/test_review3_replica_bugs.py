@@ -241,6 +241,8 @@ def test_a_standby_drops_a_primary_that_is_still_sending_a_long_frame(
                 await asyncio.sleep(0.02)
             await send(writer, frame(1, 1))
             ack = await receive(reader)
+            if isinstance(ack, Ack) and ack.seq == 0:  # the StateFile's "heard" (wire.py)
+                ack = await receive(reader)
             if isinstance(ack, Ack):
                 acked.append((mine, ack.seq))
         except (ConnectionError, asyncio.IncompleteReadError):
