@@ -457,17 +457,11 @@ class Accounts:
             del self._orders[oid]
 
     def _unreserve(self, account: int, asset: int, amount: int) -> None:
-        """Give ``amount`` of a reserved balance back to free: ``_spend`` then ``_credit``,
+        """Give ``amount`` of a reserved balance back to free: ``_spend``, then ``_credit``
         written out (every replace and done of a replay takes it)."""
-        slot = (account, asset)
-        left = self._reserved.get(slot, 0) - amount
-        if left < 0:
-            raise AssertionError(f"reserved {asset} of account {account} would go to {left}")
-        if left:
-            self._reserved[slot] = left
-        else:
-            self._reserved.pop(slot, None)
+        self._spend(account, asset, amount)
         if amount:
+            slot = (account, asset)
             self._free[slot] = self._free.get(slot, 0) + amount
 
     def _spend(self, account: int, asset: int, amount: int) -> None:

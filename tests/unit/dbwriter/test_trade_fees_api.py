@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from aiohttp import ClientWebSocketResponse
 
@@ -29,8 +28,8 @@ from procs.gateway.openapi import document
 from procs.gateway.rest_client import RestClient
 from tests.unit.dbwriter.journal_gen import write_all
 from tests.unit.gateway.harness import USD, Client, Harness, close_all, config, utc
+from tests.unit.gateway.rest_rig import rest_exchange
 
-ALICE, BOB = 701, 702
 FEE_ACCOUNT = 99  # the harness's
 TRADE_1 = {"price": "30000.05", "qty": "0.37", "maker": "11.100018", "taker": "22.200037"}
 TRADE_2 = {"price": "29999.95", "qty": "0.13", "maker": "3.899993", "taker": "7.799987"}
@@ -38,16 +37,7 @@ TRADE_2 = {"price": "29999.95", "qty": "0.13", "maker": "3.899993", "taker": "7.
 
 @pytest.fixture
 def harness(instance: str, tmp_path: Path, dsn: str) -> Iterator[Harness]:
-    rest = RestConfig(port=0, key_rate_per_s=1_000, key_burst=1_000, login_rate_per_s=100)
-    cfg = config(instance, tmp_path, rest=rest)
-    cfg = msgspec.structs.replace(cfg, database=DatabaseConfig(dsn=dsn))
-    h = Harness(cfg)
-    h.add_user("ALICE", "alice-pw", ALICE)
-    h.add_user("BOB", "bob-pw", BOB)
-    h.fund(ALICE, usd=1_000_000 * 10**6, btc=0)
-    h.fund(BOB, usd=0, btc=10 * 10**6)
-    yield h
-    h.close()
+    yield from rest_exchange(instance, tmp_path, DatabaseConfig(dsn=dsn))
 
 
 def _sell(cl: str, price: str, qty: str) -> list[tuple[int, object]]:

@@ -24,8 +24,11 @@ ALICE, BOB = 601, 602
 LIMIT: dict[str, Any] = {"symbol": "BTC-USD", "side": "BUY", "type": "LIMIT"}
 
 
-def rest_exchange(instance: str, tmp_path: Path) -> Iterator[Harness]:
-    """What the tests' ``harness`` fixture yields: ALICE with dollars, BOB with bitcoin."""
+def rest_exchange(
+    instance: str, tmp_path: Path, database: DatabaseConfig | None = None
+) -> Iterator[Harness]:
+    """What the tests' ``harness`` fixture yields: ALICE with dollars, BOB with bitcoin; no
+    database writer unless ``database`` says."""
     rest = RestConfig(
         port=0,
         key_rate_per_s=1_000,
@@ -36,7 +39,7 @@ def rest_exchange(instance: str, tmp_path: Path) -> Iterator[Harness]:
         stream_queue=16,
     )
     cfg = config(instance, tmp_path, rest=rest)
-    cfg = msgspec.structs.replace(cfg, database=DatabaseConfig(enabled=False))
+    cfg = msgspec.structs.replace(cfg, database=database or DatabaseConfig(enabled=False))
     h = Harness(cfg)
     h.add_user("ALICE", "alice-pw", ALICE)
     h.add_user("BOB", "bob-pw", BOB)
