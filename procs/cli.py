@@ -106,7 +106,9 @@ def _replay(args: argparse.Namespace) -> int:
     # A snapshot must not outrun what is durable (a router with fsync "interval" or "none"
     # may have written entries it has not synced): sync what is there, up to its end now.
     upto = _sync_journal(cfg) if args.snapshot else None
-    recovered = recover(cfg, progress=progress, use_snapshot=not args.from_start, upto=upto)
+    recovered = recover(
+        cfg, progress=progress, use_snapshot=not args.from_start, upto=upto, pipelined=True
+    )
     bar.close()
     rate = recovered.replayed / recovered.seconds if recovered.seconds else 0.0
     print(
@@ -382,20 +384,41 @@ def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
         if opened.code not in allowed:
             print(f"account {account}: {opened.code.name}", file=sys.stderr)
             return 1
-        for asset, amount in deposits:
-            reply = client.transfer(account, asset, amount)
-            if reply.code != ResultCode.OK:
-                print(f"deposit {asset} {amount}: {reply.code.name}", file=sys.stderr)
-                return 1
+        # The account is open: its user is stored now, so that no deposit below (refused,
+        # or the command killed) leaves money in an account no one can log on to.
+        store.add(comp_id, args.password, account)
+        done, refused = _deposit_in_turn(client, account, deposits)
     except (AdminError, KeyError) as exc:
         print(f"ringex admin: {exc}", file=sys.stderr)
         return 1
     finally:
         client.close()
-    store.add(comp_id, args.password, account)
-    funded = ", ".join(f"{a} {m}" for a, m in deposits) or "nothing"
+    funded = ", ".join(f"{a} {m}" for a, m in done) or "nothing"
     print(f"user {args.username}: SenderCompID {comp_id}, account {account}, deposited {funded}")
+    if refused:
+        unsent = ", ".join(f"{a} {m}" for a, m in deposits[len(done) + 1 :]) or "none"
+        print(f"ringex admin add-user: deposit {refused}; not sent: {unsent} (user "
+              f"{args.username} is stored with account {account}: deposit the rest with "
+              f"`ringex admin deposit --account {account}`)", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
+
+
+def _deposit_in_turn(
+    client: AdminClient, account: int, deposits: list[list[str]]
+) -> tuple[list[list[str]], str]:
+    """``add-user``'s deposits (``[asset, amount]``), one after another until one is not
+    made: those made, and the one that was not with why ("" when all were made)."""
+    done: list[list[str]] = []
+    for asset, amount in deposits:
+        try:
+            reply = client.transfer(account, asset, amount)
+        except AdminError as exc:  # no answer: it may still be applied (the error names its key)
+            return done, f"{asset} {amount}: {exc}"
+        if reply.code != ResultCode.OK:
+            return done, f"{asset} {amount}: {reply.code.name}"
+        done.append([asset, amount])
+    return done, ""
 
 
 def _admin_client(cfg: RingexConfig) -> AdminClient | None:
