@@ -303,6 +303,26 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     metrics: bool = True
     metrics_host: str = "127.0.0.1"
     metrics_port: Port = 0
+    #: "HH:MM", UTC: each day at this time the supervisor sends END_OF_SESSION to every
+    #: symbol, which expires the DAY orders (``procs/supervisor/session_clock.py``). Empty:
+    #: never (DAY orders then rest until `ringex admin end-session`).
+    session_end_utc: str = ""
+
+    def __post_init__(self) -> None:
+        self.session_end_minute()  # a ValueError naming the value
+
+    def session_end_minute(self) -> int | None:
+        """Minutes after midnight UTC of the daily session end (0..1439), None when off."""
+        text = self.session_end_utc
+        if not text:
+            return None
+        found = re.fullmatch(r"([0-9]{2}):([0-9]{2})", text)
+        if found is None or int(found[1]) > 23 or int(found[2]) > 59:
+            raise ValueError(
+                f"supervisor.session_end_utc {text!r} is not a time HH:MM from 00:00 to 23:59 "
+                "(UTC), nor empty (never)"
+            )
+        return int(found[1]) * 60 + int(found[2])
 
 
 class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -3,7 +3,7 @@
     ringex shm ls|rm             inspect and clean up shared memory
     ringex run [--profile P | --config F] [--detach]    start the exchange (the supervisor)
     ringex stop | ringex status [--json] [--wait-ready]
-    ringex admin add-user|create-account|deposit|withdraw|halt|resume ...
+    ringex admin add-user|create-account|deposit|withdraw|halt|resume|end-session ...
     ringex replay [--snapshot] [--archive]
                                  rebuild router and matcher state from snapshot + journal,
                                  print the state hashes
@@ -30,7 +30,13 @@ from tqdm import tqdm
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
-from procs.admin.client import AdminClient, AdminError, check_account, to_minor_units
+from procs.admin.client import (
+    AdminClient,
+    AdminError,
+    check_account,
+    symbol_id_of,
+    to_minor_units,
+)
 from procs.common.durable import fsync_file
 from procs.common.journal import JournalError, JournalReader
 from procs.common.journal import list_segments as journal_segments
@@ -449,6 +455,12 @@ def _admin(args: argparse.Namespace) -> int:
         print(f"ringex admin {args.admin_command}: amount {args.amount} must be positive "
               f"(deposit and withdraw say which way)", file=sys.stderr)  # fmt: skip
         return 2
+    if args.admin_command == "end-session" and args.symbol is not None:
+        try:  # before anything is attached: a typo is not an instance that is down
+            symbol_id_of(cfg, args.symbol)
+        except AdminError as exc:
+            print(f"ringex admin end-session: {exc}", file=sys.stderr)
+            return 2
     client = _admin_client(cfg)
     if client is None:
         return 1
@@ -456,6 +468,10 @@ def _admin(args: argparse.Namespace) -> int:
         if args.admin_command in ("halt", "resume"):
             client.halt(args.symbol, resume=args.admin_command == "resume")
             print(f"{args.admin_command} {args.symbol}: sent")
+            return 0
+        if args.admin_command == "end-session":
+            client.end_session(args.symbol)
+            print(f"end-session {args.symbol or 'every symbol'}: sent (DAY orders expire)")
             return 0
         if args.admin_command == "create-account":
             replies = [client.create_account(args.account)]
@@ -514,6 +530,10 @@ def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for name in ("halt", "resume"):
         halt = admin_sub.add_parser(name, help=f"{name} trading in a symbol")
         halt.add_argument("symbol")
+    end = admin_sub.add_parser(
+        "end-session", help="end the trading session: expire the DAY orders (END_OF_SESSION)"
+    )
+    end.add_argument("symbol", nargs="?", help="only this symbol (default: every symbol)")
     user = admin_sub.add_parser("add-user", help="a FIX user with a funded account")
     user.add_argument("--username", required=True)
     user.add_argument("--password", required=True)

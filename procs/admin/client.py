@@ -2,9 +2,9 @@
 
 Account commands (create, deposit, withdraw) travel the sequenced path like any gateway's:
 the router checks them, journals them and answers with an ``AccountReply`` once they are
-durable, so a replay reproduces every balance. Halt and resume are ``AdminCommand``s the
-router sequences and routes to the symbol's matcher. One admin client at a time: the ring
-refuses a second live producer.
+durable, so a replay reproduces every balance. Halt, resume and end of session are
+``AdminCommand``s the router sequences and routes to the symbol's matcher (symbol 0: every
+matcher). One admin client at a time: the ring refuses a second live producer.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from procs.common.topology import (
     gateway_replies,
 )
 from procs.common.types import AdminAction
-from shm import Ring, ShmError
+from shm import Producer, Ring, ShmError
 from shm.inspect import list_segments
 
 
@@ -81,6 +81,15 @@ def check_account(account: int) -> None:
         raise AdminError(f"account {account} is outside 1..{MAX_UNITS}")
 
 
+def symbol_id_of(cfg: RingexConfig, symbol: str) -> int:
+    """The id of a configured symbol; an unknown one is refused, naming the known ones."""
+    for spec in cfg.symbols:
+        if spec.name == symbol:
+            return spec.id
+    known = ", ".join(s.name for s in cfg.symbols)
+    raise AdminError(f"symbol {symbol!r} is not configured (symbols: {known})")
+
+
 class AdminClient:
     def __init__(self, cfg: RingexConfig) -> None:
         self.cfg = cfg
@@ -91,14 +100,28 @@ class AdminClient:
         if found and found[0].stale:  # a dead instance's rings, not removed yet
             ring.close()
             raise ShmError(f"ring {ring.name}: every process it names is gone {found[0].pids}")
-        self._out = ring.producer(wait)
-        self._in = Ring.attach(cfg.instance, gateway_replies(ADMIN_GATEWAY), codec).consumer(
-            gateway_consumer(ADMIN_GATEWAY), wait
-        )
+        out: Producer[Record] | None = None
+        replies: Ring[Record] | None = None
+        try:  # refused (another admin's roles): nothing held, nothing mapped
+            out = ring.producer(wait)
+            replies = Ring.attach(cfg.instance, gateway_replies(ADMIN_GATEWAY), codec)
+            self._in = replies.consumer(gateway_consumer(ADMIN_GATEWAY), wait)
+        except BaseException:
+            if out is not None:
+                out.close()
+            ring.close()
+            if replies is not None:
+                replies.close()
+            raise
+        self._out = out
 
     def close(self) -> None:
+        """Give up both roles and unmap the rings (a long-lived caller, the supervisor,
+        makes a client a day)."""
         self._out.close()
         self._in.close()
+        self._out.ring.close()
+        self._in.ring.close()
 
     def _ref(self) -> int:
         return time.time_ns()
@@ -153,3 +176,11 @@ class AdminClient:
         # arg: this command's reference, by which a restarted router knows it journaled it
         command = AdminCommand(0, 0, action, self.cfg.symbol(symbol).id, time.time_ns())
         self._send(command, time.monotonic() + 10.0, 10.0)
+
+    def end_session(self, symbol: str | None = None, timeout_s: float = 10.0) -> None:
+        """END_OF_SESSION for ``symbol``, or for every symbol (None: symbol 0, which the
+        router sends to every matcher): each book expires its DAY orders. Waits at most
+        ``timeout_s`` for room in the ring (0: one try, for a caller that must not block)."""
+        symbol_id = 0 if symbol is None else symbol_id_of(self.cfg, symbol)
+        command = AdminCommand(0, 0, AdminAction.END_OF_SESSION, symbol_id, time.time_ns())
+        self._send(command, time.monotonic() + timeout_s, timeout_s)

@@ -9,7 +9,8 @@
 - Watch: a process that exits is restarted; each start recovers through the crash-only path
   (snapshot + journal). More than ``restart_limit`` restarts of one process within
   ``restart_window_s`` stops the instance with the reason: a crash loop is not fixed by
-  looping.
+  looping. Once a day at ``supervisor.session_end_utc`` it sends END_OF_SESSION through the
+  admin rings (``session_end.py``): DAY orders expire.
 - Stop (SIGINT, SIGTERM): stop intake (the gateways), wait until every ring is drained
   (``drain_timeout_s``; the stopped gateways' lines are detached: ``draining.py``), stop
   the rest in reverse order (each flushes, snapshots, fsyncs),
@@ -52,6 +53,7 @@ from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
 from procs.supervisor.run_files import process_start, run_dir, status_path
+from procs.supervisor.session_end import SessionEnds
 from shm import Ring
 from shm.health import Health, classify
 from shm.inspect import list_segments, remove_instance
@@ -97,6 +99,8 @@ class Supervisor:
         self.metrics: MetricsServer | None = None
         #: A standby's: its promoted instance's processes are started and held (``spare``).
         self.prestarted = False
+        #: The daily END_OF_SESSION (``supervisor.session_end_utc``), polled by ``watch``.
+        self.session_ends = SessionEnds.of(cfg)
         run_dir(cfg).mkdir(parents=True, exist_ok=True)
 
     # -- start ----------------------------------------------------------------------------------
@@ -333,6 +337,8 @@ class Supervisor:
                 if time.monotonic() - last_status > 1.0:
                     self._look_for_stuck()
                     self.write_status()
+                    if self.session_ends is not None:
+                        self.session_ends.poll(time.time_ns())
                     last_status = time.monotonic()
                 select.select([wake_r], [], [], 0.1)
         finally:

@@ -29,15 +29,22 @@ def free_port() -> int:
 
 @contextmanager
 def running_exchange(
-    instance: str, tmp_path: Path, gateway: str = "", *, marketdata: bool = False
+    instance: str,
+    tmp_path: Path,
+    gateway: str = "",
+    *,
+    marketdata: bool = False,
+    database: bool = True,
 ) -> Iterator[Path]:
     """Yield the profile of a running instance; ``gateway`` is extra TOML for gw1's table;
-    ``marketdata`` runs the market-data process too, on a free port."""
+    ``marketdata`` runs the market-data process too, on a free port; ``database=False``
+    runs no database writer (nor its PostgreSQL)."""
     profile = tmp_path / "e2e.toml"
     feed = f"enabled = true\nport = {free_port()}\n" if marketdata else "enabled = false\n"
     profile.write_text(
         f'instance = "{instance}"\nvar_dir = "{tmp_path / "var"}"\n'
         f"[marketdata]\n{feed}"
+        f"[database]\nenabled = {'true' if database else 'false'}\n"
         "[ring]\ncapacity = 4096\n"
         '[wait]\nstrategy = "blocking"\npark_timeout_s = 0.005\n'
         "[risk]\nfee_account = 1\n"
