@@ -30,12 +30,11 @@ from tqdm import tqdm
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
+from procs.admin.add_user import add_user, fee_account_taken
 from procs.admin.client import (
     AdminClient,
     AdminError,
-    check_account,
     symbol_id_of,
-    to_minor_units,
 )
 from procs.common.durable import fsync_file
 from procs.common.journal import JournalError, JournalReader
@@ -43,8 +42,7 @@ from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_writer import archive_segments_before
 from procs.common.records import RecordCodec
 from procs.common.result_codes import ResultCode
-from procs.common.topology import journal_archive_dir, journal_dir, rings, users_path
-from procs.common.users import UserStore
+from procs.common.topology import journal_archive_dir, journal_dir, rings
 from procs.core.recovery import archivable_before, archive_blocked, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
 from procs.supervisor.main import main as supervisor_main
@@ -337,96 +335,6 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _add_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
-    """A FIX user (the gateways' user store) with its account, opened and funded."""
-    store = UserStore(users_path(cfg))
-    comp_id = args.comp_id or args.username
-    chosen = args.account is not None  # 0 is a choice too (refused below), not "none"
-    account = args.account if chosen else max((u.account for u in store.users()), default=99) + 1
-    if not chosen and account == cfg.risk.fee_account:
-        account += 1  # a default never lands on the fee account
-    if account == cfg.risk.fee_account:
-        print(_fee_account_taken(cfg, "add-user"), file=sys.stderr)
-        return 2
-    if not comp_id or len(comp_id) > 32:  # before anything is opened or funded
-        print(f"ringex admin add-user: comp id {comp_id!r} must be 1..32 characters",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    existing = store.get(comp_id)
-    if existing is not None:  # its logon names its account for good
-        print(f"ringex admin add-user: comp id {comp_id} is a user already (account "
-              f"{existing.account}); deposit to it with `ringex admin deposit`",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    try:
-        check_account(account)
-    except AdminError as exc:
-        print(f"ringex admin add-user: {exc}", file=sys.stderr)
-        return 2
-    deposits = [d.split("=", 1) for d in args.deposit]
-    if any(len(d) != 2 for d in deposits):
-        print("ringex admin add-user: --deposit takes ASSET=AMOUNT", file=sys.stderr)
-        return 2
-    try:
-        for asset, amount in deposits:
-            if to_minor_units(cfg, asset, amount)[1] <= 0:  # else a withdrawal, or nothing
-                raise AdminError(f"deposit {asset}={amount} must be more than 0")
-    except (AdminError, KeyError) as exc:
-        print(f"ringex admin add-user: {exc}", file=sys.stderr)
-        return 2
-    client = _admin_client(cfg)
-    if client is None:
-        return 1
-    try:
-        opened = client.create_account(account)
-        # A default account is a new one: one that exists (opened by create-account, or by
-        # another add-user just now) may hold someone's money. An explicit one may exist.
-        for _ in range(1000):
-            if chosen or opened.code != ResultCode.ACCOUNT_EXISTS:
-                break
-            account += 1 + (account + 1 == cfg.risk.fee_account)
-            opened = client.create_account(account)
-        allowed = (ResultCode.OK, ResultCode.ACCOUNT_EXISTS) if chosen else (ResultCode.OK,)
-        if opened.code not in allowed:
-            print(f"account {account}: {opened.code.name}", file=sys.stderr)
-            return 1
-        # The account is open: its user is stored now, so that no deposit below (refused,
-        # or the command killed) leaves money in an account no one can log on to.
-        store.add(comp_id, args.password, account)
-        done, refused = _deposit_in_turn(client, account, deposits)
-    except (AdminError, KeyError) as exc:
-        print(f"ringex admin: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
-    funded = ", ".join(f"{a} {m}" for a, m in done) or "nothing"
-    print(f"user {args.username}: SenderCompID {comp_id}, account {account}, deposited {funded}")
-    if refused:
-        unsent = ", ".join(f"{a} {m}" for a, m in deposits[len(done) + 1 :]) or "none"
-        print(f"ringex admin add-user: deposit {refused}; not sent: {unsent} (user "
-              f"{args.username} is stored with account {account}: deposit the rest with "
-              f"`ringex admin deposit --account {account}`)", file=sys.stderr)  # fmt: skip
-        return 1
-    return 0
-
-
-def _deposit_in_turn(
-    client: AdminClient, account: int, deposits: list[list[str]]
-) -> tuple[list[list[str]], str]:
-    """``add-user``'s deposits (``[asset, amount]``), one after another until one is not
-    made: those made, and the one that was not with why ("" when all were made)."""
-    done: list[list[str]] = []
-    for asset, amount in deposits:
-        try:
-            reply = client.transfer(account, asset, amount)
-        except AdminError as exc:  # no answer: it may still be applied (the error names its key)
-            return done, f"{asset} {amount}: {exc}"
-        if reply.code != ResultCode.OK:
-            return done, f"{asset} {amount}: {reply.code.name}"
-        done.append([asset, amount])
-    return done, ""
-
-
 def _admin_client(cfg: RingexConfig) -> AdminClient | None:
     """The admin rings of the running instance, or None with a message when it is not."""
     try:
@@ -436,20 +344,12 @@ def _admin_client(cfg: RingexConfig) -> AdminClient | None:
         return None
 
 
-def _fee_account_taken(cfg: RingexConfig, command: str) -> str:
-    fee = cfg.risk.fee_account
-    return (
-        f"ringex admin {command}: account {fee} is the exchange's fee account "
-        f"(risk.fee_account = {fee}), which collects every fee: pick another"
-    )
-
-
 def _admin(args: argparse.Namespace) -> int:
     cfg = load_profile(_profile(args))
     if args.admin_command == "add-user":
-        return _add_user(cfg, args)
+        return add_user(cfg, args, lambda: _admin_client(cfg))
     if args.admin_command == "create-account" and args.account == cfg.risk.fee_account:
-        print(_fee_account_taken(cfg, "create-account"), file=sys.stderr)
+        print(fee_account_taken(cfg, "create-account"), file=sys.stderr)
         return 2
     if args.admin_command in ("deposit", "withdraw") and args.amount.lstrip().startswith("-"):
         print(f"ringex admin {args.admin_command}: amount {args.amount} must be positive "

@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import re
 import struct
-import zlib
 from collections.abc import Sequence
 from typing import Any, Final, Union, get_args
 
 import msgspec
 
+from procs.common.record_layout import int_bounds, max_encoded_size, schema_id
 from procs.common.result_codes import ResultCode
 from procs.common.types import (
     I64,
@@ -360,75 +360,10 @@ _LENGTH = struct.Struct("<H")
 _LENGTH_SIZE: Final = _LENGTH.size
 
 
-def max_encoded_size(cls: type[Record]) -> int:
-    """Worst-case MessagePack size of a ``cls`` record, from its fields' integer bounds."""
-    info = msgspec.inspect.type_info(cls)
-    assert isinstance(info, msgspec.inspect.StructType)
-    items = len(info.fields) + 1  # the tag is the first array element
-    size = 1 if items <= 15 else 3  # fixarray or array16 header
-    size += _int_size(0, int(cls.__struct_config__.tag))  # type: ignore[arg-type]
-    for field in info.fields:
-        size += _field_size(field.type)
-    return size
-
-
-def _field_size(t: msgspec.inspect.Type) -> int:
-    if isinstance(t, msgspec.inspect.IntType):
-        low = t.ge if t.ge is not None else -(2**63)
-        high = t.le if t.le is not None else 2**64 - 1
-        return _int_size(low, high)
-    if isinstance(t, msgspec.inspect.EnumType):
-        values = [member.value for member in t.cls]
-        return _int_size(min(values), max(values))
-    raise TypeError(f"record field type {t!r} has no fixed worst-case size")
-
-
-def _int_bounds(cls: type[Record]) -> list[tuple[str, int, int]]:
-    """``cls``'s integer fields with their bounds (an enum's: its values' range)."""
-    info = msgspec.inspect.type_info(cls)
-    assert isinstance(info, msgspec.inspect.StructType)
-    bounds = []
-    for field in info.fields:
-        t = field.type
-        if isinstance(t, msgspec.inspect.IntType):
-            low = t.ge if t.ge is not None else -(2**63)
-            high = t.le if t.le is not None else 2**64 - 1
-        elif isinstance(t, msgspec.inspect.EnumType):
-            low, high = min(m.value for m in t.cls), max(m.value for m in t.cls)
-        else:
-            continue
-        bounds.append((field.name, low, high))
-    return bounds
-
-
 #: MessagePack's uint64 marker followed by a byte with the top bit set: a value of 2**63 or
 #: more, past every record field's int64 bound (a data byte can match too: then the fields
 #: are checked one by one).
 _UINT64_PAST_INT64: Final = re.compile(rb"\xcf[\x80-\xff]")
-
-
-def _int_size(low: int, high: int) -> int:
-    if low >= -32 and high <= 127:
-        return 1  # fixint
-    if low >= -(2**7) and high <= 2**8 - 1:
-        return 2
-    if low >= -(2**15) and high <= 2**16 - 1:
-        return 3
-    if low >= -(2**31) and high <= 2**32 - 1:
-        return 5
-    return 9
-
-
-def schema_id(types: Sequence[type[Record]]) -> int:
-    """A stable id of the record set's layout (names, tags, fields, types), so a ring written
-    by one build and read by another with different records fails on attach, not in a parse."""
-    parts = []
-    for cls in types:
-        info = msgspec.inspect.type_info(cls)
-        assert isinstance(info, msgspec.inspect.StructType)
-        fields = ",".join(f"{f.name}:{f.type!r}" for f in info.fields)
-        parts.append(f"{cls.__name__}={cls.__struct_config__.tag}({fields})")
-    return zlib.crc32(";".join(parts).encode()) | 0x5245 << 32  # "RE" marks a records schema
 
 
 class RecordCodec:
@@ -454,9 +389,10 @@ class RecordCodec:
         self.schema_id = schema_id(self.types)
         self.capacity_body = slot_size - _LENGTH_SIZE - STAMP_SIZE
         self._encoder = msgspec.msgpack.Encoder()
-        self._bounds = {cls: _int_bounds(cls) for cls in self.types}
-        union: Any = Union[self.types] if len(self.types) > 1 else self.types[0]  # noqa: UP007
-        self._decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(union)
+        self._bounds = {cls: int_bounds(cls) for cls in self.types}
+        #: the type a record of this codec decodes as (a union of ``types``, or the one)
+        self.union: Any = Union[self.types] if len(self.types) > 1 else self.types[0]  # noqa: UP007
+        self._decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(self.union)
         self._decode = self._decoder.decode
         # One struct per body length: length, body, padding and stamp in a single pack_into.
         self._packers = [

@@ -37,25 +37,7 @@ before it will land. Replay re-checks each replace against a state with at least
 fills settled: L is no larger, so the addition is no larger, and no event lowers a free
 balance, so every journaled check passes again (below).
 
-Settlement. A trade at price p of qty q moves notional(p, q) + the buyer's fee out of the
-buyer's hold and credits it base(q); moves base(q) out of the seller's hold and credits it
-notional - the seller's fee. A fee is floor(notional * bps / 10_000), the taker's bps for the
-aggressor and the maker's for the resting side, credited to the fee account (``RiskConfig.
-fee_account``, journaled as the fees are); rounding down never charges more than was reserved.
-Then the buyer's hold is cut back to what its remaining qty needs at its limit. That never
-goes short: with A = notional(limit, leaves_before) * m / 10_000 and B the same for the leaves
-after, the fill cost at most notional(limit, q) + floor(A - B) (p <= limit, bps <= m), and the
-hold had notional(limit, q) + ceil(A) - ceil(B) more than what is left needs, where
-floor(A - B) <= ceil(A) - ceil(B). The code checks it anyway, as it checks the matcher's
-leaves against its own, and raises ``AssertionError`` on a mismatch (a broken invariant).
-
-Order lifetimes. The matcher answers a new order with ``Accepted`` or ``Rejected``, a replace
-with ``Replaced`` or ``Rejected``, in command order; each order keeps the holds of its replaces
-in flight, first in first out. A cancel is not tracked: one for a live order is never rejected
-(its ``OrderDone`` releases everything), and once an order is done every replace still in
-flight will be rejected, so a reject then may release any of them. A reject sequenced before
-the order's own new order is about some other command and is ignored. ``OrderDone`` (any
-reason) releases what is held; the order is forgotten once nothing is in flight.
+Settlement (the matchers' events) and the orders' lifetimes: ``settlement.py``.
 
 Determinism. Only accepted commands are journaled, and a replay applies each with the events
 of everything before it already settled (sooner than the live router did). No event lowers a
@@ -70,34 +52,25 @@ The fees a trade settles under are journaled state, not config of the day (``fee
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
 from config.schema import RingexConfig
 from procs.common.records import (
-    Accepted,
     NewOrder,
-    OrderDone,
-    Record,
-    Rejected,
-    Replaced,
     ReplaceOrder,
-    Trade,
-    Triggered,
 )
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, Side
 from procs.core import fees
 from procs.core.accounts_state import AccountsState, OrderState
-from procs.core.money import BPS, Market
+from procs.core.money import Market
+from procs.core.settlement import DONE, OpenOrder, Settlement
 
 OK: Final = ResultCode.OK
 #: The most of one asset all accounts together may hold: records carry amounts as int64.
 MAX_TOTAL: Final = 2**63 - 1
-_PENDING, _LIVE, _DONE = 0, 1, 2  # an order's status: new order in flight, accepted, done
 # Enum members as module constants: ``Side.BUY`` is a class attribute lookup (~60 ns) on
 # paths a replay takes a million times.
 _BUY, _SELL = Side.BUY, Side.SELL
@@ -109,21 +82,7 @@ _LIMIT, _MARKET, _STOP, _STOP_LIMIT = (
 )
 
 
-@dataclass(slots=True)
-class _Order:
-    account: int
-    symbol: int
-    side: Side
-    price: int  # the limit (or cap) its hold is computed at
-    leaves: int
-    held: int  # hold(side, price, leaves) while not done, then 0
-    seq: int  # its new order's seq: a reject sequenced before is about another command
-    status: int = _PENDING
-    replaces: list[int] = field(default_factory=list)  # holds of replaces in flight
-    filled: int = 0  # of its total (an order from an older snapshot: 0, which overstates T)
-
-
-class Accounts:
+class Accounts(Settlement):
     """Balances and open orders of every account. Called by the router process only."""
 
     def __init__(self, cfg: RingexConfig) -> None:
@@ -143,18 +102,9 @@ class Accounts:
         #: idempotency key -> (account, asset, amount, seq) of its transfer (None: unknown)
         self._keys: dict[int, tuple[int, int, int, int] | None] = {}
         self._last: dict[int, int] = {}  # symbol -> last trade price seen
-        self._orders: dict[int, _Order] = {}
+        self._orders: dict[int, OpenOrder] = {}
         self._open: dict[int, int] = {}  # account -> orders sent and not done
-        #: event type -> what it does here (``apply``; the sequencer's settle loop looks
-        #: handlers up itself, one call an event less on the router's hot path)
-        self.handlers: dict[type, Callable[[Any], None]] = {
-            Trade: self._trade,
-            OrderDone: self._done,
-            Accepted: self._accepted,
-            Rejected: self._rejected,
-            Replaced: self._replaced,
-            Triggered: self._triggered,
-        }
+        self.handlers = self.settlement_handlers()
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -234,7 +184,7 @@ class Accounts:
         asset = market.hold_asset(side)
         if not self._reserve(account, asset, hold):
             return ResultCode.INSUFFICIENT_BALANCE, order
-        self._orders[order.order_id] = _Order(
+        self._orders[order.order_id] = OpenOrder(
             account, symbol, side, price, order.qty, hold, order.seq
         )
         self._open[account] = self._open.get(account, 0) + 1
@@ -269,7 +219,7 @@ class Accounts:
         if not self.max_notional:
             return OK
         order = self._orders.get(cmd.order_id)
-        if order is None or order.side != _SELL or order.status == _DONE:
+        if order is None or order.side != _SELL or order.status == DONE:
             return OK  # a buy is checked at its own price (reserve_replace); else the matcher
         market = self.markets[order.symbol]
         ref = self._last.get(order.symbol, 0)
@@ -285,7 +235,7 @@ class Accounts:
         order = self._orders.get(cmd.order_id)
         if (
             order is None
-            or order.status == _DONE
+            or order.status == DONE
             or order.account != cmd.account
             or order.symbol != cmd.symbol
         ):
@@ -300,18 +250,13 @@ class Accounts:
         ):
             return ResultCode.NOTIONAL_TOO_LARGE
         hold = self._replace_addition(market, order, cmd.price, cmd.order_qty)
-        if hold:  # ``_reserve``, inline: most replaces of a replay add nothing
-            slot = (order.account, market.hold_asset(order.side))
-            free = self._free.get(slot, 0)
-            if free < hold:
-                return ResultCode.INSUFFICIENT_BALANCE
-            self._free[slot] = free - hold
-            self._reserved[slot] = self._reserved.get(slot, 0) + hold
+        if not self._reserve(order.account, market.hold_asset(order.side), hold):
+            return ResultCode.INSUFFICIENT_BALANCE
         order.replaces.append(hold)
         return OK
 
     @staticmethod
-    def _replace_addition(market: Market, order: _Order, price: int, total: int) -> int:
+    def _replace_addition(market: Market, order: OpenOrder, price: int, total: int) -> int:
         """What a replace to ``price`` and new ``total`` may add to ``order``'s hold."""
         if order.replaces:  # another in flight: which of them lands first is not known here
             return market.hold(order.side, price, total)
@@ -336,155 +281,6 @@ class Accounts:
         self._free[slot] = free - amount
         self._reserved[slot] = self._reserved.get(slot, 0) + amount
         return True
-
-    # -- events ---------------------------------------------------------------------------------
-
-    def apply(self, event: Record) -> None:
-        """Apply one matcher event; events of other kinds (book levels, status) are ignored."""
-        handler = self.handlers.get(type(event))
-        if handler is not None:
-            handler(event)
-
-    def _accepted(self, accepted: Accepted) -> None:
-        order = self._order(accepted.order_id, "accepted")
-        seen = (order.status, order.price, order.leaves)
-        if seen != (_PENDING, accepted.price, accepted.qty):
-            raise AssertionError(
-                f"order {accepted.order_id} accepted at price={accepted.price} "
-                f"qty={accepted.qty}, the router has status={order.status} "
-                f"price={order.price} qty={order.leaves}"
-            )
-        order.status = _LIVE
-
-    def _triggered(self, triggered: Triggered) -> None:
-        self._order(triggered.order_id, "triggered")  # reserved at entry: nothing to do
-
-    def _trade(self, trade: Trade) -> None:
-        market = self.markets[trade.symbol]
-        notional = market.notional(trade.price, trade.qty)
-        base = trade.qty * market.base_scale
-        maker_fee, taker_fee = market.fees(trade.price, trade.qty)
-        maker = (trade.maker_order_id, trade.maker_leaves, maker_fee)
-        taker = (trade.taker_order_id, trade.taker_leaves, taker_fee)
-        (buy_id, buy_leaves, buy_fee), (sell_id, sell_leaves, sell_fee) = (
-            (taker, maker) if trade.aggressor == _BUY else (maker, taker)
-        )
-        buyer = self._fill(market, buy_id, trade, buy_leaves, notional + buy_fee)
-        seller = self._fill(market, sell_id, trade, sell_leaves, base)
-        self._credit(buyer.account, market.base, base)
-        self._credit(seller.account, market.quote, notional - sell_fee)
-        self._credit(self.fee_account, market.quote, buy_fee + sell_fee)
-        self._last[trade.symbol] = trade.price
-
-    def _fill(self, market: Market, oid: int, trade: Trade, leaves: int, cost: int) -> _Order:
-        """Take ``cost`` out of order ``oid``'s hold, then release what its rest needs no more."""
-        order = self._order(oid, f"trade {trade.trade_id}")
-        if order.status != _LIVE or order.leaves - trade.qty != leaves:
-            raise AssertionError(
-                f"trade {trade.trade_id} fills {trade.qty} of order {oid} leaving {leaves}; the "
-                f"router has status={order.status} leaves={order.leaves}"
-            )
-        order.leaves = leaves
-        order.filled += trade.qty
-        need = market.hold(order.side, order.price, leaves)
-        excess = order.held - cost - need
-        if excess < 0:
-            raise AssertionError(
-                f"trade {trade.trade_id} costs order {oid} {cost} but it holds {order.held} "
-                f"and its rest needs {need}"
-            )
-        asset = market.hold_asset(order.side)
-        self._spend(order.account, asset, cost)
-        self._unreserve(order.account, asset, excess)
-        order.held = need
-        return order
-
-    def _done(self, done: OrderDone) -> None:
-        order = self._order(done.order_id, "done")
-        if order.status != _LIVE or order.leaves != done.leaves_qty:
-            raise AssertionError(
-                f"order {done.order_id} done ({done.reason.name}) with {done.leaves_qty} left; "
-                f"the router has status={order.status} leaves={order.leaves}"
-            )
-        self._end(done.order_id, order)
-
-    def _rejected(self, rejected: Rejected) -> None:
-        order = self._orders.get(rejected.order_id)
-        if (
-            order is None
-            or order.account != rejected.account
-            or order.symbol != rejected.symbol
-            or rejected.seq < order.seq
-        ):
-            return  # a command of ours never tracked: a cancel, another's order, an unknown id
-        if order.status == _PENDING:  # the new order itself
-            self._end(rejected.order_id, order)
-        elif order.replaces:
-            market = self.markets[order.symbol]
-            self._unreserve(order.account, market.hold_asset(order.side), order.replaces.pop(0))
-            if order.status == _DONE and not order.replaces:
-                del self._orders[rejected.order_id]
-
-    def _replaced(self, replaced: Replaced) -> None:
-        order = self._orders.get(replaced.order_id) or self._order(replaced.order_id, "replaced")
-        if order.status != _LIVE or not order.replaces:
-            raise AssertionError(
-                f"order {replaced.order_id} replaced with no replace of it in flight "
-                f"(status={order.status})"
-            )
-        market = self.markets[order.symbol]
-        held = order.held + order.replaces.pop(0)
-        price, leaves = order.price, order.leaves = replaced.price, replaced.qty
-        if order.side == _SELL:  # market.hold and hold_asset, inline: the replay's hot path
-            need, asset = leaves * market.base_scale, market.base
-        else:
-            notional = price * leaves * market.quote_scale
-            need, asset = notional - (-notional * market.margin_bps // BPS), market.quote
-        if held < need:
-            raise AssertionError(f"order {replaced.order_id} replaced needs {need}, holds {held}")
-        self._unreserve(order.account, asset, held - need)
-        order.held = need
-
-    def _end(self, oid: int, order: _Order) -> None:
-        """The order is done: release its hold; forget it once no replace of it is in flight."""
-        market = self.markets[order.symbol]
-        self._unreserve(order.account, market.hold_asset(order.side), order.held)
-        order.held, order.status = 0, _DONE
-        self._open[order.account] -= 1
-        if not self._open[order.account]:
-            del self._open[order.account]
-        if not order.replaces:
-            del self._orders[oid]
-
-    def _unreserve(self, account: int, asset: int, amount: int) -> None:
-        """Give ``amount`` of a reserved balance back to free: ``_spend``, then ``_credit``
-        written out (every replace and done of a replay takes it)."""
-        self._spend(account, asset, amount)
-        if amount:
-            slot = (account, asset)
-            self._free[slot] = self._free.get(slot, 0) + amount
-
-    def _spend(self, account: int, asset: int, amount: int) -> None:
-        """Take ``amount`` out of a reserved balance (a fill paid it, or it goes back)."""
-        slot = (account, asset)
-        left = self._reserved.get(slot, 0) - amount
-        if left < 0:
-            raise AssertionError(f"reserved {asset} of account {account} would go to {left}")
-        if left:
-            self._reserved[slot] = left
-        else:
-            self._reserved.pop(slot, None)
-
-    def _credit(self, account: int, asset: int, amount: int) -> None:
-        if amount:
-            slot = (account, asset)
-            self._free[slot] = self._free.get(slot, 0) + amount
-
-    def _order(self, oid: int, what: str) -> _Order:
-        order = self._orders.get(oid)
-        if order is None:
-            raise AssertionError(f"{what} event for order {oid}, which the router does not know")
-        return order
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -577,11 +373,11 @@ class Accounts:
         for o in state.orders:
             if o.symbol not in accounts.markets:
                 raise ValueError(f"snapshot order {o.order_id} is on unknown symbol {o.symbol}")
-            accounts._orders[o.order_id] = _Order(
+            accounts._orders[o.order_id] = OpenOrder(
                 *(o.account, o.symbol, Side(o.side), o.price, o.leaves, o.held, o.seq),
                 *(o.status, list(o.replaces), o.filled),
             )
-            if o.status != _DONE:
+            if o.status != DONE:
                 accounts._open[o.account] = accounts._open.get(o.account, 0) + 1
                 market = accounts.markets[o.symbol]
                 need = market.hold(Side(o.side), o.price, o.leaves)
@@ -606,7 +402,7 @@ class Accounts:
         for oid, o in self._orders.items():
             market = self.markets[o.symbol]
             asset = market.hold_asset(o.side)
-            if o.status == _DONE:
+            if o.status == DONE:
                 assert o.held == 0, f"done order {oid} holds {o.held}"
                 assert o.replaces, f"done order {oid} with nothing in flight is kept"
             else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from config.schema import RingexConfig
+from config.schema import AssetConfig, RingexConfig, SymbolConfig
 from procs.common.types import Side
 
 BPS: Final = 10_000  # basis points in one
@@ -35,15 +35,16 @@ class Market:
 
     @classmethod
     def all(cls, cfg: RingexConfig) -> dict[int, Market]:
-        markets = {}
-        for s in cfg.symbols:
-            base, quote = cfg.asset(s.base), cfg.asset(s.quote)
-            markets[s.id] = cls(
-                *(s.id, base.id, quote.id, s.tick, s.band_bps, s.maker_fee_bps, s.taker_fee_bps),
-                10 ** (quote.decimals - s.price_decimals - s.qty_decimals),
-                10 ** (base.decimals - s.qty_decimals),
-            )
-        return markets
+        return {s.id: cls.of(s, cfg.asset(s.base), cfg.asset(s.quote)) for s in cfg.symbols}
+
+    @classmethod
+    def of(cls, s: SymbolConfig, base: AssetConfig, quote: AssetConfig) -> Market:
+        """Symbol ``s``'s rules under its configured fees."""
+        return cls(
+            *(s.id, base.id, quote.id, s.tick, s.band_bps, s.maker_fee_bps, s.taker_fee_bps),
+            10 ** (quote.decimals - s.price_decimals - s.qty_decimals),
+            10 ** (base.decimals - s.qty_decimals),
+        )
 
     def notional(self, price: int, qty: int) -> int:
         return price * qty * self.quote_scale

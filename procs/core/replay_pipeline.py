@@ -38,7 +38,7 @@ import os
 import signal
 import struct
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from typing import Any, BinaryIO, Final, Union
+from typing import Any, BinaryIO, Final
 
 import msgspec
 
@@ -75,12 +75,11 @@ def replay_in_child(
     matcher's state after the tail (``Matcher.snapshot``); raises ``ReplayChildError``, or
     whatever ``step`` raised (the child killed and reaped first)."""
     read_fd, write_fd = os.pipe()
-    collecting = gc.isenabled()
-    gc.disable()  # both sides, for the replay (below)
     pid = os.fork()
     if pid == 0:  # the child: never back into the caller's frames
         status = 1
         try:
+            gc.disable()  # for good: it exits after the tail (module docstring)
             os.close(read_fd)
             with open(write_fd, "wb") as out:
                 _child(out, entries, last, codec, route, matchers, keep)
@@ -89,6 +88,8 @@ def replay_in_child(
             os._exit(status)
     os.close(write_fd)
     reaped = False
+    collecting = gc.isenabled()
+    gc.disable()  # while the tail replays (module docstring)
     try:
         with open(read_fd, "rb") as inp:
             states = _parent(inp, codec, step)
@@ -149,7 +150,7 @@ def _send(out: BinaryIO, kind: int, body: bytes) -> None:
 
 
 def _parent(inp: BinaryIO, codec: RecordCodec, step: Step) -> dict[str, bytes]:
-    union: Any = Union[codec.types] if len(codec.types) > 1 else codec.types[0]  # noqa: UP007
+    union: Any = codec.union
     chunks = msgspec.msgpack.Decoder(list[tuple[union, list[list[union]]]]).decode
     states = msgspec.msgpack.Decoder(dict[str, bytes]).decode
     while True:

@@ -95,9 +95,8 @@ class Sequencer:
     next_seq: int = 1
     next_order_id: int = 1
     settled_upto: int = 0  # events of commands up to here are applied
-    _owner: dict[int, str] = field(default_factory=dict)  # symbol id -> matcher name
     _all: tuple[str, ...] = ()
-    _routes: dict[int, tuple[str, ...]] = field(default_factory=dict)  # symbol id -> (its matcher,)
+    _routes: dict[int, tuple[str, ...]] = field(default_factory=dict)  # symbol id -> (owner,)
     _client_ids: dict[tuple[int, int, int], int] = field(default_factory=dict)
     _by_order: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     _buckets: dict[int, _Bucket] = field(default_factory=dict)
@@ -105,9 +104,8 @@ class Sequencer:
     def __post_init__(self) -> None:
         for matcher in self.cfg.matchers:
             for name in matcher.symbols:
-                self._owner[self.cfg.symbol(name).id] = matcher.name
+                self._routes[self.cfg.symbol(name).id] = (matcher.name,)
         self._all = tuple(m.name for m in self.cfg.matchers)
-        self._routes = {symbol: (name,) for symbol, name in self._owner.items()}
 
     # -- live ---------------------------------------------------------------------------------
 
@@ -128,8 +126,8 @@ class Sequencer:
         raise TypeError(f"the router does not sequence {kind.__name__} records")
 
     def _order(self, cmd: NewOrder | CancelOrder | ReplaceOrder, now_ns: int) -> Decision:
-        matcher = self._owner.get(cmd.symbol)
-        if matcher is None:
+        owner = self._routes.get(cmd.symbol)
+        if owner is None:
             return Decision(None, reply=_reject(cmd, ResultCode.UNKNOWN_SYMBOL))
         if not self._allow(cmd.account, now_ns):
             return Decision(None, reply=_reject(cmd, ResultCode.ACCOUNT_RATE_LIMITED))
@@ -150,14 +148,14 @@ class Sequencer:
             self.next_seq += 1
             self._client_ids[key] = order.order_id
             self._by_order[order.order_id] = key
-            return Decision(order, (matcher,))
+            return Decision(order, owner)
         if isinstance(cmd, ReplaceOrder):
             code = self.accounts.replace_sell_notional(cmd)
             if code == _OK:
                 code = self.accounts.reserve_replace(cmd)
             if code != _OK:
                 return Decision(None, reply=_reject(cmd, code))
-        return Decision(self._stamp(cmd, now_ns), (matcher,))
+        return Decision(self._stamp(cmd, now_ns), owner)
 
     def _mass_cancel(self, cmd: MassCancel, now_ns: int) -> Decision:
         """A mass cancel draws on the account's command rate like any other command (one
@@ -227,10 +225,7 @@ class Sequencer:
         return self._targets(symbol) or NOWHERE
 
     def _targets(self, symbol: int) -> tuple[str, ...] | None:
-        if symbol == 0:
-            return self._all
-        matcher = self._owner.get(symbol)
-        return None if matcher is None else (matcher,)
+        return self._all if symbol == 0 else self._routes.get(symbol)
 
     def _stamp(self, cmd: R, now_ns: int) -> R:
         stamped = msgspec.structs.replace(cmd, seq=self.next_seq, ts_ns=now_ns)

@@ -14,7 +14,7 @@
                                                    dead host sends no FIN)
     primary -> standby   Refused(reason)           and the connection closes
     primary -> standby   StateFile(path, offset, data, reset)   a gateway state file's new
-                                                   bytes (``files.py``); not acknowledged
+                                                   bytes (``files.py``); its Ack says only "heard"
     operator -> primary  AskEpochs()               only the EpochHistory, then the connection
                                                    closes (``failover.py demote``)
     primary -> standby   Heartbeat()               every HEARTBEAT_S while there is nothing

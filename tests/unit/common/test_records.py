@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from procs.common.record_layout import max_encoded_size, schema_id
 from procs.common.records import (
     RECORD_TYPES,
     NewOrder,
@@ -19,8 +20,6 @@ from procs.common.records import (
     RecordCodec,
     RecordDecodeError,
     Trade,
-    max_encoded_size,
-    schema_id,
 )
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, Side, StpMode, TimeInForce

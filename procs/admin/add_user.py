@@ -1,0 +1,116 @@
+"""``ringex admin add-user``: a FIX user with its account, opened and funded, in the order
+that never strands money: every argument is checked before anything is opened, the user is
+stored as soon as its account is open, then the deposits go in one at a time."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from config.schema import RingexConfig
+from procs.admin.client import AdminClient, AdminError, check_account, to_minor_units
+from procs.common.result_codes import ResultCode
+from procs.common.topology import users_path
+from procs.common.users import UserStore
+
+
+def add_user(
+    cfg: RingexConfig, args: argparse.Namespace, connect: Callable[[], AdminClient | None]
+) -> int:
+    """A FIX user (the gateways' user store) with its account, opened and funded; its exit
+    status. ``connect``: the admin client of the running instance (None: it is not, said)."""
+    store = UserStore(users_path(cfg))
+    comp_id = args.comp_id or args.username
+    chosen = args.account is not None  # 0 is a choice too (refused below), not "none"
+    account = args.account if chosen else max((u.account for u in store.users()), default=99) + 1
+    if not chosen and account == cfg.risk.fee_account:
+        account += 1  # a default never lands on the fee account
+    if account == cfg.risk.fee_account:
+        print(fee_account_taken(cfg, "add-user"), file=sys.stderr)
+        return 2
+    if not comp_id or len(comp_id) > 32:  # before anything is opened or funded
+        print(f"ringex admin add-user: comp id {comp_id!r} must be 1..32 characters",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    existing = store.get(comp_id)
+    if existing is not None:  # its logon names its account for good
+        print(f"ringex admin add-user: comp id {comp_id} is a user already (account "
+              f"{existing.account}); deposit to it with `ringex admin deposit`",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        check_account(account)
+    except AdminError as exc:
+        print(f"ringex admin add-user: {exc}", file=sys.stderr)
+        return 2
+    deposits = [d.split("=", 1) for d in args.deposit]
+    if any(len(d) != 2 for d in deposits):
+        print("ringex admin add-user: --deposit takes ASSET=AMOUNT", file=sys.stderr)
+        return 2
+    try:
+        for asset, amount in deposits:
+            if to_minor_units(cfg, asset, amount)[1] <= 0:  # else a withdrawal, or nothing
+                raise AdminError(f"deposit {asset}={amount} must be more than 0")
+    except (AdminError, KeyError) as exc:
+        print(f"ringex admin add-user: {exc}", file=sys.stderr)
+        return 2
+    client = connect()
+    if client is None:
+        return 1
+    try:
+        opened = client.create_account(account)
+        # A default account is a new one: one that exists (opened by create-account, or by
+        # another add-user just now) may hold someone's money. An explicit one may exist.
+        for _ in range(1000):
+            if chosen or opened.code != ResultCode.ACCOUNT_EXISTS:
+                break
+            account += 1 + (account + 1 == cfg.risk.fee_account)
+            opened = client.create_account(account)
+        allowed = (ResultCode.OK, ResultCode.ACCOUNT_EXISTS) if chosen else (ResultCode.OK,)
+        if opened.code not in allowed:
+            print(f"account {account}: {opened.code.name}", file=sys.stderr)
+            return 1
+        # The account is open: its user is stored now, so that no deposit below (refused,
+        # or the command killed) leaves money in an account no one can log on to.
+        store.add(comp_id, args.password, account)
+        done, refused = deposit_in_turn(client, account, deposits)
+    except (AdminError, KeyError) as exc:
+        print(f"ringex admin: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    funded = ", ".join(f"{a} {m}" for a, m in done) or "nothing"
+    print(f"user {args.username}: SenderCompID {comp_id}, account {account}, deposited {funded}")
+    if refused:
+        unsent = ", ".join(f"{a} {m}" for a, m in deposits[len(done) + 1 :]) or "none"
+        print(f"ringex admin add-user: deposit {refused}; not sent: {unsent} (user "
+              f"{args.username} is stored with account {account}: deposit the rest with "
+              f"`ringex admin deposit --account {account}`)", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def deposit_in_turn(
+    client: AdminClient, account: int, deposits: list[list[str]]
+) -> tuple[list[list[str]], str]:
+    """``add-user``'s deposits (``[asset, amount]``), one after another until one is not
+    made: those made, and the one that was not with why ("" when all were made)."""
+    done: list[list[str]] = []
+    for asset, amount in deposits:
+        try:
+            reply = client.transfer(account, asset, amount)
+        except AdminError as exc:  # no answer: it may still be applied (the error names its key)
+            return done, f"{asset} {amount}: {exc}"
+        if reply.code != ResultCode.OK:
+            return done, f"{asset} {amount}: {reply.code.name}"
+        done.append([asset, amount])
+    return done, ""
+
+
+def fee_account_taken(cfg: RingexConfig, command: str) -> str:
+    fee = cfg.risk.fee_account
+    return (
+        f"ringex admin {command}: account {fee} is the exchange's fee account "
+        f"(risk.fee_account = {fee}), which collects every fee: pick another"
+    )

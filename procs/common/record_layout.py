@@ -1,0 +1,73 @@
+"""A record type's layout, read off its msgspec fields: the worst-case size of its
+MessagePack encoding (what sizes a ring's slots), the bounds of its integer fields (what the
+codec's backstop checks) and a schema id of a record set (what a ring's header carries, so a
+ring written by one build and read by another with different records fails on attach)."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import msgspec
+
+
+def max_encoded_size(cls: type[msgspec.Struct]) -> int:
+    """Worst-case MessagePack size of a ``cls`` record, from its fields' integer bounds."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    items = len(info.fields) + 1  # the tag is the first array element
+    size = 1 if items <= 15 else 3  # fixarray or array16 header
+    size += _int_size(0, int(cls.__struct_config__.tag))  # type: ignore[arg-type]
+    for field in info.fields:
+        bounds = _bounds(field.type)
+        if bounds is None:
+            raise TypeError(f"record field type {field.type!r} has no fixed worst-case size")
+        size += _int_size(*bounds)
+    return size
+
+
+def int_bounds(cls: type[msgspec.Struct]) -> list[tuple[str, int, int]]:
+    """``cls``'s integer fields with their bounds (an enum's: its values' range)."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    out = []
+    for field in info.fields:
+        bounds = _bounds(field.type)
+        if bounds is not None:
+            out.append((field.name, *bounds))
+    return out
+
+
+def _bounds(t: msgspec.inspect.Type) -> tuple[int, int] | None:
+    """(low, high) of an integer or integer enum field; None for any other type."""
+    if isinstance(t, msgspec.inspect.IntType):
+        low = t.ge if t.ge is not None else -(2**63)
+        high = t.le if t.le is not None else 2**64 - 1
+        return low, high
+    if isinstance(t, msgspec.inspect.EnumType):
+        values = [member.value for member in t.cls]
+        return min(values), max(values)
+    return None
+
+
+def _int_size(low: int, high: int) -> int:
+    if low >= -32 and high <= 127:
+        return 1  # fixint
+    if low >= -(2**7) and high <= 2**8 - 1:
+        return 2
+    if low >= -(2**15) and high <= 2**16 - 1:
+        return 3
+    if low >= -(2**31) and high <= 2**32 - 1:
+        return 5
+    return 9
+
+
+def schema_id(types: Sequence[type[msgspec.Struct]]) -> int:
+    """A stable id of the record set's layout (names, tags, fields, types)."""
+    parts = []
+    for cls in types:
+        info = msgspec.inspect.type_info(cls)
+        assert isinstance(info, msgspec.inspect.StructType)
+        fields = ",".join(f"{f.name}:{f.type!r}" for f in info.fields)
+        parts.append(f"{cls.__name__}={cls.__struct_config__.tag}({fields})")
+    return zlib.crc32(";".join(parts).encode()) | 0x5245 << 32  # "RE" marks a records schema
