@@ -67,11 +67,14 @@ SEQUENCED = frozenset(
 class Decision:
     """What became of one gateway command: ``command`` is the sequenced record (None when
     refused), ``matchers`` where it goes, ``reply`` what the gateway is told (now when
-    refused; after the command is durable when it is an account command)."""
+    refused; after the command is durable when it is an account command). ``journaled``:
+    the seq of a command a run before a restart journaled, read again (``command`` None:
+    not sequenced twice; ``reply`` the answer it is still owed, ``answered_again``)."""
 
     command: Record | None
     matchers: tuple[str, ...] = NOWHERE
     reply: Record | None = None
+    journaled: int = 0
 
 
 class RouterState(msgspec.Struct, frozen=True, array_like=True):

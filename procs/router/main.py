@@ -76,7 +76,7 @@ from procs.core.watches import Watches
 from procs.router.gateway_rings import read_commands
 from procs.router.held import Batch, HeldBatches
 from procs.router.reply_queue import send_pending
-from procs.router.reread import Owed, Reread
+from procs.router.reread import Reread
 from procs.router.snapshots import Snapshots
 from shm import Ring
 from shm.consumer import Consumer
@@ -172,9 +172,10 @@ class RouterShell:
         self._watch_requests: list[tuple[int, WatchBalances]] = []  # answered once none is
         #: a matcher's unread input past which no gateway command is taken (``_books_behind``)
         self._books_limit = cfg.ring.capacity // 8
-        #: (seq, gateway, reply) owed to a command read again after a restart, waiting for
-        #: the standby to hold its entry (sync mode)
-        self._owed: list[Owed] = []
+        #: gateway -> its replies parked behind an answer owed to a command read again after
+        #: a restart whose entry the standby lacks yet (sync mode): (the seq the standby must
+        #: hold first, 0: none; reply), in the order of its commands (``_answer``)
+        self._owed: dict[int, collections.deque[tuple[int, Record]]] = {}
         self._beat_due = 0.0
         self._behind_rounds = 0
         self._resend_unrouted(recovered.last_seq)
@@ -254,8 +255,6 @@ class RouterShell:
     def step(self, timeout_s: float = 0.05) -> int:
         """One batch; returns how many gateway commands it took (watches included)."""
         self._beat()
-        if self._owed:
-            self._pay_owed()
         if self.acks is not None and self.acks.words[FENCED]:
             return self._fenced(timeout_s)
         if self._unrouted and not self._send_unrouted():
@@ -273,15 +272,19 @@ class RouterShell:
         for gateway, consumer in self.inputs:
             if pending[gateway]:  # its replies wait for room: take no more of its commands
                 continue
-            commands = read_commands(consumer, quota)
-            if gateway in self._reread:
-                commands = self._not_done_before(gateway, consumer, commands)
+            read = read_commands(consumer, quota)
+            commands: Sequence[Record | Decision] = read
+            if gateway in self._reread:  # after a restart: owed answers in their places
+                commands = self._reread.filter(gateway, consumer, read, self.sequencer)
             for command in commands:
                 kind = type(command)
                 if kind is WatchBalances:  # read-only: not for the sequencer
                     watch_requests.append((gateway, command))  # type: ignore[arg-type]
                 elif kind in SEQUENCED:
-                    decisions.append(submit(command, time.time_ns()))
+                    decisions.append(submit(command, time.time_ns()))  # type: ignore[arg-type]
+                    origins.append(gateway)
+                elif kind is Decision:  # owed to a command journaled before a restart
+                    decisions.append(command)  # type: ignore[arg-type]
                     origins.append(gateway)
                 else:  # a gateway's bug: never the router's end
                     log.error("gateway %d sent %r, which is not a command: ignored",
@@ -317,9 +320,14 @@ class RouterShell:
             self.watches.touch_commands([d.command for d in batch.decisions if d.command])
         for name, commands in route_all(batch.decisions).items():
             self._publish(self.to_matchers[name], commands)
+        pending, owed = self.pending_replies, self._owed
         for gateway, decision in zip(batch.origins, batch.decisions, strict=True):
-            if decision.reply is not None:
-                self.pending_replies[gateway].append(decision.reply)
+            reply = decision.reply
+            if reply is not None:
+                if owed or decision.journaled:
+                    self._answer(gateway, reply, decision.journaled)
+                else:
+                    pending[gateway].append(reply)
         self._flush_replies(batch.watch_requests)
 
     def _route_durable(self) -> None:
@@ -341,18 +349,34 @@ class RouterShell:
         self._idle(timeout_s if due is None else min(timeout_s, due))
         self._route_durable()
 
+    def _answer(self, gateway: int, reply: Record, journaled: int = 0) -> None:
+        """Queue ``reply`` for ``gateway`` in its command's order: an answer owed to a command
+        journaled at ``journaled`` before a restart waits until the standby holds that entry
+        (sync mode: an answer says the command is durable there too), and every later reply
+        of the gateway waits behind it, even a refusal, which promises nothing durable."""
+        parked = self._owed.get(gateway)
+        if parked is None and self._standby_holds(journaled):
+            self.pending_replies[gateway].append(reply)
+            return
+        if parked is None:
+            parked = self._owed[gateway] = collections.deque()
+        parked.append((journaled, reply))
+
+    def _standby_holds(self, seq: int) -> bool:
+        """Whether an answer may say that the entry at ``seq`` is durable (a gate degraded to
+        async, or none, asks nothing of the standby)."""
+        gate = self.gate
+        return gate is None or gate.degraded or gate.block.acked_seq >= seq
+
     def _pay_owed(self) -> None:
-        """Queue the answers owed to commands read again after a restart whose entries the
-        standby now holds (sync mode: an answer says the command is durable there too; a
-        gate degraded to async, or none, asks nothing)."""
-        gate, acks = self.gate, self.acks
-        keep = []
-        for seq, gateway, reply in self._owed:
-            if gate is None or gate.degraded or (acks is not None and acks.acked_seq >= seq):
-                self.pending_replies[gateway].append(reply)
-            else:
-                keep.append((seq, gateway, reply))
-        self._owed = keep
+        """Queue each gateway's parked replies up to the first one the standby may not allow
+        yet (``_answer``)."""
+        for gateway, parked in list(self._owed.items()):
+            queue = self.pending_replies[gateway]
+            while parked and self._standby_holds(parked[0][0]):
+                queue.append(parked.popleft()[1])
+            if not parked:
+                del self._owed[gateway]
 
     def _beat(self) -> None:
         """Every ``BEAT_S``, a heartbeat on every line this router reads: alive, whether it
@@ -369,7 +393,7 @@ class RouterShell:
         """Commit each gateway's ring whose replies are all out: one whose replies still
         wait for room stays uncommitted, so a restart reads those commands again instead of
         leaving them unanswered (the replies are in this process's memory only)."""
-        owed = {gateway for _seq, gateway, _reply in self._owed} | self._held.gateways()
+        owed = set(self._owed) | self._held.gateways()
         at = self.journal.next_seq
         for gateway, consumer in self.inputs:
             if not self.pending_replies[gateway] and gateway not in owed:
@@ -385,14 +409,6 @@ class RouterShell:
                             "committed regardless", gateway, at - since)  # fmt: skip
                 consumer.commit()
                 self._waiting_since[gateway] = at
-
-    def _not_done_before(
-        self, gateway: int, consumer: Consumer[Record], commands: list[Record]
-    ) -> list[Record]:
-        kept = self._reread.filter(gateway, consumer, commands, self.sequencer, self._owed)
-        if self._owed:
-            self._pay_owed()  # what needs no standby's word goes with this step's replies
-        return kept
 
     def _books_behind(self) -> bool:
         """True (after one idle round) while a matcher has more than an eighth of its input
@@ -430,10 +446,16 @@ class RouterShell:
         publishes it once the standby has it; a fenced one is cut by the rebuild); the
         gateways' rings are left uncommitted, so the restart reads the batch again, does not
         sequence it twice (``JournaledTail``) and answers what it owes once the standby has
-        it; refusals, which promise nothing durable, are answered now."""
+        it. Refusals, which promise nothing durable, are answered now, those a gateway sent
+        before its first command of the batch that waits: a later one answered now would
+        overtake that command's owed answer; unanswered, it is decided again after the
+        restart, in its place."""
+        waits: set[int] = set()  # the gateways with a command of the batch that waits
         for gateway, decision in zip(origins, decisions, strict=True):
-            if decision.command is None and decision.reply is not None:
-                self.pending_replies[gateway].append(decision.reply)
+            if decision.command is not None or decision.journaled:
+                waits.add(gateway)
+            elif decision.reply is not None and gateway not in waits:
+                self._answer(gateway, decision.reply)
         self._send_pending()
         why = "fenced" if self.acks is not None and self.acks.words[FENCED] else "stopping"
         log.warning("%s while batch %d waited for the standby: left unpublished",
@@ -467,6 +489,8 @@ class RouterShell:
         if (self._watch_requests or self.watches) and not self._held:
             self._queue_balances(self._watch_requests)
             self._watch_requests = []
+        if self._owed:
+            self._pay_owed()
         self._send_pending()
 
     def _send_pending(self) -> None:

@@ -10,6 +10,11 @@ the end of what each ring held at the start:
 - a command answered then (its reply is still in the gateway's reply ring) is not decided
   again: a refusal must not become an acceptance on the state recovery settled since.
 
+An owed OK takes its command's place among the commands read (a ``Decision`` with
+``journaled`` set), so it leaves with the replies of the commands beside it, in their order:
+a run before the crash sent its replies in order, so those it sent are the first ones, and
+the gateway reads the rest, owed or decided again, as a run without the crash would send them.
+
 Past the end a ring held at the start, nothing can be, and the gateway is forgotten.
 """
 
@@ -19,14 +24,10 @@ import logging
 
 from procs.common.records import Record
 from procs.core.recovery import Identity, identity
-from procs.core.sequencer import Sequencer, answered_again
+from procs.core.sequencer import Decision, Sequencer, answered_again
 from shm import Consumer, Ring, RingError
 
 log = logging.getLogger("ringex.router")
-
-#: (seq, gateway, reply): an answer owed to a command read again (sync mode: sent once the
-#: standby holds ``seq``)
-Owed = tuple[int, int, Record]
 
 
 class Reread:
@@ -51,28 +52,30 @@ class Reread:
         consumer: Consumer[Record],
         commands: list[Record],
         sequencer: Sequencer,
-        owed: list[Owed],
-    ) -> list[Record]:
-        """``commands`` without those a run before the restart journaled or answered; the
-        answers a journaled one is still owed go to ``owed``."""
+    ) -> list[Record | Decision]:
+        """``commands`` in order, less those a run before the restart answered; one it
+        journaled and did not answer is replaced by the ``Decision`` that owes its answer
+        (none for an order: its matcher answers it)."""
         journaled, told, end = self._gateways[gateway]
-        kept = []
+        kept: list[Record | Decision] = []
+        again = 0
         for command in commands:
             key = identity(command)
             ref = (getattr(command, "session", 0), getattr(command, "client_ref", 0))
             if key is not None and key in journaled:
+                again += 1
                 seq = journaled[key]
                 reply = None if ref in told else answered_again(sequencer, command, seq)
                 if reply is not None:
-                    owed.append((seq, gateway, reply))
+                    kept.append(Decision(None, reply=reply, journaled=seq))
             elif ref in told and key is not None:
-                pass  # refused before the restart, and told so: not decided again
+                again += 1  # refused before the restart, and told so: not decided again
             else:
                 kept.append(command)
-        if len(kept) < len(commands):
+        if again:
             log.warning(
                 "gateway %d: %d command(s) decided before the restart were read again: not "
-                "decided twice", gateway, len(commands) - len(kept),
+                "decided twice", gateway, again,
             )  # fmt: skip
         if consumer.sequence >= end:
             del self._gateways[gateway]
