@@ -10,12 +10,15 @@ session_end_utc``). The rules, and why:
   them would only be noise in the journal).
 - The last end sent is what was *scheduled*, not when it went (a send delayed by a busy
   admin ring still counts for its day), and it outlives the supervisor (``session_end.py``
-  keeps it in the run directory): a supervisor restarted just after an end does not send
-  it again, and one that was down across an end sends it once it runs again.
+  keeps it in the run directory, and takes an end the journal holds as sent): a supervisor
+  restarted just after an end does not send it again, and one that was down across an end
+  sends it once it runs again. A promoted standby goes on from the record its supervisor
+  kept of its primary's ends, so an end its primary straddled is due, and sent, once.
 - With nothing remembered (a first start, or the schedule just configured) the end that
   already passed is taken as sent: a schedule starts with its next end, so turning it on
   never expires an instance's DAY orders at once.
-- A manual ``ringex admin end-session`` does not move the schedule.
+- A manual ``ringex admin end-session`` before an end does not move the schedule; one for
+  every symbol at or after it is that day's end (``journaled_ends.py``).
 
 Integer nanoseconds since the epoch, UTC (``time.time_ns()``); a clock set back simply
 makes the next end later.

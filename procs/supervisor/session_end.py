@@ -1,13 +1,30 @@
 """The supervisor's daily session end: sends END_OF_SESSION (every symbol) through the admin
-rings when ``session_clock`` says one is due, and remembers it in the run directory.
+rings when ``session_clock`` says one is due and the journal does not hold it, and remembers
+it in the run directory.
 
-``poll`` is called from the supervisor's loop about once a second and never blocks: the
-admin ring is tried once (an operator's ``ringex admin`` holding it, or a full ring, means
-another try at the next poll), and the rest is integer arithmetic. The remembered end
-(``var/<instance>/run/session_end.json``) is what keeps a restarted supervisor from sending
-an end twice. It is written after the send: a crash between the two sends the end again at
-the next start, which expires only DAY orders entered since; written first, a crash could
-lose the end and leave the whole day's DAY orders resting.
+``poll`` is called from the supervisor's loop about once a second and never waits on another
+process: the admin ring is tried once (an operator's ``ringex admin`` holding it, or a full
+ring, means another try at the next poll), and the rest is integer arithmetic, but for a look
+at the journal once an end is due (a bisection, then the entries since the end: milliseconds,
+unless the journal ran long past the end without one; ``journaled_ends.py``).
+
+Two records of the ends sent. The remembered end (``var/<instance>/run/session_end.json``) is
+this host's: it keeps a restarted supervisor from sending an end twice, and tells a first
+start under the schedule (none) from one that was down across an end. The journal is the
+instance's, and what a standby holds and a promotion inherits: before an end is sent, an
+END_OF_SESSION for every symbol sequenced at or after it (the old primary's, or this
+supervisor's own, journaled before it died and could remember it) is taken as that day's
+end, remembered, and not sent again. The file is written after the send: a crash between
+the two sends the end again at the next start only where the router had not journaled it;
+written first, a crash could lose the end and leave the whole day's DAY orders resting. A
+journal that cannot be read is logged and the end sent, for the same reason.
+
+A standby's supervisor sends none (its primary's reaches it through the journal), but keeps
+the record all the same, from the journal: a first start remembers the end that passed, and
+each end its primary journals is remembered as it arrives. The instance it is promoted into
+(same run directory) so continues its primary's schedule rather than start one: an end its
+primary straddled (died just before it, promoted after) is due and not journaled, and is
+sent once; one its primary journaled is not sent again.
 """
 
 from __future__ import annotations
@@ -21,6 +38,8 @@ from pathlib import Path
 
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
+from procs.common.journal import JournalError
+from procs.supervisor.journaled_ends import JournaledEnds
 from procs.supervisor.run_files import read_json, run_dir
 from procs.supervisor.session_clock import due_end, latest_end, next_end
 from shm import ShmError
@@ -51,40 +70,52 @@ def _utc(ns: int) -> str:
 
 class SessionEnds:
     """One instance's schedule. ``send`` (tests replace it) raises ``ShmError`` or
-    ``AdminError`` when the command could not go; it is tried again at the next poll."""
+    ``AdminError`` when the command could not go; it is tried again at the next poll. One
+    that ``follows`` (a standby's) sends nothing and remembers the ends its journal brings."""
 
     def __init__(
-        self, cfg: RingexConfig, minute: int, send: Callable[[], None] | None = None
+        self,
+        cfg: RingexConfig,
+        minute: int,
+        send: Callable[[], None] | None = None,
+        *,
+        follows: bool = False,
     ) -> None:
         self.cfg = cfg
         self.minute = minute
+        self.follows = follows
         self.path = session_end_path(cfg)
+        self.journal = JournaledEnds(cfg)
         self._send = send if send is not None else lambda: send_end_of_session(cfg)
         self.last_sent_ns: int | None = None  # read at the first poll
         self._failed_for: int | None = None  # the end whose send failed (logged once)
+        self._unreadable_for: int | None = None  # the end the journal was unreadable for
 
     @classmethod
     def of(cls, cfg: RingexConfig) -> SessionEnds | None:
-        """The schedule of ``cfg``, or None: none configured, or a standby (its primary's
-        END_OF_SESSION reaches it through the journal)."""
+        """The schedule of ``cfg``, or None where none is configured. A standby's follows
+        (its primary's END_OF_SESSION reaches it through the journal)."""
         minute = cfg.supervisor.session_end_minute()
-        if minute is None or cfg.replication.primary:
+        if minute is None:
             return None
-        return cls(cfg, minute)
+        return cls(cfg, minute, follows=bool(cfg.replication.primary))
 
     def poll(self, now_ns: int) -> int | None:
-        """Send the end that is due at ``now_ns``, if one is: its scheduled time, or None."""
+        """Send the end that is due at ``now_ns``, if one is and the journal lacks it: its
+        scheduled time, or None (always None where it ``follows``)."""
         if self.last_sent_ns is None:
             self.last_sent_ns = self._load()
             if self.last_sent_ns is None:  # first start under this schedule: from the next
                 self._save(latest_end(now_ns, self.minute), now_ns)
+                role = "; a standby sends none, and remembers its primary's" if self.follows else ""
                 log.info(
-                    "session ends daily at %s UTC; the next at %s",
+                    "session ends daily at %s UTC; the next at %s%s",
                     self.cfg.supervisor.session_end_utc, _utc(next_end(now_ns, self.minute)),
+                    role,
                 )  # fmt: skip
                 return None
         end = due_end(now_ns, self.minute, self.last_sent_ns)
-        if end is None:
+        if end is None or self._journaled(end, now_ns) or self.follows:
             return None
         try:
             self._send()
@@ -101,6 +132,25 @@ class SessionEnds:
         log.info("session end %s: END_OF_SESSION sent to every symbol%s, DAY orders expire; "
                  "the next at %s", _utc(end), late, following)  # fmt: skip
         return end
+
+    def _journaled(self, end: int, now_ns: int) -> bool:
+        """True, and ``end`` remembered, where the journal holds that day's end already."""
+        try:
+            found = self.journal.first_since(end)
+        except (JournalError, OSError, ValueError) as exc:  # RecordDecodeError: a ValueError
+            if self._unreadable_for != end:
+                self._unreadable_for = end
+                then = "tried again every second" if self.follows else "sending it"
+                log.warning("session end %s: the journal cannot be read (%s); %s",
+                            _utc(end), exc, then)  # fmt: skip
+            return False
+        if found is None:
+            return False
+        self._save(end, now_ns)
+        then = "remembered" if self.follows else "not sent again"
+        log.info("session end %s: END_OF_SESSION for every symbol journaled at seq %d (%s); %s",
+                 _utc(end), found.seq, _utc(found.ts_ns), then)  # fmt: skip
+        return True
 
     def _load(self) -> int | None:
         doc = read_json(self.path) or {}

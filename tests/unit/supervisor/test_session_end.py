@@ -71,7 +71,8 @@ def test_no_session_end_by_default_nor_on_a_standby() -> None:
         supervisor=SupervisorConfig(session_end_utc="17:00"),
         replication=ReplicationConfig(primary="127.0.0.1:9000"),
     )
-    assert SessionEnds.of(standby) is None  # its primary's end reaches it by the journal
+    ends = SessionEnds.of(standby)  # its primary's end reaches it by the journal: it only
+    assert ends is not None and ends.follows  # remembers (test_review8_session_end_failover)
 
 
 # -- the schedule's shell ------------------------------------------------------------------------
