@@ -8,7 +8,8 @@ journal, so it computes the same formula under the fees of its own config. Those
 the router and the gateway run the same config: a router journals its config's fees when it
 starts. Between a change of the fees in the config and the restart of both that puts it in
 force, the two differ. ``myTrades`` shows what the database writer filed from the journal
-(the ``trades`` table's ``maker_fee`` and ``taker_fee``): that is the ledger's word.
+(the ``trades`` table's ``maker_fee`` and ``taker_fee``): that is the ledger's word; a fill
+the writer has not filed yet it shows from here (``live_trades.py``) until it has.
 """
 
 from __future__ import annotations

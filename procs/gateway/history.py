@@ -89,6 +89,36 @@ def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
     }
 
 
+def trade_json(
+    sym: SymbolConfig,
+    trade_id: int,
+    order_id: int,
+    price: int,
+    qty: int,
+    time_ms: int,
+    buyer: bool,
+    maker: bool,
+    commission: bytes | None,
+) -> dict[str, Any]:
+    """A ``myTrades`` row: one side of a trade (``price`` in ticks, ``qty`` in lots;
+    ``buyer``: this side bought; ``commission``: what it paid in quote asset units, None where
+    not known), from the database or from the gateway's live fills alike."""
+    pd, qd = sym.price_decimals, sym.qty_decimals
+    return {
+        "symbol": sym.name,
+        "id": trade_id,
+        "orderId": order_id,
+        "price": format_units(price, pd).decode(),
+        "qty": format_units(qty, qd).decode(),
+        "quoteQty": format_units(price * qty, pd + qd).decode(),
+        "time": time_ms,
+        "isBuyer": buyer,
+        "isMaker": maker,
+        "commission": None if commission is None else commission.decode(),
+        "commissionAsset": sym.quote,
+    }
+
+
 #: The last ms of year 9999: later bounds are clamped to it (PostgreSQL's timestamps end
 #: in year 294276; a client's 2**63 - 1 would overflow them).
 MAX_MS = 253_402_300_799_999
@@ -161,6 +191,12 @@ class History:
             await cur.execute(sql, args)
             return await cur.fetchall()
 
+    async def filed_seq(self) -> int:
+        """The writer's checkpoint: the last journal seq whose rows, trades included (every
+        lane's), are all in the database."""
+        rows = await self._rows("SELECT last_seq FROM checkpoint", ())
+        return int(rows[0][0]) if rows else 0
+
     async def order(self, account: int, order_id: int) -> tuple[Any, ...] | None:
         rows = await self._rows(
             f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = %s AND account_id = %s",
@@ -231,29 +267,15 @@ class History:
         rows = await self._rows(sql, (*one, *one, min(limit, MAX_LIMIT)))
         if newest:
             rows = rows[::-1]
-        pd, qd = sym.price_decimals, sym.qty_decimals
         quote = self.assets.get(sym.quote)
-        out = []
-        for trade_id, oid, price, size, ts_ms, aggressor, maker, fee in rows:
-            buyer = (aggressor == 1) != maker  # the taker bought, or the maker of a sell
-            out.append(
-                {
-                    "symbol": sym.name,
-                    "id": trade_id,
-                    "orderId": oid,
-                    "price": format_units(price, pd).decode(),
-                    "qty": format_units(size, qd).decode(),
-                    "quoteQty": format_units(price * size, pd + qd).decode(),
-                    "time": ts_ms,
-                    "isBuyer": buyer,
-                    "isMaker": maker,
-                    "commission": None
-                    if fee is None or quote is None
-                    else format_units(fee, quote.decimals).decode(),
-                    "commissionAsset": sym.quote,
-                }
+        # this side bought: the taker of a buy, or the maker of a sell
+        return [
+            trade_json(
+                sym, trade_id, oid, price, size, ts_ms, (aggressor == 1) != maker, maker,
+                None if fee is None or quote is None else format_units(fee, quote.decimals),
             )
-        return out
+            for trade_id, oid, price, size, ts_ms, aggressor, maker, fee in rows
+        ]  # fmt: skip
 
     async def klines(
         self,

@@ -321,7 +321,8 @@ def _paths() -> Json:
             ],
         )},
         f"{V1}/myTrades": {"get": _operation(
-            "myTrades", "This account's fills on a symbol, one row per side it was on.",
+            "myTrades", "This account's fills on a symbol, one row per side it was on (with "
+            "those this gateway saw that the history has not filed yet).",
             _array(_ref("AccountTrade")), tag="trading", scope="read", errors=[503],
             description=history, params=[
                 _symbol(),
@@ -439,7 +440,8 @@ def _order_schemas(cfg: RingexConfig) -> Json:
                 "type": ["string", "null"], "pattern": _DECIMAL_OUT,
                 "description": "This side's fee as the exchange charged it (maker or taker "
                 "rate in force at the trade), in commissionAsset units; null for a trade the "
-                "history filed before it kept fees",
+                "history filed before it kept fees; one not filed yet shows the gateway's "
+                "configured fees, as a Fill does",
             },
             "commissionAsset": quote,
         }),

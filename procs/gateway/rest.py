@@ -552,15 +552,18 @@ class RestApi:
     async def my_trades(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")
         params = await self.params(request, rp.MY_TRADES_PARAMS)
-        sym = rp.symbol(params, self.instruments)
-        trades = await self.db(
-            self.need_history().trades(
-                key.account, sym, from_id=rp.opt_integer(params, "fromId", 0, 2**63 - 1),
-                start_ms=rp.opt_ms(params, "startTime"), end_ms=rp.opt_ms(params, "endTime"),
-                limit=rp.integer(params, "limit", 500, 1, 1000),
-            )
-        )  # fmt: skip
-        return json_response(trades)
+        sym, history = rp.symbol(params, self.instruments), self.need_history()
+        from_id = rp.opt_integer(params, "fromId", 0, 2**63 - 1)
+        start, end = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
+        limit = rp.integer(params, "limit", 500, 1, 1000)
+        # with the fills seen here that the writer has not filed yet (read your fills)
+        self.core.trades.forget_filed(await self.db(history.filed_seq()))
+        rows = await self.db(history.trades(
+            key.account, sym, from_id=from_id, start_ms=start, end_ms=end, limit=limit
+        ))  # fmt: skip
+        return json_response(self.core.trades.merged(
+            rows, key.account, sym, from_id=from_id, start_ms=start, end_ms=end, limit=limit
+        ))  # fmt: skip
 
     async def account(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")

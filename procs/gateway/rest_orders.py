@@ -41,6 +41,7 @@ from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason
 from procs.gateway.commission import Commissions
 from procs.gateway.instruments import Instruments, format_units
+from procs.gateway.live_trades import LiveTrades
 from procs.gateway.order_log import API_ORDER, GONE, Entry
 from procs.gateway.order_state import Order
 from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, from_fix, ms
@@ -88,6 +89,8 @@ class RestOrders:
         self.assets = {a.id: a for a in assets}
         #: a fill's commission, under the configured fees (``commission.py`` says why)
         self.commissions = Commissions(instruments.by_id.values(), assets)
+        #: the fills of the orders followed here, for myTrades until the writer files them
+        self.trades = LiveTrades(self.commissions)
         self.outgoing = outgoing
         self.next_ref = next_ref
         self.interest_s = interest_s
@@ -432,6 +435,7 @@ class RestOrders:
         order.status = "FILLED" if leaves == 0 else "PARTIALLY_FILLED"
         order.update_ms = ms(trade.ts_ns)
         self._touched(order)
+        self.trades.add(trade, order.account, order_id, maker)
         s = order.symbol
         fill = {
             "price": format_units(trade.price, s.price_decimals).decode(),

@@ -240,6 +240,7 @@ function onPrivate(ws, msg) {
         addFill({
           symbol: d.symbol, tradeId: d.tradeId, maker: d.isMaker, side: d.side,
           price: d.lastPrice, qty: d.lastQty, time: d.eventTime, orderId: d.orderId,
+          commission: d.commission, commissionAsset: d.commissionAsset,
         });
         drawFills();
       }
@@ -270,6 +271,7 @@ async function loadFills() {
       trades.forEach((t) => addFill({
         symbol: t.symbol, tradeId: t.id, maker: t.isMaker, side: t.isBuyer ? "BUY" : "SELL",
         price: t.price, qty: t.qty, time: t.time, orderId: t.orderId,
+        commission: t.commission, commissionAsset: t.commissionAsset,
       }));
     } catch (err) {
       // no database behind this gateway: not asked again this session (one that did not
@@ -357,6 +359,12 @@ function cells(row, values) {
   for (const v of values) row.insertCell().textContent = v;
 }
 
+// A fill's commission and its asset ("-": not known, as for a trade filed before fees were
+// kept, whose myTrades commission is null).
+function fee(f) {
+  return f.commission == null ? "-" : `${f.commission} ${f.commissionAsset}`;
+}
+
 function clock(ms) {
   return ms ? new Date(ms).toLocaleTimeString() : "-";
 }
@@ -392,7 +400,9 @@ function drawFills() {
     const row = body.insertRow();
     row.dataset.tradeId = f.tradeId;
     row.dataset.orderId = f.orderId;
-    cells(row, [clock(f.time), f.symbol, f.side, f.price, f.qty, f.maker ? "maker" : "taker"]);
+    cells(row, [
+      clock(f.time), f.symbol, f.side, f.price, f.qty, f.maker ? "maker" : "taker", fee(f),
+    ]);
     row.cells[2].className = f.side === "BUY" ? "buy" : "sell";
   }
 }

@@ -171,7 +171,10 @@ async def scenario(cfg: RingexConfig, profile_dir: Path) -> None:
                     and s["balances"]["USD"][0] != "100000.000000"
                 ),
             )
-            assert state["fills"] == [["BTC-USD", "BUY", "100.00", "0.2000", "taker"]]
+            # the row shows its commission: the 20 bps taker fee, in the quote asset
+            assert state["fills"] == [
+                ["BTC-USD", "BUY", "100.00", "0.2000", "taker", "0.040000 USD"]
+            ]
             assert state["balances"] == {
                 "BTC": ["0.20000000", "0.00000000"],
                 "USD": ["99979.960000", "0.000000"],  # 20.00 and the 20 bps taker fee
