@@ -1,6 +1,6 @@
 """Bugs a hostile review of the market-data state found (``procs/core/market``, its saved
-state, the reseed after a matcher restart), one test each; each failed before its fix, and
-the one still open (flush-dependent candles of late-stamped trades) is a strict xfail:
+state, the reseed after a matcher restart), one test each; each failed before its fix (the
+flush-dependent candles of late-stamped trades, once a strict xfail here, too):
 
 - a backlog read after the wall clock moved on (a restart after downtime, a feed that fell
   behind) lumps every trade past the first batch into the current candle and leaves their

@@ -3,7 +3,8 @@ replication source (it writes the acknowledged seq). Outcomes:
 - before the acknowledgement a batch is journaled, but no matcher has it and no reply left;
 - after it, both;
 - a stop while waiting leaves the batch journaled and unpublished, its gateway ring
-  committed; the restarted router publishes it once acknowledged, never sequencing it twice;
+  uncommitted (read again, not sequenced again: ``Reread``); the restarted router publishes
+  it once acknowledged, never sequencing it twice;
 - a fenced router takes no command, and a fenced journal is not opened.
 """
 
@@ -109,7 +110,7 @@ def test_a_stop_while_waiting_leaves_the_batch_journaled_for_the_restart(
     assert in_matcher_ring(exchange) < last + 1 and not exchange.replies_of(1)
 
     exchange.stop()
-    exchange.start()  # recovery: the batch is journaled, unpublished, its ring committed
+    exchange.start()  # recovery: the batch is journaled, unpublished, its ring uncommitted
     stepping = threading.Thread(target=exchange.router.step, kwargs={"timeout_s": 0.001})
     stepping.start()  # its first step publishes the batch, once acknowledged
     time.sleep(0.1)
