@@ -5,7 +5,8 @@ batch time, tens of ms): the API overlays what the gateway saw live on top. Quer
 small ``psycopg_pool`` pool of async connections, every one bounded by the caller's ``limit``
 (at most ``MAX_LIMIT`` rows) and by an index:
 
-- orders: ``orders_account (account_id, created_seq)``;
+- orders: ``orders_account (account_id, created_seq)``; a row ends with its ``updated_seq``
+  (the journal seq of its last change), which the live view is compared with;
 - trades: ``trades_maker_account`` / ``trades_taker_account`` (migration 0003); each with
   the commission its side paid as the writer filed it from the journal's fees (migration
   0007; null for trades filed before it, whose fees were not kept);
@@ -60,7 +61,7 @@ KLINES: dict[str, tuple[int, int]] = {
 _ORDER_COLUMNS = (
     "id, account_id, symbol_id, side, ord_type, tif, price, stop_price, size, remaining, "
     "filled, status, reject_code, floor(extract(epoch from created) * 1000)::bigint, "
-    "floor(extract(epoch from updated) * 1000)::bigint, flags"
+    "floor(extract(epoch from updated) * 1000)::bigint, flags, updated_seq"
 )
 
 

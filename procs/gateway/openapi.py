@@ -312,7 +312,8 @@ def _paths() -> Json:
             params=[_symbol(required=False)],
         )},
         f"{V1}/allOrders": {"get": _operation(
-            "allOrders", "This account's orders on a symbol, by order id.",
+            "allOrders", "This account's orders on a symbol, by order id (as the live views "
+            "show them where the history has not filed their last change yet).",
             _array(_ref("Order")), tag="trading", scope="read", errors=[503],
             description=history, params=[
                 _symbol(),

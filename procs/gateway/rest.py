@@ -38,7 +38,7 @@ from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request
 from procs.gateway.apikeys import ApiKey, ApiKeyStore
-from procs.gateway.history import History, newest_first, order_json
+from procs.gateway.history import History, order_json
 from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams
@@ -527,27 +527,16 @@ class RestApi:
         limit = rp.integer(params, "limit", 500, 1, 1000)
         from_id = rp.opt_integer(params, "orderId", 0, 2**63 - 1)
         start, end = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
-        rows = await self.db(
-            self.need_history().orders(
-                key.account, sym.id, from_id=from_id, start_ms=start, end_ms=end, limit=limit
-            )
-        )
-        out = {row[0]: order_json(row, sym) for row in rows}
-        for row_id in out:  # the live view is fresher than the writer's
-            known = self.core.known(row_id)
-            if known is not None:
-                out[row_id] = known.json()
-        newest = max(out, default=(from_id or 0) - 1)
-        latest = newest_first(from_id, start)  # from a first id or time: the oldest ``limit``
-        if latest or len(out) < limit:  # accepted since the writer's last batch
-            for order in self.core.open_orders(key.account, sym.id):
-                within = (start is None or order.time_ms >= start) and (
-                    end is None or order.time_ms <= end
-                )
-                if order.order_id > newest and within:
-                    out[order.order_id] = order.json()
-        ordered = [out[k] for k in sorted(out)]
-        return json_response(ordered[-limit:] if latest else ordered[:limit])
+        # with the orders followed here whose last change the writer has not filed yet
+        history, unfiled = self.need_history(), self.core.unfiled
+        unfiled.forget_filed(await self.db(history.filed_seq()))
+        rows = await self.db(history.orders(
+            key.account, sym.id, from_id=from_id, start_ms=start, end_ms=end, limit=limit
+        ))  # fmt: skip
+        return json_response(unfiled.merged(
+            rows, key.account, sym, self.core,
+            from_id=from_id, start_ms=start, end_ms=end, limit=limit,
+        ))  # fmt: skip
 
     async def my_trades(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")

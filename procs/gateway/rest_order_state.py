@@ -55,6 +55,9 @@ class LiveOrder:
     #: the ref it was placed under through this API (its key in the order log), 0: placed
     #: elsewhere, only followed here
     placed: int = 0
+    #: the journal seq of the last event about it seen here (0: none since it was restored or
+    #: followed from FIX): ``allOrders`` shows it over an older database row (``unfiled_orders``)
+    seq: int = 0
 
     @property
     def open(self) -> bool:

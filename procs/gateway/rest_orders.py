@@ -10,7 +10,8 @@ batch of events, so a new order's answer carries the fills its own command made.
 Which orders it knows: those placed through this API, and every order of an account that
 uses the API (a request or a private stream in the last ``interest_s``) seen on the matchers'
 output rings, whichever gateway or protocol placed it; the open orders its user placed over
-FIX on this gateway before that (``fix_orders``); older ones are in PostgreSQL. An
+FIX on this gateway before that (``fix_orders``); older ones are in PostgreSQL, which
+``trades`` and ``unfiled`` complete with what the writer has not filed yet. An
 account's balances come from the router (``WatchBalances``: a snapshot, then every change),
 watched while the account is of interest.
 """
@@ -46,6 +47,7 @@ from procs.gateway.order_log import API_ORDER, GONE, Entry
 from procs.gateway.order_state import Order
 from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, from_fix, ms
 from procs.gateway.rest_params import OrderRequest
+from procs.gateway.unfiled_orders import UnfiledOrders
 
 LEASE_MS = 30_000  # a balance watch's lease; renewed every third of it
 
@@ -91,6 +93,8 @@ class RestOrders:
         self.commissions = Commissions(instruments.by_id.values(), assets)
         #: the fills of the orders followed here, for myTrades until the writer files them
         self.trades = LiveTrades(self.commissions)
+        #: the orders followed here whose last change the writer may not have filed (allOrders)
+        self.unfiled = UnfiledOrders()
         self.outgoing = outgoing
         self.next_ref = next_ref
         self.interest_s = interest_s
@@ -366,12 +370,14 @@ class RestOrders:
                 order.qty = order.cum + replaced.qty
                 if not replaced.qty:  # a total at or below what filled: the order is filled
                     order.status = "FILLED"
+                self.unfiled.changed(order, replaced.seq)
                 self._touched(order)
                 self._report(order, "REPLACED", replaced.ts_ns)
         elif kind is Triggered:
             triggered: Triggered = event  # type: ignore[assignment]
             order = self.live.get(triggered.order_id)
             if order is not None:
+                self.unfiled.changed(order, triggered.seq)  # no change shown, but seen
                 self._report(order, "TRIGGERED", triggered.ts_ns)
 
     def _fix_order_of(self, event: Accepted | Replaced) -> Order | None:
@@ -422,6 +428,7 @@ class RestOrders:
         order.status = "NEW"
         order.update_ms = ms(accepted.ts_ns)
         self.live[order.order_id] = order
+        self.unfiled.changed(order, accepted.seq)
         self._touched(order)
         self._report(order, "NEW", accepted.ts_ns)
 
@@ -435,6 +442,7 @@ class RestOrders:
         order.status = "FILLED" if leaves == 0 else "PARTIALLY_FILLED"
         order.update_ms = ms(trade.ts_ns)
         self._touched(order)
+        self.unfiled.changed(order, trade.seq)
         self.trades.add(trade, order.account, order_id, maker)
         s = order.symbol
         fill = {
@@ -461,6 +469,7 @@ class RestOrders:
             order.status = DONE_STATUS.get(done.reason, "CANCELED")
             order.update_ms = ms(done.ts_ns)
             self.done[order.order_id] = order
+            self.unfiled.changed(order, done.seq)
             self._touched(order)
             while len(self.done) > self.keep_done:
                 _, old = self.done.popitem(last=False)
