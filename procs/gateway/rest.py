@@ -541,10 +541,11 @@ class RestApi:
     async def my_trades(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")
         params = await self.params(request, rp.MY_TRADES_PARAMS)
-        sym, history = rp.symbol(params, self.instruments), self.need_history()
+        sym = rp.symbol(params, self.instruments)
         from_id = rp.opt_integer(params, "fromId", 0, 2**63 - 1)
         start, end = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
         limit = rp.integer(params, "limit", 500, 1, 1000)
+        history = self.need_history()  # after the parameters: a bad one is a 400 either way
         # with the fills seen here that the writer has not filed yet (read your fills)
         self.core.trades.forget_filed(await self.db(history.filed_seq()))
         rows = await self.db(history.trades(
