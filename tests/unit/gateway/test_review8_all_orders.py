@@ -16,50 +16,22 @@ IOC sells at 30000.00 reach; those at 29000.00 stay out of reach).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from config.schema import DatabaseConfig, SymbolConfig
+from config.schema import SymbolConfig
 from procs.gateway.history import order_json
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
 from procs.gateway.rest_order_state import LiveOrder
 from procs.gateway.unfiled_orders import MAX_UNFILED_ORDERS, UnfiledOrders
-from tests.unit.dbwriter import conftest as db_fixtures
-from tests.unit.dbwriter.journal_gen import write_all
+from tests.unit.gateway import unfiled_rig
 from tests.unit.gateway.harness import Harness, config
-from tests.unit.gateway.rest_rig import ALICE, LIMIT, rest_exchange, run
+from tests.unit.gateway.rest_rig import ALICE, LIMIT, run
 
-#: The database tests' private PostgreSQL cluster and a fresh database per test.
-pg = db_fixtures.pg
-dsn = db_fixtures.dsn
-
-PRICE, AWAY = "30000.00", "29000.00"
-SELL = {**LIMIT, "side": "SELL"}
-
-
-@pytest.fixture
-def harness(instance: str, tmp_path: Path, dsn: str) -> Iterator[Harness]:
-    """ALICE (601) with dollars, BOB (602) with bitcoin; the history in ``dsn``."""
-    yield from rest_exchange(instance, tmp_path, DatabaseConfig(dsn=dsn))
-
-
-async def _file(h: Harness) -> int:
-    """The database writer files the journal up to its end; returns its checkpoint."""
-    return await asyncio.to_thread(write_all, h.cfg, h.cfg.database.dsn)
-
-
-@contextlib.asynccontextmanager
-async def _users(url: str) -> AsyncIterator[tuple[RestClient, RestClient]]:
-    async with RestClient(url) as alice, RestClient(url) as bob:
-        await alice.login("ALICE", "alice-pw")
-        await bob.login("BOB", "bob-pw")
-        yield alice, bob
+pg, dsn, harness = unfiled_rig.pg, unfiled_rig.dsn, unfiled_rig.harness
+PRICE, SELL = unfiled_rig.PRICE, unfiled_rig.SELL
+AWAY = "29000.00"
 
 
 async def _bid(alice: RestClient, qty: str, price: str = PRICE) -> int:
@@ -103,8 +75,8 @@ def test_all_orders_lists_an_order_filled_after_the_last_filing(harness: Harness
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
-        await _file(h)  # the schema, the accounts; no order yet
-        async with _users(url) as (alice, bob):
+        await unfiled_rig.file_all(h)  # the schema, the accounts; no order yet
+        async with unfiled_rig.users(url) as (alice, bob):
             bid = await _bid(alice, "0.10")
             sell = await _sell(bob, "0.10")  # fills the bid: neither is open, neither filed
             status = await alice.call("GET", "/api/v1/order", symbol="BTC-USD", orderId=bid)
@@ -116,7 +88,7 @@ def test_all_orders_lists_an_order_filled_after_the_last_filing(harness: Harness
             assert _seen(await _all(bob)) == [(sell, "FILLED", "0.10")]
             theirs = await _all(bob)
             # once filed, the answers are the same
-            await _file(h)
+            await unfiled_rig.file_all(h)
             assert await _all(alice) == mine
             assert await _all(bob) == theirs
 
@@ -127,8 +99,8 @@ def test_all_orders_lists_an_order_cancelled_after_the_last_filing(harness: Harn
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
-        await _file(h)
-        async with _users(url) as (alice, bob):
+        await unfiled_rig.file_all(h)
+        async with unfiled_rig.users(url) as (alice, bob):
             whole = await _bid(alice, "0.10", AWAY)
             part = await _bid(alice, "0.30")
             await _sell(bob, "0.10")  # part is partially filled
@@ -137,7 +109,7 @@ def test_all_orders_lists_an_order_cancelled_after_the_last_filing(harness: Harn
             mine = await _all(alice)
             assert _seen(mine) == [(whole, "CANCELED", "0.00"), (part, "CANCELED", "0.10")]
             assert all(set(o) == FIELDS and not o["isWorking"] for o in mine)
-            await _file(h)
+            await unfiled_rig.file_all(h)
             assert await _all(alice) == mine
 
     run(h, scenario)
@@ -149,18 +121,18 @@ def test_an_order_both_hold_is_listed_once_with_the_newer_state(harness: Harness
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
-        await _file(h)
-        async with _users(url) as (alice, bob):
+        await unfiled_rig.file_all(h)
+        async with unfiled_rig.users(url) as (alice, bob):
             bid = await _bid(alice, "0.10")
             rest = await _bid(alice, "0.30", AWAY)
-            await _file(h)  # both NEW in the database
+            await unfiled_rig.file_all(h)  # both NEW in the database
             api.core.keep_done = 0  # a busy gateway: its finished orders go at once
             await _sell(bob, "0.10")
             assert api.core.known(bid) is None
             assert _seen(await _all(alice)) == [(bid, "FILLED", "0.10"), (rest, "NEW", "0.00")]
             assert _seen(await _all(alice, limit=1)) == [(rest, "NEW", "0.00")]
             assert _seen(await _all(alice, orderId=bid, limit=1)) == [(bid, "FILLED", "0.10")]
-            await _file(h)  # now the database has the fill
+            await unfiled_rig.file_all(h)  # now the database has the fill
             assert _seen(await _all(alice)) == [(bid, "FILLED", "0.10"), (rest, "NEW", "0.00")]
 
     run(h, scenario)
@@ -172,12 +144,12 @@ def test_limit_order_id_and_times_cut_as_the_database_path_does(harness: Harness
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
-        await _file(h)
-        async with _users(url) as (alice, bob):
+        await unfiled_rig.file_all(h)
+        async with unfiled_rig.users(url) as (alice, bob):
             o1 = await _bid(alice, "0.10", AWAY)  # filed open
             o2 = await _bid(alice, "0.10", AWAY)
             await _cancel(alice, o2)  # filed cancelled
-            await _file(h)
+            await unfiled_rig.file_all(h)
             o3 = await _bid(alice, "0.10")
             await _sell(bob, "0.10")  # unfiled, filled
             o4 = await _bid(alice, "0.10", AWAY)
@@ -202,7 +174,7 @@ def test_limit_order_id_and_times_cut_as_the_database_path_does(harness: Harness
             assert [o["orderId"] for o in before[2]] == [o2, o3]
             assert [o["orderId"] for o in before[3]] == [o3, o4, o5]
             assert before[4] == []
-            await _file(h)  # the database alone now
+            await unfiled_rig.file_all(h)  # the database alone now
             api.core.unfiled.forget_filed(2**62)
             assert len(api.core.unfiled) == 0
             assert await _all(alice) == every

@@ -15,52 +15,21 @@ ALICE's bid rests, BOB's sells take it: 30000.00 x 0.10 is 3000 USD, maker 3.000
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from config.schema import DatabaseConfig
 from procs.common.records import Trade
 from procs.common.types import Side
 from procs.gateway.commission import Commissions
 from procs.gateway.live_trades import MAX_LIVE_FILLS, LiveTrades
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
-from tests.unit.dbwriter import conftest as db_fixtures
-from tests.unit.dbwriter.journal_gen import write_all
+from tests.unit.gateway import unfiled_rig
 from tests.unit.gateway.harness import Harness, config
-from tests.unit.gateway.rest_rig import ALICE, BOB, LIMIT, rest_exchange, run
+from tests.unit.gateway.rest_rig import ALICE, BOB, LIMIT, run
 
-#: The database tests' private PostgreSQL cluster and a fresh database per test.
-pg = db_fixtures.pg
-dsn = db_fixtures.dsn
-
-PRICE = "30000.00"
-SELL = {**LIMIT, "side": "SELL"}
-
-
-@pytest.fixture
-def harness(instance: str, tmp_path: Path, dsn: str) -> Iterator[Harness]:
-    """ALICE (601) with dollars, BOB (602) with bitcoin; the history in ``dsn``."""
-    yield from rest_exchange(instance, tmp_path, DatabaseConfig(dsn=dsn))
-
-
-async def _file(h: Harness) -> int:
-    """The database writer files the journal up to its end; returns its checkpoint."""
-    return await asyncio.to_thread(write_all, h.cfg, h.cfg.database.dsn)
-
-
-@contextlib.asynccontextmanager
-async def _users(url: str) -> AsyncIterator[tuple[RestClient, RestClient]]:
-    """ALICE and BOB logged in."""
-    async with RestClient(url) as alice, RestClient(url) as bob:
-        await alice.login("ALICE", "alice-pw")
-        await bob.login("BOB", "bob-pw")
-        yield alice, bob
+pg, dsn, harness = unfiled_rig.pg, unfiled_rig.dsn, unfiled_rig.harness
+PRICE, SELL = unfiled_rig.PRICE, unfiled_rig.SELL
 
 
 async def _sell(bob: RestClient, qty: str) -> dict[str, Any]:
@@ -87,8 +56,8 @@ def test_my_trades_lists_a_fill_the_writer_has_not_filed(harness: Harness) -> No
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
-        await _file(h)  # the schema, the accounts; no trade yet
-        async with _users(url) as (alice, bob):
+        await unfiled_rig.file_all(h)  # the schema, the accounts; no trade yet
+        async with unfiled_rig.users(url) as (alice, bob):
             bid = await alice.call(
                 "POST", "/api/v1/order", **LIMIT, price=PRICE, quantity="0.30", timeInForce="GTC"
             )
@@ -121,7 +90,7 @@ def test_my_trades_lists_a_fill_the_writer_has_not_filed(harness: Harness) -> No
                 mine
             )
             # once filed, the database's rows say the same, field for field (fees: the journal's)
-            await _file(h)
+            await unfiled_rig.file_all(h)
             assert await _trades(alice) == mine
             assert await _trades(bob) == theirs
 
@@ -134,8 +103,8 @@ def test_my_trades_lists_a_fill_both_the_database_and_the_gateway_hold_once(
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
-        await _file(h)
-        async with _users(url) as (alice, bob):
+        await unfiled_rig.file_all(h)
+        async with unfiled_rig.users(url) as (alice, bob):
             await alice.call(
                 "POST", "/api/v1/order", **LIMIT, price=PRICE, quantity="0.30", timeInForce="GTC"
             )
@@ -143,7 +112,7 @@ def test_my_trades_lists_a_fill_both_the_database_and_the_gateway_hold_once(
             live = await _trades(alice)
             assert _seen(live) == [(1, True, "0.10", "3.000000")]
             # the writer files it: the database has it and the gateway still holds its live copy
-            await _file(h)
+            await unfiled_rig.file_all(h)
             assert len(api.core.trades) == 2  # ALICE's side and BOB's
             assert await _trades(alice) == live  # once
             assert len(api.core.trades) == 0  # the database has them: the live copies go
@@ -156,7 +125,7 @@ def test_my_trades_lists_a_fill_both_the_database_and_the_gateway_hold_once(
             assert _seen(await _trades(bob)) == [
                 (1, False, "0.10", "6.000000"), (2, False, "0.05", "3.000000"),
             ]  # fmt: skip
-            await _file(h)
+            await unfiled_rig.file_all(h)
             assert await _trades(alice) == both
 
     run(h, scenario)
@@ -167,14 +136,14 @@ def test_a_self_trade_is_two_fills_of_one_trade_id(harness: Harness) -> None:
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
-        await _file(h)
-        async with _users(url) as (alice, bob):
+        await unfiled_rig.file_all(h)
+        async with unfiled_rig.users(url) as (alice, bob):
             await bob.call(
                 "POST", "/api/v1/order", **SELL, price=PRICE, quantity="0.10",
                 timeInForce="GTC",
             )  # fmt: skip
             await alice.call("POST", "/api/v1/order", **LIMIT, price=PRICE, quantity="0.10")
-            await _file(h)  # trade 1 filed; ALICE now holds bitcoin
+            await unfiled_rig.file_all(h)  # trade 1 filed; ALICE now holds bitcoin
             await alice.call(
                 "POST", "/api/v1/order", **SELL, price=PRICE, quantity="0.05",
                 timeInForce="GTC",
@@ -184,7 +153,7 @@ def test_a_self_trade_is_two_fills_of_one_trade_id(harness: Harness) -> None:
             assert [(t["id"], t["isMaker"], t["isBuyer"]) for t in live] == [
                 (1, False, True), (2, False, True), (2, True, False),
             ]  # fmt: skip
-            await _file(h)
+            await unfiled_rig.file_all(h)
             assert await _trades(alice) == live
 
     run(h, scenario)
