@@ -4,12 +4,15 @@ gateway (``server.py``) write back, with the client's own backpressure.
 Output the client does not read stops its input (``pause_writing``: so it cannot make the
 gateway answer more, ResendRequests say); output past ``MAX_UNSENT_BYTES`` ends the
 connection (the server checks after each write; the session's messages are in its store:
-the client gets them by a ResendRequest after it logs on again).
+the client gets them by a ResendRequest after it logs on again). The answer to a
+ResendRequest is written as the socket drains (``resume_writing``), so however long it is,
+a client that reads it is not taken for one that does not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -17,6 +20,8 @@ from procs.gateway.intake import IntakePacing
 
 if TYPE_CHECKING:
     from procs.gateway.session import Session
+
+log = logging.getLogger("ringex.gateway")
 
 #: A client's unsent output past which its input is no longer read, and past which (it does
 #: not read at all) it is disconnected.
@@ -54,6 +59,7 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.writing_paused = False
         self.sync_reading()
+        self.write()  # a resend under way goes on
 
     @property
     def reading(self) -> bool:
@@ -64,6 +70,35 @@ class Connection(asyncio.Protocol):
         """Pause or resume the socket's reading as ``reading`` says."""
         if self.transport is not None and not self.transport.is_closing():
             (self.transport.resume_reading if self.reading else self.transport.pause_reading)()
+
+    def write(self) -> None:
+        """Write what the session has, and close the socket once the session is closed. A
+        resend goes as the socket takes it: up to the high-water mark, the rest as it drains
+        (``resume_writing``). Past ``MAX_UNSENT_BYTES`` unsent, those waiting behind a resend
+        counted, the client is dropped."""
+        session, transport = self.session, self.transport
+        if session is None or transport is None:
+            return
+        while True:
+            # paused: the buffer is past the mark (asyncio pauses a write past it at once)
+            room = 0 if self.writing_paused else WRITE_HIGH_BYTES + 1
+            out = session.take_output(room - transport.get_write_buffer_size(), time.time_ns())
+            if out:
+                if session.store is not None:
+                    session.store.flush()  # a resend can always find what the client saw
+                transport.writelines(out)
+            unsent = transport.get_write_buffer_size() + session.behind_bytes
+            if unsent > MAX_UNSENT_BYTES:
+                log.warning(
+                    "%s does not read: %d bytes unsent, the limit is %d; disconnected",
+                    session.comp_id, unsent, MAX_UNSENT_BYTES,
+                )  # fmt: skip
+                transport.abort()
+                return
+            if not (out and session.resending and not self.writing_paused):
+                break
+        if session.closed and not transport.is_closing():
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.session is not None:

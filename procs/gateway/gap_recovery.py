@@ -2,12 +2,19 @@
 ResendRequest, a SequenceReset, the OrigSendingTime a PossDup message must carry, and the
 answer to a TestRequest that comes past a gap.
 
+A ResendRequest's answer may be the session's whole history (megabytes): it is read from the
+store a chunk at a time as the connection takes it (``take_output``'s budget), not put in
+memory at once, and what the session sends meanwhile waits behind it, so the client still
+reads every message in MsgSeqNum order. (A client that does not read is still dropped by the
+shell: its unsent bytes, those waiting behind a resend included, are bounded.)
+
 A mixin of ``Session`` (``session.py``), which owns the state it names; what is resent is
 made by ``resend.py``.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 from procs.gateway import dictionary
@@ -18,6 +25,10 @@ from procs.gateway.store import MessageStore
 
 #: Too-high TestRequests remembered as answered until their MsgSeqNum is reached in sequence.
 MAX_EARLY_ANSWERS = 1_000
+#: Sequence numbers a resend reads from the store at a time.
+RESEND_CHUNK = 256
+#: ResendRequests waiting for their answer to be written, at most: past it, a Logout.
+MAX_RESENDS = 1_000
 
 
 class GapRecovery:
@@ -25,14 +36,23 @@ class GapRecovery:
     _resend_upto: int  # a ResendRequest of ours is open up to this seq (0: none)
     _times: Timestamps
     _header: bytes
+    _last_out_ns: int
     #: seq -> TestReqID of each TestRequest answered while past a gap (``_answer_early``).
     _answered_early: dict[int, bytes]
+    _out: list[bytes]
+    #: The client's ResendRequests whose answer is not all written, oldest first: (the next
+    #: seq to send again, the last one, True; False: stored unsent, sent for the first time).
+    _resends: deque[tuple[int, int, bool]]
+    _resend_ns: int  # when the newest came: resent messages' SendingTime by default
+    #: What the session sent while a resend was under way: written once it is all out.
+    _behind: list[bytes]
+    behind_bytes: int
 
     if TYPE_CHECKING:  # Session's own
 
         def send(self, msg_type: bytes, body: bytes, now_ns: int) -> int: ...
 
-        def _emit(self, raw: bytes, now_ns: int) -> None: ...
+        def _sent(self, raw: bytes, now_ns: int) -> None: ...
 
         def _reject(
             self, msg: FixMessage, reason: RejectReason, tag: int, text: str, now_ns: int
@@ -108,7 +128,8 @@ class GapRecovery:
         self.send(b"2", field(7, self.store.next_in) + field(16, 0), now_ns)
 
     def _resend(self, msg: FixMessage, now_ns: int) -> None:
-        """Serve a ResendRequest from the store (``resend.resent``)."""
+        """Take a ResendRequest: its answer (``resend.resent``) goes out with
+        ``take_output``, behind the answers of those before it."""
         store = self.store
         assert store is not None
         begin = int(msg.fields[7])
@@ -116,6 +137,56 @@ class GapRecovery:
         if why:
             self._reject(msg, RejectReason.VALUE_OUT_OF_RANGE, 7, why, now_ns)
             return
+        if len(self._resends) >= MAX_RESENDS:
+            text = f"more than {MAX_RESENDS} ResendRequests waiting for their answer"
+            self._logout_and_close(text, now_ns)
+            return
+        self._queue(begin, end, True, now_ns)
+
+    def _queue(self, begin: int, end: int, again: bool, now_ns: int) -> None:
+        """Send stored messages ``begin..end`` with ``take_output``, behind those queued
+        before: ``again`` as a resend, else for the first time (``resend.resent``)."""
+        self._resends.append((begin, end, again))
+        self._resend_ns = now_ns
+
+    @property
+    def resending(self) -> bool:
+        """Whether a ResendRequest's answer is not all taken (``take_output`` goes on)."""
+        return bool(self._resends)
+
+    def _resent_output(self, out: list[bytes], budget: int | None, now_ns: int) -> None:
+        """Append to ``out`` the next chunks of the resends under way, read from the store
+        and stamped ``now_ns``: while under ``budget`` bytes (None: all of them), then, once
+        all are out, what the session sent meanwhile."""
+        store = self.store
+        assert store is not None
         stamp = self._times.format(now_ns)
-        for raw in resent(store.outbound(begin, end), begin, end, self._header, stamp):
-            self._emit(raw, now_ns)
+        size = 0
+        resends = self._resends
+        while resends and (budget is None or size < budget):
+            begin, end, again = resends[0]
+            last = min(end, begin + RESEND_CHUNK - 1)
+            if last < end:
+                resends[0] = (last + 1, end, again)
+            else:
+                resends.popleft()
+            stored = store.outbound(begin, last)
+            for raw in resent(stored, begin, last, self._header, stamp, again):
+                self._sent(raw, now_ns)
+                out.append(raw)
+                size += len(raw)
+        if not resends:
+            self._release(out, now_ns)
+
+    def _drop_resends(self) -> None:
+        """Answer no more of the ResendRequests under way (the session ends, or resets its
+        numbers): what waited behind them goes out now."""
+        if self._resends:
+            self._resends.clear()
+            self._release(self._out, self._last_out_ns)
+
+    def _release(self, out: list[bytes], now_ns: int) -> None:
+        for raw in self._behind:
+            self._sent(raw, now_ns)
+        out += self._behind
+        self._behind, self.behind_bytes = [], 0

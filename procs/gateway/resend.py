@@ -4,6 +4,8 @@ out (``session.py`` checks the request and emits them).
 Application messages go again as they were, with PossDupFlag (43=Y) and their first
 SendingTime as OrigSendingTime (122); every run of session messages, and any seq the store
 lacks, becomes one SequenceReset-GapFill (35=4, 123=Y) to the next message that is resent.
+Messages stored but never sent (parked, sent at a logon that resets the numbers) go the same
+way for the first time: as themselves, with only a new SendingTime.
 """
 
 from __future__ import annotations
@@ -28,11 +30,17 @@ def resend_range(begin: int, asked: int, last: int) -> tuple[int, str]:
 
 
 def resent(
-    stored: Iterable[tuple[int, bytes]], begin: int, end: int, header: bytes, stamp: bytes
+    stored: Iterable[tuple[int, bytes]],
+    begin: int,
+    end: int,
+    header: bytes,
+    stamp: bytes,
+    again: bool = True,
 ) -> list[bytes]:
     """The frames that answer a ResendRequest for ``begin..end``, given the stored outbound
     messages of that range in order (``(seq, raw)``), the session's CompID fields
-    (``header``) and the SendingTime of now (``stamp``)."""
+    (``header``) and the SendingTime of now (``stamp``); ``again`` False: the first sending
+    of messages stored unsent (no PossDupFlag, no OrigSendingTime)."""
     out: list[bytes] = []
     gap_start = 0
     expect = begin
@@ -50,12 +58,12 @@ def resent(
             out.append(gap_fill(gap_start, seq, header, stamp))
             gap_start = 0
         body = b"".join(b"%d=%s\x01" % (t, v) for t, v in message.pairs if t not in _RENEWED)
-        out.append(
-            frame(
-                b"35=%s\x01%s34=%d\x0143=Y\x0152=%s\x01122=%s\x01%s"
-                % (message.msg_type, header, seq, stamp, message.fields[52], body)
-            )
-        )
+        if again:
+            times = b"43=Y\x0152=%s\x01122=%s\x01" % (stamp, message.fields[52])
+        else:
+            times = b"52=%s\x01" % stamp
+        kind = message.msg_type
+        out.append(frame(b"35=%s\x01%s34=%d\x01%s%s" % (kind, header, seq, times, body)))
     if gap_start or expect <= end:
         out.append(gap_fill(gap_start or expect, end + 1, header, stamp))
     return out

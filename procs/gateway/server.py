@@ -50,7 +50,7 @@ from procs.common.topology import (
 from procs.common.users import User, UserStore
 from procs.gateway.audit import AuditLog
 from procs.gateway.clordids import SeenLog
-from procs.gateway.connection import MAX_UNSENT_BYTES, Connection
+from procs.gateway.connection import Connection
 from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
 from procs.gateway.intake import IntakePacing
@@ -271,7 +271,7 @@ class GatewayServer(GatewayRestart):
         if self.entry.outgoing:  # its store's MsgSeqNum counts them: logged first
             self._writes_due.append(conn)
         else:
-            self.write(conn)
+            conn.write()
 
     def _verify(self, conn: Connection, session: Session, comp_id: str, password: str) -> None:
         session.verify_request = None
@@ -312,27 +312,7 @@ class GatewayServer(GatewayRestart):
             self.publish()
         due, self._writes_due = self._writes_due, []
         for conn in due:
-            self.write(conn)
-
-    def write(self, conn: Connection) -> None:
-        session, transport = conn.session, conn.transport
-        if session is None or transport is None:
-            return
-        out = session.take_output()
-        if out:
-            if session.store is not None:
-                session.store.flush()
-            transport.writelines(out)
-            unsent = transport.get_write_buffer_size()
-            if unsent > MAX_UNSENT_BYTES:
-                log.warning(
-                    "%s does not read: %d bytes unsent, the limit is %d; disconnected",
-                    session.comp_id, unsent, MAX_UNSENT_BYTES,
-                )  # fmt: skip
-                transport.abort()
-                return
-        if session.closed and not transport.is_closing():
-            transport.close()
+            conn.write()
 
     def publish(self) -> None:
         """Move waiting commands into the router ring, logging them first; pace the intake."""
@@ -397,7 +377,7 @@ class GatewayServer(GatewayRestart):
             if api is not None:
                 api.after_batch()
             for conn in self.connections:
-                self.write(conn)
+                conn.write()
             self.audit.flush()
             # reports are in the sessions' stores: now the log, then the cursors
             self._write_log(
@@ -450,7 +430,8 @@ class GatewayServer(GatewayRestart):
             for conn in list(self.connections):
                 if conn.session is not None:
                     conn.session.on_timer(now, conn.reading)
-                    self.write(conn)
+                    conn.write()
+            self.audit.flush()  # session traffic (heartbeats, resends) when no event flows
             if self.entry.outgoing:  # a timed-out session's cancels (cancel on disconnect)
                 self.submit()
             await asyncio.sleep(1.0)
@@ -565,7 +546,7 @@ class GatewayServer(GatewayRestart):
         for conn in list(self.connections):
             if conn.session is not None:
                 conn.session.logout("gateway shutting down", now)
-                self.write(conn)
+                conn.write()
         deadline = time.monotonic() + grace_s
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

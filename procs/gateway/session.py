@@ -15,8 +15,9 @@ Rules, in the order a message meets them (FIX 4.4 Volume 2, QuickFIX behaviour):
    ``store.MessageStore``. With ``defer_auth`` the password check is the shell's
    (``verify_request`` -> ``authenticated``), and messages that arrive meanwhile wait for its
    answer, in order.
-3. MsgSeqNum missing: Logout. CompIDs wrong: Reject (9) and Logout. SendingTime further from
-   our clock than the tolerance: Reject (10) and Logout.
+3. MsgSeqNum missing: Logout. CompIDs wrong: Reject (9) and Logout (one left out is
+   validation's: 373=1). SendingTime further from our clock than the tolerance: Reject (10)
+   and Logout. Both take the MsgSeqNum when it is the expected one (no resend brings it back).
 4. SequenceReset-Reset is taken whatever its MsgSeqNum. Too high: ResendRequest (once per
    gap) and the message is dropped (the resend brings it back), except a Logout or a
    ResendRequest, which are served, and a TestRequest, answered at once (the resend brings
@@ -29,6 +30,7 @@ Rules, in the order a message meets them (FIX 4.4 Volume 2, QuickFIX behaviour):
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -132,9 +134,15 @@ class Session(GapRecovery):
         self._logout_ns = 0
         self._resend_upto = 0  # a ResendRequest of ours is open up to this seq
         self._answered_early: dict[int, bytes] = {}
+        self._resends: deque[tuple[int, int, bool]] = deque()
+        self._resend_ns = now_ns
+        self._behind: list[bytes] = []
+        self.behind_bytes = 0  # of ``_behind``: the shell counts them as unsent
         self._tokens = float(settings.max_messages_per_s)
         self._tokens_ns = now_ns
         self._header = b""
+        self._sender = b""  # the client's SenderCompID, once logged on
+        self._target = settings.comp_id.encode()
         #: (SenderCompID, password) for the shell to check, then call ``authenticated``.
         self.verify_request: tuple[str, str] | None = None
         self._logon_msg: FixMessage | None = None
@@ -160,8 +168,14 @@ class Session(GapRecovery):
 
     # -- input ------------------------------------------------------------------------------
 
-    def take_output(self) -> list[bytes]:
+    def take_output(self, budget: int | None = None, now_ns: int | None = None) -> list[bytes]:
+        """The frames to write now, in order. A ResendRequest's answer comes from the store
+        as the connection takes it: chunks while under ``budget`` more bytes a call (None:
+        all), stamped ``now_ns`` (None: when it was asked); what the session sends meanwhile
+        waits behind it (``behind_bytes``)."""
         out, self._out = self._out, []
+        if self._resends:
+            self._resent_output(out, budget, self._resend_ns if now_ns is None else now_ns)
         return out
 
     def data_received(self, data: bytes, now_ns: int) -> None:
@@ -256,15 +270,17 @@ class Session(GapRecovery):
     def logout(self, text: str, now_ns: int) -> None:
         """Start a Logout (shutdown, operator): the session closes on the reply or timeout."""
         if self.state is State.ACTIVE:
+            self._drop_resends()  # the Logout goes now; the next logon fetches the rest
             self.send(b"5", field(58, text), now_ns)
             self.state = State.LOGGING_OUT
             self._logout_ns = now_ns
 
     # -- output -----------------------------------------------------------------------------
 
-    def send(self, msg_type: bytes, body: bytes, now_ns: int) -> int:
+    def send(self, msg_type: bytes, body: bytes, now_ns: int, emit: bool = True) -> int:
         """Send a message with the next MsgSeqNum, stored for resends; returns its seq.
-        ``body`` is the fields after the standard header, each ending in SOH."""
+        ``body`` is the fields after the standard header, each ending in SOH. ``emit``
+        False: only stored, for ``_queue`` to send."""
         store = self.store
         assert store is not None, "send before logon"
         seq = store.next_out
@@ -273,11 +289,20 @@ class Session(GapRecovery):
             % (msg_type, self._header, seq, self._times.format(now_ns), body)
         )
         store.add_outbound(seq, raw)
-        self._emit(raw, now_ns)
+        if emit:
+            self._emit(raw, now_ns)
         return seq
 
     def _emit(self, raw: bytes, now_ns: int) -> None:
+        if self._resends:  # an answer to a ResendRequest is going out: this follows it
+            self._behind.append(raw)  # (audited when it goes)
+            self.behind_bytes += len(raw)
+            self._last_out_ns = now_ns
+            return
         self._out.append(raw)
+        self._sent(raw, now_ns)
+
+    def _sent(self, raw: bytes, now_ns: int) -> None:
         self._last_out_ns = now_ns
         if self.audit is not None:
             self.audit.record(now_ns, False, self.comp_id, raw)
@@ -301,6 +326,7 @@ class Session(GapRecovery):
             return
         self.state = State.CLOSED
         self.close_reason = reason
+        self._drop_resends()  # what it did not resend, a ResendRequest after a logon fetches
         if self.user is not None and self.live.get(self.user.comp_id) is self:
             del self.live[self.user.comp_id]
             self._was_live = True
@@ -322,6 +348,18 @@ class Session(GapRecovery):
             body += field(372, msg.msg_type)
         body += field(373, int(reason)) + field(58, text)
         self.send(b"3", body, now_ns)
+
+    def _refuse_header(
+        self, msg: FixMessage, seq: int, reason: RejectReason, tag: int, text: str, now_ns: int
+    ) -> None:
+        """Reject and Logout for a wrong CompID or SendingTime. The message's MsgSeqNum is
+        taken when it is the one expected (FIX 4.4 test cases 2k and 2o: "increment inbound
+        MsgSeqNum"; QuickFIX the same), so no resend brings the message back to be acted on."""
+        assert self.store is not None
+        if seq == self.store.next_in and msg.msg_type not in (b"A", b"4"):
+            self.store.set_next_in(seq + 1)
+        self._reject(msg, reason, tag, text, now_ns)
+        self._logout_and_close(text, now_ns)
 
     def business_reject(self, msg: FixMessage, reason: int, text: str, now_ns: int) -> None:
         """BusinessMessageReject (j): 0 other, 3 unsupported message type, 4 not authorised."""
@@ -379,10 +417,8 @@ class Session(GapRecovery):
         self.user, self.store = user, store
         self.live[sender] = self
         self.heartbeat_ns = hb * _SECOND
-        self._header = b"49=%s\x0156=%s\x01" % (
-            self.settings.comp_id.encode(),
-            sender.encode("latin-1"),
-        )
+        self._sender = sender.encode("latin-1")
+        self._header = b"49=%s\x0156=%s\x01" % (self._target, self._sender)
         self.state = State.ACTIVE
         body = field(98, 0) + field(108, hb) + (field(141, "Y") if reset else b"")
         self.send(b"A", body, now_ns)
@@ -390,8 +426,11 @@ class Session(GapRecovery):
             self._request_resend(seq, now_ns)
         else:
             store.set_next_in(seq + 1)
-        for msg_type, body in carried:
-            self.send(msg_type, body, now_ns)
+        if carried:  # as the connection takes them: they may be more than it buffers
+            first = store.next_out
+            for msg_type, body in carried:
+                self.send(msg_type, body, now_ns, emit=False)
+            self._queue(first, store.next_out - 1, False, now_ns)
         self.app.on_logon(self, now_ns)
 
     # -- in session ------------------------------------------------------------------------
@@ -408,21 +447,19 @@ class Session(GapRecovery):
             self._logout_and_close(f"MsgSeqNum (34) {too_big}", now_ns)
             return
         seq = int(seq_text)
-        if msg.text(49) != self.comp_id or msg.text(56) != self.settings.comp_id:
-            tag = 49 if msg.text(49) != self.comp_id else 56
-            self._reject(msg, RejectReason.COMPID_PROBLEM, tag, "CompID problem", now_ns)
-            self._logout_and_close("CompID problem", now_ns)
+        sender, target = msg.get(49), msg.get(56)
+        if sender and target and (sender != self._sender or target != self._target):
+            tag = 49 if sender != self._sender else 56  # (one left out: validation, 373=1)
+            reason = RejectReason.COMPID_PROBLEM
+            self._refuse_header(msg, seq, reason, tag, "CompID problem", now_ns)
             return
         if parse_utc_timestamp(msg.get(52) or b"") is None:
             sent = now_ns  # missing or malformed: validation rejects it (373=1 or 6), in order
         else:
             checked = logon.sending_time(msg, self.settings, now_ns)
             if checked is None:
-                self._reject(
-                    msg, RejectReason.SENDING_TIME_ACCURACY, 52, "SendingTime accuracy problem",
-                    now_ns,
-                )  # fmt: skip
-                self._logout_and_close("SendingTime accuracy problem", now_ns)
+                text = "SendingTime accuracy problem"
+                self._refuse_header(msg, seq, RejectReason.SENDING_TIME_ACCURACY, 52, text, now_ns)
                 return
             sent = checked
         kind = msg.msg_type
@@ -534,6 +571,7 @@ class Session(GapRecovery):
         hb = int(msg.fields[108])
         store = self.store
         assert store is not None
+        self._drop_resends()
         store.reset()
         self._resend_upto = 0
         self._answered_early.clear()
