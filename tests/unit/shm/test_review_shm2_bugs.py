@@ -275,6 +275,9 @@ def test_a_slot_being_overwritten_is_never_returned_as_the_record_it_held(instan
         assert child.pid is not None
         os.kill(child.pid, signal.SIGSTOP)  # preempted mid-write
         stopped = True
+        stamp = (ring.slot_offset(1) + BIG.slot_size - h.WORD) // h.WORD  # written last
+        if ring.words[stamp] == ring.stamp_of(3):  # a loaded machine ran the whole write
+            pytest.skip("the producer finished record 3 before the stop landed: no window")
         try:
             item = consumer.poll()
         except RingError:
