@@ -96,16 +96,22 @@ def ticker_json(s: MarketSymbol, t: Ticker) -> bytes:
 
 def _ticker_data(s: MarketSymbol, t: Ticker) -> dict[str, Any]:
     pct = t.change_bps_x100()
+    # The weighted average price, quote volume / volume, at a notional's decimals (as "q")
+    # rounded half up; 0 for a window with no trade, as the venues show it.
+    scale = 10**s.qty_decimals
+    vwap = (2 * t.quote_volume * scale + t.volume) // (2 * t.volume) if t.volume else 0
     return {
         "e": "24hrTicker",
         "E": _ms(t.ts_ns),
         "s": s.name,
         "p": s.price(t.change),
         "P": f"{'-' if pct < 0 else ''}{abs(pct) // 100}.{abs(pct) % 100:02d}",
+        "w": s.notional(vwap),
         "o": s.price(t.open),
         "h": s.price(t.high),
         "l": s.price(t.low),
         "c": s.price(t.last),
+        "Q": s.qty(t.last_qty),
         "v": s.qty(t.volume),
         "q": s.notional(t.quote_volume),
         "O": _ms(t.open_ns),
@@ -129,6 +135,8 @@ def candle_data(s: MarketSymbol, interval: str, c: Candle) -> dict[str, Any]:
         "v": s.qty(c.volume),
         "q": s.notional(c.quote_volume),
         "n": c.trades,
+        "f": c.first_trade_id,
+        "L": c.last_trade_id,
         "x": c.closed,
     }
 

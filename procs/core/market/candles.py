@@ -43,6 +43,10 @@ class Candle:
     quote_volume: int = 0  # price x size units
     trades: int = 0
     closed: bool = False
+    #: Ids of its first and last trade; 0 while it has none (a flat candle), as the
+    #: ticker's. (Class defaults: a candle pickled before they existed loads with 0.)
+    first_trade_id: int = 0
+    last_trade_id: int = 0
 
     def copy(self) -> Candle:
         return Candle(**self.__dict__)
@@ -69,7 +73,7 @@ class CandleSeries:
             state["_just_closed"] = [] if just is None else [just]
         self.__dict__.update(state)
 
-    def trade(self, ts_ns: int, price: int, qty: int) -> None:
+    def trade(self, ts_ns: int, price: int, qty: int, trade_id: int = 0) -> None:
         self.advance(ts_ns)
         c = self.current
         if c is None:
@@ -77,6 +81,7 @@ class CandleSeries:
             c = self.current = Candle(start, start + self.length_ns, price, price, price, price)
         if not c.trades:  # opened flat on time: its first trade is its open
             c.open = c.high = c.low = price
+            c.first_trade_id = trade_id
         elif price > c.high:
             c.high = price
         elif price < c.low:
@@ -85,6 +90,7 @@ class CandleSeries:
         c.volume += qty
         c.quote_volume += price * qty
         c.trades += 1
+        c.last_trade_id = trade_id
         self.changed = True
 
     def advance(self, now_ns: int) -> None:

@@ -70,7 +70,7 @@ class SymbolMarket:
         self.ticker.trade(t.ts_ns, t.trade_id, t.price, t.qty)
         at = max(t.ts_ns, now_ns)
         for series in self.candles.values():
-            series.trade(at, t.price, t.qty)
+            series.trade(at, t.price, t.qty, t.trade_id)
         return True
 
     def advance(self, now_ns: int) -> None:

@@ -42,8 +42,9 @@ class Ticker:
     quote_volume: int
     trades: int
     first_trade_id: int  # 0 when the window holds no trade
-    last_trade_id: int
+    last_trade_id: int  # 0 when the window holds no trade
     open_ns: int  # start of the window
+    last_qty: int = 0  # size of the last trade (kept when the window empties, as ``last``)
 
     @property
     def change(self) -> int:
@@ -61,6 +62,8 @@ class Ticker:
 
 
 class RollingTicker:
+    last_qty = 0  # (a class default: a state saved before it existed loads with 0)
+
     def __init__(self, symbol: int) -> None:
         self.symbol = symbol
         self._buckets: deque[_Bucket] = deque()
@@ -95,6 +98,7 @@ class RollingTicker:
         self._quote += price * qty
         self._trades += 1
         self.last = price
+        self.last_qty = qty
         self.last_trade_id = trade_id
         self.changed = True
 
@@ -122,17 +126,17 @@ class RollingTicker:
         if self.last_trade_id == 0:
             return None
         window_start = self.now_ns - self.now_ns % BUCKET_NS - (WINDOW_BUCKETS - 1) * BUCKET_NS
-        if not self._buckets:
+        if not self._buckets:  # no trade in the window: none to name, the last price kept
             last = self.last
             return Ticker(
-                *(self.symbol, self.now_ns, last, last, last, last, 0, 0, 0, 0),
-                *(self.last_trade_id, window_start),
+                *(self.symbol, self.now_ns, last, last, last, last, 0, 0, 0, 0, 0),
+                *(window_start, self.last_qty),
             )
         first = self._buckets[0]
         return Ticker(
             *(self.symbol, self.now_ns, first.open, self._high, self._low, self.last),
             *(self._volume, self._quote, self._trades, first.first_trade_id),
-            *(self.last_trade_id, window_start),
+            *(self.last_trade_id, window_start, self.last_qty),
         )
 
     def take_changed(self) -> Ticker | None:
