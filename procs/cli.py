@@ -32,9 +32,12 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.add_user import add_user, fee_account_taken
 from procs.admin.client import (
+    MAX_UNITS,
     AdminClient,
     AdminError,
+    check_account,
     symbol_id_of,
+    to_minor_units,
 )
 from procs.common.durable import fsync_file
 from procs.common.journal import JournalError, JournalReader
@@ -164,6 +167,11 @@ def _profile(args: argparse.Namespace) -> str:
 def _run(args: argparse.Namespace) -> int:
     profile = _profile(args)
     cfg = load_profile(profile)
+    running = supervisor_running(read_status(cfg))
+    if running is not None:  # its supervisor would refuse, into the running one's log
+        print(f"ringex run: instance {cfg.instance} is running (supervisor pid {running}); "
+              "stop it first (ringex stop)", file=sys.stderr)  # fmt: skip
+        return 1
     if not args.detach:
         return supervisor_main(["--profile", profile])
     logs = run_dir(cfg)
@@ -342,25 +350,54 @@ def _admin_client(cfg: RingexConfig) -> AdminClient | None:
     except ShmError as exc:
         print(f"ringex admin: instance {cfg.instance} is not running ({exc})", file=sys.stderr)
         return None
+    except AdminError as exc:  # another admin command's turn did not end in time
+        print(f"ringex admin: {exc}", file=sys.stderr)
+        return None
+
+
+def _admin_args_refused(cfg: RingexConfig, args: argparse.Namespace) -> tuple[str, int]:
+    """Why the arguments of ``args.admin_command`` cannot make a command, and the exit
+    status ("", 0 when they can), checked before anything is attached: a typo is not an
+    instance that is down. 2 for a symbol not configured, the fee account, a signed amount
+    (usage); 1 for a value the records cannot carry (what it has always been)."""
+    command = args.admin_command
+    if command == "create-account" and args.account == cfg.risk.fee_account:
+        return fee_account_taken(cfg, "create-account"), 2
+    if command in ("deposit", "withdraw") and args.amount.lstrip().startswith("-"):
+        return (f"ringex admin {command}: amount {args.amount} must be positive "
+                "(deposit and withdraw say which way)", 2)  # fmt: skip
+    try:
+        if command in ("halt", "resume") or (command == "end-session" and args.symbol):
+            symbol_id_of(cfg, args.symbol)
+    except AdminError as exc:
+        return f"ringex admin {command}: {exc}", 2
+    try:
+        if command in ("create-account", "deposit", "withdraw"):
+            check_account(args.account)
+        if command in ("deposit", "withdraw"):
+            to_minor_units(cfg, args.asset, args.amount.strip().removeprefix("+"))
+            if args.key is not None and not 0 < args.key <= MAX_UNITS:
+                raise AdminError(f"idempotency key {args.key} is outside 1..{MAX_UNITS}")
+    except AdminError as exc:
+        return f"ringex admin {command}: {exc}", 1
+    except KeyError as exc:  # an asset not configured: its message, not its repr
+        return f"ringex admin {command}: {exc.args[0]}", 1
+    return "", 0
 
 
 def _admin(args: argparse.Namespace) -> int:
     cfg = load_profile(_profile(args))
     if args.admin_command == "add-user":
+        if args.password_stdin:  # not on argv, where `ps` shows it to every user
+            args.password = sys.stdin.readline().rstrip("\r\n")
+            if not args.password:
+                print("ringex admin add-user: no password on stdin", file=sys.stderr)
+                return 2
         return add_user(cfg, args, lambda: _admin_client(cfg))
-    if args.admin_command == "create-account" and args.account == cfg.risk.fee_account:
-        print(fee_account_taken(cfg, "create-account"), file=sys.stderr)
-        return 2
-    if args.admin_command in ("deposit", "withdraw") and args.amount.lstrip().startswith("-"):
-        print(f"ringex admin {args.admin_command}: amount {args.amount} must be positive "
-              f"(deposit and withdraw say which way)", file=sys.stderr)  # fmt: skip
-        return 2
-    if args.admin_command == "end-session" and args.symbol is not None:
-        try:  # before anything is attached: a typo is not an instance that is down
-            symbol_id_of(cfg, args.symbol)
-        except AdminError as exc:
-            print(f"ringex admin end-session: {exc}", file=sys.stderr)
-            return 2
+    refused, code = _admin_args_refused(cfg, args)
+    if refused:
+        print(refused, file=sys.stderr)
+        return code
     client = _admin_client(cfg)
     if client is None:
         return 1
@@ -436,7 +473,11 @@ def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     end.add_argument("symbol", nargs="?", help="only this symbol (default: every symbol)")
     user = admin_sub.add_parser("add-user", help="a FIX user with a funded account")
     user.add_argument("--username", required=True)
-    user.add_argument("--password", required=True)
+    secret = user.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--password", help="its FIX password (visible in `ps`: see below)")
+    secret.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin's first line"
+    )
     user.add_argument("--comp-id", help="its SenderCompID (default: the username)")
     user.add_argument("--account", type=int, help="its account (default: the next free one)")
     user.add_argument(

@@ -4,13 +4,18 @@ Account commands (create, deposit, withdraw) travel the sequenced path like any 
 the router checks them, journals them and answers with an ``AccountReply`` once they are
 durable, so a replay reproduces every balance. Halt, resume and end of session are
 ``AdminCommand``s the router sequences and routes to the symbol's matcher (symbol 0: every
-matcher). One admin client at a time: the ring refuses a second live producer.
+matcher). One admin client at a time: the ring refuses a second live producer, so clients
+take turns on a lock (``var/<instance>/run/admin.lock``, an ``flock``: a killed holder's goes
+with it) before they take the ring's roles; a second `ringex admin` waits for the first.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 from decimal import Decimal
+from pathlib import Path
 
 from config.schema import RingexConfig
 from procs.common.records import (
@@ -90,8 +95,39 @@ def symbol_id_of(cfg: RingexConfig, symbol: str) -> int:
     raise AdminError(f"symbol {symbol!r} is not configured (symbols: {known})")
 
 
+class AdminBusyError(AdminError):
+    """Another admin client held the admin ring for as long as this one would wait."""
+
+
+def _take_turn(cfg: RingexConfig, wait_s: float) -> int:
+    """The admin lock's descriptor, held (this client's turn), waiting at most ``wait_s``
+    for another client's turn to end (0: one try)."""
+    path = Path(cfg.var_dir) / cfg.instance / "run" / "admin.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AdminBusyError(
+                f"the admin ring is another admin command's (pid {holder}, {path}) and was "
+                f"not let go within {wait_s} s; try again once it is done"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the message above
+        return fd
+
+
 class AdminClient:
-    def __init__(self, cfg: RingexConfig) -> None:
+    def __init__(self, cfg: RingexConfig, wait_s: float = 10.0) -> None:
+        """The admin ring's roles, once every other client has let them go (waiting at most
+        ``wait_s``, else ``AdminBusyError``). ``ShmError``: the instance is not running."""
         self.cfg = cfg
         codec = RecordCodec()
         wait = cfg.wait.build()
@@ -100,6 +136,11 @@ class AdminClient:
         if found and found[0].stale:  # a dead instance's rings, not removed yet
             ring.close()
             raise ShmError(f"ring {ring.name}: every process it names is gone {found[0].pids}")
+        try:
+            self._turn = _take_turn(cfg, wait_s)
+        except BaseException:
+            ring.close()
+            raise
         out: Producer[Record] | None = None
         replies: Ring[Record] | None = None
         try:  # refused (another admin's roles): nothing held, nothing mapped
@@ -112,6 +153,7 @@ class AdminClient:
             ring.close()
             if replies is not None:
                 replies.close()
+            os.close(self._turn)
             raise
         self._out = out
 
@@ -122,6 +164,9 @@ class AdminClient:
         self._in.close()
         self._out.ring.close()
         self._in.ring.close()
+        if self._turn >= 0:  # the lock goes with its last descriptor: the next one's turn
+            os.close(self._turn)
+            self._turn = -1
 
     def _ref(self) -> int:
         return time.time_ns()

@@ -56,8 +56,8 @@ def session_end_path(cfg: RingexConfig) -> Path:
 
 def send_end_of_session(cfg: RingexConfig) -> None:
     """END_OF_SESSION for every symbol, one try at the admin ring: raises ``ShmError`` (the
-    ring is another admin's, or gone) or ``AdminError`` (full) where it could not go."""
-    client = AdminClient(cfg)
+    ring is gone) or ``AdminError`` (full, or another admin's) where it could not go."""
+    client = AdminClient(cfg, wait_s=0.0)  # the watch loop must not wait on an operator
     try:
         client.end_session(None, timeout_s=0.0)
     finally:
