@@ -474,7 +474,9 @@ def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     user = admin_sub.add_parser("add-user", help="a FIX user with a funded account")
     user.add_argument("--username", required=True)
     secret = user.add_mutually_exclusive_group(required=True)
-    secret.add_argument("--password", help="its FIX password (visible in `ps`: see below)")
+    secret.add_argument(
+        "--password", help="its FIX password (`ps` shows it: prefer --password-stdin)"
+    )
     secret.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin's first line"
     )

@@ -111,6 +111,25 @@ def test_a_message_without_a_comp_id_is_rejected_for_the_missing_tag(
     run(harness, scenario)
 
 
+async def _logged_off_with_reports(h: Harness, port: int, n: int) -> Client:
+    """ALICE logs on and off; then ``n`` fill reports of about 500 bytes are parked for her."""
+    alice = await logged_on(port)
+    await alice.send("5")
+    await alice.expect("5")
+    await alice.aclose()
+    gw = h.gateway
+    assert gw is not None
+    session_id = next(u.session for u in h.users.users() if u.comp_id == "ALICE")
+    body = (
+        b"37=1\x0111=x%d\x0117=1-%d\x01150=F\x0139=1\x0155=BTC-USD\x0154=1\x01"
+        b"151=1\x0114=1\x016=1\x0158=" + b"y" * 400 + b"\x01"
+    )
+    now = time.time_ns()
+    for k in range(n):
+        assert gw.park(session_id, b"8", body % (k, k), now)
+    return alice
+
+
 def test_a_resend_larger_than_the_unsent_limit_is_delivered(harness: Harness) -> None:
     """ALICE is away while 20,000 reports (about 10 MB) are parked for her. Back, she asks
     for them (7=3 16=0) and reads as fast as she can. ``gap_recovery.py`` ``_resend`` puts the
@@ -125,20 +144,7 @@ def test_a_resend_larger_than_the_unsent_limit_is_delivered(harness: Harness) ->
     n = 20_000
 
     async def scenario(h: Harness, port: int) -> None:
-        alice = await logged_on(port)
-        await alice.send("5")
-        await alice.expect("5")
-        await alice.aclose()
-        gw = h.gateway
-        assert gw is not None
-        session_id = next(u.session for u in h.users.users() if u.comp_id == "ALICE")
-        body = (
-            b"37=1\x0111=x%d\x0117=1-%d\x01150=F\x0139=1\x0155=BTC-USD\x0154=1\x01"
-            b"151=1\x0114=1\x016=1\x0158=" + b"y" * 400 + b"\x01"
-        )
-        now = time.time_ns()
-        for k in range(n):
-            assert gw.park(session_id, b"8", body % (k, k), now)
+        alice = await _logged_off_with_reports(h, port, n)
 
         back = Client("ALICE")
         back.seq = alice.seq
@@ -167,20 +173,7 @@ def test_what_was_parked_reaches_a_resetting_logon_whatever_its_size(harness: Ha
     n = 20_000
 
     async def scenario(h: Harness, port: int) -> None:
-        alice = await logged_on(port)
-        await alice.send("5")
-        await alice.expect("5")
-        await alice.aclose()
-        gw = h.gateway
-        assert gw is not None
-        session_id = next(u.session for u in h.users.users() if u.comp_id == "ALICE")
-        body = (
-            b"37=1\x0111=x%d\x0117=1-%d\x01150=F\x0139=1\x0155=BTC-USD\x0154=1\x01"
-            b"151=1\x0114=1\x016=1\x0158=" + b"y" * 400 + b"\x01"
-        )
-        now = time.time_ns()
-        for k in range(n):
-            assert gw.park(session_id, b"8", body % (k, k), now)
+        await _logged_off_with_reports(h, port, n)
 
         got: list[Any] = []
         for _ in range(2):  # dropped, she would come back and reset again
