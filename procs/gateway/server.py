@@ -396,9 +396,17 @@ class GatewayServer(GatewayRestart):
     async def _poll(self) -> None:
         """Pump while events flow; when the rings are empty, keep looking for ``idle_spin_us``
         after the last event or client request (the answer to what a client just sent
-        usually comes within it), then nap ``IDLE_NAP_S`` until a client sends something
-        (``submit`` ends the nap) or the nap ends. With the busy-spin strategy it never
-        naps."""
+        usually comes within it), then nap until a ring has a record (the ``RingWaker``'s
+        threads, parked on the rings' semaphores, end the nap), a client sends something
+        (``submit`` ends it) or ``IDLE_NAP_S`` passes; ``park_after_ms`` after the last
+        activity the naps last ``PARKED_NAP_S``. With the busy-spin strategy it never naps;
+        with ``park_after_ms = 0`` there is no waker and only the 1 ms timer ends a nap.
+
+        Waiting for the ring rather than the timer is what an answer that comes after the
+        spin window gains: uvloop's timers tick in whole milliseconds, so a 1 ms nap added
+        up to a millisecond to an order -> ack at low rates. A ring wakes the loop in about
+        100 us here; the threads stay parked across naps, so a nap costs the loop an arm and
+        a disarm."""
         loop = asyncio.get_running_loop()
         spin = self.cfg.wait.strategy == "busy-spin"
         window = self.gw.idle_spin_us / 1e6
@@ -412,13 +420,11 @@ class GatewayServer(GatewayRestart):
                 await asyncio.sleep(0)
             else:
                 self._nap = nap = loop.create_future()
-                # idle a while: parked, a ring's record or a client ends the nap
-                parked = self._waker is not None and clock() >= self._spin_until + park_after
+                # a ring's record (through the waker's parked threads) or a client ends any
+                # nap; idle a while, the loop stops looking every millisecond as well
+                idle = clock() >= self._spin_until + park_after
                 try:
-                    if parked:
-                        await nap_for(nap, PARKED_NAP_S, self._waker)
-                    else:
-                        await nap_for(nap, IDLE_NAP_S, None)
+                    await nap_for(nap, PARKED_NAP_S if idle else IDLE_NAP_S, self._waker)
                 finally:
                     self._nap = None
 

@@ -1,5 +1,6 @@
-"""An idle gateway parks on its input rings (``park_after_ms``) and still reports at once a
-fill that no client of its own caused: the event on the matcher's ring wakes it."""
+"""A napping gateway is woken by a record on its input rings: parked after ``park_after_ms``
+idle, and in the short naps before it, it still reports at once a fill that no client of its
+own caused (the event on the matcher's ring wakes it, not the nap's timer)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,18 @@ from tests.unit.gateway.harness import FUNDER, Client, Harness, close_all, confi
 from tests.unit.gateway.test_gateway import order
 
 
-def test_a_parked_gateway_wakes_for_a_fill_from_elsewhere(
-    instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("park_after_ms", "nap"),
+    [(20, "PARKED_NAP_S"), (3_600_000, "IDLE_NAP_S")],
+    ids=["parked", "short-naps"],
+)
+def test_a_napping_gateway_wakes_for_a_fill_from_elsewhere(
+    instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, park_after_ms: int, nap: str
 ) -> None:
-    monkeypatch.setattr(server, "PARKED_NAP_S", 30.0)  # only the ring can end the nap in time
-    h = Harness(config(instance, tmp_path, park_after_ms=20))
+    """Before the short naps waited for their 1 ms timer: an answer later than the spin
+    window went out up to a millisecond late (``IDLE_NAP_S`` stretched to 30 s shows it)."""
+    monkeypatch.setattr(server, nap, 30.0)  # only the ring can end the nap in time
+    h = Harness(config(instance, tmp_path, park_after_ms=park_after_ms))
     h.add_user("ALICE", "secret", 7)
     h.fund(7)
     h.fund(8)
@@ -35,9 +43,9 @@ def test_a_parked_gateway_wakes_for_a_fill_from_elsewhere(
             assert (await alice.expect("8")).get(150) == b"0"  # New, resting
             gateway = h.gateway
             assert gateway is not None and gateway._waker is not None
-            deadline = time.monotonic() + 5.0  # nothing happens: the poll loop parks
+            deadline = time.monotonic() + 5.0  # nothing happens: the poll loop naps
             while not gateway._waker.armed:
-                assert time.monotonic() < deadline, "the gateway did not park"
+                assert time.monotonic() < deadline, "the gateway did not nap"
                 await asyncio.sleep(0.05)
             woken = gateway._waker.wakeups
             # account 8 buys through another gateway (the admin ring here): only the matcher's
