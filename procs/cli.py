@@ -230,17 +230,20 @@ def _status(args: argparse.Namespace) -> int:
     cfg = load_profile(_profile(args))
     if args.wait_ready:
         deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline:
-            status = read_status(cfg)
-            if status and status["state"] == "running" and supervisor_running(status):
-                processes = status.get("processes", [])
-                if all(p.get("alive") and p.get("ready") for p in processes):
-                    break  # every process up, none recovering from a restart
+        while not _ready(read_status(cfg)):  # looked at once at least: --timeout 0 asks
+            if time.monotonic() >= deadline:
+                print(f"instance {cfg.instance} not ready within {args.timeout} s",
+                      file=sys.stderr)  # fmt: skip
+                return 1
             time.sleep(0.1)
-        else:
-            print(f"instance {cfg.instance} not ready within {args.timeout} s", file=sys.stderr)
-            return 1
     return _print_status(cfg, as_json=args.json)
+
+
+def _ready(status: dict[str, Any] | None) -> bool:
+    """Running, with every process up and none recovering from a restart."""
+    if not status or status["state"] != "running" or not supervisor_running(status):
+        return False
+    return all(p.get("alive") and p.get("ready") for p in status.get("processes", []))
 
 
 def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
@@ -294,6 +297,8 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     held = ", its promotion prestarted" if status.get("prestarted") else ""
     shown = f" ({role}{held})" if role else ""
     print(f"instance {status['instance']}: {status['state']}{shown}")
+    if status.get("reason"):  # why it stopped (a crash loop, a process that did not start)
+        print(f"  reason: {status['reason']}")
     for p in status["processes"]:
         print(
             f"  {p['name']:20} pid {p['pid']!s:>7} {'up' if p['alive'] else 'down':4} "

@@ -83,7 +83,12 @@ def unit_name(cfg: RingexConfig, spec: ProcessSpec) -> str:
 
 
 def slice_name(cfg: RingexConfig) -> str:
-    return f"ringex-{cfg.instance}.slice"  # a child of ringex.slice: '-' is systemd's nesting
+    """``ringex-<instance>.slice``, a child of ringex.slice: '-' is systemd's nesting, so a
+    dash in the instance is escaped as ``systemd-escape`` does (``\\x2d``). Unescaped,
+    instance "prod-a"'s slice would be a child of instance "prod"'s, which its stop (and
+    its start's is-active check) would take for its own."""
+    escaped = cfg.instance.replace("-", "\\x2d")
+    return f"ringex-{escaped}.slice"
 
 
 def run_command(cfg: RingexConfig, spec: ProcessSpec, opts: Options) -> list[str]:
@@ -123,6 +128,16 @@ def run_command(cfg: RingexConfig, spec: ProcessSpec, opts: Options) -> list[str
         opts.profile,
         *spec.args,
     ]
+
+
+def _span(seconds: float) -> str:
+    """A systemd time span, never with an exponent (systemd refuses ``1e+06s``); the config
+    takes ``inf`` (no bound), which systemd spells ``infinity``."""
+    if math.isinf(seconds):
+        return "infinity"
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
 
 
 def stop_order(cfg: RingexConfig) -> list[list[ProcessSpec]]:
@@ -304,13 +319,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _span(seconds: float) -> str:
-    """A systemd time span, never with an exponent (systemd refuses ``1e+06s``); the config
-    takes ``inf`` (no bound), which systemd spells ``infinity``."""
-    if math.isinf(seconds):
-        return "infinity"
-    if float(seconds).is_integer():
-        return f"{int(seconds)}s"
-    return f"{round(seconds * 1000)}ms"

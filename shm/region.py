@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import os
 import re
 from typing import Final
 
@@ -62,6 +63,7 @@ class Region:
                 f"`ringex shm rm --instance {instance}`)"
             ) from exc
         try:
+            _reserve(mem, posix_name)
             return cls._map(mem, posix_name, name)
         except BaseException:
             _unlink_quietly(posix_name)  # nothing half-made left behind to block a retry
@@ -103,6 +105,23 @@ class Region:
     def unlink(self) -> None:
         """Remove the name; mappings stay valid until each process closes its own."""
         _unlink_quietly(self.posix_name)
+
+
+def _reserve(mem: posix_ipc.SharedMemory, posix_name: str) -> None:
+    """Allocate every page of a new segment now, or raise ``ShmError``. A tmpfs past its
+    size (Docker's 64 MiB /dev/shm) still takes the segment, sparse, and then kills with
+    SIGBUS whoever first touches a page it cannot give: its creator as it formats it, or a
+    process hours later, once its ring has filled that far."""
+    size = mem.size
+    try:
+        os.posix_fallocate(mem.fd, 0, size)
+    except OSError as exc:
+        fs = os.fstatvfs(mem.fd)
+        mem.close_fd()
+        raise ShmError(
+            f"segment {posix_name!r}: cannot allocate its {size} bytes of shared memory "
+            f"({exc.strerror}; {fs.f_bavail * fs.f_frsize} bytes free)"
+        ) from exc
 
 
 def _unlink_quietly(posix_name: str) -> None:

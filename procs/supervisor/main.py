@@ -52,9 +52,10 @@ from procs.supervisor.held import GO, GRACE_ENV
 from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
+from procs.supervisor.preflight import cpus_missing, shm_short
 from procs.supervisor.run_files import process_start, run_dir, status_path
 from procs.supervisor.session_end import SessionEnds
-from shm import Ring
+from shm import Ring, ShmError
 from shm.health import Health, classify
 from shm.inspect import list_segments, remove_instance
 from shm.ring import ConsumerInfo
@@ -106,16 +107,9 @@ class Supervisor:
     # -- start ----------------------------------------------------------------------------------
 
     def refuse_cpus_missing(self) -> None:
-        """Refuse ``supervisor.cores`` naming a CPU this host does not let us run on (the
-        config loads anywhere: units for another host are made from it)."""
-        host = os.sched_getaffinity(0)
-        for child in self.children:
-            missing = sorted(set(child.spec.cpus) - host)
-            if missing:
-                raise SupervisorError(
-                    f"supervisor.cores[{child.spec.name!r}] names CPU(s) {missing}, which "
-                    f"this host lacks; it has {sorted(host)}"
-                )
+        """Refuse ``supervisor.cores`` naming a CPU this host does not let us run on."""
+        if refused := cpus_missing(child.spec for child in self.children):
+            raise SupervisorError(refused)
 
     def refuse_running(self) -> None:
         instance = self.cfg.instance
@@ -129,7 +123,13 @@ class Supervisor:
     def create_rings(self) -> None:
         self.refuse_running()  # again: the check before the processes started was a while ago
         remove_instance(self.cfg.instance)  # what a dead instance left behind
-        self._rings = create_rings(self.cfg, RecordCodec())
+        if short := shm_short(self.cfg):  # refused before a SIGBUS, whoever it would hit
+            raise SupervisorError(short)
+        try:
+            self._rings = create_rings(self.cfg, RecordCodec())
+        except ShmError as exc:  # /dev/shm filled since (each segment reserves its pages)
+            remove_instance(self.cfg.instance)  # the rings made before it: no room held
+            raise SupervisorError(str(exc)) from exc
 
     def serve_metrics(self) -> None:
         """Serve /metrics (``supervisor.metrics``); scrapes read the rings this created."""
@@ -517,6 +517,8 @@ class Supervisor:
         except SupervisorError as exc:
             log.error("%s", exc)
             self.discard_held()
+            self.state, self.reason = "stopped", str(exc)  # not "starting" for good
+            self.write_status()
             return 1
         self.stop_asked = stop
         try:
@@ -564,6 +566,9 @@ def run_standby(cfg: RingexConfig, profile: str, stopped: Callable[[], bool]) ->
         return standby.run(stopped)
     signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # wakes ``watch`` (wakeup fd)
     spare = Supervisor(load_profile(promoted), promoted)
+    if refused := cpus_missing(c.spec for c in spare.children):  # pinned once it runs
+        log.error("the promotion's processes cannot start: %s", refused)
+        return 1
 
     def prestart() -> None:
         spare.prestart()

@@ -1,0 +1,56 @@
+"""What a start checks before it touches an instance, each refusal naming the setting and the
+limit it meets: CPUs this host lacks (``supervisor.cores``), and rings that shared memory
+cannot hold (``ring.capacity``). Refused here, neither is a process that cannot be pinned
+(an opaque ``preexec_fn`` error) or a SIGBUS once a ring fills past what /dev/shm can give."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from config.schema import RingexConfig
+from procs.common.records import RecordCodec
+from procs.common.topology import rings
+from procs.supervisor.plan import ProcessSpec
+from shm.header import Geometry
+from shm.inspect import SHM_DIR
+
+
+def cpus_missing(specs: Iterable[ProcessSpec]) -> str:
+    """Why a process of ``specs`` cannot be pinned here ("" when each can): its
+    ``supervisor.cores`` name a CPU this process may not run on (the config loads anywhere:
+    units for another host are made from it)."""
+    host = os.sched_getaffinity(0)
+    for spec in specs:
+        missing = sorted(set(spec.cpus) - host)
+        if missing:
+            return (
+                f"supervisor.cores[{spec.name!r}] names CPU(s) {missing}, which this host "
+                f"lacks; it has {len(host)}: {sorted(host)}"
+            )
+    return ""
+
+
+def rings_bytes(cfg: RingexConfig) -> list[int]:
+    """The size of each ring segment of ``cfg``, in bytes."""
+    codec = RecordCodec()
+    return [
+        Geometry(codec.slot_size, spec.capacity, codec.schema_id, cfg.ring.max_consumers).total_size
+        for spec in rings(cfg)
+    ]
+
+
+def shm_short(cfg: RingexConfig) -> str:
+    """Why ``cfg``'s rings do not fit in the shared memory free now ("" when they do)."""
+    sizes = rings_bytes(cfg)
+    fs = os.statvfs(SHM_DIR)
+    free = fs.f_bavail * fs.f_frsize
+    if sum(sizes) <= free:
+        return ""
+    mib = 1 << 20
+    return (
+        f"the {len(sizes)} rings of instance {cfg.instance!r} need {sum(sizes) / mib:.1f} MiB "
+        f"of shared memory (ring.capacity = {cfg.ring.capacity} slots of "
+        f"{RecordCodec().slot_size} bytes each), but {SHM_DIR} has {free / mib:.1f} MiB free: "
+        f"lower ring.capacity, or give {SHM_DIR} more room (docker run --shm-size)"
+    )
