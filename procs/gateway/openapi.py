@@ -23,6 +23,7 @@ from procs.gateway.apikeys import MAX_LABEL, SCOPES
 from procs.gateway.history import KLINES, MAX_LIMIT, STATUS_NAMES
 from procs.gateway.instruments import MAX_INT64, format_units
 from procs.gateway.private_stream import PATH as STREAM_PATH
+from procs.gateway.rest_body import BODY_TIMEOUT_S
 from procs.gateway.rest_order_state import DONE_STATUS, OPEN_STATUSES
 
 Json = dict[str, Any]
@@ -54,6 +55,11 @@ ERRORS: dict[int, tuple[str, str]] = {
     403: ("Forbidden", f"The API key lacks the scope needed ({signing.FORBIDDEN_SCOPE})."),
     404: ("NotFound", f"No such path, for any path not listed here ({codes.UNKNOWN})."),
     405: ("MethodNotAllowed", f"The path exists, the method does not ({codes.UNKNOWN})."),
+    408: (
+        "RequestTimeout",
+        f"The body did not arrive within the gateway's limit, {BODY_TIMEOUT_S:g} s "
+        f"({codes.TIMEOUT}).",
+    ),
     413: ("PayloadTooLarge", f"The body is over the gateway's limit ({codes.ILLEGAL_PARAM})."),
     429: (
         "TooManyRequests",
@@ -92,8 +98,9 @@ A signature is accepted once: a byte-identical request sent again is refused \
 
 _INFO = f"""The ringex exchange's REST API. Prices and sizes are decimal strings both ways \
 (never JSON numbers); parameters go in the query string (GET, DELETE) or in the body as a form \
-or a JSON object (POST). At most {rp.MAX_PARAMS} parameters, each value at most \
-{rp.MAX_VALUE_CHARS} characters (a password {rp.LONG_VALUES["password"]}).
+or a JSON object (POST). At most {rp.MAX_PARAMS} parameters, each value 1 to \
+{rp.MAX_VALUE_CHARS} characters (a password {rp.LONG_VALUES["password"]}): an empty one is \
+refused, never taken for the default.
 
 Every error is `{{"code": integer, "msg": string}}` with the status below; unknown paths answer \
 404 and known paths with another method 405, both with that body. Any `OPTIONS` request is a \
@@ -217,10 +224,10 @@ def _operation(
     description: str = "",
 ) -> Json:
     """One operation: 200 with ``ok``, and the error statuses it can answer. Every request
-    may get 400 (a parameter it does not take, a bad value), 413 and 429; a signed one 401,
+    may get 400 (a parameter it does not take, a bad value), 408, 413 and 429; a signed one 401,
     and 403 when it needs a ``scope`` ("": any valid key)."""
     params = list(params)
-    statuses = {400, 413, 429, *errors}
+    statuses = {400, 408, 413, 429, *errors}
     if scope is not None:
         statuses.add(401)
         if scope:
@@ -474,7 +481,9 @@ def _other_schemas(cfg: RingexConfig) -> Json:
             "type": "string", "pattern": f"^({scopes})(,({scopes}))*$", "default": "read,trade",
             "description": "Comma-separated.",
         },
-        "label": {"type": "string", "maxLength": MAX_LABEL, "description": "Printable."},
+        "label": {
+            "type": "string", "minLength": 1, "maxLength": MAX_LABEL, "description": "Printable.",
+        },
     }, required=["username", "password"])  # fmt: skip
     key_request["additionalProperties"] = False
     return {

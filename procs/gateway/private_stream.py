@@ -14,7 +14,8 @@ wait behind it, so the client applies them in order. A client that falls ``queue
 messages behind is cut off (close code 1008) rather than slow the gateway: it reconnects
 and starts again from a snapshot. A stream lives no longer than its key and its user:
 revoking the key (here, through another gateway or by an operator) or removing the user
-closes it with 1008 within a second or two. One key holds at most ``max_per_key`` streams.
+closes it with 1008 within a second or two. One key holds at most ``max_per_key`` streams,
+and each upgrade spends one of the key's requests (its rate limit, as any signed request).
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class PrivateStreams:
             )  # fmt: skip
         except AuthError as exc:
             raise ApiError(401, exc.code, exc.msg) from None
+        api.charge(key)  # an upgrade costs a snapshot: it is a request of the key like any
         api.require_user(key)
         api.require_scope(key, "read")
         if self.count >= self.max_streams:

@@ -5,7 +5,8 @@ beside the FIX acceptor) does the HTTP and WebSocket protocol work; this module 
 edge around ``RestOrders`` (orders, balances, private events), ``History`` (PostgreSQL) and
 the market-data process (the book and ticker, proxied). Every request:
 
-1. the client address's rate limit (429 with ``Retry-After``), the body size (413);
+1. the client address's rate limit (429 with ``Retry-After``), the body size (413) and the
+   time it takes to arrive (408);
 2. for a private endpoint: the API key, its rate limit, the HMAC signature over the request
    with its timestamp and receive window, refused when replayed (``signing.py``), the scope;
 3. the parameters (query string, form or JSON body), checked with messages that name the
@@ -42,7 +43,7 @@ from procs.gateway.history import History, order_json
 from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams
-from procs.gateway.rest_body import body_pairs, repeated
+from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, read_body, repeated
 from procs.gateway.rest_order_state import LiveOrder
 from procs.gateway.rest_orders import Outcome, RestOrders
 from procs.gateway.rest_public import PublicRoutes, json_response
@@ -113,6 +114,7 @@ class RestApi:
         self.key_limits = RateLimiter(rest.key_rate_per_s, rest.key_burst)
         self.ip_limits = RateLimiter(rest.ip_rate_per_s, rest.ip_burst)
         self.login_limits = RateLimiter(rest.login_rate_per_s, rest.login_burst)
+        self.body_timeout_s = BODY_TIMEOUT_S
         self.waiters: dict[int, asyncio.Future[Outcome]] = {}
         #: The gateway is stopping (``GatewayServer.stop``): new orders are refused.
         self.closing = False
@@ -268,10 +270,9 @@ class RestApi:
         """Query string and body (form or JSON object) parameters, size-checked, each one of
         the ``accepted`` names (``rest_params``)."""
         pairs = list(request.query.items())
-        if request.body_exists:
-            body = await request.read()
-            if body:
-                pairs += body_pairs(body, request.content_type or "")
+        body = await read_body(request, self.body_timeout_s)
+        if body:
+            pairs += body_pairs(body, request.content_type or "")
         params = dict(pairs)
         if len(params) != len(pairs):  # the query twice, or the query and the body
             raise bad_request(
@@ -285,7 +286,7 @@ class RestApi:
         key = self.keys.get(request.headers.get(API_KEY, ""))
         if key is None:
             raise ApiError(401, codes.BAD_CREDENTIALS, f"unknown or missing API key ({API_KEY})")
-        body = await request.read() if request.body_exists else b""
+        body = await read_body(request, self.body_timeout_s)
         headers = request.headers
         # the bytes the client sent and signed: the decoded forms differ where it escaped
         path, _, query = request.raw_path.partition("?")
@@ -297,13 +298,18 @@ class RestApi:
             )  # fmt: skip
         except AuthError as exc:
             raise ApiError(401, exc.code, exc.msg) from None
-        # Only once the signature holds: the key id travels in the clear, and requests that
-        # merely name it must not spend its owner's budget (the per-address limit has them).
-        throttle(self.key_limits, key.key, "requests for this API key")
+        self.charge(key)
         self.require_user(key)
         self.require_scope(key, scope)
         self.core.touch(key.account, key.session, time.monotonic())
         return key
+
+    def charge(self, key: ApiKey) -> None:
+        """429 when ``key`` is over its rate limit, else one request spent: every signed
+        request, a private stream's upgrade included. Only once the signature holds: the key
+        id travels in the clear, and requests that merely name it must not spend its owner's
+        budget (the per-address limit has them)."""
+        throttle(self.key_limits, key.key, "requests for this API key")
 
     def require_user(self, key: ApiKey) -> None:
         """401 unless ``key``'s user still exists, with the key's account."""

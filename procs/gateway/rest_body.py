@@ -3,16 +3,37 @@ text; a key sent twice shows as two pairs (``RestApi.params`` refuses it, as for
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
+from aiohttp import web
 
 from procs.gateway import api_errors as codes
-from procs.gateway.api_errors import bad_request
+from procs.gateway.api_errors import ApiError, bad_request
 
 _decode = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
+#: Longest a request's body may take to arrive (s): aiohttp waits for a body for ever, so a
+#: client trickling one byte at a time would hold a connection and a handler as long as it
+#: liked, and enough of them the gateway's file descriptors.
+BODY_TIMEOUT_S = 10.0
+
+
+async def read_body(request: web.Request, timeout_s: float) -> bytes:
+    """``request``'s body (b"" when it has none), or 408 when it took over ``timeout_s``."""
+    if not request.body_exists:
+        return b""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        size = request.content_length
+        what = "chunked request body" if size is None else f"request body of {size} bytes"
+        raise ApiError(
+            408, codes.TIMEOUT, f"{what} did not arrive within {timeout_s:g} s"
+        ) from None
 
 
 def body_pairs(body: bytes, content_type: str) -> list[tuple[str, str]]:

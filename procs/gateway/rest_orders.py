@@ -207,8 +207,9 @@ class RestOrders:
         self._need.pop(account, None)
         self._have.pop(account, None)
         # Orders placed through this API stay until they finish (their events reach this
-        # core whoever is interested: a query or cancel by clientOrderId must find them);
-        # the account's others, seen on the rings, go.
+        # core whoever is interested: a query or cancel by clientOrderId must find them),
+        # and finished, until ``keep_done`` pushes them out, as the order log keeps them
+        # (the database holds no clientOrderId); the account's others, seen on the rings, go.
         placed = self.client_ids
         for oid in [
             oid
@@ -216,7 +217,7 @@ class RestOrders:
             if o.account == account and placed.get((account, o.client_order_id)) is not o
         ]:
             del self.live[oid]
-        for oid in [oid for oid, o in self.done.items() if o.account == account]:
+        for oid in [oid for oid, o in self.done.items() if o.account == account and not o.placed]:
             del self.done[oid]
 
     def _watch(self, account: int, lease_ms: int) -> int:

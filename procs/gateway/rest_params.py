@@ -118,7 +118,8 @@ def only(params: Mapping[str, str], accepted: frozenset[str]) -> None:
 
 
 def check_params(params: Mapping[str, str]) -> None:
-    """The size limits every request obeys."""
+    """The size limits every request obeys; and no value is empty (absent is the way to
+    ask for a default: an empty one would be taken as absent, in silence)."""
     if len(params) > MAX_PARAMS:
         raise bad_request(
             codes.TOO_MANY_PARAMS, f"{len(params)} parameters, the limit is {MAX_PARAMS}"
@@ -131,6 +132,11 @@ def check_params(params: Mapping[str, str]) -> None:
                 f"the limit is {MAX_VALUE_CHARS}",
             )
         limit = LONG_VALUES.get(name, MAX_VALUE_CHARS)
+        if not value:  # ``icebergQty=`` is no iceberg: never a default taken in silence
+            raise bad_request(
+                codes.ILLEGAL_PARAM,
+                f"parameter {name!r} is sent empty: give it 1..{limit} characters or leave it out",
+            )
         if len(value) > limit:
             raise bad_request(
                 codes.ILLEGAL_PARAM,
