@@ -48,6 +48,8 @@ from procs.common.result_codes import ResultCode
 from procs.common.topology import journal_archive_dir, journal_dir, rings
 from procs.core.recovery import archivable_before, archive_blocked, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
+from procs.supervisor.draining import stop_bound_s
+from procs.supervisor.main import Supervisor
 from procs.supervisor.main import main as supervisor_main
 from procs.supervisor.run_files import process_start, read_status, run_dir, supervisor_running
 from shm import Ring
@@ -216,11 +218,14 @@ def _stop(args: argparse.Namespace) -> int:
         print(f"instance {cfg.instance} is not running")
         return 0
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + args.timeout
+    timeout = args.timeout
+    if timeout is None:
+        timeout = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
+    deadline = time.monotonic() + timeout
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if pid_alive(pid):
-        print(f"supervisor {pid} still running after {args.timeout} s", file=sys.stderr)
+        print(f"supervisor {pid} still running after {timeout:g} s", file=sys.stderr)
         return 1
     print(f"instance {cfg.instance} stopped")
     return 0
@@ -448,7 +453,11 @@ def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     run.set_defaults(func=_run)
     stop = sub.add_parser("stop", help="stop a running instance cleanly")
     profile_args(stop)
-    stop.add_argument("--timeout", type=float, default=60.0)
+    stop.add_argument(
+        "--timeout", type=float, default=None,
+        help="seconds to wait (default: as long as the instance's own stop may take, "
+        "3 x 20 s of grace + supervisor.drain_timeout_s + 30 s)",
+    )  # fmt: skip
     stop.set_defaults(func=_stop)
     status = sub.add_parser("status", help="processes, rings and endpoints of an instance")
     profile_args(status)

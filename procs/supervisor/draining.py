@@ -14,6 +14,15 @@ from typing import Any
 from shm import Ring
 
 log = logging.getLogger("ringex.supervisor")
+#: The embedded database's stop and the rest of a stop, at most (s).
+STOP_SLACK_S = 30.0
+
+
+def stop_bound_s(drain_timeout_s: float, grace_s: float) -> float:
+    """The longest a clean stop takes: three groups' ``grace_s`` (intake, the rest, the
+    writer last), the drain between and ``STOP_SLACK_S``. ``ringex stop`` waits as long by
+    default, so a stop that runs its course is not reported as failed."""
+    return 3 * grace_s + drain_timeout_s + STOP_SLACK_S
 
 
 def detach_gone(rings: Iterable[Ring[Any]]) -> list[str]:

@@ -6,6 +6,7 @@ commands (``ringex``, ``scripts/systemd_units.py``, the supervisor) as operators
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -16,10 +17,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
+import procs.cli
 from config import load_profile
-from procs.supervisor.run_files import read_status
+from procs.supervisor import draining
+from procs.supervisor.main import Supervisor
+from procs.supervisor.run_files import process_start, read_status, status_path
+from tests.unit.router.test_router import config
 
 ROOT = Path(__file__).parents[3]
 
@@ -263,3 +269,48 @@ def test_status_says_why_the_instance_stopped(instance: str, tmp_path: Path) -> 
     shown = ringex("status", "--config", str(profile))
     assert shown.returncode == 0, shown.stderr
     assert "gateway-gw1 exited with 1 while starting" in shown.stdout, shown.stdout
+
+
+# -- `ringex stop` gave up before the supervisor's own stop could have ended -----------------
+
+
+def test_ringex_stop_waits_as_long_as_the_instances_stop_may_take(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ringex stop`` waited 60 s by default, while a clean stop may take three groups'
+    20 s grace plus ``drain_timeout_s`` (10 s) and the database's stop: a stop running its
+    course was reported failed (exit 1). The default is now that bound, from the config.
+    Here a "supervisor" that ignores SIGTERM, with the grace shortened, shows which wait
+    was used."""
+    cfg = msgspec.structs.replace(
+        config(f"stopw{os.getpid()}", tmp_path),
+        supervisor=msgspec.structs.replace(config("x", tmp_path).supervisor, drain_timeout_s=0.2),
+    )
+    monkeypatch.setattr(procs.cli, "load_profile", lambda _name: cfg)
+    monkeypatch.setattr(Supervisor, "STOP_GRACE_S", 0.1)
+    monkeypatch.setattr(draining, "STOP_SLACK_S", 0.3)
+    deaf = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+         "signal.SIG_IGN); print('up', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert deaf.stdout is not None and deaf.stdout.readline() == "up\n"
+        status = status_path(cfg)
+        status.parent.mkdir(parents=True, exist_ok=True)
+        status.write_text(
+            json.dumps({
+                "instance": cfg.instance, "state": "running", "supervisor_pid": deaf.pid,
+                "supervisor_started": process_start(deaf.pid), "processes": [],
+            })
+        )  # fmt: skip
+        assert procs.cli.main(["stop", "--profile", "x"]) == 1
+        bound = draining.stop_bound_s(0.2, 0.1)
+        assert f"still running after {bound:g} s" in capsys.readouterr().err
+        assert bound == pytest.approx(3 * 0.1 + 0.2 + 0.3)
+        assert draining.stop_bound_s(10.0, 20.0) > 60.0  # the defaults: more than the old 60 s
+    finally:
+        deaf.kill()
+        deaf.wait()
+        assert deaf.stdout is not None
+        deaf.stdout.close()
