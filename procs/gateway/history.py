@@ -65,6 +65,13 @@ _ORDER_COLUMNS = (
 )
 
 
+def row_type(ord_type: int, flags: int) -> str:
+    """An order's type name from its row's ``ord_type`` and ``flags`` (``LIMIT_MAKER`` kept)."""
+    if ord_type == OrdType.LIMIT and flags & OrderFlag.POST_ONLY:
+        return "LIMIT_MAKER"
+    return TYPE_NAMES.get(ord_type, "")
+
+
 def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
     (oid, _acct, _sym, side, ord_type, tif, price, stop, size, _rem, filled, status, _rc) = row[:13]
     pd, qd = sym.price_decimals, sym.qty_decimals
@@ -79,9 +86,7 @@ def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
         "cummulativeQuoteQty": None,  # the orders table keeps no notional; myTrades has it
         "status": name,
         "timeInForce": TIF_NAMES.get(tif, ""),
-        "type": "LIMIT_MAKER"
-        if ord_type == OrdType.LIMIT and row[15] & OrderFlag.POST_ONLY
-        else TYPE_NAMES.get(ord_type, ""),
+        "type": row_type(ord_type, row[15]),
         "side": SIDE_NAMES.get(side, str(side)),
         "stopPrice": format_units(stop, pd).decode(),
         "time": row[13],

@@ -514,6 +514,7 @@ class RestApi:
         self, rows: dict[int, list[Any]], account: int, symbols: list[SymbolConfig]
     ) -> list[dict[str, Any]]:
         """The database's ``rows`` overlaid with the live view as of now (no await)."""
+        self.core.rows.remember(account, rows, self.core.known)  # their events: the stream's
         out: dict[int, dict[str, Any]] = {}
         for sym in symbols:
             for row in rows.get(sym.id, ()):

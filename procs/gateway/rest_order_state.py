@@ -10,6 +10,7 @@ from typing import Any
 
 from config.schema import SymbolConfig
 from procs.common.types import DoneReason
+from procs.gateway.history import STATUS_NAMES, row_type
 from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.order_state import Order
 from procs.gateway.rest_params import SIDE_NAMES, TIF_NAMES, TYPE_NAMES
@@ -58,6 +59,9 @@ class LiveOrder:
     #: the journal seq of the last event about it seen here (0: none since it was restored or
     #: followed from FIX): ``allOrders`` shows it over an older database row (``unfiled_orders``)
     seq: int = 0
+    #: False when followed from a database row with fills: the table keeps no notional, so
+    #: ``cummulativeQuoteQty`` is null, as the database's own answers show it
+    notional_known: bool = True
 
     @property
     def open(self) -> bool:
@@ -73,7 +77,9 @@ class LiveOrder:
             "price": format_units(self.price, pd).decode(),
             "origQty": format_units(self.qty, qd).decode(),
             "executedQty": format_units(self.cum, qd).decode(),
-            "cummulativeQuoteQty": format_units(self.notional, pd + qd).decode(),
+            "cummulativeQuoteQty": format_units(self.notional, pd + qd).decode()
+            if self.notional_known
+            else None,
             "status": self.status,
             "timeInForce": TIF_NAMES.get(self.tif, "") if self.tif else "",
             "type": self.type_name,
@@ -113,4 +119,17 @@ def from_fix(o: Order, account: int) -> LiveOrder:
         int(o.tif), o.price, o.stop_price, o.qty, o.leaves, o.cum, o.notional,
         "PARTIALLY_FILLED" if o.cum else "NEW", o.cl_ord_id.decode("latin-1"),
         ms(o.time_ns or o.received_ns), ms(o.time_ns or o.received_ns),
+    )  # fmt: skip
+
+
+def from_row(row: tuple[Any, ...], sym: SymbolConfig) -> LiveOrder:
+    """The API's view of an order as a database row (``History.orders``) shows it: placed
+    elsewhere, or before its account was followed here. No clientOrderId (the table keeps
+    none); its seq is the row's ``updated_seq``, the journal seq of its last change filed."""
+    (oid, account, _sym, side, ord_type, tif, price, stop, size, remaining, filled, status,
+     _code, created_ms, updated_ms, flags, updated_seq) = row[:17]  # fmt: skip
+    return LiveOrder(
+        oid, account, sym, side, row_type(ord_type, flags), tif, price, stop, size, remaining,
+        filled, status=STATUS_NAMES.get(status, str(status)), time_ms=created_ms,
+        update_ms=updated_ms, seq=updated_seq, notional_known=not filled,
     )  # fmt: skip

@@ -10,10 +10,11 @@ batch of events, so a new order's answer carries the fills its own command made.
 Which orders it knows: those placed through this API, and every order of an account that
 uses the API (a request or a private stream in the last ``interest_s``) seen on the matchers'
 output rings, whichever gateway or protocol placed it; the open orders its user placed over
-FIX on this gateway before that (``fix_orders``); older ones are in PostgreSQL, which
-``trades`` and ``unfiled`` complete with what the writer has not filed yet. An
-account's balances come from the router (``WatchBalances``: a snapshot, then every change),
-watched while the account is of interest.
+FIX on this gateway before that (``fix_orders``), and those the database showed it open
+(``rows``) once an event names them; older ones are in PostgreSQL, which ``trades`` and
+``unfiled`` complete with what the writer has not filed yet. An account's balances come
+from the router (``WatchBalances``: a snapshot, then every change), watched while the
+account is of interest.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from procs.gateway.order_log import API_ORDER, GONE, Entry
 from procs.gateway.order_state import Order
 from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, from_fix, ms
 from procs.gateway.rest_params import OrderRequest
+from procs.gateway.row_orders import RowOrders
 from procs.gateway.unfiled_orders import UnfiledOrders
 
 LEASE_MS = 30_000  # a balance watch's lease; renewed every third of it
@@ -95,6 +97,7 @@ class RestOrders:
         self.trades = LiveTrades(self.commissions)
         #: the orders followed here whose last change the writer may not have filed (allOrders)
         self.unfiled = UnfiledOrders()
+        self.rows = RowOrders(instruments)  # open orders the database showed, not followed
         self.outgoing = outgoing
         self.next_ref = next_ref
         self.interest_s = interest_s
@@ -204,6 +207,7 @@ class RestOrders:
         if self._watched.pop(account, None) is not None:
             self._watch(account, 0)
         self.balances.pop(account, None)
+        self.rows.forget(account)
         self._need.pop(account, None)
         self._have.pop(account, None)
         # Orders placed through this API stay until they finish (their events reach this
@@ -341,8 +345,8 @@ class RestOrders:
         if kind is Trade:
             trade: Trade = event  # type: ignore[assignment]
             # an order placed here is followed past its account's interest (``live``)
-            self._fill(trade.maker_order_id, trade, trade.maker_leaves, True)
-            self._fill(trade.taker_order_id, trade, trade.taker_leaves, False)
+            self._fill(trade.maker_order_id, trade.maker_account, trade, trade.maker_leaves, True)
+            self._fill(trade.taker_order_id, trade.taker_account, trade, trade.taker_leaves, False)
             if self.interest:
                 for account in (trade.maker_account, trade.taker_account):
                     if account in self.interest:
@@ -433,10 +437,12 @@ class RestOrders:
         self._touched(order)
         self._report(order, "NEW", accepted.ts_ns)
 
-    def _fill(self, order_id: int, trade: Trade, leaves: int, maker: bool) -> None:
+    def _fill(self, order_id: int, account: int, trade: Trade, leaves: int, maker: bool) -> None:
         order = self.live.get(order_id)
         if order is None:
-            return
+            if (order := self.rows.take(account, order_id, trade.seq)) is None:
+                return
+            self.live[order_id] = order
         order.cum += trade.qty
         order.notional += trade.price * trade.qty
         order.leaves = leaves
@@ -463,10 +469,11 @@ class RestOrders:
     def _done(self, done: OrderDone) -> None:
         mine = done.gateway == self.gateway
         request = self.requests.get(done.client_ref) if mine else None
-        order = self.live.pop(done.order_id, None)
+        oid = done.order_id
+        order = self.live.pop(oid, None) or self.rows.take(done.account, oid, done.seq)
         if order is not None:
             self._finished(order)
-            order.leaves = 0
+            order.cum, order.leaves = done.filled_qty, 0  # the matcher's count, as the writer's
             order.status = DONE_STATUS.get(done.reason, "CANCELED")
             order.update_ms = ms(done.ts_ns)
             self.done[order.order_id] = order
