@@ -145,9 +145,13 @@ class Book(OrderChecks, ABC):
         stop counting once it reaches ``enough``."""
 
     @abstractmethod
-    def _crossing_levels(self, side: Side, price: int) -> Iterator[Iterable[RestingOrder]]:
-        """The opposite levels a ``side`` order at ``price`` crosses, best first, each its
-        orders in queue order."""
+    def _crossing_levels(
+        self, side: Side, price: int, account: int | None
+    ) -> Iterator[tuple[int, Iterable[RestingOrder] | None]]:
+        """The opposite levels a ``side`` order at ``price`` crosses, best first: each as its
+        size (visible leaves plus icebergs' reserve) and, when ``account`` (None: nobody) has
+        an order there, its orders in queue order, else None. This is FOK's test, free to
+        repeat, so a level without ``account`` must not be walked (O(1) in the fast book)."""
 
     @abstractmethod
     def _best(self, side: Side) -> int | None:
@@ -175,8 +179,9 @@ class Book(OrderChecks, ABC):
         """Take ``order`` out of its level (``orders`` is the caller's business)."""
 
     @abstractmethod
-    def _shrink(self, order: RestingOrder, leaves: int) -> None:
-        """Set ``order``'s visible leaves to a value no larger, keeping its place."""
+    def _shrink(self, order: RestingOrder, leaves: int, reserve: int) -> None:
+        """Set ``order``'s visible leaves and reserve to values no larger, keeping its
+        place."""
 
     @abstractmethod
     def _level_totals(self, side: Side, price: int) -> tuple[int, int]:
@@ -251,18 +256,26 @@ class Book(OrderChecks, ABC):
         an iceberg's reserve counts (it refills); under self-trade prevention an own order
         is skipped (CANCEL_OLDEST removes it) or ends the count (CANCEL_NEWEST and
         CANCEL_BOTH cancel the taker there), and then of its level only what is ahead of it
-        counts, icebergs by their visible slice (a refill queues behind it)."""
+        counts, icebergs by their visible slice (a refill queues behind it).
+
+        Only a level where the taker's own orders rest is walked; any other adds its size
+        whole, so a FOK that cannot fill costs the levels it crosses, not their orders (it
+        changes nothing, and a client may send it again and again)."""
         total = 0
         stp = taker.stp
-        for level in self._crossing_levels(taker.side, taker.price):
-            before, ahead = total, 0  # ahead: the visible quantity before, in this level
-            for maker in level:
-                if stp != StpMode.NONE and maker.account == taker.account:
-                    if stp == StpMode.CANCEL_OLDEST:
-                        continue
-                    return before + ahead
-                ahead += maker.leaves
-                total += maker.leaves + maker.reserve
+        account = None if stp == StpMode.NONE else taker.account
+        for size, orders in self._crossing_levels(taker.side, taker.price, account):
+            if orders is None:
+                total += size
+            else:
+                before, ahead = total, 0  # ahead: the visible quantity before, in this level
+                for maker in orders:
+                    if maker.account == account:
+                        if stp == StpMode.CANCEL_OLDEST:
+                            continue
+                        return before + ahead
+                    ahead += maker.leaves
+                    total += maker.leaves + maker.reserve
             if total >= taker.leaves:
                 break
         return total
@@ -335,8 +348,7 @@ class Book(OrderChecks, ABC):
         if cmd.price == order.price and leaves <= order.leaves + order.reserve:
             # Smaller at the same price keeps its place; an iceberg gives up reserve first.
             visible = min(order.leaves, leaves)
-            order.reserve = leaves - visible
-            self._shrink(order, visible)
+            self._shrink(order, visible, leaves - visible)
             events.append(self._level(cmd, order.side, order.price))
             return events
         old_price = order.price

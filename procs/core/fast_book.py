@@ -3,8 +3,8 @@
 Each side is a ``sortedcontainers.SortedList`` of level keys beside a plain dict from key to
 ``Level``, keyed so that the best price comes first on both sides (asks by price, bids by
 minus the price). A level keeps its orders in an insertion-ordered dict (FIFO, with O(1)
-cancel from the middle) and their visible total, so a level change is reported without a
-scan.
+cancel from the middle), their visible total, so a level change is reported without a scan,
+and their icebergs' reserve total, so a FOK's test adds up levels, not orders.
 
 Where the time goes (PERF-NOTES: per-order work should be a dict operation) and what this
 module does about it:
@@ -22,11 +22,24 @@ module does about it:
   cancel, a replace that does not cross) and builds events with positional arguments; every
   other case (matching, stops, icebergs, STP, halts, rejects) takes ``Book``'s general flow
   on the same mechanics. The differential tests compare both paths with the reference book.
+- A FOK that cannot fill changes nothing, so a client may send it again and again: its test
+  (``Book._fillable``) must cost the levels it crosses, never their orders. Under self-trade
+  prevention it must still walk a level where the taker's own orders rest, so a level must
+  say whether an account has orders there. Counting orders per account on every change
+  would cost the move-heavy mix ~5% (a dict update on each of a move's two levels), and
+  even a test "is this level counted?" at each change measured 2-3%, for a question most
+  levels are never asked. So a level's orders are a plain dict until a FOK under STP first
+  asks about it; then they become ``CountedOrders``, a dict that keeps the count itself on
+  every ``[]=`` and ``del``, so the inline paths are the same code either way and cannot
+  forget it. A level is unlisted only when empty, so each resting order is counted in at
+  most one such conversion: O(1) per order, amortised, and a repeated FOK walks nothing.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from typing import NoReturn
 
 from sortedcontainers import SortedList
 
@@ -57,13 +70,61 @@ _CANCELLED = DoneReason.CANCELLED
 _EXPIRED = DoneReason.EXPIRED
 
 
+class CountedOrders(dict[int, RestingOrder]):
+    """A level's orders (by id, in arrival order) that also keep ``accounts``: how many of
+    them each account has, no account listed with 0. Only ``[]=`` and ``del`` change a
+    level's orders; the other ways to change a dict are refused, since they would not
+    count."""
+
+    __slots__ = ("accounts",)
+
+    def __init__(self, orders: dict[int, RestingOrder]) -> None:
+        super().__init__(orders)
+        self.accounts: dict[int, int] = {}
+        for order in orders.values():
+            self.accounts[order.account] = self.accounts.get(order.account, 0) + 1
+
+    def __setitem__(self, oid: int, order: RestingOrder) -> None:
+        if oid in self:
+            raise KeyError(f"order {oid} already rests in this level")
+        dict.__setitem__(self, oid, order)
+        self.accounts[order.account] = self.accounts.get(order.account, 0) + 1
+
+    def __delitem__(self, oid: int) -> None:
+        account = self[oid].account
+        dict.__delitem__(self, oid)
+        count = self.accounts[account]
+        if count == 1:
+            del self.accounts[account]
+        else:
+            self.accounts[account] = count - 1
+
+    def _uncounted(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a level's orders change only by [] and del, which keep the counts")
+
+    pop = popitem = clear = update = setdefault = __ior__ = _uncounted
+
+
 class Level:
-    __slots__ = ("orders", "price", "qty")
+    """One price's orders in arrival order (a plain dict until ``rests`` is first asked,
+    then ``CountedOrders``), ``qty`` their visible leaves, ``reserve`` their icebergs'
+    hidden rest."""
+
+    __slots__ = ("orders", "price", "qty", "reserve")
 
     def __init__(self, price: int) -> None:
         self.price = price
         self.orders: dict[int, RestingOrder] = {}  # arrival order
         self.qty = 0
+        self.reserve = 0
+
+    def rests(self, account: int) -> bool:
+        """Whether ``account`` has an order here. The first call counts the orders, and
+        from then on the orders keep the count."""
+        orders = self.orders
+        if not isinstance(orders, CountedOrders):
+            self.orders = orders = CountedOrders(orders)
+        return account in orders.accounts
 
 
 class BookSide:
@@ -87,7 +148,7 @@ class BookSide:
         elif not level.orders:
             self.empty -= 1
         level.orders[order.order_id] = order
-        level.qty += order.leaves
+        level.qty += order.leaves  # an iceberg's reserve: the caller's (inline paths rest none)
         if key < self.best:  # noqa: PLR1730  (min() costs a call on the hot path)
             self.best = key
         return level
@@ -209,6 +270,8 @@ class FastBook(Book):
         orders = level.orders
         del orders[oid]
         level.qty -= order.leaves
+        if order.reserve:
+            level.reserve -= order.reserve
         if not orders:
             book_side.emptied(key)
         seq, ts, symbol = cmd.seq, cmd.ts_ns, cmd.symbol
@@ -261,7 +324,7 @@ class FastBook(Book):
             order.leaves = qty
             return [replaced, BookLevel(seq, ts, symbol, side, price, level.qty, len(orders))]
         del orders[oid]
-        level.qty -= order.leaves
+        level.qty -= order.leaves  # not an iceberg: no reserve
         if not orders:
             book_side.emptied(old_key)
         old = BookLevel(seq, ts, symbol, side, old_price, level.qty, len(orders))
@@ -303,10 +366,15 @@ class FastBook(Book):
                 break
         return total
 
-    def _crossing_levels(self, side: Side, price: int) -> Iterator[Iterable[RestingOrder]]:
+    def _crossing_levels(
+        self, side: Side, price: int, account: int | None
+    ) -> Iterator[tuple[int, Iterable[RestingOrder] | None]]:
         opposite = self.asks if side == _BUY else self.bids
+        levels = opposite.levels
         for key in opposite.keys.irange(maximum=price if side == _BUY else -price):
-            yield opposite.levels[key].orders.values()
+            level = levels[key]
+            own = account is not None and level.rests(account)
+            yield level.qty + level.reserve, level.orders.values() if own else None
 
     def _best(self, side: Side) -> int | None:
         book_side = self.bids if side == _BUY else self.asks
@@ -370,6 +438,7 @@ class FastBook(Book):
             del level.orders[maker.order_id]
             del self.orders[maker.order_id]
             level.qty -= maker.leaves
+            level.reserve -= maker.reserve
             events.append(self._done_resting(cmd, maker, DoneReason.SELF_TRADE))
         if stp != StpMode.CANCEL_OLDEST:
             self._taker_self_traded = True
@@ -383,24 +452,28 @@ class FastBook(Book):
         maker.arrival = self.next_arrival
         self.next_arrival += 1
         level.qty += maker.leaves
+        level.reserve -= maker.leaves
         level.orders[maker.order_id] = maker
 
     def _rest(self, order: RestingOrder) -> None:
         book_side, key = self._side_key(order.side, order.price)
-        book_side.add(key, order)
+        book_side.add(key, order).reserve += order.reserve
 
     def _unlink(self, order: RestingOrder) -> None:
         book_side, key = self._side_key(order.side, order.price)
         level = book_side.levels[key]
         del level.orders[order.order_id]
         level.qty -= order.leaves
+        level.reserve -= order.reserve
         if not level.orders:
             book_side.emptied(key)
 
-    def _shrink(self, order: RestingOrder, leaves: int) -> None:
+    def _shrink(self, order: RestingOrder, leaves: int, reserve: int) -> None:
         book_side, key = self._side_key(order.side, order.price)
-        book_side.levels[key].qty -= order.leaves - leaves
-        order.leaves = leaves
+        level = book_side.levels[key]
+        level.qty -= order.leaves - leaves
+        level.reserve -= order.reserve - reserve
+        order.leaves, order.reserve = leaves, reserve
 
     def _level_totals(self, side: Side, price: int) -> tuple[int, int]:
         book_side, key = self._side_key(side, price)
@@ -431,6 +504,17 @@ class FastBook(Book):
                 assert level.qty == sum(o.leaves for o in level.orders.values()), (
                     f"level {level.price} total {level.qty} disagrees with its orders"
                 )
+                reserve = sum(o.reserve for o in level.orders.values())
+                assert level.reserve == reserve, (
+                    f"level {level.price} reserve {level.reserve} disagrees with its orders"
+                    f" ({reserve})"
+                )
+                if isinstance(level.orders, CountedOrders):
+                    counts = dict(Counter(o.account for o in level.orders.values()))
+                    assert level.orders.accounts == counts, (
+                        f"level {level.price} counts {level.orders.accounts} orders per"
+                        f" account, its orders {counts}"
+                    )
                 for oid, o in level.orders.items():
                     assert o.order_id == oid and o.side == side and o.price == level.price
                     assert o.leaves > 0, f"order {oid} rests with leaves {o.leaves}"

@@ -36,10 +36,14 @@ class ReferenceBook(Book):
     def _crossable(self, side: Side, price: int, enough: int) -> int:
         return sum(o.leaves for o in self._side(_other(side)) if _crosses(side, price, o.price))
 
-    def _crossing_levels(self, side: Side, price: int) -> Iterator[list[RestingOrder]]:
+    def _crossing_levels(
+        self, side: Side, price: int, account: int | None
+    ) -> Iterator[tuple[int, list[RestingOrder] | None]]:
         crossing = [o for o in self._side(_other(side)) if _crosses(side, price, o.price)]
-        for _price, level in itertools.groupby(crossing, key=lambda o: o.price):
-            yield list(level)
+        for _price, group in itertools.groupby(crossing, key=lambda o: o.price):
+            level = list(group)
+            size = sum(o.leaves + o.reserve for o in level)
+            yield size, level if any(o.account == account for o in level) else None
 
     def _best(self, side: Side) -> int | None:
         orders = self._side(side)
@@ -92,8 +96,8 @@ class ReferenceBook(Book):
     def _unlink(self, order: RestingOrder) -> None:
         self._side(order.side).remove(order)
 
-    def _shrink(self, order: RestingOrder, leaves: int) -> None:
-        order.leaves = leaves
+    def _shrink(self, order: RestingOrder, leaves: int, reserve: int) -> None:
+        order.leaves, order.reserve = leaves, reserve
 
     def _level_totals(self, side: Side, price: int) -> tuple[int, int]:
         at = [o for o in self._side(side) if o.price == price]

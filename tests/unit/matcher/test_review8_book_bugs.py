@@ -18,10 +18,10 @@ only when an IOC in its place would not fill it, post-only never taking, STP nev
 within an account, market orders inside their band. A second property puts FOK orders of
 every STP mode against dense asks of icebergs and the taker's own orders.
 
-Noted, not a spec bug: a FOK that cannot fill counts every crossing order (``Book._fillable``,
-per order: icebergs' reserves and STP need it), about 15 ms against 100k one-lot asks, and
-since it changes nothing it can be sent again and again; per-level reserve totals would make
-the common case (no STP) a walk over levels.
+Noted then, not a spec bug: a FOK that cannot fill counted every crossing order
+(``Book._fillable``, per order: icebergs' reserves and STP needed it), about 15 ms against 100k
+one-lot asks, and since it changes nothing it could be sent again and again. Since fixed:
+levels keep their reserve totals and who rests there (``test_fok_walk.py``).
 """
 
 from __future__ import annotations
