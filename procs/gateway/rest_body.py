@@ -22,9 +22,15 @@ BODY_TIMEOUT_S = 10.0
 
 
 async def read_body(request: web.Request, timeout_s: float) -> bytes:
-    """``request``'s body (b"" when it has none), or 408 when it took over ``timeout_s``."""
+    """``request``'s body (b"" when it has none), or 408 when it took over ``timeout_s``.
+
+    A body that has already arrived whole (an order's usually comes in the headers' packet;
+    a second call finds it read) is taken without arming the timer: ``asyncio.timeout``
+    schedules and cancels a timer handle each time, ~5% of the gateway's CPU per request."""
     if not request.body_exists:
         return b""
+    if request.content.is_eof():  # every byte is buffered: the read cannot wait
+        return await request.read()
     try:
         async with asyncio.timeout(timeout_s):
             return await request.read()
