@@ -392,6 +392,23 @@ class JournalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     snapshot_every_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
 
 
+class GcConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """CPython's cyclic garbage collector in every process, set once the process is ready
+    (``procs/common/gc_policy.py`` says why and what it measured)."""
+
+    #: Once ready, collect and freeze (``gc.freeze``): what startup and recovery built (a
+    #: restored book, the accounts, the order memory) is never walked by a collection again.
+    freeze: bool = True
+    #: Net new container objects between young collections (CPython's threshold0).
+    threshold0: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 700
+    #: Young collections between middle ones (threshold1).
+    threshold1: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10
+    #: Middle collections between full ones (threshold2); 0: a full collection, which walks
+    #: every live object (340 ms in a matcher holding 1M orders) and stops the process for
+    #: it, never starts on its own.
+    threshold2: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+
+
 DEFAULT_ASSETS = [
     AssetConfig(name="USD", id=1, decimals=6),
     AssetConfig(name="BTC", id=2, decimals=8),
@@ -426,6 +443,7 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     risk: RiskConfig = RiskConfig()
     journal: JournalConfig = JournalConfig()
     replication: ReplicationConfig = ReplicationConfig()
+    gc: GcConfig = GcConfig()
     #: Sequenced commands the router takes from all gateways per batch (one journal write).
     router_batch: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 4096
     #: Where journals, snapshots and benchmark results go (git ignores it).

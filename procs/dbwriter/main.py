@@ -18,7 +18,7 @@ from types import FrameType
 
 from config import load_profile
 from config.schema import RingexConfig
-from procs.common import sd_notify
+from procs.common import gc_policy, sd_notify
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.topology import postgres_dir, users_path
 from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
@@ -69,6 +69,7 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
         sleep = sd_notify.petting(time.sleep, ready_first=True)
         pet = sd_notify.petting(_nothing)  # and so does each batch of a catch-up
         writer = DbWriter(cfg, dsn, options(cfg), sleep=sleep, pet=pet)
+        gc_policy.settle(cfg.gc)
         if stopped:
             writer.request_stop()
         try:

@@ -18,11 +18,14 @@ import sys
 import uvloop
 
 from config import load_profile
+from procs.common import gc_policy
 from procs.gateway.server import GatewayServer
 
 
 async def serve(profile: str, name: str) -> None:
-    server = GatewayServer(load_profile(profile), name)
+    cfg = load_profile(profile)
+    server = GatewayServer(cfg, name)
+    gc_policy.settle(cfg.gc)  # recovered (sessions, order memory): never walked again
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.stop)

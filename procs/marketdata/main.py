@@ -25,7 +25,7 @@ import uvloop
 
 from config import load_profile
 from config.schema import RingexConfig
-from procs.common import sd_notify
+from procs.common import gc_policy, sd_notify
 from procs.common.market_snapshots import MarketSnapshots
 from procs.common.records import Heartbeat, Record, RecordCodec
 from procs.common.topology import (
@@ -198,6 +198,7 @@ async def serve(cfg: RingexConfig, port: int | None = None) -> None:
         loop.add_signal_handler(sig, process.stopping.set)
     bound = await process.start(port)
     watchdog = asyncio.create_task(sd_notify.watchdog_loop())
+    gc_policy.settle(cfg.gc)  # the market state rebuilt: never walked again
     sd_notify.ready()
     log.info(
         "marketdata up: http://%s:%d/ symbols %s, rings %s",

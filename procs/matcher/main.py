@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 
 from config import load_profile
 from config.schema import RingexConfig
-from procs.common import sd_notify
+from procs.common import gc_policy, sd_notify
 from procs.common.events_after import events_after
 from procs.common.records import (
     AdminCommand,
@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_profile(args.profile)
     shell = MatcherShell(cfg, args.name)
     stopped = stop_on_signals()
+    gc_policy.settle(cfg.gc)  # recovered: the restored books are never walked again
     sd_notify.ready()  # recovered, the input ring attached: what the supervisor waits for
     try:
         shell.run(sd_notify.petting(stopped))  # the stop poll, once per batch, pets the watchdog

@@ -24,7 +24,7 @@ import uvloop
 
 from config import load_profile
 from config.schema import RingexConfig
-from procs.common import sd_notify
+from procs.common import gc_policy, sd_notify
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby, StandbyRefusedError
 
@@ -52,6 +52,7 @@ def _stop_on_signals(stopping: asyncio.Event) -> None:
 
 async def _source(cfg: RingexConfig) -> int:
     source = ReplicationSource(cfg)
+    gc_policy.settle(cfg.gc)
     _stop_on_signals(source.stopping)
     try:
         await source.run()  # sends READY=1 once it listens
@@ -66,6 +67,7 @@ async def _standby(cfg: RingexConfig) -> int:
     except StandbyRefusedError as exc:
         log.error("%s", exc)
         return 2
+    gc_policy.settle(cfg.gc)  # recovered: the state it follows with is never walked again
     _stop_on_signals(standby.stopping)
     task = asyncio.create_task(standby.run())
     sd_notify.ready()  # recovered: it follows the primary, or waits for it

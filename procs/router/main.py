@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 
 from config import load_profile
 from config.schema import RingexConfig
-from procs.common import sd_notify
+from procs.common import gc_policy, sd_notify
 from procs.common.epochs import Epochs, JournalFencedError
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
@@ -563,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     stopped = stop_on_signals()
+    gc_policy.settle(shell.cfg.gc)  # recovered: what it holds now is never walked again
     sd_notify.ready()  # recovered, the admin ring attached: what the supervisor waits for
     try:
         shell.run(sd_notify.petting(stopped))  # the stop poll, once per batch, pets the watchdog

@@ -43,6 +43,7 @@ import simplefix  # ships no type information
 import uvloop
 
 from config.schema import RingexConfig, RiskConfig
+from procs.common import gc_policy
 from procs.common.records import CreateAccount, Record, Transfer
 from procs.common.topology import (
     gateway_commands,
@@ -198,6 +199,7 @@ def bench_config(instance: str, var: Path, orders: int) -> RingexConfig:
 def run_router(cfg: RingexConfig, stop: Any) -> None:
     """Child process: the router, as ``procs.router.main`` runs it."""
     router = RouterShell(cfg)
+    gc_policy.settle(cfg.gc)
     try:
         router.run(stop.is_set)
     finally:
@@ -207,6 +209,7 @@ def run_router(cfg: RingexConfig, stop: Any) -> None:
 def run_matcher(cfg: RingexConfig, stop: Any) -> None:
     """Child process: the matcher, as ``procs.matcher.main`` runs it."""
     matcher = MatcherShell(cfg, "m1")
+    gc_policy.settle(cfg.gc)
     try:
         matcher.run(stop.is_set)
     finally:
@@ -223,6 +226,7 @@ def serve_gateway(
 
     async def serve() -> None:
         server = GatewayServer(cfg, "gw1")
+        gc_policy.settle(cfg.gc)
         await server.start()
         started(server)
         while not stop.is_set():

@@ -12,7 +12,10 @@ pipeline    input ring ─► matcher process (MatcherShell) ─► output ring 
             (--wait, default yield and blocking: the target holds if one meets it, since
             the wait is a config choice: blocking parks at ~0% idle CPU and pays a futex
             wake-up per hop, yield keeps the lowest latency when spinners outnumber cores)
-memory      a child process rests 1M orders over 10k levels: RSS growth per resting order
+memory      a child process rests 1M orders over 10k levels: RSS growth per resting order,
+            the load's rate and the cyclic collector's longest pause, once under the gc
+            policy the matcher process sets (``procs/common/gc_policy.py``) and once
+            under CPython's defaults
 ```
 
 Mixes (``tests.bench.matcher_mixes``): exchange-core's (9% GTC, 3% IOC, 6% cancel, 82% move,
@@ -38,6 +41,7 @@ from typing import Any
 import msgspec
 
 from config.schema import (
+    GcConfig,
     MatcherConfig,
     RingConfig,
     RingexConfig,
@@ -45,6 +49,7 @@ from config.schema import (
     WaitConfig,
     WaitName,
 )
+from procs.common import gc_policy
 from procs.common.records import Record, RecordCodec
 from procs.common.topology import matcher_input, matcher_output
 from procs.core.book import Book
@@ -143,8 +148,8 @@ def pin(which: int) -> None:
 
 def run_matcher(cfg: RingexConfig, last_seq: int, started: Any) -> None:
     pin(-1)
-    gc.freeze()
     shell = MatcherShell(cfg, "m1")
+    gc_policy.settle(cfg.gc)  # as procs.matcher.main does once recovered
     started.set()
     shell.run(lambda: shell.matcher.last_seq >= last_seq)
     shell.close()
@@ -243,26 +248,46 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def memory_child(orders: int, levels: int, out: Any) -> None:
+def memory_child(orders: int, levels: int, policy: bool, out: Any) -> None:
+    """Rest ``orders`` orders in one book; put RSS growth, the load's rate and the longest
+    pause of the cyclic collector (``policy``: as the matcher process sets it, else
+    CPython's defaults)."""
     records = to_records(load_mix(orders, levels, 3))
     gc.collect()
+    if policy:
+        gc_policy.settle(GcConfig())
     before = rss_bytes()
     book = FastBook(SPEC)
+    pauses: list[float] = []
+    started = [0.0]
+
+    def timed(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(timed)
+    start = time.perf_counter()
     for command in records:
         book.execute(command)
+    elapsed = time.perf_counter() - start
+    gc.callbacks.remove(timed)
     gc.collect()
     after = rss_bytes()
-    out.put((after - before, len(book.orders)))
+    out.put((after - before, len(book.orders), len(records) / elapsed, max(pauses, default=0.0),
+             sum(pauses) / elapsed))  # fmt: skip
 
 
-def memory(orders: int, levels: int) -> dict[str, float]:
+def memory(orders: int, levels: int, policy: bool) -> dict[str, float]:
     ctx = mp.get_context("fork")
     out = ctx.Queue()
-    child = ctx.Process(target=memory_child, args=(orders, levels, out))
+    child = ctx.Process(target=memory_child, args=(orders, levels, policy, out))
     child.start()
-    grown, resting = out.get(timeout=600)
+    grown, resting, rate, pause, share = out.get(timeout=600)
     child.join()
-    return {"orders": resting, "rss_growth": grown, "bytes_per_order": grown / resting}
+    return {"orders": resting, "rss_growth": grown, "bytes_per_order": grown / resting,
+            "ops_per_s": rate, "max_gc_pause_ms": pause * 1e3, "gc_share": share}  # fmt: skip
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -353,14 +378,18 @@ def main() -> int:
     else:
         problems.append(f"pipeline: no wait strategy of {args.wait} met 350,000 ops/s, p99 50 us")
 
-    mem = memory(args.memory_orders, 10_000)
-    print(
-        f"\nmemory: {mem['orders']:,} resting orders over 10,000 levels: RSS +"
-        f"{mem['rss_growth'] / 2**20:,.0f} MiB = {mem['bytes_per_order']:.0f} bytes per order"
-    )
-    results.append({"name": "ringex FastBook memory", "mix": "load", **mem})
-    if mem["bytes_per_order"] > TARGETS["bytes per resting order"]:
-        problems.append(f"memory: {mem['bytes_per_order']:.0f} bytes per order > 400")
+    print(f"\nmemory: {args.memory_orders:,} orders put to rest over 10,000 levels, one book")
+    for policy, name in ((True, "gc policy"), (False, "CPython's gc defaults")):
+        mem = memory(args.memory_orders, 10_000, policy)
+        print(
+            f"  {name:22} RSS +{mem['rss_growth'] / 2**20:,.0f} MiB = "
+            f"{mem['bytes_per_order']:.0f} bytes per order; {mem['ops_per_s']:,.0f} orders/s, "
+            f"{mem['gc_share']:.0%} in the collector, longest pause "
+            f"{mem['max_gc_pause_ms']:.1f} ms"
+        )
+        results.append({"name": f"ringex FastBook memory, {name}", "mix": "load", **mem})
+        if policy and mem["bytes_per_order"] > TARGETS["bytes per resting order"]:
+            problems.append(f"memory: {mem['bytes_per_order']:.0f} bytes per order > 400")
 
     doc = {
         "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
