@@ -33,7 +33,10 @@ BODIES = [
     + field(98, 0) + field(108, 30) + field(141, "Y") + field(554, "pw"),
 ]  # fmt: skip
 #: Bytes that matter to the parser and the validator, and some that do not.
-NOISE = st.sampled_from([b"\x01", b"=", b"", b"0", b"1", b"9999", b"-", b"Y", b"x", b"35", b"43"])
+NOISE = st.sampled_from([
+    b"\x01", b"=", b"", b"0", b"1", b"9999", b"-", b"Y", b"x", b"35", b"43",
+    b".", b"1.", b".5", b"\n", b" ", b"+", b"1" * 18, b"9" * 25, b"0" * 41,
+])  # fmt: skip
 
 
 @st.composite
