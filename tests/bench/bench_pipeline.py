@@ -197,6 +197,8 @@ def write_profile(
         "[risk]\nmax_commands_per_s = 1000000000\nmax_open_orders = 1000000\n"
         f'[journal]\nfsync = "{args.fsync}"\n'
     )
+    if args.gc == "cpython":  # CPython's own collector, to compare with the [gc] policy
+        text += "[gc]\nfreeze = false\nthreshold2 = 10\n"
     if args.no_database:
         text += "[database]\nenabled = false\n"
     text += "".join(
@@ -256,6 +258,12 @@ def main() -> int:
     ap.add_argument("--max-rate", type=int, default=20_000, help="throughput phase, offered")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--fsync", default="batch", choices=["batch", "interval", "none"])
+    ap.add_argument(
+        "--gc",
+        default="policy",
+        choices=["policy", "cpython"],
+        help="the processes' collector: ringex's [gc] defaults, or CPython's own",
+    )
     ap.add_argument(
         "--wait", default="blocking", choices=["blocking", "sleep", "yield", "busy-spin"],
         help="the instance's wait strategy (busy-spin wants a core per process)",
