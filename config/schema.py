@@ -1,7 +1,8 @@
 """The configuration schema: frozen msgspec Structs that forbid unknown keys.
 
-Each field says its unit and its effect. Later issues add sections (symbols, accounts,
-gateways, database) beside these; a profile sets only what differs from the defaults.
+Each field says its unit and its effect; a profile sets only what differs from the
+defaults. The sections of the client-serving processes (gateway, REST, market data) live in
+``config.edges``, the value types they share in ``config.fields``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
+
+from config.edges import GatewayConfig, MarketDataConfig
+from config.fields import AssetName, BasisPoints, FeeBps, Name, Port, Positive, at_most
 
 if TYPE_CHECKING:  # shm is imported where a strategy is built: ops scripts load config fast
     from shm.wait import WaitStrategy
@@ -57,26 +61,12 @@ class RingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
             raise ValueError(f"ring.capacity {self.capacity} is not a power of two")
 
 
-Positive = Annotated[int, msgspec.Meta(ge=1)]
-BasisPoints = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
-Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,24}$")]
-
-
-AssetName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}$")]
-FeeBps = Annotated[int, msgspec.Meta(ge=0, le=1_000)]
-
-
 class AssetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A currency or coin. Balances are integers in its minor unit, 10**-decimals of it."""
 
     name: AssetName
     id: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]  # the database keeps an integer
     decimals: Annotated[int, msgspec.Meta(ge=0, le=18)]
-
-
-def _at_most(where: str, low_name: str, low: int, high_name: str, high: int) -> None:
-    if low > high:
-        raise ValueError(f"{where}: {low_name} = {low} is above {high_name} = {high}")
 
 
 class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -115,7 +105,7 @@ class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     taker_fee_bps: FeeBps = 20
 
     def __post_init__(self) -> None:
-        _at_most(f"symbol {self.name!r}", "min_qty", self.min_qty, "max_qty", self.max_qty)
+        at_most(f"symbol {self.name!r}", "min_qty", self.min_qty, "max_qty", self.max_qty)
 
 
 class MatcherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -128,130 +118,6 @@ class MatcherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     snapshot_every: Annotated[int, msgspec.Meta(ge=0)] = 1_000_000
     #: Commands taken from the input ring per batch (bounds latency and the output burst).
     batch: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
-
-
-Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]  # 0: any free port (tests)
-
-
-class RestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A gateway's HTTP API: ``/api/v1/...`` (REST) and ``/api/v1/stream`` (private WebSocket)."""
-
-    host: str = "127.0.0.1"
-    port: Port = 8080
-    #: Largest request body; a bigger one is refused with 413.
-    max_body_bytes: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 16_384
-    #: Requests per second (and the burst) per API key and per client address: then 429.
-    key_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2_000.0
-    key_burst: Annotated[int, msgspec.Meta(ge=1)] = 4_000
-    ip_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 5_000.0
-    ip_burst: Annotated[int, msgspec.Meta(ge=1)] = 10_000
-    #: Password logins (key creation) per second per client address: slows a guesser.
-    login_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
-    login_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
-    #: The receive window a signed request may ask for, and its default (ms).
-    recv_window_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 5_000
-    max_recv_window_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 60_000
-    #: API keys per user.
-    max_keys_per_user: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 20
-    #: Longest an order request waits for the exchange's answer before 504 (the order may
-    #: still execute: its status says).
-    order_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    #: Private-stream connections of this gateway, and a slow client's queue before it is cut.
-    max_streams: Annotated[int, msgspec.Meta(ge=1)] = 1_000
-    #: Private streams one API key may hold at once (one user cannot take every slot).
-    max_streams_per_key: Annotated[int, msgspec.Meta(ge=1)] = 5
-    stream_queue: Annotated[int, msgspec.Meta(ge=16)] = 10_000
-    #: Origins a browser page may call from (CORS); "*" any (requests are signed, no cookies).
-    cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
-
-    def __post_init__(self) -> None:
-        what = "gateways.rest"
-        low, high = self.recv_window_ms, self.max_recv_window_ms
-        _at_most(what, "recv_window_ms", low, "max_recv_window_ms", high)
-
-
-class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One FIX gateway process: its id is the ``gateway`` field of every record it sends."""
-
-    name: Name
-    id: Annotated[int, msgspec.Meta(ge=1, le=65_535)]
-    host: str = "127.0.0.1"
-    #: FIX acceptor port; gateways may share one with reuse_port.
-    port: Port = 9878
-    reuse_port: bool = False
-    #: The exchange's SenderCompID on outbound messages (the client's TargetCompID).
-    comp_id: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] = "RINGEX"
-    #: Heartbeat intervals a client may ask for (HeartBtInt, seconds).
-    min_heartbeat_s: Annotated[int, msgspec.Meta(ge=1)] = 1
-    max_heartbeat_s: Annotated[int, msgspec.Meta(ge=1)] = 300
-    #: SendingTime further than this from our clock: Reject, then Logout.
-    sending_time_tolerance_s: Annotated[int, msgspec.Meta(ge=1)] = 120
-    #: Application messages per session per second; more are rejected.
-    max_messages_per_s: Annotated[int, msgspec.Meta(ge=1)] = 10_000
-    max_sessions: Annotated[int, msgspec.Meta(ge=1)] = 1_000
-    max_message_bytes: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 8_192
-    #: Seconds a connection may take to log on before it is closed.
-    logon_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    #: Cancel a session's orders when it disconnects (a session may override it).
-    cancel_on_disconnect: bool = False
-    #: Per-session reset of sequence numbers at each logon (test rigs).
-    reset_on_logon: bool = False
-    #: After a client's request or the last event, how long the poll loop keeps looking at
-    #: the rings before it naps: an answer within it goes out at once, a later one wakes the
-    #: loop through the ring (~100 us here; 1 ms, uvloop's tick, with park_after_ms = 0).
-    #: Longer buys latency with CPU the router and matchers may need (wait.strategy =
-    #: "busy-spin" never naps).
-    idle_spin_us: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 100
-    #: A nap of the poll loop ends when an input ring has a record (a thread parked on each
-    #: ring's semaphore wakes the loop), a client sends something, or a timer: 1 ms at first,
-    #: and after this many ms with no request and no event 1 s (~0% of a core instead of the
-    #: 7% of waking every millisecond). 0: no parked threads, the 1 ms timer alone (an answer
-    #: that comes after the spin window then waits for the timer, ~1 ms).
-    park_after_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)] = 100
-    #: The order log (what FIX order entry knows, kept across restarts) is rewritten as a
-    #: snapshot of the live orders once it grows past this many MiB and to twice what the
-    #: last rewrite wrote (so many live orders are not rewritten every few appends). A start
-    #: reads it whole: about 0.1 s a MiB here (a failover's gateway start), against one
-    #: compaction per MiB of about 3.5k orders (a write and an fsync of the live orders only).
-    order_log_compact_mb: Annotated[int, msgspec.Meta(ge=1, le=1_024)] = 4
-    #: A stop (SIGTERM/SIGINT) first closes intake: no new connections, new orders and
-    #: replaces refused (FIX OrdRejReason 2, "exchange closed"; REST 503), cancels still
-    #: taken; the reports of what is in flight go out. After every request is answered, or
-    #: this many seconds, sessions are logged out and the process exits. A second signal
-    #: stops at once.
-    stop_grace_s: Annotated[float, msgspec.Meta(ge=0, le=15)] = 3.0
-    #: The REST + private WebSocket API this gateway also serves (absent: none).
-    rest: RestConfig | None = None
-
-    def __post_init__(self) -> None:
-        low, high = self.min_heartbeat_s, self.max_heartbeat_s
-        _at_most(f"gateway {self.name!r}", "min_heartbeat_s", low, "max_heartbeat_s", high)
-
-
-class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """The market-data process: WebSocket feed and the browser page."""
-
-    #: Run it (its consumer lines on the matchers' output rings exist only when it runs).
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: Port = 8765
-    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 5_000
-    max_subscriptions: Annotated[int, msgspec.Meta(ge=1)] = 200
-    max_message_bytes: Annotated[int, msgspec.Meta(ge=256)] = 65_536
-    #: Messages queued per client before slow-consumer handling starts.
-    client_queue: Annotated[int, msgspec.Meta(ge=16)] = 1_000
-    #: Levels per side in a depth snapshot.
-    depth_levels: Annotated[int, msgspec.Meta(ge=1, le=5_000)] = 100
-    #: How often the whole market state is saved with the ring positions it covers (also
-    #: after a quarter of a ring of events, and at the stop): what a restart resumes from.
-    snapshot_every_s: Annotated[float, msgspec.Meta(ge=0.05, le=3_600)] = 1.0
-    #: Bytes buffered per socket in user space before a client's messages queue in its
-    #: outbox (where slow-consumer handling starts).
-    write_limit_bytes: Annotated[int, msgspec.Meta(ge=1_024, le=1 << 26)] = 1 << 16
-    #: The kernel's SO_SNDBUF per connection; 0 keeps the OS's autotuned default.
-    send_buffer_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 28)] = 0
-    #: "deflate" accepts permessage-deflate (each message then compressed per client).
-    compression: Literal["none", "deflate"] = "none"
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

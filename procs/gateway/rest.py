@@ -30,7 +30,8 @@ from typing import Any
 import msgspec
 from aiohttp import ClientSession, ClientTimeout, web
 
-from config.schema import GatewayConfig, RestConfig, RingexConfig, SymbolConfig
+from config.edges import GatewayConfig, RestConfig
+from config.schema import RingexConfig, SymbolConfig
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.result_codes import ResultCode
 from procs.common.topology import postgres_dir, users_path

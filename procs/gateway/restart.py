@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from config.schema import GatewayConfig, RingexConfig
+from config.edges import GatewayConfig
+from config.schema import RingexConfig
 from procs.common.events_after import events_after
 from procs.common.records import Heartbeat, MassCancel, Record, RecordCodec
 from procs.common.topology import REPLAY_SOURCE, matcher_output

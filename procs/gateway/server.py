@@ -35,7 +35,8 @@ from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from config.schema import GatewayConfig, RingexConfig
+from config.edges import GatewayConfig
+from config.schema import RingexConfig
 from procs.common import sd_notify
 from procs.common.records import Record, RecordCodec
 from procs.common.ring_waker import RingWaker, nap_for, settle

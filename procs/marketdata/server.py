@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from config.schema import MarketDataConfig
+from config.edges import MarketDataConfig
 from procs.common.open_files import connections_room
 from procs.marketdata import messages
 from procs.marketdata.hub import Hub, Message

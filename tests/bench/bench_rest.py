@@ -66,15 +66,8 @@ from typing import Any
 
 import psutil
 
-from config.schema import (
-    DatabaseConfig,
-    GatewayConfig,
-    JournalConfig,
-    MarketDataConfig,
-    RestConfig,
-    RingexConfig,
-    RiskConfig,
-)
+from config.edges import GatewayConfig, MarketDataConfig, RestConfig
+from config.schema import DatabaseConfig, JournalConfig, RingexConfig, RiskConfig
 from procs.common.records import (
     Balance,
     CreateAccount,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from config.schema import MarketDataConfig, RingexConfig
+from config.edges import MarketDataConfig
+from config.schema import RingexConfig
 from procs.cli import endpoints
 
 

@@ -27,7 +27,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from config.schema import MarketDataConfig, MatcherConfig, RingConfig, RingexConfig, SymbolConfig
+from config.edges import MarketDataConfig
+from config.schema import MatcherConfig, RingConfig, RingexConfig, SymbolConfig
 from procs.common.records import RecordCodec
 from procs.common.topology import MARKETDATA, matcher_output
 from procs.dbwriter.writer import DbWriter, WriterOptions

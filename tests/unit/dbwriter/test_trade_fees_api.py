@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from aiohttp import ClientWebSocketResponse
 
-from config.schema import DatabaseConfig, RestConfig, RingexConfig
+from config.edges import RestConfig
+from config.schema import DatabaseConfig, RingexConfig
 from procs.gateway.openapi import document
 from procs.gateway.rest_client import RestClient
 from tests.unit.dbwriter.journal_gen import write_all

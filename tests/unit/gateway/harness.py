@@ -11,11 +11,10 @@ from pathlib import Path
 
 import simplefix  # ships no type information
 
+from config.edges import GatewayConfig, MarketDataConfig
 from config.schema import (
     AssetConfig,
-    GatewayConfig,
     JournalConfig,
-    MarketDataConfig,
     MatcherConfig,
     RingConfig,
     RingexConfig,

@@ -15,7 +15,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from config.schema import DatabaseConfig, RestConfig
+from config.edges import RestConfig
+from config.schema import DatabaseConfig
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
 from tests.unit.gateway.harness import Harness, config

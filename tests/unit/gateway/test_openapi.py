@@ -31,7 +31,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from config.schema import DatabaseConfig, RestConfig, RingexConfig
+from config.edges import RestConfig
+from config.schema import DatabaseConfig, RingexConfig
 from procs.gateway import rest_params as rp
 from procs.gateway.openapi import V1, document
 from procs.gateway.private_stream import PATH as STREAM_PATH

@@ -12,7 +12,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from config.schema import DatabaseConfig, RestConfig
+from config.edges import RestConfig
+from config.schema import DatabaseConfig
 from procs.gateway.rest_client import RestClient
 from procs.gateway.signing import SIGNATURE
 from tests.unit.gateway.harness import Harness, config

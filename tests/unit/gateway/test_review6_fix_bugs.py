@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from config.schema import GatewayConfig
+from config.edges import GatewayConfig
 from procs.common.records import CancelOrder
 from procs.common.topology import gateway_commands
 from shm import Ring

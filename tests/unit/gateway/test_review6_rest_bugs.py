@@ -15,7 +15,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from config.schema import DatabaseConfig, RestConfig
+from config.edges import RestConfig
+from config.schema import DatabaseConfig
 from procs.dbwriter.writer import DbWriter, WriterOptions
 from procs.gateway.rest import RestApi
 from tests.unit.dbwriter import conftest as db_fixtures

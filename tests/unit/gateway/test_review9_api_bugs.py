@@ -31,7 +31,8 @@ import aiohttp
 import msgspec
 import pytest
 
-from config.schema import DatabaseConfig, RestConfig
+from config.edges import RestConfig
+from config.schema import DatabaseConfig
 from procs.gateway.rest import RestApi
 from tests.unit.gateway.harness import Harness, config
 from tests.unit.gateway.rest_rig import (

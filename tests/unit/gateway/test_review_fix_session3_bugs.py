@@ -13,7 +13,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from config.schema import GatewayConfig, RingConfig
+from config.edges import GatewayConfig
+from config.schema import RingConfig
 from procs.gateway.server import GatewayServer
 from tests.unit.gateway.harness import Client, Harness, close_all, config, settled, utc
 from tests.unit.gateway.test_gateway import logged_on, run

@@ -12,7 +12,8 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from config.schema import MarketDataConfig, MatcherConfig, RingConfig, RingexConfig, SymbolConfig
+from config.edges import MarketDataConfig
+from config.schema import MatcherConfig, RingConfig, RingexConfig, SymbolConfig
 from procs.common.records import Record, RecordCodec
 from procs.common.topology import MARKETDATA, matcher_output
 from procs.marketdata.main import MarketDataProcess

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from config import load_profile
-from config.schema import GatewayConfig, RestConfig, RingexConfig
+from config.edges import GatewayConfig, RestConfig
+from config.schema import RingexConfig
 from procs.admin.client import AdminClient
 from procs.common.result_codes import ResultCode
 from procs.common.topology import users_path

@@ -18,7 +18,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from config.schema import GatewayConfig, ReplicationConfig, RingexConfig
+from config.edges import GatewayConfig
+from config.schema import ReplicationConfig, RingexConfig
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import AccountReply, Record, Transfer

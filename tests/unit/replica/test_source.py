@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from config.schema import GatewayConfig, ReplicationConfig, RingexConfig
+from config.edges import GatewayConfig
+from config.schema import ReplicationConfig, RingexConfig
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import CreateAccount, Record, RecordCodec, Transfer
 from procs.common.replication_ack import CONNECTED, AckBlock, ack_dir

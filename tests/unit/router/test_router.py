@@ -11,9 +11,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from config.edges import GatewayConfig
 from config.schema import (
     AssetConfig,
-    GatewayConfig,
     JournalConfig,
     MatcherConfig,
     RingConfig,

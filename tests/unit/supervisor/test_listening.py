@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from config.schema import GatewayConfig, MarketDataConfig, RestConfig, RingexConfig
+from config.edges import GatewayConfig, MarketDataConfig, RestConfig
+from config.schema import RingexConfig
 from procs.supervisor.listening import missing_listeners
 from procs.supervisor.plan import plan
 

@@ -21,7 +21,8 @@ import msgspec
 import pytest
 
 from config import load_profile
-from config.schema import GatewayConfig, RingexConfig
+from config.edges import GatewayConfig
+from config.schema import RingexConfig
 from procs import cli
 from procs.common.stats import GATEWAY_COUNTERS, gateway_page
 from procs.supervisor.main import Child, Supervisor
