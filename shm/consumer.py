@@ -31,7 +31,7 @@ from shm import header as h
 from shm.barrier import Gate, mask_indexes
 from shm.errors import ConsumerDetachedError, RingError, TornReadError
 from shm.liveness import pid_alive
-from shm.wait import BusySpin, Parker, WaitStrategy, Yielding, post
+from shm.wait import BusySpin, Parker, Sleeper, WaitStrategy, Yielding, post
 
 if TYPE_CHECKING:
     from shm.ring import Ring
@@ -391,9 +391,28 @@ class Consumer(Generic[T]):
         return self.published()
 
     def unpark(self) -> None:
-        """End a ``park`` now (from any thread; nothing if this consumer never parked)."""
+        """End a ``park``, or a sleep on a ``sleeper``, now (from any thread; nothing if this
+        consumer never parked)."""
         if self._parker is not None:
             self._parker.unpark()
+
+    # A park split in two, for a process that sleeps on several rings at once: its loop raises
+    # the flags of the rings it waits on (no syscall) and lowers them when it wakes, while a
+    # thread per ring sleeps on its ``sleeper``. Nothing wakes that thread while the flag
+    # is down, but its timeout (see the missed-post race in ``shm.wait``).
+
+    def raise_park_flag(self) -> None:
+        """Have the producer post this consumer's semaphore at its next publish, as it does
+        for a parked consumer; fenced, so ``published`` may be checked right after."""
+        self._consumer_parker().raise_flag()
+
+    def lower_park_flag(self) -> None:
+        self._consumer_parker().lower_flag()
+
+    def sleeper(self) -> Sleeper:
+        """A handle of this consumer's semaphore for one thread to sleep on (its own: the
+        thread closes it, and this consumer's ``close`` leaves it working)."""
+        return self._consumer_parker().sleeper()
 
     # -- bookkeeping -----------------------------------------------------------------------
 

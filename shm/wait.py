@@ -22,7 +22,6 @@ Nothing is ever lost by it, only delayed.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -57,28 +56,44 @@ class Parker:
 
     def park(self, ready: Callable[[], bool], timeout_s: float) -> None:
         """Sleep until posted, ``timeout_s`` passes, or ``ready()`` is already true."""
+        if self.cap_s is not None:
+            timeout_s = min(timeout_s, self.cap_s)
+        self.raise_flag()
+        try:
+            if not ready():
+                self._acquire(timeout_s)
+        finally:
+            self.lower_flag()
+        self._drain()
+
+    def raise_flag(self) -> None:
+        """Ask the other side to post at its next publish (or commit) as if this side were
+        parked, without sleeping: for a waiter that sleeps elsewhere (a thread on a
+        ``sleeper`` while an event loop naps). Fenced, so the caller may check its
+        condition at once."""
         words = self._words
         words[self._flag] = 1
         for wake in self._wake:
             words[wake] = 1
-        if self.cap_s is not None:
-            timeout_s = min(timeout_s, self.cap_s)
         self._fence_sem.release()  # StoreLoad fence: the flag must be visible before we re-check
         self._fence_sem.acquire(0)
-        try:
-            if not ready():
-                # A signal (SIGTERM for a clean stop) ends the park early, like a timeout: the
-                # caller re-checks its ring and its stop flag. Python runs the handler first.
-                with contextlib.suppress(posix_ipc.BusyError, posix_ipc.SignalError):
-                    self._sem.acquire(timeout_s)
-        finally:
-            words[self._flag] = 0
-        # Drain surplus posts so the next park really sleeps.
-        while True:
-            try:
-                self._sem.acquire(0)
-            except posix_ipc.BusyError:
-                break
+
+    def lower_flag(self) -> None:
+        self._words[self._flag] = 0
+
+    def sleeper(self) -> Sleeper:
+        """A handle of this parker's semaphore for the thread that sleeps on ``raise_flag``'s
+        behalf: its own, so that closing this parker never frees a semaphore that thread
+        still sleeps on (glibc counts a process's opens of one name and unmaps at the last
+        close)."""
+        return Sleeper(self._sem.name)
+
+    def _acquire(self, timeout_s: float) -> bool:
+        return _acquire(self._sem, timeout_s)
+
+    def _drain(self) -> None:
+        """Take surplus posts so that the next park really sleeps."""
+        _drain(self._sem)
 
     def unpark(self) -> None:
         """End a ``park`` now, from any thread (one that is not parked returns at once from
@@ -88,6 +103,44 @@ class Parker:
     def close(self) -> None:
         self._sem.close()
         self._fence_sem.close()
+
+
+class Sleeper:
+    """One thread's handle of a parker's semaphore (``Parker.sleeper``): it sleeps until the
+    other side posts. Owned by that thread, which closes it when it is done with it."""
+
+    __slots__ = ("_sem",)
+
+    def __init__(self, sem_name: str) -> None:
+        self._sem = posix_ipc.Semaphore(sem_name, posix_ipc.O_CREAT, initial_value=0)
+
+    def sleep(self, timeout_s: float) -> bool:
+        """Wait for a post (``unpark``'s included) for ``timeout_s`` at most, whatever the flag
+        says; returns whether one came, and drains the surplus."""
+        posted = _acquire(self._sem, timeout_s)
+        _drain(self._sem)
+        return posted
+
+    def close(self) -> None:
+        self._sem.close()
+
+
+def _acquire(sem: posix_ipc.Semaphore, timeout_s: float) -> bool:
+    # A signal (SIGTERM for a clean stop) ends the wait early, like a timeout: the caller
+    # re-checks its ring and its stop flag. Python runs the handler first.
+    try:
+        sem.acquire(timeout_s)
+    except (posix_ipc.BusyError, posix_ipc.SignalError):
+        return False
+    return True
+
+
+def _drain(sem: posix_ipc.Semaphore) -> None:
+    while True:
+        try:
+            sem.acquire(0)
+        except posix_ipc.BusyError:
+            break
 
 
 def post(sem_name: str, cache: dict[str, posix_ipc.Semaphore]) -> None:

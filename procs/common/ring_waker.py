@@ -3,16 +3,22 @@
 A process whose asyncio loop polls rings without blocking (the gateway) must notice a record
 within a millisecond while anything is going on, and should cost nothing while nothing is.
 Napping a millisecond at a time does the first and costs a few percent of a core forever
-(1000 wake-ups a second). So after a while with nothing to do the loop sleeps deeply instead:
-``arm(nap)`` hands the nap's future to one thread per ring, each parked on its consumer's
-semaphore (``Consumer.park``: the producer posts it when it sees the parked flag, see
-``shm/wait.py``), and the first to see a record settles the future on the loop. The loop's
-own wake-ups (a client's request, a timer) settle it as before; ``disarm`` follows every nap.
+(1000 wake-ups a second). So after a while with nothing to do the loop sleeps deeply instead,
+and a record ends that sleep.
 
-The threads only load ring words (``Consumer.published``) and sleep in ``sem_timedwait`` with
-the GIL released: they take nothing from the loop while it is busy, since they wait on a
-condition until the next ``arm``. A park ends every ``park_s`` at the latest, which bounds the
-delay of the rare wake-up that the parking protocol can miss (``shm/wait.py``).
+One thread per ring sleeps on its consumer's semaphore all the time (its own handle of it,
+``Consumer.sleeper``; GIL released). ``arm(nap)`` raises the consumers' parked flags, so each
+producer posts the semaphore at its next publish, as it would for a parked consumer; the woken
+thread settles the nap on the loop. ``disarm``, after every nap, lowers them again. Arming and
+disarming are word stores in shared memory and one fence per ring: no syscall, no thread woken.
+(The first version woke each thread through a ``threading.Condition`` at every arm, to park
+anew: under load that cost the gateway about 8% of its time in futex wake-ups and GIL
+hand-offs.)
+
+A thread also wakes every ``park_s`` and settles an armed nap whose ring has a record, which
+bounds the delay of the rare post that the parking protocol can miss (``shm/wait.py``). A
+thread may settle a nap late, after the loop woke for another reason; settling a nap that is
+done does nothing, and a later nap ended early just looks again.
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from shm.consumer import Consumer
+from shm.wait import Sleeper
 
 #: The longest one park lasts before its thread looks again.
 PARK_S = 0.05
+#: How long ``close`` waits for each thread it has woken.
+CLOSE_WAIT_S = 5.0
 
 
 def settle(nap: asyncio.Future[None]) -> None:
@@ -55,14 +64,17 @@ class RingWaker:
     def __init__(self, consumers: Sequence[Consumer[Any]], park_s: float = PARK_S) -> None:
         self.consumers = list(consumers)
         self.park_s = park_s
-        self._cond = threading.Condition()
         self._armed: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
-        self._generation = 0  # of arm(): a thread wakes a nap once
         self._closed = False
         self.wakeups = 0  # naps ended by a ring (for tests and stats)
+        for consumer in self.consumers:
+            consumer.lower_park_flag()  # makes its parker here, before a thread shares it
         self._threads = [
             threading.Thread(
-                target=self._watch, args=(c,), name=f"waker-{c.ring.name}", daemon=True
+                target=self._watch,
+                args=(c, c.sleeper()),
+                name=f"waker-{c.ring.name}",
+                daemon=True,
             )
             for c in self.consumers
         ]
@@ -71,11 +83,18 @@ class RingWaker:
 
     def arm(self, nap: asyncio.Future[None]) -> None:
         """Let the threads end ``nap`` (a future of the running loop) when a ring has a
-        record, from now until ``disarm``."""
-        with self._cond:
-            self._armed = (nap.get_loop(), nap)
-            self._generation += 1
-            self._cond.notify_all()
+        record, from now until ``disarm``; a record already there ends it at once."""
+        self._armed = (nap.get_loop(), nap)
+        for consumer in self.consumers:
+            consumer.raise_park_flag()
+        for consumer in self.consumers:
+            if consumer.published():
+                self.wakeups += 1
+                # settled on the loop's next round, not here: awaiting a future that is
+                # already done does not yield, and a loop whose ring never empties (a
+                # reader that leaves records unread) would then never run anything else
+                nap.get_loop().call_soon(settle, nap)
+                return
 
     @property
     def armed(self) -> bool:
@@ -83,36 +102,36 @@ class RingWaker:
         return self._armed is not None
 
     def disarm(self) -> None:
-        with self._cond:
-            self._armed = None
+        self._armed = None
+        for consumer in self.consumers:
+            consumer.lower_park_flag()
 
     def close(self) -> None:
-        """Stop the threads (each within its current park) and wait for them."""
-        with self._cond:
-            self._closed = True
-            self._armed = None
-            self._cond.notify_all()
+        """Stop the threads (each within its current sleep) and wait for them."""
+        self._closed = True
+        self.disarm()
         for consumer in self.consumers:
             consumer.unpark()
         for thread in self._threads:
-            thread.join(self.park_s * 4)
+            thread.join(CLOSE_WAIT_S)  # posted: each wakes at once, but for a busy GIL
 
-    def _watch(self, consumer: Consumer[Any]) -> None:
-        cond, done = self._cond, 0  # the generation this thread last woke or saw end
-        while True:
-            with cond:
-                while not self._closed and (self._armed is None or self._generation == done):
-                    cond.wait()
+    def _watch(self, consumer: Consumer[Any], sleeper: Sleeper) -> None:
+        """The thread's loop. It sleeps on its own ``sleeper`` (which it closes), so a consumer
+        closed before the waker (a test's crash) leaves it sleeping on a live semaphore; it
+        reads the consumer's words only while a nap is armed."""
+        try:
+            while True:
+                sleeper.sleep(self.park_s)
                 if self._closed:
                     return
-                generation = self._generation
-            if consumer.published() or consumer.park(self.park_s):
-                with cond:
-                    armed = self._armed if self._generation == generation else None
-                    done = generation
-                    if armed is not None:
-                        self.wakeups += 1
-                if armed is not None:
-                    loop, nap = armed
-                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                        loop.call_soon_threadsafe(settle, nap)
+                armed = self._armed
+                if armed is None or not consumer.published():
+                    continue
+                loop, nap = armed
+                if nap.done():  # a read of a flag: the loop's own wake-up came first
+                    continue
+                self.wakeups += 1
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(settle, nap)
+        finally:
+            sleeper.close()

@@ -423,7 +423,7 @@ class GatewayServer(GatewayRestart):
                 self._nap = nap = loop.create_future()
                 # a ring's record (through the waker's parked threads) or a client ends any
                 # nap; idle a while, the loop stops looking every millisecond as well
-                idle = clock() >= self._spin_until + park_after
+                idle = self._waker is not None and clock() >= self._spin_until + park_after
                 try:
                     await nap_for(nap, PARKED_NAP_S if idle else IDLE_NAP_S, self._waker)
                 finally:

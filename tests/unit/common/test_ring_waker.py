@@ -98,3 +98,42 @@ def test_an_unread_record_wakes_the_next_nap_at_once(instance: str) -> None:
         producer.close()
         consumer.close()
         ring.close()
+
+
+def test_a_nap_over_an_unread_record_still_lets_the_loop_run_other_tasks(instance: str) -> None:
+    """A reader that leaves a record unread (a test's stub, a stalled consumer) makes every
+    nap end at once; each must still pass through the loop, or ``_poll``'s ``while`` would
+    never yield and starve the loop's other tasks (found hanging a restart test)."""
+    ring: Ring[Any] = Ring.create(instance, "r", CODEC, capacity=16, consumers=["c"])
+    consumer = ring.consumer("c")
+    producer = ring.producer()
+    producer.publish((1, 2))
+    waker = RingWaker([consumer])
+
+    async def naps_beside_a_task() -> int:
+        loop = asyncio.get_running_loop()
+        ran = 0
+
+        async def other() -> None:
+            nonlocal ran
+            while True:
+                ran += 1
+                await asyncio.sleep(0)
+
+        task = loop.create_task(other())
+        for _ in range(100):
+            fut: asyncio.Future[None] = loop.create_future()
+            waker.arm(fut)
+            assert not fut.done()  # settled on the loop's next round, not in arm()
+            await fut
+            waker.disarm()
+        task.cancel()
+        return ran
+
+    try:
+        assert asyncio.run(naps_beside_a_task()) >= 50
+    finally:
+        waker.close()
+        producer.close()
+        consumer.close()
+        ring.close()

@@ -93,3 +93,37 @@ def test_strategies_are_built_by_name_with_checked_parameters() -> None:
         wait_strategy("spin")
     with pytest.raises(ValueError, match="bad parameters"):
         wait_strategy("yield", park_timeout_s=1.0)
+
+
+def test_a_raised_park_flag_makes_the_next_publish_post_and_a_lowered_one_does_not(
+    instance: str,
+) -> None:
+    """The park split in two (``RingWaker``'s threads): the flag is raised and lowered by one
+    thread while another sleeps on the semaphore; a post comes only while the flag is up."""
+    ring = Ring.create(instance, "split", CODEC, capacity=16, consumers=["c"])
+    consumer = ring.consumer("c")
+    producer = ring.producer()
+    sleeper = consumer.sleeper()
+    try:
+        consumer.lower_park_flag()
+        producer.publish((1, 1))
+        assert not sleeper.sleep(0.05)  # flag down: no post
+        consumer.raise_park_flag()
+        producer.publish((2, 2))
+        assert sleeper.sleep(5.0)
+        assert not sleeper.sleep(0.05)  # one post, and the surplus drained
+        consumer.lower_park_flag()
+        producer.publish((3, 3))
+        assert not sleeper.sleep(0.05)
+        consumer.unpark()  # from any thread: ends a sleep at once
+        assert sleeper.sleep(5.0)
+        assert [r[0] for r in consumer.read()] == [1, 2, 3]
+        consumer.close()  # the sleeper's handle is its own: it still works
+        producer.publish((4, 4))
+        assert not sleeper.sleep(0.01)
+    finally:
+        sleeper.close()
+        producer.close()
+        consumer.close()
+        ring.unlink()
+        ring.close()
