@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import ClientSession, ClientTimeout, web
@@ -45,9 +45,11 @@ from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, read_body, repeated
+from procs.gateway.rest_fast import FastHandler, FastLane
 from procs.gateway.rest_order_state import LiveOrder
 from procs.gateway.rest_orders import Outcome, RestOrders
 from procs.gateway.rest_public import PublicRoutes, json_response
+from procs.gateway.rest_request import RestRequest
 from procs.gateway.signing import (
     API_KEY,
     RECV_WINDOW,
@@ -61,6 +63,7 @@ log = logging.getLogger("ringex.rest")
 
 _encode = msgspec.json.Encoder().encode
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+R = TypeVar("R", bound=RestRequest)
 #: Refusals of a cancel that must not tell whether someone else's order exists.
 _NOT_YOURS = (ResultCode.UNKNOWN_ORDER, ResultCode.NOT_ORDER_OWNER)
 #: Longest a balance request waits for the router to include what this gateway has seen.
@@ -130,6 +133,14 @@ class RestApi:
         self.runner: web.AppRunner | None = None
         self.port = rest.port
         self.app = self._app()
+        #: The order routes the fast lane serves itself (``rest_fast.py``), and its connections.
+        self.fast_routes: dict[tuple[str, str], FastHandler] = {
+            ("POST", "/api/v1/order"): self.new_order,
+            ("DELETE", "/api/v1/order"): self.cancel_order,
+            ("GET", "/api/v1/order"): self.query_order,
+        }
+        self.lanes: set[FastLane] = set()
+        self._fast_server: asyncio.AbstractServer | None = None
 
     # -- the pipeline side (called by the gateway's poll loop) ----------------------------------
 
@@ -151,6 +162,8 @@ class RestApi:
         """Once a second (the gateway's timers)."""
         self.core.tick(now_s)
         self.streams.sweep()
+        for lane in list(self.lanes):
+            lane.sweep(now_s)
 
     async def wait(self, ref: int, timeout_s: float | None = None) -> Outcome:
         """The exchange's answer to request ``ref`` (a plain future with a timer: cheaper per
@@ -201,17 +214,37 @@ class RestApi:
             await self.history.open()
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self.runner.setup()
-        site = web.TCPSite(
-            self.runner, self.rest.host, self.rest.port, reuse_port=self.gw.reuse_port or None
-        )
-        await site.start()
-        server = getattr(site, "_server", None)
+        reuse_port = self.gw.reuse_port or None
+        server: Any
+        if self.rest.fast_lane:
+            server = self._fast_server = await asyncio.get_running_loop().create_server(
+                self._lane, self.rest.host, self.rest.port, reuse_port=reuse_port
+            )
+        else:
+            site = web.TCPSite(self.runner, self.rest.host, self.rest.port, reuse_port=reuse_port)
+            await site.start()
+            server = getattr(site, "_server", None)  # aiohttp keeps it private
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
-        log.info("REST API of gateway %s on %s:%d", self.gw.name, self.rest.host, self.port)
+        log.info(
+            "REST API of gateway %s on %s:%d%s", self.gw.name, self.rest.host, self.port,
+            " (fast lane for /api/v1/order)" if self.rest.fast_lane else "",
+        )  # fmt: skip
+
+    def _lane(self) -> FastLane:
+        """A connection of the REST port: the fast lane's, until it hands over to aiohttp."""
+        assert self.runner is not None and self.runner.server is not None  # started
+        return FastLane(
+            self.fast_routes, self._middleware, self.runner.server, self.lanes,
+            self.rest.max_body_bytes, self.body_timeout_s,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         await self.streams.close()
+        if self._fast_server is not None:
+            self._fast_server.close()
+            for lane in list(self.lanes):
+                lane.close()
         if self.runner is not None:
             await self.runner.cleanup()
         if self.client is not None:
@@ -222,7 +255,9 @@ class RestApi:
     # -- every request --------------------------------------------------------------------------
 
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _middleware(
+        self, request: R, handler: Callable[[R], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         try:
             throttle(self.ip_limits, request.remote or "", f"requests from {request.remote}")
             if request.method == "OPTIONS":  # a browser's CORS preflight
@@ -256,7 +291,7 @@ class RestApi:
             return response
         return self._cors(request, response)
 
-    def _cors(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    def _cors(self, request: RestRequest, response: web.StreamResponse) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         allowed = self.rest.cors_origins
         if origin and ("*" in allowed or origin in allowed):
@@ -267,7 +302,7 @@ class RestApi:
             response.headers["Access-Control-Expose-Headers"] = "Retry-After"  # a 429's hint
         return response
 
-    async def params(self, request: web.Request, accepted: frozenset[str]) -> dict[str, str]:
+    async def params(self, request: RestRequest, accepted: frozenset[str]) -> dict[str, str]:
         """Query string and body (form or JSON object) parameters, size-checked, each one of
         the ``accepted`` names (``rest_params``)."""
         pairs = list(request.query.items())
@@ -283,7 +318,7 @@ class RestApi:
         rp.only(params, accepted)
         return params
 
-    async def signed(self, request: web.Request, scope: str) -> ApiKey:
+    async def signed(self, request: RestRequest, scope: str) -> ApiKey:
         key = self.keys.get(request.headers.get(API_KEY, ""))
         if key is None:
             raise ApiError(401, codes.BAD_CREDENTIALS, f"unknown or missing API key ({API_KEY})")
@@ -393,7 +428,7 @@ class RestApi:
 
     # -- orders -----------------------------------------------------------------------------------
 
-    async def new_order(self, request: web.Request) -> web.Response:
+    async def new_order(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "trade")
         if self.closing:
             raise ApiError(
@@ -424,7 +459,7 @@ class RestApi:
         body["fills"] = outcome.fills
         return json_response(body)
 
-    async def cancel_order(self, request: web.Request) -> web.Response:
+    async def cancel_order(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "trade")
         params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)
@@ -445,7 +480,7 @@ class RestApi:
             raise bad_request(codes.CANCEL_REJECTED, f"cancel rejected: {why} orderId={oid}")
         return json_response(outcome.view or outcome.order.json())
 
-    async def query_order(self, request: web.Request) -> web.Response:
+    async def query_order(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "read")
         params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)

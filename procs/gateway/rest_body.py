@@ -9,10 +9,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
-from aiohttp import web
 
 from procs.gateway import api_errors as codes
 from procs.gateway.api_errors import ApiError, bad_request
+from procs.gateway.rest_request import RestRequest
 
 _decode = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
 #: Longest a request's body may take to arrive (s): aiohttp waits for a body for ever, so a
@@ -21,7 +21,7 @@ _decode = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
 BODY_TIMEOUT_S = 10.0
 
 
-async def read_body(request: web.Request, timeout_s: float) -> bytes:
+async def read_body(request: RestRequest, timeout_s: float) -> bytes:
     """``request``'s body (b"" when it has none), or 408 when it took over ``timeout_s``.
 
     A body that has already arrived whole (an order's usually comes in the headers' packet;

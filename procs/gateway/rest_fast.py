@@ -1,0 +1,461 @@
+"""The REST API's fast lane: the order routes straight off httptools, the rest on aiohttp.
+
+aiohttp costs the gateway about 34 us of CPU per request here before a handler runs (its
+protocol, request and response objects, a task per request); a plain ``asyncio.Protocol``
+over httptools (llhttp, the parser under uvicorn) costs about 9 (``tests/bench/bench_rest``
+prints both paths' CPU per request). So the routes a trading client calls thousands of
+times a second, ``POST``, ``DELETE`` and ``GET /api/v1/order``, are served here, by the same
+``RestApi`` handler methods, middleware (address limit, body size, error bodies) and CORS as
+on aiohttp, over ``FastRequest``: the few attributes those read (``rest_request.py``).
+
+Every other request (the public and history routes, the page's calls, the private stream's
+WebSocket upgrade, ``Expect: 100-continue``, ``HEAD``) goes to aiohttp with its connection:
+the protocol waits until its own answers are written, then gives the transport and the
+request's bytes to an aiohttp ``RequestHandler``, which serves the connection from then on.
+Those bytes are the reads since the request began, so the request must begin a read; one
+pipelined behind an order in the same read (browsers and HTTP libraries do not pipeline)
+gets a 400 naming the rule, and the connection closes.
+
+Whatever is not a plain order request goes to aiohttp the same way, so its answers stay
+aiohttp's: a malformed request (its 400 names the fault), a target or header line past 8190
+bytes, more than 128 headers, a body past ``max_body_bytes`` (the middleware's 413). The lane's
+own limits: a request slower than the body timeout to arrive whole (408, then close), an idle
+connection (``KEEPALIVE_S``, closed by ``sweep``), requests queued behind the one in hand
+(``MAX_QUEUED``: reading pauses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from typing import TYPE_CHECKING
+
+import httptools
+import msgspec
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
+from yarl import URL
+
+from procs.gateway import api_errors as codes
+
+if TYPE_CHECKING:
+    from procs.gateway.rest_request import RestRequest
+
+log = logging.getLogger("ringex.rest")
+
+FastHandler = Callable[["RestRequest"], Awaitable[web.StreamResponse]]
+#: aiohttp's limits on a request's target, a header line and the headers: a request past
+#: one goes to aiohttp, whose 400 names it.
+MAX_LINE_BYTES = 8_190
+MAX_HEADERS = 128
+#: Requests a client may queue behind the one being answered before reading pauses.
+MAX_QUEUED = 16
+#: An idle keep-alive connection is closed after this long (aiohttp's default).
+KEEPALIVE_S = 75.0
+_encode = msgspec.json.Encoder().encode
+
+
+class FastRequest:
+    """One request off the fast lane, whole (body included): what ``RestApi``'s handlers,
+    middleware and CORS read of an aiohttp ``web.Request``, with the same meanings."""
+
+    __slots__ = (
+        "_body", "_url", "content_length", "headers", "keep_alive", "method", "raw_path", "remote",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        method: str,
+        raw_path: str,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        remote: str | None,
+        keep_alive: bool,
+    ) -> None:
+        self.method = method
+        self.raw_path = raw_path
+        self.headers = headers
+        self._body = body
+        self.remote = remote
+        self.keep_alive = keep_alive
+        length = headers.get("Content-Length")
+        self.content_length = int(length) if length is not None else None  # llhttp checked it
+        self._url: URL | None = None
+
+    @property
+    def url(self) -> URL:
+        if self._url is None:  # as aiohttp builds its request's URL: the target as sent
+            self._url = URL(self.raw_path, encoded=True)
+        return self._url
+
+    @property
+    def path(self) -> str:
+        return self.url.path
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        return self.url.query
+
+    @property
+    def content_type(self) -> str:
+        """The media type, lower case, without parameters (aiohttp's default when none)."""
+        value = self.headers.get("Content-Type")
+        if not value:
+            return "application/octet-stream"
+        return value.partition(";")[0].strip().lower()
+
+    @property
+    def body_exists(self) -> bool:
+        return bool(self._body)
+
+    @property
+    def content(self) -> FastRequest:
+        """The body stream: here always whole (``is_eof``), as ``read_body`` asks."""
+        return self
+
+    def is_eof(self) -> bool:
+        return True
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+class _Date:
+    """The ``Date`` header's value, made once a second."""
+
+    second, text = 0, ""
+
+    @classmethod
+    def now(cls) -> str:
+        now = int(time.time())
+        if now != cls.second:
+            cls.second, cls.text = now, formatdate(now, usegmt=True)
+        return cls.text
+
+
+def response_bytes(response: web.StreamResponse, keep_alive: bool) -> bytes:
+    """``response`` (a ``web.Response`` with a bytes body) as HTTP/1.1 bytes."""
+    body = getattr(response, "body", None)
+    if not isinstance(body, bytes):  # handlers answer json_response's bytes: anything else
+        raise TypeError(f"the fast lane writes bytes bodies, got {type(body).__name__}")
+    head = [f"HTTP/1.1 {response.status} {response.reason}\r\n"]
+    head += [f"{name}: {value}\r\n" for name, value in response.headers.items()]
+    head.append(f"Content-Length: {len(body)}\r\nDate: {_Date.now()}\r\nServer: ringex\r\n")
+    if not keep_alive:
+        head.append("Connection: close\r\n")
+    head.append("\r\n")
+    return "".join(head).encode("utf-8", "surrogateescape") + body
+
+
+def error_bytes(status: int, code: int, msg: str) -> bytes:
+    """An error answer that ends the connection (the request could not be read whole)."""
+    response = web.Response(
+        body=_encode({"code": code, "msg": msg}), status=status, content_type="application/json"
+    )
+    return response_bytes(response, keep_alive=False)
+
+
+class FastLane(asyncio.Protocol):
+    """One client connection of the REST port: parsed by httptools, the order routes answered
+    here, in order; the connection handed to aiohttp (``slow``, its protocol factory) at the
+    first request that is not a plain order request."""
+
+    def __init__(
+        self,
+        routes: dict[tuple[str, str], FastHandler],
+        middleware: Callable[[RestRequest, FastHandler], Awaitable[web.StreamResponse]],
+        slow: Callable[[], asyncio.Protocol],
+        lanes: set[FastLane],
+        max_body_bytes: int,
+        body_timeout_s: float,
+    ) -> None:
+        self.routes = routes
+        self.middleware = middleware
+        self.slow = slow
+        self.lanes = lanes
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.transport: asyncio.Transport | None = None
+        self.remote: str | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.idle_since = time.monotonic()
+        self._queue: deque[FastRequest] = deque()
+        self._busy = False  # a task answers the queue
+        self._paused = False
+        self._closing = False
+        # the request being parsed
+        self._in_request = False
+        self._url: list[bytes] = []
+        self._url_size = 0
+        self._headers: list[tuple[str, str]] = []
+        self._headers_done = False
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._chunks: list[bytes] = []  # the reads since the request began
+        self._read = b""  # the read being parsed
+        self._at_start = True  # no request has completed in it yet
+        self._began_at_start = False  # whether the request being parsed began its read
+        self._done: list[FastRequest] = []  # requests completed in this read, not yet queued
+        self._for_aiohttp = False  # a request in this read is aiohttp's
+        self._timer: asyncio.TimerHandle | None = None
+        self._handover: list[bytes] | None = None  # the bytes for aiohttp, once decided
+        self._last: bytes | None = None  # an answer that ends the connection, once decided
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport: TCP
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, tuple) else None
+        self.lanes.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.lanes.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self._handover is not None:  # read before the pause took: aiohttp's too
+            self._handover.append(data)
+            return
+        if self._closing or self._last is not None:
+            return
+        # a request begun in an earlier read goes on in this one: its reads, if it began one
+        carried = self._in_request
+        cut = self._chunks if carried and self._began_at_start else None
+        self._read, self._at_start = data, True
+        if carried:
+            self._chunks.append(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if not self._for_aiohttp:  # a fault of this module's, not the client's
+                log.exception("REST fast lane: a request from %s failed", self.remote)
+                self._end(error_bytes(500, codes.UNKNOWN, "internal error"))
+                return
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._for_aiohttp = True  # malformed: aiohttp's 400 names the fault
+        done, self._done = self._done, []
+        if self._for_aiohttp:  # what completed in this read is in the bytes aiohttp gets
+            self._hand_over([data] if not carried else cut)
+            return
+        if done:
+            self._queue.extend(done)
+            if not self._busy:
+                self._busy = True
+                asyncio.get_running_loop().create_task(self._answer())
+            elif len(self._queue) > MAX_QUEUED and not self._paused:
+                self._pause()
+        if self._in_request and self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.body_timeout_s, self._too_slow)
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_request = True
+        self._began_at_start = self._at_start
+        self._chunks = [self._read]
+        self._url = []
+        self._url_size = 0
+        self._headers = []
+        self._headers_done = False
+        self._body = []
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._url_size += len(url)
+        if self._url_size > MAX_LINE_BYTES:
+            self._stop_for_aiohttp()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) > MAX_LINE_BYTES or len(self._headers) >= MAX_HEADERS:
+            self._stop_for_aiohttp()
+        self._headers.append(
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        )
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        parser = self.parser
+        path = b"".join(self._url).partition(b"?")[0].decode("utf-8", "surrogateescape")
+        if (
+            (parser.get_method().decode("ascii", "replace"), path) not in self.routes
+            or parser.should_upgrade()
+            or any(name.lower() == "expect" for name, _ in self._headers)  # 100-continue
+            or self._content_length() > self.max_body_bytes  # the middleware's 413
+        ):
+            self._stop_for_aiohttp()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.max_body_bytes:  # chunked: aiohttp's read says 413
+            self._stop_for_aiohttp()
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_request = False
+        self._at_start = False  # what follows in this read is pipelined
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        parser = self.parser
+        self._done.append(
+            FastRequest(
+                parser.get_method().decode("ascii"),
+                b"".join(self._url).decode("utf-8", "surrogateescape"),
+                CIMultiDictProxy(CIMultiDict(self._headers)),
+                b"".join(self._body),
+                self.remote,
+                parser.should_keep_alive(),
+            )
+        )
+
+    def _content_length(self) -> int:
+        """The Content-Length sent (0 when none; llhttp refused a malformed or repeated one)."""
+        for name, value in self._headers:
+            if name.lower() == "content-length":
+                return int(value)
+        return 0
+
+    # -- answering --------------------------------------------------------------------------
+
+    async def _answer(self) -> None:
+        """Answer the queued requests in their order (HTTP/1.1 pipelining)."""
+        queue, transport = self._queue, self.transport
+        assert transport is not None
+        while queue and not self._closing:
+            request = queue.popleft()
+            handler = self.routes[request.method, request.raw_path.partition("?")[0]]
+            try:
+                response = await self.middleware(request, handler)
+                data = response_bytes(response, request.keep_alive)
+            except Exception:  # a handler's bug: answered as aiohttp would, the process lives
+                log.exception("REST %s %s failed", request.method, request.raw_path[:200])
+                data = error_bytes(500, codes.UNKNOWN, "internal error")
+                request.keep_alive = False
+            if transport.is_closing():
+                return
+            transport.write(data)
+            if not request.keep_alive:
+                self._closing = True
+                transport.close()
+                return
+            self.idle_since = time.monotonic()
+            if (
+                self._paused
+                and self._handover is None
+                and self._last is None
+                and len(queue) <= MAX_QUEUED // 2
+            ):
+                self._paused = False
+                transport.resume_reading()
+        self._busy = False
+        if self._handover is not None:
+            self._hand_over_when_answered()
+        elif self._last is not None:
+            self._end(self._last)
+
+    # -- handing over to aiohttp ------------------------------------------------------------
+
+    def _stop_for_aiohttp(self) -> None:
+        """From a parser callback: the request is aiohttp's; the parse stops here."""
+        self._for_aiohttp = True
+        raise _StopParsingError
+
+    def _hand_over(self, reads: list[bytes] | None) -> None:
+        """The read just parsed holds a request for aiohttp: give it ``reads``, the bytes from
+        a cut it can parse from, once this lane has answered what it took before that cut.
+        The requests that completed in this read are not answered here: they are in those
+        bytes. The cut is the read's start, or the start of the request it carried on, if
+        that one began a read; a request pipelined behind one this lane took in an earlier
+        read has no such cut (``reads`` is None) and is refused."""
+        if reads is not None:
+            self._handover = reads
+        else:
+            self._end(
+                error_bytes(
+                    400,
+                    codes.ILLEGAL_PARAM,
+                    "a request for a route other than /api/v1/order must not be pipelined "
+                    "behind another request on the same connection: send it on its own",
+                )
+            )
+            return
+        self._in_request = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._hand_over_when_answered()
+
+    def _hand_over_when_answered(self) -> None:
+        transport = self.transport
+        if transport is None or self._handover is None or self._closing:
+            return
+        if self._busy:  # this lane's answers first: read nothing more till then
+            self._pause()
+            return
+        data, self._handover = b"".join(self._handover), None
+        self._closing = True  # this protocol is done with the connection
+        self.lanes.discard(self)
+        protocol = self.slow()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(data)
+        if self._paused:
+            transport.resume_reading()
+
+    def _pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    # -- endings ----------------------------------------------------------------------------
+
+    def _end(self, answer: bytes) -> None:
+        """Write ``answer`` after this lane's pending answers, then close: the connection
+        cannot be read on."""
+        self._last = answer
+        self._in_request = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._busy:
+            self._pause()
+            return
+        if not self._closing and self.transport is not None:
+            self._closing = True
+            self.transport.write(answer)
+            self.transport.close()
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        if self._in_request:
+            if not self._headers_done:
+                what = "request line and headers"
+            elif any(name.lower() == "transfer-encoding" for name, _ in self._headers):
+                what = "chunked request body"
+            else:
+                what = f"request body of {self._content_length()} bytes"
+            msg = f"{what} did not arrive within {self.body_timeout_s:g} s"  # as read_body
+            self._end(error_bytes(408, codes.TIMEOUT, msg))
+
+    def sweep(self, now: float) -> None:
+        """Close this connection if it has been idle past ``KEEPALIVE_S`` (once a second)."""
+        if not self._busy and not self._in_request and now - self.idle_since > KEEPALIVE_S:
+            self.close()
+
+    def close(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _StopParsingError(Exception):
+    """Raised from a parser callback to stop the parse (httptools re-raises it wrapped)."""
