@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
 import msgspec
@@ -57,6 +57,9 @@ MAX_QUEUED = 16
 #: An idle keep-alive connection is closed after this long (aiohttp's default).
 KEEPALIVE_S = 75.0
 _encode = msgspec.json.Encoder().encode
+#: The lengths of the header names the lane looks at: Expect, Content-Length,
+#: Transfer-Encoding.
+_SPECIAL_LENGTHS = frozenset((6, 14, 17))
 
 
 class FastRequest:
@@ -181,11 +184,13 @@ class FastLane(asyncio.Protocol):
         self.body_timeout_s = body_timeout_s
         self.transport: asyncio.Transport | None = None
         self.remote: str | None = None
+        self.peer: Any = None  # the client's address, as the socket gives it
         self.parser = httptools.HttpRequestParser(self)
         self.idle_since = time.monotonic()
         self._queue: deque[FastRequest] = deque()
         self._busy = False  # a task answers the queue
-        self._paused = False
+        self._paused = False  # reading, for one of the reasons in _may_resume
+        self._write_paused = False  # the transport's buffer is past its high-water mark
         self._closing = False
         # the request being parsed
         self._in_request = False
@@ -193,6 +198,8 @@ class FastLane(asyncio.Protocol):
         self._url_size = 0
         self._headers: list[tuple[str, str]] = []
         self._headers_done = False
+        self._length = 0
+        self._expect = self._chunked = False
         self._body: list[bytes] = []
         self._body_size = 0
         self._chunks: list[bytes] = []  # the reads since the request began
@@ -209,8 +216,8 @@ class FastLane(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport: TCP
-        peer = transport.get_extra_info("peername")
-        self.remote = peer[0] if isinstance(peer, tuple) else None
+        self.peer = transport.get_extra_info("peername")
+        self.remote = self.peer[0] if isinstance(self.peer, tuple) else None
         self.lanes.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -265,6 +272,8 @@ class FastLane(asyncio.Protocol):
         self._url_size = 0
         self._headers = []
         self._headers_done = False
+        self._length = 0  # Content-Length
+        self._expect = self._chunked = False  # Expect or Transfer-Encoding sent
         self._body = []
         self._body_size = 0
 
@@ -275,9 +284,18 @@ class FastLane(asyncio.Protocol):
             self._stop_for_aiohttp()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) > MAX_LINE_BYTES or len(self._headers) >= MAX_HEADERS:
+        headers = self._headers
+        if len(name) + len(value) > MAX_LINE_BYTES or len(headers) >= MAX_HEADERS:
             self._stop_for_aiohttp()
-        self._headers.append(
+        if len(name) in _SPECIAL_LENGTHS:  # one compare for most headers
+            special = name.lower()
+            if special == b"content-length":
+                self._length = int(value)  # llhttp refused a malformed or repeated one
+            elif special == b"expect":  # 100-continue: aiohttp's to answer
+                self._expect = True
+            elif special == b"transfer-encoding":  # the 408 says "chunked"
+                self._chunked = True
+        headers.append(
             (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         )
 
@@ -288,8 +306,8 @@ class FastLane(asyncio.Protocol):
         if (
             (parser.get_method().decode("ascii", "replace"), path) not in self.routes
             or parser.should_upgrade()
-            or any(name.lower() == "expect" for name, _ in self._headers)  # 100-continue
-            or self._content_length() > self.max_body_bytes  # the middleware's 413
+            or self._expect
+            or self._length > self.max_body_bytes  # the middleware's 413
         ):
             self._stop_for_aiohttp()
 
@@ -317,13 +335,6 @@ class FastLane(asyncio.Protocol):
             )
         )
 
-    def _content_length(self) -> int:
-        """The Content-Length sent (0 when none; llhttp refused a malformed or repeated one)."""
-        for name, value in self._headers:
-            if name.lower() == "content-length":
-                return int(value)
-        return 0
-
     # -- answering --------------------------------------------------------------------------
 
     async def _answer(self) -> None:
@@ -348,14 +359,7 @@ class FastLane(asyncio.Protocol):
                 transport.close()
                 return
             self.idle_since = time.monotonic()
-            if (
-                self._paused
-                and self._handover is None
-                and self._last is None
-                and len(queue) <= MAX_QUEUED // 2
-            ):
-                self._paused = False
-                transport.resume_reading()
+            self._may_resume()
         self._busy = False
         if self._handover is not None:
             self._hand_over_when_answered()
@@ -411,6 +415,31 @@ class FastLane(asyncio.Protocol):
         if self._paused:
             transport.resume_reading()
 
+    def pause_writing(self) -> None:
+        """The client reads its answers slower than it sends requests: stop reading them
+        (aiohttp does the same), or the answers would pile up in the transport's buffer."""
+        self._write_paused = True
+        self._pause()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._may_resume()
+
+    def _may_resume(self) -> None:
+        """Read again unless a reason to pause holds: a full write buffer, a long queue, a
+        hand-over or a last answer waiting for the answers ahead of it."""
+        if (
+            self._paused
+            and not self._write_paused
+            and self._handover is None
+            and self._last is None
+            and len(self._queue) <= MAX_QUEUED // 2
+            and not self._closing
+            and self.transport is not None
+        ):
+            self._paused = False
+            self.transport.resume_reading()
+
     def _pause(self) -> None:
         if not self._paused and self.transport is not None:
             self._paused = True
@@ -439,10 +468,10 @@ class FastLane(asyncio.Protocol):
         if self._in_request:
             if not self._headers_done:
                 what = "request line and headers"
-            elif any(name.lower() == "transfer-encoding" for name, _ in self._headers):
+            elif self._chunked:
                 what = "chunked request body"
             else:
-                what = f"request body of {self._content_length()} bytes"
+                what = f"request body of {self._length} bytes"
             msg = f"{what} did not arrive within {self.body_timeout_s:g} s"  # as read_body
             self._end(error_bytes(408, codes.TIMEOUT, msg))
 

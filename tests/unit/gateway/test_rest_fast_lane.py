@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,3 +240,55 @@ def test_without_the_fast_lane_aiohttp_serves_orders(instance: str, tmp_path: Pa
 def test_the_fast_lane_is_on_by_default_and_configurable() -> None:
     assert RestConfig().fast_lane is True
     assert msgspec.convert({"fast_lane": False}, RestConfig).fast_lane is False
+
+
+def test_a_client_that_does_not_read_its_answers_is_not_read_either(harness: Harness) -> None:
+    """Pipelined requests from a client that reads nothing (a small receive buffer, so the
+    kernel holds little): once the answers fill the transport's buffer the lane stops
+    reading, and TCP pushes back on the client; then it reads, and nothing is lost."""
+
+    async def scenario(api: RestApi, url: str) -> None:
+        alice = await client(url, "ALICE", "alice-pw")
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        try:
+            count = 2000
+            data = b"".join(
+                request(
+                    b"GET /api/v1/order?%s HTTP/1.1" % query.encode(),
+                    *(f"{k}: {v}".encode() for k, v in alice.headers("GET", "/api/v1/order",
+                                                                     query, b"").items()),
+                )
+                for n in range(count)
+                for query in [f"symbol=BTC-USD&orderId={10**9 + n}"]
+            )  # fmt: skip
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", api.port))
+            lane: FastLane | None = None
+            async with asyncio.timeout(5):
+                while lane is None:
+                    await asyncio.sleep(0.01)
+                    lane = next((x for x in api.lanes if x.peer == sock.getsockname()), None)
+            assert lane.transport is not None  # the kernel's buffers hold little on both sides
+            lane.transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+            )
+            sending = loop.create_task(loop.sock_sendall(sock, data))
+            async with asyncio.timeout(5):
+                while not lane._write_paused:
+                    await asyncio.sleep(0.01)
+            assert lane._paused  # reading stopped too
+            raw = b""
+            async with asyncio.timeout(10):
+                while len(statuses(raw)) < count:
+                    raw += await loop.sock_recv(sock, 1 << 16)
+                await sending
+            # unknown orders, and refusals (the key's rate, signatures ahead of the clock):
+            # an answer each, in order
+            assert len(statuses(raw)) == count and all(400 <= c < 500 for c in statuses(raw))
+        finally:
+            sock.close()
+            await alice.close()
+
+    run(harness, scenario)
