@@ -52,14 +52,17 @@ FastHandler = Callable[["RestRequest"], Awaitable[web.StreamResponse]]
 #: one goes to aiohttp, whose 400 names it.
 MAX_LINE_BYTES = 8_190
 MAX_HEADERS = 128
+#: A request's head still incomplete past this many bytes (over several reads) goes to
+#: aiohttp as well: httptools gathers an unfinished line without a limit.
+MAX_HEAD_BYTES = 16_384
 #: Requests a client may queue behind the one being answered before reading pauses.
 MAX_QUEUED = 16
 #: An idle keep-alive connection is closed after this long (aiohttp's default).
 KEEPALIVE_S = 75.0
 _encode = msgspec.json.Encoder().encode
 #: The lengths of the header names the lane looks at: Expect, Content-Length,
-#: Transfer-Encoding.
-_SPECIAL_LENGTHS = frozenset((6, 14, 17))
+#: Content-Encoding, Transfer-Encoding.
+_SPECIAL_LENGTHS = frozenset((6, 14, 16, 17))
 
 
 class FastRequest:
@@ -68,6 +71,7 @@ class FastRequest:
 
     __slots__ = (
         "_body", "_url", "content_length", "headers", "keep_alive", "method", "raw_path", "remote",
+        "version",
     )  # fmt: skip
 
     def __init__(
@@ -78,6 +82,7 @@ class FastRequest:
         body: bytes,
         remote: str | None,
         keep_alive: bool,
+        version: str = "1.1",
     ) -> None:
         self.method = method
         self.raw_path = raw_path
@@ -85,6 +90,7 @@ class FastRequest:
         self._body = body
         self.remote = remote
         self.keep_alive = keep_alive
+        self.version = version  # HTTP's: "1.1" or "1.0"
         length = headers.get("Content-Length")
         self.content_length = int(length) if length is not None else None  # llhttp checked it
         self._url: URL | None = None
@@ -140,16 +146,19 @@ class _Date:
         return cls.text
 
 
-def response_bytes(response: web.StreamResponse, keep_alive: bool) -> bytes:
-    """``response`` (a ``web.Response`` with a bytes body) as HTTP/1.1 bytes."""
+def response_bytes(response: web.StreamResponse, keep_alive: bool, version: str = "1.1") -> bytes:
+    """``response`` (a ``web.Response`` with a bytes body) as HTTP bytes, in the request's
+    ``version`` as aiohttp answers: an HTTP/1.0 keep-alive says so, a close says so."""
     body = getattr(response, "body", None)
     if not isinstance(body, bytes):  # handlers answer json_response's bytes: anything else
         raise TypeError(f"the fast lane writes bytes bodies, got {type(body).__name__}")
-    head = [f"HTTP/1.1 {response.status} {response.reason}\r\n"]
+    head = [f"HTTP/{version} {response.status} {response.reason}\r\n"]
     head += [f"{name}: {value}\r\n" for name, value in response.headers.items()]
     head.append(f"Content-Length: {len(body)}\r\nDate: {_Date.now()}\r\nServer: ringex\r\n")
     if not keep_alive:
         head.append("Connection: close\r\n")
+    elif version == "1.0":
+        head.append("Connection: keep-alive\r\n")
     head.append("\r\n")
     return "".join(head).encode("utf-8", "surrogateescape") + body
 
@@ -190,6 +199,7 @@ class FastLane(asyncio.Protocol):
         self._queue: deque[FastRequest] = deque()
         self._busy = False  # a task answers the queue
         self._paused = False  # reading, for one of the reasons in _may_resume
+        self._drained: asyncio.Future[None] | None = None  # set by resume_writing
         self._write_paused = False  # the transport's buffer is past its high-water mark
         self._closing = False
         # the request being parsed
@@ -223,6 +233,8 @@ class FastLane(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self.lanes.discard(self)
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)  # _answer sees _closing and stops
         if self._timer is not None:
             self._timer.cancel()
 
@@ -258,6 +270,15 @@ class FastLane(asyncio.Protocol):
                 asyncio.get_running_loop().create_task(self._answer())
             elif len(self._queue) > MAX_QUEUED and not self._paused:
                 self._pause()
+        if (  # a line that never ends: the reads after the request's first (whose part of
+            # it is unknown, and one read at most) hold more than a head may
+            self._in_request
+            and not self._headers_done
+            and len(self._chunks) > 1
+            and sum(map(len, self._chunks[1:])) > MAX_HEAD_BYTES
+        ):
+            self._hand_over(self._chunks if self._began_at_start else None)
+            return
         if self._in_request and self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.body_timeout_s, self._too_slow)
@@ -273,7 +294,8 @@ class FastLane(asyncio.Protocol):
         self._headers = []
         self._headers_done = False
         self._length = 0  # Content-Length
-        self._expect = self._chunked = False  # Expect or Transfer-Encoding sent
+        # Expect or Content-Encoding sent (the request is aiohttp's), Transfer-Encoding
+        self._expect = self._chunked = False
         self._body = []
         self._body_size = 0
 
@@ -284,6 +306,8 @@ class FastLane(asyncio.Protocol):
             self._stop_for_aiohttp()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._headers_done:  # a chunked body's trailer: aiohttp ignores it, so do we
+            return
         headers = self._headers
         if len(name) + len(value) > MAX_LINE_BYTES or len(headers) >= MAX_HEADERS:
             self._stop_for_aiohttp()
@@ -295,6 +319,8 @@ class FastLane(asyncio.Protocol):
                 self._expect = True
             elif special == b"transfer-encoding":  # the 408 says "chunked"
                 self._chunked = True
+            elif special == b"content-encoding":  # gzip, deflate: aiohttp inflates it
+                self._expect = True
         headers.append(
             (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         )
@@ -332,6 +358,7 @@ class FastLane(asyncio.Protocol):
                 b"".join(self._body),
                 self.remote,
                 parser.should_keep_alive(),
+                parser.get_http_version(),
             )
         )
 
@@ -346,7 +373,7 @@ class FastLane(asyncio.Protocol):
             handler = self.routes[request.method, request.raw_path.partition("?")[0]]
             try:
                 response = await self.middleware(request, handler)
-                data = response_bytes(response, request.keep_alive)
+                data = response_bytes(response, request.keep_alive, request.version)
             except Exception:  # a handler's bug: answered as aiohttp would, the process lives
                 log.exception("REST %s %s failed", request.method, request.raw_path[:200])
                 data = error_bytes(500, codes.UNKNOWN, "internal error")
@@ -358,6 +385,11 @@ class FastLane(asyncio.Protocol):
                 self._closing = True
                 transport.close()
                 return
+            if self._write_paused:  # the client reads slower than it asks: wait for it
+                self._drained = asyncio.get_running_loop().create_future()
+                await self._drained
+                if self._closing:
+                    return
             self.idle_since = time.monotonic()
             self._may_resume()
         self._busy = False
@@ -402,7 +434,7 @@ class FastLane(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._handover is None or self._closing:
             return
-        if self._busy:  # this lane's answers first: read nothing more till then
+        if self._busy or self._write_paused:  # this lane's answers out first
             self._pause()
             return
         data, self._handover = b"".join(self._handover), None
@@ -411,9 +443,9 @@ class FastLane(asyncio.Protocol):
         protocol = self.slow()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
-        protocol.data_received(data)
-        if self._paused:
+        if self._paused:  # before its first read: aiohttp may pause reading itself in it
             transport.resume_reading()
+        protocol.data_received(data)
 
     def pause_writing(self) -> None:
         """The client reads its answers slower than it sends requests: stop reading them
@@ -423,7 +455,13 @@ class FastLane(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._may_resume()
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+        if self._handover is not None:
+            self._hand_over_when_answered()
+        else:
+            self._may_resume()
 
     def _may_resume(self) -> None:
         """Read again unless a reason to pause holds: a full write buffer, a long queue, a
