@@ -61,10 +61,10 @@ class Parker:
         self.raise_flag()
         try:
             if not ready():
-                self._acquire(timeout_s)
+                _acquire(self._sem, timeout_s)
         finally:
             self.lower_flag()
-        self._drain()
+        _drain(self._sem)  # surplus posts: the next park really sleeps
 
     def raise_flag(self) -> None:
         """Ask the other side to post at its next publish (or commit) as if this side were
@@ -87,13 +87,6 @@ class Parker:
         still sleeps on (glibc counts a process's opens of one name and unmaps at the last
         close)."""
         return Sleeper(self._sem.name)
-
-    def _acquire(self, timeout_s: float) -> bool:
-        return _acquire(self._sem, timeout_s)
-
-    def _drain(self) -> None:
-        """Take surplus posts so that the next park really sleeps."""
-        _drain(self._sem)
 
     def unpark(self) -> None:
         """End a ``park`` now, from any thread (one that is not parked returns at once from

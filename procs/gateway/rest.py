@@ -46,6 +46,7 @@ from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, read_body, repeated
 from procs.gateway.rest_fast import FastHandler, FastLane
+from procs.gateway.rest_history import HistoryRoutes
 from procs.gateway.rest_order_state import LiveOrder
 from procs.gateway.rest_orders import Outcome, RestOrders
 from procs.gateway.rest_public import PublicRoutes, json_response
@@ -195,6 +196,7 @@ class RestApi:
             middlewares=[self._middleware], client_max_size=self.rest.max_body_bytes
         )
         PublicRoutes(self).register(app.router)
+        HistoryRoutes(self).register(app.router)
         get, v1 = app.router.add_get, "/api/v1"
         app.router.add_post(f"{v1}/apiKey", self.create_key)
         app.router.add_delete(f"{v1}/apiKey", self.revoke_key)
@@ -202,8 +204,6 @@ class RestApi:
         app.router.add_delete(f"{v1}/order", self.cancel_order)
         get(f"{v1}/order", self.query_order)
         get(f"{v1}/openOrders", self.open_orders)
-        get(f"{v1}/allOrders", self.all_orders)
-        get(f"{v1}/myTrades", self.my_trades)
         get(f"{v1}/account", self.account)
         get(f"{v1}/stream", self.streams.handle)
         return app
@@ -562,41 +562,6 @@ class RestApi:
             for order in self.core.open_orders(account, sym.id):
                 out[order.order_id] = order.json()
         return [out[k] for k in sorted(out)]
-
-    async def all_orders(self, request: web.Request) -> web.Response:
-        key = await self.signed(request, "read")
-        params = await self.params(request, rp.ALL_ORDERS_PARAMS)
-        sym = rp.symbol(params, self.instruments)
-        limit = rp.integer(params, "limit", 500, 1, 1000)
-        from_id = rp.opt_integer(params, "orderId", 0, 2**63 - 1)
-        start, end = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
-        # with the orders followed here whose last change the writer has not filed yet
-        history, unfiled = self.need_history(), self.core.unfiled
-        unfiled.forget_filed(await self.db(history.filed_seq()))
-        rows = await self.db(history.orders(
-            key.account, sym.id, from_id=from_id, start_ms=start, end_ms=end, limit=limit
-        ))  # fmt: skip
-        return json_response(unfiled.merged(
-            rows, key.account, sym, self.core,
-            from_id=from_id, start_ms=start, end_ms=end, limit=limit,
-        ))  # fmt: skip
-
-    async def my_trades(self, request: web.Request) -> web.Response:
-        key = await self.signed(request, "read")
-        params = await self.params(request, rp.MY_TRADES_PARAMS)
-        sym = rp.symbol(params, self.instruments)
-        from_id = rp.opt_integer(params, "fromId", 0, 2**63 - 1)
-        start, end = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
-        limit = rp.integer(params, "limit", 500, 1, 1000)
-        history = self.need_history()  # after the parameters: a bad one is a 400 either way
-        # with the fills seen here that the writer has not filed yet (read your fills)
-        self.core.trades.forget_filed(await self.db(history.filed_seq()))
-        rows = await self.db(history.trades(
-            key.account, sym, from_id=from_id, start_ms=start, end_ms=end, limit=limit
-        ))  # fmt: skip
-        return json_response(self.core.trades.merged(
-            rows, key.account, sym, from_id=from_id, start_ms=start, end_ms=end, limit=limit
-        ))  # fmt: skip
 
     async def account(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")

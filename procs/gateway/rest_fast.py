@@ -12,16 +12,21 @@ Every other request (the public and history routes, the page's calls, the privat
 WebSocket upgrade, ``Expect: 100-continue``, ``HEAD``) goes to aiohttp with its connection:
 the protocol waits until its own answers are written, then gives the transport and the
 request's bytes to an aiohttp ``RequestHandler``, which serves the connection from then on.
-Those bytes are the reads since the request began, so the request must begin a read; one
-pipelined behind an order in the same read (browsers and HTTP libraries do not pipeline)
-gets a 400 naming the rule, and the connection closes.
+Those bytes begin at a cut aiohttp can parse from: the start of the read that holds the
+request (orders pipelined before it in that read go along, unanswered here), or of the read
+where the request it carried on began. A request pipelined behind an order that came in an
+earlier read has no such cut (browsers and HTTP libraries do not pipeline): it gets a 400
+naming the rule, after the answers ahead of it, and the connection closes.
 
 Whatever is not a plain order request goes to aiohttp the same way, so its answers stay
 aiohttp's: a malformed request (its 400 names the fault), a target or header line past 8190
-bytes, more than 128 headers, a body past ``max_body_bytes`` (the middleware's 413). The lane's
-own limits: a request slower than the body timeout to arrive whole (408, then close), an idle
-connection (``KEEPALIVE_S``, closed by ``sweep``), requests queued behind the one in hand
-(``MAX_QUEUED``: reading pauses).
+bytes, more than 128 headers, a head unfinished past a read and ``MAX_HEAD_BYTES``, a body
+past ``max_body_bytes`` (the middleware's 413), a ``Content-Encoding`` (aiohttp inflates it),
+a chunked body's trailer ignored as aiohttp ignores it. The lane's own limits: a request
+slower than the body timeout to arrive whole (408, then close), an idle connection
+(``KEEPALIVE_S``, closed by ``sweep``), requests queued behind the one in hand
+(``MAX_QUEUED``: reading pauses), a client slower to read than to ask (``pause_writing``:
+reading pauses, and the next answer waits for the drain).
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ _encode = msgspec.json.Encoder().encode
 #: The lengths of the header names the lane looks at: Expect, Content-Length,
 #: Content-Encoding, Transfer-Encoding.
 _SPECIAL_LENGTHS = frozenset((6, 14, 16, 17))
+#: Headers that make a request aiohttp's: it answers 100-continue, it inflates gzip.
+_AIOHTTPS = frozenset((b"expect", b"content-encoding"))
 
 
 class FastRequest:
@@ -209,7 +216,7 @@ class FastLane(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._headers_done = False
         self._length = 0
-        self._expect = self._chunked = False
+        self._aiohttps = self._chunked = False
         self._body: list[bytes] = []
         self._body_size = 0
         self._chunks: list[bytes] = []  # the reads since the request began
@@ -235,8 +242,7 @@ class FastLane(asyncio.Protocol):
         self.lanes.discard(self)
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)  # _answer sees _closing and stops
-        if self._timer is not None:
-            self._timer.cancel()
+        self._cancel_timer()
 
     def data_received(self, data: bytes) -> None:
         if self._handover is not None:  # read before the pause took: aiohttp's too
@@ -277,7 +283,7 @@ class FastLane(asyncio.Protocol):
             and len(self._chunks) > 1
             and sum(map(len, self._chunks[1:])) > MAX_HEAD_BYTES
         ):
-            self._hand_over(self._chunks if self._began_at_start else None)
+            self._hand_over(cut)  # the request in progress is the carried one (2+ reads)
             return
         if self._in_request and self._timer is None:
             loop = asyncio.get_running_loop()
@@ -294,8 +300,8 @@ class FastLane(asyncio.Protocol):
         self._headers = []
         self._headers_done = False
         self._length = 0  # Content-Length
-        # Expect or Content-Encoding sent (the request is aiohttp's), Transfer-Encoding
-        self._expect = self._chunked = False
+        # a header that makes the request aiohttp's (Expect, Content-Encoding); chunked
+        self._aiohttps = self._chunked = False
         self._body = []
         self._body_size = 0
 
@@ -315,12 +321,10 @@ class FastLane(asyncio.Protocol):
             special = name.lower()
             if special == b"content-length":
                 self._length = int(value)  # llhttp refused a malformed or repeated one
-            elif special == b"expect":  # 100-continue: aiohttp's to answer
-                self._expect = True
+            elif special in _AIOHTTPS:
+                self._aiohttps = True  # 100-continue, gzip: aiohttp answers or inflates
             elif special == b"transfer-encoding":  # the 408 says "chunked"
                 self._chunked = True
-            elif special == b"content-encoding":  # gzip, deflate: aiohttp inflates it
-                self._expect = True
         headers.append(
             (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         )
@@ -332,7 +336,7 @@ class FastLane(asyncio.Protocol):
         if (
             (parser.get_method().decode("ascii", "replace"), path) not in self.routes
             or parser.should_upgrade()
-            or self._expect
+            or self._aiohttps
             or self._length > self.max_body_bytes  # the middleware's 413
         ):
             self._stop_for_aiohttp()
@@ -346,9 +350,7 @@ class FastLane(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._in_request = False
         self._at_start = False  # what follows in this read is pipelined
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         parser = self.parser
         self._done.append(
             FastRequest(
@@ -412,9 +414,7 @@ class FastLane(asyncio.Protocol):
         bytes. The cut is the read's start, or the start of the request it carried on, if
         that one began a read; a request pipelined behind one this lane took in an earlier
         read has no such cut (``reads`` is None) and is refused."""
-        if reads is not None:
-            self._handover = reads
-        else:
+        if reads is None:
             self._end(
                 error_bytes(
                     400,
@@ -424,10 +424,9 @@ class FastLane(asyncio.Protocol):
                 )
             )
             return
+        self._handover = reads
         self._in_request = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         self._hand_over_when_answered()
 
     def _hand_over_when_answered(self) -> None:
@@ -490,9 +489,7 @@ class FastLane(asyncio.Protocol):
         cannot be read on."""
         self._last = answer
         self._in_request = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         if self._busy:
             self._pause()
             return
@@ -500,6 +497,11 @@ class FastLane(asyncio.Protocol):
             self._closing = True
             self.transport.write(answer)
             self.transport.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _too_slow(self) -> None:
         self._timer = None

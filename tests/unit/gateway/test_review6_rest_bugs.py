@@ -69,11 +69,12 @@ def _gateway_run(h: Harness, scenario: Callable[[str], Awaitable[Any]]) -> Any:
 def test_all_orders_without_a_start_shows_the_newest_order_placed_a_moment_ago(
     instance: str, tmp_path: Path, database: str
 ) -> None:
-    """What is wrong: ``RestApi.all_orders`` (rest.py) without ``orderId`` or ``startTime``
-    asks the database for the newest ``limit`` orders, then adds the open orders "accepted
-    since the writer's last batch" only ``if len(out) < limit``. When the database already
-    has ``limit`` older orders, an order placed a moment ago (not yet written: the writer
-    lags by its batch time) is left out and the answer's newest ``limit`` are older orders.
+    """What is wrong: ``HistoryRoutes.all_orders`` (rest_history.py) without ``orderId`` or
+    ``startTime`` asks the database for the newest ``limit`` orders, then adds the open orders
+    "accepted since the writer's last batch" only ``if len(out) < limit``. When the database
+    already has ``limit`` older orders, an order placed a moment ago (not yet written: the
+    writer lags by its batch time) is left out and the answer's newest ``limit`` are older
+    orders.
     Spec (README, REST): "allOrders ... answer oldest first: from orderId / fromId or
     startTime when given, else the newest ``limit``"; the live view is merged so a client
     reads its own writes (the handler's own comment).

@@ -1,0 +1,60 @@
+"""The REST API's history routes: ``allOrders`` and ``myTrades``, read from PostgreSQL and
+completed with what this gateway saw that the database writer has not filed yet."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from procs.gateway import rest_params as rp
+from procs.gateway.rest_public import json_response
+
+if TYPE_CHECKING:
+    from procs.gateway.rest import RestApi
+
+
+class HistoryRoutes:
+    def __init__(self, api: RestApi) -> None:
+        self.api = api
+
+    def register(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/api/v1/allOrders", self.all_orders)
+        router.add_get("/api/v1/myTrades", self.my_trades)
+
+    async def all_orders(self, request: web.Request) -> web.Response:
+        api = self.api
+        key = await api.signed(request, "read")
+        params = await api.params(request, rp.ALL_ORDERS_PARAMS)
+        sym = rp.symbol(params, api.instruments)
+        limit = rp.integer(params, "limit", 500, 1, 1000)
+        from_id = rp.opt_integer(params, "orderId", 0, 2**63 - 1)
+        start, end = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
+        # with the orders followed here whose last change the writer has not filed yet
+        history, unfiled = api.need_history(), api.core.unfiled
+        unfiled.forget_filed(await api.db(history.filed_seq()))
+        rows = await api.db(history.orders(
+            key.account, sym.id, from_id=from_id, start_ms=start, end_ms=end, limit=limit
+        ))  # fmt: skip
+        return json_response(unfiled.merged(
+            rows, key.account, sym, api.core,
+            from_id=from_id, start_ms=start, end_ms=end, limit=limit,
+        ))  # fmt: skip
+
+    async def my_trades(self, request: web.Request) -> web.Response:
+        api = self.api
+        key = await api.signed(request, "read")
+        params = await api.params(request, rp.MY_TRADES_PARAMS)
+        sym = rp.symbol(params, api.instruments)
+        from_id = rp.opt_integer(params, "fromId", 0, 2**63 - 1)
+        start, end = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
+        limit = rp.integer(params, "limit", 500, 1, 1000)
+        history = api.need_history()  # after the parameters: a bad one is a 400 either way
+        # with the fills seen here that the writer has not filed yet (read your fills)
+        api.core.trades.forget_filed(await api.db(history.filed_seq()))
+        rows = await api.db(history.trades(
+            key.account, sym, from_id=from_id, start_ms=start, end_ms=end, limit=limit
+        ))  # fmt: skip
+        return json_response(api.core.trades.merged(
+            rows, key.account, sym, from_id=from_id, start_ms=start, end_ms=end, limit=limit
+        ))  # fmt: skip
