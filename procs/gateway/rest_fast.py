@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 import msgspec
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
 from procs.gateway import api_errors as codes
@@ -65,6 +65,7 @@ MAX_QUEUED = 16
 #: An idle keep-alive connection is closed after this long (aiohttp's default).
 KEEPALIVE_S = 75.0
 _encode = msgspec.json.Encoder().encode
+_NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 #: The lengths of the header names the lane looks at: Expect, Content-Length,
 #: Content-Encoding, Transfer-Encoding.
 _SPECIAL_LENGTHS = frozenset((6, 14, 16, 17))
@@ -114,6 +115,8 @@ class FastRequest:
 
     @property
     def query(self) -> MultiDictProxy[str]:
+        if "?" not in self.raw_path:  # an order's parameters are in its body: no URL to build
+            return _NO_QUERY
         return self.url.query
 
     @property

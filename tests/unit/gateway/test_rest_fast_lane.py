@@ -62,6 +62,8 @@ BODY = "symbol=BTC-USD&side=BUY&type=LIMIT&price=100.00&quantity=0.10&newClientO
         "/api/v1/order?a=%20x+y&a=2&empty=&flag",
         "/api/v1/order?q=%E2%82%AC&bad=%zz",
         "/api/v1/ord%65r?x=1",
+        "/api/v1/order",  # no query: the lane builds no URL
+        "/api/v1/order?",
     ],
 )
 @pytest.mark.parametrize(
