@@ -18,11 +18,13 @@ neither path's orders fill the other's. Phases, the two paths interleaved so tha
 the moment hits both:
 
 - throughput: closed loop, a lane sends its next request when the answer to the last came,
-  for --seconds; the latency under saturation is recorded too. 64 lanes per path by default:
-  with 32 the gateway waited on the round trip for about a tenth of its time (88-92% busy,
-  7.8k REST requests/s), so the figure was the round trip's, not the gateway's capacity;
-  with 64 it is busy (96-97%) and its CPU per request falls (115 -> 95 us: more requests per
-  ring batch, log write and wake-up). Both paths get the same lanes;
+  for --seconds, in --rounds rounds (3; the paths take turns) of which the median one is
+  reported, with every round's figure; the latency under saturation is recorded too. 64
+  lanes per path by default: with 32 the gateway waited on the round trip for about a
+  tenth of its time (88-92% busy, 7.8k REST requests/s), so the figure was the round
+  trip's, not the gateway's capacity; with 64 it is busy (94-97%) and its CPU per request
+  falls (115 -> 95 us: more requests per ring batch, log write and wake-up). Both paths get
+  the same lanes;
 - latency: open loop at --rate requests/s for --latency-seconds; request k is planned at
   start + k/rate and measured from then (queueing counts: no coordinated omission). A REST
   request waits for a free connection of its user (HTTP/1.1: one in flight); a cancel takes
@@ -288,7 +290,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--connections", type=int, default=64, help="lanes per path (even)")
     ap.add_argument("--fix-sessions", type=int, default=4, help="FIX sessions (even)")
-    ap.add_argument("--seconds", type=float, default=8.0, help="throughput phase, each path")
+    ap.add_argument("--seconds", type=float, default=5.0, help="throughput round, each path")
+    ap.add_argument("--rounds", type=int, default=3, help="throughput rounds, paths interleaved")
     ap.add_argument("--rate", type=float, default=1_000, help="latency phase, requests/s")
     ap.add_argument("--latency-seconds", type=float, default=5.0)
     ap.add_argument("--paths", default="rest,fix", help="rest, fix, or both: rest,fix")
@@ -301,6 +304,8 @@ def main() -> int:
     if not wanted or not wanted <= {"rest", "fix"}:
         ap.error(f"--paths {args.paths!r}: a comma list of rest and fix")
     paths = [p for p in ("rest", "fix") if p in wanted]
+    if args.rounds < 1:
+        ap.error(f"--rounds {args.rounds}: at least 1")
     lanes = max(2, args.connections // 2 * 2)
     sessions = max(2, min(lanes, args.fix_sessions) // 2 * 2)
     print(f"bench-rest: python {platform.python_version()}, {os.cpu_count()} cpus, load "
@@ -339,31 +344,40 @@ def main() -> int:
         assert ports[0], "the gateway did not start"
         keys = asyncio.run(login(ports[1]))
         procs = {p.name: psutil.Process(p.pid) for p in children}
-        for phase in ("throughput", "latency"):
-            for path in paths:
-                symbol, base, (buyer, seller) = MARKETS[path]
-                before = [admin.holdings(a).get(base, 0) for a in (buyer, seller)]
-                spec = {
-                    "path": path, "phase": phase, "lanes": lanes, "tag": phase[0],
-                    "port": ports[1] if path == "rest" else ports[0], "keys": keys,
-                    "comp_ids": comp_ids, "client": args.client, "rate": args.rate,
-                    "seconds": args.seconds if phase == "throughput" else args.latency_seconds,
-                }  # fmt: skip
-                row = run_phase(ctx, spec, procs)
-                after = [admin.holdings(a).get(base, 0) for a in (buyer, seller)]
-                bought, sold = after[0] - before[0], before[1] - after[1]
-                row |= {"name": f"{path} {phase}", "path": path, "phase": phase,
-                        "symbol": symbol, "base_bought": bought, "base_sold": sold}  # fmt: skip
-                traded = row["taker_lots"] if path == "rest" else row["fill_lots"][0]
-                checks[f"{path} {phase}: every answer right, none missing"] = (
-                    row["errors"] == 0 and row["missing"] == 0 and row["requests"] > 0
-                )
-                checks[f"{path} {phase}: bought = sold = traded"] = (
-                    bought == sold == traded * UNITS_PER_LOT
-                    and (path == "rest" or row["fill_lots"][0] == row["fill_lots"][1])
-                )
+        rounds: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
+        plan = [("throughput", k, path) for k in range(args.rounds) for path in paths]
+        for phase, k, path in plan + [("latency", 0, path) for path in paths]:
+            symbol, base, (buyer, seller) = MARKETS[path]
+            before = [admin.holdings(a).get(base, 0) for a in (buyer, seller)]
+            spec = {
+                "path": path, "phase": phase, "lanes": lanes, "tag": f"{phase[0]}{k}",
+                "port": ports[1] if path == "rest" else ports[0], "keys": keys,
+                "comp_ids": comp_ids, "client": args.client, "rate": args.rate,
+                "seconds": args.seconds if phase == "throughput" else args.latency_seconds,
+            }  # fmt: skip
+            row = run_phase(ctx, spec, procs)
+            after = [admin.holdings(a).get(base, 0) for a in (buyer, seller)]
+            bought, sold = after[0] - before[0], before[1] - after[1]
+            row |= {"name": f"{path} {phase}", "path": path, "phase": phase,
+                    "symbol": symbol, "base_bought": bought, "base_sold": sold}  # fmt: skip
+            traded = row["taker_lots"] if path == "rest" else row["fill_lots"][0]
+            right = f"{path} {phase}: every answer right, none missing"  # in every round
+            checks[right] = checks.get(right, True) and (
+                row["errors"] == 0 and row["missing"] == 0 and row["requests"] > 0
+            )
+            conserved = f"{path} {phase}: bought = sold = traded"
+            checks[conserved] = checks.get(conserved, True) and (
+                bought == sold == traded * UNITS_PER_LOT
+                and (path == "rest" or row["fill_lots"][0] == row["fill_lots"][1])
+            )
+            if phase == "latency":
                 results.append(row)
                 print_row(row)
+                continue
+            rounds[path].append(row)
+            if len(rounds[path]) == args.rounds:  # its median round stands for the path
+                results.append(median_round(rounds[path]))
+                print_row(results[-1])
     finally:
         stop.set()
         for p in children:
@@ -378,6 +392,16 @@ def main() -> int:
     return finish(args, results, checks, lanes, sessions)
 
 
+def median_round(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round of median requests/s (the lower middle one of an even count), with every
+    round's figure beside it."""
+    ranked = sorted(rows, key=lambda r: r["per_s"])
+    return ranked[(len(ranked) - 1) // 2] | {
+        "rounds_per_s": [r["per_s"] for r in rows],
+        "rounds_gateway_cpu_us": [r["gateway_cpu_us_per_request"] for r in rows],
+    }
+
+
 def print_row(row: dict[str, Any]) -> None:
     cpu, lag = row["cpu_pct"], row["phase"] == "latency"
     print(
@@ -386,6 +410,11 @@ def print_row(row: dict[str, Any]) -> None:
         f"p50 {row['p50_us']:,} us  p99 {row['p99_us']:,} us  p99.9 {row['p999_us']:,} us"
         + (f"  (generator lag p99 {row['generator_lag_p99_us']:,} us)" if lag else "")
     )
+    if len(row.get("rounds_per_s", ())) > 1:
+        shown = ", ".join(f"{v:,.0f}" for v in row["rounds_per_s"])
+        cpu_us = ", ".join(f"{v:.0f}" for v in row["rounds_gateway_cpu_us"])
+        print(f"  {'':16} the median of {len(row['rounds_per_s'])} rounds: {shown} req/s "
+              f"(gateway {cpu_us} us CPU/request)")  # fmt: skip
     print(
         f"  {'':16} CPU gateway {cpu['gateway']:.0f}% client {cpu['client']:.0f}% router "
         f"{cpu['router']:.0f}% matcher {cpu['matcher']:.0f}% others {cpu['others']:.0f}% "
@@ -436,7 +465,7 @@ def finish(
         "host": {"python": platform.python_version(), "cpus": os.cpu_count(),
                  "load_1m_after": os.getloadavg()[0]},
         "settings": {"lanes": lanes, "fix_sessions": sessions, "client": args.client,
-                     "seconds": args.seconds, "rate": args.rate,
+                     "seconds": args.seconds, "rounds": args.rounds, "rate": args.rate,
                      "latency_seconds": args.latency_seconds, "fsync": args.fsync},
         "summary": summary,
         "results": results,
