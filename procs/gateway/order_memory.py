@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
+from itertools import chain
 from typing import Any
 
 from procs.common.types import OrdType, Side, TimeInForce
@@ -121,10 +123,21 @@ class OrderMemory:
 
     def dump(self) -> list[Entry]:
         """Log entries for every live order and request (a compacted log)."""
-        entries = [(FINISHED, *_entry(o.ref, o)[1:]) for o in self.finished.values()]
-        entries += [_entry(ref, order) for ref, order in self.orders.items()]
-        entries += [_entry(ref, mass) for ref, mass in self.mass_cancels.items()]
-        return entries + [_entry(ref, request) for ref, request in self.requests.items()]
+        return list(self.dump_lazily())
+
+    def dump_lazily(self) -> Iterator[Entry]:
+        """``dump``'s entries for the orders and requests live now, each made when it is
+        taken, from its state then (``OrderLog.begin_compaction``)."""
+        finished = list(self.finished.values())
+        live: list[tuple[int, Order | Request | MassCancelRequest]] = [
+            *self.orders.items(),
+            *self.mass_cancels.items(),
+            *self.requests.items(),
+        ]
+        return chain(
+            ((FINISHED, *_entry(o.ref, o)[1:]) for o in finished),
+            (_entry(ref, item) for ref, item in live),
+        )
 
     def restore(
         self,

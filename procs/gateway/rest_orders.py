@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,9 +147,14 @@ class RestOrders:
 
     def dump(self) -> list[Entry]:
         """Entries for every order placed through this API that is still kept."""
+        return list(self.dump_lazily())
+
+    def dump_lazily(self) -> Iterator[Entry]:
+        """``dump``'s entries for the orders kept now, each made when it is taken, from its
+        state then (``OrderLog.begin_compaction``)."""
         kept = [o for o in self.done.values() if o.placed]
         kept += [o for o in self.client_ids.values() if o.placed]
-        return [(API_ORDER, o.placed, *o.entry()) for o in kept]
+        return ((API_ORDER, o.placed, *o.entry()) for o in kept)
 
     def restore(self, entries: dict[int, list[Any]]) -> int:
         """Take back the orders placed through this API that an order log kept: open ones are

@@ -32,6 +32,8 @@ import asyncio
 import logging
 import time
 from array import array
+from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -180,19 +182,25 @@ class GatewayServer(GatewayRestart):
         return entries
 
     def _write_log(self, entries: list[Entry]) -> None:
-        self.order_log.write(entries)
-        if self.order_log.wants_compaction:
-            live = self.entry.dump()
-            if self.api is not None:
-                live += self.api.core.dump()
-            live += [self._position(c) for c in self.inputs]
-            live += [
-                (HANDLED, name, seq, self._handled_part.get(name))
-                for name, seq in self._handled.items()
-            ]
-            created = self.producer.ring.created_ns
-            live += [(COMMAND, seq, created, image) for seq, image in self._unpublished.items()]
-            self.order_log.compact(live)
+        order_log = self.order_log
+        order_log.write(entries)
+        if order_log.compacting:  # a step per write: no pass of the loop waits for all of it
+            order_log.step_compaction()
+        elif order_log.wants_compaction:
+            order_log.begin_compaction(self._live_entries())
+
+    def _live_entries(self) -> Iterator[Entry]:
+        """The order log's live entries as of now, for a compaction in steps: the orders'
+        entries made as they are taken, the positions and commands (a few) at once."""
+        created = self.producer.ring.created_ns
+        now = [self._position(c) for c in self.inputs]
+        now += [
+            (HANDLED, name, seq, self._handled_part.get(name))
+            for name, seq in self._handled.items()
+        ]
+        now += [(COMMAND, seq, created, image) for seq, image in self._unpublished.items()]
+        api = () if self.api is None else self.api.core.dump_lazily()
+        return chain(self.entry.dump_lazily(), api, now)
 
     @staticmethod
     def _position(consumer: Consumer[Record]) -> Entry:
@@ -439,6 +447,8 @@ class GatewayServer(GatewayRestart):
                     conn.session.on_timer(now, conn.reading)
                     conn.write()
             self.audit.flush()  # session traffic (heartbeats, resends) when no event flows
+            if self.order_log.compacting:  # an idle gateway finishes its compaction too
+                self.order_log.step_compaction()
             if self.entry.outgoing:  # a timed-out session's cancels (cancel on disconnect)
                 self.submit()
             await asyncio.sleep(1.0)

@@ -60,11 +60,14 @@ def run(h: Harness, scenario: object) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("how", ["clean", "crash"])
+@pytest.mark.parametrize("how", ["clean", "crash", "clean, compacting", "crash, compacting"])
 def test_orders_placed_before_a_restart_are_filled_reported_and_cancelled(
     harness: Harness, how: str
 ) -> None:
     async def scenario(h: Harness, port: int) -> None:
+        if how.endswith("compacting"):  # a compaction in steps of 2 entries after each write
+            assert h.gateway is not None
+            h.gateway.order_log.compact_bytes, h.gateway.order_log.step_entries = 1, 2
         alice = await logged_on(port)
         await alice.send("D", *order("s1", "2", "2.00", "100.00"))
         await alice.send("D", *order("s2", "2", "1.00", "101.00"))
@@ -73,7 +76,7 @@ def test_orders_placed_before_a_restart_are_filled_reported_and_cancelled(
         await alice.expect("8")
         await alice.send("G", (41, "s3"), *order("s3b", "2", "3.00", "102.00"))
         assert (await alice.expect("8")).get(150) == b"5"
-        if how == "clean":
+        if how.startswith("clean"):
             await alice.send("5")
             await alice.expect("5")
             await h.stop()

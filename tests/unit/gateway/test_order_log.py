@@ -3,11 +3,27 @@ the last frame is an error naming the byte, and compaction keeps exactly what is
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from procs.gateway.order_log import COMMAND, GONE, ORDER, POSITION, REQUEST, OrderLog, OrderLogError
+from procs.gateway.order_log import (
+    API_ORDER,
+    COMMAND,
+    FINISHED,
+    GONE,
+    HANDLED,
+    MASS,
+    ORDER,
+    POSITION,
+    REQUEST,
+    Entry,
+    OrderLog,
+    OrderLogError,
+    Recovered,
+)
 
 
 def _written(path: Path) -> OrderLog:
@@ -87,3 +103,103 @@ def test_compaction_waits_for_twice_what_the_last_one_wrote(tmp_path: Path) -> N
     assert log.size > 2 * log.compacted_size
     assert appended > 100  # not after the first append past compact_bytes
     log.close()
+
+
+# -- compaction in steps ---------------------------------------------------------------------
+
+
+def _lazy_live(state: Recovered) -> Iterator[Entry]:
+    """What a gateway's ``_live_entries`` is to the log: the keys live now, each value read
+    when its entry is taken (so a later value, or nothing for a key gone since)."""
+    keys = {name: list(getattr(state, name)) for name in _KINDS}
+
+    def entries() -> Iterator[Entry]:
+        for name, kind in _KINDS.items():
+            values = getattr(state, name)
+            for key in keys[name]:
+                if key not in values:
+                    continue
+                value = values[key]
+                if name == "handled":
+                    yield (kind, key, value, state.handled_part.get(key))
+                else:
+                    yield (kind, key, *value)
+
+    return entries()
+
+
+_KINDS = {
+    "finished": FINISHED, "orders": ORDER, "requests": REQUEST, "mass_cancels": MASS,
+    "api_orders": API_ORDER, "positions": POSITION, "commands": COMMAND, "handled": HANDLED,
+}  # fmt: skip
+
+
+def _random_entry(rng: random.Random, step: int) -> Entry:
+    key = rng.randrange(40)
+    kind = rng.choice([ORDER, ORDER, REQUEST, GONE, GONE, API_ORDER, FINISHED, MASS,
+                       POSITION, COMMAND, HANDLED])  # fmt: skip
+    if kind == GONE:
+        return (GONE, key)
+    if kind == POSITION:
+        return (POSITION, f"ring{key % 3}", 7, step)
+    if kind == COMMAND:
+        return (COMMAND, key, 7, b"%d" % step)
+    if kind == HANDLED:
+        return (HANDLED, f"ring{key % 3}", step, rng.choice([None, 2]))
+    return (kind, key, f"v{step}", step)
+
+
+def _state(log: OrderLog) -> Recovered:
+    state = log.load()
+    log.close()
+    return state
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_compaction_in_steps_between_appends_keeps_exactly_the_log_s_state(
+    tmp_path: Path, seed: int
+) -> None:
+    """Contract: begun at any point, stepped a few entries at a time between appends, with
+    live entries read as they are taken (fuzzy), finished or dropped at the close, the log
+    replays to the same state as every entry applied in order: the reference."""
+    rng = random.Random(seed)
+    path = tmp_path / "orders.log"
+    log = OrderLog(path, compact_bytes=1)
+    log.load()
+    reference = Recovered()
+    finished = 0
+    for step in range(400):
+        entries = [_random_entry(rng, step) for _ in range(rng.randrange(1, 4))]
+        log.write(entries)
+        for entry in entries:
+            reference.apply(list(entry))
+        if log.compacting:
+            finished += log.step_compaction(rng.randrange(1, 6))
+        elif rng.random() < 0.1:
+            log.begin_compaction(_lazy_live(reference))
+        if finished and rng.random() < 0.05:  # what a restart would read now
+            assert _state(OrderLog(path)) == reference
+    if rng.random() < 0.5:
+        log.finish_compaction()
+    log.close()  # drops a compaction under way: the log holds everything
+    assert _state(OrderLog(path)) == reference
+    assert finished > 0
+    assert not path.with_suffix(".compact").exists() or not log.compacting
+
+
+def test_a_compaction_under_way_is_not_begun_twice_and_drops_its_file_at_close(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "orders.log"
+    log = OrderLog(path, compact_bytes=1)
+    log.load()
+    log.write([(ORDER, 1, "a")])
+    assert log.wants_compaction
+    log.begin_compaction(iter([(ORDER, 1, "a")] * 10))
+    assert log.compacting and not log.wants_compaction
+    with pytest.raises(OrderLogError, match="under way already"):
+        log.begin_compaction(iter(()))
+    assert not log.step_compaction(3)  # 3 of 10 written aside
+    log.close()
+    assert not path.with_suffix(".compact").exists()
+    assert OrderLog(path).load().orders == {1: ["a"]}
