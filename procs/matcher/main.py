@@ -151,12 +151,16 @@ class MatcherShell:
             self.consumer.heartbeat()
             self.producer.heartbeat()
             return 0
-        execute = self._execute
+        execute, kinds = self.matcher.execute, MATCHER_COMMANDS
         events: list[Record] = []
         snapshot = False
-        for command in commands:
+        for command in commands:  # _execute, inlined: a call per command is ~7% of a step
+            kind = type(command)
+            if kind not in kinds:
+                events += self._execute(command)  # says what it is, and passes it over
+                continue
             events += execute(command)
-            if isinstance(command, AdminCommand):
+            if kind is AdminCommand and isinstance(command, AdminCommand):  # (one test mostly)
                 if command.action == AdminAction.SNAPSHOT:
                     snapshot = True
                 elif command.action == AdminAction.SHUTDOWN:
