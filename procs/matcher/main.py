@@ -160,7 +160,7 @@ class MatcherShell:
                 events += self._execute(command)  # says what it is, and passes it over
                 continue
             events += execute(command)
-            if kind is AdminCommand and isinstance(command, AdminCommand):  # (one test mostly)
+            if kind is AdminCommand and isinstance(command, AdminCommand):  # (narrows for mypy)
                 if command.action == AdminAction.SNAPSHOT:
                     snapshot = True
                 elif command.action == AdminAction.SHUTDOWN:
