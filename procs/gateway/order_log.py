@@ -198,7 +198,11 @@ class OrderLog:
         if self._fd < 0:
             raise OrderLogError(f"{self.path}: load() the log before writing to it")
         frame = self._frame(entries)
-        os.write(self._fd, frame)
+        try:
+            _write_all(self._fd, frame)
+        except OSError:  # a full disk, say: no torn frame may stay with frames after it
+            os.ftruncate(self._fd, self.size)
+            raise
         self.size += len(frame)
         if self._aside_fd >= 0:  # the compacted file gets it too, after the live entries
             self._tail.append(frame)
@@ -229,7 +233,12 @@ class OrderLog:
         ``live`` may be fuzzy, as Redis's AOF rewrite is: it must hold every key live when the
         compaction began, each with its value of that moment or later (a key gone since may
         still appear), since replay keeps the last write of a key and every change after the
-        start is in the frames that follow."""
+        start is in the frames that follow. "Later" only as far as the log has it when the
+        compaction finishes: a value newer than the log would give the renamed file a state
+        the log never had (the gateway takes its changes just before each write).
+
+        A step that fails (the side file's write, the iterator) drops the compaction: the
+        slice it took is gone, and a later step must not rename a file without it."""
         if self.compacting:
             raise OrderLogError(f"{self.path}: a compaction is under way already")
         self._aside_fd = os.open(self._aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -243,12 +252,16 @@ class OrderLog:
         if not self.compacting:
             return True
         max_entries = max_entries or self.step_entries
-        chunk = list(islice(self._live, max_entries))
-        if chunk:
-            self._write_aside(self._frame(chunk))
-        if len(chunk) < max_entries:
-            self._finish()
-            return True
+        try:
+            chunk = list(islice(self._live, max_entries))
+            if chunk:
+                self._write_aside(self._frame(chunk))
+            if len(chunk) < max_entries:
+                self._finish()
+                return True
+        except BaseException:  # the slice taken is lost to it: a later step must not rename
+            self._abandon_compaction()  # a file without it (the log still holds everything)
+            raise
         return False
 
     def finish_compaction(self) -> None:
@@ -257,7 +270,7 @@ class OrderLog:
             pass
 
     def _write_aside(self, frame: bytes) -> None:
-        os.write(self._aside_fd, frame)
+        _write_all(self._aside_fd, frame)
         self._aside_size += len(frame)
 
     def _finish(self) -> None:
@@ -275,14 +288,15 @@ class OrderLog:
         os.replace(self._aside, self.path)
         if self._fd >= 0:
             os.close(self._fd)
+            self._fd = -1  # not a closed number a later open may reuse, if the open fails
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.size, self.compacted_size = self._aside_size, compacted
         self._live, self._tail = iter(()), []
 
     def _abandon_compaction(self) -> None:
         if self.compacting:
-            os.close(self._aside_fd)
-            self._aside_fd = -1
+            fd, self._aside_fd = self._aside_fd, -1
+            os.close(fd)
             self._aside.unlink(missing_ok=True)
             self._live, self._tail = iter(()), []
 
@@ -298,3 +312,10 @@ class OrderLog:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``data`` whole: ``os.write`` may write less (a disk filling up mid-frame) and says so."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
