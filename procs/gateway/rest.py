@@ -47,8 +47,8 @@ from procs.gateway.private_stream import PrivateStreams
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, read_body, repeated
 from procs.gateway.rest_fast import FastHandler, FastLane
 from procs.gateway.rest_history import HistoryRoutes
-from procs.gateway.rest_order_state import LiveOrder
-from procs.gateway.rest_orders import Outcome, RestOrders
+from procs.gateway.rest_order_state import LiveOrder, Outcome
+from procs.gateway.rest_orders import RestOrders
 from procs.gateway.rest_public import PublicRoutes, json_response
 from procs.gateway.rest_request import RestRequest
 from procs.gateway.signing import (

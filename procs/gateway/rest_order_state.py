@@ -1,14 +1,16 @@
 """The REST API's view of one order (``LiveOrder``): what its answers and private-stream
-events show, and the form the gateway's order log keeps of the orders placed through the
-API, so that a restarted gateway still knows them by their clientOrderId."""
+events show, the exchange's answer to one request (``Outcome``), and the form the gateway's
+order log keeps of the orders placed through the API, so that a restarted gateway still
+knows them by their clientOrderId."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from config.schema import SymbolConfig
+from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason
 from procs.gateway.history import STATUS_NAMES, row_type
 from procs.gateway.instruments import Instruments, format_units
@@ -133,3 +135,17 @@ def from_row(row: tuple[Any, ...], sym: SymbolConfig) -> LiveOrder:
         filled, status=STATUS_NAMES.get(status, str(status)), time_ms=created_ms,
         update_ms=updated_ms, seq=updated_seq, notional_known=not filled,
     )  # fmt: skip
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the exchange said of one request: the order (new, cancel), the fills its own
+    command made, or why not (``code`` not OK), or an account's balances."""
+
+    order: LiveOrder | None = None
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    code: ResultCode = ResultCode.OK
+    balances: dict[int, tuple[int, int]] | None = None
+    #: The order as it stood when the answer was decided (later fills do not leak into an
+    #: answer whose ``fills`` list ends here).
+    view: dict[str, Any] | None = None

@@ -39,33 +39,18 @@ from procs.common.records import (
     Triggered,
     WatchBalances,
 )
-from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason
 from procs.gateway.commission import Commissions
 from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.live_trades import LiveTrades
 from procs.gateway.order_log import API_ORDER, GONE, Entry
 from procs.gateway.order_state import Order
-from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, from_fix, ms
+from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, Outcome, from_fix, ms
 from procs.gateway.rest_params import OrderRequest
 from procs.gateway.row_orders import RowOrders
 from procs.gateway.unfiled_orders import UnfiledOrders
 
 LEASE_MS = 30_000  # a balance watch's lease; renewed every third of it
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What the exchange said of one request: the order (new, cancel), the fills its own
-    command made, or why not (``code`` not OK), or an account's balances."""
-
-    order: LiveOrder | None = None
-    fills: list[dict[str, Any]] = field(default_factory=list)
-    code: ResultCode = ResultCode.OK
-    balances: dict[int, tuple[int, int]] | None = None
-    #: The order as it stood when the answer was decided (later fills do not leak into an
-    #: answer whose ``fills`` list ends here).
-    view: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -206,18 +206,8 @@ def test_a_hand_over_while_the_write_buffer_is_full_keeps_aiohttps_flow_control(
                 while not lane._write_paused:  # until the client has read its answers
                     await asyncio.sleep(0.01)
             # pipelined pings from a client that reads nothing, aiohttp's once it reads
-            sending = loop.create_task(
-                loop.sock_sendall(sock, request(b"GET /api/v1/ping HTTP/1.1") * pings)
-            )
-            biggest = 0
-            for _ in range(100):
-                biggest = max(biggest, transport.get_write_buffer_size())
-                await asyncio.sleep(0.01)
-            raw = b""
-            async with asyncio.timeout(10):
-                while len(statuses(raw)) < count + 1 + pings:
-                    raw += await loop.sock_recv(sock, 1 << 16)
-                await sending
+            data = request(b"GET /api/v1/ping HTTP/1.1") * pings
+            raw, biggest = await _send_unread(sock, transport, data, count + 1 + pings)
             assert len(statuses(raw)) == count + 1 + pings
             assert biggest < 64 << 10, f"write buffer grew to {biggest} bytes"
             assert not errors, errors
@@ -225,6 +215,25 @@ def test_a_hand_over_while_the_write_buffer_is_full_keeps_aiohttps_flow_control(
             sock.close()
 
     run(harness, scenario)
+
+
+async def _send_unread(
+    sock: socket.socket, transport: asyncio.Transport, data: bytes, answers: int
+) -> tuple[bytes, int]:
+    """Send ``data`` from a client that reads nothing for a second, sampling the lane's write
+    buffer; then read until ``answers`` answers came. The bytes read, and the largest buffer."""
+    loop = asyncio.get_running_loop()
+    sending = loop.create_task(loop.sock_sendall(sock, data))
+    biggest = 0
+    for _ in range(100):
+        biggest = max(biggest, transport.get_write_buffer_size())
+        await asyncio.sleep(0.01)
+    raw = b""
+    async with asyncio.timeout(10):
+        while len(statuses(raw)) < answers:
+            raw += await loop.sock_recv(sock, 1 << 16)
+        await sending
+    return raw, biggest
 
 
 def test_the_answers_to_one_read_do_not_overrun_the_write_buffer(harness: Harness) -> None:
@@ -236,7 +245,6 @@ def test_the_answers_to_one_read_do_not_overrun_the_write_buffer(harness: Harnes
     drain before its next request: its buffer stays near the 64 KiB high-water mark."""
 
     async def scenario(api: RestApi, url: str) -> None:
-        loop = asyncio.get_running_loop()
         sock = await _slow_reader(api.port)
         try:
             lane = await _lane_of(api, sock)
@@ -244,18 +252,8 @@ def test_the_answers_to_one_read_do_not_overrun_the_write_buffer(harness: Harnes
             assert transport is not None
             transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             count = 6000
-            sending = loop.create_task(
-                loop.sock_sendall(sock, request(b"GET /api/v1/order HTTP/1.1") * count)
-            )
-            biggest = 0
-            for _ in range(100):
-                biggest = max(biggest, transport.get_write_buffer_size())
-                await asyncio.sleep(0.01)
-            raw = b""
-            async with asyncio.timeout(10):
-                while len(statuses(raw)) < count:
-                    raw += await loop.sock_recv(sock, 1 << 16)
-                await sending
+            data = request(b"GET /api/v1/order HTTP/1.1") * count
+            raw, biggest = await _send_unread(sock, transport, data, count)
             assert statuses(raw) == [401] * count
             assert biggest < 256 << 10, f"write buffer grew to {biggest} bytes"
         finally:
