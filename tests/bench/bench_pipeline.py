@@ -28,7 +28,8 @@ the router and each gateway a core of its own and the load processes the rest, a
 ``--soak SECONDS`` (``make bench-soak``) adds a third phase: up to --soak-rate orders/s (issue
 8: 10k/s for 10 minutes) with at most --soak-window orders un-acked, sampling every process's
 RSS (tests/bench/soak.py) and the p99 of each --soak-sample window. Target: no process's RSS
-grows more than 5% from the end of the warm-up to the end of the soak (medians of 3 samples).
+grows more than 5% from the end of the warm-up to the end of the soak, judged by the rise of
+the least-squares line through its samples (``soak.py`` says why).
 The achieved rate is reported beside the offered one; not reaching it is a figure of the
 machine, not a failure.
 """
@@ -361,7 +362,7 @@ def main() -> int:
             not done.watch.gone and done.pids_after == done.watch.pids
         )
         problems += [
-            f"RSS of {r['process']} grew {r['growth_pct']:+.2f}% over the soak (> "
+            f"RSS of {r['process']} rose {r['trend_pct']:+.2f}% over the soak, by its trend (> "
             f"{TARGETS['soak rss growth %']:g}%, judged after a {done.warm_t_s:.0f} s warm-up)"
             for r in soak_doc["rss"]
             if not r["within_target"] and not r.get("gone")
