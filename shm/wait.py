@@ -114,6 +114,10 @@ class Sleeper:
         _drain(self._sem)
         return posted
 
+    def post(self) -> None:
+        """Wake whoever sleeps on this semaphore (any handle of it), from any thread."""
+        self._sem.release()
+
     def close(self) -> None:
         self._sem.close()
 

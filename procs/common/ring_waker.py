@@ -15,10 +15,14 @@ disarming are word stores in shared memory and one fence per ring: no syscall, n
 anew: under load that cost the gateway about 8% of its time in futex wake-ups and GIL
 hand-offs.)
 
-A thread also wakes every ``park_s`` and settles an armed nap whose ring has a record, which
-bounds the delay of the rare post that the parking protocol can miss (``shm/wait.py``). A
-thread may settle a nap late, after the loop woke for another reason; settling a nap that is
-done does nothing, and a later nap ended early just looks again.
+A post uses up the ring's wake word (the producer clears it before it posts), so a thread woken
+with nothing to read (the record was read already, or is still gated) raises the flags again
+before it sleeps, as each round of ``Parker.park`` does; else no later publish of that nap
+would post. A thread also wakes every ``park_s`` and settles an armed nap whose ring has a
+record, which bounds the delay of the rare post that the parking protocol can miss
+(``shm/wait.py``). A thread may settle a nap late, after the loop woke for another reason;
+settling a nap that is done does nothing, and a later nap ended early just looks again.
+``wakeups`` counts, on the loop's thread, the naps a ring actually ended.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ class RingWaker:
         self.wakeups = 0  # naps ended by a ring (for tests and stats)
         for consumer in self.consumers:
             consumer.lower_park_flag()  # makes its parker here, before a thread shares it
+        #: handles of the threads' semaphores for ``close`` to post on: its own, so that a
+        #: consumer closed first (a test's crash) does not stop the threads being woken
+        self._posts = [Sleeper(c.ring.consumer_sem_name(c.index)) for c in self.consumers]
         self._threads = [
             threading.Thread(
                 target=self._watch,
@@ -89,11 +96,10 @@ class RingWaker:
             consumer.raise_park_flag()
         for consumer in self.consumers:
             if consumer.published():
-                self.wakeups += 1
                 # settled on the loop's next round, not here: awaiting a future that is
                 # already done does not yield, and a loop whose ring never empties (a
                 # reader that leaves records unread) would then never run anything else
-                nap.get_loop().call_soon(settle, nap)
+                nap.get_loop().call_soon(self._settle, nap)
                 return
 
     @property
@@ -110,10 +116,18 @@ class RingWaker:
         """Stop the threads (each within its current sleep) and wait for them."""
         self._closed = True
         self.disarm()
-        for consumer in self.consumers:
-            consumer.unpark()
+        for post in self._posts:
+            post.post()
         for thread in self._threads:
             thread.join(CLOSE_WAIT_S)  # posted: each wakes at once, but for a busy GIL
+        for post in self._posts:
+            post.close()
+
+    def _settle(self, nap: asyncio.Future[None]) -> None:
+        """End ``nap`` for a ring, on the loop's thread (counted once, if it ends it)."""
+        if not nap.done():
+            self.wakeups += 1
+            nap.set_result(None)
 
     def _watch(self, consumer: Consumer[Any], sleeper: Sleeper) -> None:
         """The thread's loop. It sleeps on its own ``sleeper`` (which it closes), so a consumer
@@ -125,13 +139,16 @@ class RingWaker:
                 if self._closed:
                     return
                 armed = self._armed
-                if armed is None or not consumer.published():
+                if armed is None:
                     continue
+                if not consumer.published():
+                    consumer.raise_park_flag()  # the post used the wake word up: raise it
+                    if not consumer.published():  # fenced: a record from now on posts
+                        continue
                 loop, nap = armed
                 if nap.done():  # a read of a flag: the loop's own wake-up came first
                     continue
-                self.wakeups += 1
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    loop.call_soon_threadsafe(settle, nap)
+                    loop.call_soon_threadsafe(self._settle, nap)
         finally:
             sleeper.close()
