@@ -313,11 +313,21 @@ def _paths() -> Json:
                 _ref("Order"), tag="trading", params=order_ref, scope="read", errors=[503],
             ),
         },
-        f"{V1}/openOrders": {"get": _operation(
-            "openOrders", "This account's open orders (every symbol's when none is given).",
-            _array(_ref("Order")), tag="trading", scope="read", errors=[503],
-            params=[_symbol(required=False)],
-        )},
+        f"{V1}/openOrders": {
+            "get": _operation(
+                "openOrders", "This account's open orders (every symbol's when none is given).",
+                _array(_ref("Order")), tag="trading", scope="read", errors=[503],
+                params=[_symbol(required=False)],
+            ),
+            "delete": _operation(
+                "cancelOpenOrders", "Cancel every open order of this account (on every "
+                "symbol when none is given), in one command.", _array(_ref("Order")),
+                tag="trading", scope="trade", errors=[504], params=[_symbol(required=False)],
+                description="The answer lists the orders that were open when the request "
+                "came, each as it ended (CANCELED, or FILLED where a fill came first); one "
+                "not seen to end within 2 s is shown as it was listed.",
+            ),
+        },
         f"{V1}/allOrders": {"get": _operation(
             "allOrders", "This account's orders on a symbol, by order id (as the live views "
             "show them where the history has not filed their last change yet).",

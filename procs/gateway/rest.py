@@ -47,6 +47,7 @@ from procs.gateway.private_stream import PrivateStreams
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, read_body, repeated
 from procs.gateway.rest_fast import FastHandler, FastLane
 from procs.gateway.rest_history import HistoryRoutes
+from procs.gateway.rest_mass_cancel import MassCancelRoute
 from procs.gateway.rest_order_state import LiveOrder, Outcome
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.rest_public import PublicRoutes, json_response
@@ -197,6 +198,7 @@ class RestApi:
         )
         PublicRoutes(self).register(app.router)
         HistoryRoutes(self).register(app.router)
+        MassCancelRoute(self).register(app.router)
         get, v1 = app.router.add_get, "/api/v1"
         app.router.add_post(f"{v1}/apiKey", self.create_key)
         app.router.add_delete(f"{v1}/apiKey", self.revoke_key)

@@ -1,11 +1,13 @@
 """The REST API's view of one order (``LiveOrder``): what its answers and private-stream
-events show, the exchange's answer to one request (``Outcome``), and the form the gateway's
+events show, a request in flight (``PendingRequest``) and the exchange's answer to it
+(``Outcome``), and the form the gateway's
 order log keeps of the orders placed through the API, so that a restarted gateway still
 knows them by their clientOrderId."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +139,17 @@ def from_row(row: tuple[Any, ...], sym: SymbolConfig) -> LiveOrder:
     )  # fmt: skip
 
 
+def generated_id(taken: Container[tuple[int, str]], account: int, ref: int) -> str:
+    """``r<ref>`` for an order sent without a clientOrderId, unless the account chose that
+    very name for an open order (``taken`` holds (account, clientOrderId) pairs): then
+    ``r<ref>.<k>``, the first one free."""
+    name, k = f"r{ref}", 0
+    while (account, name) in taken:
+        k += 1
+        name = f"r{ref}.{k}"
+    return name
+
+
 @dataclass(slots=True)
 class Outcome:
     """What the exchange said of one request: the order (new, cancel), the fills its own
@@ -149,3 +162,13 @@ class Outcome:
     #: The order as it stood when the answer was decided (later fills do not leak into an
     #: answer whose ``fills`` list ends here).
     view: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class PendingRequest:
+    """A request sent to the exchange and not answered yet, under its ``client_ref``."""
+
+    kind: str  # "new", "cancel", "mass", "balances"
+    account: int
+    order: LiveOrder | None = None
+    outcome: Outcome = field(default_factory=Outcome)

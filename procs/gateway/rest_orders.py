@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from config.schema import AssetConfig
@@ -30,6 +29,7 @@ from procs.common.records import (
     Accepted,
     Balance,
     CancelOrder,
+    MassCancel,
     NewOrder,
     OrderDone,
     Record,
@@ -43,22 +43,23 @@ from procs.common.types import DoneReason
 from procs.gateway.commission import Commissions
 from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.live_trades import LiveTrades
+from procs.gateway.order_ends import OrderEnds
 from procs.gateway.order_log import API_ORDER, GONE, Entry
 from procs.gateway.order_state import Order
-from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, Outcome, from_fix, ms
+from procs.gateway.rest_order_state import (
+    DONE_STATUS,
+    LiveOrder,
+    Outcome,
+    PendingRequest,
+    from_fix,
+    generated_id,
+    ms,
+)
 from procs.gateway.rest_params import OrderRequest
 from procs.gateway.row_orders import RowOrders
 from procs.gateway.unfiled_orders import UnfiledOrders
 
 LEASE_MS = 30_000  # a balance watch's lease; renewed every third of it
-
-
-@dataclass(slots=True)
-class _Request:
-    kind: str  # "new", "cancel", "balances"
-    account: int
-    order: LiveOrder | None = None
-    outcome: Outcome = field(default_factory=Outcome)
 
 
 class RestOrders:
@@ -94,7 +95,8 @@ class RestOrders:
         #: a new order may not reuse one in use (``in_use``).
         self.client_ids: dict[tuple[int, str], LiveOrder] = {}
         self.done: OrderedDict[int, LiveOrder] = OrderedDict()  # recently finished
-        self.requests: dict[int, _Request] = {}  # client_ref -> request in flight
+        self.requests: dict[int, PendingRequest] = {}  # client_ref -> request in flight
+        self.ends = OrderEnds()  # mass cancels waiting for the orders they listed to end
         self.balances: dict[int, dict[int, tuple[int, int]]] = {}  # account -> asset -> (f, r)
         self._snapshot: dict[int, dict[int, tuple[int, int]]] = {}  # ref -> partial snapshot
         self._watched: dict[int, float] = {}  # account -> monotonic time of the last renewal
@@ -155,7 +157,7 @@ class RestOrders:
                 continue
             self.client_ids[order.account, order.client_order_id] = order
             if order.ref:
-                self.requests[order.ref] = _Request("new", order.account, order)
+                self.requests[order.ref] = PendingRequest("new", order.account, order)
             if order.order_id:
                 self.live[order.order_id] = order
         while len(self.done) > self.keep_done:
@@ -232,7 +234,7 @@ class RestOrders:
 
     def new_order(self, req: OrderRequest, account: int, session: int, now_ns: int) -> int:
         ref = self.next_ref()
-        client_id = req.client_order_id or self._generated_id(account, ref)
+        client_id = req.client_order_id or generated_id(self.client_ids, account, ref)
         order = LiveOrder(
             0, account, req.symbol, int(req.side), req.type_name, int(req.tif), req.price,
             req.stop_price, req.qty, req.qty, client_order_id=client_id,
@@ -240,7 +242,7 @@ class RestOrders:
         )  # fmt: skip
         order.ref = order.placed = ref
         self._touched(order)
-        self.requests[ref] = _Request("new", account, order)
+        self.requests[ref] = PendingRequest("new", account, order)
         self.client_ids[account, order.client_order_id] = order
         self.outgoing.append(
             NewOrder(
@@ -258,22 +260,23 @@ class RestOrders:
         )
         return ref
 
-    def _generated_id(self, account: int, ref: int) -> str:
-        """``r<ref>`` for an order sent without a clientOrderId, unless the account chose that
-        very name for an open order: then ``r<ref>.<k>``, the first one free."""
-        name, k = f"r{ref}", 0
-        while (account, name) in self.client_ids:
-            k += 1
-            name = f"r{ref}.{k}"
-        return name
-
     def cancel(self, account: int, session: int, symbol: int, order_id: int, now_ns: int) -> int:
         """Cancel ``order_id``; the matcher refuses it unless ``account`` owns the order."""
         ref = self.next_ref()
-        self.requests[ref] = _Request("cancel", account, self.live.get(order_id))
+        self.requests[ref] = PendingRequest("cancel", account, self.live.get(order_id))
         self.outgoing.append(
             CancelOrder(0, now_ns, self.gateway, session, ref, account, symbol, order_id)
         )
+        return ref
+
+    def mass_cancel(self, account: int, session: int, symbol: int, now_ns: int) -> int:
+        """Cancel every open order of ``account`` on ``symbol`` (0: every symbol). The
+        answer is the router's verdict (the matchers then end the orders)."""
+        if account <= 0:  # account 0 would name every account's orders
+            raise ValueError(f"mass cancel: account {account} must be positive")
+        ref = self.next_ref()
+        self.requests[ref] = PendingRequest("mass", account)
+        self.outgoing.append(MassCancel(0, now_ns, self.gateway, session, ref, account, symbol))
         return ref
 
     def account_balances(self, account: int) -> dict[int, tuple[int, int]] | int:
@@ -286,7 +289,7 @@ class RestOrders:
         else:  # a push that includes what this gateway saw is on its way
             ref = self.next_ref()
             self._stale.setdefault(account, []).append(ref)
-        self.requests[ref] = _Request("balances", account)
+        self.requests[ref] = PendingRequest("balances", account)
         return ref
 
     def current_balances(self, account: int) -> dict[int, tuple[int, int]]:
@@ -301,6 +304,7 @@ class RestOrders:
         request = self.requests.get(ref)
         if request is not None and request.kind == "balances":
             del self.requests[ref]
+        self.ends.abandon(ref)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -393,6 +397,7 @@ class RestOrders:
                 request.order.ref = 0
                 self._touched(request.order)
         self._answered.clear()
+        self.completed += [(ref, Outcome()) for ref in self.ends.take()]
 
     def _accepted(self, accepted: Accepted) -> None:
         request = (
@@ -514,6 +519,8 @@ class RestOrders:
         key = (order.account, order.client_order_id)
         if self.client_ids.get(key) is order:
             del self.client_ids[key]
+        if self.ends:
+            self.ends.finished(order.order_id)
 
     def _balance(self, balance: Balance) -> None:
         if balance.gateway != self.gateway:

@@ -351,6 +351,22 @@ async function cancelOrder(order, button) {
   }
 }
 
+// Every open order of the account, on every symbol, in one request (DELETE openOrders).
+async function cancelAll(button) {
+  button.disabled = true;
+  try {
+    const ended = await api("DELETE", "/api/v1/openOrders");
+    for (const o of ended) if (!o.isWorking) orders.delete(o.orderId);
+    drawOrders();
+    say($("order-result"), `${ended.length} open order${ended.length === 1 ? "" : "s"} cancelled`,
+      true);
+  } catch (err) {
+    say($("order-result"), err.message, false);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 // -- the tables -----------------------------------------------------------------------------
 
 const ZERO = /^0*(\.0*)?$/;
@@ -389,6 +405,7 @@ function drawOrders() {
     row.insertCell().append(button);
   }
   $("orders-count").textContent = orders.size ? String(orders.size) : "";
+  $("cancel-all").hidden = !orders.size;
 }
 
 function drawFills() {
@@ -429,6 +446,7 @@ async function start() {
   $("trading").hidden = false;
   $("login").onsubmit = login;
   $("logout").onclick = logout;
+  $("cancel-all").onclick = (ev) => cancelAll(ev.currentTarget);
   $("order-form").onsubmit = placeOrder;
   $("order-form").elements.type.onchange = onTypeChange;
   $("order-form").elements.side.onchange = onSideChange;

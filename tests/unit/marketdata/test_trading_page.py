@@ -2,7 +2,7 @@
 starts it (the supervisor; router, matcher, market data and a gateway with its REST API as
 real processes over shm): a user logs in on the page, buys against another user's resting
 sell, sees the fill, the trade and the new balances, then places a resting order and cancels
-it from the open-orders table.
+it from the open-orders table, and two more, cancelled together by "cancel all".
 
 The browser test needs Debian's ``chromium`` (``apt-get install -y chromium``) and is skipped
 without it; Chromium is driven over its DevTools protocol, as in ``test_page.py``."""
@@ -17,7 +17,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,9 +202,27 @@ async def scenario(cfg: RingexConfig, profile_dir: Path) -> None:
             )
             assert state["result"] == f"#{oid} CANCELED"
             assert state["balances"]["USD"][0] == "99979.960000"
+            # 4. two resting bids, both gone with one "cancel all" (DELETE openOrders)
+            for count, price in enumerate(("80.00", "85.00"), start=1):
+                await act(page, {**order, "price": price}, "#order-submit")
+                await page.wait_for(f"{count} open", partial(has_orders, count))
+            await act(page, {}, "#cancel-all")
+            state = await page.wait_for(
+                "no open order and the USD unlocked",
+                lambda s: (
+                    not s["orders"]
+                    and s["balances"]["USD"][1] == "0.000000"
+                    and "cancelled" in s["result"]
+                ),
+            )
+            assert state["result"] == "2 open orders cancelled"
         # the maker's side of it, from the API
         (mine,) = await maker.call("GET", "/api/v1/openOrders", symbol="BTC-USD")
         assert mine["orderId"] == ask["orderId"] and mine["executedQty"] == "0.2000"
+
+
+def has_orders(count: int, state: dict[str, Any]) -> bool:
+    return len(state["orders"]) == count
 
 
 async def until_up(url: str) -> None:
