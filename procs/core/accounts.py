@@ -266,7 +266,12 @@ class Accounts(Settlement):
             return max(0, more) * market.base_scale
         if price <= order.price and more <= 0:
             return 0  # hold() grows with price and qty: the new need is never the larger
-        at_none = market.hold(_BUY, price, max(0, more))  # x = 0
+        # x = 0 left open: the new need, or (a total below the open part) the old hold of the
+        # -more units still open where the new need reaches 0, released then
+        if more > 0:
+            at_none = market.hold(_BUY, price, more)
+        else:
+            at_none = -market.hold(_BUY, order.price, min(leaves, -more))
         at_all = market.hold(_BUY, price, max(0, more + leaves)) - order.held  # x = L
         rounding = 1 if market.maker_bps or market.taker_bps else 0
         return max(0, at_none + rounding, at_all + rounding)
