@@ -308,6 +308,15 @@ def _paths() -> Json:
                 "cancelOrder", "Cancel an open order.", _ref("Order"), tag="trading",
                 params=order_ref, scope="trade", errors=[504],
             ),
+            "put": _operation(
+                "amendOrder", "Amend an open order's price and/or total quantity in place.",
+                _ref("Order"), tag="trading", scope="trade", errors=[503, 504], params=[
+                    *order_ref, _query("price", _DEC_IN, "The new price."),
+                    _query("quantity", _DEC_IN, "The new total, fills included."),
+                ], description="Price, quantity or both. A smaller quantity at the same price "
+                "keeps the order's place, else it goes to the back (a crossing price trades); a "
+                "total at or below the fills ends it. 503 while the exchange is stopping.",
+            ),
             "get": _operation(
                 "queryOrder", "One order of this account: live, recent or from the history.",
                 _ref("Order"), tag="trading", params=order_ref, scope="read", errors=[503],
@@ -320,12 +329,10 @@ def _paths() -> Json:
                 params=[_symbol(required=False)],
             ),
             "delete": _operation(
-                "cancelOpenOrders", "Cancel every open order of this account (on every "
-                "symbol when none is given), in one command.", _array(_ref("Order")),
-                tag="trading", scope="trade", errors=[504], params=[_symbol(required=False)],
-                description="The answer lists the orders that were open when the request "
-                "came, each as it ended (CANCELED, or FILLED where a fill came first); one "
-                "not seen to end within 2 s is shown as it was listed.",
+                "cancelOpenOrders", "Cancel every open order of this account (every symbol's "
+                "when none is given) in one command.", _array(_ref("Order")), tag="trading",
+                scope="trade", errors=[504], params=[_symbol(required=False)],
+                description="Lists the orders open when it came, each as it ended.",
             ),
         },
         f"{V1}/allOrders": {"get": _operation(

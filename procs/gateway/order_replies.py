@@ -57,6 +57,12 @@ class OrderReplies:
     _symbol_names: dict[int, bytes]
     commissions: Commissions
 
+    def restate(self, order: Order) -> None:
+        """An ExecutionReport Restated (150=D) of what the books say of ``order`` after a
+        restart that lost some of its events (``OrderMemory.reconcile``)."""
+        why = b"restated from the books after a restart: fills since the last report"
+        self._report(order, b"D", extra=field(378, 99) + field(58, why))
+
     def _exec_id(self) -> bytes:
         self._next_exec += 1
         return b"%d" % self._next_exec

@@ -455,6 +455,8 @@ class OrderEntry(OrderReplies, OrderMemory):
             # by OrderID): the order's session is told all the same
             if kind is OrderDone and event.order_id in self.by_id:  # type: ignore[attr-defined]
                 self._done(event, mine=False)  # type: ignore[arg-type]
+            elif kind is Replaced:  # and amended one (REST), as a FIX replace is reported
+                self._replaced(event)  # type: ignore[arg-type]
             return
         if kind is Accepted:
             self._accepted(event)  # type: ignore[arg-type]
@@ -463,19 +465,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         elif kind is Rejected:
             self._rejected(event)  # type: ignore[arg-type]
         elif kind is Replaced:
-            replaced: Replaced = event  # type: ignore[assignment]
-            request = self._pop_request(replaced.client_ref)
-            if request is not None:
-                order = request.order
-                self.touched[order.ref] = order
-                self.live.pop((order.session, order.cl_ord_id), None)
-                order.orig_cl_ord_id, order.cl_ord_id = order.cl_ord_id, request.cl_ord_id
-                self.live[(order.session, order.cl_ord_id)] = order
-                order.price, order.leaves = replaced.price, replaced.qty
-                order.qty = order.cum + replaced.qty
-                # a total at or below what filled: the balance is cancelled, the order filled
-                order.status = (b"1" if replaced.qty else b"2") if order.cum else b"0"
-                self._report(order, b"5", exec_id=event_exec_id(b"R", replaced.seq, order.order_id))
+            self._replaced(event)  # type: ignore[arg-type]
         elif kind is Triggered:
             triggered: Triggered = event  # type: ignore[assignment]
             stop = self.by_id.get(triggered.order_id)
@@ -484,6 +474,27 @@ class OrderEntry(OrderReplies, OrderMemory):
                 self.touched[stop.ref] = stop
                 exec_id = event_exec_id(b"L", triggered.seq, stop.order_id)
                 self._report(stop, b"L", exec_id=exec_id)
+
+    def _replaced(self, replaced: Replaced) -> None:
+        mine = replaced.gateway == self.gateway
+        request = self._pop_request(replaced.client_ref) if mine else None
+        extra = b""
+        if request is not None:
+            order = request.order
+            self.live.pop((order.session, order.cl_ord_id), None)
+            order.orig_cl_ord_id, order.cl_ord_id = order.cl_ord_id, request.cl_ord_id
+            self.live[(order.session, order.cl_ord_id)] = order
+        elif (found := self.by_id.get(replaced.order_id)) is not None:
+            order, extra = found, field(58, "replaced through the REST API")
+            order.orig_cl_ord_id = order.cl_ord_id  # its ClOrdID stays
+        else:
+            return
+        self.touched[order.ref] = order
+        order.price, order.leaves = replaced.price, replaced.qty
+        order.qty = order.cum + replaced.qty
+        # a total at or below what filled: the balance is cancelled, the order filled
+        order.status = (b"1" if replaced.qty else b"2") if order.cum else b"0"
+        self._report(order, b"5", extra, event_exec_id(b"R", replaced.seq, order.order_id))
 
     def _fill(self, order_id: int, trade: Trade, leaves: int, maker: bool) -> None:
         order = self.by_id.get(order_id)
@@ -581,12 +592,6 @@ class OrderEntry(OrderReplies, OrderMemory):
         else:
             body = mass_report(f, b"0") + field(532, 99) + field(58, refused)
         self._deliver(mass.session, b"r", body)
-
-    def restate(self, order: Order) -> None:
-        """An ExecutionReport Restated (150=D) of what the books say of ``order`` after a
-        restart that lost some of its events (``OrderMemory.reconcile``)."""
-        why = b"restated from the books after a restart: fills since the last report"
-        self._report(order, b"D", extra=field(378, 99) + field(58, why))
 
     def counters(self) -> list[int]:
         """The values of ``procs.common.stats.GATEWAY_COUNTERS``, in its order."""

@@ -32,6 +32,7 @@ import msgspec
 from aiohttp import WSCloseCode, web
 
 from procs.gateway.api_errors import ApiError
+from procs.gateway.rest_order_state import balance_json
 from procs.gateway.signing import AuthError
 
 if TYPE_CHECKING:
@@ -181,7 +182,7 @@ class PrivateStreams:
         rows = await api.open_order_rows(account, api.cfg.symbols, best_effort=True)
         current = api.core.current_balances(account)
         if current:  # every balance event delivered so far is in it
-            balances = [api.core.balance_json(asset, current) for asset in sorted(current)]
+            balances = [balance_json(api.core.assets, asset, current) for asset in sorted(current)]
             sub.held = [(event, data) for event, data in sub.held if event != "balance"]
         orders = api.open_orders_over(rows, account, api.cfg.symbols)
         shown = {order["orderId"] for order in orders}

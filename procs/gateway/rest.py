@@ -44,11 +44,12 @@ from procs.gateway.history import History, order_json
 from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams
+from procs.gateway.rest_amend import AmendRoute
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, read_body, repeated
 from procs.gateway.rest_fast import FastHandler, FastLane
 from procs.gateway.rest_history import HistoryRoutes
 from procs.gateway.rest_mass_cancel import MassCancelRoute
-from procs.gateway.rest_order_state import LiveOrder, Outcome
+from procs.gateway.rest_order_state import LiveOrder, Outcome, balance_json
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.rest_public import PublicRoutes, json_response
 from procs.gateway.rest_request import RestRequest
@@ -196,9 +197,8 @@ class RestApi:
         app = web.Application(
             middlewares=[self._middleware], client_max_size=self.rest.max_body_bytes
         )
-        PublicRoutes(self).register(app.router)
-        HistoryRoutes(self).register(app.router)
-        MassCancelRoute(self).register(app.router)
+        for routes in (PublicRoutes, HistoryRoutes, MassCancelRoute, AmendRoute):
+            routes(self).register(app.router)
         get, v1 = app.router.add_get, "/api/v1"
         app.router.add_post(f"{v1}/apiKey", self.create_key)
         app.router.add_delete(f"{v1}/apiKey", self.revoke_key)
@@ -299,7 +299,7 @@ class RestApi:
         if origin and ("*" in allowed or origin in allowed):
             response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
             response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
             response.headers["Access-Control-Max-Age"] = "600"
             response.headers["Access-Control-Expose-Headers"] = "Retry-After"  # a 429's hint
         return response
@@ -465,7 +465,7 @@ class RestApi:
         key = await self.signed(request, "trade")
         params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)
-        oid, known = self._named_order(key.account, params)
+        oid, known = self.named_order(key.account, params)
         if oid is None:
             if known is None or not known.order_id:
                 raise rp.not_found(f"origClientOrderId={params['origClientOrderId']}")
@@ -486,7 +486,7 @@ class RestApi:
         key = await self.signed(request, "read")
         params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)
-        oid, live = self._named_order(key.account, params)
+        oid, live = self.named_order(key.account, params)
         client_id = params.get("origClientOrderId", "")
         if live is not None and live.symbol.id == sym.id:
             return json_response(live.json())
@@ -498,7 +498,7 @@ class RestApi:
             f"orderId={oid}" if oid is not None else f"origClientOrderId={client_id}"
         )
 
-    def _named_order(
+    def named_order(
         self, account: int, params: dict[str, str]
     ) -> tuple[int | None, LiveOrder | None]:
         """The ``orderId`` a request names, and the order of ``account`` it names as known
@@ -591,7 +591,7 @@ class RestApi:
                 known = self.core.current_balances(account)
                 if not known:
                     raise
-        return [self.core.balance_json(asset, known) for asset in sorted(known)]
+        return [balance_json(self.core.assets, asset, known) for asset in sorted(known)]
 
 
 def _time_out(future: asyncio.Future[Outcome]) -> None:

@@ -7,11 +7,11 @@ knows them by their clientOrderId."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.schema import SymbolConfig
+from config.schema import AssetConfig, SymbolConfig
 from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason
 from procs.gateway.history import STATUS_NAMES, row_type
@@ -94,6 +94,23 @@ class LiveOrder:
             "isWorking": self.open,
         }
 
+    def report_json(
+        self, exec_type: str, ts_ns: int, fill: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Its private-stream ``executionReport``: the order, what happened, and the fill."""
+        data = self.json()
+        data["executionType"] = exec_type
+        data["eventTime"] = ms(ts_ns)
+        if fill is not None:
+            data["lastQty"], data["lastPrice"] = fill["qty"], fill["price"]
+            data["tradeId"], data["isMaker"] = fill["tradeId"], fill["isMaker"]
+            if "commission" in fill:
+                data["commission"] = fill["commission"]
+                data["commissionAsset"] = fill["commissionAsset"]
+        if self.reject:
+            data["rejectReason"] = self.reject
+        return data
+
     def entry(self) -> list[Any]:
         """Its fields as the order log keeps them (``restore`` takes them back)."""
         return [
@@ -137,6 +154,20 @@ def from_row(row: tuple[Any, ...], sym: SymbolConfig) -> LiveOrder:
         filled, status=STATUS_NAMES.get(status, str(status)), time_ms=created_ms,
         update_ms=updated_ms, seq=updated_seq, notional_known=not filled,
     )  # fmt: skip
+
+
+def balance_json(
+    assets: Mapping[int, AssetConfig], asset: int, balances: Mapping[int, tuple[int, int]]
+) -> dict[str, str]:
+    """One asset's balance as the API shows it: free and locked, decimal strings."""
+    cfg = assets.get(asset)
+    free, reserved = balances.get(asset, (0, 0))
+    name, decimals = (cfg.name, cfg.decimals) if cfg else (str(asset), 0)
+    return {
+        "asset": name,
+        "free": format_units(free, decimals).decode(),
+        "locked": format_units(reserved, decimals).decode(),
+    }
 
 
 def generated_id(taken: Container[tuple[int, str]], account: int, ref: int) -> str:

@@ -35,6 +35,7 @@ from procs.common.records import (
     Record,
     Rejected,
     Replaced,
+    ReplaceOrder,
     Trade,
     Triggered,
     WatchBalances,
@@ -51,6 +52,7 @@ from procs.gateway.rest_order_state import (
     LiveOrder,
     Outcome,
     PendingRequest,
+    balance_json,
     from_fix,
     generated_id,
     ms,
@@ -269,6 +271,22 @@ class RestOrders:
         )
         return ref
 
+    def amend(self, account: int, session: int, order: LiveOrder, price: int, qty: int) -> int:
+        """``order``'s new ``price`` and total ``qty`` (fills included); ``Replaced`` answers."""
+        ref = self.next_ref()
+        self.requests[ref] = PendingRequest("amend", account, order)
+        self.outgoing.append(
+            ReplaceOrder(
+                *(0, time.time_ns(), self.gateway, session, ref, account, order.symbol.id),
+                *(order.order_id, price, qty),
+            )
+        )
+        return ref
+
+    def follow(self, order: LiveOrder) -> None:
+        """Follow open ``order`` (the database showed it) from its next event on."""
+        self.live.setdefault(order.order_id, order)
+
     def mass_cancel(self, account: int, session: int, symbol: int, now_ns: int) -> int:
         """Cancel every open order of ``account`` on ``symbol`` (0: every symbol). The
         answer is the router's verdict (the matchers then end the orders)."""
@@ -359,25 +377,32 @@ class RestOrders:
         elif kind is Balance:
             self._balance(event)  # type: ignore[arg-type]
         elif kind is Replaced:
-            replaced: Replaced = event  # type: ignore[assignment]
-            order = self.live.get(replaced.order_id)
-            if order is not None:
-                fix = self._fix_order_of(replaced)
-                if fix is not None:  # a FIX replace gives the order its new ClOrdID
-                    order.client_order_id = fix.cl_ord_id.decode("latin-1")
-                order.price, order.leaves = replaced.price, replaced.qty
-                order.qty = order.cum + replaced.qty
-                if not replaced.qty:  # a total at or below what filled: the order is filled
-                    order.status = "FILLED"
-                self.unfiled.changed(order, replaced.seq)
-                self._touched(order)
-                self._report(order, "REPLACED", replaced.ts_ns)
+            self._replaced(event)  # type: ignore[arg-type]
         elif kind is Triggered:
             triggered: Triggered = event  # type: ignore[assignment]
             order = self.live.get(triggered.order_id)
             if order is not None:
                 self.unfiled.changed(order, triggered.seq)  # no change shown, but seen
                 self._report(order, "TRIGGERED", triggered.ts_ns)
+
+    def _replaced(self, replaced: Replaced) -> None:
+        order = self.live.get(replaced.order_id)
+        if order is not None:
+            fix = self._fix_order_of(replaced)
+            if fix is not None:  # a FIX replace gives the order its new ClOrdID
+                order.client_order_id = fix.cl_ord_id.decode("latin-1")
+            order.price, order.leaves = replaced.price, replaced.qty
+            order.qty = order.cum + replaced.qty
+            if not replaced.qty:  # a total at or below what filled: the order is filled
+                order.status = "FILLED"
+            order.update_ms = ms(replaced.ts_ns)
+            self.unfiled.changed(order, replaced.seq)
+            self._touched(order)
+            self._report(order, "REPLACED", replaced.ts_ns)
+        request = self.requests.get(replaced.client_ref)
+        if replaced.gateway == self.gateway and request is not None and request.kind == "amend":
+            request.order = request.outcome.order = order or request.order
+            self._answered.append(replaced.client_ref)
 
     def _fix_order_of(self, event: Accepted | Replaced) -> Order | None:
         """The FIX order entry's order an event of this gateway is about, if placed over FIX."""
@@ -542,7 +567,7 @@ class RestOrders:
                     for asset in sorted(set(before) | set(partial)):
                         if before.get(asset) != partial.get(asset):
                             self.events.append(
-                                (account, "balance", self.balance_json(asset, partial))
+                                (account, "balance", balance_json(self.assets, asset, partial))
                             )
             request = self.requests.get(balance.client_ref)
             if request is not None:
@@ -562,34 +587,12 @@ class RestOrders:
                     request.outcome.balances = known
                     self._answered.append(ref)
         if account in self.streaming:
-            self.events.append((account, "balance", self.balance_json(balance.asset, known)))
-
-    # -- rendering ----------------------------------------------------------------------------
-
-    def balance_json(self, asset: int, balances: dict[int, tuple[int, int]]) -> dict[str, str]:
-        cfg = self.assets.get(asset)
-        free, reserved = balances.get(asset, (0, 0))
-        name, decimals = (cfg.name, cfg.decimals) if cfg else (str(asset), 0)
-        return {
-            "asset": name,
-            "free": format_units(free, decimals).decode(),
-            "locked": format_units(reserved, decimals).decode(),
-        }
+            data = balance_json(self.assets, balance.asset, known)
+            self.events.append((account, "balance", data))
 
     def _report(
         self, order: LiveOrder, exec_type: str, ts_ns: int, fill: dict[str, Any] | None = None
     ) -> None:
-        if order.account not in self.streaming:
-            return
-        data = order.json()
-        data["executionType"] = exec_type
-        data["eventTime"] = ms(ts_ns)
-        if fill is not None:
-            data["lastQty"], data["lastPrice"] = fill["qty"], fill["price"]
-            data["tradeId"], data["isMaker"] = fill["tradeId"], fill["isMaker"]
-            if "commission" in fill:
-                data["commission"] = fill["commission"]
-                data["commissionAsset"] = fill["commissionAsset"]
-        if order.reject:
-            data["rejectReason"] = order.reject
-        self.events.append((order.account, "executionReport", data))
+        if order.account in self.streaming:
+            data = order.report_json(exec_type, ts_ns, fill)
+            self.events.append((order.account, "executionReport", data))

@@ -99,6 +99,7 @@ NEW_ORDER_PARAMS: Final = frozenset(
     )
 )
 ORDER_PARAMS: Final = frozenset(_ORDER_REF)  # cancel one, query one
+AMEND_PARAMS: Final = frozenset((*_ORDER_REF, "price", "quantity"))
 OPEN_ORDERS_PARAMS: Final = frozenset(("symbol",))
 ALL_ORDERS_PARAMS: Final = frozenset(("symbol", "orderId", *_TIMES))
 MY_TRADES_PARAMS: Final = frozenset(("symbol", "fromId", *_TIMES))
@@ -223,6 +224,30 @@ def _qty(params: Mapping[str, str], name: str, sym: SymbolConfig) -> int:
     return units
 
 
+def _order_qty(params: Mapping[str, str], sym: SymbolConfig) -> int:
+    """``quantity``, an order's total, within the symbol's size limits."""
+    qty = _qty(params, "quantity", sym)
+    if not sym.min_qty <= qty <= sym.max_qty:
+        raise bad_request(
+            codes.FILTER_FAILURE,
+            f"quantity {params['quantity']} is outside the symbol's limits "
+            f"(minQty {format_units(sym.min_qty, sym.qty_decimals).decode()}, maxQty "
+            f"{format_units(sym.max_qty, sym.qty_decimals).decode()}, symbol={sym.name})",
+        )
+    return qty
+
+
+def amendment(params: Mapping[str, str], sym: SymbolConfig) -> tuple[int | None, int | None]:
+    """An amend's new ``price`` and new total ``quantity`` (fills included), None for one it
+    leaves as it is; at least one is needed."""
+    if "price" not in params and "quantity" not in params:
+        raise bad_request(
+            codes.MANDATORY_PARAM, "an amend needs 'price', 'quantity' or both: neither was sent"
+        )
+    price = _price(params, "price", sym) if "price" in params else None
+    return price, _order_qty(params, sym) if "quantity" in params else None
+
+
 def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderRequest:
     sym = symbol(params, instruments)
     side = SIDES[choice(params, "side", SIDES, None)]
@@ -238,14 +263,7 @@ def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderReque
         )
     if type_name == "LIMIT_MAKER" and tif != TimeInForce.GTC and "timeInForce" in params:
         raise bad_request(codes.ILLEGAL_PARAM, "LIMIT_MAKER rests: timeInForce must be GTC")
-    qty = _qty(params, "quantity", sym)
-    if not sym.min_qty <= qty <= sym.max_qty:
-        raise bad_request(
-            codes.FILTER_FAILURE,
-            f"quantity {params['quantity']} is outside the symbol's limits "
-            f"(minQty {format_units(sym.min_qty, sym.qty_decimals).decode()}, maxQty "
-            f"{format_units(sym.max_qty, sym.qty_decimals).decode()}, symbol={sym.name})",
-        )
+    qty = _order_qty(params, sym)
     price = 0
     if limit or params.get("price"):  # a market order's price is its worst price
         price = _price(params, "price", sym)

@@ -1,0 +1,97 @@
+"""``PUT /api/v1/order``: amend an open order's price and/or total quantity in place, as FIX's
+OrderCancelReplaceRequest does (one ``ReplaceOrder`` through the router's risk checks).
+
+The order is named as for a cancel (``orderId`` or ``origClientOrderId``, with its
+``symbol``). ``quantity`` is the new total, fills included (FIX's OrderQty): a smaller one at
+the same price keeps the order's place in its queue; a new price or a larger quantity sends it
+to the back, and a new price that crosses trades at once, like a new order. A total at or
+below what has filled ends the order (``FILLED``). The answer is the order as it stands once
+the exchange has amended it (fills a crossing price made are in its ``executedQty``, on the
+private stream and in ``myTrades``); the private stream reports it as ``REPLACED``.
+
+An order this gateway does not follow yet (placed through another gateway, or before its
+account used this one) is looked up in the database, and followed from then on. Its
+``clientOrderId`` stays as it is. The order's FIX session, if it was placed over FIX, is sent
+an ExecutionReport Replaced (150=5) that says so.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from config.schema import SymbolConfig
+from procs.common.result_codes import ResultCode
+from procs.gateway import api_errors as codes
+from procs.gateway import rest_params as rp
+from procs.gateway.api_errors import ApiError, bad_request
+from procs.gateway.instruments import format_units
+from procs.gateway.rest_order_state import LiveOrder, from_row
+from procs.gateway.rest_public import json_response
+
+if TYPE_CHECKING:
+    from procs.gateway.rest import RestApi
+
+_NOT_YOURS = (ResultCode.UNKNOWN_ORDER, ResultCode.NOT_ORDER_OWNER)
+
+
+class AmendRoute:
+    def __init__(self, api: RestApi) -> None:
+        self.api = api
+
+    def register(self, router: web.UrlDispatcher) -> None:
+        router.add_put("/api/v1/order", self.amend_order)
+
+    async def amend_order(self, request: web.Request) -> web.Response:
+        api = self.api
+        key = await api.signed(request, "trade")
+        if api.closing:
+            raise ApiError(
+                503,
+                codes.DISCONNECTED,
+                "the exchange is stopping: no amends (cancels are taken); try again after it "
+                "restarts",
+            )
+        params = await api.params(request, rp.AMEND_PARAMS)
+        sym = rp.symbol(params, api.instruments)
+        price, qty = rp.amendment(params, sym)
+        oid, order = api.named_order(key.account, params)
+        if order is None and oid is not None:
+            order = await self._from_history(key.account, oid, sym)
+        if order is None or order.symbol.id != sym.id:
+            client_id = params.get("origClientOrderId")
+            named = f"orderId={oid}" if oid is not None else f"origClientOrderId={client_id}"
+            raise rp.not_found(f"{named} (symbol={sym.name})")
+        if not order.order_id or not order.open:
+            state = order.status if order.order_id else "not acknowledged yet"
+            raise bad_request(
+                codes.CANCEL_REJECTED,
+                f"amend rejected: orderId={order.order_id or '(pending)'} is {state}",
+            )
+        new_price = order.price if price is None else price
+        new_qty = order.qty if qty is None else qty
+        ref = api.core.amend(key.account, key.session, order, new_price, new_qty)
+        outcome = await api.wait(ref)
+        if outcome.code != ResultCode.OK or outcome.order is None:
+            code = outcome.code
+            why = "unknown order" if code in _NOT_YOURS else f"{code.name} ({int(code)})"
+            shown = f"price={format_units(new_price, sym.price_decimals).decode()} quantity="
+            shown += format_units(new_qty, sym.qty_decimals).decode()
+            raise bad_request(
+                codes.CANCEL_REJECTED, f"amend rejected: {why} orderId={order.order_id} {shown}"
+            )
+        return json_response(outcome.view or outcome.order.json())
+
+    async def _from_history(self, account: int, oid: int, sym: SymbolConfig) -> LiveOrder | None:
+        """``account``'s order ``oid`` as the database shows it, followed from now on if open."""
+        history = self.api.history
+        if history is None:
+            return None
+        row = await self.api.db(history.order(account, oid))
+        if row is None or row[2] != sym.id:
+            return None
+        order = from_row(row, sym)
+        if order.open:
+            self.api.core.follow(order)
+        return self.api.core.known(oid) or order
