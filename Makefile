@@ -46,8 +46,10 @@ test: lint typecheck pytest
 
 # The exchange with the dev profile, demo users funded; Ctrl-C stops it cleanly.
 # MM=1 also runs the demo market maker (scripts/market_maker.py): quotes and trades.
+# PROFILE=name-or-file runs another profile (its own instance name and ports, say).
+PROFILE ?= dev
 run: $(STAMP) system-deps
-	$(PY) scripts/run_demo.py $(if $(MM),--market-maker)
+	$(PY) scripts/run_demo.py --profile $(PROFILE) $(if $(MM),--market-maker)
 
 # Three processes over two rings, printing throughput (the substrate on its own).
 ring-demo: $(STAMP)

@@ -1,6 +1,7 @@
 """Load a named profile (``config/profiles/<name>.toml``) or a file into ``RingexConfig``.
 
 Unknown keys, wrong types and out-of-range values are errors that name the key and the value.
+A symbol that sets neither `base` nor `quote` trades the assets its name pairs ("SOL-USD").
 """
 
 from __future__ import annotations
@@ -35,6 +36,26 @@ def load_profile(name_or_path: str) -> RingexConfig:
             )
     try:
         raw = tomllib.loads(path.read_text())
+        _pair_assets(raw.get("symbols"))
         return msgspec.convert(raw, RingexConfig)
     except (tomllib.TOMLDecodeError, msgspec.ValidationError, ValueError, OSError) as exc:
         raise ConfigError(f"config {str(path)!r}: {exc}") from None
+
+
+def _pair_assets(symbols: object) -> None:
+    """A symbol that names neither ``base`` nor ``quote`` trades the assets its name pairs:
+    "SOL-USD" is SOL against USD. Never the schema's defaults (BTC and USD) in silence: a
+    name that pairs no assets must say which it trades."""
+    if not isinstance(symbols, list):
+        return  # the schema's own error says what is wrong
+    for sym in symbols:
+        if not isinstance(sym, dict) or "base" in sym or "quote" in sym:
+            continue
+        name = sym.get("name")
+        parts = name.split("-") if isinstance(name, str) else []
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(
+                f"symbol {name!r} sets neither base nor quote, and its name is not BASE-QUOTE: "
+                f"set base and quote (asset names)"
+            )
+        sym["base"], sym["quote"] = parts

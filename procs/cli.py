@@ -559,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     except JournalError as exc:  # a damaged journal: its message names segment and offset
         print(f"ringex: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `ringex status | head -1`: the reader had enough, no traceback
+        # (what is still buffered for the closed pipe must not fail again at exit)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return result
 
 

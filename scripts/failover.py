@@ -349,7 +349,11 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("action", choices=["status", "promote", "demote", "supervise"])
+    ap.add_argument(
+        "action",
+        choices=["status", "promote", "demote", "supervise"],
+        help="status, promote or demote (supervise is promote's own step, not an operator's)",
+    )
     ap.add_argument("--primary", help="the primary's config file")
     ap.add_argument("--standby", help="the standby's config file")
     ap.add_argument("--old", help="demote: the old primary's config file")

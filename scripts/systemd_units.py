@@ -284,7 +284,7 @@ def chown_segments(cfg: RingexConfig, user: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0].replace("\n", " "))
     ap.add_argument("action", choices=("start", "stop", "status"))
     ap.add_argument("--profile", default="dev", help="profile name or TOML path")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")

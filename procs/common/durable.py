@@ -46,12 +46,19 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def replace_durably(path: Path, data: bytes) -> None:
-    """``path`` becomes ``data``: written to ``<path>.tmp``, fsynced, renamed over it."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
+def replace_durably(
+    path: Path, data: bytes, *, mode: int | None = None, tmp: Path | None = None
+) -> None:
+    """``path`` becomes ``data``: written to ``tmp`` (default ``<path>.tmp``), fsynced,
+    renamed over it, the directory fsynced. ``mode`` (e.g. 0o600 for secrets) is the file's
+    whatever the umask or a leftover temp file says; None: the umask's."""
+    tmp = tmp or path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+    with os.fdopen(fd, "wb") as f:
+        if mode is not None:
+            os.fchmod(fd, mode)  # a leftover temp file keeps its old mode through O_CREAT
         f.write(data)
         f.flush()
-        os.fsync(f.fileno())
+        os.fsync(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)

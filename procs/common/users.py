@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from procs.common.durable import make_dirs
+from procs.common.durable import make_dirs, replace_durably
 
 #: scrypt cost: ~16 MiB and tens of ms per check (slows a password guesser, not a logon).
 DEFAULT_N = 1 << 14
@@ -156,6 +156,8 @@ class UserStore:
 
     def _save(self) -> None:
         make_dirs(self.path.parent)
+        data = msgspec.json.encode(sorted(self._users.values(), key=lambda u: u.comp_id))
+        # salts and digests: the owner's alone (as apikeys.json); fsynced, as users are added
+        # once and must survive a power loss
         tmp = self.path.with_suffix(f".tmp.{os.getpid()}")
-        tmp.write_bytes(msgspec.json.encode(sorted(self._users.values(), key=lambda u: u.comp_id)))
-        os.replace(tmp, self.path)
+        replace_durably(self.path, data, mode=0o600, tmp=tmp)

@@ -30,3 +30,38 @@ def test_unknown_keys_and_bad_values_are_named(tmp_path: Path) -> None:
         load_profile(str(bad))
     with pytest.raises(ValueError, match="profile 'prodd' is unknown"):
         load_profile("prodd")
+
+
+SOL = """
+[[assets]]
+name = "USD"
+id = 1
+decimals = 6
+[[assets]]
+name = "SOL"
+id = 4
+decimals = 6
+[[symbols]]
+name = "SOL-USD"
+id = 3
+%s
+[[matchers]]
+name = "m1"
+symbols = ["SOL-USD"]
+"""
+
+
+def test_a_symbol_trades_the_assets_its_name_pairs_unless_it_says(tmp_path: Path) -> None:
+    """Never the schema's defaults (BTC against USD) for a symbol that named neither."""
+    path = tmp_path / "sol.toml"
+    path.write_text(SOL % "")
+    sym = load_profile(str(path)).symbol("SOL-USD")
+    assert (sym.base, sym.quote) == ("SOL", "USD")
+    path.write_text((SOL % "").replace("SOL-USD", "SOLUSD"))
+    with pytest.raises(ValueError, match="'SOLUSD' sets neither base nor quote"):
+        load_profile(str(path))
+    path.write_text((SOL % 'base = "SOL"').replace("SOL-USD", "SOLUSD"))
+    assert load_profile(str(path)).symbol("SOLUSD").quote == "USD"  # said: the schema's
+    path.write_text((SOL % "").replace('name = "SOL"', 'name = "XSOL"'))
+    with pytest.raises(ValueError, match="base asset 'SOL' is not in"):
+        load_profile(str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,25 @@ def test_an_unknown_user_costs_the_same_hash_as_a_wrong_password(
     assert store.verify("MALLORY", "wrong") is None
     assert len(calls) == 2 and calls[1] == users.DEFAULT_N
     assert store.verify("ALICE", "secret") is not None
+
+
+def test_the_file_is_the_owners_alone_and_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Salts and digests, as apikeys.json: mode 0600 whatever the umask; and fsynced before
+    the rename, so a power loss cannot leave an empty file in place of the users."""
+    path = tmp_path / "users.json"
+    path.write_text("[]")
+    path.chmod(0o644)  # an older gateway's file
+    synced: list[int] = []
+    fsync = os.fsync
+
+    def counted(fd: int) -> None:
+        synced.append(fd)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    UserStore(path).add("ALICE", "secret", 7, n=1 << 4)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert len(synced) >= 2  # the file, then its directory
+    assert UserStore(path).get("ALICE") is not None
