@@ -3,7 +3,8 @@
     ringex shm ls|rm             inspect and clean up shared memory
     ringex run [--profile P | --config F] [--detach]    start the exchange (the supervisor)
     ringex stop | ringex status [--json] [--wait-ready]
-    ringex admin add-user|create-account|deposit|withdraw|halt|resume|end-session ...
+    ringex admin add-user|create-account|deposit|withdraw|balances|cancel-all|halt|resume|
+                 end-session ...
     ringex replay [--snapshot] [--archive]
                                  rebuild router and matcher state from snapshot + journal,
                                  print the state hashes
@@ -30,21 +31,12 @@ from tqdm import tqdm
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
-from procs.admin.add_user import add_user, fee_account_taken
-from procs.admin.client import (
-    MAX_UNITS,
-    AdminClient,
-    AdminError,
-    check_account,
-    symbol_id_of,
-    to_minor_units,
-)
+from procs.admin.commands import add_admin, run_admin
 from procs.common.durable import fsync_file
 from procs.common.journal import JournalError, JournalReader
 from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_writer import archive_segments_before
 from procs.common.records import RecordCodec
-from procs.common.result_codes import ResultCode
 from procs.common.topology import journal_archive_dir, journal_dir, rings
 from procs.core.recovery import archivable_before, archive_blocked, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
@@ -353,91 +345,8 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _admin_client(cfg: RingexConfig) -> AdminClient | None:
-    """The admin rings of the running instance, or None with a message when it is not."""
-    try:
-        return AdminClient(cfg)
-    except ShmError as exc:
-        print(f"ringex admin: instance {cfg.instance} is not running ({exc})", file=sys.stderr)
-        return None
-    except AdminError as exc:  # another admin command's turn did not end in time
-        print(f"ringex admin: {exc}", file=sys.stderr)
-        return None
-
-
-def _admin_args_refused(cfg: RingexConfig, args: argparse.Namespace) -> tuple[str, int]:
-    """Why the arguments of ``args.admin_command`` cannot make a command, and the exit
-    status ("", 0 when they can), checked before anything is attached: a typo is not an
-    instance that is down. 2 for a symbol not configured, the fee account, a signed amount
-    (usage); 1 for a value the records cannot carry (what it has always been)."""
-    command = args.admin_command
-    if command == "create-account" and args.account == cfg.risk.fee_account:
-        return fee_account_taken(cfg, "create-account"), 2
-    if command in ("deposit", "withdraw") and args.amount.lstrip().startswith("-"):
-        return (f"ringex admin {command}: amount {args.amount} must be positive "
-                "(deposit and withdraw say which way)", 2)  # fmt: skip
-    try:
-        if command in ("halt", "resume") or (command == "end-session" and args.symbol):
-            symbol_id_of(cfg, args.symbol)
-    except AdminError as exc:
-        return f"ringex admin {command}: {exc}", 2
-    try:
-        if command in ("create-account", "deposit", "withdraw"):
-            check_account(args.account)
-        if command in ("deposit", "withdraw"):
-            to_minor_units(cfg, args.asset, args.amount.strip().removeprefix("+"))
-            if args.key is not None and not 0 < args.key <= MAX_UNITS:
-                raise AdminError(f"idempotency key {args.key} is outside 1..{MAX_UNITS}")
-    except AdminError as exc:
-        return f"ringex admin {command}: {exc}", 1
-    except KeyError as exc:  # an asset not configured: its message, not its repr
-        return f"ringex admin {command}: {exc.args[0]}", 1
-    return "", 0
-
-
 def _admin(args: argparse.Namespace) -> int:
-    cfg = load_profile(_profile(args))
-    if args.admin_command == "add-user":
-        if args.password_stdin:  # not on argv, where `ps` shows it to every user
-            args.password = sys.stdin.readline().rstrip("\r\n")
-            if not args.password:
-                print("ringex admin add-user: no password on stdin", file=sys.stderr)
-                return 2
-        return add_user(cfg, args, lambda: _admin_client(cfg))
-    refused, code = _admin_args_refused(cfg, args)
-    if refused:
-        print(refused, file=sys.stderr)
-        return code
-    client = _admin_client(cfg)
-    if client is None:
-        return 1
-    try:
-        if args.admin_command in ("halt", "resume"):
-            client.halt(args.symbol, resume=args.admin_command == "resume")
-            print(f"{args.admin_command} {args.symbol}: sent")
-            return 0
-        if args.admin_command == "end-session":
-            client.end_session(args.symbol)
-            print(f"end-session {args.symbol or 'every symbol'}: sent (DAY orders expire)")
-            return 0
-        if args.admin_command == "create-account":
-            replies = [client.create_account(args.account)]
-        else:
-            amount = args.amount.strip().removeprefix("+")
-            sign = "-" if args.admin_command == "withdraw" else ""
-            replies = [client.transfer(args.account, args.asset, sign + amount, args.key)]
-    except (AdminError, KeyError) as exc:
-        print(f"ringex admin: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
-    code = 0
-    for reply in replies:
-        ok = reply.code == ResultCode.OK
-        code = code or (0 if ok else 1)
-        where = f" (seq {reply.seq})" if ok else ""
-        print(f"account {reply.account}: {reply.code.name}{where}, free balance {reply.balance}")
-    return code
+    return run_admin(args, load_profile(_profile(args)))
 
 
 def profile_args(p: argparse.ArgumentParser) -> None:
@@ -465,43 +374,6 @@ def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     status.add_argument("--wait-ready", action="store_true", help="wait until it is running")
     status.add_argument("--timeout", type=float, default=60.0, help="--wait-ready: seconds")
     status.set_defaults(func=_status)
-
-
-def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    admin = sub.add_parser("admin", help="accounts, deposits, halts in a running exchange")
-    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
-    create = admin_sub.add_parser("create-account", help="open an account")
-    create.add_argument("--account", type=int, required=True)
-    for name in ("deposit", "withdraw"):
-        move = admin_sub.add_parser(name, help=f"{name} a decimal amount of an asset")
-        move.add_argument("--account", type=int, required=True)
-        move.add_argument("--asset", required=True, help="asset name, e.g. USD")
-        move.add_argument("--amount", required=True, help="decimal, e.g. 1000.50")
-        move.add_argument("--key", type=int, help="idempotency key (default: a fresh one)")
-    for name in ("halt", "resume"):
-        halt = admin_sub.add_parser(name, help=f"{name} trading in a symbol")
-        halt.add_argument("symbol")
-    end = admin_sub.add_parser(
-        "end-session", help="end the trading session: expire the DAY orders (END_OF_SESSION)"
-    )
-    end.add_argument("symbol", nargs="?", help="only this symbol (default: every symbol)")
-    user = admin_sub.add_parser("add-user", help="a FIX user with a funded account")
-    user.add_argument("--username", required=True)
-    secret = user.add_mutually_exclusive_group(required=True)
-    secret.add_argument(
-        "--password", help="its FIX password (`ps` shows it: prefer --password-stdin)"
-    )
-    secret.add_argument(
-        "--password-stdin", action="store_true", help="read the password from stdin's first line"
-    )
-    user.add_argument("--comp-id", help="its SenderCompID (default: the username)")
-    user.add_argument("--account", type=int, help="its account (default: the next free one)")
-    user.add_argument(
-        "--deposit", action="append", default=[], metavar="ASSET=AMOUNT", help="repeatable"
-    )
-    for p in admin_sub.choices.values():
-        profile_args(p)
-    admin.set_defaults(func=_admin)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -545,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=_replay)
 
     _add_lifecycle(sub)
-    _add_admin(sub)
+    add_admin(sub, profile_args)
+    sub.choices["admin"].set_defaults(func=_admin)
     return parser
 
 

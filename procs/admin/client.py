@@ -4,7 +4,9 @@ Account commands (create, deposit, withdraw) travel the sequenced path like any 
 the router checks them, journals them and answers with an ``AccountReply`` once they are
 durable, so a replay reproduces every balance. Halt, resume and end of session are
 ``AdminCommand``s the router sequences and routes to the symbol's matcher (symbol 0: every
-matcher). One admin client at a time: the ring refuses a second live producer, so clients
+matcher); a cancel-all is a ``MassCancel`` like a gateway's, answered by the router's
+verdict. Balances are read with a ``WatchBalances`` of the shortest lease (never journaled).
+One admin client at a time: the ring refuses a second live producer, so clients
 take turns on a lock (``var/<instance>/run/admin.lock``, an ``flock``: a killed holder's goes
 with it) before they take the ring's roles; a second `ringex admin` waits for the first.
 """
@@ -21,11 +23,16 @@ from config.schema import RingexConfig
 from procs.common.records import (
     AccountReply,
     AdminCommand,
+    Balance,
     CreateAccount,
+    MassCancel,
     Record,
     RecordCodec,
+    Rejected,
     Transfer,
+    WatchBalances,
 )
+from procs.common.result_codes import ResultCode
 from procs.common.topology import (
     ADMIN_GATEWAY,
     gateway_commands,
@@ -229,3 +236,47 @@ class AdminClient:
         symbol_id = 0 if symbol is None else symbol_id_of(self.cfg, symbol)
         command = AdminCommand(0, 0, AdminAction.END_OF_SESSION, symbol_id, time.time_ns())
         self._send(command, time.monotonic() + timeout_s, timeout_s)
+
+    def balances(self, account: int, timeout_s: float = 10.0) -> list[Balance]:
+        """``account``'s balances as the router holds them now: one ``Balance`` per asset
+        (none for an account without any). A watch with the shortest lease, dropped once its
+        snapshot is here (watches are never journaled: this changes nothing)."""
+        check_account(account)
+        ref = self._ref()
+        deadline = time.monotonic() + timeout_s
+        self._send(WatchBalances(0, 0, ADMIN_GATEWAY, 0, ref, account, 1), deadline, timeout_s)
+        got: list[Balance] = []
+        try:
+            while time.monotonic() < deadline:
+                for reply in self._in.take(64, timeout_s=0.1):
+                    if isinstance(reply, Balance) and reply.client_ref == ref:
+                        if reply.asset:
+                            got.append(reply)
+                        if reply.last:
+                            return got
+            raise AdminError(f"no answer from the router within {timeout_s} s (is it running?)")
+        finally:
+            drop = WatchBalances(0, 0, ADMIN_GATEWAY, 0, self._ref(), account, 0)
+            self._out.try_publish(drop)  # else its 1 ms lease lapses by itself
+
+    def cancel_all(self, account: int, symbol: str | None, timeout_s: float = 10.0) -> None:
+        """Cancel every open order of ``account`` (0: of every account) on ``symbol`` (None:
+        every symbol), in one ``MassCancel``. Returns once the router has it durable (the
+        matchers then end the orders); ``AdminError`` when it refuses or does not answer."""
+        if account:
+            check_account(account)
+        symbol_id = 0 if symbol is None else symbol_id_of(self.cfg, symbol)
+        ref = self._ref()
+        deadline = time.monotonic() + timeout_s
+        command = MassCancel(0, 0, ADMIN_GATEWAY, 0, ref, account, symbol_id)
+        self._send(command, deadline, timeout_s)
+        while time.monotonic() < deadline:
+            for reply in self._in.take(64, timeout_s=0.1):
+                if isinstance(reply, Rejected) and reply.client_ref == ref:
+                    if reply.code != ResultCode.OK:
+                        raise AdminError(f"cancel-all refused: {reply.code.name}")
+                    return
+        raise AdminError(
+            f"no answer from the router within {timeout_s} s (is it running?); the cancel "
+            "may still be applied: see the open orders before sending it again"
+        )

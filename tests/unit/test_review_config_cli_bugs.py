@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+import procs.admin.commands
 import procs.cli
 from config import load_profile
 from config.schema import RingexConfig
@@ -309,7 +310,7 @@ class _FakeAdmin:
 def fake_admin(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     calls: list[tuple[Any, ...]] = []
     monkeypatch.setattr(_FakeAdmin, "calls", calls)
-    monkeypatch.setattr(procs.cli, "AdminClient", _FakeAdmin)
+    monkeypatch.setattr(procs.admin.commands, "AdminClient", _FakeAdmin)
     return calls
 
 

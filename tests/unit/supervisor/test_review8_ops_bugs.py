@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import procs.admin.commands
 import procs.cli
 from procs.admin.client import AdminClient
 from procs.common.records import AccountReply, AdminCommand
@@ -196,7 +197,7 @@ def test_add_user_reads_its_password_from_stdin(
     ``docker login --password-stdin``); an empty one is refused, exit 2."""
     cfg = config(instance, tmp_path)
     _use_config(monkeypatch, cfg)
-    monkeypatch.setattr(procs.cli, "_admin_client", lambda _cfg: _FakeClient())
+    monkeypatch.setattr(procs.admin.commands, "admin_client", lambda _cfg: _FakeClient())
     monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret\n"))
     argv = ["admin", "add-user", "--profile", "x", "--username", "dora", "--password-stdin"]
     code = _cli(argv)

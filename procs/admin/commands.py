@@ -1,0 +1,201 @@
+"""`ringex admin`: its subcommands' arguments, their checks, and what they print.
+
+Account commands (create-account, deposit, withdraw, add-user) and the symbol commands
+(halt, resume, end-session) act on the running exchange through its admin gateway
+(``client.py``); ``balances`` reads an account's balances from the router, and
+``cancel-all`` cancels an account's open orders (or, with ``--every-account``, every open
+order on a symbol): an operator's kill switch, one ``MassCancel`` through the router.
+Arguments are checked before anything is attached, so a typo is not an instance that is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from decimal import Decimal
+
+from config.schema import RingexConfig
+from procs.admin.add_user import add_user, fee_account_taken
+from procs.admin.client import (
+    MAX_UNITS,
+    AdminClient,
+    AdminError,
+    check_account,
+    symbol_id_of,
+    to_minor_units,
+)
+from procs.common.records import Balance
+from procs.common.result_codes import ResultCode
+from shm.errors import ShmError
+
+
+def admin_client(cfg: RingexConfig) -> AdminClient | None:
+    """The admin rings of the running instance, or None with a message when it is not."""
+    try:
+        return AdminClient(cfg)
+    except ShmError as exc:
+        print(f"ringex admin: instance {cfg.instance} is not running ({exc})", file=sys.stderr)
+        return None
+    except AdminError as exc:  # another admin command's turn did not end in time
+        print(f"ringex admin: {exc}", file=sys.stderr)
+        return None
+
+
+def _admin_args_refused(cfg: RingexConfig, args: argparse.Namespace) -> tuple[str, int]:
+    """Why the arguments of ``args.admin_command`` cannot make a command, and the exit
+    status ("", 0 when they can), checked before anything is attached: a typo is not an
+    instance that is down. 2 for a symbol not configured, the fee account, a signed amount
+    (usage); 1 for a value the records cannot carry (what it has always been)."""
+    command = args.admin_command
+    if command == "create-account" and args.account == cfg.risk.fee_account:
+        return fee_account_taken(cfg, "create-account"), 2
+    if command in ("deposit", "withdraw") and args.amount.lstrip().startswith("-"):
+        return (f"ringex admin {command}: amount {args.amount} must be positive "
+                "(deposit and withdraw say which way)", 2)  # fmt: skip
+    try:
+        named = command in ("halt", "resume") or command in ("end-session", "cancel-all")
+        if named and args.symbol:
+            symbol_id_of(cfg, args.symbol)
+    except AdminError as exc:
+        return f"ringex admin {command}: {exc}", 2
+    try:
+        if command in ("create-account", "deposit", "withdraw", "balances") or (
+            command == "cancel-all" and not args.every_account
+        ):
+            check_account(args.account)
+        if command in ("deposit", "withdraw"):
+            to_minor_units(cfg, args.asset, args.amount.strip().removeprefix("+"))
+            if args.key is not None and not 0 < args.key <= MAX_UNITS:
+                raise AdminError(f"idempotency key {args.key} is outside 1..{MAX_UNITS}")
+    except AdminError as exc:
+        return f"ringex admin {command}: {exc}", 1
+    except KeyError as exc:  # an asset not configured: its message, not its repr
+        return f"ringex admin {command}: {exc.args[0]}", 1
+    return "", 0
+
+
+def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
+    """`ringex admin <command>` against ``cfg``'s instance; the exit status."""
+    if args.admin_command == "add-user":
+        if args.password_stdin:  # not on argv, where `ps` shows it to every user
+            args.password = sys.stdin.readline().rstrip("\r\n")
+            if not args.password:
+                print("ringex admin add-user: no password on stdin", file=sys.stderr)
+                return 2
+        return add_user(cfg, args, lambda: admin_client(cfg))
+    refused, code = _admin_args_refused(cfg, args)
+    if refused:
+        print(refused, file=sys.stderr)
+        return code
+    client = admin_client(cfg)
+    if client is None:
+        return 1
+    try:
+        if args.admin_command in ("halt", "resume"):
+            client.halt(args.symbol, resume=args.admin_command == "resume")
+            print(f"{args.admin_command} {args.symbol}: sent")
+            return 0
+        if args.admin_command == "end-session":
+            client.end_session(args.symbol)
+            print(f"end-session {args.symbol or 'every symbol'}: sent (DAY orders expire)")
+            return 0
+        if args.admin_command == "balances":
+            return _print_balances(cfg, args.account, client.balances(args.account), args.json)
+        if args.admin_command == "cancel-all":
+            account = 0 if args.every_account else args.account
+            client.cancel_all(account, args.symbol)
+            whose = "every account" if args.every_account else f"account {account}"
+            print(f"cancel-all {whose}, {args.symbol or 'every symbol'}: done (orders end)")
+            return 0
+        if args.admin_command == "create-account":
+            replies = [client.create_account(args.account)]
+        else:
+            amount = args.amount.strip().removeprefix("+")
+            sign = "-" if args.admin_command == "withdraw" else ""
+            replies = [client.transfer(args.account, args.asset, sign + amount, args.key)]
+    except (AdminError, KeyError) as exc:
+        print(f"ringex admin: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    code = 0
+    for reply in replies:
+        ok = reply.code == ResultCode.OK
+        code = code or (0 if ok else 1)
+        where = f" (seq {reply.seq})" if ok else ""
+        print(f"account {reply.account}: {reply.code.name}{where}, free balance {reply.balance}")
+    return code
+
+
+def _print_balances(cfg: RingexConfig, account: int, balances: list[Balance], as_json: bool) -> int:
+    """One line per asset (free, then held by open orders), or one JSON object."""
+    decimals = {a.id: (a.name, a.decimals) for a in cfg.assets}
+    shown: dict[str, dict[str, str]] = {}
+    for b in balances:
+        name, places = decimals.get(b.asset, (str(b.asset), 0))
+        shown[name] = {"free": _decimal(b.free, places), "locked": _decimal(b.reserved, places)}
+    if as_json:
+        print(json.dumps({"account": account, "balances": shown}))
+    elif not shown:
+        print(f"account {account}: no balances")
+    for name, row in shown.items() if not as_json else ():
+        print(f"account {account} {name:6} free {row['free']:>24}  locked {row['locked']:>24}")
+    return 0
+
+
+def _decimal(units: int, places: int) -> str:
+    return f"{Decimal(units).scaleb(-places):.{places}f}"
+
+
+def add_admin(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    profile_args: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """The ``admin`` parser and its subcommands, each with ``profile_args``."""
+    admin = sub.add_parser("admin", help="accounts, deposits, halts in a running exchange")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    create = admin_sub.add_parser("create-account", help="open an account")
+    create.add_argument("--account", type=int, required=True)
+    for name in ("deposit", "withdraw"):
+        move = admin_sub.add_parser(name, help=f"{name} a decimal amount of an asset")
+        move.add_argument("--account", type=int, required=True)
+        move.add_argument("--asset", required=True, help="asset name, e.g. USD")
+        move.add_argument("--amount", required=True, help="decimal, e.g. 1000.50")
+        move.add_argument("--key", type=int, help="idempotency key (default: a fresh one)")
+    for name in ("halt", "resume"):
+        halt = admin_sub.add_parser(name, help=f"{name} trading in a symbol")
+        halt.add_argument("symbol")
+    end = admin_sub.add_parser(
+        "end-session", help="end the trading session: expire the DAY orders (END_OF_SESSION)"
+    )
+    end.add_argument("symbol", nargs="?", help="only this symbol (default: every symbol)")
+    balances = admin_sub.add_parser("balances", help="an account's balances, from the router")
+    balances.add_argument("--account", type=int, required=True)
+    balances.add_argument("--json", action="store_true", help="machine-readable output")
+    cancel = admin_sub.add_parser(
+        "cancel-all", help="cancel an account's open orders (a kill switch), in one command"
+    )
+    whose = cancel.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--account", type=int, help="this account's orders")
+    whose.add_argument(
+        "--every-account", action="store_true", help="every account's orders (the whole book)"
+    )
+    cancel.add_argument("--symbol", help="only on this symbol (default: every symbol)")
+    user = admin_sub.add_parser("add-user", help="a FIX user with a funded account")
+    user.add_argument("--username", required=True)
+    secret = user.add_mutually_exclusive_group(required=True)
+    secret.add_argument(
+        "--password", help="its FIX password (`ps` shows it: prefer --password-stdin)"
+    )
+    secret.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin's first line"
+    )
+    user.add_argument("--comp-id", help="its SenderCompID (default: the username)")
+    user.add_argument("--account", type=int, help="its account (default: the next free one)")
+    user.add_argument(
+        "--deposit", action="append", default=[], metavar="ASSET=AMOUNT", help="repeatable"
+    )
+    for p in admin_sub.choices.values():
+        profile_args(p)

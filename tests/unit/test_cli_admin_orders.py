@@ -1,0 +1,76 @@
+"""``ringex admin balances`` and ``ringex admin cancel-all`` against a router and a matcher
+stepped in a thread (as their processes would), through the admin gateway's rings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from procs.common.types import Side
+from tests.unit.router.test_router import Exchange, config, fund, order
+from tests.unit.test_review_admin_bugs import _cli, _Pump, _use_config
+
+
+@pytest.fixture
+def ex(instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Exchange]:
+    """Account 7 with 100.0000 USD and a resting bid holding part of it; account 8 with 5 BTC
+    and a resting ask."""
+    exchange = Exchange(config(instance, tmp_path))
+    _use_config(monkeypatch, exchange.cfg)
+    fund(exchange, 7, usd=1_000_000, btc=0)
+    fund(exchange, 8, usd=0, btc=50_000, gateway=2)
+    exchange.send(1, order(1, 7, Side.BUY, 1000, 100), order(2, 7, Side.BUY, 900, 100))
+    exchange.send(2, order(3, 8, Side.SELL, 2000, 100, gateway=2))
+    yield exchange
+    exchange.stop()
+
+
+def _open(ex: Exchange, account: int) -> int:
+    ex.pump()
+    return ex.router.sequencer.accounts.open_orders(account)
+
+
+def test_balances_show_free_and_locked_per_asset(
+    ex: Exchange, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with _Pump(ex):
+        assert _cli(["admin", "balances", "--profile", "x", "--account", "7"]) == 0
+        text = capsys.readouterr().out
+        assert _cli(["admin", "balances", "--profile", "x", "--account", "7", "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert _cli(["admin", "balances", "--profile", "x", "--account", "55"]) == 0
+        nothing = capsys.readouterr().out
+    usd = shown["balances"]["USD"]
+    assert shown["account"] == 7 and usd["free"] != "100.0000" and usd["locked"] != "0.0000"
+    assert float(usd["free"]) + float(usd["locked"]) == 100.0  # the bids hold, nothing spent
+    assert "account 7 USD" in text and usd["free"] in text and usd["locked"] in text
+    assert nothing == "account 55: no balances\n"  # no such account: nothing held for it
+
+
+def test_cancel_all_ends_one_accounts_orders_or_the_whole_book(
+    ex: Exchange, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (_open(ex, 7), _open(ex, 8)) == (2, 1)
+    with _Pump(ex):
+        assert _cli(["admin", "cancel-all", "--profile", "x", "--account", "7"]) == 0
+    assert "cancel-all account 7, every symbol: done" in capsys.readouterr().out
+    assert (_open(ex, 7), _open(ex, 8)) == (0, 1)  # the other account's order stays
+    assert ex.router.sequencer.accounts.balance(7, 1) == (1_000_000, 0)  # released
+    with _Pump(ex):
+        argv = ["admin", "cancel-all", "--profile", "x", "--every-account", "--symbol", "BTC-USD"]
+        assert _cli(argv) == 0
+    assert _open(ex, 8) == 0
+
+
+def test_cancel_all_refusals(ex: Exchange, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["admin", "cancel-all", "--profile", "x"]
+    assert _cli([*base, "--account", "7", "--symbol", "DOGE-USD"]) == 2
+    assert "symbol 'DOGE-USD' is not configured" in capsys.readouterr().err
+    assert _cli(base) == 2  # whose orders: one of --account and --every-account
+    assert _cli([*base, "--account", "7", "--every-account"]) == 2
+    assert _cli([*base, "--account", "0"]) == 1
+    assert "account 0 is outside 1.." in capsys.readouterr().err
+    assert _open(ex, 7) == 2  # none of those sent anything
