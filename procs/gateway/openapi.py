@@ -315,7 +315,7 @@ def _paths() -> Json:
                     _query("quantity", _DEC_IN, "The new total, fills included."),
                 ], description="Price, quantity or both. A smaller quantity at the same price "
                 "keeps the order's place, else it goes to the back (a crossing price trades); a "
-                "total at or below the fills ends it. 503 while the exchange is stopping.",
+                "total at or below the fills ends it. 503: stopping, or no database answer.",
             ),
             "get": _operation(
                 "queryOrder", "One order of this account: live, recent or from the history.",

@@ -478,15 +478,15 @@ class OrderEntry(OrderReplies, OrderMemory):
     def _replaced(self, replaced: Replaced) -> None:
         mine = replaced.gateway == self.gateway
         request = self._pop_request(replaced.client_ref) if mine else None
-        extra = b""
+        extra, exec_type = b"", b"5"
         if request is not None:
             order = request.order
             self.live.pop((order.session, order.cl_ord_id), None)
             order.orig_cl_ord_id, order.cl_ord_id = order.cl_ord_id, request.cl_ord_id
             self.live[(order.session, order.cl_ord_id)] = order
-        elif (found := self.by_id.get(replaced.order_id)) is not None:
-            order, extra = found, field(58, "replaced through the REST API")
-            order.orig_cl_ord_id = order.cl_ord_id  # its ClOrdID stays
+        elif (found := self.by_id.get(replaced.order_id)) is not None:  # unsolicited here:
+            order, exec_type = found, b"D"  # Restated, as FIX 4.4 reports such a change
+            extra = field(378, 99) + field(58, "amended through the REST API")
         else:
             return
         self.touched[order.ref] = order
@@ -494,7 +494,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         order.qty = order.cum + replaced.qty
         # a total at or below what filled: the balance is cancelled, the order filled
         order.status = (b"1" if replaced.qty else b"2") if order.cum else b"0"
-        self._report(order, b"5", extra, event_exec_id(b"R", replaced.seq, order.order_id))
+        self._report(order, exec_type, extra, event_exec_id(b"R", replaced.seq, order.order_id))
 
     def _fill(self, order_id: int, trade: Trade, leaves: int, maker: bool) -> None:
         order = self.by_id.get(order_id)

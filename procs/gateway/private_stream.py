@@ -180,7 +180,7 @@ class PrivateStreams:
         api = self.api
         balances = await api.balances(account)
         rows = await api.open_order_rows(account, api.cfg.symbols, best_effort=True)
-        current = api.core.current_balances(account)
+        current = api.core.balances.get(account, {})
         if current:  # every balance event delivered so far is in it
             balances = [balance_json(api.core.assets, asset, current) for asset in sorted(current)]
             sub.held = [(event, data) for event, data in sub.held if event != "balance"]

@@ -588,7 +588,7 @@ class RestApi:
                 outcome = await self.wait(known, BALANCE_WAIT_S)
                 known = outcome.balances or {}
             except ApiError:
-                known = self.core.current_balances(account)
+                known = self.core.balances.get(account, {})  # fresh or not
                 if not known:
                     raise
         return [balance_json(self.core.assets, asset, known) for asset in sorted(known)]

@@ -10,9 +10,12 @@ the exchange has amended it (fills a crossing price made are in its ``executedQt
 private stream and in ``myTrades``); the private stream reports it as ``REPLACED``.
 
 An order this gateway does not follow yet (placed through another gateway, or before its
-account used this one) is looked up in the database, and followed from then on. Its
-``clientOrderId`` stays as it is. The order's FIX session, if it was placed over FIX, is sent
-an ExecutionReport Replaced (150=5) that says so.
+account used this one) is looked up in the database, and followed once the exchange's answer
+confirms it (the row may be behind: ``row_orders.py``). Its ``clientOrderId`` stays as it
+is. The order's FIX session, if it was placed over FIX, is sent an ExecutionReport Restated
+(150=D, 378=99) that says so. An amend leaves out what it does not change, which is taken
+from the order as this gateway knows it: so a second amend of an order is refused while the
+first waits for its answer (its omitted fields would undo the first).
 """
 
 from __future__ import annotations
@@ -69,6 +72,12 @@ class AmendRoute:
                 codes.CANCEL_REJECTED,
                 f"amend rejected: orderId={order.order_id or '(pending)'} is {state}",
             )
+        if api.core.amending(order.order_id):  # its omitted fields would be the ones it replaces
+            raise bad_request(
+                codes.CANCEL_REJECTED,
+                f"amend rejected: an amend of orderId={order.order_id} waits for its answer; "
+                "send this one once it is answered",
+            )
         new_price = order.price if price is None else price
         new_qty = order.qty if qty is None else qty
         ref = api.core.amend(key.account, key.session, order, new_price, new_qty)
@@ -91,7 +100,7 @@ class AmendRoute:
         row = await self.api.db(history.order(account, oid))
         if row is None or row[2] != sym.id:
             return None
-        order = from_row(row, sym)
-        if order.open:
-            self.api.core.follow(order)
-        return self.api.core.known(oid) or order
+        order = self.api.core.known(oid) or from_row(row, sym)
+        if order.open and not self.api.core.known(oid):  # followed once an event confirms it
+            self.api.core.rows.add(order)
+        return order

@@ -1,32 +1,38 @@
 """``DELETE /api/v1/openOrders``: cancel every open order of the key's account, on one symbol
 or on all of them, in one command (the venues' "cancel all", FIX's OrderMassCancelRequest).
 
-The exchange takes it as one ``MassCancel``: the router's verdict (refused only for an
-unknown symbol or the account's command rate) is the request's; then the matchers end the
-orders. The answer lists the orders that were open when the request came, as known here (the
-live view over the database's open orders), each as it stands once it has ended: normally
-``CANCELED``, or ``FILLED`` where a fill came first. One that has not been seen to end within
-``ENDS_WAIT_S`` (the database listed it open, but it had ended before this gateway followed
-its account) is shown as it was listed. An order placed while the request was on its way may
-be cancelled without being listed; ``openOrders`` says what is left.
-
-The listing never stops the cancel: a database that does not answer leaves only the orders
-this gateway follows in the answer, and the cancel goes out all the same.
+The exchange takes it as one ``MassCancel``, sent as soon as the request is checked: the
+router's verdict (refused only for an unknown symbol or the account's command rate) is the
+request's; then the matchers end the orders. The answer lists the orders that were open
+when the request came: those this gateway follows, and those the database lists open (read
+while the cancel is on its way, for at most ``LISTING_WAIT_S``; its first 500 a symbol, as
+``openOrders``), each as it stands once it has ended: normally ``CANCELED``, or ``FILLED``
+where a fill came first. The end of an order only the database listed is caught while the
+request runs (``OrderEnds.collect``). One not seen to end within ``ENDS_WAIT_S`` (the
+database still listed it open after it had ended) is shown as it was listed. A database that
+fails or hangs leaves only the orders this gateway follows in the answer, never the cancel
+behind. An order placed while the request was on its way may be cancelled without being
+listed; ``openOrders`` says what is left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from config.schema import SymbolConfig
+from procs.common.records import OrderDone
 from procs.common.result_codes import ResultCode
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request
-from procs.gateway.rest_order_state import LiveOrder
+from procs.gateway.history import order_json
+from procs.gateway.instruments import format_units
+from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, ms
 from procs.gateway.rest_public import json_response
 
 if TYPE_CHECKING:
@@ -34,6 +40,8 @@ if TYPE_CHECKING:
 
 #: The longest the answer waits, after the verdict, for the listed orders to end.
 ENDS_WAIT_S = 2.0
+#: The longest the database may take to list the orders this gateway does not follow.
+LISTING_WAIT_S = 2.0
 
 
 class MassCancelRoute:
@@ -48,30 +56,69 @@ class MassCancelRoute:
         key = await api.signed(request, "trade")
         params = await api.params(request, rp.OPEN_ORDERS_PARAMS)
         sym = rp.symbol(params, api.instruments) if "symbol" in params else None
-        symbols = [sym] if sym is not None else api.cfg.symbols
-        listed = await api.open_order_views(key.account, symbols, best_effort=True)
-        symbol_id = sym.id if sym is not None else 0
-        ref = core.mass_cancel(key.account, key.session, symbol_id, time.time_ns())
-        outcome = await api.wait(ref)
-        if outcome.code != ResultCode.OK:
-            raise bad_request(
-                codes.CANCEL_REJECTED,
-                f"cancel of open orders rejected: {outcome.code.name} ({int(outcome.code)}) "
-                f"symbol={sym.name if sym is not None else '(all)'}",
-            )
-        open_now = [v["orderId"] for v in listed if _still_open(core.known(v["orderId"]))]
-        ends = core.next_ref()
-        if core.ends.watch(ends, open_now):
-            with contextlib.suppress(ApiError):  # not seen to end in time: shown as they are
-                await api.wait(ends, ENDS_WAIT_S)
-        return json_response([_view(core.known(v["orderId"]), v) for v in listed])
+        account, symbol_id = key.account, sym.id if sym is not None else 0
+        # what this gateway follows, then the cancel at once: the database's listing (the
+        # orders it does not follow) must never hold a kill switch back
+        following = core.open_orders(account, sym.id if sym is not None else None)
+        listed = {o.order_id: (o.json(), o.symbol) for o in following}
+        core.ends.collect(account)  # how the orders only the database lists end, meanwhile
+        try:
+            ref = core.mass_cancel(account, key.session, symbol_id, time.time_ns())
+            verdict = asyncio.ensure_future(api.wait(ref))
+            rows = await self._rows(account, [sym] if sym is not None else api.cfg.symbols)
+            outcome = await verdict
+            if outcome.code != ResultCode.OK:
+                raise bad_request(
+                    codes.CANCEL_REJECTED,
+                    f"cancel of open orders rejected: {outcome.code.name} "
+                    f"({int(outcome.code)}) symbol={sym.name if sym is not None else '(all)'}",
+                )
+            for row, spec in rows:
+                listed.setdefault(row[0], (order_json(row, spec), spec))
+            ends = core.next_ref()
+            seen = core.ends.seen(account)
+            waiting = [oid for oid in listed if oid not in seen and _still_open(core.known(oid))]
+            if core.ends.watch(ends, waiting):
+                with contextlib.suppress(ApiError):  # not seen to end in time: as they are
+                    await api.wait(ends, ENDS_WAIT_S)
+        finally:
+            unfollowed = core.ends.collected(account)
+        views = [
+            _view(core.known(oid), *listed[oid], unfollowed.get(oid)) for oid in sorted(listed)
+        ]
+        return json_response(views)
+
+    async def _rows(
+        self, account: int, symbols: list[SymbolConfig]
+    ) -> list[tuple[tuple[Any, ...], SymbolConfig]]:
+        """The database's open orders of ``account`` on ``symbols``, within ``LISTING_WAIT_S``
+        (none from a database that fails or hangs: the cancel is out already)."""
+        try:
+            async with asyncio.timeout(LISTING_WAIT_S):
+                found = await self.api.open_order_rows(account, symbols, best_effort=True)
+        except TimeoutError:
+            return []
+        by_id = {s.id: s for s in symbols}
+        return [(row, by_id[sid]) for sid, rows in found.items() for row in rows]
 
 
 def _still_open(order: LiveOrder | None) -> bool:
     """Whether an order listed open may still end: one not followed here (from the database)
-    is followed once its end comes (``RowOrders``)."""
+    ends through ``OrderEnds.unfollowed``."""
     return order is None or order.open
 
 
-def _view(order: LiveOrder | None, listed: dict[str, Any]) -> dict[str, Any]:
-    return listed if order is None else order.json()
+def _view(
+    order: LiveOrder | None, listed: dict[str, Any], sym: SymbolConfig, end: OrderDone | None
+) -> dict[str, Any]:
+    """An order as it ended: followed here, its view; else its listing, with its end if seen."""
+    if order is not None:
+        return order.json()
+    if end is None:
+        return listed
+    return listed | {
+        "status": DONE_STATUS.get(end.reason, "CANCELED"),
+        "executedQty": format_units(end.filled_qty, sym.qty_decimals).decode(),
+        "updateTime": ms(end.ts_ns),
+        "isWorking": False,
+    }

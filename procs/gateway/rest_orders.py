@@ -229,9 +229,8 @@ class RestOrders:
     # -- requests -----------------------------------------------------------------------------
 
     def in_use(self, account: int, client_id: str) -> LiveOrder | None:
-        """The unfinished order of ``account`` placed here as ``client_id``, if any: a new
-        order under the same id would make a cancel or query by it ambiguous. (Orders placed
-        through another gateway or over FIX are not in this API's namespace.)"""
+        """The unfinished order of ``account`` placed here as ``client_id`` (a new order under
+        it would make it ambiguous); other gateways' and FIX's are not in this namespace."""
         return self.client_ids.get((account, client_id)) if client_id else None
 
     def new_order(self, req: OrderRequest, account: int, session: int, now_ns: int) -> int:
@@ -283,9 +282,10 @@ class RestOrders:
         )
         return ref
 
-    def follow(self, order: LiveOrder) -> None:
-        """Follow open ``order`` (the database showed it) from its next event on."""
-        self.live.setdefault(order.order_id, order)
+    def amending(self, order_id: int) -> bool:
+        """Whether an amend of order ``order_id`` sent from here waits for its answer."""
+        amends = (r.order for r in self.requests.values() if r.kind == "amend")
+        return any(o is not None and o.order_id == order_id for o in amends)
 
     def mass_cancel(self, account: int, session: int, symbol: int, now_ns: int) -> int:
         """Cancel every open order of ``account`` on ``symbol`` (0: every symbol). The
@@ -309,10 +309,6 @@ class RestOrders:
             self._stale.setdefault(account, []).append(ref)
         self.requests[ref] = PendingRequest("balances", account)
         return ref
-
-    def current_balances(self, account: int) -> dict[int, tuple[int, int]]:
-        """What is known now, fresh or not (a balance request that waited long enough)."""
-        return self.balances.get(account, {})
 
     def abandon(self, ref: int) -> None:
         """The HTTP request gave up waiting (timeout). A new order or a cancel stays in
@@ -386,8 +382,10 @@ class RestOrders:
                 self._report(order, "TRIGGERED", triggered.ts_ns)
 
     def _replaced(self, replaced: Replaced) -> None:
-        order = self.live.get(replaced.order_id)
+        oid = replaced.order_id
+        order = self.live.get(oid) or self.rows.take(replaced.account, oid, replaced.seq)
         if order is not None:
+            self.live[oid] = order
             fix = self._fix_order_of(replaced)
             if fix is not None:  # a FIX replace gives the order its new ClOrdID
                 order.client_order_id = fix.cl_ord_id.decode("latin-1")
@@ -506,6 +504,8 @@ class RestOrders:
                     self._gone.append(old.placed)
             if done.reason != DoneReason.FILLED:
                 self._report(order, order.status, done.ts_ns)
+        else:
+            self.ends.unfollowed(done)
         if request is not None and request.kind == "cancel":
             request.order = request.outcome.order = order or request.order
             if request.outcome.order is None:  # not followed here: what the event says

@@ -56,6 +56,10 @@ class RowOrders:
             if row[1] == account and known(row[0]) is None
         }
 
+    def add(self, order: LiveOrder) -> None:
+        """One more open order of its account, as a row showed it (one named by a request)."""
+        self._by_account.setdefault(order.account, {})[order.order_id] = order
+
     def take(self, account: int, order_id: int, seq: int) -> LiveOrder | None:
         """The remembered order an event of journal seq ``seq`` names, to follow from now on;
         None if none, or if its row holds that event already."""

@@ -358,8 +358,14 @@ async function cancelAll(button) {
     const ended = await api("DELETE", "/api/v1/openOrders");
     for (const o of ended) if (!o.isWorking) orders.delete(o.orderId);
     drawOrders();
-    say($("order-result"), `${ended.length} open order${ended.length === 1 ? "" : "s"} cancelled`,
-      true);
+    // each listed order as it ended: cancelled, filled first, or (not seen to end) still open
+    const count = (test) => ended.filter(test).length;
+    const cancelled = count((o) => o.status === "CANCELED");
+    const parts = [`${cancelled} open order${cancelled === 1 ? "" : "s"} cancelled`];
+    const filled = count((o) => o.status === "FILLED"), open = count((o) => o.isWorking);
+    if (filled) parts.push(`${filled} filled first`);
+    if (open) parts.push(`${open} still open`);
+    say($("order-result"), parts.join(", "), true);
   } catch (err) {
     say($("order-result"), err.message, false);
   } finally {

@@ -1,7 +1,8 @@
 """``PUT /api/v1/order`` over real HTTP, in front of real rings, an in-process router and
 matcher: an amend keeps or loses the order's place as FIX's cancel-replace does, a crossing
 price trades, the router's risk check holds, refusals name the value, the private stream says
-REPLACED, and an order placed over FIX and amended through the API is reported to its session.
+REPLACED, and an order placed over FIX and amended through the API is reported to its session
+(Restated, 150=D).
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def test_the_stream_says_replaced_and_a_fix_session_is_told(harness: Harness) ->
             )
             assert amended["origQty"] == "0.30" and amended["clientOrderId"] == "fix-1"
             report = await fix.expect("8")
-            assert report.get(150) == b"5" and report.get(11) == b"fix-1"
+            assert report.get(150) == b"D" and report.get(11) == b"fix-1"  # Restated
+            assert report.get(378) == b"99"
             assert report.get(38) == b"0.30" and report.get(151) == b"0.30"
             assert b"REST" in report.get(58)
         finally:

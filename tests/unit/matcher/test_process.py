@@ -159,7 +159,7 @@ def test_matcher_process_runs_and_stops_cleanly(instance: str, tmp_path: Path) -
     profile = tmp_path / "p.toml"
     profile.write_text(
         f'instance = "{instance}"\nvar_dir = "{tmp_path}"\n'
-        '[[symbols]]\nname = "AAA"\nid = 3\n'
+        '[[symbols]]\nname = "AAA"\nid = 3\nbase = "BTC"\nquote = "USD"\n'
         '[[matchers]]\nname = "m1"\nsymbols = ["AAA"]\n'
         '[wait]\nstrategy = "blocking"\npark_timeout_s = 0.01\n'
     )
