@@ -372,6 +372,12 @@ class RestApi:
                 f"this API key's scopes are {', '.join(key.scopes)}: '{scope}' is needed",
             )
 
+    def require_open(self, what: str) -> None:
+        """503 while the gateway stops: it takes no ``what`` then (cancels it takes)."""
+        if self.closing:
+            raise ApiError(503, codes.DISCONNECTED, f"the exchange is stopping: no {what} "
+                           "(cancels are taken); try again after it restarts")  # fmt: skip
+
     def need_history(self) -> History:
         if self.history is None:
             raise ApiError(
@@ -432,13 +438,7 @@ class RestApi:
 
     async def new_order(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "trade")
-        if self.closing:
-            raise ApiError(
-                503,
-                codes.DISCONNECTED,
-                "the exchange is stopping: no new orders (cancels are taken); try again after "
-                "it restarts",
-            )
+        self.require_open("new orders")
         req = rp.new_order(await self.params(request, rp.NEW_ORDER_PARAMS), self.instruments)
         in_use = self.core.in_use(key.account, req.client_order_id)
         if in_use is not None:

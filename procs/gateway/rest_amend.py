@@ -28,7 +28,7 @@ from config.schema import SymbolConfig
 from procs.common.result_codes import ResultCode
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
-from procs.gateway.api_errors import ApiError, bad_request
+from procs.gateway.api_errors import bad_request
 from procs.gateway.instruments import format_units
 from procs.gateway.rest_order_state import LiveOrder, from_row
 from procs.gateway.rest_public import json_response
@@ -49,13 +49,7 @@ class AmendRoute:
     async def amend_order(self, request: web.Request) -> web.Response:
         api = self.api
         key = await api.signed(request, "trade")
-        if api.closing:
-            raise ApiError(
-                503,
-                codes.DISCONNECTED,
-                "the exchange is stopping: no amends (cancels are taken); try again after it "
-                "restarts",
-            )
+        api.require_open("amends")
         params = await api.params(request, rp.AMEND_PARAMS)
         sym = rp.symbol(params, api.instruments)
         price, qty = rp.amendment(params, sym)
