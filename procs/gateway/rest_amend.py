@@ -87,7 +87,8 @@ class AmendRoute:
         return json_response(outcome.view or outcome.order.json())
 
     async def _from_history(self, account: int, oid: int, sym: SymbolConfig) -> LiveOrder | None:
-        """``account``'s order ``oid`` as the database shows it, followed from now on if open."""
+        """``account``'s order ``oid`` as the database shows it; an open one is remembered, to
+        be followed once an event confirms it (the row may be behind: ``row_orders.py``)."""
         history = self.api.history
         if history is None:
             return None
