@@ -5,6 +5,7 @@ Account commands (create-account, deposit, withdraw, add-user) and the symbol co
 (``client.py``); ``balances`` reads an account's balances from the router, and
 ``cancel-all`` cancels an account's open orders (or, with ``--every-account``, every open
 order on a symbol): an operator's kill switch, one ``MassCancel`` through the router.
+``users`` and ``remove-user`` work on the users file (``users.py``).
 Arguments are checked before anything is attached, so a typo is not an instance that is down.
 """
 
@@ -26,6 +27,7 @@ from procs.admin.client import (
     symbol_id_of,
     to_minor_units,
 )
+from procs.admin.users import list_users, remove_user
 from procs.common.records import Balance
 from procs.common.result_codes import ResultCode
 from shm.errors import ShmError
@@ -85,6 +87,10 @@ def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
                 print("ringex admin add-user: no password on stdin", file=sys.stderr)
                 return 2
         return add_user(cfg, args, lambda: admin_client(cfg))
+    if args.admin_command == "users":
+        return list_users(cfg, args.json)
+    if args.admin_command == "remove-user":
+        return remove_user(cfg, args, lambda: admin_client(cfg))
     refused, code = _admin_args_refused(cfg, args)
     if refused:
         print(refused, file=sys.stderr)
@@ -183,6 +189,15 @@ def add_admin(
         "--every-account", action="store_true", help="every account's orders (the whole book)"
     )
     cancel.add_argument("--symbol", help="only on this symbol (default: every symbol)")
+    users = admin_sub.add_parser("users", help="the FIX users: comp id, account, session")
+    users.add_argument("--json", action="store_true", help="machine-readable output")
+    remove = admin_sub.add_parser(
+        "remove-user", help="take a user off: no logon, its sessions and API keys end"
+    )
+    remove.add_argument("--comp-id", required=True, help="its SenderCompID")
+    remove.add_argument(
+        "--cancel-orders", action="store_true", help="also cancel its account's open orders"
+    )
     user = admin_sub.add_parser("add-user", help="a FIX user with a funded account")
     user.add_argument("--username", required=True)
     secret = user.add_mutually_exclusive_group(required=True)

@@ -234,7 +234,8 @@ class Session(GapRecovery):
             self._dispatch(later, now_ns)
 
     def on_timer(self, now_ns: int, reading: bool = True) -> None:
-        """Heartbeats, test requests, logon and logout timeouts; call about once a second.
+        """Heartbeats, test requests, logon and logout timeouts, the logout of a removed user;
+        call about once a second.
         ``reading`` False: the shell is not reading this socket (the exchange is behind, or
         the client does not read what it is sent): what the client sent meanwhile waits in
         the gateway's own buffers, so its silence is not held against it."""
@@ -249,6 +250,10 @@ class Session(GapRecovery):
             if now_ns - self._logout_ns > s.logout_timeout_s * _SECOND:
                 self._close("no Logout reply")
         elif self.state is State.ACTIVE:
+            user = self.users.get(self.comp_id)  # `ringex admin remove-user`: its sessions end
+            if user is None or user.account != self.account:
+                self.logout("this user was removed by the exchange's operator", now_ns)
+                return
             hb = self.heartbeat_ns
             if self._test_request_ns and now_ns - self._test_request_ns > hb:
                 self._close(f"no answer to a TestRequest within {hb // _SECOND} s")

@@ -1,5 +1,6 @@
-"""``ringex admin balances`` and ``ringex admin cancel-all`` against a router and a matcher
-stepped in a thread (as their processes would), through the admin gateway's rings."""
+"""``ringex admin balances``, ``cancel-all``, ``users`` and ``remove-user`` against a router
+and a matcher stepped in a thread (as their processes would), through the admin gateway's
+rings."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from procs.common.topology import users_path
 from procs.common.types import Side
+from procs.common.users import UserStore
+from procs.gateway.apikeys import ApiKeyStore
 from tests.unit.router.test_router import Exchange, config, fund, order
 from tests.unit.test_review_admin_bugs import _cli, _Pump, _use_config
 
@@ -74,3 +78,33 @@ def test_cancel_all_refusals(ex: Exchange, capsys: pytest.CaptureFixture[str]) -
     assert _cli([*base, "--account", "0"]) == 1
     assert "account 0 is outside 1.." in capsys.readouterr().err
     assert _open(ex, 7) == 2  # none of those sent anything
+
+
+# -- users and remove-user ----------------------------------------------------------------------
+
+
+def test_users_lists_and_remove_user_takes_a_user_off(
+    ex: Exchange, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Listed without secrets; removed: out of the users file, its API keys revoked, its
+    account's orders cancelled with --cancel-orders, the other user untouched."""
+    path = users_path(ex.cfg)
+    store = UserStore(path)
+    seven, _ = store.add("SEVEN", "pw", 7, n=2), store.add("EIGHT", "pw", 8, n=2)
+    keys = ApiKeyStore(path.with_name("apikeys.json"))
+    keys.create(seven, ["read", "trade"])
+    assert _cli(["admin", "users", "--profile", "x", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(u["compId"], u["account"]) for u in listed] == [("EIGHT", 8), ("SEVEN", 7)]
+    assert "digest" not in json.dumps(listed) and "salt" not in json.dumps(listed)
+    with _Pump(ex):
+        argv = ["admin", "remove-user", "--profile", "x", "--comp-id", "SEVEN", "--cancel-orders"]
+        assert _cli(argv) == 0
+    out = capsys.readouterr().out
+    assert "user SEVEN removed (account 7 stays); 1 API key(s) revoked" in out
+    assert "account 7: open orders cancelled" in out
+    assert UserStore(path).get("SEVEN") is None and UserStore(path).get("EIGHT") is not None
+    assert keys.keys_of("SEVEN") == []
+    assert (_open(ex, 7), _open(ex, 8)) == (0, 1)
+    assert _cli(["admin", "remove-user", "--profile", "x", "--comp-id", "SEVEN"]) == 1
+    assert "no user 'SEVEN' (users: EIGHT)" in capsys.readouterr().err

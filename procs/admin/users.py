@@ -1,0 +1,69 @@
+"""`ringex admin users` and `ringex admin remove-user`: the users file's other side.
+
+``users`` lists the FIX users (comp id, account, session id; never a digest). ``remove-user``
+takes a user off the exchange: it leaves the users file (under its lock), so no logon takes
+it from then on and every gateway logs its sessions out within a second (``Session.
+on_timer``); its API keys are revoked, so its REST requests and private streams end too. Its
+account and balances stay (money is never deleted: withdraw it with `ringex admin withdraw`),
+and so do its open orders unless ``--cancel-orders`` cancels them (one mass cancel through
+the router, as `ringex admin cancel-all` sends).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from config.schema import RingexConfig
+from procs.admin.client import AdminClient, AdminError
+from procs.common.topology import users_path
+from procs.common.users import UserStore
+from procs.gateway.apikeys import ApiKeyStore
+
+
+def list_users(cfg: RingexConfig, as_json: bool) -> int:
+    users = sorted(UserStore(users_path(cfg)).users(), key=lambda u: u.comp_id)
+    if as_json:
+        shown = [{"compId": u.comp_id, "account": u.account, "session": u.session} for u in users]
+        print(json.dumps(shown))
+        return 0
+    if not users:
+        print("no users")
+    for u in users:
+        print(f"{u.comp_id:32} account {u.account:>12}  session {u.session}")
+    return 0
+
+
+def remove_user(
+    cfg: RingexConfig, args: argparse.Namespace, connect: Callable[[], AdminClient | None]
+) -> int:
+    """Take ``args.comp_id`` off the exchange; its exit status (1: no such user, or its
+    orders could not be cancelled, said)."""
+    path = users_path(cfg)
+    store = UserStore(path)
+    user = store.get(args.comp_id)
+    if user is None:
+        known = ", ".join(sorted(u.comp_id for u in store.users())) or "none"
+        print(f"ringex admin remove-user: no user {args.comp_id!r} (users: {known})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    store.remove(user.comp_id)
+    revoked = ApiKeyStore(path.with_name("apikeys.json")).revoke_user(user.comp_id)
+    print(f"user {user.comp_id} removed (account {user.account} stays); {revoked} API key(s) "
+          "revoked; its sessions are logged out")  # fmt: skip
+    if not args.cancel_orders:
+        return 0
+    client = connect()
+    if client is None:
+        return 1
+    try:
+        client.cancel_all(user.account, None)
+    except AdminError as exc:
+        print(f"ringex admin remove-user: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"account {user.account}: open orders cancelled")
+    return 0
