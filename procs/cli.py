@@ -3,8 +3,8 @@
     ringex shm ls|rm             inspect and clean up shared memory
     ringex run [--profile P | --config F] [--detach]    start the exchange (the supervisor)
     ringex stop | ringex status [--json] [--wait-ready]
-    ringex admin add-user|create-account|deposit|withdraw|balances|cancel-all|halt|resume|
-                 end-session ...
+    ringex admin add-user|remove-user|users|create-account|deposit|withdraw|balances|
+                 cancel-all|halt|resume|end-session ...
     ringex replay [--snapshot] [--archive]
                                  rebuild router and matcher state from snapshot + journal,
                                  print the state hashes
