@@ -190,6 +190,11 @@ FIELDS: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
     554: ("Password", STRING, None),
     789: ("NextExpectedMsgSeqNum", SEQNUM, None),
     790: ("OrdStatusReqID", STRING, None),
+    378: ("ExecRestatementReason", INT, None),
+    584: ("MassStatusReqID", STRING, None),
+    585: ("MassStatusReqType", INT, frozenset((b"1", b"7"))),
+    911: ("TotNumReports", INT, None),
+    912: ("LastRptRequested", BOOL, None),
 }
 
 HEADER: Final = frozenset((8, 9, 35, 49, 56, 34, 52, 43, 97, 122, 50, 57, 369))
@@ -241,18 +246,22 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
     ),
     b"H": MessageSpec("OrderStatusRequest", (11, 55, 54), (1, 37, 790), (PARTIES,)),
     b"q": MessageSpec("OrderMassCancelRequest", (11, 530, 60), (1, 55, 54, 58)),
+    b"AF": MessageSpec("OrderMassStatusRequest", (584, 585), (1, 55, 54), (PARTIES,)),
     b"j": MessageSpec("BusinessMessageReject", (45, 372, 380), (379, 58)),
     b"8": MessageSpec(
         "ExecutionReport",
         (37, 17, 150, 39, 55, 54, 151, 14, 6),
-        (11, 41, 1, 38, 40, 44, 99, 59, 18, 111, 31, 32, 12, 13, 479, 58, 60, 790),
+        (
+            *(11, 41, 1, 38, 40, 44, 99, 59, 18, 111, 31, 32, 12, 13, 479, 58, 60, 790),
+            *(103, 378, 584, 911, 912),  # a reject's, a restatement's, a mass status's
+        ),
     ),
     b"9": MessageSpec("OrderCancelReject", (37, 11, 41, 39, 434), (1, 58, 102)),
     b"r": MessageSpec("OrderMassCancelReport", (37, 530, 531), (11, 532, 533, 55, 58)),
 }
 #: Messages a client may send: session messages, and the application messages ringex takes.
 ADMIN: Final = frozenset(k for k, v in MESSAGES.items() if v.admin)
-INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"j"))
+INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"AF", b"j"))
 _ALLOWED: Final = {k: v.allowed() for k, v in MESSAGES.items()}
 _GROUP_MEMBERS: Final = {m for s in MESSAGES.values() for g in s.groups for m in g.members}
 #: Standard FIX 4.4 message types ringex does not support: BusinessMessageReject, not Reject.

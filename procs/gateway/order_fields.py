@@ -63,3 +63,13 @@ def differs(msg: FixMessage, order: Order) -> str | None:
             f"{FIX_TIF[order.tif].decode()}: a replace changes only price and size"
         )
     return None
+
+
+def rested(order: Order) -> bool:
+    """Whether an order that the matcher expired had rested (or waited as a stop): a Day
+    order at the end of the session is Expired (150=C). A market order, or a triggered
+    stop-market, has its unfilled rest cancelled in the instant it trades (150=4), as an
+    IOC's or FOK's is."""
+    if order.tif != TimeInForce.DAY or order.ord_type == OrdType.MARKET:
+        return False
+    return not (order.ord_type == OrdType.STOP and order.triggered)

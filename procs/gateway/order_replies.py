@@ -1,5 +1,6 @@
 """What FIX order entry tells a client: ExecutionReports (8), OrderCancelRejects (9) and
-OrderMassCancelReports (r), delivered to the session now, or parked for its next logon.
+OrderMassCancelReports (r), delivered to the session now, or parked for its next logon; and
+the reports an OrderMassStatusRequest (AF) asks for.
 
 A mixin of ``OrderEntry`` (``orders.py``), which decides *when* to answer; this module says
 *how*. Every answer about an order reaches its session even when the client is logged off:
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from procs.common.records import Trade
 from procs.gateway.commission import Commissions
 from procs.gateway.fix import FixMessage, field
-from procs.gateway.instruments import format_units
+from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.order_fields import (
     CXL_OTHER,
     CXL_TOO_LATE,
@@ -49,6 +50,8 @@ def event_exec_id(kind: bytes, number: int, order_id: int) -> bytes:
 
 class OrderReplies:
     gateway: int
+    live: dict[tuple[int, bytes], Order]
+    instruments: Instruments
     sessions: dict[int, Session]
     park: Callable[[int, bytes, bytes, int], bool] | None
     undeliverable: int
@@ -62,6 +65,42 @@ class OrderReplies:
         restart that lost some of its events (``OrderMemory.reconcile``)."""
         why = b"restated from the books after a restart: fills since the last report"
         self._report(order, b"D", extra=field(378, 99) + field(58, why))
+
+    def mass_status(self, session: Session, msg: FixMessage) -> None:
+        """OrderMassStatusRequest (AF): an ExecutionReport Order Status (150=I) for each open
+        order of ``session`` (MassStatusReqType 585=7), or of those on Symbol (55) for 585=1
+        (then required), narrowed by Side (54) when given; each with MassStatusReqID (584),
+        TotNumReports (911) and LastRptRequested (912) Y on the last. None to report: one
+        report says so (OrderID and ClOrdID NONE, OrdStatus Rejected, 911=0, 912=Y), as a
+        client waiting for its last report must get one."""
+        f = msg.fields
+        req_id, now = field(584, f[584]), time.time_ns()
+        symbol = None
+        if f[585] == b"1":
+            symbol = self.instruments.by_name.get(f.get(55, b""))
+            if symbol is None:
+                why = f"MassStatusReqType 1 needs a known Symbol (55), not {msg.text(55)!r}"
+                session.business_reject(msg, 5 if 55 not in f else 2, why, now)
+                return
+        side = f.get(54)
+        found = [
+            o
+            for o in self.live.values()
+            if o.session == session.session_id
+            and (symbol is None or o.symbol is symbol)
+            and (side is None or b"%d" % o.side == side)
+        ]
+        for k, order in enumerate(found, start=1):
+            last = b"Y" if k == len(found) else b"N"
+            self._report(order, b"I", req_id + b"911=%d\x01912=%s\x01" % (len(found), last))
+        if not found:
+            body = b"37=NONE\x0111=NONE\x0117=%d-%s\x01150=I\x0139=8\x01" % (
+                self.gateway,
+                self._exec_id(),
+            )
+            body += field(55, f.get(55, b"NONE")) + field(54, side or b"1")
+            body += b"151=0\x0114=0\x016=0\x01" + req_id + b"911=0\x01912=Y\x01"
+            session.send(b"8", body + field(58, "no open order matches the request"), now)
 
     def _exec_id(self) -> bytes:
         self._next_exec += 1

@@ -43,7 +43,7 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.stats import LatencyHistogram
-from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode, TimeInForce
+from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode
 from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
 from procs.gateway.commission import Commissions
@@ -58,6 +58,7 @@ from procs.gateway.order_fields import (
     TIFS,
     differs,
     mass_report,
+    rested,
 )
 from procs.gateway.order_memory import OrderMemory
 from procs.gateway.order_replies import OrderReplies, event_exec_id
@@ -73,16 +74,6 @@ _SEEN_CLORDIDS = 200_000
 log = logging.getLogger("ringex.gateway")
 #: Mass cancels waiting for the router's verdict, at most (the oldest is forgotten first).
 _MASS_CANCELS_WAITING = 10_000
-
-
-def _rested(order: Order) -> bool:
-    """Whether an order that the matcher expired had rested (or waited as a stop): a Day
-    order at the end of the session is Expired (150=C). A market order, or a triggered
-    stop-market, has its unfilled rest cancelled in the instant it trades (150=4), as an
-    IOC's or FOK's is."""
-    if order.tif != TimeInForce.DAY or order.ord_type == OrdType.MARKET:
-        return False
-    return not (order.ord_type == OrdType.STOP and order.triggered)
 
 
 class OrderEntry(OrderReplies, OrderMemory):
@@ -177,6 +168,8 @@ class OrderEntry(OrderReplies, OrderMemory):
             self._status(session, msg, now_ns)
         elif kind == b"q":
             self._mass_cancel(session, msg, now_ns)
+        elif kind == b"AF":
+            self.mass_status(session, msg)
         # j: the client refuses one of our messages; the audit log has it
 
     # -- commands ---------------------------------------------------------------------------
@@ -545,7 +538,7 @@ class OrderEntry(OrderReplies, OrderMemory):
             DoneReason.MASS_CANCELLED: b"mass cancel",
             DoneReason.REJECTED: b"rejected",
         }.get(done.reason, b"")
-        exec_type = b"C" if done.reason == DoneReason.EXPIRED and _rested(order) else b"4"
+        exec_type = b"C" if done.reason == DoneReason.EXPIRED and rested(order) else b"4"
         order.status = exec_type
         extra = field(58, text) if text else b""
         if request is not None and request.cl_ord_id:
