@@ -1,7 +1,7 @@
 """Load a named profile (``config/profiles/<name>.toml``) or a file into ``RingexConfig``.
 
 Unknown keys, wrong types and out-of-range values are errors that name the key and the value.
-A symbol that sets neither `base` nor `quote` trades the assets its name pairs ("SOL-USD").
+A symbol named BASE-QUOTE takes what it leaves out of `base` and `quote` from its name.
 """
 
 from __future__ import annotations
@@ -43,19 +43,20 @@ def load_profile(name_or_path: str) -> RingexConfig:
 
 
 def _pair_assets(symbols: object) -> None:
-    """A symbol that names neither ``base`` nor ``quote`` trades the assets its name pairs:
-    "SOL-USD" is SOL against USD. Never the schema's defaults (BTC and USD) in silence: a
-    name that pairs no assets must say which it trades."""
+    """A symbol named BASE-QUOTE trades those assets unless it says otherwise: what it leaves
+    out of ``base`` and ``quote`` is taken from its name ("SOL-USD": SOL against USD). Never
+    the schema's defaults (BTC and USD) in silence: another name must set both."""
     if not isinstance(symbols, list):
         return  # the schema's own error says what is wrong
     for sym in symbols:
-        if not isinstance(sym, dict) or "base" in sym or "quote" in sym:
+        if not isinstance(sym, dict) or ("base" in sym and "quote" in sym):
             continue
         name = sym.get("name")
         parts = name.split("-") if isinstance(name, str) else []
         if len(parts) != 2 or not all(parts):
             raise ValueError(
-                f"symbol {name!r} sets neither base nor quote, and its name is not BASE-QUOTE: "
-                f"set base and quote (asset names)"
+                f"symbol {name!r} does not set both base and quote, and its name is not "
+                f"BASE-QUOTE: set base and quote (asset names)"
             )
-        sym["base"], sym["quote"] = parts
+        sym.setdefault("base", parts[0])
+        sym.setdefault("quote", parts[1])

@@ -274,7 +274,8 @@ class AdminClient:
             for reply in self._in.take(64, timeout_s=0.1):
                 if isinstance(reply, Rejected) and reply.client_ref == ref:
                     if reply.code != ResultCode.OK:
-                        raise AdminError(f"cancel-all refused: {reply.code.name}")
+                        whose = f"account {account}" if account else "every account"
+                        raise AdminError(f"cancel-all of {whose} refused: {reply.code.name}")
                     return
         raise AdminError(
             f"no answer from the router within {timeout_s} s (is it running?); the cancel "

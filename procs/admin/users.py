@@ -19,12 +19,24 @@ from collections.abc import Callable
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
 from procs.common.topology import users_path
-from procs.common.users import UserStore
+from procs.common.users import UsersFileError, UserStore
 from procs.gateway.apikeys import ApiKeyStore
 
 
+def open_users(cfg: RingexConfig, command: str) -> UserStore | None:
+    """The users file's store, or None with one line naming the file and its fault."""
+    try:
+        return UserStore(users_path(cfg))
+    except UsersFileError as exc:
+        print(f"ringex admin {command}: {exc}", file=sys.stderr)
+        return None
+
+
 def list_users(cfg: RingexConfig, as_json: bool) -> int:
-    users = sorted(UserStore(users_path(cfg)).users(), key=lambda u: u.comp_id)
+    store = open_users(cfg, "users")
+    if store is None:
+        return 1
+    users = sorted(store.users(), key=lambda u: u.comp_id)
     if as_json:
         shown = [{"compId": u.comp_id, "account": u.account, "session": u.session} for u in users]
         print(json.dumps(shown))
@@ -39,29 +51,35 @@ def list_users(cfg: RingexConfig, as_json: bool) -> int:
 def remove_user(
     cfg: RingexConfig, args: argparse.Namespace, connect: Callable[[], AdminClient | None]
 ) -> int:
-    """Take ``args.comp_id`` off the exchange; its exit status (1: no such user, or its
-    orders could not be cancelled, said)."""
+    """Take ``args.comp_id`` off the exchange; its exit status (1: no such user, a users
+    file that cannot be read, or --cancel-orders for an instance that is not running: then
+    nothing is removed, so the command can be run again)."""
     path = users_path(cfg)
-    store = UserStore(path)
+    store = open_users(cfg, "remove-user")
+    if store is None:
+        return 1
     user = store.get(args.comp_id)
     if user is None:
         known = ", ".join(sorted(u.comp_id for u in store.users())) or "none"
         print(f"ringex admin remove-user: no user {args.comp_id!r} (users: {known})",
               file=sys.stderr)  # fmt: skip
         return 1
+    client = connect() if args.cancel_orders else None
+    if args.cancel_orders and client is None:  # said why; nothing removed yet
+        print(f"ringex admin remove-user: {user.comp_id} not removed (its orders could not be "
+              "cancelled)", file=sys.stderr)  # fmt: skip
+        return 1
     store.remove(user.comp_id)
     revoked = ApiKeyStore(path.with_name("apikeys.json")).revoke_user(user.comp_id)
     print(f"user {user.comp_id} removed (account {user.account} stays); {revoked} API key(s) "
           "revoked; its sessions are logged out")  # fmt: skip
-    if not args.cancel_orders:
-        return 0
-    client = connect()
     if client is None:
-        return 1
+        return 0
     try:
         client.cancel_all(user.account, None)
     except AdminError as exc:
-        print(f"ringex admin remove-user: {exc}", file=sys.stderr)
+        print(f"ringex admin remove-user: {exc}; cancel them with `ringex admin cancel-all "
+              f"--account {user.account}`", file=sys.stderr)  # fmt: skip
         return 1
     finally:
         client.close()

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from pathlib import Path
 import msgspec
 
 from procs.common.durable import make_dirs, replace_durably
+
+log = logging.getLogger("ringex.users")
 
 #: scrypt cost: ~16 MiB and tens of ms per check (slows a password guesser, not a logon).
 DEFAULT_N = 1 << 14
@@ -40,6 +43,10 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def _digest(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 << 20)
+
+
+class UsersFileError(ValueError):
+    """The users file exists but cannot be read or decoded; the message names it and why."""
 
 
 class UserStore:
@@ -68,7 +75,16 @@ class UserStore:
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:
             return
-        users = msgspec.json.decode(self.path.read_bytes(), type=list[User])
+        try:
+            users = msgspec.json.decode(self.path.read_bytes(), type=list[User])
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if self._stamp is None:  # nothing read yet: the caller must know (a start, a tool)
+                raise UsersFileError(f"users file {self.path} cannot be read: {exc}") from None
+            # a running gateway goes on with the users it read last, saying why once
+            log.error("users file %s cannot be read (%s): the users read before are kept",
+                      self.path, exc)  # fmt: skip
+            self._stamp = stamp
+            return
         self._users = {user.comp_id: user for user in users}
         self._stamp = stamp
 

@@ -47,6 +47,7 @@ from procs.common.records import (
     Transfer,
 )
 from procs.common.result_codes import ResultCode
+from procs.common.topology import ADMIN_GATEWAY
 from procs.core import fees
 from procs.core.accounts import Accounts
 
@@ -162,14 +163,16 @@ class Sequencer:
 
     def _mass_cancel(self, cmd: MassCancel, now_ns: int) -> Decision:
         """A mass cancel draws on the account's command rate like any other command (one
-        for symbol 0 scans every book of every matcher). The gateway is told the verdict
-        either way (``Rejected`` with the code; OK once the command is durable), since
-        cancelling nothing says nothing: its client must not be told "done" for a refusal."""
+        for symbol 0 scans every book of every matcher), except the operator's (the admin
+        gateway's): a kill switch is never held back by the rate of the account it stops.
+        The gateway is told the verdict either way (``Rejected`` with the code; OK once the
+        command is durable), since cancelling nothing says nothing: its client must not be
+        told "done" for a refusal."""
         targets = self._targets(cmd.symbol)
         code = ResultCode.UNKNOWN_SYMBOL
         if targets is not None:
             code = _OK
-            if not self._allow(cmd.account, now_ns):
+            if cmd.gateway != ADMIN_GATEWAY and not self._allow(cmd.account, now_ns):
                 code = ResultCode.ACCOUNT_RATE_LIMITED
         reply = mass_cancel_verdict(cmd, code)
         if targets is not None and code == _OK:

@@ -250,9 +250,8 @@ class Session(GapRecovery):
             if now_ns - self._logout_ns > s.logout_timeout_s * _SECOND:
                 self._close("no Logout reply")
         elif self.state is State.ACTIVE:
-            user = self.users.get(self.comp_id)  # `ringex admin remove-user`: its sessions end
-            if user is None or user.account != self.account:
-                self.logout("this user was removed by the exchange's operator", now_ns)
+            if self.users.get(self.comp_id) != self.user:  # `ringex admin remove-user`
+                self._logout_and_close("this user was removed or changed by the operator", now_ns)
                 return
             hb = self.heartbeat_ns
             if self._test_request_ns and now_ns - self._test_request_ns > hb:

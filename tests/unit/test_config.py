@@ -58,10 +58,15 @@ def test_a_symbol_trades_the_assets_its_name_pairs_unless_it_says(tmp_path: Path
     sym = load_profile(str(path)).symbol("SOL-USD")
     assert (sym.base, sym.quote) == ("SOL", "USD")
     path.write_text((SOL % "").replace("SOL-USD", "SOLUSD"))
-    with pytest.raises(ValueError, match="'SOLUSD' sets neither base nor quote"):
+    with pytest.raises(ValueError, match="'SOLUSD' does not set both base and quote"):
         load_profile(str(path))
     path.write_text((SOL % 'base = "SOL"').replace("SOL-USD", "SOLUSD"))
-    assert load_profile(str(path)).symbol("SOLUSD").quote == "USD"  # said: the schema's
+    with pytest.raises(ValueError, match="'SOLUSD' does not set both"):
+        load_profile(str(path))  # half said is not said: no default quote in silence
+    path.write_text((SOL % 'base = "SOL"\nquote = "USD"').replace("SOL-USD", "SOLUSD"))
+    assert load_profile(str(path)).symbol("SOLUSD").base == "SOL"
+    path.write_text(SOL % 'quote = "USD"')
+    assert load_profile(str(path)).symbol("SOL-USD").base == "SOL"  # the rest from the name
     path.write_text((SOL % "").replace('name = "SOL"', 'name = "XSOL"'))
     with pytest.raises(ValueError, match="base asset 'SOL' is not in"):
         load_profile(str(path))

@@ -33,7 +33,7 @@ def test_a_removed_users_sessions_end(harness: Harness) -> None:
             assert (await rest.request("GET", "/api/v1/account"))[0] == 200
             UserStore(users_path(harness.cfg)).remove("BOB")  # what remove-user does first
             logout = await bob.expect("5", timeout=3.0)  # the next timer pass
-            assert b"removed by the exchange's operator" in logout.get(58)
+            assert b"removed or changed by the operator" in logout.get(58)
             status, body = await rest.request("GET", "/api/v1/account")
             assert status == 401 and "BOB" in body["msg"]
             await alice.send("1", (112, "still-here"))
