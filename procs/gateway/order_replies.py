@@ -37,7 +37,7 @@ from procs.gateway.order_fields import (
     FIX_TIF,
     REPORT,
 )
-from procs.gateway.order_state import Order
+from procs.gateway.order_state import Order, Request
 from procs.gateway.session import Session
 
 
@@ -51,6 +51,7 @@ def event_exec_id(kind: bytes, number: int, order_id: int) -> bytes:
 class OrderReplies:
     gateway: int
     live: dict[tuple[int, bytes], Order]
+    requests: dict[int, Request]
     instruments: Instruments
     sessions: dict[int, Session]
     park: Callable[[int, bytes, bytes, int], bool] | None
@@ -66,7 +67,7 @@ class OrderReplies:
         why = b"restated from the books after a restart: fills since the last report"
         self._report(order, b"D", extra=field(378, 99) + field(58, why))
 
-    def mass_status(self, session: Session, msg: FixMessage) -> None:
+    def mass_status(self, session: Session, msg: FixMessage, now: int) -> None:
         """OrderMassStatusRequest (AF): an ExecutionReport Order Status (150=I) for each open
         order of ``session`` (MassStatusReqType 585=7), or of those on Symbol (55) for 585=1
         (then required), narrowed by Side (54) when given; each with MassStatusReqID (584),
@@ -74,7 +75,7 @@ class OrderReplies:
         report says so (OrderID and ClOrdID NONE, OrdStatus Rejected, 911=0, 912=Y), as a
         client waiting for its last report must get one."""
         f = msg.fields
-        req_id, now = field(584, f[584]), time.time_ns()
+        req_id = field(584, f[584])
         symbol = None
         if f[585] == b"1":
             symbol = self.instruments.by_name.get(f.get(55, b""))
@@ -90,9 +91,12 @@ class OrderReplies:
             and (symbol is None or o.symbol is symbol)
             and (side is None or b"%d" % o.side == side)
         ]
+        session.throttle.charge(len(found), now)  # its reports draw on the throttle too
+        pending = self.pending_status()
         for k, order in enumerate(found, start=1):
             last = b"Y" if k == len(found) else b"N"
-            self._report(order, b"I", req_id + b"911=%d\x01912=%s\x01" % (len(found), last))
+            extra = req_id + b"911=%d\x01912=%s\x01" % (len(found), last)
+            self._report(order, b"I", extra, status=pending.get(id(order)))
         if not found:
             body = b"37=NONE\x0111=NONE\x0117=%d-%s\x01150=I\x0139=8\x01" % (
                 self.gateway,
@@ -101,6 +105,12 @@ class OrderReplies:
             body += field(55, f.get(55, b"NONE")) + field(54, side or b"1")
             body += b"151=0\x0114=0\x016=0\x01" + req_id + b"911=0\x01912=Y\x01"
             session.send(b"8", body + field(58, "no open order matches the request"), now)
+
+    def pending_status(self) -> dict[int, bytes]:
+        """OrdStatus Pending Cancel (6) or Pending Replace (E) of the orders a cancel or replace
+        waits for, by ``id(order)``: what a status report says of them (FIX 4.4 Appendix D:
+        a pending state outranks New and Partially Filled)."""
+        return {id(r.order): b"6" if r.kind == b"F" else b"E" for r in self.requests.values()}
 
     def _exec_id(self) -> bytes:
         self._next_exec += 1
@@ -126,8 +136,15 @@ class OrderReplies:
             self.undeliverable += 1
 
     def _report(
-        self, order: Order, exec_type: bytes, extra: bytes = b"", exec_id: bytes | None = None
+        self,
+        order: Order,
+        exec_type: bytes,
+        extra: bytes = b"",
+        exec_id: bytes | None = None,
+        status: bytes | None = None,
     ) -> None:
+        """An ExecutionReport about ``order``; ``status`` in place of its OrdStatus (a status
+        report's pending cancel or replace)."""
         if order.session not in self.sessions and self.park is None:
             self.undeliverable += 1
             return
@@ -143,7 +160,7 @@ class OrderReplies:
             self.gateway,
             self._exec_id() if exec_id is None else exec_id,
             exec_type,
-            order.status,
+            status or order.status,
             self._symbol_names[sym.id],
             order.side,
             FIX_ORD_TYPE[order.ord_type],

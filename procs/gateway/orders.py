@@ -169,7 +169,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         elif kind == b"q":
             self._mass_cancel(session, msg, now_ns)
         elif kind == b"AF":
-            self.mass_status(session, msg)
+            self.mass_status(session, msg, now_ns)
         # j: the client refuses one of our messages; the audit log has it
 
     # -- commands ---------------------------------------------------------------------------
@@ -393,7 +393,7 @@ class OrderEntry(OrderReplies, OrderMemory):
             text = f"unknown order ClOrdID {msg.text(11)}"
             self._reject_new(session, msg, text, 5, b"I", extra)
             return
-        self._report(order, b"I", extra=extra)
+        self._report(order, b"I", extra=extra, status=self.pending_status().get(id(order)))
 
     def _mass_cancel(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         f = msg.fields

@@ -52,6 +52,7 @@ from procs.gateway.fix import (
     shown,
 )
 from procs.gateway.gap_recovery import GapRecovery
+from procs.gateway.limits import MessageThrottle
 from procs.gateway.live_sessions import LiveSessions
 from procs.gateway.store import MessageStore
 
@@ -138,8 +139,8 @@ class Session(GapRecovery):
         self._resend_ns = now_ns
         self._behind: list[bytes] = []
         self.behind_bytes = 0  # of ``_behind``: the shell counts them as unsent
-        self._tokens = float(settings.max_messages_per_s)
-        self._tokens_ns = now_ns
+        #: application messages per second (``charge``d for answers of many reports too)
+        self.throttle = MessageThrottle(settings.max_messages_per_s, now_ns)
         self._header = b""
         self._sender = b""  # the client's SenderCompID, once logged on
         self._target = settings.comp_id.encode()
@@ -368,7 +369,7 @@ class Session(GapRecovery):
     def business_reject(self, msg: FixMessage, reason: int, text: str, now_ns: int) -> None:
         """BusinessMessageReject (j): 0 other, 3 unsupported message type, 4 not authorised."""
         body = field(45, msg.get(34) or b"0") + field(372, msg.msg_type or b"?")
-        ref = msg.get(11)
+        ref = msg.get(11) or msg.get(584)  # a mass status request's id
         if ref:
             body += field(379, ref)
         self.send(b"j", body + field(380, reason) + field(58, text), now_ns)
@@ -522,7 +523,7 @@ class Session(GapRecovery):
         if kind in dictionary.ADMIN:
             self._admin(msg, now_ns)
         elif kind in dictionary.INBOUND_APP:
-            if kind != b"j" and not self._allow(now_ns):
+            if kind != b"j" and not self.throttle.allow(now_ns):
                 self.business_reject(
                     msg,
                     0,
@@ -587,12 +588,3 @@ class Session(GapRecovery):
         if self.state is State.ACTIVE:
             self.send(b"5", b"", now_ns)
         self._close("Logout")
-
-    def _allow(self, now_ns: int) -> bool:
-        rate = self.settings.max_messages_per_s
-        self._tokens = min(float(rate), self._tokens + (now_ns - self._tokens_ns) * rate / 1e9)
-        self._tokens_ns = now_ns
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True

@@ -19,7 +19,7 @@ from config.edges import RestConfig
 from config.schema import DatabaseConfig
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
-from tests.unit.gateway.harness import Harness, config
+from tests.unit.gateway.harness import Harness, close_all, config
 
 ALICE, BOB = 601, 602
 LIMIT: dict[str, Any] = {"symbol": "BTC-USD", "side": "BUY", "type": "LIMIT"}
@@ -61,6 +61,7 @@ def run(h: Harness, scenario: Scenario) -> None:
         try:
             await asyncio.wait_for(scenario(api, f"http://127.0.0.1:{api.port}"), 20)
         finally:
+            await close_all()  # FIX clients a scenario opened: ended in this loop, not the next
             await h.stop()
 
     asyncio.run(main())
