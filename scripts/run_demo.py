@@ -1,4 +1,5 @@
-"""`make run`: start the exchange with the dev profile, add demo users, print how to connect.
+"""`make run`: start the exchange (the dev profile, or PROFILE=), add demo users, print how
+to connect.
 
 Starts the supervisor (`ringex run --detach`), opens and funds two demo accounts with FIX
 users (idempotent: a second run finds them), prints the FIX endpoint and credentials, the

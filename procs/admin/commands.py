@@ -57,8 +57,7 @@ def _admin_args_refused(cfg: RingexConfig, args: argparse.Namespace) -> tuple[st
         return (f"ringex admin {command}: amount {args.amount} must be positive "
                 "(deposit and withdraw say which way)", 2)  # fmt: skip
     try:
-        named = command in ("halt", "resume") or command in ("end-session", "cancel-all")
-        if named and args.symbol:
+        if command in ("halt", "resume", "end-session", "cancel-all") and args.symbol:
             symbol_id_of(cfg, args.symbol)
     except AdminError as exc:
         return f"ringex admin {command}: {exc}", 2

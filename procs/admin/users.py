@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 
 from config.schema import RingexConfig
@@ -21,6 +22,9 @@ from procs.admin.client import AdminClient, AdminError
 from procs.common.topology import users_path
 from procs.common.users import UsersFileError, UserStore
 from procs.gateway.apikeys import ApiKeyStore
+
+#: How long remove-user waits, the user gone from the file, before its cancel-all.
+SETTLE_S = 1.5
 
 
 def open_users(cfg: RingexConfig, command: str) -> UserStore | None:
@@ -75,6 +79,9 @@ def remove_user(
           "revoked; its sessions are logged out")  # fmt: skip
     if client is None:
         return 0
+    # the gateways end its sessions and refuse its keys within a timer pass (1 s) and a key
+    # recheck (0.5 s): orders placed before then would outlive a cancel sent at once
+    time.sleep(SETTLE_S)
     try:
         client.cancel_all(user.account, None)
     except AdminError as exc:

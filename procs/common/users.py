@@ -57,7 +57,7 @@ class UserStore:
         self.recheck_s = recheck_s
         self._checked = -1e18
         self._users: dict[str, User] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._load()
 
     def _load(self) -> None:
@@ -72,7 +72,7 @@ class UserStore:
             st = self.path.stat()
         except FileNotFoundError:
             return
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # each save renames a new inode in
         if stamp == self._stamp:
             return
         try:

@@ -247,8 +247,10 @@ class Sequencer:
         else:
             elapsed = max(0, now_ns - bucket.at_ns)
             bucket.tokens = min(float(rate), bucket.tokens + elapsed * rate / 1e9)
-            # never back: a wall clock stepped back must not refill the same time twice
-            bucket.at_ns = max(bucket.at_ns, now_ns)
+            # a wall clock stepped back refills nothing, and counts on from its new reading:
+            # kept at the old one, an account out of tokens would wait out the whole step (a
+            # time refilled twice gives at most the one bucket the cap allows)
+            bucket.at_ns = now_ns
         if bucket.tokens < 1:
             return False
         bucket.tokens -= 1

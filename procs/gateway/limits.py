@@ -79,8 +79,9 @@ class MessageThrottle:
     """One FIX session's application messages per second: a bucket of a second's worth of
     tokens, refilled continuously. A message spends one or is refused (the session answers a
     BusinessMessageReject); an answer of many messages (a mass status's reports) is
-    ``charge``d one token each, a debt that holds the session's next messages back, so no
-    request multiplies its sender's rate."""
+    ``charge``d one token each, a debt (of a second's worth at most) that holds the session's
+    next messages back, so no request multiplies its sender's rate. Times are the session's
+    wall clock readings; one stepped back refills nothing."""
 
     def __init__(self, rate_per_s: int, now_ns: int) -> None:
         self.rate = float(rate_per_s)
@@ -88,9 +89,11 @@ class MessageThrottle:
         self._ns = now_ns
 
     def allow(self, now_ns: int, cost: int = 1) -> bool:
-        if now_ns > self._ns:  # a clock read earlier than the last one refills nothing
+        # a wall clock stepped back refills nothing and counts on from its new reading (kept
+        # at the old one, a session out of tokens would be silenced for the whole step)
+        if now_ns > self._ns:
             self._tokens = min(self.rate, self._tokens + (now_ns - self._ns) * self.rate / 1e9)
-            self._ns = now_ns
+        self._ns = now_ns
         if self._tokens < cost:
             return False
         self._tokens -= cost
@@ -98,4 +101,5 @@ class MessageThrottle:
 
     def charge(self, count: int, now_ns: int) -> None:
         self.allow(now_ns, 0)  # refilled to now
-        self._tokens -= count
+        # at most a second in debt: the session's own cancels are held back no longer
+        self._tokens = max(self._tokens - count, -self.rate)

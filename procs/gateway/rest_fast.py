@@ -422,8 +422,9 @@ class FastLane(asyncio.Protocol):
                 error_bytes(
                     400,
                     codes.ILLEGAL_PARAM,
-                    "a request for a route other than /api/v1/order must not be pipelined "
-                    "behind another request on the same connection: send it on its own",
+                    "a request this port's fast lane does not serve (any but POST, DELETE and "
+                    "GET /api/v1/order) must not be pipelined behind another request on the "
+                    "same connection: send it on its own",
                 )
             )
             return

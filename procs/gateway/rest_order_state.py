@@ -1,8 +1,8 @@
 """The REST API's view of one order (``LiveOrder``): what its answers and private-stream
 events show, a request in flight (``PendingRequest``) and the exchange's answer to it
-(``Outcome``), and the form the gateway's
-order log keeps of the orders placed through the API, so that a restarted gateway still
-knows them by their clientOrderId."""
+(``Outcome``), the form the gateway's order log keeps of the orders placed through the API
+(so that a restarted gateway still knows them by their clientOrderId), and the small
+renderings beside them (``balance_json``, ``generated_id``)."""
 
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ class Outcome:
 class PendingRequest:
     """A request sent to the exchange and not answered yet, under its ``client_ref``."""
 
-    kind: str  # "new", "cancel", "mass", "balances"
+    kind: str  # "new", "cancel", "amend", "mass", "balances"
     account: int
     order: LiveOrder | None = None
     outcome: Outcome = field(default_factory=Outcome)

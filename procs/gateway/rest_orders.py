@@ -311,10 +311,10 @@ class RestOrders:
         return ref
 
     def abandon(self, ref: int) -> None:
-        """The HTTP request gave up waiting (timeout). A new order or a cancel stays in
-        ``requests``: its answer still comes, and it must still turn the order placed under
-        its clientOrderId into the exchange's (an orderId, NEW or REJECTED) instead of
-        leaving it pending; nobody waits for that answer any more. A balance request goes."""
+        """The HTTP request gave up waiting (timeout). A new order, cancel, amend or mass
+        cancel stays in ``requests``: its answer still comes (a new order's must still turn
+        the order placed under its clientOrderId into the exchange's, an orderId, NEW or
+        REJECTED); nobody waits for it any more. A balance request goes."""
         request = self.requests.get(ref)
         if request is not None and request.kind == "balances":
             del self.requests[ref]

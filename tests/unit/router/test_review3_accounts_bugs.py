@@ -97,15 +97,17 @@ def test_a_stop_limit_sell_with_a_low_limit_cannot_exceed_the_max_order_notional
     assert order is None, f"a stop-limit sell that traded a notional of {traded} was accepted"
 
 
-def test_a_clock_stepped_back_does_not_refill_an_accounts_command_bucket() -> None:
+def test_a_clock_stepped_back_refills_at_most_one_bucket_and_silences_nobody() -> None:
     """The router stamps commands with ``time.time_ns()`` (router/main.py:278), a wall clock
-    NTP may step back. ``Sequencer._allow`` (sequencer.py:222) refills nothing for a
-    negative elapsed time, but still moves ``bucket.at_ns`` back to the earlier time, so once
-    the clock is right again the bucket refills for the time between the two readings as
-    if it had passed twice: with ``max_commands_per_s = 2`` and the bucket empty at t =
-    100 s, one command at t = 50 s (refused) and the bucket is full again at t = 100 s +
-    1 ns. A correct limiter never moves its time mark back (``at_ns = max(at_ns, now)``) or
-    reads a monotonic clock: 1 ns after emptying, the bucket is still empty."""
+    NTP may step back. ``Sequencer._allow`` refills nothing for a negative elapsed time and
+    counts on from the new reading. This review first asked for the time mark never to move
+    back (then the wall time between the two readings is not refilled twice); a later review
+    (test_review14_session_diff) showed the price of that: an account out of tokens is
+    refused everything, cancels included, for the whole step (minutes, after a large one).
+    Counting on from the new reading refills the time between the readings twice at most,
+    which the bucket's cap bounds to one bucket: with ``max_commands_per_s = 2``, emptied at
+    t = 100 s and a command at t = 50 s, the account gets its 2 commands back once the clock
+    is right again, never more, and is served again 1 s after the step."""
     ex = funded(exchange_config(rate=2))
     now = 100 * SECOND
 
@@ -115,8 +117,9 @@ def test_a_clock_stepped_back_does_not_refill_an_accounts_command_bucket() -> No
 
     assert [sent(1, now), sent(2, now), sent(3, now)] == [True, True, False]
     assert not sent(4, now - 50 * SECOND)  # the clock stepped back 50 s: refused
-    later = [sent(ref, now + 1) for ref in (5, 6)]  # the clock right again, 1 ns on
-    assert later == [False, False], f"an empty bucket refilled in 1 ns: {later}"
+    assert sent(7, now - 49 * SECOND)  # a second on from the step: served, not silenced
+    later = [sent(ref, now + 1) for ref in (5, 6, 8)]  # the clock right again, 1 ns on
+    assert later == [True, True, False], f"more than the one bucket the cap allows: {later}"
 
 
 def _with_fee_account(cfg: RingexConfig, account: int) -> RingexConfig:
