@@ -47,6 +47,7 @@ from procs.common.records import (
     Transfer,
 )
 from procs.common.result_codes import ResultCode
+from procs.common.token_bucket import TokenBucket
 from procs.common.topology import ADMIN_GATEWAY
 from procs.core import fees
 from procs.core.accounts import Accounts
@@ -87,12 +88,6 @@ class RouterState(msgspec.Struct, frozen=True, array_like=True):
 
 
 @dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at_ns: int
-
-
-@dataclass(slots=True)
 class Sequencer:
     cfg: RingexConfig
     accounts: Accounts
@@ -103,7 +98,7 @@ class Sequencer:
     _routes: dict[int, tuple[str, ...]] = field(default_factory=dict)  # symbol id -> (owner,)
     _client_ids: dict[tuple[int, int, int], int] = field(default_factory=dict)
     _by_order: dict[int, tuple[int, int, int]] = field(default_factory=dict)
-    _buckets: dict[int, _Bucket] = field(default_factory=dict)
+    _buckets: dict[int, TokenBucket] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for matcher in self.cfg.matchers:
@@ -240,21 +235,10 @@ class Sequencer:
 
     def _allow(self, account: int, now_ns: int) -> bool:
         """A token bucket per account: ``max_commands_per_s`` deep, refilled at that rate."""
-        rate = self.cfg.risk.max_commands_per_s
         bucket = self._buckets.get(account)
         if bucket is None:
-            bucket = self._buckets[account] = _Bucket(float(rate), now_ns)
-        else:
-            elapsed = max(0, now_ns - bucket.at_ns)
-            bucket.tokens = min(float(rate), bucket.tokens + elapsed * rate / 1e9)
-            # a wall clock stepped back refills nothing, and counts on from its new reading:
-            # kept at the old one, an account out of tokens would wait out the whole step (a
-            # time refilled twice gives at most the one bucket the cap allows)
-            bucket.at_ns = now_ns
-        if bucket.tokens < 1:
-            return False
-        bucket.tokens -= 1
-        return True
+            bucket = self._buckets[account] = TokenBucket(self.cfg.risk.max_commands_per_s, now_ns)
+        return bucket.allow(now_ns)
 
     # -- events from the matchers ---------------------------------------------------------------
 

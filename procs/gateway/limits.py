@@ -1,5 +1,4 @@
-"""Rate limits: the REST API's per key and per address (``RateLimiter``: one token bucket per
-API key or address), and a FIX session's messages per second (``MessageThrottle``).
+"""Per-key request rate limits for the REST API: one token bucket per API key or address.
 
 A bucket holds up to ``burst`` tokens and refills at ``rate_per_s``; a request spends ``cost``
 tokens or is refused with the time until it could pass (the Retry-After hint), spending
@@ -73,33 +72,3 @@ class RateLimiter:
         if cost > self.burst:
             raise ValueError(f"cost {cost} exceeds burst {self.burst:g}: it can never pass")
         return (cost - tokens) / self.rate_per_s
-
-
-class MessageThrottle:
-    """One FIX session's application messages per second: a bucket of a second's worth of
-    tokens, refilled continuously. A message spends one or is refused (the session answers a
-    BusinessMessageReject); an answer of many messages (a mass status's reports) is
-    ``charge``d one token each, a debt (of a second's worth at most) that holds the session's
-    next messages back, so no request multiplies its sender's rate. Times are the session's
-    wall clock readings; one stepped back refills nothing."""
-
-    def __init__(self, rate_per_s: int, now_ns: int) -> None:
-        self.rate = float(rate_per_s)
-        self._tokens = self.rate
-        self._ns = now_ns
-
-    def allow(self, now_ns: int, cost: int = 1) -> bool:
-        # a wall clock stepped back refills nothing and counts on from its new reading (kept
-        # at the old one, a session out of tokens would be silenced for the whole step)
-        if now_ns > self._ns:
-            self._tokens = min(self.rate, self._tokens + (now_ns - self._ns) * self.rate / 1e9)
-        self._ns = now_ns
-        if self._tokens < cost:
-            return False
-        self._tokens -= cost
-        return True
-
-    def charge(self, count: int, now_ns: int) -> None:
-        self.allow(now_ns, 0)  # refilled to now
-        # at most a second in debt: the session's own cancels are held back no longer
-        self._tokens = max(self._tokens - count, -self.rate)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from procs.common.token_bucket import TokenBucket
 from procs.common.users import User, UserStore
 from procs.gateway import dictionary, logon
 from procs.gateway.audit import AuditLog
@@ -52,7 +53,6 @@ from procs.gateway.fix import (
     shown,
 )
 from procs.gateway.gap_recovery import GapRecovery
-from procs.gateway.limits import MessageThrottle
 from procs.gateway.live_sessions import LiveSessions
 from procs.gateway.store import MessageStore
 
@@ -140,7 +140,7 @@ class Session(GapRecovery):
         self._behind: list[bytes] = []
         self.behind_bytes = 0  # of ``_behind``: the shell counts them as unsent
         #: application messages per second (``charge``d for answers of many reports too)
-        self.throttle = MessageThrottle(settings.max_messages_per_s, now_ns)
+        self.throttle = TokenBucket(settings.max_messages_per_s, now_ns)
         self._header = b""
         self._sender = b""  # the client's SenderCompID, once logged on
         self._target = settings.comp_id.encode()

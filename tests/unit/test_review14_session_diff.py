@@ -13,11 +13,11 @@ import msgspec
 from config.schema import RingexConfig, RiskConfig
 from procs.common.records import MassCancel
 from procs.common.result_codes import ResultCode
+from procs.common.token_bucket import TokenBucket
 from procs.common.topology import ADMIN_GATEWAY
 from procs.common.users import UserStore
 from procs.core.accounts import Accounts
 from procs.core.sequencer import Sequencer
-from procs.gateway.limits import MessageThrottle
 
 _S = 1_000_000_000  # ns
 _T = 1_700_000_000 * _S  # a wall-clock reading, as ``Session`` passes ``time.time_ns()``
@@ -27,7 +27,8 @@ _T = 1_700_000_000 * _S  # a wall-clock reading, as ``Session`` passes ``time.ti
 
 
 def test_a_wall_clock_stepped_back_does_not_silence_a_fix_session() -> None:
-    """What is wrong: procs/gateway/limits.py:91-93, ``MessageThrottle.allow`` refills only
+    """What is wrong: procs/gateway/limits.py:91-93 (the session's throttle, a TokenBucket of
+    procs/common/token_bucket.py now) refills only
     for a reading later than the last one, and keeps that last reading: after the wall clock
     steps back (an NTP step; ``Session`` passes ``time.time_ns()``, session.py:143 and the
     server's ``time.time_ns()`` calls), the bucket refills nothing until the clock has passed
@@ -41,7 +42,7 @@ def test_a_wall_clock_stepped_back_does_not_silence_a_fix_session() -> None:
     ``time.monotonic_ns()``. Then two seconds after the step the bucket is full again. The
     router's ``Sequencer._allow`` (sequencer.py:241-255, ``at_ns = max(at_ns, now_ns)``)
     starves every account the same way after a step of the router's clock."""
-    throttle = MessageThrottle(10, _T)
+    throttle = TokenBucket(10, _T)
     assert all(throttle.allow(_T) for _ in range(10))
     assert not throttle.allow(_T)  # spent
     stepped = _T - 60 * _S  # the clock steps back a minute
@@ -58,13 +59,13 @@ def test_a_wall_clock_stepped_back_does_not_silence_a_fix_session() -> None:
 
 
 def test_a_mass_status_debt_is_repaid_within_a_second_and_a_bit() -> None:
-    """Holds: an AF's reports are charged one token each (``MessageThrottle.charge``), a debt
+    """Holds: an AF's reports are charged one token each (``TokenBucket.charge``), a debt
     of one second's worth at most (1,000 reports at 100 messages/s leave -100, not -901: the
     review found a deeper debt held the session's own cancels back for count/rate seconds),
     repaid at the rate: refused while in debt, served again just over a second on, with the
     bucket refilling to its one second's worth and no more. An AF needs a whole token to
     pass, so no second AF deepens a debt."""
-    throttle = MessageThrottle(100, _T)
+    throttle = TokenBucket(100, _T)
     assert throttle.allow(_T)  # the AF itself
     throttle.charge(1_000, _T)  # its 1,000 reports
     assert not throttle.allow(_T + _S // 2)  # -100 + 50: in debt

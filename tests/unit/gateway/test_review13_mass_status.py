@@ -121,7 +121,7 @@ def test_a_burst_of_mass_status_requests_is_not_bounded_by_the_throttle(harness:
     as for any throttled message), or answer one AF of a session at a time and refuse those
     that come while its answer is under way. Here: at most ``max_messages_per_s`` (10,000)
     reports to ALICE for that one burst, besides one refusal (j) per AF refused. (Fixed: an
-    AF's reports are charged to the throttle, ``MessageThrottle.charge``.)"""
+    AF's reports are charged to the throttle, ``TokenBucket.charge``.)"""
 
     async def scenario(h: Harness, port: int) -> None:
         alice, bob = await logged_on(port), await logged_on(port, "BOB")

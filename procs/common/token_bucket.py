@@ -1,0 +1,39 @@
+"""A token bucket read with nanosecond clock readings: ``rate`` tokens a second, at most a
+second's worth held. A FIX session's message throttle and the router's per-account command
+rate are each one; the REST API's per-key limits (``procs.gateway.limits``) add what HTTP
+needs, a Retry-After hint and a bounded table of keys.
+
+The readings are wall-clock ones (the callers' ``time.time_ns()``, which stamp records too),
+and NTP may step such a clock back. A reading earlier than the last refills nothing and
+counts on from itself: kept at the old reading, a bucket out of tokens would refuse
+everything, cancels included, for the whole step. Counting on may refill the time between
+the two readings twice, which the cap bounds to one bucket. Sans-I/O: the caller reads the
+clock.
+"""
+
+from __future__ import annotations
+
+
+class TokenBucket:
+    __slots__ = ("at_ns", "rate", "tokens")
+
+    def __init__(self, rate: float, now_ns: int) -> None:
+        self.rate = float(rate)
+        self.tokens = self.rate  # full: a second's worth
+        self.at_ns = now_ns
+
+    def allow(self, now_ns: int, cost: int = 1) -> bool:
+        """Spend ``cost`` tokens if there are that many now; whether it did."""
+        if now_ns > self.at_ns:
+            self.tokens = min(self.rate, self.tokens + (now_ns - self.at_ns) * self.rate / 1e9)
+        self.at_ns = now_ns
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+    def charge(self, count: int, now_ns: int) -> None:
+        """``count`` tokens spent after the fact (an answer of many messages): a debt, of a
+        second's worth at most, that holds what comes next back until it is repaid."""
+        self.allow(now_ns, 0)  # refilled to now
+        self.tokens = max(self.tokens - count, -self.rate)
