@@ -18,6 +18,7 @@ import os
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
 from config.schema import RingexConfig
 from procs.common.records import (
@@ -42,6 +43,9 @@ from procs.common.topology import (
 from procs.common.types import AdminAction
 from shm import Producer, Ring, ShmError
 from shm.inspect import list_segments
+
+#: A reply a command is answered with (``AccountReply``, or a mass cancel's ``Rejected``).
+R = TypeVar("R", AccountReply, Rejected)
 
 
 class AdminError(RuntimeError):
@@ -188,19 +192,21 @@ class AdminClient:
                 )
             time.sleep(0.01)
 
-    def _call(self, command: Record, ref: int, timeout_s: float) -> AccountReply:
+    def _call(self, command: Record, ref: int, timeout_s: float, answer: type[R]) -> R:
+        """Send ``command`` and wait for the router's ``answer`` to ``ref``."""
         deadline = time.monotonic() + timeout_s
         self._send(command, deadline, timeout_s)
         while time.monotonic() < deadline:
             for reply in self._in.take(64, timeout_s=0.1):
-                if isinstance(reply, AccountReply) and reply.client_ref == ref:
+                if isinstance(reply, answer) and reply.client_ref == ref:
                     return reply
         raise AdminError(f"no answer from the router within {timeout_s} s (is it running?)")
 
     def create_account(self, account: int, timeout_s: float = 10.0) -> AccountReply:
         check_account(account)
         ref = self._ref()
-        return self._call(CreateAccount(0, 0, ADMIN_GATEWAY, 0, ref, account), ref, timeout_s)
+        command = CreateAccount(0, 0, ADMIN_GATEWAY, 0, ref, account)
+        return self._call(command, ref, timeout_s, AccountReply)
 
     def transfer(
         self, account: int, asset: str, amount: str, key: int | None = None, timeout_s: float = 10
@@ -216,7 +222,7 @@ class AdminClient:
         key = ref if key is None else key
         transfer = Transfer(*(0, 0, ADMIN_GATEWAY, 0, ref, account, asset_id, units, key))
         try:
-            return self._call(transfer, ref, timeout_s)
+            return self._call(transfer, ref, timeout_s, AccountReply)
         except AdminError as exc:  # it may still be applied: the retry must not double it
             raise AdminError(
                 f"{exc}; the transfer may still be applied: retry with --key {key} so that it "
@@ -267,17 +273,14 @@ class AdminClient:
             check_account(account)
         symbol_id = 0 if symbol is None else symbol_id_of(self.cfg, symbol)
         ref = self._ref()
-        deadline = time.monotonic() + timeout_s
         command = MassCancel(0, 0, ADMIN_GATEWAY, 0, ref, account, symbol_id)
-        self._send(command, deadline, timeout_s)
-        while time.monotonic() < deadline:
-            for reply in self._in.take(64, timeout_s=0.1):
-                if isinstance(reply, Rejected) and reply.client_ref == ref:
-                    if reply.code != ResultCode.OK:
-                        whose = f"account {account}" if account else "every account"
-                        raise AdminError(f"cancel-all of {whose} refused: {reply.code.name}")
-                    return
-        raise AdminError(
-            f"no answer from the router within {timeout_s} s (is it running?); the cancel "
-            "may still be applied: see the open orders before sending it again"
-        )
+        try:
+            verdict = self._call(command, ref, timeout_s, Rejected)
+        except AdminError as exc:  # it may still be applied
+            raise AdminError(
+                f"{exc}; the cancel may still be applied: see the open orders before sending "
+                "it again"
+            ) from None
+        if verdict.code != ResultCode.OK:
+            whose = f"account {account}" if account else "every account"
+            raise AdminError(f"cancel-all of {whose} refused: {verdict.code.name}")

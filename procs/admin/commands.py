@@ -143,9 +143,10 @@ def _print_balances(cfg: RingexConfig, account: int, balances: list[Balance], as
         shown[name] = {"free": _decimal(b.free, places), "locked": _decimal(b.reserved, places)}
     if as_json:
         print(json.dumps({"account": account, "balances": shown}))
-    elif not shown:
+        return 0
+    if not shown:
         print(f"account {account}: no balances")
-    for name, row in shown.items() if not as_json else ():
+    for name, row in shown.items():
         print(f"account {account} {name:6} free {row['free']:>24}  locked {row['locked']:>24}")
     return 0
 

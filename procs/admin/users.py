@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
-from procs.common.topology import users_path
+from procs.common.apikeys import ApiKeyStore
+from procs.common.topology import apikeys_path, users_path
 from procs.common.users import UsersFileError, UserStore
-from procs.gateway.apikeys import ApiKeyStore
 
 #: How long remove-user waits, the user gone from the file, before its cancel-all.
 SETTLE_S = 1.5
@@ -58,7 +58,6 @@ def remove_user(
     """Take ``args.comp_id`` off the exchange; its exit status (1: no such user, a users
     file that cannot be read, or --cancel-orders for an instance that is not running: then
     nothing is removed, so the command can be run again)."""
-    path = users_path(cfg)
     store = open_users(cfg, "remove-user")
     if store is None:
         return 1
@@ -74,7 +73,7 @@ def remove_user(
               "cancelled)", file=sys.stderr)  # fmt: skip
         return 1
     store.remove(user.comp_id)
-    revoked = ApiKeyStore(path.with_name("apikeys.json")).revoke_user(user.comp_id)
+    revoked = ApiKeyStore(apikeys_path(cfg)).revoke_user(user.comp_id)
     print(f"user {user.comp_id} removed (account {user.account} stays); {revoked} API key(s) "
           "revoked; its sessions are logged out")  # fmt: skip
     if client is None:

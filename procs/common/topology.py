@@ -118,6 +118,11 @@ def users_path(cfg: RingexConfig) -> Path:
     return Path(cfg.var_dir) / cfg.instance / "gateway" / "users.json"
 
 
+def apikeys_path(cfg: RingexConfig) -> Path:
+    """The REST API keys of an instance, shared by its gateways (``procs.common.apikeys``)."""
+    return users_path(cfg).with_name("apikeys.json")
+
+
 def market_state_path(cfg: RingexConfig) -> Path:
     """The market data's saved state (``procs.common.market_snapshots``)."""
     return Path(cfg.var_dir) / cfg.instance / "marketdata" / "state.pickle"

@@ -8,6 +8,8 @@ keeps the exchange's ``ResultCode`` name and number in its message.
 
 from __future__ import annotations
 
+from procs.common.result_codes import ResultCode
+
 #: General
 UNKNOWN = -1000
 DISCONNECTED = -1001  # a service behind the API (database, market data) is not reachable
@@ -24,6 +26,9 @@ FILTER_FAILURE = -1013  # tick, lot, size limits
 NEW_ORDER_REJECTED = -2010
 CANCEL_REJECTED = -2011
 NO_SUCH_ORDER = -2013
+#: The exchange's refusals that a client is told as "unknown order": another account's order
+#: is not to be told apart from none.
+NOT_YOURS = (ResultCode.UNKNOWN_ORDER, ResultCode.NOT_ORDER_OWNER)
 #: Keys (the signing module has the signature codes)
 BAD_CREDENTIALS = -2014
 

@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from config.schema import RingexConfig
+from procs.common.apikeys import MAX_LABEL, SCOPES
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway import signing
-from procs.gateway.apikeys import MAX_LABEL, SCOPES
 from procs.gateway.history import KLINES, MAX_LIMIT, STATUS_NAMES
 from procs.gateway.instruments import MAX_INT64, format_units
 from procs.gateway.private_stream import PATH as STREAM_PATH

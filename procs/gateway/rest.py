@@ -32,14 +32,14 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from config.edges import GatewayConfig, RestConfig
 from config.schema import RingexConfig, SymbolConfig
+from procs.common.apikeys import ApiKey, ApiKeyStore
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.result_codes import ResultCode
-from procs.common.topology import postgres_dir, users_path
+from procs.common.topology import apikeys_path, postgres_dir
 from procs.common.users import UserStore
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request
-from procs.gateway.apikeys import ApiKey, ApiKeyStore
 from procs.gateway.history import History, order_json
 from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
@@ -68,7 +68,6 @@ _encode = msgspec.json.Encoder().encode
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 R = TypeVar("R", bound=RestRequest)
 #: Refusals of a cancel that must not tell whether someone else's order exists.
-_NOT_YOURS = (ResultCode.UNKNOWN_ORDER, ResultCode.NOT_ORDER_OWNER)
 #: Longest a balance request waits for the router to include what this gateway has seen.
 BALANCE_WAIT_S = 1.0
 _CORS_HEADERS = ", ".join(("Content-Type", API_KEY, TIMESTAMP, RECV_WINDOW, SIGNATURE))
@@ -116,7 +115,7 @@ class RestApi:
         self.users = UserStore(users.path, recheck_s=1.0)
         self.publish = publish
         self.instruments = Instruments(cfg.symbols)
-        self.keys = ApiKeyStore(users_path(cfg).with_name("apikeys.json"), rest.max_keys_per_user)
+        self.keys = ApiKeyStore(apikeys_path(cfg), rest.max_keys_per_user)
         self.verifier = Verifier(rest.max_recv_window_ms, rest.recv_window_ms)
         self.key_limits = RateLimiter(rest.key_rate_per_s, rest.key_burst)
         self.ip_limits = RateLimiter(rest.ip_rate_per_s, rest.ip_burst)
@@ -478,7 +477,7 @@ class RestApi:
         ref = self.core.cancel(key.account, key.session, sym.id, oid, time.time_ns())
         outcome = await self.wait(ref)
         if outcome.code != ResultCode.OK or outcome.order is None:
-            why = "unknown order" if outcome.code in _NOT_YOURS else outcome.code.name
+            why = "unknown order" if outcome.code in codes.NOT_YOURS else outcome.code.name
             raise bad_request(codes.CANCEL_REJECTED, f"cancel rejected: {why} orderId={oid}")
         return json_response(outcome.view or outcome.order.json())
 

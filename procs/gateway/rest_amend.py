@@ -36,8 +36,6 @@ from procs.gateway.rest_public import json_response
 if TYPE_CHECKING:
     from procs.gateway.rest import RestApi
 
-_NOT_YOURS = (ResultCode.UNKNOWN_ORDER, ResultCode.NOT_ORDER_OWNER)
-
 
 class AmendRoute:
     def __init__(self, api: RestApi) -> None:
@@ -78,7 +76,7 @@ class AmendRoute:
         outcome = await api.wait(ref)
         if outcome.code != ResultCode.OK or outcome.order is None:
             code = outcome.code
-            why = "unknown order" if code in _NOT_YOURS else f"{code.name} ({int(code)})"
+            why = "unknown order" if code in codes.NOT_YOURS else f"{code.name} ({int(code)})"
             shown = f"price={format_units(new_price, sym.price_decimals).decode()} quantity="
             shown += format_units(new_qty, sym.qty_decimals).decode()
             raise bad_request(

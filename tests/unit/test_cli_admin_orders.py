@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from procs.common.apikeys import ApiKeyStore
 from procs.common.topology import users_path
 from procs.common.types import Side
 from procs.common.users import UserStore
-from procs.gateway.apikeys import ApiKeyStore
 from tests.unit.router.test_router import Exchange, config, fund, order
 from tests.unit.test_review_admin_bugs import _cli, _Pump, _use_config
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from config.schema import AssetConfig, SymbolConfig
+from procs.common.apikeys import ApiKeyStore
 from procs.common.records import (
     Accepted,
     NewOrder,
@@ -20,7 +21,6 @@ from procs.common.records import (
 )
 from procs.common.types import DoneReason, Side
 from procs.common.users import User
-from procs.gateway.apikeys import ApiKeyStore
 from procs.gateway.fix import FixMessage
 from procs.gateway.history import History
 from procs.gateway.instruments import Instruments

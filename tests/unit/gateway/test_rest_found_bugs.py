@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from procs.gateway.apikeys import ApiKeyStore
+from procs.common.apikeys import ApiKeyStore
 from procs.gateway.rest import RestApi
 from tests.unit.gateway.harness import Harness
 from tests.unit.gateway.rest_rig import (

@@ -14,8 +14,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from procs.common.apikeys import MAX_LABEL, ApiKey, ApiKeyStore
 from procs.common.users import User
-from procs.gateway.apikeys import MAX_LABEL, ApiKey, ApiKeyStore
 
 ALICE = User("ALICE", account=7, session=3, salt="00", digest="00")
 BOB = User("BOB", account=8, session=4, salt="00", digest="00")
