@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import posix_ipc
@@ -111,12 +112,7 @@ class Consumer(Generic[T]):
         self._gate = Gate(words, mask_indexes(words[h.consumer_word(index, h.C_GATES)]))
         self._gated = bool(self._gate)
         self._shift = ring.shift
-        self._next = words[self._seq_word]  # crash-only: resume where the last holder stopped
-        self._available = self._next  # records below this are known published (see _probe)
-        self._commit_every = max(1, min(commit_every, self._capacity // 4))
-        self._commit_at = self._next + self._commit_every
-        self._slow_at = self._next
-        # One attribute load instead of nine on the hot path (measured ~25% of a poll).
+        # One attribute load instead of nine on the reference path (~25% of its poll).
         self._hot = (
             words,
             self._view,
@@ -128,6 +124,16 @@ class Consumer(Generic[T]):
             self._slot,
             ring.shift,
         )
+        start = words[self._seq_word]  # crash-only: resume where the last holder stopped
+        # The compiled poll owns the sequence and the slow-path bound in closure cells, as the
+        # producer's publish does; _next and _slow_at are properties over them.
+        compiled, self._get_next, self._set_next, self._get_slow_at, self._set_slow_at = (
+            self._compile_poll(start)
+        )
+        self.poll = compiled  # type: ignore[method-assign]  # same contract
+        self._available = start  # records below this are known published (see _probe)
+        self._commit_every = max(1, min(commit_every, self._capacity // 4))
+        self._commit_at = start + self._commit_every
         self._parker: Parker | None = None
         self._sems: dict[str, posix_ipc.Semaphore] = {}
         self._closed = False
@@ -136,7 +142,10 @@ class Consumer(Generic[T]):
     # -- hot path --------------------------------------------------------------------------
 
     def poll(self) -> T | None:
-        """The next record if one is ready, else ``None``. Never blocks."""
+        """The next record if one is ready, else ``None``. Never blocks.
+
+        This is the reference implementation; each instance runs the compiled equivalent
+        (``_compile_poll``), and a contract test checks that both read the same records."""
         n = self._next
         if n >= self._slow_at and not self._slow_path(n):
             return None
@@ -147,6 +156,80 @@ class Consumer(Generic[T]):
             raise self._torn(n, words[stamp0 + index * slot_words])
         self._next = n + 1
         return item
+
+    @property
+    def _next(self) -> int:
+        return self._get_next()
+
+    @_next.setter
+    def _next(self, value: int) -> None:
+        self._set_next(value)
+
+    @property
+    def _slow_at(self) -> int:
+        return self._get_slow_at()
+
+    @_slow_at.setter
+    def _slow_at(self, value: int) -> None:
+        self._set_slow_at(value)
+
+    def _compile_poll(
+        self, start: int
+    ) -> tuple[
+        Callable[[], T | None],
+        Callable[[], int],
+        Callable[[int], None],
+        Callable[[], int],
+        Callable[[int], None],
+    ]:
+        """``poll`` as a closure over cells, plus accessors for the sequence and the
+        slow-path bound it keeps there: the reference method's logic with no attribute load or
+        store per record (measured ~25% of a poll, which is half of the ring's cost between
+        two processes)."""
+        words, view, decode, mask, stamp0, slot_words, data, slot, shift = self._hot
+        slow_path = self._slow_path
+        torn = self._torn
+        end = data + (mask + 1) * slot
+        nxt = slow_at = start
+        # record nxt's slot offset, its stamp word and the stamp it must hold: stepped per
+        # record, derived again by set_next for every other path that moves the sequence
+        offset = data + (start & mask) * slot
+        stamp_at = stamp0 + (start & mask) * slot_words
+        stamp = (start >> shift) + 1
+
+        def poll() -> T | None:
+            nonlocal nxt, offset, stamp_at, stamp
+            n = nxt
+            if n >= slow_at and not slow_path(n):
+                return None
+            item = decode(view, offset)
+            if words[stamp_at] != stamp:  # after: still our record
+                raise torn(n, words[stamp_at])
+            nxt = n + 1
+            offset += slot
+            stamp_at += slot_words
+            if offset == end:
+                offset, stamp_at, stamp = data, stamp0, stamp + 1
+            return item
+
+        def get_next() -> int:
+            return nxt
+
+        def set_next(value: int) -> None:
+            nonlocal nxt, offset, stamp_at, stamp
+            nxt = value
+            offset = data + (value & mask) * slot
+            stamp_at = stamp0 + (value & mask) * slot_words
+            stamp = (value >> shift) + 1
+
+        def get_slow_at() -> int:
+            return slow_at
+
+        def set_slow_at(value: int) -> None:
+            nonlocal slow_at
+            slow_at = value
+
+        return poll, get_next, set_next, get_slow_at, set_slow_at
 
     def read(self, max_batch: int = 256) -> list[T]:
         """Every ready record up to ``max_batch``, in order (possibly none). Never blocks."""

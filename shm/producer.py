@@ -142,23 +142,32 @@ class Producer(Generic[T]):
         sequence and limit it keeps in its cells.
 
         Same logic as the reference method, one Python frame per record fewer and no attribute
-        lookups. The template is fixed; only the codec's statement, generated from its field
-        count, varies."""
+        lookups; the slot's offset and stamp are kept in cells and stepped (a lap's end resets
+        the one and bumps the other) rather than derived from the sequence each time.
+        ``set_next`` derives them again for every other path that moves the sequence. The
+        template is fixed; only the codec's statement, generated from its field count,
+        varies."""
         codec = self.ring.codec
         source = getattr(codec, "encode_source", None) or "encode(buf, offset, item, stamp)\n"
         body = textwrap.indent(source, " " * 8)
         template = f"""
 def bind(self, words, buf, mask, slot, data, shift, CURSOR, WAKE, nxt, limit):
+    end = data + (mask + 1) * slot
+    offset = data + (nxt & mask) * slot
+    stamp = (nxt >> shift) + 1
+
     def publish(item):
-        nonlocal nxt
+        nonlocal nxt, offset, stamp
         n = nxt
         if n >= limit:
             self._await_space(n + 1, None)  # refreshes limit through set_limit
-        offset = data + (n & mask) * slot
-        stamp = (n >> shift) + 1
 {body}
         nxt = n + 1
         words[CURSOR] = nxt
+        offset += slot
+        if offset == end:
+            offset = data
+            stamp += 1
         if words[WAKE]:
             self._wake_consumers()
         return n
@@ -167,8 +176,10 @@ def bind(self, words, buf, mask, slot, data, shift, CURSOR, WAKE, nxt, limit):
         return nxt
 
     def set_next(value):
-        nonlocal nxt
+        nonlocal nxt, offset, stamp
         nxt = value
+        offset = data + (value & mask) * slot
+        stamp = (value >> shift) + 1
 
     def get_limit():
         return limit

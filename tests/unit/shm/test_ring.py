@@ -20,6 +20,7 @@ from shm import (
     wait_strategy,
 )
 from shm import header as h
+from shm.consumer import Consumer
 from shm.producer import Producer
 from shm.ring import ConsumerSpec
 
@@ -301,24 +302,30 @@ def test_detached_consumer_stops_gating_and_learns_it_was_detached(instance: str
     assert drain(rejoined) == [8]
 
 
-def test_a_slot_rewritten_during_the_read_is_a_torn_read(instance: str) -> None:
+@pytest.mark.parametrize("reference", [False, True])
+def test_a_slot_rewritten_during_the_read_is_a_torn_read(instance: str, reference: bool) -> None:
     """The seqlock's second check: the decoder itself rewrites the stamp mid-read, standing
-    in for a producer that lapped a detached consumer."""
-    codec = StructCodec("2q")
-    ring = Ring.create(instance, "torn", codec, capacity=4, consumers=["a"])
+    in for a producer that lapped a detached consumer (compiled and reference poll)."""
+    ring: Ring[Any]
+
+    class RewritingCodec(StructCodec):
+        @property
+        def decode_from(self) -> Any:
+            plain = super().decode_from
+
+            def decode_while_rewritten(buf: Any, offset: int) -> Any:
+                item = plain(buf, offset)
+                ring.words[ring.stamp_word(0)] = 2  # the producer lapped us mid-read
+                return item
+
+            return decode_while_rewritten
+
+    ring = Ring.create(instance, "torn", RewritingCodec("2q"), capacity=4, consumers=["a"])
     producer = ring.producer()
     producer.publish((1, 1))
     consumer = ring.consumer("a")
-    plain = codec.decode_from
-
-    def decode_while_rewritten(buf: Any, offset: int) -> Any:
-        item = plain(buf, offset)
-        ring.words[ring.stamp_word(0)] = 2  # the producer lapped us mid-read
-        return item
-
-    consumer._hot = (consumer._hot[0], consumer._hot[1], decode_while_rewritten, *consumer._hot[3:])
     with pytest.raises(TornReadError, match="read record 0 while its slot changed"):
-        consumer.poll()
+        Consumer.poll(consumer) if reference else consumer.poll()
 
 
 def test_info_reports_lag_liveness_and_gates(instance: str) -> None:
@@ -363,6 +370,37 @@ def test_compiled_publish_writes_what_the_reference_writes(instance: str) -> Non
     finally:
         for ring in rings:
             ring.unlink()
+
+
+def test_compiled_poll_reads_what_the_reference_reads(instance: str) -> None:
+    """Contract: the per-instance compiled poll and the readable reference method return the
+    same records, commit alike, and share one sequence with ``read``, ``skip_to`` and
+    ``pass_over`` (mixed calls, across laps of a small ring)."""
+    outcomes = []
+    for k, use_reference in enumerate((False, True)):
+        ring = make(instance.replace("x", f"{k}x"), capacity=8)
+        try:
+            producer, consumer = ring.producer(), ring.consumer("a", commit_every=2)
+            poll = (lambda c=consumer: Consumer.poll(c)) if use_reference else consumer.poll
+            got: list[Any] = []
+            for round_ in range(12):
+                producer.publish_batch([(round_ * 10 + i, i) for i in range(6)])
+                got.append(poll())
+                got.append(poll())
+                if round_ % 3 == 0:
+                    consumer.pass_over()
+                got += consumer.read(2)
+                while (item := poll()) is not None:
+                    got.append(item)
+                got.append(poll())  # None: nothing left
+                got.append((consumer.sequence, ring.words[consumer._seq_word]))
+            outcomes.append(got)
+            consumer.close()
+            producer.close()
+        finally:
+            ring.unlink()
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][-1] == (72, 72)
 
 
 def test_backlog_counts_what_the_slowest_consumer_has_not_read(instance: str) -> None:
