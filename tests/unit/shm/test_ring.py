@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -381,7 +383,9 @@ def test_compiled_poll_reads_what_the_reference_reads(instance: str) -> None:
         ring = make(instance.replace("x", f"{k}x"), capacity=8)
         try:
             producer, consumer = ring.producer(), ring.consumer("a", commit_every=2)
-            poll = (lambda c=consumer: Consumer.poll(c)) if use_reference else consumer.poll
+            poll: Callable[[], Any] = consumer.poll
+            if use_reference:
+                poll = partial(Consumer.poll, consumer)
             got: list[Any] = []
             for round_ in range(12):
                 producer.publish_batch([(round_ * 10 + i, i) for i in range(6)])
