@@ -551,7 +551,7 @@ def _exchange_info(cfg: RingexConfig) -> Json:
         "limit": {"type": "number"}, "burst": _INT, "perKey": _BOOL, "perIp": _BOOL,
     }, required=["rateLimitType", "interval", "limit", "burst"])  # fmt: skip
     symbol = _obj({
-        "symbol": _ref("Symbol"), "status": {"const": "TRADING"},
+        "symbol": _ref("Symbol"), "status": _enum(["TRADING", "HALT", "UNKNOWN"]),
         "baseAsset": _STR, "quoteAsset": _STR, "pricePrecision": _INT, "quantityPrecision": _INT,
         "tickSize": _DEC, "stepSize": _DEC, "minQty": _DEC, "maxQty": _DEC,
         "icebergParts": _INT, "makerFeeBps": _INT, "takerFeeBps": _INT,

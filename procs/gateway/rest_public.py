@@ -1,17 +1,19 @@
 """The REST API's public endpoints: no key, only the client address's rate limit.
 
-``ping``, ``time``, ``exchangeInfo`` (from the config), ``depth``, ``trades`` and
-``ticker/24hr`` (answered by the market-data process, which holds the live book, tape and
-ticker), ``klines`` (PostgreSQL) and the OpenAPI document.
+``ping``, ``time``, ``exchangeInfo`` (from the config, each symbol's trading status from the
+market-data process), ``depth``, ``trades`` and ``ticker/24hr`` (answered by the market-data
+process, which holds the live book, tape and ticker), ``klines`` (PostgreSQL) and the OpenAPI
+document.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
 import msgspec
-from aiohttp import ClientError, web
+from aiohttp import ClientError, ClientTimeout, web
 
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
@@ -25,6 +27,17 @@ if TYPE_CHECKING:
 
 
 _encode = msgspec.json.Encoder().encode
+log = logging.getLogger("ringex.rest")
+#: A symbol's status when the market-data process cannot say (disabled, restarting):
+#: a client that trades only on "TRADING" waits rather than trade on a guess.
+UNKNOWN_STATUS = "UNKNOWN"
+#: How long exchangeInfo waits for the market-data process's statuses.
+STATUS_TIMEOUT_S = 1.0
+
+
+class _Statuses(msgspec.Struct):
+    symbol: str
+    status: str
 
 
 def json_response(value: object, status: int = 200) -> web.Response:
@@ -62,6 +75,7 @@ class PublicRoutes:
     async def exchange_info(self, request: web.Request) -> web.Response:
         await self.api.params(request, frozenset())  # none taken: any is refused
         rest = self.api.rest
+        statuses = await self.statuses()
         return json_response(
             {
                 "timezone": "UTC",
@@ -86,7 +100,7 @@ class PublicRoutes:
                 "symbols": [
                     {
                         "symbol": s.name,
-                        "status": "TRADING",
+                        "status": statuses.get(s.name, UNKNOWN_STATUS),
                         "baseAsset": s.base,
                         "quoteAsset": s.quote,
                         "pricePrecision": s.price_decimals,
@@ -105,6 +119,25 @@ class PublicRoutes:
                 ],
             }
         )
+
+    async def statuses(self) -> dict[str, str]:
+        """Each symbol's trading status ("TRADING", "HALT") as the market-data process holds
+        it (it follows the matchers' halts and resumes, and is reseeded from their state after
+        a restart); empty when it is disabled or does not answer within STATUS_TIMEOUT_S."""
+        if self.api.market_url is None or self.api.client is None:
+            return {}
+        try:
+            async with self.api.client.get(
+                f"{self.api.market_url}/api/symbols",
+                timeout=ClientTimeout(total=STATUS_TIMEOUT_S),
+            ) as reply:
+                if reply.status != 200:
+                    raise ClientError(f"HTTP {reply.status}")
+                rows = msgspec.json.decode(await reply.read(), type=list[_Statuses])
+        except (OSError, TimeoutError, ClientError, msgspec.DecodeError) as exc:
+            log.warning("exchangeInfo: market data at %s: %s", self.api.market_url, exc)
+            return {}
+        return {row.symbol: row.status for row in rows}
 
     def proxy(self, path: str) -> Handler:
         """A public market-data endpoint answered by the market-data process, which holds the

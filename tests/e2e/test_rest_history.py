@@ -1,6 +1,7 @@
 """The REST API in the whole exchange (`ringex run`, real processes, the embedded PostgreSQL):
-history from the database writer's tables (allOrders, myTrades, klines), and after the
-gateway is SIGKILLed and restarted, what its memory lost is still answered from there."""
+exchangeInfo's status through a halt and a resume; history from the database writer's tables
+(allOrders, myTrades, klines), and after the gateway is SIGKILLed and restarted, what its
+memory lost is still answered from there."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from tests.e2e.test_pipeline import kill_and_wait
 
 @pytest.fixture
 def exchange(instance: str, tmp_path: Path) -> Iterator[Path]:
-    with running_exchange(instance, tmp_path, f"[gateways.rest]\nport = {free_port()}\n") as p:
+    rest = f"[gateways.rest]\nport = {free_port()}\n"
+    with running_exchange(instance, tmp_path, rest, marketdata=True) as p:  # for exchangeInfo
         yield p
 
 
@@ -52,6 +54,15 @@ def test_history_comes_from_the_database(exchange: Path) -> None:
 
     async def scenario() -> None:
         async with RestClient(url) as mm, RestClient(url) as tk:
+            # exchangeInfo's status follows a halt and a resume (through market data)
+            for command, status in (("halt", "HALT"), ("resume", "TRADING")):
+                ringex(exchange, "admin", command, "BTC-USD")
+
+                async def shown(status: str = status) -> Any:
+                    info = await mm.call("GET", "/api/v1/exchangeInfo", signed=False)
+                    return {s["symbol"]: s["status"] for s in info["symbols"]}["BTC-USD"] == status
+
+                await until(shown, f"exchangeInfo saying {status}")
             await mm.login("MM", "pw")
             await tk.login("TK", "pw")
             ask = await mm.call(

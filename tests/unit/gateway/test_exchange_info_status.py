@@ -1,0 +1,100 @@
+"""exchangeInfo's per-symbol ``status``: the market-data process's (``/api/symbols``), and
+``UNKNOWN`` rather than a guess when that process is disabled, hangs or answers nonsense
+(``rest_rig.py``: real HTTP in front of real rings; a stand-in market-data server)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from procs.gateway import rest_public
+from procs.gateway.rest import RestApi
+from tests.unit.gateway.harness import Harness
+from tests.unit.gateway.rest_rig import rest_exchange, run
+
+
+@pytest.fixture
+def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
+    yield from rest_exchange(instance, tmp_path)
+
+
+async def statuses(url: str) -> dict[str, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/api/v1/exchangeInfo") as reply,
+    ):
+        assert reply.status == 200, await reply.text()
+        return {s["symbol"]: s["status"] for s in (await reply.json())["symbols"]}
+
+
+async def serving(answer: bytes, release: asyncio.Event | None = None) -> asyncio.Server:
+    """A stand-in market-data process answering every request with ``answer`` (once
+    ``release`` is set, when one is given)."""
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            if release is not None:
+                await release.wait()
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(answer)}\r\n"
+            writer.write(head.encode() + b"Content-Type: application/json\r\n\r\n" + answer)
+            await writer.drain()
+        except ConnectionError:
+            pass  # the gateway gave up waiting
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(reply, "127.0.0.1", 0)
+
+
+def test_a_halted_symbol_says_halt(harness: Harness) -> None:
+    async def scenario(api: RestApi, url: str) -> None:
+        body = b'[{"symbol": "BTC-USD", "stream": "btcusd", "status": "HALT"}]'
+        server = await serving(body)
+        try:
+            api.market_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            assert await statuses(url) == {"BTC-USD": "HALT"}
+        finally:
+            server.close()
+
+    run(harness, scenario)
+
+
+def test_without_market_data_the_status_is_unknown(harness: Harness) -> None:
+    async def scenario(api: RestApi, url: str) -> None:
+        api.market_url = None  # disabled
+        assert await statuses(url) == {"BTC-USD": "UNKNOWN"}
+        server = await serving(b"<html>not json</html>")
+        try:
+            api.market_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            assert await statuses(url) == {"BTC-USD": "UNKNOWN"}
+        finally:
+            server.close()
+
+    run(harness, scenario)
+
+
+def test_a_hung_market_data_process_delays_exchange_info_a_second_at_most(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rest_public, "STATUS_TIMEOUT_S", 0.3)
+
+    async def scenario(api: RestApi, url: str) -> None:
+        release = asyncio.Event()
+        server = await serving(b"[]", release)
+        try:
+            api.market_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            start = time.monotonic()
+            assert await statuses(url) == {"BTC-USD": "UNKNOWN"}
+            assert time.monotonic() - start < 5
+        finally:
+            release.set()
+            server.close()
+            await asyncio.sleep(0.05)  # the handler writes into the closed socket and closes
+
+    run(harness, scenario)
