@@ -67,11 +67,13 @@ class OrderMemory:
         gateway's live orders there, by their NewOrder's client_ref), when the events since
         the log's last write are lost: an acknowledged order not in a book finished meanwhile
         and is forgotten; one in a book takes its id, fills and what is left (fills it missed
-        are priced at its limit, where a resting order trades). One not acknowledged yet and
-        not in a book is kept: its command may come after the books' seq. Requests in flight
-        on those symbols are dropped: their answers went with the rings.
-        Returns the orders whose fills changed (to restate to their clients) and how many
-        were forgotten."""
+        are priced at its limit, where a resting order trades), and its price, quantity and
+        stop price (a replace it missed: one sent through another gateway's REST API, or its
+        own request in flight). One not acknowledged yet and not in a book is kept: its
+        command may come after the books' seq. Requests in flight on those symbols are
+        dropped: their answers went with the rings.
+        Returns the orders whose fills or terms changed (to restate to their clients) and how
+        many were forgotten."""
         changed: list[Order] = []
         forgotten = 0
         for ref, order in list(self.orders.items()):
@@ -84,15 +86,19 @@ class OrderMemory:
                     forgotten += 1
                 continue
             left = found.leaves + found.reserve
+            terms = (order.cum, order.price, order.qty, order.stop_price)
             if found.filled != order.cum:
                 order.notional += (found.filled - order.cum) * found.price
                 order.cum = found.filled
-                changed.append(order)
             self.by_id.pop(order.order_id, None)
             order.order_id, order.leaves = found.order_id, left
             if order.ord_type in _PRICED:  # a market order's book price is its protection
                 order.price = found.price
+            if found.stop_price:  # a stop not triggered yet
+                order.stop_price = found.stop_price
             order.qty = order.cum + left
+            if terms != (order.cum, order.price, order.qty, order.stop_price):
+                changed.append(order)
             order.status = b"1" if order.cum else b"0"
             self.by_id[order.order_id] = order
             self.touched[ref] = order

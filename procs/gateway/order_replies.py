@@ -64,7 +64,7 @@ class OrderReplies:
     def restate(self, order: Order) -> None:
         """An ExecutionReport Restated (150=D) of what the books say of ``order`` after a
         restart that lost some of its events (``OrderMemory.reconcile``)."""
-        why = b"restated from the books after a restart: fills since the last report"
+        why = b"restated from the books after a restart: fills or a replace since the last report"
         self._report(order, b"D", extra=field(378, 99) + field(58, why))
 
     def mass_status(self, session: Session, msg: FixMessage, now: int) -> None:

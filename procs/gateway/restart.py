@@ -186,7 +186,7 @@ class GatewayRestart:
             self.entry.restate(order)
         log.info(
             "orders on matcher %s checked against its books at seq %d (the rings are new): "
-            "%d restated with fills they had missed, %d finished meanwhile",
+            "%d restated with fills or replaces they had missed, %d finished meanwhile",
             matcher, upto, len(changed), forgotten,
         )  # fmt: skip
 
