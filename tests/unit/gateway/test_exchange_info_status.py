@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -32,9 +33,12 @@ async def statuses(url: str) -> dict[str, str]:
         return {s["symbol"]: s["status"] for s in (await reply.json())["symbols"]}
 
 
-async def serving(answer: bytes, release: asyncio.Event | None = None) -> asyncio.Server:
-    """A stand-in market-data process answering every request with ``answer`` (once
-    ``release`` is set, when one is given)."""
+@asynccontextmanager
+async def market_data(
+    api: RestApi, answer: bytes, release: asyncio.Event | None = None
+) -> AsyncIterator[None]:
+    """A stand-in market-data process, the gateway's for the block, answering every request
+    with ``answer`` (once ``release`` is set, when one is given)."""
 
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -49,18 +53,22 @@ async def serving(answer: bytes, release: asyncio.Event | None = None) -> asynci
         finally:
             writer.close()
 
-    return await asyncio.start_server(reply, "127.0.0.1", 0)
+    server = await asyncio.start_server(reply, "127.0.0.1", 0)
+    api.market_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield
+    finally:
+        if release is not None:
+            release.set()
+        server.close()
+        await asyncio.sleep(0.05)  # a released handler writes into the closed socket, closes
 
 
 def test_a_halted_symbol_says_halt(harness: Harness) -> None:
     async def scenario(api: RestApi, url: str) -> None:
         body = b'[{"symbol": "BTC-USD", "stream": "btcusd", "status": "HALT"}]'
-        server = await serving(body)
-        try:
-            api.market_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with market_data(api, body):
             assert await statuses(url) == {"BTC-USD": "HALT"}
-        finally:
-            server.close()
 
     run(harness, scenario)
 
@@ -69,12 +77,8 @@ def test_without_market_data_the_status_is_unknown(harness: Harness) -> None:
     async def scenario(api: RestApi, url: str) -> None:
         api.market_url = None  # disabled
         assert await statuses(url) == {"BTC-USD": "UNKNOWN"}
-        server = await serving(b"<html>not json</html>")
-        try:
-            api.market_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with market_data(api, b"<html>not json</html>"):
             assert await statuses(url) == {"BTC-USD": "UNKNOWN"}
-        finally:
-            server.close()
 
     run(harness, scenario)
 
@@ -85,16 +89,9 @@ def test_a_hung_market_data_process_delays_exchange_info_a_second_at_most(
     monkeypatch.setattr(rest_public, "STATUS_TIMEOUT_S", 0.3)
 
     async def scenario(api: RestApi, url: str) -> None:
-        release = asyncio.Event()
-        server = await serving(b"[]", release)
-        try:
-            api.market_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with market_data(api, b"[]", asyncio.Event()):
             start = time.monotonic()
             assert await statuses(url) == {"BTC-USD": "UNKNOWN"}
             assert time.monotonic() - start < 5
-        finally:
-            release.set()
-            server.close()
-            await asyncio.sleep(0.05)  # the handler writes into the closed socket and closes
 
     run(harness, scenario)
