@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -187,8 +188,10 @@ class Consumer(Generic[T]):
         store per record (measured ~25% of a poll, which is half of the ring's cost between
         two processes)."""
         words, view, decode, mask, stamp0, slot_words, data, slot, shift = self._hot
-        slow_path = self._slow_path
-        torn = self._torn
+        # Weakly: the closure is stored on the consumer (self.poll), and a strong reference
+        # back would make every consumer a cycle, freed only by a full collection (which
+        # gc_policy turns off), its view of the segment exported until then.
+        me = weakref.ref(self)
         end = data + (mask + 1) * slot
         nxt = slow_at = start
         # record nxt's slot offset, its stamp word and the stamp it must hold: stepped per
@@ -200,11 +203,11 @@ class Consumer(Generic[T]):
         def poll() -> T | None:
             nonlocal nxt, offset, stamp_at, stamp
             n = nxt
-            if n >= slow_at and not slow_path(n):
+            if n >= slow_at and not me()._slow_path(n):  # type: ignore[union-attr]  # alive
                 return None
             item = decode(view, offset)
             if words[stamp_at] != stamp:  # after: still our record
-                raise torn(n, words[stamp_at])
+                raise me()._torn(n, words[stamp_at])  # type: ignore[union-attr]  # alive
             nxt = n + 1
             offset += slot
             stamp_at += slot_words

@@ -13,6 +13,7 @@ import os
 import struct
 import textwrap
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
@@ -146,47 +147,54 @@ class Producer(Generic[T]):
         the one and bumps the other) rather than derived from the sequence each time.
         ``set_next`` derives them again for every other path that moves the sequence. The
         template is fixed; only the codec's statement, generated from its field count,
-        varies."""
+        varies. The statement gets ``buf``, ``offset``, ``item`` and ``stamp`` as locals of its
+        own and may bind any other name but the template's own, which all begin ``_ring``
+        (``_RING`` for constants). The closure holds the producer weakly (``me``): it is stored on
+        the producer, and a strong reference back would make a cycle that only a full
+        collection frees (``gc_policy`` turns those off)."""
         codec = self.ring.codec
         source = getattr(codec, "encode_source", None) or "encode(buf, offset, item, stamp)\n"
         body = textwrap.indent(source, " " * 8)
         template = f"""
-def bind(self, words, buf, mask, slot, data, shift, CURSOR, WAKE, nxt, limit):
-    end = data + (mask + 1) * slot
-    offset = data + (nxt & mask) * slot
-    stamp = (nxt >> shift) + 1
+def bind(_ring_me, _ring_words, buf, _ring_mask, _ring_slot, _ring_data, _ring_shift,
+         _RING_CURSOR, _RING_WAKE, _ring_next, _ring_limit):
+    _ring_end = _ring_data + (_ring_mask + 1) * _ring_slot
+    _ring_at = _ring_data + (_ring_next & _ring_mask) * _ring_slot
+    _ring_lap = (_ring_next >> _ring_shift) + 1
 
     def publish(item):
-        nonlocal nxt, offset, stamp
-        n = nxt
-        if n >= limit:
-            self._await_space(n + 1, None)  # refreshes limit through set_limit
+        nonlocal _ring_next, _ring_at, _ring_lap
+        _ring_n = _ring_next
+        if _ring_n >= _ring_limit:
+            _ring_me()._await_space(_ring_n + 1, None)  # refreshes the limit: set_limit
+        offset = _ring_at
+        stamp = _ring_lap
 {body}
-        nxt = n + 1
-        words[CURSOR] = nxt
-        offset += slot
-        if offset == end:
-            offset = data
-            stamp += 1
-        if words[WAKE]:
-            self._wake_consumers()
-        return n
+        _ring_next = _ring_n + 1
+        _ring_words[_RING_CURSOR] = _ring_next
+        _ring_at += _ring_slot
+        if _ring_at == _ring_end:
+            _ring_at = _ring_data
+            _ring_lap += 1
+        if _ring_words[_RING_WAKE]:
+            _ring_me()._wake_consumers()
+        return _ring_n
 
     def get_next():
-        return nxt
+        return _ring_next
 
     def set_next(value):
-        nonlocal nxt, offset, stamp
-        nxt = value
-        offset = data + (value & mask) * slot
-        stamp = (value >> shift) + 1
+        nonlocal _ring_next, _ring_at, _ring_lap
+        _ring_next = value
+        _ring_at = _ring_data + (value & _ring_mask) * _ring_slot
+        _ring_lap = (value >> _ring_shift) + 1
 
     def get_limit():
-        return limit
+        return _ring_limit
 
     def set_limit(value):
-        nonlocal limit
-        limit = value
+        nonlocal _ring_limit
+        _ring_limit = value
 
     return publish, get_next, set_next, get_limit, set_limit
 """
@@ -200,7 +208,7 @@ def bind(self, words, buf, mask, slot, data, shift, CURSOR, WAKE, nxt, limit):
             Callable[[], int],
             Callable[[int], None],
         ] = namespace["bind"](
-            self,
+            weakref.ref(self),
             self._words,
             self._view,
             self._mask,
