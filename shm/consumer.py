@@ -31,6 +31,7 @@ import posix_ipc
 
 from shm import header as h
 from shm.barrier import Gate, mask_indexes
+from shm.cells import Cell
 from shm.errors import ConsumerDetachedError, RingError, TornReadError
 from shm.liveness import pid_alive
 from shm.wait import BusySpin, Parker, Sleeper, WaitStrategy, Yielding, post
@@ -58,6 +59,9 @@ def _rejoin(ring: Ring[Any], index: int) -> None:
 
 class Consumer(Generic[T]):
     """One declared consumer of a ring, attached by one process (single-threaded use)."""
+
+    _next = Cell()  # the next sequence to read, in the compiled poll's cell
+    _slow_at = Cell()  # where poll next takes the slow path, likewise
 
     def __init__(
         self,
@@ -127,7 +131,7 @@ class Consumer(Generic[T]):
         )
         start = words[self._seq_word]  # crash-only: resume where the last holder stopped
         # The compiled poll owns the sequence and the slow-path bound in closure cells, as the
-        # producer's publish does; _next and _slow_at are properties over them.
+        # producer's publish does; _next and _slow_at are Cell attributes over them.
         compiled, self._get_next, self._set_next, self._get_slow_at, self._set_slow_at = (
             self._compile_poll(start)
         )
@@ -157,22 +161,6 @@ class Consumer(Generic[T]):
             raise self._torn(n, words[stamp0 + index * slot_words])
         self._next = n + 1
         return item
-
-    @property
-    def _next(self) -> int:
-        return self._get_next()
-
-    @_next.setter
-    def _next(self, value: int) -> None:
-        self._set_next(value)
-
-    @property
-    def _slow_at(self) -> int:
-        return self._get_slow_at()
-
-    @_slow_at.setter
-    def _slow_at(self, value: int) -> None:
-        self._set_slow_at(value)
 
     def _compile_poll(
         self, start: int
