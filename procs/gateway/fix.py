@@ -54,7 +54,9 @@ class FixMessage:
         self.raw = raw
         self.tags = tags
         self.values = values
-        self.fields: dict[int, bytes] = dict(zip(tags, values, strict=True))
+        # Equal lengths by construction (``parse_fields``). Any keyword to zip, strict=False
+        # too, costs ~170 ns here (3% of a parse): the bare call is kept on purpose.
+        self.fields: dict[int, bytes] = dict(zip(tags, values))  # noqa: B905
         self.msg_type: bytes = self.fields.get(35, b"")
         self._pairs: list[tuple[int, bytes]] | None = None
 
