@@ -85,4 +85,8 @@ class OrderFlag:
     """Bits of ``NewOrder.flags``."""
 
     POST_ONLY: Final = 1
-    ALL: Final = 1
+    #: Set by the router, when it gives a market or stop-market buy sent without a price its
+    #: cap (``accounts.py``; gateways never set it): the price is the router's, not the
+    #: client's, and the history shows 0 for it as the live views do.
+    CAPPED: Final = 2
+    ALL: Final = 3

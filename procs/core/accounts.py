@@ -62,7 +62,7 @@ from procs.common.records import (
     ReplaceOrder,
 )
 from procs.common.result_codes import ResultCode
-from procs.common.types import OrdType, Side
+from procs.common.types import OrderFlag, OrdType, Side
 from procs.core import fees
 from procs.core.accounts_state import AccountsState, OrderState
 from procs.core.money import Market
@@ -116,6 +116,18 @@ class Accounts(Settlement):
         self._accounts.add(account)
         return OK
 
+    def untouched(self, account: int) -> bool:
+        """No balance, no hold and no open order: an account as ``create_account`` left it."""
+        return not self._open.get(account) and not any(
+            (account, asset) in self._free or (account, asset) in self._reserved
+            for asset in self.assets
+        )
+
+    def forget_account(self, account: int) -> None:
+        """Drop an ``untouched`` account (``fees.set_fee_account``: the configured seed)."""
+        assert self.untouched(account), f"account {account} holds money or orders"
+        self._accounts.discard(account)
+
     def transfer(self, account: int, asset: int, amount: int, key: int, seq: int = 0) -> ResultCode:
         """Deposit (``amount`` > 0) or withdraw (< 0, at most the free balance), as the
         command of ``seq``; a key used before is DUPLICATE_TRANSFER (``repeat_of`` tells a
@@ -167,7 +179,9 @@ class Accounts(Settlement):
             if price > MAX_TOTAL:
                 return ResultCode.INVALID_PRICE, order  # its cap would not fit the record
             if price > 0:
-                order = msgspec.structs.replace(order, price=price)
+                order = msgspec.structs.replace(
+                    order, price=price, flags=order.flags | OrderFlag.CAPPED
+                )
         if side == _BUY and price <= 0:
             return ResultCode.INVALID_PRICE, order
         if limits and self.max_notional:

@@ -42,7 +42,7 @@ from procs.common.records import (
     Transfer,
     Triggered,
 )
-from procs.common.types import DoneReason, OrdType, Side
+from procs.common.types import DoneReason, OrderFlag, OrdType
 from procs.core.accounts import Accounts
 from procs.dbwriter.copy import BinaryRows, GroupedRows, RowLayout, pg_micros
 
@@ -79,15 +79,12 @@ ORDERS = RowLayout(
         ("size", "int8"), ("remaining", "int8"), ("filled", "int8"), ("status", "int2"),
         ("reject_code", "int4"), ("created_seq", "int8"), ("created", "timestamptz"),
         ("updated_seq", "int8"), ("updated", "timestamptz"), ("flags", "int2"),
+        ("display", "int8"),  # 0008_order_display
     ],
 )  # fmt: skip
 ACCOUNTS = RowLayout(
     "accounts", [("id", "int8"), ("created_seq", "int8"), ("created", "timestamptz")]
 )
-
-#: Order types whose buy carries the router's cap in its price (``accounts.py``).
-_CAPPED = (OrdType.MARKET, OrdType.STOP)
-
 
 _PACK_TRADE: Final = TRADES.row.pack
 
@@ -108,7 +105,7 @@ def to_datetime(ts_ns: int) -> dt.datetime:
 
 class OrderRow(msgspec.Struct, array_like=True):
     """An order as the ``orders`` table has it (field order = ``ORDERS``, less ``updated_seq``
-    and ``updated``, which come before ``flags`` there)."""
+    and ``updated``, which come before ``flags`` and ``display`` there)."""
 
     id: int
     account: int
@@ -126,6 +123,7 @@ class OrderRow(msgspec.Struct, array_like=True):
     created_seq: int
     created_us: int  # pg_micros of the new order's ts
     flags: int = 0  # NewOrder.flags (a snapshot from before it was kept: 0)
+    display: int = 0  # NewOrder.display_qty (likewise)
 
 
 @dataclass
@@ -235,13 +233,13 @@ class Projection:
         kind = type(command)
         if kind is NewOrder:
             new: NewOrder = command  # type: ignore[assignment]
-            # a market or stop-market buy's price is the router's cap, not the client's: 0,
-            # as every live view shows it
-            price = 0 if new.side == Side.BUY and new.ord_type in _CAPPED else new.price
+            # a price the router gave (a market or stop-market buy sent without one: its
+            # cap) is not the client's: 0, as every live view shows it
+            price = 0 if new.flags & OrderFlag.CAPPED else new.price
             order = OrderRow(
                 *(new.order_id, new.account, new.symbol, int(new.side), int(new.ord_type)),
                 *(int(new.tif), price, new.stop_price, new.qty, new.qty, 0, PENDING, 0),
-                *(seq, pg_micros(ts_ns), new.flags),
+                *(seq, pg_micros(ts_ns), new.flags, new.display_qty),
             )
             self.orders[new.order_id] = touched[new.order_id] = order
         elif kind is ReplaceOrder:
@@ -272,8 +270,8 @@ class Projection:
             return
         updated_us = pg_micros(ts_ns)
         for oid, order in touched.items():
-            *fields, flags = msgspec.structs.astuple(order)
-            batch.orders[oid] = (*fields, seq, updated_us, flags)
+            *fields, flags, display = msgspec.structs.astuple(order)
+            batch.orders[oid] = (*fields, seq, updated_us, flags, display)
             self._mark(batch, order, stamp)
             if order.status not in OPEN_STATUSES:
                 self.orders.pop(oid, None)

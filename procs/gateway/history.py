@@ -61,7 +61,7 @@ KLINES: dict[str, tuple[int, int]] = {
 _ORDER_COLUMNS = (
     "id, account_id, symbol_id, side, ord_type, tif, price, stop_price, size, remaining, "
     "filled, status, reject_code, floor(extract(epoch from created) * 1000)::bigint, "
-    "floor(extract(epoch from updated) * 1000)::bigint, flags, updated_seq"
+    "floor(extract(epoch from updated) * 1000)::bigint, flags, updated_seq, display"
 )
 
 
@@ -89,6 +89,7 @@ def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
         "type": row_type(ord_type, row[15]),
         "side": SIDE_NAMES.get(side, str(side)),
         "stopPrice": format_units(stop, pd).decode(),
+        "icebergQty": format_units(row[17], qd).decode(),
         "time": row[13],
         "updateTime": row[14],
         "isWorking": name in ("PENDING_NEW", "NEW", "PARTIALLY_FILLED"),

@@ -421,7 +421,8 @@ def _order_schemas(cfg: RingexConfig) -> Json:
             **_enum([*rp.SIDES, ""]),
             "description": "empty: a cancel's answer for an order this gateway did not follow",
         },
-        "stopPrice": _DEC, "time": _MS, "updateTime": _MS, "isWorking": _BOOL,
+        "stopPrice": _DEC, "icebergQty": _DEC, "time": _MS, "updateTime": _MS,
+        "isWorking": _BOOL,
     })  # fmt: skip
     request = _obj({
         "symbol": _ref("Symbol"), "side": _enum(rp.SIDES), "type": _enum(sorted(rp.TYPES)),

@@ -29,6 +29,9 @@ class Order:
     status: bytes = b"A"  # OrdStatus: pending new until Accepted
     received_ns: int = 0  # when its NewOrderSingle came in (0: restored after a restart)
     time_ns: int = 0  # the exchange's time of its new order (its Accepted's): kept in the log
+    #: the exchange's time of its last fill, replace or trigger (0: none seen since it was
+    #: restored): the REST view's ``updateTime`` of an order placed over FIX
+    updated_ns: int = 0
     #: Its session went away (cancel on disconnect) before it was acknowledged: the account
     #: whose cancel goes out as soon as it is.
     cancel_account: int = 0

@@ -464,6 +464,7 @@ class OrderEntry(OrderReplies, OrderMemory):
             stop = self.by_id.get(triggered.order_id)
             if stop is not None:
                 stop.triggered = True
+                stop.updated_ns = triggered.ts_ns
                 self.touched[stop.ref] = stop
                 exec_id = event_exec_id(b"L", triggered.seq, stop.order_id)
                 self._report(stop, b"L", exec_id=exec_id)
@@ -485,6 +486,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         self.touched[order.ref] = order
         order.price, order.leaves = replaced.price, replaced.qty
         order.qty = order.cum + replaced.qty
+        order.updated_ns = replaced.ts_ns
         # a total at or below what filled: the balance is cancelled, the order filled
         order.status = (b"1" if replaced.qty else b"2") if order.cum else b"0"
         self._report(order, exec_type, extra, event_exec_id(b"R", replaced.seq, order.order_id))
@@ -497,6 +499,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         order.notional += trade.price * trade.qty
         order.leaves = leaves
         order.status = b"2" if leaves == 0 else b"1"
+        order.updated_ns = trade.ts_ns
         self.touched[order.ref] = order
         self.fills += 1
         sym = order.symbol

@@ -66,6 +66,7 @@ class LiveOrder:
     #: False when followed from a database row with fills: the table keeps no notional, so
     #: ``cummulativeQuoteQty`` is null, as the database's own answers show it
     notional_known: bool = True
+    display: int = 0  # an iceberg's shown slice in lots (icebergQty), 0: not an iceberg
 
     @property
     def open(self) -> bool:
@@ -89,6 +90,7 @@ class LiveOrder:
             "type": self.type_name,
             "side": SIDE_NAMES.get(self.side, ""),  # "": a cancel of an order not followed here
             "stopPrice": format_units(self.stop_price, pd).decode(),
+            "icebergQty": format_units(self.display, qd).decode(),
             "time": self.time_ms,
             "updateTime": self.update_ms,
             "isWorking": self.open,
@@ -117,7 +119,7 @@ class LiveOrder:
             self.order_id, self.account, self.symbol.id, self.side, self.type_name, self.tif,
             self.price, self.stop_price, self.qty, self.leaves, self.cum, self.notional,
             self.status, self.client_order_id, self.time_ms, self.update_ms, self.reject,
-            self.ref,
+            self.ref, self.display,
         ]  # fmt: skip
 
     @classmethod
@@ -130,16 +132,19 @@ class LiveOrder:
             return None
         order = cls(values[0], values[1], symbol, *values[3:17])
         order.ref, order.placed = values[17], placed
+        order.display = values[18] if len(values) > 18 else 0  # logs from before it: 0
         return order
 
 
 def from_fix(o: Order, account: int) -> LiveOrder:
     """The API's view of an order placed over FIX on this gateway."""
+    type_name = "LIMIT_MAKER" if o.post_only else TYPE_NAMES.get(o.ord_type, "")
+    placed = o.time_ns or o.received_ns
     return LiveOrder(
-        o.order_id, account, o.symbol, int(o.side), TYPE_NAMES.get(o.ord_type, ""),
-        int(o.tif), o.price, o.stop_price, o.qty, o.leaves, o.cum, o.notional,
-        "PARTIALLY_FILLED" if o.cum else "NEW", o.cl_ord_id.decode("latin-1"),
-        ms(o.time_ns or o.received_ns), ms(o.time_ns or o.received_ns),
+        o.order_id, account, o.symbol, int(o.side), type_name, int(o.tif), o.price,
+        o.stop_price, o.qty, o.leaves, o.cum, o.notional, "PARTIALLY_FILLED" if o.cum else "NEW",
+        o.cl_ord_id.decode("latin-1"), ms(placed), ms(max(o.updated_ns, placed)),
+        display=o.display,
     )  # fmt: skip
 
 
@@ -148,11 +153,11 @@ def from_row(row: tuple[Any, ...], sym: SymbolConfig) -> LiveOrder:
     elsewhere, or before its account was followed here. No clientOrderId (the table keeps
     none); its seq is the row's ``updated_seq``, the journal seq of its last change filed."""
     (oid, account, _sym, side, ord_type, tif, price, stop, size, remaining, filled, status,
-     _code, created_ms, updated_ms, flags, updated_seq) = row[:17]  # fmt: skip
+     _code, created_ms, updated_ms, flags, updated_seq, display) = row[:18]  # fmt: skip
     return LiveOrder(
         oid, account, sym, side, row_type(ord_type, flags), tif, price, stop, size, remaining,
         filled, status=STATUS_NAMES.get(status, str(status)), time_ms=created_ms,
-        update_ms=updated_ms, seq=updated_seq, notional_known=not filled,
+        update_ms=updated_ms, seq=updated_seq, notional_known=not filled, display=display,
     )  # fmt: skip
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from config.schema import AssetConfig
@@ -45,8 +45,8 @@ from procs.gateway.commission import Commissions
 from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.live_trades import LiveTrades
 from procs.gateway.order_ends import OrderEnds
-from procs.gateway.order_log import API_ORDER, GONE, Entry
 from procs.gateway.order_state import Order
+from procs.gateway.rest_order_log import RestOrderLog
 from procs.gateway.rest_order_state import (
     DONE_STATUS,
     LiveOrder,
@@ -64,7 +64,7 @@ from procs.gateway.unfiled_orders import UnfiledOrders
 LEASE_MS = 30_000  # a balance watch's lease; renewed every third of it
 
 
-class RestOrders:
+class RestOrders(RestOrderLog):
     def __init__(
         self,
         gateway: int,
@@ -123,52 +123,6 @@ class RestOrders:
         #: and those no longer kept (finished and past ``keep_done``)
         self._changed: dict[int, LiveOrder] = {}
         self._gone: list[int] = []
-
-    # -- the order log ---------------------------------------------------------------------
-
-    def take_changes(self) -> list[Entry]:
-        """Order-log entries for what changed of the orders placed through this API."""
-        entries: list[Entry] = [(GONE, placed) for placed in self._gone]
-        entries += [(API_ORDER, placed, *o.entry()) for placed, o in self._changed.items()]
-        self._gone.clear()
-        self._changed.clear()
-        return entries
-
-    def dump(self) -> list[Entry]:
-        """Entries for every order placed through this API that is still kept."""
-        return list(self.dump_lazily())
-
-    def dump_lazily(self) -> Iterator[Entry]:
-        """``dump``'s entries for the orders kept now, each made when it is taken, from its
-        state then (``OrderLog.begin_compaction``)."""
-        kept = [o for o in self.done.values() if o.placed]
-        kept += [o for o in self.client_ids.values() if o.placed]
-        return ((API_ORDER, o.placed, *o.entry()) for o in kept)
-
-    def restore(self, entries: dict[int, list[Any]]) -> int:
-        """Take back the orders placed through this API that an order log kept: open ones are
-        followed again and hold their clientOrderIds, one still waiting for the exchange's
-        answer gets it, finished ones answer queries. Returns how many are open or pending."""
-        for placed, values in entries.items():
-            order = LiveOrder.restore(placed, values, self.instruments)
-            if order is None:
-                continue
-            if not order.open:
-                if order.status != "REJECTED":  # as live: a refused order is not kept
-                    self.done[order.order_id] = order
-                continue
-            self.client_ids[order.account, order.client_order_id] = order
-            if order.ref:
-                self.requests[order.ref] = PendingRequest("new", order.account, order)
-            if order.order_id:
-                self.live[order.order_id] = order
-        while len(self.done) > self.keep_done:
-            self.done.popitem(last=False)
-        return len(self.client_ids)
-
-    def _touched(self, order: LiveOrder | None) -> None:
-        if order is not None and order.placed:
-            self._changed[order.placed] = order
 
     # -- interest -----------------------------------------------------------------------------
 
@@ -239,7 +193,7 @@ class RestOrders:
         order = LiveOrder(
             0, account, req.symbol, int(req.side), req.type_name, int(req.tif), req.price,
             req.stop_price, req.qty, req.qty, client_order_id=client_id,
-            time_ms=ms(now_ns), update_ms=ms(now_ns),
+            time_ms=ms(now_ns), update_ms=ms(now_ns), display=req.display_qty,
         )  # fmt: skip
         order.ref = order.placed = ref
         self._touched(order)
@@ -378,7 +332,9 @@ class RestOrders:
             triggered: Triggered = event  # type: ignore[assignment]
             order = self.live.get(triggered.order_id)
             if order is not None:
-                self.unfiled.changed(order, triggered.seq)  # no change shown, but seen
+                order.update_ms = ms(triggered.ts_ns)  # as the writer stamps the row
+                self.unfiled.changed(order, triggered.seq)
+                self._touched(order)
                 self._report(order, "TRIGGERED", triggered.ts_ns)
 
     def _replaced(self, replaced: Replaced) -> None:
@@ -461,7 +417,13 @@ class RestOrders:
             if (order := self.rows.take(account, order_id, trade.seq)) is None:
                 return
             self.live[order_id] = order
-        order.cum += trade.qty
+        # The trade's leaves give the count even when fills were missed (an order followed
+        # from a database row the writer had not brought up to date): those leave the
+        # notional unknown, as a row with fills does.
+        cum = order.qty - leaves
+        if cum != order.cum + trade.qty:
+            order.notional_known = False
+        order.cum = cum
         order.notional += trade.price * trade.qty
         order.leaves = leaves
         order.status = "FILLED" if leaves == 0 else "PARTIALLY_FILLED"

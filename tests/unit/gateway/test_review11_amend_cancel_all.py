@@ -120,7 +120,7 @@ def _open_row(oid: int, account: int, side: Side, price: int, qty: int) -> tuple
     """A ``History`` order row (``_ORDER_COLUMNS``) of an open LIMIT GTC order, unfilled."""
     return (
         oid, account, 1, int(side), int(OrdType.LIMIT), int(TimeInForce.GTC), price, 0, qty,
-        qty, 0, 1, 0, 0, 0, 0, 1,
+        qty, 0, 1, 0, 0, 0, 0, 1, 0,
     )  # fmt: skip
 
 
