@@ -45,6 +45,13 @@ def admin_client(cfg: RingexConfig) -> AdminClient | None:
         return None
 
 
+def _signed(amount: str) -> bool:
+    """An amount with a minus, or a sign after its one optional "+" ("+-5" is -5 to Decimal):
+    a deposit or withdrawal says which way, its amount never does."""
+    text = amount.strip()
+    return text.startswith("-") or text.removeprefix("+").lstrip().startswith(("-", "+"))
+
+
 def _admin_args_refused(cfg: RingexConfig, args: argparse.Namespace) -> tuple[str, int]:
     """Why the arguments of ``args.admin_command`` cannot make a command, and the exit
     status ("", 0 when they can), checked before anything is attached: a typo is not an
@@ -53,7 +60,7 @@ def _admin_args_refused(cfg: RingexConfig, args: argparse.Namespace) -> tuple[st
     command = args.admin_command
     if command == "create-account" and args.account == cfg.risk.fee_account:
         return fee_account_taken(cfg, "create-account"), 2
-    if command in ("deposit", "withdraw") and args.amount.lstrip().startswith("-"):
+    if command in ("deposit", "withdraw") and _signed(args.amount):
         return (f"ringex admin {command}: amount {args.amount} must be positive "
                 "(deposit and withdraw say which way)", 2)  # fmt: skip
     try:

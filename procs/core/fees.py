@@ -77,5 +77,12 @@ def check_schedule(accounts: Accounts, symbol: int, maker_bps: int, taker_bps: i
 
 
 def set_fee_account(accounts: Accounts, account: int) -> None:
+    """Put ``account`` in force as the fee account, creating it if need be. The first one
+    recorded replaces the configured account ``Accounts`` starts with when that one was
+    only the seed (nothing in it): a journal replayed from its start under a config whose
+    fee account has moved since then opens that account where the journal does, not before."""
+    seed = accounts.fee_account if accounts.fee_account_recorded is None else None
     accounts.fee_account = accounts.fee_account_recorded = account
+    if seed is not None and seed != account and accounts.untouched(seed):
+        accounts.forget_account(seed)
     accounts.create_account(account)  # credited from the next trade on; ACCOUNT_EXISTS: fine
