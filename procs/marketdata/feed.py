@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from procs.common.market_snapshots import MarketSnapshots
-from procs.common.records import Heartbeat, Record
+from procs.common.records import BookLevel, Heartbeat, Record, SymbolStatus
 from procs.common.ring_waker import RingWaker, nap_for, settle
 from procs.common.topology import REPLAY_SOURCE
 from procs.core.market.state import MarketState, Update
@@ -40,7 +40,7 @@ log = logging.getLogger("ringex.marketdata")
 
 #: (ring, mark's seq, mark's ts_ns, state) -> the book levels (and symbol status) the state
 #: missed (``reseed.py``).
-Reseed = Callable[[str, int, int, MarketState], list[Record]]
+Reseed = Callable[[str, int, int, MarketState], list[BookLevel | SymbolStatus]]
 
 
 class Feed:
@@ -117,7 +117,7 @@ class Feed:
                     mark: Heartbeat = event
                     if mark.source == REPLAY_SOURCE:  # a matcher (re)started: see reseed.py
                         for level in reseed(consumer.ring.name, mark.counter, mark.ts_ns, state):
-                            process(level, updates)
+                            state.reseed(level, updates)
                     continue
                 process(event, updates)
         now = time.monotonic()

@@ -27,7 +27,7 @@ import msgspec
 
 from config.schema import RingexConfig
 from procs.common.journal import JournalError
-from procs.common.records import BookLevel, Record, RecordCodec, SymbolStatus
+from procs.common.records import BookLevel, RecordCodec, SymbolStatus
 from procs.common.topology import matcher_output
 from procs.common.types import AdminAction, Side, TradingStatus
 from procs.core.book import LevelMap
@@ -60,7 +60,9 @@ class Reseeder:
         self.matchers = {matcher_output(m.name): m.name for m in cfg.matchers}
         self.symbols = {m.name: [cfg.symbol(s).id for s in m.symbols] for m in cfg.matchers}
 
-    def __call__(self, ring: str, seq: int, ts_ns: int, state: MarketState) -> list[Record]:
+    def __call__(
+        self, ring: str, seq: int, ts_ns: int, state: MarketState
+    ) -> list[BookLevel | SymbolStatus]:
         name = self.matchers.get(ring)
         if name is None or not seq:
             return []  # not a matcher's ring, or a matcher that starts from nothing
@@ -85,7 +87,7 @@ class Reseeder:
             )
             return []
         books = matchers[name].books
-        out: list[Record] = [
+        out: list[BookLevel | SymbolStatus] = [
             BookLevel(seq, ts_ns, symbol, side, price, qty, count)
             for symbol in behind
             for side, price, qty, count in level_changes(

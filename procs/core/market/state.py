@@ -122,11 +122,32 @@ class MarketState:
         elif kind is SymbolStatus:
             status: SymbolStatus = event  # type: ignore[assignment]
             market = self.symbols.get(status.symbol)
-            if market is not None and status.seq > market.status.seq:
+            # a change only: the matcher also answers an end of session, or a halt of a
+            # halted symbol, with its status as it was, which is no halt or resume
+            if (
+                market is not None
+                and status.seq > market.status.seq
+                and status.status != market.status.status
+            ):
                 market.status = StatusUpdate(status.symbol, status.status, status.seq, status.ts_ns)
                 market.clock_ns = max(market.clock_ns, status.ts_ns)
                 out.append(market.status)
                 self._saw(status.seq, status.ts_ns)
+
+    def reseed(self, event: BookLevel | SymbolStatus, out: list[Update]) -> None:
+        """Apply a level or status set from a matcher's state at its replay mark
+        (``procs/marketdata/reseed.py``) as ``process`` does, but leave the clocks: the
+        mark's time is the matcher's restart, and the replayed events after it are older
+        (their trades' candles are those of their own time)."""
+        market = self.symbols.get(event.symbol)
+        if market is None:
+            return
+        if isinstance(event, BookLevel):
+            market.book.process(event)
+        elif event.seq > market.status.seq and event.status != market.status.status:
+            market.status = StatusUpdate(event.symbol, event.status, event.seq, event.ts_ns)
+            out.append(market.status)
+        self.last_seq = max(self.last_seq, event.seq)
 
     def _saw(self, seq: int, ts_ns: int) -> None:
         self.last_seq = max(self.last_seq, seq)
