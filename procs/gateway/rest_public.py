@@ -48,6 +48,7 @@ def json_response(value: object, status: int = 200) -> web.Response:
 class PublicRoutes:
     def __init__(self, api: RestApi) -> None:
         self.api = api
+        self._warn_after = 0.0  # when exchangeInfo may log an unreachable market data again
 
     def register(self, router: web.UrlDispatcher) -> None:
         get, v1 = router.add_get, "/api/v1"
@@ -135,7 +136,10 @@ class PublicRoutes:
                     raise ClientError(f"HTTP {reply.status}")
                 rows = msgspec.json.decode(await reply.read(), type=list[_Statuses])
         except (OSError, TimeoutError, ClientError, msgspec.DecodeError) as exc:
-            log.warning("exchangeInfo: market data at %s: %s", self.api.market_url, exc)
+            now = time.monotonic()
+            if now >= self._warn_after:  # once a minute at most: every call may come here
+                self._warn_after = now + 60.0
+                log.warning("exchangeInfo: market data at %s: %s", self.api.market_url, exc)
             return {}
         return {row.symbol: row.status for row in rows}
 
