@@ -8,7 +8,13 @@ keeps the exchange's ``ResultCode`` name and number in its message.
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from procs.common.result_codes import ResultCode
+
+if TYPE_CHECKING:
+    from procs.gateway.limits import RateLimiter
 
 #: General
 UNKNOWN = -1000
@@ -52,3 +58,15 @@ class ApiError(Exception):
 
 def bad_request(code: int, msg: str) -> ApiError:
     return ApiError(400, code, msg)
+
+
+def throttle(limiter: RateLimiter, key: str, what: str) -> None:
+    """429 with the seconds until ``key`` may go on, when it is over ``limiter``'s rate."""
+    retry = limiter.take(key, time.monotonic())
+    if retry:
+        raise ApiError(
+            429,
+            TOO_MANY_REQUESTS,
+            f"too many {what}: the limit is {limiter.rate_per_s:g}/s",
+            retry_after_s=retry,
+        )

@@ -39,7 +39,7 @@ from procs.common.topology import apikeys_path, postgres_dir
 from procs.common.users import UserStore
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
-from procs.gateway.api_errors import ApiError, bad_request
+from procs.gateway.api_errors import ApiError, bad_request, throttle
 from procs.gateway.history import History, order_json
 from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
@@ -48,6 +48,7 @@ from procs.gateway.rest_amend import AmendRoute
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, read_body, repeated
 from procs.gateway.rest_fast import FastHandler, FastLane
 from procs.gateway.rest_history import HistoryRoutes
+from procs.gateway.rest_keys import KeyRoutes
 from procs.gateway.rest_mass_cancel import MassCancelRoute
 from procs.gateway.rest_order_state import LiveOrder, Outcome, balance_json
 from procs.gateway.rest_orders import RestOrders
@@ -70,19 +71,11 @@ R = TypeVar("R", bound=RestRequest)
 #: Refusals of a cancel that must not tell whether someone else's order exists.
 #: Longest a balance request waits for the router to include what this gateway has seen.
 BALANCE_WAIT_S = 1.0
+#: How long a balance request waits for the router's push of a change it saw, before it
+#: asks for a snapshot instead (a push is the same batch's as a rule; a restarted router
+#: has no watches until they are renewed).
+PUSH_WAIT_S = 0.25
 _CORS_HEADERS = ", ".join(("Content-Type", API_KEY, TIMESTAMP, RECV_WINDOW, SIGNATURE))
-
-
-def throttle(limiter: RateLimiter, key: str, what: str) -> None:
-    """429 with the seconds until ``key`` may go on, when it is over ``limiter``'s rate."""
-    retry = limiter.take(key, time.monotonic())
-    if retry:
-        raise ApiError(
-            429,
-            codes.TOO_MANY_REQUESTS,
-            f"too many {what}: the limit is {limiter.rate_per_s:g}/s",
-            retry_after_s=retry,
-        )
 
 
 def history_dsn(cfg: RingexConfig) -> str | None:
@@ -196,11 +189,9 @@ class RestApi:
         app = web.Application(
             middlewares=[self._middleware], client_max_size=self.rest.max_body_bytes
         )
-        for routes in (PublicRoutes, HistoryRoutes, MassCancelRoute, AmendRoute):
+        for routes in (PublicRoutes, HistoryRoutes, MassCancelRoute, AmendRoute, KeyRoutes):
             routes(self).register(app.router)
         get, v1 = app.router.add_get, "/api/v1"
-        app.router.add_post(f"{v1}/apiKey", self.create_key)
-        app.router.add_delete(f"{v1}/apiKey", self.revoke_key)
         app.router.add_post(f"{v1}/order", self.new_order)
         app.router.add_delete(f"{v1}/order", self.cancel_order)
         get(f"{v1}/order", self.query_order)
@@ -393,46 +384,6 @@ class RestApi:
                 503, codes.DISCONNECTED, f"the history database did not answer: {exc}"
             ) from None
 
-    # -- keys -------------------------------------------------------------------------------------
-
-    async def create_key(self, request: web.Request) -> web.Response:
-        throttle(self.login_limits, request.remote or "", f"logins from {request.remote}")
-        if "username" in request.query or "password" in request.query:
-            raise bad_request(
-                codes.ILLEGAL_PARAM,
-                "username and password go in the request body, never in the URL (logs and "
-                "proxies keep URLs)",
-            )
-        params = await self.params(request, rp.CREATE_KEY_PARAMS)
-        username, password = rp.required(params, "username"), rp.required(params, "password")
-        loop = asyncio.get_running_loop()  # scrypt takes tens of ms: off the event loop
-        user = await loop.run_in_executor(None, self.logins.verify, username, password)
-        if user is None:
-            raise ApiError(401, codes.BAD_CREDENTIALS, "wrong username or password")
-        scopes = [s for s in params.get("scopes", "read,trade").split(",") if s]
-        try:
-            key = self.keys.create(user, scopes, params.get("label", ""), evict_oldest=True)
-        except ValueError as exc:
-            raise bad_request(codes.ILLEGAL_PARAM, str(exc)) from None
-        answer: dict[str, Any] = {
-            "apiKey": key.key,
-            "secretKey": key.secret,
-            "scopes": key.scopes,
-            "accountId": key.account,
-            "username": key.comp_id,
-        }
-        if self.keys.evicted is not None:  # at the limit: the oldest key made room
-            answer["revokedApiKey"] = self.keys.evicted.key
-            self.streams.sweep()
-        return json_response(answer)
-
-    async def revoke_key(self, request: web.Request) -> web.Response:
-        key = await self.signed(request, "")  # any valid key may revoke itself
-        await self.params(request, frozenset())  # and only itself: naming another is refused
-        self.keys.revoke(key.key)
-        self.streams.sweep()
-        return json_response({"apiKey": key.key, "revoked": True})
-
     # -- orders -----------------------------------------------------------------------------------
 
     async def new_order(self, request: RestRequest) -> web.Response:
@@ -579,17 +530,22 @@ class RestApi:
 
     async def balances(self, account: int) -> list[dict[str, str]]:
         """The router's balances of ``account``, including every event this gateway has seen
-        for it (read your writes); after ``BALANCE_WAIT_S`` without the router's word, what is
-        known."""
+        for it (read your writes): its push, else after ``PUSH_WAIT_S`` a snapshot asked
+        anew; after ``BALANCE_WAIT_S`` more without the router's word, what is known."""
         known = self.core.account_balances(account)
         if isinstance(known, int):
             try:
-                outcome = await self.wait(known, BALANCE_WAIT_S)
-                known = outcome.balances or {}
-            except ApiError:
-                known = self.core.balances.get(account, {})  # fresh or not
-                if not known:
-                    raise
+                # held: a push is awaited; none held: the first snapshot is
+                held = account in self.core.balances
+                outcome = await self.wait(known, PUSH_WAIT_S if held else BALANCE_WAIT_S)
+            except ApiError:  # no push: the router may have restarted, its watches gone
+                try:
+                    outcome = await self.wait(self.core.renew_watch(account), BALANCE_WAIT_S)
+                except ApiError:
+                    outcome = Outcome(balances=self.core.balances.get(account))  # as known
+                    if not outcome.balances:
+                        raise
+            known = outcome.balances or {}
         return [balance_json(self.core.assets, asset, known) for asset in sorted(known)]
 
 

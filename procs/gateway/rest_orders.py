@@ -62,6 +62,7 @@ from procs.gateway.row_orders import RowOrders
 from procs.gateway.unfiled_orders import UnfiledOrders
 
 LEASE_MS = 30_000  # a balance watch's lease; renewed every third of it
+_ZERO = (0, 0)  # free, reserved of an asset the account does not hold
 
 
 class RestOrders(RestOrderLog):
@@ -264,6 +265,15 @@ class RestOrders(RestOrderLog):
         self.requests[ref] = PendingRequest("balances", account)
         return ref
 
+    def renew_watch(self, account: int) -> int:
+        """Ask the router for ``account``'s balances anew: the ref its snapshot answers. For
+        a balance request whose push never came (a router restarted since, and its watches
+        with it: the snapshot renews the watch too)."""
+        ref = self._watch(account, LEASE_MS)
+        self._watched[account] = time.monotonic()
+        self.requests[ref] = PendingRequest("balances", account)
+        return ref
+
     def abandon(self, ref: int) -> None:
         """The HTTP request gave up waiting (timeout). A new order, cancel, amend or mass
         cancel stays in ``requests``: its answer still comes (a new order's must still turn
@@ -314,7 +324,7 @@ class RestOrders(RestOrderLog):
                     if account in self.interest:
                         self._need[account] = trade.seq
             return
-        if kind is OrderDone or kind is Replaced or kind is Rejected:
+        if kind is OrderDone or kind is Replaced or kind is Rejected or kind is Accepted:
             moved: OrderDone = event  # type: ignore[assignment]
             if moved.seq and moved.account in self.interest:  # the router settles it too
                 self._need[moved.account] = moved.seq
@@ -525,9 +535,10 @@ class RestOrders(RestOrderLog):
                 self.balances[account] = partial
                 if before is not None and account in self.streaming:
                     # a snapshot after a gap (a router restarted: its watches renewed) says
-                    # what moved meanwhile: the stream is told as of a change
+                    # what moved meanwhile: the stream is told as of a change (an asset
+                    # missing is a zero: the router's snapshot lists none)
                     for asset in sorted(set(before) | set(partial)):
-                        if before.get(asset) != partial.get(asset):
+                        if before.get(asset, _ZERO) != partial.get(asset, _ZERO):
                             self.events.append(
                                 (account, "balance", balance_json(self.assets, asset, partial))
                             )
@@ -540,7 +551,14 @@ class RestOrders(RestOrderLog):
         known = self.balances.get(account)
         if known is None:
             return  # a change before the snapshot: the snapshot will have it
-        known[balance.asset] = (balance.free, balance.reserved)
+        # The router pushes what may have moved: only what did is news. A zero is kept as
+        # the router's snapshot keeps it, by its absence, so every view lists the same.
+        value = (balance.free, balance.reserved)
+        moved = known.get(balance.asset, _ZERO) != value
+        if value == _ZERO:
+            known.pop(balance.asset, None)
+        else:
+            known[balance.asset] = value
         self._have[account] = have = max(self._have.get(account, 0), balance.seq)
         if have >= self._need.get(account, 0) and account in self._stale:
             for ref in self._stale.pop(account):
@@ -548,7 +566,7 @@ class RestOrders(RestOrderLog):
                 if request is not None:
                     request.outcome.balances = known
                     self._answered.append(ref)
-        if account in self.streaming:
+        if moved and account in self.streaming:
             data = balance_json(self.assets, balance.asset, known)
             self.events.append((account, "balance", data))
 

@@ -1,0 +1,71 @@
+"""``POST /api/v1/apiKey`` (log in with a username and password, get an API key and its
+secret) and ``DELETE /api/v1/apiKey`` (a key revokes itself; its private streams close).
+
+Logins are rate-limited per client address; the password is checked with scrypt off the
+event loop; a user at ``max_keys_per_user`` gets a new key by revoking its oldest, named in
+the answer (``revokedApiKey``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from procs.gateway import api_errors as codes
+from procs.gateway import rest_params as rp
+from procs.gateway.api_errors import ApiError, bad_request, throttle
+from procs.gateway.rest_public import json_response
+
+if TYPE_CHECKING:
+    from procs.gateway.rest import RestApi
+
+
+class KeyRoutes:
+    def __init__(self, api: RestApi) -> None:
+        self.api = api
+
+    def register(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/api/v1/apiKey", self.create_key)
+        router.add_delete("/api/v1/apiKey", self.revoke_key)
+
+    async def create_key(self, request: web.Request) -> web.Response:
+        api = self.api
+        throttle(api.login_limits, request.remote or "", f"logins from {request.remote}")
+        if "username" in request.query or "password" in request.query:
+            raise bad_request(
+                codes.ILLEGAL_PARAM,
+                "username and password go in the request body, never in the URL (logs and "
+                "proxies keep URLs)",
+            )
+        params = await api.params(request, rp.CREATE_KEY_PARAMS)
+        username, password = rp.required(params, "username"), rp.required(params, "password")
+        loop = asyncio.get_running_loop()  # scrypt takes tens of ms: off the event loop
+        user = await loop.run_in_executor(None, api.logins.verify, username, password)
+        if user is None:
+            raise ApiError(401, codes.BAD_CREDENTIALS, "wrong username or password")
+        scopes = [s for s in params.get("scopes", "read,trade").split(",") if s]
+        try:
+            key = api.keys.create(user, scopes, params.get("label", ""), evict_oldest=True)
+        except ValueError as exc:
+            raise bad_request(codes.ILLEGAL_PARAM, str(exc)) from None
+        answer: dict[str, Any] = {
+            "apiKey": key.key,
+            "secretKey": key.secret,
+            "scopes": key.scopes,
+            "accountId": key.account,
+            "username": key.comp_id,
+        }
+        if api.keys.evicted is not None:  # at the limit: the oldest key made room
+            answer["revokedApiKey"] = api.keys.evicted.key
+            api.streams.sweep()
+        return json_response(answer)
+
+    async def revoke_key(self, request: web.Request) -> web.Response:
+        api = self.api
+        key = await api.signed(request, "")  # any valid key may revoke itself
+        await api.params(request, frozenset())  # and only itself: naming another is refused
+        api.keys.revoke(key.key)
+        api.streams.sweep()
+        return json_response({"apiKey": key.key, "revoked": True})
