@@ -1,12 +1,29 @@
 """FIX order entry's vocabulary: the code tables of OrdType and TimeInForce, the
-CxlRejReason and OrdStatus values it answers with, and the checks and reports of single
-requests that need no state (``orders.py`` holds the state)."""
+OrdRejReason, CxlRejReason and OrdStatus values it answers with, and the checks and reports
+of single requests that need no state (``orders.py`` holds the state)."""
 
 from __future__ import annotations
 
+from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, TimeInForce
 from procs.gateway.fix import FixMessage, field, shown
 from procs.gateway.order_state import Order
+
+#: The exchange's refusals of a new order as FIX 4.4 OrdRejReason (103) has them; others
+#: are 99 (Other) with the code's name in Text (58). FIX 4.4 has no value for a price off
+#: the tick (18, Invalid price increment, came with FIX 5.0).
+ORD_REJ_REASON: dict[ResultCode, int] = {
+    ResultCode.UNKNOWN_SYMBOL: 1,
+    ResultCode.SYMBOL_HALTED: 2,  # Exchange closed
+    ResultCode.INSUFFICIENT_BALANCE: 3,  # Order exceeds limit
+    ResultCode.TOO_MANY_OPEN_ORDERS: 3,
+    ResultCode.NOTIONAL_TOO_LARGE: 3,
+    ResultCode.DUPLICATE_CLIENT_ORDER_ID: 6,
+    ResultCode.INVALID_QTY: 13,  # Incorrect quantity
+    ResultCode.QTY_NOT_ON_LOT: 13,
+    ResultCode.QTY_OUT_OF_RANGE: 13,
+    ResultCode.UNKNOWN_ACCOUNT: 15,
+}
 
 ORD_TYPES = {
     b"1": OrdType.MARKET,

@@ -54,6 +54,7 @@ from procs.gateway.order_fields import (
     CXL_PENDING,
     CXL_TOO_LATE,
     CXL_UNKNOWN,
+    ORD_REJ_REASON,
     ORD_TYPES,
     TIFS,
     differs,
@@ -574,7 +575,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         order.status = b"8"
         order.leaves = 0
         self.rejects += 1
-        reason = 1 if rejected.code == ResultCode.UNKNOWN_SYMBOL else 99
+        reason = ORD_REJ_REASON.get(rejected.code, 99)
         self._report(order, b"8", extra=field(103, reason) + field(58, text))
 
     def answer_mass_cancel(self, ref: int, refused: str | None) -> None:

@@ -67,6 +67,8 @@ class LiveOrder:
     #: ``cummulativeQuoteQty`` is null, as the database's own answers show it
     notional_known: bool = True
     display: int = 0  # an iceberg's shown slice in lots (icebergQty), 0: not an iceberg
+    amend_ref: int = 0  # the ref of an amend of it sent from here and not answered yet
+    triggered: bool = False  # a stop whose trigger came (before it: not on the book)
 
     @property
     def open(self) -> bool:
@@ -93,7 +95,8 @@ class LiveOrder:
             "icebergQty": format_units(self.display, qd).decode(),
             "time": self.time_ms,
             "updateTime": self.update_ms,
-            "isWorking": self.open,
+            # on the book: a stop is not until its trigger
+            "isWorking": self.open and (self.triggered or not self.stop_price),
         }
 
     def report_json(
@@ -119,7 +122,7 @@ class LiveOrder:
             self.order_id, self.account, self.symbol.id, self.side, self.type_name, self.tif,
             self.price, self.stop_price, self.qty, self.leaves, self.cum, self.notional,
             self.status, self.client_order_id, self.time_ms, self.update_ms, self.reject,
-            self.ref, self.display,
+            self.ref, self.display, self.amend_ref,
         ]  # fmt: skip
 
     @classmethod
@@ -133,6 +136,7 @@ class LiveOrder:
         order = cls(values[0], values[1], symbol, *values[3:17])
         order.ref, order.placed = values[17], placed
         order.display = values[18] if len(values) > 18 else 0  # logs from before it: 0
+        order.amend_ref = values[19] if len(values) > 19 else 0
         return order
 
 
@@ -144,7 +148,7 @@ def from_fix(o: Order, account: int) -> LiveOrder:
         o.order_id, account, o.symbol, int(o.side), type_name, int(o.tif), o.price,
         o.stop_price, o.qty, o.leaves, o.cum, o.notional, "PARTIALLY_FILLED" if o.cum else "NEW",
         o.cl_ord_id.decode("latin-1"), ms(placed), ms(max(o.updated_ns, placed)),
-        display=o.display,
+        display=o.display, triggered=o.triggered,
     )  # fmt: skip
 
 

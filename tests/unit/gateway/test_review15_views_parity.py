@@ -65,7 +65,9 @@ async def fix_user(h: Harness, comp_id: str, password: str) -> Client:
 
 
 async def reports(ws: aiohttp.ClientWebSocketResponse, timeout_s: float) -> list[dict[str, Any]]:
-    """The stream's executionReports within ``timeout_s`` (snapshot and balances skipped)."""
+    """The stream's executionReports within ``timeout_s``, and the open orders of its
+    snapshot as such (an order accepted before the subscription is in it, not reported);
+    balances skipped."""
     out: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
@@ -78,6 +80,8 @@ async def reports(ws: aiohttp.ClientWebSocketResponse, timeout_s: float) -> list
         event = json.loads(msg.data)
         if event["event"] == "executionReport":
             out.append(event["data"])
+        elif event["event"] == "snapshot":
+            out += event["data"]["openOrders"]
     return out
 
 
