@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
+from procs.core.resting import RestingOrder
 from procs.gateway.instruments import Instruments
 from procs.gateway.order_log import API_ORDER, GONE, Entry
 from procs.gateway.rest_order_state import LiveOrder, PendingRequest
@@ -62,6 +63,8 @@ class RestOrderLog:
             self.client_ids[order.account, order.client_order_id] = order
             if order.ref:
                 self.requests[order.ref] = PendingRequest("new", order.account, order)
+            if order.amend_ref:  # its answer still comes; a second amend waits for it
+                self.requests[order.amend_ref] = PendingRequest("amend", order.account, order)
             if order.order_id:
                 self.live[order.order_id] = order
         while len(self.done) > self.keep_done:
@@ -71,3 +74,35 @@ class RestOrderLog:
     def _touched(self, order: LiveOrder | None) -> None:
         if order is not None and order.placed:
             self._changed[order.placed] = order
+
+    def reconcile(self, resting: dict[int, RestingOrder], symbols: set[int]) -> tuple[int, int]:
+        """Correct the open orders placed through this API on ``symbols`` from a matcher's
+        books, as ``OrderMemory.reconcile`` does the FIX ones, when a restart over new rings
+        cannot make their missed events again (``resting``: this gateway's live orders by
+        their NewOrder's client_ref, which is an API order's ``placed``). One in a book takes
+        its fills, what is left and its price (the notional of fills it missed is unknown);
+        an acknowledged one not in a book finished meanwhile, how the books cannot say: it is
+        forgotten here, its clientOrderId free, and shown as the database has it. Returns
+        how many were corrected and forgotten."""
+        corrected = forgotten = 0
+        for order in list(self.client_ids.values()):
+            if not order.placed or not order.order_id or order.symbol.id not in symbols:
+                continue
+            found = resting.get(order.placed)
+            if found is None or found.account != order.account:
+                del self.client_ids[order.account, order.client_order_id]
+                self.live.pop(order.order_id, None)
+                self._changed.pop(order.placed, None)
+                self._gone.append(order.placed)
+                forgotten += 1
+                continue
+            left = found.leaves + found.reserve
+            if (found.filled, left, found.price) != (order.cum, order.leaves, order.price):
+                if found.filled != order.cum:
+                    order.notional_known = False
+                order.cum, order.leaves, order.price = found.filled, left, found.price
+                order.qty = order.cum + left
+                order.status = "PARTIALLY_FILLED" if order.cum else "NEW"
+                self._touched(order)
+                corrected += 1
+        return corrected, forgotten

@@ -229,6 +229,8 @@ class RestOrders(RestOrderLog):
         """``order``'s new ``price`` and total ``qty`` (fills included); ``Replaced`` answers."""
         ref = self.next_ref()
         self.requests[ref] = PendingRequest("amend", account, order)
+        order.amend_ref = ref  # logged: a restarted gateway still refuses a second amend
+        self._touched(order)
         self.outgoing.append(
             ReplaceOrder(
                 *(0, time.time_ns(), self.gateway, session, ref, account, order.symbol.id),
@@ -342,6 +344,7 @@ class RestOrders(RestOrderLog):
             triggered: Triggered = event  # type: ignore[assignment]
             order = self.live.get(triggered.order_id)
             if order is not None:
+                order.triggered = True
                 order.update_ms = ms(triggered.ts_ns)  # as the writer stamps the row
                 self.unfiled.changed(order, triggered.seq)
                 self._touched(order)
@@ -385,6 +388,9 @@ class RestOrders(RestOrderLog):
             if request.order is not None and request.order.ref == ref:
                 request.order.ref = 0
                 self._touched(request.order)
+            if request.order is not None and request.order.amend_ref == ref:
+                request.order.amend_ref = 0
+                self._touched(request.order)
         self._answered.clear()
         self.completed += [(ref, Outcome()) for ref in self.ends.take()]
 
@@ -406,6 +412,9 @@ class RestOrders(RestOrderLog):
             fix = self._fix_order_of(accepted)
             if fix is not None:  # placed over FIX here: its ClOrdID, type and tif are known
                 order = from_fix(fix, accepted.account)
+                # as of its acceptance: the FIX side may have taken this batch's fills of it
+                # already, and they come here next (counted once)
+                order.cum = order.notional = 0
             else:
                 order = LiveOrder(
                     accepted.order_id, accepted.account, sym, int(accepted.side), "", 0,
@@ -474,7 +483,9 @@ class RestOrders(RestOrderLog):
                 if old.placed:
                     self._changed.pop(old.placed, None)
                     self._gone.append(old.placed)
-            if done.reason != DoneReason.FILLED:
+            if done.reason == DoneReason.SELF_TRADE:  # the venue's execution type for it
+                self._report(order, "TRADE_PREVENTION", done.ts_ns)
+            elif done.reason != DoneReason.FILLED:
                 self._report(order, order.status, done.ts_ns)
         else:
             self.ends.unfollowed(done)

@@ -7,7 +7,7 @@ A mixin of ``GatewayServer`` (``server.py``), which owns the state it names.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config.edges import GatewayConfig
 from config.schema import RingexConfig
@@ -29,6 +29,9 @@ from procs.gateway.recovery import (
 )
 from shm import Producer
 from shm.consumer import Consumer
+
+if TYPE_CHECKING:
+    from procs.gateway.rest import RestApi
 
 log = logging.getLogger("ringex.gateway")
 
@@ -54,6 +57,8 @@ class GatewayRestart:
     #: events, None: all), while the ring is new and its first events are checked against
     #: it (``_after_new_rings``)
     _awaiting: dict[str, tuple[int, int | None]]
+    _api_waiting: set[int]
+    api: RestApi | None  # the REST API, when the gateway serves one
 
     def _recover(self, now_ns: int) -> dict[str, tuple[int, int]]:
         """Take back what the order log holds; returns the input cursors it logged."""
@@ -63,6 +68,14 @@ class GatewayRestart:
         )
         self.entry.seen.restore(self.seen_log.load())
         self._api_orders = recovered.api_orders  # the REST core, made later, takes them
+        # the refs of its new orders and amends still waiting for an answer (LiveOrder.entry:
+        # ref at 17, amend_ref at 19): as unanswered as the FIX entry's
+        self._api_waiting = {
+            values[k]
+            for values in recovered.api_orders.values()
+            for k in (17, 19)
+            if len(values) > k and values[k]
+        }
         self._handled = dict(recovered.handled)
         self._handled_part = dict(recovered.handled_part)
         current = ring_identities(self.cfg, self.gw.id, self.codec)
@@ -105,6 +118,7 @@ class GatewayRestart:
             command
             for command in (self.codec.decode_slot(image) for image in images)
             if self.entry.unanswered(command.client_ref)  # type: ignore[attr-defined]
+            or command.client_ref in self._api_waiting  # type: ignore[attr-defined]
         ]
         if not waiting:
             return []
@@ -184,6 +198,10 @@ class GatewayRestart:
         changed, forgotten = self.entry.reconcile(resting, symbols)
         for order in changed:
             self.entry.restate(order)
+        if self.api is not None:  # and the API's orders (their stream is told nothing)
+            api_changed, api_forgotten = self.api.core.reconcile(resting, symbols)
+            log.info("API orders on matcher %s: %d corrected, %d finished meanwhile",
+                     matcher, api_changed, api_forgotten)  # fmt: skip
         log.info(
             "orders on matcher %s checked against its books at seq %d (the rings are new): "
             "%d restated with fills or replaces they had missed, %d finished meanwhile",
