@@ -19,7 +19,7 @@ import pytest
 
 from config.schema import DatabaseConfig
 from procs.common.records import NewOrder, ReplaceOrder
-from procs.common.types import OrderFlag, OrdType, Side, StpMode, TimeInForce
+from procs.common.types import OrderFlag, OrdType, Side, TimeInForce
 from procs.core.accounts import Accounts
 from procs.dbwriter.projection import Projection
 from procs.gateway.instruments import Instruments
@@ -30,7 +30,14 @@ from procs.gateway.rest_client import RestClient
 from procs.gateway.rest_order_state import from_fix, ms
 from tests.unit.dbwriter import conftest as db_fixtures
 from tests.unit.gateway.harness import FUNDER, Harness
-from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, rest_exchange, run
+from tests.unit.gateway.rest_rig import (
+    ALICE,
+    LIMIT,
+    bid_elsewhere,
+    client,
+    rest_exchange,
+    run,
+)
 from tests.unit.gateway.unfiled_rig import file_all
 from tests.unit.router.core_rig import BUY, STOP, new_order
 from tests.unit.router.money_rig import CFG, Submit, funded_run
@@ -81,7 +88,7 @@ def test_a_fill_of_an_order_followed_from_a_row_that_missed_a_replace_counts_a_p
         bob = await client(url, "BOB", "bob-pw")
         alice: RestClient | None = None
         try:
-            h.funder.publish_batch([_bid_elsewhere(1, 30)])
+            h.funder.publish_batch([bid_elsewhere(1, 30)])
             oid = await _placed_id(h)
             await file_all(h)  # the bid is filed open, nothing filled
             h.funder.publish_batch(
@@ -110,16 +117,6 @@ def test_a_fill_of_an_order_followed_from_a_row_that_missed_a_replace_counts_a_p
                 await alice.close()
 
     run(h, scenario)
-
-
-def _bid_elsewhere(ref: int, qty: int) -> NewOrder:
-    """ALICE's bid at 100.00 through gateway 0 (another gateway's client, as far as the
-    REST gateway knows)."""
-    return NewOrder(
-        *(0, time.time_ns(), FUNDER, 1, ref, ALICE, 1, 0), side=Side.BUY, ord_type=OrdType.LIMIT,
-        tif=TimeInForce.GTC, flags=0, stp=StpMode.NONE, price=10_000, qty=qty, stop_price=0,
-        display_qty=0,
-    )  # fmt: skip
 
 
 # -- OrderFlag.CAPPED and the writer's price rule ----------------------------------------------

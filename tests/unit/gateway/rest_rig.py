@@ -17,9 +17,11 @@ import msgspec
 
 from config.edges import RestConfig
 from config.schema import DatabaseConfig
+from procs.common.records import NewOrder
+from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
-from tests.unit.gateway.harness import Harness, close_all, config
+from tests.unit.gateway.harness import FUNDER, Client, Harness, close_all, config
 
 ALICE, BOB = 601, 602
 LIMIT: dict[str, Any] = {"symbol": "BTC-USD", "side": "BUY", "type": "LIMIT"}
@@ -148,3 +150,40 @@ async def stream_messages(
             break
         out.append(json.loads(msg.data))
     return out
+
+
+async def fix_user(h: Harness, comp_id: str, password: str) -> Client:
+    """A FIX client of ``comp_id`` logged on to the harness's gateway."""
+    assert h.gateway is not None
+    fix = Client(comp_id)
+    await fix.connect(h.gateway.port)
+    await fix.logon(password)
+    return fix
+
+
+async def reports(ws: aiohttp.ClientWebSocketResponse, timeout_s: float) -> list[dict[str, Any]]:
+    """The stream's executionReports within ``timeout_s``, and the open orders of its
+    snapshot as such (an order accepted before the subscription is in it, not reported);
+    balances skipped."""
+    out: list[dict[str, Any]] = []
+    for event in await stream_messages(ws, timeout_s):
+        if event["event"] == "executionReport":
+            out.append(event["data"])
+        elif event["event"] == "snapshot":
+            out += event["data"]["openOrders"]
+    return out
+
+
+async def order_status(c: RestClient, oid: int) -> dict[str, Any]:
+    """``GET /api/v1/order`` of order ``oid`` on BTC-USD."""
+    return await c.call("GET", "/api/v1/order", symbol="BTC-USD", orderId=oid)  # type: ignore[no-any-return]
+
+
+def bid_elsewhere(ref: int, qty: int) -> NewOrder:
+    """ALICE's bid at 100.00 through gateway 0 (another gateway's client, as far as the
+    REST gateway knows)."""
+    return NewOrder(
+        *(0, time.time_ns(), FUNDER, 1, ref, ALICE, 1, 0), side=Side.BUY, ord_type=OrdType.LIMIT,
+        tif=TimeInForce.GTC, flags=0, stp=StpMode.NONE, price=10_000, qty=qty, stop_price=0,
+        display_qty=0,
+    )  # fmt: skip

@@ -15,24 +15,30 @@ bitcoin; both log on over FIX and REST to the same gateway.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from config.schema import DatabaseConfig
-from procs.common.records import NewOrder
-from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.gateway.history import order_json
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
 from tests.unit.dbwriter import conftest as db_fixtures
-from tests.unit.gateway.harness import FUNDER, Client, Harness, utc
-from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, rest_exchange, run
+from tests.unit.gateway.harness import Harness, utc
+from tests.unit.gateway.rest_rig import (
+    ALICE,
+    LIMIT,
+    bid_elsewhere,
+    client,
+    fix_user,
+    order_status,
+    reports,
+    rest_exchange,
+    run,
+)
 from tests.unit.gateway.unfiled_rig import file_all
 
 ORDER = "/api/v1/order"
@@ -54,39 +60,6 @@ def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
 def db_harness(instance: str, tmp_path: Path, dsn: str) -> Iterator[Harness]:
     """The history in ``dsn``; the writer files only when ``file_all`` says."""
     yield from rest_exchange(instance, tmp_path, DatabaseConfig(dsn=dsn))
-
-
-async def fix_user(h: Harness, comp_id: str, password: str) -> Client:
-    assert h.gateway is not None
-    fix = Client(comp_id)
-    await fix.connect(h.gateway.port)
-    await fix.logon(password)
-    return fix
-
-
-async def reports(ws: aiohttp.ClientWebSocketResponse, timeout_s: float) -> list[dict[str, Any]]:
-    """The stream's executionReports within ``timeout_s``, and the open orders of its
-    snapshot as such (an order accepted before the subscription is in it, not reported);
-    balances skipped."""
-    out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await ws.receive(timeout=left)
-        except TimeoutError:
-            break
-        if msg.type is not aiohttp.WSMsgType.TEXT:
-            break
-        event = json.loads(msg.data)
-        if event["event"] == "executionReport":
-            out.append(event["data"])
-        elif event["event"] == "snapshot":
-            out += event["data"]["openOrders"]
-    return out
-
-
-async def status(c: RestClient, oid: int) -> dict[str, Any]:
-    return await c.call("GET", ORDER, symbol="BTC-USD", orderId=oid)  # type: ignore[no-any-return]
 
 
 # -- order type and instructions shown back --------------------------------------------------
@@ -128,7 +101,11 @@ def test_a_fix_post_only_order_is_shown_as_limit_maker_like_the_same_rest_order(
             while fix_id not in streamed and time.monotonic() < deadline:
                 streamed |= {r["orderId"]: r["type"] for r in await reports(ws, 0.2)}
             await ws.close()
-            seen = (shown[fix_id], (await status(alice, fix_id))["type"], streamed.get(fix_id))
+            seen = (
+                shown[fix_id],
+                (await order_status(alice, fix_id))["type"],
+                streamed.get(fix_id),
+            )
             assert seen == ("LIMIT_MAKER",) * 3, (
                 f"FIX post-only order {fix_id}: openOrders, GET order and the stream say "
                 f"{seen}; the API's LIMIT_MAKER order says {shown[api_bid['orderId']]}"
@@ -155,7 +132,7 @@ def test_an_iceberg_order_shows_its_iceberg_quantity(harness: Harness) -> None:
             placed = await alice.call(
                 "POST", ORDER, **LIMIT, price="91.00", quantity="0.10", icebergQty="0.02"
             )
-            queried = await status(alice, placed["orderId"])
+            queried = await order_status(alice, placed["orderId"])
             shown = (placed.get("icebergQty"), queried.get("icebergQty"))
             assert shown == ("0.02", "0.02"), (shown, placed, queried)
         finally:
@@ -196,7 +173,7 @@ def test_a_fix_order_followed_later_shows_the_time_of_its_last_fill(harness: Har
             fill = await fix.expect("8")
             assert fill.get(150) == b"F", fill
             alice = await client(url, "ALICE", "alice-pw")
-            order = await status(alice, int(ack.get(37)))
+            order = await order_status(alice, int(ack.get(37)))
             assert order["status"] == "PARTIALLY_FILLED", order
             assert order["updateTime"] >= hit["updateTime"], (
                 f"updateTime {order['updateTime']} of a PARTIALLY_FILLED order is before its "
@@ -242,7 +219,7 @@ def test_a_triggered_stop_shows_the_time_it_was_triggered(harness: Harness) -> N
             await ws.close()
             assert len(triggered) == 1, triggered
             when = triggered[0]["eventTime"]
-            now = await status(alice, stop["orderId"])
+            now = await order_status(alice, stop["orderId"])
             assert now["status"] == "NEW" and now["executedQty"] == "0.00", now
             shown = (triggered[0]["updateTime"], now["updateTime"])
             assert min(shown) >= when, (
@@ -281,7 +258,7 @@ def test_a_market_buy_shows_the_same_price_live_and_in_the_history(db_harness: H
                 "POST", ORDER, **BUY, type="MARKET", quantity="0.05", price="150.00"
             )
             assert bought["status"] == "FILLED", bought
-            live = await status(alice, bought["orderId"])
+            live = await order_status(alice, bought["orderId"])
             await file_all(h)
             assert api.history is not None
             row = await api.history.order(ALICE, bought["orderId"])
@@ -295,16 +272,6 @@ def test_a_market_buy_shows_the_same_price_live_and_in_the_history(db_harness: H
             await bob.close()
 
     run(h, scenario)
-
-
-def _bid_elsewhere(ref: int, qty: int) -> NewOrder:
-    """ALICE's bid at 100.00 through gateway 0 (another gateway's client, as far as the
-    REST gateway knows)."""
-    return NewOrder(
-        *(0, time.time_ns(), FUNDER, 1, ref, ALICE, 1, 0), side=Side.BUY, ord_type=OrdType.LIMIT,
-        tif=TimeInForce.GTC, flags=0, stp=StpMode.NONE, price=10_000, qty=qty, stop_price=0,
-        display_qty=0,
-    )  # fmt: skip
 
 
 @pytest.mark.xfail(
@@ -338,7 +305,7 @@ def test_an_order_followed_from_a_row_the_writer_had_not_caught_up_counts_every_
         bob = await client(url, "BOB", "bob-pw")
         alice: RestClient | None = None
         try:
-            h.funder.publish_batch([_bid_elsewhere(1, 30)])
+            h.funder.publish_batch([bid_elsewhere(1, 30)])
             await asyncio.sleep(0.1)
             await file_all(h)  # the bid is filed open, nothing filled
             for _ in range(2):
@@ -351,7 +318,7 @@ def test_an_order_followed_from_a_row_the_writer_had_not_caught_up_counts_every_
                     (listed,) = await alice.call("GET", "/api/v1/openOrders")
                     oid = listed["orderId"]
             assert alice is not None
-            live = await status(alice, oid)
+            live = await order_status(alice, oid)
             await file_all(h)
             trades = await alice.call("GET", "/api/v1/myTrades", symbol="BTC-USD")
             traded = sum(round(float(t["qty"]) * 100) for t in trades if t["orderId"] == oid)

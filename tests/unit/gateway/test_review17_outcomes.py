@@ -13,21 +13,27 @@ bitcoin; both may log on over FIX and REST to the same gateway.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from procs.common.records import AdminCommand, Transfer
 from procs.common.types import AdminAction
 from procs.gateway.rest import RestApi
-from procs.gateway.rest_client import RestClient
-from tests.unit.gateway.harness import BTC, FUNDER, Client, Harness, utc
-from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, rest_exchange, run
+from tests.unit.gateway.harness import BTC, FUNDER, Harness, utc
+from tests.unit.gateway.rest_rig import (
+    ALICE,
+    LIMIT,
+    client,
+    fix_user,
+    order_status,
+    reports,
+    rest_exchange,
+    run,
+)
 
 ORDER = "/api/v1/order"
 SELL = {**LIMIT, "side": "SELL"}
@@ -46,14 +52,6 @@ def give_alice_bitcoin(h: Harness) -> None:
     h.funder_replies.read(64)
 
 
-async def fix_user(h: Harness, comp_id: str, password: str) -> Client:
-    assert h.gateway is not None
-    fix = Client(comp_id)
-    await fix.connect(h.gateway.port)
-    await fix.logon(password)
-    return fix
-
-
 def fix_order(
     cl: str, side: str, qty: str, price: str | None, ord_type: str = "2", tif: str = "1"
 ) -> list[tuple[int, object]]:
@@ -62,27 +60,6 @@ def fix_order(
     if price is not None:
         pairs.append((44, price))
     return pairs
-
-
-async def reports(ws: aiohttp.ClientWebSocketResponse, timeout_s: float) -> list[dict[str, Any]]:
-    """The stream's executionReports within ``timeout_s`` (snapshot and balances skipped)."""
-    out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await ws.receive(timeout=left)
-        except TimeoutError:
-            break
-        if msg.type is not aiohttp.WSMsgType.TEXT:
-            break
-        event = json.loads(msg.data)
-        if event["event"] == "executionReport":
-            out.append(event["data"])
-    return out
-
-
-async def status(c: RestClient, oid: int) -> dict[str, Any]:
-    return await c.call("GET", ORDER, symbol="BTC-USD", orderId=oid)  # type: ignore[no-any-return]
 
 
 def test_a_fix_order_partly_filled_on_arrival_shows_its_fill_once_over_rest(
@@ -109,7 +86,7 @@ def test_a_fix_order_partly_filled_on_arrival_shows_its_fill_once_over_rest(
             ack = await fix.expect("8")
             fill = await fix.expect("8")
             assert (ack.get(150), fill.get(150), fill.get(14)) == (b"0", b"F", b"0.04"), fill
-            seen = await status(alice, int(ack.get(37)))
+            seen = await order_status(alice, int(ack.get(37)))
             got = (seen["status"], seen["executedQty"], seen["cummulativeQuoteQty"])
             assert got == ("PARTIALLY_FILLED", "0.04", "4.0000"), (got, seen)
         finally:
@@ -137,7 +114,7 @@ def test_a_pending_stop_order_is_not_shown_as_working(harness: Harness) -> None:
                 "POST", ORDER, symbol="BTC-USD", side="BUY", type="STOP_LOSS_LIMIT",
                 price="300.00", stopPrice="300.00", quantity="0.01", timeInForce="GTC",
             )  # fmt: skip
-            queried = await status(alice, placed["orderId"])
+            queried = await order_status(alice, placed["orderId"])
             seen = (placed["status"], placed["isWorking"], queried["isWorking"])
             assert seen == ("NEW", False, False), (seen, placed)
         finally:
