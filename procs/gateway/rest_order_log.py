@@ -82,13 +82,18 @@ class RestOrderLog:
         their NewOrder's client_ref, which is an API order's ``placed``). One in a book takes
         its fills, what is left and its price (the notional of fills it missed is unknown);
         an acknowledged one not in a book finished meanwhile, how the books cannot say: it is
-        forgotten here, its clientOrderId free, and shown as the database has it. Returns
-        how many were corrected and forgotten."""
+        forgotten here, its clientOrderId free, and shown as the database has it. An amend
+        in flight is answered by neither (its answer went with the rings): it is dropped, so
+        the next amend is taken. Returns how many were corrected and forgotten."""
         corrected = forgotten = 0
         for order in list(self.client_ids.values()):
             if not order.placed or not order.order_id or order.symbol.id not in symbols:
                 continue
             found = resting.get(order.placed)
+            if order.amend_ref:  # its answer went with the rings: the books have its effect
+                self.requests.pop(order.amend_ref, None)
+                order.amend_ref = 0
+                self._touched(order)
             if found is None or found.account != order.account:
                 del self.client_ids[order.account, order.client_order_id]
                 self.live.pop(order.order_id, None)

@@ -1,7 +1,8 @@
 """``RestOrderLog.reconcile``: after a restart over new rings whose missed events cannot be
 made again, the API's open orders are corrected from the matcher's books, as the FIX ones
 are: one in a book takes its fills, what is left and its price; one no longer there is
-forgotten (its clientOrderId free again) and left to the database."""
+forgotten (its clientOrderId free again) and left to the database; an amend in flight,
+whose answer went with the rings, is dropped."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ def test_the_books_correct_the_apis_open_orders() -> None:
         c.process(accepted(cmd, order_id=7 + k, seq=40 + k))
         placed.append(cmd.client_ref)
     c.end_of_batch()
+    first = c.order(ALICE, 7)
+    assert first is not None
+    c.amend(ALICE, 1, first, 9_950, 200)  # its answer will go with the rings
+    assert c.amending(7)
     resting = {
         placed[0]: RestingOrder(
             order_id=7,
@@ -37,8 +42,7 @@ def test_the_books_correct_the_apis_open_orders() -> None:
         ),
     }  # fmt: skip; the second is no longer in the book
     assert c.reconcile(resting, {SYM.id}) == (1, 1)
-    first = c.order(ALICE, 7)
-    assert first is not None
+    assert not c.amending(7)  # the books have its effect: the next amend is taken
     assert (first.cum, first.leaves, first.qty, first.price, first.status) == (
         80, 120, 200, 9_950, "PARTIALLY_FILLED",
     )  # fmt: skip
