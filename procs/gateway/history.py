@@ -72,6 +72,9 @@ def row_type(ord_type: int, flags: int) -> str:
     return TYPE_NAMES.get(ord_type, "")
 
 
+_STOPS = (OrdType.STOP, OrdType.STOP_LIMIT)
+
+
 def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
     (oid, _acct, _sym, side, ord_type, tif, price, stop, size, _rem, filled, status, _rc) = row[:13]
     pd, qd = sym.price_decimals, sym.qty_decimals
@@ -92,7 +95,10 @@ def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
         "icebergQty": format_units(row[17], qd).decode(),
         "time": row[13],
         "updateTime": row[14],
-        "isWorking": name in ("PENDING_NEW", "NEW", "PARTIALLY_FILLED"),
+        # on the book: a stop with nothing filled is taken as not triggered yet (the row
+        # does not say; the live view, which knows, shows a triggered one as working)
+        "isWorking": name in ("PENDING_NEW", "NEW", "PARTIALLY_FILLED")
+        and not (ord_type in _STOPS and not filled),
     }
 
 

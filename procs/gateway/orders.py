@@ -73,6 +73,7 @@ from procs.gateway.session import Session
 #: reaching its cap: steps of 8 and 20 MB in the 10-minute soak.)
 _SEEN_CLORDIDS = 200_000
 log = logging.getLogger("ringex.gateway")
+_QTY = ("quantity ", "OrderQty")  # how ``_amounts`` begins a fault of OrderQty (38) itself
 #: Mass cancels waiting for the router's verdict, at most (the oldest is forgotten first).
 _MASS_CANCELS_WAITING = 10_000
 
@@ -230,8 +231,8 @@ class OrderEntry(OrderReplies, OrderMemory):
             self._reject_new(session, msg, text, 11)  # unsupported order characteristic
             return
         parsed = self._amounts(msg, sym, ord_type)
-        if isinstance(parsed, str):
-            self._reject_new(session, msg, parsed, 99)
+        if isinstance(parsed, str):  # 13, Incorrect quantity, for OrderQty's own faults
+            self._reject_new(session, msg, parsed, 13 if parsed.startswith(_QTY) else 99)
             return
         price, stop, qty, display = parsed
         flags = OrderFlag.POST_ONLY if instructions else 0

@@ -87,9 +87,19 @@ class RestOrderLog:
         the next amend is taken. Returns how many were corrected and forgotten."""
         corrected = forgotten = 0
         for order in list(self.client_ids.values()):
-            if not order.placed or not order.order_id or order.symbol.id not in symbols:
+            if not order.placed or order.symbol.id not in symbols:
                 continue
             found = resting.get(order.placed)
+            if not order.order_id:  # its Accepted went with the rings, or is yet to come
+                if found is None or found.account != order.account:
+                    continue  # its command may come after the books' seq
+                # in a book: accepted. Its request's HTTP answer died with the old process:
+                # nobody waits for it any more
+                order.order_id, order.status = found.order_id, "NEW"
+                self.live[order.order_id] = order
+                self.requests.pop(order.ref, None)
+                order.ref = 0
+                self._touched(order)
             if order.amend_ref:  # its answer went with the rings: the books have its effect
                 self.requests.pop(order.amend_ref, None)
                 order.amend_ref = 0
@@ -108,6 +118,7 @@ class RestOrderLog:
                 order.cum, order.leaves, order.price = found.filled, left, found.price
                 order.qty = order.cum + left
                 order.status = "PARTIALLY_FILLED" if order.cum else "NEW"
+                order.triggered = order.triggered or order.cum > 0  # a stop that traded
                 self._touched(order)
                 corrected += 1
         return corrected, forgotten

@@ -122,7 +122,7 @@ class LiveOrder:
             self.order_id, self.account, self.symbol.id, self.side, self.type_name, self.tif,
             self.price, self.stop_price, self.qty, self.leaves, self.cum, self.notional,
             self.status, self.client_order_id, self.time_ms, self.update_ms, self.reject,
-            self.ref, self.display, self.amend_ref,
+            self.ref, self.display, self.amend_ref, self.triggered,
         ]  # fmt: skip
 
     @classmethod
@@ -137,6 +137,7 @@ class LiveOrder:
         order.ref, order.placed = values[17], placed
         order.display = values[18] if len(values) > 18 else 0  # logs from before it: 0
         order.amend_ref = values[19] if len(values) > 19 else 0
+        order.triggered = bool(values[20]) if len(values) > 20 else False
         return order
 
 

@@ -38,7 +38,6 @@ from procs.common.records import (
     ReplaceOrder,
     Trade,
     Triggered,
-    WatchBalances,
 )
 from procs.common.types import DoneReason
 from procs.gateway.commission import Commissions
@@ -46,13 +45,13 @@ from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.live_trades import LiveTrades
 from procs.gateway.order_ends import OrderEnds
 from procs.gateway.order_state import Order
+from procs.gateway.rest_balances import LEASE_MS, RestBalances
 from procs.gateway.rest_order_log import RestOrderLog
 from procs.gateway.rest_order_state import (
     DONE_STATUS,
     LiveOrder,
     Outcome,
     PendingRequest,
-    balance_json,
     from_fix,
     generated_id,
     ms,
@@ -61,11 +60,8 @@ from procs.gateway.rest_params import OrderRequest
 from procs.gateway.row_orders import RowOrders
 from procs.gateway.unfiled_orders import UnfiledOrders
 
-LEASE_MS = 30_000  # a balance watch's lease; renewed every third of it
-_ZERO = (0, 0)  # free, reserved of an asset the account does not hold
 
-
-class RestOrders(RestOrderLog):
+class RestOrders(RestOrderLog, RestBalances):
     def __init__(
         self,
         gateway: int,
@@ -109,6 +105,7 @@ class RestOrders(RestOrderLog):
         self._need: dict[int, int] = {}
         self._have: dict[int, int] = {}
         self._stale: dict[int, list[int]] = {}  # account -> refs waiting for fresh balances
+        self._renewing: dict[int, int] = {}  # account -> the ref of its renewal in flight
         self.completed: list[tuple[int, Outcome]] = []
         self._answered: list[int] = []  # refs whose decisive event came in this batch
         #: Accounts with a private stream open: only theirs become events.
@@ -172,14 +169,6 @@ class RestOrders(RestOrderLog):
             del self.live[oid]
         for oid in [oid for oid, o in self.done.items() if o.account == account and not o.placed]:
             del self.done[oid]
-
-    def _watch(self, account: int, lease_ms: int) -> int:
-        ref = self.next_ref()
-        session = self.sessions.get(account, 0)
-        self.outgoing.append(
-            WatchBalances(0, time.time_ns(), self.gateway, session, ref, account, lease_ms)
-        )
-        return ref
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -252,28 +241,6 @@ class RestOrders(RestOrderLog):
         ref = self.next_ref()
         self.requests[ref] = PendingRequest("mass", account)
         self.outgoing.append(MassCancel(0, now_ns, self.gateway, session, ref, account, symbol))
-        return ref
-
-    def account_balances(self, account: int) -> dict[int, tuple[int, int]] | int:
-        """The balances when the router's snapshot is here, else the ref to wait for."""
-        known = self.balances.get(account)
-        if known is not None and self._have.get(account, 0) >= self._need.get(account, 0):
-            return known
-        if known is None:
-            ref = self._watch(account, LEASE_MS)
-        else:  # a push that includes what this gateway saw is on its way
-            ref = self.next_ref()
-            self._stale.setdefault(account, []).append(ref)
-        self.requests[ref] = PendingRequest("balances", account)
-        return ref
-
-    def renew_watch(self, account: int) -> int:
-        """Ask the router for ``account``'s balances anew: the ref its snapshot answers. For
-        a balance request whose push never came (a router restarted since, and its watches
-        with it: the snapshot renews the watch too)."""
-        ref = self._watch(account, LEASE_MS)
-        self._watched[account] = time.monotonic()
-        self.requests[ref] = PendingRequest("balances", account)
         return ref
 
     def abandon(self, ref: int) -> None:
@@ -529,57 +496,6 @@ class RestOrders(RestOrderLog):
             del self.client_ids[key]
         if self.ends:
             self.ends.finished(order.order_id)
-
-    def _balance(self, balance: Balance) -> None:
-        if balance.gateway != self.gateway:
-            return
-        account = balance.account
-        if balance.client_ref:  # part of a snapshot
-            partial = self._snapshot.setdefault(balance.client_ref, {})
-            if balance.asset:
-                partial[balance.asset] = (balance.free, balance.reserved)
-            if not balance.last:
-                return
-            del self._snapshot[balance.client_ref]
-            if account in self.interest or balance.client_ref in self.requests:
-                before = self.balances.get(account)
-                self.balances[account] = partial
-                if before is not None and account in self.streaming:
-                    # a snapshot after a gap (a router restarted: its watches renewed) says
-                    # what moved meanwhile: the stream is told as of a change (an asset
-                    # missing is a zero: the router's snapshot lists none)
-                    for asset in sorted(set(before) | set(partial)):
-                        if before.get(asset, _ZERO) != partial.get(asset, _ZERO):
-                            self.events.append(
-                                (account, "balance", balance_json(self.assets, asset, partial))
-                            )
-            request = self.requests.get(balance.client_ref)
-            if request is not None:
-                request.outcome.balances = partial
-                self._answered.append(balance.client_ref)
-            self._have[account] = max(self._have.get(account, 0), balance.seq)
-            return
-        known = self.balances.get(account)
-        if known is None:
-            return  # a change before the snapshot: the snapshot will have it
-        # The router pushes what may have moved: only what did is news. A zero is kept as
-        # the router's snapshot keeps it, by its absence, so every view lists the same.
-        value = (balance.free, balance.reserved)
-        moved = known.get(balance.asset, _ZERO) != value
-        if value == _ZERO:
-            known.pop(balance.asset, None)
-        else:
-            known[balance.asset] = value
-        self._have[account] = have = max(self._have.get(account, 0), balance.seq)
-        if have >= self._need.get(account, 0) and account in self._stale:
-            for ref in self._stale.pop(account):
-                request = self.requests.get(ref)
-                if request is not None:
-                    request.outcome.balances = known
-                    self._answered.append(ref)
-        if moved and account in self.streaming:
-            data = balance_json(self.assets, balance.asset, known)
-            self.events.append((account, "balance", data))
 
     def _report(
         self, order: LiveOrder, exec_type: str, ts_ns: int, fill: dict[str, Any] | None = None

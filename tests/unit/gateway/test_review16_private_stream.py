@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 
 from procs.gateway.rest import RestApi
+from procs.gateway.rest_balances import LEASE_MS
 from procs.gateway.rest_client import RestClient
-from procs.gateway.rest_orders import LEASE_MS
 from procs.router.main import RouterShell
 from tests.unit.gateway.harness import Harness
 from tests.unit.gateway.rest_rig import client, rest_exchange, run

@@ -1,0 +1,140 @@
+"""The REST API's balances: the router's snapshot of an account, then its pushes, kept
+while the account is of interest, and the answers of balance requests (read your writes:
+an answer includes what the requests answered before it moved).
+
+A mixin of ``RestOrders`` (``rest_orders.py``). The router pushes every balance that may
+have moved; only what did becomes a private-stream event. A zero is kept as the router's
+snapshot keeps it, by its absence. A request whose push does not come asks for a snapshot
+anew (``renew_watch``, one in flight per account): a restarted router has no watches until
+they are renewed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from config.schema import AssetConfig
+from procs.common.records import Balance, Record, WatchBalances
+from procs.gateway.rest_order_state import PendingRequest, balance_json
+
+LEASE_MS = 30_000  # a balance watch's lease; renewed every third of it
+_ZERO = (0, 0)  # free, reserved of an asset the account does not hold
+
+
+class RestBalances:
+    gateway: int
+    assets: dict[int, AssetConfig]
+    outgoing: list[Record]
+    next_ref: Callable[[], int]
+    interest: dict[int, float]
+    sessions: dict[int, int]
+    requests: dict[int, PendingRequest]
+    streaming: set[int]
+    events: list[tuple[int, str, dict[str, Any]]]
+    balances: dict[int, dict[int, tuple[int, int]]]
+    _snapshot: dict[int, dict[int, tuple[int, int]]]
+    _watched: dict[int, float]
+    _need: dict[int, int]
+    _have: dict[int, int]
+    _stale: dict[int, list[int]]
+    _renewing: dict[int, int]
+    _answered: list[int]
+
+    def _watch(self, account: int, lease_ms: int) -> int:
+        ref = self.next_ref()
+        session = self.sessions.get(account, 0)
+        self.outgoing.append(
+            WatchBalances(0, time.time_ns(), self.gateway, session, ref, account, lease_ms)
+        )
+        return ref
+
+    def account_balances(self, account: int) -> dict[int, tuple[int, int]] | int:
+        """The balances when the router's snapshot is here, else the ref to wait for."""
+        known = self.balances.get(account)
+        if known is not None and self._have.get(account, 0) >= self._need.get(account, 0):
+            return known
+        if known is None:
+            ref = self._watch(account, LEASE_MS)
+        else:  # a push that includes what this gateway saw is on its way
+            ref = self.next_ref()
+            self._stale.setdefault(account, []).append(ref)
+        self.requests[ref] = PendingRequest("balances", account)
+        return ref
+
+    def renew_watch(self, account: int) -> int:
+        """Ask the router for ``account``'s balances anew, for a balance request whose push
+        never came (a router restarted since, and its watches with it: the snapshot renews
+        the watch too); the ref to wait for. One renewal at a time per account: a request
+        while one is in flight waits for its snapshot (or a push) with the others."""
+        ref = self.next_ref()
+        self.requests[ref] = PendingRequest("balances", account)
+        pending = self._renewing.get(account)
+        if pending is None or pending not in self.requests:  # none in flight: send one
+            self._renewing[account] = ref
+            session = self.sessions.get(account, 0)
+            self.outgoing.append(
+                WatchBalances(0, time.time_ns(), self.gateway, session, ref, account, LEASE_MS)
+            )
+            self._watched[account] = time.monotonic()
+        else:
+            self._stale.setdefault(account, []).append(ref)
+        return ref
+
+    def _balance(self, balance: Balance) -> None:
+        if balance.gateway != self.gateway:
+            return
+        account = balance.account
+        if balance.client_ref:  # part of a snapshot
+            partial = self._snapshot.setdefault(balance.client_ref, {})
+            if balance.asset:
+                partial[balance.asset] = (balance.free, balance.reserved)
+            if not balance.last:
+                return
+            del self._snapshot[balance.client_ref]
+            if account in self.interest or balance.client_ref in self.requests:
+                before = self.balances.get(account)
+                self.balances[account] = partial
+                if before is not None and account in self.streaming:
+                    # a snapshot after a gap (a router restarted: its watches renewed) says
+                    # what moved meanwhile: the stream is told as of a change (an asset
+                    # missing is a zero: the router's snapshot lists none)
+                    for asset in sorted(set(before) | set(partial)):
+                        if before.get(asset, _ZERO) != partial.get(asset, _ZERO):
+                            self.events.append(
+                                (account, "balance", balance_json(self.assets, asset, partial))
+                            )
+            request = self.requests.get(balance.client_ref)
+            if request is not None:
+                request.outcome.balances = partial
+                self._answered.append(balance.client_ref)
+            self._have[account] = max(self._have.get(account, 0), balance.seq)
+            if self._renewing.get(account) == balance.client_ref:  # those waiting with it
+                del self._renewing[account]
+                for ref in self._stale.pop(account, []):
+                    if (waiting := self.requests.get(ref)) is not None:
+                        waiting.outcome.balances = partial
+                        self._answered.append(ref)
+            return
+        known = self.balances.get(account)
+        if known is None:
+            return  # a change before the snapshot: the snapshot will have it
+        # The router pushes what may have moved: only what did is news. A zero is kept as
+        # the router's snapshot keeps it, by its absence, so every view lists the same.
+        value = (balance.free, balance.reserved)
+        moved = known.get(balance.asset, _ZERO) != value
+        if value == _ZERO:
+            known.pop(balance.asset, None)
+        else:
+            known[balance.asset] = value
+        self._have[account] = have = max(self._have.get(account, 0), balance.seq)
+        if have >= self._need.get(account, 0) and account in self._stale:
+            for ref in self._stale.pop(account):
+                request = self.requests.get(ref)
+                if request is not None:
+                    request.outcome.balances = known
+                    self._answered.append(ref)
+        if moved and account in self.streaming:
+            data = balance_json(self.assets, balance.asset, known)
+            self.events.append((account, "balance", data))
