@@ -4,6 +4,8 @@ of single requests that need no state (``orders.py`` holds the state)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, TimeInForce
 from procs.gateway.fix import FixMessage, field, shown
@@ -24,6 +26,15 @@ ORD_REJ_REASON: dict[ResultCode, int] = {
     ResultCode.QTY_OUT_OF_RANGE: 13,
     ResultCode.UNKNOWN_ACCOUNT: 15,
 }
+
+
+class Fault(NamedTuple):
+    """Why an order's fields do not make an order: the text, and the OrdRejReason (103) a
+    new order's refusal carries (99, Other, unless FIX 4.4 has a value for it)."""
+
+    text: str
+    reason: int = 99
+
 
 ORD_TYPES = {
     b"1": OrdType.MARKET,

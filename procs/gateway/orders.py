@@ -57,6 +57,7 @@ from procs.gateway.order_fields import (
     ORD_REJ_REASON,
     ORD_TYPES,
     TIFS,
+    Fault,
     differs,
     mass_report,
     rested,
@@ -73,7 +74,6 @@ from procs.gateway.session import Session
 #: reaching its cap: steps of 8 and 20 MB in the 10-minute soak.)
 _SEEN_CLORDIDS = 200_000
 log = logging.getLogger("ringex.gateway")
-_QTY = ("quantity ", "OrderQty")  # how ``_amounts`` begins a fault of OrderQty (38) itself
 #: Mass cancels waiting for the router's verdict, at most (the oldest is forgotten first).
 _MASS_CANCELS_WAITING = 10_000
 
@@ -231,8 +231,8 @@ class OrderEntry(OrderReplies, OrderMemory):
             self._reject_new(session, msg, text, 11)  # unsupported order characteristic
             return
         parsed = self._amounts(msg, sym, ord_type)
-        if isinstance(parsed, str):  # 13, Incorrect quantity, for OrderQty's own faults
-            self._reject_new(session, msg, parsed, 13 if parsed.startswith(_QTY) else 99)
+        if isinstance(parsed, Fault):
+            self._reject_new(session, msg, parsed.text, parsed.reason)
             return
         price, stop, qty, display = parsed
         flags = OrderFlag.POST_ONLY if instructions else 0
@@ -266,37 +266,38 @@ class OrderEntry(OrderReplies, OrderMemory):
 
     def _amounts(
         self, msg: FixMessage, sym: SymbolConfig, ord_type: OrdType
-    ) -> tuple[int, int, int, int] | str:
-        """Price, stop price, quantity and display quantity in units, or why not."""
+    ) -> tuple[int, int, int, int] | Fault:
+        """Price, stop price, quantity and display quantity in units, or why not (with the
+        OrdRejReason a new order's refusal carries: 13 for OrderQty's own faults)."""
         f = msg.fields
         if 38 not in f:
-            return "OrderQty (38) is required"
+            return Fault("OrderQty (38) is required", 13)
         qty = qty_lots(f[38], sym)
         if isinstance(qty, str):
-            return qty
+            return Fault(qty, 13)
         price: int | str = 0
         if ord_type in (OrdType.LIMIT, OrdType.STOP_LIMIT):
             if 44 not in f:
-                return f"Price (44) is required for OrdType {f[40].decode()}"
+                return Fault(f"Price (44) is required for OrdType {f[40].decode()}")
             price = price_ticks(f[44], sym)
         elif 44 in f:  # a market order's worst price
             price = price_ticks(f[44], sym)
         if isinstance(price, str):
-            return price
+            return Fault(price)
         stop: int | str = 0
         if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
             if 99 not in f:
-                return f"StopPx (99) is required for OrdType {f[40].decode()}"
+                return Fault(f"StopPx (99) is required for OrdType {f[40].decode()}")
             stop = price_ticks(f[99], sym)
             if isinstance(stop, str):
-                return stop.replace("price", "StopPx", 1)
+                return Fault(stop.replace("price", "StopPx", 1))
         display = qty_lots(f[111], sym) if 111 in f else 0
         if isinstance(display, str):
-            return display.replace("quantity", "MaxFloor", 1)
+            return Fault(display.replace("quantity", "MaxFloor", 1))
         if display > qty:
-            return f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}"
+            return Fault(f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}")
         if display and -(-qty // display) > sym.iceberg_parts:
-            return (
+            return Fault(
                 f"MaxFloor {shown(f[111])} cuts OrderQty {shown(f[38])} into "
                 f"{-(-qty // display)} parts, at most {sym.iceberg_parts}"
             )
@@ -344,8 +345,8 @@ class OrderEntry(OrderReplies, OrderMemory):
             )  # fmt: skip
             return
         parsed = self._amounts(msg, sym, ORD_TYPES[f[40]])
-        if isinstance(parsed, str):
-            self._cancel_reject(session, msg, order, parsed)
+        if isinstance(parsed, Fault):
+            self._cancel_reject(session, msg, order, parsed.text)
             return
         price, _stop, qty, display = parsed
         if display != order.display:

@@ -56,31 +56,35 @@ class RestBalances:
         if known is not None and self._have.get(account, 0) >= self._need.get(account, 0):
             return known
         if known is None:
-            ref = self._watch(account, LEASE_MS)
-        else:  # a push that includes what this gateway saw is on its way
-            ref = self.next_ref()
-            self._stale.setdefault(account, []).append(ref)
-        self.requests[ref] = PendingRequest("balances", account)
-        return ref
+            return self._balance_request(account, self._watch(account, LEASE_MS))
+        return self._waiting(account)  # a push that includes what this gateway saw comes
 
     def renew_watch(self, account: int) -> int:
         """Ask the router for ``account``'s balances anew, for a balance request whose push
         never came (a router restarted since, and its watches with it: the snapshot renews
         the watch too); the ref to wait for. One renewal at a time per account: a request
         while one is in flight waits for its snapshot (or a push) with the others."""
-        ref = self.next_ref()
-        self.requests[ref] = PendingRequest("balances", account)
-        pending = self._renewing.get(account)
-        if pending is None or pending not in self.requests:  # none in flight: send one
-            self._renewing[account] = ref
-            session = self.sessions.get(account, 0)
-            self.outgoing.append(
-                WatchBalances(0, time.time_ns(), self.gateway, session, ref, account, LEASE_MS)
-            )
-            self._watched[account] = time.monotonic()
-        else:
-            self._stale.setdefault(account, []).append(ref)
+        if self._renewing.get(account) in self.requests:
+            return self._waiting(account)
+        ref = self._renewing[account] = self._watch(account, LEASE_MS)
+        self._watched[account] = time.monotonic()
+        return self._balance_request(account, ref)
+
+    def _waiting(self, account: int) -> int:
+        """A balance request answered by the account's next push or renewal snapshot."""
+        ref = self._balance_request(account, self.next_ref())
+        self._stale.setdefault(account, []).append(ref)
         return ref
+
+    def _balance_request(self, account: int, ref: int) -> int:
+        self.requests[ref] = PendingRequest("balances", account)
+        return ref
+
+    def _answer_waiting(self, account: int, balances: dict[int, tuple[int, int]]) -> None:
+        for ref in self._stale.pop(account, []):
+            if (request := self.requests.get(ref)) is not None:
+                request.outcome.balances = balances
+                self._answered.append(ref)
 
     def _balance(self, balance: Balance) -> None:
         if balance.gateway != self.gateway:
@@ -112,10 +116,7 @@ class RestBalances:
             self._have[account] = max(self._have.get(account, 0), balance.seq)
             if self._renewing.get(account) == balance.client_ref:  # those waiting with it
                 del self._renewing[account]
-                for ref in self._stale.pop(account, []):
-                    if (waiting := self.requests.get(ref)) is not None:
-                        waiting.outcome.balances = partial
-                        self._answered.append(ref)
+                self._answer_waiting(account, partial)
             return
         known = self.balances.get(account)
         if known is None:
@@ -129,12 +130,8 @@ class RestBalances:
         else:
             known[balance.asset] = value
         self._have[account] = have = max(self._have.get(account, 0), balance.seq)
-        if have >= self._need.get(account, 0) and account in self._stale:
-            for ref in self._stale.pop(account):
-                request = self.requests.get(ref)
-                if request is not None:
-                    request.outcome.balances = known
-                    self._answered.append(ref)
+        if have >= self._need.get(account, 0):
+            self._answer_waiting(account, known)
         if moved and account in self.streaming:
             data = balance_json(self.assets, balance.asset, known)
             self.events.append((account, "balance", data))

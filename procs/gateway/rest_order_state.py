@@ -125,6 +125,11 @@ class LiveOrder:
             self.ref, self.display, self.amend_ref, self.triggered,
         ]  # fmt: skip
 
+    @staticmethod
+    def waiting_refs(values: list[Any]) -> list[int]:
+        """The refs of the new order and amend an ``entry`` says wait for an answer."""
+        return [values[k] for k in (17, 19) if len(values) > k and values[k]]
+
     @classmethod
     def restore(cls, placed: int, values: list[Any], instruments: Instruments) -> LiveOrder | None:
         """The order an ``entry`` describes; None when its symbol is no longer configured."""

@@ -27,6 +27,7 @@ from procs.gateway.recovery import (
     ring_identities,
     rings_replaced,
 )
+from procs.gateway.rest_order_state import LiveOrder
 from shm import Producer
 from shm.consumer import Consumer
 
@@ -68,13 +69,12 @@ class GatewayRestart:
         )
         self.entry.seen.restore(self.seen_log.load())
         self._api_orders = recovered.api_orders  # the REST core, made later, takes them
-        # the refs of its new orders and amends still waiting for an answer (LiveOrder.entry:
-        # ref at 17, amend_ref at 19): as unanswered as the FIX entry's
+        # the refs of its new orders and amends still waiting for an answer: as unanswered
+        # as the FIX entry's
         self._api_waiting = {
-            values[k]
+            ref
             for values in recovered.api_orders.values()
-            for k in (17, 19)
-            if len(values) > k and values[k]
+            for ref in LiveOrder.waiting_refs(values)
         }
         self._handled = dict(recovered.handled)
         self._handled_part = dict(recovered.handled_part)

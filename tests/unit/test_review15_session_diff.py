@@ -12,7 +12,6 @@ import collections
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -35,6 +34,7 @@ from tests.unit.gateway.rest_rig import (
     LIMIT,
     bid_elsewhere,
     client,
+    order_status,
     rest_exchange,
     run,
 )
@@ -54,10 +54,6 @@ dsn = db_fixtures.dsn
 def db_harness(instance: str, tmp_path: Path, dsn: str) -> Iterator[Harness]:
     """The history in ``dsn``; the writer files only when ``file_all`` says."""
     yield from rest_exchange(instance, tmp_path, DatabaseConfig(dsn=dsn))
-
-
-async def _status(c: RestClient, oid: int) -> dict[str, Any]:
-    return await c.call("GET", ORDER, symbol="BTC-USD", orderId=oid)  # type: ignore[no-any-return]
 
 
 async def _placed_id(h: Harness) -> int:
@@ -102,7 +98,7 @@ def test_a_fill_of_an_order_followed_from_a_row_that_missed_a_replace_counts_a_p
                 "POST", ORDER, **SELL, price="100.00", quantity="0.10", timeInForce="IOC"
             )
             assert hit["status"] == "FILLED", hit
-            live = await _status(alice, oid)
+            live = await order_status(alice, oid)
             await file_all(h)
             trades = await alice.call("GET", "/api/v1/myTrades", symbol="BTC-USD")
             traded = sum(round(float(t["qty"]) * 100) for t in trades if t["orderId"] == oid)
