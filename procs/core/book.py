@@ -214,14 +214,16 @@ class Book(OrderChecks, ABC):
         problem = self._check_order(cmd)
         if problem is not None:
             return [_reject(cmd, problem)]
-        events: list[Record] = [
-            Accepted(*_header(cmd), side=cmd.side, price=cmd.price, qty=cmd.qty)
-        ]
+        accepted = Accepted(
+            cmd.seq, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account,
+            cmd.symbol, cmd.order_id, cmd.side, cmd.price, cmd.qty,
+        )  # fmt: skip
+        events: list[Record] = [accepted]
         order = RestingOrder(
-            *(cmd.order_id, cmd.account, cmd.side, cmd.price, cmd.qty, 0, 0),
-            *(cmd.gateway, cmd.session, cmd.client_ref, cmd.tif, cmd.stp, cmd.display_qty, 0),
-            *(cmd.ord_type, cmd.stop_price, bool(cmd.flags & OrderFlag.POST_ONLY)),
-        )
+            cmd.order_id, cmd.account, cmd.side, cmd.price, cmd.qty, 0, 0,
+            cmd.gateway, cmd.session, cmd.client_ref, cmd.tif, cmd.stp, cmd.display_qty, 0,
+            cmd.ord_type, cmd.stop_price, bool(cmd.flags & OrderFlag.POST_ONLY),
+        )  # fmt: skip
         if cmd.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
             order.arrival = self.next_arrival
             self.next_arrival += 1
@@ -491,10 +493,10 @@ class Book(OrderChecks, ABC):
         mass cancel): the resting order's own routing header, so its owner's gateway gets the
         report."""
         return OrderDone(
-            *(cmd.seq, cmd.ts_ns, order.gateway, order.session, order.client_ref),
-            *(order.account, self.spec.symbol, order.order_id, reason, order.filled),
+            cmd.seq, cmd.ts_ns, order.gateway, order.session, order.client_ref,
+            order.account, self.spec.symbol, order.order_id, reason, order.filled,
             order.leaves + order.reserve,
-        )
+        )  # fmt: skip
 
     def _remove(self, order: RestingOrder) -> None:
         self._unlink(order)
@@ -504,11 +506,11 @@ class Book(OrderChecks, ABC):
         self, cmd: OrderRecord, maker: RestingOrder, taker: RestingOrder, fill: int
     ) -> Trade:
         trade = Trade(
-            *(cmd.seq, cmd.ts_ns, self.next_trade_id, self.spec.symbol, maker.price, fill),
-            *(taker.side, maker.order_id, maker.account, maker.gateway),
-            *(maker.leaves + maker.reserve, taker.order_id, taker.account, taker.gateway),
+            cmd.seq, cmd.ts_ns, self.next_trade_id, self.spec.symbol, maker.price, fill,
+            taker.side, maker.order_id, maker.account, maker.gateway,
+            maker.leaves + maker.reserve, taker.order_id, taker.account, taker.gateway,
             taker.leaves,
-        )
+        )  # fmt: skip
         self.next_trade_id += 1
         return trade
 

@@ -39,9 +39,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import NoReturn
-
-from sortedcontainers import SortedList
 
 from procs.common.records import (
     Accepted,
@@ -53,139 +50,25 @@ from procs.common.records import (
     Record,
     Replaced,
     ReplaceOrder,
+    Trade,
 )
 from procs.common.types import DoneReason, OrdType, Side, StpMode, TimeInForce
 from procs.core.book import Book
+from procs.core.book_side import INF, BookSide, CountedOrders, Level
+from procs.core.order_checks import RESTS as _RESTS
+from procs.core.order_events import done as _done
 from procs.core.resting import RestingOrder
 from procs.core.symbols import SymbolSpec
-
-INF = 1 << 63  # the best key of an empty side: above every int64 price, so none crosses it
-SWEEP_AT = 1024  # empty levels kept before a sweep is considered
 
 _BUY = Side.BUY
 _LIMIT = OrdType.LIMIT
 _IOC = TimeInForce.IOC
 _FOK = TimeInForce.FOK
+_SELL = Side.SELL
+_PROTECTED = (OrdType.MARKET, OrdType.STOP)  # takers whose price is a protection limit
 _CANCELLED = DoneReason.CANCELLED
 _EXPIRED = DoneReason.EXPIRED
-
-
-class CountedOrders(dict[int, RestingOrder]):
-    """A level's orders (by id, in arrival order) that also keep ``accounts``: how many of
-    them each account has, no account listed with 0. Only ``[]=`` and ``del`` change a
-    level's orders; the other ways to change a dict are refused, since they would not
-    count."""
-
-    __slots__ = ("accounts",)
-
-    def __init__(self, orders: dict[int, RestingOrder]) -> None:
-        super().__init__(orders)
-        self.accounts: dict[int, int] = {}
-        for order in orders.values():
-            self.accounts[order.account] = self.accounts.get(order.account, 0) + 1
-
-    def __setitem__(self, oid: int, order: RestingOrder) -> None:
-        if oid in self:
-            raise KeyError(f"order {oid} already rests in this level")
-        dict.__setitem__(self, oid, order)
-        self.accounts[order.account] = self.accounts.get(order.account, 0) + 1
-
-    def __delitem__(self, oid: int) -> None:
-        account = self[oid].account
-        dict.__delitem__(self, oid)
-        count = self.accounts[account]
-        if count == 1:
-            del self.accounts[account]
-        else:
-            self.accounts[account] = count - 1
-
-    def _uncounted(self, *args: object, **kwargs: object) -> NoReturn:
-        raise TypeError("a level's orders change only by [] and del, which keep the counts")
-
-    pop = popitem = clear = update = setdefault = __ior__ = _uncounted
-
-
-class Level:
-    """One price's orders in arrival order (a plain dict until ``rests`` is first asked,
-    then ``CountedOrders``), ``qty`` their visible leaves, ``reserve`` their icebergs'
-    hidden rest."""
-
-    __slots__ = ("orders", "price", "qty", "reserve")
-
-    def __init__(self, price: int) -> None:
-        self.price = price
-        self.orders: dict[int, RestingOrder] = {}  # arrival order
-        self.qty = 0
-        self.reserve = 0
-
-    def rests(self, account: int) -> bool:
-        """Whether ``account`` has an order here. The first call counts the orders, and
-        from then on the orders keep the count."""
-        orders = self.orders
-        if not isinstance(orders, CountedOrders):
-            self.orders = orders = CountedOrders(orders)
-        return account in orders.accounts
-
-
-class BookSide:
-    """One side's levels: ``keys`` sorted best first, ``levels`` by key, ``best`` the first
-    key with orders (``INF`` if none), ``empty`` how many listed levels have no orders."""
-
-    __slots__ = ("best", "empty", "keys", "levels")
-
-    def __init__(self) -> None:
-        self.keys: SortedList[int] = SortedList()
-        self.levels: dict[int, Level] = {}
-        self.best = INF
-        self.empty = 0
-
-    def add(self, key: int, order: RestingOrder) -> Level:
-        """Append ``order`` to the level at ``key`` (made if missing)."""
-        level = self.levels.get(key)
-        if level is None:
-            level = self.levels[key] = Level(order.price)
-            self.keys.add(key)
-        elif not level.orders:
-            self.empty -= 1
-        level.orders[order.order_id] = order
-        level.qty += order.leaves  # an iceberg's reserve: the caller's (inline paths rest none)
-        if key < self.best:  # noqa: PLR1730  (min() costs a call on the hot path)
-            self.best = key
-        return level
-
-    def emptied(self, key: int) -> None:
-        """The level at ``key`` just lost its last order."""
-        self.empty += 1
-        if key == self.best:
-            self.drop_front()
-        elif self.empty > SWEEP_AT and self.empty > len(self.levels) // 2:
-            self.sweep()
-
-    def drop_front(self) -> None:
-        """Drop empty levels from the front; ``best`` becomes the first live one."""
-        keys, levels = self.keys, self.levels
-        while keys:
-            key = keys[0]
-            if levels[key].orders:
-                self.best = key
-                return
-            del keys[0]
-            del levels[key]
-            self.empty -= 1
-        self.best = INF
-
-    def sweep(self) -> None:
-        live = [key for key in self.keys if self.levels[key].orders]
-        self.levels = {key: self.levels[key] for key in live}
-        self.keys = SortedList(live)
-        self.empty = 0
-        self.best = live[0] if live else INF
-
-    def live_levels(self) -> Iterator[Level]:
-        for key in self.keys:
-            level = self.levels[key]
-            if level.orders:
-                yield level
+_FILLED = DoneReason.FILLED
 
 
 class FastBook(Book):
@@ -237,7 +120,7 @@ class FastBook(Book):
             order = RestingOrder(
                 oid, account, side, price, qty, 0, 0, gateway, session, ref, tif, cmd.stp
             )
-            self._enter(cmd, order, events, triggered=False)
+            self._sweep(cmd, order, events)
             if self.stops:
                 self._trigger_stops(cmd, events)
             return events
@@ -275,11 +158,12 @@ class FastBook(Book):
         if not orders:
             book_side.emptied(key)
         seq, ts, symbol = cmd.seq, cmd.ts_ns, cmd.symbol
+        done = OrderDone(
+            seq, ts, cmd.gateway, cmd.session, cmd.client_ref, cmd.account, symbol, oid,
+            _CANCELLED, order.filled, order.leaves + order.reserve,
+        )  # fmt: skip
         return [
-            OrderDone(
-                *(seq, ts, cmd.gateway, cmd.session, cmd.client_ref, cmd.account, symbol, oid),
-                *(_CANCELLED, order.filled, order.leaves + order.reserve),
-            ),
+            done,
             BookLevel(seq, ts, symbol, side, price, level.qty, len(orders)),
         ]
 
@@ -333,7 +217,7 @@ class FastBook(Book):
         if crosses:  # it re-enters as the aggressor (checks are done)
             del self.orders[oid]
             events: list[Record] = [replaced, old]
-            self._enter(cmd, order, events, triggered=False)
+            self._sweep(cmd, order, events)
             if self.stops:
                 self._trigger_stops(cmd, events)
             return events
@@ -350,6 +234,80 @@ class FastBook(Book):
             old,
             BookLevel(seq, ts, symbol, side, price, target.qty, len(target.orders)),
         ]
+
+    def _sweep(self, cmd: OrderRecord, taker: RestingOrder, events: list[Record]) -> None:
+        """``Book._enter`` for a limit taker without self-trade prevention or a display size
+        (the inline paths' crossing orders): ``_fill`` matches it, then the levels it touched
+        are reported and the taker filled, expired or rested. Any other taker takes
+        ``_enter``."""
+        if taker.stp or taker.display or taker.ord_type in _PROTECTED:
+            self._enter(cmd, taker, events, triggered=False)
+            return
+        seq, ts, symbol = cmd.seq, cmd.ts_ns, self.spec.symbol
+        side = taker.side
+        maker_side = _SELL if side == _BUY else _BUY
+        for level in self._fill(seq, ts, taker, events):
+            events.append(
+                BookLevel(seq, ts, symbol, maker_side, level.price, level.qty, len(level.orders))
+            )
+        if taker.leaves == 0:
+            events.append(_done(cmd, taker, _FILLED))
+        elif taker.tif not in _RESTS:
+            events.append(_done(cmd, taker, _EXPIRED))
+        else:
+            taker.arrival = arrival = self.next_arrival
+            self.next_arrival = arrival + 1
+            price = taker.price
+            level = self.bids.add(-price, taker) if side == _BUY else self.asks.add(price, taker)
+            self.orders[taker.order_id] = taker
+            events.append(BookLevel(seq, ts, symbol, side, price, level.qty, len(level.orders)))
+
+    def _fill(self, seq: int, ts: int, taker: RestingOrder, events: list[Record]) -> list[Level]:
+        """``_match`` without self-trade prevention, inline: each fill's trade and each
+        filled maker's done built in place. Returns the levels it traded at."""
+        if taker.side == _BUY:
+            opposite, limit = self.asks, taker.price
+        else:
+            opposite, limit = self.bids, -taker.price
+        symbol, index, side = self.spec.symbol, self.orders, taker.side
+        toid, taccount, tgateway = taker.order_id, taker.account, taker.gateway
+        leaves, trade_id, levels = taker.leaves, self.next_trade_id, opposite.levels
+        touched: list[Level] = []
+        while leaves and opposite.best <= limit:
+            key = opposite.best
+            level = levels[key]
+            touched.append(level)
+            orders, price = level.orders, level.price
+            while leaves and orders:
+                maker = next(iter(orders.values()))
+                fill = maker.leaves if maker.leaves < leaves else leaves
+                maker.leaves -= fill
+                maker.filled += fill
+                leaves -= fill
+                level.qty -= fill
+                moid = maker.order_id
+                events.append(Trade(
+                    seq, ts, trade_id, symbol, price, fill, side, moid, maker.account,
+                    maker.gateway, maker.leaves + maker.reserve, toid, taccount, tgateway, leaves,
+                ))  # fmt: skip
+                trade_id += 1
+                if maker.leaves == 0:
+                    del orders[moid]
+                    if maker.reserve:
+                        self._refresh(level, maker)
+                    else:
+                        del index[moid]
+                        events.append(OrderDone(
+                            seq, ts, maker.gateway, maker.session, maker.client_ref,
+                            maker.account, symbol, moid, _FILLED, maker.filled, 0,
+                        ))  # fmt: skip
+            self.last_price = price
+            if not orders:
+                opposite.emptied(key)
+        taker.filled += taker.leaves - leaves
+        taker.leaves = leaves
+        self.next_trade_id = trade_id
+        return touched
 
     # -- mechanics for Book's general flow -----------------------------------------------------
 

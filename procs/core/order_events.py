@@ -21,14 +21,19 @@ def header(cmd: OrderRecord) -> tuple[int, int, int, int, int, int, int, int]:
     )
 
 
+# The two below list the header's fields rather than unpack ``header``: a call with ``*``
+# costs ~100 ns more per record, and every command makes one of these.
+
+
 def reject(cmd: OrderRecord, code: ResultCode) -> Rejected:
-    return Rejected(*header(cmd), code=code)
+    return Rejected(
+        cmd.seq, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account,
+        cmd.symbol, cmd.order_id, code,
+    )  # fmt: skip
 
 
 def done(cmd: OrderRecord, order: RestingOrder, reason: DoneReason) -> OrderDone:
     return OrderDone(
-        *header(cmd),
-        reason=reason,
-        filled_qty=order.filled,
-        leaves_qty=order.leaves + order.reserve,
-    )
+        cmd.seq, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account,
+        cmd.symbol, cmd.order_id, reason, order.filled, order.leaves + order.reserve,
+    )  # fmt: skip

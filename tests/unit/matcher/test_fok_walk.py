@@ -34,7 +34,8 @@ from procs.common.records import (
 )
 from procs.common.types import AdminAction, DoneReason, OrdType, Side, StpMode, TimeInForce
 from procs.core.book import Book
-from procs.core.fast_book import CountedOrders, FastBook
+from procs.core.book_side import CountedOrders
+from procs.core.fast_book import FastBook
 from procs.core.reference_book import ReferenceBook
 from procs.core.resting import RestingOrder
 from procs.core.symbols import SymbolSpec
