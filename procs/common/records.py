@@ -424,14 +424,15 @@ class RecordCodec:
         rather than one a record (~25% of an encode; every batch a process publishes). An
         item that does not fit takes ``encode_into`` again, which says why."""
         encode, packers, slot = self._encoder.encode, self._packers, self.slot_size
-        k = 0
+        first = offset
         try:
             for item in items:
                 body = encode(item)
-                packers[len(body)](buf, offset, len(body), body, stamp)
+                n = len(body)
+                packers[n](buf, offset, n, body, stamp)
                 offset += slot
-                k += 1
         except (OverflowError, IndexError):
+            k = (offset - first) // slot  # the item that failed
             try:
                 self.encode_into(buf, offset, items[k], stamp)
             except EncodeError as exc:

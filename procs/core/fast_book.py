@@ -53,7 +53,7 @@ from procs.common.records import (
     Trade,
 )
 from procs.common.types import DoneReason, OrdType, Side, StpMode, TimeInForce
-from procs.core.book import Book
+from procs.core.book import Book, OrderHandlers
 from procs.core.book_side import INF, BookSide, CountedOrders, Level
 from procs.core.order_checks import RESTS as _RESTS
 from procs.core.order_events import done as _done
@@ -78,6 +78,13 @@ class FastBook(Book):
         self.asks = BookSide()  # key: price
 
     # -- the common commands, inline ---------------------------------------------------------
+
+    def order_handlers(self) -> OrderHandlers:
+        return {
+            NewOrder: self._fast_new,
+            CancelOrder: self._fast_cancel,
+            ReplaceOrder: self._fast_replace,
+        }
 
     def execute(self, command: Record) -> list[Record]:
         kind = type(command)
