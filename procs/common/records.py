@@ -169,6 +169,25 @@ class FeeSchedule(Record, tag=7, frozen=True):
     fee_account: AccountId
 
 
+class SymbolRules(Record, tag=8, frozen=True):
+    """``symbol``'s trading rules in force from ``seq`` on (``procs.core.symbols.SymbolSpec``'s
+    fields). Journaled by a starting router for every symbol on a new journal, and for each
+    symbol whose configured rules differ from those its matcher holds, and routed to that
+    symbol's matcher: a replay executes every order under the rules it met live, whatever
+    the config says at the time of the replay (``procs/core/symbol_rules.py``)."""
+
+    seq: U64
+    ts_ns: TimestampNs
+    symbol: SymbolId
+    tick: U64
+    lot: U64
+    min_qty: Qty
+    max_qty: Qty
+    iceberg_parts: U16
+    band_bps: U16
+    limit_band_bps: U16
+
+
 # -- events: matcher -> gateways, router, marketdata, dbbatcher ------------------------------
 
 
@@ -333,6 +352,7 @@ AnyRecord = Union[  # noqa: UP007  (msgspec needs a runtime Union of the tagged 
     AdminCommand,
     Heartbeat,
     FeeSchedule,
+    SymbolRules,
     Accepted,
     Rejected,
     Trade,

@@ -8,6 +8,8 @@ Pure (sans-I/O): commands in, events out, no clock, no ring. The process shell
 - A command whose ``seq`` is not above the last one executed was already executed (a replay
   that overlaps the ring, a snapshot newer than the journal's start): it is skipped and
   answers nothing, which makes recovery idempotent.
+- ``SymbolRules`` puts its symbol's trading rules in force from its seq on and answers
+  nothing; the snapshot keeps the rules in force (``procs/core/symbol_rules.py``).
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from procs.common.records import (
     Record,
     Rejected,
     ReplaceOrder,
+    SymbolRules,
 )
 from procs.common.result_codes import ResultCode
 from procs.core.book import Book, OrderHandlers
 from procs.core.fast_book import FastBook
 from procs.core.resting import BookState
+from procs.core.symbol_rules import rules_of, spec_of, spec_of_record
 from procs.core.symbols import SymbolSpec
 
 _ORDER_COMMANDS = frozenset((NewOrder, CancelOrder, ReplaceOrder))
@@ -42,6 +46,9 @@ class MatcherState(msgspec.Struct, frozen=True, array_like=True):
 
     last_seq: int
     books: list[BookState]
+    #: each book's rules in force (``symbol_rules.RULE_FIELDS``), in the books' order; empty
+    #: in a snapshot from before rules were journaled (the config's are taken then)
+    rules: list[tuple[int, ...]] = []
 
 
 class Matcher:
@@ -80,6 +87,14 @@ class Matcher:
                 return []
             self.last_seq = bulk.seq
             return self._bulk(bulk)
+        if kind is SymbolRules:
+            rules: SymbolRules = command  # type: ignore[assignment]
+            if rules.seq > self.last_seq:
+                self.last_seq = rules.seq
+                book = self.books.get(rules.symbol)
+                if book is not None:  # another matcher's symbol: not ours to keep
+                    book.spec = spec_of_record(rules)
+            return []
         raise TypeError(f"the matcher does not execute {kind.__name__} records")
 
     def _bulk(self, command: MassCancel | AdminCommand) -> list[Record]:
@@ -111,7 +126,10 @@ class Matcher:
     # -- state -------------------------------------------------------------------------------
 
     def state(self) -> MatcherState:
-        return MatcherState(self.last_seq, [book.state() for book in self.books.values()])
+        books = self.books.values()
+        return MatcherState(
+            self.last_seq, [book.state() for book in books], [rules_of(b.spec) for b in books]
+        )
 
     def snapshot(self) -> bytes:
         return msgspec.msgpack.encode(self.state())
@@ -124,12 +142,24 @@ class Matcher:
         cls, specs: Sequence[SymbolSpec], snapshot: bytes, book_cls: type[Book] = FastBook
     ) -> Matcher:
         """A matcher from ``snapshot``; its symbols must be exactly ``specs``'s (a changed
-        symbol set needs a migration, not a silent drop of books)."""
+        symbol set needs a migration, not a silent drop of books). Each book keeps the rules
+        the snapshot holds for it, not ``specs``'s: a changed config's rules come into force
+        by the ``SymbolRules`` a starting router journals."""
         state = msgspec.msgpack.decode(snapshot, type=MatcherState)
         by_id = {spec.symbol: spec for spec in specs}
         saved = sorted(book.symbol for book in state.books)
         if saved != sorted(by_id):
             raise ValueError(f"snapshot holds symbols {saved}, this matcher owns {sorted(by_id)}")
+        if state.rules:
+            if len(state.rules) != len(state.books):
+                raise ValueError(
+                    f"snapshot holds rules for {len(state.rules)} books, not its {len(state.books)}"
+                )
+            by_id = {
+                book.symbol: spec_of(book.symbol, rules)
+                for book, rules in zip(state.books, state.rules, strict=True)
+            }
+            specs = list(by_id.values())
         matcher = cls(specs, book_cls)
         matcher.last_seq = state.last_seq
         for book_state in state.books:

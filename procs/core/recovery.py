@@ -35,6 +35,7 @@ from procs.common.records import (
     Record,
     RecordCodec,
     ReplaceOrder,
+    SymbolRules,
     Transfer,
 )
 from procs.common.snapshots import SnapshotStore
@@ -290,7 +291,8 @@ def journal_commands(
     cfg: RingexConfig, name: str, *, after: int, codec: RecordCodec
 ) -> Iterator[Record]:
     """The journaled commands after ``after`` that matcher ``name`` executes: its symbols'
-    orders, and mass cancels and admin commands for its symbols or for all (symbol 0)."""
+    orders and rules, and mass cancels and admin commands for its symbols or for all
+    (symbol 0)."""
     directory = journal_dir(cfg)
     if not directory.exists():
         return
@@ -302,7 +304,7 @@ def journal_commands(
             yield command
 
 
-MATCHER_COMMANDS = (NewOrder, CancelOrder, ReplaceOrder, MassCancel, AdminCommand)
+MATCHER_COMMANDS = (NewOrder, CancelOrder, ReplaceOrder, MassCancel, AdminCommand, SymbolRules)
 
 
 def restore_matchers(cfg: RingexConfig, books: Mapping[str, bytes]) -> dict[str, Matcher]:

@@ -23,7 +23,7 @@ live router did can only have more free balance at every command (see ``accounts
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -44,13 +44,15 @@ from procs.common.records import (
     Record,
     Rejected,
     ReplaceOrder,
+    SymbolRules,
     Transfer,
 )
 from procs.common.result_codes import ResultCode
 from procs.common.token_bucket import TokenBucket
 from procs.common.topology import ADMIN_GATEWAY
-from procs.core import fees
+from procs.core import fees, symbol_rules
 from procs.core.accounts import Accounts
+from procs.core.symbols import SymbolSpec, symbol_specs
 
 R = TypeVar("R", bound=Record)
 
@@ -212,9 +214,20 @@ class Sequencer:
             fees.apply(self.accounts, record)
         return out
 
+    def rules_changes(
+        self, in_force: Mapping[int, SymbolSpec], now_ns: int, *, every: bool
+    ) -> list[SymbolRules]:
+        """The configured symbol rules that differ from those ``in_force`` (every symbol's
+        when ``every``: a new journal), sequenced; the caller journals them and routes each
+        to its symbol's matcher (``symbol_rules.py``). A replay passes them through."""
+        configured = [spec for m in self.cfg.matchers for spec in symbol_specs(self.cfg, m.name)]
+        wanted = symbol_rules.changes(configured, in_force, every=every)
+        return [self._stamp(record, now_ns) for record in wanted]
+
     def matchers_for(self, command: Record) -> tuple[str, ...]:
-        """The matchers a sequenced command goes to: its symbol's owner; every matcher for a
-        symbol-0 mass cancel or admin command; none for an account command or fees."""
+        """The matchers a sequenced command goes to: its symbol's owner (an order, the
+        symbol's rules); every matcher for a symbol-0 mass cancel or admin command; none for
+        an account command or fees."""
         kind = type(command)
         if kind is ReplaceOrder or kind is NewOrder or kind is CancelOrder:  # the hot path
             return self._routes.get(command.symbol, NOWHERE)  # type: ignore[attr-defined]

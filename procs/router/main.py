@@ -69,6 +69,7 @@ from procs.common.topology import (
 )
 from procs.core.recovery import (
     JournaledTail,
+    Recovered,
     recover,
 )
 from procs.core.sequencer import SEQUENCED, Decision, route_all
@@ -124,6 +125,7 @@ class RouterShell:
             fsync_interval_ms=journal.fsync_interval_ms,
         )
         self._journal_fees()
+        self._journal_rules(recovered)
         rep = cfg.replication
         self.acks: AckBlock | None = None  # shared with the replication source, if one runs
         self.gate: SyncGate | None = None  # sync mode: the standby acknowledges every batch
@@ -178,7 +180,7 @@ class RouterShell:
         self._owed: dict[int, collections.deque[tuple[int, Record]]] = {}
         self._beat_due = 0.0
         self._behind_rounds = 0
-        self._resend_unrouted(recovered.last_seq)
+        self._resend_unrouted(recovered.last_seq, self.journal.next_seq - 1)
 
     def _journal_fees(self) -> None:
         """Journal (fsynced) the configured fees the state does not hold yet, so that every
@@ -189,9 +191,26 @@ class RouterShell:
             self.journal.sync()
             log.info("fees journaled for %d symbols from seq %d", len(changes), changes[0].seq)
 
-    def _resend_unrouted(self, last_seq: int) -> None:
-        """Publish journaled commands a matcher's input ring does not hold (a crash came
-        between the journal write and the publish); in sync mode the loop's first step does,
+    def _journal_rules(self, recovered: Recovered) -> None:
+        """Journal (fsynced) the symbol rules the recovered matchers do not hold (every
+        symbol's on a new journal), so that a replay executes each order under the rules it
+        met live (``procs/core/symbol_rules.py``); ``_resend_unrouted`` routes them."""
+        in_force = {
+            symbol: book.spec
+            for matcher in recovered.matchers.values()
+            for symbol, book in matcher.books.items()
+        }
+        every = recovered.last_seq == 0
+        changes = self.sequencer.rules_changes(in_force, time.time_ns(), every=every)
+        if changes:
+            self.journal.append(changes[0].seq, self.codec.encode_slots(changes), len(changes))
+            self.journal.sync()
+            log.info("rules journaled for %d symbols from seq %d", len(changes), changes[0].seq)
+
+    def _resend_unrouted(self, recovered_seq: int, last_seq: int) -> None:
+        """Publish journaled commands a matcher's input ring does not hold: those up to
+        ``recovered_seq`` when a crash came between the journal write and the publish, and
+        the rules this start journaled after it; in sync mode the loop's first step does,
         once the standby has them, so start-up never waits on the standby."""
         for name, producer in self.to_matchers.items():
             newest = producer.ring.last_published()
@@ -215,8 +234,10 @@ class RouterShell:
                 command = self.codec.decode_slot(image)
                 decisions.append(Decision(command, self.sequencer.matchers_for(command)))
             missing = route_all(decisions).get(name, [])
+            lost = sum(1 for c in missing if getattr(c, "seq", 0) <= recovered_seq)
+            if lost:
+                log.warning("matcher %s lacked %d journaled commands: sent", name, lost)
             if missing:
-                log.warning("matcher %s lacked %d journaled commands: sent", name, len(missing))
                 self._unrouted.append((producer, missing))
         if self.gate is None:  # sync: the loop sends them once the standby has them
             self._send_unrouted()

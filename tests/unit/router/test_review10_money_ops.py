@@ -92,12 +92,6 @@ def test_a_fresh_replay_under_a_moved_fee_account_has_that_account_before_it_was
     assert sequencer.submit(deposit, 0).command is None  # UNKNOWN_ACCOUNT, as live
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, router: a symbol's trading rules are not journaled, "
-    "unlike fees): change them right after a clean stop, which snapshots every matcher; "
-    "journaling them as FeeSchedule does fees is the fix, not done yet",
-)
 def test_a_market_buy_replayed_under_a_changed_band_trades_differently_than_it_did() -> None:
     """Fees are journaled so that a restart under changed fees replays each trade under its
     own (README); the symbol's ``band_bps``, which decides how far a market order sweeps,

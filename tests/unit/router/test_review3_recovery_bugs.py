@@ -145,11 +145,11 @@ def test_a_matcher_snapshot_past_the_journal_end_drops_new_commands(
     cfg = msgspec.structs.replace(base, journal=journal)
     ex = router_rig.Exchange(cfg)
     try:
-        router_rig.fund(ex, 7, usd=10**9, btc=0)  # seqs 2, 3 (1: the fees, journaled)
+        router_rig.fund(ex, 7, usd=10**9, btc=0)  # seqs 3, 4 (1, 2: fees, rules, journaled)
         ex.router.journal.sync()
         durable = ex.router.journal.durable_seq
-        assert durable == 3
-        for ref in range(10, 14):  # seqs 4..7: routed, executed, not on disk yet
+        assert durable == 4
+        for ref in range(10, 14):  # seqs 5..8: routed, executed, not on disk yet
             ex.send(1, router_rig.order(ref, 7, BUY, 900 + ref, 10))
         ex.matcher.save_snapshot()  # its snapshot_every, or an admin SNAPSHOT: durable at once
         ex.stop()
@@ -164,7 +164,7 @@ def test_a_matcher_snapshot_past_the_journal_end_drops_new_commands(
         ring.unlink()
     ex = router_rig.Exchange(cfg)  # new rings; the router and the matcher recover
     try:
-        ex.send(1, router_rig.order(99, 7, BUY, 950, 10))  # seq 4 again
+        ex.send(1, router_rig.order(99, 7, BUY, 950, 10))  # seq 5 again
         resting = [o.price for o in ex.matcher.matcher.books[1].orders.values()]
         assert resting == [950], f"the matcher's book holds {resting}"
     finally:

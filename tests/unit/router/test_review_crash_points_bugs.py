@@ -166,8 +166,8 @@ def test_an_account_created_before_a_router_crash_is_answered_account_exists(
         for r in exchange.replies_of(1)
         if isinstance(r, AccountReply) and r.client_ref == 5000
     ]
-    assert creations == [2]  # created once (seq 1: the fees the router journaled first)
-    assert answers == [(2, "OK")], (
+    assert creations == [3]  # created once (seqs 1, 2: the fees and rules journaled first)
+    assert answers == [(3, "OK")], (
         f"account 5 was created (journal seq {creations}); its gateway was told {answers}"
     )
 

@@ -190,7 +190,7 @@ def test_restarts_do_not_let_the_replayed_tail_grow_past_snapshot_every(
     journal = msgspec.structs.replace(base.journal, snapshot_every=8, snapshot_every_s=0.0)
     ex = router_rig.Exchange(msgspec.structs.replace(base, journal=journal))
     try:
-        router_rig.fund(ex, 7, usd=10**9, btc=0)  # 2 commands, after the fees (seq 1)
+        router_rig.fund(ex, 7, usd=10**9, btc=0)  # 2 commands, after the fees and rules
         ref = 10
         for _ in range(4):
             ex.send(1, *_orders(ref, 5))
@@ -199,7 +199,7 @@ def test_restarts_do_not_let_the_replayed_tail_grow_past_snapshot_every(
             ex.stop()
             ex.start()  # a restart is a recovery
         recovered = recover(ex.cfg)
-        assert recovered.last_seq == 23
+        assert recovered.last_seq == 24
         latest = snapshot_store(ex.cfg).latest()
         since = recovered.last_seq - (latest[0] if latest is not None else 0)
         assert since <= journal.snapshot_every, f"a restart replays {recovered.replayed}"

@@ -55,12 +55,12 @@ def test_a_record_of_the_wrong_type_on_a_gateway_ring_does_not_stop_the_router(
 ) -> None:
     ex = Exchange(config(instance, tmp_path))
     try:
-        fund(ex, 7, usd=10**9, btc=0)  # seqs 2, 3 (1: the fees, journaled at start)
+        fund(ex, 7, usd=10**9, btc=0)  # seqs 3, 4 (1, 2: fees, rules, journaled at start)
         ex.replies_of(1)
         stray = Heartbeat(time.time_ns(), 1, 1)  # not a command: log it and go on
         ex.gateways[1].publish_batch([stray, order(10, 7, Side.BUY, 900, 10)])
         _drain(ex)  # TypeError from Sequencer.submit; the record stays uncommitted
-        assert ex.router.sequencer.next_seq == 5  # the order behind it was sequenced
+        assert ex.router.sequencer.next_seq == 6  # the order behind it was sequenced
     finally:
         ex.stop()
 
@@ -77,7 +77,7 @@ def test_a_field_out_of_range_on_a_gateway_ring_does_not_stop_the_router(
         bad = msgspec.structs.replace(order(10, 7, Side.BUY, 900, 10), side=7, qty=-1)
         ex.gateways[1].publish_batch([bad, order(11, 7, Side.BUY, 900, 10)])
         _drain(ex)
-        assert ex.router.sequencer.next_seq == 5
+        assert ex.router.sequencer.next_seq == 6
     finally:
         ex.stop()
 
@@ -195,18 +195,18 @@ def test_a_matcher_restarted_behind_the_exchange_snapshot_publishes_what_it_miss
 ) -> None:
     base = config(instance, tmp_path)
     cfg = msgspec.structs.replace(
-        base, journal=msgspec.structs.replace(base.journal, snapshot_every=4)
+        base, journal=msgspec.structs.replace(base.journal, snapshot_every=5)
     )
     ex = Exchange(cfg)
     try:
-        fund(ex, 7, usd=10**9, btc=0)  # seqs 2, 3 (1: the fees, journaled at start)
+        fund(ex, 7, usd=10**9, btc=0)  # seqs 3, 4 (1, 2: fees, rules, journaled at start)
         _drain(ex)
         refs = list(range(10, 15))
         ex.gateways[1].publish_batch([order(r, 7, Side.BUY, 900 + r, 10) for r in refs])
-        ex.router.step(timeout_s=0.001)  # journaled and sent to m1 (seqs 4..8): a snapshot
+        ex.router.step(timeout_s=0.001)  # journaled and sent to m1 (seqs 5..9): a snapshot
         assert ex.router.snapshot_done(30)
         latest = snapshot_store(cfg).latest()
-        assert latest is not None and latest[0] == 8
+        assert latest is not None and latest[0] == 9
         # the matcher stops before it reads them (SIGTERM: its run() ends with a snapshot)
         ex.matcher.save_snapshot()
         ex.matcher.close()

@@ -158,7 +158,7 @@ def test_sequencing_rejects_and_settlement(exchange: Exchange) -> None:
     answers = exchange.replies_of(1)
     assert [type(a) for a in answers] == [AccountReply] * 2
     assert all(a.code == ResultCode.OK for a in answers)  # type: ignore[attr-defined]
-    assert [a.seq for a in answers] == [2, 3]  # type: ignore[attr-defined]  # 1: the fees
+    assert [a.seq for a in answers] == [3, 4]  # type: ignore[attr-defined]  # 1, 2: fees, rules
     assert [a.balance for a in answers] == [0, 1_000_000]  # type: ignore[attr-defined]
     assert len(exchange.replies_of(2)) == 2
     refused = Transfer(0, 0, 1, 1, 5, 7, USD, -2_000_000, 77)  # more than it has

@@ -144,6 +144,6 @@ def test_start_restart_after_kill_and_clean_stop(
     assert list_segments(cfg.instance) == []
     assert (read_status(cfg) or {})["state"] == "stopped"
     replayed = ringex("replay", "--quiet")
-    fees = len(cfg.symbols)  # the router journals each symbol's fees first
-    at = f"state at seq {fees + 2}"
+    first = 2 * len(cfg.symbols)  # the router journals each symbol's fees, then its rules
+    at = f"state at seq {first + 2}"
     assert replayed.returncode == 0 and at in replayed.stdout, replayed.stderr
