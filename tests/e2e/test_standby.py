@@ -145,7 +145,7 @@ def test_the_standby_takes_over_and_the_old_primary_follows_it(
     ):
         done = ringex("admin", what, *args, "--config", str(primary))
         assert done.returncode == 0, (k, done.stderr)
-    fees = len(load_profile(str(primary)).symbols)  # journaled first, one per symbol
+    fees = 2 * len(load_profile(str(primary)).symbols)  # fees, then rules, per symbol: first
     wait_seq(standby, fees + 3)
     shown = failover("status", primary, standby)
     assert shown.returncode == 0 and "histories agree" in shown.stdout, shown.stdout
