@@ -8,6 +8,7 @@ document.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -33,6 +34,12 @@ log = logging.getLogger("ringex.rest")
 UNKNOWN_STATUS = "UNKNOWN"
 #: How long exchangeInfo waits for the market-data process's statuses.
 STATUS_TIMEOUT_S = 1.0
+#: How long statuses fetched are answered again without asking: one fetch however many
+#: clients ask, and a halt shows within this much of market data's own view.
+STATUS_TTL_S = 0.5
+#: After a fetch failed, how long exchangeInfo says UNKNOWN at once rather than wait again:
+#: an unreachable market data does not hold every caller for STATUS_TIMEOUT_S.
+STATUS_RETRY_S = 2.0
 
 
 class _Statuses(msgspec.Struct):
@@ -49,6 +56,9 @@ class PublicRoutes:
     def __init__(self, api: RestApi) -> None:
         self.api = api
         self._warn_after = 0.0  # when exchangeInfo may log an unreachable market data again
+        self._statuses: dict[str, str] = {}  # the last fetch's (empty: it failed)
+        self._statuses_until = 0.0  # monotonic time until which they are answered again
+        self._fetching: asyncio.Future[dict[str, str]] | None = None  # the fetch in flight
 
     def register(self, router: web.UrlDispatcher) -> None:
         get, v1 = router.add_get, "/api/v1"
@@ -124,9 +134,26 @@ class PublicRoutes:
     async def statuses(self) -> dict[str, str]:
         """Each symbol's trading status ("TRADING", "HALT") as the market-data process holds
         it (it follows the matchers' halts and resumes, and is reseeded from their state after
-        a restart); empty when it is disabled or does not answer within STATUS_TIMEOUT_S."""
+        a restart); empty when it is disabled or does not answer within STATUS_TIMEOUT_S.
+        Callers share one fetch, and its answer for STATUS_TTL_S (a failure's for
+        STATUS_RETRY_S)."""
         if self.api.market_url is None or self.api.client is None:
             return {}
+        if time.monotonic() < self._statuses_until:
+            return self._statuses
+        fetching = self._fetching
+        if fetching is None:
+            fetching = self._fetching = asyncio.ensure_future(self._fetch())
+            fetching.add_done_callback(self._fetched)
+        return await asyncio.shield(fetching)  # a caller gone does not cancel the others'
+
+    def _fetched(self, fetching: asyncio.Future[dict[str, str]]) -> None:
+        if self._fetching is fetching:
+            self._fetching = None
+
+    async def _fetch(self) -> dict[str, str]:
+        assert self.api.client is not None
+        statuses: dict[str, str] = {}
         try:
             async with self.api.client.get(
                 f"{self.api.market_url}/api/symbols",
@@ -135,13 +162,16 @@ class PublicRoutes:
                 if reply.status != 200:
                     raise ClientError(f"HTTP {reply.status}")
                 rows = msgspec.json.decode(await reply.read(), type=list[_Statuses])
+            statuses = {row.symbol: row.status for row in rows}
+            ttl = STATUS_TTL_S
         except (OSError, TimeoutError, ClientError, msgspec.DecodeError) as exc:
+            ttl = STATUS_RETRY_S
             now = time.monotonic()
-            if now >= self._warn_after:  # once a minute at most: every call may come here
+            if now >= self._warn_after:  # once a minute at most
                 self._warn_after = now + 60.0
                 log.warning("exchangeInfo: market data at %s: %s", self.api.market_url, exc)
-            return {}
-        return {row.symbol: row.status for row in rows}
+        self._statuses, self._statuses_until = statuses, time.monotonic() + ttl
+        return statuses
 
     def proxy(self, path: str) -> Handler:
         """A public market-data endpoint answered by the market-data process, which holds the

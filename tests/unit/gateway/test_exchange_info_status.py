@@ -35,14 +35,16 @@ async def statuses(url: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def market_data(
-    api: RestApi, answer: bytes, release: asyncio.Event | None = None
+    api: RestApi, answer: bytes, release: asyncio.Event | None = None, hits: list[int] | None = None
 ) -> AsyncIterator[None]:
     """A stand-in market-data process, the gateway's for the block, answering every request
-    with ``answer`` (once ``release`` is set, when one is given)."""
+    with ``answer`` (once ``release`` is set, when one is given), counting them in ``hits``."""
 
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await reader.readuntil(b"\r\n\r\n")
+            if hits is not None:
+                hits.append(1)
             if release is not None:
                 await release.wait()
             head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(answer)}\r\n"
@@ -93,5 +95,56 @@ def test_a_hung_market_data_process_delays_exchange_info_a_second_at_most(
             start = time.monotonic()
             assert await statuses(url) == {"BTC-USD": "UNKNOWN"}
             assert time.monotonic() - start < 5
+
+    run(harness, scenario)
+
+
+def test_callers_share_one_fetch_and_its_answer_for_a_moment(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty exchangeInfo calls at once ask market data once; a halt shows once the
+    answer's STATUS_TTL_S has passed."""
+    monkeypatch.setattr(rest_public, "STATUS_TTL_S", 0.2)
+
+    async def scenario(api: RestApi, url: str) -> None:
+        hits: list[int] = []
+        trading = b'[{"symbol": "BTC-USD", "stream": "btcusd", "status": "TRADING"}]'
+        release = asyncio.Event()
+        async with market_data(api, trading, release, hits):
+            calls = [asyncio.ensure_future(statuses(url)) for _ in range(20)]
+            await asyncio.sleep(0.2)  # every call waits on the one fetch
+            release.set()
+            assert await asyncio.gather(*calls) == [{"BTC-USD": "TRADING"}] * 20
+            assert await statuses(url) == {"BTC-USD": "TRADING"}  # the answer, again
+            assert len(hits) == 1
+        halted = b'[{"symbol": "BTC-USD", "stream": "btcusd", "status": "HALT"}]'
+        async with market_data(api, halted, None, hits):
+            await asyncio.sleep(0.25)
+            assert await statuses(url) == {"BTC-USD": "HALT"}
+            assert len(hits) == 2
+
+    run(harness, scenario)
+
+
+def test_an_unreachable_market_data_is_not_waited_on_again_at_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a fetch timed out, exchangeInfo says UNKNOWN at once for STATUS_RETRY_S, then
+    asks again."""
+    monkeypatch.setattr(rest_public, "STATUS_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(rest_public, "STATUS_RETRY_S", 0.6)
+
+    async def scenario(api: RestApi, url: str) -> None:
+        hits: list[int] = []
+        async with market_data(api, b"[]", asyncio.Event(), hits):  # never answers
+            assert await statuses(url) == {"BTC-USD": "UNKNOWN"}
+            start = time.monotonic()
+            assert await statuses(url) == {"BTC-USD": "UNKNOWN"}
+            assert time.monotonic() - start < 0.2 and len(hits) == 1
+        body = b'[{"symbol": "BTC-USD", "stream": "btcusd", "status": "TRADING"}]'
+        async with market_data(api, body, None, hits):
+            await asyncio.sleep(0.6)
+            assert await statuses(url) == {"BTC-USD": "TRADING"}
+            assert len(hits) == 2
 
     run(harness, scenario)
