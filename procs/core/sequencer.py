@@ -23,7 +23,7 @@ live router did can only have more free balance at every command (see ``accounts
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -52,7 +52,7 @@ from procs.common.token_bucket import TokenBucket
 from procs.common.topology import ADMIN_GATEWAY
 from procs.core import fees, symbol_rules
 from procs.core.accounts import Accounts
-from procs.core.symbols import SymbolSpec, symbol_specs
+from procs.core.symbols import symbol_specs
 
 R = TypeVar("R", bound=Record)
 
@@ -87,6 +87,8 @@ class RouterState(msgspec.Struct, frozen=True, array_like=True):
     settled_upto: int
     accounts: bytes
     live_client_ids: list[tuple[int, int, int, int]]  # gateway, session, client_ref, order_id
+    #: (symbol, *rules) the router journaled last for each symbol; none in an older snapshot
+    rules: list[tuple[int, ...]] = []
 
 
 @dataclass(slots=True)
@@ -101,6 +103,8 @@ class Sequencer:
     _client_ids: dict[tuple[int, int, int], int] = field(default_factory=dict)
     _by_order: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     _buckets: dict[int, TokenBucket] = field(default_factory=dict)
+    #: symbol id -> the rules last journaled for it (``symbol_rules.RULE_FIELDS``)
+    rules: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for matcher in self.cfg.matchers:
@@ -214,15 +218,17 @@ class Sequencer:
             fees.apply(self.accounts, record)
         return out
 
-    def rules_changes(
-        self, in_force: Mapping[int, SymbolSpec], now_ns: int, *, every: bool
-    ) -> list[SymbolRules]:
-        """The configured symbol rules that differ from those ``in_force`` (every symbol's
-        when ``every``: a new journal), sequenced; the caller journals them and routes each
-        to its symbol's matcher (``symbol_rules.py``). A replay passes them through."""
+    def rules_changes(self, now_ns: int) -> list[SymbolRules]:
+        """The configured symbol rules this state has not journaled (a symbol's first, or
+        changed), sequenced and recorded in ``rules``; the caller journals them and routes
+        each to its symbol's matcher (``symbol_rules.py``)."""
         configured = [spec for m in self.cfg.matchers for spec in symbol_specs(self.cfg, m.name)]
-        wanted = symbol_rules.changes(configured, in_force, every=every)
-        return [self._stamp(record, now_ns) for record in wanted]
+        out = [
+            self._stamp(record, now_ns) for record in symbol_rules.changes(configured, self.rules)
+        ]
+        for record in out:
+            self.rules[record.symbol] = symbol_rules.rules_of_record(record)
+        return out
 
     def matchers_for(self, command: Record) -> tuple[str, ...]:
         """The matchers a sequenced command goes to: its symbol's owner (an order, the
@@ -318,6 +324,8 @@ class Sequencer:
             code = self.accounts.transfer(
                 command.account, command.asset, command.amount, command.key, seq
             )
+        elif isinstance(command, SymbolRules):
+            self.rules[command.symbol] = symbol_rules.rules_of_record(command)
         elif isinstance(command, FeeSchedule):
             try:
                 fees.apply(self.accounts, command)
@@ -336,6 +344,7 @@ class Sequencer:
             self.settled_upto,
             self.accounts.snapshot(),
             sorted((*key, oid) for key, oid in self._client_ids.items()),
+            sorted((symbol, *rules) for symbol, rules in self.rules.items()),
         )
 
     def snapshot(self) -> bytes:
@@ -350,6 +359,7 @@ class Sequencer:
         for gateway, session, ref, oid in state.live_client_ids:
             seq._client_ids[(gateway, session, ref)] = oid
             seq._by_order[oid] = (gateway, session, ref)
+        seq.rules = {symbol: tuple(rules) for symbol, *rules in state.rules}
         return seq
 
 

@@ -4,15 +4,17 @@ price bands an order met when it was executed.
 Rules are config, but an order must be executed under the rules in force when it was
 sequenced, also when a restart replays it under a config changed since: a market order
 sweeps as far as ``band_bps`` let it live, a limit order is refused or not as its collar
-said then. So the rules are journaled, as fees are (``procs/core/fees.py``): a starting
-router journals a ``SymbolRules`` record for every symbol on a new journal, and one for each
-symbol whose configured rules differ from those its recovered matcher holds (``changes``),
-and routes it to the symbol's matcher, which puts it in force between two commands
-(``Matcher.execute``). A matcher's snapshot keeps the rules in force with its books, so a
-restore does not take the config's either.
+said then. So the rules are journaled, as fees are (``procs/core/fees.py``): the router's
+state holds the rules it journaled for each symbol (``Sequencer.rules``), and a starting
+router journals a ``SymbolRules`` record for each configured symbol whose rules differ from
+those or that has none journaled yet (every symbol of a new journal, one added to the
+config since, one whose first start was cut short: ``changes``), and routes it to the
+symbol's matcher, which puts it in force between two commands (``Matcher.execute``). A
+matcher's snapshot keeps the rules in force with its books, so a restore does not take the
+config's either.
 
-A journal written before this record existed has none: its replay takes the config's rules,
-as it always did.
+A journal written before this record existed has none until its first start with it: the
+commands before that replay under the config's rules, as they always did.
 """
 
 from __future__ import annotations
@@ -50,17 +52,21 @@ def spec_of(symbol: int, rules: Iterable[int]) -> SymbolSpec:
 
 
 def spec_of_record(record: SymbolRules) -> SymbolSpec:
-    return spec_of(record.symbol, (getattr(record, name) for name in RULE_FIELDS))
+    return spec_of(record.symbol, rules_of_record(record))
 
 
 def changes(
-    configured: Iterable[SymbolSpec], in_force: Mapping[int, SymbolSpec], *, every: bool
+    configured: Iterable[SymbolSpec], journaled: Mapping[int, tuple[int, ...]]
 ) -> list[SymbolRules]:
-    """Unsequenced records of the configured specs that differ from those ``in_force`` (by
-    symbol id); of every one when ``every`` (a new journal: a replay from its first entry
-    then never depends on the config of the day). In symbol id order."""
+    """Unsequenced records of the configured specs whose rules differ from those
+    ``journaled`` for their symbol, or that have none journaled. In symbol id order."""
     return [
         record_of(spec)
         for spec in sorted(configured, key=lambda s: s.symbol)
-        if every or in_force.get(spec.symbol) != spec
+        if journaled.get(spec.symbol) != rules_of(spec)
     ]
+
+
+def rules_of_record(record: SymbolRules) -> tuple[int, ...]:
+    """``record``'s rules, as ``RULE_FIELDS``."""
+    return tuple(getattr(record, name) for name in RULE_FIELDS)

@@ -69,7 +69,6 @@ from procs.common.topology import (
 )
 from procs.core.recovery import (
     JournaledTail,
-    Recovered,
     recover,
 )
 from procs.core.sequencer import SEQUENCED, Decision, route_all
@@ -125,7 +124,7 @@ class RouterShell:
             fsync_interval_ms=journal.fsync_interval_ms,
         )
         self._journal_fees()
-        self._journal_rules(recovered)
+        self._journal_rules()
         rep = cfg.replication
         self.acks: AckBlock | None = None  # shared with the replication source, if one runs
         self.gate: SyncGate | None = None  # sync mode: the standby acknowledges every batch
@@ -191,17 +190,11 @@ class RouterShell:
             self.journal.sync()
             log.info("fees journaled for %d symbols from seq %d", len(changes), changes[0].seq)
 
-    def _journal_rules(self, recovered: Recovered) -> None:
-        """Journal (fsynced) the symbol rules the recovered matchers do not hold (every
-        symbol's on a new journal), so that a replay executes each order under the rules it
-        met live (``procs/core/symbol_rules.py``); ``_resend_unrouted`` routes them."""
-        in_force = {
-            symbol: book.spec
-            for matcher in recovered.matchers.values()
-            for symbol, book in matcher.books.items()
-        }
-        every = recovered.last_seq == 0
-        changes = self.sequencer.rules_changes(in_force, time.time_ns(), every=every)
+    def _journal_rules(self) -> None:
+        """Journal (fsynced) the configured symbol rules the state has not journaled, so that
+        a replay executes each order under the rules it met live (``symbol_rules.py``);
+        ``_resend_unrouted`` routes them to their matchers."""
+        changes = self.sequencer.rules_changes(time.time_ns())
         if changes:
             self.journal.append(changes[0].seq, self.codec.encode_slots(changes), len(changes))
             self.journal.sync()

@@ -178,14 +178,13 @@ class Exchange:
             {n: deque() for n in names},
         )
         ex.journal += ex.sequencer.fee_changes(0)
-        ex.start_rules(every=True)
+        ex.start_rules()
         return ex
 
-    def start_rules(self, *, every: bool) -> None:
-        """As a starting router: journal the symbol rules the matchers do not hold (every
-        symbol's on a new journal, ``every``) and route them (``RouterShell._journal_rules``)."""
-        in_force = {s: b.spec for m in self.fast.values() for s, b in m.books.items()}
-        for record in self.sequencer.rules_changes(in_force, 0, every=every):
+    def start_rules(self) -> None:
+        """As a starting router: journal the symbol rules the state has not journaled and
+        route them (``RouterShell._journal_rules``)."""
+        for record in self.sequencer.rules_changes(0):
             self.journal.append(record)
             for name in self.sequencer.matchers_for(record):
                 assert self.fast[name].execute(record) == []

@@ -377,7 +377,7 @@ def restarted(run: Run, cfg: RingexConfig | None = None) -> Run:
         dict(ex.owners),
     )
     again.journal += sequencer.fee_changes(0)
-    again.start_rules(every=False)
+    again.start_rules()
     fees = dict.fromkeys(ASSETS, 0)  # the oracle follows the fee account in force
     if cfg.risk.fee_account == ex.cfg.risk.fee_account:
         fees = dict(run.fees)

@@ -16,7 +16,7 @@ from procs.core.engine import Matcher, MatcherState
 from procs.core.fast_book import FastBook
 from procs.core.recovery import recover
 from procs.core.reference_book import ReferenceBook
-from procs.core.symbol_rules import changes, record_of, spec_of_record
+from procs.core.symbol_rules import changes, record_of, rules_of, spec_of_record
 from procs.core.symbols import SymbolSpec, symbol_specs
 from tests.unit.router import test_router as router_rig
 
@@ -38,12 +38,14 @@ def _rules(symbol: int, seq: int, spec: SymbolSpec) -> SymbolRules:
     return msgspec.structs.replace(record_of(spec), seq=seq, symbol=symbol)
 
 
-def test_changes_name_what_differs_and_everything_on_a_new_journal() -> None:
+def test_changes_name_what_differs_and_what_has_none_journaled() -> None:
     wide, narrow = SPEC, msgspec.structs.replace(SPEC, band_bps=100)
     other = SymbolSpec(symbol=2, lot=10)
-    assert changes([wide, other], {1: wide, 2: other}, every=False) == []
-    assert changes([narrow, other], {1: wide, 2: other}, every=False) == [record_of(narrow)]
-    assert changes([other, wide], {}, every=True) == [record_of(wide), record_of(other)]
+    journaled = {1: rules_of(wide), 2: rules_of(other)}
+    assert changes([wide, other], journaled) == []
+    assert changes([narrow, other], journaled) == [record_of(narrow)]
+    assert changes([other, wide], {}) == [record_of(wide), record_of(other)]
+    assert changes([other, wide], {1: rules_of(wide)}) == [record_of(other)]
     assert spec_of_record(record_of(other)) == other
 
 
