@@ -238,10 +238,17 @@ class RestOrders(RestOrderLog, RestBalances):
         """The HTTP request gave up waiting (timeout). A new order, cancel, amend or mass
         cancel stays in ``requests``: its answer still comes (a new order's must still turn
         the order placed under its clientOrderId into the exchange's, an orderId, NEW or
-        REJECTED); nobody waits for it any more. A balance request goes."""
+        REJECTED); nobody waits for it any more. A balance request goes, from the refs
+        waiting on its account's next push too (an account no push comes for again would
+        keep every one that timed out)."""
         request = self.requests.get(ref)
         if request is not None and request.kind == "balances":
             del self.requests[ref]
+            waiting = self._stale.get(request.account)
+            if waiting is not None and ref in waiting:
+                waiting.remove(ref)
+                if not waiting:
+                    del self._stale[request.account]
         self.ends.abandon(ref)
 
     # -- queries ------------------------------------------------------------------------------

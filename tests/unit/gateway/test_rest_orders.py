@@ -121,6 +121,25 @@ def test_balances_wait_for_the_router_to_include_what_was_seen() -> None:
     assert done == ref and outcome.balances == {1: (4_000_000, 0), 2: (100, 0)}
 
 
+def test_a_balance_request_given_up_is_forgotten_with_its_wait() -> None:
+    """A balance request that timed out (``abandon``) leaves nothing behind, not even its
+    place among those waiting for the account's next push: an account that no push comes
+    for again would keep every one; one still waiting is answered by that push."""
+    c, out = core()
+    c.touch(ALICE, 1, 0.0)
+    watch = out.pop()
+    assert isinstance(watch, WatchBalances)
+    c.process(Balance(30, 0, GW, 1, watch.client_ref, ALICE, 1, 5_000_000, 0, 1))
+    c.process(Trade(41, 0, 1, SYM.id, 10_000, 100, Side.BUY, 3, BOB, 0, 0, 7, ALICE, GW, 0))
+    gone, kept = c.account_balances(ALICE), c.account_balances(ALICE)
+    assert isinstance(gone, int) and isinstance(kept, int)
+    c.abandon(gone)
+    assert gone not in c.requests and c._stale == {ALICE: [kept]}
+    c.process(Balance(41, 0, GW, 0, 0, ALICE, 2, 100, 0, 0))
+    c.end_of_batch()
+    assert [ref for ref, _ in c.completed] == [kept] and c._stale == {}
+
+
 def test_private_events_only_for_streaming_accounts() -> None:
     c, out = core()
     c.touch(ALICE, 1, 0.0)
