@@ -150,6 +150,11 @@ class PublicRoutes:
     def _fetched(self, fetching: asyncio.Future[dict[str, str]]) -> None:
         if self._fetching is fetching:
             self._fetching = None
+        if not fetching.cancelled():
+            # read here: when every caller went away, shield's outer futures no longer do,
+            # and an unexpected error would be logged as never retrieved (the callers still
+            # waiting get it from shield)
+            fetching.exception()
 
     async def _fetch(self) -> dict[str, str]:
         assert self.api.client is not None
