@@ -154,7 +154,19 @@ class Client:
         self.conn.close_timeout = self.server.slow_close_s
         # A close reason is at most 123 bytes (RFC 6455).
         reason_bytes = reason.encode()[:123].decode(errors="ignore")
-        self.server.spawn(self.conn.close(POLICY_VIOLATION, reason_bytes))
+        self.server.spawn(self._close_within(reason_bytes, self.server.slow_close_s))
+
+    async def _close_within(self, reason: str, limit_s: float) -> None:
+        """Close with 1008, or drop the socket when that takes longer than ``limit_s``: the
+        sender, whose stall timer drops a socket that takes nothing, has stopped, and
+        ``close`` can wait in the drain of a full socket with no deadline (so can the
+        keepalive, its ping behind the same buffer)."""
+        try:
+            await asyncio.wait_for(self.conn.close(POLICY_VIOLATION, reason), limit_s)
+        except TimeoutError:
+            log.info("dropping %s: its 1008 not read in %.1f s", self.conn.remote_address, limit_s)
+            self.server.stalled += 1
+            self._transport.abort()
 
 
 class MarketDataServer:
