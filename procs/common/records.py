@@ -171,10 +171,11 @@ class FeeSchedule(Record, tag=7, frozen=True):
 
 class SymbolRules(Record, tag=8, frozen=True):
     """``symbol``'s trading rules in force from ``seq`` on (``procs.core.symbols.SymbolSpec``'s
-    fields). Journaled by a starting router for every symbol on a new journal, and for each
-    symbol whose configured rules differ from those its matcher holds, and routed to that
-    symbol's matcher: a replay executes every order under the rules it met live, whatever
-    the config says at the time of the replay (``procs/core/symbol_rules.py``)."""
+    fields). Journaled by a starting router for each configured symbol whose rules differ
+    from those its state journaled last, or that has none yet (every symbol of a new
+    journal), and routed to that symbol's matcher: a replay executes every order under the
+    rules it met live, whatever the config says at the time of the replay
+    (``procs/core/symbol_rules.py``)."""
 
     seq: U64
     ts_ns: TimestampNs

@@ -227,7 +227,7 @@ class Sequencer:
             self._stamp(record, now_ns) for record in symbol_rules.changes(configured, self.rules)
         ]
         for record in out:
-            self.rules[record.symbol] = symbol_rules.rules_of_record(record)
+            self.rules[record.symbol] = symbol_rules.rules_of(record)
         return out
 
     def matchers_for(self, command: Record) -> tuple[str, ...]:
@@ -325,7 +325,7 @@ class Sequencer:
                 command.account, command.asset, command.amount, command.key, seq
             )
         elif isinstance(command, SymbolRules):
-            self.rules[command.symbol] = symbol_rules.rules_of_record(command)
+            self.rules[command.symbol] = symbol_rules.rules_of(command)
         elif isinstance(command, FeeSchedule):
             try:
                 fees.apply(self.accounts, command)

@@ -36,9 +36,9 @@ RULE_FIELDS = (
 )
 
 
-def rules_of(spec: SymbolSpec) -> tuple[int, ...]:
-    """``spec``'s rules, as ``RULE_FIELDS``."""
-    return tuple(getattr(spec, name) for name in RULE_FIELDS)
+def rules_of(source: SymbolSpec | SymbolRules) -> tuple[int, ...]:
+    """The rules of a spec or a record, as ``RULE_FIELDS``."""
+    return tuple(getattr(source, name) for name in RULE_FIELDS)
 
 
 def record_of(spec: SymbolSpec) -> SymbolRules:
@@ -52,7 +52,7 @@ def spec_of(symbol: int, rules: Iterable[int]) -> SymbolSpec:
 
 
 def spec_of_record(record: SymbolRules) -> SymbolSpec:
-    return spec_of(record.symbol, rules_of_record(record))
+    return spec_of(record.symbol, rules_of(record))
 
 
 def changes(
@@ -65,8 +65,3 @@ def changes(
         for spec in sorted(configured, key=lambda s: s.symbol)
         if journaled.get(spec.symbol) != rules_of(spec)
     ]
-
-
-def rules_of_record(record: SymbolRules) -> tuple[int, ...]:
-    """``record``'s rules, as ``RULE_FIELDS``."""
-    return tuple(getattr(record, name) for name in RULE_FIELDS)

@@ -76,6 +76,14 @@ class RestBalances:
         self._stale.setdefault(account, []).append(ref)
         return ref
 
+    def _stop_waiting(self, account: int, ref: int) -> None:
+        """``ref`` waits for ``account``'s next push no more (its request was given up)."""
+        waiting = self._stale.get(account)
+        if waiting is not None and ref in waiting:
+            waiting.remove(ref)
+            if not waiting:
+                del self._stale[account]
+
     def _balance_request(self, account: int, ref: int) -> int:
         self.requests[ref] = PendingRequest("balances", account)
         return ref

@@ -244,11 +244,7 @@ class RestOrders(RestOrderLog, RestBalances):
         request = self.requests.get(ref)
         if request is not None and request.kind == "balances":
             del self.requests[ref]
-            waiting = self._stale.get(request.account)
-            if waiting is not None and ref in waiting:
-                waiting.remove(ref)
-                if not waiting:
-                    del self._stale[request.account]
+            self._stop_waiting(request.account, ref)
         self.ends.abandon(ref)
 
     # -- queries ------------------------------------------------------------------------------

@@ -182,23 +182,23 @@ class RouterShell:
         self._resend_unrouted(recovered.last_seq, self.journal.next_seq - 1)
 
     def _journal_fees(self) -> None:
-        """Journal (fsynced) the configured fees the state does not hold yet, so that every
-        trade from here on settles under them in a replay too (``procs/core/fees.py``)."""
-        changes = self.sequencer.fee_changes(time.time_ns())
-        if changes:
-            self.journal.append(changes[0].seq, self.codec.encode_slots(changes), len(changes))
-            self.journal.sync()
-            log.info("fees journaled for %d symbols from seq %d", len(changes), changes[0].seq)
+        """The configured fees the state does not hold yet, so that every trade from here on
+        settles under them in a replay too (``procs/core/fees.py``)."""
+        self._journal_at_start("fees", self.sequencer.fee_changes(time.time_ns()))
 
     def _journal_rules(self) -> None:
-        """Journal (fsynced) the configured symbol rules the state has not journaled, so that
-        a replay executes each order under the rules it met live (``symbol_rules.py``);
-        ``_resend_unrouted`` routes them to their matchers."""
-        changes = self.sequencer.rules_changes(time.time_ns())
+        """The configured symbol rules the state has not journaled, so that a replay executes
+        each order under the rules it met live (``symbol_rules.py``); ``_resend_unrouted``
+        routes them to their matchers."""
+        self._journal_at_start("rules", self.sequencer.rules_changes(time.time_ns()))
+
+    def _journal_at_start(self, what: str, changes: Sequence[Record]) -> None:
+        """Journal and fsync what a starting router sequenced of its own."""
         if changes:
-            self.journal.append(changes[0].seq, self.codec.encode_slots(changes), len(changes))
+            first: int = changes[0].seq  # type: ignore[attr-defined]
+            self.journal.append(first, self.codec.encode_slots(changes), len(changes))
             self.journal.sync()
-            log.info("rules journaled for %d symbols from seq %d", len(changes), changes[0].seq)
+            log.info("%s journaled for %d symbols from seq %d", what, len(changes), first)
 
     def _resend_unrouted(self, recovered_seq: int, last_seq: int) -> None:
         """Publish journaled commands a matcher's input ring does not hold: those up to
