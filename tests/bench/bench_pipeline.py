@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from config import load_profile
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient
@@ -230,7 +232,8 @@ def print_phase(phase: str, row: dict[str, Any]) -> None:
         f"{phase:10} offered {row['offered_rate']:>7,}/s: {row['ops_per_s']:>9,.0f} acks/s, "
         f"{row['acks']:,}/{row['orders']:,} acked, {row['fills']:,} fills; "
         f"ack p50 {row['ack_p50_us']:,} us p99 {row['ack_p99_us']:,} us "
-        f"p99.9 {row['ack_p999_us']:,} us; fill p50 {row['fill_p50_us']:,} us"
+        f"p99.9 {row['ack_p999_us']:,} us; fill p50 {row['fill_p50_us']:,} us; "
+        f"sent late p50 {row['send_p50_us']:,} us p99 {row['send_p99_us']:,} us"
     )
 
 
@@ -336,7 +339,7 @@ def main() -> int:
                     s.writer.close()
 
         if args.workers == 1:
-            asyncio.run(run())
+            uvloop.run(run())
         else:
             for (phase, _), run_ in zip(
                 phases, load_processes(args, names, homes, phases, workers_cpus), strict=True

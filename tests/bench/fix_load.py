@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvloop
 from hdrh.histogram import HdrHistogram
 
 from procs.gateway.fix import fields, frame
+from tests.bench.pacer import Pacer
 
 SOH = b"\x01"
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
@@ -78,15 +80,19 @@ class Latencies:
 
     ack: HdrHistogram = field(default_factory=new_histogram)
     fill: HdrHistogram = field(default_factory=new_histogram)
+    #: how late the load generator itself wrote each order (its own clock's error, counted
+    #: in the two above as well)
+    send: HdrHistogram = field(default_factory=new_histogram)
 
     def add(self, other: Latencies) -> None:
         self.ack.add(other.ack)
         self.fill.add(other.fill)
+        self.send.add(other.send)
 
     def summary(self) -> dict[str, int]:
-        """``ack_p50_us`` .. ``ack_max_us`` and the same for ``fill``."""
+        """``ack_p50_us`` .. ``ack_max_us`` and the same for ``fill`` and ``send`` (lateness)."""
         out: dict[str, int] = {}
-        for kind, hist in (("ack", self.ack), ("fill", self.fill)):
+        for kind, hist in (("ack", self.ack), ("fill", self.fill), ("send", self.send)):
             for label, pct in PERCENTILES:
                 out[f"{kind}_{label}_us"] = hist.get_value_at_percentile(pct)
             out[f"{kind}_max_us"] = hist.get_max_value()
@@ -185,12 +191,13 @@ class Phase:
     def encode(self) -> tuple[Any, ...]:
         """Picklable, for a load process to send home (histograms as HdrHistogram's codec)."""
         counts = (self.offered_rate, self.orders, self.acks, self.fills, self.elapsed_s)
-        return (*counts, self.lat.ack.encode(), self.lat.fill.encode())
+        hists = (self.lat.ack, self.lat.fill, self.lat.send)
+        return (*counts, *(h.encode() for h in hists))
 
     @classmethod
     def decode(cls, wire: tuple[Any, ...]) -> Phase:
-        rate, orders, acks, fills, elapsed, ack, fill = wire
-        lat = Latencies(HdrHistogram.decode(ack), HdrHistogram.decode(fill))
+        rate, orders, acks, fills, elapsed, ack, fill, send = wire
+        lat = Latencies(*(HdrHistogram.decode(h) for h in (ack, fill, send)))
         return cls(rate, orders, acks, fills, elapsed, lat)
 
 
@@ -202,6 +209,7 @@ async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) 
     start = time.perf_counter_ns() + 10_000_000
     sent = 0
     k = 0
+    pacer = Pacer()  # asyncio.sleep would send up to a millisecond late (pacer.py)
     while sent < total:
         now = time.perf_counter_ns()
         due = min(total, int((now - start) / interval_ns) + 1)
@@ -209,12 +217,15 @@ async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) 
             session = sessions[sent % len(sessions)]
             ref = b"%s-%s-%d" % (phase.encode(), session.comp_id.encode(), sent)  # unique
             side = b"1" if (sent // len(sessions)) % 2 == 0 else b"2"
-            send_order(session, ref, side, start + int(sent * interval_ns))
+            planned = start + int(sent * interval_ns)
+            send_order(session, ref, side, planned)
+            rec.lat.send.record_value(max(1, (time.perf_counter_ns() - planned) // 1000))
             sent += 1
         k += 1
         if k % 8 == 0:
             await asyncio.gather(*(s.writer.drain() for s in sessions if s.writer))
-        await asyncio.sleep(max(0.0, (start + sent * interval_ns - time.perf_counter_ns()) / 1e9))
+        await pacer.until(start + int(sent * interval_ns))
+    pacer.close()
     # Offered above capacity, the backlog drains at the sustained rate (100k orders at 4k/s:
     # 25 s): wait while acks still come, and give up only after STALL_S without one.
     acked, last_progress = -1, time.monotonic()
@@ -287,4 +298,4 @@ def load_process(
             if s.writer is not None:
                 s.writer.close()
 
-    asyncio.run(run())
+    uvloop.run(run())

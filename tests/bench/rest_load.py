@@ -20,6 +20,7 @@ from hdrh.histogram import HdrHistogram
 from procs.gateway.fix import Timestamps, fields, frame
 from procs.gateway.rest_client import RestClient
 from procs.gateway.signing import API_KEY, RECV_WINDOW, SIGNATURE, TIMESTAMP, sign
+from tests.bench.pacer import Pacer
 
 USD, BTC, ETH = 1, 2, 3  # the default assets; BTC-USD and ETH-USD: 2 price, 4 qty decimals
 #: Per path: the symbol, its base asset, (buyer, seller) accounts.
@@ -340,11 +341,13 @@ async def open_loop(lanes: list[Lane], rate: float, seconds: float, stats: Stats
     interval = 1e9 / rate
     stats.start_ns = start = clock() + 10_000_000
     tasks = []
+    pacer = Pacer()  # asyncio.sleep would start requests up to a millisecond late (pacer.py)
     for k in range(int(rate * seconds)):
         planned = start + int(k * interval)
         if planned > clock():
-            await asyncio.sleep((planned - clock()) / 1e9)
+            await pacer.until(planned)
         tasks.append(asyncio.ensure_future(one(k, planned)))
+    pacer.close()
     return await finish(tasks, 30, stats)
 
 
