@@ -78,15 +78,15 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     reset_on_logon: bool = False
     #: After a client's request or the last event, how long the poll loop keeps looking at
     #: the rings before it naps: an answer within it goes out at once, a later one wakes the
-    #: loop through the ring (~100 us here; 1 ms, uvloop's tick, with park_after_ms = 0).
+    #: loop through the ring (~30 us here; 1 ms, uvloop's tick, with park_after_ms = 0).
     #: Longer buys latency with CPU the router and matchers may need (wait.strategy =
     #: "busy-spin" never naps).
     idle_spin_us: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 100
-    #: A nap of the poll loop ends when an input ring has a record (a thread parked on each
-    #: ring's semaphore wakes the loop), a client sends something, or a timer: 1 ms at first,
-    #: and after this many ms with no request and no event 1 s (~0% of a core instead of the
-    #: 7% of waking every millisecond). 0: no parked threads, the 1 ms timer alone (an answer
-    #: that comes after the spin window then waits for the timer, ~1 ms).
+    #: A nap of the poll loop ends when an input ring has a record (its producer writes a
+    #: FIFO the loop watches), a client sends something, or a timer: 1 ms at first, and after
+    #: this many ms with no request and no event 1 s (~0% of a core instead of the 7% of
+    #: waking every millisecond). 0: no watched rings, the 1 ms timer alone (an answer that
+    #: comes after the spin window then waits for the timer, ~1 ms).
     park_after_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)] = 100
     #: The order log (what FIX order entry knows, kept across restarts) is rewritten as a
     #: snapshot of the live orders once it grows past this many MiB and to twice what the

@@ -27,14 +27,12 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import posix_ipc
-
 from shm import header as h
 from shm.barrier import Gate, mask_indexes
 from shm.cells import Cell
 from shm.errors import ConsumerDetachedError, RingError, TornReadError
 from shm.liveness import pid_alive
-from shm.wait import BusySpin, Parker, Sleeper, WaitStrategy, Yielding, post
+from shm.wait import PARKED, BusySpin, Parker, Posts, WaitStrategy, Yielding, post
 
 if TYPE_CHECKING:
     from shm.ring import Ring
@@ -140,7 +138,7 @@ class Consumer(Generic[T]):
         self._commit_every = max(1, min(commit_every, self._capacity // 4))
         self._commit_at = start + self._commit_every
         self._parker: Parker | None = None
-        self._sems: dict[str, posix_ipc.Semaphore] = {}
+        self._sems: Posts = {}
         self._closed = False
         self.heartbeat()
 
@@ -382,11 +380,10 @@ class Consumer(Generic[T]):
         words[self._wake_gated_word] = 0
         bit = 1 << self.index
         for index in range(self.ring.max_consumers):
-            if (
-                words[h.consumer_word(index, h.C_GATES)] & bit
-                and words[h.consumer_word(index, h.C_PARKED)]
+            if words[h.consumer_word(index, h.C_GATES)] & bit and (
+                parked := words[h.consumer_word(index, h.C_PARKED)]
             ):
-                post(self.ring.consumer_sem_name(index), self._sems)
+                post(self.ring.consumer_sem_name(index), self._sems, parked)
 
     # -- waiting ---------------------------------------------------------------------------
 
@@ -470,23 +467,28 @@ class Consumer(Generic[T]):
         if self._parker is not None:
             self._parker.unpark()
 
-    # A park split in two, for a process that sleeps on several rings at once: its loop raises
-    # the flags of the rings it waits on (no syscall) and lowers them when it wakes, while a
-    # thread per ring sleeps on its ``sleeper``. Nothing wakes that thread while the flag
-    # is down, but its timeout (see the missed-post race in ``shm.wait``).
+    # A park split in two, for an event loop that sleeps on several rings (and sockets) at
+    # once: it watches each ring's ``watch_fd``, raises the rings' flags (``WATCHED``) when it
+    # naps and lowers them when it wakes. A post the parking protocol misses (``shm.wait``) is
+    # noticed at the nap's timeout.
 
-    def raise_park_flag(self) -> None:
-        """Have the producer post this consumer's semaphore at its next publish, as it does
-        for a parked consumer; fenced, so ``published`` may be checked right after."""
-        self._consumer_parker().raise_flag()
+    def raise_park_flag(self, how: int = PARKED) -> None:
+        """Have the producer post at its next publish, as it does for a parked consumer (with
+        ``WATCHED``, by a write to ``watch_fd``'s FIFO); fenced, so ``published`` may be
+        checked right after."""
+        self._consumer_parker().raise_flag(how)
 
     def lower_park_flag(self) -> None:
         self._consumer_parker().lower_flag()
 
-    def sleeper(self) -> Sleeper:
-        """A handle of this consumer's semaphore for one thread to sleep on (its own: the
-        thread closes it, and this consumer's ``close`` leaves it working)."""
-        return self._consumer_parker().sleeper()
+    def watch_fd(self) -> int:
+        """A descriptor for an event loop to watch (``add_reader``): readable after a post
+        while the flag says ``WATCHED``. This consumer's: ``close`` closes it. ``drain_watch``
+        empties it."""
+        return self._consumer_parker().watch()
+
+    def drain_watch(self) -> None:
+        self._consumer_parker().drain()
 
     # -- bookkeeping -----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ stale when no ring of its instance has a live process.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import posix_ipc
 from shm import header as h
 from shm.liveness import pid_alive
 from shm.region import PREFIX
+from shm.wait import fifo_path
 
 SHM_DIR = Path("/dev/shm")
 
@@ -124,12 +126,15 @@ def _describe(instance: str, name: str, path: Path, sems: list[str]) -> SegmentI
 
 
 def remove(segment: SegmentInfo) -> None:
-    """Unlink the segment and its semaphores (processes that have it mapped keep it)."""
+    """Unlink the segment, its semaphores and the FIFOs beside them (processes that have
+    them open keep them)."""
     with contextlib.suppress(posix_ipc.ExistentialError):
         posix_ipc.unlink_shared_memory(f"/{PREFIX}.{segment.instance}.{segment.name}")
     for sem in segment.semaphores:
         with contextlib.suppress(posix_ipc.ExistentialError):
             posix_ipc.unlink_semaphore(sem)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(fifo_path(sem))
 
 
 def remove_instance(instance: str) -> int:

@@ -17,14 +17,12 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
-import posix_ipc
-
 from shm import header as h
 from shm.barrier import Gate
 from shm.cells import Cell
 from shm.errors import EncodeError, RingError, RingFullError
 from shm.liveness import pid_alive
-from shm.wait import Parker, WaitStrategy, Yielding, post
+from shm.wait import Parker, Posts, WaitStrategy, Yielding, post
 
 if TYPE_CHECKING:
     from shm.ring import Ring
@@ -94,7 +92,7 @@ class Producer(Generic[T]):
         self.publish = compiled  # type: ignore[method-assign, assignment]  # same contract
         self._limit = self._refresh_limit()
         self._parker: Parker | None = None
-        self._sems: dict[str, posix_ipc.Semaphore] = {}
+        self._sems: Posts = {}
         self._closed = False
         self._claimed = 0  # slots of the last claim not yet published
         self.heartbeat()
@@ -406,8 +404,8 @@ def bind(_ring_me, _ring_words, buf, _ring_mask, _ring_slot, _ring_data, _ring_s
         words[h.P_WAKE] = 0
         ring = self.ring
         for index in range(ring.max_consumers):
-            if words[h.consumer_word(index, h.C_PARKED)]:
-                post(ring.consumer_sem_name(index), self._sems)
+            if parked := words[h.consumer_word(index, h.C_PARKED)]:
+                post(ring.consumer_sem_name(index), self._sems, parked)
 
     def heartbeat(self) -> None:
         self._words[h.P_HEARTBEAT] = time.monotonic_ns()

@@ -57,7 +57,7 @@ from shm.errors import HeaderMismatchError, RingError
 from shm.liveness import pid_alive
 from shm.producer import Producer
 from shm.region import Region
-from shm.wait import WaitStrategy, post
+from shm.wait import PARKED, Posts, WaitStrategy, fifo_path, post
 
 T = TypeVar("T")
 
@@ -145,7 +145,7 @@ class Ring(Generic[T]):
         #: When the segment was made: tells this ring from an earlier one of the same name,
         #: whose sequences a restarted process must not take for this one's.
         self.created_ns = int(created)
-        self._sems: dict[str, posix_ipc.Semaphore] = {}  # opened by detach_consumer
+        self._sems: Posts = {}  # opened by detach_consumer
 
     def _check(self, field: str, expected: object, found: object) -> None:
         if expected != found:
@@ -223,12 +223,15 @@ class Ring(Generic[T]):
         self.region.close()
 
     def unlink(self) -> None:
-        """Remove the segment and its semaphores (the owner does this at shutdown)."""
+        """Remove the segment, its semaphores and its consumers' FIFOs (the owner does this
+        at shutdown)."""
         self.region.unlink()
         consumers = range(self.max_consumers)
         for sem in [self.producer_sem_name(), *map(self.consumer_sem_name, consumers)]:
             with contextlib.suppress(posix_ipc.ExistentialError):
                 posix_ipc.unlink_semaphore(sem)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(fifo_path(sem))
 
     # -- consumer table (owner only: the creator or the supervisor) ------------------------
 
@@ -311,13 +314,14 @@ class Ring(Generic[T]):
                 "not declared: nothing to detach"
             )
         self.words[h.consumer_word(index, h.C_STATE)] = h.STATE_DETACHED
-        post(self.consumer_sem_name(index), self._sems)  # wake it if parked
+        # wake it if parked or watched
+        post(self.consumer_sem_name(index), self._sems, self._parked(index) or PARKED)
         if self.words[h.P_PARKED]:  # a producer waiting for room it may now have
             post(self.producer_sem_name(), self._sems)
         for other in range(self.max_consumers):  # consumers gated on it: their gate moved
             gates = self.words[h.consumer_word(other, h.C_GATES)]
             if other != index and gates >> index & 1:
-                post(self.consumer_sem_name(other), self._sems)
+                post(self.consumer_sem_name(other), self._sems, self._parked(other) or PARKED)
 
     def free_consumer(self, index: int) -> None:
         """Return a detached line to the pool (its name becomes declarable again)."""
@@ -358,6 +362,9 @@ class Ring(Generic[T]):
             f"ring {self.name!r} has no consumer {name!r}; declared: "
             f"{sorted(self.consumer_names().values())}"
         )
+
+    def _parked(self, index: int) -> int:
+        return self.words[h.consumer_word(index, h.C_PARKED)]
 
     def _check_index(self, index: int) -> None:
         if not 0 <= index < self.max_consumers:

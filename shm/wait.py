@@ -18,18 +18,32 @@ post + trywait pair on a private semaphore: two locked instructions). Python giv
 waker no cheap fence, so its half stays open for the few nanoseconds a store sits in the store
 buffer; ``park_timeout_s`` bounds the cost of that rare miss (the waiter re-checks on timeout).
 Nothing is ever lost by it, only delayed.
+
+A consumer read by an event loop (the gateway's, the feed's) is *watched* instead of parked:
+its parked word says ``WATCHED`` and the waker writes a byte to a FIFO beside the semaphore
+(``fifo_path``), which the loop watches like a socket (``Parker.watch``). One wake-up of the
+loop, where a thread sleeping on the semaphore for it took two (the thread's, then its hand-
+off to the loop): on the 2-core VM a ring record reached a uvloop loop in p50 30 us for 30 us
+of CPU, against 47-70 us and 55-70 us of CPU through a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeAlias
 
 import posix_ipc
 
 DEFAULT_PARK_TIMEOUT_S: Final = 0.02
+#: A parked word's values besides 0 (awake): asleep on the semaphore, or watched through the
+#: FIFO by an event loop.
+PARKED: Final = 1
+WATCHED: Final = 2
+#: Where the FIFOs live: beside the segments and the semaphores (``sem.<name>``).
+FIFO_DIR: Final = "/dev/shm"
 
 
 class Parker:
@@ -40,7 +54,7 @@ class Parker:
     ``cap_s``, when set, bounds every park (a caller's own deadline).
     """
 
-    __slots__ = ("_fence_sem", "_flag", "_sem", "_wake", "_words", "cap_s")
+    __slots__ = ("_fence_sem", "_flag", "_sem", "_wake", "_watch_fd", "_words", "cap_s")
 
     def __init__(
         self, words: memoryview, flag_word: int, sem_name: str, wake_words: tuple[int, ...] = ()
@@ -53,6 +67,7 @@ class Parker:
         # A private semaphore used only as a full memory fence (see the module docstring).
         self._fence_sem = posix_ipc.Semaphore(None, posix_ipc.O_CREX, initial_value=0)
         self._fence_sem.unlink()
+        self._watch_fd = -1
 
     def park(self, ready: Callable[[], bool], timeout_s: float) -> None:
         """Sleep until posted, ``timeout_s`` passes, or ``ready()`` is already true."""
@@ -66,13 +81,12 @@ class Parker:
             self.lower_flag()
         _drain(self._sem)  # surplus posts: the next park really sleeps
 
-    def raise_flag(self) -> None:
+    def raise_flag(self, how: int = PARKED) -> None:
         """Ask the other side to post at its next publish (or commit) as if this side were
-        parked, without sleeping: for a waiter that sleeps elsewhere (a thread on a
-        ``sleeper`` while an event loop naps). Fenced, so the caller may check its
-        condition at once."""
+        parked, without sleeping: ``WATCHED``, for an event loop that naps watching
+        ``watch``'s descriptor. Fenced, so the caller may check its condition at once."""
         words = self._words
-        words[self._flag] = 1
+        words[self._flag] = how
         for wake in self._wake:
             words[wake] = 1
         self._fence_sem.release()  # StoreLoad fence: the flag must be visible before we re-check
@@ -81,12 +95,23 @@ class Parker:
     def lower_flag(self) -> None:
         self._words[self._flag] = 0
 
-    def sleeper(self) -> Sleeper:
-        """A handle of this parker's semaphore for the thread that sleeps on ``raise_flag``'s
-        behalf: its own, so that closing this parker never frees a semaphore that thread
-        still sleeps on (glibc counts a process's opens of one name and unmaps at the last
-        close)."""
-        return Sleeper(self._sem.name)
+    def watch(self) -> int:
+        """A descriptor (non-blocking, this parker's) that turns readable when the other side
+        posts while the flag says ``WATCHED``: the read end of the FIFO beside the semaphore,
+        made if missing. Opened for writing too, so that it never reads as hung up while no
+        waker has it open. ``drain`` empties it."""
+        if self._watch_fd < 0:
+            path = fifo_path(self._sem.name)
+            with contextlib.suppress(FileExistsError):
+                os.mkfifo(path, 0o600)
+            self._watch_fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        return self._watch_fd
+
+    def drain(self) -> None:
+        """Read what the wakers wrote to ``watch``'s FIFO, so that it reads as empty."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._watch_fd, 4096):
+                pass
 
     def unpark(self) -> None:
         """End a ``park`` now, from any thread (one that is not parked returns at once from
@@ -96,30 +121,48 @@ class Parker:
     def close(self) -> None:
         self._sem.close()
         self._fence_sem.close()
+        if self._watch_fd >= 0:
+            os.close(self._watch_fd)  # the FIFO stays, for the next watcher (Ring.unlink's)
+            self._watch_fd = -1
 
 
-class Sleeper:
-    """One thread's handle of a parker's semaphore (``Parker.sleeper``): it sleeps until the
-    other side posts. Owned by that thread, which closes it when it is done with it."""
+def fifo_path(sem_name: str) -> str:
+    """The FIFO beside the semaphore ``sem_name``, which a watched waiter's wakers write."""
+    return f"{FIFO_DIR}/fifo.{sem_name.lstrip('/')}"
 
-    __slots__ = ("_sem",)
 
-    def __init__(self, sem_name: str) -> None:
-        self._sem = posix_ipc.Semaphore(sem_name, posix_ipc.O_CREAT, initial_value=0)
+class FifoPoster:
+    """A waker's end of a watched waiter's FIFO: ``release`` writes one byte, as a post."""
 
-    def sleep(self, timeout_s: float) -> bool:
-        """Wait for a post (``unpark``'s included) for ``timeout_s`` at most, whatever the flag
-        says; returns whether one came, and drains the surplus."""
-        posted = _acquire(self._sem, timeout_s)
-        _drain(self._sem)
-        return posted
+    __slots__ = ("_fd", "_path")
 
-    def post(self) -> None:
-        """Wake whoever sleeps on this semaphore (any handle of it), from any thread."""
-        self._sem.release()
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd = -1
+
+    def release(self) -> None:
+        for _ in range(2):  # once more after the watcher the descriptor led to went away
+            if self._fd < 0:
+                try:
+                    self._fd = os.open(self._path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                except OSError:  # no FIFO, or nobody watching it: nobody to wake
+                    return
+            try:
+                os.write(self._fd, b"\0")
+                return
+            except BlockingIOError:  # full: the watcher has wake-ups waiting already
+                return
+            except OSError:  # EPIPE: no reader left on the FIFO this descriptor is of
+                self.close()
 
     def close(self) -> None:
-        self._sem.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+#: What a waker opened to post, by name: semaphores, and the FIFOs of watched waiters.
+Posts: TypeAlias = dict[str, "posix_ipc.Semaphore | FifoPoster"]
 
 
 def _acquire(sem: posix_ipc.Semaphore, timeout_s: float) -> bool:
@@ -140,12 +183,17 @@ def _drain(sem: posix_ipc.Semaphore) -> None:
             break
 
 
-def post(sem_name: str, cache: dict[str, posix_ipc.Semaphore]) -> None:
-    """Wake the waiter parked on ``sem_name`` (opened once, then cached by the caller)."""
-    sem = cache.get(sem_name)
-    if sem is None:
-        sem = cache[sem_name] = posix_ipc.Semaphore(sem_name, posix_ipc.O_CREAT, initial_value=0)
-    sem.release()
+def post(sem_name: str, cache: Posts, how: int = PARKED) -> None:
+    """Wake the waiter of ``sem_name``: parked on it, or ``WATCHED`` through its FIFO (``how``,
+    the value of its parked word). What it opens is cached by the caller (``cache``)."""
+    key = sem_name if how != WATCHED else FIFO_DIR + sem_name
+    waker = cache.get(key)
+    if waker is None:
+        if how == WATCHED:
+            waker = cache[key] = FifoPoster(fifo_path(sem_name))
+        else:
+            waker = cache[key] = posix_ipc.Semaphore(sem_name, posix_ipc.O_CREAT, initial_value=0)
+    waker.release()
 
 
 class WaitStrategy(Protocol):

@@ -4,9 +4,9 @@ The rings are read with the consumer's non-blocking ``read``: a blocking wait wo
 every socket. While events flow the loop reads, processes and publishes a batch, then yields
 to the sockets; when the rings are empty it sleeps, backing off from ``min_idle_s`` to
 ``max_idle_s``, which bounds the added latency at the price of a few hundred wake-ups per
-second. With ``park`` it then parks instead: a ``RingWaker`` thread per ring sleeps on the
-ring's semaphore and ends the nap when a record comes (the batches themselves stay on the
-loop's thread); the nap also ends at the next clock tick or due snapshot, and at the stop.
+second. With ``park`` it then parks instead: the loop watches a FIFO per ring that the ring's
+producer writes when a record comes during the nap (``RingWaker``); the nap also ends at
+the next clock tick or due snapshot, and at the stop.
 
 Under load the loop lingers: after a batch whose pump took ``d`` seconds it waits
 ``linger x d`` (at most ``max_linger_s``) before the next, so batches grow with the load
@@ -204,7 +204,7 @@ class Feed:
             settle(self._nap)
 
     def close(self) -> None:
-        """Stop the waker's threads; before the consumers close."""
+        """Stop watching the rings; before the consumers close."""
         if self.waker is not None:
             self.waker.close()
 

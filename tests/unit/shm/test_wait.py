@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
+import select
 import time
 from typing import Any
 
+import posix_ipc
 import pytest
 
 from shm import Blocking, BusySpin, Ring, SleepBackoff, StructCodec, Yielding, wait_strategy
+from shm.wait import WATCHED, fifo_path
 
 CODEC = StructCodec("2q")
 
@@ -95,35 +99,103 @@ def test_strategies_are_built_by_name_with_checked_parameters() -> None:
         wait_strategy("yield", park_timeout_s=1.0)
 
 
-def test_a_raised_park_flag_makes_the_next_publish_post_and_a_lowered_one_does_not(
+def _posted(fd: int, timeout_s: float) -> bool:
+    """Whether ``fd`` (a watched FIFO) turns readable within ``timeout_s``; drains it."""
+    if not select.select([fd], [], [], timeout_s)[0]:
+        return False
+    while True:
+        try:
+            if not os.read(fd, 4096):
+                return True
+        except BlockingIOError:
+            return True
+
+
+def test_a_watched_flag_makes_the_next_publish_write_the_fifo_and_a_lowered_one_does_not(
     instance: str,
 ) -> None:
-    """The park split in two (``RingWaker``'s threads): the flag is raised and lowered by one
-    thread while another sleeps on the semaphore; a post comes only while the flag is up."""
+    """The park split in two (``RingWaker``): an event loop watches the consumer's FIFO and
+    raises its flag as ``WATCHED`` while it naps; a byte comes only while the flag is up, one
+    per publish that finds it up, and the consumer's semaphore is not posted for it."""
     ring = Ring.create(instance, "split", CODEC, capacity=16, consumers=["c"])
     consumer = ring.consumer("c")
     producer = ring.producer()
-    sleeper = consumer.sleeper()
+    fd = consumer.watch_fd()
+    sem = posix_ipc.Semaphore(ring.consumer_sem_name(consumer.index))
+    path = fifo_path(ring.consumer_sem_name(consumer.index))
     try:
+        assert os.path.exists(path)
+        assert consumer.watch_fd() == fd  # one descriptor per consumer
         consumer.lower_park_flag()
         producer.publish((1, 1))
-        assert not sleeper.sleep(0.05)  # flag down: no post
-        consumer.raise_park_flag()
+        assert not _posted(fd, 0.05)  # flag down: no write
+        consumer.raise_park_flag(WATCHED)
         producer.publish((2, 2))
-        assert sleeper.sleep(5.0)
-        assert not sleeper.sleep(0.05)  # one post, and the surplus drained
+        assert _posted(fd, 5.0)
+        producer.publish((3, 3))  # the write used the wake word up: nothing more
+        assert not _posted(fd, 0.05)
+        assert sem.value == 0  # watched, not parked: the semaphore stays quiet
+        consumer.raise_park_flag(WATCHED)
         consumer.lower_park_flag()
-        producer.publish((3, 3))
-        assert not sleeper.sleep(0.05)
-        consumer.unpark()  # from any thread: ends a sleep at once
-        assert sleeper.sleep(5.0)
-        assert [r[0] for r in consumer.read()] == [1, 2, 3]
-        consumer.close()  # the sleeper's handle is its own: it still works
         producer.publish((4, 4))
-        assert not sleeper.sleep(0.01)
+        assert not _posted(fd, 0.05)
+        assert [r[0] for r in consumer.read()] == [1, 2, 3, 4]
     finally:
-        sleeper.close()
+        sem.close()
         producer.close()
         consumer.close()
+        ring.unlink()
+        ring.close()
+    assert not os.path.exists(path)  # unlinked with the ring
+
+
+def test_a_new_watcher_of_the_fifo_is_written_by_a_producer_that_wrote_the_old_one(
+    instance: str,
+) -> None:
+    """A producer keeps the FIFO open; a restarted consumer opens it anew (the old one's
+    end is gone): the producer's write finds no reader there, and it opens the FIFO again."""
+    ring = Ring.create(instance, "rewatch", CODEC, capacity=16, consumers=["c"])
+    producer = ring.producer()
+    first = ring.consumer("c")
+    try:
+        first.raise_park_flag(WATCHED)
+        fd = first.watch_fd()
+        producer.publish((1, 1))
+        assert _posted(fd, 5.0)
+        first.close()  # its descriptor closes: the producer's now leads nowhere
+        os.unlink(fifo_path(ring.consumer_sem_name(0)))  # and a clean-up removed the FIFO
+        second = ring.consumer("c")
+        fd = second.watch_fd()
+        second.raise_park_flag(WATCHED)
+        producer.publish((2, 2))
+        assert _posted(fd, 5.0)
+        second.close()
+    finally:
+        producer.close()
+        ring.unlink()
+        ring.close()
+
+
+def test_detaching_or_a_gate_moving_writes_a_watched_consumers_fifo(instance: str) -> None:
+    ring = Ring.create(instance, "gates", CODEC, capacity=16, consumers=["a", "b"])
+    ring.declare_consumer("late", gates=["a"])
+    producer = ring.producer()
+    a, late = ring.consumer("a"), ring.consumer("late")
+    fd = late.watch_fd()
+    try:
+        producer.publish((1, 1))
+        late.raise_park_flag(WATCHED)
+        assert not late.published()  # gated behind a
+        assert len(a.read()) == 1
+        a.commit()  # a's commit moves late's gate: late is written to
+        assert _posted(fd, 5.0)
+        assert late.published()
+        late.raise_park_flag(WATCHED)  # napping again: a detach wakes it to find out
+        ring.detach_consumer(late.index)
+        assert _posted(fd, 5.0)
+    finally:
+        producer.close()
+        a.close()
+        late.close()
         ring.unlink()
         ring.close()
