@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 
 import pytest
 
 from procs.cli import main
 from shm import Ring, StructCodec
-from shm.inspect import list_segments
+from shm.inspect import list_segments, remove_instance
+from shm.wait import fifo_path
 
 
 def _create_and_die(instance: str) -> None:
@@ -39,3 +41,19 @@ def test_ls_and_rm_stale(instance: str, capsys: pytest.CaptureFixture[str]) -> N
     assert [s.name for s in list_segments(instance)] == ["live"]
     assert main(["shm", "rm", "--instance", instance, "--force"]) == 0
     assert list_segments(instance) == []
+
+
+def test_removing_an_instance_removes_its_watched_consumers_fifos(instance: str) -> None:
+    """A watched consumer's FIFO (``Consumer.watch_fd``) lives beside its semaphore in
+    /dev/shm; ``list_segments`` does not take it for a segment, and removing the instance
+    (``ringex shm clean``'s path for a dead one) removes it with the semaphores."""
+    ring = Ring.create(instance, "w", StructCodec("q"), capacity=16, consumers=["c"])
+    consumer = ring.consumer("c")
+    consumer.watch_fd()
+    path = fifo_path(ring.consumer_sem_name(consumer.index))
+    consumer.close()
+    ring.close()
+    assert os.path.exists(path)
+    assert [s.name for s in list_segments(instance)] == ["w"]
+    assert remove_instance(instance) == 1
+    assert not os.path.exists(path)
