@@ -453,20 +453,6 @@ class Consumer(Generic[T]):
             hi = min(hi, self._gate.minimum(_NO_GATE))
         return hi > self._next
 
-    def park(self, timeout_s: float) -> bool:
-        """Sleep until the producer publishes (it posts this consumer's semaphore when it sees
-        the parked flag), ``timeout_s`` passes or ``unpark`` is called; then say whether a
-        record is ``published``. For one thread beside the reading one: it never reads, so a
-        process can sleep on several rings at once, a thread on each (the gateway does)."""
-        self._consumer_parker().park(self.published, timeout_s)
-        return self.published()
-
-    def unpark(self) -> None:
-        """End a ``park``, or a sleep on a ``sleeper``, now (from any thread; nothing if this
-        consumer never parked)."""
-        if self._parker is not None:
-            self._parker.unpark()
-
     # A park split in two, for an event loop that sleeps on several rings (and sockets) at
     # once: it watches each ring's ``watch_fd``, raises the rings' flags (``WATCHED``) when it
     # naps and lowers them when it wakes. A post the parking protocol misses (``shm.wait``) is
@@ -483,12 +469,13 @@ class Consumer(Generic[T]):
 
     def watch_fd(self) -> int:
         """A descriptor for an event loop to watch (``add_reader``): readable after a post
-        while the flag says ``WATCHED``. This consumer's: ``close`` closes it. ``drain_watch``
-        empties it."""
+        while the flag says ``WATCHED``. This consumer's: ``close`` closes it (a watcher that
+        may outlive the consumer watches a ``dup`` of it)."""
         return self._consumer_parker().watch()
 
-    def drain_watch(self) -> None:
-        self._consumer_parker().drain()
+    def attached(self) -> bool:
+        """Whether this process still holds its line (False once it was detached)."""
+        return self._attached()
 
     # -- bookkeeping -----------------------------------------------------------------------
 

@@ -43,21 +43,25 @@ class SegmentInfo:
 
 
 def list_segments(instance: str | None = None) -> list[SegmentInfo]:
-    """Every ringex segment (of ``instance``, if given), with its semaphores."""
+    """Every ringex segment (of ``instance``, if given), with its semaphores (named also by
+    a FIFO beside one whose semaphore is gone: ``remove`` takes both)."""
     if not SHM_DIR.is_dir():
         return []
     sems: dict[tuple[str, str], list[str]] = {}
     segments: list[tuple[str, str, Path]] = []
     for entry in SHM_DIR.iterdir():
-        sem = entry.name.startswith("sem.")
-        base = entry.name[4:] if sem else entry.name
+        kind, _, rest = entry.name.partition(".")
+        sem = kind in ("sem", "fifo")  # a semaphore, or the FIFO beside one (shm/wait.py)
+        base = rest if sem else entry.name
         parts = base.split(".")
         if len(parts) < 3 or parts[0] != PREFIX:
             continue
         if instance is not None and parts[1] != instance:
             continue
         if sem:
-            sems.setdefault((parts[1], parts[2]), []).append("/" + base)
+            names = sems.setdefault((parts[1], parts[2]), [])
+            if "/" + base not in names:
+                names.append("/" + base)
         else:
             segments.append((parts[1], ".".join(parts[2:]), entry))
     found = [
@@ -131,10 +135,10 @@ def remove(segment: SegmentInfo) -> None:
     with contextlib.suppress(posix_ipc.ExistentialError):
         posix_ipc.unlink_shared_memory(f"/{PREFIX}.{segment.instance}.{segment.name}")
     for sem in segment.semaphores:
+        with contextlib.suppress(FileNotFoundError):  # first: it is found by its name too
+            os.unlink(fifo_path(sem))
         with contextlib.suppress(posix_ipc.ExistentialError):
             posix_ipc.unlink_semaphore(sem)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(fifo_path(sem))
 
 
 def remove_instance(instance: str) -> int:

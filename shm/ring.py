@@ -228,10 +228,10 @@ class Ring(Generic[T]):
         self.region.unlink()
         consumers = range(self.max_consumers)
         for sem in [self.producer_sem_name(), *map(self.consumer_sem_name, consumers)]:
-            with contextlib.suppress(posix_ipc.ExistentialError):
-                posix_ipc.unlink_semaphore(sem)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(fifo_path(sem))
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_semaphore(sem)
 
     # -- consumer table (owner only: the creator or the supervisor) ------------------------
 

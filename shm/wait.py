@@ -99,24 +99,13 @@ class Parker:
         """A descriptor (non-blocking, this parker's) that turns readable when the other side
         posts while the flag says ``WATCHED``: the read end of the FIFO beside the semaphore,
         made if missing. Opened for writing too, so that it never reads as hung up while no
-        waker has it open. ``drain`` empties it."""
+        waker has it open."""
         if self._watch_fd < 0:
             path = fifo_path(self._sem.name)
             with contextlib.suppress(FileExistsError):
                 os.mkfifo(path, 0o600)
             self._watch_fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         return self._watch_fd
-
-    def drain(self) -> None:
-        """Read what the wakers wrote to ``watch``'s FIFO, so that it reads as empty."""
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._watch_fd, 4096):
-                pass
-
-    def unpark(self) -> None:
-        """End a ``park`` now, from any thread (one that is not parked returns at once from
-        its next ``park``, which drains the post)."""
-        self._sem.release()
 
     def close(self) -> None:
         self._sem.close()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,7 +68,10 @@ class RingWaker:
         self._armed: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # whose poll watches the FIFOs
         self._look_timer: asyncio.TimerHandle | None = None
-        self._fds = [c.watch_fd() for c in self.consumers]
+        #: its own descriptors of the consumers' FIFOs: a loop's registration is by number,
+        #: so two wakers over one consumer (a replacement) must not share one, and a
+        #: consumer closed first must not leave the loop a number the process reuses
+        self._fds = [os.dup(c.watch_fd()) for c in self.consumers]
         self.wakeups = 0  # naps ended by a ring (for tests and stats)
         for consumer in self.consumers:
             consumer.lower_park_flag()
@@ -100,14 +104,19 @@ class RingWaker:
             consumer.lower_park_flag()
 
     def close(self) -> None:
-        """Stop watching the FIFOs (the consumers close their descriptors)."""
-        self.disarm()
+        """Stop watching the FIFOs and close this waker's descriptors of them (a nap still
+        armed is disarmed; the flags of one that is not are left to whoever raised them)."""
+        if self._armed is not None:
+            self.disarm()
         self._unwatch()
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         self._unwatch()  # another loop's (a test's asyncio.run after another)
         for consumer, fd in zip(self.consumers, self._fds, strict=True):
-            loop.add_reader(fd, self._posted, consumer)
+            loop.add_reader(fd, self._posted, consumer, fd)
         self._loop = loop
         self._look_timer = loop.call_later(self.park_s, self._look)
 
@@ -119,16 +128,18 @@ class RingWaker:
         if loop is None or loop.is_closed():
             return
         for fd in self._fds:
-            with contextlib.suppress(OSError, ValueError):  # a consumer closed first
-                loop.remove_reader(fd)
+            loop.remove_reader(fd)
 
-    def _posted(self, consumer: Consumer[Any]) -> None:
-        """A producer wrote ``consumer``'s FIFO: end the armed nap if its ring has a record."""
-        consumer.drain_watch()
+    def _posted(self, consumer: Consumer[Any], fd: int) -> None:
+        """A producer wrote ``consumer``'s FIFO: end the armed nap if its ring has a record
+        (or its line was detached: a read says so)."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(fd, 4096):
+                pass
         nap = self._armed
         if nap is None or nap.done():
             return  # late: the loop woke for another reason, and looks anyway
-        if not consumer.published():
+        if not consumer.published() and consumer.attached():
             consumer.raise_park_flag(WATCHED)  # the post used the wake word up: raise it
             if not consumer.published():  # fenced: a record from now on posts
                 return
@@ -138,7 +149,11 @@ class RingWaker:
         """Every ``park_s``: end an armed nap whose ring has a record all the same (a post
         the parking protocol missed)."""
         nap = self._armed
-        if nap is not None and not nap.done() and any(c.published() for c in self.consumers):
+        if (
+            nap is not None
+            and not nap.done()
+            and any(c.published() or not c.attached() for c in self.consumers)
+        ):
             self._settle(nap)
         if self._loop is not None:
             self._look_timer = self._loop.call_later(self.park_s, self._look)

@@ -52,8 +52,8 @@ class Handled:
         self.calls: list[Consumer[Any]] = []
         real = waker._posted
 
-        def counting(consumer: Consumer[Any]) -> None:
-            real(consumer)
+        def counting(consumer: Consumer[Any], fd: int) -> None:
+            real(consumer, fd)
             self.calls.append(consumer)
 
         monkeypatch.setattr(waker, "_posted", counting)  # before the first arm watches
