@@ -320,35 +320,61 @@ _PLANS: Final = {k: _Plan(v) for k, v in MESSAGES.items()}
 assert all(t in FIELDS for p in _PLANS.values() for t in p.allowed), "allowed tags need formats"
 
 
+#: A message shape's value checks, by (MsgType, tags): a client sends the same few shapes
+#: again and again, and everything ``validate``'s fast path proves but the values depends on
+#: the shape alone. Bounded: cleared when full (a client inventing shapes gains nothing).
+_SHAPES: Final[
+    dict[tuple[bytes, tuple[int, ...]], tuple[tuple[int, Callable[[bytes], object]], ...]]
+] = {}
+MAX_SHAPES: Final = 1024
+
+
 def validate(msg: FixMessage) -> Fault | None:
     """The first fault of a framed message against the dictionary, or None.
 
     A fast path proves a message clean with set operations and checks only the values that
     have a format; any doubt (a repeated tag, a group, a failed check) hands the message to
     ``first_fault``, the readable rule-by-rule walk that names the fault. Both agree on every
-    message (``test_fix`` checks them against each other)."""
+    message (``test_fix`` checks them against each other). A shape proved clean once
+    (``_SHAPES``) is not proved again: only its values are checked."""
+    key = (msg.msg_type, tuple(msg.tags))
+    checks = _SHAPES.get(key)
+    if checks is None:
+        checks = _shape_checks(msg)
+        if checks is None:
+            return first_fault(msg)
+        if len(_SHAPES) >= MAX_SHAPES:
+            _SHAPES.clear()
+        _SHAPES[key] = checks
+    values = msg.values
+    if b"" in values:
+        return first_fault(msg)
+    for index, check in checks:
+        if not check(values[index]):
+            return first_fault(msg)
+    return None
+
+
+def _shape_checks(msg: FixMessage) -> tuple[tuple[int, Callable[[bytes], object]], ...] | None:
+    """What the values of a message of this shape need checked, by position; None when the
+    shape itself is in doubt (``first_fault`` decides)."""
     tags = msg.tags
     plan = _PLANS.get(msg.msg_type)
     if plan is None or not tags or tags[0] != 35:
-        return first_fault(msg)
+        return None
     present = set(tags)
     if (
         len(present) != len(tags)
         or not present <= plan.allowed
         or not plan.required <= present
-        or b"" in msg.values
         or (plan.group_tags and not plan.group_tags.isdisjoint(present))
     ):
-        return first_fault(msg)
+        return None
     in_header = len(present & HEADER)
     if not HEADER.issuperset(tags[:in_header]):
-        return first_fault(msg)
+        return None
     checks = plan.checks
-    for tag, value in zip(tags, msg.values, strict=True):
-        check = checks.get(tag)
-        if check is not None and not check(value):
-            return first_fault(msg)
-    return None
+    return tuple((k, checks[tag]) for k, tag in enumerate(tags) if tag in checks)
 
 
 def first_fault(msg: FixMessage) -> Fault | None:

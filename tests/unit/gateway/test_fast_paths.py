@@ -3,6 +3,7 @@ messages and on mutations of them: field splitting, validation, timestamps and c
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -87,3 +88,26 @@ def test_timestamps_agree_with_strptime(value: bytes) -> None:
 @given(st.binary(max_size=600))
 def test_checksum_is_the_byte_sum(data: bytes) -> None:
     assert checksum(data) == sum(data) & 0xFF
+
+
+def test_a_shape_proved_once_still_has_its_values_checked() -> None:
+    """``validate`` remembers a clean shape (``_SHAPES``) and then checks only the values: a
+    bad enum, a bad number or an empty value in a remembered shape is still the fault
+    ``first_fault`` names."""
+    clean = parse(frame(HEAD + ORDER))
+    assert isinstance(clean, FixMessage) and dictionary.validate(clean) is None
+    for bad in (ORDER.replace(b"54=1", b"54=9"), ORDER.replace(b"38=1.5", b"38=1.5x"),
+                ORDER.replace(b"55=X", b"55=")):  # fmt: skip
+        msg = parse(frame(HEAD + bad))
+        assert isinstance(msg, FixMessage)
+        fault = dictionary.validate(msg)
+        assert fault is not None and fault == dictionary.first_fault(msg)
+
+
+def test_the_shape_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dictionary, "_SHAPES", {})
+    monkeypatch.setattr(dictionary, "MAX_SHAPES", 2)
+    for body in (*BODIES[::2], HEAD + ORDER + field(1, "acct"), HEAD + ORDER):
+        msg = parse(frame(body))
+        assert isinstance(msg, FixMessage) and dictionary.validate(msg) is None
+        assert 1 <= len(dictionary._SHAPES) <= 2
