@@ -203,14 +203,18 @@ class OrderMemory:
 
 
 def _entry(ref: int, item: Order | Request | MassCancelRequest) -> Entry:
+    # An order first: it is most of what changes (three entries an order, a tenth of a
+    # second of a gateway's CPU under load). Its enums go as they are: msgpack writes an
+    # IntEnum as its int, so the bytes are those of int() of each, without the calls.
+    if type(item) is Order:
+        return (
+            ORDER, ref, item.session, item.cl_ord_id, item.orig_cl_ord_id, item.symbol.id,
+            item.side, item.ord_type, item.tif, item.price, item.stop_price,
+            item.qty, item.order_id, item.cum, item.notional, item.leaves, item.status,
+            item.display, item.triggered, item.time_ns, item.post_only, item.updated_ns,
+        )  # fmt: skip
     if isinstance(item, MassCancelRequest):
         return (MASS, ref, item.session, sorted(item.fields.items()))
-    if isinstance(item, Request):
-        return (REQUEST, ref, item.kind, item.session, item.cl_ord_id, item.order.ref,
-                item.price, item.qty)  # fmt: skip
-    return (
-        ORDER, ref, item.session, item.cl_ord_id, item.orig_cl_ord_id, item.symbol.id,
-        int(item.side), int(item.ord_type), int(item.tif), item.price, item.stop_price,
-        item.qty, item.order_id, item.cum, item.notional, item.leaves, item.status,
-        item.display, item.triggered, item.time_ns, item.post_only, item.updated_ns,
-    )  # fmt: skip
+    assert isinstance(item, Request), item
+    return (REQUEST, ref, item.kind, item.session, item.cl_ord_id, item.order.ref,
+            item.price, item.qty)  # fmt: skip
