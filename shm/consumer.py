@@ -456,7 +456,7 @@ class Consumer(Generic[T]):
     # A park split in two, for an event loop that sleeps on several rings (and sockets) at
     # once: it watches each ring's ``watch_fd``, raises the rings' flags (``WATCHED``) when it
     # naps and lowers them when it wakes. A post the parking protocol misses (``shm.wait``) is
-    # noticed at the nap's timeout.
+    # noticed by the watcher's own periodic look (``RingWaker``).
 
     def raise_park_flag(self, how: int = PARKED) -> None:
         """Have the producer post at its next publish, as it does for a parked consumer (with

@@ -175,11 +175,11 @@ def _drain(sem: posix_ipc.Semaphore) -> None:
 def post(sem_name: str, cache: Posts, how: int = PARKED) -> None:
     """Wake the waiter of ``sem_name``: parked on it, or ``WATCHED`` through its FIFO (``how``,
     the value of its parked word). What it opens is cached by the caller (``cache``)."""
-    key = sem_name if how != WATCHED else FIFO_DIR + sem_name
+    key = fifo_path(sem_name) if how == WATCHED else sem_name
     waker = cache.get(key)
     if waker is None:
         if how == WATCHED:
-            waker = cache[key] = FifoPoster(fifo_path(sem_name))
+            waker = cache[key] = FifoPoster(key)
         else:
             waker = cache[key] = posix_ipc.Semaphore(sem_name, posix_ipc.O_CREAT, initial_value=0)
     waker.release()

@@ -203,9 +203,9 @@ class OrderMemory:
 
 
 def _entry(ref: int, item: Order | Request | MassCancelRequest) -> Entry:
-    # An order first: it is most of what changes (three entries an order, a tenth of a
-    # second of a gateway's CPU under load). Its enums go as they are: msgpack writes an
-    # IntEnum as its int, so the bytes are those of int() of each, without the calls.
+    # An order first: it is most of what changes (about three entries an order under load).
+    # Its enums go as they are: msgpack writes an IntEnum as its int, so the bytes are those
+    # of int() of each, without the calls.
     if type(item) is Order:
         return (
             ORDER, ref, item.session, item.cl_ord_id, item.orig_cl_ord_id, item.symbol.id,

@@ -21,7 +21,7 @@ from typing import Any
 import uvloop
 from hdrh.histogram import HdrHistogram
 
-from procs.gateway.fix import fields, frame
+from procs.gateway.fix import Timestamps, fields, frame
 from tests.bench.pacer import Pacer
 
 SOH = b"\x01"
@@ -37,16 +37,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-_second: list[Any] = [-1, b""]  # the last second formatted, and its text
+_TIMES = Timestamps()  # the gateway's own: the second's text formatted once a second
 
 
 def utc_now() -> bytes:
-    """UTCTimestamp with milliseconds; the second's text is formatted once a second."""
-    ns = time.time_ns()
-    second = ns // 10**9
-    if second != _second[0]:
-        _second[:] = second, time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(second)).encode()
-    return b"%s.%03d" % (_second[1], ns // 10**6 % 1000)
+    """UTCTimestamp with milliseconds."""
+    return _TIMES.format(time.time_ns())
 
 
 @dataclass
@@ -99,16 +95,15 @@ class Latencies:
         fill: HdrHistogram | None = None,
         send: HdrHistogram | None = None,
     ) -> None:
-        self._hists = {
-            "ack": ack or new_histogram(),
-            "fill": fill or new_histogram(),
-            "send": send or new_histogram(),
-        }
         self.ack_us, self.fill_us, self.send_us = array("q"), array("q"), array("q")
+        self._hists = {
+            "ack": (ack or new_histogram(), self.ack_us),
+            "fill": (fill or new_histogram(), self.fill_us),
+            "send": (send or new_histogram(), self.send_us),
+        }
 
     def _hist(self, kind: str) -> HdrHistogram:
-        hist = self._hists[kind]
-        raw: array[int] = getattr(self, f"{kind}_us")
+        hist, raw = self._hists[kind]
         record = hist.record_value
         for micros in raw:
             record(micros)
@@ -252,22 +247,24 @@ async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) 
     sent = 0
     k = 0
     pacer = Pacer()  # asyncio.sleep would send up to a millisecond late (pacer.py)
-    while sent < total:
-        now = time.perf_counter_ns()
-        due = min(total, int((now - start) / interval_ns) + 1)
-        while sent < due:  # everything due goes now: a late start is measured, not hidden
-            session = sessions[sent % len(sessions)]
-            ref = b"%s-%s-%d" % (phase.encode(), session.comp_id.encode(), sent)  # unique
-            side = b"1" if (sent // len(sessions)) % 2 == 0 else b"2"
-            planned = start + int(sent * interval_ns)
-            send_order(session, ref, side, planned)
-            rec.lat.send_us.append(max(1, (time.perf_counter_ns() - planned) // 1000))
-            sent += 1
-        k += 1
-        if k % 8 == 0:
-            await asyncio.gather(*(s.writer.drain() for s in sessions if s.writer))
-        await pacer.until(start + int(sent * interval_ns))
-    pacer.close()
+    try:
+        while sent < total:
+            now = time.perf_counter_ns()
+            due = min(total, int((now - start) / interval_ns) + 1)
+            while sent < due:  # everything due goes now: a late start is measured, not hidden
+                session = sessions[sent % len(sessions)]
+                ref = b"%s-%s-%d" % (phase.encode(), session.comp_id.encode(), sent)  # unique
+                side = b"1" if (sent // len(sessions)) % 2 == 0 else b"2"
+                planned = start + int(sent * interval_ns)
+                send_order(session, ref, side, planned)
+                rec.lat.send_us.append(max(1, (time.perf_counter_ns() - planned) // 1000))
+                sent += 1
+            k += 1
+            if k % 8 == 0:
+                await asyncio.gather(*(s.writer.drain() for s in sessions if s.writer))
+            await pacer.until(start + int(sent * interval_ns))
+    finally:
+        pacer.close()
     # Offered above capacity, the backlog drains at the sustained rate (100k orders at 4k/s:
     # 25 s): wait while acks still come, and give up only after STALL_S without one.
     acked, last_progress = -1, time.monotonic()

@@ -342,12 +342,14 @@ async def open_loop(lanes: list[Lane], rate: float, seconds: float, stats: Stats
     stats.start_ns = start = clock() + 10_000_000
     tasks = []
     pacer = Pacer()  # asyncio.sleep would start requests up to a millisecond late (pacer.py)
-    for k in range(int(rate * seconds)):
-        planned = start + int(k * interval)
-        if planned > clock():
-            await pacer.until(planned)
-        tasks.append(asyncio.ensure_future(one(k, planned)))
-    pacer.close()
+    try:
+        for k in range(int(rate * seconds)):
+            planned = start + int(k * interval)
+            if planned > clock():
+                await pacer.until(planned)
+            tasks.append(asyncio.ensure_future(one(k, planned)))
+    finally:
+        pacer.close()
     return await finish(tasks, 30, stats)
 
 
