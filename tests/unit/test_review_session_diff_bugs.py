@@ -200,7 +200,7 @@ def test_a_mass_cancel_awaiting_its_ack_counts_as_in_flight_for_a_stopping_gatew
     ack is awaited. Actual: 0."""
     entry = OrderEntry(GW, Instruments([SYM]), cancel_on_disconnect=False)
     session = _FakeSession()
-    msg = FixMessage(b"", [35, 11, 530], [b"q", b"mc-1", b"7"])
+    msg = FixMessage.of(b"", [35, 11, 530], [b"q", b"mc-1", b"7"])
     entry.on_message(cast(Session, session), msg, 1)
     assert entry.mass_cancels and session.sent == []  # waiting for the router's verdict
     entry.outgoing.clear()  # the shell published the MassCancel

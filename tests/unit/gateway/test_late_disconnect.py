@@ -30,7 +30,7 @@ class _Connection:
 def _order(cl_ord_id: bytes) -> FixMessage:
     tags = [35, 11, 55, 54, 60, 40, 38, 44, 59]
     values = [b"D", cl_ord_id, b"BTC-USD", b"1", b"20260101-00:00:00", b"2", b"1", b"100", b"1"]
-    return FixMessage(b"", tags, values)
+    return FixMessage.of(b"", tags, values)
 
 
 def test_a_late_end_of_an_old_connection_leaves_the_new_ones_orders() -> None:

@@ -390,7 +390,7 @@ class _Connection:
 def _new_order(cl_ord_id: bytes) -> FixMessage:
     tags = [35, 11, 55, 54, 60, 40, 38, 44, 59]
     values = [b"D", cl_ord_id, b"BTC-USD", b"1", b"20260101-00:00:00", b"2", b"1", b"100", b"1"]
-    return FixMessage(b"", tags, values)
+    return FixMessage.of(b"", tags, values)
 
 
 def test_the_order_memory_changing_between_steps_gives_the_log_s_state(tmp_path: Path) -> None:

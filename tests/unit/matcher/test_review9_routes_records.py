@@ -292,7 +292,7 @@ def test_gateways_build_new_and_replace_records_with_every_value_in_its_field() 
     entry.on_logon(conn, 1)
     tags = [35, 11, 55, 54, 60, 40, 38, 44, 59]
     values = [b"D", b"c1", b"BTC-USD", b"2", b"20260101-00:00:00", b"2", b"1.5", b"100.25", b"1"]
-    entry.on_message(conn, FixMessage(b"", tags, values), 2)
+    entry.on_message(conn, FixMessage.of(b"", tags, values), 2)
     (new,) = [c for c in entry.outgoing if isinstance(c, NewOrder)]
     assert msgspec.structs.asdict(new) == {
         "seq": 0, "ts_ns": 2, "gateway": 9, "session": 5, "client_ref": new.client_ref,
@@ -306,7 +306,7 @@ def test_gateways_build_new_and_replace_records_with_every_value_in_its_field() 
     tags = [35, 11, 41, 55, 54, 60, 40, 38, 44, 59]
     values = [b"G", b"c2", b"c1", b"BTC-USD", b"2", b"20260101-00:00:01", b"2", b"2", b"99.75",
               b"1"]  # fmt: skip
-    entry.on_message(conn, FixMessage(b"", tags, values), 3)
+    entry.on_message(conn, FixMessage.of(b"", tags, values), 3)
     (rep,) = [c for c in entry.outgoing if isinstance(c, ReplaceOrder)]
     assert msgspec.structs.asdict(rep) == {
         "seq": 0, "ts_ns": 3, "gateway": 9, "session": 5, "client_ref": rep.client_ref,
