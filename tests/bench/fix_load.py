@@ -145,37 +145,40 @@ class Recorder:
 
 
 async def read_reports(session: Session, rec: Recorder) -> None:
+    """Times the acks (150=0) and fills (150=F) of the orders ``session.planned`` holds.
+    A read's reports are found by position, not sliced off the buffer one at a time (which
+    copied the rest of a 64 KiB read once per report)."""
     assert session.reader is not None
     buf = b""
+    planned = session.planned
     while True:
         data = await session.reader.read(1 << 16)
         if not data:
             return
         now = time.perf_counter_ns()
-        buf += data
-        while True:
-            end = buf.find(b"\x0110=")
-            if end < 0 or buf.find(SOH, end + 4) < 0:
-                break
-            stop = buf.find(SOH, end + 4) + 1
-            message, buf = buf[:stop], buf[stop:]
-            if b"\x0135=8\x01" not in message:
+        acks, fills = rec.lat.ack_us, rec.lat.fill_us  # the soak swaps ``rec.lat``
+        buf = buf + data if buf else data
+        pos = 0
+        while (end := buf.find(b"\x0110=", pos)) >= 0 and (stop := buf.find(SOH, end + 4)) >= 0:
+            start, pos = pos, stop + 1
+            if buf.find(b"\x0135=8\x01", start, end) < 0:
                 continue
-            exec_type = message.split(b"\x01150=", 1)[1][:1]
-            ref = message.split(b"\x0111=", 1)[1].split(SOH, 1)[0]
+            at = buf.find(b"\x01150=", start, end) + 5
+            exec_type = buf[at : at + 1]
+            at = buf.find(b"\x0111=", start, end) + 4
+            ref = buf[at : buf.find(SOH, at)]
             # an order of 1 lot fills once, after its ack: forget it then (a soak sends millions)
-            planned = (
-                session.planned.pop(ref, None) if exec_type == b"F" else session.planned.get(ref)
-            )
-            if planned is None:
+            sent = planned.pop(ref, None) if exec_type == b"F" else planned.get(ref)
+            if sent is None:
                 continue
-            micros = max(1, (now - planned) // 1000)
+            micros = max(1, (now - sent) // 1000)
             if exec_type == b"0":
                 session.acks += 1
-                rec.lat.ack_us.append(micros)
+                acks.append(micros)
             elif exec_type == b"F":
                 session.fills += 1
-                rec.lat.fill_us.append(micros)
+                fills.append(micros)
+        buf = buf[pos:]
 
 
 #: A NewOrderSingle's body after the header's CompID: what ``Session.message`` writes for
@@ -186,14 +189,20 @@ _ORDER = (
 )
 
 
-def send_order(session: Session, ref: bytes, side: bytes, planned_ns: int) -> None:
-    """One limit order for 1 lot at 100.00, latency to be measured from ``planned_ns``."""
+def order(session: Session, ref: bytes, side: bytes, planned_ns: int) -> bytes:
+    """One limit order for 1 lot at 100.00, latency to be measured from ``planned_ns``: the
+    message, its MsgSeqNum taken, for the caller to write."""
     session.planned[ref] = planned_ns
-    assert session.writer is not None
     now = utc_now()
     body = session.order_head + _ORDER % (session.seq, now, ref, side, now)
     session.seq += 1
-    session.writer.write(frame(body))
+    return frame(body)
+
+
+def send_order(session: Session, ref: bytes, side: bytes, planned_ns: int) -> None:
+    """``order``, written at once."""
+    assert session.writer is not None
+    session.writer.write(order(session, ref, side, planned_ns))
 
 
 @dataclass
@@ -251,16 +260,28 @@ async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) 
         while sent < total:
             now = time.perf_counter_ns()
             due = min(total, int((now - start) / interval_ns) + 1)
+            batches: dict[int, list[bytes]] = {}  # a write per session for what is due
+            first = sent
             while sent < due:  # everything due goes now: a late start is measured, not hidden
-                session = sessions[sent % len(sessions)]
+                k_session = sent % len(sessions)
+                session = sessions[k_session]
                 ref = b"%s-%s-%d" % (phase.encode(), session.comp_id.encode(), sent)  # unique
                 side = b"1" if (sent // len(sessions)) % 2 == 0 else b"2"
                 planned = start + int(sent * interval_ns)
-                send_order(session, ref, side, planned)
-                rec.lat.send_us.append(max(1, (time.perf_counter_ns() - planned) // 1000))
+                batches.setdefault(k_session, []).append(order(session, ref, side, planned))
                 sent += 1
+            for k_session, batch in batches.items():
+                writer = sessions[k_session].writer
+                assert writer is not None
+                writer.write(b"".join(batch))
+            written = time.perf_counter_ns()
+            rec.lat.send_us.extend(
+                max(1, (written - start - int(n * interval_ns)) // 1000) for n in range(first, sent)
+            )
             k += 1
-            if k % 8 == 0:
+            if k % 8 == 0 and any(  # a writer with bytes the kernel did not take: back off
+                s.writer and s.writer.transport.get_write_buffer_size() for s in sessions
+            ):
                 await asyncio.gather(*(s.writer.drain() for s in sessions if s.writer))
             await pacer.until(start + int(sent * interval_ns))
     finally:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
+from procs.gateway.fix import frame
 from tests.bench import fix_load
-from tests.bench.fix_load import Latencies, Phase, Session, send_order, utc_now
+from tests.bench.fix_load import (
+    Latencies,
+    Phase,
+    Recorder,
+    Session,
+    read_reports,
+    send_order,
+    utc_now,
+)
 
 
 class _Writer:
@@ -58,3 +68,36 @@ def test_latencies_recorded_as_arrays_reach_the_histograms_and_survive_the_wire(
     merged.ack_us.append(7)
     merged.add(back.lat)
     assert merged.ack.get_total_count() == 5
+
+
+def test_reports_cut_anywhere_are_each_timed_once() -> None:
+    """Acks and fills of planned orders are timed however the reads cut them; other reports
+    (an unplanned ClOrdID, a message that is not an ExecutionReport) are passed over."""
+
+    def report(seq: int, ref: bytes, exec_type: bytes) -> bytes:
+        return frame(
+            b"35=8\x0149=RINGEX\x0156=S0\x0134=%d\x0152=20261125-23:00:00.000\x0137=%d\x01"
+            b"11=%s\x0117=e%d\x01150=%s\x0139=0\x0155=BTC-USD\x01" % (seq, seq, ref, seq, exec_type)
+        )
+
+    heartbeat = frame(b"35=0\x0149=RINGEX\x0156=S0\x0134=2\x01")
+    stream = b"".join([
+        report(1, b"o-1", b"0"), heartbeat, report(3, b"o-2", b"0"), report(4, b"o-1", b"F"),
+        report(5, b"stranger", b"0"), report(6, b"o-2", b"F"),
+    ])  # fmt: skip
+
+    class Reader:
+        def __init__(self, reads: list[bytes]) -> None:
+            self.reads = reads
+
+        async def read(self, _n: int) -> bytes:
+            return self.reads.pop(0) if self.reads else b""
+
+    for cut in (1, 7, 50, len(stream)):
+        reads = [stream[k : k + cut] for k in range(0, len(stream), cut)]
+        session = Session("S0", 0, reader=Reader(reads))  # type: ignore[arg-type]
+        session.planned.update({b"o-1": 1, b"o-2": 1})
+        rec = Recorder()
+        asyncio.run(read_reports(session, rec))
+        assert (session.acks, session.fills, session.planned) == (2, 2, {})
+        assert len(rec.lat.ack_us) == len(rec.lat.fill_us) == 2
