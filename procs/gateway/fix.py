@@ -315,10 +315,11 @@ MAX_SHAPES: Final = 1024
 
 
 def _shape_tags(names: list[bytes]) -> tuple[int, ...] | None:
-    """The tags of a shape not seen before, remembered; None when one is not in 1..9999 or
-    MsgType is not first (``_message`` decides those)."""
+    """The tags of a shape not seen before, remembered; None when one is not in 1..9999, or
+    MsgType is not first or not alone (``_message`` decides those: a message's ``msg_type``
+    is its last MsgType, and ``_parse_run`` takes its first value)."""
     tags = tuple(map(_TAGS.get, names))
-    if None in tags or not tags or tags[0] != 35:
+    if None in tags or not tags or tags[0] != 35 or tags.count(35) != 1:
         return None
     if len(_SHAPE_TAGS) >= MAX_SHAPES:
         _SHAPE_TAGS.clear()
