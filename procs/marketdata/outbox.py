@@ -9,12 +9,17 @@ So, once ``limit`` messages wait:
 - ticker and kline streams (and heartbeats) conflate: a queued message of the same stream
   is replaced in place by the newer one (the queue holds at most one per such stream), but
   a final one (a candle's close) is never replaced: the next value queues behind it;
-- a depth diff drops that stream's queued diffs and queues a fresh snapshot instead, which
+- a depth diff drops that stream's queued diffs and owes a fresh snapshot instead, which
   the next diffs continue (the client sees ``lastUpdateId`` jump and starts over from it);
 - a trade cannot be dropped without lying about the tape: first every depth stream with
-  more than one message queued is compacted to one fresh snapshot (``_make_room``); if
+  more than one message queued is compacted to one owed snapshot (``_make_room``); if
   that frees no room, ``push`` returns an overflow reason and the server closes the
   connection (1008, policy violation) with it;
+
+An owed snapshot is rendered and queued by ``settle``, which the server calls once it has
+pushed a batch: a snapshot shows the book after the whole batch, so it goes after the
+batch's trades too (rendered at once, it went before the trades it already held). A diff of
+a stream that owes one is dropped: the snapshot will hold it.
 - a symbol's status (a halt, its resume) is few and each one matters: queued whole, never
   conflated nor refused;
 - nor can an answer to a request: a client that sends requests and reads no answers is
@@ -53,11 +58,13 @@ class Outbox:
         self._snapshot = snapshot
         self._queue: deque[_Entry] = deque()
         self._conflated: dict[str, _Entry] = {}
+        self._owed: dict[str, None] = {}  # depth streams owed a snapshot, in order
         self.conflated = 0  # messages replaced by a newer one
         self.resnapshots = 0  # depth streams restarted from a snapshot
 
     def __len__(self) -> int:
-        return len(self._queue)
+        """Messages queued, an owed snapshot counted as the message it will be."""
+        return len(self._queue) + len(self._owed)
 
     def push(self, kind: Kind, stream: str, payload: bytes, final: bool = False) -> str | None:
         """Queue ``payload``; returns None, or why the client must be disconnected.
@@ -74,7 +81,9 @@ class Outbox:
             if final:  # it stays as it is: the next value gets an entry of its own
                 del self._conflated[stream]
             return None
-        if len(self._queue) >= self.limit and kind is not Kind.STATUS:
+        if kind is Kind.DEPTH and stream in self._owed:
+            return None  # the snapshot owed will hold it
+        if len(self) >= self.limit and kind is not Kind.STATUS:
             if kind is Kind.DEPTH:
                 self._restart_depth(stream)
                 return None
@@ -82,29 +91,35 @@ class Outbox:
                 self._queue.append(_Entry(kind, stream, payload))
                 return None
             return (
-                f"slow consumer: {len(self._queue)} messages queued, limit {self.limit}; "
+                f"slow consumer: {len(self)} messages queued, limit {self.limit}; "
                 f"trade stream {stream} cannot be conflated"
             )
         self._queue.append(_Entry(kind, stream, payload))
         return None
 
+    def settle(self) -> None:
+        """Queue the snapshots owed, rendered now: after everything pushed before."""
+        owed, self._owed = self._owed, {}
+        for stream in owed:
+            self._queue.append(_Entry(Kind.DEPTH, stream, self._snapshot(stream)))
+
     def push_snapshot(self, stream: str, payload: bytes) -> None:
         """Queue a depth snapshot (on subscribe): never refused, it restarts the stream."""
-        self._queue = deque(
-            e for e in self._queue if not (e.kind is Kind.DEPTH and e.stream == stream)
-        )
+        self._drop_depth(stream)
+        self._owed.pop(stream, None)  # this one is newer than any owed
         self._queue.append(_Entry(Kind.DEPTH, stream, payload))
 
     def push_reply(self, payload: bytes) -> str | None:
         """Queue an answer to a request, never conflated; returns None, or why the client
         must be disconnected: a client can send requests without reading the answers, and
         those must not queue past ``limit`` any more than trades do."""
-        if len(self._queue) >= self.limit and not self._make_room():
+        if len(self) >= self.limit and not self._make_room():
             return (
-                f"slow consumer: {len(self._queue)} messages queued, limit {self.limit}; "
+                f"slow consumer: {len(self)} messages queued, limit {self.limit}; "
                 f"it sends requests and does not read the answers"
             )
         self._queue.append(_Entry(None, "", payload))
+        self.settle()
         return None
 
     def _make_room(self) -> bool:
@@ -117,13 +132,22 @@ class Outbox:
         for stream, count in counts.items():
             if count > 1:
                 self._restart_depth(stream)
-        return len(self._queue) < self.limit
+        return len(self) < self.limit
 
     def _restart_depth(self, stream: str) -> None:
+        """Drop ``stream``'s queued diffs; ``settle`` queues the snapshot they give way to."""
         self.resnapshots += 1
-        self.push_snapshot(stream, self._snapshot(stream))
+        self._drop_depth(stream)
+        self._owed[stream] = None
+
+    def _drop_depth(self, stream: str) -> None:
+        self._queue = deque(
+            e for e in self._queue if not (e.kind is Kind.DEPTH and e.stream == stream)
+        )
 
     def pop(self) -> bytes | None:
+        if self._owed:
+            self.settle()
         if not self._queue:
             return None
         entry = self._queue.popleft()
@@ -135,3 +159,4 @@ class Outbox:
         """Forget what is queued for ``stream`` (it was unsubscribed)."""
         self._queue = deque(e for e in self._queue if e.stream != stream)
         self._conflated.pop(stream, None)
+        self._owed.pop(stream, None)

@@ -81,6 +81,7 @@ class Client:
             if reason is not None:
                 self.close_slow(reason)
                 return
+        self.outbox.settle()  # a snapshot a full queue owes goes after the batch it shows
         self._wake.set()
 
     def deliver_snapshot(self, stream: str, payload: bytes) -> None:

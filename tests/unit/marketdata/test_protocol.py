@@ -75,8 +75,10 @@ def test_outbox_conflates_resnapshots_and_caps_trades() -> None:
     box.push(Kind.TICKER, "a@ticker", b"t2")  # replaces t1 where it stands
     box.push(Kind.DEPTH, "a@depth", b"d2")
     assert len(box) == 3 and box.conflated == 1
-    assert box.push(Kind.DEPTH, "a@depth", b"d3") is None  # full: diffs -> a snapshot
-    assert snapshots == ["a@depth"] and box.resnapshots == 1
+    assert box.push(Kind.DEPTH, "a@depth", b"d3") is None  # full: diffs -> a snapshot owed
+    assert snapshots == [] and box.resnapshots == 1 and len(box) == 2
+    box.settle()  # the server settles once it pushed a batch: the snapshot is rendered then
+    assert snapshots == ["a@depth"]
     assert len(box) == 2
     box.push(Kind.TRADE, "a@trade", b"x1")
     reason = box.push(Kind.TRADE, "a@trade", b"x2")

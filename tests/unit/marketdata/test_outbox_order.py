@@ -1,0 +1,112 @@
+"""A slow client's queue keeps the tape and the book in step: the snapshot a full queue owes
+(its depth diffs dropped for it) shows the book after the batch it was pushed in, so it is
+queued after that batch's trades, not before the trades it already holds."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from procs.common.types import Side
+from procs.core.market.state import MarketState, Update
+from procs.marketdata.hub import Hub, Message
+from procs.marketdata.outbox import Outbox
+from procs.marketdata.streams import Kind, parse_stream
+
+from .events import OTHER, SYMBOL, level, trade
+
+
+class SlowClient:
+    """What the server's ``Client`` does with a batch while its socket is behind: every
+    message through the outbox, then ``settle``."""
+
+    def __init__(self, hub: Hub, limit: int) -> None:
+        self.streams: set[str] = set()
+        self.outbox = Outbox(limit, hub.depth_snapshot)
+        self.closed: str | None = None
+
+    def deliver(self, messages: Sequence[Message], frames: bytes) -> None:
+        for m in messages:
+            reason = self.outbox.push(m.kind, m.stream, m.payload, m.final)
+            if reason is not None:
+                self.closed = reason
+                return
+        self.outbox.settle()
+
+    def deliver_snapshot(self, stream: str, payload: bytes) -> None:
+        self.outbox.push_snapshot(stream, payload)
+
+    def read_all(self) -> list[dict[str, Any]]:
+        out = []
+        while (payload := self.outbox.pop()) is not None:
+            out.append(json.loads(payload))
+        return out
+
+
+def _publish(state: MarketState, hub: Hub, events: list[object]) -> None:
+    updates: list[Update] = []
+    for event in events:
+        state.process(event, updates)  # type: ignore[arg-type]
+    hub.publish(updates + state.flush())
+
+
+def test_the_snapshot_a_full_queue_owes_follows_the_trades_it_shows() -> None:
+    state = MarketState([SYMBOL, OTHER])
+    hub = Hub(state, depth_levels=100, max_subscriptions=10)
+    client = SlowClient(hub, limit=6)
+    hub.subscribe(
+        client, [parse_stream(n, hub.symbols) for n in ("btc-usd@depth", "btc-usd@trade")]
+    )
+    client.read_all()  # the subscription's snapshot: caught up
+    now = time.time_ns()
+    # resting asks from 101.00 up, one diff a batch: the queue fills with diffs
+    for seq in range(1, 7):
+        _publish(state, hub, [level(seq, Side.SELL, 10_000 + 100 * seq, 5, ts=now)])
+    assert len(client.outbox) == 6
+    # one batch: two trades take the ask at 101.00, which leaves the book; the first trade
+    # finds the queue full, and the diffs give way to a snapshot
+    _publish(
+        state,
+        hub,
+        [
+            trade(7, 1, 10_100, 2, ts=now),
+            trade(8, 2, 10_100, 3, ts=now),
+            level(9, Side.SELL, 10_100, 0, ts=now),
+        ],
+    )
+    assert client.closed is None
+    got = client.read_all()
+    kinds = ["trade" if m["stream"].endswith("@trade") else "depth" for m in got]
+    snapshot_at = next(k for k, m in enumerate(got) if "lastUpdateId" in m["data"])
+    # both trades before the snapshot that shows the 101.00 ask gone; no diff after it
+    assert kinds[snapshot_at - 2 : snapshot_at] == ["trade", "trade"]
+    asks = [price for price, _ in got[snapshot_at]["data"]["asks"]]
+    assert "101.00" not in asks and "102.00" in asks
+    assert all(k == "trade" for k in kinds[snapshot_at + 1 :])
+
+
+def test_a_diff_of_a_stream_owing_a_snapshot_is_left_to_it_and_a_subscribe_snapshot_pays_it() -> (
+    None
+):
+    rendered: list[str] = []
+
+    def snapshot(stream: str) -> bytes:
+        rendered.append(stream)
+        return b"fresh"
+
+    box = Outbox(2, snapshot)
+    box.push(Kind.DEPTH, "a@depth", b"d1")
+    box.push(Kind.DEPTH, "a@depth", b"d2")
+    assert box.push(Kind.DEPTH, "a@depth", b"d3") is None  # full: the diffs owe a snapshot
+    assert box.push(Kind.DEPTH, "a@depth", b"d4") is None  # the owed snapshot holds it
+    assert len(box) == 1 and rendered == []
+    box.push_snapshot("a@depth", b"subscribed")  # newer than the one owed: nothing is owed
+    box.settle()
+    assert rendered == [] and box.pop() == b"subscribed" and box.pop() is None
+    box.push(Kind.DEPTH, "b@depth", b"e1")
+    box.push(Kind.DEPTH, "b@depth", b"e2")
+    box.push(Kind.DEPTH, "b@depth", b"e3")
+    box.discard("b@depth")  # unsubscribed: no snapshot is owed any more
+    assert len(box) == 0 and box.pop() is None and rendered == []
