@@ -4,28 +4,24 @@ queued after that batch's trades, not before the trades it already holds."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from procs.common.types import Side
-from procs.core.market.state import MarketState, Update
+from procs.core.market.state import MarketState
 from procs.marketdata.hub import Hub, Message
 from procs.marketdata.outbox import Outbox
 from procs.marketdata.streams import Kind, parse_stream
 
 from .events import OTHER, SYMBOL, level, trade
+from .test_review6_md_bugs import QueuedClient, _publish
 
 
-class SlowClient:
+class SlowClient(QueuedClient):
     """What the server's ``Client`` does with a batch while its socket is behind: every
-    message through the outbox, then ``settle``."""
+    message through the outbox, then ``settle``; an overflow closes it."""
 
-    def __init__(self, hub: Hub, limit: int) -> None:
-        self.streams: set[str] = set()
-        self.outbox = Outbox(limit, hub.depth_snapshot)
-        self.closed: str | None = None
+    closed: str | None = None
 
     def deliver(self, messages: Sequence[Message], frames: bytes) -> None:
         for m in messages:
@@ -34,22 +30,6 @@ class SlowClient:
                 self.closed = reason
                 return
         self.outbox.settle()
-
-    def deliver_snapshot(self, stream: str, payload: bytes) -> None:
-        self.outbox.push_snapshot(stream, payload)
-
-    def read_all(self) -> list[dict[str, Any]]:
-        out = []
-        while (payload := self.outbox.pop()) is not None:
-            out.append(json.loads(payload))
-        return out
-
-
-def _publish(state: MarketState, hub: Hub, events: list[object]) -> None:
-    updates: list[Update] = []
-    for event in events:
-        state.process(event, updates)  # type: ignore[arg-type]
-    hub.publish(updates + state.flush())
 
 
 def test_the_snapshot_a_full_queue_owes_follows_the_trades_it_shows() -> None:
