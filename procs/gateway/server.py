@@ -50,10 +50,11 @@ from procs.common.topology import (
     matcher_output,
     users_path,
 )
-from procs.common.users import User, UserStore
+from procs.common.users import UserStore
 from procs.gateway.audit import AuditLog
 from procs.gateway.clordids import SeenLog
 from procs.gateway.connection import Connection
+from procs.gateway.connections import GatewayConnections
 from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
 from procs.gateway.intake import IntakePacing
@@ -104,7 +105,7 @@ def _note_handled(
     handled[ring] = last
 
 
-class GatewayServer(GatewayRestart):
+class GatewayServer(GatewayConnections, GatewayRestart):
     def __init__(self, cfg: RingexConfig, name: str, *, codec: RecordCodec | None = None) -> None:
         gw = next((g for g in cfg.gateways if g.name == name), None)
         if gw is None:
@@ -135,6 +136,9 @@ class GatewayServer(GatewayRestart):
         self.live: dict[str, Session] = LiveSessions(self.directory.parent / "logged-on")
         self.stores: dict[str, MessageStore] = {}
         self.connections: set[Connection] = set()
+        #: connections whose session has something to write (or closed) since their last
+        #: write: a pass writes those, not every connection (1,000 sessions logged on)
+        self._dirty: set[Connection] = set()
         self.codec = codec or RecordCodec()
         self.producer = Ring.attach(cfg.instance, gateway_commands(gw.id), self.codec).producer()
         self.stats = Counters.open(cfg.instance, gateway_page(gw.id), GATEWAY_COUNTERS)
@@ -249,58 +253,6 @@ class GatewayServer(GatewayRestart):
             store = self.stores[comp_id] = MessageStore(self.directory / "sessions" / comp_id)
         return store
 
-    # -- connections ------------------------------------------------------------------------
-
-    def connection_made(self, conn: Connection) -> None:
-        assert conn.transport is not None
-        if len(self.connections) >= self.gw.max_sessions:
-            log.warning("refused a connection: %d sessions is the limit", self.gw.max_sessions)
-            conn.transport.close()
-            return
-        self.connections.add(conn)
-        conn.session = Session(
-            self.settings, self.users, self.store, self.entry, self.live, time.time_ns(),
-            self.audit,
-        )  # fmt: skip
-        if self.pacing.paused:
-            conn.transport.pause_reading()
-
-    def connection_lost(self, conn: Connection) -> None:
-        self.connections.discard(conn)
-        if conn.session is not None:
-            conn.session.connection_lost(time.time_ns())
-        self.publish()
-        self.submit()  # its cancels (cancel on disconnect) are answered by the poll loop
-
-    def after_input(self, conn: Connection) -> None:
-        session = conn.session
-        if session is not None and session.verify_request is not None:
-            self._verify(conn, session, *session.verify_request)
-        self.submit()
-        if self.entry.outgoing:  # its store's MsgSeqNum counts them: logged first
-            self._writes_due.append(conn)
-        else:
-            conn.write()
-
-    def _verify(self, conn: Connection, session: Session, comp_id: str, password: str) -> None:
-        session.verify_request = None
-        check = asyncio.get_running_loop().run_in_executor(
-            None, self.users.verify, comp_id, password
-        )
-
-        def done(check: asyncio.Future[User | None]) -> None:
-            if conn.session is not session or session.closed:
-                return
-            try:
-                user = check.result()
-            except Exception:  # a broken users file: refuse, and say why in the log
-                log.exception("checking the password of %s failed", comp_id)
-                user = None
-            session.authenticated(user, time.time_ns())
-            self.after_input(conn)
-
-        check.add_done_callback(done)
-
     def submit(self) -> None:
         """Publish what a client just sent and wake the poll loop: its answer is on the way.
 
@@ -321,7 +273,7 @@ class GatewayServer(GatewayRestart):
             self.publish()
         due, self._writes_due = self._writes_due, []
         for conn in due:
-            conn.write()
+            self._write(conn)
 
     def publish(self) -> None:
         """Move waiting commands into the router ring, logging them first; pace the intake."""
@@ -385,7 +337,8 @@ class GatewayServer(GatewayRestart):
         if moved:
             if api is not None:
                 api.after_batch()
-            for conn in self.connections:
+            dirty, self._dirty = self._dirty, set()
+            for conn in dirty:
                 conn.write()
             self.audit.flush()
             # reports are in the sessions' stores: now the log, then the cursors
@@ -445,7 +398,7 @@ class GatewayServer(GatewayRestart):
             for conn in list(self.connections):
                 if conn.session is not None:
                     conn.session.on_timer(now, conn.reading)
-                    conn.write()
+                    self._write(conn)
             self.audit.flush()  # session traffic (heartbeats, resends) when no event flows
             if self.order_log.compacting:  # an idle gateway finishes its compaction too
                 self.order_log.step_compaction()
@@ -563,7 +516,7 @@ class GatewayServer(GatewayRestart):
         for conn in list(self.connections):
             if conn.session is not None:
                 conn.session.logout("gateway shutting down", now)
-                conn.write()
+                self._write(conn)
         deadline = time.monotonic() + grace_s
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

@@ -101,7 +101,9 @@ class State(Enum):
 
 class Session(GapRecovery):
     """One connection's session. The shell writes ``take_output()`` to the socket and closes
-    it once ``state is CLOSED`` (after writing what is left)."""
+    it once ``state is CLOSED`` (after writing what is left). ``on_output``, when the shell
+    sets it, is called as the session gets something to write or closes: so a shell with
+    many sessions writes only those (a gateway pass would otherwise visit every one)."""
 
     def __init__(
         self,
@@ -148,6 +150,7 @@ class Session(GapRecovery):
         self.verify_request: tuple[str, str] | None = None
         self._logon_msg: FixMessage | None = None
         self._held: list[FixMessage] = []  # what arrived while the password was checked
+        self.on_output: Callable[[], None] | None = None
 
     # -- identity -------------------------------------------------------------------------
 
@@ -299,6 +302,8 @@ class Session(GapRecovery):
         return seq
 
     def _emit(self, raw: bytes, now_ns: int) -> None:
+        if not self._out and self.on_output is not None:
+            self.on_output()
         if self._resends:  # an answer to a ResendRequest is going out: this follows it
             self._behind.append(raw)  # (audited when it goes)
             self.behind_bytes += len(raw)
@@ -331,6 +336,8 @@ class Session(GapRecovery):
             return
         self.state = State.CLOSED
         self.close_reason = reason
+        if self.on_output is not None:  # the shell closes the socket once it has written
+            self.on_output()
         self._drop_resends()  # what it did not resend, a ResendRequest after a logon fetches
         if self.user is not None and self.live.get(self.user.comp_id) is self:
             del self.live[self.user.comp_id]
