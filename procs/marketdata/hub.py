@@ -74,6 +74,9 @@ class Hub:
         self._subs: dict[str, dict[Subscriber, None]] = {}
         #: Subscribers by the set of streams they follow (insertion-ordered sets).
         self._groups: dict[frozenset[str], dict[Subscriber, None]] = {}
+        #: Stream -> the groups that follow it: a batch visits the groups it concerns, not
+        #: every group (3,000 groups of 3 streams each: 440 us a batch more, looking).
+        self._groups_of: dict[str, dict[frozenset[str], None]] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}  # stream -> (version, message)
         self.published = 0  # messages rendered
         self.delivered = 0  # messages handed to subscribers
@@ -114,10 +117,22 @@ class Hub:
             group.pop(client, None)
             if not group:
                 del self._groups[key]
+                for name in key:
+                    groups = self._groups_of[name]
+                    del groups[key]
+                    if not groups:
+                        del self._groups_of[name]
 
     def _join_group(self, client: Subscriber) -> None:
-        if client.streams:
-            self._groups.setdefault(frozenset(client.streams), {})[client] = None
+        if not client.streams:
+            return
+        key = frozenset(client.streams)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = {}
+            for name in key:
+                self._groups_of.setdefault(name, {})[key] = None
+        group[client] = None
 
     def _initial(self, client: Subscriber, stream: Stream) -> None:
         market = self.state.by_stream[stream.symbol]
@@ -202,11 +217,16 @@ class Hub:
             self.delivered += len(subs)
         if batch:
             self.published += len(batch)
-            names = {m.stream for m in batch}
-            for key, group in list(self._groups.items()):
-                if key.isdisjoint(names):
+            names = dict.fromkeys(m.stream for m in batch)  # in order: so are the groups
+            groups_of = self._groups_of
+            keys: dict[frozenset[str], None] = {}
+            for name in names:
+                keys.update(groups_of.get(name, {}))
+            for key in keys:
+                group = self._groups.get(key)
+                if group is None:  # emptied by a delivery before (a client closed)
                     continue
-                mine = batch if key >= names else [m for m in batch if m.stream in key]
+                mine = batch if key >= names.keys() else [m for m in batch if m.stream in key]
                 frames = b"".join([m.frame for m in mine])
                 for client in list(group):  # a delivery may close the client and remove it
                     client.deliver(mine, frames)
