@@ -13,6 +13,7 @@ from typing import Any
 
 from procs.core.resting import RestingOrder
 from procs.gateway.instruments import Instruments
+from procs.gateway.live_orders import LiveOrders
 from procs.gateway.order_log import API_ORDER, GONE, Entry
 from procs.gateway.rest_order_state import LiveOrder, PendingRequest
 
@@ -20,7 +21,7 @@ from procs.gateway.rest_order_state import LiveOrder, PendingRequest
 class RestOrderLog:
     instruments: Instruments
     keep_done: int
-    live: dict[int, LiveOrder]
+    live: LiveOrders
     client_ids: dict[tuple[int, str], LiveOrder]
     done: OrderedDict[int, LiveOrder]
     requests: dict[int, PendingRequest]

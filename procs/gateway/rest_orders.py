@@ -42,6 +42,7 @@ from procs.common.records import (
 from procs.common.types import DoneReason
 from procs.gateway.commission import Commissions
 from procs.gateway.instruments import Instruments, format_units
+from procs.gateway.live_orders import LiveOrders
 from procs.gateway.live_trades import LiveTrades
 from procs.gateway.order_ends import OrderEnds
 from procs.gateway.order_state import Order
@@ -89,7 +90,7 @@ class RestOrders(RestOrderLog, RestBalances):
         self.keep_done = keep_done
         self.interest: dict[int, float] = {}  # account -> monotonic time its interest ends
         self.sessions: dict[int, int] = {}  # account -> a session id it uses (watch headers)
-        self.live: dict[int, LiveOrder] = {}  # order id -> open order of an account of interest
+        self.live = LiveOrders()  # order id -> open order of an account of interest
         #: (account, clientOrderId) -> the order placed here under it, until it is finished:
         #: a new order may not reuse one in use (``in_use``).
         self.client_ids: dict[tuple[int, str], LiveOrder] = {}
@@ -161,12 +162,9 @@ class RestOrders(RestOrderLog, RestBalances):
         # and finished, until ``keep_done`` pushes them out, as the order log keeps them
         # (the database holds no clientOrderId); the account's others, seen on the rings, go.
         placed = self.client_ids
-        for oid in [
-            oid
-            for oid, o in self.live.items()
-            if o.account == account and placed.get((account, o.client_order_id)) is not o
-        ]:
-            del self.live[oid]
+        for o in self.live.of(account):
+            if placed.get((account, o.client_order_id)) is not o:
+                del self.live[o.order_id]
         for oid in [oid for oid, o in self.done.items() if o.account == account and not o.placed]:
             del self.done[oid]
 
@@ -263,11 +261,8 @@ class RestOrders(RestOrderLog, RestBalances):
         return None
 
     def open_orders(self, account: int, symbol: int | None) -> list[LiveOrder]:
-        return [
-            o
-            for o in self.live.values()
-            if o.account == account and (symbol is None or o.symbol.id == symbol)
-        ]
+        mine = self.live.of(account)
+        return mine if symbol is None else [o for o in mine if o.symbol.id == symbol]
 
     def known(self, order_id: int) -> LiveOrder | None:
         """Any order this core follows (for merging with the database's view)."""
