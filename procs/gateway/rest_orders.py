@@ -255,7 +255,10 @@ class RestOrders(RestOrderLog, RestBalances):
         found = self.client_ids.get((account, client_id))
         if found is not None:
             return found
-        for o in (*self.live.values(), *reversed(self.done.values())):
+        for o in self.live.of(account):
+            if o.client_order_id == client_id:
+                return o
+        for o in reversed(self.done.values()):  # at most ``keep_done``
             if o.account == account and o.client_order_id == client_id:
                 return o
         return None
