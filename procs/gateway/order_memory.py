@@ -17,6 +17,7 @@ from typing import Any
 
 from procs.common.types import OrdType, Side, TimeInForce
 from procs.core.resting import RestingOrder
+from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments
 from procs.gateway.order_log import FINISHED, FINISHED_KEPT, GONE, MASS, ORDER, REQUEST, Entry
 from procs.gateway.order_state import MassCancelRequest, Order, Request
@@ -31,7 +32,7 @@ class OrderMemory:
     by_id: dict[int, Order]
     requests: dict[int, Request]
     mass_cancels: dict[int, MassCancelRequest]
-    live: dict[tuple[int, bytes], Order]
+    live: GroupedDict[tuple[int, bytes], Order, int]
     touched: dict[int, Order | Request | MassCancelRequest | None]
     #: (session, ClOrdID) -> a finished order, the newest ``FINISHED_KEPT``: what a cancel,
     #: replace or status request naming it is answered from.

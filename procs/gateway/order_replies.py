@@ -27,6 +27,7 @@ from collections.abc import Callable
 from procs.common.records import Trade
 from procs.gateway.commission import Commissions
 from procs.gateway.fix import FixMessage, field
+from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.order_fields import (
     CXL_OTHER,
@@ -50,7 +51,7 @@ def event_exec_id(kind: bytes, number: int, order_id: int) -> bytes:
 
 class OrderReplies:
     gateway: int
-    live: dict[tuple[int, bytes], Order]
+    live: GroupedDict[tuple[int, bytes], Order, int]
     requests: dict[int, Request]
     instruments: Instruments
     sessions: dict[int, Session]
@@ -86,10 +87,8 @@ class OrderReplies:
         side = f.get(54)
         found = [
             o
-            for o in self.live.values()
-            if o.session == session.session_id
-            and (symbol is None or o.symbol is symbol)
-            and (side is None or b"%d" % o.side == side)
+            for o in self.live.of(session.session_id)
+            if (symbol is None or o.symbol is symbol) and (side is None or b"%d" % o.side == side)
         ]
         session.throttle.charge(len(found), now)  # its reports draw on the throttle too
         pending = self.pending_status()

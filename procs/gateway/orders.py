@@ -48,6 +48,7 @@ from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
 from procs.gateway.commission import Commissions
 from procs.gateway.fix import FixMessage, Timestamps, field, shown
+from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments, format_units, price_ticks, qty_lots
 from procs.gateway.order_fields import (
     CXL_DUPLICATE,
@@ -102,7 +103,8 @@ class OrderEntry(OrderReplies, OrderMemory):
         self.mass_cancels: dict[int, MassCancelRequest] = {}
         #: The gateway is stopping: new orders and replaces are refused, cancels still go.
         self.closing = False
-        self.live: dict[tuple[int, bytes], Order] = {}  # (session, current ClOrdID) -> order
+        #: (session, current ClOrdID) -> order, grouped by session
+        self.live: GroupedDict[tuple[int, bytes], Order, int] = GroupedDict(_session_of)
         self.finished: OrderedDict[tuple[int, bytes], Order] = OrderedDict()
         self.finished_changes: list[Order] = []  # finished since ``take_changes``
         self.seen = Generations(_SEEN_CLORDIDS // 2)  # clordids.digest(session, ClOrdID)
@@ -139,7 +141,7 @@ class OrderEntry(OrderReplies, OrderMemory):
 
     def cancel_session_orders(self, session_id: int, account: int, now_ns: int) -> int:
         """Cancel the session's orders (one not yet acknowledged once it is); how many."""
-        mine = [o for o in self.live.values() if o.session == session_id]
+        mine = self.live.of(session_id)
         for order in mine:
             if order.order_id:
                 self._cancel_record(order, account, now_ns)
@@ -584,3 +586,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         """The values of ``procs.common.stats.GATEWAY_COUNTERS``, in its order."""
         h = self.ack_latency
         return [self.orders_in, self.acks, self.fills, self.rejects, h.sum_ns, *h.counts]
+
+
+def _session_of(key: tuple[int, bytes], _order: Order) -> int:
+    return key[0]

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from procs.core.resting import RestingOrder
+from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments
-from procs.gateway.live_orders import LiveOrders
 from procs.gateway.order_log import API_ORDER, GONE, Entry
 from procs.gateway.rest_order_state import LiveOrder, PendingRequest
 
@@ -21,7 +21,7 @@ from procs.gateway.rest_order_state import LiveOrder, PendingRequest
 class RestOrderLog:
     instruments: Instruments
     keep_done: int
-    live: LiveOrders
+    live: GroupedDict[int, LiveOrder, int]
     client_ids: dict[tuple[int, str], LiveOrder]
     done: OrderedDict[int, LiveOrder]
     requests: dict[int, PendingRequest]

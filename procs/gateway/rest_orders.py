@@ -41,8 +41,8 @@ from procs.common.records import (
 )
 from procs.common.types import DoneReason
 from procs.gateway.commission import Commissions
+from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments, format_units
-from procs.gateway.live_orders import LiveOrders
 from procs.gateway.live_trades import LiveTrades
 from procs.gateway.order_ends import OrderEnds
 from procs.gateway.order_state import Order
@@ -90,7 +90,8 @@ class RestOrders(RestOrderLog, RestBalances):
         self.keep_done = keep_done
         self.interest: dict[int, float] = {}  # account -> monotonic time its interest ends
         self.sessions: dict[int, int] = {}  # account -> a session id it uses (watch headers)
-        self.live = LiveOrders()  # order id -> open order of an account of interest
+        #: order id -> open order of an account of interest, grouped by account
+        self.live: GroupedDict[int, LiveOrder, int] = GroupedDict(_account_of)
         #: (account, clientOrderId) -> the order placed here under it, until it is finished:
         #: a new order may not reuse one in use (``in_use``).
         self.client_ids: dict[tuple[int, str], LiveOrder] = {}
@@ -495,3 +496,7 @@ class RestOrders(RestOrderLog, RestBalances):
         if order.account in self.streaming:
             data = order.report_json(exec_type, ts_ns, fill)
             self.events.append((order.account, "executionReport", data))
+
+
+def _account_of(_order_id: int, order: LiveOrder) -> int:
+    return order.account

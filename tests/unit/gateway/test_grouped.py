@@ -1,4 +1,5 @@
-"""``LiveOrders`` keeps its index by account in step with every write its users make."""
+"""``GroupedDict`` keeps its groups in step with every write its users make (the REST open
+orders by account, the FIX ones by session)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from procs.gateway.live_orders import LiveOrders
+from procs.gateway.grouped import GroupedDict
 from procs.gateway.rest_order_state import LiveOrder
 
 
@@ -25,7 +26,7 @@ OPS = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(OPS)
 def test_the_index_is_the_orders_by_account(ops: list[tuple[str, int]]) -> None:
-    live = LiveOrders()
+    live: GroupedDict[int, LiveOrder, int] = GroupedDict(lambda _oid, o: o.account)
     plain: dict[int, LiveOrder] = {}
     for op, oid in ops:
         if op == "set":  # an order is set again as it changes; its account never does
@@ -41,11 +42,11 @@ def test_the_index_is_the_orders_by_account(ops: list[tuple[str, int]]) -> None:
         for acct in (1, 2, 3):
             mine = [o for o in plain.values() if o.account == acct]
             assert [id(o) for o in live.of(acct)] == [id(o) for o in mine]
-        assert all(live.by_account.values())  # no account left with none
+        assert all(live.groups.values())  # no account left with none
 
 
 def test_writes_that_would_bypass_the_index_are_refused() -> None:
-    live = LiveOrders()
+    live: GroupedDict[int, LiveOrder, int] = GroupedDict(lambda _oid, o: o.account)
     with pytest.raises(KeyError):
         live.pop(1)
     for write in (lambda: live.update({1: order(1, 1)}), live.popitem):
