@@ -21,9 +21,11 @@ from procs.common.records import NewOrder, ReplaceOrder
 from procs.common.types import OrderFlag, OrdType, Side, TimeInForce
 from procs.core.accounts import Accounts
 from procs.dbwriter.projection import Projection
+from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments
 from procs.gateway.order_memory import OrderMemory, _entry
 from procs.gateway.order_state import Order
+from procs.gateway.orders import _session_of
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
 from procs.gateway.rest_order_state import from_fix, ms
@@ -176,7 +178,8 @@ def test_a_fix_orders_last_fill_time_is_lost_by_a_gateway_restart() -> None:
     assert from_fix(order, ALICE).update_ms == ms(filled_ns)  # the running gateway: right
     memory = OrderMemory()
     memory.instruments = Instruments(CFG.symbols)
-    memory.orders, memory.by_id, memory.live, memory.requests = {}, {}, {}, {}
+    memory.orders, memory.by_id, memory.requests = {}, {}, {}
+    memory.live = GroupedDict(_session_of)
     memory.mass_cancels, memory.finished = {}, collections.OrderedDict()
     memory._next_ref = 0
     _kind, ref, *values = _entry(order.ref, order)

@@ -11,8 +11,10 @@ from collections import OrderedDict
 from config.schema import SymbolConfig
 from procs.common.types import OrdType, Side, TimeInForce
 from procs.core.resting import RestingOrder
+from procs.gateway.grouped import GroupedDict
 from procs.gateway.order_memory import OrderMemory
 from procs.gateway.order_state import Order
+from procs.gateway.orders import _session_of
 
 SYM = SymbolConfig(name="BTC-USD", id=1, price_decimals=2, qty_decimals=2, base="BTC")
 
@@ -23,7 +25,7 @@ class Memory(OrderMemory):
         self.by_id = {}
         self.requests = {}
         self.mass_cancels = {}
-        self.live = {}
+        self.live = GroupedDict(_session_of)
         self.touched = {}
         self.finished = OrderedDict()
         self.finished_changes = []
