@@ -70,9 +70,10 @@ class GatewayConnections:
 
     def connection_lost(self, conn: Connection) -> None:
         self.connections.discard(conn)
-        self._dirty.discard(conn)
         if conn.session is not None:
+            conn.session.on_output = None  # its close has nowhere to go: not dirty again
             conn.session.connection_lost(time.time_ns())
+        self._dirty.discard(conn)
         self.publish()
         self.submit()  # its cancels (cancel on disconnect) are answered by the poll loop
 

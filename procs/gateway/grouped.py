@@ -23,8 +23,9 @@ _MISSING: Any = object()
 
 class GroupedDict(dict[K, V], Generic[K, V, G]):
     """``dict`` whose writes (``[]=``, ``del``, ``pop``, ``clear``: the only ones its users
-    make; the others raise) keep ``groups`` in step: ``group_of(key, value)`` -> key -> value,
-    each group in the order its keys were first set."""
+    make; ``update``, ``setdefault``, ``popitem`` and ``|=`` raise) keep ``groups`` in step:
+    ``group_of(key, value)`` -> key -> value, each group in the order its keys were first
+    set."""
 
     def __init__(self, group_of: Callable[[K, V], G]) -> None:
         super().__init__()
@@ -81,3 +82,6 @@ class GroupedDict(dict[K, V], Generic[K, V, G]):
 
     def popitem(self) -> tuple[K, V]:
         raise NotImplementedError("GroupedDict keeps groups: pop by key")
+
+    def __ior__(self, _other: object) -> GroupedDict[K, V, G]:  # type: ignore[override,misc]
+        raise NotImplementedError("GroupedDict keeps groups: set items one at a time")
