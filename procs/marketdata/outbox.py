@@ -15,17 +15,17 @@ So, once ``limit`` messages wait:
   more than one message queued is compacted to one owed snapshot (``_make_room``); if
   that frees no room, ``push`` returns an overflow reason and the server closes the
   connection (1008, policy violation) with it;
-
-An owed snapshot is rendered and queued by ``settle``, which the server calls once it has
-pushed a batch: a snapshot shows the book after the whole batch, so it goes after the
-batch's trades too (rendered at once, it went before the trades it already held). A diff of
-a stream that owes one is dropped: the snapshot will hold it.
 - a symbol's status (a halt, its resume) is few and each one matters: queued whole, never
   conflated nor refused;
 - nor can an answer to a request: a client that sends requests and reads no answers is
   closed the same way (``push_reply``), after the same compaction.
 
 Conflation applies at any queue length: a stale ticker is never worth sending.
+
+An owed snapshot is rendered and queued by ``settle``, which the server calls once it has
+pushed a batch: a snapshot shows the book after the whole batch, so it goes after the
+batch's trades too (rendered at once, it went before the trades it already held). A diff of
+a stream that owes one is dropped: the snapshot will hold it.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class Outbox:
         return None
 
     def _make_room(self) -> bool:
-        """Compact each depth stream that has more than one message queued to one fresh
+        """Compact each depth stream that has more than one message queued to one owed
         snapshot; whether the queue is below ``limit`` then."""
         counts: dict[str, int] = {}
         for e in self._queue:

@@ -260,14 +260,15 @@ async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) 
         while sent < total:
             now = time.perf_counter_ns()
             due = min(total, int((now - start) / interval_ns) + 1)
-            batches: dict[int, list[bytes]] = {}  # a write per session for what is due
-            first = sent
+            batches: dict[int, list[bytes]] = {}  # session index -> what is due: one write
+            planned_due: list[int] = []
             while sent < due:  # everything due goes now: a late start is measured, not hidden
                 k_session = sent % len(sessions)
                 session = sessions[k_session]
                 ref = b"%s-%s-%d" % (phase.encode(), session.comp_id.encode(), sent)  # unique
                 side = b"1" if (sent // len(sessions)) % 2 == 0 else b"2"
                 planned = start + int(sent * interval_ns)
+                planned_due.append(planned)
                 batches.setdefault(k_session, []).append(order(session, ref, side, planned))
                 sent += 1
             for k_session, batch in batches.items():
@@ -275,9 +276,7 @@ async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) 
                 assert writer is not None
                 writer.write(b"".join(batch))
             written = time.perf_counter_ns()
-            rec.lat.send_us.extend(
-                max(1, (written - start - int(n * interval_ns)) // 1000) for n in range(first, sent)
-            )
+            rec.lat.send_us.extend(max(1, (written - p) // 1000) for p in planned_due)
             k += 1
             if k % 8 == 0 and any(  # a writer with bytes the kernel did not take: back off
                 s.writer and s.writer.transport.get_write_buffer_size() for s in sessions
