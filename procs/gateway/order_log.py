@@ -54,7 +54,7 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -81,6 +81,9 @@ FINISHED, MASS, API_ORDER = "F", "M", "A"
 FINISHED_KEPT = 10_000
 
 Entry = tuple[Any, ...]
+#: What a compaction takes: an entry, or one the log wrote before, still encoded (msgspec
+#: copies its bytes into the frame).
+Kept = Entry | msgspec.Raw
 
 
 class OrderLogError(ValueError):
@@ -158,7 +161,7 @@ class OrderLog:
         self._aside = path.with_suffix(".compact")
         self._aside_fd = -1
         self._aside_size = 0
-        self._live: Iterator[Entry] = iter(())
+        self._live: Iterator[Kept] = iter(())
         self._tail: list[bytes] = []
 
     def load(self) -> Recovered:
@@ -191,7 +194,7 @@ class OrderLog:
         self.size = pos
         return state
 
-    def write(self, entries: list[Entry]) -> None:
+    def write(self, entries: Sequence[Kept]) -> None:
         """One frame, in one ``write``: in the page cache, so a crash of the process keeps it."""
         if not entries:
             return
@@ -216,13 +219,13 @@ class OrderLog:
         """A compaction is under way (``begin_compaction``, not finished yet)."""
         return self._aside_fd >= 0
 
-    def compact(self, live: Iterable[Entry]) -> None:
+    def compact(self, live: Iterable[Kept]) -> None:
         """Replace the file by the frames of ``live``, at once (``begin_compaction`` and
         ``finish_compaction``)."""
         self.begin_compaction(iter(live))
         self.finish_compaction()
 
-    def begin_compaction(self, live: Iterator[Entry]) -> None:
+    def begin_compaction(self, live: Iterator[Kept]) -> None:
         """Start replacing the file by the frames of ``live``, which ``step_compaction`` takes
         a slice at a time, so that no one call stalls its caller for all of them (a gateway
         with 20k orders spent 30 ms in one).
@@ -300,7 +303,7 @@ class OrderLog:
             self._aside.unlink(missing_ok=True)
             self._live, self._tail = iter(()), []
 
-    def _frame(self, entries: list[Entry]) -> bytes:
+    def _frame(self, entries: Sequence[Kept]) -> bytes:
         body = self._encode(entries)
         if len(body) > MAX_FRAME_BYTES:
             raise OrderLogError(f"a frame of {len(body)} bytes is over {MAX_FRAME_BYTES}")

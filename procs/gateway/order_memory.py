@@ -5,6 +5,10 @@ A mixin of ``OrderEntry`` (``orders.py``), which notes in ``touched`` every orde
 creates, changes or forgets; the server writes ``take_changes()`` to the log
 (``order_log.py``) and a restarted gateway calls ``restore`` and, when the rings are new
 (``recovery.py``), ``reconcile``.
+
+A finished order is logged encoded, and keeps those bytes (``Order.logged``): a compaction
+rewrites the ``FINISHED_KEPT`` newest, a gateway under load compacts every second or so, and
+making and encoding each again cost it more than its appends did (``rest_order_log.py``).
 """
 
 from __future__ import annotations
@@ -15,15 +19,27 @@ from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
+import msgspec
+
 from procs.common.types import OrdType, Side, TimeInForce
 from procs.core.resting import RestingOrder
 from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments
-from procs.gateway.order_log import FINISHED, FINISHED_KEPT, GONE, MASS, ORDER, REQUEST, Entry
+from procs.gateway.order_log import (
+    FINISHED,
+    FINISHED_KEPT,
+    GONE,
+    MASS,
+    ORDER,
+    REQUEST,
+    Entry,
+    Kept,
+)
 from procs.gateway.order_state import MassCancelRequest, Order, Request
 
 log = logging.getLogger("ringex.gateway")
 _PRICED = (OrdType.LIMIT, OrdType.STOP_LIMIT)
+_encode = msgspec.msgpack.Encoder().encode
 
 
 class OrderMemory:
@@ -116,25 +132,31 @@ class OrderMemory:
             return not order.order_id and order.status == b"A"
         return ref in self.requests or ref in self.mass_cancels
 
-    def take_changes(self) -> list[Entry]:
-        """Log entries for what changed since the last call."""
+    def take_changes(self) -> list[Kept]:
+        """Log entries for what changed since the last call (a finished order's encoded)."""
         if not self.touched and not self.finished_changes:
             return []
-        entries = [
+        entries: list[Kept] = [
             (GONE, ref) if item is None else _entry(ref, item) for ref, item in self.touched.items()
         ]
-        entries += [(FINISHED, *_entry(o.ref, o)[1:]) for o in self.finished_changes]
+        for o in self.finished_changes:  # what a compaction copies of it until it goes
+            o.logged = msgspec.Raw(_encode((FINISHED, *_entry(o.ref, o)[1:])))
+            entries.append(o.logged)
         self.touched.clear()
         self.finished_changes.clear()
         return entries
 
     def dump(self) -> list[Entry]:
-        """Log entries for every live order and request (a compacted log)."""
-        return list(self.dump_lazily())
+        """Log entries for every live order and request (a compacted log), decoded."""
+        return [
+            tuple(msgspec.msgpack.decode(e)) if isinstance(e, msgspec.Raw) else e
+            for e in self.dump_lazily()
+        ]
 
-    def dump_lazily(self) -> Iterator[Entry]:
+    def dump_lazily(self) -> Iterator[Kept]:
         """``dump``'s entries for the orders and requests live now, each made when it is
-        taken, from its state then (``OrderLog.begin_compaction``)."""
+        taken, from its state then (``OrderLog.begin_compaction``); a finished order's as the
+        log last wrote it, encoded."""
         finished = list(self.finished.values())
         live: list[tuple[int, Order | Request | MassCancelRequest]] = [
             *self.orders.items(),
@@ -142,7 +164,7 @@ class OrderMemory:
             *self.requests.items(),
         ]
         return chain(
-            ((FINISHED, *_entry(o.ref, o)[1:]) for o in finished),
+            ((FINISHED, *_entry(o.ref, o)[1:]) if o.logged is None else o.logged for o in finished),
             (_entry(ref, item) for ref, item in live),
         )
 

@@ -3,7 +3,9 @@ cancel waiting for the router's verdict."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import msgspec
 
 from config.schema import SymbolConfig
 from procs.common.types import OrdType, Side, TimeInForce
@@ -38,6 +40,8 @@ class Order:
     display: int = 0  # MaxFloor (111) in lots, 0: not an iceberg
     triggered: bool = False  # a stop whose trigger came (``Triggered``)
     post_only: bool = False  # ExecInst (18) 6: a replace must restate it
+    #: finished: its FINISHED entry as the order log last wrote it, encoded (``order_memory``)
+    logged: msgspec.Raw | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)

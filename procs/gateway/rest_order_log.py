@@ -3,6 +3,12 @@ placed through the API (``take_changes``, a compaction's ``dump``) and takes bac
 restart (``restore``), so that a restarted gateway still knows them by their clientOrderId.
 
 A mixin of ``RestOrders`` (``rest_orders.py``), which notes each change with ``_touched``.
+
+A finished order no longer changes, but a compaction rewrites it until ``keep_done`` pushes it
+out: with 10k kept and a compaction each second at 10k requests/s, the API's finished orders
+were most of what a compaction wrote, each made and encoded again (~8% of a REST gateway's
+CPU). So ``take_changes`` keeps a finished order's entry as the log wrote it, encoded
+(``LiveOrder.logged``), and a compaction copies those bytes; ``_touched`` drops them.
 """
 
 from __future__ import annotations
@@ -11,11 +17,15 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
+
 from procs.core.resting import RestingOrder
 from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments
-from procs.gateway.order_log import API_ORDER, GONE, Entry
+from procs.gateway.order_log import API_ORDER, GONE, Entry, Kept
 from procs.gateway.rest_order_state import LiveOrder, PendingRequest
+
+_encode = msgspec.msgpack.Encoder().encode
 
 
 class RestOrderLog:
@@ -30,24 +40,35 @@ class RestOrderLog:
     _changed: dict[int, LiveOrder]
     _gone: list[int]
 
-    def take_changes(self) -> list[Entry]:
-        """Order-log entries for what changed of the orders placed through this API."""
-        entries: list[Entry] = [(GONE, placed) for placed in self._gone]
-        entries += [(API_ORDER, placed, *o.entry()) for placed, o in self._changed.items()]
+    def take_changes(self) -> list[Kept]:
+        """Order-log entries for what changed of the orders placed through this API (a
+        finished order's encoded already)."""
+        entries: list[Kept] = [(GONE, placed) for placed in self._gone]
+        for placed, o in self._changed.items():
+            entry = (API_ORDER, placed, *o.entry())
+            if o.open:
+                entries.append(entry)
+            else:  # finished: what a compaction copies until it goes (or changes after all)
+                o.logged = msgspec.Raw(_encode(entry))
+                entries.append(o.logged)
         self._gone.clear()
         self._changed.clear()
         return entries
 
     def dump(self) -> list[Entry]:
-        """Entries for every order placed through this API that is still kept."""
-        return list(self.dump_lazily())
+        """Entries for every order placed through this API that is still kept, decoded."""
+        return [
+            tuple(msgspec.msgpack.decode(e)) if isinstance(e, msgspec.Raw) else e
+            for e in self.dump_lazily()
+        ]
 
-    def dump_lazily(self) -> Iterator[Entry]:
+    def dump_lazily(self) -> Iterator[Kept]:
         """``dump``'s entries for the orders kept now, each made when it is taken, from its
-        state then (``OrderLog.begin_compaction``)."""
+        state then (``OrderLog.begin_compaction``); a finished order's as the log last wrote
+        it, already encoded."""
         kept = [o for o in self.done.values() if o.placed]
         kept += [o for o in self.client_ids.values() if o.placed]
-        return ((API_ORDER, o.placed, *o.entry()) for o in kept)
+        return ((API_ORDER, o.placed, *o.entry()) if o.logged is None else o.logged for o in kept)
 
     def restore(self, entries: dict[int, list[Any]]) -> int:
         """Take back the orders placed through this API that an order log kept: open ones are
@@ -75,6 +96,7 @@ class RestOrderLog:
     def _touched(self, order: LiveOrder | None) -> None:
         if order is not None and order.placed:
             self._changed[order.placed] = order
+            order.logged = None
 
     def reconcile(self, resting: dict[int, RestingOrder], symbols: set[int]) -> tuple[int, int]:
         """Correct the open orders placed through this API on ``symbols`` from a matcher's

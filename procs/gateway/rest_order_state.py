@@ -11,6 +11,8 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from config.schema import AssetConfig, SymbolConfig
 from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason
@@ -69,6 +71,8 @@ class LiveOrder:
     display: int = 0  # an iceberg's shown slice in lots (icebergQty), 0: not an iceberg
     amend_ref: int = 0  # the ref of an amend of it sent from here and not answered yet
     triggered: bool = False  # a stop whose trigger came (before it: not on the book)
+    #: finished: its order-log entry as last written, encoded (``rest_order_log``)
+    logged: msgspec.Raw | None = field(default=None, repr=False, compare=False)
 
     @property
     def open(self) -> bool:

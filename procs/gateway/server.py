@@ -59,7 +59,7 @@ from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
 from procs.gateway.intake import IntakePacing
 from procs.gateway.live_sessions import LiveSessions
-from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, OrderLog
+from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, Kept, OrderLog
 from procs.gateway.orders import OrderEntry
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.restart import GatewayRestart
@@ -178,14 +178,14 @@ class GatewayServer(GatewayConnections, GatewayRestart):
         self._stop = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
 
-    def _changes(self) -> list[Entry]:
+    def _changes(self) -> list[Kept]:
         """The order entries' changes since the last log frame: FIX's, then the API's."""
         entries = self.entry.take_changes()
         if self.api is not None:
             entries += self.api.core.take_changes()
         return entries
 
-    def _write_log(self, entries: list[Entry]) -> None:
+    def _write_log(self, entries: list[Kept]) -> None:
         order_log = self.order_log
         order_log.write(entries)
         if order_log.compacting:  # a step per write: no pass of the loop waits for all of it
@@ -193,7 +193,7 @@ class GatewayServer(GatewayConnections, GatewayRestart):
         elif order_log.wants_compaction:
             order_log.begin_compaction(self._live_entries())
 
-    def _live_entries(self) -> Iterator[Entry]:
+    def _live_entries(self) -> Iterator[Kept]:
         """The order log's live entries as of now, for a compaction in steps: the orders'
         entries made as they are taken, the positions and commands (a few) at once."""
         created = self.producer.ring.created_ns

@@ -4,6 +4,9 @@ answers, live orders, balances that wait for the router, and private events."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
+
+import msgspec
 
 from config.schema import AssetConfig, SymbolConfig
 from procs.common.records import (
@@ -20,7 +23,7 @@ from procs.common.records import (
 from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason, Side
 from procs.gateway.instruments import Instruments
-from procs.gateway.order_log import Recovered
+from procs.gateway.order_log import Kept, Recovered
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.rest_params import new_order
 
@@ -167,11 +170,12 @@ def test_interest_ends_and_the_watch_is_dropped() -> None:
     assert isinstance(out[-1], WatchBalances) and out[-1].lease_ms == 0
 
 
-def replayed(entries: list[tuple[object, ...]]) -> dict[int, list[object]]:
-    """What the order log gives back of ``entries`` (``Recovered.apply``, in order)."""
+def replayed(entries: Sequence[Kept]) -> dict[int, list[object]]:
+    """What the order log gives back of ``entries``: their bytes decoded (a finished order's
+    are written encoded already), then ``Recovered.apply``, in order."""
     state = Recovered()
-    for entry in entries:
-        state.apply(list(entry))
+    for entry in msgspec.msgpack.decode(msgspec.msgpack.encode(entries)):
+        state.apply(entry)
     return state.api_orders
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -40,6 +40,7 @@ from procs.gateway.order_log import (
     HANDLED,
     ORDER,
     Entry,
+    Kept,
     OrderLog,
     OrderLogError,
     Recovered,
@@ -59,10 +60,10 @@ class _Logged:
         self.log.load()
         self.reference = Recovered()
 
-    def write(self, entries: list[Entry]) -> None:
+    def write(self, entries: Sequence[Kept]) -> None:
         self.log.write(entries)
-        for entry in entries:
-            self.reference.apply(list(entry))
+        for entry in msgspec.msgpack.decode(msgspec.msgpack.encode(entries)):  # as read back
+            self.reference.apply(entry)
 
     def reloaded(self) -> Recovered:
         """What a restart reads now (a second handle on the file, as a new process's)."""
