@@ -207,7 +207,8 @@ class FastLane(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.idle_since = time.monotonic()
         self._queue: deque[FastRequest] = deque()
-        self._busy = False  # a task answers the queue
+        self._busy = False  # the lane's task answers the queue
+        self._idle: asyncio.Future[None] | None = None  # its task waits on it for requests
         self._paused = False  # reading, for one of the reasons in _may_resume
         self._drained: asyncio.Future[None] | None = None  # set by resume_writing
         self._write_paused = False  # the transport's buffer is past its high-water mark
@@ -245,6 +246,7 @@ class FastLane(asyncio.Protocol):
         self.lanes.discard(self)
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)  # _answer sees _closing and stops
+        self._wake()
         self._cancel_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -276,7 +278,10 @@ class FastLane(asyncio.Protocol):
             self._queue.extend(done)
             if not self._busy:
                 self._busy = True
-                asyncio.get_running_loop().create_task(self._answer())
+                if self._idle is None:  # the connection's first request: its task
+                    asyncio.get_running_loop().create_task(self._answer())
+                else:
+                    self._wake()
             elif len(self._queue) > MAX_QUEUED and not self._paused:
                 self._pause()
         if (  # a line that never ends: the reads after the request's first (whose part of
@@ -370,7 +375,25 @@ class FastLane(asyncio.Protocol):
     # -- answering --------------------------------------------------------------------------
 
     async def _answer(self) -> None:
-        """Answer the queued requests in their order (HTTP/1.1 pipelining)."""
+        """The connection's task: answer the queued requests in their order (HTTP/1.1
+        pipelining), then wait for more. One task per connection, not per request: making
+        and dropping a task cost a REST request ~2 us (its entry in asyncio's weak set of
+        tasks, written in Python, is most of it)."""
+        loop = asyncio.get_running_loop()
+        while await self._answer_queue():
+            self._idle = loop.create_future()
+            await self._idle
+            if self._closing:  # connection_lost, or handed over to aiohttp
+                return
+
+    def _wake(self) -> None:
+        """Wake the task from its wait for requests (to answer them, or to end)."""
+        idle, self._idle = self._idle, None
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+
+    async def _answer_queue(self) -> bool:
+        """Answer the queued requests; whether the connection goes on (more may come)."""
         queue, transport = self._queue, self.transport
         assert transport is not None
         while queue and not self._closing:
@@ -384,24 +407,27 @@ class FastLane(asyncio.Protocol):
                 data = error_bytes(500, codes.UNKNOWN, "internal error")
                 request.keep_alive = False
             if transport.is_closing():
-                return
+                return False
             transport.write(data)
             if not request.keep_alive:
                 self._closing = True
                 transport.close()
-                return
+                return False
             if self._write_paused:  # the client reads slower than it asks: wait for it
                 self._drained = asyncio.get_running_loop().create_future()
                 await self._drained
                 if self._closing:
-                    return
+                    return False
             self.idle_since = time.monotonic()
             self._may_resume()
         self._busy = False
         if self._handover is not None:
             self._hand_over_when_answered()
-        elif self._last is not None:
+            return False
+        if self._last is not None:
             self._end(self._last)
+            return False
+        return not self._closing
 
     # -- handing over to aiohttp ------------------------------------------------------------
 
@@ -442,6 +468,7 @@ class FastLane(asyncio.Protocol):
             return
         data, self._handover = b"".join(self._handover), None
         self._closing = True  # this protocol is done with the connection
+        self._wake()  # its task ends
         self.lanes.discard(self)
         protocol = self.slow()
         transport.set_protocol(protocol)
