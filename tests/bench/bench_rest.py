@@ -122,7 +122,7 @@ def bench_config(instance: str, var: Path, fsync: str) -> RingexConfig:
     return RingexConfig(
         instance=instance,
         var_dir=str(var),
-        gateways=[GatewayConfig(name="gw1", id=1, port=0, max_messages_per_s=high, rest=rest, order_log_compact_mb=int(os.environ.get("CMB", "4")))],
+        gateways=[GatewayConfig(name="gw1", id=1, port=0, max_messages_per_s=high, rest=rest)],
         marketdata=MarketDataConfig(enabled=False),
         database=DatabaseConfig(enabled=False),
         risk=RiskConfig(max_open_orders=10_000_000, max_commands_per_s=high),
