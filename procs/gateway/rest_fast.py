@@ -65,6 +65,10 @@ MAX_QUEUED = 16
 #: An idle keep-alive connection is closed after this long (aiohttp's default).
 KEEPALIVE_S = 75.0
 _encode = msgspec.json.Encoder().encode
+#: The header lines of the answers' header sets, made once each: an order's answer has one
+#: header (Content-Type), CORS adds five; kept up to this many sets (a Retry-After varies).
+MAX_HEADER_SETS = 256
+_header_lines: dict[tuple[tuple[str, str], ...], str] = {}
 _NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 #: The lengths of the header names the lane looks at: Expect, Content-Length,
 #: Content-Encoding, Transfer-Encoding.
@@ -162,15 +166,23 @@ def response_bytes(response: web.StreamResponse, keep_alive: bool, version: str 
     body = getattr(response, "body", None)
     if not isinstance(body, bytes):  # handlers answer json_response's bytes: anything else
         raise TypeError(f"the fast lane writes bytes bodies, got {type(body).__name__}")
-    head = [f"HTTP/{version} {response.status} {response.reason}\r\n"]
-    head += [f"{name}: {value}\r\n" for name, value in response.headers.items()]
-    head.append(f"Content-Length: {len(body)}\r\nDate: {_Date.now()}\r\nServer: ringex\r\n")
+    items = tuple(response.headers.items())
+    lines = _header_lines.get(items)
+    if lines is None:  # a set of headers not seen before (an answer's are a handful)
+        lines = "".join([f"{name}: {value}\r\n" for name, value in items])
+        if len(_header_lines) < MAX_HEADER_SETS:
+            _header_lines[items] = lines
     if not keep_alive:
-        head.append("Connection: close\r\n")
+        tail = "Connection: close\r\n\r\n"
     elif version == "1.0":
-        head.append("Connection: keep-alive\r\n")
-    head.append("\r\n")
-    return "".join(head).encode("utf-8", "surrogateescape") + body
+        tail = "Connection: keep-alive\r\n\r\n"
+    else:
+        tail = "\r\n"
+    head = (
+        f"HTTP/{version} {response.status} {response.reason}\r\n{lines}Content-Length: "
+        f"{len(body)}\r\nDate: {_Date.now()}\r\nServer: ringex\r\n{tail}"
+    )
+    return head.encode("utf-8", "surrogateescape") + body
 
 
 def error_bytes(status: int, code: int, msg: str) -> bytes:
