@@ -218,7 +218,7 @@ class FastLane(asyncio.Protocol):
         self.peer: Any = None  # the client's address, as the socket gives it
         self.parser = httptools.HttpRequestParser(self)
         self.idle_since = time.monotonic()
-        self._queue: deque[FastRequest] = deque()
+        self._queue: deque[tuple[FastHandler, FastRequest]] = deque()
         self._busy = False  # the lane's task answers the queue
         self._idle: asyncio.Future[None] | None = None  # its task waits on it for requests
         self._paused = False  # reading, for one of the reasons in _may_resume
@@ -231,6 +231,8 @@ class FastLane(asyncio.Protocol):
         self._url_size = 0
         self._headers: list[tuple[str, str]] = []
         self._headers_done = False
+        self._method = self._target = ""  # the request line's, once the headers are in
+        self._handler: FastHandler | None = None  # the route's, when the lane serves it
         self._length = 0
         self._aiohttps = self._chunked = False
         self._body: list[bytes] = []
@@ -239,7 +241,8 @@ class FastLane(asyncio.Protocol):
         self._read = b""  # the read being parsed
         self._at_start = True  # no request has completed in it yet
         self._began_at_start = False  # whether the request being parsed began its read
-        self._done: list[FastRequest] = []  # requests completed in this read, not yet queued
+        #: requests completed in this read, not yet queued, each with its route's handler
+        self._done: list[tuple[FastHandler, FastRequest]] = []
         self._for_aiohttp = False  # a request in this read is aiohttp's
         self._timer: asyncio.TimerHandle | None = None
         self._handover: list[bytes] | None = None  # the bytes for aiohttp, once decided
@@ -352,14 +355,17 @@ class FastLane(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._headers_done = True
         parser = self.parser
-        path = b"".join(self._url).partition(b"?")[0].decode("utf-8", "surrogateescape")
+        self._method = parser.get_method().decode("ascii", "replace")
+        self._target = b"".join(self._url).decode("utf-8", "surrogateescape")
+        handler = self.routes.get((self._method, self._target.partition("?")[0]))
         if (
-            (parser.get_method().decode("ascii", "replace"), path) not in self.routes
+            handler is None
             or parser.should_upgrade()
             or self._aiohttps
             or self._length > self.max_body_bytes  # the middleware's 413
         ):
             self._stop_for_aiohttp()
+        self._handler = handler
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -372,17 +378,17 @@ class FastLane(asyncio.Protocol):
         self._at_start = False  # what follows in this read is pipelined
         self._cancel_timer()
         parser = self.parser
-        self._done.append(
-            FastRequest(
-                parser.get_method().decode("ascii"),
-                b"".join(self._url).decode("utf-8", "surrogateescape"),
-                CIMultiDictProxy(CIMultiDict(self._headers)),
-                b"".join(self._body),
-                self.remote,
-                parser.should_keep_alive(),
-                parser.get_http_version(),
-            )
+        request = FastRequest(
+            self._method,
+            self._target,
+            CIMultiDictProxy(CIMultiDict(self._headers)),
+            b"".join(self._body),
+            self.remote,
+            parser.should_keep_alive(),
+            parser.get_http_version(),
         )
+        assert self._handler is not None  # else the headers stopped the parse for aiohttp
+        self._done.append((self._handler, request))
 
     # -- answering --------------------------------------------------------------------------
 
@@ -409,8 +415,7 @@ class FastLane(asyncio.Protocol):
         queue, transport = self._queue, self.transport
         assert transport is not None
         while queue and not self._closing:
-            request = queue.popleft()
-            handler = self.routes[request.method, request.raw_path.partition("?")[0]]
+            handler, request = queue.popleft()
             try:
                 response = await self.middleware(request, handler)
                 data = response_bytes(response, request.keep_alive, request.version)
