@@ -50,9 +50,14 @@ class OrderMemory:
     mass_cancels: dict[int, MassCancelRequest]
     live: GroupedDict[tuple[int, bytes], Order, int]
     touched: dict[int, Order | Request | MassCancelRequest | None]
-    #: (session, ClOrdID) -> a finished order, the newest ``FINISHED_KEPT``: what a cancel,
-    #: replace or status request naming it is answered from.
-    finished: OrderedDict[tuple[int, bytes], Order]
+    #: (session, ClOrdID) -> a finished order of ``finished_orders``: what a cancel, replace
+    #: or status request naming it is answered from (a cancelled order by both ClOrdIDs).
+    finished: dict[tuple[int, bytes], Order]
+    #: ref -> a finished order and its keys in ``finished``, the newest ``FINISHED_KEPT``
+    #: orders, in the order of their last finish: as the order log keeps them (one FINISHED
+    #: entry an order, by ref, the one written last newest), so that a compaction and a
+    #: restart keep the same ones.
+    finished_orders: OrderedDict[int, tuple[Order, list[tuple[int, bytes]]]]
     finished_changes: list[Order]
     _next_ref: int  # the last client ref handed out
 
@@ -64,12 +69,25 @@ class OrderMemory:
         self._finish(order)
 
     def _finish(self, order: Order) -> None:
-        """Keep ``order`` answerable under its current ClOrdID."""
-        finished = self.finished
-        finished[(order.session, order.cl_ord_id)] = order
-        if len(finished) > FINISHED_KEPT:
-            finished.popitem(last=False)
+        """Keep ``order`` answerable under its current ClOrdID (too), as the newest."""
+        key = (order.session, order.cl_ord_id)
+        self._keep_finished(order, [key])
+        self.finished[key] = order
         self.finished_changes.append(order)  # logged: a restart still answers for it
+
+    def _keep_finished(self, order: Order, keys: list[tuple[int, bytes]]) -> None:
+        """List ``order`` as the newest finished one, known by ``keys`` too; the oldest past
+        ``FINISHED_KEPT`` goes with all its keys (counted in orders, not keys, as the log
+        counts its FINISHED entries)."""
+        kept = self.finished_orders.pop(order.ref, None)
+        if kept is not None:
+            keys = kept[1] + [k for k in keys if k not in kept[1]]
+        self.finished_orders[order.ref] = (order, keys)
+        if len(self.finished_orders) > FINISHED_KEPT:
+            _, (old, old_keys) = self.finished_orders.popitem(last=False)
+            for k in old_keys:
+                if self.finished.get(k) is old:
+                    del self.finished[k]
 
     def _pop_request(self, ref: int) -> Request | None:
         request = self.requests.pop(ref, None)
@@ -157,7 +175,7 @@ class OrderMemory:
         """``dump``'s entries for the orders and requests live now, each made when it is
         taken, from its state then (``OrderLog.begin_compaction``); a finished order's as the
         log last wrote it, encoded."""
-        finished = list(self.finished.values())
+        finished = [order for order, _ in self.finished_orders.values()]
         live: list[tuple[int, Order | Request | MassCancelRequest]] = [
             *self.orders.items(),
             *self.mass_cancels.items(),
@@ -180,13 +198,20 @@ class OrderMemory:
         is dropped, with a log line)."""
         for ref, (session, pairs) in (mass_cancels or {}).items():
             self.mass_cancels[ref] = MassCancelRequest(session, {tag: v for tag, v in pairs})
-        restored = [(ref, self._order(ref, values)) for ref, values in (finished or {}).items()]
-        for _ref, done in restored:
-            if done is not None:
-                self.finished[(done.session, done.cl_ord_id)] = done
-        for _ref, done in restored:  # a cancelled order is also known by the ClOrdID it had
-            if done is not None and done.orig_cl_ord_id:
-                self.finished.setdefault((done.session, done.orig_cl_ord_id), done)
+        for ref, values in (finished or {}).items():  # oldest first, as the log keeps them
+            done = self._order(ref, values)
+            if done is None:
+                continue
+            done.logged = msgspec.Raw(_encode((FINISHED, ref, *values)))  # as the log has it
+            keys = [(done.session, done.cl_ord_id)]
+            if done.orig_cl_ord_id:  # a cancelled order is also known by the ClOrdID it had
+                keys.append((done.session, done.orig_cl_ord_id))
+            self._keep_finished(done, keys)
+        for done, keys in self.finished_orders.values():  # a current ClOrdID wins over an
+            self.finished[keys[0]] = done  # earlier one of another order
+        for done, keys in self.finished_orders.values():
+            for key in keys[1:]:
+                self.finished.setdefault(key, done)
         for ref, values in orders.items():
             order = self._order(ref, values)
             if order is None:

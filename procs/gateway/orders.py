@@ -105,7 +105,10 @@ class OrderEntry(OrderReplies, OrderMemory):
         self.closing = False
         #: (session, current ClOrdID) -> order, grouped by session
         self.live: GroupedDict[tuple[int, bytes], Order, int] = GroupedDict(_session_of)
-        self.finished: OrderedDict[tuple[int, bytes], Order] = OrderedDict()
+        self.finished: dict[tuple[int, bytes], Order] = {}
+        self.finished_orders: OrderedDict[int, tuple[Order, list[tuple[int, bytes]]]] = (
+            OrderedDict()
+        )
         self.finished_changes: list[Order] = []  # finished since ``take_changes``
         self.seen = Generations(_SEEN_CLORDIDS // 2)  # clordids.digest(session, ClOrdID)
         #: ref -> the order or request that changed since ``take_changes``, None: forgotten

@@ -80,6 +80,7 @@ class RestOrderLog:
                 continue
             if not order.open:
                 if order.status != "REJECTED":  # as live: a refused order is not kept
+                    order.logged = msgspec.Raw(_encode((API_ORDER, placed, *values)))
                     self.done[order.order_id] = order
                 continue
             self.client_ids[order.account, order.client_order_id] = order

@@ -180,7 +180,8 @@ def test_a_fix_orders_last_fill_time_is_lost_by_a_gateway_restart() -> None:
     memory.instruments = Instruments(CFG.symbols)
     memory.orders, memory.by_id, memory.requests = {}, {}, {}
     memory.live = GroupedDict(_session_of)
-    memory.mass_cancels, memory.finished = {}, collections.OrderedDict()
+    memory.mass_cancels, memory.finished = {}, {}
+    memory.finished_orders = collections.OrderedDict()
     memory._next_ref = 0
     _kind, ref, *values = _entry(order.ref, order)
     memory.restore({ref: values}, {})

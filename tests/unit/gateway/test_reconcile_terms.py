@@ -27,7 +27,8 @@ class Memory(OrderMemory):
         self.mass_cancels = {}
         self.live = GroupedDict(_session_of)
         self.touched = {}
-        self.finished = OrderedDict()
+        self.finished = {}
+        self.finished_orders = OrderedDict()
         self.finished_changes = []
         self._next_ref = 0
 
