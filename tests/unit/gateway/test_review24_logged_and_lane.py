@@ -125,6 +125,22 @@ def test_fix_orders_finishing_between_steps_under_two_clordids_and_pushed_out(
     _same(logged)
 
 
+def _three_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, o1_cancel: bytes | None
+) -> tuple[_Logged, _Fix]:
+    """``FINISHED_KEPT`` 3; o0..o3 placed, o0 cancelled under c0 (a ClOrdID of its own),
+    o1 by a cancel under ``o1_cancel`` (None: done unasked), o2 done; o3 stays open."""
+    for module in (order_log_module, order_memory_module):
+        monkeypatch.setattr(module, "FINISHED_KEPT", 3)
+    logged = _Logged(tmp_path / "orders.log")
+    fix = _Fix(logged)
+    fix.place(b"o0", b"o1", b"o2", b"o3")
+    fix.cancel(b"o0", b"c0")
+    fix.cancel(b"o1", o1_cancel)
+    fix.cancel(b"o2")
+    return logged, fix
+
+
 def test_fix_finished_orders_pushed_out_before_the_compaction_are_kept_as_the_log_keeps_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,14 +151,7 @@ def test_fix_finished_orders_pushed_out_before_the_compaction_are_kept_as_the_lo
     the log holds o0, o1, o2; the memory pushed o0 out, so a compaction (of the memory)
     dropped o0, which the uncompacted log still has after a restart. The memory now counts
     orders (``finished_orders``)."""
-    for module in (order_log_module, order_memory_module):
-        monkeypatch.setattr(module, "FINISHED_KEPT", 3)
-    logged = _Logged(tmp_path / "orders.log")
-    fix = _Fix(logged)
-    fix.place(b"o0", b"o1", b"o2", b"o3")
-    fix.cancel(b"o0", b"c0")
-    fix.cancel(b"o1", b"c1")
-    fix.cancel(b"o2")
+    logged, fix = _three_finished(tmp_path, monkeypatch, b"c1")
     assert len(logged.reference.finished) == 3
     logged.log.compact(fix.entry.dump_lazily())
     _same(logged)
@@ -158,14 +167,7 @@ def test_a_restored_fix_entry_compacts_its_finished_orders_in_the_log_s_order(
     where the uncompacted one pushes o0 out, and a restart answered for a different order.
     A compaction now takes ``finished_orders``, in the log's order. A restored finished
     order carries the bytes the log holds of it (not made again at each compaction)."""
-    for module in (order_log_module, order_memory_module):
-        monkeypatch.setattr(module, "FINISHED_KEPT", 3)
-    logged = _Logged(tmp_path / "orders.log")
-    fix = _Fix(logged)
-    fix.place(b"o0", b"o1", b"o2", b"o3")
-    fix.cancel(b"o0", b"c0")
-    fix.cancel(b"o1")
-    fix.cancel(b"o2")
+    logged, _ = _three_finished(tmp_path, monkeypatch, None)
     state = logged.reloaded()
     restarted = _Fix(logged)
     restarted.seq = 100  # order ids of its own
