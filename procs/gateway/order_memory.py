@@ -8,7 +8,7 @@ creates, changes or forgets; the server writes ``take_changes()`` to the log
 
 A finished order is logged encoded, and keeps those bytes (``Order.logged``): a compaction
 rewrites the ``FINISHED_KEPT`` newest, a gateway under load compacts every second or so, and
-making and encoding each again cost it more than its appends did (``rest_order_log.py``).
+making and encoding each again was most of a compaction's cost (``rest_order_log.py``).
 """
 
 from __future__ import annotations
