@@ -17,6 +17,7 @@ from typing import Final
 
 from procs.gateway.fix import (
     INVALID_TAG,
+    MAX_SHAPES,
     SOH,
     FixMessage,
     is_tag_number,
@@ -326,7 +327,6 @@ assert all(t in FIELDS for p in _PLANS.values() for t in p.allowed), "allowed ta
 _SHAPES: Final[
     dict[tuple[bytes, tuple[int, ...]], tuple[tuple[int, Callable[[bytes], object]], ...]]
 ] = {}
-MAX_SHAPES: Final = 1024
 
 
 def validate(msg: FixMessage) -> Fault | None:

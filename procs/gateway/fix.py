@@ -316,8 +316,8 @@ def _parse_run(buf: bytes, frames: list[tuple[int, int, int, int]]) -> list[FixM
 _FRAME_SUMS: Final[dict[bytes, int]] = {
     b"%03d" % d: (d + 159 + sum(b"%03d" % d)) & 0xFF for d in range(256)
 }
-#: A message shape, its tags as sent joined by SOH, -> the tags as numbers; bounded as
-#: ``dictionary._SHAPES`` (a client inventing shapes gains nothing).
+#: A message shape, its tags as sent joined by SOH, -> the tags as numbers; cleared when it
+#: holds ``MAX_SHAPES`` (a client inventing shapes gains nothing), as ``dictionary._SHAPES``.
 _SHAPE_TAGS: Final[dict[bytes, tuple[int, ...]]] = {}
 MAX_SHAPES: Final = 1024
 

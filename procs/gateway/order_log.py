@@ -84,6 +84,18 @@ Entry = tuple[Any, ...]
 #: What a compaction takes: an entry, or one the log wrote before, still encoded (msgspec
 #: copies its bytes into the frame).
 Kept = Entry | msgspec.Raw
+_encode_entry = msgspec.msgpack.Encoder().encode
+
+
+def encoded(entry: Entry) -> msgspec.Raw:
+    """``entry`` as a frame would hold it: kept so by a finished order, whose entry no longer
+    changes, for every compaction to copy."""
+    return msgspec.Raw(_encode_entry(entry))
+
+
+def plain(entries: Iterable[Kept]) -> list[Entry]:
+    """``entries`` with the encoded ones decoded (a ``dump`` for readers)."""
+    return [tuple(msgspec.msgpack.decode(e)) if isinstance(e, msgspec.Raw) else e for e in entries]
 
 
 class OrderLogError(ValueError):

@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
-import msgspec
-
 from procs.common.types import OrdType, Side, TimeInForce
 from procs.core.resting import RestingOrder
 from procs.gateway.grouped import GroupedDict
@@ -34,12 +32,13 @@ from procs.gateway.order_log import (
     REQUEST,
     Entry,
     Kept,
+    encoded,
+    plain,
 )
 from procs.gateway.order_state import MassCancelRequest, Order, Request
 
 log = logging.getLogger("ringex.gateway")
 _PRICED = (OrdType.LIMIT, OrdType.STOP_LIMIT)
-_encode = msgspec.msgpack.Encoder().encode
 
 
 class OrderMemory:
@@ -158,7 +157,7 @@ class OrderMemory:
             (GONE, ref) if item is None else _entry(ref, item) for ref, item in self.touched.items()
         ]
         for o in self.finished_changes:  # what a compaction copies of it until it goes
-            o.logged = msgspec.Raw(_encode((FINISHED, *_entry(o.ref, o)[1:])))
+            o.logged = encoded((FINISHED, *_entry(o.ref, o)[1:]))
             entries.append(o.logged)
         self.touched.clear()
         self.finished_changes.clear()
@@ -166,10 +165,7 @@ class OrderMemory:
 
     def dump(self) -> list[Entry]:
         """Log entries for every live order and request (a compacted log), decoded."""
-        return [
-            tuple(msgspec.msgpack.decode(e)) if isinstance(e, msgspec.Raw) else e
-            for e in self.dump_lazily()
-        ]
+        return plain(self.dump_lazily())
 
     def dump_lazily(self) -> Iterator[Kept]:
         """``dump``'s entries for the orders and requests live now, each made when it is
@@ -202,7 +198,7 @@ class OrderMemory:
             done = self._order(ref, values)
             if done is None:
                 continue
-            done.logged = msgspec.Raw(_encode((FINISHED, ref, *values)))  # as the log has it
+            done.logged = encoded((FINISHED, ref, *values))  # as the log has it
             keys = [(done.session, done.cl_ord_id)]
             if done.orig_cl_ord_id:  # a cancelled order is also known by the ClOrdID it had
                 keys.append((done.session, done.orig_cl_ord_id))

@@ -18,15 +18,11 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-import msgspec
-
 from procs.core.resting import RestingOrder
 from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments
-from procs.gateway.order_log import API_ORDER, GONE, Entry, Kept
+from procs.gateway.order_log import API_ORDER, GONE, Entry, Kept, encoded, plain
 from procs.gateway.rest_order_state import LiveOrder, PendingRequest
-
-_encode = msgspec.msgpack.Encoder().encode
 
 
 class RestOrderLog:
@@ -50,7 +46,7 @@ class RestOrderLog:
             if o.open:
                 entries.append(entry)
             else:  # finished: what a compaction copies until it goes (or changes after all)
-                o.logged = msgspec.Raw(_encode(entry))
+                o.logged = encoded(entry)
                 entries.append(o.logged)
         self._gone.clear()
         self._changed.clear()
@@ -58,10 +54,7 @@ class RestOrderLog:
 
     def dump(self) -> list[Entry]:
         """Entries for every order placed through this API that is still kept, decoded."""
-        return [
-            tuple(msgspec.msgpack.decode(e)) if isinstance(e, msgspec.Raw) else e
-            for e in self.dump_lazily()
-        ]
+        return plain(self.dump_lazily())
 
     def dump_lazily(self) -> Iterator[Kept]:
         """``dump``'s entries for the orders kept now, each made when it is taken, from its
@@ -81,7 +74,7 @@ class RestOrderLog:
                 continue
             if not order.open:
                 if order.status != "REJECTED":  # as live: a refused order is not kept
-                    order.logged = msgspec.Raw(_encode((API_ORDER, placed, *values)))
+                    order.logged = encoded((API_ORDER, placed, *values))
                     self.done[order.order_id] = order
                 continue
             self.client_ids[order.account, order.client_order_id] = order
