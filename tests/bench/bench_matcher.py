@@ -21,8 +21,14 @@ memory      a child process rests 1M orders over 10k levels: RSS growth per rest
 Mixes (``tests.bench.matcher_mixes``): exchange-core's (9% GTC, 3% IOC, 6% cancel, 82% move,
 ~1k resting orders over ~750 levels) and a simple one (60% new near the touch, 30% cancel,
 10% marketable). The answer check: every implementation's final book (levels and sizes)
-must equal the generator's shadow book, and FastBook's state hash must equal the reference
-book's. Results go to ``var/bench/matcher.json``.
+must equal the generator's shadow book, FastBook's state hash must equal the reference
+book's, and liquibook+listener's fills (count, quantity, notional) must equal FastBook's
+trades. Results go to ``var/bench/matcher.json``.
+
+liquibook runs twice: alone (no listener: no order event reaches Python, the C++ book runs
+by itself; the target is judged against this one) and as ``liquibook+listener``, its
+``OrderListener`` called back for every accept, fill, cancel and replace, as an exchange
+needs them and as ringex's book and the other peers make theirs.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from config.schema import (
     WaitName,
 )
 from procs.common import gc_policy
-from procs.common.records import Record, RecordCodec
+from procs.common.records import Record, RecordCodec, Trade
 from procs.common.topology import matcher_input, matcher_output
 from procs.core.book import Book
 from procs.core.fast_book import FastBook
@@ -59,7 +65,7 @@ from procs.matcher.main import INPUT_CONSUMER, MatcherShell
 from shm import Ring
 from shm.inspect import remove_instance
 from tests.bench.matcher_mixes import Levels, exchange_core_mix, load_mix, shadow_levels, simple_mix
-from tests.bench.matcher_peers import available_peers
+from tests.bench.matcher_peers import LiquibookEventsPeer, available_peers
 from tests.bench.matcher_records import SPEC, book_levels, to_records
 from tests.bench.report import conclude
 
@@ -95,6 +101,18 @@ def time_book(book_cls: type[Book], records: list[Record], rounds: int) -> tuple
             execute(command)
         best = max(best, len(records) / (time.perf_counter() - start))
     return best, book
+
+
+def trades_of(records: list[Record]) -> tuple[int, int, int]:
+    """(trades, quantity, notional) of FastBook over ``records``: a peer's fills must agree."""
+    book = FastBook(SPEC)
+    count = qty = notional = 0
+    for command in records:
+        for event in book.execute(command):
+            if type(event) is Trade:
+                count, qty = count + 1, qty + event.qty
+                notional += event.qty * event.price
+    return count, qty, notional
 
 
 def latency_us(records: list[Record]) -> tuple[float, float]:
@@ -314,6 +332,11 @@ def main() -> int:
     print(f"bench-matcher: {args.ops:,} commands per mix, best of {args.rounds} rounds")
     peers = available_peers()
     print("peers:", ", ".join(f"{p.name} {p.version()}" for p in peers) or "none importable")
+    if any(p is LiquibookEventsPeer for p in peers):
+        print(
+            "  (liquibook: the C++ book alone, no event reaches Python, the target's peer;"
+            " +listener: its events called back into Python)"
+        )
 
     for mix, generate in MIXES.items():
         ops = generate(args.ops, 1)
@@ -341,6 +364,10 @@ def main() -> int:
                 best = max(best, len(ops) / (time.perf_counter() - start))
             rows[peer_cls.name] = best
             checks[f"{mix}: {peer_cls.name} book == shadow"] = peer.levels() == expected
+            if isinstance(peer, LiquibookEventsPeer):  # the one peer whose fills are kept
+                checks[f"{mix}: {peer_cls.name} fills == FastBook trades"] = (
+                    peer.trades() == trades_of(records)
+                )
             results.append({"name": peer_cls.name, "mix": mix, "ops_per_s": best,
                             "version": peer_cls.version()})  # fmt: skip
         print(f"\n{mix} mix, core (one process), ops/s and ringex FastBook's ratio to each:")

@@ -12,6 +12,7 @@ peer                  IOC                      MOVE (price replace)      ids
 lightmatchingengine   add, then cancel rest    cancel + add leaves_qty   its own, mapped
 cython-orderbook      add, then cancel rest    cancel + add remaining    its own (str), mapped
 liquibook (C++)       add(order, IOC flag)     native replace()          the SimpleOrder object
+  +listener           the same, its OrderListener called back for every order event
 matching-engine       native IOC               cancel + add remaining    ours (Python >= 3.12)
 ```
 
@@ -203,6 +204,57 @@ class LiquibookPeer(Peer):
         return {"bids": _tracked(self._book.bids()), "asks": _tracked(self._book.asks())}
 
 
+class LiquibookEventsPeer(LiquibookPeer):
+    """liquibook with an ``OrderListener``: each accept, fill, cancel and replace comes back to
+    Python as a callback, as an exchange needs them (the plain ``LiquibookPeer`` reports
+    nothing, so the C++ book runs alone). ringex's book makes its events in the same loop,
+    and the other peers return theirs. Shown beside the plain one; the target is judged
+    against the plain one. The fills are kept, so the answer check covers them."""
+
+    name = "liquibook+listener"
+
+    def __init__(self) -> None:
+        super().__init__()
+        lib = self._lib
+        events: list[tuple[int, ...]] = []
+        self.events = events
+        record = events.append
+
+        class Listener(lib.OrderListener):  # type: ignore[misc,name-defined]
+            # SWIG calls each override from C++; every callback must exist (pure virtual)
+            def on_accept(self, order: Any) -> None:
+                record((1,))
+
+            def on_fill(self, order: Any, matched: Any, qty: int, price: int) -> None:
+                record((2, qty, price))  # SWIG names it "cost": the fill's price
+
+            def on_cancel(self, order: Any) -> None:
+                record((3,))
+
+            def on_replace(self, order: Any, size_delta: int, new_price: int) -> None:
+                record((4, new_price))
+
+            def on_reject(self, order: Any, reason: str) -> None:
+                record((5,))
+
+            def on_cancel_reject(self, order: Any, reason: str) -> None:
+                record((6,))
+
+            def on_replace_reject(self, order: Any, reason: str) -> None:
+                record((7,))
+
+            def on_trigger_stop(self, order: Any) -> None:
+                record((8,))
+
+        self._listener = Listener()  # the C++ book holds a raw pointer: keep it alive
+        self._book.set_order_listener(self._listener)
+
+    def trades(self) -> tuple[int, int, int]:
+        """(fills, quantity, notional) over the run: the fills' answer check."""
+        fills = [e for e in self.events if e[0] == 2]
+        return len(fills), sum(e[1] for e in fills), sum(e[1] * e[2] for e in fills)
+
+
 class MatchingEnginePeer(Peer):
     """matching-engine: pure Python, SortedList of levels, intrusive lists; needs Python 3.12."""
 
@@ -276,6 +328,7 @@ def _tracked(trackers: Any) -> list[tuple[int, int]]:
 
 PEERS: tuple[type[Peer], ...] = (
     LiquibookPeer,
+    LiquibookEventsPeer,
     CythonOrderbookPeer,
     MatchingEnginePeer,
     LightMatchingEnginePeer,
