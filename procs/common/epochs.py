@@ -126,14 +126,14 @@ class Epochs:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
             return cls()
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # JSON or UTF-8 that does not decode
             raise EpochsError(f"{path}: cannot read the epochs ({exc})") from exc
         try:
             history = tuple((int(e), int(s)) for e, s in doc["epochs"])
             f = doc.get("fenced")
             fence = Fence(int(f["epoch"]), str(f["by"]), int(f["at_ns"])) if f else None
             return cls(history, fence, int(doc.get("known", 0)))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # Infinity: Overflow
             raise EpochsError(f"{path}: malformed epochs file ({exc!r})") from exc
 
     def save(self, directory: Path) -> None:

@@ -22,14 +22,18 @@ _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def die_with_parent(signal: int = signals.SIGTERM) -> bool:
+def die_with_parent(signal: int = signals.SIGTERM, *, parent: int | None = None) -> bool:
     """Ask for ``signal`` when the parent dies; False where the call is not available.
 
-    Call it in the child (a ``preexec_fn``, or first thing in a fork's target). A parent
-    that died before the call is caught by the ppid check: the signal is sent at once."""
+    Call it in the child (a ``preexec_fn``, or first thing in a fork's target), with
+    ``parent`` the parent's pid taken before the fork (``os.getpid()`` there): a parent that
+    died before the call is then caught by the ppid check, and the signal sent at once.
+    Without it, the pid the child sees on entry stands in, which is already the reaper's
+    when the parent died before the call: only a death during the call is caught."""
     if _LIBC is None:
         return False
-    parent = os.getppid()
+    if parent is None:
+        parent = os.getppid()
     if _LIBC.prctl(_PR_SET_PDEATHSIG, signal, 0, 0, 0) != 0:
         return False
     if os.getppid() != parent:  # the parent went between the fork and the call

@@ -130,7 +130,11 @@ class AckBlock:
             self.close()
             raise ValueError(f"{self.path}: layout tag {found:#x}, expected {LAYOUT:#x}")
         self.appended_bell = Doorbell(directory / "replication.appended")
-        self.acked_bell = Doorbell(directory / "replication.acked")
+        try:
+            self.acked_bell = Doorbell(directory / "replication.acked")
+        except BaseException:
+            self.close()  # the "appended" bell's descriptor and the map
+            raise
 
     @property
     def acked_seq(self) -> int:
@@ -226,6 +230,8 @@ class SyncGate:
     ) -> bool:
         """``before``: the last seq journaled before this batch (default ``seq - 1``)."""
         words = self.block.words
+        if words[FENCED]:  # degraded or not: a primary whose epoch is over publishes nothing
+            return False
         if words[ACKED_SEQ] >= seq:
             if self.degraded:
                 self._resume(seq)

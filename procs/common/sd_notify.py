@@ -34,8 +34,8 @@ def notify(state: str) -> bool:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(state.encode(), address)
-    except OSError:
+            sock.sendto(state.encode("utf-8", "replace"), address)
+    except (OSError, ValueError):  # ValueError: a NUL in the address
         return False
     return True
 
@@ -70,7 +70,7 @@ def watchdog_interval_s() -> float | None:
         if not usec or (pid and int(pid) != os.getpid()) or int(usec) <= 0:
             return None
         return int(usec) / 2e6
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: past any float
         return None
 
 

@@ -58,10 +58,23 @@ class SnapshotStore:
         self.keep = keep
 
     def save(self, seq: int, data: bytes) -> Path:
+        """Write the state at ``seq``; keep it and the ``keep - 1`` newest before it.
+
+        The one written is the newest from now on: a snapshot above ``seq`` is of a history
+        that was rewound (a journal tail lost under ``fsync = "interval"``, a database
+        restored from a backup), which its seqs will name again with other commands, so it
+        is removed rather than ever restored, or kept in its place."""
         make_dirs(self.directory)
         path = self.path(seq)
         replace_durably(path, _framed(data))
-        for old in self._paths()[: -self.keep]:
+        paths = self._paths()
+        for old in paths:
+            if int(old.stem) > seq:
+                log.warning("snapshot %s is past the one just written (seq %d): a history "
+                            "that was rewound, removed", old, seq)  # fmt: skip
+                old.unlink(missing_ok=True)
+        before = [p for p in paths if int(p.stem) < seq]
+        for old in before[: max(0, len(before) - (self.keep - 1))]:
             old.unlink(missing_ok=True)
         return path
 

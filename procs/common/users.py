@@ -4,6 +4,8 @@ A small JSON file under ``var/<instance>/gateway/users.json``, written whole and
 place so a crash never leaves half a file; the operator CLI calls ``add``. Passwords are
 never stored, only ``hashlib.scrypt`` digests with a per-user random salt and the cost
 parameters they were made with (so raising the cost later keeps old hashes verifiable).
+The file also keeps the highest session id it gave (``UsersFile``), so a removed user's id,
+which the gateways route reports by, is never given to another user.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +32,12 @@ DEFAULT_N = 1 << 14
 _NO_SALT = bytes(16)  # an unknown user's check hashes with it
 
 
+#: A SenderCompID: what FIX carries in a field (no SOH, no "=") and what names the user's
+#: message store directory (no "/", not "." or ".."): letters, digits and ``._:-``, a letter
+#: or digit first, 1..32 of them.
+COMP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,31}")
+
+
 class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     comp_id: str
     account: int
@@ -39,6 +48,15 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     r: int = 8
     p: int = 1
     cancel_on_disconnect: bool | None = None  # None: the gateway's setting
+
+
+class UsersFile(msgspec.Struct, forbid_unknown_fields=True):
+    """The file: its users, and the highest session id it ever gave (a removed user's id is
+    never given again: the gateways route reports by it, and a removed user's orders may
+    still rest). A file written before ``last_session`` was kept is a bare list of users."""
+
+    users: list[User]
+    last_session: int = 0
 
 
 def _digest(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -57,6 +75,7 @@ class UserStore:
         self.recheck_s = recheck_s
         self._checked = -1e18
         self._users: dict[str, User] = {}
+        self._last_session = 0  # the file's high-water mark of session ids (``UsersFile``)
         self._stamp: tuple[int, int, int] | None = None
         self._load()
 
@@ -76,7 +95,7 @@ class UserStore:
         if stamp == self._stamp:
             return
         try:
-            users = msgspec.json.decode(self.path.read_bytes(), type=list[User])
+            doc = msgspec.json.decode(self.path.read_bytes(), type=UsersFile | list[User])
         except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             if self._stamp is None:  # nothing read yet: the caller must know (a start, a tool)
                 raise UsersFileError(f"users file {self.path} cannot be read: {exc}") from None
@@ -85,7 +104,9 @@ class UserStore:
                       self.path, exc)  # fmt: skip
             self._stamp = stamp
             return
+        users, last = (doc, 0) if isinstance(doc, list) else (doc.users, doc.last_session)
         self._users = {user.comp_id: user for user in users}
+        self._last_session = max(last, *(u.session for u in users), 0)
         self._stamp = stamp
 
     def users(self) -> list[User]:
@@ -108,8 +129,10 @@ class UserStore:
         """Create or replace ``comp_id``; keeps its session id when it exists. Under the
         file's lock, on the file as it is now: two admins adding users at once keep both,
         each with its own session id."""
-        if not comp_id or len(comp_id) > 32:
-            raise ValueError(f"comp id {comp_id!r} must be 1..32 characters")
+        if not COMP_ID.fullmatch(comp_id):
+            raise ValueError(
+                f"comp id {comp_id!r} must be 1..32 of A-Z a-z 0-9 . _ : -, a letter or digit first"
+            )
         with self._locked():
             return self._add(comp_id, password, account, n, cancel_on_disconnect)
 
@@ -122,9 +145,10 @@ class UserStore:
         cancel_on_disconnect: bool | None,
     ) -> User:
         old = self._users.get(comp_id)
-        session = (
-            old.session if old else max((u.session for u in self._users.values()), default=0) + 1
-        )
+        if old is not None:
+            session = old.session
+        else:
+            session = self._last_session = self._last_session + 1
         salt = os.urandom(16)
         user = User(
             comp_id,
@@ -153,7 +177,9 @@ class UserStore:
         fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self._stamp, self._checked = None, -1e18  # whatever was read before: again
+            # whatever was read before: again, and a file gone meanwhile holds no users
+            self._stamp, self._checked = None, -1e18
+            self._users, self._last_session = {}, 0
             self._load()
             yield
         finally:
@@ -172,7 +198,8 @@ class UserStore:
 
     def _save(self) -> None:
         make_dirs(self.path.parent)
-        data = msgspec.json.encode(sorted(self._users.values(), key=lambda u: u.comp_id))
+        users = sorted(self._users.values(), key=lambda u: u.comp_id)
+        data = msgspec.json.encode(UsersFile(users, self._last_session))
         # salts and digests: the owner's alone (as apikeys.json); fsynced, as users are added
         # once and must survive a power loss
         tmp = self.path.with_suffix(f".tmp.{os.getpid()}")

@@ -55,7 +55,7 @@ class Snapshots:
         let_go_r, let_go_w = os.pipe()
         self._child = multiprocessing.get_context("fork").Process(
             target=_snapshot_child,
-            args=(self.cfg, seq, journal.lock_fd, let_go_w),
+            args=(self.cfg, seq, journal.lock_fd, let_go_w, os.getpid()),
             name="ringex-snapshot",
             daemon=True,
         )
@@ -79,7 +79,9 @@ class Snapshots:
         return True
 
 
-def _snapshot_child(cfg: RingexConfig, seq: int, journal_lock_fd: int, let_go: int) -> None:
+def _snapshot_child(
+    cfg: RingexConfig, seq: int, journal_lock_fd: int, let_go: int, router: int
+) -> None:
     """The forked snapshot job. It lets go of the journal's lock it inherited (the parent's
     descriptor keeps the lock) and says so on ``let_go``, so a router restarted while it
     runs can open its journal; and it dies with the router rather than run on unwatched
@@ -88,7 +90,7 @@ def _snapshot_child(cfg: RingexConfig, seq: int, journal_lock_fd: int, let_go: i
     os.write(let_go, b".")
     os.close(let_go)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    die_with_parent()
+    die_with_parent(parent=router)
     snapshot_job(cfg, seq)
 
 

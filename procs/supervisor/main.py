@@ -176,13 +176,15 @@ class Supervisor:
         spec = child.spec
         logfile = open(run_dir(self.cfg) / f"{spec.name}.log", "ab")  # noqa: SIM115
         cpus = set(spec.cpus)
+        supervisor = os.getpid()
 
         def pin() -> None:  # in the child, before exec: the process starts on its CPUs
             if cpus:
                 os.sched_setaffinity(0, cpus)
             if spec.nice:
                 os.nice(spec.nice)
-            die_with_parent()  # a supervisor killed outright takes its processes with it
+            # a supervisor killed outright (even before this call) takes its processes with it
+            die_with_parent(parent=supervisor)
 
         held = [sys.executable, "-m", "procs.supervisor.held", spec.module]
         child.process = subprocess.Popen(

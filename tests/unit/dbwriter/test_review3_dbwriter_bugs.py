@@ -40,9 +40,10 @@ def _database_beside(dsn: str, suffix: str) -> tuple[str, str]:
 
 
 def test_users_that_swapped_session_ids_are_synchronised(tmp_path: Path, dsn: str) -> None:
-    """``UserStore.add`` gives a new user max(session) + 1. Remove ALICE (1) and BOB (2),
-    add BOB again (now 1), then ALICE (now 2): within one look of the writer (it looks once
-    a second, and not at all while it is down) both keep their CompIDs and swap ids.
+    """Two users swap session ids within one look of the writer (it looks once a second, and
+    not at all while it is down): ALICE 1 -> 2, BOB 2 -> 1. ``UserStore`` no longer gives a
+    removed user's id again (review 25; it did then: remove both, add BOB, then ALICE), so
+    here the file is written as an operator's restore of an older copy, or a hand edit, can.
     ``UserSync.sync`` deletes only the CompIDs no longer listed, then upserts ``ON CONFLICT
     (sender_comp_id) DO UPDATE SET id = excluded.id`` user by user: ALICE's row moving to id 2
     collides with BOB's row, still at 2 (``users_pkey``). ``UniqueViolation`` is not caught
@@ -56,11 +57,12 @@ def test_users_that_swapped_session_ids_are_synchronised(tmp_path: Path, dsn: st
         sync.store.add("ALICE", "pw", 10, n=2)
         sync.store.add("BOB", "pw", 11, n=2)
         assert sync.sync(conn)
-        store = UserStore(path)
-        store.remove("ALICE")
-        store.remove("BOB")
-        assert store.add("BOB", "pw", 11, n=2).session == 1
-        assert store.add("ALICE", "pw", 10, n=2).session == 2
+        users = {u.comp_id: u for u in UserStore(path).users()}
+        swapped = [
+            msgspec.structs.replace(users["ALICE"], session=users["BOB"].session),
+            msgspec.structs.replace(users["BOB"], session=users["ALICE"].session),
+        ]
+        path.write_bytes(msgspec.json.encode(swapped))  # a bare list: the older form
         assert sync.sync(conn)
         rows = conn.execute("SELECT id, sender_comp_id FROM users ORDER BY id").fetchall()
     assert rows == [(1, "BOB"), (2, "ALICE")]
