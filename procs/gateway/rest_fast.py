@@ -70,11 +70,14 @@ _encode = msgspec.json.Encoder().encode
 MAX_HEADER_SETS = 256
 _header_lines: dict[tuple[tuple[str, str], ...], str] = {}
 _NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
-#: The lengths of the header names the lane looks at: Expect, Content-Length,
-#: Content-Encoding, Transfer-Encoding.
-_SPECIAL_LENGTHS = frozenset((6, 14, 16, 17))
+#: The lengths of the header names the lane looks at: Host, Expect, Content-Type,
+#: Content-Length, Content-Encoding, Transfer-Encoding.
+_SPECIAL_LENGTHS = frozenset((4, 6, 12, 14, 16, 17))
 #: Headers that make a request aiohttp's: it answers 100-continue, it inflates gzip.
 _AIOHTTPS = frozenset((b"expect", b"content-encoding"))
+_BLANKS = (b" ", b"\t")
+#: Headers aiohttp refuses twice (400), each a bit of ``FastLane._singletons``.
+_SINGLETONS = {b"host": 1, b"content-type": 2}
 
 
 class FastRequest:
@@ -235,6 +238,7 @@ class FastLane(asyncio.Protocol):
         self._handler: FastHandler | None = None  # the route's, when the lane serves it
         self._length = 0
         self._aiohttps = self._chunked = False
+        self._singletons = self._trailers = 0
         self._body: list[bytes] = []
         self._body_size = 0
         self._chunks: list[bytes] = []  # the reads since the request began
@@ -299,12 +303,14 @@ class FastLane(asyncio.Protocol):
                     self._wake()
             elif len(self._queue) > MAX_QUEUED and not self._paused:
                 self._pause()
-        if (  # a line that never ends: the reads after the request's first (whose part of
-            # it is unknown, and one read at most) hold more than a head may
+        if (  # a line that never ends, or a chunked body's framing (an endless chunk
+            # extension or trailer): the reads after the request's first (whose part of it
+            # is unknown, and one read at most) hold more than a head, or a head and a body
+            # may. aiohttp, whose limits count such bytes, takes what they hold
             self._in_request
-            and not self._headers_done
             and len(self._chunks) > 1
-            and sum(map(len, self._chunks[1:])) > MAX_HEAD_BYTES
+            and sum(map(len, self._chunks[1:]))
+            > MAX_HEAD_BYTES + (self.max_body_bytes if self._headers_done else 0)
         ):
             self._hand_over(cut)  # the request in progress is the carried one (2+ reads)
             return
@@ -325,6 +331,8 @@ class FastLane(asyncio.Protocol):
         self._length = 0  # Content-Length
         # a header that makes the request aiohttp's (Expect, Content-Encoding); chunked
         self._aiohttps = self._chunked = False
+        # which of Host and Content-Type came (aiohttp refuses either twice); trailer lines
+        self._singletons = self._trailers = 0
         self._body = []
         self._body_size = 0
 
@@ -335,7 +343,10 @@ class FastLane(asyncio.Protocol):
             self._stop_for_aiohttp()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._headers_done:  # a chunked body's trailer: aiohttp ignores it, so do we
+        if self._headers_done:  # a chunked body's trailer: aiohttp ignores it, so do we,
+            self._trailers += 1  # up to its limit of lines (its 400 says "too many")
+            if self._trailers > MAX_HEADERS:
+                self._stop_for_aiohttp()
             return
         headers = self._headers
         if len(name) + len(value) > MAX_LINE_BYTES or len(headers) >= MAX_HEADERS:
@@ -348,6 +359,12 @@ class FastLane(asyncio.Protocol):
                 self._aiohttps = True  # 100-continue, gzip: aiohttp answers or inflates
             elif special == b"transfer-encoding":  # the 408 says "chunked"
                 self._chunked = True
+            elif (bit := _SINGLETONS.get(special, 0)) and self._singletons & bit:
+                self._stop_for_aiohttp()  # Host or Content-Type twice: aiohttp's 400 names it
+            else:
+                self._singletons |= bit
+        if value[-1:] in _BLANKS:  # as aiohttp reads a value: its trailing blanks are not in it
+            value = value.rstrip(b" \t")
         headers.append(
             (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         )
