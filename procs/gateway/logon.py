@@ -60,3 +60,13 @@ def after_password(
     if msg.get(141) == b"Y" and seq != 1:
         return f"ResetSeqNumFlag with MsgSeqNum {seq}, expected 1"
     return None
+
+def password(msg: FixMessage) -> str:
+    """The Logon's Password (554) as the user store hashes it (a str, UTF-8 encoded): its
+    bytes read as UTF-8, as ``ringex admin add-user`` took them from its command line, or,
+    where they are not UTF-8, as Latin-1 (a client that sends one byte a character)."""
+    raw = msg.get(554) or b""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")

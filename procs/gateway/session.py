@@ -394,9 +394,9 @@ class Session(GapRecovery):
             return
         if self.settings.defer_auth:
             self.state, self._logon_msg = State.AUTHENTICATING, msg
-            self.verify_request = (sender, msg.text(554))
+            self.verify_request = (sender, logon.password(msg))
             return
-        self._finish_logon(msg, self.users.verify(sender, msg.text(554)), now_ns)
+        self._finish_logon(msg, self.users.verify(sender, logon.password(msg)), now_ns)
 
     def _refuse(self, sender: str, why: str, now_ns: int) -> None:
         self._unsequenced(b"5", sender, field(58, why), now_ns)
@@ -595,3 +595,4 @@ class Session(GapRecovery):
         if self.state is State.ACTIVE:
             self.send(b"5", b"", now_ns)
         self._close("Logout")
+
