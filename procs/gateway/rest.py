@@ -286,6 +286,9 @@ class RestApi:
     def _cors(self, request: RestRequest, response: web.StreamResponse) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         allowed = self.rest.cors_origins
+        if allowed and "*" not in allowed:  # the answer depends on the Origin: caches must know
+            vary = response.headers.get("Vary")
+            response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
         if origin and ("*" in allowed or origin in allowed):
             response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
             response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
