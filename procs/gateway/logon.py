@@ -61,6 +61,7 @@ def after_password(
         return f"ResetSeqNumFlag with MsgSeqNum {seq}, expected 1"
     return None
 
+
 def password(msg: FixMessage) -> str:
     """The Logon's Password (554) as the user store hashes it (a str, UTF-8 encoded): its
     bytes read as UTF-8, as ``ringex admin add-user`` took them from its command line, or,

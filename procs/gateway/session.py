@@ -595,4 +595,3 @@ class Session(GapRecovery):
         if self.state is State.ACTIVE:
             self.send(b"5", b"", now_ns)
         self._close("Logout")
-
