@@ -173,9 +173,12 @@ def entry_at(cfg: RingexConfig, seq: int) -> bytes | None:
 
 
 def diverged(primary: RingexConfig, standby: RingexConfig) -> int:
-    """A seq where both journals, readable from this host, hold different entries (their
-    first and the standby's last are compared: a standby checks the history hash of every
-    frame it takes, so a divergence is an old history on one side), else 0."""
+    """A seq where both journals, readable from this host, hold different entries, else 0.
+    Compared: their first, the standby's last, and the last both hold. A standby checks the
+    history hash of every frame it takes, so a divergence is an old history on one side: a
+    standby behind its primary's restart, or ahead of it, when the primary's host lost a
+    tail it had shipped (the source ships before the router's fsync) and the primary then
+    sequenced other commands at those seqs."""
     from procs.common.journal import JournalReader  # noqa: PLC0415
     from procs.common.records import RecordCodec  # noqa: PLC0415
 
@@ -183,8 +186,11 @@ def diverged(primary: RingexConfig, standby: RingexConfig) -> int:
     if not directory.is_dir() or not journal_path(primary).is_dir():
         return 0
     codec = RecordCodec()
-    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
-    for seq in sorted({1, reader.last_seq()}):
+    last = [
+        JournalReader(d, slot_size=codec.slot_size, schema_id=codec.schema_id).last_seq()
+        for d in (directory, journal_path(primary))
+    ]
+    for seq in sorted({1, last[0], min(last)} - {0}):
         mine, theirs = entry_at(standby, seq), entry_at(primary, seq)
         if mine is not None and theirs is not None and mine != theirs:
             return seq

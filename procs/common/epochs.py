@@ -94,7 +94,9 @@ class Epochs:
 
     def keep_before(self, primary: Epochs) -> int | None:
         """Rebuilding this journal as ``primary``'s standby: the last seq it may keep (every
-        later one was written in an epoch the primary did not continue), or None when all of
+        later one was written in an epoch the primary did not continue: one the primary
+        began after this journal's newest, or one of this journal's own that the primary's
+        history never had, a promotion the primary's line passed by), or None when all of
         it may stay. Raises ``EpochsError`` when the histories disagree before that point."""
         mine = self.current
         shared = [(e, s) for e, s in primary.history if e <= mine]
@@ -104,7 +106,9 @@ class Epochs:
                 f"the primary {list(primary.history)}"
             )
         later = [s for e, s in primary.history if e > mine]
-        return later[0] - 1 if later else None
+        own = [s for e, s in self.history[len(shared) :]]  # epochs the primary never had
+        bounds = [s - 1 for s in (later[:1] + own[:1])]
+        return min(bounds) if bounds else None
 
     def check_open(self, directory: Path) -> None:
         """Raise ``JournalFencedError`` if this journal may not be written by a primary."""

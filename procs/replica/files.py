@@ -163,8 +163,10 @@ class FileReceiver:
         end = message.offset + len(message.data)
         if end >= self.assembling[path]:
             del self.assembling[path]
+            # durable before it replaces the durable copy: a crash then leaves the old copy
+            # or the new one whole, never a renamed file whose data was not written yet
+            fsync_file(aside)
             os.replace(aside, path)  # a reader sees the old copy or the new one
-            self.dirty.add(path)
             self.renamed.add(path.parent)
 
 

@@ -80,6 +80,7 @@ class ReplicationSource:
     def __init__(self, cfg: RingexConfig) -> None:
         self.cfg = cfg
         codec = RecordCodec()
+        self.records = (codec.schema_id, codec.slot_size)
         self.reader = JournalReader(
             journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id
         )
@@ -126,16 +127,16 @@ class ReplicationSource:
             # a peer's first word, small and soon: whatever connects cannot hold this side
             hello = await receive(reader, MAX_PEER_FRAME, SILENCE_S)
             if isinstance(hello, AskEpochs):
-                await send(writer, EpochHistory(list(self.epochs.history)))
+                await send(writer, self._epoch_history())
                 return
             if not isinstance(hello, Hello):
                 await send(writer, Refused(f"expected Hello, got {type(hello).__name__}"))
                 return
-            refusal = self._epoch_refusal(hello, peer)
+            refusal = self._epoch_refusal(hello, peer) or self._records_refusal(hello)
             if refusal is not None:
                 await send(writer, Refused(refusal))
                 return
-            await send(writer, EpochHistory(list(self.epochs.history)))
+            await send(writer, self._epoch_history())
             last = self.reader.last_seq()
             if hello.next_seq < 1:
                 await send(writer, Refused(f"next seq {hello.next_seq}: seqs start at 1"))
@@ -201,12 +202,28 @@ class ReplicationSource:
             )
         return None
 
+    def _records_refusal(self, hello: Hello) -> str | None:
+        """Why a standby built with other records may not follow, or None (an older standby
+        does not say: its hash check still refuses other slot images)."""
+        theirs = (hello.schema_id, hello.slot_size)
+        if hello.schema_id and theirs != self.records:
+            return (
+                f"the standby's records (schema {theirs[0]:#x}, {theirs[1]}-byte slots) are "
+                f"not the primary's (schema {self.records[0]:#x}, {self.records[1]}-byte "
+                "slots): a standby runs the primary's build"
+            )
+        return None
+
+    def _epoch_history(self) -> EpochHistory:
+        return EpochHistory(list(self.epochs.history), *self.records)
+
     def fence(self, epoch: int, by: str) -> None:
-        """A newer epoch exists: mark the journal fenced and stop the router (``FENCED``)."""
+        """A newer epoch exists: stop the router (``FENCED``), then mark the journal fenced
+        (the word first: the running router is stopped even if the file cannot be written)."""
+        self.block.words[FENCED] = epoch
         if self.epochs.fence is None:
             self.epochs = self.epochs.fenced(epoch, by)
             self.epochs.save(journal_dir(self.cfg))
-        self.block.words[FENCED] = epoch
         current = asyncio.current_task()
         for task, serving in list(self._serving.items()):  # its standbys take nothing more
             if task is not current:  # the connection that fenced it is told why, then closed

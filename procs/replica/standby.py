@@ -232,12 +232,25 @@ class Standby:
 
     async def _follow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # the newest epoch it was told of: an older primary meeting it fences itself
-        await send(writer, Hello(self.next_seq, self.digest, self._newest_epoch()))
+        codec = self.codec
+        await send(
+            writer,
+            Hello(
+                self.next_seq, self.digest, self._newest_epoch(), codec.schema_id, codec.slot_size
+            ),
+        )
         first = await receive_within(reader, SILENCE_S)
         if isinstance(first, Refused):
             raise StandbyRefusedError(f"the primary refused this standby: {first.reason}")
         if not isinstance(first, EpochHistory):
             raise StandbyRefusedError(f"expected the primary's epochs, got {type(first).__name__}")
+        theirs = (first.schema_id, first.slot_size)
+        if first.schema_id and theirs != (codec.schema_id, codec.slot_size):
+            raise StandbyRefusedError(
+                f"the primary's records (schema {theirs[0]:#x}, {theirs[1]}-byte slots) are "
+                f"not this standby's (schema {codec.schema_id:#x}, {codec.slot_size}-byte "
+                "slots): a standby runs the primary's build"
+            )
         self.follow_epochs(first)
         self.connected = True
         log.info("following the primary from seq %d", self.next_seq)

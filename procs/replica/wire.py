@@ -1,10 +1,12 @@
 """The replication protocol: length-prefixed msgpack frames over TCP.
 
-    standby -> primary   Hello(next_seq, digest, epoch)   "send me entries from next_seq";
-                                                   digest is the standby's history hash up to
-                                                   next_seq - 1, epoch its journal's newest
-    primary -> standby   EpochHistory(epochs)      the primary's epochs (``epochs.py``), the
-                                                   first answer to a Hello or an AskEpochs
+    standby -> primary   Hello(next_seq, digest, epoch, schema_id, slot_size)   "send me
+                                                   entries from next_seq"; digest is the
+                                                   standby's history hash up to next_seq - 1,
+                                                   epoch its journal's newest, then its records
+    primary -> standby   EpochHistory(epochs, schema_id, slot_size)   the primary's epochs
+                                                   (``epochs.py``) and records, the first
+                                                   answer to a Hello or an AskEpochs
     primary -> standby   Entries(first_seq, images, digest)   contiguous journal entries and
                                                    the primary's history hash after them
     standby -> primary   Ack(seq)                  entries up to seq are durable here: after
@@ -23,6 +25,9 @@
                                                    (a host that died sends no FIN) and
                                                    reconnects
 
+Both sides refuse a peer built with other records (schema id, slot size), as a ring refuses
+to attach one: a standby would journal and decode the primary's slot images as its own.
+
 Epochs fence a promoted standby's old primary: a primary refuses a standby of a newer epoch
 than its own and marks its own journal fenced; a standby refuses a primary of an older epoch
 than its own, and one whose journal goes on past where the primary's epoch began.
@@ -38,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
+from typing import Annotated
 
 import msgspec
 
@@ -50,22 +56,29 @@ SILENCE_S = 2.0
 #: of a whole frame, which a busy disk may hold up for seconds.
 STANDBY_SILENCE_S = 10.0
 _LEN = struct.Struct("<I")
+#: Every number a peer sends: a seq, an epoch, an offset. A frame with one past int64 (what
+#: the journal, the epochs file and the shared words hold) does not decode: a FrameError.
+I64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 class Hello(msgspec.Struct, tag=1, array_like=True):
-    next_seq: int
+    next_seq: I64
     digest: bytes
-    epoch: int = 1
+    epoch: I64 = 1
+    #: the standby's records (``RecordCodec``): a primary of other records refuses it (0:
+    #: not said, an older standby)
+    schema_id: I64 = 0
+    slot_size: I64 = 0
 
 
 class Entries(msgspec.Struct, tag=2, array_like=True):
-    first_seq: int
+    first_seq: I64
     images: list[bytes]
     digest: bytes
 
 
 class Ack(msgspec.Struct, tag=3, array_like=True):
-    seq: int
+    seq: I64
 
 
 class Refused(msgspec.Struct, tag=4, array_like=True):
@@ -74,16 +87,19 @@ class Refused(msgspec.Struct, tag=4, array_like=True):
 
 class StateFile(msgspec.Struct, tag=5, array_like=True):
     path: str  # relative to var/<instance>/gateway
-    offset: int
+    offset: I64
     data: bytes
     reset: bool  # the file was replaced: the standby's copy starts again with ``data``
     #: a reset's whole size: the standby keeps its old copy until it has that many bytes
     #: (0: ``data`` is all of it; what an older primary sends)
-    size: int = 0
+    size: I64 = 0
 
 
 class EpochHistory(msgspec.Struct, tag=6, array_like=True):
-    epochs: list[tuple[int, int]]  # (epoch, first_seq), oldest first
+    epochs: list[tuple[I64, I64]]  # (epoch, first_seq), oldest first
+    #: the primary's records: a standby of other records refuses to follow (0: not said)
+    schema_id: I64 = 0
+    slot_size: I64 = 0
 
 
 class AskEpochs(msgspec.Struct, tag=7, array_like=True):
