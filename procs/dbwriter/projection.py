@@ -132,6 +132,8 @@ class Batch:
 
     first_seq: int
     last_seq: int = 0
+    #: the CRC-32 of ``last_seq``'s journal image, kept with the checkpoint (the writer's)
+    last_crc: int | None = None
     last_ts_ns: int = 0
     started: float = field(default_factory=time.monotonic)
     trades: GroupedRows = field(default_factory=lambda: GroupedRows(TRADES))  # by symbol

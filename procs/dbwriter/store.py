@@ -214,9 +214,13 @@ class PgStore:
             self._pool = None
 
     def checkpoint(self) -> int:
-        row = self.open().execute("SELECT last_seq FROM checkpoint").fetchone()
+        return self.checkpoint_entry()[0]
+
+    def checkpoint_entry(self) -> tuple[int, int | None]:
+        """The checkpoint's seq and the CRC-32 of its journal image (None: not kept)."""
+        row = self.open().execute("SELECT last_seq, last_crc FROM checkpoint").fetchone()
         assert row is not None, "the checkpoint row is missing (migration 0001 inserts it)"
-        return int(row[0])
+        return int(row[0]), None if row[1] is None else int(row[1])
 
     def ensure_partitions(self, first_us: int, last_us: int) -> None:
         """Daily partitions for [first_us, last_us] (pg micros) and the days ahead of today."""
@@ -256,7 +260,10 @@ class PgStore:
                 raise
             for lane in lanes:
                 lane.result()  # a lane that failed fails the batch (this transaction)
-            conn.execute("UPDATE checkpoint SET last_seq = %s, updated = now()", (batch.last_seq,))
+            conn.execute(
+                "UPDATE checkpoint SET last_seq = %s, last_crc = %s, updated = now()",
+                (batch.last_seq, batch.last_crc),
+            )
             for hook in self.before_commit:
                 hook(conn, batch)
         if self.layout != self.lanes:

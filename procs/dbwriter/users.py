@@ -43,7 +43,7 @@ class UserSync:
             # another's id (removed, or itself moved: two users re-added in swapped order)
             conn.execute(
                 "DELETE FROM users WHERE (sender_comp_id, id) NOT IN "
-                "(SELECT * FROM unnest(%s::text[], %s::int[]))",
+                "(SELECT * FROM unnest(%s::text[], %s::bigint[]))",
                 ([u.comp_id for u in users], [u.session for u in users]),
             )
             for u in users:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,9 @@ from procs.dbwriter.replay import Follower
 from procs.dbwriter.store import CheckpointMismatchError, PgStore
 from procs.dbwriter.users import UserSync
 
+#: A replay without writing (``start``, after a restore) pets the watchdog every this many
+#: commands: it may be the whole journal, long after READY.
+PET_EVERY = 1000
 log = logging.getLogger("ringex.dbwriter")
 T = TypeVar("T")
 
@@ -124,7 +128,7 @@ class DbWriter:
 
     def start(self) -> Follower:
         """Connect (retrying), and bring the replay state to the database's checkpoint."""
-        checkpoint = self._retry(self.store.checkpoint, "reading the checkpoint")
+        checkpoint, crc = self._retry(self.store.checkpoint_entry, "reading the checkpoint")
         follower = Follower.restore(self.cfg, checkpoint)
         from_seq = follower.seq
         if follower.seq < checkpoint:
@@ -134,10 +138,20 @@ class DbWriter:
                 follower.projection.process(seq, command, follower.step(seq, command), None)
                 if seq == checkpoint:
                     break
+                if seq % PET_EVERY == 0:  # a replay after a restore may be the whole journal
+                    self.pet()
         if follower.seq != checkpoint:
             raise RuntimeError(
                 f"the database checkpoint is seq {checkpoint}, but the journal "
                 f"{self.reader.directory} ends at {follower.seq}: is this the right instance?"
+            )
+        if crc is not None and checkpoint and self._entry_crc(checkpoint) != crc:
+            raise RuntimeError(
+                f"the database checkpoint is seq {checkpoint}, and the journal's entry there is "
+                f"not the one the database was written from: the journal lost a tail (a host "
+                f"crash under fsync = none or interval) and its seqs went to other commands. "
+                f"The database holds a history the journal does not: restore it from a backup "
+                f"at or before the journal's lost tail, or write it anew"
             )
         self.committed = self._snap_seq = checkpoint
         if self.users is not None:
@@ -149,6 +163,12 @@ class DbWriter:
         )
         self.follower = follower
         return follower
+
+    def _entry_crc(self, seq: int) -> int | None:
+        """The CRC-32 of the journal's image at ``seq`` (None: not there)."""
+        for found, image in self.reader.entries(seq):
+            return zlib.crc32(image) if found == seq else None
+        return None
 
     # -- loop -------------------------------------------------------------------------------
 
@@ -166,6 +186,7 @@ class DbWriter:
                     raise
                 log.warning("%s: the database lost commits; restarting from seq %d", exc, exc.at)
                 self.follower = None
+                self.store.close()  # a restored database: its partitions, lanes, anew
 
     def _run(self, to_end: bool) -> int:
         follower = self.follower or self.start()
@@ -180,6 +201,7 @@ class DbWriter:
     def _follow(self, follower: Follower, to_end: bool) -> int:
         opts = self.options
         decode, step, process = self.codec.decode_slot, follower.step, follower.projection.process
+        crc32 = zlib.crc32
         limit_rows, limit_s = opts.batch_rows, opts.batch_ms / 1000
         batch: Batch | None = None
         pause = opts.poll_s
@@ -191,6 +213,7 @@ class DbWriter:
                     if batch is None:
                         batch = Batch(first_seq=seq)
                     process(seq, command, step(seq, command), batch)
+                    batch.last_crc = crc32(image)
                     if batch.rows() >= limit_rows or time.monotonic() - batch.started >= limit_s:
                         self._flush(batch)
                         batch = None
@@ -293,6 +316,6 @@ class DbWriter:
                     self.users.forget()
                     self._users_connection = self.store.connections
                 self.users.sync(conn)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            except psycopg.Error as exc:  # a bad users file must not stop the history
                 log.warning("users not synchronised: %s", exc)
                 self.store.close()
