@@ -44,9 +44,19 @@ _PARKED = h.P_PARKED
 _CURSOR = h.P_CURSOR
 
 
+def _alive(ref: weakref.ref[Consumer[Any]]) -> Consumer[Any]:
+    """The consumer behind a compiled poll, for its slow path; a clear error (nothing read)
+    when it was let go while its ``poll`` was kept."""
+    consumer = ref()
+    if consumer is None:
+        raise RingError("this poll's Consumer was let go: keep the Consumer while its poll is used")
+    return consumer
+
+
 def _rejoin(ring: Ring[Any], index: int) -> None:
     """Make detached line ``index`` active again, from the producer's cursor."""
     words = ring.words
+    words[h.consumer_word(index, h.C_PARKED)] = 0  # a holder killed while parked raised it
     words[h.consumer_word(index, h.C_SEQUENCE)] = ring.cursor()
     words[h.consumer_word(index, h.C_GENERATION)] += 1  # an older handle of it: stale
     words[h.consumer_word(index, h.C_STATE)] = h.STATE_ACTIVE
@@ -189,11 +199,11 @@ class Consumer(Generic[T]):
         def poll() -> T | None:
             nonlocal nxt, offset, stamp_at, stamp
             n = nxt
-            if n >= slow_at and not me()._slow_path(n):  # type: ignore[union-attr]  # alive
+            if n >= slow_at and not _alive(me)._slow_path(n):
                 return None
             item = decode(view, offset)
             if words[stamp_at] != stamp:  # after: still our record
-                raise me()._torn(n, words[stamp_at])  # type: ignore[union-attr]  # alive
+                raise _alive(me)._torn(n, words[stamp_at])
             nxt = n + 1
             offset += slot
             stamp_at += slot_words
@@ -380,9 +390,11 @@ class Consumer(Generic[T]):
         words[self._wake_gated_word] = 0
         bit = 1 << self.index
         for index in range(self.ring.max_consumers):
-            if words[h.consumer_word(index, h.C_GATES)] & bit and (
-                parked := words[h.consumer_word(index, h.C_PARKED)]
-            ):
+            if (
+                words[h.consumer_word(index, h.C_GATES)] & bit
+                and (parked := words[h.consumer_word(index, h.C_PARKED)])
+                and words[h.consumer_word(index, h.C_STATE)] == h.STATE_ACTIVE
+            ):  # not active: woken when detached, or a holder killed while parked
                 post(self.ring.consumer_sem_name(index), self._sems, parked)
 
     # -- waiting ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ WORD: Final = 8
 STAMP_SIZE: Final = 8
 NAME_SIZE: Final = 16
 MAX_SEGMENT: Final = 1 << 40  # bytes: far above any ring, below what an mmap can hold
+MAX_SLOT: Final = 2**32 - 1  # the static line's slot size field is a uint32
 
 # Static line: magic, layout_version, slot_size, capacity, schema_id, max_consumers,
 # header_size, created_ns, creator_pid.
@@ -101,6 +102,11 @@ class Geometry:
             raise ValueError(f"capacity {self.capacity} is not a power of two >= 2")
         if self.slot_size < 16 or self.slot_size % WORD:
             raise ValueError(f"slot_size {self.slot_size} is not a multiple of 8 that is >= 16")
+        if self.slot_size > MAX_SLOT:
+            raise ValueError(
+                f"slot_size {self.slot_size} is more than {MAX_SLOT}, what the header's "
+                "slot size field (uint32) holds"
+            )
         if not 1 <= self.max_consumers <= 62:
             raise ValueError(f"max_consumers {self.max_consumers} is outside 1..62")
         if not 0 <= self.schema_id < 2**63:

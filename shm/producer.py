@@ -15,7 +15,7 @@ import textwrap
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, TypeVar
 
 from shm import header as h
 from shm.barrier import Gate
@@ -72,6 +72,11 @@ class Producer(Generic[T]):
         self._data = ring.data_offset
         self._capacity = ring.capacity
         self._gate = Gate(words, range(ring.max_consumers))  # inactive lines are skipped
+        words[h.P_PARKED] = 0  # a predecessor killed while parked left it raised
+        self._sems: Posts = {}
+        #: the compiled publish holds it strongly (the producer, weakly: a kept ``publish``
+        #: whose producer was let go still wakes the consumers after its cursor store)
+        self._waker = _Waker(ring, words, self._sems)
         self._shift = ring.shift
         # One attribute load instead of seven on the reference path.
         self._hot = (
@@ -92,7 +97,6 @@ class Producer(Generic[T]):
         self.publish = compiled  # type: ignore[method-assign, assignment]  # same contract
         self._limit = self._refresh_limit()
         self._parker: Parker | None = None
-        self._sems: Posts = {}
         self._closed = False
         self._claimed = 0  # slots of the last claim not yet published
         self.heartbeat()
@@ -142,8 +146,8 @@ class Producer(Generic[T]):
         source = getattr(codec, "encode_source", None) or "encode(buf, offset, item, stamp)\n"
         body = textwrap.indent(source, " " * 8)
         template = f"""
-def bind(_ring_me, _ring_words, buf, _ring_mask, _ring_slot, _ring_data, _ring_shift,
-         _RING_CURSOR, _RING_WAKE, _ring_next, _ring_limit):
+def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_data,
+         _ring_shift, _RING_CURSOR, _RING_WAKE, _ring_next, _ring_limit):
     _ring_end = _ring_data + (_ring_mask + 1) * _ring_slot
     _ring_at = _ring_data + (_ring_next & _ring_mask) * _ring_slot
     _ring_lap = (_ring_next >> _ring_shift) + 1
@@ -152,7 +156,7 @@ def bind(_ring_me, _ring_words, buf, _ring_mask, _ring_slot, _ring_data, _ring_s
         nonlocal _ring_next, _ring_at, _ring_lap
         _ring_n = _ring_next
         if _ring_n >= _ring_limit:
-            _ring_me()._await_space(_ring_n + 1, None)  # refreshes the limit: set_limit
+            _ring_alive(_ring_me)._await_space(_ring_n + 1, None)  # refreshes the limit
         offset = _ring_at
         stamp = _ring_lap
 {body}
@@ -163,7 +167,7 @@ def bind(_ring_me, _ring_words, buf, _ring_mask, _ring_slot, _ring_data, _ring_s
             _ring_at = _ring_data
             _ring_lap += 1
         if _ring_words[_RING_WAKE]:
-            _ring_me()._wake_consumers()
+            _ring_wake()
         return _ring_n
 
     def get_next():
@@ -186,6 +190,7 @@ def bind(_ring_me, _ring_words, buf, _ring_mask, _ring_slot, _ring_data, _ring_s
 """
         namespace = dict(getattr(codec, "encode_namespace", {}))
         namespace["encode"] = codec.encode_into
+        namespace["_ring_alive"] = _alive
         exec(template, namespace)  # fixed template + the codec's generated statement
         compiled: tuple[
             Callable[[T], int],
@@ -195,6 +200,7 @@ def bind(_ring_me, _ring_words, buf, _ring_mask, _ring_slot, _ring_data, _ring_s
             Callable[[int], None],
         ] = namespace["bind"](
             weakref.ref(self),
+            self._waker.wake,
             self._words,
             self._view,
             self._mask,
@@ -223,6 +229,10 @@ def bind(_ring_me, _ring_words, buf, _ring_mask, _ring_slot, _ring_data, _ring_s
 
         Returns the sequence of the last record. Batches larger than the ring are written in
         ring-sized chunks."""
+        if self._closed:
+            _closed(self.ring.name)
+        if not isinstance(items, (list, tuple)):  # sliced below (a deque is a Sequence too)
+            items = list(items)
         encode = self._encode_window
         view = self._view
         mask = self._mask
@@ -397,15 +407,7 @@ def bind(_ring_me, _ring_words, buf, _ring_mask, _ring_slot, _ring_data, _ring_s
         return self._parker
 
     def _wake_consumers(self) -> None:
-        """Post every parked consumer's semaphore. Clear the wake word first: a consumer that
-        parks after the clear sets it again, so no parker is forgotten (module docstring of
-        ``shm.wait`` covers the remaining race)."""
-        words = self._words
-        words[h.P_WAKE] = 0
-        ring = self.ring
-        for index in range(ring.max_consumers):
-            if parked := words[h.consumer_word(index, h.C_PARKED)]:
-                post(ring.consumer_sem_name(index), self._sems, parked)
+        self._waker.wake()
 
     def heartbeat(self) -> None:
         self._words[h.P_HEARTBEAT] = time.monotonic_ns()
@@ -415,6 +417,8 @@ def bind(_ring_me, _ring_words, buf, _ring_mask, _ring_slot, _ring_data, _ring_s
         if self._closed:
             return
         self._closed = True
+        name = self.ring.name
+        self.publish = lambda _item: _closed(name)  # type: ignore[method-assign,assignment]
         if self._words[h.P_PID] == os.getpid():
             self._words[h.P_PID] = 0
         if self._parker is not None:
@@ -422,6 +426,46 @@ def bind(_ring_me, _ring_words, buf, _ring_mask, _ring_slot, _ring_data, _ring_s
         for sem in self._sems.values():
             sem.close()
         self._view.release()
+
+
+class _Waker:
+    """Posts the parked consumers of a ring: what a publish does after its cursor store,
+    apart from the producer so that the compiled publish can hold it strongly."""
+
+    __slots__ = ("ring", "sems", "words")
+
+    def __init__(self, ring: Ring[Any], words: memoryview, sems: Posts) -> None:
+        self.ring, self.words, self.sems = ring, words, sems
+
+    def wake(self) -> None:
+        """Post every parked active consumer's semaphore. Clear the wake word first: a
+        consumer that parks after the clear sets it again, so no parker is forgotten (module
+        docstring of ``shm.wait`` covers the remaining race). A line not active is passed
+        over: a detached one was woken when it was detached, and a consumer killed while
+        parked left its flag raised, which a post on each wake would only pile up on."""
+        words = self.words
+        words[h.P_WAKE] = 0
+        ring = self.ring
+        for index in range(ring.max_consumers):
+            if (parked := words[h.consumer_word(index, h.C_PARKED)]) and words[
+                h.consumer_word(index, h.C_STATE)
+            ] == h.STATE_ACTIVE:
+                post(ring.consumer_sem_name(index), self.sems, parked)
+
+
+def _closed(ring: str) -> NoReturn:
+    raise RingError(f"ring {ring!r}: this producer is closed")
+
+
+def _alive(ref: weakref.ref[Producer[Any]]) -> Producer[Any]:
+    """The producer behind a compiled publish, for its slow path; a clear error (nothing
+    published) when it was let go while its ``publish`` was kept."""
+    producer = ref()
+    if producer is None:
+        raise RingError(
+            "this publish's Producer was let go: keep the Producer while its publish is used"
+        )
+    return producer
 
 
 _LAP_STAMPS: dict[int, tuple[int, memoryview]] = {}

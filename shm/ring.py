@@ -169,6 +169,7 @@ class Ring(Generic[T]):
         the first record, attached or not: nothing is lost to a consumer that starts late)."""
         geometry = h.Geometry(codec.slot_size, capacity, codec.schema_id, max_consumers)
         geometry.validate()
+        _check_memory_model()  # before the segment exists: a refusal leaves none behind
         region = Region.create(instance, name, geometry.total_size, replace=replace)
         h.STATIC.pack_into(
             region.buf,
@@ -270,6 +271,7 @@ class Ring(Generic[T]):
         words[h.consumer_word(index, h.C_PID)] = 0
         words[h.consumer_word(index, h.C_HEARTBEAT)] = 0
         words[h.consumer_word(index, h.C_WAKE_GATED)] = 0
+        words[h.consumer_word(index, h.C_PARKED)] = 0  # a holder killed while parked raised it
         words[h.consumer_word(index, h.C_GENERATION)] += 1  # an old holder of the line: stale
         words[h.consumer_word(index, h.C_STATE)] = h.STATE_ACTIVE  # last: publishes the line
         if start is not None:
@@ -342,6 +344,7 @@ class Ring(Generic[T]):
                 f"ring {self.name!r}: consumer {names.get(index, index)!r} gates "
                 f"{[names.get(o, o) for o in followers]}; free them first"
             )
+        words[h.consumer_word(index, h.C_PARKED)] = 0
         words[h.consumer_word(index, h.C_STATE)] = h.STATE_FREE
 
     def consumer_names(self) -> dict[int, str]:
