@@ -76,6 +76,9 @@ def resume(
             "their start",
             loaded.state.last_seq,
         )
+        # unless this process committed on them since (its own saves failed): their books
+        # are then set as where a save of its own was lost
+        _reseed(loaded.state, [c for c in consumers if c.sequence], reseed)
         return loaded.state
     stale = []
     for consumer in consumers:
@@ -120,7 +123,7 @@ def _reseed(state: MarketState, stale: list[Consumer[Record]], reseed: Reseeder 
             ring.name, seq,
         )  # fmt: skip
         for event in reseed(ring.name, seq, ts_ns, state):
-            state.process(event, [])
+            state.reseed(event, [])  # the clocks stay: the ring's events after it are older
 
 
 class MarketDataProcess:

@@ -18,6 +18,7 @@ snapshot instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import islice
 
 from sortedcontainers import SortedDict
 
@@ -64,6 +65,12 @@ class L2Book:
     #: Counts the changes applied: a snapshot rendered at one version is current while the
     #: version is (``last_update_id`` alone is not: one seq may bring several changes).
     version: int = 0
+    #: Levels per side a depth snapshot holds (the hub's ``depth_levels``). A diff also
+    #: carries each level that rose into them without changing (a better one went): a
+    #: client of such a snapshot never heard of it, and then holds the top ``top`` exactly.
+    top: int = 100
+    _top_bids: tuple[int, ...] = ()  # the keys in the top ``top`` as of the last diff
+    _top_asks: tuple[int, ...] = ()
 
     def process(self, event: BookLevel) -> None:
         """Apply one level change. Events at or below ``last_update_id`` with a lower seq are
@@ -87,8 +94,8 @@ class L2Book:
         """The changes since the last diff (each level's latest qty), or None when none."""
         if not (self._pending_bids or self._pending_asks):
             return None
-        bids = sorted(self._pending_bids.items(), reverse=True)
-        asks = sorted(self._pending_asks.items())
+        bids = sorted(self._risen(self._bids, self._pending_bids, -1), reverse=True)
+        asks = sorted(self._risen(self._asks, self._pending_asks, 1))
         self._pending_bids.clear()
         self._pending_asks.clear()
         first = self._published_id + 1
@@ -99,6 +106,27 @@ class L2Book:
         return DepthDiff(
             self.symbol, first, self.last_update_id, self.last_ts_ns, bids, asks, reset
         )
+
+    def _risen(
+        self, side: SortedDict[int, tuple[int, int]], pending: dict[int, int], sign: int
+    ) -> list[tuple[int, int]]:
+        """``pending``'s changes (price -> qty) and the levels of ``side`` that rose into its
+        top ``top`` since the last diff without a change of their own; the new top kept."""
+        changes = list(pending.items())
+        if not pending:  # nothing moved on this side: its top is as it was
+            return changes
+        top = tuple(islice(side.keys(), self.top))
+        before = set(self._top_bids if sign < 0 else self._top_asks)
+        changes += [
+            (sign * key, side[key][0])
+            for key in top
+            if key not in before and sign * key not in pending
+        ]
+        if sign < 0:
+            self._top_bids = top
+        else:
+            self._top_asks = top
+        return changes
 
     def snapshot(self, levels: int) -> DepthSnapshot:
         """The best ``levels`` per side as of the last diff taken: pending changes are not in
