@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -49,9 +50,13 @@ from shm.errors import ShmError
 from shm.inspect import list_segments, remove
 from shm.liveness import pid_alive
 
-#: How long `ringex run --detach` waits for a supervisor it gives up on to stop (its own
-#: stop grace is 20 s for the slowest process).
-STOP_WAIT_S = 30.0
+
+def _seconds(text: str) -> float:
+    """A ``--timeout``: a finite number of seconds, 0 or more (argparse's type)."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
 
 
 def _shm_ls(args: argparse.Namespace) -> int:
@@ -190,8 +195,8 @@ def _run(args: argparse.Namespace) -> int:
         time.sleep(0.1)
     # a start reported as failed must not come up later (nor refuse the retry): stop it
     child.terminate()
-    try:
-        child.wait(STOP_WAIT_S)
+    try:  # as long as `ringex stop` waits: a stop killed mid-way leaves segments behind
+        child.wait(stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S))
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
@@ -358,12 +363,12 @@ def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     run = sub.add_parser("run", help="start the exchange (foreground unless --detach)")
     profile_args(run)
     run.add_argument("--detach", action="store_true", help="return once it is running")
-    run.add_argument("--timeout", type=float, default=120.0, help="--detach: seconds to wait")
+    run.add_argument("--timeout", type=_seconds, default=120.0, help="--detach: seconds to wait")
     run.set_defaults(func=_run)
     stop = sub.add_parser("stop", help="stop a running instance cleanly")
     profile_args(stop)
     stop.add_argument(
-        "--timeout", type=float, default=None,
+        "--timeout", type=_seconds, default=None,
         help="seconds to wait (default: as long as the instance's own stop may take, "
         "3 x 20 s of grace + supervisor.drain_timeout_s + 30 s)",
     )  # fmt: skip
@@ -372,7 +377,7 @@ def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     profile_args(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--wait-ready", action="store_true", help="wait until it is running")
-    status.add_argument("--timeout", type=float, default=60.0, help="--wait-ready: seconds")
+    status.add_argument("--timeout", type=_seconds, default=60.0, help="--wait-ready: seconds")
     status.set_defaults(func=_status)
 
 

@@ -51,7 +51,7 @@ from procs.supervisor.main import Supervisor, SupervisorError
 from procs.supervisor.plan import ProcessSpec, plan
 from shm import Ring
 from shm.errors import ShmError
-from shm.inspect import SHM_DIR, list_segments, remove_instance
+from shm.inspect import SHM_DIR, list_segments, remove
 from shm.region import PREFIX
 
 #: The processes that speak sd_notify (READY, STOPPING, WATCHDOG); others run as Type=exec.
@@ -225,21 +225,39 @@ def start(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
 
 
 def stop(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
+    """Stop the units in order and remove the segments no live process holds; 1 (naming
+    them) when a unit did not stop (not loaded: started with or without ``--user`` unlike
+    this call, say), whose processes then keep their rings."""
     intake, rest, last = stop_order(cfg)
+    failed: list[str] = []
     if intake:
-        sh(opts.systemctl("stop", *(unit_name(cfg, s) for s in intake)))
+        names = [unit_name(cfg, s) for s in intake]
+        if sh(opts.systemctl("stop", *names)):
+            failed += names
     if sh.dry_run:
         sh.note(f"wait until the rings drain (at most {cfg.supervisor.drain_timeout_s:g} s)")
     else:
         drain(cfg)
     for spec in [*rest, *last]:  # one at a time: each stops before the one it feeds
-        sh(opts.systemctl("stop", unit_name(cfg, spec)), quiet=True)
+        if sh(opts.systemctl("stop", unit_name(cfg, spec)), quiet=True):
+            failed.append(unit_name(cfg, spec))
     sh(opts.systemctl("stop", slice_name(cfg)), quiet=True)  # anything left behind
     if sh.dry_run:
         sh.note(f"remove the shared-memory segments of instance {cfg.instance}")
-    else:
-        removed = remove_instance(cfg.instance)
-        print(f"instance {cfg.instance} stopped; {removed} segments removed")
+        return 0
+    segments = list_segments(cfg.instance)
+    for segment in segments:
+        if segment.stale:  # a live process's rings stay: it may still be running on them
+            remove(segment)
+    held = [s.name for s in segments if not s.stale]
+    if failed or held:
+        print(
+            f"instance {cfg.instance}: units not stopped: {failed or 'none'}; segments still "
+            f"held by live processes (kept): {held or 'none'}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"instance {cfg.instance} stopped; {len(segments)} segments removed")
     return 0
 
 

@@ -12,7 +12,7 @@ from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError, check_account, to_minor_units
 from procs.common.result_codes import ResultCode
 from procs.common.topology import users_path
-from procs.common.users import UserStore
+from procs.common.users import COMP_ID, UserStore
 
 
 def add_user(
@@ -29,9 +29,8 @@ def add_user(
     if account == cfg.risk.fee_account:
         print(fee_account_taken(cfg, "add-user"), file=sys.stderr)
         return 2
-    if not comp_id or len(comp_id) > 32:  # before anything is opened or funded
-        print(f"ringex admin add-user: comp id {comp_id!r} must be 1..32 characters",
-              file=sys.stderr)  # fmt: skip
+    if refused := _credentials_refused(comp_id, args.password):  # before anything is opened
+        print(f"ringex admin add-user: {refused}", file=sys.stderr)
         return 2
     existing = store.get(comp_id)
     if existing is not None:  # its logon names its account for good
@@ -114,3 +113,12 @@ def fee_account_taken(cfg: RingexConfig, command: str) -> str:
         f"ringex admin {command}: account {fee} is the exchange's fee account "
         f"(risk.fee_account = {fee}), which collects every fee: pick another"
     )
+
+
+def _credentials_refused(comp_id: str | None, password: str | None) -> str:
+    """Why the user store would refuse these ("" when it takes them)."""
+    if not COMP_ID.fullmatch(comp_id or ""):
+        return f"comp id {comp_id!r} must be 1..32 of A-Z a-z 0-9 . _ : -, a letter or digit first"
+    if not password:  # a Logon without a Password (554) reads as "": never a user's
+        return "the password must not be empty"
+    return ""

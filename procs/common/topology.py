@@ -135,15 +135,22 @@ def postgres_dir(cfg: RingexConfig) -> Path:
 
 def create_rings(cfg: RingexConfig, codec: SlotCodec[T]) -> dict[str, Ring[T]]:
     """Create every ring of ``rings(cfg)`` with its declared consumers (the supervisor's job;
-    tests that step the shells by hand do the same)."""
-    return {
-        spec.name: Ring.create(
-            cfg.instance,
-            spec.name,
-            codec,
-            capacity=spec.capacity,
-            consumers=list(spec.consumers),
-            max_consumers=cfg.ring.max_consumers,
-        )
-        for spec in rings(cfg)
-    }
+    tests that step the shells by hand do the same). On a failure the rings this call made
+    are removed, and only those: one that existed (another start's) is not this call's."""
+    made: dict[str, Ring[T]] = {}
+    try:
+        for spec in rings(cfg):
+            made[spec.name] = Ring.create(
+                cfg.instance,
+                spec.name,
+                codec,
+                capacity=spec.capacity,
+                consumers=list(spec.consumers),
+                max_consumers=cfg.ring.max_consumers,
+            )
+    except BaseException:
+        for ring in made.values():
+            ring.unlink()
+            ring.close()
+        raise
+    return made

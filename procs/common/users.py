@@ -133,6 +133,8 @@ class UserStore:
             raise ValueError(
                 f"comp id {comp_id!r} must be 1..32 of A-Z a-z 0-9 . _ : -, a letter or digit first"
             )
+        if not password:  # a Logon without a Password (554) reads as "": never a user's
+            raise ValueError(f"comp id {comp_id!r}: the password must not be empty")
         with self._locked():
             return self._add(comp_id, password, account, n, cancel_on_disconnect)
 

@@ -52,7 +52,7 @@ from procs.supervisor.held import GO, GRACE_ENV
 from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
-from procs.supervisor.preflight import cpus_missing, shm_short
+from procs.supervisor.preflight import cpus_missing, nice_refused, shm_short
 from procs.supervisor.run_files import process_start, run_dir, status_path
 from procs.supervisor.session_end import SessionEnds
 from shm import Ring, ShmError
@@ -107,8 +107,10 @@ class Supervisor:
     # -- start ----------------------------------------------------------------------------------
 
     def refuse_cpus_missing(self) -> None:
-        """Refuse ``supervisor.cores`` naming a CPU this host does not let us run on."""
-        if refused := cpus_missing(child.spec for child in self.children):
+        """Refuse ``supervisor.cores`` naming a CPU this host does not let us run on, and a
+        ``supervisor.nice`` this process may not set."""
+        specs = [child.spec for child in self.children]
+        if refused := cpus_missing(specs) or nice_refused(specs):
             raise SupervisorError(refused)
 
     def refuse_running(self) -> None:
@@ -127,8 +129,8 @@ class Supervisor:
             raise SupervisorError(short)
         try:
             self._rings = create_rings(self.cfg, RecordCodec())
-        except ShmError as exc:  # /dev/shm filled since (each segment reserves its pages)
-            remove_instance(self.cfg.instance)  # the rings made before it: no room held
+        except ShmError as exc:  # /dev/shm filled since, or another start made its rings
+            # (create_rings removed those it made: another start's are not this one's)
             raise SupervisorError(str(exc)) from exc
 
     def serve_metrics(self) -> None:
@@ -146,8 +148,14 @@ class Supervisor:
         log.info("metrics at %s", self.metrics.url)
 
     def prestart(self) -> None:
-        """Start every process, held after its imports until ``start`` releases it."""
+        """Start every process, held after its imports until ``start`` releases it; one held
+        that died meanwhile (nothing watches a standby's held processes: the OOM killer, an
+        operator's kill) is started again."""
         for child in self.children:
+            if child.process is not None and child.process.poll() is not None:
+                log.warning("held %s exited with %s: started again", child.spec.name,
+                            child.process.returncode)  # fmt: skip
+                child.process = None
             if child.process is None:
                 self._spawn(child)
 

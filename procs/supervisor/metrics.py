@@ -390,7 +390,9 @@ class MetricsServer:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collector)
         try:
-            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+            # "" is the config's wildcard (every address), which getaddrinfo spells None
+            found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+            family = found[0][0]
 
             class Server(socketserver.ThreadingMixIn, WSGIServer):
                 address_family = family

@@ -1,11 +1,13 @@
 """What a start checks before it touches an instance, each refusal naming the setting and the
-limit it meets: CPUs this host lacks (``supervisor.cores``), and rings that shared memory
-cannot hold (``ring.capacity``). Refused here, neither is a process that cannot be pinned
-(an opaque ``preexec_fn`` error) or a SIGBUS once a ring fills past what /dev/shm can give."""
+limit it meets: CPUs this host lacks (``supervisor.cores``), a niceness it may not set
+(``supervisor.nice``), and rings that shared memory cannot hold (``ring.capacity``). Refused
+here, none is a process that cannot be pinned or niced (an opaque ``preexec_fn`` error) or
+a SIGBUS once a ring fills past what /dev/shm can give."""
 
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Iterable
 
 from config.schema import RingexConfig
@@ -29,6 +31,37 @@ def cpus_missing(specs: Iterable[ProcessSpec]) -> str:
                 f"lacks; it has {len(host)}: {sorted(host)}"
             )
     return ""
+
+
+#: CAP_SYS_NICE's bit in /proc/self/status's CapEff (linux/capability.h).
+_CAP_SYS_NICE = 23
+
+
+def nice_refused(specs: Iterable[ProcessSpec]) -> str:
+    """Why a process of ``specs`` cannot take its ``supervisor.nice`` here ("" when each
+    can): a niceness below this process's needs CAP_SYS_NICE, or RLIMIT_NICE's room."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    floor = 20 - resource.getrlimit(resource.RLIMIT_NICE)[0]  # the lowest allowed unprivileged
+    for spec in specs:
+        wanted = min(19, current + spec.nice)
+        if wanted < current and wanted < floor and not _has_cap_sys_nice():
+            return (
+                f"supervisor.nice[{spec.name!r}] = {spec.nice} would make it niceness "
+                f"{wanted}, below this process's {current}: that needs CAP_SYS_NICE (root) or "
+                f"an RLIMIT_NICE of at least {20 - wanted} (it is {20 - floor})"
+            )
+    return ""
+
+
+def _has_cap_sys_nice() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_NICE & 1)
+    except OSError:
+        pass
+    return os.geteuid() == 0
 
 
 def rings_bytes(cfg: RingexConfig) -> list[int]:
