@@ -200,7 +200,7 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
             Callable[[int], None],
         ] = namespace["bind"](
             weakref.ref(self),
-            self._waker.wake,
+            _wake_through(weakref.ref(self), self._waker),
             self._words,
             self._view,
             self._mask,
@@ -451,6 +451,20 @@ class _Waker:
                 h.consumer_word(index, h.C_STATE)
             ] == h.STATE_ACTIVE:
                 post(ring.consumer_sem_name(index), self.sems, parked)
+
+
+def _wake_through(ref: weakref.ref[Producer[Any]], waker: _Waker) -> Callable[[], None]:
+    """The compiled publish's wake: its producer's ``_wake_consumers`` while it lives (the
+    one method every publish path wakes through), the waker itself once it was let go."""
+
+    def wake() -> None:
+        producer = ref()
+        if producer is not None:
+            producer._wake_consumers()
+        else:
+            waker.wake()
+
+    return wake
 
 
 def _closed(ring: str) -> NoReturn:

@@ -52,7 +52,6 @@ class Watches:
 
     def __init__(self, accounts: Accounts) -> None:
         self.accounts = accounts
-        self.fee_account = accounts.fee_account
         self._assets = tuple(sorted(accounts.assets))
         self._pair = {s: (m.base, m.quote) for s, m in accounts.markets.items()}
         self._leases: dict[int, dict[int, int]] = {}  # account -> gateway -> expiry (ns)
@@ -132,7 +131,9 @@ class Watches:
         """Matcher events as the router applies them: a trade moves both sides' base and quote
         and pays the fee account; a done order, a reject or a replace moves a hold."""
         touch_pair = self._touch_pair
-        fee_account = self.fee_account
+        # the accounts' own, as of now: a restart that moves risk.fee_account puts the new
+        # one in force (journaled) after these watches were made
+        fee_account = self.accounts.fee_account
         for event in events:
             if type(event) is Trade:
                 touch_pair(event.maker_account, event.symbol, event.seq)
