@@ -30,7 +30,7 @@ import pytest
 import uvloop
 
 from procs.common.market_snapshots import MarketSnapshots, Positions
-from procs.common.records import Heartbeat, NewOrder, Trade
+from procs.common.records import Heartbeat, Trade
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import (
     MARKETDATA,
@@ -39,7 +39,7 @@ from procs.common.topology import (
     matcher_output,
     snapshot_dir,
 )
-from procs.common.types import OrdType, Side, StpMode, TimeInForce
+from procs.common.types import Side
 from procs.core.engine import Matcher
 from procs.core.market.state import CandleUpdate, MarketState, build_state
 from procs.core.market.ticker import RollingTicker
@@ -49,23 +49,8 @@ from shm import Ring
 
 from .events import MIN, SYMBOL, T0, level, trade
 from .rig import CODEC, Rig, close_process, config, drain_feed, event_time_process, running
+from .test_review9_feed_vs_book import _order
 from .test_server import random_orders
-
-
-def _order(seq: int, ts: int, order_id: int, side: Side, price: int, qty: int) -> NewOrder:
-    account = 1 if side == Side.BUY else 2
-    return NewOrder(
-        *(seq, ts, 1, account, seq, account, 1, order_id),
-        side=side,
-        ord_type=OrdType.LIMIT,
-        tif=TimeInForce.GTC,
-        flags=0,
-        stp=StpMode.NONE,
-        price=price,
-        qty=qty,
-        stop_price=0,
-        display_qty=0,
-    )
 
 
 def _run(instance: str, body: Any, **kw: Any) -> None:

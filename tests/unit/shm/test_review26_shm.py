@@ -26,30 +26,14 @@ from shm import (
     Ring,
     RingError,
     SleepBackoff,
-    StructCodec,
     Yielding,
 )
 from shm import header as h
 from shm.inspect import list_segments
 from shm.ring import ConsumerSpec
+from tests.unit.shm.test_review_shm_bugs import CODEC, firsts, make, wait_for
 
-CODEC = StructCodec("2q")
 FORK = mp.get_context("fork")
-
-
-def make(instance: str, capacity: int = 4, consumers: Any = ("a",)) -> Ring[Any]:
-    return Ring.create(instance, "r", CODEC, capacity=capacity, consumers=list(consumers))
-
-
-def firsts(items: list[Any]) -> list[int]:
-    return [item[0] for item in items]
-
-
-def wait_for(condition: Any, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.001)
 
 
 def _kill(child: Any) -> None:
