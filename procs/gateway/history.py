@@ -43,6 +43,8 @@ STATUS_NAMES = {
     8: "REJECTED",
 }
 
+REJECTED = 8  # the orders table's status of an order the matcher refused
+
 #: Kline interval -> (seconds, the stored interval it is rolled up from).
 KLINES: dict[str, tuple[int, int]] = {
     "1m": (60, 60),
@@ -230,7 +232,9 @@ class History:
     ) -> list[tuple[Any, ...]]:
         """Oldest first: from ``from_id`` or ``start_ms`` when given, else the newest ``limit``
         (as the venues answer allOrders without orderId or startTime)."""
-        where = ["account_id = %s", "symbol_id = %s", "id >= %s"]
+        # not the orders the matcher refused (a post-only that would take): the live views
+        # keep none (a refused order is answered, not listed), so neither does the history
+        where = ["account_id = %s", "symbol_id = %s", "id >= %s", f"status <> {REJECTED}"]
         args: list[Any] = [account, symbol, from_id or 0]
         if open_only:
             where.append("status IN (0, 1, 2)")

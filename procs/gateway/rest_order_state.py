@@ -172,6 +172,7 @@ def from_row(row: tuple[Any, ...], sym: SymbolConfig) -> LiveOrder:
         oid, account, sym, side, row_type(ord_type, flags), tif, price, stop, size, remaining,
         filled, status=STATUS_NAMES.get(status, str(status)), time_ms=created_ms,
         update_ms=updated_ms, seq=updated_seq, notional_known=not filled, display=display,
+        triggered=bool(stop and filled),  # a stop that traded was triggered (as order_json)
     )  # fmt: skip
 
 

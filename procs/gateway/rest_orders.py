@@ -118,7 +118,10 @@ class RestOrders(RestOrderLog, RestBalances):
         #: using the API follows the orders its user placed over FIX here before that.
         self.fix_orders: Callable[[int], Iterable[Order]] = lambda session: ()
         #: the FIX order entry's order of an exchange order id (placed over FIX here), or None
-        self.fix_order: Callable[[int], Order | None] = lambda order_id: None
+        #: the FIX order entry's order by (order id, its command's client_ref): live, or
+        #: finished (one that ended in the batch of its own acceptance: the FIX side took
+        #: the batch first)
+        self.fix_order: Callable[[int, int], Order | None] = lambda order_id, ref: None
         #: orders placed through this API that changed since ``take_changes`` (by ``placed``),
         #: and those no longer kept (finished and past ``keep_done``)
         self._changed: dict[int, LiveOrder] = {}
@@ -333,7 +336,9 @@ class RestOrders(RestOrderLog, RestBalances):
 
     def _fix_order_of(self, event: Accepted | Replaced) -> Order | None:
         """The FIX order entry's order an event of this gateway is about, if placed over FIX."""
-        return self.fix_order(event.order_id) if event.gateway == self.gateway else None
+        if event.gateway != self.gateway:
+            return None
+        return self.fix_order(event.order_id, event.client_ref)
 
     def end_of_batch(self) -> None:
         """The batch's events are in: answer the requests whose decisive event came."""
@@ -481,6 +486,10 @@ class RestOrders(RestOrderLog, RestBalances):
                 self._changed.pop(order.placed, None)
                 self._gone.append(order.placed)
             self._report(order, "REJECTED", rejected.ts_ns)
+        elif request.kind == "amend" and order is not None and order.order_id:
+            # the writer files the refused replace too (the row's seq moves, nothing else):
+            # the live view stays as new as the row, so allOrders keeps showing it
+            self.unfiled.changed(order, rejected.seq)
 
     def _finished(self, order: LiveOrder) -> None:
         """``order`` is no longer open: its clientOrderId is free again."""

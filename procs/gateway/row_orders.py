@@ -46,15 +46,22 @@ class RowOrders:
         known: Callable[[int], LiveOrder | None],
     ) -> None:
         """``account``'s open orders as the database has them (``History.orders`` rows, by
-        symbol id), less those ``known`` follows already; replaces what was remembered."""
+        symbol id), less those ``known`` follows already; replaces what was remembered of
+        those symbols (the others' stay: a query of one symbol says nothing of the rest)."""
         by_id = self.instruments.by_id
-        self._by_account[account] = {
-            row[0]: from_row(row, by_id[symbol])
+        kept = {
+            oid: order
+            for oid, order in self._by_account.get(account, {}).items()
+            if order.symbol.id not in rows
+        }
+        kept.update(
+            (row[0], from_row(row, by_id[symbol]))
             for symbol, found in rows.items()
             if symbol in by_id
             for row in found
             if row[1] == account and known(row[0]) is None
-        }
+        )
+        self._by_account[account] = kept
 
     def add(self, order: LiveOrder) -> None:
         """One more open order of its account, as a row showed it (one named by a request)."""

@@ -60,6 +60,7 @@ from procs.gateway.instruments import Instruments
 from procs.gateway.intake import IntakePacing
 from procs.gateway.live_sessions import LiveSessions
 from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, Kept, OrderLog
+from procs.gateway.order_state import Order
 from procs.gateway.orders import OrderEntry
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.restart import GatewayRestart
@@ -159,7 +160,7 @@ class GatewayServer(GatewayConnections, GatewayRestart):
                 gw.id, self.entry.instruments, cfg.assets, self.entry.outgoing, self.entry.next_ref
             )
             core.fix_orders = lambda s: [o for o in self.entry.orders.values() if o.session == s]
-            core.fix_order = self.entry.by_id.get
+            core.fix_order = self._fix_order
             core.restore(self._api_orders)
             self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
         self._api_orders = {}  # taken (or dropped: no REST here), not kept twice
@@ -177,6 +178,14 @@ class GatewayServer(GatewayConnections, GatewayRestart):
         self._server: asyncio.Server | None = None
         self._stop = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
+
+    def _fix_order(self, order_id: int, ref: int) -> Order | None:
+        """A FIX order of this gateway for the API's views: live by its id, or finished by
+        its command's ref (it ended in the batch that accepted it, which FIX took first)."""
+        order = self.entry.by_id.get(order_id)
+        if order is None and (finished := self.entry.finished_orders.get(ref)) is not None:
+            order = finished[0] if finished[0].order_id == order_id else None
+        return order
 
     def _changes(self) -> list[Kept]:
         """The order entries' changes since the last log frame: FIX's, then the API's."""
