@@ -62,3 +62,10 @@ def replace_durably(
         os.fsync(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``data`` whole: ``os.write`` may write less (a disk filling up mid-frame) and says so."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

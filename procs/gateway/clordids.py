@@ -20,7 +20,7 @@ import sys
 from array import array
 from pathlib import Path
 
-from procs.common.durable import make_dirs
+from procs.common.durable import make_dirs, write_all
 
 log = logging.getLogger("ringex.gateway")
 
@@ -104,6 +104,7 @@ class SeenLog:
             values.byteswap()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.ftruncate(self._fd, whole)
+        self._size = whole  # the file's, as this log wrote it
         return values
 
     def keep(self, seen: Generations) -> None:
@@ -115,19 +116,29 @@ class SeenLog:
             self.append(added)
 
     def append(self, values: array[int]) -> None:
-        os.write(self._fd, _bytes(values))
+        """``values`` at the end, whole or not at all: a write cut short (a disk filling up)
+        is cut back off, or every digest after it would be read shifted."""
+        data = _bytes(values)
+        try:
+            write_all(self._fd, data)
+        except OSError:
+            os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
 
     def rewrite(self, values: array[int]) -> None:
         """The file becomes ``values`` (a new file renamed over: never half of either)."""
         tmp = self.path.with_name(self.path.name + ".new")
+        data = _bytes(values)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, _bytes(values))
+            write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._size = len(data)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -97,6 +97,8 @@ class Connection(asyncio.Protocol):
                 return
             if not (out and session.resending and not self.writing_paused):
                 break
+        if session.store is not None:  # reports held behind a paused resend are numbered and
+            session.store.flush()  # stored already: durable before the log moves past them
         if session.closed and not transport.is_closing():
             transport.close()
 

@@ -62,7 +62,7 @@ from typing import Any
 
 import msgspec
 
-from procs.common.durable import make_dirs
+from procs.common.durable import make_dirs, write_all
 
 log = logging.getLogger("ringex.gateway")
 
@@ -214,7 +214,7 @@ class OrderLog:
             raise OrderLogError(f"{self.path}: load() the log before writing to it")
         frame = self._frame(entries)
         try:
-            _write_all(self._fd, frame)
+            write_all(self._fd, frame)
         except OSError:  # a full disk, say: no torn frame may stay with frames after it
             os.ftruncate(self._fd, self.size)
             raise
@@ -285,7 +285,7 @@ class OrderLog:
             pass
 
     def _write_aside(self, frame: bytes) -> None:
-        _write_all(self._aside_fd, frame)
+        write_all(self._aside_fd, frame)
         self._aside_size += len(frame)
 
     def _finish(self) -> None:
@@ -327,10 +327,3 @@ class OrderLog:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """``data`` whole: ``os.write`` may write less (a disk filling up mid-frame) and says so."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

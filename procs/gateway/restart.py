@@ -114,11 +114,16 @@ class GatewayRestart:
         comes on the reply ring, which the matchers' events may overtake, so the journal is
         read from the oldest of those less the router's own look-back (``JournaledTail``:
         every gateway's ring's worth of commands)."""
+        # by client_ref, once: one sent again after an earlier full restart was logged again
+        # under that start's ring, and its entry of the ring before stays with it
+        by_ref = {
+            command.client_ref: command  # type: ignore[attr-defined]
+            for command in (self.codec.decode_slot(image) for image in images)
+        }
         waiting = [
             command
-            for command in (self.codec.decode_slot(image) for image in images)
-            if self.entry.unanswered(command.client_ref)  # type: ignore[attr-defined]
-            or command.client_ref in self._api_waiting  # type: ignore[attr-defined]
+            for ref, command in by_ref.items()
+            if self.entry.unanswered(ref) or ref in self._api_waiting
         ]
         if not waiting:
             return []

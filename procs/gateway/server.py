@@ -32,7 +32,7 @@ import asyncio
 import logging
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,6 +74,8 @@ if TYPE_CHECKING:  # the HTTP stack (aiohttp, psycopg) is imported only by a RES
     from procs.gateway.rest import RestApi  # a FIX-only one starts 0.6 s sooner (failover)
 
 log = logging.getLogger("ringex.gateway")
+#: After an order-log compaction failed (a full disk), how long before one is begun again.
+COMPACT_RETRY_S = 5
 
 #: The poll loop's nap when nothing flows: uvloop's timers tick in whole milliseconds (a
 #: shorter sleep returns at once, and the loop would spin a core at 100%), so 1 ms.
@@ -144,6 +146,7 @@ class GatewayServer(GatewayConnections, GatewayRestart):
         self.producer = Ring.attach(cfg.instance, gateway_commands(gw.id), self.codec).producer()
         self.stats = Counters.open(cfg.instance, gateway_page(gw.id), GATEWAY_COUNTERS)
         self.order_log = OrderLog(self.directory / "orders.log", gw.order_log_compact_mb << 20)
+        self._compact_after = 0.0  # a failed compaction is begun again from then on
         self.seen_log = SeenLog(self.directory / "clordids.log")
         #: Sequence in the router ring -> slot image, of commands logged and not yet published.
         self._unpublished: dict[int, bytes] = {}
@@ -198,9 +201,20 @@ class GatewayServer(GatewayConnections, GatewayRestart):
         order_log = self.order_log
         order_log.write(entries)
         if order_log.compacting:  # a step per write: no pass of the loop waits for all of it
-            order_log.step_compaction()
-        elif order_log.wants_compaction:
-            order_log.begin_compaction(self._live_entries())
+            self._compaction_step(order_log.step_compaction)
+        elif order_log.wants_compaction and time.monotonic() >= self._compact_after:
+            self._compaction_step(lambda: order_log.begin_compaction(self._live_entries()))
+
+    def _compaction_step(self, step: Callable[[], object]) -> None:
+        """A step of the order log's compaction; one that fails (a full disk: the log keeps
+        everything, its appends may still fit) is given up, logged, and begun again later,
+        never the end of the gateway."""
+        try:
+            step()
+        except OSError as exc:
+            log.error("order log compaction failed (%s): the log is whole; again in %d s",
+                      exc, COMPACT_RETRY_S)  # fmt: skip
+            self._compact_after = time.monotonic() + COMPACT_RETRY_S
 
     def _live_entries(self) -> Iterator[Kept]:
         """The order log's live entries as of now, for a compaction in steps: the orders'
@@ -410,7 +424,7 @@ class GatewayServer(GatewayConnections, GatewayRestart):
                     self._write(conn)
             self.audit.flush()  # session traffic (heartbeats, resends) when no event flows
             if self.order_log.compacting:  # an idle gateway finishes its compaction too
-                self.order_log.step_compaction()
+                self._compaction_step(self.order_log.step_compaction)
             if self.entry.outgoing:  # a timed-out session's cancels (cancel on disconnect)
                 self.submit()
             await asyncio.sleep(1.0)

@@ -88,16 +88,19 @@ class MessageStore:
         self._index = _SparseIndex()
         self._size = 0
         path = directory / "messages"
-        self._load(path)
+        # a crash between ``flush``'s two writes leaves messages past the saved next-out:
+        # their MsgSeqNums were sent, never to be given again
+        self.next_out = max(self.next_out, self._load(path) + 1)
         self._file: BinaryIO = path.open("ab")
         self._pending: list[bytes] = []
         self._dirty = False
 
-    def _load(self, path: Path) -> None:
-        """Index the file, a chunk at a time, and cut a torn tail off it."""
+    def _load(self, path: Path) -> int:
+        """Index the file, a chunk at a time, and cut a torn tail off it; the last seq in it
+        (0: none)."""
         if not path.exists():
-            return
-        pos = 0
+            return 0
+        pos = last = 0
         with path.open("rb") as f:
             buf = b""
             base = 0  # file offset of buf[0]
@@ -109,6 +112,7 @@ class MessageStore:
                     if at + _ENTRY.size + length > len(buf):
                         break  # the rest is in the next chunk, or a torn tail
                     self._index.add(seq, base + at)
+                    last = seq
                     at += _ENTRY.size + length
                 pos = base + at
         size = path.stat().st_size
@@ -116,6 +120,7 @@ class MessageStore:
             with path.open("r+b") as f:
                 f.truncate(pos)
         self._size = pos
+        return last
 
     def set_next_in(self, seq: int) -> None:
         self.next_in = seq
