@@ -160,6 +160,11 @@ class OrderEntry(OrderReplies, OrderMemory):
     def on_message(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         kind = msg.msg_type
         if self.closing and kind in (b"D", b"G"):
+            cl_ord_id = msg.fields.get(11, b"")  # a resend of one taken: not answered again;
+            if self._resent_again(session, msg, cl_ord_id) or (  # a reuse: a duplicate
+                kind == b"D" and self._duplicate(session, msg, cl_ord_id)
+            ):
+                return
             text = "the exchange is stopping: no new orders or replaces (cancels are taken)"
             if kind == b"D":
                 self._reject_new(session, msg, text, 2)  # OrdRejReason 2: exchange closed
@@ -261,7 +266,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         self.outgoing.append(new)
 
     def _amounts(
-        self, msg: FixMessage, sym: SymbolConfig, ord_type: OrdType
+        self, msg: FixMessage, sym: SymbolConfig, ord_type: OrdType, *, filled: int = 0
     ) -> tuple[int, int, int, int] | Fault:
         """Price, stop price, quantity and display quantity in units, or why not (with the
         OrdRejReason a new order's refusal carries: 13 for OrderQty's own faults)."""
@@ -292,10 +297,11 @@ class OrderEntry(OrderReplies, OrderMemory):
             return Fault(display.replace("quantity", "MaxFloor", 1))
         if display > qty:
             return Fault(f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}")
-        if display and -(-qty // display) > sym.iceberg_parts:
-            return Fault(
-                f"MaxFloor {shown(f[111])} cuts OrderQty {shown(f[38])} into "
-                f"{-(-qty // display)} parts, at most {sym.iceberg_parts}"
+        if display and -(-(qty - filled) // display) > sym.iceberg_parts:
+            return Fault(  # a replace's: the slices of what is left (the matcher's count)
+                f"MaxFloor {shown(f[111])} cuts OrderQty {shown(f[38])} "
+                f"{'less its fills ' if filled else ''}into "
+                f"{-(-(qty - filled) // display)} parts, at most {sym.iceberg_parts}"
             )
         assert isinstance(stop, int)
         return price, stop, qty, display
@@ -340,7 +346,7 @@ class OrderEntry(OrderReplies, OrderMemory):
                 )
             )  # fmt: skip
             return
-        parsed = self._amounts(msg, sym, ORD_TYPES[f[40]])
+        parsed = self._amounts(msg, sym, ORD_TYPES[f[40]], filled=order.cum)
         if isinstance(parsed, Fault):
             self._cancel_reject(session, msg, order, parsed.text)
             return
@@ -462,8 +468,10 @@ class OrderEntry(OrderReplies, OrderMemory):
                 stop.triggered = True
                 stop.updated_ns = triggered.ts_ns
                 self.touched[stop.ref] = stop
+                # Restated: FIX 4.4 has no ExecType for a trigger (L came later)
                 exec_id = event_exec_id(b"L", triggered.seq, stop.order_id)
-                self._report(stop, b"L", exec_id=exec_id)
+                extra = field(378, 99) + field(58, "stop triggered")
+                self._report(stop, b"D", extra, exec_id=exec_id)
 
     def _replaced(self, replaced: Replaced) -> None:
         mine = replaced.gateway == self.gateway
