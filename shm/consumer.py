@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from shm import header as h
 from shm.barrier import Gate, mask_indexes
 from shm.cells import Cell
-from shm.errors import ConsumerDetachedError, RingError, TornReadError
+from shm.errors import ConsumerDetachedError, RingError, TornReadError, alive
 from shm.liveness import pid_alive
 from shm.wait import PARKED, BusySpin, Parker, Posts, WaitStrategy, Yielding, post
 
@@ -42,15 +42,6 @@ T = TypeVar("T")
 _NO_GATE = 1 << 62
 _PARKED = h.P_PARKED
 _CURSOR = h.P_CURSOR
-
-
-def _alive(ref: weakref.ref[Consumer[Any]]) -> Consumer[Any]:
-    """The consumer behind a compiled poll, for its slow path; a clear error (nothing read)
-    when it was let go while its ``poll`` was kept."""
-    consumer = ref()
-    if consumer is None:
-        raise RingError("this poll's Consumer was let go: keep the Consumer while its poll is used")
-    return consumer
 
 
 def _rejoin(ring: Ring[Any], index: int) -> None:
@@ -199,11 +190,11 @@ class Consumer(Generic[T]):
         def poll() -> T | None:
             nonlocal nxt, offset, stamp_at, stamp
             n = nxt
-            if n >= slow_at and not _alive(me)._slow_path(n):
+            if n >= slow_at and not alive(me, "Consumer")._slow_path(n):
                 return None
             item = decode(view, offset)
             if words[stamp_at] != stamp:  # after: still our record
-                raise _alive(me)._torn(n, words[stamp_at])
+                raise alive(me, "Consumer")._torn(n, words[stamp_at])
             nxt = n + 1
             offset += slot
             stamp_at += slot_words

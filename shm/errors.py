@@ -1,5 +1,12 @@
 """Errors raised by the shared-memory substrate; each message carries the values involved."""
 
+from __future__ import annotations
+
+import weakref
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class ShmError(Exception):
     """Base class for every error raised by ``shm``."""
@@ -40,3 +47,13 @@ class TornReadError(RingError):
 
 class ConsumerDetachedError(RingError):
     """The consumer was detached (by a supervisor) and may have been lapped by the producer."""
+
+
+def alive(ref: weakref.ref[T], role: str) -> T:
+    """The handle behind a compiled hot path (``publish``, ``poll``), whose slow path needs
+    it; a RingError, before anything is published or read, when it was let go while the
+    function was kept (the closure holds it weakly: no cycle)."""
+    handle = ref()
+    if handle is None:
+        raise RingError(f"this {role} was let go: keep the {role} while its functions are used")
+    return handle

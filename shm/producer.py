@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, TypeVar
 from shm import header as h
 from shm.barrier import Gate
 from shm.cells import Cell
-from shm.errors import EncodeError, RingError, RingFullError
+from shm.errors import EncodeError, RingError, RingFullError, alive
 from shm.liveness import pid_alive
 from shm.wait import Parker, Posts, WaitStrategy, Yielding, post
 
@@ -156,7 +156,7 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
         nonlocal _ring_next, _ring_at, _ring_lap
         _ring_n = _ring_next
         if _ring_n >= _ring_limit:
-            _ring_alive(_ring_me)._await_space(_ring_n + 1, None)  # refreshes the limit
+            _ring_alive(_ring_me, "Producer")._await_space(_ring_n + 1, None)  # refreshes the limit
         offset = _ring_at
         stamp = _ring_lap
 {body}
@@ -190,7 +190,7 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
 """
         namespace = dict(getattr(codec, "encode_namespace", {}))
         namespace["encode"] = codec.encode_into
-        namespace["_ring_alive"] = _alive
+        namespace["_ring_alive"] = alive
         exec(template, namespace)  # fixed template + the codec's generated statement
         compiled: tuple[
             Callable[[T], int],
@@ -469,17 +469,6 @@ def _wake_through(ref: weakref.ref[Producer[Any]], waker: _Waker) -> Callable[[]
 
 def _closed(ring: str) -> NoReturn:
     raise RingError(f"ring {ring!r}: this producer is closed")
-
-
-def _alive(ref: weakref.ref[Producer[Any]]) -> Producer[Any]:
-    """The producer behind a compiled publish, for its slow path; a clear error (nothing
-    published) when it was let go while its ``publish`` was kept."""
-    producer = ref()
-    if producer is None:
-        raise RingError(
-            "this publish's Producer was let go: keep the Producer while its publish is used"
-        )
-    return producer
 
 
 _LAP_STAMPS: dict[int, tuple[int, memoryview]] = {}

@@ -1,14 +1,17 @@
 """FIX order entry's vocabulary: the code tables of OrdType and TimeInForce, the
 OrdRejReason, CxlRejReason and OrdStatus values it answers with, and the checks and reports
-of single requests that need no state (``orders.py`` holds the state)."""
+of single requests that need no state, a request's amounts among them (``orders.py`` holds
+the state)."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from config.schema import SymbolConfig
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, TimeInForce
 from procs.gateway.fix import FixMessage, field, shown
+from procs.gateway.instruments import price_ticks, qty_lots
 from procs.gateway.order_state import Order
 
 #: The exchange's refusals of a new order as FIX 4.4 OrdRejReason (103) has them; others
@@ -101,3 +104,45 @@ def rested(order: Order) -> bool:
     if order.tif != TimeInForce.DAY or order.ord_type == OrdType.MARKET:
         return False
     return not (order.ord_type == OrdType.STOP and order.triggered)
+
+
+def amounts(
+    msg: FixMessage, sym: SymbolConfig, ord_type: OrdType, *, filled: int = 0
+) -> tuple[int, int, int, int] | Fault:
+    """Price, stop price, quantity and display quantity in units, or why not (with the
+    OrdRejReason a new order's refusal carries: 13 for OrderQty's own faults)."""
+    f = msg.fields
+    if 38 not in f:
+        return Fault("OrderQty (38) is required", 13)
+    qty = qty_lots(f[38], sym)
+    if isinstance(qty, str):
+        return Fault(qty, 13)
+    price: int | str = 0
+    if ord_type in (OrdType.LIMIT, OrdType.STOP_LIMIT):
+        if 44 not in f:
+            return Fault(f"Price (44) is required for OrdType {f[40].decode()}")
+        price = price_ticks(f[44], sym)
+    elif 44 in f:  # a market order's worst price
+        price = price_ticks(f[44], sym)
+    if isinstance(price, str):
+        return Fault(price)
+    stop: int | str = 0
+    if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
+        if 99 not in f:
+            return Fault(f"StopPx (99) is required for OrdType {f[40].decode()}")
+        stop = price_ticks(f[99], sym)
+        if isinstance(stop, str):
+            return Fault(stop.replace("price", "StopPx", 1))
+    display = qty_lots(f[111], sym) if 111 in f else 0
+    if isinstance(display, str):
+        return Fault(display.replace("quantity", "MaxFloor", 1))
+    if display > qty:
+        return Fault(f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}")
+    if display and -(-(qty - filled) // display) > sym.iceberg_parts:
+        return Fault(  # a replace's: the slices of what is left (the matcher's count)
+            f"MaxFloor {shown(f[111])} cuts OrderQty {shown(f[38])} "
+            f"{'less its fills ' if filled else ''}into "
+            f"{-(-(qty - filled) // display)} parts, at most {sym.iceberg_parts}"
+        )
+    assert isinstance(stop, int)
+    return price, stop, qty, display

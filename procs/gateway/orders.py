@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from config.schema import AssetConfig, SymbolConfig
+from config.schema import AssetConfig
 from procs.common.records import (
     Accepted,
     CancelOrder,
@@ -43,13 +43,13 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.stats import LatencyHistogram
-from procs.common.types import DoneReason, OrderFlag, OrdType, Side, StpMode
+from procs.common.types import DoneReason, OrderFlag, Side, StpMode
 from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
 from procs.gateway.commission import Commissions
 from procs.gateway.fix import FixMessage, Timestamps, field, shown
 from procs.gateway.grouped import GroupedDict
-from procs.gateway.instruments import Instruments, format_units, price_ticks, qty_lots
+from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.order_fields import (
     CXL_DUPLICATE,
     CXL_PENDING,
@@ -59,6 +59,7 @@ from procs.gateway.order_fields import (
     ORD_TYPES,
     TIFS,
     Fault,
+    amounts,
     differs,
     mass_report,
     rested,
@@ -240,7 +241,7 @@ class OrderEntry(OrderReplies, OrderMemory):
             text = f"ExecInst {shown(unsupported[0])} is not supported (only 6, post-only)"
             self._reject_new(session, msg, text, 11)  # unsupported order characteristic
             return
-        parsed = self._amounts(msg, sym, ord_type)
+        parsed = amounts(msg, sym, ord_type)
         if isinstance(parsed, Fault):
             self._reject_new(session, msg, parsed.text, parsed.reason)
             return
@@ -264,47 +265,6 @@ class OrderEntry(OrderReplies, OrderMemory):
             price=price, qty=qty, stop_price=stop, display_qty=display,
         )  # fmt: skip
         self.outgoing.append(new)
-
-    def _amounts(
-        self, msg: FixMessage, sym: SymbolConfig, ord_type: OrdType, *, filled: int = 0
-    ) -> tuple[int, int, int, int] | Fault:
-        """Price, stop price, quantity and display quantity in units, or why not (with the
-        OrdRejReason a new order's refusal carries: 13 for OrderQty's own faults)."""
-        f = msg.fields
-        if 38 not in f:
-            return Fault("OrderQty (38) is required", 13)
-        qty = qty_lots(f[38], sym)
-        if isinstance(qty, str):
-            return Fault(qty, 13)
-        price: int | str = 0
-        if ord_type in (OrdType.LIMIT, OrdType.STOP_LIMIT):
-            if 44 not in f:
-                return Fault(f"Price (44) is required for OrdType {f[40].decode()}")
-            price = price_ticks(f[44], sym)
-        elif 44 in f:  # a market order's worst price
-            price = price_ticks(f[44], sym)
-        if isinstance(price, str):
-            return Fault(price)
-        stop: int | str = 0
-        if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
-            if 99 not in f:
-                return Fault(f"StopPx (99) is required for OrdType {f[40].decode()}")
-            stop = price_ticks(f[99], sym)
-            if isinstance(stop, str):
-                return Fault(stop.replace("price", "StopPx", 1))
-        display = qty_lots(f[111], sym) if 111 in f else 0
-        if isinstance(display, str):
-            return Fault(display.replace("quantity", "MaxFloor", 1))
-        if display > qty:
-            return Fault(f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}")
-        if display and -(-(qty - filled) // display) > sym.iceberg_parts:
-            return Fault(  # a replace's: the slices of what is left (the matcher's count)
-                f"MaxFloor {shown(f[111])} cuts OrderQty {shown(f[38])} "
-                f"{'less its fills ' if filled else ''}into "
-                f"{-(-(qty - filled) // display)} parts, at most {sym.iceberg_parts}"
-            )
-        assert isinstance(stop, int)
-        return price, stop, qty, display
 
     def _cancel_replace(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         f = msg.fields
@@ -346,7 +306,7 @@ class OrderEntry(OrderReplies, OrderMemory):
                 )
             )  # fmt: skip
             return
-        parsed = self._amounts(msg, sym, ORD_TYPES[f[40]], filled=order.cum)
+        parsed = amounts(msg, sym, ORD_TYPES[f[40]], filled=order.cum)
         if isinstance(parsed, Fault):
             self._cancel_reject(session, msg, order, parsed.text)
             return

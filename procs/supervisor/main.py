@@ -46,7 +46,6 @@ from procs.common.parent_death import die_with_parent
 from procs.common.records import RecordCodec
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
-from procs.supervisor import promotion
 from procs.supervisor.draining import drain
 from procs.supervisor.held import GO, GRACE_ENV
 from procs.supervisor.listening import missing_listeners
@@ -558,51 +557,12 @@ def main(argv: list[str] | None = None, go: Callable[[], bool] = lambda: True) -
     cfg = load_profile(args.profile)
     with contextlib.suppress(KeyboardInterrupt):
         if cfg.replication.primary and cfg.replication.prestart and args.profile.endswith(".toml"):
+            # here, not at the top: that module builds on this one's Supervisor
+            from procs.supervisor.held_promotion import run_standby  # noqa: PLC0415
+
             return run_standby(cfg, args.profile, stopped)
         return Supervisor(cfg, args.profile).run(stopped, go)
     return 0
-
-
-def run_standby(cfg: RingexConfig, profile: str, stopped: Callable[[], bool]) -> int:
-    """A standby that holds its promotion (``promotion.py``): once it runs, the promoted
-    instance's processes start, held; a promotion request stops the standby and releases
-    them, in this process. A plain stop lets them go unreleased."""
-    standby = Supervisor(cfg, profile)
-    try:
-        promotion.forget_request(cfg)  # a request of a run before is not for this one
-        promoted = str(promotion.write_promoted_profile(profile))
-    except OSError as exc:  # say, a read-only config directory: promote then starts it
-        log.warning("the promotion is not prestarted: %s", exc)
-        return standby.run(stopped)
-    signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # wakes ``watch`` (wakeup fd)
-    spare = Supervisor(load_profile(promoted), promoted)
-    if refused := cpus_missing(c.spec for c in spare.children):  # pinned once it runs
-        log.error("the promotion's processes cannot start: %s", refused)
-        return 1
-
-    def prestart() -> None:
-        spare.prestart()
-        standby.prestarted = True
-        standby.write_status()
-
-    code = standby.run(lambda: stopped() or promotion.requested(cfg) > 0, started=prestart)
-    epoch = promotion.requested(cfg)
-    promotion.forget_request(cfg)
-    if code != 0 or stopped() or not epoch:
-        spare.discard_held()
-        return code
-    log.info("promoting %s to epoch %d", cfg.instance, epoch)
-
-    def begin() -> bool:
-        try:
-            first = promotion.begin_epoch(spare.cfg, epoch)
-        except (OSError, ValueError) as exc:  # EpochsError is a ValueError
-            log.error("the new epoch could not be written: %s: not starting", exc)
-            return False
-        log.info("epoch %d begins at seq %d", epoch, first)
-        return True
-
-    return spare.run(stopped, begin)
 
 
 if __name__ == "__main__":

@@ -69,8 +69,8 @@ class L2Book:
     #: carries each level that rose into them without changing (a better one went): a
     #: client of such a snapshot never heard of it, and then holds the top ``top`` exactly.
     top: int = 100
-    _top_bids: tuple[int, ...] = ()  # the keys in the top ``top`` as of the last diff
-    _top_asks: tuple[int, ...] = ()
+    _top_bids: frozenset[int] = frozenset()  # the keys in the top ``top`` at the last diff
+    _top_asks: frozenset[int] = frozenset()
 
     def process(self, event: BookLevel) -> None:
         """Apply one level change. Events at or below ``last_update_id`` with a lower seq are
@@ -115,8 +115,8 @@ class L2Book:
         changes = list(pending.items())
         if not pending:  # nothing moved on this side: its top is as it was
             return changes
-        top = tuple(islice(side.keys(), self.top))
-        before = set(self._top_bids if sign < 0 else self._top_asks)
+        top = frozenset(islice(side.keys(), self.top))
+        before = self._top_bids if sign < 0 else self._top_asks
         changes += [
             (sign * key, side[key][0])
             for key in top
