@@ -54,6 +54,7 @@ from config.schema import RingexConfig
 from procs.admin.client import AdminClient
 from procs.common.topology import users_path
 from procs.common.users import UserStore
+from tests.bench.cpu_watch import CpuWatch, describe
 from tests.bench.fix_load import (
     Latencies,
     Phase,
@@ -319,8 +320,10 @@ def main() -> int:
         def report(phase: str, run: Phase) -> None:
             row = run.row()
             row["name"] = f"pipeline {phase}"
+            row["cpu_pct"] = watch.share(*run.window)
             results.append(row)
             print_phase(phase, row)
+            print(f"{'':10} {describe(row['cpu_pct'])}")
 
         async def run() -> None:
             sessions = [Session(name, home) for name, home in zip(names, homes, strict=True)]
@@ -338,13 +341,14 @@ def main() -> int:
                 if s.writer is not None:
                     s.writer.close()
 
-        if args.workers == 1:
-            uvloop.run(run())
-        else:
-            for (phase, _), run_ in zip(
-                phases, load_processes(args, names, homes, phases, workers_cpus), strict=True
-            ):
-                report(phase, run_)
+        with CpuWatch(process_table(cfg)) as watch:
+            if args.workers == 1:
+                uvloop.run(run())
+            else:
+                for (phase, _), run_ in zip(
+                    phases, load_processes(args, names, homes, phases, workers_cpus), strict=True
+                ):
+                    report(phase, run_)
     finally:
         subprocess.run([*cli, "stop", "--config", str(profile)], check=False)
     checks = {f"{r['name']}: every order acked once": r["acks"] == r["orders"] for r in results}

@@ -215,6 +215,9 @@ class Phase:
     fills: int = 0
     elapsed_s: float = 0.0
     lat: Latencies = field(default_factory=Latencies)
+    #: When the phase ran, on the host's monotonic clock (time.monotonic, the same in every
+    #: process): the window of each process's CPU share (cpu_watch.py).
+    window: tuple[float, float] = (float("inf"), 0.0)
 
     def merge(self, other: Phase) -> None:
         """Another load process's share of the same phase (started at the same moment)."""
@@ -223,6 +226,7 @@ class Phase:
         self.fills += other.fills
         self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
         self.lat.add(other.lat)
+        self.window = (min(self.window[0], other.window[0]), max(self.window[1], other.window[1]))
 
     def row(self) -> dict[str, Any]:
         return {
@@ -238,13 +242,13 @@ class Phase:
         """Picklable, for a load process to send home (histograms as HdrHistogram's codec)."""
         counts = (self.offered_rate, self.orders, self.acks, self.fills, self.elapsed_s)
         hists = (self.lat.ack, self.lat.fill, self.lat.send)
-        return (*counts, *(h.encode() for h in hists))
+        return (*counts, self.window, *(h.encode() for h in hists))
 
     @classmethod
     def decode(cls, wire: tuple[Any, ...]) -> Phase:
-        rate, orders, acks, fills, elapsed, ack, fill, send = wire
+        rate, orders, acks, fills, elapsed, window, ack, fill, send = wire
         lat = Latencies(*(HdrHistogram.decode(h) for h in (ack, fill, send)))
-        return cls(rate, orders, acks, fills, elapsed, lat)
+        return cls(rate, orders, acks, fills, elapsed, lat, window)
 
 
 async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) -> Phase:
@@ -253,6 +257,7 @@ async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) 
     total = int(rate * seconds)
     interval_ns = 1e9 / rate
     start = time.perf_counter_ns() + 10_000_000
+    began = time.monotonic() + 0.01
     sent = 0
     k = 0
     pacer = Pacer()  # asyncio.sleep would send up to a millisecond late (pacer.py)
@@ -302,7 +307,7 @@ async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) 
     for s in sessions:
         s.planned.clear()
         s.acks = s.fills = 0
-    return Phase(rate, total, acks, fills, elapsed, rec.lat)
+    return Phase(rate, total, acks, fills, elapsed, rec.lat, (began, time.monotonic()))
 
 
 def load_processes(
