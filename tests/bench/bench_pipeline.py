@@ -323,7 +323,7 @@ def main() -> int:
             row["cpu_pct"] = watch.share(*run.window)
             results.append(row)
             print_phase(phase, row)
-            print(f"{'':10} {describe(row['cpu_pct'])}")
+            print(f"{'':10} {describe(row['cpu_pct'], args.workers)}")
 
         async def run() -> None:
             sessions = [Session(name, home) for name, home in zip(names, homes, strict=True)]

@@ -73,12 +73,16 @@ class CpuWatch:
         return {name: round(100 * (b[name] - a[name]) / wall, 1) for name in b if name in a}
 
 
-def describe(cpu: dict[str, float]) -> str:
-    """``router 97% (saturated), matcher 12%, ...``: the busiest first."""
+def describe(cpu: dict[str, float], load_processes: int = 1) -> str:
+    """``router 97% (saturated), matcher 12%, ...``: the busiest first. The load's share is
+    the sum over its ``load_processes`` processes, saturated only when all of them are."""
     if not cpu:
         return "CPU: no samples in the window"
-    parts = [
-        f"{name} {pct:.0f}%" + (" (saturated)" if pct >= SATURATED_PCT else "")
-        for name, pct in sorted(cpu.items(), key=lambda kv: -kv[1])
-    ]
+
+    def one(name: str, pct: float) -> str:
+        n = load_processes if name == "load" else 1
+        label = f"load x{n}" if name == "load" and n > 1 else name
+        return f"{label} {pct:.0f}%" + (" (saturated)" if pct >= SATURATED_PCT * n else "")
+
+    parts = [one(name, pct) for name, pct in sorted(cpu.items(), key=lambda kv: -kv[1])]
     return "CPU, % of a core: " + ", ".join(parts)
