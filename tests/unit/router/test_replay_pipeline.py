@@ -8,6 +8,7 @@ import os
 import random
 from pathlib import Path
 
+import psutil
 import pytest
 
 from config.schema import RingexConfig
@@ -47,12 +48,20 @@ def _journal(tmp_path: Path, ops: int = 2000, snapshot_at: float = 0.0) -> Ringe
     return cfg
 
 
+@pytest.fixture(autouse=True)
+def _children_before() -> None:
+    """The children this process had before the test (say, multiprocessing's resource
+    tracker, left by an earlier test of the session): the replay's own must be gone after."""
+    _BEFORE.clear()
+    _BEFORE.update(p.pid for p in psutil.Process().children())
+
+
+_BEFORE: set[int] = set()  # the fixture's, for _no_children
+
+
 def _no_children() -> bool:
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
+    """No child of the replay is left, running or unreaped (psutil lists zombies too)."""
+    return {p.pid for p in psutil.Process().children()} <= _BEFORE
 
 
 def _recorder(calls: list[tuple[int, int]]) -> recovery.Progress:
