@@ -52,7 +52,13 @@ from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
 from procs.supervisor.preflight import cpus_missing, nice_refused, shm_short
-from procs.supervisor.run_files import process_start, run_dir, status_path
+from procs.supervisor.run_files import (
+    InstanceBusyError,
+    instance_lock,
+    process_start,
+    run_dir,
+    status_path,
+)
 from procs.supervisor.session_end import SessionEnds
 from shm import Ring, ShmError
 from shm.health import Health, classify
@@ -507,7 +513,18 @@ class Supervisor:
         """Start, watch until ``stop()``, stop. Returns the exit status. ``go`` is called
         while the processes import, before anything of the instance is touched; False
         (a promotion that did not fence the old primary) starts nothing. ``started`` runs
-        once the instance is running (a standby's: prestart its promotion)."""
+        once the instance is running (a standby's: prestart its promotion). The whole run
+        holds the instance's lock: a second supervisor is refused before it touches it."""
+        try:
+            with instance_lock(self.cfg):
+                return self._run(stop, go, started)
+        except InstanceBusyError as exc:
+            log.error("%s", exc)
+            return 1
+
+    def _run(
+        self, stop: Callable[[], bool], go: Callable[[], bool], started: Callable[[], None]
+    ) -> int:
         try:
             self.refuse_running()  # before starting anything of it
             self.refuse_cpus_missing()

@@ -4,7 +4,11 @@ ops scripts (``scripts/failover.py``) read it without importing the supervisor."
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,36 @@ def run_dir(cfg: RingexConfig) -> Path:
 
 def status_path(cfg: RingexConfig) -> Path:
     return run_dir(cfg) / "status.json"
+
+
+class InstanceBusyError(RuntimeError):
+    """Another supervisor holds the instance (``instance_lock``)."""
+
+
+@contextmanager
+def instance_lock(cfg: RingexConfig) -> Iterator[None]:
+    """One supervisor an instance: an exclusive ``flock`` on ``run/supervisor.lock`` held for
+    as long as it runs. The segments' check alone let two starts at the same moment both
+    pass it before either made its rings, and then write over each other's status and
+    rings. The lock goes with its process (a SIGKILL frees it) and is not inherited (the
+    fd is close-on-exec); the file holds the holder's pid, for the refusal to name it."""
+    path = run_dir(cfg) / "supervisor.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise InstanceBusyError(
+                f"instance {cfg.instance!r} is running or starting: supervisor pid {holder} "
+                f"holds {path}; stop it first (ringex stop)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
