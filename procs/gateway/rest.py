@@ -442,10 +442,18 @@ class RestApi:
         oid, live = self.named_order(key.account, params)
         client_id = params.get("origClientOrderId", "")
         if live is not None and live.symbol.id == sym.id:
+            if live.partial and self.history is not None:  # followed from another gateway
+                row = await self.db(self.history.order(key.account, live.order_id))
+                if row is not None:
+                    live.complete(row)
             return json_response(live.json())
         if oid is not None and self.history is not None:
             row = await self.db(self.history.order(key.account, oid))
             if row is not None and row[2] == sym.id:
+                ended = self.core.unfiled.ended.get(oid)  # its end seen, not yet filed
+                if ended is not None and ended.account == key.account:
+                    ended.complete(row)
+                    return json_response(ended.json())
                 return json_response(order_json(row, sym))
         raise rp.not_found(
             f"orderId={oid}" if oid is not None else f"origClientOrderId={client_id}"

@@ -61,6 +61,7 @@ class MassCancelRoute:
         # orders it does not follow) must never hold a kill switch back
         following = core.open_orders(account, sym.id if sym is not None else None)
         listed = {o.order_id: (o.json(), o.symbol) for o in following}
+        rows: list[tuple[tuple[Any, ...], SymbolConfig]] = []
         core.ends.collect(account)  # how the orders only the database lists end, meanwhile
         try:
             ref = core.mass_cancel(account, key.session, symbol_id, time.time_ns())
@@ -83,6 +84,10 @@ class MassCancelRoute:
                     await api.wait(ends, ENDS_WAIT_S)
         finally:
             unfollowed = core.ends.collected(account)
+        for row, _spec in rows:  # a view followed from events alone lacks what its row says
+            order = core.known(row[0])
+            if order is not None:
+                order.complete(row)
         views = [
             _view(core.known(oid), *listed[oid], unfollowed.get(oid)) for oid in sorted(listed)
         ]
@@ -111,7 +116,8 @@ def _still_open(order: LiveOrder | None) -> bool:
 def _view(
     order: LiveOrder | None, listed: dict[str, Any], sym: SymbolConfig, end: OrderDone | None
 ) -> dict[str, Any]:
-    """An order as it ended: followed here, its view; else its listing, with its end if seen."""
+    """An order as it ended: known here (followed, or its end kept: ``ended_elsewhere.py``),
+    its view; else its listing, with its end if seen."""
     if order is not None:
         return order.json()
     if end is None:

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from config.schema import AssetConfig, SymbolConfig
+from procs.common.records import OrderDone
 from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason
 from procs.gateway.history import STATUS_NAMES, row_type
@@ -44,8 +45,10 @@ class LiveOrder:
     order_id: int
     account: int
     symbol: SymbolConfig
-    side: int
-    type_name: str  # "" when only the matchers' events showed it (placed elsewhere)
+    side: int  # 0: not known (only its end was seen: ``from_done``)
+    #: "" when only the matchers' events showed it (placed elsewhere): then its tif, stop
+    #: price and iceberg qty are not known either, until a database row says them (``complete``)
+    type_name: str
     tif: int  # 0: not known
     price: int
     stop_price: int
@@ -102,6 +105,28 @@ class LiveOrder:
             # on the book: a stop is not until its trigger
             "isWorking": self.open and (self.triggered or not self.stop_price),
         }
+
+    @property
+    def partial(self) -> bool:
+        """Whether the events that made this view left out what its row says (``complete``)."""
+        return not (self.type_name and self.side)
+
+    def complete(self, row: tuple[Any, ...]) -> None:
+        """Fill in what the events that made this view did not say from the order's database
+        row (a ``History.orders`` row): type, time in force, stop price and iceberg qty when
+        it was followed from another gateway's ``Accepted`` (``type_name`` ""), and side,
+        price and placing time too when only its end was seen (``side`` 0). All but the price
+        stay as placed for an order's life, so a row of any age says them right; an end's
+        price is the last the database has. What the view knows stays."""
+        if not self.partial:
+            return
+        if not self.side:
+            self.side, self.price, self.time_ms = row[3], row[6], row[13]
+        if not self.type_name:
+            self.type_name = row_type(row[4], row[15])
+            self.tif, self.stop_price, self.display = row[5], row[7], row[17]
+            # a stop that traded was triggered (as ``from_row``); its Triggered, if seen, said so
+            self.triggered = self.triggered or bool(self.stop_price and self.cum)
 
     def report_json(
         self, exec_type: str, ts_ns: int, fill: dict[str, Any] | None = None
@@ -173,6 +198,17 @@ def from_row(row: tuple[Any, ...], sym: SymbolConfig) -> LiveOrder:
         filled, status=STATUS_NAMES.get(status, str(status)), time_ms=created_ms,
         update_ms=updated_ms, seq=updated_seq, notional_known=not filled, display=display,
         triggered=bool(stop and filled),  # a stop that traded was triggered (as order_json)
+    )  # fmt: skip
+
+
+def from_done(done: OrderDone, sym: SymbolConfig) -> LiveOrder:
+    """An order not followed here as its end alone shows it: status, quantity filled and
+    time of the end, at the end's seq. Side, price, type and the rest are not known until a
+    row completes them (``complete``), nor is its notional (null, as the database shows it)."""
+    return LiveOrder(
+        done.order_id, done.account, sym, 0, "", 0, 0, 0, done.filled_qty + done.leaves_qty, 0,
+        done.filled_qty, status=DONE_STATUS.get(done.reason, "CANCELED"),
+        update_ms=ms(done.ts_ns), seq=done.seq, notional_known=False,
     )  # fmt: skip
 
 

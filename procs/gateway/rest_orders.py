@@ -12,7 +12,9 @@ uses the API (a request or a private stream in the last ``interest_s``) seen on 
 output rings, whichever gateway or protocol placed it; the open orders its user placed over
 FIX on this gateway before that (``fix_orders``), and those the database showed it open
 (``rows``) once an event names them; older ones are in PostgreSQL, which ``trades`` and
-``unfiled`` complete with what the writer has not filed yet. An account's balances come
+``unfiled`` complete with what the writer has not filed yet (the end of an order not
+followed too), and whose rows complete what an order's events did not say (its type when
+placed elsewhere: ``completing_rows.py``). An account's balances come
 from the router (``WatchBalances``: a snapshot, then every change), watched while the
 account is of interest.
 """
@@ -41,6 +43,7 @@ from procs.common.records import (
 )
 from procs.common.types import DoneReason
 from procs.gateway.commission import Commissions
+from procs.gateway.completing_rows import CompletingRowOrders
 from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.live_trades import LiveTrades
@@ -53,12 +56,12 @@ from procs.gateway.rest_order_state import (
     LiveOrder,
     Outcome,
     PendingRequest,
+    from_done,
     from_fix,
     generated_id,
     ms,
 )
 from procs.gateway.rest_params import OrderRequest
-from procs.gateway.row_orders import RowOrders
 from procs.gateway.unfiled_orders import UnfiledOrders
 
 
@@ -83,7 +86,8 @@ class RestOrders(RestOrderLog, RestBalances):
         self.trades = LiveTrades(self.commissions)
         #: the orders followed here whose last change the writer may not have filed (allOrders)
         self.unfiled = UnfiledOrders()
-        self.rows = RowOrders(instruments)  # open orders the database showed, not followed
+        #: open orders the database showed, not followed (the followed ones, completed)
+        self.rows = CompletingRowOrders(instruments)
         self.outgoing = outgoing
         self.next_ref = next_ref
         self.interest_s = interest_s
@@ -272,8 +276,11 @@ class RestOrders(RestOrderLog, RestBalances):
         return mine if symbol is None else [o for o in mine if o.symbol.id == symbol]
 
     def known(self, order_id: int) -> LiveOrder | None:
-        """Any order this core follows (for merging with the database's view)."""
-        return self.live.get(order_id) or self.done.get(order_id)
+        """Any order this core follows (for merging with the database's view), or the end of
+        one it does not follow that the writer may not have filed (``ended_elsewhere.py``)."""
+        return (
+            self.live.get(order_id) or self.done.get(order_id) or self.unfiled.ended.get(order_id)
+        )
 
     # -- events -------------------------------------------------------------------------------
 
@@ -454,6 +461,10 @@ class RestOrders(RestOrderLog, RestBalances):
                 self._report(order, order.status, done.ts_ns)
         else:
             self.ends.unfollowed(done)
+            if done.account in self.interest:  # its row may show it open until filed
+                sym = self.instruments.by_id.get(done.symbol)
+                if sym is not None:
+                    self.unfiled.ended.add(from_done(done, sym))
         if request is not None and request.kind == "cancel":
             request.order = request.outcome.order = order or request.order
             if request.outcome.order is None:  # not followed here: what the event says

@@ -21,6 +21,12 @@ stands, and goes (``forget_filed``). ``merged`` takes the database's allOrders r
   followed order they lack is either not in the database or past their cut: the cut of the
   union is the one the database alone would make once the writer has filed everything.
 
+The ends of orders the gateway does not follow wait here too (``ended``,
+``ended_elsewhere.py``), let go at the same checkpoint or row; ``merged`` finds them through
+``Followed.known``. A live view that lacks what the row says (an order placed elsewhere:
+no type; an end seen alone: no side either) is completed from the row
+(``LiveOrder.complete``) before it is shown over it.
+
 Memory: the orders are the ``LiveOrder`` objects ``RestOrders`` follows (``live`` and
 ``done``), not copies; this index refers to at most ``MAX_UNFILED_ORDERS`` of them, the one
 changed longest ago dropped first, each until the checkpoint passes its last change or a row
@@ -36,6 +42,7 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 from config.schema import SymbolConfig
+from procs.gateway.ended_elsewhere import EndedElsewhere
 from procs.gateway.history import newest_first, order_json
 from procs.gateway.rest_order_state import LiveOrder
 
@@ -53,7 +60,8 @@ class Followed(Protocol):
     """The orders ``RestOrders`` keeps, as ``merged`` asks for them (event loop only)."""
 
     def known(self, order_id: int) -> LiveOrder | None:
-        """An order followed here, open or finished recently; None if none."""
+        """An order followed here, open or finished recently, or the end of one not followed
+        that the writer may not have filed (``ended``); None if none."""
 
     def open_orders(self, account: int, symbol: int | None) -> list[LiveOrder]:
         """``account``'s open orders on ``symbol`` followed here."""
@@ -69,6 +77,8 @@ class UnfiledOrders:
         self._orders: OrderedDict[int, LiveOrder] = OrderedDict()  # order id -> order
         #: (account, symbol id) -> order id -> its order (the same objects)
         self._by_account: dict[tuple[int, int], dict[int, LiveOrder]] = {}
+        #: the ends of orders not followed here, until filed (``RestOrders`` adds them)
+        self.ended = EndedElsewhere()
 
     def __len__(self) -> int:
         return len(self._orders)
@@ -101,7 +111,8 @@ class UnfiledOrders:
         """Let go of the orders whose last change is at or below the writer's checkpoint
         ``filed_seq``, from the one changed longest ago up to the first one above it (events
         of several matchers arrive a little out of seq order: one left behind goes once a
-        database row shows it, or later)."""
+        database row shows it, or later), and of the ends kept there (``ended``)."""
+        self.ended.forget_filed(filed_seq)
         orders = self._orders
         while orders:
             oid = next(iter(orders))
@@ -140,9 +151,11 @@ class UnfiledOrders:
             ):
                 out[oid] = order_json(row, sym)
             else:
+                live.complete(row)  # what the events did not say (placed elsewhere)
                 out[oid] = live.json()
             if oid in orders and orders[oid].seq <= filed:  # the database has its last change
                 self._drop(oid)
+            self.ended.filed(oid, filed)
         first = from_id or 0
         mine = self._by_account.get((account, sym.id), {})
         for order in (*mine.values(), *followed.open_orders(account, sym.id)):

@@ -231,33 +231,21 @@ def test_open_orders_of_one_symbol_stops_the_stream_reporting_the_others(
     run(h, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an open fault (review 29), not fixed yet: the gateway keeps nothing of an unfollowed "
-        "order's end, so a database row not yet filed shows it open in the stream's snapshot "
-        "(fix: a bounded record of ended unfollowed orders until the writer's checkpoint passes "
-        "them)"
-    ),
-)
 def test_a_snapshot_shows_open_an_order_the_gateway_saw_cancelled(harness: Harness) -> None:
-    """What is wrong: ALICE's bid, placed through another gateway, is filed open. ALICE uses
-    the API (``GET account``: her account is of interest), then the bid is cancelled through
-    the other gateway; the REST gateway reads that ``OrderDone``. Before the writer files
-    the cancel she opens her stream: the snapshot lists the bid as NEW, and no event ever
-    ends it (``openOrders`` lists it too, until the writer files the cancel).
-    Why: the snapshot's open orders are the database's rows overlaid with what the gateway
-    follows (rest.py:511-514: a row of an order not followed is shown as the row says).
-    ``RestOrders._done`` of an order it does not follow keeps nothing of its end
-    (rest_orders.py:451, ``ends.unfollowed``, which keeps ends only while a cancel-all
-    collects), so the stale row is shown and remembered with its old ``updated_seq``; the
-    end already passed, so ``RowOrders.take`` never sees it.
-    Why it matters: the stream's contract is that a client applying the snapshot and then
-    each event holds the right open orders; this one holds a cancelled order open for as
-    long as its stream lives (the writer's lag, tens of ms, is the window; the gateway had
-    the information). row_orders.py's own essay names this hazard for following a row.
-    Expected: the bid not in the snapshot, or a CANCELED report after it.
-    Actual: listed NEW, never ended."""
+    """Fixed (review 29): ALICE's bid, placed through another gateway, is filed open.
+    ALICE uses the API (``GET account``: her account is of interest), then the bid is
+    cancelled through the other gateway; the REST gateway reads that ``OrderDone``. Before
+    the writer files the cancel she opens her stream: the snapshot leaves the bid out (so
+    does ``openOrders``), and a client applying the snapshot and then each event holds no
+    cancelled order open.
+    Was: listed NEW and never ended. The snapshot's open orders are the database's rows
+    overlaid with what the gateway follows, and ``RestOrders._done`` kept nothing of the end
+    of an order it did not follow (``OrderEnds.unfollowed`` only while a cancel-all
+    collects), so the stale row was shown, and remembered with an ``updated_seq`` its end
+    had already passed.
+    Now: the end is kept (``ended_elsewhere.py``, bounded) until the writer's checkpoint
+    passes it or a row shows it; ``RestOrders.known`` finds it, so the row is left out and
+    not followed."""
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
@@ -276,6 +264,8 @@ def test_a_snapshot_shows_open_an_order_the_gateway_saw_cancelled(harness: Harne
                 holder.apply(message)
             await ws.close()
             assert holder.open() == [], f"a cancelled order held open: {holder.open()}"
+            status = await alice.call("GET", ORDER, symbol="BTC-USD", orderId=oid)
+            assert status["status"] == "CANCELED", status  # GET order shows the end too
 
     run(h, scenario)
 
@@ -357,33 +347,23 @@ def test_a_rejected_order_appears_in_all_orders_only_once_the_writer_files_it(
     run(h, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an open fault (review 29), not fixed yet: a pending stop followed from another gateway's"
-        " Accepted has no type, tif or stop price, and the live view wins over the filed row "
-        "(fix: fill the live view's unknown fields from the row)"
-    ),
-)
 def test_a_pending_stop_placed_elsewhere_shows_working_with_no_type_after_it_is_filed(
     harness: Harness,
 ) -> None:
-    """What is wrong: ALICE uses the API; a stop-limit buy of hers (stop 40000.00, far above
-    the market) is placed through another gateway. ``openOrders`` and ``allOrders`` show it
-    with ``type: ""``, ``timeInForce: ""``, ``stopPrice: "0.00"`` and ``isWorking: true``,
-    and still do once the writer has filed it, though the database row says
-    STOP_LOSS_LIMIT, GTC, 40000.00, not working (it waits off the book).
-    Why: the gateway follows the order from its ``Accepted``, which carries neither type,
-    time in force nor stop price (rest_orders.py:379-382); ``LiveOrder.json`` then takes a
-    stop price of 0 as "not a stop" (rest_order_state.py:103). When the row is there, the
-    overlays prefer that emptier live view whole: ``open_orders_over`` (rest.py:515-516,
-    ``known.open`` -> ``known.json()``) and ``UnfiledOrders.merged`` (unfiled_orders.py:136-143,
-    a tie goes to the live view, "the same state, with the clientOrderId ... the table does
-    not keep") never complete it with what the row knows.
-    Why it matters: a client reads a pending stop as a working limit order (the bug
-    test_review17 fixed for the API's own orders), and cannot tell its type.
-    Expected after filing: STOP_LOSS_LIMIT, GTC, 40000.00, isWorking false.
-    Actual: "", "", "0.00", true."""
+    """Fixed (review 29): ALICE uses the API; a stop-limit buy of hers (stop 40000.00, far
+    above the market) is placed through another gateway. Once the writer has filed it,
+    ``openOrders`` and ``allOrders`` show it as the database row says: STOP_LOSS_LIMIT, GTC,
+    stop 40000.00, not working (it waits off the book).
+    Was: ``type: ""``, ``timeInForce: ""``, ``stopPrice: "0.00"``, ``isWorking: true``,
+    filed or not. The gateway follows the order from its ``Accepted``, which carries
+    neither type, time in force nor stop price, and ``LiveOrder.json`` takes a stop price
+    of 0 as "not a stop"; the overlays preferred that emptier live view whole to the row.
+    Now: every row read over a followed order fills in what its events did not say
+    (``LiveOrder.complete``: ``openOrders`` and the stream's snapshot through
+    ``CompletingRowOrders.remember``, ``allOrders`` in ``UnfiledOrders.merged``, ``GET order``
+    in ``RestApi.query_order``), on the
+    order itself, so its later views and stream events keep them. Before the writer has
+    filed it, no view knows them."""
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
@@ -393,9 +373,11 @@ def test_a_pending_stop_placed_elsewhere_shows_working_with_no_type_after_it_is_
             stop = _elsewhere(1, ord_type=OrdType.STOP_LIMIT, price=4_000_000, stop=4_000_000)
             await _publish(stop, h=h)
             await unfiled_rig.file_all(h)
+            want = ("", "STOP_LOSS_LIMIT", "GTC", "40000.00", False)
+            alone = await alice.call("GET", ORDER, symbol="BTC-USD", orderId=1)  # read first
+            assert _shown(alone) == want, alone
             (listed,) = await alice.call("GET", OPEN, symbol="BTC-USD")
             (history,) = await alice.call("GET", ALL, symbol="BTC-USD")
-            want = ("", "STOP_LOSS_LIMIT", "GTC", "40000.00", False)
             assert (_shown(listed), _shown(history)) == (want, want), (listed, history)
 
     run(h, scenario)
