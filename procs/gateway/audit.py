@@ -2,9 +2,13 @@
 
 One line per message, ``<ts_ns> <in|out> <comp id> <message with SOH shown as |>``, appended
 to ``audit.log`` in the gateway's directory (mode 0600). Messages are kept as they came and
-written when the shell calls ``flush`` (once per loop pass): a ``write`` per pass, and the
-checks and the SOH replacement once over the pass's messages, not once a message (in a pass
-without a secret or an unsafe byte, the usual one; else each message's ``shown``).
+written by ``flush``, which ``Session.take_output`` calls before it hands frames to a socket:
+a message is in the file (the OS's, where a crash of the process leaves it) before it is on
+the wire. The first take of a loop pass writes the lines of every session, so it is a
+``write`` per pass, and the checks and the SOH replacement once over the pass's messages,
+not once a message (in a pass without a secret or an unsafe byte, the usual one; else each
+message's ``shown``). Lines no write carries (an order not acked yet, a parked report) go
+with the next, or the shell's flush after a batch of events and once a second.
 
 A line is always one message: the bytes a client chose cannot add lines or pass for a field
 delimiter. A backslash, a literal ``|``, CR and LF inside a value are written escaped (``\\\\``,

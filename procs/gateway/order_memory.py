@@ -39,6 +39,9 @@ from procs.gateway.order_state import MassCancelRequest, Order, Request
 
 log = logging.getLogger("ringex.gateway")
 _PRICED = (OrdType.LIMIT, OrdType.STOP_LIMIT)
+#: Where a FINISHED entry's fields (after its ref) say whether the order is known by its
+#: OrigClOrdID too; an ORDER entry's end before it.
+_BY_ORIG = 20
 
 
 class OrderMemory:
@@ -157,7 +160,7 @@ class OrderMemory:
             (GONE, ref) if item is None else _entry(ref, item) for ref, item in self.touched.items()
         ]
         for o in self.finished_changes:  # what a compaction copies of it until it goes
-            o.logged = encoded((FINISHED, *_entry(o.ref, o)[1:]))
+            o.logged = encoded(self._finished_entry(o))
             entries.append(o.logged)
         self.touched.clear()
         self.finished_changes.clear()
@@ -178,7 +181,7 @@ class OrderMemory:
             *self.requests.items(),
         ]
         return chain(
-            ((FINISHED, *_entry(o.ref, o)[1:]) if o.logged is None else o.logged for o in finished),
+            (self._finished_entry(o) if o.logged is None else o.logged for o in finished),
             (_entry(ref, item) for ref, item in live),
         )
 
@@ -200,7 +203,10 @@ class OrderMemory:
                 continue
             done.logged = encoded((FINISHED, ref, *values))  # as the log has it
             keys = [(done.session, done.cl_ord_id)]
-            if done.orig_cl_ord_id:  # a cancelled order is also known by the ClOrdID it had
+            # known by the ClOrdID it had too where the live gateway knew it so (a cancel
+            # renamed it as it finished); a log older than that flag: wherever it had one
+            by_orig = values[_BY_ORIG] if len(values) > _BY_ORIG else True
+            if done.orig_cl_ord_id and by_orig:
                 keys.append((done.session, done.orig_cl_ord_id))
             self._keep_finished(done, keys)
         for done, keys in self.finished_orders.values():  # a current ClOrdID wins over an
@@ -224,6 +230,16 @@ class OrderMemory:
         known = [*orders, *requests, *(finished or {}), *(mass_cancels or {})]
         self._next_ref = max(self._next_ref, max(known, default=0))
         return len(self.orders)
+
+    def _finished_entry(self, order: Order) -> Entry:
+        """A finished order's FINISHED entry: its ORDER entry's fields, then whether it is
+        known by its OrigClOrdID too (``_BY_ORIG``): only one a cancel renamed as it finished
+        (``_finish`` twice), not one replaced and then filled, expired or cancelled another
+        way, whose OrigClOrdID the replace took from it. ``restore`` keys it the same way."""
+        kept = self.finished_orders.get(order.ref)
+        orig = (order.session, order.orig_cl_ord_id)
+        by_orig = bool(order.orig_cl_ord_id) and kept is not None and orig in kept[1]
+        return (FINISHED, *_entry(order.ref, order)[1:], by_orig)
 
     def _order(self, ref: int, values: list[Any]) -> Order | None:
         """An order from its log fields; None (with a log line) on an unknown symbol."""

@@ -15,8 +15,9 @@ ExecID (17): a report made from an exchange event carries an id derived from tha
 (``event_exec_id``: its kind, sequence or trade id, and the order), so a gateway that
 crashed after sending a report and reads the event again after its restart sends the same
 ExecID, and the client recognises a fill it already counted. Reports that no event makes
-(a status answer, a restatement, a refusal by the gateway itself) take a counter that starts
-at the wall clock in ns, so those never repeat across restarts either.
+(a status answer, a restatement, a refusal by the gateway itself) take a counter whose ids
+are reserved in durable blocks (``exec_ids.py``): a restart starts above every id the last
+run could have used, so those never repeat across restarts either, whatever the clock did.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable
 
 from procs.common.records import Trade
 from procs.gateway.commission import Commissions
+from procs.gateway.exec_ids import ExecIdBlocks
 from procs.gateway.fix import FixMessage, field
 from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments, format_units
@@ -58,7 +60,9 @@ class OrderReplies:
     park: Callable[[int, bytes, bytes, int], bool] | None
     undeliverable: int
     rejects: int
-    _next_exec: int
+    _next_exec: int  # the last counter ExecID handed out (or where the counter starts)
+    _exec_limit: int  # the end of the block reserved: ids up to it may be used
+    _exec_blocks: ExecIdBlocks
     _symbol_names: dict[int, bytes]
     commissions: Commissions
 
@@ -113,6 +117,8 @@ class OrderReplies:
 
     def _exec_id(self) -> bytes:
         self._next_exec += 1
+        if self._next_exec > self._exec_limit:  # durable before it is used
+            self._exec_limit = self._exec_blocks.reserve(self._next_exec - 1)
         return b"%d" % self._next_exec
 
     def _commission(self, symbol: int, trade: Trade, maker: bool) -> bytes:

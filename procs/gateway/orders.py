@@ -26,6 +26,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from config.schema import AssetConfig
 from procs.common.records import (
@@ -47,6 +48,8 @@ from procs.common.types import DoneReason, OrderFlag, Side, StpMode
 from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
 from procs.gateway.commission import Commissions
+from procs.gateway.exec_ids import FILE_NAME as EXEC_IDS
+from procs.gateway.exec_ids import ExecIdBlocks
 from procs.gateway.fix import FixMessage, Timestamps, field, shown
 from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments, format_units
@@ -87,9 +90,12 @@ class OrderEntry(OrderReplies, OrderMemory):
         instruments: Instruments,
         cancel_on_disconnect: bool,
         assets: Sequence[AssetConfig] = (),
+        directory: Path | None = None,
     ) -> None:
         """``assets``: the configured ones; a fill's report carries its commission in the
-        symbol's quote asset when that is among them (``commission.py``)."""
+        symbol's quote asset when that is among them (``commission.py``). ``directory``: the
+        gateway's, where the counter ExecIDs' reservations are kept (``exec_ids.py``); None:
+        in memory only."""
         self.gateway = gateway
         self.instruments = instruments
         self.commissions = Commissions(instruments.by_id.values(), assets)
@@ -120,7 +126,8 @@ class OrderEntry(OrderReplies, OrderMemory):
         self.park: Callable[[int, bytes, bytes, int], bool] | None = None
         self.undeliverable = 0  # reports that could not even be parked
         self._next_ref = time.time_ns()
-        self._next_exec = time.time_ns()
+        self._exec_blocks = ExecIdBlocks(None if directory is None else directory / EXEC_IDS)
+        self._next_exec = self._exec_limit = self._exec_blocks.start()  # none reserved yet
         self._times = Timestamps()
         # for the metrics (``procs.common.stats``): counted here, stored by the shell
         self._symbol_names = {s.id: s.name.encode() for s in instruments.by_id.values()}

@@ -28,6 +28,7 @@ from procs.gateway.recovery import (
     rings_replaced,
 )
 from procs.gateway.rest_order_state import LiveOrder
+from procs.gateway.sent_commands import SentCommands
 from shm import Producer
 from shm.consumer import Consumer
 
@@ -51,6 +52,7 @@ class GatewayRestart:
     _handled_part: dict[str, int]
     _new_rings: bool
     _unpublished: dict[int, bytes]
+    sent: SentCommands
     _logged_to: int
     _positions: dict[str, tuple[int, int]]
     _api_orders: dict[int, list[Any]]
@@ -89,8 +91,19 @@ class GatewayRestart:
         self.entry.outgoing.extend(self.codec.decode_slot(image) for _, image in pending)
         self._unpublished = dict(pending)
         self._logged_to = first + len(pending)
+        # the ones published before: a compaction keeps those still unanswered, for a full
+        # restart to send again should the ring take them along unread (``sent_commands.py``)
+        older = [
+            (seq, ring, image, self.codec.decode_slot(image))
+            for seq, (ring, image) in recovered.commands.items()
+            if ring != created or seq < first
+        ]
+        for seq, ring, image, command in older:
+            ref = command.client_ref  # type: ignore[attr-defined]
+            if self.entry.unanswered(ref) or ref in self._api_waiting:
+                self.sent.add(seq, ring, ref, image)
         if self._new_rings:
-            stale = [image for ring, image in recovered.commands.values() if ring != created]
+            stale = [command for _, ring, _, command in older if ring != created]
             self.entry.outgoing.extend(self._lost_commands(stale))
         cancelled = 0
         for user in self.users.users() if orders else []:
@@ -105,7 +118,7 @@ class GatewayRestart:
             )  # fmt: skip
         return recovered.positions
 
-    def _lost_commands(self, images: list[bytes]) -> list[Record]:
+    def _lost_commands(self, logged: list[Record]) -> list[Record]:
         """Commands logged for a router ring that is gone, still unanswered, and not in the
         journal: the ring took them along unread. They go into the new ring. One that is in
         the journal is answered by the events made again after the matcher's replay mark.
@@ -116,10 +129,7 @@ class GatewayRestart:
         every gateway's ring's worth of commands)."""
         # by client_ref, once: one sent again after an earlier full restart was logged again
         # under that start's ring, and its entry of the ring before stays with it
-        by_ref = {
-            command.client_ref: command  # type: ignore[attr-defined]
-            for command in (self.codec.decode_slot(image) for image in images)
-        }
+        by_ref = {command.client_ref: command for command in logged}  # type: ignore[attr-defined]
         waiting = [
             command
             for ref, command in by_ref.items()

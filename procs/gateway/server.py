@@ -15,12 +15,14 @@ Backpressure: commands wait in ``OrderEntry.outgoing`` until the router ring tak
 it is full every socket stops being read (``pause_reading``: TCP pushes back on the clients)
 until the poll task has published the backlog; nothing accepted is dropped. Outbound, the
 session's message store is flushed before the bytes are written, so a ResendRequest can always
-be served. The ``scrypt`` check of a Logon (tens of ms) runs on the default executor's threads
-(hashlib releases the GIL), so a burst of logons after a restart does not stall the sessions
-already logged on.
+be served, and the audit journal too (``Session.take_output``: the first write of a pass
+writes the lines of all). The ``scrypt`` check of a Logon (tens of ms) runs on the default
+executor's threads (hashlib releases the GIL), so a burst of logons after a restart does not
+stall the sessions already logged on.
 
-Restart: the order log (``order_log.py``) gets commands before the router ring does, and the
-order entry's changes with the input cursors after each batch of events, whose cursors are
+Restart: the order log (``order_log.py``, ``order_logging.py``) gets commands before the router
+ring does and before a session's store saves the MsgSeqNums that count them, and the order
+entry's changes with the input cursors after each batch of events, whose cursors are
 committed only then. A restarted gateway takes its orders back, publishes the commands the ring
 never got, skips the events it had already handled, and cancels the orders of sessions that
 cancel on disconnect (their connections died with the old process).
@@ -32,8 +34,6 @@ import asyncio
 import logging
 import time
 from array import array
-from collections.abc import Callable, Iterator
-from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,14 +59,16 @@ from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
 from procs.gateway.intake import IntakePacing
 from procs.gateway.live_sessions import LiveSessions
-from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, Kept, OrderLog
+from procs.gateway.order_log import HANDLED, OrderLog
+from procs.gateway.order_logging import OrderLogging
 from procs.gateway.order_state import Order
 from procs.gateway.orders import OrderEntry
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.restart import GatewayRestart
+from procs.gateway.sent_commands import SentCommands
 from procs.gateway.session import Session, SessionSettings
 from procs.gateway.store import MessageStore
-from shm import EncodeError, Ring
+from shm import Ring
 from shm.consumer import Consumer
 from shm.counters import Counters
 
@@ -74,8 +76,6 @@ if TYPE_CHECKING:  # the HTTP stack (aiohttp, psycopg) is imported only by a RES
     from procs.gateway.rest import RestApi  # a FIX-only one starts 0.6 s sooner (failover)
 
 log = logging.getLogger("ringex.gateway")
-#: After an order-log compaction failed (a full disk), how long before one is begun again.
-COMPACT_RETRY_S = 5
 
 #: The poll loop's nap when nothing flows: uvloop's timers tick in whole milliseconds (a
 #: shorter sleep returns at once, and the loop would spin a core at 100%), so 1 ms.
@@ -108,7 +108,7 @@ def _note_handled(
     handled[ring] = last
 
 
-class GatewayServer(GatewayConnections, GatewayRestart):
+class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
     def __init__(self, cfg: RingexConfig, name: str, *, codec: RecordCodec | None = None) -> None:
         gw = next((g for g in cfg.gateways if g.name == name), None)
         if gw is None:
@@ -131,7 +131,7 @@ class GatewayServer(GatewayConnections, GatewayRestart):
         self.users = UserStore(users_path(cfg))
         self.audit = AuditLog(self.directory / "audit.log")
         self.entry = OrderEntry(
-            gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect, cfg.assets
+            gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect, cfg.assets, self.directory
         )
         self.entry.park = self.park
         self._times = Timestamps()
@@ -150,6 +150,7 @@ class GatewayServer(GatewayConnections, GatewayRestart):
         self.seen_log = SeenLog(self.directory / "clordids.log")
         #: Sequence in the router ring -> slot image, of commands logged and not yet published.
         self._unpublished: dict[int, bytes] = {}
+        self.sent = SentCommands(self._unanswered)  # and of those published, unanswered
         self._logged_to = self.producer.sequence  # commands below it are in the log
         self._positions = self._recover(time.time_ns())
         #: Attached by ``start`` once the listeners are up: holding the replies ring is what
@@ -190,69 +191,6 @@ class GatewayServer(GatewayConnections, GatewayRestart):
             order = finished[0] if finished[0].order_id == order_id else None
         return order
 
-    def _changes(self) -> list[Kept]:
-        """The order entries' changes since the last log frame: FIX's, then the API's."""
-        entries = self.entry.take_changes()
-        if self.api is not None:
-            entries += self.api.core.take_changes()
-        return entries
-
-    def _write_log(self, entries: list[Kept]) -> None:
-        order_log = self.order_log
-        order_log.write(entries)
-        if order_log.compacting:  # a step per write: no pass of the loop waits for all of it
-            self._compaction_step(order_log.step_compaction)
-        elif order_log.wants_compaction and time.monotonic() >= self._compact_after:
-            self._compaction_step(lambda: order_log.begin_compaction(self._live_entries()))
-
-    def _compaction_step(self, step: Callable[[], object]) -> None:
-        """A step of the order log's compaction; one that fails (a full disk: the log keeps
-        everything, its appends may still fit) is given up, logged, and begun again later,
-        never the end of the gateway."""
-        try:
-            step()
-        except OSError as exc:
-            log.error("order log compaction failed (%s): the log is whole; again in %d s",
-                      exc, COMPACT_RETRY_S)  # fmt: skip
-            self._compact_after = time.monotonic() + COMPACT_RETRY_S
-
-    def _live_entries(self) -> Iterator[Kept]:
-        """The order log's live entries as of now, for a compaction in steps: the orders'
-        entries made as they are taken, the positions and commands (a few) at once."""
-        created = self.producer.ring.created_ns
-        now = [self._position(c) for c in self.inputs]
-        now += [
-            (HANDLED, name, seq, self._handled_part.get(name))
-            for name, seq in self._handled.items()
-        ]
-        now += [(COMMAND, seq, created, image) for seq, image in self._unpublished.items()]
-        api = () if self.api is None else self.api.core.dump_lazily()
-        return chain(self.entry.dump_lazily(), api, now)
-
-    @staticmethod
-    def _position(consumer: Consumer[Record]) -> Entry:
-        return (POSITION, consumer.ring.name, consumer.ring.created_ns, consumer.sequence)
-
-    def _log_commands(self, chunk: list[Record], base: int) -> int | None:
-        """Log the chunk's commands not yet logged, with the order entry's changes; returns
-        the index of one that does not fit its record (nothing from it on is logged)."""
-        entries = self._changes()
-        created = self.producer.ring.created_ns
-        bad = None
-        for i in range(max(0, self._logged_to - base), len(chunk)):
-            try:
-                image = self.codec.encode_slot(chunk[i])
-            except EncodeError as exc:  # the edges check every value; this is the backstop
-                log.error("dropped a command that does not fit its record: %s", exc)
-                bad = i
-                break
-            self._unpublished[base + i] = image
-            entries.append((COMMAND, base + i, created, image))
-        entries.append((POSITION, self.producer.ring.name, created, base + len(chunk)))
-        self._write_log(entries)
-        self._logged_to = base + (len(chunk) if bad is None else bad)
-        return bad
-
     def park(self, session_id: int, msg_type: bytes, body: bytes, now_ns: int) -> bool:
         """Store a message for a session that is not logged on, with its next MsgSeqNum: the
         client sees the gap at its next logon and its ResendRequest delivers it (PossDup);
@@ -274,6 +212,7 @@ class GatewayServer(GatewayConnections, GatewayRestart):
         store = self.stores.get(comp_id)
         if store is None:
             store = self.stores[comp_id] = MessageStore(self.directory / "sessions" / comp_id)
+            store.before_save = self._before_store_save
         return store
 
     def submit(self) -> None:
@@ -304,13 +243,7 @@ class GatewayServer(GatewayConnections, GatewayRestart):
         outgoing = self.entry.outgoing
         step = max(1, self.producer.ring.capacity // 2)
         producer, unpublished = self.producer, self._unpublished
-        # All of them logged now, whatever the ring takes: a session's store, flushed with
-        # its next write, counts their MsgSeqNums, and a crash must not lose one it counts.
-        while outgoing and producer.sequence + len(outgoing) > self._logged_to:
-            bad = self._log_commands(outgoing, producer.sequence)
-            if bad is None:
-                break
-            del outgoing[bad]
+        self._log_outgoing()  # all of them, whatever the ring takes
         while outgoing:
             chunk = outgoing[:step]
             base = producer.sequence
@@ -323,8 +256,7 @@ class GatewayServer(GatewayConnections, GatewayRestart):
             seqs = range(base, base + len(chunk))
             if not producer.try_publish_slots(b"".join([unpublished[s] for s in seqs]), len(chunk)):
                 break
-            for seq in seqs:
-                del unpublished[seq]
+            self.sent.published(base, producer.ring.created_ns, chunk, unpublished)
             del outgoing[: len(chunk)]
         backlog = max((c.ring.cursor() - c.sequence for c in self.inputs), default=0)
         paused = self.pacing.update(bool(outgoing), backlog, producer.backlog())
@@ -362,8 +294,8 @@ class GatewayServer(GatewayConnections, GatewayRestart):
                 api.after_batch()
             dirty, self._dirty = self._dirty, set()
             for conn in dirty:
-                conn.write()
-            self.audit.flush()
+                conn.write()  # the first write's take put the pass's audit lines out
+            self.audit.flush()  # the lines no write carried: orders not acked yet, parked
             # reports are in the sessions' stores: now the log, then the cursors
             self._write_log(
                 self._changes()
@@ -418,11 +350,13 @@ class GatewayServer(GatewayConnections, GatewayRestart):
             now = time.time_ns()
             if self.api is not None:
                 self.api.tick(time.monotonic())
-            for conn in list(self.connections):
-                if conn.session is not None:
-                    conn.session.on_timer(now, conn.reading)
-                    self._write(conn)
-            self.audit.flush()  # session traffic (heartbeats, resends) when no event flows
+            sessions = [c for c in self.connections if c.session is not None]
+            for conn in sessions:  # all first, then the writes: one audit write for all
+                assert conn.session is not None
+                conn.session.on_timer(now, conn.reading)
+            for conn in sessions:
+                self._write(conn)
+            self.audit.flush()  # the lines no write carried (inbound, parked)
             if self.order_log.compacting:  # an idle gateway finishes its compaction too
                 self._compaction_step(self.order_log.step_compaction)
             if self.entry.outgoing:  # a timed-out session's cancels (cancel on disconnect)

@@ -180,6 +180,8 @@ class Session(GapRecovery):
         out, self._out = self._out, []
         if self._resends:
             self._resent_output(out, budget, self._resend_ns if now_ns is None else now_ns)
+        if out and self.audit is not None:  # in the journal before on the wire: a pass's
+            self.audit.flush()  # first take writes every session's lines, in one write
         return out
 
     def data_received(self, data: bytes, now_ns: int) -> None:

@@ -6,8 +6,9 @@ file from before parking was tracked reads as none parked) and ``messages`` (eve
 message, each ``u32 length | u32 seq | raw``), which serves ResendRequests after reconnects
 and restarts.
 Writes are buffered and made visible by ``flush`` (the shell calls it once per loop pass,
-before the bytes go to the socket, so a resend can always find what the peer saw). A reset
-(ResetSeqNumFlag, ResetOnLogon) truncates both.
+before the bytes go to the socket, so a resend can always find what the peer saw; the
+commands of the messages ``next_in`` counts are logged before it is saved: ``before_save``).
+A reset (ResetSeqNumFlag, ResetOnLogon) truncates both.
 
 Parked messages (``park``: made while the session was not logged on) never reached a
 connection. A logon that keeps the sequence numbers lets the client's ResendRequest fetch
@@ -21,6 +22,7 @@ import os
 import struct
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -94,6 +96,10 @@ class MessageStore:
         self._file: BinaryIO = path.open("ab")
         self._pending: list[bytes] = []
         self._dirty = False
+        #: Called before ``flush`` saves the sequence numbers: the shell logs there the
+        #: commands of the inbound messages ``next_in`` counts, or a crash right after the
+        #: save loses an order the client will not send again.
+        self.before_save: Callable[[], None] | None = None
 
     def _load(self, path: Path) -> int:
         """Index the file, a chunk at a time, and cut a torn tail off it; the last seq in it
@@ -190,6 +196,8 @@ class MessageStore:
             self._pending.clear()
             self._file.flush()
         if self._dirty:
+            if self.before_save is not None:
+                self.before_save()
             os.pwrite(self._seq_fd, _SEQNUMS.pack(self.next_in, self.next_out, self.parked_from), 0)
             self._dirty = False
 

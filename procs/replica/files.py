@@ -3,10 +3,12 @@
 The journal holds the exchange's state, but not what only the gateways keep: who may log on
 (``users.json``, ``apikeys.json``) and, per gateway, which session and ClOrdID each order has
 (``<gateway>/orders.log``, ``procs/gateway/order_log.py``) and which ClOrdIDs were used
-(``<gateway>/clordids.log``, ``procs/gateway/clordids.py``). A promoted standby without them
-could not log a client on, nor report a fill of an order placed before the failover with its
-ClOrdID. So the source sends what each of these files gained since the last look, and the
-standby writes it at the same place under its own ``var/<instance>/gateway/``.
+(``<gateway>/clordids.log``, ``procs/gateway/clordids.py``), and where its counter ExecIDs
+are reserved up to (``<gateway>/exec-ids``, ``procs/gateway/exec_ids.py``). A promoted
+standby without them could not log a client on, nor report a fill of an order placed before
+the failover with its ClOrdID, and could repeat ExecIDs the primary sent. So the source sends
+what each of these files gained since the last look, and the standby writes it at the same
+place under its own ``var/<instance>/gateway/``.
 
 Order. A gateway writes a command to its order log before it publishes it to the router,
 so when the source has read a frame of the journal, the logs already hold every command in
@@ -21,7 +23,7 @@ never reporting a wrong fill.
 A file is followed by inode, size and mtime, and for the logs by the bytes just before
 where the copy ends. A log that grew with those bytes unchanged is sent from there (the logs
 only grow); any other change sends the file again whole (``reset``): a log replaced (a
-compaction), shrunk or rewritten, and the users' and keys' files, which are rewritten whole
+compaction), shrunk or rewritten, and the users', keys' and ExecID files, which are rewritten whole
 (``os.replace``) at every change. A file sent whole in several pieces is made aside and
 replaces the standby's copy once complete, so a connection lost mid-way (every new one sends
 every file whole) never leaves a copy cut short. Inode numbers are reused: a file replaced
@@ -49,8 +51,8 @@ CHUNK = 4 << 20
 
 def shipped_files(cfg: RingexConfig) -> list[str]:
     """The files shipped, relative to ``var/<instance>/gateway``."""
-    logs = [f"{g.name}/{name}" for g in cfg.gateways for name in ("orders.log", "clordids.log")]
-    return ["users.json", "apikeys.json", *logs]
+    own = ("orders.log", "clordids.log", "exec-ids")
+    return ["users.json", "apikeys.json", *(f"{g.name}/{n}" for g in cfg.gateways for n in own)]
 
 
 def gateway_root(cfg: RingexConfig) -> Path:
@@ -120,7 +122,9 @@ class FileShipper:
 
 
 #: What a standby accepts to write (the primary's gateways need not be named in its config).
-SHIPPABLE = re.compile(r"(users\.json|apikeys\.json|[A-Za-z0-9_-]{1,64}/(orders|clordids)\.log)")
+SHIPPABLE = re.compile(
+    r"(users\.json|apikeys\.json|[A-Za-z0-9_-]{1,64}/((orders|clordids)\.log|exec-ids))"
+)
 
 
 class FileReceiver:

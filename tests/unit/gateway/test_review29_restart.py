@@ -50,35 +50,24 @@ def _logged_commands(path: Path) -> dict[int, tuple[int, bytes]]:
         probe.close()
 
 
-# -- 1. a compaction forgets commands the old router ring still holds unread ----------------
+# -- 1. a compaction forgot commands the old router ring still held unread -----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an open fault (review 29), not fixed yet: a compaction keeps the command entries of "
-        "commands not yet in the router ring only, so one in the ring but unread is not sent "
-        "again after a full restart (fix: drop a command entry once it is answered)"
-    ),
-)
 def test_a_compaction_keeps_the_commands_a_full_restart_must_send_again(
     instance: str, tmp_path: Path
 ) -> None:
-    """``GatewayServer._live_entries`` (server.py:196-210; the C entries at :205) writes a
-    COMMAND entry only for ``_unpublished``: commands logged but not in the router ring yet.
-    A full restart (new rings) needs more: ``_recover`` (restart.py:92-94) sends again every
-    command logged for the old ring that is still unanswered and not in the journal
-    (``_lost_commands``), since one the old ring held *unread* went with it. Without a
-    compaction the log still has those C entries (nothing removes one); a compaction begun
-    after their publish drops them. So: an order published, not yet read by the router (a
-    busy router ring: when compactions happen), a compaction, then a whole-exchange crash:
-    the order is never sent again nor refused, and stays pending new for good (its ClOrdID
-    taken, ``in_flight`` never 0) -- the state ``test_review_restart_bugs``'s
-    ``test_a_command_logged_but_not_published_is_not_lost_when_the_rings_are_new`` fixed for
-    the unpublished case (without the compaction this test passes). Fix: keep in the live
-    entries the C entries of commands published and still unanswered
-    (``entry.unanswered`` / the API's waiting refs), or drop a C entry only once its command
-    is answered."""
+    """Found (review 29), fixed. ``_live_entries`` wrote a COMMAND entry only for
+    ``_unpublished``: commands logged but not in the router ring yet. A full restart (new
+    rings) needs more: ``_recover`` sends again every command logged for the old ring that
+    is still unanswered and not in the journal (``_lost_commands``), since one the old ring
+    held *unread* went with it. Without a compaction the log still has those C entries
+    (nothing removes one); a compaction begun after their publish dropped them. So: an order
+    published, not yet read by the router (a busy router ring: when compactions happen), a
+    compaction, then a whole-exchange crash: the order was never sent again nor refused, and
+    stayed pending new for good (its ClOrdID taken, ``in_flight`` never 0). Now the gateway
+    keeps the published commands until their answer comes (``SentCommands``, restored from
+    the log at a start too) and a compaction writes the C entries of those still
+    unanswered: after the full restart 'held' is sent again and answered."""
     cfg = config(instance, tmp_path)
     first = Harness(cfg)
     first.add_user("ALICE", "secret", 7)
@@ -225,31 +214,21 @@ def test_a_short_write_to_the_clordid_log_does_not_garble_the_digests_after_it(
     assert {1, 2, 3, 20, 21} <= back, f"read back after the restart: {sorted(back)}"
 
 
-# -- 7. a restarted gateway knows a finished order by a ClOrdID the live one had forgotten ----
+# -- 7. a restarted gateway knew a finished order by a ClOrdID the live one had forgotten --
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an open fault (review 29), low severity, not fixed yet: restore keys a finished "
-        "order by its OrigClOrdID too, so a cancel naming it is 'too late' after a restart "
-        "where it was 'unknown order' before"
-    ),
-)
 def test_a_replaced_then_filled_order_answers_the_same_before_and_after_a_restart(
     harness: Harness,
 ) -> None:
-    """The order log restores a different state than the live gateway had. Live, a
-    finished order is known (``OrderEntry.finished``) by the ClOrdID it ended under, plus
-    the one before a cancel that finished it (``_done`` renames, ``_finish`` twice). Its
-    FINISHED entry keeps ``orig_cl_ord_id``, and ``OrderMemory.restore``
-    (order_memory.py:203-204) adds that as a key for *every* finished order: for one
-    replaced s3 -> s3b and then filled (or cancelled on disconnect, expired), the restarted
-    gateway also knows it as s3, which the live one never did (``_replaced`` moves the key).
-    The same cancel request naming s3 is refused "unknown order" (CxlRejReason 1) before a
-    restart and "too late: finished" (CxlRejReason 0) after it. Fix: log which keys a
-    finished order has (or make ``_finish`` add the orig key in the same cases as
-    ``restore``)."""
+    """Found (review 29), fixed. Live, a finished order is known (``OrderEntry.finished``)
+    by the ClOrdID it ended under, plus the one before a cancel that finished it (``_done``
+    renames, ``_finish`` twice). ``OrderMemory.restore`` added its ``orig_cl_ord_id`` as a
+    key for *every* finished order: for one replaced s3 -> s3b and then filled (or cancelled
+    on disconnect, expired), the restarted gateway also knew it as s3, which the live one
+    never did (``_replaced`` moves the key), and a cancel naming s3 was refused "unknown
+    order" (CxlRejReason 1) before a restart and "too late: finished" (CxlRejReason 0) after
+    it. Now the FINISHED entry says whether the order is known by its OrigClOrdID too, and
+    ``restore`` keys it so: the restarted gateway answers as the live one did."""
 
     async def scenario(h: Harness, port: int) -> None:
         alice = await logged_on(port)

@@ -136,33 +136,25 @@ def test_a_store_reopened_after_a_crash_between_its_two_writes_reuses_no_msgseqn
     )
 
 
-# -- 4. an inbound order taken by a session that closes in the same read -----------------------
+# -- 4. an inbound order taken by a session that closed in the same read ----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an open fault (review 29), not fixed yet: a Logout's store flush saves next_in "
-        "before the order read with it is logged (fix: log the outgoing commands before any "
-        "store flush)"
-    ),
-)
 def test_an_order_followed_by_a_logout_in_one_read_is_not_lost_by_a_crash(
     harness: Harness,
 ) -> None:
-    """The sibling of ``test_review5_restart_bugs.test_an_order_whose_msgseqnum_was_persisted_
-    is_not_lost_by_a_crash``, whose fix defers the connection's write (and so the store's
-    flush) to after ``publish`` logs the commands (connections.py:84-88). ``Session._close``
-    flushes the store itself (session.py:345-346): a NewOrderSingle and a Logout in one TCP
-    read (a script's "send, log out") make the session answer the Logout and close, and the
-    store's ``next_in`` now counts the order, while the order is still only in
-    ``entry.outgoing`` until the deferred ``_publish_soon``. A crash in between: no log
-    holds the order, the session says it was received, the next logon asks for no resend,
-    and the order is neither placed nor refused. (``connection_lost`` has the same order in
-    a far narrower window: ``session.connection_lost`` flushes before ``self.publish()``,
-    connections.py:71-77.)
-    Fix: log the outgoing commands before a session's store is flushed (e.g. ``_close``
-    leaves the flush to the shell's write, or the shell publishes first)."""
+    """Found (review 29), fixed. The sibling of ``test_review5_restart_bugs.test_an_order_
+    whose_msgseqnum_was_persisted_is_not_lost_by_a_crash``, whose fix defers the
+    connection's write (and so the store's flush) to after ``publish`` logs the commands.
+    ``Session._close`` flushes the store itself: a NewOrderSingle and a Logout in one TCP
+    read (a script's "send, log out") made the session answer the Logout and close, and the
+    store's ``next_in`` counted the order while the order was still only in
+    ``entry.outgoing``, until the deferred ``_publish_soon``. A crash in between: no log
+    held the order, the session said it was received, the next logon asked for no resend,
+    and the order was neither placed nor refused (``connection_lost``, a ResendRequest's
+    read of the store and a reset had the same window). Now a store calls the gateway's
+    ``before_save`` before it saves its sequence numbers, which logs the commands waiting
+    in ``outgoing`` first (``OrderLogging._before_store_save``): here the order is logged
+    before ``_publish_soon`` would have run, and placed by the restart."""
 
     async def scenario(h: Harness, port: int) -> None:
         alice = await logged_on(port)
@@ -191,31 +183,22 @@ def test_an_order_followed_by_a_logout_in_one_read_is_not_lost_by_a_crash(
     run(harness, scenario)
 
 
-# -- 9. the audit journal lags the wire by up to a second -------------------------------------
+# -- 9. the audit journal lagged the wire by up to a second ----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an open fault (review 29), not fixed yet: the audit journal is flushed per pump with"
-        " events and by the 1 s timer, so a message sent from a client's own input can miss "
-        "it for up to a second before a crash"
-    ),
-)
 def test_a_message_on_the_wire_is_in_the_audit_journal_before_a_crash_can_lose_it(
     harness: Harness,
 ) -> None:
-    """audit.py: "every inbound and outbound message ... written when the shell calls
-    ``flush`` (once per loop pass)". The shell flushes only in ``pump`` when a ring had
-    events (server.py:343) and in the 1 s timer (server.py:402). A pass that handles only
-    client input -- a Logon, a Heartbeat, an order the gateway refuses itself, any answer
-    written by ``after_input`` -- writes to the socket and leaves the audit lines in memory
-    for up to a second, and a NewOrderSingle's line waits for its ack's event. A crash then
-    loses them: the journal lacks messages the client did get (and orders the exchange did
-    execute). Here: ALICE's order on an unknown symbol is refused at once; she has the
-    refusal, the journal has neither message (the timer task is stopped, so that its tick
-    does not fall inside the few ms this takes). Fix: flush the audit before the socket
-    write (as ``Connection.write`` flushes the store), or once per pass in ``_publish_soon``."""
+    """Found (review 29), fixed. The shell flushed the audit journal only in ``pump`` when
+    a ring had events and in the 1 s timer: a pass that handled only client input -- a
+    Logon, a Heartbeat, an order the gateway refuses itself, any answer written by
+    ``after_input`` -- wrote to the socket and left the audit lines in memory for up to a
+    second, and a crash then lost them: the journal lacked messages the client did get.
+    Now ``Session.take_output`` flushes the journal before it hands the frames to the
+    socket (the first take of a pass writes the lines of every session: one ``write``).
+    Here: ALICE's order on an unknown symbol is refused at once; once she has the refusal,
+    the journal on disk has it and the order (the timer task is stopped, so that its tick
+    does not fall inside the few ms this takes)."""
 
     async def scenario(h: Harness, port: int) -> None:
         alice = await logged_on(port)
@@ -237,31 +220,23 @@ def test_a_message_on_the_wire_is_in_the_audit_journal_before_a_crash_can_lose_i
     run(harness, scenario)
 
 
-# -- 10. counter ExecIDs repeat when the clock stepped back over a restart -------------------
+# -- 10. counter ExecIDs repeated when the clock stepped back over a restart -----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an open fault (review 29), low likelihood, not fixed yet: the ExecID counter starts "
-        "from the wall clock, not from a logged high mark, so a clock stepped back over a "
-        "restart can repeat ExecIDs"
-    ),
-)
 def test_counter_exec_ids_stay_unique_when_the_clock_stepped_back_over_a_restart(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """order_replies.py: reports no event makes (status answers, Restated reports after a
-    reconcile, the gateway's own refusals) "take a counter that starts at the wall clock in
-    ns, so those never repeat across restarts either". ``OrderEntry.__init__`` starts it at
-    ``time.time_ns()`` (orders.py:122) and nothing of it is logged or restored, so after a
-    restart with the clock stepped back (NTP: the premise under which
+    """Found (review 29), fixed. Reports no event makes (status answers, Restated reports
+    after a reconcile, the gateway's own refusals) took a counter that ``OrderEntry``
+    started at ``time.time_ns()``, with nothing of it logged or restored, so after a restart
+    with the clock stepped back (NTP: the premise under which
     ``test_refs_stay_unique_when_the_clock_stepped_back_over_a_restart`` fixed the client
-    refs, ``OrderMemory.restore``'s max over the logged refs) the counter hands out ExecIDs
-    the previous run already used. A client that drops reports by a known ExecID then drops,
-    say, the Restated report of the fills a full restart recovered from the books. Fix: keep
-    the counter's high mark in the order log (or start it above the newest logged ref/time
-    it can see), as the refs are."""
+    refs) it handed out ExecIDs the previous run had used; a client that drops reports by a
+    known ExecID would drop, say, the Restated report of the fills a full restart recovered
+    from the books. Now the counter's ids are reserved in blocks, each made durable in the
+    gateway's ``exec-ids`` file before its first id is used (``exec_ids.py``), and a
+    restart starts above the last block reserved: a status answer after the restart has an
+    ExecID the one before it did not, whatever the clock says."""
 
     async def scenario(h: Harness, port: int) -> None:
         alice = await logged_on(port)

@@ -4,11 +4,16 @@ file whole, and the standby writes only paths of the shipped kinds."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from procs.replica.files import FileReceiver, FileShipper
+from config.edges import GatewayConfig
+from config.schema import RingexConfig
+from procs.gateway.exec_ids import FILE_NAME as EXEC_IDS
+from procs.gateway.exec_ids import ExecIdBlocks
+from procs.replica.files import FileReceiver, FileShipper, shipped_files
 from procs.replica.wire import StateFile
 
 
@@ -80,3 +85,24 @@ def test_a_file_rewritten_on_the_same_inode_is_sent_whole(tmp_path: Path) -> Non
     receiver.sync()
     assert (standby / "users.json").read_bytes() == users.read_bytes()
     assert (standby / "gw1" / "orders.log").read_bytes() == log.read_bytes()
+
+
+def test_the_execid_mark_reaches_the_standby_and_a_promoted_counter_starts_above_it(
+    tmp_path: Path,
+) -> None:
+    """A promoted gateway's counter ExecIDs start above every id the primary reserved, even
+    with the standby's clock behind the primary's (``procs/gateway/exec_ids.py``)."""
+    cfg = RingexConfig(
+        instance="x", var_dir=str(tmp_path), gateways=[GatewayConfig(name="gw1", id=1)]
+    )
+    assert "gw1/exec-ids" in shipped_files(cfg)
+    primary, standby = tmp_path / "p", tmp_path / "s"
+    blocks = ExecIdBlocks(primary / "gw1" / EXEC_IDS, block=1000)
+    far_ahead = time.time_ns() + 10**15  # the primary's clock, a few days ahead
+    blocks.reserve(far_ahead)
+    shipper, receiver = FileShipper(primary, shipped_files(cfg)), FileReceiver(standby)
+    sync(shipper, receiver)
+    assert ExecIdBlocks(standby / "gw1" / EXEC_IDS).start() == far_ahead + 1000
+    blocks.reserve(far_ahead + 1000)  # rewritten whole (a rename): sent whole again
+    sync(shipper, receiver)
+    assert ExecIdBlocks(standby / "gw1" / EXEC_IDS).start() == far_ahead + 2000

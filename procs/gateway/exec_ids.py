@@ -1,0 +1,74 @@
+"""Where the ExecIDs of reports that no event makes start: above every one a previous run of
+the gateway may have used, whatever the clock did meanwhile.
+
+A status answer, a Restated report or a refusal by the gateway itself takes the next number of
+a counter (``order_replies.py``). Starting it at the wall clock alone repeats ids after a
+restart with the clock stepped back (NTP), and a client that drops reports by a known ExecID
+drops the new ones. So ids are handed out in blocks reserved in a file: before the first id of
+a block is used, "ids up to N are reserved" is made durable (written aside, fsynced, renamed
+over: ``procs.common.durable``), and a restart starts above N. A block of ``BLOCK`` ids keeps
+those writes to one per million reports; a restart skips at most the rest of one block, a
+sliver of the 2**63 ids a counter at today's clock in ns still has room for.
+
+Rejected: logging the high mark in the order log (its entry kinds are the orders', and a
+report sent between two of its writes would not be covered), or deriving the start from the
+newest logged client ref (an id handed out after the last logged ref is not covered either).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from procs.common.durable import make_dirs, replace_durably
+
+#: Ids reserved by one durable write.
+BLOCK = 1 << 20
+#: The name of the file in the gateway's directory.
+FILE_NAME = "exec-ids"
+
+
+class ExecIdBlocks:
+    """The reservations of one gateway's counter ExecIDs, in ``path`` (None: kept in memory
+    only, for an order entry without a directory; ids then start at the clock, as unique
+    across restarts as the clock is monotonic).
+
+    ``start()`` is where the counter stands before its first id (ids handed out are above
+    it); ``reserve(last)`` is called with the last id used (or the start) when the counter
+    needs the next one, and returns the new block's end, durable on return: ids up to it
+    may be used. Called from the gateway's event loop only."""
+
+    def __init__(self, path: Path | None, block: int = BLOCK) -> None:
+        if block < 1:
+            raise ValueError(f"an ExecID block of {block} ids: at least 1 (path={path})")
+        self.path = path
+        self.block = block
+
+    def start(self) -> int:
+        """Above every id reserved before (the file's mark), and not below the clock in ns
+        (a gateway that never wrote the file, or a standby promoted without it, starts as the
+        counter always did)."""
+        clock = time.time_ns()
+        if self.path is None:
+            return clock
+        try:
+            text = self.path.read_bytes()
+        except FileNotFoundError:
+            return clock
+        try:
+            mark = int(text)
+        except ValueError:
+            # Written whole by a rename, never torn: anything else was put there by hand.
+            raise ValueError(
+                f"{self.path}: {text[:40]!r} is not an ExecID mark (one decimal integer); "
+                "remove the file to start the ExecIDs at the clock"
+            ) from None
+        return max(mark, clock)
+
+    def reserve(self, last: int) -> int:
+        """Reserve the ids after ``last`` up to the returned end: written durably first."""
+        end = last + self.block
+        if self.path is not None:
+            make_dirs(self.path.parent)
+            replace_durably(self.path, b"%d\n" % end)
+        return end

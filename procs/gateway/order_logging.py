@@ -1,0 +1,143 @@
+"""What the gateway writes to its order log (``order_log.py``), and when: its commands before
+the router ring gets them (and before a session's store saves the MsgSeqNums that count
+them), its orders' changes with the input cursors after each batch of events, and a
+compaction in steps, one per write.
+
+A mixin of ``GatewayServer`` (``server.py``), which owns the state it names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from itertools import chain
+from typing import TYPE_CHECKING
+
+from procs.common.records import Record, RecordCodec
+from procs.gateway.clordids import SeenLog
+from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, Kept, OrderLog
+from procs.gateway.orders import OrderEntry
+from procs.gateway.sent_commands import SentCommands
+from shm import EncodeError, Producer
+from shm.consumer import Consumer
+
+if TYPE_CHECKING:
+    from procs.gateway.rest import RestApi
+
+log = logging.getLogger("ringex.gateway")
+#: After an order-log compaction failed (a full disk), how long before one is begun again.
+COMPACT_RETRY_S = 5
+
+
+class OrderLogging:
+    codec: RecordCodec
+    entry: OrderEntry
+    api: RestApi | None
+    order_log: OrderLog
+    seen_log: SeenLog
+    producer: Producer[Record]
+    inputs: list[Consumer[Record]]
+    _handled: dict[str, int]
+    _handled_part: dict[str, int]
+    #: Sequence in the router ring -> slot image, of commands logged and not yet published.
+    _unpublished: dict[int, bytes]
+    #: and of those published, whose answer may not have come (a compaction keeps them)
+    sent: SentCommands
+    _logged_to: int  # commands below this sequence in the router ring are in the log
+    _compact_after: float  # a failed compaction is begun again from then on (monotonic s)
+    _closed: bool
+
+    def _changes(self) -> list[Kept]:
+        """The order entries' changes since the last log frame: FIX's, then the API's."""
+        entries = self.entry.take_changes()
+        if self.api is not None:
+            entries += self.api.core.take_changes()
+        return entries
+
+    def _write_log(self, entries: list[Kept]) -> None:
+        order_log = self.order_log
+        order_log.write(entries)
+        if order_log.compacting:  # a step per write: no pass of the loop waits for all of it
+            self._compaction_step(order_log.step_compaction)
+        elif order_log.wants_compaction and time.monotonic() >= self._compact_after:
+            self._compaction_step(lambda: order_log.begin_compaction(self._live_entries()))
+
+    def _compaction_step(self, step: Callable[[], object]) -> None:
+        """A step of the order log's compaction; one that fails (a full disk: the log keeps
+        everything, its appends may still fit) is given up, logged, and begun again later,
+        never the end of the gateway."""
+        try:
+            step()
+        except OSError as exc:
+            log.error("order log compaction failed (%s): the log is whole; again in %d s",
+                      exc, COMPACT_RETRY_S)  # fmt: skip
+            self._compact_after = time.monotonic() + COMPACT_RETRY_S
+
+    def _live_entries(self) -> Iterator[Kept]:
+        """The order log's live entries as of now, for a compaction in steps: the orders'
+        entries made as they are taken, the positions and commands (a few) at once."""
+        created = self.producer.ring.created_ns
+        now = [self._position(c) for c in self.inputs]
+        now += [
+            (HANDLED, name, seq, self._handled_part.get(name))
+            for name, seq in self._handled.items()
+        ]
+        now += self.sent.entries()  # first: one at the same seq is older (a ring before)
+        now += [(COMMAND, seq, created, image) for seq, image in self._unpublished.items()]
+        api = () if self.api is None else self.api.core.dump_lazily()
+        return chain(self.entry.dump_lazily(), api, now)
+
+    @staticmethod
+    def _position(consumer: Consumer[Record]) -> Entry:
+        return (POSITION, consumer.ring.name, consumer.ring.created_ns, consumer.sequence)
+
+    def _log_commands(self, chunk: list[Record], base: int) -> int | None:
+        """Log the chunk's commands not yet logged, with the order entry's changes; returns
+        the index of one that does not fit its record (nothing from it on is logged)."""
+        entries = self._changes()
+        created = self.producer.ring.created_ns
+        bad = None
+        for i in range(max(0, self._logged_to - base), len(chunk)):
+            try:
+                image = self.codec.encode_slot(chunk[i])
+            except EncodeError as exc:  # the edges check every value; this is the backstop
+                log.error("dropped a command that does not fit its record: %s", exc)
+                bad = i
+                break
+            self._unpublished[base + i] = image
+            entries.append((COMMAND, base + i, created, image))
+        entries.append((POSITION, self.producer.ring.name, created, base + len(chunk)))
+        self._write_log(entries)
+        self._logged_to = base + (len(chunk) if bad is None else bad)
+        return bad
+
+    def _log_outgoing(self) -> None:
+        """Log every command waiting in ``outgoing``, whatever the ring takes: a session's
+        store counts their MsgSeqNums, and a crash must not lose one it counts."""
+        outgoing, producer = self.entry.outgoing, self.producer
+        while outgoing and producer.sequence + len(outgoing) > self._logged_to:
+            bad = self._log_commands(outgoing, producer.sequence)
+            if bad is None:
+                break
+            del outgoing[bad]
+
+    def _before_store_save(self) -> None:
+        """A session's store is about to save its next inbound MsgSeqNum: the commands of
+        the messages it counts are logged first. Its write waits for ``publish`` to do so
+        (``after_input``), but a store saves on its own too: a Logout read with an order
+        closes the session, a ResendRequest reads the store, a reset truncates it."""
+        outgoing = self.entry.outgoing
+        if (
+            outgoing
+            and not self._closed
+            and self.producer.sequence + len(outgoing) > self._logged_to
+        ):
+            self.seen_log.keep(self.entry.seen)
+            self._log_outgoing()
+
+    def _unanswered(self, ref: int) -> bool:
+        """Whether the command of client ref ``ref`` waits for its answer (FIX or REST)."""
+        return self.entry.unanswered(ref) or (
+            self.api is not None and ref in self.api.core.requests
+        )
