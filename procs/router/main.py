@@ -67,6 +67,7 @@ from procs.common.topology import (
     matcher_input,
     matcher_output,
 )
+from procs.common.units import UnitsError, pin_units, units_refused
 from procs.core.recovery import (
     JournaledTail,
     recover,
@@ -102,6 +103,8 @@ class RouterShell:
         self.cfg = cfg
         self.codec = codec = codec or RecordCodec()
         Epochs.load(journal_dir(cfg)).check_open(journal_dir(cfg))  # JournalFencedError
+        if refused := units_refused(cfg):  # before a replay under other units
+            raise UnitsError(refused)
         tail = JournaledTail.for_config(cfg)
         self._tail_window = tail.window
         #: gateway -> the journal's next seq when its replies began to wait for room
@@ -123,6 +126,7 @@ class RouterShell:
             fsync=journal.fsync,
             fsync_interval_ms=journal.fsync_interval_ms,
         )
+        pin_units(cfg)
         self._journal_fees()
         self._journal_rules()
         rep = cfg.replication
@@ -573,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         shell = RouterShell(load_profile(args.profile))
-    except JournalFencedError as exc:
+    except (JournalFencedError, UnitsError) as exc:
         log.error("%s", exc)
         return 2
     stopped = stop_on_signals()

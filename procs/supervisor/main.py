@@ -46,6 +46,7 @@ from procs.common.parent_death import die_with_parent
 from procs.common.records import RecordCodec
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
+from procs.common.units import UnitsError, units_refused
 from procs.supervisor.draining import drain
 from procs.supervisor.held import GO, GRACE_ENV
 from procs.supervisor.listening import missing_listeners
@@ -116,6 +117,16 @@ class Supervisor:
         ``supervisor.nice`` this process may not set."""
         specs = [child.spec for child in self.children]
         if refused := cpus_missing(specs) or nice_refused(specs):
+            raise SupervisorError(refused)
+
+    def refuse_other_units(self) -> None:
+        """Refuse a config whose units differ from its journal's (``procs/common/units.py``):
+        its router would refuse at each restart."""
+        try:
+            refused = units_refused(self.cfg)
+        except UnitsError as exc:
+            refused = str(exc)
+        if refused:
             raise SupervisorError(refused)
 
     def refuse_running(self) -> None:
@@ -528,6 +539,7 @@ class Supervisor:
         try:
             self.refuse_running()  # before starting anything of it
             self.refuse_cpus_missing()
+            self.refuse_other_units()
         except SupervisorError as exc:
             log.error("%s", exc)
             return 1

@@ -1,0 +1,120 @@
+"""The units the journal's integers are in, pinned beside it when it begins.
+
+A balance is an integer of its asset's minor unit (10**-decimals), a price and a quantity
+integers of 10**-price_decimals of the symbol's quote and 10**-qty_decimals of its base
+(``procs/core/accounts.py``). The journal holds those integers, not the units. A config that
+changed an asset's decimals, a symbol's decimals or assets, or which id names what, would make
+every balance mean another amount, and a replay settle each journaled trade in other units
+than it settled live (same input, other output). Symbol rules and fees may change and are
+journaled when they do (``symbol_rules.py``, ``fees.py``); units cannot change under a
+journal. So ``units.json`` in the journal's directory records them when the router first
+starts on the journal, and a start whose config says otherwise is refused, naming each
+difference: by the supervisor before it touches the instance (``ringex run``), and by the
+router before it replays (a unit started another way).
+
+Assets and symbols added to the config are pinned as they first appear; one removed from it
+stays pinned (its id may not come back naming something else). A journal begun before this
+file existed has it written at its next start, from the config of that start.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from config.schema import RingexConfig
+from procs.common.durable import replace_durably
+from procs.common.topology import journal_dir
+
+FILE_NAME = "units.json"
+
+
+def units_path(cfg: RingexConfig) -> Path:
+    return journal_dir(cfg) / FILE_NAME
+
+
+def units_of(cfg: RingexConfig) -> dict[str, dict[str, dict[str, Any]]]:
+    """The config's units: each asset's id and decimals, each symbol's id, assets and
+    decimals, by name."""
+    return {
+        "assets": {a.name: {"id": a.id, "decimals": a.decimals} for a in cfg.assets},
+        "symbols": {
+            s.name: {
+                "id": s.id,
+                "base": s.base,
+                "quote": s.quote,
+                "price_decimals": s.price_decimals,
+                "qty_decimals": s.qty_decimals,
+            }
+            for s in cfg.symbols
+        },
+    }
+
+
+class UnitsError(ValueError):
+    """The config's units differ from the journal's, or its units file is not readable."""
+
+
+def _read(path: Path) -> dict[str, dict[str, dict[str, Any]]] | None:
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:  # written whole by a rename: only a hand edit gets here
+        raise UnitsError(f"{path}: not the units JSON the router writes ({exc})") from None
+    if not isinstance(doc, dict) or set(doc) != {"assets", "symbols"}:
+        raise UnitsError(f"{path}: not the units JSON the router writes ({str(doc)[:80]})")
+    return doc
+
+
+def units_refused(cfg: RingexConfig) -> str:
+    """Why this config may not run on its journal ("" when it may): each asset or symbol
+    whose units differ from those pinned, and each id that names something else now."""
+    path = units_path(cfg)
+    pinned = _read(path)
+    if pinned is None:
+        return ""
+    now = units_of(cfg)
+    problems: list[str] = []
+    for kind in ("assets", "symbols"):
+        kept = pinned[kind]
+        kind_name = kind[:-1]
+        for name, fields in now[kind].items():
+            before = kept.get(name)
+            if before is None:
+                owner = next((n for n, f in kept.items() if f.get("id") == fields["id"]), None)
+                if owner is not None:
+                    problems.append(
+                        f"{kind_name} id {fields['id']} names {name!r} in the config and "
+                        f"{owner!r} in the journal"
+                    )
+                continue
+            for key, value in fields.items():
+                if before.get(key) != value:
+                    problems.append(
+                        f"{kind_name} {name} {key}: {value!r} in the config, "
+                        f"{before.get(key)!r} in the journal"
+                    )
+    if not problems:
+        return ""
+    return (
+        f"the config's units differ from those of the journal ({path}): "
+        + "; ".join(problems)
+        + ". The journal's amounts are integers of the units it began with: a replay under "
+        "others would change every balance, so units cannot change under a journal "
+        "(a new instance, with its own journal, can have others)"
+    )
+
+
+def pin_units(cfg: RingexConfig) -> None:
+    """Record the config's units beside the journal, adding what is new; the ones pinned
+    stay (``units_refused`` was "" for this config). Durable on return."""
+    path = units_path(cfg)
+    pinned = _read(path) or {"assets": {}, "symbols": {}}
+    now = units_of(cfg)
+    merged = {kind: {**now[kind], **pinned[kind]} for kind in ("assets", "symbols")}
+    if merged != pinned:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(merged, indent=1, sort_keys=True).encode() + b"\n"
+        replace_durably(path, data)
