@@ -22,6 +22,7 @@ The routes and their parameters are documented in ``openapi.py`` (``GET /openapi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -75,6 +76,9 @@ BALANCE_WAIT_S = 1.0
 #: asks for a snapshot instead (a push is the same batch's as a rule; a restarted router
 #: has no watches until they are renewed).
 PUSH_WAIT_S = 0.25
+#: The longest ``GET order`` of an order followed from another gateway's events waits for
+#: its row to fill in its type (``LiveOrder.complete``) before answering without it.
+COMPLETING_WAIT_S = 0.5
 _CORS_HEADERS = ", ".join(("Content-Type", API_KEY, TIMESTAMP, RECV_WINDOW, SIGNATURE))
 
 
@@ -443,9 +447,13 @@ class RestApi:
         client_id = params.get("origClientOrderId", "")
         if live is not None and live.symbol.id == sym.id:
             if live.partial and self.history is not None:  # followed from another gateway
-                row = await self.db(self.history.order(key.account, live.order_id))
-                if row is not None:
-                    live.complete(row)
+                # what its row adds, if the database answers soon: the live view is the
+                # answer, and never waits for a database down or slow
+                with contextlib.suppress(ApiError, TimeoutError):
+                    async with asyncio.timeout(COMPLETING_WAIT_S):
+                        row = await self.db(self.history.order(key.account, live.order_id))
+                    if row is not None:
+                        live.complete(row)
             return json_response(live.json())
         if oid is not None and self.history is not None:
             row = await self.db(self.history.order(key.account, oid))

@@ -6,13 +6,14 @@ router's verdict (refused only for an unknown symbol or the account's command ra
 request's; then the matchers end the orders. The answer lists the orders that were open
 when the request came: those this gateway follows, and those the database lists open (read
 while the cancel is on its way, for at most ``LISTING_WAIT_S``; its first 500 a symbol, as
-``openOrders``), each as it stands once it has ended: normally ``CANCELED``, or ``FILLED``
-where a fill came first. The end of an order only the database listed is caught while the
-request runs (``OrderEnds.collect``). One not seen to end within ``ENDS_WAIT_S`` (the
-database still listed it open after it had ended) is shown as it was listed. A database that
-fails or hangs leaves only the orders this gateway follows in the answer, never the cancel
-behind. An order placed while the request was on its way may be cancelled without being
-listed; ``openOrders`` says what is left.
+``openOrders``; not one whose end this gateway saw before the request, which the database
+has not filed yet: ``ended_elsewhere.py``), each as it stands once it has ended: normally
+``CANCELED``, or ``FILLED`` where a fill came first. The end of an order only the database
+listed is caught while the request runs (``OrderEnds.collect``). One not seen to end within
+``ENDS_WAIT_S`` (the database still listed it open after it had ended) is shown as it was
+listed. A database that fails or hangs leaves only the orders this gateway follows in the
+answer, never the cancel behind. An order placed while the request was on its way may be
+cancelled without being listed; ``openOrders`` says what is left.
 """
 
 from __future__ import annotations
@@ -74,10 +75,14 @@ class MassCancelRoute:
                     f"cancel of open orders rejected: {outcome.code.name} "
                     f"({int(outcome.code)}) symbol={sym.name if sym is not None else '(all)'}",
                 )
-            for row, spec in rows:
-                listed.setdefault(row[0], (order_json(row, spec), spec))
-            ends = core.next_ref()
             seen = core.ends.seen(account)
+            ended = core.unfiled.ended
+            for row, spec in rows:
+                # not one whose end came before the request (the row not filed with it yet):
+                # it was not open then, and ``openOrders`` left it out
+                if ended.get(row[0]) is None or row[0] in seen:
+                    listed.setdefault(row[0], (order_json(row, spec), spec))
+            ends = core.next_ref()
             waiting = [oid for oid in listed if oid not in seen and _still_open(core.known(oid))]
             if core.ends.watch(ends, waiting):
                 with contextlib.suppress(ApiError):  # not seen to end in time: as they are

@@ -16,7 +16,7 @@ import msgspec
 from config.schema import AssetConfig, SymbolConfig
 from procs.common.records import OrderDone
 from procs.common.result_codes import ResultCode
-from procs.common.types import DoneReason
+from procs.common.types import DoneReason, OrderFlag
 from procs.gateway.history import STATUS_NAMES, row_type
 from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.order_state import Order
@@ -74,6 +74,9 @@ class LiveOrder:
     display: int = 0  # an iceberg's shown slice in lots (icebergQty), 0: not an iceberg
     amend_ref: int = 0  # the ref of an amend of it sent from here and not answered yet
     triggered: bool = False  # a stop whose trigger came (before it: not on the book)
+    #: an end seen alone (``from_done``), completed: the ``updated_seq`` of the newest row its
+    #: price came from (a newer row may say a price replaced since); 0 for any other view
+    row_seq: int = 0
     #: finished: its order-log entry as last written, encoded (``rest_order_log``)
     logged: msgspec.Raw | None = field(default=None, repr=False, compare=False)
 
@@ -117,14 +120,21 @@ class LiveOrder:
         it was followed from another gateway's ``Accepted`` (``type_name`` ""), and side,
         price and placing time too when only its end was seen (``side`` 0). All but the price
         stay as placed for an order's life, so a row of any age says them right; an end's
-        price is the last the database has. What the view knows stays."""
+        price is the one the newest row it was handed says (``row_seq``). A market or
+        stop-market buy's ``Accepted`` says the router's cap as its price: its row says 0,
+        the client's, as every other view shows it. What the view knows stays."""
+        if self.row_seq and row[16] > self.row_seq:  # a replace filed since the row it took
+            self.price, self.row_seq = row[6], row[16]
         if not self.partial:
             return
         if not self.side:
             self.side, self.price, self.time_ms = row[3], row[6], row[13]
+            self.row_seq = max(row[16], 1)
         if not self.type_name:
             self.type_name = row_type(row[4], row[15])
             self.tif, self.stop_price, self.display = row[5], row[7], row[17]
+            if row[15] & OrderFlag.CAPPED:  # the Accepted's price was the router's cap
+                self.price = row[6]
             # a stop that traded was triggered (as ``from_row``); its Triggered, if seen, said so
             self.triggered = self.triggered or bool(self.stop_price and self.cum)
 

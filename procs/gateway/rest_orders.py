@@ -137,6 +137,7 @@ class RestOrders(RestOrderLog, RestBalances):
         """``account`` used the API: follow its orders and balances for ``interest_s``."""
         if account not in self.interest:
             self._follow_fix_orders(account, session)
+            self._keep_recent_ends(account)
         self.interest[account] = now_s + self.interest_s
         self.sessions[account] = session
         if account not in self._watched:
@@ -147,6 +148,15 @@ class RestOrders(RestOrderLog, RestBalances):
         for o in self.fix_orders(session):
             if o.order_id and o.leaves and o.status in (b"0", b"1") and o.order_id not in self.live:
                 self.live[o.order_id] = from_fix(o, account)
+
+    def _keep_recent_ends(self, account: int) -> None:
+        """The ends of ``account``'s orders seen just before its interest began, kept as those
+        seen since (``ended_elsewhere.py``): the writer may not have filed them yet."""
+        ended, by_id = self.unfiled.ended, self.instruments.by_id
+        for done in reversed(ended.recent(account)):  # each before those kept: oldest first
+            sym = by_id.get(done.symbol)
+            if sym is not None:
+                ended.add(from_done(done, sym), older=True)
 
     def tick(self, now_s: float) -> None:
         """Once a second: renew balance watches, forget accounts no longer of interest."""
@@ -465,6 +475,8 @@ class RestOrders(RestOrderLog, RestBalances):
                 sym = self.instruments.by_id.get(done.symbol)
                 if sym is not None:
                     self.unfiled.ended.add(from_done(done, sym))
+            else:  # in case its interest begins before the writer files it
+                self.unfiled.ended.passed(done)
         if request is not None and request.kind == "cancel":
             request.order = request.outcome.order = order or request.order
             if request.outcome.order is None:  # not followed here: what the event says
