@@ -44,6 +44,7 @@ from procs.dbwriter.main import run as dbwriter_run
 from procs.supervisor.draining import stop_bound_s
 from procs.supervisor.main import Supervisor
 from procs.supervisor.main import main as supervisor_main
+from procs.supervisor.preflight import units_differ
 from procs.supervisor.run_files import process_start, read_status, run_dir, supervisor_running
 from shm import Ring
 from shm.errors import ShmError
@@ -103,6 +104,9 @@ def _shm_rm(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     cfg = load_profile(_profile(args))
+    if refused := units_differ(cfg):  # its hashes, snapshot and rows would be in other units
+        print(f"ringex replay: {refused}", file=sys.stderr)
+        return 1
     bar = tqdm(total=0, unit="cmd", unit_scale=True, disable=args.quiet, file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
@@ -351,7 +355,13 @@ def _url_host(host: str) -> str:
 
 
 def _admin(args: argparse.Namespace) -> int:
-    return run_admin(args, load_profile(_profile(args)))
+    cfg = load_profile(_profile(args))
+    command = args.admin_command
+    # an amount, an asset or a symbol of another config would be another one to the exchange
+    if command not in ("users", "remove-user") and (refused := units_differ(cfg)):
+        print(f"ringex admin {command}: {refused}", file=sys.stderr)
+        return 1
+    return run_admin(args, cfg)
 
 
 def profile_args(p: argparse.ArgumentParser) -> None:

@@ -7,9 +7,11 @@
 ``status``: both journals' last seq and epoch (and fence), the standby's lag and whether
 their history hashes agree, the primary's replication status (mode, acknowledged seq,
 whether sync mode is degraded) and whether the standby holds its promotion prestarted.
-``promote``: fence the old primary first (SIGKILL its supervisor and every process it ran,
-from its status file, and mark its journal fenced by the new epoch, so whatever restarts it
-cannot sequence: two primaries must never accept orders at once), then promote the standby.
+``promote``: refuse a standby whose config's units are not the journal's (``units.json``,
+shipped to it), doing nothing; then fence the old primary (SIGKILL its supervisor and every
+process it ran, from its status file, and mark its journal fenced by the new epoch, so
+whatever restarts it cannot sequence: two primaries must never accept orders at once), then
+promote the standby.
 Its supervisor holds the promoted instance's processes, started and imported
 (``procs/supervisor/promotion.py``): told to promote (a request file, then SIGUSR1), it
 stops the standby process (a clean stop: it writes snapshots of its hot state, so nothing is
@@ -197,6 +199,18 @@ def diverged(primary: RingexConfig, standby: RingexConfig) -> int:
     return 0
 
 
+def units_differ(primary: RingexConfig, standby: RingexConfig) -> str:
+    """Why the standby's config may not run on the primary's journal ("" when it may): its
+    units differ from those pinned beside it (``procs/common/units.py``), as shipped to the
+    standby's journal or, where this host reads it, in the primary's own."""
+    from procs.common.units import UnitsError, units_path, units_refused  # noqa: PLC0415
+
+    try:
+        return units_refused(standby) or units_refused(standby, units_path(primary))
+    except UnitsError as exc:
+        return str(exc)
+
+
 def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int:
     started = time.monotonic()
 
@@ -218,6 +232,9 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
         print(f"{standby.instance}'s journal differs from {primary.instance}'s at seq {at}: "
               "promoting it would lose what the primary acknowledged after that; nothing done "
               "(--force promotes it anyway)", file=sys.stderr)  # fmt: skip
+        return 1
+    if refused := units_differ(primary, standby):  # before the fence: else no primary at all
+        print(f"{standby.instance} cannot be promoted: {refused}; nothing done", file=sys.stderr)
         return 1
     # past every epoch either journal knows, its fence's included (a fenced journal's
     # promotion must not reuse the epoch that fenced it) and those a standby was told of
@@ -290,8 +307,9 @@ def await_promoted(
 def supervise(profile: str, after_pid: int, epoch: int) -> int:
     """The promoted instance's supervisor, started at once: its processes import (held)
     while the fence and the standby's stop happen. It goes on once ``promote`` says go (the
-    old primary is fenced: without that word, nothing starts) and ``after_pid`` has exited,
-    in the new ``epoch``, which begins at the journal's next seq."""
+    old primary is fenced: without that word, nothing starts) and ``after_pid`` has exited
+    (until then the standby's supervisor holds the instance's lock, which this one takes
+    after ``go``), in the new ``epoch``, begun with the lock held at the journal's next seq."""
     from procs.supervisor.main import main as supervisor_main  # noqa: PLC0415  (the point)
 
     def go() -> bool:
@@ -301,6 +319,9 @@ def supervise(profile: str, after_pid: int, epoch: int) -> int:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while after_pid and pid_alive(after_pid) and time.monotonic() < deadline:
             time.sleep(0.005)
+        return True
+
+    def begin() -> bool:
         try:
             first = promotion.begin_epoch(load_profile(profile), epoch)
         except (OSError, ValueError) as exc:  # EpochsError is a ValueError
@@ -309,7 +330,7 @@ def supervise(profile: str, after_pid: int, epoch: int) -> int:
         print(f"epoch {epoch} begins at seq {first}", flush=True)
         return True
 
-    return supervisor_main(["--profile", profile], go)
+    return supervisor_main(["--profile", profile], go, begin)
 
 
 def demote(old_path: str, new_path: str, new_address: str) -> int:

@@ -8,7 +8,10 @@ built-in supervisor.
 Where the supervisor (``procs/supervisor/main.py``) does a job, systemd does it here:
 
 - the instance's rings are created first, by the supervisor's own code (``create_rings``:
-  it refuses a running instance and removes what a dead one left);
+  it refuses a running instance and removes what a dead one left), after its refusal of a
+  config whose units are not the journal's (``refuse_other_units``), and the whole start
+  holds the instance's lock (``run_files.instance_lock``), as a supervisor's start does: a
+  ``ringex run`` of the instance at the same moment is refused, or refuses this one;
 - each process of ``plan(cfg)``, in its order, becomes ``ringex-<instance>-<name>.service`` in
   ``ringex-<instance>.slice`` (``systemd-run``), pinned with ``CPUAffinity=``. It is
   ``Type=notify``: it sends READY=1 (``procs/common/sd_notify.py``) at the point where the
@@ -49,6 +52,7 @@ from procs.common.topology import rings
 from procs.supervisor.draining import drain as drain_rings
 from procs.supervisor.main import Supervisor, SupervisorError
 from procs.supervisor.plan import ProcessSpec, plan
+from procs.supervisor.run_files import InstanceBusyError, instance_lock
 from shm import Ring
 from shm.errors import ShmError
 from shm.inspect import SHM_DIR, list_segments, remove
@@ -179,6 +183,19 @@ class Shell:
 
 
 def start(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
+    """Start the instance's units; 1 where it is refused (it runs, or starts under a
+    supervisor, or its units are not its journal's) or a unit did not start."""
+    if sh.dry_run:
+        return _start(cfg, opts, sh)
+    try:
+        with instance_lock(cfg):  # until every unit has started: its rings are held then
+            return _start(cfg, opts, sh)
+    except InstanceBusyError as exc:
+        print(f"systemd_units: {exc}", file=sys.stderr)
+        return 1
+
+
+def _start(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
     specs = plan(cfg)
     units = [unit_name(cfg, s) for s in specs]
     if sh.dry_run:
@@ -198,7 +215,9 @@ def start(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
                 print(f"systemd_units: no user {opts.uid!r} on this host", file=sys.stderr)
                 return 1
         try:
-            Supervisor(cfg, opts.profile).create_rings()
+            supervisor = Supervisor(cfg, opts.profile)
+            supervisor.refuse_other_units()  # the router would refuse, and be restarted
+            supervisor.create_rings()
         except SupervisorError as exc:
             print(f"systemd_units: {exc}", file=sys.stderr)
             return 1

@@ -9,8 +9,12 @@ than it settled live (same input, other output). Symbol rules and fees may chang
 journaled when they do (``symbol_rules.py``, ``fees.py``); units cannot change under a
 journal. So ``units.json`` in the journal's directory records them when the router first
 starts on the journal, and a start whose config says otherwise is refused, naming each
-difference: by the supervisor before it touches the instance (``ringex run``), and by the
-router before it replays (a unit started another way).
+difference: by the supervisor before it touches the instance (``ringex run``) and before
+each restart (a profile edited meanwhile), by the router before it replays (a unit started
+another way), and by the tools that read the journal or send amounts with a config
+(``ringex replay``, ``ringex admin``). The file is shipped to a standby's journal with the
+gateways' state (``procs/replica/files.py``), so a standby of other units is refused too:
+at its start, by ``failover.py promote`` before it fences the primary, and at its promotion.
 
 Assets and symbols added to the config are pinned as they first appear; one removed from it
 stays pinned (its id may not come back naming something else). A journal begun before this
@@ -68,10 +72,11 @@ def _read(path: Path) -> dict[str, dict[str, dict[str, Any]]] | None:
     return doc
 
 
-def units_refused(cfg: RingexConfig) -> str:
+def units_refused(cfg: RingexConfig, path: Path | None = None) -> str:
     """Why this config may not run on its journal ("" when it may): each asset or symbol
-    whose units differ from those pinned, and each id that names something else now."""
-    path = units_path(cfg)
+    whose units differ from those pinned (in ``path``, by default beside the config's own
+    journal), and each id that names something else now."""
+    path = path or units_path(cfg)
     pinned = _read(path)
     if pinned is None:
         return ""

@@ -1,4 +1,5 @@
-"""The gateways' own state, shipped beside the journal: users, API keys and order logs.
+"""The gateways' own state, shipped beside the journal: users, API keys and order logs; and
+the journal's units.
 
 The journal holds the exchange's state, but not what only the gateways keep: who may log on
 (``users.json``, ``apikeys.json``) and, per gateway, which session and ClOrdID each order has
@@ -8,7 +9,11 @@ are reserved up to (``<gateway>/exec-ids``, ``procs/gateway/exec_ids.py``). A pr
 standby without them could not log a client on, nor report a fill of an order placed before
 the failover with its ClOrdID, and could repeat ExecIDs the primary sent. So the source sends
 what each of these files gained since the last look, and the standby writes it at the same
-place under its own ``var/<instance>/gateway/``.
+place under its own ``var/<instance>/gateway/``. The units the journal's integers are in
+(``journal/units.json``, ``procs/common/units.py``) go the same way to the standby's journal
+directory: without them a promoted router pinned its own config's units over the primary's
+journal, and a standby configured with other decimals settled every trade in other amounts;
+with them the standby's start, ``failover.py promote`` and the promoted start refuse it.
 
 Order. A gateway writes a command to its order log before it publishes it to the router,
 so when the source has read a frame of the journal, the logs already hold every command in
@@ -23,10 +28,10 @@ never reporting a wrong fill.
 A file is followed by inode, size and mtime, and for the logs by the bytes just before
 where the copy ends. A log that grew with those bytes unchanged is sent from there (the logs
 only grow); any other change sends the file again whole (``reset``): a log replaced (a
-compaction), shrunk or rewritten, and the users', keys' and ExecID files, which are rewritten whole
-(``os.replace``) at every change. A file sent whole in several pieces is made aside and
-replaces the standby's copy once complete, so a connection lost mid-way (every new one sends
-every file whole) never leaves a copy cut short. Inode numbers are reused: a file replaced
+compaction), shrunk or rewritten, and the users', keys', ExecID and units files, which are
+rewritten whole (``os.replace``) at every change. A file sent whole in several pieces is made
+aside and replaces the standby's copy once complete, so a connection lost mid-way (every new
+one sends every file whole) never leaves a copy cut short. Inode numbers are reused: a file replaced
 twice between two looks can have the inode and a larger size of the copy's, and appending its
 end to the copy would corrupt it.
 Session stores are not shipped: after a failover FIX sessions start again at sequence 1
@@ -49,10 +54,21 @@ from procs.replica.wire import StateFile
 CHUNK = 4 << 20
 
 
+#: The journal's units, shipped by this name and kept in the journal's directory (``_place``).
+UNITS = "units.json"
+
+
 def shipped_files(cfg: RingexConfig) -> list[str]:
-    """The files shipped, relative to ``var/<instance>/gateway``."""
+    """The files shipped, relative to ``var/<instance>/gateway`` (``UNITS`` aside)."""
     own = ("orders.log", "clordids.log", "exec-ids")
-    return ["users.json", "apikeys.json", *(f"{g.name}/{n}" for g in cfg.gateways for n in own)]
+    gateways = (f"{g.name}/{n}" for g in cfg.gateways for n in own)
+    return ["users.json", "apikeys.json", UNITS, *gateways]
+
+
+def _place(root: Path, name: str) -> Path:
+    """Where file ``name`` is kept, ``root`` being ``var/<instance>/gateway``: the units in
+    the journal's directory, ``var/<instance>/journal`` (``units.units_path``)."""
+    return root.parent / "journal" / UNITS if name == UNITS else root / name
 
 
 def gateway_root(cfg: RingexConfig) -> Path:
@@ -100,7 +116,7 @@ class FileShipper:
         for name in self.names:
             if budget <= 0:
                 break
-            path = self.root / name
+            path = _place(self.root, name)
             try:
                 with path.open("rb") as f:
                     st = os.fstat(f.fileno())
@@ -123,7 +139,7 @@ class FileShipper:
 
 #: What a standby accepts to write (the primary's gateways need not be named in its config).
 SHIPPABLE = re.compile(
-    r"(users\.json|apikeys\.json|[A-Za-z0-9_-]{1,64}/((orders|clordids)\.log|exec-ids))"
+    r"(users\.json|apikeys\.json|units\.json|[A-Za-z0-9_-]{1,64}/((orders|clordids)\.log|exec-ids))"
 )
 
 
@@ -150,7 +166,7 @@ class FileReceiver:
     def apply(self, message: StateFile) -> None:
         if not SHIPPABLE.fullmatch(message.path):
             raise ValueError(f"the primary sent {message.path!r}, not a gateway state file")
-        path = self.root / message.path
+        path = _place(self.root, message.path)
         make_dirs(path.parent)
         aside = path.with_name(path.name + ".shipping")
         if message.reset and message.offset == 0:

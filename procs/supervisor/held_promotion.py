@@ -57,4 +57,4 @@ def run_standby(cfg: RingexConfig, profile: str, stopped: Callable[[], bool]) ->
         log.info("epoch %d begins at seq %d", epoch, first)
         return True
 
-    return spare.run(stopped, begin)
+    return spare.run(stopped, begin=begin)  # under the lock, which the standby let go of

@@ -35,7 +35,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +45,13 @@ from procs.common.parent_death import die_with_parent
 from procs.common.records import RecordCodec
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
-from procs.common.units import UnitsError, units_refused
+from procs.supervisor import preflight
+from procs.supervisor.child import Child
 from procs.supervisor.draining import drain
 from procs.supervisor.held import GO, GRACE_ENV
 from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
-from procs.supervisor.plan import MATCHER_MODULE, ProcessSpec, plan
+from procs.supervisor.plan import MATCHER_MODULE, plan
 from procs.supervisor.preflight import cpus_missing, nice_refused, shm_short
 from procs.supervisor.run_files import (
     InstanceBusyError,
@@ -66,6 +66,9 @@ from shm.health import Health, classify
 from shm.inspect import list_segments, remove_instance
 from shm.ring import ConsumerInfo
 
+#: What is imported from here (``Child`` lives in ``child.py`` now).
+__all__ = ["Child", "StopAsked", "Supervisor", "SupervisorError", "main"]
+
 log = logging.getLogger("ringex.supervisor")
 
 
@@ -75,20 +78,6 @@ class SupervisorError(RuntimeError):
 
 class StopAsked(Exception):  # noqa: N818  (not an error: the operator's stop, while starting)
     """A stop came while processes were starting or recovering: stop now, not once ready."""
-
-
-@dataclass
-class Child:
-    spec: ProcessSpec
-    process: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)  # monotonic times of restarts
-    restarts_total: int = 0  # since the supervisor started (metrics)
-    started_at: float = 0.0
-    ready: bool = False
-    held: bool = False  # started, importing or waiting for the word (``held.py``)
-    seen: ConsumerInfo | None = None  # its line on the ring it reads, at the last look
-    seen_watched: dict[str, ConsumerInfo] = field(default_factory=dict)  # its other lines
-    stuck: bool = False  # logged as stuck (once per episode)
 
 
 class Supervisor:
@@ -122,11 +111,7 @@ class Supervisor:
     def refuse_other_units(self) -> None:
         """Refuse a config whose units differ from its journal's (``procs/common/units.py``):
         its router would refuse at each restart."""
-        try:
-            refused = units_refused(self.cfg)
-        except UnitsError as exc:
-            refused = str(exc)
-        if refused:
+        if refused := preflight.units_differ(self.cfg):
             raise SupervisorError(refused)
 
     def refuse_running(self) -> None:
@@ -377,6 +362,8 @@ class Supervisor:
         starting is one more restart, tried again with a longer backoff, until more than
         ``restart_limit`` within ``restart_window_s`` stop the instance."""
         while True:
+            if refused := preflight.units_differ_now(self.profile):  # the profile it loads again
+                raise SupervisorError(f"{child.spec.name} not restarted: {refused}")
             now = time.monotonic()
             window = self.cfg.supervisor.restart_window_s
             child.restarts = [t for t in child.restarts if now - t < window] + [now]
@@ -520,22 +507,15 @@ class Supervisor:
         stop: Callable[[], bool],
         go: Callable[[], bool] = lambda: True,
         started: Callable[[], None] = lambda: None,
+        begin: Callable[[], bool] = lambda: True,
     ) -> int:
         """Start, watch until ``stop()``, stop. Returns the exit status. ``go`` is called
-        while the processes import, before anything of the instance is touched; False
-        (a promotion that did not fence the old primary) starts nothing. ``started`` runs
-        once the instance is running (a standby's: prestart its promotion). The whole run
-        holds the instance's lock: a second supervisor is refused before it touches it."""
-        try:
-            with instance_lock(self.cfg):
-                return self._run(stop, go, started)
-        except InstanceBusyError as exc:
-            log.error("%s", exc)
-            return 1
-
-    def _run(
-        self, stop: Callable[[], bool], go: Callable[[], bool], started: Callable[[], None]
-    ) -> int:
+        while the processes import, before the instance's lock is taken (a promotion's new
+        supervisor waits there for the standby's, which holds it, to exit); ``begin`` with
+        it held, before anything of the instance is touched (a promotion: its epoch). False
+        from either (a promotion that did not fence the old primary) starts nothing.
+        ``started`` runs once the instance is running (a standby's: prestart its promotion).
+        The rest of the run holds the lock: a second supervisor is refused there."""
         try:
             self.refuse_running()  # before starting anything of it
             self.refuse_cpus_missing()
@@ -544,11 +524,26 @@ class Supervisor:
             log.error("%s", exc)
             return 1
         self.prestart()
+        if not go():
+            self.discard_held()
+            return 1
         try:
-            if not go():
+            with instance_lock(self.cfg):
+                return self._run(stop, begin, started)
+        except InstanceBusyError as exc:
+            log.error("%s", exc)
+            self.discard_held()
+            return 1
+
+    def _run(
+        self, stop: Callable[[], bool], begin: Callable[[], bool], started: Callable[[], None]
+    ) -> int:
+        try:
+            self.refuse_other_units()  # again: a standby's file may have been shipped since
+            if not begin():
                 self.discard_held()
                 return 1
-            # "starting": `ringex stop` and `status` find it from now on (not before go():
+            # "starting": `ringex stop` and `status` find it from now on (not before begin():
             # a promoted instance's would overwrite the standby's, which still runs then)
             self.write_status()
             self.create_rings()  # refuses a running instance before touching anything of it
@@ -576,8 +571,13 @@ class Supervisor:
         return code
 
 
-def main(argv: list[str] | None = None, go: Callable[[], bool] = lambda: True) -> int:
-    """``go``: see ``Supervisor.run`` (``scripts/failover.py`` waits there for the fence)."""
+def main(
+    argv: list[str] | None = None,
+    go: Callable[[], bool] = lambda: True,
+    begin: Callable[[], bool] = lambda: True,
+) -> int:
+    """``go``, ``begin``: see ``Supervisor.run`` (``scripts/failover.py`` waits in ``go`` for
+    the fence and the standby's exit, and begins the new epoch in ``begin``)."""
     parser = argparse.ArgumentParser(description="ringex supervisor")
     parser.add_argument("--profile", default="dev", help="profile name or TOML path")
     args = parser.parse_args(argv)
@@ -590,7 +590,7 @@ def main(argv: list[str] | None = None, go: Callable[[], bool] = lambda: True) -
             from procs.supervisor.held_promotion import run_standby  # noqa: PLC0415
 
             return run_standby(cfg, args.profile, stopped)
-        return Supervisor(cfg, args.profile).run(stopped, go)
+        return Supervisor(cfg, args.profile).run(stopped, go, begin=begin)
     return 0
 
 

@@ -1,8 +1,10 @@
 """What a start checks before it touches an instance, each refusal naming the setting and the
 limit it meets: CPUs this host lacks (``supervisor.cores``), a niceness it may not set
-(``supervisor.nice``), and rings that shared memory cannot hold (``ring.capacity``). Refused
-here, none is a process that cannot be pinned or niced (an opaque ``preexec_fn`` error) or
-a SIGBUS once a ring fills past what /dev/shm can give."""
+(``supervisor.nice``), rings that shared memory cannot hold (``ring.capacity``), and units
+other than the journal's (``procs/common/units.py``), checked again before each restart.
+Refused here, none is a process that cannot be pinned or niced (an opaque ``preexec_fn``
+error), a SIGBUS once a ring fills past what /dev/shm can give, or a router that refuses
+at every restart."""
 
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ import os
 import resource
 from collections.abc import Iterable
 
+from config import load_profile
+from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.records import RecordCodec
 from procs.common.topology import rings
+from procs.common.units import UnitsError, units_refused
 from procs.supervisor.plan import ProcessSpec
 from shm.header import Geometry
 from shm.inspect import SHM_DIR
@@ -87,3 +92,26 @@ def shm_short(cfg: RingexConfig) -> str:
         f"{RecordCodec().slot_size} bytes each), but {SHM_DIR} has {free / mib:.1f} MiB free: "
         f"lower ring.capacity, or give {SHM_DIR} more room (docker run --shm-size)"
     )
+
+
+def units_differ(cfg: RingexConfig) -> str:
+    """Why ``cfg`` may not run on its journal ("" when it may): its units differ from those
+    pinned beside it (``procs/common/units.py``: its router would refuse at every start), or
+    the pinned file is not one the router writes."""
+    try:
+        return units_refused(cfg)
+    except UnitsError as exc:
+        return str(exc)
+
+
+def units_differ_now(profile: str) -> str:
+    """``units_differ`` of the config in ``profile`` as it is now. A restarted process loads
+    its profile again: one edited since the start to other units has its router refuse at
+    every restart (a crash loop, its reason only in the router's log), and a gateway or the
+    database writer would read the journal's integers in other units. "" where the profile
+    does not load: the process says why, as it always did."""
+    try:
+        cfg = load_profile(profile)
+    except ConfigError:
+        return ""
+    return units_differ(cfg)

@@ -24,18 +24,20 @@ def test_a_second_start_while_the_first_holds_the_lock_touches_nothing(
     instance: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The first start has the lock but no rings yet (it is still starting): the second is
-    refused before ``go``, with no status written and no segment made."""
+    refused before ``begin`` (``go``, before the lock, is where a promotion's supervisor
+    waits for the standby's to exit), with no status written and no segment made."""
     profile = write_profile(tmp_path / "p.toml", instance, tmp_path / "var")
     cfg = load_profile(str(profile))
     went = threading.Event()
 
-    def go() -> bool:
+    def begin() -> bool:
         went.set()
         return True
 
+    supervisor = Supervisor(cfg, str(profile))
     with instance_lock(cfg), caplog.at_level(logging.ERROR):
-        assert Supervisor(cfg, str(profile)).run(lambda: True, go) == 1
-    assert not went.is_set()
+        assert supervisor.run(lambda: True, begin=begin) == 1
+    assert not went.is_set() and all(c.process is None for c in supervisor.children)
     assert not status_path(cfg).exists()
     assert list_segments(instance) == []
     assert f"supervisor pid {os.getpid()} holds" in caplog.text

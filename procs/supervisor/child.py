@@ -1,0 +1,25 @@
+"""What the supervisor keeps of each process it runs: its spec, its current process, its
+restarts (for ``restart_limit``), whether it is held or ready, and what the last look for a
+stuck process saw of it (``Supervisor._look_for_stuck``)."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+
+from procs.supervisor.plan import ProcessSpec
+from shm.ring import ConsumerInfo
+
+
+@dataclass
+class Child:
+    spec: ProcessSpec
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)  # monotonic times of restarts
+    restarts_total: int = 0  # since the supervisor started (metrics)
+    started_at: float = 0.0
+    ready: bool = False
+    held: bool = False  # started, importing or waiting for the word (``held.py``)
+    seen: ConsumerInfo | None = None  # its line on the ring it reads, at the last look
+    seen_watched: dict[str, ConsumerInfo] = field(default_factory=dict)  # its other lines
+    stuck: bool = False  # logged as stuck (once per episode)
