@@ -10,6 +10,15 @@ over: ``procs.common.durable``), and a restart starts above N. A block of ``BLOC
 those writes to one per million reports; a restart skips at most the rest of one block, a
 sliver of the 2**63 ids a counter at today's clock in ns still has room for.
 
+A standby gets the file as the replica's shipper next looks at it (``procs/replica/files.py``),
+so the copy a promoted standby starts from may be one reservation old: its primary may have
+used ids up to a block above the copy's mark. A counter therefore starts a block above the
+mark (``counter_start``); a shipper that looks more often than a block's 2**20 reports go out
+(seconds, at any rate) keeps the copy within one reservation. Not covered: a primary that
+dies in its first block after a start of its own with the clock behind the mark, before the
+shipper saw that block's reservation (both start from the same mark; only the standby
+skipping further at its promotion would cover it).
+
 Rejected: logging the high mark in the order log (its entry kinds are the orders', and a
 report sent between two of its writes would not be covered), or deriving the start from the
 newest logged client ref (an id handed out after the last logged ref is not covered either).
@@ -33,10 +42,11 @@ class ExecIdBlocks:
     only, for an order entry without a directory; ids then start at the clock, as unique
     across restarts as the clock is monotonic).
 
-    ``start()`` is where the counter stands before its first id (ids handed out are above
-    it); ``reserve(last)`` is called with the last id used (or the start) when the counter
-    needs the next one, and returns the new block's end, durable on return: ids up to it
-    may be used. Called from the gateway's event loop only."""
+    ``start()`` is above every id reserved before; ``counter_start()`` is where a counter
+    stands before its first id (ids handed out are above it), a block above ``start()``
+    (see the top); ``reserve(last)`` is called with the last id used (or the start) when
+    the counter needs the next one, and returns the new block's end, durable on return:
+    ids up to it may be used. Called from the gateway's event loop only."""
 
     def __init__(self, path: Path | None, block: int = BLOCK) -> None:
         if block < 1:
@@ -64,6 +74,11 @@ class ExecIdBlocks:
                 "remove the file to start the ExecIDs at the clock"
             ) from None
         return max(mark, clock)
+
+    def counter_start(self) -> int:
+        """Where a counter starts: a block above ``start``, above every id the primary of a
+        standby's copy one reservation old may have used."""
+        return self.start() + self.block
 
     def reserve(self, last: int) -> int:
         """Reserve the ids after ``last`` up to the returned end: written durably first."""

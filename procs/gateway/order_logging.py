@@ -1,7 +1,14 @@
 """What the gateway writes to its order log (``order_log.py``), and when: its commands before
 the router ring gets them (and before a session's store saves the MsgSeqNums that count
-them), its orders' changes with the input cursors after each batch of events, and a
-compaction in steps, one per write.
+them, and after the audit journal has the messages they came from), its orders' changes with
+the input cursors after each batch of events, in one frame with the commands those events
+made (a cancel on disconnect), and a compaction in steps, one per write.
+
+A batch's changes go in no other frame: a restart must find all of a batch or none of it
+(half of it, and the events read again are applied twice: a fill counted twice). So a store
+that saves inside a batch (``park`` for a session that is away) logs nothing
+(``_in_batch``): every command a client sent was logged by the ``publish`` that begins the
+pass, and those the events make go in the batch's frame.
 
 A mixin of ``GatewayServer`` (``server.py``), which owns the state it names.
 """
@@ -10,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from typing import TYPE_CHECKING
 
 from procs.common.records import Record, RecordCodec
+from procs.gateway.audit import AuditLog
 from procs.gateway.clordids import SeenLog
 from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, Kept, OrderLog
 from procs.gateway.orders import OrderEntry
@@ -34,6 +42,7 @@ class OrderLogging:
     codec: RecordCodec
     entry: OrderEntry
     api: RestApi | None
+    audit: AuditLog
     order_log: OrderLog
     seen_log: SeenLog
     producer: Producer[Record]
@@ -46,18 +55,28 @@ class OrderLogging:
     sent: SentCommands
     _logged_to: int  # commands below this sequence in the router ring are in the log
     _compact_after: float  # a failed compaction is begun again from then on (monotonic s)
+    _in_batch: bool  # ``pump`` is taking a batch of events, not logged yet
+    #: The entries of the last frame whose write failed (a full disk): the next frame's first.
+    _unwritten: list[Kept]
     _closed: bool
 
     def _changes(self) -> list[Kept]:
-        """The order entries' changes since the last log frame: FIX's, then the API's."""
+        """The order entries' changes since the last log frame: FIX's, then the API's; after
+        the entries of a frame that could not be written, if any (newer ones win a replay)."""
         entries = self.entry.take_changes()
+        if self._unwritten:
+            entries[:0], self._unwritten = self._unwritten, []
         if self.api is not None:
             entries += self.api.core.take_changes()
         return entries
 
     def _write_log(self, entries: list[Kept]) -> None:
         order_log = self.order_log
-        order_log.write(entries)
+        try:
+            order_log.write(entries)
+        except OSError:  # a full disk: the changes were taken, the next frame carries them
+            self._unwritten = entries
+            raise
         if order_log.compacting:  # a step per write: no pass of the loop waits for all of it
             self._compaction_step(order_log.step_compaction)
         elif order_log.wants_compaction and time.monotonic() >= self._compact_after:
@@ -92,9 +111,14 @@ class OrderLogging:
     def _position(consumer: Consumer[Record]) -> Entry:
         return (POSITION, consumer.ring.name, consumer.ring.created_ns, consumer.sequence)
 
-    def _log_commands(self, chunk: list[Record], base: int) -> int | None:
-        """Log the chunk's commands not yet logged, with the order entry's changes; returns
-        the index of one that does not fit its record (nothing from it on is logged)."""
+    def _log_commands(
+        self, chunk: list[Record], base: int, tail: Sequence[Kept] = ()
+    ) -> int | None:
+        """Log the chunk's commands not yet logged, with the order entry's changes (and
+        ``tail``, in the same frame); returns the index of one that does not fit its record
+        (nothing from it on is logged). The audit journal is written first: a command is
+        never in the log, nor the ring, ahead of the line of the message it came from."""
+        self.audit.flush()
         entries = self._changes()
         created = self.producer.ring.created_ns
         bad = None
@@ -108,6 +132,7 @@ class OrderLogging:
             self._unpublished[base + i] = image
             entries.append((COMMAND, base + i, created, image))
         entries.append((POSITION, self.producer.ring.name, created, base + len(chunk)))
+        entries += tail
         self._write_log(entries)
         self._logged_to = base + (len(chunk) if bad is None else bad)
         return bad
@@ -122,15 +147,32 @@ class OrderLogging:
                 break
             del outgoing[bad]
 
+    def _log_batch(self, tail: Sequence[Kept]) -> None:
+        """A batch of events handled: its changes and ``tail`` (the input cursors) in one
+        frame, with the commands its events made (an acknowledged order's cancel on
+        disconnect), so that a crash leaves no request without its command."""
+        outgoing, producer = self.entry.outgoing, self.producer
+        if outgoing and producer.sequence + len(outgoing) > self._logged_to:
+            bad = self._log_commands(outgoing, producer.sequence, tail)
+            if bad is not None:
+                del outgoing[bad]
+                self._log_outgoing()
+        else:
+            entries = self._changes()
+            entries += tail
+            self._write_log(entries)
+
     def _before_store_save(self) -> None:
         """A session's store is about to save its next inbound MsgSeqNum: the commands of
         the messages it counts are logged first. Its write waits for ``publish`` to do so
         (``after_input``), but a store saves on its own too: a Logout read with an order
-        closes the session, a ResendRequest reads the store, a reset truncates it."""
+        closes the session, a ResendRequest reads the store, a reset truncates it. Not
+        inside a batch of events: what waits then, its events made (see the top)."""
         outgoing = self.entry.outgoing
         if (
             outgoing
             and not self._closed
+            and not self._in_batch
             and self.producer.sequence + len(outgoing) > self._logged_to
         ):
             self.seen_log.keep(self.entry.seen)

@@ -127,7 +127,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         self.undeliverable = 0  # reports that could not even be parked
         self._next_ref = time.time_ns()
         self._exec_blocks = ExecIdBlocks(None if directory is None else directory / EXEC_IDS)
-        self._next_exec = self._exec_limit = self._exec_blocks.start()  # none reserved yet
+        self._next_exec = self._exec_limit = self._exec_blocks.counter_start()  # none reserved
         self._times = Timestamps()
         # for the metrics (``procs.common.stats``): counted here, stored by the shell
         self._symbol_names = {s.id: s.name.encode() for s in instruments.by_id.values()}

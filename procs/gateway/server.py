@@ -59,7 +59,7 @@ from procs.gateway.fix import Timestamps, frame
 from procs.gateway.instruments import Instruments
 from procs.gateway.intake import IntakePacing
 from procs.gateway.live_sessions import LiveSessions
-from procs.gateway.order_log import HANDLED, OrderLog
+from procs.gateway.order_log import HANDLED, Kept, OrderLog
 from procs.gateway.order_logging import OrderLogging
 from procs.gateway.order_state import Order
 from procs.gateway.orders import OrderEntry
@@ -147,6 +147,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         self.stats = Counters.open(cfg.instance, gateway_page(gw.id), GATEWAY_COUNTERS)
         self.order_log = OrderLog(self.directory / "orders.log", gw.order_log_compact_mb << 20)
         self._compact_after = 0.0  # a failed compaction is begun again from then on
+        self._in_batch = False  # ``pump`` is taking a batch of events, not logged yet
+        self._unwritten: list[Kept] = []  # a frame a full disk refused: the next one's first
         self.seen_log = SeenLog(self.directory / "clordids.log")
         #: Sequence in the router ring -> slot image, of commands logged and not yet published.
         self._unpublished: dict[int, bytes] = {}
@@ -267,47 +269,51 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
     # -- the loop ---------------------------------------------------------------------------
 
     def pump(self) -> int:
-        """Publish, take events, write reports; returns how many events it took."""
+        """Publish, take events, write reports; returns how many events it took. From the
+        first event to the batch's frame, a store's save logs nothing (``order_logging.py``)."""
         self.publish()
         count = 0
         process = self.entry.process
         api = self.api
         moved: list[Consumer[Record]] = []
         handled, parts = self._handled, self._handled_part
-        for consumer in self.inputs:
-            events = consumer.read(1024)
-            if not events:
-                continue
-            moved.append(consumer)
-            if self._awaiting and consumer.ring.name in self._awaiting:
-                events = self._after_new_rings(consumer, events)
-            _note_handled(consumer.ring.name, events, handled, parts)
-            for event in events:
-                process(event)
-            if api is not None:
-                rest = api.core.process
+        self._in_batch = True
+        try:
+            for consumer in self.inputs:
+                events = consumer.read(1024)
+                if not events:
+                    continue
+                moved.append(consumer)
+                if self._awaiting and consumer.ring.name in self._awaiting:
+                    events = self._after_new_rings(consumer, events)
+                _note_handled(consumer.ring.name, events, handled, parts)
                 for event in events:
-                    rest(event)
-            count += len(events)
-        if moved:
-            if api is not None:
-                api.after_batch()
-            dirty, self._dirty = self._dirty, set()
-            for conn in dirty:
-                conn.write()  # the first write's take put the pass's audit lines out
-            self.audit.flush()  # the lines no write carried: orders not acked yet, parked
-            # reports are in the sessions' stores: now the log, then the cursors
-            self._write_log(
-                self._changes()
-                + [self._position(c) for c in moved]
-                + [
-                    (HANDLED, c.ring.name, handled.get(c.ring.name, 0), parts.get(c.ring.name))
-                    for c in moved
-                ]
-            )
-            for consumer in moved:
-                consumer.commit()
-            self.stats.values[:] = array("Q", self.entry.counters())
+                    process(event)
+                if api is not None:
+                    rest = api.core.process
+                    for event in events:
+                        rest(event)
+                count += len(events)
+            if moved:
+                if api is not None:
+                    api.after_batch()
+                dirty, self._dirty = self._dirty, set()
+                for conn in dirty:
+                    conn.write()  # the first write's take put the pass's audit lines out
+                self.audit.flush()  # the lines no write carried: orders not acked yet, parked
+                # reports are in the sessions' stores: now the log, then the cursors
+                self._log_batch(
+                    [self._position(c) for c in moved]
+                    + [
+                        (HANDLED, c.ring.name, handled.get(c.ring.name, 0), parts.get(c.ring.name))
+                        for c in moved
+                    ]
+                )
+                for consumer in moved:
+                    consumer.commit()
+                self.stats.values[:] = array("Q", self.entry.counters())
+        finally:
+            self._in_batch = False
         return count
 
     async def _poll(self) -> None:
