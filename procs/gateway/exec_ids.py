@@ -35,6 +35,9 @@ from procs.common.durable import make_dirs, replace_durably
 BLOCK = 1 << 20
 #: The name of the file in the gateway's directory.
 FILE_NAME = "exec-ids"
+#: How far a promoted standby's counters skip past the mark it holds (``skip_at_promotion``):
+#: 4,096 blocks, more than a primary reserves between two of the replica's looks.
+PROMOTION_SKIP = 1 << 32
 
 
 class ExecIdBlocks:
@@ -87,3 +90,16 @@ class ExecIdBlocks:
             make_dirs(self.path.parent)
             replace_durably(self.path, b"%d\n" % end)
         return end
+
+
+def skip_at_promotion(path: Path, skip: int = PROMOTION_SKIP) -> int:
+    """A standby becomes the primary: its copy of ``path`` may be a reservation or more
+    behind what the old primary used (a primary restarted with its clock behind the mark
+    reserves its first block from the mark the standby already holds, and may die before
+    the replica ships that write). The mark moves ``skip`` past the copy (or the clock),
+    durably, before the promoted gateway starts; returns the new mark."""
+    blocks = ExecIdBlocks(path)
+    mark = blocks.start() + skip
+    make_dirs(path.parent)
+    replace_durably(path, b"%d\n" % mark)
+    return mark

@@ -71,7 +71,8 @@ def forget_request(cfg: RingexConfig) -> None:
 
 def begin_epoch(cfg: RingexConfig, epoch: int) -> int:
     """Start ``epoch`` at the journal's next seq (the standby has stopped: its journal is
-    whole); returns that seq. Raises ``OSError`` or ``EpochsError`` (a ``ValueError``)."""
+    whole), and skip the gateways' counter ExecIDs past the old primary's; returns that
+    seq. Raises ``OSError`` or ``EpochsError`` (a ``ValueError``)."""
     from procs.common.journal import JournalReader  # noqa: PLC0415  (not on a standby's start)
     from procs.common.records import RecordCodec  # noqa: PLC0415
     from procs.common.topology import journal_dir  # noqa: PLC0415
@@ -92,4 +93,16 @@ def begin_epoch(cfg: RingexConfig, epoch: int) -> int:
     # Epochs that begin past this journal's end wrote nothing here (a standby still catching
     # up, or a demoted primary cut short of them): the new one follows what it holds.
     epochs.begun_by(last + 1).promoted(epoch, last + 1).save(directory)
+    skip_exec_ids(cfg)
     return last + 1
+
+
+def skip_exec_ids(cfg: RingexConfig) -> None:
+    """Each gateway's counter ExecIDs start past any the old primary may have used after
+    its last shipped reservation (``procs/gateway/exec_ids.py``, ``skip_at_promotion``)."""
+    from procs.common.topology import users_path  # noqa: PLC0415  (as above)
+    from procs.gateway.exec_ids import FILE_NAME, skip_at_promotion  # noqa: PLC0415
+
+    root = users_path(cfg).parent  # var/<instance>/gateway
+    for gateway in cfg.gateways:
+        skip_at_promotion(root / gateway.name / FILE_NAME)

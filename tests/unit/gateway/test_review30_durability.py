@@ -8,7 +8,7 @@ test when it pauses them) and ``test_gateway_restart.crash`` (what SIGKILL leave
 inside a pass of the poll loop is put at an order-log write (``kill_at``): from the frame it
 names on, nothing more reaches the log, a store or the router ring.
 
-The first tests each show a fault (fixed, one left open under a strict xfail); the last ones
+The first tests each show a fault (fixed); the last ones
 pin what was checked and holds.
 """
 
@@ -29,7 +29,7 @@ from config.schema import SymbolConfig
 from procs.common.records import Accepted, NewOrder, OrderDone, Replaced, Trade
 from procs.common.types import DoneReason, OrdType, Side, StpMode, TimeInForce
 from procs.gateway import orders as orders_module
-from procs.gateway.exec_ids import FILE_NAME, ExecIdBlocks
+from procs.gateway.exec_ids import FILE_NAME, ExecIdBlocks, skip_at_promotion
 from procs.gateway.fix import FixMessage
 from procs.gateway.instruments import Instruments
 from procs.gateway.order_log import HANDLED, Kept, OrderLog
@@ -265,7 +265,7 @@ def test_a_standby_with_an_exec_ids_copy_one_reservation_old_repeats_no_exec_id(
     starts a block above the mark (``ExecIdBlocks.counter_start``): a copy one reservation
     old covers every id its primary used, as a shipper that looks more often than a block
     of 2**20 reports is used (seconds at any rate) keeps it. (Its first block after a start
-    of its own is not covered: the strict xfail below.)"""
+    of its own is covered by the promotion's skip: the test below.)"""
     monkeypatch.setattr(orders_module, "ExecIdBlocks", partial(ExecIdBlocks, block=8))
     clock = time.time_ns()
     monkeypatch.setattr(time, "time_ns", lambda: clock)  # behind what the primary reserved
@@ -281,18 +281,14 @@ def test_a_standby_with_an_exec_ids_copy_one_reservation_old_repeats_no_exec_id(
     assert not set(used) & set(again), f"ExecIDs sent twice: {sorted(set(used) & set(again))}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an open fault (review 30): a primary restarted with its clock behind the exec-ids "
-    "mark, that dies in its first block before the replica ships that block's reservation, "
-    "leaves a standby whose copy is the mark the primary started from: both compute the same "
-    "counter start and the standby repeats the primary's ids. No write the primary makes "
-    "before the shipper looks can cover it; fix: the standby skips further at its promotion "
-    "(procs/replica or the promotion step adds a margin, say 2**32, to the copied mark)",
-)
 def test_a_standby_promoted_within_its_primarys_first_block_after_a_restart_repeats_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Found (review 30), fixed: a primary restarted with its clock behind the exec-ids
+    mark, that dies in its first block before the replica ships that block's reservation,
+    left a standby whose copy was the mark the primary started from: both computed the
+    same counter start. Now the promotion skips the copy's mark ``PROMOTION_SKIP`` ahead
+    (``skip_at_promotion``, in ``promotion.begin_epoch``)."""
     monkeypatch.setattr(orders_module, "ExecIdBlocks", partial(ExecIdBlocks, block=8))
     clock = time.time_ns()
     monkeypatch.setattr(time, "time_ns", lambda: clock)  # stepped back: behind the mark
@@ -304,6 +300,7 @@ def test_a_standby_promoted_within_its_primarys_first_block_after_a_restart_repe
     used += [restarted._exec_id() for _ in range(3)]  # its first block, then the failover
     (tmp_path / "standby").mkdir()
     (tmp_path / "standby" / FILE_NAME).write_bytes(shipped)
+    skip_at_promotion(tmp_path / "standby" / FILE_NAME)  # as promotion.begin_epoch does
     standby = OrderEntry(1, instruments, False, (), tmp_path / "standby")
     again = [standby._exec_id() for _ in range(3)]
     assert not set(used) & set(again), f"ExecIDs sent twice: {sorted(set(used) & set(again))}"

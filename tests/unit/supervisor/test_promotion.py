@@ -12,11 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import psutil
 
 from config import load_profile
+from config.edges import GatewayConfig
 from procs.common.epochs import Epochs
-from procs.common.topology import journal_dir
+from procs.common.topology import journal_dir, users_path
+from procs.gateway.exec_ids import FILE_NAME, PROMOTION_SKIP
 from procs.supervisor import promotion
 from procs.supervisor.run_files import read_status, run_dir
 from tests.e2e.test_standby import free_port, profile
@@ -62,6 +65,22 @@ def test_the_epoch_begins_at_the_journals_next_seq(tmp_path: Path, instance: str
     journal_dir(cfg).mkdir(parents=True)
     assert promotion.begin_epoch(cfg, 2) == 1  # an empty journal
     assert Epochs.load(journal_dir(cfg)).history == ((1, 1), (2, 1))
+
+
+def test_a_promotion_skips_each_gateways_execids_past_its_copy(
+    tmp_path: Path, instance: str
+) -> None:
+    """The standby's copy of a gateway's exec-ids may lag what the old primary used: the
+    promotion moves each mark ``PROMOTION_SKIP`` past it (or past the clock)."""
+    standby = load_profile(str(standby_profile(tmp_path, instance)))
+    cfg = msgspec.structs.replace(standby, gateways=[GatewayConfig(name="gw1", id=1)])
+    journal_dir(cfg).mkdir(parents=True)
+    copy = users_path(cfg).parent / cfg.gateways[0].name / FILE_NAME
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    ahead = time.time_ns() + 10**15  # the old primary's clock, ahead of this host's
+    copy.write_bytes(b"%d\n" % ahead)
+    promotion.begin_epoch(cfg, 2)
+    assert int(copy.read_bytes()) == ahead + PROMOTION_SKIP
 
 
 def test_a_standby_stopped_without_a_promotion_lets_its_held_processes_go(
