@@ -24,6 +24,7 @@ file existed has it written at its next start, from the config of that start.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,16 @@ def pin_units(cfg: RingexConfig) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(merged, indent=1, sort_keys=True).encode() + b"\n"
         replace_durably(path, data)
+
+
+def exit_if_other_units(cfg: RingexConfig, process: str) -> None:
+    """For a process's start (a systemd unit restarts on its own and loads the profile
+    again, edited or not): log why and exit 2 when the config's units are not the
+    journal's, before anything is attached or converted."""
+    try:
+        refused = units_refused(cfg)
+    except UnitsError as exc:
+        refused = str(exc)
+    if refused:
+        logging.getLogger(f"ringex.{process}").error("%s not started: %s", process, refused)
+        raise SystemExit(2)

@@ -21,6 +21,7 @@ from config.schema import RingexConfig
 from procs.common import gc_policy, sd_notify
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.topology import postgres_dir, users_path
+from procs.common.units import exit_if_other_units
 from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
 
 log = logging.getLogger("ringex.dbwriter")
@@ -91,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load_profile(args.profile)
+    exit_if_other_units(cfg, "dbwriter")  # a unit restarted on an edited profile
     checkpoint = run(cfg, to_end=args.to_end, dsn=args.dsn)
     log.info("dbwriter stopped at checkpoint %d", checkpoint)
     return 0

@@ -19,11 +19,13 @@ import uvloop
 
 from config import load_profile
 from procs.common import gc_policy
+from procs.common.units import exit_if_other_units
 from procs.gateway.server import GatewayServer
 
 
 async def serve(profile: str, name: str) -> None:
     cfg = load_profile(profile)
+    exit_if_other_units(cfg, f"gateway {name}")  # a unit restarted on an edited profile
     server = GatewayServer(cfg, name)
     gc_policy.settle(cfg.gc)  # recovered (sessions, order memory): never walked again
     loop = asyncio.get_running_loop()

@@ -35,6 +35,7 @@ from procs.common.topology import (
     market_state_path,
     matcher_output,
 )
+from procs.common.units import exit_if_other_units
 from procs.core.market.state import MarketState, build_state
 from procs.marketdata.feed import Feed
 from procs.marketdata.hub import Hub
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per HTTP request
     cfg = load_profile(args.profile)
+    exit_if_other_units(cfg, "marketdata")  # a unit restarted on an edited profile
     uvloop.run(serve(cfg, args.port))
     return 0
 

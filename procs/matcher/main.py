@@ -53,6 +53,7 @@ from procs.common.topology import (
     snapshot_dir,
 )
 from procs.common.types import AdminAction
+from procs.common.units import exit_if_other_units
 from procs.core.book import Book
 from procs.core.engine import Matcher
 from procs.core.fast_book import FastBook
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_profile(args.profile)
+    exit_if_other_units(cfg, f"matcher {args.name}")  # a unit restarted on an edited profile
     shell = MatcherShell(cfg, args.name)
     stopped = stop_on_signals()
     gc_policy.settle(cfg.gc)  # recovered: the restored books are never walked again

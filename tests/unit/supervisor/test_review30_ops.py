@@ -342,18 +342,12 @@ def test_systemd_start_refuses_other_units_before_it_makes_anything(
     assert list_segments(instance) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an open fault (review 30): only the router checks the journal's units at its "
-    "start; a gateway restarted on its own (a systemd unit, Restart=on-failure) after its "
-    "profile was edited converts prices and amounts in the new units (fix: procs/gateway, "
-    "outside this review's files)",
-)
 def test_a_gateway_started_on_its_own_refuses_other_units(tmp_path: Path) -> None:
-    """Under the supervisor every restart is checked now (above). Under systemd each unit
-    restarts itself and loads the edited profile: the router refuses (exit 2), but a
-    gateway (or market data, or the database writer) goes on in the new units. A gateway
-    should refuse as the router does, before it attaches anything."""
+    """Found (review 30), fixed. Under the supervisor every restart is checked (above).
+    Under systemd each unit restarts itself and loads the edited profile: the router
+    refused (exit 2), but a gateway (or market data, or the database writer) went on in
+    the new units. Now every process's main refuses as the router does, before it
+    attaches anything (``units.exit_if_other_units``)."""
     right = write_profile(tmp_path / "right.toml", "gwunits", tmp_path / "var")
     pin_units(load_profile(str(right)))
     other = write_profile(
