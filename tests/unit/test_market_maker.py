@@ -3,26 +3,15 @@ resting orders into it, the mid's walk and the taker's lean."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 from pathlib import Path
-from types import ModuleType
+
+from tests.scripts_loader import load_script
 
 ROOT = Path(__file__).parents[2]
 
 
-def load_script() -> ModuleType:
-    path = ROOT / "scripts" / "market_maker.py"
-    spec = importlib.util.spec_from_file_location("market_maker", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-mm = load_script()
+mm = load_script("market_maker")
 BTC = mm.Market.from_info(
     {
         "symbol": "BTC-USD",

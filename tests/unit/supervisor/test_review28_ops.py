@@ -36,7 +36,7 @@ from procs.supervisor.plan import ProcessSpec
 from procs.supervisor.run_files import read_status
 from shm.inspect import list_segments
 from shm.liveness import pid_alive
-from tests.unit.supervisor.test_systemd_units import load_script
+from tests.scripts_loader import load_script
 from tests.unit.test_review_config_cli_bugs import _cli, _instance_config, fake_admin
 
 __all__ = ["fake_admin"]  # a fixture of the config/CLI review, used here as it is
@@ -328,7 +328,7 @@ def test_systemd_units_stop_keeps_the_rings_of_units_that_did_not_stop(
     holds the journal's lock...). Here the rings' live process is this test's; systemctl
     answers 5 for every unit. The fix: fail (exit 1, naming the units) when a stop fails,
     and remove only segments no live process uses."""
-    units = load_script()
+    units = load_script("systemd_units")
     profile = write_profile(tmp_path / "p.toml", instance, tmp_path / "var")
     cfg = load_profile(str(profile))
     owner = Supervisor(cfg, str(profile))

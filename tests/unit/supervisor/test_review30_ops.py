@@ -7,17 +7,14 @@ Each ``test_*`` whose docstring starts with "Fault" failed on the code as review
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -32,22 +29,11 @@ from procs.common.units import pin_units, units_path, units_refused
 from procs.replica.files import SHIPPABLE, FileReceiver, FileShipper, gateway_root, shipped_files
 from procs.supervisor.run_files import instance_lock, read_status, run_dir
 from shm.inspect import list_segments
+from tests.scripts_loader import ROOT, load_script
+from tests.unit.supervisor.test_supervisor import wait_for
 
-ROOT = Path(__file__).parents[3]
-
-
-def load_script(name: str) -> ModuleType:
-    path = ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"review30_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-failover = load_script("failover")
-systemd_units = load_script("systemd_units")
+failover = load_script("failover", "review30")
+systemd_units = load_script("systemd_units", "review30")
 
 
 def write_profile(
@@ -69,14 +55,17 @@ def write_profile(
     return path
 
 
-def wait_for(check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {timeout} s: {check}")
+def start_supervisor(
+    profile: Path, cfg: RingexConfig, reaped: list[subprocess.Popen[Any]]
+) -> subprocess.Popen[Any]:
+    """A supervisor of ``profile`` in its own process, once its instance runs."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "procs.supervisor.main", "--profile", str(profile)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    reaped.append(proc)
+    wait_for(lambda: (read_status(cfg) or {}).get("state") == "running", timeout=60)
+    return proc
 
 
 @pytest.fixture
@@ -233,12 +222,7 @@ def test_a_restart_under_a_profile_edited_to_other_units_stops_at_once_naming_th
     the profile's units before each restart and stops at once, naming them."""
     profile = write_profile(tmp_path / "p.toml", instance, tmp_path / "var")
     cfg = load_profile(str(profile))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "procs.supervisor.main", "--profile", str(profile)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    reaped.append(proc)
-    wait_for(lambda: (read_status(cfg) or {}).get("state") == "running")
+    proc = start_supervisor(profile, cfg, reaped)
     assert units_path(cfg).exists()  # pinned by the router
     write_profile(profile, instance, tmp_path / "var", btc=7)  # edited, not restarted yet
     router = next(p for p in (read_status(cfg) or {})["processes"] if p["name"] == "router")
@@ -373,12 +357,7 @@ def test_pinned_the_lock_is_not_inherited_by_the_supervisors_processes(
     block the next start by the lock (only by their live segments, until they are gone)."""
     profile = write_profile(tmp_path / "p.toml", instance, tmp_path / "var")
     cfg = load_profile(str(profile))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "procs.supervisor.main", "--profile", str(profile)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    reaped.append(proc)
-    wait_for(lambda: (read_status(cfg) or {}).get("state") == "running")
+    proc = start_supervisor(profile, cfg, reaped)
     lock = str((run_dir(cfg) / "supervisor.lock").resolve())
 
     def holds(pid: int) -> bool:

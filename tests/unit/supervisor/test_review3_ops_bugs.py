@@ -9,7 +9,6 @@ stand-ins run (``python -m procs.supervisor.held <this module> MODE ...`` calls 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -19,7 +18,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -33,6 +31,7 @@ from procs.supervisor.main import Child, Supervisor
 from procs.supervisor.plan import ProcessSpec
 from procs.supervisor.run_files import read_status, status_path
 from shm.liveness import pid_alive
+from tests.scripts_loader import load_script
 
 ROOT = Path(__file__).parents[3]
 THIS = "tests.unit.supervisor.test_review3_ops_bugs"
@@ -114,16 +113,6 @@ def supervisor_process(profile: Path, kind: str, marker: Path) -> Iterator[subpr
             proc.wait()
         with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
             os.kill(int(marker.read_text()), signal.SIGKILL)
-
-
-def load_script(name: str) -> ModuleType:
-    path = ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"review3_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- 1. `ringex stop` while the instance starts: "not running", and it goes on starting --------
@@ -278,7 +267,7 @@ def test_systemd_time_spans_are_ones_systemd_parses(tmp_path: Path) -> None:
     ``1e+06s``: systemd rejects it ("Failed to parse time span '1e+06s'", systemd-analyze
     timespan, systemd 252), so ``systemd-run`` refuses every unit of a profile that loads.
     A correct unit writes plain decimals (``1000000s``), or milliseconds as integers."""
-    units = load_script("systemd_units")
+    units = load_script("systemd_units", "review3")
     path = write_profile(
         tmp_path / "p.toml", "sdspan", tmp_path / "var", "restart_window_s = 1000000\n"
     )
@@ -305,7 +294,7 @@ def test_promote_run_again_after_the_promotion_does_nothing(
     its journal fenced, so it must be demoted again. A correct promote sees from the
     journals that the standby already began an epoch the old primary was fenced by or
     follows, and changes nothing (it may say to start the promoted config)."""
-    failover = load_script("failover")
+    failover = load_script("failover", "review3")
     primary_path = write_profile(tmp_path / "primary.toml", f"{instance}p", tmp_path / "var")
     standby_path = write_profile(
         tmp_path / "standby.toml", f"{instance}s", tmp_path / "var",

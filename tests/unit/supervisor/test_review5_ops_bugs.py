@@ -4,14 +4,11 @@ code as reviewed; its docstring says what is right and why."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +34,7 @@ from procs.supervisor.main import Child, Supervisor
 from procs.supervisor.plan import ProcessSpec, plan
 from procs.supervisor.run_files import read_status
 from shm import Ring
+from tests.scripts_loader import load_script
 from tests.unit.router.test_router import Exchange, config
 from tests.unit.test_review_admin_bugs import _cli, _Pump, _use_config
 
@@ -83,16 +81,6 @@ def _write_profile(path: Path, instance: str, var: Path, extra: str = "") -> Pat
         f"[supervisor]\nrestart_limit = 3\nmetrics = false\n{extra}"
     )
     return path
-
-
-def _load_script(name: str) -> ModuleType:
-    path = ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"review5_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- 1. add-user for a comp id that exists moves that user to a new, empty account ------------
@@ -287,7 +275,7 @@ def test_systemd_units_of_an_unbounded_window_are_commands_not_a_traceback(
     except ConfigError as exc:
         assert key in str(exc)
         return
-    units = _load_script("systemd_units")
+    units = load_script("systemd_units", "review5")
     opts = units.Options(profile=str(profile), workdir=tmp_path)
     spec = plan(cfg)[0]  # the matcher: waited for, so TimeoutStartSec is its ready timeout
     try:

@@ -5,14 +5,12 @@ as reviewed and passes since its fix."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,23 +25,14 @@ from procs.replica.rebuild import rebuild
 from procs.supervisor import promotion
 from procs.supervisor.run_files import process_start, run_dir, status_path
 from tests.e2e.test_standby import profile
+from tests.scripts_loader import load_script
 from tests.unit.replica.test_source import CODEC, commands
 
 ROOT = Path(__file__).parents[3]
 
 
-def load_script(name: str) -> ModuleType:
-    path = ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"review_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-failover = load_script("failover")
-units = load_script("systemd_units")
+failover = load_script("failover", "review")
+units = load_script("systemd_units", "review")
 
 
 def write(cfg: RingexConfig, records: list[Record]) -> None:

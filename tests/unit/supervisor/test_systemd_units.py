@@ -4,32 +4,21 @@ not PID 1, and the drain it waits on before stopping the rest."""
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from config import load_profile
 from procs.common.records import RecordCodec
 from procs.common.topology import create_rings
+from tests.scripts_loader import load_script
 
 ROOT = Path(__file__).parents[3]
 
 
-def load_script() -> ModuleType:
-    path = ROOT / "scripts" / "systemd_units.py"
-    spec = importlib.util.spec_from_file_location("systemd_units", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-units = load_script()
+units = load_script("systemd_units")
 
 
 def write_profile(tmp_path: Path, instance: str) -> Path:
