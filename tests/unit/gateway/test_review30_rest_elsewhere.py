@@ -17,16 +17,13 @@ BTC-USD: prices 2 decimals, sizes 2. ALICE (601) holds dollars, BOB (602) bitcoi
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from procs.common.records import CancelOrder, NewOrder, OrderDone, Record
+from procs.common.records import CancelOrder, NewOrder, OrderDone
 from procs.common.types import DoneReason, OrdType, Side, StpMode, TimeInForce
 from procs.gateway.ended_elsewhere import EndedElsewhere
 from procs.gateway.history import order_json
@@ -37,6 +34,7 @@ from tests.unit.gateway import unfiled_rig
 from tests.unit.gateway.harness import FUNDER, Harness
 from tests.unit.gateway.harness import config as harness_config
 from tests.unit.gateway.rest_rig import ALICE, BOB, run, stream_messages
+from tests.unit.gateway.test_review29_rest_views import _publish, _snapshot
 
 pg, dsn, harness = unfiled_rig.pg, unfiled_rig.dsn, unfiled_rig.harness
 PRICE, SELL = unfiled_rig.PRICE, unfiled_rig.SELL
@@ -59,19 +57,6 @@ def _elsewhere(
 
 def _cancel_elsewhere(ref: int, order_id: int, account: int = ALICE) -> CancelOrder:
     return CancelOrder(0, time.time_ns(), FUNDER, 1, ref, account, 1, order_id)
-
-
-async def _publish(*commands: Record, h: Harness) -> None:
-    """Commands through gateway 0; returns once the REST gateway has read their events."""
-    h.funder.publish_batch(list(commands))
-    await asyncio.sleep(0.3)
-
-
-async def _snapshot(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
-    first = json.loads((await ws.receive(timeout=5.0)).data)
-    assert first["event"] == "snapshot" and first["seq"] == 1, first
-    data: dict[str, Any] = first["data"]
-    return data
 
 
 def _held_open(snapshot: dict[str, Any], messages: list[dict[str, Any]]) -> list[int]:
