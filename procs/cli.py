@@ -9,8 +9,8 @@
                                  rebuild router and matcher state from snapshot + journal,
                                  print the state hashes
 
-Later issues add the process commands (``ringex run``, ...); subcommands are contracts that
-operators' scripts rely on, so they are extended, never renamed.
+Subcommands are contracts that operators' scripts rely on, so they are extended, never
+renamed.
 """
 
 from __future__ import annotations
@@ -427,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--archive",
         action="store_true",
         help="then move journal segments no recovery needs (before the oldest snapshot of "
-        "the exchange and of every matcher) to var/<instance>/journal-archive",
+        "the exchange, of every matcher and of the database writer, less the router's "
+        "reread window) to var/<instance>/journal-archive",
     )
     replay.set_defaults(func=_replay)
 

@@ -1,4 +1,4 @@
-"""`make run` until the supervisor lands (issue 8): a three-process pipeline over rings.
+"""`make ring-demo`: the shm substrate on its own, a three-process pipeline over rings.
 
 ```
 gateway-like producer ──orders──► relay (decode NewOrder, encode Accepted) ──events──► sink

@@ -189,7 +189,7 @@ class SymbolRules(Record, tag=8, frozen=True):
     limit_band_bps: U16
 
 
-# -- events: matcher -> gateways, router, marketdata, dbbatcher ------------------------------
+# -- events: matcher -> gateways, router, marketdata (the writer replays the journal) ------
 
 
 class Accepted(OrderRecord, tag=10, frozen=True):
