@@ -76,11 +76,12 @@ class MassCancelRoute:
                     f"({int(outcome.code)}) symbol={sym.name if sym is not None else '(all)'}",
                 )
             seen = core.ends.seen(account)
-            ended = core.unfiled.ended
             for row, spec in rows:
-                # not one whose end came before the request (the row not filed with it yet):
-                # it was not open then, and ``openOrders`` left it out
-                if ended.get(row[0]) is None or row[0] in seen:
+                # not one known here to have ended before the request (its row not filed
+                # with its end yet, wherever it was placed): it was not open then, and
+                # ``openOrders`` left it out
+                known = core.known(row[0])
+                if known is None or known.open or row[0] in seen:
                     listed.setdefault(row[0], (order_json(row, spec), spec))
             ends = core.next_ref()
             waiting = [oid for oid in listed if oid not in seen and _still_open(core.known(oid))]

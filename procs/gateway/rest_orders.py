@@ -9,14 +9,15 @@ batch of events, so a new order's answer carries the fills its own command made.
 
 Which orders it knows: those placed through this API, and every order of an account that
 uses the API (a request or a private stream in the last ``interest_s``) seen on the matchers'
-output rings, whichever gateway or protocol placed it; the open orders its user placed over
-FIX on this gateway before that (``fix_orders``), and those the database showed it open
-(``rows``) once an event names them; older ones are in PostgreSQL, which ``trades`` and
-``unfiled`` complete with what the writer has not filed yet (the end of an order not
-followed too), and whose rows complete what an order's events did not say (its type when
-placed elsewhere: ``completing_rows.py``). An account's balances come
-from the router (``WatchBalances``: a snapshot, then every change), watched while the
-account is of interest.
+output rings, whichever gateway or protocol placed it (those placed just before its first
+use too, from the recent events kept of the others: ``recent_elsewhere.py``); the open
+orders its user placed over FIX on this gateway before that (``fix_orders``), and those the
+database showed it open (``rows``) once an event names them; older ones are in PostgreSQL,
+which ``trades`` and ``unfiled`` complete with what the writer has not filed yet (the end of
+an order placed elsewhere too: ``ended_elsewhere.py``), and whose rows complete what an
+order's events did not say (its type when placed elsewhere: ``completing_rows.py``). An
+account's balances come from the router (``WatchBalances``: a snapshot, then every change),
+watched while the account is of interest.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.live_trades import LiveTrades
 from procs.gateway.order_ends import OrderEnds
 from procs.gateway.order_state import Order
+from procs.gateway.recent_elsewhere import RECENT_EVENTS, RecentElsewhere
 from procs.gateway.rest_balances import LEASE_MS, RestBalances
 from procs.gateway.rest_order_log import RestOrderLog
 from procs.gateway.rest_order_state import (
@@ -76,6 +78,7 @@ class RestOrders(RestOrderLog, RestBalances):
         *,
         interest_s: float = 600.0,
         keep_done: int = 10_000,
+        recent_events: int = RECENT_EVENTS,
     ) -> None:
         self.gateway = gateway
         self.instruments = instruments
@@ -88,6 +91,8 @@ class RestOrders(RestOrderLog, RestBalances):
         self.unfiled = UnfiledOrders()
         #: open orders the database showed, not followed (the followed ones, completed)
         self.rows = CompletingRowOrders(instruments)
+        #: the last events of accounts not of interest, for when an interest begins
+        self.recent = RecentElsewhere(recent_events)
         self.outgoing = outgoing
         self.next_ref = next_ref
         self.interest_s = interest_s
@@ -135,11 +140,12 @@ class RestOrders(RestOrderLog, RestBalances):
 
     def touch(self, account: int, session: int, now_s: float) -> None:
         """``account`` used the API: follow its orders and balances for ``interest_s``."""
-        if account not in self.interest:
-            self._follow_fix_orders(account, session)
-            self._keep_recent_ends(account)
+        begins = account not in self.interest
         self.interest[account] = now_s + self.interest_s
         self.sessions[account] = session
+        if begins:  # of interest from now on (``_accepted`` follows its orders)
+            self._follow_fix_orders(account, session)
+            self._follow_recent(account)
         if account not in self._watched:
             self._watch(account, LEASE_MS)
             self._watched[account] = now_s
@@ -149,14 +155,41 @@ class RestOrders(RestOrderLog, RestBalances):
             if o.order_id and o.leaves and o.status in (b"0", b"1") and o.order_id not in self.live:
                 self.live[o.order_id] = from_fix(o, account)
 
-    def _keep_recent_ends(self, account: int) -> None:
-        """The ends of ``account``'s orders seen just before its interest began, kept as those
-        seen since (``ended_elsewhere.py``): the writer may not have filed them yet."""
-        ended, by_id = self.unfiled.ended, self.instruments.by_id
-        for done in reversed(ended.recent(account)):  # each before those kept: oldest first
-            sym = by_id.get(done.symbol)
-            if sym is not None:
-                ended.add(from_done(done, sym), older=True)
+    def _follow_recent(self, account: int) -> None:
+        """``account``'s interest begins: its events seen just before (``recent_elsewhere.py``)
+        are taken as if it had been of interest then, for the writer may not have filed them.
+        An order accepted among them is followed from its ``Accepted`` (unless followed from
+        FIX already: as it stands now), and only such orders take the events after it, so
+        nothing counts twice (a trade kept for its other side and taken again after a lapse
+        is of an order accepted before). Every end among them is kept as an end not filed
+        (``ended_elsewhere.py``): that of an order placed before them as ``from_done`` makes
+        it, that of one followed here as ``done`` has it. No report: no stream is open yet."""
+        followed: set[int] = set()
+        by_id = self.instruments.by_id
+        ends: list[LiveOrder] = []  # in event order
+        for event in self.recent.take(account):
+            if isinstance(event, Trade):
+                if event.maker_account == account and event.maker_order_id in followed:
+                    self._fill(event.maker_order_id, account, event, event.maker_leaves, True)
+                if event.taker_account == account and event.taker_order_id in followed:
+                    self._fill(event.taker_order_id, account, event, event.taker_leaves, False)
+            elif isinstance(event, Accepted):
+                if event.order_id not in self.live:
+                    followed.add(event.order_id)
+                    self._accepted(event)
+            elif event.order_id not in followed:
+                if isinstance(event, OrderDone) and (sym := by_id.get(event.symbol)) is not None:
+                    ends.append(from_done(event, sym))
+            elif isinstance(event, OrderDone):
+                self._done(event)  # kept as an end too (placed elsewhere), moved back below
+                if (order := self.done.get(event.order_id)) is not None:
+                    ends.append(order)
+            elif isinstance(event, Replaced):
+                self._replaced(event)
+            else:
+                self._triggered(event)
+        for order in reversed(ends):  # each before those kept: oldest first
+            self.unfiled.ended.add(order, older=True)
 
     def tick(self, now_s: float) -> None:
         """Once a second: renew balance watches, forget accounts no longer of interest."""
@@ -299,8 +332,14 @@ class RestOrders(RestOrderLog, RestBalances):
         if kind is Trade:
             trade: Trade = event  # type: ignore[assignment]
             # an order placed here is followed past its account's interest (``live``)
-            self._fill(trade.maker_order_id, trade.maker_account, trade, trade.maker_leaves, True)
-            self._fill(trade.taker_order_id, trade.taker_account, trade, trade.taker_leaves, False)
+            maker = self._fill(
+                trade.maker_order_id, trade.maker_account, trade, trade.maker_leaves, True
+            )
+            taker = self._fill(
+                trade.taker_order_id, trade.taker_account, trade, trade.taker_leaves, False
+            )
+            if not (maker and taker):  # a side not followed, of an account not of interest
+                self.recent.passed(trade)
             if self.interest:
                 for account in (trade.maker_account, trade.taker_account):
                     if account in self.interest:
@@ -321,14 +360,18 @@ class RestOrders(RestOrderLog, RestBalances):
         elif kind is Replaced:
             self._replaced(event)  # type: ignore[arg-type]
         elif kind is Triggered:
-            triggered: Triggered = event  # type: ignore[assignment]
-            order = self.live.get(triggered.order_id)
-            if order is not None:
-                order.triggered = True
-                order.update_ms = ms(triggered.ts_ns)  # as the writer stamps the row
-                self.unfiled.changed(order, triggered.seq)
-                self._touched(order)
-                self._report(order, "TRIGGERED", triggered.ts_ns)
+            self._triggered(event)  # type: ignore[arg-type]
+
+    def _triggered(self, triggered: Triggered) -> None:
+        order = self.live.get(triggered.order_id)
+        if order is not None:
+            order.triggered = True
+            order.update_ms = ms(triggered.ts_ns)  # as the writer stamps the row
+            self.unfiled.changed(order, triggered.seq)
+            self._touched(order)
+            self._report(order, "TRIGGERED", triggered.ts_ns)
+        elif triggered.account not in self.interest:
+            self.recent.passed(triggered)
 
     def _replaced(self, replaced: Replaced) -> None:
         oid = replaced.order_id
@@ -346,6 +389,8 @@ class RestOrders(RestOrderLog, RestBalances):
             self.unfiled.changed(order, replaced.seq)
             self._touched(order)
             self._report(order, "REPLACED", replaced.ts_ns)
+        elif replaced.account not in self.interest:
+            self.recent.passed(replaced)
         request = self.requests.get(replaced.client_ref)
         if replaced.gateway == self.gateway and request is not None and request.kind == "amend":
             request.order = request.outcome.order = order or request.order
@@ -402,7 +447,8 @@ class RestOrders(RestOrderLog, RestBalances):
                     accepted.order_id, accepted.account, sym, int(accepted.side), "", 0,
                     accepted.price, 0, accepted.qty, accepted.qty, time_ms=ms(accepted.ts_ns),
                 )  # fmt: skip
-        else:
+        else:  # in case its account's interest begins before the writer files it
+            self.recent.passed(accepted)
             return
         order.leaves = accepted.qty
         order.status = "NEW"
@@ -412,11 +458,13 @@ class RestOrders(RestOrderLog, RestBalances):
         self._touched(order)
         self._report(order, "NEW", accepted.ts_ns)
 
-    def _fill(self, order_id: int, account: int, trade: Trade, leaves: int, maker: bool) -> None:
+    def _fill(self, order_id: int, account: int, trade: Trade, leaves: int, maker: bool) -> bool:
+        """One side of ``trade``. False: its order is not followed, its account not of
+        interest (``process`` keeps the trade in ``recent``)."""
         order = self.live.get(order_id)
         if order is None:
             if (order := self.rows.take(account, order_id, trade.seq)) is None:
-                return
+                return account in self.interest
             self.live[order_id] = order
         # An order followed from a database row the writer had not brought up to date may
         # have missed a fill or a replace in between, which the trade's leaves cannot tell
@@ -446,6 +494,7 @@ class RestOrders(RestOrderLog, RestBalances):
         if request is not None:  # its own command's fills go into the answer
             request.outcome.fills.append(fill)
         self._report(order, "TRADE", trade.ts_ns, fill)
+        return True
 
     def _done(self, done: OrderDone) -> None:
         mine = done.gateway == self.gateway
@@ -459,6 +508,8 @@ class RestOrders(RestOrderLog, RestBalances):
             order.update_ms = ms(done.ts_ns)
             self.done[order.order_id] = order
             self.unfiled.changed(order, done.seq)
+            if not order.placed:  # placed elsewhere: ``ended_elsewhere.py`` says why
+                self.unfiled.ended.add(order)
             self._touched(order)
             while len(self.done) > self.keep_done:
                 _, old = self.done.popitem(last=False)
@@ -476,7 +527,7 @@ class RestOrders(RestOrderLog, RestBalances):
                 if sym is not None:
                     self.unfiled.ended.add(from_done(done, sym))
             else:  # in case its interest begins before the writer files it
-                self.unfiled.ended.passed(done)
+                self.recent.passed(done)
         if request is not None and request.kind == "cancel":
             request.order = request.outcome.order = order or request.order
             if request.outcome.order is None:  # not followed here: what the event says

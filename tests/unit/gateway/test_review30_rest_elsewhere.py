@@ -17,18 +17,32 @@ BTC-USD: prices 2 decimals, sizes 2. ALICE (601) holds dollars, BOB (602) bitcoi
 
 from __future__ import annotations
 
+import itertools
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from procs.common.records import CancelOrder, NewOrder, OrderDone
+from procs.common.records import (
+    Accepted,
+    CancelOrder,
+    NewOrder,
+    OrderDone,
+    Record,
+    Replaced,
+    Trade,
+    Triggered,
+)
 from procs.common.types import DoneReason, OrdType, Side, StpMode, TimeInForce
 from procs.gateway.ended_elsewhere import EndedElsewhere
 from procs.gateway.history import order_json
+from procs.gateway.instruments import Instruments
+from procs.gateway.recent_elsewhere import RecentElsewhere
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_order_state import from_done
+from procs.gateway.rest_orders import RestOrders
 from procs.gateway.unfiled_orders import UnfiledOrders
 from tests.unit.gateway import unfiled_rig
 from tests.unit.gateway.harness import FUNDER, Harness
@@ -72,6 +86,12 @@ def _held_open(snapshot: dict[str, Any], messages: list[dict[str, Any]]) -> list
     return sorted(held)
 
 
+def _fields(*views: dict[str, Any]) -> list[dict[str, Any]]:
+    """What every view of an order shows alike (the stream's reports too)."""
+    keys = ("orderId", "status", "side", "price", "origQty", "executedQty", "time")
+    return [{k: v[k] for k in keys} for v in views]
+
+
 def _row(order_id: int, price: int, updated_seq: int, status: int = 1) -> tuple[Any, ...]:
     """ALICE's BTC-USD limit buy of 0.10 as ``History.orders`` returns its row."""
     return (
@@ -107,13 +127,12 @@ def test_an_order_ended_just_before_its_account_used_the_api_stays_open_in_the_s
     overlaid with nothing. ``ended_elsewhere.py`` fixed this for ends after the account's
     interest began; the writer's lag before it is the same window. A trading bot that
     cancels over FIX and a screen that then opens the stream hit it.
-    Fix: the last ``RECENT_ENDS`` ends of accounts not of interest are kept as the records
-    (``EndedElsewhere.passed``), and an account whose interest begins (``touch``) keeps its
-    own among them as ends (``RestOrders._keep_recent_ends``). A side effect: an amend that
-    is the account's first request, of an order ended so (its row not filed yet), is refused
-    here as ``orderId=N is FILLED`` (or CANCELED), as for an end kept since its interest,
-    not by the matcher as "unknown order" (``test_review11_amend_cancel_all``'s ghost test
-    asserts that text)."""
+    Fix: the recent ends of accounts not of interest are kept as records, and an account
+    whose interest begins (``touch``) keeps its own as ends (since the fix below, among all
+    its recent events: ``RestOrders._follow_recent``). A side effect: an amend that is the
+    account's first request, of an order ended so (its row not filed yet), is refused here
+    as ``orderId=N is FILLED`` (or CANCELED), as for an end kept since its interest, not by
+    the matcher as "unknown order" (``test_review11_amend_cancel_all`` allows both)."""
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
@@ -136,11 +155,12 @@ def test_an_order_ended_just_before_its_account_used_the_api_stays_open_in_the_s
 
 def test_the_recent_ends_an_interest_takes_go_before_the_ends_kept(tmp_path: Path) -> None:
     """The fix above, bounded: the ends of accounts not of interest are kept as records, the
-    last ``recent`` of them; an account whose interest begins takes its own, oldest first,
-    before every end kept, so that the bound (and the checkpoint) lets them go first and a
-    busy account's mostly filed ends never push out another account's unfiled one."""
+    last ``limit`` of them (``RecentElsewhere``); an account whose interest begins takes its
+    own, oldest first, before every end kept, so that the bound (and the checkpoint) lets
+    them go first and a busy account's mostly filed ends never push out another account's
+    unfiled one."""
     sym = harness_config("review30", tmp_path).symbols[0]
-    ended = EndedElsewhere(limit=3, recent=4)
+    ended, recent = EndedElsewhere(limit=3), RecentElsewhere(limit=4)
 
     def done(order_id: int, seq: int, account: int = ALICE) -> OrderDone:
         return OrderDone(
@@ -149,10 +169,12 @@ def test_the_recent_ends_an_interest_takes_go_before_the_ends_kept(tmp_path: Pat
         )  # fmt: skip
 
     for oid in range(1, 7):  # ALICE's 1, 3, 5 and BOB's 2, 4, 6; the first two replaced
-        ended.passed(done(oid, 10 + oid, ALICE if oid % 2 else BOB))
-    assert [d.order_id for d in ended.recent(ALICE)] == [3, 5]
+        recent.passed(done(oid, 10 + oid, ALICE if oid % 2 else BOB))
+    taken = [d for d in recent.take(ALICE) if isinstance(d, OrderDone)]
+    assert [d.order_id for d in taken] == [3, 5] and len(recent) == 2  # BOB's 4 and 6 stay
+    assert recent.take(ALICE) == []  # taken once: an interest after a lapse takes the news
     ended.add(from_done(done(9, 30, BOB), sym))  # BOB's, kept while he is of interest
-    for d in reversed(ended.recent(ALICE)):
+    for d in reversed(taken):
         ended.add(from_done(d, sym), older=True)
     assert [ended.get(oid) is not None for oid in (3, 5, 9)] == [True, True, True]
     ended.add(from_done(done(10, 31, BOB), sym))  # past the bound: ALICE's oldest goes
@@ -293,29 +315,27 @@ def test_a_cancel_all_lists_an_order_that_had_ended_elsewhere_before_it(
     run(h, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an open fault (review 30): an order accepted elsewhere just before its account's "
-    "interest began, not filed yet, is in no snapshot and its events are never reported; "
-    "fix: keep the recent Accepted, Trade and Replaced of accounts not of interest as "
-    "recent ends are kept, or have a first snapshot wait for the writer's checkpoint",
-)
 def test_an_order_placed_just_before_its_account_used_the_api_is_missing_from_the_stream(
     harness: Harness,
 ) -> None:
-    """Open: ALICE's bid is placed through another gateway; before the writer files it she
-    opens her stream (her interest begins). The snapshot lacks the bid (no row yet, not
-    followed: its ``Accepted`` came before her interest), and once filed, BOB's IOC fills
-    0.04 of it: no executionReport comes (``RestOrders._fill`` follows an unfollowed order
-    only from a row some ``openOrders`` or snapshot remembered, ``RowOrders.take``). A
-    client holding the snapshot and the events lacks an open order that ``openOrders``
-    lists, for as long as nothing re-reads the rows. The same window as the fixed end
-    before interest (``test_an_order_ended_just_before_...``), for the order's start; it
-    needs the order's whole state since its acceptance, not one record, hence open.
-    Fix: keep the recent ``Accepted`` (and the ``Trade`` / ``Replaced`` that follow) of
-    accounts not of interest, bounded like ``RECENT_ENDS``, and follow an account's own
-    when its interest begins; or have the first snapshot of an interest wait (briefly) for
-    the writer's checkpoint to pass the last seq seen when it began."""
+    """Found (review 30), fixed: ALICE's bid is placed through another gateway; before the
+    writer files it she opens her stream (her interest begins). The snapshot lacked the bid
+    (no row yet, not followed: its ``Accepted`` came before her interest), and once filed,
+    BOB's IOC filled 0.04 of it: no executionReport came (``RestOrders._fill`` followed an
+    unfollowed order only from a row a snapshot or ``openOrders`` remembered). A client
+    holding the snapshot and the events lacked an open order that ``openOrders`` listed;
+    ``GET order``, ``allOrders`` and ``myTrades`` lacked it until the writer filed it.
+    Now every event the core drops because its account is not of interest (``Accepted``,
+    ``Trade``, ``Replaced``, ``Triggered``, ``OrderDone``) is kept, the last
+    ``RECENT_EVENTS`` (``recent_elsewhere.py``: a ``deque.append`` of the record decoded
+    already), and an account whose interest begins follows the orders accepted among them
+    as if it had been of interest then (``RestOrders._follow_recent``): the snapshot lists
+    the bid NEW, its fill is reported, and ``openOrders``, ``GET order``, ``allOrders`` and
+    the report agree (the report's type is empty: no row had completed the order yet, as
+    for any order placed elsewhere, ``completing_rows.py``). The end of an order placed
+    elsewhere and followed is kept as an end too (``ended_elsewhere.py``): ``DELETE
+    openOrders`` leaves its row out, not filed yet, as ``test_a_cancel_all_...`` asks of an
+    order this fix follows now (the same fault had been there for any such order)."""
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
@@ -331,8 +351,155 @@ def test_an_order_placed_just_before_its_account_used_the_api_is_missing_from_th
             listed = await alice.call("GET", OPEN, symbol="BTC-USD")
             held = _held_open(snapshot, messages)
             assert held == [o["orderId"] for o in listed] == [1], (snapshot, messages, listed)
+            (first,) = snapshot["openOrders"]
+            assert (first["status"], first["executedQty"]) == ("NEW", "0.00"), first
+            (report,) = [m["data"] for m in messages if m["event"] == "executionReport"]
+            shown = await alice.call("GET", ORDER, symbol="BTC-USD", orderId=1)
+            (every,) = await alice.call("GET", ALL, symbol="BTC-USD")
+            views = _fields(report, listed[0], shown, every)
+            assert views[0] == _fields(first)[0] | {
+                "status": "PARTIALLY_FILLED",
+                "executedQty": "0.04",
+            }
+            assert all(v == views[0] for v in views) and listed[0] == shown == every, views
 
     run(h, scenario)
+
+
+def test_an_order_placed_and_filled_just_before_its_account_used_the_api_reads_the_same(
+    harness: Harness,
+) -> None:
+    """The fix above, the order filled before the interest began and ended after, the writer
+    filing nothing: ALICE's bid placed elsewhere takes 0.04 of BOB's IOC before she opens
+    her stream. The snapshot shows it PARTIALLY_FILLED 0.04, her ``myTrades`` the fill (and
+    BOB's his, once: his order is followed here). Cancelled elsewhere, it is reported
+    CANCELED; ``openOrders`` lists nothing, ``GET order`` and ``allOrders`` show it CANCELED
+    with 0.04 executed, as they do once the writer has filed it all."""
+    h = harness
+
+    async def scenario(api: RestApi, url: str) -> None:
+        await unfiled_rig.file_all(h)
+        async with unfiled_rig.users(url) as (alice, bob):
+            await _publish(_elsewhere(1, price=TICKS), h=h)  # ALICE not of interest
+            await bob.call("POST", ORDER, **SELL, price=PRICE, quantity="0.04", timeInForce="IOC")
+            ws = await alice.stream()
+            (first,) = (await _snapshot(ws))["openOrders"]
+            assert (first["status"], first["executedQty"]) == ("PARTIALLY_FILLED", "0.04"), first
+            for user, maker in ((alice, True), (bob, False)):
+                trades = await user.call("GET", "/api/v1/myTrades", symbol="BTC-USD")
+                assert [(t["qty"], t["isMaker"]) for t in trades] == [("0.04", maker)], trades
+            await _publish(_cancel_elsewhere(2, 1), h=h)
+            messages = await stream_messages(ws, 0.5)
+            await ws.close()
+            (report,) = [m["data"] for m in messages if m["event"] == "executionReport"]
+            assert await alice.call("GET", OPEN, symbol="BTC-USD") == []
+
+            async def views() -> list[dict[str, Any]]:
+                shown = await alice.call("GET", ORDER, symbol="BTC-USD", orderId=1)
+                (every,) = await alice.call("GET", ALL, symbol="BTC-USD")
+                return _fields(report, shown, every)
+
+            before = await views()
+            assert (before[0]["status"], before[0]["executedQty"]) == ("CANCELED", "0.04")
+            assert all(v == before[0] for v in before), before
+            await unfiled_rig.file_all(h)
+            api.core.unfiled.forget_filed(2**62)
+            assert await views() == before
+
+    run(h, scenario)
+
+
+def test_the_recent_events_kept_are_bounded_and_followed_as_if_of_interest(
+    tmp_path: Path,
+) -> None:
+    """The fix above, sans I/O and bounded. Two cores see the same events of ALICE's orders
+    placed elsewhere (accepted, traded with BOB, replaced, triggered, cancelled), BOB of
+    interest in both, ALICE in one from the start, in the other only after them: the second
+    shows her orders as the first does (``openOrders``, ``GET order``, ``allOrders``,
+    ``myTrades``), BOB's side of the trade counted once. 10,000 more orders of an account
+    not of interest leave ``limit`` events kept, nothing else grown and the memory traced
+    flat; her interest then follows her orders accepted in the window; one that begins
+    again after a lapse takes only the events since (an ``Accepted`` taken twice would
+    follow an order without the fills of the first interest)."""
+    cfg = harness_config("review30", tmp_path)
+    sym, carol, limit = cfg.symbols[0], 603, 300
+
+    def core() -> RestOrders:
+        refs = itertools.count(100)
+        return RestOrders(
+            1, Instruments([sym]), cfg.assets, [], lambda: next(refs), recent_events=limit
+        )
+
+    def head(
+        seq: int, oid: int, account: int = ALICE
+    ) -> tuple[int, int, int, int, int, int, int, int]:
+        return (seq, 1_700_000_000_000_000_000 + seq * 1_000_000, 0, 1, seq, account, 1, oid)
+
+    def trade(seq: int, maker: int, taker: int, qty: int, accounts: tuple[int, int]) -> Trade:
+        return Trade(seq, head(seq, 0)[1], seq, 1, TICKS, qty, Side.SELL, maker, accounts[0], 0,
+                     10 - qty, taker, accounts[1], 0, 0)  # fmt: skip
+
+    events: list[Record] = [
+        Accepted(*head(1, 1), Side.BUY, TICKS, 10), Accepted(*head(2, 2), Side.BUY, TICKS, 10),
+        Accepted(*head(3, 3, BOB), Side.SELL, TICKS, 3), trade(3, 1, 3, 3, (ALICE, BOB)),
+        OrderDone(*head(3, 3, BOB), DoneReason.FILLED, 3, 0), Replaced(*head(4, 2), 2_950_000, 6),
+        Accepted(*head(5, 4), Side.BUY, 3_100_000, 5), Triggered(*head(6, 4), 3_100_000, 3_100_000),
+        OrderDone(*head(7, 2), DoneReason.CANCELLED, 0, 6),
+    ]  # fmt: skip
+    always, late = core(), core()
+    always.touch(ALICE, 1, now_s=0.0)
+    for c in (always, late):
+        c.touch(BOB, 2, now_s=0.0)
+        for event in events:
+            c.process(event)
+    assert len(late.recent) == len(events) - 2  # all but BOB's order's Accepted and end
+    late.touch(ALICE, 1, now_s=1.0)
+    assert len(late.recent) == 1  # the trade stays for BOB's side (followed: never taken)
+
+    def views(c: RestOrders, account: int) -> list[Any]:
+        every = dict(from_id=None, start_ms=None, end_ms=None, limit=100)
+        return [
+            [o.json() for o in c.open_orders(account, None)],
+            [(o.json() if (o := c.order(account, oid)) else None) for oid in range(1, 5)],
+            c.unfiled.merged([], account, sym, c, **every),  # type: ignore[arg-type]
+            c.trades.merged([], account, sym, **every),  # type: ignore[arg-type]
+        ]
+
+    assert views(late, ALICE) == views(always, ALICE) and views(late, BOB) == views(always, BOB)
+    shown = views(late, ALICE)
+    got = [(o["orderId"], o["status"], o["executedQty"], o["isWorking"]) for o in shown[0]]
+    assert got == [(1, "PARTIALLY_FILLED", "0.03", True), (4, "NEW", "0.00", True)], got
+    assert (shown[1][1]["status"], shown[1][1]["price"]) == ("CANCELED", "29500.00")
+
+    def burst(start: int, n: int) -> int:  # CAROL's orders, each accepted, traded, ended
+        for seq in range(start, start + 3 * n, 3):
+            late.process(Accepted(*head(seq, 1_000 + seq, carol), Side.BUY, TICKS, 10))
+            late.process(trade(seq + 1, 1_000 + seq, 0, 4, (carol, carol + 1)))
+            late.process(OrderDone(*head(seq + 2, 1_000 + seq, carol), DoneReason.CANCELLED, 4, 6))
+        return start + 3 * n
+
+    def sizes() -> tuple[int, ...]:
+        kept = (late.live, late.done, late.unfiled, late.trades, late.unfiled.ended)
+        return tuple(len(k) for k in kept)
+
+    assert sizes() == (2, 2, 4, 2, 2)  # ALICE's 1 and 4 open; her 2 and BOB's 3 ended
+    tracemalloc.start()  # before the window fills: its records traced (~70 kB)
+    try:
+        seq = burst(100, limit)
+        before = tracemalloc.get_traced_memory()[0]
+        seq = burst(seq, 10_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(late.recent) == limit and sizes() == (2, 2, 4, 2, 2)
+    assert grown < 16_000, f"{grown} bytes kept after 30,000 events (bound: {limit} events)"
+    late.touch(carol, 3, now_s=2.0)  # her last 100 orders' Accepted, trade and end
+    n = limit // 3  # each ended, kept as an end too; the trades stay for their takers' side
+    assert sizes() == (2, 2 + n, 4 + n, 2 + n, 2 + n) and len(late.recent) == n
+    late.tick(now_s=10_000.0)  # every interest lapses: the accounts' orders let go
+    late.process(OrderDone(*head(seq, 1_100, carol), DoneReason.CANCELLED, 4, 6))
+    late.touch(carol, 3, now_s=10_001.0)  # her one end since, alone, and nothing else
+    assert sizes() == (0, 0, 4 + n, 2 + n, 3 + n) and late.known(1_100) is not None
 
 
 # -- Checked ------------------------------------------------------------------------------------
@@ -345,10 +512,12 @@ def test_checked_an_end_kept_reads_the_same_before_and_after_the_writer_files_it
     cancelled elsewhere, ALICE of interest, unfollowed. Before the writer files the fill and
     the cancel, ``GET order`` and ``allOrders`` show it as the database shows it after:
     CANCELED, 0.04 executed, its side, type, price, placing time and the cancel's time;
-    ``openOrders`` lists nothing."""
+    ``openOrders`` lists nothing. (Its ``Accepted`` older than the recent events kept:
+    followed from it, the order would read so too, test_an_order_placed_and_filled_...)"""
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
+        api.core.recent = RecentElsewhere(0)  # the bid's Accepted left the window
         await _publish(_elsewhere(1, price=TICKS), h=h)
         await unfiled_rig.file_all(h)
         async with unfiled_rig.users(url) as (alice, bob):
