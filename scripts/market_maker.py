@@ -4,12 +4,14 @@ the page, the feed and the candles have something to show.
     python scripts/market_maker.py [--profile dev] [--url http://127.0.0.1:8080]
                                    [--symbols BTC-USD,ETH-USD] [--interval 0.4] [--seed N]
 
-Over the REST API (``procs.gateway.rest_client``), as two of the demo users that
-``run_demo.py`` funds: the maker (DEMO1) rests ``--levels`` bids and asks per symbol on a price
-grid around a mid that random-walks back toward where it started; each cycle it cancels what
-left the ladder, places what is missing and now and then replaces one order with a new size.
-The taker (DEMO2) sometimes sends an IOC limit through the touch, leaning against what it
-has bought, so trades print and neither side's balances drift far. One symbol per cycle, a
+Over the REST API (``procs.gateway.rest_client``), as the two users of its own that
+``run_demo.py --market-maker`` funds: the maker (MM1) rests ``--levels`` bids and asks per
+symbol on a price grid around a mid that random-walks back toward where it started; each cycle
+it cancels what left the ladder, places what is missing and now and then replaces one order
+with a new size. The taker (MM2) sometimes sends an IOC limit through the touch, leaning
+against what it has bought, so trades print and neither side's balances drift far. The maker
+cancels every open order of its account that is off its ladder, so it must never trade as a
+user someone else uses (the demo's DEMO1 and DEMO2 are the newcomer's). One symbol per cycle, a
 cycle every ``--interval`` seconds: about 5 to 15 orders a second. SIGINT or SIGTERM cancels
 the maker's orders, revokes both API keys and exits.
 
@@ -402,8 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="dev", help="where the REST API is (or --url)")
     ap.add_argument("--url", default="", help="the REST API's base URL")
     ap.add_argument("--symbols", default="", help="comma-separated (default: all)")
-    ap.add_argument("--maker", default="DEMO1:demo1", help="user:password of the quoter")
-    ap.add_argument("--taker", default="DEMO2:demo2", help="user:password of the taker")
+    ap.add_argument("--maker", default="MM1:mm1", help="user:password of the quoter")
+    ap.add_argument("--taker", default="MM2:mm2", help="user:password of the taker")
     ap.add_argument("--levels", type=int, default=5, help="orders per side and symbol")
     ap.add_argument("--interval", type=float, default=0.4, help="seconds between cycles")
     ap.add_argument("--seed", type=int, default=None)

@@ -3,10 +3,13 @@ to connect.
 
 Starts the supervisor (`ringex run --detach`), opens and funds two demo accounts with FIX
 users (idempotent: a second run finds them), prints the FIX endpoint and credentials, the
-WebSocket and page URLs, then waits; Ctrl-C stops the exchange cleanly (`ringex stop`).
+symbols, the WebSocket and page URLs, then waits; Ctrl-C stops the exchange cleanly
+(`ringex stop`), a Ctrl-C while it starts too, once the start has finished.
 ``--market-maker`` (`make run MM=1`) also runs ``market_maker.py`` as a child process once
-the exchange is ready, so the books are quoted and trades print; it cancels its orders
-before the exchange stops.
+the exchange is ready, so the books are quoted and trades print. It trades as two users of
+its own (MM1, MM2), never as the printed ones: it cancels every open order of its account
+that is off its ladder, so a user it shared an account with would see their orders vanish.
+It cancels its orders before the exchange stops.
 """
 
 from __future__ import annotations
@@ -16,18 +19,25 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from config import load_profile
+from config.schema import RingexConfig
 from procs.admin.client import AdminClient
 from procs.common.result_codes import ResultCode
 from procs.common.topology import users_path
 from procs.common.users import UserStore
 from procs.supervisor.run_files import run_dir
 
-DEMO_USERS = [  # comp id, password, account, deposits
-    ("DEMO1", "demo1", 101, [("USD", "1000000"), ("BTC", "100"), ("ETH", "1000")]),
-    ("DEMO2", "demo2", 102, [("USD", "1000000"), ("BTC", "100"), ("ETH", "1000")]),
+FUNDS = [("USD", "1000000"), ("BTC", "100"), ("ETH", "1000")]
+DEMO_USERS = [  # comp id, password, account, deposits: the user's, printed
+    ("DEMO1", "demo1", 101, FUNDS),
+    ("DEMO2", "demo2", 102, FUNDS),
+]
+MARKET_MAKER_USERS = [  # the market maker's own: the quoter, then the taker
+    ("MM1", "mm1", 201, FUNDS),
+    ("MM2", "mm2", 202, FUNDS),
 ]
 
 
@@ -35,16 +45,69 @@ def ringex(*args: str) -> int:
     return subprocess.call([sys.executable, "-m", "procs.cli", *args])
 
 
+def ignore_interrupts() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut a stop
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def start_exchange(profile: str) -> int:
+    """`ringex run --detach`'s exit status. It runs in a session of its own, so a Ctrl-C
+    meanwhile does not kill it halfway (leaving a supervisor it started coming up, unwatched):
+    the Ctrl-C waits for it to finish, then raises KeyboardInterrupt for the caller's stop."""
+    cmd = [sys.executable, "-m", "procs.cli", "run", "--profile", profile, "--detach"]
+    starting = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        return starting.wait()
+    except KeyboardInterrupt:
+        ignore_interrupts()
+        print("\nCtrl-C: stopping once it has started ...", flush=True)
+        starting.wait()
+        raise
+
+
+def add_users(cfg: RingexConfig, users: list[tuple[str, str, int, list[tuple[str, str]]]]) -> None:
+    """Open and fund each user's account and store its password (idempotent)."""
+    client = AdminClient(cfg)
+    store = UserStore(users_path(cfg))
+    try:
+        for comp_id, password, account, deposits in users:
+            client.create_account(account)  # OK, or ACCOUNT_EXISTS on a later run
+            for k, (asset, amount) in enumerate(deposits):
+                reply = client.transfer(account, asset, amount, key=account * 100 + k)
+                if reply.code not in (ResultCode.OK, ResultCode.DUPLICATE_TRANSFER):
+                    print(f"demo deposit refused: {reply.code.name}", file=sys.stderr)
+            store.add(comp_id, password, account)
+    finally:
+        client.close()
+
+
+def symbols_line(cfg: RingexConfig) -> str:
+    """Each symbol with its price and size steps, as decimals (what an order must be on)."""
+
+    def step(units: int, decimals: int) -> str:
+        return f"{Decimal(units).scaleb(-decimals):f}"
+
+    return ", ".join(
+        f"{s.name} (tick {step(s.tick, s.price_decimals)}, lot {step(s.lot, s.qty_decimals)})"
+        for s in cfg.symbols
+    )
+
+
 def start_market_maker(profile: str, log: Path) -> subprocess.Popen[bytes]:
     script = Path(__file__).with_name("market_maker.py")
+    (maker, maker_pw, maker_account, _), (taker, taker_pw, taker_account, _) = MARKET_MAKER_USERS
     with open(log, "ab") as out:
         bot = subprocess.Popen(
-            [sys.executable, str(script), "--profile", profile],
+            [sys.executable, str(script), "--profile", profile,
+             "--maker", f"{maker}:{maker_pw}", "--taker", f"{taker}:{taker_pw}"],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-        )
-    print(f"Market maker: DEMO1 quotes, DEMO2 takes (pid {bot.pid}, log {log})")
+        )  # fmt: skip
+    print(
+        f"Market maker: {maker} (account {maker_account}) quotes, {taker} (account "
+        f"{taker_account}) takes; the DEMO users are yours (pid {bot.pid}, log {log})"
+    )
     return bot
 
 
@@ -63,57 +126,54 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="dev")
     parser.add_argument(
-        "--market-maker", action="store_true", help="run the demo market maker (DEMO1, DEMO2)"
+        "--market-maker", action="store_true", help="run the demo market maker (MM1, MM2)"
     )
     args = parser.parse_args()
     cfg = load_profile(args.profile)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on TERM too
-    if ringex("run", "--profile", args.profile, "--detach") != 0:
-        return 1
     bot: subprocess.Popen[bytes] | None = None
     try:
-        client = AdminClient(cfg)
-        users = UserStore(users_path(cfg))
-        try:
-            for comp_id, password, account, deposits in DEMO_USERS:
-                client.create_account(account)  # OK, or ACCOUNT_EXISTS on a later run
-                for k, (asset, amount) in enumerate(deposits):
-                    reply = client.transfer(account, asset, amount, key=account * 100 + k)
-                    if reply.code not in (ResultCode.OK, ResultCode.DUPLICATE_TRANSFER):
-                        print(f"demo deposit refused: {reply.code.name}", file=sys.stderr)
-                users.add(comp_id, password, account)
-        finally:
-            client.close()
+        if start_exchange(args.profile) != 0:
+            return 1  # it said why, and stopped what it started
+    except KeyboardInterrupt:
+        return ringex("stop", "--profile", args.profile)
+    try:
         gateway = cfg.gateways[0]
+        mm = args.market_maker and gateway.rest is not None
+        add_users(cfg, DEMO_USERS + (MARKET_MAKER_USERS if mm else []))
         print("\nringex is running. Connect a FIX 4.4 client:")
-        print(f"  host {gateway.host} port {gateway.port}, TargetCompID {gateway.comp_id}")
+        print(
+            f"  host {gateway.host} port {gateway.port}, TargetCompID {gateway.comp_id}, "
+            "the password in Password (554) of the Logon"
+        )
         for comp_id, password, account, deposits in DEMO_USERS:
             funds = ", ".join(f"{a} {m}" for a, m in deposits)
             print(f"  SenderCompID {comp_id} password {password} (account {account}: {funds})")
+        print(f"Symbols:     {symbols_line(cfg)}")
         if gateway.rest is not None:
             rest = gateway.rest
             print(f"REST API:    http://{rest.host}:{rest.port}/api/v1/ (the same users log in:")
             print("             POST /api/v1/apiKey; document at /openapi.json)")
         if cfg.marketdata.enabled:
             md = cfg.marketdata
-            print(f"Market data: ws://{md.host}:{md.port}/stream?streams=btc-usd@trade")
+            stream = f"{cfg.symbols[0].name.lower()}@trade"  # the profile's, not BTC-USD's
+            print(f"Market data: ws://{md.host}:{md.port}/stream?streams={stream}")
             print(f"Web page:    http://{md.host}:{md.port}/")
-        if args.market_maker and gateway.rest is None:
+        if args.market_maker and not mm:
             print("No market maker: it trades over the REST API, which this profile lacks")
-        elif args.market_maker:
+        elif mm:
             bot = start_market_maker(args.profile, run_dir(cfg) / "market-maker.log")
-        print("Ctrl-C stops it.")
+        print("Ctrl-C stops it.", flush=True)
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
         print("\nstopping ...")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the stop
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_interrupts()
         if bot is not None:  # its orders are cancelled while the exchange still runs
             stop_market_maker(bot)
-        ringex("stop", "--profile", args.profile)
-    return 0
+        stopped = ringex("stop", "--profile", args.profile)
+    return stopped
 
 
 if __name__ == "__main__":
