@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -54,18 +55,26 @@ class AdminError(RuntimeError):
 
 #: The most minor units an amount may be: records carry them as signed 64-bit integers.
 MAX_UNITS = 2**63 - 1
+#: An amount as an operator types one: ASCII digits, one '.', an exponent. ``Decimal`` alone
+#: would also take "1_000" and any script's digits (Arabic-Indic "\u0661\u0660" is 10).
+_AMOUNT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 def to_minor_units(cfg: RingexConfig, asset: str, amount: str) -> tuple[int, int]:
     """(asset id, integer minor units) of a decimal ``amount`` of ``asset``; a precision the
     asset does not have is refused, naming both."""
     spec = cfg.asset(asset)
+    if not _AMOUNT.fullmatch(amount.strip()):  # Infinity, NaN, 0x10, 1_000 alike
+        raise AdminError(
+            f"amount {amount!r} is not a decimal number (ASCII digits, one '.', an exponent)"
+        )
     try:
         value = Decimal(amount)
-    except ArithmeticError:  # InvalidOperation: not a number
-        raise AdminError(f"amount {amount!r} is not a decimal number") from None
-    if not value.is_finite():
-        raise AdminError(f"amount {amount!r} is not a finite decimal number")
+    except ArithmeticError:  # an exponent past what Decimal holds, either way
+        raise AdminError(
+            f"amount {amount} is out of range: at most {MAX_UNITS} minor units of {asset}, "
+            f"{spec.decimals} decimal places"
+        ) from None
     # Exact, digit by digit: no context arithmetic, which rounds past 28 digits.
     sign, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)  # finite

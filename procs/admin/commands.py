@@ -88,7 +88,12 @@ def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
     """`ringex admin <command>` against ``cfg``'s instance; the exit status."""
     if args.admin_command == "add-user":
         if args.password_stdin:  # not on argv, where `ps` shows it to every user
-            args.password = sys.stdin.readline().rstrip("\r\n")
+            try:
+                args.password = sys.stdin.readline().rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                print(f"ringex admin add-user: the password on stdin is not UTF-8 text (byte "
+                      f"0x{exc.object[exc.start]:02x})", file=sys.stderr)  # fmt: skip
+                return 2
             if not args.password:
                 print("ringex admin add-user: no password on stdin", file=sys.stderr)
                 return 2

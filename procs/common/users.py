@@ -36,6 +36,9 @@ _NO_SALT = bytes(16)  # an unknown user's check hashes with it
 #: message store directory (no "/", not "." or ".."): letters, digits and ``._:-``, a letter
 #: or digit first, 1..32 of them.
 COMP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,31}")
+#: The longest password a user may have: what the REST API's login takes
+#: (``POST /api/v1/apiKey``); a longer one would log on over FIX only.
+MAX_PASSWORD_CHARS = 1024
 
 
 class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

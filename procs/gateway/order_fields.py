@@ -10,9 +10,10 @@ from typing import NamedTuple
 from config.schema import SymbolConfig
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, TimeInForce
+from procs.core.order_checks import RESTS
 from procs.gateway.fix import FixMessage, field, shown
-from procs.gateway.instruments import price_ticks, qty_lots
-from procs.gateway.order_state import Order
+from procs.gateway.instruments import format_units, price_ticks, qty_lots
+from procs.gateway.order_state import Order, Request
 
 #: The exchange's refusals of a new order as FIX 4.4 OrdRejReason (103) has them; others
 #: are 99 (Other) with the code's name in Text (58). FIX 4.4 has no value for a price off
@@ -96,6 +97,40 @@ def differs(msg: FixMessage, order: Order) -> str | None:
     return None
 
 
+def replace_fault(msg: FixMessage, order: Order, stop: int, display: int) -> str | None:
+    """Why a replace of ``order`` with this StopPx and MaxFloor is refused, or None: a replace
+    changes only price and size, so a StopPx or MaxFloor that differs from the order's is
+    refused, never dropped in silence."""
+    f = msg.fields
+    if display != order.display:
+        return (
+            f"MaxFloor (111) {shown(f.get(111, b'absent'))} is not the order's: a replace "
+            "changes only price and size"
+        )
+    if stop != order.stop_price:
+        kept = format_units(order.stop_price, order.symbol.price_decimals).decode()
+        return (
+            f"StopPx (99) {shown(f.get(99, b'absent'))} is not the order's {kept}: a replace "
+            "changes only price and size"
+        )
+    return None
+
+
+def refusal_note(request: Request, code: ResultCode) -> str:
+    """What the Text (58) of the exchange's refusal of ``request`` adds to its code: why,
+    where the code alone does not say ("" elsewhere). Said after the refusal only, so an
+    order whose trigger this gateway has not seen yet is never refused on a guess."""
+    order = request.order
+    if (
+        request.kind == b"G"
+        and code == ResultCode.INVALID_ORDER
+        and order.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT)
+        and not order.triggered
+    ):
+        return ": a stop not triggered yet is not on the book; cancel it and send a new one"
+    return ""
+
+
 def rested(order: Order) -> bool:
     """Whether an order that the matcher expired had rested (or waited as a stop): a Day
     order at the end of the session is Expired (150=C). A market order, or a triggered
@@ -104,6 +139,25 @@ def rested(order: Order) -> bool:
     if order.tif != TimeInForce.DAY or order.ord_type == OrdType.MARKET:
         return False
     return not (order.ord_type == OrdType.STOP and order.triggered)
+
+
+def cannot_rest(f: dict[int, bytes], ord_type: OrdType) -> str | None:
+    """Why an order with fields ``f`` never rests on the book, or None: an iceberg (MaxFloor)
+    and a post-only order (ExecInst 6) must be able to, which the matcher otherwise refuses
+    as a bare INVALID_ORDER."""
+    if ord_type not in (OrdType.LIMIT, OrdType.STOP_LIMIT):
+        return f"OrdType {f[40].decode()} does not rest (a limit, 2, or stop-limit, 4, does)"
+    if TIFS[f.get(59, b"0")] not in RESTS:
+        return f"TimeInForce {f[59].decode()} does not rest (Day, 0, or GTC, 1, does)"
+    return None
+
+
+def cannot_post(f: dict[int, bytes], ord_type: OrdType) -> str | None:
+    """Why an order with fields ``f`` cannot be post-only (ExecInst 6), or None."""
+    if ord_type == OrdType.STOP_LIMIT:
+        return "applies to a limit order (OrdType 2), not a stop-limit (4)"
+    why = cannot_rest(f, ord_type)
+    return None if why is None else f"needs an order that rests: {why}"
 
 
 def amounts(
@@ -133,11 +187,18 @@ def amounts(
         stop = price_ticks(f[99], sym)
         if isinstance(stop, str):
             return Fault(stop.replace("price", "StopPx", 1))
+    elif 99 in f:  # taken in silence, the order would trade as what the client did not mean
+        return Fault(
+            f"StopPx (99) {shown(f[99])} applies to OrdType 3 or 4 (stops), not OrdType "
+            f"{f[40].decode()}"
+        )
     display = qty_lots(f[111], sym) if 111 in f else 0
     if isinstance(display, str):
         return Fault(display.replace("quantity", "MaxFloor", 1))
     if display > qty:
         return Fault(f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}")
+    if display and (why := cannot_rest(f, ord_type)):
+        return Fault(f"MaxFloor (111) {shown(f[111])} needs an order that rests: {why}")
     if display and -(-(qty - filled) // display) > sym.iceberg_parts:
         return Fault(  # a replace's: the slices of what is left (the matcher's count)
             f"MaxFloor {shown(f[111])} cuts OrderQty {shown(f[38])} "

@@ -63,8 +63,11 @@ from procs.gateway.order_fields import (
     TIFS,
     Fault,
     amounts,
+    cannot_post,
     differs,
     mass_report,
+    refusal_note,
+    replace_fault,
     rested,
 )
 from procs.gateway.order_memory import OrderMemory
@@ -248,6 +251,9 @@ class OrderEntry(OrderReplies, OrderMemory):
             text = f"ExecInst {shown(unsupported[0])} is not supported (only 6, post-only)"
             self._reject_new(session, msg, text, 11)  # unsupported order characteristic
             return
+        if instructions and (why := cannot_post(f, ord_type)):
+            self._reject_new(session, msg, f"ExecInst 6 (post-only) {why}", 11)
+            return
         parsed = amounts(msg, sym, ord_type)
         if isinstance(parsed, Fault):
             self._reject_new(session, msg, parsed.text, parsed.reason)
@@ -317,13 +323,10 @@ class OrderEntry(OrderReplies, OrderMemory):
         if isinstance(parsed, Fault):
             self._cancel_reject(session, msg, order, parsed.text)
             return
-        price, _stop, qty, display = parsed
-        if display != order.display:
-            text = (
-                f"MaxFloor (111) {shown(f.get(111, b'absent'))} is not the order's: a replace "
-                "changes only price and size"
-            )
-            self._cancel_reject(session, msg, order, text)
+        price, stop, qty, display = parsed
+        unfit = replace_fault(msg, order, stop, display)
+        if unfit is not None:
+            self._cancel_reject(session, msg, order, unfit)
             return
         request.price, request.qty = price, qty
         self.requests[ref] = self.touched[ref] = request
@@ -530,6 +533,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         request = self._pop_request(rejected.client_ref)
         if request is not None:
             if request.cl_ord_id:
+                text += refusal_note(request, rejected.code)
                 self._send_cancel_reject(
                     request.session, request.kind, request.cl_ord_id, request.order, text
                 )

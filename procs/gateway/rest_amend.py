@@ -77,6 +77,8 @@ class AmendRoute:
         if outcome.code != ResultCode.OK or outcome.order is None:
             code = outcome.code
             why = "unknown order" if code in codes.NOT_YOURS else f"{code.name} ({int(code)})"
+            if code == ResultCode.INVALID_ORDER and order.stop_price and not order.triggered:
+                why += " (a stop not triggered yet is not on the book: cancel it, place a new one)"
             shown = f"price={format_units(new_price, sym.price_decimals).decode()} quantity="
             shown += format_units(new_qty, sym.qty_decimals).decode()
             raise bad_request(

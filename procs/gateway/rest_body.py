@@ -73,7 +73,15 @@ def _json_repeats(body: bytes, decoded: dict[str, Any]) -> list[tuple[str, str]]
     """A pair for each key the JSON object ``body`` repeats (``decoded`` kept its last
     value): the repeat check of ``params`` then refuses it, as for a query or form."""
     keys: list[str] = json.loads(body, object_pairs_hook=lambda pairs: [k for k, _ in pairs])
-    return [(k, "") for k in keys[len(decoded) :]] if len(keys) > len(decoded) else []
+    if len(keys) == len(decoded):
+        return []
+    seen: set[str] = set()
+    repeats = []
+    for key in keys:  # each later sending of a key: the one the refusal names
+        if key in seen:
+            repeats.append((key, ""))
+        seen.add(key)
+    return repeats
 
 
 def repeated(pairs: list[tuple[str, str]]) -> str:

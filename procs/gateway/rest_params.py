@@ -17,6 +17,8 @@ from typing import Final
 
 from config.schema import SymbolConfig
 from procs.common.types import OrderFlag, OrdType, Side, StpMode, TimeInForce
+from procs.common.users import MAX_PASSWORD_CHARS
+from procs.core.order_checks import RESTS
 from procs.gateway import api_errors as codes
 from procs.gateway.api_errors import ApiError, bad_request
 from procs.gateway.instruments import (
@@ -66,8 +68,9 @@ DECIMAL = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 INTEGER = re.compile(r"-?[0-9]{1,20}")
 #: Longest parameter value accepted anywhere (decimals, ids, names).
 MAX_VALUE_CHARS = 64
-#: Parameters allowed longer values: a password is whatever its user chose (FIX takes any).
-LONG_VALUES: Final = {"password": 1024}
+#: Parameters allowed longer values: a password is whatever its user chose, up to the users
+#: file's limit.
+LONG_VALUES: Final = {"password": MAX_PASSWORD_CHARS}
 MAX_PARAMS = 24
 
 
@@ -166,7 +169,8 @@ def choice(
 
 def symbol(params: Mapping[str, str], instruments: Instruments) -> SymbolConfig:
     name = required(params, "symbol")
-    sym = instruments.by_name.get(name.upper().encode())
+    # ASCII only: str.upper() maps some other letters onto ASCII ones (long s, "\u017f", is "S")
+    sym = instruments.by_name.get(name.upper().encode()) if name.isascii() else None
     if sym is None:
         known = ", ".join(s.name for s in instruments.by_id.values())
         raise bad_request(codes.BAD_SYMBOL, f"unknown symbol {name!r} (this exchange has {known})")
@@ -281,6 +285,12 @@ def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderReque
         if not limit:
             raise bad_request(
                 codes.ILLEGAL_PARAM, f"icebergQty needs a limit order, not {type_name}"
+            )
+        if tif not in RESTS:  # else the matcher's bare INVALID_ORDER
+            raise bad_request(
+                codes.ILLEGAL_PARAM,
+                f"icebergQty needs an order that rests: timeInForce {params['timeInForce']} "
+                "does not (GTC and DAY do)",
             )
         display = _qty(params, "icebergQty", sym)
         if display >= qty:

@@ -43,6 +43,8 @@ class RequestError(ValueError):
 
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS")
 MAX_PARAMS = 1024
+#: The most of a client's value an error message repeats.
+SHOWN_CHARS = 64
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -72,14 +74,14 @@ def parse_request(raw: str | bytes, symbols: frozenset[str]) -> Request:
         )
     unknown = sorted(set(msg) - {"method", "params", "id"})
     if unknown:
-        raise RequestError(
-            ErrorCode.INVALID_REQUEST, f"unknown field(s) {', '.join(unknown)}", request_id
-        )
+        shown = ", ".join(_shown(name) for name in unknown[:4])
+        more = f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"unknown field(s) {shown}{more}", request_id)
     method = msg.get("method")
     if method not in METHODS:
         raise RequestError(
             ErrorCode.INVALID_REQUEST,
-            f"method {method!r} is not one of {', '.join(METHODS)}",
+            f"method {_shown(method)} is not one of {', '.join(METHODS)}",
             request_id,
         )
     params = msg.get("params", [])
@@ -104,6 +106,15 @@ def parse_request(raw: str | bytes, symbols: frozenset[str]) -> Request:
     except StreamError as exc:
         raise RequestError(ErrorCode.INVALID_STREAM, str(exc), request_id) from None
     return Request(method, streams, request_id)
+
+
+def _shown(value: object) -> str:
+    """A client's value in an error, cut short: an error never reflects kilobytes back."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    size = len(value) if isinstance(value, str) else len(text)
+    return f"{text[:SHOWN_CHARS]}... ({size} characters)"
 
 
 def result(request_id: RequestId, value: object = None) -> bytes:
