@@ -25,9 +25,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from procs.common.exec_ids import ExecIdBlocks
 from procs.common.records import Trade
 from procs.gateway.commission import Commissions
-from procs.gateway.exec_ids import ExecIdBlocks
 from procs.gateway.fix import FixMessage, field
 from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments, format_units

@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from config.schema import AssetConfig
+from procs.common.exec_ids import FILE_NAME as EXEC_IDS
+from procs.common.exec_ids import ExecIdBlocks
 from procs.common.records import (
     Accepted,
     CancelOrder,
@@ -48,8 +50,6 @@ from procs.common.types import DoneReason, OrderFlag, Side, StpMode
 from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
 from procs.gateway.commission import Commissions
-from procs.gateway.exec_ids import FILE_NAME as EXEC_IDS
-from procs.gateway.exec_ids import ExecIdBlocks
 from procs.gateway.fix import FixMessage, Timestamps, field, shown
 from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments, format_units

@@ -5,7 +5,7 @@ The journal holds the exchange's state, but not what only the gateways keep: who
 (``users.json``, ``apikeys.json``) and, per gateway, which session and ClOrdID each order has
 (``<gateway>/orders.log``, ``procs/gateway/order_log.py``) and which ClOrdIDs were used
 (``<gateway>/clordids.log``, ``procs/gateway/clordids.py``), and where its counter ExecIDs
-are reserved up to (``<gateway>/exec-ids``, ``procs/gateway/exec_ids.py``). A promoted
+are reserved up to (``<gateway>/exec-ids``, ``procs/common/exec_ids.py``). A promoted
 standby without them could not log a client on, nor report a fill of an order placed before
 the failover with its ClOrdID, and could repeat ExecIDs the primary sent. So the source sends
 what each of these files gained since the last look, and the standby writes it at the same

@@ -1,4 +1,4 @@
-"""The counter ExecIDs' durable blocks (``procs/gateway/exec_ids.py``)."""
+"""The counter ExecIDs' durable blocks (``procs/common/exec_ids.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from procs.gateway.exec_ids import ExecIdBlocks
+from procs.common.exec_ids import ExecIdBlocks
 
 
 def test_a_restart_starts_above_the_reserved_block_whatever_the_clock(tmp_path: Path) -> None:

@@ -26,10 +26,10 @@ import msgspec
 import pytest
 
 from config.schema import SymbolConfig
+from procs.common.exec_ids import FILE_NAME, ExecIdBlocks, skip_at_promotion
 from procs.common.records import Accepted, NewOrder, OrderDone, Replaced, Trade
 from procs.common.types import DoneReason, OrdType, Side, StpMode, TimeInForce
 from procs.gateway import orders as orders_module
-from procs.gateway.exec_ids import FILE_NAME, ExecIdBlocks, skip_at_promotion
 from procs.gateway.fix import FixMessage
 from procs.gateway.instruments import Instruments
 from procs.gateway.order_log import HANDLED, Kept, OrderLog

@@ -11,8 +11,8 @@ import pytest
 
 from config.edges import GatewayConfig
 from config.schema import RingexConfig
-from procs.gateway.exec_ids import FILE_NAME as EXEC_IDS
-from procs.gateway.exec_ids import ExecIdBlocks
+from procs.common.exec_ids import FILE_NAME as EXEC_IDS
+from procs.common.exec_ids import ExecIdBlocks
 from procs.replica.files import FileReceiver, FileShipper, shipped_files
 from procs.replica.wire import StateFile
 
@@ -91,7 +91,7 @@ def test_the_execid_mark_reaches_the_standby_and_a_promoted_counter_starts_above
     tmp_path: Path,
 ) -> None:
     """A promoted gateway's counter ExecIDs start above every id the primary reserved, even
-    with the standby's clock behind the primary's (``procs/gateway/exec_ids.py``)."""
+    with the standby's clock behind the primary's (``procs/common/exec_ids.py``)."""
     cfg = RingexConfig(
         instance="x", var_dir=str(tmp_path), gateways=[GatewayConfig(name="gw1", id=1)]
     )

@@ -18,8 +18,8 @@ import psutil
 from config import load_profile
 from config.edges import GatewayConfig
 from procs.common.epochs import Epochs
+from procs.common.exec_ids import FILE_NAME, PROMOTION_SKIP
 from procs.common.topology import journal_dir, users_path
-from procs.gateway.exec_ids import FILE_NAME, PROMOTION_SKIP
 from procs.supervisor import promotion
 from procs.supervisor.run_files import read_status, run_dir
 from tests.e2e.test_standby import free_port, profile
