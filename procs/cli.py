@@ -39,12 +39,12 @@ from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_writer import archive_segments_before
 from procs.common.records import RecordCodec
 from procs.common.topology import journal_archive_dir, journal_dir, rings
+from procs.common.units import units_differ
 from procs.core.recovery import archivable_before, archive_blocked, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
 from procs.supervisor.draining import stop_bound_s
 from procs.supervisor.main import Supervisor
 from procs.supervisor.main import main as supervisor_main
-from procs.supervisor.preflight import units_differ
 from procs.supervisor.run_files import process_start, read_status, run_dir, supervisor_running
 from shm import Ring
 from shm.errors import ShmError

@@ -203,12 +203,9 @@ def units_differ(primary: RingexConfig, standby: RingexConfig) -> str:
     """Why the standby's config may not run on the primary's journal ("" when it may): its
     units differ from those pinned beside it (``procs/common/units.py``), as shipped to the
     standby's journal or, where this host reads it, in the primary's own."""
-    from procs.common.units import UnitsError, units_path, units_refused  # noqa: PLC0415
+    from procs.common import units  # noqa: PLC0415
 
-    try:
-        return units_refused(standby) or units_refused(standby, units_path(primary))
-    except UnitsError as exc:
-        return str(exc)
+    return units.units_differ(standby) or units.units_differ(standby, units.units_path(primary))
 
 
 def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int:

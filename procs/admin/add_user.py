@@ -12,7 +12,7 @@ from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError, check_account, to_minor_units
 from procs.common.result_codes import ResultCode
 from procs.common.topology import users_path
-from procs.common.users import COMP_ID, MAX_PASSWORD_CHARS, UserStore
+from procs.common.users import MAX_PASSWORD_CHARS, UserStore, comp_id_refused
 
 
 def add_user(
@@ -118,8 +118,8 @@ def fee_account_taken(cfg: RingexConfig, command: str) -> str:
 def _credentials_refused(comp_id: str | None, password: str | None) -> str:
     """Why the user store would refuse these, or no logon could send the password ("" when
     neither). The password itself is never shown."""
-    if not COMP_ID.fullmatch(comp_id or ""):
-        return f"comp id {comp_id!r} must be 1..32 of A-Z a-z 0-9 . _ : -, a letter or digit first"
+    if refused := comp_id_refused(comp_id):
+        return refused
     if not password:  # a Logon without a Password (554) reads as "": never a user's
         return "the password must not be empty"
     if len(password) > MAX_PASSWORD_CHARS:

@@ -64,7 +64,7 @@ def replace_durably(
     fsync_dir(path.parent)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """``data`` whole: ``os.write`` may write less (a disk filling up mid-frame) and says so."""
     view = memoryview(data)
     while view:

@@ -98,8 +98,5 @@ def skip_at_promotion(path: Path, skip: int = PROMOTION_SKIP) -> int:
     reserves its first block from the mark the standby already holds, and may die before
     the replica ships that write). The mark moves ``skip`` past the copy (or the clock),
     durably, before the promoted gateway starts; returns the new mark."""
-    blocks = ExecIdBlocks(path)
-    mark = blocks.start() + skip
-    make_dirs(path.parent)
-    replace_durably(path, b"%d\n" % mark)
-    return mark
+    blocks = ExecIdBlocks(path, skip)
+    return blocks.reserve(blocks.start())

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal
 
-from procs.common.durable import fsync_dir, make_dirs
+from procs.common.durable import fsync_dir, make_dirs, write_all
 from procs.common.journal import (
     HEADER_SIZE,
     SUFFIX,
@@ -42,12 +42,6 @@ from procs.common.journal import (
 FsyncPolicy = Literal["batch", "interval", "none"]
 FSYNC_POLICIES: Final[tuple[FsyncPolicy, ...]] = ("batch", "interval", "none")
 DEFAULT_SEGMENT_BYTES: Final = 256 * 2**20
-
-
-def _write_all(fd: int, data: memoryview | bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class JournalWriter:
@@ -224,7 +218,7 @@ class JournalWriter:
             self._fill_by_words(buf, images, n)
         else:
             self._fill_each(buf, images)
-        _write_all(self._fd, buf)
+        write_all(self._fd, buf)
         self._count += n
         self._written += n
 
@@ -270,7 +264,7 @@ class JournalWriter:
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         try:
-            _write_all(fd, pack_header(self._layout, self.schema_id, first, time.time_ns()))
+            write_all(fd, pack_header(self._layout, self.schema_id, first, time.time_ns()))
             os.fsync(fd)
             os.rename(tmp, path)
             os.fsync(self._lock.fd)  # the directory: the new name is durable before any entry

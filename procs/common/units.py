@@ -113,6 +113,15 @@ def units_refused(cfg: RingexConfig, path: Path | None = None) -> str:
     )
 
 
+def units_differ(cfg: RingexConfig, path: Path | None = None) -> str:
+    """``units_refused``, with a units file that is not one the router writes as a reason
+    too: what a start or a tool checks (the router would refuse at every start)."""
+    try:
+        return units_refused(cfg, path)
+    except UnitsError as exc:
+        return str(exc)
+
+
 def pin_units(cfg: RingexConfig) -> None:
     """Record the config's units beside the journal, adding what is new; the ones pinned
     stay (``units_refused`` was "" for this config). Durable on return."""
@@ -130,10 +139,6 @@ def exit_if_other_units(cfg: RingexConfig, process: str) -> None:
     """For a process's start (a systemd unit restarts on its own and loads the profile
     again, edited or not): log why and exit 2 when the config's units are not the
     journal's, before anything is attached or converted."""
-    try:
-        refused = units_refused(cfg)
-    except UnitsError as exc:
-        refused = str(exc)
-    if refused:
+    if refused := units_differ(cfg):
         logging.getLogger(f"ringex.{process}").error("%s not started: %s", process, refused)
         raise SystemExit(2)

@@ -41,6 +41,13 @@ COMP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,31}")
 MAX_PASSWORD_CHARS = 1024
 
 
+def comp_id_refused(comp_id: str | None) -> str:
+    """Why ``comp_id`` cannot name a user (``COMP_ID``), or "" when it can."""
+    if COMP_ID.fullmatch(comp_id or ""):
+        return ""
+    return f"comp id {comp_id!r} must be 1..32 of A-Z a-z 0-9 . _ : -, a letter or digit first"
+
+
 class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     comp_id: str
     account: int
@@ -132,10 +139,8 @@ class UserStore:
         """Create or replace ``comp_id``; keeps its session id when it exists. Under the
         file's lock, on the file as it is now: two admins adding users at once keep both,
         each with its own session id."""
-        if not COMP_ID.fullmatch(comp_id):
-            raise ValueError(
-                f"comp id {comp_id!r} must be 1..32 of A-Z a-z 0-9 . _ : -, a letter or digit first"
-            )
+        if refused := comp_id_refused(comp_id):
+            raise ValueError(refused)
         if not password:  # a Logon without a Password (554) reads as "": never a user's
             raise ValueError(f"comp id {comp_id!r}: the password must not be empty")
         with self._locked():

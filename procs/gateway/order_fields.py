@@ -197,13 +197,15 @@ def amounts(
         return Fault(display.replace("quantity", "MaxFloor", 1))
     if display > qty:
         return Fault(f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}")
-    if display and (why := cannot_rest(f, ord_type)):
-        return Fault(f"MaxFloor (111) {shown(f[111])} needs an order that rests: {why}")
-    if display and -(-(qty - filled) // display) > sym.iceberg_parts:
-        return Fault(  # a replace's: the slices of what is left (the matcher's count)
-            f"MaxFloor {shown(f[111])} cuts OrderQty {shown(f[38])} "
-            f"{'less its fills ' if filled else ''}into "
-            f"{-(-(qty - filled) // display)} parts, at most {sym.iceberg_parts}"
-        )
+    if display:
+        if why := cannot_rest(f, ord_type):
+            return Fault(f"MaxFloor (111) {shown(f[111])} needs an order that rests: {why}")
+        parts = -(-(qty - filled) // display)  # a replace's: the slices of what is left
+        if parts > sym.iceberg_parts:  # (the matcher's count)
+            return Fault(
+                f"MaxFloor {shown(f[111])} cuts OrderQty {shown(f[38])} "
+                f"{'less its fills ' if filled else ''}into {parts} parts, "
+                f"at most {sym.iceberg_parts}"
+            )
     assert isinstance(stop, int)
     return price, stop, qty, display

@@ -91,19 +91,18 @@ class GatewayRestart:
         self.entry.outgoing.extend(self.codec.decode_slot(image) for _, image in pending)
         self._unpublished = dict(pending)
         self._logged_to = first + len(pending)
-        # the ones published before: a compaction keeps those still unanswered, for a full
+        # the ones published before and still unanswered: a compaction keeps them, for a full
         # restart to send again should the ring take them along unread (``sent_commands.py``)
-        older = [
-            (seq, ring, image, self.codec.decode_slot(image))
-            for seq, (ring, image) in recovered.commands.items()
-            if ring != created or seq < first
-        ]
-        for seq, ring, image, command in older:
-            ref = command.client_ref  # type: ignore[attr-defined]
-            if self.entry.unanswered(ref) or ref in self._api_waiting:
-                self.sent.add(seq, ring, ref, image)
+        unanswered = []
+        for seq, (ring, image) in recovered.commands.items():
+            if ring != created or seq < first:
+                command = self.codec.decode_slot(image)
+                ref = command.client_ref  # type: ignore[attr-defined]
+                if self.entry.unanswered(ref) or ref in self._api_waiting:
+                    self.sent.add(seq, ring, ref, image)
+                    unanswered.append((ring, command))
         if self._new_rings:
-            stale = [command for _, ring, _, command in older if ring != created]
+            stale = [command for ring, command in unanswered if ring != created]
             self.entry.outgoing.extend(self._lost_commands(stale))
         cancelled = 0
         for user in self.users.users() if orders else []:
@@ -119,22 +118,18 @@ class GatewayRestart:
         return recovered.positions
 
     def _lost_commands(self, logged: list[Record]) -> list[Record]:
-        """Commands logged for a router ring that is gone, still unanswered, and not in the
-        journal: the ring took them along unread. They go into the new ring. One that is in
-        the journal is answered by the events made again after the matcher's replay mark.
-        An order command was journaled, if at all, after every seq this gateway had
-        handled from the matchers (its answer would have come); a mass cancel's verdict
-        comes on the reply ring, which the matchers' events may overtake, so the journal is
-        read from the oldest of those less the router's own look-back (``JournaledTail``:
-        every gateway's ring's worth of commands)."""
+        """Of ``logged`` (commands logged for a router ring that is gone, still unanswered),
+        those not in the journal: the ring took them along unread. They go into the new
+        ring. One that is in the journal is answered by the events made again after the
+        matcher's replay mark. An order command was journaled, if at all, after every seq
+        this gateway had handled from the matchers (its answer would have come); a mass
+        cancel's verdict comes on the reply ring, which the matchers' events may overtake,
+        so the journal is read from the oldest of those less the router's own look-back
+        (``JournaledTail``: every gateway's ring's worth of commands)."""
         # by client_ref, once: one sent again after an earlier full restart was logged again
         # under that start's ring, and its entry of the ring before stays with it
         by_ref = {command.client_ref: command for command in logged}  # type: ignore[attr-defined]
-        waiting = [
-            command
-            for ref, command in by_ref.items()
-            if self.entry.unanswered(ref) or ref in self._api_waiting
-        ]
+        waiting = list(by_ref.values())
         if not waiting:
             return []
         matchers = [matcher_output(m.name) for m in self.cfg.matchers]

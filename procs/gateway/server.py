@@ -245,15 +245,10 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         outgoing = self.entry.outgoing
         step = max(1, self.producer.ring.capacity // 2)
         producer, unpublished = self.producer, self._unpublished
-        self._log_outgoing()  # all of them, whatever the ring takes
+        self._log_outgoing()  # all of them, whatever the ring takes: none is logged below
         while outgoing:
             chunk = outgoing[:step]
             base = producer.sequence
-            if base + len(chunk) > self._logged_to:
-                bad = self._log_commands(chunk, base)
-                if bad is not None:
-                    del outgoing[bad]
-                    continue
             # the images the log holds: the records are not encoded a second time
             seqs = range(base, base + len(chunk))
             if not producer.try_publish_slots(b"".join([unpublished[s] for s in seqs]), len(chunk)):

@@ -47,20 +47,18 @@ from pathlib import Path
 
 from config.schema import RingexConfig
 from procs.common.durable import fsync_dir, fsync_file, make_dirs
+from procs.common.exec_ids import FILE_NAME as EXEC_IDS
 from procs.common.topology import users_path
+from procs.common.units import FILE_NAME as UNITS  # shipped by this name, kept in the journal's
 from procs.replica.wire import StateFile
 
 #: Bytes of one file in one message (a file that gained more goes in several).
 CHUNK = 4 << 20
 
 
-#: The journal's units, shipped by this name and kept in the journal's directory (``_place``).
-UNITS = "units.json"
-
-
 def shipped_files(cfg: RingexConfig) -> list[str]:
     """The files shipped, relative to ``var/<instance>/gateway`` (``UNITS`` aside)."""
-    own = ("orders.log", "clordids.log", "exec-ids")
+    own = ("orders.log", "clordids.log", EXEC_IDS)
     gateways = (f"{g.name}/{n}" for g in cfg.gateways for n in own)
     return ["users.json", "apikeys.json", UNITS, *gateways]
 

@@ -49,6 +49,7 @@ from procs.replica.wire import (
     History,
     Refused,
     receive,
+    records_differ,
     send,
 )
 
@@ -132,7 +133,9 @@ class ReplicationSource:
             if not isinstance(hello, Hello):
                 await send(writer, Refused(f"expected Hello, got {type(hello).__name__}"))
                 return
-            refusal = self._epoch_refusal(hello, peer) or self._records_refusal(hello)
+            refusal = self._epoch_refusal(hello, peer) or records_differ(
+                "the standby's", (hello.schema_id, hello.slot_size), "the primary's", self.records
+            )
             if refusal is not None:
                 await send(writer, Refused(refusal))
                 return
@@ -199,18 +202,6 @@ class ReplicationSource:
             return (
                 f"this primary is fenced by epoch {fenced}: follow the promoted instance "
                 "(this one is to be rebuilt as its standby)"
-            )
-        return None
-
-    def _records_refusal(self, hello: Hello) -> str | None:
-        """Why a standby built with other records may not follow, or None (an older standby
-        does not say: its hash check still refuses other slot images)."""
-        theirs = (hello.schema_id, hello.slot_size)
-        if hello.schema_id and theirs != self.records:
-            return (
-                f"the standby's records (schema {theirs[0]:#x}, {theirs[1]}-byte slots) are "
-                f"not the primary's (schema {self.records[0]:#x}, {self.records[1]}-byte "
-                "slots): a standby runs the primary's build"
             )
         return None
 

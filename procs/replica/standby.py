@@ -53,6 +53,7 @@ from procs.replica.wire import (
     Refused,
     StateFile,
     receive_within,
+    records_differ,
     send,
 )
 
@@ -244,13 +245,13 @@ class Standby:
             raise StandbyRefusedError(f"the primary refused this standby: {first.reason}")
         if not isinstance(first, EpochHistory):
             raise StandbyRefusedError(f"expected the primary's epochs, got {type(first).__name__}")
-        theirs = (first.schema_id, first.slot_size)
-        if first.schema_id and theirs != (codec.schema_id, codec.slot_size):
-            raise StandbyRefusedError(
-                f"the primary's records (schema {theirs[0]:#x}, {theirs[1]}-byte slots) are "
-                f"not this standby's (schema {codec.schema_id:#x}, {codec.slot_size}-byte "
-                "slots): a standby runs the primary's build"
-            )
+        if refused := records_differ(
+            "the primary's",
+            (first.schema_id, first.slot_size),
+            "this standby's",
+            (codec.schema_id, codec.slot_size),
+        ):
+            raise StandbyRefusedError(refused)
         self.follow_epochs(first)
         self.connected = True
         log.info("following the primary from seq %d", self.next_seq)

@@ -140,6 +140,21 @@ class History:
 GENESIS = History().digest()  # the history of an empty journal
 
 
+def records_differ(
+    peer: str, theirs: tuple[int, int], own: str, mine: tuple[int, int]
+) -> str | None:
+    """Why a peer whose records (``(schema_id, slot_size)``, ``RecordCodec``) are ``theirs``
+    may not replicate with this side's ``mine``, or None: the same, or not said (schema 0,
+    an older peer: the history hash check still refuses other slot images). ``peer`` and
+    ``own`` name each side's records in the reason."""
+    if not theirs[0] or theirs == mine:
+        return None
+    return (
+        f"{peer} records (schema {theirs[0]:#x}, {theirs[1]}-byte slots) are not {own} "
+        f"(schema {mine[0]:#x}, {mine[1]}-byte slots): a standby runs the primary's build"
+    )
+
+
 class FrameError(ValueError):
     """A frame this side cannot read: over its size limit, or not a message of this
     protocol version (the peer runs other code, or the stream is corrupt)."""

@@ -45,14 +45,14 @@ from procs.common.parent_death import die_with_parent
 from procs.common.records import RecordCodec
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
-from procs.supervisor import preflight
+from procs.common.units import units_differ
 from procs.supervisor.child import Child
 from procs.supervisor.draining import drain
 from procs.supervisor.held import GO, GRACE_ENV
 from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, plan
-from procs.supervisor.preflight import cpus_missing, nice_refused, shm_short
+from procs.supervisor.preflight import cpus_missing, nice_refused, shm_short, units_differ_now
 from procs.supervisor.run_files import (
     InstanceBusyError,
     instance_lock,
@@ -111,7 +111,7 @@ class Supervisor:
     def refuse_other_units(self) -> None:
         """Refuse a config whose units differ from its journal's (``procs/common/units.py``):
         its router would refuse at each restart."""
-        if refused := preflight.units_differ(self.cfg):
+        if refused := units_differ(self.cfg):
             raise SupervisorError(refused)
 
     def refuse_running(self) -> None:
@@ -362,7 +362,7 @@ class Supervisor:
         starting is one more restart, tried again with a longer backoff, until more than
         ``restart_limit`` within ``restart_window_s`` stop the instance."""
         while True:
-            if refused := preflight.units_differ_now(self.profile):  # the profile it loads again
+            if refused := units_differ_now(self.profile):  # the profile it loads again
                 raise SupervisorError(f"{child.spec.name} not restarted: {refused}")
             now = time.monotonic()
             window = self.cfg.supervisor.restart_window_s

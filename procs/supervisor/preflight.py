@@ -17,7 +17,7 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.records import RecordCodec
 from procs.common.topology import rings
-from procs.common.units import UnitsError, units_refused
+from procs.common.units import units_differ
 from procs.supervisor.plan import ProcessSpec
 from shm.header import Geometry
 from shm.inspect import SHM_DIR
@@ -94,18 +94,8 @@ def shm_short(cfg: RingexConfig) -> str:
     )
 
 
-def units_differ(cfg: RingexConfig) -> str:
-    """Why ``cfg`` may not run on its journal ("" when it may): its units differ from those
-    pinned beside it (``procs/common/units.py``: its router would refuse at every start), or
-    the pinned file is not one the router writes."""
-    try:
-        return units_refused(cfg)
-    except UnitsError as exc:
-        return str(exc)
-
-
 def units_differ_now(profile: str) -> str:
-    """``units_differ`` of the config in ``profile`` as it is now. A restarted process loads
+    """``units.units_differ`` of the config in ``profile`` as it is now. A restarted process loads
     its profile again: one edited since the start to other units has its router refuse at
     every restart (a crash loop, its reason only in the router's log), and a gateway or the
     database writer would read the journal's integers in other units. "" where the profile

@@ -16,8 +16,7 @@ from procs.gateway.history import order_json
 from procs.gateway.rest_order_state import LiveOrder, from_done
 from procs.gateway.unfiled_orders import UnfiledOrders
 from tests.unit.gateway.harness import config
-
-ALICE = 601
+from tests.unit.gateway.rest_rig import ALICE
 
 
 def _done(order_id: int, seq: int, filled: int = 0) -> OrderDone:

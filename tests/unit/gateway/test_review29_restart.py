@@ -23,23 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from procs.common.records import NewOrder
-from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.gateway.clordids import SeenLog
 from procs.gateway.order_log import OrderLog
 from shm.inspect import remove_instance
-from tests.unit.gateway.harness import FUNDER, Harness, close_all, config, settled, utc
+from tests.unit.gateway.harness import Harness, close_all, config, settled, utc
 from tests.unit.gateway.test_gateway import logged_on, order, status_request
 from tests.unit.gateway.test_gateway_restart import back_on, crash, drain, run, run_harness
-
-
-def taker(qty: int, ref: int = 99) -> NewOrder:
-    """BOB (account 8) buys ``qty`` lots at up to 100.00, IOC, through the funder's ring."""
-    return NewOrder(
-        *(0, 0, FUNDER, 1, ref, 8, 1, 0), side=Side.BUY, ord_type=OrdType.LIMIT,
-        tif=TimeInForce.IOC, flags=0, stp=StpMode.NONE, price=10_000, qty=qty, stop_price=0,
-        display_qty=0,
-    )  # fmt: skip
+from tests.unit.gateway.test_review_restart_bugs import taker
 
 
 def _logged_commands(path: Path) -> dict[int, tuple[int, bytes]]:

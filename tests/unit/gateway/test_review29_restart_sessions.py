@@ -19,7 +19,7 @@ from procs.gateway.store import MessageStore
 from tests.unit.gateway.harness import Client, Harness, settled
 from tests.unit.gateway.test_gateway import cancel, logged_on, order, status_request
 from tests.unit.gateway.test_gateway_restart import back_on, crash, drain, run
-from tests.unit.gateway.test_review29_restart import taker
+from tests.unit.gateway.test_review_restart_bugs import taker
 
 
 async def fill_gaps(client: Client) -> None:

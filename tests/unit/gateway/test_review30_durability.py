@@ -25,7 +25,6 @@ from typing import cast
 import msgspec
 import pytest
 
-from config.schema import SymbolConfig
 from procs.common.exec_ids import FILE_NAME, ExecIdBlocks, skip_at_promotion
 from procs.common.records import Accepted, NewOrder, OrderDone, Replaced, Trade
 from procs.common.types import DoneReason, OrdType, Side, StpMode, TimeInForce
@@ -42,6 +41,8 @@ from tests.unit.gateway.harness import FUNDER, Harness, config, settled
 from tests.unit.gateway.test_gateway import logged_on, order, status_request
 from tests.unit.gateway.test_gateway_restart import back_on, crash, drain, run
 from tests.unit.gateway.test_review29_restart import _logged_commands
+from tests.unit.gateway.test_review_order_log_steps import SYM
+from tests.unit.gateway.test_review_order_log_steps import _Connection as _Session
 
 
 class SigkillError(Exception):
@@ -388,18 +389,6 @@ def test_checked_sent_commands_hold_the_unanswered_and_at_most_twice_as_many() -
 
 def msgspec_replace(command: NewOrder, ref: int) -> NewOrder:
     return msgspec.structs.replace(command, client_ref=ref)
-
-
-SYM = SymbolConfig(name="BTC-USD", id=1, price_decimals=2, qty_decimals=2, base="BTC")
-
-
-class _Session:
-    session_id = 5
-    account = 7
-    user = None
-
-    def send(self, msg_type: bytes, body: bytes, now_ns: int) -> None:
-        pass
 
 
 def _fix(kind: bytes, **fields: bytes) -> FixMessage:

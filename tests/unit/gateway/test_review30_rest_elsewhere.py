@@ -28,14 +28,13 @@ import pytest
 from procs.common.records import (
     Accepted,
     CancelOrder,
-    NewOrder,
     OrderDone,
     Record,
     Replaced,
     Trade,
     Triggered,
 )
-from procs.common.types import DoneReason, OrdType, Side, StpMode, TimeInForce
+from procs.common.types import DoneReason, OrdType, Side, TimeInForce
 from procs.gateway.ended_elsewhere import EndedElsewhere
 from procs.gateway.history import order_json
 from procs.gateway.instruments import Instruments
@@ -48,25 +47,11 @@ from tests.unit.gateway import unfiled_rig
 from tests.unit.gateway.harness import FUNDER, Harness
 from tests.unit.gateway.harness import config as harness_config
 from tests.unit.gateway.rest_rig import ALICE, BOB, run, stream_messages
-from tests.unit.gateway.test_review29_rest_views import _publish, _snapshot
+from tests.unit.gateway.test_review29_rest_views import TICKS, _elsewhere, _publish, _snapshot
 
 pg, dsn, harness = unfiled_rig.pg, unfiled_rig.dsn, unfiled_rig.harness
 PRICE, SELL = unfiled_rig.PRICE, unfiled_rig.SELL
 ORDER, OPEN, ALL = "/api/v1/order", "/api/v1/openOrders", "/api/v1/allOrders"
-TICKS = 3_000_000  # 30000.00
-AWAY = 2_900_000  # 29000.00: out of BOB's reach
-
-
-def _elsewhere(
-    ref: int, account: int = ALICE, *, side: Side = Side.BUY,
-    ord_type: OrdType = OrdType.LIMIT, price: int = AWAY, qty: int = 10, stop: int = 0,
-) -> NewOrder:  # fmt: skip
-    """An order placed through gateway 0 (another gateway, as far as the REST one knows)."""
-    return NewOrder(
-        *(0, time.time_ns(), FUNDER, 1, ref, account, 1, 0), side=side, ord_type=ord_type,
-        tif=TimeInForce.GTC, flags=0, stp=StpMode.NONE, price=price, qty=qty,
-        stop_price=stop, display_qty=0,
-    )  # fmt: skip
 
 
 def _cancel_elsewhere(ref: int, order_id: int, account: int = ALICE) -> CancelOrder:

@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 import uvloop
 
-import procs.admin.commands
 from config import load_profile
 from procs.common.topology import users_path
 from procs.common.users import MAX_PASSWORD_CHARS, UserStore
@@ -50,20 +49,12 @@ from tests.unit.gateway.test_adversarial_fix import run as run_fix
 from tests.unit.marketdata.rig import Rig, running
 
 exchange = fix_rig.exchange  # the FIX fixture: a gateway with ALICE, BOB and CAROL
+admin = cli.fake_admin  # what ``ringex admin`` sent: a stand-in admin client that answers OK
 
 
 @pytest.fixture
 def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
     yield from rest_exchange(instance, tmp_path)
-
-
-@pytest.fixture
-def admin(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
-    """What ``ringex admin`` sent the exchange: a stand-in admin client that answers OK."""
-    calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(cli._FakeAdmin, "calls", calls)
-    monkeypatch.setattr(procs.admin.commands, "AdminClient", cli._FakeAdmin)
-    return calls
 
 
 # -- REST ---------------------------------------------------------------------------------------

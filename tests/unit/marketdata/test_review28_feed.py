@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
 
 from procs.common.market_snapshots import MarketSnapshots, Positions
 from procs.common.records import Heartbeat, Trade
@@ -48,17 +47,10 @@ from procs.marketdata import messages
 from shm import Ring
 
 from .events import MIN, SYMBOL, T0, level, trade
-from .rig import CODEC, Rig, close_process, config, drain_feed, event_time_process, running
+from .rig import CODEC, Rig, close_process, config, drain_feed, event_time_process
+from .test_adversarial_ws import run as _run
 from .test_review9_feed_vs_book import _order
 from .test_server import random_orders
-
-
-def _run(instance: str, body: Any, **kw: Any) -> None:
-    async def main() -> None:
-        async with running(instance, **kw) as rig:
-            await asyncio.wait_for(body(rig), 20)
-
-    uvloop.run(main())
 
 
 async def _fed(rig: Rig, events: int) -> None:

@@ -36,12 +36,12 @@ from procs.supervisor.plan import ProcessSpec
 from procs.supervisor.run_files import read_status
 from shm.inspect import list_segments
 from shm.liveness import pid_alive
-from tests.scripts_loader import load_script
+from tests.scripts_loader import ROOT, load_script
+from tests.unit.supervisor.test_supervisor import write_profile
 from tests.unit.test_review_config_cli_bugs import _cli, _instance_config, fake_admin
 
 __all__ = ["fake_admin"]  # a fixture of the config/CLI review, used here as it is
 
-ROOT = Path(__file__).parents[3]
 THIS = "tests.unit.supervisor.test_review28_ops"
 
 
@@ -52,19 +52,6 @@ def main(argv: list[str]) -> int:
     Path(marker).write_text(str(os.getpid()))
     while True:
         time.sleep(1)
-
-
-def write_profile(path: Path, instance: str, var: Path, supervisor: str = "") -> Path:
-    """The supervisor tests' small instance (a matcher and the router), as
-    ``test_supervisor.write_profile`` writes it, with more ``[supervisor]`` keys."""
-    path.write_text(
-        f'instance = "{instance}"\nvar_dir = "{var}"\ngateways = []\n'
-        "[marketdata]\nenabled = false\n[database]\nenabled = false\n"
-        "[ring]\ncapacity = 1024\n"
-        '[wait]\nstrategy = "blocking"\npark_timeout_s = 0.01\n'
-        f"[supervisor]\nrestart_limit = 3\nready_timeout_s = 30\n{supervisor}"
-    )
-    return path
 
 
 @pytest.fixture(autouse=True)

@@ -25,13 +25,15 @@ from shm.inspect import list_segments
 ROOT = Path(__file__).parents[3]
 
 
-def write_profile(path: Path, instance: str, var: Path) -> Path:
+def write_profile(path: Path, instance: str, var: Path, supervisor: str = "") -> Path:
+    """A small instance (a matcher and the router); ``supervisor``: more ``[supervisor]``
+    keys, as TOML lines."""
     path.write_text(
         f'instance = "{instance}"\nvar_dir = "{var}"\ngateways = []\n'
         "[marketdata]\nenabled = false\n[database]\nenabled = false\n"
         "[ring]\ncapacity = 1024\n"
         '[wait]\nstrategy = "blocking"\npark_timeout_s = 0.01\n'
-        "[supervisor]\nrestart_limit = 3\nready_timeout_s = 30\n"
+        f"[supervisor]\nrestart_limit = 3\nready_timeout_s = 30\n{supervisor}"
     )
     return path
 
