@@ -113,9 +113,20 @@ def rings(cfg: RingexConfig) -> list[RingSpec]:
     return specs
 
 
+def gateway_root(cfg: RingexConfig) -> Path:
+    """``var/<instance>/gateway``: the files an instance's gateways share (users, API keys),
+    and a directory per gateway (``gateway_dir``)."""
+    return Path(cfg.var_dir) / cfg.instance / "gateway"
+
+
+def gateway_dir(cfg: RingexConfig, name: str) -> Path:
+    """Gateway ``name``'s own files: its order log, ClOrdIDs, ExecID blocks, session stores."""
+    return gateway_root(cfg) / name
+
+
 def users_path(cfg: RingexConfig) -> Path:
     """The FIX users of an instance, shared by its gateways (``procs.common.users``)."""
-    return Path(cfg.var_dir) / cfg.instance / "gateway" / "users.json"
+    return gateway_root(cfg) / "users.json"
 
 
 def apikeys_path(cfg: RingexConfig) -> Path:

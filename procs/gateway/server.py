@@ -34,10 +34,8 @@ import asyncio
 import logging
 import time
 from array import array
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from config.edges import GatewayConfig
 from config.schema import RingexConfig
 from procs.common import sd_notify
 from procs.common.records import Record, RecordCodec
@@ -46,6 +44,7 @@ from procs.common.stats import GATEWAY_COUNTERS, gateway_page
 from procs.common.topology import (
     gateway_commands,
     gateway_consumer,
+    gateway_dir,
     gateway_replies,
     matcher_output,
     users_path,
@@ -84,10 +83,6 @@ IDLE_NAP_S = 0.001
 PARKED_NAP_S = 1.0
 
 
-def gateway_dir(cfg: RingexConfig, gw: GatewayConfig) -> Path:
-    return Path(cfg.var_dir) / cfg.instance / "gateway" / gw.name
-
-
 def _note_handled(
     ring: str, events: list[Record], handled: dict[str, int], parts: dict[str, int]
 ) -> None:
@@ -116,7 +111,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
                 f"gateway {name!r} is not configured ({[g.name for g in cfg.gateways]})"
             )
         self.cfg, self.gw = cfg, gw
-        self.directory = gateway_dir(cfg, gw)
+        self.directory = gateway_dir(cfg, gw.name)
         self.settings = SessionSettings(
             comp_id=gw.comp_id,
             min_heartbeat_s=gw.min_heartbeat_s,

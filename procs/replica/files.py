@@ -48,7 +48,6 @@ from pathlib import Path
 from config.schema import RingexConfig
 from procs.common.durable import fsync_dir, fsync_file, make_dirs
 from procs.common.exec_ids import FILE_NAME as EXEC_IDS
-from procs.common.topology import users_path
 from procs.common.units import FILE_NAME as UNITS  # shipped by this name, kept in the journal's
 from procs.replica.wire import StateFile
 
@@ -67,10 +66,6 @@ def _place(root: Path, name: str) -> Path:
     """Where file ``name`` is kept, ``root`` being ``var/<instance>/gateway``: the units in
     the journal's directory, ``var/<instance>/journal`` (``units.units_path``)."""
     return root.parent / "journal" / UNITS if name == UNITS else root / name
-
-
-def gateway_root(cfg: RingexConfig) -> Path:
-    return users_path(cfg).parent
 
 
 #: Bytes before the end of what was sent that a log's growth must leave as they were.

@@ -33,8 +33,13 @@ from procs.common.journal import DirectoryLock, JournalReader
 from procs.common.journal_writer import cut_after
 from procs.common.records import RecordCodec
 from procs.common.replication_ack import BLOCK_FILE, ack_dir
-from procs.common.topology import journal_dir, market_state_path, postgres_dir, snapshot_dir
-from procs.replica.files import gateway_root
+from procs.common.topology import (
+    gateway_root,
+    journal_dir,
+    market_state_path,
+    postgres_dir,
+    snapshot_dir,
+)
 from procs.replica.wire import AskEpochs, EpochHistory, Refused, receive, send
 
 log = logging.getLogger("ringex.replica")

@@ -31,8 +31,8 @@ from procs.common.epochs import Epochs
 from procs.common.journal import JournalReader
 from procs.common.records import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
-from procs.common.topology import journal_dir
-from procs.replica.files import CHUNK, FileShipper, gateway_root, shipped_files
+from procs.common.topology import gateway_root, journal_dir
+from procs.replica.files import CHUNK, FileShipper, shipped_files
 from procs.replica.tail import JournalTail
 from procs.replica.wire import (
     HEARTBEAT_S,

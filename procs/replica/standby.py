@@ -37,9 +37,9 @@ from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import RecordCodec
 from procs.common.snapshots import SnapshotStore
-from procs.common.topology import journal_dir, snapshot_dir
+from procs.common.topology import gateway_root, journal_dir, snapshot_dir
 from procs.core.recovery import recover, write_snapshot
-from procs.replica.files import FileReceiver, gateway_root
+from procs.replica.files import FileReceiver
 from procs.replica.market import HotMarket
 from procs.replica.wire import (
     SILENCE_S,

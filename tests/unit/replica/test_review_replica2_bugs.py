@@ -24,11 +24,10 @@ from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import AccountReply, Record, Transfer
 from procs.common.replication_ack import AckBlock, ack_dir
-from procs.common.topology import journal_dir
+from procs.common.topology import gateway_root, journal_dir
 from procs.common.types import Side
 from procs.replica import source as source_module
 from procs.replica import standby as standby_module
-from procs.replica.files import gateway_root
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby
 from tests.unit.replica.test_source import CODEC, commands, free_port

@@ -18,9 +18,8 @@ from config.schema import ReplicationConfig, RingexConfig
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import CreateAccount, Record, RecordCodec, Transfer
 from procs.common.replication_ack import CONNECTED, AckBlock, ack_dir
-from procs.common.topology import journal_dir
+from procs.common.topology import gateway_root, journal_dir
 from procs.replica import source as source_module
-from procs.replica.files import gateway_root
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby
 from procs.replica.tail import JournalTail

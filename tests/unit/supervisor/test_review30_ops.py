@@ -24,9 +24,9 @@ from config.edges import GatewayConfig
 from config.schema import RingexConfig
 from procs import cli
 from procs.common.epochs import Epochs
-from procs.common.topology import journal_dir, snapshot_dir
+from procs.common.topology import gateway_root, journal_dir, snapshot_dir
 from procs.common.units import pin_units, units_path, units_refused
-from procs.replica.files import SHIPPABLE, FileReceiver, FileShipper, gateway_root, shipped_files
+from procs.replica.files import SHIPPABLE, FileReceiver, FileShipper, shipped_files
 from procs.supervisor.run_files import instance_lock, read_status, run_dir
 from shm.inspect import list_segments
 from tests.scripts_loader import ROOT, load_script
