@@ -15,6 +15,10 @@ write): the fan-out takes at most 1 / (1 + linger) of the core, for about ``ling
 added latency, which is nothing when few listen. The wall clock is fed to the state once per
 ``clock_s``, so candles open on time when nobody trades; while a ring is behind (a read came
 back full) its symbols wait for it (``ring_symbols``): a backlog's trades are older than it.
+The wall clock is fed ``clock_lag_s`` late: a command is stamped by the router before its
+journal fsync, its matcher and the ring bring its events here, and a candle the clock closed
+meanwhile would lose its trade to the next (the history in PostgreSQL puts a trade in the
+candle of its own time); an idle candle opens that much late (a trade opens it on time).
 
 With ``snapshots`` the rings are read without committing: ``checkpoint`` writes the state
 with the positions it covers, then commits them (``snapshot.py``), every ``snapshot_every_s``
@@ -54,6 +58,7 @@ class Feed:
         min_idle_s: float = 0.0002,
         max_idle_s: float = 0.005,
         clock_s: float = 0.25,
+        clock_lag_s: float = 1.0,
         linger: float = 1.0,
         max_linger_s: float = 0.01,
         snapshots: MarketSnapshots | None = None,
@@ -70,6 +75,9 @@ class Feed:
         self.min_idle_s = min_idle_s
         self.max_idle_s = max_idle_s
         self.clock_s = clock_s
+        #: How far behind the wall clock the state's clock is fed: longer than a command
+        #: takes from the router's stamp to this ring (its fsync, its matcher).
+        self.clock_lag_ns = int(clock_lag_s * 1e9)
         self.linger = linger
         self.max_linger_s = max_linger_s
         self.events = 0
@@ -128,7 +136,7 @@ class Feed:
             self._next_clock = now + self.clock_s
             waiting = self._held_symbols(behind)
             if waiting is not None:
-                state.advance(time.time_ns(), waiting)
+                state.advance(time.time_ns() - self.clock_lag_ns, waiting)
             for consumer in self.consumers:
                 consumer.heartbeat()
         if count or ticked:  # events, or the clock: candles and the 24h window may roll

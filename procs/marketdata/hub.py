@@ -70,7 +70,7 @@ class Hub:
         self.state = state
         self.depth_levels = depth_levels
         for market in state.by_stream.values():  # its diffs carry what rises into a snapshot
-            market.book.top = depth_levels
+            market.book.set_top(depth_levels)
         self.max_subscriptions = max_subscriptions
         self.symbols = frozenset(state.by_stream)
         self._subs: dict[str, dict[Subscriber, None]] = {}

@@ -74,14 +74,14 @@ def parse_request(raw: str | bytes, symbols: frozenset[str]) -> Request:
         )
     unknown = sorted(set(msg) - {"method", "params", "id"})
     if unknown:
-        shown = ", ".join(_shown(name) for name in unknown[:4])
+        names = ", ".join(shown(name) for name in unknown[:4])
         more = f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""
-        raise RequestError(ErrorCode.INVALID_REQUEST, f"unknown field(s) {shown}{more}", request_id)
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"unknown field(s) {names}{more}", request_id)
     method = msg.get("method")
     if method not in METHODS:
         raise RequestError(
             ErrorCode.INVALID_REQUEST,
-            f"method {_shown(method)} is not one of {', '.join(METHODS)}",
+            f"method {shown(method)} is not one of {', '.join(METHODS)}",
             request_id,
         )
     params = msg.get("params", [])
@@ -108,13 +108,20 @@ def parse_request(raw: str | bytes, symbols: frozenset[str]) -> Request:
     return Request(method, streams, request_id)
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """A client's value in an error, cut short: an error never reflects kilobytes back."""
     text = repr(value)
     if len(text) <= SHOWN_CHARS:
         return text
     size = len(value) if isinstance(value, str) else len(text)
     return f"{text[:SHOWN_CHARS]}... ({size} characters)"
+
+
+def cut(text: str) -> str:
+    """A client's text (a path) in an error as it is, cut short as ``shown`` cuts."""
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 def result(request_id: RequestId, value: object = None) -> bytes:

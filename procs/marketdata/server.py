@@ -36,7 +36,14 @@ from procs.common.open_files import connections_room
 from procs.marketdata import messages
 from procs.marketdata.hub import Hub, Message
 from procs.marketdata.outbox import Outbox
-from procs.marketdata.requests import ErrorCode, RequestError, error, parse_request, result
+from procs.marketdata.requests import (
+    ErrorCode,
+    RequestError,
+    cut,
+    error,
+    parse_request,
+    result,
+)
 from procs.marketdata.streams import Kind, Stream, StreamError, parse_stream
 from procs.marketdata.web import Site, split_target, text
 
@@ -293,7 +300,9 @@ class MarketDataServer:
         elif parts.path.startswith("/ws/"):
             names = parts.path[4:]
         else:
-            raise StreamError(f"no WebSocket endpoint at {parts.path} (/ws, /ws/<stream>, /stream)")
+            raise StreamError(
+                f"no WebSocket endpoint at {cut(parts.path)} (/ws, /ws/<stream>, /stream)"
+            )
         streams = [parse_stream(n, symbols) for n in names.split("/")]
         return list({s.name: s for s in streams}.values())  # a name twice is one stream
 

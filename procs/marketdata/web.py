@@ -22,6 +22,7 @@ from config.schema import RingexConfig
 from procs.core.market.candles import INTERVALS
 from procs.core.market.state import MarketState
 from procs.marketdata import messages
+from procs.marketdata.requests import cut, shown
 
 STATIC_DIR: Final = Path(__file__).with_name("static")
 
@@ -131,13 +132,13 @@ class Site:
                 known = ", ".join(sorted(self.state.by_stream))
                 return text(
                     http.HTTPStatus.BAD_REQUEST,
-                    f"symbol {query.get('symbol', '')!r} is unknown ({known})",
+                    f"symbol {shown(query.get('symbol', ''))} is unknown ({known})",
                 )
             limit_raw = query.get("limit", "500")
             digits = limit_raw.isascii() and limit_raw.isdigit() and len(limit_raw) <= 4
             if not (digits and 1 <= int(limit_raw) <= 1000):
-                shown = limit_raw if len(limit_raw) <= 40 else f"{limit_raw[:40]}..."
-                return text(http.HTTPStatus.BAD_REQUEST, f"limit {shown!r} is not 1..1000")
+                given = limit_raw if len(limit_raw) <= 40 else f"{limit_raw[:40]}..."
+                return text(http.HTTPStatus.BAD_REQUEST, f"limit {given!r} is not 1..1000")
             limit = int(limit_raw)
             s = market.symbol
             if parts.path == "/api/trades":
@@ -155,8 +156,8 @@ class Site:
             if interval not in INTERVALS:
                 return text(
                     http.HTTPStatus.BAD_REQUEST,
-                    f"interval {interval!r} is not one of {', '.join(INTERVALS)}",
+                    f"interval {shown(interval)} is not one of {', '.join(INTERVALS)}",
                 )
             candles = market.candles[interval].history(limit)
             return _json([messages.candle_data(s, interval, c) for c in candles])
-        return text(http.HTTPStatus.NOT_FOUND, f"no such page: {parts.path}")
+        return text(http.HTTPStatus.NOT_FOUND, f"no such page: {cut(parts.path)}")

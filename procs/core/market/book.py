@@ -128,6 +128,16 @@ class L2Book:
             self._top_asks = top
         return changes
 
+    def set_top(self, levels: int) -> None:
+        """Serve snapshots of ``levels`` per side from now on: the top the next diff compares
+        with becomes the book's at that size. Called before anyone holds a snapshot (the
+        hub's start): a top remembered at another size (a state made without a hub, as a
+        standby's, or saved under another ``depth_levels``) would count levels below the
+        new size as known, and a diff would never carry them when they rise into it."""
+        self.top = levels
+        self._top_bids = frozenset(islice(self._bids.keys(), levels))
+        self._top_asks = frozenset(islice(self._asks.keys(), levels))
+
     def snapshot(self, levels: int) -> DepthSnapshot:
         """The best ``levels`` per side as of the last diff taken: pending changes are not in
         it, so the next diff continues it. Call ``take_diff`` first for a current one."""
