@@ -10,12 +10,15 @@ in one transaction. Only the salted scrypt digest is stored, as
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from procs.common.users import User, UserStore
+from procs.common.users import User, UsersFileError, UserStore
+
+log = logging.getLogger("ringex.dbwriter.users")
 
 
 def password_hash(user: User) -> str:
@@ -24,8 +27,19 @@ def password_hash(user: User) -> str:
 
 class UserSync:
     def __init__(self, path: Path) -> None:
-        self.store = UserStore(path)
+        self.path = path
+        self._store: UserStore | None = None
+        self._unreadable = ""  # the last reason the file could not be read (logged once)
         self._synced: str | None = None  # digest of the user list last written
+
+    @property
+    def store(self) -> UserStore:
+        """The users file, opened at its first use, not at the writer's start: one that
+        cannot be read raises ``UsersFileError`` here until it can, and must not stop the
+        writer, which files the journal without it."""
+        if self._store is None:
+            self._store = UserStore(self.path)
+        return self._store
 
     def forget(self) -> None:
         """Write the users again at the next ``sync``, changed or not (the writer (re)starts:
@@ -33,8 +47,17 @@ class UserSync:
         self._synced = None
 
     def sync(self, conn: psycopg.Connection[Any]) -> bool:
-        """Write the users when they changed since the last call; True when it wrote."""
-        users = sorted(self.store.users(), key=lambda u: u.comp_id)
+        """Write the users when they changed since the last call; True when it wrote. A
+        file not read yet that cannot be read writes nothing (the users in the table stay),
+        and says why in the log, once per reason."""
+        try:
+            store = self.store
+        except UsersFileError as exc:
+            if str(exc) != self._unreadable:
+                log.warning("%s: the users are not mirrored until it reads", exc)
+                self._unreadable = str(exc)
+            return False
+        users = sorted(store.users(), key=lambda u: u.comp_id)
         digest = hashlib.sha256(repr(users).encode()).hexdigest()
         if digest == self._synced:
             return False

@@ -3,7 +3,8 @@
 What the database writer has written (it follows the journal; it lags the exchange by its
 batch time, tens of ms): the API overlays what the gateway saw live on top. Queries run on a
 small ``psycopg_pool`` pool of async connections, every one bounded by the caller's ``limit``
-(at most ``MAX_LIMIT`` rows) and by an index:
+(at most ``MAX_LIMIT`` rows; an account's open orders, all of them, by the risk limit on
+open orders) and by an index:
 
 - orders: ``orders_account (account_id, created_seq)``; a row ends with its ``updated_seq``
   (the journal seq of its last change), which the live view is compared with;
@@ -228,10 +229,12 @@ class History:
         from_id: int | None = None,
         start_ms: int | None = None,
         end_ms: int | None = None,
-        limit: int = 500,
+        limit: int | None = None,
     ) -> list[tuple[Any, ...]]:
         """Oldest first: from ``from_id`` or ``start_ms`` when given, else the newest ``limit``
-        (as the venues answer allOrders without orderId or startTime)."""
+        (as the venues answer allOrders without orderId or startTime; default 500, at most
+        ``MAX_LIMIT``). ``open_only`` with no ``limit``: every open order (openOrders has no
+        limit; ``risk.max_open_orders`` bounds them), not the newest 500."""
         # not the orders the matcher refused (a post-only that would take): the live views
         # keep none (a refused order is answered, not listed), so neither does the history
         where = ["account_id = %s", "symbol_id = %s", "id >= %s", f"status <> {REJECTED}"]
@@ -241,9 +244,11 @@ class History:
         span, span_args = _between("created", start_ms, end_ms)
         sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}{span} "
         args += span_args
+        if limit is None and open_only:
+            return await self._rows(sql + "ORDER BY id", tuple(args))
         newest = newest_first(from_id, start_ms)
         sql += f"ORDER BY id {'DESC' if newest else ''} LIMIT %s"
-        rows = await self._rows(sql, (*args, min(limit, MAX_LIMIT)))
+        rows = await self._rows(sql, (*args, min(500 if limit is None else limit, MAX_LIMIT)))
         return rows[::-1] if newest else rows
 
     async def trades(
