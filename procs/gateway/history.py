@@ -260,12 +260,17 @@ class History:
         start_ms: int | None = None,
         end_ms: int | None = None,
         limit: int = 500,
+        order_id: int | None = None,
     ) -> list[dict[str, Any]]:
         """The account's trades on ``sym``, one row per side it was on, oldest first: from
         ``from_id`` or ``start_ms`` when given, else the newest ``limit`` (as the venues
-        answer myTrades without fromId or startTime). ``commission``: what that side paid, in
-        ``commissionAsset`` (the quote asset) units; None where the database has no fee."""
+        answer myTrades without fromId or startTime); with ``order_id``, only that order's.
+        ``commission``: what that side paid, in ``commissionAsset`` (the quote asset) units;
+        None where the database has no fee."""
         time_filter, args = _between("ts", start_ms, end_ms)
+        if order_id is not None:
+            time_filter += " AND {oid} = %s"
+            args.append(order_id)
         newest = newest_first(from_id, start_ms)
         side_sql = (
             "SELECT trade_id, {oid}, price, size, floor(extract(epoch from ts) * 1000)::bigint, "

@@ -112,6 +112,7 @@ class LiveTrades:
         start_ms: int | None,
         end_ms: int | None,
         limit: int,
+        order_id: int | None = None,
     ) -> list[dict[str, Any]]:
         """The database's myTrades ``rows`` (asked with these parameters) with ``account``'s
         live fills on ``sym`` that they lack and the parameters take, ordered as the database
@@ -131,6 +132,7 @@ class LiveTrades:
             if f.trade_id >= first
             and (start_ms is None or f.time_ms >= start_ms)
             and (end_ms is None or f.time_ms <= end_ms)
+            and (order_id is None or f.order_id == order_id)
         ]
         if not extra:
             return rows

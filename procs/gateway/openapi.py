@@ -1,13 +1,12 @@
 """The REST API's OpenAPI 3.1 document (``GET /openapi.json``), built from the tables the server
 checks against, so that the two cannot drift.
 
-Enumerations come from ``rest_params`` (sides, order types, time in force, self-trade modes,
-the client order id and decimal patterns, the value length limit), ``history`` (kline
-intervals, the row limit, order statuses), ``rest_orders`` (live order statuses), ``apikeys``
-(scopes), ``api_errors``/``signing`` (error codes and header names), and the symbols from the
-config. What has no table there (a limit's default, which handler may answer 503) is written
-once here, and ``tests/unit/gateway/test_openapi.py`` holds the running server to it with
-schemathesis: every status a generated request gets must be listed here, every body must fit.
+Enumerations come from ``rest_params`` (sides, order types, TIFs, self-trade modes, the client
+order id and decimal patterns, the value length limit), ``history`` (kline intervals, the row
+limit, order statuses), ``rest_orders`` (live statuses), ``apikeys`` (scopes), ``api_errors``
+and ``signing`` (error codes, header names), and the config (symbols). What has no table
+there (a limit's default, which handler may answer 503) is written once here, and
+``tests/unit/gateway/test_openapi.py`` holds the running server to it with schemathesis.
 """
 
 from __future__ import annotations
@@ -352,6 +351,7 @@ def _paths() -> Json:
             description=history, params=[
                 _symbol(),
                 _query("fromId", _int_param(0, MAX_INT64), "The first trade id (else newest)."),
+                _query("orderId", _int_param(0, MAX_INT64), "Only this order's trades."),
                 *_times("trade"), _limit(500),
             ],
         )},

@@ -47,14 +47,17 @@ class HistoryRoutes:
         params = await api.params(request, rp.MY_TRADES_PARAMS)
         sym = rp.symbol(params, api.instruments)
         from_id = rp.opt_integer(params, "fromId", 0, 2**63 - 1)
+        order_id = rp.opt_integer(params, "orderId", 0, 2**63 - 1)  # only that order's
         start, end = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
         limit = rp.integer(params, "limit", 500, 1, 1000)
         history = api.need_history()  # after the parameters: a bad one is a 400 either way
         # with the fills seen here that the writer has not filed yet (read your fills)
         api.core.trades.forget_filed(await api.db(history.filed_seq()))
         rows = await api.db(history.trades(
-            key.account, sym, from_id=from_id, start_ms=start, end_ms=end, limit=limit
+            key.account, sym, from_id=from_id, start_ms=start, end_ms=end, limit=limit,
+            order_id=order_id,
         ))  # fmt: skip
         return json_response(api.core.trades.merged(
-            rows, key.account, sym, from_id=from_id, start_ms=start, end_ms=end, limit=limit
+            rows, key.account, sym, from_id=from_id, start_ms=start, end_ms=end, limit=limit,
+            order_id=order_id,
         ))  # fmt: skip

@@ -108,7 +108,7 @@ ORDER_PARAMS: Final = frozenset(_ORDER_REF)  # cancel one, query one
 AMEND_PARAMS: Final = frozenset((*_ORDER_REF, "price", "quantity"))
 OPEN_ORDERS_PARAMS: Final = frozenset(("symbol",))
 ALL_ORDERS_PARAMS: Final = frozenset(("symbol", "orderId", *_TIMES))
-MY_TRADES_PARAMS: Final = frozenset(("symbol", "fromId", *_TIMES))
+MY_TRADES_PARAMS: Final = frozenset(("symbol", "fromId", "orderId", *_TIMES))
 MARKET_PARAMS: Final = frozenset(("symbol", "limit"))  # depth, trades
 KLINES_PARAMS: Final = frozenset(("symbol", "interval", *_TIMES))
 

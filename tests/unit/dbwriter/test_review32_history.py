@@ -141,8 +141,10 @@ def _my_trades(
     trades: list[Trade], account: int, bounds: dict[str, Any], limit: int
 ) -> list[tuple[int, bool, int]]:
     """myTrades from the journal's trades: (trade id, is maker, order id) of each side
-    ``account`` was on, by trade id then taker first, ``fromId`` and times inclusive."""
+    ``account`` was on (of ``orderId`` only, when given), by trade id then taker first,
+    ``fromId`` and times inclusive."""
     from_id, start, end = bounds["from_id"], bounds["start_ms"], bounds["end_ms"]
+    order_id = bounds.get("order_id")
     out = []
     for t in trades:
         ms = t.ts_ns // 1_000_000
@@ -150,9 +152,9 @@ def _my_trades(
             continue
         if end is not None and ms > end:
             continue
-        if t.taker_account == account:
+        if t.taker_account == account and order_id in (None, t.taker_order_id):
             out.append((t.trade_id, False, t.taker_order_id))
-        if t.maker_account == account:
+        if t.maker_account == account and order_id in (None, t.maker_order_id):
             out.append((t.trade_id, True, t.maker_order_id))
     return _cut(sorted(out), limit, from_id is None and start is None)
 
@@ -219,10 +221,13 @@ def test_history_answers_equal_the_journal_under_random_bounds(tmp_path: Path, d
             limit = rng.choice((1, 3, 50))
             bounds: dict[str, Any] = {"start_ms": a_time(), "end_ms": a_time(), "limit": limit}
             bounds["from_id"] = rng.choice((None, rng.randint(0, len(trades) + 1)))
+            traded = [t.taker_order_id for t in trades] + [t.maker_order_id for t in trades]
+            bounds["order_id"] = rng.choice((None, rng.choice(traded)))  # maybe not its own
             got = [(t["id"], t["isMaker"], t["orderId"]) for t in await h.trades(
                 account, sym, **bounds)]  # fmt: skip
             if got != _my_trades(trades, account, bounds, limit):
                 wrong.append(f"myTrades {account} {bounds}")
+            del bounds["order_id"]
             bounds["from_id"] = rng.choice((None, rng.choice(orders)[0]))
             listed = [r[0] for r in await h.orders(account, 1, **bounds)]
             want = [

@@ -89,10 +89,16 @@ def test_my_trades_lists_a_fill_the_writer_has_not_filed(harness: Harness) -> No
             assert _seen(await _trades(alice, startTime=mine[0]["time"], endTime=last)) == _seen(
                 mine
             )
+            # orderId: only that order's fills (an order of another account's has none here)
+            assert await _trades(bob, orderId=second["orderId"]) == theirs[1:]
+            assert await _trades(alice, orderId=bid["orderId"]) == mine
+            assert await _trades(alice, orderId=first["orderId"]) == []
             # once filed, the database's rows say the same, field for field (fees: the journal's)
             await unfiled_rig.file_all(h)
             assert await _trades(alice) == mine
             assert await _trades(bob) == theirs
+            assert await _trades(bob, orderId=second["orderId"]) == theirs[1:]
+            assert await _trades(alice, orderId=first["orderId"]) == []
 
     run(h, scenario)
 
