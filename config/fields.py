@@ -17,6 +17,6 @@ FeeBps = Annotated[int, msgspec.Meta(ge=0, le=1_000)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]  # 0: any free port (tests)
 
 
-def at_most(where: str, low_name: str, low: int, high_name: str, high: int) -> None:
+def at_most(where: str, low_name: str, low: float, high_name: str, high: float) -> None:
     if low > high:
         raise ValueError(f"{where}: {low_name} = {low} is above {high_name} = {high}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import msgspec
 
+from config.refused_value import with_value
 from config.schema import RingexConfig
 
 PROFILES = Path(__file__).with_name("profiles")
@@ -34,11 +35,14 @@ def load_profile(name_or_path: str) -> RingexConfig:
             raise ConfigError(
                 f"profile {name_or_path!r} is unknown; choose one of {profile_names()}"
             )
+    raw: object = None
     try:
         raw = tomllib.loads(path.read_text())
         _pair_assets(raw.get("symbols"))
         return msgspec.convert(raw, RingexConfig)
-    except (tomllib.TOMLDecodeError, msgspec.ValidationError, ValueError, OSError) as exc:
+    except msgspec.ValidationError as exc:  # its path and limit; the value, found in raw
+        raise ConfigError(f"config {str(path)!r}: {with_value(str(exc), raw)}") from None
+    except (tomllib.TOMLDecodeError, ValueError, OSError) as exc:
         raise ConfigError(f"config {str(path)!r}: {exc}") from None
 
 

@@ -42,6 +42,10 @@ class WaitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     min_sleep_s: Annotated[float, msgspec.Meta(gt=0, le=1)] = 50e-6
     max_sleep_s: Annotated[float, msgspec.Meta(gt=0, le=1)] = 5e-3
 
+    def __post_init__(self) -> None:
+        low, high = self.min_sleep_s, self.max_sleep_s  # else the minimum is ignored
+        at_most("wait", "min_sleep_s", low, "max_sleep_s", high)
+
     def build(self) -> WaitStrategy:
         from shm.wait import wait_strategy  # noqa: PLC0415
 
@@ -114,6 +118,12 @@ class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
     def __post_init__(self) -> None:
         at_most(f"symbol {self.name!r}", "min_qty", self.min_qty, "max_qty", self.max_qty)
+        smallest = -(-self.min_qty // self.lot) * self.lot  # the least size an order may have
+        if smallest > self.max_qty:  # no size is a multiple of lot in [min_qty, max_qty]
+            raise ValueError(
+                f"symbol {self.name!r}: no order size fits: a size is a multiple of lot = "
+                f"{self.lot} from min_qty = {self.min_qty} to max_qty = {self.max_qty}"
+            )
 
 
 class MatcherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -126,6 +136,16 @@ class MatcherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     snapshot_every: Annotated[int, msgspec.Meta(ge=0)] = 1_000_000
     #: Commands taken from the input ring per batch (bounds latency and the output burst).
     batch: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
+
+    def __post_init__(self) -> None:
+        if not self.symbols:  # its process would refuse to start, stopping the instance
+            raise ValueError(
+                f"matcher {self.name!r} owns no symbol (symbols = []): give it one or more, "
+                "or remove it"
+            )
+        twice = sorted({s for s in self.symbols if self.symbols.count(s) > 1})
+        if twice:
+            raise ValueError(f"matcher {self.name!r} lists symbol {twice[0]!r} twice")
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

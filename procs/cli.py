@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,11 +176,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"ringex run: instance {cfg.instance} is running (supervisor pid {running}); "
               "stop it first (ringex stop)", file=sys.stderr)  # fmt: skip
         return 1
+    logs = run_dir(cfg)
+    try:  # the supervisor's first step: a traceback there, on either path
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"ringex run: cannot create {logs} (var_dir = {cfg.var_dir!r}): "
+              f"{exc.strerror or exc}", file=sys.stderr)  # fmt: skip
+        return 1
     if not args.detach:
         return supervisor_main(["--profile", profile])
-    logs = run_dir(cfg)
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / "supervisor.log", "ab") as out:
+    log_path = logs / "supervisor.log"
+    with open(log_path, "ab") as out:
+        logged = out.tell()  # where this start's lines begin
         child = subprocess.Popen(
             [sys.executable, "-m", "procs.supervisor.main", "--profile", profile],
             stdout=out,
@@ -194,9 +202,12 @@ def _run(args: argparse.Namespace) -> int:
             print(f"instance {cfg.instance} running (supervisor pid {child.pid})")
             return _print_status(cfg, as_json=False)
         if child.poll() is not None:
-            print(f"the supervisor exited with {child.returncode}: see {logs / 'supervisor.log'}")
+            why = start_failure(read_status(cfg), child.pid, log_path, logged)
+            print(f"ringex run: instance {cfg.instance} did not start: {why} (the supervisor "
+                  f"exited with {child.returncode}; see {log_path})", file=sys.stderr)  # fmt: skip
             return 1
         time.sleep(0.1)
+    why = not_ready(read_status(cfg))  # as it stood when the wait ended
     # a start reported as failed must not come up later (nor refuse the retry): stop it
     child.terminate()
     try:  # as long as `ringex stop` waits: a stop killed mid-way leaves segments behind
@@ -205,11 +216,31 @@ def _run(args: argparse.Namespace) -> int:
         child.kill()
         child.wait()
     print(
-        f"instance {cfg.instance} not ready within {args.timeout} s: stopped; see "
-        f"{logs / 'supervisor.log'}",
+        f"instance {cfg.instance} not ready within {args.timeout} s ({why}): stopped; see "
+        f"{log_path}",
         file=sys.stderr,
     )
     return 1
+
+
+def start_failure(status: dict[str, Any] | None, pid: int, log: Path, offset: int) -> str:
+    """Why the supervisor ``pid`` stopped while starting: the reason it wrote in its
+    status, else the last line it logged from ``offset`` on (a refusal before it wrote any
+    status: a CPU the host lacks, another start holding the instance)."""
+    if status and status.get("supervisor_pid") == pid and status.get("reason"):
+        return str(status["reason"])
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    return _LOG_PREFIX.sub("", last) or "no reason logged"
+
+
+#: What ``logging`` puts before a supervisor's message: its time and logger.
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ \S+ ")
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -238,7 +269,8 @@ def _status(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.timeout
         while not _ready(read_status(cfg)):  # looked at once at least: --timeout 0 asks
             if time.monotonic() >= deadline:
-                print(f"instance {cfg.instance} not ready within {args.timeout} s",
+                why = not_ready(read_status(cfg))
+                print(f"instance {cfg.instance} not ready within {args.timeout} s: {why}",
                       file=sys.stderr)  # fmt: skip
                 return 1
             time.sleep(0.1)
@@ -250,6 +282,24 @@ def _ready(status: dict[str, Any] | None) -> bool:
     if not status or status["state"] != "running" or not supervisor_running(status):
         return False
     return all(p.get("alive") and p.get("ready") for p in status.get("processes", []))
+
+
+def not_ready(status: dict[str, Any] | None) -> str:
+    """Why ``status`` is not a ready instance, for an operator: not running (and why it
+    stopped), still starting or stopping, or the processes that are down or recovering."""
+    if not status:
+        return "not running (it has not run: no status)"
+    if not supervisor_running(status):
+        reason = status.get("reason")
+        return f"not running (stopped: {reason})" if reason else "not running"
+    if status.get("state") != "running":
+        return f"still {status.get('state')}"
+    waiting = [
+        f"{p.get('name')} {'recovering' if p.get('alive') else 'down'}"
+        for p in status.get("processes", [])
+        if not (p.get("alive") and p.get("ready"))
+    ]
+    return f"not ready: {', '.join(waiting)}" if waiting else "ready"
 
 
 def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
@@ -273,6 +323,8 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
             # the same process: a pid reused since (a reboot, a long time) is not it
             process["alive"] = bool(pid) and pid_alive(pid) and process_start(pid) == started
             process["ready"] = bool(process.get("ready")) and process["alive"]
+            if not process["alive"]:  # its uptime as of the last write: not up now
+                process["uptime_s"] = 0
     segments = {s.name: s for s in list_segments(cfg.instance)}
     ring_rows: list[dict[str, Any]] = []
     for spec in rings(cfg):

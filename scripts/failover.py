@@ -46,6 +46,7 @@ from pathlib import Path
 import tomli_w
 
 from config import load_profile
+from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.epochs import Epochs
 from procs.supervisor import promotion
@@ -388,6 +389,14 @@ def main() -> int:
     ap.add_argument("--after-pid", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--epoch", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    try:
+        return _act(ap, args)
+    except ConfigError as exc:  # as every `ringex` command says it: one line, exit 2
+        print(f"failover: {exc}", file=sys.stderr)
+        return 2
+
+
+def _act(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.action == "supervise":
         return supervise(args.profile, args.after_pid, args.epoch)
     if args.action == "demote":

@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from config import load_profile
+from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient
 from procs.common.result_codes import ResultCode
@@ -129,7 +130,11 @@ def main() -> int:
         "--market-maker", action="store_true", help="run the demo market maker (MM1, MM2)"
     )
     args = parser.parse_args()
-    cfg = load_profile(args.profile)
+    try:
+        cfg = load_profile(args.profile)
+    except ConfigError as exc:  # as every `ringex` command says it: one line, exit 2
+        print(f"run_demo: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on TERM too
     bot: subprocess.Popen[bytes] | None = None
     try:

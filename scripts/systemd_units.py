@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config import load_profile
+from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.records import Record, RecordCodec
 from procs.common.topology import rings
@@ -332,7 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile = args.profile
     if Path(profile).suffix:  # a file: the units run it from their working directory
         profile = str(Path(profile).resolve())
-    cfg = load_profile(profile)
+    try:
+        cfg = load_profile(profile)
+    except ConfigError as exc:  # as every `ringex` command says it: one line, exit 2
+        print(f"systemd_units: {exc}", file=sys.stderr)
+        return 2
     opts = Options(
         profile=profile,
         workdir=Path.cwd(),

@@ -5,6 +5,7 @@ stuck process saw of it (``Supervisor._look_for_stuck``)."""
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 from procs.supervisor.plan import ProcessSpec
@@ -23,3 +24,10 @@ class Child:
     seen: ConsumerInfo | None = None  # its line on the ring it reads, at the last look
     seen_watched: dict[str, ConsumerInfo] = field(default_factory=dict)  # its other lines
     stuck: bool = False  # logged as stuck (once per episode)
+
+    def uptime_s(self) -> float:
+        """Seconds since it was released, while it runs; 0 held, down or gone (a process
+        that died is not up, whatever its start was)."""
+        if not self.started_at or self.process is None or self.process.poll() is not None:
+            return 0
+        return round(time.monotonic() - self.started_at, 1)

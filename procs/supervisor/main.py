@@ -367,7 +367,6 @@ class Supervisor:
             now = time.monotonic()
             window = self.cfg.supervisor.restart_window_s
             child.restarts = [t for t in child.restarts if now - t < window] + [now]
-            child.restarts_total += 1
             limit = self.cfg.supervisor.restart_limit
             if len(child.restarts) > limit:
                 raise SupervisorError(
@@ -375,6 +374,7 @@ class Supervisor:
                     f"s (last code {code}), more than restart_limit={limit}: stopping the "
                     f"instance"
                 )
+            child.restarts_total += 1  # made: the exit that stops the instance is not one
             log.warning("%s exited with %s: restarting (it recovers)", child.spec.name, code)
             child.ready = False
             self.write_status()  # down and recovering: not ready, no dead pid shown "up"
@@ -477,7 +477,7 @@ class Supervisor:
                     "cpus": list(c.spec.cpus),
                     "restarts": c.restarts_total,
                     "heartbeat_age_s": self._heartbeat_age(c),
-                    "uptime_s": round(time.monotonic() - c.started_at, 1) if c.started_at else 0,
+                    "uptime_s": c.uptime_s(),
                 }
                 for c in self.children
             ],

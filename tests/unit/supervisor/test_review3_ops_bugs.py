@@ -241,6 +241,8 @@ def test_status_of_a_dead_instance_does_not_show_another_process_up(
         doc = json.loads(status_path(cfg).read_text())
     finally:
         sup.stop()
+    # start times are in clock ticks (10 ms): one in the router's tick would be it
+    time.sleep(0.05)
     bystander = subprocess.Popen(["sleep", "30"])
     try:
         done = subprocess.Popen([sys.executable, "-c", "pass"])

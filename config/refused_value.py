@@ -1,0 +1,80 @@
+"""The value a config error is about. msgspec names the path and the limit ("Expected `int`
+>= 1 - at `$.symbols[0].tick`") but not the value it refused, nor, in a table keyed by
+process name (``supervisor.nice``), which key: this finds them in the TOML as loaded, so
+the message says ``symbols[0].tick = 0 (symbol 'BTC-USD')``."""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from typing import Any
+
+_PATH = re.compile(r" - at `\$([^`]*)`$")
+_STEP = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+|\.\.\.)\]")
+_BOUND = re.compile(r"Expected `[^`]+` (>=|<=|>|<) (-?[0-9.e+]+)")
+_HOLDS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+
+
+def with_value(message: str, raw: object) -> str:
+    """``message`` (a msgspec validation error) with ``: <key> = <value> (<whose>)`` added
+    where its path leads to one value of ``raw`` that is not a table; else as it was."""
+    found = _PATH.search(message)
+    if found is None:
+        return message
+    candidates = _resolve(raw, found[1], "", "")
+    if len(candidates) > 1:  # a table keyed by name: the entries the limit refuses
+        candidates = [c for c in candidates if _breaks(message, c[1])]
+    if len(candidates) != 1 or isinstance(candidates[0][1], dict):
+        return message
+    where, value, whose = candidates[0]
+    return f"{message}: {where} = {_shown(value)}{f' ({whose})' if whose else ''}"
+
+
+def _resolve(node: object, path: str, where: str, whose: str) -> list[tuple[str, Any, str]]:
+    """Every (key as written, value, whose) that ``path`` (msgspec's, after ``$``) reaches."""
+    if not path:
+        return [(where, node, whose)]
+    step = _STEP.match(path)
+    if step is None:
+        return []
+    rest = path[step.end() :]
+    name, index = step[1], step[2]
+    if name is not None:
+        if not isinstance(node, dict) or name not in node:
+            return []
+        return _resolve(node[name], rest, f"{where}.{name}" if where else name, whose)
+    if index == "...":  # a key of a table, which msgspec does not name
+        if not isinstance(node, dict):
+            return []
+        found = []
+        for key, value in node.items():
+            found += _resolve(value, rest, f"{where}[{key!r}]", whose)
+        return found
+    if not isinstance(node, list) or int(index) >= len(node):
+        return []
+    item = node[int(index)]
+    if not whose and isinstance(item, dict) and isinstance(item.get("name"), str):
+        whose = f"{where.rsplit('.', 1)[-1].removesuffix('s')} {item['name']!r}"
+    return _resolve(item, rest, f"{where}[{index}]", whose)
+
+
+def _breaks(message: str, value: object) -> bool:
+    """Whether ``value`` breaks the bound ``message`` states (true where it states none, or
+    for a value that is not a number at all)."""
+    bound = _BOUND.search(message)
+    if bound is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True
+    return not _HOLDS[bound[1]](value, float(bound[2]))
+
+
+def _shown(value: object) -> str:
+    """A value as TOML writes it (near enough for a message)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
