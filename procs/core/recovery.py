@@ -288,17 +288,19 @@ def from_snapshot(cfg: RingexConfig) -> tuple[Sequencer, dict[str, Matcher], int
 
 
 def journal_commands(
-    cfg: RingexConfig, name: str, *, after: int, codec: RecordCodec
+    cfg: RingexConfig, name: str, *, after: int, codec: RecordCodec, upto: int | None = None
 ) -> Iterator[Record]:
-    """The journaled commands after ``after`` that matcher ``name`` executes: its symbols'
-    orders and rules, and mass cancels and admin commands for its symbols or for all
-    (symbol 0)."""
+    """The journaled commands after ``after`` (through ``upto`` when given) that matcher
+    ``name`` executes: its symbols' orders and rules, and mass cancels and admin commands for
+    its symbols or for all (symbol 0)."""
     directory = journal_dir(cfg)
     if not directory.exists():
         return
     mine = {cfg.symbol(s).id for s in cfg.matcher(name).symbols} | {0}
     reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
-    for _seq, image in reader.entries(after + 1):
+    for seq, image in reader.entries(after + 1):
+        if upto is not None and seq > upto:
+            return
         command = codec.decode_slot(image)
         if isinstance(command, MATCHER_COMMANDS) and command.symbol in mine:
             yield command

@@ -10,7 +10,9 @@ Start, restart and crash recovery are one path:
    (``<var>/<instance>/snapshots/matcher-<name>/``) or the exchange snapshot's copy of its
    books, whichever is newer (``recovery.matcher_snapshot``), or start with empty books;
 3. replay the journaled commands after it (the router's journal, ``procs.common.journal``)
-   that are this matcher's, publishing only the events the output ring does not hold yet;
+   that are this matcher's, through the newest one the router routed to it (its input
+   ring's; the whole journal on a new ring): one past it may not be durable yet
+   (``routed_upto``); publishing only the events the output ring does not hold yet;
 4. consume the input ring from this matcher's committed position; a command that step 3
    already executed is skipped by its sequence number. A record that is not a command is
    logged and passed over.
@@ -89,6 +91,8 @@ class MatcherShell:
         #: Events of commands up to this sequence are in the output ring already; of the
         #: one at it, only the first ``_partial`` when that is not None (a publish cut short).
         self.published_upto, self._partial = published_position(out_ring)
+        #: the events of ``published_upto`` the ring holds when they fill it (``lapped``)
+        self._lapped = [] if self._partial is None else lapped(out_ring, self.published_upto)
         fresh = out_ring.cursor() == 0  # new rings: their readers catch up from the marks
         complete = self.published_upto - (self._partial is not None)
         bounds = None if fresh else (self.published_upto, complete)
@@ -101,11 +105,13 @@ class MatcherShell:
         self._since_snapshot = 0
         self.stats = Counters.open(cfg.instance, matcher_page(name), matcher_counters(cfg, name))
         self.producer = out_ring.producer(cfg.wait.build())
+        in_ring = Ring.attach(cfg.instance, matcher_input(name), self.codec)
         if replay is None:
             # the exchange snapshot's copy holds every command up to its seq, which may be
             # past the last one of this matcher's symbols (its own ``last_seq``)
             after = max(self.matcher.last_seq, latest[0] if latest is not None else 0)
-            replay = journal_commands(cfg, name, after=after, codec=self.codec)
+            upto = routed_upto(in_ring)
+            replay = journal_commands(cfg, name, after=after, codec=self.codec, upto=upto)
         self.producer.publish_batch(
             [Heartbeat(time.time_ns(), REPLAY_SOURCE, self.matcher.last_seq)]
         )
@@ -115,8 +121,7 @@ class MatcherShell:
         recovered = Heartbeat(time.time_ns(), RECOVERED_SOURCE, self.matcher.last_seq)
         self.producer.publish_batch([recovered])
         self.published_upto = max(self.published_upto, self.matcher.last_seq)
-        self._partial = None
-        in_ring = Ring.attach(cfg.instance, matcher_input(name), self.codec)
+        self._partial, self._lapped = None, []
         self.consumer = in_ring.consumer(INPUT_CONSUMER, cfg.wait.build(), auto_commit=False)
         self.stopping = False
         log.info(
@@ -141,6 +146,10 @@ class MatcherShell:
 
     def _publish(self, events: list[Record]) -> None:
         if events and _seq(events[0]) <= self.published_upto:
+            upto = self.published_upto
+            if self._lapped and any(_seq(e) == upto for e in events):
+                self._partial = published_part(events, upto, self._lapped)
+                self._lapped = []
             events, self._partial = events_after(events, self.published_upto, self._partial)
         if events:
             self.producer.publish_batch(events)
@@ -228,13 +237,51 @@ def published_position(ring: Ring[Record]) -> tuple[int, int | None]:
         if count and _seq(record) != seq:
             break
         seq, count = _seq(record), count + 1
-    else:
-        if count and lowest:
-            log.warning("output ring: the command of seq %d has more events than the ring "
-                        "holds; %d counted as published", seq, count)  # fmt: skip
     if not count and not lowest and first_mark is not None:
         return first_mark.counter, None  # nothing but marks since the ring was made
     return (seq, count) if count else (0, None)
+
+
+def lapped(ring: Ring[Record], seq: int) -> list[Record]:
+    """The events of ``seq`` in ``ring`` when they fill it from its oldest record on (a
+    command that answered more events than the ring holds: a mass cancel, an end of
+    session), else []. ``published_position`` can count only these; how many went out is
+    where they end among all of that command's events, which the replay makes again
+    (``published_part``)."""
+    cursor = ring.cursor()
+    if cursor <= ring.capacity:
+        return []
+    held = [ring.record(n) for n in range(cursor - ring.capacity, cursor)]
+    if isinstance(held[0], Heartbeat):
+        return []  # the walk stopped at a mark: it counted every event since
+    events = [r for r in held if not isinstance(r, Heartbeat)]  # the restarts' REPLAY marks
+    return events if all(_seq(e) == seq for e in events) else []
+
+
+def published_part(events: list[Record], seq: int, held: list[Record]) -> int:
+    """How many events of ``seq`` (all of them among ``events``) went out, given the newest
+    ones, which filled the ring (``held``): the end of the first run of them equal to
+    ``held``. Events are made deterministically, so a run is found; if none is, the count
+    held (what the ring shows, at least)."""
+    made = [e for e in events if _seq(e) == seq]
+    size = len(held)
+    for end in range(size, len(made) + 1):
+        if made[end - 1] == held[-1] and made[end - size : end] == held:
+            return end
+    log.warning("output ring: the newest %d events of seq %d are not among the %d the replay "
+                "made: %d counted as published", size, seq, len(made), size)  # fmt: skip
+    return size
+
+
+def routed_upto(in_ring: Ring[Record]) -> int | None:
+    """How far a restarting matcher may replay the journal: through the newest command the
+    router routed to it (None: a new input ring, the whole journal). The router journals a
+    batch before it routes it and holds it until it is durable (``fsync = "interval"``, or
+    sync replication's standby acknowledgement): a command past its newest routed one may
+    not be durable yet, and its events would be execution reports of it. The router routes
+    it once durable, or a restarted router resends it (``RouterShell._resend_unrouted``)."""
+    newest = in_ring.last_published()
+    return None if newest is None else getattr(newest, "seq", None)  # every command has one
 
 
 def _seq(event: Record) -> int:
