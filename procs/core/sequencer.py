@@ -67,13 +67,14 @@ SEQUENCED = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     """What became of one gateway command: ``command`` is the sequenced record (None when
     refused), ``matchers`` where it goes, ``reply`` what the gateway is told (now when
     refused; after the command is durable when it is an account command). ``journaled``:
     the seq of a command a run before a restart journaled, read again (``command`` None:
-    not sequenced twice; ``reply`` the answer it is still owed, ``answered_again``)."""
+    not sequenced twice; ``reply`` the answer it is still owed, ``answered_again``).
+    A msgspec Struct: one is made per command, and its ``__init__`` costs a fifth of a
+    frozen dataclass's."""
 
     command: Record | None
     matchers: tuple[str, ...] = NOWHERE
