@@ -30,8 +30,13 @@ lower x, each paid out of the old hold at or below the old price), the order the
 hold(new price, Q - T + x) where the old hold had hold(old price, x) left. The addition is
 the most that difference reaches over 0 <= x <= L: nothing for a sell that keeps or lowers
 its total (a sell holds its size, whatever the price) and for a buy whose price and total
-both go no higher; else the larger of the ends x = 0 and x = L (the difference is linear in
-x but for the fee's rounding up, which moves it by at most 1, added when there is a fee).
+both go no higher; else exactly the larger of the ends x = 0 and x = L, with no slack for
+the fee's rounding. A buy's hold of n is c*n + ceil(c*n*m / 10_000) (c: price x scale, an
+integer), so one unit more holds c plus floor or ceil of c*m / 10_000: at a higher price
+(c at least 1 more, the fee part no smaller) every unit adds at least as much to the new
+need as it takes off the old hold, and the difference never falls as x grows (the top at x =
+L); at a lower price it never rises (the top at x = 0); at the same price it is hold(Q - T)
+at x = 0 and, ceil being subadditive, no more elsewhere.
 A second replace in flight reserves its full new hold, as it cannot know which of those
 before it will land. Replay re-checks each replace against a state with at least as many
 fills settled: L is no larger, so the addition is no larger, and no event lowers a free
@@ -287,8 +292,7 @@ class Accounts(Settlement):
         else:
             at_none = -market.hold(_BUY, order.price, min(leaves, -more))
         at_all = market.hold(_BUY, price, max(0, more + leaves)) - order.held  # x = L
-        rounding = 1 if market.maker_bps or market.taker_bps else 0
-        return max(0, at_none + rounding, at_all + rounding)
+        return max(0, at_none, at_all)  # exact: the difference is monotone in x (docstring)
 
     def _reserve(self, account: int, asset: int, amount: int) -> bool:
         slot = (account, asset)

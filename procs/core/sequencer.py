@@ -195,11 +195,12 @@ class Sequencer:
                 if done:  # applied once already: the same answer, nothing applied again
                     balance = self.accounts.balance(cmd.account, asset)[0]
                     return Decision(None, reply=_account_reply(cmd, done, asset, _OK, balance))
+        # the free balance after it: refused, the one it was refused against
+        balance = self.accounts.balance(cmd.account, asset)[0] if asset else 0
         if code != _OK:
-            return Decision(None, reply=_account_reply(cmd, 0, asset, code, 0))
+            return Decision(None, reply=_account_reply(cmd, 0, asset, code, balance))
         seq = self.next_seq
         stamped = self._stamp(cmd, now_ns)
-        balance = self.accounts.balance(cmd.account, asset)[0] if asset else 0
         return Decision(stamped, NOWHERE, _account_reply(cmd, seq, asset, code, balance))
 
     def fee_changes(self, now_ns: int) -> list[FeeSchedule]:

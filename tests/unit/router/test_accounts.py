@@ -428,8 +428,8 @@ def test_a_replace_up_is_checked_and_reserved_now(desk: Desk) -> None:
     assert desk.replace(1, 1, 10_000, 10_000) == ResultCode.INSUFFICIENT_BALANCE
     assert desk.replace(1, 1, 10_100, 8) == OK
     # what it may add: the larger need of the two ends, none of the 5 filled meanwhile (8 at
-    # the new price against the old hold) or all of them (3 more), +1 for the fee's rounding
-    more = max(btc_hold(10_100, 8) - btc_hold(10_000, 5), btc_hold(10_100, 3)) + 1
+    # the new price against the old hold) or all of them (3 more), exactly (no rounding slack)
+    more = max(btc_hold(10_100, 8) - btc_hold(10_000, 5), btc_hold(10_100, 3))
     assert desk.accounts.balance(1, USD) == (free - more, btc_hold(10_000, 5) + more)
     desk.settle()  # Replaced: the old hold goes back
     assert desk.accounts.balance(1, USD)[1] == btc_hold(10_100, 8)
@@ -452,7 +452,7 @@ def test_a_rejected_replace_releases_its_hold(desk: Desk) -> None:
     desk.prompt = False
     assert desk.replace(1, 1, 10_000, 4) == OK  # the matcher refuses: cancel and send anew
     # 2 more at a price below its cap: the end where both of its 2 filled meanwhile
-    assert desk.accounts.balance(1, USD)[1] == reserved + btc_hold(10_000, 2) + 1
+    assert desk.accounts.balance(1, USD)[1] == reserved + btc_hold(10_000, 2)
     (event,) = desk.settle()
     assert isinstance(event, Rejected) and event.code == ResultCode.INVALID_ORDER
     assert desk.accounts.balance(1, USD)[1] == reserved
@@ -466,8 +466,7 @@ def test_replace_rejects_carry_their_code() -> None:
     before = desk.accounts.state_hash()
     assert desk.replace(1, 1, 10_000, 21) == ResultCode.NOTIONAL_TOO_LARGE
     assert desk.replace(1, 1, 0, 5) == ResultCode.INVALID_PRICE
-    # 20 lots need 2_004_000: 1_503_000 more than the order holds (+1 for the fee's
-    # rounding), and 1_499_000 is free
+    # 20 lots need 2_004_000: 1_503_000 more than the order holds, and 1_499_000 is free
     assert desk.replace(1, 1, 10_000, 20) == ResultCode.INSUFFICIENT_BALANCE
     assert desk.accounts.state_hash() == before
     # not the router's to judge: unknown, another's, or another symbol's order

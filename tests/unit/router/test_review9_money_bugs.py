@@ -220,17 +220,17 @@ def test_a_market_buy_holds_its_cap_and_pays_only_what_it_trades() -> None:
 
 
 def test_a_replace_may_raise_the_hold_to_the_last_unit_of_the_balance_and_not_past_it() -> None:
-    """A resting buy of 10 at 3,000 and a replace to 12 at 3,010: what it adds is the
-    new hold less the old (plus 1 for the fee's rounding). A balance one unit short refuses
-    it and changes nothing; the exact balance accepts it, and the matcher's answer leaves
-    the order holding exactly its new need."""
+    """A resting buy of 10 at 3,000 and a replace to 12 at 3,010: what it adds is exactly the
+    new hold less the old (no slack for the fee's rounding: the thirty-second review). A
+    balance one unit short refuses it and changes nothing; the exact balance accepts it, and
+    the matcher's answer leaves the order holding exactly its new need."""
     old, new = need(CFG, BTCUSD, BUY, 3_000, 10), need(CFG, BTCUSD, BUY, 3_010, 12)
     for short in (1, 0):
-        run = _poor(CFG, new + 1 - short)
+        run = _poor(CFG, new - short)
         buy = run.do(Submit(new_order(3, BUY, 3_000, 10, ref=3), 0))
         assert isinstance(buy, NewOrder)
         run.settle_all()
-        assert run.ex.accounts.balance(3, USD) == (new + 1 - short - old, old)
+        assert run.ex.accounts.balance(3, USD) == (new - short - old, old)
         before = run.ex.accounts.state_hash()
         replace = ReplaceOrder(0, 0, 1, 3, 4, 3, BTCUSD, buy.order_id, 3_010, 12)
         done = run.do(Submit(replace, 0))
@@ -238,10 +238,10 @@ def test_a_replace_may_raise_the_hold_to_the_last_unit_of_the_balance_and_not_pa
             assert done is None and run.ex.accounts.state_hash() == before
             continue
         assert isinstance(done, ReplaceOrder)
-        assert run.ex.accounts.balance(3, USD) == (0, new + 1)
+        assert run.ex.accounts.balance(3, USD) == (0, new)
         run.settle_all()
         run.check()
-        assert run.ex.accounts.balance(3, USD) == (1, new)
+        assert run.ex.accounts.balance(3, USD) == (0, new)
 
 
 def test_fees_on_the_tiniest_fills_round_down_and_neither_make_nor_lose_money() -> None:
