@@ -262,13 +262,15 @@ class FixReader:
         return [f if type(f) is Garbled else _message_at(buf, *f) for f in out]  # type: ignore[misc]
 
     def _skip(self, buf: bytes, pos: int, reason: str) -> Garbled:
-        nxt = buf.find(b"8=FIX.4.4\x01", pos + 1)
-        return Garbled(buf[pos : len(buf) if nxt < 0 else nxt], reason)
+        return Garbled(buf[pos : self._resync(buf, pos)], reason)
 
     @staticmethod
     def _resync(buf: bytes, pos: int) -> int:
+        """Where the next message after the one garbled at ``pos`` starts: its BeginString,
+        or the tail that may begin one (a read can end inside it: dropping those bytes
+        would garble the good message after a bad one), else the end of ``buf``."""
         nxt = buf.find(b"8=FIX.4.4\x01", pos + 1)
-        return len(buf) if nxt < 0 else nxt
+        return _partial_start(buf, pos + 1) if nxt < 0 else nxt
 
 
 def _parse_run(buf: bytes, frames: list[tuple[int, int, int, int]]) -> list[FixMessage | Garbled]:

@@ -45,6 +45,7 @@ class GapRecovery:
     _resends: deque[tuple[int, int, bool]]
     _resend_ns: int  # when the newest came: resent messages' SendingTime by default
     #: What the session sent while a resend was under way: written once it is all out.
+    #: Only ``send`` puts messages here, so they hold the newest MsgSeqNums, in order.
     _behind: list[bytes]
     behind_bytes: int
 
@@ -133,7 +134,11 @@ class GapRecovery:
         store = self.store
         assert store is not None
         begin = int(msg.fields[7])
-        end, why = resend_range(begin, int(msg.fields[16]), store.next_out - 1)
+        # those waiting behind a resend under way are not sent yet: they follow it as
+        # themselves, so a resend of them too would put each on the wire twice, the second
+        # time (no PossDupFlag) below the MsgSeqNum the client expects: its Logout
+        last = store.next_out - 1 - len(self._behind)
+        end, why = resend_range(begin, int(msg.fields[16]), last)
         if why:
             self._reject(msg, RejectReason.VALUE_OUT_OF_RANGE, 7, why, now_ns)
             return
