@@ -6,6 +6,8 @@ const $ = (id) => document.getElementById(id);
 const LEVELS = 15, TRADES = 50;
 let ws = null, nextId = 1, symbol = null, interval = "1m", streams = [];
 let book = null, candles = [], lastBeat = 0;
+// Each symbol's price decimals (by stream name): the chart's axis prints prices at them.
+const priceDecimals = new Map();
 // A select is "loading" from its SUBSCRIBE until its history came: the symbol's messages are
 // held meanwhile and replayed after it (trades already shown are skipped by id), so nothing
 // that happened between the history and the subscription is missed. ``selecting`` counts
@@ -32,21 +34,21 @@ async function select(sym, iv) {
   const add = want.filter((s) => !streams.includes(s));
   if (drop.length) send("UNSUBSCRIBE", drop);
   symbol = sym; interval = iv; candles = []; streams = want;
-  if (!sameSymbol) {  // a new tape and book: the trade stream starts again
+  if (!sameSymbol) {  // a new tape, book and ticker: the streams start again
     book = null; shown = new Set();
     $("trades").tBodies[0].innerHTML = "";
+    clearTicker();  // a symbol that never traded sends no ticker: not the last one's
   }
   held = [];
   if (add.length) send("SUBSCRIBE", add);  // first: what happens from now on is held
-  let klines, trades;
+  let klines = [], trades = [];
   try {
     [klines, trades] = await Promise.all([
-      fetch(`/api/klines?symbol=${sym}&interval=${iv}&limit=120`).then((r) => r.json()),
-      sameSymbol ? [] : fetch(`/api/trades?symbol=${sym}&limit=${TRADES}`).then((r) => r.json()),
+      getJson(`/api/klines?symbol=${sym}&interval=${iv}&limit=120`),
+      sameSymbol ? [] : getJson(`/api/trades?symbol=${sym}&limit=${TRADES}`),
     ]);
-  } catch (err) {
-    if (mine === selecting) held = null;  // no history: the stream alone, not held forever
-    throw err;
+  } catch (err) {  // no history: the stream alone, with what was held (its book's snapshot)
+    console.warn(`history of ${sym}:`, err.message);
   }
   if (mine !== selecting) return;  // a newer select owns the page now
   candles = klines;
@@ -54,6 +56,12 @@ async function select(sym, iv) {
   const later = held; held = null;
   later.forEach(onMessage);
   drawChart();
+}
+
+async function getJson(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return r.json();
 }
 
 function connect() {
@@ -136,6 +144,17 @@ function subtract(a, b) {
   return scale ? `${sign}${digits.slice(0, -scale)}.${digits.slice(-scale)}` : sign + digits;
 }
 
+// The order of two non-negative decimal strings, exactly: a double cannot tell apart prices
+// of 12 decimals 1e-12 apart (100000.000000000001 and ...02 are one double).
+function compareDecimal(a, b) {
+  const [ai, af = ""] = a.split("."), [bi, bf = ""] = b.split(".");
+  const x = ai.replace(/^0+/, ""), y = bi.replace(/^0+/, "");
+  if (x.length !== y.length) return x.length - y.length;
+  const n = Math.max(af.length, bf.length);
+  const p = x + af.padEnd(n, "0"), q = y + bf.padEnd(n, "0");
+  return p < q ? -1 : p > q ? 1 : 0;
+}
+
 function drawBook() {
   const fill = (table, rows) => {
     const body = table.tBodies[0];
@@ -146,8 +165,8 @@ function drawBook() {
       row.insertCell().textContent = q;
     }
   };
-  const bids = [...book.bids].sort((a, b) => Number(b[0]) - Number(a[0])).slice(0, LEVELS);
-  const asks = [...book.asks].sort((a, b) => Number(a[0]) - Number(b[0])).slice(0, LEVELS);
+  const bids = [...book.bids].sort((a, b) => compareDecimal(b[0], a[0])).slice(0, LEVELS);
+  const asks = [...book.asks].sort((a, b) => compareDecimal(a[0], b[0])).slice(0, LEVELS);
   fill($("asks"), asks.reverse());
   fill($("bids"), bids);
   const bestAsk = asks.length ? asks[asks.length - 1][0] : null;
@@ -165,6 +184,13 @@ function onTicker(t) {
   $("t-low").textContent = t.l;
   $("t-volume").textContent = t.v;
   $("t-quote").textContent = t.q;
+}
+
+function clearTicker() {
+  for (const id of ["t-last", "t-change", "t-open", "t-high", "t-low", "t-volume", "t-quote"]) {
+    $(id).textContent = "-";
+  }
+  $("t-change").className = "";
 }
 
 function onKline(k) {
@@ -191,7 +217,7 @@ function drawChart() {
   g.font = "11px sans-serif"; g.fillStyle = "#8b949e";
   for (let k = 0; k <= 4; k++) {
     const v = lo + (span * k) / 4;
-    g.fillText(v.toFixed(2), w - pad + 4, y(v) + 4);
+    g.fillText(v.toFixed(priceDecimals.get(symbol) ?? 2), w - pad + 4, y(v) + 4);
   }
   candles.forEach((c, i) => {
     const x = i * step + step / 2, up = Number(c.c) >= Number(c.o);
@@ -205,7 +231,10 @@ function drawChart() {
 async function start() {
   const symbols = await symbolList;
   const picker = $("symbol");
-  for (const s of symbols) picker.add(new Option(s.symbol, s.stream));
+  for (const s of symbols) {
+    picker.add(new Option(s.symbol, s.stream));
+    priceDecimals.set(s.stream, s.priceDecimals);
+  }
   picker.onchange = () => select(picker.value, interval);
   $("interval").onchange = () => select(symbol, $("interval").value);
   connect();

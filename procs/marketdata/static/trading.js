@@ -3,10 +3,15 @@
 // the private stream (a snapshot, then events; on close, a fresh signed URL and a new snapshot).
 // Prices, sizes and balances stay the API's decimal strings: shown as sent, never as floats.
 
+import { amountProblem, rulesOf } from "/amounts.js";
+
 const $ = (id) => document.getElementById(id);
 const STORE = "ringex.session"; // sessionStorage: {apiKey, secretKey, accountId, username}
 const RECV_WINDOW_MS = 5000, FILLS = 100, STREAM_PATH = "/api/v1/stream";
 const BAD_CREDENTIALS = -2014; // the API's code for an unknown API key
+// An order is open (listed, cancellable) in these; a stop waiting for its trigger is one,
+// though not on the book (isWorking false).
+const OPEN = new Set(["PENDING_NEW", "NEW", "PARTIALLY_FILLED"]);
 const enc = new TextEncoder();
 
 // What each order type takes: its price field's role and its time-in-force choices.
@@ -24,6 +29,7 @@ let hmacKey = null; // session.secretKey, imported for crypto.subtle
 let clockOffset = 0; // server clock - Date.now(), ms: timestamps must fall in its window
 let stream = null, streamSeq = 0, retryTimer = null, retryDelay = 1000;
 let haveHistory = true; // GET myTrades answers (it needs the database: 503 without one)
+let exchangeInfo = null; // GET exchangeInfo's answer (a promise of it): each tick and lot
 // Bumped by every login and logout: an answer that comes back to an older session is dropped.
 let sessionEpoch = 0;
 const orders = new Map(); // orderId -> the order as the API last showed it (open only)
@@ -44,25 +50,27 @@ function now() {
   return Math.round(Date.now() + clockOffset);
 }
 
-async function signature(timestamp, method, path, query, body) {
+async function signature(timestamp, method, path, query, body, key = hmacKey) {
   const payload = `${timestamp}\n${RECV_WINDOW_MS}\n${method}\n${path}\n${query}\n${body}`;
-  const mac = await crypto.subtle.sign("HMAC", hmacKey, enc.encode(payload));
+  const mac = await crypto.subtle.sign("HMAC", key, enc.encode(payload));
   return [...new Uint8Array(mac)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 // One request: POST sends its parameters as a form body, the other methods in the query
-// string, exactly as they are signed. Resolves to the decoded answer; ApiError otherwise.
-async function api(method, path, params = {}, signed = true) {
+// string, exactly as they are signed, with `creds` ({apiKey, key}: the session's unless
+// given). Resolves to the decoded answer; ApiError otherwise.
+async function api(method, path, params = {}, signed = true, creds = null) {
   const text = new URLSearchParams(params).toString();
   const [query, body] = method === "POST" ? ["", text] : [text, ""];
   const headers = {};
   if (body) headers["Content-Type"] = "application/x-www-form-urlencoded";
   if (signed) {
+    const { apiKey, key } = creds || { apiKey: session.apiKey, key: hmacKey };
     const timestamp = now();
-    headers["X-RINGEX-APIKEY"] = session.apiKey;
+    headers["X-RINGEX-APIKEY"] = apiKey;
     headers["X-RINGEX-TIMESTAMP"] = String(timestamp);
     headers["X-RINGEX-RECV-WINDOW"] = String(RECV_WINDOW_MS);
-    headers["X-RINGEX-SIGNATURE"] = await signature(timestamp, method, path, query, body);
+    headers["X-RINGEX-SIGNATURE"] = await signature(timestamp, method, path, query, body, key);
   }
   let reply;
   try {
@@ -130,16 +138,18 @@ async function begin() {
   openStream();
 }
 
-// Forget the key (and revoke it, so that logins do not pile up keys on the server).
+// Forget the key at once, its stream closed, and revoke it (so that logins do not pile up
+// keys on the server) after: an API that does not answer does not keep the page logged in.
 async function logout() {
-  if (session) {
+  const creds = session && hmacKey && { apiKey: session.apiKey, key: hmacKey };
+  end();
+  if (creds) {
     try {
-      await api("DELETE", "/api/v1/apiKey");
+      await api("DELETE", "/api/v1/apiKey", {}, true, creds);
     } catch (err) {
       console.warn("revoking the API key:", err.message);
     }
   }
-  end();
 }
 
 function end(message = "") {
@@ -234,7 +244,7 @@ function onPrivate(ws, msg) {
       loadFills();
       break;
     case "executionReport":
-      if (d.isWorking) orders.set(d.orderId, d); else orders.delete(d.orderId);
+      if (OPEN.has(d.status)) orders.set(d.orderId, d); else orders.delete(d.orderId);
       drawOrders();
       if (d.executionType === "TRADE") {
         addFill({
@@ -325,6 +335,11 @@ async function placeOrder(ev) {
     const value = form[name].disabled ? "" : form[name].value.trim();
     if (value) params[name] = value;
   }
+  const problem = amountProblem(params, (await symbolRules()).get(params.symbol));
+  if (problem) { // refused here, as the API would: nothing is sent
+    say($("order-result"), problem, false);
+    return;
+  }
   say($("order-result"), "sending...");
   try {
     const o = await api("POST", "/api/v1/order", params);
@@ -335,6 +350,17 @@ async function placeOrder(ev) {
   } catch (err) {
     say($("order-result"), err.message, false);
   }
+}
+
+// Each symbol's tick and lot: exchangeInfo's, asked once (again after a failure); without
+// it one unit of the symbol list's decimals.
+async function symbolRules() {
+  exchangeInfo ??= api("GET", "/api/v1/exchangeInfo", {}, false).catch((err) => {
+    console.warn("exchangeInfo:", err.message);
+    exchangeInfo = null;
+    return null;
+  });
+  return rulesOf(await exchangeInfo, await symbolList);
 }
 
 async function cancelOrder(order, button) {
@@ -356,13 +382,13 @@ async function cancelAll(button) {
   button.disabled = true;
   try {
     const ended = await api("DELETE", "/api/v1/openOrders");
-    for (const o of ended) if (!o.isWorking) orders.delete(o.orderId);
+    for (const o of ended) if (!OPEN.has(o.status)) orders.delete(o.orderId);
     drawOrders();
     // each listed order as it ended: cancelled, filled first, or (not seen to end) still open
     const count = (test) => ended.filter(test).length;
     const cancelled = count((o) => o.status === "CANCELED");
     const parts = [`${cancelled} open order${cancelled === 1 ? "" : "s"} cancelled`];
-    const filled = count((o) => o.status === "FILLED"), open = count((o) => o.isWorking);
+    const filled = count((o) => o.status === "FILLED"), open = count((o) => OPEN.has(o.status));
     if (filled) parts.push(`${filled} filled first`);
     if (open) parts.push(`${open} still open`);
     say($("order-result"), parts.join(", "), true);
@@ -450,6 +476,7 @@ async function start() {
   const scheme = location.protocol === "https:" ? "https" : "http";
   rest = `${scheme}://${host.includes(":") ? `[${host}]` : host}:${config.rest.port}`;
   $("trading").hidden = false;
+  symbolRules(); // asked now: the first order need not wait for it
   $("login").onsubmit = login;
   $("logout").onclick = logout;
   $("cancel-all").onclick = (ev) => cancelAll(ev.currentTarget);
