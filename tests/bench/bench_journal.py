@@ -53,7 +53,7 @@ from procs.common.topology import journal_dir
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.core.recovery import Recovered, fresh, recover, write_snapshot
 from tests.bench.matcher_mixes import CANCEL, NEW, exchange_core_mix
-from tests.bench.report import conclude
+from tests.bench.report import conclude, percentile
 
 TARGET: dict[str, float] = {
     "append fsync ops/s": 300_000,
@@ -75,8 +75,7 @@ def command(seq: int) -> NewOrder:
 
 
 def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return percentile(samples, q)
 
 
 def fs_type(path: Path) -> str:

@@ -70,7 +70,13 @@ from tests.bench.plot import write_plot
 from tests.bench.report import conclude
 from tests.bench.soak import RssWatch, print_growth, process_table
 
-TARGETS = {"orders/s": 50_000, "ack p50 us": 200, "ack p99 us": 2_000, "soak rss growth %": 5.0}
+TARGETS = {
+    "orders/s": 50_000,
+    "latency at": 10_000,  # orders/s: where issue 8 sets the ack p50 and p99 targets
+    "ack p50 us": 200,
+    "ack p99 us": 2_000,
+    "soak rss growth %": 5.0,
+}
 
 
 @dataclass
@@ -86,6 +92,7 @@ class SoakRun:
     orders: int = 0
     acks: int = 0
     fills: int = 0
+    duplicate_acks: int = 0
     elapsed_s: float = 0.0
     latency: Latencies = field(default_factory=Latencies)
 
@@ -102,6 +109,7 @@ class SoakRun:
             "orders": self.orders,
             "acks": self.acks,
             "fills": self.fills,
+            "duplicate_acks": self.duplicate_acks,
             "achieved_rate": round(achieved),
             "achieved_rate_after_warmup": round(after),
             "offered_rate_reached": achieved >= 0.95 * offered,
@@ -184,9 +192,10 @@ async def soak(sessions: list[Session], cfg: RingexConfig, args: argparse.Namesp
     run.pids_after = process_table(cfg)
     run.orders, run.acks = sent, sum(s.acks for s in sessions)
     run.fills, run.elapsed_s, run.latency = sum(s.fills for s in sessions), elapsed_s, total
+    run.duplicate_acks = sum(s.duplicate_acks for s in sessions)
     for s in sessions:
         s.planned.clear()
-        s.acks = s.fills = 0
+        s.acks = s.fills = s.duplicate_acks = 0
     return run
 
 
@@ -226,6 +235,28 @@ def write_profile(
     path.write_text(text + f"[supervisor]\ncores = {{ {cores} }}\n")
     print(f"pinned: {cores}; load processes on CPUs {cpus[len(names) :]}")
     return load_profile(str(path)), cpus[len(names) :]
+
+
+def judge(latency: dict[str, Any], throughput: dict[str, Any], rate: int) -> list[str]:
+    """The targets missed. Issue 8's latency targets are at ``TARGETS["latency at"]``
+    orders/s: a latency phase run slower (the default --rate) has less queueing, so its
+    figures are not judged against them (a target not judged is listed, never met)."""
+    problems = []
+    if throughput["ops_per_s"] < TARGETS["orders/s"]:
+        problems.append(f"sustained {throughput['ops_per_s']:,.0f} orders/s < 50,000")
+    at = TARGETS["latency at"]
+    if rate < at:
+        problems.append(
+            f"ack p50 <= 200 us and p99 <= 2000 us at {at:,}/s: not judged, the latency "
+            f"phase ran at {rate:,}/s (p50 {latency['ack_p50_us']} us, p99 "
+            f"{latency['ack_p99_us']} us there; --rate {at} to judge them)"
+        )
+        return problems
+    if latency["ack_p50_us"] > TARGETS["ack p50 us"]:
+        problems.append(f"ack p50 {latency['ack_p50_us']} us > 200 (at {rate}/s)")
+    if latency["ack_p99_us"] > TARGETS["ack p99 us"]:
+        problems.append(f"ack p99 {latency['ack_p99_us']} us > 2000 (at {rate}/s)")
+    return problems
 
 
 def print_phase(phase: str, row: dict[str, Any]) -> None:
@@ -351,26 +382,30 @@ def main() -> int:
                     report(phase, run_)
     finally:
         subprocess.run([*cli, "stop", "--config", str(profile)], check=False)
-    checks = {f"{r['name']}: every order acked once": r["acks"] == r["orders"] for r in results}
+    checks = {
+        f"{r['name']}: every order acked once": r["acks"] == r["orders"]
+        and r["duplicate_acks"] == 0
+        for r in results
+    }
     latency, throughput = results
-    if throughput["ops_per_s"] < TARGETS["orders/s"]:
-        problems.append(f"sustained {throughput['ops_per_s']:,.0f} orders/s < 50,000")
-    if latency["ack_p50_us"] > TARGETS["ack p50 us"]:
-        problems.append(f"ack p50 {latency['ack_p50_us']} us > 200 (at {args.rate}/s)")
-    if latency["ack_p99_us"] > TARGETS["ack p99 us"]:
-        problems.append(f"ack p99 {latency['ack_p99_us']} us > 2000 (at {args.rate}/s)")
+    problems += judge(latency, throughput, args.rate)
     doc: dict[str, Any] = {"results": results}
     if soaks:
         done = soaks[0]
         doc["soak"] = soak_doc = done.report(args.soak_rate, args.soak_window)
         print_soak(soak_doc)
-        checks["soak: every order acked once"] = done.acks == done.orders
+        checks["soak: every order acked once"] = (
+            done.acks == done.orders and done.duplicate_acks == 0
+        )
         checks["soak: no process exited or restarted"] = (
             not done.watch.gone and done.pids_after == done.watch.pids
         )
         problems += [
             f"RSS of {r['process']} rose {r['trend_pct']:+.2f}% over the soak, by its trend (> "
             f"{TARGETS['soak rss growth %']:g}%, judged after a {done.warm_t_s:.0f} s warm-up)"
+            if r["judged"]
+            else f"RSS of {r['process']}: not judged, {r['samples_judged']} samples after the "
+            f"warm-up (3 draw a trend: a longer --soak or a shorter --soak-sample)"
             for r in soak_doc["rss"]
             if not r["within_target"] and not r.get("gone")
         ]

@@ -33,6 +33,7 @@ from typing import Any
 import zmq
 
 from shm import BusySpin, Ring, StructCodec, wait_strategy
+from tests.bench.report import percentile
 
 RECORD = struct.Struct("<8q")  # what the peers send: the same 64 bytes
 FIELDS = "8q"
@@ -356,8 +357,17 @@ def one_round(
 
 
 def pct(values: list[int], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000
+    """The ``q`` quantile of ``values`` (ns), in us."""
+    return percentile(values, q) / 1000
+
+
+def paced_figures(key: str, out: Outcome, failures: list[str]) -> dict[str, float]:
+    """p50 / p99 / p99.9 of a paced round after its warm-up (the first tenth); a round whose
+    records came lost, twice or out of order is a failure, as in the throughput rounds."""
+    if not out.in_order:
+        failures.append(f"latency {key}: records lost, duplicated or out of order")
+    lat = out.latencies_ns[len(out.latencies_ns) // 10 :]  # drop warm-up
+    return {"p50_us": pct(lat, 0.5), "p99_us": pct(lat, 0.99), "p999_us": pct(lat, 0.999)}
 
 
 def main() -> int:
@@ -414,10 +424,9 @@ def main() -> int:
         ("zmq", ""),
     ]:
         out, _, _ = one_round(kind, latency_n, paced=True, wait=wait or "busy-spin")
-        lat = out.latencies_ns[latency_n // 10 :]  # drop warm-up
         key = kind if kind != "ringex" else ("ringex" if wait == "busy-spin" else "ringex-blocking")
         entry = results.setdefault(key, {"name": key, "msgs_per_s": None})  # ringex-blocking
-        entry.update(p50_us=pct(lat, 0.5), p99_us=pct(lat, 0.99), p999_us=pct(lat, 0.999))
+        entry.update(paced_figures(key, out, failures))
         print(
             f"latency {key:16s} p50 {entry['p50_us']:8.1f} us  p99 {entry['p99_us']:8.1f} us"
             f"  p99.9 {entry['p999_us']:8.1f} us"

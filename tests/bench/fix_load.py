@@ -53,8 +53,9 @@ class Session:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     planned: dict[bytes, int] = field(default_factory=dict)  # ClOrdID -> planned send ns
-    acks: int = 0
+    acks: int = 0  # orders acknowledged: each order's first ack
     fills: int = 0
+    duplicate_acks: int = 0  # acks of an order already acknowledged: a wrong answer
 
     @property
     def order_head(self) -> bytes:
@@ -76,8 +77,19 @@ class Session:
         await self.reader.readuntil(SOH)
 
 
+#: The histograms' range in microseconds: 1 us .. 60 s, 3 significant digits.
+HIGHEST_US = 60_000_000
+
+
 def new_histogram() -> HdrHistogram:
-    return HdrHistogram(1, 60_000_000, 3)  # 1 us .. 60 s, 3 significant digits
+    return HdrHistogram(1, HIGHEST_US, 3)
+
+
+def record_clamped(hist: HdrHistogram, micros: int) -> None:
+    """Record ``micros``, a value past the range as the range's top: HdrHistogram's
+    ``record_value`` drops it (returns False), and a backlog's slowest answers would leave
+    the p99 and the max without a word."""
+    hist.record_value(micros if micros <= HIGHEST_US else HIGHEST_US)
 
 
 class Latencies:
@@ -104,9 +116,8 @@ class Latencies:
 
     def _hist(self, kind: str) -> HdrHistogram:
         hist, raw = self._hists[kind]
-        record = hist.record_value
         for micros in raw:
-            record(micros)
+            record_clamped(hist, micros)
         del raw[:]
         return hist
 
@@ -147,7 +158,9 @@ class Recorder:
 async def read_reports(session: Session, rec: Recorder) -> None:
     """Times the acks (150=0) and fills (150=F) of the orders ``session.planned`` holds.
     A read's reports are found by position, not sliced off the buffer one at a time (which
-    copied the rest of a 64 KiB read once per report)."""
+    copied the rest of a 64 KiB read once per report). An order's first ack marks it acked
+    (its planned time stored as ``~planned``), so a second ack of it is counted apart, as
+    ``duplicate_acks``, rather than standing in for another order's missing one."""
     assert session.reader is not None
     buf = b""
     planned = session.planned
@@ -171,13 +184,16 @@ async def read_reports(session: Session, rec: Recorder) -> None:
             sent = planned.pop(ref, None) if exec_type == b"F" else planned.get(ref)
             if sent is None:
                 continue
-            micros = max(1, (now - sent) // 1000)
             if exec_type == b"0":
+                if sent < 0:  # acked before
+                    session.duplicate_acks += 1
+                    continue
+                planned[ref] = ~sent
                 session.acks += 1
-                acks.append(micros)
+                acks.append(max(1, (now - sent) // 1000))
             elif exec_type == b"F":
                 session.fills += 1
-                fills.append(micros)
+                fills.append(max(1, (now - (~sent if sent < 0 else sent)) // 1000))
         buf = buf[pos:]
 
 
@@ -218,12 +234,14 @@ class Phase:
     #: When the phase ran, on the host's monotonic clock (time.monotonic, the same in every
     #: process): the window of each process's CPU share (cpu_watch.py).
     window: tuple[float, float] = (float("inf"), 0.0)
+    duplicate_acks: int = 0  # second acks of an order (``acks`` counts each order once)
 
     def merge(self, other: Phase) -> None:
         """Another load process's share of the same phase (started at the same moment)."""
         self.orders += other.orders
         self.acks += other.acks
         self.fills += other.fills
+        self.duplicate_acks += other.duplicate_acks
         self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
         self.lat.add(other.lat)
         self.window = (min(self.window[0], other.window[0]), max(self.window[1], other.window[1]))
@@ -234,6 +252,7 @@ class Phase:
             "orders": self.orders,
             "acks": self.acks,
             "fills": self.fills,
+            "duplicate_acks": self.duplicate_acks,
             "ops_per_s": self.acks / self.elapsed_s,
             **self.lat.summary(),
         }
@@ -242,13 +261,13 @@ class Phase:
         """Picklable, for a load process to send home (histograms as HdrHistogram's codec)."""
         counts = (self.offered_rate, self.orders, self.acks, self.fills, self.elapsed_s)
         hists = (self.lat.ack, self.lat.fill, self.lat.send)
-        return (*counts, self.window, *(h.encode() for h in hists))
+        return (*counts, self.window, *(h.encode() for h in hists), self.duplicate_acks)
 
     @classmethod
     def decode(cls, wire: tuple[Any, ...]) -> Phase:
-        rate, orders, acks, fills, elapsed, window, ack, fill, send = wire
+        rate, orders, acks, fills, elapsed, window, ack, fill, send, duplicates = wire
         lat = Latencies(*(HdrHistogram.decode(h) for h in (ack, fill, send)))
-        return cls(rate, orders, acks, fills, elapsed, lat, window)
+        return cls(rate, orders, acks, fills, elapsed, lat, window, duplicates)
 
 
 async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) -> Phase:
@@ -304,10 +323,12 @@ async def drive(sessions: list[Session], rate: int, seconds: float, phase: str) 
         task.cancel()
     acks = sum(s.acks for s in sessions)
     fills = sum(s.fills for s in sessions)
+    duplicates = sum(s.duplicate_acks for s in sessions)
     for s in sessions:
         s.planned.clear()
-        s.acks = s.fills = 0
-    return Phase(rate, total, acks, fills, elapsed, rec.lat, (began, time.monotonic()))
+        s.acks = s.fills = s.duplicate_acks = 0
+    window = (began, time.monotonic())
+    return Phase(rate, total, acks, fills, elapsed, rec.lat, window, duplicates)
 
 
 def load_processes(

@@ -20,6 +20,7 @@ from hdrh.histogram import HdrHistogram
 from procs.gateway.fix import Timestamps, fields, frame
 from procs.gateway.rest_client import RestClient
 from procs.gateway.signing import API_KEY, RECV_WINDOW, SIGNATURE, TIMESTAMP, sign
+from tests.bench.fix_load import new_histogram, record_clamped
 from tests.bench.pacer import Pacer
 
 USD, BTC, ETH = 1, 2, 3  # the default assets; BTC-USD and ETH-USD: 2 price, 4 qty decimals
@@ -272,8 +273,8 @@ class FixLane(Lane):
 
 class Stats:
     def __init__(self) -> None:
-        self.hist = HdrHistogram(1, 60_000_000, 3)  # us
-        self.lag = HdrHistogram(1, 60_000_000, 3)  # the generator's own lateness, open loop
+        self.hist: HdrHistogram = new_histogram()  # us
+        self.lag: HdrHistogram = new_histogram()  # the generator's own lateness, open loop
         self.ops: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
         self.errors: list[str] = []
@@ -282,7 +283,7 @@ class Stats:
 
     def record(self, kind: str, t0_ns: int, answer: Answer) -> None:
         self.end_ns = now = time.perf_counter_ns()
-        self.hist.record_value(max(1, (now - t0_ns) // 1000))
+        record_clamped(self.hist, max(1, (now - t0_ns) // 1000))
         self.ops[kind] += 1
         self.statuses[answer.status] += 1
         self.taker_lots += answer.taker_lots
@@ -333,7 +334,7 @@ async def open_loop(lanes: list[Lane], rate: float, seconds: float, stats: Stats
     resting: defaultdict[object, deque[Any]] = defaultdict(deque)
 
     async def one(k: int, planned: int) -> None:
-        stats.lag.record_value(max(1, (clock() - planned) // 1000))
+        record_clamped(stats.lag, max(1, (clock() - planned) // 1000))
         lane = await free[k % 2].get()
         try:
             queue = resting[lane.home]

@@ -74,7 +74,9 @@ class RssWatch:
         last two the median of (up to) 3 samples; growth in % from the baseline to the end by
         those, and from before the soak (both reported only); and the trend: the rise of the
         least-squares line through the samples from the baseline on, in % of their mean,
-        judged against ``target_pct``."""
+        judged against ``target_pct``. Fewer than 3 samples from the baseline on (a soak
+        shorter than its warm-up and a sample) draw no line: ``judged`` False, and not
+        within the target, since nothing showed it was."""
         after = self.samples[self.baseline :]
         k = max(1, min(3, len(after) // 2))
         rows: list[dict[str, Any]] = []
@@ -87,6 +89,7 @@ class RssWatch:
             end = median(row[name] for _, row in after[-k:])
             pct = 100.0 * (end - base) / base
             trend = _trend_pct([t for t, _ in after], [row[name] for _, row in after])
+            judged = len(after) >= 3 and after[-1][0] != after[0][0]
             rows.append(
                 {
                     "process": name,
@@ -98,7 +101,9 @@ class RssWatch:
                     "growth_pct": round(pct, 2),
                     "growth_from_start_pct": round(100.0 * (end / start - 1), 2),
                     "trend_pct": round(trend, 2),
-                    "within_target": trend <= target_pct,
+                    "samples_judged": len(after),
+                    "judged": judged,
+                    "within_target": judged and trend <= target_pct,
                 }
             )
         return rows
@@ -140,4 +145,5 @@ def print_growth(rows: list[dict[str, Any]], target_pct: float, warmup_s: float)
             f"{r['end_mib']:>8.1f} {r['peak_mib']:>8.1f} {r['growth_pct']:>+7.2f}% "
             f"{r['trend_pct']:>+7.2f}%"
             f"  (from start {r['growth_from_start_pct']:+.1f}%)"
+            + ("" if r["judged"] else f"  not judged: {r['samples_judged']} samples")
         )
