@@ -12,12 +12,13 @@ from config.schema import RingexConfig
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import RecordCodec, Transfer
 from procs.common.topology import journal_dir
+from procs.core.fast_book import FastBook
 from procs.gateway.fix import frame
 from tests.bench import bench_journal, bench_matcher, bench_pipeline, bench_ring
 from tests.bench.bench_failover import new_orders_from
 from tests.bench.fix_load import HIGHEST_US, Latencies, Phase, Recorder, Session, read_reports
-from tests.bench.matcher_mixes import exchange_core_mix
-from tests.bench.matcher_records import to_records
+from tests.bench.matcher_mixes import exchange_core_mix, simple_mix
+from tests.bench.matcher_records import SPEC, run_ops, to_records
 from tests.bench.report import percentile
 from tests.bench.rest_load import Answer, Stats
 from tests.bench.soak import MIB, RssWatch
@@ -175,3 +176,15 @@ def test_failover_new_order_check_looks_past_the_promoted_epochs_start(tmp_path:
     assert len({1, 2, 3, 4, 5}) > len(acked_in_the_drill)  # what the old check read: True
     assert new_orders_from(cfg, 6) == 0  # nothing taken in the epoch that begins at 6
     assert new_orders_from(cfg, 4) == 2
+
+
+def test_fast_book_from_ops_runs_the_very_commands_of_to_records() -> None:
+    """Review 33's fault 11: FastBook was timed on records made beforehand while each peer
+    makes its orders in its timed loop; ``run_ops`` makes them in the loop too, and must
+    leave the book ``to_records``' records leave (MOVEs read the book under test)."""
+    for ops in (exchange_core_mix(3_000, 5), simple_mix(3_000, 5)):
+        made, replayed = FastBook(SPEC), FastBook(SPEC)
+        for record in to_records(ops):
+            replayed.execute(record)
+        run_ops(made, ops)
+        assert made.state_hash() == replayed.state_hash()
