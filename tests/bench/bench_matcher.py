@@ -196,11 +196,14 @@ def pin(which: int) -> None:
         os.sched_setaffinity(0, {cpus[which % len(cpus)]})
 
 
-def run_matcher(cfg: RingexConfig, last_seq: int, started: Any) -> None:
+def run_matcher(cfg: RingexConfig, last_seq: int, started: Any, go: Any) -> None:
+    """The matcher, from ``go`` on: the clock starts before it, so a queued stream's first
+    commands are not taken before it runs."""
     pin(-1)
     shell = MatcherShell(cfg, "m1")
     gc_policy.settle(cfg.gc)  # as procs.matcher.main does once recovered
     started.set()
+    go.wait()
     shell.run(lambda: shell.matcher.last_seq >= last_seq)
     shell.close()
 
@@ -271,18 +274,19 @@ def pipeline(records: list[Record], paced_rate: int, wait: WaitName) -> dict[str
             if mode == "throughput":
                 for k in range(0, len(stream), 4096):
                     producer.publish_batch(stream[k : k + 4096])
-            started, out = ctx.Event(), ctx.Queue()
+            started, go, out = ctx.Event(), ctx.Event(), ctx.Queue()
             late_ns: list[int] = []
             expected = event_count(stream)
             sink_args = (cfg, last_seq, mode == "paced", out, expected)
             sink = ctx.Process(target=run_sink, args=sink_args)
             sink.start()
-            matcher = ctx.Process(target=run_matcher, args=(cfg, last_seq, started))
+            matcher = ctx.Process(target=run_matcher, args=(cfg, last_seq, started, go))
             matcher.start()
             started.wait(30)
             affinity = os.sched_getaffinity(0)
             pin(0)
             start = time.perf_counter_ns()
+            go.set()
             if mode == "paced":  # sleep between commands: a spinning pacer would steal a core
                 # Latency runs from the publish, not the plan: the sender's own lateness
                 # (time.sleep's, or the sink's turn on the shared core) is left out of it,

@@ -12,8 +12,9 @@ an ack, a crossing one a fill, and the book stays small. Orders are sent on a pl
 (no coordinated omission); HDR histograms (hdrhistogram) give p50/p99/p99.9.
 
 Phases: ``latency`` at --rate orders/s for --seconds; ``throughput`` at --max-rate, reporting
-the ack rate actually sustained. The answer check: every order sent got exactly one ack, and
-the fills pair up (as many buy fills as sell fills). Writes ``var/bench/pipeline.json`` and
+the ack rate actually sustained. The answer check: every order sent got exactly one ack, no
+order two (the fills are counted and reported, not checked). Writes
+``var/bench/pipeline.json`` and
 ``var/bench/pipeline.png`` (tests/bench/plot.py).
 Targets (issue 8, this 2-core machine): >= 50k orders/s sustained; at 10k orders/s order->ack
 p50 <= 200 us and p99 <= 2 ms.
