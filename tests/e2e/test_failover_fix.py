@@ -19,9 +19,8 @@ import pytest
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedPostgres
-from procs.common.topology import postgres_dir
+from procs.common.topology import gateway_root, postgres_dir
 from procs.core.recovery import recover
-from procs.replica.files import gateway_root
 from tests.e2e.test_standby import (
     failover,
     free_port,
