@@ -8,7 +8,10 @@
 their history hashes agree, the primary's replication status (mode, acknowledged seq,
 whether sync mode is degraded) and whether the standby holds its promotion prestarted.
 ``promote``: refuse a standby whose config's units are not the journal's (``units.json``,
-shipped to it), doing nothing; then fence the old primary (SIGKILL its supervisor and every
+shipped to it), doing nothing, and (unless ``--force``) one whose journal diverged from the
+primary's, is fenced (an old primary: demote it), or lacks seqs a sync primary acknowledged
+(its block says the standby acknowledged more, or that it went on without it, degraded);
+then fence the old primary (SIGKILL its supervisor and every
 process it ran, from its status file, and mark its journal fenced by the new epoch, so
 whatever restarts it cannot sequence: two primaries must never accept orders at once), then
 promote the standby.
@@ -182,22 +185,66 @@ def diverged(primary: RingexConfig, standby: RingexConfig) -> int:
     standby behind its primary's restart, or ahead of it, when the primary's host lost a
     tail it had shipped (the source ships before the router's fsync) and the primary then
     sequenced other commands at those seqs."""
-    from procs.common.journal import JournalReader  # noqa: PLC0415
-    from procs.common.records import RecordCodec  # noqa: PLC0415
-
-    directory = journal_path(standby)
-    if not directory.is_dir() or not journal_path(primary).is_dir():
+    if not journal_path(standby).is_dir() or not journal_path(primary).is_dir():
         return 0
-    codec = RecordCodec()
-    last = [
-        JournalReader(d, slot_size=codec.slot_size, schema_id=codec.schema_id).last_seq()
-        for d in (directory, journal_path(primary))
-    ]
+    last = [journal_last(standby), journal_last(primary)]
     for seq in sorted({1, last[0], min(last)} - {0}):
         mine, theirs = entry_at(standby, seq), entry_at(primary, seq)
         if mine is not None and theirs is not None and mine != theirs:
             return seq
     return 0
+
+
+def journal_last(cfg: RingexConfig) -> int:
+    """The last seq of ``cfg``'s journal where this host reads it (0: none)."""
+    from procs.common.journal import JournalReader  # noqa: PLC0415
+    from procs.common.records import RecordCodec  # noqa: PLC0415
+
+    directory = journal_path(cfg)
+    if not directory.is_dir():
+        return 0
+    codec = RecordCodec()
+    return JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id).last_seq()
+
+
+def unsafe(primary: RingexConfig, standby: RingexConfig) -> str:
+    """Why promoting ``standby`` would fork or lose acknowledged history ("" when nothing
+    this host reads says so): its journal is fenced (an old primary, whose tail past the
+    epoch that fenced it only ``demote`` cuts), or, in sync mode, the primary's block shows
+    seqs acknowledged that the standby lacks: it acknowledged more than it holds, or the
+    router went on without it (degraded) past its end. Async mode loses its lag by design."""
+    from procs.common import replication_ack as ack  # noqa: PLC0415
+
+    fence = Epochs.load(journal_path(standby)).fence
+    if fence is not None:
+        return (
+            f"its journal is fenced by epoch {fence.epoch} ({fence.by}): it is an old primary, "
+            "which may hold seqs that instance never had; rebuild it as that instance's "
+            "standby first (failover.py demote)"
+        )
+    if primary.replication.mode != "sync":
+        return ""
+    try:  # read, not mapped: nothing is created where no block is
+        data = (ack.ack_dir(primary.var_dir, primary.instance) / ack.BLOCK_FILE).read_bytes()
+    except OSError:
+        return ""
+    words = memoryview(data[: ack.SIZE]).cast("q") if len(data) >= ack.SIZE else None
+    if words is None or words[0] != ack.LAYOUT:
+        return ""
+    held, acked = journal_last(standby), words[ack.ACKED_SEQ]
+    if acked > held:
+        return (
+            f"{primary.instance}'s standby acknowledged seq {acked} as durable, and this "
+            f"journal ends at seq {held}: seqs {held + 1}..{acked} were acknowledged to clients"
+        )
+    journaled = max(journal_last(primary), words[ack.JOURNAL_SEQ])
+    if words[ack.DEGRADED] and journaled > held:
+        return (
+            f"{primary.instance}'s sync replication is suspended (degraded: it went on without "
+            f"the standby), so its seqs {held + 1}..{journaled} may have been acknowledged to "
+            f"clients, and this journal ends at seq {held}"
+        )
+    return ""
 
 
 def units_differ(primary: RingexConfig, standby: RingexConfig) -> str:
@@ -216,6 +263,10 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
         print(f"  {time.monotonic() - started:5.2f} s  {what}")
 
     primary, standby = load_profile(primary_path), load_profile(standby_path)
+    if journal_path(primary).resolve() == journal_path(standby).resolve():
+        print(f"--primary and --standby both name instance {standby.instance} (its journal "
+              f"{journal_path(standby)}): nothing done", file=sys.stderr)  # fmt: skip
+        return 1
     promoted = promotion.write_promoted_profile(standby_path)
     doc = read_status(standby) or {}
     old = supervisor_running(doc) or 0
@@ -230,6 +281,10 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
         print(f"{standby.instance}'s journal differs from {primary.instance}'s at seq {at}: "
               "promoting it would lose what the primary acknowledged after that; nothing done "
               "(--force promotes it anyway)", file=sys.stderr)  # fmt: skip
+        return 1
+    if not force and (why := unsafe(primary, standby)):
+        print(f"{standby.instance} cannot be promoted safely: {why}; nothing done (--force "
+              "promotes it anyway)", file=sys.stderr)  # fmt: skip
         return 1
     if refused := units_differ(primary, standby):  # before the fence: else no primary at all
         print(f"{standby.instance} cannot be promoted: {refused}; nothing done", file=sys.stderr)

@@ -40,7 +40,14 @@ from procs.common.topology import (
     postgres_dir,
     snapshot_dir,
 )
-from procs.replica.wire import AskEpochs, EpochHistory, Refused, receive, send
+from procs.replica.wire import (
+    AskEpochs,
+    EpochHistory,
+    Refused,
+    receive,
+    records_differ,
+    send,
+)
 
 log = logging.getLogger("ringex.replica")
 
@@ -56,11 +63,19 @@ async def _ask(host: str, port: int) -> Epochs:
         raise EpochsError(f"{host}:{port} refused: {answer.reason}")
     if not isinstance(answer, EpochHistory):
         raise EpochsError(f"{host}:{port} answered {type(answer).__name__}, not its epochs")
+    codec = RecordCodec()  # before anything is cut: this instance could never follow it
+    if refused := records_differ(
+        f"{host}:{port}'s", (answer.schema_id, answer.slot_size),
+        "this instance's", (codec.schema_id, codec.slot_size),
+    ):  # fmt: skip
+        raise EpochsError(refused)
     return Epochs(tuple((e, s) for e, s in answer.epochs))
 
 
 def ask_epochs(host: str, port: int, timeout_s: float = 10.0) -> Epochs:
-    """The epoch history of the primary whose replication source listens at host:port."""
+    """The epoch history of the primary whose replication source listens at host:port;
+    ``EpochsError`` when it refuses, or runs other records (this instance's build could
+    never follow it: refused before ``rebuild`` cuts anything)."""
     return asyncio.run(asyncio.wait_for(_ask(host, port), timeout_s))
 
 

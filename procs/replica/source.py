@@ -133,9 +133,11 @@ class ReplicationSource:
             if not isinstance(hello, Hello):
                 await send(writer, Refused(f"expected Hello, got {type(hello).__name__}"))
                 return
-            refusal = self._epoch_refusal(hello, peer) or records_differ(
+            # records first: a peer of another build can never be this primary's standby,
+            # so its epoch says nothing of this primary's and must not fence it
+            refusal = records_differ(
                 "the standby's", (hello.schema_id, hello.slot_size), "the primary's", self.records
-            )
+            ) or self._epoch_refusal(hello, peer)
             if refusal is not None:
                 await send(writer, Refused(refusal))
                 return
