@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from shm import header as h
 from shm.barrier import Gate, mask_indexes
 from shm.cells import Cell
-from shm.errors import ConsumerDetachedError, RingError, TornReadError, alive
+from shm.errors import (
+    ConsumerDetachedError,
+    HeaderMismatchError,
+    RingError,
+    TornReadError,
+    alive,
+)
 from shm.liveness import pid_alive
 from shm.wait import PARKED, BusySpin, Parker, Posts, WaitStrategy, Yielding, post
 
@@ -54,6 +60,33 @@ def _rejoin(ring: Ring[Any], index: int) -> None:
     # from the cursor once active: a producer that refreshed its limit in between may have
     # run a lap past the cursor read before (``Ring.declare_consumer``)
     words[h.consumer_word(index, h.C_SEQUENCE)] = ring.cursor()
+
+
+def _check_line(ring: Ring[Any], index: int, name: str, state: int) -> None:
+    """Refuse a line whose gate mask or sequence no ring could have written: a gate past the
+    table would read a record's bytes as a consumer line, a sequence off the ring would skip
+    records (past the cursor) or read overwritten ones (a lap behind it, on an active line,
+    which the producer cannot lap)."""
+    words = ring.words
+    gates = words[h.consumer_word(index, h.C_GATES)]
+    if not 0 <= gates < 1 << ring.max_consumers or gates >> index & 1:
+        raise HeaderMismatchError(
+            ring.region.posix_name,
+            f"consumer {name!r} gates",
+            f"a mask of lines 0..{ring.max_consumers - 1} other than its own ({index})",
+            gates,
+        )
+    if state == h.STATE_ACTIVE:  # a detached line rejoins at the cursor, whatever it held
+        sequence = words[h.consumer_word(index, h.C_SEQUENCE)]
+        cursor = ring.cursor()  # after: it only grows, and never a lap past an active line
+        still = words[h.consumer_word(index, h.C_STATE)] == h.STATE_ACTIVE  # not detached since
+        if still and not cursor - ring.capacity <= sequence <= cursor:
+            raise HeaderMismatchError(
+                ring.region.posix_name,
+                f"consumer {name!r} sequence",
+                f"{max(0, cursor - ring.capacity)}..{cursor} (the cursor, less a lap at most)",
+                sequence,
+            )
 
 
 class Consumer(Generic[T]):
@@ -93,6 +126,7 @@ class Consumer(Generic[T]):
             raise RingError(
                 f"ring {ring.name!r}: consumer {name!r} is attached by live pid {holder}"
             )
+        _check_line(ring, index, name, state)  # before the line is taken or its words used
         if state == h.STATE_DETACHED:
             _rejoin(ring, index)
         words[h.consumer_word(index, h.C_PID)] = me

@@ -27,14 +27,35 @@ NAME_BYTES: Final = 32
 
 def _is_other(instance: str, name: str) -> bool:
     """Whether ``name`` is a live segment of another kind: a ring (its header's magic)."""
+    head = Region.peek(instance, name)
+    return head is not None and head[: len(h.MAGIC)] == h.MAGIC
+
+
+def _check_page(posix_name: str, size: int, head: bytes) -> None:
+    """Refuse a segment that is not a whole counter page, from its size and first bytes."""
+    if size < _HEAD.size:
+        raise ShmError(
+            f"segment {posix_name!r} of {size} bytes is not a counter page "
+            f"(its header alone is {_HEAD.size})"
+        )
+    magic, count, _pad = _HEAD.unpack_from(head, 0)
+    if magic != MAGIC:
+        raise ShmError(f"segment {posix_name!r} is not a counter page (magic {magic!r})")
+    if size != _size(count):
+        raise ShmError(
+            f"counter page {posix_name!r}: {count} counters need {_size(count)} "
+            f"bytes, the segment has {size}"
+        )
+
+
+def _name(posix_name: str, table: bytes, k: int) -> str:
+    raw = table[k * NAME_BYTES : (k + 1) * NAME_BYTES].rstrip(b"\0")
     try:
-        region = Region.attach(instance, name)
-    except ShmError:
-        return False
-    try:
-        return len(region.buf) >= h.STATIC.size and h.STATIC.unpack_from(region.buf)[0] == h.MAGIC
-    finally:
-        region.close()
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise ShmError(
+            f"counter page {posix_name!r}: counter {k} name {raw!r} is not UTF-8"
+        ) from None
 
 
 def _size(count: int) -> int:
@@ -45,25 +66,11 @@ class Counters:
     """``values[i]`` is counter ``names[i]``; ``index(name)`` finds i."""
 
     def __init__(self, region: Region) -> None:
-        if region.size < _HEAD.size:
-            raise ShmError(
-                f"segment {region.posix_name!r} of {region.size} bytes is not a counter page "
-                f"(its header alone is {_HEAD.size})"
-            )
-        magic, count, _pad = _HEAD.unpack_from(region.buf, 0)
-        if magic != MAGIC:
-            raise ShmError(f"segment {region.posix_name!r} is not a counter page (magic {magic!r})")
-        if region.size < _size(count):
-            raise ShmError(
-                f"counter page {region.posix_name!r}: {count} counters need {_size(count)} "
-                f"bytes, the segment has {region.size}"
-            )
+        _check_page(region.posix_name, region.size, region.buf[: _HEAD.size])
+        _magic, count, _pad = _HEAD.unpack_from(region.buf, 0)
         self.region = region
         table = bytes(region.buf[_HEAD.size : _HEAD.size + count * NAME_BYTES])
-        self.names = tuple(
-            table[k * NAME_BYTES : (k + 1) * NAME_BYTES].rstrip(b"\0").decode()
-            for k in range(count)
-        )
+        self.names = tuple(_name(region.posix_name, table, k) for k in range(count))
         start = _HEAD.size + count * NAME_BYTES
         self.values = memoryview(region.buf)[start : start + count * 8].cast("Q")
         self._index = {name: k for k, name in enumerate(self.names)}
@@ -96,7 +103,7 @@ class Counters:
 
     @classmethod
     def attach(cls, instance: str, name: str) -> Counters:
-        region = Region.attach(instance, name)
+        region = Region.attach(instance, name, _check_page)  # checked before it is mapped
         try:
             return cls(region)
         except ShmError:

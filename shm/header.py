@@ -64,6 +64,13 @@ STATE_FREE: Final = 0
 STATE_ACTIVE: Final = 1  # declared: gates the producer whether or not a process is attached
 STATE_DETACHED: Final = 2  # dead or cut loose: gates nobody, may be lapped
 STATE_NAMES: Final = {STATE_FREE: "free", STATE_ACTIVE: "active", STATE_DETACHED: "detached"}
+#: The most consumer lines a ring has: a gate mask is a word, and its sign bit is not one.
+MAX_CONSUMERS: Final = 62
+
+
+def state_name(state: int) -> str:
+    """A line's state word in words; a corrupted one is named, not a ``KeyError``."""
+    return STATE_NAMES.get(state, f"unknown ({state})")
 
 
 def consumer_word(index: int, field: int) -> int:
@@ -107,8 +114,8 @@ class Geometry:
                 f"slot_size {self.slot_size} is more than {MAX_SLOT}, what the header's "
                 "slot size field (uint32) holds"
             )
-        if not 1 <= self.max_consumers <= 62:
-            raise ValueError(f"max_consumers {self.max_consumers} is outside 1..62")
+        if not 1 <= self.max_consumers <= MAX_CONSUMERS:
+            raise ValueError(f"max_consumers {self.max_consumers} is outside 1..{MAX_CONSUMERS}")
         if not 0 <= self.schema_id < 2**63:
             raise ValueError(f"schema_id {self.schema_id} is outside 0..2**63-1")
         if self.total_size > MAX_SEGMENT:

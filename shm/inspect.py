@@ -102,15 +102,17 @@ def _describe(instance: str, name: str, path: Path, sems: list[str]) -> SegmentI
                     pids.append(fields[-1])  # last, and its creator is already written
             if is_ring:
                 _m, _v, slot, capacity, _schema, maxc, _hs, _created, creator = fields
-                words = memoryview(head).cast("q")
-                cursor = words[h.P_CURSOR]
-                pids += [creator, words[h.P_PID]]
-                f.seek(h.LINE * h.FIRST_CONSUMER_LINE)
-                lines = memoryview(f.read(h.LINE * maxc)).cast("q")
-                for index in range(maxc):
-                    base = index * h.LINE // h.WORD
-                    if base + h.C_PID < len(lines) and lines[base + h.C_STATE] != h.STATE_FREE:
-                        pids.append(lines[base + h.C_PID])
+                pids.append(creator)
+                words = _words(head)  # what the segment holds of them: it may be cut short
+                if len(words) > h.P_PID:
+                    cursor = words[h.P_CURSOR]
+                    pids.append(words[h.P_PID])
+                if 1 <= maxc <= h.MAX_CONSUMERS:  # a corrupted count never sizes a read
+                    lines = _words(f.read(h.LINE * maxc))
+                    for index in range(maxc):
+                        base = index * h.LINE // h.WORD
+                        if base + h.C_PID < len(lines) and lines[base + h.C_STATE] != h.STATE_FREE:
+                            pids.append(lines[base + h.C_PID])
     except OSError:
         pass
     pids = [p for p in pids if p]
@@ -127,6 +129,11 @@ def _describe(instance: str, name: str, path: Path, sems: list[str]) -> SegmentI
         live,
         tuple(sorted(sems)),
     )
+
+
+def _words(raw: bytes) -> memoryview:
+    """``raw``'s whole 8-byte words (a segment cut short may end mid-word)."""
+    return memoryview(raw)[: len(raw) // h.WORD * h.WORD].cast("q")
 
 
 def remove(segment: SegmentInfo) -> None:

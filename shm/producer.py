@@ -99,6 +99,8 @@ class Producer(Generic[T]):
         self._parker: Parker | None = None
         self._closed = False
         self._claimed = 0  # slots of the last claim not yet published
+        # publish_slots' stamp words (_lap_stamps): no lap's yet, stamps start at 1
+        self._stamps = self._window_stamps = (0, memoryview(b"").cast("q"))
         self.heartbeat()
 
     # -- hot path --------------------------------------------------------------------------
@@ -330,10 +332,25 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
             _, offset, stamp, k = self.claim(count - done)
             view[offset : offset + k * slot] = raw[done * slot : (done + k) * slot]
             first_stamp = (offset + slot) // 8 - 1
-            words[first_stamp : first_stamp + k * slot_words : slot_words] = _lap_stamps(stamp, k)
+            held, stamps = self._window_stamps  # the last window's: most often this one's too
+            if held != stamp or len(stamps) != k:
+                stamps = self._lap_stamps(stamp, k)
+            words[first_stamp : first_stamp + k * slot_words : slot_words] = stamps
             self.publish_claimed(k)
             done += k
         return self._next - 1
+
+    def _lap_stamps(self, stamp: int, count: int) -> memoryview:
+        """``count`` copies of ``stamp`` as int64 words (one strided store then stamps a whole
+        window): a slice of one buffer, made again when the lap changes or a window is longer
+        than any before, so it never holds more than a lap's words. The slice is kept for the
+        next window (``_window_stamps``), most often of the same lap and size."""
+        held, words = self._stamps
+        if held != stamp or len(words) < count:
+            words = memoryview(_WORD.pack(stamp) * max(count, len(words))).cast("q")
+            self._stamps = (stamp, words)
+        self._window_stamps = (stamp, words[:count])
+        return words[:count]
 
     def try_publish_batch(self, items: Sequence[T]) -> bool:
         """All of ``items`` if they fit now, else nothing and ``False``."""
@@ -469,18 +486,6 @@ def _wake_through(ref: weakref.ref[Producer[Any]], waker: _Waker) -> Callable[[]
 
 def _closed(ring: str) -> NoReturn:
     raise RingError(f"ring {ring!r}: this producer is closed")
-
-
-_LAP_STAMPS: dict[int, tuple[int, memoryview]] = {}
-
-
-def _lap_stamps(stamp: int, count: int) -> memoryview:
-    """``count`` copies of ``stamp`` as int64 words, cached per count until the lap changes
-    (one strided store then stamps a whole window)."""
-    cached = _LAP_STAMPS.get(count)
-    if cached is None or cached[0] != stamp:
-        cached = _LAP_STAMPS[count] = (stamp, memoryview(_WORD.pack(stamp) * count).cast("q"))
-    return cached[1]
 
 
 _WORD = struct.Struct("<q")

@@ -12,6 +12,7 @@ import contextlib
 import mmap
 import os
 import re
+from collections.abc import Callable
 from typing import Final
 
 import posix_ipc
@@ -21,6 +22,12 @@ from shm.errors import HeaderMismatchError, ShmError
 PREFIX: Final = "ringex"
 _POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,48}")
+#: What ``attach`` reads of a segment for its caller's check, before mapping it: any header's
+#: fixed part.
+HEAD_BYTES: Final = 4096
+
+#: ``check(posix_name, size, head)``: refuses (raises) a segment from its size and first bytes.
+Check = Callable[[str, int, bytes], None]
 
 
 def segment_name(instance: str, name: str) -> str:
@@ -70,22 +77,43 @@ class Region:
             raise
 
     @classmethod
-    def attach(cls, instance: str, name: str) -> Region:
+    def attach(cls, instance: str, name: str, check: Check | None = None) -> Region:
+        """Map an existing segment. ``check``, given its size and first ``HEAD_BYTES`` (fewer
+        if it is smaller) before anything is mapped, may raise to refuse it: the map faults in
+        every page, so a segment of a foreign size (sparse, as large as its maker liked) must
+        be refused from its header, not after its whole size was allocated."""
         posix_name = segment_name(instance, name)
         try:
             mem = posix_ipc.SharedMemory(posix_name)
         except posix_ipc.ExistentialError as exc:
             raise ShmError(f"segment {posix_name!r} does not exist") from exc
+        if check is not None:
+            try:
+                _check_size(posix_name, mem.size)
+                check(posix_name, mem.size, os.pread(mem.fd, min(mem.size, HEAD_BYTES), 0))
+            except BaseException:
+                mem.close_fd()
+                raise
         return cls._map(mem, posix_name, name)
+
+    @staticmethod
+    def peek(instance: str, name: str) -> bytes | None:
+        """The first ``HEAD_BYTES`` of segment ``name`` (fewer if it is smaller), read without
+        mapping it; None if there is none."""
+        try:
+            mem = posix_ipc.SharedMemory(segment_name(instance, name))
+        except posix_ipc.ExistentialError:
+            return None
+        try:
+            return os.pread(mem.fd, min(mem.size, HEAD_BYTES), 0)
+        finally:
+            mem.close_fd()
 
     @classmethod
     def _map(cls, mem: posix_ipc.SharedMemory, posix_name: str, name: str) -> Region:
         size = mem.size
         try:
-            if size <= 0 or size % 8:  # not one of ours (a header is words): never mapped
-                raise HeaderMismatchError(
-                    posix_name, "segment size", "a positive multiple of 8", size
-                )
+            _check_size(posix_name, size)
             # Pre-fault the pages: the first lap of a fresh ring would otherwise take a page
             # fault every 4 KiB, on the hot path.
             try:
@@ -105,6 +133,11 @@ class Region:
     def unlink(self) -> None:
         """Remove the name; mappings stay valid until each process closes its own."""
         _unlink_quietly(self.posix_name)
+
+
+def _check_size(posix_name: str, size: int) -> None:
+    if size <= 0 or size % 8:  # not one of ours (a header is words): never mapped
+        raise HeaderMismatchError(posix_name, "segment size", "a positive multiple of 8", size)
 
 
 def _reserve(mem: posix_ipc.SharedMemory, posix_name: str) -> None:

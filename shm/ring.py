@@ -45,13 +45,13 @@ import platform
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import posix_ipc
 
 from shm import header as h
 from shm.barrier import mask_indexes
-from shm.codec import SlotCodec
+from shm.codec import Buffer, SlotCodec
 from shm.consumer import Consumer
 from shm.errors import HeaderMismatchError, RingError
 from shm.liveness import pid_alive
@@ -108,6 +108,38 @@ class RingInfo:
     consumers: tuple[ConsumerInfo, ...]
 
 
+def _checked_header(
+    posix_name: str, codec: SlotCodec[Any], size: int, head: Buffer, magic: bytes
+) -> tuple[h.Geometry, int]:
+    """The geometry and creation time in a ring's static line (``head``, the segment's first
+    bytes), each field checked against ``codec``, ``magic`` and the segment's ``size`` before
+    any is used: ``HeaderMismatchError`` naming the field, what it holds and what was expected.
+    """
+    if size < h.STATIC.size:
+        raise HeaderMismatchError(posix_name, "segment size", f">= {h.STATIC.size}", size)
+    found, version, slot, cap, schema, maxc, hsize, created, _pid = h.STATIC.unpack_from(head, 0)
+    for field, expected, got in (
+        ("magic", magic, found),
+        ("layout_version", h.LAYOUT_VERSION, version),
+        ("slot_size", codec.slot_size, slot),
+        ("schema_id", codec.schema_id, schema),
+    ):
+        if expected != got:
+            raise HeaderMismatchError(posix_name, field, expected, got)
+    geometry = h.Geometry(int(slot), int(cap), int(schema), int(maxc))
+    try:  # slots are addressed with capacity - 1 as a mask: it must be a power of two
+        geometry.validate()
+    except ValueError as exc:
+        raise HeaderMismatchError(posix_name, "geometry", "valid", str(exc)) from exc
+    for field, expected, got in (
+        ("header_size", geometry.header_size, hsize),
+        ("segment size", geometry.total_size, size),
+    ):
+        if expected != got:
+            raise HeaderMismatchError(posix_name, field, expected, got)
+    return geometry, int(created)
+
+
 class Ring(Generic[T]):
     """A mapped ring. Create it once (the supervisor), attach it anywhere, then take a role:
     ``producer()`` (one per ring) or ``consumer(name)`` (one process per declared consumer)."""
@@ -121,30 +153,18 @@ class Ring(Generic[T]):
         self.instance = instance
         self.name = region.name
         self.words = region.words
-        found, version, slot, cap, schema, maxc, hsize, created, _pid = h.STATIC.unpack_from(
-            region.buf, 0
+        # created_ns, when the segment was made, tells this ring from an earlier one of the
+        # same name, whose sequences a restarted process must not take for this one's.
+        self.geometry, self.created_ns = _checked_header(
+            region.posix_name, codec, region.size, region.buf, magic
         )
-        self._check("magic", magic, found)
-        self._check("layout_version", h.LAYOUT_VERSION, version)
-        self._check("slot_size", codec.slot_size, slot)
-        self._check("schema_id", codec.schema_id, schema)
-        slot, cap, schema, maxc, hsize = int(slot), int(cap), int(schema), int(maxc), int(hsize)
-        self.geometry = h.Geometry(slot, cap, schema, maxc)
-        try:  # slots are addressed with capacity - 1 as a mask: it must be a power of two
-            self.geometry.validate()
-        except ValueError as exc:
-            raise HeaderMismatchError(region.posix_name, "geometry", "valid", str(exc)) from exc
-        self._check("header_size", self.geometry.header_size, hsize)
-        self._check("segment size", self.geometry.total_size, region.size)
-        self.slot_size = slot
+        cap = self.geometry.capacity
+        self.slot_size = self.geometry.slot_size
         self.capacity = cap
         self.mask = cap - 1
         self.shift = cap.bit_length() - 1  # sequence >> shift = lap
-        self.max_consumers = maxc
-        self.data_offset = hsize
-        #: When the segment was made: tells this ring from an earlier one of the same name,
-        #: whose sequences a restarted process must not take for this one's.
-        self.created_ns = int(created)
+        self.max_consumers = self.geometry.max_consumers
+        self.data_offset = self.geometry.header_size
         self._sems: Posts = {}  # opened by detach_consumer
 
     def _check(self, field: str, expected: object, found: object) -> None:
@@ -201,13 +221,13 @@ class Ring(Generic[T]):
         cls, instance: str, name: str, codec: SlotCodec[T], *, capacity: int | None = None
     ) -> Ring[T]:
         """Map an existing ring, checking its header against ``codec`` (and ``capacity``)."""
-        region = Region.attach(instance, name)
-        if region.size < h.STATIC.size:
-            found = region.size
-            region.close()
-            raise HeaderMismatchError(
-                region.posix_name, "segment size", f">= {h.STATIC.size}", found
-            )
+
+        def check(posix_name: str, size: int, head: bytes) -> None:  # before the map
+            geometry, _ = _checked_header(posix_name, codec, size, head, h.MAGIC)
+            if capacity is not None and capacity != geometry.capacity:
+                raise HeaderMismatchError(posix_name, "capacity", capacity, geometry.capacity)
+
+        region = Region.attach(instance, name, check)
         try:
             ring = cls(region, codec, instance)
             if capacity is not None:
@@ -353,8 +373,13 @@ class Ring(Generic[T]):
         for index in range(self.max_consumers):
             if self.words[h.consumer_word(index, h.C_STATE)] != h.STATE_FREE:
                 at = h.consumer_name_at(index)
-                raw = bytes(self.region.buf[at : at + h.NAME_SIZE])
-                names[index] = raw.rstrip(b"\0").decode()
+                raw = bytes(self.region.buf[at : at + h.NAME_SIZE]).rstrip(b"\0")
+                try:
+                    names[index] = raw.decode()
+                except UnicodeDecodeError:
+                    raise HeaderMismatchError(
+                        self.region.posix_name, f"consumer {index} name", "UTF-8", raw
+                    ) from None
         return names
 
     def consumer_index(self, name: str) -> int:
@@ -440,7 +465,7 @@ class Ring(Generic[T]):
                 ConsumerInfo(
                     index=index,
                     name=name,
-                    state=h.STATE_NAMES[words[h.consumer_word(index, h.C_STATE)]],
+                    state=h.state_name(words[h.consumer_word(index, h.C_STATE)]),
                     sequence=seq,
                     lag=max(0, cursor - seq),
                     pid=pid,
