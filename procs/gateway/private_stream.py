@@ -10,12 +10,16 @@ used again (the signature is remembered until its window passes).
 Messages are ``{"event": name, "seq": n, "data": {...}}`` with ``seq`` counting from 1 on
 each connection: first a ``snapshot`` (balances and open orders), then ``executionReport``
 and ``balance`` events as they happen. Events that arrive while the snapshot is being made
-wait behind it, so the client applies them in order. A client that falls ``queue_limit``
-messages behind is cut off (close code 1008) rather than slow the gateway: it reconnects
-and starts again from a snapshot. A stream lives no longer than its key and its user:
-revoking the key (here, through another gateway or by an operator) or removing the user
-closes it with 1008 within a second or two. One key holds at most ``max_per_key`` streams,
-and each upgrade spends one of the key's requests (its rate limit, as any signed request).
+wait behind it, so the client applies them in order (more than ``queue_limit`` of them
+cut the stream as below: they are held in memory). A client that falls ``queue_limit``
+messages behind is cut off (close code 1008, the reason naming the numbers) rather than slow
+the gateway: it reconnects and starts again from a snapshot. A stream lives no longer than
+its key and its user: revoking the key (here, through another gateway or by an operator) or
+removing the user closes it with 1008 within a second or two. A stream being closed sends
+nothing more; a client that has not taken its close frame within ``CLOSE_GRACE_S`` (its
+socket takes nothing) is dropped, so it never holds its slot, nor a gateway's stop, longer.
+One key holds at most ``max_per_key`` streams, and each upgrade spends one of the key's
+requests (its rate limit, as any signed request).
 """
 
 from __future__ import annotations
@@ -24,55 +28,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from aiohttp import WSCloseCode, web
 
 from procs.gateway.api_errors import ApiError
 from procs.gateway.rest_order_state import balance_json
 from procs.gateway.signing import AuthError
+from procs.gateway.stream_subscriber import CLOSE_GRACE_S, Subscriber
 
 if TYPE_CHECKING:
+    from procs.common.apikeys import ApiKey
     from procs.gateway.rest import RestApi
 
 log = logging.getLogger("ringex.rest.stream")
-_encode = msgspec.json.Encoder().encode
 PATH = "/api/v1/stream"
-
-
-class Subscriber:
-    def __init__(self, ws: web.WebSocketResponse, key: str, account: int, queue_limit: int) -> None:
-        self.ws = ws
-        self.key = key
-        self.account = account
-        self.queue: deque[str] = deque()
-        self.queue_limit = queue_limit
-        self.seq = 0
-        self.ready = False  # the snapshot is queued: events may follow
-        self.held: list[tuple[str, dict[str, Any]]] = []
-        self.wake = asyncio.Event()
-        self.cut: bytes = b""  # why the stream is being closed (1008), once it is
-
-    def close(self, why: bytes) -> None:
-        """Close the stream with 1008 and ``why``, after nothing more (the sender does it)."""
-        if not self.cut:
-            self.cut = why
-            self.wake.set()
-
-    def push(self, event: str, data: dict[str, Any]) -> None:
-        if not self.ready:  # the snapshot is being made: these follow it
-            self.held.append((event, data))
-            return
-        if self.cut:
-            return
-        self.seq += 1
-        self.queue.append(_encode({"event": event, "seq": self.seq, "data": data}).decode())
-        if len(self.queue) > self.queue_limit:
-            self.cut = b"slow consumer"
-        self.wake.set()
 
 
 class PrivateStreams:
@@ -83,6 +54,7 @@ class PrivateStreams:
         self.max_streams = max_streams
         self.max_per_key = max_per_key
         self.queue_limit = queue_limit
+        self.close_grace_s = CLOSE_GRACE_S
         self.by_account: dict[int, set[Subscriber]] = {}
         self.count = 0
 
@@ -107,6 +79,29 @@ class PrivateStreams:
                     sub.push(name, data)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        api = self.api
+        key = self._admit(request)
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+        sub = Subscriber(
+            ws, key.key, key.account, self.queue_limit, request.transport, self.close_grace_s
+        )
+        # counted before the handshake's await: upgrades at the same moment see each other
+        self.count += 1
+        self.by_account.setdefault(key.account, set()).add(sub)
+        api.core.touch(key.account, key.session, time.monotonic())
+        api.core.streaming.add(key.account)
+        try:
+            await ws.prepare(request)
+            sub.start()
+            await self._begin(sub)
+            async for _msg in ws:  # the client has nothing to say; keep the lease alive
+                api.core.touch(key.account, key.session, time.monotonic())
+        finally:
+            await self._end(sub)
+        return ws
+
+    def _admit(self, request: web.Request) -> ApiKey:
+        """The key of a stream this gateway takes, else the ``ApiError`` that refuses it."""
         api = self.api
         q = request.query
         key = api.keys.get(q.get("apiKey", ""))
@@ -134,43 +129,42 @@ class PrivateStreams:
                 f"this API key holds {held} private streams, the limit is {self.max_per_key}",
                 retry_after_s=1.0,
             )
-        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
-        sub = Subscriber(ws, key.key, key.account, self.queue_limit)
-        # counted before the handshake's await: upgrades at the same moment see each other
-        self.count += 1
-        self.by_account.setdefault(key.account, set()).add(sub)
-        api.core.touch(key.account, key.session, time.monotonic())
-        api.core.streaming.add(key.account)
-        sender: asyncio.Task[None] | None = None
+        return key
+
+    async def _begin(self, sub: Subscriber) -> None:
+        """The snapshot, then what was held behind it; or, when none can be made, the close
+        (upgraded already: a close frame, not an HTTP error)."""
         try:
-            await ws.prepare(request)
-            sender = asyncio.create_task(self._send(sub))
-            snapshot = await self._snapshot(sub, key.account)
-            sub.ready = True
-            sub.push("snapshot", snapshot)
-            for event, data in sub.held:  # what happened meanwhile, behind the snapshot
-                sub.push(event, data)
-            sub.held.clear()
-            async for _msg in ws:  # the client has nothing to say; keep the lease alive
-                api.core.touch(key.account, key.session, time.monotonic())
-        except ApiError as exc:  # no snapshot; upgraded already: a close frame, not HTTP
+            snapshot = await self._snapshot(sub, sub.account)
+        except ApiError as exc:
             why = f"no snapshot: {exc.msg}"[:120].encode(errors="replace")
-            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=why)
-        finally:
-            if sender is not None:
+            sub.close(why, WSCloseCode.TRY_AGAIN_LATER)
+            return
+        sub.ready = True
+        sub.push("snapshot", snapshot)
+        held, sub.held = sub.held, []
+        for event, data in held:  # what happened meanwhile, behind the snapshot
+            sub.push(event, data)
+
+    async def _end(self, sub: Subscriber) -> None:
+        """The handler's end, however it came: the sender stopped (a close waits for the
+        client at most the grace), the slot given back."""
+        sender = sub.sender
+        if sender is not None:
+            if not sub.cut:  # the client left: nothing more to send
                 sender.cancel()
-                # a client gone while the sender wrote its backlog ends it with a connection
-                # error: the slot is given back all the same
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                    await sender
-            self.count -= 1
-            subs = self.by_account.get(key.account)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self.by_account[key.account]
-                    api.core.streaming.discard(key.account)
-        return ws
+            # a client gone while the sender wrote its backlog ends it with a connection
+            # error: the slot is given back all the same
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await sender
+        sub.finish()
+        self.count -= 1
+        subs = self.by_account.get(sub.account)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.by_account[sub.account]
+                self.api.core.streaming.discard(sub.account)
 
     async def _snapshot(self, sub: Subscriber, account: int) -> dict[str, Any]:
         """Balances and open orders as of one instant, and ``sub.held`` cut to what came
@@ -193,18 +187,11 @@ class PrivateStreams:
         ]
         return {"balances": balances, "openOrders": orders}
 
-    async def _send(self, sub: Subscriber) -> None:
-        ws = sub.ws
-        while not ws.closed:
-            await sub.wake.wait()
-            sub.wake.clear()
-            if sub.cut:
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=sub.cut)
-                return
-            while sub.queue:
-                await ws.send_str(sub.queue.popleft())
-
     async def close(self) -> None:
-        for subs in list(self.by_account.values()):
-            for sub in list(subs):
-                await sub.ws.close(code=WSCloseCode.GOING_AWAY, message=b"gateway shutting down")
+        """The gateway stops: every stream is closed (1001), at once; those whose client
+        does not take the close frame are dropped after the grace."""
+        subs = [sub for subs in self.by_account.values() for sub in subs]
+        for sub in subs:
+            sub.close(b"gateway shutting down", WSCloseCode.GOING_AWAY)
+        if subs:
+            await asyncio.wait([sub.ended for sub in subs], timeout=self.close_grace_s + 1.0)
