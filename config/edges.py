@@ -35,8 +35,10 @@ class RestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     order_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     #: Private-stream connections of this gateway, and a slow client's queue before it is cut.
     max_streams: Annotated[int, msgspec.Meta(ge=1)] = 1_000
-    #: Private streams one API key may hold at once (one user cannot take every slot).
+    #: Private streams one API key, and one account through all its keys, may hold at once
+    #: (one user cannot take every slot: keys per user alone would allow 20 x 5).
     max_streams_per_key: Annotated[int, msgspec.Meta(ge=1)] = 5
+    max_streams_per_account: Annotated[int, msgspec.Meta(ge=1)] = 10
     stream_queue: Annotated[int, msgspec.Meta(ge=16)] = 10_000
     #: Origins a browser page may call from (CORS); "*" any (requests are signed, no cookies).
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])

@@ -48,11 +48,17 @@ PATH = "/api/v1/stream"
 
 class PrivateStreams:
     def __init__(
-        self, api: RestApi, max_streams: int, queue_limit: int, max_per_key: int = 5
+        self,
+        api: RestApi,
+        max_streams: int,
+        queue_limit: int,
+        max_per_key: int = 5,
+        max_per_account: int = 10,
     ) -> None:
         self.api = api
         self.max_streams = max_streams
         self.max_per_key = max_per_key
+        self.max_per_account = max_per_account
         self.queue_limit = queue_limit
         self.close_grace_s = CLOSE_GRACE_S
         self.by_account: dict[int, set[Subscriber]] = {}
@@ -121,12 +127,18 @@ class PrivateStreams:
             raise ApiError(
                 503, -1001, f"{self.count} private streams is this gateway's limit, try another"
             )
-        held = sum(1 for sub in self.by_account.get(key.account, ()) if sub.key == key.key)
-        if held >= self.max_per_key:
+        mine = self.by_account.get(key.account, ())
+        held = sum(1 for sub in mine if sub.key == key.key)
+        if held >= self.max_per_key or len(mine) >= self.max_per_account:
+            who, count, limit = (
+                ("this API key", held, self.max_per_key)
+                if held >= self.max_per_key
+                else ("this account (all its keys)", len(mine), self.max_per_account)
+            )
             raise ApiError(
                 429,
                 -1003,  # TOO_MANY_REQUESTS
-                f"this API key holds {held} private streams, the limit is {self.max_per_key}",
+                f"{who} holds {count} private streams, the limit is {limit}",
                 retry_after_s=1.0,
             )
         return key

@@ -122,7 +122,11 @@ class RestApi:
         #: The gateway is stopping (``GatewayServer.stop``): new orders are refused.
         self.closing = False
         self.streams = PrivateStreams(
-            self, rest.max_streams, rest.stream_queue, rest.max_streams_per_key
+            self,
+            rest.max_streams,
+            rest.stream_queue,
+            rest.max_streams_per_key,
+            rest.max_streams_per_account,
         )
         dsn = history_dsn(cfg)
         self.history = History(dsn, assets=cfg.assets) if dsn else None

@@ -215,3 +215,33 @@ def test_a_slow_consumer_that_reads_again_hears_why_with_the_numbers(harness: Ha
             await bob.close()
 
     run(harness, scenario)
+
+
+def test_an_account_holds_no_more_streams_than_its_limit_across_its_keys(
+    harness: Harness,
+) -> None:
+    """Found by the same review, fixed after it: only ``max_streams_per_key`` bounded a user,
+    who may hold 20 keys (``max_keys_per_user``), so 100 streams: ``max_streams_per_account``
+    counts them over all the account's keys, and its 429 names the account's count."""
+
+    async def scenario(api: RestApi, url: str) -> None:
+        api.streams.max_per_account, api.streams.max_streams = 2, 10  # the rig's is 2
+        first, second = await client(url, "BOB", "bob-pw"), await client(url, "BOB", "bob-pw")
+        try:
+            assert first.api_key != second.api_key
+            streams = [await first.stream(), await second.stream()]
+            for ws in streams:
+                await ws.receive(timeout=5)  # the snapshot
+            async with second.session.get(second.stream_url()) as r:
+                status, body = r.status, await r.json()
+            for ws in streams:
+                await ws.close()
+            assert status == 429, status
+            assert body["msg"] == (
+                "this account (all its keys) holds 2 private streams, the limit is 2"
+            ), body
+        finally:
+            await first.close()
+            await second.close()
+
+    run(harness, scenario)
