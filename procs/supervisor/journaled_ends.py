@@ -6,7 +6,9 @@ An END_OF_SESSION for every symbol (symbol 0) that the router sequenced at or af
 scheduled end ``E`` (its ``ts_ns``, the router's wall clock) expired every DAY order that
 the scheduled one would have: it *is* that day's end, whoever sent it (the old primary's
 supervisor, or an operator's ``ringex admin end-session`` without a symbol). One for a single
-symbol, or one sequenced before ``E``, is not.
+symbol, or one sequenced before ``E``, is not; nor one stamped a day or more after ``E``
+(a later day's, by a clock since set back), nor one at or before a seq the caller names (one
+sequenced before the clock was set back, whatever it was stamped: ``session_clock.py``).
 
 How it reads. Commands are stamped as they are sequenced, so ``ts_ns`` rises with seq (a
 clock stepped back breaks that only around the step); the first seq stamped at or after
@@ -16,7 +18,8 @@ bytes (the array header and the tag) so only those are decoded. The scan stops a
 end found: a supervisor's end comes within seconds of ``E`` or of its instance's start, so
 the scan is long only where the journal's primary ran past ``E`` without one. Asked again
 about the same ``E`` (a standby's supervisor, every second until its primary's end arrives),
-it reads only what was appended since.
+it reads only what was appended since. Stamps do not rise across a clock set back: the
+bisection starts after the seq named, from where they rise again.
 
 Rejected: keeping the last end in a file the replication ships (``procs/replica/files.py``
 ships the gateways' files): it would lag the journal, and a demoted primary's would speak of
@@ -34,6 +37,7 @@ from procs.common.journal import JournalReader, list_segments
 from procs.common.records import AdminCommand, RecordCodec
 from procs.common.topology import journal_archive_dir, journal_dir
 from procs.common.types import AdminAction
+from procs.supervisor.session_clock import DAY_NS
 
 
 @dataclass(frozen=True)
@@ -56,24 +60,20 @@ class JournaledEnds:
         self._codec = RecordCodec()
         probe = AdminCommand(0, 0, AdminAction.END_OF_SESSION, 0, 0)
         self._admin_head = bytes(self._codec.encode_slot(probe)[2:4])  # array header, tag
-        self._since: int | None = None  # the E of the last question
+        self._since: tuple[int, int] | None = None  # the E and after_seq of the last question
         self._scanned = 0  # the last seq looked at for it
         self._found: JournaledEnd | None = None
 
-    def first_since(self, since_ns: int) -> JournaledEnd | None:
-        """The first END_OF_SESSION for every symbol sequenced at or after ``since_ns``
-        (ns since the epoch, UTC), or None: none yet, or no journal."""
+    def first_since(self, since_ns: int, after_seq: int = 0) -> JournaledEnd | None:
+        """The first END_OF_SESSION for every symbol past seq ``after_seq`` stamped at or
+        after ``since_ns`` (ns since the epoch, UTC) and less than a day after it, or None:
+        none yet, or no journal."""
         if not self.directory.is_dir():
             return None
-        reader = JournalReader(
-            self.directory,
-            slot_size=self._codec.slot_size,
-            schema_id=self._codec.schema_id,
-            archive=self.archive,
-        )
-        if since_ns != self._since:
-            self._since, self._found = since_ns, None
-            self._scanned = self._first_at(reader, since_ns) - 1
+        reader = self._reader()
+        if (since_ns, after_seq) != self._since:
+            self._since, self._found = (since_ns, after_seq), None
+            self._scanned = self._first_at(reader, since_ns, after_seq) - 1
         if self._found is not None:
             return self._found
         head, decode = self._admin_head, self._codec.decode_slot
@@ -86,22 +86,36 @@ class JournaledEnds:
                 isinstance(command, AdminCommand)
                 and command.action == AdminAction.END_OF_SESSION
                 and command.symbol == 0
-                and command.ts_ns >= since_ns
+                and since_ns <= command.ts_ns < since_ns + DAY_NS
             ):
                 self._found = JournaledEnd(seq, command.ts_ns)
                 return self._found
         return None
 
-    def _first_at(self, reader: JournalReader, since_ns: int) -> int:
-        """The first seq stamped at or after ``since_ns`` (the journal's next seq if none)."""
+    def last_seq(self) -> int:
+        """The journal's last seq (0: none yet); raises as ``first_since`` does."""
+        return self._reader().last_seq() if self.directory.is_dir() else 0
+
+    def _reader(self) -> JournalReader:
+        return JournalReader(
+            self.directory,
+            slot_size=self._codec.slot_size,
+            schema_id=self._codec.schema_id,
+            archive=self.archive,
+        )
+
+    def _first_at(self, reader: JournalReader, since_ns: int, after_seq: int) -> int:
+        """The first seq past ``after_seq`` stamped at or after ``since_ns`` (the journal's
+        next seq if none)."""
         oldest = min(
             (first for d in (self.archive, self.directory) if d.is_dir()
              for first, _ in list_segments(d)),
             default=1,
         )  # fmt: skip
+        oldest = max(oldest, after_seq + 1)
         last = reader.last_seq()
         if last < oldest:
-            return last + 1
+            return max(last, after_seq) + 1
         seqs = range(oldest, last + 1)
         return oldest + bisect.bisect_left(seqs, since_ns, key=lambda seq: self._ts(reader, seq))
 

@@ -19,9 +19,16 @@ session_end_utc``). The rules, and why:
   never expires an instance's DAY orders at once.
 - A manual ``ringex admin end-session`` before an end does not move the schedule; one for
   every symbol at or after it is that day's end (``journaled_ends.py``).
+- A clock set back less than a day after an end sends nothing twice: the remembered end is
+  the clock's next one, which is then taken as sent. A remembered end past the clock's next
+  end (the clock set back more than a day, or set right after it jumped days ahead and an
+  end went for its day) cannot be this clock's: it would leave every session until the
+  clock caught up with it without an end, so the schedule starts again as a first start
+  does, from the clock's next end (``behind``). Ends sequenced before that are not the
+  schedule's after it (``journaled_ends.py``). A clock that jumps days ahead sends one end,
+  the latest, like downtime; that it is early nothing here can tell.
 
-Integer nanoseconds since the epoch, UTC (``time.time_ns()``); a clock set back simply
-makes the next end later.
+Integer nanoseconds since the epoch, UTC (``time.time_ns()``).
 """
 
 from __future__ import annotations
@@ -48,3 +55,9 @@ def due_end(now_ns: int, minute: int, last_sent_ns: int) -> int | None:
     ends were missed, one is due."""
     end = latest_end(now_ns, minute)
     return end if end > last_sent_ns else None
+
+
+def behind(now_ns: int, minute: int, last_sent_ns: int) -> bool:
+    """Whether the clock reads ``now_ns`` more than a day before ``last_sent_ns``, the end
+    last sent: past the clock's next end, so it was sent by a clock since set back."""
+    return last_sent_ns > next_end(now_ns, minute)

@@ -17,7 +17,14 @@ supervisor's own, journaled before it died and could remember it) is taken as th
 end, remembered, and not sent again. The file is written after the send: a crash between
 the two sends the end again at the next start only where the router had not journaled it;
 written first, a crash could lose the end and leave the whole day's DAY orders resting. A
-journal that cannot be read is logged and the end sent, for the same reason.
+journal that cannot be read is logged and the end sent, for the same reason. The file is
+synced before it is renamed over the old one, and one that cannot be read all the same (a
+power loss, a hand's edit) is not a first start, which would take the end that passed as
+sent: the end before it is, so the end that passed is sent unless the journal holds it.
+
+A clock set back past the remembered end (``session_clock.behind``) starts the schedule again
+from the clock's next end, remembering the journal's last seq with it: no end sequenced up to
+there is taken for one of the schedule's ends from then on, whatever it was stamped.
 
 A standby's supervisor sends none (its primary's reaches it through the journal), but keeps
 the record all the same, from the journal: a first start remembers the end that passed, and
@@ -40,8 +47,8 @@ from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
 from procs.common.journal import JournalError
 from procs.supervisor.journaled_ends import JournaledEnds
-from procs.supervisor.run_files import read_json, run_dir
-from procs.supervisor.session_clock import due_end, latest_end, next_end
+from procs.supervisor.run_files import run_dir
+from procs.supervisor.session_clock import DAY_NS, behind, due_end, latest_end, next_end
 from shm import ShmError
 
 log = logging.getLogger("ringex.supervisor")
@@ -62,6 +69,10 @@ def send_end_of_session(cfg: RingexConfig) -> None:
         client.end_session(None, timeout_s=0.0)
     finally:
         client.close()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _utc(ns: int) -> str:
@@ -88,6 +99,8 @@ class SessionEnds:
         self.journal = JournaledEnds(cfg)
         self._send = send if send is not None else lambda: send_end_of_session(cfg)
         self.last_sent_ns: int | None = None  # read at the first poll
+        #: Ends sequenced up to this seq are not the schedule's (its clock was set back since).
+        self.after_seq = 0
         self._failed_for: int | None = None  # the end whose send failed (logged once)
         self._unreadable_for: int | None = None  # the end the journal was unreadable for
 
@@ -103,17 +116,18 @@ class SessionEnds:
     def poll(self, now_ns: int) -> int | None:
         """Send the end that is due at ``now_ns``, if one is and the journal lacks it: its
         scheduled time, or None (always None where it ``follows``)."""
-        if self.last_sent_ns is None:
-            self.last_sent_ns = self._load()
-            if self.last_sent_ns is None:  # first start under this schedule: from the next
-                self._save(latest_end(now_ns, self.minute), now_ns)
-                role = "; a standby sends none, and remembers its primary's" if self.follows else ""
-                log.info(
-                    "session ends daily at %s UTC; the next at %s%s",
-                    self.cfg.supervisor.session_end_utc, _utc(next_end(now_ns, self.minute)),
-                    role,
-                )  # fmt: skip
-                return None
+        if self.last_sent_ns is None and not self._load(now_ns):
+            self._save(latest_end(now_ns, self.minute), now_ns)  # a first start: the next
+            role = "; a standby sends none, and remembers its primary's" if self.follows else ""
+            log.info(
+                "session ends daily at %s UTC; the next at %s%s",
+                self.cfg.supervisor.session_end_utc, _utc(next_end(now_ns, self.minute)), role,
+            )  # fmt: skip
+            return None
+        assert self.last_sent_ns is not None  # loaded
+        if behind(now_ns, self.minute, self.last_sent_ns):
+            self._restart_schedule(now_ns)
+            return None
         end = due_end(now_ns, self.minute, self.last_sent_ns)
         if end is None or self._journaled(end, now_ns) or self.follows:
             return None
@@ -136,7 +150,7 @@ class SessionEnds:
     def _journaled(self, end: int, now_ns: int) -> bool:
         """True, and ``end`` remembered, where the journal holds that day's end already."""
         try:
-            found = self.journal.first_since(end)
+            found = self.journal.first_since(end, self.after_seq)
         except (JournalError, OSError, ValueError) as exc:  # RecordDecodeError: a ValueError
             if self._unreadable_for != end:
                 self._unreadable_for = end
@@ -152,15 +166,61 @@ class SessionEnds:
                  _utc(end), found.seq, _utc(found.ts_ns), then)  # fmt: skip
         return True
 
-    def _load(self) -> int | None:
-        doc = read_json(self.path) or {}
-        value = doc.get("end_ns")
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    def _restart_schedule(self, now_ns: int) -> None:
+        """The clock reads more than a day before the end last sent: start again from its
+        next end, and take no end the journal holds so far for one of the schedule's."""
+        try:
+            after = self.journal.last_seq()
+        except (JournalError, OSError) as exc:
+            after = self.after_seq
+            log.warning("session end: the journal cannot be read (%s)", exc)
+        sent = self.last_sent_ns
+        assert sent is not None
+        log.warning(
+            "session end: the clock reads %s, more than a day before the end last sent (%s): "
+            "it was set back; the schedule starts again, the next end at %s, and no "
+            "END_OF_SESSION up to seq %d counts for it",
+            _utc(now_ns), _utc(sent), _utc(next_end(now_ns, self.minute)), after,
+        )  # fmt: skip
+        self.after_seq = max(self.after_seq, after)
+        self._save(latest_end(now_ns, self.minute), now_ns)
+
+    def _load(self, now_ns: int) -> bool:
+        """Read the remembered end: False where there is none (a first start). One that
+        cannot be read is taken as the end before the one that passed, which is then due."""
+        try:
+            doc = json.loads(self.path.read_bytes())
+            if not isinstance(doc, dict):
+                raise ValueError(f"a JSON {type(doc).__name__}, not an object")
+            end, after = doc.get("end_ns"), doc.get("after_seq", 0)
+            if not _is_int(end) or not _is_int(after):
+                raise ValueError(f"end_ns={end!r} after_seq={after!r}, not integers")
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError too
+            self.last_sent_ns = latest_end(now_ns, self.minute) - DAY_NS
+            log.warning("session end: %s cannot be read (%s): taken as %s, so the end at %s "
+                        "is due unless the journal holds it", self.path, exc,
+                        _utc(self.last_sent_ns), _utc(latest_end(now_ns, self.minute)),
+                        )  # fmt: skip
+            return True
+        self.last_sent_ns, self.after_seq = end, after
+        return True
 
     def _save(self, end_ns: int, now_ns: int) -> None:
         self.last_sent_ns = end_ns
-        doc = {"end_ns": end_ns, "end_utc": _utc(end_ns), "written_ns": now_ns}
+        doc: dict[str, object] = {"end_ns": end_ns, "end_utc": _utc(end_ns), "written_ns": now_ns}
+        if self.after_seq:
+            doc["after_seq"] = self.after_seq
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
+        with tmp.open("wb") as out:
+            out.write(json.dumps(doc, indent=2).encode())
+            out.flush()
+            os.fsync(out.fileno())  # on disk before the rename: never an empty record
         os.replace(tmp, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename too
+        finally:
+            os.close(directory)
