@@ -13,7 +13,9 @@ Where the supervisor (``procs/supervisor/main.py``) does a job, systemd does it 
   holds the instance's lock (``run_files.instance_lock``), as a supervisor's start does: a
   ``ringex run`` of the instance at the same moment is refused, or refuses this one;
 - each process of ``plan(cfg)``, in its order, becomes ``ringex-<instance>-<name>.service`` in
-  ``ringex-<instance>.slice`` (``systemd-run``), pinned with ``CPUAffinity=``. It is
+  ``ringex-<instance>.slice`` (``systemd-run``), pinned with ``CPUAffinity=`` and niced with
+  ``Nice=`` (``supervisor.cores``, ``supervisor.nice``, refused as the supervisor refuses
+  them: a CPU the host lacks, a niceness this user may not set). It is
   ``Type=notify``: it sends READY=1 (``procs/common/sd_notify.py``) at the point where the
   supervisor would see it attach its ready ring, and ``systemd-run`` waits for that before the
   next one starts; a process with no ready ring (the database writer) is not waited for, as
@@ -21,8 +23,9 @@ Where the supervisor (``procs/supervisor/main.py``) does a job, systemd does it 
 - restarts: ``Restart=on-failure``, and ``supervisor.restart_limit`` restarts within
   ``restart_window_s`` leave the unit failed (``StartLimitBurst=``, ``StartLimitIntervalSec=``)
   where the supervisor would stop the whole instance;
-- liveness: ``WatchdogSec=`` (``--watchdog-sec``): a process whose loop stops pinging is
-  killed and restarted, which the supervisor does not do;
+- liveness: ``WatchdogSec=`` (``--watchdog-sec``; the database writer's at least twice its
+  longest nap, ``database.retry_max_s``): a process whose loop stops pinging is killed and
+  restarted, which the supervisor does not do;
 - logs go to journald (``journalctl -u 'ringex-<instance>-*'``), not ``var/<instance>/run``;
 - stop: the gateways first, then the rings drain, then the rest in reverse order, the slice,
   and the segments are removed.
@@ -104,7 +107,7 @@ def run_command(cfg: RingexConfig, spec: ProcessSpec, opts: Options) -> list[str
     props = [
         f"Type={'notify' if notifying else 'exec'}",
         *(["NotifyAccess=main"] if notifying else []),  # not postgres, not a forked snapshot
-        *([f"WatchdogSec={opts.watchdog_s}s"] if notifying and opts.watchdog_s else []),
+        *([f"WatchdogSec={watchdog_s(cfg, spec, opts)}s"] if notifying and opts.watchdog_s else []),
         "Restart=on-failure",
         "RestartSec=1s",
         f"StartLimitIntervalSec={_span(sup.restart_window_s)}",
@@ -113,6 +116,7 @@ def run_command(cfg: RingexConfig, spec: ProcessSpec, opts: Options) -> list[str
         f"TimeoutStopSec={STOP_TIMEOUT_S}s",
         "KillMode=mixed",  # SIGTERM to the process alone: it stops its own children
         *([f"CPUAffinity={','.join(map(str, spec.cpus))}"] if spec.cpus else []),
+        *([f"Nice={spec.nice}"] if spec.nice else []),  # as the supervisor's os.nice
     ]
     return [
         "systemd-run",
@@ -126,13 +130,25 @@ def run_command(cfg: RingexConfig, spec: ProcessSpec, opts: Options) -> list[str
         "--setenv=PYTHONUNBUFFERED=1",  # log lines reach the journal as they are written
         *(arg for p in props for arg in ("-p", p)),
         "--",
-        opts.python,
-        "-m",
-        spec.module,
-        "--profile",
-        opts.profile,
-        *spec.args,
+        *map(exec_arg, [opts.python, "-m", spec.module, "--profile", opts.profile, *spec.args]),
     ]
+
+
+def watchdog_s(cfg: RingexConfig, spec: ProcessSpec, opts: Options) -> int:
+    """``WatchdogSec=`` of a unit: ``--watchdog-sec``, and for the database writer at least
+    twice ``database.retry_max_s``: it pings between its naps, and while PostgreSQL is down
+    it naps that long between tries (killed for it, it would be restarted into the same
+    outage until its start limit leaves it failed, where the supervisor lets it retry)."""
+    if spec.module == "procs.dbwriter.main":
+        return max(opts.watchdog_s, math.ceil(2 * cfg.database.retry_max_s))
+    return opts.watchdog_s
+
+
+def exec_arg(arg: str) -> str:
+    """``arg`` as systemd takes it literally: the manager expands ``$NAME`` and ``${NAME}``
+    in a service's command line (``systemd-run --expand-environment``, on by default), so a
+    ``$`` in a path (the venv's, the profile's) is written ``$$``."""
+    return arg.replace("$", "$$")
 
 
 def _span(seconds: float) -> str:
@@ -217,6 +233,7 @@ def _start(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
                 return 1
         try:
             supervisor = Supervisor(cfg, opts.profile)
+            supervisor.refuse_cpus_missing()  # CPUAffinity= and Nice= would fail at exec
             supervisor.refuse_other_units()  # the router would refuse, and be restarted
             supervisor.create_rings()
         except SupervisorError as exc:
@@ -321,6 +338,14 @@ def chown_segments(cfg: RingexConfig, user: str) -> None:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
+def _seconds(text: str) -> int:
+    """``--watchdog-sec``: whole seconds, 0 or more (systemd refuses ``WatchdogSec=-5s``)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0 (0 turns the watchdog off)")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0].replace("\n", " "))
     ap.add_argument("action", choices=("start", "stop", "status"))
@@ -328,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("--user", action="store_true", help="use the user's systemd manager")
     ap.add_argument("--uid", default="", help="system manager: run the processes as this user")
-    ap.add_argument("--watchdog-sec", type=int, default=30, help="WatchdogSec (0: off)")
+    ap.add_argument("--watchdog-sec", type=_seconds, default=30, help="WatchdogSec (0: off)")
     args = ap.parse_args(argv)
     profile = args.profile
     if Path(profile).suffix:  # a file: the units run it from their working directory

@@ -19,7 +19,10 @@ So each number is named after what it really counts:
 What the rings cannot tell is counted by the processes themselves into ``shm.counters``
 pages (``procs/common/stats.py``), stored once per batch, never per event: each matcher's
 trades per symbol (its books' gapless trade ids) and each gateway's FIX orders, acks, fills,
-rejects and order -> ack latency histogram. A page a process has not made yet is skipped.
+rejects and order -> ack latency histogram. A page a process has not made yet is skipped, and
+so is one without the counters this collector reads (another version's): never a failed scrape.
+A counter never goes down while the supervisor runs, though a gateway's page and a process's
+CPU time start over when it restarts (``carried.py``).
 
 Rejected: ``Counter``/``Gauge`` objects kept current by a thread (work between scrapes, values
 older than the scrape); a store per event in the hot processes.
@@ -51,7 +54,7 @@ from prometheus_client.core import (
 from config.schema import RingexConfig
 from procs.common.journal import HEADER_SIZE, EntryLayout, list_segments
 from procs.common.records import RecordCodec
-from procs.common.stats import ACK_BUCKETS_US, gateway_page, matcher_page
+from procs.common.stats import ACK_BUCKETS_US, GATEWAY_COUNTERS, gateway_page, matcher_page
 from procs.common.topology import (
     ADMIN_GATEWAY,
     gateway_commands,
@@ -60,6 +63,7 @@ from procs.common.topology import (
     matcher_input,
     matcher_output,
 )
+from procs.supervisor.carried import Carried
 from shm import Ring
 from shm.counters import Counters
 from shm.errors import RingError, ShmError
@@ -129,6 +133,8 @@ class RingexCollector:
             self._roles[matcher_output(m.name)] = ("matcher_events", m.name)
 
         self._pages: dict[str, Counters] = {}
+        self._carried_pages = Carried()  # a restarted gateway's page starts from zero
+        self._carried_cpu = Carried()  # and so does a restarted process's CPU time
 
     def close(self) -> None:
         with self._lock:
@@ -181,7 +187,13 @@ class RingexCollector:
                 page.close()
                 return None
             self._pages[name] = page
-        return page.read()
+        values = page.read()
+        for _ in range(3):  # read again until two agree: not a batch's store half done
+            again = page.read()
+            if again == values:
+                break
+            values = again
+        return values
 
     def _counted(self) -> list[Metric]:
         trades = CounterMetricFamily(
@@ -191,7 +203,7 @@ class RingexCollector:
         for m in self.cfg.matchers:
             values = self._page(matcher_page(m.name))
             for key, value in (values or {}).items():
-                if key.startswith("trades_"):
+                if key.startswith("trades_") and key[7:].isdigit():
                     trades.add_metric([symbols.get(int(key[7:]), key[7:])], value)
         gw = ["gateway"]
         families = {
@@ -214,17 +226,19 @@ class RingexCollector:
             labels=gw,
         )
         for g in self.cfg.gateways:
-            values = self._page(gateway_page(g.id))
-            if values is None:
-                continue
+            page = self._page(gateway_page(g.id))
+            if page is None or not all(name in page for name in GATEWAY_COUNTERS):
+                continue  # not made yet, or another version's counters
+            counts = self._carried_pages.page(gateway_page(g.id), page)
             for key, family in families.items():
-                family.add_metric([g.name], values[key])
-            buckets, total = [], 0
+                family.add_metric([g.name], counts[key])
+            buckets: list[tuple[str, float]] = []
+            total = 0.0
             for bound in ACK_BUCKETS_US:
-                total += values[f"ack_le_{bound}us"]
+                total += counts[f"ack_le_{bound}us"]
                 buckets.append((str(bound / 1e6), total))
-            buckets.append(("+Inf", total + values["ack_le_inf"]))
-            latency.add_metric([g.name], buckets, values["ack_sum_ns"] / 1e9)
+            buckets.append(("+Inf", total + counts["ack_le_inf"]))
+            latency.add_metric([g.name], buckets, counts["ack_sum_ns"] / 1e9)
         return [trades, *families.values(), latency]
 
     def _ring_metrics(self) -> list[Metric]:
@@ -324,8 +338,10 @@ class RingexCollector:
             started.add_metric([p.name], p.start_time_s)
             usage = proc_stat(p.pid) if p.up else None
             if usage is not None:
-                cpu.add_metric([p.name], usage[0])
+                cpu.add_metric([p.name], self._carried_cpu.incarnation(p.name, p.pid, usage[0]))
                 rss.add_metric([p.name], usage[1])
+            elif (total := self._carried_cpu.total(p.name)) is not None:
+                cpu.add_metric([p.name], total)  # down: what it used, kept
         return [up, ready, restarts, pid, started, cpu, rss]
 
 
