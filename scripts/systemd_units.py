@@ -26,7 +26,8 @@ Where the supervisor (``procs/supervisor/main.py``) does a job, systemd does it 
 - liveness: ``WatchdogSec=`` (``--watchdog-sec``; the database writer's at least twice its
   longest nap, ``database.retry_max_s``): a process whose loop stops pinging is killed and
   restarted, which the supervisor does not do;
-- logs go to journald (``journalctl -u 'ringex-<instance>-*'``), not ``var/<instance>/run``;
+- logs go to journald (``journalctl _SYSTEMD_SLICE=<the instance's slice>``), not
+  ``var/<instance>/run``;
 - stop: the gateways first, then the rings drain, then the rest in reverse order, the slice,
   and the segments are removed.
 
@@ -88,6 +89,14 @@ class Options:
 
 def unit_name(cfg: RingexConfig, spec: ProcessSpec) -> str:
     return f"ringex-{cfg.instance}-{spec.name}.service"
+
+
+def logs_command(cfg: RingexConfig, user: bool) -> str:
+    """The journalctl line that follows the instance's units: by their slice, which names
+    this instance alone (a unit glob ``ringex-prod-*`` takes in ``prod-a``'s too)."""
+    field = "_SYSTEMD_USER_SLICE" if user else "_SYSTEMD_SLICE"
+    journal = "journalctl --user" if user else "journalctl"
+    return f"{journal} {shlex.quote(f'{field}={slice_name(cfg)}')} -f"
 
 
 def slice_name(cfg: RingexConfig) -> str:
@@ -253,11 +262,8 @@ def _start(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
             )
             stop(cfg, opts, sh)
             return 1
-    journal = "journalctl" + (" --user" if opts.user else "")
-    sh.note(
-        f"instance {cfg.instance}: {len(specs)} units in {slice_name(cfg)}; "
-        f"logs: {journal} -u 'ringex-{cfg.instance}-*' -f"
-    )
+    sh.note(f"instance {cfg.instance}: {len(specs)} units in {slice_name(cfg)}; logs: "
+            f"{logs_command(cfg, opts.user)}")  # fmt: skip
     return 0
 
 

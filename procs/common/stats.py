@@ -5,8 +5,9 @@ batch of events it handles, a matcher once per batch of commands; the supervisor
 reads the pages when scraped (``procs/supervisor/metrics.py``).
 
 - gateway ``stats-gw<id>``: FIX orders received, acks (New reports), fill reports, rejects
-  reported (by the gateway's checks, the router's risk or the matcher), and the order -> ack
-  latency histogram: receipt of the NewOrderSingle to its New report, in the gateway.
+  reported (by the gateway's checks, the router's risk or the matcher; in all, and by their
+  OrdRejReason), and the order -> ack latency histogram: receipt of the NewOrderSingle to
+  its New report, in the gateway.
 - matcher ``stats-<name>``: the seq of the last command it executed, and trades per symbol
   (the gapless trade id: exact across restarts, since it is book state).
 """
@@ -33,6 +34,19 @@ ACK_BUCKETS_US = (
     1_000_000,
 )
 
+#: The reasons rejects are counted by: FIX 4.4's OrdRejReason (103) values the gateway sends,
+#: named for the metric's ``reason`` label (any other value counts as "other"). A bounded set:
+#: never a client's value.
+REJECT_REASONS: dict[int, str] = {
+    1: "unknown_symbol",
+    2: "exchange_closed",
+    3: "exceeds_limit",
+    6: "duplicate_order",
+    13: "incorrect_quantity",
+    15: "unknown_account",
+    99: "other",
+}
+
 GATEWAY_COUNTERS = (
     "orders",
     "acks",
@@ -41,7 +55,16 @@ GATEWAY_COUNTERS = (
     "ack_sum_ns",
     *(f"ack_le_{b}us" for b in ACK_BUCKETS_US),
     "ack_le_inf",
+    *(f"rejects_{name}" for name in REJECT_REASONS.values()),
 )
+
+
+def reject_slot(reason: int) -> int:
+    """The index among ``REJECT_REASONS``' counters of OrdRejReason ``reason``."""
+    return _REJECT_SLOTS.get(reason, _REJECT_SLOTS[99])
+
+
+_REJECT_SLOTS = {reason: i for i, reason in enumerate(REJECT_REASONS)}
 
 
 def gateway_page(gateway: int) -> str:

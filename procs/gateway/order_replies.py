@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from procs.common.exec_ids import ExecIdBlocks
 from procs.common.records import Trade
+from procs.common.stats import reject_slot
 from procs.gateway.commission import Commissions
 from procs.gateway.fix import FixMessage, field
 from procs.gateway.grouped import GroupedDict
@@ -60,6 +61,7 @@ class OrderReplies:
     park: Callable[[int, bytes, bytes, int], bool] | None
     undeliverable: int
     rejects: int
+    reject_reasons: list[int]  # by ``procs.common.stats.reject_slot``
     _next_exec: int  # the last counter ExecID handed out (or where the counter starts)
     _exec_limit: int  # the end of the block reserved: ids up to it may be used
     _exec_blocks: ExecIdBlocks
@@ -192,6 +194,7 @@ class OrderReplies:
         f = msg.fields
         if exec_type == b"8":
             self.rejects += 1
+            self.reject_reasons[reject_slot(reason)] += 1
         body = b"".join(
             (
                 field(37, "NONE"),

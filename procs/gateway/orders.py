@@ -45,7 +45,7 @@ from procs.common.records import (
     Triggered,
 )
 from procs.common.result_codes import ResultCode
-from procs.common.stats import LatencyHistogram
+from procs.common.stats import REJECT_REASONS, LatencyHistogram, reject_slot
 from procs.common.types import DoneReason, OrderFlag, Side, StpMode
 from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
@@ -135,6 +135,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         # for the metrics (``procs.common.stats``): counted here, stored by the shell
         self._symbol_names = {s.id: s.name.encode() for s in instruments.by_id.values()}
         self.orders_in = self.acks = self.fills = self.rejects = 0
+        self.reject_reasons = [0] * len(REJECT_REASONS)  # by ``reject_slot``
         self.ack_latency = LatencyHistogram()
 
     # -- Application ------------------------------------------------------------------------
@@ -548,8 +549,9 @@ class OrderEntry(OrderReplies, OrderMemory):
         self._forget(order)
         order.status = b"8"
         order.leaves = 0
-        self.rejects += 1
         reason = ORD_REJ_REASON.get(rejected.code, 99)
+        self.rejects += 1
+        self.reject_reasons[reject_slot(reason)] += 1
         self._report(order, b"8", extra=field(103, reason) + field(58, text))
 
     def answer_mass_cancel(self, ref: int, refused: str | None) -> None:
@@ -567,7 +569,10 @@ class OrderEntry(OrderReplies, OrderMemory):
     def counters(self) -> list[int]:
         """The values of ``procs.common.stats.GATEWAY_COUNTERS``, in its order."""
         h = self.ack_latency
-        return [self.orders_in, self.acks, self.fills, self.rejects, h.sum_ns, *h.counts]
+        return [
+            *(self.orders_in, self.acks, self.fills, self.rejects, h.sum_ns),
+            *(*h.counts, *self.reject_reasons),
+        ]
 
 
 def _session_of(key: tuple[int, bytes], _order: Order) -> int:

@@ -54,7 +54,13 @@ from prometheus_client.core import (
 from config.schema import RingexConfig
 from procs.common.journal import HEADER_SIZE, EntryLayout, list_segments
 from procs.common.records import RecordCodec
-from procs.common.stats import ACK_BUCKETS_US, GATEWAY_COUNTERS, gateway_page, matcher_page
+from procs.common.stats import (
+    ACK_BUCKETS_US,
+    GATEWAY_COUNTERS,
+    REJECT_REASONS,
+    gateway_page,
+    matcher_page,
+)
 from procs.common.topology import (
     ADMIN_GATEWAY,
     gateway_commands,
@@ -220,6 +226,12 @@ class RingexCollector:
                 labels=gw,
             ),
         }
+        by_reason = CounterMetricFamily(
+            "ringex_fix_rejects_by_reason",
+            "Orders rejected, by FIX OrdRejReason (103): unknown_symbol, exchange_closed, "
+            "exceeds_limit, duplicate_order, incorrect_quantity, unknown_account, other.",
+            labels=["gateway", "reason"],
+        )
         latency = HistogramMetricFamily(
             "ringex_fix_order_ack_latency_seconds",
             "NewOrderSingle received -> its New report written, in the gateway.",
@@ -239,7 +251,9 @@ class RingexCollector:
                 buckets.append((str(bound / 1e6), total))
             buckets.append(("+Inf", total + counts["ack_le_inf"]))
             latency.add_metric([g.name], buckets, counts["ack_sum_ns"] / 1e9)
-        return [trades, *families.values(), latency]
+            for reason in REJECT_REASONS.values():
+                by_reason.add_metric([g.name, reason], counts[f"rejects_{reason}"])
+        return [trades, *families.values(), by_reason, latency]
 
     def _ring_metrics(self) -> list[Metric]:
         ring_labels, consumer_labels = ["ring"], ["ring", "consumer"]

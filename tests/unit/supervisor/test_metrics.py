@@ -21,10 +21,12 @@ from procs.common.journal_writer import JournalWriter
 from procs.common.records import Heartbeat, Record, RecordCodec
 from procs.common.stats import (
     GATEWAY_COUNTERS,
+    REJECT_REASONS,
     LatencyHistogram,
     gateway_page,
     matcher_counters,
     matcher_page,
+    reject_slot,
 )
 from procs.common.topology import create_rings, journal_dir
 from procs.supervisor.metrics import (
@@ -209,7 +211,9 @@ def test_counter_pages_give_trades_fix_counts_and_the_ack_latency_histogram(
         histogram = LatencyHistogram()
         for ns in (30_000, 150_000, 150_000, 3_000_000_000):
             histogram.record(ns)
-        gateway.values[:] = array("Q", [5, 4, 2, 1, histogram.sum_ns, *histogram.counts])
+        reasons = [0] * len(REJECT_REASONS)
+        reasons[reject_slot(13)] = 1  # its one reject: an incorrect quantity
+        gateway.values[:] = array("Q", [5, 4, 2, 1, histogram.sum_ns, *histogram.counts, *reasons])
         got = scrape(server.url)
         matcher.close()
         gateway.close()
@@ -221,6 +225,9 @@ def test_counter_pages_give_trades_fix_counts_and_the_ack_latency_histogram(
     assert value(got, "ringex_fix_acks_total", gateway="gw1") == 4
     assert value(got, "ringex_fix_fills_total", gateway="gw1") == 2
     assert value(got, "ringex_fix_rejects_total", gateway="gw1") == 1
+    why = "ringex_fix_rejects_by_reason_total"
+    assert value(got, why, gateway="gw1", reason="incorrect_quantity") == 1
+    assert value(got, why, gateway="gw1", reason="other") == 0
     name = "ringex_fix_order_ack_latency_seconds"
     assert value(got, name + "_bucket", gateway="gw1", le="5e-05") == 1
     assert value(got, name + "_bucket", gateway="gw1", le="0.0002") == 3  # cumulative
