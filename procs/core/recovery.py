@@ -18,7 +18,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -120,6 +120,9 @@ class Recovered:
     snapshot_seq: int  # where the replay started from (0: the beginning)
     replayed: int
     seconds: float
+    #: each matcher's last command (``Matcher.last_seq``) in the snapshot the replay started
+    #: from: what it held at ``snapshot_seq`` (``unrouted``)
+    snapshot_last: dict[str, int] = field(default_factory=dict)
 
     def apply(self, command: Record, observe: Observer | None = None) -> None:
         """One more journaled command, as live: re-applied to the accounts, executed by its
@@ -214,6 +217,7 @@ def _recover(
             f"{snapshot_store(cfg).path(start)} aside to recover from the one before it"
         )
     start = start or 0
+    snapshot_last = {name: m.last_seq for name, m in matchers.items()}
     if upto is not None:
         last = min(last, upto)
     if tail is not None and start:  # the tail's part at or before the snapshot
@@ -270,6 +274,7 @@ def _recover(
         start,
         replayed,
         time.perf_counter() - started,
+        snapshot_last,
     )
 
 
@@ -296,6 +301,8 @@ def journal_commands(
     directory = journal_dir(cfg)
     if not directory.exists():
         return
+    if upto is not None and upto <= after:
+        return  # nothing to read: not even the entry past ``upto`` that would end the loop
     mine = {cfg.symbol(s).id for s in cfg.matcher(name).symbols} | {0}
     reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
     for seq, image in reader.entries(after + 1):
@@ -304,6 +311,48 @@ def journal_commands(
         command = codec.decode_slot(image)
         if isinstance(command, MATCHER_COMMANDS) and command.symbol in mine:
             yield command
+
+
+def unrouted(
+    cfg: RingexConfig,
+    recovered: Recovered,
+    held: Mapping[str, int],
+    last_seq: int,
+    codec: RecordCodec,
+) -> dict[str, list[Record]]:
+    """The journaled commands through ``last_seq`` each matcher of ``held`` lacks, in order
+    (a restarting router's check, ``RouterShell._resend_unrouted``), the journal read once
+    for all of them. ``held[name]``: the newest seq it has (its input ring's newest command,
+    or its mark of how far it recovered), so it has every command of it up to there.
+
+    Each is looked for from where one may be, not from ``held`` (a matcher whose symbols
+    were idle holds a seq long past): the recovered books say where each matcher's newest
+    command up to the recovered seq is, and the snapshot's where its newest up to the
+    snapshot was; at or before ``held``, it lacks nothing up to that seq. Else (a command
+    journaled before the snapshot and never routed: a kill between the journal's write and
+    the publish, just after the fork) from ``held``."""
+    first = {}
+    for name, have in held.items():
+        after = have
+        if recovered.matchers[name].last_seq <= have:
+            after = max(have, recovered.last_seq)
+        elif recovered.snapshot_last.get(name, 0) <= have:  # (0: no snapshot)
+            after = max(have, recovered.snapshot_seq)
+        if after < last_seq:
+            first[name] = after + 1
+    missing: dict[str, list[Record]] = {name: [] for name in first}
+    if not first:
+        return missing
+    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    route = recovered.sequencer.matchers_for
+    for seq, image in reader.entries(min(first.values())):
+        if seq > last_seq:
+            break
+        command = codec.decode_slot(image)
+        for name in route(command):
+            if seq >= first.get(name, seq + 1):
+                missing[name].append(command)
+    return missing
 
 
 MATCHER_COMMANDS = (NewOrder, CancelOrder, ReplaceOrder, MassCancel, AdminCommand, SymbolRules)
@@ -326,10 +375,11 @@ def matchers_at(
     cfg: RingexConfig, upto: Mapping[str, int], codec: RecordCodec | None = None
 ) -> dict[str, Matcher] | None:
     """The matchers ``upto`` names, each as it was after the command of seq ``upto[name]``,
-    rebuilt from the newest snapshot of it at or before that seq (its own, or the exchange
-    snapshot's copy of its books: ``matcher_snapshot``) and its journaled commands after
-    it, or from nothing; None when the journal no longer holds what that would replay (the
-    snapshots kept are all past the seq, and its first segments archived)."""
+    rebuilt from the newest snapshot of it as of that seq (its own, or the exchange
+    snapshot's copy of its books, which may be a later one's where the matcher had no
+    command in between: ``matcher_snapshot``) and its journaled commands after it, or from
+    nothing; None when the journal no longer holds what that would replay (the snapshots
+    kept are all past the seq, and its first segments archived)."""
     codec = codec or RecordCodec()
     directory = journal_dir(cfg)
     segments = list_segments(directory) if directory.exists() else []
@@ -339,12 +389,10 @@ def matchers_at(
         specs = symbol_specs(cfg, name)
         start = matcher_snapshot(cfg, name, (seq, seq))
         matcher = Matcher(specs) if start is None else Matcher.restore(specs, start[1])
-        if matcher.last_seq > seq or first > matcher.last_seq + 1:
+        after = max(matcher.last_seq, start[0] if start is not None else 0)
+        if matcher.last_seq > seq or (after < seq and first > after + 1):
             return None  # past the seq, or what it would replay was archived
-        for command in journal_commands(cfg, name, after=matcher.last_seq, codec=codec):
-            if command.seq > seq:  # type: ignore[attr-defined]
-                break
-            matcher.execute(command)
+        matcher.execute_all(journal_commands(cfg, name, after=after, codec=codec, upto=seq))
         matchers[name] = matcher
     return matchers
 
@@ -353,10 +401,13 @@ def matcher_snapshot(
     cfg: RingexConfig, name: str, upto: tuple[int, int] | None = None
 ) -> tuple[int, bytes] | None:
     """Where matcher ``name`` restarts from: the newer of its own snapshot and the exchange
-    snapshot's copy of its books, as ``(seq, state)``; with ``upto`` (own, exchange), each at
-    or before its bound (a matcher whose output ring holds the events up to there: a newer
-    snapshot would skip commands whose events it never published; its own snapshots are
-    written after their events went out, so their bound may be one seq further). The
+    snapshot's copy of its books, as ``(seq, state)`` (its replay goes on after ``seq``);
+    with ``upto`` (own, exchange), each as of its bound (a matcher whose output ring holds
+    the events up to there: a newer snapshot would skip commands whose events it never
+    published; its own snapshots are written after their events went out, so their bound
+    may be one seq further). An exchange snapshot past the bound will do when its copy's
+    last command is at or before it (``_exchange_books``): a matcher whose symbols were idle
+    restarts from the newest one, not from one before its last command, long pruned. The
     router's snapshot children write the latter every ``journal.snapshot_every`` commands
     off every loop, so a restarting matcher replays no longer a tail than the router does,
     however rarely it snapshots itself (its own snapshots pause its loop)."""
@@ -369,11 +420,41 @@ def matcher_snapshot(
         end = 1 << 62
     own_bound, exchange_bound = (end, end) if upto is None else upto
     own = own_store.at_or_before(min(own_bound, end))
-    exchange = store.at_or_before(min(exchange_bound, end))
+    exchange = _exchange_books(store, name, end, exchange_bound)
     if exchange is None or (own is not None and own[0] >= exchange[0]):
         return own
-    books = msgspec.msgpack.decode(exchange[1], type=ExchangeSnapshot).matchers.get(name)
-    return own if books is None else (exchange[0], books)
+    return exchange
+
+
+class _Executed(msgspec.Struct, frozen=True, array_like=True):
+    """The head of a matcher's state (``engine.MatcherState``): its last command; the books
+    after it are passed over undecoded."""
+
+    last_seq: int
+
+
+def _exchange_books(
+    store: SnapshotStore, name: str, end: int, bound: int
+) -> tuple[int, bytes] | None:
+    """The newest exchange snapshot at or before the journal's ``end`` whose copy of matcher
+    ``name``'s books has executed no command past ``bound``, as ``(its seq, the books)``.
+
+    Its seq may be past ``bound``: the copy's ``last_seq`` is the matcher's newest command
+    at or before that seq (every command routed to a matcher advances it), so the matcher
+    had none after ``bound`` up to there, and the books are its state as of ``bound`` too.
+    A snapshot at or before ``bound`` always qualifies, so this is never older than the
+    newest one at or before it. None when there is none, or the snapshot lacks the matcher
+    (added to the config since)."""
+    below = end
+    while (found := store.at_or_before(below)) is not None:
+        seq, data = found
+        books = msgspec.msgpack.decode(data, type=ExchangeSnapshot).matchers.get(name)
+        if books is None:
+            return None
+        if seq <= bound or msgspec.msgpack.decode(books, type=_Executed).last_seq <= bound:
+            return seq, books
+        below = seq - 1
+    return None
 
 
 def journal_end(cfg: RingexConfig, codec: RecordCodec | None = None) -> int | None:

@@ -25,16 +25,14 @@ import logging
 from config.schema import RingexConfig
 from procs.common.journal import JournalError, JournalReader
 from procs.common.records import Record, RecordCodec
-from procs.common.snapshots import SnapshotStore
 from procs.common.topology import (
     gateway_commands,
     gateway_replies,
     journal_dir,
     matcher_output,
-    snapshot_dir,
 )
 from procs.core.engine import Matcher
-from procs.core.recovery import journal_commands, matchers_at
+from procs.core.recovery import journal_commands, matcher_snapshot, matchers_at
 from procs.core.resting import RestingOrder
 from procs.core.symbols import symbol_specs
 from shm import Ring
@@ -103,25 +101,24 @@ def missed_events(
     part: int | None = None,
 ) -> list[Record] | None:
     """The events ``matcher`` made for its journaled commands after seq ``handled`` through
-    ``upto``: the matcher from its newest kept snapshot at or before ``handled`` (or from
-    nothing), the journal replayed to ``handled`` without a look at the events, then on to
-    ``upto`` keeping them. None when that is more than ``CATCH_UP_LIMIT`` commands to
-    replay, or the journal no longer holds them (archived)."""
+    ``upto``: the matcher from its newest kept snapshot as of ``handled`` (its own, or the
+    exchange snapshot's copy of its books, a later one's where it had no command in between:
+    ``matcher_snapshot``), or from nothing, the journal replayed to ``handled`` without a
+    look at the events, then on to ``upto`` keeping them. None when that is more than
+    ``CATCH_UP_LIMIT`` commands to replay, or the journal no longer holds them (archived)."""
     specs = symbol_specs(cfg, matcher)
     # with a part of seq ``handled`` left to make, the replay must execute it: start before
-    saved = SnapshotStore(snapshot_dir(cfg, f"matcher-{matcher}")).at_or_before(
-        handled if part is None else handled - 1
-    )
+    bound = handled if part is None else handled - 1
+    saved = matcher_snapshot(cfg, matcher, (bound, bound))
     start = saved[0] if saved is not None else 0
     if upto - start > CATCH_UP_LIMIT:
         return None
     engine = Matcher(specs) if saved is None else Matcher.restore(specs, saved[1])
+    after = max(engine.last_seq, start)
     events: list[Record] = []
     try:
-        for command in journal_commands(cfg, matcher, after=engine.last_seq, codec=codec):
+        for command in journal_commands(cfg, matcher, after=after, codec=codec, upto=upto):
             seq: int = command.seq  # type: ignore[attr-defined]
-            if seq > upto:
-                break
             made = engine.execute(command)
             if seq > handled:
                 events += made

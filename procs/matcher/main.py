@@ -20,9 +20,11 @@ Start, restart and crash recovery are one path:
 Per batch: take up to ``batch`` commands, execute them, publish their events in one
 ``publish_batch`` (the cursor store makes it all-or-nothing up to the ring's capacity), then
 commit the input. A crash between publish and commit re-executes the batch after recovery,
-and step 3's rule drops the duplicate events. ``AdminCommand(SNAPSHOT)`` writes a snapshot
-after its batch, as does every ``snapshot_every`` commands and a clean stop (SIGTERM, SIGINT
-or ``AdminCommand(SHUTDOWN)``).
+and step 3's rule drops the duplicate events. The first idle step after a batch marks the
+output "published through" its last command (``_mark``), so that a restart of a matcher
+whose symbols went quiet starts from the newest exchange snapshot, not from one before its
+last command. ``AdminCommand(SNAPSHOT)`` writes a snapshot after its batch, as does every
+``snapshot_every`` commands and a clean stop (SIGTERM, SIGINT or ``AdminCommand(SHUTDOWN)``).
 """
 
 from __future__ import annotations
@@ -117,9 +119,8 @@ class MatcherShell:
         )
         replayed = self._replay(replay)
         self._count()
-        # "executed through": a starting router resends only what comes after it
-        recovered = Heartbeat(time.time_ns(), RECOVERED_SOURCE, self.matcher.last_seq)
-        self.producer.publish_batch([recovered])
+        self._marked = -1  # the counter of this process's newest "published through" mark
+        self._mark()  # "executed through": a starting router resends only what comes after it
         self.published_upto = max(self.published_upto, self.matcher.last_seq)
         self._partial, self._lapped = None, []
         self.consumer = in_ring.consumer(INPUT_CONSUMER, cfg.wait.build(), auto_commit=False)
@@ -158,6 +159,8 @@ class MatcherShell:
         """Execute one batch from the input ring; returns how many commands it took."""
         commands = self.consumer.take(self.settings.batch, timeout_s=timeout_s)
         if not commands:
+            if self._marked != self.matcher.last_seq:
+                self._mark(wait=False)
             self.consumer.heartbeat()
             self.producer.heartbeat()
             return 0
@@ -195,11 +198,25 @@ class MatcherShell:
         # "executed and published through": a command with no events (a mass cancel that
         # found nothing, a SNAPSHOT) leaves the output's last event behind ``last_seq``, and
         # a restart takes no snapshot past where the output says it got
-        mark = Heartbeat(time.time_ns(), RECOVERED_SOURCE, self.matcher.last_seq)
-        self.producer.publish_batch([mark])
+        self._mark()
         path = self.store.save(self.matcher.last_seq, self.matcher.snapshot())
         self._since_snapshot = 0
         log.info("snapshot at seq %d: %s", self.matcher.last_seq, path)
+
+    def _mark(self, *, wait: bool = True) -> None:
+        """Mark the output "executed and published through ``last_seq``" (a ``Heartbeat``
+        of ``RECOVERED_SOURCE``), as a start, a snapshot and the first idle step after a
+        batch do: the ring's newest record is then no longer a command's events, which a
+        restart must take as maybe cut short (``published_position``) and replay from a
+        snapshot before that command; a matcher whose symbols went quiet would have only
+        one from before its last command, long pruned, and replay the journal from its
+        first entry. An idle step's mark waits for no room: the next idle step tries again."""
+        mark = Heartbeat(time.time_ns(), RECOVERED_SOURCE, self.matcher.last_seq)
+        if wait:
+            self.producer.publish_batch([mark])
+        elif not self.producer.try_publish_batch([mark]):
+            return
+        self._marked = self.matcher.last_seq
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
         while not (self.stopping or stop()):

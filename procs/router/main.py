@@ -47,7 +47,6 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common import gc_policy, sd_notify
 from procs.common.epochs import Epochs, JournalFencedError
-from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import (
     Heartbeat,
@@ -68,10 +67,7 @@ from procs.common.topology import (
     matcher_output,
 )
 from procs.common.units import UnitsError, pin_units, units_refused
-from procs.core.recovery import (
-    JournaledTail,
-    recover,
-)
+from procs.core.recovery import JournaledTail, Recovered, recover, unrouted
 from procs.core.sequencer import SEQUENCED, Decision, route_all
 from procs.core.watches import Watches
 from procs.router.gateway_rings import read_commands
@@ -183,7 +179,7 @@ class RouterShell:
         self._owed: dict[int, collections.deque[tuple[int, Record]]] = {}
         self._beat_due = 0.0
         self._behind_rounds = 0
-        self._resend_unrouted(recovered.last_seq, self.journal.next_seq - 1)
+        self._resend_unrouted(recovered, self.journal.next_seq - 1)
 
     def _journal_fees(self) -> None:
         """The configured fees the state does not hold yet, so that every trade from here on
@@ -204,34 +200,27 @@ class RouterShell:
             self.journal.sync()
             log.info("%s journaled for %d symbols from seq %d", what, len(changes), first)
 
-    def _resend_unrouted(self, recovered_seq: int, last_seq: int) -> None:
+    def _resend_unrouted(self, recovered: Recovered, last_seq: int) -> None:
         """Publish journaled commands a matcher's input ring does not hold: those up to
-        ``recovered_seq`` when a crash came between the journal write and the publish, and
-        the rules this start journaled after it; in sync mode the loop's first step does,
-        once the standby has them, so start-up never waits on the standby."""
+        ``recovered.last_seq`` when a crash came between the journal write and the publish,
+        and the rules this start journaled after it (``recovery.unrouted``: the journal read
+        from where one may be); in sync mode the loop's first step does, once the standby
+        has them, so start-up never waits on the standby."""
+        held = {}
         for name, producer in self.to_matchers.items():
             newest = producer.ring.last_published()
             have: int = getattr(newest, "seq", 0) if newest is not None else 0
             # a matcher that recovered from the journal after this ring last moved (a fresh
             # instance: an empty ring) says how far it got: nothing up to there is missing
             mark = Ring.attach(self.cfg.instance, matcher_output(name), self.codec)
-            recovered = mark.last_published()
+            executed = mark.last_published()
             mark.close()
-            if isinstance(recovered, Heartbeat) and recovered.source == RECOVERED_SOURCE:
-                have = max(have, recovered.counter)
-            if have >= last_seq:
-                continue
-            reader = JournalReader(
-                journal_dir(self.cfg),
-                slot_size=self.codec.slot_size,
-                schema_id=self.codec.schema_id,
-            )
-            decisions = []
-            for _seq, image in reader.entries(have + 1):
-                command = self.codec.decode_slot(image)
-                decisions.append(Decision(command, self.sequencer.matchers_for(command)))
-            missing = route_all(decisions).get(name, [])
-            lost = sum(1 for c in missing if getattr(c, "seq", 0) <= recovered_seq)
+            if isinstance(executed, Heartbeat) and executed.source == RECOVERED_SOURCE:
+                have = max(have, executed.counter)
+            held[name] = have
+        for name, missing in unrouted(self.cfg, recovered, held, last_seq, self.codec).items():
+            producer = self.to_matchers[name]
+            lost = sum(1 for c in missing if getattr(c, "seq", 0) <= recovered.last_seq)
             if lost:
                 log.warning("matcher %s lacked %d journaled commands: sent", name, lost)
             if missing:
