@@ -67,12 +67,16 @@ def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS) -> list
         rows = conn.execute("SELECT version, name, checksum FROM schema_migrations").fetchall()
         recorded = {int(r[0]): (str(r[1]), str(r[2])) for r in rows}
         known = {m.version for m in migrations}
-        for version, (name, _) in sorted(recorded.items()):
-            if version not in known:
-                raise MigrationError(
-                    f"database has migration {name} (version {version}), which {directory} "
-                    f"lacks: it was made by a newer ringex"
-                )
+        unknown = [(v, name) for v, (name, _) in sorted(recorded.items()) if v not in known]
+        if unknown:
+            newest = migrations[-1] if migrations else None
+            mine = f"{newest.name} (version {newest.version})" if newest else "none"
+            raise MigrationError(
+                f"database schema is at migration {recorded[max(recorded)][0]} (version "
+                f"{max(recorded)}) and holds {', '.join(n for _, n in unknown)}, which "
+                f"{directory} lacks (this ringex's newest: {mine}): it was made by a newer "
+                f"ringex; run that one, or restore a database this one made"
+            )
         for m in migrations:
             if m.version in recorded:
                 name, checksum = recorded[m.version]

@@ -134,6 +134,9 @@ class Batch:
     last_seq: int = 0
     #: the CRC-32 of ``last_seq``'s journal image, kept with the checkpoint (the writer's)
     last_crc: int | None = None
+    #: ... and of ``first_seq - 1``'s, as this writer read it (None: not known): the
+    #: checkpoint's must be the same, or another writer wrote it from another journal
+    prev_crc: int | None = None
     last_ts_ns: int = 0
     started: float = field(default_factory=time.monotonic)
     trades: GroupedRows = field(default_factory=lambda: GroupedRows(TRADES))  # by symbol

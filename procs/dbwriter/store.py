@@ -47,13 +47,15 @@ from typing import Any, Final
 import psycopg
 
 from config.schema import RingexConfig
-from procs.dbwriter.copy import PG_EPOCH_US, RowLayout
+from procs.dbwriter.copy import PG_EPOCH_US, GroupedRows, RowLayout
 from procs.dbwriter.migrate import migrate
 from procs.dbwriter.projection import ORDERS, TRADES, Batch
 
 log = logging.getLogger("ringex.dbwriter.store")
 
 _DAY_US: Final = 86_400 * 1_000_000
+#: A batch's trades spanning more days than this make partitions for their own days only.
+_SPAN_DAYS: Final = 3
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -66,6 +68,22 @@ class CheckpointMismatchError(RuntimeError):
         )
         self.at = at
         self.behind = at < batch.first_seq - 1
+
+
+class OtherHistoryError(CheckpointMismatchError):
+    """The checkpoint is at this writer's seq, but the journal entry it was written from is
+    not the one this writer read there: another writer, following another journal (a
+    failover's old primary and new one), wrote it. Not ``behind``: the writer stops."""
+
+    def __init__(self, at: int, batch: Batch, crc: int, mine: int) -> None:
+        super().__init__(at, batch)
+        self.args = (
+            f"database checkpoint is seq {at}, written from a journal entry with CRC-32 "
+            f"{crc:#010x}; this writer's entry there has {mine:#010x}: another writer, "
+            f"following another journal, writes this database (batch seqs "
+            f"{batch.first_seq}..{batch.last_seq} not written)",
+        )
+        self.behind = False
 
 
 _ORDER_UPDATE = ", ".join(
@@ -222,10 +240,20 @@ class PgStore:
         assert row is not None, "the checkpoint row is missing (migration 0001 inserts it)"
         return int(row[0]), None if row[1] is None else int(row[1])
 
-    def ensure_partitions(self, first_us: int, last_us: int) -> None:
-        """Daily partitions for [first_us, last_us] (pg micros) and the days ahead of today."""
+    def ensure_partitions(
+        self, first_us: int, last_us: int, trades: GroupedRows | None = None
+    ) -> None:
+        """Daily partitions for [first_us, last_us] (pg micros) and the days ahead of today.
+        With ``trades`` (those rows' trades) a span wider than ``_SPAN_DAYS`` makes only the
+        days they fall on: a clock stepped years ahead or back within one batch must not
+        make a partition for every day between (thousands of tables in one transaction ran
+        out of lock slots, an error retried for ever)."""
         today = (int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000) - PG_EPOCH_US) // _DAY_US
-        days = set(range(first_us // _DAY_US, last_us // _DAY_US + 1))
+        first, last = first_us // _DAY_US, last_us // _DAY_US
+        if trades is not None and last - first > _SPAN_DAYS:
+            days = _trade_days(trades)
+        else:
+            days = set(range(first, last + 1))
         days |= set(range(today, today + self.days_ahead + 1))
         missing = sorted(days - self._days)
         if not missing:
@@ -243,15 +271,19 @@ class PgStore:
         """Commit ``batch`` with its checkpoint; False when it was committed already."""
         conn = self.open()
         if batch.trades.count:
-            self.ensure_partitions(batch.ts_min_us, batch.ts_max_us)
+            self.ensure_partitions(batch.ts_min_us, batch.ts_max_us, batch.trades)
         with conn.transaction():
-            row = conn.execute("SELECT last_seq FROM checkpoint FOR UPDATE").fetchone()
+            row = conn.execute("SELECT last_seq, last_crc FROM checkpoint FOR UPDATE").fetchone()
             assert row is not None
-            at = int(row[0])
+            at, crc = int(row[0]), row[1]
             if at == batch.last_seq:
+                if crc is not None and batch.last_crc is not None and crc != batch.last_crc:
+                    raise OtherHistoryError(at, batch, int(crc), batch.last_crc)
                 return False
             if at != batch.first_seq - 1:
                 raise CheckpointMismatchError(at, batch)
+            if crc is not None and batch.prev_crc is not None and crc != batch.prev_crc:
+                raise OtherHistoryError(at, batch, int(crc), batch.prev_crc)
             lanes = self._start_lanes(batch)
             try:
                 self._write_rest(conn.cursor(), batch)
@@ -377,3 +409,13 @@ def _runs(days: list[int]) -> list[tuple[int, int]]:
         else:
             runs.append((d, d))
     return runs
+
+
+def _trade_days(trades: GroupedRows) -> set[int]:
+    """The UTC days (since 2000-01-01) of every trade in ``trades`` (their packed ts)."""
+    at = trades.layout.names.index("ts") * 2 + 2  # (count, then length, value per field)
+    days: set[int] = set()
+    for buf, _ in trades.groups.values():
+        for row in trades.layout.row.iter_unpack(buf):
+            days.add(row[at] // _DAY_US)
+    return days

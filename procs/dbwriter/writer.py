@@ -108,6 +108,7 @@ class DbWriter:
         self.stopping = False
         self.follower: Follower | None = None
         self.committed = 0  # the checkpoint as this writer last saw it
+        self.last_crc: int | None = None  # the CRC-32 of the last entry batched (or checkpoint's)
         self._committer: Committer | None = None  # while following: writes on its thread
         self.batches = 0
         self.rows = 0
@@ -154,6 +155,7 @@ class DbWriter:
                 f"at or before the journal's lost tail, or write it anew"
             )
         self.committed = self._snap_seq = checkpoint
+        self.last_crc = crc  # the entry the next batch follows (its prev_crc)
         if self.users is not None:
             self.users.forget()  # a database that lost commits may have lost the users too
             self._users_at = 0.0  # at the next look
@@ -211,7 +213,7 @@ class DbWriter:
                 for seq, image in self.reader.entries(follower.seq + 1):
                     command = decode(image)
                     if batch is None:
-                        batch = Batch(first_seq=seq)
+                        batch = Batch(first_seq=seq, prev_crc=self.last_crc)
                     process(seq, command, step(seq, command), batch)
                     batch.last_crc = crc32(image)
                     if batch.rows() >= limit_rows or time.monotonic() - batch.started >= limit_s:
@@ -244,6 +246,7 @@ class DbWriter:
         to the committer, which writes it while this thread reads on (``committer.py``)."""
         assert self.follower is not None
         self.pet()
+        self.last_crc = batch.last_crc
         projection = self.follower.projection
         batch.seal(self.follower.sequencer.accounts, projection.decimals, projection.assets_of)
         if self._committer is None:
