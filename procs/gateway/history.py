@@ -6,8 +6,9 @@ small ``psycopg_pool`` pool of async connections, every one bounded by the calle
 (at most ``MAX_LIMIT`` rows; an account's open orders, all of them, by the risk limit on
 open orders) and by an index:
 
-- orders: ``orders_account (account_id, created_seq)``; a row ends with its ``updated_seq``
-  (the journal seq of its last change), which the live view is compared with;
+- orders: ``orders_account_symbol (account_id, symbol_id, id)`` (migration 0010); a row ends
+  with its ``updated_seq`` (the journal seq of its last change), which the live view is
+  compared with;
 - trades: ``trades_maker_account`` / ``trades_taker_account`` (migration 0003); each with
   the commission its side paid as the writer filed it from the journal's fees (migration
   0007; null for trades filed before it, whose fees were not kept);
@@ -272,10 +273,13 @@ class History:
             time_filter += " AND {oid} = %s"
             args.append(order_id)
         newest = newest_first(from_id, start_ms)
+        # each side ordered and cut too: the outer cut alone made PostgreSQL read every trade
+        # of the account on the symbol (a market maker's: all of them) and sort them
+        order = "trade_id DESC" if newest else "trade_id"
         side_sql = (
             "SELECT trade_id, {oid}, price, size, floor(extract(epoch from ts) * 1000)::bigint, "
             "aggressor, {maker}, {fee} FROM trades WHERE symbol_id = %s AND {acct} = %s "
-            "AND trade_id >= %s" + time_filter
+            "AND trade_id >= %s" + time_filter + f" ORDER BY {order} LIMIT %s"
         )
         sql = (
             "SELECT * FROM (("
@@ -290,8 +294,9 @@ class History:
             + ("1 DESC, 7 DESC" if newest else "1, 7")
             + " LIMIT %s"
         )
-        one = [sym.id, account, from_id or 0, *args]
-        rows = await self._rows(sql, (*one, *one, min(limit, MAX_LIMIT)))
+        cut = min(limit, MAX_LIMIT)
+        one = [sym.id, account, from_id or 0, *args, cut]
+        rows = await self._rows(sql, (*one, *one, cut))
         if newest:
             rows = rows[::-1]
         quote = self.assets.get(sym.quote)

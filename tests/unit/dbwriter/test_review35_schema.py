@@ -394,17 +394,12 @@ def test_all_orders_of_an_account_reads_only_the_rows_it_answers(busy: str) -> N
             assert _rows_read(conn, sql, args) <= 40, (sql, args)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="procs/gateway/history.py (History.trades): the LIMIT is outside the UNION ALL of "
-    "the maker and taker sides, so a busy account's myTrades reads (seq-scans) all its trades",
-)
 def test_my_trades_of_a_busy_account_reads_only_the_rows_it_answers(
     tmp_path: Path, busy: str
 ) -> None:
-    """Fault (``procs/gateway/history.py``, ``History.trades``; outside this review's files):
-    myTrades is ``(maker side) UNION ALL (taker side) ORDER BY trade_id LIMIT n``, the limit
-    outside the union, so PostgreSQL must take every trade of the account on the symbol
+    """Fault (``procs/gateway/history.py``, ``History.trades``; fixed after the review):
+    myTrades was ``(maker side) UNION ALL (taker side) ORDER BY trade_id LIMIT n``, the limit
+    outside the union, so PostgreSQL took every trade of the account on the symbol
     before it can sort them: for an account on most trades (a market maker) that is a
     parallel sequential scan of every day's partition, at every request. With ``ORDER BY
     trade_id [DESC] LIMIT n`` inside each side as well, each is a merge of the partitions'
