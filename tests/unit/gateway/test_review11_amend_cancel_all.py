@@ -328,7 +328,10 @@ def test_the_cancel_all_button_counts_filled_and_uncancelled_orders_as_cancelled
         {"orderId": 2, "status": "FILLED", "isWorking": False},
         {"orderId": 3, "status": "NEW", "isWorking": True},
     ]
-    script = NODE_RIG.replace("ENDED", json.dumps(ended)).replace("FUNCTION", found.group(0))
+    open_set = re.search(r"^const OPEN = .*$", source, re.M)  # the statuses still open
+    assert open_set is not None, "trading.js has no OPEN"
+    function = f"{open_set.group(0)}\n{found.group(0)}"
+    script = NODE_RIG.replace("ENDED", json.dumps(ended)).replace("FUNCTION", function)
     ran = subprocess.run(
         [node, "-e", script], check=False, capture_output=True, text=True, timeout=20
     )
