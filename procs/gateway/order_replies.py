@@ -115,7 +115,16 @@ class OrderReplies:
         """OrdStatus Pending Cancel (6) or Pending Replace (E) of the orders a cancel or replace
         waits for, by ``id(order)``: what a status report says of them (FIX 4.4 Appendix D:
         a pending state outranks New and Partially Filled)."""
-        return {id(r.order): b"6" if r.kind == b"F" else b"E" for r in self.requests.values()}
+        found: dict[int, bytes] = {}
+        for r in self.requests.values():  # a cancel outranks a replace (FIX 4.4's precedence)
+            if r.kind == b"F" or id(r.order) not in found:
+                found[id(r.order)] = b"6" if r.kind == b"F" else b"E"
+        return found
+
+    def pending_of(self, order: Order) -> bytes | None:
+        """``pending_status`` of one order: 6, E, or None when no request waits for it."""
+        kinds = {r.kind for r in self.requests.values() if r.order is order}
+        return b"6" if b"F" in kinds else b"E" if kinds else None
 
     def _exec_id(self) -> bytes:
         self._next_exec += 1
@@ -238,18 +247,22 @@ class OrderReplies:
     ) -> None:
         """An OrderCancelReject. CxlRejReason (102): ``reason``, or by default 1 (unknown
         order) without an order, 0 (too late) for a finished one, 99 (other) for a live one
-        the request does not fit."""
+        the request does not fit. OrdStatus (39) is the order's current one, a cancel or
+        replace still in flight for it included (Pending Cancel 6, Pending Replace E), as a
+        status request would answer then (FIX 4.4 Appendix D: a second replace refused for
+        the first is "Cancel Reject, OrdStatus Pending Replace, CxlRejReason 3")."""
         if reason is None:
             if order is None:
                 reason = CXL_UNKNOWN
             else:
                 reason = CXL_TOO_LATE if order.status in FINISHED else CXL_OTHER
+        status = b"8" if order is None else self.pending_of(order) or order.status
         body = b"".join(
             (
                 field(37, order.order_id if order and order.order_id else "NONE"),
                 field(11, cl_ord_id),
                 field(41, orig if orig is not None else (order.cl_ord_id if order else b"NONE")),
-                field(39, order.status if order else b"8"),
+                field(39, status),
                 field(434, "1" if kind == b"F" else "2"),
                 field(102, reason),
                 field(58, text),
