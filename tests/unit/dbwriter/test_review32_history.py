@@ -11,10 +11,8 @@ make the journal (``journal_gen``), the writer files it into the session's Postg
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +26,7 @@ from procs.common.users import UserStore
 from procs.dbwriter.writer import DbWriter, WriterOptions
 from procs.gateway.history import KLINES, History
 from procs.gateway.instruments import format_units
+from tests.unit.dbwriter.history_query import query_history
 from tests.unit.dbwriter.journal_gen import (
     ACCOUNTS,
     JournalBuilder,
@@ -38,20 +37,6 @@ from tests.unit.dbwriter.journal_gen import (
 )
 
 T = TypeVar("T")
-
-
-def _query(dsn: str, make: Callable[[History], Awaitable[T]]) -> T:
-    """``make(history)`` on a fresh ``History`` over ``dsn``, as the gateway queries it."""
-
-    async def run() -> T:
-        history = History(dsn, max_connections=1)
-        await history.pool.open(wait=True)
-        try:
-            return await make(history)
-        finally:
-            await history.close()
-
-    return asyncio.run(run())
 
 
 def _symbol(cfg: RingexConfig, symbol_id: int) -> SymbolConfig:
@@ -76,10 +61,10 @@ def test_every_open_order_is_listed_past_the_history_row_limit(tmp_path: Path, d
     placed = [limit_order(b, 10, 1, Side.SELL, 100_000 + i, 1) for i in range(520)]
     b.close()
     write_all(cfg, dsn, batch_rows=10_000)
-    rows = _query(dsn, lambda h: h.orders(10, 1, open_only=True))
+    rows = query_history(dsn, lambda h: h.orders(10, 1, open_only=True))
     assert [r[0] for r in rows] == placed
     # allOrders keeps its default: the newest 500
-    assert [r[0] for r in _query(dsn, lambda h: h.orders(10, 1))] == placed[-500:]
+    assert [r[0] for r in query_history(dsn, lambda h: h.orders(10, 1))] == placed[-500:]
 
 
 # -- the users mirror ---------------------------------------------------------------------------
@@ -246,4 +231,4 @@ def test_history_answers_equal_the_journal_under_random_bounds(tmp_path: Path, d
                 wrong.append(f"klines {interval} {bounds}")
         return wrong
 
-    assert _query(dsn, check) == []
+    assert query_history(dsn, check) == []

@@ -7,9 +7,7 @@ per test) over a small journal made through the real sequencer and matchers
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,8 +22,8 @@ from procs.core.market.candles import Candle
 from procs.core.market.state import build_state
 from procs.dbwriter.store import prepare
 from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
-from procs.gateway.history import History
 from procs.gateway.instruments import format_units
+from tests.unit.dbwriter.history_query import query_history
 from tests.unit.dbwriter.journal_gen import JournalBuilder, fund, limit_order, make_cfg, write_all
 
 T = TypeVar("T")
@@ -192,20 +190,6 @@ def test_users_are_mirrored_again_after_the_database_lost_commits(tmp_path: Path
     assert rows == [("ALICE",)]  # ... and the users should be too
 
 
-def _query(dsn: str, make: Callable[[History], Awaitable[T]]) -> T:
-    """``make(history)`` on a fresh ``History`` over ``dsn``."""
-
-    async def run() -> T:
-        history = History(dsn, max_connections=1)
-        await history.pool.open(wait=True)
-        try:
-            return await make(history)
-        finally:
-            await history.close()
-
-    return asyncio.run(run())
-
-
 def _kline_head(c: Candle) -> list[object]:
     """[open time, open, high, low, close, volume] of ``c`` as the REST klines show them."""
     prices = (format_units(p, 2).decode() for p in (c.open, c.high, c.low, c.close))
@@ -242,5 +226,5 @@ def test_klines_of_idle_minutes_match_the_market_datas_candles(tmp_path: Path, d
     want = [_kline_head(c) for c in series]
     assert len(want) == 4  # the exchange's candles: minutes 0 .. 3
     write_all(cfg, dsn)
-    got = _query(dsn, lambda h: h.klines(sym, "1m", start_ms=minute // 10**6, limit=4))
+    got = query_history(dsn, lambda h: h.klines(sym, "1m", start_ms=minute // 10**6, limit=4))
     assert [k[:6] for k in got] == want

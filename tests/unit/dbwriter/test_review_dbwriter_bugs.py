@@ -7,8 +7,8 @@ journals made by ``journal_gen``, then query what ``procs.gateway.history`` serv
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +22,8 @@ from procs.dbwriter.store import prepare
 from procs.dbwriter.users import UserSync
 from procs.dbwriter.writer import DbWriter, WriterOptions
 from procs.gateway.history import History
+from tests.unit.dbwriter.history_query import query_history
 from tests.unit.dbwriter.journal_gen import JournalBuilder, build, make_cfg
-
-
-def _query(dsn: str, make: Any) -> Any:
-    """Run ``make(history)`` (a coroutine) on a fresh ``History`` and return its answer."""
-
-    async def run() -> Any:
-        history = History(dsn, max_connections=1)
-        await history.pool.open(wait=True)
-        try:
-            result: Awaitable[Any] = make(history)
-            return await result
-        finally:
-            await history.close()
-
-    return asyncio.run(run())
 
 
 def _write_all(cfg: RingexConfig, dsn: str) -> None:
@@ -62,6 +48,10 @@ def _symbol(cfg: RingexConfig, symbol_id: int) -> SymbolConfig:
     return next(s for s in cfg.symbols if s.id == symbol_id)
 
 
+def _klines_5m(h: History, *, sym: SymbolConfig, bounds: dict[str, int]) -> Awaitable[list[Any]]:
+    return h.klines(sym, "5m", limit=1000, **bounds)
+
+
 def test_rolled_up_klines_are_never_partial(tmp_path: Path, dsn: str) -> None:
     """A 5m kline is rolled up from 1m candles; ``startTime``/``endTime`` filter the 1m
     buckets before the roll-up, so a bound one minute into a 5m kline still returns a kline
@@ -71,7 +61,7 @@ def test_rolled_up_klines_are_never_partial(tmp_path: Path, dsn: str) -> None:
     build(cfg, 400).close()
     _write_all(cfg, dsn)
     sym = _symbol(cfg, 1)
-    full = _query(dsn, lambda h: h.klines(sym, "5m", start_ms=0, limit=1000))
+    full = query_history(dsn, lambda h: h.klines(sym, "5m", start_ms=0, limit=1000))
     by_time = {k[0]: k for k in full}
     with psycopg.connect(dsn) as conn:
         minutes = conn.execute(
@@ -85,7 +75,7 @@ def test_rolled_up_klines_are_never_partial(tmp_path: Path, dsn: str) -> None:
     open_ms = later[0] - later[0] % 300_000
     wrong = []
     for bounds in ({"start_ms": open_ms + 60_000}, {"end_ms": open_ms + 60_000}):
-        got = _query(dsn, lambda h, b=bounds: h.klines(sym, "5m", limit=1000, **b))
+        got = query_history(dsn, partial(_klines_5m, sym=sym, bounds=bounds))
         wrong += [(bounds, k, by_time[k[0]]) for k in got if k[0] in by_time and k != by_time[k[0]]]
     assert not wrong, wrong[:2]
 
@@ -104,9 +94,9 @@ def test_history_times_are_the_events_millisecond(tmp_path: Path, dsn: str) -> N
     (trade,) = live.trades
     _write_all(cfg, dsn)
     sym = _symbol(cfg, 1)
-    (mine,) = _query(dsn, lambda h: h.trades(11, sym))
-    after = _query(dsn, lambda h: h.trades(11, sym, start_ms=mine["time"]))
-    (order,) = _query(dsn, lambda h: h.orders(11, 1))
+    (mine,) = query_history(dsn, lambda h: h.trades(11, sym))
+    after = query_history(dsn, lambda h: h.trades(11, sym, start_ms=mine["time"]))
+    (order,) = query_history(dsn, lambda h: h.orders(11, 1))
     assert (mine["time"], order[13]) == (trade.ts_ns // 1_000_000, trade.ts_ns // 1_000_000)
     assert [t["id"] for t in after] == [trade.trade_id]
 
@@ -120,8 +110,8 @@ def test_a_far_end_time_is_answered(tmp_path: Path, dsn: str) -> None:
     build(cfg, 100).close()
     _write_all(cfg, dsn)
     sym = _symbol(cfg, 1)
-    klines = _query(dsn, lambda h: h.klines(sym, "1m", end_ms=10**16))
-    orders = _query(dsn, lambda h: h.orders(10, 1, end_ms=10**16))
+    klines = query_history(dsn, lambda h: h.klines(sym, "1m", end_ms=10**16))
+    orders = query_history(dsn, lambda h: h.orders(10, 1, end_ms=10**16))
     assert klines and orders
 
 
