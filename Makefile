@@ -33,7 +33,7 @@ system-deps:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "installing postgresql (the database writer's embedded cluster)"; \
 	  $(SUDO) apt-get update -qq && $(APT) postgresql >/dev/null; \
-	} || echo "could not install postgresql: the database tests will be skipped"
+	} || echo "could not install postgresql: the database tests will be skipped, and make run's database writer cannot start (set [database] enabled = false in a profile of your own)"
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
 	  echo "installing chromium (the browser page test)"; \
 	  $(SUDO) apt-get update -qq && $(APT) chromium >/dev/null; \

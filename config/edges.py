@@ -43,7 +43,7 @@ class RestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     #: Origins a browser page may call from (CORS); "*" any (requests are signed, no cookies).
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     #: Serve POST, DELETE and GET /api/v1/order on httptools, the rest on aiohttp (about a
-    #: quarter less gateway CPU per order); false: every request on aiohttp.
+    #: fifth less gateway CPU per order: 150 -> 117 us measured); false: every request on aiohttp.
     fast_lane: bool = True
 
     def __post_init__(self) -> None:

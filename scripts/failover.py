@@ -439,7 +439,12 @@ def main() -> int:
     ap.add_argument("--old", help="demote: the old primary's config file")
     ap.add_argument("--new", help="demote: the promoted instance's config file")
     ap.add_argument("--new-address", default="", help="demote: its replication host:port")
-    ap.add_argument("--force", action="store_true", help="promote: even a diverged standby")
+    ap.add_argument(
+        "--force",
+        action="store_true",
+        help="promote: even a standby that diverged, is fenced, or lacks seqs a sync "
+        "primary acknowledged",
+    )
     ap.add_argument("--profile", help=argparse.SUPPRESS)  # supervise: promote's own step
     ap.add_argument("--after-pid", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--epoch", type=int, default=0, help=argparse.SUPPRESS)
