@@ -11,8 +11,9 @@ sibling ``.lock`` file, re-read the file under it (another process may have writ
 apply their change, write a temporary file and ``os.replace`` it in, so readers see the old
 or the new file whole, never half of one, and two writers never lose each other's change.
 Readers take no lock: ``get`` runs on every request and only ``stat``s the file, at most once
-per ``recheck_s``, re-reading it when its (inode, mtime_ns, size) changed. A key revoked in
-another process thus still verifies here for up to ``recheck_s`` (0.5 s by default). Two
+per ``recheck_s`` (``find``: and for a key it does not hold), re-reading it when its (inode,
+mtime_ns, size) changed. A key revoked in another process thus still verifies here for up to
+``recheck_s`` (0.5 s by default); one made there verifies through ``find`` at once. Two
 writes inside one coarse clock tick (a revoke, then a create of the same length) could leave
 inode (reused at once by the file system), mtime and size all as they were, and a reader
 would keep the revoked key forever; so each writer sets the new file's mtime_ns strictly
@@ -89,6 +90,16 @@ class ApiKeyStore:
             self._next_check = now + self._recheck_s
             self._refresh()
         return self._keys.get(key)
+
+    def find(self, key: str) -> ApiKey | None:
+        """``get``, and for a key not held a look at the file now (a ``stat``; re-read only
+        if it changed): a key another gateway just made. A client's next connection may land
+        on any gateway sharing its port, and must not be refused for ``recheck_s``."""
+        found = self.get(key)
+        if found is None and key:
+            self._refresh()
+            found = self._keys.get(key)
+        return found
 
     def keys_of(self, comp_id: str) -> list[ApiKey]:
         """``comp_id``'s keys by created_ms, then key id (checks the file now: a listing)."""

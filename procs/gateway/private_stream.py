@@ -110,7 +110,7 @@ class PrivateStreams:
         """The key of a stream this gateway takes, else the ``ApiError`` that refuses it."""
         api = self.api
         q = request.query
-        key = api.keys.get(q.get("apiKey", ""))
+        key = api.keys.find(q.get("apiKey", ""))
         if key is None:
             raise ApiError(401, -2014, "unknown or missing API key (apiKey)")
         try:

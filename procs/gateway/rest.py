@@ -322,7 +322,7 @@ class RestApi:
         return params
 
     async def signed(self, request: RestRequest, scope: str) -> ApiKey:
-        key = self.keys.get(request.headers.get(API_KEY, ""))
+        key = self.keys.find(request.headers.get(API_KEY, ""))  # one made elsewhere too
         if key is None:
             raise ApiError(401, codes.BAD_CREDENTIALS, f"unknown or missing API key ({API_KEY})")
         body = await read_body(request, self.body_timeout_s)
