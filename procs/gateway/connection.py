@@ -6,7 +6,16 @@ gateway answer more, ResendRequests say); output past ``MAX_UNSENT_BYTES`` ends 
 connection (the server checks after each write; the session's messages are in its store:
 the client gets them by a ResendRequest after it logs on again). The answer to a
 ResendRequest is written as the socket drains (``resume_writing``), so however long it is,
-a client that reads it is not taken for one that does not.
+a client that reads it is not taken for one that does not. Output that stands still (writing
+paused, not a byte taken) for ``STALL_HEARTBEATS`` heartbeat intervals ends the connection as
+well, as silence does: the session's timers forgive the silence of a socket the gateway does
+not read, so a client hung behind a zero window would otherwise stay logged on for good, its
+orders never cancelled on disconnect. Either way the reports are in the session's store.
+
+A connection whose session awaits its Logon is read while the exchange is behind: a Logon
+gives the router nothing, and its timeout (``logon_timeout_s``) runs from the connect whatever
+the gateway reads, so a Logon left unread would time out (clients connecting after a restart
+under load would reconnect in a loop). Once the Logon is read the connection is paced again.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Protocol, cast
 
 from procs.gateway.intake import IntakePacing
+from procs.gateway.session import State
 
 if TYPE_CHECKING:
     from procs.gateway.session import Session
@@ -27,6 +37,8 @@ log = logging.getLogger("ringex.gateway")
 #: not read at all) it is disconnected.
 WRITE_HIGH_BYTES = 256 << 10
 MAX_UNSENT_BYTES = 4 << 20
+#: Heartbeat intervals a client's paused output may stand still before it is disconnected.
+STALL_HEARTBEATS = 2
 
 
 class Owner(Protocol):
@@ -45,6 +57,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.writing_paused = False
+        self._stalled_ns = 0  # since when its paused output has not moved; 0: it moves
+        self._stall_size = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP transport implements asyncio.Transport without subclassing it
@@ -58,13 +72,20 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self._stalled_ns = 0
         self.sync_reading()
         self.write()  # a resend under way goes on
 
     @property
     def reading(self) -> bool:
-        """Read unless the client does not read its output or the exchange is behind."""
-        return not self.writing_paused and not self.server.pacing.paused
+        """Read unless the client does not read its output or the exchange is behind (a
+        session awaiting its Logon excepted: the Logon asks nothing of the exchange)."""
+        if self.writing_paused:
+            return False
+        if not self.server.pacing.paused:
+            return True
+        session = self.session
+        return session is not None and session.state is State.AWAIT_LOGON
 
     def sync_reading(self) -> None:
         """Pause or resume the socket's reading as ``reading`` says."""
@@ -102,9 +123,34 @@ class Connection(asyncio.Protocol):
         if session.closed and not transport.is_closing():
             transport.close()
 
+    def check_stalled(self, now_ns: int) -> None:
+        """Disconnect a client whose paused output has not moved (its write buffer never
+        smaller than a call before) for ``STALL_HEARTBEATS`` of its heartbeat intervals. The
+        timers call it about once a second; a buffer that grows while the client reads less
+        than it is sent counts as standing still (it would reach ``MAX_UNSENT_BYTES``)."""
+        transport, session = self.transport, self.session
+        if not self.writing_paused or transport is None or session is None:
+            self._stalled_ns = 0
+            return
+        size = transport.get_write_buffer_size()
+        if not self._stalled_ns or size < self._stall_size:
+            self._stalled_ns, self._stall_size = now_ns, size
+            return
+        self._stall_size = size
+        limit_ns = STALL_HEARTBEATS * session.heartbeat_ns
+        if now_ns - self._stalled_ns > limit_ns and not transport.is_closing():
+            log.warning(
+                "%s does not read: %d bytes unsent have not moved for %.1f s, the limit is "
+                "%d heartbeat intervals; disconnected",
+                session.comp_id, size, (now_ns - self._stalled_ns) / 1e9, STALL_HEARTBEATS,
+            )  # fmt: skip
+            transport.abort()
+
     def data_received(self, data: bytes) -> None:
         if self.session is not None:
             self.session.data_received(data, time.time_ns())
+            if self.server.pacing.paused:  # read for its Logon: paced again once it is in
+                self.sync_reading()
             self.server.after_input(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

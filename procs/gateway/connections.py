@@ -1,6 +1,6 @@
 """The gateway's FIX connections: taking them (up to ``max_sessions``), each with its
 ``Session``; writing a connection when its session has something to say; the scrypt check
-of a Logon on the executor's threads.
+of a Logon on the executor's threads (skipped for a connection gone before its turn).
 
 A pass of the poll loop writes only the connections in ``_dirty``, those whose session got
 output (or closed) since their last write (``Session.on_output``): visiting every connection
@@ -58,8 +58,7 @@ class GatewayConnections:
             self.audit,
         )  # fmt: skip
         conn.session.on_output = functools.partial(self._wants_write, conn)
-        if self.pacing.paused:
-            conn.transport.pause_reading()
+        # (while the exchange is behind it is read for its Logon only: connection.py)
 
     def _wants_write(self, conn: Connection) -> None:
         self._dirty.add(conn)
@@ -90,7 +89,7 @@ class GatewayConnections:
     def _verify(self, conn: Connection, session: Session, comp_id: str, password: str) -> None:
         session.verify_request = None
         check = asyncio.get_running_loop().run_in_executor(
-            None, self.users.verify, comp_id, password
+            None, self._check_if_connected, session, comp_id, password
         )
 
         def done(check: asyncio.Future[User | None]) -> None:
@@ -105,3 +104,13 @@ class GatewayConnections:
             self.after_input(conn)
 
         check.add_done_callback(done)
+
+    def _check_if_connected(self, session: Session, comp_id: str, password: str) -> User | None:
+        """The password check, on an executor thread, unless the connection is gone by its
+        turn: its slot came back as it closed, so ``max_sessions`` bounds the checks queued
+        only if those of the dropped ones cost nothing (a storm of connect, Logon, close would
+        queue a scrypt each and hold a real Logon past its timeout). ``closed`` is a read of
+        one attribute the loop sets: a check that starts just before the close runs, no more."""
+        if session.closed:
+            return None
+        return self.users.verify(comp_id, password)

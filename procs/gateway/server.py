@@ -349,6 +349,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
             sessions = [c for c in self.connections if c.session is not None]
             for conn in sessions:  # all first, then the writes: one audit write for all
                 assert conn.session is not None
+                conn.check_stalled(now)  # output that stands still ends it (connection.py)
                 conn.session.on_timer(now, conn.reading)
             for conn in sessions:
                 self._write(conn)
