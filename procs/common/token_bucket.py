@@ -1,7 +1,8 @@
 """A token bucket read with nanosecond clock readings: ``rate`` tokens a second, at most a
-second's worth held. A FIX session's message throttle and the router's per-account command
-rate are each one; the REST API's per-key limits (``procs.gateway.limits``) add what HTTP
-needs, a Retry-After hint and a bounded table of keys.
+second's worth held (more only by ``credit``, until spent). A FIX session's message throttle
+and the router's per-account command rate are each one; the REST API's per-key limits
+(``procs.gateway.limits``) add what HTTP needs, a Retry-After hint and a bounded table of
+keys.
 
 The readings are wall-clock ones (the callers' ``time.time_ns()``, which stamp records too),
 and NTP may step such a clock back. A reading earlier than the last refills nothing and
@@ -25,12 +26,21 @@ class TokenBucket:
     def allow(self, now_ns: int, cost: int = 1) -> bool:
         """Spend ``cost`` tokens if there are that many now; whether it did."""
         if now_ns > self.at_ns:
-            self.tokens = min(self.rate, self.tokens + (now_ns - self.at_ns) * self.rate / 1e9)
+            tokens = self.tokens
+            refilled = min(self.rate, tokens + (now_ns - self.at_ns) * self.rate / 1e9)
+            self.tokens = refilled if refilled > tokens else tokens  # a credit is kept
         self.at_ns = now_ns
         if self.tokens < cost:
             return False
         self.tokens -= cost
         return True
+
+    def credit(self, seconds: float, now_ns: int) -> None:
+        """``seconds`` of the rate given back beyond the cap, until spent: what a caller
+        held back (a gateway that did not read a client's socket while the exchange was
+        behind) is not counted as a burst when it is let through."""
+        self.allow(now_ns, 0)  # refilled to now
+        self.tokens = max(self.tokens, 0.0) + seconds * self.rate
 
     def charge(self, count: int, now_ns: int) -> None:
         """``count`` tokens spent after the fact (an answer of many messages): a debt, of a

@@ -58,6 +58,7 @@ class Connection(asyncio.Protocol):
         self.session: Session | None = None
         self.writing_paused = False
         self._stalled_ns = 0  # since when its paused output has not moved; 0: it moves
+        self._held_ns = 0  # since when the exchange's pace has held its socket unread; 0: not
         self._stall_size = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -88,9 +89,22 @@ class Connection(asyncio.Protocol):
         return session is not None and session.state is State.AWAIT_LOGON
 
     def sync_reading(self) -> None:
-        """Pause or resume the socket's reading as ``reading`` says."""
-        if self.transport is not None and not self.transport.is_closing():
-            (self.transport.resume_reading if self.reading else self.transport.pause_reading)()
+        """Pause or resume the socket's reading as ``reading`` says. The time the exchange's
+        pace held the socket is credited to the session's throttle when it reads again: what
+        waited in the socket is read as one burst, which the client did not send as one."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.reading:
+            transport.resume_reading()
+            held, self._held_ns = self._held_ns, 0
+            if held and self.session is not None:
+                now_ns = time.time_ns()
+                self.session.throttle.credit(max(0, now_ns - held) / 1e9, now_ns)
+        else:
+            transport.pause_reading()
+            if not self._held_ns and not self.writing_paused:  # the exchange's pace holds it
+                self._held_ns = time.time_ns()
 
     def write(self) -> None:
         """Write what the session has, and close the socket once the session is closed. A

@@ -27,6 +27,7 @@ from procs.common.events_after import events_after
 from procs.common.parent_death import die_with_parent
 from procs.common.replication_ack import FENCED, AckBlock, SyncGate
 from procs.common.snapshots import SnapshotStore
+from procs.common.token_bucket import TokenBucket
 from procs.common.users import UserStore
 
 #: scrypt cost for tests (the default takes tens of ms per hash).
@@ -367,3 +368,14 @@ def test_notify_to_an_abstract_name_and_no_raise_when_nobody_listens(
         assert sd_notify.ready()
         assert sock.recv(64) == b"READY=1"
     assert not sd_notify.stopping()  # the name is unbound now: False, not an exception
+
+
+def test_a_token_bucket_keeps_a_credit_past_its_cap_until_spent() -> None:
+    """``credit`` (review 35: the gateway's own pause given back to a client's throttle):
+    tokens beyond a second's worth, which a refill never cuts back, spent as usual."""
+    bucket = TokenBucket(10, 0)
+    assert all(bucket.allow(0) for _ in range(10)) and not bucket.allow(0)
+    bucket.credit(4.0, 0)  # four seconds held: 40 more
+    assert all(bucket.allow(10**8) for _ in range(40))  # a refill does not cut it back
+    assert not bucket.allow(10**8)  # spent (a refill while past the cap adds nothing)
+    assert bucket.allow(2 * 10**8) and not bucket.allow(2 * 10**8)  # then the rate again

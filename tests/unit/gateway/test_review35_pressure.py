@@ -169,11 +169,6 @@ def test_a_logon_sent_while_the_intake_is_paused_is_not_timed_out(
     _run(h, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session.py/token_bucket.py: the throttle counts messages as the gateway reads "
-    "them, so those a paced socket held are read as a burst past its one-second bucket",
-)
 def test_a_client_under_its_rate_is_not_throttled_for_the_gateways_own_pause(
     instance: str, tmp_path: Path
 ) -> None:
