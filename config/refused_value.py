@@ -12,7 +12,7 @@ from typing import Any
 
 _PATH = re.compile(r" - at `\$([^`]*)`$")
 _STEP = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+|\.\.\.)\]")
-_BOUND = re.compile(r"Expected `[^`]+` (>=|<=|>|<) (-?[0-9.e+]+)")
+_BOUND = re.compile(r"Expected `[^`]+` (>=|<=|>|<) (-?[0-9.]+(?:e[+-]?[0-9]+)?)")  # 1e-06 too
 _HOLDS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,

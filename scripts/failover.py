@@ -11,10 +11,9 @@ whether sync mode is degraded) and whether the standby holds its promotion prest
 shipped to it), doing nothing, and (unless ``--force``) one whose journal diverged from the
 primary's, is fenced (an old primary: demote it), or lacks seqs a sync primary acknowledged
 (its block says the standby acknowledged more, or that it went on without it, degraded);
-then fence the old primary (SIGKILL its supervisor and every
-process it ran, from its status file, and mark its journal fenced by the new epoch, so
-whatever restarts it cannot sequence: two primaries must never accept orders at once), then
-promote the standby.
+then fence the old primary (SIGKILL its supervisor and every process it ran, from its status
+file, and mark its journal fenced by the new epoch, so whatever restarts it cannot sequence:
+two primaries must never accept orders at once), then promote the standby.
 Its supervisor holds the promoted instance's processes, started and imported
 (``procs/supervisor/promotion.py``): told to promote (a request file, then SIGUSR1), it
 stops the standby process (a clean stop: it writes snapshots of its hot state, so nothing is

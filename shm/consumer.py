@@ -80,7 +80,7 @@ def _check_line(ring: Ring[Any], index: int, name: str, state: int) -> None:
         sequence = words[h.consumer_word(index, h.C_SEQUENCE)]
         cursor = ring.cursor()  # after: it only grows, and never a lap past an active line
         still = words[h.consumer_word(index, h.C_STATE)] == h.STATE_ACTIVE  # not detached since
-        if still and not cursor - ring.capacity <= sequence <= cursor:
+        if still and not max(0, cursor - ring.capacity) <= sequence <= cursor:
             raise HeaderMismatchError(
                 ring.region.posix_name,
                 f"consumer {name!r} sequence",

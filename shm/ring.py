@@ -167,10 +167,6 @@ class Ring(Generic[T]):
         self.data_offset = self.geometry.header_size
         self._sems: Posts = {}  # opened by detach_consumer
 
-    def _check(self, field: str, expected: object, found: object) -> None:
-        if expected != found:
-            raise HeaderMismatchError(self.region.posix_name, field, expected, found)
-
     # -- lifecycle ------------------------------------------------------------------------
 
     @classmethod
@@ -230,8 +226,6 @@ class Ring(Generic[T]):
         region = Region.attach(instance, name, check)
         try:
             ring = cls(region, codec, instance)
-            if capacity is not None:
-                ring._check("capacity", capacity, ring.capacity)
         except Exception:
             region.close()
             raise

@@ -131,7 +131,7 @@ def users_path(cfg: RingexConfig) -> Path:
 
 def apikeys_path(cfg: RingexConfig) -> Path:
     """The REST API keys of an instance, shared by its gateways (``procs.common.apikeys``)."""
-    return users_path(cfg).with_name("apikeys.json")
+    return gateway_root(cfg) / "apikeys.json"
 
 
 def market_state_path(cfg: RingexConfig) -> Path:

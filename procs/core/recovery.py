@@ -392,7 +392,8 @@ def matchers_at(
         after = max(matcher.last_seq, start[0] if start is not None else 0)
         if matcher.last_seq > seq or (after < seq and first > after + 1):
             return None  # past the seq, or what it would replay was archived
-        matcher.execute_all(journal_commands(cfg, name, after=after, codec=codec, upto=seq))
+        for command in journal_commands(cfg, name, after=after, codec=codec, upto=seq):
+            matcher.execute(command)  # the books are wanted, not the events: none kept
         matchers[name] = matcher
     return matchers
 

@@ -108,7 +108,9 @@ class DbWriter:
         self.stopping = False
         self.follower: Follower | None = None
         self.committed = 0  # the checkpoint as this writer last saw it
-        self.last_crc: int | None = None  # the CRC-32 of the last entry batched (or checkpoint's)
+        #: the CRC-32 of the last flushed batch's last entry (at the start: the checkpoint's):
+        #: the next batch's ``prev_crc``
+        self.last_crc: int | None = None
         self._committer: Committer | None = None  # while following: writes on its thread
         self.batches = 0
         self.rows = 0

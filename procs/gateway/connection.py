@@ -155,8 +155,9 @@ class Connection(asyncio.Protocol):
         if now_ns - self._stalled_ns > limit_ns and not transport.is_closing():
             log.warning(
                 "%s does not read: %d bytes unsent have not moved for %.1f s, the limit is "
-                "%d heartbeat intervals; disconnected",
-                session.comp_id, size, (now_ns - self._stalled_ns) / 1e9, STALL_HEARTBEATS,
+                "%.1f s (%d heartbeat intervals); disconnected",
+                session.comp_id, size, (now_ns - self._stalled_ns) / 1e9, limit_ns / 1e9,
+                STALL_HEARTBEATS,
             )  # fmt: skip
             transport.abort()
 

@@ -210,9 +210,7 @@ class FixReader:
             if not buf.startswith(_PREFIX, pos):
                 if _PREFIX.startswith(buf[pos : pos + _PREFIX_LEN]):
                     break  # the start of a message: wait for more
-                nxt = buf.find(b"8=FIX.4.4\x01", pos + 1)
-                if nxt < 0:
-                    nxt = _partial_start(buf, pos + 1)
+                nxt = self._resync(buf, pos)
                 out.append(_not_fix44(buf[pos:nxt]))
                 pos = nxt
                 continue

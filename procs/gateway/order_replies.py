@@ -123,8 +123,7 @@ class OrderReplies:
 
     def pending_of(self, order: Order) -> bytes | None:
         """``pending_status`` of one order: 6, E, or None when no request waits for it."""
-        kinds = {r.kind for r in self.requests.values() if r.order is order}
-        return b"6" if b"F" in kinds else b"E" if kinds else None
+        return self.pending_status().get(id(order))
 
     def _exec_id(self) -> bytes:
         self._next_exec += 1

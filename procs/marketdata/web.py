@@ -137,8 +137,7 @@ class Site:
             limit_raw = query.get("limit", "500")
             digits = limit_raw.isascii() and limit_raw.isdigit() and len(limit_raw) <= 4
             if not (digits and 1 <= int(limit_raw) <= 1000):
-                given = limit_raw if len(limit_raw) <= 40 else f"{limit_raw[:40]}..."
-                return text(http.HTTPStatus.BAD_REQUEST, f"limit {given!r} is not 1..1000")
+                return text(http.HTTPStatus.BAD_REQUEST, f"limit {shown(limit_raw)} is not 1..1000")
             limit = int(limit_raw)
             s = market.symbol
             if parts.path == "/api/trades":

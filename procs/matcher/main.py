@@ -6,9 +6,10 @@ Start, restart and crash recovery are one path:
 
 1. find where the output ring stopped (``published_position``: every event of the commands
    up to a seq, or of the last one only the first few when a crash cut a publish short);
-2. restore the newest snapshot at or before that point (any, for a new ring): its own
+2. restore the newest snapshot as of that point (any, for a new ring): its own
    (``<var>/<instance>/snapshots/matcher-<name>/``) or the exchange snapshot's copy of its
-   books, whichever is newer (``recovery.matcher_snapshot``), or start with empty books;
+   books (a later one's where it had no command in between), whichever is newer
+   (``recovery.matcher_snapshot``), or start with empty books;
 3. replay the journaled commands after it (the router's journal, ``procs.common.journal``)
    that are this matcher's, through the newest one the router routed to it (its input
    ring's; the whole journal on a new ring): one past it may not be durable yet
@@ -268,11 +269,18 @@ def lapped(ring: Ring[Record], seq: int) -> list[Record]:
     cursor = ring.cursor()
     if cursor <= ring.capacity:
         return []
-    held = [ring.record(n) for n in range(cursor - ring.capacity, cursor)]
-    if isinstance(held[0], Heartbeat):
-        return []  # the walk stopped at a mark: it counted every event since
-    events = [r for r in held if not isinstance(r, Heartbeat)]  # the restarts' REPLAY marks
-    return events if all(_seq(e) == seq for e in events) else []
+    oldest = cursor - ring.capacity
+    events = []
+    for n in range(oldest, cursor):  # ends at the first record that says []: often the first
+        record = ring.record(n)
+        if isinstance(record, Heartbeat):
+            if n == oldest:
+                return []  # the walk stopped at a mark: it counted every event since
+            continue  # the restarts' REPLAY marks
+        if _seq(record) != seq:
+            return []
+        events.append(record)
+    return events
 
 
 def published_part(events: list[Record], seq: int, held: list[Record]) -> int:

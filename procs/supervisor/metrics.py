@@ -228,8 +228,7 @@ class RingexCollector:
         }
         by_reason = CounterMetricFamily(
             "ringex_fix_rejects_by_reason",
-            "Orders rejected, by FIX OrdRejReason (103): unknown_symbol, exchange_closed, "
-            "exceeds_limit, duplicate_order, incorrect_quantity, unknown_account, other.",
+            f"Orders rejected, by FIX OrdRejReason (103): {', '.join(REJECT_REASONS.values())}.",
             labels=["gateway", "reason"],
         )
         latency = HistogramMetricFamily(

@@ -101,11 +101,18 @@ def peer_problems(mix: str, fast_ops: float, rows: dict[str, float]) -> list[str
             f"{', '.join(sorted(PURE_PYTHON))} imports"
         )
     elif fast_ops < x_pure * max(pure):
-        problems.append(f"core {mix}: x{fast_ops / max(pure):.2f} of the fastest pure peer")
+        problems.append(
+            f"core {mix}: x{fast_ops / max(pure):.2f} of the fastest pure peer < x{x_pure:g}"
+        )
+    x_liquibook = TARGETS["x liquibook"]
     if "liquibook" not in rows:
-        problems.append(f"core {mix}: x1 liquibook not judged: liquibook does not import")
-    elif fast_ops < TARGETS["x liquibook"] * rows["liquibook"]:
-        problems.append(f"core {mix}: x{fast_ops / rows['liquibook']:.2f} of liquibook")
+        problems.append(
+            f"core {mix}: x{x_liquibook:g} liquibook not judged: liquibook does not import"
+        )
+    elif fast_ops < x_liquibook * rows["liquibook"]:
+        problems.append(
+            f"core {mix}: x{fast_ops / rows['liquibook']:.2f} of liquibook < x{x_liquibook:g}"
+        )
     return problems
 
 
