@@ -42,6 +42,7 @@ REJECT_REASONS: dict[int, str] = {
     2: "exchange_closed",
     3: "exceeds_limit",
     6: "duplicate_order",
+    11: "unsupported",
     13: "incorrect_quantity",
     15: "unknown_account",
     99: "other",

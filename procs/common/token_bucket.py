@@ -40,7 +40,7 @@ class TokenBucket:
         held back (a gateway that did not read a client's socket while the exchange was
         behind) is not counted as a burst when it is let through."""
         self.allow(now_ns, 0)  # refilled to now
-        self.tokens = max(self.tokens, 0.0) + seconds * self.rate
+        self.tokens += seconds * self.rate  # a debt (``charge``) is repaid from it first
 
     def charge(self, count: int, now_ns: int) -> None:
         """``count`` tokens spent after the fact (an answer of many messages): a debt, of a

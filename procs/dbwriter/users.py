@@ -50,14 +50,13 @@ class UserSync:
         """Write the users when they changed since the last call; True when it wrote. A
         file not read yet that cannot be read writes nothing (the users in the table stay),
         and says why in the log, once per reason."""
-        try:
-            store = self.store
+        try:  # the store's own reads too: a file that appears later may not read
+            users = sorted(self.store.users(), key=lambda u: u.comp_id)
         except UsersFileError as exc:
             if str(exc) != self._unreadable:
                 log.warning("%s: the users are not mirrored until it reads", exc)
                 self._unreadable = str(exc)
             return False
-        users = sorted(store.users(), key=lambda u: u.comp_id)
         digest = hashlib.sha256(repr(users).encode()).hexdigest()
         if digest == self._synced:
             return False

@@ -39,6 +39,9 @@ WRITE_HIGH_BYTES = 256 << 10
 MAX_UNSENT_BYTES = 4 << 20
 #: Heartbeat intervals a client's paused output may stand still before it is disconnected.
 STALL_HEARTBEATS = 2
+#: The most of a hold credited to a client's throttle (s): a socket holds a few seconds of
+#: a client's rate, and a long stall must not let every client burst minutes of it after.
+MAX_HELD_CREDIT_S = 5.0
 
 
 class Owner(Protocol):
@@ -69,6 +72,7 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        self._held_ns = 0  # held for its own unread output from now: no credit for that
         self.sync_reading()
 
     def resume_writing(self) -> None:
@@ -100,7 +104,8 @@ class Connection(asyncio.Protocol):
             held, self._held_ns = self._held_ns, 0
             if held and self.session is not None:
                 now_ns = time.time_ns()
-                self.session.throttle.credit(max(0, now_ns - held) / 1e9, now_ns)
+                seconds = min(MAX_HELD_CREDIT_S, max(0, now_ns - held) / 1e9)
+                self.session.throttle.credit(seconds, now_ns)
         else:
             transport.pause_reading()
             if not self._held_ns and not self.writing_paused:  # the exchange's pace holds it

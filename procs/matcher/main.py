@@ -274,9 +274,9 @@ def lapped(ring: Ring[Record], seq: int) -> list[Record]:
     for n in range(oldest, cursor):  # ends at the first record that says []: often the first
         record = ring.record(n)
         if isinstance(record, Heartbeat):
-            if n == oldest:
+            if n == oldest and record.source == RECOVERED_SOURCE:
                 return []  # the walk stopped at a mark: it counted every event since
-            continue  # the restarts' REPLAY marks
+            continue  # the restarts' REPLAY marks (events of the seq may precede one)
         if _seq(record) != seq:
             return []
         events.append(record)

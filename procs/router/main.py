@@ -250,10 +250,7 @@ class RouterShell:
             events = consumer.read(SETTLE_BATCH)
             settle(events)
             if events:
-                last = getattr(events[-1], "seq", 0)
-                # a full read may end inside one command's events: that seq is not whole yet
-                whole = last - 1 if len(events) == SETTLE_BATCH else last
-                self.applied_seq = max(self.applied_seq, whole)
+                self.applied_seq = max(self.applied_seq, _whole_seq(events, SETTLE_BATCH))
                 if watches:  # once per batch: nothing per event when none is watched
                     watches.touch_events(events)
             count += len(events)
@@ -582,3 +579,15 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _whole_seq(events: Sequence[Record], full: int) -> int:
+    """The newest seq whose events ``events`` (a read of at most ``full``) hold all of: its
+    last event's, less one where a full read may end inside that command's events. A read
+    may end in a matcher's mark (a ``Heartbeat``, no seq: one follows every batch once the
+    matcher idles), which closes the events before it."""
+    for k in range(len(events) - 1, -1, -1):
+        seq = getattr(events[k], "seq", None)
+        if seq is not None:
+            return int(seq) - 1 if k == full - 1 else int(seq)
+    return 0

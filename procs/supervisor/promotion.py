@@ -101,8 +101,7 @@ def skip_exec_ids(cfg: RingexConfig) -> None:
     """Each gateway's counter ExecIDs start past any the old primary may have used after
     its last shipped reservation (``procs/common/exec_ids.py``, ``skip_at_promotion``)."""
     from procs.common.exec_ids import FILE_NAME, skip_at_promotion  # noqa: PLC0415
-    from procs.common.topology import users_path  # noqa: PLC0415  (as above)
+    from procs.common.topology import gateway_dir  # noqa: PLC0415  (as above)
 
-    root = users_path(cfg).parent  # var/<instance>/gateway
     for gateway in cfg.gateways:
-        skip_at_promotion(root / gateway.name / FILE_NAME)
+        skip_at_promotion(gateway_dir(cfg, gateway.name) / FILE_NAME)

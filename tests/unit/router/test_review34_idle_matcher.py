@@ -28,13 +28,13 @@ import pytest
 
 from config.schema import AssetConfig, MatcherConfig, RingexConfig, SymbolConfig
 from procs.common.journal import JournalReader
-from procs.common.records import Accepted, Heartbeat, Record, RecordCodec
-from procs.common.topology import gateway_consumer, matcher_output
-from procs.common.types import Side
+from procs.common.records import Accepted, Heartbeat, OrderDone, Record, RecordCodec
+from procs.common.topology import RECOVERED_SOURCE, gateway_consumer, matcher_output
+from procs.common.types import DoneReason, Side
 from procs.core.recovery import matchers_at, recover, snapshot_store, write_snapshot
 from procs.gateway.recovery import missed_events, resting_orders
 from procs.matcher.main import MatcherShell
-from procs.router.main import RouterShell
+from procs.router.main import RouterShell, _whole_seq
 from shm import Ring
 from tests.unit.router import test_router as router_rig
 from tests.unit.router.test_router import fund, order
@@ -281,3 +281,16 @@ def test_a_snapshot_holding_a_command_the_idle_matcher_never_published_is_not_ta
     cursor = out.cursor()
     held = [out.record(n) for n in range(max(0, cursor - 64), cursor)]
     assert len([e for e in held if isinstance(e, Accepted) and e.seq == seq]) == 1
+
+
+def test_a_settle_read_ending_in_an_idle_mark_still_moves_the_applied_seq() -> None:
+    """Found rereading this review's change: the matcher now marks its output after every
+    batch once idle, and the router took its applied seq from the read's last record, which
+    a mark (no seq) made 0: the events before it moved nothing, and a balance request that
+    waits for them (``_need``) waited for the next command."""
+    mark = Heartbeat(0, RECOVERED_SOURCE, 7)
+    done = [OrderDone(seq, 0, 1, 1, seq, 1, 1, seq, DoneReason.CANCELLED, 0, 1) for seq in (5, 7)]
+    assert _whole_seq([*done, mark], full=8) == 7  # the mark closes seq 7's events
+    assert _whole_seq([*done, mark], full=3) == 7  # full, but its last event is not cut
+    assert _whole_seq(done, full=2) == 6  # a full read may end inside seq 7's events
+    assert _whole_seq([mark], full=8) == 0
