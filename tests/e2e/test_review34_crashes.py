@@ -20,8 +20,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,18 @@ class Traffic:
             )
             await asyncio.sleep(0.05)
 
+    @asynccontextmanager
+    async def running(self, first: str) -> AsyncIterator[None]:
+        """The clients started and past ``progress(first)``; stopped on exit unless the body
+        stopped them itself."""
+        self.start()
+        try:
+            await self.progress(first)
+            yield
+        finally:
+            if not self.load.stopping:
+                await self.stop()
+
     async def stop(self) -> None:
         self.load.stopping = True
         _, stuck = await asyncio.wait(self.tasks, timeout=30)
@@ -148,6 +160,15 @@ async def restarted(cfg: RingexConfig, before: dict[str, dict[str, Any]], times:
             return
         assert time.monotonic() < deadline, f"not restarted: {before.keys()}: {now}"
         await asyncio.sleep(0.05)
+
+
+async def killed_again(cfg: RingexConfig, name: str, times: int) -> AsyncIterator[int]:
+    """SIGKILL ``name`` ``times`` times; yields each kill's number (from 0) once the process
+    is restarted and ready again."""
+    for k in range(times):
+        before = sigkill(cfg, name)
+        await restarted(cfg, before)
+        yield k
 
 
 async def new_pid(cfg: RingexConfig, name: str, old: int) -> int:
@@ -206,6 +227,14 @@ def run_again(profile: Path, cfg: RingexConfig, dead: int) -> Iterator[None]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
+
+
+async def gone(pids: list[int], timeout_s: float, poll_s: float, what: str) -> None:
+    """Wait until none of ``pids`` is alive; ``what`` is the failure's message."""
+    deadline = time.monotonic() + timeout_s
+    while any(pid_alive(p) for p in pids):
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(poll_s)
 
 
 # -- checks -----------------------------------------------------------------------------------
@@ -295,6 +324,18 @@ async def rest_views_agree(
             assert seen_b.get(name, (Decimal(0), Decimal(0))) == want, f"{user} {name}"
 
 
+async def run_again_and_check(
+    profile: Path, cfg: RingexConfig, dead: int, traffic: Traffic, accounts: dict[str, int]
+) -> None:
+    """``ringex run`` again over what the supervisor ``dead`` left; the load goes on, stops,
+    and every invariant holds, the REST clients' views included."""
+    with run_again(profile, cfg, dead):
+        await traffic.progress("after ringex run again")
+        await traffic.stop()
+        state = settled(cfg, traffic.load, accounts, database=True)
+        await rest_views_agree(cfg, traffic.url, state, accounts, traffic.load)
+
+
 # -- the tests --------------------------------------------------------------------------------
 
 
@@ -305,9 +346,7 @@ def test_router_and_gateway_killed_at_once_then_router_again_while_it_recovers(
         traffic = Traffic(cfg, accounts)
 
         async def faults() -> None:
-            traffic.start()
-            try:
-                await traffic.progress("before the kills")
+            async with traffic.running("before the kills"):
                 before = sigkill(cfg, "router", "gateway-gw1")
                 await restarted(cfg, before)
                 await traffic.progress("after router + gateway")
@@ -318,8 +357,6 @@ def test_router_and_gateway_killed_at_once_then_router_again_while_it_recovers(
                 os.kill(pid, signal.SIGKILL)
                 await restarted(cfg, first, times=2)
                 await traffic.progress("after the router's kill in recovery")
-            finally:
-                await traffic.stop()
 
         asyncio.run(faults())
         state = settled(cfg, traffic.load, accounts, database=True)
@@ -331,16 +368,10 @@ def test_database_writer_killed_mid_batch_again_and_again(instance: str, tmp_pat
         traffic = Traffic(cfg, accounts)
 
         async def faults() -> None:
-            traffic.start()
-            try:
-                await traffic.progress("before the kills")
-                for k in range(3):
-                    before = sigkill(cfg, "dbwriter")
-                    await restarted(cfg, before)
+            async with traffic.running("before the kills"):
+                async for k in killed_again(cfg, "dbwriter", 3):
                     await asyncio.sleep(0.05 * k)  # mid-batch: trades flow meanwhile
                 await traffic.progress("after the writer's kills")
-            finally:
-                await traffic.stop()
 
         asyncio.run(faults())
         settled(cfg, traffic.load, accounts, database=True)
@@ -353,15 +384,9 @@ def test_gateway_killed_again_and_again_under_load(instance: str, tmp_path: Path
         traffic = Traffic(cfg, accounts)
 
         async def faults() -> None:
-            traffic.start()
-            try:
-                await traffic.progress("before the kills")
-                for k in range(3):
-                    before = sigkill(cfg, "gateway-gw1")
-                    await restarted(cfg, before)
+            async with traffic.running("before the kills"):
+                async for k in killed_again(cfg, "gateway-gw1", 3):
                     await traffic.progress(f"after kill {k}", timeout_s=20)
-            finally:
-                await traffic.stop()
 
         asyncio.run(faults())
         state = settled(cfg, traffic.load, accounts, database=False)
@@ -373,15 +398,11 @@ def test_matcher_and_marketdata_killed_at_once(instance: str, tmp_path: Path) ->
         traffic = Traffic(cfg, accounts)
 
         async def faults() -> None:
-            traffic.start()
-            try:
-                await traffic.progress("before the kills")
+            async with traffic.running("before the kills"):
                 before = sigkill(cfg, "matcher-m1", "marketdata")
                 await restarted(cfg, before)
                 await listening(cfg.marketdata.port)
                 await traffic.progress("after matcher + market data")
-            finally:
-                await traffic.stop()
 
         asyncio.run(faults())
         state = settled(cfg, traffic.load, accounts, database=False)
@@ -424,22 +445,10 @@ def test_supervisor_killed_then_run_again(instance: str, tmp_path: Path) -> None
         children = [p["pid"] for p in status["processes"]]
 
         async def faults() -> None:
-            traffic.start()
-            try:
-                await traffic.progress("before the kill")
+            async with traffic.running("before the kill"):
                 os.kill(dead, signal.SIGKILL)
-                deadline = time.monotonic() + 30
-                while any(pid_alive(p) for p in children):
-                    assert time.monotonic() < deadline, "orphans still run after 30 s"
-                    await asyncio.sleep(0.05)
-                with run_again(profile, cfg, dead):
-                    await traffic.progress("after ringex run again")
-                    await traffic.stop()
-                    state = settled(cfg, traffic.load, accounts, database=True)
-                    await rest_views_agree(cfg, traffic.url, state, accounts, traffic.load)
-            finally:
-                if not traffic.load.stopping:
-                    await traffic.stop()
+                await gone(children, 30, 0.05, "orphans still run after 30 s")
+                await run_again_and_check(profile, cfg, dead, traffic, accounts)
 
         asyncio.run(faults())
 
@@ -459,9 +468,7 @@ def test_everything_killed_at_once_then_run_again(
         dead = status["supervisor_pid"]
 
         async def faults() -> None:
-            traffic.start()
-            try:
-                await traffic.progress("before the kill")
+            async with traffic.running("before the kill"):
                 if router_recovering:
                     first = sigkill(cfg, "router")["router"]["pid"]
                     pid = await new_pid(cfg, "router", first)
@@ -469,18 +476,8 @@ def test_everything_killed_at_once_then_run_again(
                 victims = [p["pid"] for p in processes(cfg).values() if p["pid"]] + [dead]
                 for pid in victims:
                     os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 10
-                while any(pid_alive(p) for p in victims):
-                    assert time.monotonic() < deadline, "killed processes still alive"
-                    await asyncio.sleep(0.01)
-                with run_again(profile, cfg, dead):
-                    await traffic.progress("after ringex run again")
-                    await traffic.stop()
-                    state = settled(cfg, traffic.load, accounts, database=True)
-                    await rest_views_agree(cfg, traffic.url, state, accounts, traffic.load)
-            finally:
-                if not traffic.load.stopping:
-                    await traffic.stop()
+                await gone(victims, 10, 0.01, "killed processes still alive")
+                await run_again_and_check(profile, cfg, dead, traffic, accounts)
 
         asyncio.run(faults())
 

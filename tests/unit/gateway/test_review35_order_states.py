@@ -14,7 +14,7 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
-from tests.unit.gateway.harness import Harness, utc
+from tests.unit.gateway.harness import Client, Harness, utc
 from tests.unit.gateway.test_gateway import cancel, logged_on, order, run, status_request
 from tests.unit.gateway.test_gateway_restart import back_on, crash
 from tests.unit.gateway.test_review29_exec_reports import drain, tags
@@ -29,6 +29,17 @@ def consistent(report: Any) -> None:
         assert leaves == 0, report
     else:
         assert qty == cum + leaves, report
+
+
+async def cancel_waiting(h: Harness, port: int) -> Client:
+    """ALICE's order X acknowledged, then her cancel (C1,X) sent while the router takes
+    nothing (``Harness.pause``): the cancel waits in the ring."""
+    alice = await logged_on(port)
+    await alice.send("D", *order("X", "1", "1.00", "90.00"))
+    assert (await alice.expect("8")).get(150) == b"0"
+    h.pause()
+    await alice.send("F", *cancel("X", "C1", "1"))
+    return alice
 
 
 # -- faults -----------------------------------------------------------------------------------
@@ -79,11 +90,7 @@ def test_a_cancel_reject_while_a_cancel_is_pending_says_pending_cancel(harness: 
     gateway's own status answer says then. Actual: 39=0."""
 
     async def scenario(h: Harness, port: int) -> None:
-        alice = await logged_on(port)
-        await alice.send("D", *order("X", "1", "1.00", "90.00"))
-        assert (await alice.expect("8")).get(150) == b"0"
-        h.pause()
-        await alice.send("F", *cancel("X", "C1", "1"))
+        alice = await cancel_waiting(h, port)
         await asyncio.sleep(0.05)
         await alice.send("G", (41, "X"), *order("Y", "2", "1.00", "90.00"))
         reject = await alice.expect("9")
@@ -104,11 +111,7 @@ def test_a_status_while_a_cancel_and_a_replace_wait_says_pending_cancel(harness:
     (150=4 under C1) and the replace is too late (35=9, 102=0, 39=4)."""
 
     async def scenario(h: Harness, port: int) -> None:
-        alice = await logged_on(port)
-        await alice.send("D", *order("X", "1", "1.00", "90.00"))
-        assert (await alice.expect("8")).get(150) == b"0"
-        h.pause()
-        await alice.send("F", *cancel("X", "C1", "1"))
+        alice = await cancel_waiting(h, port)
         await alice.send("G", (41, "X"), *order("Y", "1", "0.50", "90.00"))
         await asyncio.sleep(0.05)
         await alice.send("H", *status_request("X", "1"))

@@ -91,6 +91,21 @@ async def _reports(c: Client, refs: set[bytes], timeout_s: float = 8.0) -> set[b
     return seen
 
 
+async def _small_window(port: int) -> tuple[Client, asyncio.StreamWriter]:
+    """ALICE connected (not logged on) over a socket with a 4 kB receive buffer, so that
+    what she does not read soon fills the kernel's buffers; ``close_all`` ends it. Returns
+    her client and its writer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    alice = Client("ALICE")
+    reader, writer = await asyncio.open_connection(sock=sock)
+    alice.reader, alice.writer = reader, writer
+    OPEN.append(alice)
+    return alice, writer
+
+
 def _reading(h: Harness) -> list[bool]:
     assert h.gateway is not None
     return [
@@ -344,13 +359,7 @@ def test_a_client_that_never_reads_is_bounded_and_slows_nobody(
     h = _exchange(instance, tmp_path, 4096)
 
     async def scenario(h: Harness, port: int) -> None:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", port))
-        sock.setblocking(False)
-        alice = Client("ALICE")
-        alice.reader, alice.writer = await asyncio.open_connection(sock=sock)
-        OPEN.append(alice)  # close_all ends it
+        alice, writer = await _small_window(port)
         await alice.logon()
         n = 200
         refs = {f"r{k:040d}".encode() for k in range(n)}
@@ -360,7 +369,7 @@ def test_a_client_that_never_reads_is_bounded_and_slows_nobody(
         carol = await logged_on(port, "CAROL")
         gw = h.gateway
         assert gw is not None
-        alice.writer.write(
+        writer.write(
             b"".join(bytes(alice.message("2", (7, 1), (16, 0)).encode()) for _ in range(400))
         )
         peak = 0
@@ -399,13 +408,7 @@ def test_a_client_that_stops_reading_for_good_is_disconnected_within_its_heartbe
     h = _exchange(instance, tmp_path, 4096)
 
     async def scenario(h: Harness, port: int) -> None:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", port))
-        sock.setblocking(False)
-        alice = Client("ALICE")
-        alice.reader, alice.writer = await asyncio.open_connection(sock=sock)
-        OPEN.append(alice)
+        alice, writer = await _small_window(port)
         await alice.logon(hb=1)
         refs = {f"r{k:040d}".encode() for k in range(200)}
         await alice.send_raw(b"".join(_ioc(alice, r.decode()) for r in sorted(refs)))
@@ -417,7 +420,7 @@ def test_a_client_that_stops_reading_for_good_is_disconnected_within_its_heartbe
         assert session is not None
         # ~40 kB of history each: ~8 MB, answered as the socket drains (the unsent limit
         # counts none of it: it never drains), more than the kernel holds; then it reads nothing
-        alice.writer.write(
+        writer.write(
             b"".join(bytes(alice.message("2", (7, 1), (16, 0)).encode()) for _ in range(200))
         )
         await settled(lambda: conn.writing_paused)

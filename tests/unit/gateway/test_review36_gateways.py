@@ -9,7 +9,8 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,20 @@ class Pair:
             self.gw2 = None
 
 
-@pytest.fixture
-def pair(instance: str, tmp_path: Path) -> Any:
-    cfg = config(instance, tmp_path, rest=rest_config())
-    gws = [cfg.gateways[0], GatewayConfig(name="gw2", id=2, port=0, rest=rest_config())]
+def alice_at_two(instance: str, tmp_path: Path, rest: RestConfig) -> Harness:
+    """The harness's exchange with a second gateway, gw2, both serving REST with ``rest``,
+    no database, and ALICE as a user."""
+    cfg = config(instance, tmp_path, rest=rest)
+    gws = [cfg.gateways[0], GatewayConfig(name="gw2", id=2, port=0, rest=rest)]
     cfg = msgspec.structs.replace(cfg, gateways=gws, database=DatabaseConfig(enabled=False))
     h = Harness(cfg)
     h.add_user("ALICE", "alice-pw", ALICE)
+    return h
+
+
+@pytest.fixture
+def pair(instance: str, tmp_path: Path) -> Any:
+    h = alice_at_two(instance, tmp_path, rest_config())
     h.add_user("BOB", "bob-pw", BOB)
     h.fund(ALICE, usd=1_000_000 * 10**6, btc=10 * 10**6)
     h.fund(BOB, usd=1_000_000 * 10**6, btc=10 * 10**6)
@@ -86,6 +94,27 @@ def run(p: Pair, scenario: Callable[[Pair], Awaitable[None]]) -> None:
             await p.h.stop()
 
     asyncio.run(main())
+
+
+@asynccontextmanager
+async def alice_at_both(p: Pair) -> AsyncIterator[tuple[RestClient, RestClient]]:
+    """ALICE logged in over REST at gw1, and a client at gw2 signing with her key (gw1's
+    first); both closed on exit, gw1's first."""
+    at1 = await client(p.url(p.gw1), "ALICE", "alice-pw")
+    at2 = same_key(at1, p.url(p.gw2))
+    try:
+        yield at1, at2
+    finally:
+        await at1.close()
+        await at2.close()
+
+
+def run_then_close(p: Pair, scenario: Callable[[Pair], Awaitable[None]]) -> None:
+    """``run``, then the harness closed: for a ``Pair`` a test built without the fixture."""
+    try:
+        run(p, scenario)
+    finally:
+        p.h.close()
 
 
 def same_key(c: RestClient, url: str) -> RestClient:
@@ -125,14 +154,9 @@ def test_a_key_made_at_one_gateway_signs_at_another_at_once(pair: Pair) -> None:
         async with RestClient(url2) as probe:  # gw2 has just looked at the file
             probe.api_key, probe.secret = "x" * 32, "0" * 64
             assert (await probe.request("GET", "/api/v1/openOrders"))[0] == 401
-        alice = await client(p.url(p.gw1), "ALICE", "alice-pw")
-        at2 = same_key(alice, url2)
-        try:
+        async with alice_at_both(p) as (_alice, at2):
             status, body = await at2.request("GET", "/api/v1/openOrders")
             assert status == 200, body
-        finally:
-            await alice.close()
-            await at2.close()
 
     run(pair, scenario)
 
@@ -142,9 +166,7 @@ def test_a_revoke_at_one_gateway_closes_the_streams_of_another(pair: Pair) -> No
     ... revoked it"; its requests at the other gateway are refused from then on too."""
 
     async def scenario(p: Pair) -> None:
-        alice = await client(p.url(p.gw1), "ALICE", "alice-pw")
-        at2 = same_key(alice, p.url(p.gw2))
-        try:
+        async with alice_at_both(p) as (alice, at2):
             ws = await alice.stream()
             assert (await stream_messages(ws, 0.3))[0]["event"] == "snapshot"
             await at2.call("DELETE", "/api/v1/apiKey")
@@ -153,9 +175,6 @@ def test_a_revoke_at_one_gateway_closes_the_streams_of_another(pair: Pair) -> No
             assert time.monotonic() - t0 < 1.6  # a second, and the store's recheck
             status, _ = await alice.request("GET", "/api/v1/openOrders")
             assert status == 401
-        finally:
-            await alice.close()
-            await at2.close()
 
     run(pair, scenario)
 
@@ -290,9 +309,7 @@ def test_a_client_order_id_is_per_gateway_as_the_readme_says(pair: Pair) -> None
     ``origClientOrderId`` names its own, never gw1's."""
 
     async def scenario(p: Pair) -> None:
-        at1 = await client(p.url(p.gw1), "ALICE", "alice-pw")
-        at2 = same_key(at1, p.url(p.gw2))
-        try:
+        async with alice_at_both(p) as (at1, at2):
             first = await at1.call(
                 "POST", "/api/v1/order", **LIMIT, price="90.00", quantity="1",
                 newClientOrderId="dup-1",
@@ -315,9 +332,6 @@ def test_a_client_order_id_is_per_gateway_as_the_readme_says(pair: Pair) -> None
                 "GET", "/api/v1/order", symbol="BTC-USD", orderId=first["orderId"]
             )
             assert view["status"] == "NEW"
-        finally:
-            await at1.close()
-            await at2.close()
 
     run(pair, scenario)
 
@@ -329,29 +343,15 @@ def test_a_keys_rate_limit_is_counted_per_gateway(instance: str, tmp_path: Path)
     """What the README now says: each gateway counts a key's (and an address's) requests
     itself, so a key spent at gw1 is still served at gw2 (the router's per-account command
     rate, ``risk.max_commands_per_s``, is the one that holds across gateways)."""
-    rest = rest_config(key_rate_per_s=0.1, key_burst=3)
-    cfg = config(instance, tmp_path, rest=rest)
-    gws = [cfg.gateways[0], GatewayConfig(name="gw2", id=2, port=0, rest=rest)]
-    cfg = msgspec.structs.replace(cfg, gateways=gws, database=DatabaseConfig(enabled=False))
-    h = Harness(cfg)
-    h.add_user("ALICE", "alice-pw", ALICE)
-    p = Pair(h)
+    p = Pair(alice_at_two(instance, tmp_path, rest_config(key_rate_per_s=0.1, key_burst=3)))
 
     async def scenario(p: Pair) -> None:
-        at1 = await client(p.url(p.gw1), "ALICE", "alice-pw")
-        at2 = same_key(at1, p.url(p.gw2))
-        try:
+        async with alice_at_both(p) as (at1, at2):
             codes1 = [(await at1.request("GET", "/api/v1/openOrders"))[0] for _ in range(4)]
             assert codes1 == [200, 200, 200, 429]
             assert (await at2.request("GET", "/api/v1/openOrders"))[0] == 200
-        finally:
-            await at1.close()
-            await at2.close()
 
-    try:
-        run(p, scenario)
-    finally:
-        h.close()
+    run_then_close(p, scenario)
 
 
 @pytest.mark.xfail(
@@ -363,18 +363,10 @@ def test_a_keys_rate_limit_is_counted_per_gateway(instance: str, tmp_path: Path)
 def test_a_keys_stream_limit_holds_across_gateways(instance: str, tmp_path: Path) -> None:
     """README: "One key holds at most ``max_streams_per_key`` streams (then 429)". With the
     limit at 1, a stream at gw1 and a second at gw2: the second must be refused."""
-    rest = rest_config(max_streams_per_key=1)
-    cfg = config(instance, tmp_path, rest=rest)
-    gws = [cfg.gateways[0], GatewayConfig(name="gw2", id=2, port=0, rest=rest)]
-    cfg = msgspec.structs.replace(cfg, gateways=gws, database=DatabaseConfig(enabled=False))
-    h = Harness(cfg)
-    h.add_user("ALICE", "alice-pw", ALICE)
-    p = Pair(h)
+    p = Pair(alice_at_two(instance, tmp_path, rest_config(max_streams_per_key=1)))
 
     async def scenario(p: Pair) -> None:
-        at1 = await client(p.url(p.gw1), "ALICE", "alice-pw")
-        at2 = same_key(at1, p.url(p.gw2))
-        try:
+        async with alice_at_both(p) as (at1, at2):
             ws1 = await at1.stream()
             assert (await stream_messages(ws1, 0.3))[0]["event"] == "snapshot"
             second, third = 0, 0
@@ -391,14 +383,8 @@ def test_a_keys_stream_limit_holds_across_gateways(instance: str, tmp_path: Path
             assert third == 429
             await ws1.close()
             assert second == 429
-        finally:
-            await at1.close()
-            await at2.close()
 
-    try:
-        run(p, scenario)
-    finally:
-        h.close()
+    run_then_close(p, scenario)
 
 
 # -- restarts --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from config import load_profile
+from config.schema import RingexConfig
 from procs.common.epochs import Epochs
 from procs.common.records import Record, Transfer
 from procs.common.replication_ack import FENCED, AckBlock, SyncGate, ack_dir
@@ -40,6 +41,23 @@ def _sync_pair(tmp_path: Path, instance: str) -> tuple[Path, Path]:
         '[replication]\nprimary = "127.0.0.1:1"\nprestart = false\n',
     )  # fmt: skip
     return primary, standby
+
+
+def _acked_pair(
+    tmp_path: Path, instance: str, *, journaled: int, acknowledged: int
+) -> tuple[Path, Path, RingexConfig]:
+    """A sync pair (``_sync_pair``) whose primary journaled 1..``journaled`` and whose block
+    says the standby acknowledged ``acknowledged``; the standby holds 1..3. Returns both
+    profiles' paths and the primary's config."""
+    primary_path, standby_path = _sync_pair(tmp_path, instance)
+    primary = load_profile(str(primary_path))
+    write(primary, commands(1, journaled))
+    write(load_profile(str(standby_path)), commands(1, 3))
+    block = AckBlock(ack_dir(primary.var_dir, primary.instance))
+    block.acknowledged(acknowledged)
+    block.appended(journaled)
+    block.close()
+    return primary_path, standby_path, primary
 
 
 def _no_supervisor(monkeypatch: pytest.MonkeyPatch) -> list[object]:
@@ -96,14 +114,8 @@ def test_promote_refuses_a_standby_behind_a_degraded_sync_primary(
 def test_promote_takes_a_lagging_standby_of_a_sync_primary_that_never_degraded(
     tmp_path: Path, instance: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    primary_path, standby_path = _sync_pair(tmp_path, instance)
-    primary = load_profile(str(primary_path))
-    write(primary, commands(1, 6))  # 4..6 journaled, waiting for the standby: unanswered
-    write(load_profile(str(standby_path)), commands(1, 3))
-    block = AckBlock(ack_dir(primary.var_dir, primary.instance))
-    block.acknowledged(3)
-    block.appended(6)
-    block.close()
+    # 4..6 journaled, waiting for the standby: unanswered
+    primary_path, standby_path, _ = _acked_pair(tmp_path, instance, journaled=6, acknowledged=3)
     started = _no_supervisor(monkeypatch)
     assert failover.promote(str(primary_path), str(standby_path)) == 0
     assert len(started) == 1
@@ -115,14 +127,9 @@ def test_promote_refuses_a_standby_behind_what_it_acknowledged(
     """The primary's block says the standby acknowledged seq 5 as durable (so the sync
     router published 1..5), but the standby named holds 1..3 (its disk restored, or another
     standby's acknowledgement): promoting it loses acknowledged seqs 4..5. Expected: refused."""
-    primary_path, standby_path = _sync_pair(tmp_path, instance)
-    primary = load_profile(str(primary_path))
-    write(primary, commands(1, 5))
-    write(load_profile(str(standby_path)), commands(1, 3))
-    block = AckBlock(ack_dir(primary.var_dir, primary.instance))
-    block.acknowledged(5)
-    block.appended(5)
-    block.close()
+    primary_path, standby_path, primary = _acked_pair(
+        tmp_path, instance, journaled=5, acknowledged=5
+    )
     started = _no_supervisor(monkeypatch)
     assert failover.promote(str(primary_path), str(standby_path)) == 1
     assert started == [] and Epochs.load(journal_dir(primary)).fence is None

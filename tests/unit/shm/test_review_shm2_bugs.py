@@ -281,10 +281,13 @@ def test_a_slot_being_overwritten_is_never_returned_as_the_record_it_held(instan
         try:
             item = consumer.poll()
         except RingError:
-            item = None  # detected: what should happen
-        if item is not None:
-            seen = (item[0], item[1][:1], item[1][-1:], item[2])
-            assert seen == (1, b"\x01", b"\x01", 1), f"poll returned a torn record 1: {seen}"
+            # detected, what should happen; but the limit is a race, and a loaded machine
+            # can let the detach be seen first: this run shows nothing either way
+            pytest.skip("the detach was seen before the torn slot: no window this run")
+        if item is None:
+            pytest.skip("poll took nothing this run: no window")
+        seen = (item[0], item[1][:1], item[1][-1:], item[2])
+        assert seen == (1, b"\x01", b"\x01", 1), f"poll returned a torn record 1: {seen}"
     finally:
         if stopped and child.pid is not None:
             os.kill(child.pid, signal.SIGCONT)
