@@ -64,7 +64,8 @@ STATE_FREE: Final = 0
 STATE_ACTIVE: Final = 1  # declared: gates the producer whether or not a process is attached
 STATE_DETACHED: Final = 2  # dead or cut loose: gates nobody, may be lapped
 STATE_NAMES: Final = {STATE_FREE: "free", STATE_ACTIVE: "active", STATE_DETACHED: "detached"}
-#: The most consumer lines a ring has: a gate mask is a word, and its sign bit is not one.
+#: The most consumer lines a ring has: a gate mask is a word, its sign bit is not one, and
+#: bit 62 is the consumer's "no gate" mark (``consumer._NO_GATE``).
 MAX_CONSUMERS: Final = 62
 
 
