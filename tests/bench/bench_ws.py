@@ -12,14 +12,17 @@ feeder process ──Trade+BookLevel──► m1 output ring ──► marketdat
 
 Defaults are the targets of issue 6 (1000 clients, 1000 trades/s, 15 s per phase: about a
 minute). Two phases of ``--seconds`` each: the N clients alone, then the same with the slow client.
-Every fast client checks its answers: every trade of the phase, once, in order (one in ten
-reads each id and checks depth diffs contiguous, the others count each read's trades against
-its first and last ids: see ``ws_clients.FeedClient``); depth diffs contiguous means ``U`` =
-previous ``u`` + 1. The run fails if any client saw otherwise. Latency is from the trade event's
-``ts_ns`` (stamped by the feeder just before it publishes) to the client's read, in 10 us
-buckets. The slow client (``SlowClient``: it stalls for seconds at a time)
-must not move the others' p99, and is expected to be closed with 1008. RSS of the marketdata
-process is read with every client connected.
+Every fast client checks its answers: every trade of the phase, once, in order (one in ten,
+``--verify-every``, reads each id; the others count each read's trades against its first and
+last ids: see ``ws_clients.FeedClient``), and its depth diffs contiguous (``U`` = previous
+``u`` + 1). The run fails if any client saw otherwise. Every client counts the trade and depth
+messages and the bytes it received; the delivered figures are those counts summed, measured
+on all clients (``delivery``). Latency is from the trade event's ``ts_ns`` (stamped by the
+feeder just before it publishes) to the client's read, in 10 us buckets, for every 16th trade
+of each client (a sample: ``latency_samples`` says how many). The slow client
+(``SlowClient``: it stalls for seconds at a time) must not move the others' p99, and is
+expected to be closed with 1008. RSS of the marketdata process is read with every client
+connected.
 
 The clients are raw sockets with a minimal frame parser rather than the websockets client:
 the point is to load the server, and a full client per connection would need more CPU than
@@ -55,7 +58,7 @@ from procs.common.topology import MARKETDATA, matcher_output
 from procs.common.types import Side
 from shm import Ring
 from shm.inspect import remove_instance
-from tests.bench.ws_clients import BUCKET_NS, BUCKETS, SlowClient, run_clients
+from tests.bench.ws_clients import BUCKET_NS, BUCKETS, FeedClient, SlowClient, run_clients
 
 ROOT = Path(__file__).parents[2]
 PRICE = 5_000_000  # 50 000.00
@@ -137,6 +140,30 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def delivery(stats: list[dict[str, Any]], elapsed_s: float) -> dict[str, Any]:
+    """What the clients received, from every client's own counts (``ClientStats``): messages
+    (trade and depth), bytes and reads, summed, with the depth messages' spread over the
+    clients (a client the server fell behind on may get fewer diffs, conflated), and how
+    many clients read every trade id. Nothing here is sampled and scaled up."""
+    trades = sum(s["trade_messages"] for s in stats)
+    depth = [s["depth"] for s in stats]
+    delivered = trades + sum(depth)
+    received = sum(s["bytes"] for s in stats)
+    reads = sum(s["reads"] for s in stats)
+    return {
+        "delivered_per_s": round(delivered / elapsed_s),
+        "delivered": delivered,
+        "delivered_counted_by": len(stats),  # clients whose counts are summed: all of them
+        "delivered_trades": trades,
+        "delivered_depth": sum(depth),
+        "depth_per_client": {"min": min(depth, default=0), "max": max(depth, default=0)},
+        "delivered_bytes": received,
+        "delivered_bytes_per_s": round(received / elapsed_s),
+        "messages_per_read": round(delivered / reads, 1) if reads else 0.0,
+        "clients_reading_every_trade_id": sum(bool(s["every_id"]) for s in stats),
+    }
+
+
 @dataclass
 class Bench:
     args: argparse.Namespace
@@ -153,11 +180,13 @@ class Bench:
         first, last = self.next_trade, self.next_trade + total - 1
         ctx = mp.get_context("fork")
         ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+        timeout_s = a.seconds + 30
         shares = [a.clients // a.procs + (k < a.clients % a.procs) for k in range(a.procs)]
         workers = [
             ctx.Process(
                 target=run_clients,
-                args=(self.port, n, (first, last), self.stamps, ready, go, results, a.seconds + 30),
+                args=(self.port, n, (first, last), self.stamps, ready, go, results, timeout_s),
+                kwargs={"verify_every": a.verify_every},
             )
             for n in shares
             if n
@@ -193,8 +222,8 @@ class Bench:
             for s in stats
             if s["trades"] != total or s["out_of_order"] or s["depth_gaps"] or s["closed"]
         ]
-        depth_published = max((s["depth"] for s in stats), default=0)  # a full client's count
-        delivered = sum(s["trades"] for s in stats) + depth_published * len(stats)
+        # the depth messages published: what the best-served client got (none gets more)
+        depth_published = max((s["depth"] for s in stats), default=0)
         return {
             "phase": name,
             "clients": connected,
@@ -204,8 +233,8 @@ class Bench:
             "trades": total,
             "feed_s": round(fed_s, 3),
             "published_per_s": round((total + depth_published) / fed_s),
-            "delivered_per_s": round(delivered / elapsed),
-            "delivered": delivered,
+            **delivery(stats, elapsed),
+            "latency_samples": sum(hist),  # every FeedClient.SAMPLE-th trade of each client
             "latency_ms": {
                 "p50": percentile_ms(hist, 0.50),
                 "p99": percentile_ms(hist, 0.99),
@@ -261,8 +290,17 @@ def main(argv: list[str] | None = None) -> int:
         help="the marketdata process on CPU 0, the clients and the feeder on the others "
         "(default on 2 CPUs or more)",
     )
+    p.add_argument(
+        "--verify-every",
+        type=int,
+        default=FeedClient.FULL_EVERY,
+        help="every n-th client reads every trade id (1: all of them); the others check each "
+        "read's count of trades against its first and last ids",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "ws.json")
     args = p.parse_args(argv)
+    if args.verify_every < 1:
+        p.error(f"--verify-every {args.verify_every}: must be 1 or more")
     instance = f"bws{os.getpid()}"
     codec = RecordCodec()
     ring = Ring.create(
@@ -336,6 +374,23 @@ def main(argv: list[str] | None = None) -> int:
             f"RSS {r['rss_mb_end']:.0f} MB"
             + (f"  slow client closed {r['slow_close_code']}" if r["slow_client"] else "")
         )
+        spread = r["depth_per_client"]
+        print(
+            f"    {r['delivered_counted_by']} clients counted: {r['delivered_trades']:,} trades "
+            f"+ {r['delivered_depth']:,} depth ({spread['min']}-{spread['max']} a client), "
+            f"{r['delivered_bytes'] / 1e6:,.0f} MB ({r['delivered_bytes_per_s'] / 1e6:,.1f} "
+            f"MB/s), {r['messages_per_read']} messages a read"
+        )
+    first = results[0]
+    print(
+        f"  measured on all {first['clients']} clients: messages and bytes delivered; each "
+        "trade once and in order (each read's count against its span); depth diffs contiguous"
+    )
+    print(
+        f"  sampled: every trade id read by {first['clients_reading_every_trade_id']} of "
+        f"{first['clients']} clients (--verify-every {args.verify_every}); latency of every "
+        f"{FeedClient.SAMPLE}th trade of each client ({first['latency_samples']:,} samples)"
+    )
     print(f"  targets missed: {', '.join(missed) or 'none'}")
     if wrong:
         print(f"  WRONG ANSWERS: {'; '.join(wrong)}")

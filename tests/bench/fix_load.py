@@ -148,11 +148,68 @@ class Latencies:
         return out
 
 
+class FilledOrders:
+    """The orders of one phase that were filled, and whether each was acked first, so that
+    an ack coming after its order's fill is still told apart (a duplicate, or an order's
+    first ack, late) once the order is gone from ``Session.planned``.
+
+    An order is known by the number its ClOrdID ends with: ``drive`` and the soak number
+    their orders 0, 1, 2... with one counter over all sessions. Each is a bit in a window that
+    starts at the oldest order not yet filled and slides on as the orders below it fill, so
+    memory is a bit per order in flight, not one per order sent (a soak sends millions); an
+    order filled with no ack before is kept apart, in a set (a wrong answer, and rare). An
+    order that never fills holds the window's start, and the window grows a bit per order
+    after it, up to ``MAX_SPAN`` bits (8 MiB); an order numbered past that is not kept."""
+
+    MAX_SPAN = 1 << 26
+
+    def __init__(self) -> None:
+        self.base = 0  # every order numbered below it was filled
+        self.bits = bytearray()  # bit k: order base + k was filled
+        self.unacked: set[int] = set()  # filled with no ack before
+
+    def add(self, number: int, acked: bool) -> None:
+        """Order ``number`` was filled (``acked``: after its ack)."""
+        k = number - self.base
+        bits, at = self.bits, k >> 3
+        if not 0 <= at < len(bits):
+            if not 0 <= k < self.MAX_SPAN:
+                return
+            bits.extend(bytes(at + 1 - len(bits)))
+        bits[at] |= 1 << (k & 7)
+        if not acked:
+            self.unacked.add(number)
+        if at == 0 and bits[0] == 0xFF:  # the window's first 8 orders are filled: slide on
+            full = 1
+            while full < len(bits) and bits[full] == 0xFF:
+                full += 1
+            del bits[:full]
+            self.base += full << 3
+
+    def acked(self, number: int) -> bool:
+        """Whether order ``number`` was filled and had been acked: a New for it now is a
+        duplicate. An order filled unacked counts as acked from its first (late) New on:
+        ``ack_late``."""
+        if number in self.unacked:
+            return False
+        k = number - self.base
+        if k < 0:
+            return True
+        return k >> 3 < len(self.bits) and bool(self.bits[k >> 3] >> (k & 7) & 1)
+
+    def ack_late(self, number: int) -> None:
+        """Order ``number``'s first New came after its fill: a New after this one is a
+        duplicate. (Not counted in ``acks``: its fill came first, a wrong answer already.)"""
+        self.unacked.discard(number)
+
+
 @dataclass
 class Recorder:
-    """Where the report readers record; the soak swaps ``lat`` to get one window at a time."""
+    """Where the report readers record; the soak swaps ``lat`` to get one window at a time.
+    One recorder serves one phase's sessions (``filled``: their orders, numbered as one)."""
 
     lat: Latencies = field(default_factory=Latencies)
+    filled: FilledOrders = field(default_factory=FilledOrders)
 
 
 async def read_reports(session: Session, rec: Recorder) -> None:
@@ -160,10 +217,15 @@ async def read_reports(session: Session, rec: Recorder) -> None:
     A read's reports are found by position, not sliced off the buffer one at a time (which
     copied the rest of a 64 KiB read once per report). An order's first ack marks it acked
     (its planned time stored as ``~planned``), so a second ack of it is counted apart, as
-    ``duplicate_acks``, rather than standing in for another order's missing one."""
+    ``duplicate_acks``, rather than standing in for another order's missing one. A fill
+    forgets the order and notes it in ``rec.filled``, so that an ack after it is counted
+    as well: a duplicate if the order had been acked. A report of a ClOrdID this session's
+    phase did not send (its text before the number is not that of this phase's orders: a
+    late report of an earlier phase, say) is passed over."""
     assert session.reader is not None
     buf = b""
-    planned = session.planned
+    planned, filled = session.planned, rec.filled
+    stem: bytes | None = None  # this phase's ClOrdIDs' text before their number
     while True:
         data = await session.reader.read(1 << 16)
         if not data:
@@ -183,6 +245,8 @@ async def read_reports(session: Session, rec: Recorder) -> None:
             # an order of 1 lot fills once, after its ack: forget it then (a soak sends millions)
             sent = planned.pop(ref, None) if exec_type == b"F" else planned.get(ref)
             if sent is None:
+                if exec_type == b"0" and stem is not None:
+                    late_ack(session, filled, stem, ref)
                 continue
             if exec_type == b"0":
                 if sent < 0:  # acked before
@@ -194,7 +258,27 @@ async def read_reports(session: Session, rec: Recorder) -> None:
             elif exec_type == b"F":
                 session.fills += 1
                 fills.append(max(1, (now - (~sent if sent < 0 else sent)) // 1000))
+                head, _, tail = ref.rpartition(b"-")
+                if stem is None:
+                    stem = head
+                try:
+                    number = int(tail)
+                except ValueError:
+                    number = -1  # not kept: no number to know the order by
+                filled.add(number, sent < 0)
         buf = buf[pos:]
+
+
+def late_ack(session: Session, filled: FilledOrders, stem: bytes, ref: bytes) -> None:
+    """An ack of ``ref``, an order not in flight: a duplicate if it is one of this phase's
+    (``stem``), filled after an ack; its first ack, late, if filled with none."""
+    head, _, tail = ref.rpartition(b"-")
+    if head != stem or not tail.isdigit():
+        return
+    if filled.acked(number := int(tail)):
+        session.duplicate_acks += 1
+    else:
+        filled.ack_late(number)
 
 
 #: A NewOrderSingle's body after the header's CompID: what ``Session.message`` writes for
