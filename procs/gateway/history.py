@@ -9,11 +9,23 @@ open orders) and by an index:
 - orders: ``orders_account_symbol (account_id, symbol_id, id)`` (migration 0010); a row ends
   with its ``updated_seq`` (the journal seq of its last change), which the live view is
   compared with;
-- trades: ``trades_maker_account`` / ``trades_taker_account`` (migration 0003); each with
-  the commission its side paid as the writer filed it from the journal's fees (migration
-  0007; null for trades filed before it, whose fees were not kept);
+- trades: ``trades_maker_account`` / ``trades_taker_account`` (migration 0003), one order's
+  ``trades_maker_order`` / ``trades_taker_order`` (migration 0011); each with the commission
+  its side paid as the writer filed it from the journal's fees (migration 0007; null for
+  trades filed before it, whose fees were not kept);
 - klines: the candles' primary key; intervals the writer does not keep (it keeps 1m, 1h, 1d)
   are rolled up from the next smaller one with ``date_bin``.
+
+Orders and trades are asked for by a keyset written as one row comparison on the index's
+columns and ordered by all of them (``(account_id, symbol_id, id) >= (%s, %s, %s) ... ORDER
+BY account_id, symbol_id, id``), not as ``account_id = %s AND symbol_id = %s ... ORDER BY
+id``. With the leading columns equated to parameters, PostgreSQL takes ``ORDER BY id`` as the
+primary key's order as well, and a plan that takes an account's rows as spread evenly over the
+ids walks the primary key back over everyone's newer rows: 198,000 read to answer 10 for an
+account whose orders on the symbol are old. A prepared statement's generic plan (psycopg
+prepares a query a pooled connection has run five times) makes that plan for every account,
+a custom one where the account is busy on another symbol. Ordered by the row, only the index
+named gives the order, and the scan reads the rows it answers (and those its filters drop).
 """
 
 from __future__ import annotations
@@ -139,6 +151,8 @@ def trade_json(
 #: The last ms of year 9999: later bounds are clamped to it (PostgreSQL's timestamps end
 #: in year 294276; a client's 2**63 - 1 would overflow them).
 MAX_MS = 253_402_300_799_999
+#: The largest id (bigint): the top of a keyset's range.
+_MAX_ID = 2**63 - 1
 
 
 def newest_first(from_id: int | None, start_ms: int | None) -> bool:
@@ -180,6 +194,17 @@ def _between(column: str, start_ms: int | None, end_ms: int | None) -> tuple[str
         sql += f" AND {column} < to_timestamp(%s / 1000.0)"
         args.append(min(end_ms, MAX_MS) + 1)
     return sql, args
+
+
+def _keyset(columns: tuple[str, ...], newest: bool) -> tuple[str, str]:
+    """``(c1, c2, ...) >= (%s, ...) AND (c1, c2, ...) <= (%s, ...)`` (the first row's and
+    the last row's key, as parameters) and the ``ORDER BY`` of the same columns, descending
+    where ``newest``: one index's range, walked in its order (the module's docstring says why
+    a row and not ``c1 = %s AND ...``)."""
+    row = f"({', '.join(columns)})"
+    params = f"({', '.join(['%s'] * len(columns))})"
+    way = " DESC" if newest else ""
+    return f"{row} >= {params} AND {row} <= {params}", ", ".join(c + way for c in columns)
 
 
 class History:
@@ -238,18 +263,27 @@ class History:
         limit; ``risk.max_open_orders`` bounds them), not the newest 500."""
         # not the orders the matcher refused (a post-only that would take): the live views
         # keep none (a refused order is answered, not listed), so neither does the history
-        where = ["account_id = %s", "symbol_id = %s", "id >= %s", f"status <> {REJECTED}"]
-        args: list[Any] = [account, symbol, from_id or 0]
-        if open_only:
-            where.append("status IN (0, 1, 2)")
         span, span_args = _between("created", start_ms, end_ms)
-        sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}{span} "
-        args += span_args
-        if limit is None and open_only:
-            return await self._rows(sql + "ORDER BY id", tuple(args))
+        if limit is None and open_only:  # all of them: no cut a walk could overshoot
+            return await self._rows(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE account_id = %s AND symbol_id = %s "
+                f"AND id >= %s AND status <> {REJECTED} AND status IN (0, 1, 2){span} "
+                "ORDER BY id",
+                (account, symbol, from_id or 0, *span_args),
+            )
         newest = newest_first(from_id, start_ms)
-        sql += f"ORDER BY id {'DESC' if newest else ''} LIMIT %s"
-        rows = await self._rows(sql, (*args, min(500 if limit is None else limit, MAX_LIMIT)))
+        key, order = _keyset(("account_id", "symbol_id", "id"), newest)
+        if open_only:
+            key += " AND status IN (0, 1, 2)"
+        rows = await self._rows(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {key} AND status <> {REJECTED}{span} "
+            f"ORDER BY {order} LIMIT %s",
+            (
+                *(account, symbol, from_id or 0, account, symbol, _MAX_ID),
+                *span_args,
+                min(500 if limit is None else limit, MAX_LIMIT),
+            ),
+        )
         return rows[::-1] if newest else rows
 
     async def trades(
@@ -268,34 +302,37 @@ class History:
         answer myTrades without fromId or startTime); with ``order_id``, only that order's.
         ``commission``: what that side paid, in ``commissionAsset`` (the quote asset) units;
         None where the database has no fee."""
-        time_filter, args = _between("ts", start_ms, end_ms)
-        if order_id is not None:
-            time_filter += " AND {oid} = %s"
-            args.append(order_id)
+        span, span_args = _between("ts", start_ms, end_ms)
         newest = newest_first(from_id, start_ms)
+        first = from_id or 0
+        # an account's trades by its index (0003), one order's by the order's (0011): by the
+        # account's, an old order of a market maker was found under every trade it made since
+        if order_id is None:
+            columns: tuple[str, ...] = ("{side}_account_id", "symbol_id", "trade_id")
+            one: list[Any] = [account, sym.id, first, account, sym.id, _MAX_ID]
+        else:
+            columns = ("{side}_order_id", "trade_id")
+            span = " AND {side}_account_id = %s AND symbol_id = %s" + span
+            one = [order_id, first, order_id, _MAX_ID, account, sym.id]
+        key, order = _keyset(columns, newest)
         # each side ordered and cut too: the outer cut alone made PostgreSQL read every trade
         # of the account on the symbol (a market maker's: all of them) and sort them
-        order = "trade_id DESC" if newest else "trade_id"
         side_sql = (
-            "SELECT trade_id, {oid}, price, size, floor(extract(epoch from ts) * 1000)::bigint, "
-            "aggressor, {maker}, {fee} FROM trades WHERE symbol_id = %s AND {acct} = %s "
-            "AND trade_id >= %s" + time_filter + f" ORDER BY {order} LIMIT %s"
+            "SELECT trade_id, {side}_order_id, price, size, "
+            "floor(extract(epoch from ts) * 1000)::bigint, aggressor, {maker}, {side}_fee "
+            f"FROM trades WHERE {key}{span} ORDER BY {order} LIMIT %s"
         )
         sql = (
             "SELECT * FROM (("
-            + side_sql.format(
-                oid="maker_order_id", maker="true", fee="maker_fee", acct="maker_account_id"
-            )
+            + side_sql.format(side="maker", maker="true")
             + ") UNION ALL ("
-            + side_sql.format(
-                oid="taker_order_id", maker="false", fee="taker_fee", acct="taker_account_id"
-            )
+            + side_sql.format(side="taker", maker="false")
             + ")) t ORDER BY "
             + ("1 DESC, 7 DESC" if newest else "1, 7")
             + " LIMIT %s"
         )
         cut = min(limit, MAX_LIMIT)
-        one = [sym.id, account, from_id or 0, *args, cut]
+        one += [*span_args, cut]
         rows = await self._rows(sql, (*one, *one, cut))
         if newest:
             rows = rows[::-1]

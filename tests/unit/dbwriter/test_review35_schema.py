@@ -378,9 +378,9 @@ def test_all_orders_of_an_account_reads_only_the_rows_it_answers(busy: str) -> N
     every symbol's, and sorted them (a bitmap scan: an account of 1,000 orders read 1,000
     to answer 10), or walked the primary key backwards filtering on the account (here 91
     rows for 10). ``0010`` indexes (account_id, symbol_id, id) in place of it: 10 entries.
-    Still open (``history.py``, reported): an account whose newest orders on a symbol are
-    old is answered by the primary key walked back over every newer order of everyone (the
-    planner takes the account's rows as spread evenly over the ids)."""
+    An account whose newest orders on a symbol are old was still answered by the primary key
+    walked back over every newer order of everyone, until ``history.py`` asked by a row
+    comparison on the index's columns (``test_history_plans.py`` pins that)."""
 
     async def calls(h: History) -> None:
         await h.orders(_BUSY, 1, limit=10)
