@@ -13,7 +13,9 @@ One event loop (uvloop in ``main``), no threads:
 
 Backpressure: commands wait in ``OrderEntry.outgoing`` until the router ring takes them. When
 it is full every socket stops being read (``pause_reading``: TCP pushes back on the clients)
-until the poll task has published the backlog; nothing accepted is dropped. Outbound, the
+until the poll task has published the backlog; nothing accepted is dropped. Only the router
+makes that room, so the poll task waits for it as for an empty ring, not by looking again at
+once (on two cores that took the core the router needed): see ``_poll``. Outbound, the
 session's message store is flushed before the bytes are written, so a ResendRequest can always
 be served, and the audit journal too (``Session.take_output``: the first write of a pass
 writes the lines of all). The ``scrypt`` check of a Logon (tens of ms) runs on the default
@@ -36,7 +38,7 @@ import time
 from array import array
 from typing import TYPE_CHECKING
 
-from config.schema import RingexConfig
+from config.schema import RingexConfig, WaitConfig
 from procs.common import sd_notify
 from procs.common.records import Record, RecordCodec
 from procs.common.ring_waker import RingWaker, nap_for, settle
@@ -81,6 +83,19 @@ log = logging.getLogger("ringex.gateway")
 IDLE_NAP_S = 0.001
 #: The longest parked nap (``park_after_ms``): the loop then looks and parks again.
 PARKED_NAP_S = 1.0
+
+
+def held_nap_s(wait: WaitConfig) -> float:
+    """The poll loop's nap once commands have waited ``park_after_ms`` for room in the
+    router's ring with nothing moving (a router stopped, fenced or restarting): the wait
+    strategy's own bound on a wait nothing ends (blocking: ``park_timeout_s``; sleep:
+    ``max_sleep_s``; yield, which never sleeps long: ``IDLE_NAP_S``), never under the loop's
+    1 ms tick. A record on an input ring ends it sooner, as the router's next answer does."""
+    if wait.strategy == "blocking":
+        return max(IDLE_NAP_S, wait.park_timeout_s)
+    if wait.strategy == "sleep":
+        return max(IDLE_NAP_S, wait.max_sleep_s)
+    return IDLE_NAP_S
 
 
 def _note_handled(
@@ -319,14 +334,28 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         spin window gains: uvloop's timers tick in whole milliseconds, so a 1 ms nap added
         up to a millisecond to an order -> ack at low rates. A ring wakes the loop in about
         30 us here, as a socket does; a nap costs the loop an arm and a disarm (word stores,
-        no syscall)."""
+        no syscall).
+
+        Commands that the router's ring has no room for are activity only when some of them
+        go in: a pass that moves nothing waits as if the rings were empty, since only the
+        router can make room, and looking again at once (``sleep(0)``) took the core it
+        needed. Every command the router takes is answered on a ring the loop watches (its
+        replies or a matcher's output), so the waker ends such a nap once the router moves.
+        Past ``park_after_ms`` with nothing moving (a router stopped), a nap lasts
+        ``held_nap_s`` rather than ``PARKED_NAP_S``: the router's commit, which frees the
+        room, posts nothing the loop can watch. No nap can be shorter than the 1 ms tick
+        (uvloop runs a shorter timer at once), and a blocking sleep would hold up the
+        reports' writes with nothing to end it early."""
         loop = asyncio.get_running_loop()
         spin = self.cfg.wait.strategy == "busy-spin"
         window = self.gw.idle_spin_us / 1e6
         park_after = self.gw.park_after_ms / 1e3
+        held_nap = held_nap_s(self.cfg.wait)
         clock = time.perf_counter
+        producer, outgoing = self.producer, self.entry.outgoing
         while not self._stop.is_set():
-            if self.pump() or self.entry.outgoing:
+            sent = producer.sequence
+            if self.pump() or producer.sequence != sent:
                 self._spin_until = clock() + window
                 await asyncio.sleep(0)
             elif spin or clock() < self._spin_until:
@@ -336,8 +365,9 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
                 # a ring's record (through the waker's watched FIFOs) or a client ends any
                 # nap; idle a while, the loop stops looking every millisecond as well
                 idle = self._waker is not None and clock() >= self._spin_until + park_after
+                longest = held_nap if outgoing else PARKED_NAP_S
                 try:
-                    await nap_for(nap, PARKED_NAP_S if idle else IDLE_NAP_S, self._waker)
+                    await nap_for(nap, longest if idle else IDLE_NAP_S, self._waker)
                 finally:
                     self._nap = None
 
