@@ -8,6 +8,14 @@ cost each order ~0.6 us per session logged on (300 idle sessions: 345 -> 520 us 
 CPU per order at 1k orders/s), so a gateway with 1,000 sessions would have topped out near
 1.5k orders/s. The timers still visit every connection, once a second.
 
+A read's commands are published at the end of the event loop's pass, with those of every
+other connection read in it (``submit``); but libuv reads a readable socket again and again
+(up to 32 times) before the pass goes on, so a client far ahead of the exchange (its
+kernel's buffers full while the gateway paced it) got megabytes read at once: 300k orders
+in one pass at 40k/s offered, and a log frame over the order log's 64 MiB that stopped the
+gateway. Once ``burst_limit`` commands wait, a read publishes at once, and the pacing
+(``intake.py``) stops the reads under way.
+
 A mixin of ``GatewayServer`` (``server.py``), which owns the state it names.
 """
 
@@ -45,6 +53,8 @@ class GatewayConnections:
     store: Callable[[str], MessageStore]
     publish: Callable[[], None]
     submit: Callable[[], None]
+    #: commands waiting to be published past which a read publishes at once (``burst_limit``)
+    burst_limit: int
 
     def connection_made(self, conn: Connection) -> None:
         assert conn.transport is not None
@@ -81,6 +91,8 @@ class GatewayConnections:
         if session is not None and session.verify_request is not None:
             self._verify(conn, session, *session.verify_request)
         self.submit()
+        if len(self.entry.outgoing) >= self.burst_limit:
+            self.publish()  # now, not at the pass's end: its pacing stops the reads under way
         if self.entry.outgoing:  # its store's MsgSeqNum counts them: logged first
             self._writes_due.append(conn)
         else:

@@ -83,6 +83,9 @@ log = logging.getLogger("ringex.gateway")
 IDLE_NAP_S = 0.001
 #: The longest parked nap (``park_after_ms``): the loop then looks and parks again.
 PARKED_NAP_S = 1.0
+#: At most this many commands wait for the end of a loop's pass (``connections.py``): a log
+#: frame of them is ~2 MB, far under the order log's 64 MiB.
+MAX_BURST_COMMANDS = 8192
 
 
 def held_nap_s(wait: WaitConfig) -> float:
@@ -181,6 +184,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
             self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
         self._api_orders = {}  # taken (or dropped: no REST here), not kept twice
         self.pacing = IntakePacing(cfg.ring.capacity)
+        self.burst_limit = max(1, min(self.pacing.high, MAX_BURST_COMMANDS))
         self._publish_due = False
         self._writes_due: list[Connection] = []  # whose commands publish() logs first
         self._closed = False
