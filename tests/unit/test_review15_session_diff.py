@@ -29,7 +29,6 @@ from procs.gateway.orders import _session_of
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
 from procs.gateway.rest_order_state import from_fix, ms
-from tests.unit.dbwriter import conftest as db_fixtures
 from tests.unit.gateway.harness import FUNDER, Harness
 from tests.unit.gateway.rest_rig import (
     ALICE,
@@ -46,10 +45,6 @@ from tests.unit.router.money_rig import CFG, Submit, funded_run
 
 ORDER = "/api/v1/order"
 SELL = {**LIMIT, "side": "SELL"}
-
-#: The database tests' private PostgreSQL cluster and a fresh database per test.
-pg = db_fixtures.pg
-dsn = db_fixtures.dsn
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ and after a restart of it. Each test fails until its bug is fixed.
 
 Rigs: ``tests/unit/gateway/harness.py`` / ``rest_rig.py`` (a gateway over real TCP and HTTP in
 front of real rings, an in-process router and matcher), the database writer following that
-router's journal into the database tests' private PostgreSQL (``tests/unit/dbwriter/
-conftest.py``) and read back through ``procs.gateway.history``, and a market-data process.
+router's journal into the database tests' private PostgreSQL (``tests/unit/conftest.py``)
+and read back through ``procs.gateway.history``, and a market-data process.
 
 (Checked and found consistent, so not filed: over 50 random command streams of new orders
 of every type, cancels, replaces, mass cancels and end of session, the FIX order entry's
@@ -37,13 +37,14 @@ from procs.gateway.rest_client import RestClient
 from procs.marketdata.main import MarketDataProcess
 from procs.router.main import RouterShell
 from shm import Ring
-from tests.unit.dbwriter import conftest as db_fixtures
 from tests.unit.gateway.harness import Client, Harness, close_all, utc
 from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, rest_exchange, stream_messages
 
-#: The database tests' private PostgreSQL cluster and a fresh database per test.
-pg = db_fixtures.pg
-database = db_fixtures.dsn
+
+@pytest.fixture
+def database(dsn: str) -> str:
+    """A fresh database of its own in the session's private PostgreSQL cluster."""
+    return dsn
 
 
 @pytest.fixture

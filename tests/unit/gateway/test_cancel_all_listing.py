@@ -13,7 +13,7 @@ from tests.unit.gateway import unfiled_rig
 from tests.unit.gateway.harness import Harness
 from tests.unit.gateway.rest_rig import LIMIT, run
 
-pg, dsn, harness = unfiled_rig.pg, unfiled_rig.dsn, unfiled_rig.harness
+harness = unfiled_rig.harness
 ORDER, OPEN = "/api/v1/order", "/api/v1/openOrders"
 
 

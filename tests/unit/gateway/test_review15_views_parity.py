@@ -27,7 +27,6 @@ from procs.gateway.history import order_json
 from procs.gateway.recent_elsewhere import RecentElsewhere
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
-from tests.unit.dbwriter import conftest as db_fixtures
 from tests.unit.gateway.harness import Harness, utc
 from tests.unit.gateway.rest_rig import (
     ALICE,
@@ -45,10 +44,6 @@ from tests.unit.gateway.unfiled_rig import file_all
 ORDER = "/api/v1/order"
 SELL = {**LIMIT, "side": "SELL"}
 BUY: dict[str, Any] = {"symbol": "BTC-USD", "side": "BUY"}
-
-#: The database tests' private PostgreSQL cluster and a fresh database per test.
-pg = db_fixtures.pg
-dsn = db_fixtures.dsn
 
 
 @pytest.fixture

@@ -31,8 +31,6 @@ from tests.unit.gateway.harness import FUNDER, Harness, close_all, config, settl
 from tests.unit.gateway.rest_rig import ALICE, BOB, LIMIT, client, rest_exchange
 from tests.unit.gateway.test_gateway_restart import crash
 
-pg, dsn = unfiled_rig.pg, unfiled_rig.dsn
-
 
 @pytest.fixture
 def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:

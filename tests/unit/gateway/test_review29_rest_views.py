@@ -38,7 +38,7 @@ from tests.unit.gateway.harness import BTC, FUNDER, USD, Harness, utc
 from tests.unit.gateway.harness import config as harness_config
 from tests.unit.gateway.rest_rig import ALICE, LIMIT, fix_user, run, stream_messages
 
-pg, dsn, harness = unfiled_rig.pg, unfiled_rig.dsn, unfiled_rig.harness
+harness = unfiled_rig.harness
 PRICE, SELL = unfiled_rig.PRICE, unfiled_rig.SELL
 ORDER, OPEN, ALL = "/api/v1/order", "/api/v1/openOrders", "/api/v1/allOrders"
 TICKS = 3_000_000  # 30000.00

@@ -49,7 +49,7 @@ from tests.unit.gateway.harness import config as harness_config
 from tests.unit.gateway.rest_rig import ALICE, BOB, run, stream_messages
 from tests.unit.gateway.test_review29_rest_views import TICKS, _elsewhere, _publish, _snapshot
 
-pg, dsn, harness = unfiled_rig.pg, unfiled_rig.dsn, unfiled_rig.harness
+harness = unfiled_rig.harness
 PRICE, SELL = unfiled_rig.PRICE, unfiled_rig.SELL
 ORDER, OPEN, ALL = "/api/v1/order", "/api/v1/openOrders", "/api/v1/allOrders"
 

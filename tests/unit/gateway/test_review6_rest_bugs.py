@@ -19,13 +19,14 @@ from config.edges import RestConfig
 from config.schema import DatabaseConfig
 from procs.dbwriter.writer import DbWriter, WriterOptions
 from procs.gateway.rest import RestApi
-from tests.unit.dbwriter import conftest as db_fixtures
 from tests.unit.gateway.harness import Harness, close_all, config
 from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, rest_exchange, run
 
-#: The database tests' private PostgreSQL cluster and a fresh database per test.
-pg = db_fixtures.pg
-database = db_fixtures.dsn
+
+@pytest.fixture
+def database(dsn: str) -> str:
+    """A fresh database of its own in the session's private PostgreSQL cluster."""
+    return dsn
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from tests.unit.gateway import unfiled_rig
 from tests.unit.gateway.harness import Harness, config
 from tests.unit.gateway.rest_rig import ALICE, BOB, LIMIT, run
 
-pg, dsn, harness = unfiled_rig.pg, unfiled_rig.dsn, unfiled_rig.harness
+harness = unfiled_rig.harness
 PRICE, SELL = unfiled_rig.PRICE, unfiled_rig.SELL
 
 

@@ -15,14 +15,9 @@ import pytest
 
 from config.schema import DatabaseConfig
 from procs.gateway.rest_client import RestClient
-from tests.unit.dbwriter import conftest as db_fixtures
 from tests.unit.dbwriter.journal_gen import write_all
 from tests.unit.gateway.harness import Harness
 from tests.unit.gateway.rest_rig import LIMIT, rest_exchange
-
-#: The database tests' private PostgreSQL cluster and a fresh database per test.
-pg = db_fixtures.pg
-dsn = db_fixtures.dsn
 
 PRICE = "30000.00"
 SELL = {**LIMIT, "side": "SELL"}

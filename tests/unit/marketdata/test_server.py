@@ -292,7 +292,10 @@ def test_slow_depth_consumer_gets_a_fresh_snapshot_and_ticker_conflates(instance
     async def body(rig: Rig) -> None:
         slow_sock = small_buffer_socket(rig.port)
         streams = "/stream?streams=btc-usd@depth/btc-usd@ticker"
-        async with rig.client(streams, sock=slow_sock, max_queue=1) as slow:
+        # close_timeout: when the feed sends again after the last read, a client at
+        # max_queue=1 stops reading and never sees the server's close frame; its close then
+        # waited websockets' default 10 s (often, on a loaded machine)
+        async with rig.client(streams, sock=slow_sock, max_queue=1, close_timeout=0.1) as slow:
             snap = (await slow.recv())["data"]
             assert snap["e"] == "depthSnapshot"
             seq = 1

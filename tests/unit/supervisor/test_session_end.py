@@ -212,9 +212,9 @@ def _release(held: tuple[int, int]) -> None:
 
 
 def test_the_supervisor_sends_end_of_session_for_every_symbol(
-    admin_rings: str, router_line: Consumer[Record]
+    admin_rings: str, router_line: Consumer[Record], tmp_path: Path
 ) -> None:
-    cfg = RingexConfig(instance=admin_rings)
+    cfg = RingexConfig(instance=admin_rings, var_dir=str(tmp_path))
     send_end_of_session(cfg)
     (command,) = router_line.read(64)
     assert isinstance(command, AdminCommand)
@@ -247,11 +247,13 @@ def test_an_operator_holding_the_admin_ring_delays_the_end_until_done(
     assert isinstance(command, AdminCommand) and command.action == AdminAction.END_OF_SESSION
 
 
-def test_a_refused_admin_client_leaves_the_command_ring_free(admin_rings: str) -> None:
+def test_a_refused_admin_client_leaves_the_command_ring_free(
+    admin_rings: str, tmp_path: Path
+) -> None:
     """The reply ring's reader is another admin's: the client is refused, and it does not
     keep the command ring's writer role (the supervisor lives on: the operator's next
     ``ringex admin`` would be refused for as long as it runs)."""
-    cfg = RingexConfig(instance=admin_rings)
+    cfg = RingexConfig(instance=admin_rings, var_dir=str(tmp_path))
     held = _held_elsewhere(
         admin_rings, gateway_replies(ADMIN_GATEWAY), gateway_consumer(ADMIN_GATEWAY)
     )
