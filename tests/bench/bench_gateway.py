@@ -254,7 +254,11 @@ def run_matcher(cfg: RingexConfig, stop: Any) -> None:
 
 
 def serve_gateway(
-    cfg: RingexConfig, started: Callable[[GatewayServer], None], stop: Any, profile: str
+    cfg: RingexConfig,
+    started: Callable[[GatewayServer], None],
+    stop: Any,
+    profile: str,
+    name: str = "gw1",
 ) -> None:
     """In a child process: the gateway as ``procs.gateway.main`` serves it, on uvloop, until
     ``stop`` is set; ``started`` gets the server once it listens. Under cProfile when
@@ -262,7 +266,7 @@ def serve_gateway(
     gateway is often descheduled, and wall time would charge that to whatever ran then)."""
 
     async def serve() -> None:
-        server = GatewayServer(cfg, "gw1")
+        server = GatewayServer(cfg, name)
         gc_policy.settle(cfg.gc)
         await server.start()
         started(server)

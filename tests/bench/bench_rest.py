@@ -96,6 +96,7 @@ from procs.gateway.server import GatewayServer
 from shm import Ring
 from shm.inspect import remove_instance
 from tests.bench.bench_gateway import run_matcher, run_router, serve_gateway
+from tests.bench.fix_load import free_port
 from tests.bench.report import conclude
 from tests.bench.rest_load import (
     BTC,
@@ -112,17 +113,28 @@ CODEC = RecordCodec()
 # -- the exchange ----------------------------------------------------------------------------
 
 
-def bench_config(instance: str, var: Path, fsync: str) -> RingexConfig:
-    """The dev profile's rings and wait strategy; no database, market data or snapshots."""
+def bench_config(instance: str, var: Path, fsync: str, gateways: int = 1) -> RingexConfig:
+    """The dev profile's rings and wait strategy; no database, market data or snapshots.
+    Several gateways share a FIX port and a REST port (``reuse_port``: the kernel spreads
+    the connections over them)."""
     high = 1_000_000_000
+    shared = gateways > 1
+    fix_port, rest_port = (free_port(), free_port()) if shared else (0, 0)
     rest = RestConfig(
-        port=0, key_rate_per_s=high, key_burst=high, ip_rate_per_s=high, ip_burst=high,
-        login_rate_per_s=high, login_burst=1_000, recv_window_ms=WINDOW_MS,
+        port=rest_port, key_rate_per_s=high, key_burst=high, ip_rate_per_s=high,
+        ip_burst=high, login_rate_per_s=high, login_burst=1_000, recv_window_ms=WINDOW_MS,
     )  # fmt: skip
+
+    def gateway(k: int) -> GatewayConfig:
+        return GatewayConfig(
+            name=f"gw{k}", id=k, port=fix_port, reuse_port=shared, max_messages_per_s=high,
+            rest=rest,
+        )  # fmt: skip
+
     return RingexConfig(
         instance=instance,
         var_dir=str(var),
-        gateways=[GatewayConfig(name="gw1", id=1, port=0, max_messages_per_s=high, rest=rest)],
+        gateways=[gateway(k) for k in range(1, gateways + 1)],
         marketdata=MarketDataConfig(enabled=False),
         database=DatabaseConfig(enabled=False),
         risk=RiskConfig(max_open_orders=10_000_000, max_commands_per_s=high),
@@ -130,16 +142,16 @@ def bench_config(instance: str, var: Path, fsync: str) -> RingexConfig:
     )
 
 
-def run_gateway(cfg: RingexConfig, ports: Any, stop: Any, profile: str) -> None:
-    """Child process: the gateway, FIX and REST on one uvloop loop; its ports go to
-    ``ports`` (FIX, REST)."""
+def run_gateway(cfg: RingexConfig, ports: Any, stop: Any, profile: str, name: str) -> None:
+    """Child process: the gateway ``name``, FIX and REST on one uvloop loop; its ports go to
+    ``ports`` (FIX, REST; the gateways that share them write the same)."""
 
     def started(server: GatewayServer) -> None:
         assert server.api is not None
         ports[1] = server.api.port
         ports[0] = server.port
 
-    serve_gateway(cfg, started, stop, profile)
+    serve_gateway(cfg, started, stop, profile, name)
 
 
 class Admin:
@@ -227,6 +239,12 @@ def run_phase(ctx: Any, spec: dict[str, Any], procs: dict[str, psutil.Process]) 
         cores = psutil.cpu_count() or 1
         busy = 100 * cores * (total - idle) / total if total else 0.0
         steal = getattr(now, "steal", 0.0) - getattr(machine, "steal", 0.0)
+        gateways = {name: v for name, v in cpu.items() if name.startswith("gateway")}
+        if len(gateways) > 1:  # "gateway": all of them; each one's too, for the verdict
+            result["gateways_cpu_pct"] = [round(v, 1) for v in gateways.values()]
+            for name in gateways:
+                del cpu[name]
+            cpu["gateway"] = sum(gateways.values())
         result["cpu_pct"] = {name: round(v, 1) for name, v in cpu.items()}
         result["cpu_pct"]["others"] = round(max(0.0, busy - sum(cpu.values())), 1)
         result["machine_busy_pct"] = round(busy, 1)
@@ -235,7 +253,9 @@ def run_phase(ctx: Any, spec: dict[str, Any], procs: dict[str, psutil.Process]) 
         result["gateway_cpu_us_per_request"] = (
             1e6 * gw_cpu_s / result["requests"] if result["requests"] else 0.0
         )
-        result["saturated"] = verdict(result["cpu_pct"], busy, cores)
+        result["saturated"] = verdict(
+            result["cpu_pct"], busy, cores, result.get("gateways_cpu_pct")
+        )
     finally:
         load.join(15)
         if load.is_alive():
@@ -243,8 +263,14 @@ def run_phase(ctx: Any, spec: dict[str, Any], procs: dict[str, psutil.Process]) 
     return result
 
 
-def verdict(cpu: dict[str, float], busy: float, cores: int) -> str:
-    hot = [f"{name} {cpu[name]:.0f}%" for name in ("gateway", "client") if cpu[name] >= 85]
+def verdict(
+    cpu: dict[str, float], busy: float, cores: int, gateways: list[float] | None = None
+) -> str:
+    """What held the figure: a process at >= 85% of a core (each gateway on its own), or
+    the machine at >= 90%."""
+    each = [("gateway" if not gateways else f"gateway{k + 1}", v)
+            for k, v in enumerate(gateways or [cpu["gateway"]])]  # fmt: skip
+    hot = [f"{name} {v:.0f}%" for name, v in [*each, ("client", cpu["client"])] if v >= 85]
     if busy >= 90 * cores:
         return f"machine ({busy:.0f}% of {cores * 100}%)" + (f"; {', '.join(hot)}" if hot else "")
     return ", ".join(hot) if hot else "none"
@@ -299,6 +325,10 @@ def main() -> int:
     ap.add_argument("--fsync", default="batch", choices=["batch", "interval", "none"])
     ap.add_argument("--out", default="var/bench/rest.json")
     ap.add_argument("--profile-gateway", default="", help="write the gateway's cProfile here")
+    ap.add_argument(
+        "--gateways", type=int, default=1,
+        help="gateway processes sharing the FIX and REST ports (reuse_port)",
+    )  # fmt: skip
     args = ap.parse_args()
     wanted = set(args.paths.split(","))
     if not wanted or not wanted <= {"rest", "fix"}:
@@ -306,15 +336,20 @@ def main() -> int:
     paths = [p for p in ("rest", "fix") if p in wanted]
     if args.rounds < 1:
         ap.error(f"--rounds {args.rounds}: at least 1")
+    if not 1 <= args.gateways <= 8:
+        ap.error(f"--gateways {args.gateways}: 1 to 8")
+    if args.gateways > 1 and args.profile_gateway:
+        ap.error("--profile-gateway profiles one gateway: leave --gateways at 1")
     lanes = max(2, args.connections // 2 * 2)
     sessions = max(2, min(lanes, args.fix_sessions) // 2 * 2)
     print(f"bench-rest: python {platform.python_version()}, {os.cpu_count()} cpus, load "
           f"{os.getloadavg()[0]:.2f}; {lanes} lanes per path (REST: {args.client} client; FIX: "
-          f"{sessions} sessions), fsync={args.fsync}")  # fmt: skip
+          f"{sessions} sessions), fsync={args.fsync}, {args.gateways} gateway process"
+          f"{'es sharing the ports' if args.gateways > 1 else ''}")  # fmt: skip
 
     instance = f"benchrest{os.getpid()}"
     var = Path(tempfile.mkdtemp(prefix="bench-rest-"))
-    cfg = bench_config(instance, var, args.fsync)
+    cfg = bench_config(instance, var, args.fsync, args.gateways)
     made = create_rings(cfg, CODEC)
     users = UserStore(users_path(cfg))
     comp_ids = [f"F{k}" for k in range(sessions)]
@@ -327,9 +362,12 @@ def main() -> int:
     children = [
         ctx.Process(target=run_router, args=(cfg, stop), name="router"),
         ctx.Process(target=run_matcher, args=(cfg, stop), name="matcher"),
-        ctx.Process(target=run_gateway, args=(cfg, ports, stop, args.profile_gateway),
-                    name="gateway"),
-    ]  # fmt: skip
+    ]
+    for k, gw in enumerate(cfg.gateways):  # CPU of "gateway", "gateway2"...: gateway_pct
+        name = "gateway" if k == 0 else f"gateway{k + 1}"
+        children.append(ctx.Process(
+            target=run_gateway, args=(cfg, ports, stop, args.profile_gateway, gw.name), name=name,
+        ))  # fmt: skip
     admin = Admin(instance)
     results: list[dict[str, Any]] = []
     checks: dict[str, bool] = {}
@@ -337,11 +375,13 @@ def main() -> int:
         children[0].start()
         children[1].start()
         admin.fund([101, 102, 201, 202])
-        children[2].start()
-        deadline = time.monotonic() + 30
-        while not ports[0] and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert ports[0], "the gateway did not start"
+        for gateway in children[2:]:  # one at a time: each listens before the next starts
+            ports[0] = 0
+            gateway.start()
+            deadline = time.monotonic() + 30
+            while not ports[0] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert ports[0], f"{gateway.name} did not start"
         keys = asyncio.run(login(ports[1]))
         procs = {p.name: psutil.Process(p.pid) for p in children}
         rounds: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
@@ -399,6 +439,7 @@ def median_round(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return ranked[(len(ranked) - 1) // 2] | {
         "rounds_per_s": [r["per_s"] for r in rows],
         "rounds_gateway_cpu_us": [r["gateway_cpu_us_per_request"] for r in rows],
+        "rounds_cpu_pct": [r["cpu_pct"] for r in rows],  # where a slow round's CPU went
     }
 
 
