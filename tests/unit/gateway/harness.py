@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import simplefix  # ships no type information
@@ -119,6 +119,24 @@ class Harness:
 
     def resume(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._pipeline())
+
+    def resume_paced(self) -> None:
+        """``resume``, stepping the router and matcher only while the gateway keeps up: in
+        one loop, a matcher that filled the gateway's ring would wait for it forever."""
+        gw = self.gateway
+        assert gw is not None and self._task is None
+        room = self.cfg.ring.capacity // 2
+
+        async def pipeline() -> None:
+            while True:
+                lag = max((c.ring.cursor() - c.sequence for c in gw.inputs), default=0)
+                busy = 0
+                if lag < room:
+                    busy = self.router.step(timeout_s=0) + self.matcher.step(timeout_s=0)
+                    self.router.settle()
+                await asyncio.sleep(0 if busy else 0.0005)
+
+        self._task = asyncio.get_running_loop().create_task(pipeline())
 
     async def _pipeline(self) -> None:
         while True:
@@ -271,3 +289,25 @@ OPEN: list[Client] = []
 async def close_all() -> None:
     while OPEN:
         await OPEN.pop().aclose()
+
+
+#: A scenario: the harness and the gateway's FIX port.
+Scenario = Callable[[Harness, int], Awaitable[None]]
+
+
+def run_scenario(h: Harness, scenario: Scenario, limit_s: float = 20.0) -> None:
+    """Start the gateway, run ``scenario`` within ``limit_s``, then close the clients, stop
+    the gateway and close the harness, whatever happened."""
+
+    async def main() -> None:
+        port = await h.start()
+        try:
+            await asyncio.wait_for(scenario(h, port), limit_s)
+        finally:
+            await close_all()
+            await h.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        h.close()

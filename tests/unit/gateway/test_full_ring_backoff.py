@@ -23,7 +23,7 @@ import pytest
 from config.schema import RingConfig, WaitConfig
 from procs.common.records import Record
 from procs.gateway.server import IDLE_NAP_S, held_nap_s
-from tests.unit.gateway.harness import Client, Harness, close_all, config, settled
+from tests.unit.gateway.harness import Client, Harness, config, run_scenario, settled
 from tests.unit.gateway.test_adversarial_fix import logged_on, order
 
 CAPACITY = 256
@@ -46,25 +46,6 @@ def _exchange(instance: str, tmp_path: Path, wait: WaitConfig) -> Harness:
     h.add_user("ALICE", "secret", 7)
     h.fund(7)
     return h
-
-
-def _drain(h: Harness) -> None:
-    """Step the router and matcher again, only while the gateway keeps up: in one loop, a
-    matcher that filled the gateway's input ring would wait for it forever."""
-    gw = h.gateway
-    assert gw is not None and h._task is None
-    room = CAPACITY // 2
-
-    async def pipeline() -> None:
-        while True:
-            lag = max((c.ring.cursor() - c.sequence for c in gw.inputs), default=0)
-            busy = 0
-            if lag < room:
-                busy = h.router.step(timeout_s=0) + h.matcher.step(timeout_s=0)
-                h.router.settle()
-            await asyncio.sleep(0 if busy else 0.0005)
-
-    h._task = asyncio.get_running_loop().create_task(pipeline())
 
 
 async def _first_reports(c: Client, count: int, timeout_s: float = 10.0) -> list[bytes]:
@@ -90,8 +71,7 @@ def test_a_full_router_ring_is_waited_for_and_its_commands_go_out_in_order(
 ) -> None:
     h = _exchange(instance, tmp_path, wait)
 
-    async def scenario() -> None:
-        port = await h.start()
+    async def scenario(h: Harness, port: int) -> None:
         gw = h.gateway
         assert gw is not None
         alice = await logged_on(port, "ALICE")
@@ -139,7 +119,7 @@ def test_a_full_router_ring_is_waited_for_and_its_commands_go_out_in_order(
             )
             assert cpu_share < 0.5, f"{cpu_share:.0%} of a core while the ring was full"
 
-        _drain(h)  # the router takes the ring's commands: every held one follows
+        h.resume_paced()  # the router takes the ring's commands: every held one follows
         assert await _first_reports(alice, ORDERS) == refs
         await settled(lambda: not gw.entry.outgoing and not gw.pacing.paused)
         assert not gw.entry.outgoing
@@ -148,17 +128,7 @@ def test_a_full_router_ring_is_waited_for_and_its_commands_go_out_in_order(
         client_refs = [ref for _, chunk in published for ref in chunk]
         assert client_refs == sorted(client_refs) and len(set(client_refs)) == ORDERS
 
-    async def main() -> None:
-        try:
-            await asyncio.wait_for(scenario(), 30)
-        finally:
-            await close_all()
-            await h.stop()
-
-    try:
-        asyncio.run(main())
-    finally:
-        h.close()
+    run_scenario(h, scenario, 30)
 
 
 def test_a_stopped_router_is_waited_for_by_the_strategys_own_bound() -> None:

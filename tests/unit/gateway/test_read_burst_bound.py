@@ -17,13 +17,12 @@ notes how many commands waited before it and how many it added.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import msgspec
 
 from config.schema import RingConfig
-from tests.unit.gateway.harness import Harness, close_all, config, settled
+from tests.unit.gateway.harness import Harness, config, run_scenario, settled
 from tests.unit.gateway.test_adversarial_fix import logged_on, order
 
 CAPACITY = 256  # burst_limit: a quarter of it
@@ -43,8 +42,7 @@ def test_reads_stop_once_a_burst_of_commands_waits(instance: str, tmp_path: Path
     h.add_user("ALICE", "secret", 7)
     h.fund(7)
 
-    async def scenario() -> None:
-        port = await h.start()
+    async def scenario(h: Harness, port: int) -> None:
         gw = h.gateway
         assert gw is not None
         alice = await logged_on(port, "ALICE")
@@ -83,14 +81,4 @@ def test_reads_stop_once_a_burst_of_commands_waits(instance: str, tmp_path: Path
         )
         # (not drained: the in-loop router and matcher would wait on each other's rings)
 
-    async def main() -> None:
-        try:
-            await asyncio.wait_for(scenario(), 30)
-        finally:
-            await close_all()
-            await h.stop()
-
-    try:
-        asyncio.run(main())
-    finally:
-        h.close()
+    run_scenario(h, scenario, 30)

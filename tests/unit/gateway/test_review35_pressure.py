@@ -12,7 +12,6 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -20,10 +19,8 @@ import pytest
 
 from config.schema import RingConfig
 from procs.common.users import User, UserStore
-from tests.unit.gateway.harness import OPEN, Client, Harness, close_all, config, settled
+from tests.unit.gateway.harness import OPEN, Client, Harness, config, run_scenario, settled
 from tests.unit.gateway.test_adversarial_fix import crafted, logged_on, order
-
-Scenario = Callable[[Harness, int], Awaitable[None]]
 
 
 def _exchange(instance: str, tmp_path: Path, capacity: int, **gw: object) -> Harness:
@@ -37,40 +34,6 @@ def _exchange(instance: str, tmp_path: Path, capacity: int, **gw: object) -> Har
         h.add_user(comp, "secret", 7 + k)
         h.fund(7 + k)
     return h
-
-
-def _resume(h: Harness) -> None:
-    """``Harness.resume``, stepping the router and matcher only while the gateway keeps up:
-    in one loop, a matcher that filled the gateway's ring would wait for it forever."""
-    gw = h.gateway
-    assert gw is not None and h._task is None
-    room = h.cfg.ring.capacity // 2
-
-    async def pipeline() -> None:
-        while True:
-            lag = max((c.ring.cursor() - c.sequence for c in gw.inputs), default=0)
-            busy = 0
-            if lag < room:
-                busy = h.router.step(timeout_s=0) + h.matcher.step(timeout_s=0)
-                h.router.settle()
-            await asyncio.sleep(0 if busy else 0.0005)
-
-    h._task = asyncio.get_running_loop().create_task(pipeline())
-
-
-def _run(h: Harness, scenario: Scenario, limit_s: float = 20.0) -> None:
-    async def main() -> None:
-        port = await h.start()
-        try:
-            await asyncio.wait_for(scenario(h, port), limit_s)
-        finally:
-            await close_all()
-            await h.stop()
-
-    try:
-        asyncio.run(main())
-    finally:
-        h.close()
 
 
 def _ioc(c: Client, ref: str) -> bytes:
@@ -137,14 +100,14 @@ def test_a_flood_while_the_router_is_stopped_loses_nothing_and_every_socket_read
         assert gw.pacing.paused
         await asyncio.sleep(0.3)
         assert not any(_reading(h)), "a socket is read while the exchange is behind"
-        _resume(h)
+        h.resume_paced()
         for c in clients:
             got = await _reports(c, refs[c.comp_id])
             assert got == refs[c.comp_id], f"{c.comp_id}: {len(refs[c.comp_id] - got)} lost"
         await settled(lambda: not gw.pacing.paused)
         assert _reading(h) == [True] * 3, "a connection stuck paused"
 
-    _run(h, scenario)
+    run_scenario(h, scenario)
 
 
 def test_a_logon_sent_while_the_intake_is_paused_is_not_timed_out(
@@ -176,12 +139,12 @@ def test_a_logon_sent_while_the_intake_is_paused_is_not_timed_out(
         except ConnectionResetError:  # closed with the Logon unread: the kernel resets
             answer = None
         assert answer is not None and answer.get(35) == b"A", f"BOB's Logon: {answer}"
-        _resume(h)
+        h.resume_paced()
         assert await _reports(alice, refs) == refs
         await bob.send("1", (112, "after"))
         assert (await bob.expect("0")).get(112) == b"after"
 
-    _run(h, scenario)
+    run_scenario(h, scenario)
 
 
 def test_a_client_under_its_rate_is_not_throttled_for_the_gateways_own_pause(
@@ -208,7 +171,7 @@ def test_a_client_under_its_rate_is_not_throttled_for_the_gateways_own_pause(
         for k in range(160):  # 40/s for 4 s
             alice.writer.write(_ioc(alice, f"a{k}"))
             await asyncio.sleep(0.025)
-        _resume(h)
+        h.resume_paced()
         rejects = 0
         seen: set[bytes] = set()
         deadline = time.monotonic() + 8
@@ -222,7 +185,7 @@ def test_a_client_under_its_rate_is_not_throttled_for_the_gateways_own_pause(
                 seen.add(msg.get(11))
         assert rejects == 0, f"{rejects} of 160 throttled at 40/s under a limit of 100/s"
 
-    _run(h, scenario)
+    run_scenario(h, scenario)
 
 
 # -- logons ------------------------------------------------------------------------------------
@@ -267,7 +230,7 @@ def test_a_logon_storm_of_dropped_connections_does_not_queue_a_check_each(
         assert len(checks) < storm // 2, f"{len(checks)} checks for {storm} dropped Logons"
         assert took < 1.0, f"BOB's Logon took {took:.2f} s behind the storm"
 
-    _run(h, scenario)
+    run_scenario(h, scenario)
 
 
 def test_a_logon_storm_past_max_sessions_is_refused_and_logged_on_sessions_trade(
@@ -291,7 +254,7 @@ def test_a_logon_storm_past_max_sessions_is_refused_and_logged_on_sessions_trade
         await bob.send_raw(_ioc(bob, "still"))
         assert await _reports(bob, {b"still"}) == {b"still"}
 
-    _run(h, scenario)
+    run_scenario(h, scenario)
 
 
 # -- size limits and half-open connections ----------------------------------------------------
@@ -322,7 +285,7 @@ def test_a_message_one_byte_over_the_size_limit_is_refused_and_one_at_it_is_take
         assert b"expected no more than 1024" in text and b"1025 bytes framed" in text, text
         assert await alice.closed()
 
-    _run(h, scenario)
+    run_scenario(h, scenario)
 
 
 def test_a_half_open_connection_with_a_partial_message_holds_no_slot_for_long(
@@ -344,7 +307,7 @@ def test_a_half_open_connection_with_a_partial_message_holds_no_slot_for_long(
         clients = [await logged_on(port, comp) for comp in ("ALICE", "BOB", "CAROL")]
         assert len(clients) == 3
 
-    _run(h, scenario)
+    run_scenario(h, scenario)
 
 
 # -- a client that never reads its reports ----------------------------------------------------
@@ -392,7 +355,7 @@ def test_a_client_that_never_reads_is_bounded_and_slows_nobody(
         assert peak <= (4 << 20) + (256 << 10), f"{peak:,} bytes held for one connection"
         assert slowest < 0.5, f"a trade took {slowest:.2f} s beside the client that does not read"
 
-    _run(h, scenario)
+    run_scenario(h, scenario)
 
 
 def test_a_client_that_stops_reading_for_good_is_disconnected_within_its_heartbeats(
@@ -428,4 +391,4 @@ def test_a_client_that_stops_reading_for_good_is_disconnected_within_its_heartbe
         await settled(lambda: session.closed, 6.0)
         assert session.closed, "a client that reads nothing is still logged on after 6 s"
 
-    _run(h, scenario)
+    run_scenario(h, scenario)
