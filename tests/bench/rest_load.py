@@ -175,7 +175,8 @@ class AiohttpLane(RestLane):
 
 class FixSession(asyncio.Protocol):
     """One FIX session: sends orders for its workers and resolves each worker's wait on the
-    first report for its ClOrdID; counts every fill by side (LastQty)."""
+    first report for its ClOrdID; counts every fill by side (LastQty); a second ack of a
+    ClOrdID is a problem (an error of the phase), whenever it comes."""
 
     def __init__(self, comp_id: str, user: int) -> None:
         self.comp_id, self.user = comp_id, user
@@ -186,6 +187,7 @@ class FixSession(asyncio.Protocol):
         self.pending: dict[bytes, asyncio.Future[Answer]] = {}
         self.fill_lots = [0, 0]  # buy, sell
         self.problems: list[str] = []
+        self.acked: set[bytes] = set()  # ClOrdIDs acked in this phase (one load process)
         self.logged_on: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -218,6 +220,10 @@ class FixSession(asyncio.Protocol):
             exec_type = f[b"150"]
             if exec_type == b"F":
                 self.fill_lots[f[b"54"] == b"2"] += lots(f[b"32"])
+            elif exec_type == b"0":  # a second ack of an order, even after its fill: wrong
+                if f[b"11"] in self.acked:
+                    self.problems.append(f"a second ack of ClOrdID {f[b'11'].decode()}")
+                self.acked.add(f[b"11"])
             future = self.pending.pop(f[b"11"], None)
             if future is not None and not future.done():
                 ok = exec_type in (b"0", b"4", b"F")
