@@ -389,8 +389,8 @@ class Consumer(Generic[T]):
         words[self._seq_word] = upto
         self._commit_at = upto + self._commit_every
         self._slow_at = min(self._available, self._commit_at)
-        if words[_PARKED]:
-            self._wake_producer()
+        if parked := words[_PARKED]:
+            self._wake_producer(parked)
         if words[self._wake_gated_word]:
             self._wake_gated()
 
@@ -548,8 +548,10 @@ class Consumer(Generic[T]):
             )
         return self._parker
 
-    def _wake_producer(self) -> None:
-        post(self.ring.producer_sem_name(), self._sems)
+    def _wake_producer(self, parked: int) -> None:
+        """Post the producer as its parked word says: its semaphore, or the FIFO an event
+        loop watches while it waits for room (``Producer.raise_park_flag(WATCHED)``)."""
+        post(self.ring.producer_sem_name(), self._sems, parked)
 
     def close(self) -> None:
         """Detach this process; the line stays declared and keeps gating the producer, so a

@@ -22,7 +22,7 @@ from shm.barrier import Gate
 from shm.cells import Cell
 from shm.errors import EncodeError, RingError, RingFullError, alive
 from shm.liveness import pid_alive
-from shm.wait import Parker, Posts, WaitStrategy, Yielding, post
+from shm.wait import PARKED, Parker, Posts, WaitStrategy, Yielding, post
 
 if TYPE_CHECKING:
     from shm.ring import Ring
@@ -379,6 +379,29 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
         if rounds & 63 == 0:
             self.heartbeat()
         self.wait.idle(rounds, lambda: self._fits(count), self._producer_parker())
+
+    def has_room(self, count: int) -> bool:
+        """Whether ``count`` records fit now (what ``try_publish_slots`` would find)."""
+        return self._fits(count)
+
+    # The wait for room split in two, for an event loop (the gateway's) that must not block:
+    # it raises the flag (``WATCHED``) and watches ``watch_fd`` while it waits, and a
+    # consumer's commit writes the FIFO, as a producer's publish does a watched consumer's.
+
+    def raise_park_flag(self, how: int = PARKED) -> None:
+        """Have each consumer's commit post this producer as if it were parked (with
+        ``WATCHED``, by a write to ``watch_fd``'s FIFO); fenced, so ``has_room`` may be
+        checked right after."""
+        self._producer_parker().raise_flag(how)
+
+    def lower_park_flag(self) -> None:
+        self._producer_parker().lower_flag()
+
+    def watch_fd(self) -> int:
+        """A descriptor for an event loop to watch (``add_reader``): readable after a commit
+        while the flag says ``WATCHED``. This producer's: ``close`` closes it (a watcher that
+        may outlive the producer watches a ``dup`` of it)."""
+        return self._producer_parker().watch()
 
     def _fits(self, count: int) -> bool:
         need = self._next + count

@@ -332,8 +332,8 @@ class Ring(Generic[T]):
         self.words[h.consumer_word(index, h.C_STATE)] = h.STATE_DETACHED
         # wake it if parked or watched
         post(self.consumer_sem_name(index), self._sems, self._parked(index) or PARKED)
-        if self.words[h.P_PARKED]:  # a producer waiting for room it may now have
-            post(self.producer_sem_name(), self._sems)
+        if parked := self.words[h.P_PARKED]:  # a producer waiting for room it may now have
+            post(self.producer_sem_name(), self._sems, parked)
         for other in range(self.max_consumers):  # consumers gated on it: their gate moved
             gates = self.words[h.consumer_word(other, h.C_GATES)]
             if other != index and gates >> index & 1:

@@ -14,13 +14,13 @@ One event loop (uvloop in ``main``), no threads:
 Backpressure: commands wait in ``OrderEntry.outgoing`` until the router ring takes them. When
 it is full every socket stops being read (``pause_reading``: TCP pushes back on the clients)
 until the poll task has published the backlog; nothing accepted is dropped. Only the router
-makes that room, so the poll task waits for it as for an empty ring, not by looking again at
-once (on two cores that took the core the router needed): see ``_poll``. Outbound, the
-session's message store is flushed before the bytes are written, so a ResendRequest can always
-be served, and the audit journal too (``Session.take_output``: the first write of a pass
-writes the lines of all). The ``scrypt`` check of a Logon (tens of ms) runs on the default
-executor's threads (hashlib releases the GIL), so a burst of logons after a restart does not
-stall the sessions already logged on.
+makes that room, so the poll task waits for it (the router's answers or its commit wake it),
+not by looking again at once (on two cores that took the core the router needed): see
+``_poll``. Outbound, the session's message store is flushed before the bytes are written, so
+a ResendRequest can always be served, and the audit journal too (``Session.take_output``: the
+first write of a pass writes the lines of all). The ``scrypt`` check of a Logon (tens of ms)
+runs on the default executor's threads (hashlib releases the GIL), so a burst of logons after
+a restart does not stall the sessions already logged on.
 
 Restart: the order log (``order_log.py``, ``order_logging.py``) gets commands before the router
 ring does and before a session's store saves the MsgSeqNums that count them, and the order
@@ -93,7 +93,8 @@ def held_nap_s(wait: WaitConfig) -> float:
     router's ring with nothing moving (a router stopped, fenced or restarting): the wait
     strategy's own bound on a wait nothing ends (blocking: ``park_timeout_s``; sleep:
     ``max_sleep_s``; yield, which never sleeps long: ``IDLE_NAP_S``), never under the loop's
-    1 ms tick. A record on an input ring ends it sooner, as the router's next answer does."""
+    1 ms tick. A record on an input ring ends it sooner, as the router's commit that makes
+    the room does (``RingWaker``'s ``room_for``)."""
     if wait.strategy == "blocking":
         return max(IDLE_NAP_S, wait.park_timeout_s)
     if wait.strategy == "sleep":
@@ -343,12 +344,15 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         Commands that the router's ring has no room for are activity only when some of them
         go in: a pass that moves nothing waits as if the rings were empty, since only the
         router can make room, and looking again at once (``sleep(0)``) took the core it
-        needed. Every command the router takes is answered on a ring the loop watches (its
-        replies or a matcher's output), so the waker ends such a nap once the router moves.
-        Past ``park_after_ms`` with nothing moving (a router stopped), a nap lasts
-        ``held_nap_s`` rather than ``PARKED_NAP_S``: the router's commit, which frees the
-        room, posts nothing the loop can watch. No nap can be shorter than the 1 ms tick
-        (uvloop runs a shorter timer at once), and a blocking sleep would hold up the
+        needed. While the router moves, its answers end such a nap, and the 1 ms timer the
+        rare one whose commit came after them. Past ``park_after_ms`` with nothing moving (a
+        router stopped), a nap lasts ``held_nap_s`` rather than ``PARKED_NAP_S`` and waits
+        for the room as well (``room_for``: the router's commit writes the FIFO of the
+        waker's producer): a step of commands the router answers nowhere (watches ended,
+        lease 0; journaled orders read again after its restart) ends it with no record on
+        an input ring. (Not while the router moves: the commit of each of its steps would
+        wake the loop, mostly for room short of a chunk.) No nap can be shorter than the 1 ms
+        tick (uvloop runs a shorter timer at once), and a blocking sleep would hold up the
         reports' writes with nothing to end it early."""
         loop = asyncio.get_running_loop()
         spin = self.cfg.wait.strategy == "busy-spin"
@@ -357,6 +361,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         held_nap = held_nap_s(self.cfg.wait)
         clock = time.perf_counter
         producer, outgoing = self.producer, self.entry.outgoing
+        step = max(1, producer.ring.capacity // 2)  # publish's chunk: the room a nap waits for
         while not self._stop.is_set():
             sent = producer.sequence
             if self.pump() or producer.sequence != sent:
@@ -370,8 +375,9 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
                 # nap; idle a while, the loop stops looking every millisecond as well
                 idle = self._waker is not None and clock() >= self._spin_until + park_after
                 longest = held_nap if outgoing else PARKED_NAP_S
+                room_for = min(len(outgoing), step) if idle else 0  # 0: not waited for
                 try:
-                    await nap_for(nap, longest if idle else IDLE_NAP_S, self._waker)
+                    await nap_for(nap, longest if idle else IDLE_NAP_S, self._waker, room_for)
                 finally:
                     self._nap = None
 
@@ -414,7 +420,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         rings += [Ring.attach(inst, matcher_output(m.name), codec) for m in self.cfg.matchers]
         self.inputs = [ring.consumer(me, auto_commit=False) for ring in rings]
         if self.gw.park_after_ms and self.cfg.wait.strategy != "busy-spin":
-            self._waker = RingWaker(self.inputs)
+            self._waker = RingWaker(self.inputs, producer=self.producer)
         if self._new_rings:  # what the log says was handled, per ring (``recovery.py``)
             self._awaiting = {  # the matchers' rings: the reply ring holds new replies only
                 r.name: (self._handled.get(r.name, 0), self._handled_part.get(r.name))
@@ -531,8 +537,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
             store.close()
         if isinstance(self.live, LiveSessions):
             self.live.release_all()  # (a process that dies drops them anyway)
-        self.producer.close()
-        if self._waker is not None:  # it watches the consumers' descriptors
+        if self._waker is not None:  # it watches the consumers' and the producer's FIFOs
             self._waker.close()
+        self.producer.close()
         for consumer in self.inputs:
             consumer.close()
