@@ -8,7 +8,10 @@ the wire. The first take of a loop pass writes the lines of every session, so it
 ``write`` per pass, and the checks and the SOH replacement once over the pass's messages,
 not once a message (in a pass without a secret or an unsafe byte, the usual one; else each
 message's ``shown``). Lines no write carries (an order not acked yet, a parked report) go
-with the next, or the shell's flush after a batch of events and once a second.
+with the next, or the shell's flush after a batch of events and once a second; and at the
+latest once ``MAX_BUFFERED_BYTES`` of them wait. Input that makes no output (junk before a
+Logon, a flood of Heartbeats) was otherwise held for a second or more: a client sending junk
+for 3 s held 583 MB in the buffer, nothing more of its own needed than a connection.
 
 A line is always one message: the bytes a client chose cannot add lines or pass for a field
 delimiter. A backslash, a literal ``|``, CR and LF inside a value are written escaped (``\\\\``,
@@ -29,6 +32,10 @@ _ESCAPES: Final = {b"\\": b"\\\\", b"|": b"\\|", b"\r": b"\\r", b"\n": b"\\n"}
 #: bytes a message holds (usually none), ~2x cheaper than the regex's search.
 _SAFE: Final = bytes(b for b in range(256) if b not in b"\\|\r\n")
 _SECRET: Final = re.compile(rb"(?:^|(?<=\x01))(554|925)=[^\x01]*")
+#: Buffered lines (their messages' bytes, and ``_LINE_COST`` a line for the rest) past which
+#: ``record`` writes them at once.
+MAX_BUFFERED_BYTES: Final = 1 << 20
+_LINE_COST: Final = 64
 
 
 def shown(raw: bytes) -> bytes:
@@ -49,6 +56,7 @@ class AuditLog:
         self._file: BinaryIO = os.fdopen(fd, "ab")
         self._entries: list[tuple[int, bytes, bytes]] = []  # (ts_ns, prefix, raw message)
         self._prefixes: dict[tuple[bool, str], bytes] = {}  # " in COMP " and " out COMP "
+        self._buffered = 0  # of ``_entries``, as ``MAX_BUFFERED_BYTES`` counts them
 
     def record(self, ts_ns: int, inbound: bool, comp_id: str, raw: bytes) -> None:
         prefix = self._prefixes.get((inbound, comp_id))
@@ -57,6 +65,9 @@ class AuditLog:
             words = b" in " if inbound else b" out "
             prefix = self._prefixes[inbound, comp_id] = words + shown(comp_id.encode()) + b" "
         self._entries.append((ts_ns, prefix, raw))
+        self._buffered += len(raw) + _LINE_COST
+        if self._buffered >= MAX_BUFFERED_BYTES:
+            self.flush()
 
     def flush(self) -> None:
         entries = self._entries
@@ -69,6 +80,7 @@ class AuditLog:
             text = b"".join([b"%d%s%s\n" % entry for entry in entries]).replace(b"\x01", b"|")
         self._file.write(text)
         entries.clear()
+        self._buffered = 0
         self._file.flush()
 
     def close(self) -> None:

@@ -16,6 +16,10 @@ A connection whose session awaits its Logon is read while the exchange is behind
 gives the router nothing, and its timeout (``logon_timeout_s``) runs from the connect whatever
 the gateway reads, so a Logon left unread would time out (clients connecting after a restart
 under load would reconnect in a loop). Once the Logon is read the connection is paced again.
+So it is closed once it has sent ``MAX_BYTES_BEFORE_LOGON`` (or two messages' worth) that
+hold no Logon: junk (ignored, as a garbled message is) was read as fast as the socket gave
+it and journaled whole (``audit.py``), ~200 MB a second of one client's, until the logon
+timeout, from anyone who could connect.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ STALL_HEARTBEATS = 2
 #: The most of a hold credited to a client's throttle (s): a socket holds a few seconds of
 #: a client's rate, and a long stall must not let every client burst minutes of it after.
 MAX_HELD_CREDIT_S = 5.0
+#: Bytes a connection may send before its Logon (none of them one) before it is closed.
+MAX_BYTES_BEFORE_LOGON = 64 << 10
 
 
 class Owner(Protocol):
@@ -63,6 +69,7 @@ class Connection(asyncio.Protocol):
         self._stalled_ns = 0  # since when its paused output has not moved; 0: it moves
         self._held_ns = 0  # since when the exchange's pace has held its socket unread; 0: not
         self._stall_size = 0
+        self._before_logon = 0  # bytes read while its session awaited a Logon
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP transport implements asyncio.Transport without subclassing it
@@ -167,11 +174,28 @@ class Connection(asyncio.Protocol):
             transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self.session is not None:
-            self.session.data_received(data, time.time_ns())
+        session = self.session
+        if session is not None:
+            session.data_received(data, time.time_ns())
+            if session.state is State.AWAIT_LOGON and self._no_logon_in(len(data)):
+                return
             if self.server.pacing.paused:  # read for its Logon: paced again once it is in
                 self.sync_reading()
             self.server.after_input(self)
+
+    def _no_logon_in(self, size: int) -> bool:
+        """Count ``size`` bytes read with no Logon in them; past the limit, close (True)."""
+        assert self.session is not None and self.transport is not None
+        self._before_logon += size
+        limit = max(MAX_BYTES_BEFORE_LOGON, 2 * self.session.settings.max_message_bytes)
+        if self._before_logon <= limit:
+            return False
+        log.warning(
+            "%s sent %d bytes without a Logon, the limit is %d; disconnected",
+            self.transport.get_extra_info("peername"), self._before_logon, limit,
+        )  # fmt: skip
+        self.transport.close()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connection_lost(self)

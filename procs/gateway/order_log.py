@@ -3,7 +3,7 @@
 The exchange journals every command, but not what only the gateway knows: which session an
 order belongs to, its ClOrdID, what has been reported on it. Without that a restarted gateway
 could not report a fill of an order placed before the restart, nor cancel one by its
-OrigClOrdID. So the server writes here, in one frame each time:
+OrigClOrdID. So the server writes here, in one write (a frame: see below) each time:
 
 - before it publishes commands to the router ring: the commands themselves (their sequence in
   that ring and their slot images) and the orders and requests they made. At a restart a
@@ -15,11 +15,17 @@ OrigClOrdID. So the server writes here, in one frame each time:
 
 A frame is ``u32 length | u32 crc32 | msgpack list of entries`` and is applied whole or not at
 all; a torn last frame (a crash mid-write) is cut off at the next start, with a log line.
+A write too big for one frame (over ``MAX_FRAME_BYTES``, or more than ``COMPACT_FRAME_ENTRIES``
+entries: the cancels of a session that cancels on disconnect, one per live order, or of every
+such session at a restart) goes as several, each but the last opening with a ``+`` entry:
+replay applies them with the last, all or none, so a write stays whole however large (one
+frame of it all once stopped a gateway for good: the write raised, and so did the restart's).
 Entries are upserts keyed by kind and key, so replay keeps the last of each:
 
 ====  =============================================  =========================================
 kind  key                                            value
 ====  =============================================  =========================================
++     (none)                                         the entries go with the next frame's
 O     order ref (the NewOrder's client_ref)          the order's fields (``OrderEntry.dump``)
 R     request ref (a cancel's or replace's ref)      the request's fields
 X     a ref                                          the order or request is gone
@@ -56,7 +62,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +82,9 @@ COMPACT_STEP_ENTRIES = 1_000
 
 ORDER, REQUEST, GONE, POSITION, COMMAND, HANDLED = "O", "R", "X", "P", "C", "H"
 FINISHED, MASS, API_ORDER = "F", "M", "A"
+#: A frame's first entry when its entries are applied with the next frame's (``_frames``).
+CONTINUED = "+"
+_MORE: tuple[str] = (CONTINUED,)
 #: Finished orders a cancel, replace or status request can still name (then: too late, or
 #: their final state), newest kept, across restarts too.
 FINISHED_KEPT = 10_000
@@ -177,10 +186,12 @@ class OrderLog:
         self._tail: list[bytes] = []
 
     def load(self) -> Recovered:
-        """Replay every complete frame; cut off a torn last one. Opens the log for appends."""
+        """Replay every complete write; cut off a torn last one. Opens the log for appends."""
         state = Recovered()
         data = self.path.read_bytes() if self.path.exists() else b""
         pos, end = 0, len(data)
+        whole = 0  # the end of the last write replayed: a torn one is cut off from there
+        held: list[list[Any]] = []  # a write's frames before its last (``CONTINUED``)
         while pos < end:
             if end - pos < _FRAME.size:
                 break
@@ -194,33 +205,44 @@ class OrderLog:
                         f"{self.path}: frame at byte {pos} fails its check and is not the last"
                     )
                 break
-            for entry in self._decode(body):
-                state.apply(entry)
+            entries = self._decode(body)
             pos += _FRAME.size + length
-        if pos < end:
+            if entries and entries[0] == [CONTINUED]:
+                held += entries[1:]
+                continue
+            for entry in chain(held, entries):
+                state.apply(entry)
+            held, whole = [], pos
+        if whole < end:
             log.warning(
-                "%s: cut a torn last frame at byte %d (%d bytes)", self.path, pos, end - pos
+                "%s: cut a torn last frame at byte %d (%d bytes)", self.path, whole, end - whole
             )
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.ftruncate(self._fd, pos)
-        self.size = pos
+        os.ftruncate(self._fd, whole)
+        self.size = whole
         return state
 
     def write(self, entries: Sequence[Kept]) -> None:
-        """One frame, in one ``write``: in the page cache, so a crash of the process keeps it."""
+        """One frame (or, too big for one, several that replay applies together), each in
+        one ``write``: in the page cache, so a crash of the process keeps it."""
         if not entries:
             return
         if self._fd < 0:
             raise OrderLogError(f"{self.path}: load() the log before writing to it")
-        frame = self._frame(entries)
+        frames = self._frames(entries)  # all made first: an entry too big writes nothing
+        tail = len(self._tail)
+        size = self.size
         try:
-            write_all(self._fd, frame)
+            for frame in frames:
+                write_all(self._fd, frame)
+                size += len(frame)
+                if self._aside_fd >= 0:  # the compacted file gets it too, after the live ones
+                    self._tail.append(frame)
         except OSError:  # a full disk, say: no torn frame may stay with frames after it
             os.ftruncate(self._fd, self.size)
+            del self._tail[tail:]
             raise
-        self.size += len(frame)
-        if self._aside_fd >= 0:  # the compacted file gets it too, after the live entries
-            self._tail.append(frame)
+        self.size = size
 
     @property
     def wants_compaction(self) -> bool:
@@ -270,7 +292,8 @@ class OrderLog:
         try:
             chunk = list(islice(self._live, max_entries))
             if chunk:
-                self._write_aside(self._frame(chunk))
+                for frame in self._frames(chunk):
+                    self._write_aside(frame)
             if len(chunk) < max_entries:
                 self._finish()
                 return True
@@ -315,11 +338,23 @@ class OrderLog:
             self._aside.unlink(missing_ok=True)
             self._live, self._tail = iter(()), []
 
-    def _frame(self, entries: Sequence[Kept]) -> bytes:
-        body = self._encode(entries)
-        if len(body) > MAX_FRAME_BYTES:
-            raise OrderLogError(f"a frame of {len(body)} bytes is over {MAX_FRAME_BYTES}")
-        return _FRAME.pack(len(body), zlib.crc32(body)) + body
+    def _frames(self, entries: Sequence[Kept], last: bool = True) -> list[bytes]:
+        """``entries`` as frames: one where it holds them (at most ``COMPACT_FRAME_ENTRIES``
+        and ``MAX_FRAME_BYTES``), else several, halved until each does, each but the last
+        (``last`` False: all) opening with ``CONTINUED``. Raises ``OrderLogError`` for an
+        entry that no frame holds."""
+        if len(entries) <= COMPACT_FRAME_ENTRIES:
+            body = self._encode(entries if last else [_MORE, *entries])
+            if len(body) <= MAX_FRAME_BYTES:
+                return [_FRAME.pack(len(body), zlib.crc32(body)) + body]
+            if len(entries) == 1:
+                kind, key = plain(entries)[0][:2]
+                raise OrderLogError(
+                    f"{self.path}: entry {kind}/{key} of {len(body)} bytes is over the "
+                    f"{MAX_FRAME_BYTES} bytes of a frame"
+                )
+        half = len(entries) // 2
+        return self._frames(entries[:half], False) + self._frames(entries[half:], last)
 
     def close(self) -> None:
         """Close the log; a compaction under way is dropped (the log holds everything)."""
