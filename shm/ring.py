@@ -238,8 +238,8 @@ class Ring(Generic[T]):
         self.region.close()
 
     def unlink(self) -> None:
-        """Remove the segment, its semaphores and its consumers' FIFOs (the owner does this
-        at shutdown)."""
+        """Remove the segment, its semaphores and the FIFOs beside them (its consumers', and
+        its producer's: an event loop's wait for room); the owner does this at shutdown."""
         self.region.unlink()
         consumers = range(self.max_consumers)
         for sem in [self.producer_sem_name(), *map(self.consumer_sem_name, consumers)]:

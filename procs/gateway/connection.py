@@ -46,7 +46,8 @@ STALL_HEARTBEATS = 2
 #: The most of a hold credited to a client's throttle (s): a socket holds a few seconds of
 #: a client's rate, and a long stall must not let every client burst minutes of it after.
 MAX_HELD_CREDIT_S = 5.0
-#: Bytes a connection may send before its Logon (none of them one) before it is closed.
+#: Bytes a connection may send before its Logon (none of them one) before it is closed; two
+#: of its largest messages (``max_message_bytes``) where that is more.
 MAX_BYTES_BEFORE_LOGON = 64 << 10
 
 
@@ -177,13 +178,13 @@ class Connection(asyncio.Protocol):
         session = self.session
         if session is not None:
             session.data_received(data, time.time_ns())
-            if session.state is State.AWAIT_LOGON and self._no_logon_in(len(data)):
+            if session.state is State.AWAIT_LOGON and self._closed_without_logon(len(data)):
                 return
             if self.server.pacing.paused:  # read for its Logon: paced again once it is in
                 self.sync_reading()
             self.server.after_input(self)
 
-    def _no_logon_in(self, size: int) -> bool:
+    def _closed_without_logon(self, size: int) -> bool:
         """Count ``size`` bytes read with no Logon in them; past the limit, close (True)."""
         assert self.session is not None and self.transport is not None
         self._before_logon += size

@@ -3,7 +3,8 @@
 The exchange journals every command, but not what only the gateway knows: which session an
 order belongs to, its ClOrdID, what has been reported on it. Without that a restarted gateway
 could not report a fill of an order placed before the restart, nor cancel one by its
-OrigClOrdID. So the server writes here, in one write (a frame: see below) each time:
+OrigClOrdID. So the server writes here, in one write each time (a frame, or several replayed
+as one: see below):
 
 - before it publishes commands to the router ring: the commands themselves (their sequence in
   that ring and their slot images) and the orders and requests they made. At a restart a
@@ -73,9 +74,11 @@ from procs.common.durable import make_dirs, write_all
 log = logging.getLogger("ringex.gateway")
 
 _FRAME = struct.Struct("<II")
-#: A frame is one flush: a pass of the poll loop or one publish. 64 MiB is far beyond any.
+#: The most bytes a frame holds; a write over it (a pass's cancels on disconnect, a restart's)
+#: goes as several frames (``_frames``), and a length past it on load is a torn frame's.
 MAX_FRAME_BYTES = 64 << 20
-#: Entries per frame of a compacted file (an order entry is about 80 bytes).
+#: The most entries a frame holds, a compacted file's and a write's (an order entry is about
+#: 80 bytes).
 COMPACT_FRAME_ENTRIES = 50_000
 #: Entries a step of a compaction writes: about 2 ms of a gateway's loop.
 COMPACT_STEP_ENTRIES = 1_000
@@ -113,7 +116,7 @@ class OrderLogError(ValueError):
 
 @dataclass(slots=True)
 class Recovered:
-    """What the log held at the last complete frame."""
+    """What the log held at the last complete write."""
 
     orders: dict[int, list[Any]] = field(default_factory=dict)
     requests: dict[int, list[Any]] = field(default_factory=dict)
@@ -215,7 +218,10 @@ class OrderLog:
             held, whole = [], pos
         if whole < end:
             log.warning(
-                "%s: cut a torn last frame at byte %d (%d bytes)", self.path, whole, end - whole
+                "%s: cut a torn last frame or an unfinished write at byte %d (%d bytes)",
+                self.path,
+                whole,
+                end - whole,
             )
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.ftruncate(self._fd, whole)

@@ -1,14 +1,15 @@
 """What the gateway writes to its order log (``order_log.py``), and when: its commands before
 the router ring gets them (and before a session's store saves the MsgSeqNums that count
 them, and after the audit journal has the messages they came from), its orders' changes with
-the input cursors after each batch of events, in one frame with the commands those events
-made (a cancel on disconnect), and a compaction in steps, one per write.
+the input cursors after each batch of events, in one write with the commands those events
+made (a cancel on disconnect), and a compaction in steps, one per write. (A write is one
+frame, or several that replay applies all or none: ``order_log.py``.)
 
-A batch's changes go in no other frame: a restart must find all of a batch or none of it
+A batch's changes go in no other write: a restart must find all of a batch or none of it
 (half of it, and the events read again are applied twice: a fill counted twice). So a store
 that saves inside a batch (``park`` for a session that is away) logs nothing
 (``_in_batch``): every command a client sent was logged by the ``publish`` that begins the
-pass, and those the events make go in the batch's frame.
+pass, and those the events make go in the batch's write.
 
 A mixin of ``GatewayServer`` (``server.py``), which owns the state it names.
 """
@@ -56,13 +57,13 @@ class OrderLogging:
     _logged_to: int  # commands below this sequence in the router ring are in the log
     _compact_after: float  # a failed compaction is begun again from then on (monotonic s)
     _in_batch: bool  # ``pump`` is taking a batch of events, not logged yet
-    #: The entries of the last frame whose write failed (a full disk): the next frame's first.
+    #: The entries of the last write that failed (a full disk): the next write's first.
     _unwritten: list[Kept]
     _closed: bool
 
     def _changes(self) -> list[Kept]:
-        """The order entries' changes since the last log frame: FIX's, then the API's; after
-        the entries of a frame that could not be written, if any (newer ones win a replay)."""
+        """The order entries' changes since the last log write: FIX's, then the API's; after
+        the entries of a write that failed, if any (newer ones win a replay)."""
         entries = self.entry.take_changes()
         if self._unwritten:
             entries[:0], self._unwritten = self._unwritten, []
@@ -74,7 +75,7 @@ class OrderLogging:
         order_log = self.order_log
         try:
             order_log.write(entries)
-        except OSError:  # a full disk: the changes were taken, the next frame carries them
+        except OSError:  # a full disk: the changes were taken, the next write carries them
             self._unwritten = entries
             raise
         if order_log.compacting:  # a step per write: no pass of the loop waits for all of it
@@ -115,7 +116,7 @@ class OrderLogging:
         self, chunk: list[Record], base: int, tail: Sequence[Kept] = ()
     ) -> int | None:
         """Log the chunk's commands not yet logged, with the order entry's changes (and
-        ``tail``, in the same frame); returns the index of one that does not fit its record
+        ``tail``, in the same write); returns the index of one that does not fit its record
         (nothing from it on is logged). The audit journal is written first: a command is
         never in the log, nor the ring, ahead of the line of the message it came from."""
         self.audit.flush()
@@ -149,7 +150,7 @@ class OrderLogging:
 
     def _log_batch(self, tail: Sequence[Kept]) -> None:
         """A batch of events handled: its changes and ``tail`` (the input cursors) in one
-        frame, with the commands its events made (an acknowledged order's cancel on
+        write, with the commands its events made (an acknowledged order's cancel on
         disconnect), so that a crash leaves no request without its command."""
         outgoing, producer = self.entry.outgoing, self.producer
         if outgoing and producer.sequence + len(outgoing) > self._logged_to:

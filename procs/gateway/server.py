@@ -5,10 +5,13 @@
 One event loop (uvloop in ``main``), no threads:
 
 - each connection feeds its bytes to its ``Session``; what the session and the order entry
-  produce is published to the router ring and written back in the same callback;
+  produce is published to the router ring at the end of the loop's pass, with what every
+  connection read in it (``submit``; at once past ``burst_limit`` commands waiting:
+  ``connections.py``), and written back once its commands are logged;
 - a poll task reads the router's replies ring and every matcher's output ring without
-  blocking (``read`` never waits; it sleeps 0.5 ms when there was nothing), feeds the events
-  to ``OrderEntry.process`` and writes the resulting reports;
+  blocking (``read`` never waits; it looks again for ``idle_spin_us`` after the last event,
+  then naps, 1 ms or longer once idle, unless a ring's record or a client ends the nap:
+  ``_poll``), feeds the events to ``OrderEntry.process`` and writes the resulting reports;
 - a timer task drives heartbeats, test requests and logon/logout timeouts once a second.
 
 Backpressure: commands wait in ``OrderEntry.outgoing`` until the router ring takes them. When
@@ -81,10 +84,12 @@ log = logging.getLogger("ringex.gateway")
 #: The poll loop's nap when nothing flows: uvloop's timers tick in whole milliseconds (a
 #: shorter sleep returns at once, and the loop would spin a core at 100%), so 1 ms.
 IDLE_NAP_S = 0.001
-#: The longest parked nap (``park_after_ms``): the loop then looks and parks again.
+#: The longest parked nap (``park_after_ms``) with no command held for the router's ring
+#: (one held waits ``held_nap_s``): the loop then looks and parks again.
 PARKED_NAP_S = 1.0
-#: At most this many commands wait for the end of a loop's pass (``connections.py``): a log
-#: frame of them is ~2 MB, far under the order log's 64 MiB.
+#: ``burst_limit``'s cap: once a quarter of a ring of commands (or this many, if fewer) wait
+#: for the end of a loop's pass, a read publishes them at once (``connections.py``). A log
+#: write of them is ~2 MB, one frame far under the order log's 64 MiB.
 MAX_BURST_COMMANDS = 8192
 
 
@@ -162,7 +167,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         self.order_log = OrderLog(self.directory / "orders.log", gw.order_log_compact_mb << 20)
         self._compact_after = 0.0  # a failed compaction is begun again from then on
         self._in_batch = False  # ``pump`` is taking a batch of events, not logged yet
-        self._unwritten: list[Kept] = []  # a frame a full disk refused: the next one's first
+        self._unwritten: list[Kept] = []  # a write a full disk refused: the next one's first
         self.seen_log = SeenLog(self.directory / "clordids.log")
         #: Sequence in the router ring -> slot image, of commands logged and not yet published.
         self._unpublished: dict[int, bytes] = {}
@@ -254,11 +259,16 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         for conn in due:
             self._write(conn)
 
+    @property
+    def publish_chunk(self) -> int:
+        """Commands a publish puts in the router ring at once: half of it."""
+        return max(1, self.producer.ring.capacity // 2)
+
     def publish(self) -> None:
         """Move waiting commands into the router ring, logging them first; pace the intake."""
         self.seen_log.keep(self.entry.seen)  # the ClOrdIDs, before their commands go
         outgoing = self.entry.outgoing
-        step = max(1, self.producer.ring.capacity // 2)
+        step = self.publish_chunk
         producer, unpublished = self.producer, self._unpublished
         self._log_outgoing()  # all of them, whatever the ring takes: none is logged below
         while outgoing:
@@ -361,7 +371,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         held_nap = held_nap_s(self.cfg.wait)
         clock = time.perf_counter
         producer, outgoing = self.producer, self.entry.outgoing
-        step = max(1, producer.ring.capacity // 2)  # publish's chunk: the room a nap waits for
+        step = self.publish_chunk  # the room a held nap waits for: one publish's chunk
         while not self._stop.is_set():
             sent = producer.sequence
             if self.pump() or producer.sequence != sent:

@@ -36,9 +36,10 @@ is the first ExecutionReport for the ClOrdID (the ack 150=0, or 150=4 for a canc
 Answer checks: every answer is right (REST: 200 and NEW/PARTIALLY_FILLED/FILLED, NEW for a
 passive order, CANCELED for a cancel, executedQty >= the sum of its fills (more is counted
 and shown: the answer renders the live order after later fills); FIX: ack or cancel, no
-reject), none is missing, and quantity is conserved: the buyer's base asset grew by what
-was traded and the seller's shrank by as much (balances from the router), where traded = the
-taker fills in the REST answers, or the buy-side = the sell-side fills of the FIX reports.
+reject, no second ack of an order, whenever it comes), none is missing, and quantity is
+conserved: the buyer's base asset grew by what was traded and the seller's shrank by as much
+(balances from the router), where traded = the taker fills in the REST answers, or the
+buy-side = the sell-side fills of the FIX reports.
 
 Figures per phase: requests/s (new orders and cancels, 2:1), latency percentiles (HDR; in
 the latency phase also the generator's own lateness), each process's CPU in % of one core
@@ -50,7 +51,9 @@ per-address (5,000/s) rate limits, which would cap one client below the target. 
 
 --client aiohttp drives REST through ``RestClient`` instead of the hand-written client;
 --profile-gateway FILE runs the gateway under cProfile (CPU time) and prints where its time
-goes per REST request (with --paths rest, so that FIX work is not mixed in).
+goes per REST request (with --paths rest, so that FIX work is not mixed in). --gateways N runs
+N gateway processes sharing the FIX and REST ports (``reuse_port``): "gateway" is then their
+CPU summed, each one's in ``gateways_cpu_pct``, and the verdict names each one at >= 85%.
 """
 
 from __future__ import annotations
@@ -119,7 +122,9 @@ def bench_config(instance: str, var: Path, fsync: str, gateways: int = 1) -> Rin
     the connections over them)."""
     high = 1_000_000_000
     shared = gateways > 1
-    fix_port, rest_port = (free_port(), free_port()) if shared else (0, 0)
+    fix_port = rest_port = 0
+    while shared and fix_port == rest_port:  # two ports, not one found twice
+        fix_port, rest_port = free_port(), free_port()
     rest = RestConfig(
         port=rest_port, key_rate_per_s=high, key_burst=high, ip_rate_per_s=high,
         ip_burst=high, login_rate_per_s=high, login_burst=1_000, recv_window_ms=WINDOW_MS,

@@ -2,8 +2,9 @@
 
 Tests that fail show a bug in the product; each docstring says what is wrong, why it matters
 and where. The others pin behaviour this review checked and found right. Every test runs the
-real writer (or its parts) into a real PostgreSQL (``conftest.py``'s cluster, a database per
-test) over a journal made through the real sequencer and matchers (``journal_gen``).
+real writer (or its parts) into a real PostgreSQL (``tests/unit/conftest.py``'s cluster, a
+database per test) over a journal made through the real sequencer and matchers
+(``journal_gen``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ and what a user of a Binance-style venue expects instead. The last ones pin what
 checked against the journal and found right: myTrades, allOrders and klines under random
 bounds and limits equal what the journal says. Everything is real: the sequencer and matchers
 make the journal (``journal_gen``), the writer files it into the session's PostgreSQL
-(``conftest.py``, a database per test), and ``History`` reads it as the gateway does.
+(``tests/unit/conftest.py``, a database per test), and ``History`` reads it as the gateway
+does.
 """
 
 from __future__ import annotations

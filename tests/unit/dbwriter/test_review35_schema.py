@@ -4,8 +4,8 @@ writer's batches against them, the indexes the REST history's queries need).
 Each test that names a fault failed before its fix (or is a strict xfail naming the fault
 outside this review's files); its docstring says what was wrong, where, and what a venue's
 DBA expects instead. The others pin what this review checked and found right. Everything
-runs against the session's real PostgreSQL (``conftest.py``, a database per test) and, where
-a journal is needed, the real sequencer and matchers (``journal_gen``).
+runs against the session's real PostgreSQL (``tests/unit/conftest.py``, a database per
+test) and, where a journal is needed, the real sequencer and matchers (``journal_gen``).
 
 TimescaleDB is not installable here (no package in this host's apt sources): its path
 (``0002_trades.sql``) was checked against its documentation instead. A hypertable makes its

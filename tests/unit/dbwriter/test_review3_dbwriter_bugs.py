@@ -1,8 +1,9 @@
 """Bugs a third hostile review of the database writer found.
 
-Each test runs the real writer (or its parts) into a real PostgreSQL (``conftest.py``'s
-cluster, a database per test) over a small journal made through the real sequencer and
-matchers (``journal_gen.JournalBuilder``), and fails today because of the product.
+Each test runs the real writer (or its parts) into a real PostgreSQL
+(``tests/unit/conftest.py``'s cluster, a database per test) over a small journal made through
+the real sequencer and matchers (``journal_gen.JournalBuilder``), and fails today because of
+the product.
 """
 
 from __future__ import annotations

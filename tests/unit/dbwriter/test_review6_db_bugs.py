@@ -1,7 +1,7 @@
 """Bugs a sixth hostile review of the database writer found.
 
-Each test runs the real writer into a real PostgreSQL (``conftest.py``'s cluster, a database
-per test) over a small journal made through the real sequencer and matchers
+Each test runs the real writer into a real PostgreSQL (``tests/unit/conftest.py``'s cluster,
+a database per test) over a small journal made through the real sequencer and matchers
 (``journal_gen.JournalBuilder``), and fails today because of the product.
 """
 

@@ -1,8 +1,9 @@
 """Bugs a hostile review of the database writer and the REST history queries found.
 
 Each test failed before its fix. They run the
-real writer into a real PostgreSQL (``conftest.py``'s cluster, a database per test) over small
-journals made by ``journal_gen``, then query what ``procs.gateway.history`` serves.
+real writer into a real PostgreSQL (``tests/unit/conftest.py``'s cluster, a database per
+test) over small journals made by ``journal_gen``, then query what ``procs.gateway.history``
+serves.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ import simplefix  # ships no type information
 from config.edges import RestConfig
 from config.schema import DatabaseConfig, RingConfig
 from procs.gateway import connection, order_log
+from procs.gateway.audit import MAX_BUFFERED_BYTES
 from procs.gateway.order_log import COMMAND, ORDER, OrderLog
 from procs.gateway.rest_client import RestClient
 from procs.gateway.server import GatewayServer
@@ -365,7 +366,7 @@ def test_a_resend_of_the_whole_session_while_it_floods_and_does_not_read(
 
 
 #: What the audit journal's buffer may hold (``audit.MAX_BUFFERED_BYTES``).
-AUDIT_BUFFER = 1 << 20
+AUDIT_BUFFER = MAX_BUFFERED_BYTES
 
 
 class _Held:
@@ -426,10 +427,10 @@ def test_junk_before_a_logon_is_cut_off_not_read_and_journaled_at_socket_speed(
         gw._tasks[1].cancel()  # no logon timeout: the limit alone ends it
         before = gw.audit.path.stat().st_size
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-        junk = b"\x00junk" * (1 << 16)  # 384 KiB a write
+        junk = b"\x00junk" * (1 << 16)  # 320 KiB a write
         sent = 0
         try:
-            for _ in range(64):  # 24 MiB
+            for _ in range(64):  # 20 MiB
                 writer.write(junk)
                 await writer.drain()
                 sent += len(junk)
