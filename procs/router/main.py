@@ -577,10 +577,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _whole_seq(events: Sequence[Record], full: int) -> int:
     """The newest seq whose events ``events`` (a read of at most ``full``) hold all of: its
     last event's, less one where a full read may end inside that command's events. A read
@@ -591,3 +587,7 @@ def _whole_seq(events: Sequence[Record], full: int) -> int:
         if seq is not None:
             return int(seq) - 1 if k == full - 1 else int(seq)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
