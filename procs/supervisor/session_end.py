@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
+from procs.common.durable import replace_durably
 from procs.common.journal import JournalError
 from procs.supervisor.journaled_ends import JournaledEnds
 from procs.supervisor.run_files import run_dir
@@ -213,14 +213,5 @@ class SessionEnds:
         if self.after_seq:
             doc["after_seq"] = self.after_seq
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("wb") as out:
-            out.write(json.dumps(doc, indent=2).encode())
-            out.flush()
-            os.fsync(out.fileno())  # on disk before the rename: never an empty record
-        os.replace(tmp, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename too
-        finally:
-            os.close(directory)
+        # on disk before the rename (never an empty record), and the rename too
+        replace_durably(self.path, json.dumps(doc, indent=2).encode())

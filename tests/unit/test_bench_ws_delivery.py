@@ -9,15 +9,8 @@ import asyncio
 
 from tests.bench.bench_ws import delivery
 from tests.bench.ws_clients import ClientContext, FeedClient
+from tests.unit.marketdata.test_bench_client import DEPTH, FRAME
 
-FRAME = (
-    b'\x81\x7e\x00\x98{"stream":"btc-usd@trade","data":{"e":"trade","E":1763000000000,'
-    b'"s":"BTC-USD","t":%d,"p":"50000.05","q":"0.0003","T":1763000000000,"m":false,"u":9}}'
-)
-DEPTH = (
-    b'\x81\x7e\x00\x70{"stream":"btc-usd@depth","data":{"e":"depthUpdate","E":1763000000000,'
-    b'"s":"BTC-USD","U":%d,"u":%d,"b":[],"a":[["50000.05","0.0003"]]}}'
-)
 HANDSHAKE = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
 
 

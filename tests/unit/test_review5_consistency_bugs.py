@@ -42,12 +42,6 @@ from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, rest_exchange, str
 
 
 @pytest.fixture
-def database(dsn: str) -> str:
-    """A fresh database of its own in the session's private PostgreSQL cluster."""
-    return dsn
-
-
-@pytest.fixture
 def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
     """ALICE (601) with dollars, BOB (602) with bitcoin; REST on, databases off."""
     yield from rest_exchange(instance, tmp_path)
@@ -385,7 +379,7 @@ def test_the_private_stream_tells_balances_that_moved_while_the_router_restarted
 
 
 def test_a_market_buy_has_the_same_price_live_and_in_the_history(
-    harness: Harness, database: str
+    harness: Harness, dsn: str
 ) -> None:
     """What is wrong: the router gives a market (or stop-market) buy its protection cap in the
     order's ``price`` before it journals it (accounts.py ``reserve_new``: "a market or
@@ -419,14 +413,14 @@ def test_a_market_buy_has_the_same_price_live_and_in_the_history(
             await alice.close()
             await bob.close()
 
-    answers, rows = with_history(harness, database, scenario)
+    answers, rows = with_history(harness, dsn, scenario)
     by_id = {row["orderId"]: row for row in rows}
     for live in answers:
         stored = by_id[live["orderId"]]
         assert (live["type"], live["price"]) == (stored["type"], stored["price"]), (live, stored)
 
 
-def test_a_limit_maker_order_keeps_its_type_in_the_history(harness: Harness, database: str) -> None:
+def test_a_limit_maker_order_keeps_its_type_in_the_history(harness: Harness, dsn: str) -> None:
     """What is wrong: a LIMIT_MAKER (post-only) order is a LIMIT with the post-only flag
     (rest_params.py ``TYPES``), and the database keeps no flags (projection.py ``ORDERS``;
     history.py ``order_json``: ``TYPE_NAMES.get(ord_type)``), so the order POST /api/v1/order
@@ -447,15 +441,13 @@ def test_a_limit_maker_order_keeps_its_type_in_the_history(harness: Harness, dat
         finally:
             await alice.close()
 
-    live, rows = with_history(harness, database, scenario)
+    live, rows = with_history(harness, dsn, scenario)
     (stored,) = [row for row in rows if row["orderId"] == live["orderId"]]
     assert live["type"] == "LIMIT_MAKER"
     assert stored["type"] == live["type"], (live, stored)
 
 
-def test_an_orders_time_is_the_same_live_and_in_the_history(
-    harness: Harness, database: str
-) -> None:
+def test_an_orders_time_is_the_same_live_and_in_the_history(harness: Harness, dsn: str) -> None:
     """What is wrong: the REST view stamps an order's ``time`` with the gateway's clock when
     the request came in (rest_orders.py ``new_order``: ``time_ms=_ms(now_ns)``, never updated
     by ``_accepted``), while the exchange's time of the order is the router's stamp on the
@@ -480,6 +472,6 @@ def test_an_orders_time_is_the_same_live_and_in_the_history(
         finally:
             await alice.close()
 
-    live, rows = with_history(harness, database, scenario)
+    live, rows = with_history(harness, dsn, scenario)
     (stored,) = [row for row in rows if row["orderId"] == live["orderId"]]
     assert live["time"] == stored["time"], (live, stored)

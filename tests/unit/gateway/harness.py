@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+import msgspec
 import simplefix  # ships no type information
 
 from config.edges import GatewayConfig, MarketDataConfig
@@ -61,6 +62,36 @@ def config(instance: str, var: Path, **gateway: object) -> RingexConfig:
         journal=JournalConfig(fsync="none"),
         var_dir=str(var),
     )
+
+
+def small_ring_exchange(
+    instance: str,
+    var: Path,
+    capacity: int,
+    *,
+    users: Sequence[str] = ("ALICE",),
+    wait: WaitConfig | None = None,
+    max_open_orders: int | None = None,
+    **gateway: object,
+) -> Harness:
+    """A harness whose rings hold ``capacity`` records, with ``users`` (accounts 7, 8, ...)
+    added and funded; ``wait`` and the risk's ``max_open_orders`` replaced where given.
+
+    Its matchers' batches are small: the harness steps the matcher in the gateway's loop, and
+    a batch whose events outgrow a small ring would wait forever for the gateway to read them."""
+    cfg = config(instance, var, **gateway)
+    matchers = [msgspec.structs.replace(m, batch=16) for m in cfg.matchers]
+    cfg = msgspec.structs.replace(cfg, ring=RingConfig(capacity=capacity), matchers=matchers)
+    if wait is not None:
+        cfg = msgspec.structs.replace(cfg, wait=wait)
+    if max_open_orders is not None:
+        risk = msgspec.structs.replace(cfg.risk, max_open_orders=max_open_orders)
+        cfg = msgspec.structs.replace(cfg, risk=risk)
+    h = Harness(cfg)
+    for k, comp in enumerate(users):
+        h.add_user(comp, "secret", 7 + k)
+        h.fund(7 + k)
+    return h
 
 
 class Harness:

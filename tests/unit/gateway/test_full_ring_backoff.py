@@ -17,13 +17,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from config.schema import RingConfig, WaitConfig
+from config.schema import WaitConfig
 from procs.common.records import Record
 from procs.gateway.server import IDLE_NAP_S, held_nap_s
-from tests.unit.gateway.harness import Client, Harness, config, run_scenario, settled
+from tests.unit.gateway.harness import Client, Harness, run_scenario, settled, small_ring_exchange
 from tests.unit.gateway.test_adversarial_fix import logged_on, order
 
 CAPACITY = 256
@@ -32,20 +31,6 @@ WINDOW_S = 0.5
 #: passes of a loop that naps (at most one per 1 ms tick, far fewer once parked) and of one
 #: that spins (a pass is tens of microseconds)
 MOST_NAPPING, LEAST_SPINNING = int(WINDOW_S * 1000), 2_500
-
-
-def _exchange(instance: str, tmp_path: Path, wait: WaitConfig) -> Harness:
-    base = config(instance, tmp_path)
-    # small matcher batches: the harness steps the matcher in the gateway's loop (as
-    # test_review35_pressure.py does)
-    matchers = [msgspec.structs.replace(m, batch=16) for m in base.matchers]
-    ring = RingConfig(capacity=CAPACITY)
-    risk = msgspec.structs.replace(base.risk, max_open_orders=10 * ORDERS)  # all accepted
-    cfg = msgspec.structs.replace(base, ring=ring, wait=wait, matchers=matchers, risk=risk)
-    h = Harness(cfg)
-    h.add_user("ALICE", "secret", 7)
-    h.fund(7)
-    return h
 
 
 async def _first_reports(c: Client, count: int, timeout_s: float = 10.0) -> list[bytes]:
@@ -69,7 +54,13 @@ async def _first_reports(c: Client, count: int, timeout_s: float = 10.0) -> list
 def test_a_full_router_ring_is_waited_for_and_its_commands_go_out_in_order(
     instance: str, tmp_path: Path, wait: WaitConfig, spins: bool
 ) -> None:
-    h = _exchange(instance, tmp_path, wait)
+    h = small_ring_exchange(
+        instance,
+        tmp_path,
+        CAPACITY,
+        wait=wait,
+        max_open_orders=10 * ORDERS,  # all accepted
+    )
 
     async def scenario(h: Harness, port: int) -> None:
         gw = h.gateway

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
-
-from config.schema import RingConfig
-from tests.unit.gateway.harness import Harness, config, run_scenario, settled
+from tests.unit.gateway.harness import Harness, run_scenario, settled, small_ring_exchange
 from tests.unit.gateway.test_adversarial_fix import logged_on, order
 
 CAPACITY = 256  # burst_limit: a quarter of it
@@ -31,16 +28,7 @@ READ_BYTES = 256 * 1024  # uvloop's read buffer
 
 
 def test_reads_stop_once_a_burst_of_commands_waits(instance: str, tmp_path: Path) -> None:
-    base = config(instance, tmp_path)
-    # small matcher batches: the harness steps the matcher in the gateway's loop
-    matchers = [msgspec.structs.replace(m, batch=16) for m in base.matchers]
-    risk = msgspec.structs.replace(base.risk, max_open_orders=10 * ORDERS)
-    cfg = msgspec.structs.replace(
-        base, ring=RingConfig(capacity=CAPACITY), risk=risk, matchers=matchers
-    )
-    h = Harness(cfg)
-    h.add_user("ALICE", "secret", 7)
-    h.fund(7)
+    h = small_ring_exchange(instance, tmp_path, CAPACITY, max_open_orders=10 * ORDERS)
 
     async def scenario(h: Harness, port: int) -> None:
         gw = h.gateway

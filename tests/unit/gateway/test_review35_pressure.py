@@ -14,26 +14,21 @@ import threading
 import time
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from config.schema import RingConfig
 from procs.common.users import User, UserStore
-from tests.unit.gateway.harness import OPEN, Client, Harness, config, run_scenario, settled
+from tests.unit.gateway.harness import (
+    OPEN,
+    Client,
+    Harness,
+    run_scenario,
+    settled,
+    small_ring_exchange,
+)
 from tests.unit.gateway.test_adversarial_fix import crafted, logged_on, order
 
-
-def _exchange(instance: str, tmp_path: Path, capacity: int, **gw: object) -> Harness:
-    base = config(instance, tmp_path, **gw)
-    # small matcher batches: the harness steps the matcher in the gateway's loop, and a batch
-    # whose events outgrow a small ring would wait forever for the gateway to read them
-    matchers = [msgspec.structs.replace(m, batch=16) for m in base.matchers]
-    cfg = msgspec.structs.replace(base, ring=RingConfig(capacity=capacity), matchers=matchers)
-    h = Harness(cfg)
-    for k, comp in enumerate(("ALICE", "BOB", "CAROL")):
-        h.add_user(comp, "secret", 7 + k)
-        h.fund(7 + k)
-    return h
+#: The traders, accounts 7, 8 and 9.
+TRADERS = ("ALICE", "BOB", "CAROL")
 
 
 def _ioc(c: Client, ref: str) -> bytes:
@@ -84,7 +79,7 @@ def _reading(h: Harness) -> list[bool]:
 def test_a_flood_while_the_router_is_stopped_loses_nothing_and_every_socket_reads_again(
     instance: str, tmp_path: Path
 ) -> None:
-    h = _exchange(instance, tmp_path, 256)
+    h = small_ring_exchange(instance, tmp_path, 256, users=TRADERS)
     n = 150
 
     async def scenario(h: Harness, port: int) -> None:
@@ -120,7 +115,7 @@ def test_a_logon_sent_while_the_intake_is_paused_is_not_timed_out(
     within 1.0 s", its Logon unread in the gateway's own socket: after a gateway restart under
     load every client's Logon times out and they reconnect in a loop. A Logon publishes
     nothing to the router: it is read and answered while the intake is paused."""
-    h = _exchange(instance, tmp_path, 256, logon_timeout_s=1.0)
+    h = small_ring_exchange(instance, tmp_path, 256, users=TRADERS, logon_timeout_s=1.0)
 
     async def scenario(h: Harness, port: int) -> None:
         alice = await logged_on(port, "ALICE")
@@ -155,7 +150,7 @@ def test_a_client_under_its_rate_is_not_throttled_for_the_gateways_own_pause(
     session.py) takes seconds of them as one burst. A client sending 40 messages/s under a
     limit of 100/s through a 4 s pause gets ~60 BusinessMessageRejects "throttle: more than
     100 messages/s": rejects of a rate it never sent, caused by the exchange's own pause."""
-    h = _exchange(instance, tmp_path, 256, max_messages_per_s=100)
+    h = small_ring_exchange(instance, tmp_path, 256, users=TRADERS, max_messages_per_s=100)
 
     async def scenario(h: Harness, port: int) -> None:
         alice = await logged_on(port, "ALICE")
@@ -200,7 +195,7 @@ def test_a_logon_storm_of_dropped_connections_does_not_queue_a_check_each(
     a storm of connect, Logon, close queues a check each, and a real client's Logon waits
     behind all of them, past its ``logon_timeout_s``. A check whose connection is gone is
     skipped."""
-    h = _exchange(instance, tmp_path, 4096, max_sessions=50)
+    h = small_ring_exchange(instance, tmp_path, 4096, users=TRADERS, max_sessions=50)
     checks: list[str] = []
     lock = threading.Lock()
     real = UserStore.verify
@@ -236,7 +231,7 @@ def test_a_logon_storm_of_dropped_connections_does_not_queue_a_check_each(
 def test_a_logon_storm_past_max_sessions_is_refused_and_logged_on_sessions_trade(
     instance: str, tmp_path: Path
 ) -> None:
-    h = _exchange(instance, tmp_path, 4096, max_sessions=10)
+    h = small_ring_exchange(instance, tmp_path, 4096, users=TRADERS, max_sessions=10)
 
     async def scenario(h: Harness, port: int) -> None:
         bob = await logged_on(port, "BOB")
@@ -264,7 +259,7 @@ def test_a_message_one_byte_over_the_size_limit_is_refused_and_one_at_it_is_take
     instance: str, tmp_path: Path
 ) -> None:
     limit = 1024
-    h = _exchange(instance, tmp_path, 4096, max_message_bytes=limit)
+    h = small_ring_exchange(instance, tmp_path, 4096, users=TRADERS, max_message_bytes=limit)
 
     def sized(c: Client, size: int) -> bytes:
         pad = 1
@@ -291,7 +286,9 @@ def test_a_message_one_byte_over_the_size_limit_is_refused_and_one_at_it_is_take
 def test_a_half_open_connection_with_a_partial_message_holds_no_slot_for_long(
     instance: str, tmp_path: Path
 ) -> None:
-    h = _exchange(instance, tmp_path, 4096, logon_timeout_s=0.5, max_sessions=3)
+    h = small_ring_exchange(
+        instance, tmp_path, 4096, users=TRADERS, logon_timeout_s=0.5, max_sessions=3
+    )
 
     async def scenario(h: Harness, port: int) -> None:
         lurkers = []
@@ -319,7 +316,7 @@ def test_a_client_that_never_reads_is_bounded_and_slows_nobody(
     """ALICE stops reading and asks for her history again and again (ResendRequests, each
     answered with every report): her connection's unsent output stays under the limit (4 MiB,
     connection.py) or she is disconnected, while BOB trades with CAROL at his usual pace."""
-    h = _exchange(instance, tmp_path, 4096)
+    h = small_ring_exchange(instance, tmp_path, 4096, users=TRADERS)
 
     async def scenario(h: Harness, port: int) -> None:
         alice, writer = await _small_window(port)
@@ -368,7 +365,7 @@ def test_a_client_that_stops_reading_for_good_is_disconnected_within_its_heartbe
     TestRequest it must answer, never dropped, its orders never cancelled on disconnect, its
     buffered output held for good. Expected: output that does not move for two heartbeat
     intervals ends the connection (as silence does); actual: the session lives on."""
-    h = _exchange(instance, tmp_path, 4096)
+    h = small_ring_exchange(instance, tmp_path, 4096, users=TRADERS)
 
     async def scenario(h: Harness, port: int) -> None:
         alice, writer = await _small_window(port)

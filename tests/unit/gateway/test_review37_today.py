@@ -35,12 +35,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import msgspec
 import posix_ipc
 import psycopg
 import pytest
 
-from config.schema import RingConfig, RingexConfig, WaitConfig
+from config.schema import RingexConfig, WaitConfig
 from procs.common.records import WatchBalances
 from procs.dbwriter.migrate import MIGRATIONS, migrate
 from procs.gateway.connection import Connection
@@ -51,12 +50,14 @@ from procs.gateway.server import GatewayServer
 from shm import Ring
 from shm.wait import WATCHED
 from tests.unit.dbwriter.history_query import query_history
-from tests.unit.gateway.harness import Harness, config, run_scenario, settled
+from tests.unit.gateway.harness import Harness, run_scenario, settled, small_ring_exchange
 from tests.unit.gateway.rest_rig import LIMIT, client, request, rest_exchange, run, statuses
 from tests.unit.gateway.test_adversarial_fix import logged_on, order
 from tests.unit.shm.test_review_shm_bugs import CODEC
 
 CAPACITY = 64
+#: The risk's open-order limit here: every order accepted.
+MOST_OPEN = 10_000
 #: A nap long enough that a wake-up by its timer is told from one by the router at a glance.
 LONG_NAP_S = 0.5
 #: The most a wake-up by the router may take here (a loaded 2-core machine): a tenth of it.
@@ -66,22 +67,6 @@ PROMPT_S = 0.1
 PROMPT_ROOM_S = 0.02
 #: Long enough past ``park_after_ms`` (100) that the loop naps as for a stopped router.
 PARKED_S = 0.15
-
-
-def _exchange(
-    instance: str, tmp_path: Path, wait: WaitConfig, capacity: int = CAPACITY, **gw: object
-) -> Harness:
-    base = config(instance, tmp_path, **gw)
-    # small matcher batches: the harness steps the matcher in the gateway's loop
-    matchers = [msgspec.structs.replace(m, batch=16) for m in base.matchers]
-    risk = msgspec.structs.replace(base.risk, max_open_orders=10_000)
-    cfg = msgspec.structs.replace(
-        base, ring=RingConfig(capacity=capacity), wait=wait, matchers=matchers, risk=risk
-    )
-    h = Harness(cfg)
-    h.add_user("ALICE", "secret", 7)
-    h.fund(7)
-    return h
 
 
 async def _published_after(gw: GatewayServer, at: int, limit_s: float) -> float:
@@ -131,7 +116,7 @@ def test_room_the_router_makes_without_answering_wakes_the_gateways_held_nap(
     router stopped past ``park_after_ms``; then one router step takes the ring and commits
     it, with no record on any ring the gateway reads. The gateway's held commands go out at
     once, not when its nap's timer (``LONG_NAP_S``) or the timers' ``submit`` ends it."""
-    h = _exchange(instance, tmp_path, wait)
+    h = small_ring_exchange(instance, tmp_path, CAPACITY, wait=wait, max_open_orders=MOST_OPEN)
 
     async def scenario(h: Harness, port: int) -> None:
         gw = h.gateway
@@ -218,7 +203,14 @@ def test_a_router_that_resumes_ends_the_held_wait_of_every_strategy(
     """Orders past the ring's room, the router stopped past ``park_after_ms``, then resumed:
     its answers end the gateway's nap (or, with ``park_after_ms = 0``, the 1 ms timer does),
     and the held orders go out within ``PROMPT_S``, not the strategy's bound."""
-    h = _exchange(instance, tmp_path, wait, park_after_ms=park_after_ms)
+    h = small_ring_exchange(
+        instance,
+        tmp_path,
+        CAPACITY,
+        wait=wait,
+        max_open_orders=MOST_OPEN,
+        park_after_ms=park_after_ms,
+    )
 
     async def scenario(h: Harness, port: int) -> None:
         gw = h.gateway
@@ -262,7 +254,9 @@ def test_reads_of_several_connections_in_one_pass_stop_at_one_bound_in_order(
     lines are out before an order log frame of commands, every command is in the log before
     the ring has it, and a session's store saves its MsgSeqNums after the commands it counts
     are logged."""
-    h = _exchange(instance, tmp_path, WaitConfig(strategy="sleep"), capacity=256)
+    h = small_ring_exchange(
+        instance, tmp_path, 256, wait=WaitConfig(strategy="sleep"), max_open_orders=MOST_OPEN
+    )
     for comp, account in (("BOB", 8), ("CAROL", 9)):
         h.add_user(comp, "secret", account)
         h.fund(account)

@@ -24,12 +24,6 @@ from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, rest_exchange, run
 
 
 @pytest.fixture
-def database(dsn: str) -> str:
-    """A fresh database of its own in the session's private PostgreSQL cluster."""
-    return dsn
-
-
-@pytest.fixture
 def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
     """ALICE (601) with dollars, BOB (602) with bitcoin; REST on, databases off."""
     yield from rest_exchange(instance, tmp_path)
@@ -68,7 +62,7 @@ def _gateway_run(h: Harness, scenario: Callable[[str], Awaitable[Any]]) -> Any:
 
 
 def test_all_orders_without_a_start_shows_the_newest_order_placed_a_moment_ago(
-    instance: str, tmp_path: Path, database: str
+    instance: str, tmp_path: Path, dsn: str
 ) -> None:
     """What is wrong: ``HistoryRoutes.all_orders`` (rest_history.py) without ``orderId`` or
     ``startTime`` asks the database for the newest ``limit`` orders, then adds the open orders
@@ -81,7 +75,7 @@ def test_all_orders_without_a_start_shows_the_newest_order_placed_a_moment_ago(
     reads its own writes (the handler's own comment).
     Expected: ``allOrders?limit=1`` right after placing an order is that order.
     Actual: the newest order the database writer had written before it."""
-    h = _history_exchange(instance, tmp_path, database)
+    h = _history_exchange(instance, tmp_path, dsn)
     try:
 
         async def before(url: str) -> int:
@@ -95,7 +89,7 @@ def test_all_orders_without_a_start_shows_the_newest_order_placed_a_moment_ago(
                 await alice.close()
 
         old_id = _gateway_run(h, before)
-        writer = DbWriter(h.cfg, database, WriterOptions(batch_rows=100, batch_ms=10))
+        writer = DbWriter(h.cfg, dsn, WriterOptions(batch_rows=100, batch_ms=10))
         writer.run(to_end=True)  # the history has the old order, not the next one
         writer.close()
 

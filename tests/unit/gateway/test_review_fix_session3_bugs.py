@@ -16,7 +16,15 @@ import pytest
 from config.edges import GatewayConfig
 from config.schema import RingConfig
 from procs.gateway.server import GatewayServer
-from tests.unit.gateway.harness import Client, Harness, close_all, config, settled, utc
+from tests.unit.gateway.harness import (
+    Client,
+    Harness,
+    close_all,
+    config,
+    run_scenario,
+    settled,
+    utc,
+)
 from tests.unit.gateway.test_gateway import logged_on, run
 
 
@@ -291,35 +299,27 @@ def test_a_client_is_not_timed_out_for_heartbeats_the_gateway_did_not_read(
     h.add_user("ALICE", "secret", 7)
     h.fund(7)
 
-    async def main() -> None:
-        port = await h.start()
-        try:
-            c = Client("ALICE")
-            await c.connect(port)
-            await c.logon(hb=1)
-            gw = h.gateway
-            assert gw is not None
-            (conn,) = gw.connections
-            session = conn.session
-            assert session is not None
-            h.pause()  # the router stops taking commands: the gateway's intake pauses
-            pairs = ((55, "BTC-USD"), (54, 1), (60, utc()), (38, "0.01"), (40, 2), (44, "100.00"))
-            orders = [bytes(c.message("D", (11, f"p{k}"), *pairs).encode()) for k in range(200)]
-            await c.send_raw(b"".join(orders))
-            await settled(lambda: gw.pacing.paused)
-            assert gw.pacing.paused
-            assert c.writer is not None
-            for _ in range(8):  # 4 s of heartbeats every 0.5 s, on time
-                c.writer.write(bytes(c.message("0").encode()))
-                await asyncio.sleep(0.5)
-            h.resume()
-            await settled(lambda: not gw.pacing.paused)
-            assert not session.closed, f"dropped while paused: {session.close_reason}"
-        finally:
-            await close_all()
-            await h.stop()
+    async def scenario(h: Harness, port: int) -> None:
+        c = Client("ALICE")
+        await c.connect(port)
+        await c.logon(hb=1)
+        gw = h.gateway
+        assert gw is not None
+        (conn,) = gw.connections
+        session = conn.session
+        assert session is not None
+        h.pause()  # the router stops taking commands: the gateway's intake pauses
+        pairs = ((55, "BTC-USD"), (54, 1), (60, utc()), (38, "0.01"), (40, 2), (44, "100.00"))
+        orders = [bytes(c.message("D", (11, f"p{k}"), *pairs).encode()) for k in range(200)]
+        await c.send_raw(b"".join(orders))
+        await settled(lambda: gw.pacing.paused)
+        assert gw.pacing.paused
+        assert c.writer is not None
+        for _ in range(8):  # 4 s of heartbeats every 0.5 s, on time
+            c.writer.write(bytes(c.message("0").encode()))
+            await asyncio.sleep(0.5)
+        h.resume()
+        await settled(lambda: not gw.pacing.paused)
+        assert not session.closed, f"dropped while paused: {session.close_reason}"
 
-    try:
-        asyncio.run(main())
-    finally:
-        h.close()
+    run_scenario(h, scenario)
