@@ -41,6 +41,7 @@ from procs.common.users import UserStore
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request, throttle
+from procs.gateway.deadlines import Deadlines
 from procs.gateway.history import History, order_json
 from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
@@ -119,6 +120,7 @@ class RestApi:
         self.login_limits = RateLimiter(rest.login_rate_per_s, rest.login_burst)
         self.body_timeout_s = BODY_TIMEOUT_S
         self.waiters: dict[int, asyncio.Future[Outcome]] = {}
+        self.deadlines = Deadlines()  # the waiters' timeouts, on one timer
         #: The gateway is stopping (``GatewayServer.stop``): new orders are refused.
         self.closing = False
         self.streams = PrivateStreams(
@@ -169,14 +171,14 @@ class RestApi:
             lane.sweep(now_s)
 
     async def wait(self, ref: int, timeout_s: float | None = None) -> Outcome:
-        """The exchange's answer to request ``ref`` (a plain future with a timer: cheaper per
-        request than ``asyncio.wait_for``'s task)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome] = loop.create_future()
+        """The exchange's answer to request ``ref`` (a plain future, its timeout one of
+        ``deadlines``': cheaper per request than a timer each, or ``asyncio.wait_for``'s
+        task)."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.waiters[ref] = future
         self.publish()
         timeout_s = timeout_s or self.rest.order_timeout_s
-        timer = loop.call_later(timeout_s, _time_out, future)
+        self.deadlines.add(future, timeout_s)
         try:
             return await future
         except TimeoutError:
@@ -188,7 +190,7 @@ class RestApi:
                 f"execute, ask for its status",
             ) from None
         finally:
-            timer.cancel()
+            self.deadlines.discard(future)
             self.waiters.pop(ref, None)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -570,8 +572,3 @@ class RestApi:
                         raise
             known = outcome.balances or {}
         return [balance_json(self.core.assets, asset, known) for asset in sorted(known)]
-
-
-def _time_out(future: asyncio.Future[Outcome]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())

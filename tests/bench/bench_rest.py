@@ -54,6 +54,8 @@ per-address (5,000/s) rate limits, which would cap one client below the target. 
 goes per REST request (with --paths rest, so that FIX work is not mixed in). --gateways N runs
 N gateway processes sharing the FIX and REST ports (``reuse_port``): "gateway" is then their
 CPU summed, each one's in ``gateways_cpu_pct``, and the verdict names each one at >= 85%.
+--pin gives each gateway a CPU of its own, as a venue pins it (``pin_plan``: on two CPUs the
+router, the matcher and the load generator share the other).
 """
 
 from __future__ import annotations
@@ -215,10 +217,36 @@ def cpu_s(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-def run_phase(ctx: Any, spec: dict[str, Any], procs: dict[str, psutil.Process]) -> dict[str, Any]:
+def pin_plan(names: list[str], cpus: list[int]) -> dict[str, list[int]]:
+    """``--pin``: each gateway a CPU of its own, as a venue pins it. With CPUs enough (the
+    gateways' and three more), the router, the matcher and the load generator (the bench
+    beside it: it only samples) one each; else (two CPUs) the gateways get the CPUs after the
+    first, round robin, and everything else (about 65% of a core here) shares the first."""
+    gateways = [n for n in names if n.startswith("gateway")]
+    others = [n for n in names if n not in gateways]
+    if len(cpus) < 2:
+        return {}
+    if len(cpus) >= len(gateways) + len(others) + 1:
+        spare, own = cpus[: len(others) + 1], cpus[len(others) + 1 :]
+        plan = {name: [cpu] for name, cpu in zip([*others, "client"], spare, strict=True)}
+        plan["bench"] = plan["client"]
+    else:
+        own = cpus[1:]
+        plan = {name: [cpus[0]] for name in [*others, "client", "bench"]}
+    return plan | {name: [own[k % len(own)]] for k, name in enumerate(gateways)}
+
+
+def run_phase(
+    ctx: Any,
+    spec: dict[str, Any],
+    procs: dict[str, psutil.Process],
+    pins: dict[str, list[int]] | None = None,
+) -> dict[str, Any]:
     parent, child = ctx.Pipe()
     load = ctx.Process(target=load_process, args=(spec, child), name="load")
     load.start()
+    if pins:
+        psutil.Process(load.pid).cpu_affinity(pins["client"])
     try:
         if not parent.poll(60):
             raise RuntimeError("the load generator did not connect in 60 s")
@@ -334,6 +362,10 @@ def main() -> int:
         "--gateways", type=int, default=1,
         help="gateway processes sharing the FIX and REST ports (reuse_port)",
     )  # fmt: skip
+    ap.add_argument(
+        "--pin", action="store_true",
+        help="gateways on CPUs of their own, the rest (router, matcher, load) on the first",
+    )  # fmt: skip
     args = ap.parse_args()
     wanted = set(args.paths.split(","))
     if not wanted or not wanted <= {"rest", "fix"}:
@@ -389,6 +421,12 @@ def main() -> int:
             assert ports[0], f"{gateway.name} did not start"
         keys = asyncio.run(login(ports[1]))
         procs = {p.name: psutil.Process(p.pid) for p in children}
+        pins = pin_plan(list(procs), sorted(os.sched_getaffinity(0))) if args.pin else {}
+        for name, cpus in pins.items():  # the load generator's, as each phase starts it
+            if name != "client":
+                (psutil.Process() if name == "bench" else procs[name]).cpu_affinity(cpus)
+        if pins:
+            print(f"pinned: {', '.join(f'{n} {c}' for n, c in pins.items())}")
         rounds: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
         plan = [("throughput", k, path) for k in range(args.rounds) for path in paths]
         for phase, k, path in plan + [("latency", 0, path) for path in paths]:
@@ -400,7 +438,7 @@ def main() -> int:
                 "comp_ids": comp_ids, "client": args.client, "rate": args.rate,
                 "seconds": args.seconds if phase == "throughput" else args.latency_seconds,
             }  # fmt: skip
-            row = run_phase(ctx, spec, procs)
+            row = run_phase(ctx, spec, procs, pins)
             after = [admin.holdings(a).get(base, 0) for a in (buyer, seller)]
             bought, sold = after[0] - before[0], before[1] - after[1]
             row |= {"name": f"{path} {phase}", "path": path, "phase": phase,
@@ -512,7 +550,8 @@ def finish(
                  "load_1m_after": os.getloadavg()[0]},
         "settings": {"lanes": lanes, "fix_sessions": sessions, "client": args.client,
                      "seconds": args.seconds, "rounds": args.rounds, "rate": args.rate,
-                     "latency_seconds": args.latency_seconds, "fsync": args.fsync},
+                     "latency_seconds": args.latency_seconds, "fsync": args.fsync,
+                     "gateways": args.gateways, "pin": args.pin},
         "summary": summary,
         "results": results,
     }  # fmt: skip

@@ -1,0 +1,65 @@
+"""``Deadlines``: every waiting future times out at its own deadline, on one timer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from procs.gateway.deadlines import Deadlines
+
+
+async def _outcome(future: asyncio.Future[int]) -> str:
+    try:
+        return str(await future)
+    except TimeoutError:
+        return "timeout"
+
+
+def test_each_future_times_out_at_its_own_deadline_and_answered_ones_do_not() -> None:
+    async def main() -> list[tuple[str, float]]:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines()
+        start = loop.time()
+        ends: list[tuple[str, float]] = []
+
+        async def wait(name: str, timeout_s: float, answer_after_s: float | None) -> None:
+            future: asyncio.Future[int] = loop.create_future()
+            deadlines.add(future, timeout_s)
+            if answer_after_s is not None:
+                loop.call_later(answer_after_s, future.set_result, 7)
+            try:
+                got = await _outcome(future)
+            finally:
+                deadlines.discard(future)
+            ends.append((f"{name}:{got}", round(loop.time() - start, 2)))
+
+        await asyncio.gather(
+            wait("long", 0.30, None),
+            wait("answered", 0.20, 0.05),  # done long before its deadline
+            wait("short", 0.10, None),  # added after a later deadline: the timer moves up
+            wait("late answer", 0.15, 0.25),  # its deadline comes first
+        )
+        assert len(deadlines) == 0
+        return ends
+
+    ends = asyncio.run(main())
+    names = [name for name, _ in ends]
+    assert names == ["answered:7", "short:timeout", "late answer:timeout", "long:timeout"]
+    times = dict(ends)
+    assert times["short:timeout"] == pytest.approx(0.10, abs=0.04)
+    assert times["late answer:timeout"] == pytest.approx(0.15, abs=0.04)
+    assert times["long:timeout"] == pytest.approx(0.30, abs=0.04)
+
+
+def test_a_discarded_future_never_times_out() -> None:
+    async def main() -> bool:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines()
+        future: asyncio.Future[int] = loop.create_future()
+        deadlines.add(future, 0.02)
+        deadlines.discard(future)
+        await asyncio.sleep(0.06)
+        return future.done()
+
+    assert asyncio.run(main()) is False
