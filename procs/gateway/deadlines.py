@@ -7,7 +7,10 @@ in a dict of the requests in flight (a few dozen, thousands under overload), dro
 its answer, and one timer stands for the earliest: when it fires, the requests past their
 deadline time out, and it is set again for the earliest of the rest. A deadline earlier
 than the timer's (a shorter wait: a balance push) sets it again at once, so every request
-times out when its own deadline passes, as with a timer each.
+times out when its own deadline passes, as with a timer each, or up to ``RESOLUTION_S``
+later: after it fires, the timer is set no sooner than that, so that thousands of requests
+timing out a few microseconds apart (a stalled exchange) cost one pass over the requests in
+flight each ``RESOLUTION_S``, not one each.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 #: When no timer is set (no request waits).
 _NONE = float("inf")
+#: After it fires, the timer is set again this long ahead at the soonest (s).
+RESOLUTION_S = 0.01
 
 
 class Deadlines:
@@ -60,4 +65,4 @@ class Deadlines:
             if not future.done():
                 future.set_exception(TimeoutError())
         if due:
-            self._arm(loop, min(due.values()))
+            self._arm(loop, max(min(due.values()), now + RESOLUTION_S))

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from procs.gateway.deadlines import Deadlines
+from procs.gateway.deadlines import RESOLUTION_S, Deadlines
 
 
 async def _outcome(future: asyncio.Future[int]) -> str:
@@ -63,3 +63,33 @@ def test_a_discarded_future_never_times_out() -> None:
         return future.done()
 
     assert asyncio.run(main()) is False
+
+
+def test_many_deadlines_a_moment_apart_take_one_pass_each_resolution() -> None:
+    """A stalled exchange: thousands of requests time out microseconds apart. The timer
+    fires about once per ``RESOLUTION_S``, not once per request, and each still ends."""
+
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines()
+        fires = 0
+        fire = deadlines._fire
+
+        def counted(loop: asyncio.AbstractEventLoop) -> None:
+            nonlocal fires
+            fires += 1
+            fire(loop)
+
+        deadlines._fire = counted  # type: ignore[method-assign]
+        futures: list[asyncio.Future[int]] = []
+        for k in range(2_000):
+            future: asyncio.Future[int] = loop.create_future()
+            deadlines.add(future, 0.02 + k * 1e-5)  # 20 ms plus 10 us apart: 20 ms in all
+            futures.append(future)
+        await asyncio.sleep(0.08)
+        timed_out = sum(isinstance(f.exception(), TimeoutError) for f in futures if f.done())
+        return fires, timed_out
+
+    fires, timed_out = asyncio.run(main())
+    assert timed_out == 2_000
+    assert fires <= 2 + round(0.02 / RESOLUTION_S) + 2
