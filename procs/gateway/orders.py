@@ -164,10 +164,26 @@ class OrderEntry(OrderReplies, OrderMemory):
                 order.cancel_account = account
         return len(mine)
 
-    def in_flight(self) -> int:
-        """Commands not yet answered (new, cancel, replace), or not yet published."""
-        waiting = sum(1 for o in self.orders.values() if not o.order_id and o.status == b"A")
+    def in_flight(self, pending: list[int] | None = None) -> int:
+        """Commands not yet answered (new, cancel, replace), or not yet published. With
+        ``pending`` (``pending_new``'s, once ``closing``), only those refs are looked at for
+        new orders waiting for their answer, not every order."""
+        waiting = len(self.pending_new(pending))
         return waiting + len(self.requests) + len(self.outgoing) + len(self.mass_cancels)
+
+    def pending_new(self, among: list[int] | None = None) -> list[int]:
+        """The refs of the new orders sent and not yet accepted or refused: of every order,
+        or of ``among`` only. Once ``closing``, no new order is taken, so a stopping gateway
+        walks its orders once (a million of them took 50 ms a walk, every 5 ms) and then
+        only those that were pending then."""
+        orders = self.orders
+        if among is None:
+            return [ref for ref, o in orders.items() if not o.order_id and o.status == b"A"]
+        return [
+            ref
+            for ref in among
+            if (o := orders.get(ref)) is not None and not o.order_id and o.status == b"A"
+        ]
 
     def on_message(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         kind = msg.msg_type

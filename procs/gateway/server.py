@@ -458,9 +458,10 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         if self._nap is not None:
             settle(self._nap)
 
-    def in_flight(self) -> int:
-        """Requests of this gateway's clients not yet answered by the exchange."""
-        waiting = self.entry.in_flight() + len(self._unpublished)
+    def in_flight(self, pending: list[int] | None = None) -> int:
+        """Requests of this gateway's clients not yet answered by the exchange (``pending``:
+        ``OrderEntry.in_flight``'s)."""
+        waiting = self.entry.in_flight(pending) + len(self._unpublished)
         if self.api is not None:
             waiting += len(self.api.core.requests)
         return waiting
@@ -478,9 +479,11 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         if self._server is not None:
             self._server.close()  # no new connections; the sessions stay
         deadline = time.monotonic() + grace
-        while self.in_flight() and time.monotonic() < deadline:
+        pending = self.entry.pending_new()  # no new order comes now: only these can wait
+        while self.in_flight(pending) and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
-        left = self.in_flight()
+            pending = self.entry.pending_new(pending)
+        left = self.in_flight(pending)
         if left:
             log.warning("stopping with %d requests unanswered after %.1f s", left, grace)
         self._stop.set()
