@@ -32,6 +32,7 @@ class Deadlines:
         self._due: dict[asyncio.Future[Any], float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._at = _NONE  # when the timer fires
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's
 
     def __len__(self) -> int:
         return len(self._due)
@@ -40,6 +41,8 @@ class Deadlines:
         """``future`` gets a TimeoutError once ``timeout_s`` has passed, unless it is done by
         then or ``discard``-ed."""
         loop = future.get_loop()
+        if loop is not self._loop:  # a timer of a loop that ended (tests run several) is gone
+            self._timer, self._at, self._loop = None, _NONE, loop
         at = loop.time() + timeout_s
         self._due[future] = at
         if at < self._at:
@@ -59,10 +62,11 @@ class Deadlines:
         self._timer, self._at = None, _NONE
         now = loop.time()
         due = self._due
-        expired = [f for f, at in due.items() if at <= now]
-        for future in expired:
-            del due[future]
-            if not future.done():
-                future.set_exception(TimeoutError())
-        if due:
-            self._arm(loop, max(min(due.values()), now + RESOLUTION_S))
+        try:
+            for future in [f for f, at in due.items() if at <= now]:
+                del due[future]
+                if not future.done():
+                    future.set_exception(TimeoutError())
+        finally:  # one that raised (a future of a loop that ended) leaves the rest timed
+            if due:
+                self._arm(loop, max(min(due.values()), now + RESOLUTION_S))

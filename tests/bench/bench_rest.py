@@ -218,22 +218,28 @@ def cpu_s(proc: psutil.Process) -> float:
 
 
 def pin_plan(names: list[str], cpus: list[int]) -> dict[str, list[int]]:
-    """``--pin``: each gateway a CPU of its own, as a venue pins it. With CPUs enough (the
-    gateways' and three more), the router, the matcher and the load generator (the bench
-    beside it: it only samples) one each; else (two CPUs) the gateways get the CPUs after the
-    first, round robin, and everything else (about 65% of a core here) shares the first."""
+    """``--pin``: each gateway a CPU of its own, as a venue pins it, from the last CPUs; the
+    router, the matcher and the load generator (the bench beside it: it only samples) take
+    turns on the rest. With no CPU left over (two CPUs, two gateways), everything else shares
+    the first and the gateways take turns on the others. On two CPUs and one gateway: the
+    gateway on one, the rest (about 65% of a core here) on the other."""
     gateways = [n for n in names if n.startswith("gateway")]
-    others = [n for n in names if n not in gateways]
+    others = [n for n in names if n not in gateways] + ["client"]
     if len(cpus) < 2:
         return {}
-    if len(cpus) >= len(gateways) + len(others) + 1:
-        spare, own = cpus[: len(others) + 1], cpus[len(others) + 1 :]
-        plan = {name: [cpu] for name, cpu in zip([*others, "client"], spare, strict=True)}
-        plan["bench"] = plan["client"]
-    else:
-        own = cpus[1:]
-        plan = {name: [cpus[0]] for name in [*others, "client", "bench"]}
+    spare = len(cpus) - len(gateways)
+    shared, own = (cpus[:spare], cpus[spare:]) if spare >= 1 else (cpus[:1], cpus[1:])
+    plan = {name: [shared[k % len(shared)]] for k, name in enumerate(others)}
+    plan["bench"] = plan["client"]
     return plan | {name: [own[k % len(own)]] for k, name in enumerate(gateways)}
+
+
+def pin(proc: psutil.Process, cpus: list[int]) -> None:
+    """``proc`` and every thread it has on ``cpus`` (an affinity is a thread's: a thread
+    started before, a default executor's, would keep every CPU)."""
+    for thread in proc.threads():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            os.sched_setaffinity(thread.id, cpus)
 
 
 def run_phase(
@@ -246,7 +252,7 @@ def run_phase(
     load = ctx.Process(target=load_process, args=(spec, child), name="load")
     load.start()
     if pins:
-        psutil.Process(load.pid).cpu_affinity(pins["client"])
+        pin(psutil.Process(load.pid), pins["client"])
     try:
         if not parent.poll(60):
             raise RuntimeError("the load generator did not connect in 60 s")
@@ -407,6 +413,7 @@ def main() -> int:
         ))  # fmt: skip
     admin = Admin(instance)
     results: list[dict[str, Any]] = []
+    pins: dict[str, list[int]] = {}
     checks: dict[str, bool] = {}
     try:
         children[0].start()
@@ -421,10 +428,11 @@ def main() -> int:
             assert ports[0], f"{gateway.name} did not start"
         keys = asyncio.run(login(ports[1]))
         procs = {p.name: psutil.Process(p.pid) for p in children}
-        pins = pin_plan(list(procs), sorted(os.sched_getaffinity(0))) if args.pin else {}
+        if args.pin:
+            pins = pin_plan(list(procs), sorted(os.sched_getaffinity(0)))
         for name, cpus in pins.items():  # the load generator's, as each phase starts it
             if name != "client":
-                (psutil.Process() if name == "bench" else procs[name]).cpu_affinity(cpus)
+                pin(psutil.Process() if name == "bench" else procs[name], cpus)
         if pins:
             print(f"pinned: {', '.join(f'{n} {c}' for n, c in pins.items())}")
         rounds: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
@@ -472,7 +480,7 @@ def main() -> int:
             ring.close()
         remove_instance(instance)
         shutil.rmtree(var, ignore_errors=True)
-    return finish(args, results, checks, lanes, sessions)
+    return finish(args, results, checks, lanes, sessions, pins)
 
 
 def median_round(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -519,6 +527,7 @@ def finish(
     checks: dict[str, bool],
     lanes: int,
     sessions: int,
+    pins: dict[str, list[int]],
 ) -> int:
     by = {r["name"]: r for r in results}
     rest, fix = by.get("rest throughput"), by.get("fix throughput")
@@ -551,7 +560,7 @@ def finish(
         "settings": {"lanes": lanes, "fix_sessions": sessions, "client": args.client,
                      "seconds": args.seconds, "rounds": args.rounds, "rate": args.rate,
                      "latency_seconds": args.latency_seconds, "fsync": args.fsync,
-                     "gateways": args.gateways, "pin": args.pin},
+                     "gateways": args.gateways, "pinned": pins},
         "summary": summary,
         "results": results,
     }  # fmt: skip
