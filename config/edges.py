@@ -70,6 +70,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     sending_time_tolerance_s: Annotated[int, msgspec.Meta(ge=1)] = 120
     #: Application messages per session per second; more are rejected.
     max_messages_per_s: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    #: Every message a logged-on session sends per second (Heartbeats, rejected and garbled
+    #: ones counted): past it, a Logout naming the limit, and the connection closes. 0:
+    #: twice ``max_messages_per_s``.
+    max_inbound_per_s: Annotated[int, msgspec.Meta(ge=0)] = 0
     max_sessions: Annotated[int, msgspec.Meta(ge=1)] = 1_000
     max_message_bytes: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 8_192
     #: Seconds a connection may take to log on before it is closed.

@@ -102,8 +102,9 @@ class Connection(asyncio.Protocol):
 
     def sync_reading(self) -> None:
         """Pause or resume the socket's reading as ``reading`` says. The time the exchange's
-        pace held the socket is credited to the session's throttle when it reads again: what
-        waited in the socket is read as one burst, which the client did not send as one."""
+        pace held the socket is credited to the session's throttle and intake limit when it
+        reads again: what waited in the socket is read as one burst, which the client did not
+        send as one."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -114,6 +115,7 @@ class Connection(asyncio.Protocol):
                 now_ns = time.time_ns()
                 seconds = min(MAX_HELD_CREDIT_S, max(0, now_ns - held) / 1e9)
                 self.session.throttle.credit(seconds, now_ns)
+                self.session.intake.credit(seconds, now_ns)
         else:
             transport.pause_reading()
             if not self._held_ns and not self.writing_paused:  # the exchange's pace holds it

@@ -142,6 +142,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
             max_heartbeat_s=gw.max_heartbeat_s,
             sending_time_tolerance_s=gw.sending_time_tolerance_s,
             max_messages_per_s=gw.max_messages_per_s,
+            max_inbound_per_s=gw.max_inbound_per_s or 2 * gw.max_messages_per_s,
             max_message_bytes=gw.max_message_bytes,
             logon_timeout_s=gw.logon_timeout_s,
             reset_on_logon=gw.reset_on_logon,

@@ -59,6 +59,9 @@ from procs.gateway.store import MessageStore
 _SECOND = 1_000_000_000
 #: Messages a client may send after its Logon before the Logon is answered.
 _MAX_HELD = 1_000
+#: Bytes a second that frame as no FIX message a logged-on session may send (the limit of a
+#: connection before its Logon, 64 KiB, a second): past it, a Logout naming it.
+MAX_JUNK_BYTES_PER_S = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,9 @@ class SessionSettings:
     max_heartbeat_s: int = 300
     sending_time_tolerance_s: int = 120
     max_messages_per_s: int = 10_000
+    #: Every message a second once logged on, garbled, session-level and rejected ones too:
+    #: past it, a Logout naming the limit (``GatewayConfig.max_inbound_per_s``).
+    max_inbound_per_s: int = 20_000
     max_message_bytes: int = 8192
     logon_timeout_s: float = 10.0
     reset_on_logon: bool = False
@@ -143,6 +149,9 @@ class Session(GapRecovery):
         self.behind_bytes = 0  # of ``_behind``: the shell counts them as unsent
         #: application messages per second (``charge``d for answers of many reports too)
         self.throttle = TokenBucket(settings.max_messages_per_s, now_ns)
+        #: every message, and the junk's bytes, once logged on (``_within_limits``)
+        self.intake = TokenBucket(settings.max_inbound_per_s, now_ns)
+        self.junk = TokenBucket(MAX_JUNK_BYTES_PER_S, now_ns)
         self._header = b""
         self._sender = b""  # the client's SenderCompID, once logged on
         self._target = settings.comp_id.encode()
@@ -193,8 +202,25 @@ class Session(GapRecovery):
         except FrameError as exc:
             self._logout_and_close(str(exc), now_ns)
             return
+        logged_on = self.state is not State.AWAIT_LOGON  # before: the shell's 64 KiB limit
+        if logged_on and messages and not self.intake.allow(now_ns, len(messages)):
+            limit = self.settings.max_inbound_per_s
+            self._logout_and_close(f"more than {limit} messages in a second (heartbeats, "
+                                   f"rejected and garbled ones counted): the limit is "
+                                   f"{limit}/s", now_ns)  # fmt: skip
+            return
         for msg in messages:
             if self.closed:
+                return
+            if (
+                logged_on
+                and isinstance(msg, Garbled)
+                and not msg.begin_string
+                and not self.junk.allow(now_ns, len(msg.raw))
+            ):
+                self._logout_and_close(f"more than {MAX_JUNK_BYTES_PER_S} bytes in a second "
+                                       f"that are no FIX message ({len(msg.raw)} at once): "
+                                       f"the limit is {MAX_JUNK_BYTES_PER_S}", now_ns)  # fmt: skip
                 return
             if self.audit is not None:
                 self.audit.record(now_ns, True, self.comp_id, msg.raw)
