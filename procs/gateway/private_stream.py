@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 
+from procs.common.token_bucket import TokenBucket
 from procs.gateway.api_errors import ApiError
 from procs.gateway.rest_order_state import balance_json
 from procs.gateway.signing import AuthError
@@ -44,6 +45,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ringex.rest.stream")
 PATH = "/api/v1/stream"
+#: Frames a second a stream's client may send (it has nothing to say: a few keep-alives, or
+#: a burst of this many at once); past it, the stream closes (1008) naming the limit. Each
+#: frame costs the loop every FIX and REST client shares about 2 us (review 38).
+MAX_CLIENT_FRAMES_PER_S = 5_000
+TOO_MANY_FRAMES = b"more than %d frames a second from the client: the limit is %d/s" % (
+    MAX_CLIENT_FRAMES_PER_S,
+    MAX_CLIENT_FRAMES_PER_S,
+)
 
 
 class PrivateStreams:
@@ -100,7 +109,11 @@ class PrivateStreams:
             await ws.prepare(request)
             sub.start()
             await self._begin(sub)
+            frames = TokenBucket(MAX_CLIENT_FRAMES_PER_S, time.monotonic_ns())
             async for _msg in ws:  # the client has nothing to say; keep the lease alive
+                if not frames.allow(time.monotonic_ns()):  # each costs the shared loop ~2 us
+                    sub.close(TOO_MANY_FRAMES)
+                    break
                 api.core.touch(key.account, key.session, time.monotonic())
         finally:
             await self._end(sub)

@@ -35,6 +35,7 @@ from config.edges import GatewayConfig, RestConfig
 from config.schema import RingexConfig, SymbolConfig
 from procs.common.apikeys import ApiKey, ApiKeyStore
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
+from procs.common.quiet_log import quieten
 from procs.common.result_codes import ResultCode
 from procs.common.topology import apikeys_path, postgres_dir
 from procs.common.users import UserStore
@@ -48,7 +49,7 @@ from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams
 from procs.gateway.rest_amend import AmendRoute
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, read_body, repeated
-from procs.gateway.rest_fast import FastHandler, FastLane
+from procs.gateway.rest_fast import KEEPALIVE_S, FastHandler, FastLane
 from procs.gateway.rest_history import HistoryRoutes
 from procs.gateway.rest_keys import KeyRoutes
 from procs.gateway.rest_mass_cancel import MassCancelRoute
@@ -70,6 +71,11 @@ log = logging.getLogger("ringex.rest")
 _encode = msgspec.json.Encoder().encode
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 R = TypeVar("R", bound=RestRequest)
+#: A failing history query's line: while the database is down, each request would log one.
+db_log = logging.getLogger("ringex.rest.history")
+#: The loggers a client's requests reach (quiet_log.py): aiohttp's server (a malformed
+#: request), its WebSocket (a stream upgrade's subprotocols), and the history's.
+QUIET_LOGGERS = ("aiohttp.server", "aiohttp.websocket", db_log.name)
 #: Refusals of a cancel that must not tell whether someone else's order exists.
 #: Longest a balance request waits for the router to include what this gateway has seen.
 BALANCE_WAIT_S = 1.0
@@ -119,6 +125,8 @@ class RestApi:
         self.ip_limits = RateLimiter(rest.ip_rate_per_s, rest.ip_burst)
         self.login_limits = RateLimiter(rest.login_rate_per_s, rest.login_burst)
         self.body_timeout_s = BODY_TIMEOUT_S
+        for name in QUIET_LOGGERS:  # a line per bad request is a disk anyone could fill
+            quieten(logging.getLogger(name))
         self.waiters: dict[int, asyncio.Future[Outcome]] = {}
         self.deadlines = Deadlines()  # the waiters' timeouts, on one timer
         #: The gateway is stopping (``GatewayServer.stop``): new orders are refused.
@@ -214,7 +222,9 @@ class RestApi:
         self.client = ClientSession(timeout=ClientTimeout(total=5))
         if self.history is not None:
             await self.history.open()
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(  # idle keep-alive as the fast lane's, not 3,630 s
+            self.app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_S
+        )
         await self.runner.setup()
         reuse_port = self.gw.reuse_port or None
         server: Any
@@ -392,7 +402,7 @@ class RestApi:
         try:
             return await query
         except Exception as exc:  # psycopg's errors and pool timeouts alike
-            log.warning("history query failed: %r", exc)
+            db_log.warning("history query failed: %r", exc)  # once a minute at most
             raise ApiError(
                 503, codes.DISCONNECTED, f"the history database did not answer: {exc}"
             ) from None
