@@ -112,7 +112,11 @@ class GatewayConnections:
             except Exception:  # a broken users file: refuse, and say why in the log
                 log.exception("checking the password of %s failed", comp_id)
                 user = None
-            session.authenticated(user, time.time_ns())
+            try:
+                session.authenticated(user, time.time_ns())
+            except OSError as exc:  # its store: out of descriptors, a full disk. Closed, not
+                log.error("the logon of %s failed: %s", comp_id, exc)  # left unanswered
+                session.abort(f"the logon failed: {exc.strerror or exc}")
             self.after_input(conn)
 
         check.add_done_callback(done)

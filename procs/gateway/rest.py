@@ -35,6 +35,7 @@ from config.edges import GatewayConfig, RestConfig
 from config.schema import RingexConfig, SymbolConfig
 from procs.common.apikeys import ApiKey, ApiKeyStore
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
+from procs.common.open_files import connections_room
 from procs.common.quiet_log import quieten
 from procs.common.result_codes import ResultCode
 from procs.common.topology import apikeys_path, postgres_dir
@@ -153,6 +154,7 @@ class RestApi:
             ("GET", "/api/v1/order"): self.query_order,
         }
         self.lanes: set[FastLane] = set()
+        self.max_connections = rest.max_connections  # within the descriptors, at ``start``
         self._fast_server: asyncio.AbstractServer | None = None
 
     # -- the pipeline side (called by the gateway's poll loop) ----------------------------------
@@ -227,6 +229,11 @@ class RestApi:
         )
         await self.runner.setup()
         reuse_port = self.gw.reuse_port or None
+        # the port's connections and the FIX sessions' within the descriptors this process
+        # may open (its soft limit raised towards the hard one where they do not fit)
+        fix = self.gw.max_sessions
+        self.max_connections = connections_room(fix + self.rest.max_connections) - fix
+        self.max_connections = max(1, min(self.rest.max_connections, self.max_connections))
         server: Any
         if self.rest.fast_lane:
             server = self._fast_server = await asyncio.get_running_loop().create_server(
@@ -248,8 +255,27 @@ class RestApi:
         assert self.runner is not None and self.runner.server is not None  # started
         return FastLane(
             self.fast_routes, self._middleware, self.runner.server, self.lanes,
-            self.rest.max_body_bytes, self.body_timeout_s,
+            self.rest.max_body_bytes, self.body_timeout_s, self._admit,
         )  # fmt: skip
+
+    def _admit(self, remote: str | None) -> str | None:
+        """Why a new connection from ``remote`` is refused (None: it is taken): past
+        ``max_connections`` on the port (the fast lane's and those handed to aiohttp), or
+        ``max_connections_per_address`` from one address. Each connection is a descriptor
+        the FIX sessions' logons need too (review 38: one address held every one)."""
+        server = self.runner.server if self.runner is not None else None
+        handlers = server.connections if server is not None else []
+        total, limit = len(self.lanes) + len(handlers), self.max_connections
+        if total >= limit:
+            return f"{total} connections open, this port's limit is {limit}: try again later"
+        mine = sum(1 for lane in self.lanes if lane.remote == remote)
+        mine += sum(1 for h in handlers if _remote(h) == remote)
+        if mine >= self.rest.max_connections_per_address:
+            return (
+                f"{mine} connections from {remote} open, the limit is "
+                f"{self.rest.max_connections_per_address} an address"
+            )
+        return None
 
     async def stop(self) -> None:
         await self.streams.close()
@@ -582,3 +608,10 @@ class RestApi:
                         raise
             known = outcome.balances or {}
         return [balance_json(self.core.assets, asset, known) for asset in sorted(known)]
+
+
+def _remote(handler: Any) -> str | None:
+    """The client address of a connection aiohttp serves (its ``RequestHandler``)."""
+    transport = getattr(handler, "transport", None)
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return peer[0] if isinstance(peer, tuple) else None

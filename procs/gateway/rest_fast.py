@@ -227,8 +227,12 @@ class FastLane(asyncio.Protocol):
         lanes: set[FastLane],
         max_body_bytes: int,
         body_timeout_s: float,
+        admit: Callable[[str | None], str | None] | None = None,
     ) -> None:
         self.routes = routes
+        #: the REST API's connection limits: None, or why a connection from an address is
+        #: refused (a 503 naming the limit, then the close)
+        self.admit = admit
         self.middleware = middleware
         self.slow = slow
         self.lanes = lanes
@@ -276,6 +280,12 @@ class FastLane(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # a stream transport: TCP
         self.peer = transport.get_extra_info("peername")
         self.remote = self.peer[0] if isinstance(self.peer, tuple) else None
+        why = self.admit(self.remote) if self.admit is not None else None
+        if why is not None:
+            self._closing = True
+            transport.write(error_bytes(503, codes.TOO_MANY_REQUESTS, why))  # type: ignore[attr-defined]
+            transport.close()
+            return
         self.lanes.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

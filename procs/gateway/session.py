@@ -303,6 +303,11 @@ class Session(GapRecovery):
             self._was_live = False
             self.app.on_disconnect(self, now_ns)
 
+    def abort(self, reason: str) -> None:
+        """Close without a Logout: the session cannot go on (its store could not be opened:
+        out of file descriptors, a full disk)."""
+        self._close(reason)
+
     def logout(self, text: str, now_ns: int) -> None:
         """Start a Logout (shutdown, operator): the session closes on the reply or timeout."""
         if self.state is State.ACTIVE:

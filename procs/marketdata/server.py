@@ -33,6 +33,7 @@ from websockets.protocol import State
 
 from config.edges import MarketDataConfig
 from procs.common.open_files import connections_room
+from procs.common.token_bucket import TokenBucket
 from procs.marketdata import messages
 from procs.marketdata.hub import Hub, Message
 from procs.marketdata.outbox import Outbox
@@ -51,6 +52,13 @@ log = logging.getLogger("ringex.marketdata")
 
 #: Close code for a policy violation (RFC 6455): a slow consumer.
 POLICY_VIOLATION = 1008
+#: Requests a second a connection may send (a burst of this many at once: a page that
+#: subscribes its streams one request each); past it, the connection closes (1008) naming the
+#: limit. Each request costs the loop that fans the feed out to everyone 13-20 us (review 38).
+MAX_REQUESTS_PER_S = 1_000
+TOO_MANY_REQUESTS = (
+    f"more than {MAX_REQUESTS_PER_S} requests a second: the limit is {MAX_REQUESTS_PER_S}/s"
+)
 
 
 class Client:
@@ -326,7 +334,11 @@ class MarketDataServer:
                 )
                 return
             self.hub.subscribe(client, streams)
+            requests = TokenBucket(MAX_REQUESTS_PER_S, time.monotonic_ns())
             async for message in conn:
+                if not requests.allow(time.monotonic_ns()):  # 13-20 us of the shared loop each
+                    await conn.close(POLICY_VIOLATION, TOO_MANY_REQUESTS)
+                    return
                 self._on_message(client, message)
         except ConnectionClosed:
             pass

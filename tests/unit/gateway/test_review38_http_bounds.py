@@ -293,11 +293,6 @@ _HEADROOM = 250
 _HELD = 800
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no limit on the REST port's connections: one address takes every descriptor "
-    "the gateway has, and a FIX Logon goes unanswered",
-)
 def test_one_address_holding_rest_connections_leaves_fix_logons_working(
     harness: Harness,
 ) -> None:
