@@ -127,6 +127,9 @@ class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     host: str = "127.0.0.1"
     port: Port = 8765
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 5_000
+    #: Connections from one address (0: a quarter of ``max_connections``, two at least);
+    #: past it, a 503 naming it.
+    max_connections_per_address: Annotated[int, msgspec.Meta(ge=0)] = 0
     max_subscriptions: Annotated[int, msgspec.Meta(ge=1)] = 200
     max_message_bytes: Annotated[int, msgspec.Meta(ge=256)] = 65_536
     #: Messages queued per client before slow-consumer handling starts.

@@ -260,6 +260,7 @@ def start_marketdata(instance: str, var: Path, clients: int) -> tuple[subprocess
         '[[symbols]]\nname = "BTC-USD"\nid = 1\nqty_decimals = 4\n'
         '[[matchers]]\nname = "m1"\nsymbols = ["BTC-USD"]\n'
         f"[marketdata]\nport = {port}\nmax_connections = {clients + 100}\n"
+        f"max_connections_per_address = {clients + 100}\n"  # every client is on 127.0.0.1
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "procs.marketdata.main", "--profile", str(profile)],

@@ -55,11 +55,6 @@ from .test_adversarial_ws import get, run
 # -- 1. handshakes not counted ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connections still in their handshake are not counted against max_connections: "
-    "any number held, each for open_timeout (10 s)",
-)
 def test_connections_in_their_handshake_count_against_max_connections(instance: str) -> None:
     """40 sockets connect and send nothing, ``max_connections = 8``: today the process holds
     all 40 (40 descriptors more). A fixed process holds at most ``max_connections`` of them
@@ -92,10 +87,6 @@ async def _from(rig: Rig, address: str) -> ClientConnection:
     return await connect(rig.url + "/ws", sock=sock, open_timeout=3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one address may take every max_connections slot: every other client is refused 503",
-)
 def test_one_address_cannot_take_every_connection_slot(instance: str) -> None:
     """One address opens WebSockets until it is refused, ``max_connections = 16``: today it
     gets all 16, and a client from another address is refused (503). A fixed process
