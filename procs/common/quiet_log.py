@@ -5,7 +5,8 @@ request at ERROR with a traceback that echoes the request (16.5 KB for an 8 KB h
 client reconnecting in a loop wrote 20 MB/s, review 38), a WebSocket upgrade's unknown
 subprotocols as a WARNING that echoes them, and a history query that fails while the
 database is down would log once per request. ``QuietFilter`` on such a logger lets
-``burst`` records through per ``period_s``, each cut to ``max_chars`` (its traceback too),
+``burst`` records through per ``period_s``, each cut to ``max_chars`` (its traceback to
+three times that),
 and says on the next one let through how many it dropped. The standard library has no
 rate-limited filter; this is the whole of one.
 """

@@ -4,8 +4,9 @@ and the router's per-account command rate are each one; the REST API's per-key l
 (``procs.gateway.limits``) add what HTTP needs, a Retry-After hint and a bounded table of
 keys.
 
-The readings are wall-clock ones (the callers' ``time.time_ns()``, which stamp records too),
-and NTP may step such a clock back. A reading earlier than the last refills nothing and
+The readings are the caller's: wall-clock ones for FIX and the router (``time.time_ns()``,
+which stamps records too), monotonic ones for the WebSocket limits. NTP may step a
+wall clock back. A reading earlier than the last refills nothing and
 counts on from itself: kept at the old reading, a bucket out of tokens would refuse
 everything, cancels included, for the whole step. Counting on may refill the time between
 the two readings twice, which the cap bounds to one bucket. Sans-I/O: the caller reads the

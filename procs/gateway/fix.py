@@ -220,15 +220,15 @@ class FixReader:
                 if end_all - pos < _PREFIX_LEN + _LENGTH_CHARS + 1:
                     break
                 _refuse_long_length(buf[length_start : length_start + _LENGTH_CHARS + 1], limit)
-                out.append(self._skip(buf, pos, "BodyLength is not a number"))
-                pos = self._resync(buf, pos)
+                out.append(garbled := self._skip(buf, pos, "BodyLength is not a number"))
+                pos += len(garbled.raw)  # the next message's start
                 continue
             length_text = buf[length_start:length_end]
             length = _TAGS.get(length_text)  # 1..9999 written plainly: a dict hit, not int()
             if length is None:
                 if not length_text.isdigit():
-                    out.append(self._skip(buf, pos, "BodyLength is not a number"))
-                    pos = self._resync(buf, pos)
+                    out.append(garbled := self._skip(buf, pos, "BodyLength is not a number"))
+                    pos += len(garbled.raw)  # the next message's start
                     continue
                 length = int(length_text)
             body_start = length_end + 1
@@ -248,8 +248,8 @@ class FixReader:
                 or buf[body_end - 1] != 1
                 or not digits.isdigit()
             ):
-                out.append(self._skip(buf, pos, "BodyLength does not end at 10="))
-                pos = self._resync(buf, pos)
+                out.append(garbled := self._skip(buf, pos, "BodyLength does not end at 10="))
+                pos += len(garbled.raw)  # the next message's start
                 continue
             out.append((pos, body_start, body_end, end))
             framed += 1

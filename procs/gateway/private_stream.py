@@ -45,9 +45,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ringex.rest.stream")
 PATH = "/api/v1/stream"
-#: Frames a second a stream's client may send (it has nothing to say: a few keep-alives, or
-#: a burst of this many at once); past it, the stream closes (1008) naming the limit. Each
-#: frame costs the loop every FIX and REST client shares about 2 us (review 38).
+#: Data frames a second a stream's client may send (it has nothing to say: a few keep-alives,
+#: or a burst of this many at once); past it, the stream closes (1008) naming the limit. Each
+#: frame costs the loop every FIX and REST client shares about 2 us (review 38). Pings are
+#: answered inside aiohttp's receive and not counted.
 MAX_CLIENT_FRAMES_PER_S = 5_000
 TOO_MANY_FRAMES = b"more than %d frames a second from the client: the limit is %d/s" % (
     MAX_CLIENT_FRAMES_PER_S,

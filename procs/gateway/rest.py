@@ -231,7 +231,7 @@ class RestApi:
         reuse_port = self.gw.reuse_port or None
         # the port's connections and the FIX sessions' within the descriptors this process
         # may open (its soft limit raised towards the hard one where they do not fit)
-        fix = self.gw.max_sessions
+        fix = 4 * self.gw.max_sessions  # a session's socket, lock and store's two files
         self.max_connections = connections_room(fix + self.rest.max_connections) - fix
         self.max_connections = max(1, min(self.rest.max_connections, self.max_connections))
         server: Any

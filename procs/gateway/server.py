@@ -461,7 +461,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
 
     def in_flight(self, pending: list[int] | None = None) -> int:
         """Requests of this gateway's clients not yet answered by the exchange (``pending``:
-        ``OrderEntry.in_flight``'s)."""
+        the refs ``OrderEntry.pending_new`` gave, to look at instead of every order)."""
         waiting = self.entry.in_flight(pending) + len(self._unpublished)
         if self.api is not None:
             waiting += len(self.api.core.requests)
@@ -472,15 +472,15 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         answered or ``stop_grace_s`` passes, then stop: a client sees the outcome of all it
         sent before its Logout, and the rings are left drained of this gateway's commands."""
         grace = self.gw.stop_grace_s
-        log.info("stopping: intake closed, up to %.1f s for %d requests in flight",
-                 grace, self.in_flight())  # fmt: skip
         self.entry.closing = True
+        pending = self.entry.pending_new()  # no new order comes now: only these can wait
+        log.info("stopping: intake closed, up to %.1f s for %d requests in flight",
+                 grace, self.in_flight(pending))  # fmt: skip
         if self.api is not None:
             self.api.closing = True
         if self._server is not None:
             self._server.close()  # no new connections; the sessions stay
         deadline = time.monotonic() + grace
-        pending = self.entry.pending_new()  # no new order comes now: only these can wait
         while self.in_flight(pending) and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
             pending = self.entry.pending_new(pending)

@@ -26,6 +26,8 @@ Rules, in the order a message meets them (FIX 4.4 Volume 2, QuickFIX behaviour):
 5. In sequence: dictionary validation (``dictionary.validate``) -> Reject (3); unsupported
    application types -> BusinessMessageReject (j); over the throttle -> BusinessMessageReject;
    else the session message is served or the application message handed to ``Application``.
+6. Once logged on, every message counts against ``max_inbound_per_s`` (a read's all at once)
+   and garbled bytes against ``junk_limit``: past either, a Logout naming it, and the close.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ from procs.gateway.store import MessageStore
 _SECOND = 1_000_000_000
 #: Messages a client may send after its Logon before the Logon is answered.
 _MAX_HELD = 1_000
-#: Bytes a second that frame as no FIX message a logged-on session may send (the limit of a
-#: connection before its Logon, 64 KiB, a second): past it, a Logout naming it.
+#: Garbled bytes a second (unframed, a wrong CheckSum or field order) a logged-on session may
+#: send, at least (``Session.junk_limit``): past it, a Logout naming it.
 MAX_JUNK_BYTES_PER_S = 64 << 10
 
 
@@ -151,7 +153,7 @@ class Session(GapRecovery):
         self.throttle = TokenBucket(settings.max_messages_per_s, now_ns)
         #: every message, and the junk's bytes, once logged on (``_within_limits``)
         self.intake = TokenBucket(settings.max_inbound_per_s, now_ns)
-        self.junk = TokenBucket(MAX_JUNK_BYTES_PER_S, now_ns)
+        self.junk = TokenBucket(self.junk_limit, now_ns)
         self._header = b""
         self._sender = b""  # the client's SenderCompID, once logged on
         self._target = settings.comp_id.encode()
@@ -218,9 +220,10 @@ class Session(GapRecovery):
                 and not msg.begin_string
                 and not self.junk.allow(now_ns, len(msg.raw))
             ):
-                self._logout_and_close(f"more than {MAX_JUNK_BYTES_PER_S} bytes in a second "
-                                       f"that are no FIX message ({len(msg.raw)} at once): "
-                                       f"the limit is {MAX_JUNK_BYTES_PER_S}", now_ns)  # fmt: skip
+                limit = self.junk_limit
+                self._logout_and_close(f"more than {limit} garbled bytes in a second ("
+                                       f"{len(msg.raw)} at once): the limit is {limit} "
+                                       f"bytes/s", now_ns)  # fmt: skip
                 return
             if self.audit is not None:
                 self.audit.record(now_ns, True, self.comp_id, msg.raw)
@@ -302,6 +305,12 @@ class Session(GapRecovery):
         if self._was_live:
             self._was_live = False
             self.app.on_disconnect(self, now_ns)
+
+    @property
+    def junk_limit(self) -> int:
+        """Garbled bytes a second a logged-on session may send: ``MAX_JUNK_BYTES_PER_S``,
+        or two of the largest messages (one with a wrong CheckSum is garbled too)."""
+        return max(MAX_JUNK_BYTES_PER_S, 2 * self.settings.max_message_bytes)
 
     def abort(self, reason: str) -> None:
         """Close without a Logout: the session cannot go on (its store could not be opened:
@@ -455,10 +464,15 @@ class Session(GapRecovery):
         if isinstance(self.live, LiveSessions) and not self.live.claim(sender):
             self._refuse(sender, f"session {sender} is already logged on (another gateway)", now_ns)
             return
-        carried = store.unsent() if resets else []  # parked, never seen: sent anew below
-        if resets:
-            store.reset()
-        store.logged_on()
+        try:
+            carried = store.unsent() if resets else []  # parked, never seen: sent anew below
+            if resets:
+                store.reset()
+            store.logged_on()
+        except OSError:  # out of descriptors, a full disk: the instance-wide lock goes back
+            if isinstance(self.live, LiveSessions):
+                self.live.release(sender)
+            raise
         self.user, self.store = user, store
         self.live[sender] = self
         self.heartbeat_ns = hb * _SECOND

@@ -224,8 +224,8 @@ class MarketDataServer:
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.max_connections = cfg.max_connections  # what fits the descriptors (``start``)
-        #: clients by address (``_handler``), and the sockets held from their accept
-        #: (handshakes too: ``_counted``), each bounded
+        #: the sockets held from their accept (handshakes too: ``_counted``), in all and by
+        #: address, each bounded
         self.by_address: dict[str, int] = {}
         self.sockets = 0
 
@@ -300,8 +300,8 @@ class MarketDataServer:
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
                 f"{len(self.clients)} connections open, at most {self.max_connections}",
             )
-        mine = self.by_address.get(_address(conn), 0)
-        if mine >= self.per_address:
+        mine = self.by_address.get(_address(conn), 0)  # this one's included: from its accept
+        if mine > self.per_address:
             self.refused += 1
             return text(
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
@@ -347,8 +347,6 @@ class MarketDataServer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
         client = Client(conn, self)
         self.clients.add(client)
-        address = _address(conn)
-        self.by_address[address] = self.by_address.get(address, 0) + 1
         sender = asyncio.create_task(client.sender())
         try:
             assert conn.request is not None
@@ -372,10 +370,6 @@ class MarketDataServer:
             client.closing = True
             self.hub.remove(client)
             self.clients.discard(client)
-            if self.by_address[address] > 1:
-                self.by_address[address] -= 1
-            else:
-                del self.by_address[address]
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await sender
@@ -423,12 +417,21 @@ def _counted(server: MarketDataServer) -> type[FlowConnection]:
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
             server.sockets += 1
+            peer = transport.get_extra_info("peername")
+            self.counted_as = str(peer[0]) if isinstance(peer, tuple) else ""
+            by_address = server.by_address
+            by_address[self.counted_as] = by_address.get(self.counted_as, 0) + 1
             if server.sockets > server.max_sockets:
                 server.refused += 1
                 transport.abort()  # type: ignore[attr-defined]  # a TCP transport
 
         def connection_lost(self, exc: Exception | None) -> None:
             server.sockets -= 1
+            by_address = server.by_address
+            if by_address[self.counted_as] > 1:
+                by_address[self.counted_as] -= 1
+            else:
+                del by_address[self.counted_as]
             super().connection_lost(exc)
 
     return Counted

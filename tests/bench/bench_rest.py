@@ -370,7 +370,8 @@ def main() -> int:
     )  # fmt: skip
     ap.add_argument(
         "--pin", action="store_true",
-        help="gateways on CPUs of their own, the rest (router, matcher, load) on the first",
+        help="each gateway on a CPU of its own (the last ones); router, matcher and load "
+        "take turns on the rest",
     )  # fmt: skip
     args = ap.parse_args()
     wanted = set(args.paths.split(","))

@@ -15,7 +15,7 @@ from procs.gateway.rest import RestApi
 from tests.unit.gateway.harness import Harness, settled
 from tests.unit.gateway.rest_rig import exchange, request, rest_exchange, run, statuses
 
-PING = request(b"GET /api/v1/ping HTTP/1.1")
+PING = request(b"GET /api/v1/ping HTTP/1.1", b"Connection: close")
 
 
 @pytest.fixture

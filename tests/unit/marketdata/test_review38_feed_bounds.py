@@ -2,8 +2,8 @@
 or hold of what every client shares, without a bound. No key is needed here: the port
 serves the public feed and the page.
 
-Measured (this 2-core machine, the process in the rig, the client in its own process for
-the rates):
+Measured before the fixes (this 2-core machine, the process in the rig, the client in its
+own process for the rates):
 
 1. ``max_connections`` counts connections once their handshake is done
    (``_process_request``); until then nothing counts them. A connection that sends nothing
@@ -58,9 +58,9 @@ from .test_adversarial_ws import get, run
 
 
 def test_connections_in_their_handshake_count_against_max_connections(instance: str) -> None:
-    """40 sockets connect and send nothing, ``max_connections = 8``: today the process holds
-    all 40 (40 descriptors more). A fixed process holds at most ``max_connections`` of them
-    (it counts a connection from its accept, or stops accepting at the limit)."""
+    """40 sockets connect and send nothing, ``max_connections = 8``: before review 38 the
+    process held all 40 (40 descriptors more). Now it holds at most ``max_connections`` of
+    them and a small margin (it counts a connection from its accept)."""
 
     async def body(rig: Rig) -> None:
         before = len(os.listdir("/proc/self/fd"))
@@ -90,10 +90,10 @@ async def _from(rig: Rig, address: str) -> ClientConnection:
 
 
 def test_one_address_cannot_take_every_connection_slot(instance: str) -> None:
-    """One address opens WebSockets until it is refused, ``max_connections = 16``: today it
-    gets all 16, and a client from another address is refused (503). A fixed process
-    holds one address to fewer than ``max_connections`` (a limit per address): the other
-    client is served."""
+    """One address opens WebSockets until it is refused, ``max_connections = 16``: before
+    review 38 it got all 16, and a client from another address was refused (503). Now the
+    process holds one address to fewer than ``max_connections`` (a limit per address): the
+    other client is served."""
 
     async def body(rig: Rig) -> None:
         mine: list[ClientConnection] = []
@@ -122,7 +122,7 @@ REQUESTS = 20_000
 
 def test_a_connection_flooding_requests_is_closed_naming_the_limit(instance: str) -> None:
     """20,000 ``LIST_SUBSCRIPTIONS`` sent back to back by a client that reads every answer:
-    today all are answered and the connection stays open. A fixed process counts a
+    before review 38 all were answered and the connection stayed open. Now the process counts a
     connection's requests (the venues allow 5 a second) and closes it (1008, naming the
     limit) before answering them all. (``test_adversarial_ws`` pins a storm of 302
     requests at once as answered: the limit's burst sits above that.)"""
@@ -163,7 +163,7 @@ def test_full_depth_requests_from_one_address_are_not_each_rendered(
     instance: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """200 ``GET /api/depth?limit=1000`` from one address while the book does not change:
-    today 200 renders of 2,000 levels. A fixed process renders at most 20 (one per book
+    before review 38, 200 renders of 2,000 levels. Now the process renders at most 20 (one per book
     change, as the WebSocket's depth snapshot is cached per book version, or a few within
     a per-address budget that weighs a request by its depth, the rest 429)."""
     renders = 0
