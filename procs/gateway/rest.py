@@ -50,7 +50,7 @@ from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams
 from procs.gateway.rest_amend import AmendRoute
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, read_body, repeated
-from procs.gateway.rest_fast import KEEPALIVE_S, FastHandler, FastLane
+from procs.gateway.rest_fast import KEEPALIVE_S, FastHandler, FastLane, error_bytes
 from procs.gateway.rest_history import HistoryRoutes
 from procs.gateway.rest_keys import KeyRoutes
 from procs.gateway.rest_mass_cancel import MassCancelRoute
@@ -154,6 +154,8 @@ class RestApi:
             ("GET", "/api/v1/order"): self.query_order,
         }
         self.lanes: set[FastLane] = set()
+        #: connections handed to aiohttp mid-head, until a request of theirs is served
+        self._heads: set[asyncio.Transport] = set()
         self.max_connections = rest.max_connections  # within the descriptors, at ``start``
         self._fast_server: asyncio.AbstractServer | None = None
 
@@ -255,8 +257,25 @@ class RestApi:
         assert self.runner is not None and self.runner.server is not None  # started
         return FastLane(
             self.fast_routes, self._middleware, self.runner.server, self.lanes,
-            self.rest.max_body_bytes, self.body_timeout_s, self._admit,
+            self.rest.max_body_bytes, self.body_timeout_s, self._admit, self._unfinished,
         )  # fmt: skip
+
+    def _unfinished(self, transport: asyncio.Transport, what: str) -> None:
+        """A connection the fast lane handed to aiohttp in the middle of a head (past
+        ``MAX_HEAD_BYTES``): aiohttp sets no time limit on a head, so unless a request of it
+        reaches the middleware within the body timeout, it is answered 408 and closed, as
+        the fast lane's own (review 38: 200 such heads held 397 MB for an hour)."""
+        self._heads.add(transport)
+        asyncio.get_running_loop().call_later(
+            self.body_timeout_s, self._head_overdue, transport, what
+        )
+
+    def _head_overdue(self, transport: asyncio.Transport, what: str) -> None:
+        if transport in self._heads:
+            self._heads.discard(transport)
+            if not transport.is_closing():
+                transport.write(error_bytes(408, codes.TIMEOUT, what))
+                transport.close()
 
     def _admit(self, remote: str | None) -> str | None:
         """Why a new connection from ``remote`` is refused (None: it is taken): past
@@ -296,6 +315,8 @@ class RestApi:
     async def _middleware(
         self, request: R, handler: Callable[[R], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if self._heads:  # a head handed to aiohttp mid-way came whole (``_unfinished``)
+            self._heads.discard(getattr(request, "transport", None))
         try:
             throttle(self.ip_limits, request.remote or "", f"requests from {request.remote}")
             if request.method == "OPTIONS":  # a browser's CORS preflight

@@ -228,11 +228,16 @@ class FastLane(asyncio.Protocol):
         max_body_bytes: int,
         body_timeout_s: float,
         admit: Callable[[str | None], str | None] | None = None,
+        unfinished: Callable[[asyncio.Transport, str], None] | None = None,
     ) -> None:
         self.routes = routes
         #: the REST API's connection limits: None, or why a connection from an address is
         #: refused (a 503 naming the limit, then the close)
         self.admit = admit
+        #: told of a connection handed to aiohttp in the middle of a request's head (past
+        #: ``MAX_HEAD_BYTES``): aiohttp has no time limit on a head, the API keeps this one's
+        self.unfinished = unfinished
+        self._unfinished_head = False  # the hand-over under way is one
         self.middleware = middleware
         self.slow = slow
         self.lanes = lanes
@@ -517,6 +522,7 @@ class FastLane(asyncio.Protocol):
             )
             return
         self._handover = reads
+        self._unfinished_head = self._in_request and not self._headers_done
         self._in_request = False
         self._cancel_timer()
         self._hand_over_when_answered()
@@ -538,6 +544,9 @@ class FastLane(asyncio.Protocol):
         if self._paused:  # before its first read: aiohttp may pause reading itself in it
             transport.resume_reading()
         protocol.data_received(data)
+        if self._unfinished_head and self.unfinished is not None:
+            what = f"request line and headers did not arrive within {self.body_timeout_s:g} s"
+            self.unfinished(transport, what)
 
     def pause_writing(self) -> None:
         """The client reads its answers slower than it sends requests: stop reading them

@@ -51,8 +51,8 @@ memory holds only accepted signatures (the key rate times at most 61 s); a strea
 Fixed since (review 38): 1-3 (``QuietFilter``: one record a minute on those loggers, cut to
 300 characters), 4 (``keepalive_timeout=KEEPALIVE_S``), 6 (``max_connections`` and
 ``max_connections_per_address``: a 503 naming the limit; a logon whose store cannot be opened
-is closed), 7 (past 5,000 frames a second, 1008 naming it). Still open: 5, its test a strict
-xfail stating the bound a fixed gateway keeps.
+is closed), 7 (past 5,000 frames a second, 1008 naming it), and 5 (a connection handed to aiohttp
+mid-head gets the fast lane's 408 unless a request of it reaches the middleware in time).
 """
 
 from __future__ import annotations
@@ -266,15 +266,10 @@ def test_a_head_that_stalls_on_the_fast_lane_gets_a_408(harness: Harness) -> Non
     run(harness, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a head past MAX_HEAD_BYTES goes to aiohttp and the fast lane's 408 timer goes "
-    "with it: no limit on the time a head takes there (~2 MB RSS each, held an hour)",
-)
 def test_a_head_that_stalls_past_16_kib_gets_a_408_too(harness: Harness) -> None:
     """The same head grown past ``MAX_HEAD_BYTES`` (three 8,000-byte headers after the
-    line, in a second read) and stopped: today no answer and the connection stays; a fixed
-    gateway answers 408 within the same body timeout, whoever parses the head."""
+    line, in a second read) and stopped: before review 38 no answer, and the connection
+    stayed; now the gateway answers 408 within the body timeout, whoever parses the head."""
 
     async def scenario(api: RestApi, url: str) -> None:
         api.body_timeout_s = 0.5
