@@ -30,7 +30,7 @@ import time
 from typing import TYPE_CHECKING, Protocol, cast
 
 from procs.gateway.intake import IntakePacing
-from procs.gateway.session import State
+from procs.gateway.session_interface import State
 
 if TYPE_CHECKING:
     from procs.gateway.session import Session
@@ -115,7 +115,7 @@ class Connection(asyncio.Protocol):
                 now_ns = time.time_ns()
                 seconds = min(MAX_HELD_CREDIT_S, max(0, now_ns - held) / 1e9)
                 self.session.throttle.credit(seconds, now_ns)
-                self.session.intake.credit(seconds, now_ns)
+                self.session.inbound.credit(seconds, now_ns)
         else:
             transport.pause_reading()
             if not self._held_ns and not self.writing_paused:  # the exchange's pace holds it

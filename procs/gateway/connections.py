@@ -33,7 +33,8 @@ from procs.gateway.audit import AuditLog
 from procs.gateway.connection import Connection
 from procs.gateway.intake import IntakePacing
 from procs.gateway.orders import OrderEntry
-from procs.gateway.session import Session, SessionSettings
+from procs.gateway.session import Session
+from procs.gateway.session_interface import SessionSettings
 from procs.gateway.store import MessageStore
 
 log = logging.getLogger("ringex.gateway")

@@ -11,7 +11,8 @@ from procs.gateway import dictionary
 from procs.gateway.fix import FixMessage, parse_utc_timestamp
 
 if TYPE_CHECKING:
-    from procs.gateway.session import Session, SessionSettings
+    from procs.gateway.session import Session
+    from procs.gateway.session_interface import SessionSettings
 
 
 def before_password(msg: FixMessage, settings: SessionSettings, now_ns: int) -> str | None:

@@ -35,7 +35,6 @@ from config.edges import GatewayConfig, RestConfig
 from config.schema import RingexConfig, SymbolConfig
 from procs.common.apikeys import ApiKey, ApiKeyStore
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
-from procs.common.open_files import connections_room
 from procs.common.quiet_log import quieten
 from procs.common.result_codes import ResultCode
 from procs.common.topology import apikeys_path, postgres_dir
@@ -50,7 +49,8 @@ from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams
 from procs.gateway.rest_amend import AmendRoute
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, read_body, repeated
-from procs.gateway.rest_fast import KEEPALIVE_S, FastHandler, FastLane, error_bytes
+from procs.gateway.rest_connections import RestConnections
+from procs.gateway.rest_fast import KEEPALIVE_S, FastHandler, FastLane
 from procs.gateway.rest_history import HistoryRoutes
 from procs.gateway.rest_keys import KeyRoutes
 from procs.gateway.rest_mass_cancel import MassCancelRoute
@@ -103,7 +103,7 @@ def history_dsn(cfg: RingexConfig) -> str | None:
         return None
 
 
-class RestApi:
+class RestApi(RestConnections):
     def __init__(
         self,
         cfg: RingexConfig,
@@ -231,11 +231,7 @@ class RestApi:
         )
         await self.runner.setup()
         reuse_port = self.gw.reuse_port or None
-        # the port's connections and the FIX sessions' within the descriptors this process
-        # may open (its soft limit raised towards the hard one where they do not fit)
-        fix = 4 * self.gw.max_sessions  # a session's socket, lock and store's two files
-        self.max_connections = connections_room(fix + self.rest.max_connections) - fix
-        self.max_connections = max(1, min(self.rest.max_connections, self.max_connections))
+        self._fit_connections()
         server: Any
         if self.rest.fast_lane:
             server = self._fast_server = await asyncio.get_running_loop().create_server(
@@ -259,42 +255,6 @@ class RestApi:
             self.fast_routes, self._middleware, self.runner.server, self.lanes,
             self.rest.max_body_bytes, self.body_timeout_s, self._admit, self._unfinished,
         )  # fmt: skip
-
-    def _unfinished(self, transport: asyncio.Transport, what: str) -> None:
-        """A connection the fast lane handed to aiohttp in the middle of a head (past
-        ``MAX_HEAD_BYTES``): aiohttp sets no time limit on a head, so unless a request of it
-        reaches the middleware within the body timeout, it is answered 408 and closed, as
-        the fast lane's own (review 38: 200 such heads held 397 MB for an hour)."""
-        self._heads.add(transport)
-        asyncio.get_running_loop().call_later(
-            self.body_timeout_s, self._head_overdue, transport, what
-        )
-
-    def _head_overdue(self, transport: asyncio.Transport, what: str) -> None:
-        if transport in self._heads:
-            self._heads.discard(transport)
-            if not transport.is_closing():
-                transport.write(error_bytes(408, codes.TIMEOUT, what))
-                transport.close()
-
-    def _admit(self, remote: str | None) -> str | None:
-        """Why a new connection from ``remote`` is refused (None: it is taken): past
-        ``max_connections`` on the port (the fast lane's and those handed to aiohttp), or
-        ``max_connections_per_address`` from one address. Each connection is a descriptor
-        the FIX sessions' logons need too (review 38: one address held every one)."""
-        server = self.runner.server if self.runner is not None else None
-        handlers = server.connections if server is not None else []
-        total, limit = len(self.lanes) + len(handlers), self.max_connections
-        if total >= limit:
-            return f"{total} connections open, this port's limit is {limit}: try again later"
-        mine = sum(1 for lane in self.lanes if lane.remote == remote)
-        mine += sum(1 for h in handlers if _remote(h) == remote)
-        if mine >= self.rest.max_connections_per_address:
-            return (
-                f"{mine} connections from {remote} open, the limit is "
-                f"{self.rest.max_connections_per_address} an address"
-            )
-        return None
 
     async def stop(self) -> None:
         await self.streams.close()
@@ -629,10 +589,3 @@ class RestApi:
                         raise
             known = outcome.balances or {}
         return [balance_json(self.core.assets, asset, known) for asset in sorted(known)]
-
-
-def _remote(handler: Any) -> str | None:
-    """The client address of a connection aiohttp serves (its ``RequestHandler``)."""
-    transport = getattr(handler, "transport", None)
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    return peer[0] if isinstance(peer, tuple) else None

@@ -70,7 +70,8 @@ from procs.gateway.orders import OrderEntry
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.restart import GatewayRestart
 from procs.gateway.sent_commands import SentCommands
-from procs.gateway.session import Session, SessionSettings
+from procs.gateway.session import Session
+from procs.gateway.session_interface import SessionSettings
 from procs.gateway.store import MessageStore
 from shm import Ring
 from shm.consumer import Consumer
@@ -483,7 +484,6 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         deadline = time.monotonic() + grace
         while self.in_flight(pending) and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
-            pending = self.entry.pending_new(pending)
         left = self.in_flight(pending)
         if left:
             log.warning("stopping with %d requests unanswered after %.1f s", left, grace)

@@ -27,16 +27,14 @@ Rules, in the order a message meets them (FIX 4.4 Volume 2, QuickFIX behaviour):
    application types -> BusinessMessageReject (j); over the throttle -> BusinessMessageReject;
    else the session message is served or the application message handed to ``Application``.
 6. Once logged on, every message counts against ``max_inbound_per_s`` (a read's all at once)
-   and garbled bytes against ``junk_limit``: past either, a Logout naming it, and the close.
+   and garbled bytes against their own limit (``inbound_limits.py``): past either, a Logout
+   naming it, and the close.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
-from typing import Protocol
 
 from procs.common.token_bucket import TokenBucket
 from procs.common.users import User, UserStore
@@ -55,56 +53,14 @@ from procs.gateway.fix import (
     shown,
 )
 from procs.gateway.gap_recovery import GapRecovery
+from procs.gateway.inbound_limits import InboundLimits
 from procs.gateway.live_sessions import LiveSessions
+from procs.gateway.session_interface import Application, SessionSettings, State
 from procs.gateway.store import MessageStore
 
 _SECOND = 1_000_000_000
 #: Messages a client may send after its Logon before the Logon is answered.
 _MAX_HELD = 1_000
-#: Garbled bytes a second (unframed, a wrong CheckSum or field order) a logged-on session may
-#: send, at least (``Session.junk_limit``): past it, a Logout naming it.
-MAX_JUNK_BYTES_PER_S = 64 << 10
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    comp_id: str  # ours: SenderCompID out, TargetCompID in
-    min_heartbeat_s: int = 1
-    max_heartbeat_s: int = 300
-    sending_time_tolerance_s: int = 120
-    max_messages_per_s: int = 10_000
-    #: Every message a second once logged on, garbled, session-level and rejected ones too:
-    #: past it, a Logout naming the limit (``GatewayConfig.max_inbound_per_s``).
-    max_inbound_per_s: int = 20_000
-    max_message_bytes: int = 8192
-    logon_timeout_s: float = 10.0
-    reset_on_logon: bool = False
-    logout_timeout_s: float = 2.0
-    #: Leave the password check to the shell: a Logon sets ``verify_request`` and the session
-    #: waits (holding what else arrives) until ``authenticated`` gives the answer. The gateway
-    #: runs scrypt (tens of ms) on a thread so that a logon storm does not stall the loop.
-    defer_auth: bool = False
-
-
-class Application(Protocol):
-    """What the session hands application messages to. Called on the shell's thread."""
-
-    def on_logon(self, session: Session, now_ns: int) -> None: ...
-
-    def on_message(self, session: Session, msg: FixMessage, now_ns: int) -> None:
-        """An in-sequence, valid D/F/G/H/q/j message. ``PossDupFlag``/``PossResend`` may be
-        set: the application must not execute an order it already received."""
-
-    def on_disconnect(self, session: Session, now_ns: int) -> None:
-        """A logged-on session's connection ended (cancel on disconnect happens here)."""
-
-
-class State(Enum):
-    AWAIT_LOGON = "await-logon"
-    AUTHENTICATING = "authenticating"  # a Logon's password is being checked
-    ACTIVE = "active"
-    LOGGING_OUT = "logging-out"
-    CLOSED = "closed"
 
 
 class Session(GapRecovery):
@@ -151,9 +107,8 @@ class Session(GapRecovery):
         self.behind_bytes = 0  # of ``_behind``: the shell counts them as unsent
         #: application messages per second (``charge``d for answers of many reports too)
         self.throttle = TokenBucket(settings.max_messages_per_s, now_ns)
-        #: every message, and the junk's bytes, once logged on (``_within_limits``)
-        self.intake = TokenBucket(settings.max_inbound_per_s, now_ns)
-        self.junk = TokenBucket(self.junk_limit, now_ns)
+        #: every message, and garbled bytes, once logged on (``inbound_limits.py``)
+        self.inbound = InboundLimits(settings.max_inbound_per_s, settings.max_message_bytes, now_ns)
         self._header = b""
         self._sender = b""  # the client's SenderCompID, once logged on
         self._target = settings.comp_id.encode()
@@ -205,11 +160,8 @@ class Session(GapRecovery):
             self._logout_and_close(str(exc), now_ns)
             return
         logged_on = self.state is not State.AWAIT_LOGON  # before: the shell's 64 KiB limit
-        if logged_on and messages and not self.intake.allow(now_ns, len(messages)):
-            limit = self.settings.max_inbound_per_s
-            self._logout_and_close(f"more than {limit} messages in a second (heartbeats, "
-                                   f"rejected and garbled ones counted): the limit is "
-                                   f"{limit}/s", now_ns)  # fmt: skip
+        if logged_on and messages and (why := self.inbound.read(len(messages), now_ns)):
+            self._logout_and_close(why, now_ns)
             return
         for msg in messages:
             if self.closed:
@@ -218,12 +170,9 @@ class Session(GapRecovery):
                 logged_on
                 and isinstance(msg, Garbled)
                 and not msg.begin_string
-                and not self.junk.allow(now_ns, len(msg.raw))
+                and (why := self.inbound.garbled(len(msg.raw), now_ns))
             ):
-                limit = self.junk_limit
-                self._logout_and_close(f"more than {limit} garbled bytes in a second ("
-                                       f"{len(msg.raw)} at once): the limit is {limit} "
-                                       f"bytes/s", now_ns)  # fmt: skip
+                self._logout_and_close(why, now_ns)
                 return
             if self.audit is not None:
                 self.audit.record(now_ns, True, self.comp_id, msg.raw)
@@ -305,12 +254,6 @@ class Session(GapRecovery):
         if self._was_live:
             self._was_live = False
             self.app.on_disconnect(self, now_ns)
-
-    @property
-    def junk_limit(self) -> int:
-        """Garbled bytes a second a logged-on session may send: ``MAX_JUNK_BYTES_PER_S``,
-        or two of the largest messages (one with a wrong CheckSum is garbled too)."""
-        return max(MAX_JUNK_BYTES_PER_S, 2 * self.settings.max_message_bytes)
 
     def abort(self, reason: str) -> None:
         """Close without a Logout: the session cannot go on (its store could not be opened:

@@ -23,7 +23,7 @@ from procs.common.result_codes import ResultCode
 from procs.common.topology import users_path
 from procs.common.types import Side
 from procs.common.users import UserStore
-from procs.gateway.session import State
+from procs.gateway.session_interface import State
 from procs.replica.files import SHIPPABLE
 from tests.unit.gateway.test_review_fix_session_bugs import (
     _close_stores,  # noqa: F401  (autouse: the sessions' message stores are closed)

@@ -11,7 +11,8 @@ from procs.common.snapshots import MAGIC, SnapshotStore
 from procs.common.users import UserStore
 from procs.gateway.fix import FixMessage
 from procs.gateway.live_sessions import LiveSessions
-from procs.gateway.session import Session, SessionSettings
+from procs.gateway.session import Session
+from procs.gateway.session_interface import SessionSettings
 from procs.gateway.store import MessageStore
 
 _S = 1_000_000_000

@@ -11,7 +11,8 @@ import simplefix  # ships no type information
 
 from procs.common.users import UserStore
 from procs.gateway.fix import FixReader
-from procs.gateway.session import Session, SessionSettings, State
+from procs.gateway.session import Session
+from procs.gateway.session_interface import SessionSettings, State
 from procs.gateway.store import MessageStore
 from tests.unit.gateway.harness import utc
 from tests.unit.gateway.test_fuzz import App, message

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from procs.common.users import UserStore
 from procs.gateway.fix import FixMessage
-from procs.gateway.session import Session, SessionSettings
+from procs.gateway.session import Session
+from procs.gateway.session_interface import SessionSettings
 from procs.gateway.store import MessageStore
 from tests.unit.gateway.harness import utc
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from procs.gateway import rest_fast
+from procs.gateway import fast_request
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_public import json_response
 from tests.unit.gateway.harness import Harness
@@ -78,15 +78,15 @@ def test_one_task_answers_every_request_of_a_connection_and_ends_with_it(
 def test_header_sets_past_the_cache_are_written_right_and_not_kept() -> None:
     """``response_bytes`` keeps the header lines of up to ``MAX_HEADER_SETS`` header sets;
     an answer with a set past that (a Retry-After of its own) is written the same way."""
-    rest_fast._header_lines.clear()
-    for n in range(rest_fast.MAX_HEADER_SETS + 5):
+    fast_request._header_lines.clear()
+    for n in range(fast_request.MAX_HEADER_SETS + 5):
         response = json_response({"code": -1003, "msg": "slow down"}, 429)
         response.headers["Retry-After"] = str(n)
-        raw = rest_fast.response_bytes(response, keep_alive=n % 2 == 0)
+        raw = fast_request.response_bytes(response, keep_alive=n % 2 == 0)
         head, _, body = raw.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         assert lines[0] == b"HTTP/1.1 429 Too Many Requests"
         assert b"Retry-After: %d" % n in lines and b"Content-Type: application/json" in lines
         assert (b"Connection: close" in lines) == (n % 2 == 1)
         assert json.loads(body) == {"code": -1003, "msg": "slow down"}
-    assert len(rest_fast._header_lines) == rest_fast.MAX_HEADER_SETS
+    assert len(fast_request._header_lines) == fast_request.MAX_HEADER_SETS

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from procs.common.users import UserStore
-from procs.gateway.session import Session, SessionSettings, State
+from procs.gateway.session import Session
+from procs.gateway.session_interface import SessionSettings, State
 from procs.gateway.store import MessageStore
 from tests.unit.gateway.test_deferred_logon import replies
 from tests.unit.gateway.test_fuzz import App, message

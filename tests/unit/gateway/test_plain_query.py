@@ -8,7 +8,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from procs.gateway.rest_fast import FastRequest, plain_query
+from procs.gateway.fast_request import FastRequest, plain_query
 
 #: Characters a query's parse turns on, and some it does not.
 ALPHABET = "ab=&;%+#?/ \x7f\xe9.-_09"

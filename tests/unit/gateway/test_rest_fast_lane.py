@@ -22,8 +22,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from config.edges import RestConfig
 from config.schema import DatabaseConfig
+from procs.gateway.fast_request import FastRequest, response_bytes
 from procs.gateway.rest import RestApi
-from procs.gateway.rest_fast import KEEPALIVE_S, FastLane, FastRequest, response_bytes
+from procs.gateway.rest_fast import KEEPALIVE_S, FastLane
 from tests.unit.gateway.harness import Harness, config
 from tests.unit.gateway.rest_rig import (
     alive,

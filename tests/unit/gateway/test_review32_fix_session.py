@@ -18,7 +18,7 @@ import pytest
 
 from procs.gateway.fix import FixMessage, FixReader
 from procs.gateway.gap_recovery import RESEND_CHUNK
-from procs.gateway.session import State
+from procs.gateway.session_interface import State
 from tests.unit.gateway.harness import Client, Harness, utc
 from tests.unit.gateway.test_adversarial_fix import crafted
 from tests.unit.gateway.test_gateway import logged_on, order, run

@@ -22,8 +22,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from procs.gateway import api_errors as codes
 from procs.gateway.api_errors import ApiError
 from procs.gateway.deadlines import Deadlines
+from procs.gateway.fast_request import FastRequest
 from procs.gateway.rest import RestApi
-from procs.gateway.rest_fast import FastRequest
 from procs.gateway.rest_order_state import Outcome
 from tests.bench.bench_rest import pin_plan
 from tests.unit.gateway.harness import Harness, config, settled

@@ -15,7 +15,8 @@ import pytest
 
 from procs.common.users import UserStore
 from procs.gateway.fix import FixMessage, FixReader
-from procs.gateway.session import Session, SessionSettings, State
+from procs.gateway.session import Session
+from procs.gateway.session_interface import SessionSettings, State
 from procs.gateway.store import MessageStore
 from tests.unit.gateway.harness import Client, Harness
 from tests.unit.gateway.test_gateway import cancel, logged_on, order, run

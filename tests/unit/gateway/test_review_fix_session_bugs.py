@@ -13,7 +13,8 @@ import pytest
 
 from procs.common.users import UserStore
 from procs.gateway.fix import FixMessage, FixReader
-from procs.gateway.session import Session, SessionSettings, State
+from procs.gateway.session import Session
+from procs.gateway.session_interface import SessionSettings, State
 from procs.gateway.store import MessageStore
 
 _S = 1_000_000_000

@@ -1,0 +1,80 @@
+"""The REST port's connections: how many it takes, in all and from one address, and a
+head handed to aiohttp unfinished (review 38: one address held every descriptor the gateway
+had, a FIX Logon then went unanswered; a head stalled past the fast lane held memory for an
+hour). A mixin of ``RestApi`` (``rest.py``), which owns the state it names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from config.edges import GatewayConfig, RestConfig
+from procs.common.open_files import connections_room
+from procs.gateway import api_errors as codes
+from procs.gateway.fast_request import error_bytes
+from procs.gateway.rest_fast import FastLane
+
+
+class RestConnections:
+    gw: GatewayConfig
+    rest: RestConfig
+    runner: web.AppRunner | None
+    body_timeout_s: float
+    lanes: set[FastLane]
+    #: connections handed to aiohttp mid-head, until a request of theirs is served
+    _heads: set[asyncio.Transport]
+    #: the port's limit, within the descriptors (``_fit_connections``)
+    max_connections: int
+
+    def _fit_connections(self) -> None:
+        """The port's connections and the FIX sessions' within the descriptors this process
+        may open (its soft limit raised towards the hard one where they do not fit)."""
+        fix = 4 * self.gw.max_sessions  # a session's socket, lock and store's two files
+        room = connections_room(fix + self.rest.max_connections) - fix
+        self.max_connections = max(1, min(self.rest.max_connections, room))
+
+    def _unfinished(self, transport: asyncio.Transport, what: str) -> None:
+        """A connection the fast lane handed to aiohttp in the middle of a head (past
+        ``MAX_HEAD_BYTES``): aiohttp sets no time limit on a head, so unless a request of it
+        reaches the middleware within the body timeout, it is answered 408 and closed, as
+        the fast lane's own (review 38: 200 such heads held 397 MB for an hour)."""
+        self._heads.add(transport)
+        asyncio.get_running_loop().call_later(
+            self.body_timeout_s, self._head_overdue, transport, what
+        )
+
+    def _head_overdue(self, transport: asyncio.Transport, what: str) -> None:
+        if transport in self._heads:
+            self._heads.discard(transport)
+            if not transport.is_closing():
+                transport.write(error_bytes(408, codes.TIMEOUT, what))
+                transport.close()
+
+    def _admit(self, remote: str | None) -> str | None:
+        """Why a new connection from ``remote`` is refused (None: it is taken): past
+        ``max_connections`` on the port (the fast lane's and those handed to aiohttp), or
+        ``max_connections_per_address`` from one address. Each connection is a descriptor
+        the FIX sessions' logons need too (review 38: one address held every one)."""
+        server = self.runner.server if self.runner is not None else None
+        handlers = server.connections if server is not None else []
+        total, limit = len(self.lanes) + len(handlers), self.max_connections
+        if total >= limit:
+            return f"{total} connections open, this port's limit is {limit}: try again later"
+        mine = sum(1 for lane in self.lanes if lane.remote == remote)
+        mine += sum(1 for h in handlers if _remote(h) == remote)
+        if mine >= self.rest.max_connections_per_address:
+            return (
+                f"{mine} connections from {remote} open, the limit is "
+                f"{self.rest.max_connections_per_address} an address"
+            )
+        return None
+
+
+def _remote(handler: Any) -> str | None:
+    """The client address of a connection aiohttp serves (its ``RequestHandler``)."""
+    transport = getattr(handler, "transport", None)
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return peer[0] if isinstance(peer, tuple) else None
