@@ -44,8 +44,8 @@ class RestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     #: Connections the REST port holds, in all and from one address; past either, a 503
     #: naming the limit and a close (each is a file descriptor the FIX sessions need too).
-    #: Counted on the fast lane's port (``fast_lane``, the default); with ``fast_lane = false``
-    #: they are not enforced.
+    #: Counted whichever side serves the port: the fast lane (``fast_lane``, the default), or
+    #: aiohttp alone with ``fast_lane = false``.
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 2_000
     max_connections_per_address: Annotated[int, msgspec.Meta(ge=1)] = 500
     #: Serve POST, DELETE and GET /api/v1/order on httptools, the rest on aiohttp (about a

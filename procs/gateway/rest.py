@@ -157,7 +157,10 @@ class RestApi(RestConnections):
         #: connections handed to aiohttp mid-head, until a request of theirs is served
         self._heads: set[asyncio.Transport] = set()
         self.max_connections = rest.max_connections  # within the descriptors, at ``start``
+        #: the port's listener: the fast lane's, or (``fast_lane = false``) aiohttp's
+        #: behind the gate of the port's connection limits (``rest_connections.Gate``)
         self._fast_server: asyncio.AbstractServer | None = None
+        self._plain_server: asyncio.AbstractServer | None = None
 
     # -- the pipeline side (called by the gateway's poll loop) ----------------------------------
 
@@ -230,18 +233,15 @@ class RestApi(RestConnections):
             self.app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_S
         )
         await self.runner.setup()
-        reuse_port = self.gw.reuse_port or None
         self._fit_connections()
-        server: Any
+        create = asyncio.get_running_loop().create_server
+        where = (self.rest.host, self.rest.port)
+        reuse_port = self.gw.reuse_port or None
         if self.rest.fast_lane:
-            server = self._fast_server = await asyncio.get_running_loop().create_server(
-                self._lane, self.rest.host, self.rest.port, reuse_port=reuse_port
-            )
-        else:
-            site = web.TCPSite(self.runner, self.rest.host, self.rest.port, reuse_port=reuse_port)
-            await site.start()
-            server = getattr(site, "_server", None)  # aiohttp keeps it private
-        if server is not None and server.sockets:
+            server = self._fast_server = await create(self._lane, *where, reuse_port=reuse_port)
+        else:  # aiohttp serves each connection, once the gate has taken it within the limits
+            server = self._plain_server = await create(self._gate, *where, reuse_port=reuse_port)
+        if server.sockets:
             self.port = server.sockets[0].getsockname()[1]
         log.info(
             "REST API of gateway %s on %s:%d%s", self.gw.name, self.rest.host, self.port,
@@ -258,10 +258,11 @@ class RestApi(RestConnections):
 
     async def stop(self) -> None:
         await self.streams.close()
-        if self._fast_server is not None:
-            self._fast_server.close()
-            for lane in list(self.lanes):
-                lane.close()
+        for server in (self._fast_server, self._plain_server):
+            if server is not None:
+                server.close()
+        for lane in list(self.lanes):
+            lane.close()
         if self.runner is not None:
             await self.runner.cleanup()
         if self.client is not None:

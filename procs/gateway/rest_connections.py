@@ -2,12 +2,17 @@
 head handed to aiohttp unfinished (review 38: one address held every descriptor the gateway
 had, a FIX Logon then went unanswered; a head stalled past the fast lane held memory for an
 hour). A mixin of ``RestApi`` (``rest.py``), which owns the state it names.
+
+The limits hold whichever side serves the port: the fast lane (``FastLane``, given
+``_admit``) or, with ``fast_lane = false``, aiohttp alone, each of whose connections passes
+a ``Gate`` first. Both refuse alike: a 503 naming the limit, then the close.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -35,6 +40,11 @@ class RestConnections:
         fix = 4 * self.gw.max_sessions  # a session's socket, lock and store's two files
         room = connections_room(fix + self.rest.max_connections) - fix
         self.max_connections = max(1, min(self.rest.max_connections, room))
+
+    def _gate(self) -> Gate:
+        """A connection of the REST port without the fast lane (``fast_lane = false``)."""
+        assert self.runner is not None and self.runner.server is not None  # started
+        return Gate(self._admit, self.runner.server)
 
     def _unfinished(self, transport: asyncio.Transport, what: str) -> None:
         """A connection the fast lane handed to aiohttp in the middle of a head (past
@@ -71,6 +81,33 @@ class RestConnections:
                 f"{self.rest.max_connections_per_address} an address"
             )
         return None
+
+
+class Gate(asyncio.Protocol):
+    """A connection of the REST port served by aiohttp alone (``fast_lane = false``): taken
+    within the port's limits (``admit``) and handed at once to an aiohttp ``RequestHandler``
+    (``handler``, its factory), which serves it from then on; else answered a 503 naming the
+    limit and closed, as the fast lane answers. The handler is what the limits count (aiohttp's
+    ``Server.connections``, left at its ``connection_lost``): the gate keeps no state, and is
+    done with the connection when ``connection_made`` returns."""
+
+    def __init__(
+        self, admit: Callable[[str | None], str | None], handler: Callable[[], asyncio.Protocol]
+    ) -> None:
+        self.admit = admit
+        self.handler = handler
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tcp = cast("asyncio.Transport", transport)  # uvloop's does not subclass it
+        peer = tcp.get_extra_info("peername")
+        why = self.admit(peer[0] if isinstance(peer, tuple) else None)
+        if why is not None:
+            tcp.write(error_bytes(503, codes.TOO_MANY_REQUESTS, why))
+            tcp.close()
+            return
+        handler = self.handler()  # counted from here on, before anything is read
+        tcp.set_protocol(handler)
+        handler.connection_made(tcp)
 
 
 def _remote(handler: Any) -> str | None:
