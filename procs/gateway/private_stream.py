@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from procs.common.token_bucket import TokenBucket
 from procs.gateway.api_errors import ApiError
@@ -45,14 +45,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ringex.rest.stream")
 PATH = "/api/v1/stream"
-#: Data frames a second a stream's client may send (it has nothing to say: a few keep-alives,
-#: or a burst of this many at once); past it, the stream closes (1008) naming the limit. Each
-#: frame costs the loop every FIX and REST client shares about 2 us (review 38). Pings are
-#: answered inside aiohttp's receive and not counted.
+#: Frames a second a stream's client may send, pings and pongs included (it has nothing to
+#: say: a few keep-alives, or a burst of this many at once); past it, the stream closes (1008)
+#: naming the limit. Each frame costs the loop every FIX and REST client shares about 2 us
+#: (review 38), a ping its pong besides: so pings are answered here (``autoping=False``),
+#: counted, rather than inside aiohttp's receive, where a client could have them answered
+#: without a bound.
 MAX_CLIENT_FRAMES_PER_S = 5_000
-TOO_MANY_FRAMES = b"more than %d frames a second from the client: the limit is %d/s" % (
-    MAX_CLIENT_FRAMES_PER_S,
-    MAX_CLIENT_FRAMES_PER_S,
+TOO_MANY_FRAMES = (
+    b"more than %d frames a second from the client (pings included): the limit is %d/s"
+    % (MAX_CLIENT_FRAMES_PER_S, MAX_CLIENT_FRAMES_PER_S)
 )
 
 
@@ -97,7 +99,8 @@ class PrivateStreams:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         api = self.api
         key = self._admit(request)
-        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+        # pings answered below, counted with the other frames (``MAX_CLIENT_FRAMES_PER_S``)
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096, autoping=False)
         sub = Subscriber(
             ws, key.key, key.account, self.queue_limit, request.transport, self.close_grace_s
         )
@@ -111,10 +114,15 @@ class PrivateStreams:
             sub.start()
             await self._begin(sub)
             frames = TokenBucket(MAX_CLIENT_FRAMES_PER_S, time.monotonic_ns())
-            async for _msg in ws:  # the client has nothing to say; keep the lease alive
+            async for msg in ws:  # the client has nothing to say; keep the lease alive
                 if not frames.allow(time.monotonic_ns()):  # each costs the shared loop ~2 us
                     sub.close(TOO_MANY_FRAMES)
                     break
+                if msg.type is WSMsgType.PING:  # as aiohttp's autoping would
+                    # a stream closing (its close frame sent) or gone takes no pong: the
+                    # next receive says so and ends the loop
+                    with contextlib.suppress(ConnectionError):
+                        await ws.pong(msg.data)
                 api.core.touch(key.account, key.session, time.monotonic())
         finally:
             await self._end(sub)
