@@ -97,8 +97,15 @@ def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
 
 @pytest.fixture(autouse=True)
 def _fresh_quiet_filters() -> Iterator[None]:
-    """Each test's own ``QuietFilter``s: their once-a-minute window is process-wide state."""
+    """Each test's own ``QuietFilter``s: their once-a-minute window is process-wide state,
+    and a test in another file may have let its one record of the minute through (those
+    filters are removed before the test as well as after it)."""
+    _drop_quiet_filters()
     yield
+    _drop_quiet_filters()
+
+
+def _drop_quiet_filters() -> None:
     for name in QUIET_LOGGERS:
         logger = logging.getLogger(name)
         for f in [f for f in logger.filters if isinstance(f, QuietFilter)]:
