@@ -298,16 +298,27 @@ class Stats:
             self.errors.append(f"{kind} {answer.status} {answer.detail}")
 
 
-async def closed_loop(lanes: list[Lane], seconds: float, stats: Stats) -> int:
+#: The request mixes (``--mix``): "orders", two new orders (one crossing, one passive) and
+#: the passive one's cancel; "crossing", new orders alone, every one through the touch (the
+#: sides' sizes differ, so some rest a moment and are taken by the next: the book stays small).
+MIXES = ("orders", "crossing")
+
+
+async def closed_loop(
+    lanes: Sequence[Lane], seconds: float, stats: Stats, mix: str = "orders"
+) -> int:
     """Every lane as fast as its answers come; returns the lanes left without an answer."""
     clock = time.perf_counter_ns
     stats.start_ns = clock()
     deadline = stats.start_ns + int(seconds * 1e9)
+    crossing = mix == "crossing"
 
     async def run(lane: Lane) -> None:
         while clock() < deadline:
             t = clock()
             stats.record("new", t, await lane.order(False))
+            if crossing:
+                continue
             t = clock()
             placed = await lane.order(True)
             stats.record("new", t, placed)
@@ -331,18 +342,24 @@ async def finish(tasks: Sequence[asyncio.Future[Any]], timeout_s: float, stats: 
     return len(missing)
 
 
-async def open_loop(lanes: list[Lane], rate: float, seconds: float, stats: Stats) -> int:
+async def open_loop(
+    lanes: Sequence[Lane], rate: float, seconds: float, stats: Stats, mix: str = "orders"
+) -> int:
     """Request k at start + k/rate, whatever came back; returns the requests left unanswered."""
     clock = time.perf_counter_ns
     free: dict[int, asyncio.Queue[Lane]] = {0: asyncio.Queue(), 1: asyncio.Queue()}
     for lane in lanes:
         free[lane.user].put_nowait(lane)
     resting: defaultdict[object, deque[Any]] = defaultdict(deque)
+    crossing = mix == "crossing"
 
     async def one(k: int, planned: int) -> None:
         record_clamped(stats.lag, max(1, (clock() - planned) // 1000))
         lane = await free[k % 2].get()
         try:
+            if crossing:
+                stats.record("new", planned, await lane.order(False))
+                return
             queue = resting[lane.home]
             if (k // 2) % 3 == 2 and queue:
                 stats.record("cancel", planned, await lane.cancel(queue.popleft()))
@@ -402,9 +419,9 @@ async def generate(spec: dict[str, Any], pipe: Connection) -> dict[str, Any]:
     pipe.recv()  # go: nothing is in flight, so blocking the loop here costs nothing
     stats = Stats()
     if spec["phase"] == "throughput":
-        missing = await closed_loop(lanes, spec["seconds"], stats)
+        missing = await closed_loop(lanes, spec["seconds"], stats, spec["mix"])
     else:
-        missing = await open_loop(lanes, spec["rate"], spec["seconds"], stats)
+        missing = await open_loop(lanes, spec["rate"], spec["seconds"], stats, spec["mix"])
     pipe.send("done")  # the bench samples CPU now, before the wind-down
     await asyncio.sleep(0.2)  # the fill reports that follow the last acks
     for s in sessions:
