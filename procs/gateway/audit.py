@@ -38,6 +38,15 @@ MAX_BUFFERED_BYTES: Final = 1 << 20
 _LINE_COST: Final = 64
 
 
+def _torn(path: Path) -> bool:
+    """Whether ``path`` ends inside a line (its last byte not a newline)."""
+    with path.open("rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
 def shown(raw: bytes) -> bytes:
     """``raw`` as its audit line shows it: secrets masked, unsafe bytes escaped, SOH as |."""
     if b"554=" in raw or b"925=" in raw:
@@ -54,6 +63,9 @@ class AuditLog:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.fchmod(fd, 0o600)  # one made before by an older gateway, world-readable
         self._file: BinaryIO = os.fdopen(fd, "ab")
+        if _torn(path):  # a kill or a full disk mid-write left a line without its end: the
+            self._file.write(b"\n")  # next run's first line must not be glued onto it
+            self._file.flush()  # (review 39)
         self._entries: list[tuple[int, bytes, bytes]] = []  # (ts_ns, prefix, raw message)
         self._prefixes: dict[tuple[bool, str], bytes] = {}  # " in COMP " and " out COMP "
         self._buffered = 0  # of ``_entries``, as ``MAX_BUFFERED_BYTES`` counts them

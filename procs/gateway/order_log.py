@@ -187,6 +187,7 @@ class OrderLog:
         self._aside_size = 0
         self._live: Iterator[Kept] = iter(())
         self._tail: list[bytes] = []
+        self._loaded = False  # until ``load``, and after ``close``: no write
 
     def load(self) -> Recovered:
         """Replay every complete write; cut off a torn last one. Opens the log for appends."""
@@ -202,8 +203,13 @@ class OrderLog:
             body = data[pos + _FRAME.size : pos + _FRAME.size + length]
             if not length and not any(data[pos:]):  # no frame is empty: zeros a crash left
                 break  # after the file grew and before its data reached the disk: torn
-            if length > MAX_FRAME_BYTES or len(body) < length or zlib.crc32(body) != crc:
-                if pos + _FRAME.size + length < end and length <= MAX_FRAME_BYTES:
+            if length > MAX_FRAME_BYTES:  # no write makes one, torn or whole (its header
+                raise OrderLogError(  # goes out with its body): damage, not a crash, so not
+                    f"{self.path}: frame at byte {pos} claims {length} bytes, over the "
+                    f"{MAX_FRAME_BYTES} of a frame"  # cut, with the frames after it (review 39)
+                )
+            if len(body) < length or zlib.crc32(body) != crc:
+                if pos + _FRAME.size + length < end:
                     raise OrderLogError(
                         f"{self.path}: frame at byte {pos} fails its check and is not the last"
                     )
@@ -226,6 +232,7 @@ class OrderLog:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.ftruncate(self._fd, whole)
         self.size = whole
+        self._loaded = True
         return state
 
     def write(self, entries: Sequence[Kept]) -> None:
@@ -234,7 +241,11 @@ class OrderLog:
         if not entries:
             return
         if self._fd < 0:
-            raise OrderLogError(f"{self.path}: load() the log before writing to it")
+            if not self._loaded:
+                raise OrderLogError(f"{self.path}: load() the log before writing to it")
+            # a compaction's reopen failed after its rename (out of descriptors): again
+            # now, the OSError the caller keeps its entries for if it fails (review 39)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         frames = self._frames(entries)  # all made first: an entry too big writes nothing
         tail = len(self._tail)
         size = self.size
@@ -322,20 +333,21 @@ class OrderLog:
         is made durable and renamed over the old (a crash leaves the old file or the new one,
         never a mix)."""
         compacted = self._aside_size
-        try:
-            for frame in self._tail:
-                self._write_aside(frame)
-            os.fsync(self._aside_fd)
-        finally:
-            os.close(self._aside_fd)
-            self._aside_fd = -1
+        # Until the rename the compaction is under way (``compacting``): a failure up to it
+        # (a full disk at the tail or the fsync) is the caller's to abandon, side file and
+        # tail frames with it (review 39: they stayed, as large as the live orders).
+        for frame in self._tail:
+            self._write_aside(frame)
+        os.fsync(self._aside_fd)
         os.replace(self._aside, self.path)
+        fd, self._aside_fd = self._aside_fd, -1
+        self.size, self.compacted_size = self._aside_size, compacted
+        self._live, self._tail = iter(()), []
+        os.close(fd)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1  # not a closed number a later open may reuse, if the open fails
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        self.size, self.compacted_size = self._aside_size, compacted
-        self._live, self._tail = iter(()), []
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)  # if not, the next write's
 
     def _abandon_compaction(self) -> None:
         if self.compacting:
@@ -365,6 +377,7 @@ class OrderLog:
     def close(self) -> None:
         """Close the log; a compaction under way is dropped (the log holds everything)."""
         self._abandon_compaction()
+        self._loaded = False
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
