@@ -176,8 +176,8 @@ class OrderLogging:
             and not self._in_batch
             and self.producer.sequence + len(outgoing) > self._logged_to
         ):
-            self.seen_log.keep(self.entry.seen)
             self._log_outgoing()
+            self.seen_log.keep(self.entry.seen)  # after the orders: see ``publish``
 
     def _unanswered(self, ref: int) -> bool:
         """Whether the command of client ref ``ref`` waits for its answer (FIX or REST)."""

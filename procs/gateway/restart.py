@@ -17,6 +17,7 @@ from procs.common.topology import REPLAY_SOURCE, matcher_output
 from procs.common.users import UserStore
 from procs.core.recovery import JournaledTail
 from procs.gateway.clordids import SeenLog
+from procs.gateway.clordids import digest as clordid_digest
 from procs.gateway.order_log import OrderLog
 from procs.gateway.orders import OrderEntry
 from procs.gateway.recovery import (
@@ -70,6 +71,7 @@ class GatewayRestart:
             recovered.orders, recovered.requests, recovered.finished, recovered.mass_cancels
         )
         self.entry.seen.restore(self.seen_log.load())
+        self._seen_from_orders()
         self._api_orders = recovered.api_orders  # the REST core, made later, takes them
         # the refs of its new orders and amends still waiting for an answer: as unanswered
         # as the FIX entry's
@@ -116,6 +118,19 @@ class GatewayRestart:
                 orders, len(self.entry.requests), len(pending), cancelled,
             )  # fmt: skip
         return recovered.positions
+
+    def _seen_from_orders(self) -> None:
+        """The ClOrdIDs of the orders and requests the order log holds, taken whatever
+        ``clordids.log`` says: it is written after the order log (``publish``), so a crash
+        between the two leaves an order whose ClOrdID a resend must still find taken."""
+        entry = self.entry
+        keys = [*entry.live, *entry.finished]
+        keys += [(r.session, r.cl_ord_id) for r in entry.requests.values() if r.cl_ord_id]
+        for key in keys:
+            value = clordid_digest(*key)
+            if value not in entry.seen:
+                entry.seen.add(value)
+        self.seen_log.keep(entry.seen)
 
     def _lost_commands(self, logged: list[Record]) -> list[Record]:
         """Of ``logged`` (commands logged for a router ring that is gone, still unanswered),

@@ -268,11 +268,14 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
 
     def publish(self) -> None:
         """Move waiting commands into the router ring, logging them first; pace the intake."""
-        self.seen_log.keep(self.entry.seen)  # the ClOrdIDs, before their commands go
         outgoing = self.entry.outgoing
         step = self.publish_chunk
         producer, unpublished = self.producer, self._unpublished
         self._log_outgoing()  # all of them, whatever the ring takes: none is logged below
+        # the ClOrdIDs after the orders that use them, before their commands go: a ClOrdID
+        # logged without its order made the client's resend a silent no-op (review 39); an
+        # order logged without its ClOrdID gets it back at the restart (``_recover``)
+        self.seen_log.keep(self.entry.seen)
         while outgoing:
             chunk = outgoing[:step]
             base = producer.sequence
