@@ -300,9 +300,10 @@ class OrderLog:
         self._live = live
         self._tail = []
 
-    def step_compaction(self, max_entries: int | None = None) -> bool:
+    def step_compaction(self, max_entries: int | None = None, finish: bool = True) -> bool:
         """Write up to ``max_entries`` (``step_entries``) more of the compaction's entries; at
-        their end, finish it. Returns whether it is finished."""
+        their end, finish it, unless ``finish`` is False (the caller's state may be ahead of
+        the log: a later step, after a write, finishes it). Returns whether it is finished."""
         if not self.compacting:
             return True
         max_entries = max_entries or self.step_entries
@@ -311,7 +312,7 @@ class OrderLog:
             if chunk:
                 for frame in self._frames(chunk):
                     self._write_aside(frame)
-            if len(chunk) < max_entries:
+            if len(chunk) < max_entries and finish:
                 self._finish()
                 return True
         except BaseException:  # the slice taken is lost to it: a later step must not rename

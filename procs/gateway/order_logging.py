@@ -83,6 +83,27 @@ class OrderLogging:
         elif order_log.wants_compaction and time.monotonic() >= self._compact_after:
             self._compaction_step(lambda: order_log.begin_compaction(self._live_entries()))
 
+    def _idle_compaction_step(self) -> None:
+        """The timers' step of a compaction under way (an idle gateway finishes it too), but
+        not its finish while the log lacks a change the entries it took may hold: the renamed
+        file would have a state no write made (review 39: an amend whose command was never
+        logged, waiting for its answer for good after a crash). A write's step finishes it."""
+        if self.order_log.compacting:
+            current = self._log_is_current()
+            self._compaction_step(lambda: self.order_log.step_compaction(finish=current))
+
+    def _log_is_current(self) -> bool:
+        """Whether the order log holds every change made so far: no command waits to be
+        logged, no order entry changed since the last write (FIX's or the API's)."""
+        entry, api = self.entry, self.api
+        return not (
+            self.producer.sequence + len(entry.outgoing) > self._logged_to
+            or entry.touched
+            or entry.finished_changes
+            or self._unwritten
+            or (api is not None and api.core.changed_since_taken())
+        )
+
     def _compaction_step(self, step: Callable[[], object]) -> None:
         """A step of the order log's compaction; one that fails (a full disk: the log keeps
         everything, its appends may still fit) is given up, logged, and begun again later,

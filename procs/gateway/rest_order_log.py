@@ -52,6 +52,10 @@ class RestOrderLog:
         self._changed.clear()
         return entries
 
+    def changed_since_taken(self) -> bool:
+        """Whether ``take_changes`` has entries to give."""
+        return bool(self._changed or self._gone)
+
     def dump(self) -> list[Entry]:
         """Entries for every order placed through this API that is still kept, decoded."""
         return plain(self.dump_lazily())

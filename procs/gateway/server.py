@@ -409,8 +409,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
             for conn in sessions:
                 self._write(conn)
             self.audit.flush()  # the lines no write carried (inbound, parked)
-            if self.order_log.compacting:  # an idle gateway finishes its compaction too
-                self._compaction_step(self.order_log.step_compaction)
+            self._idle_compaction_step()
             if self.entry.outgoing:  # a timed-out session's cancels (cancel on disconnect)
                 self.submit()
             await asyncio.sleep(1.0)

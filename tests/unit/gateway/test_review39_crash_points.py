@@ -233,10 +233,6 @@ def test_an_order_resent_after_a_crash_between_the_clordid_and_order_logs_is_ans
 # == found: a compaction's last step taken by the timers with an API amend not logged ==========
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 39: a timer's compaction step renames in an amend never logged nor sent",
-)
 def test_an_amend_taken_by_a_timers_compaction_step_and_never_sent_does_not_wait_forever(
     instance: str, tmp_path: Path
 ) -> None:
@@ -277,9 +273,9 @@ def test_an_amend_taken_by_a_timers_compaction_step_and_never_sent_does_not_wait
         gw.order_log.begin_compaction(gw._live_entries())
         # 2. PUT /order: the handler's part before it waits (its command goes next pass)
         core.amend(API_ALICE, session, live, live.price, live.qty + 100)
-        # 3. the timers' step, in the same pass: the last one, it renames the file
-        gw._compaction_step(gw.order_log.step_compaction)
-        assert not gw.order_log.compacting
+        # 3. the timers' step, in the same pass: the last one, it renamed the file (fixed:
+        # it does not finish the compaction while a change waits to be logged)
+        gw._idle_compaction_step()
         await crash(h)  # before ``_publish_soon``
         await h.start()
         gw = h.gateway
@@ -309,6 +305,40 @@ def run_rest(h: Harness, body: Callable[[], Awaitable[None]]) -> None:
             await h.stop()
 
     asyncio.run(main())
+
+
+def test_checked_an_idle_gateways_timer_still_finishes_a_compaction(
+    instance: str, tmp_path: Path
+) -> None:
+    """The fix above holds a timer's finish back only while a change waits to be logged: a
+    gateway with nothing new finishes its compaction from the timers, as before."""
+    cfg = rest_config(instance, tmp_path)
+    h = first_exchange(cfg)
+
+    async def body() -> None:
+        await h.start()
+        gw = h.gateway
+        assert gw is not None and gw.api is not None
+        alice = await client(url_of(h), "ALICE", "alice-pw")
+        placed = await alice.call(
+            "POST", "/api/v1/order", **LIMIT, price="100.00", quantity="1.00",
+            newClientOrderId="rests",
+        )  # fmt: skip
+        await alice.close()
+        assert placed["status"] == "NEW"
+        core, first = gw.api.core, gw
+        await settled(
+            lambda: not first.entry.outgoing and not core._changed and not first._unpublished
+        )
+        assert gw._log_is_current()
+        gw.order_log.begin_compaction(gw._live_entries())
+        gw._idle_compaction_step()
+        assert not gw.order_log.compacting
+
+    try:
+        run_rest(h, body)
+    finally:
+        h.close()
 
 
 # == found: the order log's own crash and damage handling =======================================
