@@ -410,7 +410,7 @@ class Session(GapRecovery):
         try:
             carried = store.unsent() if resets else []  # parked, never seen: sent anew below
             if resets:
-                store.reset()
+                store.reset(carry=True)
             store.logged_on()
         except OSError:  # out of descriptors, a full disk: the instance-wide lock goes back
             if isinstance(self.live, LiveSessions):
@@ -432,6 +432,7 @@ class Session(GapRecovery):
             first = store.next_out
             for msg_type, body in carried:
                 self.send(msg_type, body, now_ns, emit=False)
+            store.carried_sent()
             self._queue(first, store.next_out - 1, False, now_ns)
         self.app.on_logon(self, now_ns)
 

@@ -14,6 +14,10 @@ Parked messages (``park``: made while the session was not logged on) never reach
 connection. A logon that keeps the sequence numbers lets the client's ResendRequest fetch
 them; a logon that resets them takes them first (``unsent``) so the session sends them again
 under its new numbers: a reset discards what the client has seen, never what it has not.
+Those are copied first to ``carried`` (their entries as ``messages`` held them), which the
+flush that stores them anew removes: a crash in between (the truncation done, the messages
+sent again not yet stored) finds the file at the next start and parks its messages again,
+unless ``messages`` holds them (review 39: they were lost).
 """
 
 from __future__ import annotations
@@ -96,10 +100,39 @@ class MessageStore:
         self._file: BinaryIO = path.open("ab")
         self._pending: list[bytes] = []
         self._dirty = False
+        self._carried = directory / "carried"
+        self._drop_carried = False  # the next flush stores what a reset carried: then drop it
         #: Called before ``flush`` saves the sequence numbers: the shell logs there the
         #: commands of the inbound messages ``next_in`` counts, or a crash right after the
         #: save loses an order the client will not send again.
         self.before_save: Callable[[], None] | None = None
+        if self._carried.exists():
+            self._recover_carried()
+
+    def _recover_carried(self) -> None:
+        """A reset's carried messages outlived the crash that ended it: parked again unless
+        ``messages`` holds them (the crash came before the truncation, or after their new
+        copies were written), by MsgType and body (a copy sent anew has a new header)."""
+        data = self._carried.read_bytes()
+        entries: list[tuple[int, bytes]] = []
+        at = 0
+        while at + _ENTRY.size <= len(data):
+            length, seq = _ENTRY.unpack_from(data, at)
+            if at + _ENTRY.size + length > len(data):
+                break  # torn: written before the truncation, which never came
+            entries.append((seq, data[at + _ENTRY.size : at + _ENTRY.size + length]))
+            at += _ENTRY.size + length
+        held = {_type_and_body(raw) for _, raw in self.outbound(1, self.next_out)}
+        missing = [(seq, raw) for seq, raw in entries if _type_and_body(raw) not in held]
+        if missing:  # under the numbers their headers hold, the ones a resend serves
+            next_out = self.next_out
+            for seq, raw in missing:
+                self.add_outbound(seq, raw)
+            self.next_out = max(next_out, self.next_out)
+            self.parked_from = self.parked_from or missing[0][0]
+            self._dirty = True
+            self.flush()
+        self._carried.unlink()
 
     def _load(self, path: Path) -> int:
         """Index the file, a chunk at a time, and cut a torn tail off it; the last seq in it
@@ -180,8 +213,16 @@ class MessageStore:
                     out.append((seq, raw))
         return out
 
-    def reset(self) -> None:
+    def reset(self, carry: bool = False) -> None:
+        """Start the numbers again, both files emptied; ``carry``: the parked messages are
+        kept in ``carried`` until the flush after ``carried_sent`` (see the top)."""
         self.flush()
+        if carry and self.parked_from:
+            parked = self.outbound(self.parked_from, self.next_out)
+            data = b"".join(_ENTRY.pack(len(raw), seq) + raw for seq, raw in parked)
+            tmp = self._carried.with_name("carried.new")
+            tmp.write_bytes(data)
+            os.replace(tmp, self._carried)
         self._file.truncate(0)
         self._index.clear()
         self._size = 0
@@ -189,6 +230,10 @@ class MessageStore:
         self.parked_from = 0
         self._dirty = True
         self.flush()
+
+    def carried_sent(self) -> None:
+        """The messages a reset carried are sent anew (stored by the next flush)."""
+        self._drop_carried = True
 
     def flush(self) -> None:
         if self._pending:
@@ -200,6 +245,9 @@ class MessageStore:
                 self.before_save()
             os.pwrite(self._seq_fd, _SEQNUMS.pack(self.next_in, self.next_out, self.parked_from), 0)
             self._dirty = False
+        if self._drop_carried:
+            self._drop_carried = False
+            self._carried.unlink(missing_ok=True)
 
     def close(self) -> None:
         self.flush()

@@ -8,8 +8,8 @@ file, a store or the router ring (``test_review30_durability.kill_at``); the fil
 opened again as a new process would (``test_gateway_restart.crash`` and a second ``OrderLog``
 or ``MessageStore`` on the same path).
 
-The tests marked xfail each show a fault that is still there; the ``test_checked_`` ones pin
-crash points that were tried and hold.
+The review found seven faults, each with its test, all fixed since (a line in each test's
+docstring says how); the ``test_checked_`` ones pin crash points that were tried and held.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,6 @@ def _orders(first: int, count: int, value: str = "v") -> list[Kept]:
 # == found: a logon that resets the numbers, killed before what it carried is stored ============
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 39: a crash at a reset logon loses the reports parked for the session",
-)
 @pytest.mark.parametrize(
     "point", ["inside reset, before the seqnums", "after reset, before a flush"]
 )
@@ -116,7 +113,11 @@ def test_a_crash_at_a_reset_logon_keeps_the_fill_parked_while_away(
     after it (``seqnums`` say nothing is parked) -- leaves no copy of them anywhere: the order
     log has the fill's batch as handled, so the restart does not make the report again. ALICE
     logs on again with a reset and never hears that 's1' filled. (The store's own promise: "a
-    reset discards what the client has seen, never what it has not".)"""
+    reset discards what the client has seen, never what it has not".)
+
+    Fixed: ``reset(carry=True)`` copies the parked entries to ``carried`` first; the flush
+    that stores them anew removes it, and a start that finds it parks them again.
+    """
 
     async def scenario(h: Harness, port: int) -> None:
         await filled_while_away(port)  # ALICE's fill of 's1' is parked while she is away
@@ -134,8 +135,8 @@ def test_a_crash_at_a_reset_logon_keeps_the_fill_parked_while_away(
                 raise SigkillError("SIGKILL inside MessageStore.reset")
             return real_pwrite(fd, data, offset)
 
-        def reset() -> None:
-            real_reset()
+        def reset(carry: bool = False) -> None:
+            real_reset(carry)
             dead.append(True)
             _kill_stores(gw)
             raise SigkillError("SIGKILL after MessageStore.reset")
@@ -247,7 +248,11 @@ def test_an_amend_taken_by_a_timers_compaction_step_and_never_sent_does_not_wait
     its last step, renames the file. A crash before the publish: the restarted gateway holds
     an amend that is in no log frame as a command and never reached the router. It waits for
     its answer for good: every later amend of the order is refused ("an amend ... waits for
-    its answer") and ``in_flight`` never falls to 0 (a stop waits its whole grace)."""
+    its answer") and ``in_flight`` never falls to 0 (a stop waits its whole grace).
+
+    Fixed: the timers' step (``_idle_compaction_step``) finishes a compaction only when the
+    log holds every change; a write's step finishes it otherwise.
+    """
     cfg = rest_config(instance, tmp_path)
     h = first_exchange(cfg)
 
@@ -352,7 +357,10 @@ def test_a_damaged_frame_length_before_the_last_frame_is_an_error_not_a_cut(
     except when its length is over ``MAX_FRAME_BYTES``: then it is taken for a torn last frame,
     and ``load`` truncates the file there. One flipped high bit in the first frame's length
     (a disk error; no crash writes a length over the limit: a frame's header goes out before
-    its body) silently drops every order after it -- and destroys them on disk."""
+    its body) silently drops every order after it -- and destroys them on disk.
+
+    Fixed: a length over the limit is an ``OrderLogError`` naming the byte.
+    """
     logged = _Logged(tmp_path / "orders.log")
     for k in range(3):
         logged.write(_orders(10 * k, 3))
@@ -376,7 +384,10 @@ def test_a_compaction_whose_reopen_fails_leaves_the_log_writable(
     ``OSError``: ``_write_log`` keeps no ``_unwritten`` for it, ``publish`` raises in its
     ``call_soon`` callback, and the poll task ends -- the gateway stops, every session
     dropped, for one descriptor missing for an instant. Expected: the write opens the log
-    again (or fails with an ``OSError`` the gateway retries) and lands in the renamed file."""
+    again (or fails with an ``OSError`` the gateway retries) and lands in the renamed file.
+
+    Fixed: a loaded log whose descriptor is gone opens it again at the next write.
+    """
     logged = _Logged(tmp_path / "orders.log")
     logged.write(_orders(0, 5))
     logged.log.begin_compaction(iter(_orders(0, 5)))
@@ -406,7 +417,10 @@ def test_a_compaction_that_fails_at_its_finish_leaves_no_side_file(
     side file (``_aside_fd = -1``) in a ``finally`` before the error reaches it. So a full
     disk (or EIO) at the finish -- writing the tail frames, or the fsync -- leaves the side
     file, as large as every live order, on the full disk, and the tail frames in memory, till
-    a compaction begins again (5 s later, if the disk has room for one by then)."""
+    a compaction begins again (5 s later, if the disk has room for one by then).
+
+    Fixed: the side file stays open until the rename, so the caller abandons it.
+    """
     logged = _Logged(tmp_path / "orders.log")
     logged.write(_orders(0, 50))
     logged.log.begin_compaction(iter(_orders(0, 50)))
@@ -439,7 +453,10 @@ def test_the_first_audit_line_after_a_torn_last_line_starts_a_line_of_its_own(
     (a fatal signal ends a long ``write`` between pages; a full disk ends it anywhere) leaves
     a last line without its newline. The restarted gateway's ``AuditLog`` appends after it as
     it is: its first message's line is glued onto the torn one, and a reader that goes by
-    lines finds one garbled message where the journal of the new run's first message was."""
+    lines finds one garbled message where the journal of the new run's first message was.
+
+    Fixed: an ``AuditLog`` opened on a torn last line ends it first.
+    """
     path = tmp_path / "audit.log"
     before = AuditLog(path)
     before.record(1, True, "ALICE", b"8=FIX.4.4\x0135=D\x0111=a\x01")
@@ -644,4 +661,59 @@ def test_checked_a_store_killed_between_its_messages_and_seqnums_serves_what_the
     again = MessageStore(tmp_path)
     assert again.next_out == 7
     assert [seq for seq, _ in again.outbound(1, 10)] == [1, 2, 3, 4, 5, 6]
+    again.close()
+
+
+# == the store's carried messages, at each crash point of a reset =================================
+
+
+def _report(seq: int, cl: str) -> bytes:
+    """A stored ExecutionReport frame (its header as the gateway frames it)."""
+    return (
+        b"8=FIX.4.4\x019=0\x0135=8\x0149=RINGEX\x0156=ALICE\x0134=%d\x01"
+        b"52=20261126-00:00:00.000\x0111=%s\x0139=2\x0110=000\x01" % (seq, cl.encode())
+    )
+
+
+def _parked(directory: Path) -> MessageStore:
+    store = MessageStore(directory)
+    for seq in (1, 2):
+        store.add_outbound(seq, _report(seq, f"seen{seq}"))
+    store.park(3, _report(3, "away1"))
+    store.park(4, _report(4, "away2"))
+    store.flush()
+    return store
+
+
+def test_checked_a_reset_carrying_parked_messages_leaves_no_carried_file(tmp_path: Path) -> None:
+    store = _parked(tmp_path)
+    carried = store.unsent()
+    store.reset(carry=True)
+    assert (tmp_path / "carried").exists()
+    for k, (_, body) in enumerate(carried):  # the session sends them anew (headers its own)
+        store.add_outbound(2 + k, b"8=FIX.4.4\x0135=8\x0134=%d\x0152=x\x01" % (2 + k) + body)
+    store.carried_sent()
+    store.flush()
+    assert not (tmp_path / "carried").exists()
+    store.close()
+    again = MessageStore(tmp_path)
+    assert again.unsent() == [] and again.next_out == 4
+    again.close()
+
+
+def test_checked_a_crash_before_a_resets_truncation_neither_loses_nor_doubles(
+    tmp_path: Path,
+) -> None:
+    """Killed with ``carried`` written and ``messages`` not yet truncated: the next start
+    finds the parked messages where they were, parks no second copy, and drops the file."""
+    store = _parked(tmp_path)
+    before = store.unsent()
+    parked = store.outbound(store.parked_from, store.next_out)
+    data = b"".join(struct.pack("<II", len(raw), seq) + raw for seq, raw in parked)
+    (tmp_path / "carried").write_bytes(data)  # what reset writes before it truncates
+    store.close()
+    again = MessageStore(tmp_path)
+    assert again.unsent() == before and again.next_out == 5
+    assert len(again.outbound(1, again.next_out)) == 4
+    assert not (tmp_path / "carried").exists()
     again.close()
