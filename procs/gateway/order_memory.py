@@ -231,6 +231,11 @@ class OrderMemory:
         self._next_ref = max(self._next_ref, max(known, default=0))
         return len(self.orders)
 
+    def keep_refs_above(self, ref: int) -> None:
+        """Hand out no ref at or below ``ref``: one the REST API's orders hold (restored
+        apart from FIX's), with the clock stepped back since the last run."""
+        self._next_ref = max(self._next_ref, ref)
+
     def _finished_entry(self, order: Order) -> Entry:
         """A finished order's FINISHED entry: its ORDER entry's fields, then whether it is
         known by its OrigClOrdID too (``_BY_ORIG``): only one a cancel renamed as it finished

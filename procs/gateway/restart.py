@@ -80,6 +80,8 @@ class GatewayRestart:
             for values in recovered.api_orders.values()
             for ref in LiveOrder.waiting_refs(values)
         }
+        # their refs, as FIX's (``restore``), above the clock's (review 39)
+        self.entry.keep_refs_above(max((*recovered.api_orders, *self._api_waiting), default=0))
         self._handled = dict(recovered.handled)
         self._handled_part = dict(recovered.handled_part)
         current = ring_identities(self.cfg, self.gw.id, self.codec)

@@ -18,6 +18,7 @@ import asyncio
 import errno
 import os
 import struct
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -717,3 +718,37 @@ def test_checked_a_crash_before_a_resets_truncation_neither_loses_nor_doubles(
     assert len(again.outbound(1, again.next_out)) == 4
     assert not (tmp_path / "carried").exists()
     again.close()
+
+
+def test_refs_stay_above_the_rest_apis_when_the_clock_stepped_back_over_a_restart(
+    instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``OrderMemory.restore`` kept new refs above FIX's logged ones only; a REST order's
+    ref (restored apart, by the API's core) could be handed out again after a restart with
+    the clock stepped back: a new command's answer taken for the old order's."""
+    cfg = rest_config(instance, tmp_path)
+    h = first_exchange(cfg)
+
+    async def body() -> None:
+        await h.start()
+        gw = h.gateway
+        assert gw is not None and gw.api is not None
+        alice = await client(url_of(h), "ALICE", "alice-pw")
+        placed = await alice.call(
+            "POST", "/api/v1/order", **LIMIT, price="100.00", quantity="1.00",
+            newClientOrderId="rests",
+        )  # fmt: skip
+        await alice.close()
+        assert placed["status"] == "NEW"
+        used = gw.api.core.client_ids[API_ALICE, "rests"].placed
+        assert used and not gw.entry.orders  # no FIX order: only the API's holds a ref
+        await crash(h)
+        monkeypatch.setattr(time, "time_ns", lambda: used - 10**12)  # stepped back
+        await h.start()
+        assert h.gateway is not None
+        assert h.gateway.entry.next_ref() > used
+
+    try:
+        run_rest(h, body)
+    finally:
+        h.close()
