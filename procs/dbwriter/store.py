@@ -52,6 +52,8 @@ from procs.dbwriter.migrate import migrate
 from procs.dbwriter.projection import ORDERS, TRADES, Batch
 
 log = logging.getLogger("ringex.dbwriter.store")
+#: How long the writer waits for the lock that a partition for a day ahead takes (ms).
+AHEAD_LOCK_TIMEOUT_MS: Final = 100
 
 _DAY_US: Final = 86_400 * 1_000_000
 #: A batch's trades spanning more days than this make partitions for their own days only.
@@ -254,18 +256,36 @@ class PgStore:
             days = _trade_days(trades)
         else:
             days = set(range(first, last + 1))
-        days |= set(range(today, today + self.days_ahead + 1))
-        missing = sorted(days - self._days)
-        if not missing:
+        ahead = set(range(today, today + self.days_ahead + 1)) - days
+        needed, wanted = sorted(days - self._days), sorted(ahead - self._days)
+        if not needed and not wanted:
             return
         conn = self.open()
+        for lo, hi in _runs(needed):  # the batch's rows go there: waited for, if need be
+            self._partitions(conn, lo, hi)
+            self._days.update(range(lo, hi + 1))
+        # Days ahead are not needed yet: made only where the lock comes at once. A partition
+        # takes an ACCESS EXCLUSIVE lock on trades, which any open reader of it holds off (a
+        # nightly pg_dump); waiting for it stopped the writer, and every new read of trades
+        # queued behind the request (review 40). A later batch tries again.
+        for lo, hi in _runs(wanted):
+            try:
+                with conn.transaction():
+                    conn.execute(f"SET LOCAL lock_timeout = {AHEAD_LOCK_TIMEOUT_MS}")
+                    self._partitions(conn, lo, hi)
+            except psycopg.errors.LockNotAvailable:
+                log.info("trade partitions ahead (days %d-%d from 2000-01-01) wait for a "
+                         "reader of trades: tried again at a later batch", lo, hi)  # fmt: skip
+                continue
+            self._days.update(range(lo, hi + 1))
+
+    @staticmethod
+    def _partitions(conn: psycopg.Connection[Any], lo: int, hi: int) -> None:
         epoch = dt.date(2000, 1, 1)
-        for lo, hi in _runs(missing):
-            conn.execute(
-                "SELECT ringex_trade_partitions(%s, %s)",
-                (epoch + dt.timedelta(days=lo), epoch + dt.timedelta(days=hi)),
-            )
-        self._days.update(missing)
+        conn.execute(
+            "SELECT ringex_trade_partitions(%s, %s)",
+            (epoch + dt.timedelta(days=lo), epoch + dt.timedelta(days=hi)),
+        )
 
     def write(self, batch: Batch) -> bool:
         """Commit ``batch`` with its checkpoint; False when it was committed already."""
