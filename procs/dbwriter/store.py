@@ -207,10 +207,15 @@ class PgStore:
         self._days: set[int] = set()  # UTC days (since 2000-01-01) with a trade partition
         self.before_commit: list[Any] = []  # test hooks: called inside the transaction
         self.connections = 0  # main connections made so far (a new one: a new session)
+        #: the server sessions (pid, backend_start) of the connections open now, and of those
+        #: closed since the last open: ended by the next open (``_end_orphans``)
+        self._sessions: set[tuple[int, Any]] = set()
+        self._closed_sessions: set[tuple[int, Any]] = set()
 
     def open(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
-            conn = connect(self.dsn)
+            conn = self._connect()
+            self._end_orphans(conn)
             prepare(conn, self.cfg)
             for table in ("trades", "accounts", "orders", "transfers", "balances", "candles"):
                 conn.execute(
@@ -223,7 +228,38 @@ class PgStore:
             self.layout = self._lay_out(conn)
         return self.conn
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = connect(self.dsn)
+        row = conn.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        ).fetchone()
+        if row is not None:
+            self._sessions.add((int(row[0]), row[1]))
+        return conn
+
+    def _end_orphans(self, conn: psycopg.Connection[Any]) -> None:
+        """End the server sessions of the connections closed since the last open that are
+        still there. A connection the writer gave up on (a network outage mid-batch) leaves
+        its session idle in its transaction, holding the checkpoint row's lock, until the
+        server's TCP keepalive gives up (hours by the OS's defaults): the retry waited behind
+        it (review 40). A session is known by its pid and start time: a pid reused since is
+        another session, left alone."""
+        gone, self._closed_sessions = self._closed_sessions, set()
+        if not gone:
+            return
+        pids, starts = zip(*gone, strict=True)
+        ended = conn.execute(
+            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a "
+            "JOIN unnest(%s::int[], %s::timestamptz[]) AS g(pid, started) "
+            "ON a.pid = g.pid AND a.backend_start = g.started",
+            (list(pids), list(starts)),
+        ).fetchone()
+        if ended and ended[0]:
+            log.warning("ended %d server sessions of connections given up on", ended[0])
+
     def close(self) -> None:
+        self._closed_sessions |= self._sessions
+        self._sessions = set()
         for conn in (self.conn, *self._lane_conns.values()):
             if conn is not None:
                 conn.close()
@@ -360,7 +396,7 @@ class PgStore:
         """One lane's transaction: its trades after its checkpoint, and the checkpoint."""
         conn = self._lane_conns.get(lane)
         if conn is None or conn.closed:
-            conn = self._lane_conns[lane] = connect(self.dsn)
+            conn = self._lane_conns[lane] = self._connect()
             if self.trades_on_conflict:
                 conn.execute(
                     "CREATE TEMP TABLE IF NOT EXISTS tmp_trades (LIKE trades) ON COMMIT DELETE ROWS"

@@ -262,11 +262,6 @@ def proxied(pg: EmbeddedPostgres) -> Iterator[tuple[_Proxy, Callable[[str], str]
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 40: after a connection lost mid-batch the writer waits on its own orphaned "
-    "transaction's lock on the checkpoint, until the server's keepalive ends it (~2 h)",
-)
 def test_a_connection_lost_mid_batch_does_not_leave_the_writer_waiting_on_itself(
     tmp_path: Path, dsn: str, proxied: tuple[_Proxy, Callable[[str], str]]
 ) -> None:
