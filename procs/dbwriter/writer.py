@@ -72,8 +72,23 @@ class WriterOptions:
     snapshot_every: int = 1_000_000  # commands between writer snapshots ...
     snapshot_s: float = 300.0  # ... or seconds, whichever first (0: never)
     report_s: float = 5.0
+    #: while the journal is idle, how often the database's checkpoint is looked at: one
+    #: behind (commits the database lost, a restored backup) is written again from there
+    check_s: float = 2.0
     backoff: Backoff = Backoff()
     users_path: Path | None = None  # the FIX user store to mirror into ``users``
+
+
+class CheckpointBehindError(CheckpointMismatchError):
+    """Found while the journal is idle: the database's checkpoint is behind what this writer
+    committed (commits it lost, a backup restored): written again from there."""
+
+    def __init__(self, at: int, committed: int) -> None:
+        RuntimeError.__init__(
+            self, f"database checkpoint is seq {at}; this writer committed up to seq {committed}"
+        )
+        self.at = at
+        self.behind = True
 
 
 class StoppedWaitingError(Exception):
@@ -117,6 +132,7 @@ class DbWriter:
         self._snap_seq = 0
         self._snap_at = time.monotonic()
         self._report_at = time.monotonic()
+        self._look_at = time.monotonic()  # the next look at the database's checkpoint
         self._users_at = 0.0
         self._users_connection = 0  # the store's connection the users were last written on
         path = self.options.users_path
@@ -232,6 +248,8 @@ class DbWriter:
             # an idle journal is looked at less and less often (each look lists and opens
             # segments: every 5 ms that was 6% of a core for an exchange doing nothing)
             idle = follower.seq == before and batch is None  # a batch waits for batch_ms
+            if idle and time.monotonic() >= self._look_at:
+                self._checkpoint_kept()
             pause = min(opts.poll_max_s, 2 * pause) if idle else opts.poll_s
             self.sleep(pause)
         self._drain()
@@ -271,6 +289,17 @@ class DbWriter:
         """Commit one sealed batch with its checkpoint (retrying); the committer's thread."""
         self._retry(lambda: self.store.write(batch), f"writing seqs {batch.first_seq}..")
         self.committed = batch.last_seq
+
+    def _checkpoint_kept(self) -> None:
+        """Raise ``CheckpointBehindError`` where the database no longer holds what this writer
+        committed. A batch finds that at its write; an idle writer wrote none, and the
+        history lacked its last commits for as long as the journal stayed idle, while the
+        writer reported lag 0 (review 40)."""
+        self._look_at = time.monotonic() + self.options.check_s
+        self._drain()
+        at = self._retry(self.store.checkpoint, "reading the checkpoint")
+        if at < self.committed:
+            raise CheckpointBehindError(at, self.committed)
 
     def _drain(self) -> None:
         if self._committer is not None:

@@ -314,11 +314,6 @@ def test_a_connection_lost_mid_batch_does_not_leave_the_writer_waiting_on_itself
     assert in_time, "the writer waited on its own orphaned transaction"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 40: commits the database lost are noticed only at the next batch: while "
-    "the journal is idle the database lacks what the writer reports as committed",
-)
 def test_commits_the_database_lost_are_written_again_while_the_journal_is_idle(
     tmp_path: Path, dsn: str
 ) -> None:
