@@ -410,7 +410,7 @@ class Session(GapRecovery):
         try:
             carried = store.unsent() if resets else []  # parked, never seen: sent anew below
             if resets:
-                store.reset(carry=True)
+                store.reset()
             store.logged_on()
         except OSError:  # out of descriptors, a full disk: the instance-wide lock goes back
             if isinstance(self.live, LiveSessions):

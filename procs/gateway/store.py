@@ -22,6 +22,7 @@ unless ``messages`` holds them (review 39: they were lost).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from array import array
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from procs.common.durable import make_dirs
+from procs.common.durable import make_dirs, replace_durably
 
 _SEQNUMS = struct.Struct("<QQQ")  # next in, next out, first parked (0: none)
 _SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
@@ -110,27 +111,29 @@ class MessageStore:
             self._recover_carried()
 
     def _recover_carried(self) -> None:
-        """A reset's carried messages outlived the crash that ended it: parked again unless
-        ``messages`` holds them (the crash came before the truncation, or after their new
-        copies were written), by MsgType and body (a copy sent anew has a new header)."""
-        data = self._carried.read_bytes()
-        entries: list[tuple[int, bytes]] = []
-        at = 0
-        while at + _ENTRY.size <= len(data):
-            length, seq = _ENTRY.unpack_from(data, at)
-            if at + _ENTRY.size + length > len(data):
-                break  # torn: written before the truncation, which never came
-            entries.append((seq, data[at + _ENTRY.size : at + _ENTRY.size + length]))
-            at += _ENTRY.size + length
-        held = {_type_and_body(raw) for _, raw in self.outbound(1, self.next_out)}
-        missing = [(seq, raw) for seq, raw in entries if _type_and_body(raw) not in held]
-        if missing:  # under the numbers their headers hold, the ones a resend serves
-            next_out = self.next_out
-            for seq, raw in missing:
-                self.add_outbound(seq, raw)
-            self.next_out = max(next_out, self.next_out)
-            self.parked_from = self.parked_from or missing[0][0]
-            self._dirty = True
+        """A reset's carried messages outlived what ended it (a crash; a failure this process
+        went on after): parked again, unless ``messages`` holds them still (the reset never
+        truncated it) or anew (their copies, sent after it, by MsgType and body: a copy has a
+        new header). Parked under new numbers, after every one given: a resend numbers a
+        stored message by its entry, and the index wants them rising."""
+        entries = _entries(self._carried.read_bytes())
+        if entries and self.outbound(entries[0][0], entries[-1][0]) == entries:
+            self._carried.unlink()  # the reset never truncated: they are where they were
+            return
+        held: set[tuple[bytes, bytes]] = set()
+        for _, raw in self.outbound(1, self.next_out):  # a truncated file: the new copies
+            with contextlib.suppress(ValueError):
+                held.add(_type_and_body(raw))
+        missing = []
+        for _, raw in entries:
+            with contextlib.suppress(ValueError):  # a damaged entry (a host crash) is not one
+                if _type_and_body(raw) not in held:
+                    missing.append(raw)
+        if missing:
+            first = self.next_out
+            for raw in missing:
+                self.park(self.next_out, raw)
+            self.parked_from = min(self.parked_from or first, first)
             self.flush()
         self._carried.unlink()
 
@@ -189,6 +192,8 @@ class MessageStore:
     def unsent(self) -> list[tuple[bytes, bytes]]:
         """The messages parked since the last logon, as (MsgType, body after the standard
         header) in order: what a reset must send again."""
+        if self._carried.exists():  # a reset that failed after its copy: parked again
+            self._recover_carried()
         if not self.parked_from:
             return []
         return [_type_and_body(raw) for _, raw in self.outbound(self.parked_from, self.next_out)]
@@ -213,16 +218,17 @@ class MessageStore:
                     out.append((seq, raw))
         return out
 
-    def reset(self, carry: bool = False) -> None:
-        """Start the numbers again, both files emptied; ``carry``: the parked messages are
+    def reset(self) -> None:
+        """Start the numbers again, both files emptied; the parked messages (never seen) are
         kept in ``carried`` until the flush after ``carried_sent`` (see the top)."""
         self.flush()
-        if carry and self.parked_from:
+        if self._carried.exists():  # an earlier reset's, never stored anew: parked first
+            self._recover_carried()
+        if self.parked_from:
             parked = self.outbound(self.parked_from, self.next_out)
             data = b"".join(_ENTRY.pack(len(raw), seq) + raw for seq, raw in parked)
-            tmp = self._carried.with_name("carried.new")
-            tmp.write_bytes(data)
-            os.replace(tmp, self._carried)
+            replace_durably(self._carried, data, tmp=self._carried.with_name("carried.new"))
+            self._drop_carried = False  # until this reset's messages are sent anew
         self._file.truncate(0)
         self._index.clear()
         self._size = 0
@@ -253,6 +259,20 @@ class MessageStore:
         self.flush()
         self._file.close()
         os.close(self._seq_fd)
+
+
+def _entries(data: bytes) -> list[tuple[int, bytes]]:
+    """The ``(seq, raw)`` entries of a ``carried`` file, up to a damaged one (a zero length,
+    a length past the end: what a host crash can leave)."""
+    out: list[tuple[int, bytes]] = []
+    at = 0
+    while at + _ENTRY.size <= len(data):
+        length, seq = _ENTRY.unpack_from(data, at)
+        if not length or at + _ENTRY.size + length > len(data):
+            break
+        out.append((seq, data[at + _ENTRY.size : at + _ENTRY.size + length]))
+        at += _ENTRY.size + length
+    return out
 
 
 def _type_and_body(raw: bytes) -> tuple[bytes, bytes]:

@@ -76,7 +76,7 @@ def test_a_crash_at_a_reset_logon_keeps_the_fill_parked_while_away(
     logs on again with a reset and never hears that 's1' filled. (The store's own promise: "a
     reset discards what the client has seen, never what it has not".)
 
-    Fixed: ``reset(carry=True)`` copies the parked entries to ``carried`` first; the flush
+    Fixed: ``reset`` copies the parked entries to ``carried`` first; the flush
     that stores them anew removes it, and a start that finds it parks them again.
     """
 
@@ -96,8 +96,8 @@ def test_a_crash_at_a_reset_logon_keeps_the_fill_parked_while_away(
                 raise SigkillError("SIGKILL inside MessageStore.reset")
             return real_pwrite(fd, data, offset)
 
-        def reset(carry: bool = False) -> None:
-            real_reset(carry)
+        def reset() -> None:
+            real_reset()
             dead.append(True)
             _kill_stores(gw)
             raise SigkillError("SIGKILL after MessageStore.reset")

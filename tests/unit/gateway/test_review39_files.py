@@ -321,7 +321,7 @@ def _parked(directory: Path) -> MessageStore:
 def test_checked_a_reset_carrying_parked_messages_leaves_no_carried_file(tmp_path: Path) -> None:
     store = _parked(tmp_path)
     carried = store.unsent()
-    store.reset(carry=True)
+    store.reset()
     assert (tmp_path / "carried").exists()
     for k, (_, body) in enumerate(carried):  # the session sends them anew (headers its own)
         store.add_outbound(2 + k, b"8=FIX.4.4\x0135=8\x0134=%d\x0152=x\x01" % (2 + k) + body)
@@ -334,19 +334,67 @@ def test_checked_a_reset_carrying_parked_messages_leaves_no_carried_file(tmp_pat
     again.close()
 
 
-def test_checked_a_crash_before_a_resets_truncation_neither_loses_nor_doubles(
+def test_a_reset_that_fails_after_its_copy_leaves_the_parked_messages_to_the_next_logon(
     tmp_path: Path,
 ) -> None:
-    """Killed with ``carried`` written and ``messages`` not yet truncated: the next start
-    finds the parked messages where they were, parks no second copy, and drops the file."""
+    """The reread's fault: a reset whose last flush raised (the order log's write before the
+    seqnums, a full disk) left the process going on with nothing parked and the messages in
+    ``carried`` only; the next reset logon sent none of them, and a later reset wrote over
+    the file. Now ``unsent`` (and ``reset``) park a ``carried`` file's messages first."""
     store = _parked(tmp_path)
     before = store.unsent()
-    parked = store.outbound(store.parked_from, store.next_out)
-    data = b"".join(struct.pack("<II", len(raw), seq) + raw for seq, raw in parked)
-    (tmp_path / "carried").write_bytes(data)  # what reset writes before it truncates
+    store.before_save = lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full"))
+    with pytest.raises(OSError):
+        store.reset()
+    store.before_save = None
+    assert (tmp_path / "carried").exists()
+    assert store.unsent() == before  # the next reset logon's
+    store.reset()  # and a second reset carries them again
+    assert [m for m in _entries_of(tmp_path / "carried")] == before
     store.close()
+
+
+def test_a_damaged_carried_file_does_not_stop_the_store_from_opening(tmp_path: Path) -> None:
+    """A host crash can leave ``carried`` zero-filled: the store opens, parking what is
+    whole of it (here nothing) and dropping the file."""
+    _parked(tmp_path).close()
+    (tmp_path / "carried").write_bytes(b"\x00" * 64)
     again = MessageStore(tmp_path)
-    assert again.unsent() == before and again.next_out == 5
-    assert len(again.outbound(1, again.next_out)) == 4
+    assert not (tmp_path / "carried").exists()
+    assert [t for t, _ in again.unsent()] == [b"8", b"8"]  # the parked ones, as they were
+    again.close()
+
+
+def test_checked_a_reset_killed_at_its_truncation_neither_loses_nor_doubles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed as ``reset`` truncates ``messages`` (its copy made): the store reopens with the
+    parked messages where they were, and no second copy."""
+    store = _parked(tmp_path)
+    before = store.unsent()
+
+    def truncate(_size: int) -> None:
+        raise SigkillError("SIGKILL at the truncation")
+
+    monkeypatch.setattr(store._file, "truncate", truncate)
+    with pytest.raises(SigkillError):
+        store.reset()
+    monkeypatch.undo()
+    store._file.close()
+    os.close(store._seq_fd)
+    again = MessageStore(tmp_path)
+    assert again.unsent() == before and len(again.outbound(1, again.next_out)) == 4
     assert not (tmp_path / "carried").exists()
     again.close()
+
+
+def _entries_of(path: Path) -> list[tuple[bytes, bytes]]:
+    """A ``carried`` file's messages as ``unsent`` gives them."""
+    data, out, at = path.read_bytes(), [], 0
+    while at + 8 <= len(data):
+        length, _seq = struct.unpack_from("<II", data, at)
+        raw = data[at + 8 : at + 8 + length]
+        body_at = raw.index(b"\x01", raw.index(b"\x0152=") + 1) + 1
+        out.append((b"8", raw[body_at : len(raw) - 7]))
+        at += 8 + length
+    return out
