@@ -341,14 +341,22 @@ class OrderLog:
             self._write_aside(frame)
         os.fsync(self._aside_fd)
         os.replace(self._aside, self.path)
-        fd, self._aside_fd = self._aside_fd, -1
+        # both descriptors detached before either close: a close that fails must not leave
+        # writes going to the old file's inode, or to a number a later open reuses
+        aside, self._aside_fd = self._aside_fd, -1
+        old, self._fd = self._fd, -1
         self.size, self.compacted_size = self._aside_size, compacted
         self._live, self._tail = iter(()), []
-        os.close(fd)
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1  # not a closed number a later open may reuse, if the open fails
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)  # if not, the next write's
+        try:
+            os.close(aside)
+        finally:
+            if old >= 0:
+                os.close(old)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:  # the compaction is done; the next write opens the log again
+            log.warning("order log %s compacted; reopening it failed (%s): the next write "
+                        "opens it again", self.path, exc)  # fmt: skip
 
     def _abandon_compaction(self) -> None:
         if self.compacting:

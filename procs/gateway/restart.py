@@ -80,8 +80,6 @@ class GatewayRestart:
             for values in recovered.api_orders.values()
             for ref in LiveOrder.waiting_refs(values)
         }
-        # their refs, as FIX's (``restore``), above the clock's (review 39)
-        self.entry.keep_refs_above(max((*recovered.api_orders, *self._api_waiting), default=0))
         self._handled = dict(recovered.handled)
         self._handled_part = dict(recovered.handled_part)
         current = ring_identities(self.cfg, self.gw.id, self.codec)
@@ -93,6 +91,16 @@ class GatewayRestart:
             if ring == created and seq >= first
         )
         self.entry.outgoing.extend(self.codec.decode_slot(image) for _, image in pending)
+        # new refs above every ref the log holds: the REST API's orders' and amends' (restored
+        # apart from FIX's, ``restore``) and any logged command's (a REST cancel's, a balance
+        # request's), with the clock stepped back since the last run (review 39)
+        refs = [
+            getattr(self.codec.decode_slot(image), "client_ref", 0)
+            for _, image in recovered.commands.values()
+        ]
+        self.entry.keep_refs_above(
+            max((*recovered.api_orders, *self._api_waiting, *refs), default=0)
+        )
         self._unpublished = dict(pending)
         self._logged_to = first + len(pending)
         # the ones published before and still unanswered: a compaction keeps them, for a full
@@ -128,6 +136,7 @@ class GatewayRestart:
         entry = self.entry
         keys = [*entry.live, *entry.finished]
         keys += [(r.session, r.cl_ord_id) for r in entry.requests.values() if r.cl_ord_id]
+        keys += [(m.session, m.fields[11]) for m in entry.mass_cancels.values() if 11 in m.fields]
         for key in keys:
             value = clordid_digest(*key)
             if value not in entry.seen:

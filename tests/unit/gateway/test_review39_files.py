@@ -102,7 +102,8 @@ def test_a_compaction_whose_reopen_fails_leaves_the_log_writable(
     dropped, for one descriptor missing for an instant. Expected: the write opens the log
     again (or fails with an ``OSError`` the gateway retries) and lands in the renamed file.
 
-    Fixed: a loaded log whose descriptor is gone opens it again at the next write.
+    Fixed: the compaction is done (the failed reopen logged), and a loaded log whose
+    descriptor is gone opens it again at the next write.
     """
     logged = _Logged(tmp_path / "orders.log")
     logged.write(_orders(0, 5))
@@ -117,8 +118,7 @@ def test_a_compaction_whose_reopen_fails_leaves_the_log_writable(
         return real_open(path, flags, *args, **kw)
 
     monkeypatch.setattr(os, "open", open_)
-    with pytest.raises(OSError):  # what ``_compaction_step`` catches and logs
-        logged.log.finish_compaction()
+    logged.log.finish_compaction()  # done: the reopen's failure is logged, not raised
     assert failed
     logged.write(_orders(6, 1))  # the descriptor is back: the next pass's write
     logged.log.close()
