@@ -34,13 +34,21 @@ the first moment no lane is ahead of the checkpoint (else a lane's symbols would
 under its checkpoint).
 
 Daily trade partitions are made outside those transactions (DDL locks the parent), for the
-days the batch touches plus ``days_ahead`` days after today, each day once per connection.
+days the batch touches (waited for: its rows go there) and ``days_ahead`` days after today
+(under a short ``lock_timeout``; a refusal, a reader of ``trades`` holding the lock off,
+is tried again a minute later), each day once per connection.
+
+A connection given up on (a network outage) may leave its server session idle in its
+transaction, holding the checkpoint row's lock: the next main connection ends those
+sessions (``_end_orphans``) before it lays the lanes out.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Final
 
@@ -54,6 +62,8 @@ from procs.dbwriter.projection import ORDERS, TRADES, Batch
 log = logging.getLogger("ringex.dbwriter.store")
 #: How long the writer waits for the lock that a partition for a day ahead takes (ms).
 AHEAD_LOCK_TIMEOUT_MS: Final = 100
+#: ... and how long after a refusal before it tries again (s).
+AHEAD_RETRY_S: Final = 60
 
 _DAY_US: Final = 86_400 * 1_000_000
 #: A batch's trades spanning more days than this make partitions for their own days only.
@@ -64,12 +74,18 @@ class CheckpointMismatchError(RuntimeError):
     """The database's checkpoint (``at``) is not where this writer's batch starts."""
 
     def __init__(self, at: int, batch: Batch) -> None:
-        super().__init__(
+        self._set(
             f"database checkpoint is seq {at}; this batch holds seqs "
-            f"{batch.first_seq}..{batch.last_seq}"
+            f"{batch.first_seq}..{batch.last_seq}",
+            at,
+            at < batch.first_seq - 1,
         )
+
+    def _set(self, message: str, at: int, behind: bool) -> None:
+        """The message and the attributes, for subclasses that build them otherwise."""
+        RuntimeError.__init__(self, message)
         self.at = at
-        self.behind = at < batch.first_seq - 1
+        self.behind = behind
 
 
 class OtherHistoryError(CheckpointMismatchError):
@@ -183,7 +199,8 @@ def prepare(conn: psycopg.Connection[Any], cfg: RingexConfig) -> None:
 
 class PgStore:
     """The main connection and the lanes' connections, and the writer's transactions on them.
-    Not thread-safe: one thread calls it (the lanes are its own threads)."""
+    Not thread-safe: one thread calls it (the lanes are its own threads, which add their
+    connections' sessions under ``_sessions_lock``)."""
 
     def __init__(
         self,
@@ -211,6 +228,8 @@ class PgStore:
         #: closed since the last open: ended by the next open (``_end_orphans``)
         self._sessions: set[tuple[int, Any]] = set()
         self._closed_sessions: set[tuple[int, Any]] = set()
+        self._sessions_lock = threading.Lock()
+        self._ahead_after = 0.0  # days ahead refused their lock: not tried before then
 
     def open(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
@@ -234,7 +253,8 @@ class PgStore:
             "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
         ).fetchone()
         if row is not None:
-            self._sessions.add((int(row[0]), row[1]))
+            with self._sessions_lock:
+                self._sessions.add((int(row[0]), row[1]))
         return conn
 
     def _end_orphans(self, conn: psycopg.Connection[Any]) -> None:
@@ -244,22 +264,24 @@ class PgStore:
         server's TCP keepalive gives up (hours by the OS's defaults): the retry waited behind
         it (review 40). A session is known by its pid and start time: a pid reused since is
         another session, left alone."""
-        gone, self._closed_sessions = self._closed_sessions, set()
+        gone = self._closed_sessions
         if not gone:
             return
         pids, starts = zip(*gone, strict=True)
         ended = conn.execute(
-            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a "
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid)) FROM pg_stat_activity a "
             "JOIN unnest(%s::int[], %s::timestamptz[]) AS g(pid, started) "
             "ON a.pid = g.pid AND a.backend_start = g.started",
             (list(pids), list(starts)),
         ).fetchone()
+        self._closed_sessions = set()  # only once ended: a failure tries them again
         if ended and ended[0]:
             log.warning("ended %d server sessions of connections given up on", ended[0])
 
     def close(self) -> None:
-        self._closed_sessions |= self._sessions
-        self._sessions = set()
+        with self._sessions_lock:
+            self._closed_sessions |= self._sessions
+            self._sessions = set()
         for conn in (self.conn, *self._lane_conns.values()):
             if conn is not None:
                 conn.close()
@@ -293,6 +315,8 @@ class PgStore:
         else:
             days = set(range(first, last + 1))
         ahead = set(range(today, today + self.days_ahead + 1)) - days
+        if time.monotonic() < self._ahead_after:  # refused a moment ago: not every batch
+            ahead = set()  # waits its lock_timeout while a dump runs
         needed, wanted = sorted(days - self._days), sorted(ahead - self._days)
         if not needed and not wanted:
             return
@@ -311,8 +335,9 @@ class PgStore:
                     self._partitions(conn, lo, hi)
             except psycopg.errors.LockNotAvailable:
                 log.info("trade partitions ahead (days %d-%d from 2000-01-01) wait for a "
-                         "reader of trades: tried again at a later batch", lo, hi)  # fmt: skip
-                continue
+                         "reader of trades: again in %d s", lo, hi, AHEAD_RETRY_S)  # fmt: skip
+                self._ahead_after = time.monotonic() + AHEAD_RETRY_S
+                break
             self._days.update(range(lo, hi + 1))
 
     @staticmethod
@@ -343,9 +368,8 @@ class PgStore:
             lanes = self._start_lanes(batch)
             try:
                 self._write_rest(conn.cursor(), batch)
-            except BaseException:
-                wait(lanes)  # their connections are free again before anyone retries
-                raise
+            finally:
+                wait(lanes)  # their connections are free again before anyone retries or closes
             for lane in lanes:
                 lane.result()  # a lane that failed fails the batch (this transaction)
             conn.execute(

@@ -12,7 +12,9 @@ backoff, on a new connection, and the writer falls behind meanwhile; the journal
 queue, so nothing is lost and the pipeline never waits. A commit whose answer was lost is
 detected on retry (the checkpoint already equals the batch's end); a checkpoint *behind* the
 batch (a server that lost committed transactions: asynchronous commit, failover to a lagging
-replica, a restored backup) restarts the writer from it. Anything else raises: a
+replica, a restored backup) restarts the writer from it; so does one found while the
+journal is idle, where the writer reads the checkpoint every ``check_s`` (2 s; with
+PostgreSQL down that read is retried and logged as a batch's is). Anything else raises: a
 broken invariant crashes the process and the supervisor restarts it from the checkpoint.
 Lag (journal's last seq - checkpoint) is logged every ``report_s`` seconds.
 """
@@ -84,11 +86,8 @@ class CheckpointBehindError(CheckpointMismatchError):
     committed (commits it lost, a backup restored): written again from there."""
 
     def __init__(self, at: int, committed: int) -> None:
-        RuntimeError.__init__(
-            self, f"database checkpoint is seq {at}; this writer committed up to seq {committed}"
-        )
-        self.at = at
-        self.behind = True
+        message = f"database checkpoint is seq {at}; this writer committed up to seq {committed}"
+        self._set(message, at, True)
 
 
 class StoppedWaitingError(Exception):
