@@ -83,6 +83,12 @@ class OrderLogging:
         elif order_log.wants_compaction and time.monotonic() >= self._compact_after:
             self._compaction_step(lambda: order_log.begin_compaction(self._live_entries()))
 
+    def _commands_unlogged(self) -> bool:
+        """Whether a command in ``outgoing`` is not in the log yet (those before
+        ``_logged_to`` in the router ring's numbering are)."""
+        outgoing = self.entry.outgoing
+        return bool(outgoing) and self.producer.sequence + len(outgoing) > self._logged_to
+
     def _idle_compaction_step(self) -> None:
         """The timers' step of a compaction under way (an idle gateway finishes it too), but
         not its finish while the log lacks a change the entries it took may hold: the renamed
@@ -97,7 +103,7 @@ class OrderLogging:
         logged, no order entry changed since the last write (FIX's or the API's)."""
         entry, api = self.entry, self.api
         return not (
-            self.producer.sequence + len(entry.outgoing) > self._logged_to
+            self._commands_unlogged()
             or entry.touched
             or entry.finished_changes
             or self._unwritten
@@ -163,7 +169,7 @@ class OrderLogging:
         """Log every command waiting in ``outgoing``, whatever the ring takes: a session's
         store counts their MsgSeqNums, and a crash must not lose one it counts."""
         outgoing, producer = self.entry.outgoing, self.producer
-        while outgoing and producer.sequence + len(outgoing) > self._logged_to:
+        while self._commands_unlogged():
             bad = self._log_commands(outgoing, producer.sequence)
             if bad is None:
                 break
@@ -174,7 +180,7 @@ class OrderLogging:
         write, with the commands its events made (an acknowledged order's cancel on
         disconnect), so that a crash leaves no request without its command."""
         outgoing, producer = self.entry.outgoing, self.producer
-        if outgoing and producer.sequence + len(outgoing) > self._logged_to:
+        if self._commands_unlogged():
             bad = self._log_commands(outgoing, producer.sequence, tail)
             if bad is not None:
                 del outgoing[bad]
@@ -190,13 +196,7 @@ class OrderLogging:
         (``after_input``), but a store saves on its own too: a Logout read with an order
         closes the session, a ResendRequest reads the store, a reset truncates it. Not
         inside a batch of events: what waits then, its events made (see the top)."""
-        outgoing = self.entry.outgoing
-        if (
-            outgoing
-            and not self._closed
-            and not self._in_batch
-            and self.producer.sequence + len(outgoing) > self._logged_to
-        ):
+        if not self._closed and not self._in_batch and self._commands_unlogged():
             self._log_outgoing()
             self.seen_log.keep(self.entry.seen)  # after the orders: see ``publish``
 

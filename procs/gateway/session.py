@@ -413,6 +413,8 @@ class Session(GapRecovery):
                 store.reset()
             store.logged_on()
         except OSError:  # out of descriptors, a full disk: the instance-wide lock goes back
+            # (a reset cut short keeps what was parked in the store's ``carried``: the next
+            # logon's)
             if isinstance(self.live, LiveSessions):
                 self.live.release(sender)
             raise

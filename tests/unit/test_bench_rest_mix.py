@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.bench.rest_load import MIXES, Answer, Lane, Stats, closed_loop, open_loop
+from tests.bench.rest_load import Answer, Lane, Stats, closed_loop, open_loop
 
 
 class Instant(Lane):
@@ -62,4 +62,3 @@ def test_the_orders_mix_is_two_new_orders_and_a_cancel(loop: str) -> None:
     assert got["crossing"] > 0 and got["passive"] > 0 and got["cancel"] > 0
     assert abs(got["crossing"] - got["passive"]) <= len(lanes) * 2
     assert abs(got["passive"] - got["cancel"]) <= len(lanes) * 2
-    assert MIXES == ("orders", "crossing")
