@@ -218,21 +218,10 @@ def test_an_amend_taken_by_a_timers_compaction_step_and_never_sent_does_not_wait
     h = first_exchange(cfg)
 
     async def body() -> None:
-        await h.start()
-        gw = h.gateway
-        assert gw is not None and gw.api is not None
-        alice = await client(url_of(h), "ALICE", "alice-pw")
-        placed = await alice.call(
-            "POST", "/api/v1/order", **LIMIT, price="100.00", quantity="1.00",
-            newClientOrderId="rests",
-        )  # fmt: skip
-        await alice.close()
-        assert placed["status"] == "NEW"
+        gw, placed = await _resting_api_order(h)
+        assert gw.api is not None
         oid = int(placed["orderId"])
-        core, first = gw.api.core, gw
-        await settled(
-            lambda: not first.entry.outgoing and not core._changed and not first._unpublished
-        )
+        core = gw.api.core
         live = core.client_ids[API_ALICE, "rests"]
         session = next(u.session for u in gw.users.users() if u.account == API_ALICE)
         # 1. a compaction begins at a log write (memory and log agree)
@@ -244,9 +233,9 @@ def test_an_amend_taken_by_a_timers_compaction_step_and_never_sent_does_not_wait
         gw._idle_compaction_step()
         await crash(h)  # before ``_publish_soon``
         await h.start()
-        gw = h.gateway
-        assert gw is not None and gw.api is not None
-        core = gw.api.core
+        again = h.gateway
+        assert again is not None and again.api is not None
+        core = again.api.core
         await settled(lambda: not core.amending(oid), 1.0)
         waiting = core.client_ids[API_ALICE, "rests"].amend_ref
         assert not core.amending(oid), (
@@ -258,6 +247,25 @@ def test_an_amend_taken_by_a_timers_compaction_step_and_never_sent_does_not_wait
         run_rest(h, body)
     finally:
         h.close()
+
+
+async def _resting_api_order(h: Harness, settle: bool = True) -> tuple[GatewayServer, Any]:
+    """Start ``h``; ALICE places 'rests' over REST (it rests: NEW); ``settle``: until its
+    command and its entry are logged. Returns the gateway and the answer."""
+    await h.start()
+    gw = h.gateway
+    assert gw is not None and gw.api is not None
+    alice = await client(url_of(h), "ALICE", "alice-pw")
+    placed = await alice.call(
+        "POST", "/api/v1/order", **LIMIT, price="100.00", quantity="1.00",
+        newClientOrderId="rests",
+    )  # fmt: skip
+    await alice.close()
+    assert placed["status"] == "NEW"
+    core = gw.api.core
+    if settle:
+        await settled(lambda: not gw.entry.outgoing and not core._changed and not gw._unpublished)
+    return gw, placed
 
 
 def run_rest(h: Harness, body: Callable[[], Awaitable[None]]) -> None:
@@ -282,20 +290,7 @@ def test_checked_an_idle_gateways_timer_still_finishes_a_compaction(
     h = first_exchange(cfg)
 
     async def body() -> None:
-        await h.start()
-        gw = h.gateway
-        assert gw is not None and gw.api is not None
-        alice = await client(url_of(h), "ALICE", "alice-pw")
-        placed = await alice.call(
-            "POST", "/api/v1/order", **LIMIT, price="100.00", quantity="1.00",
-            newClientOrderId="rests",
-        )  # fmt: skip
-        await alice.close()
-        assert placed["status"] == "NEW"
-        core, first = gw.api.core, gw
-        await settled(
-            lambda: not first.entry.outgoing and not core._changed and not first._unpublished
-        )
+        gw, _ = await _resting_api_order(h)
         assert gw._log_is_current()
         gw.order_log.begin_compaction(gw._live_entries())
         gw._idle_compaction_step()
@@ -403,16 +398,8 @@ def test_refs_stay_above_the_rest_apis_when_the_clock_stepped_back_over_a_restar
     h = first_exchange(cfg)
 
     async def body() -> None:
-        await h.start()
-        gw = h.gateway
-        assert gw is not None and gw.api is not None
-        alice = await client(url_of(h), "ALICE", "alice-pw")
-        placed = await alice.call(
-            "POST", "/api/v1/order", **LIMIT, price="100.00", quantity="1.00",
-            newClientOrderId="rests",
-        )  # fmt: skip
-        await alice.close()
-        assert placed["status"] == "NEW"
+        gw, _ = await _resting_api_order(h, settle=False)
+        assert gw.api is not None
         used = gw.api.core.client_ids[API_ALICE, "rests"].placed
         assert used and not gw.entry.orders  # no FIX order: only the API's holds a ref
         await crash(h)
