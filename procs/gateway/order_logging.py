@@ -196,7 +196,12 @@ class OrderLogging:
         (``after_input``), but a store saves on its own too: a Logout read with an order
         closes the session, a ResendRequest reads the store, a reset truncates it. Not
         inside a batch of events: what waits then, its events made (see the top)."""
-        if not self._closed and not self._in_batch and self._commands_unlogged():
+        if (  # outgoing first: a store saves during recovery too, before ``_closed`` is set
+            self.entry.outgoing
+            and not self._closed
+            and not self._in_batch
+            and self._commands_unlogged()
+        ):
             self._log_outgoing()
             self.seen_log.keep(self.entry.seen)  # after the orders: see ``publish``
 
