@@ -85,19 +85,18 @@ class GatewayRestart:
         current = ring_identities(self.cfg, self.gw.id, self.codec)
         self._new_rings = rings_replaced(recovered.positions, current)
         created, first = self.producer.ring.created_ns, self.producer.sequence
+        commands = recovered.commands
+        decoded = {seq: self.codec.decode_slot(image) for seq, (_, image) in commands.items()}
         pending = sorted(
             (seq, image)
             for seq, (ring, image) in recovered.commands.items()
             if ring == created and seq >= first
         )
-        self.entry.outgoing.extend(self.codec.decode_slot(image) for _, image in pending)
+        self.entry.outgoing.extend(decoded[seq] for seq, _ in pending)
         # new refs above every ref the log holds: the REST API's orders' and amends' (restored
         # apart from FIX's, ``restore``) and any logged command's (a REST cancel's, a balance
         # request's), with the clock stepped back since the last run (review 39)
-        refs = [
-            getattr(self.codec.decode_slot(image), "client_ref", 0)
-            for _, image in recovered.commands.values()
-        ]
+        refs = [getattr(command, "client_ref", 0) for command in decoded.values()]
         self.entry.keep_refs_above(
             max((*recovered.api_orders, *self._api_waiting, *refs), default=0)
         )
@@ -108,7 +107,7 @@ class GatewayRestart:
         unanswered = []
         for seq, (ring, image) in recovered.commands.items():
             if ring != created or seq < first:
-                command = self.codec.decode_slot(image)
+                command = decoded[seq]
                 ref = command.client_ref  # type: ignore[attr-defined]
                 if self.entry.unanswered(ref) or ref in self._api_waiting:
                     self.sent.add(seq, ring, ref, image)

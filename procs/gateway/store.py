@@ -170,7 +170,7 @@ class MessageStore:
 
     def add_outbound(self, seq: int, raw: bytes) -> None:
         """Record outbound message ``seq`` (the caller advanced ``next_out`` past it)."""
-        entry = _ENTRY.pack(len(raw), seq) + raw
+        entry = _entry(seq, raw)
         self._index.add(seq, self._size)
         self._size += len(entry)
         self._pending.append(entry)
@@ -226,7 +226,7 @@ class MessageStore:
             self._recover_carried()
         if self.parked_from:
             parked = self.outbound(self.parked_from, self.next_out)
-            data = b"".join(_ENTRY.pack(len(raw), seq) + raw for seq, raw in parked)
+            data = b"".join(_entry(seq, raw) for seq, raw in parked)
             replace_durably(self._carried, data, tmp=self._carried.with_name("carried.new"))
             self._drop_carried = False  # until this reset's messages are sent anew
         self._file.truncate(0)
@@ -259,6 +259,11 @@ class MessageStore:
         self.flush()
         self._file.close()
         os.close(self._seq_fd)
+
+
+def _entry(seq: int, raw: bytes) -> bytes:
+    """A stored message as ``messages`` and ``carried`` hold it."""
+    return _ENTRY.pack(len(raw), seq) + raw
 
 
 def _entries(data: bytes) -> list[tuple[int, bytes]]:

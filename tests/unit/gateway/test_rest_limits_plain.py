@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from procs.gateway import rest_connections
 from procs.gateway.rest import RestApi
 from tests.unit.gateway.harness import Harness, config, settled
 from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, request, run, statuses
+from tests.unit.gateway.test_rest_connection_limits import _hold, _refusal
 
 #: A keep-alive request: a close after its answer is the server's doing.
 PING = request(b"GET /api/v1/ping HTTP/1.1")
@@ -40,14 +40,6 @@ def _served(api: RestApi) -> int:
     """The connections aiohttp serves (all of the port's, without the fast lane)."""
     assert not api.lanes and api.runner is not None and api.runner.server is not None
     return len(api.runner.server.connections)
-
-
-async def _hold(port: int, count: int) -> list[asyncio.StreamWriter]:
-    writers = []
-    for _ in range(count):
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-        writers.append(writer)
-    return writers
 
 
 async def _release(writers: list[asyncio.StreamWriter]) -> None:
@@ -73,11 +65,6 @@ async def _ping(port: int) -> tuple[bytes, bool]:
     finally:
         await _release([writer])
     return out, closed
-
-
-def _refusal(raw: bytes) -> str:
-    assert statuses(raw) == [503], raw[:200]
-    return str(json.loads(raw.partition(b"\r\n\r\n")[2])["msg"])
 
 
 def test_past_the_per_address_limit_a_connection_gets_a_503_and_the_close(
