@@ -92,6 +92,11 @@ PARKED_NAP_S = 1.0
 #: for the end of a loop's pass, a read publishes them at once (``connections.py``). A log
 #: write of them is ~2 MB, one frame far under the order log's 64 MiB.
 MAX_BURST_COMMANDS = 8192
+#: Events a pump takes from each input ring per pass. Every gateway reads every event of a
+#: matcher's output ring (its own are a share of them), so with G gateways a pass must take
+#: about G times what its own orders made: at 1,024 a gateway of six fell behind by a near
+#: full ring at 50k orders/s on a 16-core host, and its matcher stopped for it.
+EVENTS_PER_PASS = 4096
 
 
 def held_nap_s(wait: WaitConfig) -> float:
@@ -305,7 +310,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         self._in_batch = True
         try:
             for consumer in self.inputs:
-                events = consumer.read(1024)
+                events = consumer.read(EVENTS_PER_PASS)
                 if not events:
                     continue
                 moved.append(consumer)
