@@ -205,7 +205,9 @@ def write_profile(
     """The bench instance's profile; with --pin, also the CPUs left for the load processes."""
     text = (
         f'instance = "bp{os.getpid()}"\nvar_dir = "{path.parent / "var"}"\n'
-        "[marketdata]\nenabled = false\n"
+        + (f"router_batch = {args.router_batch}\n" if args.router_batch else "")
+        + (f"[ring]\ncapacity = {args.ring_capacity}\n" if args.ring_capacity else "")
+        + "[marketdata]\nenabled = false\n"
         f'[wait]\nstrategy = "{args.wait}"\n'
         "[risk]\nmax_commands_per_s = 1000000000\nmax_open_orders = 1000000\n"
         f'[journal]\nfsync = "{args.fsync}"\n'
@@ -322,6 +324,9 @@ def main() -> int:
     ap.add_argument(
         "--no-database", action="store_true", help="no database writer (a host without PostgreSQL)"
     )
+    # the pipeline's slack, for a many-core host's full-size run (0: the config's default)
+    ap.add_argument("--ring-capacity", type=int, default=0, help="slots per ring (power of 2)")
+    ap.add_argument("--router-batch", type=int, default=0, help="commands per router step")
     args = ap.parse_args()
     if args.soak and args.workers > 1:
         ap.error("--soak runs in one load process: leave --workers at 1")
