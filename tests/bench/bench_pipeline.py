@@ -68,6 +68,7 @@ from tests.bench.fix_load import (
 )
 from tests.bench.plot import write_plot
 from tests.bench.report import conclude
+from tests.bench.ring_watch import RingWatch, describe_lags
 from tests.bench.soak import RssWatch, print_growth, process_table
 
 TARGETS = {
@@ -359,9 +360,11 @@ def main() -> int:
             row = run.row()
             row["name"] = f"pipeline {phase}"
             row["cpu_pct"] = watch.share(*run.window)
+            row["ring_lags"] = ring_watch.lags(*run.window)
             results.append(row)
             print_phase(phase, row)
             print(f"{'':10} {describe(row['cpu_pct'], args.workers)}")
+            print(f"{'':10} {describe_lags(row['ring_lags'])}")
 
         async def run() -> None:
             sessions = [Session(name, home) for name, home in zip(names, homes, strict=True)]
@@ -379,7 +382,7 @@ def main() -> int:
                 if s.writer is not None:
                     s.writer.close()
 
-        with CpuWatch(process_table(cfg)) as watch:
+        with CpuWatch(process_table(cfg)) as watch, RingWatch(cfg) as ring_watch:
             if args.workers == 1:
                 uvloop.run(run())
             else:
