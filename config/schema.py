@@ -270,9 +270,13 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 class JournalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Where and how durably the router appends the sequenced command stream."""
 
-    #: batch: fsync every batch before it is routed (group commit); interval: fsync at most
+    #: batch: fsync every batch before it is routed (group commit); pipelined: the same
+    #: promise, the fsync on a thread while the router decides the next batches (held until
+    #: durable, so one fsync covers every batch that came meanwhile: for a disk whose fsync
+    #: is slow against a batch's work; the database writer, which follows the journal file,
+    #: may then read entries a host crash loses, as under interval); interval: fsync at most
     #: every fsync_interval_ms; none: the OS decides (a crash may lose the tail).
-    fsync: Literal["batch", "interval", "none"] = "batch"
+    fsync: Literal["batch", "pipelined", "interval", "none"] = "batch"
     fsync_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
     #: A segment file rolls over at this size.
     segment_mb: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 256

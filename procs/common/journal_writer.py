@@ -2,9 +2,13 @@
 
 The format, the reader and the tail rules are ``procs.common.journal``'s; this module is what
 only the router (and a standby) needs: one writer per directory, under an exclusive lock,
-fsyncing per the policy (``batch``: every append; ``interval``: at most every
-``fsync_interval_ms``; ``none``: the OS decides, except that a full segment is always fsynced
-before the next is created, so only the last segment can ever have a torn tail).
+fsyncing per the policy (``batch``: every append; ``pipelined``: every append too, but on a
+thread, so the caller decides its next batch while the fsync runs (one fsync then covers
+every batch appended meanwhile: a group commit whose batches grow while the disk is slow);
+``interval``: at most every ``fsync_interval_ms``; ``none``: the OS decides, except that a
+full segment is always fsynced before the next is created, so only the last segment can
+ever have a torn tail). Under ``pipelined`` and ``interval`` an append returns before it is
+durable: ``durable_seq`` says how far it is.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 import zlib
 from array import array
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, Literal
 
@@ -39,8 +44,8 @@ from procs.common.journal import (
     segment_name,
 )
 
-FsyncPolicy = Literal["batch", "interval", "none"]
-FSYNC_POLICIES: Final[tuple[FsyncPolicy, ...]] = ("batch", "interval", "none")
+FsyncPolicy = Literal["batch", "pipelined", "interval", "none"]
+FSYNC_POLICIES: Final[tuple[FsyncPolicy, ...]] = ("batch", "pipelined", "interval", "none")
 DEFAULT_SEGMENT_BYTES: Final = 256 * 2**20
 
 
@@ -87,6 +92,9 @@ class JournalWriter:
         self._by_words = slot_size % 8 == 0 and sys.byteorder == "little"
         self._buf = bytearray(0)
         self._failed: BaseException | None = None
+        # "pipelined": the fsync in flight and the last seq it makes durable; its thread
+        self._flight: tuple[Future[None], int] | None = None
+        self._syncer: ThreadPoolExecutor | None = None
 
         make_dirs(self.directory)
         self._lock = DirectoryLock(self.directory)
@@ -147,6 +155,8 @@ class JournalWriter:
                 done += n
             if self.fsync == "batch":
                 self.sync()
+            elif self.fsync == "pipelined":
+                self._sync_behind()
             elif self.fsync == "interval":
                 self.maybe_sync()
         except BaseException as exc:
@@ -155,6 +165,7 @@ class JournalWriter:
 
     def sync(self) -> None:
         """Make everything appended durable."""
+        self._reap(None)  # a pipelined fsync first: it may hold the open segment's descriptor
         if self._written != self._synced:
             os.fsync(self._fd)  # earlier segments were fsynced when sealed
             self._synced = self._written
@@ -162,12 +173,63 @@ class JournalWriter:
 
     def maybe_sync(self) -> bool:
         """Under ``"interval"``, sync if the interval has passed and something is pending;
-        return whether it synced. The caller calls this when idle."""
+        under ``"pipelined"``, take a finished fsync's entries as durable and start the next
+        fsync if entries wait for one. Return whether more is durable. The caller calls this
+        before it reads ``durable_seq`` and when idle."""
+        if self.fsync == "pipelined":
+            return self._sync_behind()
         if self.fsync != "interval" or self._written == self._synced:
             return False
         if self._clock() - self._last_sync_ns < self._interval_ns:
             return False
         self.sync()
+        return True
+
+    @property
+    def syncing(self) -> bool:
+        """Under ``"pipelined"``: appended entries are not durable yet (an fsync is running
+        or due); ``wait_durable`` waits for them."""
+        return self.fsync == "pipelined" and self._written != self._synced
+
+    def wait_durable(self, timeout_s: float) -> bool:
+        """Under ``"pipelined"``, wait up to ``timeout_s`` for the fsync in flight (starting
+        one if entries wait for it); return whether more is durable."""
+        if self.fsync != "pipelined":
+            return False
+        self._sync_behind()
+        advanced = self._reap(timeout_s)
+        return self._sync_behind() or advanced
+
+    def _sync_behind(self) -> bool:
+        """``"pipelined"``: take the finished fsync's entries as durable and start the next
+        one, on the writer's thread, if entries wait for it; whether more is durable."""
+        advanced = self._reap(0.0)
+        if self._flight is None and self._written != self._synced and self._fd >= 0:
+            if self._syncer is None:
+                self._syncer = ThreadPoolExecutor(1, thread_name_prefix="journal-fsync")
+            self._flight = (self._syncer.submit(os.fsync, self._fd), self._written)
+        return advanced
+
+    def _reap(self, timeout_s: float | None) -> bool:
+        """The fsync in flight, once done (waiting up to ``timeout_s``; None: until it is):
+        its entries are durable. One that failed leaves the writer unusable, as a failed
+        inline fsync does, and raises ``JournalError``."""
+        if self._flight is None:
+            return False
+        future, seq = self._flight
+        if timeout_s == 0.0 and not future.done():
+            return False
+        try:
+            future.result(timeout=timeout_s)
+        except TimeoutError:
+            return False
+        except OSError as exc:
+            self._flight = None
+            self._failed = exc
+            raise JournalError(f"fsync of {self.directory} failed: {exc}") from exc
+        self._flight = None
+        self._synced = max(self._synced, seq)
+        self._last_sync_ns = self._clock()
         return True
 
     def sync_due_in_s(self) -> float | None:
@@ -192,12 +254,18 @@ class JournalWriter:
         if self._lock.fd < 0:
             return
         try:
+            if self._flight is not None and self._failed is not None:
+                with contextlib.suppress(JournalError):  # done with the descriptor first
+                    self._reap(None)
             if self._fd >= 0:
                 if self.fsync != "none" and self._failed is None:
                     self.sync()
                 os.close(self._fd)
                 self._fd = -1
         finally:
+            if self._syncer is not None:
+                self._syncer.shutdown(wait=True)
+                self._syncer = None
             self._lock.close()
 
     def __enter__(self) -> JournalWriter:
@@ -252,6 +320,7 @@ class JournalWriter:
 
     def _roll(self) -> None:
         """Seal the open segment (fsync, close) and start one at ``next_seq``."""
+        self._reap(None)  # a pipelined fsync of the segment ends before its descriptor
         if self._fd >= 0:
             os.fsync(self._fd)  # only the last segment may have a torn tail
             self._synced = self._written

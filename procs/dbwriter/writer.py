@@ -167,9 +167,9 @@ class DbWriter:
             raise RuntimeError(
                 f"the database checkpoint is seq {checkpoint}, and the journal's entry there is "
                 f"not the one the database was written from: the journal lost a tail (a host "
-                f"crash under fsync = none or interval) and its seqs went to other commands. "
-                f"The database holds a history the journal does not: restore it from a backup "
-                f"at or before the journal's lost tail, or write it anew"
+                f"crash under fsync = none, interval or pipelined) and its seqs went to other "
+                f"commands. The database holds a history the journal does not: restore it from "
+                f"a backup at or before the journal's lost tail, or write it anew"
             )
         self.committed = self._snap_seq = checkpoint
         self.last_crc = crc  # the entry the next batch follows (its prev_crc)

@@ -1,13 +1,14 @@
 """Batches the router decided and journaled but may not route yet: under ``fsync =
-"interval"`` a batch is written at once and fsynced with the next interval's group commit,
-and until then nothing of it leaves the router (no command to a matcher, so no execution
+"interval"`` a batch is written at once and fsynced with the next interval's group commit
+(under ``"pipelined"``, with the fsync the journal's thread runs now or next), and until
+then nothing of it leaves the router (no command to a matcher, so no execution
 report; no reply, no balance push). Issue 4: no report leaves before its command is durable
 under the configured policy.
 
 The router goes on taking and journaling commands meanwhile, so one fsync covers every batch
-of its interval; each later batch waits behind the held ones (replies keep their order), and
-a gateway with a batch held is not committed (a crash re-reads those commands, as after one
-between the journal write and the publish).
+of its interval (or of the fsync before it); each later batch waits behind the held ones
+(replies keep their order), and a gateway with a batch held is not committed (a crash
+re-reads those commands, as after one between the journal write and the publish).
 """
 
 from __future__ import annotations

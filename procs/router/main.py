@@ -320,7 +320,7 @@ class RouterShell:
         batch = Batch(self.journal.next_seq - 1 if accepted else 0, decisions, origins,
                       watch_requests)  # fmt: skip
         if self._held or self.journal.durable_seq < batch.last_seq:
-            self._held.hold(batch)  # "interval": routed with the group commit (held.py)
+            self._held.hold(batch)  # "interval", "pipelined": routed once durable (held.py)
         else:
             self._route(batch)
         self._commit_answered()
@@ -359,7 +359,12 @@ class RouterShell:
         if self.gate is not None and self.gate.degraded:
             self.gate.poll(self.journal.next_seq - 1)
         due = self.journal.sync_due_in_s()  # "interval": an idle wait ends by then
-        self._idle(timeout_s if due is None else min(timeout_s, due))
+        if self._held and self.journal.syncing:
+            # "pipelined": the held batches' fsync runs on the journal's thread; nothing
+            # else to do, so wait for it rather than for the rings (a few ms at most)
+            self.journal.wait_durable(timeout_s)
+        else:
+            self._idle(timeout_s if due is None else min(timeout_s, due))
         self._route_durable()
 
     def _answer(self, gateway: int, reply: Record, journaled: int = 0) -> None:

@@ -52,6 +52,7 @@ import uvloop
 from config import load_profile
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient
+from procs.common.journal_writer import FSYNC_POLICIES
 from procs.common.topology import users_path
 from procs.common.users import UserStore
 from tests.bench.cpu_watch import CpuWatch, describe
@@ -298,7 +299,7 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=2_000, help="latency phase, orders/s")
     ap.add_argument("--max-rate", type=int, default=20_000, help="throughput phase, offered")
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--fsync", default="batch", choices=["batch", "interval", "none"])
+    ap.add_argument("--fsync", default="batch", choices=list(FSYNC_POLICIES))
     ap.add_argument(
         "--gc",
         default="policy",

@@ -84,6 +84,7 @@ import psutil
 
 from config.edges import GatewayConfig, MarketDataConfig, RestConfig
 from config.schema import DatabaseConfig, JournalConfig, RingexConfig, RiskConfig
+from procs.common.journal_writer import FSYNC_POLICIES
 from procs.common.records import (
     Balance,
     CreateAccount,
@@ -367,7 +368,7 @@ def main() -> int:
     ap.add_argument("--latency-seconds", type=float, default=5.0)
     ap.add_argument("--paths", default="rest,fix", help="rest, fix, or both: rest,fix")
     ap.add_argument("--client", default="raw", choices=["raw", "aiohttp"], help="REST client")
-    ap.add_argument("--fsync", default="batch", choices=["batch", "interval", "none"])
+    ap.add_argument("--fsync", default="batch", choices=list(FSYNC_POLICIES))
     ap.add_argument(
         "--mix", default="orders", choices=MIXES,
         help="orders: 2 new orders and a cancel; crossing: new orders alone, each one trading",
