@@ -147,32 +147,59 @@ class GatewayRestart:
         those not in the journal: the ring took them along unread. They go into the new
         ring. One that is in the journal is answered by the events made again after the
         matcher's replay mark. An order command was journaled, if at all, after every seq
-        this gateway had handled from the matchers (its answer would have come); a mass
+        this gateway had handled from its matcher (its answer would have come there); a mass
         cancel's verdict comes on the reply ring, which the matchers' events may overtake,
-        so the journal is read from the oldest of those less the router's own look-back
-        (``JournaledTail``: every gateway's ring's worth of commands)."""
+        so for those the journal is read from the oldest of every matcher's. Each look-up
+        starts that much less the router's own look-back (``JournaledTail``: every
+        gateway's ring's worth of commands)."""
         # by client_ref, once: one sent again after an earlier full restart was logged again
         # under that start's ring, and its entry of the ring before stays with it
         by_ref = {command.client_ref: command for command in logged}  # type: ignore[attr-defined]
         waiting = list(by_ref.values())
         if not waiting:
             return []
-        matchers = [matcher_output(m.name) for m in self.cfg.matchers]
-        after = min((self._handled.get(name, 0) for name in matchers), default=0)
-        after -= 1 + JournaledTail.for_config(self.cfg).window
-        found = journaled_refs(self.cfg, self.gw.id, max(0, after), self.codec)
-        self._answer_mass_cancels(waiting, found)
-        if found is None:
-            log.warning(
-                "%d commands logged for the old router ring are unanswered; the journal "
-                "cannot tell whether it took them: not sent again",
-                len(waiting),
-            )
-            return []
-        lost = [c for c in waiting if c.client_ref not in found]  # type: ignore[attr-defined]
+        window = JournaledTail.for_config(self.cfg).window
+        found: dict[bool, set[int] | None] = {}
+        for cancels in (False, True):  # orders, then mass cancels: a look-up each
+            group = [c for c in waiting if isinstance(c, MassCancel) is cancels]
+            if not group:
+                continue
+            after = min(self._journaled_after(c) for c in group) - 1 - window
+            found[cancels] = refs = journaled_refs(self.cfg, self.gw.id, max(0, after), self.codec)
+            self._answer_mass_cancels(group, refs)
+            if refs is None:
+                log.warning(
+                    "%d commands logged for the old router ring are unanswered; the journal "
+                    "cannot tell whether it took them: not sent again",
+                    len(group),
+                )
+        lost = []
+        for command in waiting:  # in their order
+            refs = found[isinstance(command, MassCancel)]
+            if refs is not None and command.client_ref not in refs:  # type: ignore[attr-defined]
+                lost.append(command)
         if lost:
             log.info("%d commands the old router ring took along unread: sent again", len(lost))
         return lost
+
+    def _journaled_after(self, command: Record) -> int:
+        """The seq ``command`` was journaled after, if at all: the newest its matcher's ring
+        was handled through, or every matcher's oldest for a mass cancel (see
+        ``_lost_commands``). Not every matcher's oldest for every command: a quiet
+        matcher's (0, or its last event hours ago) put the look-up past ``CATCH_UP_LIMIT``,
+        and an order command the old ring took along unread was never sent again (review
+        41)."""
+        symbol = getattr(command, "symbol", 0)
+        owners = [
+            matcher_output(m.name)
+            for m in self.cfg.matchers
+            if not isinstance(command, MassCancel) and symbol in self._matcher_symbols(m.symbols)
+        ] or [matcher_output(m.name) for m in self.cfg.matchers]
+        return min((self._handled.get(name, 0) for name in owners), default=0)
+
+    def _matcher_symbols(self, names: list[str]) -> set[int]:
+        ids = {s.name: s.id for s in self.cfg.symbols}
+        return {ids[name] for name in names if name in ids}
 
     def _answer_mass_cancels(self, waiting: list[Record], found: set[int] | None) -> None:
         """A mass cancel's verdict came from the router on the old ring, gone now. One the
@@ -201,7 +228,10 @@ class GatewayRestart:
             matcher is not None
             and isinstance(first, Heartbeat)
             and first.source == REPLAY_SOURCE
-            and first.counter > handled
+            # past what was handled, or at it with only a part of its events handled (a
+            # read ended inside them and the matcher's snapshot is at that seq: a clean
+            # stop's; review 41): the rest of them exist nowhere else
+            and (first.counter > handled or (first.counter == handled and part is not None))
         ):
             made = missed_events(self.cfg, matcher, handled, first.counter, self.codec, part)
             if made is None:

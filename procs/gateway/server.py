@@ -55,6 +55,7 @@ from procs.common.topology import (
     users_path,
 )
 from procs.common.users import UserStore
+from procs.core.recovery import journal_end
 from procs.gateway.audit import AuditLog
 from procs.gateway.clordids import SeenLog
 from procs.gateway.connection import Connection
@@ -131,6 +132,17 @@ def _note_handled(
         return
     parts[ring] = parts.get(ring, 0) + tail if handled.get(ring) == last else tail
     handled[ring] = last
+
+
+def _within_journal(handled: int, part: int | None, end: int | None) -> tuple[int, int | None]:
+    """A ring's handled seq and part, at most the journal's end (None: no journal). A log
+    can name a seq past it: one shipped to a standby ahead of the journal (async
+    replication), then promoted, or a tail lost under ``fsync = "none"``. The router
+    numbers new commands from the journal's end, and their events must not be skipped as
+    handled (review 41)."""
+    if end is not None and handled > end:
+        return end, None
+    return handled, part
 
 
 class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
@@ -441,8 +453,11 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         if self.gw.park_after_ms and self.cfg.wait.strategy != "busy-spin":
             self._waker = RingWaker(self.inputs, producer=self.producer)
         if self._new_rings:  # what the log says was handled, per ring (``recovery.py``)
+            end = journal_end(self.cfg, codec)
             self._awaiting = {  # the matchers' rings: the reply ring holds new replies only
-                r.name: (self._handled.get(r.name, 0), self._handled_part.get(r.name))
+                r.name: _within_journal(
+                    self._handled.get(r.name, 0), self._handled_part.get(r.name), end
+                )
                 for r in rings[1:]
             }
         else:
