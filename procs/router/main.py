@@ -253,15 +253,19 @@ class RouterShell:
         watches = self.watches
         count = 0
         for consumer in self.from_matchers:
-            for _ in range(max(1, consumer.ring.capacity // SETTLE_BATCH)):
-                events = consumer.read(SETTLE_BATCH)
+            # a full read may end inside a command's events; on a ring smaller than a read,
+            # one ring's worth is full (a matcher's bigger publish goes in ring-sized
+            # chunks, each into an empty ring: review 41)
+            full = min(SETTLE_BATCH, consumer.ring.capacity)
+            for _ in range(max(1, consumer.ring.capacity // full)):
+                events = consumer.read(full)
                 settle(events)
                 if events:
-                    self.applied_seq = max(self.applied_seq, _whole_seq(events, SETTLE_BATCH))
+                    self.applied_seq = max(self.applied_seq, _whole_seq(events, full))
                     if watches:  # once per batch: nothing per event when none is watched
                         watches.touch_events(events)
                 count += len(events)
-                if len(events) < SETTLE_BATCH:
+                if len(events) < full:
                     break
         return count
 
@@ -419,6 +423,16 @@ class RouterShell:
                 self._waiting_since.pop(gateway, None)
                 continue
             since = self._waiting_since.setdefault(gateway, at)
+            if at - since > self._tail_window // 2 and gateway in self._held.gateways():
+                # it waits on a held batch, not on its own reads: make the batches durable
+                # and route them now rather than commit with their answers unsent (a crash
+                # then would answer them never: review 41)
+                self.journal.sync()
+                self._route_durable()
+                if not self.pending_replies[gateway] and gateway not in self._owed:
+                    consumer.commit()
+                    self._waiting_since.pop(gateway, None)
+                    continue
             if at - since > self._tail_window // 2:
                 # Any longer and a restart could no longer tell its journaled commands
                 # (``JournaledTail`` looks that far back): commit; a crash before its
@@ -535,15 +549,22 @@ class RouterShell:
         configured strategy (parking costs no CPU), at most ``ADMIN_POLL_S`` so the admin ring
         and settlement are served too; with several, poll them all with a backoff from a
         yield to a 1 ms sleep, so no gateway waits on another's ring."""
+        # a gateway whose replies wait for room has its commands left unread (``step``):
+        # its ring's records end no wait, or the router would spin on them (review 41);
+        # the room for its replies is looked for at each pause instead
+        held = [g for g, queue in self.pending_replies.items() if queue]
+        inputs = [c for g, c in self.inputs if g not in held]
         trading = [c for g, c in self.inputs if g != ADMIN_GATEWAY]
-        if len(trading) == 1:
+        if len(trading) == 1 and not held:
             trading[0].wait(min(timeout_s, ADMIN_POLL_S))
             return
         deadline = time.monotonic() + timeout_s
         pause = 0.0
         while time.monotonic() < deadline:
-            if any(c.ready() for _g, c in self.inputs) or any(
-                c.ready() for c in self.from_matchers
+            if (
+                any(c.ready() for c in inputs)
+                or any(c.ready() for c in self.from_matchers)
+                or any(self.replies[g].has_room(1) for g in held)
             ):
                 return
             time.sleep(pause)
