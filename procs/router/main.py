@@ -162,6 +162,11 @@ class RouterShell:
             Ring.attach(cfg.instance, matcher_output(m.name), codec).consumer(CONSUMER, wait())
             for m in cfg.matchers
         ]
+        # per matcher output ring, the seqs routed to its matcher whose events have not all
+        # come back: a balance is labelled below the oldest (``_applied_label``)
+        self._outstanding: dict[str, collections.deque[int]] = {
+            matcher_output(m.name): collections.deque() for m in cfg.matchers
+        }
         self.pending_replies: dict[int, collections.deque[Record]] = {
             g: collections.deque() for g in gateways
         }
@@ -257,11 +262,18 @@ class RouterShell:
             # one ring's worth is full (a matcher's bigger publish goes in ring-sized
             # chunks, each into an empty ring: review 41)
             full = min(SETTLE_BATCH, consumer.ring.capacity)
+            outstanding = self._outstanding[consumer.ring.name]
             for _ in range(max(1, consumer.ring.capacity // full)):
                 events = consumer.read(full)
                 settle(events)
                 if events:
-                    self.applied_seq = max(self.applied_seq, _whole_seq(events, full))
+                    whole = _whole_seq(events, full)
+                    self.applied_seq = max(self.applied_seq, whole)
+                    last = events[-1]  # a mark: executed and published through its counter
+                    if isinstance(last, Heartbeat) and last.source == RECOVERED_SOURCE:
+                        whole = max(whole, last.counter)
+                    while outstanding and outstanding[0] <= whole:
+                        outstanding.popleft()
                     if watches:  # once per batch: nothing per event when none is watched
                         watches.touch_events(events)
                 count += len(events)
@@ -337,6 +349,9 @@ class RouterShell:
             self.watches.touch_commands([d.command for d in batch.decisions if d.command])
         for name, commands in route_all(batch.decisions).items():
             self._publish(self.to_matchers[name], commands)
+            self._outstanding[matcher_output(name)].extend(
+                [seq for c in commands if (seq := getattr(c, "seq", 0))]
+            )
         pending, owed = self.pending_replies, self._owed
         for gateway, decision in zip(batch.origins, batch.decisions, strict=True):
             reply = decision.reply
@@ -542,7 +557,19 @@ class RouterShell:
         for gateway, balance in self.watches.take(now):
             pending[gateway].append(balance)
         for gateway, request in watch_requests:  # as of the newest event applied
-            pending[gateway].extend(self.watches.execute(gateway, request, now, self.applied_seq))
+            label = self._applied_label()
+            pending[gateway].extend(self.watches.execute(gateway, request, now, label))
+
+    def _applied_label(self) -> int:
+        """The seq a balance snapshot may say every event through is applied: the newest
+        whole seq settled, below any command still outstanding at a matcher. With several
+        matchers the newest whole on one ring is not enough: an older command may still be
+        queued at another (review 41)."""
+        label = self.applied_seq
+        for outstanding in self._outstanding.values():
+            if outstanding and outstanding[0] <= label:
+                label = outstanding[0] - 1
+        return label
 
     def _idle(self, timeout_s: float) -> None:
         """Nothing from the gateways. With one trading gateway, wait on its ring with the

@@ -13,14 +13,15 @@ books-behind hold (``capacity // 8``, 0 under 8) and the looped settle let it dr
 router killed with a batch held under ``"interval"`` answers it after its restart (the
 gateway's ring was left uncommitted).
 
-Faults (the first a strict xfail; the other three fixed with this file, each test failing
-without its fix):
+Faults, all four fixed with this file (each test failed without its fix):
 
 - ``applied_seq``, the seq a balance snapshot is labelled "every event through here
   applied", is the newest seq whole on *one* matcher's ring, maxed over all: with two
   matchers, an older command still queued at the other one is claimed applied, and a
   gateway's read-your-writes check (``_have >= _need``) takes the snapshot as including
-  that command's fills (``main.py`` ``settle``).
+  that command's fills (``main.py`` ``settle``). Fixed: the router keeps, per matcher,
+  the seqs routed to it whose events have not all come back (a matcher's mark closes them
+  too), and labels a snapshot below the oldest (``_applied_label``).
 - ``_whole_seq(events, SETTLE_BATCH)`` only suspects a read of 4,096 events of ending
   inside a command. A ring under 4,096 slots never gives one; a matcher publish larger
   than the ring (a sweep, a mass cancel, ``batch`` x events per order) goes out in
@@ -400,11 +401,6 @@ def test_a_router_killed_with_a_batch_held_answers_it_after_its_restart(
 # -- the labelling of balances (``applied_seq``) ---------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 41: applied_seq is maxed over matchers; an older command still queued at "
-    "another matcher is claimed applied",
-)
 def test_a_snapshot_labelled_past_a_command_on_the_other_matcher_includes_its_fills(
     make: Callable[..., Rig],
 ) -> None:
