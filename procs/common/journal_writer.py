@@ -2,9 +2,10 @@
 
 The format, the reader and the tail rules are ``procs.common.journal``'s; this module is what
 only the router (and a standby) needs: one writer per directory, under an exclusive lock,
-fsyncing per the policy (``batch``: every append; ``pipelined``: every append too, but on a
-thread, so the caller decides its next batch while the fsync runs (one fsync then covers
-every batch appended meanwhile: a group commit whose batches grow while the disk is slow);
+fsyncing per the policy (``batch``: every append; ``pipelined``: every append too, as its
+caller says: ``sync`` inline, or ``maybe_sync`` on a thread, so the caller decides its next
+batch while the fsync runs (one fsync then covers every batch appended meanwhile: a group
+commit whose batches grow while the disk is slow);
 ``interval``: at most every ``fsync_interval_ms``; ``none``: the OS decides, except that a
 full segment is always fsynced before the next is created, so only the last segment can
 ever have a torn tail). Under ``pipelined`` and ``interval`` an append returns before it is
@@ -155,8 +156,6 @@ class JournalWriter:
                 done += n
             if self.fsync == "batch":
                 self.sync()
-            elif self.fsync == "pipelined":
-                self._sync_behind()
             elif self.fsync == "interval":
                 self.maybe_sync()
         except BaseException as exc:

@@ -326,6 +326,8 @@ class RouterShell:
             images = self.codec.encode_slots(accepted)
             first: int = accepted[0].seq  # type: ignore[attr-defined]
             self.journal.append(first, images, len(accepted))
+            if self.journal.fsync == "pipelined":
+                self._pipelined_sync()
             if self.acks is not None:
                 last = first + len(accepted) - 1
                 self.acks.appended(last)
@@ -342,6 +344,17 @@ class RouterShell:
         self._commit_answered()
         self.snapshots.maybe_start(self.sequencer.next_seq - 1, self.journal)
         return len(decisions) + len(watch_requests)
+
+    def _pipelined_sync(self) -> None:
+        """``fsync = "pipelined"``: with more commands or events waiting, the fsync goes to
+        the journal's thread and the router goes on to them (the batch is held until it
+        returns); with none, it runs here, as under ``"batch"``: there is nothing to overlap
+        it with, and a batch would otherwise wait for the fsync in flight and then its own
+        (at 2k orders/s on the 2-core VM, ack p50 2.3-2.4 ms against 1.7 ms)."""
+        if any(c.ready() for _g, c in self.inputs) or any(c.ready() for c in self.from_matchers):
+            self.journal.maybe_sync()
+        else:
+            self.journal.sync()
 
     def _route(self, batch: Batch) -> None:
         """Publish a durable batch to the matchers and queue its replies and watches."""

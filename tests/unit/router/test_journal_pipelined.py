@@ -83,7 +83,9 @@ def test_an_append_is_durable_only_once_its_fsync_returns(tmp_path: Path, gate: 
         w.append(2, images(2, 3), 3)
         assert w.next_seq == 5
         assert w.durable_seq == 1 and w.syncing
-        assert not w.maybe_sync()  # still in flight: nothing more is durable
+        assert not w.maybe_sync()  # the fsync starts on the thread: nothing more durable yet
+        assert gate.entered.wait(5)
+        assert not w.maybe_sync()  # still in flight
         gate.opened.set()
         assert w.wait_durable(5.0)
         assert w.durable_seq == 4 and not w.syncing
@@ -96,9 +98,11 @@ def test_appends_during_an_fsync_are_covered_by_one_more(tmp_path: Path, gate: F
     with started(tmp_path) as w:
         gate.shut()
         w.append(2, images(2, 1), 1)
+        w.maybe_sync()
         assert gate.entered.wait(5)  # the fsync of entry 2 runs, held at the gate
         for seq in range(3, 9):
             w.append(seq, images(seq, 1), 1)
+            w.maybe_sync()
         assert gate.calls == 1  # the first fsync is still in flight: no second one yet
         gate.opened.set()
         while w.syncing:
@@ -114,6 +118,7 @@ def test_a_failed_fsync_leaves_the_writer_unusable(tmp_path: Path, gate: FsyncGa
         gate.shut()
         gate.fail = OSError(errno.EIO, "I/O error")
         w.append(2, images(2, 2), 2)
+        w.maybe_sync()
         gate.opened.set()
         with pytest.raises(JournalError, match=r"fsync of .* failed"):
             w.wait_durable(5.0)
@@ -131,15 +136,18 @@ def test_sync_close_and_a_rollover_wait_for_the_fsync_in_flight(
     w = started(tmp_path, segment_bytes=SMALL)
     gate.shut()
     w.append(2, images(2, 3), 3)
+    w.maybe_sync()  # an fsync in flight, held at the gate, for each of the three below
     gate.open_after(0.2)
     w.sync()
     assert w.durable_seq == 4 and not w.syncing
     gate.shut()
     w.append(5, images(5, 4), 4)
+    w.maybe_sync()
     gate.open_after(0.2)
     w.append(9, images(9, 4), 4)  # rolls over at 10: the fsync in flight ends first
     gate.shut()
     w.append(13, images(13, 2), 2)
+    w.maybe_sync()
     gate.open_after(0.2)
     w.close()
     assert_contiguous(tmp_path, 1, 14)
@@ -148,24 +156,35 @@ def test_sync_close_and_a_rollover_wait_for_the_fsync_in_flight(
 def test_the_router_routes_a_batch_only_once_its_fsync_returned(
     instance: str, tmp_path: Path, gate: FsyncGate
 ) -> None:
+    """With more commands waiting, the fsync goes to the thread and the batch is held until
+    it returns; with none, the router fsyncs inline, as under ``"batch"``."""
     cfg = config(instance, tmp_path)
-    ex = Exchange(msgspec.structs.replace(cfg, journal=JournalConfig(fsync="pipelined")))
-    try:
+    pipelined = JournalConfig(fsync="pipelined")
+    ex = Exchange(msgspec.structs.replace(cfg, journal=pipelined, router_batch=3))
+    try:  # a step takes one command a gateway ring (three rings, the admin's among them)
         fund(ex, 7, usd=10**9, btc=0)
         assert len(ex.replies_of(1)) == 2
-        gate.shut()
-        ex.gateways[1].publish_batch([order(500, 7, Side.BUY, 100, 1)])
-        assert ex.router.step(timeout_s=0.001) == 1  # decided and journaled, not durable
         to_book = ex.router.to_matchers["m1"]
-        for _ in range(3):
-            ex.router.step(timeout_s=0.001)  # the idle step waits for the fsync, briefly
-        assert to_book.backlog() == 0  # nothing of it left the router
+        gate.shut()
+        ex.gateways[1].publish_batch(
+            [order(500, 7, Side.BUY, 100, 1), order(501, 7, Side.BUY, 99, 1)]
+        )
+        assert ex.router.step(timeout_s=0.001) == 1  # 501 waits: the fsync goes to the thread
+        assert gate.entered.wait(5)
+        assert to_book.backlog() == 0  # nothing of 500 left the router
         assert ex.replies_of(1) == []
         gate.opened.set()
-        ex.router.step(timeout_s=1.0)  # idle: waits for the fsync, then routes the batch
-        assert to_book.backlog() == 1
+        for _ in range(3):  # 501, nothing after it: fsynced inline; then both routed
+            ex.router.step(timeout_s=0.001)
+        assert to_book.backlog() == 2
         ex.pump()
-        assert ex.router.sequencer.accounts.open_orders(7) == 1
+        assert ex.router.sequencer.accounts.open_orders(7) == 2
+        gate.shut()
+        gate.opened.set()  # calls counted from here, none held
+        ex.gateways[1].publish_batch([order(502, 7, Side.BUY, 98, 1)])
+        assert ex.router.step(timeout_s=0.001) == 1
+        assert to_book.backlog() == 1  # routed in the step that took it, as under "batch"
+        assert gate.calls == 1
     finally:
         gate.opened.set()
         ex.stop()
