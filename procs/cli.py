@@ -114,8 +114,9 @@ def _replay(args: argparse.Namespace) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
-    # A snapshot must not outrun what is durable (a router with fsync "interval" or "none"
-    # may have written entries it has not synced): sync what is there, up to its end now.
+    # A snapshot must not outrun what is durable (a router with fsync "interval", "pipelined"
+    # or "none" may have written entries it has not synced): sync what is there, up to its
+    # end now.
     upto = _sync_journal(cfg) if args.snapshot else None
     recovered = recover(
         cfg, progress=progress, use_snapshot=not args.from_start, upto=upto, pipelined=True

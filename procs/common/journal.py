@@ -20,7 +20,9 @@ Durability. ``append`` writes a whole batch with one ``write`` per segment (grou
 the ``fsync`` policy decides when it is made durable: ``"batch"`` fsyncs at the end of every
 append (the caller acknowledges nothing it has not appended); ``"interval"`` fsyncs when
 ``fsync_interval_ms`` has passed since the last fsync, checked on append and by
-``maybe_sync()`` when the caller is idle (a crash loses at most that window); ``"none"``
+``maybe_sync()`` when the caller is idle (a crash loses at most that window);
+``"pipelined"`` fsyncs every append too, inline (``sync()``) or on the writer's thread
+(``maybe_sync()``) as its caller says, and ``durable_seq`` says how far it got; ``"none"``
 leaves it to the OS (``durable_seq`` then means "written"). Whatever the policy, a segment is
 fsynced before the next one is created, and a new segment is written as ``.tmp``, fsynced,
 renamed and its directory fsynced, so only the last segment can ever have a torn tail.

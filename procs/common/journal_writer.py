@@ -225,7 +225,10 @@ class JournalWriter:
         except OSError as exc:
             self._flight = None
             self._failed = exc
-            raise JournalError(f"fsync of {self.directory} failed: {exc}") from exc
+            raise JournalError(
+                f"fsync of {self.directory} through seq {seq} failed (durable through "
+                f"{self._synced}): {exc}"
+            ) from exc
         self._flight = None
         self._synced = max(self._synced, seq)
         self._last_sync_ns = self._clock()
@@ -257,10 +260,12 @@ class JournalWriter:
                 with contextlib.suppress(JournalError):  # done with the descriptor first
                     self._reap(None)
             if self._fd >= 0:
-                if self.fsync != "none" and self._failed is None:
-                    self.sync()
-                os.close(self._fd)
-                self._fd = -1
+                try:
+                    if self.fsync != "none" and self._failed is None:
+                        self.sync()
+                finally:
+                    os.close(self._fd)
+                    self._fd = -1
         finally:
             if self._syncer is not None:
                 self._syncer.shutdown(wait=True)

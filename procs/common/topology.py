@@ -75,6 +75,14 @@ RECOVERED_SOURCE = 1
 REPLAY_SOURCE = 2
 
 
+def symbol_rings(cfg: RingexConfig) -> dict[int, str]:
+    """Each symbol's id -> the output ring of the matcher that owns it."""
+    ids = {s.name: s.id for s in cfg.symbols}
+    return {
+        ids[name]: matcher_output(m.name) for m in cfg.matchers for name in m.symbols if name in ids
+    }
+
+
 def gateway_consumer(gateway: int) -> str:
     """The name a gateway reads matcher outputs and its replies ring under."""
     return f"gw{gateway}"

@@ -13,7 +13,7 @@ from config.edges import GatewayConfig
 from config.schema import RingexConfig
 from procs.common.events_after import events_after
 from procs.common.records import Heartbeat, MassCancel, Record, RecordCodec
-from procs.common.topology import REPLAY_SOURCE, matcher_output
+from procs.common.topology import REPLAY_SOURCE, symbol_rings
 from procs.common.users import UserStore
 from procs.core.recovery import JournaledTail
 from procs.gateway.clordids import SeenLog
@@ -159,12 +159,13 @@ class GatewayRestart:
         if not waiting:
             return []
         window = JournaledTail.for_config(self.cfg).window
+        rings = symbol_rings(self.cfg)
         found: dict[bool, set[int] | None] = {}
         for cancels in (False, True):  # orders, then mass cancels: a look-up each
             group = [c for c in waiting if isinstance(c, MassCancel) is cancels]
             if not group:
                 continue
-            after = min(self._journaled_after(c) for c in group) - 1 - window
+            after = min(self._journaled_after(c, rings) for c in group) - 1 - window
             found[cancels] = refs = journaled_refs(self.cfg, self.gw.id, max(0, after), self.codec)
             self._answer_mass_cancels(group, refs)
             if refs is None:
@@ -182,24 +183,19 @@ class GatewayRestart:
             log.info("%d commands the old router ring took along unread: sent again", len(lost))
         return lost
 
-    def _journaled_after(self, command: Record) -> int:
+    def _journaled_after(self, command: Record, rings: dict[int, str]) -> int:
         """The seq ``command`` was journaled after, if at all: the newest its matcher's ring
         was handled through, or every matcher's oldest for a mass cancel (see
         ``_lost_commands``). Not every matcher's oldest for every command: a quiet
         matcher's (0, or its last event hours ago) put the look-up past ``CATCH_UP_LIMIT``,
         and an order command the old ring took along unread was never sent again (review
         41)."""
-        symbol = getattr(command, "symbol", 0)
-        owners = [
-            matcher_output(m.name)
-            for m in self.cfg.matchers
-            if not isinstance(command, MassCancel) and symbol in self._matcher_symbols(m.symbols)
-        ] or [matcher_output(m.name) for m in self.cfg.matchers]
-        return min((self._handled.get(name, 0) for name in owners), default=0)
-
-    def _matcher_symbols(self, names: list[str]) -> set[int]:
-        ids = {s.name: s.id for s in self.cfg.symbols}
-        return {ids[name] for name in names if name in ids}
+        if isinstance(command, MassCancel):
+            return min((self._handled.get(name, 0) for name in rings.values()), default=0)
+        ring = rings.get(getattr(command, "symbol", 0))
+        if ring is None:  # no matcher's symbol: refused, never journaled; it bounds nothing
+            return max(self._handled.values(), default=0)
+        return self._handled.get(ring, 0)
 
     def _answer_mass_cancels(self, waiting: list[Record], found: set[int] | None) -> None:
         """A mass cancel's verdict came from the router on the old ring, gone now. One the
@@ -240,7 +236,8 @@ class GatewayRestart:
                 missed = made
                 log.info(
                     "matcher %s: %d events of seqs %d..%d the old ring took along made again "
-                    "from the journal", matcher, len(made), handled + 1, first.counter,
+                    "from the journal", matcher, len(made),
+                    handled if part is not None else handled + 1, first.counter,
                 )  # fmt: skip
             handled, part = first.counter, None
         kept, part = events_after(events, handled, part)

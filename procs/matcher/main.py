@@ -301,10 +301,11 @@ def published_part(events: list[Record], seq: int, held: list[Record]) -> int:
 def routed_upto(in_ring: Ring[Record]) -> int | None:
     """How far a restarting matcher may replay the journal: through the newest command the
     router routed to it (None: a new input ring, the whole journal). The router journals a
-    batch before it routes it and holds it until it is durable (``fsync = "interval"``, or
-    sync replication's standby acknowledgement): a command past its newest routed one may
-    not be durable yet, and its events would be execution reports of it. The router routes
-    it once durable, or a restarted router resends it (``RouterShell._resend_unrouted``)."""
+    batch before it routes it and holds it until it is durable (``fsync = "interval"`` or
+    ``"pipelined"``, or sync replication's standby acknowledgement): a command past its
+    newest routed one may not be durable yet, and its events would be execution reports of
+    it. The router routes it once durable, or a restarted router resends it
+    (``RouterShell._resend_unrouted``)."""
     newest = in_ring.last_published()
     return None if newest is None else getattr(newest, "seq", None)  # every command has one
 

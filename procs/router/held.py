@@ -27,6 +27,9 @@ class Batch:
     decisions: Sequence[Decision]
     origins: Sequence[int]  # the gateway of each decision
     watch_requests: Sequence[tuple[int, WatchBalances]]
+    #: (gateway, its ring's read position after this batch's commands): what a commit of
+    #: that ring may release once the batch is routed and answered, a later one held
+    positions: Sequence[tuple[int, int]] = ()
 
 
 class HeldBatches:

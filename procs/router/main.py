@@ -9,8 +9,9 @@ One loop, one thread:
    gateway cannot starve the others, and decide each (``Sequencer.submit``);
 3. append the accepted ones to the journal in one write, made durable under the fsync
    policy (group commit) *before* step 4: no matcher, hence no execution report, ever sees a
-   command that is not durable (under ``"interval"`` the batch is held, ``held.py``, and
-   routed once the interval's fsync covers it); in sync replication (``replication.mode``)
+   command that is not durable (under ``"interval"`` and ``"pipelined"`` the batch is held,
+   ``held.py``, and routed once the interval's fsync, or the fsync on the journal's thread,
+   covers it); in sync replication (``replication.mode``)
    durable means on the standby too: the step waits until the replication source says the
    standby has acknowledged the batch's last seq (``replication_ack.SyncGate``: one round trip
    per batch, draining the matchers meanwhile; past ``sync_timeout_ms`` it goes on without
@@ -68,10 +69,12 @@ from procs.common.topology import (
 )
 from procs.common.units import UnitsError, pin_units, units_refused
 from procs.core.recovery import JournaledTail, Recovered, recover, unrouted
-from procs.core.sequencer import SEQUENCED, Decision, route_all
+from procs.core.sequencer import Decision, route_all
 from procs.core.watches import Watches
-from procs.router.gateway_rings import read_commands
+from procs.router.applied import AppliedEvents
+from procs.router.commits import RingCommits
 from procs.router.held import Batch, HeldBatches
+from procs.router.intake import ADMIN_POLL_S, GatewayIntake
 from procs.router.reply_queue import send_pending
 from procs.router.reread import Reread
 from procs.router.snapshots import Snapshots
@@ -81,20 +84,17 @@ from shm.producer import Producer
 
 log = logging.getLogger("ringex.router")
 
-#: Longest the router parks on its one trading gateway's ring before it looks at the admin
-#: ring and the matchers' events again.
-ADMIN_POLL_S = 0.005
 #: How often the router beats on every line it reads: a supervisor tells a router that waits
 #: on purpose (matchers behind, fenced) from a frozen one by it (``supervisor.stuck_after_s``).
 BEAT_S = 0.5
 
-#: Events settled per matcher per read (a balance is labelled with the newest seq whole).
-SETTLE_BATCH = 4096
+#: The GIL hand-over interval of a router whose journal fsyncs on a thread ("pipelined").
+PIPELINED_SWITCH_S = 0.0002
 #: The consumer name the router takes on gateways' command rings and matchers' output rings.
 CONSUMER = ROUTER
 
 
-class RouterShell:
+class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
     def __init__(self, cfg: RingexConfig, *, codec: RecordCodec | None = None) -> None:
         self.cfg = cfg
         self.codec = codec = codec or RecordCodec()
@@ -105,6 +105,8 @@ class RouterShell:
         self._tail_window = tail.window
         #: gateway -> the journal's next seq when its replies began to wait for room
         self._waiting_since: dict[int, int] = {}
+        self._routed_upto: dict[int, int] = {}  # a gateway's ring position, batches routed
+        self._commit_floor: dict[int, int] = {}  # and how far its ring is committed
         recovered = recover(cfg, codec=codec, tail=tail, pipelined=True)
         self.sequencer = recovered.sequencer
         self.watches = Watches(self.sequencer.accounts)  # none survive a restart: leases renew
@@ -113,15 +115,7 @@ class RouterShell:
             "router recovered to seq %d (snapshot %d + %d replayed in %.2f s)",
             *(recovered.last_seq, recovered.snapshot_seq, recovered.replayed, recovered.seconds),
         )
-        journal = cfg.journal
-        self.journal = JournalWriter(
-            journal_dir(cfg),
-            slot_size=codec.slot_size,
-            schema_id=codec.schema_id,
-            segment_bytes=journal.segment_mb << 20,
-            fsync=journal.fsync,
-            fsync_interval_ms=journal.fsync_interval_ms,
-        )
+        self.journal = _open_journal(cfg, codec)
         pin_units(cfg)
         self._journal_fees()
         self._journal_rules()
@@ -174,7 +168,7 @@ class RouterShell:
         self.fenced = False
         self.snapshots = Snapshots(cfg, recovered.snapshot_seq)
         self._unrouted: list[tuple[Producer[Record], list[Record]]] = []
-        self._held = HeldBatches()  # journaled, not yet fsynced ("interval"): not routed
+        self._held = HeldBatches()  # journaled, not yet fsynced ("interval", "pipelined")
         self._watch_requests: list[tuple[int, WatchBalances]] = []  # answered once none is
         #: a matcher's unread input past which no gateway command is taken (``_books_behind``)
         self._books_limit = cfg.ring.capacity // 8
@@ -247,40 +241,6 @@ class RouterShell:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def settle(self) -> int:
-        """Apply what the matchers published, up to a whole ring of each one's events (in
-        reads of ``SETTLE_BATCH``). A step takes up to ``router_batch`` commands, and each
-        makes several events (3.5 an order in bench-pipeline's mix); a step that settled
-        one read fell behind under load until the matcher stopped on its full output ring,
-        the router waiting on it in turn (a 16-core host: the router's lag sat near the
-        ring's capacity and the pipeline fell from 70k orders/s to 40k with no process busy)."""
-        settle = self.sequencer.settle
-        watches = self.watches
-        count = 0
-        for consumer in self.from_matchers:
-            # a full read may end inside a command's events; on a ring smaller than a read,
-            # one ring's worth is full (a matcher's bigger publish goes in ring-sized
-            # chunks, each into an empty ring: review 41)
-            full = min(SETTLE_BATCH, consumer.ring.capacity)
-            outstanding = self._outstanding[consumer.ring.name]
-            for _ in range(max(1, consumer.ring.capacity // full)):
-                events = consumer.read(full)
-                settle(events)
-                if events:
-                    whole = _whole_seq(events, full)
-                    self.applied_seq = max(self.applied_seq, whole)
-                    last = events[-1]  # a mark: executed and published through its counter
-                    if isinstance(last, Heartbeat) and last.source == RECOVERED_SOURCE:
-                        whole = max(whole, last.counter)
-                    while outstanding and outstanding[0] <= whole:
-                        outstanding.popleft()
-                    if watches:  # once per batch: nothing per event when none is watched
-                        watches.touch_events(events)
-                count += len(events)
-                if len(events) < full:
-                    break
-        return count
-
     def step(self, timeout_s: float = 0.05) -> int:
         """One batch; returns how many gateway commands it took (watches included)."""
         self._beat()
@@ -292,32 +252,7 @@ class RouterShell:
         self._route_durable()
         if self._books_behind():
             return 0
-        quota = max(1, self.cfg.router_batch // max(1, len(self.inputs)))
-        decisions: list[Decision] = []
-        origins: list[int] = []
-        watch_requests: list[tuple[int, WatchBalances]] = []
-        submit = self.sequencer.submit
-        pending = self.pending_replies
-        for gateway, consumer in self.inputs:
-            if pending[gateway]:  # its replies wait for room: take no more of its commands
-                continue
-            read = read_commands(consumer, quota)
-            commands: Sequence[Record | Decision] = read
-            if gateway in self._reread:  # after a restart: owed answers in their places
-                commands = self._reread.filter(gateway, consumer, read, self.sequencer)
-            for command in commands:
-                kind = type(command)
-                if kind is WatchBalances:  # read-only: not for the sequencer
-                    watch_requests.append((gateway, command))  # type: ignore[arg-type]
-                elif kind in SEQUENCED:
-                    decisions.append(submit(command, time.time_ns()))  # type: ignore[arg-type]
-                    origins.append(gateway)
-                elif kind is Decision:  # owed to a command journaled before a restart
-                    decisions.append(command)  # type: ignore[arg-type]
-                    origins.append(gateway)
-                else:  # a gateway's bug: never the router's end
-                    log.error("gateway %d sent %r, which is not a command: ignored",
-                              gateway, command)  # fmt: skip
+        decisions, origins, watch_requests, positions = self._take()
         if not decisions and not watch_requests:
             self._idle_step(timeout_s)
             return 0
@@ -336,7 +271,9 @@ class RouterShell:
                 ):
                     return self._abandon(decisions, origins)
         batch = Batch(self.journal.next_seq - 1 if accepted else 0, decisions, origins,
-                      watch_requests)  # fmt: skip
+                      watch_requests, positions)  # fmt: skip
+        if self._held:  # made durable meanwhile (an inline fsync, the standby's ack)
+            self._route_durable()
         if self._held or self.journal.durable_seq < batch.last_seq:
             self._held.hold(batch)  # "interval", "pipelined": routed once durable (held.py)
         else:
@@ -344,17 +281,6 @@ class RouterShell:
         self._commit_answered()
         self.snapshots.maybe_start(self.sequencer.next_seq - 1, self.journal)
         return len(decisions) + len(watch_requests)
-
-    def _pipelined_sync(self) -> None:
-        """``fsync = "pipelined"``: with more commands or events waiting, the fsync goes to
-        the journal's thread and the router goes on to them (the batch is held until it
-        returns); with none, it runs here, as under ``"batch"``: there is nothing to overlap
-        it with, and a batch would otherwise wait for the fsync in flight and then its own
-        (at 2k orders/s on the 2-core VM, ack p50 2.3-2.4 ms against 1.7 ms)."""
-        if any(c.ready() for _g, c in self.inputs) or any(c.ready() for c in self.from_matchers):
-            self.journal.maybe_sync()
-        else:
-            self.journal.sync()
 
     def _route(self, batch: Batch) -> None:
         """Publish a durable batch to the matchers and queue its replies and watches."""
@@ -374,6 +300,8 @@ class RouterShell:
                 else:
                     pending[gateway].append(reply)
         self._flush_replies(batch.watch_requests)
+        for gateway, position in batch.positions:  # committed once its replies are out
+            self._routed_upto[gateway] = position
 
     def _route_durable(self) -> None:
         """Route the held batches the journal has made durable since."""
@@ -438,37 +366,6 @@ class RouterShell:
                 consumer.heartbeat()
             for consumer in self.from_matchers:
                 consumer.heartbeat()
-
-    def _commit_answered(self) -> None:
-        """Commit each gateway's ring whose replies are all out: one whose replies still
-        wait for room stays uncommitted, so a restart reads those commands again instead of
-        leaving them unanswered (the replies are in this process's memory only)."""
-        owed = set(self._owed) | self._held.gateways()
-        at = self.journal.next_seq
-        for gateway, consumer in self.inputs:
-            if not self.pending_replies[gateway] and gateway not in owed:
-                consumer.commit()
-                self._waiting_since.pop(gateway, None)
-                continue
-            since = self._waiting_since.setdefault(gateway, at)
-            if at - since > self._tail_window // 2 and gateway in self._held.gateways():
-                # it waits on a held batch, not on its own reads: make the batches durable
-                # and route them now rather than commit with their answers unsent (a crash
-                # then would answer them never: review 41)
-                self.journal.sync()
-                self._route_durable()
-                if not self.pending_replies[gateway] and gateway not in self._owed:
-                    consumer.commit()
-                    self._waiting_since.pop(gateway, None)
-                    continue
-            if at - since > self._tail_window // 2:
-                # Any longer and a restart could no longer tell its journaled commands
-                # (``JournaledTail`` looks that far back): commit; a crash before its
-                # replies go out now loses them (they are in this process's memory only).
-                log.warning("gateway %d has not read its replies for %d commands: its ring "
-                            "committed regardless", gateway, at - since)  # fmt: skip
-                consumer.commit()
-                self._waiting_since[gateway] = at
 
     def _books_behind(self) -> bool:
         """True (after one idle round) while a matcher has more than an eighth of its input
@@ -573,43 +470,6 @@ class RouterShell:
             label = self._applied_label()
             pending[gateway].extend(self.watches.execute(gateway, request, now, label))
 
-    def _applied_label(self) -> int:
-        """The seq a balance snapshot may say every event through is applied: the newest
-        whole seq settled, below any command still outstanding at a matcher. With several
-        matchers the newest whole on one ring is not enough: an older command may still be
-        queued at another (review 41)."""
-        label = self.applied_seq
-        for outstanding in self._outstanding.values():
-            if outstanding and outstanding[0] <= label:
-                label = outstanding[0] - 1
-        return label
-
-    def _idle(self, timeout_s: float) -> None:
-        """Nothing from the gateways. With one trading gateway, wait on its ring with the
-        configured strategy (parking costs no CPU), at most ``ADMIN_POLL_S`` so the admin ring
-        and settlement are served too; with several, poll them all with a backoff from a
-        yield to a 1 ms sleep, so no gateway waits on another's ring."""
-        # a gateway whose replies wait for room has its commands left unread (``step``):
-        # its ring's records end no wait, or the router would spin on them (review 41);
-        # the room for its replies is looked for at each pause instead
-        held = [g for g, queue in self.pending_replies.items() if queue]
-        inputs = [c for g, c in self.inputs if g not in held]
-        trading = [c for g, c in self.inputs if g != ADMIN_GATEWAY]
-        if len(trading) == 1 and not held:
-            trading[0].wait(min(timeout_s, ADMIN_POLL_S))
-            return
-        deadline = time.monotonic() + timeout_s
-        pause = 0.0
-        while time.monotonic() < deadline:
-            if (
-                any(c.ready() for c in inputs)
-                or any(c.ready() for c in self.from_matchers)
-                or any(self.replies[g].has_room(1) for g in held)
-            ):
-                return
-            time.sleep(pause)
-            pause = min(1e-3, pause * 2 or 50e-6)
-
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
         self._stop = stop  # also polled while a batch waits for the standby
         while not (self.stopping or stop()):
@@ -617,7 +477,8 @@ class RouterShell:
 
     def close(self) -> None:
         self.journal.sync()
-        self._route_durable()
+        if not self.fenced:  # a fenced primary publishes nothing still held (``_fenced``)
+            self._route_durable()
         self._send_pending()  # what fits: the rest's commands are read again after a restart
         self.snapshot_done(60)
         self.journal.close()
@@ -629,6 +490,22 @@ class RouterShell:
             consumer.close()
         for producer in (*self.replies.values(), *self.to_matchers.values()):
             producer.close()
+
+
+def _open_journal(cfg: RingexConfig, codec: RecordCodec) -> JournalWriter:
+    journal = cfg.journal
+    if journal.fsync == "pipelined":
+        # the fsync's thread needs the GIL to start an fsync and to report it done; at
+        # CPython's 5 ms a busy router held it that long each time, and batches waited
+        sys.setswitchinterval(PIPELINED_SWITCH_S)
+    return JournalWriter(
+        journal_dir(cfg),
+        slot_size=codec.slot_size,
+        schema_id=codec.schema_id,
+        segment_bytes=journal.segment_mb << 20,
+        fsync=journal.fsync,
+        fsync_interval_ms=journal.fsync_interval_ms,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -649,18 +526,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sd_notify.stopping()
         shell.close()
-    return 0
-
-
-def _whole_seq(events: Sequence[Record], full: int) -> int:
-    """The newest seq whose events ``events`` (a read of at most ``full``) hold all of: its
-    last event's, less one where a full read may end inside that command's events. A read
-    may end in a matcher's mark (a ``Heartbeat``, no seq: one follows every batch once the
-    matcher idles), which closes the events before it."""
-    for k in range(len(events) - 1, -1, -1):
-        seq = getattr(events[k], "seq", None)
-        if seq is not None:
-            return int(seq) - 1 if k == full - 1 else int(seq)
     return 0
 
 

@@ -34,6 +34,13 @@ def send_pending(queue: deque[Record], producer: Producer[Record]) -> None:
         merge_pushes(queue)
 
 
+def can_send(queue: deque[Record], producer: Producer[Record]) -> bool:
+    """Whether ``send_pending`` would publish now: the first chunk of ``queue`` fits (room
+    for less publishes nothing, so a wait must not end on it)."""
+    chunk = max(1, producer.ring.capacity // CHUNK_OF_CAPACITY)
+    return producer.has_room(min(len(queue), chunk))
+
+
 def _push(record: Record) -> TypeGuard[Balance]:
     return type(record) is Balance and not record.client_ref
 

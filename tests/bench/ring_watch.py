@@ -24,6 +24,7 @@ from config.schema import RingexConfig
 from procs.common.records import RecordCodec
 from procs.common.topology import rings
 from shm import Ring
+from shm.errors import ShmError
 
 #: One sample of one ring: its capacity and each consumer's lag.
 RingSample = tuple[int, dict[str, int]]
@@ -74,6 +75,8 @@ def describe_lags(stats: dict[str, dict[str, Any]], top: int = 4) -> str:
 
 
 class RingWatch:
+    """A thread sampling every ring's lags every ``every_s`` while the ``with`` block runs."""
+
     def __init__(self, cfg: RingexConfig, every_s: float = 0.2) -> None:
         self._cfg = cfg
         self._every_s = every_s
@@ -97,7 +100,7 @@ class RingWatch:
         while True:
             for spec in rings(self._cfg):  # attached once each, when it first exists
                 if spec.name not in self._rings:
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(ShmError):  # not made yet: the next tick
                         self._rings[spec.name] = Ring.attach(
                             self._cfg.instance, spec.name, RecordCodec()
                         )

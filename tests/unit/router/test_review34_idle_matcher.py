@@ -34,7 +34,8 @@ from procs.common.types import DoneReason, Side
 from procs.core.recovery import matchers_at, recover, snapshot_store, write_snapshot
 from procs.gateway.recovery import missed_events, resting_orders
 from procs.matcher.main import MatcherShell
-from procs.router.main import RouterShell, _whole_seq
+from procs.router.applied import whole_seq as _whole_seq
+from procs.router.main import RouterShell
 from shm import Ring
 from tests.unit.router import test_router as router_rig
 from tests.unit.router.test_router import fund, order

@@ -478,21 +478,26 @@ def test_a_read_ending_inside_a_commands_events_on_a_small_ring_is_not_labelled_
 # -- the router's idle wait ----------------------------------------------------------------
 
 
-def test_the_router_parks_while_a_gateways_replies_wait_for_room(make: Callable[..., Rig]) -> None:
-    """Gateway 1 stops reading its replies (its 64-slot reply ring full of refusals) and
-    sends more commands. The router reads none of them until the replies go out, but its
-    idle wait returns at once for the unread commands: each ``step(timeout_s=0.05)`` is a
-    spin, thousands a quarter second, a core taken from the gateway it waits on."""
+@pytest.mark.parametrize("first", [64, 59], ids=["ring full", "room for less than a chunk"])
+def test_the_router_parks_while_a_gateways_replies_wait_for_room(
+    make: Callable[..., Rig], first: int
+) -> None:
+    """Gateway 1 stops reading its replies (its 64-slot reply ring full of refusals, or
+    short of room for the next 16-reply chunk: the reread of review 41) and sends more
+    commands. The router reads none of them until the replies go out, but its idle wait
+    returned at once for the unread commands, or for room that sends nothing: each
+    ``step(timeout_s=0.05)`` was a spin, thousands a quarter second, a core taken from the
+    gateway it waits on."""
     rig = make(capacity=64)
     unknown = 77  # no such symbol: a refusal for each
     rig.gateways[1].publish_batch(
-        [traded(1, 800 + i, 7, unknown, Side.BUY, 1, 1) for i in range(64)]
+        [traded(1, 800 + i, 7, unknown, Side.BUY, 1, 1) for i in range(first)]
     )
-    rig.router.step(timeout_s=0.001)  # 64 refusals: the reply ring is full
+    rig.router.step(timeout_s=0.001)  # the refusals: the reply ring full, or 5 slots free
     rig.gateways[1].publish_batch(
-        [traded(1, 900 + i, 7, unknown, Side.BUY, 1, 1) for i in range(8)]
+        [traded(1, 900 + i, 7, unknown, Side.BUY, 1, 1) for i in range(20)]
     )
-    rig.router.step(timeout_s=0.001)  # 8 more refusals wait for room
+    rig.router.step(timeout_s=0.001)  # 20 more refusals wait for room
     rig.gateways[1].publish_batch([traded(1, 950, 7, unknown, Side.BUY, 1, 1)])  # unread
     assert rig.router.pending_replies[1]
     steps, deadline = 0, time.monotonic() + 0.25
@@ -502,3 +507,24 @@ def test_the_router_parks_while_a_gateways_replies_wait_for_room(make: Callable[
     got = rig.replies[1].read(4096)
     assert all(isinstance(r, Rejected) and r.code == ResultCode.UNKNOWN_SYMBOL for r in got)
     assert steps < 100, f"{steps} steps in 0.25 s with nothing it could do"
+
+
+def test_a_pipelined_router_commits_the_rings_of_routed_batches_under_steady_input(
+    make: Callable[..., Rig],
+) -> None:
+    """``fsync = "pipelined"`` with a command always waiting: each batch's fsync goes to the
+    journal's thread and the batch is held, so a ring committed only when no batch of its
+    gateway was held stayed uncommitted (the reread of review 41: one commit in 200 steps,
+    1,990 commands read and not released, its gateway soon stopped on a full ring). Each
+    ring is now committed up to its newest routed and answered batch."""
+    rig = make(capacity=4096, fsync="pipelined", router_batch=4)  # a command a ring a step
+    fund(rig, 1, 7)
+    rig.pump()
+    rig.read_gateways()
+    deposits = [Transfer(0, 0, 1, 1, 2000 + k, 7, USD, 1, 8000 + k) for k in range(40)]
+    rig.gateways[1].publish_batch(deposits)
+    for _ in range(30):  # ten left: a command waits after every batch taken
+        rig.router.step(timeout_s=0.001)
+        rig.read_gateways()  # the gateway reads its replies as they come
+        time.sleep(0.002)  # the fsync's thread returns
+    assert rig.gateways[1].backlog() < 20  # published, not yet committed: 40 before

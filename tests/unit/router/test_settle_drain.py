@@ -14,7 +14,7 @@ import msgspec
 
 from config.schema import RingConfig
 from procs.common.types import Side
-from procs.router.main import SETTLE_BATCH
+from procs.router.applied import SETTLE_BATCH
 from tests.unit.router.test_router import Exchange, config, fund, order
 
 

@@ -1,0 +1,117 @@
+"""How the router reads its gateways' rings: a batch from them round robin, whether to fsync
+it on the journal's thread, and the wait when none has anything. A part of ``RouterShell``
+(``main.py``), whose state it names below."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Sequence
+
+from config.schema import RingexConfig
+from procs.common.journal_writer import JournalWriter
+from procs.common.records import Record, WatchBalances
+from procs.common.topology import ADMIN_GATEWAY
+from procs.core.sequencer import SEQUENCED, Decision, Sequencer
+from procs.router.gateway_rings import read_commands
+from procs.router.reply_queue import can_send
+from procs.router.reread import Reread
+from shm.consumer import Consumer
+from shm.producer import Producer
+
+log = logging.getLogger("ringex.router")
+
+#: Longest the router parks on its one trading gateway's ring before it looks at the admin
+#: ring and the matchers' events again.
+ADMIN_POLL_S = 0.005
+
+
+class GatewayIntake:
+    cfg: RingexConfig
+    inputs: list[tuple[int, Consumer[Record]]]
+    from_matchers: list[Consumer[Record]]
+    pending_replies: dict[int, collections.deque[Record]]
+    replies: dict[int, Producer[Record]]
+    journal: JournalWriter
+    sequencer: Sequencer
+    _reread: Reread
+
+    def _readable(self) -> list[tuple[int, Consumer[Record]]]:
+        """The gateways' rings the router reads now: not one whose replies wait for room
+        (it takes no more of that gateway's commands until they go)."""
+        return [(g, c) for g, c in self.inputs if not self.pending_replies[g]]
+
+    def _take(
+        self,
+    ) -> tuple[list[Decision], list[int], list[tuple[int, WatchBalances]], list[tuple[int, int]]]:
+        """A batch from the gateways' rings, round robin (a quota each, so a busy gateway
+        cannot starve the others), decided: the decisions, each one's gateway, the watch
+        requests, and each ring's read position after its part."""
+        quota = max(1, self.cfg.router_batch // max(1, len(self.inputs)))
+        decisions: list[Decision] = []
+        origins: list[int] = []
+        watch_requests: list[tuple[int, WatchBalances]] = []
+        positions: list[tuple[int, int]] = []
+        submit = self.sequencer.submit
+        for gateway, consumer in self._readable():
+            read = read_commands(consumer, quota)
+            if read:
+                positions.append((gateway, consumer.sequence))
+            commands: Sequence[Record | Decision] = read
+            if gateway in self._reread:  # after a restart: owed answers in their places
+                commands = self._reread.filter(gateway, consumer, read, self.sequencer)
+            for command in commands:
+                kind = type(command)
+                if kind is WatchBalances:  # read-only: not for the sequencer
+                    watch_requests.append((gateway, command))  # type: ignore[arg-type]
+                elif kind in SEQUENCED:
+                    decisions.append(submit(command, time.time_ns()))  # type: ignore[arg-type]
+                    origins.append(gateway)
+                elif kind is Decision:  # owed to a command journaled before a restart
+                    decisions.append(command)  # type: ignore[arg-type]
+                    origins.append(gateway)
+                else:  # a gateway's bug: never the router's end
+                    log.error("gateway %d sent %r, which is not a command: ignored",
+                              gateway, command)  # fmt: skip
+        return decisions, origins, watch_requests, positions
+
+    def _pipelined_sync(self) -> None:
+        """``fsync = "pipelined"``: with more commands waiting, the fsync goes to the
+        journal's thread and the router goes on to them (the batch is held until it
+        returns); with none, it runs here, as under ``"batch"``: there is nothing to overlap
+        it with, and a batch would otherwise wait for the fsync in flight and then its own
+        (at 2k orders/s on the 2-core VM, ack p50 2.3-2.4 ms against 1.7 ms). A matcher's
+        events waiting do not count: there nearly always are some, and settling them is
+        short."""
+        if any(c.ready() for _g, c in self._readable()):
+            self.journal.maybe_sync()
+        else:
+            self.journal.sync()
+
+    def _idle(self, timeout_s: float) -> None:
+        """Nothing from the gateways. With one trading gateway, wait on its ring with the
+        configured strategy (parking costs no CPU), at most ``ADMIN_POLL_S`` so the admin ring
+        and settlement are served too; with several, poll them all with a backoff from a
+        yield to a 1 ms sleep, so no gateway waits on another's ring. A gateway whose replies
+        wait for room has its commands left unread (``_readable``): its ring's records end
+        no wait, or the router would spin on them; room for its replies' next chunk does
+        (``can_send``; room for less sends nothing: review 41)."""
+        readable = self._readable()
+        blocked = [g for g, queue in self.pending_replies.items() if queue]
+        trading = [c for g, c in readable if g != ADMIN_GATEWAY]
+        gateways = sum(1 for g, _c in self.inputs if g != ADMIN_GATEWAY)
+        if gateways == 1 and len(trading) == 1:  # one trading gateway, and it is readable
+            trading[0].wait(min(timeout_s, ADMIN_POLL_S))
+            return
+        deadline = time.monotonic() + timeout_s
+        pause = 0.0
+        while time.monotonic() < deadline:
+            if (
+                any(c.ready() for _g, c in readable)
+                or any(c.ready() for c in self.from_matchers)
+                or any(can_send(self.pending_replies[g], self.replies[g]) for g in blocked)
+            ):
+                return
+            time.sleep(pause)
+            pause = min(1e-3, pause * 2 or 50e-6)
