@@ -155,6 +155,18 @@ def run_loop(body: Callable[[], Awaitable[None]], limit_s: float = 20.0) -> None
 # == found: a full restart over a snapshot at the cut seq loses the rest of its events ==========
 
 
+async def cut_pass(
+    harness: Harness, gw1: GatewayServer, gw2: GatewayServer, sweeping: bool
+) -> None:
+    """gw1's next pass ends inside one command's events: a sweep of ALICE's four orders by
+    another account, or a mass cancel of them through gw2."""
+    cut_after(gw1, 1, traded if sweeping else mass_cancelled)
+    if sweeping:
+        harness.funder.publish_batch([sweep(400, 99)])
+    else:
+        await mass_cancel_at_gw2(gw2)
+
+
 @pytest.mark.parametrize("command", ["sweep by another account", "mass cancel through gw2"])
 def test_a_full_restart_over_a_snapshot_at_the_cut_seq_loses_no_report(
     instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
@@ -185,11 +197,7 @@ def test_a_full_restart_over_a_snapshot_at_the_cut_seq_loses_no_report(
         try:
             alice = await logged_on(port)
             ids = await rest_four(alice)
-            cut_after(gw1, 1, traded if sweeping else mass_cancelled)
-            if sweeping:
-                first.funder.publish_batch([sweep(400, 99)])
-            else:
-                await mass_cancel_at_gw2(gw2)
+            await cut_pass(first, gw1, gw2, sweeping)
             told = [await alice.expect("8")]
             await asyncio.sleep(0.1)  # the pass's batch is logged and committed
             told += await drain(alice)
@@ -246,11 +254,7 @@ def test_a_plain_restart_after_a_cut_read_reports_each_event_once(
         try:
             alice = await logged_on(port)
             ids = await rest_four(alice)
-            cut_after(gw1, 1, traded if sweeping else mass_cancelled)
-            if sweeping:
-                h.funder.publish_batch([sweep(400, 99)])
-            else:
-                await mass_cancel_at_gw2(gw2)
+            await cut_pass(h, gw1, gw2, sweeping)
             await alice.expect("8")
             await asyncio.sleep(0.1)
             seq = alice.seq
