@@ -46,10 +46,9 @@ class RingCommits:
             self.journal.sync()
             self._route_durable()
             held = self._held.gateways()
-        owed = set(self._owed) | held
         for gateway, consumer in self.inputs:
             answered = not self.pending_replies[gateway] and gateway not in self._owed
-            if answered and gateway not in owed:
+            if answered and gateway not in held:
                 self._committed(gateway, consumer, None, at)
                 continue
             routed = self._routed_upto.get(gateway)
