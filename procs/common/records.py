@@ -330,8 +330,9 @@ class Balance(Record, tag=24, frozen=True):
     """One asset of one account as the router holds it: ``free`` and ``reserved`` (held by open
     orders) in the asset's minor units. ``client_ref`` is the watch's for a snapshot, 0 for a
     pushed change; ``last`` is 1 on the final record of a snapshot (an account without
-    balances gets one record with ``asset`` 0). ``seq`` is the router's newest sequenced
-    command when it was sent, so a gateway can order a snapshot against pushed changes."""
+    balances gets one record with ``asset`` 0). ``seq`` is the router's applied label when it
+    was sent: every event of every command through it is in the values (a gateway answers a
+    balance request once a label reaches the newest event it read of the account)."""
 
     seq: U64
     ts_ns: TimestampNs

@@ -7,6 +7,15 @@ reports what may have changed a balance (``touch_commands`` for the commands it 
 touched (account, asset) pairs into one ``Balance`` per watching gateway, with the values of
 that moment: a hundred fills of one account in a step cost its watcher one record per asset.
 
+A push is labelled as a snapshot is: with the router's applied label (every event of every
+seq through it is in the values), not with the seq that touched it. An order's reservation is
+pushed when the order is routed, before its matcher has made its fills, and a fill settled
+from one matcher may come while an older command waits at another: a push labelled with its
+touch claimed those events in (review 42), and a gateway's read-your-writes check answered
+``GET /account`` without the fill it had just reported. A push labelled below its touch is
+made again once the label has moved on (``_behind``), so the label a gateway waits for comes
+even when nothing touches the account again.
+
 Watches are not state. They are never sequenced or journaled and a restarted router has none:
 a gateway renews its leases, and each renewal brings a fresh snapshot, so nothing is lost.
 Expired leases are dropped lazily, when ``take`` passes the earliest expiry, so no timer is
@@ -56,9 +65,12 @@ class Watches:
         self._pair = {s: (m.base, m.quote) for s, m in accounts.markets.items()}
         self._leases: dict[int, dict[int, int]] = {}  # account -> gateway -> expiry (ns)
         #: (account, asset) of watched accounts -> seq of the newest command or event that
-        #: touched it: the push carries it, so a gateway that saw the event knows when the
-        #: balance it reads includes it.
+        #: touched it since the last ``take``: pushed again until a label reaches it
         self._touched: dict[tuple[int, int], int] = {}
+        #: (account, asset) pushed with a label below the seq that touched it -> that seq:
+        #: pushed again when the label has moved on (``take``)
+        self._behind: dict[tuple[int, int], int] = {}
+        self._label = 0  # the label of the last ``take``
         self._earliest = _NEVER  # no lease expires before this
 
     def __bool__(self) -> bool:
@@ -151,26 +163,37 @@ class Watches:
 
     # -- pushes -------------------------------------------------------------------------------
 
-    def take(self, now_ns: int) -> list[tuple[int, Balance]]:
+    def take(self, now_ns: int, label: int) -> list[tuple[int, Balance]]:
         """(gateway, ``Balance``) for every touched (account, asset) and every gateway whose
         lease of the account is live at ``now_ns``, with the balances of now, ordered by
-        account, asset, gateway; at most one per (gateway, account, asset) since the last
-        ``take``, its ``seq`` the newest command or event that touched it. Leases expired at
-        ``now_ns`` are dropped first."""
+        account, asset, gateway; at most one per (gateway, account, asset) a ``take``, each
+        labelled ``label`` (the router's applied label: every event of every seq through it
+        is in the values). What was pushed labelled below the seq that touched it is pushed
+        again, once, at each ``take`` whose label has moved on, until the label reaches
+        that seq. Leases expired at ``now_ns`` are dropped first."""
         if now_ns >= self._earliest:
             self._expire(now_ns)
-        if not self._touched:
+        touched, behind = self._touched, self._behind
+        if behind and label > self._label:
+            for slot, seq in behind.items():
+                if touched.get(slot, 0) < seq:
+                    touched[slot] = seq
+            behind.clear()
+        self._label = max(self._label, label)
+        if not touched:
             return []
         balance, leases = self.accounts.balance, self._leases
         pushes = []
-        for (account, asset), seq in sorted(self._touched.items()):
+        for (account, asset), seq in sorted(touched.items()):
             gateways = leases.get(account)
             if gateways:
                 free, reserved = balance(account, asset)
                 for gateway in sorted(gateways):
-                    push = Balance(seq, now_ns, gateway, 0, 0, account, asset, free, reserved, 0)
+                    push = Balance(label, now_ns, gateway, 0, 0, account, asset, free, reserved, 0)
                     pushes.append((gateway, push))
-        self._touched.clear()
+                if seq > label:
+                    behind[account, asset] = seq
+        touched.clear()
         return pushes
 
     def _expire(self, now_ns: int) -> None:

@@ -340,15 +340,17 @@ class RestOrders(RestOrderLog, RestBalances):
             )
             if not (maker and taker):  # a side not followed, of an account not of interest
                 self.recent.passed(trade)
-            if self.interest:
+            if self.interest:  # the newest seq read, kept: the rings are read in turn
+                need = self._need  # (an older seq of another matcher's ring may follow)
                 for account in (trade.maker_account, trade.taker_account):
-                    if account in self.interest:
-                        self._need[account] = trade.seq
+                    if account in self.interest and need.get(account, 0) < trade.seq:
+                        need[account] = trade.seq
             return
         if kind is OrderDone or kind is Replaced or kind is Rejected or kind is Accepted:
             moved: OrderDone = event  # type: ignore[assignment]
-            if moved.seq and moved.account in self.interest:  # the router settles it too
-                self._need[moved.account] = moved.seq
+            account, seq = moved.account, moved.seq  # the router settles it too
+            if seq and account in self.interest and self._need.get(account, 0) < seq:
+                self._need[account] = seq
         if kind is Accepted:
             self._accepted(event)  # type: ignore[arg-type]
         elif kind is OrderDone:

@@ -22,6 +22,7 @@ class AppliedEvents:
     sequencer: Sequencer
     watches: Watches
     applied_seq: int
+    _routed_seq: int
     _outstanding: dict[str, collections.deque[int]]
 
     def settle(self) -> int:
@@ -59,11 +60,12 @@ class AppliedEvents:
         return count
 
     def _applied_label(self) -> int:
-        """The seq a balance snapshot may say every event through is applied: the newest
-        whole seq settled, below any command still outstanding at a matcher. With several
-        matchers the newest whole on one ring is not enough: an older command may still be
-        queued at another (review 41)."""
-        label = self.applied_seq
+        """The seq a balance snapshot or push may say every event through is applied: the
+        newest whole seq settled, or routed (a command no matcher takes, a transfer, is
+        applied as it is decided), below any command still outstanding at a matcher. With
+        several matchers the newest whole on one ring is not enough: an older command may
+        still be queued at another (review 41)."""
+        label = max(self.applied_seq, self._routed_seq)
         for outstanding in self._outstanding.values():
             if outstanding and outstanding[0] <= label:
                 label = outstanding[0] - 1

@@ -111,6 +111,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         self.sequencer = recovered.sequencer
         self.watches = Watches(self.sequencer.accounts)  # none survive a restart: leases renew
         self.applied_seq = recovered.last_seq  # the newest seq whose events were applied
+        self._routed_seq = recovered.last_seq  # the newest seq routed (``_applied_label``)
         log.info(
             "router recovered to seq %d (snapshot %d + %d replayed in %.2f s)",
             *(recovered.last_seq, recovered.snapshot_seq, recovered.replayed, recovered.seconds),
@@ -291,6 +292,8 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
             self._outstanding[matcher_output(name)].extend(
                 [seq for c in commands if (seq := getattr(c, "seq", 0))]
             )
+        # applied through it, but for what is outstanding at a matcher (``_applied_label``)
+        self._routed_seq = max(self._routed_seq, batch.last_seq)
         pending, owed = self.pending_replies, self._owed
         for gateway, decision in zip(batch.origins, batch.decisions, strict=True):
             reply = decision.reply
@@ -443,12 +446,19 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         """Send what waits; balances only of a durable state: none while a batch is held
         (``held.py``), whose reservations they would show (its watches wait with it)."""
         self._watch_requests += watch_requests
-        if (self._watch_requests or self.watches) and not self._held:
+        if (self._watch_requests or self.watches) and self._durable_state():
             self._queue_balances(self._watch_requests)
             self._watch_requests = []
         if self._owed:
             self._pay_owed()
         self._send_pending()
+
+    def _durable_state(self) -> bool:
+        """Whether the sequencer's state is durable: nothing held, and nothing journaled
+        past the durable seq (a step's batch, decided and journaled, is held only after the
+        held batches its fsync made durable are routed, and their route must not push its
+        reservations: review 42)."""
+        return not self._held and self.journal.durable_seq >= self.journal.next_seq - 1
 
     def _send_pending(self) -> None:
         for gateway, queue in self.pending_replies.items():
@@ -464,10 +474,10 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         push of the same values."""
         now = time.time_ns()
         pending = self.pending_replies
-        for gateway, balance in self.watches.take(now):
+        label = self._applied_label()  # pushes and snapshots alike (review 42)
+        for gateway, balance in self.watches.take(now, label):
             pending[gateway].append(balance)
         for gateway, request in watch_requests:  # as of the newest event applied
-            label = self._applied_label()
             pending[gateway].extend(self.watches.execute(gateway, request, now, label))
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:

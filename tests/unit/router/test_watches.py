@@ -96,7 +96,7 @@ def test_lease_zero_drops_the_watch_without_an_answer(accounts: Accounts) -> Non
     assert watches.execute(GW2, watch(7, lease_ms=0), 0, 1) == []  # twice: no error
     assert not watches
     watches.touch(7, USD)
-    assert watches.take(0) == []
+    assert watches.take(0, 0) == []
 
 
 def test_touches_coalesce_and_push_the_values_of_take_time(accounts: Accounts) -> None:
@@ -107,25 +107,51 @@ def test_touches_coalesce_and_push_the_values_of_take_time(accounts: Accounts) -
         watches.touch(7, USD, seq)
     watches.touch(8, BTC, 31)  # not watched
     assert accounts.transfer(7, USD, 5, key=10) == ResultCode.OK  # after the touch
-    pushes = watches.take(now_ns=77)
+    pushes = watches.take(now_ns=77, label=31)
     assert pushed(pushes) == [(GW1, 7, USD, 1_000_005, 0), (GW2, 7, USD, 1_000_005, 0)]
-    assert {(p.seq, p.ts_ns) for _g, p in pushes} == {(30, 77)}  # the newest touch's seq
-    assert watches.take(78) == []  # nothing touched since
+    assert {(p.seq, p.ts_ns) for _g, p in pushes} == {(31, 77)}  # the router's label
+    assert watches.take(78, 31) == []  # nothing touched since
+    assert watches.take(79, 32) == []  # nor behind the label
+
+
+def test_a_push_labelled_below_its_touch_is_made_again_as_the_label_moves(
+    accounts: Accounts,
+) -> None:
+    """Review 42: a push is labelled with the router's applied label, which may be below the
+    seq that touched it (an order's reservation, pushed as it is routed; a fill while an
+    older command waits at another matcher). It is pushed again at each take whose label has
+    moved on, until the label reaches that seq: a gateway waiting for it gets it even when
+    nothing touches the account again."""
+    watches = Watches(accounts)
+    watches.execute(GW1, watch(7), 0, 1)
+    watches.touch(7, USD, 30)
+    assert [p.seq for _g, p in watches.take(1, 20)] == [20]
+    assert watches.take(2, 20) == []  # the label has not moved: nothing new to say
+    assert [p.seq for _g, p in watches.take(3, 25)] == [25]  # moved, still below 30
+    assert [p.seq for _g, p in watches.take(4, 30)] == [30]  # reached it
+    assert watches.take(5, 40) == []  # done
+    watches.touch(7, USD, 45)
+    watches.touch(7, BTC, 41)
+    assert [(p.asset, p.seq) for _g, p in watches.take(6, 42)] == [(USD, 42), (BTC, 42)]
+    watches.touch(7, BTC, 50)  # touched again meanwhile: the newer seq is waited for
+    assert [(p.asset, p.seq) for _g, p in watches.take(7, 46)] == [(USD, 46), (BTC, 46)]
+    assert [(p.asset, p.seq) for _g, p in watches.take(8, 50)] == [(BTC, 50)]
+    assert watches.take(9, 51) == []
 
 
 def test_accepted_commands_touch_what_they_reserve_or_move(accounts: Accounts) -> None:
     watches = Watches(accounts)
     watches.execute(GW1, watch(7), 0, 1)
     watches.touch_commands([CancelOrder(5, 0, GW1, 1, 1, 7, 1, 3), CreateAccount(6, 0, 1, 1, 2, 7)])
-    assert watches.take(0) == []
+    assert watches.take(0, 100) == []
     code, placed = accounts.reserve_new(order(1, 7, Side.BUY, 1000, 200))
     assert code == ResultCode.OK
     watches.touch_commands([placed, Transfer(8, 0, GW1, 1, 3, 7, BTC, 0, 9)])
     free, reserved = accounts.balance(7, USD)
     assert reserved > 200_000 and free + reserved == 1_000_000  # 2.00 BTC at 10.00 + the fee
-    assert pushed(watches.take(0)) == [(GW1, 7, USD, free, reserved), (GW1, 7, BTC, 3_000, 0)]
+    assert pushed(watches.take(0, 100)) == [(GW1, 7, USD, free, reserved), (GW1, 7, BTC, 3_000, 0)]
     watches.touch_commands([Transfer(9, 0, GW1, 1, 3, 7, BTC, 1, 10)])
-    assert pushed(watches.take(0)) == [(GW1, 7, BTC, 3_000, 0)]  # its asset only
+    assert pushed(watches.take(0, 100)) == [(GW1, 7, BTC, 3_000, 0)]  # its asset only
 
 
 def test_events_touch_both_sides_of_a_trade_the_fee_account_and_a_moved_hold(
@@ -135,7 +161,7 @@ def test_events_touch_both_sides_of_a_trade_the_fee_account_and_a_moved_hold(
     for account in (7, 8, FEE):
         watches.execute(GW1, watch(account), 0, 1)
     watches.touch_events([trade(maker=7, taker=8)])
-    assert [(a, asset) for _g, a, asset, _f, _r in pushed(watches.take(0))] == [
+    assert [(a, asset) for _g, a, asset, _f, _r in pushed(watches.take(0, 100))] == [
         (7, USD),
         (7, BTC),
         (8, USD),
@@ -144,14 +170,14 @@ def test_events_touch_both_sides_of_a_trade_the_fee_account_and_a_moved_hold(
         (FEE, BTC),
     ]
     watches.touch_events([Accepted(9, 0, GW1, 1, 1, 7, 1, 1, Side.BUY, 1000, 10)])
-    assert watches.take(0) == []  # an accepted order moved nothing
+    assert watches.take(0, 100) == []  # an accepted order moved nothing
     for event in (
         OrderDone(9, 0, GW1, 1, 1, 8, 1, 1, DoneReason.CANCELLED, 0, 10),
         Rejected(9, 0, GW1, 1, 1, 8, 1, 1, ResultCode.UNKNOWN_ORDER),
         Replaced(9, 0, GW1, 1, 1, 8, 1, 1, 1000, 5),
     ):
         watches.touch_events([event])
-        assert [(a, asset) for _g, a, asset, _f, _r in pushed(watches.take(0))] == [
+        assert [(a, asset) for _g, a, asset, _f, _r in pushed(watches.take(0, 100))] == [
             (8, USD),
             (8, BTC),
         ]
@@ -163,12 +189,12 @@ def test_expired_leases_are_dropped_and_renewals_extend_them(accounts: Accounts)
     watches.execute(GW2, watch(7, lease_ms=10, gateway=GW2), now_ns=0, seq=1)
     watches.execute(GW2, watch(7, lease_ms=10, gateway=GW2), now_ns=5 * MS, seq=1)  # renewed
     watches.touch(7, USD)
-    assert [g for g, _p in watches.take(10 * MS - 1)] == [GW1, GW2]
+    assert [g for g, _p in watches.take(10 * MS - 1, 100)] == [GW1, GW2]
     watches.touch(7, USD)
-    assert [g for g, _p in watches.take(10 * MS)] == [GW2]  # GW1's lease ended
+    assert [g for g, _p in watches.take(10 * MS, 100)] == [GW2]  # GW1's lease ended
     assert watches.watchers(7) == (GW2,)
     watches.touch(7, USD)
-    assert watches.take(15 * MS) == []
+    assert watches.take(15 * MS, 100) == []
     assert not watches  # nothing watched: the router calls in no more
 
 
@@ -208,22 +234,27 @@ def test_a_watch_gets_a_snapshot_then_every_change(exchange: Exchange) -> None:
     assert [
         (b.account, b.asset, b.free, b.reserved, b.last, b.client_ref, b.seq) for b in snap
     ] == [
-        (7, USD, 1_000_000, 0, 1, 41, exchange.router.applied_seq),  # as of the events
-        (FEE, 0, 0, 0, 1, 42, exchange.router.applied_seq),
+        (7, USD, 1_000_000, 0, 1, 41, seq),  # every command through it is in: the funding
+        (FEE, 0, 0, 0, 1, 42, seq),
     ]
     (snap8,) = balances(exchange, GW2)
     assert (snap8.account, snap8.asset, snap8.free, snap8.last) == (8, BTC, 50_000, 1)
 
-    # three orders in one batch: one push per asset, with the reservation of all three
+    # three orders in one batch: one push per asset, with the reservation of all three, as
+    # they are routed (labelled below them: their matcher has not answered), and again once
+    # their events are in (review 42)
     exchange.send(GW1, *(order(ref, 7, Side.BUY, 1000, 50) for ref in (1, 2, 3)))
     placed = balances(exchange, GW1)
-    assert [(b.account, b.asset, b.client_ref, b.last) for b in placed] == [
-        (7, USD, 0, 0),
-        (7, BTC, 0, 0),
+    assert [(b.account, b.asset, b.client_ref, b.last, b.seq) for b in placed] == [
+        (7, USD, 0, 0, seq),
+        (7, BTC, 0, 0, seq),
+        (7, USD, 0, 0, seq + 3),
+        (7, BTC, 0, 0, seq + 3),
     ]
-    usd = placed[0]
+    usd = placed[2]
     assert usd.seq == router.next_seq - 1 == seq + 3
     assert (usd.free, usd.reserved) == router.accounts.balance(7, USD)
+    assert (placed[0].free, placed[0].reserved) == (usd.free, usd.reserved)
     assert usd.free + usd.reserved == 1_000_000 and usd.reserved > 150_000
 
     # 8 sells 1.20 BTC into them: both sides and the fee account are pushed, nothing is lost
