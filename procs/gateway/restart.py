@@ -113,7 +113,20 @@ class GatewayRestart:
                     self.sent.add(seq, ring, ref, image)
                     unanswered.append((ring, command))
         if self._new_rings:
-            stale = [command for ring, command in unanswered if ring != created]
+            # one sent again by an earlier full restart is logged under this ring too: it is
+            # in the ring (or waits for it) already. A plain restart before this gateway
+            # logged a position of every ring since that start is taken for a full one
+            # again, and sent it twice (review 42)
+            here = {
+                getattr(decoded[seq], "client_ref", 0)
+                for seq, (ring, _) in commands.items()
+                if ring == created
+            }
+            stale = [
+                command
+                for ring, command in unanswered
+                if ring != created and command.client_ref not in here  # type: ignore[attr-defined]
+            ]
             self.entry.outgoing.extend(self._lost_commands(stale))
         cancelled = 0
         for user in self.users.users() if orders else []:

@@ -459,13 +459,22 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
                     self._handled.get(r.name, 0), self._handled_part.get(r.name), end
                 )
                 for r in rings[1:]
+                if self._replaced(r)
             }
-        else:
-            self._skip_handled()
+        self._skip_handled()  # the rings the log has a position in (the others are new)
         log.info("gateway %s (id %d) listening on %s:%d", self.gw.name, self.gw.id,
                  self.gw.host, self.port)  # fmt: skip
         self._tasks.append(loop.create_task(sd_notify.watchdog_loop()))
         sd_notify.ready()  # listening, the replies ring held: clients can connect
+
+    def _replaced(self, ring: Ring[Record]) -> bool:
+        """Whether ``ring`` is new since the order log's position in it (or has none). One
+        read since a full restart is not: a plain restart before the gateway logged every
+        ring's position since is taken for a full one, and a matcher's ring it had read
+        then had its first events checked as a new ring's, from the committed cursor: the
+        rest of a command's events were dropped as handled (review 42)."""
+        logged = self._positions.get(ring.name)
+        return logged is None or logged[0] != ring.created_ns
 
     def stop(self) -> None:
         """SIGTERM or SIGINT. The first closes intake and lets what is in flight be answered
