@@ -162,11 +162,29 @@ class JournalWriter:
             self._failed = exc
             raise
 
+    @property
+    def failed(self) -> BaseException | None:
+        """What made the writer unusable (a failed write or fsync), or None."""
+        return self._failed
+
+    def _usable(self) -> None:
+        """Raise if a write or an fsync failed before. After a failed fsync the kernel may
+        have dropped the dirty pages and reports the error once: a later fsync returns 0
+        without making them durable, so nothing is taken as durable from then on (review
+        42: a router's close answered a held batch that a host crash then lost)."""
+        if self._failed is not None:
+            raise JournalError(f"writer for {self.directory} failed earlier: {self._failed!r}")
+
     def sync(self) -> None:
         """Make everything appended durable."""
+        self._usable()
         self._reap(None)  # a pipelined fsync first: it may hold the open segment's descriptor
         if self._written != self._synced:
-            os.fsync(self._fd)  # earlier segments were fsynced when sealed
+            try:
+                os.fsync(self._fd)  # earlier segments were fsynced when sealed
+            except OSError as exc:
+                self._failed = exc
+                raise
             self._synced = self._written
         self._last_sync_ns = self._clock()
 
@@ -175,6 +193,7 @@ class JournalWriter:
         under ``"pipelined"``, take a finished fsync's entries as durable and start the next
         fsync if entries wait for one. Return whether more is durable. The caller calls this
         before it reads ``durable_seq`` and when idle."""
+        self._usable()
         if self.fsync == "pipelined":
             return self._sync_behind()
         if self.fsync != "interval" or self._written == self._synced:
@@ -195,6 +214,7 @@ class JournalWriter:
         one if entries wait for it); return whether more is durable."""
         if self.fsync != "pipelined":
             return False
+        self._usable()
         self._sync_behind()
         advanced = self._reap(timeout_s)
         return self._sync_behind() or advanced

@@ -410,7 +410,9 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         before its first command of the batch that waits: a later one answered now would
         overtake that command's owed answer; unanswered, it is decided again after the
         restart, in its place."""
-        waits: set[int] = set()  # the gateways with a command of the batch that waits
+        # the gateways with a command of the batch that waits, or of a held batch (routed
+        # at close, once durable: a refusal answered now would overtake its answers)
+        waits: set[int] = self._held.gateways()
         for gateway, decision in zip(origins, decisions, strict=True):
             if decision.command is not None or decision.journaled:
                 waits.add(gateway)
@@ -486,9 +488,10 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
             self.step()
 
     def close(self) -> None:
-        self.journal.sync()
-        if not self.fenced:  # a fenced primary publishes nothing still held (``_fenced``)
-            self._route_durable()
+        if self.journal.failed is None:  # else nothing held is durable (review 42)
+            self.journal.sync()
+            if not self.fenced:  # a fenced primary publishes nothing still held (``_fenced``)
+                self._route_durable()
         self._send_pending()  # what fits: the rest's commands are read again after a restart
         self.snapshot_done(60)
         self.journal.close()
