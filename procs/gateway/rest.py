@@ -185,10 +185,10 @@ class RestApi(RestConnections):
         for lane in list(self.lanes):
             lane.sweep(now_s)
 
-    async def wait(self, ref: int, timeout_s: float | None = None) -> Outcome:
+    async def wait(self, ref: int, timeout_s: float | None = None, what: str = "") -> Outcome:
         """The exchange's answer to request ``ref`` (a plain future, its timeout one of
         ``deadlines``': cheaper per request than a timer each, or ``asyncio.wait_for``'s
-        task)."""
+        task). ``what`` names the request in a timeout's message: what to ask the status of."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.waiters[ref] = future
         self.publish()
@@ -202,7 +202,7 @@ class RestApi(RestConnections):
                 504,
                 codes.TIMEOUT,
                 f"no answer from the exchange in {timeout_s} s: the request may still "
-                f"execute, ask for its status",
+                f"execute, ask for its status{f' ({what})' if what else ''}",
             ) from None
         finally:
             self.deadlines.discard(future)
@@ -429,7 +429,10 @@ class RestApi(RestConnections):
                 f"order {in_use.order_id or '(pending)'} ({in_use.status})",
             )
         ref = self.core.new_order(req, key.account, key.session, time.time_ns())
-        outcome = await self.wait(ref)
+        placed = self.core.requests[ref].order
+        # the id to ask the status by, generated where the client gave none (review 42)
+        name = f"origClientOrderId={placed.client_order_id}" if placed is not None else ""
+        outcome = await self.wait(ref, what=name)
         order = outcome.order
         if outcome.code != ResultCode.OK or order is None:
             raise bad_request(
@@ -448,8 +451,15 @@ class RestApi(RestConnections):
         sym = rp.symbol(params, self.instruments)
         oid, known = self.named_order(key.account, params)
         if oid is None:
-            if known is None or not known.order_id:
+            if known is None:
                 raise rp.not_found(f"origClientOrderId={params['origClientOrderId']}")
+            if not known.order_id:  # placed, not answered yet (a 504's): it may well rest
+                raise bad_request(
+                    codes.CANCEL_REJECTED,
+                    f"cancel rejected: origClientOrderId={known.client_order_id} is "
+                    f"{known.status}: the exchange has not answered it yet, cancel it once "
+                    f"it has",
+                )
             oid = known.order_id
         if known is not None and known.order_id and not known.open:
             raise bad_request(
@@ -556,7 +566,10 @@ class RestApi(RestConnections):
                     out[row[0]] = known.json()
             for order in self.core.open_orders(account, sym.id):
                 out[order.order_id] = order.json()
-        return [out[k] for k in sorted(out)]
+        # placed here and not answered yet (orderId 0; a 504's): open as GET says (review 42)
+        ids = {s.id for s in symbols}
+        pending = [o.json() for o in self.core.pending_orders(account) if o.symbol.id in ids]
+        return [out[k] for k in sorted(out)] + pending
 
     async def account(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")

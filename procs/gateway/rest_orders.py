@@ -318,6 +318,16 @@ class RestOrders(RestOrderLog, RestBalances):
         mine = self.live.of(account)
         return mine if symbol is None else [o for o in mine if o.symbol.id == symbol]
 
+    def pending_orders(self, account: int) -> list[LiveOrder]:
+        """``account``'s new orders placed here whose answer has not come (no orderId yet),
+        in the order they were placed."""
+        return [
+            r.order
+            for _ref, r in sorted(self.requests.items())
+            if r.kind == "new" and r.account == account and r.order is not None
+            and not r.order.order_id
+        ]  # fmt: skip
+
     def known(self, order_id: int) -> LiveOrder | None:
         """Any order this core follows (for merging with the database's view), or the end of
         one it does not follow that the writer may not have filed (``ended_elsewhere.py``)."""

@@ -39,6 +39,7 @@ import asyncio
 import logging
 import time
 from array import array
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from config.schema import RingexConfig, WaitConfig
@@ -450,6 +451,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         rings = [Ring.attach(inst, gateway_replies(self.gw.id), codec)]
         rings += [Ring.attach(inst, matcher_output(m.name), codec) for m in self.cfg.matchers]
         self.inputs = [ring.consumer(me, auto_commit=False) for ring in rings]
+        if self.api is not None:  # a deadline waits for what the rings hold unread
+            self.api.deadlines.behind = self._unread
         if self.gw.park_after_ms and self.cfg.wait.strategy != "busy-spin":
             self._waker = RingWaker(self.inputs, producer=self.producer)
         if self._new_rings:  # what the log says was handled, per ring (``recovery.py``)
@@ -466,6 +469,14 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
                  self.gw.host, self.port)  # fmt: skip
         self._tasks.append(loop.create_task(sd_notify.watchdog_loop()))
         sd_notify.ready()  # listening, the replies ring held: clients can connect
+
+    def _unread(self) -> Callable[[], bool] | None:
+        """None when the input rings hold no event this gateway has not read; else whether
+        it has read what they hold now (a REST deadline waits for that: ``deadlines.py``)."""
+        marks = [(c, end) for c in self.inputs if (end := c.ring.cursor()) > c.sequence]
+        if not marks:
+            return None
+        return lambda: all(c.sequence >= end for c, end in marks)
 
     def _replaced(self, ring: Ring[Record]) -> bool:
         """Whether ``ring`` is new since the order log's position in it (or has none). One
