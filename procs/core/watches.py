@@ -13,8 +13,9 @@ pushed when the order is routed, before its matcher has made its fills, and a fi
 from one matcher may come while an older command waits at another: a push labelled with its
 touch claimed those events in (review 42), and a gateway's read-your-writes check answered
 ``GET /account`` without the fill it had just reported. A push labelled below its touch is
-made again once the label has moved on (``_behind``), so the label a gateway waits for comes
-even when nothing touches the account again.
+made again once the label has reached that seq (``_behind``), so the label a gateway waits
+for comes even when nothing touches the account again: twice per touch at most, however
+many accounts wait (a re-push at every move of the label grew with their square: review 42).
 
 Watches are not state. They are never sequenced or journaled and a restarted router has none:
 a gateway renews its leases, and each renewal brings a fresh snapshot, so nothing is lost.
@@ -28,6 +29,7 @@ only when something is watched; then a touch of an unwatched account is one dict
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from typing import Final
 
@@ -68,9 +70,10 @@ class Watches:
         #: touched it since the last ``take``: pushed again until a label reaches it
         self._touched: dict[tuple[int, int], int] = {}
         #: (account, asset) pushed with a label below the seq that touched it -> that seq:
-        #: pushed again when the label has moved on (``take``)
+        #: pushed again once a label reaches it (``take``); and the same as a heap by seq
+        #: (an entry whose seq is not the dict's any more is stale, skipped)
         self._behind: dict[tuple[int, int], int] = {}
-        self._label = 0  # the label of the last ``take``
+        self._due: list[tuple[int, tuple[int, int]]] = []
         self._earliest = _NEVER  # no lease expires before this
 
     def __bool__(self) -> bool:
@@ -163,23 +166,28 @@ class Watches:
 
     # -- pushes -------------------------------------------------------------------------------
 
+    @property
+    def pending(self) -> bool:
+        """Whether a ``take`` has something to push, now or once the label moves on."""
+        return bool(self._touched or self._behind)
+
     def take(self, now_ns: int, label: int) -> list[tuple[int, Balance]]:
         """(gateway, ``Balance``) for every touched (account, asset) and every gateway whose
         lease of the account is live at ``now_ns``, with the balances of now, ordered by
         account, asset, gateway; at most one per (gateway, account, asset) a ``take``, each
         labelled ``label`` (the router's applied label: every event of every seq through it
         is in the values). What was pushed labelled below the seq that touched it is pushed
-        again, once, at each ``take`` whose label has moved on, until the label reaches
-        that seq. Leases expired at ``now_ns`` are dropped first."""
+        again, once, at the first ``take`` whose label reaches that seq. Leases expired at
+        ``now_ns`` are dropped first."""
         if now_ns >= self._earliest:
             self._expire(now_ns)
-        touched, behind = self._touched, self._behind
-        if behind and label > self._label:
-            for slot, seq in behind.items():
+        touched, behind, due = self._touched, self._behind, self._due
+        while due and due[0][0] <= label:
+            seq, slot = heapq.heappop(due)
+            if behind.get(slot) == seq:
+                del behind[slot]
                 if touched.get(slot, 0) < seq:
                     touched[slot] = seq
-            behind.clear()
-        self._label = max(self._label, label)
         if not touched:
             return []
         balance, leases = self.accounts.balance, self._leases
@@ -191,8 +199,9 @@ class Watches:
                 for gateway in sorted(gateways):
                     push = Balance(label, now_ns, gateway, 0, 0, account, asset, free, reserved, 0)
                     pushes.append((gateway, push))
-                if seq > label:
+                if seq > label and behind.get((account, asset), 0) < seq:
                     behind[account, asset] = seq
+                    heapq.heappush(due, (seq, (account, asset)))
         touched.clear()
         return pushes
 
@@ -210,3 +219,8 @@ class Watches:
             if not gateways:
                 del self._leases[account]
         self._earliest = earliest
+        if self._behind:  # an account watched no more is pushed nothing (its heap entries:
+            leases = self._leases  # stale, skipped)
+            self._behind = {slot: seq for slot, seq in self._behind.items() if slot[0] in leases}
+        if not self._behind:
+            self._due.clear()

@@ -110,8 +110,8 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         recovered = recover(cfg, codec=codec, tail=tail, pipelined=True)
         self.sequencer = recovered.sequencer
         self.watches = Watches(self.sequencer.accounts)  # none survive a restart: leases renew
-        self.applied_seq = recovered.last_seq  # the newest seq whose events were applied
-        self._routed_seq = recovered.last_seq  # the newest seq routed (``_applied_label``)
+        # the newest seq whose events were applied, and the newest routed (``_applied_label``)
+        self.applied_seq = self._routed_seq = recovered.last_seq
         log.info(
             "router recovered to seq %d (snapshot %d + %d replayed in %.2f s)",
             *(recovered.last_seq, recovered.snapshot_seq, recovered.replayed, recovered.seconds),
@@ -172,6 +172,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         self._held = HeldBatches()  # journaled, not yet fsynced ("interval", "pipelined")
         self._watch_requests: list[tuple[int, WatchBalances]] = []  # answered once none is
         #: a matcher's unread input past which no gateway command is taken (``_books_behind``)
+        self._balances_since = 0.0  # when balances began to wait for a durable state
         self._books_limit = cfg.ring.capacity // 8
         #: gateway -> its replies parked behind an answer owed to a command read again after
         #: a restart whose entry the standby lacks yet (sync mode): (the seq the standby must
@@ -448,9 +449,13 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         """Send what waits; balances only of a durable state: none while a batch is held
         (``held.py``), whose reservations they would show (its watches wait with it)."""
         self._watch_requests += watch_requests
-        if (self._watch_requests or self.watches) and self._durable_state():
-            self._queue_balances(self._watch_requests)
-            self._watch_requests = []
+        if self._watch_requests or self.watches:
+            if self._durable_state():
+                self._queue_balances(self._watch_requests)
+                self._watch_requests = []
+                self._balances_since = 0.0
+            elif not self._balances_since and (self._watch_requests or self.watches.pending):
+                self._balances_since = time.monotonic()  # ``_pipelined_sync`` bounds the wait
         if self._owed:
             self._pay_owed()
         self._send_pending()
@@ -488,21 +493,25 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
             self.step()
 
     def close(self) -> None:
-        if self.journal.failed is None:  # else nothing held is durable (review 42)
-            self.journal.sync()
-            if not self.fenced:  # a fenced primary publishes nothing still held (``_fenced``)
-                self._route_durable()
-        self._send_pending()  # what fits: the rest's commands are read again after a restart
-        self.snapshot_done(60)
-        self.journal.close()
-        if self.acks is not None:
-            self.acks.close()
-        for _g, consumer in self.inputs:
-            consumer.close()
-        for consumer in self.from_matchers:
-            consumer.close()
-        for producer in (*self.replies.values(), *self.to_matchers.values()):
-            producer.close()
+        """Make what was journaled durable and route it, then release the journal and the
+        rings, whatever failed before (an fsync failing here too: review 42)."""
+        try:
+            if self.journal.failed is None:  # else nothing held is durable (review 42)
+                self.journal.sync()
+                if not self.fenced:  # a fenced primary publishes nothing held (``_fenced``)
+                    self._route_durable()
+            self._send_pending()  # what fits: the rest's commands are read again after a restart
+            self.snapshot_done(60)
+        finally:
+            self.journal.close()
+            if self.acks is not None:
+                self.acks.close()
+            for _g, consumer in self.inputs:
+                consumer.close()
+            for consumer in self.from_matchers:
+                consumer.close()
+            for producer in (*self.replies.values(), *self.to_matchers.values()):
+                producer.close()
 
 
 def _open_journal(cfg: RingexConfig, codec: RecordCodec) -> JournalWriter:
