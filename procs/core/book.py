@@ -247,7 +247,10 @@ class Book(OrderChecks, ABC):
         """An order arriving (new, or a triggered stop): set a market order's protection
         limit, check FOK, then enter it."""
         if order.ord_type in (OrdType.MARKET, OrdType.STOP):
-            limit = self._protection(order.side)
+            # a triggered stop-market's band is from its trigger price, as venues bound it
+            # (the router caps a buy's at the same): from the best bid left after the sweep
+            # that reached it, a sell stop at 100 sold at 60 (review 42)
+            limit = self._protection(order.side, order.stop_price if triggered else 0)
             if limit is None:  # a triggered stop-market: nothing to trade with
                 events.append(self._report(cmd, order, DoneReason.EXPIRED, triggered))
                 return
@@ -475,7 +478,9 @@ class Book(OrderChecks, ABC):
                     *(cmd.seq, cmd.ts_ns, order.gateway, order.session, order.client_ref),
                     *(order.account, self.spec.symbol, order.order_id),
                     stop_price=order.stop_price,
-                    price=order.price,
+                    # the limit it enters with: a stop-market's is its protection, 0 here
+                    # (its price until now is the router's cap)
+                    price=order.price if order.ord_type == OrdType.STOP_LIMIT else 0,
                 )
             )
             self._take(cmd, order, events, triggered=True)

@@ -117,12 +117,14 @@ class OrderChecks:
             return ResultCode.NOT_ORDER_OWNER
         return None
 
-    def _protection(self, side: Side) -> int | None:
-        """The furthest price a market ``side`` order may trade at: the best opposite price
-        moved ``band_bps`` against the taker, on a tick. None when there is no opposite."""
+    def _protection(self, side: Side, reference: int = 0) -> int | None:
+        """The furthest price a market ``side`` order may trade at: ``reference`` (a
+        triggered stop's trigger price; 0: the best opposite price) moved ``band_bps``
+        against the taker, on a tick. None when there is no opposite."""
         best = self._best(_other(side))
         if best is None:
             return None
+        best = reference or best
         tick = self.spec.tick
         band = best * self.spec.band_bps // 10_000
         if side == Side.BUY:  # at most the highest price a record carries (int64)

@@ -113,10 +113,12 @@ class Oracle:
             ]
             queue.extend(oid for _, oid in sorted(found))
 
-        def watch(oid: int, side: Side, cap: int) -> None:
+        def watch(oid: int, side: Side, cap: int, trigger: int = 0) -> None:
+            # a triggered stop-market's band is from its trigger price (review 42)
             best = self.best(SELL if side == BUY else BUY)
             if best is not None:
-                taker.update(oid=oid, side=side, limit=_band_limit(self.spec, side, best, cap))
+                limit = _band_limit(self.spec, side, trigger or best, cap)
+                taker.update(oid=oid, side=side, limit=limit)
 
         for event in events:
             if isinstance(event, Accepted):
@@ -164,10 +166,11 @@ class Oracle:
                 assert queue, f"stop {event.order_id} entered, but no trade reached it"
                 assert queue.pop(0) == event.order_id, f"stop {event.order_id} out of order"
                 stop = self.stops.pop(event.order_id)
-                assert (event.stop_price, event.price) == (stop.stop_price, stop.price)
+                entering = 0 if stop.market else stop.price  # a stop-market's: 0 (review 42)
+                assert (event.stop_price, event.price) == (stop.stop_price, entering)
                 self.limit[event.order_id] = stop.price
                 if stop.market:
-                    watch(event.order_id, stop.side, stop.price)
+                    watch(event.order_id, stop.side, stop.price, stop.stop_price)
         reach()
         assert not queue, f"stops {queue} were reached but never entered"
         self._against(book)
@@ -276,12 +279,13 @@ def _triggered(events: list[Record]) -> list[int]:
 # -- stops: cascades and sweeps ----------------------------------------------------------------
 
 
-def test_a_cascade_enters_in_order_each_stop_market_banded_from_its_own_entry() -> None:
+def test_a_cascade_enters_in_order_each_stop_market_banded_from_its_trigger() -> None:
     """Asks 100x1, 101x2, 102x2, 110x5. A buy at 100 reaches two buy stops at 100 (entered in
     arrival order); the first's trade at 101 reaches the stop at 101, which queues behind the
-    second. Each stop-market's band (5%) is from the best ask when it enters: 101 -> 106 for
-    the first, 102 -> 107 for the second (so it stops short of 110 and expires 1), 110 -> 115
-    for the third. Trade ids run on without a gap, each trade at its maker's price."""
+    second. Each stop-market's band (5%) is from its trigger price (review 42; from the best
+    ask when it entered before): 100 -> 105 for the first two (the second stops short of 110
+    and expires 1), 101 -> 106 for the third, which finds only 110 left and expires whole.
+    Trade ids run on without a gap, each trade at its maker's price."""
     f = Feed(SPEC.symbol)
     out, _ = _play(
         f.new(1, SELL, 100, 1, account=9),
@@ -299,10 +303,9 @@ def test_a_cascade_enters_in_order_each_stop_market_banded_from_its_own_entry() 
         (1, 100, 1, 1, 20),
         (2, 101, 2, 2, 10),
         (3, 102, 2, 3, 12),
-        (4, 110, 3, 4, 11),
     ]
     assert _done(last)[12] == (EXPIRED, 2, 1)
-    assert _done(last)[11] == (FILLED, 3, 0)
+    assert _done(last)[11] == (EXPIRED, 0, 3)
 
 
 @pytest.mark.parametrize(("asks", "stop_fill"), [(2, None), (3, 102)])

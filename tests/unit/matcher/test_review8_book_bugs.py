@@ -197,6 +197,8 @@ class _Model(OrderChecks):
             if best is None:
                 events.append(self._done(cmd, o, EXPIRED, own=own))
                 return
+            if own and o.ord_type == OrdType.STOP:  # a triggered stop-market: from its trigger
+                best = o.stop_price
             band, tick = best * self.spec.band_bps // 10_000, self.spec.tick
             if o.side == BUY:
                 limit = min((best + band) // tick * tick, (2**63 - 1) // tick * tick)
@@ -286,7 +288,8 @@ class _Model(OrderChecks):
                 return
             s = triggered.pop(0)
             head = (s.gateway, s.session, s.client_ref, s.account, self.spec.symbol, s.order_id)
-            events.append(Triggered(cmd.seq, cmd.ts_ns, *head, s.stop_price, s.price))
+            entering = s.price if s.ord_type == OrdType.STOP_LIMIT else 0
+            events.append(Triggered(cmd.seq, cmd.ts_ns, *head, s.stop_price, entering))
             self._arrive(cmd, s, events, own=True)
 
     def _find(self, cmd: CancelOrder | ReplaceOrder) -> tuple[RestingOrder, ResultCode | None]:
