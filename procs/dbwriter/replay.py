@@ -6,10 +6,16 @@ balances), executes it on the matcher cores that own it, and settles every event
 snapshots (``var/<instance>/snapshots/dbwriter``): sequencer, matchers and the projection's
 open orders, at a seq the database's checkpoint has reached, so a restart replays only from
 there (a snapshot above the checkpoint, say of a database restored from a backup, is not
-used: the follower then starts from the beginning of the journal).
+used: the follower then starts from the beginning of the journal). A snapshot keeps the CRC
+of the journal's entry at its seq, and one whose entry the journal no longer holds is passed
+over: a host crash cut the journal's tail and its seqs went to other commands, and a snapshot
+from the lost history poisoned every row written after it (review 42).
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable
 
 import msgspec
 
@@ -21,12 +27,15 @@ from procs.core.recovery import fresh, restore_matchers
 from procs.core.sequencer import Sequencer
 from procs.dbwriter.projection import Projection
 
+log = logging.getLogger("ringex.dbwriter")
+
 
 class WriterSnapshot(msgspec.Struct, frozen=True, array_like=True):
     seq: int
     router: bytes
     matchers: dict[str, bytes]
     projection: bytes
+    crc: int = 0  # CRC-32 of the journal's image at ``seq`` (0: a snapshot made before it)
 
 
 def snapshot_store(cfg: RingexConfig) -> SnapshotStore:
@@ -43,12 +52,25 @@ class Follower:
         self.seq = 0
 
     @classmethod
-    def restore(cls, cfg: RingexConfig, upto: int) -> Follower:
-        """From the newest snapshot at or below ``upto`` (the checkpoint), else fresh."""
+    def restore(
+        cls, cfg: RingexConfig, upto: int, entry_crc: Callable[[int], int | None] | None = None
+    ) -> Follower:
+        """From the newest snapshot at or below ``upto`` (the checkpoint) whose journal entry
+        ``entry_crc`` (the CRC of the journal's image at a seq, None: not there) still finds,
+        else fresh."""
         follower = cls(cfg)
-        found = snapshot_store(cfg).at_or_before(upto)  # a damaged one is passed over
-        if found is not None:
+        store = snapshot_store(cfg)
+        found = store.at_or_before(upto)  # a damaged one is passed over
+        while found is not None:
             snap = msgspec.msgpack.decode(found[1], type=WriterSnapshot)
+            if entry_crc is None or not snap.crc or entry_crc(snap.seq) == snap.crc:
+                break
+            log.warning(
+                "dbwriter snapshot at seq %d passed over: the journal's entry there is not the "
+                "one it was made at (the journal lost a tail)", snap.seq,
+            )  # fmt: skip
+            found = store.at_or_before(snap.seq - 1)
+        if found is not None:
             follower.sequencer = Sequencer.restore(cfg, snap.router)
             follower.matchers = restore_matchers(cfg, snap.matchers)
             follower.projection.restore(snap.projection)
@@ -70,11 +92,13 @@ class Follower:
         self.seq = seq
         return events
 
-    def save_snapshot(self) -> None:
+    def save_snapshot(self, crc: int = 0) -> None:
+        """Save the state at ``seq``; ``crc``: of the journal's image there (0: unknown)."""
         snap = WriterSnapshot(
             self.seq,
             self.sequencer.snapshot(),
             {name: m.snapshot() for name, m in self.matchers.items()},
             self.projection.snapshot(),
+            crc,
         )
         snapshot_store(self.cfg).save(self.seq, msgspec.msgpack.encode(snap))

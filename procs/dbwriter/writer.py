@@ -147,7 +147,7 @@ class DbWriter:
     def start(self) -> Follower:
         """Connect (retrying), and bring the replay state to the database's checkpoint."""
         checkpoint, crc = self._retry(self.store.checkpoint_entry, "reading the checkpoint")
-        follower = Follower.restore(self.cfg, checkpoint)
+        follower = Follower.restore(self.cfg, checkpoint, self._entry_crc)
         from_seq = follower.seq
         if follower.seq < checkpoint:
             decode = self.codec.decode_slot
@@ -159,9 +159,12 @@ class DbWriter:
                 if seq % PET_EVERY == 0:  # a replay after a restore may be the whole journal
                     self.pet()
         if follower.seq != checkpoint:
+            end = self.reader.last_seq() if self.reader.directory.is_dir() else 0
             raise RuntimeError(
                 f"the database checkpoint is seq {checkpoint}, but the journal "
-                f"{self.reader.directory} ends at {follower.seq}: is this the right instance?"
+                f"{self.reader.directory} ends at {end}: is this the right instance? (or the "
+                f"journal lost a tail the database holds: a host crash under fsync = none, "
+                f"interval or pipelined)"
             )
         if crc is not None and checkpoint and self._entry_crc(checkpoint) != crc:
             raise RuntimeError(
@@ -280,7 +283,8 @@ class DbWriter:
         )
         if due and batch.last_seq > self._snap_seq:
             self._drain()  # the snapshot is of the replay state at the checkpoint
-            self.follower.save_snapshot()
+            at_batch = self.follower.seq == batch.last_seq  # its entry's CRC is the batch's
+            self.follower.save_snapshot((self.last_crc or 0) if at_batch else 0)
             self._snap_seq, self._snap_at = self.committed, time.monotonic()
         self._housekeeping()
 
