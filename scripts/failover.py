@@ -389,7 +389,7 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
     """Rebuild the stopped old primary as the promoted instance's standby."""
     from procs.common.epochs import EpochsError  # noqa: PLC0415
     from procs.common.journal import JournalError  # noqa: PLC0415
-    from procs.replica.rebuild import ask_epochs, rebuild  # noqa: PLC0415
+    from procs.replica.rebuild import agreed_seq, ask_epochs, rebuild  # noqa: PLC0415
 
     old = load_profile(old_path)
     if live := instance_pids(old):
@@ -406,10 +406,21 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
     host, _, port = new_address.rpartition(":")
     try:
         epochs = ask_epochs(host, int(port))
-        done = rebuild(old, epochs)
     except (OSError, TimeoutError, EpochsError, ValueError, JournalError) as exc:
         print(f"demote of {old.instance} failed: {exc}", file=sys.stderr)
         return 1
+    agreed, unsure = None, ""
+    try:  # where its journal stops agreeing with the primary's: a standby ahead of a primary
+        agreed = agreed_seq(old, host, int(port))  # that lost a tail it had shipped
+    except (OSError, TimeoutError, EpochsError, JournalError) as exc:
+        unsure = f"its journal was not compared with the primary's ({exc}): epochs alone cut it"
+    try:
+        done = rebuild(old, epochs, agreed)
+    except (OSError, TimeoutError, EpochsError, ValueError, JournalError) as exc:
+        print(f"demote of {old.instance} failed: {exc}", file=sys.stderr)
+        return 1
+    if unsure:
+        done.warnings.append(unsure)
     print(f"{old.instance}: journal kept up to seq {done.kept_seq}; the promoted instance "
           f"({new_address}) is at epoch {epochs.current}")  # fmt: skip
     if done.cut:

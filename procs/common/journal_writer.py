@@ -183,7 +183,7 @@ class JournalWriter:
             try:
                 os.fsync(self._fd)  # earlier segments were fsynced when sealed
             except OSError as exc:
-                self._failed = exc
+                self._fsync_failed(exc)
                 raise
             self._synced = self._written
         self._last_sync_ns = self._clock()
@@ -244,7 +244,7 @@ class JournalWriter:
             return False
         except OSError as exc:
             self._flight = None
-            self._failed = exc
+            self._fsync_failed(exc)
             raise JournalError(
                 f"fsync of {self.directory} through seq {seq} failed (durable through "
                 f"{self._synced}): {exc}"
@@ -253,6 +253,25 @@ class JournalWriter:
         self._synced = max(self._synced, seq)
         self._last_sync_ns = self._clock()
         return True
+
+    def _fsync_failed(self, exc: OSError) -> None:
+        """An fsync of the open segment failed: the writer is unusable, and the entries it
+        did not make durable are cut from the file (the kernel may have marked their pages
+        clean without writing them: a later open's fsync returns 0, and a restart took them
+        for durable, a standby acknowledging what its disk lost, review 42). Entries past
+        the last good fsync are only ever in the open segment (a seal fsyncs it first). Not
+        under ``"none"``, which promises nothing and whose entries count as written."""
+        self._failed = exc
+        if self.fsync == "none" or self._fd < 0 or self._written == self._synced:
+            return
+        keep = self._count - (self._written - self._synced)
+        if keep < 0:
+            return
+        try:
+            os.ftruncate(self._fd, HEADER_SIZE + keep * self._layout.size)
+        except OSError:
+            return  # a dead disk: the next open's repair and its CRCs are what is left
+        self._written, self._count = self._synced, keep
 
     def sync_due_in_s(self) -> float | None:
         """Under ``"interval"`` with something pending, the seconds until ``maybe_sync`` is

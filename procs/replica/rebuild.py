@@ -41,8 +41,12 @@ from procs.common.topology import (
     snapshot_dir,
 )
 from procs.replica.wire import (
+    MAX_DIGESTS,
+    AskDigests,
     AskEpochs,
+    Digests,
     EpochHistory,
+    History,
     Refused,
     receive,
     records_differ,
@@ -79,6 +83,79 @@ def ask_epochs(host: str, port: int, timeout_s: float = 10.0) -> Epochs:
     return asyncio.run(asyncio.wait_for(_ask(host, port), timeout_s))
 
 
+async def _ask_digests(host: str, port: int, seqs: list[int]) -> Digests:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        await send(writer, AskDigests(seqs))
+        answer = await receive(reader)
+    finally:
+        writer.close()
+    if isinstance(answer, Refused):
+        raise EpochsError(f"{host}:{port} refused: {answer.reason}")
+    if not isinstance(answer, Digests):
+        raise EpochsError(f"{host}:{port} answered {type(answer).__name__}, not digests")
+    return answer
+
+
+def _own_digests(cfg: RingexConfig, seqs: list[int]) -> dict[int, bytes]:
+    """This journal's history hash before each of ``seqs`` (one pass)."""
+    codec = RecordCodec()
+    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    wanted = sorted(set(seqs))
+    found: dict[int, bytes] = {}
+    history, k = History(), 0
+    while k < len(wanted) and wanted[k] <= 1:
+        found[wanted[k]], k = history.digest(), k + 1
+    if k < len(wanted):
+        for seq, image in reader.entries(1):
+            history.update(image)
+            while k < len(wanted) and wanted[k] == seq + 1:
+                found[wanted[k]], k = history.digest(), k + 1
+            if k == len(wanted):
+                break
+    return found
+
+
+def agreed_seq(cfg: RingexConfig, host: str, port: int, timeout_s: float = 600.0) -> int:
+    """The last seq up to which ``cfg``'s journal (a stopped standby's) holds the primary's
+    history at host:port: all of it when it is a prefix of the primary's. A standby ahead of
+    its primary, whose host lost a journal tail it had shipped (the source ships before the
+    router's fsync under ``interval`` and ``pipelined``) and then sequenced other commands at
+    those seqs, agrees only up to where the tail was lost: ``rebuild`` cuts it there. Probes
+    back from the end (1, 2, 4, ... entries), then narrows the interval, a few dozen seqs a
+    question; each question costs both sides a pass over their journals."""
+
+    async def ask(seqs: list[int]) -> Digests:
+        return await asyncio.wait_for(_ask_digests(host, port, seqs), timeout_s)
+
+    codec = RecordCodec()
+    directory = journal_dir(cfg)
+    mine = 0
+    if directory.exists():
+        mine = JournalReader(
+            directory, slot_size=codec.slot_size, schema_id=codec.schema_id
+        ).last_seq()
+    theirs = asyncio.run(ask([])).last_seq
+    top = min(mine, theirs)
+    # agreeing before ``lo + 1`` (lo entries), disagreeing before ``hi + 1``
+    lo, hi = 0, top + 1
+    probes = sorted({top - (1 << i) + 1 for i in range(MAX_DIGESTS - 1) if (1 << i) <= top + 1})
+    while probes:
+        seqs = [k + 1 for k in probes]
+        answer = asyncio.run(ask(seqs))
+        own = _own_digests(cfg, seqs)
+        for k, digest in zip(probes, answer.digests, strict=False):
+            if own.get(k + 1) == digest:
+                lo = max(lo, k)
+            else:
+                hi = min(hi, k)
+        if hi <= lo + 1:
+            break
+        step = max(1, (hi - lo) // MAX_DIGESTS)
+        probes = list(range(lo + 1, hi, step))[:MAX_DIGESTS]
+    return lo
+
+
 @dataclass
 class Rebuilt:
     kept_seq: int  # the journal's last seq now
@@ -88,8 +165,10 @@ class Rebuilt:
     warnings: list[str] = field(default_factory=list)
 
 
-def rebuild(cfg: RingexConfig, primary: Epochs) -> Rebuilt:
-    """Make ``cfg``'s instance (stopped) fit to follow ``primary`` as its standby."""
+def rebuild(cfg: RingexConfig, primary: Epochs, agreed: int | None = None) -> Rebuilt:
+    """Make ``cfg``'s instance (stopped) fit to follow ``primary`` as its standby;
+    ``agreed``: the last seq its journal shares with the primary's (``agreed_seq``), past
+    which it is cut too."""
     directory = journal_dir(cfg)
     mine = Epochs.load(directory)
     newest = max(mine.current, mine.fence.epoch if mine.fence is not None else 0)
@@ -99,6 +178,8 @@ def rebuild(cfg: RingexConfig, primary: Epochs) -> Rebuilt:
             "it was failed over and must not be followed"
         )
     keep = mine.keep_before(primary)  # EpochsError when the histories disagree
+    if agreed is not None:  # a standby ahead of its restarted primary (review 42)
+        keep = agreed if keep is None else min(keep, agreed)
     # no router may write the journal meanwhile, whether a status file names it or not:
     # the fence this lifts is all that keeps a second primary out (JournalError: held)
     lock = DirectoryLock(directory) if directory.exists() else None

@@ -28,7 +28,7 @@ import time
 from config.schema import RingexConfig
 from procs.common import sd_notify
 from procs.common.epochs import Epochs
-from procs.common.journal import JournalReader
+from procs.common.journal import JournalError, JournalReader
 from procs.common.records import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.topology import gateway_root, journal_dir
@@ -40,7 +40,9 @@ from procs.replica.wire import (
     SILENCE_S,
     STANDBY_SILENCE_S,
     Ack,
+    AskDigests,
     AskEpochs,
+    Digests,
     Entries,
     EpochHistory,
     FrameError,
@@ -119,6 +121,63 @@ class ReplicationSource:
         self._hashed = (seq, history.fork())
         return history
 
+    def _digests(self, seqs: list[int]) -> Digests:
+        """The history hash before each of ``seqs`` (those past the journal's end + 1
+        left out), in one pass over the journal: an operator's question, never a standby's.
+        Run on a thread, with a reader of its own."""
+        reader = JournalReader(
+            self.reader.directory, slot_size=self.records[1], schema_id=self.records[0]
+        )
+        last = reader.last_seq()
+        wanted = sorted({s for s in seqs if 1 <= s <= last + 1})
+        found: dict[int, bytes] = {}
+        history, k = History(), 0
+        if wanted and wanted[0] == 1:
+            found[1], k = history.digest(), 1
+        if k < len(wanted):
+            for seq, image in reader.entries(1):
+                history.update(image)
+                while k < len(wanted) and wanted[k] == seq + 1:
+                    found[wanted[k]] = history.digest()
+                    k += 1
+                if k == len(wanted):
+                    break
+        return Digests(last, [found[s] for s in seqs if s in found])
+
+    async def _answer_operator(
+        self, question: AskEpochs | AskDigests, writer: asyncio.StreamWriter
+    ) -> None:
+        """``failover.py demote``'s questions: the epochs, or history hashes."""
+        answer: EpochHistory | Digests | Refused
+        if isinstance(question, AskEpochs):
+            answer = self._epoch_history()
+        else:
+            try:
+                answer = await asyncio.to_thread(self._digests, question.seqs)
+            except JournalError as exc:  # archived: no hash from seq 1 here
+                answer = Refused(f"no history hashes: {exc}")
+        await send(writer, answer)
+
+    def _history_refusal(self, hello: Hello) -> tuple[History | None, str]:
+        """The history before the standby's next seq, or None and why it is refused: its
+        journal is not a prefix of this one's."""
+        last = self.reader.last_seq()
+        if hello.next_seq < 1:
+            return None, f"next seq {hello.next_seq}: seqs start at 1"
+        if hello.next_seq > last + 1:
+            return None, (
+                f"standby is at seq {hello.next_seq - 1}, the primary at {last}: this "
+                "primary's host lost a journal tail it had shipped (a crash under fsync "
+                "interval or pipelined); rebuild the standby (scripts/failover.py demote)"
+            )
+        history = self._history_before(hello.next_seq)
+        if history.digest() != hello.digest:
+            return None, (
+                f"history differs before seq {hello.next_seq}: the standby's journal is not "
+                "a prefix of the primary's; rebuild the standby (scripts/failover.py demote)"
+            )
+        return history, ""
+
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername"))
         task = asyncio.current_task()
@@ -127,8 +186,8 @@ class ReplicationSource:
         try:
             # a peer's first word, small and soon: whatever connects cannot hold this side
             hello = await receive(reader, MAX_PEER_FRAME, SILENCE_S)
-            if isinstance(hello, AskEpochs):
-                await send(writer, self._epoch_history())
+            if isinstance(hello, AskEpochs | AskDigests):
+                await self._answer_operator(hello, writer)
                 return
             if not isinstance(hello, Hello):
                 await send(writer, Refused(f"expected Hello, got {type(hello).__name__}"))
@@ -139,28 +198,12 @@ class ReplicationSource:
                 "the standby's", (hello.schema_id, hello.slot_size), "the primary's", self.records
             ) or self._epoch_refusal(hello, peer)
             if refusal is not None:
-                await send(writer, Refused(refusal))
+                await _refuse(writer, peer, refusal)
                 return
             await send(writer, self._epoch_history())
-            last = self.reader.last_seq()
-            if hello.next_seq < 1:
-                await send(writer, Refused(f"next seq {hello.next_seq}: seqs start at 1"))
-                return
-            if hello.next_seq > last + 1:
-                await send(
-                    writer,
-                    Refused(f"standby is at seq {hello.next_seq - 1}, the primary at {last}"),
-                )
-                return
-            history = self._history_before(hello.next_seq)
-            if history.digest() != hello.digest:
-                await send(
-                    writer,
-                    Refused(
-                        f"history differs before seq {hello.next_seq}: the standby's journal "
-                        "is not a prefix of the primary's"
-                    ),
-                )
+            history, refusal = self._history_refusal(hello)
+            if history is None:
+                await _refuse(writer, peer, refusal)
                 return
             log.info("standby %s connected at seq %d", peer, hello.next_seq)
             self._acknowledged(peer, hello.next_seq - 1)  # what it holds is durable there
@@ -363,3 +406,10 @@ class ReplicationSource:
         self.block.words[CONNECTED] = 0
         self.write_status()  # the file says no standby while no source runs
         self.block.close()
+
+
+async def _refuse(writer: asyncio.StreamWriter, peer: str, why: str) -> None:
+    """Refuse a standby, and say so here too: its operator may watch only the primary (in
+    async mode a refused standby shows nowhere else: review 42)."""
+    log.error("standby %s refused: %s", peer, why)
+    await send(writer, Refused(why))

@@ -62,6 +62,8 @@ log = logging.getLogger("ringex.replica")
 #: Longest wait between attempts to reach an absent primary: a restarted primary in sync mode
 #: acknowledges nothing until its standby is back, so the standby comes back within this.
 RECONNECT_MAX_S = 0.5
+#: A connection that lasted this long (s) was a working one: the next starts at once.
+STEADY_S = 1.0
 
 
 class StandbyRefusedError(RuntimeError):
@@ -214,7 +216,7 @@ class Standby:
                 await asyncio.sleep(pause)
                 pause = min(RECONNECT_MAX_S, pause * 2)
                 continue
-            pause = 0.05
+            began = time.monotonic()
             try:
                 await self._follow(reader, writer)
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
@@ -230,6 +232,14 @@ class Standby:
                 self.connected = False
                 writer.close()
                 self.write_status(force=True)
+            # a connection that ended at once (a state file this host cannot make durable, a
+            # primary that drops it) is retried with the backoff too: at once, it made
+            # hundreds of connections a second, each file shipped again (review 42)
+            if time.monotonic() - began >= STEADY_S:
+                pause = 0.05
+            elif not self.stopping.is_set():
+                await asyncio.sleep(pause)
+                pause = min(RECONNECT_MAX_S, pause * 2)
 
     async def _follow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # the newest epoch it was told of: an older primary meeting it fences itself

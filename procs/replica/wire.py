@@ -19,6 +19,11 @@
                                                    bytes (``files.py``); its Ack says only "heard"
     operator -> primary  AskEpochs()               only the EpochHistory, then the connection
                                                    closes (``failover.py demote``)
+    operator -> primary  AskDigests(seqs)          the history hash before each of seqs
+    primary -> operator  Digests(last_seq, digests)  (one for each seq at most last_seq + 1),
+                                                   then the connection closes: where a
+                                                   standby ahead of its restarted primary
+                                                   agrees with it (``rebuild.py``)
     primary -> standby   Heartbeat()               every HEARTBEAT_S while there is nothing
                                                    else to send: a standby that hears nothing
                                                    for SILENCE_S takes the primary for gone
@@ -110,7 +115,23 @@ class Heartbeat(msgspec.Struct, tag=8, array_like=True):
     pass
 
 
-Message = Hello | Entries | Ack | Refused | StateFile | EpochHistory | AskEpochs | Heartbeat
+#: The most seqs one AskDigests names (its frame stays under ``MAX_PEER_FRAME``).
+MAX_DIGESTS = 64
+
+
+class AskDigests(msgspec.Struct, tag=9, array_like=True):
+    seqs: Annotated[list[I64], msgspec.Meta(max_length=MAX_DIGESTS)]
+
+
+class Digests(msgspec.Struct, tag=10, array_like=True):
+    last_seq: I64
+    digests: list[bytes]  # for each seq asked, in its order, up to last_seq + 1
+
+
+Message = (
+    Hello | Entries | Ack | Refused | StateFile | EpochHistory | AskEpochs | Heartbeat
+    | AskDigests | Digests
+)  # fmt: skip
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
 
