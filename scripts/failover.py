@@ -412,8 +412,9 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
     agreed, unsure = None, ""
     try:  # where its journal stops agreeing with the primary's: a standby ahead of a primary
         agreed = agreed_seq(old, host, int(port))  # that lost a tail it had shipped
-    except (OSError, TimeoutError, EpochsError, JournalError) as exc:
-        unsure = f"its journal was not compared with the primary's ({exc}): epochs alone cut it"
+    except (OSError, TimeoutError, EOFError, ValueError, EpochsError, JournalError) as exc:
+        # unreachable, closed, a frame it cannot read (an older primary): nothing cut yet
+        unsure = f"its journal was not compared with the primary's ({exc!r}): epochs alone cut it"
     try:
         done = rebuild(old, epochs, agreed)
     except (OSError, TimeoutError, EpochsError, ValueError, JournalError) as exc:

@@ -72,11 +72,15 @@ class JournalWriter:
         fsync_interval_ms: float = 5,
         clock: Callable[[], int] = time.monotonic_ns,
         start_seq: int = 1,
+        cut_on_failure: bool = False,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync={fsync!r}: expected one of {FSYNC_POLICIES}")
         if fsync_interval_ms < 0:
             raise ValueError(f"fsync_interval_ms={fsync_interval_ms} must not be negative")
+        #: a failed fsync cuts the entries it did not make durable (``_fsync_failed``): for a
+        #: journal no other process tails while it is written (a standby's)
+        self.cut_on_failure = cut_on_failure
         self.directory = Path(directory)
         self.schema_id = schema_id
         self.fsync: FsyncPolicy = fsync
@@ -255,14 +259,20 @@ class JournalWriter:
         return True
 
     def _fsync_failed(self, exc: OSError) -> None:
-        """An fsync of the open segment failed: the writer is unusable, and the entries it
-        did not make durable are cut from the file (the kernel may have marked their pages
-        clean without writing them: a later open's fsync returns 0, and a restart took them
-        for durable, a standby acknowledging what its disk lost, review 42). Entries past
-        the last good fsync are only ever in the open segment (a seal fsyncs it first). Not
-        under ``"none"``, which promises nothing and whose entries count as written."""
+        """An fsync of the open segment failed: the writer is unusable. With
+        ``cut_on_failure``, the entries it did not make durable are cut from the file too:
+        the kernel may have marked their pages clean without writing them, so a later
+        open's fsync returns 0 and a restart took them for durable (a standby acknowledging
+        what its disk had lost: review 42). Only where nothing else tails the file: the
+        primary's replication source and database writer read the router's journal as it
+        is written, and would go on past a cut into the other commands a restarted router
+        journals there (the reread of review 42). Entries past the last good fsync are only
+        in the open segment (a seal's failed fsync comes here before the roll). Not under
+        ``"none"``, which promises nothing and whose entries count as written."""
         self._failed = exc
-        if self.fsync == "none" or self._fd < 0 or self._written == self._synced:
+        if not self.cut_on_failure or self.fsync == "none" or self._fd < 0:
+            return
+        if self._written == self._synced:
             return
         keep = self._count - (self._written - self._synced)
         if keep < 0:
@@ -365,7 +375,11 @@ class JournalWriter:
         """Seal the open segment (fsync, close) and start one at ``next_seq``."""
         self._reap(None)  # a pipelined fsync of the segment ends before its descriptor
         if self._fd >= 0:
-            os.fsync(self._fd)  # only the last segment may have a torn tail
+            try:
+                os.fsync(self._fd)  # only the last segment may have a torn tail
+            except OSError as exc:
+                self._fsync_failed(exc)
+                raise
             self._synced = self._written
             os.close(self._fd)
             self._fd = -1

@@ -58,6 +58,7 @@ from procs.replica.wire import (
 log = logging.getLogger("ringex.replica")
 
 BATCH = 4096  # entries per frame
+MAX_CACHED = 4096  # history hashes an operator's questions keep (``_digests``)
 #: Longest a caught-up sender sleeps before it looks at the journal without being rung
 #: (bounds the cost of a missed wake-up: a router that is not ringing, a FIFO replaced).
 PARK_S = 0.02
@@ -101,6 +102,8 @@ class ReplicationSource:
         self._reported_degraded = False
         #: (seq, the journal's hash before it), the last ``_history_before`` made
         self._hashed: tuple[int, History] | None = None
+        self._digesting = asyncio.Lock()  # operators' AskDigests: a journal pass at a time
+        self._digest_cache: dict[int, bytes] = {}  # seq -> the journal's hash before it
 
     @property
     def acked(self) -> int:
@@ -129,8 +132,12 @@ class ReplicationSource:
             self.reader.directory, slot_size=self.records[1], schema_id=self.records[0]
         )
         last = reader.last_seq()
-        wanted = sorted({s for s in seqs if 1 <= s <= last + 1})
-        found: dict[int, bytes] = {}
+        # a running primary's journal only grows: a hash before a seq it holds never changes,
+        # so a question asked again costs no pass (kept for at most MAX_CACHED seqs)
+        found = self._digest_cache
+        if len(found) > MAX_CACHED:
+            found.clear()
+        wanted = sorted({s for s in seqs if 1 <= s <= last + 1 and s not in found})
         history, k = History(), 0
         if wanted and wanted[0] == 1:
             found[1], k = history.digest(), 1
@@ -151,11 +158,16 @@ class ReplicationSource:
         answer: EpochHistory | Digests | Refused
         if isinstance(question, AskEpochs):
             answer = self._epoch_history()
-        else:
-            try:
-                answer = await asyncio.to_thread(self._digests, question.seqs)
-            except JournalError as exc:  # archived: no hash from seq 1 here
-                answer = Refused(f"no history hashes: {exc}")
+        else:  # a pass over the journal each: one at a time, and as long a rest after it
+            async with self._digesting:  # (the port is the operators' and standbys' only)
+                began = time.monotonic()
+                try:
+                    answer = await asyncio.to_thread(self._digests, question.seqs)
+                except JournalError as exc:  # archived: no hash from seq 1 here
+                    answer = Refused(f"no history hashes: {exc}")
+                await send(writer, answer)
+                await asyncio.sleep(time.monotonic() - began)
+            return
         await send(writer, answer)
 
     def _history_refusal(self, hello: Hello) -> tuple[History | None, str]:

@@ -98,6 +98,7 @@ class Standby:
             segment_bytes=cfg.journal.segment_mb << 20,
             fsync=cfg.journal.fsync,
             fsync_interval_ms=cfg.journal.fsync_interval_ms,
+            cut_on_failure=True,  # nothing else reads a standby's journal while it runs
         )
         self.files = FileReceiver(gateway_root(cfg))
         self.connected = False
