@@ -46,8 +46,9 @@ from procs.replica.wire import (
     AskEpochs,
     Digests,
     EpochHistory,
-    History,
+    Message,
     Refused,
+    hashes_before,
     receive,
     records_differ,
     send,
@@ -56,15 +57,22 @@ from procs.replica.wire import (
 log = logging.getLogger("ringex.replica")
 
 
-async def _ask(host: str, port: int) -> Epochs:
+async def _question(host: str, port: int, question: Message) -> Message:
+    """Ask the replication source at host:port ``question``; its answer (``EpochsError``:
+    refused)."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        await send(writer, AskEpochs())
+        await send(writer, question)
         answer = await receive(reader)
     finally:
         writer.close()
     if isinstance(answer, Refused):
         raise EpochsError(f"{host}:{port} refused: {answer.reason}")
+    return answer
+
+
+async def _ask(host: str, port: int) -> Epochs:
+    answer = await _question(host, port, AskEpochs())
     if not isinstance(answer, EpochHistory):
         raise EpochsError(f"{host}:{port} answered {type(answer).__name__}, not its epochs")
     codec = RecordCodec()  # before anything is cut: this instance could never follow it
@@ -84,14 +92,7 @@ def ask_epochs(host: str, port: int, timeout_s: float = 10.0) -> Epochs:
 
 
 async def _ask_digests(host: str, port: int, seqs: list[int]) -> Digests:
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        await send(writer, AskDigests(seqs))
-        answer = await receive(reader)
-    finally:
-        writer.close()
-    if isinstance(answer, Refused):
-        raise EpochsError(f"{host}:{port} refused: {answer.reason}")
+    answer = await _question(host, port, AskDigests(seqs))
     if not isinstance(answer, Digests):
         raise EpochsError(f"{host}:{port} answered {type(answer).__name__}, not digests")
     return answer
@@ -101,19 +102,7 @@ def _own_digests(cfg: RingexConfig, seqs: list[int]) -> dict[int, bytes]:
     """This journal's history hash before each of ``seqs`` (one pass)."""
     codec = RecordCodec()
     reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
-    wanted = sorted(set(seqs))
-    found: dict[int, bytes] = {}
-    history, k = History(), 0
-    while k < len(wanted) and wanted[k] <= 1:
-        found[wanted[k]], k = history.digest(), k + 1
-    if k < len(wanted):
-        for seq, image in reader.entries(1):
-            history.update(image)
-            while k < len(wanted) and wanted[k] == seq + 1:
-                found[wanted[k]], k = history.digest(), k + 1
-            if k == len(wanted):
-                break
-    return found
+    return hashes_before(reader.entries(1), seqs)
 
 
 def agreed_seq(cfg: RingexConfig, host: str, port: int, timeout_s: float = 600.0) -> int:

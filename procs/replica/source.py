@@ -50,6 +50,7 @@ from procs.replica.wire import (
     Hello,
     History,
     Refused,
+    hashes_before,
     receive,
     records_differ,
     send,
@@ -137,18 +138,9 @@ class ReplicationSource:
         found = self._digest_cache
         if len(found) > MAX_CACHED:
             found.clear()
-        wanted = sorted({s for s in seqs if 1 <= s <= last + 1 and s not in found})
-        history, k = History(), 0
-        if wanted and wanted[0] == 1:
-            found[1], k = history.digest(), 1
-        if k < len(wanted):
-            for seq, image in reader.entries(1):
-                history.update(image)
-                while k < len(wanted) and wanted[k] == seq + 1:
-                    found[wanted[k]] = history.digest()
-                    k += 1
-                if k == len(wanted):
-                    break
+        wanted = [s for s in seqs if s <= last + 1 and s not in found]
+        if wanted:
+            found.update(hashes_before(reader.entries(1), wanted))
         return Digests(last, [found[s] for s in seqs if s in found])
 
     async def _answer_operator(

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
+from collections.abc import Iterable
 from typing import Annotated
 
 import msgspec
@@ -159,6 +160,26 @@ class History:
 
 
 GENESIS = History().digest()  # the history of an empty journal
+
+
+def hashes_before(
+    entries: Iterable[tuple[int, bytes | memoryview]], seqs: Iterable[int]
+) -> dict[int, bytes]:
+    """The history hash before each of ``seqs`` (seq 1: ``GENESIS``), in one pass over
+    ``entries`` (a journal's, from seq 1); a seq past its end + 1 is left out."""
+    wanted = sorted({s for s in seqs if s >= 1})
+    found: dict[int, bytes] = {}
+    history, k = History(), 0
+    if wanted and wanted[0] == 1:
+        found[1], k = history.digest(), 1
+    if k < len(wanted):
+        for seq, image in entries:
+            history.update(image)
+            while k < len(wanted) and wanted[k] == seq + 1:
+                found[wanted[k]], k = history.digest(), k + 1
+            if k == len(wanted):
+                break
+    return found
 
 
 def records_differ(
