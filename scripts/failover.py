@@ -102,7 +102,15 @@ def status(primary: RingexConfig, standby: RingexConfig) -> int:
     held = supervisor_running(doc) and (doc or {}).get("prestarted")
     print(f"standby's promotion: {'prestarted (held)' if held else 'not prestarted'}")
     agree = p_seq == s_seq and p_hash == s_hash
-    print("histories agree" if agree else "histories differ (or the standby lags)")
+    if agree:
+        print("histories agree")
+    elif at := diverged(primary, standby):  # not a lag: another history from seq ``at`` on
+        print(f"histories differ at seq {at}: the standby holds entries the primary does not "
+              "(a journal tail the primary lost in a host crash, its seqs given to other "
+              "commands); stop the standby and rebuild it: scripts/failover.py demote "
+              f"--old <standby config> --new <primary config>")  # fmt: skip
+    else:
+        print("histories differ (or the standby lags)")
     return 0 if agree else 1
 
 
@@ -422,10 +430,17 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
         return 1
     if unsure:
         done.warnings.append(unsure)
+    status_file = run_dir(old) / "status.json"  # a primary's: promote would read it (review 42)
+    if status_file.exists():
+        aside = done.aside / "run" / "status.json"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(status_file, aside)
+        done.moved.append(aside)
     print(f"{old.instance}: journal kept up to seq {done.kept_seq}; the promoted instance "
           f"({new_address}) is at epoch {epochs.current}")  # fmt: skip
     if done.cut:
-        print(f"  {done.cut} entries written after the promotion were cut: kept in {done.aside}")
+        print(f"  {done.cut} entries the primary's history does not hold (written after its "
+              f"epoch began, or after a tail it lost) were cut: kept in {done.aside}")  # fmt: skip
     for path in done.moved:
         print(f"  set aside: {path}")
     for warning in done.warnings:

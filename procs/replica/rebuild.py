@@ -133,8 +133,11 @@ def agreed_seq(cfg: RingexConfig, host: str, port: int, timeout_s: float = 600.0
         seqs = [k + 1 for k in probes]
         answer = asyncio.run(ask(seqs))
         own = _own_digests(cfg, seqs)
-        for k, digest in zip(probes, answer.digests, strict=False):
-            if own.get(k + 1) == digest:
+        theirs_now = answer.digests  # for the probes up to its end + 1 (a prefix of them)
+        for i, k in enumerate(probes):
+            # one past the primary's end now (it came back shorter meanwhile) disagrees:
+            # else it moved neither bound and the same question came again (review 42)
+            if i < len(theirs_now) and own.get(k + 1) == theirs_now[i]:
                 lo = max(lo, k)
             else:
                 hi = min(hi, k)
@@ -160,7 +163,8 @@ def rebuild(cfg: RingexConfig, primary: Epochs, agreed: int | None = None) -> Re
     which it is cut too."""
     directory = journal_dir(cfg)
     mine = Epochs.load(directory)
-    newest = max(mine.current, mine.fence.epoch if mine.fence is not None else 0)
+    # an epoch it was told of counts as a standby counts it (review 42)
+    newest = max(mine.current, mine.known, mine.fence.epoch if mine.fence is not None else 0)
     if primary.current < newest:  # as a standby refuses it: it was failed over
         raise EpochsError(
             f"the primary is at epoch {primary.current}, older than this journal's {newest}: "
@@ -182,6 +186,7 @@ def rebuild(cfg: RingexConfig, primary: Epochs, agreed: int | None = None) -> Re
 def _rebuild(cfg: RingexConfig, primary: Epochs, keep: int | None) -> Rebuilt:
     home = Path(cfg.var_dir) / cfg.instance
     directory = journal_dir(cfg)
+    told = Epochs.load(directory).known
     codec = RecordCodec()
     last = 0
     if directory.exists():
@@ -210,7 +215,8 @@ def _rebuild(cfg: RingexConfig, primary: Epochs, keep: int | None) -> Rebuilt:
         if path.exists():
             done.moved.append(_move(path, aside / path.relative_to(home)))
     _drop_database(cfg, done)
-    Epochs(primary.history).save(directory)
+    # what it was told of stays told (a primary of an older epoch is refused again)
+    Epochs(primary.history, known=told).save(directory)
     return done
 
 
