@@ -456,6 +456,8 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
                 self._balances_since = 0.0
             elif not self._balances_since and (self._watch_requests or self.watches.pending):
                 self._balances_since = time.monotonic()  # ``_pipelined_sync`` bounds the wait
+        if self._balances_since and not (self._watch_requests or self.watches.pending):
+            self._balances_since = 0.0  # the watches ended meanwhile: nothing waits
         if self._owed:
             self._pay_owed()
         self._send_pending()

@@ -341,3 +341,15 @@ def test_a_failure_met_in_close_still_releases_the_lock(
     finally:
         failing[0] = False
     assert _lock_free(rig)
+
+
+def test_a_balance_wait_ends_with_the_watches(make: Callable[..., LabelRig]) -> None:
+    """Mended after the reread (own): balances that were waiting for a durable state when
+    their watches ended left ``_balances_since`` set, and every later step under
+    ``"pipelined"`` fsynced inline for nothing; with nothing pending the wait ends."""
+    rig = make(fsync="pipelined", router_batch=4)
+    router = rig.router
+    router._balances_since = time.monotonic() - 1.0  # waited past BALANCES_WAIT_S
+    assert not router._watch_requests and not router.watches.pending
+    router._flush_replies()
+    assert router._balances_since == 0.0
