@@ -20,6 +20,7 @@ from collections.abc import Callable
 import msgspec
 
 from config.schema import RingexConfig
+from procs.common.journal import JournalError
 from procs.common.records import Record
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import snapshot_dir
@@ -36,6 +37,15 @@ class WriterSnapshot(msgspec.Struct, frozen=True, array_like=True):
     matchers: dict[str, bytes]
     projection: bytes
     crc: int = 0  # CRC-32 of the journal's image at ``seq`` (0: a snapshot made before it)
+
+
+def _entry_is(entry_crc: Callable[[int], int | None], seq: int, crc: int) -> bool:
+    """Whether the journal's entry at ``seq`` is the one of CRC ``crc``; one that cannot be
+    read (archived, and the archive gone) cannot be checked, and is trusted as before."""
+    try:
+        return entry_crc(seq) == crc
+    except JournalError:
+        return True
 
 
 def snapshot_store(cfg: RingexConfig) -> SnapshotStore:
@@ -63,7 +73,7 @@ class Follower:
         found = store.at_or_before(upto)  # a damaged one is passed over
         while found is not None:
             snap = msgspec.msgpack.decode(found[1], type=WriterSnapshot)
-            if entry_crc is None or not snap.crc or entry_crc(snap.seq) == snap.crc:
+            if entry_crc is None or not snap.crc or _entry_is(entry_crc, snap.seq, snap.crc):
                 break
             log.warning(
                 "dbwriter snapshot at seq %d passed over: the journal's entry there is not the "

@@ -449,3 +449,18 @@ def test_a_writer_snapshot_is_used_only_where_the_journal_still_holds_its_entry(
     follower.seq = 40
     follower.save_snapshot()
     assert Follower.restore(cfg, 45, lambda _seq: None).seq == 40
+
+
+def test_a_writer_snapshot_whose_entry_cannot_be_read_is_trusted(tmp_path: Path) -> None:
+    """Own reread: an entry that cannot be read (archived, the archive gone: ``JournalError``)
+    cannot be checked; the snapshot is used as before, not passed over for a fresh start
+    that would need those entries too."""
+    cfg = make_cfg(tmp_path)
+    follower = Follower(cfg)
+    follower.seq = 20
+    follower.save_snapshot(111)
+
+    def archived(seq: int) -> int | None:
+        raise JournalError(f"from_seq {seq} precedes the oldest segment: archived")
+
+    assert Follower.restore(cfg, 25, archived).seq == 20
