@@ -530,14 +530,17 @@ class RestApi(OpenOrderViews, RestConnections):
                 "username": key.comp_id,
                 "canTrade": "trade" in key.scopes,
                 "updateTime": time.time_ns() // 1_000_000,
-                "balances": await self.balances(key.account),
+                "balances": await self.balances(key.account, current=True),
             }
         )
 
-    async def balances(self, account: int) -> list[dict[str, str]]:
+    async def balances(self, account: int, *, current: bool = False) -> list[dict[str, str]]:
         """The router's balances of ``account``, including every event this gateway has seen
         for it (read your writes): its push, else after ``PUSH_WAIT_S`` a snapshot asked
-        anew; after ``BALANCE_WAIT_S`` more without the router's word, what is known."""
+        anew; after ``BALANCE_WAIT_S`` more without the router's word, what is known, but
+        with ``current`` (``GET account``) only if it holds every event seen: else a 504, as
+        for an order the exchange did not answer (review 42: a router that stopped
+        answering gave an order's NEW and then balances without its hold)."""
         known = self.core.account_balances(account)
         if isinstance(known, int):
             try:
@@ -551,5 +554,13 @@ class RestApi(OpenOrderViews, RestConnections):
                     outcome = Outcome(balances=self.core.balances.get(account))  # as known
                     if not outcome.balances:
                         raise
+                    if current and not self.core.has_seen(account):
+                        raise ApiError(
+                            504,
+                            codes.TIMEOUT,
+                            f"the router did not answer with balances of account {account} "
+                            f"that hold what this gateway reported of it within "
+                            f"{PUSH_WAIT_S + BALANCE_WAIT_S} s: ask again",
+                        ) from None
             known = outcome.balances or {}
         return [balance_json(self.core.assets, asset, known) for asset in sorted(known)]

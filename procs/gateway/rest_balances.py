@@ -53,11 +53,15 @@ class RestBalances:
     def account_balances(self, account: int) -> dict[int, tuple[int, int]] | int:
         """The balances when the router's snapshot is here, else the ref to wait for."""
         known = self.balances.get(account)
-        if known is not None and self._have.get(account, 0) >= self._need.get(account, 0):
+        if known is not None and self.has_seen(account):
             return known
         if known is None:
             return self._balance_request(account, self._watch(account, LEASE_MS))
         return self._waiting(account)  # a push that includes what this gateway saw comes
+
+    def has_seen(self, account: int) -> bool:
+        """Whether the balances held of ``account`` include every event of it read here."""
+        return self._have.get(account, 0) >= self._need.get(account, 0)
 
     def renew_watch(self, account: int) -> int:
         """Ask the router for ``account``'s balances anew, for a balance request whose push
