@@ -121,13 +121,17 @@ class RestBalances:
                             self.events.append(
                                 (account, "balance", balance_json(self.assets, asset, partial))
                             )
-            request = self.requests.get(balance.client_ref)
-            if request is not None:
-                request.outcome.balances = partial
-                self._answered.append(balance.client_ref)
             self._have[account] = max(self._have.get(account, 0), balance.seq)
-            if self._renewing.get(account) == balance.client_ref:  # those waiting with it
+            renewal = self._renewing.get(account) == balance.client_ref
+            if renewal:
                 del self._renewing[account]
+            if balance.client_ref in self.requests:
+                if self.has_seen(account):
+                    self.requests[balance.client_ref].outcome.balances = partial
+                    self._answered.append(balance.client_ref)
+                else:  # labelled before an event read here: the push that holds it answers
+                    self._stale.setdefault(account, []).append(balance.client_ref)  # (review 42)
+            if renewal and self.has_seen(account):  # those waiting with it
                 self._answer_waiting(account, partial)
             return
         known = self.balances.get(account)

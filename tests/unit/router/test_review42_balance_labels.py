@@ -342,3 +342,31 @@ def test_the_newest_push_of_every_watched_balance_is_the_routers_and_money_is_co
     for asset in (USD, BTC, ETH):
         assert accounts.totals(asset) == len(traders) * 10**12, asset
     assert seen[FEE, USD][0] > 0  # the fee account was pushed its fees
+
+
+def test_a_snapshot_labelled_before_an_event_read_here_does_not_answer(
+    make: Callable[..., LabelRig],
+) -> None:
+    """Review 42, the chaos review's suspicion (fixed): a balance request answered by a
+    snapshot whose label is below an event of the account this gateway has read (a fill the
+    router has not settled whole yet) would miss that fill; it waits for the push that holds
+    it instead."""
+    rig = make()  # for its symbols and assets only
+    out: list[Record] = []
+    refs = itertools.count(5000)
+    core = RestOrders(1, Instruments(rig.cfg.symbols), rig.cfg.assets, out, lambda: next(refs))
+    core.touch(7, 1, now_s=time.monotonic())
+    (watch_request,) = out
+    assert isinstance(watch_request, WatchBalances)
+    fill = Trade(10, 0, 10, BTCUSD, 1000, 10, Side.BUY, 90, 8, 2, 0, 80, 7, 1, 0)
+    core.process(fill)  # read here before the snapshot: _need 10
+    core.end_of_batch()
+    ref = core.account_balances(7)
+    assert isinstance(ref, int)  # the first snapshot is asked for
+    core.process(Balance(5, 0, 1, 1, ref, 7, USD, 10**6, 0, 1))  # labelled 5 < 10
+    core.end_of_batch()
+    assert ref not in [r for r, _ in core.completed]
+    core.process(Balance(10, 0, 1, 0, 0, 7, USD, 10**6 - 10_000, 0, 0))  # holds seq 10
+    core.end_of_batch()
+    ((_ref, outcome),) = [c for c in core.completed if c[0] == ref]
+    assert outcome.balances == {USD: (10**6 - 10_000, 0)}
