@@ -113,8 +113,7 @@ class Oracle:
             ]
             queue.extend(oid for _, oid in sorted(found))
 
-        def watch(oid: int, side: Side, cap: int, trigger: int = 0) -> None:
-            # a triggered stop-market's band is from its trigger price (review 42)
+        def watch(oid: int, side: Side, cap: int, trigger: int = 0) -> None:  # review 42
             best = self.best(SELL if side == BUY else BUY)
             if best is not None:
                 limit = _band_limit(self.spec, side, trigger or best, cap)
@@ -282,10 +281,9 @@ def _triggered(events: list[Record]) -> list[int]:
 def test_a_cascade_enters_in_order_each_stop_market_banded_from_its_trigger() -> None:
     """Asks 100x1, 101x2, 102x2, 110x5. A buy at 100 reaches two buy stops at 100 (entered in
     arrival order); the first's trade at 101 reaches the stop at 101, which queues behind the
-    second. Each stop-market's band (5%) is from its trigger price (review 42; from the best
-    ask when it entered before): 100 -> 105 for the first two (the second stops short of 110
-    and expires 1), 101 -> 106 for the third, which finds only 110 left and expires whole.
-    Trade ids run on without a gap, each trade at its maker's price."""
+    second. Each stop-market's band (5%) is from its trigger price (review 42): 100 -> 105 for
+    the first two (the second stops short of 110 and expires 1), 101 -> 106 for the third,
+    which finds only 110 left and expires whole. Trade ids gapless, at the maker's price."""
     f = Feed(SPEC.symbol)
     out, _ = _play(
         f.new(1, SELL, 100, 1, account=9),
