@@ -184,11 +184,7 @@ class JournalWriter:
         self._usable()
         self._reap(None)  # a pipelined fsync first: it may hold the open segment's descriptor
         if self._written != self._synced:
-            try:
-                os.fsync(self._fd)  # earlier segments were fsynced when sealed
-            except OSError as exc:
-                self._fsync_failed(exc)
-                raise
+            self._fsync_open()  # earlier segments were fsynced when sealed
             self._synced = self._written
         self._last_sync_ns = self._clock()
 
@@ -258,6 +254,14 @@ class JournalWriter:
         self._last_sync_ns = self._clock()
         return True
 
+    def _fsync_open(self) -> None:
+        """fsync the open segment inline; a failure goes through ``_fsync_failed``."""
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._fsync_failed(exc)
+            raise
+
     def _fsync_failed(self, exc: OSError) -> None:
         """An fsync of the open segment failed: the writer is unusable. With
         ``cut_on_failure``, the entries it did not make durable are cut from the file too:
@@ -270,9 +274,7 @@ class JournalWriter:
         in the open segment (a seal's failed fsync comes here before the roll). Not under
         ``"none"``, which promises nothing and whose entries count as written."""
         self._failed = exc
-        if not self.cut_on_failure or self.fsync == "none" or self._fd < 0:
-            return
-        if self._written == self._synced:
+        if not self.cut_on_failure or self.fsync == "none" or self._written == self._synced:
             return
         keep = self._count - (self._written - self._synced)
         if keep < 0:
@@ -375,11 +377,7 @@ class JournalWriter:
         """Seal the open segment (fsync, close) and start one at ``next_seq``."""
         self._reap(None)  # a pipelined fsync of the segment ends before its descriptor
         if self._fd >= 0:
-            try:
-                os.fsync(self._fd)  # only the last segment may have a torn tail
-            except OSError as exc:
-                self._fsync_failed(exc)
-                raise
+            self._fsync_open()  # only the last segment may have a torn tail
             self._synced = self._written
             os.close(self._fd)
             self._fd = -1

@@ -22,23 +22,25 @@ CHUNK_OF_CAPACITY = 4
 
 def send_pending(queue: deque[Record], producer: Producer[Record]) -> None:
     """Publish from the front of ``queue`` what fits, a chunk at a time."""
-    capacity = producer.ring.capacity
-    chunk = max(1, capacity // CHUNK_OF_CAPACITY)
+    chunk = _chunk(producer)
     while queue:
         batch = list(itertools.islice(queue, chunk))
         if not producer.try_publish_batch(batch):
             break
         for _ in batch:
             queue.popleft()
-    if len(queue) > capacity:
+    if len(queue) > producer.ring.capacity:
         merge_pushes(queue)
 
 
 def can_send(queue: deque[Record], producer: Producer[Record]) -> bool:
     """Whether ``send_pending`` would publish now: the first chunk of ``queue`` fits (room
     for less publishes nothing, so a wait must not end on it)."""
-    chunk = max(1, producer.ring.capacity // CHUNK_OF_CAPACITY)
-    return producer.has_room(min(len(queue), chunk))
+    return producer.has_room(min(len(queue), _chunk(producer)))
+
+
+def _chunk(producer: Producer[Record]) -> int:
+    return max(1, producer.ring.capacity // CHUNK_OF_CAPACITY)
 
 
 def _push(record: Record) -> TypeGuard[Balance]:
