@@ -137,6 +137,8 @@ class OrderEntry(OrderReplies, OrderMemory):
         self.orders_in = self.acks = self.fills = self.rejects = 0
         self.reject_reasons = [0] * len(REJECT_REASONS)  # by ``reject_slot``
         self.ack_latency = LatencyHistogram()
+        self.to_router = LatencyHistogram()  # received -> sequenced (the router's stamp)
+        self.router_to_ack = LatencyHistogram()  # sequenced -> acknowledged
 
     # -- Application ------------------------------------------------------------------------
 
@@ -511,7 +513,10 @@ class OrderEntry(OrderReplies, OrderMemory):
         self.touched[order.ref] = order
         self.acks += 1
         if order.received_ns:
-            self.ack_latency.record(time.time_ns() - order.received_ns)
+            now = time.time_ns()
+            self.ack_latency.record(now - order.received_ns)
+            self.to_router.record(accepted.ts_ns - order.received_ns)
+            self.router_to_ack.record(now - accepted.ts_ns)
         self._report(order, b"0", exec_id=event_exec_id(b"A", accepted.seq, order.order_id))
         if order.cancel_account:  # its session cancels on disconnect, and is gone
             self._cancel_record(order, order.cancel_account, time.time_ns())
@@ -584,10 +589,10 @@ class OrderEntry(OrderReplies, OrderMemory):
 
     def counters(self) -> list[int]:
         """The values of ``procs.common.stats.GATEWAY_COUNTERS``, in its order."""
-        h = self.ack_latency
         return [
-            *(self.orders_in, self.acks, self.fills, self.rejects, h.sum_ns),
-            *(*h.counts, *self.reject_reasons),
+            *(self.orders_in, self.acks, self.fills, self.rejects),
+            *(*self.ack_latency.values(), *self.reject_reasons),
+            *(*self.to_router.values(), *self.router_to_ack.values()),
         ]
 
 

@@ -47,7 +47,7 @@ from procs.common.records import (
     RecordCodec,
 )
 from procs.common.snapshots import SnapshotStore
-from procs.common.stats import matcher_counters, matcher_page
+from procs.common.stats import LatencyHistogram, matcher_counters, matcher_page
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import (
     MATCHER,
@@ -107,6 +107,8 @@ class MatcherShell:
             log.info("matcher %s restored the snapshot of seq %d", name, latest[0])
         self._since_snapshot = 0
         self.stats = Counters.open(cfg.instance, matcher_page(name), matcher_counters(cfg, name))
+        self.queue_latency = LatencyHistogram()  # sequenced -> read, per batch (``stats.py``)
+        self._started_ns = time.time_ns()  # commands sequenced before: recovery, not queueing
         self.producer = out_ring.producer(cfg.wait.build())
         in_ring = Ring.attach(cfg.instance, matcher_input(name), self.codec)
         if replay is None:
@@ -165,6 +167,9 @@ class MatcherShell:
             self.consumer.heartbeat()
             self.producer.heartbeat()
             return 0
+        sequenced = getattr(commands[0], "ts_ns", 0)  # the oldest: the batch's longest wait
+        if sequenced >= self._started_ns:
+            self.queue_latency.record(time.time_ns() - sequenced)
         execute, kinds = self.matcher.execute, MATCHER_COMMANDS
         events: list[Record] = []
         snapshot = False
@@ -192,8 +197,11 @@ class MatcherShell:
         """Store the metrics' counters (``procs.common.stats``): one word each per batch."""
         values = self.stats.values
         values[0] = self.matcher.last_seq
-        for k, book in enumerate(self.matcher.books.values(), start=1):
+        books = self.matcher.books.values()
+        for k, book in enumerate(books, start=1):
             values[k] = book.next_trade_id - 1
+        for k, value in enumerate(self.queue_latency.values(), start=len(books) + 1):
+            values[k] = value
 
     def save_snapshot(self) -> None:
         # "executed and published through": a command with no events (a mass cancel that

@@ -55,10 +55,11 @@ from config.schema import RingexConfig
 from procs.common.journal import HEADER_SIZE, EntryLayout, list_segments
 from procs.common.records import RecordCodec
 from procs.common.stats import (
-    ACK_BUCKETS_US,
     GATEWAY_COUNTERS,
+    LATENCY_BUCKETS_US,
     REJECT_REASONS,
     gateway_page,
+    histogram_counters,
     matcher_page,
 )
 from procs.common.topology import (
@@ -205,12 +206,22 @@ class RingexCollector:
         trades = CounterMetricFamily(
             "ringex_trades", "Trades, per symbol (the matcher's trade ids).", labels=["symbol"]
         )
+        queue = HistogramMetricFamily(
+            "ringex_matcher_queue_latency_seconds",
+            "Sequenced (the router's stamp) -> read by the matcher: each batch's oldest command.",
+            labels=["matcher"],
+        )
         symbols = {s.id: s.name for s in self.cfg.symbols}
         for m in self.cfg.matchers:
             values = self._page(matcher_page(m.name))
             for key, value in (values or {}).items():
                 if key.startswith("trades_") and key[7:].isdigit():
                     trades.add_metric([symbols.get(int(key[7:]), key[7:])], value)
+            names = histogram_counters("queue")  # counts from zero when the matcher restarts
+            if values is not None and all(name in values for name in names):
+                queued = {name: values[name] for name in names}
+                carried = self._carried_pages.page((matcher_page(m.name), "queue"), queued)
+                _add_histogram(queue, [m.name], carried, "queue")
         gw = ["gateway"]
         families = {
             "orders": CounterMetricFamily(
@@ -236,6 +247,16 @@ class RingexCollector:
             "NewOrderSingle received -> its New report written, in the gateway.",
             labels=gw,
         )
+        to_router = HistogramMetricFamily(
+            "ringex_fix_order_to_router_latency_seconds",
+            "NewOrderSingle received -> sequenced (the router's stamp), for the orders acked.",
+            labels=gw,
+        )
+        router_to_ack = HistogramMetricFamily(
+            "ringex_fix_order_router_to_ack_latency_seconds",
+            "Sequenced (the router's stamp) -> the order's New report written, in the gateway.",
+            labels=gw,
+        )
         for g in self.cfg.gateways:
             page = self._page(gateway_page(g.id))
             if page is None or not all(name in page for name in GATEWAY_COUNTERS):
@@ -243,16 +264,12 @@ class RingexCollector:
             counts = self._carried_pages.page(gateway_page(g.id), page)
             for key, family in families.items():
                 family.add_metric([g.name], counts[key])
-            buckets: list[tuple[str, float]] = []
-            total = 0.0
-            for bound in ACK_BUCKETS_US:
-                total += counts[f"ack_le_{bound}us"]
-                buckets.append((str(bound / 1e6), total))
-            buckets.append(("+Inf", total + counts["ack_le_inf"]))
-            latency.add_metric([g.name], buckets, counts["ack_sum_ns"] / 1e9)
+            _add_histogram(latency, [g.name], counts, "ack")
+            _add_histogram(to_router, [g.name], counts, "to_router")
+            _add_histogram(router_to_ack, [g.name], counts, "router_to_ack")
             for reason in REJECT_REASONS.values():
                 by_reason.add_metric([g.name, reason], counts[f"rejects_{reason}"])
-        return [trades, *families.values(), by_reason, latency]
+        return [trades, *families.values(), by_reason, latency, to_router, router_to_ack, queue]
 
     def _ring_metrics(self) -> list[Metric]:
         ring_labels, consumer_labels = ["ring"], ["ring", "consumer"]
@@ -446,3 +463,17 @@ class MetricsServer:
         self._httpd.server_close()
         self._thread.join()
         self.collector.close()
+
+
+def _add_histogram(
+    family: HistogramMetricFamily, labels: list[str], counts: Mapping[str, float], prefix: str
+) -> None:
+    """A ``LatencyHistogram`` stored as ``histogram_counters(prefix)``: per-bucket counts
+    made cumulative, ns made seconds."""
+    buckets: list[tuple[str, float]] = []
+    total = 0.0
+    for bound in LATENCY_BUCKETS_US:
+        total += counts[f"{prefix}_le_{bound}us"]
+        buckets.append((str(bound / 1e6), total))
+    buckets.append(("+Inf", total + counts[f"{prefix}_le_inf"]))
+    family.add_metric(labels, buckets, counts[f"{prefix}_sum_ns"] / 1e9)

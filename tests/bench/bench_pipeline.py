@@ -71,6 +71,7 @@ from tests.bench.plot import write_plot
 from tests.bench.report import conclude
 from tests.bench.ring_watch import RingWatch, describe_lags
 from tests.bench.soak import RssWatch, print_growth, process_table
+from tests.bench.stage_watch import StageWatch, describe_stages
 
 TARGETS = {
     "orders/s": 50_000,
@@ -220,7 +221,7 @@ def write_profile(
         text += "[database]\nenabled = false\n"
     text += "".join(
         f'[[gateways]]\nname = "gw{k + 1}"\nid = {k + 1}\nport = {port}\n'
-        "max_messages_per_s = 1000000\n"
+        "max_messages_per_s = 1000000\n" + "".join(f"{o}\n" for o in args.gateway_option)
         for k, port in enumerate(ports)
     )
     path.write_text(text)
@@ -329,6 +330,10 @@ def main() -> int:
     # the pipeline's slack, for a many-core host's full-size run (0: the config's default)
     ap.add_argument("--ring-capacity", type=int, default=0, help="slots per ring (power of 2)")
     ap.add_argument("--router-batch", type=int, default=0, help="commands per router step")
+    ap.add_argument(
+        "--gateway-option", action="append", default=[], metavar="KEY=VALUE",
+        help="a TOML line for every [[gateways]] table (say idle_spin_us = 0); repeatable",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.soak and args.workers > 1:
         ap.error("--soak runs in one load process: leave --workers at 1")
@@ -362,10 +367,12 @@ def main() -> int:
             row["name"] = f"pipeline {phase}"
             row["cpu_pct"] = watch.share(*run.window)
             row["ring_lags"] = ring_watch.lags(*run.window)
+            row["inside"] = stage_watch.stages(*run.window)
             results.append(row)
             print_phase(phase, row)
             print(f"{'':10} {describe(row['cpu_pct'], args.workers)}")
             print(f"{'':10} {describe_lags(row['ring_lags'])}")
+            print(f"{'':10} {describe_stages(row['inside'])}")
 
         async def run() -> None:
             sessions = [Session(name, home) for name, home in zip(names, homes, strict=True)]
@@ -383,7 +390,11 @@ def main() -> int:
                 if s.writer is not None:
                     s.writer.close()
 
-        with CpuWatch(process_table(cfg)) as watch, RingWatch(cfg) as ring_watch:
+        with (
+            CpuWatch(process_table(cfg)) as watch,
+            RingWatch(cfg) as ring_watch,
+            StageWatch(cfg) as stage_watch,
+        ):
             if args.workers == 1:
                 uvloop.run(run())
             else:

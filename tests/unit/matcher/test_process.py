@@ -236,3 +236,27 @@ def test_a_restart_starts_from_the_newer_of_its_own_and_the_exchange_snapshot(
     reference.execute_all(journal)
     assert shell.matcher.state_hash() == reference.state_hash()
     shell.close()
+
+
+def test_the_queue_histogram_counts_each_batch_once_and_no_recovered_command(
+    instance: str, tmp_path: Path
+) -> None:
+    """The metrics' matcher queue latency (sequenced -> read): one sample per batch, from
+    its oldest command; commands sequenced before the matcher started (a replay after a
+    restart) are recovery, not queueing, and would overflow the histogram's sum."""
+    cfg = config(instance, tmp_path, batch=64)
+    inbound, _outbound = make_rings(cfg)
+    shell = MatcherShell(cfg, "m1")
+    old: list[Record] = [order(k, 9, k) for k in range(1, 201)]  # ts_ns = seq: long ago
+    run_shell(shell, inbound, old)
+    assert shell.queue_latency.count == 0
+    now = time.time_ns()
+    fresh: list[Record] = [
+        msgspec.structs.replace(order(k, 9, k), ts_ns=now) for k in range(201, 301)
+    ]
+    run_shell(shell, inbound, fresh)  # one batch of 100 at a time: 64, then 36
+    assert shell.queue_latency.count == 2
+    page = shell.stats.read()
+    assert page["queue_sum_ns"] == shell.queue_latency.sum_ns > 0
+    assert sum(v for k, v in page.items() if k.startswith("queue_le_")) == 2
+    shell.close()

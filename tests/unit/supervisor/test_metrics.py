@@ -213,7 +213,14 @@ def test_counter_pages_give_trades_fix_counts_and_the_ack_latency_histogram(
             histogram.record(ns)
         reasons = [0] * len(REJECT_REASONS)
         reasons[reject_slot(13)] = 1  # its one reject: an incorrect quantity
-        gateway.values[:] = array("Q", [5, 4, 2, 1, histogram.sum_ns, *histogram.counts, *reasons])
+        to_router, router_to_ack, queue = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+        to_router.record(20_000)  # the ack's 30 us in two: 20 to the router, 10 back
+        router_to_ack.record(10_000)
+        queue.record(5_000)
+        stages = [*to_router.values(), *router_to_ack.values()]
+        gateway.values[:] = array("Q", [5, 4, 2, 1, *histogram.values(), *reasons, *stages])
+        at = matcher.index("queue_sum_ns")
+        matcher.values[at : at + len(queue.values())] = array("Q", queue.values())
         got = scrape(server.url)
         matcher.close()
         gateway.close()
@@ -235,3 +242,13 @@ def test_counter_pages_give_trades_fix_counts_and_the_ack_latency_histogram(
     assert value(got, name + "_bucket", gateway="gw1", le="+Inf") == 4
     assert value(got, name + "_count", gateway="gw1") == 4
     assert value(got, name + "_sum", gateway="gw1") == pytest.approx(3.00033)
+    # the same latency in stages: to the router, back to the ack; the matcher's queue
+    stage = "ringex_fix_order_to_router_latency_seconds"
+    assert value(got, stage + "_bucket", gateway="gw1", le="1e-05") == 0
+    assert value(got, stage + "_bucket", gateway="gw1", le="2e-05") == 1
+    assert value(got, stage + "_sum", gateway="gw1") == pytest.approx(20e-6)
+    stage = "ringex_fix_order_router_to_ack_latency_seconds"
+    assert value(got, stage + "_bucket", gateway="gw1", le="1e-05") == 1
+    stage = "ringex_matcher_queue_latency_seconds"
+    assert value(got, stage + "_bucket", matcher="m1", le="1e-05") == 1
+    assert value(got, stage + "_count", matcher="m1") == 1

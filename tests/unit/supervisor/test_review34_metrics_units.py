@@ -54,7 +54,8 @@ def gateway_counts(orders: int, acks: int, rejects: int, *latencies_ns: int) -> 
     for ns in latencies_ns:
         histogram.record(ns)
     reasons = [0] * len(REJECT_REASONS)
-    return array("Q", [orders, acks, 0, rejects, histogram.sum_ns, *histogram.counts, *reasons])
+    stages = [0] * (len(GATEWAY_COUNTERS) - 4 - len(histogram.values()) - len(reasons))
+    return array("Q", [orders, acks, 0, rejects, *histogram.values(), *reasons, *stages])
 
 
 # -- metrics: counters never go down --------------------------------------------------------
@@ -162,8 +163,9 @@ def test_rejects_are_counted_by_reason(
     server = MetricsServer(collector, "127.0.0.1", 0)
     try:
         counts = gateway_counts(2, 0, 2)  # an unknown symbol and a risk refusal
-        counts[-len(REJECT_REASONS) + reject_slot(1)] = 1
-        counts[-len(REJECT_REASONS) + reject_slot(3)] = 1
+        first = GATEWAY_COUNTERS.index(f"rejects_{next(iter(REJECT_REASONS.values()))}")
+        counts[first + reject_slot(1)] = 1
+        counts[first + reject_slot(3)] = 1
         page.values[:] = counts
         got = scrape(server.url)
     finally:

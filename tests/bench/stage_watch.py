@@ -1,0 +1,133 @@
+"""Where an order's time goes inside the exchange, from the processes' own latency histograms.
+
+The gateways and matchers count latencies into their ``shm.counters`` pages
+(``procs/common/stats.py``), stamped by one host's clock: received -> sequenced (the router's
+stamp), sequenced -> read by the matcher (each batch's oldest command), and sequenced ->
+acknowledged. ``StageWatch`` samples the pages while a bench runs, like ``RingWatch`` the rings,
+and ``stages(start, end)`` gives each histogram's p50 and p99 over a phase's window: the
+exchange's share of the order -> ack latency the load generator measures, cut in stages.
+A percentile is read off the buckets (linear inside one), so it is as fine as they are.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import threading
+import time
+from typing import Any
+
+from config.schema import RingexConfig
+from procs.common.stats import LATENCY_BUCKETS_US, gateway_page, matcher_page
+from shm.counters import Counters
+from shm.errors import ShmError
+
+#: The histograms, by the page prefix they are stored under, in the order an order meets them.
+STAGES = {
+    "to_router": "received -> sequenced",
+    "queue": "sequenced -> matcher (batch's oldest)",
+    "router_to_ack": "sequenced -> acked",
+    "ack": "received -> acked, in the gateway",
+}
+
+
+def percentile(counts: list[int], q: float) -> float | None:
+    """The ``q`` quantile (0..1), in us, of per-bucket ``counts`` over ``LATENCY_BUCKETS_US``
+    (then +Inf): linear inside the bucket it falls in; the last bound for the +Inf bucket;
+    None for no samples."""
+    total = sum(counts)
+    if not total:
+        return None
+    want, seen = q * total, 0
+    for k, n in enumerate(counts):
+        if n and seen + n >= want:
+            if k == len(LATENCY_BUCKETS_US):
+                return float(LATENCY_BUCKETS_US[-1])
+            low = LATENCY_BUCKETS_US[k - 1] if k else 0
+            return low + (LATENCY_BUCKETS_US[k] - low) * (want - seen) / n
+        seen += n
+    return float(LATENCY_BUCKETS_US[-1])
+
+
+def bucket_counts(values: dict[str, int], prefix: str) -> list[int] | None:
+    names = [f"{prefix}_le_{b}us" for b in LATENCY_BUCKETS_US] + [f"{prefix}_le_inf"]
+    if not all(name in values for name in names):
+        return None  # a page without this histogram (another version's)
+    return [values[name] for name in names]
+
+
+class StageWatch:
+    """A thread reading every gateway's and matcher's counter page every ``every_s``."""
+
+    def __init__(self, cfg: RingexConfig, every_s: float = 0.2) -> None:
+        self._names = [gateway_page(g.id) for g in cfg.gateways]
+        self._names += [matcher_page(m.name) for m in cfg.matchers]
+        self._instance = cfg.instance
+        self._every_s = every_s
+        self._pages: dict[str, Counters] = {}
+        self._times: list[float] = []
+        self._samples: list[dict[str, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stage-watch", daemon=True)
+
+    def __enter__(self) -> StageWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for page in self._pages.values():
+            page.close()
+
+    def _run(self) -> None:
+        while True:
+            for name in self._names:  # attached once each, when it first exists
+                if name not in self._pages:
+                    with contextlib.suppress(ShmError, OSError):
+                        self._pages[name] = Counters.attach(self._instance, name)
+            sample: dict[str, dict[str, int]] = {}
+            for name, page in self._pages.items():
+                with contextlib.suppress(Exception):  # unlinked at a stop
+                    sample[name] = page.read()
+            self._times.append(time.monotonic())
+            self._samples.append(sample)
+            if self._stop.wait(self._every_s):
+                return
+
+    def stages(self, start: float, end: float) -> dict[str, dict[str, Any]]:
+        """Per histogram of ``STAGES``, summed over the pages: what was counted between the
+        samples nearest ``start`` and ``end`` (monotonic seconds), as ``count``, ``p50_us``
+        and ``p99_us``. A page whose counts went down (its process restarted) counts from zero."""
+        first = max(0, bisect.bisect_left(self._times, start) - 1)
+        last = bisect.bisect_right(self._times, end) - 1
+        if last <= first:
+            return {}
+        before, after = self._samples[first], self._samples[last]
+        out: dict[str, dict[str, Any]] = {}
+        for prefix in STAGES:
+            total: list[int] | None = None
+            for name, values in after.items():
+                now = bucket_counts(values, prefix)
+                if now is None:
+                    continue
+                then = bucket_counts(before.get(name, {}), prefix) or [0] * len(now)
+                if any(b < a for a, b in zip(then, now, strict=True)):
+                    then = [0] * len(now)
+                diff: list[int] = [b - a for a, b in zip(then, now, strict=True)]
+                total = diff if total is None else [a + b for a, b in zip(total, diff, strict=True)]
+            if total is not None and any(total):
+                p50, p99 = percentile(total, 0.5), percentile(total, 0.99)
+                out[prefix] = {
+                    "count": sum(total),
+                    "p50_us": None if p50 is None else round(p50),
+                    "p99_us": None if p99 is None else round(p99),
+                }
+        return out
+
+
+def describe_stages(stages: dict[str, dict[str, Any]]) -> str:
+    if not stages:
+        return "inside: no latency counted"
+    parts = [f"{STAGES[k]} p50 {v['p50_us']:,} p99 {v['p99_us']:,}" for k, v in stages.items()]
+    return "inside, us: " + "; ".join(parts)
