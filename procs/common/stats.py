@@ -9,7 +9,8 @@ reads the pages when scraped (``procs/supervisor/metrics.py``).
   OrdRejReason), and the order -> ack latency histogram: receipt of the NewOrderSingle to
   its New report, in the gateway; and the same latency in two, at the router's stamp (the
   ``ts_ns`` it sequences a command with, which its events carry back): received -> sequenced
-  and sequenced -> acknowledged. The clocks are one host's ``time.time_ns``.
+  and sequenced -> acknowledged, with received -> published into the router's ring (every
+  new order, REST ones too). The clocks are one host's ``time.time_ns``.
 - matcher ``stats-<name>``: the seq of the last command it executed, trades per symbol
   (the gapless trade id: exact across restarts, since it is book state), and how long the
   oldest command of each batch waited, sequenced -> read by the matcher. With the gateway's
@@ -82,6 +83,9 @@ GATEWAY_COUNTERS = (
     # sequenced -> acknowledged (appended: the layout before them is kept)
     *histogram_counters("to_router"),
     *histogram_counters("router_to_ack"),
+    # the first stage's own part: a new order (FIX or REST) received -> published into the
+    # router's ring (the rest of ``to_router`` is the ring and the router's intake)
+    *histogram_counters("to_ring"),
 )
 
 

@@ -146,3 +146,34 @@ def resting_orders(
             if order.gateway == gateway:
                 mine[order.client_ref] = order
     return mine, set(books)
+
+
+def note_handled(
+    ring: str, events: list[Record], handled: dict[str, int], parts: dict[str, int]
+) -> None:
+    """Record the newest seq of ``events`` as handled from ``ring``, with how many of its
+    events were (a command's events may run on into the next read): a full restart makes
+    again only the rest of them (``restart.py``)."""
+    last = tail = 0
+    for event in reversed(events):
+        seq = getattr(event, "seq", 0)
+        if not seq:
+            continue  # a mark
+        if last and seq != last:
+            break
+        last, tail = seq, tail + 1
+    if not last:
+        return
+    parts[ring] = parts.get(ring, 0) + tail if handled.get(ring) == last else tail
+    handled[ring] = last
+
+
+def within_journal(handled: int, part: int | None, end: int | None) -> tuple[int, int | None]:
+    """A ring's handled seq and part, at most the journal's end (None: no journal). A log
+    can name a seq past it: one shipped to a standby ahead of the journal (async
+    replication), then promoted, or a tail lost under ``fsync = "none"``. The router
+    numbers new commands from the journal's end, and their events must not be skipped as
+    handled (review 41)."""
+    if end is not None and handled > end:
+        return end, None
+    return handled, part

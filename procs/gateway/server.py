@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING
 
 from config.schema import RingexConfig, WaitConfig
 from procs.common import sd_notify
-from procs.common.records import Record, RecordCodec
+from procs.common.records import NewOrder, Record, RecordCodec
 from procs.common.ring_waker import RingWaker, nap_for, settle
-from procs.common.stats import GATEWAY_COUNTERS, gateway_page
+from procs.common.stats import GATEWAY_COUNTERS, LatencyHistogram, gateway_page
 from procs.common.topology import (
     gateway_commands,
     gateway_consumer,
@@ -69,6 +69,7 @@ from procs.gateway.order_log import HANDLED, Kept, OrderLog
 from procs.gateway.order_logging import OrderLogging
 from procs.gateway.order_state import Order
 from procs.gateway.orders import OrderEntry
+from procs.gateway.recovery import note_handled, within_journal
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.restart import GatewayRestart
 from procs.gateway.sent_commands import SentCommands
@@ -115,37 +116,6 @@ def held_nap_s(wait: WaitConfig) -> float:
     return IDLE_NAP_S
 
 
-def _note_handled(
-    ring: str, events: list[Record], handled: dict[str, int], parts: dict[str, int]
-) -> None:
-    """Record the newest seq of ``events`` as handled from ``ring``, with how many of its
-    events were (a command's events may run on into the next read): a full restart makes
-    again only the rest of them (``restart.py``)."""
-    last = tail = 0
-    for event in reversed(events):
-        seq = getattr(event, "seq", 0)
-        if not seq:
-            continue  # a mark
-        if last and seq != last:
-            break
-        last, tail = seq, tail + 1
-    if not last:
-        return
-    parts[ring] = parts.get(ring, 0) + tail if handled.get(ring) == last else tail
-    handled[ring] = last
-
-
-def _within_journal(handled: int, part: int | None, end: int | None) -> tuple[int, int | None]:
-    """A ring's handled seq and part, at most the journal's end (None: no journal). A log
-    can name a seq past it: one shipped to a standby ahead of the journal (async
-    replication), then promoted, or a tail lost under ``fsync = "none"``. The router
-    numbers new commands from the journal's end, and their events must not be skipped as
-    handled (review 41)."""
-    if end is not None and handled > end:
-        return end, None
-    return handled, part
-
-
 class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
     def __init__(self, cfg: RingexConfig, name: str, *, codec: RecordCodec | None = None) -> None:
         gw = next((g for g in cfg.gateways if g.name == name), None)
@@ -183,7 +153,12 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         self._dirty: set[Connection] = set()
         self.codec = codec or RecordCodec()
         self.producer = Ring.attach(cfg.instance, gateway_commands(gw.id), self.codec).producer()
-        self.stats = Counters.open(cfg.instance, gateway_page(gw.id), GATEWAY_COUNTERS)
+        # the metrics' page, and the one histogram counted here: a new order received ->
+        # in the router's ring (the rest are the order entry's)
+        self.stats, self.to_ring = (
+            Counters.open(cfg.instance, gateway_page(gw.id), GATEWAY_COUNTERS),
+            LatencyHistogram(),
+        )
         self.order_log = OrderLog(self.directory / "orders.log", gw.order_log_compact_mb << 20)
         self._compact_after = 0.0  # a failed compaction is begun again from then on
         self._in_batch = False  # ``pump`` is taking a batch of events, not logged yet
@@ -302,6 +277,10 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
             if not producer.try_publish_slots(b"".join([unpublished[s] for s in seqs]), len(chunk)):
                 break
             self.sent.published(base, producer.ring.created_ns, chunk, unpublished)
+            now = time.time_ns()
+            for command in chunk:
+                if type(command) is NewOrder:
+                    self.to_ring.record(now - command.ts_ns)
             del outgoing[: len(chunk)]
         backlog = max((c.ring.cursor() - c.sequence for c in self.inputs), default=0)
         paused = self.pacing.update(bool(outgoing), backlog, producer.backlog())
@@ -329,7 +308,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
                 moved.append(consumer)
                 if self._awaiting and consumer.ring.name in self._awaiting:
                     events = self._after_new_rings(consumer, events)
-                _note_handled(consumer.ring.name, events, handled, parts)
+                note_handled(consumer.ring.name, events, handled, parts)
                 for event in events:
                     process(event)
                 if api is not None:
@@ -354,7 +333,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
                 )
                 for consumer in moved:
                     consumer.commit()
-                self.stats.values[:] = array("Q", self.entry.counters())
+                counted = [*self.entry.counters(), *self.to_ring.values()]
+                self.stats.values[:] = array("Q", counted)
         finally:
             self._in_batch = False
         return count
@@ -458,7 +438,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         if self._new_rings:  # what the log says was handled, per ring (``recovery.py``)
             end = journal_end(self.cfg, codec)
             self._awaiting = {  # the matchers' rings: the reply ring holds new replies only
-                r.name: _within_journal(
+                r.name: within_journal(
                     self._handled.get(r.name, 0), self._handled_part.get(r.name), end
                 )
                 for r in rings[1:]

@@ -257,6 +257,11 @@ class RingexCollector:
             "Sequenced (the router's stamp) -> the order's New report written, in the gateway.",
             labels=gw,
         )
+        to_ring = HistogramMetricFamily(
+            "ringex_gateway_order_to_ring_latency_seconds",
+            "A new order (FIX or REST) received -> published into the router's ring.",
+            labels=gw,
+        )
         for g in self.cfg.gateways:
             page = self._page(gateway_page(g.id))
             if page is None or not all(name in page for name in GATEWAY_COUNTERS):
@@ -267,9 +272,11 @@ class RingexCollector:
             _add_histogram(latency, [g.name], counts, "ack")
             _add_histogram(to_router, [g.name], counts, "to_router")
             _add_histogram(router_to_ack, [g.name], counts, "router_to_ack")
+            _add_histogram(to_ring, [g.name], counts, "to_ring")
             for reason in REJECT_REASONS.values():
                 by_reason.add_metric([g.name, reason], counts[f"rejects_{reason}"])
-        return [trades, *families.values(), by_reason, latency, to_router, router_to_ack, queue]
+        stages = [to_router, router_to_ack, to_ring, queue]
+        return [trades, *families.values(), by_reason, latency, *stages]
 
     def _ring_metrics(self) -> list[Metric]:
         ring_labels, consumer_labels = ["ring"], ["ring", "consumer"]

@@ -24,6 +24,7 @@ from shm.errors import ShmError
 
 #: The histograms, by the page prefix they are stored under, in the order an order meets them.
 STAGES = {
+    "to_ring": "received -> router's ring",
     "to_router": "received -> sequenced",
     "queue": "sequenced -> matcher (batch's oldest)",
     "router_to_ack": "sequenced -> acked",

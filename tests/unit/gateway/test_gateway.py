@@ -255,7 +255,7 @@ def test_new_partial_fill_fill_and_avg_px(harness: Harness) -> None:
         assert [counted[k] for k in ("orders", "acks", "fills", "rejects")] == [3, 3, 4, 0]
         assert sum(v for k, v in counted.items() if k.startswith("ack_le_")) == 3
         # the same three in two stages, at the router's stamp: sequenced, then acked
-        for stage in ("to_router", "router_to_ack"):
+        for stage in ("to_router", "router_to_ack", "to_ring"):
             assert sum(v for k, v in counted.items() if k.startswith(f"{stage}_le_")) == 3
         stages = counted["to_router_sum_ns"] + counted["router_to_ack_sum_ns"]
         assert stages == counted["ack_sum_ns"]  # one clock read: the two add up exactly

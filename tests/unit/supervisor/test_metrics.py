@@ -217,7 +217,9 @@ def test_counter_pages_give_trades_fix_counts_and_the_ack_latency_histogram(
         to_router.record(20_000)  # the ack's 30 us in two: 20 to the router, 10 back
         router_to_ack.record(10_000)
         queue.record(5_000)
-        stages = [*to_router.values(), *router_to_ack.values()]
+        to_ring = LatencyHistogram()
+        to_ring.record(5_000)  # of the 20 to the router, 5 in the gateway
+        stages = [*to_router.values(), *router_to_ack.values(), *to_ring.values()]
         gateway.values[:] = array("Q", [5, 4, 2, 1, *histogram.values(), *reasons, *stages])
         at = matcher.index("queue_sum_ns")
         matcher.values[at : at + len(queue.values())] = array("Q", queue.values())
@@ -248,6 +250,8 @@ def test_counter_pages_give_trades_fix_counts_and_the_ack_latency_histogram(
     assert value(got, stage + "_bucket", gateway="gw1", le="2e-05") == 1
     assert value(got, stage + "_sum", gateway="gw1") == pytest.approx(20e-6)
     stage = "ringex_fix_order_router_to_ack_latency_seconds"
+    assert value(got, stage + "_bucket", gateway="gw1", le="1e-05") == 1
+    stage = "ringex_gateway_order_to_ring_latency_seconds"
     assert value(got, stage + "_bucket", gateway="gw1", le="1e-05") == 1
     stage = "ringex_matcher_queue_latency_seconds"
     assert value(got, stage + "_bucket", matcher="m1", le="1e-05") == 1
