@@ -159,7 +159,7 @@ def test_the_router_routes_a_batch_only_once_its_fsync_returned(
     """With more commands waiting, the fsync goes to the thread and the batch is held until
     it returns; with none, the router fsyncs inline, as under ``"batch"``."""
     cfg = config(instance, tmp_path)
-    pipelined = JournalConfig(fsync="pipelined")
+    pipelined = JournalConfig(fsync="pipelined", pipeline_behind=1)
     ex = Exchange(msgspec.structs.replace(cfg, journal=pipelined, router_batch=3))
     try:  # a step takes one command a gateway ring (three rings, the admin's among them)
         fund(ex, 7, usd=10**9, btc=0)
@@ -185,6 +185,45 @@ def test_the_router_routes_a_batch_only_once_its_fsync_returned(
         assert ex.router.step(timeout_s=0.001) == 1
         assert to_book.backlog() == 1  # routed in the step that took it, as under "batch"
         assert gate.calls == 1
+    finally:
+        gate.opened.set()
+        ex.stop()
+
+
+def test_a_few_commands_waiting_fsync_inline_a_backlog_goes_to_the_thread(
+    instance: str, tmp_path: Path, gate: FsyncGate
+) -> None:
+    """``[journal] pipeline_behind``: with fewer commands waiting than it says, a step
+    fsyncs inline and routes its batch at once, as under ``"batch"`` (a held batch would wait
+    for the fsync in flight, then its own: the ack latency at moderate rates); with that
+    many, the router is behind, and the fsync goes to the thread while it goes on."""
+    assert JournalConfig().pipeline_behind == 32  # the default
+    cfg = config(instance, tmp_path)
+    pipelined = JournalConfig(fsync="pipelined", pipeline_behind=3)
+    ex = Exchange(msgspec.structs.replace(cfg, journal=pipelined, router_batch=3))
+    try:  # a step takes one command a gateway ring (three rings, the admin's among them)
+        fund(ex, 7, usd=10**9, btc=0)
+        to_book = ex.router.to_matchers["m1"]
+        prices = iter(range(100, 90, -1))
+        ex.gateways[1].publish_batch(
+            [order(600 + k, 7, Side.BUY, next(prices), 1) for k in range(3)]
+        )
+        gate.shut()
+        gate.opened.set()  # calls counted from here, none held
+        assert ex.router.step(timeout_s=0.001) == 1  # two left waiting: fewer than three
+        assert to_book.backlog() == 1  # fsynced inline, routed in the step that took it
+        assert gate.calls == 1
+        ex.gateways[1].publish_batch(
+            [order(610 + k, 7, Side.BUY, next(prices), 1) for k in range(2)]
+        )
+        gate.shut()  # four waiting: the step takes one, three are left
+        assert ex.router.step(timeout_s=0.001) == 1
+        assert gate.entered.wait(5)  # the thread's fsync, held at the gate
+        assert to_book.backlog() == 1  # the step's batch is held until it returns
+        gate.opened.set()
+        for _ in range(6):
+            ex.router.step(timeout_s=0.001)
+        assert to_book.backlog() == 5
     finally:
         gate.opened.set()
         ex.stop()

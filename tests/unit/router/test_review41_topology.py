@@ -106,8 +106,11 @@ def topology(
     fsync: str = "batch",
     interval_ms: int = 5,
     matcher_batch: int = 64,
+    pipeline_behind: int = 1,
 ) -> RingexConfig:
-    """``test_router``'s exchange with three gateways, m2 for ETH-USD, no market data."""
+    """``test_router``'s exchange with three gateways, m2 for ETH-USD, no market data.
+    Under ``pipelined`` a step's fsync goes to the thread with one command waiting (the
+    default waits for 32), so these few-command tests take the thread's path."""
     cfg = router_rig.config(instance, var)
     return msgspec.structs.replace(
         cfg,
@@ -126,7 +129,11 @@ def topology(
         gateways=[GatewayConfig(name=f"gw{g}", id=g, port=9870 + g) for g in GATEWAYS],
         marketdata=MarketDataConfig(enabled=False),
         risk=msgspec.structs.replace(cfg.risk, max_open_orders=1_000_000),
-        journal=JournalConfig(fsync=fsync, fsync_interval_ms=interval_ms),  # type: ignore[arg-type]
+        journal=JournalConfig(
+            fsync=fsync,  # type: ignore[arg-type]
+            fsync_interval_ms=interval_ms,
+            pipeline_behind=pipeline_behind,
+        ),
         router_batch=router_batch,
     )
 

@@ -116,7 +116,9 @@ def disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
 def ex(instance: str, tmp_path: Path, disk: Disk) -> Iterator[Exchange]:
     cfg = config(instance, tmp_path)
     rig = Exchange(
-        msgspec.structs.replace(cfg, journal=JournalConfig(fsync="pipelined"), router_batch=3)
+        msgspec.structs.replace(
+            cfg, journal=JournalConfig(fsync="pipelined", pipeline_behind=1), router_batch=3
+        )
     )
     fund(rig, 7, usd=10**9, btc=0)  # seqs 3, 4: answered, durable (inline fsyncs)
     told = rig.replies_of(1)

@@ -212,6 +212,7 @@ def chaos_instance(
     extra = (
         r34.rest_section()
         + f'[journal]\nfsync = "{fsync}"\nfsync_interval_ms = 20\nsnapshot_every = 150\n'
+        + "pipeline_behind = 1\n"  # the thread's fsync at any backlog, as this was written
         + "[supervisor]\nrestart_limit = 100\n"
         + '[[matchers]]\nname = "m1"\nsymbols = ["BTC-USD", "ETH-USD"]\nsnapshot_every = 120\n'
     )
