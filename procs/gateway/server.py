@@ -154,10 +154,12 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         self.codec = codec or RecordCodec()
         self.producer = Ring.attach(cfg.instance, gateway_commands(gw.id), self.codec).producer()
         # the metrics' page, and the one histogram counted here: a new order received ->
-        # in the router's ring (the rest are the order entry's)
-        self.stats, self.to_ring = (
+        # in the router's ring (the rest are the order entry's), from this start on: one a
+        # restart sends again or sends at last is recovery, not intake (its wait spans it)
+        self.stats, self.to_ring, self._started_ns = (
             Counters.open(cfg.instance, gateway_page(gw.id), GATEWAY_COUNTERS),
             LatencyHistogram(),
+            time.time_ns(),
         )
         self.order_log = OrderLog(self.directory / "orders.log", gw.order_log_compact_mb << 20)
         self._compact_after = 0.0  # a failed compaction is begun again from then on
@@ -277,9 +279,9 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
             if not producer.try_publish_slots(b"".join([unpublished[s] for s in seqs]), len(chunk)):
                 break
             self.sent.published(base, producer.ring.created_ns, chunk, unpublished)
-            now = time.time_ns()
+            now, started = time.time_ns(), self._started_ns
             for command in chunk:
-                if type(command) is NewOrder:
+                if type(command) is NewOrder and command.ts_ns >= started:
                     self.to_ring.record(now - command.ts_ns)
             del outgoing[: len(chunk)]
         backlog = max((c.ring.cursor() - c.sequence for c in self.inputs), default=0)
