@@ -383,6 +383,17 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             raise ValueError(f"gateway id {', '.join(dupes)} is configured twice")
         self._check_processes()
         self._check_listeners()
+        self._check_journal()
+
+    def _check_journal(self) -> None:
+        """A ``pipeline_behind`` the gateways' rings (and the admin's) can hold."""
+        reach = self.ring.capacity * (len(self.gateways) + 1)
+        if self.journal.fsync == "pipelined" and self.journal.pipeline_behind > reach:
+            raise ValueError(
+                f"journal.pipeline_behind {self.journal.pipeline_behind} is more commands than "
+                f"the router's {len(self.gateways) + 1} input rings of ring.capacity "
+                f"{self.ring.capacity} hold ({reach}): the fsync would never go to its thread"
+            )
 
     def _check_processes(self) -> None:
         """Names that pick one process each, and rings enough lines for their readers."""

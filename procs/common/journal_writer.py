@@ -203,6 +203,15 @@ class JournalWriter:
         self.sync()
         return True
 
+    def collect(self) -> bool:
+        """Under ``"pipelined"``, take a finished fsync's entries as durable and start none
+        (whether the next runs on the thread or inline is the step's to decide); otherwise
+        ``maybe_sync``. Return whether more is durable."""
+        if self.fsync != "pipelined":
+            return self.maybe_sync()
+        self._usable()
+        return self._reap(0.0)
+
     @property
     def syncing(self) -> bool:
         """Under ``"pipelined"``: appended entries are not durable yet (an fsync is running
