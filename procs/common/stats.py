@@ -46,7 +46,6 @@ LATENCY_BUCKETS_US = (
     100_000,
     1_000_000,
 )
-ACK_BUCKETS_US = LATENCY_BUCKETS_US  # the order -> ack histogram's (its first name)
 
 
 def histogram_counters(prefix: str) -> tuple[str, ...]:

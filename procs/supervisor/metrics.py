@@ -1,9 +1,10 @@
 """Prometheus metrics of an instance, read from shared memory when scraped.
 
 The supervisor serves them at ``http://<metrics_host>:<metrics_port>/metrics``. Nothing in
-the router, matchers or gateways counts or times anything for them: a scrape reads what is
-already there (ring headers: cursors, consumer sequences, pids; the journal's last segment's
-size; ``/proc/<pid>/stat``; the supervisor's process table) and between scrapes nothing runs.
+the router, matchers or gateways runs per scrape: a scrape reads what is already there
+(ring headers: cursors, consumer sequences, pids; the journal's last segment's size;
+``/proc/<pid>/stat``; the supervisor's process table; the counter pages below) and between
+scrapes nothing runs for it.
 So each number is named after what it really counts:
 
 - a ring's cursor counts the records its producer published, a consumer's sequence those it
@@ -18,9 +19,11 @@ So each number is named after what it really counts:
 
 What the rings cannot tell is counted by the processes themselves into ``shm.counters``
 pages (``procs/common/stats.py``), stored once per batch, never per event: each matcher's
-trades per symbol (its books' gapless trade ids) and each gateway's FIX orders, acks, fills,
-rejects and order -> ack latency histogram. A page a process has not made yet is skipped, and
-so is one without the counters this collector reads (another version's): never a failed scrape.
+trades per symbol (its books' gapless trade ids) and the queue latency of each batch's oldest
+command, and each gateway's FIX orders, acks, fills, rejects and latency histograms (order
+-> ack, in stages at the router's stamp, and a new order's way into the router's ring). A
+page a process has not made yet is skipped, and so is one without the counters this
+collector reads (another version's): never a failed scrape.
 A counter never goes down while the supervisor runs, though a gateway's page and a process's
 CPU time start over when it restarts (``carried.py``).
 
