@@ -34,6 +34,7 @@ import argparse
 import logging
 import sys
 import time
+from array import array
 from collections.abc import Callable, Iterable
 
 from config import load_profile
@@ -200,8 +201,8 @@ class MatcherShell:
         books = self.matcher.books.values()
         for k, book in enumerate(books, start=1):
             values[k] = book.next_trade_id - 1
-        for k, value in enumerate(self.queue_latency.values(), start=len(books) + 1):
-            values[k] = value
+        # the queue histogram's words, last: one copy (a store each took 2.5 us a batch)
+        values[len(books) + 1 :] = array("Q", self.queue_latency.values())
 
     def save_snapshot(self) -> None:
         # "executed and published through": a command with no events (a mass cancel that
