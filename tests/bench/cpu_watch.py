@@ -12,54 +12,38 @@ from __future__ import annotations
 
 import bisect
 import os
-import threading
-import time
 
 import psutil
+
+from tests.bench.sampler import Sampler
 
 #: A process at or above this share of one core is reported as saturated.
 SATURATED_PCT = 85.0
 
 
-class CpuWatch:
+class CpuWatch(Sampler[dict[str, float]]):
     def __init__(self, pids: dict[str, int], every_s: float = 0.2) -> None:
         self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
-        self._every_s = every_s
-        self._times: list[float] = []
-        self._samples: list[dict[str, float]] = []  # name -> CPU seconds, per tick
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cpu-watch", daemon=True)
+        self._me = psutil.Process(os.getpid())
+        super().__init__(every_s, "cpu-watch")  # a sample: name -> CPU seconds
 
-    def __enter__(self) -> CpuWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        me = psutil.Process(os.getpid())
-        while True:
-            sample: dict[str, float] = {}
-            for name, proc in self._procs.items():
-                try:
-                    t = proc.cpu_times()
-                except psutil.Error:  # gone (restarted): it stops counting
-                    continue
-                sample[name] = t.user + t.system
-            load = 0.0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    t = proc.cpu_times()
-                except psutil.Error:
-                    continue
-                load += t.user + t.system
-            sample["load"] = load
-            self._times.append(time.monotonic())
-            self._samples.append(sample)
-            if self._stop.wait(self._every_s):
-                return
+    def _sample(self) -> dict[str, float]:
+        sample: dict[str, float] = {}
+        for name, proc in self._procs.items():
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:  # gone (restarted): it stops counting
+                continue
+            sample[name] = t.user + t.system
+        load = 0.0
+        for proc in [self._me, *self._me.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            load += t.user + t.system
+        sample["load"] = load
+        return sample
 
     def share(self, start: float, end: float) -> dict[str, float]:
         """Each process's CPU in % of one core over [start, end] (monotonic seconds), from

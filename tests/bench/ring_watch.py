@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import threading
-import time
 from collections import Counter
 from typing import Any
 
@@ -25,6 +23,7 @@ from procs.common.records import RecordCodec
 from procs.common.topology import rings
 from shm import Ring
 from shm.errors import ShmError
+from tests.bench.sampler import Sampler
 
 #: One sample of one ring: its capacity and each consumer's lag.
 RingSample = tuple[int, dict[str, int]]
@@ -74,47 +73,33 @@ def describe_lags(stats: dict[str, dict[str, Any]], top: int = 4) -> str:
     return "rings, lag mean/max: " + ", ".join(parts) + more
 
 
-class RingWatch:
+class RingWatch(Sampler[dict[str, RingSample]]):
     """A thread sampling every ring's lags every ``every_s`` while the ``with`` block runs."""
 
     def __init__(self, cfg: RingexConfig, every_s: float = 0.2) -> None:
         self._cfg = cfg
-        self._every_s = every_s
         self._rings: dict[str, Ring[Any]] = {}
-        self._times: list[float] = []
-        self._samples: list[dict[str, RingSample]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ring-watch", daemon=True)
+        super().__init__(every_s, "ring-watch")
 
-    def __enter__(self) -> RingWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def _close(self) -> None:
         for ring in self._rings.values():
             ring.close()
 
-    def _run(self) -> None:
-        while True:
-            for spec in rings(self._cfg):  # attached once each, when it first exists
-                if spec.name not in self._rings:
-                    with contextlib.suppress(ShmError):  # not made yet: the next tick
-                        self._rings[spec.name] = Ring.attach(
-                            self._cfg.instance, spec.name, RecordCodec()
-                        )
-            sample: dict[str, RingSample] = {}
-            for name, ring in self._rings.items():
-                try:
-                    info = ring.info()
-                except Exception:  # unlinked at a stop: the rest of the window has no sample
-                    continue
-                sample[name] = (info.capacity, {c.name: c.lag for c in info.consumers})
-            self._times.append(time.monotonic())
-            self._samples.append(sample)
-            if self._stop.wait(self._every_s):
-                return
+    def _sample(self) -> dict[str, RingSample]:
+        for spec in rings(self._cfg):  # attached once each, when it first exists
+            if spec.name not in self._rings:
+                with contextlib.suppress(ShmError):  # not made yet: the next tick
+                    self._rings[spec.name] = Ring.attach(
+                        self._cfg.instance, spec.name, RecordCodec()
+                    )
+        sample: dict[str, RingSample] = {}
+        for name, ring in self._rings.items():
+            try:
+                info = ring.info()
+            except Exception:  # unlinked at a stop: the rest of the window has no sample
+                continue
+            sample[name] = (info.capacity, {c.name: c.lag for c in info.consumers})
+        return sample
 
     def lags(self, start: float, end: float) -> dict[str, dict[str, Any]]:
         """``summarize`` of the samples within [start, end] (monotonic seconds)."""

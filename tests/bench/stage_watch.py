@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import threading
-import time
 from typing import Any
 
 from config.schema import RingexConfig
 from procs.common.stats import LATENCY_BUCKETS_US, gateway_page, matcher_page
 from shm.counters import Counters
 from shm.errors import ShmError
+from tests.bench.sampler import Sampler
 
 #: The histograms, by the page prefix they are stored under, in the order an order meets them.
 STAGES = {
@@ -57,44 +56,30 @@ def bucket_counts(values: dict[str, int], prefix: str) -> list[int] | None:
     return [values[name] for name in names]
 
 
-class StageWatch:
+class StageWatch(Sampler[dict[str, dict[str, int]]]):
     """A thread reading every gateway's and matcher's counter page every ``every_s``."""
 
     def __init__(self, cfg: RingexConfig, every_s: float = 0.2) -> None:
         self._names = [gateway_page(g.id) for g in cfg.gateways]
         self._names += [matcher_page(m.name) for m in cfg.matchers]
         self._instance = cfg.instance
-        self._every_s = every_s
         self._pages: dict[str, Counters] = {}
-        self._times: list[float] = []
-        self._samples: list[dict[str, dict[str, int]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stage-watch", daemon=True)
+        super().__init__(every_s, "stage-watch")
 
-    def __enter__(self) -> StageWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def _close(self) -> None:
         for page in self._pages.values():
             page.close()
 
-    def _run(self) -> None:
-        while True:
-            for name in self._names:  # attached once each, when it first exists
-                if name not in self._pages:
-                    with contextlib.suppress(ShmError, OSError):
-                        self._pages[name] = Counters.attach(self._instance, name)
-            sample: dict[str, dict[str, int]] = {}
-            for name, page in self._pages.items():
-                with contextlib.suppress(Exception):  # unlinked at a stop
-                    sample[name] = page.read()
-            self._times.append(time.monotonic())
-            self._samples.append(sample)
-            if self._stop.wait(self._every_s):
-                return
+    def _sample(self) -> dict[str, dict[str, int]]:
+        for name in self._names:  # attached once each, when it first exists
+            if name not in self._pages:
+                with contextlib.suppress(ShmError, OSError):
+                    self._pages[name] = Counters.attach(self._instance, name)
+        sample: dict[str, dict[str, int]] = {}
+        for name, page in self._pages.items():
+            with contextlib.suppress(Exception):  # unlinked at a stop
+                sample[name] = page.read()
+        return sample
 
     def stages(self, start: float, end: float) -> dict[str, dict[str, Any]]:
         """Per histogram of ``STAGES``, summed over the pages: what was counted between the
