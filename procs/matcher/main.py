@@ -109,7 +109,6 @@ class MatcherShell:
         self._since_snapshot = 0
         self.stats = Counters.open(cfg.instance, matcher_page(name), matcher_counters(cfg, name))
         self.queue_latency = LatencyHistogram()  # sequenced -> read, per batch (``stats.py``)
-        self._started_ns = time.time_ns()  # commands sequenced before: recovery, not queueing
         self.producer = out_ring.producer(cfg.wait.build())
         in_ring = Ring.attach(cfg.instance, matcher_input(name), self.codec)
         if replay is None:
@@ -122,6 +121,8 @@ class MatcherShell:
             [Heartbeat(time.time_ns(), REPLAY_SOURCE, self.matcher.last_seq)]
         )
         replayed = self._replay(replay)
+        # commands sequenced before now waited for the recovery: not counted as queueing
+        self._started_ns = time.time_ns()
         self._count()
         self._marked = -1  # the counter of this process's newest "published through" mark
         self._mark()  # "executed through": a starting router resends only what comes after it

@@ -259,6 +259,10 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
             self._idle_step(timeout_s)
             return 0
         accepted = [d.command for d in decisions if d.command is not None]
+        if not accepted and self._held and self.journal.fsync == "pipelined":
+            # refusals alone append nothing, but the held batches may have no fsync yet: a
+            # step's start collects and starts none (a flood of refusals never idles)
+            self._pipelined_sync()
         if accepted:
             images = self.codec.encode_slots(accepted)
             first: int = accepted[0].seq  # type: ignore[attr-defined]

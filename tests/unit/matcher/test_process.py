@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -259,4 +260,26 @@ def test_the_queue_histogram_counts_each_batch_once_and_no_recovered_command(
     page = shell.stats.read()
     assert page["queue_sum_ns"] == shell.queue_latency.sum_ns > 0
     assert sum(v for k, v in page.items() if k.startswith("queue_le_")) == 2
+    shell.close()
+
+
+def test_a_command_sequenced_during_the_matchers_replay_is_not_counted_as_queueing(
+    instance: str, tmp_path: Path
+) -> None:
+    """The live router sequences commands while a restarted matcher replays its journal:
+    they waited for the recovery, which the queue histogram does not count (README)."""
+    cfg = config(instance, tmp_path, batch=64)
+    inbound, _outbound = make_rings(cfg)
+    during: list[int] = []
+
+    def replay() -> Iterator[Record]:
+        yield order(1, 9, 1)
+        during.append(time.time_ns())  # the router stamps a command now
+        time.sleep(0.01)  # the rest of a long replay
+
+    shell = MatcherShell(cfg, "m1", replay=replay())
+    stamped: list[Record] = [msgspec.structs.replace(order(2, 9, 2), ts_ns=during[0])]
+    run_shell(shell, inbound, stamped)
+    assert shell.matcher.last_seq == 2  # executed, not counted
+    assert shell.queue_latency.count == 0
     shell.close()

@@ -262,3 +262,29 @@ def test_a_refused_toml_value_names_the_key_the_value_and_the_limit(
         load_profile(str(path))
     path.write_text('[journal]\nfsync = "pipelined"\npipeline_behind = 8\n')
     assert load_profile(str(path)).journal.pipeline_behind == 8
+
+
+def test_a_held_batch_gets_its_fsync_from_a_step_of_refusals_alone(
+    instance: str, tmp_path: Path, fsync_gate: FsyncGate
+) -> None:
+    """Reread of 7a137f5: a batch journaled while an fsync ran is held with none covering
+    it, and a step's start no longer starts one. A step that takes only refused commands
+    (an unknown account's flood) appends nothing: it must still start the held batch's
+    fsync, or the batch waits until the router is idle, however long the flood lasts."""
+    ex = pipelined(instance, tmp_path, behind=1)
+    try:
+        to_book = ex.router.to_matchers["m1"]
+        refused = [order(900 + k, 99, Side.BUY, 90, 1) for k in range(12)]  # no account 99
+        fsync_gate.shut()
+        ex.gateways[1].publish_batch([*buys(800, 2), *refused])
+        step(ex)  # 800: others wait, so its fsync goes to the thread (held at the gate)
+        assert fsync_gate.entered.wait(5)
+        step(ex)  # 801: journaled while 800's fsync runs; held with no fsync covering it
+        fsync_gate.opened.set()
+        for _ in range(8):  # refusals only, one a step, four left after: never idle
+            step(ex)
+            time.sleep(0.005)  # the thread's fsync returns meanwhile
+        assert to_book.backlog() == 2  # 800 and 801 routed while the flood goes on
+    finally:
+        fsync_gate.opened.set()
+        ex.stop()
