@@ -282,6 +282,8 @@ class JournalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     #: to the thread (the router is behind); with fewer it runs inline, as under batch, which
     #: answers sooner at moderate rates (a held batch waits for the fsync in flight, then its
     #: own: at 10k orders/s on a 16-core host, ack p50 710-787 us against 932-1290 with 1).
+    #: At most what the router's input rings hold (ring.capacity x (gateways + 1)); a gateway
+    #: stops reading its clients well before its ring is full, so keep it far below that.
     pipeline_behind: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 32
     #: A segment file rolls over at this size.
     segment_mb: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 256

@@ -56,7 +56,8 @@ class JournalWriter:
     Opening creates the directory, repairs a torn tail and continues at ``next_seq``, so a
     restart after a crash and a first start run the same code. An empty journal begins at
     ``start_seq`` (1, but for one that holds a part cut from another: ``cut_after``). Only
-    the router's sequencing loop calls ``append``, ``sync`` and ``maybe_sync``; a failed
+    the router's sequencing loop calls ``append``, ``sync``, ``maybe_sync``, ``collect`` and
+    ``wait_durable``; a failed
     write leaves the writer unusable (reopen it: the repair on open cuts whatever the
     failure left half-written).
     """

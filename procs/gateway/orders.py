@@ -588,7 +588,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         self._deliver(mass.session, b"r", body)
 
     def counters(self) -> list[int]:
-        """The values of ``procs.common.stats.GATEWAY_COUNTERS``, in its order."""
+        """``procs.common.stats.GATEWAY_COUNTERS``' values but the server's ``to_ring``."""
         return [
             *(self.orders_in, self.acks, self.fills, self.rejects),
             *(*self.ack_latency.values(), *self.reject_reasons),

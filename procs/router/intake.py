@@ -94,8 +94,9 @@ class GatewayIntake:
         here, as under ``"batch"``: there is little to overlap it with, and a batch would
         wait for the fsync in flight and then its own. With none waiting that cost ack p50
         2.3-2.4 ms against 1.7 ms at 2k orders/s on the 2-core VM; with any waiting,
-        sequenced -> matcher p50 467 us against batch's 254 at 10k/s on a 16-core host,
-        where a step at that rate finds a few. A matcher's events waiting do not count:
+        sequenced -> matcher p50 292-492 us against batch's 223-254 at 10k/s on a 16-core
+        host, where a step at that rate finds a few (175-240 us with the threshold, 590f8ac;
+        208 against batch's 270 after 7a137f5). A matcher's events waiting do not count:
         there nearly always are some, and settling them is short.
 
         Balance watches' snapshots and pushes show a durable state only, and under sustained

@@ -480,10 +480,11 @@ def _add_histogram(
 ) -> None:
     """A ``LatencyHistogram`` stored as ``histogram_counters(prefix)``: per-bucket counts
     made cumulative, ns made seconds."""
+    sum_name, *bucket_names = histogram_counters(prefix)
+    bounds = [*(str(bound / 1e6) for bound in LATENCY_BUCKETS_US), "+Inf"]
     buckets: list[tuple[str, float]] = []
     total = 0.0
-    for bound in LATENCY_BUCKETS_US:
-        total += counts[f"{prefix}_le_{bound}us"]
-        buckets.append((str(bound / 1e6), total))
-    buckets.append(("+Inf", total + counts[f"{prefix}_le_inf"]))
-    family.add_metric(labels, buckets, counts[f"{prefix}_sum_ns"] / 1e9)
+    for bound, name in zip(bounds, bucket_names, strict=True):
+        total += counts[name]
+        buckets.append((bound, total))
+    family.add_metric(labels, buckets, counts[sum_name] / 1e9)

@@ -1,10 +1,11 @@
 """Where an order's time goes inside the exchange, from the processes' own latency histograms.
 
 The gateways and matchers count latencies into their ``shm.counters`` pages
-(``procs/common/stats.py``), stamped by one host's clock: received -> sequenced (the router's
-stamp), sequenced -> read by the matcher (each batch's oldest command), and sequenced ->
-acknowledged. ``StageWatch`` samples the pages while a bench runs, like ``RingWatch`` the rings,
-and ``stages(start, end)`` gives each histogram's p50 and p99 over a phase's window: the
+(``procs/common/stats.py``), stamped by one host's clock: received -> in the router's ring,
+received -> sequenced (the router's stamp), sequenced -> read by the matcher (each batch's
+oldest command), sequenced -> acknowledged, and the whole received -> acknowledged.
+``StageWatch`` samples the pages while a bench runs, like ``RingWatch`` the rings, and
+``stages(start, end)`` gives each histogram's p50 and p99 over a phase's window: the
 exchange's share of the order -> ack latency the load generator measures, cut in stages.
 A percentile is read off the buckets (linear inside one), so it is as fine as they are.
 """
@@ -16,7 +17,7 @@ import contextlib
 from typing import Any
 
 from config.schema import RingexConfig
-from procs.common.stats import LATENCY_BUCKETS_US, gateway_page, matcher_page
+from procs.common.stats import LATENCY_BUCKETS_US, gateway_page, histogram_counters, matcher_page
 from shm.counters import Counters
 from shm.errors import ShmError
 from tests.bench.sampler import Sampler
@@ -50,7 +51,7 @@ def percentile(counts: list[int], q: float) -> float | None:
 
 
 def bucket_counts(values: dict[str, int], prefix: str) -> list[int] | None:
-    names = [f"{prefix}_le_{b}us" for b in LATENCY_BUCKETS_US] + [f"{prefix}_le_inf"]
+    names = histogram_counters(prefix)[1:]  # the buckets, past the sum
     if not all(name in values for name in names):
         return None  # a page without this histogram (another version's)
     return [values[name] for name in names]
