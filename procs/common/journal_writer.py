@@ -57,9 +57,8 @@ class JournalWriter:
     restart after a crash and a first start run the same code. An empty journal begins at
     ``start_seq`` (1, but for one that holds a part cut from another: ``cut_after``). Only
     the router's sequencing loop calls ``append``, ``sync``, ``maybe_sync``, ``collect`` and
-    ``wait_durable``; a failed
-    write leaves the writer unusable (reopen it: the repair on open cuts whatever the
-    failure left half-written).
+    ``wait_durable``; a failed write leaves the writer unusable (reopen it: the repair on
+    open cuts whatever the failure left half-written).
     """
 
     def __init__(

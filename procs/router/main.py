@@ -259,23 +259,21 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
             self._idle_step(timeout_s)
             return 0
         accepted = [d.command for d in decisions if d.command is not None]
-        if not accepted and self._held and self.journal.fsync == "pipelined":
-            # refusals alone append nothing, but the held batches may have no fsync yet: a
-            # step's start collects and starts none (a flood of refusals never idles)
-            self._pipelined_sync()
         if accepted:
             images = self.codec.encode_slots(accepted)
             first: int = accepted[0].seq  # type: ignore[attr-defined]
             self.journal.append(first, images, len(accepted))
-            if self.journal.fsync == "pipelined":
-                self._pipelined_sync()
-            if self.acks is not None:
-                last = first + len(accepted) - 1
-                self.acks.appended(last)
-                if self.gate is not None and not self.gate.wait(
-                    last, self.settle, self._stop, first - 1
-                ):
-                    return self._abandon(decisions, origins)
+        if self.journal.fsync == "pipelined" and (accepted or self._held):
+            # the step decides where the fsync runs (its start only collected one): for its
+            # batch, or, with refusals alone, for the held ones (a flood of them never idles)
+            self._pipelined_sync()
+        if accepted and self.acks is not None:
+            last = first + len(accepted) - 1
+            self.acks.appended(last)
+            if self.gate is not None and not self.gate.wait(
+                last, self.settle, self._stop, first - 1
+            ):
+                return self._abandon(decisions, origins)
         batch = Batch(self.journal.next_seq - 1 if accepted else 0, decisions, origins,
                       watch_requests, positions)  # fmt: skip
         if self._held:  # made durable meanwhile (an inline fsync, the standby's ack)
