@@ -215,7 +215,10 @@ class Client:
         self.received: list[simplefix.FixMessage] = []
 
     async def connect(self, port: int) -> None:
+        """A new connection, read from its first byte: what the parser held of the last one
+        (messages framed, not yet taken) went with it, and is not taken for this one's."""
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
+        self.parser = simplefix.FixParser()
         OPEN.append(self)
 
     def message(
