@@ -130,7 +130,9 @@ class LatencyHistogram:
         """One sample; the sum takes it within [0, ``SUM_CAP_NS``], so that it stays a word
         (clocks that step, a wait across a restart)."""
         self.counts[bisect_left(self.bounds_ns, ns)] += 1
-        self.sum_ns += min(max(0, ns), SUM_CAP_NS)
+        # comparisons, not min(max()): two builtin calls were half of this on the gateway's
+        # per-order path (170 of 340 ns; three or four samples an order)
+        self.sum_ns += ns if 0 <= ns <= SUM_CAP_NS else (0 if ns < 0 else SUM_CAP_NS)
 
     @property
     def count(self) -> int:
