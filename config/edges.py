@@ -25,6 +25,10 @@ class RestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     #: Password logins (key creation) per second per client address: slows a guesser.
     login_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     login_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
+    #: Wrong passwords per second per username, from any address (and the burst): then 429
+    #: for that username, so guesses spread over many addresses stay slow too.
+    failed_login_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 0.1
+    failed_login_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
     #: The receive window a signed request may ask for, and its default (ms).
     recv_window_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 5_000
     max_recv_window_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 60_000

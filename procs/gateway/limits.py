@@ -72,3 +72,10 @@ class RateLimiter:
         if cost > self.burst:
             raise ValueError(f"cost {cost} exceeds burst {self.burst:g}: it can never pass")
         return (cost - tokens) / self.rate_per_s
+
+    def refund(self, key: Hashable, cost: float = 1.0) -> None:
+        """Give back ``cost`` tokens ``take`` spent for ``key`` (at most up to ``burst``): a
+        request that turned out not to count, as a login whose password held."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket[0] = min(self.burst, bucket[0] + cost)

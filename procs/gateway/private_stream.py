@@ -136,13 +136,14 @@ class PrivateStreams:
         if key is None:
             raise ApiError(401, -2014, "unknown or missing API key (apiKey)")
         try:
-            api.verifier.verify(
+            seen = api.verifier.check(
                 key.secret, q.get("timestamp"), q.get("recvWindow"), q.get("signature"),
                 "GET", PATH, "", b"", time.time_ns() // 1_000_000,
             )  # fmt: skip
         except AuthError as exc:
             raise ApiError(401, exc.code, exc.msg) from None
         api.charge(key)  # an upgrade costs a snapshot: it is a request of the key like any
+        api.verifier.remember(seen)  # only what the key's limit took (review 44)
         api.require_user(key)
         api.require_scope(key, "read")
         if self.count >= self.max_streams:

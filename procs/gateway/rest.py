@@ -122,10 +122,15 @@ class RestApi(OpenOrderViews, RestConnections):
         self.publish = publish
         self.instruments = Instruments(cfg.symbols)
         self.keys = ApiKeyStore(apikeys_path(cfg), rest.max_keys_per_user)
-        self.verifier = Verifier(rest.max_recv_window_ms, rest.recv_window_ms)
+        # a request signed before this process started is refused: its memory of the
+        # signatures it took starts empty (review 44: a captured request was taken again)
+        self.verifier = Verifier(
+            rest.max_recv_window_ms, rest.recv_window_ms, not_before_ms=time.time_ns() // 1_000_000
+        )
         self.key_limits = RateLimiter(rest.key_rate_per_s, rest.key_burst)
         self.ip_limits = RateLimiter(rest.ip_rate_per_s, rest.ip_burst)
         self.login_limits = RateLimiter(rest.login_rate_per_s, rest.login_burst)
+        self.failed_logins = RateLimiter(rest.failed_login_rate_per_s, rest.failed_login_burst)
         self.body_timeout_s = BODY_TIMEOUT_S
         for name in QUIET_LOGGERS:  # a line per bad request is a disk anyone could fill
             quieten(logging.getLogger(name))
@@ -347,11 +352,13 @@ class RestApi(OpenOrderViews, RestConnections):
         if key is None:
             raise ApiError(401, codes.BAD_CREDENTIALS, f"unknown or missing API key ({API_KEY})")
         body = await read_body(request, self.body_timeout_s)
+        if self.keys.get(key.key) is None:  # revoked while the body came (review 44)
+            raise ApiError(401, codes.BAD_CREDENTIALS, f"API key {key.key} was revoked")
         headers = request.headers
         # the bytes the client sent and signed: the decoded forms differ where it escaped
         path, _, query = request.raw_path.partition("?")
         try:
-            self.verifier.verify(
+            seen = self.verifier.check(
                 key.secret, headers.get(TIMESTAMP), headers.get(RECV_WINDOW),
                 headers.get(SIGNATURE), request.method, path, query, body,
                 time.time_ns() // 1_000_000,
@@ -359,6 +366,7 @@ class RestApi(OpenOrderViews, RestConnections):
         except AuthError as exc:
             raise ApiError(401, exc.code, exc.msg) from None
         self.charge(key)
+        self.verifier.remember(seen)  # only what the key's limit took (review 44)
         self.require_user(key)
         self.require_scope(key, scope)
         self.core.touch(key.account, key.session, time.monotonic())

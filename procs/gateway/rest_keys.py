@@ -1,9 +1,10 @@
 """``POST /api/v1/apiKey`` (log in with a username and password, get an API key and its
 secret) and ``DELETE /api/v1/apiKey`` (a key revokes itself; its private streams close).
 
-Logins are rate-limited per client address; the password is checked with scrypt off the
-event loop; a user at ``max_keys_per_user`` gets a new key by revoking its oldest, named in
-the answer (``revokedApiKey``).
+Logins are rate-limited per client address, and wrong passwords per username from any
+address (review 44: a guesser spread over many addresses was never slowed); the password is
+checked with scrypt off the event loop; a user at ``max_keys_per_user`` gets a new key by
+revoking its oldest, named in the answer (``revokedApiKey``).
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ class KeyRoutes:
             )
         params = await api.params(request, rp.CREATE_KEY_PARAMS)
         username, password = rp.required(params, "username"), rp.required(params, "password")
+        # every try spends one of the username's tokens, and a right password gives it back
+        throttle(api.failed_logins, username, f"wrong passwords for user {username[:64]!r}")
         loop = asyncio.get_running_loop()  # scrypt takes tens of ms: off the event loop
         user = await loop.run_in_executor(None, api.logins.verify, username, password)
         if user is None:
             raise ApiError(401, codes.BAD_CREDENTIALS, "wrong username or password")
+        api.failed_logins.refund(username)
         scopes = [s for s in params.get("scopes", "read,trade").split(",") if s]
         try:
             key = api.keys.create(user, scopes, params.get("label", ""), evict_oldest=True)

@@ -107,6 +107,11 @@ def _show(value: str) -> str:
     return repr(value if len(value) <= 32 else value[:32] + "...")
 
 
+#: What ``Verifier.check`` returns and ``remember`` keeps: the signature's hash, and the
+#: 100 ms bucket its window ends in.
+Seen = tuple[int, int]
+
+
 class Verifier:
     """Checks signed requests and remembers the signatures it accepted.
 
@@ -115,9 +120,17 @@ class Verifier:
     looked up only in its own bucket (the signature fixes timestamp and window), and expiry
     drops whole buckets. At most ``replay_capacity`` are kept; when full, the buckets expiring
     first are dropped early. That is the trade-off: a burst past capacity re-opens the replay
-    of requests that were about to expire anyway, rather than refusing every new request
-    (which would let one flooding client lock everybody out) or growing without bound. Size
-    it as peak accepted requests/s times the windows in use (default: 1M, ~100 MB worst case).
+    of the requests whose windows end first, rather than refusing every new request (which
+    would let one flooding client lock everybody out) or growing without bound. What fills it
+    is bounded by the rate limits: the gateway remembers a request only once its key's limit
+    took it (``check``, the limit, then ``remember``; review 44: requests refused with 429 had
+    filled it, so one key could push out the others' live signatures). Size it as peak
+    accepted requests/s times the windows in use (default: 1M, ~100 MB worst case; one key at
+    the default 2,000/s with 60 s windows keeps 120k).
+
+    ``not_before_ms`` (the process's start) refuses a request signed before it: the memory
+    starts empty, so without it a request captured before a restart could be sent again for
+    what is left of its window (review 44).
 
     Entries are ``hash(signature)``: 64 bits, keyed per process (SipHash with a random seed),
     so a client cannot aim a collision, and a false REPLAYED among a million live entries has
@@ -129,6 +142,7 @@ class Verifier:
         max_recv_window_ms: int,
         default_recv_window_ms: int,
         replay_capacity: int = 1_000_000,
+        not_before_ms: int = 0,
     ) -> None:
         if not 1 <= default_recv_window_ms <= max_recv_window_ms:
             raise ValueError(
@@ -140,6 +154,7 @@ class Verifier:
         self.max_recv_window_ms = max_recv_window_ms
         self.default_recv_window_ms = default_recv_window_ms
         self.replay_capacity = replay_capacity
+        self.not_before_ms = not_before_ms
         self._buckets: dict[int, set[int]] = {}  # expiry // _BUCKET_MS -> signature hashes
         self._order: list[int] = []  # heap of the bucket ids in _buckets
         self._count = 0
@@ -160,13 +175,32 @@ class Verifier:
         body: bytes,
         now_ms: int,
     ) -> None:
-        """Accept the request (and remember its signature) or raise AuthError.
+        """``check``, then ``remember``: accept the request or raise AuthError."""
+        self.remember(
+            self.check(secret, timestamp, recv_window, signature, method, path, query, body, now_ms)
+        )
+
+    def check(
+        self,
+        secret: str,
+        timestamp: str | None,
+        recv_window: str | None,
+        signature: str | None,
+        method: str,
+        path: str,
+        query: str,
+        body: bytes,
+        now_ms: int,
+    ) -> Seen:
+        """The request's entry for ``remember`` if it may be accepted, else AuthError; the
+        caller remembers it once it takes the request (after its rate limit), with nothing
+        awaited between the two.
 
         ``timestamp``, ``recv_window`` and ``signature`` are the raw header values (None when
         absent); checked in order: presence and format (UNAUTHORIZED, BAD_WINDOW), time
         window (OUTSIDE_WINDOW: cheap, before the HMAC), signature (BAD_SIGNATURE; or
         UNAUTHORIZED when it is not lower-case hex), replay (REPLAYED). Only a request
-        that passed the HMAC is remembered, so unsigned junk cannot fill the replay memory.
+        that passed the HMAC can be remembered, so unsigned junk cannot fill the replay memory.
         """
         if signature is None or len(signature) != 64 or not signature.isascii():
             raise AuthError(
@@ -207,6 +241,12 @@ class Verifier:
                 f"timestamp {ts} is outside the receive window: server time {now_ms}, "
                 f"recvWindow {window} ms, accepted {now_ms - window}..{now_ms + MAX_AHEAD_MS}",
             )
+        if ts < self.not_before_ms:
+            raise AuthError(
+                OUTSIDE_WINDOW,
+                f"timestamp {ts} is before this gateway started ({self.not_before_ms}): a "
+                "request signed before a restart is refused; sign it again",
+            )
         data = payload(ts, window, method, path, query, body)
         mac = _keyed(secret).copy()
         mac.update(data)
@@ -223,15 +263,28 @@ class Verifier:
                 "signature does not match: expected lower-case hex HMAC-SHA256 of "
                 "'timestamp\\nrecvWindow\\nMETHOD\\npath\\nquery\\n' + body",
             )
-        self._remember(hash(signature), (ts + window) // _BUCKET_MS, now_ms // _BUCKET_MS)
+        seen = (hash(signature), (ts + window) // _BUCKET_MS)
+        self._expire(now_ms // _BUCKET_MS)
+        self._refuse_seen(seen)
+        return seen
 
-    def _remember(self, entry: int, bucket_id: int, now_bucket: int) -> None:
+    def _expire(self, now_bucket: int) -> None:
         order = self._order
         while order and order[0] < now_bucket:  # expired: every entry's window has passed
             self._count -= len(self._buckets.pop(heappop(order)))
+
+    def _refuse_seen(self, seen: Seen) -> None:
+        entry, bucket_id = seen
         bucket = self._buckets.get(bucket_id)
         if bucket is not None and entry in bucket:
             raise AuthError(REPLAYED, "request replayed: this signature was accepted already")
+
+    def remember(self, seen: Seen) -> None:
+        """Keep ``check``'s entry for a request taken (REPLAYED if it is kept already)."""
+        self._refuse_seen(seen)
+        entry, bucket_id = seen
+        order = self._order
+        bucket = self._buckets.get(bucket_id)
         while self._count >= self.replay_capacity:  # full: forget the soonest to expire
             self._count -= len(self._buckets.pop(heappop(order)))
             bucket = self._buckets.get(bucket_id)  # None if it was the one dropped

@@ -19,6 +19,17 @@ def test_burst_then_refused_with_hint() -> None:
     assert lim.take("k", 100.1) == pytest.approx(0.1)
 
 
+def test_a_refund_gives_back_up_to_the_burst() -> None:
+    lim = RateLimiter(rate_per_s=0.001, burst=2)
+    assert lim.take("k", 1.0) == 0.0
+    lim.refund("k")  # the request did not count
+    assert [lim.take("k", 1.0) for _ in range(2)] == [0.0, 0.0]
+    lim.refund("k", 5.0)  # never past the burst
+    assert [lim.take("k", 1.0) == 0.0 for _ in range(3)] == [True, True, False]
+    lim.refund("never-seen")  # a key it does not hold: nothing to give back
+    assert len(lim) == 1
+
+
 def test_refill_caps_at_burst() -> None:
     lim = RateLimiter(rate_per_s=2.0, burst=4)
     for _ in range(4):

@@ -237,6 +237,27 @@ def test_replay_refused_until_it_expires() -> None:
     call(v, ts=NOW + 5_200, now=NOW + 5_200, body=b"{}")
 
 
+def test_a_checked_request_is_kept_only_once_remembered() -> None:
+    """``check`` keeps nothing (a request its key's limit then refuses fills no memory);
+    ``remember`` keeps it, and refuses one kept already."""
+    v = verifier()
+    sig = sign(SECRET, NOW, 5_000, "POST", PATH, QUERY, BODY)
+    seen = v.check(SECRET, str(NOW), None, sig, "POST", PATH, QUERY, BODY, NOW)
+    assert len(v) == 0
+    assert v.check(SECRET, str(NOW), None, sig, "POST", PATH, QUERY, BODY, NOW) == seen
+    v.remember(seen)
+    assert len(v) == 1
+    refusal(REPLAYED, lambda: v.remember(seen))
+    refusal(REPLAYED, lambda: call(v))
+
+
+def test_a_request_signed_before_the_verifiers_start_is_refused() -> None:
+    v = Verifier(60_000, 5_000, not_before_ms=NOW)
+    msg = refusal(OUTSIDE_WINDOW, lambda: call(v, ts=NOW - 1, now=NOW + 10))
+    assert str(NOW - 1) in msg and str(NOW) in msg and "before this gateway started" in msg
+    call(v, ts=NOW, now=NOW + 10)  # signed at the start: taken
+
+
 def test_replay_memory_full_forgets_soonest_to_expire() -> None:
     v = verifier(capacity=3)
     call(v, window=1_000)  # expires first
