@@ -75,6 +75,9 @@ class PrivateStreams:
         self.close_grace_s = CLOSE_GRACE_S
         self.by_account: dict[int, set[Subscriber]] = {}
         self.count = 0
+        #: ``close`` began: no stream is taken any more (review 44: one upgraded during the
+        #: close's wait was never closed, and held the gateway's stop)
+        self.closing = False
 
     def sweep(self) -> None:
         """Close the streams whose key or user is gone (called once a second; ``keys.get``
@@ -132,6 +135,8 @@ class PrivateStreams:
         """The key of a stream this gateway takes, else the ``ApiError`` that refuses it."""
         api = self.api
         q = request.query
+        if self.closing:
+            raise ApiError(503, -1001, "the gateway is stopping: no new private streams")
         key = api.keys.find(q.get("apiKey", ""))
         if key is None:
             raise ApiError(401, -2014, "unknown or missing API key (apiKey)")
@@ -175,11 +180,7 @@ class PrivateStreams:
             why = f"no snapshot: {exc.msg}"[:120].encode(errors="replace")
             sub.close(why, WSCloseCode.TRY_AGAIN_LATER)
             return
-        sub.ready = True
-        sub.push("snapshot", snapshot)
-        held, sub.held = sub.held, []
-        for event, data in held:  # what happened meanwhile, behind the snapshot
-            sub.push(event, data)
+        sub.begin(snapshot)
 
     async def _end(self, sub: Subscriber) -> None:
         """The handler's end, however it came: the sender stopped (a close waits for the
@@ -225,6 +226,7 @@ class PrivateStreams:
     async def close(self) -> None:
         """The gateway stops: every stream is closed (1001), at once; those whose client
         does not take the close frame are dropped after the grace."""
+        self.closing = True
         subs = [sub for subs in self.by_account.values() for sub in subs]
         for sub in subs:
             sub.close(b"gateway shutting down", WSCloseCode.GOING_AWAY)

@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 
 #: The longest the answer waits, after the verdict, for the listed orders to end.
 ENDS_WAIT_S = 2.0
-#: The longest the database may take to list the orders this gateway does not follow.
-LISTING_WAIT_S = 2.0
 
 
 class MassCancelRoute:
@@ -103,12 +101,9 @@ class MassCancelRoute:
         self, account: int, symbols: list[SymbolConfig]
     ) -> list[tuple[tuple[Any, ...], SymbolConfig]]:
         """The database's open orders of ``account`` on ``symbols``, within ``LISTING_WAIT_S``
-        (none from a database that fails or hangs: the cancel is out already)."""
-        try:
-            async with asyncio.timeout(LISTING_WAIT_S):
-                found = await self.api.open_order_rows(account, symbols, best_effort=True)
-        except TimeoutError:
-            return []
+        (``open_order_rows``: none from a database that fails or hangs, those read from one
+        that hangs midway; the cancel is out already)."""
+        found = await self.api.open_order_rows(account, symbols, best_effort=True)
         by_id = {s.id: s for s in symbols}
         return [(row, by_id[sid]) for sid, rows in found.items() for row in rows]
 

@@ -7,6 +7,7 @@ A mixin of ``RestApi`` (``rest.py``), which owns the state it names.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,9 +19,14 @@ from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError
 from procs.gateway.history import History, order_json
 from procs.gateway.instruments import Instruments
+from procs.gateway.private_stream import PrivateStreams
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.rest_public import json_response
 from procs.gateway.rest_request import RestRequest
+
+#: The longest a best-effort read of the database's open orders waits (the private stream's
+#: snapshot, ``DELETE openOrders``' listing); then the live view goes on without the rest.
+LISTING_WAIT_S = 2.0
 
 
 class OpenOrderViews:
@@ -28,6 +34,7 @@ class OpenOrderViews:
     core: RestOrders
     history: History | None
     instruments: Instruments
+    streams: PrivateStreams
 
     signed: Callable[[RestRequest, str], Awaitable[ApiKey]]
     params: Callable[[RestRequest, frozenset[str]], Awaitable[dict[str, str]]]
@@ -56,17 +63,25 @@ class OpenOrderViews:
     async def open_order_rows(
         self, account: int, symbols: list[SymbolConfig], *, best_effort: bool = False
     ) -> dict[int, list[Any]]:
-        """The database's open orders of ``account`` on ``symbols``, by symbol id."""
+        """The database's open orders of ``account`` on ``symbols``, by symbol id.
+        ``best_effort``: a symbol whose read fails is left out, and the reads stop at
+        ``LISTING_WAIT_S`` (a database that hangs: a lock, a dead link), keeping those done
+        (review 44: the private stream's snapshot waited for a hung database without end)."""
         rows: dict[int, list[Any]] = {}
-        for sym in symbols:
-            if self.history is None:
-                continue
-            try:
-                found = await self.db(self.history.orders(account, sym.id, open_only=True))
-                rows[sym.id] = list(found)
-            except ApiError:
-                if not best_effort:
-                    raise
+        if self.history is None:
+            return rows
+        try:
+            async with asyncio.timeout(LISTING_WAIT_S if best_effort else None):
+                for sym in symbols:
+                    try:
+                        found = await self.db(self.history.orders(account, sym.id, open_only=True))
+                        rows[sym.id] = list(found)
+                    except ApiError:
+                        if not best_effort:
+                            raise
+        except TimeoutError:
+            if not best_effort:
+                raise
         return rows
 
     def open_orders_over(
@@ -74,6 +89,11 @@ class OpenOrderViews:
     ) -> list[dict[str, Any]]:
         """The database's ``rows`` overlaid with the live view as of now (no await)."""
         self.core.rows.remember(account, rows, self.core.known)  # their events: the stream's
+        if self.core.follow_kept(account):  # events of those orders that came before
+            # their reports, now: a stream whose snapshot is being made holds them behind it
+            # (this view shows them), the account's other streams take them
+            self.streams.deliver(self.core.events)
+            self.core.events.clear()
         out: dict[int, dict[str, Any]] = {}
         for sym in symbols:
             for row in rows.get(sym.id, ()):

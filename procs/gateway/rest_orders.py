@@ -52,6 +52,7 @@ from procs.gateway.order_ends import OrderEnds
 from procs.gateway.order_state import Order
 from procs.gateway.recent_elsewhere import RECENT_EVENTS, RecentElsewhere
 from procs.gateway.rest_balances import LEASE_MS, RestBalances
+from procs.gateway.rest_catch_up import RestCatchUp, UnfollowedEvents
 from procs.gateway.rest_order_log import RestOrderLog
 from procs.gateway.rest_order_state import (
     DONE_STATUS,
@@ -67,7 +68,7 @@ from procs.gateway.rest_params import OrderRequest
 from procs.gateway.unfiled_orders import UnfiledOrders
 
 
-class RestOrders(RestOrderLog, RestBalances):
+class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
     def __init__(
         self,
         gateway: int,
@@ -93,6 +94,8 @@ class RestOrders(RestOrderLog, RestBalances):
         self.rows = CompletingRowOrders(instruments)
         #: the last events of accounts not of interest, for when an interest begins
         self.recent = RecentElsewhere(recent_events)
+        #: events of accounts of interest about orders not followed (``rest_catch_up.py``)
+        self.unfollowed = UnfollowedEvents()
         self.outgoing = outgoing
         self.next_ref = next_ref
         self.interest_s = interest_s
@@ -155,42 +158,6 @@ class RestOrders(RestOrderLog, RestBalances):
             if o.order_id and o.leaves and o.status in (b"0", b"1") and o.order_id not in self.live:
                 self.live[o.order_id] = from_fix(o, account)
 
-    def _follow_recent(self, account: int) -> None:
-        """``account``'s interest begins: its events seen just before (``recent_elsewhere.py``)
-        are taken as if it had been of interest then, for the writer may not have filed them.
-        An order accepted among them is followed from its ``Accepted`` (unless followed from
-        FIX already: as it stands now), and only such orders take the events after it, so
-        nothing counts twice (a trade kept for its other side and taken again after a lapse
-        is of an order accepted before). Every end among them is kept as an end not filed
-        (``ended_elsewhere.py``): that of an order placed before them as ``from_done`` makes
-        it, that of one followed here as ``done`` has it. No report: no stream is open yet."""
-        followed: set[int] = set()
-        by_id = self.instruments.by_id
-        ends: list[LiveOrder] = []  # in event order
-        for event in self.recent.take(account):
-            if isinstance(event, Trade):
-                if event.maker_account == account and event.maker_order_id in followed:
-                    self._fill(event.maker_order_id, account, event, event.maker_leaves, True)
-                if event.taker_account == account and event.taker_order_id in followed:
-                    self._fill(event.taker_order_id, account, event, event.taker_leaves, False)
-            elif isinstance(event, Accepted):
-                if event.order_id not in self.live:
-                    followed.add(event.order_id)
-                    self._accepted(event)
-            elif event.order_id not in followed:
-                if isinstance(event, OrderDone) and (sym := by_id.get(event.symbol)) is not None:
-                    ends.append(from_done(event, sym))
-            elif isinstance(event, OrderDone):
-                self._done(event)  # kept as an end too (placed elsewhere), moved back below
-                if (order := self.done.get(event.order_id)) is not None:
-                    ends.append(order)
-            elif isinstance(event, Replaced):
-                self._replaced(event)
-            else:
-                self._triggered(event)
-        for order in reversed(ends):  # each before those kept: oldest first
-            self.unfiled.ended.add(order, older=True)
-
     def tick(self, now_s: float) -> None:
         """Once a second: renew balance watches, forget accounts no longer of interest."""
         for account, until in list(self.interest.items()):
@@ -206,6 +173,7 @@ class RestOrders(RestOrderLog, RestBalances):
             self._watch(account, 0)
         self.balances.pop(account, None)
         self.rows.forget(account)
+        self.unfollowed.forget(account)
         self._need.pop(account, None)
         self._have.pop(account, None)
         # Orders placed through this API stay until they finish (their events reach this
@@ -375,8 +343,12 @@ class RestOrders(RestOrderLog, RestBalances):
             self._triggered(event)  # type: ignore[arg-type]
 
     def _triggered(self, triggered: Triggered) -> None:
-        order = self.live.get(triggered.order_id)
+        oid = triggered.order_id
+        # an order followed from its database row too, as the other events take it (review
+        # 44: a stop known from its row alone lost its trigger, and read as not working)
+        order = self.live.get(oid) or self.rows.take(triggered.account, oid, triggered.seq)
         if order is not None:
+            self.live[oid] = order
             order.triggered = True
             order.update_ms = ms(triggered.ts_ns)  # as the writer stamps the row
             self.unfiled.changed(order, triggered.seq)
@@ -384,6 +356,8 @@ class RestOrders(RestOrderLog, RestBalances):
             self._report(order, "TRIGGERED", triggered.ts_ns)
         elif triggered.account not in self.interest:
             self.recent.passed(triggered)
+        else:
+            self.unfollowed.keep(triggered.account, triggered)
 
     def _replaced(self, replaced: Replaced) -> None:
         oid = replaced.order_id
@@ -403,6 +377,8 @@ class RestOrders(RestOrderLog, RestBalances):
             self._report(order, "REPLACED", replaced.ts_ns)
         elif replaced.account not in self.interest:
             self.recent.passed(replaced)
+        else:
+            self.unfollowed.keep(replaced.account, replaced)
         request = self.requests.get(replaced.client_ref)
         if replaced.gateway == self.gateway and request is not None and request.kind == "amend":
             request.order = request.outcome.order = order or request.order
@@ -476,7 +452,10 @@ class RestOrders(RestOrderLog, RestBalances):
         order = self.live.get(order_id)
         if order is None:
             if (order := self.rows.take(account, order_id, trade.seq)) is None:
-                return account in self.interest
+                if account not in self.interest:
+                    return False
+                self.unfollowed.keep(account, trade, maker)
+                return True
             self.live[order_id] = order
         # An order followed from a database row the writer had not brought up to date may
         # have missed a fill or a replace in between, which the trade's leaves cannot tell
@@ -487,6 +466,8 @@ class RestOrders(RestOrderLog, RestBalances):
         order.cum += trade.qty
         order.notional += trade.price * trade.qty
         order.leaves = leaves
+        if order.stop_price:  # a stop that trades was triggered, whatever was missed
+            order.triggered = True
         order.status = "FILLED" if leaves == 0 else "PARTIALLY_FILLED"
         order.update_ms = ms(trade.ts_ns)
         self._touched(order)
@@ -538,6 +519,7 @@ class RestOrders(RestOrderLog, RestBalances):
                 sym = self.instruments.by_id.get(done.symbol)
                 if sym is not None:
                     self.unfiled.ended.add(from_done(done, sym))
+                self.unfollowed.keep(done.account, done)
             else:  # in case its interest begins before the writer files it
                 self.recent.passed(done)
         if request is not None and request.kind == "cancel":

@@ -87,6 +87,19 @@ class Subscriber:
             self.sender = asyncio.create_task(self._closing())
         self._drop = asyncio.get_running_loop().call_later(self.grace_s, self._abort)
 
+    def begin(self, snapshot: dict[str, Any]) -> None:
+        """The snapshot, then the events held while it was made (``push`` bounds them to
+        ``queue_limit``), queued at once: the snapshot is not counted against the limit
+        (review 44: exactly ``queue_limit`` held events cut the stream as too slow)."""
+        if self.cut:
+            return
+        self.ready = True
+        held, self.held = self.held, []
+        for event, data in [("snapshot", snapshot), *held]:
+            self.seq += 1
+            self.queue.append(_encode({"event": event, "seq": self.seq, "data": data}).decode())
+        self.wake.set()
+
     def push(self, event: str, data: dict[str, Any]) -> None:
         if self.cut:
             return
