@@ -10,9 +10,14 @@ from collections.abc import Callable
 
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError, check_account, to_minor_units
+from procs.admin.users import open_users
 from procs.common.result_codes import ResultCode
-from procs.common.topology import users_path
-from procs.common.users import MAX_PASSWORD_CHARS, UserStore, comp_id_refused
+from procs.common.users import (
+    MAX_PASSWORD_CHARS,
+    UserExistsError,
+    UsersFileError,
+    comp_id_refused,
+)
 
 
 def add_user(
@@ -20,7 +25,9 @@ def add_user(
 ) -> int:
     """A FIX user (the gateways' user store) with its account, opened and funded; its exit
     status. ``connect``: the admin client of the running instance (None: it is not, said)."""
-    store = UserStore(users_path(cfg))
+    store = open_users(cfg, "add-user")  # an unreadable file: one line naming it (review 45)
+    if store is None:
+        return 1
     comp_id = args.comp_id or args.username
     chosen = args.account is not None  # 0 is a choice too (refused below), not "none"
     account = args.account if chosen else max((u.account for u in store.users()), default=99) + 1
@@ -58,23 +65,20 @@ def add_user(
     if client is None:
         return 1
     try:
-        opened = client.create_account(account)
-        # A default account is a new one: one that exists (opened by create-account, or by
-        # another add-user just now) may hold someone's money. An explicit one may exist.
-        for _ in range(1000):
-            if chosen or opened.code != ResultCode.ACCOUNT_EXISTS:
-                break
-            account += 1 + (account + 1 == cfg.risk.fee_account)
-            opened = client.create_account(account)
-        allowed = (ResultCode.OK, ResultCode.ACCOUNT_EXISTS) if chosen else (ResultCode.OK,)
-        if opened.code not in allowed:
-            print(f"account {account}: {opened.code.name}", file=sys.stderr)
+        opened = _open_account(client, cfg, account, chosen)
+        if opened is None:
             return 1
+        account = opened
         # The account is open: its user is stored now, so that no deposit below (refused,
         # or the command killed) leaves money in an account no one can log on to.
-        store.add(comp_id, args.password, account)
+        try:
+            store.add(comp_id, args.password, account, new=True)
+        except UserExistsError as exc:  # another add-user took it since the check above
+            print(f"ringex admin add-user: {exc}, added meanwhile; account {account} was "
+                  "opened for it and stays empty", file=sys.stderr)  # fmt: skip
+            return 2
         done, refused = deposit_in_turn(client, account, deposits)
-    except (AdminError, KeyError) as exc:
+    except (AdminError, KeyError, UsersFileError) as exc:
         print(f"ringex admin: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -88,6 +92,24 @@ def add_user(
               f"`ringex admin deposit --account {account}`)", file=sys.stderr)  # fmt: skip
         return 1
     return 0
+
+
+def _open_account(client: AdminClient, cfg: RingexConfig, account: int, chosen: bool) -> int | None:
+    """The account opened for the user: ``account``, or for a default one the next that did
+    not exist; None when it could not be (said)."""
+    opened = client.create_account(account)
+    # A default account is a new one: one that exists (opened by create-account, or by
+    # another add-user just now) may hold someone's money. An explicit one may exist.
+    for _ in range(1000):
+        if chosen or opened.code != ResultCode.ACCOUNT_EXISTS:
+            break
+        account += 1 + (account + 1 == cfg.risk.fee_account)
+        opened = client.create_account(account)
+    allowed = (ResultCode.OK, ResultCode.ACCOUNT_EXISTS) if chosen else (ResultCode.OK,)
+    if opened.code not in allowed:
+        print(f"account {account}: {opened.code.name}", file=sys.stderr)
+        return None
+    return account
 
 
 def deposit_in_turn(

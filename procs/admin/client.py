@@ -237,6 +237,11 @@ class AdminClient:
                 f"{exc}; the transfer may still be applied: retry with --key {key} so that it "
                 "is applied once"
             ) from None
+        except KeyboardInterrupt:  # likewise once it may be in the ring (review 45)
+            raise AdminError(
+                f"interrupted: the transfer may still be applied: retry with --key {key} so "
+                "that it is applied once"
+            ) from None
 
     def halt(self, symbol: str, resume: bool = False) -> None:
         action = AdminAction.RESUME if resume else AdminAction.HALT

@@ -28,7 +28,7 @@ from procs.admin.client import (
     to_minor_units,
 )
 from procs.admin.users import list_users, remove_user
-from procs.common.records import Balance
+from procs.common.records import AccountReply, Balance
 from procs.common.result_codes import ResultCode
 from shm.errors import ShmError
 
@@ -129,7 +129,8 @@ def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
         if args.admin_command == "create-account":
             replies = [client.create_account(args.account)]
         else:
-            amount = args.amount.strip().removeprefix("+")
+            # "+ 10" is 10 to both (review 45: a withdrawal sent "- 10", a deposit " 10")
+            amount = args.amount.strip().removeprefix("+").strip()
             sign = "-" if args.admin_command == "withdraw" else ""
             replies = [client.transfer(args.account, args.asset, sign + amount, args.key)]
     except (AdminError, KeyError) as exc:
@@ -142,8 +143,18 @@ def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
         ok = reply.code == ResultCode.OK
         code = code or (0 if ok else 1)
         where = f" (seq {reply.seq})" if ok else ""
-        print(f"account {reply.account}: {reply.code.name}{where}, free balance {reply.balance}")
+        # a transfer's reply carries the asset's free balance, in minor units; a
+        # create-account's carries none (review 45: "free balance 0" of a funded account)
+        shown = "" if args.admin_command == "create-account" else _free_balance(cfg, args, reply)
+        print(f"account {reply.account}: {reply.code.name}{where}{shown}")
     return code
+
+
+def _free_balance(cfg: RingexConfig, args: argparse.Namespace, reply: AccountReply) -> str:
+    """A transfer reply's free balance in the asset's decimals, as ``balances`` shows it
+    (review 45: it was printed in minor units)."""
+    places = next((a.decimals for a in cfg.assets if a.name == args.asset), 0)
+    return f", free balance {_decimal(reply.balance, places)}"
 
 
 def _print_balances(cfg: RingexConfig, account: int, balances: list[Balance], as_json: bool) -> int:

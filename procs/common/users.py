@@ -73,6 +73,14 @@ def _digest(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 << 20)
 
 
+class UserExistsError(ValueError):
+    """``UserStore.add(..., new=True)`` of a comp id that is a user already."""
+
+    def __init__(self, user: User) -> None:
+        super().__init__(f"comp id {user.comp_id} is a user already (account {user.account})")
+        self.user = user
+
+
 class UsersFileError(ValueError):
     """The users file exists but cannot be read or decoded; the message names it and why."""
 
@@ -135,15 +143,20 @@ class UserStore:
         *,
         n: int = DEFAULT_N,
         cancel_on_disconnect: bool | None = None,
+        new: bool = False,
     ) -> User:
         """Create or replace ``comp_id``; keeps its session id when it exists. Under the
         file's lock, on the file as it is now: two admins adding users at once keep both,
-        each with its own session id."""
+        each with its own session id. ``new``: raise ``UserExistsError`` rather than replace
+        one that exists (checked under that lock: two ``add-user`` of one comp id at once
+        moved it to the second one's empty account, review 45)."""
         if refused := comp_id_refused(comp_id):
             raise ValueError(refused)
         if not password:  # a Logon without a Password (554) reads as "": never a user's
             raise ValueError(f"comp id {comp_id!r}: the password must not be empty")
         with self._locked():
+            if new and (old := self._users.get(comp_id)) is not None:
+                raise UserExistsError(old)
             return self._add(comp_id, password, account, n, cancel_on_disconnect)
 
     def _add(

@@ -121,6 +121,10 @@ class Accounts(Settlement):
         self._accounts.add(account)
         return OK
 
+    def known(self, account: int) -> bool:
+        """Whether ``account`` was opened (``create_account``)."""
+        return account in self._accounts
+
     def untouched(self, account: int) -> bool:
         """No balance, no hold and no open order: an account as ``create_account`` left it."""
         return not self._open.get(account) and not any(

@@ -169,12 +169,15 @@ class Sequencer:
         gateway's): a kill switch is never held back by the rate of the account it stops.
         The gateway is told the verdict either way (``Rejected`` with the code; OK once the
         command is durable), since cancelling nothing says nothing: its client must not be
-        told "done" for a refusal."""
+        told "done" for a refusal. An account never opened is refused (review 45: the
+        operator's kill switch for a mistyped account answered "done"); replay does not ask."""
         targets = self._targets(cmd.symbol)
         code = ResultCode.UNKNOWN_SYMBOL
         if targets is not None:
             code = _OK
-            if cmd.gateway != ADMIN_GATEWAY and not self._allow(cmd.account, now_ns):
+            if cmd.account and not self.accounts.known(cmd.account):
+                code = ResultCode.UNKNOWN_ACCOUNT
+            elif cmd.gateway != ADMIN_GATEWAY and not self._allow(cmd.account, now_ns):
                 code = ResultCode.ACCOUNT_RATE_LIMITED
         reply = mass_cancel_verdict(cmd, code)
         if targets is not None and code == _OK:

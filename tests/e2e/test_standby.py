@@ -162,7 +162,7 @@ def test_the_standby_takes_over_and_the_old_primary_follows_it(
     promoted = standby.with_suffix(".promoted.toml")
     more = ringex("admin", "deposit", "--account", "5", "--asset", "USD", "--amount", "1",
                   "--config", str(promoted))  # fmt: skip
-    assert more.returncode == 0 and "free balance 11000000" in more.stdout, more.stdout
+    assert more.returncode == 0 and "free balance 11.000000" in more.stdout, more.stdout
 
     # the old primary is fenced: whatever restarts its router, it refuses to sequence
     router = subprocess.run(

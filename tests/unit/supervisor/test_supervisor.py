@@ -137,7 +137,7 @@ def test_start_restart_after_kill_and_clean_stop(
     made = ringex("admin", "create-account", "--account", "5")
     assert made.returncode == 0 and "account 5: OK" in made.stdout, made.stderr
     paid = ringex("admin", "deposit", "--account", "5", "--asset", "USD", "--amount", "12.5")
-    assert paid.returncode == 0 and "free balance 12500000" in paid.stdout  # 6 decimals
+    assert paid.returncode == 0 and "free balance 12.500000" in paid.stdout  # 6 decimals
     too_fine = ringex("admin", "deposit", "--account", "5", "--asset", "USD", "--amount", "1e-9")
     assert too_fine.returncode == 1 and "6 decimal places" in too_fine.stderr
 
