@@ -25,10 +25,6 @@ class RestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     #: Password logins (key creation) per second per client address: slows a guesser.
     login_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     login_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
-    #: Wrong passwords per second per username, from any address (and the burst): then 429
-    #: for that username, so guesses spread over many addresses stay slow too.
-    failed_login_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 0.1
-    failed_login_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
     #: The receive window a signed request may ask for, and its default (ms).
     recv_window_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 5_000
     max_recv_window_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 60_000
@@ -85,6 +81,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     #: twice ``max_messages_per_s``.
     max_inbound_per_s: Annotated[int, msgspec.Meta(ge=0)] = 0
     max_sessions: Annotated[int, msgspec.Meta(ge=1)] = 1_000
+    #: Wrong passwords per second per user (CompID, the REST login's username), counted
+    #: over FIX Logons and REST logins together, from any address (and the burst): then the
+    #: user's logons are refused (a Logout naming the limit; REST: 429) until a token comes
+    #: back, so guesses spread over many addresses and both doors stay slow.
+    failed_login_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 0.1
+    failed_login_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
     max_message_bytes: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 8_192
     #: Seconds a connection may take to log on before it is closed.
     logon_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0

@@ -24,18 +24,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from config.edges import GatewayConfig
 from procs.common.users import User, UserStore
 from procs.gateway.audit import AuditLog
 from procs.gateway.connection import Connection
 from procs.gateway.intake import IntakePacing
+from procs.gateway.limits import RateLimiter
 from procs.gateway.orders import OrderEntry
 from procs.gateway.session import Session
 from procs.gateway.session_interface import SessionSettings
 from procs.gateway.store import MessageStore
+
+if TYPE_CHECKING:
+    from procs.gateway.rest import RestApi
 
 log = logging.getLogger("ringex.gateway")
 
@@ -56,6 +62,18 @@ class GatewayConnections:
     submit: Callable[[], None]
     #: commands waiting to be published past which a read publishes at once (``burst_limit``)
     burst_limit: int
+    api: RestApi | None
+
+    @property
+    def failed_logins(self) -> RateLimiter:
+        """Wrong passwords per user: the REST API's limiter where it runs (one count for
+        FIX Logons and REST logins), else this gateway's own (reread 44: FIX's were never
+        counted)."""
+        return self.api.failed_logins if self.api is not None else self._own_failed_logins
+
+    @functools.cached_property
+    def _own_failed_logins(self) -> RateLimiter:
+        return RateLimiter(self.gw.failed_login_rate_per_s, self.gw.failed_login_burst)
 
     def connection_made(self, conn: Connection) -> None:
         assert conn.transport is not None
@@ -101,6 +119,14 @@ class GatewayConnections:
 
     def _verify(self, conn: Connection, session: Session, comp_id: str, password: str) -> None:
         session.verify_request = None
+        limits = self.failed_logins  # every try spends a token, a right password gives it back
+        if retry := limits.take(comp_id, time.monotonic()):
+            session.refused(
+                f"too many wrong passwords for {comp_id[:64]}: the limit is "
+                f"{limits.rate_per_s:g}/s; try again in {math.ceil(retry)} s",
+                time.time_ns(),
+            )
+            return
         check = asyncio.get_running_loop().run_in_executor(
             None, self._check_if_connected, session, comp_id, password
         )
@@ -113,6 +139,8 @@ class GatewayConnections:
             except Exception:  # a broken users file: refuse, and say why in the log
                 log.exception("checking the password of %s failed", comp_id)
                 user = None
+            if user is not None:
+                self.failed_logins.refund(comp_id)
             try:
                 session.authenticated(user, time.time_ns())
             except OSError as exc:  # its store: out of descriptors, a full disk. Closed, not

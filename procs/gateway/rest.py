@@ -130,7 +130,8 @@ class RestApi(OpenOrderViews, RestConnections):
         self.key_limits = RateLimiter(rest.key_rate_per_s, rest.key_burst)
         self.ip_limits = RateLimiter(rest.ip_rate_per_s, rest.ip_burst)
         self.login_limits = RateLimiter(rest.login_rate_per_s, rest.login_burst)
-        self.failed_logins = RateLimiter(rest.failed_login_rate_per_s, rest.failed_login_burst)
+        # wrong passwords per user: FIX Logons at this gateway count here too (connections.py)
+        self.failed_logins = RateLimiter(gw.failed_login_rate_per_s, gw.failed_login_burst)
         self.body_timeout_s = BODY_TIMEOUT_S
         for name in QUIET_LOGGERS:  # a line per bad request is a disk anyone could fill
             quieten(logging.getLogger(name))

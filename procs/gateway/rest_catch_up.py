@@ -93,9 +93,18 @@ class RestCatchUp:
                 oid = event.order_id
             order = self.live.get(oid)
             if order is not None:
-                if event.seq <= floors.setdefault(oid, order.seq):
-                    continue  # its state holds it already
-            elif (order := self.rows.take(account, oid, event.seq)) is None:
+                floor = floors.setdefault(oid, order.seq)
+                if event.seq <= floor and not (
+                    isinstance(event, Triggered) and not order.triggered
+                ):
+                    continue  # its state holds it already (a trigger: where it says so)
+            # a row holds no trigger, whatever its seq (reread 44: a trigger the writer had
+            # filed was never applied, and the stop read as not working)
+            elif (
+                order := self.rows.take(
+                    account, oid, 0 if isinstance(event, Triggered) else event.seq
+                )
+            ) is None:
                 left.append((event, maker))
                 continue
             else:

@@ -69,12 +69,13 @@ class RowOrders:
 
     def take(self, account: int, order_id: int, seq: int) -> LiveOrder | None:
         """The remembered order an event of journal seq ``seq`` names, to follow from now on;
-        None if none, or if its row holds that event already."""
+        None if none, or if its row holds that event already (``seq`` 0: any event, one a
+        row cannot hold, as a stop's trigger, which the table does not keep)."""
         orders = self._by_account.get(account)
         if not orders:
             return None
         order = orders.get(order_id)
-        if order is None or seq <= order.seq:
+        if order is None or 0 < seq <= order.seq:
             return None
         del orders[order_id]
         return order

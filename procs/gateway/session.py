@@ -217,6 +217,13 @@ class Session(GapRecovery):
                 return
             self._dispatch(later, now_ns)
 
+    def refused(self, why: str, now_ns: int) -> None:
+        """The shell's refusal of ``verify_request`` without a password check (a limit)."""
+        msg = self._logon_msg
+        if self.state is State.AUTHENTICATING and msg is not None:
+            self._logon_msg = None
+            self._refuse(msg.text(49), why, now_ns)
+
     def on_timer(self, now_ns: int, reading: bool = True) -> None:
         """Heartbeats, test requests, logon and logout timeouts, the logout of a removed user;
         call about once a second.

@@ -244,8 +244,9 @@ class Verifier:
         if ts < self.not_before_ms:
             raise AuthError(
                 OUTSIDE_WINDOW,
-                f"timestamp {ts} is before this gateway started ({self.not_before_ms}): a "
-                "request signed before a restart is refused; sign it again",
+                f"timestamp {ts} is before this gateway started ({self.not_before_ms}; server "
+                f"time {now_ms}): a request signed before a restart is refused; sign it again, "
+                "with a clock that is not behind the server's",
             )
         data = payload(ts, window, method, path, query, body)
         mac = _keyed(secret).copy()

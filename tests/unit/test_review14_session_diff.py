@@ -86,6 +86,7 @@ def test_the_operators_kill_switch_draws_on_no_rate_and_replays_alike() -> None:
         RingexConfig(), risk=RiskConfig(max_commands_per_s=1, fee_account=99)
     )
     live = Sequencer(cfg, Accounts(cfg))
+    live.accounts.create_account(7)  # the account it stops: an unknown one is refused (rev. 45)
     journal = []
     codes = []
     for ref, gateway in enumerate((ADMIN_GATEWAY,) * 5 + (1, 1), start=1):
