@@ -20,7 +20,8 @@ import psycopg
 log = logging.getLogger("ringex.dbwriter.migrate")
 
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
-_LOCK: Final = 0x52474D49  # "RGMI": the advisory lock key of migrations
+#: "RGMI": the advisory lock key of migrations, and of the reference data after them
+LOCK: Final = 0x52474D49
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -58,7 +59,7 @@ def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS) -> list
     migrations = load(directory)
     applied: list[str] = []
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
             "name text NOT NULL, checksum text NOT NULL, applied timestamptz NOT NULL "

@@ -56,6 +56,7 @@ import psycopg
 
 from config.schema import RingexConfig
 from procs.dbwriter.copy import PG_EPOCH_US, GroupedRows, RowLayout
+from procs.dbwriter.migrate import LOCK as MIGRATIONS_LOCK
 from procs.dbwriter.migrate import migrate
 from procs.dbwriter.projection import ORDERS, TRADES, Batch
 
@@ -177,6 +178,10 @@ def prepare(conn: psycopg.Connection[Any], cfg: RingexConfig) -> None:
     """Migrate, and upsert the configured assets and symbols (reference data)."""
     migrate(conn)
     with conn.transaction():
+        # two writers at once: one after the other (the upsert's arbiter is the id, so a
+        # name inserted by the other's uncommitted row was a unique violation: seen once in
+        # the test suite)
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATIONS_LOCK,))
         for a in cfg.assets:
             conn.execute(
                 "INSERT INTO assets (id, name, decimals) VALUES (%s, %s, %s) ON CONFLICT (id) "
@@ -234,13 +239,17 @@ class PgStore:
     def open(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
             conn = self._connect()
-            self._end_orphans(conn)
-            prepare(conn, self.cfg)
-            for table in ("trades", "accounts", "orders", "transfers", "balances", "candles"):
-                conn.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS tmp_{table} (LIKE {table}) "
-                    f"ON COMMIT DELETE ROWS"
-                )
+            try:
+                self._end_orphans(conn)
+                prepare(conn, self.cfg)
+                for table in ("trades", "accounts", "orders", "transfers", "balances", "candles"):
+                    conn.execute(
+                        f"CREATE TEMP TABLE IF NOT EXISTS tmp_{table} (LIKE {table}) "
+                        f"ON COMMIT DELETE ROWS"
+                    )
+            except BaseException:  # not left for the collector to find open
+                conn.close()
+                raise
             self.conn = conn
             self.connections += 1
             self._days.clear()
