@@ -40,8 +40,9 @@ from procs.gateway.order_fields import (
     FIX_ORD_TYPE,
     FIX_TIF,
     REPORT,
+    mass_report,
 )
-from procs.gateway.order_state import Order, Request
+from procs.gateway.order_state import MassCancelRequest, Order, Request
 from procs.gateway.session import Session
 
 
@@ -67,6 +68,20 @@ class OrderReplies:
     _exec_blocks: ExecIdBlocks
     _symbol_names: dict[int, bytes]
     commissions: Commissions
+    mass_cancels: dict[int, MassCancelRequest]
+    touched: dict[int, Order | Request | MassCancelRequest | None]
+
+    def answer_mass_cancel(self, ref: int, refused: str | None) -> None:
+        """Mass cancel ``ref``'s report (r): accepted (``refused`` None) or refused with that
+        text. It is forgotten then."""
+        mass = self.mass_cancels.pop(ref)
+        self.touched[ref] = None
+        f = mass.fields
+        if refused is None:
+            body = mass_report(f, f[530])
+        else:
+            body = mass_report(f, b"0") + field(532, 99) + field(58, refused)
+        self._deliver(mass.session, b"r", body)
 
     def restate(self, order: Order) -> None:
         """An ExecutionReport Restated (150=D) of what the books say of ``order`` after a
@@ -183,6 +198,8 @@ class OrderReplies:
             format_units(order.qty, qd),
             b"44=%s\x01" % format_units(order.price, pd) if order.price else b"",
             b"99=%s\x01" % format_units(order.stop_price, pd) if order.stop_price else b"",
+            b"18=6\x01" if order.post_only else b"",
+            b"111=%s\x01" % format_units(order.display, qd) if order.display else b"",
             format_units(order.leaves, qd),
             format_units(order.cum, qd),
             format_units(avg, pd + 4),

@@ -55,6 +55,7 @@ from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.order_fields import (
     CXL_DUPLICATE,
+    CXL_EXCHANGE,
     CXL_PENDING,
     CXL_TOO_LATE,
     CXL_UNKNOWN,
@@ -198,9 +199,8 @@ class OrderEntry(OrderReplies, OrderMemory):
             text = "the exchange is stopping: no new orders or replaces (cancels are taken)"
             if kind == b"D":
                 self._reject_new(session, msg, text, 2)  # OrdRejReason 2: exchange closed
-            else:
-                order = self.live.get((session.session_id, msg.fields[41]))
-                self._cancel_reject(session, msg, order, text, None if order else CXL_UNKNOWN)
+            elif (order := self._named(session, msg)) is not None:  # else refused as any
+                self._cancel_reject(session, msg, order, text)  # (review 46: 'unknown')
             return
         if kind == b"D":
             self._new(session, msg, now_ns)
@@ -298,10 +298,10 @@ class OrderEntry(OrderReplies, OrderMemory):
         )  # fmt: skip
         self.outgoing.append(new)
 
-    def _cancel_replace(self, session: Session, msg: FixMessage, now_ns: int) -> None:
+    def _named(self, session: Session, msg: FixMessage) -> Order | None:
+        """The live, acknowledged order a cancel or replace names (OrigClOrdID), or None
+        once it is refused: too late (finished), a replace pending, unknown, not acked."""
         f = msg.fields
-        if self._resent_again(session, msg, f[11]):
-            return
         key = (session.session_id, f[41])
         order = self.live.get(key)
         if order is None:
@@ -309,16 +309,25 @@ class OrderEntry(OrderReplies, OrderMemory):
             if done is not None:
                 text = f"too late: the order of OrigClOrdID {shown(f[41])} is finished"
                 self._cancel_reject(session, msg, done, text, CXL_TOO_LATE)
-                return
+                return None
             pending = self._pending_replace(session.session_id, f[41])
             if pending is not None:
                 text = f"OrigClOrdID {shown(f[41])} is a replace still pending"
                 self._cancel_reject(session, msg, pending, text, CXL_PENDING)
-                return
+                return None
         if order is None or not order.order_id:
             why = "unknown order" if order is None else "order not yet acknowledged"
-            reason = CXL_UNKNOWN if order is None else CXL_PENDING
+            reason = CXL_UNKNOWN if order is None else CXL_EXCHANGE  # not pending cancel (46)
             self._cancel_reject(session, msg, order, f"{why} OrigClOrdID {shown(f[41])}", reason)
+            return None
+        return order
+
+    def _cancel_replace(self, session: Session, msg: FixMessage, now_ns: int) -> None:
+        f = msg.fields
+        if self._resent_again(session, msg, f[11]):
+            return
+        order = self._named(session, msg)
+        if order is None:
             return
         if self._duplicate(session, msg, f[11], order):
             return
@@ -354,13 +363,6 @@ class OrderEntry(OrderReplies, OrderMemory):
             order.order_id, price=price, order_qty=qty,  # the total: racing fills not added
         )  # fmt: skip
         self.outgoing.append(replace)
-
-    def _pending_replace(self, session: int, cl_ord_id: bytes) -> Order | None:
-        """The order a replace in flight will rename ``cl_ord_id``, if any."""
-        for r in self.requests.values():
-            if r.kind == b"G" and r.session == session and r.cl_ord_id == cl_ord_id:
-                return r.order
-        return None
 
     def _cancel_record(self, order: Order, account: int, now_ns: int) -> None:
         ref = self.next_ref()
@@ -573,19 +575,13 @@ class OrderEntry(OrderReplies, OrderMemory):
         reason = ORD_REJ_REASON.get(rejected.code, 99)
         self.rejects += 1
         self.reject_reasons[reject_slot(reason)] += 1
-        self._report(order, b"8", extra=field(103, reason) + field(58, text))
-
-    def answer_mass_cancel(self, ref: int, refused: str | None) -> None:
-        """Mass cancel ``ref``'s report (r): accepted (``refused`` None) or refused with that
-        text. It is forgotten then."""
-        mass = self.mass_cancels.pop(ref)
-        self.touched[ref] = None
-        f = mass.fields
-        if refused is None:
-            body = mass_report(f, f[530])
-        else:
-            body = mass_report(f, b"0") + field(532, 99) + field(58, refused)
-        self._deliver(mass.session, b"r", body)
+        # from the event, as every report of one (review 46): the same ExecID when sent again
+        self._report(
+            order,
+            b"8",
+            field(103, reason) + field(58, text),
+            event_exec_id(b"J", rejected.client_ref, order.ref),
+        )
 
     def counters(self) -> list[int]:
         """``procs.common.stats.GATEWAY_COUNTERS``' values but the server's ``to_ring``."""
