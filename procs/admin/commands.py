@@ -153,8 +153,7 @@ def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
 def _free_balance(cfg: RingexConfig, args: argparse.Namespace, reply: AccountReply) -> str:
     """A transfer reply's free balance in the asset's decimals, as ``balances`` shows it
     (review 45: it was printed in minor units)."""
-    places = next((a.decimals for a in cfg.assets if a.name == args.asset), 0)
-    return f", free balance {_decimal(reply.balance, places)}"
+    return f", free balance {_decimal(reply.balance, cfg.asset(args.asset).decimals)}"
 
 
 def _print_balances(cfg: RingexConfig, account: int, balances: list[Balance], as_json: bool) -> int:

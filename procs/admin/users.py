@@ -67,18 +67,16 @@ def remove_user(
         print(f"ringex admin remove-user: no user {args.comp_id!r} (users: {known})",
               file=sys.stderr)  # fmt: skip
         return 1
-    client = connect() if args.cancel_orders else None
-    if args.cancel_orders and client is None:  # said why; nothing removed yet
-        print(f"ringex admin remove-user: {user.comp_id} not removed (its orders could not be "
-              "cancelled)", file=sys.stderr)  # fmt: skip
-        return 1
     try:  # read before anything is removed (review 45: a damaged file crashed the command
         keys = ApiKeyStore(apikeys_path(cfg))  # with the user gone and its keys not revoked)
     except (OSError, ValueError) as exc:
         print(f"ringex admin remove-user: {user.comp_id} not removed: the API key file "
               f"{apikeys_path(cfg)} cannot be read ({exc})", file=sys.stderr)  # fmt: skip
-        if client is not None:
-            client.close()
+        return 1
+    client = connect() if args.cancel_orders else None
+    if args.cancel_orders and client is None:  # said why; nothing removed yet
+        print(f"ringex admin remove-user: {user.comp_id} not removed (its orders could not be "
+              "cancelled)", file=sys.stderr)  # fmt: skip
         return 1
     store.remove(user.comp_id)
     revoked = keys.revoke_user(user.comp_id)
