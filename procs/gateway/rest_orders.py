@@ -345,8 +345,10 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
     def _triggered(self, triggered: Triggered) -> None:
         oid = triggered.order_id
         # an order followed from its database row too, as the other events take it (review
-        # 44: a stop known from its row alone lost its trigger, and read as not working)
-        order = self.live.get(oid) or self.rows.take(triggered.account, oid, triggered.seq)
+        # 44: a stop known from its row alone lost its trigger, and read as not working),
+        # whatever the row's seq: a row keeps no trigger (seq 0), and the writer may have
+        # filed this one before this gateway read it, as ``follow_kept`` takes it
+        order = self.live.get(oid) or self.rows.take(triggered.account, oid, 0)
         if order is not None:
             self.live[oid] = order
             order.triggered = True
