@@ -50,12 +50,14 @@ FIX_ORD_TYPE = {v: k for k, v in ORD_TYPES.items()}
 TIFS = {b"0": TimeInForce.DAY, b"1": TimeInForce.GTC, b"3": TimeInForce.IOC, b"4": TimeInForce.FOK}
 FIX_TIF = {v: k for k, v in TIFS.items()}
 #: An ExecutionReport's body after the header: 37 11 [41] 17 150 39 55 54 40 59 38 [44] [99]
-#: [18] [111] 151 14 6, then the extra fields. ExecInst and MaxFloor where the order has them:
+#: [18] [111] 151 14 6 60, then the extra fields. TransactTime (60) is the time of the event
+#: reported (the sequencer's stamp, so a report sent again after a crash repeats it), or the
+#: gateway's clock for a report no event makes. ExecInst and MaxFloor where the order has them:
 #: a replace must restate both (``differs``), so a client rebuilding its orders from the
 #: reports (a status or mass status answer) must read them there (review 46).
 REPORT = (
     b"37=%s\x0111=%s\x01%s17=%d-%s\x01150=%s\x0139=%s\x0155=%s\x0154=%d\x0140=%s\x01"
-    b"59=%s\x0138=%s\x01%s%s%s%s151=%s\x0114=%s\x016=%s\x01%s"
+    b"59=%s\x0138=%s\x01%s%s%s%s151=%s\x0114=%s\x016=%s\x0160=%s\x01%s"
 )
 #: CxlRejReason (102) values.
 CXL_TOO_LATE, CXL_UNKNOWN, CXL_EXCHANGE, CXL_PENDING, CXL_DUPLICATE, CXL_OTHER = 0, 1, 2, 3, 6, 99
@@ -63,9 +65,10 @@ CXL_TOO_LATE, CXL_UNKNOWN, CXL_EXCHANGE, CXL_PENDING, CXL_DUPLICATE, CXL_OTHER =
 FINISHED = frozenset((b"2", b"4", b"8", b"C"))
 
 
-def mass_report(f: dict[int, bytes], response: bytes) -> bytes:
+def mass_report(f: dict[int, bytes], response: bytes, transact: bytes) -> bytes:
+    """An OrderMassCancelReport's body; ``transact``: its TransactTime (60) field."""
     body = field(37, b"MC-" + f[11]) + field(11, f[11]) + field(530, f[530]) + field(531, response)
-    return body + (field(55, f[55]) if 55 in f else b"")
+    return body + transact + (field(55, f[55]) if 55 in f else b"")
 
 
 def differs(msg: FixMessage, order: Order) -> str | None:

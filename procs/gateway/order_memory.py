@@ -144,13 +144,6 @@ class OrderMemory:
                 self._pop_request(ref)
         return changed, forgotten
 
-    def _pending_replace(self, session: int, cl_ord_id: bytes) -> Order | None:
-        """The order a replace in flight will rename ``cl_ord_id``, if any."""
-        for r in self.requests.values():
-            if r.kind == b"G" and r.session == session and r.cl_ord_id == cl_ord_id:
-                return r.order
-        return None
-
     def unanswered(self, ref: int) -> bool:
         """Whether the command of client ref ``ref`` still waits for its answer: a new order
         not acknowledged, or a cancel or replace request in flight."""

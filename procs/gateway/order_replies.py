@@ -1,6 +1,7 @@
 """What FIX order entry tells a client: ExecutionReports (8), OrderCancelRejects (9) and
 OrderMassCancelReports (r), delivered to the session now, or parked for its next logon; and
-the reports an OrderMassStatusRequest (AF) asks for.
+the reports an OrderStatusRequest (H) or OrderMassStatusRequest (AF) asks for. Each carries
+TransactTime (60): the time of the event it reports, or the gateway's clock.
 
 A mixin of ``OrderEntry`` (``orders.py``), which decides *when* to answer; this module says
 *how*. Every answer about an order reaches its session even when the client is logged off:
@@ -29,7 +30,7 @@ from procs.common.exec_ids import ExecIdBlocks
 from procs.common.records import Trade
 from procs.common.stats import reject_slot
 from procs.gateway.commission import Commissions
-from procs.gateway.fix import FixMessage, field
+from procs.gateway.fix import FixMessage, Timestamps, field
 from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.order_fields import (
@@ -56,6 +57,7 @@ def event_exec_id(kind: bytes, number: int, order_id: int) -> bytes:
 class OrderReplies:
     gateway: int
     live: GroupedDict[tuple[int, bytes], Order, int]
+    finished: dict[tuple[int, bytes], Order]  # ``OrderMemory``'s
     requests: dict[int, Request]
     instruments: Instruments
     sessions: dict[int, Session]
@@ -70,6 +72,11 @@ class OrderReplies:
     commissions: Commissions
     mass_cancels: dict[int, MassCancelRequest]
     touched: dict[int, Order | Request | MassCancelRequest | None]
+    _times: Timestamps
+
+    def _transact(self, ns: int = 0) -> bytes:
+        """TransactTime (60) of a report: the event's time ``ns``, or now (0: no event)."""
+        return b"60=%s\x01" % self._times.format(ns or time.time_ns())
 
     def answer_mass_cancel(self, ref: int, refused: str | None) -> None:
         """Mass cancel ``ref``'s report (r): accepted (``refused`` None) or refused with that
@@ -78,9 +85,9 @@ class OrderReplies:
         self.touched[ref] = None
         f = mass.fields
         if refused is None:
-            body = mass_report(f, f[530])
+            body = mass_report(f, f[530], self._transact())
         else:
-            body = mass_report(f, b"0") + field(532, 99) + field(58, refused)
+            body = mass_report(f, b"0", self._transact()) + field(532, 99) + field(58, refused)
         self._deliver(mass.session, b"r", body)
 
     def restate(self, order: Order) -> None:
@@ -123,7 +130,8 @@ class OrderReplies:
                 self._exec_id(),
             )
             body += field(55, f.get(55, b"NONE")) + field(54, side or b"1")
-            body += b"151=0\x0114=0\x016=0\x01" + req_id + b"911=0\x01912=Y\x01"
+            body += b"151=0\x0114=0\x016=0\x01" + self._transact(now) + req_id
+            body += b"911=0\x01912=Y\x01"
             session.send(b"8", body + field(58, "no open order matches the request"), now)
 
     def pending_status(self) -> dict[int, bytes]:
@@ -139,6 +147,30 @@ class OrderReplies:
     def pending_of(self, order: Order) -> bytes | None:
         """``pending_status`` of one order: 6, E, or None when no request waits for it."""
         return self.pending_status().get(id(order))
+
+    def _pending_replace(self, session: int, cl_ord_id: bytes) -> Order | None:
+        """The order a replace in flight will rename ``cl_ord_id``, if any."""
+        for r in self.requests.values():
+            if r.kind == b"G" and r.session == session and r.cl_ord_id == cl_ord_id:
+                return r.order
+        return None
+
+    def status(self, session: Session, msg: FixMessage, now_ns: int) -> None:
+        """OrderStatusRequest (H): an ExecutionReport Order Status (150=I) of the order its
+        ClOrdID names (live, finished, or the next id of a replace in flight), or a Rejected
+        one saying it is unknown."""
+        key = (session.session_id, msg.fields[11])
+        order = (
+            self.live.get(key)
+            or self.finished.get(key)
+            or self._pending_replace(session.session_id, msg.fields[11])  # named by its next id
+        )
+        extra = field(790, msg.fields[790]) if 790 in msg.fields else b""
+        if order is None:
+            text = f"unknown order ClOrdID {msg.text(11)}"
+            self._reject_new(session, msg, text, 5, b"I", extra)
+            return
+        self._report(order, b"I", extra=extra, status=self.pending_status().get(id(order)))
 
     def _exec_id(self) -> bytes:
         self._next_exec += 1
@@ -172,9 +204,11 @@ class OrderReplies:
         extra: bytes = b"",
         exec_id: bytes | None = None,
         status: bytes | None = None,
+        at_ns: int = 0,
     ) -> None:
         """An ExecutionReport about ``order``; ``status`` in place of its OrdStatus (a status
-        report's pending cancel or replace)."""
+        report's pending cancel or replace); ``at_ns`` the event's time, its TransactTime
+        (0: now, a report no event makes)."""
         if order.session not in self.sessions and self.park is None:
             self.undeliverable += 1
             return
@@ -203,6 +237,7 @@ class OrderReplies:
             format_units(order.leaves, qd),
             format_units(order.cum, qd),
             format_units(avg, pd + 4),
+            self._times.format(at_ns or time.time_ns()),
             extra,
         )
         self._deliver(order.session, b"8", body)
@@ -232,6 +267,7 @@ class OrderReplies:
                 field(151, 0),
                 field(14, 0),
                 field(6, 0),
+                self._transact(),
                 field(103, reason) if exec_type == b"8" else b"",
                 field(58, text),
                 extra,
@@ -281,6 +317,7 @@ class OrderReplies:
                 field(39, status),
                 field(434, "1" if kind == b"F" else "2"),
                 field(102, reason),
+                self._transact(),
                 field(58, text),
             )
         )

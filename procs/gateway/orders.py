@@ -207,7 +207,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         elif kind in (b"F", b"G"):
             self._cancel_replace(session, msg, now_ns)
         elif kind == b"H":
-            self._status(session, msg, now_ns)
+            self.status(session, msg, now_ns)
         elif kind == b"q":
             self._mass_cancel(session, msg, now_ns)
         elif kind == b"AF":
@@ -374,20 +374,6 @@ class OrderEntry(OrderReplies, OrderMemory):
             )
         )  # fmt: skip
 
-    def _status(self, session: Session, msg: FixMessage, now_ns: int) -> None:
-        key = (session.session_id, msg.fields[11])
-        order = (
-            self.live.get(key)
-            or self.finished.get(key)
-            or self._pending_replace(session.session_id, msg.fields[11])  # named by its next id
-        )
-        extra = field(790, msg.fields[790]) if 790 in msg.fields else b""
-        if order is None:
-            text = f"unknown order ClOrdID {msg.text(11)}"
-            self._reject_new(session, msg, text, 5, b"I", extra)
-            return
-        self._report(order, b"I", extra=extra, status=self.pending_status().get(id(order)))
-
     def _mass_cancel(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         f = msg.fields
         kind = f[530]
@@ -395,18 +381,19 @@ class OrderEntry(OrderReplies, OrderMemory):
             return  # repeated, it would cancel orders placed after the first
         if self._taken(session.session_id, f[11]):
             text = f"duplicate ClOrdID {shown(f[11])}"
-            session.send(b"r", mass_report(f, b"0") + field(532, 99) + field(58, text), now_ns)
+            body = mass_report(f, b"0", self._transact(now_ns)) + field(532, 99)
+            session.send(b"r", body + field(58, text), now_ns)
             return
         symbol = 0
         if 54 in f:  # the exchange cancels both sides: refused rather than done too widely
-            body = mass_report(f, b"0") + field(532, 99)
+            body = mass_report(f, b"0", self._transact(now_ns)) + field(532, 99)
             text = f"Side (54) {shown(f[54])} on a mass cancel is not supported: both sides go"
             session.send(b"r", body + field(58, text), now_ns)
             return
         if kind == b"1":
             sym = self.instruments.by_name.get(f.get(55, b""))
             if sym is None:
-                body = mass_report(f, b"0") + field(532, 1)
+                body = mass_report(f, b"0", self._transact(now_ns)) + field(532, 1)
                 session.send(b"r", body + field(58, f"unknown symbol {msg.text(55)}"), now_ns)
                 return
             symbol = sym.id
@@ -462,7 +449,7 @@ class OrderEntry(OrderReplies, OrderMemory):
                 # Restated: FIX 4.4 has no ExecType for a trigger (L came later)
                 exec_id = event_exec_id(b"L", triggered.seq, stop.order_id)
                 extra = field(378, 99) + field(58, "stop triggered")
-                self._report(stop, b"D", extra, exec_id=exec_id)
+                self._report(stop, b"D", extra, exec_id=exec_id, at_ns=triggered.ts_ns)
 
     def _replaced(self, replaced: Replaced) -> None:
         mine = replaced.gateway == self.gateway
@@ -484,7 +471,8 @@ class OrderEntry(OrderReplies, OrderMemory):
         order.updated_ns = replaced.ts_ns
         # a total at or below what filled: the balance is cancelled, the order filled
         order.status = (b"1" if replaced.qty else b"2") if order.cum else b"0"
-        self._report(order, exec_type, extra, event_exec_id(b"R", replaced.seq, order.order_id))
+        exec_id = event_exec_id(b"R", replaced.seq, order.order_id)
+        self._report(order, exec_type, extra, exec_id, at_ns=replaced.ts_ns)
 
     def _fill(self, order_id: int, trade: Trade, leaves: int, maker: bool) -> None:
         order = self.by_id.get(order_id)
@@ -501,7 +489,8 @@ class OrderEntry(OrderReplies, OrderMemory):
         last = field(31, format_units(trade.price, sym.price_decimals))
         last += field(32, format_units(trade.qty, sym.qty_decimals))
         last += self._commission(sym.id, trade, maker)
-        self._report(order, b"F", last, event_exec_id(b"T", trade.trade_id, order_id))
+        exec_id = event_exec_id(b"T", trade.trade_id, order_id)
+        self._report(order, b"F", last, exec_id, at_ns=trade.ts_ns)
 
     def _accepted(self, accepted: Accepted) -> None:
         order = self.orders.get(accepted.client_ref)
@@ -519,7 +508,8 @@ class OrderEntry(OrderReplies, OrderMemory):
             self.ack_latency.record(now - order.received_ns)
             self.to_router.record(accepted.ts_ns - order.received_ns)
             self.router_to_ack.record(now - accepted.ts_ns)
-        self._report(order, b"0", exec_id=event_exec_id(b"A", accepted.seq, order.order_id))
+        exec_id = event_exec_id(b"A", accepted.seq, order.order_id)
+        self._report(order, b"0", exec_id=exec_id, at_ns=accepted.ts_ns)
         if order.cancel_account:  # its session cancels on disconnect, and is gone
             self._cancel_record(order, order.cancel_account, time.time_ns())
 
@@ -545,7 +535,8 @@ class OrderEntry(OrderReplies, OrderMemory):
         if request is not None and request.cl_ord_id:
             order.orig_cl_ord_id, order.cl_ord_id = order.cl_ord_id, request.cl_ord_id
             self._finish(order)  # the cancel's ClOrdID names it too
-        self._report(order, exec_type, extra, event_exec_id(b"D", done.seq, order.order_id))
+        exec_id = event_exec_id(b"D", done.seq, order.order_id)
+        self._report(order, exec_type, extra, exec_id, at_ns=done.ts_ns)
 
     def _rejected(self, rejected: Rejected) -> None:
         text = f"{rejected.code.name} ({int(rejected.code)})"
@@ -581,6 +572,7 @@ class OrderEntry(OrderReplies, OrderMemory):
             b"8",
             field(103, reason) + field(58, text),
             event_exec_id(b"J", rejected.client_ref, order.ref),
+            at_ns=rejected.ts_ns,
         )
 
     def counters(self) -> list[int]:
