@@ -116,10 +116,19 @@ class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     maker_fee_bps: FeeBps = 10
     taker_fee_bps: FeeBps = 20
 
+    @property
+    def least_qty(self) -> int:
+        """The least size an order may have: ``min_qty`` rounded up to a lot."""
+        return -(-self.min_qty // self.lot) * self.lot
+
+    @property
+    def most_qty(self) -> int:
+        """The largest size an order may have: ``max_qty`` rounded down to a lot."""
+        return self.max_qty // self.lot * self.lot
+
     def __post_init__(self) -> None:
         at_most(f"symbol {self.name!r}", "min_qty", self.min_qty, "max_qty", self.max_qty)
-        smallest = -(-self.min_qty // self.lot) * self.lot  # the least size an order may have
-        if smallest > self.max_qty:  # no size is a multiple of lot in [min_qty, max_qty]
+        if self.least_qty > self.max_qty:  # no size is a multiple of lot in [min_qty, max_qty]
             raise ValueError(
                 f"symbol {self.name!r}: no order size fits: a size is a multiple of lot = "
                 f"{self.lot} from min_qty = {self.min_qty} to max_qty = {self.max_qty}"

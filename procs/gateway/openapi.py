@@ -273,7 +273,7 @@ def _paths() -> Json:
         )},
         f"{V1}/ticker/24hr": {"get": _operation(
             "ticker24hr", "The 24-hour rolling ticker.", _ref("Ticker"),
-            params=market, errors=[502, 503], description=proxied,
+            params=[_symbol()], errors=[502, 503], description=proxied,
         )},
         f"{V1}/klines": {"get": _operation(
             "klines", "Candles, oldest first: the newest `limit` unless startTime is given.",
@@ -480,7 +480,7 @@ def _order_examples(cfg: RingexConfig) -> list[Json]:
         return []
     s = cfg.symbols[0]
     price = format_units(100 * s.tick, s.price_decimals).decode()
-    qty = format_units(max(s.min_qty, s.lot), s.qty_decimals).decode()
+    qty = format_units(s.least_qty, s.qty_decimals).decode()
     order = {"symbol": s.name, "type": "LIMIT", "price": price, "quantity": qty}
     return [
         {**order, "side": "SELL", "timeInForce": "GTC", "newClientOrderId": "my-order-1"},
@@ -555,7 +555,8 @@ def _exchange_info(cfg: RingexConfig) -> Json:
         "symbol": _ref("Symbol"), "status": _enum(["TRADING", "HALT", "UNKNOWN"]),
         "baseAsset": _STR, "quoteAsset": _STR, "pricePrecision": _INT, "quantityPrecision": _INT,
         "tickSize": _DEC, "stepSize": _DEC, "minQty": _DEC, "maxQty": _DEC,
-        "icebergParts": _INT, "makerFeeBps": _INT, "takerFeeBps": _INT,
+        "icebergParts": _INT, "bandBps": _INT, "limitBandBps": _INT,
+        "makerFeeBps": _INT, "takerFeeBps": _INT,
         "orderTypes": _array(_enum(sorted(rp.TYPES))),
         "timeInForce": _array(_enum(sorted(rp.TIFS))),
     })  # fmt: skip

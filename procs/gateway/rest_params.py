@@ -110,6 +110,7 @@ OPEN_ORDERS_PARAMS: Final = frozenset(("symbol",))
 ALL_ORDERS_PARAMS: Final = frozenset(("symbol", "orderId", *_TIMES))
 MY_TRADES_PARAMS: Final = frozenset(("symbol", "fromId", "orderId", *_TIMES))
 MARKET_PARAMS: Final = frozenset(("symbol", "limit"))  # depth, trades
+TICKER_PARAMS: Final = frozenset(("symbol",))
 KLINES_PARAMS: Final = frozenset(("symbol", "interval", *_TIMES))
 
 
@@ -238,8 +239,8 @@ def _order_qty(params: Mapping[str, str], sym: SymbolConfig) -> int:
         raise bad_request(
             codes.FILTER_FAILURE,
             f"quantity {params['quantity']} is outside the symbol's limits "
-            f"(minQty {format_units(sym.min_qty, sym.qty_decimals).decode()}, maxQty "
-            f"{format_units(sym.max_qty, sym.qty_decimals).decode()}, symbol={sym.name})",
+            f"(minQty {format_units(sym.least_qty, sym.qty_decimals).decode()}, maxQty "
+            f"{format_units(sym.most_qty, sym.qty_decimals).decode()}, symbol={sym.name})",
         )
     return qty
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from aiohttp import ClientError, ClientTimeout, web
 
+from procs.core.market.tape import TRADES_KEPT
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request
@@ -34,6 +35,10 @@ log = logging.getLogger("ringex.rest")
 UNKNOWN_STATUS = "UNKNOWN"
 #: How long exchangeInfo waits for the market-data process's statuses.
 STATUS_TIMEOUT_S = 1.0
+#: The most depth levels or trades a request may ask for: the tape keeps as many trades.
+MARKET_LIMIT = TRADES_KEPT
+#: How long a proxied market-data request (depth, trades, ticker) waits for its answer.
+MARKET_TIMEOUT_S = 5.0
 #: How long statuses fetched are answered again without asking: one fetch however many
 #: clients ask, and a halt shows within this much of market data's own view.
 STATUS_TTL_S = 0.5
@@ -67,7 +72,7 @@ class PublicRoutes:
         get(f"{v1}/exchangeInfo", self.exchange_info)
         get(f"{v1}/depth", self.proxy("/api/depth"))
         get(f"{v1}/trades", self.proxy("/api/trades"))
-        get(f"{v1}/ticker/24hr", self.proxy("/api/ticker"))
+        get(f"{v1}/ticker/24hr", self.proxy("/api/ticker", rp.TICKER_PARAMS))
         get(f"{v1}/klines", self.klines)
         get("/openapi.json", self.openapi)
 
@@ -118,9 +123,13 @@ class PublicRoutes:
                         "quantityPrecision": s.qty_decimals,
                         "tickSize": fmt(s.tick, s.price_decimals).decode(),
                         "stepSize": fmt(s.lot, s.qty_decimals).decode(),
-                        "minQty": fmt(s.min_qty, s.qty_decimals).decode(),
-                        "maxQty": fmt(s.max_qty, s.qty_decimals).decode(),
+                        # the least and the largest size an order may have: a multiple
+                        # of stepSize (the config's bounds need not be)
+                        "minQty": fmt(s.least_qty, s.qty_decimals).decode(),
+                        "maxQty": fmt(s.most_qty, s.qty_decimals).decode(),
                         "icebergParts": s.iceberg_parts,
+                        "bandBps": s.band_bps,
+                        "limitBandBps": s.limit_band_bps,
                         "makerFeeBps": s.maker_fee_bps,
                         "takerFeeBps": s.taker_fee_bps,
                         "orderTypes": sorted(rp.TYPES),
@@ -178,32 +187,42 @@ class PublicRoutes:
         self._statuses, self._statuses_until = statuses, time.monotonic() + ttl
         return statuses
 
-    def proxy(self, path: str) -> Handler:
+    def proxy(self, path: str, accepted: frozenset[str] = rp.MARKET_PARAMS) -> Handler:
         """A public market-data endpoint answered by the market-data process, which holds the
-        live book, tape and ticker."""
+        live book, tape and ticker; ``accepted``: its parameters (a ``limit`` or none)."""
 
         async def handler(request: web.Request) -> web.Response:
-            params = await self.api.params(request, rp.MARKET_PARAMS)
+            params = await self.api.params(request, accepted)
             sym = rp.symbol(params, self.api.instruments)
-            limit = rp.integer(params, "limit", 100, 1, 1000)
+            url = f"{self.api.market_url}{path}?symbol={sym.name.lower()}"
+            if "limit" in accepted:
+                url += f"&limit={rp.integer(params, 'limit', 100, 1, MARKET_LIMIT)}"
             if self.api.market_url is None or self.api.client is None:
                 raise ApiError(
                     503, codes.DISCONNECTED, "market data is not enabled on this exchange"
                 )
-            stream = sym.name.lower()
-            url = f"{self.api.market_url}{path}?symbol={stream}&limit={limit}"
             try:
-                async with self.api.client.get(url) as reply:
+                async with self.api.client.get(
+                    url, timeout=ClientTimeout(total=MARKET_TIMEOUT_S)
+                ) as reply:
                     body = await reply.read()
                     if reply.status != 200:
                         raise ApiError(
                             502, codes.DISCONNECTED, body.decode(errors="replace").strip()
                         )
-            except (OSError, TimeoutError, ClientError) as exc:  # hung up, cut short, ...
+            except TimeoutError:  # reached, but no answer (a backlog, a pause): its text is ""
                 raise ApiError(
                     503,
                     codes.DISCONNECTED,
-                    f"market data at {self.api.market_url} is unreachable: {exc}",
+                    f"market data at {self.api.market_url} did not answer within "
+                    f"{MARKET_TIMEOUT_S:g} s",
+                ) from None
+            except (OSError, ClientError) as exc:  # hung up, cut short, ...
+                raise ApiError(
+                    503,
+                    codes.DISCONNECTED,
+                    f"market data at {self.api.market_url} is unreachable: "
+                    f"{exc or type(exc).__name__}",
                 ) from None
             return web.Response(body=body, content_type="application/json")
 
@@ -212,17 +231,16 @@ class PublicRoutes:
     async def klines(self, request: web.Request) -> web.Response:
         params = await self.api.params(request, rp.KLINES_PARAMS)
         sym = rp.symbol(params, self.api.instruments)
-        interval = params.get("interval", "")
+        interval = rp.required(params, "interval")
         if interval not in KLINES:
             raise bad_request(
                 codes.BAD_INTERVAL, f"interval {interval!r} is not one of {', '.join(KLINES)}"
             )
+        start_ms, end_ms = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
+        limit = rp.integer(params, "limit", 500, 1, 1000)
+        # every argument checked before the database is asked for: a bad one is a 400
         query = self.api.need_history().klines(
-            sym,
-            interval,
-            start_ms=rp.opt_ms(params, "startTime"),
-            end_ms=rp.opt_ms(params, "endTime"),
-            limit=rp.integer(params, "limit", 500, 1, 1000),
+            sym, interval, start_ms=start_ms, end_ms=end_ms, limit=limit
         )
         rows = await self.api.db(query)
         return json_response(rows)

@@ -6,9 +6,12 @@ from collections import deque
 
 from procs.common.records import Trade
 
+#: Trades a tape keeps: as many as the most a client may ask for (REST ``trades``' limit).
+TRADES_KEPT = 1000
+
 
 class TradeTape:
-    def __init__(self, size: int = 200) -> None:
+    def __init__(self, size: int = TRADES_KEPT) -> None:
         self._trades: deque[Trade] = deque(maxlen=size)
 
     def process(self, trade: Trade) -> None:
