@@ -446,9 +446,7 @@ class RestApi(OpenOrderViews, RestConnections):
         order = outcome.order
         if outcome.code != ResultCode.OK or order is None:
             raise bad_request(
-                codes.NEW_ORDER_REJECTED,
-                f"order rejected: {outcome.code.name} ({int(outcome.code)}) "
-                f"symbol={req.symbol.name} side={rp.SIDE_NAMES[req.side]} type={req.type_name}",
+                codes.NEW_ORDER_REJECTED, rp.refusal(outcome.code, req, self.cfg.risk)
             )
         body = outcome.view or order.json()
         body["transactTime"] = order.update_ms
@@ -479,9 +477,23 @@ class RestApi(OpenOrderViews, RestConnections):
         ref = self.core.cancel(key.account, key.session, sym.id, oid, time.time_ns())
         outcome = await self.wait(ref)
         if outcome.code != ResultCode.OK or outcome.order is None:
+            if (ended := self.ended_first(key.account, oid, outcome.code)) is not None:
+                raise bad_request(
+                    codes.CANCEL_REJECTED,
+                    f"cancel rejected: orderId={oid} is {ended}: too late to cancel",
+                )
             why = "unknown order" if outcome.code in codes.NOT_YOURS else outcome.code.name
             raise bad_request(codes.CANCEL_REJECTED, f"cancel rejected: {why} orderId={oid}")
         return json_response(outcome.view or outcome.order.json())
+
+    def ended_first(self, account: int, oid: int, code: ResultCode) -> str | None:
+        """The status of ``account``'s order ``oid`` when a cancel or amend of it was refused
+        as unknown because it ended (a fill, say) while the request was on its way: what
+        the client is told rather than "unknown order", as FIX says "too late" (review 47)."""
+        if code not in codes.NOT_YOURS:
+            return None
+        order = self.core.order(account, oid)
+        return order.status if order is not None and order.order_id and not order.open else None
 
     async def query_order(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "read")

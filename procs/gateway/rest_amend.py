@@ -72,10 +72,24 @@ class AmendRoute:
             )
         new_price = order.price if price is None else price
         new_qty = order.qty if qty is None else qty
+        parts = -(-(new_qty - order.cum) // order.display) if order.display else 0
+        if parts > sym.iceberg_parts:  # as a new order's (rest_params), not the matcher's code
+            qd = sym.qty_decimals
+            raise bad_request(
+                codes.FILTER_FAILURE,
+                f"quantity {format_units(new_qty, qd).decode()} leaves {parts} parts of "
+                f"icebergQty {format_units(order.display, qd).decode()} open, at most "
+                f"{sym.iceberg_parts} (ICEBERG_PARTS)",
+            )
         ref = api.core.amend(key.account, key.session, order, new_price, new_qty)
         outcome = await api.wait(ref)
         if outcome.code != ResultCode.OK or outcome.order is None:
             code = outcome.code
+            if (ended := api.ended_first(key.account, order.order_id, code)) is not None:
+                raise bad_request(
+                    codes.CANCEL_REJECTED,
+                    f"amend rejected: orderId={order.order_id} is {ended}: too late to amend",
+                )
             why = "unknown order" if code in codes.NOT_YOURS else f"{code.name} ({int(code)})"
             if code == ResultCode.INVALID_ORDER and order.stop_price and not order.triggered:
                 why += " (a stop not triggered yet is not on the book: cancel it, place a new one)"

@@ -269,3 +269,6 @@ class PendingRequest:
     account: int
     order: LiveOrder | None = None
     outcome: Outcome = field(default_factory=Outcome)
+    #: A new order's command's seq, from its acceptance: the events of that command are its
+    #: answer's; a later command's (a maker fill in the same read) are not (review 47).
+    seq: int = 0

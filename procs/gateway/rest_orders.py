@@ -190,9 +190,15 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
     # -- requests -----------------------------------------------------------------------------
 
     def in_use(self, account: int, client_id: str) -> LiveOrder | None:
-        """The unfinished order of ``account`` placed here as ``client_id`` (a new order under
-        it would make it ambiguous); other gateways' and FIX's are not in this namespace."""
-        return self.client_ids.get((account, client_id)) if client_id else None
+        """The unfinished order of ``account`` known here as ``client_id``: placed through
+        the API, or followed under it (a FIX order of this gateway, by its ClOrdID: review
+        47). A new order under it would make ``origClientOrderId`` ambiguous."""
+        if not client_id:
+            return None
+        found = self.client_ids.get((account, client_id))
+        if found is None:  # at most the account's open orders (the risk limit)
+            found = next((o for o in self.live.of(account) if o.client_order_id == client_id), None)
+        return found
 
     def new_order(self, req: OrderRequest, account: int, session: int, now_ns: int) -> int:
         ref = self.next_ref()
@@ -399,7 +405,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
             if request is None:
                 continue
             outcome = request.outcome
-            if outcome.order is not None:
+            if outcome.order is not None and outcome.view is None:  # (or frozen at ``_fill``)
                 outcome.view = outcome.order.json()
             self.completed.append((ref, outcome))
             if request.order is not None and request.order.ref == ref:
@@ -422,6 +428,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
             order.time_ms = order.update_ms = ms(accepted.ts_ns)
             self._answered.append(accepted.client_ref)
             request.outcome.order = order
+            request.seq = accepted.seq
         elif accepted.account in self.interest:
             sym = self.instruments.by_id.get(accepted.symbol)
             if sym is None:
@@ -463,6 +470,11 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
         # have missed a fill or a replace in between, which the trade's leaves cannot tell
         # apart (either leaves qty - leaves above the count): the count goes on from the
         # row, the notional is unknown, and its end brings the matcher's count.
+        request = self.requests.get(order.ref) if order.ref else None
+        if request is not None and trade.seq != request.seq:  # another command's fill: the
+            if request.outcome.view is None:  # answer is the order as its own command left it
+                request.outcome.view = order.json()
+            request = None
         if order.qty - leaves != order.cum + trade.qty:
             order.notional_known = False
         order.cum += trade.qty
@@ -485,7 +497,6 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
         commission = self.commissions.shown(s.id, trade.price, trade.qty, maker)
         if commission is not None:
             fill["commission"], fill["commissionAsset"] = commission[0].decode(), commission[1]
-        request = self.requests.get(order.ref) if order.ref else None
         if request is not None:  # its own command's fills go into the answer
             request.outcome.fills.append(fill)
         self._report(order, "TRADE", trade.ts_ns, fill)

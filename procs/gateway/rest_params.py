@@ -16,7 +16,8 @@ from typing import Final
 
 import msgspec
 
-from config.schema import SymbolConfig
+from config.schema import RiskConfig, SymbolConfig
+from procs.common.result_codes import ResultCode
 from procs.common.types import OrderFlag, OrdType, Side, StpMode, TimeInForce
 from procs.common.users import MAX_PASSWORD_CHARS
 from procs.core.order_checks import RESTS
@@ -269,8 +270,11 @@ def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderReque
             codes.ILLEGAL_PARAM,
             f"timeInForce {params['timeInForce']} does not apply to {type_name}",
         )
-    if type_name == "LIMIT_MAKER" and tif != TimeInForce.GTC and "timeInForce" in params:
-        raise bad_request(codes.ILLEGAL_PARAM, "LIMIT_MAKER rests: timeInForce must be GTC")
+    if type_name == "LIMIT_MAKER" and tif not in RESTS:  # as FIX's post-only (review 47)
+        raise bad_request(
+            codes.ILLEGAL_PARAM,
+            f"LIMIT_MAKER rests: timeInForce {params['timeInForce']} does not (GTC and DAY do)",
+        )
     qty = _order_qty(params, sym)
     price = 0
     if limit or params.get("price"):  # a market order's price is its worst price
@@ -297,6 +301,12 @@ def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderReque
                 "does not (GTC and DAY do)",
             )
         display = _qty(params, "icebergQty", sym)
+        if display < sym.min_qty:  # a slice is an order's size too (review 47)
+            raise bad_request(
+                codes.FILTER_FAILURE,
+                f"icebergQty {params['icebergQty']} is below the symbol's minQty "
+                f"{format_units(sym.least_qty, sym.qty_decimals).decode()}",
+            )
         if display >= qty:
             raise bad_request(
                 codes.FILTER_FAILURE,
@@ -339,3 +349,30 @@ def opt_ms(params: dict[str, str], name: str) -> int | None:
     if not params.get(name):
         return None
     return integer(params, name, 0, 0, 2**63 - 1)
+
+
+def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:
+    """The message of the exchange's refusal of new order ``req``: the code, the order's
+    values, and the rule it broke where a configured limit says (review 47: the code's
+    name alone told a client neither)."""
+    sym = req.symbol
+    text = (
+        f"order rejected: {code.name} ({int(code)}) symbol={sym.name} "
+        f"side={SIDE_NAMES[req.side]} type={req.type_name}"
+    )
+    if req.price:
+        text += f" price={format_units(req.price, sym.price_decimals).decode()}"
+    text += f" quantity={format_units(req.qty, sym.qty_decimals).decode()}"
+    if code == ResultCode.PRICE_OUT_OF_BAND:
+        text += (
+            f": a limit price may be at most limitBandBps {sym.limit_band_bps} bps from the "
+            "last trade"
+        )
+    elif code == ResultCode.TOO_MANY_OPEN_ORDERS:
+        text += f": an account may have at most {risk.max_open_orders} open orders"
+    elif code == ResultCode.NOTIONAL_TOO_LARGE and risk.max_order_notional:
+        text += (
+            f": price x quantity may be at most {risk.max_order_notional} (minor units of "
+            f"{sym.quote})"
+        )
+    return text
