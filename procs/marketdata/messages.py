@@ -73,6 +73,16 @@ def depth_json(s: MarketSymbol, d: DepthSnapshot) -> bytes:
     return _encode(_depth_data(s, d))
 
 
+def depth_data(s: MarketSymbol, d: DepthSnapshot) -> dict[str, Any]:
+    """``depth_json``'s value, to be cut to fewer levels and encoded (``depth_cut``)."""
+    return _depth_data(s, d)
+
+
+def depth_cut(data: dict[str, Any], limit: int) -> bytes:
+    """``depth_json`` of the best ``limit`` levels a side of a ``depth_data``."""
+    return _encode({**data, "bids": data["bids"][:limit], "asks": data["asks"][:limit]})
+
+
 def _depth_data(s: MarketSymbol, d: DepthSnapshot) -> dict[str, Any]:
     return {
         "e": "depthSnapshot",

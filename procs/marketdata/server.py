@@ -28,8 +28,9 @@ from urllib.parse import parse_qs
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import Event, State
 
 from config.edges import MarketDataConfig
 from procs.common.open_files import connections_room
@@ -54,10 +55,20 @@ log = logging.getLogger("ringex.marketdata")
 POLICY_VIOLATION = 1008
 #: Requests a second a connection may send (a burst of this many at once: a page that
 #: subscribes its streams one request each); past it, the connection closes (1008) naming the
-#: limit. Each request costs the loop that fans the feed out to everyone 13-20 us (review 38).
+#: limit. Each request costs the loop that fans the feed out to everyone 13-20 us (review 38),
+#: and each distinct stream name in it 1-1.5 us more (parsed, subscribed, unsubscribed): a
+#: request weighs one more for each ``NAMES_PER_REQUEST`` such names (review 47: 1,024-name
+#: requests at 1,000 a second took the loop; a name repeated is parsed once). So many pings a
+#: second too, which websockets answers at once (counted apart: a client's keepalive ping
+#: never trips on its requests).
 MAX_REQUESTS_PER_S = 1_000
 TOO_MANY_REQUESTS = (
     f"more than {MAX_REQUESTS_PER_S} requests a second: the limit is {MAX_REQUESTS_PER_S}/s"
+)
+#: Distinct stream names that cost the loop about what one request does.
+NAMES_PER_REQUEST = 10
+TOO_MANY_PINGS = (
+    f"more than {MAX_REQUESTS_PER_S} pings a second: the limit is {MAX_REQUESTS_PER_S}/s"
 )
 
 
@@ -360,10 +371,13 @@ class MarketDataServer:
             self.hub.subscribe(client, streams)
             requests = TokenBucket(MAX_REQUESTS_PER_S, time.monotonic_ns())
             async for message in conn:
-                if not requests.allow(time.monotonic_ns()):  # 13-20 us of the shared loop each
+                now = time.monotonic_ns()
+                if not requests.allow(now):  # 13-20 us of the shared loop each
                     await conn.close(POLICY_VIOLATION, TOO_MANY_REQUESTS)
                     return
-                self._on_message(client, message)
+                names = self._on_message(client, message)
+                if names >= NAMES_PER_REQUEST:  # the rest of its weight, spent after the fact
+                    requests.charge(names // NAMES_PER_REQUEST, now)
         except ConnectionClosed:
             pass
         finally:
@@ -374,9 +388,10 @@ class MarketDataServer:
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await sender
 
-    def _on_message(self, client: Client, message: str | bytes) -> None:
+    def _on_message(self, client: Client, message: str | bytes) -> int:
+        """Answer one request; returns the distinct stream names it carried (parsed)."""
         if client.closing:  # closed as slow: its requests change nothing any more
-            return
+            return 0
         request_id = None
         try:
             request = parse_request(message, self.hub.symbols)
@@ -386,17 +401,19 @@ class MarketDataServer:
                 client.reply(result(request_id))  # the answer first, then the snapshots
                 if not client.closing:  # the answer did not fit: closed as slow, not subscribed
                     self.hub.subscribe(client, request.streams)
-                return
+                return len(request.streams)
             if request.method == "UNSUBSCRIBE":
                 self.hub.unsubscribe(client, request.streams)
                 for stream in request.streams:
                     client.outbox.discard(stream.name)
                 client.reply(result(request_id))
-                return
+                return len(request.streams)
             client.reply(result(request_id, sorted(client.streams)))
+            return 1
         except RequestError as exc:
             rid = exc.request_id if exc.request_id is not None else request_id
             client.reply(error(exc.code, str(exc), rid))
+            return exc.names
 
 
 __all__ = ["POLICY_VIOLATION", "Client", "ErrorCode", "MarketDataServer"]
@@ -446,8 +463,20 @@ class FlowConnection(ServerConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._queue_full = self._writes_full = False
+        self.pings = TokenBucket(MAX_REQUESTS_PER_S, time.monotonic_ns())
         self.recv_messages.pause = self._pause_queue
         self.recv_messages.resume = self._resume_queue
+
+    def process_event(self, event: Event) -> None:
+        super().process_event(event)
+        if (
+            isinstance(event, Frame)
+            and event.opcode is Opcode.PING
+            and not self.pings.allow(time.monotonic_ns())
+            and self.protocol.state is State.OPEN
+        ):  # websockets answered it already: the next ones are not
+            self.protocol.fail(POLICY_VIOLATION, TOO_MANY_PINGS)
+            self.send_data()
 
     def pause_writing(self) -> None:
         super().pause_writing()

@@ -85,8 +85,8 @@ def page_config(cfg: RingexConfig) -> dict[str, Any]:
     return {"rest": None}
 
 
-#: ``/api/depth`` answers kept (symbol and limit pairs, each up to ~40 KB).
-DEPTH_CACHED = 64
+#: The most rows an ``/api/*`` answer holds (``limit``).
+MAX_LIMIT = 1000
 
 
 class Site:
@@ -107,22 +107,68 @@ class Site:
         }
         if "/index.html" in self.files:
             self.files["/"] = self.files["/index.html"]
-        #: ``/api/depth``'s answers by (symbol, limit), each with the book version it shows:
-        #: rendering 1,000 levels a side costs 2.5 ms, and a client asking again while the
-        #: book has not changed gets the same bytes (review 38). At most ``DEPTH_CACHED``.
-        self._depths: dict[tuple[str, int], tuple[Any, int, bytes]] = {}
+        #: Rendering costs more than encoding (1,000 levels a side: 2.5 ms, review 38), so
+        #: what an answer shows is rendered once and each answer cut from it (review 47: a
+        #: cache by limit was rendered anew for each limit a client cycled through):
+        #: ``/api/depth``: by symbol, the book's ``MAX_LIMIT`` levels a side at its version;
+        self._depths: dict[str, tuple[Any, int, dict[str, Any]]] = {}
+        #: ``/api/trades``: by symbol, the tape and each trade on it by its id (a trade never
+        #: changes);
+        self._trades: dict[str, tuple[Any, dict[int, dict[str, Any]]]] = {}
+        #: ``/api/klines``: by symbol and interval, the series and each closed candle by its
+        #: open time (a closed candle never changes; the open one is rendered each answer).
+        #: A tape or series restored since (a reseed) starts its own.
+        self._candles: dict[tuple[str, str], tuple[Any, dict[int, dict[str, Any]]]] = {}
 
     def _depth(self, market: Any, limit: int) -> bytes:
         """``market``'s depth answer at ``limit`` levels: rendered once per book version."""
-        key, book = (market.symbol.stream, limit), market.book
+        key, book = market.symbol.stream, market.book
         cached = self._depths.get(key)
-        if cached is not None and cached[0] is book and cached[1] == book.version:
-            return cached[2]  # the same book (not one restored since), unchanged
-        body = messages.depth_json(market.symbol, book.snapshot(limit))
-        if len(self._depths) >= DEPTH_CACHED and key not in self._depths:
-            self._depths.clear()  # limits cycled by a client: start again, bounded
-        self._depths[key] = (book, book.version, body)
-        return body
+        if cached is None or cached[0] is not book or cached[1] != book.version:
+            # a new version, or a book restored since: render its deepest answer
+            data = messages.depth_data(market.symbol, book.snapshot(MAX_LIMIT))
+            cached = self._depths[key] = (book, book.version, data)
+        return messages.depth_cut(cached[2], limit)
+
+    def _recent_trades(self, market: Any, limit: int) -> Response:
+        s, tape = market.symbol, market.tape
+        cached = self._trades.get(s.stream)
+        if cached is None or cached[0] is not tape:
+            cached = self._trades[s.stream] = (tape, {})
+        rendered = cached[1]
+        out = []
+        for t in tape.recent(limit):
+            data = rendered.get(t.trade_id)
+            if data is None:
+                data = rendered[t.trade_id] = messages.trade_data(s, t)
+            out.append(data)
+        if len(rendered) > 2 * MAX_LIMIT:  # keep what the tape still holds
+            first = tape.recent(MAX_LIMIT)[0].trade_id
+            for trade_id in [k for k in rendered if k < first]:
+                del rendered[trade_id]
+        return _json(out)
+
+    def _klines(self, market: Any, interval: str, limit: int) -> Response:
+        s, series = market.symbol, market.candles[interval]
+        cached = self._candles.get((s.stream, interval))
+        if cached is None or cached[0] is not series:
+            cached = self._candles[s.stream, interval] = (series, {})
+        rendered = cached[1]
+        closed = list(series.closed)
+        count = limit - (series.current is not None)  # the open candle is the last one shown
+        out = []
+        for c in closed[max(0, len(closed) - count) :] if count > 0 else ():
+            data = rendered.get(c.open_ns)
+            if data is None:
+                data = rendered[c.open_ns] = messages.candle_data(s, interval, c)
+            out.append(data)
+        if series.current is not None:
+            out.append(messages.candle_data(s, interval, series.current))
+        if len(rendered) > 2 * (series.closed.maxlen or MAX_LIMIT):  # keep what it holds
+            first = closed[0].open_ns if closed else 0
+            for open_ns in [k for k in rendered if k < first]:
+                del rendered[open_ns]
+        return _json(out)
 
     def get(self, target: str) -> Response:
         """The response to ``GET target`` (path and query)."""
@@ -156,12 +202,14 @@ class Site:
                 )
             limit_raw = query.get("limit", "500")
             digits = limit_raw.isascii() and limit_raw.isdigit() and len(limit_raw) <= 4
-            if not (digits and 1 <= int(limit_raw) <= 1000):
-                return text(http.HTTPStatus.BAD_REQUEST, f"limit {shown(limit_raw)} is not 1..1000")
+            if not (digits and 1 <= int(limit_raw) <= MAX_LIMIT):
+                return text(
+                    http.HTTPStatus.BAD_REQUEST, f"limit {shown(limit_raw)} is not 1..{MAX_LIMIT}"
+                )
             limit = int(limit_raw)
             s = market.symbol
             if parts.path == "/api/trades":
-                return _json([messages.trade_data(s, t) for t in market.tape.recent(limit)])
+                return self._recent_trades(market, limit)
             if parts.path == "/api/depth":
                 return response(http.HTTPStatus.OK, self._depth(market, limit), "application/json")
             if parts.path == "/api/ticker":
@@ -174,6 +222,5 @@ class Site:
                     http.HTTPStatus.BAD_REQUEST,
                     f"interval {shown(interval)} is not one of {', '.join(INTERVALS)}",
                 )
-            candles = market.candles[interval].history(limit)
-            return _json([messages.candle_data(s, interval, c) for c in candles])
+            return self._klines(market, interval, limit)
         return text(http.HTTPStatus.NOT_FOUND, f"no such page: {cut(parts.path)}")

@@ -14,6 +14,14 @@ class TradeTape:
     def __init__(self, size: int = TRADES_KEPT) -> None:
         self._trades: deque[Trade] = deque(maxlen=size)
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A tape pickled when it kept 200 trades (a deque pickles its ``maxlen``): it keeps
+        ``TRADES_KEPT`` from now on, as the README promises (review 47)."""
+        trades = state.get("_trades")
+        if isinstance(trades, deque) and (trades.maxlen or 0) < TRADES_KEPT:
+            state["_trades"] = deque(trades, maxlen=TRADES_KEPT)
+        self.__dict__.update(state)
+
     def process(self, trade: Trade) -> None:
         if self._trades and trade.trade_id <= self._trades[-1].trade_id:
             return  # a replayed trade (trade ids are gapless and increasing per symbol)

@@ -30,6 +30,9 @@ async function select(sym, iv) {
   const mine = ++selecting;
   const want = streamsFor(sym, iv);
   const sameSymbol = sym === symbol && streams.length > 0;  // an interval change
+  // while this symbol's history still loads: what that select held (its book's snapshot,
+  // the ticker, trades) is this one's too, and so is the tape it fetched (review 47)
+  const loading = sameSymbol && held !== null;
   const drop = streams.filter((s) => !want.includes(s));
   const add = want.filter((s) => !streams.includes(s));
   if (drop.length) send("UNSUBSCRIBE", drop);
@@ -39,13 +42,13 @@ async function select(sym, iv) {
     $("trades").tBodies[0].innerHTML = "";
     clearTicker();  // a symbol that never traded sends no ticker: not the last one's
   }
-  held = [];
+  if (!loading) held = [];
   if (add.length) send("SUBSCRIBE", add);  // first: what happens from now on is held
   let klines = [], trades = [];
   try {
     [klines, trades] = await Promise.all([
       getJson(`/api/klines?symbol=${sym}&interval=${iv}&limit=120`),
-      sameSymbol ? [] : getJson(`/api/trades?symbol=${sym}&limit=${TRADES}`),
+      sameSymbol && !loading ? [] : getJson(`/api/trades?symbol=${sym}&limit=${TRADES}`),
     ]);
   } catch (err) {  // no history: the stream alone, with what was held (its book's snapshot)
     console.warn(`history of ${sym}:`, err.message);
