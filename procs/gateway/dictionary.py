@@ -257,8 +257,8 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
             *(103, 378, 584, 911, 912),  # a reject's, a restatement's, a mass status's
         ),
     ),
-    b"9": MessageSpec("OrderCancelReject", (37, 11, 41, 39, 434), (1, 58, 102)),
-    b"r": MessageSpec("OrderMassCancelReport", (37, 530, 531), (11, 532, 533, 55, 58)),
+    b"9": MessageSpec("OrderCancelReject", (37, 11, 41, 39, 434), (1, 58, 60, 102)),
+    b"r": MessageSpec("OrderMassCancelReport", (37, 530, 531), (11, 532, 533, 55, 58, 60)),
 }
 #: Messages a client may send: session messages, and the application messages ringex takes.
 ADMIN: Final = frozenset(k for k, v in MESSAGES.items() if v.admin)

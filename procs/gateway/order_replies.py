@@ -78,16 +78,17 @@ class OrderReplies:
         """TransactTime (60) of a report: the event's time ``ns``, or now (0: no event)."""
         return b"60=%s\x01" % self._times.format(ns or time.time_ns())
 
-    def answer_mass_cancel(self, ref: int, refused: str | None) -> None:
+    def answer_mass_cancel(self, ref: int, refused: str | None, at_ns: int = 0) -> None:
         """Mass cancel ``ref``'s report (r): accepted (``refused`` None) or refused with that
-        text. It is forgotten then."""
+        text, at the time of the router's verdict ``at_ns`` (0: now). It is forgotten then."""
         mass = self.mass_cancels.pop(ref)
         self.touched[ref] = None
         f = mass.fields
         if refused is None:
-            body = mass_report(f, f[530], self._transact())
+            body = mass_report(f, f[530], self._transact(at_ns))
         else:
-            body = mass_report(f, b"0", self._transact()) + field(532, 99) + field(58, refused)
+            body = mass_report(f, b"0", self._transact(at_ns)) + field(532, 99)
+            body += field(58, refused)
         self._deliver(mass.session, b"r", body)
 
     def restate(self, order: Order) -> None:
@@ -296,13 +297,15 @@ class OrderReplies:
         text: str,
         orig: bytes | None = None,
         reason: int | None = None,
+        at_ns: int = 0,
     ) -> None:
         """An OrderCancelReject. CxlRejReason (102): ``reason``, or by default 1 (unknown
         order) without an order, 0 (too late) for a finished one, 99 (other) for a live one
         the request does not fit. OrdStatus (39) is the order's current one, a cancel or
         replace still in flight for it included (Pending Cancel 6, Pending Replace E), as a
         status request would answer then (FIX 4.4 Appendix D: a second replace refused for
-        the first is "Cancel Reject, OrdStatus Pending Replace, CxlRejReason 3")."""
+        the first is "Cancel Reject, OrdStatus Pending Replace, CxlRejReason 3"). TransactTime:
+        ``at_ns``, the exchange's refusal's time (0: now, the gateway's own refusal)."""
         if reason is None:
             if order is None:
                 reason = CXL_UNKNOWN
@@ -317,7 +320,7 @@ class OrderReplies:
                 field(39, status),
                 field(434, "1" if kind == b"F" else "2"),
                 field(102, reason),
-                self._transact(),
+                self._transact(at_ns),
                 field(58, text),
             )
         )

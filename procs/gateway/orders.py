@@ -128,6 +128,9 @@ class OrderEntry(OrderReplies, OrderMemory):
         #: msg type, body, now_ns)`` stores it in that session's outbound store, and the
         #: client's ResendRequest after its next logon delivers it. None: counted and dropped.
         self.park: Callable[[int, bytes, bytes, int], bool] | None = None
+        #: Whether an open order the REST API placed for the account holds a ClOrdID (the
+        #: shell sets it where the gateway serves the API)
+        self.api_holds: Callable[[int, bytes], bool] = lambda account, cl_ord_id: False
         self.undeliverable = 0  # reports that could not even be parked
         self._next_ref = time.time_ns()
         self._exec_blocks = ExecIdBlocks(None if directory is None else directory / EXEC_IDS)
@@ -258,6 +261,10 @@ class OrderEntry(OrderReplies, OrderMemory):
         if self._duplicate(session, msg, cl_ord_id):
             return
         self.orders_in += 1
+        if self.api_holds(session.account, cl_ord_id):  # the REST API's open order's id
+            text = f"duplicate ClOrdID {shown(cl_ord_id)}: an open order placed through the API"
+            self._reject_new(session, msg, text + " holds it", 6)
+            return
         sym = self.instruments.by_name.get(f[55])
         if sym is None:
             self._reject_new(session, msg, f"unknown symbol {shown(f[55])}", 1)
@@ -541,17 +548,17 @@ class OrderEntry(OrderReplies, OrderMemory):
     def _rejected(self, rejected: Rejected) -> None:
         text = f"{rejected.code.name} ({int(rejected.code)})"
         if rejected.client_ref in self.mass_cancels:  # the router's verdict: OK once durable
-            self.answer_mass_cancel(
-                rejected.client_ref, None if rejected.code == ResultCode.OK else text
-            )
+            verdict = None if rejected.code == ResultCode.OK else text
+            self.answer_mass_cancel(rejected.client_ref, verdict, rejected.ts_ns)
             return
         request = self._pop_request(rejected.client_ref)
         if request is not None:
             if request.cl_ord_id:
                 text += refusal_note(request, rejected.code)
                 self._send_cancel_reject(
-                    request.session, request.kind, request.cl_ord_id, request.order, text
-                )
+                    request.session, request.kind, request.cl_ord_id, request.order, text,
+                    at_ns=rejected.ts_ns,
+                )  # fmt: skip
             return
         order = self.orders.get(rejected.client_ref)
         if order is None:

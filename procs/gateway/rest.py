@@ -431,7 +431,7 @@ class RestApi(OpenOrderViews, RestConnections):
         key = await self.signed(request, "trade")
         self.require_open("new orders")
         req = rp.new_order(await self.params(request, rp.NEW_ORDER_PARAMS), self.instruments)
-        in_use = self.core.in_use(key.account, req.client_order_id)
+        in_use = self.core.in_use(key.account, req.client_order_id, key.session)
         if in_use is not None:
             raise bad_request(
                 codes.NEW_ORDER_REJECTED,
@@ -449,7 +449,7 @@ class RestApi(OpenOrderViews, RestConnections):
                 codes.NEW_ORDER_REJECTED, rp.refusal(outcome.code, req, self.cfg.risk)
             )
         body = outcome.view or order.json()
-        body["transactTime"] = order.update_ms
+        body["transactTime"] = body["updateTime"]  # the answer's (a frozen view's) own time
         body["fills"] = outcome.fills
         return json_response(body)
 

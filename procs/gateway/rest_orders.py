@@ -134,6 +134,8 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
         #: finished (one that ended in the batch of its own acceptance: the FIX side took
         #: the batch first)
         self.fix_order: Callable[[int, int], Order | None] = lambda order_id, ref: None
+        #: the FIX order entry's unfinished order of a session by its ClOrdID, or None
+        self.fix_live: Callable[[int, str], Order | None] = lambda session, cl_ord_id: None
         #: orders placed through this API that changed since ``take_changes`` (by ``placed``),
         #: and those no longer kept (finished and past ``keep_done``)
         self._changed: dict[int, LiveOrder] = {}
@@ -189,15 +191,18 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
 
     # -- requests -----------------------------------------------------------------------------
 
-    def in_use(self, account: int, client_id: str) -> LiveOrder | None:
+    def in_use(self, account: int, client_id: str, session: int = 0) -> LiveOrder | None:
         """The unfinished order of ``account`` known here as ``client_id``: placed through
-        the API, or followed under it (a FIX order of this gateway, by its ClOrdID: review
-        47). A new order under it would make ``origClientOrderId`` ambiguous."""
+        the API, followed under it, or a FIX order of ``session`` (0: none) on this gateway
+        by its ClOrdID, acknowledged or not (review 47). A new order under it would make
+        ``origClientOrderId`` ambiguous."""
         if not client_id:
             return None
         found = self.client_ids.get((account, client_id))
         if found is None:  # at most the account's open orders (the risk limit)
             found = next((o for o in self.live.of(account) if o.client_order_id == client_id), None)
+        if found is None and session and (fix := self.fix_live(session, client_id)) is not None:
+            found = from_fix(fix, account)
         return found
 
     def new_order(self, req: OrderRequest, account: int, session: int, now_ns: int) -> int:
@@ -348,6 +353,18 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
         elif kind is Triggered:
             self._triggered(event)  # type: ignore[arg-type]
 
+    def _own_answer(self, order: LiveOrder, seq: int) -> PendingRequest | None:
+        """The new-order request ``order`` is still to answer, when the event of ``seq`` is
+        of its own command; None otherwise, the answer then frozen as the order stood before
+        this event: another command's fill, cancel, trigger or replace in the same read is
+        not the new order's answer (review 47)."""
+        request = self.requests.get(order.ref) if order.ref else None
+        if request is None or seq == request.seq:
+            return request
+        if request.outcome.view is None and request.outcome.order is not None:
+            request.outcome.view = order.json()
+        return None
+
     def _triggered(self, triggered: Triggered) -> None:
         oid = triggered.order_id
         # an order followed from its database row too, as the other events take it (review
@@ -356,6 +373,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
         # filed this one before this gateway read it, as ``follow_kept`` takes it
         order = self.live.get(oid) or self.rows.take(triggered.account, oid, 0)
         if order is not None:
+            self._own_answer(order, triggered.seq)
             self.live[oid] = order
             order.triggered = True
             order.update_ms = ms(triggered.ts_ns)  # as the writer stamps the row
@@ -371,6 +389,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
         oid = replaced.order_id
         order = self.live.get(oid) or self.rows.take(replaced.account, oid, replaced.seq)
         if order is not None:
+            self._own_answer(order, replaced.seq)
             self.live[oid] = order
             fix = self._fix_order_of(replaced)
             if fix is not None:  # a FIX replace gives the order its new ClOrdID
@@ -470,11 +489,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
         # have missed a fill or a replace in between, which the trade's leaves cannot tell
         # apart (either leaves qty - leaves above the count): the count goes on from the
         # row, the notional is unknown, and its end brings the matcher's count.
-        request = self.requests.get(order.ref) if order.ref else None
-        if request is not None and trade.seq != request.seq:  # another command's fill: the
-            if request.outcome.view is None:  # answer is the order as its own command left it
-                request.outcome.view = order.json()
-            request = None
+        request = self._own_answer(order, trade.seq)
         if order.qty - leaves != order.cum + trade.qty:
             order.notional_known = False
         order.cum += trade.qty
@@ -508,6 +523,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
         oid = done.order_id
         order = self.live.pop(oid, None) or self.rows.take(done.account, oid, done.seq)
         if order is not None:
+            self._own_answer(order, done.seq)
             self._finished(order)
             order.cum, order.leaves = done.filled_qty, 0  # the matcher's count, as the writer's
             order.status = DONE_STATUS.get(done.reason, "CANCELED")

@@ -371,8 +371,9 @@ def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:
     elif code == ResultCode.TOO_MANY_OPEN_ORDERS:
         text += f": an account may have at most {risk.max_open_orders} open orders"
     elif code == ResultCode.NOTIONAL_TOO_LARGE and risk.max_order_notional:
-        text += (
-            f": price x quantity may be at most {risk.max_order_notional} (minor units of "
-            f"{sym.quote})"
+        text += (  # the router's reference price, as venues check (``Accounts``)
+            f": its notional may be at most {risk.max_order_notional} minor units of "
+            f"{sym.quote}, judged at its price (a buy), the higher of its price and the last "
+            "trade (a sell), its stop price (a stop), or its worst price (a market buy)"
         )
     return text

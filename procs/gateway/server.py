@@ -42,6 +42,7 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from config.edges import GatewayConfig
 from config.schema import RingexConfig, WaitConfig
 from procs.common import sd_notify
 from procs.common.records import NewOrder, Record, RecordCodec
@@ -174,17 +175,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         #: Attached by ``start`` once the listeners are up: holding the replies ring is what
         #: the supervisor calls ready, so ready means clients can connect.
         self.inputs: list[Consumer[Record]] = []
-        self.api: RestApi | None = None
-        if gw.rest is not None:
-            from procs.gateway.rest import RestApi  # noqa: PLC0415  (see the imports)
-
-            core = RestOrders(
-                gw.id, self.entry.instruments, cfg.assets, self.entry.outgoing, self.entry.next_ref
-            )
-            core.fix_orders = lambda s: [o for o in self.entry.orders.values() if o.session == s]
-            core.fix_order = self._fix_order
-            core.restore(self._api_orders)
-            self.api = RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
+        self.api = self._rest_api(cfg, gw)
         self._api_orders = {}  # taken (or dropped: no REST here), not kept twice
         self.pacing = IntakePacing(cfg.ring.capacity)
         self.burst_limit = max(1, min(self.pacing.high, MAX_BURST_COMMANDS))
@@ -201,6 +192,23 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         self._server: asyncio.Server | None = None
         self._stop = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
+
+    def _rest_api(self, cfg: RingexConfig, gw: GatewayConfig) -> RestApi | None:
+        """The REST API where the gateway serves one: its core wired to the FIX order
+        entry's orders, and restored from the order log."""
+        if gw.rest is None:
+            return None
+        from procs.gateway.rest import RestApi  # noqa: PLC0415  (see the imports)
+
+        entry = self.entry
+        core = RestOrders(gw.id, entry.instruments, cfg.assets, entry.outgoing, entry.next_ref)
+        core.fix_orders = lambda s: [o for o in entry.orders.values() if o.session == s]
+        core.fix_order = self._fix_order
+        core.fix_live = lambda s, c: entry.live.get((s, c.encode("latin-1")))
+        # one id, one open order of the account, whichever way it came (review 47)
+        entry.api_holds = lambda a, c: (a, c.decode("latin-1")) in core.client_ids
+        core.restore(self._api_orders)
+        return RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
 
     def _fix_order(self, order_id: int, ref: int) -> Order | None:
         """A FIX order of this gateway for the API's views: live by its id, or finished by

@@ -41,7 +41,7 @@ class RequestError(ValueError):
         super().__init__(message)
         self.code = code
         self.request_id = request_id
-        self.names = names  # the stream names parsed before the fault: what it cost
+        self.names = names  # the distinct stream names it carried, where read: what it cost
 
 
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS")

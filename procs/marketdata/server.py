@@ -393,9 +393,10 @@ class MarketDataServer:
         if client.closing:  # closed as slow: its requests change nothing any more
             return 0
         request_id = None
+        names = 0
         try:
             request = parse_request(message, self.hub.symbols)
-            request_id = request.id
+            request_id, names = request.id, len(request.streams)
             if request.method == "SUBSCRIBE":
                 self.hub.check_subscribe(client, request.streams)
                 client.reply(result(request_id))  # the answer first, then the snapshots
@@ -413,7 +414,7 @@ class MarketDataServer:
         except RequestError as exc:
             rid = exc.request_id if exc.request_id is not None else request_id
             client.reply(error(exc.code, str(exc), rid))
-            return exc.names
+            return names or exc.names  # parsed, then refused (too many): its names were read
 
 
 __all__ = ["POLICY_VIOLATION", "Client", "ErrorCode", "MarketDataServer"]
