@@ -37,10 +37,14 @@ integer), so one unit more holds c plus floor or ceil of c*m / 10_000: at a high
 need as it takes off the old hold, and the difference never falls as x grows (the top at x =
 L); at a lower price it never rises (the top at x = 0); at the same price it is hold(Q - T)
 at x = 0 and, ceil being subadditive, no more elsewhere.
-A second replace in flight reserves its full new hold, as it cannot know which of those
-before it will land. Replay re-checks each replace against a state with at least as many
-fills settled: L is no larger, so the addition is no larger, and no event lowers a free
-balance, so every journaled check passes again (below).
+A replace with others in flight cannot know which of them land before it: the order it
+lands on is as it is now (each refused) or as one of them left it (price and total as it
+asked, the hold what those need, x of those leaves open), and it reserves the most any of
+those states needs by the same bound (one restored from an older snapshot, whose replaces'
+asks were not kept, its full new hold). Replay re-checks each replace against a state with
+at least as many fills settled and as many replaces answered: one of the live states with L
+no larger, so the addition is no larger, and no event lowers a free balance, so every
+journaled check passes again (below).
 
 Settlement (the matchers' events) and the orders' lifetimes: ``settlement.py``.
 
@@ -57,6 +61,7 @@ The fees a trade settles under are journaled state, not config of the day (``fee
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Final
 
 import msgspec
@@ -276,13 +281,30 @@ class Accounts(Settlement):
         if not self._reserve(order.account, market.hold_asset(order.side), hold):
             return ResultCode.INSUFFICIENT_BALANCE
         order.replaces.append(hold)
+        order.asks.append((cmd.price, cmd.order_qty))
         return OK
 
-    @staticmethod
-    def _replace_addition(market: Market, order: OpenOrder, price: int, total: int) -> int:
-        """What a replace to ``price`` and new ``total`` may add to ``order``'s hold."""
-        if order.replaces:  # another in flight: which of them lands first is not known here
+    @classmethod
+    def _replace_addition(cls, market: Market, order: OpenOrder, price: int, total: int) -> int:
+        """What a replace to ``price`` and new ``total`` may add to ``order``'s hold. With
+        others in flight, the order it lands on is as it is now (each of them refused) or as
+        one of them left it (the latest to land sets price and total): the most any of
+        those states needs (review 48: the whole new hold, reserved again, refused a second
+        reprice or cut of an order that held all of its account's money)."""
+        if not order.replaces:
+            return cls._addition_to(market, order, price, total)
+        if len(order.asks) < len(order.replaces):  # an older snapshot's: not known
             return market.hold(order.side, price, total)
+        states = [order]
+        for was_price, was_total in order.asks:
+            leaves = max(0, was_total - order.filled)
+            held = market.hold(order.side, was_price, leaves)  # settlement leaves it so
+            states.append(replace(order, price=was_price, leaves=leaves, held=held))
+        return max(cls._addition_to(market, s, price, total) for s in states)
+
+    @staticmethod
+    def _addition_to(market: Market, order: OpenOrder, price: int, total: int) -> int:
+        """``_replace_addition`` for an order with no other replace in flight."""
         leaves = order.leaves
         more = total - order.filled - leaves  # Q - T: the open part is this plus x <= L
         if order.side == _SELL:
@@ -358,7 +380,7 @@ class Accounts(Settlement):
             orders=[
                 OrderState(
                     *(oid, o.account, o.symbol, int(o.side), o.price, o.leaves, o.held, o.seq),
-                    *(o.status, list(o.replaces), o.filled),
+                    *(o.status, list(o.replaces), o.filled, list(o.asks)),
                 )
                 for oid, o in sorted(self._orders.items())
             ],
@@ -402,7 +424,7 @@ class Accounts(Settlement):
                 raise ValueError(f"snapshot order {o.order_id} is on unknown symbol {o.symbol}")
             accounts._orders[o.order_id] = OpenOrder(
                 *(o.account, o.symbol, Side(o.side), o.price, o.leaves, o.held, o.seq),
-                *(o.status, list(o.replaces), o.filled),
+                *(o.status, list(o.replaces), o.filled, list(o.asks)),
             )
             if o.status != DONE:
                 accounts._open[o.account] = accounts._open.get(o.account, 0) + 1

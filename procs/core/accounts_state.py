@@ -19,6 +19,8 @@ class OrderState(msgspec.Struct, frozen=True, array_like=True):
     status: int
     replaces: list[int]
     filled: int = 0  # absent from an older snapshot
+    #: (price, total) each replace in flight asks, as ``replaces``; an older snapshot's: []
+    asks: list[tuple[int, int]] = []
 
 
 class AccountsState(msgspec.Struct, frozen=True, array_like=True):

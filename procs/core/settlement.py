@@ -59,6 +59,15 @@ class OpenOrder:
     status: int = PENDING
     replaces: list[int] = field(default_factory=list)  # holds of replaces in flight
     filled: int = 0  # of its total (an order from an older snapshot: 0, which overstates T)
+    #: (price, total) each replace in flight asks, oldest first, as ``replaces`` (those an
+    #: older snapshot restored are not known: ``asks`` holds the newest replaces' then)
+    asks: list[tuple[int, int]] = field(default_factory=list)
+
+    def pop_replace(self) -> int:
+        """The hold of the oldest replace in flight, which the matcher answered."""
+        if len(self.asks) == len(self.replaces):
+            self.asks.pop(0)
+        return self.replaces.pop(0)
 
 
 class Settlement:
@@ -169,7 +178,7 @@ class Settlement:
             self._end(rejected.order_id, order)
         elif order.replaces:
             market = self.markets[order.symbol]
-            self._unreserve(order.account, market.hold_asset(order.side), order.replaces.pop(0))
+            self._unreserve(order.account, market.hold_asset(order.side), order.pop_replace())
             if order.status == DONE and not order.replaces:
                 del self._orders[rejected.order_id]
 
@@ -181,7 +190,7 @@ class Settlement:
                 f"(status={order.status})"
             )
         market = self.markets[order.symbol]
-        held = order.held + order.replaces.pop(0)
+        held = order.held + order.pop_replace()
         order.price, order.leaves = replaced.price, replaced.qty
         need = market.hold(order.side, order.price, order.leaves)
         if held < need:

@@ -50,6 +50,7 @@ from procs.common.types import DoneReason, OrderFlag, Side, StpMode
 from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
 from procs.gateway.commission import Commissions
+from procs.gateway.disconnect_cancels import DisconnectCancels
 from procs.gateway.fix import FixMessage, Timestamps, field, shown
 from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments, format_units
@@ -87,7 +88,7 @@ log = logging.getLogger("ringex.gateway")
 _MASS_CANCELS_WAITING = 10_000
 
 
-class OrderEntry(OrderReplies, OrderMemory):
+class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
     def __init__(
         self,
         gateway: int,
@@ -128,6 +129,7 @@ class OrderEntry(OrderReplies, OrderMemory):
         #: msg type, body, now_ns)`` stores it in that session's outbound store, and the
         #: client's ResendRequest after its next logon delivers it. None: counted and dropped.
         self.park: Callable[[int, bytes, bytes, int], bool] | None = None
+        self._cancels_refused = []  # (``disconnect_cancels.py``)
         #: Whether an open order the REST API placed for the account holds a ClOrdID (the
         #: shell sets it where the gateway serves the API)
         self.api_holds: Callable[[int, bytes], bool] = lambda account, cl_ord_id: False
@@ -159,16 +161,6 @@ class OrderEntry(OrderReplies, OrderMemory):
         wanted = user.cancel_on_disconnect if user else None
         if wanted if wanted is not None else self.cancel_on_disconnect:
             self.cancel_session_orders(session.session_id, session.account, now_ns)
-
-    def cancel_session_orders(self, session_id: int, account: int, now_ns: int) -> int:
-        """Cancel the session's orders (one not yet acknowledged once it is); how many."""
-        mine = self.live.of(session_id)
-        for order in mine:
-            if order.order_id:
-                self._cancel_record(order, account, now_ns)
-            else:
-                order.cancel_account = account
-        return len(mine)
 
     def in_flight(self, pending: list[int] | None = None) -> int:
         """Commands not yet answered (new, cancel, replace), or not yet published. With
@@ -371,16 +363,6 @@ class OrderEntry(OrderReplies, OrderMemory):
         )  # fmt: skip
         self.outgoing.append(replace)
 
-    def _cancel_record(self, order: Order, account: int, now_ns: int) -> None:
-        ref = self.next_ref()
-        self.requests[ref] = self.touched[ref] = Request(b"F", order.session, b"", order)
-        self.outgoing.append(
-            CancelOrder(
-                0, now_ns, self.gateway, order.session, ref, account, order.symbol.id,
-                order.order_id,
-            )
-        )  # fmt: skip
-
     def _mass_cancel(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         f = msg.fields
         kind = f[530]
@@ -553,7 +535,9 @@ class OrderEntry(OrderReplies, OrderMemory):
             return
         request = self._pop_request(rejected.client_ref)
         if request is not None:
-            if request.cl_ord_id:
+            if not request.cl_ord_id and rejected.code == ResultCode.ACCOUNT_RATE_LIMITED:
+                self.cancel_refused(request.order)  # the gateway's own: sent again
+            elif request.cl_ord_id:
                 text += refusal_note(request, rejected.code)
                 self._send_cancel_reject(
                     request.session, request.kind, request.cl_ord_id, request.order, text,

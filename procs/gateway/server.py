@@ -418,6 +418,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
                 self._write(conn)
             self.audit.flush()  # the lines no write carried (inbound, parked)
             self._idle_compaction_step()
+            self.entry.cancel_again(now)  # cancels on disconnect the account's rate refused
             if self.entry.outgoing:  # a timed-out session's cancels (cancel on disconnect)
                 self.submit()
             await asyncio.sleep(1.0)
