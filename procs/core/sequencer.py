@@ -135,7 +135,10 @@ class Sequencer:
         owner = self._routes.get(cmd.symbol)
         if owner is None:
             return Decision(None, reply=_reject(cmd, ResultCode.UNKNOWN_SYMBOL))
-        if not self._allow(cmd.account, now_ns):
+        # a cancel only lowers risk and is never held back (review 48: the gateway's cancels
+        # on disconnect were refused past the rate, and the gone session's orders stayed);
+        # a client's cancels are bounded by its session's and key's own limits
+        if not isinstance(cmd, CancelOrder) and not self._allow(cmd.account, now_ns):
             return Decision(None, reply=_reject(cmd, ResultCode.ACCOUNT_RATE_LIMITED))
         if isinstance(cmd, NewOrder):
             key = (cmd.gateway, cmd.session, cmd.client_ref)

@@ -149,7 +149,7 @@ class OrderReplies:
         """``pending_status`` of one order: 6, E, or None when no request waits for it."""
         return self.pending_status().get(id(order))
 
-    def _pending_replace(self, session: int, cl_ord_id: bytes) -> Order | None:
+    def pending_replace(self, session: int, cl_ord_id: bytes) -> Order | None:
         """The order a replace in flight will rename ``cl_ord_id``, if any."""
         for r in self.requests.values():
             if r.kind == b"G" and r.session == session and r.cl_ord_id == cl_ord_id:
@@ -164,7 +164,7 @@ class OrderReplies:
         order = (
             self.live.get(key)
             or self.finished.get(key)
-            or self._pending_replace(session.session_id, msg.fields[11])  # named by its next id
+            or self.pending_replace(session.session_id, msg.fields[11])  # named by its next id
         )
         extra = field(790, msg.fields[790]) if 790 in msg.fields else b""
         if order is None:

@@ -129,7 +129,6 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
         #: msg type, body, now_ns)`` stores it in that session's outbound store, and the
         #: client's ResendRequest after its next logon delivers it. None: counted and dropped.
         self.park: Callable[[int, bytes, bytes, int], bool] | None = None
-        self._cancels_refused = []  # (``disconnect_cancels.py``)
         #: Whether an open order the REST API placed for the account holds a ClOrdID (the
         #: shell sets it where the gateway serves the API)
         self.api_holds: Callable[[int, bytes], bool] = lambda account, cl_ord_id: False
@@ -161,6 +160,19 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
         wanted = user.cancel_on_disconnect if user else None
         if wanted if wanted is not None else self.cancel_on_disconnect:
             self.cancel_session_orders(session.session_id, session.account, now_ns)
+
+    def holding(self, account: int, cl_ord_id: bytes) -> Order | None:
+        """An unfinished order of a logged-on session of ``account`` whose ClOrdID is
+        ``cl_ord_id``, or will be once a replace in flight lands: what the REST API asks
+        before it takes a client order id (review 49)."""
+        for session_id, session in self.sessions.items():
+            if session.account == account:
+                found = self.live.get((session_id, cl_ord_id))
+                if found is None:
+                    found = self.pending_replace(session_id, cl_ord_id)
+                if found is not None:
+                    return found
+        return None
 
     def in_flight(self, pending: list[int] | None = None) -> int:
         """Commands not yet answered (new, cancel, replace), or not yet published. With
@@ -309,7 +321,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
                 text = f"too late: the order of OrigClOrdID {shown(f[41])} is finished"
                 self._cancel_reject(session, msg, done, text, CXL_TOO_LATE)
                 return None
-            pending = self._pending_replace(session.session_id, f[41])
+            pending = self.pending_replace(session.session_id, f[41])
             if pending is not None:
                 text = f"OrigClOrdID {shown(f[41])} is a replace still pending"
                 self._cancel_reject(session, msg, pending, text, CXL_PENDING)
@@ -329,6 +341,10 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
         if order is None:
             return
         if self._duplicate(session, msg, f[11], order):
+            return
+        if msg.msg_type == b"G" and self.api_holds(session.account, f[11]):  # (review 49)
+            text = f"duplicate ClOrdID {shown(f[11])}: an open order placed through the API"
+            self._cancel_reject(session, msg, order, text + " holds it", CXL_DUPLICATE)
             return
         unfit = differs(msg, order)
         if unfit is not None:
@@ -535,9 +551,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
             return
         request = self._pop_request(rejected.client_ref)
         if request is not None:
-            if not request.cl_ord_id and rejected.code == ResultCode.ACCOUNT_RATE_LIMITED:
-                self.cancel_refused(request.order)  # the gateway's own: sent again
-            elif request.cl_ord_id:
+            if request.cl_ord_id:
                 text += refusal_note(request, rejected.code)
                 self._send_cancel_reject(
                     request.session, request.kind, request.cl_ord_id, request.order, text,

@@ -431,7 +431,7 @@ class RestApi(OpenOrderViews, RestConnections):
         key = await self.signed(request, "trade")
         self.require_open("new orders")
         req = rp.new_order(await self.params(request, rp.NEW_ORDER_PARAMS), self.instruments)
-        in_use = self.core.in_use(key.account, req.client_order_id, key.session)
+        in_use = self.core.in_use(key.account, req.client_order_id)
         if in_use is not None:
             raise bad_request(
                 codes.NEW_ORDER_REJECTED,

@@ -7,7 +7,7 @@ renderings beside them (``balance_json``, ``generated_id``)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,12 +236,12 @@ def balance_json(
     }
 
 
-def generated_id(taken: Container[tuple[int, str]], account: int, ref: int) -> str:
-    """``r<ref>`` for an order sent without a clientOrderId, unless the account chose that
-    very name for an open order (``taken`` holds (account, clientOrderId) pairs): then
+def generated_id(taken: Callable[[str], bool], ref: int) -> str:
+    """``r<ref>`` for an order sent without a clientOrderId, unless an open order of the
+    account holds that very name (``taken``: over the API or over FIX, review 49): then
     ``r<ref>.<k>``, the first one free."""
     name, k = f"r{ref}", 0
-    while (account, name) in taken:
+    while taken(name):
         k += 1
         name = f"r{ref}.{k}"
     return name

@@ -134,8 +134,9 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
         #: finished (one that ended in the batch of its own acceptance: the FIX side took
         #: the batch first)
         self.fix_order: Callable[[int, int], Order | None] = lambda order_id, ref: None
-        #: the FIX order entry's unfinished order of a session by its ClOrdID, or None
-        self.fix_live: Callable[[int, str], Order | None] = lambda session, cl_ord_id: None
+        #: the FIX order entry's unfinished order of an account by its ClOrdID (or the one
+        #: a replace in flight names so), or None
+        self.fix_live: Callable[[int, str], Order | None] = lambda account, cl_ord_id: None
         #: orders placed through this API that changed since ``take_changes`` (by ``placed``),
         #: and those no longer kept (finished and past ``keep_done``)
         self._changed: dict[int, LiveOrder] = {}
@@ -191,23 +192,26 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
 
     # -- requests -----------------------------------------------------------------------------
 
-    def in_use(self, account: int, client_id: str, session: int = 0) -> LiveOrder | None:
+    def in_use(self, account: int, client_id: str) -> LiveOrder | None:
         """The unfinished order of ``account`` known here as ``client_id``: placed through
-        the API, followed under it, or a FIX order of ``session`` (0: none) on this gateway
-        by its ClOrdID, acknowledged or not (review 47). A new order under it would make
-        ``origClientOrderId`` ambiguous."""
+        the API, followed under it, or a FIX order of a session of the account on this
+        gateway by its ClOrdID, acknowledged or not, or the one a replace in flight gives it
+        (reviews 47 and 49). A new order under it would make ``origClientOrderId``
+        ambiguous."""
         if not client_id:
             return None
         found = self.client_ids.get((account, client_id))
         if found is None:  # at most the account's open orders (the risk limit)
             found = next((o for o in self.live.of(account) if o.client_order_id == client_id), None)
-        if found is None and session and (fix := self.fix_live(session, client_id)) is not None:
+        if found is None and (fix := self.fix_live(account, client_id)) is not None:
             found = from_fix(fix, account)
         return found
 
     def new_order(self, req: OrderRequest, account: int, session: int, now_ns: int) -> int:
         ref = self.next_ref()
-        client_id = req.client_order_id or generated_id(self.client_ids, account, ref)
+        client_id = req.client_order_id or generated_id(
+            lambda name: self.in_use(account, name) is not None, ref
+        )
         order = LiveOrder(
             0, account, req.symbol, int(req.side), req.type_name, int(req.tif), req.price,
             req.stop_price, req.qty, req.qty, client_order_id=client_id,

@@ -362,6 +362,8 @@ def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:
     )
     if req.price:
         text += f" price={format_units(req.price, sym.price_decimals).decode()}"
+    if req.stop_price:
+        text += f" stopPrice={format_units(req.stop_price, sym.price_decimals).decode()}"
     text += f" quantity={format_units(req.qty, sym.qty_decimals).decode()}"
     if code == ResultCode.PRICE_OUT_OF_BAND:
         text += (
@@ -371,9 +373,23 @@ def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:
     elif code == ResultCode.TOO_MANY_OPEN_ORDERS:
         text += f": an account may have at most {risk.max_open_orders} open orders"
     elif code == ResultCode.NOTIONAL_TOO_LARGE and risk.max_order_notional:
-        text += (  # the router's reference price, as venues check (``Accounts``)
+        text += (
             f": its notional may be at most {risk.max_order_notional} minor units of "
-            f"{sym.quote}, judged at its price (a buy), the higher of its price and the last "
-            "trade (a sell), its stop price (a stop), or its worst price (a market buy)"
+            f"{sym.quote}, judged at {_judged_at(req)}"
         )
     return text
+
+
+def _judged_at(req: OrderRequest) -> str:
+    """At what price the router judges ``req``'s notional (``Accounts.reserve_new`` and
+    ``market_sell_notional``: a reference price, as venues check; review 49)."""
+    band = f"bandBps {req.symbol.band_bps}"
+    if req.side == Side.SELL:
+        if req.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
+            return "the higher of its price and its stopPrice"
+        return "the higher of its price and the last trade"
+    if req.price or req.ord_type not in (OrdType.STOP, OrdType.MARKET):
+        return "its price"
+    if req.ord_type == OrdType.STOP:
+        return f"its cap: its stopPrice plus {band}"
+    return f"its cap: the last trade plus {band}"

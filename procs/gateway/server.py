@@ -204,7 +204,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         core = RestOrders(gw.id, entry.instruments, cfg.assets, entry.outgoing, entry.next_ref)
         core.fix_orders = lambda s: [o for o in entry.orders.values() if o.session == s]
         core.fix_order = self._fix_order
-        core.fix_live = lambda s, c: entry.live.get((s, c.encode("latin-1")))
+        core.fix_live = lambda a, c: entry.holding(a, c.encode("latin-1"))
         # one id, one open order of the account, whichever way it came (review 47)
         entry.api_holds = lambda a, c: (a, c.decode("latin-1")) in core.client_ids
         core.restore(self._api_orders)
@@ -418,7 +418,6 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
                 self._write(conn)
             self.audit.flush()  # the lines no write carried (inbound, parked)
             self._idle_compaction_step()
-            self.entry.cancel_again(now)  # cancels on disconnect the account's rate refused
             if self.entry.outgoing:  # a timed-out session's cancels (cancel on disconnect)
                 self.submit()
             await asyncio.sleep(1.0)

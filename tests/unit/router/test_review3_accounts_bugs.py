@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.schema import RingexConfig
-from procs.common.records import CancelOrder, ReplaceOrder, Trade
+from procs.common.records import ReplaceOrder, Trade
 from procs.core.accounts import Accounts
 from procs.core.sequencer import Sequencer
 from tests.unit.router.core_rig import (
@@ -111,9 +111,9 @@ def test_a_clock_stepped_back_refills_at_most_one_bucket_and_silences_nobody() -
     ex = funded(exchange_config(rate=2))
     now = 100 * SECOND
 
-    def sent(ref: int, at: int) -> bool:
-        cancel = CancelOrder(0, 0, 1, 1, ref, 1, BTCUSD, 999)
-        return ex.sequencer.submit(cancel, at).command is not None
+    def sent(ref: int, at: int) -> bool:  # a replace (a cancel never draws on the rate)
+        replace = ReplaceOrder(0, 0, 1, 1, ref, 1, BTCUSD, 999, 10_000, 1)
+        return ex.sequencer.submit(replace, at).command is not None
 
     assert [sent(1, now), sent(2, now), sent(3, now)] == [True, True, False]
     assert not sent(4, now - 50 * SECOND)  # the clock stepped back 50 s: refused

@@ -204,7 +204,6 @@ def test_cancel_on_disconnect_cancels_every_order_whatever_the_accounts_command_
         for r in map(CODEC.decode_slot, ex.out)
         if isinstance(r, Rejected) and r.account == TRADER and r.code != ResultCode.OK
     ]
-    entry.cancel_again(now + 2 * 10**9)  # the gateway's timers' pass, once a second
     _pump(ex, entry, now + 2 * 10**9)  # the bucket full again: anything sent again passes
     ex.check()
     assert ex.accounts.open_orders(TRADER) == 0, refused

@@ -5,7 +5,7 @@ since its fix.
 
 from __future__ import annotations
 
-from procs.common.records import CancelOrder, MassCancel, Rejected, Trade
+from procs.common.records import MassCancel, Rejected, ReplaceOrder, Trade
 from procs.common.result_codes import ResultCode
 from tests.unit.router.core_rig import (
     BTCUSD,
@@ -28,9 +28,13 @@ def test_mass_cancels_count_against_the_accounts_command_rate() -> None:
     of every book there."""
     ex = funded(exchange_config(rate=2))
     now = 10 * SECOND
+
+    def replace(ref: int) -> ReplaceOrder:  # (a cancel never draws on the rate: review 48)
+        return ReplaceOrder(0, 0, 1, 1, ref, 1, BTCUSD, 999, 10_000, 1)
+
     for ref in (1, 2):  # the bucket's two tokens
-        assert ex.submit(CancelOrder(0, 0, 1, 1, ref, 1, BTCUSD, 999), now) is not None
-    refused = ex.sequencer.submit(CancelOrder(0, 0, 1, 1, 3, 1, BTCUSD, 999), now)
+        assert ex.submit(replace(ref), now) is not None
+    refused = ex.sequencer.submit(replace(3), now)
     assert isinstance(refused.reply, Rejected)
     assert refused.reply.code == ResultCode.ACCOUNT_RATE_LIMITED
     sequenced = [ex.submit(MassCancel(0, 0, 1, 1, ref, 1, 0), now) for ref in range(4, 14)]
