@@ -417,6 +417,12 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             dupes = sorted({v for v in values if values.count(v) > 1})
             if dupes:
                 raise ValueError(f"{what} {', '.join(dupes)} is configured twice")
+        for g in self.gateways:
+            if g.name == "admin":  # review 50: the metrics' two series, one broken scrape
+                raise ValueError(
+                    "gateway name 'admin' is the admin rings' (its metrics would share their "
+                    "series, gateway=\"admin\"): pick another"
+                )
         for m in self.matchers:
             if re.fullmatch(r"gw\d+", m.name):
                 raise ValueError(

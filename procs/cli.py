@@ -46,7 +46,13 @@ from procs.dbwriter.main import run as dbwriter_run
 from procs.supervisor.draining import stop_bound_s
 from procs.supervisor.main import Supervisor
 from procs.supervisor.main import main as supervisor_main
-from procs.supervisor.run_files import process_start, read_status, run_dir, supervisor_running
+from procs.supervisor.run_files import (
+    process_start,
+    read_status,
+    run_dir,
+    status_path,
+    supervisor_running,
+)
 from shm import Ring
 from shm.errors import ShmError
 from shm.inspect import list_segments, remove
@@ -247,7 +253,10 @@ _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ \S+ ")
 def _stop(args: argparse.Namespace) -> int:
     cfg = load_profile(_profile(args))
     pid = supervisor_running(read_status(cfg))
-    if pid is None:  # its processes die with it (PR_SET_PDEATHSIG): nothing runs
+    if pid is None:  # its processes die with it (PR_SET_PDEATHSIG): nothing runs, unless
+        if (elsewhere := _running_elsewhere(cfg)) is not None:  # its status file is not here
+            print(elsewhere, file=sys.stderr)
+            return 1
         print(f"instance {cfg.instance} is not running")
         return 0
     os.kill(pid, signal.SIGTERM)
@@ -262,6 +271,21 @@ def _stop(args: argparse.Namespace) -> int:
         return 1
     print(f"instance {cfg.instance} stopped")
     return 0
+
+
+def _running_elsewhere(cfg: RingexConfig) -> str | None:
+    """Why the instance runs though no status file here says so, or None: its shared memory
+    is in use, so it was started with another ``var_dir`` (a relative one, as every
+    shipped profile's, from another working directory: review 50)."""
+    pids = sorted({p for s in list_segments(cfg.instance) for p in s.live_pids})
+    if not pids:
+        return None
+    return (
+        f"instance {cfg.instance} runs (its shared memory is in use by pids "
+        f"{', '.join(map(str, pids[:8]))}), but {status_path(cfg)} does not say so: it was "
+        f"started with another var_dir ({cfg.var_dir!r} is relative to the working "
+        "directory): run this where it was started, or with its config's var_dir"
+    )
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -318,14 +342,20 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
         "processes": [],
     }
     if status.get("supervisor_pid") and not supervisor_running(status):
+        if status.get("state") != "stopped" and not status.get("reason"):  # killed (review 50)
+            status["reason"] = (
+                f"the supervisor (pid {status['supervisor_pid']}) ended while "
+                f"{status.get('state')}, without stopping the instance"
+            )
         status["state"] = "stopped"
-        for process in status.get("processes", []):  # as it last wrote; see for ourselves
-            pid, started = process.get("pid"), process.get("started")
-            # the same process: a pid reused since (a reboot, a long time) is not it
-            process["alive"] = bool(pid) and pid_alive(pid) and process_start(pid) == started
-            process["ready"] = bool(process.get("ready")) and process["alive"]
-            if not process["alive"]:  # its uptime as of the last write: not up now
-                process["uptime_s"] = 0
+    for process in status.get("processes", []):  # as it last wrote; see for ourselves, as a
+        pid, started = process.get("pid"), process.get("started")  # supervisor busy with a
+        # restart writes none meanwhile (review 50); a pid reused since is not the process
+        alive = bool(process.get("alive")) and bool(pid) and pid_alive(pid)
+        process["alive"] = alive and process_start(pid) == started
+        process["ready"] = bool(process.get("ready")) and process["alive"]
+        if not process["alive"]:  # its uptime as of the last write: not up now
+            process["uptime_s"] = 0
     segments = {s.name: s for s in list_segments(cfg.instance)}
     ring_rows: list[dict[str, Any]] = []
     for spec in rings(cfg):
@@ -349,6 +379,8 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
         )
     status["rings"] = ring_rows
     status["endpoints"] = endpoints(cfg, status)
+    if status["state"] == "stopped" and (elsewhere := _running_elsewhere(cfg)) is not None:
+        status["reason"] = elsewhere
     if as_json:
         print(json.dumps(status, indent=2))
         return 0
@@ -359,9 +391,13 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     if status.get("reason"):  # why it stopped (a crash loop, a process that did not start)
         print(f"  reason: {status['reason']}")
     for p in status["processes"]:
+        state = ("up" if p.get("ready") else "recovering") if p["alive"] else "down"
+        beat = p.get("heartbeat_age_s")
+        beat_text = f" heartbeat {beat} s ago" if beat is not None and p["alive"] else ""
         print(
-            f"  {p['name']:20} pid {p['pid']!s:>7} {'up' if p['alive'] else 'down':4} "
+            f"  {p['name']:20} pid {p['pid']!s:>7} {state:10} "
             f"cpus {p['cpus'] or 'any'} restarts {p['restarts']} uptime {p['uptime_s']} s"
+            f"{beat_text}"
         )
     for r in ring_rows:
         lags = ", ".join(f"{k} {v}" for k, v in r["lags"].items())

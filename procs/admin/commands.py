@@ -30,11 +30,22 @@ from procs.admin.client import (
 from procs.admin.users import list_users, remove_user
 from procs.common.records import AccountReply, Balance
 from procs.common.result_codes import ResultCode
+from procs.supervisor.run_files import read_status
 from shm.errors import ShmError
 
 
 def admin_client(cfg: RingexConfig) -> AdminClient | None:
-    """The admin rings of the running instance, or None with a message when it is not."""
+    """The admin rings of the running instance, or None with a message when it is not, or
+    when it is a standby: its rings exist, but no router reads them until it is promoted
+    (review 50: a halt sent there said "sent" and was lost)."""
+    status = read_status(cfg)
+    if status is not None and status.get("role") == "standby" and status.get("state") != "stopped":
+        print(
+            f"ringex admin: instance {cfg.instance} is a standby: it takes no admin command "
+            "until it is promoted; send it to the primary",
+            file=sys.stderr,
+        )
+        return None
     try:
         return AdminClient(cfg)
     except ShmError as exc:

