@@ -32,6 +32,7 @@ from config.schema import RingexConfig
 from procs.common.records import (
     Accepted,
     CreateAccount,
+    FeeSchedule,
     NewOrder,
     OrderDone,
     Record,
@@ -255,6 +256,9 @@ class Projection:
         elif kind is CreateAccount and batch is not None:
             create: CreateAccount = command  # type: ignore[assignment]
             batch.accounts.add((create.account, seq, pg_micros(ts_ns)))
+        elif kind is FeeSchedule and batch is not None:  # the account fees go to: opened by
+            fees: FeeSchedule = command  # type: ignore[assignment]  # it (review 50)
+            batch.accounts.add((fees.fee_account, seq, pg_micros(ts_ns)))
         elif kind is Transfer and batch is not None:
             transfer: Transfer = command  # type: ignore[assignment]
             places = -self.decimals[transfer.asset]
@@ -333,7 +337,9 @@ class Projection:
                 order_or_none.status = REJECTED
                 order_or_none.reject_code = int(rejected.code)
                 order_or_none.remaining = 0
-            touched[rejected.order_id] = order_or_none  # a replace's hold went back
+                touched[rejected.order_id] = order_or_none
+            elif batch is not None:  # a replace refused: its hold went back, and the order
+                self._mark(batch, order_or_none, stamp)  # did not change (review 50)
         elif kind is Replaced:
             replaced: Replaced = event  # type: ignore[assignment]
             order = touched[replaced.order_id] = self._order(replaced.order_id, "replaced")

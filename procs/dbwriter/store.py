@@ -150,6 +150,13 @@ _TYPES: Final = {
 }
 
 
+#: The writer's sessions' application_name (``pg_stat_activity``).
+APPLICATION: Final = "ringex-dbwriter"
+#: A writer's session idle this long in a transaction on the checkpoint is an orphan, and
+#: how long a writer laying its lanes out waits for the checkpoint's lock before it looks.
+ORPHAN_IDLE_S: Final = 2.0
+
+
 def connect(dsn: str) -> psycopg.Connection[Any]:
     """The writer's session. ``synchronous_commit = off``: a commit returns before its WAL is
     flushed. Safe here because the journal, not the database, is the record: a crash loses at
@@ -161,6 +168,7 @@ def connect(dsn: str) -> psycopg.Connection[Any]:
         autocommit=True,
         connect_timeout=5,
         options="-c synchronous_commit=off",
+        application_name=APPLICATION,  # how a writer starting knows another's orphans
         # a server that takes no writes (a standby during a failover, a demoted primary)
         # fails the connection (OperationalError: retried with backoff), not the first write
         target_session_attrs="read-write",
@@ -286,6 +294,27 @@ class PgStore:
         self._closed_sessions = set()  # only once ended: a failure tries them again
         if ended and ended[0]:
             log.warning("ended %d server sessions of connections given up on", ended[0])
+
+    def _end_stale_holders(self, conn: psycopg.Connection[Any]) -> None:
+        """End the writer sessions that hold the checkpoint table in a transaction left idle
+        for ``ORPHAN_IDLE_S`` or more: a connection an earlier writer process gave up on (an
+        outage cut it) leaves one, holding the checkpoint row's lock until the server's TCP
+        keepalive gives up, hours by default; a writer restarted meanwhile waited behind it
+        (review 50: ``_end_orphans`` knows only this process's). A live writer's transaction
+        is never idle that long (it waits only for its lanes' commits)."""
+        ended = conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid)) "
+            "FROM pg_stat_activity a WHERE a.datname = current_database() "
+            "AND a.application_name = %s AND a.pid <> pg_backend_pid() "
+            "AND a.state LIKE 'idle in transaction%%' "
+            "AND a.state_change < now() - make_interval(secs => %s) "
+            "AND a.pid IN (SELECT pid FROM pg_locks WHERE relation = 'checkpoint'::regclass)",
+            (APPLICATION, ORPHAN_IDLE_S),
+        ).fetchone()
+        if ended and ended[0]:
+            log.warning(
+                "ended %d writer sessions idle in a transaction on the checkpoint", ended[0]
+            )
 
     def close(self) -> None:
         with self._sessions_lock:
@@ -459,7 +488,15 @@ class PgStore:
         """Lay ``trade_lanes`` out for ``self.lanes`` lanes at the checkpoint, unless a lane
         is ahead of it (its trades of the next batch are in, the batch is not): then keep
         the lanes as they are until that batch is in. Returns the lane count in effect."""
+        while True:
+            try:
+                return self._lay_out_locked(conn)
+            except psycopg.errors.LockNotAvailable:  # held: by an orphan, it is ended
+                self._end_stale_holders(conn)
+
+    def _lay_out_locked(self, conn: psycopg.Connection[Any]) -> int:
         with conn.transaction():
+            conn.execute(f"SET LOCAL lock_timeout = '{int(ORPHAN_IDLE_S * 1000)}ms'")
             row = conn.execute("SELECT last_seq FROM checkpoint FOR UPDATE").fetchone()
             assert row is not None, "the checkpoint row is missing (migration 0001 inserts it)"
             at = int(row[0])

@@ -74,7 +74,10 @@ class UserSync:
                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sender_comp_id) DO UPDATE SET "
                     "id = excluded.id, username = excluded.username, "
                     "password_hash = excluded.password_hash, account_id = excluded.account_id, "
-                    "updated = now()",
+                    "updated = now() "  # only a user that changed (review 50: every sync
+                    "WHERE (users.id, users.username, users.password_hash, users.account_id) "
+                    "IS DISTINCT FROM (excluded.id, excluded.username, excluded.password_hash, "
+                    "excluded.account_id)",  # moved every user's time)
                     (u.session, u.comp_id, password_hash(u), u.comp_id, u.account),
                 )
         self._synced = digest

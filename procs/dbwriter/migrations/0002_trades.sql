@@ -18,12 +18,17 @@ DECLARE
         taker_order_id    bigint NOT NULL,
         taker_account_id  bigint NOT NULL,
         PRIMARY KEY (symbol_id, trade_id, ts)';
+    preloaded boolean := false;
 BEGIN
     IF to_regclass('trades') IS NOT NULL THEN
         RETURN;
     END IF;
-    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
-       AND current_setting('shared_preload_libraries') LIKE '%timescaledb%' THEN
+    BEGIN  -- only a superuser (or pg_read_all_settings) may read it: else native partitions
+        preloaded := current_setting('shared_preload_libraries') LIKE '%timescaledb%';
+    EXCEPTION WHEN insufficient_privilege THEN
+        preloaded := false;
+    END;
+    IF preloaded AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
         CREATE EXTENSION IF NOT EXISTS timescaledb;
         EXECUTE 'CREATE TABLE trades (' || columns || ')';
         PERFORM create_hypertable('trades', 'ts', chunk_time_interval => interval '1 day');
