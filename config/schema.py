@@ -421,7 +421,7 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             if g.name == "admin":  # review 50: the metrics' two series, one broken scrape
                 raise ValueError(
                     "gateway name 'admin' is the admin rings' (its metrics would share their "
-                    "series, gateway=\"admin\"): pick another"
+                    'series, gateway="admin"): pick another'
                 )
         for m in self.matchers:
             if re.fullmatch(r"gw\d+", m.name):

@@ -18,7 +18,6 @@ from procs.gateway.order_state import MassCancelRequest, Order, Request
 class DisconnectCancels:
     gateway: int
     live: GroupedDict[tuple[int, bytes], Order, int]
-    by_id: dict[int, Order]
     requests: dict[int, Request]
     touched: dict[int, Order | Request | MassCancelRequest | None]
     outgoing: list[Record]

@@ -266,8 +266,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
             return
         self.orders_in += 1
         if self.api_holds(session.account, cl_ord_id):  # the REST API's open order's id
-            text = f"duplicate ClOrdID {shown(cl_ord_id)}: an open order placed through the API"
-            self._reject_new(session, msg, text + " holds it", 6)
+            self._reject_new(session, msg, _held_by_api(cl_ord_id), 6)
             return
         sym = self.instruments.by_name.get(f[55])
         if sym is None:
@@ -343,8 +342,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
         if self._duplicate(session, msg, f[11], order):
             return
         if msg.msg_type == b"G" and self.api_holds(session.account, f[11]):  # (review 49)
-            text = f"duplicate ClOrdID {shown(f[11])}: an open order placed through the API"
-            self._cancel_reject(session, msg, order, text + " holds it", CXL_DUPLICATE)
+            self._cancel_reject(session, msg, order, _held_by_api(f[11]), CXL_DUPLICATE)
             return
         unfit = differs(msg, order)
         if unfit is not None:
@@ -591,3 +589,8 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
 
 def _session_of(key: tuple[int, bytes], _order: Order) -> int:
     return key[0]
+
+
+def _held_by_api(cl_ord_id: bytes) -> str:
+    """Why a ClOrdID an open order placed through the REST API holds is refused over FIX."""
+    return f"duplicate ClOrdID {shown(cl_ord_id)}: an open order placed through the API holds it"
