@@ -358,7 +358,7 @@ def test_migration_0011_indexes_every_partition_old_new_and_reattached(
     before = tmp_path / "migrations"
     before.mkdir()
     for path in sorted(MIGRATIONS.glob("*.sql")):
-        if not path.name.startswith("0011"):
+        if path.name < "0011":  # the database as 0010 left it (later ones come after 0011)
             (before / path.name).write_text(path.read_text())
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert migrate(conn, before)[-1].startswith("0010")
@@ -368,7 +368,7 @@ def test_migration_0011_indexes_every_partition_old_new_and_reattached(
             " 100, 1, 1, 1000 + i % 3, 7, 2000 + i % 2, 8, 0, 0 FROM generate_series(0, 71) i"
         )
         conn.execute("ALTER TABLE trades DETACH PARTITION trades_20250102")
-        assert migrate(conn) == ["0011_trades_by_order.sql"]
+        assert migrate(conn)[0] == "0011_trades_by_order.sql"  # (and any after it)
         conn.execute("SELECT ringex_trade_partitions('2025-01-04', '2025-01-04')")
         conn.execute(
             "ALTER TABLE trades ATTACH PARTITION trades_20250102 FOR VALUES FROM"
