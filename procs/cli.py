@@ -39,6 +39,13 @@ from procs.common.journal import JournalError, JournalReader
 from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_writer import archive_segments_before
 from procs.common.records import RecordCodec
+from procs.common.run_files import (
+    process_start,
+    read_status,
+    run_dir,
+    status_path,
+    supervisor_running,
+)
 from procs.common.topology import journal_archive_dir, journal_dir, rings
 from procs.common.units import units_differ
 from procs.core.recovery import archivable_before, archive_blocked, recover, write_snapshot
@@ -46,13 +53,6 @@ from procs.dbwriter.main import run as dbwriter_run
 from procs.supervisor.draining import stop_bound_s
 from procs.supervisor.main import Supervisor
 from procs.supervisor.main import main as supervisor_main
-from procs.supervisor.run_files import (
-    process_start,
-    read_status,
-    run_dir,
-    status_path,
-    supervisor_running,
-)
 from shm import Ring
 from shm.errors import ShmError
 from shm.inspect import list_segments, remove

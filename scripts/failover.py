@@ -51,8 +51,8 @@ from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.epochs import Epochs
+from procs.common.run_files import read_json, read_status, run_dir, supervisor_running
 from procs.supervisor import promotion
-from procs.supervisor.run_files import read_json, read_status, run_dir, supervisor_running
 from shm.liveness import pid_alive
 
 STOP_TIMEOUT_S = 60.0  # how long the new supervisor waits for the standby's to exit

@@ -27,9 +27,9 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient
 from procs.common.result_codes import ResultCode
+from procs.common.run_files import run_dir
 from procs.common.topology import users_path
 from procs.common.users import UserStore
-from procs.supervisor.run_files import run_dir
 
 FUNDS = [("USD", "1000000"), ("BTC", "100"), ("ETH", "1000")]
 DEMO_USERS = [  # comp id, password, account, deposits: the user's, printed

@@ -53,11 +53,11 @@ from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.records import Record, RecordCodec
+from procs.common.run_files import InstanceBusyError, instance_lock
 from procs.common.topology import rings
 from procs.supervisor.draining import drain as drain_rings
 from procs.supervisor.main import Supervisor, SupervisorError
 from procs.supervisor.plan import ProcessSpec, plan
-from procs.supervisor.run_files import InstanceBusyError, instance_lock
 from shm import Ring
 from shm.errors import ShmError
 from shm.inspect import SHM_DIR, list_segments, remove

@@ -30,7 +30,7 @@ from procs.admin.client import (
 from procs.admin.users import list_users, remove_user
 from procs.common.records import AccountReply, Balance
 from procs.common.result_codes import ResultCode
-from procs.supervisor.run_files import read_status
+from procs.common.run_files import read_status
 from shm.errors import ShmError
 
 

@@ -51,8 +51,9 @@ from procs.gateway.live_trades import LiveTrades
 from procs.gateway.order_ends import OrderEnds
 from procs.gateway.order_state import Order
 from procs.gateway.recent_elsewhere import RECENT_EVENTS, RecentElsewhere
-from procs.gateway.rest_balances import LEASE_MS, RestBalances
+from procs.gateway.rest_balances import RestBalances
 from procs.gateway.rest_catch_up import RestCatchUp, UnfollowedEvents
+from procs.gateway.rest_interest import RestInterest
 from procs.gateway.rest_order_log import RestOrderLog
 from procs.gateway.rest_order_state import (
     DONE_STATUS,
@@ -68,7 +69,7 @@ from procs.gateway.rest_params import OrderRequest
 from procs.gateway.unfiled_orders import UnfiledOrders
 
 
-class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
+class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
     def __init__(
         self,
         gateway: int,
@@ -141,54 +142,6 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp):
         #: and those no longer kept (finished and past ``keep_done``)
         self._changed: dict[int, LiveOrder] = {}
         self._gone: list[int] = []
-
-    # -- interest -----------------------------------------------------------------------------
-
-    def touch(self, account: int, session: int, now_s: float) -> None:
-        """``account`` used the API: follow its orders and balances for ``interest_s``."""
-        begins = account not in self.interest
-        self.interest[account] = now_s + self.interest_s
-        self.sessions[account] = session
-        if begins:  # of interest from now on (``_accepted`` follows its orders)
-            self._follow_fix_orders(account, session)
-            self._follow_recent(account)
-        if account not in self._watched:
-            self._watch(account, LEASE_MS)
-            self._watched[account] = now_s
-
-    def _follow_fix_orders(self, account: int, session: int) -> None:
-        for o in self.fix_orders(session):
-            if o.order_id and o.leaves and o.status in (b"0", b"1") and o.order_id not in self.live:
-                self.live[o.order_id] = from_fix(o, account)
-
-    def tick(self, now_s: float) -> None:
-        """Once a second: renew balance watches, forget accounts no longer of interest."""
-        for account, until in list(self.interest.items()):
-            if until < now_s and account not in self.streaming:  # a stream is a use too
-                self._forget_account(account)
-            elif now_s - self._watched.get(account, 0.0) >= LEASE_MS / 3000:
-                self._watch(account, LEASE_MS)
-                self._watched[account] = now_s
-
-    def _forget_account(self, account: int) -> None:
-        del self.interest[account]
-        if self._watched.pop(account, None) is not None:
-            self._watch(account, 0)
-        self.balances.pop(account, None)
-        self.rows.forget(account)
-        self.unfollowed.forget(account)
-        self._need.pop(account, None)
-        self._have.pop(account, None)
-        # Orders placed through this API stay until they finish (their events reach this
-        # core whoever is interested: a query or cancel by clientOrderId must find them),
-        # and finished, until ``keep_done`` pushes them out, as the order log keeps them
-        # (the database holds no clientOrderId); the account's others, seen on the rings, go.
-        placed = self.client_ids
-        for o in self.live.of(account):
-            if placed.get((account, o.client_order_id)) is not o:
-                del self.live[o.order_id]
-        for oid in [oid for oid, o in self.done.items() if o.account == account and not o.placed]:
-            del self.done[oid]
 
     # -- requests -----------------------------------------------------------------------------
 

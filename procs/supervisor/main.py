@@ -43,6 +43,13 @@ from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.parent_death import die_with_parent
 from procs.common.records import RecordCodec
+from procs.common.run_files import (
+    InstanceBusyError,
+    instance_lock,
+    process_start,
+    run_dir,
+    status_path,
+)
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
 from procs.common.units import units_differ
@@ -53,13 +60,6 @@ from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, plan
 from procs.supervisor.preflight import cpus_missing, nice_refused, shm_short, units_differ_now
-from procs.supervisor.run_files import (
-    InstanceBusyError,
-    instance_lock,
-    process_start,
-    run_dir,
-    status_path,
-)
 from procs.supervisor.session_end import SessionEnds
 from shm import Ring, ShmError
 from shm.health import Health, classify

@@ -27,7 +27,7 @@ import tomli_w
 from config.schema import RingexConfig
 from procs.common.durable import replace_durably
 from procs.common.epochs import Epochs, EpochsError
-from procs.supervisor.run_files import read_json, run_dir
+from procs.common.run_files import read_json, run_dir
 
 #: What ``promote`` writes beside the standby's config, and runs.
 SUFFIX: Final = ".promoted.toml"

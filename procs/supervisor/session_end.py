@@ -46,8 +46,8 @@ from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
 from procs.common.durable import replace_durably
 from procs.common.journal import JournalError
+from procs.common.run_files import run_dir
 from procs.supervisor.journaled_ends import JournaledEnds
-from procs.supervisor.run_files import run_dir
 from procs.supervisor.session_clock import DAY_NS, behind, due_end, latest_end, next_end
 from shm import ShmError
 

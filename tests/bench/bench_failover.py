@@ -54,10 +54,10 @@ from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import CreateAccount, NewOrder, RecordCodec, Transfer
 from procs.common.replication_ack import AckBlock, SyncGate, ack_dir
+from procs.common.run_files import read_status
 from procs.common.topology import journal_dir, users_path
 from procs.common.users import UserStore
 from procs.replica.wire import History
-from procs.supervisor.run_files import read_status
 from shm.inspect import remove_instance
 from shm.liveness import pid_alive
 from tests.bench.fix_load import SOH, Session, drive, free_port, send_order

@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 from config.schema import RingexConfig
-from procs.supervisor.run_files import read_status
+from procs.common.run_files import read_status
 
 MIB = 1 << 20
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from config import load_profile
 from procs.common.embedded_postgres import EmbeddedPostgres
+from procs.common.run_files import read_status
 from procs.common.topology import postgres_dir
-from procs.supervisor.run_files import read_status
 
 ROOT = Path(__file__).parents[2]
 

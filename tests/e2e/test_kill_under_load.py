@@ -33,11 +33,11 @@ from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.journal import JournalReader
 from procs.common.records import NewOrder, RecordCodec
+from procs.common.run_files import read_status
 from procs.common.topology import journal_dir, postgres_dir
 from procs.core.recovery import Recovered, recover
 from procs.dbwriter.projection import FILLED, OPEN_STATUSES
 from procs.gateway.rest_client import ApiCallError, RestClient
-from procs.supervisor.run_files import read_status
 from tests.e2e.running import free_port, ringex, running_exchange
 from tests.e2e.test_pipeline import kill_and_wait
 from tests.unit.gateway.harness import OPEN, Client, utc

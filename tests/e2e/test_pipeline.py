@@ -19,9 +19,9 @@ import pytest
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedPostgres
+from procs.common.run_files import read_status
 from procs.common.topology import postgres_dir
 from procs.core.recovery import recover
-from procs.supervisor.run_files import read_status
 from shm.inspect import list_segments
 from tests.e2e.running import ringex, running_exchange
 from tests.unit.gateway.harness import Client

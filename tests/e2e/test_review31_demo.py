@@ -36,8 +36,8 @@ import websockets
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedPostgres
+from procs.common.run_files import read_status, run_dir
 from procs.common.topology import postgres_dir
-from procs.supervisor.run_files import read_status, run_dir
 from tests.e2e.running import ROOT, free_port
 
 READY_LINE = "Ctrl-C stops it."

@@ -35,11 +35,11 @@ from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.journal import JournalReader
 from procs.common.records import CancelOrder, NewOrder, RecordCodec, ReplaceOrder
+from procs.common.run_files import read_status, run_dir
 from procs.common.topology import journal_dir, postgres_dir
 from procs.core.recovery import Recovered, recover
 from procs.gateway.history import STATUS_NAMES
 from procs.gateway.rest_client import RestClient
-from procs.supervisor.run_files import read_status, run_dir
 from shm.liveness import pid_alive
 from tests.e2e.running import ROOT, free_port, ringex, running_exchange
 from tests.e2e.test_kill_under_load import (

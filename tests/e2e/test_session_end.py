@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from config import load_profile
+from procs.common.run_files import read_json
 from procs.common.types import TimeInForce
 from procs.core.recovery import recover
 from procs.core.resting import order_from_fields
-from procs.supervisor.run_files import read_json
 from procs.supervisor.session_clock import DAY_NS, MINUTE_NS, latest_end
 from procs.supervisor.session_end import session_end_path
 from tests.e2e.running import ringex, running_exchange

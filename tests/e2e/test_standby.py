@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from config import load_profile
+from procs.common.run_files import read_status
 from procs.core.recovery import recover
-from procs.supervisor.run_files import read_status
 from shm.inspect import remove_instance
 
 ROOT = Path(__file__).parents[2]

@@ -28,12 +28,12 @@ from config.edges import GatewayConfig, RestConfig
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient
 from procs.common.result_codes import ResultCode
+from procs.common.run_files import read_status
 from procs.common.topology import users_path
 from procs.common.users import UserStore
 from procs.core.market.state import MarketState
 from procs.gateway.rest_client import RestClient
 from procs.marketdata.web import Site, page_config
-from procs.supervisor.run_files import read_status
 
 from .chromium import DevTools, browser, needs_chromium
 from .test_process import ROOT, free_port

@@ -32,6 +32,7 @@ from procs.common.journal import HEADER_SIZE, EntryLayout, list_segments
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import AccountReply, NewOrder, RecordCodec
 from procs.common.result_codes import ResultCode
+from procs.common.run_files import status_path
 from procs.common.topology import (
     ADMIN_GATEWAY,
     ROUTER,
@@ -43,7 +44,6 @@ from procs.common.topology import (
 from procs.common.types import Side
 from procs.core.recovery import recover, snapshot_store, write_snapshot
 from procs.supervisor.main import Supervisor
-from procs.supervisor.run_files import status_path
 from shm import Ring
 from tests.unit.router import core_rig
 from tests.unit.router.test_review_crash_points_bugs import Crash, crash_after, journaled

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from config import load_profile
+from procs.common.run_files import InstanceBusyError, instance_lock, status_path
 from procs.supervisor.main import Supervisor
-from procs.supervisor.run_files import InstanceBusyError, instance_lock, status_path
 from shm.inspect import list_segments
 from tests.unit.supervisor.test_supervisor import ROOT, wait_for, write_profile
 

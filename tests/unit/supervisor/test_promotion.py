@@ -19,9 +19,9 @@ from config import load_profile
 from config.edges import GatewayConfig
 from procs.common.epochs import Epochs
 from procs.common.exec_ids import FILE_NAME, PROMOTION_SKIP
+from procs.common.run_files import read_status, run_dir
 from procs.common.topology import journal_dir, users_path
 from procs.supervisor import promotion
-from procs.supervisor.run_files import read_status, run_dir
 from tests.e2e.test_standby import free_port, profile
 
 ROOT = Path(__file__).parents[3]

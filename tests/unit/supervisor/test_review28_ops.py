@@ -28,12 +28,12 @@ import procs.supervisor.main as supervisor_main
 from config import load_profile
 from config.loader import ConfigError
 from procs import cli
+from procs.common.run_files import read_status
 from procs.common.topology import users_path
 from procs.common.users import UserStore
 from procs.supervisor.draining import stop_bound_s
 from procs.supervisor.main import Child, Supervisor, SupervisorError
 from procs.supervisor.plan import ProcessSpec
-from procs.supervisor.run_files import read_status
 from shm.inspect import list_segments
 from shm.liveness import pid_alive
 from tests.scripts_loader import ROOT, load_script

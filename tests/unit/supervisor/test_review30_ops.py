@@ -24,10 +24,10 @@ from config.edges import GatewayConfig
 from config.schema import RingexConfig
 from procs import cli
 from procs.common.epochs import Epochs
+from procs.common.run_files import instance_lock, read_status, run_dir
 from procs.common.topology import gateway_root, journal_dir, snapshot_dir
 from procs.common.units import pin_units, units_path, units_refused
 from procs.replica.files import SHIPPABLE, FileReceiver, FileShipper, shipped_files
-from procs.supervisor.run_files import instance_lock, read_status, run_dir
 from shm.inspect import list_segments
 from tests.scripts_loader import ROOT, load_script
 from tests.unit.supervisor.test_supervisor import wait_for
@@ -111,7 +111,7 @@ def test_a_promotions_new_supervisor_waits_out_the_standbys_lock_instead_of_fail
         [sys.executable, "-c",
          "import os, sys, time\n"
          "from config import load_profile\n"
-         "from procs.supervisor.run_files import instance_lock\n"
+         "from procs.common.run_files import instance_lock\n"
          "with instance_lock(load_profile(sys.argv[1])):\n"
          "    print('held', flush=True)\n"
          "    while not os.path.exists(sys.argv[2]):\n"

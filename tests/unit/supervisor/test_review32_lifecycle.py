@@ -21,7 +21,7 @@ import pytest
 
 from config import load_profile
 from config.loader import ConfigError
-from procs.supervisor.run_files import read_status
+from procs.common.run_files import read_status
 from tests.scripts_loader import ROOT
 from tests.unit.supervisor.test_review9_lifecycle_bugs import ringex, wait_for, write_profile
 

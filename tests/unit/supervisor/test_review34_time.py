@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from procs.common.run_files import read_json
 from procs.common.types import AdminAction, TradingStatus
 from procs.core.book import Book
-from procs.supervisor.run_files import read_json
 from procs.supervisor.session_end import session_end_path
 from tests.unit.matcher.scenarios import (
     BUY,

@@ -26,10 +26,10 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs import cli
 from procs.common.epochs import Epochs
+from procs.common.run_files import read_status, status_path
 from procs.common.stopping import stop_on_signals
 from procs.supervisor.main import Child, Supervisor
 from procs.supervisor.plan import ProcessSpec
-from procs.supervisor.run_files import read_status, status_path
 from shm.liveness import pid_alive
 from tests.scripts_loader import load_script
 

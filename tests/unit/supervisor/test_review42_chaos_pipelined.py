@@ -45,6 +45,7 @@ from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
 from procs.common.records import Record, Trade
 from procs.common.result_codes import ResultCode
+from procs.common.run_files import read_status
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
 from procs.core.engine import Matcher
@@ -52,7 +53,6 @@ from procs.core.recovery import ExchangeSnapshot, recover, restore_matchers
 from procs.core.sequencer import Sequencer
 from procs.core.symbols import symbol_specs
 from procs.gateway.rest_client import ApiCallError, RestClient
-from procs.supervisor.run_files import read_status
 from shm.errors import ShmError
 from shm.inspect import remove_instance
 from tests.e2e import test_kill_under_load as k42

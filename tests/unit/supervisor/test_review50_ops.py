@@ -32,11 +32,11 @@ from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.records import Record, RecordCodec
+from procs.common.run_files import process_start, read_status
 from procs.common.topology import create_rings
 from procs.supervisor.main import Child, Supervisor
 from procs.supervisor.metrics import RingexCollector
 from procs.supervisor.plan import ProcessSpec
-from procs.supervisor.run_files import process_start, read_status
 from shm import Ring
 from shm.inspect import list_segments
 from tests.e2e.running import free_port

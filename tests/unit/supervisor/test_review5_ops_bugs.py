@@ -21,6 +21,7 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient
 from procs.common.records import RecordCodec, Transfer
+from procs.common.run_files import read_status
 from procs.common.topology import (
     ADMIN_GATEWAY,
     ROUTER,
@@ -32,7 +33,6 @@ from procs.common.topology import (
 from procs.common.users import UserStore
 from procs.supervisor.main import Child, Supervisor
 from procs.supervisor.plan import ProcessSpec, plan
-from procs.supervisor.run_files import read_status
 from shm import Ring
 from tests.scripts_loader import load_script
 from tests.unit.router.test_router import Exchange, config

@@ -24,10 +24,10 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import AdminCommand, Record, RecordCodec, Transfer
+from procs.common.run_files import read_json
 from procs.common.topology import journal_dir
 from procs.common.types import AdminAction
 from procs.supervisor import promotion, session_end
-from procs.supervisor.run_files import read_json
 from procs.supervisor.session_end import SessionEnds, session_end_path
 from tests.e2e.test_standby import profile
 from tests.unit.supervisor.test_session_clock import S, utc

@@ -26,10 +26,10 @@ import pytest
 from config import load_profile
 from procs.common.journal import JournalReader
 from procs.common.records import NewOrder
+from procs.common.run_files import read_status
 from procs.common.topology import journal_dir
 from procs.common.types import Side
 from procs.router.main import RouterShell
-from procs.supervisor.run_files import read_status
 from tests.e2e.running import ringex, running_exchange
 from tests.unit.gateway.harness import Client, Harness, close_all, settled, utc
 from tests.unit.gateway.harness import config as gateway_config

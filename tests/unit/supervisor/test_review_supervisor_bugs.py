@@ -24,11 +24,11 @@ from config import load_profile
 from config.edges import GatewayConfig
 from config.schema import RingexConfig
 from procs import cli
+from procs.common.run_files import read_status, status_path
 from procs.common.stats import GATEWAY_COUNTERS, gateway_page
 from procs.supervisor.main import Child, Supervisor
 from procs.supervisor.metrics import RingexCollector
 from procs.supervisor.plan import ProcessSpec
-from procs.supervisor.run_files import read_status, status_path
 from shm.counters import _HEAD, MAGIC, NAME_BYTES, Counters, _size
 from shm.inspect import SegmentInfo
 from shm.liveness import pid_alive

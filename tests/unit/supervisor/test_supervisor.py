@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from config import load_profile
+from procs.common.run_files import read_status
 from procs.supervisor.main import Supervisor
-from procs.supervisor.run_files import read_status
 from shm.inspect import list_segments
 
 ROOT = Path(__file__).parents[3]
