@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ from procs.supervisor.main import Supervisor
 from procs.supervisor.main import main as supervisor_main
 from shm import Ring
 from shm.errors import ShmError
-from shm.inspect import list_segments, remove
+from shm.inspect import SegmentInfo, list_segments, remove
 from shm.liveness import pid_alive
 
 
@@ -273,11 +274,15 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _running_elsewhere(cfg: RingexConfig) -> str | None:
+def _running_elsewhere(
+    cfg: RingexConfig, segments: Iterable[SegmentInfo] | None = None
+) -> str | None:
     """Why the instance runs though no status file here says so, or None: its shared memory
-    is in use, so it was started with another ``var_dir`` (a relative one, as every
-    shipped profile's, from another working directory: review 50)."""
-    pids = sorted({p for s in list_segments(cfg.instance) for p in s.live_pids})
+    (``segments``, listed here when not given) is in use, so it was started with another
+    ``var_dir`` (a relative one, as every shipped profile's, from another working
+    directory: review 50)."""
+    listed = list_segments(cfg.instance) if segments is None else segments
+    pids = sorted({p for s in listed for p in s.live_pids})
     if not pids:
         return None
     return (
@@ -379,7 +384,10 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
         )
     status["rings"] = ring_rows
     status["endpoints"] = endpoints(cfg, status)
-    if status["state"] == "stopped" and (elsewhere := _running_elsewhere(cfg)) is not None:
+    if (
+        status["state"] == "stopped"
+        and (elsewhere := _running_elsewhere(cfg, segments.values())) is not None
+    ):
         status["reason"] = elsewhere
     if as_json:
         print(json.dumps(status, indent=2))

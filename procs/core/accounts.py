@@ -61,7 +61,6 @@ The fees a trade settles under are journaled state, not config of the day (``fee
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from typing import Final
 
 import msgspec
@@ -297,34 +296,46 @@ class Accounts(Settlement):
         one of them left it (the latest to land sets price and total): the most any of
         those states needs (review 48: the whole new hold, reserved again, refused a second
         reprice or cut of an order that held all of its account's money)."""
+        side, filled = order.side, order.filled
+        most = cls._addition_to(market, side, filled, order.price, order.leaves, order.held,
+                                price, total)  # fmt: skip
         if not order.replaces:
-            return cls._addition_to(market, order, price, total)
+            return most
         if len(order.asks) < len(order.replaces) or len(order.replaces) > REPLACES_WEIGHED:
             # an older snapshot's (not known), or more than a router step should walk
-            return market.hold(order.side, price, total)
-        states = [order]
+            return market.hold(side, price, total)
         for was_price, was_total in order.asks:
-            leaves = max(0, was_total - order.filled)
-            held = market.hold(order.side, was_price, leaves)  # settlement leaves it so
-            states.append(replace(order, price=was_price, leaves=leaves, held=held))
-        return max(cls._addition_to(market, s, price, total) for s in states)
+            leaves = max(0, was_total - filled)
+            held = market.hold(side, was_price, leaves)  # settlement leaves it so
+            landed = cls._addition_to(market, side, filled, was_price, leaves, held, price, total)
+            most = max(most, landed)
+        return most
 
     @staticmethod
-    def _addition_to(market: Market, order: OpenOrder, price: int, total: int) -> int:
-        """``_replace_addition`` for an order with no other replace in flight."""
-        leaves = order.leaves
-        more = total - order.filled - leaves  # Q - T: the open part is this plus x <= L
-        if order.side == _SELL:
+    def _addition_to(
+        market: Market,
+        side: Side,
+        filled: int,
+        was_price: int,
+        leaves: int,
+        held: int,
+        price: int,
+        total: int,
+    ) -> int:
+        """``_replace_addition`` for an order with no other replace in flight: one that
+        filled ``filled``, at ``was_price`` with ``leaves`` open and ``held`` held."""
+        more = total - filled - leaves  # Q - T: the open part is this plus x <= L
+        if side == _SELL:
             return max(0, more) * market.base_scale
-        if price <= order.price and more <= 0:
+        if price <= was_price and more <= 0:
             return 0  # hold() grows with price and qty: the new need is never the larger
         # x = 0 left open: the new need, or (a total below the open part) the old hold of the
         # -more units still open where the new need reaches 0, released then
         if more > 0:
             at_none = market.hold(_BUY, price, more)
         else:
-            at_none = -market.hold(_BUY, order.price, min(leaves, -more))
-        at_all = market.hold(_BUY, price, max(0, more + leaves)) - order.held  # x = L
+            at_none = -market.hold(_BUY, was_price, min(leaves, -more))
+        at_all = market.hold(_BUY, price, max(0, more + leaves)) - held  # x = L
         return max(0, at_none, at_all)  # exact: the difference is monotone in x (docstring)
 
     def _reserve(self, account: int, asset: int, amount: int) -> bool:

@@ -23,6 +23,7 @@ from procs.gateway.private_stream import PrivateStreams
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.rest_public import json_response
 from procs.gateway.rest_request import RestRequest
+from procs.gateway.stream_subscriber import quietly
 
 #: The longest a best-effort read of the database's open orders waits (the private stream's
 #: snapshot, ``DELETE openOrders``' listing); then the live view goes on without the rest.
@@ -88,7 +89,7 @@ class OpenOrderViews:
         # query only once its own cancel request is through or timed out, 10 s on a dead
         # link (reread 44: the snapshot came after 12 s)
         reading = asyncio.ensure_future(read())
-        reading.add_done_callback(_quietly)  # however the wait below ends
+        reading.add_done_callback(quietly)  # however the wait below ends
         await asyncio.wait({reading}, timeout=LISTING_WAIT_S)
         if reading.done():
             reading.result()  # a fault of its own (not the database's) is raised
@@ -117,9 +118,3 @@ class OpenOrderViews:
             for order in self.core.open_orders(account, sym.id):
                 out[order.order_id] = order.json()
         return [out[k] for k in sorted(out)]
-
-
-def _quietly(task: asyncio.Future[None]) -> None:
-    """A read given up at its bound: how it ended is taken, so that asyncio logs nothing."""
-    if not task.cancelled():
-        task.exception()

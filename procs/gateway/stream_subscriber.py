@@ -83,7 +83,7 @@ class Subscriber:
             # stuck in the drain of a socket that takes nothing: its frame is written
             # whole already (the drain comes after), the close frame goes behind it
             self.sender.cancel()
-            self.sender.add_done_callback(_quietly)
+            self.sender.add_done_callback(quietly)
             self.sender = asyncio.create_task(self._closing())
         self._drop = asyncio.get_running_loop().call_later(self.grace_s, self._abort)
 
@@ -153,8 +153,9 @@ class Subscriber:
         await self.ws.close(code=self.code, message=self.cut)
 
 
-def _quietly(task: asyncio.Task[None]) -> None:
-    """A sender given up for its close: how it ended (cancelled, the connection lost) is
-    of no interest, but is taken, so that asyncio does not log it as never retrieved."""
+def quietly(task: asyncio.Future[None]) -> None:
+    """A task given up (a sender for its close, a read at its bound): how it ended
+    (cancelled, the connection lost) is of no interest, but is taken, so that asyncio does
+    not log it as never retrieved. A done callback."""
     if not task.cancelled():
         task.exception()

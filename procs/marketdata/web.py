@@ -21,6 +21,7 @@ from websockets.http11 import Response
 from config.schema import RingexConfig
 from procs.core.market.candles import INTERVALS
 from procs.core.market.state import MarketState
+from procs.core.market.tape import TRADES_KEPT
 from procs.marketdata import messages
 from procs.marketdata.requests import cut, shown
 
@@ -85,8 +86,9 @@ def page_config(cfg: RingexConfig) -> dict[str, Any]:
     return {"rest": None}
 
 
-#: The most rows an ``/api/*`` answer holds (``limit``).
-MAX_LIMIT = 1000
+#: The most rows an ``/api/*`` answer holds (``limit``): as many as the tape keeps, which
+#: ``_recent_trades``' trimming takes for the oldest trade on it.
+MAX_LIMIT = TRADES_KEPT
 
 
 class Site:

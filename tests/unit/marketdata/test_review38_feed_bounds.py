@@ -167,12 +167,12 @@ def test_full_depth_requests_from_one_address_are_not_each_rendered(
     change, as the WebSocket's depth snapshot is cached per book version, or a few within
     a per-address budget that weighs a request by its depth, the rest 429)."""
     renders = 0
-    depth_json = messages.depth_json
+    depth_data = messages.depth_data  # the render (each answer cut from it)
 
-    def counted(*args: Any) -> bytes:
+    def counted(*args: Any) -> dict[str, Any]:
         nonlocal renders
         renders += 1
-        return depth_json(*args)
+        return depth_data(*args)
 
     async def body(rig: Rig) -> None:
         nonlocal renders
@@ -185,7 +185,7 @@ def test_full_depth_requests_from_one_address_are_not_each_rendered(
             if status == 200 and len(json.loads(answer)["bids"]) == LEVELS:
                 break
             await asyncio.sleep(0.02)
-        monkeypatch.setattr(messages, "depth_json", counted)
+        monkeypatch.setattr(messages, "depth_data", counted)
         for _ in range(DEPTH_REQUESTS):
             status, _ = await get(rig.port, target)
             assert status in (200, 429), status

@@ -212,15 +212,15 @@ def test_an_unchanged_book_asked_at_other_limits_is_not_rendered_each_time(
     it is asked at (render the deepest answer once per version and cut the others from its
     levels). Actual: 200 renders of up to 1,000 levels a side for 200 requests."""
     renders = 0
-    depth_json = messages.depth_json
+    depth_data = messages.depth_data  # the render (each answer cut from it)
 
-    def counted(*args: Any) -> bytes:
+    def counted(*args: Any) -> dict[str, Any]:
         nonlocal renders
         renders += 1
-        return depth_json(*args)
+        return depth_data(*args)
 
     site = Site(_state_with_book_and_history())
-    monkeypatch.setattr(messages, "depth_json", counted)
+    monkeypatch.setattr(messages, "depth_data", counted)
     for limit in range(801, 1001):
         answer = site.get(f"/api/depth?symbol=btc-usd&limit={limit}")
         assert answer.status_code == 200
