@@ -384,6 +384,9 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
         )
     status["rings"] = ring_rows
     status["endpoints"] = endpoints(cfg, status)
+    # a standby serves no client (its gateways and feed start when it is promoted): the
+    # addresses are its promoted instance's; the supervisor's metrics it serves now
+    status["serves_clients"] = status.get("role") != "standby" and status["state"] != "stopped"
     if (
         status["state"] == "stopped"
         and (elsewhere := _running_elsewhere(cfg, segments.values())) is not None
@@ -410,6 +413,8 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     for r in ring_rows:
         lags = ", ".join(f"{k} {v}" for k, v in r["lags"].items())
         print(f"  ring {r['name']:16} cursor {r['cursor']:>10} lags: {lags}")
+    if status.get("role") == "standby":
+        print("  endpoints once promoted (a standby serves no client; metrics it serves now):")
     for name, where in status["endpoints"].items():
         print(f"  {name:12} {where}")
     return 0
