@@ -47,6 +47,7 @@ from procs.common.records import (
 from procs.common.result_codes import ResultCode
 from procs.common.stats import REJECT_REASONS, LatencyHistogram, reject_slot
 from procs.common.types import DoneReason, OrderFlag, Side, StpMode
+from procs.gateway.clordid_holders import ClOrdIdHolders
 from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
 from procs.gateway.commission import Commissions
@@ -88,7 +89,7 @@ log = logging.getLogger("ringex.gateway")
 _MASS_CANCELS_WAITING = 10_000
 
 
-class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
+class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
     def __init__(
         self,
         gateway: int,
@@ -132,6 +133,8 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
         #: Whether an open order the REST API placed for the account holds a ClOrdID (the
         #: shell sets it where the gateway serves the API)
         self.api_holds: Callable[[int, bytes], bool] = lambda account, cl_ord_id: False
+        self.account_of: Callable[[int], int | None] = lambda session_id: None  # (holders)
+        self._session_accounts: dict[int, int | None] = {}
         self.undeliverable = 0  # reports that could not even be parked
         self._next_ref = time.time_ns()
         self._exec_blocks = ExecIdBlocks(None if directory is None else directory / EXEC_IDS)
@@ -149,6 +152,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
 
     def on_logon(self, session: Session, now_ns: int) -> None:
         self.sessions[session.session_id] = session
+        self._session_accounts[session.session_id] = session.account
 
     def on_disconnect(self, session: Session, now_ns: int) -> None:
         current = self.sessions.get(session.session_id)
@@ -160,19 +164,6 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels):
         wanted = user.cancel_on_disconnect if user else None
         if wanted if wanted is not None else self.cancel_on_disconnect:
             self.cancel_session_orders(session.session_id, session.account, now_ns)
-
-    def holding(self, account: int, cl_ord_id: bytes) -> Order | None:
-        """An unfinished order of a logged-on session of ``account`` whose ClOrdID is
-        ``cl_ord_id``, or will be once a replace in flight lands: what the REST API asks
-        before it takes a client order id (review 49)."""
-        for session_id, session in self.sessions.items():
-            if session.account == account:
-                found = self.live.get((session_id, cl_ord_id))
-                if found is None:
-                    found = self.pending_replace(session_id, cl_ord_id)
-                if found is not None:
-                    return found
-        return None
 
     def in_flight(self, pending: list[int] | None = None) -> int:
         """Commands not yet answered (new, cancel, replace), or not yet published. With

@@ -56,7 +56,7 @@ from procs.common.topology import (
     matcher_output,
     users_path,
 )
-from procs.common.users import UserStore
+from procs.common.users import User, UserStore
 from procs.core.recovery import journal_end
 from procs.gateway.audit import AuditLog
 from procs.gateway.clordids import SeenLog
@@ -205,6 +205,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         core.fix_orders = lambda s: [o for o in entry.orders.values() if o.session == s]
         core.fix_order = self._fix_order
         core.fix_live = lambda a, c: entry.holding(a, c.encode("latin-1"))
+        entry.account_of = lambda s: None if (u := self._user_of(s)) is None else u.account
         # one id, one open order of the account, whichever way it came (review 47)
         entry.api_holds = lambda a, c: (a, c.decode("latin-1")) in core.client_ids
         core.restore(self._api_orders)
@@ -218,11 +219,14 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
             order = finished[0] if finished[0].order_id == order_id else None
         return order
 
+    def _user_of(self, session_id: int) -> User | None:
+        return next((u for u in self.users.users() if u.session == session_id), None)
+
     def park(self, session_id: int, msg_type: bytes, body: bytes, now_ns: int) -> bool:
         """Store a message for a session that is not logged on, with its next MsgSeqNum: the
         client sees the gap at its next logon and its ResendRequest delivers it (PossDup);
         a logon that resets the numbers gets it sent anew (``MessageStore.unsent``)."""
-        user = next((u for u in self.users.users() if u.session == session_id), None)
+        user = self._user_of(session_id)
         if user is None:
             return False
         store = self.store(user.comp_id)

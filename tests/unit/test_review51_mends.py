@@ -1,0 +1,37 @@
+"""Faults the last sessions' notes left open, mended in session 51's commits.
+
+Each test failed on the code before its fix, for the fault its docstring names (what the
+README asks, what the code did and where, what happened), and passes since.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from procs.common.records import NewOrder
+from procs.gateway.session import Session
+from tests.unit.test_review49_reread import ACCOUNT, _bid, _Session, _wired
+
+
+def test_a_client_order_id_a_logged_off_sessions_resting_fix_order_holds_is_refused() -> None:
+    """Asked: README (REST) "A ``newClientOrderId`` that an open order of the account placed
+    through this gateway still holds (over the API, or over FIX as its ClOrdID,
+    acknowledged or not) is refused"; a session that logs off without cancel-on-disconnect
+    leaves its orders resting.
+    Did: ``OrderEntry.holding`` (orders.py) looked only at the logged-on sessions
+    (``self.sessions``), so once the FIX user of session 6 logged off, its open bid ``gone``
+    was not found and the API took ``gone`` for a second open order of the account. Also
+    after a gateway restart, before the session logs on again (its account is then asked
+    of the users, ``account_of``)."""
+    entry, core, _ = _wired()
+    other = _Session()
+    other.session_id = 6  # another user of the same account
+    entry.on_logon(cast(Session, other), 1)
+    entry.on_message(cast(Session, other), _bid(b"gone"), 1)
+    assert isinstance(entry.outgoing[-1], NewOrder)
+    entry.on_disconnect(cast(Session, other), 2)
+    assert core.in_use(ACCOUNT, "gone") is not None
+    entry._session_accounts.clear()  # as after a restart: known from the users only
+    entry.account_of = lambda session_id: ACCOUNT if session_id == 6 else None
+    assert core.in_use(ACCOUNT, "gone") is not None
+    assert core.in_use(ACCOUNT + 1, "gone") is None
