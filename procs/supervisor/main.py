@@ -61,10 +61,9 @@ from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollect
 from procs.supervisor.plan import MATCHER_MODULE, plan
 from procs.supervisor.preflight import cpus_missing, nice_refused, shm_short, units_differ_now
 from procs.supervisor.session_end import SessionEnds
+from procs.supervisor.stuck_watch import StuckWatch
 from shm import Ring, ShmError
-from shm.health import Health, classify
 from shm.inspect import list_segments, remove_instance
-from shm.ring import ConsumerInfo
 
 #: What is imported from here (``Child`` lives in ``child.py`` now).
 __all__ = ["Child", "StopAsked", "Supervisor", "SupervisorError", "main"]
@@ -80,7 +79,7 @@ class StopAsked(Exception):  # noqa: N818  (not an error: the operator's stop, w
     """A stop came while processes were starting or recovering: stop now, not once ready."""
 
 
-class Supervisor:
+class Supervisor(StuckWatch):
     STOP_GRACE_S = 20.0  # a process ignoring SIGTERM this long (all of a group) is killed
 
     def __init__(self, cfg: RingexConfig, profile: str) -> None:
@@ -97,6 +96,7 @@ class Supervisor:
         self.prestarted = False
         #: The daily END_OF_SESSION (``supervisor.session_end_utc``), polled by ``watch``.
         self.session_ends = SessionEnds.of(cfg)
+        self._duties_done = 0.0  # when ``_duties`` last ran (monotonic)
         run_dir(cfg).mkdir(parents=True, exist_ok=True)
 
     # -- start ----------------------------------------------------------------------------------
@@ -232,11 +232,15 @@ class Supervisor:
                 child.process = None
                 child.held = False
 
-    def _wait_ready(self, child: Child) -> None:
+    def _wait_ready(self, child: Child, meanwhile: Callable[[], None] | None = None) -> None:
+        """Until ``child`` is ready: it holds its ready ring and listens on its ports.
+        ``meanwhile`` runs every tick (a restart's: the watch's once-a-second duties)."""
         spec, process = child.spec, child.process
         assert process is not None
         deadline = time.monotonic() + self.cfg.supervisor.ready_timeout_s
         while time.monotonic() < deadline:
+            if meanwhile is not None:
+                meanwhile()
             if self.stop_asked():
                 raise StopAsked(f"stop asked while {spec.name} starts")
             code = process.poll()
@@ -262,68 +266,6 @@ class Supervisor:
             f"{self.cfg.supervisor.ready_timeout_s} s; see {run_dir(self.cfg) / spec.name}.log"
         )
 
-    def _look_for_stuck(self) -> None:
-        """Once a second: a process with records waiting for it whose position did not move
-        since the last look and whose heartbeat is older than ``stuck_after_s`` is stuck
-        (``shm.health``). Logged; with ``restart_stuck`` killed, so ``watch`` restarts it."""
-        sup = self.cfg.supervisor
-        for child in self.children:
-            line = self._line(child)
-            earlier, child.seen = child.seen, line
-            looks = [(child.spec.ready_ring, earlier, line)]
-            for ring_name, consumer in child.spec.watched:
-                later = self._line(child, ring_name, consumer)
-                looks.append((ring_name, child.seen_watched.pop(ring_name, None), later))
-                if later is not None:
-                    child.seen_watched[ring_name] = later
-            stuck = next(
-                (
-                    (ring_name, now)
-                    for ring_name, before, now in looks
-                    if now is not None
-                    and before is not None
-                    and before.index == now.index
-                    and classify(before, now, stale_after_s=sup.stuck_after_s) is Health.STUCK
-                ),
-                None,
-            )
-            if stuck is None:
-                child.stuck = False
-                continue
-            ring_name, now = stuck
-            if not child.stuck:
-                child.stuck = True
-                log.error("%s looks stuck: %d records wait on %s, no progress or heartbeat "
-                          "for %.0f s%s", child.spec.name, now.lag, ring_name,
-                          now.heartbeat_age_s or 0.0,
-                          ": killed, to be restarted" if sup.restart_stuck else "")  # fmt: skip
-            if sup.restart_stuck and child.process is not None:
-                child.process.kill()
-
-    def _line(
-        self, child: Child, ring_name: str | None = None, consumer_name: str | None = None
-    ) -> ConsumerInfo | None:
-        """``child``'s consumer line on the ring it reads (by default its ready ring), while
-        it holds it."""
-        ring = self._rings.get(ring_name or child.spec.ready_ring)
-        name = consumer_name or child.spec.ready_consumer
-        if ring is None or child.process is None:
-            return None
-        for consumer in ring.info().consumers:
-            if consumer.name == name and consumer.pid == child.process.pid:
-                return consumer
-        return None
-
-    @staticmethod
-    def _heartbeat_age(child: Child) -> float | None:
-        """Seconds since ``child`` last beat on the ring it reads (its consumer line: a
-        process beats there whenever it reads or idles), as of the last look for stuck
-        processes; None where it reads none or has not been looked at since it started."""
-        line, process = child.seen, child.process
-        if line is None or process is None or line.pid != process.pid:
-            return None
-        return None if line.heartbeat_age_s is None else round(line.heartbeat_age_s, 3)
-
     def _holds_ready_ring(self, child: Child) -> bool:
         if child.spec.ready_ring not in self._rings or child.process is None:
             return True  # nothing to wait on
@@ -338,24 +280,30 @@ class Supervisor:
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         old_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        last_status = 0.0
         try:
             while not stop():
                 for child in self.children:
                     process = child.process
                     if process is not None and process.poll() is not None:
                         self._restart(child, process.returncode)
-                if time.monotonic() - last_status > 1.0:
-                    self._look_for_stuck()
-                    self.write_status()
-                    if self.session_ends is not None:
-                        self.session_ends.poll(time.time_ns())
-                    last_status = time.monotonic()
+                self._duties()
                 select.select([wake_r], [], [], 0.1)
         finally:
             signal.set_wakeup_fd(old_fd)
             os.close(wake_r)
             os.close(wake_w)
+
+    def _duties(self) -> None:
+        """Once a second, whatever else goes on (a restart waiting out a process's recovery,
+        which may take minutes, included): look for stuck processes, write the status (a
+        process that died meanwhile shows down), send a session end that is due."""
+        if time.monotonic() - self._duties_done < 1.0:
+            return
+        self._look_for_stuck()
+        self.write_status()
+        if self.session_ends is not None:
+            self.session_ends.poll(time.time_ns())
+        self._duties_done = time.monotonic()
 
     def _restart(self, child: Child, code: int) -> None:
         """Start ``child`` again after it exited with ``code``. One that exits again while
@@ -383,7 +331,7 @@ class Supervisor:
             self._release(child)
             self.write_status()
             try:
-                self._wait_ready(child)
+                self._wait_ready(child, self._duties)
             except SupervisorError:
                 process = child.process
                 if process is None or process.poll() is None:

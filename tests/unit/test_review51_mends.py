@@ -6,11 +6,21 @@ README asks, what the code did and where, what happened), and passes since.
 
 from __future__ import annotations
 
-from typing import cast
+import time
+from pathlib import Path
+from typing import Any, cast
 
+import pytest
+
+from config import load_profile
 from procs.common.records import NewOrder
+from procs.common.run_files import read_status
 from procs.gateway.session import Session
+from procs.supervisor.main import Supervisor
+from tests.unit.supervisor.test_review50_ops import _in_root, while_b_recovers
 from tests.unit.test_review49_reread import ACCOUNT, _bid, _Session, _wired
+
+__all__ = ["_in_root"]  # a fixture of review 50's, used here
 
 
 def test_a_client_order_id_a_logged_off_sessions_resting_fix_order_holds_is_refused() -> None:
@@ -35,3 +45,26 @@ def test_a_client_order_id_a_logged_off_sessions_resting_fix_order_holds_is_refu
     entry.account_of = lambda session_id: ACCOUNT if session_id == 6 else None
     assert core.in_use(ACCOUNT, "gone") is not None
     assert core.in_use(ACCOUNT + 1, "gone") is None
+
+
+@pytest.mark.usefixtures("_in_root")
+def test_the_status_is_written_while_a_restarted_process_recovers(
+    instance: str, tmp_path: Path
+) -> None:
+    """Asked: README (Operate) the supervisor writes ``status.json`` once a second, looks for
+    stuck processes and sends the daily session end, "whatever else goes on".
+    Did: ``Supervisor._restart`` (supervisor/main.py) waited in ``_wait_ready`` for the
+    restarted process's recovery (up to ``ready_timeout_s``: a router replaying its journal)
+    without the watch's once-a-second duties: ``status.json`` was not written meanwhile
+    (review 50 made ``ringex status`` check pids itself), no stuck process was looked for,
+    no session end went out. Here ``b``'s restart recovers for 7 s; the status file's
+    ``updated_ns`` is read twice, 2.5 s apart, while it does."""
+
+    def look(profile: Path, sup: Supervisor) -> dict[str, Any]:
+        cfg = load_profile(str(profile))
+        before = (read_status(cfg) or {})["updated_ns"]
+        time.sleep(2.5)
+        return {"before": before, "after": (read_status(cfg) or {})["updated_ns"]}
+
+    seen = while_b_recovers(instance, tmp_path, look)
+    assert seen["after"] > seen["before"], seen

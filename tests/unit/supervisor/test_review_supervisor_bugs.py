@@ -177,12 +177,12 @@ def test_wait_ready_is_not_ready_while_a_process_restarts(
         seen: list[tuple[int, dict[str, Any]]] = []
         wait_ready = Supervisor._wait_ready
 
-        def spy(self: Supervisor, c: Child) -> None:  # the restarted process recovers here
+        def spy(self: Supervisor, c: Child, *rest: Any) -> None:  # it recovers here
             code = cli.main(
                 ["status", "--config", str(profile), "--wait-ready", "--timeout", "0.3"]
             )
             seen.append((code, (read_status(cfg) or {})["processes"][0]))
-            wait_ready(self, c)
+            wait_ready(self, c, *rest)
 
         monkeypatch.setattr(Supervisor, "_wait_ready", spy)
         sup._restart(child, -9)
