@@ -25,6 +25,7 @@ from pathlib import Path
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
+from procs.admin.add_user import open_account
 from procs.admin.client import AdminClient
 from procs.common.result_codes import ResultCode
 from procs.common.run_files import run_dir
@@ -66,20 +67,38 @@ def start_exchange(profile: str) -> int:
         raise
 
 
-def add_users(cfg: RingexConfig, users: list[tuple[str, str, int, list[tuple[str, str]]]]) -> None:
-    """Open and fund each user's account and store its password (idempotent)."""
+def add_users(
+    cfg: RingexConfig, users: list[tuple[str, str, int, list[tuple[str, str]]]]
+) -> dict[str, int]:
+    """Open and fund each user's account and store its password (idempotent): each comp
+    id's account. A user stored already keeps its own (a later run); a new one gets its
+    planned account where that is new, else the next new one after every user's (``ringex
+    admin add-user``'s may hold 101: the demo never deposits to another user's account)."""
     client = AdminClient(cfg)
     store = UserStore(users_path(cfg))
+    accounts: dict[str, int] = {}
     try:
-        for comp_id, password, account, deposits in users:
-            client.create_account(account)  # OK, or ACCOUNT_EXISTS on a later run
+        for comp_id, password, planned, deposits in users:
+            existing = store.get(comp_id)
+            if existing is not None:
+                opened: int | None = existing.account
+                client.create_account(existing.account)  # OK, or ACCOUNT_EXISTS as a rule
+            else:
+                held = {u.account for u in store.users()}
+                start = planned if planned not in held else max(held) + 1
+                opened = open_account(client, cfg, start, chosen=False)
+            if opened is None:  # it said why
+                raise SystemExit(f"run_demo: no account for demo user {comp_id}")
+            account = opened
             for k, (asset, amount) in enumerate(deposits):
                 reply = client.transfer(account, asset, amount, key=account * 100 + k)
                 if reply.code not in (ResultCode.OK, ResultCode.DUPLICATE_TRANSFER):
                     print(f"demo deposit refused: {reply.code.name}", file=sys.stderr)
             store.add(comp_id, password, account)
+            accounts[comp_id] = account
     finally:
         client.close()
+    return accounts
 
 
 def symbols_line(cfg: RingexConfig) -> str:
@@ -94,9 +113,12 @@ def symbols_line(cfg: RingexConfig) -> str:
     )
 
 
-def start_market_maker(profile: str, log: Path) -> subprocess.Popen[bytes]:
+def start_market_maker(
+    profile: str, log: Path, accounts: dict[str, int]
+) -> subprocess.Popen[bytes]:
     script = Path(__file__).with_name("market_maker.py")
-    (maker, maker_pw, maker_account, _), (taker, taker_pw, taker_account, _) = MARKET_MAKER_USERS
+    (maker, maker_pw, _, _), (taker, taker_pw, _, _) = MARKET_MAKER_USERS
+    maker_account, taker_account = accounts[maker], accounts[taker]
     with open(log, "ab") as out:
         bot = subprocess.Popen(
             [sys.executable, str(script), "--profile", profile,
@@ -145,14 +167,15 @@ def main() -> int:
     try:
         gateway = cfg.gateways[0]
         mm = args.market_maker and gateway.rest is not None
-        add_users(cfg, DEMO_USERS + (MARKET_MAKER_USERS if mm else []))
+        accounts = add_users(cfg, DEMO_USERS + (MARKET_MAKER_USERS if mm else []))
         print("\nringex is running. Connect a FIX 4.4 client:")
         print(
             f"  host {gateway.host} port {gateway.port}, TargetCompID {gateway.comp_id}, "
             "the password in Password (554) of the Logon"
         )
-        for comp_id, password, account, deposits in DEMO_USERS:
+        for comp_id, password, _, deposits in DEMO_USERS:
             funds = ", ".join(f"{a} {m}" for a, m in deposits)
+            account = accounts[comp_id]
             print(f"  SenderCompID {comp_id} password {password} (account {account}: {funds})")
         print(f"Symbols:     {symbols_line(cfg)}")
         if gateway.rest is not None:
@@ -167,7 +190,7 @@ def main() -> int:
         if args.market_maker and not mm:
             print("No market maker: it trades over the REST API, which this profile lacks")
         elif mm:
-            bot = start_market_maker(args.profile, run_dir(cfg) / "market-maker.log")
+            bot = start_market_maker(args.profile, run_dir(cfg) / "market-maker.log", accounts)
         print("Ctrl-C stops it.", flush=True)
         while True:
             time.sleep(1)

@@ -65,7 +65,7 @@ def add_user(
     if client is None:
         return 1
     try:
-        opened = _open_account(client, cfg, account, chosen)
+        opened = open_account(client, cfg, account, chosen)
         if opened is None:
             return 1
         account = opened
@@ -94,7 +94,7 @@ def add_user(
     return 0
 
 
-def _open_account(client: AdminClient, cfg: RingexConfig, account: int, chosen: bool) -> int | None:
+def open_account(client: AdminClient, cfg: RingexConfig, account: int, chosen: bool) -> int | None:
     """The account opened for the user: ``account``, or for a default one the next that did
     not exist; None when it could not be (said)."""
     opened = client.create_account(account)

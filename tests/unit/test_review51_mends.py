@@ -13,11 +13,22 @@ from typing import Any, cast
 import pytest
 
 from config import load_profile
+from config.schema import RingexConfig
+from procs.admin.client import AdminClient
 from procs.common.records import NewOrder
 from procs.common.run_files import read_status
+from procs.common.topology import users_path
+from procs.common.users import UserStore
 from procs.gateway.session import Session
 from procs.supervisor.main import Supervisor
-from tests.unit.supervisor.test_review50_ops import _in_root, while_b_recovers
+from tests.scripts_loader import load_script
+from tests.unit.supervisor.test_review50_ops import (
+    _in_root,
+    detached,
+    exchange_profile,
+    ringex,
+    while_b_recovers,
+)
 from tests.unit.test_review49_reread import ACCOUNT, _bid, _Session, _wired
 
 __all__ = ["_in_root"]  # a fixture of review 50's, used here
@@ -68,3 +79,41 @@ def test_the_status_is_written_while_a_restarted_process_recovers(
 
     seen = while_b_recovers(instance, tmp_path, look)
     assert seen["after"] > seen["before"], seen
+
+
+def test_make_run_never_gives_a_demo_user_the_account_of_a_user_added_before(
+    instance: str, tmp_path: Path
+) -> None:
+    """Asked: README (Quick start) ``ringex admin add-user`` gives "the next free account";
+    `make run` adds its demo users (DEMO1 on account 101, ...) and funds them.
+    Did: ``add_users`` (scripts/run_demo.py) opened the planned account, took ACCOUNT_EXISTS
+    as a later run's, stored DEMO1 on it and deposited to it: after two ``add-user``s
+    (accounts 100 and 101), DEMO1 logged on to bob's account, funded with the demo's money.
+    Now a new demo user gets its planned account where that is new, else the next new one;
+    one stored already keeps its own."""
+    demo = load_script("run_demo", "review51")
+    profile = exchange_profile(tmp_path / "p.toml", instance, var_dir=str(tmp_path / "var"))
+    with detached(profile) as cfg:
+        for name in ("alice", "bob"):
+            added = ringex("admin", "add-user", "--config", str(profile), "--username", name,
+                           "--password", "pw", "--deposit", "USD=5")  # fmt: skip
+            assert added.returncode == 0, added.stderr
+        users = UserStore(users_path(cfg))
+        bob = users.get("bob")
+        assert bob is not None and bob.account == 101
+        before = _balances(cfg, 101)
+        first = demo.add_users(cfg, demo.DEMO_USERS)
+        assert _balances(cfg, 101) == before  # bob's 5 USD, nothing more
+        assert first["DEMO1"] not in (100, 101), first
+        again = demo.add_users(cfg, demo.DEMO_USERS)  # a later `make run`: the same accounts
+        assert again == first
+        bob = UserStore(users_path(cfg)).get("bob")
+        assert bob is not None and bob.account == 101
+
+
+def _balances(cfg: RingexConfig, account: int) -> list[tuple[int, int, int]]:
+    client = AdminClient(cfg)
+    try:
+        return [(b.asset, b.free, b.reserved) for b in client.balances(account)]
+    finally:
+        client.close()
