@@ -253,8 +253,17 @@ class AdminClient:
         """END_OF_SESSION for ``symbol``, or for every symbol (None: symbol 0, which the
         router sends to every matcher): each book expires its DAY orders. Waits at most
         ``timeout_s`` for room in the ring (0: one try, for a caller that must not block)."""
+        self._to_books(AdminAction.END_OF_SESSION, symbol, timeout_s)
+
+    def snapshot(self, symbol: str | None = None, timeout_s: float = 10.0) -> None:
+        """SNAPSHOT for the matcher owning ``symbol``, or for every matcher (None): each
+        writes its books' snapshot once it has executed what came before (a restart then
+        replays less of the journal)."""
+        self._to_books(AdminAction.SNAPSHOT, symbol, timeout_s)
+
+    def _to_books(self, action: AdminAction, symbol: str | None, timeout_s: float) -> None:
         symbol_id = 0 if symbol is None else symbol_id_of(self.cfg, symbol)
-        command = AdminCommand(0, 0, AdminAction.END_OF_SESSION, symbol_id, time.time_ns())
+        command = AdminCommand(0, 0, action, symbol_id, time.time_ns())
         self._send(command, time.monotonic() + timeout_s, timeout_s)
 
     def balances(self, account: int, timeout_s: float = 10.0) -> list[Balance]:

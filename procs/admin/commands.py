@@ -1,7 +1,7 @@
 """`ringex admin`: its subcommands' arguments, their checks, and what they print.
 
 Account commands (create-account, deposit, withdraw, add-user) and the symbol commands
-(halt, resume, end-session) act on the running exchange through its admin gateway
+(halt, resume, end-session, snapshot) act on the running exchange through its admin gateway
 (``client.py``); ``balances`` reads an account's balances from the router, and
 ``cancel-all`` cancels an account's open orders (or, with ``--every-account``, every open
 order on a symbol): an operator's kill switch, one ``MassCancel`` through the router.
@@ -75,7 +75,7 @@ def _admin_args_refused(cfg: RingexConfig, args: argparse.Namespace) -> tuple[st
         return (f"ringex admin {command}: amount {args.amount} must be positive "
                 "(deposit and withdraw say which way)", 2)  # fmt: skip
     try:
-        if command in ("halt", "resume", "end-session", "cancel-all") and args.symbol:
+        if command in ("halt", "resume", "end-session", "snapshot", "cancel-all") and args.symbol:
             symbol_id_of(cfg, args.symbol)
     except AdminError as exc:
         return f"ringex admin {command}: {exc}", 2
@@ -128,6 +128,11 @@ def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
         if args.admin_command == "end-session":
             client.end_session(args.symbol)
             print(f"end-session {args.symbol or 'every symbol'}: sent (DAY orders expire)")
+            return 0
+        if args.admin_command == "snapshot":
+            client.snapshot(args.symbol)
+            whose = f"the matcher of {args.symbol}" if args.symbol else "every matcher"
+            print(f"snapshot: sent ({whose} writes one, var/<instance>/snapshots)")
             return 0
         if args.admin_command == "balances":
             return _print_balances(cfg, args.account, client.balances(args.account), args.json)
@@ -210,6 +215,10 @@ def add_admin(
         "end-session", help="end the trading session: expire the DAY orders (END_OF_SESSION)"
     )
     end.add_argument("symbol", nargs="?", help="only this symbol (default: every symbol)")
+    snap = admin_sub.add_parser(
+        "snapshot", help="have the matchers write a snapshot of their books now (SNAPSHOT)"
+    )
+    snap.add_argument("symbol", nargs="?", help="only its matcher's (default: every matcher)")
     balances = admin_sub.add_parser("balances", help="an account's balances, from the router")
     balances.add_argument("--account", type=int, required=True)
     balances.add_argument("--json", action="store_true", help="machine-readable output")
