@@ -280,10 +280,11 @@ class JournalWriter:
         primary's replication source and database writer read the router's journal as it
         is written, and would go on past a cut into the other commands a restarted router
         journals there (the reread of review 42). Entries past the last good fsync are only
-        in the open segment (a seal's failed fsync comes here before the roll). Not under
-        ``"none"``, which promises nothing and whose entries count as written."""
+        in the open segment (a seal's failed fsync comes here before the roll). Under
+        ``"none"`` too: it promises a router nothing, but a standby (the one writer that
+        cuts) syncs explicitly whatever the policy, before it acknowledges (review 51)."""
         self._failed = exc
-        if not self.cut_on_failure or self.fsync == "none" or self._written == self._synced:
+        if not self.cut_on_failure or self._written == self._synced:
             return
         keep = self._count - (self._written - self._synced)
         if keep < 0:

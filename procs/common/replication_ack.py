@@ -215,10 +215,11 @@ class SyncGate:
         self.spin = spin
         self.clock = clock
         # a restarted router keeps the verdict, unless it now has no timeout: then it never
-        # goes on without the standby (README), whatever an earlier run decided
+        # goes on without the standby (README), whatever an earlier run decided. The word
+        # stays until the standby holds everything journaled, though: it is what
+        # failover.py's promote reads of seqs acknowledged to clients without it (review 51)
         self.degraded = bool(block.words[DEGRADED]) and timeout_ms > 0
-        if not timeout_ms:
-            block.words[DEGRADED] = 0
+        self._word_left = bool(block.words[DEGRADED]) and not timeout_ms
         self._degraded_at = clock()
 
     def wait(
@@ -233,7 +234,7 @@ class SyncGate:
         if words[FENCED]:  # degraded or not: a primary whose epoch is over publishes nothing
             return False
         if words[ACKED_SEQ] >= seq:
-            if self.degraded:
+            if self.degraded or self._word_left:
                 self._resume(seq)
             return True
         if self.degraded and not self.poll(seq - 1 if before is None else before):
@@ -256,12 +257,20 @@ class SyncGate:
             if not self.spin:
                 bell.wait(min(pause, left))
                 pause = min(MAX_PARK_S, pause * 2)
+        if self._word_left:  # acknowledged, and everything before (sync never skipped)
+            self._resume(seq)
         return True
+
+    @property
+    def catching_up(self) -> bool:
+        """Degraded, or its word left set by an earlier run: ``poll`` clears it once the
+        standby holds everything journaled (the router polls while idle)."""
+        return self.degraded or self._word_left
 
     def poll(self, journaled: int) -> bool:
         """When degraded: resume sync if the standby has everything up to ``journaled`` (the
         router calls this when idle too). Returns whether sync is on."""
-        if self.degraded and self.block.words[ACKED_SEQ] >= journaled:
+        if (self.degraded or self._word_left) and self.block.words[ACKED_SEQ] >= journaled:
             self._resume(journaled)
         return not self.degraded
 
@@ -280,7 +289,7 @@ class SyncGate:
         )  # fmt: skip
 
     def _resume(self, seq: int) -> None:
-        self.degraded = False
+        self.degraded = self._word_left = False
         self.block.words[DEGRADED] = 0
         log.warning(
             "sync replication resumed: the standby has every entry up to seq %d "

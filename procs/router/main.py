@@ -324,7 +324,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         self._flush_replies()
         self._commit_answered()  # what waited for room and went out now
         self.journal.maybe_sync()
-        if self.gate is not None and self.gate.degraded:
+        if self.gate is not None and self.gate.catching_up:
             self.gate.poll(self.journal.next_seq - 1)
         due = self.journal.sync_due_in_s()  # "interval": an idle wait ends by then
         if self._held and self.journal.syncing:
