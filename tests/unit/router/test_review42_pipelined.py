@@ -391,7 +391,8 @@ def standby(ex: Exchange, answers: list[bool]) -> list[tuple[int, int]]:
     ex.router.acks = ex.router.gate = SimpleNamespace(  # type: ignore[assignment]
         wait=lambda *_: answers.pop(0) if answers else True,
         appended=lambda seq: appended.append((seq, ex.router.journal.durable_seq)),
-        degraded=False, block=SimpleNamespace(acked_seq=10**9), words={FENCED: 0},
+        degraded=False, catching_up=False, block=SimpleNamespace(acked_seq=10**9),
+        words={FENCED: 0},
         poll=lambda seq: None, close=lambda: None,
     )  # fmt: skip
     return appended
