@@ -3,9 +3,10 @@ replication's record of what it acknowledged without the standby, and failover.
 
 Each test failed on the code it was written against, for the fault it names (its
 docstring: what README asks, what the code did and where, and what happened), and passes
-since its fix (the same session's commits). Real journals, replication blocks, sources, standbys and TCP where the fault
-needs them (``os.fsync`` as a disk, ``test_review42_replica_fsync.Disk``); ``promote``'s new
-supervisor is the one thing not started, as in the other reviews of ``failover.py``.
+since its fix (the same session's commits). Real journals, replication blocks, sources,
+standbys and TCP where the fault needs them (``os.fsync`` as a disk,
+``test_review42_replica_fsync.Disk``); ``promote``'s new supervisor is the one thing not
+started, as in the other reviews of ``failover.py``.
 
 Verified right, no test here: the money core (holds of market, stop and replaced orders,
 fees on partial fills, releases on cancel and expiry, conservation and no overdraft, a
