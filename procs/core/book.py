@@ -333,15 +333,18 @@ class Book(OrderChecks, ABC):
         problem = self._check_owner(cmd, order or self.stops.get(cmd.order_id))
         if problem is None and order is None:
             problem = ResultCode.INVALID_ORDER  # a pending stop: cancel it and send a new one
+        if problem is None and order is not None:
+            problem = self._check_qty(cmd.order_qty)
+        if problem is None and order is not None and cmd.order_qty <= order.filled:
+            # overtaken by fills: it ends, and no price enters the book, so neither the
+            # collar (which the racing fills moved) nor a halt (a cancel goes) may keep the
+            # balance resting, to fill past the total its owner asked for (review 51)
+            return self._replace_to_filled(cmd, order)
         if problem is None and self.halted:
             problem = ResultCode.SYMBOL_HALTED
-        if problem is None and order is not None:
+        if problem is None and order is not None and cmd.price != order.price:
             # the collar judges a price coming in: a size change at the same price brings none
-            if cmd.price != order.price:
-                problem = self._check_limit(cmd.price)
-            problem = problem or self._check_qty(cmd.order_qty)
-        if problem is None and order is not None and cmd.order_qty <= order.filled:
-            return self._replace_to_filled(cmd, order)
+            problem = self._check_limit(cmd.price)
         leaves = 0
         if problem is None and order is not None:
             leaves = cmd.order_qty - order.filled  # what fills left of the new total

@@ -50,10 +50,6 @@ class OrderChecks:
                 return ResultCode.INVALID_PRICE  # a market order's cap: 0 (none) or on tick
             if cmd.price % self.spec.tick:
                 return ResultCode.PRICE_NOT_ON_TICK
-        else:
-            problem = self._check_limit(cmd.price)
-            if problem is not None:
-                return problem
         if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
             if cmd.stop_price <= 0:
                 return ResultCode.INVALID_PRICE
@@ -61,6 +57,17 @@ class OrderChecks:
                 return ResultCode.PRICE_NOT_ON_TICK
         elif cmd.stop_price:
             return ResultCode.INVALID_ORDER  # a stop price on an order that is not a stop
+        if not marketable:
+            # a stop-limit waiting for its trigger enters the book at the market its stop
+            # names, not today's: its limit is collared around the stop (review 51; no
+            # collar before the first trade, as for any limit)
+            waits = ord_type == OrdType.STOP_LIMIT and not self._reached(cmd.side, cmd.stop_price)
+            reference = cmd.stop_price if waits and self.last_price else 0
+            problem = self._check_limit(cmd.price, reference)
+            if problem is not None:
+                return problem
+        elif ord_type == OrdType.STOP and self._dead_on_arrival(cmd.side, cmd.stop_price):
+            return ResultCode.PRICE_OUT_OF_BAND
         problem = self._check_qty(cmd.qty)
         if problem is not None:
             return problem
@@ -86,17 +93,37 @@ class OrderChecks:
             return ResultCode.NO_LIQUIDITY
         return None
 
-    def _check_limit(self, price: int) -> ResultCode | None:
+    def _check_limit(self, price: int, reference: int = 0) -> ResultCode | None:
+        """A limit price: positive, on a tick, within the collar (``limit_band_bps``) of
+        ``reference`` (0: the last trade price; none before the first trade)."""
         spec = self.spec
         if price <= 0:
             return ResultCode.INVALID_PRICE
         if price % spec.tick:
             return ResultCode.PRICE_NOT_ON_TICK
-        if spec.limit_band_bps and self.last_price:
-            band = self.last_price * spec.limit_band_bps // 10_000
-            if abs(price - self.last_price) > band:
+        reference = reference or self.last_price
+        if spec.limit_band_bps and reference:
+            band = reference * spec.limit_band_bps // 10_000
+            if abs(price - reference) > band:
                 return ResultCode.PRICE_OUT_OF_BAND
         return None
+
+    def _reached(self, side: Side, stop_price: int) -> bool:
+        """Whether a stop of ``side`` at ``stop_price`` triggers on arrival: the last trade
+        is at or past it (``Book._trigger_stops``)."""
+        last = self.last_price
+        if not last:
+            return False
+        return stop_price <= last if side == Side.BUY else stop_price >= last
+
+    def _dead_on_arrival(self, side: Side, stop_price: int) -> bool:
+        """A stop-market the market has passed by more than the band on arrival: it would
+        enter banded from its trigger (``Book._take``, review 42), where the market no
+        longer is, and expire unfilled whatever the book (review 51). Refused instead."""
+        if not self.spec.band_bps or not self._reached(side, stop_price):
+            return False
+        band = stop_price * self.spec.band_bps // 10_000
+        return abs(self.last_price - stop_price) > band
 
     def _check_qty(self, qty: int) -> ResultCode | None:
         spec = self.spec

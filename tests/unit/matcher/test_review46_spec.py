@@ -129,16 +129,22 @@ class _Model:
         self.events.append(("done", o.oid, reason, o.filled, o.leaves + o.reserve))
 
     # checks
-    def limit_problem(self, price: int) -> Code | None:
+    def limit_problem(self, price: int, around: int = 0) -> Code | None:
+        """``around``: the price the collar is around (a waiting stop-limit's stop; 0: the
+        last trade's)."""
         spec = self.spec
         if price <= 0:
             return Code.INVALID_PRICE
         if price % spec.tick:
             return Code.PRICE_NOT_ON_TICK
-        band = self.last * spec.limit_band_bps // 10_000
-        if spec.limit_band_bps and self.last and abs(price - self.last) > band:
+        around = around or self.last
+        band = around * spec.limit_band_bps // 10_000
+        if spec.limit_band_bps and around and abs(price - around) > band:
             return Code.PRICE_OUT_OF_BAND
         return None
+
+    def reached(self, side: Side, stop: int) -> bool:
+        return bool(self.last) and (stop <= self.last if side == BUY else stop >= self.last)
 
     def qty_problem(self, qty: int) -> Code | None:
         if qty % self.spec.lot:
@@ -152,10 +158,7 @@ class _Model:
         if self.halted:
             return Code.SYMBOL_HALTED
         market = c.ord_type in (MARKET, STOP)
-        if market:
-            problem = Code.PRICE_NOT_ON_TICK if c.price % spec.tick else None
-        else:
-            problem = self.limit_problem(c.price)
+        problem = Code.PRICE_NOT_ON_TICK if market and c.price % spec.tick else None
         if problem is None and c.ord_type in (STOP, STOP_LIMIT):
             if c.stop_price <= 0:
                 problem = Code.INVALID_PRICE
@@ -163,6 +166,15 @@ class _Model:
                 problem = Code.PRICE_NOT_ON_TICK
         elif problem is None and c.stop_price:
             problem = Code.INVALID_ORDER
+        if problem is None and not market:  # a stop-limit that waits: collared at its stop
+            waits = (
+                c.ord_type == STOP_LIMIT and self.last and not self.reached(c.side, c.stop_price)
+            )
+            problem = self.limit_problem(c.price, c.stop_price if waits else 0)
+        reached = c.ord_type == STOP and self.reached(c.side, c.stop_price)
+        band = c.stop_price * spec.band_bps // 10_000
+        if problem is None and reached and spec.band_bps and abs(self.last - c.stop_price) > band:
+            problem = Code.PRICE_OUT_OF_BAND  # passed by more than its band: it could not trade
         problem = problem or self.qty_problem(c.qty)
         if problem:
             return problem
@@ -354,11 +366,13 @@ class _Model:
             problem = Code.NOT_ORDER_OWNER
         elif o is None:
             problem = Code.INVALID_ORDER  # a pending stop
-        elif self.halted:
-            problem = Code.SYMBOL_HALTED
-        else:
-            problem = self.limit_problem(c.price) if c.price != o.price else None
-            problem = problem or self.qty_problem(c.order_qty)
+        else:  # overtaken by fills it ends, whatever a halt or the collar says
+            problem = self.qty_problem(c.order_qty)
+            if problem is None and c.order_qty > o.filled:
+                if self.halted:
+                    problem = Code.SYMBOL_HALTED
+                elif c.price != o.price:
+                    problem = self.limit_problem(c.price)
         if problem is not None or o is None:
             self.events.append(("rejected", problem))
             return

@@ -315,14 +315,15 @@ class _Model(OrderChecks):
         o, problem = self._find(cmd)
         if problem is None and o.order_id in self.stops:
             problem = ResultCode.INVALID_ORDER  # a pending stop is cancelled, not replaced
-        if problem is None and self.halted:
-            problem = ResultCode.SYMBOL_HALTED
-        if problem is None and cmd.price != o.price:
-            problem = self._check_limit(cmd.price)
         problem = problem or self._check_qty(cmd.order_qty)
+        overtaken = problem is None and cmd.order_qty <= o.filled  # ends: no price comes in
+        if problem is None and not overtaken and self.halted:
+            problem = ResultCode.SYMBOL_HALTED
+        if problem is None and not overtaken and cmd.price != o.price:
+            problem = self._check_limit(cmd.price)
         if problem is not None:
             return [reject(cmd, problem)]
-        if cmd.order_qty <= o.filled:  # the fills overtook it: nothing more may fill
+        if overtaken:  # the fills overtook it: nothing more may fill
             del self.orders[o.order_id]
             events: list[Record] = [Replaced(*header(cmd), o.price, 0)]
             events.append(self._level(cmd, o.side, o.price))
