@@ -5,7 +5,7 @@ the state)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from config.schema import SymbolConfig
 from procs.common.result_codes import ResultCode
@@ -133,7 +133,23 @@ def refusal_note(request: Request, code: ResultCode) -> str:
         and not order.triggered
     ):
         return ": a stop not triggered yet is not on the book; cancel it and send a new one"
+    if request.kind == b"D" and code == ResultCode.PRICE_OUT_OF_BAND:
+        return OUT_OF_BAND_NOTES.get(order.ord_type, "")
     return ""
+
+
+#: Why PRICE_OUT_OF_BAND, by order type (the REST API says the same, ``rest_params``).
+OUT_OF_BAND_NOTES: Final = {
+    OrdType.LIMIT: ": a limit price may be at most limit_band_bps from the last trade",
+    OrdType.STOP_LIMIT: (
+        ": a stop-limit's limit may be at most limit_band_bps from its stop price while it "
+        "waits (from the last trade once the market is past its stop)"
+    ),
+    OrdType.STOP: (
+        ": the market is past its stop price by more than band_bps: banded from its stop, "
+        "it could not trade"
+    ),
+}
 
 
 def rested(order: Order) -> bool:

@@ -365,7 +365,17 @@ def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:
     if req.stop_price:
         text += f" stopPrice={format_units(req.stop_price, sym.price_decimals).decode()}"
     text += f" quantity={format_units(req.qty, sym.qty_decimals).decode()}"
-    if code == ResultCode.PRICE_OUT_OF_BAND:
+    if code == ResultCode.PRICE_OUT_OF_BAND and req.ord_type == OrdType.STOP:
+        text += (
+            f": the market is past its stopPrice by more than bandBps {sym.band_bps} bps: "
+            "banded from its stopPrice, it could not trade"
+        )
+    elif code == ResultCode.PRICE_OUT_OF_BAND and req.ord_type == OrdType.STOP_LIMIT:
+        text += (
+            f": a stop-limit's price may be at most limitBandBps {sym.limit_band_bps} bps from "
+            "its stopPrice while it waits (from the last trade once the market is past it)"
+        )
+    elif code == ResultCode.PRICE_OUT_OF_BAND:
         text += (
             f": a limit price may be at most limitBandBps {sym.limit_band_bps} bps from the "
             "last trade"
