@@ -312,9 +312,12 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
                 self._cancel_reject(session, msg, done, text, CXL_TOO_LATE)
                 return None
             pending = self.pending_replace(session.session_id, f[41])
-            if pending is not None:
+            if pending is not None:  # OrigClOrdID (41): the last accepted one (FIX 4.4)
                 text = f"OrigClOrdID {shown(f[41])} is a replace still pending"
-                self._cancel_reject(session, msg, pending, text, CXL_PENDING)
+                self._send_cancel_reject(
+                    session.session_id, msg.msg_type, f[11], pending, text,
+                    pending.cl_ord_id, CXL_PENDING,
+                )  # fmt: skip
                 return None
         if order is None or not order.order_id:
             why = "unknown order" if order is None else "order not yet acknowledged"
