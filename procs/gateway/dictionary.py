@@ -1,5 +1,15 @@
-"""The FIX 4.4 dictionary subset ringex speaks, and the validation that maps a message's
-faults onto SessionRejectReason (373) and RefTagID (371).
+"""The FIX 4.4 dictionary, and the validation that maps a message's faults onto
+SessionRejectReason (373) and RefTagID (371).
+
+Every field FIX 4.4 defines, and the fields it defines for the header and each message type
+ringex takes, come from QuickFIX's ``FIX44.xml`` (``fix44.json``, written by
+``scripts/fix44_dictionary.py``): a message a firm's engine builds by the specification is
+not refused for a field the specification allows (review 51). ringex's own table narrows
+what it reads (the enumerated values it supports: another is VALUE_OUT_OF_RANGE); an order
+field it does not act on is refused by order entry with a reason naming it
+(``UNSUPPORTED_ORDER_FIELDS``), or ignored where it only describes (the instrument's ids, the
+account's capacity). A tag FIX 4.4 does not define is an invalid tag number (373=0), one of
+the user-defined range (5000-9999) an undefined tag (373=3).
 
 Checks run in the order QuickFIX runs them, so a message with several faults is rejected for
 the one a FIX engineer expects: header order, invalid/undefined tags, empty values, tags not
@@ -9,11 +19,14 @@ repeating-group counts. Only the groups ringex reads are defined (NoPartyIDs on 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 from procs.gateway.fix import (
     INVALID_TAG,
@@ -117,8 +130,9 @@ def out_of_range(fmt: Format, value: bytes) -> str | None:
     return None
 
 
-#: tag -> (name, format, allowed values or None)
-FIELDS: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
+#: tag -> (name, format, allowed values or None): the fields ringex reads or writes, with
+#: the values it supports (narrower than FIX 4.4's where it supports fewer)
+_READ: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
     1: ("Account", STRING, None),
     6: ("AvgPx", FLOAT, None),
     7: ("BeginSeqNo", SEQNUM, None),
@@ -198,7 +212,29 @@ FIELDS: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
     912: ("LastRptRequested", BOOL, None),
 }
 
-HEADER: Final = frozenset((8, 9, 35, 49, 56, 34, 52, 43, 97, 122, 50, 57, 369))
+_SPEC: Final = json.loads((Path(__file__).parent / "fix44.json").read_text())
+_FORMATS: Final[dict[str, Format]] = {
+    **dict.fromkeys(("INT", "LENGTH", "NUMINGROUP", "DAYOFMONTH"), INT),
+    **dict.fromkeys(("FLOAT", "PRICE", "QTY", "AMT", "PRICEOFFSET", "PERCENTAGE"), FLOAT),
+    "SEQNUM": SEQNUM, "CHAR": CHAR, "BOOLEAN": BOOL, "UTCTIMESTAMP": TIMESTAMP,
+}  # fmt: skip
+
+
+def _spec_field(name: str, kind: str, values: list[str] | None) -> tuple[str, Format, Any]:
+    fmt = _FORMATS.get(kind, STRING)  # dates, currencies, codes: strings, as QuickFIX reads
+    several = kind == "MULTIPLEVALUESTRING"  # space-separated values: not one of the enums
+    return name, fmt, None if several or not values else frozenset(v.encode() for v in values)
+
+
+#: tag -> (name, format, allowed values or None): FIX 4.4's, ringex's own where it has one
+FIELDS: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
+    **{int(tag): _spec_field(*info) for tag, info in _SPEC["fields"].items()},
+    **_READ,
+}
+#: The highest tag FIX 4.4 itself may define; 5000-9999 are user-defined (undefined here).
+USER_DEFINED_FROM: Final = 5000
+
+HEADER: Final = frozenset((8, 9, 35, 49, 56, 34, 52, 43, 97, 122, 50, 57, 369, *_SPEC["header"]))
 HEADER_REQUIRED: Final = (49, 56, 34, 52)
 TRAILER: Final = frozenset((10,))
 #: BeginString, BodyLength, CheckSum: the frame's own fields, each once at its place; one
@@ -232,6 +268,14 @@ class MessageSpec:
 
 
 _ORDER = (1, 18, 21, 38, 44, 58, 59, 99, 111, 526)
+#: Fields FIX 4.4 defines for an order that only describe (the instrument's other ids, the
+#: account's capacity and type, dates, free text): taken and not acted on.
+_DESCRIPTIVE: Final = frozenset(
+    (15, 22, 48, 65, 75, 81, 106, 107, 140, 167, 200, 201, 202, 205, 206, 207, 223, 224, 225,
+     226, 227, 228, 229, 231, 239, 240, 255, 348, 349, 350, 351, 354, 355, 376, 377, 460, 461,
+     470, 471, 472, 480, 481, 494, 513, 528, 529, 541, 543, 581, 582, 583, 660, 667, 691, 762,
+     100, 875, 876, 873, 874, 947, 965, 966, 969, 970, 971, 996, 997)
+)  # fmt: skip
 MESSAGES: Final[dict[bytes, MessageSpec]] = {
     b"0": MessageSpec("Heartbeat", (), (112,), admin=True),
     b"1": MessageSpec("TestRequest", (112,), admin=True),
@@ -263,6 +307,26 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
 #: Messages a client may send: session messages, and the application messages ringex takes.
 ADMIN: Final = frozenset(k for k, v in MESSAGES.items() if v.admin)
 INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"AF", b"j"))
+
+
+def _by_the_spec(kind: bytes, spec: MessageSpec) -> MessageSpec:
+    """``spec`` taking every field FIX 4.4 defines for its message type outside groups."""
+    defined = _SPEC["messages"].get(kind.decode(), [spec.name, []])[1]
+    extra = tuple(t for t in defined if t not in spec.required and t not in spec.optional)
+    return dataclasses.replace(spec, optional=(*spec.optional, *extra))
+
+
+for _kind in (*ADMIN, *INBOUND_APP):  # what a client sends; what ringex sends stays its own
+    MESSAGES[_kind] = _by_the_spec(_kind, MESSAGES[_kind])
+#: Fields FIX 4.4 defines for a NewOrderSingle or OrderCancelReplaceRequest that change how
+#: an order executes and that ringex does not act on (MinQty, ExpireTime, pegs, ...): order
+#: entry refuses such an order naming the field (OrdRejReason 11), rather than ignore it.
+UNSUPPORTED_ORDER_FIELDS: Final = frozenset(
+    t
+    for kind in (b"D", b"G")
+    for t in MESSAGES[kind].optional
+    if t not in _ORDER and t not in _DESCRIPTIVE and t not in (37, 41, 60) and t not in HEADER
+)
 _ALLOWED: Final = {k: v.allowed() for k, v in MESSAGES.items()}
 _GROUP_MEMBERS: Final = {m for s in MESSAGES.values() for g in s.groups for m in g.members}
 #: Standard FIX 4.4 message types ringex does not support: BusinessMessageReject, not Reject.
@@ -396,6 +460,9 @@ def first_fault(msg: FixMessage) -> Fault | None:
                 f"tag {shown(_invalid_tag(msg.raw))!r} is not a positive integer",
             )
         info = FIELDS.get(tag)
+        if info is None and tag < USER_DEFINED_FROM:
+            text = f"tag {tag} is not defined by FIX 4.4"
+            return Fault(RejectReason.INVALID_TAG_NUMBER, tag, text)
         if info is None:
             return Fault(RejectReason.UNDEFINED_TAG, tag, f"tag {tag} is not defined")
         if tag in FRAMING:

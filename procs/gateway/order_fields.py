@@ -11,6 +11,7 @@ from config.schema import SymbolConfig
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, TimeInForce
 from procs.core.order_checks import RESTS
+from procs.gateway.dictionary import FIELDS, UNSUPPORTED_ORDER_FIELDS
 from procs.gateway.fix import FixMessage, field, shown
 from procs.gateway.instruments import format_units, price_ticks, qty_lots
 from procs.gateway.order_state import Order, Request
@@ -102,11 +103,23 @@ def differs(msg: FixMessage, order: Order) -> str | None:
     return None
 
 
+def unsupported_field(msg: FixMessage) -> str | None:
+    """Why an order (D or G) with a field FIX 4.4 defines for it that changes how it executes
+    and that ringex does not act on (MinQty, ExpireTime, a peg, ...) is refused, or None: a
+    client that sent one expects it kept, so it is refused, never dropped in silence."""
+    if UNSUPPORTED_ORDER_FIELDS.isdisjoint(msg.fields):
+        return None
+    tag = next(t for t in msg.tags if t in UNSUPPORTED_ORDER_FIELDS)
+    return f"{FIELDS[tag][0]} ({tag}) is not supported"
+
+
 def replace_fault(msg: FixMessage, order: Order, stop: int, display: int) -> str | None:
     """Why a replace of ``order`` with this StopPx and MaxFloor is refused, or None: a replace
     changes only price and size, so a StopPx or MaxFloor that differs from the order's is
     refused, never dropped in silence."""
     f = msg.fields
+    if (unsupported := unsupported_field(msg)) is not None:
+        return unsupported
     if display != order.display:
         return (
             f"MaxFloor (111) {shown(f.get(111, b'absent'))} is not the order's: a replace "

@@ -72,6 +72,7 @@ from procs.gateway.order_fields import (
     refusal_note,
     replace_fault,
     rested,
+    unsupported_field,
 )
 from procs.gateway.order_memory import OrderMemory
 from procs.gateway.order_replies import OrderReplies, event_exec_id
@@ -273,6 +274,9 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             return
         if instructions and (why := cannot_post(f, ord_type)):
             self._reject_new(session, msg, f"ExecInst 6 (post-only) {why}", 11)
+            return
+        if (why := unsupported_field(msg)) is not None:
+            self._reject_new(session, msg, why, 11)  # unsupported order characteristic
             return
         parsed = amounts(msg, sym, ord_type)
         if isinstance(parsed, Fault):

@@ -97,7 +97,6 @@ def test_a_gap_whose_resend_ends_in_a_garbled_message_is_asked_for_again(
 # -- validation --------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a tag FIX 4.4 does not define is called 3, not 0")
 def test_a_tag_the_specification_does_not_define_is_an_invalid_tag_number(
     tmp_path: Path,
 ) -> None:
@@ -118,7 +117,6 @@ def test_a_tag_the_specification_does_not_define_is_an_invalid_tag_number(
     assert out[0].get(373) == b"0", out[0]
 
 
-@pytest.mark.xfail(strict=True, reason="a NewOrderSingle FIX 4.4 defines is session-rejected")
 @pytest.mark.parametrize(
     ("tag", "value"),
     [
@@ -152,6 +150,32 @@ def test_a_new_order_with_a_field_fix44_defines_for_it_is_not_rejected(
     rejects = [(m.get(373), m.get(371), m.get(58)) for m in out if m.msg_type == b"3"]
     assert not rejects, rejects
     assert [m.get(11) for m in app.messages] == [b"c1"]
+
+
+def test_an_order_field_fix44_defines_that_ringex_does_not_act_on_is_refused_by_name(
+    harness: Harness,
+) -> None:
+    """With the whole FIX 4.4 dictionary taken (the test above), a field that changes how
+    an order executes and that ringex does not act on (MinQty 110, ExpireTime 126) must not
+    be dropped in silence: the order is refused at the application level, ExecutionReport
+    150=8 with OrdRejReason 11 (unsupported order characteristic) and Text naming the
+    field; one that only describes (SecurityType 167) is taken."""
+
+    async def scenario(h: Harness, port: int) -> None:
+        alice = await logged_on(port)
+        await alice.send("D", *order("m1", "1", "1.00", "90.00"), (110, "0.50"))
+        refused = await alice.expect("8", timeout=5.0)
+        assert tags(refused, 11, 150, 103) == (b"m1", b"8", b"11"), refused
+        assert b"MinQty (110)" in (refused.get(58) or b""), refused
+        await alice.send("D", *order("m2", "1", "1.00", "90.00"), (167, "CS"))
+        taken = await alice.expect("8", timeout=5.0)
+        assert tags(taken, 11, 150) == (b"m2", b"0"), taken
+        await alice.send("G", (41, "m2"), *order("m3", "1", "0.80", "90.00"), (126, stamp(0)))
+        unfit = await alice.expect("9", timeout=5.0)
+        assert tags(unfit, 11, 41) == (b"m3", b"m2"), unfit
+        assert b"ExpireTime (126)" in (unfit.get(58) or b""), unfit
+
+    run(harness, scenario)
 
 
 # -- cancel and replace -------------------------------------------------------------------------
