@@ -34,6 +34,8 @@ MAX_RESENDS = 1_000
 class GapRecovery:
     store: MessageStore | None
     _resend_upto: int  # a ResendRequest of ours is open up to this seq (0: none)
+    _resend_at: int  # when it went, or its answer last moved the gap on (ns)
+    heartbeat_ns: int
     _times: Timestamps
     _header: bytes
     _last_out_ns: int
@@ -125,7 +127,7 @@ class GapRecovery:
 
     def _request_resend(self, seq: int, now_ns: int) -> None:
         assert self.store is not None
-        self._resend_upto = seq
+        self._resend_upto, self._resend_at = seq, now_ns
         self.send(b"2", field(7, self.store.next_in) + field(16, 0), now_ns)
 
     def _resend(self, msg: FixMessage, now_ns: int) -> None:

@@ -94,12 +94,12 @@ class Session(GapRecovery):
         self._out: list[bytes] = []
         self._times = Timestamps()
         self._connected_ns = now_ns
-        self._last_in_ns = now_ns
-        self._last_out_ns = now_ns
+        self._last_in_ns = self._last_out_ns = now_ns
         self._test_request_ns = 0  # when our TestRequest went out, 0: none or answered
         self._was_live = False  # logged on until ``_close``: ``on_disconnect`` is owed
         self._logout_ns = 0
-        self._resend_upto = 0  # a ResendRequest of ours is open up to this seq
+        # a ResendRequest of ours is open up to this seq; when it went, or its answer last
+        self._resend_upto = self._resend_at = 0  # moved the gap on (ns)
         self._answered_early: dict[int, bytes] = {}
         self._resends: deque[tuple[int, int, bool]] = deque()
         self._resend_ns = now_ns
@@ -109,8 +109,7 @@ class Session(GapRecovery):
         self.throttle = TokenBucket(settings.max_messages_per_s, now_ns)
         #: every message, and garbled bytes, once logged on (``inbound_limits.py``)
         self.inbound = InboundLimits(settings.max_inbound_per_s, settings.max_message_bytes, now_ns)
-        self._header = b""
-        self._sender = b""  # the client's SenderCompID, once logged on
+        self._header = self._sender = b""  # the latter: the client's SenderCompID, once logged on
         self._target = settings.comp_id.encode()
         #: (SenderCompID, password) for the shell to check, then call ``authenticated``.
         self.verify_request: tuple[str, str] | None = None
@@ -495,8 +494,10 @@ class Session(GapRecovery):
             # None of ours open: ask. One open: a burst of new messages past the gap is
             # covered by it (7=next 16=0, once: FIX 4.4 and QuickFIX). Only the client's
             # resend (PossDup) reaching its end with the gap still there asks again (a
-            # garbled message left a hole), or it never heals.
-            if self._resend_upto < expected or (poss_dup and seq >= self._resend_upto):
+            # garbled message left a hole), or it never heals; so does a heartbeat interval
+            # without an answer moving the gap on (its last one was garbled: review 51).
+            stale = now_ns - self._resend_at >= self.heartbeat_ns
+            if self._resend_upto < expected or (poss_dup and seq >= self._resend_upto) or stale:
                 self._request_resend(seq, now_ns)
             return
         if seq < expected:
@@ -518,6 +519,8 @@ class Session(GapRecovery):
         store.set_next_in(seq + 1)
         if self._resend_upto and seq >= self._resend_upto:  # the gap we asked about is closed
             self._resend_upto = 0
+        elif self._resend_upto:  # its answer moves the gap on
+            self._resend_at = now_ns
         if kind not in dictionary.MESSAGES and kind in dictionary.KNOWN_TYPES:
             self.business_reject(msg, 3, f"unsupported MsgType {msg.text(35)}", now_ns)
             return
