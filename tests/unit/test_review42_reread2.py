@@ -135,15 +135,20 @@ def test_the_routers_journal_is_not_cut_by_a_failed_fsync(tmp_path: Path, disk: 
     assert reader(tmp_path).last_seq() == 8
 
 
-def test_fsync_none_cuts_nothing(tmp_path: Path, disk: Disk) -> None:
-    """Right, as documented: under "none" an explicit sync that fails keeps the entries."""
+def test_fsync_none_cuts_as_well(tmp_path: Path, disk: Disk) -> None:
+    """Under "none" too an explicit sync that fails cuts what it did not make durable, where
+    the writer cuts (a standby's, which syncs before it acknowledges whatever the policy):
+    it kept them until review 51 (``test_review51_router``), and a restarted standby
+    acknowledged entries its disk had lost."""
     w = writer(tmp_path, fsync="none", cut_on_failure=True)
-    w.append(1, images(1, 4), 4)
+    w.append(1, images(1, 2), 2)
+    w.sync()
+    w.append(3, images(3, 2), 2)
     disk.fail = 1
     with pytest.raises(OSError):
         w.sync()
     w.close()
-    assert reader(tmp_path).last_seq() == 4
+    assert reader(tmp_path).last_seq() == 2
 
 
 @pytest.mark.parametrize("policy", ["batch", "interval", "pipelined"])
