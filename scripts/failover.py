@@ -263,26 +263,22 @@ def units_differ(primary: RingexConfig, standby: RingexConfig) -> str:
     return units.units_differ(standby) or units.units_differ(standby, units.units_path(primary))
 
 
-def fee_margins_differ(primary: RingexConfig, standby: RingexConfig) -> str:
-    """Why the standby's promoted router could refuse to start over its fees ("" when it
-    cannot): a symbol both configure whose fee margin (the larger of maker and taker bps,
-    what an open buy holds back) differs. A starting router journals its configured fees,
-    and refuses another margin while buys rest (``fees.check_schedule``): it would exit at
-    every start, with the primary fenced already (review 51)."""
-    theirs = {s.id: s for s in primary.symbols}
-    for mine in standby.symbols:
-        its = theirs.get(mine.id)
-        if its is None:
-            continue
-        margin, held = (max(c.maker_fee_bps, c.taker_fee_bps) for c in (mine, its))
-        if margin != held:
-            return (
-                f"its fees for {mine.name}, {mine.maker_fee_bps}/{mine.taker_fee_bps} bps "
-                f"(maker/taker), hold a margin of {margin} bps, and {primary.instance}'s "
-                f"{its.maker_fee_bps}/{its.taker_fee_bps} one of {held}: its router refuses "
-                "that change while buys rest and would not start; configure the primary's "
-                "fees (change them on the running primary later)"
-            )
+def fees_refused(standby: RingexConfig) -> str:
+    """Why the standby's promoted router would not start over its fees ("" when it would):
+    a starting router journals its configured fees, and refuses a symbol's new fee margin
+    while buys rest under the old one (``fees.check_schedule``), at every start. Judged as
+    that router will judge it, on the standby's state (recovered here from its snapshot and
+    journal: the fees in force and the buys resting), before the primary is fenced (review
+    51). A recovery the standby's own start would fail is left to it."""
+    from procs.core.fees import FeeChangeError  # noqa: PLC0415  (the failover's imports)
+    from procs.core.recovery import recover  # noqa: PLC0415
+
+    try:
+        recover(standby).sequencer.fee_changes(time.time_ns())
+    except FeeChangeError as exc:
+        return f"its promoted router would refuse its configured fees and not start: {exc}"
+    except Exception:  # not this check's to judge: the start says why
+        return ""
     return ""
 
 
@@ -316,8 +312,10 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
         print(f"{standby.instance} cannot be promoted safely: {why}; nothing done (--force "
               "promotes it anyway)", file=sys.stderr)  # fmt: skip
         return 1
-    if refused := units_differ(primary, standby) or fee_margins_differ(primary, standby):
-        # before the fence: else no primary at all
+    refused = units_differ(primary, standby)  # before the fence: else no primary at all
+    if not refused and not force and (refused := fees_refused(standby)):
+        refused += " (--force promotes anyway)"
+    if refused:
         print(f"{standby.instance} cannot be promoted: {refused}; nothing done", file=sys.stderr)
         return 1
     # past every epoch either journal knows, its fence's included (a fenced journal's
