@@ -66,8 +66,8 @@ class OrderChecks:
             problem = self._check_limit(cmd.price, reference)
             if problem is not None:
                 return problem
-        elif ord_type == OrdType.STOP and self._dead_on_arrival(cmd.side, cmd.stop_price):
-            return ResultCode.PRICE_OUT_OF_BAND
+        elif ord_type == OrdType.STOP and (dead := self._dead_on_arrival(cmd)) is not None:
+            return dead
         problem = self._check_qty(cmd.qty)
         if problem is not None:
             return problem
@@ -116,14 +116,23 @@ class OrderChecks:
             return False
         return stop_price <= last if side == Side.BUY else stop_price >= last
 
-    def _dead_on_arrival(self, side: Side, stop_price: int) -> bool:
-        """A stop-market the market has passed by more than the band on arrival: it would
-        enter banded from its trigger (``Book._take``, review 42), where the market no
-        longer is, and expire unfilled whatever the book (review 51). Refused instead."""
-        if not self.spec.band_bps or not self._reached(side, stop_price):
-            return False
-        band = stop_price * self.spec.band_bps // 10_000
-        return abs(self.last_price - stop_price) > band
+    def _dead_on_arrival(self, cmd: NewOrder) -> ResultCode | None:
+        """Why a stop-market that triggers on arrival could not trade, or None: it enters
+        banded from its trigger (``Book._take``, review 42), within its cap, and the best
+        opposite price is past that (PRICE_OUT_OF_BAND), or there is none (NO_LIQUIDITY).
+        Refused rather than accepted, triggered and expired unfilled whatever the book
+        (review 51; judged by the book it would meet, not the last trade: the reread)."""
+        side = cmd.side
+        if not self._reached(side, cmd.stop_price):
+            return None
+        limit = self._protection(side, cmd.stop_price)
+        best = self._best(_other(side))
+        if limit is None or best is None:
+            return ResultCode.NO_LIQUIDITY
+        if cmd.price:  # the router's cap
+            limit = min(limit, cmd.price) if side == Side.BUY else max(limit, cmd.price)
+        beyond = best > limit if side == Side.BUY else best < limit
+        return ResultCode.PRICE_OUT_OF_BAND if beyond else None
 
     def _check_qty(self, qty: int) -> ResultCode | None:
         spec = self.spec

@@ -159,8 +159,8 @@ OUT_OF_BAND_NOTES: Final = {
         "waits (from the last trade once the market is past its stop)"
     ),
     OrdType.STOP: (
-        ": the market is past its stop price by more than band_bps: banded from its stop, "
-        "it could not trade"
+        ": the best opposite price is past its stop price by more than band_bps: banded "
+        "from its stop, it could not trade"
     ),
 }
 

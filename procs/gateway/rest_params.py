@@ -367,8 +367,8 @@ def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:
     text += f" quantity={format_units(req.qty, sym.qty_decimals).decode()}"
     if code == ResultCode.PRICE_OUT_OF_BAND and req.ord_type == OrdType.STOP:
         text += (
-            f": the market is past its stopPrice by more than bandBps {sym.band_bps} bps: "
-            "banded from its stopPrice, it could not trade"
+            f": the best opposite price is past its stopPrice by more than bandBps "
+            f"{sym.band_bps} bps: banded from its stopPrice, it could not trade"
         )
     elif code == ResultCode.PRICE_OUT_OF_BAND and req.ord_type == OrdType.STOP_LIMIT:
         text += (

@@ -104,7 +104,6 @@ def _trades_of(events: list[Record], order_id: int) -> int:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="dead-on-arrival judged by the last trade, not the book")
 @pytest.mark.parametrize(
     ("last", "resting"),
     [

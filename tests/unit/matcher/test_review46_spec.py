@@ -143,6 +143,22 @@ class _Model:
             return Code.PRICE_OUT_OF_BAND
         return None
 
+    def dead_stop(self, c: NewOrder) -> Code | None:
+        """A stop-market triggering on arrival that its protection from its stop (and its
+        cap) keeps from the best opposite price, or that finds no opposite at all."""
+        opposite = self.opposite(c.side)
+        if not opposite:
+            return Code.NO_LIQUIDITY
+        band, tick = c.stop_price * self.spec.band_bps // 10_000, self.spec.tick
+        best = opposite[0].price
+        if c.side == BUY:
+            limit = (c.stop_price + band) // tick * tick
+            limit = min(limit, c.price) if c.price else limit
+            return Code.PRICE_OUT_OF_BAND if best > limit else None
+        limit = max(tick, -(-(c.stop_price - band) // tick) * tick)
+        limit = max(limit, c.price) if c.price else limit
+        return Code.PRICE_OUT_OF_BAND if best < limit else None
+
     def reached(self, side: Side, stop: int) -> bool:
         return bool(self.last) and (stop <= self.last if side == BUY else stop >= self.last)
 
@@ -171,10 +187,8 @@ class _Model:
                 c.ord_type == STOP_LIMIT and self.last and not self.reached(c.side, c.stop_price)
             )
             problem = self.limit_problem(c.price, c.stop_price if waits else 0)
-        reached = c.ord_type == STOP and self.reached(c.side, c.stop_price)
-        band = c.stop_price * spec.band_bps // 10_000
-        if problem is None and reached and spec.band_bps and abs(self.last - c.stop_price) > band:
-            problem = Code.PRICE_OUT_OF_BAND  # passed by more than its band: it could not trade
+        if problem is None and c.ord_type == STOP and self.reached(c.side, c.stop_price):
+            problem = self.dead_stop(c)  # it would enter and expire unfilled: refused
         problem = problem or self.qty_problem(c.qty)
         if problem:
             return problem
