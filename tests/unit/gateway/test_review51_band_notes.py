@@ -19,8 +19,9 @@ __all__ = ["strict"]  # review 47's fixture: BTC-USD with a 10 % limit collar
 def test_stop_refusals_name_the_band_and_the_price_they_are_judged_around(
     strict: Harness,
 ) -> None:
-    """After a trade at 100.00 (band_bps 500, limit_band_bps 1000): a sell STOP_LOSS at
-    150.00 is past by 50 %, more than the band (it could never trade); a waiting sell
+    """After a trade at 100.00, a bid resting at 90.00 (band_bps 500, limit_band_bps
+    1000): a sell STOP_LOSS at 150.00 triggers on arrival, protected at 142.50, and the best
+    bid is below that (it could not trade); a waiting sell
     STOP_LOSS_LIMIT with stopPrice 80.00 and price 60.00 is 25 % from its stop. A waiting
     stop-limit 15 % below the market but within 10 % of its stop is taken."""
 
@@ -30,6 +31,7 @@ def test_stop_refusals_name_the_band_and_the_price_they_are_judged_around(
         try:
             await alice.call("POST", ORDER, **LIMIT, price="100.00", quantity="0.10")
             await bob.call("POST", ORDER, **SELL, price="100.00", quantity="0.10")
+            await alice.call("POST", ORDER, **LIMIT, price="90.00", quantity="0.10")  # rests
             stop: dict[str, Any] = {"symbol": "BTC-USD", "side": "SELL", "quantity": "0.10"}
             status, body = await bob.request(
                 "POST", ORDER, **stop, type="STOP_LOSS", stopPrice="150.00"
