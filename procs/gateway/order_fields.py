@@ -14,7 +14,7 @@ from procs.core.order_checks import RESTS
 from procs.gateway.dictionary import FIELDS, UNSUPPORTED_ORDER_FIELDS
 from procs.gateway.fix import FixMessage, field, shown
 from procs.gateway.instruments import format_units, price_ticks, qty_lots
-from procs.gateway.order_state import Order, Request
+from procs.gateway.order_state import Order
 
 #: The exchange's refusals of a new order as FIX 4.4 OrdRejReason (103) has them; others
 #: are 99 (Other) with the code's name in Text (58). FIX 4.4 has no value for a price off
@@ -134,20 +134,20 @@ def replace_fault(msg: FixMessage, order: Order, stop: int, display: int) -> str
     return None
 
 
-def refusal_note(request: Request, code: ResultCode) -> str:
-    """What the Text (58) of the exchange's refusal of ``request`` adds to its code: why,
-    where the code alone does not say ("" elsewhere). Said after the refusal only, so an
-    order whose trigger this gateway has not seen yet is never refused on a guess."""
-    order = request.order
+def refusal_note(kind: bytes, order: Order, code: ResultCode) -> str:
+    """What the Text (58) of the exchange's refusal of a ``kind`` command (D, F or G) of
+    ``order`` adds to its code: why, where the code alone does not say ("" elsewhere). Said
+    after the refusal only, so an order whose trigger this gateway has not seen yet is
+    never refused on a guess."""
     if (
-        request.kind == b"G"
+        kind == b"G"
         and code == ResultCode.INVALID_ORDER
         and order.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT)
         and not order.triggered
     ):
         return ": a stop not triggered yet is not on the book; cancel it and send a new one"
-    if request.kind == b"D" and code == ResultCode.PRICE_OUT_OF_BAND:
-        return OUT_OF_BAND_NOTES.get(order.ord_type, "")
+    if code == ResultCode.PRICE_OUT_OF_BAND:  # a replace's new price: a limit's collar
+        return OUT_OF_BAND_NOTES.get(order.ord_type if kind == b"D" else OrdType.LIMIT, "")
     return ""
 
 

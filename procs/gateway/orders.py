@@ -548,7 +548,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         request = self._pop_request(rejected.client_ref)
         if request is not None:
             if request.cl_ord_id:
-                text += refusal_note(request, rejected.code)
+                text += refusal_note(request.kind, request.order, rejected.code)
                 self._send_cancel_reject(
                     request.session, request.kind, request.cl_ord_id, request.order, text,
                     at_ns=rejected.ts_ns,
@@ -564,6 +564,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         self._forget(order)
         order.status = b"8"
         order.leaves = 0
+        text += refusal_note(b"D", order, rejected.code)
         reason = ORD_REJ_REASON.get(rejected.code, 99)
         self.rejects += 1
         self.reject_reasons[reject_slot(reason)] += 1

@@ -164,7 +164,6 @@ def test_a_stop_market_reached_on_arrival_is_judged_by_the_book_it_would_trade_w
 # -- the gateway: the FIX text of a refusal out of band (order_fields.py, orders.py) -----------
 
 
-@pytest.mark.xfail(strict=True, reason="refusal_note's D branch is unreachable: no FIX note")
 def test_a_fix_stop_refused_out_of_band_is_told_which_band_as_the_rest_api_is() -> None:
     """Commit bca5d66: "a stop refused out of band is told which band and around what ...
     a FIX Reject's Text (58) says the same (refusal_note)"; ``OUT_OF_BAND_NOTES``
