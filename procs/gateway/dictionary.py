@@ -233,8 +233,17 @@ FIELDS: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
 }
 #: The highest tag FIX 4.4 itself may define; 5000-9999 are user-defined (undefined here).
 USER_DEFINED_FROM: Final = 5000
+#: Data fields (any bytes, SOH included) and the lengths that frame them (EncodedText 355
+#: and EncodedTextLen 354, RawData 96, XmlData 213, ...): the codec splits every value at
+#: SOH, so they are not taken (a value holding SOH would read as other fields: the reread
+#: of review 51).
+DATA_FIELDS: Final = frozenset(
+    int(tag) for tag, (_, kind, _) in _SPEC["fields"].items() if kind in ("DATA", "LENGTH")
+) - set(_READ)  # BodyLength and MaxMessageSize are LENGTHs framing nothing
 
-HEADER: Final = frozenset((8, 9, 35, 49, 56, 34, 52, 43, 97, 122, 50, 57, 369, *_SPEC["header"]))
+HEADER: Final = (
+    frozenset((8, 9, 35, 49, 56, 34, 52, 43, 97, 122, 50, 57, 369, *_SPEC["header"])) - DATA_FIELDS
+)
 HEADER_REQUIRED: Final = (49, 56, 34, 52)
 TRAILER: Final = frozenset((10,))
 #: BeginString, BodyLength, CheckSum: the frame's own fields, each once at its place; one
@@ -312,7 +321,11 @@ INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"AF", b"j"))
 def _by_the_spec(kind: bytes, spec: MessageSpec) -> MessageSpec:
     """``spec`` taking every field FIX 4.4 defines for its message type outside groups."""
     defined = _SPEC["messages"].get(kind.decode(), [spec.name, []])[1]
-    extra = tuple(t for t in defined if t not in spec.required and t not in spec.optional)
+    extra = tuple(
+        t
+        for t in defined
+        if t not in spec.required and t not in spec.optional and t not in DATA_FIELDS
+    )
     return dataclasses.replace(spec, optional=(*spec.optional, *extra))
 
 
@@ -326,7 +339,8 @@ UNSUPPORTED_ORDER_FIELDS: Final = frozenset(
     for kind in (b"D", b"G")
     for t in MESSAGES[kind].optional
     if t not in _ORDER and t not in _DESCRIPTIVE and t not in (37, 41, 60) and t not in HEADER
-)
+) | frozenset((115, 116, 144, 128, 129, 145))  # on behalf of, deliver to: a third party's
+
 _ALLOWED: Final = {k: v.allowed() for k, v in MESSAGES.items()}
 _GROUP_MEMBERS: Final = {m for s in MESSAGES.values() for g in s.groups for m in g.members}
 #: Standard FIX 4.4 message types ringex does not support: BusinessMessageReject, not Reject.
@@ -477,10 +491,11 @@ def first_fault(msg: FixMessage) -> Fault | None:
         else:
             in_header = False
         if tag not in allowed:
+            what = "a data field, not taken" if tag in DATA_FIELDS else "not defined"
             return Fault(
                 RejectReason.TAG_NOT_DEFINED_FOR_MESSAGE,
                 tag,
-                f"tag {tag} ({info[0]}) is not defined for {spec.name}",
+                f"tag {tag} ({info[0]}) is {what} for {spec.name}",
             )
         if tag in seen and tag not in _GROUP_MEMBERS:
             return Fault(
