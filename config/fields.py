@@ -8,6 +8,9 @@ from typing import Annotated
 import msgspec
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+#: A count of price or size units a record carries as an int64 (a symbol's tick, lot and
+#: size limits): a larger one loaded, and its router could not journal its rules.
+Units = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 BasisPoints = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,24}$")]
 
@@ -20,3 +23,12 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]  # 0: any free port (tests)
 def at_most(where: str, low_name: str, low: float, high_name: str, high: float) -> None:
     if low > high:
         raise ValueError(f"{where}: {low_name} = {low} is above {high_name} = {high}")
+
+
+def host_and_port(address: str) -> tuple[str, str]:
+    """``"host:port"`` split in two, an IPv6 host's brackets dropped (``"[::1]:9900"``, as
+    RFC 3986 and ``ringex status`` write it); the port as written, to be checked."""
+    host, _, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Annotated, Final, Literal
 import msgspec
 
 from config.edges import GatewayConfig, MarketDataConfig
-from config.fields import AssetName, BasisPoints, FeeBps, Name, Port, Positive, at_most
+from config.fields import (
+    AssetName,
+    BasisPoints,
+    FeeBps,
+    Name,
+    Port,
+    Units,
+    at_most,
+    host_and_port,
+)
 
 if TYPE_CHECKING:  # shm is imported where a strategy is built: ops scripts load config fast
     from shm.wait import WaitStrategy
@@ -90,15 +99,15 @@ class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     #: The integer id records carry (stable: journals and the database use it).
     id: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]  # the database keeps an integer
     #: A valid price is a multiple of ``tick`` integer price units ...
-    tick: Positive = 1
+    tick: Units = 1
     #: ... and a price unit is 10**-price_decimals of the quote currency.
     price_decimals: Annotated[int, msgspec.Meta(ge=0, le=12)] = 2
     #: A valid quantity is a multiple of ``lot`` size units of 10**-qty_decimals.
-    lot: Positive = 1
+    lot: Units = 1
     qty_decimals: Annotated[int, msgspec.Meta(ge=0, le=12)] = 0
     #: Smallest and largest single order, in size units.
-    min_qty: Positive = 1
-    max_qty: Positive = 1_000_000_000
+    min_qty: Units = 1
+    max_qty: Units = 1_000_000_000
     #: An iceberg may be at most this many slices of its display quantity (ceil(qty /
     #: display), Binance's ICEBERG_PARTS): each slice trades on its own, so this bounds the
     #: trades one command makes against one order.
@@ -253,7 +262,7 @@ class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     prestart: bool = True
 
     def primary_address(self) -> tuple[str, int]:
-        host, _, port = self.primary.rpartition(":")
+        host, port = host_and_port(self.primary)
         if not host or not port.isdigit():
             raise ValueError(f"replication.primary {self.primary!r} is not host:port")
         if not 1 <= int(port) <= 65_535:
@@ -464,14 +473,22 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
                 if p == port and (h == host or h in wildcard or host in wildcard)
             ]
             for h, other in clashes:
-                if not (shared and other[1] == shared):
-                    raise ValueError(
-                        f"{who} ({host}:{port}) and {other[0]} ({h}:{port}) both listen there"
+                if shared and other[1] == shared:
+                    continue
+                if shared.startswith("fix ") and other[1].startswith("fix "):
+                    raise ValueError(  # the kernel hands a client's Logon to either (review 52)
+                        f"{who} and {other[0]} share {host}:{port} with reuse_port but answer "
+                        f"as comp_id {shared[4:]!r} and {other[1][4:]!r}: a client's Logon "
+                        "lands on either, which refuses a TargetCompID not its own"
                     )
+                raise ValueError(
+                    f"{who} ({host}:{port}) and {other[0]} ({h}:{port}) both listen there"
+                )
             seen[(host, port)] = (who, shared)
 
         for g in self.gateways:
-            listen(g.host, g.port, f"gateway {g.name} (FIX)", "fix" if g.reuse_port else "")
+            fix = f"fix {g.comp_id}" if g.reuse_port else ""
+            listen(g.host, g.port, f"gateway {g.name} (FIX)", fix)
             if g.rest is not None:
                 shared = "rest" if g.reuse_port else ""
                 listen(g.rest.host, g.rest.port, f"gateway {g.name} (REST)", shared)

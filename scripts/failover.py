@@ -48,6 +48,7 @@ from pathlib import Path
 import tomli_w
 
 from config import load_profile
+from config.fields import host_and_port
 from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.epochs import Epochs
@@ -433,7 +434,7 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
             return 1
         host = "127.0.0.1" if rep.listen_host in ("", "0.0.0.0", "::") else rep.listen_host
         new_address = f"{host}:{rep.listen_port}"
-    host, _, port = new_address.rpartition(":")
+    host, port = host_and_port(new_address)
     try:
         epochs = ask_epochs(host, int(port))
     except (OSError, TimeoutError, EpochsError, ValueError, JournalError) as exc:
