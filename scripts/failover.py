@@ -52,7 +52,13 @@ from config.fields import host_and_port
 from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.epochs import Epochs
-from procs.common.run_files import read_json, read_status, run_dir, supervisor_running
+from procs.common.run_files import (
+    process_start,
+    read_json,
+    read_status,
+    run_dir,
+    supervisor_running,
+)
 from procs.supervisor import promotion
 from shm.liveness import pid_alive
 
@@ -88,8 +94,17 @@ def status(primary: RingexConfig, standby: RingexConfig) -> int:
     print(f"primary {primary.instance}: journal at seq {p_seq}, {p_epochs}")
     print(f"standby {standby.instance}: journal at seq {s_seq} (lag {p_seq - s_seq}), {s_epochs}")
     rep = read_json(run_dir(primary) / "replication.json") or {}
-    source = rep.get("pid")
-    if rep and not (isinstance(source, int) and source > 0 and pid_alive(source)):
+    source, started = rep.get("pid"), rep.get("started")
+    # by its pid and start time: a pid reused since (a reboot) is not the source (review 52;
+    # a file without the start time, an older source's, cannot say, and reads as down)
+    alive = (
+        isinstance(source, int)
+        and source > 0
+        and pid_alive(source)
+        and started is not None
+        and process_start(source) == started
+    )
+    if rep and not alive:
         print(f"the primary's replication source is down (its last state: standby acknowledged "
               f"seq {rep.get('acked_seq')})")  # fmt: skip
     elif rep:

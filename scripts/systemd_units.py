@@ -53,7 +53,7 @@ from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.records import Record, RecordCodec
-from procs.common.run_files import InstanceBusyError, instance_lock
+from procs.common.run_files import InstanceBusyError, instance_lock, run_dir
 from procs.common.topology import rings
 from procs.supervisor.draining import drain as drain_rings
 from procs.supervisor.main import Supervisor, SupervisorError
@@ -137,6 +137,7 @@ def run_command(cfg: RingexConfig, spec: ProcessSpec, opts: Options) -> list[str
         *([f"--uid={opts.uid}"] if opts.uid and not opts.user else []),
         f"--working-directory={opts.workdir}",
         "--setenv=PYTHONUNBUFFERED=1",  # log lines reach the journal as they are written
+        *passed_environment(),
         *(arg for p in props for arg in ("-p", p)),
         "--",
         *map(exec_arg, [opts.python, "-m", spec.module, "--profile", opts.profile, *spec.args]),
@@ -250,6 +251,7 @@ def _start(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
             return 1
         if opts.uid and not opts.user:
             chown_segments(cfg, opts.uid)
+            chown_instance_dirs(cfg, opts.uid)
     sh(opts.systemctl("reset-failed", *units), quiet=True)  # names a failed run left loaded
     for spec in specs:
         if sh(run_command(cfg, spec, opts)) != 0:
@@ -264,6 +266,10 @@ def _start(cfg: RingexConfig, opts: Options, sh: Shell) -> int:
             return 1
     sh.note(f"instance {cfg.instance}: {len(specs)} units in {slice_name(cfg)}; logs: "
             f"{logs_command(cfg, opts.user)}")  # fmt: skip
+    if cfg.supervisor.metrics:  # the supervisor serves them, and no unit runs it (review 52)
+        sh.note(f"the Prometheus metrics (supervisor.metrics_port "
+                f"{cfg.supervisor.metrics_port}) are not served: the built-in supervisor "
+                "serves them, and under systemd none runs")  # fmt: skip
     return 0
 
 
@@ -330,6 +336,28 @@ def drain(cfg: RingexConfig, *, sleep: Callable[[float], None] = time.sleep) -> 
 def unit_user(user: str) -> pwd.struct_passwd:
     """The account ``systemd-run --uid`` names: a user name or a number (``KeyError``)."""
     return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+
+
+def passed_environment() -> list[str]:
+    """``--setenv`` of what the supervisor would pass its processes and a unit needs: the
+    ``RINGEX_*`` variables (``RINGEX_ALLOW_WEAK_MEMORY`` on ARM or POWER) and libpq's ``PG*``
+    (an external ``database.dsn`` may rely on them); ``systemd-run`` passes none of the
+    caller's environment (review 52)."""
+    return [
+        f"--setenv={name}={value}"
+        for name, value in sorted(os.environ.items())
+        if name.startswith(("RINGEX_", "PG"))
+    ]
+
+
+def chown_instance_dirs(cfg: RingexConfig, user: str) -> None:
+    """What ``start`` (root) made of ``var/<instance>``, handed to ``user``, as the rings
+    are: the units write the journal, snapshots and status there (review 52)."""
+    entry = unit_user(user)
+    top = run_dir(cfg).parent
+    for path in (top, *top.rglob("*")):
+        if path.stat().st_uid == 0:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def chown_segments(cfg: RingexConfig, user: str) -> None:

@@ -31,6 +31,7 @@ from procs.common.epochs import Epochs
 from procs.common.journal import JournalError, JournalReader
 from procs.common.records import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
+from procs.common.run_files import process_start
 from procs.common.topology import gateway_root, journal_dir
 from procs.replica.files import CHUNK, FileShipper, shipped_files
 from procs.replica.tail import JournalTail
@@ -84,6 +85,7 @@ def _wake(bell: asyncio.Future[None]) -> None:
 class ReplicationSource:
     def __init__(self, cfg: RingexConfig) -> None:
         self.cfg = cfg
+        self._started = process_start(os.getpid())  # its status names it by pid and start
         codec = RecordCodec()
         self.records = (codec.schema_id, codec.slot_size)
         self.reader = JournalReader(
@@ -359,6 +361,7 @@ class ReplicationSource:
         rep = self.cfg.replication
         doc = {
             "pid": os.getpid(),
+            "started": self._started,  # with the pid, what names this process for good
             "mode": rep.mode,
             "sync_timeout_ms": rep.sync_timeout_ms,
             "standbys": sorted(self.peers),

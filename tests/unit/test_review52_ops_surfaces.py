@@ -1,9 +1,9 @@
 """Review 52 of the operator-facing surfaces: the config's cross-field checks, the systemd
 units, and `scripts/failover.py status`, as an operator of a venue meets them.
 
-Each test shows one fault found in the code as reviewed (its docstring: what README or
-issue 8 asks, what the code does and where, and what happened) and is a strict xfail: it
-fails now, for the fault it names, and passes once that is fixed. All of them are pure calls
+Each test failed on the code it was written against, for the fault it names (its
+docstring: what README or issue 8 asks, what the code did and where, and what happened),
+and passes since its fix (the same session's commits). All of them are pure calls
 (config loading, the units' dry run or a recording shell, ``failover.status`` over files
 written here): no instance is started.
 """
@@ -168,7 +168,6 @@ def test_a_max_qty_no_record_can_carry_is_refused_at_load(tmp_path: Path) -> Non
 # -- production with systemd -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="units lose RINGEX_ALLOW_WEAK_MEMORY from the environment")
 def test_the_units_get_the_ringex_environment_the_supervisor_passes_on(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -193,7 +192,6 @@ def test_the_units_get_the_ringex_environment_the_supervisor_passes_on(
         assert env.get("RINGEX_ALLOW_WEAK_MEMORY") == "1", (cmd, env)
 
 
-@pytest.mark.xfail(strict=True, reason="systemd start --uid leaves var/<instance> to root")
 @pytest.mark.skipif(os.geteuid() != 0, reason="--uid is the system manager's: run as root")
 def test_start_with_uid_leaves_the_instance_directory_writable_by_the_units(
     tmp_path: Path, instance: str, capsys: pytest.CaptureFixture[str]
@@ -236,7 +234,6 @@ def test_start_with_uid_leaves_the_instance_directory_writable_by_the_units(
     assert owners == {instance: user.pw_uid, f"{instance}/run": user.pw_uid}, owners
 
 
-@pytest.mark.xfail(strict=True, reason="under systemd nothing serves supervisor.metrics, unsaid")
 def test_start_serves_the_metrics_or_says_it_does_not(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -259,7 +256,6 @@ def test_start_serves_the_metrics_or_says_it_does_not(
 # -- failover --------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="failover status trusts any live pid as the source's")
 def test_status_does_not_take_a_reused_pid_for_a_live_replication_source(
     tmp_path: Path, instance: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
