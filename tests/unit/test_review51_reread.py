@@ -10,8 +10,8 @@ heartbeat interval.
 
 Each test failed on those commits for the fault it names (its docstring: what the README,
 the issue or FIX asks, what the code did and where, "Actual") and passes since its fix (the
-same session's commits), but one, a limit now documented (strict xfail). Checked and found sound, no test here: the journal cut
-under "none" (only the standby cuts, and it syncs every frame before it acknowledges); the
+same session's commits), but one, a limit now documented (strict xfail). Checked and
+found sound, no test here: the journal cut under "none" (only the standby cuts, and it syncs every frame before it acknowledges); the
 SyncGate's left word (cleared by ``wait`` and by the idle ``poll`` once the standby holds
 everything journaled; never in a loop); the ResendRequest sent again (at most once a
 heartbeat interval, only on a message past the gap, refreshed by every in-sequence answer;
