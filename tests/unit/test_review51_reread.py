@@ -10,16 +10,16 @@ heartbeat interval.
 
 Each test failed on those commits for the fault it names (its docstring: what the README,
 the issue or FIX asks, what the code did and where, "Actual") and passes since its fix (the
-same session's commits), but one, a limit now documented (strict xfail). Checked and
-found sound, no test here: the journal cut under "none" (only the standby cuts, and it syncs every frame before it acknowledges); the
-SyncGate's left word (cleared by ``wait`` and by the idle ``poll`` once the standby holds
-everything journaled; never in a loop); the ResendRequest sent again (at most once a
-heartbeat interval, only on a message past the gap, refreshed by every in-sequence answer;
-HeartBtInt is at least 1 s); ``ringex admin snapshot`` (a journaled SNAPSHOT makes no event
-and replays as nothing); the OrigClOrdID of a pending replace's reject; ``make run``'s
-accounts; the cost of ``unsupported_field`` (one set test over ~15 keys an order); no file
-under ``procs/`` over 600 lines; each new rule deterministic (same commands, same events,
-both books, ``sweep_rig``).
+same session's commits), but one, a limit now documented (strict xfail). Checked and found
+sound, no test here: the journal cut under "none" (only the standby cuts, and it syncs every
+frame before it acknowledges); the SyncGate's left word (cleared by ``wait`` and by the idle
+``poll`` once the standby holds everything journaled; never in a loop); the ResendRequest
+sent again (at most once a heartbeat interval, only on a message past the gap, refreshed by
+every in-sequence answer; HeartBtInt is at least 1 s); ``ringex admin snapshot`` (a
+journaled SNAPSHOT makes no event and replays as nothing); the OrigClOrdID of a pending
+replace's reject; ``make run``'s accounts; the cost of ``unsupported_field`` (one set test
+over ~15 keys an order); no file under ``procs/`` over 600 lines; each new rule
+deterministic (same commands, same events, both books, ``sweep_rig``).
 
 Rigs: ``OrderEntry`` driven by hand with a fake session (review 49's), the sans-I/O
 ``Session`` with hand-framed bytes (review 4's), the gateway harness (real TCP, an
