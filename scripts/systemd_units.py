@@ -38,10 +38,12 @@ Where systemd is not PID 1 (containers, CI) this refuses and points to ``ringex 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import pwd
 import shlex
+import stat
 import subprocess
 import sys
 import time
@@ -343,9 +345,10 @@ def passed_environment() -> list[str]:
     ``RINGEX_*`` variables (``RINGEX_ALLOW_WEAK_MEMORY`` on ARM or POWER) and libpq's ``PG*``
     (an external ``database.dsn`` may rely on them); ``systemd-run`` passes none of the
     caller's environment (review 52)."""
-    return [
-        f"--setenv={name}={value}"
-        for name, value in sorted(os.environ.items())
+    return [  # by name: systemd-run takes the value from its own environment, so none (a
+        # PGPASSWORD) is written on a command line that ps shows (the reread of review 51)
+        f"--setenv={name}"
+        for name in sorted(os.environ)
         if name.startswith(("RINGEX_", "PG"))
     ]
 
@@ -355,9 +358,13 @@ def chown_instance_dirs(cfg: RingexConfig, user: str) -> None:
     are: the units write the journal, snapshots and status there (review 52)."""
     entry = unit_user(user)
     top = run_dir(cfg).parent
-    for path in (top, *top.rglob("*")):
-        if path.stat().st_uid == 0:
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+    for where, dirs, files in os.walk(top):  # links are not followed, nor handed over: one
+        for name in (".", *dirs, *files):  # may name any file (the reread of review 51)
+            path = os.path.join(where, name)
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(path)
+                if st.st_uid == 0 and not stat.S_ISLNK(st.st_mode):
+                    os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
 def chown_segments(cfg: RingexConfig, user: str) -> None:

@@ -202,6 +202,7 @@ _READ: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
     532: ("MassCancelRejectReason", INT, None),
     533: ("TotalAffectedOrders", INT, None),
     553: ("Username", STRING, None),
+    464: ("TestMessageIndicator", BOOL, frozenset((b"N",))),  # Y: a test session, not here
     554: ("Password", STRING, None),
     789: ("NextExpectedMsgSeqNum", SEQNUM, None),
     790: ("OrdStatusReqID", STRING, None),
@@ -241,8 +242,15 @@ DATA_FIELDS: Final = frozenset(
     int(tag) for tag, (_, kind, _) in _SPEC["fields"].items() if kind in ("DATA", "LENGTH")
 ) - set(_READ)  # BodyLength and MaxMessageSize are LENGTHs framing nothing
 
+#: OnBehalfOf*, DeliverTo*: a third party's routing, which ringex does not do: a message
+#: carrying one (an order, a cancel, a mass cancel, a status request) would act on the
+#: sender's own orders, so none is taken (the reread of review 51).
+THIRD_PARTY: Final = frozenset((115, 116, 144, 128, 129, 145))
+
 HEADER: Final = (
-    frozenset((8, 9, 35, 49, 56, 34, 52, 43, 97, 122, 50, 57, 369, *_SPEC["header"])) - DATA_FIELDS
+    frozenset((8, 9, 35, 49, 56, 34, 52, 43, 97, 122, 50, 57, 369, *_SPEC["header"]))
+    - DATA_FIELDS
+    - THIRD_PARTY
 )
 HEADER_REQUIRED: Final = (49, 56, 34, 52)
 TRAILER: Final = frozenset((10,))
@@ -259,6 +267,8 @@ class Group:
 
 
 PARTIES: Final = Group(453, 448, frozenset((448, 447, 452)))
+#: The Logon's NoMsgTypes (RefMsgType, MsgDirection): taken, not acted on.
+MSG_TYPES: Final = Group(384, 372, frozenset((372, 385)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,10 +290,10 @@ _ORDER = (1, 18, 21, 38, 44, 58, 59, 99, 111, 526)
 #: Fields FIX 4.4 defines for an order that only describe (the instrument's other ids, the
 #: account's capacity and type, dates, free text): taken and not acted on.
 _DESCRIPTIVE: Final = frozenset(
-    (15, 22, 48, 65, 75, 81, 106, 107, 140, 167, 200, 201, 202, 205, 206, 207, 223, 224, 225,
-     226, 227, 228, 229, 231, 239, 240, 255, 348, 349, 350, 351, 354, 355, 376, 377, 460, 461,
-     470, 471, 472, 480, 481, 494, 513, 528, 529, 541, 543, 581, 582, 583, 660, 667, 691, 762,
-     100, 875, 876, 873, 874, 947, 965, 966, 969, 970, 971, 996, 997)
+    (15, 22, 48, 65, 75, 81, 106, 107, 140, 167, 205, 207, 223, 224, 225, 226, 227, 228, 229,
+     239, 240, 255, 376, 377, 460, 461, 470, 471, 472, 480, 481, 494, 513, 528, 529, 543, 581,
+     582, 583, 660, 667, 691, 762, 100, 875, 876, 873, 874, 947, 965, 966, 969, 970, 971, 996,
+     997)
 )  # fmt: skip
 MESSAGES: Final[dict[bytes, MessageSpec]] = {
     b"0": MessageSpec("Heartbeat", (), (112,), admin=True),
@@ -292,7 +302,7 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
     b"3": MessageSpec("Reject", (45,), (371, 372, 373, 58), admin=True),
     b"4": MessageSpec("SequenceReset", (36,), (123,), admin=True),
     b"5": MessageSpec("Logout", (), (58,), admin=True),
-    b"A": MessageSpec("Logon", (98, 108), (141, 789, 553, 554, 383), admin=True),
+    b"A": MessageSpec("Logon", (98, 108), (141, 789, 553, 554, 383, 464), (MSG_TYPES,), True),
     b"D": MessageSpec("NewOrderSingle", (11, 55, 54, 60, 40), _ORDER, (PARTIES,)),
     b"F": MessageSpec("OrderCancelRequest", (41, 11, 55, 54, 60), (1, 37, 38, 58), (PARTIES,)),
     b"G": MessageSpec(
@@ -339,7 +349,7 @@ UNSUPPORTED_ORDER_FIELDS: Final = frozenset(
     for kind in (b"D", b"G")
     for t in MESSAGES[kind].optional
     if t not in _ORDER and t not in _DESCRIPTIVE and t not in (37, 41, 60) and t not in HEADER
-) | frozenset((115, 116, 144, 128, 129, 145))  # on behalf of, deliver to: a third party's
+)
 
 _ALLOWED: Final = {k: v.allowed() for k, v in MESSAGES.items()}
 _GROUP_MEMBERS: Final = {m for s in MESSAGES.values() for g in s.groups for m in g.members}
@@ -491,7 +501,13 @@ def first_fault(msg: FixMessage) -> Fault | None:
         else:
             in_header = False
         if tag not in allowed:
-            what = "a data field, not taken" if tag in DATA_FIELDS else "not defined"
+            what = (
+                "a data field, not taken"
+                if tag in DATA_FIELDS
+                else "a third party's routing, not taken"
+                if tag in THIRD_PARTY
+                else "not defined"
+            )
             return Fault(
                 RejectReason.TAG_NOT_DEFINED_FOR_MESSAGE,
                 tag,

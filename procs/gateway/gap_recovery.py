@@ -195,5 +195,7 @@ class GapRecovery:
     def _release(self, out: list[bytes], now_ns: int) -> None:
         for raw in self._behind:
             self._sent(raw, now_ns)
+        if self._behind and self._resend_upto:  # a ResendRequest of ours waited: it goes now,
+            self._resend_at = now_ns  # and its heartbeat interval starts now
         out += self._behind
         self._behind, self.behind_bytes = [], 0

@@ -107,10 +107,21 @@ def unsupported_field(msg: FixMessage) -> str | None:
     """Why an order (D or G) with a field FIX 4.4 defines for it that changes how it executes
     and that ringex does not act on (MinQty, ExpireTime, a peg, ...) is refused, or None: a
     client that sent one expects it kept, so it is refused, never dropped in silence."""
-    if UNSUPPORTED_ORDER_FIELDS.isdisjoint(msg.fields):
-        return None
+    f = msg.fields
+    if UNSUPPORTED_ORDER_FIELDS.isdisjoint(f):
+        kind = f.get(167)  # SecurityType: the symbol itself, or a derivative of it
+        if kind is None or kind not in DERIVATIVES:
+            return None
+        return f"SecurityType (167) {shown(kind)}: ringex trades the symbol itself"
     tag = next(t for t in msg.tags if t in UNSUPPORTED_ORDER_FIELDS)
     return f"{FIELDS[tag][0]} ({tag}) is not supported"
+
+
+#: SecurityType (167) values naming a derivative of the Symbol (55), not the symbol: an order
+#: for one is refused, never booked on the symbol itself (the reread of review 51).
+DERIVATIVES: Final = frozenset(
+    (b"OPT", b"FUT", b"MLEG", b"WAR", b"FXFWD", b"FXSWAP", b"FXNDF", b"IRS", b"CDS", b"REPO")
+)
 
 
 def replace_fault(msg: FixMessage, order: Order, stop: int, display: int) -> str | None:
@@ -147,7 +158,10 @@ def refusal_note(kind: bytes, order: Order, code: ResultCode) -> str:
     ):
         return ": a stop not triggered yet is not on the book; cancel it and send a new one"
     if code == ResultCode.PRICE_OUT_OF_BAND:  # a replace's new price: a limit's collar
-        return OUT_OF_BAND_NOTES.get(order.ord_type if kind == b"D" else OrdType.LIMIT, "")
+        note = OUT_OF_BAND_NOTES.get(order.ord_type if kind == b"D" else OrdType.LIMIT, "")
+        if kind == b"D" and order.ord_type == OrdType.STOP and order.price:
+            note += ", or past its Price (44), the worst it may trade at"
+        return note
     return ""
 
 

@@ -369,7 +369,7 @@ def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:
         text += (
             f": the best opposite price is past its stopPrice by more than bandBps "
             f"{sym.band_bps} bps: banded from its stopPrice, it could not trade"
-        )
+        ) + (", or past its price, the worst it may trade at" if req.price else "")
     elif code == ResultCode.PRICE_OUT_OF_BAND and req.ord_type == OrdType.STOP_LIMIT:
         text += (
             f": a stop-limit's price may be at most limitBandBps {sym.limit_band_bps} bps from "

@@ -496,7 +496,7 @@ class Session(GapRecovery):
             # resend (PossDup) reaching its end with the gap still there asks again (a
             # garbled message left a hole), or it never heals; so does a heartbeat interval
             # without an answer moving the gap on (its last one was garbled: review 51).
-            stale = now_ns - self._resend_at >= self.heartbeat_ns
+            stale = not self._resends and now_ns - self._resend_at >= self.heartbeat_ns
             if self._resend_upto < expected or (poss_dup and seq >= self._resend_upto) or stale:
                 self._request_resend(seq, now_ns)
             return

@@ -60,7 +60,8 @@ def dry_run(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[list[list[s
 
 def unit_environment(cmd: list[str]) -> dict[str, str]:
     """The variables a ``systemd-run`` line gives its unit, whichever way it spells them
-    (``--setenv=K=V``, ``--setenv K=V``, ``-E K=V``, ``-p Environment=K=V``)."""
+    (``--setenv=K=V``, ``--setenv K=V``, ``-E K=V``, ``-p Environment=K=V``; a name alone,
+    ``--setenv=K``, takes the value of the caller's environment, as systemd-run does)."""
     found: dict[str, str] = {}
     for i, arg in enumerate(cmd):
         if arg == "--":
@@ -75,6 +76,8 @@ def unit_environment(cmd: list[str]) -> dict[str, str]:
         if "=" in value:
             key, _, val = value.partition("=")
             found[key] = val
+        elif value and arg != "-p" and value in os.environ:
+            found[value] = os.environ[value]
     return found
 
 
