@@ -386,7 +386,7 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     status["endpoints"] = endpoints(cfg, status)
     # a standby serves no client (its gateways and feed start when it is promoted): the
     # addresses are its promoted instance's; the supervisor's metrics it serves now
-    status["serves_clients"] = status.get("role") != "standby" and status["state"] != "stopped"
+    status["serves_clients"] = status.get("role") != "standby" and status["state"] == "running"
     if (
         status["state"] == "stopped"
         and (elsewhere := _running_elsewhere(cfg, segments.values())) is not None

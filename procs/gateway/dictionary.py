@@ -14,7 +14,9 @@ the user-defined range (5000-9999) an undefined tag (373=3).
 Checks run in the order QuickFIX runs them, so a message with several faults is rejected for
 the one a FIX engineer expects: header order, invalid/undefined tags, empty values, tags not
 defined for the message type, repeated tags, data formats, enum values, required tags, then
-repeating-group counts. Only the groups ringex reads are defined (NoPartyIDs on orders).
+repeating-group counts. Only the groups ringex reads are defined (NoPartyIDs on orders;
+NoMsgTypes on the Logon, taken and ignored); data fields and a third party's routing
+(OnBehalfOf*, DeliverTo*) are not taken.
 """
 
 from __future__ import annotations
@@ -234,10 +236,8 @@ FIELDS: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
 }
 #: The highest tag FIX 4.4 itself may define; 5000-9999 are user-defined (undefined here).
 USER_DEFINED_FROM: Final = 5000
-#: Data fields (any bytes, SOH included) and the lengths that frame them (EncodedText 355
-#: and EncodedTextLen 354, RawData 96, XmlData 213, ...): the codec splits every value at
-#: SOH, so they are not taken (a value holding SOH would read as other fields: the reread
-#: of review 51).
+#: Data fields (any bytes, SOH too) and the lengths framing them (EncodedText 355, RawData
+#: 96, ...): the codec splits values at SOH, so they are not taken (review 51's reread).
 DATA_FIELDS: Final = frozenset(
     int(tag) for tag, (_, kind, _) in _SPEC["fields"].items() if kind in ("DATA", "LENGTH")
 ) - set(_READ)  # BodyLength and MaxMessageSize are LENGTHs framing nothing
