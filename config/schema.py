@@ -476,6 +476,8 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
                 if shared and other[1] == shared:
                     continue
                 if shared.startswith("fix ") and other[1].startswith("fix "):
+                    if h != host and not (h in wildcard and host in wildcard):
+                        continue  # an address's own listener takes its clients, not a wildcard
                     raise ValueError(  # the kernel hands a client's Logon to either (review 52)
                         f"{who} and {other[0]} share {host}:{port} with reuse_port but answer "
                         f"as comp_id {shared[4:]!r} and {other[1][4:]!r}: a client's Logon "

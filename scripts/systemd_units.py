@@ -358,13 +358,14 @@ def chown_instance_dirs(cfg: RingexConfig, user: str) -> None:
     are: the units write the journal, snapshots and status there (review 52)."""
     entry = unit_user(user)
     top = run_dir(cfg).parent
-    for where, dirs, files in os.walk(top):  # links are not followed, nor handed over: one
-        for name in (".", *dirs, *files):  # may name any file (the reread of review 51)
-            path = os.path.join(where, name)
+    # by directory descriptors: no link is followed, nor one swapped in for a directory
+    # while the walk goes (a link may name any file: the rereads of review 51)
+    for _, dirs, files, fd in os.fwalk(top, follow_symlinks=False):
+        for name in (".", *dirs, *files):
             with contextlib.suppress(FileNotFoundError):
-                st = os.lstat(path)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 if st.st_uid == 0 and not stat.S_ISLNK(st.st_mode):
-                    os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+                    os.chown(name, entry.pw_uid, entry.pw_gid, dir_fd=fd, follow_symlinks=False)
 
 
 def chown_segments(cfg: RingexConfig, user: str) -> None:

@@ -14,9 +14,8 @@ the user-defined range (5000-9999) an undefined tag (373=3).
 Checks run in the order QuickFIX runs them, so a message with several faults is rejected for
 the one a FIX engineer expects: header order, invalid/undefined tags, empty values, tags not
 defined for the message type, repeated tags, data formats, enum values, required tags, then
-repeating-group counts. Only the groups ringex reads are defined (NoPartyIDs on orders;
-NoMsgTypes on the Logon, taken and ignored); data fields and a third party's routing
-(OnBehalfOf*, DeliverTo*) are not taken.
+repeating-group counts. Groups: NoPartyIDs on orders, NoMsgTypes on the Logon (ignored);
+data fields and a third party's routing (OnBehalfOf*, DeliverTo*) are not taken.
 """
 
 from __future__ import annotations
@@ -234,8 +233,7 @@ FIELDS: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
     **{int(tag): _spec_field(*info) for tag, info in _SPEC["fields"].items()},
     **_READ,
 }
-#: The highest tag FIX 4.4 itself may define; 5000-9999 are user-defined (undefined here).
-USER_DEFINED_FROM: Final = 5000
+USER_DEFINED_FROM: Final = 5000  # 5000-9999: user-defined tags (undefined here)
 #: Data fields (any bytes, SOH too) and the lengths framing them (EncodedText 355, RawData
 #: 96, ...): the codec splits values at SOH, so they are not taken (review 51's reread).
 DATA_FIELDS: Final = frozenset(
@@ -352,7 +350,9 @@ UNSUPPORTED_ORDER_FIELDS: Final = frozenset(
 )
 
 _ALLOWED: Final = {k: v.allowed() for k, v in MESSAGES.items()}
-_GROUP_MEMBERS: Final = {m for s in MESSAGES.values() for g in s.groups for m in g.members}
+#: By message type, the tags its own groups repeat (a Logon's 372 repeats in no Reject).
+_GROUP_MEMBERS: Final = {k: frozenset(m for g in v.groups for m in g.members)
+                         for k, v in MESSAGES.items()}  # fmt: skip
 #: Standard FIX 4.4 message types ringex does not support: BusinessMessageReject, not Reject.
 _STANDARD_TYPES: Final = (
     "0 1 2 3 4 5 6 7 8 9 A B C D E F G H J K L M N P Q R S T U V W X Y Z a b c d e f g h i j k l "
@@ -513,7 +513,7 @@ def first_fault(msg: FixMessage) -> Fault | None:
                 tag,
                 f"tag {tag} ({info[0]}) is {what} for {spec.name}",
             )
-        if tag in seen and tag not in _GROUP_MEMBERS:
+        if tag in seen and tag not in _GROUP_MEMBERS[msg.msg_type]:
             return Fault(
                 RejectReason.TAG_APPEARS_MORE_THAN_ONCE, tag, f"tag {tag} appears more than once"
             )

@@ -119,9 +119,7 @@ def unsupported_field(msg: FixMessage) -> str | None:
 
 #: SecurityType (167) values naming a derivative of the Symbol (55), not the symbol: an order
 #: for one is refused, never booked on the symbol itself (the reread of review 51).
-DERIVATIVES: Final = frozenset(
-    (b"OPT", b"FUT", b"MLEG", b"WAR", b"FXFWD", b"FXSWAP", b"FXNDF", b"IRS", b"CDS", b"REPO")
-)
+DERIVATIVES: Final = frozenset((b"OPT", b"FUT", b"MLEG", b"WAR", b"FORWARD", b"REPO"))  # FIX 4.4
 
 
 def replace_fault(msg: FixMessage, order: Order, stop: int, display: int) -> str | None:
