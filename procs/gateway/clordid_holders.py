@@ -20,20 +20,23 @@ class ClOrdIdHolders:
     #: a logon tells it too).
     account_of: Callable[[int], int | None]
     _session_accounts: dict[int, int | None]
-    pending_replace: Callable[[int, bytes], Order | None]
 
     def holding(self, account: int, cl_ord_id: bytes) -> Order | None:
         """An unfinished order of a session of ``account`` whose ClOrdID is ``cl_ord_id``,
         or will be once a replace in flight lands. Logged on or not: a session that logged
         off without cancel-on-disconnect leaves its orders resting under their ClOrdIDs."""
-        in_flight = {r.session for r in self.requests.values() if r.kind == b"G"}
-        for session_id in self.live.groups.keys() | in_flight:
+        for session_id in self.live.groups:
             if self._account_of(session_id) == account:
                 found = self.live.get((session_id, cl_ord_id))
-                if found is None:
-                    found = self.pending_replace(session_id, cl_ord_id)
                 if found is not None:
                     return found
+        for r in self.requests.values():  # a replace in flight names its order so
+            if (
+                r.kind == b"G"
+                and r.cl_ord_id == cl_ord_id
+                and self._account_of(r.session) == account
+            ):
+                return r.order
         return None
 
     def _account_of(self, session_id: int) -> int | None:

@@ -72,6 +72,12 @@ def mass_report(f: dict[int, bytes], response: bytes, transact: bytes) -> bytes:
     return body + transact + (field(55, f[55]) if 55 in f else b"")
 
 
+def mass_refused(f: dict[int, bytes], reason: int, text: str, transact: bytes) -> bytes:
+    """An OrderMassCancelReport's body refusing the request: 531=0, MassCancelRejectReason
+    (532) ``reason`` and ``text``."""
+    return mass_report(f, b"0", transact) + field(532, reason) + field(58, text)
+
+
 def differs(msg: FixMessage, order: Order) -> str | None:
     """Why a cancel or replace does not fit its order, or None: it must repeat the order's
     Symbol and Side, and a replace its OrdType (a replace changes only price and size)."""

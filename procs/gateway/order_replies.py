@@ -41,6 +41,7 @@ from procs.gateway.order_fields import (
     FIX_ORD_TYPE,
     FIX_TIF,
     REPORT,
+    mass_refused,
     mass_report,
 )
 from procs.gateway.order_state import MassCancelRequest, Order, Request
@@ -84,11 +85,11 @@ class OrderReplies:
         mass = self.mass_cancels.pop(ref)
         self.touched[ref] = None
         f = mass.fields
+        transact = self._transact(at_ns)
         if refused is None:
-            body = mass_report(f, f[530], self._transact(at_ns))
+            body = mass_report(f, f[530], transact)
         else:
-            body = mass_report(f, b"0", self._transact(at_ns)) + field(532, 99)
-            body += field(58, refused)
+            body = mass_refused(f, 99, refused, transact)
         self._deliver(mass.session, b"r", body)
 
     def restate(self, order: Order) -> None:

@@ -68,7 +68,7 @@ from procs.gateway.order_fields import (
     amounts,
     cannot_post,
     differs,
-    mass_report,
+    mass_refused,
     refusal_note,
     replace_fault,
     rested,
@@ -380,22 +380,21 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         kind = f[530]
         if self._resent_again(session, msg, f[11]):
             return  # repeated, it would cancel orders placed after the first
+        transact = self._transact(now_ns)
         if self._taken(session.session_id, f[11]):
             text = f"duplicate ClOrdID {shown(f[11])}"
-            body = mass_report(f, b"0", self._transact(now_ns)) + field(532, 99)
-            session.send(b"r", body + field(58, text), now_ns)
+            session.send(b"r", mass_refused(f, 99, text, transact), now_ns)
             return
         symbol = 0
         if 54 in f:  # the exchange cancels both sides: refused rather than done too widely
-            body = mass_report(f, b"0", self._transact(now_ns)) + field(532, 99)
             text = f"Side (54) {shown(f[54])} on a mass cancel is not supported: both sides go"
-            session.send(b"r", body + field(58, text), now_ns)
+            session.send(b"r", mass_refused(f, 99, text, transact), now_ns)
             return
         if kind == b"1":
             sym = self.instruments.by_name.get(f.get(55, b""))
             if sym is None:
-                body = mass_report(f, b"0", self._transact(now_ns)) + field(532, 1)
-                session.send(b"r", body + field(58, f"unknown symbol {msg.text(55)}"), now_ns)
+                text = f"unknown symbol {msg.text(55)}"
+                session.send(b"r", mass_refused(f, 1, text, transact), now_ns)
                 return
             symbol = sym.id
         ref = self.next_ref()

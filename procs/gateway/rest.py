@@ -477,23 +477,24 @@ class RestApi(OpenOrderViews, RestConnections):
         ref = self.core.cancel(key.account, key.session, sym.id, oid, time.time_ns())
         outcome = await self.wait(ref)
         if outcome.code != ResultCode.OK or outcome.order is None:
-            if (ended := self.ended_first(key.account, oid, outcome.code)) is not None:
-                raise bad_request(
-                    codes.CANCEL_REJECTED,
-                    f"cancel rejected: orderId={oid} is {ended}: too late to cancel",
-                )
+            self.refuse_if_ended(key.account, oid, outcome.code, "cancel")
             why = "unknown order" if outcome.code in codes.NOT_YOURS else outcome.code.name
             raise bad_request(codes.CANCEL_REJECTED, f"cancel rejected: {why} orderId={oid}")
         return json_response(outcome.view or outcome.order.json())
 
-    def ended_first(self, account: int, oid: int, code: ResultCode) -> str | None:
-        """The status of ``account``'s order ``oid`` when a cancel or amend of it was refused
-        as unknown because it ended (a fill, say) while the request was on its way: what
-        the client is told rather than "unknown order", as FIX says "too late" (review 47)."""
+    def refuse_if_ended(self, account: int, oid: int, code: ResultCode, what: str) -> None:
+        """When ``what`` (a cancel or an amend) of ``account``'s order ``oid`` was refused as
+        unknown because the order ended (a fill, say) while the request was on its way,
+        refuse it saying so, as FIX says "too late", rather than "unknown order" (review
+        47)."""
         if code not in codes.NOT_YOURS:
-            return None
+            return
         order = self.core.order(account, oid)
-        return order.status if order is not None and order.order_id and not order.open else None
+        if order is not None and order.order_id and not order.open:
+            raise bad_request(
+                codes.CANCEL_REJECTED,
+                f"{what} rejected: orderId={oid} is {order.status}: too late to {what}",
+            )
 
     async def query_order(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "read")

@@ -85,11 +85,7 @@ class AmendRoute:
         outcome = await api.wait(ref)
         if outcome.code != ResultCode.OK or outcome.order is None:
             code = outcome.code
-            if (ended := api.ended_first(key.account, order.order_id, code)) is not None:
-                raise bad_request(
-                    codes.CANCEL_REJECTED,
-                    f"amend rejected: orderId={order.order_id} is {ended}: too late to amend",
-                )
+            api.refuse_if_ended(key.account, order.order_id, code, "amend")
             why = "unknown order" if code in codes.NOT_YOURS else f"{code.name} ({int(code)})"
             if code == ResultCode.INVALID_ORDER and order.stop_price and not order.triggered:
                 why += " (a stop not triggered yet is not on the book: cancel it, place a new one)"

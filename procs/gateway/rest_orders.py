@@ -153,11 +153,17 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         ambiguous."""
         if not client_id:
             return None
-        found = self.client_ids.get((account, client_id))
-        if found is None:  # at most the account's open orders (the risk limit)
-            found = next((o for o in self.live.of(account) if o.client_order_id == client_id), None)
+        found = self._open_by_client_id(account, client_id)
         if found is None and (fix := self.fix_live(account, client_id)) is not None:
             found = from_fix(fix, account)
+        return found
+
+    def _open_by_client_id(self, account: int, client_id: str) -> LiveOrder | None:
+        """An open order of ``account`` this core knows as ``client_id``: placed through the
+        API, or followed (at most the account's open orders: the risk limit bounds them)."""
+        found = self.client_ids.get((account, client_id))
+        if found is None:
+            found = next((o for o in self.live.of(account) if o.client_order_id == client_id), None)
         return found
 
     def new_order(self, req: OrderRequest, account: int, session: int, now_ns: int) -> int:
@@ -239,12 +245,9 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         if order_id is not None:
             found = self.live.get(order_id) or self.done.get(order_id)
             return found if found is not None and found.account == account else None
-        found = self.client_ids.get((account, client_id))
+        found = self._open_by_client_id(account, client_id)
         if found is not None:
             return found
-        for o in self.live.of(account):
-            if o.client_order_id == client_id:
-                return o
         for o in reversed(self.done.values()):  # at most ``keep_done``
             if o.account == account and o.client_order_id == client_id:
                 return o

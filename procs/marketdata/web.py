@@ -10,6 +10,7 @@ port and origin. Only GET; every file is read once at start (the page is a few k
 from __future__ import annotations
 
 import http
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qs
@@ -91,6 +92,39 @@ def page_config(cfg: RingexConfig) -> dict[str, Any]:
 MAX_LIMIT = TRADES_KEPT
 
 
+class _Rendered:
+    """What a source (a tape, a candle series) shows of items that never change (a trade, a
+    closed candle), each rendered once, by its key; a source restored since (a reseed)
+    starts anew."""
+
+    __slots__ = ("by_key", "source")
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.by_key: dict[int, dict[str, Any]] = {}
+
+    @classmethod
+    def of(cls, table: dict[Any, _Rendered], key: Any, source: Any) -> _Rendered:
+        found = table.get(key)
+        if found is None or found.source is not source:
+            found = table[key] = cls(source)
+        return found
+
+    def get(self, key: int, render: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        data = self.by_key.get(key)
+        if data is None:
+            data = self.by_key[key] = render(*args)
+        return data
+
+    def keep(self, held: int, first: Callable[[], int]) -> None:
+        """Past twice the ``held`` items the source holds, forget those before ``first()``,
+        the oldest it still holds."""
+        if len(self.by_key) > 2 * held:
+            oldest = first()
+            for key in [k for k in self.by_key if k < oldest]:
+                del self.by_key[key]
+
+
 class Site:
     def __init__(
         self,
@@ -116,11 +150,11 @@ class Site:
         self._depths: dict[str, tuple[Any, int, dict[str, Any]]] = {}
         #: ``/api/trades``: by symbol, the tape and each trade on it by its id (a trade never
         #: changes);
-        self._trades: dict[str, tuple[Any, dict[int, dict[str, Any]]]] = {}
+        self._trades: dict[Any, _Rendered] = {}
         #: ``/api/klines``: by symbol and interval, the series and each closed candle by its
         #: open time (a closed candle never changes; the open one is rendered each answer).
         #: A tape or series restored since (a reseed) starts its own.
-        self._candles: dict[tuple[str, str], tuple[Any, dict[int, dict[str, Any]]]] = {}
+        self._candles: dict[Any, _Rendered] = {}
 
     def _depth(self, market: Any, limit: int) -> bytes:
         """``market``'s depth answer at ``limit`` levels: rendered once per book version."""
@@ -134,42 +168,21 @@ class Site:
 
     def _recent_trades(self, market: Any, limit: int) -> Response:
         s, tape = market.symbol, market.tape
-        cached = self._trades.get(s.stream)
-        if cached is None or cached[0] is not tape:
-            cached = self._trades[s.stream] = (tape, {})
-        rendered = cached[1]
-        out = []
-        for t in tape.recent(limit):
-            data = rendered.get(t.trade_id)
-            if data is None:
-                data = rendered[t.trade_id] = messages.trade_data(s, t)
-            out.append(data)
-        if len(rendered) > 2 * MAX_LIMIT:  # keep what the tape still holds
-            first = tape.recent(MAX_LIMIT)[0].trade_id
-            for trade_id in [k for k in rendered if k < first]:
-                del rendered[trade_id]
+        rendered = _Rendered.of(self._trades, s.stream, tape)
+        out = [rendered.get(t.trade_id, messages.trade_data, s, t) for t in tape.recent(limit)]
+        rendered.keep(MAX_LIMIT, lambda: tape.recent(MAX_LIMIT)[0].trade_id)
         return _json(out)
 
     def _klines(self, market: Any, interval: str, limit: int) -> Response:
         s, series = market.symbol, market.candles[interval]
-        cached = self._candles.get((s.stream, interval))
-        if cached is None or cached[0] is not series:
-            cached = self._candles[s.stream, interval] = (series, {})
-        rendered = cached[1]
+        rendered = _Rendered.of(self._candles, (s.stream, interval), series)
         closed = list(series.closed)
         count = limit - (series.current is not None)  # the open candle is the last one shown
-        out = []
-        for c in closed[max(0, len(closed) - count) :] if count > 0 else ():
-            data = rendered.get(c.open_ns)
-            if data is None:
-                data = rendered[c.open_ns] = messages.candle_data(s, interval, c)
-            out.append(data)
-        if series.current is not None:
+        shown = closed[max(0, len(closed) - count) :] if count > 0 else []
+        out = [rendered.get(c.open_ns, messages.candle_data, s, interval, c) for c in shown]
+        if series.current is not None:  # open: it changes, rendered each answer
             out.append(messages.candle_data(s, interval, series.current))
-        if len(rendered) > 2 * (series.closed.maxlen or MAX_LIMIT):  # keep what it holds
-            first = closed[0].open_ns if closed else 0
-            for open_ns in [k for k in rendered if k < first]:
-                del rendered[open_ns]
+        rendered.keep(series.closed.maxlen or MAX_LIMIT, lambda: closed[0].open_ns if closed else 0)
         return _json(out)
 
     def get(self, target: str) -> Response:

@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config.schema import AssetConfig, RiskConfig, SymbolConfig
+from config.schema import AssetConfig, RiskConfig
 from procs.common.records import (
     Accepted,
     CancelOrder,
@@ -67,6 +67,7 @@ from tests.unit.router.core_rig import (
     funded,
     new_order,
 )
+from tests.unit.test_review47_reread import ACCOUNT, GATEWAY, SESSION, SYM, _fix, _Session
 
 # -- the router: a replace with others in flight (f12f594) -----------------------------------------
 
@@ -280,30 +281,7 @@ def test_random_in_flight_replaces_of_one_order_settle_restore_and_replay(
 
 # -- gateway: one client order id, one open order (3b8b277) ---------------------------------------
 
-SYM = SymbolConfig(name="BTC-USD", id=1, price_decimals=2, qty_decimals=2, base="BTC")
 ASSETS = [AssetConfig(name="USD", id=1, decimals=4), AssetConfig(name="BTC", id=2, decimals=2)]
-GATEWAY, SESSION, ACCOUNT = 3, 5, 7
-
-
-class _Session:
-    """What ``OrderEntry`` asks of a logged-on session: its ids, and ``send``."""
-
-    session_id = SESSION
-    account = ACCOUNT
-    user = None
-    closed = False
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, dict[int, bytes]]] = []
-
-    def send(self, msg_type: bytes, body: bytes, now_ns: int) -> None:
-        pairs = [f.split(b"=", 1) for f in body.split(b"\x01") if f]
-        self.sent.append((msg_type, {int(k): v for k, v in pairs}))
-
-
-def _fix(kind: bytes, pairs: list[tuple[int, bytes]]) -> FixMessage:
-    tags = [35, *(t for t, _ in pairs)]
-    return FixMessage.of(b"", tags, [kind, *(v for _, v in pairs)])
 
 
 def _bid(cl_ord_id: bytes, price: bytes = b"90.00") -> FixMessage:

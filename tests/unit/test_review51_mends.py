@@ -29,7 +29,8 @@ from tests.unit.supervisor.test_review50_ops import (
     ringex,
     while_b_recovers,
 )
-from tests.unit.test_review49_reread import ACCOUNT, _bid, _Session, _wired
+from tests.unit.test_review47_reread import ACCOUNT, _Session
+from tests.unit.test_review49_reread import _bid, _wired
 
 __all__ = ["_in_root"]  # a fixture of review 50's, used here
 

@@ -71,16 +71,8 @@ from tests.unit.router.core_rig import BUY as CORE_BUY
 from tests.unit.router.core_rig import new_order
 from tests.unit.router.test_review51_router import _SYMBOLS
 from tests.unit.supervisor.test_review_ops_bugs import write
-from tests.unit.test_review49_reread import (
-    ACCOUNT,
-    GATEWAY,
-    SESSION,
-    SYM,
-    _bid,
-    _fix,
-    _Session,
-    _wired,
-)
+from tests.unit.test_review47_reread import ACCOUNT, GATEWAY, SESSION, SYM, _fix, _Session
+from tests.unit.test_review49_reread import _bid, _wired
 
 
 @pytest.fixture

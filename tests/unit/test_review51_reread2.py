@@ -63,7 +63,8 @@ from tests.unit.gateway.test_review4_fix_bugs import (  # its fixture closes the
 )
 from tests.unit.matcher.sweep_rig import BUY, SELL, SPEC, STOP, Feed
 from tests.unit.matcher.sweep_rig import run as sweep
-from tests.unit.test_review49_reread import ACCOUNT, GATEWAY, SESSION, SYM, _fix, _wired
+from tests.unit.test_review47_reread import ACCOUNT, GATEWAY, SESSION, SYM, _fix
+from tests.unit.test_review49_reread import _wired
 from tests.unit.test_review52_ops_surfaces import dry_run, unit_profile
 
 units = load_script("systemd_units", "review51r2")
