@@ -9,12 +9,16 @@ Format: a directory of segments ``<first_seq:020d>.journal``, each a 64-byte hea
 fixed-size entries, all little-endian::
 
     header  | magic "RGXJRNL\\0" | u16 version | u16 header size | u32 entry size |
-            | u32 slot size | u32 0 | u64 schema id | u64 first seq | i64 created ns |
+            | u32 slot size | u32 rules | u64 schema id | u64 first seq | i64 created ns |
             | 12 zero bytes | u32 CRC32 of the 60 bytes before it |
     entry   | u64 seq | slot image (slot size bytes) | u32 CRC32(seq, image) | zero pad to 8 |
 
 With 128-byte slots an entry is 144 bytes. Entry seqs are contiguous within a segment and
 across segments; a segment's file name, header and first entry agree on its first seq.
+``rules`` is the version of the exchange's rules its entries were sequenced under
+(``procs/common/rules_version.py``; 0: not recorded): a reader given ``rules`` refuses to
+yield an entry of a segment of another version (``JournalRulesError``), and a writer of
+another version starts a segment of its own rather than append to the last.
 
 Durability. ``append`` writes a whole batch with one ``write`` per segment (group commit);
 the ``fsync`` policy decides when it is made durable: ``"batch"`` fsyncs at the end of every
@@ -86,6 +90,21 @@ class JournalCorruptError(JournalError):
         self.offset = offset
 
 
+class JournalRulesError(JournalError):
+    """A replay reached entries sequenced under other rules than this build's: made again,
+    they would not make the events they made (``procs/common/rules_version.py``)."""
+
+    def __init__(self, path: Path, first: int, found: int, expected: int) -> None:
+        written = f"rules version {found}" if found else "no rules version (an older build)"
+        super().__init__(
+            f"journal segment {path} (seqs from {first}) was written under {written}, and "
+            f"this build runs rules version {expected}: replayed, its entries would not make "
+            "the events they made. Replay it with the build that wrote it and write a "
+            "snapshot at the journal's end (ringex replay --snapshot) before upgrading"
+        )
+        self.path, self.first, self.found, self.expected = path, first, found, expected
+
+
 class JournalFormatError(JournalCorruptError):
     """A sound header written for another slot size, schema or format version."""
 
@@ -127,10 +146,12 @@ def list_segments(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def pack_header(layout: EntryLayout, schema_id: int, first_seq: int, created_ns: int) -> bytes:
+def pack_header(
+    layout: EntryLayout, schema_id: int, first_seq: int, created_ns: int, rules: int = 0
+) -> bytes:
     body = _HEADER.pack(
-        MAGIC, VERSION, HEADER_SIZE, layout.size, layout.slot_size, 0, schema_id, first_seq,
-        created_ns,
+        MAGIC, VERSION, HEADER_SIZE, layout.size, layout.slot_size, rules, schema_id,
+        first_seq, created_ns,
     )  # fmt: skip
     return body + U32.pack(zlib.crc32(body))
 
@@ -143,6 +164,7 @@ class _Tail:
     good_end: int  # byte offset just after the last good entry
     last_seq: int  # first seq - 1 when the segment holds no entry
     size: int  # the file's size when scanned
+    rules: int  # the rules version its header records
 
 
 def _drain(scan: Generator[tuple[int, memoryview], None, _Tail]) -> _Tail:
@@ -167,9 +189,13 @@ class JournalReader:
         slot_size: int,
         schema_id: int,
         archive: Path | str | None = None,
+        rules: int | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.schema_id = schema_id
+        #: the rules version a replay runs (``JournalRulesError`` for an entry of another);
+        #: None for readers that only copy or look at the commands
+        self.rules = rules
         self.layout = EntryLayout(slot_size)
         #: where archived segments went: read where the directory no longer has them (a
         #: database restored from a backup older than what was archived)
@@ -250,27 +276,28 @@ class JournalReader:
         first, path = segments[-1]
         size_e = self.layout.size
         with open(path, "rb", buffering=0) as f:
-            self._header(path, f, first)
+            _, rules = self._header(path, f, first)
             size = os.fstat(f.fileno()).st_size
             count, partial = divmod(size - HEADER_SIZE, size_e)
             if partial == 0 and count == 0:
-                return _Tail(path, HEADER_SIZE, first - 1, size)
+                return _Tail(path, HEADER_SIZE, first - 1, size, rules)
             if partial == 0:
                 f.seek(size - size_e)
                 entry = f.read(size_e)
                 seq, crc = self.layout.seq_crc.unpack(entry)
                 if seq == first + count - 1 and zlib.crc32(entry[: self.layout.body]) == crc:
-                    return _Tail(path, size, seq, size)
+                    return _Tail(path, size, seq, size, rules)
         return _drain(self._scan(path, first, first, last=True, expect_first=None))
 
-    def _header(self, path: Path, f: io.FileIO, name_seq: int) -> int:
-        """Check ``path``'s header against this reader and its name; return its first seq."""
+    def _header(self, path: Path, f: io.FileIO, name_seq: int) -> tuple[int, int]:
+        """Check ``path``'s header against this reader and its name; return its first seq
+        and its rules version."""
         data = f.read(HEADER_SIZE)
         if len(data) < HEADER_SIZE:
             raise JournalCorruptError(
                 path, len(data), f"header is {len(data)} bytes, expected {HEADER_SIZE}"
             )
-        magic, version, header_size, entry_size, slot_size, _, schema, first, _ = (
+        magic, version, header_size, entry_size, slot_size, rules, schema, first, _ = (
             _HEADER.unpack_from(data)
         )
         if magic != MAGIC:
@@ -299,7 +326,7 @@ class JournalReader:
             raise JournalCorruptError(
                 path, 32, f"header first seq {first} differs from the file name's {name_seq}"
             )
-        return int(first)
+        return int(first), int(rules)
 
     def _scan(
         self, path: Path, name_seq: int, from_seq: int, *, last: bool, expect_first: int | None
@@ -309,7 +336,7 @@ class JournalReader:
         size_e, body = layout.size, layout.body
         iter_unpack, crc32 = layout.seq_crc.iter_unpack, zlib.crc32
         with open(path, "rb", buffering=0) as f:
-            first = self._header(path, f, name_seq)
+            first, rules = self._header(path, f, name_seq)
             if expect_first is not None and first != expect_first:
                 raise JournalCorruptError(
                     path, 32, f"first seq {first}, but the previous segment ends at "
@@ -317,6 +344,8 @@ class JournalReader:
                 )  # fmt: skip
             size = os.fstat(f.fileno()).st_size
             offset = HEADER_SIZE + (from_seq - first) * size_e
+            if self.rules is not None and rules != self.rules and size - offset >= size_e:
+                raise JournalRulesError(path, first, rules, self.rules)  # an entry to yield
             expect = from_seq
             f.seek(offset)
             chunk_bytes = max(1, _READ_CHUNK // size_e) * size_e
@@ -329,7 +358,7 @@ class JournalReader:
                         self._bad_entry(
                             f, path, offset + pos, view[pos : pos + size_e], expect, last
                         )
-                        return _Tail(path, offset + pos, expect - 1, size)
+                        return _Tail(path, offset + pos, expect - 1, size, rules)
                     yield seq, view[pos + 8 : pos + body]
                     pos += size_e
                     expect += 1
@@ -340,8 +369,8 @@ class JournalReader:
                             path, offset, f"{len(chunk) - whole} bytes of a partial entry "
                             f"(entries are {size_e} bytes) in a segment that is not the last"
                         )  # fmt: skip
-                    return _Tail(path, offset, expect - 1, size)
-            return _Tail(path, offset, expect - 1, size)
+                    return _Tail(path, offset, expect - 1, size, rules)
+            return _Tail(path, offset, expect - 1, size, rules)
 
     def _bad_entry(
         self, f: io.FileIO, path: Path, offset: int, entry: memoryview, expect: int, last: bool

@@ -44,6 +44,7 @@ from procs.common.journal import (
     pack_header,
     segment_name,
 )
+from procs.common.rules_version import RULES_VERSION
 
 FsyncPolicy = Literal["batch", "pipelined", "interval", "none"]
 FSYNC_POLICIES: Final[tuple[FsyncPolicy, ...]] = ("batch", "pipelined", "interval", "none")
@@ -55,7 +56,10 @@ class JournalWriter:
 
     Opening creates the directory, repairs a torn tail and continues at ``next_seq``, so a
     restart after a crash and a first start run the same code. An empty journal begins at
-    ``start_seq`` (1, but for one that holds a part cut from another: ``cut_after``). Only
+    ``start_seq`` (1, but for one that holds a part cut from another: ``cut_after``). A
+    writer of other ``rules`` than the last segment's begins a segment of its own at
+    ``next_seq``, so each segment's header says what rules its entries were sequenced under
+    (``procs/common/rules_version.py``; an empty one is replaced). Only
     the router's sequencing loop calls ``append``, ``sync``, ``maybe_sync``, ``collect`` and
     ``wait_durable``; a failed write leaves the writer unusable (reopen it: the repair on
     open cuts whatever the failure left half-written).
@@ -73,6 +77,7 @@ class JournalWriter:
         clock: Callable[[], int] = time.monotonic_ns,
         start_seq: int = 1,
         cut_on_failure: bool = False,
+        rules: int = RULES_VERSION,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync={fsync!r}: expected one of {FSYNC_POLICIES}")
@@ -83,6 +88,7 @@ class JournalWriter:
         self.cut_on_failure = cut_on_failure
         self.directory = Path(directory)
         self.schema_id = schema_id
+        self.rules = rules  # in each segment's header (0: not said)
         self.fsync: FsyncPolicy = fsync
         layout = self._layout = EntryLayout(slot_size)
         self._capacity = (segment_bytes - HEADER_SIZE) // layout.size
@@ -115,6 +121,12 @@ class JournalWriter:
                 self._fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND)
                 self._count = (tail.good_end - HEADER_SIZE) // layout.size
                 os.fsync(self._fd)  # what a crashed run left in the page cache is durable now
+                if tail.rules != rules:  # the next append begins a segment of these rules
+                    os.close(self._fd)
+                    if self._count == 0:  # holds nothing: the new one takes its name
+                        tail.path.unlink()
+                        fsync_dir(self.directory)
+                    self._fd, self._count = -1, 0
         except BaseException:
             self._lock.close()
             raise
@@ -398,7 +410,8 @@ class JournalWriter:
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         try:
-            write_all(fd, pack_header(self._layout, self.schema_id, first, time.time_ns()))
+            header = pack_header(self._layout, self.schema_id, first, time.time_ns(), self.rules)
+            write_all(fd, header)
             os.fsync(fd)
             os.rename(tmp, path)
             os.fsync(self._lock.fd)  # the directory: the new name is durable before any entry

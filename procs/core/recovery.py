@@ -38,6 +38,7 @@ from procs.common.records import (
     SymbolRules,
     Transfer,
 )
+from procs.common.rules_version import RULES_VERSION
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import ADMIN_GATEWAY, journal_dir, snapshot_dir
 from procs.core.accounts import Accounts
@@ -209,6 +210,11 @@ def _recover(
     started = time.perf_counter()
     sequencer, matchers, start = from_snapshot(cfg) if use_snapshot else (*fresh(cfg), None)
     reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    # what is made again must have been sequenced under this build's rules; the tail's part
+    # before the snapshot is only looked at
+    replayed_from = JournalReader(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id, rules=RULES_VERSION
+    )
     last = reader.last_seq() if journal_dir(cfg).exists() else 0
     if start is not None and start > last:
         raise ReplayError(
@@ -249,7 +255,8 @@ def _recover(
 
     if pipelined and total >= PIPELINE_MIN:
         states = replay_in_child(
-            *(reader.entries(start + 1), last, codec, sequencer.matchers_for, matchers, replay),
+            *(replayed_from.entries(start + 1), last, codec, sequencer.matchers_for, matchers),
+            replay,
             frozenset(sequencer.accounts.handlers),  # what settling takes: not book levels
         )
         matchers = restore_matchers(cfg, states)
@@ -257,7 +264,7 @@ def _recover(
         decode, route = codec.decode_slot, sequencer.matchers_for
 
         def executed() -> Iterator[tuple[Record, list[list[Record]]]]:
-            for seq, image in reader.entries(start + 1):
+            for seq, image in replayed_from.entries(start + 1):
                 if seq > last:
                     return
                 command = decode(image)
@@ -304,7 +311,9 @@ def journal_commands(
     if upto is not None and upto <= after:
         return  # nothing to read: not even the entry past ``upto`` that would end the loop
     mine = {cfg.symbol(s).id for s in cfg.matcher(name).symbols} | {0}
-    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(
+        directory, slot_size=codec.slot_size, schema_id=codec.schema_id, rules=RULES_VERSION
+    )
     for seq, image in reader.entries(after + 1):
         if upto is not None and seq > upto:
             return

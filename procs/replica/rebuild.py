@@ -33,6 +33,7 @@ from procs.common.journal import DirectoryLock, JournalReader
 from procs.common.journal_writer import cut_after
 from procs.common.records import RecordCodec
 from procs.common.replication_ack import BLOCK_FILE, ack_dir
+from procs.common.rules_version import RULES_VERSION
 from procs.common.topology import (
     gateway_root,
     journal_dir,
@@ -77,8 +78,8 @@ async def _ask(host: str, port: int) -> Epochs:
         raise EpochsError(f"{host}:{port} answered {type(answer).__name__}, not its epochs")
     codec = RecordCodec()  # before anything is cut: this instance could never follow it
     if refused := records_differ(
-        f"{host}:{port}'s", (answer.schema_id, answer.slot_size),
-        "this instance's", (codec.schema_id, codec.slot_size),
+        f"{host}:{port}'s", (answer.schema_id, answer.slot_size, answer.rules),
+        "this instance's", (codec.schema_id, codec.slot_size, RULES_VERSION),
     ):  # fmt: skip
         raise EpochsError(refused)
     return Epochs(tuple((e, s) for e, s in answer.epochs))

@@ -31,6 +31,7 @@ from procs.common.epochs import Epochs
 from procs.common.journal import JournalError, JournalReader
 from procs.common.records import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
+from procs.common.rules_version import RULES_VERSION
 from procs.common.run_files import process_start
 from procs.common.topology import gateway_root, journal_dir
 from procs.replica.files import CHUNK, FileShipper, shipped_files
@@ -43,6 +44,7 @@ from procs.replica.wire import (
     Ack,
     AskDigests,
     AskEpochs,
+    Build,
     Digests,
     Entries,
     EpochHistory,
@@ -87,7 +89,7 @@ class ReplicationSource:
         self.cfg = cfg
         self._started = process_start(os.getpid())  # its status names it by pid and start
         codec = RecordCodec()
-        self.records = (codec.schema_id, codec.slot_size)
+        self.records: Build = (codec.schema_id, codec.slot_size, RULES_VERSION)
         self.reader = JournalReader(
             journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id
         )
@@ -201,7 +203,10 @@ class ReplicationSource:
             # records first: a peer of another build can never be this primary's standby,
             # so its epoch says nothing of this primary's and must not fence it
             refusal = records_differ(
-                "the standby's", (hello.schema_id, hello.slot_size), "the primary's", self.records
+                "the standby's",
+                (hello.schema_id, hello.slot_size, hello.rules),
+                "the primary's",
+                self.records,
             ) or self._epoch_refusal(hello, peer)
             if refusal is not None:
                 await _refuse(writer, peer, refusal)

@@ -36,6 +36,7 @@ from procs.common.epochs import Epochs, EpochsError, JournalFencedError
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import RecordCodec
+from procs.common.rules_version import RULES_VERSION
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import gateway_root, journal_dir, snapshot_dir
 from procs.core.recovery import recover, write_snapshot
@@ -248,7 +249,12 @@ class Standby:
         await send(
             writer,
             Hello(
-                self.next_seq, self.digest, self._newest_epoch(), codec.schema_id, codec.slot_size
+                self.next_seq,
+                self.digest,
+                self._newest_epoch(),
+                codec.schema_id,
+                codec.slot_size,
+                RULES_VERSION,
             ),
         )
         first = await receive_within(reader, SILENCE_S)
@@ -258,9 +264,9 @@ class Standby:
             raise StandbyRefusedError(f"expected the primary's epochs, got {type(first).__name__}")
         if refused := records_differ(
             "the primary's",
-            (first.schema_id, first.slot_size),
+            (first.schema_id, first.slot_size, first.rules),
             "this standby's",
-            (codec.schema_id, codec.slot_size),
+            (codec.schema_id, codec.slot_size, RULES_VERSION),
         ):
             raise StandbyRefusedError(refused)
         self.follow_epochs(first)

@@ -1,10 +1,11 @@
 """The replication protocol: length-prefixed msgpack frames over TCP.
 
-    standby -> primary   Hello(next_seq, digest, epoch, schema_id, slot_size)   "send me
-                                                   entries from next_seq"; digest is the
+    standby -> primary   Hello(next_seq, digest, epoch, schema_id, slot_size, rules)   "send
+                                                   me entries from next_seq"; digest is the
                                                    standby's history hash up to next_seq - 1,
                                                    epoch its journal's newest, then its records
-    primary -> standby   EpochHistory(epochs, schema_id, slot_size)   the primary's epochs
+                                                   and its rules version
+    primary -> standby   EpochHistory(epochs, schema_id, slot_size, rules)   the primary's epochs
                                                    (``epochs.py``) and records, the first
                                                    answer to a Hello or an AskEpochs
     primary -> standby   Entries(first_seq, images, digest)   contiguous journal entries and
@@ -75,6 +76,8 @@ class Hello(msgspec.Struct, tag=1, array_like=True):
     #: not said, an older standby)
     schema_id: I64 = 0
     slot_size: I64 = 0
+    #: the rules version it replays under (``procs/common/rules_version.py``; 0: not said)
+    rules: I64 = 0
 
 
 class Entries(msgspec.Struct, tag=2, array_like=True):
@@ -106,6 +109,7 @@ class EpochHistory(msgspec.Struct, tag=6, array_like=True):
     #: the primary's records: a standby of other records refuses to follow (0: not said)
     schema_id: I64 = 0
     slot_size: I64 = 0
+    rules: I64 = 0  # and its rules version: a standby of another refuses to follow
 
 
 class AskEpochs(msgspec.Struct, tag=7, array_like=True):
@@ -182,18 +186,23 @@ def hashes_before(
     return found
 
 
-def records_differ(
-    peer: str, theirs: tuple[int, int], own: str, mine: tuple[int, int]
-) -> str | None:
-    """Why a peer whose records (``(schema_id, slot_size)``, ``RecordCodec``) are ``theirs``
-    may not replicate with this side's ``mine``, or None: the same, or not said (schema 0,
-    an older peer: the history hash check still refuses other slot images). ``peer`` and
-    ``own`` name each side's records in the reason."""
+#: A side's records and rules: ``(schema_id, slot_size, rules version)``.
+Build = tuple[int, int, int]
+
+
+def records_differ(peer: str, theirs: Build, own: str, mine: Build) -> str | None:
+    """Why a peer whose records (``(schema_id, slot_size)``, ``RecordCodec``) and rules
+    version are ``theirs`` may not replicate with this side's ``mine``, or None: the same,
+    or not said (schema 0, an older peer: the history hash check still refuses other slot
+    images). A peer that says its records but not its rules (0) is refused: entries it
+    sequenced under rules this side cannot name would be replayed under this side's.
+    ``peer`` and ``own`` name each side's in the reason."""
     if not theirs[0] or theirs == mine:
         return None
     return (
-        f"{peer} records (schema {theirs[0]:#x}, {theirs[1]}-byte slots) are not {own} "
-        f"(schema {mine[0]:#x}, {mine[1]}-byte slots): a standby runs the primary's build"
+        f"{peer} records (schema {theirs[0]:#x}, {theirs[1]}-byte slots, rules version "
+        f"{theirs[2]}) are not {own} (schema {mine[0]:#x}, {mine[1]}-byte slots, rules "
+        f"version {mine[2]}): a standby runs the primary's build"
     )
 
 

@@ -17,6 +17,7 @@ from config.schema import RingexConfig
 from procs.common.epochs import Epochs
 from procs.common.records import Record, Transfer
 from procs.common.replication_ack import FENCED, AckBlock, SyncGate, ack_dir
+from procs.common.rules_version import RULES_VERSION
 from procs.common.topology import journal_dir
 from procs.replica.source import ReplicationSource
 from procs.replica.wire import GENESIS, Hello, History, Message, Refused, receive, send
@@ -27,7 +28,7 @@ from tests.unit.replica.test_source import CODEC, commands
 from tests.unit.supervisor.test_review_ops_bugs import FakeChild, configs, write
 
 failover = load_script("failover", "review33")
-CODEC_RECORDS = (CODEC.schema_id, CODEC.slot_size)  # this build's, as a Hello says them
+CODEC_RECORDS = (CODEC.schema_id, CODEC.slot_size, RULES_VERSION)  # as a Hello says them
 
 
 def _sync_pair(tmp_path: Path, instance: str) -> tuple[Path, Path]:
@@ -256,7 +257,7 @@ def test_demote_refuses_a_promoted_instance_of_other_records_before_it_cuts_anyt
 
     async def scenario() -> int:
         source = ReplicationSource(new)
-        source.records = (CODEC.schema_id ^ 1, CODEC.slot_size)  # another build's
+        source.records = (CODEC.schema_id ^ 1, CODEC.slot_size, RULES_VERSION)  # another build's
         serving = asyncio.create_task(source.run())
         try:
             await asyncio.sleep(0.05)
