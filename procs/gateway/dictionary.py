@@ -14,8 +14,10 @@ the user-defined range (5000-9999) an undefined tag (373=3).
 Checks run in the order QuickFIX runs them, so a message with several faults is rejected for
 the one a FIX engineer expects: header order, invalid/undefined tags, empty values, tags not
 defined for the message type, repeated tags, data formats, enum values, required tags, then
-repeating-group counts. Groups: NoPartyIDs on orders, NoMsgTypes on the Logon (ignored);
-data fields and a third party's routing (OnBehalfOf*, DeliverTo*) are not taken.
+repeating groups (``fix_groups.py``: every group FIX 4.4 defines for the message and the
+header's NoHops, taken as groups and their values ignored; order entry refuses an order with
+one that would change it). Data fields and a third party's routing (OnBehalfOf*,
+DeliverTo*) are not taken.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from procs.gateway.fix import (
     parse_utc_timestamp,
     shown,
 )
+from procs.gateway.fix_groups import Group, check_group
 
 
 class RejectReason(IntEnum):
@@ -245,28 +248,18 @@ DATA_FIELDS: Final = frozenset(
 #: sender's own orders, so none is taken (the reread of review 51).
 THIRD_PARTY: Final = frozenset((115, 116, 144, 128, 129, 145))
 
+#: The header's repeating groups (NoHops, which a hub adds to what it forwards).
+HEADER_GROUPS: Final = tuple(Group.from_spec(g) for g in _SPEC["groups"]["header"])
 HEADER: Final = (
     frozenset((8, 9, 35, 49, 56, 34, 52, 43, 97, 122, 50, 57, 369, *_SPEC["header"]))
     - DATA_FIELDS
     - THIRD_PARTY
-)
+) | {t for g in HEADER_GROUPS for t in (g.count_tag, *g.tags)}
 HEADER_REQUIRED: Final = (49, 56, 34, 52)
 TRAILER: Final = frozenset((10,))
 #: BeginString, BodyLength, CheckSum: the frame's own fields, each once at its place; one
 #: inside the body (past the frame) is out of order.
 FRAMING: Final = frozenset((8, 9, 10))
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    count_tag: int
-    first: int  # the delimiter: every entry starts with it
-    members: frozenset[int]
-
-
-PARTIES: Final = Group(453, 448, frozenset((448, 447, 452)))
-#: The Logon's NoMsgTypes (RefMsgType, MsgDirection): taken, not acted on.
-MSG_TYPES: Final = Group(384, 372, frozenset((372, 385)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,10 +271,11 @@ class MessageSpec:
     admin: bool = False
 
     def allowed(self) -> frozenset[int]:
-        tags = set(self.required) | set(self.optional) | (HEADER - FRAMING)
-        for group in self.groups:
-            tags |= {group.count_tag} | group.members
-        return frozenset(tags)
+        return frozenset({*self.required, *self.optional, *(HEADER - FRAMING), *self.group_tags()})
+
+    def group_tags(self) -> frozenset[int]:
+        """The count tags and members of its groups: the tags that may repeat."""
+        return frozenset(t for g in self.groups for t in (g.count_tag, *g.tags))
 
 
 _ORDER = (1, 18, 21, 38, 44, 58, 59, 99, 111, 526)
@@ -300,15 +294,13 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
     b"3": MessageSpec("Reject", (45,), (371, 372, 373, 58), admin=True),
     b"4": MessageSpec("SequenceReset", (36,), (123,), admin=True),
     b"5": MessageSpec("Logout", (), (58,), admin=True),
-    b"A": MessageSpec("Logon", (98, 108), (141, 789, 553, 554, 383, 464), (MSG_TYPES,), True),
-    b"D": MessageSpec("NewOrderSingle", (11, 55, 54, 60, 40), _ORDER, (PARTIES,)),
-    b"F": MessageSpec("OrderCancelRequest", (41, 11, 55, 54, 60), (1, 37, 38, 58), (PARTIES,)),
-    b"G": MessageSpec(
-        "OrderCancelReplaceRequest", (41, 11, 55, 54, 60, 40), (37, *_ORDER), (PARTIES,)
-    ),
-    b"H": MessageSpec("OrderStatusRequest", (11, 55, 54), (1, 37, 790), (PARTIES,)),
+    b"A": MessageSpec("Logon", (98, 108), (141, 789, 553, 554, 383, 464), admin=True),
+    b"D": MessageSpec("NewOrderSingle", (11, 55, 54, 60, 40), _ORDER),
+    b"F": MessageSpec("OrderCancelRequest", (41, 11, 55, 54, 60), (1, 37, 38, 58)),
+    b"G": MessageSpec("OrderCancelReplaceRequest", (41, 11, 55, 54, 60, 40), (37, *_ORDER)),
+    b"H": MessageSpec("OrderStatusRequest", (11, 55, 54), (1, 37, 790)),
     b"q": MessageSpec("OrderMassCancelRequest", (11, 530, 60), (1, 55, 54, 58)),
-    b"AF": MessageSpec("OrderMassStatusRequest", (584, 585), (1, 55, 54), (PARTIES,)),
+    b"AF": MessageSpec("OrderMassStatusRequest", (584, 585), (1, 55, 54)),
     b"j": MessageSpec("BusinessMessageReject", (45, 372, 380), (379, 58)),
     b"8": MessageSpec(
         "ExecutionReport",
@@ -327,32 +319,39 @@ INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"AF", b"j"))
 
 
 def _by_the_spec(kind: bytes, spec: MessageSpec) -> MessageSpec:
-    """``spec`` taking every field FIX 4.4 defines for its message type outside groups."""
+    """``spec`` taking every field and repeating group FIX 4.4 defines for its type."""
     defined = _SPEC["messages"].get(kind.decode(), [spec.name, []])[1]
     extra = tuple(
         t
         for t in defined
         if t not in spec.required and t not in spec.optional and t not in DATA_FIELDS
     )
-    return dataclasses.replace(spec, optional=(*spec.optional, *extra))
+    groups = tuple(Group.from_spec(g) for g in _SPEC["groups"].get(kind.decode(), []))
+    return dataclasses.replace(spec, optional=(*spec.optional, *extra), groups=groups)
 
 
 for _kind in (*ADMIN, *INBOUND_APP):  # what a client sends; what ringex sends stays its own
     MESSAGES[_kind] = _by_the_spec(_kind, MESSAGES[_kind])
+#: Groups of an order taken and not acted on: its parties, its instrument's other ids.
+_DESCRIPTIVE_GROUPS: Final = frozenset((453, 454))
 #: Fields FIX 4.4 defines for a NewOrderSingle or OrderCancelReplaceRequest that change how
-#: an order executes and that ringex does not act on (MinQty, ExpireTime, pegs, ...): order
-#: entry refuses such an order naming the field (OrdRejReason 11), rather than ignore it.
-UNSUPPORTED_ORDER_FIELDS: Final = frozenset(
-    t
-    for kind in (b"D", b"G")
-    for t in MESSAGES[kind].optional
-    if t not in _ORDER and t not in _DESCRIPTIVE and t not in (37, 41, 60) and t not in HEADER
+#: an order executes and that ringex does not act on (MinQty, ExpireTime, pegs, and groups:
+#: allocations, trading sessions, stipulations, underlyings, ...): order entry refuses such
+#: an order naming the field (OrdRejReason 11), rather than ignore it (review 54).
+UNSUPPORTED_ORDER_FIELDS: Final = (
+    frozenset(
+        t
+        for kind in (b"D", b"G")
+        for t in MESSAGES[kind].optional
+        if t not in _ORDER and t not in _DESCRIPTIVE and t not in (37, 41, 60) and t not in HEADER
+    )
+    | {g.count_tag for k in (b"D", b"G") for g in MESSAGES[k].groups} - _DESCRIPTIVE_GROUPS
 )
 
 _ALLOWED: Final = {k: v.allowed() for k, v in MESSAGES.items()}
+_HEADER_GROUP_TAGS: Final = frozenset(t for g in HEADER_GROUPS for t in (g.count_tag, *g.tags))
 #: By message type, the tags its own groups repeat (a Logon's 372 repeats in no Reject).
-_GROUP_MEMBERS: Final = {k: frozenset(m for g in v.groups for m in g.members)
-                         for k, v in MESSAGES.items()}  # fmt: skip
+_GROUP_MEMBERS: Final = {k: v.group_tags() | _HEADER_GROUP_TAGS for k, v in MESSAGES.items()}
 #: Standard FIX 4.4 message types ringex does not support: BusinessMessageReject, not Reject.
 _STANDARD_TYPES: Final = (
     "0 1 2 3 4 5 6 7 8 9 A B C D E F G H J K L M N P Q R S T U V W X Y Z a b c d e f g h i j k l "
@@ -399,7 +398,7 @@ class _Plan:
     def __init__(self, spec: MessageSpec) -> None:
         self.allowed = spec.allowed()
         self.required = frozenset((*HEADER_REQUIRED, *spec.required))
-        self.group_tags = frozenset(t for g in spec.groups for t in (g.count_tag, *g.members))
+        self.group_tags = spec.group_tags() | _HEADER_GROUP_TAGS
         self.checks = {
             t: c for t in self.allowed if t in FIELDS and (c := _fast_check(t)) is not None
         }
@@ -542,10 +541,10 @@ def first_fault(msg: FixMessage) -> Fault | None:
                 tag,
                 f"required tag {tag} ({FIELDS[tag][0]}) is missing",
             )
-    for group in spec.groups:
-        fault = _check_group(pairs, group)
+    for group in (*HEADER_GROUPS, *spec.groups):
+        fault = check_group(pairs, group)
         if fault is not None:
-            return fault
+            return Fault(RejectReason(fault.reason), fault.tag, fault.text)
     return None
 
 
@@ -557,44 +556,3 @@ def _invalid_tag(raw: bytes) -> bytes:
         if part and not (eq and is_tag_number(tag)):
             return tag if eq else part
     return b""
-
-
-def _check_group(pairs: list[tuple[int, bytes]], group: Group) -> Fault | None:
-    """Entries follow their count tag, each starting with the delimiter; count matches."""
-    for k, (tag, value) in enumerate(pairs):
-        if tag in group.members:
-            return Fault(
-                RejectReason.GROUP_FIELDS_OUT_OF_ORDER, tag, f"tag {tag} outside its group"
-            )
-        if tag != group.count_tag:
-            continue
-        declared = int(value)
-        entries = 0
-        members: set[int] = set()
-        j = k + 1
-        while j < len(pairs) and pairs[j][0] in group.members:
-            member = pairs[j][0]
-            if member == group.first:
-                entries += 1
-                members = set()
-            elif entries == 0 or member in members:
-                return Fault(
-                    RejectReason.GROUP_FIELDS_OUT_OF_ORDER,
-                    member,
-                    f"tag {member} out of order in group {group.count_tag}",
-                )
-            members.add(member)
-            j += 1
-        if entries != declared:
-            return Fault(
-                RejectReason.INCORRECT_NUMINGROUP,
-                group.count_tag,
-                f"NumInGroup {group.count_tag} says {declared}, found {entries} entries",
-            )
-        for later, _ in pairs[j:]:  # an entry's field again after the group ended
-            if later in group.members:
-                return Fault(
-                    RejectReason.GROUP_FIELDS_OUT_OF_ORDER, later, f"tag {later} outside its group"
-                )
-        return None
-    return None

@@ -11,7 +11,7 @@ from config.schema import SymbolConfig
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, TimeInForce
 from procs.core.order_checks import RESTS
-from procs.gateway.dictionary import FIELDS, UNSUPPORTED_ORDER_FIELDS
+from procs.gateway.dictionary import FIELDS, HEADER, UNSUPPORTED_ORDER_FIELDS
 from procs.gateway.fix import FixMessage, field, shown
 from procs.gateway.instruments import format_units, price_ticks, qty_lots
 from procs.gateway.order_state import Order
@@ -78,10 +78,13 @@ def mass_refused(f: dict[int, bytes], reason: int, text: str, transact: bytes) -
     return mass_report(f, b"0", transact) + field(532, reason) + field(58, text)
 
 
-def differs(msg: FixMessage, order: Order) -> str | None:
+def differs(msg: FixMessage, order: Order, account: int) -> str | None:
     """Why a cancel or replace does not fit its order, or None: it must repeat the order's
-    Symbol and Side, and a replace its OrdType (a replace changes only price and size)."""
+    Symbol and Side, and a replace its OrdType (a replace changes only price and size); an
+    Account or Currency it gives must be the session's and the symbol's (``foreign``)."""
     f = msg.fields
+    if (fault := foreign(f, order.symbol, account)) is not None:
+        return fault.text
     if f[55] != order.symbol.name.encode():
         return f"Symbol {shown(f[55])} is not the order's symbol {order.symbol.name}"
     if f[54] != b"%d" % order.side:
@@ -111,21 +114,80 @@ def differs(msg: FixMessage, order: Order) -> str | None:
 
 def unsupported_field(msg: FixMessage) -> str | None:
     """Why an order (D or G) with a field FIX 4.4 defines for it that changes how it executes
-    and that ringex does not act on (MinQty, ExpireTime, a peg, ...) is refused, or None: a
-    client that sent one expects it kept, so it is refused, never dropped in silence."""
+    and that ringex does not act on (MinQty, ExpireTime, a peg, a group such as NoAllocs) is
+    refused, or None: a client that sent one expects it kept, so it is refused, never
+    dropped in silence."""
     f = msg.fields
     if UNSUPPORTED_ORDER_FIELDS.isdisjoint(f):
         kind = f.get(167)  # SecurityType: the symbol itself, or a derivative of it
-        if kind is None or kind not in DERIVATIVES:
-            return None
-        return f"SecurityType (167) {shown(kind)}: ringex trades the symbol itself"
+        if kind is not None and kind in DERIVATIVES:
+            return f"SecurityType (167) {shown(kind)}: ringex trades the symbol itself"
+        cfi = f.get(461, b"")  # CFICode, which FIX 4.4 recommends over SecurityType
+        if cfi[:1] in CFI_DERIVATIVES:
+            return (
+                f"CFICode (461) {shown(cfi)} names a derivative (ISO 10962 category "
+                f"{cfi[:1].decode()}): ringex trades the symbol itself"
+            )
+        return None
     tag = next(t for t in msg.tags if t in UNSUPPORTED_ORDER_FIELDS)
     return f"{FIELDS[tag][0]} ({tag}) is not supported"
+
+
+def order_fault(msg: FixMessage, symbol: SymbolConfig, account: int) -> Fault | None:
+    """Why a new order's fields refuse it before its amounts are read, or None: a field
+    ringex does not act on (OrdRejReason 11), another account or currency (``foreign``)."""
+    if (why := unsupported_field(msg)) is not None:
+        return Fault(why, 11)  # unsupported order characteristic
+    return foreign(msg.fields, symbol, account)
+
+
+def foreign(f: dict[int, bytes], symbol: SymbolConfig, account: int) -> Fault | None:
+    """Why an order, cancel or replace for another account than its session's, or priced in
+    another currency than its symbol's quote asset, is refused, or None (review 54: both
+    were taken and ignored, so client B's order filled in the session's account, and a
+    price in euros was read as one in dollars). Account (1) is the account number the
+    exchange gave the session; Currency (15) is "the currency used for price"."""
+    if 1 in f and f[1] != b"%d" % account:
+        return Fault(f"Account (1) {shown(f[1])} is not this session's account {account}", 15)
+    if 15 in f and f[15] != symbol.quote.encode():
+        return Fault(
+            f"Currency (15) {shown(f[15])} is not {symbol.name}'s quote currency "
+            f"{symbol.quote}, which its prices are in",
+            11,
+        )
+    return None
+
+
+#: What an OrderMassCancelRequest (q) may carry that ringex reads, the header aside. Any
+#: other field FIX 4.4 defines for it narrows what it cancels (Side, TradingSessionID, the
+#: instrument's type or ids, an underlying): refused rather than done too widely (review 54).
+_MASS_CANCEL_READ: Final = frozenset((11, 530, 55, 60, 58, 1))
+
+
+def mass_narrowed(msg: FixMessage, account: int) -> str | None:
+    """Why a mass cancel is refused for a field that narrows it past what ringex acts on
+    (the exchange cancels both sides of a symbol, or all), or names another account."""
+    f = msg.fields
+    if 54 in f:
+        return f"Side (54) {shown(f[54])} on a mass cancel is not supported: both sides go"
+    if 1 in f and f[1] != b"%d" % account:
+        return f"Account (1) {shown(f[1])} is not this session's account {account}"
+    tag = next((t for t in msg.tags if t not in _MASS_CANCEL_READ and t not in HEADER), None)
+    if tag is None:
+        return None
+    return (
+        f"{FIELDS[tag][0]} ({tag}) narrows the mass cancel and is not supported: refused "
+        "rather than done too widely"
+    )
 
 
 #: SecurityType (167) values naming a derivative of the Symbol (55), not the symbol: an order
 #: for one is refused, never booked on the symbol itself (the reread of review 51).
 DERIVATIVES: Final = frozenset((b"OPT", b"FUT", b"MLEG", b"WAR", b"FORWARD", b"REPO"))  # FIX 4.4
+#: CFICode (461) categories, its first letter (ISO 10962), of a derivative or a claim on the
+#: symbol rather than the symbol: options, futures, swaps, non-listed options, forwards,
+#: strategies, financing, entitlements (review 54).
+CFI_DERIVATIVES: Final = frozenset(b"O F S H J K L R".split())
 
 
 def replace_fault(msg: FixMessage, order: Order, stop: int, display: int) -> str | None:

@@ -68,11 +68,12 @@ from procs.gateway.order_fields import (
     amounts,
     cannot_post,
     differs,
+    mass_narrowed,
     mass_refused,
+    order_fault,
     refusal_note,
     replace_fault,
     rested,
-    unsupported_field,
 )
 from procs.gateway.order_memory import OrderMemory
 from procs.gateway.order_replies import OrderReplies, event_exec_id
@@ -275,8 +276,8 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         if instructions and (why := cannot_post(f, ord_type)):
             self._reject_new(session, msg, f"ExecInst 6 (post-only) {why}", 11)
             return
-        if (why := unsupported_field(msg)) is not None:
-            self._reject_new(session, msg, why, 11)  # unsupported order characteristic
+        if (fault := order_fault(msg, sym, session.account)) is not None:
+            self._reject_new(session, msg, fault.text, fault.reason)
             return
         parsed = amounts(msg, sym, ord_type)
         if isinstance(parsed, Fault):
@@ -342,7 +343,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         if msg.msg_type == b"G" and self.api_holds(session.account, f[11]):  # (review 49)
             self._cancel_reject(session, msg, order, _held_by_api(f[11]), CXL_DUPLICATE)
             return
-        unfit = differs(msg, order)
+        unfit = differs(msg, order, session.account)
         if unfit is not None:
             self._cancel_reject(session, msg, order, unfit)
             return
@@ -386,9 +387,8 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             session.send(b"r", mass_refused(f, 99, text, transact), now_ns)
             return
         symbol = 0
-        if 54 in f:  # the exchange cancels both sides: refused rather than done too widely
-            text = f"Side (54) {shown(f[54])} on a mass cancel is not supported: both sides go"
-            session.send(b"r", mass_refused(f, 99, text, transact), now_ns)
+        if (narrowed := mass_narrowed(msg, session.account)) is not None:  # not done widely
+            session.send(b"r", mass_refused(f, 99, narrowed, transact), now_ns)
             return
         if kind == b"1":
             sym = self.instruments.by_name.get(f.get(55, b""))
