@@ -350,8 +350,12 @@ UNSUPPORTED_ORDER_FIELDS: Final = (
 
 _ALLOWED: Final = {k: v.allowed() for k, v in MESSAGES.items()}
 _HEADER_GROUP_TAGS: Final = frozenset(t for g in HEADER_GROUPS for t in (g.count_tag, *g.tags))
-#: By message type, the tags its own groups repeat (a Logon's 372 repeats in no Reject).
-_GROUP_MEMBERS: Final = {k: v.group_tags() | _HEADER_GROUP_TAGS for k, v in MESSAGES.items()}
+#: By message type, the tags its own groups repeat (a Logon's 372 repeats in no Reject): their
+#: members and nested count tags; a group's own count tag twice is a repeated tag (373=13).
+_GROUP_MEMBERS: Final = {
+    k: frozenset(t for g in (*HEADER_GROUPS, *v.groups) for t in g.tags)
+    for k, v in MESSAGES.items()
+}
 #: Standard FIX 4.4 message types ringex does not support: BusinessMessageReject, not Reject.
 _STANDARD_TYPES: Final = (
     "0 1 2 3 4 5 6 7 8 9 A B C D E F G H J K L M N P Q R S T U V W X Y Z a b c d e f g h i j k l "

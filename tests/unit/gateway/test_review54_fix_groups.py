@@ -271,3 +271,15 @@ def test_a_mass_cancel_narrowed_by_a_field_ringex_ignores_does_not_cancel_wider(
         assert kinds == [(b"r", b"0")], shown(got)
 
     run(harness, scenario)
+
+
+def test_a_group_count_tag_given_twice_is_a_repeated_tag_13(tmp_path: Path) -> None:
+    """The fix above let every tag of a group repeat, its own count tag too, so a second
+    NoPartyIDs (453) was judged by the group check, 373=15, where FIX 4.4 and QuickFIX say
+    373=13 (tag appears more than once), as before the fix. Members and nested count tags
+    repeat per entry; a group's own count tag does not."""
+    s, app = session(tmp_path, _NOW)
+    parties = ((453, 1), (448, "T1"), (447, "D"), (452, 12), (453, 1), (448, "T2"))
+    s.data_received(msg("D", 2, *_D, *parties, now_ns=_NOW), _NOW)
+    got = [(m.msg_type, m.get(373), m.get(371)) for m in replies(s)]
+    assert got == [(b"3", b"13", b"453")] and app.messages == [], got
