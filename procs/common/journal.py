@@ -228,6 +228,11 @@ class JournalReader:
             tail = yield from self._scan(path, first, begin, last=last, expect_first=expect_first)
             expect_first = tail.last_seq + 1
 
+    def segment_rules(self, first: int, path: Path) -> int:
+        """The rules version the header of ``path`` (the segment from ``first``) records."""
+        with open(path, "rb", buffering=0) as f:
+            return self._header(path, f, first)[1]
+
     def last_seq(self) -> int:
         """The seq of the last good entry (0 for an empty journal)."""
         tail = self._tail()
@@ -344,8 +349,9 @@ class JournalReader:
                 )  # fmt: skip
             size = os.fstat(f.fileno()).st_size
             offset = HEADER_SIZE + (from_seq - first) * size_e
-            if self.rules is not None and rules != self.rules and size - offset >= size_e:
-                raise JournalRulesError(path, first, rules, self.rules)  # an entry to yield
+            # entries sequenced under other rules are refused at the first one to yield (a torn
+            # tail is none); ``refused`` stays False past it, a check per entry of one bool
+            refused = self.rules is not None and rules != self.rules
             expect = from_seq
             f.seek(offset)
             chunk_bytes = max(1, _READ_CHUNK // size_e) * size_e
@@ -359,6 +365,8 @@ class JournalReader:
                             f, path, offset + pos, view[pos : pos + size_e], expect, last
                         )
                         return _Tail(path, offset + pos, expect - 1, size, rules)
+                    if refused:
+                        raise JournalRulesError(path, first, rules, self.rules or 0)
                     yield seq, view[pos + 8 : pos + body]
                     pos += size_e
                     expect += 1

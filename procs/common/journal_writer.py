@@ -480,19 +480,22 @@ def cut_after(
                 f"cannot cut {directory} after seq {seq}: its oldest segment begins at "
                 f"{segments[0][0]} (the ones before were archived)"
             )
-        with JournalWriter(
-            aside, slot_size=slot_size, schema_id=schema_id, start_seq=seq + 1
-        ) as out:
-            if out.next_seq != seq + 1:  # a cut that crashed: it must have copied these
-                _check_copied(aside, reader, seq, out.next_seq, slot_size, schema_id)
-            chunk: list[bytes] = []
-            for _seq, image in reader.entries(out.next_seq):
-                chunk.append(bytes(image))
-                if len(chunk) == 4096:
-                    out.append(out.next_seq, b"".join(chunk), len(chunk))
-                    chunk.clear()
-            if chunk:
-                out.append(out.next_seq, b"".join(chunk), len(chunk))
+        # a segment at a time, each copy under its segment's rules (their entries stay
+        # refused by a replay of other rules), so a segment's header says its entries' rules
+        ends = [first for first, _ in segments[1:]] + [last + 1]
+        checked = False
+        for (first, path), end in zip(segments, ends, strict=True):
+            if end <= seq + 1:
+                continue
+            rules = reader.segment_rules(first, path)
+            with JournalWriter(
+                aside, slot_size=slot_size, schema_id=schema_id, start_seq=seq + 1, rules=rules
+            ) as out:
+                if not checked and out.next_seq != seq + 1:  # a cut that crashed copied these
+                    _check_copied(aside, reader, seq, out.next_seq, slot_size, schema_id)
+                checked = True
+                if out.next_seq < end:
+                    _copy(reader, out, end)
         # Newest first, the directory synced before the truncation: a crash anywhere leaves
         # a contiguous journal (longer than wanted), which running the cut again finishes.
         for k, (first_seq, path) in reversed(list(enumerate(segments))):
@@ -507,6 +510,20 @@ def cut_after(
                     os.fsync(f.fileno())
         fsync_dir(directory)
     return last - seq
+
+
+def _copy(reader: JournalReader, out: JournalWriter, end: int) -> None:
+    """Append the entries of ``reader`` from ``out``'s next seq up to ``end`` to ``out``."""
+    chunk: list[bytes] = []
+    for seq, image in reader.entries(out.next_seq):
+        if seq >= end:
+            break
+        chunk.append(bytes(image))
+        if len(chunk) == 4096:
+            out.append(out.next_seq, b"".join(chunk), len(chunk))
+            chunk.clear()
+    if chunk:
+        out.append(out.next_seq, b"".join(chunk), len(chunk))
 
 
 def _check_copied(

@@ -34,10 +34,11 @@ import psycopg
 from config.schema import RingexConfig
 from procs.common.journal import JournalReader
 from procs.common.records import RecordCodec
+from procs.common.rules_version import RULES_VERSION
 from procs.common.topology import journal_archive_dir, journal_dir
 from procs.dbwriter.committer import Committer, share_the_gil
 from procs.dbwriter.projection import Batch
-from procs.dbwriter.replay import Follower
+from procs.dbwriter.replay import Follower, snapshot_store
 from procs.dbwriter.store import CheckpointMismatchError, PgStore
 from procs.dbwriter.users import UserSync
 
@@ -117,6 +118,15 @@ class DbWriter:
             schema_id=self.codec.schema_id,
             archive=journal_archive_dir(cfg),  # a restored backup may be older than it
         )
+        #: what is executed again, the rows made from it: of this build's rules only (a read
+        #: of an entry's CRC only looks, through ``reader``)
+        self.replayed = JournalReader(
+            journal_dir(cfg),
+            slot_size=self.codec.slot_size,
+            schema_id=self.codec.schema_id,
+            archive=journal_archive_dir(cfg),
+            rules=RULES_VERSION,
+        )
         self.sleep = sleep
         self.pet = pet
         self.stopping = False
@@ -151,7 +161,7 @@ class DbWriter:
         from_seq = follower.seq
         if follower.seq < checkpoint:
             decode = self.codec.decode_slot
-            for seq, image in self.reader.entries(follower.seq + 1):
+            for seq, image in self.replayed.entries(follower.seq + 1):
                 command = decode(image)
                 follower.projection.process(seq, command, follower.step(seq, command), None)
                 if seq == checkpoint:
@@ -230,7 +240,7 @@ class DbWriter:
         while True:
             before = follower.seq
             if self.reader.directory.is_dir():
-                for seq, image in self.reader.entries(follower.seq + 1):
+                for seq, image in self.replayed.entries(follower.seq + 1):
                     command = decode(image)
                     if batch is None:
                         batch = Batch(first_seq=seq, prev_crc=self.last_crc)
@@ -255,11 +265,21 @@ class DbWriter:
             pause = min(opts.poll_max_s, 2 * pause) if idle else opts.poll_s
             self.sleep(pause)
         self._drain()
+        if to_end and 0 < follower.seq == self.committed and self._snapshot_below(follower.seq):
+            # a run to the end (``ringex replay --to-db``) leaves its state there: a build of
+            # other rules starts from it and replays nothing (``rules_version.py``)
+            follower.save_snapshot(self.last_crc or 0)
+            self._snap_seq, self._snap_at = self.committed, time.monotonic()
         self._housekeeping(force_report=True)
         return self.committed
 
     def close(self) -> None:
         self.store.close()
+
+    def _snapshot_below(self, seq: int) -> bool:
+        """Whether the newest writer snapshot is older than ``seq`` (or there is none)."""
+        newest = snapshot_store(self.cfg).latest()
+        return newest is None or newest[0] < seq
 
     # -- internals ---------------------------------------------------------------------------
 

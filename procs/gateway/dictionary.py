@@ -334,6 +334,11 @@ for _kind in (*ADMIN, *INBOUND_APP):  # what a client sends; what ringex sends s
     MESSAGES[_kind] = _by_the_spec(_kind, MESSAGES[_kind])
 #: Groups of an order taken and not acted on: its parties, its instrument's other ids.
 _DESCRIPTIVE_GROUPS: Final = frozenset((453, 454))
+#: The count tags of an order's other groups (allocations, trading sessions, ...): refused
+#: with one entry or more (``UNSUPPORTED_ORDER_FIELDS``), taken with none
+UNSUPPORTED_ORDER_GROUPS: Final = (
+    frozenset(g.count_tag for k in (b"D", b"G") for g in MESSAGES[k].groups) - _DESCRIPTIVE_GROUPS
+)
 #: Fields FIX 4.4 defines for a NewOrderSingle or OrderCancelReplaceRequest that change how
 #: an order executes and that ringex does not act on (MinQty, ExpireTime, pegs, and groups:
 #: allocations, trading sessions, stipulations, underlyings, ...): order entry refuses such
@@ -345,7 +350,7 @@ UNSUPPORTED_ORDER_FIELDS: Final = (
         for t in MESSAGES[kind].optional
         if t not in _ORDER and t not in _DESCRIPTIVE and t not in (37, 41, 60) and t not in HEADER
     )
-    | {g.count_tag for k in (b"D", b"G") for g in MESSAGES[k].groups} - _DESCRIPTIVE_GROUPS
+    | UNSUPPORTED_ORDER_GROUPS
 )
 
 _ALLOWED: Final = {k: v.allowed() for k, v in MESSAGES.items()}

@@ -11,7 +11,12 @@ from config.schema import SymbolConfig
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, TimeInForce
 from procs.core.order_checks import RESTS
-from procs.gateway.dictionary import FIELDS, HEADER, UNSUPPORTED_ORDER_FIELDS
+from procs.gateway.dictionary import (
+    FIELDS,
+    HEADER,
+    UNSUPPORTED_ORDER_FIELDS,
+    UNSUPPORTED_ORDER_GROUPS,
+)
 from procs.gateway.fix import FixMessage, field, shown
 from procs.gateway.instruments import format_units, price_ticks, qty_lots
 from procs.gateway.order_state import Order
@@ -129,8 +134,15 @@ def unsupported_field(msg: FixMessage) -> str | None:
                 f"{cfi[:1].decode()}): ringex trades the symbol itself"
             )
         return None
-    tag = next(t for t in msg.tags if t in UNSUPPORTED_ORDER_FIELDS)
+    tag = next((t for t in msg.tags if t in UNSUPPORTED_ORDER_FIELDS and not _none(f, t)), None)
+    if tag is None:  # only groups of no entry (NoAllocs 0): nothing asked for
+        return None
     return f"{FIELDS[tag][0]} ({tag}) is not supported"
+
+
+def _none(f: dict[int, bytes], tag: int) -> bool:
+    """Whether ``tag`` is the count of a group with no entry."""
+    return tag in UNSUPPORTED_ORDER_GROUPS and f[tag] == b"0"
 
 
 def order_fault(msg: FixMessage, symbol: SymbolConfig, account: int) -> Fault | None:
@@ -161,7 +173,7 @@ def foreign(f: dict[int, bytes], symbol: SymbolConfig, account: int) -> Fault | 
 #: What an OrderMassCancelRequest (q) may carry that ringex reads, the header aside. Any
 #: other field FIX 4.4 defines for it narrows what it cancels (Side, TradingSessionID, the
 #: instrument's type or ids, an underlying): refused rather than done too widely (review 54).
-_MASS_CANCEL_READ: Final = frozenset((11, 530, 55, 60, 58, 1))
+_MASS_CANCEL_READ: Final = frozenset((11, 526, 530, 55, 60, 58, 1))  # 526: the client's id
 
 
 def mass_narrowed(msg: FixMessage, account: int) -> str | None:

@@ -120,6 +120,8 @@ class OrderReplies:
             for o in self.live.of(session.session_id)
             if (symbol is None or o.symbol is symbol) and (side is None or b"%d" % o.side == side)
         ]
+        if not _ours(f, session.account):  # another account's: this session has none of its
+            found = []
         session.throttle.charge(len(found), now)  # its reports draw on the throttle too
         pending = self.pending_status()
         for k, order in enumerate(found, start=1):
@@ -167,6 +169,8 @@ class OrderReplies:
             or self.finished.get(key)
             or self.pending_replace(session.session_id, msg.fields[11])  # named by its next id
         )
+        if not _ours(msg.fields, session.account):  # another account's order: not this one
+            order = None
         extra = field(790, msg.fields[790]) if 790 in msg.fields else b""
         if order is None:
             text = f"unknown order ClOrdID {msg.text(11)}"
@@ -326,3 +330,9 @@ class OrderReplies:
             )
         )
         self._deliver(session_id, b"9", body)
+
+
+def _ours(f: dict[int, bytes], account: int) -> bool:
+    """Whether a request's Account (1), if any, is the session's account number (review 56:
+    a status request for client B's orders reported the session's own as B's)."""
+    return 1 not in f or f[1] == b"%d" % account

@@ -20,6 +20,7 @@ stops its router from sequencing or going on without the standby).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import time
 from config.schema import RingexConfig
 from procs.common import sd_notify
 from procs.common.epochs import Epochs
-from procs.common.journal import JournalError, JournalReader
+from procs.common.journal import JournalError, JournalReader, JournalRulesError
 from procs.common.records import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.rules_version import RULES_VERSION
@@ -93,6 +94,12 @@ class ReplicationSource:
         self.reader = JournalReader(
             journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id
         )
+        #: what is shipped: a standby executes it again, so only entries of this build's
+        #: rules (``JournalRulesError``: the standby is refused, saying why)
+        self.shipped = JournalReader(
+            journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id,
+            rules=RULES_VERSION,
+        )  # fmt: skip
         self.block = AckBlock(ack_dir(cfg.var_dir, cfg.instance))
         for word in (CONNECTED, SOURCE_PARKED):
             self.block.words[word] = 0
@@ -234,6 +241,12 @@ class ReplicationSource:
             gone("standby %s gone: %s", peer, exc)
         except FrameError as exc:
             log.warning("standby %s dropped: %s", peer, exc)
+        except JournalRulesError as exc:  # it would execute them under its own rules
+            with contextlib.suppress(ConnectionError):
+                await _refuse(
+                    writer, peer, f"{exc}; a standby takes only entries of its own rules: "
+                    "give it a snapshot past them, written by the build that wrote them",
+                )  # fmt: skip
         except TimeoutError:  # a host that died sends no FIN: TCP alone would take minutes
             log.warning("standby %s silent for %.1f s: dropped", peer, STANDBY_SILENCE_S)
         finally:
@@ -314,7 +327,7 @@ class ReplicationSource:
         read of the journal per frame: a frame (the router's batch) is all there is until
         the router appends again, which in sync mode is after this frame's round trip."""
         loop = asyncio.get_running_loop()
-        tail = JournalTail(self.reader)
+        tail = JournalTail(self.shipped)
         files = FileShipper(gateway_root(self.cfg), shipped_files(self.cfg))
         heard = loop.time()  # when the standby last got a frame or a heartbeat from here
         try:

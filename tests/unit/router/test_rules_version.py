@@ -24,10 +24,14 @@ from procs.common.journal import (
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import RecordCodec
 from procs.common.rules_version import RULES_VERSION
-from procs.common.topology import journal_dir
+from procs.common.topology import journal_dir, snapshot_dir
 from procs.core import recovery
 from procs.core.recovery import journal_commands, recover, write_snapshot
+from procs.dbwriter import writer as writer_module
+from procs.dbwriter.replay import snapshot_store as dbwriter_snapshots
+from procs.dbwriter.writer import DbWriter
 from procs.replica.wire import GENESIS, Hello, Refused, records_differ
+from tests.unit.dbwriter.journal_gen import build, make_cfg, write_all
 from tests.unit.replica.test_review33_failover import _ask_source
 from tests.unit.router.test_journal import images
 from tests.unit.router.test_review3_recovery_bugs import _instance
@@ -148,3 +152,34 @@ def test_the_primary_refuses_a_standby_of_other_rules(tmp_path: Path) -> None:
     answer, fenced = _ask_source(tmp_path, Hello(1, GENESIS, 1, SCHEMA, SLOT, RULES_VERSION + 1))
     assert isinstance(answer, Refused) and "rules version" in answer.reason, answer
     assert fenced == 0
+
+
+def test_a_database_writer_run_to_the_end_leaves_a_snapshot_there_for_the_next_build(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upgrade with a database: ``ringex replay --snapshot --to-db`` by the build that
+    wrote the journal brings the writer to the journal's end and leaves its snapshot there,
+    so the new build's writer resumes at its checkpoint replaying nothing; without it, the
+    writer refuses the old rules' entries rather than make rows from them."""
+    cfg = make_cfg(tmp_path)
+    live = build(cfg, 300)
+    live.writer.close()
+    _rewrite_rules(cfg, 0)  # as an older build wrote it
+    with monkeypatch.context() as old_build:  # that build's writer, run to the end
+        old_build.setattr(writer_module, "RULES_VERSION", 0)
+        assert write_all(cfg, dsn) == live.last_seq
+    newest = dbwriter_snapshots(cfg).latest()
+    assert newest is not None and newest[0] == live.last_seq
+    resumed = DbWriter(cfg, dsn)
+    try:  # the new build: from its snapshot at the checkpoint, nothing replayed
+        assert resumed.start().seq == live.last_seq
+    finally:
+        resumed.close()
+    for path in snapshot_dir(cfg, "dbwriter").iterdir():
+        path.unlink()  # without it, the replay from the start is refused
+    refused = DbWriter(cfg, dsn)
+    try:
+        with pytest.raises(JournalRulesError):
+            refused.start()
+    finally:
+        refused.close()
