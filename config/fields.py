@@ -27,8 +27,10 @@ def at_most(where: str, low_name: str, low: float, high_name: str, high: float) 
 
 def host_and_port(address: str) -> tuple[str, str]:
     """``"host:port"`` split in two, an IPv6 host's brackets dropped (``"[::1]:9900"``, as
-    RFC 3986 and ``ringex status`` write it); the port as written, to be checked."""
+    RFC 3986 and ``ringex status`` write it); the port as written, to be checked. An IPv6
+    host without brackets gives no host (``"::1"`` is not host ``:`` and port 1: review 57),
+    so the caller refuses it."""
     host, _, port = address.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, port
+        return host[1:-1], port
+    return ("" if ":" in host else host), port

@@ -264,7 +264,10 @@ class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     def primary_address(self) -> tuple[str, int]:
         host, port = host_and_port(self.primary)
         if not host or not port.isdigit():
-            raise ValueError(f"replication.primary {self.primary!r} is not host:port")
+            raise ValueError(
+                f"replication.primary {self.primary!r} is not host:port (an IPv6 host in "
+                "brackets: [::1]:9900)"
+            )
         if not 1 <= int(port) <= 65_535:
             raise ValueError(
                 f"replication.primary {self.primary!r}: port {int(port)} is not in 1..65535"

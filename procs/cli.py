@@ -299,7 +299,9 @@ def _status(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.timeout
         while not _ready(read_status(cfg)):  # looked at once at least: --timeout 0 asks
             if time.monotonic() >= deadline:
-                why = not_ready(read_status(cfg))
+                status = read_status(cfg)
+                # no status here, its shared memory in use: it runs from another directory
+                why = (not status and _running_elsewhere(cfg)) or not_ready(status)
                 print(f"instance {cfg.instance} not ready within {args.timeout} s: {why}",
                       file=sys.stderr)  # fmt: skip
                 return 1

@@ -448,7 +448,7 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
                   "port and restart it, or pass --new-address", file=sys.stderr)  # fmt: skip
             return 1
         host = "127.0.0.1" if rep.listen_host in ("", "0.0.0.0", "::") else rep.listen_host
-        new_address = f"{host}:{rep.listen_port}"
+        new_address = f"[{host}]:{rep.listen_port}" if ":" in host else f"{host}:{rep.listen_port}"
     host, port = host_and_port(new_address)
     try:
         epochs = ask_epochs(host, int(port))
