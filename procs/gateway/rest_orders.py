@@ -536,6 +536,8 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
             order.status = "REJECTED"
             order.order_id = rejected.order_id
             order.reject = f"{rejected.code.name} ({int(rejected.code)})"
+            if rejected.ts_ns:  # the exchange's time, as its row and an accepted order's
+                order.time_ms = order.update_ms = ms(rejected.ts_ns)
             request.outcome.order = order
             self.live.pop(order.order_id, None)
             self._finished(order)

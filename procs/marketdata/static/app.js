@@ -17,7 +17,7 @@ let selecting = 0, held = null, shown = new Set();
 const symbolList = fetch("/api/symbols").then((r) => r.json());
 
 function streamsFor(sym, iv) {
-  return [`${sym}@trade`, `${sym}@depth`, `${sym}@ticker`, `${sym}@kline_${iv}`];
+  return [`${sym}@trade`, `${sym}@depth`, `${sym}@ticker`, `${sym}@kline_${iv}`, `${sym}@status`];
 }
 
 function send(method, params) {
@@ -39,6 +39,7 @@ async function select(sym, iv) {
   symbol = sym; interval = iv; candles = []; streams = want;
   if (!sameSymbol) {  // a new tape, book and ticker: the streams start again
     book = null; shown = new Set();
+    $("halt").hidden = true;  // the new symbol's status comes at its subscription
     $("trades").tBodies[0].innerHTML = "";
     clearTicker();  // a symbol that never traded sends no ticker: not the last one's
   }
@@ -93,6 +94,7 @@ function onMessage(msg) {
     case "depthUpdate": onDiff(d); break;
     case "24hrTicker": onTicker(d); break;
     case "kline": if (d.k.i === interval) onKline(d.k); break;
+    case "status": $("halt").hidden = d.S !== "HALT"; break;  // halted: nothing trades
   }
 }
 

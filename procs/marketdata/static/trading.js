@@ -9,6 +9,7 @@ const $ = (id) => document.getElementById(id);
 const STORE = "ringex.session"; // sessionStorage: {apiKey, secretKey, accountId, username}
 const RECV_WINDOW_MS = 5000, FILLS = 100, STREAM_PATH = "/api/v1/stream";
 const BAD_CREDENTIALS = -2014; // the API's code for an unknown API key
+const OUTSIDE_WINDOW = -1021; // the API's code for a timestamp outside the receive window
 // An order is open (listed, cancellable) in these; a stop waiting for its trigger is one,
 // though not on the book (isWorking false).
 const OPEN = new Set(["PENDING_NEW", "NEW", "PARTIALLY_FILLED"]);
@@ -58,8 +59,10 @@ async function signature(timestamp, method, path, query, body, key = hmacKey) {
 
 // One request: POST sends its parameters as a form body, the other methods in the query
 // string, exactly as they are signed, with `creds` ({apiKey, key}: the session's unless
-// given). Resolves to the decoded answer; ApiError otherwise.
-async function api(method, path, params = {}, signed = true, creds = null) {
+// given). Resolves to the decoded answer; ApiError otherwise. A signed request refused for
+// its timestamp (-1021: the computer's clock moved since it was measured, NTP after a
+// resume say) is sent once more with the clock measured again: it was refused unread.
+async function api(method, path, params = {}, signed = true, creds = null, again = true) {
   const text = new URLSearchParams(params).toString();
   const [query, body] = method === "POST" ? ["", text] : [text, ""];
   const headers = {};
@@ -81,7 +84,12 @@ async function api(method, path, params = {}, signed = true, creds = null) {
     throw new Error(`the REST API at ${rest} is unreachable (${err.message})`);
   }
   const data = await reply.json().catch(() => null);
-  if (!reply.ok) throw new ApiError(reply.status, data);
+  if (!reply.ok) {
+    const err = new ApiError(reply.status, data);
+    if (!(signed && again && err.code === OUTSIDE_WINDOW)) throw err;
+    await syncClock();
+    return api(method, path, params, signed, creds, false);
+  }
   return data;
 }
 
@@ -166,6 +174,7 @@ function end(message = "") {
   orders.clear();
   balances.clear();
   fills.clear();
+  say($("order-result"), ""); // the last session's answer is not the next one's
   drawOrders();
   drawBalances();
   drawFills();
@@ -213,6 +222,7 @@ async function openStream() {
 async function reconnect() {
   if (!session) return;
   try {
+    await syncClock(); // the stream's URL is signed: with the clock as it is now
     await api("GET", "/api/v1/account");
   } catch (err) {
     if (err.status === 401 && err.code === BAD_CREDENTIALS) {
@@ -329,6 +339,8 @@ function currentSymbol() {
 
 async function placeOrder(ev) {
   ev.preventDefault();
+  const button = $("order-submit");
+  if (button.disabled) return; // one order at a time: a double click sends it once
   const form = $("order-form").elements;
   const params = { symbol: currentSymbol(), side: form.side.value, type: form.type.value };
   for (const name of ["timeInForce", "price", "stopPrice", "quantity"]) {
@@ -341,14 +353,19 @@ async function placeOrder(ev) {
     return;
   }
   say($("order-result"), "sending...");
+  const epoch = sessionEpoch;
+  button.disabled = true;
   try {
     const o = await api("POST", "/api/v1/order", params);
+    if (epoch !== sessionEpoch) return; // logged out (or in again) meanwhile: not shown
     const at = o.fills.length ? ` at ${[...new Set(o.fills.map((f) => f.price))].join(", ")}` : "";
     say($("order-result"),
       `#${o.orderId} ${o.side} ${o.type} ${o.status}: filled ${o.executedQty} of ${o.origQty}${at}`,
       true);
   } catch (err) {
-    say($("order-result"), err.message, false);
+    if (epoch === sessionEpoch) say($("order-result"), err.message, false);
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -365,14 +382,16 @@ async function symbolRules() {
 
 async function cancelOrder(order, button) {
   button.disabled = true;
+  const epoch = sessionEpoch;
   try {
     const done = await api("DELETE", "/api/v1/order",
       { symbol: order.symbol, orderId: order.orderId });
+    if (epoch !== sessionEpoch) return;
     orders.delete(done.orderId); // final: no later event brings it back
     drawOrders();
     say($("order-result"), `#${done.orderId} ${done.status}`, true);
   } catch (err) {
-    say($("order-result"), err.message, false);
+    if (epoch === sessionEpoch) say($("order-result"), err.message, false);
     button.disabled = false;
   }
 }
@@ -380,8 +399,10 @@ async function cancelOrder(order, button) {
 // Every open order of the account, on every symbol, in one request (DELETE openOrders).
 async function cancelAll(button) {
   button.disabled = true;
+  const epoch = sessionEpoch;
   try {
     const ended = await api("DELETE", "/api/v1/openOrders");
+    if (epoch !== sessionEpoch) return;
     for (const o of ended) if (!OPEN.has(o.status)) orders.delete(o.orderId);
     drawOrders();
     // each listed order as it ended: cancelled, filled first, or (not seen to end) still open
@@ -393,7 +414,7 @@ async function cancelAll(button) {
     if (open) parts.push(`${open} still open`);
     say($("order-result"), parts.join(", "), true);
   } catch (err) {
-    say($("order-result"), err.message, false);
+    if (epoch === sessionEpoch) say($("order-result"), err.message, false);
   } finally {
     button.disabled = false;
   }
