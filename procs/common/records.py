@@ -193,9 +193,18 @@ class SymbolRules(Record, tag=8, frozen=True):
 
 
 class Accepted(OrderRecord, tag=10, frozen=True):
+    """A new order taken, with its terms as sent: every gateway follows its account's orders
+    from it, those placed through another gateway too (review 59: a stream there reported
+    one without its type, time in force, stop or iceberg, and a capped buy at its cap)."""
+
     side: Side
     price: Price
     qty: Qty  # leaves quantity on the book
+    ord_type: OrdType = OrdType.LIMIT
+    tif: TimeInForce = TimeInForce.GTC
+    flags: U8 = 0  # OrderFlag bits (CAPPED: ``price`` is the router's cap, not the client's)
+    stop_price: Price = 0
+    display_qty: Qty = 0
 
 
 class Rejected(OrderRecord, tag=11, frozen=True):

@@ -223,7 +223,8 @@ class Book(OrderChecks, ABC):
             return [_reject(cmd, problem)]
         accepted = Accepted(
             cmd.seq, cmd.ts_ns, cmd.gateway, cmd.session, cmd.client_ref, cmd.account,
-            cmd.symbol, cmd.order_id, cmd.side, cmd.price, cmd.qty,
+            cmd.symbol, cmd.order_id, cmd.side, cmd.price, cmd.qty, cmd.ord_type, cmd.tif,
+            cmd.flags, cmd.stop_price, cmd.display_qty,
         )  # fmt: skip
         events: list[Record] = [accepted]
         order = RestingOrder(

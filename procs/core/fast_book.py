@@ -120,8 +120,10 @@ class FastBook(Book):
             return self._new(cmd)
         seq, ts, account, symbol = cmd.seq, cmd.ts_ns, cmd.account, spec.symbol
         gateway, session, ref = cmd.gateway, cmd.session, cmd.client_ref
-        accepted = Accepted(seq, ts, gateway, session, ref, account, symbol, oid, side, price, qty)
-        tif = cmd.tif
+        tif = cmd.tif  # a plain limit: no flags, stop or iceberg
+        accepted = Accepted(
+            seq, ts, gateway, session, ref, account, symbol, oid, side, price, qty, _LIMIT, tif
+        )
         if self.asks.best <= price if side == _BUY else self.bids.best <= -price:
             events: list[Record] = [accepted]  # it crosses: match it (checks are done)
             order = RestingOrder(

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from config.schema import AssetConfig, SymbolConfig
-from procs.common.records import OrderDone
+from procs.common.records import Accepted, OrderDone
 from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason, OrderFlag
 from procs.gateway.history import STATUS_NAMES, row_type
@@ -116,13 +116,13 @@ class LiveOrder:
 
     def complete(self, row: tuple[Any, ...]) -> None:
         """Fill in what the events that made this view did not say from the order's database
-        row (a ``History.orders`` row): type, time in force, stop price and iceberg qty when
-        it was followed from another gateway's ``Accepted`` (``type_name`` ""), and side,
-        price and placing time too when only its end was seen (``side`` 0). All but the price
-        stay as placed for an order's life, so a row of any age says them right; an end's
-        price is the one the newest row it was handed says (``row_seq``). A market or
-        stop-market buy's ``Accepted`` says the router's cap as its price: its row says 0,
-        the client's, as every other view shows it. What the view knows stays."""
+        row (a ``History.orders`` row): type, time in force, stop price, iceberg qty, side,
+        price and placing time when only its end was seen (``from_done``: ``type_name`` "",
+        ``side`` 0; an ``Accepted`` says them all since review 59). All but the price stay as
+        placed for an order's life, so a row of any age says them right; an end's price is
+        the one the newest row it was handed says (``row_seq``). A market or stop-market
+        buy's row says its price 0, the client's, as every other view shows it (not the
+        router's cap). What the view knows stays."""
         if self.row_seq and row[16] > self.row_seq:  # a replace filed since the row it took
             self.price, self.row_seq = row[6], row[16]
         if not self.partial:
@@ -133,7 +133,7 @@ class LiveOrder:
         if not self.type_name:
             self.type_name = row_type(row[4], row[15])
             self.tif, self.stop_price, self.display = row[5], row[7], row[17]
-            if row[15] & OrderFlag.CAPPED:  # the Accepted's price was the router's cap
+            if row[15] & OrderFlag.CAPPED:  # the row's 0, not the router's cap
                 self.price = row[6]
             # a stop that traded was triggered (as ``from_row``); its Triggered, if seen, said so
             self.triggered = self.triggered or bool(self.stop_price and self.cum)
@@ -194,6 +194,18 @@ def from_fix(o: Order, account: int) -> LiveOrder:
         o.stop_price, o.qty, o.leaves, o.cum, o.notional, "PARTIALLY_FILLED" if o.cum else "NEW",
         o.cl_ord_id.decode("latin-1"), ms(placed), ms(max(o.updated_ns, placed)),
         display=o.display, triggered=o.triggered,
+    )  # fmt: skip
+
+
+def from_accepted(a: Accepted, sym: SymbolConfig) -> LiveOrder:
+    """The API's view of an order placed through another gateway, as its ``Accepted`` shows
+    it: its terms as sent, a market or stop-market buy's price 0 (the client's, as its row
+    and every other view show it; the ``Accepted``'s is the router's cap), no clientOrderId
+    (review 59)."""
+    price = 0 if a.flags & OrderFlag.CAPPED else a.price
+    return LiveOrder(
+        a.order_id, a.account, sym, int(a.side), row_type(int(a.ord_type), a.flags), int(a.tif),
+        price, a.stop_price, a.qty, a.qty, time_ms=ms(a.ts_ns), display=a.display_qty,
     )  # fmt: skip
 
 

@@ -60,6 +60,7 @@ from procs.gateway.rest_order_state import (
     LiveOrder,
     Outcome,
     PendingRequest,
+    from_accepted,
     from_done,
     from_fix,
     generated_id,
@@ -419,10 +420,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
                 # already, and they come here next (counted once)
                 order.cum = order.notional = 0
             else:
-                order = LiveOrder(
-                    accepted.order_id, accepted.account, sym, int(accepted.side), "", 0,
-                    accepted.price, 0, accepted.qty, accepted.qty, time_ms=ms(accepted.ts_ns),
-                )  # fmt: skip
+                order = from_accepted(accepted, sym)
         else:  # in case its account's interest begins before the writer files it
             self.recent.passed(accepted)
             return

@@ -15,8 +15,8 @@ not agree is pinned here; each test failed on the code it was written against:
 
 - an order placed through one gateway, as another gateway's private stream reports it and
   its cancel answers it there: type, time in force, stop price and iceberg qty empty, a
-  pending stop "working", a stop-market buy priced at the router's cap (a documented limit,
-  README: the private stream; a strict xfail);
+  pending stop "working", a stop-market buy priced at the router's cap (passes since the
+  matcher's ``Accepted`` carries the order's terms);
 - an order the matcher refused: its ``time`` on the private stream was the gateway's clock
   at the request, where its row (and ``GET order``) says the exchange's sequencing (passes
   since its fix, the same session's commits).
@@ -132,14 +132,6 @@ def terms(view: dict[str, Any]) -> dict[str, Any]:
     return {k: view[k] for k in TERMS}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, the private stream; review 59): a gateway follows an "
-    "order placed through another gateway from its "
-    "Accepted, which carries no type, TIF, stop price or iceberg qty, and whose price for a "
-    "stop-market buy is the router's cap: its private stream reports the order so, and its "
-    "cancel answers so, while GET order, allOrders, openOrders and the row say the terms",
-)
 def test_an_order_placed_at_another_gateway_is_reported_with_its_terms(
     exchange: Exchange,
 ) -> None:

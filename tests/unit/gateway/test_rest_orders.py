@@ -91,7 +91,8 @@ def test_only_the_owner_finds_an_order() -> None:
     c.process(
         Accepted(9, 0, OTHER_GW, 2, 55, BOB, SYM.id, 8, Side.SELL, 10_000, 100)  # via FIX
     )
-    assert c.order(BOB, 8) is not None and c.order(BOB, 8).type_name == ""  # type: ignore[union-attr]
+    found = c.order(BOB, 8)  # its terms from the Accepted (review 59): a limit, as sent
+    assert found is not None and found.type_name == "LIMIT"
     assert c.order(ALICE, 8) is None
     assert c.open_orders(ALICE, None) == []
     ref = c.cancel(ALICE, 1, SYM.id, 8, 0)

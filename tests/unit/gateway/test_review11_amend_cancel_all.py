@@ -303,6 +303,7 @@ const api = async () => ENDED;
 const drawOrders = () => {};
 const say = (el, message, ok) => said.push([message, ok]);
 const $ = () => ({});
+const sessionEpoch = 1; // the session the answer comes back to is the one that asked
 FUNCTION
 cancelAll({disabled: false}).then(() =>
   console.log(JSON.stringify({said, left: [...orders.keys()]})));

@@ -143,7 +143,11 @@ def head(whose: OrderRecord, at: Command) -> tuple[int, int, int, int, int, int,
 
 
 def accepted(cmd: NewOrder) -> Accepted:
-    return Accepted(*head(cmd, cmd), side=cmd.side, price=cmd.price, qty=cmd.qty)
+    """The ``Accepted`` of ``cmd``: its header, and its terms as sent."""
+    return Accepted(
+        *head(cmd, cmd), side=cmd.side, price=cmd.price, qty=cmd.qty, ord_type=cmd.ord_type,
+        tif=cmd.tif, flags=cmd.flags, stop_price=cmd.stop_price, display_qty=cmd.display_qty,
+    )  # fmt: skip
 
 
 def rejected(cmd: OrderRecord, code: ResultCode) -> Rejected:

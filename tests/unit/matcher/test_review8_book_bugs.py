@@ -176,7 +176,8 @@ class _Model(OrderChecks):
         problem = self._check_order(cmd)
         if problem is not None:
             return [reject(cmd, problem)]
-        events: list[Record] = [Accepted(*header(cmd), cmd.side, cmd.price, cmd.qty)]
+        terms = (cmd.ord_type, cmd.tif, cmd.flags, cmd.stop_price, cmd.display_qty)
+        events: list[Record] = [Accepted(*header(cmd), cmd.side, cmd.price, cmd.qty, *terms)]
         o = RestingOrder(
             *(cmd.order_id, cmd.account, cmd.side, cmd.price, cmd.qty, 0, 0, cmd.gateway),
             *(cmd.session, cmd.client_ref, cmd.tif, cmd.stp, cmd.display_qty, 0, cmd.ord_type),

@@ -28,8 +28,10 @@ from procs.common.records import (
 from procs.common.result_codes import ResultCode
 from procs.common.types import (
     DoneReason,
+    OrdType,
     Side,
     StpMode,
+    TimeInForce,
 )
 from procs.core.book import Book
 from procs.core.engine import Matcher
@@ -224,6 +226,8 @@ def test_book_records_put_every_value_in_its_field() -> None:
     assert msgspec.structs.asdict(accepted) == {
         "seq": 2, "ts_ns": 20, "gateway": 2, "session": 33, "client_ref": 1002, "account": 3,
         "symbol": SPEC.symbol, "order_id": 2, "side": BUY, "price": 100, "qty": 8,
+        "ord_type": OrdType.LIMIT, "tif": TimeInForce.GTC, "flags": 0, "stop_price": 0,
+        "display_qty": 0,
     }  # fmt: skip
     trade = events[1][1]
     assert isinstance(trade, Trade)
