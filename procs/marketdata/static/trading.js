@@ -341,20 +341,29 @@ async function placeOrder(ev) {
   ev.preventDefault();
   const button = $("order-submit");
   if (button.disabled) return; // one order at a time: a double click sends it once
+  button.disabled = true; // from here on, the rules' read included (review 60)
+  try {
+    await sendOrder();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function sendOrder() {
   const form = $("order-form").elements;
   const params = { symbol: currentSymbol(), side: form.side.value, type: form.type.value };
   for (const name of ["timeInForce", "price", "stopPrice", "quantity"]) {
     const value = form[name].disabled ? "" : form[name].value.trim();
     if (value) params[name] = value;
   }
+  const epoch = sessionEpoch;
   const problem = amountProblem(params, (await symbolRules()).get(params.symbol));
+  if (epoch !== sessionEpoch) return; // logged out (or in again) meanwhile
   if (problem) { // refused here, as the API would: nothing is sent
     say($("order-result"), problem, false);
     return;
   }
   say($("order-result"), "sending...");
-  const epoch = sessionEpoch;
-  button.disabled = true;
   try {
     const o = await api("POST", "/api/v1/order", params);
     if (epoch !== sessionEpoch) return; // logged out (or in again) meanwhile: not shown
@@ -364,8 +373,6 @@ async function placeOrder(ev) {
       true);
   } catch (err) {
     if (epoch === sessionEpoch) say($("order-result"), err.message, false);
-  } finally {
-    button.disabled = false;
   }
 }
 
