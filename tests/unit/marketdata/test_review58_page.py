@@ -46,8 +46,8 @@ from procs.gateway.rest_client import RestClient
 from shm.inspect import remove_instance
 
 from .chromium import DevTools, browser, needs_chromium
-from .test_process import ROOT, free_port
-from .test_trading_page import act, until_up
+from .test_process import ROOT
+from .test_trading_page import act, page_profile, until_up
 
 pytestmark = needs_chromium
 
@@ -82,15 +82,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
     name = f"t{os.getpid()}x9058058"  # conftest's pattern: a killed run's is removed later
     profile = tmp / "review58.toml"
     profile.write_text(
-        f'instance = "{name}"\nvar_dir = "{tmp / "var"}"\n'
-        "[ring]\ncapacity = 4096\n"
-        '[wait]\nstrategy = "blocking"\npark_timeout_s = 0.005\n'
-        "[risk]\nfee_account = 1\n"
-        "[database]\nenabled = false\n"
-        f"[marketdata]\nport = {free_port()}\n"
-        f'[[gateways]]\nname = "gw1"\nid = 1\nport = {free_port()}\n'
-        f"[gateways.rest]\nport = {free_port()}\n"
-        f"max_streams_per_account = {STREAMS_PER_ACCOUNT}\n"
+        page_profile(name, tmp / "var", f"max_streams_per_account = {STREAMS_PER_ACCOUNT}\n")
     )
     cfg = load_profile(str(profile))
     with open(tmp / "supervisor.log", "wb") as log:
@@ -173,6 +165,15 @@ BID = {"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "price": "50.00", "
 # -- order entry -------------------------------------------------------------------------------
 
 
+async def slow_network(page: DevTools, latency_ms: int = 300) -> None:
+    """Every request of ``page`` takes ``latency_ms`` more (a trader's network, not loopback)."""
+    await page.call("Network.enable")
+    await page.call(
+        "Network.emulateNetworkConditions",
+        offline=False, latency=latency_ms, downloadThroughput=-1, uploadThroughput=-1,
+    )  # fmt: skip
+
+
 def test_a_double_click_on_buy_sends_one_order(exchange: Exchange) -> None:
     """What should happen: a double click on "buy" (or a second press of Enter) while the
     first order's request is on its way sends nothing more, as the login form guards
@@ -186,11 +187,7 @@ def test_a_double_click_on_buy_sends_one_order(exchange: Exchange) -> None:
     async def body() -> None:
         async with opened(exchange, "double") as page:
             await log_in(page, "DOUBLE")
-            await page.call("Network.enable")
-            await page.call(
-                "Network.emulateNetworkConditions",
-                offline=False, latency=300, downloadThroughput=-1, uploadThroughput=-1,
-            )  # fmt: skip
+            await slow_network(page)
             await act(page, BID, "#order-submit")
             await asyncio.sleep(0.1)
             await evaluate(page, 'document.getElementById("order-submit").click()')
@@ -220,11 +217,7 @@ def test_an_order_answered_after_the_logout_is_not_shown_to_the_next_user(
     async def body() -> None:
         async with opened(exchange, "leaver") as page:
             await log_in(page, "LEAVER")
-            await page.call("Network.enable")
-            await page.call(
-                "Network.emulateNetworkConditions",
-                offline=False, latency=300, downloadThroughput=-1, uploadThroughput=-1,
-            )  # fmt: skip
+            await slow_network(page)
             await act(page, BID, "#order-submit")
             await evaluate(page, 'document.getElementById("logout").click()')
             await asyncio.sleep(1.5)  # the answer has come by now

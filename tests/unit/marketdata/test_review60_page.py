@@ -18,6 +18,7 @@ from .test_review58_page import (
     log_in,
     opened,
     run,
+    slow_network,
 )
 from .test_trading_page import act
 
@@ -72,11 +73,7 @@ def test_a_double_click_sends_one_order_while_the_rules_are_asked_again(
     async def body() -> None:
         async with opened(exchange, "rules", before=FIRST_RULES_FAIL) as page:
             await log_in(page, "DOUBLE")
-            await page.call("Network.enable")
-            await page.call(
-                "Network.emulateNetworkConditions",
-                offline=False, latency=300, downloadThroughput=-1, uploadThroughput=-1,
-            )  # fmt: skip
+            await slow_network(page)
             await act(page, BID, "#order-submit")
             await asyncio.sleep(0.1)
             await evaluate(page, 'document.getElementById("order-submit").click()')

@@ -66,20 +66,26 @@ FILL_AND_CLICK = """((fields, button) => {
 })(%s, %s)"""
 
 
-@pytest.fixture
-def exchange(instance: str, tmp_path: Path) -> Iterator[RingexConfig]:
-    """The exchange run by the supervisor, with the two users funded; yields its config."""
-    profile = tmp_path / "trading.toml"
-    profile.write_text(
-        f'instance = "{instance}"\nvar_dir = "{tmp_path / "var"}"\n'
+def page_profile(instance: str, var_dir: Path, rest_extra: str = "") -> str:
+    """A profile for the page's tests: one gateway with REST (``rest_extra``: more lines of
+    its ``[gateways.rest]``), market data, no database, small rings, blocking waits."""
+    return (
+        f'instance = "{instance}"\nvar_dir = "{var_dir}"\n'
         "[ring]\ncapacity = 4096\n"
         '[wait]\nstrategy = "blocking"\npark_timeout_s = 0.005\n'
         "[risk]\nfee_account = 1\n"
         "[database]\nenabled = false\n"
         f"[marketdata]\nport = {free_port()}\n"
         f'[[gateways]]\nname = "gw1"\nid = 1\nport = {free_port()}\n'
-        f"[gateways.rest]\nport = {free_port()}\n"
+        f"[gateways.rest]\nport = {free_port()}\n{rest_extra}"
     )
+
+
+@pytest.fixture
+def exchange(instance: str, tmp_path: Path) -> Iterator[RingexConfig]:
+    """The exchange run by the supervisor, with the two users funded; yields its config."""
+    profile = tmp_path / "trading.toml"
+    profile.write_text(page_profile(instance, tmp_path / "var"))
     cfg = load_profile(str(profile))
     with open(tmp_path / "supervisor.log", "wb") as log:
         proc = subprocess.Popen(
