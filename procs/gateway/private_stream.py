@@ -9,17 +9,19 @@ used again (the signature is remembered until its window passes).
 
 Messages are ``{"event": name, "seq": n, "data": {...}}`` with ``seq`` counting from 1 on
 each connection: first a ``snapshot`` (balances and open orders), then ``executionReport``
-and ``balance`` events as they happen. Events that arrive while the snapshot is being made
-wait behind it, so the client applies them in order (more than ``queue_limit`` of them
-cut the stream as below: they are held in memory). A client that falls ``queue_limit``
-messages behind is cut off (close code 1008, the reason naming the numbers) rather than slow
-the gateway: it reconnects and starts again from a snapshot. A stream lives no longer than
-its key and its user: revoking the key (here, through another gateway or by an operator) or
-removing the user closes it with 1008 within a second or two. A stream being closed sends
-nothing more; a client that has not taken its close frame within ``CLOSE_GRACE_S`` (its
-socket takes nothing) is dropped, so it never holds its slot, nor a gateway's stop, longer.
-One key holds at most ``max_per_key`` streams, and each upgrade spends one of the key's
-requests (its rate limit, as any signed request).
+and ``balance`` events as they happen; and, after ``HEARTBEAT_S`` (5 s) with nothing else, a
+``{"event": "heartbeat", "data": {"time": ms}}`` with no ``seq``, so that a client tells a
+quiet stream from a half-open one (a browser's page cannot send a ping). Events that arrive
+while the snapshot is being made wait behind it, so the client applies them in order (more
+than ``queue_limit`` of them cut the stream as below: they are held in memory). A client
+that falls ``queue_limit`` messages behind is cut off (close code 1008, the reason naming
+the numbers) rather than slow the gateway: it reconnects and starts again from a snapshot. A
+stream lives no longer than its key and its user: revoking the key (here, through another
+gateway or by an operator) or removing the user closes it with 1008 within a second or two.
+A stream being closed sends nothing more; a client that has not taken its close frame within
+``CLOSE_GRACE_S`` (its socket takes nothing) is dropped, so it never holds its slot, nor a
+gateway's stop, longer. One key holds at most ``max_per_key`` streams, and each upgrade
+spends one of the key's requests (its rate limit, as any signed request).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class PrivateStreams:
         """Close the streams whose key or user is gone (called once a second; ``keys.get``
         sees another process's revoke within its recheck interval)."""
         get, holder_unchanged = self.api.keys.get, self.api.holder_unchanged
+        now = time.monotonic()
         for subs in self.by_account.values():
             for sub in subs:
                 key = get(sub.key)
@@ -90,6 +93,8 @@ class PrivateStreams:
                     sub.close(b"API key revoked")
                 elif not holder_unchanged(key):
                     sub.close(b"the key's user was removed or changed")
+                else:
+                    sub.beat(now)  # an idle stream's heartbeat
 
     def deliver(self, events: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
         by_account = self.by_account

@@ -12,6 +12,7 @@ the heartbeat, would otherwise wait for that socket forever.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any
 
@@ -27,6 +28,10 @@ _encode = msgspec.json.Encoder().encode
 #: slot until the heartbeat gives up, and a close begun on it (which stops the heartbeat)
 #: would wait for the socket forever.
 CLOSE_GRACE_S = 10.0
+#: After this long with nothing queued, a stream gets a ``heartbeat`` event (no ``seq``: it
+#: is not one of the account's events), so a client can tell a live stream that has nothing
+#: to say from a half-open one, which a browser's page cannot ping (review 58).
+HEARTBEAT_S = 5.0
 
 
 class Subscriber:
@@ -54,6 +59,7 @@ class Subscriber:
         self.transport = transport
         self.grace_s = grace_s
         self.seq = 0
+        self.queued_at = time.monotonic()  # the last message queued (``beat``)
         self.ready = False  # the snapshot is queued: events may follow
         self.held: list[tuple[str, dict[str, Any]]] = []
         self.wake = asyncio.Event()
@@ -98,6 +104,7 @@ class Subscriber:
         for event, data in [("snapshot", snapshot), *held]:
             self.seq += 1
             self.queue.append(_encode({"event": event, "seq": self.seq, "data": data}).decode())
+        self.queued_at = time.monotonic()
         self.wake.set()
 
     def push(self, event: str, data: dict[str, Any]) -> None:
@@ -110,6 +117,19 @@ class Subscriber:
             return
         self.seq += 1
         self.queue.append(_encode({"event": event, "seq": self.seq, "data": data}).decode())
+        self.queued_at = time.monotonic()
+        if len(self.queue) > self.queue_limit:
+            self._slow(len(self.queue))
+            return
+        self.wake.set()
+
+    def beat(self, now: float) -> None:
+        """A ``heartbeat`` when nothing was queued for ``HEARTBEAT_S`` (``now``: monotonic)."""
+        if self.cut or not self.ready or now - self.queued_at < HEARTBEAT_S:
+            return
+        beat = {"event": "heartbeat", "data": {"time": int(time.time() * 1000)}}
+        self.queue.append(_encode(beat).decode())
+        self.queued_at = now
         if len(self.queue) > self.queue_limit:
             self._slow(len(self.queue))
             return

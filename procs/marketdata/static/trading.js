@@ -29,6 +29,7 @@ let session = null; // the logged-in API key, or null
 let hmacKey = null; // session.secretKey, imported for crypto.subtle
 let clockOffset = 0; // server clock - Date.now(), ms: timestamps must fall in its window
 let stream = null, streamSeq = 0, retryTimer = null, retryDelay = 1000;
+let streamHeard = 0; // when the private stream last said anything (a heartbeat, every 5 s)
 let haveHistory = true; // GET myTrades answers (it needs the database: 503 without one)
 let exchangeInfo = null; // GET exchangeInfo's answer (a promise of it): each tick and lot
 // Bumped by every login and logout: an answer that comes back to an older session is dropped.
@@ -207,8 +208,13 @@ async function openStream() {
   const ws = new WebSocket(`${rest.replace(/^http/, "ws")}${STREAM_PATH}?${params}`);
   stream = ws;
   streamSeq = 0;
+  streamHeard = Date.now();
   setStreamStatus("connecting");
-  ws.onmessage = (ev) => { if (ws === stream) onPrivate(ws, JSON.parse(ev.data)); };
+  ws.onmessage = (ev) => {
+    if (ws !== stream) return;
+    streamHeard = Date.now();
+    onPrivate(ws, JSON.parse(ev.data));
+  };
   ws.onclose = () => {
     if (ws !== stream) return; // replaced or logged out
     stream = null;
@@ -233,7 +239,20 @@ async function reconnect() {
   openStream();
 }
 
+// Heartbeats stopped (three missed): a half-open stream, which may take long to report its
+// close: dropped now, and another opened from a fresh snapshot (review 58).
+setInterval(() => {
+  if (stream && stream.readyState === WebSocket.OPEN && Date.now() - streamHeard > 15000) {
+    const stale = stream;
+    stream = null;
+    stale.close();
+    setStreamStatus("disconnected");
+    retryTimer = setTimeout(reconnect, 0);
+  }
+}, 5000);
+
 function onPrivate(ws, msg) {
+  if (msg.event === "heartbeat") return; // no seq: it says only that the stream is alive
   if (msg.seq !== streamSeq + 1) { // a message lost: start over from a snapshot
     console.warn(`private stream: seq ${msg.seq} after ${streamSeq}, reconnecting`);
     ws.close();

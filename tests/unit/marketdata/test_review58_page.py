@@ -3,8 +3,8 @@ venue's page would use it: the whole exchange as `ringex run` starts it (the sup
 router, matcher, market data and a gateway with its REST API and private stream as real
 processes over shm), one instance for the module, and the page in headless Chromium driven
 over its DevTools protocol (``chromium.py``). One test each fault; each failed on the code it
-was written against. The first four pass since their fixes (the same session's commits); the
-last two are documented limits (README, the page), strict xfails:
+was written against. The first five pass since their fixes (the same session's commits); the
+last is a documented limit (README, the private stream), a strict xfail:
 
 - a double click on "buy" over a network of some latency places two orders (the login form
   has a guard against exactly this; the order form has none);
@@ -363,11 +363,6 @@ VIA_RELAY = """(() => {
 })()"""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, the page): the private stream sends no heartbeat a "
-    "browser sees, so a half-open one is taken for a live one until it closes",
-)
 def test_a_private_stream_gone_silent_is_replaced(exchange: Exchange) -> None:
     """What should happen: a private stream that has gone silent (half-open: the network
     dropped it without a close) is noticed and replaced, as the page does for the market-data
@@ -406,7 +401,7 @@ def test_a_private_stream_gone_silent_is_replaced(exchange: Exchange) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a documented limit (README, the page): a browser cannot read why a WebSocket "
+    reason="a documented limit (README, the private stream): a browser cannot read why a WebSocket "
     "upgrade was refused (429), so the page shows 'disconnected' and retries",
 )
 def test_a_refused_private_stream_says_why(exchange: Exchange) -> None:
