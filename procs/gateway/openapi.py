@@ -381,11 +381,11 @@ def _stream_operation() -> Json:
     responses: Json = {
         "101": {
             "description": "Switching Protocols: the WebSocket. Messages are "
-            '`{"event": name, "seq": n, "data": {...}}`, seq counting from 1: first a '
-            "`snapshot` (balances and open orders), then `executionReport` and `balance` "
-            "events; a fill's `executionReport` (`executionType` TRADE) carries `lastPrice`, "
-            "`lastQty`, `tradeId`, `isMaker`, `commission` and `commissionAsset` as a `Fill` "
-            "does. A client too far behind is closed with code 1008.",
+            '`{"event": name, "seq": n, "data": {...}}`, seq from 1: a `snapshot` (balances, '
+            "open orders), then `executionReport` and `balance` events (a fill's carries "
+            "`lastPrice`, `lastQty`, `tradeId`, `isMaker`, `commission`, `commissionAsset` as a "
+            "`Fill` does); after 5 s of nothing else a `heartbeat` (no `seq`: a quiet stream, "
+            "not a half-open one). A client too far behind is closed with code 1008.",
         }
     }
     for status in (400, 401, 403, 413, 429, 503):

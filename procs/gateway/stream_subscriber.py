@@ -125,14 +125,11 @@ class Subscriber:
 
     def beat(self, now: float) -> None:
         """A ``heartbeat`` when nothing was queued for ``HEARTBEAT_S`` (``now``: monotonic)."""
-        if self.cut or not self.ready or now - self.queued_at < HEARTBEAT_S:
-            return
+        if self.cut or not self.ready or self.queue or now - self.queued_at < HEARTBEAT_S:
+            return  # (unsent messages: the socket is the slow one, not the stream quiet)
         beat = {"event": "heartbeat", "data": {"time": int(time.time() * 1000)}}
         self.queue.append(_encode(beat).decode())
         self.queued_at = now
-        if len(self.queue) > self.queue_limit:
-            self._slow(len(self.queue))
-            return
         self.wake.set()
 
     def finish(self) -> None:

@@ -210,6 +210,7 @@ async function openStream() {
   streamSeq = 0;
   streamHeard = Date.now();
   setStreamStatus("connecting");
+  ws.onopen = () => { if (ws === stream) streamHeard = Date.now(); }; // a slow handshake
   ws.onmessage = (ev) => {
     if (ws !== stream) return;
     streamHeard = Date.now();
