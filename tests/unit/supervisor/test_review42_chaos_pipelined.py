@@ -187,6 +187,9 @@ class Chaos:
         self.transfers.thread.start()
         try:
             asyncio.run(faults())
+        except Exception as exc:  # whatever failed, with the seed and the kills to replay it
+            exc.add_note(f"chaos so far: {self.done} (REVIEW42_SEED replays the seed)")
+            raise
         finally:
             self.transfers.stopping = True
 
