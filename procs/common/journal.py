@@ -228,6 +228,17 @@ class JournalReader:
             tail = yield from self._scan(path, first, begin, last=last, expect_first=expect_first)
             expect_first = tail.last_seq + 1
 
+    def under(self, rules: int) -> JournalReader:
+        """A reader of the same journal that refuses entries of other ``rules`` than these:
+        for what is executed again (a replay), beside this one for what is only looked at."""
+        return JournalReader(
+            self.directory,
+            slot_size=self.layout.slot_size,
+            schema_id=self.schema_id,
+            archive=self.archive,
+            rules=rules,
+        )
+
     def segment_rules(self, first: int, path: Path) -> int:
         """The rules version the header of ``path`` (the segment from ``first``) records."""
         with open(path, "rb", buffering=0) as f:

@@ -212,9 +212,7 @@ def _recover(
     reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
     # what is made again must have been sequenced under this build's rules; the tail's part
     # before the snapshot is only looked at
-    replayed_from = JournalReader(
-        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id, rules=RULES_VERSION
-    )
+    replayed_from = reader.under(RULES_VERSION)
     last = reader.last_seq() if journal_dir(cfg).exists() else 0
     if start is not None and start > last:
         raise ReplayError(

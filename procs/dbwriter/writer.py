@@ -120,13 +120,7 @@ class DbWriter:
         )
         #: what is executed again, the rows made from it: of this build's rules only (a read
         #: of an entry's CRC only looks, through ``reader``)
-        self.replayed = JournalReader(
-            journal_dir(cfg),
-            slot_size=self.codec.slot_size,
-            schema_id=self.codec.schema_id,
-            archive=journal_archive_dir(cfg),
-            rules=RULES_VERSION,
-        )
+        self.replayed = self.reader.under(RULES_VERSION)
         self.sleep = sleep
         self.pet = pet
         self.stopping = False

@@ -153,14 +153,22 @@ def order_fault(msg: FixMessage, symbol: SymbolConfig, account: int) -> Fault | 
     return foreign(msg.fields, symbol, account)
 
 
+def other_account(f: dict[int, bytes], account: int) -> str | None:
+    """Why a request's Account (1), if it gives one, is not the session's account number,
+    or None (review 54; review 56 for status requests)."""
+    if 1 in f and f[1] != b"%d" % account:
+        return f"Account (1) {shown(f[1])} is not this session's account {account}"
+    return None
+
+
 def foreign(f: dict[int, bytes], symbol: SymbolConfig, account: int) -> Fault | None:
     """Why an order, cancel or replace for another account than its session's, or priced in
     another currency than its symbol's quote asset, is refused, or None (review 54: both
     were taken and ignored, so client B's order filled in the session's account, and a
     price in euros was read as one in dollars). Account (1) is the account number the
     exchange gave the session; Currency (15) is "the currency used for price"."""
-    if 1 in f and f[1] != b"%d" % account:
-        return Fault(f"Account (1) {shown(f[1])} is not this session's account {account}", 15)
+    if (why := other_account(f, account)) is not None:
+        return Fault(why, 15)
     if 15 in f and f[15] != symbol.quote.encode():
         return Fault(
             f"Currency (15) {shown(f[15])} is not {symbol.name}'s quote currency "
@@ -182,8 +190,8 @@ def mass_narrowed(msg: FixMessage, account: int) -> str | None:
     f = msg.fields
     if 54 in f:
         return f"Side (54) {shown(f[54])} on a mass cancel is not supported: both sides go"
-    if 1 in f and f[1] != b"%d" % account:
-        return f"Account (1) {shown(f[1])} is not this session's account {account}"
+    if (why := other_account(f, account)) is not None:
+        return why
     tag = next((t for t in msg.tags if t not in _MASS_CANCEL_READ and t not in HEADER), None)
     if tag is None:
         return None

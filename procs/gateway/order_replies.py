@@ -43,6 +43,7 @@ from procs.gateway.order_fields import (
     REPORT,
     mass_refused,
     mass_report,
+    other_account,
 )
 from procs.gateway.order_state import MassCancelRequest, Order, Request
 from procs.gateway.session import Session
@@ -120,7 +121,7 @@ class OrderReplies:
             for o in self.live.of(session.session_id)
             if (symbol is None or o.symbol is symbol) and (side is None or b"%d" % o.side == side)
         ]
-        if not _ours(f, session.account):  # another account's: this session has none of its
+        if other_account(f, session.account):  # another account's: the session has none
             found = []
         session.throttle.charge(len(found), now)  # its reports draw on the throttle too
         pending = self.pending_status()
@@ -169,7 +170,7 @@ class OrderReplies:
             or self.finished.get(key)
             or self.pending_replace(session.session_id, msg.fields[11])  # named by its next id
         )
-        if not _ours(msg.fields, session.account):  # another account's order: not this one
+        if other_account(msg.fields, session.account):  # another account's order: not this
             order = None
         extra = field(790, msg.fields[790]) if 790 in msg.fields else b""
         if order is None:
@@ -330,9 +331,3 @@ class OrderReplies:
             )
         )
         self._deliver(session_id, b"9", body)
-
-
-def _ours(f: dict[int, bytes], account: int) -> bool:
-    """Whether a request's Account (1), if any, is the session's account number (review 56:
-    a status request for client B's orders reported the session's own as B's)."""
-    return 1 not in f or f[1] == b"%d" % account

@@ -96,10 +96,7 @@ class ReplicationSource:
         )
         #: what is shipped: a standby executes it again, so only entries of this build's
         #: rules (``JournalRulesError``: the standby is refused, saying why)
-        self.shipped = JournalReader(
-            journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id,
-            rules=RULES_VERSION,
-        )  # fmt: skip
+        self.shipped = self.reader.under(RULES_VERSION)
         self.block = AckBlock(ack_dir(cfg.var_dir, cfg.instance))
         for word in (CONNECTED, SOURCE_PARKED):
             self.block.words[word] = 0
