@@ -164,7 +164,7 @@ def _sync_journal(cfg: RingexConfig) -> int | None:
     if not directory.exists():
         return None
     codec = RecordCodec()
-    last = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+    last = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id)
     upto = last.last_seq()
     for _first, path in journal_segments(directory):
         fsync_file(path)

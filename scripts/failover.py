@@ -80,7 +80,7 @@ def journal_state(cfg: RingexConfig) -> tuple[int, str]:
         return 0, GENESIS.hex()
     history, last = History(), 0
     for seq, image in JournalReader(
-        directory, slot_size=codec.slot_size, schema_id=codec.schema_id
+        directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id
     ).entries(1):
         history.update(image)
         last = seq
@@ -192,7 +192,7 @@ def entry_at(cfg: RingexConfig, seq: int) -> bytes | None:
     if seq < 1 or not directory.is_dir():
         return None
     codec = RecordCodec()
-    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id)
     try:
         for found, image in reader.entries(seq):
             return bytes(image) if found == seq else None
@@ -227,7 +227,9 @@ def journal_last(cfg: RingexConfig) -> int:
     if not directory.is_dir():
         return 0
     codec = RecordCodec()
-    return JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id).last_seq()
+    return JournalReader(
+        directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    ).last_seq()
 
 
 def unsafe(primary: RingexConfig, standby: RingexConfig) -> str:

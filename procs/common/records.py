@@ -382,6 +382,22 @@ AnyRecord = Union[  # noqa: UP007  (msgspec needs a runtime Union of the tagged 
 #: Every record type, in tag order; a ring carries any of them.
 RECORD_TYPES: Final[tuple[type[Record], ...]] = get_args(AnyRecord)
 
+#: The record types the router sequences and journals: the commands. A journal's schema id
+#: (``RecordCodec.journal_schema_id``) is theirs alone, so a build that changes an event
+#: (``Accepted``, ``Trade``, ...) still replays the journals of the builds before it, as
+#: long as the slot size stays (the largest record's worst case, rounded up to 8 bytes).
+JOURNALED_TYPES: Final[tuple[type[Record], ...]] = (
+    NewOrder,
+    CancelOrder,
+    ReplaceOrder,
+    MassCancel,
+    AdminCommand,
+    FeeSchedule,
+    SymbolRules,
+    CreateAccount,
+    Transfer,
+)
+
 
 class RecordDecodeError(ValueError):
     """A slot does not hold a valid record; the message says where and why."""
@@ -418,6 +434,8 @@ class RecordCodec:
             )
         self.slot_size = slot_size
         self.schema_id = schema_id(self.types)
+        #: what a journal of this codec's records records: its commands' layout alone
+        self.journal_schema_id = schema_id([t for t in self.types if t in JOURNALED_TYPES])
         self.capacity_body = slot_size - _LENGTH_SIZE - STAMP_SIZE
         self._encoder = msgspec.msgpack.Encoder()
         self._bounds = {cls: int_bounds(cls) for cls in self.types}

@@ -209,7 +209,9 @@ def _recover(
 ) -> Recovered:
     started = time.perf_counter()
     sequencer, matchers, start = from_snapshot(cfg) if use_snapshot else (*fresh(cfg), None)
-    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     # what is made again must have been sequenced under this build's rules; the tail's part
     # before the snapshot is only looked at
     replayed_from = reader.under(RULES_VERSION)
@@ -310,7 +312,7 @@ def journal_commands(
         return  # nothing to read: not even the entry past ``upto`` that would end the loop
     mine = {cfg.symbol(s).id for s in cfg.matcher(name).symbols} | {0}
     reader = JournalReader(
-        directory, slot_size=codec.slot_size, schema_id=codec.schema_id, rules=RULES_VERSION
+        directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id, rules=RULES_VERSION
     )
     for seq, image in reader.entries(after + 1):
         if upto is not None and seq > upto:
@@ -350,7 +352,9 @@ def unrouted(
     missing: dict[str, list[Record]] = {name: [] for name in first}
     if not first:
         return missing
-    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     route = recovered.sequencer.matchers_for
     for seq, image in reader.entries(min(first.values())):
         if seq > last_seq:
@@ -470,7 +474,9 @@ def journal_end(cfg: RingexConfig, codec: RecordCodec | None = None) -> int | No
     if not journal_dir(cfg).exists():
         return None
     codec = codec or RecordCodec()
-    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     return reader.last_seq()
 
 

@@ -115,7 +115,7 @@ class DbWriter:
         self.reader = JournalReader(
             journal_dir(cfg),
             slot_size=self.codec.slot_size,
-            schema_id=self.codec.schema_id,
+            schema_id=self.codec.journal_schema_id,
             archive=journal_archive_dir(cfg),  # a restored backup may be older than it
         )
         #: what is executed again, the rows made from it: of this build's rules only (a read

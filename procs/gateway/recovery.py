@@ -77,7 +77,7 @@ def journaled_refs(
     directory = journal_dir(cfg)
     if not directory.exists():
         return set()
-    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id)
     if reader.last_seq() - after > CATCH_UP_LIMIT:
         return None
     refs: set[int] = set()

@@ -79,7 +79,7 @@ async def _ask(host: str, port: int) -> Epochs:
     codec = RecordCodec()  # before anything is cut: this instance could never follow it
     if refused := records_differ(
         f"{host}:{port}'s", (answer.schema_id, answer.slot_size, answer.rules),
-        "this instance's", (codec.schema_id, codec.slot_size, RULES_VERSION),
+        "this instance's", (codec.journal_schema_id, codec.slot_size, RULES_VERSION),
     ):  # fmt: skip
         raise EpochsError(refused)
     return Epochs(tuple((e, s) for e, s in answer.epochs))
@@ -102,7 +102,9 @@ async def _ask_digests(host: str, port: int, seqs: list[int]) -> Digests:
 def _own_digests(cfg: RingexConfig, seqs: list[int]) -> dict[int, bytes]:
     """This journal's history hash before each of ``seqs`` (one pass)."""
     codec = RecordCodec()
-    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     return hashes_before(reader.entries(1), seqs)
 
 
@@ -123,7 +125,7 @@ def agreed_seq(cfg: RingexConfig, host: str, port: int, timeout_s: float = 600.0
     mine = 0
     if directory.exists():
         mine = JournalReader(
-            directory, slot_size=codec.slot_size, schema_id=codec.schema_id
+            directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id
         ).last_seq()
     theirs = asyncio.run(ask([])).last_seq
     top = min(mine, theirs)
@@ -192,7 +194,7 @@ def _rebuild(cfg: RingexConfig, primary: Epochs, keep: int | None) -> Rebuilt:
     last = 0
     if directory.exists():
         last = JournalReader(
-            directory, slot_size=codec.slot_size, schema_id=codec.schema_id
+            directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id
         ).last_seq()
     kept = last if keep is None else min(last, keep)
     aside = home / "demoted" / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -200,7 +202,7 @@ def _rebuild(cfg: RingexConfig, primary: Epochs, keep: int | None) -> Rebuilt:
     if kept < last:
         done.cut = cut_after(
             directory, kept, aside / "journal",
-            slot_size=codec.slot_size, schema_id=codec.schema_id, locked=True,
+            slot_size=codec.slot_size, schema_id=codec.journal_schema_id, locked=True,
         )  # fmt: skip
         done.moved.append(aside / "journal")
     snapshots = snapshot_dir(cfg, "dbwriter").parent

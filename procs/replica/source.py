@@ -90,9 +90,9 @@ class ReplicationSource:
         self.cfg = cfg
         self._started = process_start(os.getpid())  # its status names it by pid and start
         codec = RecordCodec()
-        self.records: Build = (codec.schema_id, codec.slot_size, RULES_VERSION)
+        self.records: Build = (codec.journal_schema_id, codec.slot_size, RULES_VERSION)
         self.reader = JournalReader(
-            journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id
+            journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
         )
         #: what is shipped: a standby executes it again, so only entries of this build's
         #: rules (``JournalRulesError``: the standby is refused, saying why)

@@ -89,13 +89,15 @@ class Standby:
         self.state = recover(cfg, codec=codec, observe=self._observe)
         self.history = History()
         if directory.exists():
-            reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+            reader = JournalReader(
+                directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+            )
             for _seq, image in reader.entries(1):
                 self.history.update(image)
         self.journal = JournalWriter(
             directory,
             slot_size=codec.slot_size,
-            schema_id=codec.schema_id,
+            schema_id=codec.journal_schema_id,
             segment_bytes=cfg.journal.segment_mb << 20,
             fsync=cfg.journal.fsync,
             fsync_interval_ms=cfg.journal.fsync_interval_ms,
@@ -252,7 +254,7 @@ class Standby:
                 self.next_seq,
                 self.digest,
                 self._newest_epoch(),
-                codec.schema_id,
+                codec.journal_schema_id,
                 codec.slot_size,
                 RULES_VERSION,
             ),
@@ -266,7 +268,7 @@ class Standby:
             "the primary's",
             (first.schema_id, first.slot_size, first.rules),
             "this standby's",
-            (codec.schema_id, codec.slot_size, RULES_VERSION),
+            (codec.journal_schema_id, codec.slot_size, RULES_VERSION),
         ):
             raise StandbyRefusedError(refused)
         self.follow_epochs(first)

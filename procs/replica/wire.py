@@ -31,8 +31,9 @@
                                                    (a host that died sends no FIN) and
                                                    reconnects
 
-Both sides refuse a peer built with other records (schema id, slot size), as a ring refuses
-to attach one: a standby would journal and decode the primary's slot images as its own.
+Both sides refuse a peer built with other journaled records (the journal's schema id,
+``RecordCodec.journal_schema_id``, and the slot size), as a journal refuses a segment of
+them: a standby would journal and decode the primary's slot images as its own.
 
 Epochs fence a promoted standby's old primary: a primary refuses a standby of a newer epoch
 than its own and marks its own journal fenced; a standby refuses a primary of an older epoch
@@ -186,12 +187,12 @@ def hashes_before(
     return found
 
 
-#: A side's records and rules: ``(schema_id, slot_size, rules version)``.
+#: A side's journaled records and rules: ``(journal schema id, slot_size, rules version)``.
 Build = tuple[int, int, int]
 
 
 def records_differ(peer: str, theirs: Build, own: str, mine: Build) -> str | None:
-    """Why a peer whose records (``(schema_id, slot_size)``, ``RecordCodec``) and rules
+    """Why a peer whose journaled records (``(journal_schema_id, slot_size)``) and rules
     version are ``theirs`` may not replicate with this side's ``mine``, or None: the same,
     or not said (schema 0, an older peer: the history hash check still refuses other slot
     images). A peer that says its records but not its rules (0) is refused: entries it

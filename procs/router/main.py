@@ -529,7 +529,7 @@ def _open_journal(cfg: RingexConfig, codec: RecordCodec) -> JournalWriter:
     return JournalWriter(
         journal_dir(cfg),
         slot_size=codec.slot_size,
-        schema_id=codec.schema_id,
+        schema_id=codec.journal_schema_id,
         segment_bytes=journal.segment_mb << 20,
         fsync=journal.fsync,
         fsync_interval_ms=journal.fsync_interval_ms,

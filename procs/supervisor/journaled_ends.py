@@ -100,7 +100,7 @@ class JournaledEnds:
         return JournalReader(
             self.directory,
             slot_size=self._codec.slot_size,
-            schema_id=self._codec.schema_id,
+            schema_id=self._codec.journal_schema_id,
             archive=self.archive,
         )
 

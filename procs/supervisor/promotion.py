@@ -81,7 +81,9 @@ def begin_epoch(cfg: RingexConfig, epoch: int) -> int:
     last = 0
     if directory.is_dir():
         codec = RecordCodec()
-        reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.schema_id)
+        reader = JournalReader(
+            directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+        )
         last = reader.last_seq()
     epochs = Epochs.load(directory)
     if epochs.fence is not None and epoch <= epochs.fence.epoch:

@@ -87,7 +87,9 @@ def round_trip(
                        f'[replication]\nprimary = "127.0.0.1:{port}"\n')  # fmt: skip
     cfg = load_profile(str(primary))
     codec = RecordCodec()
-    journal = JournalWriter(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    journal = JournalWriter(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     block = AckBlock(ack_dir(cfg.var_dir, cfg.instance))
     gate = SyncGate(block, 0)
     replica = [sys.executable, "-m", "procs.replica.main"]
@@ -220,7 +222,9 @@ async def load(
 def journal_state(cfg: RingexConfig) -> tuple[int, bytes]:
     """The journal's last seq and history hash (as ``scripts/failover.py status`` compares)."""
     codec = RecordCodec()
-    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     history, last = History(), 0
     for seq, image in reader.entries(1):
         history.update(image)
@@ -231,7 +235,9 @@ def journal_state(cfg: RingexConfig) -> tuple[int, bytes]:
 def order_ids_in(cfg: RingexConfig) -> set[int]:
     """The exchange order ids of the journal's NewOrders (the router stamps them)."""
     codec = RecordCodec()
-    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     commands = (codec.decode_slot(image) for _seq, image in reader.entries(1))
     return {c.order_id for c in commands if isinstance(c, NewOrder)}
 
@@ -240,7 +246,9 @@ def new_orders_from(cfg: RingexConfig, first_seq: int) -> int:
     """The NewOrders journaled at ``first_seq`` or later: on a promoted instance, from the
     seq its epoch begins at, the orders it took itself (the primary's history precedes it)."""
     codec = RecordCodec()
-    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     images = (image for _seq, image in reader.entries(max(1, first_seq)))
     return sum(isinstance(codec.decode_slot(image), NewOrder) for image in images)
 

@@ -100,7 +100,11 @@ def append_journal(
 ) -> dict[str, Any]:
     shutil.rmtree(data, ignore_errors=True)
     writer = JournalWriter(
-        data, slot_size=SLOT, schema_id=CODEC.schema_id, fsync=fsync, segment_bytes=segment_bytes
+        data,
+        slot_size=SLOT,
+        schema_id=CODEC.journal_schema_id,
+        fsync=fsync,
+        segment_bytes=segment_bytes,
     )
     lat: list[float] = []
     append, clock = writer.append, time.perf_counter_ns
@@ -182,7 +186,7 @@ def drop_cache(data: Path) -> None:
 
 
 def replay_journal(data: Path, n: int, decode: bool) -> float:
-    reader = JournalReader(data, slot_size=SLOT, schema_id=CODEC.schema_id)
+    reader = JournalReader(data, slot_size=SLOT, schema_id=CODEC.journal_schema_id)
     decode_slot = CODEC.decode_slot
     count = 0
     start = time.perf_counter()
@@ -255,7 +259,7 @@ def restart(work: Path, tail: int) -> dict[str, Any]:
     sequencer, matchers = fresh(cfg)
     (matcher,) = matchers.values()
     writer = JournalWriter(
-        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id, fsync="none"
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id, fsync="none"
     )
     clock = 0
 
@@ -395,12 +399,12 @@ def main() -> int:
 
         # the last append round left an n-command journal (fsync 'none', batch 4096): make it
         # durable so dropping its pages really drops them
-        with JournalWriter(data, slot_size=SLOT, schema_id=CODEC.schema_id):
+        with JournalWriter(data, slot_size=SLOT, schema_id=CODEC.journal_schema_id):
             pass
         for _, path in list_segments(data):
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
-        reader = JournalReader(data, slot_size=SLOT, schema_id=CODEC.schema_id)
+        reader = JournalReader(data, slot_size=SLOT, schema_id=CODEC.journal_schema_id)
         checks["journal replay equals the appended stream"] = check_replay(
             reader.entries(), images, n
         )

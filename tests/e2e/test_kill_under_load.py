@@ -293,7 +293,9 @@ async def kill_each_under_load(cfg: RingexConfig, load: Load, accounts: dict[str
 def wait_for_writer(cfg: RingexConfig, dsn: str) -> int:
     """The journal's last seq, once the database writer's checkpoint has reached it."""
     codec = RecordCodec()
-    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     deadline = time.monotonic() + 45
     with psycopg.connect(dsn, autocommit=True) as conn:
         while True:
@@ -309,7 +311,9 @@ def wait_for_writer(cfg: RingexConfig, dsn: str) -> int:
 def journaled_orders(cfg: RingexConfig) -> Orders:
     """Order id -> account of every NewOrder in the journal."""
     codec = RecordCodec()
-    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     orders: Orders = {}
     for _seq, image in reader.entries(1):
         command = codec.decode_slot(image)

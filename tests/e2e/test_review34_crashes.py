@@ -251,7 +251,9 @@ def sequenced_once(cfg: RingexConfig) -> None:
     """No gateway command (its client_ref, unique per gateway) is in the journal twice: a
     command published again after a restart was not executed twice."""
     codec = RecordCodec()
-    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     seen: dict[tuple[int, int], int] = {}
     twice = []
     for seq, image in reader.entries(1):

@@ -88,7 +88,7 @@ class Pair:
     def journal(self, path: Path) -> list[tuple[int, object]]:
         cfg = load_profile(str(path))
         reader = JournalReader(
-            journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+            journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
         )
         return [(seq, CODEC.decode_slot(image)) for seq, image in reader.entries(1)]
 

@@ -167,7 +167,9 @@ def test_failover_new_order_check_looks_past_the_promoted_epochs_start(tmp_path:
     counts the NewOrders journaled from the seq the promoted epoch begins at."""
     cfg = RingexConfig(instance="r33", var_dir=str(tmp_path))
     codec = RecordCodec()
-    writer = JournalWriter(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    writer = JournalWriter(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     for seq in range(1, 6):  # the primary's history: five orders
         writer.append(seq, codec.encode_slot(bench_journal.command(seq)), 1)
     writer.append(6, codec.encode_slot(Transfer(6, 6, 0, 0, 6, 7, 1, 1, 6)), 1)

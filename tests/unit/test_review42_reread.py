@@ -289,7 +289,7 @@ def _fail_thread_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 def _lock_free(rig: LabelRig) -> bool:
     try:
         JournalWriter(journal_dir(rig.cfg), slot_size=CODEC.slot_size,
-                      schema_id=CODEC.schema_id).close()  # fmt: skip
+                      schema_id=CODEC.journal_schema_id).close()  # fmt: skip
     except (JournalError, OSError, BlockingIOError):
         return False
     return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -12,9 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from procs.common.journal import JournalFormatError, JournalReader
+from procs.common.journal_writer import JournalWriter
 from procs.common.record_layout import max_encoded_size, schema_id
 from procs.common.records import (
+    JOURNALED_TYPES,
     RECORD_TYPES,
+    Accepted,
     NewOrder,
     Record,
     RecordCodec,
@@ -22,7 +27,7 @@ from procs.common.records import (
     Trade,
 )
 from procs.common.result_codes import ResultCode
-from procs.common.types import OrdType, Side, StpMode, TimeInForce
+from procs.common.types import U64, OrdType, Side, StpMode, TimeInForce
 from shm import Ring
 from shm.errors import EncodeError
 
@@ -167,6 +172,48 @@ def test_schema_id_is_stable_and_tracks_the_layout() -> None:
     assert schema_id(RECORD_TYPES) == schema_id(RECORD_TYPES)
     assert schema_id(RECORD_TYPES) != schema_id(RECORD_TYPES[:-1])
     assert CODEC.schema_id == RecordCodec().schema_id
+
+
+class _NextAccepted(Accepted, tag=10, frozen=True):
+    """``Accepted`` as a later build might extend it: one field more."""
+
+    venue_ts_ns: U64 = 0
+
+
+class _NextNewOrder(NewOrder, tag=1, frozen=True):
+    """``NewOrder`` as a later build might extend it: one field more."""
+
+    expire_ns: U64 = 0
+
+
+def _next_build(old: type[Record], new: type[Record]) -> RecordCodec:
+    return RecordCodec([new if t is old else t for t in RECORD_TYPES])
+
+
+def test_a_journal_outlives_a_change_of_an_event_record(tmp_path: Path) -> None:
+    """A journal's schema id is its commands' layout alone (``JOURNALED_TYPES``): a build
+    whose events differ replays it; one whose commands differ refuses it, naming why."""
+    assert set(JOURNALED_TYPES) < set(RECORD_TYPES)
+    events = _next_build(Accepted, _NextAccepted)
+    commands = _next_build(NewOrder, _NextNewOrder)
+    assert events.slot_size == commands.slot_size == CODEC.slot_size
+    assert events.schema_id != CODEC.schema_id  # a ring of the other build is refused
+    assert events.journal_schema_id == CODEC.journal_schema_id
+    assert commands.journal_schema_id != CODEC.journal_schema_id
+    directory = tmp_path / "journal"
+    with JournalWriter(
+        directory, slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id, fsync="none"
+    ) as journal:
+        journal.append(1, CODEC.encode_slots([order()]), 1)
+    reader = JournalReader(
+        directory, slot_size=events.slot_size, schema_id=events.journal_schema_id
+    )
+    assert [events.decode_slot(image) for _, image in reader.entries()] == [order()]
+    refused = JournalReader(
+        directory, slot_size=commands.slot_size, schema_id=commands.journal_schema_id
+    )
+    with pytest.raises(JournalFormatError, match=r"schema_id is .* written by another version"):
+        list(refused.entries())
 
 
 def test_result_codes_say_their_stage() -> None:

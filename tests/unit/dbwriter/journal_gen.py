@@ -47,9 +47,11 @@ class JournalBuilder:
         self.codec = RecordCodec()
         self.sequencer, self.matchers = fresh(cfg)
         self.writer = JournalWriter(
-            journal_dir(cfg), slot_size=self.codec.slot_size, schema_id=self.codec.schema_id,
+            journal_dir(cfg),
+            slot_size=self.codec.slot_size,
+            schema_id=self.codec.journal_schema_id,
             fsync="none",
-        )  # fmt: skip
+        )
         self.owner = {cfg.symbol(s).id: m.name for m in cfg.matchers for s in m.symbols}
         self.rng = random.Random(seed)
         self.clock = START_NS

@@ -241,7 +241,7 @@ def test_a_restored_backup_is_written_again_after_segments_were_archived(
     b = JournalBuilder(cfg)
     b.writer.close()
     b.writer = JournalWriter(
-        journal_dir(cfg), slot_size=b.codec.slot_size, schema_id=b.codec.schema_id,
+        journal_dir(cfg), slot_size=b.codec.slot_size, schema_id=b.codec.journal_schema_id,
         fsync="none", segment_bytes=8192,
     )  # fmt: skip
     b.setup()

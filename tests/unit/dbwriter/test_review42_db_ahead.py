@@ -42,7 +42,9 @@ REGROWN = 150  # ... and of the one the router journals after it (longer: past t
 
 
 def _reader(cfg: RingexConfig) -> JournalReader:
-    return JournalReader(journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id)
+    return JournalReader(
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
+    )
 
 
 def _history(root: Path, seed: int, commands: int) -> JournalBuilder:
@@ -54,12 +56,14 @@ def _history(root: Path, seed: int, commands: int) -> JournalBuilder:
 def _power_loss(cfg: RingexConfig, keep: int, aside: Path, regrow: JournalBuilder | None) -> None:
     """Cut the journal after ``keep`` (the unsynced tail is gone) and, with ``regrow``, append
     that history's entries after ``keep``: what the restarted router journals."""
-    cut_after(journal_dir(cfg), keep, aside, slot_size=CODEC.slot_size, schema_id=CODEC.schema_id)
+    cut_after(
+        journal_dir(cfg), keep, aside, slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
+    )
     if regrow is None:
         return
     images = [bytes(image) for _seq, image in _reader(regrow.cfg).entries(keep + 1)]
     with JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id, fsync="none"
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id, fsync="none"
     ) as w:
         w.append(keep + 1, b"".join(images), len(images))
 
@@ -229,7 +233,10 @@ def test_under_batch_the_writer_commits_only_fsynced_entries(
     router.setup()  # seqs 1..24, durable
     router.writer.close()
     router.writer = JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id, fsync="batch"
+        journal_dir(cfg),
+        slot_size=CODEC.slot_size,
+        schema_id=CODEC.journal_schema_id,
+        fsync="batch",
     )
     durable = router.writer.durable_seq
     assert durable == COMMON

@@ -79,7 +79,9 @@ def test_checked_balances_and_open_orders_equal_the_replay_after_every_batch(
     _every_kind(b, 800, rng)
     b.close()
     codec = RecordCodec()
-    reader = JournalReader(journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    )
     shadow = Follower(cfg)
     decimals = {a.id: a.decimals for a in cfg.assets}
     wrong: list[tuple[int, str]] = []

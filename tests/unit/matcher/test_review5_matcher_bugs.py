@@ -112,7 +112,7 @@ def test_a_restart_uses_the_snapshots_taken_after_the_last_event_so_archiving_is
     with JournalWriter(
         journal_dir(cfg),
         slot_size=CODEC.slot_size,
-        schema_id=CODEC.schema_id,
+        schema_id=CODEC.journal_schema_id,
         segment_bytes=HEADER_SIZE + 10 * entry,  # ten entries a segment
         fsync="none",
     ) as writer:  # what the router journaled before it routed them
@@ -182,7 +182,7 @@ def test_a_start_killed_during_its_replay_on_new_rings_leaves_the_next_able_to_s
     with JournalWriter(
         journal_dir(cfg),
         slot_size=CODEC.slot_size,
-        schema_id=CODEC.schema_id,
+        schema_id=CODEC.journal_schema_id,
         segment_bytes=HEADER_SIZE + 10 * entry,  # ten entries a segment
         fsync="none",
     ) as writer:

@@ -37,14 +37,16 @@ def instance(tmp_path: Path, name: str, *, port: int = 0, primary: str = "") -> 
 
 def write(cfg: RingexConfig, records: list[Record]) -> None:
     with JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
     ) as journal:
         first = journal.next_seq
         journal.append(first, b"".join(map(CODEC.encode_slot, records)), len(records))
 
 
 def images(cfg: RingexConfig) -> list[bytes]:
-    reader = JournalReader(journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
+    )
     return [bytes(image) for _seq, image in reader.entries(1)]
 
 
@@ -108,7 +110,7 @@ def test_an_old_primary_is_rebuilt_to_follow_the_promoted_one(tmp_path: Path) ->
         done = rebuild(old, epochs)
         assert (done.kept_seq, done.cut) == (3, 2)
         aside = JournalReader(
-            done.aside / "journal", slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+            done.aside / "journal", slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
         )
         assert [CODEC.decode_slot(i) for _s, i in aside.entries(4)] == commands(4, 2)
         standby, fresh = Standby(old), Standby(fresh_cfg)  # a new standby from scratch too

@@ -28,7 +28,7 @@ from tests.unit.replica.test_source import CODEC, commands
 from tests.unit.supervisor.test_review_ops_bugs import FakeChild, configs, write
 
 failover = load_script("failover", "review33")
-CODEC_RECORDS = (CODEC.schema_id, CODEC.slot_size, RULES_VERSION)  # as a Hello says them
+CODEC_RECORDS = (CODEC.journal_schema_id, CODEC.slot_size, RULES_VERSION)  # as a Hello says them
 
 
 def _sync_pair(tmp_path: Path, instance: str) -> tuple[Path, Path]:
@@ -216,7 +216,7 @@ def test_a_peer_of_other_records_and_a_newer_epoch_does_not_fence_the_primary(
     newer (another deployment's standby pointed here, or any peer: the epoch is a number it
     sends), and the running router stopped sequencing. Expected: refused for its records,
     as the wire protocol says of a peer of another schema, and nothing fenced."""
-    other = Hello(1, GENESIS, 5, CODEC.schema_id ^ 1, CODEC.slot_size * 2)
+    other = Hello(1, GENESIS, 5, CODEC.journal_schema_id ^ 1, CODEC.slot_size * 2)
     answer, word = _ask_source(tmp_path, other)
     assert isinstance(answer, Refused) and "records" in answer.reason, answer
     assert word == 0
@@ -257,7 +257,11 @@ def test_demote_refuses_a_promoted_instance_of_other_records_before_it_cuts_anyt
 
     async def scenario() -> int:
         source = ReplicationSource(new)
-        source.records = (CODEC.schema_id ^ 1, CODEC.slot_size, RULES_VERSION)  # another build's
+        source.records = (
+            CODEC.journal_schema_id ^ 1,
+            CODEC.slot_size,
+            RULES_VERSION,
+        )  # another build's
         serving = asyncio.create_task(source.run())
         try:
             await asyncio.sleep(0.05)

@@ -131,7 +131,7 @@ def test_demote_while_the_primary_takes_commands_cuts_where_the_journals_part(
 
     def router() -> None:  # the live router: 20 more commands every 2 ms
         with JournalWriter(
-            journal_dir(primary), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+            journal_dir(primary), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
         ) as w:
             while not stop.is_set():
                 n = w.next_seq
@@ -193,7 +193,7 @@ def test_rebuild_refuses_a_primary_older_than_an_epoch_the_journal_was_told_of(
     Epochs(((1, 1),), known=2).save(journal_dir(secondary))  # told of B's epoch 2 (at 100)
     standby = Standby(secondary)
     try:  # the standby itself refuses D
-        history = EpochHistory([(1, 1)], CODEC.schema_id, CODEC.slot_size)
+        history = EpochHistory([(1, 1)], CODEC.journal_schema_id, CODEC.slot_size)
         with pytest.raises(StandbyRefusedError, match="older than this journal's 2"):
             standby.follow_epochs(history)
     finally:
@@ -219,7 +219,7 @@ def test_agreed_seq_ends_when_the_primary_restarts_shorter_between_questions(
         if len(asked) == 1:  # another crash: the primary comes back with 1..20
             cut_after(
                 journal_dir(primary), 20, tmp_path / "lost",
-                slot_size=CODEC.slot_size, schema_id=CODEC.schema_id,
+                slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id,
             )  # fmt: skip
         return answer
 
@@ -305,7 +305,7 @@ def test_demote_run_twice_cuts_once(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "kept up to seq 3" in second and "were cut" not in second and "WARNING" not in second
     assert max(journaled(old)) == 3 and Epochs.load(journal_dir(old)) == Epochs()
     assert old_path.with_suffix(".standby.toml").read_text() == written
-    aside = JournalReader(asides[0], slot_size=CODEC.slot_size, schema_id=CODEC.schema_id)
+    aside = JournalReader(asides[0], slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id)
     assert [s for s, _ in aside.entries(4)] == [4, 5, 6]  # the first cut, kept whole
 
 
@@ -358,7 +358,7 @@ def test_the_cut_sets_derived_state_aside_and_the_standby_then_holds_the_primary
     append(primary, 3, 4)
     assert _follow_to_end(primary, old, close=True) == 7  # ... and at 6
     cut_after(journal_dir(primary), 3, tmp_path / "lost",
-              slot_size=CODEC.slot_size, schema_id=CODEC.schema_id)  # fmt: skip
+              slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id)  # fmt: skip
     write(primary, _own(range(4, 6)))  # the primary's host lost 4..6, then 4..5 anew
     (gateway_root(primary)).mkdir(parents=True)
     (gateway_root(primary) / "users.json").write_text('{"alice": 1}')

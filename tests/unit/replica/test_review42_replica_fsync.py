@@ -97,7 +97,7 @@ def power_cut(cfg: RingexConfig, disk: Disk) -> int:
 def unsynced_tail(cfg: RingexConfig, policy: str, first: int, n: int) -> JournalWriter:
     """The router's writer with ``first..first+n-1`` appended under ``policy``, not fsynced yet."""
     w = JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id,
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id,
         fsync=policy, fsync_interval_ms=10**6,  # type: ignore[arg-type]
     )  # fmt: skip
     w.append(first, b"".join(map(CODEC.encode_slot, commands(first, n))), n)

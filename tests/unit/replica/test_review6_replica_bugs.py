@@ -261,7 +261,7 @@ def test_demote_never_lifts_the_fence_of_a_journal_a_router_still_writes(
     promoted = Epochs(((1, 1), (2, began)))  # where the promoted instance's epoch began
     monkeypatch.setattr(rebuild_module, "ask_epochs", lambda host, port, timeout_s=10.0: promoted)
     # the old router, still running (started by a systemd unit: no status file names it)
-    writer = JournalWriter(directory, slot_size=CODEC.slot_size, schema_id=CODEC.schema_id)
+    writer = JournalWriter(directory, slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id)
     try:
         code = failover.demote(str(old_toml), "", "127.0.0.1:1")
     finally:

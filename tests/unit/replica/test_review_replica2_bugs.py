@@ -37,7 +37,7 @@ from tests.unit.supervisor.test_review_ops_bugs import failover
 
 def journaled(ex: Exchange) -> list[Record]:
     reader = JournalReader(
-        journal_dir(ex.cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+        journal_dir(ex.cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
     )
     return [CODEC.decode_slot(image) for _seq, image in reader.entries(1)]
 
@@ -161,7 +161,7 @@ def test_fencing_a_running_primary_stops_its_router(instance: str, tmp_path: Pat
 
 def append(cfg: RingexConfig, first: int, n: int) -> None:
     with JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
     ) as journal:
         for at in range(first, first + n, 10_000):
             k = min(10_000, first + n - at)

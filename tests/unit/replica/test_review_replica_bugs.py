@@ -49,7 +49,7 @@ def pair(tmp_path: Path) -> tuple[RingexConfig, RingexConfig]:
 
 def append(cfg: RingexConfig, first: int, n: int) -> None:
     with JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
     ) as journal:
         journal.append(first, b"".join(map(CODEC.encode_slot, commands(first, n))), n)
 

@@ -58,7 +58,7 @@ def test_appended_entries_reach_the_standby_at_once(
         replication=ReplicationConfig(primary=f"127.0.0.1:{port}"),
     )  # fmt: skip
     journal = JournalWriter(
-        journal_dir(primary), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+        journal_dir(primary), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
     )
     router = AckBlock(ack_dir(primary.var_dir, primary.instance))  # the router's mapping
 
@@ -146,7 +146,7 @@ def test_order_logs_reach_the_standby_before_the_frame_that_needs_them(
 
     monkeypatch.setattr(Standby, "persist", persist_and_look)
     with JournalWriter(
-        journal_dir(primary), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+        journal_dir(primary), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
     ) as journal:
         journal.append(1, b"".join(map(CODEC.encode_slot, commands(1, 2))), 2)
 

@@ -20,10 +20,10 @@ def images(first: int, n: int) -> list[bytes]:
 
 
 def open_journal(tmp_path: Path, segment_entries: int = 1000) -> tuple[JournalWriter, JournalTail]:
-    reader = JournalReader(tmp_path, slot_size=CODEC.slot_size, schema_id=CODEC.schema_id)
+    reader = JournalReader(tmp_path, slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id)
     size = HEADER_SIZE + segment_entries * reader.layout.size
     writer = JournalWriter(
-        tmp_path, slot_size=CODEC.slot_size, schema_id=CODEC.schema_id, segment_bytes=size
+        tmp_path, slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id, segment_bytes=size
     )
     return writer, JournalTail(reader)
 

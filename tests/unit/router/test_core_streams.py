@@ -341,7 +341,7 @@ def test_recovery_from_a_mid_stream_snapshot_equals_a_full_replay_and_live(tmp_p
     half = len(journal) // 2
     images = [CODEC.encode_slot(command) for command in journal]
     with JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id, fsync="none"
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id, fsync="none"
     ) as writer:
         writer.append(1, b"".join(images[:half]), half)
         write_snapshot(cfg, recover(cfg))  # what the router's forked snapshot job does
@@ -370,7 +370,7 @@ def test_a_snapshot_newer_than_the_journal_is_refused(tmp_path: Path) -> None:
         placed(ex, new_order(1, BUY, 9_000 + 5 * ref, 1, ref=ref))
     images = b"".join(CODEC.encode_slot(command) for command in ex.journal)
     with JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id, fsync="none"
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id, fsync="none"
     ) as writer:
         writer.append(1, images, len(ex.journal))
     write_snapshot(cfg, recover(cfg))

@@ -29,7 +29,7 @@ from procs.common.types import OrdType, Side, StpMode, TimeInForce
 
 CODEC = RecordCodec()
 SLOT = CODEC.slot_size
-SCHEMA = CODEC.schema_id
+SCHEMA = CODEC.journal_schema_id
 ENTRY = EntryLayout(SLOT).size  # 144 for 128-byte slots
 PER_SEGMENT = 10
 SMALL = HEADER_SIZE + PER_SEGMENT * ENTRY  # segment_bytes for 10 entries a segment

@@ -39,7 +39,7 @@ def _journal(tmp_path: Path, ops: int = 2000, snapshot_at: float = 0.0) -> Ringe
     images = [CODEC.encode_slot(command) for command in driver.ex.journal]
     cut = int(len(images) * snapshot_at)
     with JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id, fsync="none"
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id, fsync="none"
     ) as writer:
         if cut:
             writer.append(1, b"".join(images[:cut]), cut)

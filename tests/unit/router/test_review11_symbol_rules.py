@@ -205,7 +205,9 @@ def _band_probe(rig: Rig, symbol: int, ref: int) -> None:
 
 
 def _journal(cfg: RingexConfig) -> list[Record]:
-    reader = JournalReader(journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
+    )
     return [CODEC.decode_slot(image) for _, image in reader.entries(1)]
 
 

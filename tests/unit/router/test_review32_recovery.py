@@ -139,7 +139,7 @@ def test_a_restarted_matcher_republishes_nothing_of_a_command_larger_than_its_ou
     journal: list[Record] = [_bid(seq, 100 + seq) for seq in range(1, 11)]
     journal.append(MassCancel(11, 11, 1, 1, 11, 1, 0))  # account 1's ten bids: 20 events
     with JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id, fsync="none"
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id, fsync="none"
     ) as writer:
         writer.append(1, CODEC.encode_slots(journal), len(journal))
     inbound = Ring.create(instance, matcher_input("m1"), CODEC, capacity=64,

@@ -37,7 +37,7 @@ from tests.unit.router.core_rig import BUY, ETHUSD, exchange_config, funded, new
 
 CODEC = RecordCodec()
 SLOT = CODEC.slot_size
-SCHEMA = CODEC.schema_id
+SCHEMA = CODEC.journal_schema_id
 ENTRY = EntryLayout(SLOT).size
 TEN = HEADER_SIZE + 10 * ENTRY  # segment_bytes for 10 entries a segment
 

@@ -149,7 +149,9 @@ def backlog(ex: Exchange) -> int:
 
 
 def journaled(cfg: RingexConfig) -> dict[int, Record]:
-    reader = JournalReader(journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id)
+    reader = JournalReader(
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
+    )
     return {seq: CODEC.decode_slot(image) for seq, image in reader.entries(1)}
 
 

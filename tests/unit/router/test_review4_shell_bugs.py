@@ -48,7 +48,7 @@ def _crash_after(target: object, name: str, monkeypatch: pytest.MonkeyPatch) -> 
 
 def _journaled(ex: Exchange) -> list[Record]:
     reader = JournalReader(
-        journal_dir(ex.cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+        journal_dir(ex.cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
     )
     return [CODEC.decode_slot(image) for _seq, image in reader.entries(1)]
 

@@ -107,7 +107,7 @@ def test_reducing_a_buy_that_holds_all_the_accounts_quote_is_not_refused() -> No
 def _journal(cfg: RingexConfig, ex: Exchange) -> None:
     images = b"".join(CODEC.encode_slot(command) for command in ex.journal)
     with JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id, fsync="none"
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id, fsync="none"
     ) as writer:
         writer.append(1, images, len(ex.journal))
 

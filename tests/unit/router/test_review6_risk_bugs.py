@@ -40,7 +40,7 @@ def _append(cfg: RingexConfig, commands: list[Record]) -> None:
     """Append ``commands`` (sequenced, in order) to ``cfg``'s journal, as the router did."""
     images = b"".join(CODEC.encode_slot(command) for command in commands)
     with JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id, fsync="none"
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id, fsync="none"
     ) as writer:
         writer.append(commands[0].seq, images, len(commands))  # type: ignore[attr-defined]
 

@@ -68,7 +68,7 @@ def _commands_journal(tmp_path: Path) -> tuple[RingexConfig, list[bytes]]:
 
 def _write_journal(cfg: RingexConfig, images: list[bytes]) -> None:
     with JournalWriter(
-        journal_dir(cfg), slot_size=SLOT, schema_id=CODEC.schema_id, segment_bytes=TEN
+        journal_dir(cfg), slot_size=SLOT, schema_id=CODEC.journal_schema_id, segment_bytes=TEN
     ) as w:
         w.append(w.next_seq, b"".join(images), len(images))
 
@@ -201,7 +201,7 @@ def test_replay_snapshot_of_a_live_journal_never_outruns_what_is_durable(
 
     monkeypatch.setattr(os, "fsync", fsync)
     live = JournalWriter(
-        journal_dir(cfg), slot_size=SLOT, schema_id=CODEC.schema_id, fsync="interval",
+        journal_dir(cfg), slot_size=SLOT, schema_id=CODEC.journal_schema_id, fsync="interval",
         fsync_interval_ms=60_000,
     )  # fmt: skip
     live.append(1, b"".join(images), len(images))

@@ -243,7 +243,7 @@ def test_a_router_restarted_while_its_snapshot_child_runs_opens_its_journal(
         assert not ex.router.snapshot_done(0)
         ex.router.journal.close()  # the router dies; its snapshot child goes on
         writer = JournalWriter(  # what the restarted router opens first
-            journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+            journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
         )
         writer.close()
     finally:

@@ -37,7 +37,7 @@ from tests.unit.router.test_journal import images
 from tests.unit.router.test_review3_recovery_bugs import _instance
 
 CODEC = RecordCodec()
-SLOT, SCHEMA = CODEC.slot_size, CODEC.schema_id
+SLOT, SCHEMA = CODEC.slot_size, CODEC.journal_schema_id
 _RULES_AT = 20  # the header's u32 after magic, version, header size, entry and slot sizes
 
 

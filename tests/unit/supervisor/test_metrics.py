@@ -91,7 +91,9 @@ def test_scrape_reports_rings_roles_journal_and_processes(
     router.commit()  # read 1 of 3: lag 2, and record 1 (two seconds old) is the oldest unread
     matcher.publish_batch(beats(5, time.time_ns()))
     writer = JournalWriter(
-        journal_dir(cfg), slot_size=RecordCodec().slot_size, schema_id=RecordCodec().schema_id
+        journal_dir(cfg),
+        slot_size=RecordCodec().slot_size,
+        schema_id=RecordCodec().journal_schema_id,
     )
     codec = RecordCodec()
     writer.append(1, b"".join(codec.encode_slot(b) for b in beats(4, 1)), 4)

@@ -67,7 +67,7 @@ class Host:
         with JournalWriter(
             journal_dir(self.cfg),
             slot_size=CODEC.slot_size,
-            schema_id=CODEC.schema_id,
+            schema_id=CODEC.journal_schema_id,
             segment_bytes=SEGMENT_BYTES,
         ) as writer:
             images = b"".join(map(CODEC.encode_slot, records))

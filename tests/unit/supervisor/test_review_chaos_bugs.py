@@ -95,7 +95,7 @@ def test_a_router_crash_after_the_journal_write_executes_an_order_twice(
     exchange.pump()
 
     reader = JournalReader(
-        journal_dir(exchange.cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+        journal_dir(exchange.cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
     )
     sequenced = [
         command.order_id

@@ -37,7 +37,7 @@ units = load_script("systemd_units", "review")
 
 def write(cfg: RingexConfig, records: list[Record]) -> None:
     with JournalWriter(
-        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.schema_id
+        journal_dir(cfg), slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id
     ) as journal:
         journal.append(journal.next_seq, b"".join(map(CODEC.encode_slot, records)), len(records))
 
