@@ -168,13 +168,8 @@ def _int_param(low: int, high: int, default: int | None = None) -> Json:
 
 
 def _query(name: str, schema: Json, description: str, *, required: bool = False) -> Json:
-    return {
-        "name": name,
-        "in": "query",
-        "required": required,
-        "description": description,
-        "schema": schema,
-    }
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema}  # fmt: skip
 
 
 def _symbol(required: bool = True) -> Json:
@@ -377,7 +372,10 @@ def _stream_operation() -> Json:
             "and an empty body.",
             required=True,
         ),
-    ]
+        _query("closeOnRefusal", _enum(["true", "false"]), "`true`: a refused upgrade is taken "
+               "and closed at once (1008 credentials, 1013 a limit; reason `<code> <msg>`), "
+               "since a browser cannot read a refused handshake's body. Not signed."),
+    ]  # fmt: skip
     responses: Json = {
         "101": {
             "description": "Switching Protocols: the WebSocket. Messages are "

@@ -22,6 +22,12 @@ A stream being closed sends nothing more; a client that has not taken its close 
 ``CLOSE_GRACE_S`` (its socket takes nothing) is dropped, so it never holds its slot, nor a
 gateway's stop, longer. One key holds at most ``max_per_key`` streams, and each upgrade
 spends one of the key's requests (its rate limit, as any signed request).
+
+An upgrade refused here is an HTTP error (``{"code", "msg"}``, 401, 429, 503...), which a
+browser's WebSocket cannot read: with ``closeOnRefusal=true`` in the query it is taken and
+closed at once instead, code 1008 (policy) for a refusal of the credentials, 1013 (try again
+later) for a limit, the reason ``"<code> <msg>"`` (at most 123 bytes), so that a page can say
+why. The parameter is not signed: it changes only how a refusal is told.
 """
 
 from __future__ import annotations
@@ -58,6 +64,27 @@ TOO_MANY_FRAMES = (
     b"more than %d frames a second from the client (pings included): the limit is %d/s"
     % (MAX_CLIENT_FRAMES_PER_S, MAX_CLIENT_FRAMES_PER_S)
 )
+
+
+#: How long a refusal told as a close waits for the client's close frame (it holds no slot).
+REFUSAL_CLOSE_S = 2.0
+
+
+async def refuse_in_band(request: web.Request, refusal: ApiError) -> web.StreamResponse:
+    """``refusal`` told as the close of an upgrade taken for that alone (``closeOnRefusal``);
+    as the HTTP error still where the request is no WebSocket upgrade."""
+    ws = web.WebSocketResponse(timeout=REFUSAL_CLOSE_S, max_msg_size=4096, autoping=False)
+    if not ws.can_prepare(request).ok:
+        raise refusal
+    code = (
+        WSCloseCode.TRY_AGAIN_LATER
+        if refusal.status in (429, 503)
+        else WSCloseCode.POLICY_VIOLATION
+    )
+    reason = f"{refusal.code} {refusal.msg}".encode()[:123].decode(errors="ignore")
+    await ws.prepare(request)
+    await ws.close(code=code, message=reason.encode())
+    return ws
 
 
 class PrivateStreams:
@@ -106,7 +133,12 @@ class PrivateStreams:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         api = self.api
-        key = self._admit(request)
+        try:
+            key = self._admit(request)
+        except ApiError as exc:
+            if request.query.get("closeOnRefusal") != "true":
+                raise
+            return await refuse_in_band(request, exc)
         # pings answered below, counted with the other frames (``MAX_CLIENT_FRAMES_PER_S``)
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096, autoping=False)
         sub = Subscriber(

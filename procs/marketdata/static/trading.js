@@ -180,6 +180,7 @@ function end(message = "") {
   drawBalances();
   drawFills();
   setStreamStatus("");
+  say($("stream-msg"), "");
   $("account").hidden = true;
   $("login").hidden = false;
   $("order-fields").disabled = true;
@@ -198,6 +199,7 @@ async function openStream() {
     timestamp,
     recvWindow: RECV_WINDOW_MS,
     signature: await signature(timestamp, "GET", STREAM_PATH, "", ""),
+    closeOnRefusal: "true", // a refusal as a close with its reason: a browser reads no 429
   });
   if (!session) return; // logged out meanwhile
   if (stream) { // one stream a page: the one before goes (its messages are ignored)
@@ -216,10 +218,13 @@ async function openStream() {
     streamHeard = Date.now();
     onPrivate(ws, JSON.parse(ev.data));
   };
-  ws.onclose = () => {
+  ws.onclose = (ev) => {
     if (ws !== stream) return; // replaced or logged out
     stream = null;
     setStreamStatus("disconnected");
+    // the gateway's reason (a stream limit, a refused signature, too far behind), if any
+    if (ev.reason) say($("stream-msg"), `stream closed: ${ev.reason}`, false);
+    else say($("stream-msg"), "");
     retryTimer = setTimeout(reconnect, retryDelay);
     retryDelay = Math.min(retryDelay * 2, 10000);
   };
@@ -270,6 +275,7 @@ function onPrivate(ws, msg) {
       drawOrders();
       drawBalances();
       setStreamStatus("live");
+      say($("stream-msg"), "");
       retryDelay = 1000;
       loadFills();
       break;

@@ -4,7 +4,8 @@ router, matcher, market data and a gateway with its REST API and private stream 
 processes over shm), one instance for the module, and the page in headless Chromium driven
 over its DevTools protocol (``chromium.py``). One test each fault; each failed on the code it
 was written against. The first five pass since their fixes (the same session's commits); the
-last is a documented limit (README, the private stream), a strict xfail:
+last was a documented limit (README, the private stream) and passes since a later session's
+fix (``closeOnRefusal``):
 
 - a double click on "buy" over a network of some latency places two orders (the login form
   has a guard against exactly this; the order form has none);
@@ -399,13 +400,11 @@ def test_a_private_stream_gone_silent_is_replaced(exchange: Exchange) -> None:
     run(body())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, the private stream): a browser cannot read why a WebSocket "
-    "upgrade was refused (429), so the page shows 'disconnected' and retries",
-)
 def test_a_refused_private_stream_says_why(exchange: Exchange) -> None:
-    """What should happen: when the gateway refuses the page's private stream for a reason
+    """Failed on the code it was written against, a documented limit then; passes since its
+    fix (the page asks with ``closeOnRefusal=true`` and shows the close's reason).
+
+    What should happen: when the gateway refuses the page's private stream for a reason
     the user can act on (here the account's ``max_streams_per_account``, 2: two other
     streams of the account are open, a bot's say), the page says so, naming the limit, as it
     does for an order the API refuses. What happens: "disconnected", retried every 10 s for
