@@ -284,8 +284,9 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     max_order_notional: Annotated[int, msgspec.Meta(ge=0)] = 0
     #: Commands per account per second (a token bucket of this size and rate).
     max_commands_per_s: Annotated[int, msgspec.Meta(ge=1)] = 1_000
-    #: The account that collects fees; the router creates it at startup.
-    fee_account: Annotated[int, msgspec.Meta(ge=1)] = 1
+    #: The account that collects fees; the router creates it at startup (an account id:
+    #: at most 2**63 - 1, what a record carries).
+    fee_account: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] = 1
 
 
 class JournalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

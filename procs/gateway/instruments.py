@@ -53,8 +53,8 @@ def price_ticks(text: bytes, s: SymbolConfig) -> int | str:
         return f"price {text.decode()} is not a multiple of tick {step} (symbol={s.name})"
     if units <= 0:
         return f"price {text.decode()} must be positive (symbol={s.name})"
-    if abs(units) > MAX_INT64:
-        top = format_units(MAX_INT64, s.price_decimals).decode()
+    if abs(units) > MAX_INT64:  # named: the largest the symbol takes, on its tick
+        top = format_units(MAX_INT64 // s.tick * s.tick, s.price_decimals).decode()
         return f"price {text.decode()} is beyond the largest price {top} (symbol={s.name})"
     return units
 
@@ -67,7 +67,7 @@ def qty_lots(text: bytes, s: SymbolConfig) -> int | str:
         return f"quantity {text.decode()} is not a multiple of lot {step} (symbol={s.name})"
     if units <= 0:
         return f"quantity {text.decode()} must be positive (symbol={s.name})"
-    if units > MAX_INT64:
-        top = format_units(MAX_INT64, s.qty_decimals).decode()
+    if units > MAX_INT64:  # named: the largest the symbol takes, on its lot
+        top = format_units(MAX_INT64 // s.lot * s.lot, s.qty_decimals).decode()
         return f"quantity {text.decode()} is beyond the largest quantity {top} (symbol={s.name})"
     return units

@@ -19,6 +19,7 @@ from procs.gateway.dictionary import (
 )
 from procs.gateway.fix import FixMessage, field, shown
 from procs.gateway.instruments import format_units, price_ticks, qty_lots
+from procs.gateway.notional_note import notional_note
 from procs.gateway.order_state import Order
 
 #: The exchange's refusals of a new order as FIX 4.4 OrdRejReason (103) has them; others
@@ -231,11 +232,13 @@ def replace_fault(msg: FixMessage, order: Order, stop: int, display: int) -> str
     return None
 
 
-def refusal_note(kind: bytes, order: Order, code: ResultCode) -> str:
+def refusal_note(kind: bytes, order: Order, code: ResultCode, max_notional: int = 0) -> str:
     """What the Text (58) of the exchange's refusal of a ``kind`` command (D, F or G) of
     ``order`` adds to its code: why, where the code alone does not say ("" elsewhere). Said
     after the refusal only, so an order whose trigger this gateway has not seen yet is
-    never refused on a guess."""
+    never refused on a guess. ``max_notional``: the risk config's ``max_order_notional``."""
+    if code == ResultCode.NOTIONAL_TOO_LARGE and kind == b"D":
+        return notional_note(max_notional, order.symbol, order.side, order.ord_type, order.price)
     if (
         kind == b"G"
         and code == ResultCode.INVALID_ORDER
@@ -305,6 +308,13 @@ def amounts(
     qty = qty_lots(f[38], sym)
     if isinstance(qty, str):
         return Fault(qty, 13)
+    if not sym.min_qty <= qty <= sym.max_qty:  # as the REST API says it (review 62)
+        return Fault(
+            f"OrderQty (38) {shown(f[38])} is outside the symbol's limits (min "
+            f"{format_units(sym.least_qty, sym.qty_decimals).decode()}, max "
+            f"{format_units(sym.most_qty, sym.qty_decimals).decode()}, symbol={sym.name})",
+            13,
+        )
     price: int | str = 0
     if ord_type in (OrdType.LIMIT, OrdType.STOP_LIMIT):
         if 44 not in f:

@@ -108,6 +108,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         self.instruments = instruments
         self.commissions = Commissions(instruments.by_id.values(), assets)
         self.cancel_on_disconnect = cancel_on_disconnect
+        self.max_order_notional = 0  # the risk config's, named in a refusal (the shell sets it)
         self.outgoing: list[Record] = []
         self.sessions: dict[int, Session] = {}  # session id -> its logged-on session
         self.orders: dict[int, Order] = {}  # NewOrder client_ref -> order
@@ -547,7 +548,9 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         request = self._pop_request(rejected.client_ref)
         if request is not None:
             if request.cl_ord_id:
-                text += refusal_note(request.kind, request.order, rejected.code)
+                text += refusal_note(
+                    request.kind, request.order, rejected.code, self.max_order_notional
+                )
                 self._send_cancel_reject(
                     request.session, request.kind, request.cl_ord_id, request.order, text,
                     at_ns=rejected.ts_ns,
@@ -563,7 +566,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         self._forget(order)
         order.status = b"8"
         order.leaves = 0
-        text += refusal_note(b"D", order, rejected.code)
+        text += refusal_note(b"D", order, rejected.code, self.max_order_notional)
         reason = ORD_REJ_REASON.get(rejected.code, 99)
         self.rejects += 1
         self.reject_reasons[reject_slot(reason)] += 1

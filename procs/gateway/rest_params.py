@@ -30,6 +30,7 @@ from procs.gateway.instruments import (
     price_ticks,
     qty_lots,
 )
+from procs.gateway.notional_note import notional_note
 
 SIDES = {"BUY": Side.BUY, "SELL": Side.SELL}
 TYPES = {
@@ -382,24 +383,6 @@ def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:
         )
     elif code == ResultCode.TOO_MANY_OPEN_ORDERS:
         text += f": an account may have at most {risk.max_open_orders} open orders"
-    elif code == ResultCode.NOTIONAL_TOO_LARGE and risk.max_order_notional:
-        text += (
-            f": its notional may be at most {risk.max_order_notional} minor units of "
-            f"{sym.quote}, judged at {_judged_at(req)}"
-        )
+    elif code == ResultCode.NOTIONAL_TOO_LARGE:
+        text += notional_note(risk.max_order_notional, sym, req.side, req.ord_type, req.price)
     return text
-
-
-def _judged_at(req: OrderRequest) -> str:
-    """At what price the router judges ``req``'s notional (``Accounts.reserve_new`` and
-    ``market_sell_notional``: a reference price, as venues check; review 49)."""
-    band = f"bandBps {req.symbol.band_bps}"
-    if req.side == Side.SELL:
-        if req.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
-            return "the higher of its price and its stopPrice"
-        return "the higher of its price and the last trade"
-    if req.price or req.ord_type not in (OrdType.STOP, OrdType.MARKET):
-        return "its price"
-    if req.ord_type == OrdType.STOP:
-        return f"its cap: its stopPrice plus {band}"
-    return f"its cap: the last trade plus {band}"

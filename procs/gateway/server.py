@@ -144,6 +144,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
             gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect, cfg.assets, self.directory
         )
         self.entry.park = self.park
+        self.entry.max_order_notional = cfg.risk.max_order_notional
         self._times = Timestamps()
         #: the sessions logged on here, each claimed across the instance's gateways
         self.live: dict[str, Session] = LiveSessions(self.directory.parent / "logged-on")

@@ -34,7 +34,7 @@ def test_an_exchange_rejection_reported_again_after_a_crash_keeps_its_exec_id(
         gw = h.gateway
         assert gw is not None
         h.pause()  # the order is logged (pending new) before the router answers it
-        await alice.send("D", *order("big", "1", "100000000.00", "100.00"))
+        await alice.send("D", *order("big", "1", "10000000.00", "100.00"))
         await asyncio.sleep(0.1)
         dead = kill_at(gw, has_cursors, written=False)
         h.resume()

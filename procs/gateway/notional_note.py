@@ -1,0 +1,32 @@
+"""Why the router refused an order's notional (``NOTIONAL_TOO_LARGE``), as both edges say it:
+the limit and the price it judged the order at (``Accounts.reserve_new`` and
+``market_sell_notional``: a reference price, as venues check; review 49). The REST API adds
+it to its refusal's message, FIX to the Text (58) of its ExecutionReport (review 62)."""
+
+from __future__ import annotations
+
+from config.schema import SymbolConfig
+from procs.common.types import OrdType, Side
+
+
+def notional_note(limit: int, sym: SymbolConfig, side: Side, ord_type: OrdType, price: int) -> str:
+    """``": its notional may be at most ..."``, or "" where no limit is set (0)."""
+    if not limit:
+        return ""
+    return f": its notional may be at most {limit} minor units of {sym.quote}, judged at " + (
+        judged_at(sym, side, ord_type, price)
+    )
+
+
+def judged_at(sym: SymbolConfig, side: Side, ord_type: OrdType, price: int) -> str:
+    """At what price the router judges an order's notional."""
+    band = f"bandBps {sym.band_bps}"
+    if side == Side.SELL:
+        if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
+            return "the higher of its price and its stopPrice"
+        return "the higher of its price and the last trade"
+    if price or ord_type not in (OrdType.STOP, OrdType.MARKET):
+        return "its price"
+    if ord_type == OrdType.STOP:
+        return f"its cap: its stopPrice plus {band}"
+    return f"its cap: the last trade plus {band}"
