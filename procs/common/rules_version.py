@@ -19,11 +19,13 @@ Bump ``RULES_VERSION`` with any change that makes a core decide differently for 
 input; a change that only makes it faster, or changes what it reports outside the journaled
 path, keeps it. 0 in a segment means a build from before versions were recorded.
 
-History: 1, the rules as of 2026-11-27 (review 51's matcher rules).
+History: 1, the rules as of 2026-11-27 (review 51's matcher rules); 2, a transfer's
+idempotency key is in use for a week after its transfer, not for ever
+(``procs/core/transfer_keys.py``, review 63).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-RULES_VERSION: Final = 1
+RULES_VERSION: Final = 2

@@ -76,6 +76,7 @@ from procs.core import fees
 from procs.core.accounts_state import AccountsState, OrderState
 from procs.core.money import Market
 from procs.core.settlement import DONE, OpenOrder, Settlement
+from procs.core.transfer_keys import TransferKeys, Used
 
 OK: Final = ResultCode.OK
 #: The most of one asset all accounts together may hold: records carry amounts as int64.
@@ -114,8 +115,8 @@ class Accounts(Settlement):
         self._free: dict[tuple[int, int], int] = {}
         self._reserved: dict[tuple[int, int], int] = {}
         self._net: dict[int, int] = {}
-        #: idempotency key -> (account, asset, amount, seq) of its transfer (None: unknown)
-        self._keys: dict[int, tuple[int, int, int, int] | None] = {}
+        #: the transfers' idempotency keys, for a window (``transfer_keys.py``)
+        self._keys = TransferKeys()
         self._last: dict[int, int] = {}  # symbol -> last trade price seen
         self._orders: dict[int, OpenOrder] = {}
         self._open: dict[int, int] = {}  # account -> orders sent and not done
@@ -147,17 +148,20 @@ class Accounts(Settlement):
         assert self.untouched(account), f"account {account} holds money or orders"
         self._accounts.discard(account)
 
-    def transfer(self, account: int, asset: int, amount: int, key: int, seq: int = 0) -> ResultCode:
+    def transfer(
+        self, account: int, asset: int, amount: int, key: int, seq: int = 0, ts_ns: int = 0
+    ) -> ResultCode:
         """Deposit (``amount`` > 0) or withdraw (< 0, at most the free balance), as the
-        command of ``seq``; a key used before is DUPLICATE_TRANSFER (``repeat_of`` tells a
-        repeat of that very transfer from another one)."""
+        command of ``seq`` at ``ts_ns``; a key in use (``transfer_keys.py``: within a week)
+        is DUPLICATE_TRANSFER (``repeat_of`` tells a repeat of that very transfer from
+        another one)."""
         if account not in self._accounts:
             return ResultCode.UNKNOWN_ACCOUNT
         if asset not in self.assets:
             return ResultCode.UNKNOWN_ASSET
         if amount == 0:
             return ResultCode.INVALID_AMOUNT
-        if key in self._keys:
+        if self._keys.get(key, ts_ns) is not None:
             return ResultCode.DUPLICATE_TRANSFER
         slot = (account, asset)
         if self._free.get(slot, 0) + amount < 0:
@@ -166,14 +170,14 @@ class Accounts(Settlement):
             return ResultCode.BALANCE_LIMIT  # then every balance and hold of it fits an int64
         self._free[slot] = self._free.get(slot, 0) + amount
         self._net[asset] = self._net.get(asset, 0) + amount
-        self._keys[key] = (account, asset, amount, seq)
+        self._keys.add(key, Used(account, asset, amount, seq, ts_ns))
         return OK
 
-    def repeat_of(self, account: int, asset: int, amount: int, key: int) -> int:
+    def repeat_of(self, account: int, asset: int, amount: int, key: int, ts_ns: int = 0) -> int:
         """The seq of the transfer ``key`` was used for when it was this same transfer (a
         retry, or a command read again after a router crash: it was applied once), else 0."""
-        done = self._keys.get(key)
-        return done[3] if done is not None and done[:3] == (account, asset, amount) else 0
+        done = self._keys.get(key, ts_ns)
+        return done.seq if done is not None and done[:3] == (account, asset, amount) else 0
 
     def reserve_new(self, order: NewOrder, *, limits: bool = True) -> tuple[ResultCode, NewOrder]:
         """Check and reserve a new order that carries its ``order_id`` (and ``seq``). Returns
@@ -386,14 +390,12 @@ class Accounts(Settlement):
     def state(self) -> AccountsState:
         slots = sorted(set(self._free) | set(self._reserved))
         balances = [(*s, self._free.get(s, 0), self._reserved.get(s, 0)) for s in slots]
+        transfer_keys, transfer_times = self._keys.state()
         return AccountsState(
             accounts=sorted(self._accounts),
             balances=[b for b in balances if b[2] or b[3]],
             net=sorted((a, n) for a, n in self._net.items() if n),
-            transfer_keys=sorted(
-                ((key, *done) if done is not None else key for key, done in self._keys.items()),
-                key=lambda e: e if isinstance(e, tuple) else (e,),  # an older snapshot's bare
-            ),
+            transfer_keys=transfer_keys,
             last_prices=sorted(self._last.items()),
             orders=[
                 OrderState(
@@ -404,6 +406,7 @@ class Accounts(Settlement):
             ],
             fees=sorted((symbol, *bps) for symbol, bps in self.fee_schedule.items()),
             fee_account=self.fee_account_recorded,
+            transfer_times=transfer_times,
         )
 
     def state_hash(self) -> str:
@@ -430,12 +433,7 @@ class Accounts(Settlement):
             if reserved:
                 accounts._reserved[(account, asset)] = reserved
         accounts._net = dict(state.net)
-        for entry in state.transfer_keys:
-            if isinstance(entry, int):
-                accounts._keys[entry] = None  # an older snapshot: the transfer is unknown
-            else:
-                key, account, asset, amount, seq = entry
-                accounts._keys[key] = (account, asset, amount, seq)
+        accounts._keys = TransferKeys.restore(state.transfer_keys, state.transfer_times)
         accounts._last = dict(state.last_prices)
         for o in state.orders:
             if o.symbol not in accounts.markets:

@@ -36,3 +36,5 @@ class AccountsState(msgspec.Struct, frozen=True, array_like=True):
     #: (symbol, maker bps, taker bps) journaled (``fees.py``); empty in an older snapshot
     fees: list[tuple[int, int, int]] = []
     fee_account: int | None = None  # journaled; None: an older snapshot, the configured one
+    #: (key, ts_ns) per transfer key, as ``transfer_keys``; empty in an older snapshot
+    transfer_times: list[tuple[int, int]] = []

@@ -193,11 +193,11 @@ class Sequencer:
             asset = 0
         else:
             code = self.accounts.transfer(
-                cmd.account, cmd.asset, cmd.amount, cmd.key, self.next_seq
+                cmd.account, cmd.asset, cmd.amount, cmd.key, self.next_seq, now_ns
             )
             asset = cmd.asset
             if code == ResultCode.DUPLICATE_TRANSFER:
-                done = self.accounts.repeat_of(cmd.account, cmd.asset, cmd.amount, cmd.key)
+                done = self.accounts.repeat_of(cmd.account, cmd.asset, cmd.amount, cmd.key, now_ns)
                 if done:  # applied once already: the same answer, nothing applied again
                     balance = self.accounts.balance(cmd.account, asset)[0]
                     return Decision(None, reply=_account_reply(cmd, done, asset, _OK, balance))
@@ -330,7 +330,7 @@ class Sequencer:
             code = self.accounts.create_account(command.account)
         elif isinstance(command, Transfer):
             code = self.accounts.transfer(
-                command.account, command.asset, command.amount, command.key, seq
+                command.account, command.asset, command.amount, command.key, seq, command.ts_ns
             )
         elif isinstance(command, SymbolRules):
             self.rules[command.symbol] = symbol_rules.rules_of(command)

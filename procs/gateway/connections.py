@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from config.edges import GatewayConfig
-from procs.common.users import User, UserStore
+from procs.common.users import User, UserStore, comp_id_refused
 from procs.gateway.audit import AuditLog
 from procs.gateway.connection import Connection
 from procs.gateway.intake import IntakePacing
@@ -119,6 +119,9 @@ class GatewayConnections:
 
     def _verify(self, conn: Connection, session: Session, comp_id: str, password: str) -> None:
         session.verify_request = None
+        if comp_id_refused(comp_id):  # no user can have it: unknown, no token spent, no scrypt
+            session.authenticated(None, time.time_ns())  # (review 63: each kept whole, 8 KiB)
+            return
         limits = self.failed_logins  # every try spends a token, a right password gives it back
         if retry := limits.take(comp_id, time.monotonic()):
             session.refused(

@@ -73,6 +73,7 @@ class RestInterest:
         del self.interest[account]
         if self._watched.pop(account, None) is not None:
             self._watch(account, 0)
+        self.sessions.pop(account, None)  # after the watch's end, which names it (review 63)
         self.balances.pop(account, None)
         self.rows.forget(account)
         self.unfollowed.forget(account)
