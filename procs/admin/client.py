@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from config.schema import RingexConfig
 from procs.common.records import (
+    NOT_OPEN,
     AccountReply,
     AdminCommand,
     Balance,
@@ -279,6 +280,8 @@ class AdminClient:
             while time.monotonic() < deadline:
                 for reply in self._in.take(64, timeout_s=0.1):
                     if isinstance(reply, Balance) and reply.client_ref == ref:
+                        if reply.last == NOT_OPEN:  # not an open account without funds
+                            raise AdminError(f"UNKNOWN_ACCOUNT: account {account} is not open")
                         if reply.asset:
                             got.append(reply)
                         if reply.last:

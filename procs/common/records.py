@@ -339,9 +339,10 @@ class Balance(Record, tag=24, frozen=True):
     """One asset of one account as the router holds it: ``free`` and ``reserved`` (held by open
     orders) in the asset's minor units. ``client_ref`` is the watch's for a snapshot, 0 for a
     pushed change; ``last`` is 1 on the final record of a snapshot (an account without
-    balances gets one record with ``asset`` 0). ``seq`` is the router's applied label when it
-    was sent: every event of every command through it is in the values (a gateway answers a
-    balance request once a label reaches the newest event it read of the account)."""
+    balances gets one record with ``asset`` 0; an account not open, ``NOT_OPEN``). ``seq``
+    is the router's applied label when it was sent: every event of every command through it
+    is in the values (a gateway answers a balance request once a label reaches the newest
+    event it read of the account)."""
 
     seq: U64
     ts_ns: TimestampNs
@@ -353,6 +354,11 @@ class Balance(Record, tag=24, frozen=True):
     free: I64
     reserved: I64
     last: U8
+
+
+#: ``Balance.last`` of the one record that answers a watch of an account never opened (or
+#: closed): the last of its snapshot, and not an open account without funds (review 50).
+NOT_OPEN: Final = 2
 
 
 AnyRecord = Union[  # noqa: UP007  (msgspec needs a runtime Union of the tagged types)

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from procs.common.records import (
+    NOT_OPEN,
     Balance,
     NewOrder,
     OrderDone,
@@ -111,7 +112,8 @@ class Watches:
 
     def snapshot(self, gateway: int, watch: WatchBalances, now_ns: int, seq: int) -> list[Balance]:
         """One ``Balance`` per asset the account holds any of, by asset id, the last one with
-        ``last`` 1; a single all-zero record with asset 0 when it holds nothing."""
+        ``last`` 1; a single all-zero record with asset 0 when it holds nothing (``last``
+        ``NOT_OPEN`` when it was never opened)."""
         account, balance = watch.account, self.accounts.balance
         head = (seq, now_ns, gateway, watch.session, watch.client_ref, account)
         records = []
@@ -120,7 +122,7 @@ class Watches:
             if free or reserved:
                 records.append(Balance(*head, asset, free, reserved, 0))
         if not records:
-            return [Balance(*head, 0, 0, 0, 1)]
+            return [Balance(*head, 0, 0, 0, 1 if self.accounts.known(account) else NOT_OPEN)]
         records[-1] = Balance(*head, records[-1].asset, records[-1].free, records[-1].reserved, 1)
         return records
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from procs.common.records import (
+    NOT_OPEN,
     Accepted,
     Balance,
     CancelOrder,
@@ -81,7 +82,10 @@ def test_snapshot_lists_held_assets_by_id_and_flags_the_last(accounts: Accounts)
         1,
         5,
     )
-    (empty,) = watches.execute(GW1, watch(1234), now_ns=5, seq=12)  # holds nothing (or unknown)
+    (unknown,) = watches.execute(GW1, watch(1234), now_ns=5, seq=12)  # never opened
+    assert (unknown.asset, unknown.free, unknown.reserved, unknown.last) == (0, 0, 0, NOT_OPEN)
+    assert accounts.create_account(1235) == ResultCode.OK
+    (empty,) = watches.execute(GW1, watch(1235), now_ns=5, seq=12)  # open, holds nothing
     assert (empty.asset, empty.free, empty.reserved, empty.last) == (0, 0, 0, 1)
     assert watches.watchers(7) == (GW1,) and watches.watchers(1234) == (GW1,)
 

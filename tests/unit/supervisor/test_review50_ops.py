@@ -3,7 +3,7 @@ supervisor's watch, as an operator of a venue meets them.
 
 Each test failed on the code it was written against, for the fault it names (its docstring:
 what README asks, what the code did and where, and what happened), and passes since its fix
-(the same commit), but one, a limit now documented (strict xfail). Real
+(the same commit), but one, a limit documented then, which passes since a later fix. Real
 instances are started with `ringex run --detach` where the fault needs the real processes
 (a standby, a FIX gateway, the router); the supervisor's own loop runs here over stand-in
 processes, which run this module under ``python -m procs.supervisor.held <this module> MODE
@@ -288,16 +288,13 @@ def test_a_gateway_paused_shorter_than_stuck_after_s_is_not_killed_as_stuck(
 # -- 4. balances of an account that does not exist: "no balances", exit 0 ---------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a documented limit (README, Operate): `admin balances` of an account never opened "
-    "answers like an open, empty one (the router's balance watch does not tell the two apart)",
-)
 def test_balances_of_an_account_never_opened_is_refused_not_shown_empty(
     instance: str, tmp_path: Path
 ) -> None:
-    """README (Operate): `balances` "prints what the router holds for an account now"; exit
+    """Failed on the code it was written against, a documented limit then; passes since its
+    fix (the router's answer to a watch of an account not open says so: ``NOT_OPEN``).
+
+    README (Operate): `balances` "prints what the router holds for an account now"; exit
     1 is "refused or unanswered by the exchange"; `cancel-all` of "an account never opened
     is refused, `UNKNOWN_ACCOUNT`, rather than answered done", and `deposit` to one says
     UNKNOWN_ACCOUNT (exit 1). An operator checking a customer's account with one digit
