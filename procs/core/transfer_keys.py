@@ -8,12 +8,14 @@ transfer for the life of the venue (review 63), so each is remembered for
 ``WINDOW_NS`` (7 days) after its transfer: a retry within it is applied once, a key older
 than that is free again.
 
-Deterministic: a key's age is measured against the latest time of the accepted transfers
-(``ts_ns``, which the journal holds; never back, should the clock step back) or the asking
-transfer's, whichever is later, where the key is looked up. A key past the window then can
-never be in use again, so when it is dropped (``_expire``, as an accepted transfer is
-added) decides nothing; a refused transfer, which the journal does not hold, changes
-nothing. Part of the rules (``procs/common/rules_version.py``: 2).
+Deterministic: a key's time is that of its transfer (``ts_ns``, which the journal holds)
+or, should the router's clock have stepped back, the latest of the accepted transfers
+before it: the exchange's time never goes back here, so a clock that ran a week ahead and
+was set right does not free every new key at once (review 64). A key's age is measured
+against that time or the asking transfer's, whichever is later, where the key is looked up;
+a key past the window then can never be in use again, so when it is dropped (``_expire``,
+as an accepted transfer is added) decides nothing; a refused transfer, which the journal
+does not hold, changes nothing. Part of the rules (``procs/common/rules_version.py``: 2).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class TransferKeys:
     def __init__(self) -> None:
         self._used: dict[int, Used] = {}
         self._order: collections.deque[tuple[int, int]] = collections.deque()  # (ts_ns, key)
-        self._latest = 0  # the latest time of an accepted transfer: max(ts_ns) of ``_used``
+        self._latest = 0  # the latest time kept: that of the newest key
 
     def __len__(self) -> int:
         return len(self._used)
@@ -53,19 +55,22 @@ class TransferKeys:
         return used
 
     def add(self, key: int, used: Used) -> None:
-        """``key`` used by an accepted transfer (at ``used.ts_ns``)."""
-        self._latest = max(self._latest, used.ts_ns)
+        """``key`` used by an accepted transfer (at ``used.ts_ns``; kept at the latest time
+        before it where that is later: the times kept never go back)."""
+        if used.ts_ns < self._latest:
+            used = used._replace(ts_ns=self._latest)
+        self._latest = used.ts_ns
         self._used[key] = used
         self._order.append((used.ts_ns, key))
         self._expire()
 
     def _expire(self) -> None:
-        """Drop the keys past the window, oldest first (to the first one that is not: after
-        a step back of the clock a few may wait behind it, harmless: ``get`` ignores them)."""
+        """Drop the keys past the window, oldest first (the times are in order)."""
         order, used, latest = self._order, self._used, self._latest
         while order and latest - order[0][0] >= WINDOW_NS:
             ts, key = order.popleft()
-            if used[key].ts_ns == ts:  # not used again since (a key free again was reused)
+            current = used.get(key)
+            if current is not None and current.ts_ns == ts:  # not used again since
                 del used[key]
 
     def state(

@@ -30,11 +30,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from config.edges import GatewayConfig
-from procs.common.users import User, UserStore, comp_id_refused
+from procs.common.users import User, UserStore
 from procs.gateway.audit import AuditLog
 from procs.gateway.connection import Connection
 from procs.gateway.intake import IntakePacing
-from procs.gateway.limits import RateLimiter
+from procs.gateway.limits import RateLimiter, limit_key
 from procs.gateway.orders import OrderEntry
 from procs.gateway.session import Session
 from procs.gateway.session_interface import SessionSettings
@@ -119,11 +119,8 @@ class GatewayConnections:
 
     def _verify(self, conn: Connection, session: Session, comp_id: str, password: str) -> None:
         session.verify_request = None
-        if comp_id_refused(comp_id):  # no user can have it: unknown, no token spent, no scrypt
-            session.authenticated(None, time.time_ns())  # (review 63: each kept whole, 8 KiB)
-            return
         limits = self.failed_logins  # every try spends a token, a right password gives it back
-        if retry := limits.take(comp_id, time.monotonic()):
+        if retry := limits.take(limit_key(comp_id), time.monotonic()):
             session.refused(
                 f"too many wrong passwords for {comp_id[:64]}: the limit is "
                 f"{limits.rate_per_s:g}/s; try again in {math.ceil(retry)} s",
@@ -143,7 +140,7 @@ class GatewayConnections:
                 log.exception("checking the password of %s failed", comp_id)
                 user = None
             if user is not None:
-                self.failed_logins.refund(comp_id)
+                self.failed_logins.refund(limit_key(comp_id))
             try:
                 session.authenticated(user, time.time_ns())
             except OSError as exc:  # its store: out of descriptors, a full disk. Closed, not

@@ -232,13 +232,17 @@ def replace_fault(msg: FixMessage, order: Order, stop: int, display: int) -> str
     return None
 
 
-def refusal_note(kind: bytes, order: Order, code: ResultCode, max_notional: int = 0) -> str:
+def refusal_note(
+    kind: bytes, order: Order, code: ResultCode, max_notional: int = 0, price: int = 0
+) -> str:
     """What the Text (58) of the exchange's refusal of a ``kind`` command (D, F or G) of
     ``order`` adds to its code: why, where the code alone does not say ("" elsewhere). Said
     after the refusal only, so an order whose trigger this gateway has not seen yet is
-    never refused on a guess. ``max_notional``: the risk config's ``max_order_notional``."""
-    if code == ResultCode.NOTIONAL_TOO_LARGE and kind == b"D":
-        return notional_note(max_notional, order.symbol, order.side, order.ord_type, order.price)
+    never refused on a guess. ``max_notional``: the risk config's ``max_order_notional``;
+    ``price``: a replace's new price."""
+    if code == ResultCode.NOTIONAL_TOO_LARGE:  # a replace is judged at its new price
+        at = price if kind == b"G" else order.price
+        return notional_note(max_notional, order.symbol, order.side, order.ord_type, at)
     if (
         kind == b"G"
         and code == ResultCode.INVALID_ORDER
@@ -339,6 +343,9 @@ def amounts(
     display = qty_lots(f[111], sym) if 111 in f else 0
     if isinstance(display, str):
         return Fault(display.replace("quantity", "MaxFloor", 1))
+    if display and display < sym.min_qty:  # a slice is an order's size too, as REST says
+        least = format_units(sym.least_qty, sym.qty_decimals).decode()
+        return Fault(f"MaxFloor (111) {shown(f[111])} is below the symbol's min {least}", 13)
     if display > qty:
         return Fault(f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}")
     if display:

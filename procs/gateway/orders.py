@@ -549,8 +549,9 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         if request is not None:
             if request.cl_ord_id:
                 text += refusal_note(
-                    request.kind, request.order, rejected.code, self.max_order_notional
-                )
+                    request.kind, request.order, rejected.code, self.max_order_notional,
+                    request.price,
+                )  # fmt: skip
                 self._send_cancel_reject(
                     request.session, request.kind, request.cl_ord_id, request.order, text,
                     at_ns=rejected.ts_ns,

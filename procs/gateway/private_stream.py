@@ -37,7 +37,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -68,6 +68,15 @@ TOO_MANY_FRAMES = (
 
 #: How long a refusal told as a close waits for the client's close frame (it holds no slot).
 REFUSAL_CLOSE_S = 2.0
+
+
+def asks_close_on_refusal(request: object) -> TypeGuard[web.Request]:
+    """Whether ``request`` is an upgrade of this path asking a refusal as a close."""
+    return (
+        isinstance(request, web.Request)
+        and request.path == PATH
+        and request.query.get("closeOnRefusal") == "true"
+    )
 
 
 async def refuse_in_band(request: web.Request, refusal: ApiError) -> web.StreamResponse:
@@ -136,7 +145,7 @@ class PrivateStreams:
         try:
             key = self._admit(request)
         except ApiError as exc:
-            if request.query.get("closeOnRefusal") != "true":
+            if not asks_close_on_refusal(request):
                 raise
             return await refuse_in_band(request, exc)
         # pings answered below, counted with the other frames (``MAX_CLIENT_FRAMES_PER_S``)

@@ -46,7 +46,7 @@ from procs.gateway.deadlines import Deadlines
 from procs.gateway.history import History, order_json
 from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
-from procs.gateway.private_stream import PrivateStreams
+from procs.gateway.private_stream import PrivateStreams, asks_close_on_refusal, refuse_in_band
 from procs.gateway.rest_amend import AmendRoute
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, read_body, repeated
 from procs.gateway.rest_connections import RestConnections
@@ -295,6 +295,9 @@ class RestApi(OpenOrderViews, RestConnections):
                 )
             response = await handler(request)
         except ApiError as exc:
+            if asks_close_on_refusal(request):  # the address's limit, said as a close
+                with contextlib.suppress(ApiError):  # no upgrade: the HTTP error after all
+                    return await refuse_in_band(request, exc)
             response = json_response(exc.body(), exc.status)
             if exc.retry_after_s is not None:
                 response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s + 0.5)))

@@ -26,10 +26,12 @@ from aiohttp import web
 
 from config.schema import SymbolConfig
 from procs.common.result_codes import ResultCode
+from procs.common.types import OrdType, Side
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import bad_request
 from procs.gateway.instruments import format_units
+from procs.gateway.notional_note import notional_note
 from procs.gateway.rest_order_state import LiveOrder, from_row
 from procs.gateway.rest_public import json_response
 
@@ -89,6 +91,10 @@ class AmendRoute:
             why = "unknown order" if code in codes.NOT_YOURS else f"{code.name} ({int(code)})"
             if code == ResultCode.INVALID_ORDER and order.stop_price and not order.triggered:
                 why += " (a stop not triggered yet is not on the book: cancel it, place a new one)"
+            if code == ResultCode.NOTIONAL_TOO_LARGE and order.side:  # judged at its new price
+                kind = rp.TYPES.get(order.type_name, OrdType.LIMIT)
+                limit = api.cfg.risk.max_order_notional
+                why += notional_note(limit, sym, Side(order.side), kind, new_price)
             shown = f"price={format_units(new_price, sym.price_decimals).decode()} quantity="
             shown += format_units(new_qty, sym.qty_decimals).decode()
             raise bad_request(
