@@ -35,6 +35,7 @@ from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBl
 from procs.common.rules_version import RULES_VERSION
 from procs.common.run_files import process_start
 from procs.common.topology import gateway_root, journal_dir
+from procs.replica import cluster
 from procs.replica.files import CHUNK, FileShipper, shipped_files
 from procs.replica.tail import JournalTail
 from procs.replica.wire import (
@@ -102,6 +103,7 @@ class ReplicationSource:
             self.block.words[word] = 0
         self.block.acknowledged(0)  # nothing is known acknowledged until a standby says so
         self.epochs = Epochs.load(journal_dir(cfg))
+        self.cluster = cluster.load_or_make(journal_dir(cfg))
         if self.epochs.fence is not None:
             self.block.words[FENCED] = self.epochs.fence.epoch
         self.stopping = asyncio.Event()
@@ -211,7 +213,9 @@ class ReplicationSource:
                 (hello.schema_id, hello.slot_size, hello.rules),
                 "the primary's",
                 self.records,
-            ) or self._epoch_refusal(hello, peer)
+            ) or cluster.differ("standby", hello.cluster, self.cluster)
+            # (another history's epochs say nothing of this one's: compared before them)
+            refusal = refusal or self._epoch_refusal(hello, peer)
             if refusal is not None:
                 await _refuse(writer, peer, refusal)
                 return
@@ -272,7 +276,7 @@ class ReplicationSource:
         return None
 
     def _epoch_history(self) -> EpochHistory:
-        return EpochHistory(list(self.epochs.history), *self.records)
+        return EpochHistory(list(self.epochs.history), *self.records, self.cluster)
 
     def fence(self, epoch: int, by: str) -> None:
         """A newer epoch exists: stop the router (``FENCED``), then mark the journal fenced

@@ -40,6 +40,7 @@ from procs.common.rules_version import RULES_VERSION
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import gateway_root, journal_dir, snapshot_dir
 from procs.core.recovery import recover, write_snapshot
+from procs.replica import cluster
 from procs.replica.files import FileReceiver
 from procs.replica.market import HotMarket
 from procs.replica.wire import (
@@ -83,6 +84,9 @@ class Standby:
             raise StandbyRefusedError(str(exc)) from exc
         #: The primary's epochs, kept once its first frame is (its history is then proven).
         self._adopt: Epochs | None = None
+        #: Its replicated history's id (``cluster.py``), and the primary's, kept likewise
+        self.cluster = cluster.load(directory)
+        self._adopt_cluster = ""
         #: The market data a promoted instance starts from (``market.py``).
         self.market = HotMarket(cfg) if cfg.marketdata.enabled else None
         self._observe = None if self.market is None else self.market.observe
@@ -257,6 +261,7 @@ class Standby:
                 codec.journal_schema_id,
                 codec.slot_size,
                 RULES_VERSION,
+                self.cluster,
             ),
         )
         first = await receive_within(reader, SILENCE_S)
@@ -269,15 +274,19 @@ class Standby:
             (first.schema_id, first.slot_size, first.rules),
             "this standby's",
             (codec.journal_schema_id, codec.slot_size, RULES_VERSION),
-        ):
+        ) or cluster.differ("primary", first.cluster, self.cluster):
             raise StandbyRefusedError(refused)
         self.follow_epochs(first)
+        self._adopt_cluster = first.cluster if not self.cluster else ""
         self.connected = True
         log.info("following the primary from seq %d", self.next_seq)
         while not self.stopping.is_set():
             message = await receive_within(reader, SILENCE_S)
             if isinstance(message, Refused):
                 raise StandbyRefusedError(f"the primary refused this standby: {message.reason}")
+            if self._adopt_cluster:  # the primary checked our history (else: Refused)
+                cluster.keep(journal_dir(self.cfg), self._adopt_cluster)
+                self.cluster, self._adopt_cluster = self._adopt_cluster, ""
             if self._adopt is not None and not isinstance(message, Entries):
                 # the primary checked our history (else: Refused): its epochs that began by
                 # our next seq are ours, even while it writes nothing (promoted, then idle)

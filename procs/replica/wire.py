@@ -67,6 +67,7 @@ _LEN = struct.Struct("<I")
 #: Every number a peer sends: a seq, an epoch, an offset. A frame with one past int64 (what
 #: the journal, the epochs file and the shared words hold) does not decode: a FrameError.
 I64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+MAX_CLUSTER_CHARS = 64  # ``cluster.MAX_ID_CHARS``
 
 
 class Hello(msgspec.Struct, tag=1, array_like=True):
@@ -79,6 +80,8 @@ class Hello(msgspec.Struct, tag=1, array_like=True):
     slot_size: I64 = 0
     #: the rules version it replays under (``procs/common/rules_version.py``; 0: not said)
     rules: I64 = 0
+    #: its replicated history's id (``cluster.py``; "": not said)
+    cluster: Annotated[str, msgspec.Meta(max_length=MAX_CLUSTER_CHARS)] = ""
 
 
 class Entries(msgspec.Struct, tag=2, array_like=True):
@@ -111,6 +114,8 @@ class EpochHistory(msgspec.Struct, tag=6, array_like=True):
     schema_id: I64 = 0
     slot_size: I64 = 0
     rules: I64 = 0  # and its rules version: a standby of another refuses to follow
+    #: the primary's replicated history's id (``cluster.py``; "": not said)
+    cluster: Annotated[str, msgspec.Meta(max_length=MAX_CLUSTER_CHARS)] = ""
 
 
 class AskEpochs(msgspec.Struct, tag=7, array_like=True):
