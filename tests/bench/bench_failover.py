@@ -493,7 +493,13 @@ def main() -> int:
                 summary[f"{m} / off orders/s"] = ratio
                 summary[f"{m} - off p99 us"] = extra
                 print(f"  {m} / off: {ratio:.2f} x the orders/s, p99 {extra:+,} us")
-        if "sync" in best and summary["sync / off orders/s"] < TARGETS["sync throughput / off"]:
+        if "sync" in best and best["off"]["orders_per_s"] >= 0.95 * args.max_rate:
+            # off kept up with its offer: its capacity is unknown, the ratio one of ceilings
+            missed.append(
+                f"sync keeps >= 70% of off's orders/s: not judged, off kept up with the "
+                f"{args.max_rate:,}/s offered (--max-rate higher to judge it)"
+            )
+        elif "sync" in best and summary["sync / off orders/s"] < TARGETS["sync throughput / off"]:
             missed.append(f"sync keeps {summary['sync / off orders/s']:.0%} of the orders/s < 70%")
     if failovers:
         worst = max(f["failover_s"] for f in failovers)

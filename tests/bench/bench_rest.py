@@ -544,19 +544,24 @@ def finish(
     by = {r["name"]: r for r in results}
     rest, fix = by.get("rest throughput"), by.get("fix throughput")
     missed: list[str] = []
-    summary: dict[str, Any] = {"target_rest_requests_per_s": TARGET_REST_PER_S, "mix": args.mix}
+    # issue 10's target is in orders: new orders a second, the cancels beside them not
+    # counted (review 65: a third of the default mix's requests are cancels)
+    summary: dict[str, Any] = {"target_rest_orders_per_s": TARGET_REST_PER_S, "mix": args.mix}
     print()
     if rest is not None:
-        met = rest["per_s"] >= TARGET_REST_PER_S
-        summary |= {"rest_requests_per_s": rest["per_s"], "target_met": met}
+        orders = rest["new"] / rest["elapsed_s"]
+        met = orders >= TARGET_REST_PER_S
+        summary |= {"rest_requests_per_s": rest["per_s"], "rest_orders_per_s": orders,
+                    "target_met": met}  # fmt: skip
         what = (
             "new orders alone, each one crossing" if args.mix == "crossing"
-            else f"{rest['new'] / rest['elapsed_s']:,.0f} orders/s + cancels"
+            else f"{rest['per_s'] - orders:,.0f} cancels/s besides"
         )  # fmt: skip
-        print(f"REST {rest['per_s']:,.0f} requests/s ({what}): target >= {TARGET_REST_PER_S:,} "
-              f"{'met' if met else 'NOT met'}")  # fmt: skip
+        verdict = "met" if met else "NOT met"
+        print(f"REST {orders:,.0f} orders/s, {rest['per_s']:,.0f} requests/s ({what}): "
+              f"target >= {TARGET_REST_PER_S:,} orders/s {verdict}")  # fmt: skip
         if not met:
-            missed.append(f"REST {rest['per_s']:,.0f} requests/s < {TARGET_REST_PER_S:,}")
+            missed.append(f"REST {orders:,.0f} orders/s < {TARGET_REST_PER_S:,}")
     if rest is not None and fix is not None:
         ratio = rest["per_s"] / fix["per_s"]
         cost = rest["gateway_cpu_us_per_request"] / fix["gateway_cpu_us_per_request"]
