@@ -45,13 +45,13 @@ def test_balances_show_free_and_locked_per_asset(
         text = capsys.readouterr().out
         assert _cli(["admin", "balances", "--profile", "x", "--account", "7", "--json"]) == 0
         shown = json.loads(capsys.readouterr().out)
-        assert _cli(["admin", "balances", "--profile", "x", "--account", "55"]) == 0
-        nothing = capsys.readouterr().out
+        assert _cli(["admin", "balances", "--profile", "x", "--account", "55"]) == 1
+        nothing = capsys.readouterr().err
     usd = shown["balances"]["USD"]
     assert shown["account"] == 7 and usd["free"] != "100.0000" and usd["locked"] != "0.0000"
     assert float(usd["free"]) + float(usd["locked"]) == 100.0  # the bids hold, nothing spent
     assert "account 7 USD" in text and usd["free"] in text and usd["locked"] in text
-    assert nothing == "account 55: no balances\n"  # no such account: nothing held for it
+    assert "UNKNOWN_ACCOUNT: account 55 is not open" in nothing  # not "no balances"
 
 
 def test_cancel_all_ends_one_accounts_orders_or_the_whole_book(
