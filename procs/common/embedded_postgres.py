@@ -22,6 +22,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Final
 
@@ -230,6 +231,7 @@ class EmbeddedPostgres:
         with open(os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644), "rb") as held:
             fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
             self.init()
+            self._settle()
             if not self.running():
                 argv = self._cmd(
                     *("pg_ctl", "-D", str(self.data), "-l", str(self.log_path)),
@@ -247,11 +249,29 @@ class EmbeddedPostgres:
         log.info("embedded PostgreSQL at %s (binaries %s)", self.data, self.bin_dir)
         return self.dsn
 
+    def _settle(self, timeout_s: float = 60.0) -> None:
+        """Wait while a server is running but takes no connection: one shutting down (a
+        stopper killed in the middle of its ``pg_ctl stop`` leaves it going down, and a
+        start then found it "running" and failed to connect) or still starting."""
+        if not (self.bin_dir / "pg_isready").exists():
+            return  # (shipped beside pg_ctl by every PostgreSQL package seen)
+        deadline = time.monotonic() + timeout_s
+        isready = self._cmd("pg_isready", "-q", "-h", str(self.data), "-p", str(PORT))
+        while self.running() and time.monotonic() < deadline:
+            if subprocess.run(isready, capture_output=True, check=False).returncode == 0:
+                return  # accepting connections
+            time.sleep(0.05)
+
     def stop(self, mode: str = "fast") -> None:
-        """Stop the server (``mode``: smart, fast or immediate); nothing when it is down."""
-        if self.running():
-            argv = self._cmd("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
-            self._check(argv, f"pg_ctl stop of {self.data}")
+        """Stop the server (``mode``: smart, fast or immediate); nothing when it is down.
+        Under the start's lock: a start waits for a stop under way to end."""
+        lock = self.lock_path
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644), "rb") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            if self.running():
+                argv = self._cmd("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+                self._check(argv, f"pg_ctl stop of {self.data}")
 
     def destroy(self) -> None:
         self.stop("immediate")

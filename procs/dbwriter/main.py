@@ -78,10 +78,12 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
         finally:
             writer.close()
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if embedded is not None and embedded.started_here:
-            embedded.stop()
+        try:  # under its stop handler still: a second SIGTERM (a parent-death signal comes
+            if embedded is not None and embedded.started_here:  # once per thread of the
+                embedded.stop()  # parent) killed it in the middle of pg_ctl stop
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,8 @@
 
 SIGTERM or SIGINT closes intake (new orders and replaces refused, cancels taken), delivers
 the reports of what is in flight for up to ``stop_grace_s``, logs every session out and exits
-0; a second signal skips the wait.
+0; a second signal (half a second or more after the first: one sooner is the
+parent-death signal told again, once per thread of the parent) skips the wait.
 """
 
 from __future__ import annotations

@@ -270,6 +270,11 @@ class RestApi(OpenOrderViews, RestConnections):
                 server.close()
         for lane in list(self.lanes):
             lane.close()
+        # the poll that would answer them has stopped: aiohttp's cleanup waited on them
+        stopped = "the gateway stopped before the exchange answered: ask for its status"
+        for future in self.waiters.values():
+            if not future.done():
+                future.set_exception(ApiError(503, codes.DISCONNECTED, stopped))
         if self.runner is not None:
             await self.runner.cleanup()
         if self.client is not None:

@@ -143,8 +143,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         self.entry = OrderEntry(
             gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect, cfg.assets, self.directory
         )
-        self.entry.park = self.park
-        self.entry.max_order_notional = cfg.risk.max_order_notional
+        self.entry.park, self.entry.max_order_notional = self.park, cfg.risk.max_order_notional
         self._times = Timestamps()
         #: the sessions logged on here, each claimed across the instance's gateways
         self.live: dict[str, Session] = LiveSessions(self.directory.parent / "logged-on")
@@ -193,6 +192,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         self._server: asyncio.Server | None = None
         self._stop = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
+        self._stop_asked = 0.0  # (monotonic s)
 
     def _rest_api(self, cfg: RingexConfig, gw: GatewayConfig) -> RestApi | None:
         """The REST API where the gateway serves one: its core wired to the FIX order
@@ -486,7 +486,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
 
     def stop(self) -> None:
         """SIGTERM or SIGINT. The first closes intake and lets what is in flight be answered
-        (``_close_intake``); a second, or a stop before the loop runs, stops at once."""
+        (``_close_intake``); a second (past half a second: a parent-death signal comes once per
+        thread of a multi-threaded parent), or a stop before the loop runs, stops at once."""
         if self._closing is None and not self._stop.is_set():
             try:
                 loop = asyncio.get_running_loop()
@@ -494,7 +495,10 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
                 loop = None
             if loop is not None:
                 self._closing = loop.create_task(self._close_intake(), name="close-intake")
+                self._stop_asked = time.monotonic()
                 return
+        if time.monotonic() - self._stop_asked < 0.5:
+            return
         self._stop.set()
         if self._nap is not None:
             settle(self._nap)

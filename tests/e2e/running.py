@@ -50,17 +50,22 @@ def running_exchange(
         "[risk]\nfee_account = 1\n"
         f'[[gateways]]\nname = "gw1"\nid = 1\nport = {free_port()}\n{gateway}'
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "procs.cli", "run", "--config", str(profile)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    err_path = tmp_path / "supervisor.stderr"  # in the foreground it logs there
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "procs.cli", "run", "--config", str(profile)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     cfg = load_profile(str(profile))
     try:
         deadline = time.monotonic() + 60
         while (read_status(cfg) or {}).get("state") != "running":
-            assert proc.poll() is None, "the supervisor exited while starting"
+            assert proc.poll() is None, (
+                "the supervisor exited while starting: "
+                + err_path.read_text(errors="replace")[-3000:]
+            )
             assert time.monotonic() < deadline, "not running within 60 s"
             time.sleep(0.1)
         yield profile

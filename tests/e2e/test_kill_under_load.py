@@ -108,7 +108,13 @@ class FixTrader:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                await self.client.logon("pw")
+                try:
+                    await self.client.logon("pw")
+                except AssertionError:  # no Logon back: a refusal, silence, or the connection
+                    reader = self.client.reader  # closed by a gateway killed meanwhile (EOF,
+                    if reader is None or not reader.at_eof():  # not a reset: it had read the
+                        raise  # Logon): that one is a restart, connect again
+                    continue
                 self.logons += 1
                 await self.trade()
             except OSError:

@@ -35,7 +35,7 @@ from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.journal import JournalReader
 from procs.common.records import CancelOrder, NewOrder, RecordCodec, ReplaceOrder
-from procs.common.run_files import read_status, run_dir
+from procs.common.run_files import read_status
 from procs.common.topology import journal_dir, postgres_dir
 from procs.core.recovery import Recovered, recover
 from procs.gateway.history import STATUS_NAMES
@@ -204,13 +204,16 @@ async def reading_journal(pid: int, journal: Path, timeout_s: float = 10.0) -> b
 
 @contextmanager
 def run_again(profile: Path, cfg: RingexConfig, dead: int) -> Iterator[None]:
-    """``ringex run`` over what the supervisor ``dead`` left; stopped (SIGTERM) on exit."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "procs.cli", "run", "--config", str(profile)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """``ringex run`` over what the supervisor ``dead`` left; stopped (SIGTERM) on exit. In
+    the foreground it logs to its stderr, kept beside the profile: a failure shows it."""
+    err_path = profile.with_suffix(".run-again.log")
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "procs.cli", "run", "--config", str(profile)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -218,8 +221,9 @@ def run_again(profile: Path, cfg: RingexConfig, dead: int) -> Iterator[None]:
             if status.get("supervisor_pid") == proc.pid and status.get("state") == "running":
                 break
             if proc.poll() is not None:
-                log = (run_dir(cfg) / "supervisor.log").read_text()[-2000:]
-                pytest.fail(f"ringex run again exited {proc.returncode}: {log}")
+                log = err_path.read_text(errors="replace")[-3000:]
+                why = (read_status(cfg) or {}).get("reason", "")
+                pytest.fail(f"ringex run again exited {proc.returncode} ({why}): {log}")
             assert time.monotonic() < deadline, f"not running within 60 s (after {dead})"
             time.sleep(0.1)
         yield
