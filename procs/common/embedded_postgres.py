@@ -253,10 +253,14 @@ class EmbeddedPostgres:
         """Wait while a server is running but takes no connection: one shutting down (a
         stopper killed in the middle of its ``pg_ctl stop`` leaves it going down, and a
         start then found it "running" and failed to connect) or still starting."""
-        if not (self.bin_dir / "pg_isready").exists():
+        # beside pg_ctl where that really is (bin_dir may hold links: /usr/local/bin), else
+        # on PATH (review 66: it was looked for in bin_dir alone, and not found here)
+        beside = (self.bin_dir / "pg_ctl").resolve().parent / "pg_isready"
+        tool = str(beside) if beside.exists() else shutil.which("pg_isready")
+        if tool is None:
             return  # (shipped beside pg_ctl by every PostgreSQL package seen)
         deadline = time.monotonic() + timeout_s
-        isready = self._cmd("pg_isready", "-q", "-h", str(self.data), "-p", str(PORT))
+        isready = self._cmd(tool, "-q", "-h", str(self.data), "-p", str(PORT))  # absolute
         while self.running() and time.monotonic() < deadline:
             if subprocess.run(isready, capture_output=True, check=False).returncode == 0:
                 return  # accepting connections

@@ -77,6 +77,12 @@ U64 = struct.Struct("<Q")
 _NAME_DIGITS: Final = 20
 
 
+#: A journal schema id -> older ids of the same layouts, which segments written by earlier
+#: builds carry: read as this id's. Filled by the module that computes the ids
+#: (``procs/common/records.py``: builds up to 2026-11-27 stamped the whole record set's id).
+LEGACY_SCHEMA_IDS: dict[int, frozenset[int]] = {}
+
+
 class JournalError(Exception):
     """The journal cannot be used as asked (locked, failed earlier, archived too far)."""
 
@@ -165,6 +171,7 @@ class _Tail:
     last_seq: int  # first seq - 1 when the segment holds no entry
     size: int  # the file's size when scanned
     rules: int  # the rules version its header records
+    schema: int  # and the schema id
 
 
 def _drain(scan: Generator[tuple[int, memoryview], None, _Tail]) -> _Tail:
@@ -193,6 +200,7 @@ class JournalReader:
     ) -> None:
         self.directory = Path(directory)
         self.schema_id = schema_id
+        self._aliases = LEGACY_SCHEMA_IDS.get(schema_id, frozenset())
         #: the rules version a replay runs (``JournalRulesError`` for an entry of another);
         #: None for readers that only copy or look at the commands
         self.rules = rules
@@ -292,22 +300,22 @@ class JournalReader:
         first, path = segments[-1]
         size_e = self.layout.size
         with open(path, "rb", buffering=0) as f:
-            _, rules = self._header(path, f, first)
+            _, rules, schema = self._header(path, f, first)
             size = os.fstat(f.fileno()).st_size
             count, partial = divmod(size - HEADER_SIZE, size_e)
             if partial == 0 and count == 0:
-                return _Tail(path, HEADER_SIZE, first - 1, size, rules)
+                return _Tail(path, HEADER_SIZE, first - 1, size, rules, schema)
             if partial == 0:
                 f.seek(size - size_e)
                 entry = f.read(size_e)
                 seq, crc = self.layout.seq_crc.unpack(entry)
                 if seq == first + count - 1 and zlib.crc32(entry[: self.layout.body]) == crc:
-                    return _Tail(path, size, seq, size, rules)
+                    return _Tail(path, size, seq, size, rules, schema)
         return _drain(self._scan(path, first, first, last=True, expect_first=None))
 
-    def _header(self, path: Path, f: io.FileIO, name_seq: int) -> tuple[int, int]:
-        """Check ``path``'s header against this reader and its name; return its first seq
-        and its rules version."""
+    def _header(self, path: Path, f: io.FileIO, name_seq: int) -> tuple[int, int, int]:
+        """Check ``path``'s header against this reader and its name; return its first seq,
+        its rules version and its schema id (this reader's, or one of its legacy aliases)."""
         data = f.read(HEADER_SIZE)
         if len(data) < HEADER_SIZE:
             raise JournalCorruptError(
@@ -332,17 +340,18 @@ class JournalReader:
             (24, "schema_id", schema, self.schema_id),
         )
         for offset, name, found, expected in checks:
-            if found != expected:
+            if found != expected and not (offset == 24 and found in self._aliases):
                 raise JournalFormatError(
                     path, offset, f"{name} is {found:#x} in the file, expected {expected:#x}: "
-                    "written by another version of the records; replay it with that version, "
-                    "or move the instance's var directory aside to start an empty exchange",
+                    "written by a build of other records. To upgrade, stop the exchange, "
+                    "write a snapshot at the journal's end with the build that wrote it "
+                    "(`ringex replay --snapshot`, README: the journal), then start this one",
                 )  # fmt: skip
         if first != name_seq:
             raise JournalCorruptError(
                 path, 32, f"header first seq {first} differs from the file name's {name_seq}"
             )
-        return int(first), int(rules)
+        return int(first), int(rules), int(schema)
 
     def _scan(
         self, path: Path, name_seq: int, from_seq: int, *, last: bool, expect_first: int | None
@@ -352,7 +361,7 @@ class JournalReader:
         size_e, body = layout.size, layout.body
         iter_unpack, crc32 = layout.seq_crc.iter_unpack, zlib.crc32
         with open(path, "rb", buffering=0) as f:
-            first, rules = self._header(path, f, name_seq)
+            first, rules, schema = self._header(path, f, name_seq)
             if expect_first is not None and first != expect_first:
                 raise JournalCorruptError(
                     path, 32, f"first seq {first}, but the previous segment ends at "
@@ -375,7 +384,7 @@ class JournalReader:
                         self._bad_entry(
                             f, path, offset + pos, view[pos : pos + size_e], expect, last
                         )
-                        return _Tail(path, offset + pos, expect - 1, size, rules)
+                        return _Tail(path, offset + pos, expect - 1, size, rules, schema)
                     if refused:
                         raise JournalRulesError(path, first, rules, self.rules or 0)
                     yield seq, view[pos + 8 : pos + body]
@@ -388,8 +397,8 @@ class JournalReader:
                             path, offset, f"{len(chunk) - whole} bytes of a partial entry "
                             f"(entries are {size_e} bytes) in a segment that is not the last"
                         )  # fmt: skip
-                    return _Tail(path, offset, expect - 1, size, rules)
-            return _Tail(path, offset, expect - 1, size, rules)
+                    return _Tail(path, offset, expect - 1, size, rules, schema)
+            return _Tail(path, offset, expect - 1, size, rules, schema)
 
     def _bad_entry(
         self, f: io.FileIO, path: Path, offset: int, entry: memoryview, expect: int, last: bool

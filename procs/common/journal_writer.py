@@ -121,7 +121,9 @@ class JournalWriter:
                 self._fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND)
                 self._count = (tail.good_end - HEADER_SIZE) // layout.size
                 os.fsync(self._fd)  # what a crashed run left in the page cache is durable now
-                if tail.rules != rules:  # the next append begins a segment of these rules
+                # the next append begins a segment of these rules and this schema id (an
+                # earlier build's segment, read under a legacy alias, is never appended to)
+                if tail.rules != rules or tail.schema != schema_id:
                     os.close(self._fd)
                     if self._count == 0:  # holds nothing: the new one takes its name
                         tail.path.unlink()

@@ -34,7 +34,13 @@ class Used(NamedTuple):
     asset: int
     amount: int
     seq: int
-    ts_ns: int  # 0: from a snapshot of a build that did not record it (free at once)
+    ts_ns: int  # UNTIMED: from a snapshot of a build that did not record it
+
+
+#: The time of a key an older build's snapshot holds without one: in use until the first
+#: transfer this build accepts, then timed at its time (a retry across the upgrade is applied
+#: once; the same on every replay from that snapshot). Review 67: they were free at once.
+UNTIMED: Final = -1
 
 
 class TransferKeys:
@@ -42,6 +48,7 @@ class TransferKeys:
         self._used: dict[int, Used] = {}
         self._order: collections.deque[tuple[int, int]] = collections.deque()  # (ts_ns, key)
         self._latest = 0  # the latest time kept: that of the newest key
+        self._untimed: list[int] = []  # keys of an older snapshot, by seq (``UNTIMED``)
 
     def __len__(self) -> int:
         return len(self._used)
@@ -50,7 +57,9 @@ class TransferKeys:
         """The transfer ``key`` was used for, if within the window (before ``now_ns``, the
         asking transfer's time, or the latest accepted one's, whichever is later)."""
         used = self._used.get(key)
-        if used is None or max(now_ns, self._latest) - used.ts_ns >= WINDOW_NS:
+        if used is None:
+            return None
+        if used.ts_ns != UNTIMED and max(now_ns, self._latest) - used.ts_ns >= WINDOW_NS:
             return None
         return used
 
@@ -60,6 +69,12 @@ class TransferKeys:
         if used.ts_ns < self._latest:
             used = used._replace(ts_ns=self._latest)
         self._latest = used.ts_ns
+        if self._untimed:  # an older snapshot's keys: timed at the first transfer after it
+            for old in self._untimed:
+                if (kept := self._used.get(old)) is not None and kept.ts_ns == UNTIMED:
+                    self._used[old] = kept._replace(ts_ns=used.ts_ns)
+                    self._order.append((used.ts_ns, old))
+            self._untimed = []
         self._used[key] = used
         self._order.append((used.ts_ns, key))
         self._expire()
@@ -76,20 +91,28 @@ class TransferKeys:
     def state(
         self,
     ) -> tuple[list[int | tuple[int, int, int, int, int]], list[tuple[int, int]]]:
-        """``(key, account, asset, amount, seq)`` and ``(key, ts_ns)`` of each key, by key."""
+        """``(key, account, asset, amount, seq)`` and ``(key, ts_ns)`` of each key, by key
+        (an untimed key has no time: restored untimed again)."""
         keys = sorted(self._used.items())
         used: list[int | tuple[int, int, int, int, int]] = [(k, *u[:4]) for k, u in keys]
-        return used, [(k, u.ts_ns) for k, u in keys]
+        return used, [(k, u.ts_ns) for k, u in keys if u.ts_ns != UNTIMED]
 
     @classmethod
     def restore(
         cls, keys: list[int | tuple[int, int, int, int, int]], times: list[tuple[int, int]]
     ) -> TransferKeys:
-        """From ``state``'s two lists; an older snapshot's keys (a bare key: its transfer
-        unknown; no time) are free again."""
+        """From ``state``'s two lists; an older snapshot's keys (without a time; a bare key:
+        its transfer unknown too) are ``UNTIMED``."""
         at = dict(times)
         restored = cls()
         entries = [(e, 0, 0, 0, 0) if isinstance(e, int) else e for e in keys]
-        for key, account, asset, amount, seq in sorted(entries, key=lambda e: e[4]):
-            restored.add(key, Used(account, asset, amount, seq, at.get(key, 0)))
+        made = [Used(a, b, c, seq, at.get(k, UNTIMED)) for k, a, b, c, seq in entries]
+        for key, used in sorted(zip([e[0] for e in entries], made, strict=True),
+                                key=lambda kv: (kv[1].ts_ns, kv[1].seq)):  # fmt: skip
+            restored._used[key] = used
+            if used.ts_ns == UNTIMED:
+                restored._untimed.append(key)
+            else:
+                restored._order.append((used.ts_ns, key))
+                restored._latest = max(restored._latest, used.ts_ns)
         return restored

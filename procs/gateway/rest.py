@@ -270,11 +270,13 @@ class RestApi(OpenOrderViews, RestConnections):
                 server.close()
         for lane in list(self.lanes):
             lane.close()
-        # the poll that would answer them has stopped: aiohttp's cleanup waited on them
-        stopped = "the gateway stopped before the exchange answered: ask for its status"
+        # the poll that would answer them has stopped (aiohttp's cleanup waited on them): as
+        # a timeout, since they may still execute (503 says "not taken, retry": review 66)
+        stopped = "the gateway stopped before the exchange answered: the request may still "
+        stopped += "execute, ask for its status"
         for future in self.waiters.values():
             if not future.done():
-                future.set_exception(ApiError(503, codes.DISCONNECTED, stopped))
+                future.set_exception(ApiError(504, codes.TIMEOUT, stopped))
         if self.runner is not None:
             await self.runner.cleanup()
         if self.client is not None:

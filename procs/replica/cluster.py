@@ -1,5 +1,6 @@
 """Which replicated history a journal belongs to: an id its first primary makes, that every
-standby takes on from its primary and keeps through promotions and rebuilds.
+standby takes on from its primary and keeps through promotions (a demoted primary's is
+dropped by its rebuild: it takes the promoted instance's, which may be a new one).
 
 A standby's Hello says its epoch, and a newer epoch than a primary's fences that primary
 (``source.py``: a promoted standby's old primary stops). A standby of *another* instance,

@@ -41,6 +41,7 @@ from procs.common.topology import (
     postgres_dir,
     snapshot_dir,
 )
+from procs.replica import cluster
 from procs.replica.wire import (
     MAX_DIGESTS,
     AskDigests,
@@ -220,6 +221,9 @@ def _rebuild(cfg: RingexConfig, primary: Epochs, keep: int | None) -> Rebuilt:
     _drop_database(cfg, done)
     # what it was told of stays told (a primary of an older epoch is refused again)
     Epochs(primary.history, known=told).save(directory)
+    # and it takes on the promoted instance's cluster id when that has checked its history:
+    # a standby promoted before it took one made its own (review 66)
+    (directory / cluster.FILE).unlink(missing_ok=True)
     return done
 
 

@@ -248,8 +248,9 @@ def judge(latency: dict[str, Any], throughput: dict[str, Any], rate: int) -> lis
     figures are not judged against them (a target not judged is listed, never met)."""
     problems = []
     acked, offered = throughput["ops_per_s"], throughput.get("offered_rate", 0)
-    if acked < TARGETS["orders/s"] and offered and acked >= 0.95 * offered:
-        # the acks kept up with the offer: a figure of the load, not the exchange's capacity
+    if offered and offered < TARGETS["orders/s"] and acked >= 0.95 * offered:
+        # offered less than the target and kept up: a figure of the load, not the exchange's
+        # capacity (offered more and short of it is a miss: review 66)
         problems.append(
             f"sustained >= {TARGETS['orders/s']:,} orders/s: not judged, the throughput phase "
             f"was offered {offered:,}/s and kept up ({acked:,.0f} acks/s; --max-rate above "

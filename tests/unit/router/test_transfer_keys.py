@@ -77,12 +77,22 @@ def test_decisions_do_not_depend_on_when_keys_were_dropped(tmp_path: Path) -> No
         assert restored.state_hash() == live.state_hash(), seq
 
 
-def test_an_older_snapshots_keys_are_free(tmp_path: Path) -> None:
-    """A snapshot of a build that kept keys without their time: its keys are free again."""
+def test_an_older_snapshots_keys_are_in_use_for_a_week_from_the_first_transfer_after(
+    tmp_path: Path,
+) -> None:
+    """A snapshot of a build that kept keys without their time: its keys are in use (a
+    retry across the upgrade is applied once), timed at the first transfer accepted after
+    it, and free a week on (review 67: they were free at once)."""
     accounts = _accounts(tmp_path)
-    now = 1_795_000_000 * 10**9  # 2026-11-18: an exchange's clock, not the epoch's first days
+    now = 1_795_000_000 * 10**9  # 2026-11-18
     assert accounts.transfer(7, USD, 5, 42, seq=1, ts_ns=now) == OK
-    assert accounts.transfer(7, USD, 5, 42, seq=2, ts_ns=now + 1) == DUPLICATE
     older = msgspec.structs.replace(accounts.state(), transfer_times=[])
     restored = Accounts.restore(_cfg(tmp_path), msgspec.msgpack.encode(older))
-    assert restored.transfer(7, USD, 5, 42, seq=2, ts_ns=now + 1) == OK
+    later = now + 30 * DAY  # however long after: its time is not known
+    assert restored.transfer(7, USD, 5, 42, seq=2, ts_ns=later) == DUPLICATE
+    assert restored.repeat_of(7, USD, 5, 42, later) == 1  # the retry, answered as the first
+    again = Accounts.restore(_cfg(tmp_path), restored.snapshot())  # still untimed: the same
+    assert again.state_hash() == restored.state_hash()
+    assert restored.transfer(7, USD, 5, 43, seq=2, ts_ns=later) == OK  # times key 42 at later
+    assert restored.transfer(7, USD, 5, 42, seq=3, ts_ns=later + WINDOW_NS - 1) == DUPLICATE
+    assert restored.transfer(7, USD, 5, 42, seq=3, ts_ns=later + WINDOW_NS) == OK
