@@ -437,7 +437,7 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
     """Rebuild the stopped old primary as the promoted instance's standby."""
     from procs.common.epochs import EpochsError  # noqa: PLC0415
     from procs.common.journal import JournalError  # noqa: PLC0415
-    from procs.replica.rebuild import agreed_seq, ask_epochs, rebuild  # noqa: PLC0415
+    from procs.replica.rebuild import agreed_seq, ask_primary, rebuild  # noqa: PLC0415
 
     old = load_profile(old_path)
     if live := instance_pids(old):
@@ -453,7 +453,7 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
         new_address = f"[{host}]:{rep.listen_port}" if ":" in host else f"{host}:{rep.listen_port}"
     host, port = host_and_port(new_address)
     try:
-        epochs = ask_epochs(host, int(port))
+        epochs, cluster_id = ask_primary(host, int(port))
     except (OSError, TimeoutError, EpochsError, ValueError, JournalError) as exc:
         print(f"demote of {old.instance} failed: {exc}", file=sys.stderr)
         return 1
@@ -464,7 +464,7 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
         # unreachable, closed, a frame it cannot read (an older primary): nothing cut yet
         unsure = f"its journal was not compared with the primary's ({exc!r}): epochs alone cut it"
     try:
-        done = rebuild(old, epochs, agreed)
+        done = rebuild(old, epochs, agreed, cluster_id)
     except (OSError, TimeoutError, EpochsError, ValueError, JournalError) as exc:
         print(f"demote of {old.instance} failed: {exc}", file=sys.stderr)
         return 1

@@ -78,9 +78,14 @@ _NAME_DIGITS: Final = 20
 
 
 #: A journal schema id -> older ids of the same layouts, which segments written by earlier
-#: builds carry: read as this id's. Filled by the module that computes the ids
-#: (``procs/common/records.py``: builds up to 2026-11-27 stamped the whole record set's id).
-LEGACY_SCHEMA_IDS: dict[int, frozenset[int]] = {}
+#: builds carry: read as this id's. Builds up to 82bd4da (2026-11-27) stamped the whole
+#: record set's id, 0x5245DCF948CF, whose commands' id is 0x5245E71EF8B6: constants, keyed
+#: by the commands' id, so any later build with those commands reads them, whatever its
+#: events, and one of other commands does not (review 68: computed from the build's own
+#: records, the alias followed its events).
+LEGACY_SCHEMA_IDS: Final[dict[int, frozenset[int]]] = {
+    0x5245_E71E_F8B6: frozenset({0x5245_DCF9_48CF}),
+}
 
 
 class JournalError(Exception):
@@ -343,9 +348,9 @@ class JournalReader:
             if found != expected and not (offset == 24 and found in self._aliases):
                 raise JournalFormatError(
                     path, offset, f"{name} is {found:#x} in the file, expected {expected:#x}: "
-                    "written by a build of other records. To upgrade, stop the exchange, "
-                    "write a snapshot at the journal's end with the build that wrote it "
-                    "(`ringex replay --snapshot`, README: the journal), then start this one",
+                    "written by a build of other journaled records, whose entries this build "
+                    "cannot read: run the build that wrote it (README, the journal: a change "
+                    "of a command's layout has no upgrade path from an older journal yet)",
                 )  # fmt: skip
         if first != name_seq:
             raise JournalCorruptError(

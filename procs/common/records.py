@@ -39,7 +39,6 @@ from typing import Any, Final, Union, get_args
 
 import msgspec
 
-from procs.common.journal import LEGACY_SCHEMA_IDS
 from procs.common.record_layout import int_bounds, max_encoded_size, schema_id
 from procs.common.result_codes import ResultCode
 from procs.common.types import (
@@ -404,13 +403,6 @@ JOURNALED_TYPES: Final[tuple[type[Record], ...]] = (
     SymbolRules,
     CreateAccount,
     Transfer,
-)
-
-# Builds up to 2026-11-27 stamped their journals with the whole record set's id: where that
-# set is this build's, so are its commands, and such a journal reads as this build's (an
-# upgrade starts from the older build's snapshot, its segments refused only for their rules).
-LEGACY_SCHEMA_IDS[schema_id([t for t in RECORD_TYPES if t in JOURNALED_TYPES])] = frozenset(
-    {schema_id(RECORD_TYPES)}
 )
 
 

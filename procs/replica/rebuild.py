@@ -73,7 +73,7 @@ async def _question(host: str, port: int, question: Message) -> Message:
     return answer
 
 
-async def _ask(host: str, port: int) -> Epochs:
+async def _ask(host: str, port: int) -> tuple[Epochs, str]:
     answer = await _question(host, port, AskEpochs())
     if not isinstance(answer, EpochHistory):
         raise EpochsError(f"{host}:{port} answered {type(answer).__name__}, not its epochs")
@@ -83,14 +83,20 @@ async def _ask(host: str, port: int) -> Epochs:
         "this instance's", (codec.journal_schema_id, codec.slot_size, RULES_VERSION),
     ):  # fmt: skip
         raise EpochsError(refused)
-    return Epochs(tuple((e, s) for e, s in answer.epochs))
+    return Epochs(tuple((e, s) for e, s in answer.epochs)), answer.cluster
+
+
+def ask_primary(host: str, port: int, timeout_s: float = 10.0) -> tuple[Epochs, str]:
+    """The epoch history and the cluster id ("": not said) of the primary whose replication
+    source listens at host:port; ``EpochsError`` when it refuses, or runs other records
+    (this instance's build could never follow it: refused before ``rebuild`` cuts
+    anything)."""
+    return asyncio.run(asyncio.wait_for(_ask(host, port), timeout_s))
 
 
 def ask_epochs(host: str, port: int, timeout_s: float = 10.0) -> Epochs:
-    """The epoch history of the primary whose replication source listens at host:port;
-    ``EpochsError`` when it refuses, or runs other records (this instance's build could
-    never follow it: refused before ``rebuild`` cuts anything)."""
-    return asyncio.run(asyncio.wait_for(_ask(host, port), timeout_s))
+    """``ask_primary``'s epochs."""
+    return ask_primary(host, port, timeout_s)[0]
 
 
 async def _ask_digests(host: str, port: int, seqs: list[int]) -> Digests:
@@ -161,10 +167,13 @@ class Rebuilt:
     warnings: list[str] = field(default_factory=list)
 
 
-def rebuild(cfg: RingexConfig, primary: Epochs, agreed: int | None = None) -> Rebuilt:
+def rebuild(
+    cfg: RingexConfig, primary: Epochs, agreed: int | None = None, cluster_id: str = ""
+) -> Rebuilt:
     """Make ``cfg``'s instance (stopped) fit to follow ``primary`` as its standby;
     ``agreed``: the last seq its journal shares with the primary's (``agreed_seq``), past
-    which it is cut too."""
+    which it is cut too; ``cluster_id``: the primary's (``ask_primary``), which it takes on
+    ("": its own is dropped, and it takes the primary's on following it)."""
     directory = journal_dir(cfg)
     mine = Epochs.load(directory)
     # an epoch it was told of counts as a standby counts it (review 42)
@@ -181,13 +190,13 @@ def rebuild(cfg: RingexConfig, primary: Epochs, agreed: int | None = None) -> Re
     # the fence this lifts is all that keeps a second primary out (JournalError: held)
     lock = DirectoryLock(directory) if directory.exists() else None
     try:
-        return _rebuild(cfg, primary, keep)
+        return _rebuild(cfg, primary, keep, cluster_id)
     finally:
         if lock is not None:
             lock.close()
 
 
-def _rebuild(cfg: RingexConfig, primary: Epochs, keep: int | None) -> Rebuilt:
+def _rebuild(cfg: RingexConfig, primary: Epochs, keep: int | None, cluster_id: str) -> Rebuilt:
     home = Path(cfg.var_dir) / cfg.instance
     directory = journal_dir(cfg)
     told = Epochs.load(directory).known
@@ -221,9 +230,13 @@ def _rebuild(cfg: RingexConfig, primary: Epochs, keep: int | None) -> Rebuilt:
     _drop_database(cfg, done)
     # what it was told of stays told (a primary of an older epoch is refused again)
     Epochs(primary.history, known=told).save(directory)
-    # and it takes on the promoted instance's cluster id when that has checked its history:
-    # a standby promoted before it took one made its own (review 66)
-    (directory / cluster.FILE).unlink(missing_ok=True)
+    # and it takes on the promoted instance's cluster id (a standby promoted before it took
+    # one made its own, review 66), kept now: with none, its newer epoch would count at a
+    # wrong primary before any id is compared (review 68)
+    if cluster_id:
+        cluster.keep(directory, cluster_id)
+    else:  # an older primary's: taken on following it
+        (directory / cluster.FILE).unlink(missing_ok=True)
     return done
 
 
