@@ -104,11 +104,14 @@ class TransferKeys:
         """From ``state``'s two lists; an older snapshot's keys (without a time; a bare key:
         its transfer unknown too) are ``UNTIMED``."""
         at = dict(times)
+        made = {}
+        for entry in keys:
+            key, account, asset, amount, seq = (
+                (entry, 0, 0, 0, 0) if isinstance(entry, int) else entry
+            )
+            made[key] = Used(account, asset, amount, seq, at.get(key, UNTIMED))
         restored = cls()
-        entries = [(e, 0, 0, 0, 0) if isinstance(e, int) else e for e in keys]
-        made = [Used(a, b, c, seq, at.get(k, UNTIMED)) for k, a, b, c, seq in entries]
-        for key, used in sorted(zip([e[0] for e in entries], made, strict=True),
-                                key=lambda kv: (kv[1].ts_ns, kv[1].seq)):  # fmt: skip
+        for key, used in sorted(made.items(), key=lambda kv: (kv[1].ts_ns, kv[1].seq)):
             restored._used[key] = used
             if used.ts_ns == UNTIMED:
                 restored._untimed.append(key)

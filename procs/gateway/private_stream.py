@@ -142,12 +142,7 @@ class PrivateStreams:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         api = self.api
-        try:
-            key = self._admit(request)
-        except ApiError as exc:
-            if not asks_close_on_refusal(request):
-                raise
-            return await refuse_in_band(request, exc)
+        key = self._admit(request)  # a refusal asked as a close is one: the middleware's
         # pings answered below, counted with the other frames (``MAX_CLIENT_FRAMES_PER_S``)
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096, autoping=False)
         sub = Subscriber(

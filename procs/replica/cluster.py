@@ -1,6 +1,6 @@
 """Which replicated history a journal belongs to: an id its first primary makes, that every
-standby takes on from its primary and keeps through promotions (a demoted primary's is
-dropped by its rebuild: it takes the promoted instance's, which may be a new one).
+standby takes on from its primary and keeps through promotions (a demoted primary's rebuild
+takes the promoted instance's, which may be a new one: ``rebuild.py``).
 
 A standby's Hello says its epoch, and a newer epoch than a primary's fences that primary
 (``source.py``: a promoted standby's old primary stops). A standby of *another* instance,
@@ -11,8 +11,9 @@ refuses a primary of another id. An id not said ("", a peer of an older build, a
 that has taken no frame yet) is not compared: the history check still stands behind it.
 
 The file is ``<journal dir>/cluster`` (the id in hex), written durably. A primary makes one
-when its journal has none; a standby writes its primary's with the first frame it keeps
-(not at the handshake: a primary whose history turns out not to fit leaves it none).
+when its journal has none; a standby writes its primary's once the primary has checked its
+history (the first message after the epochs that is no refusal), not at the handshake: a
+primary whose history turns out not to fit leaves it none.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ MAX_ID_CHARS: Final = 64
 def load(directory: Path) -> str:
     """The journal's cluster id, or "" where it has none yet."""
     try:
-        return (directory / FILE).read_text().strip()[:MAX_ID_CHARS]
+        return (directory / FILE).read_text(errors="replace").strip()[:MAX_ID_CHARS]
     except FileNotFoundError:
         return ""
 
