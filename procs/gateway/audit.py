@@ -13,6 +13,9 @@ latest once ``MAX_BUFFERED_BYTES`` of them wait. Input that makes no output (jun
 Logon, a flood of Heartbeats) was otherwise held for a second or more: a client sending junk
 for 3 s held 583 MB in the buffer, nothing more of its own needed than a connection.
 
+Rotation: an operator renames or removes the file (logrotate's default mode); the next flush
+opens a new ``audit.log`` (``_reopen_if_moved``).
+
 A line is always one message: the bytes a client chose cannot add lines or pass for a field
 delimiter. A backslash, a literal ``|``, CR and LF inside a value are written escaped (``\\\\``,
 ``\\|``, ``\\r``, ``\\n``). Passwords (Password 554, NewPassword 925) are written as ``***``:
@@ -60,12 +63,7 @@ class AuditLog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.fchmod(fd, 0o600)  # one made before by an older gateway, world-readable
-        self._file: BinaryIO = os.fdopen(fd, "ab")
-        if _torn(path):  # a kill or a full disk mid-write left a line without its end: the
-            self._file.write(b"\n")  # next run's first line must not be glued onto it
-            self._file.flush()  # (review 39)
+        self._file: BinaryIO = self._open()
         self._entries: list[tuple[int, bytes, bytes]] = []  # (ts_ns, prefix, raw message)
         self._prefixes: dict[tuple[bool, str], bytes] = {}  # " in COMP " and " out COMP "
         self._buffered = 0  # of ``_entries``, as ``MAX_BUFFERED_BYTES`` counts them
@@ -81,10 +79,34 @@ class AuditLog:
         if self._buffered >= MAX_BUFFERED_BYTES:
             self.flush()
 
+    def _open(self) -> BinaryIO:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)  # one made before by an older gateway, world-readable
+        file = os.fdopen(fd, "ab")
+        if _torn(self.path):  # a kill or a full disk mid-write left a line without its end:
+            file.write(b"\n")  # the next run's first line must not be glued onto it
+            file.flush()  # (review 39)
+        self._opened = os.fstat(fd)
+        return file
+
+    def _reopen_if_moved(self) -> None:
+        """A new ``audit.log`` where the path no longer names the open file (a logrotate
+        renamed or removed it), as ``logging.WatchedFileHandler`` does: the lines go on into
+        the file the operator sees (review 69: they went into the renamed one for ever). One
+        ``stat`` a flush: a flush carries a loop pass's lines."""
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_ino, now.st_dev) != (self._opened.st_ino, self._opened.st_dev):
+            self._file.close()
+            self._file = self._open()
+
     def flush(self) -> None:
         entries = self._entries
         if not entries:
             return
+        self._reopen_if_moved()
         messages = b"".join([raw for _, _, raw in entries])
         if b"554=" in messages or b"925=" in messages or messages.translate(None, _SAFE):
             text = b"".join([b"%d%s%s\n" % (ts, pre, shown(raw)) for ts, pre, raw in entries])

@@ -227,11 +227,9 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         """Store a message for a session that is not logged on, with its next MsgSeqNum: the
         client sees the gap at its next logon and its ResendRequest delivers it (PossDup);
         a logon that resets the numbers gets it sent anew (``MessageStore.unsent``)."""
-        user = self._user_of(session_id)
-        if user is None:
+        if (user := self._user_of(session_id)) is None:
             return False
-        store = self.store(user.comp_id)
-        seq = store.next_out
+        seq = (store := self.store(user.comp_id)).next_out
         header = b"49=%s\x0156=%s\x01" % (self.gw.comp_id.encode(), user.comp_id.encode())
         stamp = self._times.format(now_ns)
         raw = frame(b"35=%s\x01%s34=%d\x0152=%s\x01%s" % (msg_type, header, seq, stamp, body))
@@ -243,7 +241,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
     def store(self, comp_id: str) -> MessageStore:
         store = self.stores.get(comp_id)
         if store is None:
-            store = self.stores[comp_id] = MessageStore(self.directory / "sessions" / comp_id)
+            where, most = self.directory / "sessions" / comp_id, self.gw.store_max_mb << 20
+            store = self.stores[comp_id] = MessageStore(where, max_bytes=most)
             store.before_save = self._before_store_save
         return store
 

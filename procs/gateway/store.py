@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from procs.common.durable import make_dirs, replace_durably
+from procs.common.durable import fsync_dir, make_dirs, replace_durably
 
 _SEQNUMS = struct.Struct("<QQQ")  # next in, next out, first parked (0: none)
 _SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
@@ -81,9 +81,11 @@ class _SparseIndex:
 
 
 class MessageStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, max_bytes: int = 0) -> None:
         make_dirs(directory)
         self.directory = directory
+        #: past this size (0: none) ``messages`` is cut to its newest half (``_trim``)
+        self.max_bytes = max_bytes
         self._seq_fd = os.open(directory / "seqnums", os.O_RDWR | os.O_CREAT, 0o644)
         raw = os.pread(self._seq_fd, _SEQNUMS.size, 0)
         saved: tuple[int, int, int] = (1, 1, 0)
@@ -246,6 +248,8 @@ class MessageStore:
             self._file.write(b"".join(self._pending))
             self._pending.clear()
             self._file.flush()
+            if self.max_bytes and self._size > self.max_bytes:
+                self._trim()
         if self._dirty:
             if self.before_save is not None:
                 self.before_save()
@@ -254,6 +258,41 @@ class MessageStore:
         if self._drop_carried:
             self._drop_carried = False
             self._carried.unlink(missing_ok=True)
+
+    def _trim(self) -> None:
+        """Keep the newest half of ``messages`` (from an indexed block, so the index stays
+        whole) and never a parked message: copied to ``messages.new`` in the kernel, made
+        durable and renamed over it (a crash leaves one or the other, whole). A resend of a
+        message cut is a SequenceReset-GapFill (``resend.py``), as FIX lets an engine keep
+        only so much (review 69: the file grew until a ResetSeqNumFlag)."""
+        index = self._index
+        at = bisect_left(index.offsets, self._size - self.max_bytes // 2)
+        if self.parked_from:  # what a reset must send again stays
+            at = min(at, max(0, bisect_right(index.seqs, self.parked_from) - 1))
+        if at <= 0 or at >= len(index.offsets):
+            return
+        cut = index.offsets[at]
+        path, new = self.directory / "messages", self.directory / "messages.new"
+        with path.open("rb") as src, new.open("wb") as dst:
+            left = self._size - cut
+            while left > 0:
+                sent = os.sendfile(
+                    dst.fileno(), src.fileno(), cut + (self._size - cut - left), left
+                )
+                if sent <= 0:
+                    break
+                left -= sent
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(new, path)
+        fsync_dir(self.directory)
+        self._file.close()
+        self._file = path.open("ab")
+        del index.seqs[:at]
+        del index.offsets[:at]
+        for k in range(len(index.offsets)):
+            index.offsets[k] -= cut
+        self._size -= cut
 
     def close(self) -> None:
         self.flush()
