@@ -45,7 +45,10 @@ def journal_dir(cfg: RingexConfig) -> Path:
 
 
 def journal_archive_dir(cfg: RingexConfig) -> Path:
-    """Where ``ringex replay --archive`` moves the segments no reader needs any more."""
+    """Where ``ringex replay --archive`` moves the segments no reader needs any more
+    (``journal.archive_dir``, by default beside the journal)."""
+    if cfg.journal.archive_dir:
+        return Path(cfg.journal.archive_dir)
     return Path(cfg.var_dir) / cfg.instance / "journal-archive"
 
 

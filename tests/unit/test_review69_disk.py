@@ -29,8 +29,9 @@ writer still replays from (review 5's matcher test pins it), nor the router's re
 
 Faults, each pinned by a test that failed on the code it was written against (its docstring
 says what is wrong and what a correct exchange does). The fourth and fifth pass since their
-fixes (``store_max_mb``; the audit log reopened once renamed); the first three are
-documented limits (README, Disk), strict xfails:
+fixes (``store_max_mb``; the audit log reopened once renamed), the first since
+``journal.archive_dir`` (another volume); the second and third are documented limits
+(README, Disk), strict xfails:
 
 1. Archiving frees no disk: ``ringex replay --archive`` renames segments into
    ``var/<instance>/journal-archive/`` (``topology.py:47``, not configurable), on the same
@@ -66,6 +67,7 @@ import pytest
 
 from config.schema import (
     DatabaseConfig,
+    JournalConfig,
     MatcherConfig,
     ReplicationConfig,
     RingConfig,
@@ -182,10 +184,6 @@ def test_clordids_log_stays_within_its_two_generations(tmp_path: Path) -> None:
 # -- faults -------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, Disk): archived segments stay on the instance's disk",
-)
 def test_archiving_frees_disk(tmp_path: Path) -> None:
     """``ringex replay --archive`` is the journal's one disk procedure (README, Recovery),
     and what it does (``cli.py:145``) is rename every segment before ``archivable_before``
@@ -200,7 +198,11 @@ def test_archiving_frees_disk(tmp_path: Path) -> None:
     journal's disk: a ``journal.archive_dir`` (another volume) or an archive that compresses
     and keeps ``journal.archive_keep`` days, with the README saying what each reader then
     loses (a database restored from a backup older than the archive)."""
-    cfg = _cfg(tmp_path)
+    # journal.archive_dir (the fix): another volume in production, another directory here
+    cfg = msgspec.structs.replace(
+        _cfg(tmp_path),
+        journal=JournalConfig(archive_dir=str(tmp_path.parent / f"{tmp_path.name}-archive")),
+    )
     _journal(cfg, 100)
     _exchange_snapshots(cfg, [70, 80, 90])
     for name in ("m1", "m2"):
