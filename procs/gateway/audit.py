@@ -24,11 +24,13 @@ the users file keeps only their scrypt digests, and the journal must not undo th
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
 from typing import BinaryIO, Final
 
+log = logging.getLogger("ringex.gateway.audit")
 _UNSAFE: Final = re.compile(rb"[\\|\r\n]")
 _ESCAPES: Final = {b"\\": b"\\\\", b"|": b"\\|", b"\r": b"\\r", b"\n": b"\\n"}
 #: Every byte but the four ``_UNSAFE`` ones: ``translate`` deletes them and leaves the unsafe
@@ -63,6 +65,7 @@ class AuditLog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._reopen_failed = False  # said once in the log until a reopen works
         self._file: BinaryIO = self._open()
         self._entries: list[tuple[int, bytes, bytes]] = []  # (ts_ns, prefix, raw message)
         self._prefixes: dict[tuple[bool, str], bytes] = {}  # " in COMP " and " out COMP "
@@ -99,8 +102,18 @@ class AuditLog:
         except FileNotFoundError:
             now = None
         if now is None or (now.st_ino, now.st_dev) != (self._opened.st_ino, self._opened.st_dev):
+            opened = self._opened
+            try:
+                file = self._open()
+            except OSError as exc:  # kept on the old file, tried again at the next flush
+                self._opened = opened
+                if not self._reopen_failed:
+                    log.error("reopening the audit log %s failed: %s", self.path, exc)
+                self._reopen_failed = True
+                return
+            self._reopen_failed = False
             self._file.close()
-            self._file = self._open()
+            self._file = file
 
     def flush(self) -> None:
         entries = self._entries

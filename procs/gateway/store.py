@@ -23,6 +23,7 @@ unless ``messages`` holds them (review 39: they were lost).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import struct
 from array import array
@@ -33,7 +34,9 @@ from typing import BinaryIO
 
 from procs.common.durable import fsync_dir, make_dirs, replace_durably
 
-_SEQNUMS = struct.Struct("<QQQ")  # next in, next out, first parked (0: none)
+log = logging.getLogger("ringex.gateway.store")
+_SEQNUMS = struct.Struct("<QQQQ")  # next in, next out, first parked, first unsent (0: none)
+_SEQNUMS_BEFORE_UNSENT = struct.Struct("<QQQ")  # a file from before ``unsent_from``
 _SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
 _ENTRY = struct.Struct("<II")
 _LOAD_CHUNK = 4 << 20
@@ -88,12 +91,15 @@ class MessageStore:
         self.max_bytes = max_bytes
         self._seq_fd = os.open(directory / "seqnums", os.O_RDWR | os.O_CREAT, 0o644)
         raw = os.pread(self._seq_fd, _SEQNUMS.size, 0)
-        saved: tuple[int, int, int] = (1, 1, 0)
+        saved: tuple[int, int, int, int] = (1, 1, 0, 0)
         if len(raw) == _SEQNUMS.size:
             saved = _SEQNUMS.unpack(raw)
+        elif len(raw) == _SEQNUMS_BEFORE_UNSENT.size:
+            saved = (*_SEQNUMS_BEFORE_UNSENT.unpack(raw), 0)
+            saved = (*saved[:3], saved[2])  # what was parked is unsent
         elif len(raw) == _SEQNUMS_BEFORE_PARKING.size:
-            saved = (*_SEQNUMS_BEFORE_PARKING.unpack(raw), 0)
-        self.next_in, self.next_out, self.parked_from = saved
+            saved = (*_SEQNUMS_BEFORE_PARKING.unpack(raw), 0, 0)
+        self.next_in, self.next_out, self.parked_from, self.unsent_from = saved
         self._index = _SparseIndex()
         self._size = 0
         path = directory / "messages"
@@ -184,6 +190,8 @@ class MessageStore:
         self.add_outbound(seq, raw)
         if not self.parked_from:
             self.parked_from = seq
+        if not self.unsent_from:
+            self.unsent_from = seq
 
     def logged_on(self) -> None:
         """A logon kept the sequence numbers: what was parked is the client's to fetch."""
@@ -200,8 +208,12 @@ class MessageStore:
             return []
         return [_type_and_body(raw) for _, raw in self.outbound(self.parked_from, self.next_out)]
 
-    def outbound(self, begin: int, end: int) -> list[tuple[int, bytes]]:
-        """Stored outbound messages with ``begin <= seq <= end``, in order."""
+    def outbound(self, begin: int, end: int, *, taken: bool = False) -> list[tuple[int, bytes]]:
+        """Stored outbound messages with ``begin <= seq <= end``, in order; ``taken``: read
+        to be sent (a resend's chunk), so those are no longer ``unsent_from``'s."""
+        if taken and self.unsent_from and begin <= self.unsent_from <= end:
+            self.unsent_from = end + 1 if end + 1 < self.next_out else 0
+            self._dirty = True
         self.flush()
         out: list[tuple[int, bytes]] = []
         offset = self._index.start(begin)
@@ -235,6 +247,9 @@ class MessageStore:
         self._index.clear()
         self._size = 0
         self.next_in = self.next_out = 1
+        # what was parked is stored again under the new numbers and sent from here, a chunk
+        # at a time: never cut before it is (review 71)
+        self.unsent_from = 1 if self.parked_from else 0
         self.parked_from = 0
         self._dirty = True
         self.flush()
@@ -249,11 +264,16 @@ class MessageStore:
             self._pending.clear()
             self._file.flush()
             if self.max_bytes and self._size > self.max_bytes:
-                self._trim()
+                try:
+                    self._trim()
+                except OSError as exc:  # a full disk, say: kept whole, tried again later
+                    log.error("trimming %s failed: %s", self.directory / "messages", exc)
+                    (self.directory / "messages.new").unlink(missing_ok=True)
         if self._dirty:
             if self.before_save is not None:
                 self.before_save()
-            os.pwrite(self._seq_fd, _SEQNUMS.pack(self.next_in, self.next_out, self.parked_from), 0)
+            saved = (self.next_in, self.next_out, self.parked_from, self.unsent_from)
+            os.pwrite(self._seq_fd, _SEQNUMS.pack(*saved), 0)
             self._dirty = False
         if self._drop_carried:
             self._drop_carried = False
@@ -267,8 +287,8 @@ class MessageStore:
         only so much (review 69: the file grew until a ResetSeqNumFlag)."""
         index = self._index
         at = bisect_left(index.offsets, self._size - self.max_bytes // 2)
-        if self.parked_from:  # what a reset must send again stays
-            at = min(at, max(0, bisect_right(index.seqs, self.parked_from) - 1))
+        keep = min(s for s in (self.parked_from, self.unsent_from, self.next_out) if s)
+        at = min(at, max(0, bisect_right(index.seqs, keep) - 1))  # nothing never sent is cut
         if at <= 0 or at >= len(index.offsets):
             return
         cut = index.offsets[at]
