@@ -212,7 +212,7 @@ def test_a_journal_outlives_a_change_of_an_event_record(tmp_path: Path) -> None:
     refused = JournalReader(
         directory, slot_size=commands.slot_size, schema_id=commands.journal_schema_id
     )
-    with pytest.raises(JournalFormatError, match=r"schema_id is .* written by another version"):
+    with pytest.raises(JournalFormatError, match=r"schema_id is .* a build of other journaled"):
         list(refused.entries())
 
 
