@@ -39,6 +39,13 @@ NOT_YOURS = (ResultCode.UNKNOWN_ORDER, ResultCode.NOT_ORDER_OWNER)
 BAD_CREDENTIALS = -2014
 
 
+#: A request a stopping gateway could not wait on any more (``RestApi.stop``: 504, -1007).
+STOPPED_UNANSWERED = (
+    "the gateway stopped before the exchange answered: the request may still execute, "
+    "ask for its status"
+)
+
+
 class ApiError(Exception):
     """Answered as ``{"code": code, "msg": msg}`` with HTTP ``status``; ``retry_after_s`` adds
     a ``Retry-After`` header (429)."""

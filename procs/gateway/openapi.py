@@ -312,8 +312,9 @@ def _paths() -> Json:
                 "total at or below the fills ends it. 503: stopping, or no database answer.",
             ),
             "get": _operation(
-                "queryOrder", "One order of this account: live, recent or from the history.",
-                _ref("Order"), tag="trading", params=order_ref, scope="read", errors=[503],
+                "queryOrder", "One order of this account: live, recent or from the history. "
+                "504 (-1007): an origClientOrderId used here whose order is no longer remembered.",
+                _ref("Order"), tag="trading", params=order_ref, scope="read", errors=[503, 504],
             ),
         },
         f"{V1}/openOrders": {

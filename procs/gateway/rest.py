@@ -272,11 +272,9 @@ class RestApi(OpenOrderViews, RestConnections):
             lane.close()
         # the poll that would answer them has stopped (aiohttp's cleanup waited on them): as
         # a timeout, since they may still execute (503 says "not taken, retry": review 66)
-        stopped = "the gateway stopped before the exchange answered: the request may still "
-        stopped += "execute, ask for its status"
         for future in self.waiters.values():
             if not future.done():
-                future.set_exception(ApiError(504, codes.TIMEOUT, stopped))
+                future.set_exception(ApiError(504, codes.TIMEOUT, codes.STOPPED_UNANSWERED))
         if self.runner is not None:
             await self.runner.cleanup()
         if self.client is not None:
@@ -530,6 +528,8 @@ class RestApi(OpenOrderViews, RestConnections):
                     ended.complete(row)
                     return json_response(ended.json())
                 return json_response(order_json(row, sym))
+        if oid is None and self.core.used(key.account, client_id):  # not "does not exist"
+            raise rp.forgotten(client_id)
         raise rp.not_found(
             f"orderId={oid}" if oid is not None else f"origClientOrderId={client_id}"
         )

@@ -43,6 +43,7 @@ from procs.common.records import (
     Triggered,
 )
 from procs.common.types import DoneReason
+from procs.gateway.clordids import Generations, api_digest
 from procs.gateway.commission import Commissions
 from procs.gateway.completing_rows import CompletingRowOrders
 from procs.gateway.grouped import GroupedDict
@@ -109,6 +110,10 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         #: (account, clientOrderId) -> the order placed here under it, until it is finished:
         #: a new order may not reuse one in use (``in_use``).
         self.client_ids: dict[tuple[int, str], LiveOrder] = {}
+        #: the clientOrderIds used here, as digests (``clordids.api_digest``), the newest
+        #: 100k-200k with the FIX ClOrdIDs (the shell shares ``OrderEntry.seen``, kept in
+        #: ``clordids.log``); None: none kept
+        self.seen: Generations | None = None
         self.done: OrderedDict[int, LiveOrder] = OrderedDict()  # recently finished
         self.requests: dict[int, PendingRequest] = {}  # client_ref -> request in flight
         self.ends = OrderEnds()  # mass cancels waiting for the orders they listed to end
@@ -181,6 +186,8 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         self._touched(order)
         self.requests[ref] = PendingRequest("new", account, order)
         self.client_ids[account, order.client_order_id] = order
+        if self.seen is not None:
+            self.seen.add(api_digest(account, client_id))
         new = NewOrder(  # the header listed, not unpacked: a call with * costs ~100 ns
             0, now_ns, self.gateway, session, ref, account, req.symbol.id, 0,
             side=req.side, ord_type=req.ord_type, tif=req.tif, flags=req.flags, stp=req.stp,
@@ -188,6 +195,10 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         )  # fmt: skip
         self.outgoing.append(new)
         return ref
+
+    def used(self, account: int, client_id: str) -> bool:
+        """Whether ``account`` placed an order here under ``client_id`` (lately: ``seen``)."""
+        return self.seen is not None and api_digest(account, client_id) in self.seen
 
     def cancel(self, account: int, session: int, symbol: int, order_id: int, now_ns: int) -> int:
         """Cancel ``order_id``; the matcher refuses it unless ``account`` owns the order."""

@@ -346,6 +346,15 @@ def not_found(what: str) -> ApiError:
     return ApiError(400, codes.NO_SUCH_ORDER, f"order does not exist: {what}")
 
 
+def forgotten(client_id: str) -> ApiError:
+    """A clientOrderId used here whose order is no longer remembered: its status is unknown
+    here, not "does not exist", which a script takes for "send it again" (review 70)."""
+    return ApiError(
+        504, codes.TIMEOUT, f"origClientOrderId={client_id} was used here and its order is no "
+        "longer remembered: its status is unknown here; find it in allOrders",
+    )  # fmt: skip
+
+
 def opt_ms(params: dict[str, str], name: str) -> int | None:
     if not params.get(name):
         return None

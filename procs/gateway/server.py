@@ -204,7 +204,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         entry = self.entry
         core = RestOrders(gw.id, entry.instruments, cfg.assets, entry.outgoing, entry.next_ref)
         core.fix_orders = lambda s: [o for o in entry.orders.values() if o.session == s]
-        core.fix_order = self._fix_order
+        core.fix_order, core.seen = self._fix_order, entry.seen  # (clientOrderIds used here)
         core.fix_live = lambda a, c: entry.holding(a, c.encode("latin-1"))
         entry.account_of = lambda s: None if (u := self._user_of(s)) is None else u.account
         # one id, one open order of the account, whichever way it came (review 47)
