@@ -50,14 +50,8 @@ def running_exchange(
         "[risk]\nfee_account = 1\n"
         f'[[gateways]]\nname = "gw1"\nid = 1\nport = {free_port()}\n{gateway}'
     )
-    err_path = tmp_path / "supervisor.stderr"  # in the foreground it logs there
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "procs.cli", "run", "--config", str(profile)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    err_path = tmp_path / "supervisor.stderr"
+    proc = run_in_foreground(profile, err_path)
     cfg = load_profile(str(profile))
     try:
         deadline = time.monotonic() + 60
@@ -76,6 +70,18 @@ def running_exchange(
         # the writer's cluster outlives a restart; run as root it lives outside tmp_path
         # (/var/tmp/ringex-pg), so its files go too
         EmbeddedPostgres(postgres_dir(cfg)).destroy()
+
+
+def run_in_foreground(profile: Path, err_path: Path) -> subprocess.Popen[bytes]:
+    """``ringex run`` on ``profile``, its stderr (where a foreground supervisor logs) kept in
+    ``err_path``: a failure's reason is there."""
+    with open(err_path, "wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "procs.cli", "run", "--config", str(profile)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
 
 
 def ringex(profile: Path, *args: str) -> str:

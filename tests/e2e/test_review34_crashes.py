@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -41,7 +40,7 @@ from procs.core.recovery import Recovered, recover
 from procs.gateway.history import STATUS_NAMES
 from procs.gateway.rest_client import RestClient
 from shm.liveness import pid_alive
-from tests.e2e.running import ROOT, free_port, ringex, running_exchange
+from tests.e2e.running import free_port, ringex, run_in_foreground, running_exchange
 from tests.e2e.test_kill_under_load import (
     DEPOSIT,
     FIX_USERS,
@@ -207,13 +206,7 @@ def run_again(profile: Path, cfg: RingexConfig, dead: int) -> Iterator[None]:
     """``ringex run`` over what the supervisor ``dead`` left; stopped (SIGTERM) on exit. In
     the foreground it logs to its stderr, kept beside the profile: a failure shows it."""
     err_path = profile.with_suffix(".run-again.log")
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "procs.cli", "run", "--config", str(profile)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    proc = run_in_foreground(profile, err_path)
     try:
         deadline = time.monotonic() + 60
         while True:
