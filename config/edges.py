@@ -112,14 +112,6 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     #: reads it whole: about 0.1 s a MiB here (a failover's gateway start), against one
     #: compaction per MiB of about 3.5k orders (a write and an fsync of the live orders only).
     order_log_compact_mb: Annotated[int, msgspec.Meta(ge=1, le=1_024)] = 4
-    #: A FIX session's store of outbound messages (what a ResendRequest is answered from) is
-    #: cut to its newest half once it passes this many MiB (~250k execution reports at 64):
-    #: a resend of older ones is a SequenceReset-GapFill, as FIX allows; a message never
-    #: sent (parked, or carried by a reset) is never cut. A cut copies half the cap in one
-    #: loop pass (~120 ms at 64 MiB on the development VM), a pause for every session of
-    #: the gateway, so it is opt-in. 0: kept whole until a reset (ResetSeqNumFlag, the
-    #: usual daily practice), ~450 GB a day at 10k orders/s without one (review 69).
-    store_max_mb: Annotated[int, msgspec.Meta(ge=0, le=65_536)] = 0
     #: A stop (SIGTERM/SIGINT) first closes intake: no new connections, new orders and
     #: replaces refused (FIX OrdRejReason 2, "exchange closed"; REST 503), cancels still
     #: taken; the reports of what is in flight go out. After every request is answered, or

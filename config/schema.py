@@ -318,10 +318,11 @@ class JournalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     #: so a quiet exchange's restart replays little too (0: by count only).
     snapshot_every_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     #: Where `ringex replay --archive` moves the segments no reader needs any more: an
-    #: absolute path, on another volume say (a move across file systems is a copy, made
-    #: durable, then the original removed); "": ``var/<instance>/journal-archive`` (review
-    #: 69: on the instance's own disk, archiving freed none of it). The database writer and
-    #: the session-end search read archived segments there.
+    #: absolute path, on another volume say, which instances may share (each archives into
+    #: ``<archive_dir>/<instance>``; a move across file systems is a copy, made durable,
+    #: then the original removed); "": ``var/<instance>/journal-archive`` (review 69: on the
+    #: instance's own disk, archiving freed none of it). The database writer and the
+    #: session-end search read archived segments there.
     archive_dir: str = ""
 
     def __post_init__(self) -> None:

@@ -532,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then move journal segments no recovery needs (before the oldest snapshot of "
         "the exchange, of every matcher and of the database writer, less the router's "
-        "reread window) to var/<instance>/journal-archive",
+        "reread window) to journal.archive_dir/<instance> (default "
+        "var/<instance>/journal-archive)",
     )
     replay.set_defaults(func=_replay)
 

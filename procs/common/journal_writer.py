@@ -429,6 +429,8 @@ def archive_segments_before(directory: Path, seq: int, archive_dir: Path) -> lis
     """Move the segments of ``directory`` whose entries are all ``< seq`` to ``archive_dir``
     (after a snapshot at ``seq - 1``); return their new paths. The last segment always stays:
     it is the one being appended to, and it tells a reopened writer where to continue."""
+    if archive_dir.exists() and os.path.samefile(archive_dir, directory):
+        raise ValueError(f"the archive {archive_dir} is the journal's own directory")
     segments = list_segments(directory)
     moved: list[Path] = []
     for (_, path), (next_first, _) in itertools.pairwise(segments):

@@ -47,8 +47,8 @@ def journal_dir(cfg: RingexConfig) -> Path:
 def journal_archive_dir(cfg: RingexConfig) -> Path:
     """Where ``ringex replay --archive`` moves the segments no reader needs any more
     (``journal.archive_dir``, by default beside the journal)."""
-    if cfg.journal.archive_dir:
-        return Path(cfg.journal.archive_dir)
+    if cfg.journal.archive_dir:  # a volume instances may share: one directory each
+        return Path(cfg.journal.archive_dir) / cfg.instance
     return Path(cfg.var_dir) / cfg.instance / "journal-archive"
 
 

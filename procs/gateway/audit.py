@@ -84,12 +84,20 @@ class AuditLog:
 
     def _open(self) -> BinaryIO:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.fchmod(fd, 0o600)  # one made before by an older gateway, world-readable
-        file = os.fdopen(fd, "ab")
-        if _torn(self.path):  # a kill or a full disk mid-write left a line without its end:
-            file.write(b"\n")  # the next run's first line must not be glued onto it
-            file.flush()  # (review 39)
-        self._opened = os.fstat(fd)
+        try:
+            os.fchmod(fd, 0o600)  # one made before by an older gateway, world-readable
+            file = os.fdopen(fd, "ab")
+        except BaseException:  # (review 72: a failed reopen leaked it, once a flush)
+            os.close(fd)
+            raise
+        try:
+            if _torn(self.path):  # a kill or a full disk mid-write left a line without its
+                file.write(b"\n")  # end: the next run's first line must not be glued onto it
+                file.flush()  # (review 39)
+            self._opened = os.fstat(fd)
+        except BaseException:
+            file.close()
+            raise
         return file
 
     def _reopen_if_moved(self) -> None:

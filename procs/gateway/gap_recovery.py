@@ -177,7 +177,7 @@ class GapRecovery:
                 resends[0] = (last + 1, end, again)
             else:
                 resends.popleft()
-            stored = store.outbound(begin, last, taken=True)
+            stored = store.outbound(begin, last)
             for raw in resent(stored, begin, last, self._header, stamp, again):
                 self._sent(raw, now_ns)
                 out.append(raw)

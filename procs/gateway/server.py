@@ -241,8 +241,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
     def store(self, comp_id: str) -> MessageStore:
         store = self.stores.get(comp_id)
         if store is None:
-            where, most = self.directory / "sessions" / comp_id, self.gw.store_max_mb << 20
-            store = self.stores[comp_id] = MessageStore(where, max_bytes=most)
+            store = self.stores[comp_id] = MessageStore(self.directory / "sessions" / comp_id)
             store.before_save = self._before_store_save
         return store
 

@@ -23,7 +23,6 @@ unless ``messages`` holds them (review 39: they were lost).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import struct
 from array import array
@@ -32,11 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from procs.common.durable import fsync_dir, make_dirs, replace_durably
+from procs.common.durable import make_dirs, replace_durably
 
-log = logging.getLogger("ringex.gateway.store")
-_SEQNUMS = struct.Struct("<QQQQ")  # next in, next out, first parked, first unsent (0: none)
-_SEQNUMS_BEFORE_UNSENT = struct.Struct("<QQQ")  # a file from before ``unsent_from``
+_SEQNUMS = struct.Struct("<QQQ")  # next in, next out, first parked (0: none)
 _SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
 _ENTRY = struct.Struct("<II")
 _LOAD_CHUNK = 4 << 20
@@ -84,22 +81,17 @@ class _SparseIndex:
 
 
 class MessageStore:
-    def __init__(self, directory: Path, max_bytes: int = 0) -> None:
+    def __init__(self, directory: Path) -> None:
         make_dirs(directory)
         self.directory = directory
-        #: past this size (0: none) ``messages`` is cut to its newest half (``_trim``)
-        self.max_bytes = max_bytes
         self._seq_fd = os.open(directory / "seqnums", os.O_RDWR | os.O_CREAT, 0o644)
         raw = os.pread(self._seq_fd, _SEQNUMS.size, 0)
-        saved: tuple[int, int, int, int] = (1, 1, 0, 0)
+        saved: tuple[int, int, int] = (1, 1, 0)
         if len(raw) == _SEQNUMS.size:
             saved = _SEQNUMS.unpack(raw)
-        elif len(raw) == _SEQNUMS_BEFORE_UNSENT.size:
-            saved = (*_SEQNUMS_BEFORE_UNSENT.unpack(raw), 0)
-            saved = (*saved[:3], saved[2])  # what was parked is unsent
         elif len(raw) == _SEQNUMS_BEFORE_PARKING.size:
-            saved = (*_SEQNUMS_BEFORE_PARKING.unpack(raw), 0, 0)
-        self.next_in, self.next_out, self.parked_from, self.unsent_from = saved
+            saved = (*_SEQNUMS_BEFORE_PARKING.unpack(raw), 0)
+        self.next_in, self.next_out, self.parked_from = saved
         self._index = _SparseIndex()
         self._size = 0
         path = directory / "messages"
@@ -190,8 +182,6 @@ class MessageStore:
         self.add_outbound(seq, raw)
         if not self.parked_from:
             self.parked_from = seq
-        if not self.unsent_from:
-            self.unsent_from = seq
 
     def logged_on(self) -> None:
         """A logon kept the sequence numbers: what was parked is the client's to fetch."""
@@ -208,12 +198,8 @@ class MessageStore:
             return []
         return [_type_and_body(raw) for _, raw in self.outbound(self.parked_from, self.next_out)]
 
-    def outbound(self, begin: int, end: int, *, taken: bool = False) -> list[tuple[int, bytes]]:
-        """Stored outbound messages with ``begin <= seq <= end``, in order; ``taken``: read
-        to be sent (a resend's chunk), so those are no longer ``unsent_from``'s."""
-        if taken and self.unsent_from and begin <= self.unsent_from <= end:
-            self.unsent_from = end + 1 if end + 1 < self.next_out else 0
-            self._dirty = True
+    def outbound(self, begin: int, end: int) -> list[tuple[int, bytes]]:
+        """Stored outbound messages with ``begin <= seq <= end``, in order."""
         self.flush()
         out: list[tuple[int, bytes]] = []
         offset = self._index.start(begin)
@@ -247,9 +233,6 @@ class MessageStore:
         self._index.clear()
         self._size = 0
         self.next_in = self.next_out = 1
-        # what was parked is stored again under the new numbers and sent from here, a chunk
-        # at a time: never cut before it is (review 71)
-        self.unsent_from = 1 if self.parked_from else 0
         self.parked_from = 0
         self._dirty = True
         self.flush()
@@ -263,56 +246,14 @@ class MessageStore:
             self._file.write(b"".join(self._pending))
             self._pending.clear()
             self._file.flush()
-            if self.max_bytes and self._size > self.max_bytes:
-                try:
-                    self._trim()
-                except OSError as exc:  # a full disk, say: kept whole, tried again later
-                    log.error("trimming %s failed: %s", self.directory / "messages", exc)
-                    (self.directory / "messages.new").unlink(missing_ok=True)
         if self._dirty:
             if self.before_save is not None:
                 self.before_save()
-            saved = (self.next_in, self.next_out, self.parked_from, self.unsent_from)
-            os.pwrite(self._seq_fd, _SEQNUMS.pack(*saved), 0)
+            os.pwrite(self._seq_fd, _SEQNUMS.pack(self.next_in, self.next_out, self.parked_from), 0)
             self._dirty = False
         if self._drop_carried:
             self._drop_carried = False
             self._carried.unlink(missing_ok=True)
-
-    def _trim(self) -> None:
-        """Keep the newest half of ``messages`` (from an indexed block, so the index stays
-        whole) and never a parked message: copied to ``messages.new`` in the kernel, made
-        durable and renamed over it (a crash leaves one or the other, whole). A resend of a
-        message cut is a SequenceReset-GapFill (``resend.py``), as FIX lets an engine keep
-        only so much (review 69: the file grew until a ResetSeqNumFlag)."""
-        index = self._index
-        at = bisect_left(index.offsets, self._size - self.max_bytes // 2)
-        keep = min(s for s in (self.parked_from, self.unsent_from, self.next_out) if s)
-        at = min(at, max(0, bisect_right(index.seqs, keep) - 1))  # nothing never sent is cut
-        if at <= 0 or at >= len(index.offsets):
-            return
-        cut = index.offsets[at]
-        path, new = self.directory / "messages", self.directory / "messages.new"
-        with path.open("rb") as src, new.open("wb") as dst:
-            left = self._size - cut
-            while left > 0:
-                sent = os.sendfile(
-                    dst.fileno(), src.fileno(), cut + (self._size - cut - left), left
-                )
-                if sent <= 0:
-                    break
-                left -= sent
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(new, path)
-        fsync_dir(self.directory)
-        self._file.close()
-        self._file = path.open("ab")
-        del index.seqs[:at]
-        del index.offsets[:at]
-        for k in range(len(index.offsets)):
-            index.offsets[k] -= cut
-        self._size -= cut
 
     def close(self) -> None:
         self.flush()

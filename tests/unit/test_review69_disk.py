@@ -29,9 +29,10 @@ writer still replays from (review 5's matcher test pins it), nor the router's re
 
 Faults, each pinned by a test that failed on the code it was written against (its docstring
 says what is wrong and what a correct exchange does). The fourth and fifth pass since their
-fixes (``store_max_mb``; the audit log reopened once renamed), the first since
-``journal.archive_dir`` (another volume); the second and third are documented limits
-(README, Disk), strict xfails:
+fixes (the audit log reopened once renamed; the first since ``journal.archive_dir``,
+another volume); the second, third and fourth are documented limits (README, Disk), strict
+xfails (a cut of the store was tried, opt-in, and withdrawn: reviews 71 and 72 found that
+its mark of what was never sent did not hold):
 
 1. Archiving frees no disk: ``ringex replay --archive`` renames segments into
    ``var/<instance>/journal-archive/`` (``topology.py:47``, not configurable), on the same
@@ -281,6 +282,11 @@ def test_a_replicated_journal_can_be_archived(tmp_path: Path) -> None:
     assert archivable_before(cfg) > 1
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a documented limit (README, Disk): a FIX session's store grows until the session "
+    "resets its numbers (ResetSeqNumFlag or reset_on_logon, the usual daily practice)",
+)
 def test_a_fix_session_store_is_bounded(tmp_path: Path) -> None:
     """``MessageStore`` (store.py) appends every outbound message of a session to
     ``sessions/<comp>/messages`` and truncates it only at a reset (a Logon with
@@ -294,8 +300,7 @@ def test_a_fix_session_store_is_bounded(tmp_path: Path) -> None:
     resend window (a size or age cap, or a trim at the session end) and answers a
     ResendRequest before it with a SequenceReset-GapFill, which ``resend.resent`` already
     does for any seq the store lacks."""
-    # the gateway's store_max_mb (64 by default), here 4 MiB (the fix's parameter)
-    store = MessageStore(tmp_path / "sessions" / "CLIENT01", max_bytes=4 << 20)
+    store = MessageStore(tmp_path / "sessions" / "CLIENT01")
     written = 0
     try:
         for seq in range(1, 40_001):
@@ -306,20 +311,11 @@ def test_a_fix_session_store_is_bounded(tmp_path: Path) -> None:
                 store.flush()
         store.flush()
         assert store.outbound(39_990, 40_000)[-1][0] == 40_000  # the newest are resendable
-        assert store.outbound(1, 10) == []  # the oldest were cut: a resend gap-fills them
         size = (store.directory / "messages").stat().st_size
     finally:
         store.close()
-    again = MessageStore(tmp_path / "sessions" / "CLIENT01", max_bytes=4 << 20)  # a restart
-    try:
-        assert again.next_out == 40_001
-        newest = again.outbound(39_000, 40_000)
-        assert [seq for seq, _ in newest] == list(range(39_000, 40_001))
-        assert newest[-1][1] == _report(40_000)
-    finally:
-        again.close()
     assert written > 10_000_000
-    assert size <= 4 << 20
+    assert size < 4 << 20
 
 
 def test_the_audit_log_can_be_rotated(tmp_path: Path) -> None:

@@ -218,8 +218,9 @@ def test_an_api_order_filled_while_the_gateway_was_down_is_not_corrected_from_th
         finally:
             await alice.close()
         # forgotten here, as the books cannot say how it ended: the database shows it (this
-        # rig has none, so it is unknown by its clientOrderId, which is free again)
-        assert status == 400 and body["code"] == -2013, body
+        # rig has none); its clientOrderId, free again, is "status unknown here" (504 -1007,
+        # since review 70), not "does not exist"
+        assert status == 504 and body["code"] == -1007, body
         assert still_open == [], "a filled order listed open"
 
     try:
