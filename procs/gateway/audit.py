@@ -85,7 +85,10 @@ class AuditLog:
     def _open(self) -> BinaryIO:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.fchmod(fd, 0o600)  # one made before by an older gateway, world-readable
+            try:
+                os.fchmod(fd, 0o600)  # one made before by an older gateway, world-readable
+            except PermissionError:  # a logrotate "create" of another owner: written all the
+                log.warning("%s is another user's: its mode left as it is", self.path)  # same
             file = os.fdopen(fd, "ab")
         except BaseException:  # (review 72: a failed reopen leaked it, once a flush)
             os.close(fd)

@@ -468,7 +468,7 @@ class RestApi(OpenOrderViews, RestConnections):
         oid, known = self.named_order(key.account, params)
         if oid is None:
             if known is None:
-                raise rp.not_found(f"origClientOrderId={params['origClientOrderId']}")
+                raise self.core.unknown(key.account, params["origClientOrderId"])
             if not known.order_id:  # placed, not answered yet (a 504's): it may well rest
                 raise bad_request(
                     codes.CANCEL_REJECTED,
@@ -528,11 +528,9 @@ class RestApi(OpenOrderViews, RestConnections):
                     ended.complete(row)
                     return json_response(ended.json())
                 return json_response(order_json(row, sym))
-        if oid is None and self.core.used(key.account, client_id):  # not "does not exist"
-            raise rp.forgotten(client_id)
-        raise rp.not_found(
-            f"orderId={oid}" if oid is not None else f"origClientOrderId={client_id}"
-        )
+        if oid is not None:
+            raise rp.not_found(f"orderId={oid}")
+        raise self.core.unknown(key.account, client_id)
 
     def named_order(
         self, account: int, params: dict[str, str]

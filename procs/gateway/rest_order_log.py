@@ -37,6 +37,9 @@ class RestOrderLog:
     _changed: dict[int, LiveOrder]
     _gone: list[int]
 
+    def note_used(self, account: int, client_id: str) -> None:
+        raise NotImplementedError  # ``RestOrders``'
+
     def take_changes(self) -> list[Kept]:
         """Order-log entries for what changed of the orders placed through this API (a
         finished order's encoded already)."""
@@ -76,6 +79,8 @@ class RestOrderLog:
             order = LiveOrder.restore(placed, values, self.instruments)
             if order is None:
                 continue
+            if order.order_id:  # taken by the exchange: its id "used", whatever the log of
+                self.note_used(order.account, order.client_order_id)  # them kept (a crash)
             if not order.open:
                 if order.status != "REJECTED":  # as live: a refused order is not kept
                     order.logged = encoded((API_ORDER, placed, *values))

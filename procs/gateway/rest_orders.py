@@ -43,6 +43,7 @@ from procs.common.records import (
     Triggered,
 )
 from procs.common.types import DoneReason
+from procs.gateway.api_errors import ApiError
 from procs.gateway.clordids import Generations, api_digest
 from procs.gateway.commission import Commissions
 from procs.gateway.completing_rows import CompletingRowOrders
@@ -67,7 +68,7 @@ from procs.gateway.rest_order_state import (
     generated_id,
     ms,
 )
-from procs.gateway.rest_params import OrderRequest
+from procs.gateway.rest_params import OrderRequest, forgotten, not_found
 from procs.gateway.unfiled_orders import UnfiledOrders
 
 
@@ -186,8 +187,6 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         self._touched(order)
         self.requests[ref] = PendingRequest("new", account, order)
         self.client_ids[account, order.client_order_id] = order
-        if self.seen is not None:
-            self.seen.add(api_digest(account, client_id))
         new = NewOrder(  # the header listed, not unpacked: a call with * costs ~100 ns
             0, now_ns, self.gateway, session, ref, account, req.symbol.id, 0,
             side=req.side, ord_type=req.ord_type, tif=req.tif, flags=req.flags, stp=req.stp,
@@ -197,8 +196,22 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         return ref
 
     def used(self, account: int, client_id: str) -> bool:
-        """Whether ``account`` placed an order here under ``client_id`` (lately: ``seen``)."""
+        """Whether ``account`` placed an order here under ``client_id`` that the exchange
+        took (lately: ``seen``)."""
         return self.seen is not None and api_digest(account, client_id) in self.seen
+
+    def unknown(self, account: int, client_id: str) -> ApiError:
+        """No order here under ``client_id``: "status unknown here" for one the exchange took
+        (forgotten since), "does not exist" for one never used (review 70)."""
+        if self.used(account, client_id):
+            return forgotten(client_id)
+        return not_found(f"origClientOrderId={client_id}")
+
+    def note_used(self, account: int, client_id: str) -> None:
+        """``client_id`` named an order the exchange took: kept in ``seen``, once (an id
+        used again is not added again: ``clordids.log`` grows only with new ones)."""
+        if self.seen is not None and (value := api_digest(account, client_id)) not in self.seen:
+            self.seen.add(value)
 
     def cancel(self, account: int, session: int, symbol: int, order_id: int, now_ns: int) -> int:
         """Cancel ``order_id``; the matcher refuses it unless ``account`` owns the order."""
@@ -415,6 +428,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         if request is not None and request.kind == "new" and request.order is not None:
             order = request.order
             order.order_id = accepted.order_id
+            self.note_used(order.account, order.client_order_id)  # taken: no refused one
             # the exchange's time, as the database keeps it (not this gateway's at arrival)
             order.time_ms = order.update_ms = ms(accepted.ts_ns)
             self._answered.append(accepted.client_ref)
