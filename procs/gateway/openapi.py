@@ -295,12 +295,12 @@ def _paths() -> Json:
             "post": _operation(
                 "newOrder", "Place an order; the answer waits for the exchange's.",
                 _ref("NewOrderResult"), tag="trading", body=_ref("NewOrderRequest"),
-                scope="trade", errors=[503, 504],
-                description="503 while the exchange is stopping (cancels are still taken).",
+                scope="trade", errors=[503, 504], description="503 while the exchange is "
+                "stopping (cancels are still taken).",
             ),
             "delete": _operation(
-                "cancelOrder", "Cancel an open order.", _ref("Order"), tag="trading",
-                params=order_ref, scope="trade", errors=[504],
+                "cancelOrder", "Cancel an open order (504 -1007: an id no longer remembered).",
+                _ref("Order"), tag="trading", params=order_ref, scope="trade", errors=[504],
             ),
             "put": _operation(
                 "amendOrder", "Amend an open order's price and/or total quantity in place.",
@@ -309,7 +309,8 @@ def _paths() -> Json:
                     _query("quantity", _DEC_IN, "The new total, fills included."),
                 ], description="Price, quantity or both. A smaller quantity at the same price "
                 "keeps the order's place, else it goes to the back (a crossing price trades); a "
-                "total at or below the fills ends it. 503: stopping, or no database answer.",
+                "total at or below the fills ends it. 503: stopping or no database. 504 (-1007) "
+                "also for an origClientOrderId no longer remembered here (see allOrders).",
             ),
             "get": _operation(
                 "queryOrder", "One order of this account: live, recent or from the history. "

@@ -79,8 +79,8 @@ class RestOrderLog:
             order = LiveOrder.restore(placed, values, self.instruments)
             if order is None:
                 continue
-            if order.order_id:  # taken by the exchange: its id "used", whatever the log of
-                self.note_used(order.account, order.client_order_id)  # them kept (a crash)
+            if order.order_id and order.status != "REJECTED":  # taken by the exchange: its
+                self.note_used(order.account, order.client_order_id)  # id "used" (a crash)
             if not order.open:
                 if order.status != "REJECTED":  # as live: a refused order is not kept
                     order.logged = encoded((API_ORDER, placed, *values))
@@ -123,6 +123,7 @@ class RestOrderLog:
                 # in a book: accepted. Its request's HTTP answer died with the old process:
                 # nobody waits for it any more
                 order.order_id, order.status = found.order_id, "NEW"
+                self.note_used(order.account, order.client_order_id)  # its Accepted is gone
                 self.live[order.order_id] = order
                 self.requests.pop(order.ref, None)
                 order.ref = 0
