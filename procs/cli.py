@@ -152,7 +152,11 @@ def _replay(args: argparse.Namespace) -> int:
             return 0
         before = archivable_before(cfg)
         archive = journal_archive_dir(cfg)
-        moved = archive_segments_before(journal_dir(cfg), before, archive)
+        try:
+            moved = archive_segments_before(journal_dir(cfg), before, archive)
+        except (OSError, ValueError) as exc:  # a full archive volume, a clash: said, no trace
+            print(f"ringex replay --archive: {exc}", file=sys.stderr)
+            return 1
         print(f"archived {len(moved)} segment(s) before seq {before} to {archive}")
     return 0
 

@@ -113,11 +113,9 @@ class AuditLog:
         except FileNotFoundError:
             now = None
         if now is None or (now.st_ino, now.st_dev) != (self._opened.st_ino, self._opened.st_dev):
-            opened = self._opened
             try:
-                file = self._open()
+                file = self._open()  # (``_opened`` changes only where it succeeds)
             except OSError as exc:  # kept on the old file, tried again at the next flush
-                self._opened = opened
                 if not self._reopen_failed:
                     log.error("reopening the audit log %s failed: %s", self.path, exc)
                 self._reopen_failed = True

@@ -529,7 +529,8 @@ class RestApi(OpenOrderViews, RestConnections):
                     return json_response(ended.json())
                 return json_response(order_json(row, sym))
         if oid is not None or live is not None:  # (known, on another symbol: not forgotten)
-            raise rp.not_found(f"orderId={oid}" if oid is not None else f"{client_id=}")
+            named = f"orderId={oid}" if oid is not None else f"origClientOrderId={client_id}"
+            raise rp.not_found(f"{named} (symbol={sym.name})")
         raise self.core.unknown(key.account, client_id)
 
     def named_order(
