@@ -70,7 +70,7 @@ GO = b"fenced\n"  # promote's word to its supervisor process
 def journal_state(cfg: RingexConfig) -> tuple[int, str]:
     """The journal's last seq and history hash (imports here: promote needs none of it)."""
     from procs.common.journal import JournalReader  # noqa: PLC0415
-    from procs.common.records import RecordCodec  # noqa: PLC0415
+    from procs.common.record_codec import RecordCodec  # noqa: PLC0415
     from procs.common.topology import journal_dir  # noqa: PLC0415
     from procs.replica.wire import GENESIS, History  # noqa: PLC0415
 
@@ -186,7 +186,7 @@ def fence(cfg: RingexConfig, epoch: int, by: str) -> None:
 def entry_at(cfg: RingexConfig, seq: int) -> bytes | None:
     """The journal entry of ``seq`` where this host can read it, else None."""
     from procs.common.journal import JournalError, JournalReader  # noqa: PLC0415
-    from procs.common.records import RecordCodec  # noqa: PLC0415
+    from procs.common.record_codec import RecordCodec  # noqa: PLC0415
 
     directory = journal_path(cfg)
     if seq < 1 or not directory.is_dir():
@@ -221,7 +221,7 @@ def diverged(primary: RingexConfig, standby: RingexConfig) -> int:
 def journal_last(cfg: RingexConfig) -> int:
     """The last seq of ``cfg``'s journal where this host reads it (0: none)."""
     from procs.common.journal import JournalReader  # noqa: PLC0415
-    from procs.common.records import RecordCodec  # noqa: PLC0415
+    from procs.common.record_codec import RecordCodec  # noqa: PLC0415
 
     directory = journal_path(cfg)
     if not directory.is_dir():

@@ -19,7 +19,8 @@ from typing import Any
 
 from config import load_profile
 from config.schema import RingexConfig
-from procs.common.records import Accepted, NewOrder, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Accepted, NewOrder
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from shm import Ring
 from shm.inspect import remove_instance

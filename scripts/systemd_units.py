@@ -54,7 +54,8 @@ from pathlib import Path
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
-from procs.common.records import Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Record
 from procs.common.run_files import InstanceBusyError, instance_lock, run_dir
 from procs.common.topology import rings
 from procs.supervisor.draining import drain as drain_rings

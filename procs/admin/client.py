@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from config.schema import RingexConfig
+from procs.common.record_codec import RecordCodec
 from procs.common.records import (
     NOT_OPEN,
     AccountReply,
@@ -30,7 +31,6 @@ from procs.common.records import (
     CreateAccount,
     MassCancel,
     Record,
-    RecordCodec,
     Rejected,
     Transfer,
     WatchBalances,

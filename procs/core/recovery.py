@@ -25,6 +25,7 @@ import msgspec
 
 from config.schema import RingexConfig
 from procs.common.journal import JournalReader, ReplayError, list_segments
+from procs.common.record_codec import RecordCodec
 from procs.common.records import (
     AdminCommand,
     CancelOrder,
@@ -33,7 +34,6 @@ from procs.common.records import (
     NewOrder,
     OrderRecord,
     Record,
-    RecordCodec,
     ReplaceOrder,
     SymbolRules,
     Transfer,

@@ -42,7 +42,8 @@ from typing import Any, BinaryIO, Final
 
 import msgspec
 
-from procs.common.records import Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Record
 from procs.core.engine import Matcher
 
 #: What the parent does with journaled commands, each with its events (matcher by matcher,

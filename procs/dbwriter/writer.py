@@ -33,7 +33,7 @@ import psycopg
 
 from config.schema import RingexConfig
 from procs.common.journal import JournalReader
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.rules_version import RULES_VERSION
 from procs.common.topology import journal_archive_dir, journal_dir
 from procs.dbwriter.committer import Committer, share_the_gil

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from typing import TYPE_CHECKING
 
-from procs.common.records import Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Record
 from procs.gateway.audit import AuditLog
 from procs.gateway.clordids import SeenLog
 from procs.gateway.order_log import COMMAND, HANDLED, POSITION, Entry, Kept, OrderLog

@@ -24,7 +24,8 @@ import logging
 
 from config.schema import RingexConfig
 from procs.common.journal import JournalError, JournalReader
-from procs.common.records import Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Record
 from procs.common.topology import (
     gateway_commands,
     gateway_replies,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from procs.core.resting import RestingOrder
 from procs.gateway.grouped import GroupedDict
@@ -37,8 +37,9 @@ class RestOrderLog:
     _changed: dict[int, LiveOrder]
     _gone: list[int]
 
-    def note_used(self, account: int, client_id: str) -> None:
-        raise NotImplementedError  # ``RestOrders``'
+    if TYPE_CHECKING:  # ``RestOrders``'
+
+        def note_used(self, account: int, client_id: str) -> None: ...
 
     def take_changes(self) -> list[Kept]:
         """Order-log entries for what changed of the orders placed through this API (a

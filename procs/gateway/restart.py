@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from config.edges import GatewayConfig
 from config.schema import RingexConfig
 from procs.common.events_after import events_after
-from procs.common.records import Heartbeat, MassCancel, Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Heartbeat, MassCancel, Record
 from procs.common.topology import REPLAY_SOURCE, symbol_rings
 from procs.common.users import UserStore
 from procs.core.recovery import JournaledTail

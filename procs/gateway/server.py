@@ -45,7 +45,8 @@ from typing import TYPE_CHECKING
 from config.edges import GatewayConfig
 from config.schema import RingexConfig, WaitConfig
 from procs.common import sd_notify
-from procs.common.records import NewOrder, Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import NewOrder, Record
 from procs.common.ring_waker import RingWaker, nap_for, settle
 from procs.common.stats import GATEWAY_COUNTERS, LatencyHistogram, gateway_page
 from procs.common.topology import (

@@ -27,7 +27,8 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common import gc_policy, sd_notify
 from procs.common.market_snapshots import MarketSnapshots
-from procs.common.records import Heartbeat, Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Heartbeat, Record
 from procs.common.topology import (
     MARKETDATA,
     RECOVERED_SOURCE,

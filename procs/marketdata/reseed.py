@@ -27,7 +27,8 @@ import msgspec
 
 from config.schema import RingexConfig
 from procs.common.journal import JournalError
-from procs.common.records import BookLevel, RecordCodec, SymbolStatus
+from procs.common.record_codec import RecordCodec
+from procs.common.records import BookLevel, SymbolStatus
 from procs.common.topology import matcher_output
 from procs.common.types import AdminAction, Side, TradingStatus
 from procs.core.book import LevelMap

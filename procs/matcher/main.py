@@ -41,12 +41,8 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common import gc_policy, sd_notify
 from procs.common.events_after import events_after
-from procs.common.records import (
-    AdminCommand,
-    Heartbeat,
-    Record,
-    RecordCodec,
-)
+from procs.common.record_codec import RecordCodec
+from procs.common.records import AdminCommand, Heartbeat, Record
 from procs.common.snapshots import SnapshotStore
 from procs.common.stats import LatencyHistogram, matcher_counters, matcher_page
 from procs.common.stopping import stop_on_signals

@@ -31,7 +31,7 @@ from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.epochs import Epochs, EpochsError
 from procs.common.journal import DirectoryLock, JournalReader
 from procs.common.journal_writer import cut_after
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import BLOCK_FILE, ack_dir
 from procs.common.rules_version import RULES_VERSION
 from procs.common.topology import (

@@ -30,7 +30,7 @@ from config.schema import RingexConfig
 from procs.common import sd_notify
 from procs.common.epochs import Epochs
 from procs.common.journal import JournalError, JournalReader, JournalRulesError
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.rules_version import RULES_VERSION
 from procs.common.run_files import process_start

@@ -35,7 +35,7 @@ from procs.common.durable import make_dirs
 from procs.common.epochs import Epochs, EpochsError, JournalFencedError
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.rules_version import RULES_VERSION
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import gateway_root, journal_dir, snapshot_dir

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from procs.common.records import Record, RecordDecodeError
+from procs.common.record_codec import RecordDecodeError
+from procs.common.records import Record
 from shm import Consumer
 
 log = logging.getLogger("ringex.router")

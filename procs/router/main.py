@@ -49,12 +49,8 @@ from config.schema import RingexConfig
 from procs.common import gc_policy, sd_notify
 from procs.common.epochs import Epochs, JournalFencedError
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import (
-    Heartbeat,
-    Record,
-    RecordCodec,
-    WatchBalances,
-)
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Heartbeat, Record, WatchBalances
 from procs.common.replication_ack import FENCED, AckBlock, SyncGate, ack_dir
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import (

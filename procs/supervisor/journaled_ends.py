@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 from config.schema import RingexConfig
 from procs.common.journal import JournalReader, list_segments
-from procs.common.records import AdminCommand, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import AdminCommand
 from procs.common.topology import journal_archive_dir, journal_dir
 from procs.common.types import AdminAction
 from procs.supervisor.session_clock import DAY_NS

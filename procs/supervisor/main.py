@@ -42,7 +42,7 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.parent_death import die_with_parent
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.run_files import (
     InstanceBusyError,
     instance_lock,

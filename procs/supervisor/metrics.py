@@ -56,7 +56,7 @@ from prometheus_client.core import (
 
 from config.schema import RingexConfig
 from procs.common.journal import HEADER_SIZE, EntryLayout, list_segments
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.stats import (
     GATEWAY_COUNTERS,
     LATENCY_BUCKETS_US,

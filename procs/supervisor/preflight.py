@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.topology import rings
 from procs.common.units import units_differ
 from procs.supervisor.plan import ProcessSpec

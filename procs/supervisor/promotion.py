@@ -74,7 +74,7 @@ def begin_epoch(cfg: RingexConfig, epoch: int) -> int:
     whole), and skip the gateways' counter ExecIDs past the old primary's; returns that
     seq. Raises ``OSError`` or ``EpochsError`` (a ``ValueError``)."""
     from procs.common.journal import JournalReader  # noqa: PLC0415  (not on a standby's start)
-    from procs.common.records import RecordCodec  # noqa: PLC0415
+    from procs.common.record_codec import RecordCodec  # noqa: PLC0415
     from procs.common.topology import journal_dir  # noqa: PLC0415
 
     directory = journal_dir(cfg)

@@ -52,7 +52,8 @@ from procs.admin.client import AdminClient
 from procs.common.epochs import Epochs
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import CreateAccount, NewOrder, RecordCodec, Transfer
+from procs.common.record_codec import RecordCodec
+from procs.common.records import CreateAccount, NewOrder, Transfer
 from procs.common.replication_ack import AckBlock, SyncGate, ack_dir
 from procs.common.run_files import read_status
 from procs.common.topology import journal_dir, users_path

@@ -40,12 +40,12 @@ from typing import Any
 from config.schema import JournalConfig, RingexConfig, RiskConfig
 from procs.common.journal import JournalReader, list_segments
 from procs.common.journal_writer import FsyncPolicy, JournalWriter
+from procs.common.record_codec import RecordCodec
 from procs.common.records import (
     CancelOrder,
     CreateAccount,
     NewOrder,
     Record,
-    RecordCodec,
     ReplaceOrder,
     Transfer,
 )

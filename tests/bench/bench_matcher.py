@@ -56,7 +56,8 @@ from config.schema import (
     WaitName,
 )
 from procs.common import gc_policy
-from procs.common.records import Record, RecordCodec, Trade
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Record, Trade
 from procs.common.topology import matcher_input, matcher_output
 from procs.core.book import Book
 from procs.core.fast_book import FastBook

@@ -17,7 +17,8 @@ from typing import Any
 
 import msgspec
 
-from procs.common.records import BookLevel, NewOrder, Record, RecordCodec, Trade
+from procs.common.record_codec import RecordCodec
+from procs.common.records import BookLevel, NewOrder, Record, Trade
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from tests.bench.report import conclude
 

@@ -85,14 +85,8 @@ import psutil
 from config.edges import GatewayConfig, MarketDataConfig, RestConfig
 from config.schema import DatabaseConfig, JournalConfig, RingexConfig, RiskConfig
 from procs.common.journal_writer import FSYNC_POLICIES
-from procs.common.records import (
-    Balance,
-    CreateAccount,
-    Record,
-    RecordCodec,
-    Transfer,
-    WatchBalances,
-)
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Balance, CreateAccount, Record, Transfer, WatchBalances
 from procs.common.topology import (
     ADMIN_GATEWAY,
     create_rings,

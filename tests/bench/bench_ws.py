@@ -53,7 +53,8 @@ from multiprocessing.sharedctypes import SynchronizedArray
 from pathlib import Path
 from typing import Any
 
-from procs.common.records import BookLevel, Record, RecordCodec, Trade
+from procs.common.record_codec import RecordCodec
+from procs.common.records import BookLevel, Record, Trade
 from procs.common.topology import MARKETDATA, matcher_output
 from procs.common.types import Side
 from shm import Ring

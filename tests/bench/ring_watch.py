@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from config.schema import RingexConfig
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.topology import rings
 from shm import Ring
 from shm.errors import ShmError

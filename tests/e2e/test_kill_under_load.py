@@ -32,7 +32,8 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.journal import JournalReader
-from procs.common.records import NewOrder, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import NewOrder
 from procs.common.run_files import read_status
 from procs.common.topology import journal_dir, postgres_dir
 from procs.core.recovery import Recovered, recover

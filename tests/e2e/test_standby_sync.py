@@ -20,7 +20,8 @@ import pytest
 
 from config import load_profile
 from procs.common.journal import JournalReader
-from procs.common.records import NewOrder, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import NewOrder
 from procs.common.topology import journal_dir
 from shm.inspect import remove_instance
 from tests.e2e.test_standby import free_port, ringex, wait_running

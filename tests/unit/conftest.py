@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from procs.common.embedded_postgres import PORT, SUPERUSER, EmbeddedPostgres, find_bin_dir
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.topology import (
     ADMIN_GATEWAY,
     ROUTER,

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from procs.cli import main
-from procs.common.records import AdminCommand, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import AdminCommand
 from procs.common.topology import ADMIN_GATEWAY, ROUTER, gateway_commands
 from procs.common.types import AdminAction
 from shm import Ring

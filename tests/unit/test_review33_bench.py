@@ -10,7 +10,8 @@ from pathlib import Path
 
 from config.schema import RingexConfig
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import RecordCodec, Transfer
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Transfer
 from procs.common.topology import journal_dir
 from procs.core.fast_book import FastBook
 from procs.gateway.fix import frame

@@ -35,7 +35,8 @@ from typing import Any
 import pytest
 
 from config.schema import MatcherConfig, RingConfig, RingexConfig, SymbolConfig, WaitConfig
-from procs.common.records import NewOrder, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import NewOrder
 from procs.common.stats import (
     GATEWAY_COUNTERS,
     LATENCY_BUCKETS_US,

@@ -19,7 +19,8 @@ import msgspec
 import pytest
 
 from procs.admin.client import AdminClient, _take_turn
-from procs.common.records import Record, RecordCodec, Transfer
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Record, Transfer
 from procs.common.topology import (
     ADMIN_GATEWAY,
     ROUTER,

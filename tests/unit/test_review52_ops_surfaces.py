@@ -23,7 +23,7 @@ import pytest
 
 from config import load_profile
 from config.loader import ConfigError
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.run_files import run_dir
 from procs.core.symbol_rules import record_of
 from procs.core.symbols import symbol_specs

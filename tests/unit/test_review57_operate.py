@@ -20,7 +20,7 @@ import pytest
 from config import load_profile
 from config.loader import ConfigError
 from procs.cli import main as ringex
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from shm import Ring
 
 

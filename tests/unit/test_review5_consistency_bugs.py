@@ -29,7 +29,7 @@ from websockets.exceptions import InvalidStatus
 
 from config.edges import MarketDataConfig
 from config.schema import MatcherConfig, RingConfig, RingexConfig, SymbolConfig
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.topology import MARKETDATA, matcher_output
 from procs.dbwriter.writer import DbWriter, WriterOptions
 from procs.gateway.history import History, order_json

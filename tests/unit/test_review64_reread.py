@@ -74,7 +74,8 @@ import pytest
 from config.schema import RingexConfig
 from procs.common.journal import JournalFormatError, JournalReader
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import RECORD_TYPES, NewOrder, Record, RecordCodec, Trade
+from procs.common.record_codec import RecordCodec
+from procs.common.records import RECORD_TYPES, NewOrder, Record, Trade
 from procs.common.result_codes import ResultCode
 from procs.common.types import U64, OrdType, Side, StpMode, TimeInForce
 from procs.core.accounts import Accounts

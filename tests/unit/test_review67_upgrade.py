@@ -56,8 +56,9 @@ import pytest
 from config.schema import ReplicationConfig, RingexConfig
 from procs.common.journal import HEADER_SIZE, JournalError, list_segments
 from procs.common.journal_writer import JournalWriter
+from procs.common.record_codec import RecordCodec
 from procs.common.record_layout import schema_id
-from procs.common.records import RECORD_TYPES, RecordCodec
+from procs.common.records import RECORD_TYPES
 from procs.common.result_codes import ResultCode
 from procs.common.rules_version import RULES_VERSION
 from procs.common.topology import journal_dir

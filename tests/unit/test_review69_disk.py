@@ -77,7 +77,7 @@ from config.schema import (
 )
 from procs.common.journal import HEADER_SIZE, EntryLayout, list_segments
 from procs.common.journal_writer import JournalWriter, archive_segments_before
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_archive_dir, journal_dir, snapshot_dir
 from procs.core.engine import Matcher

@@ -14,7 +14,8 @@ import procs.cli
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError, to_minor_units
 from procs.cli import main
-from procs.common.records import AccountReply, Record, RecordCodec, Transfer
+from procs.common.record_codec import RecordCodec
+from procs.common.records import AccountReply, Record, Transfer
 from procs.common.result_codes import ResultCode
 from procs.common.topology import (
     ADMIN_GATEWAY,

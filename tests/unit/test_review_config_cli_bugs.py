@@ -16,7 +16,8 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError, to_minor_units
 from procs.cli import main
-from procs.common.records import AccountReply, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import AccountReply
 from procs.common.result_codes import ResultCode
 from procs.common.stats import gateway_page, matcher_page
 from procs.common.topology import ADMIN_GATEWAY, ROUTER, gateway_commands

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from shm import Ring
 from shm.inspect import SHM_DIR, remove_instance
 
@@ -29,7 +29,8 @@ HUNG_TEST = f'''
 import os
 from pathlib import Path
 
-from procs.common.records import CreateAccount, RecordCodec
+from procs.common.records import CreateAccount
+from procs.common.record_codec import RecordCodec
 from shm import Ring
 from shm.counters import Counters
 from shm.wait import wait_strategy

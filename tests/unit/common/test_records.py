@@ -15,17 +15,9 @@ from hypothesis import strategies as st
 
 from procs.common.journal import JournalFormatError, JournalReader
 from procs.common.journal_writer import JournalWriter
+from procs.common.record_codec import RecordCodec, RecordDecodeError
 from procs.common.record_layout import max_encoded_size, schema_id
-from procs.common.records import (
-    JOURNALED_TYPES,
-    RECORD_TYPES,
-    Accepted,
-    NewOrder,
-    Record,
-    RecordCodec,
-    RecordDecodeError,
-    Trade,
-)
+from procs.common.records import JOURNALED_TYPES, RECORD_TYPES, Accepted, NewOrder, Record, Trade
 from procs.common.result_codes import ResultCode
 from procs.common.types import U64, OrdType, Side, StpMode, TimeInForce
 from shm import Ring

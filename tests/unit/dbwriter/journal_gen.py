@@ -9,13 +9,13 @@ from pathlib import Path
 
 from config.schema import DatabaseConfig, JournalConfig, RingexConfig, RiskConfig
 from procs.common.journal_writer import JournalWriter
+from procs.common.record_codec import RecordCodec
 from procs.common.records import (
     CancelOrder,
     CreateAccount,
     NewOrder,
     OrderDone,
     Record,
-    RecordCodec,
     Rejected,
     ReplaceOrder,
     Trade,

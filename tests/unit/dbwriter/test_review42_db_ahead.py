@@ -29,7 +29,8 @@ import pytest
 from config.schema import JournalConfig, RingexConfig
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter, cut_after
-from procs.common.records import RecordCodec, Transfer
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Transfer
 from procs.common.topology import journal_dir
 from procs.dbwriter.replay import Follower, snapshot_store
 from procs.dbwriter.writer import DbWriter, WriterOptions

@@ -25,7 +25,8 @@ import pytest
 
 from procs.common.embedded_postgres import PORT, EmbeddedPostgres
 from procs.common.journal import JournalReader
-from procs.common.records import AdminCommand, RecordCodec, ReplaceOrder
+from procs.common.record_codec import RecordCodec
+from procs.common.records import AdminCommand, ReplaceOrder
 from procs.common.topology import journal_dir
 from procs.common.types import AdminAction, Side
 from procs.dbwriter.projection import Batch

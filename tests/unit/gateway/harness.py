@@ -23,7 +23,8 @@ from config.schema import (
     SymbolConfig,
     WaitConfig,
 )
-from procs.common.records import CreateAccount, Record, RecordCodec, Transfer
+from procs.common.record_codec import RecordCodec
+from procs.common.records import CreateAccount, Record, Transfer
 from procs.common.topology import (
     ADMIN_GATEWAY,
     create_rings,

@@ -14,7 +14,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from config.edges import MarketDataConfig
 from config.schema import MatcherConfig, RingConfig, RingexConfig, SymbolConfig
-from procs.common.records import Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Record
 from procs.common.topology import MARKETDATA, matcher_output
 from procs.marketdata.main import MarketDataProcess
 from shm import Ring

@@ -11,7 +11,8 @@ import time
 import pytest
 import uvloop
 
-from procs.common.records import Heartbeat, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Heartbeat
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import REPLAY_SOURCE, matcher_output, snapshot_dir
 from procs.common.types import Side

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import tempfile
 
-from procs.common.records import AdminCommand, Heartbeat, NewOrder, Record, RecordCodec, Trade
+from procs.common.record_codec import RecordCodec
+from procs.common.records import AdminCommand, Heartbeat, NewOrder, Record, Trade
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import REPLAY_SOURCE, snapshot_dir
 from procs.common.types import AdminAction, OrdType, Side, StpMode, TimeInForce

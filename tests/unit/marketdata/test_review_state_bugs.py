@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from procs.common.market_snapshots import MarketSnapshots
-from procs.common.records import AdminCommand, Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import AdminCommand, Record
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import matcher_output, snapshot_dir
 from procs.common.types import AdminAction, Side, TradingStatus

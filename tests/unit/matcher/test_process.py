@@ -15,15 +15,8 @@ import msgspec
 import pytest
 
 from config.schema import MatcherConfig, RingConfig, RingexConfig, SymbolConfig, WaitConfig
-from procs.common.records import (
-    AdminCommand,
-    Heartbeat,
-    MassCancel,
-    NewOrder,
-    Record,
-    RecordCodec,
-    Rejected,
-)
+from procs.common.record_codec import RecordCodec
+from procs.common.records import AdminCommand, Heartbeat, MassCancel, NewOrder, Record, Rejected
 from procs.common.result_codes import ResultCode
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import (

@@ -17,11 +17,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from procs.common.records import (
-    BookLevel,
-    RecordCodec,
-    RecordDecodeError,
-)
+from procs.common.record_codec import RecordCodec, RecordDecodeError
+from procs.common.records import BookLevel
 from procs.core.book import Book
 from tests.unit.matcher.scenarios import SELL, SPEC, new, setup
 from tests.unit.matcher.test_books import BOOKS, run

@@ -28,7 +28,8 @@ from config.schema import (
 )
 from procs.common.journal import HEADER_SIZE, EntryLayout
 from procs.common.journal_writer import JournalWriter, archive_segments_before
-from procs.common.records import Heartbeat, MassCancel, NewOrder, Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Heartbeat, MassCancel, NewOrder, Record
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import (
     REPLAY_SOURCE,

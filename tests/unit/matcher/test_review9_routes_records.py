@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from config.schema import AssetConfig, SymbolConfig
+from procs.common.record_codec import RecordCodec
 from procs.common.records import (
     Accepted,
     BookLevel,
@@ -20,7 +21,6 @@ from procs.common.records import (
     NewOrder,
     OrderDone,
     Record,
-    RecordCodec,
     Rejected,
     ReplaceOrder,
     Trade,

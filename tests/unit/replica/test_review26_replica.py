@@ -371,7 +371,8 @@ def test_a_standby_built_with_other_records_never_follows_a_primary_bug(
     Fix: put ``schema_id`` and ``slot_size`` in ``Hello``/``EpochHistory`` (or a new first
     message) and refuse a mismatch on both sides."""
     from procs.common.journal_writer import JournalWriter  # noqa: PLC0415
-    from procs.common.records import RECORD_TYPES, RecordCodec, Transfer  # noqa: PLC0415
+    from procs.common.record_codec import RecordCodec  # noqa: PLC0415
+    from procs.common.records import RECORD_TYPES, Transfer  # noqa: PLC0415
     from procs.replica import source as source_module  # noqa: PLC0415
 
     # without a journaled type (an event type's change leaves the journal's schema as it is)

@@ -12,7 +12,7 @@ import pytest
 
 from config.schema import ReplicationConfig, RingexConfig
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.topology import journal_dir
 from procs.core.recovery import recover
 from procs.replica import standby as standby_module

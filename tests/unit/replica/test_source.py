@@ -16,7 +16,8 @@ import pytest
 from config.edges import GatewayConfig
 from config.schema import ReplicationConfig, RingexConfig
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import CreateAccount, Record, RecordCodec, Transfer
+from procs.common.record_codec import RecordCodec
+from procs.common.records import CreateAccount, Record, Transfer
 from procs.common.replication_ack import CONNECTED, AckBlock, ack_dir
 from procs.common.topology import gateway_root, journal_dir
 from procs.replica import source as source_module

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from config.schema import ReplicationConfig, RingexConfig
-from procs.common.records import CreateAccount, Record, RecordCodec, Transfer
+from procs.common.record_codec import RecordCodec
+from procs.common.records import CreateAccount, Record, Transfer
 from procs.replica.standby import Standby, StandbyRefusedError
 from procs.replica.wire import Entries, History
 

@@ -9,7 +9,8 @@ import pytest
 
 from procs.common.journal import HEADER_SIZE, JournalCorruptError, JournalReader, list_segments
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import RecordCodec, Transfer
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Transfer
 from procs.replica.tail import JournalTail
 
 CODEC = RecordCodec()

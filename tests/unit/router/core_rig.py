@@ -20,13 +20,8 @@ from config.schema import (
     RiskConfig,
     SymbolConfig,
 )
-from procs.common.records import (
-    CreateAccount,
-    NewOrder,
-    Record,
-    RecordCodec,
-    Transfer,
-)
+from procs.common.record_codec import RecordCodec
+from procs.common.records import CreateAccount, NewOrder, Record, Transfer
 from procs.common.result_codes import ResultCode
 from procs.common.types import (
     OrdType,

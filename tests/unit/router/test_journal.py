@@ -24,7 +24,8 @@ from procs.common.journal import (
     segment_name,
 )
 from procs.common.journal_writer import JournalWriter, archive_segments_before
-from procs.common.records import CancelOrder, NewOrder, Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import CancelOrder, NewOrder, Record
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 
 CODEC = RecordCodec()

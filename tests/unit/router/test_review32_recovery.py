@@ -23,7 +23,8 @@ import pytest
 
 from config.schema import JournalConfig, RingexConfig
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import Accepted, Heartbeat, MassCancel, Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Accepted, Heartbeat, MassCancel, Record
 from procs.common.topology import journal_dir, matcher_input, matcher_output
 from procs.common.types import Side
 from procs.core.engine import Matcher

@@ -28,7 +28,8 @@ import pytest
 
 from config.schema import AssetConfig, MatcherConfig, RingexConfig, SymbolConfig
 from procs.common.journal import JournalReader
-from procs.common.records import Accepted, Heartbeat, OrderDone, Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Accepted, Heartbeat, OrderDone, Record
 from procs.common.topology import RECOVERED_SOURCE, gateway_consumer, matcher_output
 from procs.common.types import DoneReason, Side
 from procs.core.recovery import matchers_at, recover, snapshot_store, write_snapshot

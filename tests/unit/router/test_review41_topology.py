@@ -64,13 +64,13 @@ from config.schema import (
     RingexConfig,
     SymbolConfig,
 )
+from procs.common.record_codec import RecordCodec
 from procs.common.records import (
     Accepted,
     AccountReply,
     Balance,
     CreateAccount,
     Record,
-    RecordCodec,
     Rejected,
     Transfer,
     WatchBalances,

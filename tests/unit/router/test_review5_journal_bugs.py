@@ -19,7 +19,8 @@ import pytest
 import procs.cli
 from config.schema import RingexConfig
 from procs.common.journal import list_segments
-from procs.common.records import CreateAccount, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import CreateAccount
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
 from procs.common.types import Side

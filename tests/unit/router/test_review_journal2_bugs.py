@@ -30,7 +30,8 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common.journal import HEADER_SIZE, EntryLayout, list_segments
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import AccountReply, NewOrder, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import AccountReply, NewOrder
 from procs.common.result_codes import ResultCode
 from procs.common.run_files import status_path
 from procs.common.topology import (
@@ -379,7 +380,8 @@ _ADMIN_ON_A_FULL_RING = """
 import sys, time
 from config import load_profile
 from procs.admin.client import AdminClient, AdminError
-from procs.common.records import CreateAccount, RecordCodec
+from procs.common.records import CreateAccount
+from procs.common.record_codec import RecordCodec
 from procs.common.topology import ADMIN_GATEWAY, gateway_commands
 from shm import Ring
 

@@ -11,14 +11,8 @@ import msgspec
 import pytest
 
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import (
-    Accepted,
-    CreateAccount,
-    Heartbeat,
-    MassCancel,
-    Record,
-    RecordCodec,
-)
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Accepted, CreateAccount, Heartbeat, MassCancel, Record
 from procs.common.topology import journal_dir, matcher_input
 from procs.common.types import Side
 from procs.core.engine import Matcher

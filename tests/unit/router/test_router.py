@@ -22,13 +22,13 @@ from config.schema import (
     SymbolConfig,
     WaitConfig,
 )
+from procs.common.record_codec import RecordCodec
 from procs.common.records import (
     AccountReply,
     CancelOrder,
     CreateAccount,
     NewOrder,
     Record,
-    RecordCodec,
     Rejected,
     ReplaceOrder,
     Transfer,

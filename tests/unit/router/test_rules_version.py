@@ -22,7 +22,7 @@ from procs.common.journal import (
     segment_name,
 )
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.rules_version import RULES_VERSION
 from procs.common.topology import journal_dir, snapshot_dir
 from procs.core import recovery

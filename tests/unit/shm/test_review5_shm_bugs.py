@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from procs.common.records import NewOrder, Record, RecordCodec, RecordDecodeError
+from procs.common.record_codec import RecordCodec, RecordDecodeError
+from procs.common.records import NewOrder, Record
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from shm import EncodeError, Ring, StructCodec
 from shm.inspect import list_segments

@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import Heartbeat, Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Heartbeat, Record
 from procs.common.stats import (
     GATEWAY_COUNTERS,
     REJECT_REASONS,

@@ -31,7 +31,8 @@ import pytest
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
-from procs.common.records import Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Record
 from procs.common.run_files import process_start, read_status
 from procs.common.topology import create_rings
 from procs.supervisor.main import Child, Supervisor

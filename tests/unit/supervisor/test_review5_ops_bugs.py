@@ -20,7 +20,8 @@ from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient
-from procs.common.records import RecordCodec, Transfer
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Transfer
 from procs.common.run_files import read_status
 from procs.common.topology import (
     ADMIN_GATEWAY,

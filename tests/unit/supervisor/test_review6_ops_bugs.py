@@ -13,7 +13,8 @@ import pytest
 
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient
-from procs.common.records import CreateAccount, RecordCodec, Transfer
+from procs.common.record_codec import RecordCodec
+from procs.common.records import CreateAccount, Transfer
 from procs.common.topology import ADMIN_GATEWAY, ROUTER, gateway_commands
 from procs.supervisor.plan import plan
 from shm import Ring

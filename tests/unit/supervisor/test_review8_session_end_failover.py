@@ -23,7 +23,8 @@ import pytest
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import AdminCommand, Record, RecordCodec, Transfer
+from procs.common.record_codec import RecordCodec
+from procs.common.records import AdminCommand, Record, Transfer
 from procs.common.run_files import read_json
 from procs.common.topology import journal_dir
 from procs.common.types import AdminAction

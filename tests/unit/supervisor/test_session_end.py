@@ -16,7 +16,8 @@ from config import load_profile
 from config.loader import ConfigError
 from config.schema import ReplicationConfig, RingexConfig, SupervisorConfig
 from procs.admin.client import AdminClient
-from procs.common.records import AdminCommand, Record, RecordCodec
+from procs.common.record_codec import RecordCodec
+from procs.common.records import AdminCommand, Record
 from procs.common.topology import (
     ADMIN_GATEWAY,
     ROUTER,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from config import load_profile
-from procs.common.records import RecordCodec
+from procs.common.record_codec import RecordCodec
 from procs.common.topology import create_rings
 from tests.scripts_loader import load_script
 
