@@ -49,7 +49,7 @@ from procs.common.run_files import (
 )
 from procs.common.topology import journal_archive_dir, journal_dir, rings
 from procs.common.units import units_differ
-from procs.core.recovery import archivable_before, archive_blocked, recover, write_snapshot
+from procs.core.recovery import archivable_before, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
 from procs.supervisor.draining import stop_bound_s
 from procs.supervisor.main import Supervisor
@@ -143,10 +143,6 @@ def _replay(args: argparse.Namespace) -> int:
         checkpoint = dbwriter_run(cfg, to_end=True)
         print(f"database written up to seq {checkpoint}")
     if args.archive:
-        blocked = archive_blocked(cfg)
-        if blocked:
-            print(f"nothing archived: {blocked}")
-            return 0
         if not journal_dir(cfg).is_dir():
             print(f"nothing archived: no journal at {journal_dir(cfg)}")
             return 0

@@ -71,7 +71,7 @@ def journal_state(cfg: RingexConfig) -> tuple[int, str]:
     """The journal's last seq and history hash (imports here: promote needs none of it)."""
     from procs.common.journal import JournalReader  # noqa: PLC0415
     from procs.common.record_codec import RecordCodec  # noqa: PLC0415
-    from procs.common.topology import journal_dir  # noqa: PLC0415
+    from procs.common.topology import journal_archive_dir, journal_dir  # noqa: PLC0415
     from procs.replica.wire import GENESIS, History  # noqa: PLC0415
 
     codec = RecordCodec()
@@ -80,7 +80,10 @@ def journal_state(cfg: RingexConfig) -> tuple[int, str]:
         return 0, GENESIS.hex()
     history, last = History(), 0
     for seq, image in JournalReader(
-        directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+        directory,
+        slot_size=codec.slot_size,
+        schema_id=codec.journal_schema_id,
+        archive=journal_archive_dir(cfg),
     ).entries(1):
         history.update(image)
         last = seq
@@ -187,12 +190,18 @@ def entry_at(cfg: RingexConfig, seq: int) -> bytes | None:
     """The journal entry of ``seq`` where this host can read it, else None."""
     from procs.common.journal import JournalError, JournalReader  # noqa: PLC0415
     from procs.common.record_codec import RecordCodec  # noqa: PLC0415
+    from procs.common.topology import journal_archive_dir  # noqa: PLC0415
 
     directory = journal_path(cfg)
     if seq < 1 or not directory.is_dir():
         return None
     codec = RecordCodec()
-    reader = JournalReader(directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id)
+    reader = JournalReader(
+        directory,
+        slot_size=codec.slot_size,
+        schema_id=codec.journal_schema_id,
+        archive=journal_archive_dir(cfg),  # seq 1 of a journal archived there
+    )
     try:
         for found, image in reader.entries(seq):
             return bytes(image) if found == seq else None

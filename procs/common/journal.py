@@ -101,6 +101,11 @@ class JournalCorruptError(JournalError):
         self.offset = offset
 
 
+class JournalArchivedError(JournalError):
+    """A read from a seq before the oldest segment there is (in the journal's directory or,
+    where the reader has one, its archive): its entries were archived and moved on."""
+
+
 class JournalRulesError(JournalError):
     """A replay reached entries sequenced under other rules than this build's: made again,
     they would not make the events they made (``procs/common/rules_version.py``)."""
@@ -229,7 +234,7 @@ class JournalReader:
         start = bisect.bisect_right(segments, from_seq, key=lambda s: s[0]) - 1
         if start < 0:
             first, path = segments[0]
-            raise JournalError(
+            raise JournalArchivedError(
                 f"from_seq {from_seq} precedes the oldest segment {path} (first seq {first}): "
                 f"its entries were archived"
             )
@@ -281,6 +286,17 @@ class JournalReader:
             return live
         first = live[0][0] if live else 1 << 62
         return [s for s in list_segments(self.archive) if s[0] < first] + live
+
+    def _open_segment(self, path: Path) -> io.FileIO:
+        """``path`` opened, or its namesake in the archive where an archive run moved it
+        since this reader listed the segments (``ringex replay --archive`` beside a running
+        instance: a source shipping old entries to a standby, a writer restoring a backup)."""
+        try:
+            return open(path, "rb", buffering=0)  # the caller closes it
+        except FileNotFoundError:
+            if self.archive is None or path.parent == self.archive:
+                raise
+            return open(self.archive / path.name, "rb", buffering=0)
 
     def _repair(self) -> tuple[_Tail | None, int]:
         """The last segment's tail after repair, and the bytes dropped."""
@@ -365,7 +381,7 @@ class JournalReader:
         layout = self.layout
         size_e, body = layout.size, layout.body
         iter_unpack, crc32 = layout.seq_crc.iter_unpack, zlib.crc32
-        with open(path, "rb", buffering=0) as f:
+        with self._open_segment(path) as f:
             first, rules, schema = self._header(path, f, name_seq)
             if expect_first is not None and first != expect_first:
                 raise JournalCorruptError(

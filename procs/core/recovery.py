@@ -491,23 +491,17 @@ def snapshot_job(cfg: RingexConfig, upto: int) -> None:
     write_snapshot(cfg, recover(cfg, upto=upto))
 
 
-def archive_blocked(cfg: RingexConfig) -> str:
-    """Why no segment may be archived at all, or "": replication (a primary's source, or a
-    standby) hashes the journal from its first entry to agree on a common history."""
-    if cfg.replication.listen_port or cfg.replication.primary:
-        return "replication hashes the journal from its first entry"
-    return ""
-
-
 def archivable_before(cfg: RingexConfig) -> int:
     """The first seq any reader of the journal still needs: segments wholly before it can
     be archived. The oldest snapshot kept of the exchange, of every matcher (a matcher
     replays the journal from its snapshot) and, with the database on, of the writer (it
     replays from there), since a damaged newer one is passed over for it; less the window
-    of entries before its snapshot a restarted router reads (``JournaledTail``); 1
-    (nothing) when ``archive_blocked``."""
-    if archive_blocked(cfg):
-        return 1
+    of entries before its snapshot a restarted router reads (``JournaledTail``).
+
+    Replication is no bound: the two sides hash the journal from its first entry to agree on
+    a history, and a standby behind the point catches up from there, but both read archived
+    segments where the journal no longer has them (``journal.archive_dir``), so an archive
+    kept whole serves them (README, Replication)."""
     stores = [
         snapshot_store(cfg),
         *(SnapshotStore(snapshot_dir(cfg, f"matcher-{m.name}")) for m in cfg.matchers),

@@ -36,6 +36,7 @@ from procs.common.replication_ack import BLOCK_FILE, ack_dir
 from procs.common.rules_version import RULES_VERSION
 from procs.common.topology import (
     gateway_root,
+    journal_archive_dir,
     journal_dir,
     market_state_path,
     postgres_dir,
@@ -110,7 +111,10 @@ def _own_digests(cfg: RingexConfig, seqs: list[int]) -> dict[int, bytes]:
     """This journal's history hash before each of ``seqs`` (one pass)."""
     codec = RecordCodec()
     reader = JournalReader(
-        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+        journal_dir(cfg),
+        slot_size=codec.slot_size,
+        schema_id=codec.journal_schema_id,
+        archive=journal_archive_dir(cfg),
     )
     return hashes_before(reader.entries(1), seqs)
 

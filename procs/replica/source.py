@@ -29,16 +29,22 @@ import time
 from config.schema import RingexConfig
 from procs.common import sd_notify
 from procs.common.epochs import Epochs
-from procs.common.journal import JournalError, JournalReader, JournalRulesError
+from procs.common.journal import (
+    JournalArchivedError,
+    JournalError,
+    JournalReader,
+    JournalRulesError,
+)
 from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.rules_version import RULES_VERSION
 from procs.common.run_files import process_start
-from procs.common.topology import gateway_root, journal_dir
+from procs.common.topology import gateway_root, journal_archive_dir, journal_dir
 from procs.replica import cluster
 from procs.replica.files import CHUNK, FileShipper, shipped_files
 from procs.replica.tail import JournalTail
 from procs.replica.wire import (
+    ARCHIVE_KEPT,
     HEARTBEAT_S,
     MAX_PEER_FRAME,
     SILENCE_S,
@@ -92,8 +98,11 @@ class ReplicationSource:
         self._started = process_start(os.getpid())  # its status names it by pid and start
         codec = RecordCodec()
         self.records: Build = (codec.journal_schema_id, codec.slot_size, RULES_VERSION)
-        self.reader = JournalReader(
-            journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+        self.reader = JournalReader(  # from seq 1: the history hash reads archived segments
+            journal_dir(cfg),
+            slot_size=codec.slot_size,
+            schema_id=codec.journal_schema_id,
+            archive=journal_archive_dir(cfg),
         )
         #: what is shipped: a standby executes it again, so only entries of this build's
         #: rules (``JournalRulesError``: the standby is refused, saying why)
@@ -140,7 +149,10 @@ class ReplicationSource:
         left out), in one pass over the journal: an operator's question, never a standby's.
         Run on a thread, with a reader of its own."""
         reader = JournalReader(
-            self.reader.directory, slot_size=self.records[1], schema_id=self.records[0]
+            self.reader.directory,
+            slot_size=self.records[1],
+            schema_id=self.records[0],
+            archive=self.reader.archive,
         )
         last = reader.last_seq()
         # a running primary's journal only grows: a hash before a seq it holds never changes,
@@ -242,12 +254,15 @@ class ReplicationSource:
             gone("standby %s gone: %s", peer, exc)
         except FrameError as exc:
             log.warning("standby %s dropped: %s", peer, exc)
-        except JournalRulesError as exc:  # it would execute them under its own rules
+        except (JournalRulesError, JournalArchivedError) as exc:
+            # it would execute them under its own rules; or archived, then gone: no history
+            # hash from seq 1
+            what = ARCHIVE_KEPT if isinstance(exc, JournalArchivedError) else (
+                "a standby takes only entries of its own rules: give it a snapshot past "
+                "them, written by the build that wrote them"
+            )  # fmt: skip
             with contextlib.suppress(ConnectionError):
-                await _refuse(
-                    writer, peer, f"{exc}; a standby takes only entries of its own rules: "
-                    "give it a snapshot past them, written by the build that wrote them",
-                )  # fmt: skip
+                await _refuse(writer, peer, f"{exc}; {what}")
         except TimeoutError:  # a host that died sends no FIN: TCP alone would take minutes
             log.warning("standby %s silent for %.1f s: dropped", peer, STANDBY_SILENCE_S)
         finally:

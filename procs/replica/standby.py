@@ -33,17 +33,18 @@ import time
 from config.schema import RingexConfig
 from procs.common.durable import make_dirs
 from procs.common.epochs import Epochs, EpochsError, JournalFencedError
-from procs.common.journal import JournalReader
+from procs.common.journal import JournalArchivedError, JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.rules_version import RULES_VERSION
 from procs.common.snapshots import SnapshotStore
-from procs.common.topology import gateway_root, journal_dir, snapshot_dir
+from procs.common.topology import gateway_root, journal_archive_dir, journal_dir, snapshot_dir
 from procs.core.recovery import recover, write_snapshot
 from procs.replica import cluster
 from procs.replica.files import FileReceiver
 from procs.replica.market import HotMarket
 from procs.replica.wire import (
+    ARCHIVE_KEPT,
     SILENCE_S,
     Ack,
     Entries,
@@ -94,10 +95,16 @@ class Standby:
         self.history = History()
         if directory.exists():
             reader = JournalReader(
-                directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+                directory,
+                slot_size=codec.slot_size,
+                schema_id=codec.journal_schema_id,
+                archive=journal_archive_dir(cfg),  # its history from seq 1, archived or not
             )
-            for _seq, image in reader.entries(1):
-                self.history.update(image)
+            try:
+                for _seq, image in reader.entries(1):
+                    self.history.update(image)
+            except JournalArchivedError as exc:
+                raise JournalArchivedError(f"{exc}; {ARCHIVE_KEPT}") from exc
         self.journal = JournalWriter(
             directory,
             slot_size=codec.slot_size,

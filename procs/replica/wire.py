@@ -170,6 +170,12 @@ class History:
 
 
 GENESIS = History().digest()  # the history of an empty journal
+#: What a side missing the first entries of its journal (archived, then shipped away) is
+#: told: the history hash starts at seq 1, so an archive kept whole serves it.
+ARCHIVE_KEPT = (
+    "replication hashes the journal from its first entry: keep the segments archived to "
+    "journal.archive_dir while replication is configured (or put them back there)"
+)
 
 
 def hashes_before(

@@ -3,7 +3,7 @@ every file or directory a running instance writes under ``var/<instance>/``, at 
 10k orders/s, and what rotates, compacts, prunes or archives it.
 
 Reviewed: the journal (``journal_writer.py``: segments, ``archive_segments_before``;
-``recovery.py``'s ``archivable_before`` and ``archive_blocked``; ``cli.py``'s ``replay
+``recovery.py``'s ``archivable_before`` and (then) ``archive_blocked``; ``cli.py``'s ``replay
 --archive``; ``topology.journal_archive_dir``), the snapshot stores (``snapshots.py``: the
 exchange's, each matcher's, the writer's, a standby's), the market data state
 (``market_snapshots.py``), the gateway's files (``audit.py``, ``store.py``'s per-session
@@ -28,10 +28,11 @@ holds one lock per user; archiving never moves what a snapshot kept, a matcher o
 writer still replays from (review 5's matcher test pins it), nor the router's reread window.
 
 Faults, each pinned by a test that failed on the code it was written against (its docstring
-says what is wrong and what a correct exchange does). The fourth and fifth pass since their
-fixes (the audit log reopened once renamed; the first since ``journal.archive_dir``,
-another volume); the second, third and fourth are documented limits (README, Disk), strict
-xfails (a cut of the store was tried, opt-in, and withdrawn: reviews 71 and 72 found that
+says what is wrong and what a correct exchange does). The first, third and fifth pass since
+their fixes (the first since ``journal.archive_dir``, another volume; the third since both
+sides of replication read the archive where the journal no longer holds a segment,
+``tests/unit/replica/test_archived_replication.py``; the fifth since the audit log reopens
+once renamed); the second and fourth are documented limits (README, Disk), strict xfails (a cut of the store was tried, opt-in, and withdrawn: reviews 71 and 72 found that
 its mark of what was never sent did not hold):
 
 1. Archiving frees no disk: ``ringex replay --archive`` renames segments into
@@ -254,11 +255,6 @@ def test_a_quiet_matcher_does_not_stop_archiving(tmp_path: Path, own: list[int])
     assert archivable_before(cfg) == 71 - 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, Disk): nothing is archived while replication is "
-    "configured (both sides hash the journal from its first entry)",
-)
 def test_a_replicated_journal_can_be_archived(tmp_path: Path) -> None:
     """``archive_blocked`` (recovery.py:494) refuses every archive while replication is
     configured, a primary's source or a standby, because both hash the journal from its
@@ -271,7 +267,12 @@ def test_a_replicated_journal_can_be_archived(tmp_path: Path) -> None:
     in each segment's header, or a checkpoint file written with each snapshot), compares
     from there, and archives before the older of that point, the snapshots and the
     standby's acknowledged seq. Here the same snapshots as an unreplicated instance's let
-    it archive before seq 63; the replicated one archives nothing."""
+    it archive before seq 63; the replicated one archives nothing.
+
+    Passes since ``archive_blocked`` went: both sides read archived segments where the
+    journal lacks them (the history hash from seq 1, a standby's catch-up), so an archive
+    kept whole serves them; shipping it away ends replication with a refusal that says so
+    (a documented limit, ``test_archived_replication.py``)."""
     cfg = _cfg(tmp_path, replication=ReplicationConfig(listen_port=9969))
     _journal(cfg, 100)
     _exchange_snapshots(cfg, [70, 80, 90])
