@@ -95,6 +95,11 @@ class SnapshotStore:
         paths = self._paths()
         return int(paths[0].stem) if paths else None
 
+    def newest_seq(self) -> int | None:
+        """The seq of the newest snapshot kept (whole or not), or None."""
+        paths = self._paths()
+        return int(paths[-1].stem) if paths else None
+
     def _newest(self, wanted: Callable[[int], bool]) -> tuple[int, bytes] | None:
         for path in reversed(self._paths()):
             at = int(path.stem)

@@ -24,6 +24,7 @@ from pathlib import Path
 import msgspec
 
 from config.schema import RingexConfig
+from procs.common import published_through
 from procs.common.journal import JournalReader, ReplayError, list_segments
 from procs.common.record_codec import RecordCodec
 from procs.common.records import (
@@ -491,6 +492,31 @@ def snapshot_job(cfg: RingexConfig, upto: int) -> None:
     write_snapshot(cfg, recover(cfg, upto=upto))
 
 
+def _oldest_copies(exchange: SnapshotStore) -> dict[str, bytes]:
+    """The matchers' books in the oldest exchange snapshot kept; none where it is damaged
+    (or there is none)."""
+    oldest = exchange.oldest_seq()
+    found = None if oldest is None else exchange.at_or_before(oldest)
+    if found is None:
+        return {}
+    return msgspec.msgpack.decode(found[1], type=ExchangeSnapshot).matchers
+
+
+def _served_by_exchange(copies: dict[str, bytes], name: str, own: SnapshotStore) -> bool:
+    """Whether matcher ``name`` restarts from an exchange snapshot's copy of its books
+    whatever its own snapshots: its output is known published (its newest own snapshot, or
+    ``published_through``) through the last command of the oldest exchange snapshot's copy
+    (``copies``), which ``matcher_snapshot`` then takes (its output keeps those events; a
+    matcher whose rings are new takes the newest snapshot of any kind). False where that
+    cannot be read: the oldest exchange snapshot damaged, or without the matcher."""
+    books = copies.get(name)
+    if books is None:
+        return False
+    last = msgspec.msgpack.decode(books, type=_Executed).last_seq
+    published = max(own.newest_seq() or 0, published_through.read(own.directory))
+    return published >= last
+
+
 def archivable_before(cfg: RingexConfig) -> int:
     """The first seq any reader of the journal still needs: segments wholly before it can
     be archived. The oldest snapshot kept of the exchange, of every matcher (a matcher
@@ -501,11 +527,19 @@ def archivable_before(cfg: RingexConfig) -> int:
     Replication is no bound: the two sides hash the journal from its first entry to agree on
     a history, and a standby behind the point catches up from there, but both read archived
     segments where the journal no longer has them (``journal.archive_dir``), so an archive
-    kept whole serves them (README, Replication)."""
-    stores = [
-        snapshot_store(cfg),
-        *(SnapshotStore(snapshot_dir(cfg, f"matcher-{m.name}")) for m in cfg.matchers),
-    ]
+    kept whole serves them (README, Replication).
+
+    A matcher's own snapshots are no bound where it has published through the last command
+    of the oldest exchange snapshot's copy of its books (``_served_by_exchange``): it
+    restarts from that copy, or a newer snapshot, whatever its own hold. So a matcher whose
+    symbols are quiet, whose own oldest may be months old or missing, holds nothing back."""
+    exchange = snapshot_store(cfg)
+    stores = [exchange]
+    copies = _oldest_copies(exchange)
+    for m in cfg.matchers:
+        own = SnapshotStore(snapshot_dir(cfg, f"matcher-{m.name}"))
+        if not _served_by_exchange(copies, m.name, own):
+            stores.append(own)
     if cfg.database.enabled:
         stores.append(SnapshotStore(snapshot_dir(cfg, "dbwriter")))
     seqs = [store.oldest_seq() or 0 for store in stores]

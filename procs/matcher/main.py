@@ -41,6 +41,7 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common import gc_policy, sd_notify
 from procs.common.events_after import events_after
+from procs.common.published_through import PublishedThrough
 from procs.common.record_codec import RecordCodec
 from procs.common.records import AdminCommand, Heartbeat, Record
 from procs.common.snapshots import SnapshotStore
@@ -121,6 +122,8 @@ class MatcherShell:
         self._started_ns = time.time_ns()
         self._count()
         self._marked = -1  # the counter of this process's newest "published through" mark
+        #: the archive bound's copy of the marks (``published_through.py``)
+        self.published = PublishedThrough(self.store.directory)
         self._mark()  # "executed through": a starting router resends only what comes after it
         self.published_upto = max(self.published_upto, self.matcher.last_seq)
         self._partial, self._lapped = None, []
@@ -162,6 +165,8 @@ class MatcherShell:
         if not commands:
             if self._marked != self.matcher.last_seq:
                 self._mark(wait=False)
+            elif self._marked >= 0:  # (a burst's last mark, written within a second)
+                self.published.note(self._marked)
             self.consumer.heartbeat()
             self.producer.heartbeat()
             return 0
@@ -224,6 +229,7 @@ class MatcherShell:
         elif not self.producer.try_publish_batch([mark]):
             return
         self._marked = self.matcher.last_seq
+        self.published.note(self._marked)
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
         while not (self.stopping or stop()):

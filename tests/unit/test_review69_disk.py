@@ -28,11 +28,13 @@ holds one lock per user; archiving never moves what a snapshot kept, a matcher o
 writer still replays from (review 5's matcher test pins it), nor the router's reread window.
 
 Faults, each pinned by a test that failed on the code it was written against (its docstring
-says what is wrong and what a correct exchange does). The first, third and fifth pass since
-their fixes (the first since ``journal.archive_dir``, another volume; the third since both
+says what is wrong and what a correct exchange does). The first, second, third and fifth
+pass since their fixes (the first since ``journal.archive_dir``, another volume; the second
+since a matcher's own snapshots are no bound once its output is known published past the
+oldest exchange snapshot's copy of its books; the third since both
 sides of replication read the archive where the journal no longer holds a segment,
 ``tests/unit/replica/test_archived_replication.py``; the fifth since the audit log reopens
-once renamed); the second and fourth are documented limits (README, Disk), strict xfails (a cut of the store was tried, opt-in, and withdrawn: reviews 71 and 72 found that
+once renamed); the fourth is a documented limit (README, Disk), a strict xfail (a cut of the store was tried, opt-in, and withdrawn: reviews 71 and 72 found that
 its mark of what was never sent did not hold):
 
 1. Archiving frees no disk: ``ringex replay --archive`` renames segments into
@@ -221,11 +223,6 @@ def test_archiving_frees_disk(tmp_path: Path) -> None:
     assert _bytes_under(instance) < before_bytes - len(moved) * 10 * ENTRY // 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, Disk): a quiet matcher's old own snapshot holds the "
-    "archive point back",
-)
 @pytest.mark.parametrize("own", [[], [40]], ids=["never-snapshotted", "clean-stop-long-ago"])
 def test_a_quiet_matcher_does_not_stop_archiving(tmp_path: Path, own: list[int]) -> None:
     """``archivable_before`` (recovery.py:517) takes the oldest snapshot of the exchange
@@ -242,7 +239,11 @@ def test_a_quiet_matcher_does_not_stop_archiving(tmp_path: Path, own: list[int])
     from 33: its clean stop's 40, less the window) may be archived. A correct bound counts
     a matcher's own snapshot only where it is newer than the oldest exchange snapshot kept
     (its oldest exchange copy is what a damaged newer one falls back to): here 63, as
-    with a busy matcher."""
+    with a busy matcher.
+
+    Passes since a matcher's own snapshots are no bound where its output is known published
+    through the last command of the oldest exchange copy (``published_through.py``; here
+    the copies have executed nothing): ``tests/unit/matcher/test_quiet_matcher_archive.py``."""
     cfg = _cfg(tmp_path)
     _journal(cfg, 100)
     _exchange_snapshots(cfg, [70, 80, 90])
