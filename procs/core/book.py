@@ -99,6 +99,7 @@ from procs.common.types import (
     TimeInForce,
     TradingStatus,
 )
+from procs.core.account_orders import AccountOrders
 from procs.core.order_checks import RESTS as _RESTS
 from procs.core.order_checks import OrderChecks
 from procs.core.order_events import done as _done
@@ -129,6 +130,7 @@ class Book(OrderChecks, ABC):
     def __init__(self, spec: SymbolSpec) -> None:
         self.spec = spec
         self.orders: dict[int, RestingOrder] = {}  # resting, by id
+        self.by_account = AccountOrders()  # ids resting, by account (a mass cancel's)
         self.stops: dict[int, RestingOrder] = {}  # pending stops, by id
         # Pending stops by trigger order: buys lowest stop first, sells highest first.
         self._buy_stops: SortedList[tuple[int, int, int]] = SortedList()  # (stop, arrival, id)
@@ -315,6 +317,7 @@ class Book(OrderChecks, ABC):
             self.next_arrival += 1
             self._rest(order)
             self.orders[order.order_id] = order
+            self.by_account.add(order, self.orders)
             events.append(self._level(cmd, order.side, order.price))
 
     def _cancel(self, cmd: CancelOrder) -> list[Record]:
@@ -392,8 +395,9 @@ class Book(OrderChecks, ABC):
     def _mass_cancel(self, cmd: MassCancel) -> list[Record]:
         if cmd.symbol not in (0, self.spec.symbol):
             return []
+        mine = None if cmd.account == 0 else self.by_account.of(cmd.account, self.orders)
         return self._remove_all(
-            cmd, DoneReason.MASS_CANCELLED, lambda o: cmd.account in (0, o.account)
+            cmd, DoneReason.MASS_CANCELLED, lambda o: cmd.account in (0, o.account), mine
         )
 
     def _admin(self, cmd: AdminCommand) -> list[Record]:
@@ -417,10 +421,15 @@ class Book(OrderChecks, ABC):
         cmd: MassCancel | AdminCommand,
         reason: DoneReason,
         chosen: Callable[[RestingOrder], bool],
+        resting: list[RestingOrder] | None = None,
     ) -> list[Record]:
+        """Remove the resting orders ``chosen`` (``resting``: those, in priority order, where
+        known: an account's, from ``by_account``) and the pending stops, in arrival order."""
         events: list[Record] = []
         touched: dict[tuple[Side, int], None] = {}  # levels in the order first emptied
-        for order in [o for o in self._priority() if chosen(o)]:
+        if resting is None:
+            resting = [o for o in self._priority() if chosen(o)]
+        for order in resting:
             self._remove(order)
             events.append(self._done_resting(cmd, order, reason))
             touched[(order.side, order.price)] = None
@@ -577,6 +586,7 @@ class Book(OrderChecks, ABC):
             order = order_from_fields(fields)
             book._rest(order)  # in priority order, so each goes to the back of its level
             book.orders[order.order_id] = order
+        book.by_account.rebuild(book.orders)
         for fields in state.stops:
             book._park_stop(order_from_fields(fields))
         return book

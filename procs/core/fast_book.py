@@ -143,7 +143,17 @@ class FastBook(Book):
         order = RestingOrder(
             oid, account, side, price, qty, 0, arrival, gateway, session, ref, tif, cmd.stp
         )
-        self.orders[oid] = order
+        orders = self.orders
+        orders[oid] = order
+        index = self.by_account  # its ``add``, inline
+        ids = index.ids.get(account)
+        if ids is None:
+            index.ids[account] = [oid]
+        else:
+            ids.append(oid)
+        index.added += 1
+        if index.added > index.limit:
+            index.rebuild(orders)
         level = self.bids.add(-price, order) if side == _BUY else self.asks.add(price, order)
         return [accepted, BookLevel(seq, ts, symbol, side, price, level.qty, len(level.orders))]
 
@@ -269,6 +279,7 @@ class FastBook(Book):
             price = taker.price
             level = self.bids.add(-price, taker) if side == _BUY else self.asks.add(price, taker)
             self.orders[taker.order_id] = taker
+            self.by_account.add(taker, self.orders)
             events.append(BookLevel(seq, ts, symbol, side, price, level.qty, len(level.orders)))
 
     def _fill(self, seq: int, ts: int, taker: RestingOrder, events: list[Record]) -> list[Level]:
@@ -489,6 +500,7 @@ class FastBook(Book):
                     assert self.orders.get(oid) is o, f"order {oid} not indexed"
                     seen += 1
         assert seen == len(self.orders), "index has stale orders"
+        self.by_account.check(self.orders)
         if INF not in (self.bids.best, self.asks.best):
             best_bid, best_ask = -self.bids.best, self.asks.best
             assert best_bid < best_ask, f"book crossed: bid {best_bid} >= ask {best_ask}"

@@ -118,6 +118,7 @@ class ReferenceBook(Book):
                 )
                 assert self.orders.get(o.order_id) is o, f"order {o.order_id} not indexed"
         assert len(self.orders) == len(self.bids) + len(self.asks), "index has stale orders"
+        self.by_account.check(self.orders)
         if self.bids and self.asks:
             best_bid, best_ask = self.bids[0].price, self.asks[0].price
             assert best_bid < best_ask, f"book crossed: bid {best_bid} >= ask {best_ask}"
