@@ -84,7 +84,7 @@ def journal_state(cfg: RingexConfig) -> tuple[int, str]:
         slot_size=codec.slot_size,
         schema_id=codec.journal_schema_id,
         archive=journal_archive_dir(cfg),
-    ).entries(1):
+    ).entries(1, foreign="yield"):  # (hashed only: any layout)
         history.update(image)
         last = seq
     return last, history.digest().hex()
@@ -203,7 +203,7 @@ def entry_at(cfg: RingexConfig, seq: int) -> bytes | None:
         archive=journal_archive_dir(cfg),  # seq 1 of a journal archived there
     )
     try:
-        for found, image in reader.entries(seq):
+        for found, image in reader.entries(seq, foreign="yield"):  # compared as bytes
             return bytes(image) if found == seq else None
     except JournalError:  # archived, or corrupt: nothing to compare with
         return None

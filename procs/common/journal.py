@@ -20,6 +20,16 @@ across segments; a segment's file name, header and first entry agree on its firs
 yield an entry of a segment of another version (``JournalRulesError``), and a writer of
 another version starts a segment of its own rather than append to the last.
 
+``schema id`` names the journaled commands' layout (``RecordCodec.journal_schema_id``). It is
+checked as ``rules`` is, at the first entry a reader yields from a segment (``JournalFormat
+Error``), not at the header: a build of another layout starts from a snapshot at the journal's
+end and its writer begins a segment of its own, so the segments the snapshot covers are only
+looked at (their tail, their last seq). ``entries`` takes what to do with another layout's
+entries: refuse them (the default: what is decoded), pass over them (the router's reread
+window before its snapshot, whose commands no ring of this build can hold), or yield them
+(what only hashes or copies the images: replication's history, ``demote``'s cut). The slot
+size, which fixes the entries' size, is checked at the header.
+
 Durability. ``append`` writes a whole batch with one ``write`` per segment (group commit);
 the ``fsync`` policy decides when it is made durable: ``"batch"`` fsyncs at the end of every
 append (the caller acknowledges nothing it has not appended); ``"interval"`` fsyncs when
@@ -60,7 +70,7 @@ import zlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 log = logging.getLogger("ringex.journal")
 
@@ -129,6 +139,21 @@ class ReplayError(JournalError, ValueError):
     """The journal and the snapshots do not make one history: a snapshot past the journal's
     end or one that does not decode, or a journaled command the state replayed so far
     refuses. The message names the file or the seq (``ringex replay`` prints it)."""
+
+
+#: What ``JournalReader.entries`` does with the entries of another layout (schema id).
+Foreign = Literal["refuse", "skip", "yield"]
+
+
+def _format_error(
+    path: Path, offset: int, name: str, found: int, expected: int
+) -> JournalFormatError:
+    return JournalFormatError(
+        path, offset, f"{name} is {found:#x} in the file, expected {expected:#x}: written by "
+        "a build of other journaled records, whose entries this build cannot read: run the "
+        "build that wrote it, or upgrade from a snapshot at the journal's end (README, the "
+        "journal)",
+    )  # fmt: skip
 
 
 class JournalSequenceError(ValueError):
@@ -219,12 +244,16 @@ class JournalReader:
         #: database restored from a backup older than what was archived)
         self.archive = None if archive is None else Path(archive)
 
-    def entries(self, from_seq: int = 1) -> Iterator[tuple[int, memoryview]]:
+    def entries(
+        self, from_seq: int = 1, *, foreign: Foreign = "refuse"
+    ) -> Iterator[tuple[int, memoryview]]:
         """``(seq, slot image)`` for every entry from ``from_seq`` on, verified, in order.
 
         Each image is a read-only view into a chunk of the file that it keeps alive. Stops at
         a torn tail; raises ``JournalCorruptError`` on anything else wrong, ``JournalError`` if
         ``from_seq`` precedes the oldest segment (archived). Yields nothing past the end.
+        The entries of a segment of another schema id are refused (``JournalFormatError`` at
+        the first), passed over (``foreign="skip"``) or yielded (``"yield"``).
         """
         if from_seq < 1:
             raise ValueError(f"from_seq {from_seq} must be at least 1")
@@ -243,7 +272,9 @@ class JournalReader:
             first, path = segments[k]
             begin = from_seq if k == start else first
             last = k == len(segments) - 1
-            tail = yield from self._scan(path, first, begin, last=last, expect_first=expect_first)
+            tail = yield from self._scan(
+                path, first, begin, last=last, expect_first=expect_first, foreign=foreign
+            )
             expect_first = tail.last_seq + 1
 
     def under(self, rules: int) -> JournalReader:
@@ -332,11 +363,11 @@ class JournalReader:
                 seq, crc = self.layout.seq_crc.unpack(entry)
                 if seq == first + count - 1 and zlib.crc32(entry[: self.layout.body]) == crc:
                     return _Tail(path, size, seq, size, rules, schema)
-        return _drain(self._scan(path, first, first, last=True, expect_first=None))
+        return _drain(self._scan(path, first, first, last=True, expect_first=None, foreign="yield"))
 
     def _header(self, path: Path, f: io.FileIO, name_seq: int) -> tuple[int, int, int]:
         """Check ``path``'s header against this reader and its name; return its first seq,
-        its rules version and its schema id (this reader's, or one of its legacy aliases)."""
+        its rules version and its schema id (checked at a yield: ``_foreign``)."""
         data = f.read(HEADER_SIZE)
         if len(data) < HEADER_SIZE:
             raise JournalCorruptError(
@@ -358,26 +389,33 @@ class JournalReader:
             (10, "header size", header_size, HEADER_SIZE),
             (16, "slot_size", slot_size, self.layout.slot_size),
             (12, "entry size", entry_size, self.layout.size),
-            (24, "schema_id", schema, self.schema_id),
         )
         for offset, name, found, expected in checks:
-            if found != expected and not (offset == 24 and found in self._aliases):
-                raise JournalFormatError(
-                    path, offset, f"{name} is {found:#x} in the file, expected {expected:#x}: "
-                    "written by a build of other journaled records, whose entries this build "
-                    "cannot read: run the build that wrote it (README, the journal: a change "
-                    "of a command's layout has no upgrade path from an older journal yet)",
-                )  # fmt: skip
+            if found != expected:
+                raise _format_error(path, offset, name, found, expected)
         if first != name_seq:
             raise JournalCorruptError(
                 path, 32, f"header first seq {first} differs from the file name's {name_seq}"
             )
         return int(first), int(rules), int(schema)
 
+    def _foreign(self, schema: int) -> bool:
+        """Whether a segment of ``schema`` holds another layout's entries than this reader's
+        (a legacy alias of its own id is its own)."""
+        return schema != self.schema_id and schema not in self._aliases
+
     def _scan(
-        self, path: Path, name_seq: int, from_seq: int, *, last: bool, expect_first: int | None
+        self,
+        path: Path,
+        name_seq: int,
+        from_seq: int,
+        *,
+        last: bool,
+        expect_first: int | None,
+        foreign: Foreign = "refuse",
     ) -> Generator[tuple[int, memoryview], None, _Tail]:
-        """Yield ``path``'s verified entries from ``from_seq``; return where they end."""
+        """Yield ``path``'s verified entries from ``from_seq`` (``entries``' ``foreign``
+        says what of another layout's); return where they end."""
         layout = self.layout
         size_e, body = layout.size, layout.body
         iter_unpack, crc32 = layout.seq_crc.iter_unpack, zlib.crc32
@@ -393,6 +431,10 @@ class JournalReader:
             # entries sequenced under other rules are refused at the first one to yield (a torn
             # tail is none); ``refused`` stays False past it, a check per entry of one bool
             refused = self.rules is not None and rules != self.rules
+            other = foreign != "yield" and self._foreign(schema)
+            skip = other and foreign == "skip"
+            if other and not skip:  # refused at the first entry to yield, as rules are
+                refused = True
             expect = from_seq
             f.seek(offset)
             chunk_bytes = max(1, _READ_CHUNK // size_e) * size_e
@@ -407,8 +449,11 @@ class JournalReader:
                         )
                         return _Tail(path, offset + pos, expect - 1, size, rules, schema)
                     if refused:
+                        if other:
+                            raise _format_error(path, 24, "schema_id", schema, self.schema_id)
                         raise JournalRulesError(path, first, rules, self.rules or 0)
-                    yield seq, view[pos + 8 : pos + body]
+                    if not skip:
+                        yield seq, view[pos + 8 : pos + body]
                     pos += size_e
                     expect += 1
                 offset += whole

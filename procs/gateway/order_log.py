@@ -37,7 +37,10 @@ H     ring name                                      the newest event seq handle
                                                      and how many of its events (a read may
                                                      end inside one command's events; absent:
                                                      all of them)
-C     sequence in the router ring                    (ring created_ns, slot image)
+C     sequence in the router ring                    (ring created_ns, slot image, the journal
+                                                     schema id of its layout: a build of
+                                                     other commands passes over it; absent in
+                                                     logs before 2026-11-27: this build's)
 M     a MassCancel's ref                             (session id, [[tag, value], ...]): a mass
                                                      cancel the router has not answered yet
 A     the ref an order was placed under over REST    the API's view of it (``LiveOrder.entry``):
@@ -122,6 +125,8 @@ class Recovered:
     requests: dict[int, list[Any]] = field(default_factory=dict)
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)
     commands: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    #: seq -> the journal schema id of a command's image, where the entry says it
+    command_schemas: dict[int, int] = field(default_factory=dict)
     handled: dict[str, int] = field(default_factory=dict)
     #: ring -> events of its ``handled`` seq handled, where a read ended inside them
     handled_part: dict[str, int] = field(default_factory=dict)
@@ -152,6 +157,10 @@ class Recovered:
             self.positions[key] = (entry[2], entry[3])
         elif kind == COMMAND:
             self.commands[key] = (entry[2], entry[3])
+            if len(entry) > 4:
+                self.command_schemas[key] = entry[4]
+            else:
+                self.command_schemas.pop(key, None)
         elif kind == FINISHED:
             self.finished.pop(key, None)
             self.finished[key] = entry[2:]

@@ -132,7 +132,8 @@ class OrderLogging:
             for name, seq in self._handled.items()
         ]
         now += self.sent.entries()  # first: one at the same seq is older (a ring before)
-        now += [(COMMAND, seq, created, image) for seq, image in self._unpublished.items()]
+        schema = self.codec.journal_schema_id
+        now += [(COMMAND, seq, created, image, schema) for seq, image in self._unpublished.items()]
         api = () if self.api is None else self.api.core.dump_lazily()
         return chain(self.entry.dump_lazily(), api, now)
 
@@ -159,7 +160,7 @@ class OrderLogging:
                 bad = i
                 break
             self._unpublished[base + i] = image
-            entries.append((COMMAND, base + i, created, image))
+            entries.append((COMMAND, base + i, created, image, self.codec.journal_schema_id))
         entries.append((POSITION, self.producer.ring.name, created, base + len(chunk)))
         entries += tail
         self._write_log(entries)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from config.edges import GatewayConfig
 from config.schema import RingexConfig
 from procs.common.events_after import events_after
+from procs.common.journal import LEGACY_SCHEMA_IDS
 from procs.common.record_codec import RecordCodec
 from procs.common.records import Heartbeat, MassCancel, Record
 from procs.common.topology import REPLAY_SOURCE, symbol_rings
@@ -19,7 +20,7 @@ from procs.common.users import UserStore
 from procs.core.recovery import JournaledTail
 from procs.gateway.clordids import SeenLog
 from procs.gateway.clordids import digest as clordid_digest
-from procs.gateway.order_log import OrderLog
+from procs.gateway.order_log import OrderLog, Recovered
 from procs.gateway.orders import OrderEntry
 from procs.gateway.recovery import (
     journaled_refs,
@@ -86,7 +87,7 @@ class GatewayRestart:
         current = ring_identities(self.cfg, self.gw.id, self.codec)
         self._new_rings = rings_replaced(recovered.positions, current)
         created, first = self.producer.ring.created_ns, self.producer.sequence
-        commands = recovered.commands
+        commands = self._own_layout(recovered)
         decoded = {seq: self.codec.decode_slot(image) for seq, (_, image) in commands.items()}
         pending = sorted(
             (seq, image)
@@ -155,6 +156,23 @@ class GatewayRestart:
             if value not in entry.seen:
                 entry.seen.add(value)
         self.seen_log.keep(entry.seen)
+
+    def _own_layout(self, recovered: Recovered) -> dict[int, tuple[int, bytes]]:
+        """The logged commands, less those of another build's layout (an upgrade to a build
+        of other journaled commands: ``ringex stop`` has every command answered first, so
+        only answered ones are left, but an image is not decoded under another layout, where
+        it would read as another command). They go from ``recovered`` too."""
+        mine = {
+            self.codec.journal_schema_id,
+            *LEGACY_SCHEMA_IDS.get(self.codec.journal_schema_id, ()),
+        }
+        foreign = [s for s, schema in recovered.command_schemas.items() if schema not in mine]
+        for seq in foreign:
+            del recovered.commands[seq]
+        if foreign:
+            log.warning("order log: %d command(s) logged by a build of other journaled records "
+                        "passed over (not sent again)", len(foreign))  # fmt: skip
+        return recovered.commands
 
     def _lost_commands(self, logged: list[Record]) -> list[Record]:
         """Of ``logged`` (commands logged for a router ring that is gone, still unanswered),

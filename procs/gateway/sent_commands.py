@@ -27,9 +27,10 @@ class SentCommands:
     """Sequence in the router ring -> (ring created_ns, client ref, slot image). A newer
     command at the same sequence (a new ring) replaces the older, as the log's replay does."""
 
-    def __init__(self, unanswered: Callable[[int], bool]) -> None:
+    def __init__(self, unanswered: Callable[[int], bool], schema: int = 0) -> None:
         #: whether the command of a client ref still waits for its answer (FIX or REST)
         self.unanswered = unanswered
+        self.schema = schema  # the journal schema id of the images' layout (``order_log``)
         self._sent: dict[int, tuple[int, int, bytes]] = {}
         self._sweep_at = SWEEP_MIN
 
@@ -58,4 +59,8 @@ class SentCommands:
     def entries(self) -> list[Entry]:
         """The COMMAND entries of the commands unanswered now, for a compaction."""
         self.sweep()
-        return [(COMMAND, seq, created, image) for seq, (created, _, image) in self._sent.items()]
+        schema = self.schema
+        return [
+            (COMMAND, seq, created, image, schema)
+            for seq, (created, _, image) in self._sent.items()
+        ]

@@ -170,7 +170,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         self.seen_log = SeenLog(self.directory / "clordids.log")
         #: Sequence in the router ring -> slot image, of commands logged and not yet published.
         self._unpublished: dict[int, bytes] = {}
-        self.sent = SentCommands(self._unanswered)  # and of those published, unanswered
+        self.sent = SentCommands(self._unanswered, self.codec.journal_schema_id)  # unanswered
         self._logged_to = self.producer.sequence  # commands below it are in the log
         self._positions = self._recover(time.time_ns())
         #: Attached by ``start`` once the listeners are up: holding the replies ring is what

@@ -116,7 +116,7 @@ def _own_digests(cfg: RingexConfig, seqs: list[int]) -> dict[int, bytes]:
         schema_id=codec.journal_schema_id,
         archive=journal_archive_dir(cfg),
     )
-    return hashes_before(reader.entries(1), seqs)
+    return hashes_before(reader.entries(1, foreign="yield"), seqs)
 
 
 def agreed_seq(cfg: RingexConfig, host: str, port: int, timeout_s: float = 600.0) -> int:

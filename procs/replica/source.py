@@ -32,6 +32,7 @@ from procs.common.epochs import Epochs
 from procs.common.journal import (
     JournalArchivedError,
     JournalError,
+    JournalFormatError,
     JournalReader,
     JournalRulesError,
 )
@@ -137,7 +138,7 @@ class ReplicationSource:
         if self._hashed is not None and self._hashed[0] <= seq:
             start, history = self._hashed[0], self._hashed[1].fork()
         if seq > start:
-            for s, image in self.reader.entries(start):
+            for s, image in self.reader.entries(start, foreign="yield"):  # (hashed only)
                 if s >= seq:
                     break
                 history.update(image)
@@ -162,7 +163,7 @@ class ReplicationSource:
             found.clear()
         wanted = [s for s in seqs if s <= last + 1 and s not in found]
         if wanted:
-            found.update(hashes_before(reader.entries(1), wanted))
+            found.update(hashes_before(reader.entries(1, foreign="yield"), wanted))
         return Digests(last, [found[s] for s in seqs if s in found])
 
     async def _answer_operator(
@@ -254,12 +255,12 @@ class ReplicationSource:
             gone("standby %s gone: %s", peer, exc)
         except FrameError as exc:
             log.warning("standby %s dropped: %s", peer, exc)
-        except (JournalRulesError, JournalArchivedError) as exc:
-            # it would execute them under its own rules; or archived, then gone: no history
-            # hash from seq 1
+        except (JournalRulesError, JournalFormatError, JournalArchivedError) as exc:
+            # it would execute them under its own rules or layout; or archived, then gone:
+            # no history hash from seq 1
             what = ARCHIVE_KEPT if isinstance(exc, JournalArchivedError) else (
-                "a standby takes only entries of its own rules: give it a snapshot past "
-                "them, written by the build that wrote them"
+                "a standby takes only entries of its own rules and records: give it a "
+                "snapshot past them, written by the build that wrote them"
             )  # fmt: skip
             with contextlib.suppress(ConnectionError):
                 await _refuse(writer, peer, f"{exc}; {what}")

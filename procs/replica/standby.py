@@ -101,7 +101,7 @@ class Standby:
                 archive=journal_archive_dir(cfg),  # its history from seq 1, archived or not
             )
             try:
-                for _seq, image in reader.entries(1):
+                for _seq, image in reader.entries(1, foreign="yield"):  # (hashed only)
                     self.history.update(image)
             except JournalArchivedError as exc:
                 raise JournalArchivedError(f"{exc}; {ARCHIVE_KEPT}") from exc

@@ -30,8 +30,8 @@ What holds:
   offer by more than one order's worth), a ratio below 70% is a miss.
 
 Faults, each pinned by a test that failed on the code it was written against; the first two
-pass since their fixes (the same session's commits), the third is a documented limit (a
-strict xfail; the refusal and README no longer promise an upgrade path there):
+pass since their fixes (the same session's commits), the third since a later session's
+(it was a documented limit until then):
 
 1. ``rebuild`` (``procs/replica/rebuild.py``) deletes ``journal/cluster``: the demoted
    instance, which carries the newest epoch (it was told of the promotion), says no cluster
@@ -186,12 +186,6 @@ def test_a_build_that_changes_an_event_still_reads_the_82bd4da_segments(
 # -- 3. the refusal's upgrade path does not start the new build ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, the journal): a build of other journaled commands has "
-    "no upgrade path from an older journal yet: every segment's header is checked, those a "
-    "snapshot covers too (the refusal no longer promises one)",
-)
 def test_the_upgrade_path_the_refusal_names_starts_the_new_build(tmp_path: Path) -> None:
     """A build of other journaled commands (a field added to a command: another journal
     id, no alias, as it should be) meets the previous build's journal. The refusal says "To
@@ -202,7 +196,10 @@ def test_the_upgrade_path_the_refusal_names_starts_the_new_build(tmp_path: Path)
     ``JournalFormatError`` stops the matcher (``journal_end``), the router's recovery and its
     ``JournalWriter``: 25f1f33 made review 67's path work for the one aliased id only. A
     correct exchange checks the schema of the entries it decodes (those after the snapshot)
-    and starts from the snapshot, its writer beginning a segment of its own."""
+    and starts from the snapshot, its writer beginning a segment of its own.
+
+    Passes since the reader checks a segment's schema id at the first entry it yields, as
+    it checks rules (``tests/unit/router/test_layout_upgrade.py``)."""
     other = schema_id([t for t in JOURNALED_TYPES if t is not JOURNALED_TYPES[-1]])
     assert other not in (CODEC.journal_schema_id, OLD_SCHEMA)
     cfg, count = _snapshotted_by(tmp_path, other)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -132,8 +133,10 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     seqs: list[int] = []
     original = JournalReader.entries
 
-    def entries(self: JournalReader, from_seq: int = 1) -> Iterator[tuple[int, memoryview]]:
-        for seq, image in original(self, from_seq):
+    def entries(
+        self: JournalReader, from_seq: int = 1, **how: Any
+    ) -> Iterator[tuple[int, memoryview]]:
+        for seq, image in original(self, from_seq, **how):
             seqs.append(seq)
             yield seq, image
 
