@@ -68,25 +68,32 @@ GO = b"fenced\n"  # promote's word to its supervisor process
 
 
 def journal_state(cfg: RingexConfig) -> tuple[int, str]:
-    """The journal's last seq and history hash (imports here: promote needs none of it)."""
-    from procs.common.journal import JournalReader  # noqa: PLC0415
+    """The journal's last seq and history hash (imports here: promote needs none of it);
+    the hash is "" where the journal's first segments are gone from its archive too, and
+    the line printed says so (review 75: a traceback ended ``status``)."""
+    from procs.common.journal import JournalArchivedError, JournalReader  # noqa: PLC0415
     from procs.common.record_codec import RecordCodec  # noqa: PLC0415
     from procs.common.topology import journal_archive_dir, journal_dir  # noqa: PLC0415
-    from procs.replica.wire import GENESIS, History  # noqa: PLC0415
+    from procs.replica.wire import ARCHIVE_KEPT, GENESIS, History  # noqa: PLC0415
 
     codec = RecordCodec()
     directory = journal_dir(cfg)
     if not directory.exists():
         return 0, GENESIS.hex()
-    history, last = History(), 0
-    for seq, image in JournalReader(
+    reader = JournalReader(
         directory,
         slot_size=codec.slot_size,
         schema_id=codec.journal_schema_id,
         archive=journal_archive_dir(cfg),
-    ).entries(1, foreign="yield"):  # (hashed only: any layout)
-        history.update(image)
-        last = seq
+    )
+    history, last = History(), 0
+    try:
+        for seq, image in reader.entries(1, foreign="yield"):  # (hashed only: any layout)
+            history.update(image)
+            last = seq
+    except JournalArchivedError as exc:
+        print(f"{cfg.instance}: no history hash ({exc}; {ARCHIVE_KEPT})")
+        return reader.last_seq(), ""
     return last, history.digest().hex()
 
 
@@ -120,7 +127,7 @@ def status(primary: RingexConfig, standby: RingexConfig) -> int:
     doc = read_status(standby)
     held = supervisor_running(doc) and (doc or {}).get("prestarted")
     print(f"standby's promotion: {'prestarted (held)' if held else 'not prestarted'}")
-    agree = p_seq == s_seq and p_hash == s_hash
+    agree = p_seq == s_seq and p_hash == s_hash != ""
     if agree:
         print("histories agree")
     elif at := diverged(primary, standby):  # not a lag: another history from seq ``at`` on

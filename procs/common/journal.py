@@ -309,6 +309,11 @@ class JournalReader:
 
     # -- internals (the writer calls _repair under its own lock) ---------------------------
 
+    def segments(self) -> list[tuple[int, Path]]:
+        """``(first seq, path)`` of every segment, the archive's first where the journal's
+        directory no longer has them."""
+        return self._segments()
+
     def _segments(self) -> list[tuple[int, Path]]:
         if not self.directory.is_dir():
             raise FileNotFoundError(f"journal directory {self.directory} does not exist")

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import filecmp
 import itertools
+import logging
 import os
 import shutil
 import sys
@@ -45,6 +46,8 @@ from procs.common.journal import (
     segment_name,
 )
 from procs.common.rules_version import RULES_VERSION
+
+log = logging.getLogger("ringex.journal")
 
 FsyncPolicy = Literal["batch", "pipelined", "interval", "none"]
 FSYNC_POLICIES: Final[tuple[FsyncPolicy, ...]] = ("batch", "pipelined", "interval", "none")
@@ -444,7 +447,12 @@ def archive_segments_before(directory: Path, seq: int, archive_dir: Path) -> lis
                 path.unlink()
                 moved.append(target)
                 continue
-            raise FileExistsError(f"{target} exists already; not replacing it with {path}")
+            raise FileExistsError(
+                f"{target} exists already and differs from {path}: another journal archives "
+                f"into {archive_dir} (instances sharing journal.archive_dir need names of "
+                "their own, a primary and its standby on two hosts too, or an archive_dir "
+                "each); not replacing it"
+            )
         try:
             os.rename(path, target)
         except OSError as exc:
@@ -465,13 +473,21 @@ def archive_segments_before(directory: Path, seq: int, archive_dir: Path) -> lis
 
 
 def cut_after(
-    directory: Path, seq: int, aside: Path, *, slot_size: int, schema_id: int, locked: bool = False
+    directory: Path,
+    seq: int,
+    aside: Path,
+    *,
+    slot_size: int,
+    schema_id: int,
+    locked: bool = False,
+    archive: Path | None = None,
 ) -> int:
     """Move every entry after ``seq`` out of the journal ``directory`` into the journal
     ``aside`` (one of its own, beginning at ``seq + 1``, kept for the operator), and return
-    how many moved. What rebuilding an old primary as a standby does with the tail it wrote
-    after the standby was promoted. Holds the directory's lock (``locked``: the caller holds
-    it): no writer may have it open."""
+    how many moved; archived segments (``archive``) that hold some of them come back first.
+    What rebuilding an old primary as a standby does with the tail it wrote after the
+    standby was promoted. Holds the directory's lock (``locked``: the caller holds it): no
+    writer may have it open."""
     reader = JournalReader(directory, slot_size=slot_size, schema_id=schema_id)
     layout = EntryLayout(slot_size)
     with contextlib.nullcontext() if locked else DirectoryLock(directory):
@@ -479,10 +495,14 @@ def cut_after(
         if last <= seq:
             return 0
         segments = list_segments(directory)
+        if segments[0][0] > seq + 1 and archive is not None:
+            _unarchive_after(directory, archive, seq)  # (review 75)
+            segments = list_segments(directory)
         if segments[0][0] > seq + 1:
             raise JournalError(
                 f"cannot cut {directory} after seq {seq}: its oldest segment begins at "
-                f"{segments[0][0]} (the ones before were archived)"
+                f"{segments[0][0]} (the ones before were archived, and are not in "
+                f"{archive}: move them back into the journal)"
             )
         # a segment at a time, each copy under its segment's rules (their entries stay
         # refused by a replay of other rules), so a segment's header says its entries' rules
@@ -514,6 +534,37 @@ def cut_after(
                     os.fsync(f.fileno())
         fsync_dir(directory)
     return last - seq
+
+
+def _unarchive_after(directory: Path, archive: Path, seq: int) -> None:
+    """Move back into the journal ``directory`` the archived segments that hold an entry
+    after ``seq``, the newest first (the journal stays one run of segments throughout), so a
+    cut there finds its whole tail: an old primary archived past where the promoted epoch
+    began (demote)."""
+    live = list_segments(directory)
+    end = live[0][0] if live else None
+    for first, path in reversed(list_segments(archive) if archive.is_dir() else []):
+        if end is None or first >= end:
+            continue  # a copy of a segment the journal still has
+        if end - 1 <= seq:
+            break
+        target = directory / path.name
+        try:
+            os.rename(path, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.rename(tmp, target)
+            fsync_dir(directory)
+            path.unlink()
+        fsync_dir(directory)
+        log.warning("journal segment %s moved back from the archive to cut after seq %d",
+                    target, seq)  # fmt: skip
+        end = first
 
 
 def _copy(reader: JournalReader, out: JournalWriter, end: int) -> None:

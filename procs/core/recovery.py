@@ -41,7 +41,7 @@ from procs.common.records import (
 )
 from procs.common.rules_version import RULES_VERSION
 from procs.common.snapshots import SnapshotStore
-from procs.common.topology import ADMIN_GATEWAY, journal_dir, snapshot_dir
+from procs.common.topology import ADMIN_GATEWAY, journal_archive_dir, journal_dir, snapshot_dir
 from procs.core.accounts import Accounts
 from procs.core.engine import Matcher
 from procs.core.replay_pipeline import ReplayChildError, replay_in_child
@@ -315,7 +315,11 @@ def journal_commands(
         return  # nothing to read: not even the entry past ``upto`` that would end the loop
     mine = {cfg.symbol(s).id for s in cfg.matcher(name).symbols} | {0}
     reader = JournalReader(
-        directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id, rules=RULES_VERSION
+        directory,
+        slot_size=codec.slot_size,
+        schema_id=codec.journal_schema_id,
+        archive=journal_archive_dir(cfg),  # (a matcher's own snapshot older than the bound)
+        rules=RULES_VERSION,
     )
     for seq, image in reader.entries(after + 1):
         if upto is not None and seq > upto:
@@ -342,7 +346,9 @@ def unrouted(
     command up to the recovered seq is, and the snapshot's where its newest up to the
     snapshot was; at or before ``held``, it lacks nothing up to that seq. Else (a command
     journaled before the snapshot and never routed: a kill between the journal's write and
-    the publish, just after the fork) from ``held``."""
+    the publish, just after the fork) from the newest older exchange snapshot whose copy of
+    its books is at or before ``held`` (it had no command between), else from ``held``: a
+    quiet matcher's may be months back, archived since (review 75)."""
     first = {}
     for name, have in held.items():
         after = have
@@ -350,13 +356,18 @@ def unrouted(
             after = max(have, recovered.last_seq)
         elif recovered.snapshot_last.get(name, 0) <= have:  # (0: no snapshot)
             after = max(have, recovered.snapshot_seq)
+        elif older := _exchange_books(snapshot_store(cfg), name, recovered.snapshot_seq, have):
+            after = max(have, older[0])
         if after < last_seq:
             first[name] = after + 1
     missing: dict[str, list[Record]] = {name: [] for name in first}
     if not first:
         return missing
-    reader = JournalReader(
-        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    reader = JournalReader(  # from a quiet matcher's held seq: perhaps archived (review 75)
+        journal_dir(cfg),
+        slot_size=codec.slot_size,
+        schema_id=codec.journal_schema_id,
+        archive=journal_archive_dir(cfg),
     )
     route = recovered.sequencer.matchers_for
     for seq, image in reader.entries(min(first.values())):

@@ -217,6 +217,7 @@ def _rebuild(cfg: RingexConfig, primary: Epochs, keep: int | None, cluster_id: s
         done.cut = cut_after(
             directory, kept, aside / "journal",
             slot_size=codec.slot_size, schema_id=codec.journal_schema_id, locked=True,
+            archive=journal_archive_dir(cfg),
         )  # fmt: skip
         done.moved.append(aside / "journal")
     snapshots = snapshot_dir(cfg, "dbwriter").parent

@@ -17,7 +17,7 @@ import bisect
 import os
 import zlib
 
-from procs.common.journal import HEADER_SIZE, JournalReader, list_segments, segment_name
+from procs.common.journal import HEADER_SIZE, JournalReader, segment_name
 
 
 class JournalTail:
@@ -46,7 +46,7 @@ class JournalTail:
         data = os.pread(self._fd, limit * size_e, self._offset)
         whole = len(data) - len(data) % size_e
         if not data:  # the end of this segment: the writer may have moved on to the next
-            return None if (self.reader.directory / segment_name(self._next)).exists() else []
+            return None if self._next_segment_exists() else []
         images: list[bytes] = []
         expect, pos, crc32 = self._next, 0, zlib.crc32
         for seq, crc in layout.seq_crc.iter_unpack(memoryview(data)[:whole]):
@@ -61,6 +61,16 @@ class JournalTail:
         self._next = expect
         return images
 
+    def _next_segment_exists(self) -> bool:
+        """Whether a segment begins at ``_next``: in the journal, or in its archive where an
+        archive run moved it (a standby catching up behind the archive point; review 75:
+        the source found none and answered "nothing new" for good)."""
+        name = segment_name(self._next)
+        archive = self.reader.archive
+        return (self.reader.directory / name).exists() or (
+            archive is not None and (archive / name).exists()
+        )
+
     def _slow(self, from_seq: int, limit: int) -> list[bytes]:
         images: list[bytes] = []
         for _seq, image in self.reader.entries(from_seq):
@@ -72,14 +82,19 @@ class JournalTail:
 
     def _position(self, next_seq: int) -> None:
         """Open the segment that holds (or will hold) ``next_seq``, at its entry."""
-        segments = list_segments(self.reader.directory)
+        segments = self.reader.segments()  # the archive's too
         k = bisect.bisect_right(segments, next_seq, key=lambda s: s[0]) - 1
         if k < 0:
             return
         first, path = segments[k]
         if self._fd < 0 or first != self._first:
             self.close()
-            self._fd = os.open(path, os.O_RDONLY)
+            try:
+                self._fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # archived since it was listed (review 75)
+                if self.reader.archive is None:
+                    raise
+                self._fd = os.open(self.reader.archive / path.name, os.O_RDONLY)
             self._first = first
         self._next = next_seq
         self._offset = HEADER_SIZE + (next_seq - first) * self.layout.size
