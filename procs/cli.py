@@ -38,7 +38,7 @@ from procs.admin.commands import add_admin, run_admin
 from procs.common.durable import fsync_file
 from procs.common.journal import JournalError, JournalReader
 from procs.common.journal import list_segments as journal_segments
-from procs.common.journal_writer import archive_segments_before
+from procs.common.journal_archive import archive_segments_before
 from procs.common.record_codec import RecordCodec
 from procs.common.run_files import (
     process_start,

@@ -135,6 +135,8 @@ def status(primary: RingexConfig, standby: RingexConfig) -> int:
               "(a journal tail the primary lost in a host crash, its seqs given to other "
               "commands); stop the standby and rebuild it: scripts/failover.py demote "
               f"--old <standby config> --new <primary config>")  # fmt: skip
+    elif not (p_hash and s_hash):
+        print("histories not compared (a journal's first segments are gone, above)")
     else:
         print("histories differ (or the standby lags)")
     return 0 if agree else 1

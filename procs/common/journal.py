@@ -27,8 +27,8 @@ end and its writer begins a segment of its own, so the segments the snapshot cov
 looked at (their tail, their last seq). ``entries`` takes what to do with another layout's
 entries: refuse them (the default: what is decoded), pass over them (the router's reread
 window before its snapshot, whose commands no ring of this build can hold), or yield them
-(what only hashes or copies the images: replication's history, ``demote``'s cut). The slot
-size, which fixes the entries' size, is checked at the header.
+(what only hashes or compares the images: replication's history, ``demote``'s probes). The
+slot size, which fixes the entries' size, is checked at the header.
 
 Durability. ``append`` writes a whole batch with one ``write`` per segment (group commit);
 the ``fsync`` policy decides when it is made durable: ``"batch"`` fsyncs at the end of every
@@ -435,9 +435,9 @@ class JournalReader:
             offset = HEADER_SIZE + (from_seq - first) * size_e
             # entries sequenced under other rules are refused at the first one to yield (a torn
             # tail is none); ``refused`` stays False past it, a check per entry of one bool
-            refused = self.rules is not None and rules != self.rules
             other = foreign != "yield" and self._foreign(schema)
-            skip = other and foreign == "skip"
+            skip = other and foreign == "skip"  # (passed over whatever its rules)
+            refused = not skip and self.rules is not None and rules != self.rules
             if other and not skip:  # refused at the first entry to yield, as rules are
                 refused = True
             expect = from_seq

@@ -15,12 +15,8 @@ durable: ``durable_seq`` says how far it is.
 from __future__ import annotations
 
 import contextlib
-import errno
-import filecmp
-import itertools
 import logging
 import os
-import shutil
 import sys
 import time
 import zlib
@@ -45,6 +41,7 @@ from procs.common.journal import (
     pack_header,
     segment_name,
 )
+from procs.common.journal_archive import archive_segments_before, unarchive_after
 from procs.common.rules_version import RULES_VERSION
 
 log = logging.getLogger("ringex.journal")
@@ -428,50 +425,6 @@ class JournalWriter:
         self._count = 0
 
 
-def archive_segments_before(directory: Path, seq: int, archive_dir: Path) -> list[Path]:
-    """Move the segments of ``directory`` whose entries are all ``< seq`` to ``archive_dir``
-    (after a snapshot at ``seq - 1``); return their new paths. The last segment always stays:
-    it is the one being appended to, and it tells a reopened writer where to continue."""
-    if archive_dir.exists() and os.path.samefile(archive_dir, directory):
-        raise ValueError(f"the archive {archive_dir} is the journal's own directory")
-    segments = list_segments(directory)
-    moved: list[Path] = []
-    for (_, path), (next_first, _) in itertools.pairwise(segments):
-        if next_first > seq:  # this segment holds next_first - 1 >= seq
-            break
-        if not moved:
-            make_dirs(archive_dir)
-        target = archive_dir / path.name
-        if target.exists():
-            if filecmp.cmp(path, target, shallow=False):  # a run killed before its unlink
-                path.unlink()
-                moved.append(target)
-                continue
-            raise FileExistsError(
-                f"{target} exists already and differs from {path}: another journal archives "
-                f"into {archive_dir} (instances sharing journal.archive_dir need names of "
-                "their own, a primary and its standby on two hosts too, or an archive_dir "
-                "each); not replacing it"
-            )
-        try:
-            os.rename(path, target)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.copyfile(path, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.rename(tmp, target)
-            fsync_dir(archive_dir)  # the copy is durable before the original goes
-            path.unlink()
-        moved.append(target)
-    if moved:
-        fsync_dir(archive_dir)
-        fsync_dir(directory)
-    return moved
-
-
 def cut_after(
     directory: Path,
     seq: int,
@@ -494,10 +447,9 @@ def cut_after(
         last = reader.last_seq()
         if last <= seq:
             return 0
+        if archive is not None:  # (review 75; and a copy a killed move left, review 77)
+            unarchive_after(directory, archive, seq)
         segments = list_segments(directory)
-        if segments[0][0] > seq + 1 and archive is not None:
-            _unarchive_after(directory, archive, seq)  # (review 75)
-            segments = list_segments(directory)
         if segments[0][0] > seq + 1:
             raise JournalError(
                 f"cannot cut {directory} after seq {seq}: its oldest segment begins at "
@@ -534,37 +486,6 @@ def cut_after(
                     os.fsync(f.fileno())
         fsync_dir(directory)
     return last - seq
-
-
-def _unarchive_after(directory: Path, archive: Path, seq: int) -> None:
-    """Move back into the journal ``directory`` the archived segments that hold an entry
-    after ``seq``, the newest first (the journal stays one run of segments throughout), so a
-    cut there finds its whole tail: an old primary archived past where the promoted epoch
-    began (demote)."""
-    live = list_segments(directory)
-    end = live[0][0] if live else None
-    for first, path in reversed(list_segments(archive) if archive.is_dir() else []):
-        if end is None or first >= end:
-            continue  # a copy of a segment the journal still has
-        if end - 1 <= seq:
-            break
-        target = directory / path.name
-        try:
-            os.rename(path, target)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.copyfile(path, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.rename(tmp, target)
-            fsync_dir(directory)
-            path.unlink()
-        fsync_dir(directory)
-        log.warning("journal segment %s moved back from the archive to cut after seq %d",
-                    target, seq)  # fmt: skip
-        end = first
 
 
 def _copy(reader: JournalReader, out: JournalWriter, end: int) -> None:

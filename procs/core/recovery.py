@@ -210,8 +210,11 @@ def _recover(
 ) -> Recovered:
     started = time.perf_counter()
     sequencer, matchers, start = from_snapshot(cfg) if use_snapshot else (*fresh(cfg), None)
-    reader = JournalReader(
-        journal_dir(cfg), slot_size=codec.slot_size, schema_id=codec.journal_schema_id
+    reader = JournalReader(  # (archived segments: a demote past them sets snapshots aside)
+        journal_dir(cfg),
+        slot_size=codec.slot_size,
+        schema_id=codec.journal_schema_id,
+        archive=journal_archive_dir(cfg),
     )
     # what is made again must have been sequenced under this build's rules; the tail's part
     # before the snapshot is only looked at

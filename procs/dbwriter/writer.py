@@ -191,8 +191,10 @@ class DbWriter:
         return follower
 
     def _entry_crc(self, seq: int) -> int | None:
-        """The CRC-32 of the journal's image at ``seq`` (None: not there)."""
-        for found, image in self.reader.entries(seq):
+        """The CRC-32 of the journal's image at ``seq`` (None: not there); an image of another
+        layout too, as it is only compared (the checkpoint an older build's ``--to-db`` left
+        before an upgrade; review 76)."""
+        for found, image in self.reader.entries(seq, foreign="yield"):
             return zlib.crc32(image) if found == seq else None
         return None
 

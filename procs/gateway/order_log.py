@@ -40,7 +40,7 @@ H     ring name                                      the newest event seq handle
 C     sequence in the router ring                    (ring created_ns, slot image, the journal
                                                      schema id of its layout: a build of
                                                      other commands passes over it; absent in
-                                                     logs before 2026-11-27: this build's)
+                                                     logs before 2026-11-27: UNSTAMPED_SCHEMA)
 M     a MassCancel's ref                             (session id, [[tag, value], ...]): a mass
                                                      cancel the router has not answered yet
 A     the ref an order was placed under over REST    the API's view of it (``LiveOrder.entry``):
@@ -68,7 +68,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -88,6 +88,10 @@ COMPACT_STEP_ENTRIES = 1_000
 
 ORDER, REQUEST, GONE, POSITION, COMMAND, HANDLED = "O", "R", "X", "P", "C", "H"
 FINISHED, MASS, API_ORDER = "F", "M", "A"
+#: The journal schema id of a COMMAND entry's image where the entry does not say it: the
+#: layout of every build that logged commands without it (before 2026-11-27), so a build
+#: of other commands passes over them too (review 76).
+UNSTAMPED_SCHEMA: Final = 0x5245_E71E_F8B6
 #: A frame's first entry when its entries are applied with the next frame's (``_frames``).
 CONTINUED = "+"
 _MORE: tuple[str] = (CONTINUED,)
@@ -125,7 +129,7 @@ class Recovered:
     requests: dict[int, list[Any]] = field(default_factory=dict)
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)
     commands: dict[int, tuple[int, bytes]] = field(default_factory=dict)
-    #: seq -> the journal schema id of a command's image, where the entry says it
+    #: seq -> the journal schema id of a command's image (``UNSTAMPED_SCHEMA`` where unsaid)
     command_schemas: dict[int, int] = field(default_factory=dict)
     handled: dict[str, int] = field(default_factory=dict)
     #: ring -> events of its ``handled`` seq handled, where a read ended inside them
@@ -157,10 +161,7 @@ class Recovered:
             self.positions[key] = (entry[2], entry[3])
         elif kind == COMMAND:
             self.commands[key] = (entry[2], entry[3])
-            if len(entry) > 4:
-                self.command_schemas[key] = entry[4]
-            else:
-                self.command_schemas.pop(key, None)
+            self.command_schemas[key] = entry[4] if len(entry) > 4 else UNSTAMPED_SCHEMA
         elif kind == FINISHED:
             self.finished.pop(key, None)
             self.finished[key] = entry[2:]

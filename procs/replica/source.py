@@ -259,8 +259,12 @@ class ReplicationSource:
             # it would execute them under its own rules or layout; or archived, then gone:
             # no history hash from seq 1
             what = ARCHIVE_KEPT if isinstance(exc, JournalArchivedError) else (
-                "a standby takes only entries of its own rules and records: give it a "
-                "snapshot past them, written by the build that wrote them"
+                "a standby takes only entries of its own records: catch it up with the build "
+                "that wrote them before upgrading, or give it a copy of the primary's journal "
+                "and snapshot at the upgrade (README, the journal)"
+                if isinstance(exc, JournalFormatError) else
+                "a standby takes only entries of its own rules: give it a snapshot past "
+                "them, written by the build that wrote them"
             )  # fmt: skip
             with contextlib.suppress(ConnectionError):
                 await _refuse(writer, peer, f"{exc}; {what}")

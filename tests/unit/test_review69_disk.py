@@ -34,8 +34,9 @@ since a matcher's own snapshots are no bound once its output is known published 
 oldest exchange snapshot's copy of its books; the third since both
 sides of replication read the archive where the journal no longer holds a segment,
 ``tests/unit/replica/test_archived_replication.py``; the fifth since the audit log reopens
-once renamed); the fourth is a documented limit (README, Disk), a strict xfail (a cut of the store was tried, opt-in, and withdrawn: reviews 71 and 72 found that
-its mark of what was never sent did not hold):
+once renamed); the fourth is a documented limit (README, Disk), a strict xfail (a cut of
+the store was tried, opt-in, and withdrawn: reviews 71 and 72 found that its mark of what
+was never sent did not hold):
 
 1. Archiving frees no disk: ``ringex replay --archive`` renames segments into
    ``var/<instance>/journal-archive/`` (``topology.py:47``, not configurable), on the same
@@ -79,7 +80,8 @@ from config.schema import (
     SymbolConfig,
 )
 from procs.common.journal import HEADER_SIZE, EntryLayout, list_segments
-from procs.common.journal_writer import JournalWriter, archive_segments_before
+from procs.common.journal_archive import archive_segments_before
+from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_archive_dir, journal_dir, snapshot_dir

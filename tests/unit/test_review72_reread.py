@@ -81,7 +81,7 @@ import pytest
 from config.schema import JournalConfig
 from procs.cli import build_parser
 from procs.common.journal import list_segments
-from procs.common.journal_writer import archive_segments_before
+from procs.common.journal_archive import archive_segments_before
 from procs.common.topology import journal_archive_dir, journal_dir
 from procs.gateway.audit import AuditLog
 from tests.unit.test_review69_disk import _cfg, _journal

@@ -80,7 +80,8 @@ from procs.common.journal import (
     JournalReader,
     list_segments,
 )
-from procs.common.journal_writer import JournalWriter, archive_segments_before
+from procs.common.journal_archive import archive_segments_before
+from procs.common.journal_writer import JournalWriter
 from procs.common.published_through import PublishedThrough
 from procs.common.records import AdminCommand
 from procs.common.topology import journal_archive_dir, journal_dir, snapshot_dir

@@ -16,7 +16,8 @@ import msgspec
 import psycopg
 import pytest
 
-from procs.common.journal_writer import JournalWriter, archive_segments_before
+from procs.common.journal_archive import archive_segments_before
+from procs.common.journal_writer import JournalWriter
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
 from procs.common.types import Side

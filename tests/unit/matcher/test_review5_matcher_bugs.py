@@ -27,7 +27,8 @@ from config.schema import (
     WaitConfig,
 )
 from procs.common.journal import HEADER_SIZE, EntryLayout
-from procs.common.journal_writer import JournalWriter, archive_segments_before
+from procs.common.journal_archive import archive_segments_before
+from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.records import Heartbeat, MassCancel, NewOrder, Record
 from procs.common.snapshots import SnapshotStore

@@ -23,7 +23,8 @@ from procs.common.journal import (
     JournalReader,
     list_segments,
 )
-from procs.common.journal_writer import JournalWriter, archive_segments_before
+from procs.common.journal_archive import archive_segments_before
+from procs.common.journal_writer import JournalWriter
 from procs.common.topology import journal_archive_dir, journal_dir
 from procs.core.recovery import recover, write_snapshot
 from procs.replica.source import ReplicationSource

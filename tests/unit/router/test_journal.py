@@ -23,7 +23,8 @@ from procs.common.journal import (
     list_segments,
     segment_name,
 )
-from procs.common.journal_writer import JournalWriter, archive_segments_before
+from procs.common.journal_archive import archive_segments_before
+from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.records import CancelOrder, NewOrder, Record
 from procs.common.types import OrdType, Side, StpMode, TimeInForce

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from procs.common.journal import JournalError, list_segments
-from procs.common.journal_writer import archive_segments_before, cut_after
+from procs.common.journal_archive import archive_segments_before
+from procs.common.journal_writer import cut_after
 from tests.unit.router.test_journal import (
     SCHEMA,
     SLOT,

@@ -20,7 +20,8 @@ import pytest
 
 from config.schema import AssetConfig, MatcherConfig, RingexConfig, SymbolConfig
 from procs.common.journal import HEADER_SIZE, EntryLayout, list_segments, segment_name
-from procs.common.journal_writer import JournalWriter, archive_segments_before
+from procs.common.journal_archive import archive_segments_before
+from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir

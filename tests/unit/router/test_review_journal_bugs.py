@@ -11,7 +11,8 @@ import pytest
 
 from config.schema import RingexConfig
 from procs.common.journal import JournalError
-from procs.common.journal_writer import JournalWriter, archive_segments_before, cut_after
+from procs.common.journal_archive import archive_segments_before
+from procs.common.journal_writer import JournalWriter, cut_after
 from procs.common.records import Record
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
