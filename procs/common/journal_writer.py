@@ -42,6 +42,7 @@ from procs.common.journal import (
     segment_name,
 )
 from procs.common.journal_archive import archive_segments_before, unarchive_after
+from procs.common.journal_durable import ALL, DurableMark
 from procs.common.rules_version import RULES_VERSION
 
 log = logging.getLogger("ringex.journal")
@@ -129,6 +130,8 @@ class JournalWriter:
                         tail.path.unlink()
                         fsync_dir(self.directory)
                     self._fd, self._count = -1, 0
+            # all of it is durable now: the readers beside it read that far (``durable``)
+            self._mark = DurableMark(self.directory, ALL if fsync == "none" else self._written)
         except BaseException:
             self._lock.close()
             raise
@@ -199,7 +202,7 @@ class JournalWriter:
         self._reap(None)  # a pipelined fsync first: it may hold the open segment's descriptor
         if self._written != self._synced:
             self._fsync_open()  # earlier segments were fsynced when sealed
-            self._synced = self._written
+            self._durable(self._written)
         self._last_sync_ns = self._clock()
 
     def maybe_sync(self) -> bool:
@@ -273,7 +276,7 @@ class JournalWriter:
                 f"{self._synced}): {exc}"
             ) from exc
         self._flight = None
-        self._synced = max(self._synced, seq)
+        self._durable(max(self._synced, seq))
         self._last_sync_ns = self._clock()
         return True
 
@@ -326,6 +329,12 @@ class JournalWriter:
         the parent's)."""
         return self._lock.fd
 
+    def _durable(self, seq: int) -> None:
+        """Entries up to ``seq`` are fsynced: so the mark says (``journal_durable.py``)."""
+        self._synced = seq
+        if self.fsync != "none":
+            self._mark.set(seq)
+
     def close(self) -> None:
         """Sync (unless the policy is ``"none"`` or a write failed) and release the directory."""
         if self._lock.fd < 0:
@@ -345,6 +354,7 @@ class JournalWriter:
             if self._syncer is not None:
                 self._syncer.shutdown(wait=True)
                 self._syncer = None
+            self._mark.close(clean=self._failed is None)  # all durable, unless it failed
             self._lock.close()
 
     def __enter__(self) -> JournalWriter:
@@ -402,7 +412,7 @@ class JournalWriter:
         self._reap(None)  # a pipelined fsync of the segment ends before its descriptor
         if self._fd >= 0:
             self._fsync_open()  # only the last segment may have a torn tail
-            self._synced = self._written
+            self._durable(self._written)
             os.close(self._fd)
             self._fd = -1
         first = self._written + 1

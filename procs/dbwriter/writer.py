@@ -33,6 +33,7 @@ import psycopg
 
 from config.schema import RingexConfig
 from procs.common.journal import JournalReader
+from procs.common.journal_durable import durable_upto
 from procs.common.record_codec import RecordCodec
 from procs.common.rules_version import RULES_VERSION
 from procs.common.topology import journal_archive_dir, journal_dir
@@ -236,7 +237,12 @@ class DbWriter:
         while True:
             before = follower.seq
             if self.reader.directory.is_dir():
+                # no further than the router knows durable: a power loss must not leave the
+                # database ahead of the journal (``journal_durable.py``)
+                upto = durable_upto(self.reader.directory)
                 for seq, image in self.replayed.entries(follower.seq + 1):
+                    if seq > upto:
+                        break
                     command = decode(image)
                     if batch is None:
                         batch = Batch(first_seq=seq, prev_crc=self.last_crc)
