@@ -437,6 +437,9 @@ class JournalReader:
             # tail is none); ``refused`` stays False past it, a check per entry of one bool
             other = foreign != "yield" and self._foreign(schema)
             skip = other and foreign == "skip"  # (passed over whatever its rules)
+            if skip and not last:  # passed over at its header, unread (a search that probes
+                count = (size - HEADER_SIZE) // size_e  # each seq reads no run of them)
+                return _Tail(path, size, first + count - 1, size, rules, schema)
             refused = not skip and self.rules is not None and rules != self.rules
             if other and not skip:  # refused at the first entry to yield, as rules are
                 refused = True

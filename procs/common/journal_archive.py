@@ -76,11 +76,13 @@ def unarchive_after(directory: Path, archive: Path, seq: int) -> None:
     began (demote)."""
     live = list_segments(directory)
     end = live[0][0] if live else None
+    changed = False  # the archive's directory: fsynced before the cut (review 78)
     for first, path in reversed(list_segments(archive) if archive.is_dir() else []):
         if end is None or first >= end:  # a copy of a segment the journal holds (a move
             twin = directory / path.name  # killed before its unlink): dropped where equal,
             if twin.exists() and filecmp.cmp(path, twin, shallow=False):  # or it would stay
                 path.unlink()  # in the archive past the cut (review 77)
+                changed = True
             continue
         if end - 1 <= seq:
             break
@@ -98,6 +100,9 @@ def unarchive_after(directory: Path, archive: Path, seq: int) -> None:
             fsync_dir(directory)
             path.unlink()
         fsync_dir(directory)
+        changed = True
         log.warning("journal segment %s moved back from the archive to cut after seq %d",
                     target, seq)  # fmt: skip
         end = first
+    if changed:  # else a power loss after the cut could bring an archived copy back
+        fsync_dir(archive)

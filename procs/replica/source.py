@@ -260,8 +260,8 @@ class ReplicationSource:
             # no history hash from seq 1
             what = ARCHIVE_KEPT if isinstance(exc, JournalArchivedError) else (
                 "a standby takes only entries of its own records: catch it up with the build "
-                "that wrote them before upgrading, or give it a copy of the primary's journal "
-                "and snapshot at the upgrade (README, the journal)"
+                "that wrote them before upgrading, or give it a copy of the primary's journal, "
+                "snapshots and run/session_end.json at the upgrade (README, the journal)"
                 if isinstance(exc, JournalFormatError) else
                 "a standby takes only entries of its own rules: give it a snapshot past "
                 "them, written by the build that wrote them"

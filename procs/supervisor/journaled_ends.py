@@ -78,6 +78,7 @@ class JournaledEnds:
         if self._found is not None:
             return self._found
         head, decode = self._admin_head, self._codec.decode_slot
+        end = reader.last_seq()  # what this pass covers, yielded or passed over
         # (another layout's entries, a build's before an upgrade, are passed over: review 76)
         for seq, image in reader.entries(self._scanned + 1, foreign="skip"):
             self._scanned = seq
@@ -92,6 +93,7 @@ class JournaledEnds:
             ):
                 self._found = JournaledEnd(seq, command.ts_ns)
                 return self._found
+        self._scanned = max(self._scanned, end)  # (skipped ones too: review 78)
         return None
 
     def last_seq(self) -> int:

@@ -141,4 +141,4 @@ def test_a_standby_behind_the_upgrade_is_refused_saying_why(tmp_path: Path) -> N
 
     refused = asyncio.run(scenario())
     assert isinstance(refused, StandbyRefusedError), refused
-    assert "only entries of its own rules and records" in str(refused)
+    assert "only entries of its own records: catch it up" in str(refused)
