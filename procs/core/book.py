@@ -433,10 +433,9 @@ class Book(OrderChecks, ABC):
             self._remove(order)
             events.append(self._done_resting(cmd, order, reason))
             touched[(order.side, order.price)] = None
-        for order in sorted(self.stops.values(), key=lambda o: o.arrival):
-            if chosen(order):
-                self._unpark_stop(order)
-                events.append(self._done_resting(cmd, order, reason))
+        for order in sorted([o for o in self.stops.values() if chosen(o)], key=_arrival):
+            self._unpark_stop(order)  # (the stops chosen sorted, not all: a mass cancel of
+            events.append(self._done_resting(cmd, order, reason))  # one account's, say)
         events += [self._level(cmd, side, price) for side, price in touched]
         return events
 
@@ -590,6 +589,10 @@ class Book(OrderChecks, ABC):
         for fields in state.stops:
             book._park_stop(order_from_fields(fields))
         return book
+
+
+def _arrival(order: RestingOrder) -> int:
+    return order.arrival
 
 
 def _crosses(side: Side, price: int, resting_price: int) -> bool:
