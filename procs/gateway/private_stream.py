@@ -37,6 +37,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -45,6 +46,7 @@ from procs.common.token_bucket import TokenBucket
 from procs.gateway.api_errors import ApiError
 from procs.gateway.rest_order_state import balance_json
 from procs.gateway.signing import AuthError
+from procs.gateway.stream_slots import StreamSlot, StreamSlots
 from procs.gateway.stream_subscriber import CLOSE_GRACE_S, Subscriber
 
 if TYPE_CHECKING:
@@ -96,6 +98,15 @@ async def refuse_in_band(request: web.Request, refusal: ApiError) -> web.StreamR
     return ws
 
 
+def _too_many(who: str, count: int, limit: int) -> ApiError:
+    return ApiError(
+        429,
+        -1003,  # TOO_MANY_REQUESTS
+        f"{who} holds {count} private streams, the limit is {limit}",
+        retry_after_s=1.0,
+    )
+
+
 class PrivateStreams:
     def __init__(
         self,
@@ -104,8 +115,13 @@ class PrivateStreams:
         queue_limit: int,
         max_per_key: int = 5,
         max_per_account: int = 10,
+        slots_dir: Path | None = None,
     ) -> None:
         self.api = api
+        #: the per-key and per-account limits across the instance's gateways (review 36)
+        self.slots = (
+            None if slots_dir is None else StreamSlots(slots_dir, max_per_key, max_per_account)
+        )
         self.max_streams = max_streams
         self.max_per_key = max_per_key
         self.max_per_account = max_per_account
@@ -142,18 +158,23 @@ class PrivateStreams:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         api = self.api
-        key = self._admit(request)  # a refusal asked as a close is one: the middleware's
-        # pings answered below, counted with the other frames (``MAX_CLIENT_FRAMES_PER_S``)
-        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096, autoping=False)
-        sub = Subscriber(
-            ws, key.key, key.account, self.queue_limit, request.transport, self.close_grace_s
-        )
+        key, slot = self._admit(request)  # a refusal asked as a close is one: the middleware's
+        try:
+            # pings answered below, counted with the other frames (``MAX_CLIENT_FRAMES_PER_S``)
+            ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096, autoping=False)
+            sub = Subscriber(
+                ws, key.key, key.account, self.queue_limit, request.transport, self.close_grace_s
+            )
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
         # counted before the handshake's await: upgrades at the same moment see each other
         self.count += 1
         self.by_account.setdefault(key.account, set()).add(sub)
-        api.core.touch(key.account, key.session, time.monotonic())
-        api.core.streaming.add(key.account)
         try:
+            api.core.touch(key.account, key.session, time.monotonic())
+            api.core.streaming.add(key.account)
             await ws.prepare(request)
             sub.start()
             await self._begin(sub)
@@ -169,11 +190,16 @@ class PrivateStreams:
                         await ws.pong(msg.data)
                 api.core.touch(key.account, key.session, time.monotonic())
         finally:
-            await self._end(sub)
+            try:
+                await self._end(sub)
+            finally:
+                if slot is not None:
+                    slot.release()
         return ws
 
-    def _admit(self, request: web.Request) -> ApiKey:
-        """The key of a stream this gateway takes, else the ``ApiError`` that refuses it."""
+    def _admit(self, request: web.Request) -> tuple[ApiKey, StreamSlot | None]:
+        """The key of a stream this gateway takes and the slot it holds at the instance's
+        gateways (None: none kept), else the ``ApiError`` that refuses it."""
         api = self.api
         q = request.query
         if self.closing:
@@ -204,13 +230,17 @@ class PrivateStreams:
                 if held >= self.max_per_key
                 else ("this account (all its keys)", len(mine), self.max_per_account)
             )
-            raise ApiError(
-                429,
-                -1003,  # TOO_MANY_REQUESTS
-                f"{who} holds {count} private streams, the limit is {limit}",
-                retry_after_s=1.0,
-            )
-        return key
+            raise _too_many(who, count, limit)
+        if self.slots is None:
+            return key, None
+        slot = self.slots.take(key.key, key.account)  # its other gateways' streams too
+        if slot == "key":
+            raise _too_many("this API key (at the instance's gateways)", *[self.max_per_key] * 2)
+        if slot == "account":
+            limit = self.max_per_account
+            raise _too_many("this account (all its keys, at the instance's gateways)", limit, limit)
+        assert isinstance(slot, StreamSlot)
+        return key, slot
 
     async def _begin(self, sub: Subscriber) -> None:
         """The snapshot, then what was held behind it; or, when none can be made, the close

@@ -37,7 +37,7 @@ from procs.common.apikeys import ApiKey, ApiKeyStore
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.quiet_log import quieten
 from procs.common.result_codes import ResultCode
-from procs.common.topology import apikeys_path, postgres_dir
+from procs.common.topology import apikeys_path, gateway_root, postgres_dir
 from procs.common.users import UserStore
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
@@ -145,6 +145,7 @@ class RestApi(OpenOrderViews, RestConnections):
             rest.stream_queue,
             rest.max_streams_per_key,
             rest.max_streams_per_account,
+            gateway_root(cfg) / "streams",  # the instance's gateways share its limits
         )
         dsn = history_dsn(cfg)
         self.history = History(dsn, assets=cfg.assets) if dsn else None

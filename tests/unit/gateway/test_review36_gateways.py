@@ -354,15 +354,12 @@ def test_a_keys_rate_limit_is_counted_per_gateway(instance: str, tmp_path: Path)
     run_then_close(p, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, the private stream): each gateway counts "
-    "max_streams_per_key / max_streams_per_account in its own memory, as it counts its "
-    "request limits, so with N gateways a key may hold N x them",
-)
 def test_a_keys_stream_limit_holds_across_gateways(instance: str, tmp_path: Path) -> None:
     """README: "One key holds at most ``max_streams_per_key`` streams (then 429)". With the
-    limit at 1, a stream at gw1 and a second at gw2: the second must be refused."""
+    limit at 1, a stream at gw1 and a second at gw2: the second must be refused.
+
+    A documented limit until each stream held a slot of its key and account, a lock in a
+    directory the gateways share (``stream_slots.py``)."""
     p = Pair(alice_at_two(instance, tmp_path, rest_config(max_streams_per_key=1)))
 
     async def scenario(p: Pair) -> None:

@@ -1,0 +1,68 @@
+"""The private streams' per-key and per-account limits, across every gateway of an instance.
+
+Gateways may share a port, and a client's streams land on any of them, so a gateway's own
+count let a key hold ``max_streams_per_key`` streams at each gateway (review 36's documented
+limit). A stream now holds a slot of its key and one of its account: an exclusive ``flock``
+on one of ``limit`` files in a directory the instance's gateways share (as ``LiveSessions``
+holds a FIX session's), taken before the upgrade's handshake and given back at its end. A
+gateway that dies gives back its slots (the kernel drops a dead process's locks).
+
+The files stay (empty, a limit's worth per key and per account that ever streamed): removing
+a lock file another process may be opening would let two streams hold "one" slot.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+
+
+class StreamSlot:
+    """The locks one stream holds; ``release`` gives them back (once)."""
+
+    __slots__ = ("_fds",)
+
+    def __init__(self, fds: list[int]) -> None:
+        self._fds = fds
+
+    def release(self) -> None:
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
+
+
+class StreamSlots:
+    def __init__(self, directory: Path, per_key: int, per_account: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.per_key = per_key
+        self.per_account = per_account
+
+    def take(self, key: str, account: int) -> StreamSlot | str:
+        """A slot of ``key`` and one of ``account``, or which is full: "key" or "account"."""
+        digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+        mine = self._one(f"key-{digest}", self.per_key)
+        if mine is None:
+            return "key"
+        theirs = self._one(f"account-{account}", self.per_account)
+        if theirs is None:
+            os.close(mine)
+            return "account"
+        return StreamSlot([mine, theirs])
+
+    def _one(self, stem: str, limit: int) -> int | None:
+        """The descriptor of a free slot of ``stem`` it locked, or None: all ``limit`` held."""
+        for k in range(limit):
+            fd = os.open(self.directory / f"{stem}-{k}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        return None
