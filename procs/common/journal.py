@@ -409,6 +409,31 @@ class JournalReader:
         (a legacy alias of its own id is its own)."""
         return schema != self.schema_id and schema not in self._aliases
 
+    def _passed_over(
+        self, f: io.FileIO, path: Path, first: int, size: int, last: bool
+    ) -> int | None:
+        """The last seq of a segment ``entries(foreign="skip")`` passes over, from its size
+        without reading its entries (review 78), or None where they must be read: the last
+        segment when its last entry is not sound as it stands (a torn tail's scan says where
+        the entries end). A partial entry in any other is corruption, as a scan says."""
+        size_e = self.layout.size
+        count, partial = divmod(size - HEADER_SIZE, size_e)
+        if not last:
+            if partial:
+                raise JournalCorruptError(
+                    path, size - partial, f"{partial} bytes of a partial entry (entries are "
+                    f"{size_e} bytes) in a segment that is not the last"
+                )  # fmt: skip
+            return first + count - 1
+        if partial or not count:
+            return None if partial else first - 1
+        f.seek(size - size_e)
+        entry = f.read(size_e)
+        seq, crc = self.layout.seq_crc.unpack_from(entry)
+        if seq == first + count - 1 and zlib.crc32(entry[: self.layout.body]) == crc:
+            return int(seq)
+        return None
+
     def _scan(
         self,
         path: Path,
@@ -437,9 +462,10 @@ class JournalReader:
             # tail is none); ``refused`` stays False past it, a check per entry of one bool
             other = foreign != "yield" and self._foreign(schema)
             skip = other and foreign == "skip"  # (passed over whatever its rules)
-            if skip and not last:  # passed over at its header, unread (a search that probes
-                count = (size - HEADER_SIZE) // size_e  # each seq reads no run of them)
-                return _Tail(path, size, first + count - 1, size, rules, schema)
+            if skip:  # passed over unread where it can be (a search that probes each seq
+                passed = self._passed_over(f, path, first, size, last)  # reads no run of them)
+                if passed is not None:
+                    return _Tail(path, size, passed, size, rules, schema)
             refused = not skip and self.rules is not None and rules != self.rules
             if other and not skip:  # refused at the first entry to yield, as rules are
                 refused = True

@@ -11,11 +11,14 @@ mapping: a store, no system call, per fsync), and such a reader reads no further
 The mark is written after the fsync it reports, so it never says more than is durable; a
 crash of the machine can leave it behind (its page unwritten), which only holds readers
 back until the next writer opens the journal: opening fsyncs what the last run left and
-marks it all. A writer that closes cleanly has made everything durable and writes ``ALL``;
-one that was killed leaves its last mark, so what it wrote after it waits for the next
-writer's open (the router's restart), as it would be lost to a power loss meanwhile. Under
-``fsync = "none"`` nothing is promised and the mark is ``ALL`` from the open. No file (a
-journal of an older build, or none yet): no bound.
+marks it all. A writer that closes cleanly has made everything durable and marks its last
+seq; one that was killed leaves its last mark, so what it wrote after it waits for the next
+writer's open (the router's restart), as it would be lost to a power loss meanwhile, or for
+a reader that holds the journal's lock itself and fsyncs it (``ringex replay --to-db``).
+Under ``fsync = "none"`` nothing is promised and each append is marked as written. The mark
+is always a seq, never "all": a reader that took "all" at a pass's start would read on into
+the next writer's entries, not yet fsynced (review 79). No file (a journal of an older
+build, or none yet): no bound (``ALL``).
 """
 
 from __future__ import annotations
@@ -63,11 +66,8 @@ class DurableMark:
         if self._map is not None:
             _SEQ.pack_into(self._map, 0, seq)
 
-    def close(self, *, clean: bool) -> None:
-        """Release the mapping; ``clean``: everything written is durable (``ALL``)."""
-        if self._map is None:
-            return
-        if clean:
-            self.set(ALL)
-        self._map.close()
-        self._map = None
+    def close(self) -> None:
+        """Release the mapping (the mark stays)."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None

@@ -42,7 +42,7 @@ from procs.common.journal import (
     segment_name,
 )
 from procs.common.journal_archive import archive_segments_before, unarchive_after
-from procs.common.journal_durable import ALL, DurableMark
+from procs.common.journal_durable import DurableMark
 from procs.common.rules_version import RULES_VERSION
 
 log = logging.getLogger("ringex.journal")
@@ -131,7 +131,7 @@ class JournalWriter:
                         fsync_dir(self.directory)
                     self._fd, self._count = -1, 0
             # all of it is durable now: the readers beside it read that far (``durable``)
-            self._mark = DurableMark(self.directory, ALL if fsync == "none" else self._written)
+            self._mark = DurableMark(self.directory, self._written)
         except BaseException:
             self._lock.close()
             raise
@@ -179,6 +179,8 @@ class JournalWriter:
                 self.sync()
             elif self.fsync == "interval":
                 self.maybe_sync()
+            elif self.fsync == "none":  # promised nothing: the readers read what is written
+                self._mark.set(self._written)
         except BaseException as exc:
             self._failed = exc
             raise
@@ -354,7 +356,7 @@ class JournalWriter:
             if self._syncer is not None:
                 self._syncer.shutdown(wait=True)
                 self._syncer = None
-            self._mark.close(clean=self._failed is None)  # all durable, unless it failed
+            self._mark.close()  # (the close's sync marked all of it, unless it failed)
             self._lock.close()
 
     def __enter__(self) -> JournalWriter:

@@ -1,7 +1,7 @@
 """The journal's durable mark (``journal_durable.py``): how far the readers beside a live
-writer (the database writer) may read. Never past what was fsynced; everything after a
-clean close, or under ``fsync = "none"``; what a killed writer fsynced until the next
-writer's open makes the rest durable."""
+writer (the database writer) may read. Never past what was fsynced; the last seq after a
+clean close; each append's under ``fsync = "none"``; what a killed writer fsynced until the
+next writer's open makes the rest durable. Always a seq: "all" only without the file."""
 
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ def _writer(directory: Path, fsync: str = "batch") -> JournalWriter:
     )
 
 
-def test_batch_marks_each_append_and_a_clean_close_marks_all(tmp_path: Path) -> None:
+def test_batch_marks_each_append_and_a_clean_close_marks_its_last(tmp_path: Path) -> None:
     assert durable_upto(tmp_path) == ALL  # no mark: no bound (a journal of an older build)
     with _writer(tmp_path) as w:
         assert durable_upto(tmp_path) == 0
         w.append(1, IMAGE * 3, 3)
         assert durable_upto(tmp_path) == 3
-    assert durable_upto(tmp_path) == ALL
+    assert durable_upto(tmp_path) == 3  # a seq, not "all" (review 79)
 
 
 def test_pipelined_marks_what_its_fsyncs_made_durable(tmp_path: Path) -> None:
@@ -64,10 +64,12 @@ def test_a_killed_writer_leaves_its_last_mark_until_the_next_open(tmp_path: Path
         assert durable_upto(tmp_path) == 4
 
 
-def test_none_promises_nothing_and_bounds_nothing(tmp_path: Path) -> None:
+def test_none_promises_nothing_and_marks_what_is_written(tmp_path: Path) -> None:
     with _writer(tmp_path, "none") as w:
         w.append(1, IMAGE, 1)
-        assert durable_upto(tmp_path) == ALL
+        assert durable_upto(tmp_path) == 1
+        w.append(2, IMAGE * 2, 2)
+        assert durable_upto(tmp_path) == 3
 
 
 def test_a_failed_fsync_keeps_the_mark_where_it_was(
