@@ -50,23 +50,29 @@ def archive_segments_before(directory: Path, seq: int, archive_dir: Path) -> lis
                 "their own, a primary and its standby on two hosts too, or an archive_dir "
                 "each); not replacing it"
             )
-        try:
-            os.rename(path, target)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.copyfile(path, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.rename(tmp, target)
-            fsync_dir(archive_dir)  # the copy is durable before the original goes
-            path.unlink()
+        _move(path, target)
         moved.append(target)
     if moved:
         fsync_dir(archive_dir)
         fsync_dir(directory)
     return moved
+
+
+def _move(path: Path, target: Path) -> None:
+    """``path`` to ``target``: a rename, or across volumes a copy made durable (the file and
+    its name) before the original goes, so a kill leaves it in one place or both."""
+    try:
+        os.rename(path, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(path, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.rename(tmp, target)
+        fsync_dir(target.parent)
+        path.unlink()
 
 
 def unarchive_after(directory: Path, archive: Path, seq: int) -> None:
@@ -87,18 +93,7 @@ def unarchive_after(directory: Path, archive: Path, seq: int) -> None:
         if end - 1 <= seq:
             break
         target = directory / path.name
-        try:
-            os.rename(path, target)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.copyfile(path, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.rename(tmp, target)
-            fsync_dir(directory)
-            path.unlink()
+        _move(path, target)
         fsync_dir(directory)
         changed = True
         log.warning("journal segment %s moved back from the archive to cut after seq %d",
