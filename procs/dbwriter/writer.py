@@ -34,7 +34,7 @@ import psycopg
 from config.schema import RingexConfig
 from procs.common.durable import fsync_file
 from procs.common.journal import DirectoryLock, JournalError, JournalReader, list_segments
-from procs.common.journal_durable import ALL, durable_upto
+from procs.common.journal_durable import durable_upto
 from procs.common.record_codec import RecordCodec
 from procs.common.rules_version import RULES_VERSION
 from procs.common.topology import journal_archive_dir, journal_dir
@@ -126,9 +126,9 @@ class DbWriter:
         self.sleep = sleep
         self.pet = pet
         self.stopping = False
-        #: read no further than the journal's durable mark (``journal_durable.py``): all
-        #: but a run to the end that holds the journal itself (``_hold_journal``)
-        self._bounded = True
+        #: read no further than the journal's durable mark (``journal_durable.py``), or than
+        #: this seq where that is further (a run to the end: ``_durable_now``)
+        self._floor = 0
         self.follower: Follower | None = None
         self.committed = 0  # the checkpoint as this writer last saw it
         #: the CRC-32 of the last flushed batch's last entry (at the start: the checkpoint's):
@@ -208,36 +208,32 @@ class DbWriter:
     def run(self, *, to_end: bool = False) -> int:
         """Follow the journal until ``request_stop`` (or, ``to_end``, its last entry); return
         the checkpoint."""
-        whole = self._hold_journal() if to_end else None
+        if to_end:
+            self._floor = self._durable_now()
         try:
             return self._run_again(to_end)
         finally:
-            self._bounded = True
-            if whole is not None:
-                whole.close()
+            self._floor = 0
 
-    def _hold_journal(self) -> DirectoryLock | None:
-        """For a run to the journal's end (``ringex replay --to-db``): its lock, once its
-        segments are fsynced, so its end is durable and no router appends meanwhile, and the
-        run reads past the durable mark a killed router left (review 79: it stopped there).
-        None, the mark kept, while a router holds the journal."""
+    def _durable_now(self) -> int:
+        """For a run to the journal's end (``ringex replay --to-db``): its last seq, made
+        durable (its segments fsynced under its lock, taken for that moment only: a router
+        may start while the run goes on, review 80), so the run reads past the durable mark
+        a killed router left (review 79: it stopped there); 0 while a router holds it (its
+        mark bounds the run)."""
         directory = self.reader.directory
         if not directory.is_dir():
-            return None
+            return 0
         try:
             lock = DirectoryLock(directory)
         except JournalError:
             log.warning("the journal %s is held by a router: written up to its durable mark",
                         directory)  # fmt: skip
-            return None
-        try:
+            return 0
+        with lock:
             for _first, path in list_segments(directory):
                 fsync_file(path)
-        except BaseException:
-            lock.close()
-            raise
-        self._bounded = False
-        return lock
+            return self.reader.last_seq()
 
     def _run_again(self, to_end: bool) -> int:
         while True:
@@ -275,7 +271,7 @@ class DbWriter:
             if self.reader.directory.is_dir():
                 # no further than the router knows durable: a power loss must not leave the
                 # database ahead of the journal (``journal_durable.py``)
-                upto = durable_upto(self.reader.directory) if self._bounded else ALL
+                upto = max(durable_upto(self.reader.directory), self._floor)
                 for seq, image in self.replayed.entries(follower.seq + 1):
                     if seq > upto:
                         break

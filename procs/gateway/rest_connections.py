@@ -38,6 +38,8 @@ class RestConnections:
         """The port's connections and the FIX sessions' within the descriptors this process
         may open (its soft limit raised towards the hard one where they do not fit)."""
         fix = 4 * self.gw.max_sessions  # a session's socket, lock and store's two files
+        # a private stream's two slot locks besides its socket (``stream_slots.py``)
+        fix += 2 * min(self.rest.max_streams, self.rest.max_connections)
         room = connections_room(fix + self.rest.max_connections) - fix
         self.max_connections = max(1, min(self.rest.max_connections, room))
 

@@ -46,7 +46,11 @@ class StreamSlots:
         mine = self._one(f"key-{digest}", self.per_key)
         if mine is None:
             return "key"
-        theirs = self._one(f"account-{account}", self.per_account)
+        try:
+            theirs = self._one(f"account-{account}", self.per_account)
+        except BaseException:  # (out of descriptors, say: the key's slot is given back,
+            os.close(mine)  # review 80)
+            raise
         if theirs is None:
             os.close(mine)
             return "account"
