@@ -208,7 +208,9 @@ def test_a_cut_does_not_let_the_live_dbwriter_write_on_atop_the_cut_entries(
     router.append(COMMON + 1, b"".join(image[COMMON:]), len(image) - COMMON)  # not fsynced
     live = DbWriter(cfg, dsn, WriterOptions(batch_rows=200, batch_ms=10**6))
     try:
-        assert live.run(to_end=True) == 144
+        # (written up to the router's durable mark since a3f49bd: 25..144 are not fsynced;
+        # before, the live writer read them from the page cache and returned 144 here)
+        assert live.run(to_end=True) == COMMON
         disk.fail_under = journal_dir(cfg)
         with pytest.raises(OSError):
             router.sync()
