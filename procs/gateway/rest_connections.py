@@ -38,10 +38,13 @@ class RestConnections:
         """The port's connections and the FIX sessions' within the descriptors this process
         may open (its soft limit raised towards the hard one where they do not fit)."""
         fix = 4 * self.gw.max_sessions  # a session's socket, lock and store's two files
-        # a private stream's two slot locks besides its socket (``stream_slots.py``)
-        fix += 2 * min(self.rest.max_streams, self.rest.max_connections)
-        room = connections_room(fix + self.rest.max_connections) - fix
-        self.max_connections = max(1, min(self.rest.max_connections, room))
+        wanted, streams = self.rest.max_connections, self.rest.max_streams
+        # a private stream holds two slot locks besides its socket (``stream_slots.py``):
+        # n connections take n + 2 min(n, streams) descriptors (review 81: the locks of
+        # max_connections streams reserved first left one connection where hundreds fit)
+        room = connections_room(fix + wanted + 2 * min(streams, wanted)) - fix
+        fitted = min(wanted, room - 2 * streams) if room >= 3 * streams else room // 3
+        self.max_connections = max(1, fitted)
 
     def _gate(self) -> Gate:
         """A connection of the REST port without the fast lane (``fast_lane = false``)."""
