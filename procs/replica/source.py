@@ -88,6 +88,24 @@ async def _ship(writer: asyncio.StreamWriter, files: FileShipper) -> None:
             return
 
 
+def _remedy(exc: JournalError) -> str:
+    """What to do about the entries the source cannot serve a standby: archived, then gone
+    (no history hash from seq 1), or of other records or rules (it would execute them under
+    its own)."""
+    if isinstance(exc, JournalArchivedError):
+        return ARCHIVE_KEPT
+    if isinstance(exc, JournalFormatError):
+        return (
+            "a standby takes only entries of its own records: catch it up with the build "
+            "that wrote them before upgrading, or give it a copy of the primary's journal, "
+            "snapshots and run/session_end.json at the upgrade (README, the journal)"
+        )
+    return (
+        "a standby takes only entries of its own rules: give it a snapshot past them, "
+        "written by the build that wrote them"
+    )
+
+
 def _wake(bell: asyncio.Future[None]) -> None:
     if not bell.done():
         bell.set_result(None)
@@ -256,18 +274,8 @@ class ReplicationSource:
         except FrameError as exc:
             log.warning("standby %s dropped: %s", peer, exc)
         except (JournalRulesError, JournalFormatError, JournalArchivedError) as exc:
-            # it would execute them under its own rules or layout; or archived, then gone:
-            # no history hash from seq 1
-            what = ARCHIVE_KEPT if isinstance(exc, JournalArchivedError) else (
-                "a standby takes only entries of its own records: catch it up with the build "
-                "that wrote them before upgrading, or give it a copy of the primary's journal, "
-                "snapshots and run/session_end.json at the upgrade (README, the journal)"
-                if isinstance(exc, JournalFormatError) else
-                "a standby takes only entries of its own rules: give it a snapshot past "
-                "them, written by the build that wrote them"
-            )  # fmt: skip
             with contextlib.suppress(ConnectionError):
-                await _refuse(writer, peer, f"{exc}; {what}")
+                await _refuse(writer, peer, f"{exc}; {_remedy(exc)}")
         except TimeoutError:  # a host that died sends no FIN: TCP alone would take minutes
             log.warning("standby %s silent for %.1f s: dropped", peer, STANDBY_SILENCE_S)
         finally:
