@@ -17,7 +17,7 @@ log = logging.getLogger("ringex")
 FD_MARGIN = 64
 
 
-def connections_room(wanted: int) -> int:
+def connections_room(wanted: int, *, warn: bool = True) -> int:
     """Raise this process's soft RLIMIT_NOFILE towards its hard one, far enough for
     ``wanted`` connections (1024 is the usual soft limit, a fifth of the market data's 5000);
     returns how many connections fit. Past it an accept would fail (EMFILE) and the client
@@ -36,7 +36,7 @@ def connections_room(wanted: int) -> int:
     if soft == resource.RLIM_INFINITY:
         return wanted
     room = max(1, soft - in_use - FD_MARGIN)
-    if room < wanted:
+    if room < wanted and warn:  # (a caller that fits several kinds of files says its own)
         log.warning(
             "max_connections %d does not fit %d open files (RLIMIT_NOFILE hard "
             "limit %s): at most %d connections, the others answered 503", wanted, soft, hard, room,

@@ -11,6 +11,8 @@ a ``Gate`` first. Both refuse alike: a 503 naming the limit, then the close.
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -21,6 +23,8 @@ from procs.common.open_files import connections_room
 from procs.gateway import api_errors as codes
 from procs.gateway.fast_request import error_bytes
 from procs.gateway.rest_fast import FastLane
+
+log = logging.getLogger("ringex.rest")
 
 
 class RestConnections:
@@ -42,9 +46,17 @@ class RestConnections:
         # a private stream holds two slot locks besides its socket (``stream_slots.py``):
         # n connections take n + 2 min(n, streams) descriptors (review 81: the locks of
         # max_connections streams reserved first left one connection where hundreds fit)
-        room = connections_room(fix + wanted + 2 * min(streams, wanted)) - fix
+        room = connections_room(fix + wanted + 2 * min(streams, wanted), warn=False) - fix
         fitted = min(wanted, room - 2 * streams) if room >= 3 * streams else room // 3
         self.max_connections = max(1, fitted)
+        if self.max_connections < wanted:  # in the operator's terms (review 82)
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            log.warning(
+                "max_connections %d does not fit the open files (RLIMIT_NOFILE %s, hard %s) "
+                "beside %d FIX sessions' and the private streams' slot locks: at most %d "
+                "connections, the others answered 503", wanted, soft, hard,
+                self.gw.max_sessions, self.max_connections,
+            )  # fmt: skip
 
     def _gate(self) -> Gate:
         """A connection of the REST port without the fast lane (``fast_lane = false``)."""

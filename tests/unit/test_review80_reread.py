@@ -137,7 +137,7 @@ def test_the_ports_descriptor_budget_counts_the_streams_slot_locks(
     assert per_stream == 2
     asked: list[int] = []
 
-    def room(wanted: int) -> int:
+    def room(wanted: int, **_: object) -> int:
         asked.append(wanted)
         return wanted  # the soft limit raised as far as asked
 

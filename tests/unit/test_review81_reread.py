@@ -94,7 +94,8 @@ def test_the_port_takes_as_many_connections_as_fit_with_their_streams_locks(
     the limit is ``max(1, ...)``: 1. Every REST client but one is answered 503 (before
     2a56c89 the same gateway took 1,500)."""
     available = 5_500
-    monkeypatch.setattr(rest_connections, "connections_room", lambda wanted: min(wanted, available))
+    fake = lambda wanted, **_: min(wanted, available)  # noqa: E731
+    monkeypatch.setattr(rest_connections, "connections_room", fake)
     rest = RestConfig()
     assert (rest.max_connections, rest.max_streams) == (2_000, 1_000)
     gateway = SimpleNamespace(gw=SimpleNamespace(max_sessions=1_000), rest=rest)
@@ -115,7 +116,7 @@ def test_the_port_is_not_fitted_down_where_the_descriptors_suffice(
     and ``max_streams`` above ``max_connections`` reserves locks for the connections only."""
     asked: list[int] = []
 
-    def room(wanted: int) -> int:
+    def room(wanted: int, **_: object) -> int:
         asked.append(wanted)
         return wanted
 

@@ -115,7 +115,7 @@ def test_the_ports_limit_is_fitted_within_the_descriptors(
     sessions' descriptors: the limit is 3, though ``max_connections`` asks for 2,000."""
     fix = 4 * harness.cfg.gateways[0].max_sessions
     # (``wanted - 1_997`` until review 81: room that grew with what was asked)
-    monkeypatch.setattr(rest_connections, "connections_room", lambda wanted: fix + 3 * 3)
+    monkeypatch.setattr(rest_connections, "connections_room", lambda wanted, **_: fix + 3 * 3)
 
     async def scenario(api: RestApi, url: str) -> None:
         assert api.rest.max_connections == 2_000 and api.max_connections == 3
