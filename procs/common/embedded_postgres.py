@@ -14,6 +14,7 @@ as the ``postgres`` user (else ``nobody``) and owns its directory.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import hashlib
@@ -23,6 +24,7 @@ import pwd
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -225,11 +227,7 @@ class EmbeddedPostgres:
         Processes that start the same cluster at once (a writer, ``ringex replay --to-db``, a
         test) take turns on a lock file beside it: initdb writes PG_VERSION early, so one that
         looked while another's initdb ran would start a half-made cluster."""
-        lock = self.lock_path
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        # read-only: whoever made the file, any user that may read it can take the lock
-        with open(os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644), "rb") as held:
-            fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
+        with self._turn():
             self.init()
             self._settle()
             if not self.running():
@@ -248,6 +246,16 @@ class EmbeddedPostgres:
                     conn.execute(f"CREATE DATABASE {DATABASE}")
         log.info("embedded PostgreSQL at %s (binaries %s)", self.data, self.bin_dir)
         return self.dsn
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """The lock file beside the cluster, held: starts and stops take turns on it."""
+        lock = self.lock_path
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        # read-only: whoever made the file, any user that may read it can take the lock
+        with open(os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644), "rb") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
+            yield
 
     def _settle(self, timeout_s: float = 60.0) -> None:
         """Wait while a server is running but takes no connection: one shutting down (a
@@ -269,10 +277,7 @@ class EmbeddedPostgres:
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``mode``: smart, fast or immediate); nothing when it is down.
         Under the start's lock: a start waits for a stop under way to end."""
-        lock = self.lock_path
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644), "rb") as held:
-            fcntl.flock(held, fcntl.LOCK_EX)
+        with self._turn():
             if self.running():
                 argv = self._cmd("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
                 self._check(argv, f"pg_ctl stop of {self.data}")

@@ -210,12 +210,7 @@ def _recover(
 ) -> Recovered:
     started = time.perf_counter()
     sequencer, matchers, start = from_snapshot(cfg) if use_snapshot else (*fresh(cfg), None)
-    reader = JournalReader(  # (archived segments: a demote past them sets snapshots aside)
-        journal_dir(cfg),
-        slot_size=codec.slot_size,
-        schema_id=codec.journal_schema_id,
-        archive=journal_archive_dir(cfg),
-    )
+    reader = journal_reader(cfg, codec)  # (archived: a demote past them sets snapshots aside)
     # what is made again must have been sequenced under this build's rules; the tail's part
     # before the snapshot is only looked at
     replayed_from = reader.under(RULES_VERSION)
@@ -317,13 +312,7 @@ def journal_commands(
     if upto is not None and upto <= after:
         return  # nothing to read: not even the entry past ``upto`` that would end the loop
     mine = {cfg.symbol(s).id for s in cfg.matcher(name).symbols} | {0}
-    reader = JournalReader(
-        directory,
-        slot_size=codec.slot_size,
-        schema_id=codec.journal_schema_id,
-        archive=journal_archive_dir(cfg),  # (a matcher's own snapshot older than the bound)
-        rules=RULES_VERSION,
-    )
+    reader = journal_reader(cfg, codec, rules=RULES_VERSION)  # (an own snapshot, archived)
     for seq, image in reader.entries(after + 1):
         if upto is not None and seq > upto:
             return
@@ -366,12 +355,7 @@ def unrouted(
     missing: dict[str, list[Record]] = {name: [] for name in first}
     if not first:
         return missing
-    reader = JournalReader(  # from a quiet matcher's held seq: perhaps archived (review 75)
-        journal_dir(cfg),
-        slot_size=codec.slot_size,
-        schema_id=codec.journal_schema_id,
-        archive=journal_archive_dir(cfg),
-    )
+    reader = journal_reader(cfg, codec)  # from a quiet matcher's held seq: archived? (75)
     route = recovered.sequencer.matchers_for
     for seq, image in reader.entries(min(first.values())):
         if seq > last_seq:
@@ -484,6 +468,21 @@ def _exchange_books(
             return seq, books
         below = seq - 1
     return None
+
+
+def journal_reader(
+    cfg: RingexConfig, codec: RecordCodec, *, rules: int | None = None
+) -> JournalReader:
+    """A reader of the instance's journal that reads archived segments where the journal no
+    longer has them (``journal.archive_dir``): what reads from a seq a snapshot, a standby
+    or a history hash may name."""
+    return JournalReader(
+        journal_dir(cfg),
+        slot_size=codec.slot_size,
+        schema_id=codec.journal_schema_id,
+        archive=journal_archive_dir(cfg),
+        rules=rules,
+    )
 
 
 def journal_end(cfg: RingexConfig, codec: RecordCodec | None = None) -> int | None:

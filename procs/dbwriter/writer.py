@@ -33,11 +33,11 @@ import psycopg
 
 from config.schema import RingexConfig
 from procs.common.durable import fsync_file
-from procs.common.journal import DirectoryLock, JournalError, JournalReader, list_segments
+from procs.common.journal import DirectoryLock, JournalError, list_segments
 from procs.common.journal_durable import durable_upto
 from procs.common.record_codec import RecordCodec
 from procs.common.rules_version import RULES_VERSION
-from procs.common.topology import journal_archive_dir, journal_dir
+from procs.core.recovery import journal_reader
 from procs.dbwriter.committer import Committer, share_the_gil
 from procs.dbwriter.projection import Batch
 from procs.dbwriter.replay import Follower, snapshot_store
@@ -114,12 +114,7 @@ class DbWriter:
         self.options = options or WriterOptions()
         self.codec = codec or RecordCodec()
         self.store = PgStore(dsn, cfg)
-        self.reader = JournalReader(
-            journal_dir(cfg),
-            slot_size=self.codec.slot_size,
-            schema_id=self.codec.journal_schema_id,
-            archive=journal_archive_dir(cfg),  # a restored backup may be older than it
-        )
+        self.reader = journal_reader(cfg, self.codec)  # a restored backup may be older
         #: what is executed again, the rows made from it: of this build's rules only (a read
         #: of an entry's CRC only looks, through ``reader``)
         self.replayed = self.reader.under(RULES_VERSION)

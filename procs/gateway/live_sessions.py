@@ -10,10 +10,11 @@ releases all of its own (the kernel drops a dead process's locks).
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 from typing import Any
+
+from procs.common.file_locks import try_lock
 
 
 class LiveSessions(dict[str, Any]):
@@ -29,12 +30,8 @@ class LiveSessions(dict[str, Any]):
         """Take ``comp_id`` for this process; False while another gateway serves it."""
         if comp_id in self._locks:
             return True
-        path = self.directory / f"{comp_id.encode().hex()}.lock"  # any CompID, one file name
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock(self.directory / f"{comp_id.encode().hex()}.lock")  # any CompID: a name
+        if fd is None:
             return False
         self._locks[comp_id] = fd
         return True

@@ -13,10 +13,11 @@ a lock file another process may be opening would let two streams hold "one" slot
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 from pathlib import Path
+
+from procs.common.file_locks import try_lock
 
 
 class StreamSlot:
@@ -59,14 +60,7 @@ class StreamSlots:
     def _one(self, stem: str, limit: int) -> int | None:
         """The descriptor of a free slot of ``stem`` it locked, or None: all ``limit`` held."""
         for k in range(limit):
-            fd = os.open(self.directory / f"{stem}-{k}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
+            fd = try_lock(self.directory / f"{stem}-{k}.lock")
+            if fd is not None:
+                return fd
         return None

@@ -42,6 +42,7 @@ from procs.common.topology import (
     postgres_dir,
     snapshot_dir,
 )
+from procs.core.recovery import journal_reader
 from procs.replica import cluster
 from procs.replica.wire import (
     MAX_DIGESTS,
@@ -110,12 +111,7 @@ async def _ask_digests(host: str, port: int, seqs: list[int]) -> Digests:
 def _own_digests(cfg: RingexConfig, seqs: list[int]) -> dict[int, bytes]:
     """This journal's history hash before each of ``seqs`` (one pass)."""
     codec = RecordCodec()
-    reader = JournalReader(
-        journal_dir(cfg),
-        slot_size=codec.slot_size,
-        schema_id=codec.journal_schema_id,
-        archive=journal_archive_dir(cfg),
-    )
+    reader = journal_reader(cfg, codec)
     return hashes_before(reader.entries(1, foreign="yield"), seqs)
 
 

@@ -40,7 +40,8 @@ from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.rules_version import RULES_VERSION
 from procs.common.run_files import process_start
-from procs.common.topology import gateway_root, journal_archive_dir, journal_dir
+from procs.common.topology import gateway_root, journal_dir
+from procs.core.recovery import journal_reader
 from procs.replica import cluster
 from procs.replica.files import CHUNK, FileShipper, shipped_files
 from procs.replica.tail import JournalTail
@@ -117,12 +118,7 @@ class ReplicationSource:
         self._started = process_start(os.getpid())  # its status names it by pid and start
         codec = RecordCodec()
         self.records: Build = (codec.journal_schema_id, codec.slot_size, RULES_VERSION)
-        self.reader = JournalReader(  # from seq 1: the history hash reads archived segments
-            journal_dir(cfg),
-            slot_size=codec.slot_size,
-            schema_id=codec.journal_schema_id,
-            archive=journal_archive_dir(cfg),
-        )
+        self.reader = journal_reader(cfg, codec)  # from seq 1: archived segments too
         #: what is shipped: a standby executes it again, so only entries of this build's
         #: rules (``JournalRulesError``: the standby is refused, saying why)
         self.shipped = self.reader.under(RULES_VERSION)

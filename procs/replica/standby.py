@@ -33,13 +33,13 @@ import time
 from config.schema import RingexConfig
 from procs.common.durable import make_dirs
 from procs.common.epochs import Epochs, EpochsError, JournalFencedError
-from procs.common.journal import JournalArchivedError, JournalReader
+from procs.common.journal import JournalArchivedError
 from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.rules_version import RULES_VERSION
 from procs.common.snapshots import SnapshotStore
-from procs.common.topology import gateway_root, journal_archive_dir, journal_dir, snapshot_dir
-from procs.core.recovery import recover, write_snapshot
+from procs.common.topology import gateway_root, journal_dir, snapshot_dir
+from procs.core.recovery import journal_reader, recover, write_snapshot
 from procs.replica import cluster
 from procs.replica.files import FileReceiver
 from procs.replica.market import HotMarket
@@ -94,12 +94,7 @@ class Standby:
         self.state = recover(cfg, codec=codec, observe=self._observe)
         self.history = History()
         if directory.exists():
-            reader = JournalReader(
-                directory,
-                slot_size=codec.slot_size,
-                schema_id=codec.journal_schema_id,
-                archive=journal_archive_dir(cfg),  # its history from seq 1, archived or not
-            )
+            reader = journal_reader(cfg, codec)  # its history from seq 1, archived or not
             try:
                 for _seq, image in reader.entries(1, foreign="yield"):  # (hashed only)
                     self.history.update(image)
