@@ -355,19 +355,12 @@ class JournalReader:
         if not segments:
             return None
         first, path = segments[-1]
-        size_e = self.layout.size
         with open(path, "rb", buffering=0) as f:
             _, rules, schema = self._header(path, f, first)
             size = os.fstat(f.fileno()).st_size
-            count, partial = divmod(size - HEADER_SIZE, size_e)
-            if partial == 0 and count == 0:
-                return _Tail(path, HEADER_SIZE, first - 1, size, rules, schema)
-            if partial == 0:
-                f.seek(size - size_e)
-                entry = f.read(size_e)
-                seq, crc = self.layout.seq_crc.unpack(entry)
-                if seq == first + count - 1 and zlib.crc32(entry[: self.layout.body]) == crc:
-                    return _Tail(path, size, seq, size, rules, schema)
+            last = self._sound_end(f, first, size)
+            if last is not None:
+                return _Tail(path, size, last, size, rules, schema)
         return _drain(self._scan(path, first, first, last=True, expect_first=None, foreign="yield"))
 
     def _header(self, path: Path, f: io.FileIO, name_seq: int) -> tuple[int, int, int]:
@@ -418,15 +411,25 @@ class JournalReader:
         the entries end). A partial entry in any other is corruption, as a scan says."""
         size_e = self.layout.size
         count, partial = divmod(size - HEADER_SIZE, size_e)
-        if not last:
-            if partial:
-                raise JournalCorruptError(
-                    path, size - partial, f"{partial} bytes of a partial entry (entries are "
-                    f"{size_e} bytes) in a segment that is not the last"
-                )  # fmt: skip
-            return first + count - 1
-        if partial or not count:
-            return None if partial else first - 1
+        if last:
+            return self._sound_end(f, first, size)
+        if partial:
+            raise JournalCorruptError(
+                path, size - partial, f"{partial} bytes of a partial entry (entries are "
+                f"{size_e} bytes) in a segment that is not the last"
+            )  # fmt: skip
+        return first + count - 1
+
+    def _sound_end(self, f: io.FileIO, first: int, size: int) -> int | None:
+        """The seq of the last entry of the segment open as ``f`` (from ``first``, ``size``
+        bytes) where it ends on a whole, sound entry (``first - 1``: none), else None: a
+        scan must say where its entries end (a torn tail)."""
+        size_e = self.layout.size
+        count, partial = divmod(size - HEADER_SIZE, size_e)
+        if partial:
+            return None
+        if not count:
+            return first - 1
         f.seek(size - size_e)
         entry = f.read(size_e)
         seq, crc = self.layout.seq_crc.unpack_from(entry)

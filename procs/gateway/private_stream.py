@@ -157,18 +157,20 @@ class PrivateStreams:
                     sub.push(name, data)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        api = self.api
-        key, slot = self._admit(request)  # a refusal asked as a close is one: the middleware's
+        key, slot = self._admit(request)  # (refused as a close: the middleware, refuse_in_band)
         try:
-            # pings answered below, counted with the other frames (``MAX_CLIENT_FRAMES_PER_S``)
-            ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096, autoping=False)
-            sub = Subscriber(
-                ws, key.key, key.account, self.queue_limit, request.transport, self.close_grace_s
-            )
-        except BaseException:
+            return await self._serve(request, key)
+        finally:  # the slots across the gateways, whatever ended the stream
             if slot is not None:
                 slot.release()
-            raise
+
+    async def _serve(self, request: web.Request, key: ApiKey) -> web.StreamResponse:
+        api = self.api
+        # pings answered below, counted with the other frames (``MAX_CLIENT_FRAMES_PER_S``)
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096, autoping=False)
+        sub = Subscriber(
+            ws, key.key, key.account, self.queue_limit, request.transport, self.close_grace_s
+        )
         # counted before the handshake's await: upgrades at the same moment see each other
         self.count += 1
         self.by_account.setdefault(key.account, set()).add(sub)
@@ -190,11 +192,7 @@ class PrivateStreams:
                         await ws.pong(msg.data)
                 api.core.touch(key.account, key.session, time.monotonic())
         finally:
-            try:
-                await self._end(sub)
-            finally:
-                if slot is not None:
-                    slot.release()
+            await self._end(sub)
         return ws
 
     def _admit(self, request: web.Request) -> tuple[ApiKey, StreamSlot | None]:
@@ -235,7 +233,8 @@ class PrivateStreams:
             return key, None
         slot = self.slots.take(key.key, key.account)  # its other gateways' streams too
         if slot == "key":
-            raise _too_many("this API key (at the instance's gateways)", *[self.max_per_key] * 2)
+            limit = self.max_per_key
+            raise _too_many("this API key (at the instance's gateways)", limit, limit)
         if slot == "account":
             limit = self.max_per_account
             raise _too_many("this account (all its keys, at the instance's gateways)", limit, limit)
