@@ -27,8 +27,15 @@ end and its writer begins a segment of its own, so the segments the snapshot cov
 looked at (their tail, their last seq). ``entries`` takes what to do with another layout's
 entries: refuse them (the default: what is decoded), pass over them (the router's reread
 window before its snapshot, whose commands no ring of this build can hold), or yield them
-(what only hashes or compares the images: replication's history, ``demote``'s probes). The
-slot size, which fixes the entries' size, is checked at the header.
+(what only hashes or compares the images: replication's history, ``demote``'s probes).
+
+``slot size`` fixes the size of a segment's entries, and each segment is read with its own.
+A build of another slot size (a field added to an event grows every slot: the slot holds the
+largest record) reads an older segment's images re-framed to its own slots
+(``record_codec.reframe_slot``: the record's length and bytes kept, the padding resized),
+so every image a reader yields has its slot size and hashes alike on both sides of a
+replication; an entry whose record does not fit this build's slot is refused
+(``JournalFormatError``). Its writer begins a segment of its own, as for other rules.
 
 Durability. ``append`` writes a whole batch with one ``write`` per segment (group commit);
 the ``fsync`` policy decides when it is made durable: ``"batch"`` fsyncs at the end of every
@@ -72,6 +79,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Literal
 
+from procs.common.record_codec import reframe_slot
+
 log = logging.getLogger("ringex.journal")
 
 
@@ -82,9 +91,14 @@ SUFFIX: Final = ".journal"
 _READ_CHUNK: Final = 4 * 2**20  # bytes per read while replaying, rounded down to whole entries
 
 _HEADER = struct.Struct("<8sHHIIIQQq12x")  # everything but the trailing CRC
+#: Where the header keeps the entry size and the slot size (for a look without a reader).
+ENTRY_SIZE_AT: Final = 12
+SLOT_SIZE_AT: Final = 16
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 _NAME_DIGITS: Final = 20
+#: The largest slot size a header may declare: a record's length is a u16.
+MAX_SLOT_SIZE: Final = 1 << 16
 
 
 #: A journal schema id -> older ids of the same layouts, which segments written by earlier
@@ -164,13 +178,24 @@ class EntryLayout:
     """Sizes of one journal's entries, which follow from its slot size."""
 
     def __init__(self, slot_size: int) -> None:
-        if slot_size < 1:
-            raise ValueError(f"slot_size {slot_size} must be at least 1")
+        if not 1 <= slot_size <= MAX_SLOT_SIZE:
+            raise ValueError(f"slot_size {slot_size} must be within 1..{MAX_SLOT_SIZE}")
         self.slot_size = slot_size
         self.body = 8 + slot_size  # seq and image: what the CRC covers
         self.size = -(-(self.body + 4) // 8) * 8
         # iter_unpack over whole entries gives (seq, crc) without copying images
         self.seq_crc = struct.Struct(f"<Q{slot_size}xI{self.size - self.body - 4}x")
+
+
+_LAYOUTS: dict[int, EntryLayout] = {}
+
+
+def entry_layout(slot_size: int) -> EntryLayout:
+    """The (shared) ``EntryLayout`` of ``slot_size``."""
+    layout = _LAYOUTS.get(slot_size)
+    if layout is None:
+        layout = _LAYOUTS[slot_size] = EntryLayout(slot_size)
+    return layout
 
 
 def segment_name(first_seq: int) -> str:
@@ -207,6 +232,7 @@ class _Tail:
     size: int  # the file's size when scanned
     rules: int  # the rules version its header records
     schema: int  # and the schema id
+    slot_size: int  # and the slot size its entries were written with
 
 
 def _drain(scan: Generator[tuple[int, memoryview], None, _Tail]) -> _Tail:
@@ -293,6 +319,12 @@ class JournalReader:
         with open(path, "rb", buffering=0) as f:
             return self._header(path, f, first)[1]
 
+    def segment_layout(self, first: int, path: Path) -> EntryLayout:
+        """The layout of the entries of ``path`` (the segment from ``first``): its slot size's,
+        which may be another build's."""
+        with open(path, "rb", buffering=0) as f:
+            return self._header(path, f, first)[3]
+
     def last_seq(self) -> int:
         """The seq of the last good entry (0 for an empty journal)."""
         tail = self._tail()
@@ -356,16 +388,18 @@ class JournalReader:
             return None
         first, path = segments[-1]
         with open(path, "rb", buffering=0) as f:
-            _, rules, schema = self._header(path, f, first)
+            _, rules, schema, layout = self._header(path, f, first)
             size = os.fstat(f.fileno()).st_size
-            last = self._sound_end(f, first, size)
+            last = self._sound_end(f, first, size, layout)
             if last is not None:
-                return _Tail(path, size, last, size, rules, schema)
-        return _drain(self._scan(path, first, first, last=True, expect_first=None, foreign="yield"))
+                return _Tail(path, size, last, size, rules, schema, layout.slot_size)
+        scan = self._scan(path, first, first, last=True, expect_first=None, yielding=False)
+        return _drain(scan)
 
-    def _header(self, path: Path, f: io.FileIO, name_seq: int) -> tuple[int, int, int]:
-        """Check ``path``'s header against this reader and its name; return its first seq,
-        its rules version and its schema id (checked at a yield: ``_foreign``)."""
+    def _header(self, path: Path, f: io.FileIO, name_seq: int) -> tuple[int, int, int, EntryLayout]:
+        """Check ``path``'s header and its name; return its first seq, its rules version, its
+        schema id (checked at a yield: ``_foreign``) and its entries' layout (its own slot
+        size: images of another are re-framed as they are yielded)."""
         data = f.read(HEADER_SIZE)
         if len(data) < HEADER_SIZE:
             raise JournalCorruptError(
@@ -385,17 +419,25 @@ class JournalReader:
         checks = (
             (8, "format version", version, VERSION),
             (10, "header size", header_size, HEADER_SIZE),
-            (16, "slot_size", slot_size, self.layout.slot_size),
-            (12, "entry size", entry_size, self.layout.size),
         )
         for offset, name, found, expected in checks:
             if found != expected:
                 raise _format_error(path, offset, name, found, expected)
+        if not 1 <= slot_size <= MAX_SLOT_SIZE:
+            raise JournalCorruptError(
+                path, 16, f"slot size {slot_size} is outside 1..{MAX_SLOT_SIZE}"
+            )
+        layout = entry_layout(slot_size)
+        if entry_size != layout.size:
+            raise JournalCorruptError(
+                path, 12, f"entry size {entry_size}, but {slot_size}-byte slots make "
+                f"{layout.size}-byte entries"
+            )  # fmt: skip
         if first != name_seq:
             raise JournalCorruptError(
                 path, 32, f"header first seq {first} differs from the file name's {name_seq}"
             )
-        return int(first), int(rules), int(schema)
+        return int(first), int(rules), int(schema), layout
 
     def _foreign(self, schema: int) -> bool:
         """Whether a segment of ``schema`` holds another layout's entries than this reader's
@@ -403,16 +445,16 @@ class JournalReader:
         return schema != self.schema_id and schema not in self._aliases
 
     def _passed_over(
-        self, f: io.FileIO, path: Path, first: int, size: int, last: bool
+        self, f: io.FileIO, path: Path, first: int, size: int, last: bool, layout: EntryLayout
     ) -> int | None:
         """The last seq of a segment ``entries(foreign="skip")`` passes over, from its size
         without reading its entries (review 78), or None where they must be read: the last
         segment when its last entry is not sound as it stands (a torn tail's scan says where
         the entries end). A partial entry in any other is corruption, as a scan says."""
-        size_e = self.layout.size
+        size_e = layout.size
         count, partial = divmod(size - HEADER_SIZE, size_e)
         if last:
-            return self._sound_end(f, first, size)
+            return self._sound_end(f, first, size, layout)
         if partial:
             raise JournalCorruptError(
                 path, size - partial, f"{partial} bytes of a partial entry (entries are "
@@ -420,11 +462,11 @@ class JournalReader:
             )  # fmt: skip
         return first + count - 1
 
-    def _sound_end(self, f: io.FileIO, first: int, size: int) -> int | None:
+    def _sound_end(self, f: io.FileIO, first: int, size: int, layout: EntryLayout) -> int | None:
         """The seq of the last entry of the segment open as ``f`` (from ``first``, ``size``
         bytes) where it ends on a whole, sound entry (``first - 1``: none), else None: a
         scan must say where its entries end (a torn tail)."""
-        size_e = self.layout.size
+        size_e = layout.size
         count, partial = divmod(size - HEADER_SIZE, size_e)
         if partial:
             return None
@@ -432,8 +474,8 @@ class JournalReader:
             return first - 1
         f.seek(size - size_e)
         entry = f.read(size_e)
-        seq, crc = self.layout.seq_crc.unpack_from(entry)
-        if seq == first + count - 1 and zlib.crc32(entry[: self.layout.body]) == crc:
+        seq, crc = layout.seq_crc.unpack_from(entry)
+        if seq == first + count - 1 and zlib.crc32(entry[: layout.body]) == crc:
             return int(seq)
         return None
 
@@ -446,14 +488,16 @@ class JournalReader:
         last: bool,
         expect_first: int | None,
         foreign: Foreign = "refuse",
+        yielding: bool = True,
     ) -> Generator[tuple[int, memoryview], None, _Tail]:
         """Yield ``path``'s verified entries from ``from_seq`` (``entries``' ``foreign``
-        says what of another layout's); return where they end."""
-        layout = self.layout
-        size_e, body = layout.size, layout.body
-        iter_unpack, crc32 = layout.seq_crc.iter_unpack, zlib.crc32
+        says what of another layout's; none, not ``yielding``); return where they end."""
         with self._open_segment(path) as f:
-            first, rules, schema = self._header(path, f, name_seq)
+            first, rules, schema, layout = self._header(path, f, name_seq)
+            size_e, body = layout.size, layout.body
+            iter_unpack, crc32 = layout.seq_crc.iter_unpack, zlib.crc32
+            slot = self.layout.slot_size
+            reframed = layout.slot_size != slot  # another build's slots: re-framed to ours
             if expect_first is not None and first != expect_first:
                 raise JournalCorruptError(
                     path, 32, f"first seq {first}, but the previous segment ends at "
@@ -464,11 +508,12 @@ class JournalReader:
             # entries sequenced under other rules are refused at the first one to yield (a torn
             # tail is none); ``refused`` stays False past it, a check per entry of one bool
             other = foreign != "yield" and self._foreign(schema)
-            skip = other and foreign == "skip"  # (passed over whatever its rules)
+            # passed over whatever its rules (and not yielding: only where they end is asked)
+            skip = (other and foreign == "skip") or not yielding
             if skip:  # passed over unread where it can be (a search that probes each seq
-                passed = self._passed_over(f, path, first, size, last)  # reads no run of them)
-                if passed is not None:
-                    return _Tail(path, size, passed, size, rules, schema)
+                passed = self._passed_over(f, path, first, size, last, layout)  # (no run of
+                if passed is not None:  # them is read)
+                    return _Tail(path, size, passed, size, rules, schema, layout.slot_size)
             refused = not skip and self.rules is not None and rules != self.rules
             if other and not skip:  # refused at the first entry to yield, as rules are
                 refused = True
@@ -482,14 +527,21 @@ class JournalReader:
                 for seq, crc in iter_unpack(view[:whole]):
                     if seq != expect or crc32(chunk[pos : pos + body]) != crc:  # bytes: cheaper
                         self._bad_entry(
-                            f, path, offset + pos, view[pos : pos + size_e], expect, last
+                            f, path, offset + pos, view[pos : pos + size_e], expect, last, layout
                         )
-                        return _Tail(path, offset + pos, expect - 1, size, rules, schema)
+                        return _Tail(
+                            path, offset + pos, expect - 1, size, rules, schema, layout.slot_size
+                        )
                     if refused:
                         if other:
                             raise _format_error(path, 24, "schema_id", schema, self.schema_id)
                         raise JournalRulesError(path, first, rules, self.rules or 0)
-                    if not skip:
+                    if reframed and not skip:
+                        image = reframe_slot(view[pos + 8 : pos + body], slot)
+                        if image is None:
+                            raise self._too_large(path, offset + pos, seq, view, pos, layout)
+                        yield seq, memoryview(image)
+                    elif not skip:
                         yield seq, view[pos + 8 : pos + body]
                     pos += size_e
                     expect += 1
@@ -500,22 +552,42 @@ class JournalReader:
                             path, offset, f"{len(chunk) - whole} bytes of a partial entry "
                             f"(entries are {size_e} bytes) in a segment that is not the last"
                         )  # fmt: skip
-                    return _Tail(path, offset, expect - 1, size, rules, schema)
-            return _Tail(path, offset, expect - 1, size, rules, schema)
+                    return _Tail(path, offset, expect - 1, size, rules, schema, layout.slot_size)
+            return _Tail(path, offset, expect - 1, size, rules, schema, layout.slot_size)
+
+    def _too_large(
+        self, path: Path, offset: int, seq: int, view: memoryview, pos: int, layout: EntryLayout
+    ) -> JournalFormatError:
+        """The error for an entry of a segment of another slot size whose record does not
+        fit this reader's slot (or whose length does not fit its own)."""
+        length = view[pos + 8] | view[pos + 9] << 8
+        return JournalFormatError(
+            path, offset, f"entry of seq {seq} holds a {length}-byte record in a "
+            f"{layout.slot_size}-byte slot; this build's {self.layout.slot_size}-byte slots "
+            f"hold records of up to {self.layout.slot_size - 10} bytes: run the build that "
+            "wrote it, or upgrade from a snapshot at the journal's end (README, the journal)",
+        )  # fmt: skip
 
     def _bad_entry(
-        self, f: io.FileIO, path: Path, offset: int, entry: memoryview, expect: int, last: bool
+        self,
+        f: io.FileIO,
+        path: Path,
+        offset: int,
+        entry: memoryview,
+        expect: int,
+        last: bool,
+        layout: EntryLayout,
     ) -> None:
         """Raise unless the bad entry at ``offset`` is a torn tail."""
-        seq, stored = self.layout.seq_crc.unpack(entry)
-        computed = zlib.crc32(entry[: self.layout.body])
+        seq, stored = layout.seq_crc.unpack(entry)
+        computed = zlib.crc32(entry[: layout.body])
         if stored == computed:
             raise JournalCorruptError(path, offset, f"entry has seq {seq}, expected {expect}")
         what = f"CRC {stored:#010x}, computed {computed:#010x} (seq field {seq}, expected {expect})"
         if not last:
             raise JournalCorruptError(path, offset, f"{what} in a segment that is not the last")
-        f.seek(offset + self.layout.size)
-        at = offset + self.layout.size
+        f.seek(offset + layout.size)
+        at = offset + layout.size
         while rest := f.read(_READ_CHUNK):
             if rest.count(0) != len(rest):
                 nonzero = at + len(rest) - len(rest.lstrip(b"\0"))

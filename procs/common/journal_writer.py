@@ -37,6 +37,7 @@ from procs.common.journal import (
     JournalError,
     JournalReader,
     JournalSequenceError,
+    entry_layout,
     list_segments,
     pack_header,
     segment_name,
@@ -120,11 +121,12 @@ class JournalWriter:
             self._written = start_seq - 1 if tail is None else tail.last_seq
             if tail is not None:
                 self._fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND)
-                self._count = (tail.good_end - HEADER_SIZE) // layout.size
+                self._count = (tail.good_end - HEADER_SIZE) // entry_layout(tail.slot_size).size
                 os.fsync(self._fd)  # what a crashed run left in the page cache is durable now
-                # the next append begins a segment of these rules and this schema id (an
-                # earlier build's segment, read under a legacy alias, is never appended to)
-                if tail.rules != rules or tail.schema != schema_id:
+                # the next append begins a segment of these rules, this schema id and this
+                # slot size (an earlier build's segment, read under a legacy alias or with
+                # its images re-framed, is never appended to)
+                if (tail.rules, tail.schema, tail.slot_size) != (rules, schema_id, slot_size):
                     os.close(self._fd)
                     if self._count == 0:  # holds nothing: the new one takes its name
                         tail.path.unlink()
@@ -454,7 +456,6 @@ def cut_after(
     standby was promoted. Holds the directory's lock (``locked``: the caller holds it): no
     writer may have it open."""
     reader = JournalReader(directory, slot_size=slot_size, schema_id=schema_id)
-    layout = EntryLayout(slot_size)
     with contextlib.nullcontext() if locked else DirectoryLock(directory):
         last = reader.last_seq()
         if last <= seq:
@@ -491,6 +492,7 @@ def cut_after(
                 path.unlink()
                 continue
             fsync_dir(directory)
+            layout = reader.segment_layout(first_seq, path)  # (an older build's slots, maybe)
             keep = HEADER_SIZE + max(0, seq + 1 - first_seq) * layout.size
             with open(path, "r+b") as f:
                 if os.fstat(f.fileno()).st_size > keep:

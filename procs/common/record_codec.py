@@ -58,6 +58,19 @@ _LENGTH_SIZE: Final = _LENGTH.size
 _UINT64_PAST_INT64: Final = re.compile(rb"\xcf[\x80-\xff]")
 
 
+def reframe_slot(image: bytes | memoryview, slot_size: int) -> bytes | None:
+    """``image``, a slot image of another size, as a ``slot_size`` one: its length and record
+    kept, zero padding and a zero stamp after them (a journal's stamps are zero). None when
+    its record does not fit a ``slot_size`` slot, or its length says more than it holds.
+    What reads a journal or an order log that a build of another slot size wrote (a field
+    added to an event grows every slot) takes its commands this way."""
+    length = image[0] | image[1] << 8 if len(image) >= _LENGTH_SIZE else 0
+    end = _LENGTH_SIZE + length
+    if length <= 0 or end + STAMP_SIZE > min(len(image), slot_size):
+        return None
+    return bytes(image[:end]) + bytes(slot_size - end)
+
+
 class RecordCodec:
     """Slot codec (``shm.codec.SlotCodec``) for a set of record types.
 

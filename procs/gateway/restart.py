@@ -13,7 +13,7 @@ from config.edges import GatewayConfig
 from config.schema import RingexConfig
 from procs.common.events_after import events_after
 from procs.common.journal import LEGACY_SCHEMA_IDS
-from procs.common.record_codec import RecordCodec
+from procs.common.record_codec import RecordCodec, reframe_slot
 from procs.common.records import Heartbeat, MassCancel, Record
 from procs.common.topology import REPLAY_SOURCE, symbol_rings
 from procs.common.users import UserStore
@@ -161,12 +161,22 @@ class GatewayRestart:
         """The logged commands, less those of another build's layout (an upgrade to a build
         of other journaled commands: ``ringex stop`` has every command answered first, so
         only answered ones are left, but an image is not decoded under another layout, where
-        it would read as another command). They go from ``recovered`` too."""
+        it would read as another command). They go from ``recovered`` too. An image of
+        another slot size (a build whose largest event grew) is re-framed to this build's,
+        as the journal's are: its ring takes only slots of its size."""
         mine = {
             self.codec.journal_schema_id,
             *LEGACY_SCHEMA_IDS.get(self.codec.journal_schema_id, ()),
         }
-        foreign = [s for s, schema in recovered.command_schemas.items() if schema not in mine]
+        foreign = {s for s, schema in recovered.command_schemas.items() if schema not in mine}
+        slot = self.codec.slot_size
+        for seq, (ring, image) in list(recovered.commands.items()):
+            if len(image) != slot and seq not in foreign:
+                reframed = reframe_slot(image, slot)
+                if reframed is None:  # (a record larger than this build's slot: not its own)
+                    foreign.add(seq)
+                else:
+                    recovered.commands[seq] = (ring, reframed)
         for seq in foreign:
             del recovered.commands[seq]
         if foreign:

@@ -8,7 +8,8 @@ is verified (seq, CRC) as the reader does; anything else (no tail position yet, 
 ``from_seq``, the segment ended and a new one exists, a bad entry with nothing good before
 it) goes to ``JournalReader.entries``, which finds the segment, checks its header, tells a
 write in progress (a torn tail) from corruption and raises on the latter. The fast path then
-resumes where that read ended.
+resumes where that read ended, in a segment of this build's slot size (an older build's
+segment is read through ``entries`` to its end, which re-frames its images).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import bisect
 import os
 import zlib
 
-from procs.common.journal import HEADER_SIZE, JournalReader, segment_name
+from procs.common.journal import HEADER_SIZE, SLOT_SIZE_AT, U32, JournalReader, segment_name
 
 
 class JournalTail:
@@ -99,6 +100,9 @@ class JournalTail:
                     raise
                 self._fd = os.open(self.reader.archive / path.name, os.O_RDONLY)
             self._first = first
+            if U32.unpack(os.pread(self._fd, 4, SLOT_SIZE_AT))[0] != self.layout.slot_size:
+                self.close()  # an older build's slots: its images are re-framed by the reader
+                return
         self._next = next_seq
         self._offset = HEADER_SIZE + (next_seq - first) * self.layout.size
 

@@ -55,7 +55,7 @@ from prometheus_client.core import (
 )
 
 from config.schema import RingexConfig
-from procs.common.journal import HEADER_SIZE, EntryLayout, list_segments
+from procs.common.journal import ENTRY_SIZE_AT, HEADER_SIZE, U32, EntryLayout, list_segments
 from procs.common.record_codec import RecordCodec
 from procs.common.stats import (
     GATEWAY_COUNTERS,
@@ -386,16 +386,21 @@ class RingexCollector:
 
 
 def journal_last_seq(directory: Path, entry_size: int) -> int | None:
-    """The seq of the last entry written to the journal, from its last segment's size (no
-    read, no CRC check: a torn tail counts as written); None without a journal."""
+    """The seq of the last entry written to the journal, from its last segment's size and
+    the entry size its header says (``entry_size`` where it says none: an older build's
+    segment has its own; no CRC check: a torn tail counts as written); None without a
+    journal."""
     try:
         segments = list_segments(directory)
         if not segments:
             return 0
         first, path = segments[-1]
-        size = path.stat().st_size
+        with open(path, "rb") as f:
+            size, head = os.fstat(f.fileno()).st_size, f.read(ENTRY_SIZE_AT + U32.size)
     except OSError:  # no journal yet, or a segment archived in between: the next scrape sees
         return None
+    if len(head) == ENTRY_SIZE_AT + U32.size:
+        entry_size = U32.unpack_from(head, ENTRY_SIZE_AT)[0] or entry_size
     return first - 1 + max(0, size - HEADER_SIZE) // entry_size
 
 

@@ -29,7 +29,9 @@ Reviewed:
 
 Faults, each pinned by a test that failed on the code it was written against for the fault
 it names; the first six pass since their fixes (the same session's commits), the seventh's
-README text was corrected and the limit it shows is documented (a strict xfail):
+README text was corrected and the limit it shows was documented (a strict xfail) until
+2026-11-27, when the journal came to read each segment in its own slot size (its images
+re-framed to the reader's: ``tests/unit/common/test_journal_slot_size.py``); it passes since:
 
 1. ``TransferKeys.get`` (transfer_keys.py:51) ages a key against the latest transfer time ever
    accepted, not against its own clock: after the router's clock stepped back more than a
@@ -328,13 +330,6 @@ def _order() -> NewOrder:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, the journal): the slot is sized by the largest record, "
-    "Trade (125 of 128 bytes): a field added to it grows the slot, and older journals are "
-    "refused for their slot size (the journal holds ring slot images; a slot of its own "
-    "would cost the router an encode per command)",
-)
 def test_a_journal_outlives_a_field_added_to_a_trade(tmp_path: Path) -> None:
     """What is wrong: README's journal section (2eec74d) says "a build that changes only an
     event (``Accepted``, ``Trade``, ...) keeps the slot size and replays the journals before

@@ -235,7 +235,8 @@ def test_an_unstamped_logged_command_is_of_the_layout_before_the_stamp(tmp_path:
     finally:
         log.close()
     next_build = cast(
-        GatewayRestart, SimpleNamespace(codec=SimpleNamespace(journal_schema_id=OTHER))
+        GatewayRestart,
+        SimpleNamespace(codec=SimpleNamespace(journal_schema_id=OTHER, slot_size=CODEC.slot_size)),
     )
     assert GatewayRestart._own_layout(next_build, recovered) == {}
 
