@@ -178,6 +178,12 @@ class DbWriter:
                 f"commands. The database holds a history the journal does not: restore it from "
                 f"a backup at or before the journal's lost tail, or write it anew"
             )
+        first_trades = {
+            symbol: book.next_trade_id
+            for matcher in follower.matchers.values()
+            for symbol, book in matcher.books.items()
+        }
+        self._retry(lambda: self.store.rewind_lanes(checkpoint, first_trades), "rewinding lanes")
         self.committed = self._snap_seq = checkpoint
         self.last_crc = crc  # the entry the next batch follows (its prev_crc)
         if self.users is not None:

@@ -75,7 +75,9 @@ def _with_lanes(cfg: RingexConfig, lanes: int) -> RingexConfig:
     )
 
 
-def test_a_lane_ahead_of_the_checkpoint_writes_only_what_it_lacks(tmp_path: Path, dsn: str) -> None:
+def test_a_lane_ahead_of_the_checkpoint_ends_with_every_trade_once(
+    tmp_path: Path, dsn: str
+) -> None:
     cfg = _with_lanes(make_cfg(tmp_path), 2)
     live = build(cfg, 2000)
     writer = DbWriter(cfg, dsn, WriterOptions(batch_rows=300, backoff=Backoff(0.01, 0.1)))
@@ -103,8 +105,11 @@ def test_the_lane_count_changes_once_no_lane_is_ahead(
     assert max(lanes.values()) > at
     restarted = DbWriter(_with_lanes(cfg, 3), dsn, WriterOptions(batch_rows=300))
     restarted.start()
-    assert restarted.store.layout == 2  # else symbol 2 would leave lane 0 under its checkpoint
+    # the open keeps 2 (else symbol 2 would leave lane 0 under its checkpoint), then the
+    # start rewinds the lane ahead (``rewind_lanes``): the new count takes effect at once
     assert "trade lanes stay 2 (configured: 3)" in caplog.text
+    assert "trade lanes [" in caplog.text and "written again from the journal" in caplog.text
+    assert restarted.store.layout == 3
     assert restarted.run(to_end=True) == live.last_seq
     assert restarted.store.layout == 3
     restarted.close()

@@ -3,8 +3,10 @@
 Each test here names a fault: it asserts what the writer promises ("the database equals a
 replay of the journal"; after a crash and restart nothing is lost and nothing is written
 twice); its docstring gives the sequence that triggers it, what is lost or wrong, and where.
-Three are fixed (a "Fixed:" line says how); the lane ahead of a journal that lost its tail
-stays ``xfail(strict=True)``. The crash points this review tried and found right are in
+All four are fixed: three by the review's session (a "Fixed:" line says how), the lane
+ahead of a journal that lost its tail, a strict xfail until 2026-11-27, by ``rewind_lanes``
+(``store.py``): a writer's start deletes a lane's trades past the checkpoint and writes
+them again from the journal. The crash points this review tried and found right are in
 ``test_review40_checked.py``. Everything runs the real writer (``DbWriter``: committer
 thread, trade lanes, checkpoint) into the session's real PostgreSQL
 (``tests/unit/conftest.py``, a database per test) over journals made by the real sequencer
@@ -89,11 +91,6 @@ class _Running:
 # -- faults -------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 40: a trade lane ahead of the checkpoint carries no CRC: a lost journal "
-    "tail (or another writer's journal) leaves its trades filed and the new history's skipped",
-)
 def test_a_lane_ahead_of_a_journal_that_lost_its_tail_is_not_kept_silently(
     tmp_path: Path, dsn: str
 ) -> None:
@@ -117,7 +114,11 @@ def test_a_lane_ahead_of_a_journal_that_lost_its_tail_is_not_kept_silently(
     and the new one's are never filed (here dozens each way), silently; the trades no
     longer add up to the candles, the balances or the orders filled. Expected: refused
     (each lane's row keeps the CRC of the entry at its seq, checked by ``start`` or the
-    lane), or the lane's rows above the checkpoint deleted and written anew."""
+    lane), or the lane's rows above the checkpoint deleted and written anew.
+
+    Fixed: ``DbWriter.start`` has ``PgStore.rewind_lanes`` delete an ahead lane's trades
+    from each of its symbols' first trade id past the checkpoint (the replay state's) and
+    move its row back; the next batch files the journal's."""
     cfg = make_cfg(tmp_path)  # two lanes: BTC-USD on lane 1, ETH-USD on lane 0
     lost = build(cfg, 300, seed=5)
     kept = lost.last_seq
