@@ -79,7 +79,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Literal
 
-from procs.common.record_codec import reframe_slot
+from procs.common.record_codec import SLOT_FRAMING, reframe_slot
 
 log = logging.getLogger("ringex.journal")
 
@@ -271,7 +271,7 @@ class JournalReader:
         self.archive = None if archive is None else Path(archive)
 
     def entries(
-        self, from_seq: int = 1, *, foreign: Foreign = "refuse"
+        self, from_seq: int = 1, *, foreign: Foreign = "refuse", as_stored: bool = False
     ) -> Iterator[tuple[int, memoryview]]:
         """``(seq, slot image)`` for every entry from ``from_seq`` on, verified, in order.
 
@@ -279,7 +279,9 @@ class JournalReader:
         a torn tail; raises ``JournalCorruptError`` on anything else wrong, ``JournalError`` if
         ``from_seq`` precedes the oldest segment (archived). Yields nothing past the end.
         The entries of a segment of another schema id are refused (``JournalFormatError`` at
-        the first), passed over (``foreign="skip"``) or yielded (``"yield"``).
+        the first), passed over (``foreign="skip"``) or yielded (``"yield"``). Those of a
+        segment of another slot size are re-framed to this reader's, or yielded as the
+        segment holds them (``as_stored``: what compares them with a CRC an older build took).
         """
         if from_seq < 1:
             raise ValueError(f"from_seq {from_seq} must be at least 1")
@@ -299,8 +301,9 @@ class JournalReader:
             begin = from_seq if k == start else first
             last = k == len(segments) - 1
             tail = yield from self._scan(
-                path, first, begin, last=last, expect_first=expect_first, foreign=foreign
-            )
+                path, first, begin, last=last, expect_first=expect_first, foreign=foreign,
+                as_stored=as_stored,
+            )  # fmt: skip
             expect_first = tail.last_seq + 1
 
     def under(self, rules: int) -> JournalReader:
@@ -489,6 +492,7 @@ class JournalReader:
         expect_first: int | None,
         foreign: Foreign = "refuse",
         yielding: bool = True,
+        as_stored: bool = False,
     ) -> Generator[tuple[int, memoryview], None, _Tail]:
         """Yield ``path``'s verified entries from ``from_seq`` (``entries``' ``foreign``
         says what of another layout's; none, not ``yielding``); return where they end."""
@@ -497,7 +501,8 @@ class JournalReader:
             size_e, body = layout.size, layout.body
             iter_unpack, crc32 = layout.seq_crc.iter_unpack, zlib.crc32
             slot = self.layout.slot_size
-            reframed = layout.slot_size != slot  # another build's slots: re-framed to ours
+            # another build's slots: re-framed to ours (unless asked for as stored)
+            reframed = layout.slot_size != slot and not as_stored
             if expect_first is not None and first != expect_first:
                 raise JournalCorruptError(
                     path, 32, f"first seq {first}, but the previous segment ends at "
@@ -539,7 +544,9 @@ class JournalReader:
                     if reframed and not skip:
                         image = reframe_slot(view[pos + 8 : pos + body], slot)
                         if image is None:
-                            raise self._too_large(path, offset + pos, seq, view, pos, layout)
+                            raise self._unframed(
+                                path, offset + pos, seq, view[pos + 8 : pos + body], layout
+                            )
                         yield seq, memoryview(image)
                     elif not skip:
                         yield seq, view[pos + 8 : pos + body]
@@ -555,18 +562,29 @@ class JournalReader:
                     return _Tail(path, offset, expect - 1, size, rules, schema, layout.slot_size)
             return _Tail(path, offset, expect - 1, size, rules, schema, layout.slot_size)
 
-    def _too_large(
-        self, path: Path, offset: int, seq: int, view: memoryview, pos: int, layout: EntryLayout
+    def _unframed(
+        self, path: Path, offset: int, seq: int, image: memoryview, layout: EntryLayout
     ) -> JournalFormatError:
-        """The error for an entry of a segment of another slot size whose record does not
-        fit this reader's slot (or whose length does not fit its own)."""
-        length = view[pos + 8] | view[pos + 9] << 8
-        return JournalFormatError(
-            path, offset, f"entry of seq {seq} holds a {length}-byte record in a "
-            f"{layout.slot_size}-byte slot; this build's {self.layout.slot_size}-byte slots "
-            f"hold records of up to {self.layout.slot_size - 10} bytes: run the build that "
-            "wrote it, or upgrade from a snapshot at the journal's end (README, the journal)",
-        )  # fmt: skip
+        """The error for an image of a segment of another slot size that ``reframe_slot``
+        refused: its record does not fit this reader's slot, or its length field does not fit
+        its own slot (it says no record, or one past the slot's end)."""
+        own, ours = layout.slot_size, self.layout.slot_size
+        if own < SLOT_FRAMING:
+            why = f"is a {own}-byte slot, shorter than a record's framing ({SLOT_FRAMING} bytes)"
+        elif not (length := image[0] | image[1] << 8):
+            why = f"holds no record (a length of 0 in its {own}-byte slot)"
+        elif length > own - SLOT_FRAMING:
+            why = (
+                f"holds a {length}-byte record in a {own}-byte slot, which holds records of "
+                f"up to {own - SLOT_FRAMING} bytes"
+            )
+        else:
+            why = (
+                f"holds a {length}-byte record in a {own}-byte slot; this build's {ours}-byte "
+                f"slots hold records of up to {ours - SLOT_FRAMING} bytes: run the build that "
+                "wrote it, or upgrade from a snapshot at the journal's end (README, the journal)"
+            )
+        return JournalFormatError(path, offset, f"entry of seq {seq} {why}")
 
     def _bad_entry(
         self,

@@ -58,6 +58,10 @@ _LENGTH_SIZE: Final = _LENGTH.size
 _UINT64_PAST_INT64: Final = re.compile(rb"\xcf[\x80-\xff]")
 
 
+#: A slot image's bytes besides its record: the length before it, the stamp last.
+SLOT_FRAMING: Final = _LENGTH_SIZE + STAMP_SIZE
+
+
 def reframe_slot(image: bytes | memoryview, slot_size: int) -> bytes | None:
     """``image``, a slot image of another size, as a ``slot_size`` one: its length and record
     kept, zero padding and a zero stamp after them (a journal's stamps are zero). None when

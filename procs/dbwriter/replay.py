@@ -15,7 +15,7 @@ from the lost history poisoned every row written after it (review 42).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import msgspec
 
@@ -39,11 +39,12 @@ class WriterSnapshot(msgspec.Struct, frozen=True, array_like=True):
     crc: int = 0  # CRC-32 of the journal's image at ``seq`` (0: a snapshot made before it)
 
 
-def _entry_is(entry_crc: Callable[[int], int | None], seq: int, crc: int) -> bool:
-    """Whether the journal's entry at ``seq`` is the one of CRC ``crc``; one that cannot be
-    read (archived, and the archive gone) cannot be checked, and is trusted as before."""
+def _entry_is(entry_crcs: Callable[[int], Collection[int]], seq: int, crc: int) -> bool:
+    """Whether the journal's entry at ``seq`` is the one of CRC ``crc`` (one of the CRCs it
+    may have been taken under); one that cannot be read (archived, and the archive gone)
+    cannot be checked, and is trusted as before."""
     try:
-        return entry_crc(seq) == crc
+        return crc in entry_crcs(seq)
     except JournalError:
         return True
 
@@ -63,17 +64,20 @@ class Follower:
 
     @classmethod
     def restore(
-        cls, cfg: RingexConfig, upto: int, entry_crc: Callable[[int], int | None] | None = None
+        cls,
+        cfg: RingexConfig,
+        upto: int,
+        entry_crcs: Callable[[int], Collection[int]] | None = None,
     ) -> Follower:
         """From the newest snapshot at or below ``upto`` (the checkpoint) whose journal entry
-        ``entry_crc`` (the CRC of the journal's image at a seq, None: not there) still finds,
-        else fresh."""
+        ``entry_crcs`` (the CRCs the journal's image at a seq may have been taken under; none:
+        not there) still finds, else fresh."""
         follower = cls(cfg)
         store = snapshot_store(cfg)
         found = store.at_or_before(upto)  # a damaged one is passed over
         while found is not None:
             snap = msgspec.msgpack.decode(found[1], type=WriterSnapshot)
-            if entry_crc is None or not snap.crc or _entry_is(entry_crc, snap.seq, snap.crc):
+            if entry_crcs is None or not snap.crc or _entry_is(entry_crcs, snap.seq, snap.crc):
                 break
             log.warning(
                 "dbwriter snapshot at seq %d passed over: the journal's entry there is not the "

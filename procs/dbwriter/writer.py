@@ -151,7 +151,7 @@ class DbWriter:
     def start(self) -> Follower:
         """Connect (retrying), and bring the replay state to the database's checkpoint."""
         checkpoint, crc = self._retry(self.store.checkpoint_entry, "reading the checkpoint")
-        follower = Follower.restore(self.cfg, checkpoint, self._entry_crc)
+        follower = Follower.restore(self.cfg, checkpoint, self._entry_crcs)
         from_seq = follower.seq
         if follower.seq < checkpoint:
             decode = self.codec.decode_slot
@@ -170,7 +170,7 @@ class DbWriter:
                 f"journal lost a tail the database holds: a host crash under fsync = none, "
                 f"interval or pipelined)"
             )
-        if crc is not None and checkpoint and self._entry_crc(checkpoint) != crc:
+        if crc is not None and checkpoint and crc not in self._entry_crcs(checkpoint):
             raise RuntimeError(
                 f"the database checkpoint is seq {checkpoint}, and the journal's entry there is "
                 f"not the one the database was written from: the journal lost a tail (a host "
@@ -196,13 +196,19 @@ class DbWriter:
         self.follower = follower
         return follower
 
-    def _entry_crc(self, seq: int) -> int | None:
-        """The CRC-32 of the journal's image at ``seq`` (None: not there); an image of another
+    def _entry_crcs(self, seq: int) -> frozenset[int]:
+        """The CRC-32s the journal's image at ``seq`` may have been filed under (none: not
+        there): of the image as this build reads it, and as its segment holds it, which an
+        older build of another slot size read and filed (review 83); an image of another
         layout too, as it is only compared (the checkpoint an older build's ``--to-db`` left
         before an upgrade; review 76)."""
-        for found, image in self.reader.entries(seq, foreign="yield"):
-            return zlib.crc32(image) if found == seq else None
-        return None
+        crcs = set()
+        for as_stored in (False, True):
+            for found, image in self.reader.entries(seq, foreign="yield", as_stored=as_stored):
+                if found == seq:
+                    crcs.add(zlib.crc32(image))
+                break
+        return frozenset(crcs)
 
     # -- loop -------------------------------------------------------------------------------
 

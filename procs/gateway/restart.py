@@ -181,7 +181,8 @@ class GatewayRestart:
             del recovered.commands[seq]
         if foreign:
             log.warning("order log: %d command(s) logged by a build of other journaled records "
-                        "passed over (not sent again)", len(foreign))  # fmt: skip
+                        "(or of records too large for this build's slots) passed over (not sent "
+                        "again)", len(foreign))  # fmt: skip
         return recovered.commands
 
     def _lost_commands(self, logged: list[Record]) -> list[Record]:
