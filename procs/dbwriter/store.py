@@ -495,16 +495,16 @@ class PgStore:
         crash between its commit and its batch's; the journal it was written from may have
         lost that tail since (a host crash under ``fsync = "none"``, or a failover to a
         standby without it), and a lane that skipped its trades up to its row kept the lost
-        history's and never filed the new one's (review 40). Returns the lanes rewound."""
+        history's and never filed the new one's (review 40). Returns the lanes rewound: none
+        where the checkpoint is no longer ``checkpoint`` (a database that lost commits since
+        the start read it, or another writer's: the first batch's check raises, and a writer
+        started again from a lower checkpoint rewinds from there; review 84)."""
         conn = self.open()
         with conn.transaction():
             row = conn.execute("SELECT last_seq FROM checkpoint FOR UPDATE").fetchone()
             assert row is not None, "the checkpoint row is missing (migration 0001 inserts it)"
-            if int(row[0]) != checkpoint:
-                raise RuntimeError(
-                    f"the database checkpoint moved from seq {checkpoint} to {row[0]} while "
-                    "this writer started: another writer is filing this database"
-                )
+            if int(row[0]) != checkpoint:  # moved since the start read it: the first
+                return []  # batch's check says how (lost commits: the writer starts again)
             seqs = dict(conn.execute("SELECT lane, last_seq FROM trade_lanes FOR UPDATE"))
             ahead = sorted(lane for lane, seq in seqs.items() if seq > checkpoint)
             if not ahead:

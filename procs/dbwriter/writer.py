@@ -2,7 +2,8 @@
 
 Start-up and restart are one path (crash-only): read the database's checkpoint, restore the
 newest writer snapshot at or below it (else start from seq 1), replay up to the checkpoint
-without writing, then write every command after it. A batch closes when it holds
+without writing, rewind a trade lane left ahead of it (``PgStore.rewind_lanes``: its trades
+past the checkpoint deleted), then write every command after it. A batch closes when it holds
 ``batch_rows`` rows or its first row is ``batch_ms`` old (checked as commands arrive and
 while the journal is idle); it covers a contiguous range of seqs, including commands that
 made no rows, so the checkpoint moves over them too.
