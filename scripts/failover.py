@@ -72,9 +72,10 @@ def journal_state(cfg: RingexConfig) -> tuple[int, str]:
     the hash is "" where the journal's first segments are gone from its archive too, and
     the line printed says so (review 75: a traceback ended ``status``)."""
     from procs.common.journal import JournalArchivedError, JournalReader  # noqa: PLC0415
+    from procs.common.journal_history import HistoryChain  # noqa: PLC0415
     from procs.common.record_codec import RecordCodec  # noqa: PLC0415
     from procs.common.topology import journal_archive_dir, journal_dir  # noqa: PLC0415
-    from procs.replica.wire import ARCHIVE_KEPT, GENESIS, History  # noqa: PLC0415
+    from procs.replica.wire import ARCHIVE_KEPT, GENESIS  # noqa: PLC0415
 
     codec = RecordCodec()
     directory = journal_dir(cfg)
@@ -86,14 +87,12 @@ def journal_state(cfg: RingexConfig) -> tuple[int, str]:
         schema_id=codec.journal_schema_id,
         archive=journal_archive_dir(cfg),
     )
-    history, last = History(), 0
-    try:
-        for seq, image in reader.entries(1, foreign="yield"):  # (hashed only: any layout)
-            history.update(image)
-            last = seq
+    last = reader.last_seq()
+    try:  # from the history chain's newest key: a block of entries at most
+        history = HistoryChain(directory).history_before(reader, last + 1)
     except JournalArchivedError as exc:
         print(f"{cfg.instance}: no history hash ({exc}; {ARCHIVE_KEPT})")
-        return reader.last_seq(), ""
+        return last, ""
     return last, history.digest().hex()
 
 

@@ -44,6 +44,8 @@ from procs.common.journal import (
 )
 from procs.common.journal_archive import archive_segments_before, unarchive_after
 from procs.common.journal_durable import DurableMark
+from procs.common.journal_history import BLOCK as HISTORY_BLOCK
+from procs.common.journal_history import HistoryChain
 from procs.common.rules_version import RULES_VERSION
 
 log = logging.getLogger("ringex.journal")
@@ -485,6 +487,9 @@ def cut_after(
                 checked = True
                 if out.next_seq < end:
                     _copy(reader, out, end)
+        # the history chain's keys of blocks past ``seq`` go first: they are of entries cut
+        # (a key is checked against its block's last entry anyway, ``journal_history.py``)
+        HistoryChain(directory).truncate(seq // HISTORY_BLOCK)
         # Newest first, the directory synced before the truncation: a crash anywhere leaves
         # a contiguous journal (longer than wanted), which running the cut again finishes.
         for k, (first_seq, path) in reversed(list(enumerate(segments))):

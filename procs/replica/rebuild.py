@@ -30,6 +30,7 @@ from procs.common.durable import make_dirs
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.epochs import Epochs, EpochsError
 from procs.common.journal import DirectoryLock, JournalReader
+from procs.common.journal_history import HistoryChain
 from procs.common.journal_writer import cut_after
 from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import BLOCK_FILE, ack_dir
@@ -52,7 +53,7 @@ from procs.replica.wire import (
     EpochHistory,
     Message,
     Refused,
-    hashes_before,
+    older_peer,
     receive,
     records_differ,
     send,
@@ -109,10 +110,11 @@ async def _ask_digests(host: str, port: int, seqs: list[int]) -> Digests:
 
 
 def _own_digests(cfg: RingexConfig, seqs: list[int]) -> dict[int, bytes]:
-    """This journal's history hash before each of ``seqs`` (one pass)."""
+    """This journal's history hash before each of ``seqs`` (a block of entries each at
+    most, from its history chain's keys)."""
     codec = RecordCodec()
     reader = journal_reader(cfg, codec)
-    return hashes_before(reader.entries(1, foreign="yield"), seqs)
+    return HistoryChain(journal_dir(cfg)).hashes_before(reader, seqs)
 
 
 def agreed_seq(cfg: RingexConfig, host: str, port: int, timeout_s: float = 600.0) -> int:
@@ -122,7 +124,7 @@ def agreed_seq(cfg: RingexConfig, host: str, port: int, timeout_s: float = 600.0
     router's fsync under ``interval`` and ``pipelined``) and then sequenced other commands at
     those seqs, agrees only up to where the tail was lost: ``rebuild`` cuts it there. Probes
     back from the end (1, 2, 4, ... entries), then narrows the interval, a few dozen seqs a
-    question; each question costs both sides a pass over their journals."""
+    question; each question costs both sides a block of entries a seq at most."""
 
     async def ask(seqs: list[int]) -> Digests:
         return await asyncio.wait_for(_ask_digests(host, port, seqs), timeout_s)
@@ -142,6 +144,11 @@ def agreed_seq(cfg: RingexConfig, host: str, port: int, timeout_s: float = 600.0
     while probes:
         seqs = [k + 1 for k in probes]
         answer = asyncio.run(ask(seqs))
+        if any(older_peer(d) for d in answer.digests):  # no digest of it could ever agree
+            raise EpochsError(
+                f"{host}:{port} hashes its history as a build before 2026-11-27 did (one "
+                "hash from seq 1, not chained in blocks): run this build there first"
+            )
         own = _own_digests(cfg, seqs)
         theirs_now = answer.digests  # for the probes up to its end + 1 (a prefix of them)
         for i, k in enumerate(probes):

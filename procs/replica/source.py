@@ -36,6 +36,8 @@ from procs.common.journal import (
     JournalReader,
     JournalRulesError,
 )
+from procs.common.journal_history import BLOCK as BLOCK_SIZE
+from procs.common.journal_history import HistoryChain
 from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.rules_version import RULES_VERSION
@@ -63,7 +65,7 @@ from procs.replica.wire import (
     Hello,
     History,
     Refused,
-    hashes_before,
+    older_peer,
     receive,
     records_differ,
     send,
@@ -91,8 +93,8 @@ async def _ship(writer: asyncio.StreamWriter, files: FileShipper) -> None:
 
 def _remedy(exc: JournalError) -> str:
     """What to do about the entries the source cannot serve a standby: archived, then gone
-    (no history hash from seq 1), or of other records or rules (it would execute them under
-    its own)."""
+    (with no key of the history chain for them), or of other records or rules (it would
+    execute them under its own)."""
     if isinstance(exc, JournalArchivedError):
         return ARCHIVE_KEPT
     if isinstance(exc, JournalFormatError):
@@ -107,6 +109,11 @@ def _remedy(exc: JournalError) -> str:
     )
 
 
+def _block(seq: int) -> int:
+    """The history chain's block that the hash before ``seq`` is taken in."""
+    return (seq - 1) // BLOCK_SIZE
+
+
 def _wake(bell: asyncio.Future[None]) -> None:
     if not bell.done():
         bell.set_result(None)
@@ -119,6 +126,8 @@ class ReplicationSource:
         codec = RecordCodec()
         self.records: Build = (codec.journal_schema_id, codec.slot_size, RULES_VERSION)
         self.reader = journal_reader(cfg, codec)  # from seq 1: archived segments too
+        #: the history's block keys (``journal_history.py``): a hash reads a block at most
+        self.chain = HistoryChain(journal_dir(cfg))
         #: what is shipped: a standby executes it again, so only entries of this build's
         #: rules (``JournalRulesError``: the standby is refused, saying why)
         self.shipped = self.reader.under(RULES_VERSION)
@@ -145,23 +154,27 @@ class ReplicationSource:
         return self.block.acked_seq
 
     def _history_before(self, seq: int) -> History:
-        """The hash of the journal before ``seq``, from the last one made when it was at or
-        before ``seq`` (a standby that reconnects, perhaps because the first hash of a long
-        journal outlasted its patience, costs only the entries since)."""
-        start, history = 1, History()
-        if self._hashed is not None and self._hashed[0] <= seq:
-            start, history = self._hashed[0], self._hashed[1].fork()
-        if seq > start:
-            for s, image in self.reader.entries(start, foreign="yield"):  # (hashed only)
-                if s >= seq:
-                    break
-                history.update(image)
+        """The hash of the journal before ``seq``: from the last one made when it was at or
+        before ``seq`` in the same block (a standby that reconnects costs only the entries
+        since), else from the chain's key of its block (a block of entries at most)."""
+        cached = self._hashed
+        if cached is not None and cached[0] <= seq and _block(cached[0]) == _block(seq):
+            history = cached[1].fork()
+            if seq > history.next_seq:
+                for s, image in self.reader.entries(history.next_seq, foreign="yield"):
+                    if s >= seq:
+                        break
+                    history.update(image)
+                self.chain.keep(history.take_marks())
+        else:
+            history = self.chain.history_before(self.reader, seq)
         self._hashed = (seq, history.fork())
         return history
 
     def _digests(self, seqs: list[int]) -> Digests:
         """The history hash before each of ``seqs`` (those past the journal's end + 1
-        left out), in one pass over the journal: an operator's question, never a standby's.
+        left out), a block of entries each at most (the history chain's): an operator's
+        question, never a standby's.
         Run on a thread, with a reader of its own."""
         reader = JournalReader(
             self.reader.directory,
@@ -177,7 +190,7 @@ class ReplicationSource:
             found.clear()
         wanted = [s for s in seqs if s <= last + 1 and s not in found]
         if wanted:
-            found.update(hashes_before(reader.entries(1, foreign="yield"), wanted))
+            found.update(self.chain.hashes_before(reader, wanted))
         return Digests(last, [found[s] for s in seqs if s in found])
 
     async def _answer_operator(
@@ -187,12 +200,12 @@ class ReplicationSource:
         answer: EpochHistory | Digests | Refused
         if isinstance(question, AskEpochs):
             answer = self._epoch_history()
-        else:  # a pass over the journal each: one at a time, and as long a rest after it
+        else:  # up to a block of entries a seq: one at a time, and as long a rest after it
             async with self._digesting:  # (the port is the operators' and standbys' only)
                 began = time.monotonic()
                 try:
                     answer = await asyncio.to_thread(self._digests, question.seqs)
-                except JournalError as exc:  # archived: no hash from seq 1 here
+                except JournalError as exc:  # archived, and no key of the chain for it
                     answer = Refused(f"no history hashes: {exc}")
                 await send(writer, answer)
                 await asyncio.sleep(time.monotonic() - began)
@@ -205,6 +218,11 @@ class ReplicationSource:
         last = self.reader.last_seq()
         if hello.next_seq < 1:
             return None, f"next seq {hello.next_seq}: seqs start at 1"
+        if older_peer(hello.digest):
+            return None, (
+                "the standby hashes its history as a build before 2026-11-27 did (one hash "
+                "from seq 1, not chained in blocks): upgrade it with the primary"
+            )
         if hello.next_seq > last + 1:
             return None, (
                 f"standby is at seq {hello.next_seq - 1}, the primary at {last}: this "
@@ -380,6 +398,7 @@ class ReplicationSource:
                 # acknowledges the frame has their ClOrdIDs (sync mode: before any report).
                 await _ship(writer, files)
                 history.update(b"".join(images))
+                self.chain.keep(history.take_marks())
                 await send(writer, Entries(next_seq, images, history.digest()))
                 heard = loop.time()
                 next_seq += len(images)

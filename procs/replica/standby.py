@@ -34,6 +34,7 @@ from config.schema import RingexConfig
 from procs.common.durable import make_dirs
 from procs.common.epochs import Epochs, EpochsError, JournalFencedError
 from procs.common.journal import JournalArchivedError
+from procs.common.journal_history import HistoryChain
 from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.rules_version import RULES_VERSION
@@ -55,6 +56,7 @@ from procs.replica.wire import (
     History,
     Refused,
     StateFile,
+    older_peer,
     receive_within,
     records_differ,
     send,
@@ -92,12 +94,13 @@ class Standby:
         self.market = HotMarket(cfg) if cfg.marketdata.enabled else None
         self._observe = None if self.market is None else self.market.observe
         self.state = recover(cfg, codec=codec, observe=self._observe)
-        self.history = History()
+        #: its history's block keys (``journal_history.py``): its start hashes a block at most
+        self.chain = HistoryChain(directory)
+        self.history = History(codec.slot_size)
         if directory.exists():
-            reader = journal_reader(cfg, codec)  # its history from seq 1, archived or not
+            reader = journal_reader(cfg, codec)  # archived segments too
             try:
-                for _seq, image in reader.entries(1, foreign="yield"):  # (hashed only)
-                    self.history.update(image)
+                self.history = self.chain.history_before(reader, reader.last_seq() + 1)
             except JournalArchivedError as exc:
                 raise JournalArchivedError(f"{exc}; {ARCHIVE_KEPT}") from exc
         self.journal = JournalWriter(
@@ -136,6 +139,11 @@ class Standby:
                 f"gap: the primary sent seq {entries.first_seq}, this standby needs {self.next_seq}"
             )
         images = b"".join(entries.images)
+        if older_peer(entries.digest):
+            raise StandbyRefusedError(
+                "the primary hashes its history as a build before 2026-11-27 did (one hash "
+                "from seq 1, not chained in blocks): upgrade it with the standby"
+            )
         history = self.history.fork()
         history.update(images)
         if history.digest() != entries.digest:
@@ -151,6 +159,7 @@ class Standby:
         self.files.sync()  # the order logs the primary shipped before this frame, too
         self.journal.sync()  # durable here before it is acknowledged
         self.history = history
+        self.chain.keep(history.take_marks())  # (after the entries: never ahead of them)
         return self.next_seq - 1
 
     def _adopt_reached(self, next_seq: int) -> None:

@@ -39,21 +39,26 @@ Epochs fence a promoted standby's old primary: a primary refuses a standby of a 
 than its own and marks its own journal fenced; a standby refuses a primary of an older epoch
 than its own, and one whose journal goes on past where the primary's epoch began.
 
-The history hash (``History``) covers every slot image in seq order, so a standby that holds
-a different history than the primary, not just a shorter one, is refused by name instead of
-applying entries on top of it. Replication carries the sequenced stream, never raw gateway
-input, so a standby can never order two gateways' commands differently.
+The history hash (``History``, ``procs/common/journal_history.py``) covers every slot image
+in seq order, chained in blocks of 65,536 entries whose keys each side keeps beside its
+journal, so a standby that holds a different history than the primary, not just a shorter
+one, is refused by name instead of applying entries on top of it, and neither side reads
+more than a block to say its hash. A peer of a build before the chain sends a 16-byte digest
+(``older_peer``) and is refused, saying so. Replication carries the sequenced stream, never
+raw gateway input, so a standby can never order two gateways' commands differently.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import struct
-from collections.abc import Iterable
 from typing import Annotated
 
 import msgspec
+
+from procs.common.journal_history import GENESIS, History, hashes_before, older_peer
+
+__all__ = ["GENESIS", "History", "hashes_before", "older_peer"]  # (and the messages below)
 
 MAX_FRAME = 64 << 20
 #: What a standby sends (a Hello, an AskEpochs, an Ack) is a few dozen bytes.
@@ -147,55 +152,14 @@ _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
 
 
-class History:
-    """The hash of a journal's slot images in seq order: blake2b over their concatenation.
-    Images all have the codec's one slot size, so this commits to the sequence exactly as a
-    hash chained per entry would, at one call per frame rather than one object per entry
-    (the replication round trip hashes every entry on both sides). ``fork`` checks a frame
-    before taking it."""
-
-    __slots__ = ("_hash",)
-
-    def __init__(self, state: hashlib.blake2b | None = None) -> None:
-        self._hash = state if state is not None else hashlib.blake2b(digest_size=16)
-
-    def update(self, images: bytes | memoryview) -> None:
-        self._hash.update(images)
-
-    def digest(self) -> bytes:
-        return self._hash.digest()
-
-    def fork(self) -> History:
-        return History(self._hash.copy())
-
-
-GENESIS = History().digest()  # the history of an empty journal
-#: What a side missing the first entries of its journal (archived, then shipped away) is
-#: told: the history hash starts at seq 1, so an archive kept whole serves it.
+#: What a side missing entries it must hash is told: a key of the history chain stands for
+#: the entries of its block once kept (``journal_history.py``), the entries since the last
+#: key kept do not.
 ARCHIVE_KEPT = (
-    "replication hashes the journal from its first entry: keep the segments archived to "
-    "journal.archive_dir while replication is configured (or put them back there)"
+    "replication hashes the journal from the last key its history chain keeps "
+    "(history.chain beside the segments): keep the segments archived to journal.archive_dir "
+    "from that block on (or put them back there)"
 )
-
-
-def hashes_before(
-    entries: Iterable[tuple[int, bytes | memoryview]], seqs: Iterable[int]
-) -> dict[int, bytes]:
-    """The history hash before each of ``seqs`` (seq 1: ``GENESIS``), in one pass over
-    ``entries`` (a journal's, from seq 1); a seq past its end + 1 is left out."""
-    wanted = sorted({s for s in seqs if s >= 1})
-    found: dict[int, bytes] = {}
-    history, k = History(), 0
-    if wanted and wanted[0] == 1:
-        found[1], k = history.digest(), 1
-    if k < len(wanted):
-        for seq, image in entries:
-            history.update(image)
-            while k < len(wanted) and wanted[k] == seq + 1:
-                found[wanted[k]], k = history.digest(), k + 1
-            if k == len(wanted):
-                break
-    return found
 
 
 #: A side's journaled records and rules: ``(journal schema id, slot_size, rules version)``.

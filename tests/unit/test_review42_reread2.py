@@ -449,13 +449,13 @@ def test_a_writer_snapshot_is_used_only_where_the_journal_still_holds_its_entry(
     for seq, crc in ((20, 111), (30, 222)):
         follower.seq = seq
         follower.save_snapshot(crc)
-    assert Follower.restore(cfg, 35, {20: 111, 30: 999}.get).seq == 20
-    assert Follower.restore(cfg, 35, {20: 111, 30: 222}.get).seq == 30
-    assert Follower.restore(cfg, 35, lambda _seq: None).seq == 0
+    assert Follower.restore(cfg, 35, lambda s: {{20: 111, 30: 999}[s]}).seq == 20
+    assert Follower.restore(cfg, 35, lambda s: {{20: 111, 30: 222}[s]}).seq == 30
+    assert Follower.restore(cfg, 35, lambda _seq: frozenset()).seq == 0
     assert Follower.restore(cfg, 35).seq == 30  # no journal asked: as before
     follower.seq = 40
     follower.save_snapshot()
-    assert Follower.restore(cfg, 45, lambda _seq: None).seq == 40
+    assert Follower.restore(cfg, 45, lambda _seq: frozenset()).seq == 40
 
 
 def test_a_writer_snapshot_whose_entry_cannot_be_read_is_trusted(tmp_path: Path) -> None:

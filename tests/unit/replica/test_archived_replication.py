@@ -1,7 +1,10 @@
-"""Archiving a replicated journal: the primary and its standby hash the journal from its
-first entry, and a standby behind the archive point catches up from there, so both read the
-segments ``ringex replay --archive`` moved to ``journal.archive_dir``. Until this change
-nothing was archived while replication was configured (review 69's documented limit)."""
+"""Archiving a replicated journal: the primary and its standby hash the journal from the
+newest key of its history chain (from its first entry within the first block), and a
+standby behind the archive point catches up from there, so both read the segments ``ringex
+replay --archive`` moved to ``journal.archive_dir``. Until this change nothing was archived
+while replication was configured (review 69's documented limit). The archive may go to cold
+storage up to the block a standby is in since the chain (``test_history_chain.py``): the
+strict xfail that was here, for a hash from seq 1, is that file's test of it."""
 
 from __future__ import annotations
 
@@ -217,33 +220,3 @@ def test_operator_history_hashes_read_the_archive(tmp_path: Path) -> None:
     finally:
         source.close()
     assert answer.digests == [expected[1], expected[25], expected[51]]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, Replication): the history hash starts at seq 1, so "
-    "a replicated instance keeps its archive whole",
-)
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-def test_a_primary_may_ship_its_archive_away(tmp_path: Path) -> None:
-    """What a bounded history would allow: a primary whose archived segments went to cold
-    storage still serves a standby that holds them (here: all it had, to seq 40). The hash
-    is blake2b over every image from seq 1, whose state cannot be saved, so a chained hash
-    (a checkpoint per segment) would be needed, and a protocol version with it."""
-    primary, secondary = pair(tmp_path)
-    primary = _archiving(primary, tmp_path)
-    _append(primary, 1, 40)
-    shutil.copytree(journal_dir(primary), journal_dir(secondary))
-    write_snapshot(secondary, recover(secondary))
-    _append(primary, 41, 10)
-    assert _archive(primary, 31) == 3
-    shutil.rmtree(journal_archive_dir(primary))
-
-    stop_source = serve_in_a_thread(ReplicationSource(primary))
-    standby = Standby(secondary)
-    try:
-        _follow(standby, 50)
-    finally:
-        stop_source()
-        _closed(standby)
-    assert standby.next_seq == 51

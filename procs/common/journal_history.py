@@ -1,0 +1,257 @@
+"""The journal's history hash, chained in blocks, and the file that keeps the chain.
+
+Replication proves that a standby's journal is a prefix of its primary's by a hash of every
+slot image in seq order (``History``): the standby sends the hash of what it holds, the
+primary compares it with its own before the same seq, and every frame carries the hash
+after it. A hash of one long stream needed every entry from seq 1 at each start of a standby
+and at each Hello (a year at 10k commands/s is 4.5 TB of journal: hours of reading), so a
+replicated instance could never let its archive go.
+
+The hash is chained in blocks of ``BLOCK`` entries: the key before block 0 is a constant, the
+key after block k is the hash of the key before it and the block's images, and the hash
+before seq s is the hash of the key of s's block and that block's images before s::
+
+    K[0] = blake2b("ringex journal history v2")        K[k+1] = blake2b(K[k] || block k)
+    H(s) = blake2b(K[(s-1) // BLOCK] || the images of seqs (s-1) // BLOCK * BLOCK + 1 .. s-1)
+
+A digest is ``VERSION`` then the 16 bytes of H: a build before the chain sent 16 bytes only,
+and is told apart by that (``older_peer``).
+
+``HistoryChain`` keeps the keys in ``history.chain`` beside the segments, a 24-byte record a
+block: the key, the CRC-32 of the block's last image (the entry at ``k * BLOCK``) and the
+CRC-32 of the two. So a hash before any seq reads at most one block of entries (9.4 MB of
+128-byte slots), wherever the journal's older segments went. The file is derived data, written
+by whatever hashes the journal (a replication source, a standby, ``failover.py``) under an
+exclusive ``flock``, fsynced: a key is trusted while the journal's entry at its block's end
+still has the CRC it was taken with (a journal cut by ``demote``, or one that lost a tail and
+took other commands at those seqs, drops the keys past it), or where that entry is gone (its
+segments archived away: the chain is what stands for them). A record that fails its own CRC
+ends the file there (a torn append); the keys after it are taken again from the journal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import struct
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+from procs.common.journal import JournalArchivedError, JournalError, JournalReader
+from procs.common.record_codec import RecordCodec
+
+#: Entries a block of the chain holds.
+BLOCK: Final = 1 << 16
+#: The first byte of every digest: the chained hash (a build before it sent 16 bytes).
+VERSION: Final = 2
+DIGEST_SIZE: Final = 1 + 16
+_ROOT: Final = hashlib.blake2b(b"ringex journal history v2", digest_size=16).digest()
+#: A chain record: the key after the block, the CRC-32 of its last image, the record's CRC.
+_RECORD = struct.Struct("<16sII")
+CHAIN_FILE: Final = "history.chain"
+#: The slot size of the images a ``History`` is fed unless told another: this build's.
+SLOT_SIZE: Final = RecordCodec().slot_size
+
+
+class History:
+    """The history hash of a run of slot images from seq 1, fed in seq order (``update``
+    takes whole slots, one or many joined). ``marks`` collects the keys of the blocks it
+    completes (block number, key, CRC of the block's last image), for ``HistoryChain.keep``."""
+
+    __slots__ = ("_block", "_count", "_hash", "marks", "slot_size")
+
+    def __init__(self, slot_size: int = SLOT_SIZE, key: bytes = _ROOT, block: int = 0) -> None:
+        self.slot_size = slot_size  # of the images fed (a reader's: every image it yields)
+        self._block = block  # the block being hashed: seqs block * BLOCK + 1 ..
+        self._count = 0  # its images hashed so far
+        self._hash = _keyed(key)
+        self.marks: list[tuple[int, bytes, int]] = []
+
+    @property
+    def next_seq(self) -> int:
+        """The seq of the next image to feed."""
+        return self._block * BLOCK + self._count + 1
+
+    def update(self, images: bytes | memoryview) -> None:
+        """Feed whole slot images, joined, in seq order."""
+        slot = self.slot_size
+        count, partial = divmod(len(images), slot)
+        if partial:
+            raise ValueError(f"{len(images)} bytes are not whole {slot}-byte slot images")
+        view, pos = memoryview(images), 0
+        while count:
+            take = min(BLOCK - self._count, count)
+            end = pos + take * slot
+            self._hash.update(view[pos:end])
+            self._count += take
+            count -= take
+            if self._count == BLOCK:  # the block is complete: its key begins the next
+                key = self._hash.digest()
+                self._block += 1
+                self.marks.append((self._block, key, zlib.crc32(view[end - slot : end])))
+                self._hash, self._count = _keyed(key), 0
+            pos = end
+
+    def digest(self) -> bytes:
+        return bytes((VERSION,)) + self._hash.digest()
+
+    def fork(self) -> History:
+        """A copy to feed apart (its ``marks`` begin empty)."""
+        other = History.__new__(History)
+        other.slot_size, other._block, other._count = self.slot_size, self._block, self._count
+        other._hash, other.marks = self._hash.copy(), []
+        return other
+
+    def take_marks(self) -> list[tuple[int, bytes, int]]:
+        marks, self.marks = self.marks, []
+        return marks
+
+
+def _keyed(key: bytes) -> hashlib.blake2b:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(key)
+    return h
+
+
+GENESIS: Final = History().digest()  # the history of an empty journal
+
+
+def older_peer(digest: bytes) -> bool:
+    """Whether ``digest`` is a history hash of a build before the chain (16 bytes)."""
+    return len(digest) != DIGEST_SIZE or digest[0] != VERSION
+
+
+def hashes_before(
+    entries: Iterable[tuple[int, bytes | memoryview]], seqs: Iterable[int]
+) -> dict[int, bytes]:
+    """The history hash before each of ``seqs`` (seq 1: ``GENESIS``), in one pass over
+    ``entries`` (a journal's, from seq 1); a seq past its end + 1 is left out."""
+    wanted = sorted({s for s in seqs if s >= 1})
+    found: dict[int, bytes] = {}
+    history, k = History(), 0
+    if wanted and wanted[0] == 1:
+        found[1], k = history.digest(), 1
+    if k < len(wanted):
+        for seq, image in entries:
+            history.update(image)
+            while k < len(wanted) and wanted[k] == seq + 1:
+                found[wanted[k]], k = history.digest(), k + 1
+            if k == len(wanted):
+                break
+    return found
+
+
+class HistoryChain:
+    """The block keys of the journal in ``directory`` (``history.chain``)."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.path = Path(directory) / CHAIN_FILE
+
+    def history_before(self, reader: JournalReader, seq: int) -> History:
+        """The history of ``reader``'s journal before ``seq`` (at most its last seq + 1),
+        from the newest key kept at or before it and the entries since; the keys it
+        completes on the way are kept. Raises ``JournalArchivedError`` where an entry it
+        must read is gone and no key stands for it."""
+        if seq < 1:
+            raise ValueError(f"seq {seq} must be at least 1")
+        keys = self._sound_keys(reader, (seq - 1) // BLOCK)
+        block = len(keys)
+        history = History(reader.layout.slot_size, keys[-1][0] if keys else _ROOT, block)
+        first = block * BLOCK + 1
+        if first < seq:
+            for found, image in reader.entries(first, foreign="yield"):  # (hashed only)
+                if found >= seq:
+                    break
+                history.update(image)
+        if history.next_seq != seq:
+            raise JournalError(
+                f"the journal {reader.directory} ends before seq {seq - 1}: no history there"
+            )
+        self.keep(history.take_marks())
+        return history
+
+    def hashes_before(self, reader: JournalReader, seqs: Iterable[int]) -> dict[int, bytes]:
+        """The history hash before each of ``seqs`` that ``reader``'s journal reaches (its
+        last seq + 1 at most), each from the key of its block."""
+        last = reader.last_seq()
+        found: dict[int, bytes] = {}
+        for seq in sorted({s for s in seqs if 1 <= s <= last + 1}):
+            found[seq] = self.history_before(reader, seq).digest()
+        return found
+
+    def keep(self, marks: list[tuple[int, bytes, int]]) -> None:
+        """Append the keys of ``marks`` (``History.marks``) that follow those kept, in order;
+        a mark of a block kept already is passed over (another process kept it)."""
+        if not marks:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            kept = len(_sound_records(os.pread(fd, os.fstat(fd).st_size, 0)))
+            new = [(block, key, crc) for block, key, crc in marks if block > kept]
+            if not new or [b for b, _, _ in new] != list(range(kept + 1, kept + 1 + len(new))):
+                return  # nothing new, or a gap before them: the next hash keeps them
+            os.ftruncate(fd, kept * _RECORD.size)  # a torn or damaged record, and past it
+            os.pwrite(fd, b"".join(_pack(key, crc) for _, key, crc in new), kept * _RECORD.size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def keys(self) -> list[tuple[bytes, int]]:
+        """The keys kept, ``(key after block k, CRC of its last image)`` for k = 1, 2, ...,
+        up to the first record that fails its CRC."""
+        try:
+            return _sound_records(self.path.read_bytes())
+        except FileNotFoundError:
+            return []
+
+    def truncate(self, blocks: int) -> None:
+        """Keep the keys of the first ``blocks`` blocks only (a journal cut within the next)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_size > blocks * _RECORD.size:
+                os.ftruncate(fd, blocks * _RECORD.size)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _sound_keys(self, reader: JournalReader, blocks: int) -> list[tuple[bytes, int]]:
+        """The first ``blocks`` keys at most, less those the journal no longer bears out: the
+        newest is checked against the entry at its block's end (one read), and dropped (with
+        those after it) while that entry differs or the journal ends before it."""
+        keys = self.keys()[:blocks]
+        while keys and not self._borne_out(reader, len(keys) * BLOCK, keys[-1][1]):
+            keys.pop()
+            self.truncate(len(keys))
+        return keys
+
+    @staticmethod
+    def _borne_out(reader: JournalReader, seq: int, crc: int) -> bool:
+        try:
+            for found, image in reader.entries(seq, foreign="yield"):
+                return found == seq and zlib.crc32(image) == crc
+        except JournalArchivedError:
+            return True  # gone from the journal and its archive: the key stands for it
+        return False  # the journal ends before it
+
+
+def _sound_records(data: bytes) -> list[tuple[bytes, int]]:
+    """The records of ``data`` up to the first torn or damaged one."""
+    out = []
+    for key, crc, check in _RECORD.iter_unpack(data[: len(data) // _RECORD.size * _RECORD.size]):
+        if zlib.crc32(key + crc.to_bytes(4, "little")) != check:
+            break
+        out.append((key, crc))
+    return out
+
+
+def _pack(key: bytes, crc: int) -> bytes:
+    head = key + crc.to_bytes(4, "little")
+    return _RECORD.pack(key, crc, zlib.crc32(head))
