@@ -19,12 +19,16 @@ import os
 import sys
 from array import array
 from pathlib import Path
+from typing import Final
 
 from procs.common.durable import make_dirs, write_all
 
 log = logging.getLogger("ringex.gateway")
 
 _SWAP = sys.byteorder != "little"
+#: The REST API's clientOrderIds, a window of their own beside this file (review 73).
+API_IDS: Final = "api_ids.log"
+API_IDS_KEPT: Final = 200_000
 
 
 def digest(session: int, cl_ord_id: bytes) -> int:
@@ -34,9 +38,10 @@ def digest(session: int, cl_ord_id: bytes) -> int:
 
 
 def api_digest(account: int, client_order_id: str) -> int:
-    """The digest of an API order's clientOrderId, in ``OrderEntry.seen`` beside the FIX
-    ClOrdIDs (its own domain: an account's, not a session's): a query by it once its order
-    is forgotten says "unknown here", never "does not exist" (review 70)."""
+    """The digest of an API order's clientOrderId, in ``RestOrders.seen`` (``api_ids.log``:
+    its own window and its own domain, an account's, not a session's; a build before
+    2026-11-27 kept them in ``OrderEntry.seen`` with the FIX ClOrdIDs): a query by it once its
+    order is forgotten says "unknown here", never "does not exist" (review 70)."""
     return digest(-1 - account, client_order_id.encode("latin-1", "replace"))
 
 

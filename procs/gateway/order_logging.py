@@ -47,6 +47,7 @@ class OrderLogging:
     audit: AuditLog
     order_log: OrderLog
     seen_log: SeenLog
+    api_seen_log: SeenLog
     producer: Producer[Record]
     inputs: list[Consumer[Record]]
     _handled: dict[str, int]
@@ -192,6 +193,12 @@ class OrderLogging:
             entries += tail
             self._write_log(entries)
 
+    def _keep_api_seen(self) -> None:
+        """Persist the REST API's new clientOrderIds (``api_ids.log``), as ``seen_log`` the
+        FIX ClOrdIDs: after the orders that use them."""
+        if self.api is not None and self.api.core.seen is not None:
+            self.api_seen_log.keep(self.api.core.seen)
+
     def _before_store_save(self) -> None:
         """A session's store is about to save its next inbound MsgSeqNum: the commands of
         the messages it counts are logged first. Its write waits for ``publish`` to do so
@@ -206,6 +213,7 @@ class OrderLogging:
         ):
             self._log_outgoing()
             self.seen_log.keep(self.entry.seen)  # after the orders: see ``publish``
+            self._keep_api_seen()
 
     def _unanswered(self, ref: int) -> bool:
         """Whether the command of client ref ``ref`` waits for its answer (FIX or REST)."""

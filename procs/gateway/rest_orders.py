@@ -112,8 +112,8 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         #: a new order may not reuse one in use (``in_use``).
         self.client_ids: dict[tuple[int, str], LiveOrder] = {}
         #: the clientOrderIds used here, as digests (``clordids.api_digest``), the newest
-        #: 100k-200k with the FIX ClOrdIDs (the shell shares ``OrderEntry.seen``, kept in
-        #: ``clordids.log``); None: none kept
+        #: 100k-200k, a window of their own (kept in ``api_ids.log``: review 73, REST load
+        #: rolled the FIX ClOrdIDs' window); None: none kept
         self.seen: Generations | None = None
         self.done: OrderedDict[int, LiveOrder] = OrderedDict()  # recently finished
         self.requests: dict[int, PendingRequest] = {}  # client_ref -> request in flight
@@ -145,6 +145,9 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         #: the FIX order entry's unfinished order of an account by its ClOrdID (or the one
         #: a replace in flight names so), or None
         self.fix_live: Callable[[int, str], Order | None] = lambda account, cl_ord_id: None
+        #: whether an account used an id here over FIX (a ClOrdID; one namespace: review 47)
+        #: or in the FIX window, where builds before 2026-11-27 kept the API's (the shell's)
+        self.fix_used: Callable[[int, str], bool] = lambda account, client_id: False
         #: orders placed through this API that changed since ``take_changes`` (by ``placed``),
         #: and those no longer kept (finished and past ``keep_done``)
         self._changed: dict[int, LiveOrder] = {}
@@ -197,8 +200,10 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
 
     def used(self, account: int, client_id: str) -> bool:
         """Whether ``account`` placed an order here under ``client_id`` that the exchange
-        took (lately: ``seen``)."""
-        return self.seen is not None and api_digest(account, client_id) in self.seen
+        took (lately: ``seen``), over the API or, as a ClOrdID, over FIX (review 73)."""
+        return self.seen is not None and (
+            api_digest(account, client_id) in self.seen or self.fix_used(account, client_id)
+        )
 
     def unknown(self, account: int, client_id: str) -> ApiError:
         """No order here under ``client_id``: "status unknown here" for one the exchange took
@@ -210,8 +215,8 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
     def note_used(self, account: int, client_id: str) -> None:
         """``client_id`` named an order the exchange took: kept in ``seen``, once (an id
         used again is not added again: ``clordids.log`` grows only with new ones)."""
-        if self.seen is not None and (value := api_digest(account, client_id)) not in self.seen:
-            self.seen.add(value)
+        if self.seen is not None and not self.used(account, client_id):
+            self.seen.add(api_digest(account, client_id))
 
     def cancel(self, account: int, session: int, symbol: int, order_id: int, now_ns: int) -> int:
         """Cancel ``order_id``; the matcher refuses it unless ``account`` owns the order."""

@@ -42,7 +42,6 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from config.edges import GatewayConfig
 from config.schema import RingexConfig, WaitConfig
 from procs.common import sd_notify
 from procs.common.record_codec import RecordCodec
@@ -60,7 +59,7 @@ from procs.common.topology import (
 from procs.common.users import User, UserStore
 from procs.core.recovery import journal_end
 from procs.gateway.audit import AuditLog
-from procs.gateway.clordids import SeenLog
+from procs.gateway.clordids import API_IDS, SeenLog
 from procs.gateway.connection import Connection
 from procs.gateway.connections import GatewayConnections
 from procs.gateway.fix import Timestamps, frame
@@ -69,10 +68,9 @@ from procs.gateway.intake import IntakePacing
 from procs.gateway.live_sessions import LiveSessions
 from procs.gateway.order_log import HANDLED, Kept, OrderLog
 from procs.gateway.order_logging import OrderLogging
-from procs.gateway.order_state import Order
 from procs.gateway.orders import OrderEntry
 from procs.gateway.recovery import note_handled, within_journal
-from procs.gateway.rest_orders import RestOrders
+from procs.gateway.rest_wiring import RestWiring
 from procs.gateway.restart import GatewayRestart
 from procs.gateway.sent_commands import SentCommands
 from procs.gateway.session import Session
@@ -118,7 +116,7 @@ def held_nap_s(wait: WaitConfig) -> float:
     return IDLE_NAP_S
 
 
-class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
+class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring):
     def __init__(self, cfg: RingexConfig, name: str, *, codec: RecordCodec | None = None) -> None:
         gw = next((g for g in cfg.gateways if g.name == name), None)
         if gw is None:
@@ -168,10 +166,13 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         self._in_batch = False  # ``pump`` is taking a batch of events, not logged yet
         self._unwritten: list[Kept] = []  # a write a full disk refused: the next one's first
         self.seen_log = SeenLog(self.directory / "clordids.log")
+        #: the REST API's clientOrderIds, a window of their own (``RestOrders.seen``)
+        self.api_seen_log = SeenLog(self.directory / API_IDS)
         #: Sequence in the router ring -> slot image, of commands logged and not yet published.
         self._unpublished: dict[int, bytes] = {}
         self.sent = SentCommands(self._unanswered, self.codec.journal_schema_id)  # unanswered
         self._logged_to = self.producer.sequence  # commands below it are in the log
+        self.api: RestApi | None = None  # (set below, once recovered)
         self._positions = self._recover(time.time_ns())
         #: Attached by ``start`` once the listeners are up: holding the replies ring is what
         #: the supervisor calls ready, so ready means clients can connect.
@@ -194,32 +195,6 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         self._stop = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
         self._stop_asked = 0.0  # (monotonic s)
-
-    def _rest_api(self, cfg: RingexConfig, gw: GatewayConfig) -> RestApi | None:
-        """The REST API where the gateway serves one: its core wired to the FIX order
-        entry's orders, and restored from the order log."""
-        if gw.rest is None:
-            return None
-        from procs.gateway.rest import RestApi  # noqa: PLC0415  (see the imports)
-
-        entry = self.entry
-        core = RestOrders(gw.id, entry.instruments, cfg.assets, entry.outgoing, entry.next_ref)
-        core.fix_orders = lambda s: [o for o in entry.orders.values() if o.session == s]
-        core.fix_order, core.seen = self._fix_order, entry.seen  # (clientOrderIds used here)
-        core.fix_live = lambda a, c: entry.holding(a, c.encode("latin-1"))
-        entry.account_of = lambda s: None if (u := self._user_of(s)) is None else u.account
-        # one id, one open order of the account, whichever way it came (review 47)
-        entry.api_holds = lambda a, c: (a, c.decode("latin-1")) in core.client_ids
-        core.restore(self._api_orders)
-        return RestApi(cfg, gw, gw.rest, core, self.users, self.submit)
-
-    def _fix_order(self, order_id: int, ref: int) -> Order | None:
-        """A FIX order of this gateway for the API's views: live by its id, or finished by
-        its command's ref (it ended in the batch that accepted it, which FIX took first)."""
-        order = self.entry.by_id.get(order_id)
-        if order is None and (finished := self.entry.finished_orders.get(ref)) is not None:
-            order = finished[0] if finished[0].order_id == order_id else None
-        return order
 
     def _user_of(self, session_id: int) -> User | None:
         return next((u for u in self.users.users() if u.session == session_id), None)
@@ -283,6 +258,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         # logged without its order made the client's resend a silent no-op (review 39); an
         # order logged without its ClOrdID gets it back at the restart (``_recover``)
         self.seen_log.keep(self.entry.seen)
+        self._keep_api_seen()
         while outgoing:
             chunk = outgoing[:step]
             base = producer.sequence
@@ -588,6 +564,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging):
         self.stats.close()
         self.order_log.close()
         self.seen_log.close()
+        self.api_seen_log.close()
         self.audit.close()
         for store in self.stores.values():
             store.close()

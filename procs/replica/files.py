@@ -3,8 +3,9 @@ the journal's units.
 
 The journal holds the exchange's state, but not what only the gateways keep: who may log on
 (``users.json``, ``apikeys.json``) and, per gateway, which session and ClOrdID each order has
-(``<gateway>/orders.log``, ``procs/gateway/order_log.py``) and which ClOrdIDs were used
-(``<gateway>/clordids.log``, ``procs/gateway/clordids.py``), and where its counter ExecIDs
+(``<gateway>/orders.log``, ``procs/gateway/order_log.py``) and which ClOrdIDs and REST
+clientOrderIds were used (``<gateway>/clordids.log`` and ``api_ids.log``,
+``procs/gateway/clordids.py``), and where its counter ExecIDs
 are reserved up to (``<gateway>/exec-ids``, ``procs/common/exec_ids.py``). A promoted
 standby without them could not log a client on, nor report a fill of an order placed before
 the failover with its ClOrdID, and could repeat ExecIDs the primary sent. So the source sends
@@ -57,7 +58,7 @@ CHUNK = 4 << 20
 
 def shipped_files(cfg: RingexConfig) -> list[str]:
     """The files shipped, relative to ``var/<instance>/gateway`` (``UNITS`` aside)."""
-    own = ("orders.log", "clordids.log", EXEC_IDS)
+    own = ("orders.log", "clordids.log", "api_ids.log", EXEC_IDS)
     gateways = (f"{g.name}/{n}" for g in cfg.gateways for n in own)
     return ["users.json", "apikeys.json", UNITS, *gateways]
 
@@ -132,7 +133,8 @@ class FileShipper:
 
 #: What a standby accepts to write (the primary's gateways need not be named in its config).
 SHIPPABLE = re.compile(
-    r"(users\.json|apikeys\.json|units\.json|[A-Za-z0-9_-]{1,64}/((orders|clordids)\.log|exec-ids))"
+    r"(users\.json|apikeys\.json|units\.json"
+    r"|[A-Za-z0-9_-]{1,64}/((orders|clordids|api_ids)\.log|exec-ids))"
 )
 
 

@@ -38,8 +38,10 @@ Faults, each pinned below by a test that failed on the code it was written again
 docstring says what is wrong and what a correct exchange does); all but the fourth and
 sixth pass since their fixes (the same session's commits: an id noted once the exchange
 takes the order, and once; restored from the order log too; cancel and amend alike; the
-audit log following a file of another owner), and those two are documented limits
-(README, REST), strict xfails:
+audit log following a file of another owner), and those two were documented limits
+(README, REST), strict xfails, until 2026-11-27: the API's ids have a window of their own
+(``api_ids.log``), and "used here" asks the account's FIX sessions' ClOrdIDs too
+(``rest_wiring.py``); they pass since:
 
 1. A new order the exchange refuses (-2010) leaves its id "used": a query by it at once
    answers 504 "status unknown here ... find it in allOrders", where it answered -2013,
@@ -210,11 +212,6 @@ def test_an_amend_by_a_forgotten_client_id_does_not_say_it_never_existed(
     assert body["code"] != -2013, body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, REST): a FIX order's ClOrdID queried over REST once "
-    "forgotten is -2013 still (the REST core keeps the API's ids)",
-)
 def test_a_forgotten_fix_orders_clordid_is_status_unknown_over_rest(harness: Harness) -> None:
     """ALICE places ``fx-1`` over FIX on the gateway serving her API; ``GET order`` finds it
     by ``origClientOrderId=fx-1`` (one id namespace per account: review 47). She cancels it
@@ -296,11 +293,6 @@ def test_one_reused_client_order_id_does_not_grow_clordids_log(harness: Harness)
     assert grown[0] <= 8, f"clordids.log grew {grown[0]} bytes for one id"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, REST): REST clientOrderIds share the FIX ClOrdIDs' "
-    "window of the newest 100k-200k ids",
-)
 def test_rest_orders_do_not_shorten_the_fix_duplicate_window(harness: Harness) -> None:
     """FIX refuses a ClOrdID its session used before, and does not act on a PossDup of one
     taken, while ``seen`` (two generations of ``size``, 100k) remembers it. 87531a3 puts
@@ -362,6 +354,7 @@ def test_a_rest_id_logged_without_its_digest_is_status_unknown_after_a_restart(
     async def body(h: Harness) -> None:
         gw = gateway(h)
         gw.seen_log.keep = lambda seen: None  # type: ignore[method-assign]  # killed before it
+        gw.api_seen_log.keep = lambda seen: None  # type: ignore[method-assign]  # (the API's)
         alice = await client(url_of(h), "ALICE", "alice-pw")
         bob = await client(url_of(h), "BOB", "bob-pw")
         await bob.call("POST", ORDER, **SELL, price="300.00", quantity="0.30")
