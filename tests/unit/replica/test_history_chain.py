@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from config.schema import JournalConfig, RingexConfig
+from config.schema import RingexConfig
 from procs.common.journal import (
     HEADER_SIZE,
     EntryLayout,
@@ -39,18 +39,13 @@ from procs.common.topology import journal_archive_dir, journal_dir
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby
 from procs.replica.wire import Hello, Refused, receive, send
-from tests.unit.replica.test_archived_replication import _closed, _follow
+from tests.unit.replica.test_archived_replication import _archiving, _closed, _follow
 from tests.unit.replica.test_review_replica2_bugs import pair, serve_in_a_thread
 from tests.unit.replica.test_source import CODEC, commands
 
 SLOT = CODEC.slot_size
 LONG = BLOCK + 4_000  # a block and some
 PER_SEGMENT = 8_192  # entries a segment
-
-
-def _archiving(cfg: RingexConfig, tmp_path: Path) -> RingexConfig:
-    where = tmp_path / f"archive-{cfg.instance}"
-    return msgspec.structs.replace(cfg, journal=JournalConfig(archive_dir=str(where)))
 
 
 def _append(cfg: RingexConfig, first: int, n: int) -> None:
