@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, Literal
 
+from procs.common import journal_history
 from procs.common.durable import fsync_dir, make_dirs, write_all
 from procs.common.journal import (
     HEADER_SIZE,
@@ -44,8 +45,6 @@ from procs.common.journal import (
 )
 from procs.common.journal_archive import archive_segments_before, unarchive_after
 from procs.common.journal_durable import DurableMark
-from procs.common.journal_history import BLOCK as HISTORY_BLOCK
-from procs.common.journal_history import HistoryChain
 from procs.common.rules_version import RULES_VERSION
 
 log = logging.getLogger("ringex.journal")
@@ -489,7 +488,7 @@ def cut_after(
                     _copy(reader, out, end)
         # the history chain's keys of blocks past ``seq`` go first: they are of entries cut
         # (a key is checked against its block's last entry anyway, ``journal_history.py``)
-        HistoryChain(directory).truncate(seq // HISTORY_BLOCK)
+        journal_history.HistoryChain(directory).truncate(seq // journal_history.BLOCK)
         # Newest first, the directory synced before the truncation: a crash anywhere leaves
         # a contiguous journal (longer than wanted), which running the cut again finishes.
         for k, (first_seq, path) in reversed(list(enumerate(segments))):

@@ -27,7 +27,7 @@ import os
 import time
 
 from config.schema import RingexConfig
-from procs.common import sd_notify
+from procs.common import journal_history, sd_notify
 from procs.common.epochs import Epochs
 from procs.common.journal import (
     JournalArchivedError,
@@ -36,7 +36,6 @@ from procs.common.journal import (
     JournalReader,
     JournalRulesError,
 )
-from procs.common.journal_history import BLOCK as BLOCK_SIZE
 from procs.common.journal_history import HistoryChain
 from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
@@ -111,7 +110,7 @@ def _remedy(exc: JournalError) -> str:
 
 def _block(seq: int) -> int:
     """The history chain's block that the hash before ``seq`` is taken in."""
-    return (seq - 1) // BLOCK_SIZE
+    return (seq - 1) // journal_history.BLOCK
 
 
 def _wake(bell: asyncio.Future[None]) -> None:
@@ -165,7 +164,7 @@ class ReplicationSource:
                     if s >= seq:
                         break
                     history.update(image)
-                self.chain.keep(history.take_marks())
+                self.chain.keep(history)
         else:
             history = self.chain.history_before(self.reader, seq)
         self._hashed = (seq, history.fork())
@@ -398,7 +397,7 @@ class ReplicationSource:
                 # acknowledges the frame has their ClOrdIDs (sync mode: before any report).
                 await _ship(writer, files)
                 history.update(b"".join(images))
-                self.chain.keep(history.take_marks())
+                self.chain.keep(history)
                 await send(writer, Entries(next_seq, images, history.digest()))
                 heard = loop.time()
                 next_seq += len(images)

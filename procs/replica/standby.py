@@ -159,7 +159,7 @@ class Standby:
         self.files.sync()  # the order logs the primary shipped before this frame, too
         self.journal.sync()  # durable here before it is acknowledged
         self.history = history
-        self.chain.keep(history.take_marks())  # (after the entries: never ahead of them)
+        self.chain.keep(history)  # (after the entries: never ahead of them)
         return self.next_seq - 1
 
     def _adopt_reached(self, next_seq: int) -> None:
