@@ -215,8 +215,8 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
     def note_used(self, account: int, client_id: str) -> None:
         """``client_id`` named an order the exchange took: kept in ``seen``, once (an id
         used again is not added again: ``clordids.log`` grows only with new ones)."""
-        if self.seen is not None and not self.used(account, client_id):
-            self.seen.add(api_digest(account, client_id))
+        if self.seen is not None and (value := api_digest(account, client_id)) not in self.seen:
+            self.seen.add(value)  # (not ``used``: its FIX look walks the users, per order)
 
     def cancel(self, account: int, session: int, symbol: int, order_id: int, now_ns: int) -> int:
         """Cancel ``order_id``; the matcher refuses it unless ``account`` owns the order."""
