@@ -72,33 +72,42 @@ import fcntl
 import io
 import logging
 import os
-import struct
 import zlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Literal
 
+from procs.common.journal_format import (
+    ENTRY_SIZE_AT,
+    HEADER,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_SLOT_SIZE,
+    SLOT_SIZE_AT,
+    SUFFIX,
+    U32,
+    U64,
+    VERSION,
+    EntryLayout,
+    entry_layout,
+    list_segments,
+    pack_header,
+    segment_name,
+)
 from procs.common.record_codec import SLOT_FRAMING, reframe_slot
+
+#: The format's names, taken from here by the journal's readers and writers.
+__all__ = [
+    "ENTRY_SIZE_AT", "HEADER_SIZE", "MAGIC", "MAX_SLOT_SIZE", "SLOT_SIZE_AT", "SUFFIX", "U32",
+    "U64", "VERSION", "EntryLayout", "entry_layout", "list_segments", "pack_header",
+    "segment_name",
+]  # fmt: skip
 
 log = logging.getLogger("ringex.journal")
 
 
-MAGIC: Final = b"RGXJRNL\x00"
-VERSION: Final = 1
-HEADER_SIZE: Final = 64
-SUFFIX: Final = ".journal"
 _READ_CHUNK: Final = 4 * 2**20  # bytes per read while replaying, rounded down to whole entries
-
-_HEADER = struct.Struct("<8sHHIIIQQq12x")  # everything but the trailing CRC
-#: Where the header keeps the entry size and the slot size (for a look without a reader).
-ENTRY_SIZE_AT: Final = 12
-SLOT_SIZE_AT: Final = 16
-U32 = struct.Struct("<I")
-U64 = struct.Struct("<Q")
-_NAME_DIGITS: Final = 20
-#: The largest slot size a header may declare: a record's length is a u16.
-MAX_SLOT_SIZE: Final = 1 << 16
 
 
 #: A journal schema id -> older ids of the same layouts, which segments written by earlier
@@ -172,54 +181,6 @@ def _format_error(
 
 class JournalSequenceError(ValueError):
     """``append`` was given a first seq other than the journal's next one."""
-
-
-class EntryLayout:
-    """Sizes of one journal's entries, which follow from its slot size."""
-
-    def __init__(self, slot_size: int) -> None:
-        if not 1 <= slot_size <= MAX_SLOT_SIZE:
-            raise ValueError(f"slot_size {slot_size} must be within 1..{MAX_SLOT_SIZE}")
-        self.slot_size = slot_size
-        self.body = 8 + slot_size  # seq and image: what the CRC covers
-        self.size = -(-(self.body + 4) // 8) * 8
-        # iter_unpack over whole entries gives (seq, crc) without copying images
-        self.seq_crc = struct.Struct(f"<Q{slot_size}xI{self.size - self.body - 4}x")
-
-
-_LAYOUTS: dict[int, EntryLayout] = {}
-
-
-def entry_layout(slot_size: int) -> EntryLayout:
-    """The (shared) ``EntryLayout`` of ``slot_size``."""
-    layout = _LAYOUTS.get(slot_size)
-    if layout is None:
-        layout = _LAYOUTS[slot_size] = EntryLayout(slot_size)
-    return layout
-
-
-def segment_name(first_seq: int) -> str:
-    return f"{first_seq:0{_NAME_DIGITS}d}{SUFFIX}"
-
-
-def list_segments(directory: Path) -> list[tuple[int, Path]]:
-    """``(first_seq, path)`` of every segment in ``directory``, oldest first."""
-    found = []
-    for entry in os.scandir(directory):
-        stem = entry.name[: -len(SUFFIX)]
-        if entry.name.endswith(SUFFIX) and len(stem) == _NAME_DIGITS and stem.isdigit():
-            found.append((int(stem), Path(entry.path)))
-    return sorted(found)
-
-
-def pack_header(
-    layout: EntryLayout, schema_id: int, first_seq: int, created_ns: int, rules: int = 0
-) -> bytes:
-    body = _HEADER.pack(
-        MAGIC, VERSION, HEADER_SIZE, layout.size, layout.slot_size, rules, schema_id,
-        first_seq, created_ns,
-    )  # fmt: skip
-    return body + U32.pack(zlib.crc32(body))
 
 
 @dataclass(frozen=True)
@@ -409,15 +370,15 @@ class JournalReader:
                 path, len(data), f"header is {len(data)} bytes, expected {HEADER_SIZE}"
             )
         magic, version, header_size, entry_size, slot_size, rules, schema, first, _ = (
-            _HEADER.unpack_from(data)
+            HEADER.unpack_from(data)
         )
         if magic != MAGIC:
             raise JournalCorruptError(path, 0, f"magic {magic!r}, expected {MAGIC!r}")
-        (stored,) = U32.unpack_from(data, _HEADER.size)
-        computed = zlib.crc32(data[: _HEADER.size])
+        (stored,) = U32.unpack_from(data, HEADER.size)
+        computed = zlib.crc32(data[: HEADER.size])
         if stored != computed:
             raise JournalCorruptError(
-                path, _HEADER.size, f"header CRC {stored:#010x}, computed {computed:#010x}"
+                path, HEADER.size, f"header CRC {stored:#010x}, computed {computed:#010x}"
             )
         checks = (
             (8, "format version", version, VERSION),

@@ -467,7 +467,7 @@ def test_a_writer_snapshot_whose_entry_cannot_be_read_is_trusted(tmp_path: Path)
     follower.seq = 20
     follower.save_snapshot(111)
 
-    def archived(seq: int) -> int | None:
+    def archived(seq: int) -> frozenset[int]:
         raise JournalError(f"from_seq {seq} precedes the oldest segment: archived")
 
     assert Follower.restore(cfg, 25, archived).seq == 20

@@ -1,0 +1,72 @@
+"""The journal's on-disk format: segment names, the 64-byte header, the entries' layout.
+
+``journal.py`` reads it and says what it means; ``journal_writer.py`` writes it. A segment is
+``<first_seq:020d>.journal``, a header (``pack_header``) and then fixed-size entries
+(``EntryLayout``: u64 seq, slot image, u32 CRC, zero pad to 8), all little-endian.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Final
+
+MAGIC: Final = b"RGXJRNL\x00"
+VERSION: Final = 1
+HEADER_SIZE: Final = 64
+SUFFIX: Final = ".journal"
+HEADER = struct.Struct("<8sHHIIIQQq12x")  # everything but the trailing CRC
+#: Where the header keeps the entry size and the slot size (for a look without a reader).
+ENTRY_SIZE_AT: Final = 12
+SLOT_SIZE_AT: Final = 16
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+_NAME_DIGITS: Final = 20
+#: The largest slot size a header may declare: a record's length is a u16.
+MAX_SLOT_SIZE: Final = 1 << 16
+
+
+class EntryLayout:
+    """Sizes of one journal's entries, which follow from its slot size."""
+
+    def __init__(self, slot_size: int) -> None:
+        if not 1 <= slot_size <= MAX_SLOT_SIZE:
+            raise ValueError(f"slot_size {slot_size} must be within 1..{MAX_SLOT_SIZE}")
+        self.slot_size = slot_size
+        self.body = 8 + slot_size  # seq and image: what the CRC covers
+        self.size = -(-(self.body + 4) // 8) * 8
+        # iter_unpack over whole entries gives (seq, crc) without copying images
+        self.seq_crc = struct.Struct(f"<Q{slot_size}xI{self.size - self.body - 4}x")
+
+
+@functools.cache
+def entry_layout(slot_size: int) -> EntryLayout:
+    """The (shared) ``EntryLayout`` of ``slot_size``."""
+    return EntryLayout(slot_size)
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:0{_NAME_DIGITS}d}{SUFFIX}"
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """``(first_seq, path)`` of every segment in ``directory``, oldest first."""
+    found = []
+    for entry in os.scandir(directory):
+        stem = entry.name[: -len(SUFFIX)]
+        if entry.name.endswith(SUFFIX) and len(stem) == _NAME_DIGITS and stem.isdigit():
+            found.append((int(stem), Path(entry.path)))
+    return sorted(found)
+
+
+def pack_header(
+    layout: EntryLayout, schema_id: int, first_seq: int, created_ns: int, rules: int = 0
+) -> bytes:
+    body = HEADER.pack(
+        MAGIC, VERSION, HEADER_SIZE, layout.size, layout.slot_size, rules, schema_id,
+        first_seq, created_ns,
+    )  # fmt: skip
+    return body + U32.pack(zlib.crc32(body))
