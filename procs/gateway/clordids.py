@@ -73,6 +73,11 @@ class Generations:
             self.added, self.rolled = array("Q"), False
         return added, rolled
 
+    def give_back(self, added: array[int], rolled: bool) -> None:
+        """What ``take`` gave, not persisted after all: before what came since."""
+        self.added = added + self.added
+        self.rolled = self.rolled or rolled
+
     def restore(self, values: array[int]) -> None:
         """Add what a ``SeenLog`` held, in order (the generations come back as they were);
         nothing of it is left to persist."""
@@ -120,12 +125,18 @@ class SeenLog:
         return values
 
     def keep(self, seen: Generations) -> None:
-        """Persist what ``seen`` gained since the last call (before the commands go out)."""
+        """Persist what ``seen`` gained since the last call (before the commands go out). A
+        write that fails (a full disk) gives it back to ``seen``: the next call writes it
+        (review 86: the caller, a REST request's, failed, and the gateway ran on without)."""
         added, rolled = seen.take()
-        if rolled:
-            self.rewrite(seen.content())
-        elif added:
-            self.append(added)
+        try:
+            if rolled:
+                self.rewrite(seen.content())
+            elif added:
+                self.append(added)
+        except OSError:
+            seen.give_back(added, rolled)
+            raise
 
     def append(self, values: array[int]) -> None:
         """``values`` at the end, whole or not at all: a write cut short (a disk filling up)

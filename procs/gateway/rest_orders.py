@@ -145,9 +145,9 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         #: the FIX order entry's unfinished order of an account by its ClOrdID (or the one
         #: a replace in flight names so), or None
         self.fix_live: Callable[[int, str], Order | None] = lambda account, cl_ord_id: None
-        #: whether an account used an id here over FIX (a ClOrdID; one namespace: review 47)
-        #: or in the FIX window, where builds before 2026-11-27 kept the API's (the shell's)
-        self.fix_used: Callable[[int, str], bool] = lambda account, client_id: False
+        #: whether the API used an id here under a build before 2026-11-27, which kept the
+        #: API's ids in the FIX ClOrdIDs' window (``clordids.log``; the shell's)
+        self.legacy_used: Callable[[int, str], bool] = lambda account, client_id: False
         #: orders placed through this API that changed since ``take_changes`` (by ``placed``),
         #: and those no longer kept (finished and past ``keep_done``)
         self._changed: dict[int, LiveOrder] = {}
@@ -200,9 +200,9 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
 
     def used(self, account: int, client_id: str) -> bool:
         """Whether ``account`` placed an order here under ``client_id`` that the exchange
-        took (lately: ``seen``), over the API or, as a ClOrdID, over FIX (review 73)."""
+        took (lately: ``seen``, or the FIX window where an older build kept the API's ids)."""
         return self.seen is not None and (
-            api_digest(account, client_id) in self.seen or self.fix_used(account, client_id)
+            api_digest(account, client_id) in self.seen or self.legacy_used(account, client_id)
         )
 
     def unknown(self, account: int, client_id: str) -> ApiError:
@@ -214,9 +214,9 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
 
     def note_used(self, account: int, client_id: str) -> None:
         """``client_id`` named an order the exchange took: kept in ``seen``, once (an id
-        used again is not added again: ``clordids.log`` grows only with new ones)."""
+        used again is not added again: ``api_ids.log`` grows only with new ones)."""
         if self.seen is not None and (value := api_digest(account, client_id)) not in self.seen:
-            self.seen.add(value)  # (not ``used``: its FIX look walks the users, per order)
+            self.seen.add(value)
 
     def cancel(self, account: int, session: int, symbol: int, order_id: int, now_ns: int) -> int:
         """Cancel ``order_id``; the matcher refuses it unless ``account`` owns the order."""

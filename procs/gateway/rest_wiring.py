@@ -1,6 +1,7 @@
 """The REST API's core (``RestOrders``) wired to the FIX order entry of the same gateway: one
 namespace of client order ids per account (review 47), the FIX orders in the API's views, and
-the windows of ids used, each its own (the API's in ``api_ids.log``, review 73)."""
+the windows of ids used, each its own (the API's in ``api_ids.log``, review 73; the ids an
+older build kept in the FIX window, ``clordids.log``, are still asked)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from config.edges import GatewayConfig
 from config.schema import RingexConfig
 from procs.common.users import User, UserStore
 from procs.gateway.clordids import API_IDS_KEPT, Generations, SeenLog, api_digest
-from procs.gateway.clordids import digest as clordid_digest
 from procs.gateway.order_state import Order
 from procs.gateway.orders import OrderEntry
 from procs.gateway.rest_orders import RestOrders
@@ -45,7 +45,7 @@ class RestWiring:
         core.seen = Generations(API_IDS_KEPT // 2)  # the ids used here, a window of their own
         core.seen.restore(self.api_seen_log.load())
         core.fix_live = lambda a, c: entry.holding(a, c.encode("latin-1"))
-        core.fix_used = self._fix_used
+        core.legacy_used = lambda a, c: api_digest(a, c) in entry.seen
         entry.account_of = lambda s: None if (u := self._user_of(s)) is None else u.account
         # one id, one open order of the account, whichever way it came (review 47)
         entry.api_holds = lambda a, c: (a, c.decode("latin-1")) in core.client_ids
@@ -59,16 +59,3 @@ class RestWiring:
         if order is None and (finished := self.entry.finished_orders.get(ref)) is not None:
             order = finished[0] if finished[0].order_id == order_id else None
         return order
-
-    def _fix_used(self, account: int, cl_ord_id: str) -> bool:
-        """Whether a FIX session of ``account`` used ``cl_ord_id`` here, or the API did under
-        a build before 2026-11-27, which kept its ids there too (lately: the order entry's
-        window of ClOrdIDs), for the API's "status unknown" (review 73)."""
-        raw, seen = cl_ord_id.encode("latin-1", "replace"), self.entry.seen
-        if api_digest(account, cl_ord_id) in seen:
-            return True
-        return any(
-            clordid_digest(u.session, raw) in seen
-            for u in self.users.users()
-            if u.account == account
-        )

@@ -39,9 +39,9 @@ docstring says what is wrong and what a correct exchange does); all but the four
 sixth pass since their fixes (the same session's commits: an id noted once the exchange
 takes the order, and once; restored from the order log too; cancel and amend alike; the
 audit log following a file of another owner), and those two were documented limits
-(README, REST), strict xfails, until 2026-11-27: the API's ids have a window of their own
-(``api_ids.log``), and "used here" asks the account's FIX sessions' ClOrdIDs too
-(``rest_wiring.py``); they pass since:
+(README, REST), strict xfails. The sixth passes since 2026-11-27 (the API's ids have a
+window of their own, ``api_ids.log``); the fourth stays a documented limit: answering it
+from the FIX window (fc51b85) took refused ClOrdIDs for used ones (review 86):
 
 1. A new order the exchange refuses (-2010) leaves its id "used": a query by it at once
    answers 504 "status unknown here ... find it in allOrders", where it answered -2013,
@@ -212,6 +212,12 @@ def test_an_amend_by_a_forgotten_client_id_does_not_say_it_never_existed(
     assert body["code"] != -2013, body
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a documented limit (README, REST): a FIX order's ClOrdID queried over REST once "
+    "forgotten is -2013 still (the FIX window holds every ClOrdID received, refused ones too: "
+    "review 86)",
+)
 def test_a_forgotten_fix_orders_clordid_is_status_unknown_over_rest(harness: Harness) -> None:
     """ALICE places ``fx-1`` over FIX on the gateway serving her API; ``GET order`` finds it
     by ``origClientOrderId=fx-1`` (one id namespace per account: review 47). She cancels it
