@@ -157,7 +157,11 @@ def main() -> int:
     except ConfigError as exc:  # as every `ringex` command says it: one line, exit 2
         print(f"run_demo: {exc}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on TERM too
+    # Ctrl-C and TERM stop it cleanly, also where it was started with SIGINT ignored (a
+    # background job of a shell without job control: `make test &`, CI; Python then leaves
+    # SIGINT ignored, and the demo ran on through Ctrl-C while its market maker stopped)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     bot: subprocess.Popen[bytes] | None = None
     try:
         if start_exchange(args.profile) != 0:
