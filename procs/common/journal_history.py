@@ -114,6 +114,21 @@ class History:
         return other
 
 
+def block_of(seq: int) -> int:
+    """The block the hash before ``seq`` is taken in (its key is the one before it)."""
+    return (seq - 1) // BLOCK
+
+
+def feed_to(history: History, reader: JournalReader, seq: int) -> None:
+    """Feed ``history`` the entries of ``reader``'s journal from its next seq up to ``seq``
+    (any layout's: they are only hashed)."""
+    if history.next_seq < seq:
+        for found, image in reader.entries(history.next_seq, foreign="yield"):
+            if found >= seq:
+                break
+            history.update(image)
+
+
 def record_bytes(image: bytes | memoryview) -> memoryview:
     """The record of a slot image: its 2-byte length and the bytes it says (the whole image
     where the length says more than it holds), without padding or stamp."""
@@ -172,14 +187,9 @@ class HistoryChain:
         it."""
         if seq < 1:
             raise ValueError(f"seq {seq} must be at least 1")
-        block, key = self._sound_key(reader, (seq - 1) // BLOCK)
+        block, key = self._sound_key(reader, block_of(seq))
         history = History(reader.layout.slot_size, key, block)
-        first = block * BLOCK + 1
-        if first < seq:
-            for found, image in reader.entries(first, foreign="yield"):  # (hashed only)
-                if found >= seq:
-                    break
-                history.update(image)
+        feed_to(history, reader, seq)
         if history.next_seq != seq:
             raise JournalError(
                 f"the journal {reader.directory} ends before seq {seq - 1}: no history there"
@@ -195,13 +205,10 @@ class HistoryChain:
         found: dict[int, bytes] = {}
         history: History | None = None
         for seq in sorted({s for s in seqs if 1 <= s <= last + 1}):
-            if history is None or (history.next_seq - 1) // BLOCK != (seq - 1) // BLOCK:
+            if history is None or block_of(history.next_seq) != block_of(seq):
                 history = self.history_before(reader, seq)
             else:  # on from the last one, in the same block
-                for got, image in reader.entries(history.next_seq, foreign="yield"):
-                    if got >= seq:
-                        break
-                    history.update(image)
+                feed_to(history, reader, seq)
             found[seq] = history.digest()
         return found
 
@@ -267,14 +274,16 @@ class HistoryChain:
         except FileNotFoundError:
             return 0, _ROOT
         with f:
-            k = min(blocks, os.fstat(f.fileno()).st_size // _RECORD.size)
+            kept = os.fstat(f.fileno()).st_size // _RECORD.size
+            k, record = min(blocks, kept), None
             while k:
                 record = _unpack(os.pread(f.fileno(), _RECORD.size, (k - 1) * _RECORD.size))
                 if record is not None and self._borne_out(reader, k * BLOCK, record[1]):
-                    return k, record[0]
+                    break
                 k -= 1
-                self.truncate(k)
-        return 0, _ROOT
+        if k < min(blocks, kept):  # dropped: those after it go too
+            self.truncate(k)
+        return (k, record[0]) if k and record is not None else (0, _ROOT)
 
     @staticmethod
     def _borne_out(reader: JournalReader, seq: int, crc: int) -> bool:
@@ -297,10 +306,11 @@ def _unpack(data: bytes) -> tuple[bytes, int] | None:
 def _sound_records(data: bytes) -> list[tuple[bytes, int]]:
     """The records of ``data`` up to the first torn or damaged one."""
     out = []
-    for key, crc, check in _RECORD.iter_unpack(data[: len(data) // _RECORD.size * _RECORD.size]):
-        if zlib.crc32(key + crc.to_bytes(4, "little")) != check:
+    for at in range(0, len(data), _RECORD.size):
+        record = _unpack(data[at : at + _RECORD.size])
+        if record is None:
             break
-        out.append((key, crc))
+        out.append(record)
     return out
 
 

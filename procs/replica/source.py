@@ -27,7 +27,7 @@ import os
 import time
 
 from config.schema import RingexConfig
-from procs.common import journal_history, sd_notify
+from procs.common import sd_notify
 from procs.common.epochs import Epochs
 from procs.common.journal import (
     JournalArchivedError,
@@ -36,7 +36,7 @@ from procs.common.journal import (
     JournalReader,
     JournalRulesError,
 )
-from procs.common.journal_history import HistoryChain
+from procs.common.journal_history import HistoryChain, block_of, feed_to
 from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.rules_version import RULES_VERSION
@@ -108,11 +108,6 @@ def _remedy(exc: JournalError) -> str:
     )
 
 
-def _block(seq: int) -> int:
-    """The history chain's block that the hash before ``seq`` is taken in."""
-    return (seq - 1) // journal_history.BLOCK
-
-
 def _wake(bell: asyncio.Future[None]) -> None:
     if not bell.done():
         bell.set_result(None)
@@ -157,14 +152,9 @@ class ReplicationSource:
         before ``seq`` in the same block (a standby that reconnects costs only the entries
         since), else from the chain's key of its block (a block of entries at most)."""
         cached = self._hashed
-        if cached is not None and cached[0] <= seq and _block(cached[0]) == _block(seq):
-            history = cached[1].fork()
-            if seq > history.next_seq:
-                for s, image in self.reader.entries(history.next_seq, foreign="yield"):
-                    if s >= seq:
-                        break
-                    history.update(image)
-                self.chain.keep(history)
+        if cached is not None and cached[0] <= seq and block_of(cached[0]) == block_of(seq):
+            history = cached[1].fork()  # (in one block: it completes none, keeps nothing)
+            feed_to(history, self.reader, seq)
         else:
             history = self.chain.history_before(self.reader, seq)
         self._hashed = (seq, history.fork())
