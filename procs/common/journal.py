@@ -82,6 +82,7 @@ from procs.common.journal_format import (
     ENTRY_SIZE_AT,
     HEADER,
     HEADER_SIZE,
+    LEGACY_SCHEMA_IDS,
     MAGIC,
     MAX_SLOT_SIZE,
     SLOT_SIZE_AT,
@@ -99,26 +100,15 @@ from procs.common.record_codec import SLOT_FRAMING, reframe_slot
 
 #: The format's names, taken from here by the journal's readers and writers.
 __all__ = [
-    "ENTRY_SIZE_AT", "HEADER_SIZE", "MAGIC", "MAX_SLOT_SIZE", "SLOT_SIZE_AT", "SUFFIX", "U32",
-    "U64", "VERSION", "EntryLayout", "entry_layout", "list_segments", "pack_header",
-    "segment_name",
+    "ENTRY_SIZE_AT", "HEADER_SIZE", "LEGACY_SCHEMA_IDS", "MAGIC", "MAX_SLOT_SIZE",
+    "SLOT_SIZE_AT", "SUFFIX", "U32", "U64", "VERSION", "EntryLayout", "entry_layout",
+    "list_segments", "pack_header", "segment_name",
 ]  # fmt: skip
 
 log = logging.getLogger("ringex.journal")
 
 
 _READ_CHUNK: Final = 4 * 2**20  # bytes per read while replaying, rounded down to whole entries
-
-
-#: A journal schema id -> older ids of the same layouts, which segments written by earlier
-#: builds carry: read as this id's. Builds up to 82bd4da (2026-11-27) stamped the whole
-#: record set's id, 0x5245DCF948CF, whose commands' id is 0x5245E71EF8B6: constants, keyed
-#: by the commands' id, so any later build with those commands reads them, whatever its
-#: events, and one of other commands does not (review 68: computed from the build's own
-#: records, the alias followed its events).
-LEGACY_SCHEMA_IDS: Final[dict[int, frozenset[int]]] = {
-    0x5245_E71E_F8B6: frozenset({0x5245_DCF9_48CF}),
-}
 
 
 class JournalError(Exception):

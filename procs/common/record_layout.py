@@ -1,7 +1,8 @@
-"""A record type's layout, read off its msgspec fields: the worst-case size of its
-MessagePack encoding (what sizes a ring's slots), the bounds of its integer fields (what the
-codec's backstop checks) and a schema id of a record set (what a ring's header carries, so a
-ring written by one build and read by another with different records fails on attach)."""
+"""A record type's layout, read off its msgspec fields (integers, integer enums and bytes of a
+bounded length): the worst-case size of its MessagePack encoding (what sizes a ring's slots),
+the bounds of its integer fields (what the codec's backstop checks) and a schema id of a
+record set (what a ring's header carries, so a ring written by one build and read by another
+with different records fails on attach)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ def max_encoded_size(cls: type[msgspec.Struct]) -> int:
     size += _int_size(0, int(cls.__struct_config__.tag))  # type: ignore[arg-type]
     for field in info.fields:
         bounds = _bounds(field.type)
-        if bounds is None:
+        if bounds is not None:
+            size += _int_size(*bounds)
+        elif isinstance(field.type, msgspec.inspect.BytesType) and field.type.max_length:
+            size += _bin_header(field.type.max_length) + field.type.max_length
+        else:
             raise TypeError(f"record field type {field.type!r} has no fixed worst-case size")
-        size += _int_size(*bounds)
     return size
 
 
@@ -60,6 +64,11 @@ def _int_size(low: int, high: int) -> int:
     if low >= -(2**31) and high <= 2**32 - 1:
         return 5
     return 9
+
+
+def _bin_header(length: int) -> int:
+    """The MessagePack bin header of ``length`` bytes: bin8, bin16 or bin32."""
+    return 2 if length <= 2**8 - 1 else 3 if length <= 2**16 - 1 else 5
 
 
 def schema_id(types: Sequence[type[msgspec.Struct]]) -> int:

@@ -20,6 +20,7 @@ from procs.common.types import (
     AccountId,
     AdminAction,
     AssetId,
+    ClientOrderId,
     DoneReason,
     GatewayId,
     OrderId,
@@ -75,6 +76,10 @@ class NewOrder(OrderRecord, tag=1, frozen=True):
     qty: Qty  # lots
     stop_price: Price  # trigger for STOP / STOP_LIMIT, else 0
     display_qty: Qty  # iceberg slice size, 0 = show all
+    #: the client's order id (REST newClientOrderId, FIX ClOrdID: ``types.client_id_of``) for
+    #: the history; b"" where none is kept, and in the entries of builds before it (a trailing
+    #: default: their shorter arrays decode as this record)
+    client_id: ClientOrderId = b""
 
 
 class CancelOrder(OrderRecord, tag=2, frozen=True):
@@ -91,6 +96,9 @@ class ReplaceOrder(OrderRecord, tag=3, frozen=True):
 
     price: Price
     order_qty: Qty
+    #: the order's client id once replaced (FIX: the G's ClOrdID; REST: the one it keeps);
+    #: b"": not kept, the history keeps the one it had
+    client_id: ClientOrderId = b""
 
 
 class MassCancel(Record, tag=4, frozen=True):
@@ -357,9 +365,10 @@ RECORD_TYPES: Final[tuple[type[Record], ...]] = get_args(AnyRecord)
 
 #: The record types the router sequences and journals: the commands. A journal's schema id
 #: (``RecordCodec.journal_schema_id``) is theirs alone, so a build that changes an event
-#: (``Accepted``, ``BookLevel``, ...) still replays the journals of the builds before it, as
-#: long as the slot size stays (the largest record's worst case, rounded up to 8 bytes:
-#: ``Trade``'s, 125 of 128, so a field added to ``Trade`` grows it).
+#: (``Accepted``, ``BookLevel``, ...) still replays the journals of the builds before it (a
+#: segment of another slot size is re-framed as it is read: ``record_codec.reframe_slot``).
+#: The slot is the largest record's worst case and framing, rounded up to 8 bytes:
+#: ``NewOrder``'s 142 + 10 of 152 since it carries a client id (``Trade``'s of 128 before).
 JOURNALED_TYPES: Final[tuple[type[Record], ...]] = (
     NewOrder,
     CancelOrder,

@@ -7,6 +7,7 @@ whenever a record is decoded, and size each field's worst-case encoding.
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from typing import Annotated, Final
 
@@ -27,6 +28,23 @@ AssetId = U32
 SymbolId = U32
 GatewayId = U16
 SessionId = U32
+
+#: The longest client order id a record carries, in bytes: the REST API's ``newClientOrderId``
+#: (1..36 of A-Z a-z 0-9 . _ : / -, as Binance's) and a FIX ClOrdID that is as short and
+#: printable (``client_id_of``); a longer ClOrdID is carried as none (b"").
+MAX_CLIENT_ID: Final = 36
+#: A client order id as the records carry it: ASCII bytes, b"" where none is kept.
+ClientOrderId = Annotated[bytes, msgspec.Meta(max_length=MAX_CLIENT_ID)]
+
+
+def client_id_of(value: bytes) -> bytes:
+    """``value`` (a FIX ClOrdID) as a record carries it: itself where it is at most
+    ``MAX_CLIENT_ID`` bytes of printable ASCII, else b"" (not kept: the database then shows the
+    order without one, rather than a cut or garbled id)."""
+    return value if _KEPT_CLIENT_ID(value) is not None else b""
+
+
+_KEPT_CLIENT_ID: Final = re.compile(rb"[\x20-\x7e]{1,%d}" % MAX_CLIENT_ID).fullmatch
 
 
 class Side(IntEnum):

@@ -8,7 +8,9 @@ rows a batch and go through ``write_row``.
 
 Binary COPY format: the 19-byte signature and header, then per row a big-endian i16 field
 count and per field an i32 length and the value (int2/int4/int8 big-endian; timestamptz is
-int8 microseconds since 2000-01-01 UTC), then an i16 -1 trailer.
+int8 microseconds since 2000-01-01 UTC; text its bytes, here ASCII), then an i16 -1 trailer.
+A layout may end in one ``text`` column (the orders' client id): its rows are then of varying
+width, which ``BinaryRows`` takes and ``GroupedRows`` (whose rows are found by width) does not.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ TRAILER: Final = struct.pack(">h", -1)
 #: Microseconds from 1970-01-01 to 2000-01-01, the PostgreSQL epoch.
 PG_EPOCH_US: Final = 946_684_800_000_000
 
+_LENGTH: Final = struct.Struct(">i")
 _WIDTH: Final = {"int2": ("h", 2), "int4": ("i", 4), "int8": ("q", 8), "timestamptz": ("q", 8)}
 
 
@@ -34,23 +37,30 @@ def pg_micros(ts_ns: int) -> int:
 
 class RowLayout:
     """The columns of one table in COPY order, each ``int2``, ``int4``, ``int8`` or
-    ``timestamptz`` (pass timestamps through ``pg_micros``)."""
+    ``timestamptz`` (pass timestamps through ``pg_micros``), the last one maybe ``text``
+    (its value ``bytes``: the layout's rows are then of varying width, ``fixed`` False)."""
 
     def __init__(self, table: str, columns: Sequence[tuple[str, str]]) -> None:
-        unknown = [f"{name}:{kind}" for name, kind in columns if kind not in _WIDTH]
+        fixed = list(columns[:-1]) + ([] if columns[-1][1] == "text" else [columns[-1]])
+        unknown = [f"{name}:{kind}" for name, kind in fixed if kind not in _WIDTH]
         if unknown:
-            raise ValueError(f"{table}: column types {unknown} are not fixed-width integers")
+            raise ValueError(
+                f"{table}: column types {unknown} are not fixed-width integers (only the last "
+                "column may be text)"
+            )
         self.table = table
         self.names = tuple(name for name, _ in columns)
         self.types = tuple(kind for _, kind in columns)
-        fmt = ">h" + "".join(f"i{_WIDTH[kind][0]}" for kind in self.types)
-        self.row = struct.Struct(fmt)
+        self.fixed = len(fixed) == len(columns)
+        fmt = ">h" + "".join(f"i{_WIDTH[kind][0]}" for _, kind in fixed)
+        self.row = struct.Struct(fmt)  # the fixed-width part: the whole row where ``fixed``
         # pack(values) interleaves the constant lengths: a generated call, one per layout,
         # so no per-row tuple building (a row of 11 int8 costs ~1 us).
-        args = ", ".join(f"{_WIDTH[k][1]}, v[{i}]" for i, k in enumerate(self.types))
-        namespace: dict[str, object] = {"_pack": self.row.pack}
-        exec(f"def pack(v):\n    return _pack({len(self.types)}, {args})\n", namespace)
-        self.pack = cast(Callable[[Sequence[int]], bytes], namespace["pack"])
+        args = ", ".join(f"{_WIDTH[k][1]}, v[{i}]" for i, (_, k) in enumerate(fixed))
+        text = "" if self.fixed else f" + _length(len(v[{len(fixed)}])) + v[{len(fixed)}]"
+        namespace: dict[str, object] = {"_pack": self.row.pack, "_length": _LENGTH.pack}
+        exec(f"def pack(v):\n    return _pack({len(columns)}, {args}){text}\n", namespace)
+        self.pack = cast(Callable[[Sequence[int | bytes]], bytes], namespace["pack"])
 
     @property
     def column_list(self) -> str:
@@ -67,7 +77,7 @@ class BinaryRows:
         self.buf = bytearray()
         self.count = 0
 
-    def add(self, values: Sequence[int]) -> None:
+    def add(self, values: Sequence[int | bytes]) -> None:
         self.buf += self.layout.pack(values)
         self.count += 1
 
@@ -88,6 +98,8 @@ class GroupedRows:
     __slots__ = ("count", "groups", "layout")
 
     def __init__(self, layout: RowLayout) -> None:
+        if not layout.fixed:
+            raise ValueError(f"{layout.table}: grouped rows must be of fixed width")
         self.layout = layout
         self.groups: dict[int, tuple[bytearray, array[int]]] = {}
         self.count = 0

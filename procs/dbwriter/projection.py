@@ -81,6 +81,7 @@ ORDERS = RowLayout(
         ("reject_code", "int4"), ("created_seq", "int8"), ("created", "timestamptz"),
         ("updated_seq", "int8"), ("updated", "timestamptz"), ("flags", "int2"),
         ("display", "int8"),  # 0008_order_display
+        ("client_order_id", "text"),  # 0013_order_client_id
     ],
 )  # fmt: skip
 ACCOUNTS = RowLayout(
@@ -106,7 +107,7 @@ def to_datetime(ts_ns: int) -> dt.datetime:
 
 class OrderRow(msgspec.Struct, array_like=True):
     """An order as the ``orders`` table has it (field order = ``ORDERS``, less ``updated_seq``
-    and ``updated``, which come before ``flags`` and ``display`` there)."""
+    and ``updated``, which come before ``flags``, ``display`` and ``client_id`` there)."""
 
     id: int
     account: int
@@ -125,6 +126,7 @@ class OrderRow(msgspec.Struct, array_like=True):
     created_us: int  # pg_micros of the new order's ts
     flags: int = 0  # NewOrder.flags (a snapshot from before it was kept: 0)
     display: int = 0  # NewOrder.display_qty (likewise)
+    client_id: bytes = b""  # NewOrder.client_id, or the last Replaced's ReplaceOrder's (likewise)
 
 
 @dataclass
@@ -142,7 +144,7 @@ class Batch:
     started: float = field(default_factory=time.monotonic)
     trades: GroupedRows = field(default_factory=lambda: GroupedRows(TRADES))  # by symbol
     accounts: BinaryRows = field(default_factory=lambda: BinaryRows(ACCOUNTS))
-    orders: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    orders: dict[int, tuple[int | bytes, ...]] = field(default_factory=dict)
     transfers: list[tuple[int, dt.datetime, int, int, Decimal, int]] = field(default_factory=list)
     # (account, asset) -> (seq, ts_ns) of the last command that marked its balance:
     dirty: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
@@ -230,6 +232,7 @@ class Projection:
             s.id: (by_name[s.base].id, by_name[s.quote].id) for s in cfg.symbols
         }  # symbol -> (base, quote)
         self.orders: dict[int, OrderRow] = {}
+        self._renamed = b""
 
     def process(
         self, seq: int, command: Record, events: Sequence[Record], batch: Batch | None
@@ -237,6 +240,7 @@ class Projection:
         ts_ns: int = getattr(command, "ts_ns", 0)
         touched: dict[int, OrderRow] = {}
         kind = type(command)
+        self._renamed = b""  # the client id a replace gives its order, once Replaced
         if kind is NewOrder:
             new: NewOrder = command  # type: ignore[assignment]
             # a price the router gave (a market or stop-market buy sent without one: its
@@ -245,11 +249,12 @@ class Projection:
             order = OrderRow(
                 *(new.order_id, new.account, new.symbol, int(new.side), int(new.ord_type)),
                 *(int(new.tif), price, new.stop_price, new.qty, new.qty, 0, PENDING, 0),
-                *(seq, pg_micros(ts_ns), new.flags, new.display_qty),
+                *(seq, pg_micros(ts_ns), new.flags, new.display_qty, new.client_id),
             )
             self.orders[new.order_id] = touched[new.order_id] = order
         elif kind is ReplaceOrder:
             replace: ReplaceOrder = command  # type: ignore[assignment]
+            self._renamed = replace.client_id
             target = self.orders.get(replace.order_id)
             if target is not None and batch is not None:
                 self._mark(batch, target, (seq, ts_ns))  # the router reserved the replace's hold
@@ -279,8 +284,8 @@ class Projection:
             return
         updated_us = pg_micros(ts_ns)
         for oid, order in touched.items():
-            *fields, flags, display = msgspec.structs.astuple(order)
-            batch.orders[oid] = (*fields, seq, updated_us, flags, display)
+            *fields, flags, display, client_id = msgspec.structs.astuple(order)
+            batch.orders[oid] = (*fields, seq, updated_us, flags, display, client_id)
             self._mark(batch, order, stamp)
             if order.status not in OPEN_STATUSES:
                 self.orders.pop(oid, None)
@@ -345,6 +350,8 @@ class Projection:
             order = touched[replaced.order_id] = self._order(replaced.order_id, "replaced")
             order.price, order.remaining = replaced.price, replaced.qty
             order.size = order.filled + replaced.qty
+            if self._renamed:  # b"": not kept (a long ClOrdID, an older build's entry)
+                order.client_id = self._renamed
         elif kind is Triggered:
             triggered: Triggered = event  # type: ignore[assignment]
             order = touched[triggered.order_id] = self._order(triggered.order_id, "triggered")

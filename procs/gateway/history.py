@@ -77,7 +77,8 @@ KLINES: dict[str, tuple[int, int]] = {
 _ORDER_COLUMNS = (
     "id, account_id, symbol_id, side, ord_type, tif, price, stop_price, size, remaining, "
     "filled, status, reject_code, floor(extract(epoch from created) * 1000)::bigint, "
-    "floor(extract(epoch from updated) * 1000)::bigint, flags, updated_seq, display"
+    "floor(extract(epoch from updated) * 1000)::bigint, flags, updated_seq, display, "
+    "client_order_id"
 )
 
 
@@ -98,7 +99,7 @@ def order_json(row: tuple[Any, ...], sym: SymbolConfig) -> dict[str, Any]:
     return {
         "symbol": sym.name,
         "orderId": oid,
-        "clientOrderId": "",
+        "clientOrderId": row[18],  # '': not kept (an older build's row, a long ClOrdID)
         "price": format_units(price, pd).decode(),
         "origQty": format_units(size, qd).decode(),
         "executedQty": format_units(filled, qd).decode(),
@@ -243,6 +244,16 @@ class History:
         rows = await self._rows(
             f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = %s AND account_id = %s",
             (order_id, account),
+        )
+        return rows[0] if rows else None
+
+    async def order_by_client_id(self, account: int, client_id: str) -> tuple[Any, ...] | None:
+        """``account``'s newest order filed under ``client_id`` (an id is unique among an
+        account's open orders only), on any symbol."""
+        rows = await self._rows(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE account_id = %s AND "
+            "client_order_id = %s ORDER BY id DESC LIMIT 1",
+            (account, client_id),
         )
         return rows[0] if rows else None
 

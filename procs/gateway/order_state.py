@@ -40,6 +40,9 @@ class Order:
     display: int = 0  # MaxFloor (111) in lots, 0: not an iceberg
     triggered: bool = False  # a stop whose trigger came (``Triggered``)
     post_only: bool = False  # ExecInst (18) 6: a replace must restate it
+    #: the ClOrdID it was placed or last replaced with, once a cancel's has taken
+    #: ``cl_ord_id`` (b"": ``cl_ord_id`` is it): its name over REST and in the history
+    name: bytes = b""
     #: finished: its FINISHED entry as the order log last wrote it, encoded (``order_memory``)
     logged: msgspec.Raw | None = field(default=None, repr=False, compare=False)
 

@@ -46,7 +46,7 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.stats import REJECT_REASONS, LatencyHistogram, reject_slot
-from procs.common.types import DoneReason, OrderFlag, Side, StpMode
+from procs.common.types import DoneReason, OrderFlag, Side, StpMode, client_id_of
 from procs.gateway.clordid_holders import ClOrdIdHolders
 from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
@@ -302,6 +302,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             0, now_ns, self.gateway, session.session_id, ref, session.account, sym.id, 0,
             side=side, ord_type=ord_type, tif=tif, flags=flags, stp=StpMode.NONE,
             price=price, qty=qty, stop_price=stop, display_qty=display,
+            client_id=client_id_of(cl_ord_id),
         )  # fmt: skip
         self.outgoing.append(new)
 
@@ -369,11 +370,11 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         if unfit is not None:
             self._cancel_reject(session, msg, order, unfit)
             return
-        request.price, request.qty = price, qty
+        request.price, request.qty = price, qty  # qty: the total, racing fills not added
         self.requests[ref] = self.touched[ref] = request
         replace = ReplaceOrder(
             0, now_ns, self.gateway, session.session_id, ref, session.account, sym.id,
-            order.order_id, price=price, order_qty=qty,  # the total: racing fills not added
+            order.order_id, price=price, order_qty=qty, client_id=client_id_of(f[11]),
         )  # fmt: skip
         self.outgoing.append(replace)
 
@@ -534,7 +535,8 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         order.status = exec_type
         extra = field(58, text) if text else b""
         if request is not None and request.cl_ord_id:
-            order.orig_cl_ord_id, order.cl_ord_id = order.cl_ord_id, request.cl_ord_id
+            order.name = order.orig_cl_ord_id = order.cl_ord_id
+            order.cl_ord_id = request.cl_ord_id
             self._finish(order)  # the cancel's ClOrdID names it too
         exec_id = event_exec_id(b"D", done.seq, order.order_id)
         self._report(order, exec_type, extra, exec_id, at_ns=done.ts_ns)

@@ -54,8 +54,9 @@ from procs.gateway.rest_fast import KEEPALIVE_S, FastHandler, FastLane
 from procs.gateway.rest_history import HistoryRoutes
 from procs.gateway.rest_keys import KeyRoutes
 from procs.gateway.rest_mass_cancel import MassCancelRoute
+from procs.gateway.rest_named import NamedOrders
 from procs.gateway.rest_open_orders import OpenOrderViews
-from procs.gateway.rest_order_state import LiveOrder, Outcome, balance_json
+from procs.gateway.rest_order_state import Outcome, balance_json
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.rest_public import PublicRoutes, json_response
 from procs.gateway.rest_request import RestRequest
@@ -104,7 +105,7 @@ def history_dsn(cfg: RingexConfig) -> str | None:
         return None
 
 
-class RestApi(OpenOrderViews, RestConnections):
+class RestApi(OpenOrderViews, NamedOrders, RestConnections):
     def __init__(
         self,
         cfg: RingexConfig,
@@ -466,7 +467,7 @@ class RestApi(OpenOrderViews, RestConnections):
         key = await self.signed(request, "trade")
         params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)
-        oid, known = self.named_order(key.account, params)
+        oid, known = await self.named_order(key.account, params)
         if oid is None:
             if known is None:
                 raise self.core.unknown(key.account, params["origClientOrderId"])
@@ -491,25 +492,11 @@ class RestApi(OpenOrderViews, RestConnections):
             raise bad_request(codes.CANCEL_REJECTED, f"cancel rejected: {why} orderId={oid}")
         return json_response(outcome.view or outcome.order.json())
 
-    def refuse_if_ended(self, account: int, oid: int, code: ResultCode, what: str) -> None:
-        """When ``what`` (a cancel or an amend) of ``account``'s order ``oid`` was refused as
-        unknown because the order ended (a fill, say) while the request was on its way,
-        refuse it saying so, as FIX says "too late", rather than "unknown order" (review
-        47)."""
-        if code not in codes.NOT_YOURS:
-            return
-        order = self.core.order(account, oid)
-        if order is not None and order.order_id and not order.open:
-            raise bad_request(
-                codes.CANCEL_REJECTED,
-                f"{what} rejected: orderId={oid} is {order.status}: too late to {what}",
-            )
-
     async def query_order(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "read")
         params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)
-        oid, live = self.named_order(key.account, params)
+        oid, live = await self.named_order(key.account, params)
         client_id = params.get("origClientOrderId", "")
         if live is not None and live.symbol.id == sym.id:
             if live.partial and self.history is not None:  # followed from another gateway
@@ -533,25 +520,6 @@ class RestApi(OpenOrderViews, RestConnections):
             named = f"orderId={oid}" if oid is not None else f"origClientOrderId={client_id}"
             raise rp.not_found(f"{named} (symbol={sym.name})")
         raise self.core.unknown(key.account, client_id)
-
-    def named_order(
-        self, account: int, params: dict[str, str]
-    ) -> tuple[int | None, LiveOrder | None]:
-        """The ``orderId`` a request names, and the order of ``account`` it names as known
-        here. Both ids sent must name the same order (the venue rule): ``orderId`` is looked
-        up first and ``origClientOrderId`` checked against it."""
-        oid = rp.order_id(params)
-        if oid is None:
-            client_id = rp.required(params, "origClientOrderId")
-            return None, self.core.order(account, None, client_id)
-        known = self.core.order(account, oid)
-        client_id = params.get("origClientOrderId", "")
-        if client_id and (known is None or known.client_order_id != client_id):
-            raise bad_request(
-                codes.ILLEGAL_PARAM,
-                f"orderId {oid} and origClientOrderId {client_id!r} do not name the same order",
-            )
-        return oid, known
 
     async def account(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")

@@ -82,7 +82,8 @@ class RestInterest:
         # Orders placed through this API stay until they finish (their events reach this
         # core whoever is interested: a query or cancel by clientOrderId must find them),
         # and finished, until ``keep_done`` pushes them out, as the order log keeps them
-        # (the database holds no clientOrderId); the account's others, seen on the rings, go.
+        # (the database has a clientOrderId once filed); the account's others, seen on the
+        # rings, go.
         placed = self.client_ids
         for o in self.live.of(account):
             if placed.get((account, o.client_order_id)) is not o:

@@ -125,6 +125,8 @@ class LiveOrder:
         router's cap). What the view knows stays."""
         if self.row_seq and row[16] > self.row_seq:  # a replace filed since the row it took
             self.price, self.row_seq = row[6], row[16]
+        if not self.client_order_id:  # followed from its events alone: the row's, if kept
+            self.client_order_id = row[18]
         if not self.partial:
             return
         if not self.side:
@@ -186,13 +188,14 @@ class LiveOrder:
 
 
 def from_fix(o: Order, account: int) -> LiveOrder:
-    """The API's view of an order placed over FIX on this gateway."""
+    """The API's view of an order placed over FIX on this gateway, named by the ClOrdID it was
+    placed or last replaced with (not a cancel's: the order's clientOrderId, as filed)."""
     type_name = "LIMIT_MAKER" if o.post_only else TYPE_NAMES.get(o.ord_type, "")
     placed = o.time_ns or o.received_ns
     return LiveOrder(
         o.order_id, account, o.symbol, int(o.side), type_name, int(o.tif), o.price,
         o.stop_price, o.qty, o.leaves, o.cum, o.notional, "PARTIALLY_FILLED" if o.cum else "NEW",
-        o.cl_ord_id.decode("latin-1"), ms(placed), ms(max(o.updated_ns, placed)),
+        (o.name or o.cl_ord_id).decode("latin-1"), ms(placed), ms(max(o.updated_ns, placed)),
         display=o.display, triggered=o.triggered,
     )  # fmt: skip
 
@@ -201,7 +204,7 @@ def from_accepted(a: Accepted, sym: SymbolConfig) -> LiveOrder:
     """The API's view of an order placed through another gateway, as its ``Accepted`` shows
     it: its terms as sent, a market or stop-market buy's price 0 (the client's, as its row
     and every other view show it; the ``Accepted``'s is the router's cap), no clientOrderId
-    (review 59)."""
+    until a row completes it (review 59)."""
     price = 0 if a.flags & OrderFlag.CAPPED else a.price
     return LiveOrder(
         a.order_id, a.account, sym, int(a.side), row_type(int(a.ord_type), a.flags), int(a.tif),
@@ -211,15 +214,16 @@ def from_accepted(a: Accepted, sym: SymbolConfig) -> LiveOrder:
 
 def from_row(row: tuple[Any, ...], sym: SymbolConfig) -> LiveOrder:
     """The API's view of an order as a database row (``History.orders``) shows it: placed
-    elsewhere, or before its account was followed here. No clientOrderId (the table keeps
-    none); its seq is the row's ``updated_seq``, the journal seq of its last change filed."""
+    elsewhere, or before its account was followed here. Its clientOrderId is the row's ('':
+    not kept); its seq is the row's ``updated_seq``, the journal seq of its last change filed."""
     (oid, account, _sym, side, ord_type, tif, price, stop, size, remaining, filled, status,
-     _code, created_ms, updated_ms, flags, updated_seq, display) = row[:18]  # fmt: skip
+     _code, created_ms, updated_ms, flags, updated_seq, display, client_id) = row[:19]  # fmt: skip
     return LiveOrder(
         oid, account, sym, side, row_type(ord_type, flags), tif, price, stop, size, remaining,
         filled, status=STATUS_NAMES.get(status, str(status)), time_ms=created_ms,
         update_ms=updated_ms, seq=updated_seq, notional_known=not filled, display=display,
         triggered=bool(stop and filled),  # a stop that traded was triggered (as order_json)
+        client_order_id=client_id,
     )  # fmt: skip
 
 

@@ -42,7 +42,7 @@ from procs.common.records import (
     Trade,
     Triggered,
 )
-from procs.common.types import DoneReason
+from procs.common.types import DoneReason, client_id_of
 from procs.gateway.api_errors import ApiError
 from procs.gateway.clordids import Generations, api_digest
 from procs.gateway.commission import Commissions
@@ -194,6 +194,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
             0, now_ns, self.gateway, session, ref, account, req.symbol.id, 0,
             side=req.side, ord_type=req.ord_type, tif=req.tif, flags=req.flags, stp=req.stp,
             price=req.price, qty=req.qty, stop_price=req.stop_price, display_qty=req.display_qty,
+            client_id=client_id_of(client_id.encode("latin-1")),
         )  # fmt: skip
         self.outgoing.append(new)
         return ref
@@ -235,7 +236,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         self._touched(order)
         amend = ReplaceOrder(
             0, time.time_ns(), self.gateway, session, ref, account, order.symbol.id,
-            order.order_id, price, qty,
+            order.order_id, price, qty, client_id_of(order.client_order_id.encode("latin-1")),
         )  # fmt: skip
         self.outgoing.append(amend)
         return ref

@@ -57,8 +57,6 @@ from config.schema import ReplicationConfig, RingexConfig
 from procs.common.journal import HEADER_SIZE, JournalError, list_segments
 from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
-from procs.common.record_layout import schema_id
-from procs.common.records import RECORD_TYPES
 from procs.common.result_codes import ResultCode
 from procs.common.rules_version import RULES_VERSION
 from procs.common.topology import journal_dir
@@ -71,7 +69,7 @@ from tests.unit.router.test_review3_recovery_bugs import _instance
 
 CODEC = RecordCodec()
 #: what 82bd4da wrote in every journal header: the whole record set's id
-OLD_SCHEMA = schema_id(RECORD_TYPES)
+OLD_SCHEMA = 0x5245_DCF9_48CF  # what 82bd4da stamped (the whole record set of its day)
 OLD_RULES = 1
 _RULES_AT, _SCHEMA_AT, _CRC_AT = 20, 24, HEADER_SIZE - 4
 

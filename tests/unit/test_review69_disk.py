@@ -13,9 +13,10 @@ exchange's, each matcher's, the writer's, a standby's), the market data state
 database writer's tables (``dbwriter/migrations``).
 
 Bytes per order (an order that rests then fills; its ExecutionReports ~250 B each):
-journal 144 B a command (8 seq + 128 slot + 4 CRC, padded; ``EntryLayout``), 1.44 MB/s or
-124 GB a day at 10k orders/s; a FIX session's ``messages`` ~260 B per outbound message
-(two reports an order: ~520 B, ~450 GB a day); the audit log every message in and out,
+journal 168 B a command (8 seq + 152 slot + 4 CRC, padded; ``EntryLayout``; 144 B before
+the client ids of 2026-11-27), 1.68 MB/s or 145 GB a day at 10k orders/s; a FIX session's
+``messages`` ~260 B per outbound message (two reports an order: ~520 B, ~450 GB a day);
+the audit log every message in and out,
 ~800 B an order (~690 GB a day).
 
 What holds (the passing tests pin some of it): a ``SnapshotStore`` keeps its newest
@@ -351,6 +352,6 @@ def test_the_audit_log_can_be_rotated(tmp_path: Path) -> None:
 
 
 def test_estimates_the_journal_entry_size() -> None:
-    """The figure the docstring's per-day numbers are made of: 144 B a journaled command."""
-    assert ENTRY == 144
-    assert pytest.approx(124e9, rel=0.01) == 10_000 * ENTRY * 86_400
+    """The figure the docstring's per-day numbers are made of: 168 B a journaled command."""
+    assert ENTRY == 168
+    assert pytest.approx(145e9, rel=0.01) == 10_000 * ENTRY * 86_400

@@ -28,8 +28,10 @@ by Binance's rule; -1003 comes with 429 and an integer ``Retry-After``; -1007 (5
 "may still execute" as Binance's does. A cancel or query naming the wrong symbol finds
 nothing (-2011 / -2013).
 
-Faults (each test below failed on the code it was written against; each is a documented
-difference or limit now, README (REST), a strict xfail):
+Faults (each test below failed on the code it was written against; the first two are
+documented differences now, README (REST), strict xfails; the third is fixed: the orders
+table keeps each order's client id since 2026-11-27, ``NewOrder.client_id``, and an id the
+gateway has forgotten is looked up there, ``rest_named.py``):
 
 1. Self-trade prevention's default is ``NONE`` (``rest_params.new_order``:
    ``choice(params, "selfTradePreventionMode", STP, "NONE")``); Binance has applied
@@ -165,11 +167,6 @@ def test_a_stop_whose_price_is_already_reached_is_refused_not_executed(harness: 
     run(harness, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, REST): a query by origClientOrderId finds a finished "
-    "order only while the gateway remembers it (keep_done); the database keeps no client id",
-)
 def test_a_filled_orders_client_order_id_names_it_once_the_gateway_forgot_it(
     with_history: Harness,
 ) -> None:

@@ -214,9 +214,10 @@ def test_an_amend_by_a_forgotten_client_id_does_not_say_it_never_existed(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a documented limit (README, REST): a FIX order's ClOrdID queried over REST once "
-    "forgotten is -2013 still (the FIX window holds every ClOrdID received, refused ones too: "
-    "review 86)",
+    reason="a documented limit (README, REST): without a history database, a FIX order's "
+    "ClOrdID queried over REST once forgotten is -2013 (the FIX window holds every ClOrdID "
+    "received, refused ones too: review 86); with one, the order is found by it "
+    "(test_client_ids_filed.py)",
 )
 def test_a_forgotten_fix_orders_clordid_is_status_unknown_over_rest(harness: Harness) -> None:
     """ALICE places ``fx-1`` over FIX on the gateway serving her API; ``GET order`` finds it

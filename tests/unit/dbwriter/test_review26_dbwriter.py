@@ -26,6 +26,7 @@ from procs.common.records import AdminCommand, CancelOrder, MassCancel, NewOrder
 from procs.common.topology import journal_dir
 from procs.common.types import AdminAction, OrdType, Side, StpMode, TimeInForce
 from procs.common.users import UsersFile, UserStore
+from procs.dbwriter.projection import ORDERS
 from procs.dbwriter.replay import Follower, snapshot_store
 from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
 from tests.unit.dbwriter.journal_gen import (
@@ -384,7 +385,7 @@ def test_every_order_kind_is_filed_as_the_books_have_it_whatever_the_batches(
     assert isinstance(iceberg, NewOrder) and isinstance(stop, NewOrder)
     # (price, stop_price, size, remaining, filled, status, display)
     assert filed[iceberg.order_id][6:12] == (99_000, 0, 50, 50, 0, 1)
-    assert filed[iceberg.order_id][-1] == 5
+    assert filed[iceberg.order_id][ORDERS.names.index("display")] == 5
     assert filed[stop.order_id][6:12] == (0, 101_000, 7, 7, 0, 1)  # its cap is not shown
 
 

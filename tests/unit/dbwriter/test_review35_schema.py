@@ -30,7 +30,7 @@ import psycopg
 import pytest
 
 from config.schema import RingexConfig
-from procs.common.types import Side
+from procs.common.types import MAX_CLIENT_ID, Side
 from procs.dbwriter.copy import pg_micros
 from procs.dbwriter.migrate import MIGRATIONS, MigrationError, load, migrate
 from procs.dbwriter.projection import ORDERS, TRADES, Batch
@@ -291,9 +291,11 @@ def test_values_at_the_records_bounds_fit_their_columns(tmp_path: Path, dsn: str
     assert len(trade) == len(TRADES.names)
     batch.trades.add(2**31 - 1, 1, trade)
     batch.ts_min_us = batch.ts_max_us = ts
+    longest = b"x" * MAX_CLIENT_ID  # the longest client id a record carries
     order = (top, top, 2**31 - 1, 1, 1, 1, top, low, top, top, top, 1, 0, 1, ts, 1, ts, 1, top)
-    assert len(order) == len(ORDERS.names)
-    batch.order_rows.add(order)
+    row = (*order, longest)
+    assert len(row) == len(ORDERS.names)
+    batch.order_rows.add(row)
     batch.sealed = True
     store = PgStore(dsn, make_cfg(tmp_path), lanes=1)
     try:
@@ -305,7 +307,8 @@ def test_values_at_the_records_bounds_fit_their_columns(tmp_path: Path, dsn: str
         got_order = conn.execute(f"SELECT {ORDERS.column_list} FROM orders").fetchone()
     assert got_trade is not None and got_order is not None
     assert got_trade[:3] + got_trade[4:] == trade[:3] + trade[4:]
-    assert got_order[:14] + got_order[15:16] + got_order[17:] == (*order[:14], 1, *order[17:])
+    assert got_order[:14] + got_order[15:16] + got_order[17:19] == (*order[:14], 1, *order[17:19])
+    assert got_order[19] == longest.decode()
 
 
 # -- the history's indexes --------------------------------------------------------------------

@@ -32,7 +32,7 @@ def _row(
 ) -> tuple[Any, ...]:  # fmt: skip
     return (
         order_id, ALICE, 1, Side.BUY, ord_type, TimeInForce.GTC, 3_000_000, stop, 10,
-        10 - filled, filled, status, 0, 1_000 + order_id, 1_000 + order_id, 0, updated_seq, 0,
+        10 - filled, filled, status, 0, 1_000 + order_id, 1_000 + order_id, 0, updated_seq, 0, "",
     )  # fmt: skip
 
 

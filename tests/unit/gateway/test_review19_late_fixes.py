@@ -143,7 +143,7 @@ def test_the_database_view_of_a_pending_stop_still_says_it_is_working() -> None:
     Expected: false for a NEW stop order's row (its stop price set). Actual: true."""
     row = (
         *(9, ALICE, SYM.id, int(Side.BUY), int(OrdType.STOP_LIMIT), 1, 30_000, 30_000),
-        *(100, 100, 0, 1, 0, 1_000, 1_000, 0, 5, 0),
+        *(100, 100, 0, 1, 0, 1_000, 1_000, 0, 5, 0, ""),
     )  # fmt: skip
     seen = order_json(row, SYM)
     assert (seen["status"], seen["type"]) == ("NEW", "STOP_LOSS_LIMIT")  # the control

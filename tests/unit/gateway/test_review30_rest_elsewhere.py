@@ -81,7 +81,7 @@ def _row(order_id: int, price: int, updated_seq: int, status: int = 1) -> tuple[
     """ALICE's BTC-USD limit buy of 0.10 as ``History.orders`` returns its row."""
     return (
         order_id, ALICE, 1, Side.BUY, OrdType.LIMIT, TimeInForce.GTC, price, 0, 10, 10, 0,
-        status, 0, 1_000, 1_000 + updated_seq, 0, updated_seq, 0,
+        status, 0, 1_000, 1_000 + updated_seq, 0, updated_seq, 0, "",
     )  # fmt: skip
 
 

@@ -237,8 +237,9 @@ def test_a_refused_fix_orders_clordid_is_not_status_unknown(harness: Harness) ->
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a documented limit (README, REST; review 73): a FIX order's ClOrdID queried over "
-    "REST once forgotten is -2013 (the look at the account's FIX sessions was withdrawn)",
+    reason="a documented limit (README, REST; review 73): without a history database, a FIX "
+    "order's ClOrdID queried over REST once forgotten is -2013 (the look at the account's FIX "
+    "sessions was withdrawn); with one, the order is found by it (test_client_ids_filed.py)",
 )
 def test_a_removed_users_fix_clordid_stays_status_unknown(harness: Harness) -> None:
     """``ALICE-FIX``, a FIX user of ALICE's account, places ``rm-1`` (taken, then expired);

@@ -67,7 +67,7 @@ def _seen(orders: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
 
 
 #: The fields of an allOrders row, as the database path renders one.
-FIELDS = set(order_json((1, ALICE, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0), config(
+FIELDS = set(order_json((1, ALICE, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, ""), config(
     "fields", Path("/nonexistent")).symbols[0]))  # fmt: skip
 
 
@@ -209,7 +209,7 @@ def _order(sym: SymbolConfig, order_id: int, status: str, cum: int, seq: int) ->
 def _row(order_id: int, status: int, filled: int, updated_seq: int) -> tuple[Any, ...]:
     return (
         order_id, ALICE, 1, 1, 1, 1, 3_000_000, 0, 10, 10 - filled, filled, status, 0,
-        1_000 + order_id, 1_000 + order_id, 0, updated_seq, 0,
+        1_000 + order_id, 1_000 + order_id, 0, updated_seq, 0, "",
     )  # fmt: skip
 
 

@@ -166,7 +166,7 @@ def test_an_event_the_row_holds_already_does_not_take_the_order() -> None:
     rows = RowOrders(Instruments(cfg.symbols))
     # id, account, symbol, side, type, tif, price, stop, size, remaining, filled, status,
     # reject code, created ms, updated ms, flags, updated_seq: BUY LIMIT GTC 0.30, 0.10 filled
-    row = (7, ALICE, 1, 1, 1, 1, TICKS, 0, 30, 20, 10, 2, 0, 1_000, 2_000, 0, 40, 0)
+    row = (7, ALICE, 1, 1, 1, 1, TICKS, 0, 30, 20, 10, 2, 0, 1_000, 2_000, 0, 40, 0, "")
     rows.remember(ALICE, {1: [row], 9: [row]}, lambda order_id: None)  # 9: not configured
     assert rows.take(ALICE, 7, 40) is None  # the row holds it
     order = rows.take(ALICE, 7, 41)

@@ -271,6 +271,7 @@ def test_gateways_build_new_and_replace_records_with_every_value_in_its_field() 
         "seq": 0, "ts_ns": 555, "gateway": 3, "session": 6, "client_ref": ref, "account": 11,
         "symbol": 1, "order_id": 0, "side": SELL, "ord_type": LIMIT, "tif": GTC, "flags": 0,
         "stp": cmd.stp, "price": 10_150, "qty": 225, "stop_price": 0, "display_qty": 75,
+        "client_id": b"r%d" % ref,  # the generated id the API answers with
     }  # fmt: skip
     rest.process(Accepted(40, 0, 3, 6, ref, 11, 1, 77, SELL, 10_150, 225))
     rest.end_of_batch()
@@ -283,6 +284,7 @@ def test_gateways_build_new_and_replace_records_with_every_value_in_its_field() 
     assert fields == {
         "seq": 0, "gateway": 3, "session": 6, "client_ref": amend_ref, "account": 11,
         "symbol": 1, "order_id": 77, "price": 10_200, "order_qty": 300,
+        "client_id": b"r%d" % ref,  # an amend keeps the order's id
     }  # fmt: skip
 
     class Conn:
@@ -302,7 +304,7 @@ def test_gateways_build_new_and_replace_records_with_every_value_in_its_field() 
         "seq": 0, "ts_ns": 2, "gateway": 9, "session": 5, "client_ref": new.client_ref,
         "account": 7, "symbol": 1, "order_id": 0, "side": SELL, "ord_type": LIMIT, "tif": GTC,
         "flags": 0, "stp": StpMode.NONE, "price": 10_025, "qty": 150, "stop_price": 0,
-        "display_qty": 0,
+        "display_qty": 0, "client_id": b"c1",
     }  # fmt: skip
     (order,) = entry.live.values()
     order.order_id = 21  # acknowledged
@@ -315,4 +317,5 @@ def test_gateways_build_new_and_replace_records_with_every_value_in_its_field() 
     assert msgspec.structs.asdict(rep) == {
         "seq": 0, "ts_ns": 3, "gateway": 9, "session": 5, "client_ref": rep.client_ref,
         "account": 7, "symbol": 1, "order_id": 21, "price": 9_975, "order_qty": 200,
+        "client_id": b"c2",  # the replace's ClOrdID: the order's from now on
     }  # fmt: skip

@@ -82,7 +82,7 @@ def test_the_chained_hash_does_not_depend_on_how_the_images_come() -> None:
     joined.update(b"".join(images[7:]))
     assert one_by_one.digest() == joined.digest() and len(GENESIS) == 17
     assert not older_peer(GENESIS) and older_peer(bytes(16))
-    with pytest.raises(ValueError, match="not whole 128-byte slot images"):
+    with pytest.raises(ValueError, match="not whole 152-byte slot images"):
         History().update(images[0][:-1])
 
 

@@ -32,7 +32,7 @@ from procs.common.types import OrdType, Side, StpMode, TimeInForce
 CODEC = RecordCodec()
 SLOT = CODEC.slot_size
 SCHEMA = CODEC.journal_schema_id
-ENTRY = EntryLayout(SLOT).size  # 144 for 128-byte slots
+ENTRY = EntryLayout(SLOT).size  # 168 for 152-byte slots
 PER_SEGMENT = 10
 SMALL = HEADER_SIZE + PER_SEGMENT * ENTRY  # segment_bytes for 10 entries a segment
 
@@ -378,7 +378,7 @@ def test_another_schema_or_a_record_too_large_for_the_slot_names_both_values(
     # another slot size is read in its own (re-framed): a record it cannot hold is refused
     with pytest.raises(
         JournalFormatError, match=rf"{seg}: offset 64: entry of seq 1 holds a \d+-byte record "
-        r"in a 128-byte slot; this build's 24-byte slots hold records of up to 14 bytes"
+        r"in a 152-byte slot; this build's 24-byte slots hold records of up to 14 bytes"
     ):  # fmt: skip
         list(JournalReader(tmp_path, slot_size=24, schema_id=SCHEMA).entries())
     with JournalWriter(tmp_path, slot_size=64, schema_id=SCHEMA) as other:

@@ -22,6 +22,7 @@ import pytest
 
 from config import load_profile
 from config.schema import RingexConfig
+from procs.common.journal_format import EntryLayout
 from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.records import AdminCommand, Record, Transfer
@@ -36,7 +37,7 @@ from tests.unit.supervisor.test_session_end import Sends
 
 CODEC = RecordCodec()
 #: Small segments: a day of the test's entries spans several, as a real day's do.
-SEGMENT_BYTES = 64 + 144 * 40
+SEGMENT_BYTES = 64 + EntryLayout(CODEC.slot_size).size * 40  # header, 40 entries
 SCHEDULE = '[supervisor]\nsession_end_utc = "17:00"\n'
 
 

@@ -1,0 +1,73 @@
+"""Which order a REST request names (``orderId``, ``origClientOrderId`` or both), as this
+gateway knows it or, once it has forgotten the order (or never followed it), as the database
+files it: the orders table keeps each order's client id (``NewOrder.client_id``), so an id
+this gateway no longer remembers still names its order, one placed over FIX included.
+
+A mixin of ``RestApi`` (``rest.py``), which owns the state it names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from procs.common.result_codes import ResultCode
+from procs.gateway import api_errors as codes
+from procs.gateway import rest_params as rp
+from procs.gateway.api_errors import bad_request
+from procs.gateway.history import History
+from procs.gateway.rest_order_state import LiveOrder
+from procs.gateway.rest_orders import RestOrders
+
+_ROW_CLIENT_ID = 18  # a ``History`` order row's client_order_id
+
+
+class NamedOrders:
+    core: RestOrders
+    history: History | None
+
+    db: Callable[[Awaitable[Any]], Awaitable[Any]]
+
+    async def named_order(
+        self, account: int, params: dict[str, str]
+    ) -> tuple[int | None, LiveOrder | None]:
+        """The ``orderId`` a request names, and the order of ``account`` it names as known
+        here. Both ids sent must name the same order (the venue rule): ``orderId`` is looked
+        up first and ``origClientOrderId`` checked against it. An ``origClientOrderId`` this
+        gateway does not know names the newest order the database files under it (its
+        ``orderId``, the order not known here: None), if any."""
+        oid = rp.order_id(params)
+        if oid is None:
+            client_id = rp.required(params, "origClientOrderId")
+            known = self.core.order(account, None, client_id)
+            if known is None and self.history is not None:
+                row = await self.db(self.history.order_by_client_id(account, client_id))
+                if row is not None:
+                    return int(row[0]), None
+            return None, known
+        known = self.core.order(account, oid)
+        client_id = params.get("origClientOrderId", "")
+        if not client_id or (known is not None and known.client_order_id == client_id):
+            return oid, known
+        if known is None and self.history is not None:  # forgotten here: as filed
+            row = await self.db(self.history.order(account, oid))
+            if row is not None and row[_ROW_CLIENT_ID] == client_id:
+                return oid, None
+        raise bad_request(
+            codes.ILLEGAL_PARAM,
+            f"orderId {oid} and origClientOrderId {client_id!r} do not name the same order",
+        )
+
+    def refuse_if_ended(self, account: int, oid: int, code: ResultCode, what: str) -> None:
+        """When ``what`` (a cancel or an amend) of ``account``'s order ``oid`` was refused as
+        unknown because the order ended (a fill, say) while the request was on its way,
+        refuse it saying so, as FIX says "too late", rather than "unknown order" (review
+        47)."""
+        if code not in codes.NOT_YOURS:
+            return
+        order = self.core.order(account, oid)
+        if order is not None and order.order_id and not order.open:
+            raise bad_request(
+                codes.CANCEL_REJECTED,
+                f"{what} rejected: orderId={oid} is {order.status}: too late to {what}",
+            )

@@ -1,0 +1,196 @@
+"""The orders table keeps each order's client id (``NewOrder.client_id``, 0013), so the REST
+API finds an order by ``origClientOrderId`` once the gateway has forgotten it
+(``rest_named.py``), a FIX order's ClOrdID too, and ``allOrders`` names it: what a script
+written for Binance's spot API expects of a finished order's id (review 70's third fault).
+
+Real HTTP and FIX in front of real rings, router and matcher in process (``rest_rig.py``),
+the database tests' private PostgreSQL, the writer run by hand (``unfiled_rig.file_all``); a
+``keep_done`` of 1 makes the gateway forget an order two others ended after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.schema import DatabaseConfig
+from procs.gateway.rest import RestApi
+from tests.unit.gateway import unfiled_rig
+from tests.unit.gateway.harness import Harness, utc
+from tests.unit.gateway.rest_rig import LIMIT, client, fix_user, rest_exchange, run
+from tests.unit.gateway.test_review17_outcomes import fix_order
+
+ORDER = "/api/v1/order"
+SELL = {**LIMIT, "side": "SELL"}
+
+
+@pytest.fixture
+def with_history(instance: str, tmp_path: Path, dsn: str) -> Iterator[Harness]:
+    yield from rest_exchange(instance, tmp_path, DatabaseConfig(dsn=dsn))
+
+
+async def _push_out(url: str) -> None:
+    """Two of ALICE's API orders end: with ``keep_done`` 1, what ended before is forgotten."""
+    alice = await client(url, "ALICE", "alice-pw")
+    try:
+        for _ in range(2):
+            await alice.call(
+                "POST", ORDER, **LIMIT, price="10.00", quantity="0.10", timeInForce="IOC"
+            )
+    finally:
+        await alice.close()
+
+
+async def _fix_order_cancelled(h: Harness, cl_ord_id: str, *, new_id: str = "") -> None:
+    """ALICE's FIX session places ``cl_ord_id`` (a resting bid), replaces it with ``new_id``
+    (a new price) where given, and cancels it."""
+    fix = await fix_user(h, "ALICE", "alice-pw")
+    await fix.send("D", *fix_order(cl_ord_id, "1", "0.01", "50.00", tif="1"))
+    assert (await fix.expect("8")).get(39) == b"0"
+    last = cl_ord_id
+    if new_id:
+        await fix.send(
+            "G", (41, cl_ord_id), (11, new_id), (55, "BTC-USD"), (54, "1"), (60, utc()),
+            (38, "0.01"), (40, "2"), (44, "51.00"), (59, "1"),
+        )  # fmt: skip
+        assert (await fix.expect("8")).get(150) == b"5"  # Replaced
+        last = new_id
+    await fix.send(
+        "F", (41, last), (11, last + "c"), (55, "BTC-USD"), (54, "1"), (60, utc()), (38, "0.01")
+    )
+    assert (await fix.expect("8")).get(39) == b"4"
+
+
+async def _query(url: str, **params: Any) -> tuple[int, Any]:
+    alice = await client(url, "ALICE", "alice-pw")
+    try:
+        return await alice.request("GET", ORDER, symbol="BTC-USD", **params)
+    finally:
+        await alice.close()
+
+
+async def _listed(url: str) -> dict[int, str]:
+    """ALICE's allOrders on BTC-USD: orderId -> clientOrderId."""
+    alice = await client(url, "ALICE", "alice-pw")
+    try:
+        rows = await alice.call("GET", "/api/v1/allOrders", symbol="BTC-USD")
+    finally:
+        await alice.close()
+    return {row["orderId"]: row["clientOrderId"] for row in rows}
+
+
+def test_a_forgotten_fix_orders_clordid_names_it_through_the_database(
+    with_history: Harness,
+) -> None:
+    """ALICE's FIX order ``fx-1``, cancelled and forgotten, is found over REST by its
+    ClOrdID (review 73's fourth fault: it was -2013), and ``allOrders`` names it."""
+    h = with_history
+    answers: dict[str, Any] = {}
+
+    async def scenario(api: RestApi, url: str) -> None:
+        api.core.keep_done = 1
+        await _fix_order_cancelled(h, "fx-1")
+        await _push_out(url)
+        await unfiled_rig.file_all(h)
+        answers["get"] = await _query(url, origClientOrderId="fx-1")
+        answers["listed"] = await _listed(url)
+
+    run(h, scenario)
+    status, found = answers["get"]
+    assert (status, found["status"], found["clientOrderId"]) == (200, "CANCELED", "fx-1"), found
+    assert answers["listed"][found["orderId"]] == "fx-1"
+
+
+def test_a_replace_files_the_orders_new_clordid(with_history: Harness) -> None:
+    """A FIX replace gives the order its new ClOrdID (OrigClOrdID's chain), in the database
+    as in the live views: ``fx-2r`` names it, ``fx-2`` no longer does."""
+    h = with_history
+    answers: dict[str, Any] = {}
+
+    async def scenario(api: RestApi, url: str) -> None:
+        api.core.keep_done = 1
+        await _fix_order_cancelled(h, "fx-2", new_id="fx-2r")
+        await _push_out(url)
+        await unfiled_rig.file_all(h)
+        answers["new"] = await _query(url, origClientOrderId="fx-2r")
+        answers["old"] = await _query(url, origClientOrderId="fx-2")
+
+    run(h, scenario)
+    status, found = answers["new"]
+    assert (status, found["clientOrderId"], found["price"]) == (200, "fx-2r", "51.00"), found
+    status, old = answers["old"]
+    assert (status, old["code"]) == (400, -2013), old
+
+
+def test_a_clordid_too_long_to_keep_is_filed_without_one(with_history: Harness) -> None:
+    """A ClOrdID of more than 36 characters is taken, and filed as '' (not cut): the order
+    is listed without a clientOrderId, and the id names nothing once forgotten."""
+    h = with_history
+    long_id = "L" * 37
+    answers: dict[str, Any] = {}
+
+    async def scenario(api: RestApi, url: str) -> None:
+        api.core.keep_done = 1
+        await _fix_order_cancelled(h, long_id)
+        await _push_out(url)
+        await unfiled_rig.file_all(h)
+        answers["get"] = await _query(url, origClientOrderId=long_id)
+        answers["listed"] = await _listed(url)
+
+    run(h, scenario)
+    status, body = answers["get"]
+    assert status == 400, body
+    assert long_id not in answers["listed"].values()
+    assert "" in answers["listed"].values()  # the FIX order, listed without one
+
+
+def test_both_ids_of_a_forgotten_order_are_checked_against_its_row(
+    with_history: Harness,
+) -> None:
+    """``orderId`` with ``origClientOrderId`` of an order the gateway forgot: the pair that
+    names one order is answered (it was -1100 "do not name the same order" once forgotten),
+    a pair that does not is still refused; a cancel by the forgotten id reaches the exchange,
+    which names the order as ended, not "status unknown"."""
+    h = with_history
+    answers: dict[str, Any] = {}
+
+    async def scenario(api: RestApi, url: str) -> None:
+        api.core.keep_done = 1
+        alice = await client(url, "ALICE", "alice-pw")
+        bob = await client(url, "BOB", "bob-pw")
+        try:
+            await bob.call("POST", ORDER, **SELL, price="300.00", quantity="0.30")
+            mine = await alice.call(
+                "POST", ORDER, **LIMIT, price="300.00", quantity="0.10", newClientOrderId="m-1"
+            )
+            answers["mine"] = mine
+        finally:
+            await alice.close()
+            await bob.close()
+        await _push_out(url)
+        await unfiled_rig.file_all(h)
+        oid = str(mine["orderId"])
+        answers["pair"] = await _query(url, orderId=oid, origClientOrderId="m-1")
+        answers["wrong"] = await _query(url, orderId=oid, origClientOrderId="m-2")
+        alice = await client(url, "ALICE", "alice-pw")
+        try:
+            answers["cancel"] = await alice.request(
+                "DELETE", ORDER, symbol="BTC-USD", origClientOrderId="m-1"
+            )
+        finally:
+            await alice.close()
+
+    run(h, scenario)
+    mine = answers["mine"]
+    assert mine["status"] == "FILLED", mine
+    status, pair = answers["pair"]
+    assert (status, pair["orderId"], pair["status"]) == (200, mine["orderId"], "FILLED"), pair
+    assert pair["clientOrderId"] == "m-1"
+    status, wrong = answers["wrong"]
+    assert (status, wrong["code"]) == (400, -1100), wrong
+    status, cancel = answers["cancel"]
+    assert (status, cancel["code"]) == (400, -2011), cancel
+    assert str(mine["orderId"]) in cancel["msg"], cancel
