@@ -96,8 +96,8 @@ class ReplaceOrder(OrderRecord, tag=3, frozen=True):
 
     price: Price
     order_qty: Qty
-    #: the order's client id once replaced (FIX: the G's ClOrdID; REST: the one it keeps);
-    #: b"": not kept, the history keeps the one it had
+    #: the order's client id once replaced (FIX: the G's ClOrdID); b"": unchanged (a REST
+    #: amend) or not kept (a longer ClOrdID): the history keeps the one it had
     client_id: ClientOrderId = b""
 
 

@@ -247,13 +247,15 @@ class History:
         )
         return rows[0] if rows else None
 
-    async def order_by_client_id(self, account: int, client_id: str) -> tuple[Any, ...] | None:
-        """``account``'s newest order filed under ``client_id`` (an id is unique among an
-        account's open orders only), on any symbol."""
+    async def order_by_client_id(
+        self, account: int, symbol: int, client_id: str
+    ) -> tuple[Any, ...] | None:
+        """``account``'s newest order on ``symbol`` filed under ``client_id`` (an id is unique
+        among an account's open orders only: a grid's ``g-1`` on two symbols, review 87)."""
         rows = await self._rows(
             f"SELECT {_ORDER_COLUMNS} FROM orders WHERE account_id = %s AND "
-            "client_order_id = %s ORDER BY id DESC LIMIT 1",
-            (account, client_id),
+            "client_order_id = %s AND symbol_id = %s ORDER BY id DESC LIMIT 1",
+            (account, client_id, symbol),
         )
         return rows[0] if rows else None
 

@@ -467,7 +467,7 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
         key = await self.signed(request, "trade")
         params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)
-        oid, known = await self.named_order(key.account, params)
+        oid, known = await self.named_order(key.account, params, sym.id)
         if oid is None:
             if known is None:
                 raise self.core.unknown(key.account, params["origClientOrderId"])
@@ -496,10 +496,11 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
         key = await self.signed(request, "read")
         params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)
-        oid, live = await self.named_order(key.account, params)
+        oid, live = await self.named_order(key.account, params, sym.id)
         client_id = params.get("origClientOrderId", "")
         if live is not None and live.symbol.id == sym.id:
-            if live.partial and self.history is not None:  # followed from another gateway
+            # followed from another gateway (from its end, or without its client id)
+            if (live.partial or not live.client_order_id) and self.history is not None:
                 # what its row adds, if the database answers soon: the live view is the
                 # answer, and never waits for a database down or slow
                 with contextlib.suppress(ApiError, TimeoutError):

@@ -53,7 +53,7 @@ class AmendRoute:
         params = await api.params(request, rp.AMEND_PARAMS)
         sym = rp.symbol(params, api.instruments)
         price, qty = rp.amendment(params, sym)
-        oid, order = await api.named_order(key.account, params)
+        oid, order = await api.named_order(key.account, params, sym.id)
         if order is None and oid is not None:
             order = await self._from_history(key.account, oid, sym)
         if order is None or order.symbol.id != sym.id:

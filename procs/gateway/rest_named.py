@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from procs.common.result_codes import ResultCode
+from procs.common.types import client_id_of
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import bad_request
@@ -22,6 +23,12 @@ from procs.gateway.rest_orders import RestOrders
 _ROW_CLIENT_ID = 18  # a ``History`` order row's client_order_id
 
 
+def _filable(client_id: str) -> bool:
+    """Whether ``client_id`` is one the database may file (``types.client_id_of``): no other
+    is looked for there (a NUL, say, which PostgreSQL refuses as text: review 87)."""
+    return client_id.isascii() and client_id_of(client_id.encode()) == client_id.encode()
+
+
 class NamedOrders:
     core: RestOrders
     history: History | None
@@ -29,19 +36,24 @@ class NamedOrders:
     db: Callable[[Awaitable[Any]], Awaitable[Any]]
 
     async def named_order(
-        self, account: int, params: dict[str, str]
+        self, account: int, params: dict[str, str], symbol: int
     ) -> tuple[int | None, LiveOrder | None]:
         """The ``orderId`` a request names, and the order of ``account`` it names as known
         here. Both ids sent must name the same order (the venue rule): ``orderId`` is looked
-        up first and ``origClientOrderId`` checked against it. An ``origClientOrderId`` this
-        gateway does not know names the newest order the database files under it (its
-        ``orderId``, the order not known here: None), if any."""
+        up first and ``origClientOrderId`` checked against it (against its row where this
+        gateway knows no id for it). An ``origClientOrderId`` this gateway does not know
+        names the newest order on ``symbol`` under it that the writer has not filed yet,
+        else the newest the database files (its ``orderId``; the order not known here:
+        None), if any."""
         oid = rp.order_id(params)
         if oid is None:
             client_id = rp.required(params, "origClientOrderId")
             known = self.core.order(account, None, client_id)
-            if known is None and self.history is not None:
-                row = await self.db(self.history.order_by_client_id(account, client_id))
+            if known is not None or self.history is None:
+                return None, known
+            known = self.core.unfiled.named(account, symbol, client_id)  # newer than its rows
+            if known is None and _filable(client_id):
+                row = await self.db(self.history.order_by_client_id(account, symbol, client_id))
                 if row is not None:
                     return int(row[0]), None
             return None, known
@@ -49,10 +61,10 @@ class NamedOrders:
         client_id = params.get("origClientOrderId", "")
         if not client_id or (known is not None and known.client_order_id == client_id):
             return oid, known
-        if known is None and self.history is not None:  # forgotten here: as filed
-            row = await self.db(self.history.order(account, oid))
+        if (known is None or not known.client_order_id) and self.history is not None:
+            row = await self.db(self.history.order(account, oid))  # what was filed of it
             if row is not None and row[_ROW_CLIENT_ID] == client_id:
-                return oid, None
+                return oid, known
         raise bad_request(
             codes.ILLEGAL_PARAM,
             f"orderId {oid} and origClientOrderId {client_id!r} do not name the same order",

@@ -236,8 +236,8 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         self._touched(order)
         amend = ReplaceOrder(
             0, time.time_ns(), self.gateway, session, ref, account, order.symbol.id,
-            order.order_id, price, qty, client_id_of(order.client_order_id.encode("latin-1")),
-        )  # fmt: skip
+            order.order_id, price, qty,  # no client_id: the filed one stays (this view's may
+        )  # fmt: skip  # be stale: an order replaced elsewhere, review 87)
         self.outgoing.append(amend)
         return ref
 
@@ -382,9 +382,10 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
         if order is not None:
             self._own_answer(order, replaced.seq)
             self.live[oid] = order
-            fix = self._fix_order_of(replaced)
-            if fix is not None:  # a FIX replace gives the order its new ClOrdID
+            if (fix := self._fix_order_of(replaced)) is not None:  # a FIX replace renames it
                 order.client_order_id = fix.cl_ord_id.decode("latin-1")
+            elif replaced.gateway != self.gateway and not order.placed:  # renamed there, maybe:
+                order.client_order_id = ""  # its row says (``complete``, review 87)
             order.price, order.leaves = replaced.price, replaced.qty
             order.qty = order.cum + replaced.qty
             if not replaced.qty:  # a total at or below what filled: the order is filled

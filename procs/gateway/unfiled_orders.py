@@ -107,6 +107,13 @@ class UnfiledOrders:
         if not mine:
             del self._by_account[key]
 
+    def named(self, account: int, symbol: int, client_id: str) -> LiveOrder | None:
+        """The newest order of ``account`` on ``symbol`` here under ``client_id`` whose last
+        change the writer has not filed: newer than any row of that id (review 87)."""
+        mine = self._by_account.get((account, symbol), {})
+        found = [o for o in mine.values() if o.client_order_id == client_id]
+        return max(found, key=lambda o: o.order_id) if found else None
+
     def forget_filed(self, filed_seq: int) -> None:
         """Let go of the orders whose last change is at or below the writer's checkpoint
         ``filed_seq``, from the one changed longest ago up to the first one above it (events

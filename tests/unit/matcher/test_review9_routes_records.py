@@ -284,7 +284,7 @@ def test_gateways_build_new_and_replace_records_with_every_value_in_its_field() 
     assert fields == {
         "seq": 0, "gateway": 3, "session": 6, "client_ref": amend_ref, "account": 11,
         "symbol": 1, "order_id": 77, "price": 10_200, "order_qty": 300,
-        "client_id": b"r%d" % ref,  # an amend keeps the order's id
+        "client_id": b"",  # an amend keeps the order's filed id (review 87)
     }  # fmt: skip
 
     class Conn:
