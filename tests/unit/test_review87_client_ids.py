@@ -109,7 +109,7 @@ from procs.dbwriter.projection import OrderRow
 from procs.gateway.rest import RestApi
 from tests.unit.gateway import unfiled_rig
 from tests.unit.gateway.harness import FUNDER, Harness, config, utc
-from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, fix_user, rest_exchange, run
+from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, fix_user, push_out, rest_exchange, run
 from tests.unit.gateway.test_review17_outcomes import fix_order
 
 ORDER = "/api/v1/order"
@@ -184,18 +184,6 @@ async def _listed(url: str, symbol: str = "BTC-USD") -> dict[int, str]:
     return {row["orderId"]: row["clientOrderId"] for row in rows}
 
 
-async def _push_out(url: str) -> None:
-    """Two of ALICE's API orders end: with ``keep_done`` 1, what ended before is forgotten."""
-    alice = await client(url, "ALICE", "alice-pw")
-    try:
-        for _ in range(2):
-            await alice.call(
-                "POST", ORDER, **LIMIT, price="10.00", quantity="0.10", timeInForce="IOC"
-            )
-    finally:
-        await alice.close()
-
-
 async def _ioc(url: str, client_id: str, symbol: str = "BTC-USD") -> dict[str, Any]:
     """ALICE's IOC bid under ``client_id`` that nothing fills: EXPIRED."""
     alice = await client(url, "ALICE", "alice-pw")
@@ -222,7 +210,7 @@ def test_a_forgotten_id_is_found_on_the_symbol_asked(two_symbols: Harness) -> No
         api.core.keep_done = 1
         answers["btc"] = await _ioc(url, "g-1")
         await _ioc(url, "g-1", "XBT-USD")
-        await _push_out(url)
+        await push_out(url)
         await unfiled_rig.file_all(h)
         answers["get"] = await _as(url, "ALICE", "GET", symbol="BTC-USD", origClientOrderId="g-1")
 
@@ -246,7 +234,7 @@ def test_a_reused_id_not_filed_yet_is_not_answered_as_its_older_order(
         answers["first"] = await _ioc(url, "dup")
         await unfiled_rig.file_all(h)
         answers["second"] = await _ioc(url, "dup")
-        await _push_out(url)  # the second forgotten; the writer has not filed it
+        await push_out(url)  # the second forgotten; the writer has not filed it
         answers["get"] = await _as(url, "ALICE", "GET", symbol="BTC-USD", origClientOrderId="dup")
 
     run(h, scenario)
@@ -366,7 +354,7 @@ def test_a_replace_to_a_long_clordid_keeps_the_filed_id(with_history: Harness) -
             (38, "0.01"),
         )  # fmt: skip
         assert (await fix.expect("8")).get(39) == b"4"
-        await _push_out(url)
+        await push_out(url)
         await unfiled_rig.file_all(h)
         answers["filed"] = await asyncio.to_thread(_filed, h)
         answers["get"] = await _as(url, "ALICE", "GET", symbol="BTC-USD", origClientOrderId="fx-9")
@@ -468,7 +456,7 @@ def test_a_fix_order_amended_over_rest_then_replaced_over_fix_is_filed_rightly(
             (38, "0.01"),
         )  # fmt: skip
         assert (await fix.expect("8")).get(39) == b"4"
-        await _push_out(url)
+        await push_out(url)
         await unfiled_rig.file_all(h)
         answers["filed"] = await asyncio.to_thread(_filed, h)
         answers["ids"] = ids

@@ -75,6 +75,20 @@ async def client(url: str, user: str, password: str, scopes: str = "read,trade")
     return api
 
 
+async def push_out(url: str) -> None:
+    """Two of ALICE's API orders end (IOC bids that find nothing): with ``keep_done`` 1,
+    what ended before is forgotten."""
+    alice = await client(url, "ALICE", "alice-pw")
+    try:
+        for _ in range(2):
+            await alice.call(
+                "POST", "/api/v1/order", **LIMIT, price="10.00", quantity="0.10",
+                timeInForce="IOC",
+            )  # fmt: skip
+    finally:
+        await alice.close()
+
+
 async def exchange(port: int, data: bytes, timeout_s: float = 5.0) -> bytes:
     """Send raw bytes on a fresh connection; everything the server answers until it closes
     (or ``timeout_s`` passes: what came so far)."""

@@ -20,7 +20,7 @@ from config.schema import DatabaseConfig
 from procs.gateway.rest import RestApi
 from tests.unit.gateway import unfiled_rig
 from tests.unit.gateway.harness import Harness, utc
-from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, fix_user, rest_exchange, run
+from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, fix_user, push_out, rest_exchange, run
 from tests.unit.gateway.test_review17_outcomes import fix_order
 
 ORDER = "/api/v1/order"
@@ -30,18 +30,6 @@ SELL = {**LIMIT, "side": "SELL"}
 @pytest.fixture
 def with_history(instance: str, tmp_path: Path, dsn: str) -> Iterator[Harness]:
     yield from rest_exchange(instance, tmp_path, DatabaseConfig(dsn=dsn))
-
-
-async def _push_out(url: str) -> None:
-    """Two of ALICE's API orders end: with ``keep_done`` 1, what ended before is forgotten."""
-    alice = await client(url, "ALICE", "alice-pw")
-    try:
-        for _ in range(2):
-            await alice.call(
-                "POST", ORDER, **LIMIT, price="10.00", quantity="0.10", timeInForce="IOC"
-            )
-    finally:
-        await alice.close()
 
 
 async def _fix_order_cancelled(h: Harness, cl_ord_id: str, *, new_id: str = "") -> None:
@@ -93,7 +81,7 @@ def test_a_forgotten_fix_orders_clordid_names_it_through_the_database(
     async def scenario(api: RestApi, url: str) -> None:
         api.core.keep_done = 1
         await _fix_order_cancelled(h, "fx-1")
-        await _push_out(url)
+        await push_out(url)
         await unfiled_rig.file_all(h)
         answers["get"] = await _query(url, origClientOrderId="fx-1")
         answers["listed"] = await _listed(url)
@@ -113,7 +101,7 @@ def test_a_replace_files_the_orders_new_clordid(with_history: Harness) -> None:
     async def scenario(api: RestApi, url: str) -> None:
         api.core.keep_done = 1
         await _fix_order_cancelled(h, "fx-2", new_id="fx-2r")
-        await _push_out(url)
+        await push_out(url)
         await unfiled_rig.file_all(h)
         answers["new"] = await _query(url, origClientOrderId="fx-2r")
         answers["old"] = await _query(url, origClientOrderId="fx-2")
@@ -135,7 +123,7 @@ def test_a_clordid_too_long_to_keep_is_filed_without_one(with_history: Harness) 
     async def scenario(api: RestApi, url: str) -> None:
         api.core.keep_done = 1
         await _fix_order_cancelled(h, long_id)
-        await _push_out(url)
+        await push_out(url)
         await unfiled_rig.file_all(h)
         history = api.history
         assert history is not None
@@ -171,7 +159,7 @@ def test_both_ids_of_a_forgotten_order_are_checked_against_its_row(
         finally:
             await alice.close()
             await bob.close()
-        await _push_out(url)
+        await push_out(url)
         await unfiled_rig.file_all(h)
         oid = str(mine["orderId"])
         answers["pair"] = await _query(url, orderId=oid, origClientOrderId="m-1")

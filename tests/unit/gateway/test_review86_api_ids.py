@@ -79,7 +79,7 @@ from procs.gateway.clordids import API_IDS, Generations, SeenLog, api_digest
 from procs.gateway.rest import RestApi
 from procs.replica.files import FileReceiver, FileShipper, shipped_files
 from tests.unit.gateway.harness import Harness, close_all, config, settled
-from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, fix_user, rest_exchange, run
+from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, fix_user, push_out, rest_exchange, run
 from tests.unit.gateway.test_gateway_restart import crash
 from tests.unit.gateway.test_review17_outcomes import fix_order
 from tests.unit.gateway.test_review18_rest_restart import gateway, run_rest, url_of
@@ -92,18 +92,6 @@ Answer = tuple[int, Any]
 @pytest.fixture
 def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
     yield from rest_exchange(instance, tmp_path)
-
-
-async def _push_out(url: str) -> None:
-    """Two of ALICE's API orders end: with ``keep_done`` 1, what ended before is forgotten."""
-    alice = await client(url, "ALICE", "alice-pw")
-    try:
-        for _ in range(2):
-            await alice.call(
-                "POST", ORDER, **LIMIT, price="10.00", quantity="0.10", timeInForce="IOC"
-            )
-    finally:
-        await alice.close()
 
 
 async def _query(url: str, client_id: str) -> Answer:
@@ -131,7 +119,7 @@ def test_another_accounts_fix_clordid_is_never_used_for_alice(harness: Harness) 
         while report.get(39) not in (b"4", b"8"):
             report = await fix.expect("8")
         assert report.get(39) == b"4", report
-        await _push_out(url)
+        await push_out(url)
         answers["alice"] = await _query(url, "bx-1")
         bob = await client(url, "BOB", "bob-pw")
         try:
@@ -263,7 +251,7 @@ def test_a_removed_users_fix_clordid_stays_status_unknown(harness: Harness) -> N
             report = await fix.expect("8")
         assert report.get(39) == b"4", report
         await fix.aclose()
-        await _push_out(url)
+        await push_out(url)
         gw = harness.gateway
         assert gw is not None
         assert gw.users.remove("ALICE-FIX")
