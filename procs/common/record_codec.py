@@ -60,6 +60,9 @@ _UINT64_PAST_INT64: Final = re.compile(rb"\xcf[\x80-\xff]")
 
 #: A slot image's bytes besides its record: the length before it, the stamp last.
 SLOT_FRAMING: Final = _LENGTH_SIZE + STAMP_SIZE
+#: The slot sizes of earlier builds: 128 until 2026-11-27 (``NewOrder.client_id`` made 152).
+#: What checks a CRC an earlier build took of an image re-frames the image to each of them.
+EARLIER_SLOT_SIZES: Final = (128,)
 
 
 def reframe_slot(image: bytes | memoryview, slot_size: int) -> bytes | None:

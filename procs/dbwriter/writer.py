@@ -36,7 +36,7 @@ from config.schema import RingexConfig
 from procs.common.durable import fsync_file
 from procs.common.journal import DirectoryLock, JournalError, list_segments
 from procs.common.journal_durable import durable_upto
-from procs.common.record_codec import RecordCodec
+from procs.common.record_codec import EARLIER_SLOT_SIZES, RecordCodec, reframe_slot
 from procs.common.rules_version import RULES_VERSION
 from procs.core.recovery import journal_reader
 from procs.dbwriter.committer import Committer, share_the_gil
@@ -202,12 +202,16 @@ class DbWriter:
         there): of the image as this build reads it, and as its segment holds it, which an
         older build of another slot size read and filed (review 83); an image of another
         layout too, as it is only compared (the checkpoint an older build's ``--to-db`` left
-        before an upgrade; review 76)."""
+        before an upgrade; review 76); and as an earlier build's slot framed it, which a
+        standby's copy of its entries, re-framed by the upgraded primary, no longer holds
+        (review 88: a writer promoted with it on the database the older writer filed)."""
         crcs = set()
         for as_stored in (False, True):
             for found, image in self.reader.entries(seq, foreign="yield", as_stored=as_stored):
                 if found == seq:
                     crcs.add(zlib.crc32(image))
+                    earlier = (reframe_slot(image, size) for size in EARLIER_SLOT_SIZES)
+                    crcs.update(zlib.crc32(old) for old in earlier if old is not None)
                 break
         return frozenset(crcs)
 
