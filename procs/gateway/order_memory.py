@@ -208,6 +208,8 @@ class OrderMemory:
             by_orig = values[_BY_ORIG] if len(values) > _BY_ORIG else True
             if done.orig_cl_ord_id and by_orig:
                 keys.append((done.session, done.orig_cl_ord_id))
+                if len(values) > _BY_ORIG:  # the flag: a cancel's ClOrdID took its name
+                    done.name = done.orig_cl_ord_id
             self._keep_finished(done, keys)
         for done, keys in self.finished_orders.values():  # a current ClOrdID wins over an
             self.finished[keys[0]] = done  # earlier one of another order

@@ -41,8 +41,8 @@ class Order:
     triggered: bool = False  # a stop whose trigger came (``Triggered``)
     post_only: bool = False  # ExecInst (18) 6: a replace must restate it
     #: the ClOrdID it was placed or last replaced with, once a cancel's has taken
-    #: ``cl_ord_id`` (b"": ``cl_ord_id`` is it): its name over REST and in the history (not
-    #: in the order log: restored after a restart, a cancelled order's REST name is the cancel's)
+    #: ``cl_ord_id`` (b"": ``cl_ord_id`` is it): its name over REST and in the history (the
+    #: order log's FINISHED entry says so: known by its OrigClOrdID too, ``_BY_ORIG``)
     name: bytes = b""
     #: finished: its FINISHED entry as the order log last wrote it, encoded (``order_memory``)
     logged: msgspec.Raw | None = field(default=None, repr=False, compare=False)

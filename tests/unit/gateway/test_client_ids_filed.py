@@ -183,3 +183,28 @@ def test_both_ids_of_a_forgotten_order_are_checked_against_its_row(
     status, cancel = answers["cancel"]
     assert (status, cancel["code"]) == (400, -2011), cancel
     assert str(mine["orderId"]) in cancel["msg"], cancel
+
+
+def test_a_cancelled_fix_order_keeps_its_rest_name_across_a_restart(
+    with_history: Harness,
+) -> None:
+    """A FIX order cancelled by ``fx-7c`` is named ``fx-7`` over REST (``Order.name``), and
+    still so once a restarted gateway has taken it back from its order log."""
+    h = with_history
+    names: list[bytes] = []
+
+    async def scenario(api: RestApi, url: str) -> None:
+        await _fix_order_cancelled(h, "fx-7")
+        for _ in range(2):
+            gw = h.gateway
+            assert gw is not None
+            ((done, _keys),) = [
+                v for v in gw.entry.finished_orders.values() if v[0].cl_ord_id == b"fx-7c"
+            ]
+            names.append(done.name)
+            if len(names) == 1:
+                await h.stop()
+                await h.start()
+
+    run(h, scenario)
+    assert names == [b"fx-7", b"fx-7"]
