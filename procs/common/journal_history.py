@@ -21,8 +21,8 @@ build before the chain sent 16 bytes only, and is told apart by that (``older_pe
 
 ``HistoryChain`` keeps the keys in ``history.chain`` beside the segments, a 24-byte record a
 block: the key, the CRC-32 of the block's last record (the entry at ``k * BLOCK``) and the
-CRC-32 of the two. So a hash before any seq reads at most one block of entries (9.4 MB of
-128-byte slots), wherever the journal's older segments went, and a lookup or an append reads
+CRC-32 of the two. So a hash before any seq reads at most one block of entries (11 MB of
+152-byte slots), wherever the journal's older segments went, and a lookup or an append reads
 one record of the file. The file is derived data, written by whatever hashes the journal (a
 replication source, a standby, ``failover.py``) under an exclusive ``flock``, fsynced, and
 only for blocks the journal holds durable (its writer's mark, ``journal_durable.py``): a
@@ -150,26 +150,6 @@ GENESIS: Final = History().digest()  # the history of an empty journal
 def older_peer(digest: bytes) -> bool:
     """Whether ``digest`` is a history hash of a build before the chain (16 bytes)."""
     return len(digest) != DIGEST_SIZE or digest[0] != VERSION
-
-
-def hashes_before(
-    entries: Iterable[tuple[int, bytes | memoryview]], seqs: Iterable[int]
-) -> dict[int, bytes]:
-    """The history hash before each of ``seqs`` (seq 1: ``GENESIS``), in one pass over
-    ``entries`` (a journal's, from seq 1); a seq past its end + 1 is left out."""
-    wanted = sorted({s for s in seqs if s >= 1})
-    found: dict[int, bytes] = {}
-    history, k = History(), 0
-    if wanted and wanted[0] == 1:
-        found[1], k = history.digest(), 1
-    if k < len(wanted):
-        for seq, image in entries:
-            history.update(image)
-            while k < len(wanted) and wanted[k] == seq + 1:
-                found[wanted[k]], k = history.digest(), k + 1
-            if k == len(wanted):
-                break
-    return found
 
 
 class HistoryChain:

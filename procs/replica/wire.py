@@ -56,9 +56,9 @@ from typing import Annotated
 
 import msgspec
 
-from procs.common.journal_history import GENESIS, History, hashes_before, older_peer
+from procs.common.journal_history import GENESIS, History, older_peer
 
-__all__ = ["GENESIS", "History", "hashes_before", "older_peer"]  # (and the messages below)
+__all__ = ["GENESIS", "History", "older_peer"]  # (and the messages below)
 
 MAX_FRAME = 64 << 20
 #: What a standby sends (a Hello, an AskEpochs, an Ack) is a few dozen bytes.

@@ -32,7 +32,8 @@ from procs.common.topology import journal_archive_dir, journal_dir
 from procs.core.recovery import recover, write_snapshot
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby, StandbyRefusedError
-from procs.replica.wire import History, hashes_before
+from procs.replica.wire import History
+from tests.unit.replica.history_reference import hashes_before
 from tests.unit.replica.test_review_replica2_bugs import pair, serve_in_a_thread
 from tests.unit.replica.test_source import CODEC, commands
 

@@ -31,7 +31,6 @@ from procs.common.journal_history import (
     GENESIS,
     History,
     HistoryChain,
-    hashes_before,
     older_peer,
 )
 from procs.common.journal_writer import JournalWriter, cut_after
@@ -39,6 +38,7 @@ from procs.common.topology import journal_archive_dir, journal_dir
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby
 from procs.replica.wire import Hello, Refused, receive, send
+from tests.unit.replica.history_reference import hashes_before
 from tests.unit.replica.test_archived_replication import _archiving, _closed, _follow
 from tests.unit.replica.test_review_replica2_bugs import pair, serve_in_a_thread
 from tests.unit.replica.test_source import CODEC, commands

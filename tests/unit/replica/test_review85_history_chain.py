@@ -69,7 +69,7 @@ from procs.common import journal_history
 from procs.common.journal import HEADER_SIZE, EntryLayout, JournalArchivedError, JournalReader
 from procs.common.journal_archive import archive_segments_before
 from procs.common.journal_durable import DurableMark
-from procs.common.journal_history import BLOCK, History, HistoryChain, hashes_before
+from procs.common.journal_history import BLOCK, History, HistoryChain
 from procs.common.journal_writer import JournalWriter, cut_after
 from procs.common.record_codec import reframe_slot
 from procs.common.records import Record
@@ -77,6 +77,7 @@ from procs.common.topology import journal_archive_dir, journal_dir
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby, StandbyRefusedError
 from procs.replica.wire import Entries
+from tests.unit.replica.history_reference import hashes_before
 from tests.unit.replica.test_archived_replication import _closed, _follow
 from tests.unit.replica.test_review_replica2_bugs import pair, serve_in_a_thread
 from tests.unit.replica.test_source import CODEC, commands
