@@ -10,12 +10,17 @@ start: an instance named after a pytest process no longer alive, that no live pr
 
 from __future__ import annotations
 
+import faulthandler
+import hashlib
 import itertools
 import os
 import re
 import signal
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
+from typing import IO, Any
 
 import pytest
 
@@ -66,3 +71,51 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _stop_as_interrupted)
     remove_dead_runs_instances()
+
+
+# -- a hung test -------------------------------------------------------------------------------
+# pytest-timeout (pyproject: ``timeout``, ``timeout_method = "thread"``) ends a test that runs
+# past its timeout, printing where every thread waits. In an xdist worker that print goes
+# nowhere (a worker's output is not the run's) and the controller reports only "worker
+# crashed". So a worker's timer is faulthandler's (its watchdog needs no GIL: it fires even
+# while a C call holds it), which writes the stacks to a file that the controller adds to the
+# crash's report.
+
+_STACKS = pytest.StashKey[IO[str]]()
+
+
+def _stacks_path(nodeid: str, controller_pid: int) -> Path:
+    digest = hashlib.sha1(nodeid.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"ringex-hung-{controller_pid}-{digest}.txt"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    if not hasattr(item.config, "workerinput"):
+        return None  # pytest-timeout's own timer, printing to the terminal
+    out = _stacks_path(item.nodeid, os.getppid()).open("w")  # the controller's pid
+    out.write(f"{item.nodeid} still ran after {settings.timeout:g} s; every thread's stack:\n")
+    out.flush()
+    faulthandler.dump_traceback_later(settings.timeout, exit=True, file=out)
+    item.stash[_STACKS] = out
+    return True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> bool | None:
+    out = item.stash.get(_STACKS, None)
+    if out is None:
+        return None
+    faulthandler.cancel_dump_traceback_later()
+    out.close()
+    Path(out.name).unlink(missing_ok=True)
+    del item.stash[_STACKS]
+    return True
+
+
+def pytest_handlecrashitem(crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+    """xdist's controller, on a worker's crash in ``crashitem``: its stacks, if it hung."""
+    path = _stacks_path(crashitem, os.getpid())
+    if path.exists():
+        report.longrepr = f"{report.longrepr}\n\n{path.read_text()}"
+        path.unlink()

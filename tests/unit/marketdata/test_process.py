@@ -79,7 +79,10 @@ def test_process_serves_the_feed_and_stops_on_sigterm(instance: str, tmp_path: P
     with marketdata_process(instance, tmp_path) as (port, producer):
 
         async def client() -> None:
-            async with connect(f"ws://127.0.0.1:{port}/ws/btc-usd@trade") as ws:
+            async with (
+                asyncio.timeout(30),
+                connect(f"ws://127.0.0.1:{port}/ws/btc-usd@trade") as ws,
+            ):
                 await ws.send('{"method":"LIST_SUBSCRIPTIONS","id":1}')
                 assert json.loads(await ws.recv())["result"] == ["btc-usd@trade"]
                 producer.publish(trade(1, 1, 12_345, 7, ts=time.time_ns()))
