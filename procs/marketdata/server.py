@@ -23,7 +23,8 @@ import http
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 from urllib.parse import parse_qs
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
@@ -51,6 +52,8 @@ from procs.marketdata.web import Site, split_target, text
 
 log = logging.getLogger("ringex.marketdata")
 
+#: Seconds a stop gives the open connections to take their 1001 close frames (then aborted).
+STOP_GRACE_S = 2.0
 #: Close code for a policy violation (RFC 6455): a slow consumer.
 POLICY_VIOLATION = 1008
 #: Requests a second a connection may send (a burst of this many at once: a page that
@@ -276,9 +279,20 @@ class MarketDataServer:
         return int(sock.getsockname()[1])
 
     async def stop(self) -> None:
+        """Close every connection with 1001 (going away), all given ``STOP_GRACE_S`` to
+        take their close frames; then abort what is left. A client that stopped reading holds
+        its close frame behind a full socket: websockets' close of it took 5 s (its
+        ``close_timeout`` 2 s), and the server's ``wait_closed`` has no deadline of its own."""
         if self._server is not None:
-            self._server.close()  # closes every connection with 1001 (going away)
-            await self._server.wait_closed()
+            self._server.close()
+            if not await _within(self._server.wait_closed(), STOP_GRACE_S):
+                stuck = list(self._server.all_connections)
+                log.warning("%d connection(s) did not close in %.0f s: aborted",
+                            len(stuck), STOP_GRACE_S)  # fmt: skip
+                for connection in stuck:
+                    connection.transport.abort()
+                if not await _within(self._server.wait_closed(), STOP_GRACE_S):
+                    log.warning("the feed's connection handlers did not return: stopped")
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -423,6 +437,15 @@ __all__ = ["POLICY_VIOLATION", "Client", "ErrorCode", "MarketDataServer"]
 def _address(conn: ServerConnection) -> str:
     peer = conn.remote_address
     return str(peer[0]) if isinstance(peer, tuple) else ""
+
+
+async def _within(waited: Coroutine[Any, Any, None], seconds: float) -> bool:
+    """Await ``waited`` for ``seconds`` at most; whether it ended."""
+    try:
+        await asyncio.wait_for(waited, seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _counted(server: MarketDataServer) -> type[FlowConnection]:
