@@ -41,6 +41,16 @@ def now_trade(seq: int, trade_id: int, price: int = 10_000) -> Record:
     return trade(seq, trade_id, price, 1, ts=time.time_ns())
 
 
+async def fill_socket(rig: Rig, transport: asyncio.WriteTransport) -> None:
+    """A burst of 300 trades, until the socket of a client that never reads (``raw_ws`` on
+    ``btc-usd@trade``, ``TIGHT``) holds ``TIGHT``'s write limit unsent."""
+    rig.publish([now_trade(k, k) for k in range(1, 301)])
+    deadline = time.monotonic() + 3
+    while transport.get_write_buffer_size() < 4096 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert transport.get_write_buffer_size() >= 4096, "the burst did not fill it"
+
+
 async def get(port: int, target: bytes, timeout_s: float = 5.0) -> tuple[int, bytes]:
     """A plain HTTP GET on the market-data port: (status, body)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -42,7 +42,7 @@ from procs.core.symbols import SymbolSpec
 
 from .events import MIN, SYMBOL, T0, level, trade
 from .rig import Rig
-from .test_adversarial_ws import TIGHT, now_trade, run
+from .test_adversarial_ws import TIGHT, fill_socket, now_trade, run
 from .test_review4_ws_bugs import raw_ws
 from .test_review_found_bugs import Book, apply_depth, server_book
 from .test_server import random_orders
@@ -66,11 +66,7 @@ def test_a_stalled_client_closed_as_slow_is_dropped(instance: str) -> None:
         try:
             (client,) = server.clients
             transport = client.conn.transport
-            rig.publish([now_trade(k, k) for k in range(1, 301)])
-            deadline = time.monotonic() + 3
-            while transport.get_write_buffer_size() < 4096 and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            assert transport.get_write_buffer_size() >= 4096, "the burst did not fill it"
+            await fill_socket(rig, transport)
             assert not client._sending and not len(client.outbox)  # the sender is idle
             await asyncio.sleep(0.5)  # a keepalive ping now waits in drain()
             rig.publish([now_trade(k, k) for k in range(301, 331)])  # 30 > client_queue 16

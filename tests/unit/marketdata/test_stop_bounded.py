@@ -17,7 +17,7 @@ import uvloop
 from procs.marketdata.server import STOP_GRACE_S
 
 from .rig import running
-from .test_adversarial_ws import TIGHT, now_trade
+from .test_adversarial_ws import TIGHT, fill_socket
 from .test_review4_ws_bugs import raw_ws
 
 
@@ -31,12 +31,7 @@ def test_a_stop_ends_though_a_client_never_reads(instance: str) -> None:
             sock = await raw_ws(rig.port, "/ws/btc-usd@trade")
             try:
                 (client,) = server.clients
-                transport = client.conn.transport
-                rig.publish([now_trade(k, k) for k in range(1, 301)])
-                deadline = time.monotonic() + 5
-                while transport.get_write_buffer_size() < 4096 and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-                assert transport.get_write_buffer_size() >= 4096, "the burst did not fill it"
+                await fill_socket(rig, client.conn.transport)
                 started = time.monotonic()
                 await asyncio.wait_for(server.stop(), 10 * STOP_GRACE_S)
                 took.append(time.monotonic() - started)
