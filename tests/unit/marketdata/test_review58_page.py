@@ -253,7 +253,7 @@ def test_a_halted_symbol_is_shown_as_halted(exchange: Exchange) -> None:
             assert "HALT" not in (await page.wait_for("the page", bool))["text"].upper()
             exchange.admin.halt("ETH-USD")
             try:
-                await page.wait_for("HALT", lambda s: "HALT" in s["text"].upper(), timeout=4)
+                await page.wait_for("HALT", lambda s: "HALT" in s["text"].upper())
             finally:
                 exchange.admin.halt("ETH-USD", resume=True)
 
