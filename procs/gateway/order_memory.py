@@ -205,10 +205,10 @@ class OrderMemory:
             keys = [(done.session, done.cl_ord_id)]
             # known by the ClOrdID it had too where the live gateway knew it so (a cancel
             # renamed it as it finished); a log older than that flag: wherever it had one
-            by_orig = values[_BY_ORIG] if len(values) > _BY_ORIG else True
-            if done.orig_cl_ord_id and by_orig:
+            flagged = len(values) > _BY_ORIG  # a cancel's ClOrdID took its name
+            if done.orig_cl_ord_id and (values[_BY_ORIG] if flagged else True):
                 keys.append((done.session, done.orig_cl_ord_id))
-                if len(values) > _BY_ORIG:  # the flag: a cancel's ClOrdID took its name
+                if flagged:
                     done.name = done.orig_cl_ord_id
             self._keep_finished(done, keys)
         for done, keys in self.finished_orders.values():  # a current ClOrdID wins over an

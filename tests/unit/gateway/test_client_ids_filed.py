@@ -193,18 +193,18 @@ def test_a_cancelled_fix_order_keeps_its_rest_name_across_a_restart(
     h = with_history
     names: list[bytes] = []
 
+    def name() -> bytes:
+        assert h.gateway is not None
+        finished = h.gateway.entry.finished_orders.values()
+        ((done, _keys),) = [v for v in finished if v[0].cl_ord_id == b"fx-7c"]
+        return done.name
+
     async def scenario(api: RestApi, url: str) -> None:
         await _fix_order_cancelled(h, "fx-7")
-        for _ in range(2):
-            gw = h.gateway
-            assert gw is not None
-            ((done, _keys),) = [
-                v for v in gw.entry.finished_orders.values() if v[0].cl_ord_id == b"fx-7c"
-            ]
-            names.append(done.name)
-            if len(names) == 1:
-                await h.stop()
-                await h.start()
+        names.append(name())
+        await h.stop()
+        await h.start()
+        names.append(name())
 
     run(h, scenario)
     assert names == [b"fx-7", b"fx-7"]
