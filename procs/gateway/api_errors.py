@@ -21,6 +21,7 @@ UNKNOWN = -1000
 DISCONNECTED = -1001  # a service behind the API (database, market data) is not reachable
 TOO_MANY_REQUESTS = -1003
 TIMEOUT = -1007
+BAD_TIME_RANGE = -1023  # startTime after endTime
 ILLEGAL_PARAM = -1100  # a value that does not parse
 TOO_MANY_PARAMS = -1101
 MANDATORY_PARAM = -1102

@@ -31,8 +31,8 @@ named gives the order, and the scan reads the rows it answers (and those its fil
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
@@ -56,6 +56,8 @@ STATUS_NAMES = {
     7: "CANCELED",
     8: "REJECTED",
 }
+
+R = TypeVar("R")
 
 REJECTED = 8  # the orders table's status of an order the matcher refused
 
@@ -160,6 +162,24 @@ def newest_first(from_id: int | None, start_ms: int | None) -> bool:
     """A history query with neither a first id nor a start time asks for the newest rows
     (then shown oldest first, as the venues answer allOrders and myTrades)."""
     return from_id is None and start_ms is None
+
+
+def whole_trades(rows: list[R], limit: int, newest: bool, trade_id: Callable[[R], int]) -> list[R]:
+    """The first ``limit`` of ``rows`` (oldest first; the last ``limit`` when ``newest``),
+    one more where the cut would fall between the two sides of one trade (an account that
+    traded with itself has a taker row and a maker row under one id): a client paging myTrades
+    by ``fromId`` = the last id + 1 would never see the second side, and one paging from the
+    last id would get the first twice (review 90). So a page holds at most ``limit`` + 1
+    rows; ``rows`` must hold one past the cut for the check to see it."""
+    if len(rows) <= limit:
+        return rows
+    if newest:
+        k = len(rows) - limit
+        if trade_id(rows[k - 1]) == trade_id(rows[k]):
+            k -= 1
+        return rows[k:]
+    k = limit + (trade_id(rows[limit - 1]) == trade_id(rows[limit]))
+    return rows[:k]
 
 
 def _flat_filled(
@@ -345,10 +365,11 @@ class History:
             + " LIMIT %s"
         )
         cut = min(limit, MAX_LIMIT)
-        one += [*span_args, cut]
-        rows = await self._rows(sql, (*one, *one, cut))
+        one += [*span_args, cut + 1]  # one past the cut: whole_trades sees the next row
+        rows = await self._rows(sql, (*one, *one, cut + 1))
         if newest:
             rows = rows[::-1]
+        rows = whole_trades(rows, cut, newest, lambda row: int(row[0]))
         quote = self.assets.get(sym.quote)
         # this side bought: the taker of a buy, or the maker of a sell
         return [

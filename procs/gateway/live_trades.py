@@ -29,7 +29,7 @@ from config.schema import SymbolConfig
 from procs.common.records import Trade
 from procs.common.types import Side
 from procs.gateway.commission import Commissions
-from procs.gateway.history import newest_first, trade_json
+from procs.gateway.history import newest_first, trade_json, whole_trades
 
 #: Most fills kept for myTrades, all accounts together (about 500 bytes each: ~10 MB). The
 #: writer lags by its batch time (tens of ms), so this covers a writer stopped or behind for
@@ -117,8 +117,9 @@ class LiveTrades:
         """The database's myTrades ``rows`` (asked with these parameters) with ``account``'s
         live fills on ``sym`` that they lack and the parameters take, ordered as the database
         orders them (trade id, then taker before maker) and cut to ``limit`` the same way:
-        the first ones from ``from_id`` or ``start_ms``, else the newest. The rows had the
-        first (or newest) ``limit`` of the database's, so the cut of the union is exact."""
+        the first ones from ``from_id`` or ``start_ms``, else the newest, never between a
+        trade's two sides (``whole_trades``). The rows had the first (or newest) ``limit`` of
+        the database's, whole trades too, so the cut of the union is exact."""
         mine = self._by_account.get((account, sym.id))
         if not mine:
             return rows
@@ -137,7 +138,7 @@ class LiveTrades:
         if not extra:
             return rows
         out = sorted(rows + extra, key=lambda t: (t["id"], t["isMaker"]))
-        return out[-limit:] if newest_first(from_id, start_ms) else out[:limit]
+        return whole_trades(out, limit, newest_first(from_id, start_ms), lambda t: int(t["id"]))
 
     def _json(self, f: LiveFill, sym: SymbolConfig) -> dict[str, Any]:
         shown = self.commissions.shown(sym.id, f.price, f.qty, f.maker)

@@ -44,7 +44,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from procs.common.token_bucket import TokenBucket
 from procs.gateway.api_errors import ApiError
+from procs.gateway.rest_body import checked_params
 from procs.gateway.rest_order_state import balance_json
+from procs.gateway.rest_params import STREAM_PARAMS
 from procs.gateway.signing import AuthError
 from procs.gateway.stream_slots import StreamSlot, StreamSlots
 from procs.gateway.stream_subscriber import CLOSE_GRACE_S, Subscriber
@@ -199,9 +201,11 @@ class PrivateStreams:
         """The key of a stream this gateway takes and the slot it holds at the instance's
         gateways (None: none kept), else the ``ApiError`` that refuses it."""
         api = self.api
-        q = request.query
         if self.closing:
             raise ApiError(503, -1001, "the gateway is stopping: no new private streams")
+        # as every endpoint's: a name it does not take, or one sent twice, is refused, never
+        # passed over (a misspelt recvWindow was told only "signature does not match"; review 91)
+        q = checked_params(list(request.query.items()), STREAM_PARAMS)
         key = api.keys.find(q.get("apiKey", ""))
         if key is None:
             raise ApiError(401, -2014, "unknown or missing API key (apiKey)")

@@ -48,7 +48,7 @@ from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams, asks_close_on_refusal, refuse_in_band
 from procs.gateway.rest_amend import AmendRoute
-from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, read_body, repeated
+from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, checked_params, read_body
 from procs.gateway.rest_connections import RestConnections
 from procs.gateway.rest_fast import KEEPALIVE_S, FastHandler, FastLane
 from procs.gateway.rest_history import HistoryRoutes
@@ -309,10 +309,12 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
             if exc.retry_after_s is not None:
                 response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s + 0.5)))
         except web.HTTPRequestEntityTooLarge:
+            size = request.content_length  # none for a chunked body: read past the limit
+            sent = f"of {size} bytes " if size else "(chunked, read past the limit) "
             response = json_response(
                 {
                     "code": codes.ILLEGAL_PARAM,
-                    "msg": f"request body is larger than the limit of "
+                    "msg": f"request body {sent}is larger than the limit of "
                     f"{self.rest.max_body_bytes} bytes",
                 },
                 413,
@@ -349,14 +351,7 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
         body = await read_body(request, self.body_timeout_s)
         if body:
             pairs += body_pairs(body, request.content_type or "")
-        params = dict(pairs)
-        if len(params) != len(pairs):  # the query twice, or the query and the body
-            raise bad_request(
-                codes.ILLEGAL_PARAM, f"parameter {repeated(pairs)[:64]!r} is sent twice"
-            )
-        rp.check_params(params)
-        rp.only(params, accepted)
-        return params
+        return checked_params(pairs, accepted)
 
     async def signed(self, request: RestRequest, scope: str) -> ApiKey:
         key = self.keys.find(request.headers.get(API_KEY, ""))  # one made elsewhere too

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from procs.gateway import api_errors as codes
+from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request
 from procs.gateway.rest_request import RestRequest
 
@@ -62,11 +63,12 @@ def body_pairs(body: bytes, content_type: str) -> list[tuple[str, str]]:
 
 def _form(text: str) -> list[tuple[str, str]]:
     """A form body's pairs: a plain split when nothing is escaped (4x cheaper than
-    ``parse_qsl``, and what every order from a script looks like). A blank value is kept
-    either way, for the checks to refuse."""
+    ``parse_qsl``, and what every order from a script looks like). A blank value, or a blank
+    name, is kept either way, for the checks to refuse (review 91: the plain split dropped
+    ``=junk``, which ``parse_qsl`` keeps); only an empty field (``a=1&&b=2``) is no pair."""
     if "%" in text or "+" in text:
         return parse_qsl(text, keep_blank_values=True)
-    return [(name, value) for name, _, value in (p.partition("=") for p in text.split("&")) if name]
+    return [(name, value) for name, _, value in (p.partition("=") for p in text.split("&") if p)]
 
 
 def _json_repeats(body: bytes, decoded: dict[str, Any]) -> list[tuple[str, str]]:
@@ -82,6 +84,18 @@ def _json_repeats(body: bytes, decoded: dict[str, Any]) -> list[tuple[str, str]]
             repeats.append((key, ""))
         seen.add(key)
     return repeats
+
+
+def checked_params(pairs: list[tuple[str, str]], accepted: frozenset[str]) -> dict[str, str]:
+    """``pairs`` (the query's, then the body's) as parameters: none sent twice (in the query
+    twice, or in the query and the body), within the size limits, each one of the
+    ``accepted`` names (``rest_params``)."""
+    params = dict(pairs)
+    if len(params) != len(pairs):
+        raise bad_request(codes.ILLEGAL_PARAM, f"parameter {repeated(pairs)[:64]!r} is sent twice")
+    rp.check_params(params)
+    rp.only(params, accepted)
+    return params
 
 
 def repeated(pairs: list[tuple[str, str]]) -> str:

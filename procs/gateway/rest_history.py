@@ -29,7 +29,7 @@ class HistoryRoutes:
         sym = rp.symbol(params, api.instruments)
         limit = rp.integer(params, "limit", 500, 1, 1000)
         from_id = rp.opt_integer(params, "orderId", 0, 2**63 - 1)
-        start, end = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
+        start, end = rp.time_span(params)
         # with the orders followed here whose last change the writer has not filed yet
         history, unfiled = api.need_history(), api.core.unfiled
         unfiled.forget_filed(await api.db(history.filed_seq()))
@@ -48,7 +48,7 @@ class HistoryRoutes:
         sym = rp.symbol(params, api.instruments)
         from_id = rp.opt_integer(params, "fromId", 0, 2**63 - 1)
         order_id = rp.opt_integer(params, "orderId", 0, 2**63 - 1)  # only that order's
-        start, end = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
+        start, end = rp.time_span(params)
         limit = rp.integer(params, "limit", 500, 1, 1000)
         history = api.need_history()  # after the parameters: a bad one is a 400 either way
         # with the fills seen here that the writer has not filed yet (read your fills)

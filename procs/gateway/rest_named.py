@@ -47,7 +47,12 @@ class NamedOrders:
         None), if any."""
         oid = rp.order_id(params)
         if oid is None:
-            client_id = rp.required(params, "origClientOrderId")
+            client_id = params.get("origClientOrderId", "")
+            if not client_id:  # either id names an order: the message says so (review 91)
+                raise bad_request(
+                    codes.MANDATORY_PARAM,
+                    "mandatory parameter 'orderId' or 'origClientOrderId' was not sent",
+                )
             known = self.core.order(account, None, client_id)
             if known is not None or self.history is None:
                 return None, known

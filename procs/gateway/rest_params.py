@@ -72,8 +72,9 @@ INTEGER = re.compile(r"-?[0-9]{1,20}")
 #: Longest parameter value accepted anywhere (decimals, ids, names).
 MAX_VALUE_CHARS = 64
 #: Parameters allowed longer values: a password is whatever its user chose, up to the users
-#: file's limit.
-LONG_VALUES: Final = {"password": MAX_PASSWORD_CHARS}
+#: file's limit; the private stream's signature (64 hex digits) gets room to be wrong, so a
+#: signature that does not match is told so (401), not refused for its length.
+LONG_VALUES: Final = {"password": MAX_PASSWORD_CHARS, "signature": 128}
 MAX_PARAMS = 24
 
 
@@ -114,6 +115,11 @@ MY_TRADES_PARAMS: Final = frozenset(("symbol", "fromId", "orderId", *_TIMES))
 MARKET_PARAMS: Final = frozenset(("symbol", "limit"))  # depth, trades
 TICKER_PARAMS: Final = frozenset(("symbol",))
 KLINES_PARAMS: Final = frozenset(("symbol", "interval", *_TIMES))
+#: The private stream's URL: its signature is in the query, a browser's WebSocket sends no
+#: headers of its own.
+STREAM_PARAMS: Final = frozenset(
+    ("apiKey", "timestamp", "recvWindow", "signature", "closeOnRefusal")
+)
 
 
 def only(params: Mapping[str, str], accepted: frozenset[str]) -> None:
@@ -359,6 +365,16 @@ def opt_ms(params: dict[str, str], name: str) -> int | None:
     if not params.get(name):
         return None
     return integer(params, name, 0, 0, 2**63 - 1)
+
+
+def time_span(params: dict[str, str]) -> tuple[int | None, int | None]:
+    """``startTime`` and ``endTime`` (ms), either absent; a start after the end is refused
+    naming both (-1023, as Binance does), never asked of the database for an empty answer
+    (review 91)."""
+    start, end = opt_ms(params, "startTime"), opt_ms(params, "endTime")
+    if start is not None and end is not None and start > end:
+        raise bad_request(codes.BAD_TIME_RANGE, f"startTime {start} is after endTime {end}")
+    return start, end
 
 
 def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:

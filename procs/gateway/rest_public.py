@@ -236,7 +236,7 @@ class PublicRoutes:
             raise bad_request(
                 codes.BAD_INTERVAL, f"interval {interval!r} is not one of {', '.join(KLINES)}"
             )
-        start_ms, end_ms = rp.opt_ms(params, "startTime"), rp.opt_ms(params, "endTime")
+        start_ms, end_ms = rp.time_span(params)
         limit = rp.integer(params, "limit", 500, 1, 1000)
         # every argument checked before the database is asked for: a bad one is a 400
         query = self.api.need_history().klines(
