@@ -81,12 +81,21 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     #: twice ``max_messages_per_s``.
     max_inbound_per_s: Annotated[int, msgspec.Meta(ge=0)] = 0
     max_sessions: Annotated[int, msgspec.Meta(ge=1)] = 1_000
+    #: Connections from one client address that have not logged on yet (0: half of
+    #: ``max_sessions``, one at least); past it, a connection is closed at once: a peer
+    #: holding idle connections cannot take every slot from the users (review 93).
+    max_pending_per_address: Annotated[int, msgspec.Meta(ge=0)] = 0
     #: Wrong passwords per second per user (CompID, the REST login's username), counted
     #: over FIX Logons and REST logins together, from any address (and the burst): then the
     #: user's logons are refused (a Logout naming the limit; REST: 429) until a token comes
     #: back, so guesses spread over many addresses and both doors stay slow.
     failed_login_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 0.1
     failed_login_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
+    #: Failed FIX Logons per second from one client address, whatever CompID they name (and
+    #: the burst): past it, a Logout naming the limit before any password check. A peer that
+    #: invents a CompID at each Logon made the gateway run a scrypt each (review 93).
+    address_failed_logon_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    address_failed_logon_burst: Annotated[int, msgspec.Meta(ge=1)] = 20
     max_message_bytes: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 8_192
     #: Seconds a connection may take to log on before it is closed.
     logon_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0

@@ -34,11 +34,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import time
 from collections.abc import Callable
 from typing import Final, Protocol, TypeAlias
 
 import posix_ipc
+
+from shm.errors import ShmError
 
 DEFAULT_PARK_TIMEOUT_S: Final = 0.02
 #: A parked word's values besides 0 (awake): asleep on the semaphore, or watched through the
@@ -67,6 +70,11 @@ class Parker:
         self._wake = wake_words
         self.cap_s: float | None = None
         self._sem = posix_ipc.Semaphore(sem_name, posix_ipc.O_CREAT, initial_value=0)
+        try:
+            own(sem_path(sem_name))
+        except BaseException:
+            self._sem.close()
+            raise
         # A private semaphore used only as a full memory fence (see the module docstring).
         self._fence_sem = posix_ipc.Semaphore(None, posix_ipc.O_CREX, initial_value=0)
         self._fence_sem.unlink()
@@ -107,7 +115,13 @@ class Parker:
             path = fifo_path(self._sem.name)
             with contextlib.suppress(FileExistsError):
                 os.mkfifo(path, 0o600)
-            self._watch_fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                own(path, fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._watch_fd = fd
         return self._watch_fd
 
     def close(self) -> None:
@@ -116,6 +130,31 @@ class Parker:
         if self._watch_fd >= 0:
             os.close(self._watch_fd)  # the FIFO stays, for the next watcher (Ring.unlink's)
             self._watch_fd = -1
+
+
+def sem_path(sem_name: str) -> str:
+    """Where Linux keeps the named semaphore ``sem_name``."""
+    return f"{FIFO_DIR}/sem.{sem_name.lstrip('/')}"
+
+
+def own(path: str, fd: int = -1) -> None:
+    """Make sure ``path`` (a wake-up semaphore or FIFO, opened as found: its name is known
+    in the world-writable ``/dev/shm``) is this user's alone: one another local user made
+    first would take the wake-ups of the process that adopted it, a router or matcher then
+    sleeping to its park timeout on every command (review 93). Ours with a wider mode (an
+    older build's, or a umask's) is narrowed to 0600; another user's refuses, naming it."""
+    st = os.fstat(fd) if fd >= 0 else os.stat(path)
+    if st.st_uid != os.geteuid():
+        raise ShmError(
+            f"{path} belongs to uid {st.st_uid} (mode {stat.S_IMODE(st.st_mode):04o}), not to "
+            f"this process's uid {os.geteuid()}: another user made it first, and would take "
+            f"this ring's wake-ups; remove it (as root) or run the instance as that user"
+        )
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        if fd >= 0:
+            os.fchmod(fd, 0o600)
+        else:
+            os.chmod(path, 0o600)
 
 
 def fifo_path(sem_name: str) -> str:
@@ -184,7 +223,13 @@ def post(sem_name: str, cache: Posts, how: int = PARKED) -> None:
         if how == WATCHED:
             waker = cache[key] = FifoPoster(key)
         else:
-            waker = cache[key] = posix_ipc.Semaphore(sem_name, posix_ipc.O_CREAT, initial_value=0)
+            sem = posix_ipc.Semaphore(sem_name, posix_ipc.O_CREAT, initial_value=0)
+            try:
+                own(sem_path(sem_name))  # (a post to another user's would wake no one of ours)
+            except BaseException:
+                sem.close()
+                raise
+            waker = cache[key] = sem
     try:
         waker.release()
     except OSError as exc:  # at SEM_VALUE_MAX (posts piled up for a waiter that died parked)

@@ -6,6 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: The mode of the venue's files: the owner's alone. The journal (every account's orders and
+#: transfers), snapshots (every balance), a FIX session's messages (its execution reports)
+#: are no other local user's to read (review 93: they were 0644, beside a 0600 audit log).
+PRIVATE = 0o600
+
 
 def fsync_dir(directory: Path) -> None:
     """Make the names in ``directory`` (a rename, a new or removed file) durable."""
@@ -50,13 +55,14 @@ def replace_durably(
     path: Path, data: bytes, *, mode: int | None = None, tmp: Path | None = None
 ) -> None:
     """``path`` becomes ``data``: written to ``tmp`` (default ``<path>.tmp``), fsynced,
-    renamed over it, the directory fsynced. ``mode`` (e.g. 0o600 for secrets) is the file's
-    whatever the umask or a leftover temp file says; None: the umask's."""
+    renamed over it, the directory fsynced. ``mode`` is the file's whatever the umask or a
+    leftover temp file says: by default the owner's alone (0600), as every file of the
+    venue's (snapshots of every account's balances, a session's messages: review 93)."""
     tmp = tmp or path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+    mode = PRIVATE if mode is None else mode
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
-        if mode is not None:
-            os.fchmod(fd, mode)  # a leftover temp file keeps its old mode through O_CREAT
+        os.fchmod(fd, mode)  # a leftover temp file keeps its old mode through O_CREAT
         f.write(data)
         f.flush()
         os.fsync(fd)

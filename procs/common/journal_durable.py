@@ -29,6 +29,8 @@ import struct
 from pathlib import Path
 from typing import Final
 
+from procs.common.durable import PRIVATE
+
 FILE: Final = "durable"
 #: Every entry the files hold is durable (a clean close, or no promise made).
 ALL: Final = (1 << 63) - 1
@@ -53,7 +55,7 @@ class DurableMark:
     """The writer's side: ``set`` after each fsync, ``close`` at a clean close."""
 
     def __init__(self, directory: Path, seq: int) -> None:
-        fd = os.open(directory / FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(directory / FILE, os.O_RDWR | os.O_CREAT, PRIVATE)
         try:
             if os.fstat(fd).st_size < _SEQ.size:
                 os.ftruncate(fd, _SEQ.size)

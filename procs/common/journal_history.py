@@ -46,6 +46,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
+from procs.common.durable import PRIVATE
 from procs.common.journal import JournalArchivedError, JournalError, JournalReader
 from procs.common.journal_durable import durable_upto
 from procs.common.record_codec import RecordCodec
@@ -206,7 +207,7 @@ class HistoryChain:
         history.marks = [m for m in history.marks if m[0] * BLOCK > durable]
         if not ready:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             kept = os.fstat(fd).st_size // _RECORD.size

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from procs.common import journal_history
-from procs.common.durable import fsync_dir, make_dirs, write_all
+from procs.common.durable import PRIVATE, fsync_dir, make_dirs, write_all
 from procs.common.journal import (
     HEADER_SIZE,
     SUFFIX,
@@ -425,7 +425,7 @@ class JournalWriter:
         if path.exists():
             raise JournalError(f"segment {path} exists already; next_seq is {first}")
         tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, PRIVATE)
         try:
             header = pack_header(self._layout, self.schema_id, first, time.time_ns(), self.rules)
             write_all(fd, header)

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from procs.common.durable import make_dirs
+from procs.common.durable import PRIVATE, make_dirs
 
 log = logging.getLogger("ringex.replication")
 
@@ -115,7 +115,7 @@ class AckBlock:
     def __init__(self, directory: Path) -> None:
         make_dirs(directory)
         self.path = directory / BLOCK_FILE
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE)
         try:
             if os.fstat(fd).st_size < SIZE:
                 os.ftruncate(fd, SIZE)  # zero-filled; both sides may do it, to the same size

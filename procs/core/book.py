@@ -427,8 +427,8 @@ class Book(OrderChecks, ABC):
         known: an account's, from ``by_account``) and the pending stops, in arrival order."""
         events: list[Record] = []
         touched: dict[tuple[Side, int], None] = {}  # levels in the order first emptied
-        if resting is None:
-            resting = [o for o in self._priority() if chosen(o)]
+        # (an index's list checked too: its ids trust the router never to reuse one, review 92)
+        resting = [o for o in (self._priority() if resting is None else resting) if chosen(o)]
         for order in resting:
             self._remove(order)
             events.append(self._done_resting(cmd, order, reason))

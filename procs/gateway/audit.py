@@ -142,3 +142,31 @@ class AuditLog:
     def close(self) -> None:
         self.flush()
         self._file.close()
+
+
+#: How many bytes of garbled input a connection has journaled before its Logon, at most.
+JUNK_BEFORE_LOGON = 1024
+
+
+class JunkCap:
+    """One connection's garbled input before its Logon, as the audit journal takes it: the
+    first ``JUNK_BEFORE_LOGON`` bytes, then a line saying the rest is not journaled. Anyone
+    who reaches the FIX port may send junk, be closed at 64 KiB and connect again: journaled
+    whole, it filled the disk at the sender's rate, logon or none (review 93)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = JUNK_BEFORE_LOGON
+
+    def cut(self, raw: bytes) -> bytes | None:
+        """What of ``raw`` goes into the journal: None, nothing."""
+        left = self.left
+        if left <= 0:
+            return None
+        self.left = left - len(raw)
+        if len(raw) <= left:
+            return raw
+        return raw[:left] + b" (bytes past the first %d before a Logon are not journaled)" % (
+            JUNK_BEFORE_LOGON
+        )

@@ -29,6 +29,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Protocol, cast
 
+from procs.common.quiet_log import quieten
 from procs.gateway.intake import IntakePacing
 from procs.gateway.session_interface import State
 
@@ -36,6 +37,17 @@ if TYPE_CHECKING:
     from procs.gateway.session import Session
 
 log = logging.getLogger("ringex.gateway")
+#: What a peer that has not logged on can make the gateway say, once a connection: a few
+#: lines a minute (``quiet_log``), or a reconnecting peer writes the log at its own rate.
+peer_log = logging.getLogger("ringex.gateway.peers")
+quieten(peer_log, burst=5)
+
+
+def peer_address(transport: asyncio.BaseTransport) -> str:
+    """The client's address (host, without its port): what per-address limits count."""
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+
 
 #: A client's unsent output past which its input is no longer read, and past which (it does
 #: not read at all) it is disconnected.
@@ -193,7 +205,7 @@ class Connection(asyncio.Protocol):
         limit = max(MAX_BYTES_BEFORE_LOGON, 2 * self.session.settings.max_message_bytes)
         if self._before_logon <= limit:
             return False
-        log.warning(
+        peer_log.warning(
             "%s sent %d bytes without a Logon, the limit is %d; disconnected",
             self.transport.get_extra_info("peername"), self._before_logon, limit,
         )  # fmt: skip

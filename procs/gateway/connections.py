@@ -22,6 +22,7 @@ A mixin of ``GatewayServer`` (``server.py``), which owns the state it names.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import math
@@ -32,18 +33,20 @@ from typing import TYPE_CHECKING
 from config.edges import GatewayConfig
 from procs.common.users import User, UserStore
 from procs.gateway.audit import AuditLog
-from procs.gateway.connection import Connection
+from procs.gateway.connection import Connection, peer_address, peer_log
 from procs.gateway.intake import IntakePacing
 from procs.gateway.limits import RateLimiter, limit_key
 from procs.gateway.orders import OrderEntry
 from procs.gateway.session import Session
-from procs.gateway.session_interface import SessionSettings
+from procs.gateway.session_interface import SessionSettings, State
 from procs.gateway.store import MessageStore
 
 if TYPE_CHECKING:
     from procs.gateway.rest import RestApi
 
 log = logging.getLogger("ringex.gateway")
+#: The states past the Logon: a connection in them no longer counts as waiting for it.
+LOGGED_ON = frozenset((State.ACTIVE, State.LOGGING_OUT))
 
 
 class GatewayConnections:
@@ -75,12 +78,54 @@ class GatewayConnections:
     def _own_failed_logins(self) -> RateLimiter:
         return RateLimiter(self.gw.failed_login_rate_per_s, self.gw.failed_login_burst)
 
+    @functools.cached_property
+    def _failed_by_address(self) -> RateLimiter:
+        """Failed Logons (wrong password, unknown CompID) per client address: a peer that
+        invents a CompID at each Logon is never slowed by the per-user count, and each costs
+        a scrypt on the threads real Logons share (review 93)."""
+        gw = self.gw
+        return RateLimiter(gw.address_failed_logon_rate_per_s, gw.address_failed_logon_burst)
+
+    @functools.cached_property
+    def _pending_by_address(self) -> collections.Counter[str]:
+        """Connections not logged on yet, per client address."""
+        return collections.Counter()
+
+    @functools.cached_property
+    def _pending(self) -> dict[Connection, str]:
+        """Each connection not logged on yet, and its address (``_pending_by_address``)."""
+        return {}
+
+    @functools.cached_property
+    def _addresses(self) -> dict[Connection, str]:
+        return {}
+
+    def _logged_on(self, conn: Connection) -> None:
+        """``conn`` is no longer waiting for its Logon: its address's count drops."""
+        address = self._pending.pop(conn, None)
+        if address is not None:
+            self._pending_by_address[address] -= 1
+            if not self._pending_by_address[address]:
+                del self._pending_by_address[address]
+
     def connection_made(self, conn: Connection) -> None:
         assert conn.transport is not None
-        if len(self.connections) >= self.gw.max_sessions:
-            log.warning("refused a connection: %d sessions is the limit", self.gw.max_sessions)
+        gw = self.gw
+        if len(self.connections) >= gw.max_sessions:
+            peer_log.warning("refused a connection: %d sessions is the limit", gw.max_sessions)
             conn.transport.close()
             return
+        address = peer_address(conn.transport)
+        per_address = gw.max_pending_per_address or max(1, gw.max_sessions // 2)
+        if self._pending_by_address[address] >= per_address:  # one cannot take every slot
+            peer_log.warning(
+                "refused a connection from %s: %d connections from one address not logged "
+                "on yet is the limit", address, per_address,
+            )  # fmt: skip
+            conn.transport.close()
+            return
+        self._pending_by_address[address] += 1
+        self._pending[conn] = self._addresses[conn] = address
         self.connections.add(conn)
         conn.session = Session(
             self.settings, self.users, self.store, self.entry, self.live, time.time_ns(),
@@ -98,6 +143,8 @@ class GatewayConnections:
 
     def connection_lost(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        self._addresses.pop(conn, None)
+        self._logged_on(conn)  # (or never: its slot comes back either way)
         if conn.session is not None:
             conn.session.on_output = None  # its close has nowhere to go: not dirty again
             conn.session.connection_lost(time.time_ns())
@@ -107,6 +154,8 @@ class GatewayConnections:
 
     def after_input(self, conn: Connection) -> None:
         session = conn.session
+        if conn in self._pending and session is not None and session.state in LOGGED_ON:
+            self._logged_on(conn)
         if session is not None and session.verify_request is not None:
             self._verify(conn, session, *session.verify_request)
         self.submit()
@@ -120,10 +169,21 @@ class GatewayConnections:
     def _verify(self, conn: Connection, session: Session, comp_id: str, password: str) -> None:
         session.verify_request = None
         limits = self.failed_logins  # every try spends a token, a right password gives it back
-        if retry := limits.take(limit_key(comp_id), time.monotonic()):
+        now = time.monotonic()
+        if retry := limits.take(limit_key(comp_id), now):
             session.refused(
                 f"too many wrong passwords for {comp_id[:64]}: the limit is "
                 f"{limits.rate_per_s:g}/s; try again in {math.ceil(retry)} s",
+                time.time_ns(),
+            )
+            return
+        address = self._addresses.get(conn, "?")
+        by_address = self._failed_by_address
+        if retry := by_address.take(address, now):
+            limits.refund(limit_key(comp_id))  # not this user's guess: refused before it
+            session.refused(
+                f"too many failed Logons from {address}: the limit is "
+                f"{by_address.rate_per_s:g}/s; try again in {math.ceil(retry)} s",
                 time.time_ns(),
             )
             return
@@ -141,6 +201,7 @@ class GatewayConnections:
                 user = None
             if user is not None:
                 self.failed_logins.refund(limit_key(comp_id))
+                self._failed_by_address.refund(self._addresses.get(conn, "?"))
             try:
                 session.authenticated(user, time.time_ns())
             except OSError as exc:  # its store: out of descriptors, a full disk. Closed, not

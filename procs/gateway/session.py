@@ -1,12 +1,12 @@
 """The FIX 4.4 session layer as a sans-I/O core: bytes in, messages to the application and
 bytes out, no sockets and no clock of its own (every call takes ``now_ns``).
 
-Why sans-I/O (after ``websockets.protocol``): every session rule below is tested by feeding
-bytes and reading ``outbox``, deterministically, and the asyncio shell stays a few lines.
+Sans-I/O (after ``websockets.protocol``): every rule below is tested by feeding bytes.
 
 Rules, in the order a message meets them (FIX 4.4 Volume 2, QuickFIX behaviour):
 
-1. Framing (``fix.FixReader``): a garbled message is ignored and consumes no sequence number.
+1. Framing (``fix.FixReader``): a garbled message is ignored and consumes no sequence number
+   (before the Logon, journaled only up to ``audit.JunkCap``'s bound).
 2. Before logon only a Logon is accepted (anything else closes the connection). Logon checks
    (``logon.py``) the user (SenderCompID, Password against ``users.UserStore``), the
    TargetCompID, the HeartBtInt bounds, and that the session is not logged on over another
@@ -39,7 +39,7 @@ from collections.abc import Callable
 from procs.common.token_bucket import TokenBucket
 from procs.common.users import User, UserStore
 from procs.gateway import dictionary, logon
-from procs.gateway.audit import AuditLog
+from procs.gateway.audit import AuditLog, JunkCap
 from procs.gateway.dictionary import RejectReason
 from procs.gateway.fix import (
     FixMessage,
@@ -98,8 +98,8 @@ class Session(GapRecovery):
         self._test_request_ns = 0  # when our TestRequest went out, 0: none or answered
         self._was_live = False  # logged on until ``_close``: ``on_disconnect`` is owed
         self._logout_ns = 0
-        # a ResendRequest of ours is open up to this seq; when it went, or its answer last
-        self._resend_upto = self._resend_at = 0  # moved the gap on (ns)
+        self._junk = JunkCap()  # garbled input before the Logon, as the audit takes it
+        self._resend_upto = self._resend_at = 0  # our ResendRequest's end; when it moved (ns)
         self._answered_early: dict[int, bytes] = {}
         self._resends: deque[tuple[int, int, bool]] = deque()
         self._resend_ns = now_ns
@@ -111,8 +111,7 @@ class Session(GapRecovery):
         self.inbound = InboundLimits(settings.max_inbound_per_s, settings.max_message_bytes, now_ns)
         self._header = self._sender = b""  # the latter: the client's SenderCompID, once logged on
         self._target = settings.comp_id.encode()
-        #: (SenderCompID, password) for the shell to check, then call ``authenticated``.
-        self.verify_request: tuple[str, str] | None = None
+        self.verify_request: tuple[str, str] | None = None  # (CompID, password): the shell's
         self._logon_msg: FixMessage | None = None
         self._held: list[FixMessage] = []  # what arrived while the password was checked
         self.on_output: Callable[[], None] | None = None
@@ -173,8 +172,9 @@ class Session(GapRecovery):
             ):
                 self._logout_and_close(why, now_ns)
                 return
-            if self.audit is not None:
-                self.audit.record(now_ns, True, self.comp_id, msg.raw)
+            raw = self._junk.cut(msg.raw) if not logged_on and isinstance(msg, Garbled) else msg.raw
+            if self.audit is not None and raw is not None:
+                self.audit.record(now_ns, True, self.comp_id, raw)
             if isinstance(msg, Garbled):
                 if msg.begin_string:  # framed, but another FIX version: answered, then gone
                     self._wrong_version(msg.begin_string, now_ns)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from procs.common.durable import make_dirs, replace_durably
+from procs.common.durable import PRIVATE, make_dirs, replace_durably
 
 _SEQNUMS = struct.Struct("<QQQ")  # next in, next out, first parked (0: none)
 _SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
@@ -84,7 +84,10 @@ class MessageStore:
     def __init__(self, directory: Path) -> None:
         make_dirs(directory)
         self.directory = directory
-        self._seq_fd = os.open(directory / "seqnums", os.O_RDWR | os.O_CREAT, 0o644)
+        # the owner's alone, one an older build made too: the messages are the account's
+        # execution reports (review 93)
+        self._seq_fd = os.open(directory / "seqnums", os.O_RDWR | os.O_CREAT, PRIVATE)
+        os.fchmod(self._seq_fd, PRIVATE)
         raw = os.pread(self._seq_fd, _SEQNUMS.size, 0)
         saved: tuple[int, int, int] = (1, 1, 0)
         if len(raw) == _SEQNUMS.size:
@@ -98,7 +101,10 @@ class MessageStore:
         # a crash between ``flush``'s two writes leaves messages past the saved next-out:
         # their MsgSeqNums were sent, never to be given again
         self.next_out = max(self.next_out, self._load(path) + 1)
-        self._file: BinaryIO = path.open("ab")
+        self._file: BinaryIO = os.fdopen(
+            os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE), "ab"
+        )
+        os.fchmod(self._file.fileno(), PRIVATE)
         self._pending: list[bytes] = []
         self._dirty = False
         self._carried = directory / "carried"

@@ -215,10 +215,13 @@ class Client:
         self.writer: asyncio.StreamWriter | None = None
         self.received: list[simplefix.FixMessage] = []
 
-    async def connect(self, port: int) -> None:
+    async def connect(self, port: int, local: str | None = None) -> None:
         """A new connection, read from its first byte: what the parser held of the last one
-        (messages framed, not yet taken) went with it, and is not taken for this one's."""
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
+        (messages framed, not yet taken) went with it, and is not taken for this one's.
+        ``local``: the client's address (127.0.0.2 say: another peer than 127.0.0.1)."""
+        self.reader, self.writer = await asyncio.open_connection(
+            "127.0.0.1", port, local_addr=None if local is None else (local, 0)
+        )
         self.parser = simplefix.FixParser()
         OPEN.append(self)
 

@@ -194,7 +194,8 @@ def test_a_logon_storm_of_dropped_connections_does_not_queue_a_check_each(
     turn. A connection's slot comes back as it closes, so ``max_sessions`` bounds nothing:
     a storm of connect, Logon, close queues a check each, and a real client's Logon waits
     behind all of them, past its ``logon_timeout_s``. A check whose connection is gone is
-    skipped."""
+    skipped. (BOB comes from another address than the storm's: its own is refused its
+    Logons once its failed ones pass their limit, review 93.)"""
     h = small_ring_exchange(instance, tmp_path, 4096, users=TRADERS, max_sessions=50)
     checks: list[str] = []
     lock = threading.Lock()
@@ -219,7 +220,9 @@ def test_a_logon_storm_of_dropped_connections_does_not_queue_a_check_each(
         for k in range(0, storm, 25):  # 25 at a time: under max_sessions
             await asyncio.gather(*(one(j) for j in range(k, k + 25)))
         start = time.monotonic()
-        bob = await logged_on(port, "BOB")
+        bob = Client("BOB")
+        await bob.connect(port, local="127.0.0.2")
+        await bob.logon()
         took = time.monotonic() - start
         await bob.aclose()
         assert len(checks) < storm // 2, f"{len(checks)} checks for {storm} dropped Logons"

@@ -454,9 +454,12 @@ def test_the_keysets_answer_the_edges_as_a_plain_query(dsn: str) -> None:
         ).fetchall()
     syms = {s.id: s for s in RingexConfig().symbols}
 
-    def cut(rows: list[Any], q: dict[str, Any]) -> list[Any]:
+    def cut(rows: list[Any], q: dict[str, Any], trades: bool = False) -> list[Any]:
         limit = q.get("limit", 500)
         newest = q.get("from_id") is None and q.get("start_ms") is None
+        if trades and len(rows) > limit:  # a self-trade's two sides in one page (review 90)
+            ends = (rows[-limit - 1], rows[-limit]) if newest else (rows[limit - 1], rows[limit])
+            limit += ends[0][0] == ends[1][0]
         return rows[-limit:] if newest else rows[:limit]
 
     def kept(key: int, ms: float, q: dict[str, Any]) -> bool:
@@ -484,7 +487,8 @@ def test_the_keysets_answer_the_edges_as_a_plain_query(dsn: str) -> None:
                         and (order_id is None or s[3] == order_id)
                         and kept(s[2], s[5], q)
                     ]
-                    assert got_sides == cut(want_sides, q), ("myTrades", account, order_id, q)
+                    want_sides = cut(want_sides, q, trades=True)
+                    assert got_sides == want_sides, ("myTrades", account, order_id, q)
                     asked += bool(want_sides)
         return asked
 
