@@ -500,6 +500,8 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
               f"epoch began, or after a tail it lost) were cut: kept in {done.aside}")  # fmt: skip
     for path in done.moved:
         print(f"  set aside: {path}")
+    for path in done.removed:  # (it said "set aside" of the database, which is gone: a reread)
+        print(f"  removed: {path} (the embedded database: a promoted writer rebuilds it)")
     for warning in done.warnings:
         print(f"  WARNING: {warning}")
     raw = tomllib.loads(Path(old_path).read_text())

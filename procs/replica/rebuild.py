@@ -171,6 +171,7 @@ class Rebuilt:
     cut: int  # entries moved out of the journal
     aside: Path  # where what was set aside went (may not exist: nothing was)
     moved: list[Path] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)  # the embedded database: not kept
     warnings: list[str] = field(default_factory=list)
 
 
@@ -273,4 +274,4 @@ def _drop_database(cfg: RingexConfig, done: Rebuilt) -> None:
     if root.is_symlink():
         root.unlink()
     shutil.rmtree(root, ignore_errors=True)
-    done.moved.append(root)
+    done.removed.append(root)

@@ -29,6 +29,7 @@ from procs.common.snapshots import SnapshotStore
 from procs.common.topology import gateway_commands
 from procs.gateway.rest import RestApi
 from shm import Ring
+from shm.errors import ShmError
 from shm.wait import FIFO_DIR, Parker, fifo_path
 from tests.unit.gateway.harness import CODEC, Client, Harness, config, run_scenario
 from tests.unit.gateway.rest_rig import LIMIT, client, fix_user, rest_exchange, run
@@ -367,3 +368,21 @@ def test_checked_a_garbled_logon_is_journaled_with_its_password_masked(
     assert b"|10=000|" in text  # the garbled Logon is journaled
     assert b"554=***" in text and b"925=***" in text
     assert b"SecretPw" not in text and b"alice-pw" not in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file another user's needs root")
+def test_another_users_wake_up_semaphore_refuses_the_start_naming_it(instance: str) -> None:
+    """The fix's other half: a semaphore under a ring's name that another user owns is not
+    narrowed (it is not ours to change) but refused, naming its path, owner and mode."""
+    ring = Ring.create(instance, gateway_commands(1), CODEC, capacity=64, consumers=["router"])
+    name = ring.consumer_sem_name(0)
+    try:
+        posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=0o666).close()
+        path = f"{FIFO_DIR}/sem.{name.lstrip('/')}"
+        os.chown(path, 65534, 65534)
+        words = memoryview(bytearray(64)).cast("Q")
+        with pytest.raises(ShmError, match=r"belongs to uid 65534 \(mode 06\d\d\)"):
+            Parker(words, 0, name)
+    finally:
+        ring.unlink()
+        ring.close()
