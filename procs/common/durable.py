@@ -61,12 +61,16 @@ def replace_durably(
     tmp = tmp or path.with_suffix(".tmp")
     mode = PRIVATE if mode is None else mode
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(fd, mode)  # a leftover temp file keeps its old mode through O_CREAT
-        f.write(data)
-        f.flush()
-        os.fsync(fd)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, mode)  # a leftover temp file keeps its old mode through O_CREAT
+            f.write(data)
+            f.flush()
+            os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: the part written goes, or it holds the room the
+        tmp.unlink(missing_ok=True)  # journal needs next (review 96: a failed snapshot's did)
+        raise
     fsync_dir(path.parent)
 
 

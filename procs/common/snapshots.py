@@ -66,6 +66,8 @@ class SnapshotStore:
         is removed rather than ever restored, or kept in its place."""
         make_dirs(self.directory)
         path = self.path(seq)
+        for stale in self.directory.glob("*.tmp"):  # a save a crash cut short (review 96)
+            stale.unlink(missing_ok=True)
         replace_durably(path, _framed(data))
         paths = self._paths()
         for old in paths:

@@ -29,9 +29,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
-from procs.common.durable import PRIVATE, make_dirs, replace_durably
+from procs.common.durable import PRIVATE, make_dirs, replace_durably, write_all
 
 _SEQNUMS = struct.Struct("<QQQ")  # next in, next out, first parked (0: none)
 _SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
@@ -101,10 +100,9 @@ class MessageStore:
         # a crash between ``flush``'s two writes leaves messages past the saved next-out:
         # their MsgSeqNums were sent, never to be given again
         self.next_out = max(self.next_out, self._load(path) + 1)
-        self._file: BinaryIO = os.fdopen(
-            os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE), "ab"
-        )
-        os.fchmod(self._file.fileno(), PRIVATE)
+        # unbuffered: a flush that fails (a full disk) is cut back to where it began
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE)
+        os.fchmod(self._fd, PRIVATE)
         self._pending: list[bytes] = []
         self._dirty = False
         self._carried = directory / "carried"
@@ -235,7 +233,7 @@ class MessageStore:
             data = b"".join(_entry(seq, raw) for seq, raw in parked)
             replace_durably(self._carried, data, tmp=self._carried.with_name("carried.new"))
             self._drop_carried = False  # until this reset's messages are sent anew
-        self._file.truncate(0)
+        os.ftruncate(self._fd, 0)
         self._index.clear()
         self._size = 0
         self.next_in = self.next_out = 1
@@ -249,9 +247,13 @@ class MessageStore:
 
     def flush(self) -> None:
         if self._pending:
-            self._file.write(b"".join(self._pending))
+            data = b"".join(self._pending)
+            try:
+                write_all(self._fd, data)
+            except OSError:  # a disk filling up mid-write: cut its part back, keep them all
+                os.ftruncate(self._fd, self._size - len(data))  # pending for the next flush
+                raise  # (review 96: a retry wrote them after the torn part; a resend lost one)
             self._pending.clear()
-            self._file.flush()
         if self._dirty:
             if self.before_save is not None:
                 self.before_save()
@@ -263,7 +265,7 @@ class MessageStore:
 
     def close(self) -> None:
         self.flush()
-        self._file.close()
+        os.close(self._fd)
         os.close(self._seq_fd)
 
 
