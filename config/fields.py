@@ -25,6 +25,13 @@ def at_most(where: str, low_name: str, low: float, high_name: str, high: float) 
         raise ValueError(f"{where}: {low_name} = {low} is above {high_name} = {high}")
 
 
+def tls_pair(where: str, cert: str, key: str) -> None:
+    """A TLS certificate and its key: both files or neither (``where`` names the table)."""
+    if bool(cert) != bool(key):
+        given, missing = ("tls_cert", "tls_key") if cert else ("tls_key", "tls_cert")
+        raise ValueError(f"{where}: {given} is set and {missing} is not: give both, or neither")
+
+
 def host_and_port(address: str) -> tuple[str, str]:
     """``"host:port"`` split in two, an IPv6 host's brackets dropped (``"[::1]:9900"``, as
     RFC 3986 and ``ringex status`` write it); the port as written, to be checked. An IPv6

@@ -427,9 +427,13 @@ def endpoints(cfg: RingexConfig, status: dict[str, Any]) -> dict[str, str]:
     md = cfg.marketdata
     off = "off (marketdata.enabled = false)"
     return {
-        **{f"fix {g.name}": f"{g.host}:{g.port} CompID {g.comp_id}" for g in cfg.gateways},
         **{
-            f"rest {g.name}": f"http://{_url_host(g.rest.host)}:{g.rest.port}/api/v1/"
+            f"fix {g.name}": f"{g.host}:{g.port}{' (TLS)' if g.tls_cert else ''} CompID {g.comp_id}"
+            for g in cfg.gateways
+        },
+        **{
+            f"rest {g.name}": f"http{'s' if g.rest.tls_cert else ''}://"
+            f"{_url_host(g.rest.host)}:{g.rest.port}/api/v1/"
             for g in cfg.gateways
             if g.rest is not None
         },

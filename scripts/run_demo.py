@@ -184,7 +184,8 @@ def main() -> int:
         print(f"Symbols:     {symbols_line(cfg)}")
         if gateway.rest is not None:
             rest = gateway.rest
-            print(f"REST API:    http://{rest.host}:{rest.port}/api/v1/ (the same users log in:")
+            url = f"{'https' if rest.tls_cert else 'http'}://{rest.host}:{rest.port}/api/v1/"
+            print(f"REST API:    {url} (the same users log in:")
             print("             POST /api/v1/apiKey; document at /openapi.json)")
         if cfg.marketdata.enabled:
             md = cfg.marketdata

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ from procs.common.apikeys import ApiKey, ApiKeyStore
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.quiet_log import quieten
 from procs.common.result_codes import ResultCode
+from procs.common.tls import server_context
 from procs.common.topology import apikeys_path, gateway_root, postgres_dir
 from procs.common.users import UserStore
 from procs.gateway import api_errors as codes
@@ -243,17 +245,22 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
         )
         await self.runner.setup()
         self._fit_connections()
-        create = asyncio.get_running_loop().create_server
-        where = (self.rest.host, self.rest.port)
-        reuse_port = self.gw.reuse_port or None
+        create = functools.partial(
+            asyncio.get_running_loop().create_server,
+            host=self.rest.host,
+            port=self.rest.port,
+            reuse_port=self.gw.reuse_port or None,
+            ssl=server_context(self.rest.tls_cert, self.rest.tls_key),  # None: plain HTTP
+        )
         if self.rest.fast_lane:
-            server = self._fast_server = await create(self._lane, *where, reuse_port=reuse_port)
+            server = self._fast_server = await create(self._lane)
         else:  # aiohttp serves each connection, once the gate has taken it within the limits
-            server = self._plain_server = await create(self._gate, *where, reuse_port=reuse_port)
+            server = self._plain_server = await create(self._gate)
         if server.sockets:
             self.port = server.sockets[0].getsockname()[1]
         log.info(
-            "REST API of gateway %s on %s:%d%s", self.gw.name, self.rest.host, self.port,
+            "REST API of gateway %s on %s://%s:%d%s", self.gw.name,
+            "https" if self.rest.tls_cert else "http", self.rest.host, self.port,
             " (fast lane for /api/v1/order)" if self.rest.fast_lane else "",
         )  # fmt: skip
 

@@ -9,6 +9,7 @@ benchmark: logs in for an API key, signs every private request (``signing.sign``
 
 from __future__ import annotations
 
+import ssl
 import time
 from types import TracebackType
 from typing import Any
@@ -29,10 +30,20 @@ class ApiCallError(Exception):
 
 
 class RestClient:
-    def __init__(self, base_url: str, *, recv_window_ms: int = 5_000, connections: int = 16):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        recv_window_ms: int = 5_000,
+        connections: int = 16,
+        tls: ssl.SSLContext | None = None,
+    ):
+        """``tls``: for an https URL whose certificate the system does not trust (a venue's
+        own CA, say: ``ssl.create_default_context(cafile=...)``)."""
         self.base_url = base_url.rstrip("/")
         self.recv_window_ms = recv_window_ms
-        self.session = ClientSession(connector=TCPConnector(limit=connections))
+        connector = TCPConnector(limit=connections, ssl=True if tls is None else tls)
+        self.session = ClientSession(connector=connector)
         self.api_key = ""
         self.secret = ""
         self.account = 0

@@ -48,6 +48,7 @@ from procs.common.record_codec import RecordCodec
 from procs.common.records import NewOrder, Record
 from procs.common.ring_waker import RingWaker, nap_for, settle
 from procs.common.stats import GATEWAY_COUNTERS, LatencyHistogram, gateway_page
+from procs.common.tls import server_context
 from procs.common.topology import (
     gateway_commands,
     gateway_consumer,
@@ -411,6 +412,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
             self.gw.host,
             self.gw.port,
             reuse_port=self.gw.reuse_port or None,
+            ssl=server_context(self.gw.tls_cert, self.gw.tls_key),  # None: plain TCP
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [

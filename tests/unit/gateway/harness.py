@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -215,13 +216,17 @@ class Client:
         self.writer: asyncio.StreamWriter | None = None
         self.received: list[simplefix.FixMessage] = []
 
-    async def connect(self, port: int, local: str | None = None) -> None:
+    async def connect(
+        self, port: int, local: str | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         """A new connection, read from its first byte: what the parser held of the last one
         (messages framed, not yet taken) went with it, and is not taken for this one's.
-        ``local``: the client's address (127.0.0.2 say: another peer than 127.0.0.1)."""
+        ``local``: the client's address (127.0.0.2 say: another peer than 127.0.0.1);
+        ``tls``: over TLS, trusting what that context trusts."""
         self.reader, self.writer = await asyncio.open_connection(
-            "127.0.0.1", port, local_addr=None if local is None else (local, 0)
-        )
+            "127.0.0.1", port, local_addr=None if local is None else (local, 0), ssl=tls,
+            server_hostname="localhost" if tls is not None else None,
+        )  # fmt: skip
         self.parser = simplefix.FixParser()
         OPEN.append(self)
 
