@@ -260,6 +260,23 @@ class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     #: after their imports, so that a promotion only releases them
     #: (``procs/supervisor/promotion.py``); false: ``promote`` starts them then.
     prestart: bool = True
+    #: Mutual TLS on the link (all three, or none: the link then authenticates no one, and
+    #: any peer that reaches the port is shipped the journal, users and API keys, or can
+    #: fence the primary: keep it on a private network). Each side presents its certificate
+    #: chain and key (PEM) and takes only a peer whose certificate ``tls_ca`` signed, at the
+    #: handshake, before any message: give both sides certificates of one private CA.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+
+    def __post_init__(self) -> None:
+        given = [n for n in ("tls_cert", "tls_key", "tls_ca") if getattr(self, n)]
+        if given and len(given) < 3:
+            missing = [n for n in ("tls_cert", "tls_key", "tls_ca") if n not in given]
+            raise ValueError(
+                f"replication: {', '.join(given)} set and {', '.join(missing)} not: mutual "
+                "TLS takes all three, or none"
+            )
 
     def primary_address(self) -> tuple[str, int]:
         host, port = host_and_port(self.primary)

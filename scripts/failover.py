@@ -454,6 +454,7 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
     """Rebuild the stopped old primary as the promoted instance's standby."""
     from procs.common.epochs import EpochsError  # noqa: PLC0415
     from procs.common.journal import JournalError  # noqa: PLC0415
+    from procs.common.tls import replication_context  # noqa: PLC0415
     from procs.replica.rebuild import agreed_seq, ask_primary, rebuild  # noqa: PLC0415
 
     old = load_profile(old_path)
@@ -470,7 +471,9 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
         new_address = f"[{host}]:{rep.listen_port}" if ":" in host else f"{host}:{rep.listen_port}"
     host, port = host_and_port(new_address)
     try:
-        epochs, cluster_id = ask_primary(host, int(port))
+        epochs, cluster_id = ask_primary(
+            host, int(port), tls=replication_context(old.replication, server=False)
+        )
     except (OSError, TimeoutError, EpochsError, ValueError, JournalError) as exc:
         print(f"demote of {old.instance} failed: {exc}", file=sys.stderr)
         return 1

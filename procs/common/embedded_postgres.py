@@ -22,6 +22,7 @@ import logging
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -98,6 +99,13 @@ def _reachable(root: Path, user: pwd.struct_passwd | None) -> Path:
     digest = hashlib.sha1(str(root).encode()).hexdigest()[:16]
     base = OUTSIDE_ROOT
     base.mkdir(mode=0o755, parents=True, exist_ok=True)
+    st = base.lstat()  # a fixed name in a world-writable directory: another user's first?
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise EmbeddedError(
+            f"{base} is not a directory of this user's (uid {st.st_uid}, mode "
+            f"{stat.S_IMODE(st.st_mode):04o}): another user made it, and would choose where "
+            "the database lives; remove it, or set database.dsn (review 95)"
+        )
     base.chmod(0o755)
     target = base / digest
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -252,8 +260,11 @@ class EmbeddedPostgres:
         """The lock file beside the cluster, held: starts and stops take turns on it."""
         lock = self.lock_path
         lock.parent.mkdir(parents=True, exist_ok=True)
-        # read-only: whoever made the file, any user that may read it can take the lock
-        with open(os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644), "rb") as held:
+        # read-only: whoever made the file, any user that may read it can take the lock; so
+        # only this user may (review 95: another one held it, and starts waited for ever)
+        with open(os.open(lock, os.O_RDONLY | os.O_CREAT, 0o600), "rb") as held:
+            with contextlib.suppress(PermissionError):  # (not ours to narrow)
+                os.fchmod(held.fileno(), 0o600)
             fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
             yield
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from config.schema import RingexConfig
+from procs.common.durable import PRIVATE
 
 
 def run_dir(cfg: RingexConfig) -> Path:
@@ -36,7 +37,8 @@ def instance_lock(cfg: RingexConfig) -> Iterator[None]:
     fd is close-on-exec); the file holds the holder's pid, for the refusal to name it."""
     path = run_dir(cfg) / "supervisor.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE)  # (another user could hold its flock:
+    os.fchmod(fd, PRIVATE)  # a start refused as "running", review 95)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from config.schema import ReplicationConfig
+
 
 class TlsError(ValueError):
     """A TLS certificate or key that cannot be used; the message names the file."""
@@ -24,11 +26,41 @@ def server_context(cert: str, key: str) -> ssl.SSLContext | None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    for path in (cert, key):
-        if not Path(path).is_file():
-            raise TlsError(f"TLS file {path} does not exist (or is not a file)")
+    _files(cert, key)
     try:
         context.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError) as exc:
         raise TlsError(f"TLS certificate {cert} with key {key} does not load: {exc}") from None
     return context
+
+
+def _files(*paths: str) -> None:
+    for path in paths:
+        if not Path(path).is_file():
+            raise TlsError(f"TLS file {path} does not exist (or is not a file)")
+
+
+def mutual_context(cert: str, key: str, ca: str, *, server: bool) -> ssl.SSLContext | None:
+    """Mutual TLS between a replication source (``server``) and its standby: each presents
+    ``cert``/``key`` and takes only a peer whose certificate ``ca`` signed. Neither checks
+    the other's host name: the private CA is what says who may be on the link (the
+    standby names its primary by whatever address reaches it). None when none is set."""
+    if not cert:
+        return None
+    _files(cert, key, ca)
+    purpose = ssl.Purpose.CLIENT_AUTH if server else ssl.Purpose.SERVER_AUTH
+    context = ssl.create_default_context(purpose, cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise TlsError(f"TLS certificate {cert} with key {key} does not load: {exc}") from None
+    return context
+
+
+def replication_context(rep: ReplicationConfig, *, server: bool) -> ssl.SSLContext | None:
+    """The replication link's side: the source's (``server``), or a standby's and the
+    failover script's (a client of a source); None: plain TCP (no ``tls_*`` set)."""
+    return mutual_context(rep.tls_cert, rep.tls_key, rep.tls_ca, server=server)

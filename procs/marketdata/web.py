@@ -51,6 +51,24 @@ def split_target(target: str) -> Target:
     return Target(path, query.partition("#")[0])
 
 
+#: What every answer says of how a browser may use it (review 95). The trading page keeps an
+#: API secret in sessionStorage: no script but its own files may run on it (no inline or
+#: injected one: a value shown could never become code), no other site may frame it (its
+#: buttons under another page's), and nothing is sniffed into another type. It connects to
+#: its own feed and to the gateway's REST API, on another port (and host, as configured).
+SECURITY_HEADERS: Final = (
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self' http: https: ws: wss:; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'none'",
+    ),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
+
+
 def response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
     headers = Headers(
         [
@@ -58,6 +76,7 @@ def response(status: http.HTTPStatus, body: bytes, content_type: str) -> Respons
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-cache"),
             ("Connection", "close"),
+            *SECURITY_HEADERS,
         ]
     )
     return Response(status.value, status.phrase, headers, body)

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import shutil
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from procs.common.journal_writer import cut_after
 from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import BLOCK_FILE, ack_dir
 from procs.common.rules_version import RULES_VERSION
+from procs.common.tls import replication_context
 from procs.common.topology import (
     gateway_root,
     journal_archive_dir,
@@ -62,10 +64,12 @@ from procs.replica.wire import (
 log = logging.getLogger("ringex.replica")
 
 
-async def _question(host: str, port: int, question: Message) -> Message:
+async def _question(
+    host: str, port: int, question: Message, tls: ssl.SSLContext | None = None
+) -> Message:
     """Ask the replication source at host:port ``question``; its answer (``EpochsError``:
-    refused)."""
-    reader, writer = await asyncio.open_connection(host, port)
+    refused). ``tls``: the link's mutual TLS (``replication_context``), where it has one."""
+    reader, writer = await asyncio.open_connection(host, port, ssl=tls)
     try:
         await send(writer, question)
         answer = await receive(reader)
@@ -76,8 +80,8 @@ async def _question(host: str, port: int, question: Message) -> Message:
     return answer
 
 
-async def _ask(host: str, port: int) -> tuple[Epochs, str]:
-    answer = await _question(host, port, AskEpochs())
+async def _ask(host: str, port: int, tls: ssl.SSLContext | None) -> tuple[Epochs, str]:
+    answer = await _question(host, port, AskEpochs(), tls)
     if not isinstance(answer, EpochHistory):
         raise EpochsError(f"{host}:{port} answered {type(answer).__name__}, not its epochs")
     codec = RecordCodec()  # before anything is cut: this instance could never follow it
@@ -89,21 +93,27 @@ async def _ask(host: str, port: int) -> tuple[Epochs, str]:
     return Epochs(tuple((e, s) for e, s in answer.epochs)), answer.cluster
 
 
-def ask_primary(host: str, port: int, timeout_s: float = 10.0) -> tuple[Epochs, str]:
+def ask_primary(
+    host: str, port: int, timeout_s: float = 10.0, tls: ssl.SSLContext | None = None
+) -> tuple[Epochs, str]:
     """The epoch history and the cluster id ("": not said) of the primary whose replication
     source listens at host:port; ``EpochsError`` when it refuses, or runs other records
     (this instance's build could never follow it: refused before ``rebuild`` cuts
     anything)."""
-    return asyncio.run(asyncio.wait_for(_ask(host, port), timeout_s))
+    return asyncio.run(asyncio.wait_for(_ask(host, port, tls), timeout_s))
 
 
-def ask_epochs(host: str, port: int, timeout_s: float = 10.0) -> Epochs:
+def ask_epochs(
+    host: str, port: int, timeout_s: float = 10.0, tls: ssl.SSLContext | None = None
+) -> Epochs:
     """``ask_primary``'s epochs."""
-    return ask_primary(host, port, timeout_s)[0]
+    return ask_primary(host, port, timeout_s, tls)[0]
 
 
-async def _ask_digests(host: str, port: int, seqs: list[int]) -> Digests:
-    answer = await _question(host, port, AskDigests(seqs))
+async def _ask_digests(
+    host: str, port: int, seqs: list[int], tls: ssl.SSLContext | None
+) -> Digests:
+    answer = await _question(host, port, AskDigests(seqs), tls)
     if not isinstance(answer, Digests):
         raise EpochsError(f"{host}:{port} answered {type(answer).__name__}, not digests")
     return answer
@@ -126,8 +136,10 @@ def agreed_seq(cfg: RingexConfig, host: str, port: int, timeout_s: float = 600.0
     back from the end (1, 2, 4, ... entries), then narrows the interval, a few dozen seqs a
     question; each question costs both sides a block of entries a seq at most."""
 
+    tls = replication_context(cfg.replication, server=False)
+
     async def ask(seqs: list[int]) -> Digests:
-        return await asyncio.wait_for(_ask_digests(host, port, seqs), timeout_s)
+        return await asyncio.wait_for(_ask_digests(host, port, seqs, tls), timeout_s)
 
     codec = RecordCodec()
     directory = journal_dir(cfg)

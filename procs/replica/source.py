@@ -41,6 +41,7 @@ from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.rules_version import RULES_VERSION
 from procs.common.run_files import process_start
+from procs.common.tls import replication_context
 from procs.common.topology import gateway_root, journal_dir
 from procs.core.recovery import journal_reader
 from procs.replica import cluster
@@ -439,7 +440,10 @@ class ReplicationSource:
         loop = asyncio.get_running_loop()
         loop.add_reader(self.block.appended_bell.fd, self._rung)
         reporter = asyncio.create_task(self._report())
-        server = await asyncio.start_server(self.serve, rep.listen_host, rep.listen_port)
+        server = await asyncio.start_server(  # (mutual TLS: a peer without a certificate
+            self.serve, rep.listen_host, rep.listen_port,  # of the CA ends at the handshake)
+            ssl=replication_context(rep, server=True),
+        )  # fmt: skip
         log.info("replication source on %s:%d (%s)", rep.listen_host, rep.listen_port, rep.mode)
         sd_notify.ready()
         try:

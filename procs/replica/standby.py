@@ -39,6 +39,7 @@ from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.rules_version import RULES_VERSION
 from procs.common.snapshots import SnapshotStore
+from procs.common.tls import replication_context
 from procs.common.topology import gateway_root, journal_dir, snapshot_dir
 from procs.core.recovery import journal_reader, recover, write_snapshot
 from procs.replica import cluster
@@ -78,6 +79,7 @@ class StandbyRefusedError(RuntimeError):
 class Standby:
     def __init__(self, cfg: RingexConfig) -> None:
         self.cfg = cfg
+        self._tls = replication_context(cfg.replication, server=False)  # None: plain TCP
         self.codec = codec = RecordCodec()
         directory = journal_dir(cfg)
         self.epochs = Epochs.load(directory)
@@ -229,8 +231,8 @@ class Standby:
         pause = 0.05
         while not self.stopping.is_set():
             try:
-                reader, writer = await asyncio.open_connection(host, port)
-            except OSError as exc:
+                reader, writer = await asyncio.open_connection(host, port, ssl=self._tls)
+            except OSError as exc:  # (ssl.SSLError too: a primary of another CA, say)
                 log.warning("primary %s:%d unreachable (%s); retrying", host, port, exc)
                 await asyncio.sleep(pause)
                 pause = min(RECONNECT_MAX_S, pause * 2)
