@@ -320,9 +320,9 @@ def _agreed(
     asked: list[list[int]] = []
     real = rebuild_module._ask_digests
 
-    async def counted(host: str, port: int, seqs: list[int]) -> Digests:
+    async def counted(host: str, port: int, seqs: list[int], tls: Any = None) -> Digests:
         asked.append(seqs)
-        return await real(host, port, seqs)
+        return await real(host, port, seqs, tls)
 
     monkeypatch.setattr(rebuild_module, "_ask_digests", counted)
     port = primary.replication.listen_port

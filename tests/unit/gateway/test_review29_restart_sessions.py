@@ -120,7 +120,7 @@ def test_a_store_reopened_after_a_crash_between_its_two_writes_reuses_no_msgseqn
     with pytest.raises(Killed):
         store.flush()
     monkeypatch.setattr(os, "pwrite", real_pwrite)
-    store._file.close()  # the dead process's handles: nothing more written through them
+    os.close(store._fd)  # the dead process's handles: nothing more written through them
     os.close(store._seq_fd)
     again = MessageStore(tmp_path)  # the restarted gateway's
     first = again.next_out

@@ -287,7 +287,7 @@ def test_checked_a_store_killed_between_its_messages_and_seqnums_serves_what_the
     store.before_save = lambda: (_ for _ in ()).throw(SigkillError("before the seqnums"))
     with pytest.raises(SigkillError):
         store.flush()  # messages 5 and 6 in the file, seqnums still say next out 5
-    store._file.close()  # (the dead process's handles: nothing is pending in them)
+    os.close(store._fd)  # (the dead process's handles: nothing is pending in them)
     os.close(store._seq_fd)
     with (tmp_path / "messages").open("ab") as f:
         f.write(b"\x40\x00\x00\x00\x07\x00")  # a torn seventh, never on the wire
@@ -373,14 +373,18 @@ def test_checked_a_reset_killed_at_its_truncation_neither_loses_nor_doubles(
     store = _parked(tmp_path)
     before = store.unsent()
 
-    def truncate(_size: int) -> None:
-        raise SigkillError("SIGKILL at the truncation")
+    real_ftruncate = os.ftruncate
 
-    monkeypatch.setattr(store._file, "truncate", truncate)
+    def truncate(fd: int, size: int) -> None:
+        if fd == store._fd:
+            raise SigkillError("SIGKILL at the truncation")
+        real_ftruncate(fd, size)
+
+    monkeypatch.setattr(os, "ftruncate", truncate)
     with pytest.raises(SigkillError):
         store.reset()
     monkeypatch.undo()
-    store._file.close()
+    os.close(store._fd)
     os.close(store._seq_fd)
     again = MessageStore(tmp_path)
     assert again.unsent() == before and len(again.outbound(1, again.next_out)) == 4

@@ -24,6 +24,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -120,8 +121,8 @@ def test_demote_while_the_primary_takes_commands_cuts_where_the_journals_part(
     seen: list[int] = []  # the primary's last seq at each question
     real = rebuild_module._ask_digests
 
-    async def counted(host: str, port: int, seqs: list[int]) -> Digests:
-        answer = await real(host, port, seqs)
+    async def counted(host: str, port: int, seqs: list[int], tls: Any = None) -> Digests:
+        answer = await real(host, port, seqs, tls)
         seen.append(answer.last_seq)
         await asyncio.sleep(0.02)  # the router goes on between questions
         return answer
@@ -211,11 +212,11 @@ def test_agreed_seq_ends_when_the_primary_restarts_shorter_between_questions(
     asked: list[list[int]] = []
     real = rebuild_module._ask_digests
 
-    async def shrinking(host: str, port: int, seqs: list[int]) -> Digests:
+    async def shrinking(host: str, port: int, seqs: list[int], tls: Any = None) -> Digests:
         asked.append(seqs)
         if len(asked) > 30:
             raise RuntimeError(f"{len(asked)} questions, last {seqs[:3]}..: no end")
-        answer = await real(host, port, seqs)
+        answer = await real(host, port, seqs, tls)
         if len(asked) == 1:  # another crash: the primary comes back with 1..20
             cut_after(
                 journal_dir(primary), 20, tmp_path / "lost",
