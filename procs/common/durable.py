@@ -55,15 +55,16 @@ def replace_durably(
     path: Path, data: bytes, *, mode: int | None = None, tmp: Path | None = None
 ) -> None:
     """``path`` becomes ``data``: written to ``tmp`` (default ``<path>.tmp``), fsynced,
-    renamed over it, the directory fsynced. ``mode`` is the file's whatever the umask or a
-    leftover temp file says: by default the owner's alone (0600), as every file of the
-    venue's (snapshots of every account's balances, a session's messages: review 93)."""
+    renamed over it, the directory fsynced. ``mode`` (``PRIVATE`` for what holds accounts'
+    data: snapshots, a session's messages) is the file's whatever the umask or a leftover temp
+    file says; None: the umask's (a file another user's process must read, as a promotion's
+    request that root writes for the supervisor's user: review 98)."""
     tmp = tmp or path.with_suffix(".tmp")
-    mode = PRIVATE if mode is None else mode
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(fd, mode)  # a leftover temp file keeps its old mode through O_CREAT
+            if mode is not None:
+                os.fchmod(fd, mode)  # a leftover temp file keeps its old mode through O_CREAT
             f.write(data)
             f.flush()
             os.fsync(fd)

@@ -13,14 +13,16 @@ first) is taken as it is; anything else without it is damaged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from procs.common.durable import make_dirs, replace_durably
+from procs.common.durable import PRIVATE, make_dirs, replace_durably
 
 log = logging.getLogger("ringex.snapshots")
 MAGIC: Final = b"RXS1"
@@ -66,9 +68,8 @@ class SnapshotStore:
         is removed rather than ever restored, or kept in its place."""
         make_dirs(self.directory)
         path = self.path(seq)
-        for stale in self.directory.glob("*.tmp"):  # a save a crash cut short (review 96)
-            stale.unlink(missing_ok=True)
-        replace_durably(path, _framed(data))
+        _remove_stale(self.directory)
+        replace_durably(path, _framed(data), mode=PRIVATE)  # every account's balances
         paths = self._paths()
         for old in paths:
             if int(old.stem) > seq:
@@ -120,3 +121,18 @@ class SnapshotStore:
         if not self.directory.is_dir():
             return []
         return sorted(p for p in self.directory.glob("*.snap") if p.stem.isdigit())
+
+
+#: A temp file older than this is a save a crash cut short; a younger one may be another
+#: writer's, under way (the router's snapshot job beside ``ringex replay --snapshot``).
+STALE_TMP_S = 600.0
+
+
+def _remove_stale(directory: Path) -> None:
+    """Remove the temp files of saves a crash cut short, which held the room the journal on
+    the same disk needs (review 96); not another writer's in progress (review 98)."""
+    now = time.time()
+    for stale in directory.glob("*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if now - stale.stat().st_mtime > STALE_TMP_S:
+                stale.unlink(missing_ok=True)

@@ -11,8 +11,21 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 from config.schema import ReplicationConfig
+
+#: How long a TLS handshake may take on the REST port (FIX's takes its logon timeout): a peer
+#: that never completes one is not a connection yet, so no connection limit counts it.
+HANDSHAKE_S = 10.0
+
+
+def tls_kwargs(context: ssl.SSLContext | None, handshake_s: float) -> dict[str, Any]:
+    """``create_server``'s TLS arguments: none for plain TCP (asyncio refuses a handshake
+    timeout without a context), else the context and the handshake's time."""
+    if context is None:
+        return {}
+    return {"ssl": context, "ssl_handshake_timeout": handshake_s}
 
 
 class TlsError(ValueError):

@@ -30,6 +30,9 @@ import re
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from procs.gateway.fix import FixMessage, Garbled
+from procs.gateway.session_interface import State
+
 log = logging.getLogger("ringex.gateway.audit")
 _UNSAFE: Final = re.compile(rb"[\\|\r\n]")
 _ESCAPES: Final = {b"\\": b"\\\\", b"|": b"\\|", b"\r": b"\\r", b"\n": b"\\n"}
@@ -146,21 +149,27 @@ class AuditLog:
 
 #: How many bytes of garbled input a connection has journaled before its Logon, at most.
 JUNK_BEFORE_LOGON = 1024
+#: A session's states before its Logon is accepted.
+UNCHECKED: Final = frozenset((State.AWAIT_LOGON, State.AUTHENTICATING))
 
 
 class JunkCap:
-    """One connection's garbled input before its Logon, as the audit journal takes it: the
-    first ``JUNK_BEFORE_LOGON`` bytes, then a line saying the rest is not journaled. Anyone
-    who reaches the FIX port may send junk, be closed at 64 KiB and connect again: journaled
-    whole, it filled the disk at the sender's rate, logon or none (review 93)."""
+    """One connection's garbled input until its Logon is accepted, as the audit journal
+    takes it: the first ``JUNK_BEFORE_LOGON`` bytes, then a line saying the rest is not
+    journaled. Anyone who reaches the FIX port may send junk, be closed at 64 KiB and connect
+    again: journaled whole, it filled the disk at the sender's rate, logon or none (review
+    93), or while an invented CompID's password was checked (review 97)."""
 
     __slots__ = ("left",)
 
     def __init__(self) -> None:
         self.left = JUNK_BEFORE_LOGON
 
-    def cut(self, raw: bytes) -> bytes | None:
-        """What of ``raw`` goes into the journal: None, nothing."""
+    def cut(self, msg: FixMessage | Garbled, state: State) -> bytes | None:
+        """What of ``msg`` goes into the journal (a session in ``state``): None, nothing."""
+        raw = msg.raw
+        if not isinstance(msg, Garbled) or state not in UNCHECKED:
+            return raw
         left = self.left
         if left <= 0:
             return None

@@ -25,6 +25,7 @@ timeout, from anyone who could connect.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from typing import TYPE_CHECKING, Protocol, cast
@@ -44,9 +45,21 @@ quieten(peer_log, burst=5)
 
 
 def peer_address(transport: asyncio.BaseTransport) -> str:
-    """The client's address (host, without its port): what per-address limits count."""
+    """The client's address (host, without its port): what per-address limits count. An
+    IPv6 host is its /64 (one host usually holds a whole /64: each of its addresses its own
+    key would never reach a limit, review 97); an IPv4-mapped one its IPv4 address."""
     peer = transport.get_extra_info("peername")
-    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+    if not (isinstance(peer, tuple) and peer):
+        return "?"
+    try:
+        ip = ipaddress.ip_address(str(peer[0]).partition("%")[0])  # (a zone id dropped)
+    except ValueError:
+        return str(peer[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 #: A client's unsent output past which its input is no longer read, and past which (it does

@@ -187,6 +187,9 @@ class GatewayConnections:
                 time.time_ns(),
             )
             return
+        # a look, not a spend: only a failed Logon spends (``done``), or a host's sessions
+        # logging on at once were refused while their checks ran (review 97)
+        by_address.refund(address)
         check = asyncio.get_running_loop().run_in_executor(
             None, self._check_if_connected, session, comp_id, password
         )
@@ -201,7 +204,8 @@ class GatewayConnections:
                 user = None
             if user is not None:
                 self.failed_logins.refund(limit_key(comp_id))
-                self._failed_by_address.refund(self._addresses.get(conn, "?"))
+            else:  # (past the limit already, by failures in flight: counted as far as it goes)
+                self._failed_by_address.take(self._addresses.get(conn, "?"), time.monotonic())
             try:
                 session.authenticated(user, time.time_ns())
             except OSError as exc:  # its store: out of descriptors, a full disk. Closed, not

@@ -38,7 +38,7 @@ from procs.common.apikeys import ApiKey, ApiKeyStore
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.quiet_log import quieten
 from procs.common.result_codes import ResultCode
-from procs.common.tls import server_context
+from procs.common.tls import HANDSHAKE_S, server_context, tls_kwargs
 from procs.common.topology import apikeys_path, gateway_root, postgres_dir
 from procs.common.users import UserStore
 from procs.gateway import api_errors as codes
@@ -250,7 +250,7 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
             host=self.rest.host,
             port=self.rest.port,
             reuse_port=self.gw.reuse_port or None,
-            ssl=server_context(self.rest.tls_cert, self.rest.tls_key),  # None: plain HTTP
+            **tls_kwargs(server_context(self.rest.tls_cert, self.rest.tls_key), HANDSHAKE_S),
         )
         if self.rest.fast_lane:
             server = self._fast_server = await create(self._lane)
@@ -316,8 +316,13 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
             if exc.retry_after_s is not None:
                 response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s + 0.5)))
         except web.HTTPRequestEntityTooLarge:
-            size = request.content_length  # none for a chunked body: read past the limit
-            sent = f"of {size} bytes " if size else "(chunked, read past the limit) "
+            size, limit = request.content_length, self.rest.max_body_bytes
+            # the size on the wire, where it is what passed the limit: not a chunked body's
+            # (none), nor a compressed one's, which inflated past it (review 97)
+            if size and size > limit and not request.headers.get("Content-Encoding"):
+                sent = f"of {size} bytes "
+            else:
+                sent = "(as read, inflated or chunked) "
             response = json_response(
                 {
                     "code": codes.ILLEGAL_PARAM,

@@ -48,7 +48,7 @@ from procs.common.record_codec import RecordCodec
 from procs.common.records import NewOrder, Record
 from procs.common.ring_waker import RingWaker, nap_for, settle
 from procs.common.stats import GATEWAY_COUNTERS, LatencyHistogram, gateway_page
-from procs.common.tls import server_context
+from procs.common.tls import server_context, tls_kwargs
 from procs.common.topology import (
     gateway_commands,
     gateway_consumer,
@@ -407,12 +407,15 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        gw = self.gw
         self._server = await loop.create_server(
             lambda: Connection(self),
             self.gw.host,
             self.gw.port,
             reuse_port=self.gw.reuse_port or None,
-            ssl=server_context(self.gw.tls_cert, self.gw.tls_key),  # None: plain TCP
+            # a peer that never completes the handshake is not a connection yet (no
+            # limit counts it): it gets the logon's time, not asyncio's 60 s (review 97)
+            **tls_kwargs(server_context(gw.tls_cert, gw.tls_key), gw.logon_timeout_s),
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [

@@ -172,8 +172,7 @@ class Session(GapRecovery):
             ):
                 self._logout_and_close(why, now_ns)
                 return
-            raw = self._junk.cut(msg.raw) if not logged_on and isinstance(msg, Garbled) else msg.raw
-            if self.audit is not None and raw is not None:
+            if self.audit is not None and (raw := self._junk.cut(msg, self.state)) is not None:
                 self.audit.record(now_ns, True, self.comp_id, raw)
             if isinstance(msg, Garbled):
                 if msg.begin_string:  # framed, but another FIX version: answered, then gone

@@ -231,7 +231,9 @@ class MessageStore:
         if self.parked_from:
             parked = self.outbound(self.parked_from, self.next_out)
             data = b"".join(_entry(seq, raw) for seq, raw in parked)
-            replace_durably(self._carried, data, tmp=self._carried.with_name("carried.new"))
+            replace_durably(
+                self._carried, data, mode=PRIVATE, tmp=self._carried.with_name("carried.new")
+            )
             self._drop_carried = False  # until this reset's messages are sent anew
         os.ftruncate(self._fd, 0)
         self._index.clear()
