@@ -183,11 +183,7 @@ def _limit(default: int) -> Json:
 def _times(what: str) -> list[Json]:
     return [
         _query("startTime", _int_param(0, MAX_INT64), f"Oldest {what} (ms since the epoch)."),
-        _query(
-            "endTime",
-            _int_param(0, MAX_INT64),
-            f"Newest {what} (ms since the epoch); not before startTime (-1023).",
-        ),
+        _query("endTime", _int_param(0, MAX_INT64), f"Newest {what} (ms), not before startTime."),
     ]
 
 

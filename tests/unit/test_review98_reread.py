@@ -26,15 +26,13 @@ from procs.common import durable
 from procs.common.record_codec import RecordCodec
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import gateway_commands
-from procs.replica.source import ReplicationSource
-from procs.replica.standby import Standby
 from procs.supervisor import promotion
 from procs.supervisor.draining import detach_gone
 from shm import Ring
 from shm.errors import ShmError
 from shm.wait import Parker, sem_path
 from tests.unit.gateway.test_tls import CERT, KEY
-from tests.unit.replica.test_review_replica_bugs import append, pair, until
+from tests.unit.replica.test_review_replica_bugs import append, following, pair, until
 
 CODEC = RecordCodec()
 NOBODY = 65534
@@ -229,21 +227,10 @@ def test_checked_a_standby_whose_certificate_the_source_refuses_retries(
         return await real(*args, **kwargs)  # type: ignore[arg-type]
 
     async def scenario() -> None:
-        source = ReplicationSource(primary)
-        serving = asyncio.create_task(source.run())
-        standby = Standby(secondary)
-        following = asyncio.create_task(standby.run())
-        try:
-            await until(lambda: len(tries) >= 3 or following.done(), 30.0)
-            assert not following.done(), following.exception()
+        async with following(primary, secondary) as (_, standby, task):
+            await until(lambda: len(tries) >= 3 or task.done(), 30.0)
+            assert not task.done(), task.exception()
             assert standby.next_seq == 1
-        finally:
-            following.cancel()
-            await asyncio.gather(following, return_exceptions=True)
-            standby.journal.close()
-            source.stopping.set()
-            await serving
-            source.close()
 
     monkeypatch.setattr(asyncio, "open_connection", counted)
     asyncio.run(scenario())

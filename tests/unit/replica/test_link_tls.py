@@ -24,9 +24,8 @@ from procs.common.tls import TlsError, replication_context
 from procs.common.topology import journal_dir
 from procs.replica import wire
 from procs.replica.source import ReplicationSource
-from procs.replica.standby import Standby
 from tests.unit.gateway.test_tls import CERT, KEY
-from tests.unit.replica.test_review_replica_bugs import append, pair, until
+from tests.unit.replica.test_review_replica_bugs import append, following, pair, until
 
 
 def _mutual(cfg: RingexConfig) -> RingexConfig:
@@ -58,19 +57,8 @@ def test_a_standby_with_the_links_certificate_follows(tmp_path: Path) -> None:
     append(primary, 1, 3)
 
     async def scenario() -> None:
-        source = ReplicationSource(primary)
-        serving = asyncio.create_task(source.run())
-        standby = Standby(secondary)
-        following = asyncio.create_task(standby.run())
-        try:
+        async with following(primary, secondary) as (_, standby, _):
             await until(lambda: standby.next_seq > 3, 10.0)
-        finally:
-            following.cancel()
-            await asyncio.gather(following, return_exceptions=True)
-            standby.journal.close()
-            source.stopping.set()
-            await serving
-            source.close()
 
     asyncio.run(scenario())
 

@@ -4,8 +4,9 @@ written against and passes since its fix."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,27 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def following(
+    primary: RingexConfig, secondary: RingexConfig
+) -> AsyncIterator[tuple[ReplicationSource, Standby, asyncio.Task[None]]]:
+    """``primary``'s source serving and ``secondary``'s standby following it (the task that
+    runs it), both ended and closed after, whatever ended the block."""
+    source = ReplicationSource(primary)
+    serving = asyncio.create_task(source.run())
+    standby = Standby(secondary)
+    task = asyncio.create_task(standby.run())
+    try:
+        yield source, standby, task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        standby.journal.close()
+        source.stopping.set()
+        await serving
+        source.close()
 
 
 def test_a_frame_persisted_but_not_applied_when_the_ack_send_fails(
