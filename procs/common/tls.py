@@ -1,10 +1,12 @@
-"""TLS for a port clients reach (a gateway's FIX and REST ports): the server's context, made
-from the PEM files its config names, or None for plain TCP.
+"""TLS: a gateway's FIX and REST ports (the server's context), and the replication link
+(mutual: each side presents a certificate of the link's private CA), made from the PEM files
+the config names, or None for plain TCP.
 
 The standard library's ``ssl`` does it all; the event loop (uvloop's) wraps each accepted
-connection, so the protocols above (the FIX session, the REST fast lane, aiohttp) see a
-transport like any other. Clients' passwords and API secrets then never cross the network in
-the clear, and a request signed by a client cannot be captured to be sent again.
+connection, so the protocols above (the FIX session, the REST fast lane, aiohttp, the
+replication wire) see a transport like any other. Clients' passwords and API secrets then
+never cross the network in the clear, a request signed by a client cannot be captured to be
+sent again, and no peer without the link's certificate is shipped the journal.
 """
 
 from __future__ import annotations
