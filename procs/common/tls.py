@@ -20,14 +20,22 @@ from config.schema import ReplicationConfig
 #: How long a TLS handshake may take on the REST port (FIX's takes its logon timeout): a peer
 #: that never completes one is not a connection yet, so no connection limit counts it.
 HANDSHAKE_S = 10.0
+#: How long a close waits for the peer's close_notify (asyncio's default: 30 s). Until it
+#: comes the connection is not lost: a hung FIX client's cancel on disconnect and its slot
+#: waited for it (review 99).
+SHUTDOWN_S = 1.0
 
 
 def tls_kwargs(context: ssl.SSLContext | None, handshake_s: float) -> dict[str, Any]:
     """``create_server``'s TLS arguments: none for plain TCP (asyncio refuses a handshake
-    timeout without a context), else the context and the handshake's time."""
+    timeout without a context), else the context and the handshake's and close's times."""
     if context is None:
         return {}
-    return {"ssl": context, "ssl_handshake_timeout": handshake_s}
+    return {
+        "ssl": context,
+        "ssl_handshake_timeout": handshake_s,
+        "ssl_shutdown_timeout": SHUTDOWN_S,
+    }
 
 
 class TlsError(ValueError):

@@ -554,6 +554,13 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
+        await asyncio.sleep(0)  # a plain connection is lost at its close
+        for conn in list(self.connections):  # a TLS one waits for the peer's close_notify, past
+            if conn.transport is not None:  # the logs' close below (review 99): cut
+                conn.transport.abort()
+        deadline = time.monotonic() + 0.5  # (their connection_lost: their cancels published)
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if self.api is not None:
             await self.api.stop()
         await asyncio.sleep(0)
