@@ -96,10 +96,6 @@ class GatewayConnections:
         """Each connection not logged on yet, and its address (``_pending_by_address``)."""
         return {}
 
-    @functools.cached_property
-    def _addresses(self) -> dict[Connection, str]:
-        return {}
-
     def _logged_on(self, conn: Connection) -> None:
         """``conn`` is no longer waiting for its Logon: its address's count drops."""
         address = self._pending.pop(conn, None)
@@ -125,7 +121,7 @@ class GatewayConnections:
             conn.transport.close()
             return
         self._pending_by_address[address] += 1
-        self._pending[conn] = self._addresses[conn] = address
+        self._pending[conn] = address
         self.connections.add(conn)
         conn.session = Session(
             self.settings, self.users, self.store, self.entry, self.live, time.time_ns(),
@@ -143,7 +139,6 @@ class GatewayConnections:
 
     def connection_lost(self, conn: Connection) -> None:
         self.connections.discard(conn)
-        self._addresses.pop(conn, None)
         self._logged_on(conn)  # (or never: its slot comes back either way)
         if conn.session is not None:
             conn.session.on_output = None  # its close has nowhere to go: not dirty again
@@ -177,7 +172,7 @@ class GatewayConnections:
                 time.time_ns(),
             )
             return
-        address = self._addresses.get(conn, "?")
+        address = self._pending.get(conn, "?")  # (a Logon is checked while it is pending)
         by_address = self._failed_by_address
         if retry := by_address.take(address, now):
             limits.refund(limit_key(comp_id))  # not this user's guess: refused before it
@@ -205,7 +200,7 @@ class GatewayConnections:
             if user is not None:
                 self.failed_logins.refund(limit_key(comp_id))
             else:  # (past the limit already, by failures in flight: counted as far as it goes)
-                self._failed_by_address.take(self._addresses.get(conn, "?"), time.monotonic())
+                self._failed_by_address.take(self._pending.get(conn, "?"), time.monotonic())
             try:
                 session.authenticated(user, time.time_ns())
             except OSError as exc:  # its store: out of descriptors, a full disk. Closed, not

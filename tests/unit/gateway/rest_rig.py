@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -89,14 +90,27 @@ async def push_out(url: str) -> None:
         await alice.close()
 
 
-async def exchange(port: int, data: bytes, timeout_s: float = 5.0) -> bytes:
-    """Send raw bytes on a fresh connection; everything the server answers until it closes
-    (or ``timeout_s`` passes: what came so far)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def exchange(
+    port: int,
+    data: bytes | list[bytes],
+    timeout_s: float = 5.0,
+    *,
+    tls: ssl.SSLContext | None = None,
+    pause_s: float = 0.0,
+) -> bytes:
+    """Send raw bytes on a fresh connection (over TLS where ``tls`` says); everything the
+    server answers until it closes (or ``timeout_s`` passes: what came so far). A list is
+    written a part at a time, each drained, then ``pause_s``: a read of its own."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
+    )
     out = b""
     try:
-        writer.write(data)
-        await writer.drain()
+        for part in [data] if isinstance(data, bytes) else data:
+            writer.write(part)
+            await writer.drain()
+            if pause_s:
+                await asyncio.sleep(pause_s)
         async with asyncio.timeout(timeout_s):
             while chunk := await reader.read(65536):
                 out += chunk

@@ -240,22 +240,7 @@ def test_a_connection_aiohttp_serves_is_kept_idle_no_longer_than_the_fast_lanes(
 async def _stalled_head(port: int, parts: list[bytes], wait_s: float) -> bytes:
     """Send ``parts`` as separate reads, then nothing: what the gateway answers within
     ``wait_s`` (b"" when it neither answers nor closes)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    out = b""
-    try:
-        for part in parts:
-            writer.write(part)
-            await writer.drain()
-            await asyncio.sleep(0.05)  # its own read
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait_s):
-                while chunk := await reader.read(65_536):
-                    out += chunk
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    return out
+    return await exchange(port, parts, wait_s, pause_s=0.05)
 
 
 _LINE = b"GET /api/v1/order?symbol=BTC-USD&orderId=1 HTTP/1.1\r\nHost: x\r\n"

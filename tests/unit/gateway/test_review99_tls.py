@@ -35,7 +35,7 @@ from tests.unit.gateway.harness import (
     settled,
     small_ring_exchange,
 )
-from tests.unit.gateway.rest_rig import request, rest_exchange, statuses
+from tests.unit.gateway.rest_rig import exchange, request, rest_exchange, statuses
 from tests.unit.gateway.test_adversarial_fix import order
 from tests.unit.gateway.test_tls import CERT, KEY, trusting
 from tests.unit.replica.test_review_replica_bugs import append, pair, until
@@ -103,23 +103,7 @@ def _run_rest(h: Harness, scenario: object) -> None:
 async def _tls_exchange(port: int, parts: list[bytes], timeout_s: float = 5.0) -> bytes:
     """``parts`` written over TLS, each its own record (drained in between); what the
     server answers until it closes or ``timeout_s`` passes."""
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=trusting(), server_hostname="localhost"
-    )
-    out = b""
-    try:
-        for part in parts:
-            writer.write(part)
-            await writer.drain()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                while chunk := await reader.read(65536):
-                    out += chunk
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    return out
+    return await exchange(port, parts, timeout_s, tls=trusting())
 
 
 # -- faults -----------------------------------------------------------------------------------
