@@ -106,6 +106,9 @@ class JournalWriter:
         self._by_words = slot_size % 8 == 0 and sys.byteorder == "little"
         self._buf = bytearray(0)
         self._failed: BaseException | None = None
+        #: time spent in fsyncs run inline (ns): the caller waited on them (the router's
+        #: ``time_use.py``); a pipelined fsync on the thread is not counted here
+        self.inline_fsync_ns = 0
         # "pipelined": the fsync in flight and the last seq it makes durable; its thread
         self._flight: tuple[Future[None], int] | None = None
         self._syncer: ThreadPoolExecutor | None = None
@@ -287,11 +290,14 @@ class JournalWriter:
 
     def _fsync_open(self) -> None:
         """fsync the open segment inline; a failure goes through ``_fsync_failed``."""
+        began = time.perf_counter_ns()
         try:
             os.fsync(self._fd)
         except OSError as exc:
             self._fsync_failed(exc)
             raise
+        finally:
+            self.inline_fsync_ns += time.perf_counter_ns() - began
 
     def _fsync_failed(self, exc: OSError) -> None:
         """An fsync of the open segment failed: the writer is unusable. With

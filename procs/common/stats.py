@@ -11,6 +11,13 @@ reads the pages when scraped (``procs/supervisor/metrics.py``).
   ``ts_ns`` it sequences a command with, which its events carry back): received -> sequenced
   and sequenced -> acknowledged, with received -> published into the router's ring (every
   new order, REST ones too). The clocks are one host's ``time.time_ns``.
+- router ``stats-router``: commands it took, matchers' events it settled, and where its
+  time went, in ns: ``busy`` (taking, deciding, journaling, routing, settling), ``idle``
+  (nothing to take), ``behind`` (intake paused: a matcher's input past an eighth of its
+  ring), ``full`` (a matcher's input ring full), ``fsync`` (the journal's fsyncs run inline)
+  and ``standby`` (sync replication: a batch waits for the standby's acknowledgement,
+  settling events meanwhile). The sequencer is one process: these say
+  whether it is the stage a pipeline waits on (busy near 100%) or waits itself, and on what.
 - matcher ``stats-<name>``: the seq of the last command it executed, trades per symbol
   (the gapless trade id: exact across restarts, since it is book state), and how long the
   oldest command of each batch waited, sequenced -> read by the matcher. With the gateway's
@@ -86,6 +93,12 @@ GATEWAY_COUNTERS = (
     # router's ring (the rest of ``to_router`` is the ring and the router's intake)
     *histogram_counters("to_ring"),
 )
+
+
+#: The router's page (``procs/router/time_use.py`` writes it): counts, then ns by state.
+ROUTER_PAGE = "stats-router"
+ROUTER_STATES = ("busy", "idle", "behind", "full", "fsync", "standby")
+ROUTER_COUNTERS = ("commands", "events", *(f"{state}_ns" for state in ROUTER_STATES))
 
 
 def reject_slot(reason: int) -> int:

@@ -11,6 +11,7 @@ from procs.common.records import Heartbeat, Record
 from procs.common.topology import RECOVERED_SOURCE
 from procs.core.sequencer import Sequencer
 from procs.core.watches import Watches
+from procs.router.time_use import TimeUse
 from shm.consumer import Consumer
 
 #: Events settled per matcher per read (a balance is labelled with the newest seq whole).
@@ -24,6 +25,7 @@ class AppliedEvents:
     applied_seq: int
     _routed_seq: int
     _outstanding: dict[str, collections.deque[int]]
+    time_use: TimeUse
 
     def settle(self) -> int:
         """Apply what the matchers published, up to a whole ring of each one's events (in
@@ -57,6 +59,7 @@ class AppliedEvents:
                 count += len(events)
                 if len(events) < full:
                     break
+        self.time_use.settled(count)
         return count
 
     def _applied_label(self) -> int:

@@ -74,6 +74,7 @@ from procs.router.intake import ADMIN_POLL_S, GatewayIntake
 from procs.router.reply_queue import send_pending
 from procs.router.reread import Reread
 from procs.router.snapshots import Snapshots
+from procs.router.time_use import BEHIND, FSYNC, FULL, IDLE, STANDBY, TimeUse
 from shm import Ring
 from shm.consumer import Consumer
 from shm.producer import Producer
@@ -112,6 +113,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
             "router recovered to seq %d (snapshot %d + %d replayed in %.2f s)",
             *(recovered.last_seq, recovered.snapshot_seq, recovered.replayed, recovered.seconds),
         )
+        self.time_use = TimeUse(cfg.instance)  # where its time goes, for the metrics
         self.journal = _open_journal(cfg, codec)
         pin_units(cfg)
         self._journal_fees()
@@ -161,8 +163,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         self.pending_replies: dict[int, collections.deque[Record]] = {
             g: collections.deque() for g in gateways
         }
-        self.stopping = False
-        self.fenced = False
+        self.stopping = self.fenced = False
         self.snapshots = Snapshots(cfg, recovered.snapshot_seq)
         self._unrouted: list[tuple[Producer[Record], list[Record]]] = []
         self._held = HeldBatches()  # journaled, not yet fsynced ("interval", "pipelined")
@@ -266,10 +267,12 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         if accepted and self.acks is not None:
             last = first + len(accepted) - 1
             self.acks.appended(last)
-            if self.gate is not None and not self.gate.wait(
-                last, self.settle, self._stop, first - 1
-            ):
-                return self._abandon(decisions, origins)
+            if self.gate is not None:
+                began = time.perf_counter_ns()
+                held = self.gate.wait(last, self.settle, self._stop, first - 1)
+                self.time_use.waited(STANDBY, began)
+                if not held:
+                    return self._abandon(decisions, origins)
         batch = Batch(self.journal.next_seq - 1 if accepted else 0, decisions, origins,
                       watch_requests, positions)  # fmt: skip
         if self._held:  # made durable meanwhile (an inline fsync, the standby's ack)
@@ -323,12 +326,15 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         if self.gate is not None and self.gate.catching_up:
             self.gate.poll(self.journal.next_seq - 1)
         due = self.journal.sync_due_in_s()  # "interval": an idle wait ends by then
+        began = time.perf_counter_ns()
         if self._held and self.journal.syncing:
             # "pipelined": the held batches' fsync runs on the journal's thread; nothing
             # else to do, so wait for it rather than for the rings (a few ms at most)
             self.journal.wait_durable(timeout_s)
+            self.time_use.waited(FSYNC, began)
         else:
             self._idle(timeout_s if due is None else min(timeout_s, due))
+            self.time_use.waited(IDLE, began)
         self._route_durable()
 
     def _answer(self, gateway: int, reply: Record, journaled: int = 0) -> None:
@@ -382,7 +388,9 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
                 self._flush_replies()
                 self.journal.maybe_sync()
                 room = producer.ring.capacity - self._books_limit  # fits: caught up
+                began = time.perf_counter_ns()
                 producer.idle_round(room, self._behind_rounds)
+                self.time_use.waited(BEHIND, began)
                 self._behind_rounds += 1
                 return True
         self._behind_rounds = 0
@@ -442,7 +450,9 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
             elif self.settle():
                 rounds = 0
             else:
+                began = time.perf_counter_ns()
                 producer.idle_round(len(chunk), rounds)
+                self.time_use.waited(FULL, began)
                 rounds += 1
 
     def _flush_replies(self, watch_requests: Sequence[tuple[int, WatchBalances]] = ()) -> None:
@@ -491,8 +501,10 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
         self._stop = stop  # also polled while a batch waits for the standby
+        use, journal = self.time_use, self.journal
+        use.begin(journal.inline_fsync_ns)
         while not (self.stopping or stop()):
-            self.step()
+            use.step_done(self.step(), journal.inline_fsync_ns)
 
     def close(self) -> None:
         """Make what was journaled durable and route it, then release the journal and the
@@ -505,6 +517,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
             self._send_pending()  # what fits: the rest's commands are read again after a restart
             self.snapshot_done(60)
         finally:
+            self.time_use.close()
             self.journal.close()
             if self.acks is not None:
                 self.acks.close()

@@ -61,6 +61,9 @@ from procs.common.stats import (
     GATEWAY_COUNTERS,
     LATENCY_BUCKETS_US,
     REJECT_REASONS,
+    ROUTER_COUNTERS,
+    ROUTER_PAGE,
+    ROUTER_STATES,
     gateway_page,
     histogram_counters,
     matcher_page,
@@ -163,6 +166,7 @@ class RingexCollector:
                     *self._instance(),
                     *self._ring_metrics(),
                     *self._counted(),
+                    *self._router_time(),
                     *self._process_metrics(),
                 ]
             )
@@ -280,6 +284,29 @@ class RingexCollector:
                 by_reason.add_metric([g.name, reason], counts[f"rejects_{reason}"])
         stages = [to_router, router_to_ack, to_ring, queue]
         return [trades, *families.values(), by_reason, latency, *stages]
+
+    def _router_time(self) -> list[Metric]:
+        """The router's counts and where its time went (``procs/router/time_use.py``)."""
+        commands = CounterMetricFamily(
+            "ringex_router_commands",
+            "Commands the router took from the gateways' rings and decided.",
+        )
+        events = CounterMetricFamily("ringex_router_events", "Matchers' events the router settled.")
+        time_by_state = CounterMetricFamily(
+            "ringex_router_time_seconds",
+            "The router's time by state: busy; idle (nothing to take); behind (intake paused "
+            "on a matcher's backlog); full (a matcher's input ring full); fsync (the "
+            "journal's fsync); standby (sync replication's acknowledgement).",
+            labels=["state"],
+        )
+        page = self._page(ROUTER_PAGE)
+        if page is not None and all(name in page for name in ROUTER_COUNTERS):
+            counts = self._carried_pages.page(ROUTER_PAGE, page)
+            commands.add_metric([], counts["commands"])
+            events.add_metric([], counts["events"])
+            for state in ROUTER_STATES:
+                time_by_state.add_metric([state], counts[f"{state}_ns"] / 1e9)
+        return [commands, events, time_by_state]
 
     def _ring_metrics(self) -> list[Metric]:
         ring_labels, consumer_labels = ["ring"], ["ring", "consumer"]

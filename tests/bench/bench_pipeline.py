@@ -71,7 +71,7 @@ from tests.bench.plot import write_plot
 from tests.bench.report import conclude
 from tests.bench.ring_watch import RingWatch, describe_lags
 from tests.bench.soak import RssWatch, print_growth, process_table
-from tests.bench.stage_watch import StageWatch, describe_stages
+from tests.bench.stage_watch import StageWatch, describe_router, describe_stages
 
 TARGETS = {
     "orders/s": 50_000,
@@ -375,11 +375,13 @@ def main() -> int:
             row["cpu_pct"] = watch.share(*run.window)
             row["ring_lags"] = ring_watch.lags(*run.window)
             row["inside"] = stage_watch.stages(*run.window)
+            row["router_time"] = stage_watch.router_time(*run.window)
             results.append(row)
             print_phase(phase, row)
             print(f"{'':10} {describe(row['cpu_pct'], args.workers)}")
             print(f"{'':10} {describe_lags(row['ring_lags'])}")
             print(f"{'':10} {describe_stages(row['inside'])}")
+            print(f"{'':10} {describe_router(row['router_time'])}")
 
         async def run() -> None:
             sessions = [Session(name, home) for name, home in zip(names, homes, strict=True)]

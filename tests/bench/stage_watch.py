@@ -8,6 +8,8 @@ oldest command), sequenced -> acknowledged, and the whole received -> acknowledg
 ``stages(start, end)`` gives each histogram's p50 and p99 over a phase's window: the
 exchange's share of the order -> ack latency the load generator measures, cut in stages.
 A percentile is read off the buckets (linear inside one), so it is as fine as they are.
+``router_time(start, end)`` reads the router's page: the share of the window it was busy or
+waited, and on what (``procs/router/time_use.py``), with the commands and events it handled.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ import contextlib
 from typing import Any
 
 from config.schema import RingexConfig
-from procs.common.stats import LATENCY_BUCKETS_US, gateway_page, histogram_counters, matcher_page
+from procs.common.stats import (
+    LATENCY_BUCKETS_US,
+    ROUTER_PAGE,
+    ROUTER_STATES,
+    gateway_page,
+    histogram_counters,
+    matcher_page,
+)
 from shm.counters import Counters
 from shm.errors import ShmError
 from tests.bench.sampler import Sampler
@@ -63,6 +72,7 @@ class StageWatch(Sampler[dict[str, dict[str, int]]]):
     def __init__(self, cfg: RingexConfig, every_s: float = 0.2) -> None:
         self._names = [gateway_page(g.id) for g in cfg.gateways]
         self._names += [matcher_page(m.name) for m in cfg.matchers]
+        self._names.append(ROUTER_PAGE)
         self._instance = cfg.instance
         self._pages: dict[str, Counters] = {}
         super().__init__(every_s, "stage-watch")
@@ -111,6 +121,38 @@ class StageWatch(Sampler[dict[str, dict[str, int]]]):
                     "p99_us": None if p99 is None else round(p99),
                 }
         return out
+
+    def router_time(self, start: float, end: float) -> dict[str, float]:
+        """Over the samples nearest ``start`` and ``end``: the router's share of the time in
+        each state (``<state>_pct``) and its ``commands_per_s`` and ``events_per_s``; {}
+        without two samples of its page, or across a restart of it."""
+        first = max(0, bisect.bisect_left(self._times, start) - 1)
+        last = bisect.bisect_right(self._times, end) - 1
+        if last <= first:
+            return {}
+        before = self._samples[first].get(ROUTER_PAGE)
+        after = self._samples[last].get(ROUTER_PAGE)
+        seconds = self._times[last] - self._times[first]
+        if not before or not after or seconds <= 0:
+            return {}
+        diff = {k: after[k] - before.get(k, 0) for k in after}
+        if any(v < 0 for v in diff.values()):
+            return {}
+        spent = sum(diff.get(f"{s}_ns", 0) for s in ROUTER_STATES) or 1
+        out = {f"{s}_pct": round(100 * diff.get(f"{s}_ns", 0) / spent, 1) for s in ROUTER_STATES}
+        out["commands_per_s"] = round(diff.get("commands", 0) / seconds)
+        out["events_per_s"] = round(diff.get("events", 0) / seconds)
+        return out
+
+
+def describe_router(time_use: dict[str, float]) -> str:
+    if not time_use:
+        return "router: no time counted"
+    shares = [f"{s} {time_use[f'{s}_pct']:g}%" for s in ROUTER_STATES if time_use[f"{s}_pct"]]
+    return (
+        f"router's time: {', '.join(shares)}; {time_use['commands_per_s']:,} commands/s, "
+        f"{time_use['events_per_s']:,} events/s settled"
+    )
 
 
 def describe_stages(stages: dict[str, dict[str, Any]]) -> str:

@@ -50,3 +50,13 @@ def test_metrics_of_a_running_exchange(instance: str, tmp_path: Path) -> None:
             assert got("ringex_process_ready", process=process) == 1
         for consumer in ("router", "gw1"):
             assert got("ringex_ring_consumer_up", ring="m1-out", consumer=consumer) == 1
+        # the router's page is stored once a millisecond at most: it comes within a few
+        while got("ringex_router_commands_total") < 1:
+            assert time.monotonic() < deadline, "the router's page does not count the command"
+            time.sleep(0.05)
+            got = Scrape(url)
+        states = ("busy", "idle", "behind", "full", "fsync", "standby")
+        spent = {s: got("ringex_router_time_seconds_total", state=s) for s in states}
+        assert spent["idle"] > 0 and spent["busy"] > 0, spent  # a quiet router waits mostly
+        assert spent["standby"] == 0 and spent["full"] == 0, spent  # no standby, nothing full
+        assert got("ringex_router_events_total") >= 0
