@@ -75,8 +75,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     #: neither: plain TCP).
     tls_cert: str = ""
     tls_key: str = ""
-    #: The exchange's SenderCompID on outbound messages (the client's TargetCompID).
-    comp_id: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] = "RINGEX"
+    #: The exchange's SenderCompID on outbound messages (the client's TargetCompID): 1..32
+    #: printable ASCII characters, no space (a SOH would cut every header it is sent in).
+    comp_id: Annotated[str, msgspec.Meta(pattern=r"^[!-~]{1,32}$")] = "RINGEX"
     #: Heartbeat intervals a client may ask for (HeartBtInt, seconds).
     min_heartbeat_s: Annotated[int, msgspec.Meta(ge=1)] = 1
     max_heartbeat_s: Annotated[int, msgspec.Meta(ge=1)] = 300

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 
-from config.refused_value import with_value
+from config.refused_value import choices_note, with_value
 from config.schema import RingexConfig
 
 PROFILES = Path(__file__).with_name("profiles")
@@ -29,7 +29,7 @@ def load_profile(name_or_path: str) -> RingexConfig:
     """A profile by name ("dev", "test", "latency") or a path to a TOML file (with a suffix
     or a directory part). Any failure, a missing file included, is a ValueError naming it."""
     path = Path(name_or_path)
-    if not path.suffix and "/" not in name_or_path:
+    if not is_file_path(name_or_path):
         path = PROFILES / f"{name_or_path}.toml"
         if not path.exists():
             raise ConfigError(
@@ -39,11 +39,39 @@ def load_profile(name_or_path: str) -> RingexConfig:
     try:
         raw = tomllib.loads(path.read_text())
         _pair_assets(raw.get("symbols"))
-        return msgspec.convert(raw, RingexConfig)
+        cfg = msgspec.convert(raw, RingexConfig)
     except msgspec.ValidationError as exc:  # its path and limit; the value, found in raw
-        raise ConfigError(f"config {str(path)!r}: {with_value(str(exc), raw)}") from None
+        message = with_value(str(exc), raw) + choices_note(str(exc), RingexConfig)
+        raise ConfigError(f"config {str(path)!r}: {message}") from None
     except (tomllib.TOMLDecodeError, ValueError, OSError) as exc:
         raise ConfigError(f"config {str(path)!r}: {exc}") from None
+    except RecursionError:  # arrays nested thousands deep: the parser's recursion
+        raise ConfigError(f"config {str(path)!r}: nested too deeply to read") from None
+    var_dir = Path(cfg.var_dir)
+    if var_dir.exists() and not var_dir.is_dir():  # else every command fails on its files
+        raise ConfigError(f"config {str(path)!r}: var_dir = {cfg.var_dir!r} is not a directory")
+    if cfg.database.dsn and (why := dsn_refused(cfg.database.dsn)):
+        raise ConfigError(f"config {str(path)!r}: database.dsn: {why}")
+    return cfg
+
+
+def dsn_refused(dsn: str) -> str:
+    """Why libpq cannot parse ``dsn`` (psycopg's parser: keywords or a URI), or "". Asked
+    at load, not at the database writer's first connect."""
+    from psycopg import ProgrammingError  # noqa: PLC0415 (only for a config with a dsn)
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    try:
+        conninfo_to_dict(dsn)
+    except ProgrammingError as exc:
+        return str(exc).strip()
+    return ""
+
+
+def is_file_path(name_or_path: str) -> bool:
+    """Whether ``load_profile`` takes ``name_or_path`` as a file (a suffix or a directory
+    part), not as the name of a profile under config/profiles."""
+    return bool(Path(name_or_path).suffix) or "/" in name_or_path
 
 
 def _pair_assets(symbols: object) -> None:
@@ -55,6 +83,8 @@ def _pair_assets(symbols: object) -> None:
     for sym in symbols:
         if not isinstance(sym, dict) or ("base" in sym and "quote" in sym):
             continue
+        if not isinstance(sym.get("name"), str):
+            continue  # the schema's own error says the name is missing or not a string
         name = sym.get("name")
         parts = name.split("-") if isinstance(name, str) else []
         if len(parts) != 2 or not all(parts):

@@ -5,10 +5,15 @@ the message says ``symbols[0].tick = 0 (symbol 'BTC-USD')``."""
 
 from __future__ import annotations
 
+import enum
 import operator
 import re
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 _PATH = re.compile(r" - at `\$([^`]*)`$")
 _STEP = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+|\.\.\.)\]")
@@ -78,3 +83,64 @@ def _shown(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value)
+
+
+def choices_note(message: str, schema: type) -> str:
+    """Where ``message`` (a msgspec validation error) refuses a value of a fixed set
+    (``Literal``, ``Enum``) of ``schema``, "; one of ..." naming the values allowed, which
+    msgspec does not; else ""."""
+    found = _PATH.search(message)
+    if not message.startswith("Invalid enum value") or found is None:
+        return ""
+    choices = _choices(_field_type(schema, found[1]))
+    return f"; one of {', '.join(map(repr, choices))}" if choices else ""
+
+
+def _field_type(node: Any, path: str) -> Any:
+    """The annotation that ``path`` (msgspec's, after ``$``) reaches from ``node``, a Struct
+    type; None where it leads nowhere."""
+    while path:
+        node = _unwrapped(node)
+        step = _STEP.match(path)
+        if step is None:
+            return None
+        path = path[step.end() :]
+        if step[1] is not None:
+            fields = {f.name: f.type for f in _struct_fields(node)}
+            node = fields.get(step[1])
+        else:  # an item of a list, or a value of a table
+            args = typing.get_args(node)
+            node = args[-1] if args else None
+        if node is None:
+            return None
+    return node
+
+
+def _struct_fields(node: Any) -> tuple[msgspec.structs.FieldInfo, ...]:
+    if isinstance(node, type) and issubclass(node, msgspec.Struct):
+        return msgspec.structs.fields(node)
+    return ()
+
+
+def _unwrapped(node: Any) -> Any:
+    """``node`` without ``Annotated`` and ``| None`` around it."""
+    while True:
+        origin = typing.get_origin(node)
+        if origin is typing.Annotated:
+            node = typing.get_args(node)[0]
+        elif origin in (typing.Union, types.UnionType):
+            inner = [a for a in typing.get_args(node) if a is not type(None)]
+            if len(inner) != 1:
+                return node
+            node = inner[0]
+        else:
+            return node
+
+
+def _choices(node: Any) -> list[object]:
+    node = _unwrapped(node)
+    if typing.get_origin(node) is typing.Literal:
+        return list(typing.get_args(node))
+    if isinstance(node, type) and issubclass(node, enum.Enum):
+        return [member.value for member in node]
+    return []

@@ -182,8 +182,8 @@ class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     #: The writer's own replay snapshots (bound its restart time), by commands and seconds.
     snapshot_every: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
     snapshot_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
-    #: Longest pause between retries while PostgreSQL is down.
-    retry_max_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    #: Longest pause between retries while PostgreSQL is down (an hour at most).
+    retry_max_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
 
 
 class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

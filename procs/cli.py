@@ -51,6 +51,7 @@ from procs.common.topology import journal_archive_dir, journal_dir, rings
 from procs.common.units import units_differ
 from procs.core.recovery import archivable_before, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
+from procs.dbwriter.writer import StoppedWaitingError
 from procs.supervisor.draining import stop_bound_s
 from procs.supervisor.main import Supervisor
 from procs.supervisor.main import main as supervisor_main
@@ -140,7 +141,12 @@ def _replay(args: argparse.Namespace) -> int:
     if args.snapshot:
         print(f"snapshot written: {write_snapshot(cfg, recovered)}")
     if args.to_db:
-        checkpoint = dbwriter_run(cfg, to_end=True)
+        try:
+            checkpoint = dbwriter_run(cfg, to_end=True)
+        except StoppedWaitingError as exc:  # a signal while PostgreSQL was unavailable
+            print(f"ringex replay: {exc}; the database did not reach the journal's end",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         print(f"database written up to seq {checkpoint}")
     if args.archive:
         if not journal_dir(cfg).is_dir():
@@ -173,7 +179,9 @@ def _sync_journal(cfg: RingexConfig) -> int | None:
 
 def _profile(args: argparse.Namespace) -> str:
     """The profile name, or the config file as a path (so one without a suffix is a file)."""
-    return str(Path(args.config).absolute()) if args.config else str(args.profile)
+    if args.config:
+        return str(Path(args.config).absolute())
+    return str(args.profile or "dev")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -473,8 +481,9 @@ def _admin(args: argparse.Namespace) -> int:
 
 
 def profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="dev", help="profile name (config/profiles)")
-    p.add_argument("--config", help="a TOML config file (instead of --profile)")
+    which = p.add_mutually_exclusive_group()  # both given: a usage error, never one in silence
+    which.add_argument("--profile", help="profile name (config/profiles; default: dev)")
+    which.add_argument("--config", help="a TOML config file (instead of --profile)")
 
 
 def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -557,6 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     except JournalError as exc:  # a damaged journal: its message names segment and offset
         print(f"ringex: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while a command waits: what it waited for is said
+        print("ringex: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `ringex status | head -1`: the reader had enough, no traceback
         # (what is still buffered for the closed pipe must not fail again at exit)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -28,7 +28,7 @@ def add_user(
     store = open_users(cfg, "add-user")  # an unreadable file: one line naming it (review 45)
     if store is None:
         return 1
-    comp_id = args.comp_id or args.username
+    comp_id = args.username if args.comp_id is None else args.comp_id  # "" is refused below
     chosen = args.account is not None  # 0 is a choice too (refused below), not "none"
     account = args.account if chosen else max((u.account for u in store.users()), default=99) + 1
     if not chosen and account == cfg.risk.fee_account:

@@ -75,7 +75,8 @@ def _admin_args_refused(cfg: RingexConfig, args: argparse.Namespace) -> tuple[st
         return (f"ringex admin {command}: amount {args.amount} must be positive "
                 "(deposit and withdraw say which way)", 2)  # fmt: skip
     try:
-        if command in ("halt", "resume", "end-session", "snapshot", "cancel-all") and args.symbol:
+        symbolic = ("halt", "resume", "end-session", "snapshot", "cancel-all")
+        if command in symbolic and args.symbol is not None:  # "" is an unknown symbol too
             symbol_id_of(cfg, args.symbol)
     except AdminError as exc:
         return f"ringex admin {command}: {exc}", 2

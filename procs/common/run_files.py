@@ -58,9 +58,9 @@ def instance_lock(cfg: RingexConfig) -> Iterator[None]:
 def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object a process writes whole (renamed over), or None while there is none."""
     try:
-        doc = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+        doc = json.loads(path.read_bytes())
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # none, or damaged: not a status to act on
     return doc if isinstance(doc, dict) else None
 
 

@@ -22,7 +22,7 @@ from procs.common import gc_policy, sd_notify
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.topology import postgres_dir, users_path
 from procs.common.units import exit_if_other_units
-from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
+from procs.dbwriter.writer import Backoff, DbWriter, StoppedWaitingError, WriterOptions
 
 log = logging.getLogger("ringex.dbwriter")
 
@@ -95,7 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load_profile(args.profile)
     exit_if_other_units(cfg, "dbwriter")  # a unit restarted on an edited profile
-    checkpoint = run(cfg, to_end=args.to_end, dsn=args.dsn)
+    try:
+        checkpoint = run(cfg, to_end=args.to_end, dsn=args.dsn)
+    except StoppedWaitingError as exc:  # --to-end, stopped short of the end
+        log.error("%s; the database did not reach the journal's end", exc)
+        return 1
     log.info("dbwriter stopped at checkpoint %d", checkpoint)
     return 0
 

@@ -219,7 +219,8 @@ class DbWriter:
 
     def run(self, *, to_end: bool = False) -> int:
         """Follow the journal until ``request_stop`` (or, ``to_end``, its last entry); return
-        the checkpoint."""
+        the checkpoint. ``to_end`` (a one-shot run): a stop while PostgreSQL is unavailable
+        raises ``StoppedWaitingError``, since the database did not reach the end."""
         if to_end:
             self._floor = self._durable_now()
         try:
@@ -256,6 +257,8 @@ class DbWriter:
             try:
                 return self._run(to_end)
             except StoppedWaitingError as exc:
+                if to_end:
+                    raise
                 log.warning("%s", exc)
                 return self.committed
             except CheckpointMismatchError as exc:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from config import load_profile
+from config.loader import is_file_path
 from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.parent_death import die_with_parent
@@ -533,7 +534,12 @@ def main(
     stopped = stop_on_signals()
     cfg = load_profile(args.profile)
     with contextlib.suppress(KeyboardInterrupt):
-        if cfg.replication.primary and cfg.replication.prestart and args.profile.endswith(".toml"):
+        if cfg.replication.primary and cfg.replication.prestart:
+            if not is_file_path(args.profile):  # its promoted profile goes beside a file
+                print(f"ringex run: replication.prestart needs the standby's config as a file "
+                      f"(--config), not profile {args.profile!r}: the promoted config is "
+                      "written beside it", file=sys.stderr)  # fmt: skip
+                return 2
             # here, not at the top: that module builds on this one's Supervisor
             from procs.supervisor.held_promotion import run_standby  # noqa: PLC0415
 
