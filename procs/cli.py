@@ -268,7 +268,11 @@ def _stop(args: argparse.Namespace) -> int:
             return 1
         print(f"instance {cfg.instance} is not running")
         return 0
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended between the check and the signal
+        print(f"instance {cfg.instance} stopped")
+        return 0
     timeout = args.timeout
     if timeout is None:
         timeout = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)

@@ -9,7 +9,9 @@ from types import FrameType
 
 
 def stop_on_signals() -> Callable[[], bool]:
-    """Install the handlers; the returned function says whether a stop was asked for."""
+    """Install the handlers (SIGTERM, SIGINT and SIGHUP: a foreground ``ringex run`` whose
+    terminal closed stops in order, as at Ctrl-C, not outright); the returned function says
+    whether a stop was asked for."""
     asked = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -18,4 +20,5 @@ def stop_on_signals() -> Callable[[], bool]:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     return lambda: asked

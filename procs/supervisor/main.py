@@ -95,6 +95,7 @@ class Supervisor(StuckWatch):
         self.metrics: MetricsServer | None = None
         #: A standby's: its promoted instance's processes are started and held (``spare``).
         self.prestarted = False
+        self._status_failing = False  # a status write failed: said once until one works
         #: The daily END_OF_SESSION (``supervisor.session_end_utc``), polled by ``watch``.
         self.session_ends = SessionEnds.of(cfg)
         self._duties_done = 0.0  # when ``_duties`` last ran (monotonic)
@@ -197,17 +198,19 @@ class Supervisor(StuckWatch):
             die_with_parent(parent=supervisor)
 
         held = [sys.executable, "-m", "procs.supervisor.held", spec.module]
-        child.process = subprocess.Popen(
-            [*held, "--profile", self.profile, *spec.args],
-            stdout=logfile,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.PIPE,  # the word that releases it (``held.py``)
-            preexec_fn=pin,  # noqa: PLW1509  (affinity and niceness only; no locks involved)
-            start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them in order
-            cwd=Path.cwd(),
-            env={**os.environ, GRACE_ENV: str(self.STOP_GRACE_S)},
-        )
-        logfile.close()
+        try:
+            child.process = subprocess.Popen(
+                [*held, "--profile", self.profile, *spec.args],
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE,  # the word that releases it (``held.py``)
+                preexec_fn=pin,  # noqa: PLW1509  (affinity and niceness only; no locks)
+                start_new_session=True,  # Ctrl-C reaches the supervisor: it stops them in order
+                cwd=Path.cwd(),
+                env={**os.environ, GRACE_ENV: str(self.STOP_GRACE_S)},
+            )
+        finally:
+            logfile.close()
         child.held = True
         child.ready = False
         child.started_at = 0.0  # until released: no uptime yet
@@ -328,7 +331,12 @@ class Supervisor(StuckWatch):
             child.ready = False
             self.write_status()  # down and recovering: not ready, no dead pid shown "up"
             time.sleep(min(2.0, 0.1 * 2 ** (len(child.restarts) - 1)))
-            self._spawn(child)
+            if refused := cpus_missing([child.spec]):  # CPUs taken from us since the start
+                raise SupervisorError(f"{child.spec.name} not restarted: {refused}")
+            try:
+                self._spawn(child)
+            except (OSError, subprocess.SubprocessError) as exc:  # fork: EAGAIN, ENOMEM
+                raise SupervisorError(f"{child.spec.name} not restarted: {exc}") from None
             self._release(child)
             self.write_status()
             try:
@@ -433,8 +441,15 @@ class Supervisor(StuckWatch):
         }
         path = status_path(self.cfg)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(doc, indent=2))
+            os.replace(tmp, path)
+        except OSError as exc:  # var/ full or failing: the instance runs and stops all the same
+            if not self._status_failing:
+                log.error("status %s not written: %s (said once until a write works)", path, exc)
+            self._status_failing = True
+        else:
+            self._status_failing = False
 
     def process_samples(self) -> list[ProcessSample]:
         """The process table for a metrics scrape (called from the server's thread)."""
