@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     except JournalError as exc:  # a damaged journal: its message names segment and offset
         print(f"ringex: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C while a command waits: what it waited for is said
+    except KeyboardInterrupt:  # Ctrl-C while a command waits: one line, not a traceback
         print("ringex: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `ringex status | head -1`: the reader had enough, no traceback
