@@ -242,7 +242,9 @@ def _run(args: argparse.Namespace) -> int:
 def start_failure(status: dict[str, Any] | None, pid: int, log: Path, offset: int) -> str:
     """Why the supervisor ``pid`` stopped while starting: the reason it wrote in its
     status, else the last line it logged from ``offset`` on (a refusal before it wrote any
-    status: a CPU the host lacks, another start holding the instance)."""
+    status: a CPU the host lacks, another start holding the instance). Lines another
+    supervisor logged meanwhile (two starts at once share the log: the winner's "running"
+    is no reason of the loser's) are skipped by the pid each line names."""
     if status and status.get("supervisor_pid") == pid and status.get("reason"):
         return str(status["reason"])
     try:
@@ -251,19 +253,29 @@ def start_failure(status: dict[str, Any] | None, pid: int, log: Path, offset: in
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         lines = []
-    last = next((line.strip() for line in reversed(lines) if line.strip()), "")
-    return _LOG_PREFIX.sub("", last) or "no reason logged"
+    for line in reversed(lines):
+        prefix = _LOG_PREFIX.match(line)
+        if prefix and prefix["pid"] and int(prefix["pid"]) != pid:
+            continue  # another supervisor's line
+        if text := (line[prefix.end() :] if prefix else line).strip():
+            return text  # its own, or one naming no pid (a traceback's)
+    return "no reason logged"
 
 
-#: What ``logging`` puts before a supervisor's message: its time and logger.
-_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ \S+ ")
+#: What ``logging`` puts before a supervisor's message: its time, logger and pid
+#: (``SUPERVISOR_LOG_FORMAT``; none in a log written before it named them).
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [^\s\[]+(?:\[(?P<pid>\d+)\])? ")
 
 
 def _stop(args: argparse.Namespace) -> int:
     cfg = load_profile(_profile(args))
-    pid = supervisor_running(read_status(cfg))
+    status = read_status(cfg)
+    pid = supervisor_running(status)
     if pid is None:  # its processes die with it (PR_SET_PDEATHSIG): nothing runs, unless
-        if (elsewhere := _running_elsewhere(cfg)) is not None:  # its status file is not here
+        segments = list_segments(cfg.instance)
+        if orphans := _still_stopping(status, segments):  # it was killed, they stop yet
+            return _wait_orphans(cfg, status, orphans, args.timeout)
+        if (elsewhere := _running_elsewhere(cfg, segments)) is not None:  # status elsewhere
             print(elsewhere, file=sys.stderr)
             return 1
         print(f"instance {cfg.instance} is not running")
@@ -281,6 +293,40 @@ def _stop(args: argparse.Namespace) -> int:
         time.sleep(0.1)
     if pid_alive(pid):
         print(f"supervisor {pid} still running after {timeout:g} s", file=sys.stderr)
+        return 1
+    print(f"instance {cfg.instance} stopped")
+    return 0
+
+
+def _still_stopping(status: dict[str, Any] | None, segments: Iterable[SegmentInfo]) -> list[int]:
+    """The processes of a supervisor that ended without stopping them (killed outright)
+    which still hold the instance's shared memory (``segments``): each got SIGTERM as its
+    parent died, and one may take up to the stop grace to end (review 101). A pid that
+    holds none, or whose process started after the status says, is another process's."""
+    held = {pid for segment in segments for pid in segment.live_pids}
+    listed = (status or {}).get("processes", [])
+    return [
+        p["pid"]
+        for p in listed
+        if p.get("pid") in held and process_start(p["pid"]) == p.get("started")
+    ]
+
+
+def _wait_orphans(
+    cfg: RingexConfig, status: dict[str, Any] | None, orphans: list[int], timeout: float | None
+) -> int:
+    """Wait, as a stop does, for ``orphans`` (``_still_stopping``) to end."""
+    if timeout is None:
+        timeout = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
+    deadline = time.monotonic() + timeout
+    while (alive := [p for p in orphans if pid_alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive:
+        supervisor = (status or {}).get("supervisor_pid")
+        print(f"instance {cfg.instance}: its supervisor (pid {supervisor}) "
+              f"ended without stopping it, and pids {', '.join(map(str, alive))} are still "
+              f"stopping after {timeout:g} s (each ends itself within "
+              f"{Supervisor.STOP_GRACE_S:g} s of its SIGTERM)", file=sys.stderr)  # fmt: skip
         return 1
     print(f"instance {cfg.instance} stopped")
     return 0

@@ -70,6 +70,8 @@ from shm.inspect import list_segments, remove_instance
 __all__ = ["Child", "StopAsked", "Supervisor", "SupervisorError", "main"]
 
 log = logging.getLogger("ringex.supervisor")
+#: Its log lines' format: the pid after the logger's name, as syslog writes it.
+SUPERVISOR_LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(message)s"
 
 
 class SupervisorError(RuntimeError):
@@ -545,7 +547,9 @@ def main(
     parser = argparse.ArgumentParser(description="ringex supervisor")
     parser.add_argument("--profile", default="dev", help="profile name or TOML path")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # its pid on each line: two starts at once share run/supervisor.log, and each `run
+    # --detach` reports its own supervisor's lines (``cli.start_failure``)
+    logging.basicConfig(level=logging.INFO, format=SUPERVISOR_LOG_FORMAT)
     stopped = stop_on_signals()
     cfg = load_profile(args.profile)
     with contextlib.suppress(KeyboardInterrupt):

@@ -376,11 +376,6 @@ def test_a_start_after_a_killed_supervisor_is_not_refused_for_a_reused_pid(
 # -- 5. a killed supervisor's processes, still stopping, blamed on another var_dir ---------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 101: `ringex stop` while a killed supervisor's processes still stop says "
-    "the instance was started with another var_dir, and exits 1",
-)
 def test_the_orphans_of_a_killed_supervisor_are_not_blamed_on_another_var_dir(
     profile: Path, cfg: RingexConfig, tmp_path: Path, leftovers: Leftovers,
     capsys: pytest.CaptureFixture[str],
@@ -395,7 +390,8 @@ def test_the_orphans_of_a_killed_supervisor_are_not_blamed_on_another_var_dir(
     the pids it names are the very ones status.json lists, written by the supervisor that
     ended. Expected: it says the supervisor ended and its processes are still stopping
     (or waits for them, as a stop does): not another var_dir. Here the process ignores
-    SIGTERM (``deaf``), so it runs on for the grace (3 s) after its supervisor's kill."""
+    SIGTERM (``deaf``), so it runs on for the grace (3 s) after its supervisor's kill. Fixed:
+    ``ringex stop`` waits for them (``_still_stopping``) and names them if they outlast it."""
     marker = tmp_path / "pids"
     with supervisor_process(profile, "deaf", str(marker)) as sup:
         wait_for(lambda: (read_status(cfg) or {}).get("state") == "running", 30)
@@ -409,16 +405,13 @@ def test_the_orphans_of_a_killed_supervisor_are_not_blamed_on_another_var_dir(
     out, err = capsys.readouterr()
     wait_for(lambda: not pid_alive(orphan), GRACE_S + 5)  # killed by itself after the grace
     assert "another var_dir" not in out + err, (code, out, err)
+    assert code == 1 and f"pids {orphan} are still stopping" in err, (code, out, err)
+    assert cli.main(["stop", "--config", str(profile)]) == 0  # now gone: nothing runs
 
 
 # -- 6. two `run --detach` at once: the loser says the winner's line -----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 101: the losing `run --detach` of two at once reports the last line of "
-    "the shared supervisor.log, the winner's",
-)
 def test_the_start_that_loses_the_race_says_its_own_reason(
     cfg: RingexConfig, tmp_path: Path
 ) -> None:
@@ -431,7 +424,8 @@ def test_the_start_that_loses_the_race_says_its_own_reason(
     X running: 2 processes": a start that failed says the instance runs, as its reason.
     Expected: the loser's own refusal (its supervisor's lines, or its error line). Here
     ``start_failure`` is given the log as the race leaves it: the loser's refusal, then the
-    winner's line, with the winner's status (no reason of the loser's there)."""
+    winner's line, with the winner's status (no reason of the loser's there). Fixed: each
+    supervisor's line names its pid (``SUPERVISOR_LOG_FORMAT``), and the loser's own are read."""
     loser, winner = 4_000_001, 4_000_002  # past pid_max: no process's
     lock = status_path(cfg).with_name("supervisor.lock")
     refusal = (
@@ -440,8 +434,9 @@ def test_the_start_that_loses_the_race_says_its_own_reason(
     )
     log = tmp_path / "supervisor.log"
     log.write_text(
-        f"2026-11-28 06:03:16,101 procs.supervisor.main {refusal}\n"
-        f"2026-11-28 06:03:16,312 procs.supervisor.main instance {cfg.instance} running: "
+        f"2026-11-28 06:03:16,101 ringex.supervisor[{loser}] {refusal}\n"
+        f"2026-11-28 06:03:16,312 ringex.supervisor[{winner}] instance {cfg.instance} "
+        "running: "
         "2 processes\n"
     )
     status = {"supervisor_pid": winner, "state": "running", "reason": "", "processes": []}
