@@ -41,7 +41,6 @@ from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_archive import archive_segments_before
 from procs.common.record_codec import RecordCodec
 from procs.common.run_files import (
-    process_start,
     read_status,
     run_dir,
     status_path,
@@ -58,7 +57,7 @@ from procs.supervisor.main import main as supervisor_main
 from shm import Ring
 from shm.errors import ShmError
 from shm.inspect import SegmentInfo, list_segments, remove
-from shm.liveness import pid_alive
+from shm.liveness import pid_alive, process_start
 
 
 def _seconds(text: str) -> float:

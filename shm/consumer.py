@@ -37,7 +37,7 @@ from shm.errors import (
     TornReadError,
     alive,
 )
-from shm.liveness import pid_alive
+from shm.liveness import holder_alive, own_start
 from shm.wait import PARKED, BusySpin, Parker, Posts, WaitStrategy, Yielding, post
 
 if TYPE_CHECKING:
@@ -60,6 +60,18 @@ def _rejoin(ring: Ring[Any], index: int) -> None:
     # from the cursor once active: a producer that refreshed its limit in between may have
     # run a lap past the cursor read before (``Ring.declare_consumer``)
     words[h.consumer_word(index, h.C_SEQUENCE)] = ring.cursor()
+
+
+def _holds(words: memoryview, index: int, holder: int) -> bool:
+    """Line ``index``'s ``holder`` pid is alive, and the very process that took it."""
+    return holder_alive(holder, words[h.consumer_word(index, h.C_PID_START)])
+
+
+def _take(words: memoryview, index: int, me: int) -> None:
+    """Write this process into line ``index``: its start time first, so a reader never
+    sees its pid with the start of the line's last holder."""
+    words[h.consumer_word(index, h.C_PID_START)] = own_start()
+    words[h.consumer_word(index, h.C_PID)] = me
 
 
 def _check_line(ring: Ring[Any], index: int, name: str, state: int) -> None:
@@ -122,14 +134,14 @@ class Consumer(Generic[T]):
             raise RingError(f"ring {ring.name!r}: consumer index {index} is not declared")
         holder = words[h.consumer_word(index, h.C_PID)]
         me = os.getpid()
-        if holder and holder != me and pid_alive(holder):  # before anything is changed
+        if holder and holder != me and _holds(words, index, holder):  # before any change
             raise RingError(
                 f"ring {ring.name!r}: consumer {name!r} is attached by live pid {holder}"
             )
         _check_line(ring, index, name, state)  # before the line is taken or its words used
         if state == h.STATE_DETACHED:
             _rejoin(ring, index)
-        words[h.consumer_word(index, h.C_PID)] = me
+        _take(words, index, me)
         self.name = name
         self.auto_commit = auto_commit
         self._seq_word = h.consumer_word(index, h.C_SEQUENCE)
@@ -563,6 +575,7 @@ class Consumer(Generic[T]):
             self._publish_sequence(self._next)
         if self._words[h.consumer_word(self.index, h.C_PID)] == os.getpid():
             self._words[h.consumer_word(self.index, h.C_PID)] = 0
+            self._words[h.consumer_word(self.index, h.C_PID_START)] = 0
         if self._parker is not None:
             self._parker.close()
         for sem in self._sems.values():

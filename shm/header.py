@@ -7,11 +7,12 @@ lines, which also defeats the adjacent-line prefetcher), so a consumer bumping i
 never invalidates the line the producer writes.
 
 ```
-line 0     static      magic, layout version, slot size, capacity, schema id, max consumers, ...
-line 1     producer    cursor, heartbeat ns, pid, "a consumer is parked" (wake) flag
+line 0     static      magic, layout version, slot size, capacity, schema id, max consumers,
+                       ..., created ns, creator pid, the creator's start time
+line 1     producer    cursor, heartbeat ns, pid, "a consumer is parked" (wake) flag, pid's start
 line 2     parked      the producer's parked flag                 (consumers read per commit)
 line 3+i   consumer i  sequence, heartbeat ns, pid, state, gate mask, parked flag, name,
-                       generation, "a consumer gated on this one is parked" flag
+                       generation, "a consumer gated on this one is parked" flag, pid's start
 data       capacity x slot_size bytes; each slot's last 8 bytes are its seqlock stamp
 ```
 """
@@ -37,6 +38,11 @@ MAX_SLOT: Final = 2**32 - 1  # the static line's slot size field is a uint32
 # header_size, created_ns, creator_pid.
 STATIC: Final = struct.Struct("<8sIIQQIIQQ")
 
+#: Word of the static line after its fields: when the creator started (clock ticks since
+#: boot, ``/proc/<pid>/stat`` field 22; 0 where unknown). A pid with the start time it had
+#: when written names one process for good: a pid alone may be reused by another process.
+CREATOR_START: Final = STATIC.size // WORD
+
 # Producer line, as word indexes into the 'q' view.
 P_CURSOR: Final = LINE // WORD + 0  # number of records published (next sequence to publish)
 P_HEARTBEAT: Final = LINE // WORD + 1  # monotonic ns of the producer's last sign of life
@@ -44,6 +50,7 @@ P_PID: Final = LINE // WORD + 2  # pid of the attached producer, 0 when none
 # Read by the producer on every publish, right after it stores the cursor, and written only
 # by a consumer about to park: on the cursor's line it costs no second line per publish.
 P_WAKE: Final = LINE // WORD + 3  # 1 when some consumer is parked: the producer must post
+P_PID_START: Final = LINE // WORD + 4  # when the producer ``P_PID`` started (``CREATOR_START``)
 # Read by consumers on every commit, written only by a producer about to park: its own line,
 # so those reads do not pull the cursor's line away from the producer.
 P_PARKED: Final = 2 * LINE // WORD  # 1 while the producer sleeps on its semaphore (ring full)
@@ -59,6 +66,7 @@ C_PARKED: Final = 5
 C_NAME_BYTE: Final = 6 * WORD  # NAME_SIZE bytes of UTF-8, NUL padded
 C_GENERATION: Final = 8  # bumped by every declare: a process holding an older line is stale
 C_WAKE_GATED: Final = 9  # 1 when a consumer gated on this one is parked: its commit must post
+C_PID_START: Final = 10  # when the consumer ``C_PID`` started (``CREATOR_START``)
 
 STATE_FREE: Final = 0
 STATE_ACTIVE: Final = 1  # declared: gates the producer whether or not a process is attached

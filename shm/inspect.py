@@ -17,7 +17,7 @@ from pathlib import Path
 import posix_ipc
 
 from shm import header as h
-from shm.liveness import pid_alive
+from shm.liveness import holder_alive
 from shm.region import PREFIX
 from shm.wait import fifo_path
 
@@ -89,7 +89,7 @@ def _describe(instance: str, name: str, path: Path, sems: list[str]) -> SegmentI
         size = path.stat().st_size
     except FileNotFoundError:  # removed since it was listed
         size = 0
-    pids: list[int] = []
+    pids: list[tuple[int, int]] = []  # each with its start time, 0 where none was written
     capacity = slot = cursor = 0
     is_ring = False
     try:
@@ -98,25 +98,27 @@ def _describe(instance: str, name: str, path: Path, sems: list[str]) -> SegmentI
             if len(head) >= h.STATIC.size:
                 fields = h.STATIC.unpack_from(head, 0)
                 is_ring = fields[0] == h.MAGIC
+                words = _words(head)  # what the segment holds of them: it may be cut short
+                started = _word(words, h.CREATOR_START)
                 if fields[0] == h.NO_MAGIC:  # a ring being made: the magic comes
-                    pids.append(fields[-1])  # last, and its creator is already written
+                    pids.append((fields[-1], started))  # last, its creator is written first
             if is_ring:
                 _m, _v, slot, capacity, _schema, maxc, _hs, _created, creator = fields
-                pids.append(creator)
-                words = _words(head)  # what the segment holds of them: it may be cut short
+                pids.append((creator, started))
                 if len(words) > h.P_PID:
                     cursor = words[h.P_CURSOR]
-                    pids.append(words[h.P_PID])
+                    pids.append((words[h.P_PID], _word(words, h.P_PID_START)))
                 if 1 <= maxc <= h.MAX_CONSUMERS:  # a corrupted count never sizes a read
                     lines = _words(f.read(h.LINE * maxc))
                     for index in range(maxc):
                         base = index * h.LINE // h.WORD
                         if base + h.C_PID < len(lines) and lines[base + h.C_STATE] != h.STATE_FREE:
-                            pids.append(lines[base + h.C_PID])
+                            started = _word(lines, base + h.C_PID_START)
+                            pids.append((lines[base + h.C_PID], started))
     except OSError:
         pass
-    pids = [p for p in pids if p]
-    live = tuple(p for p in pids if pid_alive(p))
+    pids = [(pid, started) for pid, started in pids if pid]
+    live = tuple(pid for pid, started in pids if holder_alive(pid, started))
     return SegmentInfo(
         instance,
         name,
@@ -125,10 +127,15 @@ def _describe(instance: str, name: str, path: Path, sems: list[str]) -> SegmentI
         capacity,
         slot,
         cursor,
-        tuple(pids),
+        tuple(pid for pid, _ in pids),
         live,
         tuple(sorted(sems)),
     )
+
+
+def _word(words: memoryview, index: int) -> int:
+    """Word ``index`` of ``words``, 0 past their end (a segment cut short)."""
+    return int(words[index]) if index < len(words) else 0
 
 
 def _words(raw: bytes) -> memoryview:

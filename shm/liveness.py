@@ -8,6 +8,7 @@ progress, stale heartbeat) from an idle one (nothing pending) from a dead one (p
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def pid_alive(pid: int) -> bool:
@@ -27,3 +28,36 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True  # no /proc: trust the signal probe
     return state != b"Z"
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat`` field 22),
+    or None when there is no such process (or only its zombie), or no /proc to ask: with
+    the pid, what names one process for good (a pid alone is reused)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3
+    if fields[0] == "Z":  # exited, not yet reaped: gone
+        return None
+    return int(fields[19])
+
+
+def own_start() -> int:
+    """This process's start time (``process_start``), 0 where it cannot be read: what a
+    role writes beside its pid in a ring's header."""
+    return process_start(os.getpid()) or 0
+
+
+def holder_alive(pid: int, started: int) -> bool:
+    """``pid_alive``, and the very process that wrote ``pid`` where its start time was
+    written with it (``started``; 0 where not): a process that took the pid since (a busy
+    host wraps pid_max within hours, a container restarts with small pids) holds nothing
+    of the ring, and must not keep a killed instance's segments live (review 101)."""
+    if not pid_alive(pid):
+        return False
+    if not started:
+        return True
+    now = process_start(pid)
+    return now is None or now == started  # None: no /proc to tell, trust the probe

@@ -21,7 +21,7 @@ from shm import header as h
 from shm.barrier import Gate
 from shm.cells import Cell
 from shm.errors import EncodeError, RingError, RingFullError, alive
-from shm.liveness import pid_alive
+from shm.liveness import holder_alive, own_start
 from shm.wait import PARKED, Parker, Posts, WaitStrategy, Yielding, post
 
 if TYPE_CHECKING:
@@ -60,8 +60,9 @@ class Producer(Generic[T]):
         words = ring.words
         holder = words[h.P_PID]
         me = os.getpid()
-        if holder and holder != me and pid_alive(holder):
+        if holder and holder != me and holder_alive(holder, words[h.P_PID_START]):
             raise RingError(f"ring {ring.name!r} already has a live producer, pid {holder}")
+        words[h.P_PID_START] = own_start()  # first: a reader sees the pid whole with it
         words[h.P_PID] = me
         self._words = words
         self._view = memoryview(ring.region.buf)
@@ -461,6 +462,7 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
         self.publish = lambda _item: _closed(name)  # type: ignore[method-assign,assignment]
         if self._words[h.P_PID] == os.getpid():
             self._words[h.P_PID] = 0
+            self._words[h.P_PID_START] = 0
         if self._parker is not None:
             self._parker.close()
         for sem in self._sems.values():

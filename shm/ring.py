@@ -54,7 +54,7 @@ from shm.barrier import mask_indexes
 from shm.codec import Buffer, SlotCodec
 from shm.consumer import Consumer
 from shm.errors import HeaderMismatchError, RingError
-from shm.liveness import pid_alive
+from shm.liveness import holder_alive, own_start
 from shm.producer import Producer
 from shm.region import Region
 from shm.wait import PARKED, Posts, WaitStrategy, fifo_path, post
@@ -201,6 +201,7 @@ class Ring(Generic[T]):
             os.getpid(),
         )
         ring = cls(region, codec, instance, magic=h.NO_MAGIC)
+        ring.words[h.CREATOR_START] = own_start()  # the creator's pid names it alone
         try:
             for declared in consumers:
                 spec = ConsumerSpec(declared) if isinstance(declared, str) else declared
@@ -283,6 +284,7 @@ class Ring(Generic[T]):
         words[h.consumer_word(index, h.C_SEQUENCE)] = self.cursor() if start is None else start
         words[h.consumer_word(index, h.C_GATES)] = gate_mask
         words[h.consumer_word(index, h.C_PID)] = 0
+        words[h.consumer_word(index, h.C_PID_START)] = 0
         words[h.consumer_word(index, h.C_HEARTBEAT)] = 0
         words[h.consumer_word(index, h.C_WAKE_GATED)] = 0
         words[h.consumer_word(index, h.C_PARKED)] = 0  # a holder killed while parked raised it
@@ -463,7 +465,7 @@ class Ring(Generic[T]):
                     sequence=seq,
                     lag=max(0, cursor - seq),
                     pid=pid,
-                    pid_alive=pid_alive(pid),
+                    pid_alive=holder_alive(pid, words[h.consumer_word(index, h.C_PID_START)]),
                     heartbeat_age_s=age(h.consumer_word(index, h.C_HEARTBEAT)),
                     parked=bool(words[h.consumer_word(index, h.C_PARKED)]),
                     gates=tuple(mask_indexes(words[h.consumer_word(index, h.C_GATES)])),
@@ -477,7 +479,7 @@ class Ring(Generic[T]):
             schema_id=self.geometry.schema_id,
             cursor=cursor,
             producer_pid=producer_pid,
-            producer_alive=pid_alive(producer_pid),
+            producer_alive=holder_alive(producer_pid, words[h.P_PID_START]),
             producer_heartbeat_age_s=age(h.P_HEARTBEAT),
             consumers=tuple(consumers),
         )

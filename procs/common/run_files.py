@@ -14,6 +14,7 @@ from typing import Any
 
 from config.schema import RingexConfig
 from procs.common.durable import PRIVATE
+from shm.liveness import process_start
 
 
 def run_dir(cfg: RingexConfig) -> Path:
@@ -67,20 +68,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def read_status(cfg: RingexConfig) -> dict[str, Any] | None:
     """``status.json`` as the supervisor last wrote it, or None."""
     return read_json(status_path(cfg))
-
-
-def process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat`` field 22),
-    or None when there is no such process (or only its zombie): with the pid, what names one
-    process for good (a pid alone is reused)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3
-    if fields[0] == "Z":  # exited, not yet reaped: gone
-        return None
-    return int(fields[19])
 
 
 def supervisor_running(status: dict[str, Any] | None) -> int | None:

@@ -40,7 +40,6 @@ from procs.common.journal_history import HistoryChain, block_of, feed_to
 from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.rules_version import RULES_VERSION
-from procs.common.run_files import process_start
 from procs.common.tls import replication_context
 from procs.common.topology import gateway_root, journal_dir
 from procs.core.recovery import journal_reader
@@ -70,6 +69,7 @@ from procs.replica.wire import (
     records_differ,
     send,
 )
+from shm.liveness import process_start
 
 log = logging.getLogger("ringex.replica")
 

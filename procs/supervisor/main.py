@@ -47,7 +47,6 @@ from procs.common.record_codec import RecordCodec
 from procs.common.run_files import (
     InstanceBusyError,
     instance_lock,
-    process_start,
     run_dir,
     status_path,
 )
@@ -65,6 +64,7 @@ from procs.supervisor.session_end import SessionEnds
 from procs.supervisor.stuck_watch import StuckWatch
 from shm import Ring, ShmError
 from shm.inspect import list_segments, remove_instance
+from shm.liveness import process_start
 
 #: What is imported from here (``Child`` lives in ``child.py`` now).
 __all__ = ["Child", "StopAsked", "Supervisor", "SupervisorError", "main"]

@@ -34,7 +34,6 @@ from config.schema import DatabaseConfig, ReplicationConfig, RingexConfig
 from procs.common.epochs import Epochs, EpochsError
 from procs.common.journal import JournalReader
 from procs.common.journal_writer import JournalWriter, cut_after
-from procs.common.run_files import process_start
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import (
     gateway_root,
@@ -50,6 +49,7 @@ from procs.replica.rebuild import agreed_seq, rebuild
 from procs.replica.standby import Standby, StandbyRefusedError
 from procs.replica.wire import Digests, EpochHistory
 from procs.supervisor.promotion import begin_epoch
+from shm.liveness import process_start
 from tests.e2e.test_standby import profile
 from tests.scripts_loader import load_script
 from tests.unit.dbwriter.journal_gen import build, make_cfg, write_all

@@ -25,6 +25,7 @@ from shm import (
 )
 from shm import header as h
 from shm.inspect import list_segments
+from shm.liveness import process_start
 from shm.ring import ConsumerSpec
 
 CODEC = StructCodec("2q")
@@ -164,6 +165,7 @@ def test_a_refused_rejoin_leaves_the_line_detached(instance: str) -> None:
     ring.detach_consumer(0)
     other = Ring.attach(instance, "r", CODEC)
     other.words[h.consumer_word(0, h.C_PID)] = os.getppid()  # a live process holds the line
+    other.words[h.consumer_word(0, h.C_PID_START)] = process_start(os.getppid()) or 0
     with pytest.raises(RingError, match="attached by live pid"):
         other.consumer("a", rejoin=True)
     assert ring.info().consumers[0].state == "detached"

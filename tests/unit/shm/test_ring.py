@@ -23,6 +23,7 @@ from shm import (
 )
 from shm import header as h
 from shm.consumer import Consumer
+from shm.liveness import process_start
 from shm.producer import Producer
 from shm.ring import ConsumerSpec
 
@@ -212,9 +213,11 @@ def test_second_live_producer_or_consumer_is_refused(instance: str) -> None:
     other = Ring.attach(instance, "r", CODEC)
     # Same pid here, so simulate another live holder by writing our parent's pid.
     other.words[h.P_PID] = os.getppid()
+    other.words[h.P_PID_START] = process_start(os.getppid()) or 0  # the very process
     with pytest.raises(RingError, match="already has a live producer"):
         other.producer()
     other.words[h.consumer_word(0, h.C_PID)] = os.getppid()
+    other.words[h.consumer_word(0, h.C_PID_START)] = process_start(os.getppid()) or 0
     with pytest.raises(RingError, match="attached by live pid"):
         other.consumer("a")
 

@@ -32,14 +32,14 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs import cli
 from procs.common.record_codec import RecordCodec
-from procs.common.run_files import process_start, read_status, status_path
+from procs.common.run_files import read_status, status_path
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import MATCHER, create_rings, matcher_input
 from procs.supervisor.main import Child, Supervisor, SupervisorError
 from procs.supervisor.plan import ProcessSpec
 from shm import Ring, header
 from shm.inspect import SHM_DIR, list_segments
-from shm.liveness import pid_alive
+from shm.liveness import pid_alive, process_start
 from shm.region import PREFIX
 from tests.unit.supervisor.test_supervisor import wait_for, write_profile
 
@@ -317,21 +317,21 @@ def test_a_status_that_cannot_be_written_leaves_no_process_or_ring(
 def reused_by(path: Path, pid: int, created_ns: int) -> None:
     """Rewrite the header of the ring at ``path`` as if made at ``created_ns`` by ``pid``,
     which also holds its producer line: what a leftover ring says once its creator's pid
-    (and its producer's) was taken by another process."""
+    (and its producer's) was taken by another process. The start times beside them stay
+    the processes' that wrote them (the creator's, here this one's, also the producer's)."""
     with path.open("r+b") as f:
         static = list(header.STATIC.unpack(f.read(header.STATIC.size)))
         static[-2:] = [created_ns, pid]  # created_ns, creator_pid
         f.seek(0)
         f.write(header.STATIC.pack(*static))
+        f.seek(header.CREATOR_START * header.WORD)
+        (started,) = struct.unpack("<q", f.read(header.WORD))
         f.seek(header.P_PID * header.WORD)
         f.write(struct.pack("<q", pid))
+        f.seek(header.P_PID_START * header.WORD)
+        f.write(struct.pack("<q", started))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 101: a leftover segment is live when any pid it names is alive, though "
-    "that process started after the segment was made: a reused pid refuses every start",
-)
 def test_a_start_after_a_killed_supervisor_is_not_refused_for_a_reused_pid(
     profile: Path, cfg: RingexConfig, tmp_path: Path, instance: str,
     caplog: pytest.LogCaptureFixture,
@@ -348,7 +348,9 @@ def test_a_start_after_a_killed_supervisor_is_not_refused_for_a_reused_pid(
     hand starts the instance. Expected: a pid whose process started after the segment was
     made does not keep it live; the start removes the leftovers and runs. Here the
     leftover rings are made as the supervisor makes them, and their header is rewritten:
-    made an hour ago, by a ``sleep`` started now (which also holds the producer line)."""
+    made an hour ago, by a ``sleep`` started now (which also holds the producer line).
+    Fixed: each pid in a ring's header has its process's start time beside it
+    (``shm.liveness.holder_alive``), so a pid taken since holds nothing."""
     for ring in create_rings(cfg, RecordCodec()).values():
         ring.close()  # left behind, as by a supervisor killed outright
     reused = subprocess.Popen(["sleep", "60"])
@@ -362,7 +364,7 @@ def test_a_start_after_a_killed_supervisor_is_not_refused_for_a_reused_pid(
         for ring_info in rings:
             reused_by(SHM_DIR / f"{PREFIX}.{instance}.{ring_info.name}", reused.pid, an_hour_ago)
         taken = [set(s.live_pids) for s in list_segments(instance) if s.is_ring]
-        assert rings and taken == [{reused.pid}] * len(rings), taken  # the stand-in holds
+        assert pid_alive(reused.pid) and rings and taken == [set()] * len(rings), taken
         code = again.run(once(lambda: again.state == "running"))
     finally:
         ended(again)

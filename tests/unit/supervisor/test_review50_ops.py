@@ -33,13 +33,14 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.record_codec import RecordCodec
 from procs.common.records import Record
-from procs.common.run_files import process_start, read_status
+from procs.common.run_files import read_status
 from procs.common.topology import create_rings
 from procs.supervisor.main import Child, Supervisor
 from procs.supervisor.metrics import RingexCollector
 from procs.supervisor.plan import ProcessSpec
 from shm import Ring
 from shm.inspect import list_segments
+from shm.liveness import process_start
 from tests.e2e.running import free_port
 from tests.e2e.test_pipeline import place
 from tests.unit.gateway.harness import Client

@@ -20,9 +20,10 @@ import procs.cli
 from procs.admin.client import AdminClient
 from procs.common.records import AccountReply, AdminCommand
 from procs.common.result_codes import ResultCode
-from procs.common.run_files import process_start, status_path
+from procs.common.run_files import status_path
 from procs.common.topology import users_path
 from procs.common.users import UserStore
+from shm.liveness import process_start
 from tests.unit.router.test_router import config
 from tests.unit.supervisor.test_review5_ops_bugs import router_line  # noqa: F401  (a fixture)
 from tests.unit.test_review_admin_bugs import _cli, _use_config

@@ -22,9 +22,10 @@ import pytest
 
 import procs.cli
 from config import load_profile
-from procs.common.run_files import process_start, read_status, status_path
+from procs.common.run_files import read_status, status_path
 from procs.supervisor import draining
 from procs.supervisor.main import Supervisor
+from shm.liveness import process_start
 from tests.unit.router.test_router import config
 
 ROOT = Path(__file__).parents[3]

@@ -20,10 +20,11 @@ from config.schema import RingexConfig
 from procs.common.epochs import Epochs, EpochsError
 from procs.common.journal_writer import JournalWriter
 from procs.common.records import Record, Transfer
-from procs.common.run_files import process_start, run_dir, status_path
+from procs.common.run_files import run_dir, status_path
 from procs.common.topology import journal_dir
 from procs.replica.rebuild import rebuild
 from procs.supervisor import promotion
+from shm.liveness import process_start
 from tests.e2e.test_standby import profile
 from tests.scripts_loader import load_script
 from tests.unit.replica.test_source import CODEC, commands
