@@ -77,7 +77,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     tls_key: str = ""
     #: The exchange's SenderCompID on outbound messages (the client's TargetCompID): 1..32
     #: printable ASCII characters, no space (a SOH would cut every header it is sent in).
-    comp_id: Annotated[str, msgspec.Meta(pattern=r"^[!-~]{1,32}$")] = "RINGEX"
+    comp_id: Annotated[str, msgspec.Meta(pattern=r"^[!-~]{1,32}\Z")] = "RINGEX"
     #: Heartbeat intervals a client may ask for (HeartBtInt, seconds).
     min_heartbeat_s: Annotated[int, msgspec.Meta(ge=1)] = 1
     max_heartbeat_s: Annotated[int, msgspec.Meta(ge=1)] = 300

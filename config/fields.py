@@ -12,10 +12,10 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 #: size limits): a larger one loaded, and its router could not journal its rules.
 Units = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 BasisPoints = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
-Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,24}$")]
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,24}\Z")]
 
 
-AssetName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}$")]
+AssetName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}\Z")]
 FeeBps = Annotated[int, msgspec.Meta(ge=0, le=1_000)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]  # 0: any free port (tests)
 

@@ -95,7 +95,7 @@ class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     lots; the decimals say how the edges (FIX, REST, the web page) show them."""
 
     #: What clients call it, e.g. "BTC-USD" (no "/": stream names are split on it).
-    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9][A-Z0-9._-]{0,23}$")]
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9][A-Z0-9._-]{0,23}\Z")]
     #: The integer id records carry (stable: journals and the database use it).
     id: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]  # the database keeps an integer
     #: A valid price is a multiple of ``tick`` integer price units ...
@@ -382,7 +382,7 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     """A whole ringex instance."""
 
     #: Prefix of every shared-memory name, so instances on one host never collide.
-    instance: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,48}$")] = "dev"
+    instance: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,48}\Z")] = "dev"
     ring: RingConfig = RingConfig()
     #: Wait strategy of every stage unless a stage overrides it.
     wait: WaitConfig = WaitConfig()
@@ -471,6 +471,11 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
                 raise ValueError(
                     f"matcher name {m.name!r} is a gateway's (its counters page would be "
                     f"shared with gateway {m.name[2:]}): pick another"
+                )
+            if m.name == "router":  # review 102: each one's start would replace the other's
+                raise ValueError(
+                    "matcher name 'router' is the router's (its counters page, stats-router, "
+                    "would be shared with the router's): pick another"
                 )
         readers = 1 + len(self.gateways) + (1 if self.marketdata.enabled else 0)
         if readers > self.ring.max_consumers:

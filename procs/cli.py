@@ -36,12 +36,15 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.commands import add_admin, run_admin
 from procs.common.durable import fsync_file
+from procs.common.endpoints import endpoints
 from procs.common.journal import JournalError, JournalReader
 from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_archive import archive_segments_before
 from procs.common.record_codec import RecordCodec
 from procs.common.run_files import (
+    not_ready,
     read_status,
+    ready,
     run_dir,
     status_path,
     supervisor_running,
@@ -210,6 +213,18 @@ def _run(args: argparse.Namespace) -> int:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    try:
+        return _wait_started(args, cfg, child, log_path, logged)
+    except KeyboardInterrupt:  # in its own session, Ctrl-C does not reach the supervisor
+        _end_start(cfg, child)  # given up on: it must not come up behind the operator
+        raise
+
+
+def _wait_started(
+    args: argparse.Namespace, cfg: RingexConfig, child: subprocess.Popen[bytes], log_path: Path,
+    logged: int,
+) -> int:  # fmt: skip
+    """Wait for the detached supervisor ``child`` to say the instance runs."""
     started = time.monotonic()
     while time.monotonic() - started < args.timeout:
         status = read_status(cfg)
@@ -223,19 +238,24 @@ def _run(args: argparse.Namespace) -> int:
             return 1
         time.sleep(0.1)
     why = not_ready(read_status(cfg))  # as it stood when the wait ended
-    # a start reported as failed must not come up later (nor refuse the retry): stop it
-    child.terminate()
-    try:  # as long as `ringex stop` waits: a stop killed mid-way leaves segments behind
-        child.wait(stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S))
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
+    _end_start(cfg, child)  # reported as failed, it must not come up later (nor refuse a retry)
     print(
         f"instance {cfg.instance} not ready within {args.timeout} s ({why}): stopped; see "
         f"{log_path}",
         file=sys.stderr,
     )
     return 1
+
+
+def _end_start(cfg: RingexConfig, child: subprocess.Popen[bytes]) -> None:
+    """Stop a start given up on, and wait as long as `ringex stop` would: a stop killed
+    mid-way leaves segments behind."""
+    child.terminate()
+    try:
+        child.wait(stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S))
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def start_failure(status: dict[str, Any] | None, pid: int, log: Path, offset: int) -> str:
@@ -354,7 +374,7 @@ def _status(args: argparse.Namespace) -> int:
     cfg = load_profile(_profile(args))
     if args.wait_ready:
         deadline = time.monotonic() + args.timeout
-        while not _ready(read_status(cfg)):  # looked at once at least: --timeout 0 asks
+        while not ready(read_status(cfg)):  # looked at once at least: --timeout 0 asks
             if time.monotonic() >= deadline:
                 status = read_status(cfg)
                 # no status here, its shared memory in use: it runs from another directory
@@ -364,31 +384,6 @@ def _status(args: argparse.Namespace) -> int:
                 return 1
             time.sleep(0.1)
     return _print_status(cfg, as_json=args.json)
-
-
-def _ready(status: dict[str, Any] | None) -> bool:
-    """Running, with every process up and none recovering from a restart."""
-    if not status or status["state"] != "running" or not supervisor_running(status):
-        return False
-    return all(p.get("alive") and p.get("ready") for p in status.get("processes", []))
-
-
-def not_ready(status: dict[str, Any] | None) -> str:
-    """Why ``status`` is not a ready instance, for an operator: not running (and why it
-    stopped), still starting or stopping, or the processes that are down or recovering."""
-    if not status:
-        return "not running (it has not run: no status)"
-    if not supervisor_running(status):
-        reason = status.get("reason")
-        return f"not running (stopped: {reason})" if reason else "not running"
-    if status.get("state") != "running":
-        return f"still {status.get('state')}"
-    waiting = [
-        f"{p.get('name')} {'recovering' if p.get('alive') else 'down'}"
-        for p in status.get("processes", [])
-        if not (p.get("alive") and p.get("ready"))
-    ]
-    return f"not ready: {', '.join(waiting)}" if waiting else "ready"
 
 
 def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
@@ -477,46 +472,6 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     for name, where in status["endpoints"].items():
         print(f"  {name:12} {where}")
     return 0
-
-
-def endpoints(cfg: RingexConfig, status: dict[str, Any]) -> dict[str, str]:
-    """Where clients connect, by name (``ringex status``); what is configured off says so."""
-    md = cfg.marketdata
-    off = "off (marketdata.enabled = false)"
-    return {
-        **{
-            f"fix {g.name}": f"{g.host}:{g.port}{' (TLS)' if g.tls_cert else ''} CompID {g.comp_id}"
-            for g in cfg.gateways
-        },
-        **{
-            f"rest {g.name}": f"http{'s' if g.rest.tls_cert else ''}://"
-            f"{_url_host(g.rest.host)}:{g.rest.port}/api/v1/"
-            for g in cfg.gateways
-            if g.rest is not None
-        },
-        "websocket": f"ws://{_url_host(md.host)}:{md.port}/stream" if md.enabled else off,
-        "web page": f"http://{_url_host(md.host)}:{md.port}/" if md.enabled else off,
-        "metrics": _metrics_url(cfg, status),
-    }
-
-
-def _metrics_url(cfg: RingexConfig, status: dict[str, Any]) -> str:
-    """Where the supervisor serves Prometheus metrics: the URL it reported while it runs (the
-    port it was given when metrics_port = 0), else the configured one."""
-    settings = cfg.supervisor
-    if status["state"] != "stopped" and status.get("metrics_url"):
-        return str(status["metrics_url"])
-    if not settings.metrics:
-        return "off (supervisor.metrics = false)"
-    host = _url_host(settings.metrics_host)
-    if not settings.metrics_port:
-        return f"http://{host}:<a free port, once running>/metrics"
-    return f"http://{host}:{settings.metrics_port}/metrics"
-
-
-def _url_host(host: str) -> str:
-    """``host`` as a URL names it: an IPv6 literal in brackets (RFC 3986, 3.2.2)."""
-    return f"[{host}]" if ":" in host else host
 
 
 def _admin(args: argparse.Namespace) -> int:

@@ -83,3 +83,28 @@ def supervisor_running(status: dict[str, Any] | None) -> int | None:
     if started is None or started != status.get("supervisor_started", started):
         return None
     return pid
+
+
+def ready(status: dict[str, Any] | None) -> bool:
+    """Running, with every process up and none recovering from a restart."""
+    if not status or status["state"] != "running" or not supervisor_running(status):
+        return False
+    return all(p.get("alive") and p.get("ready") for p in status.get("processes", []))
+
+
+def not_ready(status: dict[str, Any] | None) -> str:
+    """Why ``status`` is not a ready instance, for an operator: not running (and why it
+    stopped), still starting or stopping, or the processes that are down or recovering."""
+    if not status:
+        return "not running (it has not run: no status)"
+    if not supervisor_running(status):
+        reason = status.get("reason")
+        return f"not running (stopped: {reason})" if reason else "not running"
+    if status.get("state") != "running":
+        return f"still {status.get('state')}"
+    waiting = [
+        f"{p.get('name')} {'recovering' if p.get('alive') else 'down'}"
+        for p in status.get("processes", [])
+        if not (p.get("alive") and p.get("ready"))
+    ]
+    return f"not ready: {', '.join(waiting)}" if waiting else "ready"

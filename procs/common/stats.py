@@ -14,10 +14,11 @@ reads the pages when scraped (``procs/supervisor/metrics.py``).
 - router ``stats-router``: commands it took, matchers' events it settled, and where its
   time went, in ns: ``busy`` (taking, deciding, journaling, routing, settling), ``idle``
   (nothing to take), ``behind`` (intake paused: a matcher's input past an eighth of its
-  ring), ``full`` (a matcher's input ring full), ``fsync`` (the journal's fsyncs run inline)
-  and ``standby`` (sync replication: a batch waits for the standby's acknowledgement,
-  settling events meanwhile). The sequencer is one process: these say
-  whether it is the stage a pipeline waits on (busy near 100%) or waits itself, and on what.
+  ring), ``full`` (a matcher's input ring full), ``fsync`` (the journal's fsyncs run
+  inline, or waited for) and ``standby`` (sync replication: the router waits for the
+  standby's acknowledgement, settling events meanwhile); a fenced router's naps are idle.
+  The sequencer is one process: these say whether it is the stage a pipeline waits on
+  (busy near 100%) or waits itself, and on what.
 - matcher ``stats-<name>``: the seq of the last command it executed, trades per symbol
   (the gapless trade id: exact across restarts, since it is book state), and how long the
   oldest command of each batch waited, sequenced -> read by the matcher. With the gateway's

@@ -229,10 +229,12 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
     def _send_unrouted(self) -> bool:
         """Publish what ``_resend_unrouted`` found, after the standby's acknowledgement in
         sync mode (they make execution reports); False if a stop came first."""
-        if self.gate is not None and not self.gate.wait(
-            self.journal.next_seq - 1, self.settle, self._stop
-        ):
-            return False
+        if self.gate is not None:
+            began = time.perf_counter_ns()
+            held = self.gate.wait(self.journal.next_seq - 1, self.settle, self._stop)
+            self.time_use.waited(STANDBY, began)
+            if not held:
+                return False
         for producer, missing in self._unrouted:
             self._publish(producer, missing)
         self._unrouted.clear()
@@ -406,7 +408,9 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
                 self.acks.words[FENCED] if self.acks is not None else 0, self.journal.next_seq - 1,
             )  # fmt: skip
         if not self.settle():
+            began = time.perf_counter_ns()
             time.sleep(min(timeout_s, ADMIN_POLL_S))
+            self.time_use.waited(IDLE, began)  # it sequences nothing: not the busy stage
         return 0
 
     def _abandon(self, decisions: Sequence[Decision], origins: Sequence[int]) -> int:

@@ -43,9 +43,11 @@ class TimeUse:
     def waited(self, state: int, since_ns: int) -> None:
         """A wait in ``state`` (IDLE, BEHIND, FULL, FSYNC or STANDBY) that began at
         ``since_ns`` has ended."""
-        ns = time.perf_counter_ns() - since_ns
+        now = time.perf_counter_ns()
+        ns = now - since_ns
         self.values[state] += ns
         self._waited += ns
+        self._maybe_store(now)  # a long round (a matcher's full ring) is shown meanwhile
 
     def step_done(self, commands: int, inline_fsync_ns: int) -> None:
         """A round of the router's loop ended, having taken ``commands``; the journal's
@@ -57,6 +59,9 @@ class TimeUse:
         values[FSYNC] += fsync
         values[BUSY] += max(0, now - self._began - self._waited - fsync)
         self._began, self._waited = now, 0
+        self._maybe_store(now)
+
+    def _maybe_store(self, now: int) -> None:
         if now >= self._store_due:
             self._store_due = now + STORE_EVERY_NS
             self.store()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from config import load_profile
 from config.schema import RingexConfig
 from procs.supervisor import promotion
-from procs.supervisor.main import Supervisor
+from procs.supervisor.main import Supervisor, SupervisorError
 from procs.supervisor.preflight import cpus_missing
 
 log = logging.getLogger("ringex.supervisor")
@@ -36,7 +36,12 @@ def run_standby(cfg: RingexConfig, profile: str, stopped: Callable[[], bool]) ->
         return 1
 
     def prestart() -> None:
-        spare.prestart()
+        try:
+            spare.prestart()
+        except SupervisorError as exc:  # a fork refused: the standby runs on, and a
+            log.warning("the promotion is not prestarted: %s", exc)  # promotion starts
+            spare.discard_held()  # its processes then, as without prestart
+            return
         standby.prestarted = True
         standby.write_status()
 

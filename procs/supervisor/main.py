@@ -155,14 +155,17 @@ class Supervisor(StuckWatch):
     def prestart(self) -> None:
         """Start every process, held after its imports until ``start`` releases it; one held
         that died meanwhile (nothing watches a standby's held processes: the OOM killer, an
-        operator's kill) is started again."""
+        operator's kill) is started again. A fork refused is a ``SupervisorError`` naming it."""
         for child in self.children:
             if child.process is not None and child.process.poll() is not None:
                 log.warning("held %s exited with %s: started again", child.spec.name,
                             child.process.returncode)  # fmt: skip
                 child.process = None
             if child.process is None:
-                self._spawn(child)
+                try:
+                    self._spawn(child)
+                except (OSError, subprocess.SubprocessError) as exc:  # fork: EAGAIN, ENOMEM
+                    raise SupervisorError(f"{child.spec.name} not started: {exc}") from None
 
     def start(self, meanwhile: Callable[[], None] | None = None) -> None:
         """Release in two waves, each at once and then waited on in order: the matchers
@@ -486,10 +489,11 @@ class Supervisor(StuckWatch):
             self.refuse_running()  # before starting anything of it
             self.refuse_cpus_missing()
             self.refuse_other_units()
+            self.prestart()
         except SupervisorError as exc:
             log.error("%s", exc)
+            self.discard_held()  # those started before a fork was refused
             return 1
-        self.prestart()
         if not go():
             self.discard_held()
             return 1

@@ -125,7 +125,8 @@ class StageWatch(Sampler[dict[str, dict[str, int]]]):
     def router_time(self, start: float, end: float) -> dict[str, float]:
         """Over the samples nearest ``start`` and ``end``: the router's share of the time in
         each state (``<state>_pct``) and its ``commands_per_s`` and ``events_per_s``; {}
-        without two samples of its page, or across a restart of it."""
+        without two samples of its page, or should a count go down (a restarted router
+        goes on from its page's counts, so only a page made anew does that)."""
         first = max(0, bisect.bisect_left(self._times, start) - 1)
         last = bisect.bisect_right(self._times, end) - 1
         if last <= first:
@@ -150,8 +151,8 @@ def describe_router(time_use: dict[str, float]) -> str:
         return "router: no time counted"
     shares = [f"{s} {time_use[f'{s}_pct']:g}%" for s in ROUTER_STATES if time_use[f"{s}_pct"]]
     return (
-        f"router's time: {', '.join(shares)}; {time_use['commands_per_s']:,} commands/s, "
-        f"{time_use['events_per_s']:,} events/s settled"
+        f"router's time: {', '.join(shares) or 'none counted'}; "
+        f"{time_use['commands_per_s']:,} commands/s, {time_use['events_per_s']:,} events/s settled"
     )
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from config.edges import MarketDataConfig
 from config.schema import ReplicationConfig, RingexConfig
-from procs.cli import _print_status, endpoints
+from procs.cli import _print_status
+from procs.common.endpoints import endpoints
 
 
 def test_market_data_endpoints_when_it_runs_and_when_it_is_off() -> None:

@@ -112,7 +112,7 @@ def test_gateways_sharing_a_fix_port_with_other_comp_ids_are_refused_at_load(
 def test_a_bracketed_ipv6_primary_is_understood_or_refused_at_load(tmp_path: Path) -> None:
     """README (Configure): "a `replication.primary` that is not host:port" is refused at
     load. ``"[::1]:9900"`` is how host:port is written for an IPv6 host (RFC 3986; `ringex
-    status` itself writes IPv6 hosts in brackets, ``cli._url_host``). It loads, and
+    status` itself writes IPv6 hosts in brackets, ``endpoints.url_host``). It loads, and
     ``ReplicationConfig.primary_address`` (config/schema.py) splits it with ``rpartition``
     into host ``"[::1]"``, brackets kept: ``Standby._connect_loop``
     (procs/replica/standby.py) then calls ``asyncio.open_connection("[::1]", 9900)``, which

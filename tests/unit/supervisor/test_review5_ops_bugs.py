@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 import procs.cli
+import procs.common.endpoints
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
@@ -246,7 +247,7 @@ def test_status_endpoints_of_an_ipv6_host_are_urls_a_client_can_use() -> None:
         "gateways": [{"name": "gw1", "id": 1, "host": "::1", "rest": {"host": "::1"}}],
     }
     cfg = msgspec.convert(raw, RingexConfig)
-    shown = procs.cli.endpoints(cfg, {"state": "stopped", "metrics_url": ""})
+    shown = procs.common.endpoints.endpoints(cfg, {"state": "stopped", "metrics_url": ""})
     for name, port in [("rest gw1", 8080), ("websocket", 8765), ("web page", 8765),
                        ("metrics", 9464)]:  # fmt: skip
         url = shown[name]
