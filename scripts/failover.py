@@ -53,14 +53,13 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.epochs import Epochs
 from procs.common.run_files import (
-    process_start,
     read_json,
     read_status,
     run_dir,
     supervisor_running,
 )
 from procs.supervisor import promotion
-from shm.liveness import pid_alive
+from shm.liveness import pid_alive, process_start
 
 STOP_TIMEOUT_S = 60.0  # how long the new supervisor waits for the standby's to exit
 READY_TIMEOUT_S = 120.0
