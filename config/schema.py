@@ -72,7 +72,7 @@ class WaitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 class RingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Geometry shared by the pipeline's rings."""
 
-    #: Slots per ring (a power of two). Bytes = capacity x slot size (128 for records).
+    #: Slots per ring (a power of two). Bytes = capacity x slot size (152 for records).
     capacity: Annotated[int, msgspec.Meta(ge=2, le=1 << 24)] = 1 << 14
     #: Consumer lines reserved in each ring header (declared + late joiners such as taps).
     max_consumers: Annotated[int, msgspec.Meta(ge=1, le=62)] = 16

@@ -60,7 +60,7 @@ from procs.supervisor.main import main as supervisor_main
 from shm import Ring
 from shm.errors import ShmError
 from shm.inspect import SegmentInfo, list_segments, remove
-from shm.liveness import pid_alive, process_start
+from shm.liveness import holder_alive, pid_alive, process_start
 
 
 def _seconds(text: str) -> float:
@@ -263,7 +263,8 @@ def start_failure(status: dict[str, Any] | None, pid: int, log: Path, offset: in
     status, else the last line it logged from ``offset`` on (a refusal before it wrote any
     status: a CPU the host lacks, another start holding the instance). Lines another
     supervisor logged meanwhile (two starts at once share the log: the winner's "running"
-    is no reason of the loser's) are skipped by the pid each line names."""
+    is no reason of the loser's) are skipped by the pid each line names, and so are the
+    lines that continue one of them (review 103)."""
     if status and status.get("supervisor_pid") == pid and status.get("reason"):
         return str(status["reason"])
     try:
@@ -272,13 +273,15 @@ def start_failure(status: dict[str, Any] | None, pid: int, log: Path, offset: in
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         lines = []
-    for line in reversed(lines):
+    own, writer = "", pid  # a line naming no pid continues the one before (a traceback,
+    for line in lines:  # a message of several lines), the first ones this start's own
         prefix = _LOG_PREFIX.match(line)
-        if prefix and prefix["pid"] and int(prefix["pid"]) != pid:
-            continue  # another supervisor's line
-        if text := (line[prefix.end() :] if prefix else line).strip():
-            return text  # its own, or one naming no pid (a traceback's)
-    return "no reason logged"
+        if prefix and prefix["pid"]:
+            writer = int(prefix["pid"])
+        text = (line[prefix.end() :] if prefix else line).strip()
+        if text and writer == pid:
+            own = text
+    return own or "no reason logged"
 
 
 #: What ``logging`` puts before a supervisor's message: its time, logger and pid
@@ -291,10 +294,9 @@ def _stop(args: argparse.Namespace) -> int:
     status = read_status(cfg)
     pid = supervisor_running(status)
     if pid is None:  # its processes die with it (PR_SET_PDEATHSIG): nothing runs, unless
-        segments = list_segments(cfg.instance)
-        if orphans := _still_stopping(status, segments):  # it was killed, they stop yet
+        if orphans := _still_stopping(status):  # it was killed, and they stop yet
             return _wait_orphans(cfg, status, orphans, args.timeout)
-        if (elsewhere := _running_elsewhere(cfg, segments)) is not None:  # status elsewhere
+        if (elsewhere := _running_elsewhere(cfg)) is not None:  # its status file elsewhere
             print(elsewhere, file=sys.stderr)
             return 1
         print(f"instance {cfg.instance} is not running")
@@ -308,37 +310,43 @@ def _stop(args: argparse.Namespace) -> int:
     if timeout is None:
         timeout = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
     deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
+    started = (status or {}).get("supervisor_started") or 0  # its pid may be reused meanwhile
+    while holder_alive(pid, started) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if pid_alive(pid):
+    if holder_alive(pid, started):
         print(f"supervisor {pid} still running after {timeout:g} s", file=sys.stderr)
         return 1
     print(f"instance {cfg.instance} stopped")
     return 0
 
 
-def _still_stopping(status: dict[str, Any] | None, segments: Iterable[SegmentInfo]) -> list[int]:
-    """The processes of a supervisor that ended without stopping them (killed outright)
-    which still hold the instance's shared memory (``segments``): each got SIGTERM as its
-    parent died, and one may take up to the stop grace to end (review 101). A pid that
-    holds none, or whose process started after the status says, is another process's."""
-    held = {pid for segment in segments for pid in segment.live_pids}
+def _still_stopping(status: dict[str, Any] | None) -> list[tuple[int, int]]:
+    """The processes, (pid, start time), of a supervisor that ended without stopping them
+    (killed outright) which still run: each got SIGTERM as its parent died, and one may take
+    up to the stop grace to end (review 101), its rings let go or not (review 103). A pid
+    whose process started at another time than the status says is another process's."""
     listed = (status or {}).get("processes", [])
     return [
-        p["pid"]
+        (p["pid"], p["started"])
         for p in listed
-        if p.get("pid") in held and process_start(p["pid"]) == p.get("started")
+        if isinstance(p.get("pid"), int)
+        and isinstance(p.get("started"), int)
+        and process_start(p["pid"]) == p["started"]
     ]
 
 
 def _wait_orphans(
-    cfg: RingexConfig, status: dict[str, Any] | None, orphans: list[int], timeout: float | None
+    cfg: RingexConfig,
+    status: dict[str, Any] | None,
+    orphans: list[tuple[int, int]],
+    timeout: float | None,
 ) -> int:
-    """Wait, as a stop does, for ``orphans`` (``_still_stopping``) to end."""
+    """Wait, as a stop does, for ``orphans`` (``_still_stopping``) to end: each pid while
+    its process is the one that started then (its pid may be taken once it ended)."""
     if timeout is None:
         timeout = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
     deadline = time.monotonic() + timeout
-    while (alive := [p for p in orphans if pid_alive(p)]) and time.monotonic() < deadline:
+    while (alive := [p for p, s in orphans if holder_alive(p, s)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     if alive:
         supervisor = (status or {}).get("supervisor_pid")

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shm import header as h
+from shm import roles
 from shm.barrier import Gate, mask_indexes
 from shm.cells import Cell
 from shm.errors import (
@@ -67,11 +68,12 @@ def _holds(words: memoryview, index: int, holder: int) -> bool:
     return holder_alive(holder, words[h.consumer_word(index, h.C_PID_START)])
 
 
-def _take(words: memoryview, index: int, me: int) -> None:
+def _take(ring: Ring[Any], index: int, me: int) -> None:
     """Write this process into line ``index``: its start time first, so a reader never
-    sees its pid with the start of the line's last holder."""
-    words[h.consumer_word(index, h.C_PID_START)] = own_start()
-    words[h.consumer_word(index, h.C_PID)] = me
+    sees its pid with the start of the line's last holder; one more handle of it here."""
+    ring.words[h.consumer_word(index, h.C_PID_START)] = own_start()
+    ring.words[h.consumer_word(index, h.C_PID)] = me
+    roles.took(ring.instance, ring.name, ring.created_ns, index)
 
 
 def _check_line(ring: Ring[Any], index: int, name: str, state: int) -> None:
@@ -141,7 +143,7 @@ class Consumer(Generic[T]):
         _check_line(ring, index, name, state)  # before the line is taken or its words used
         if state == h.STATE_DETACHED:
             _rejoin(ring, index)
-        _take(words, index, me)
+        _take(ring, index, me)
         self.name = name
         self.auto_commit = auto_commit
         self._seq_word = h.consumer_word(index, h.C_SEQUENCE)
@@ -573,7 +575,9 @@ class Consumer(Generic[T]):
         self._closed = True
         if self.auto_commit and self._attached():
             self._publish_sequence(self._next)
-        if self._words[h.consumer_word(self.index, h.C_PID)] == os.getpid():
+        ring = self.ring
+        last = roles.let_go(ring.instance, ring.name, ring.created_ns, self.index)
+        if last and self._words[h.consumer_word(self.index, h.C_PID)] == os.getpid():
             self._words[h.consumer_word(self.index, h.C_PID)] = 0
             self._words[h.consumer_word(self.index, h.C_PID_START)] = 0
         if self._parker is not None:

@@ -7,6 +7,7 @@ progress, stale heartbeat) from an idle one (nothing pending) from a dead one (p
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -31,9 +32,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat`` field 22),
-    or None when there is no such process (or only its zombie), or no /proc to ask: with
-    the pid, what names one process for good (a pid alone is reused)."""
+    """When process ``pid`` started (clock ticks since the host's boot, ``/proc/<pid>/stat``
+    field 22), or None when there is no such process (or only its zombie), or no /proc to
+    ask: with the pid, what names one process for good (a pid alone is reused)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -41,7 +42,25 @@ def process_start(pid: int) -> int | None:
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3
     if fields[0] == "Z":  # exited, not yet reaped: gone
         return None
-    return int(fields[19])
+    # Linux gives the field in the reader's time namespace (boot time plus its offset): less
+    # that offset, two processes of different namespaces read one number (review 103)
+    return int(fields[19]) - _boottime_offset_ticks()
+
+
+@functools.cache
+def _boottime_offset_ticks() -> int:
+    """This process's time namespace's boot-time offset, in clock ticks (0 outside one, or
+    on a kernel without them). A process keeps its namespace, so it is read once."""
+    try:
+        lines = Path("/proc/self/timens_offsets").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        clock, seconds, nanoseconds = [*line.split(), "0", "0"][:3]
+        if clock in ("boottime", "7"):  # named, or CLOCK_BOOTTIME's number on older kernels
+            ticks_per_s = os.sysconf("SC_CLK_TCK")
+            return int(seconds) * ticks_per_s + int(nanoseconds) * ticks_per_s // 10**9
+    return 0
 
 
 def own_start() -> int:

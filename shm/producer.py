@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, TypeVar
 
 from shm import header as h
+from shm import roles
 from shm.barrier import Gate
 from shm.cells import Cell
 from shm.errors import EncodeError, RingError, RingFullError, alive
@@ -64,6 +65,7 @@ class Producer(Generic[T]):
             raise RingError(f"ring {ring.name!r} already has a live producer, pid {holder}")
         words[h.P_PID_START] = own_start()  # first: a reader sees the pid whole with it
         words[h.P_PID] = me
+        roles.took(ring.instance, ring.name, ring.created_ns, roles.PRODUCER)
         self._words = words
         self._view = memoryview(ring.region.buf)
         self._encode = ring.codec.encode_into
@@ -460,7 +462,9 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
         self._closed = True
         name = self.ring.name
         self.publish = lambda _item: _closed(name)  # type: ignore[method-assign,assignment]
-        if self._words[h.P_PID] == os.getpid():
+        ring = self.ring
+        last = roles.let_go(ring.instance, ring.name, ring.created_ns, roles.PRODUCER)
+        if last and self._words[h.P_PID] == os.getpid():  # not while another handle holds it
             self._words[h.P_PID] = 0
             self._words[h.P_PID_START] = 0
         if self._parker is not None:

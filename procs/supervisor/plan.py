@@ -57,8 +57,12 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
     def cpus(name: str) -> tuple[int, ...]:
         return tuple(cores.get(name, ()))
 
+    nice = cfg.supervisor.nice
     if cfg.replication.primary:  # a standby runs no intake and no books until promoted
-        return [ProcessSpec("standby", "procs.replica.main", ("standby",), cpus("standby"), "", "")]
+        standby = ProcessSpec(
+            "standby", "procs.replica.main", ("standby",), cpus("standby"), "", ""
+        )
+        return [replace(standby, nice=nice.get("standby", 0))]  # review 104: nice too
 
     specs = [
         ProcessSpec(
@@ -123,7 +127,6 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
         )
         for g in cfg.gateways
     ]
-    nice = cfg.supervisor.nice
 
     def config_name(spec: ProcessSpec) -> str:  # the key cores and nice know it by
         return "replica" if spec.name == "replica-source" else spec.name
