@@ -273,8 +273,10 @@ def start_failure(status: dict[str, Any] | None, pid: int, log: Path, offset: in
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         lines = []
-    own, writer = "", pid  # a line naming no pid continues the one before (a traceback,
-    for line in lines:  # a message of several lines), the first ones this start's own
+    # a line naming no pid continues the one before it (a traceback, a message of several
+    # lines); those before any line naming a pid are this start's own
+    own, writer = "", pid
+    for line in lines:
         prefix = _LOG_PREFIX.match(line)
         if prefix and prefix["pid"]:
             writer = int(prefix["pid"])

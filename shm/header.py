@@ -39,8 +39,8 @@ MAX_SLOT: Final = 2**32 - 1  # the static line's slot size field is a uint32
 STATIC: Final = struct.Struct("<8sIIQQIIQQ")
 
 #: Word of the static line after its fields: when the creator started (clock ticks since
-#: boot, ``/proc/<pid>/stat`` field 22; 0 where unknown). A pid with the start time it had
-#: when written names one process for good: a pid alone may be reused by another process.
+#: the host's boot, ``shm.liveness.process_start``; 0 where unknown). A pid with the start
+#: time it had when written names one process for good: a pid alone may be reused.
 CREATOR_START: Final = STATIC.size // WORD
 
 # Producer line, as word indexes into the 'q' view.

@@ -39,8 +39,9 @@ def run_standby(cfg: RingexConfig, profile: str, stopped: Callable[[], bool]) ->
         try:
             spare.prestart()
         except SupervisorError as exc:  # a fork refused: the standby runs on, and a
-            log.warning("the promotion is not prestarted: %s", exc)  # promotion starts
-            spare.discard_held()  # its processes then, as without prestart
+            # promotion starts the processes then, as without prestart
+            log.warning("the promotion is not prestarted: %s", exc)
+            spare.discard_held()
             return
         standby.prestarted = True
         standby.write_status()
