@@ -37,8 +37,10 @@ _DECIMAL_OUT = r"^-?[0-9]+(\.[0-9]+)?$"
 ERRORS: dict[int, tuple[str, str]] = {
     400: (
         "BadRequest",
-        f"A parameter is missing ({codes.MANDATORY_PARAM}), malformed ({codes.ILLEGAL_PARAM}), "
-        f"too many ({codes.TOO_MANY_PARAMS}), an unknown symbol ({codes.BAD_SYMBOL}) or "
+        f"A parameter is missing ({codes.MANDATORY_PARAM}), malformed, sent twice or empty "
+        f"({codes.ILLEGAL_PARAM}), one the endpoint does not take ({codes.UNKNOWN_PARAM}), "
+        f"too many ({codes.TOO_MANY_PARAMS}), a start time after the end time "
+        f"({codes.BAD_TIME_RANGE}), an unknown symbol ({codes.BAD_SYMBOL}) or "
         f"interval ({codes.BAD_INTERVAL}), off the symbol's tick, lot or size limits "
         f"({codes.FILTER_FAILURE}); the exchange refused the order ({codes.NEW_ORDER_REJECTED}) "
         f"or the cancel ({codes.CANCEL_REJECTED}); no such order ({codes.NO_SUCH_ORDER}). The "
@@ -69,7 +71,9 @@ ERRORS: dict[int, tuple[str, str]] = {
     503: (
         "ServiceUnavailable",
         f"A service behind the API is not enabled or not reachable: market data, the history "
-        f"database, or this gateway's private stream slots ({codes.DISCONNECTED}).",
+        f"database, or this gateway's private stream slots ({codes.DISCONNECTED}); the port's "
+        f"connections, in all or from one address, are at their limit "
+        f"({codes.TOO_MANY_REQUESTS}).",
     ),
     504: (
         "GatewayTimeout",
@@ -300,7 +304,8 @@ def _paths() -> Json:
             ),
             "delete": _operation(
                 "cancelOrder", "Cancel an open order (504 -1007: an id no longer remembered).",
-                _ref("Order"), tag="trading", params=order_ref, scope="trade", errors=[504],
+                _ref("Order"), tag="trading", params=order_ref, scope="trade",
+                errors=[503, 504],  # 503: by origClientOrderId, the history database's fault
             ),
             "put": _operation(
                 "amendOrder", "Amend an open order's price and/or total quantity in place.",

@@ -227,7 +227,8 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
         )
         for routes in (PublicRoutes, HistoryRoutes, MassCancelRoute, AmendRoute, KeyRoutes):
             routes(self).register(app.router)
-        get, v1 = app.router.add_get, "/api/v1"
+        # GET alone (aiohttp's add_get routes HEAD too, which nothing documents: review 106)
+        get, v1 = functools.partial(app.router.add_get, allow_head=False), "/api/v1"
         app.router.add_post(f"{v1}/order", self.new_order)
         app.router.add_delete(f"{v1}/order", self.cancel_order)
         get(f"{v1}/order", self.query_order)

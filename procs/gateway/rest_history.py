@@ -19,8 +19,8 @@ class HistoryRoutes:
         self.api = api
 
     def register(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/api/v1/allOrders", self.all_orders)
-        router.add_get("/api/v1/myTrades", self.my_trades)
+        router.add_get("/api/v1/allOrders", self.all_orders, allow_head=False)
+        router.add_get("/api/v1/myTrades", self.my_trades, allow_head=False)
 
     async def all_orders(self, request: web.Request) -> web.Response:
         api = self.api

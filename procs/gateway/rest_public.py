@@ -9,6 +9,7 @@ document.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -66,7 +67,7 @@ class PublicRoutes:
         self._fetching: asyncio.Future[dict[str, str]] | None = None  # the fetch in flight
 
     def register(self, router: web.UrlDispatcher) -> None:
-        get, v1 = router.add_get, "/api/v1"
+        get, v1 = functools.partial(router.add_get, allow_head=False), "/api/v1"  # no HEAD
         get(f"{v1}/ping", self.ping)
         get(f"{v1}/time", self.server_time)
         get(f"{v1}/exchangeInfo", self.exchange_info)
