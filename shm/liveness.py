@@ -74,9 +74,7 @@ def holder_alive(pid: int, started: int) -> bool:
     written with it (``started``; 0 where not): a process that took the pid since (a busy
     host wraps pid_max within hours, a container restarts with small pids) holds nothing
     of the ring, and must not keep a killed instance's segments live (review 101)."""
-    if not pid_alive(pid):
-        return False
     if not started:
-        return True
-    now = process_start(pid)
-    return now is None or now == started  # None: no /proc to tell, trust the probe
+        return pid_alive(pid)
+    now = process_start(pid)  # one read of /proc/<pid>/stat says both
+    return now == started if now is not None else pid_alive(pid)  # gone, or no /proc to ask

@@ -21,6 +21,7 @@ from procs.gateway import rest_params as rp
 from procs.gateway import signing
 from procs.gateway.history import KLINES, MAX_LIMIT, STATUS_NAMES
 from procs.gateway.instruments import MAX_INT64, format_units
+from procs.gateway.openapi_intro import INFO, SIGNING
 from procs.gateway.private_stream import PATH as STREAM_PATH
 from procs.gateway.rest_body import BODY_TIMEOUT_S
 from procs.gateway.rest_order_state import DONE_STATUS, OPEN_STATUSES
@@ -82,41 +83,12 @@ ERRORS: dict[int, tuple[str, str]] = {
     ),
 }
 
-_SIGNING = f"""Private endpoints are signed. Each request carries four headers:
-
-- `{signing.API_KEY}`: the API key (`POST {V1}/apiKey` makes one);
-- `{signing.TIMESTAMP}`: ms since the epoch; accepted from server time minus the receive \
-window to server time plus {signing.MAX_AHEAD_MS} ms;
-- `{signing.RECV_WINDOW}` (optional): the receive window in ms, up to the gateway's maximum \
-(the gateway's default when absent);
-- `{signing.SIGNATURE}`: lower-case hex HMAC-SHA256, keyed with the secret's UTF-8 bytes, of
-
-      f"{{timestamp}}\\n{{recvWindow}}\\n{{METHOD}}\\n{{path}}\\n{{query}}\\n" + body
-
-  where `query` is the query string as sent (without the `?`, empty when none), `body` the \
-raw body bytes, and `recvWindow` the window used (the default when the header is absent).
-
-A signature is accepted once: a byte-identical request sent again is refused \
-({signing.REPLAYED}), so a retry must carry a new timestamp."""
-
-_INFO = f"""The ringex exchange's REST API. Prices and sizes are decimal strings both ways \
-(never JSON numbers); parameters go in the query string (GET, DELETE) or in the body as a form \
-or a JSON object (POST). At most {rp.MAX_PARAMS} parameters, each value 1 to \
-{rp.MAX_VALUE_CHARS} characters (a password {rp.LONG_VALUES["password"]}): an empty one is \
-refused, never taken for the default.
-
-Every error is `{{"code": integer, "msg": string}}` with the status below; unknown paths answer \
-404 and known paths with another method 405, both with that body. Any `OPTIONS` request is a \
-CORS preflight and answers 204.
-
-{_SIGNING}"""
-
 
 def document(cfg: RingexConfig) -> Json:
     """The OpenAPI 3.1 document of the API serving ``cfg``'s symbols and assets."""
     return {
         "openapi": "3.1.0",
-        "info": {"title": "ringex REST API", "version": "1", "description": _INFO},
+        "info": {"title": "ringex REST API", "version": "1", "description": INFO},
         "tags": [
             {"name": "public", "description": "Market and exchange data: no key needed."},
             {"name": "keys", "description": "API keys: made with a password, revoked signed."},
@@ -601,5 +573,5 @@ def _security_schemes() -> Json:
         "RecvWindow": header(
             signing.RECV_WINDOW, "Optional: how long after its timestamp the request is good (ms)."
         ),
-        "Signature": header(signing.SIGNATURE, _SIGNING),
+        "Signature": header(signing.SIGNATURE, SIGNING),
     }
