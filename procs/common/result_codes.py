@@ -18,18 +18,15 @@ class ResultCode(IntEnum):
     OK = 0
 
     # gateway
-    MALFORMED_MESSAGE = 1000
+    # 1000, 1005-1007: unused (a gateway answers malformed input, its own rate limits and
+    # logons in its protocol's terms: a FIX Reject or Logout, a REST error code), and 1002-1004
+    # once the tick/lot/range codes (the matcher's now, 3010-3012)
     UNKNOWN_SYMBOL = 1001
-    # 1002-1004: unused, once the tick/lot/range codes (the matcher's now, 3010-3012)
-    RATE_LIMITED = 1005
-    NOT_LOGGED_ON = 1006
-    DUPLICATE_CLIENT_ID = 1007
 
     # router
     UNKNOWN_ACCOUNT = 2000
     INSUFFICIENT_BALANCE = 2001
-    ACCOUNT_DISABLED = 2002
-    ROUTER_OVERLOADED = 2003
+    # 2002-2003: unused (no account is disabled; an overloaded router waits, it never refuses)
     ACCOUNT_EXISTS = 2004
     UNKNOWN_ASSET = 2005
     DUPLICATE_TRANSFER = 2006
@@ -45,7 +42,7 @@ class ResultCode(IntEnum):
     UNKNOWN_ORDER = 3000
     SYMBOL_HALTED = 3001
     POST_ONLY_WOULD_TAKE = 3002
-    FOK_NOT_FILLABLE = 3003
+    # 3003: unused (a FOK that cannot fill all is OrderDone(EXPIRED), as venues report it)
     PRICE_OUT_OF_BAND = 3004
     NO_LIQUIDITY = 3005
     INVALID_PRICE = 3006

@@ -83,7 +83,7 @@ class DoneReason(IntEnum):
     EXPIRED = 3  # DAY at end of session, or the IOC / market remainder
     SELF_TRADE = 4  # removed by self-trade prevention
     MASS_CANCELLED = 5
-    REJECTED = 6
+    # 6: unused (was REJECTED; a refusal is a Rejected record, never an OrderDone)
 
 
 class AdminAction(IntEnum):

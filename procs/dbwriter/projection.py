@@ -57,7 +57,6 @@ DONE_STATUS: Final = {
     DoneReason.EXPIRED: EXPIRED,
     DoneReason.SELF_TRADE: SELF_TRADE,
     DoneReason.MASS_CANCELLED: MASS_CANCELLED,
-    DoneReason.REJECTED: REJECTED,
 }
 CANDLE_INTERVALS_S: Final = (60, 3_600, 86_400)
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -529,7 +529,6 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             DoneReason.EXPIRED: b"expired",
             DoneReason.SELF_TRADE: b"self-trade prevention",
             DoneReason.MASS_CANCELLED: b"mass cancel",
-            DoneReason.REJECTED: b"rejected",
         }.get(done.reason, b"")
         exec_type = b"C" if done.reason == DoneReason.EXPIRED and rested(order) else b"4"
         order.status = exec_type

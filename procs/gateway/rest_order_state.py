@@ -31,7 +31,6 @@ DONE_STATUS = {
     DoneReason.EXPIRED: "EXPIRED",
     DoneReason.SELF_TRADE: "EXPIRED_IN_MATCH",
     DoneReason.MASS_CANCELLED: "CANCELED",
-    DoneReason.REJECTED: "REJECTED",
 }
 OPEN_STATUSES = frozenset({"PENDING_NEW", "NEW", "PARTIALLY_FILLED"})
 

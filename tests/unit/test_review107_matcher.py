@@ -8,10 +8,10 @@ is documented; and every order behaviour it states that a few commands to a book
 Convention (as review 104's, shared helpers in ``readme_core_claims``): the README is read as
 it is when the test runs, and each claim is found in it by a quote (whitespace folded), so a
 claim that is reworded fails here, loudly. A claim checked and found right is a plain test; a
-disagreement is a strict xfail that fails now and passes once fixed, its reason saying what is
-wrong and which side (README or code) should change. Three were found here: a done reason and
-seven result codes defined that nothing issues, and most issued result codes named nowhere in
-the README. Nothing here starts a process.
+disagreement was a strict xfail until fixed. Three were found here, all fixed: a done reason
+and seven result codes defined that nothing issued (dropped, their numbers left unused), and
+most issued result codes named nowhere in the README (now its "### Result codes" table).
+Nothing here starts a process.
 """
 
 from __future__ import annotations
@@ -83,12 +83,6 @@ def test_event_kinds_are_the_records() -> None:
     assert BookLevel.__struct_fields__[-4:] == ("side", "price", "qty", "count")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 107: DoneReason.REJECTED (types.py) is defined (and mapped by "
-    "gateway/rest_order_state.py) but no book ever sends it, and the README lists five "
-    "reasons; code side: drop it (a refusal is Rejected, never an OrderDone)",
-)
 def test_done_reasons_are_the_five_listed() -> None:
     """README "## The matcher", Events: "`OrderDone` (filled, cancelled, expired, self-trade,
     mass cancelled; with the remaining size)": ``DoneReason`` (procs/common/types.py) should
@@ -105,13 +99,6 @@ def _issued() -> set[str]:
     return {c.name for c in ResultCode if any(re.search(rf"\b{c.name}\b", s) for s in sources)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 107: result_codes.py defines 7 codes no stage issues (MALFORMED_MESSAGE, "
-    "RATE_LIMITED, NOT_LOGGED_ON, DUPLICATE_CLIENT_ID, ACCOUNT_DISABLED, ROUTER_OVERLOADED, "
-    "FOK_NOT_FILLABLE: a FOK that cannot fill expires); code side: drop them (or mark them "
-    "reserved, as 1002-1004 are)",
-)
 def test_no_code_is_defined_that_no_stage_issues() -> None:
     """procs/common/result_codes.py: every code is one some stage issues (named by a module
     of ``procs``); the FOK that cannot fill answers ``OrderDone(EXPIRED)`` (book.py), not
@@ -119,17 +106,18 @@ def test_no_code_is_defined_that_no_stage_issues() -> None:
     assert {c.name for c in ResultCode} - _issued() - {"OK"} == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 107: README names 8 of the 26 result codes the stages issue; "
-    "TOO_MANY_OPEN_ORDERS, NOTIONAL_TOO_LARGE, ACCOUNT_RATE_LIMITED, "
-    "DUPLICATE_CLIENT_ORDER_ID, POST_ONLY_WOULD_TAKE, SYMBOL_HALTED, UNKNOWN_ORDER, "
-    "INVALID_ORDER, ... are named nowhere; README side: a table of the codes by stage",
-)
 def test_every_issued_result_code_is_named_in_readme() -> None:
-    """procs/common/result_codes.py: every code a stage issues is named in the README."""
+    """procs/common/result_codes.py: every code a stage issues is named in the README (review
+    107: 18 of 26 were named nowhere), and README's "### Result codes" table is the enum's
+    codes, numbers and names, exactly."""
     missing = sorted(name for name in _issued() if name not in README)
     assert not missing, missing
+    table = README[README.index("\n### Result codes\n") :]
+    table = table[: table.index("\n## ")]
+    rows = re.findall(r"^\| (\d+) \| `([A-Z_]+)` \|", table, re.M)
+    assert [(int(n), name) for n, name in rows] == [
+        (c.value, c.name) for c in ResultCode if c != ResultCode.OK
+    ]
 
 
 def test_rejected_codes_named_mean_what_readme_says() -> None:

@@ -7,11 +7,10 @@ is the code's constant (quoted by name). The journal on disk is in
 Convention (as review 104's, shared helpers in ``readme_core_claims``): the README is read as
 it is when the test runs, and each claim is found in it by a quote (whitespace folded), so a
 claim that is reworded fails here, loudly. A claim checked and found right is a plain test; a
-disagreement is a strict xfail that fails now and passes once fixed, its reason saying what is
-wrong and which side (README or code) should change. Three were found here: a stop-market
-buy's notional checked at its cap (not its stop price), a market sell's NO_REFERENCE_PRICE only
-under a notional limit, and account and admin commands not drawn on the per-account command
-rate the README says every command but a cancel is. Nothing here starts a process.
+disagreement was a strict xfail until fixed. Three were found here, all README wordings now
+mended: a stop-market buy's notional checked at its cap (not its stop price), a market sell's
+NO_REFERENCE_PRICE only under a notional limit, and account and admin commands not drawn on the
+per-account command rate. Nothing here starts a process.
 """
 
 from __future__ import annotations
@@ -305,11 +304,11 @@ def test_open_orders_and_notional_limits() -> None:
     """README "## The router and the journal": limits per account: open orders
     (``TOO_MANY_OPEN_ORDERS``) and `max_order_notional`, "checked at an order's limit or stop
     price (a stop sell at the higher of the two)"; "a market or limit sell, and a replace of a
-    sell, also at the last trade price when that is higher"; "a market sell needs a last
-    trade (`NO_REFERENCE_PRICE` before the first)"."""
-    _claim("checked at an order's limit or stop price (a stop sell at the higher of the two)")
+    sell, also at the last trade price when that is higher"; "with a notional limit set a market
+    sell needs a last trade (`NO_REFERENCE_PRICE` before the first ...)"."""
+    _claim("checked at an order's limit or stop price (a stop sell at the higher of the two;")
     _claim("a market or limit sell, and a replace of a sell, also at the last trade price")
-    _claim("and a market sell needs a last trade (`NO_REFERENCE_PRICE` before the first)")
+    _claim("with a notional limit set a market sell needs a last trade (`NO_REFERENCE_PRICE`")
     ex = Exchange(_config(max_notional=10_000, max_open=4))
     ex.open(5, usd=10_000_000, btc=1_000)
     ex.open(6, usd=10_000_000, btc=1_000)
@@ -329,62 +328,53 @@ def test_open_orders_and_notional_limits() -> None:
     assert _code(ex.order(6, BUY, 1, 1)[0]) == ResultCode.TOO_MANY_OPEN_ORDERS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 107: README says max_order_notional is 'checked at an order's limit or stop "
-    "price', but accounts.py reserve_new checks a stop-market (and market) buy at its cap, "
-    "stop (or last trade) x (1 + band_bps): a stop buy whose stop-price notional is within "
-    "the limit is refused; README side: say a capped buy is checked at its cap",
-)
-def test_stop_buy_notional_checked_at_its_stop_price() -> None:
+def test_capped_buy_notional_checked_at_its_cap() -> None:
     """README "## The router and the journal": `max_order_notional` "checked at an order's
-    limit or stop price": a stop-market buy of 10 at a stop of 1,000 (10,000) under a limit of
-    10,500 should be accepted; the router checks it at its cap of 1,100 (11,000)."""
-    _claim("checked at an order's limit or stop price (a stop sell at the higher of the two)")
+    limit or stop price (...; a market or stop-market buy at its cap, the band above the last
+    trade or its stop)" (review 107: it said at its stop price): a stop-market buy of 10 at a
+    stop of 1,000 has a cap of 1,100 (a 10% band), 11,000, refused under a limit of 10,500
+    and taken under one of 11,000."""
+    _claim("stop-market buy at its cap, the band above the last trade or its stop)")
     ex = Exchange(_config(max_notional=10_500))
+    ex.open(5, usd=10_000_000)
+    code = _code(ex.order(5, BUY, 0, 10, kind=STOP, stop=1_000)[0])
+    assert code == ResultCode.NOTIONAL_TOO_LARGE
+    ex = Exchange(_config(max_notional=11_000))
     ex.open(5, usd=10_000_000)
     assert _code(ex.order(5, BUY, 0, 10, kind=STOP, stop=1_000)[0]) == ResultCode.OK
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 107: README says 'a market sell needs a last trade (NO_REFERENCE_PRICE "
-    "before the first)', but accounts.py market_sell_notional asks for one only when "
-    "risk.max_order_notional is set (default 0: a market sell before any trade is sequenced); "
-    "README side: 'with a notional limit set, a market sell needs a last trade'",
-)
-def test_market_sell_needs_a_last_trade_without_a_notional_limit() -> None:
-    """README "## The router and the journal": "a market sell needs a last trade
-    (`NO_REFERENCE_PRICE` before the first)": under the default config (no notional limit) a
-    market sell before any trade."""
-    _claim("and a market sell needs a last trade (`NO_REFERENCE_PRICE` before the first)")
+def test_market_sell_needs_a_last_trade_only_under_a_notional_limit() -> None:
+    """README "## The router and the journal": "with a notional limit set a market sell needs a
+    last trade (`NO_REFERENCE_PRICE` before the first, as a market buy always does: its cap is
+    drawn from it)" (review 107: it said every market sell): under the default config (no
+    notional limit) a market sell before any trade is sequenced, a market buy is not."""
+    _claim("with a notional limit set a market sell")
+    _claim("needs a last trade (`NO_REFERENCE_PRICE` before the first, as a market buy always does")
     assert RiskConfig().max_order_notional == 0
     ex = Exchange(_config())
-    ex.open(5, btc=10)
-    reply, _ = ex.order(5, SELL, 0, 1, kind=MARKET, tif=IOC)
+    ex.open(5, usd=10_000_000, btc=10)
+    assert _code(ex.order(5, SELL, 0, 1, kind=MARKET, tif=IOC)[0]) == ResultCode.OK
+    reply, _ = ex.order(5, BUY, 0, 1, kind=MARKET, tif=IOC)
     assert _code(reply) == ResultCode.NO_REFERENCE_PRICE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 107: README says the per-account command rate counts 'every command but a "
-    "cancel, mass cancels included', but sequencer.py never draws on it for account commands "
-    "(CreateAccount, Transfer: _account), admin commands, or the admin gateway's mass cancels "
-    "(_mass_cancel); README should name what counts: new orders, replaces and clients' mass "
-    "cancels",
-)
-def test_every_command_but_a_cancel_counts_against_the_rate() -> None:
-    """README "## The router and the journal": "commands per second (every command but a
-    cancel, mass cancels included ...)": with a rate of 2, a third transfer of one account in
-    the same instant is ``ACCOUNT_RATE_LIMITED``."""
-    _claim("commands per second (every command but a cancel, mass cancels included")
+def test_operator_commands_never_count_against_the_rate() -> None:
+    """README "## The router and the journal": the command rate counts "a client's new orders,
+    replaces and mass cancels; ... nor the operator's commands: accounts, transfers, halts and
+    the admin gateway's mass cancels" (review 107: it said every command but a cancel): with a
+    rate of 2, three transfers of one account in the same instant all go, and so does an order
+    after them."""
+    _claim("commands per second (a client's new orders, replaces and mass cancels; not a cancel")
+    _claim("commands: accounts, transfers, halts and the admin gateway's mass cancels")
     ex = Exchange(_config(rate=2))
-    ex.open(5)
+    ex.open(5, usd=100_000)
     codes = [
         ex.seq.submit(Transfer(0, 0, 1, 1, k, 5, USD, 1, 100 + k), ex.now).reply.code  # type: ignore[union-attr]
         for k in range(3)
     ]
-    assert codes[-1] == ResultCode.ACCOUNT_RATE_LIMITED
+    assert codes == [ResultCode.OK] * 3
+    assert _code(ex.order(5, BUY, 100, 1)[0]) == ResultCode.OK
 
 
 def test_cancels_never_rate_limited_mass_cancels_are() -> None:

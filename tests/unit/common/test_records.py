@@ -216,7 +216,7 @@ def test_result_codes_say_their_stage() -> None:
     assert ResultCode.OK.stage == "ok"
     assert ResultCode.INSUFFICIENT_BALANCE.stage == "router"
     assert ResultCode.POST_ONLY_WOULD_TAKE.stage == "matcher"
-    assert ResultCode.MALFORMED_MESSAGE.stage == "gateway"
+    assert ResultCode.UNKNOWN_SYMBOL.stage == "gateway"
 
 
 def test_a_window_is_the_records_one_at_a_time_and_names_its_bad_slot() -> None:

@@ -26,7 +26,6 @@ _DONE = {
     DoneReason.EXPIRED: EXPIRED,
     DoneReason.SELF_TRADE: SELF_TRADE,
     DoneReason.MASS_CANCELLED: MASS_CANCELLED,
-    DoneReason.REJECTED: REJECTED,
 }
 
 
