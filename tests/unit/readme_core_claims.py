@@ -6,7 +6,6 @@ new order by its fields; and the filters of a book's events.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -29,26 +28,13 @@ from procs.core.book import Book
 from procs.core.fast_book import FastBook
 from procs.core.reference_book import ReferenceBook
 from procs.core.symbols import SymbolSpec
+from tests.readme_text import README, ROOT
+from tests.readme_text import claim as _claim
+from tests.readme_text import folded as _folded
+from tests.readme_text import section as _section
 
-ROOT = Path(__file__).parents[2]
-README = (ROOT / "README.md").read_text()
-
-
-def _folded(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _claim(quote: str) -> None:
-    """The README still says ``quote`` (whitespace folded): the anchor of a claim checked."""
-    assert _folded(quote) in _folded(README), f"README no longer says {quote!r}"
-
-
-def _section(title: str) -> str:
-    """The text of README section ``## title``, up to the next ``## ``."""
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end != -1 else len(README)]
-
+#: Re-exported for the test modules (the README, the repository, a claim's anchor).
+__all__ = ["README", "ROOT", "_claim", "_folded"]
 
 RINGS = _section("The rings")
 MATCHER = _section("The matcher")

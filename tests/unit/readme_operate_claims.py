@@ -13,26 +13,25 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[2]
-README = (ROOT / "README.md").read_text()
+from tests.readme_text import README, ROOT, claim, folded, section
+
 MAKEFILE = (ROOT / "Makefile").read_text()
 
 
+#: Re-exported for the test modules.
+__all__ = ["README", "ROOT"]
+
 def _folded(text: str) -> str:
     """``text`` with its whitespace folded, and a comment's continuation lines joined."""
-    return " ".join(re.sub(r"\n\s*#(?!#)", " ", text).split())
+    return folded(text, comments=True)
 
 
 def _claim(quote: str) -> None:
     """The README still says ``quote`` (whitespace folded): the anchor of a claim checked."""
-    assert _folded(quote) in _folded(README), f"README no longer says {quote!r}"
+    claim(quote, comments=True)
 
 
-def _section(title: str) -> str:
-    """The text of README section ``## title``, up to the next ``## ``."""
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end != -1 else len(README)]
+_section = section
 
 
 def _sh_lines() -> list[str]:

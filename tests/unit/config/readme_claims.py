@@ -19,26 +19,22 @@ import pytest
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
+from tests.readme_text import README, claim, folded, section
 
-ROOT = Path(__file__).parents[3]
-README = (ROOT / "README.md").read_text()
-
+#: Re-exported for the test modules.
+__all__ = ["README"]
 
 def _folded(text: str) -> str:
-    """``text`` with its whitespace folded, and a TOML comment's continuation lines joined."""
-    return " ".join(re.sub(r"\n\s*#(?!#)", " ", text).split())
+    """``text`` with its whitespace folded, and a comment's continuation lines joined."""
+    return folded(text, comments=True)
 
 
 def _claim(quote: str) -> None:
     """The README still says ``quote`` (whitespace folded): the anchor of a claim checked."""
-    assert _folded(quote) in _folded(README), f"README no longer says {quote!r}"
+    claim(quote, comments=True)
 
 
-def _section(title: str) -> str:
-    """The text of README section ``## title``, up to the next ``## ``."""
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end != -1 else len(README)]
+_section = section
 
 
 def _toml_blocks() -> list[tuple[int, str]]:

@@ -40,36 +40,27 @@ from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
 from procs.gateway.rest_orders import RestOrders
 from shm.inspect import remove_instance
+from tests.readme_text import README, ROOT, claim, says, section
+from tests.readme_text import folded as _folded
 from tests.unit.gateway.harness import Harness, config
 from tests.unit.gateway.rest_rig import request
 
-ROOT = Path(__file__).parents[3]
-README = (ROOT / "README.md").read_text()
+#: Re-exported for the test modules (the README, the repository, a quote's folding).
+__all__ = ["README", "ROOT", "_folded"]
+
 V1 = "/api/v1"
 TITLE = "### The REST API and the private stream"
-
-
-def _folded(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _section() -> str:
-    """The README section under review: from its title to the next heading."""
-    start = README.index(f"\n{TITLE}\n")
-    ends = [i for i in (README.find("\n## ", start + 1), README.find("\n### ", start + 1)) if i > 0]
-    return README[start : min(ends)]
-
-
-SECTION = _section()
+#: The README section under review: from its title to the next heading.
+SECTION = section("The REST API and the private stream", level=3)
 
 
 def _says(quote: str, text: str = SECTION) -> bool:
-    return _folded(quote) in _folded(text)
+    return says(quote, text)
 
 
 def _claim(quote: str) -> None:
     """The section still says ``quote`` (whitespace folded): the anchor of a claim checked."""
-    assert _says(quote), f"README's {TITLE!r} no longer says {quote!r}"
+    claim(quote, SECTION, where=f"README's {TITLE!r}")
 
 
 # -- the exchange the local checks and the scenario serve ---------------------------------------
