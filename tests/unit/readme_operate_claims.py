@@ -21,6 +21,7 @@ MAKEFILE = (ROOT / "Makefile").read_text()
 #: Re-exported for the test modules.
 __all__ = ["README", "ROOT"]
 
+
 def _folded(text: str) -> str:
     """``text`` with its whitespace folded, and a comment's continuation lines joined."""
     return folded(text, comments=True)

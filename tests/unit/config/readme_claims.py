@@ -24,6 +24,7 @@ from tests.readme_text import README, claim, folded, section
 #: Re-exported for the test modules.
 __all__ = ["README"]
 
+
 def _folded(text: str) -> str:
     """``text`` with its whitespace folded, and a comment's continuation lines joined."""
     return folded(text, comments=True)
