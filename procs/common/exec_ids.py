@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from procs.common.durable import make_dirs, replace_durably
+from procs.common.durable import PRIVATE, make_dirs, replace_durably
 
 #: Ids reserved by one durable write.
 BLOCK = 1 << 20
@@ -88,7 +88,7 @@ class ExecIdBlocks:
         end = last + self.block
         if self.path is not None:
             make_dirs(self.path.parent)
-            replace_durably(self.path, b"%d\n" % end)
+            replace_durably(self.path, b"%d\n" % end, mode=PRIVATE)  # as the gateway's other files
         return end
 
 

@@ -16,6 +16,7 @@ def test_a_restart_starts_above_the_reserved_block_whatever_the_clock(tmp_path: 
     first = ExecIdBlocks(path, block=10)
     assert first.reserve(ahead) == ahead + 10
     assert path.read_bytes() == b"%d\n" % (ahead + 10)
+    assert path.stat().st_mode & 0o777 == 0o600  # the gateway's files: its user's (review 112)
     assert ExecIdBlocks(path, block=10).start() == ahead + 10  # the clock is behind it
 
 
