@@ -2,7 +2,7 @@
 msgspec MessagePack (what ``RecordCodec`` uses). Prints per-record encode/decode times and
 sizes, checks that both decode back to the record, and writes ``var/bench/records.json``.
 
-The numbers quoted in ``procs/common/records.py`` come from this script.
+The numbers quoted in ``procs/common/record_codec.py`` come from this script.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ SAMPLES: dict[str, Record] = {
         qty=25,
         stop_price=0,
         display_qty=0,
+        client_id=b"6f1c2a9e-3b7d-4e5f-8a0b-1c2d3e4f5a6b",  # a UUID: the longest id a record holds
     ),
     "Trade": Trade(
         seq=123457,
@@ -72,7 +73,8 @@ SAMPLES: dict[str, Record] = {
 
 
 def struct_format(cls: type[Record]) -> str:
-    """The tightest little-endian layout for ``cls``'s fields, tag byte first."""
+    """The tightest little-endian layout for ``cls``'s fields, tag byte first; a bytes field
+    its longest (``max_length``), zero-padded, as a fixed-size layout must hold it."""
     info = msgspec.inspect.type_info(cls)
     assert isinstance(info, msgspec.inspect.StructType)
     chars = ["B"]
@@ -80,6 +82,8 @@ def struct_format(cls: type[Record]) -> str:
         t = f.type
         if isinstance(t, msgspec.inspect.EnumType):
             chars.append("B")
+        elif isinstance(t, msgspec.inspect.BytesType) and t.max_length is not None:
+            chars.append(f"{t.max_length}s")
         elif isinstance(t, msgspec.inspect.IntType) and t.ge == 0 and t.le is not None:
             chars.append(
                 "B" if t.le < 2**8 else "H" if t.le < 2**16 else "I" if t.le < 2**32 else "q"

@@ -47,7 +47,8 @@ the latency phase also the generator's own lateness), each process's CPU in % of
 gateway's CPU per request, and which side was saturated (a process at >= 85% of a core, or
 the machine at >= 90%). The bench raises the REST API's per-key (default 2,000/s) and
 per-address (5,000/s) rate limits, which would cap one client below the target. Target
-(issue: this 2-core machine): >= 10k requests/s through REST. Writes ``var/bench/rest.json``.
+(issue 10, this 2-core machine): >= 10k new orders/s through REST (the cancels not counted).
+Writes ``var/bench/rest.json``.
 
 --mix crossing sends new orders alone, every one an aggressive limit order through the touch
 (the default mix, "orders", is the cycle above): the figure for "orders/s" read as new
