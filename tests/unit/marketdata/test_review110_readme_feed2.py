@@ -116,7 +116,7 @@ def test_block_keys_and_defaults_are_the_schemas() -> None:
     assert list(shown) == [
         *("enabled", "port", "max_subscriptions", "max_message_bytes", "depth_levels"),
         *("client_queue", "snapshot_every_s", "write_limit_bytes", "send_buffer_bytes"),
-        *("compression", "max_connections_per_address"),
+        *("compression", "max_connections", "max_connections_per_address"),
     ]
     for key, value in shown.items():
         assert getattr(MarketDataConfig(), key) == value, key
