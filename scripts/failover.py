@@ -327,7 +327,7 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
         print(f"--primary and --standby both name instance {standby.instance} (its journal "
               f"{journal_path(standby)}): nothing done", file=sys.stderr)  # fmt: skip
         return 1
-    promoted = promotion.write_promoted_profile(standby_path)
+    promoted = promotion.promoted_path(standby_path)  # written once nothing refuses (below)
     doc = read_status(standby) or {}
     old = supervisor_running(doc) or 0
     if old and doc.get("role") == "primary":  # a retry: promoting it again would restart it
@@ -352,6 +352,9 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
     if refused:
         print(f"{standby.instance} cannot be promoted: {refused}; nothing done", file=sys.stderr)
         return 1
+    # only now: a run that does nothing leaves the promoted instance's config, edits and
+    # all (its listen_port, say), as it is (review 108)
+    promotion.write_promoted_profile(standby_path)
     # past every epoch either journal knows, its fence's included (a fenced journal's
     # promotion must not reuse the epoch that fenced it) and those a standby was told of
     epoch = 1 + max(
