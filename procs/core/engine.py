@@ -3,7 +3,8 @@
 Pure (sans-I/O): commands in, events out, no clock, no ring. The process shell
 (``procs.matcher.main``) feeds it from its input ring and publishes what it returns.
 
-- A command for a symbol this matcher does not own is answered ``Rejected(UNKNOWN_SYMBOL)``.
+- An order command or a mass cancel for a symbol this matcher does not own is answered
+  ``Rejected(UNKNOWN_SYMBOL)``; an admin command for one is another matcher's, and dropped.
 - A mass cancel or admin command for symbol 0 goes to every book, in symbol id order.
 - A command whose ``seq`` is not above the last one executed was already executed (a replay
   that overlaps the ring, a snapshot newer than the journal's start): it is skipped and

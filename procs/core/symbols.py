@@ -26,11 +26,13 @@ class SymbolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     max_qty: Positive = 1_000_000_000
     #: An iceberg is at most this many slices: ceil(qty / display) <= iceberg_parts.
     iceberg_parts: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
-    #: Market protection: a market order (or a triggered stop-market) never trades further
-    #: than this from the best opposite price at its arrival; the unfilled rest is cancelled.
+    #: Market protection: a market order never trades further than this from the best
+    #: opposite price at its arrival, a triggered stop-market than this from its stop price
+    #: (review 42); the unfilled rest is cancelled.
     band_bps: BasisPoints = 500
     #: Price collar for limit prices: once the symbol has traded, a limit price further than
-    #: this from the last trade price is rejected (``PRICE_OUT_OF_BAND``). 0 turns it off.
+    #: this from the last trade price (a stop-limit's still waiting for its trigger: from its
+    #: stop price, review 51) is rejected (``PRICE_OUT_OF_BAND``). 0 turns it off.
     limit_band_bps: BasisPoints = 0
 
 
