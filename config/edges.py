@@ -25,7 +25,8 @@ class RestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     #: Password logins (key creation) per second per client address: slows a guesser.
     login_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     login_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
-    #: The receive window a signed request may ask for, and its default (ms).
+    #: The receive window of a signed request that names none, and the longest one may ask
+    #: for (ms).
     recv_window_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 5_000
     max_recv_window_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 60_000
     #: API keys per user.
@@ -33,12 +34,13 @@ class RestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     #: Longest an order request waits for the exchange's answer before 504 (the order may
     #: still execute: its status says).
     order_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    #: Private-stream connections of this gateway, and a slow client's queue before it is cut.
+    #: Private-stream connections of this gateway.
     max_streams: Annotated[int, msgspec.Meta(ge=1)] = 1_000
     #: Private streams one API key, and one account through all its keys, may hold at once
     #: (one user cannot take every slot: keys per user alone would allow 20 x 5).
     max_streams_per_key: Annotated[int, msgspec.Meta(ge=1)] = 5
     max_streams_per_account: Annotated[int, msgspec.Meta(ge=1)] = 10
+    #: Messages a slow private-stream client may have queued before it is cut.
     stream_queue: Annotated[int, msgspec.Meta(ge=16)] = 10_000
     #: Origins a browser page may call from (CORS); "*" any (requests are signed, no cookies).
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])

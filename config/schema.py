@@ -327,9 +327,10 @@ class JournalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     #: A segment file rolls over at this size.
     segment_mb: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 256
     #: Every this many commands the router forks a replay that writes an exchange snapshot,
-    #: which bounds restart time: a restart replays at most about this many commands (0:
-    #: only `ringex replay --snapshot`). Each snapshot's replay starts from the one before, so
-    #: a smaller number costs no more replay, only more snapshot writes.
+    #: which bounds restart time: a restart replays at most about this many commands (0: none
+    #: by count, `snapshot_every_s` still applies; both 0: only `ringex replay --snapshot`).
+    #: Each snapshot's replay starts from the one before, so a smaller number costs no more
+    #: replay, only more snapshot writes.
     snapshot_every: Annotated[int, msgspec.Meta(ge=0)] = 200_000
     #: Also snapshot this many seconds after the last snapshot when any command came since,
     #: so a quiet exchange's restart replays little too (0: by count only).
