@@ -232,7 +232,8 @@ class Accounts(Settlement):
         when that is above the order's own price (a sell trades at the bids, at or above its
         price: one priced far below the market, or a market sell with a low worst price,
         was checked at that low price and could sweep far more), as venues check orders at
-        a reference price; NO_REFERENCE_PRICE for a market sell before the first trade.
+        a reference price; with a notional limit, NO_REFERENCE_PRICE for a market sell before
+        the first trade (without one there is nothing to check it against).
         Replay need not repeat it: a sell holds its size, whatever the price,
         so the state does not depend on it."""
         if not self.max_notional or order.side != _SELL:

@@ -4,7 +4,8 @@
 
 - refused (rate limit, duplicate client order id, a risk check, an unknown symbol): a reply to
   the gateway (``Rejected`` or ``AccountReply`` with the code), no sequence number, nothing
-  journaled;
+  journaled; an admin command for no symbol of ours is dropped unanswered (it names no
+  gateway session to answer);
 - accepted: the command stamped with the next global ``seq`` and ``ts_ns = now_ns`` (a new
   order also gets the next ``order_id``), plus where it goes: the matcher that owns its symbol
   (every matcher for a symbol-0 mass cancel or admin command), or nowhere for an account
