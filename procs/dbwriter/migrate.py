@@ -1,8 +1,9 @@
 """Schema migrations: the plain SQL files in ``migrations/``, applied in order, once each.
 
-A file is ``<version>_<name>.sql`` (``0001_core.sql``); each runs in its own transaction and
-is recorded in ``schema_migrations`` with its SHA-256, all under an advisory lock so two
-writers starting together do not race. A recorded file whose text changed since is an error
+A file is ``<version>_<name>.sql`` (``0001_core.sql``); all run in one transaction, each file
+in a savepoint of its own with its record in ``schema_migrations`` (its SHA-256), so a file
+that fails undoes the files before it too, all under an advisory lock so two writers starting
+together do not race. A recorded file whose text changed since is an error
 (a new migration is a new file), never silently re-run or skipped.
 """
 
@@ -29,7 +30,11 @@ _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 #: recorded one of those applied the older text, which did what this one does where it ran
 #: (an edit here only mends a case the older text failed in, so it never ran there).
 #: 0002: a writer that is no superuser could not read shared_preload_libraries (review 50).
+#: 0001: two column comments said what the writer does not (review 120); the SQL is the same.
 EARLIER_TEXTS: Final = {
+    "0001_core.sql": frozenset(
+        {"2466ee3a9075fc4d0c23b06773da17f03d0532eb2e42b3d61c8e68267e917f0b"}
+    ),
     "0002_trades.sql": frozenset(
         {"158bad750d67c970a9bdf7de642dbfc1d25d27dfa4f953d4da5c4841b5a17ac7"}
     ),

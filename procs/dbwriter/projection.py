@@ -130,7 +130,9 @@ class OrderRow(msgspec.Struct, array_like=True):
 
 @dataclass
 class Batch:
-    """Rows of the commands ``first_seq..last_seq``, written in one transaction."""
+    """Rows of the commands ``first_seq..last_seq``: the trades in each lane's transaction,
+    committed first, the rest with the checkpoint in one more (``store.py``; a restart
+    rewinds the lanes to the checkpoint)."""
 
     first_seq: int
     last_seq: int = 0

@@ -6,7 +6,8 @@ balances), executes it on the matcher cores that own it, and settles every event
 snapshots (``var/<instance>/snapshots/dbwriter``): sequencer, matchers and the projection's
 open orders, at a seq the database's checkpoint has reached, so a restart replays only from
 there (a snapshot above the checkpoint, say of a database restored from a backup, is not
-used: the follower then starts from the beginning of the journal). A snapshot keeps the CRC
+used: the follower starts from the newest one at or below it, of the two kept, else from the
+beginning of the journal). A snapshot keeps the CRC
 of the journal's entry at its seq, and one whose entry the journal no longer holds is passed
 over: a host crash cut the journal's tail and its seqs went to other commands, and a snapshot
 from the lost history poisoned every row written after it (review 42).

@@ -62,9 +62,9 @@ CREATE TABLE IF NOT EXISTS orders (
     side         smallint NOT NULL,  -- 1 buy, 2 sell
     ord_type     smallint NOT NULL,  -- 1 limit, 2 market, 3 stop, 4 stop limit
     tif          smallint NOT NULL,  -- 1 GTC, 2 IOC, 3 FOK, 4 DAY
-    price        bigint NOT NULL,    -- ticks (a market buy: its cap; 0: none)
+    price        bigint NOT NULL,    -- ticks, as sent (0: none; not the cap the router set)
     stop_price   bigint NOT NULL,
-    size         bigint NOT NULL,    -- lots: filled + remaining (a replace changes it)
+    size         bigint NOT NULL,    -- lots: filled + remaining while open (a replace changes it)
     remaining    bigint NOT NULL,
     filled       bigint NOT NULL,
     status       smallint NOT NULL REFERENCES order_statuses (code),
