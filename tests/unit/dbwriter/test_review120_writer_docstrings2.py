@@ -581,3 +581,14 @@ def test_backoff_doubles_from_initial_to_max_and_options_follow_the_config(
         db.batch_rows, db.batch_ms, db.snapshot_every, db.snapshot_s,
     )  # fmt: skip
     assert opts.backoff.max_s == db.retry_max_s
+
+
+def test_0001s_mended_comments_keep_its_old_checksum_accepted() -> None:
+    """``EARLIER_TEXTS``: "0001: two column comments said what the writer does not (review
+    120); the SQL is the same": a database that recorded 0001's text before is accepted, and
+    the text on disk differs from that one in comments only (the old one's hash is a pin)."""
+    says(inspect.getsource(migrate_module), "0001: two column comments said what the writer")
+    old = "2466ee3a9075fc4d0c23b06773da17f03d0532eb2e42b3d61c8e68267e917f0b"
+    assert old in migrate_module.EARLIER_TEXTS["0001_core.sql"]
+    (m,) = [m for m in migrate_module.load() if m.name == "0001_core.sql"]
+    assert m.checksum != old and "-- ticks, as sent (0: none;" in m.sql
