@@ -21,8 +21,9 @@ meanwhile would lose its trade to the next (the history in PostgreSQL puts a tra
 candle of its own time); an idle candle opens that much late (a trade opens it on time).
 
 With ``snapshots`` the rings are read without committing: ``checkpoint`` writes the state
-with the positions it covers, then commits them (``snapshot.py``), every ``snapshot_every_s``
-or after ``snapshot_every_events`` events, whichever comes first, and at the stop.
+with the positions it covers, then commits them (``procs/common/market_snapshots.py``),
+every ``snapshot_every_s`` or after ``snapshot_every_events`` events, whichever comes first,
+and at the stop.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@
    the connections (1001, going away) and the consumers, and exit 0.
 
 Start and restart are one path: the state saved with the ring positions it covers
-(``snapshot.py``, under ``var/<instance>/marketdata/``) is loaded, and the rings are read on
-from those positions. Nothing saved, or saved for other symbols: it starts empty.
+(``procs/common/market_snapshots.py``, under ``var/<instance>/marketdata/``) is loaded, and
+the rings are read on from those positions. Nothing saved, or saved for other symbols: it
+starts empty.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ state was saved a while before a crash that also took the rings. So at each mark
 the matcher's symbols that saw no change after the mark's seq is compared with the matcher's
 book at that seq (its snapshot and the journal up to it: ``matchers_at``), and each level that
 differs becomes a ``BookLevel`` at the mark's seq. The state takes it as any change, and
-subscribers get it in the next diff, so their books stay continuous. A halt or resume missed
+subscribers get it in the next diff (or, where the book's last change was at the mark's seq
+itself, a fresh snapshot: a change to an update already published is a reset), so their
+books stay continuous. A halt or resume missed
 the same way becomes a ``SymbolStatus`` at the mark's seq.
 
 The trade tape, ticker and candles cannot be rebuilt so (the journal holds commands, and their

@@ -229,7 +229,8 @@ class MarketDataServer:
         self.compression = compression
         self.clients: set[Client] = set()
         #: A socket that takes nothing this long is aborted (``Client.sender``); a slow
-        #: consumer closed with 1008 gets this long to read up to the close frame.
+        #: consumer closed with 1008 gets ``slow_close_s`` (as long, 2 s at least; 10 s
+        #: without pings) to read up to the close frame.
         self.stall_s = 2 * ping_interval_s if ping_interval_s else None
         self.slow_close_s = max(2.0, self.stall_s or 10.0)
         self.slow_closed = 0
@@ -248,7 +249,7 @@ class MarketDataServer:
     @property
     def per_address(self) -> int:
         """Clients one address may hold (``max_connections_per_address``, else a quarter of
-        ``max_connections``, two at least)."""
+        ``max_connections``, two at least, and never more than ``max_connections``)."""
         quarter = min(self.max_connections, max(2, self.max_connections // 4))
         return self.cfg.max_connections_per_address or quarter
 
@@ -403,7 +404,8 @@ class MarketDataServer:
                 await sender
 
     def _on_message(self, client: Client, message: str | bytes) -> int:
-        """Answer one request; returns the distinct stream names it carried (parsed)."""
+        """Answer one request; returns its weight: the distinct stream names it carried
+        (parsed), 1 for a ``LIST_SUBSCRIPTIONS``, 0 for a closing client's."""
         if client.closing:  # closed as slow: its requests change nothing any more
             return 0
         request_id = None

@@ -139,8 +139,8 @@ class L2Book:
         self._top_asks = frozenset(islice(self._asks.keys(), levels))
 
     def snapshot(self, levels: int) -> DepthSnapshot:
-        """The best ``levels`` per side as of the last diff taken: pending changes are not in
-        it, so the next diff continues it. Call ``take_diff`` first for a current one."""
+        """The best ``levels`` per side as of the last diff taken, so the next diff continues
+        it. Refused (``RuntimeError``) while changes are pending: call ``take_diff`` first."""
         if self._pending_bids or self._pending_asks:
             raise RuntimeError(
                 f"book {self.symbol}: snapshot with untaken changes up to update "
