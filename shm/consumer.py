@@ -5,7 +5,8 @@ flag and the mask of consumers it is gated on. ``poll`` and ``read`` never block
 ``next`` and ``take`` idle through the configured wait strategy.
 
 Committing. With ``auto_commit`` (the default) records are released to the producer (and to
-consumers gated on this one) after each ``read`` batch, every ``commit_every`` ``poll``s, and
+consumers gated on this one) after each ``read`` batch, every ``commit_every`` ``poll``s (at
+most a quarter of the ring's capacity), and
 whenever the consumer finds nothing to read; storing the sequence on every poll would cost a
 tenth of a poll. So a process that crashes may get up to ``commit_every`` records again when it
 restarts: redelivery, never loss. A consumer that must finish work first (a journal that
@@ -119,11 +120,11 @@ class Consumer(Generic[T]):
         commit_every: int = 64,
         rejoin: bool = False,
     ) -> None:
+        ring._check_index(index)  # else the line read and written is a record's (review 119)
         self.ring = ring
         self.index = index
         self.wait_strategy = wait if wait is not None else Yielding()
-        words = ring.words
-        self._words = words
+        self._words = words = ring.words
         state = words[h.consumer_word(index, h.C_STATE)]
         name = ring.consumer_names().get(index, f"#{index}")
         if state == h.STATE_DETACHED and not rejoin:

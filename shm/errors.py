@@ -34,7 +34,8 @@ class EncodeError(ValueError):
 
 
 class RingError(ShmError):
-    """Misuse of a ring: bad geometry, a second producer, an unknown consumer index."""
+    """Misuse of a ring: a second producer, an unknown consumer index (bad geometry is a
+    ``ValueError`` of ``Geometry.validate``, naming the value)."""
 
 
 class RingFullError(RingError):

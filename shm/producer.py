@@ -433,16 +433,25 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
             self._limit = self._refresh_limit()
             return need <= self._limit
 
-        while not ready():
-            if deadline is not None and time.monotonic() > deadline:
-                raise RingFullError(
-                    f"ring {self.ring.name!r} full for {timeout_s}s: need sequence {need}, "
-                    f"slowest consumer allows {self._limit}"
-                )
-            if rounds & 63 == 0:
-                self.heartbeat()
-            self.wait.idle(rounds, ready, self._producer_parker())
-            rounds += 1
+        if ready():
+            return
+        parker = self._producer_parker()
+        try:
+            while not ready():
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left < 0:
+                        raise RingFullError(
+                            f"ring {self.ring.name!r} full for {timeout_s}s: need sequence "
+                            f"{need}, slowest consumer allows {self._limit}"
+                        )
+                    parker.cap_s = left  # a park ends by the deadline (review 119)
+                if rounds & 63 == 0:
+                    self.heartbeat()
+                self.wait.idle(rounds, ready, parker)
+                rounds += 1
+        finally:
+            parker.cap_s = None
 
     def _producer_parker(self) -> Parker:
         if self._parker is None:

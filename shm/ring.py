@@ -14,9 +14,11 @@ name the sequence, as in the Disruptor's ``MultiProducerSequencer.availableBuffe
 strided store of one repeated word. The producer writes body and stamp (one
 ``struct.pack_into`` writes its fields in address order, stamp last), then stores the cursor.
 A reader takes what is available from the cursor, checks *before* decoding that the last slot
-of that run carries its lap's stamp, and checks each slot's stamp again *after* decoding it:
-``TornReadError`` if it changed. Because the producer cannot lap an active consumer, a change
-means the consumer had been detached; the second check is what makes that safe to detect.
+of that run carries its lap's stamp, and checks a stamp again *after* decoding it (each
+slot's in ``record``; a window's first and last, as the producer writes in sequence order, so
+a lap reaches the first slot first): ``TornReadError`` if it changed. Because the producer
+cannot lap an active consumer, a change means the consumer had been detached; the second check
+is what makes that safe to detect.
 
 Memory ordering. Python has no fences, so the argument rests on x86-64's TSO model: stores
 become visible in program order and loads are not reordered with older loads. So if a reader
@@ -323,7 +325,8 @@ class Ring(Generic[T]):
     def detach_consumer(self, index: int) -> None:
         """Stop ``index`` from gating anyone (a dead consumer must not block the producer).
 
-        Its process, if alive, gets ``ConsumerDetachedError`` on its next wait or read."""
+        Its process, if alive, gets ``ConsumerDetachedError`` at its next slow-path check (the
+        end of what it knew was published: ``consumer.py``), not before."""
         self._check_index(index)
         state = self.words[h.consumer_word(index, h.C_STATE)]
         if state not in (h.STATE_ACTIVE, h.STATE_DETACHED):
@@ -414,9 +417,10 @@ class Ring(Generic[T]):
 
     def last_published(self) -> T | None:
         """The newest record published, or None if the ring is empty: how a restarted producer
-        learns where its output stopped. The slot is checked against its stamp before and
-        after the decode (a record can be overwritten only after a full lap, which a live
-        producer could race: raise rather than return a wrong record)."""
+        learns where its output stopped, exact only while no producer is live (a restart): the
+        slot is checked against its stamp before and after the decode, but a producer midway
+        through rewriting it a lap later has not stamped it yet (the stamp goes last), so a
+        live producer's race could pass both checks."""
         cursor = self.cursor()
         return None if cursor == 0 else self.record(cursor - 1)
 
