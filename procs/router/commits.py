@@ -8,7 +8,7 @@ import collections
 import logging
 
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import Record
+from procs.common.records import Record, WatchBalances
 from procs.router.held import HeldBatches
 from shm.consumer import Consumer
 
@@ -25,6 +25,7 @@ class RingCommits:
     _waiting_since: dict[int, int]
     _routed_upto: dict[int, int]
     _commit_floor: dict[int, int]
+    _watch_requests: list[tuple[int, WatchBalances]]
 
     def _route_durable(self) -> None:
         raise NotImplementedError  # RouterShell's
@@ -46,8 +47,15 @@ class RingCommits:
             self.journal.sync()
             self._route_durable()
             held = self._held.gateways()
+        # a watch waiting for a durable state is answered from memory only: its ring stays
+        # uncommitted until then, or a crash would leave it unanswered (review 121)
+        watching = {gateway for gateway, _ in self._watch_requests}
         for gateway, consumer in self.inputs:
-            answered = not self.pending_replies[gateway] and gateway not in self._owed
+            answered = (
+                not self.pending_replies[gateway]
+                and gateway not in self._owed
+                and gateway not in watching
+            )
             if answered and gateway not in held:
                 self._committed(gateway, consumer, None, at)
                 continue

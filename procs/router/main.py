@@ -5,8 +5,9 @@
 One loop, one thread:
 
 1. settle: read every matcher's output ring and apply the events (balances, order lifetimes);
-2. take up to ``router_batch`` commands from the gateways' rings, round robin so that a busy
-   gateway cannot starve the others, and decide each (``Sequencer.submit``);
+2. take up to ``router_batch`` commands from the gateways' rings (at least one from each ring
+   that has one), round robin so that a busy gateway cannot starve the others, and decide
+   each (``Sequencer.submit``);
 3. append the accepted ones to the journal in one write, made durable under the fsync
    policy (group commit) *before* step 4: no matcher, hence no execution report, ever sees a
    command that is not durable (under ``"interval"`` and ``"pipelined"`` the batch is held,
@@ -100,7 +101,8 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
             raise UnitsError(refused)
         tail = JournaledTail.for_config(cfg)
         self._tail_window = tail.window
-        #: gateway -> the journal's next seq when its replies began to wait for room
+        #: gateway -> the journal's next seq when its replies (or a watch, or its held batch)
+        #: began to wait
         self._waiting_since: dict[int, int] = {}
         self._routed_upto: dict[int, int] = {}  # a gateway's ring position, batches routed
         self._commit_floor: dict[int, int] = {}  # and how far its ring is committed
@@ -168,8 +170,8 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         self._unrouted: list[tuple[Producer[Record], list[Record]]] = []
         self._held = HeldBatches()  # journaled, not yet fsynced ("interval", "pipelined")
         self._watch_requests: list[tuple[int, WatchBalances]] = []  # answered once none is
-        #: a matcher's unread input past which no gateway command is taken (``_books_behind``)
         self._balances_since = 0.0  # when balances began to wait for a durable state
+        #: a matcher's unread input past which no gateway command is taken (``_books_behind``)
         self._books_limit = cfg.ring.capacity // 8
         #: gateway -> its replies parked behind an answer owed to a command read again after
         #: a restart whose entry the standby lacks yet (sync mode): (the seq the standby must
@@ -274,7 +276,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
                 held = self.gate.wait(last, self.settle, self._stop, first - 1)
                 self.time_use.waited(STANDBY, began)
                 if not held:
-                    return self._abandon(decisions, origins)
+                    return self._abandon(decisions, origins) + len(watch_requests)
         batch = Batch(self.journal.next_seq - 1 if accepted else 0, decisions, origins,
                       watch_requests, positions)  # fmt: skip
         if self._held:  # made durable meanwhile (an inline fsync, the standby's ack)

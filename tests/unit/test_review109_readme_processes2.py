@@ -136,6 +136,7 @@ class Commits(RingCommits):
         self._waiting_since = {}
         self._routed_upto = {}
         self._commit_floor = {}
+        self._watch_requests = []
 
     def _consumer(self, gateway: int) -> Any:
         return SimpleNamespace(commit=lambda upto: self.commits.append((gateway, upto)), sequence=9)
