@@ -8,8 +8,8 @@ not refused for a field the specification allows (review 51). ringex's own table
 what it reads (the enumerated values it supports: another is VALUE_OUT_OF_RANGE); an order
 field it does not act on is refused by order entry with a reason naming it
 (``UNSUPPORTED_ORDER_FIELDS``), or ignored where it only describes (the instrument's ids, the
-account's capacity). A tag FIX 4.4 does not define is an invalid tag number (373=0), one of
-the user-defined range (5000-9999) an undefined tag (373=3).
+account's capacity). A tag FIX 4.4 does not define is an invalid tag number (373=0), one from
+5000 up (the user-defined range and past it) an undefined tag (373=3).
 
 Checks run in the order QuickFIX runs them, so a message with several faults is rejected for
 the one a FIX engineer expects: header order, invalid/undefined tags, empty values, tags not

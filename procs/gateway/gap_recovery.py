@@ -187,8 +187,14 @@ class GapRecovery:
 
     def _drop_resends(self) -> None:
         """Answer no more of the ResendRequests under way (the session ends, or resets its
-        numbers): what waited behind them goes out now."""
+        numbers): what waited behind them goes out now. Stored messages queued for their
+        first sending (a reset logon's carried ones) that did not go out are parked again,
+        so a reset sends them anew rather than discarding what the client never saw
+        (review 123)."""
         if self._resends:
+            unsent = [begin for begin, _end, again in self._resends if not again]
+            if unsent and self.store is not None:
+                self.store.park_again(min(unsent))
             self._resends.clear()
             self._release(self._out, self._last_out_ns)
 

@@ -1,9 +1,10 @@
 """Order entry: FIX application messages -> ring commands, matcher events -> FIX reports.
 
-``OrderEntry`` is the session layer's ``Application``. It turns D/F/G/H/q into ``NewOrder``,
+``OrderEntry`` is the session layer's ``Application``. It turns D/F/G/q into ``NewOrder``,
 ``CancelOrder``, ``ReplaceOrder`` and ``MassCancel`` records (collected in ``outgoing`` for the
-shell to publish), and ``process(event)`` turns the events that come back into
-ExecutionReports (8), OrderCancelRejects (9) and OrderMassCancelReports (r).
+shell to publish), answers H and AF itself (from what it holds), and ``process(event)`` turns
+the events that come back into ExecutionReports (8), OrderCancelRejects (9) and
+OrderMassCancelReports (r).
 
 Every command gets a fresh ``client_ref``, the gateway's handle for one request: a NewOrder's
 ref names the order, a cancel's or replace's ref names that request (the matcher answers a

@@ -435,13 +435,20 @@ class Session(GapRecovery):
             self._request_resend(seq, now_ns)
         else:
             store.set_next_in(seq + 1)
-        if carried:  # as the connection takes them: they may be more than it buffers
+        self._send_carried(carried, now_ns)
+        self.app.on_logon(self, now_ns)
+
+    def _send_carried(self, carried: list[tuple[bytes, bytes]], now_ns: int) -> None:
+        """Messages a reset carried (parked, never seen), sent anew under the new numbers as
+        the connection takes them: they may be more than it buffers."""
+        store = self.store
+        assert store is not None
+        if carried:
             first = store.next_out
             for msg_type, body in carried:
                 self.send(msg_type, body, now_ns, emit=False)
             store.carried_sent()
             self._queue(first, store.next_out - 1, False, now_ns)
-        self.app.on_logon(self, now_ns)
 
     # -- in session ------------------------------------------------------------------------
 
@@ -585,13 +592,15 @@ class Session(GapRecovery):
         hb = int(msg.fields[108])
         store = self.store
         assert store is not None
-        self._drop_resends()
+        self._drop_resends()  # a first sending cut short is parked: carried below
+        carried = store.unsent()
         store.reset()
         self._resend_upto = 0
         self._answered_early.clear()
         self.heartbeat_ns = hb * _SECOND
         self.send(b"A", field(98, 0) + field(108, hb) + field(141, "Y"), now_ns)
         store.set_next_in(2)
+        self._send_carried(carried, now_ns)
 
     def _logout_reply(self, now_ns: int) -> None:
         if self.state is State.ACTIVE:

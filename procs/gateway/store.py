@@ -187,6 +187,13 @@ class MessageStore:
         if not self.parked_from:
             self.parked_from = seq
 
+    def park_again(self, seq: int) -> None:
+        """Stored messages from ``seq`` on never reached the client (a connection that ended
+        before it took them): parked, as if made while it was away."""
+        if not self.parked_from or seq < self.parked_from:
+            self.parked_from = seq
+            self._dirty = True
+
     def logged_on(self) -> None:
         """A logon kept the sequence numbers: what was parked is the client's to fetch."""
         if self.parked_from:
