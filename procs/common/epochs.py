@@ -47,7 +47,8 @@ class Fence:
 
 @dataclass(frozen=True)
 class Epochs:
-    #: ``(epoch, first_seq)``, both strictly increasing; never empty.
+    #: ``(epoch, first_seq)``: epochs strictly increasing, first seqs never decreasing (a
+    #: promotion that wrote nothing is followed by the next at the same seq); never empty.
     history: tuple[tuple[int, int], ...] = ((1, 1),)
     fence: Fence | None = None
     #: The newest epoch this journal was told of (a standby learns its primary's, which may

@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-from procs.common.durable import fsync_dir, make_dirs
+from procs.common.durable import PRIVATE, fsync_dir, make_dirs
 from procs.common.journal import list_segments
 
 log = logging.getLogger("ringex.journal")
@@ -67,9 +67,12 @@ def _move(path: Path, target: Path) -> None:
         if exc.errno != errno.EXDEV:
             raise
         tmp = target.with_name(target.name + ".tmp")
-        shutil.copyfile(path, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
+        with open(path, "rb") as src, open(fd, "wb") as dst:
+            os.fchmod(dst.fileno(), PRIVATE)  # a leftover tmp's mode, or the umask's: neither
+            shutil.copyfileobj(src, dst)  # (every account's orders: the owner's alone, 124)
+            dst.flush()
+            os.fsync(dst.fileno())
         os.rename(tmp, target)
         fsync_dir(target.parent)
         path.unlink()

@@ -44,10 +44,10 @@ class QuietFilter(logging.Filter):
             self.dropped += 1
             return False
         self._passed += 1
-        message = _cut(record.getMessage(), self.max_chars)
-        if self.dropped:
-            message += f" ({self.dropped} more like it dropped)"
-            self.dropped = 0
+        # the count of those dropped is kept within max_chars too (review 124)
+        note = f" ({self.dropped} more like it dropped)" if self.dropped else ""
+        message = _cut(record.getMessage(), self.max_chars - len(note)) + note
+        self.dropped = 0
         record.msg, record.args = message, None
         if record.exc_info:
             text = logging.Formatter().formatException(record.exc_info)
@@ -64,4 +64,9 @@ def quieten(logger: logging.Logger, burst: int = 1, period_s: float = 60.0) -> N
 
 
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} chars)"
+    """``text`` in ``limit`` characters, saying how long it was (the saying alone, where the
+    limit is shorter than it)."""
+    if len(text) <= limit:
+        return text
+    tail = f"... ({len(text)} chars)"
+    return text[: max(limit - len(tail), 0)] + tail
