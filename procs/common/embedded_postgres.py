@@ -285,12 +285,14 @@ class EmbeddedPostgres:
                 return  # accepting connections
             time.sleep(0.05)
 
-    def stop(self, mode: str = "fast") -> None:
-        """Stop the server (``mode``: smart, fast or immediate); nothing when it is down.
-        Under the start's lock: a start waits for a stop under way to end."""
+    def stop(self, mode: str = "fast", timeout_s: int = 60) -> None:
+        """Stop the server (``mode``: smart, fast or immediate), waiting at most ``timeout_s``
+        (else ``EmbeddedError``); nothing when it is down. Under the start's lock: a start
+        waits for a stop under way to end."""
         with self._turn():
             if self.running():
-                argv = self._cmd("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+                wait = ("-w", "-t", str(timeout_s))
+                argv = self._cmd("pg_ctl", "-D", str(self.data), "-m", mode, *wait, "stop")
                 self._check(argv, f"pg_ctl stop of {self.data}")
 
     def destroy(self) -> None:

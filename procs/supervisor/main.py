@@ -54,7 +54,7 @@ from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
 from procs.common.units import units_differ
 from procs.supervisor.child import Child
-from procs.supervisor.draining import drain
+from procs.supervisor.draining import STOP_SLACK_S, drain
 from procs.supervisor.held import GO, GRACE_ENV
 from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
@@ -386,8 +386,8 @@ class Supervisor(StuckWatch):
             return
         try:
             cluster = EmbeddedPostgres(postgres_dir(self.cfg))
-            if cluster.running():
-                cluster.stop()
+            if cluster.running():  # within the stop's slack, which ``ringex stop`` waits
+                cluster.stop(timeout_s=int(STOP_SLACK_S * 2 / 3))  # (review 122)
         except EmbeddedError as exc:
             log.warning("embedded database not stopped: %s", exc)
 

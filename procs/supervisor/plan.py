@@ -6,7 +6,8 @@ attaches after its recovery (the router's on the admin command ring, a matcher's
 its input ring, a gateway's on its replies ring, market data's on the first matcher output),
 and listens on its *ready ports* (a gateway's FIX and REST ports, market data's; a port of 0
 is any free one and is not waited on): a client told "running" is not refused.
-The list's order is matchers, then the router, then market data and gateways; the supervisor
+The list's order is matchers, then the router, the replication source and the database writer,
+then market data and gateways; the supervisor
 starts the matchers first and the rest together once they are ready. Shutdown stops intake
 first.
 """

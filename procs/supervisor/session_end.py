@@ -102,6 +102,7 @@ class SessionEnds:
         #: Ends sequenced up to this seq are not the schedule's (its clock was set back since).
         self.after_seq = 0
         self._failed_for: int | None = None  # the end whose send failed (logged once)
+        self._unsaved_for: int | None = None  # the end whose record failed (logged once)
         self._unreadable_for: int | None = None  # the end the journal was unreadable for
 
     @classmethod
@@ -212,6 +213,15 @@ class SessionEnds:
         doc: dict[str, object] = {"end_ns": end_ns, "end_utc": _utc(end_ns), "written_ns": now_ns}
         if self.after_seq:
             doc["after_seq"] = self.after_seq
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # on disk before the rename (never an empty record), and the rename too
-        replace_durably(self.path, json.dumps(doc, indent=2).encode())
+        # on disk before the rename (never an empty record), and the rename too; a record that
+        # cannot be written (var/ full) is logged, not fatal (review 122: it stopped the
+        # instance): the end is remembered here, and a restart finds it in the journal
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            replace_durably(self.path, json.dumps(doc, indent=2).encode())
+        except OSError as exc:
+            if self._unsaved_for != end_ns:
+                self._unsaved_for = end_ns
+                log.warning("session end %s: %s not written (%s)", _utc(end_ns), self.path, exc)
+            return
+        self._unsaved_for = None

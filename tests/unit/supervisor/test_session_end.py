@@ -170,6 +170,29 @@ def test_a_refused_send_is_tried_again_and_logged_once(
     assert sends.count == 1
 
 
+def test_a_record_that_cannot_be_written_is_logged_once_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """var/ full: ``session_end.json`` cannot be written. The supervisor goes on (review 122:
+    the OSError stopped the instance), the end sent is remembered in memory, and the failure
+    is logged once for that end."""
+    sends = Sends()
+    ends = _ends(tmp_path, sends)
+    ends.poll(utc("2026-03-10 12:00"))
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("procs.supervisor.session_end.replace_durably", full)
+    with caplog.at_level(logging.WARNING, logger="ringex.supervisor"):
+        assert ends.poll(utc("2026-03-10 17:00:01")) == utc("2026-03-10 17:00")
+        for second in range(2, 5):
+            assert ends.poll(utc("2026-03-10 17:00") + second * 10**9) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "not written (" in warnings[0] and "No space" in warnings[0]
+    assert sends.count == 1
+
+
 # -- through the admin rings ---------------------------------------------------------------------
 
 
