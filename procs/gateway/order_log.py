@@ -34,9 +34,10 @@ F     order ref                                      a finished order's last fie
                                                      newest FINISHED_KEPT are kept)
 P     ring name                                      (ring created_ns, cursor) of an input ring
 H     ring name                                      the newest event seq handled from it,
-                                                     and how many of its events (a read may
-                                                     end inside one command's events; absent:
-                                                     all of them)
+                                                     and how many of its events (counted at
+                                                     every read, which may end inside one
+                                                     command's events; absent, in older
+                                                     logs: all of them)
 C     sequence in the router ring                    (ring created_ns, slot image, the journal
                                                      schema id of its layout: a build of
                                                      other commands passes over it; absent in
@@ -132,7 +133,8 @@ class Recovered:
     #: seq -> the journal schema id of a command's image (``UNSTAMPED_SCHEMA`` where unsaid)
     command_schemas: dict[int, int] = field(default_factory=dict)
     handled: dict[str, int] = field(default_factory=dict)
-    #: ring -> events of its ``handled`` seq handled, where a read ended inside them
+    #: ring -> how many events of its ``handled`` seq were handled (all, or where a read ended
+    #: inside them)
     handled_part: dict[str, int] = field(default_factory=dict)
     #: ref -> a finished order's fields (as ``orders``), the newest ``FINISHED_KEPT``
     finished: dict[int, list[Any]] = field(default_factory=dict)

@@ -16,7 +16,9 @@ One event loop (uvloop in ``main``), no threads:
 
 Backpressure: commands wait in ``OrderEntry.outgoing`` until the router ring takes them. When
 it is full every socket stops being read (``pause_reading``: TCP pushes back on the clients)
-until the poll task has published the backlog; nothing accepted is dropped. Only the router
+until the poll task has published the backlog and the router has taken all but an eighth of a
+ring of it, with at most a sixteenth of a ring of events waiting (``IntakePacing``'s
+hysteresis, ``intake.py``); nothing accepted is dropped. Only the router
 makes that room, so the poll task waits for it (the router's answers or its commit wake it),
 not by looking again at once (on two cores that took the core the router needed): see
 ``_poll``. Outbound, the session's message store is flushed before the bytes are written, so
