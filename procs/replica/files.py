@@ -86,12 +86,13 @@ class _Sent:
 
 
 def _grew(name: str, fd: int, st: os.stat_result, sent: _Sent) -> bool:
-    """Whether the file only gained bytes after what was sent (else: send it whole)."""
+    """Whether the file only gained bytes after what was sent (else: send it whole): a log
+    whose sent bytes end as they did, or any file unchanged since a send cut short by the
+    budget (its mtime the same, and its tail too: a rewrite within one timestamp tick keeps
+    the mtime, review 125)."""
     if sent.inode != st.st_ino or st.st_size <= sent.size:
         return False
-    if sent.mtime_ns == st.st_mtime_ns:
-        return True  # unchanged since a send cut short by the budget: the rest of it
-    if not name.endswith(".log"):
+    if sent.mtime_ns != st.st_mtime_ns and not name.endswith(".log"):
         return False  # rewritten whole at every change
     return os.pread(fd, len(sent.tail), sent.size - len(sent.tail)) == sent.tail
 

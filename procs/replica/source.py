@@ -11,7 +11,8 @@ router's "degraded" verdict. The history hash of the entries before the standby'
 another history is refused, naming the seq. One standby is the model: with several, the
 acknowledged seq is the latest one any of them reported.
 
-Epochs (``procs.common.epochs``): every answer to a standby begins with this journal's epoch
+Epochs (``procs.common.epochs``): every answer to a standby that passes the handshake (its
+records, build and cluster id, and this primary not fenced) begins with this journal's epoch
 history. A standby of a newer epoch means this primary was failed over: it is refused, and
 this instance fences itself (its journal's epochs file and the block's ``FENCED`` word, which
 stops its router from sequencing or going on without the standby).
@@ -315,8 +316,13 @@ class ReplicationSource:
         (the word first: the running router is stopped even if the file cannot be written)."""
         self.block.words[FENCED] = epoch
         if self.epochs.fence is None:
-            self.epochs = self.epochs.fenced(epoch, by)
-            self.epochs.save(journal_dir(self.cfg))
+            fenced = self.epochs.fenced(epoch, by)
+            try:  # kept once on disk: a write that fails is tried again at the next fence
+                fenced.save(journal_dir(self.cfg))  # (review 125: it never was)
+                self.epochs = fenced
+            except OSError as exc:
+                log.error("FENCED: the journal's epochs file not written (%s); the router "
+                          "is stopped by the block, the file is tried again", exc)  # fmt: skip
         current = asyncio.current_task()
         for task, serving in list(self._serving.items()):  # its standbys take nothing more
             if task is not current:  # the connection that fenced it is told why, then closed
