@@ -517,7 +517,9 @@ def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     status = sub.add_parser("status", help="processes, rings and endpoints of an instance")
     profile_args(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--wait-ready", action="store_true", help="wait until it is running")
+    status.add_argument(
+        "--wait-ready", action="store_true", help="wait until every process is up (and ready)"
+    )
     status.add_argument("--timeout", type=_seconds, default=60.0, help="--wait-ready: seconds")
     status.set_defaults(func=_status)
 

@@ -37,6 +37,7 @@ from typing import Any
 from aiohttp import ClientError
 
 from config import load_profile
+from procs.common.endpoints import url_host
 from procs.gateway.rest_client import ApiCallError, RestClient
 
 log = logging.getLogger("ringex.market_maker")
@@ -396,7 +397,7 @@ def default_url(profile: str) -> str:
     if rest is None:
         raise SystemExit(f"profile {profile!r} has no gateway with a REST API ([gateways.rest])")
     host = "127.0.0.1" if rest.host in ("", "0.0.0.0", "::") else rest.host
-    return f"http://{host}:{rest.port}"
+    return f"http://{url_host(host)}:{rest.port}"  # an IPv6 host in brackets (review 127)
 
 
 def main(argv: list[str] | None = None) -> int:

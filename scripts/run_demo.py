@@ -27,6 +27,7 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.add_user import open_account
 from procs.admin.client import AdminClient
+from procs.common.endpoints import url_host
 from procs.common.result_codes import ResultCode
 from procs.common.run_files import run_dir
 from procs.common.topology import users_path
@@ -184,14 +185,16 @@ def main() -> int:
         print(f"Symbols:     {symbols_line(cfg)}")
         if gateway.rest is not None:
             rest = gateway.rest
-            url = f"{'https' if rest.tls_cert else 'http'}://{rest.host}:{rest.port}/api/v1/"
+            scheme = "https" if rest.tls_cert else "http"
+            url = f"{scheme}://{url_host(rest.host)}:{rest.port}/api/v1/"
             print(f"REST API:    {url} (the same users log in:")
             print("             POST /api/v1/apiKey; document at /openapi.json)")
         if cfg.marketdata.enabled:
             md = cfg.marketdata
             stream = f"{cfg.symbols[0].name.lower()}@trade"  # the profile's, not BTC-USD's
-            print(f"Market data: ws://{md.host}:{md.port}/stream?streams={stream}")
-            print(f"Web page:    http://{md.host}:{md.port}/")
+            where = f"{url_host(md.host)}:{md.port}"
+            print(f"Market data: ws://{where}/stream?streams={stream}")
+            print(f"Web page:    http://{where}/")
         if args.market_maker and not mm:
             print("No market maker: it trades over the REST API, which this profile lacks")
         elif mm:

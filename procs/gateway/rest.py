@@ -399,7 +399,8 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
         throttle(self.key_limits, key.key, "requests for this API key")
 
     def require_user(self, key: ApiKey) -> None:
-        """401 unless ``key``'s user still exists, with the key's account."""
+        """401 unless ``key``'s user still exists, with the key's account, as the users file
+        stood at most a second ago (the view ``holder_unchanged`` reads)."""
         if not self.holder_unchanged(key):  # not in the view of a second ago:
             user = self.logins.get(key.comp_id)  # the file itself says
             if user is None or user.account != key.account:  # removed, or another account

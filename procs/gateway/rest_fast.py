@@ -61,7 +61,8 @@ MAX_HEADERS = 128
 MAX_HEAD_BYTES = 16_384
 #: Requests a client may queue behind the one being answered before reading pauses.
 MAX_QUEUED = 16
-#: An idle keep-alive connection is closed after this long (aiohttp's default).
+#: An idle keep-alive connection is closed after this long (as ``RestApi.start`` sets
+#: aiohttp's, not its default of 3,630 s).
 KEEPALIVE_S = 75.0
 #: The lengths of the header names the lane looks at: Host, Expect, Content-Type,
 #: Content-Length, Content-Encoding, Transfer-Encoding.
