@@ -223,7 +223,7 @@ def _operation(
 
 
 def _paths() -> Json:
-    """Every route ``rest.py`` registers, in its order."""
+    """Every route ``rest.py`` registers (grouped by what they serve, not in its order)."""
     market = [_symbol(), _limit(100)]
     proxied = "Answered by the market-data process: 503 when it is not enabled or not reachable."
     history = "From the history database: 503 when it is not enabled or does not answer."
