@@ -399,7 +399,8 @@ def failover(deploy: Deployment, checks: dict[str, bool]) -> dict[str, Any]:
 def run_mode(
     mode: str, names: list[str], phases: list[tuple[str, int, float]], checks: dict[str, bool]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
-    """One fresh deployment under the load; failover too when it is the sync pair."""
+    """One fresh deployment under the load; failover too where it is a replicated pair (async
+    or sync)."""
     deploy = Deployment(mode, names)
     rows: dict[str, dict[str, Any]] = {}
     failed_over = None
