@@ -14,12 +14,12 @@ with tiny inputs (an answer check fed a wrong answer, the report helper a missed
 the text, its reason naming the code and the side to mend.
 
 Disagreements found (five; two here; all fixed since): the journal bench's answer check "records
-equal to the originals", while ``check_replay`` decodes every 101st record only; ``--restart-
-tail`` "journaled commands after the snapshot", while ``restart`` draws the 2,000-op warm-up out
-of them (2,600 replay 600). In ``..._docstrings2.py``: ``bench_db.trades`` "2 partitions for
-200k" (its 200k trades fall on one UTC day); ``bench_failover.run_mode`` "failover too when it
-is the sync pair" (the async pair fails over too); bench_ws's slow client "expected to be closed
-with 1008" (``main`` takes 1011 as well).
+equal to the originals", while ``check_replay`` decodes every 101st record only;
+``--restart-tail`` "journaled commands after the snapshot", while ``restart`` draws the 2,000-op
+warm-up out of them (2,600 replay 600). In ``..._docstrings2.py``: ``bench_db.trades`` "2
+partitions for 200k" (its 200k trades fall on one UTC day); ``bench_failover.run_mode``
+"failover too when it is the sync pair" (the async pair fails over too); bench_ws's slow client
+"expected to be closed with 1008" (``main`` takes 1011 as well).
 """
 
 from __future__ import annotations
