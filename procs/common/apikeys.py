@@ -138,7 +138,7 @@ class ApiKeyStore:
         self, user: User, scopes: Iterable[str], label: str = "", *, evict_oldest: bool = False
     ) -> ApiKey:
         """A new key for ``user`` with ``scopes``; raises ValueError for an unknown or missing
-        scope, a label over MAX_LABEL characters or with control characters, or a user who
+        scope, a label over MAX_LABEL characters or with unprintable characters, or a user who
         already has ``max_keys_per_user`` keys, unless ``evict_oldest``: then that user's
         oldest key is revoked to make room (a login whose earlier sessions never logged out
         must not lock its owner out; ``evicted`` says which key went)."""
@@ -151,7 +151,7 @@ class ApiKeyStore:
         if len(label) > MAX_LABEL:
             raise ValueError(f"label is {len(label)} characters, at most {MAX_LABEL} allowed")
         if not label.isprintable():
-            raise ValueError(f"label {label!r} has control characters")
+            raise ValueError(f"label {label!r} has unprintable characters")
         new = ApiKey(
             key=secrets.token_urlsafe(24),
             secret=secrets.token_hex(32),

@@ -1,6 +1,7 @@
 """Where an instance's clients connect, by name, as ``ringex status`` shows them: each
-gateway's FIX and REST address, the feed's WebSocket and page, the supervisor's metrics;
-what is configured off says so."""
+gateway's FIX and REST address, the feed's WebSocket and page, the supervisor's metrics, at
+their configured listen addresses (a wildcard, 0.0.0.0 or ::, stands for this host's: clients
+name it); what is configured off says so."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def endpoints(cfg: RingexConfig, status: dict[str, Any]) -> dict[str, str]:
     off = "off (marketdata.enabled = false)"
     return {
         **{
-            f"fix {g.name}": f"{g.host}:{g.port}{' (TLS)' if g.tls_cert else ''} CompID {g.comp_id}"
+            f"fix {g.name}": f"{url_host(g.host)}:{g.port}"  # ::1:9878 would read as one address
+            f"{' (TLS)' if g.tls_cert else ''} CompID {g.comp_id}"
             for g in cfg.gateways
         },
         **{

@@ -58,7 +58,8 @@ class ExecIdBlocks:
         self.block = block
 
     def start(self) -> int:
-        """Above every id reserved before (the file's mark), and not below the clock in ns
+        """Not below the file's mark (the end of every block reserved before: the gateway counts
+        from the block above it, ``counter_start``), and not below the clock in ns
         (a gateway that never wrote the file, or a standby promoted without it, starts as the
         counter always did)."""
         clock = time.time_ns()

@@ -20,8 +20,8 @@ FD_MARGIN = 64
 def connections_room(wanted: int, *, warn: bool = True) -> int:
     """Raise this process's soft RLIMIT_NOFILE towards its hard one, far enough for
     ``wanted`` connections (1024 is the usual soft limit, a fifth of the market data's 5000);
-    returns how many connections fit. Past it an accept would fail (EMFILE) and the client
-    be dropped without a word; the limit check answers it 503 instead."""
+    returns how many connections fit (at least one). Past it an accept would fail (EMFILE)
+    and the client be dropped without a word; the limit check answers it 503 instead."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         in_use = len(os.listdir("/proc/self/fd"))

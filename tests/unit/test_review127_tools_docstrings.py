@@ -537,9 +537,10 @@ def test_replay_rebuilds_prints_hashes_and_writes_a_snapshot(
 
 def test_endpoints_name_each_gateway_the_feed_and_metrics_and_say_what_is_off() -> None:
     """endpoints.py: "each gateway's FIX and REST address, the feed's WebSocket and page, the
-    supervisor's metrics; what is configured off says so"."""
+    supervisor's metrics, ...; what is configured off says so"."""
     said("each gateway's FIX and REST address, the feed's WebSocket and page, the supervisor's "
-         "metrics; what is configured off says so", endpoints_module)  # fmt: skip
+         "metrics, at their configured listen addresses", endpoints_module)  # fmt: skip
+    said("name it); what is configured off says so", endpoints_module)
     cfg = msgspec.convert({
         "gateways": [{"name": "gw1", "id": 1, "port": 9001, "tls_cert": "c", "tls_key": "k",
                       "rest": {"host": "::1", "port": 8443, "tls_cert": "c", "tls_key": "k"}}],

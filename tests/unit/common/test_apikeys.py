@@ -57,7 +57,7 @@ def test_label_limits(path: Path) -> None:
     store.create(ALICE, ["read"], label="x" * MAX_LABEL)
     with pytest.raises(ValueError, match=rf"label is {MAX_LABEL + 1} characters, at most 64"):
         store.create(ALICE, ["read"], label="x" * (MAX_LABEL + 1))
-    with pytest.raises(ValueError, match="control characters"):
+    with pytest.raises(ValueError, match="unprintable characters"):
         store.create(ALICE, ["read"], label="a\nb")
 
 
