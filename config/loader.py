@@ -31,7 +31,11 @@ def load_profile(name_or_path: str) -> RingexConfig:
     path = Path(name_or_path)
     if not is_file_path(name_or_path):
         path = PROFILES / f"{name_or_path}.toml"
-        if not path.exists():
+        try:
+            known = path.exists()
+        except OSError:  # a name longer than a file's (review 134: a traceback)
+            known = False
+        if not known:
             raise ConfigError(
                 f"profile {name_or_path!r} is unknown; choose one of {profile_names()}"
             )
@@ -47,12 +51,28 @@ def load_profile(name_or_path: str) -> RingexConfig:
         raise ConfigError(f"config {str(path)!r}: {exc}") from None
     except RecursionError:  # arrays nested thousands deep: the parser's recursion
         raise ConfigError(f"config {str(path)!r}: nested too deeply to read") from None
-    var_dir = Path(cfg.var_dir)
-    if var_dir.exists() and not var_dir.is_dir():  # else every command fails on its files
-        raise ConfigError(f"config {str(path)!r}: var_dir = {cfg.var_dir!r} is not a directory")
+    if why := _var_dir_refused(cfg.var_dir):  # else every command fails on its files
+        raise ConfigError(f"config {str(path)!r}: var_dir = {cfg.var_dir!r} {why}")
     if cfg.database.dsn and (why := dsn_refused(cfg.database.dsn)):
         raise ConfigError(f"config {str(path)!r}: database.dsn: {why}")
     return cfg
+
+
+def _var_dir_refused(var_dir: str) -> str:
+    """Why ``var_dir`` cannot hold an instance's files, or "": not a directory, under a file
+    (it could never be made), or a path the system refuses (review 134)."""
+    try:
+        path = Path(var_dir)
+        if path.exists():
+            return "" if path.is_dir() else "is not a directory"
+        for parent in path.parents:
+            if parent.exists():
+                return (
+                    "" if parent.is_dir() else f"is under {str(parent)!r}, which is not a directory"
+                )
+    except OSError as exc:
+        return f"cannot be looked at ({exc.strerror or exc})"
+    return ""
 
 
 def dsn_refused(dsn: str) -> str:

@@ -18,6 +18,16 @@ import msgspec
 _PATH = re.compile(r" - at `\$([^`]*)`$")
 _STEP = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+|\.\.\.)\]")
 _BOUND = re.compile(r"Expected `[^`]+` (>=|<=|>|<) (-?[0-9.]+(?:e[+-]?[0-9]+)?)")  # 1e-06 too
+_GOT = re.compile(r", got `(\w+)`")
+#: How msgspec names a TOML value's type in "got `...`".
+_TYPE_NAMES: dict[type, str] = {
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "str",
+    list: "array",
+    dict: "object",
+}
 _HOLDS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
@@ -33,8 +43,9 @@ def with_value(message: str, raw: object) -> str:
     if found is None:
         return message
     candidates = _resolve(raw, found[1], "", "")
-    if len(candidates) > 1:  # a table keyed by name: the entries the limit refuses
-        candidates = [c for c in candidates if _breaks(message, c[1])]
+    if len(candidates) > 1:  # a table keyed by name: the entries the limit refuses, the first
+        # in the table's order where several do, as msgspec stops at the first (review 134)
+        candidates = [c for c in candidates if _breaks(message, c[1])][:1]
     if len(candidates) != 1 or isinstance(candidates[0][1], dict):
         return message
     where, value, whose = candidates[0]
@@ -71,7 +82,10 @@ def _resolve(node: object, path: str, where: str, whose: str) -> list[tuple[str,
 
 def _breaks(message: str, value: object) -> bool:
     """Whether ``value`` breaks the bound ``message`` states (true where it states none, or
-    for a value that is not a number at all)."""
+    for a value that is not a number at all), or is of the type it says it got."""
+    got = _GOT.search(message)
+    if got is not None:
+        return _TYPE_NAMES.get(type(value)) == got[1]
     bound = _BOUND.search(message)
     if bound is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return True

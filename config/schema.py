@@ -1,6 +1,6 @@
 """The configuration schema: frozen msgspec Structs that forbid unknown keys.
 
-Each field says its unit and its effect; a profile sets only what differs from the
+Each field says its unit and its effect; a profile need set only what differs from the
 defaults. The sections of the client-serving processes (gateway, REST, market data) live in
 ``config.edges``, the value types they share in ``config.fields``.
 """
@@ -280,7 +280,7 @@ class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
 
     def primary_address(self) -> tuple[str, int]:
         host, port = host_and_port(self.primary)
-        if not host or not port.isdigit():
+        if not host or not (port.isascii() and port.isdigit()):  # not "²", nor "٩٩" (134)
             raise ValueError(
                 f"replication.primary {self.primary!r} is not host:port (an IPv6 host in "
                 "brackets: [::1]:9900)"
@@ -506,6 +506,7 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         def listen(host: str, port: int, who: str, shared: str = "") -> None:
             if not port:
                 return  # a free port, picked at start
+            host = host.lower()  # LOCALHOST is localhost (review 134)
             host = "127.0.0.1" if host == "localhost" else host
             clashes = [
                 (h, other)
