@@ -470,6 +470,11 @@ def _fraction(frac: bytes) -> int | None:
 def _parse_utc_timestamp_reference(value: bytes) -> int | None:
     if len(value) < 17 or value[8] != 45:  # "-"
         return None
+    clock = value[9:17]  # strptime takes " 1" for a day: digits only here (review 137)
+    if not (value[:8].isdigit() and clock[2:3] == clock[5:6] == b":"):
+        return None
+    if not (clock[:2] + clock[3:5] + clock[6:8]).isdigit():
+        return None
     try:
         base = time.strptime(value[:17].decode("ascii"), "%Y%m%d-%H:%M:%S")
     except (ValueError, UnicodeDecodeError):
