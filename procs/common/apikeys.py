@@ -23,6 +23,7 @@ after the one it replaced (needs a file system with ns timestamps: ext4, xfs, tm
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import secrets
 import time
@@ -33,6 +34,8 @@ import msgspec
 
 from procs.common.durable import make_dirs
 from procs.common.users import User
+
+log = logging.getLogger("ringex.gateway")
 
 #: What a key may do: "read" (account, orders, fills) and "trade" (place and cancel orders).
 SCOPES = frozenset({"read", "trade"})
@@ -77,7 +80,7 @@ class ApiKeyStore:
         #: The newest key the last ``create(evict_oldest=True)`` revoked to make room, if any.
         self.evicted: ApiKey | None = None
         self._stamp: _Stamp | None = None
-        self._refresh()
+        self._keys, self._stamp = self._read()  # a damaged file is refused here, naming it
         self._next_check = time.monotonic() + recheck_s
 
     # -- reading -------------------------------------------------------------------------------
@@ -116,9 +119,14 @@ class ApiKeyStore:
             # Deleted: no keys are valid any more (failing closed beats trusting a stale copy).
             self._keys, self._stamp = {}, None
             return
-        if (st.st_ino, st.st_mtime_ns, st.st_size) == self._stamp:
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
             return
-        self._keys, self._stamp = self._read()
+        try:
+            self._keys, self._stamp = self._read()
+        except ValueError as exc:  # damaged under a running gateway: no key is valid (as
+            log.error("%s; no API key is valid until it reads", exc)  # deleted: fails closed)
+            self._keys, self._stamp = {}, stamp
 
     def _read(self) -> tuple[dict[str, ApiKey], _Stamp | None]:
         """The file's keys and the stamp of the very file read (fstat of the open descriptor,
@@ -129,7 +137,10 @@ class ApiKeyStore:
                 data = f.read()
         except FileNotFoundError:
             return {}, None
-        keys = {k.key: k for k in _decoder.decode(data)}
+        try:
+            keys = {k.key: k for k in _decoder.decode(data)}
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # named (review 138)
+            raise ValueError(f"API keys file {self.path} cannot be read: {exc}") from None
         return keys, (st.st_ino, st.st_mtime_ns, st.st_size)
 
     # -- writing -------------------------------------------------------------------------------

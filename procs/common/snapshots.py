@@ -36,7 +36,8 @@ def _framed(data: bytes) -> bytes:
 def _body(path: Path, raw: bytes) -> bytes | None:
     """The body of a snapshot file, or None (logged) when it is damaged."""
     if not raw.startswith(MAGIC):
-        if raw and (0x80 <= raw[0] <= 0x9F or 0xDC <= raw[0] <= 0xDF):
+        older = raw and (0x80 <= raw[0] <= 0x9F or 0xDC <= raw[0] <= 0xDF)
+        if older and raw[1 : len(MAGIC)] != MAGIC[1:]:  # not a header with its first byte hit
             return raw  # an older file, without a check (msgpack: it opens an array or map)
         log.warning("snapshot %s is damaged: no header (%d bytes): passed over", path, len(raw))
         return None

@@ -114,7 +114,10 @@ class UserStore:
             return
         try:
             doc = msgspec.json.decode(self.path.read_bytes(), type=UsersFile | list[User])
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            users_read = doc if isinstance(doc, list) else doc.users
+            if bad := [u.comp_id for u in users_read if not _is_hex(u.salt + u.digest)]:
+                raise ValueError(f"user {bad[0]}: its salt or digest is not hex")  # (138)
+        except (OSError, UnicodeDecodeError, ValueError, msgspec.DecodeError) as exc:
             if self._stamp is None:  # nothing read yet: the caller must know (a start, a tool)
                 raise UsersFileError(f"users file {self.path} cannot be read: {exc}") from None
             # a running gateway goes on with the users it read last, saying why once
@@ -227,3 +230,13 @@ class UserStore:
         # once and must survive a power loss
         tmp = self.path.with_suffix(f".tmp.{os.getpid()}")
         replace_durably(self.path, data, mode=0o600, tmp=tmp)
+
+
+def _is_hex(text: str) -> bool:
+    """Whether ``text`` is whole bytes in hex (a salt, a digest): else a logon would fail on
+    it (review 138: a damaged salt loaded, and ``verify`` raised)."""
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True

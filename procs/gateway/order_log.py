@@ -215,6 +215,8 @@ class OrderLog:
             body = data[pos + _FRAME.size : pos + _FRAME.size + length]
             if not length and not any(data[pos:]):  # no frame is empty: zeros a crash left
                 break  # after the file grew and before its data reached the disk: torn
+            if not length:  # a zeroed header (its CRC 0 is crc32(b"")) with data after it
+                raise OrderLogError(f"{self.path}: frame at byte {pos} is empty and not the last")
             if length > MAX_FRAME_BYTES:  # no write makes one, torn or whole (its header
                 raise OrderLogError(  # goes out with its body): damage, not a crash, so not
                     f"{self.path}: frame at byte {pos} claims {length} bytes, over the "

@@ -147,14 +147,18 @@ class MessageStore:
         if not path.exists():
             return 0
         pos = last = 0
-        with path.open("rb") as f:
+        zeros = False  # no message is empty: a zero length is what a crash left past the
+        with path.open("rb") as f:  # end (the file grew, its data never written): torn (138)
             buf = b""
             base = 0  # file offset of buf[0]
-            while chunk := f.read(_LOAD_CHUNK):
+            while not zeros and (chunk := f.read(_LOAD_CHUNK)):
                 buf = buf[pos - base :] + chunk if buf else chunk
                 base, at = pos, 0
                 while at + _ENTRY.size <= len(buf):
                     length, seq = _ENTRY.unpack_from(buf, at)
+                    if not length:
+                        zeros = True
+                        break
                     if at + _ENTRY.size + length > len(buf):
                         break  # the rest is in the next chunk, or a torn tail
                     self._index.add(seq, base + at)

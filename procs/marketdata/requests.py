@@ -63,6 +63,8 @@ def parse_request(raw: str | bytes, symbols: frozenset[str]) -> Request:
         raise RequestError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc}") from None
     except RecursionError:
         raise RequestError(ErrorCode.INVALID_JSON, "invalid JSON: nested too deeply") from None
+    except UnicodeEncodeError:  # a lone surrogate (websockets refuses such a frame itself: 138)
+        raise RequestError(ErrorCode.INVALID_JSON, "invalid JSON: not UTF-8") from None
     if not isinstance(msg, dict):
         raise RequestError(
             ErrorCode.INVALID_REQUEST, f"a request is a JSON object, got {type(msg).__name__}"
@@ -122,8 +124,12 @@ def parse_request(raw: str | bytes, symbols: frozenset[str]) -> Request:
 
 
 def shown(value: object) -> str:
-    """A client's value in an error, cut short: an error never reflects kilobytes back."""
-    text = repr(value)
+    """A client's value in an error, cut short: an error never reflects kilobytes back (one
+    nested too deeply to show is named by its type: review 138)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"a {type(value).__name__} nested too deeply to show"
     if len(text) <= SHOWN_CHARS:
         return text
     size = len(value) if isinstance(value, str) else len(text)
