@@ -64,7 +64,9 @@ class Snapshots:
         # the child holds the journal's lock (an inherited descriptor) until it closes it:
         # wait for that, so that from here on this process alone holds it (a restart after
         # this one dies must be able to open the journal), a fork's few ms at most
-        ready, _, _ = select.select([let_go_r], [], [], LET_GO_S)
+        poller = select.poll()  # not select(): a descriptor past 1023 is out of its range
+        poller.register(let_go_r, select.POLLIN)
+        ready = poller.poll(LET_GO_S * 1000)
         os.close(let_go_r)
         if not ready:
             log.warning("snapshot child %s has not let go of the journal's lock within %.0f s",

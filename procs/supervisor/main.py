@@ -289,6 +289,8 @@ class Supervisor(StuckWatch):
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         old_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        woken = select.poll()
+        woken.register(wake_r, select.POLLIN)
         try:
             while not stop():
                 for child in self.children:
@@ -296,7 +298,7 @@ class Supervisor(StuckWatch):
                     if process is not None and process.poll() is not None:
                         self._restart(child, process.returncode)
                 self._duties()
-                select.select([wake_r], [], [], 0.1)
+                woken.poll(100)  # (poll: any descriptor, select() none past 1023)
         finally:
             signal.set_wakeup_fd(old_fd)
             os.close(wake_r)

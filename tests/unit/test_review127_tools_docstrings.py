@@ -230,14 +230,15 @@ def test_run_says_a_run_directory_it_cannot_create(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """cli.py _run: "the supervisor's first step: a traceback there, on either path": one
-    line naming the directory and var_dir, exit 1."""
+    line naming the directory and var_dir. A var_dir under a file is refused at load since
+    review 134 (exit 2, naming it); one the run cannot make otherwise is exit 1."""
     said("the supervisor's first step: a traceback there, on either path", procs.cli._run)
     (tmp_path / "file").write_text("")
     config = tmp_path / "p.toml"
     config.write_text(f'instance = "rv127run"\nvar_dir = "{tmp_path / "file" / "var"}"\n')
-    assert ringex("run", "--config", str(config), "--detach") == 1
+    assert ringex("run", "--config", str(config), "--detach") == 2
     err = capsys.readouterr().err
-    assert "ringex run: cannot create" in err and f"var_dir = '{tmp_path}/file/var'" in err
+    assert f"var_dir = '{tmp_path}/file/var' is under" in err and "not a directory" in err
 
 
 def test_run_detach_returns_once_it_is_running(

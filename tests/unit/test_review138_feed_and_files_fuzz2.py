@@ -246,6 +246,15 @@ def _frame_ends(data: bytes) -> list[int]:
     return ends
 
 
+def _load_log(path: Path) -> Recovered:
+    """``OrderLog(path).load()``, the log closed after (it opens the file for appends)."""
+    log = OrderLog(path)
+    try:
+        return log.load()
+    finally:
+        log.close()
+
+
 def _order_log(where: Path) -> tuple[Path, bytes, list[Recovered]]:
     """The log review 39's tests write (three writes) and the state after each prefix."""
     path = where / "orders.log"
@@ -255,7 +264,7 @@ def _order_log(where: Path) -> tuple[Path, bytes, list[Recovered]]:
     for end in [0, *_frame_ends(raw)]:
         prefix = where / f"prefix{end}.log"
         prefix.write_bytes(raw[:end])
-        states.append(OrderLog(prefix).load())
+        states.append(_load_log(prefix))
     return path, raw, states
 
 
@@ -270,7 +279,7 @@ def test_an_order_log_cut_anywhere_replays_the_writes_before_the_cut(
     _, at, _ = data.draw(damage(len(raw), ("cut",)))
     path.write_bytes(raw[:at])
     kept = [end for end in _frame_ends(raw) if end <= at]
-    assert OrderLog(path).load() == states[len(kept)]
+    assert _load_log(path) == states[len(kept)]
     assert path.stat().st_size == (kept[-1] if kept else 0)
 
 
@@ -292,7 +301,7 @@ def test_an_order_log_damaged_past_its_lengths_is_refused_or_cut_at_the_last(
         assume(not any(at < start + 4 and start < at + len(what) for start in starts))
     path.write_bytes(damaged(raw, how))
     try:
-        state = OrderLog(path).load()
+        state = _load_log(path)
     except OrderLogError as exc:
         assert str(path) in str(exc) and "at byte" in str(exc)
         return
@@ -307,7 +316,7 @@ def test_a_zeroed_frame_header_mid_log_names_the_file(scratch: Path) -> None:
     second = _frame_ends(raw)[0]
     path.write_bytes(raw[:second] + bytes(8) + raw[second + 8 :])
     try:
-        OrderLog(path).load()
+        _load_log(path)
     except Exception as exc:  # its type and words are what is asserted
         assert isinstance(exc, OrderLogError) and f"byte {second}" in str(exc)
 
@@ -325,7 +334,7 @@ def test_a_flipped_length_before_the_last_frame_is_not_cut(scratch: Path) -> Non
     path, raw, states = _order_log(scratch)
     path.write_bytes(raw[:1] + bytes([raw[1] ^ 0x10]) + raw[2:])
     try:
-        state = OrderLog(path).load()
+        state = _load_log(path)
     except OrderLogError:
         return
     assert state == states[-1] and path.read_bytes()[2:] == raw[2:]
