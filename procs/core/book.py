@@ -15,17 +15,17 @@ Order types and rules:
   (``EXPIRED``). A market order on an empty opposite side is rejected (``NO_LIQUIDITY``).
 - Stop-market and stop-limit orders wait off the book until the last trade price reaches the
   stop price (a buy stop at or above, a sell stop at or below), then enter as a market or limit
-  order (a stop-market banded from its stop price, not from the best price it meets). Stops
-  that trigger together enter in arrival order; a stop's trades may trigger others. A stop
-  whose trigger is already reached when it arrives enters at once.
+  order (a stop-market banded from its stop price). Stops that trigger together enter in
+  arrival order; a stop's trades may trigger others. A stop whose trigger is already reached
+  when it arrives enters at once.
 - Iceberg orders (``display_qty``) show one slice at a time; when a slice is filled the next
   one goes to the back of its level (it loses priority). As the aggressor an iceberg takes
   with its whole size.
 - Self-trade prevention, chosen by the aggressor: ``CANCEL_NEWEST`` cancels the aggressor's
   rest, ``CANCEL_OLDEST`` cancels the resting order and goes on matching, ``CANCEL_BOTH``
   does both. A cancelled party gets ``OrderDone(SELF_TRADE)``.
-- Halted symbols refuse new orders and replaces (``SYMBOL_HALTED``), but for a replace to no
-  more than has filled, which only ends the order; cancels still work.
+- Halted symbols refuse new orders and replaces (``SYMBOL_HALTED``; a replace to no more than
+  has filled only ends the order, and goes); cancels still work.
 
 Event order for one command (the contract the fast book must follow):
 
@@ -37,12 +37,10 @@ Event order for one command (the contract the fast book must follow):
   ``OrderDone(EXPIRED)`` with what was left (IOC, market, FOK that cannot fill completely,
   before any trade). A pending stop order gets only its ``Accepted``. Then each stop order
   the command's trades triggered: ``Triggered`` and its own fills and outcome.
-- ``CancelOrder``: ``OrderDone(CANCELLED)`` and the level's ``BookLevel`` (none for a pending
-  stop); or ``Rejected``.
+- ``CancelOrder``: ``OrderDone(CANCELLED)`` and its ``BookLevel`` (a stop's: none); or ``Rejected``.
 - ``ReplaceOrder``: ``Replaced``, then, when the order keeps its place (same price, no larger
   size), its level's ``BookLevel``; otherwise the ``BookLevel`` of the level it leaves, and it
-  re-enters as a new arrival, matching like a ``NewOrder`` (trades, maker levels, its outcome,
-  triggered stops).
+  re-enters, matching like a ``NewOrder`` (trades, maker levels, its outcome, triggered stops).
   Or ``Rejected``: pending stops cannot be replaced (cancel and send a new one). A new total
   at or below what has filled cancels the balance: ``Replaced`` with qty 0, the level's
   ``BookLevel``, ``OrderDone(FILLED)``. The price collar judges only a changed price.

@@ -53,7 +53,7 @@ class GapRecovery:
 
     if TYPE_CHECKING:  # Session's own
 
-        def send(self, msg_type: bytes, body: bytes, now_ns: int) -> int: ...
+        def send(self, msg_type: bytes, body: bytes, now_ns: int, emit: bool = True) -> int: ...
 
         def _sent(self, raw: bytes, now_ns: int) -> None: ...
 
@@ -184,6 +184,18 @@ class GapRecovery:
                 size += len(raw)
         if not resends:
             self._release(out, now_ns)
+
+    def _send_carried(self, carried: list[tuple[bytes, bytes]], now_ns: int) -> None:
+        """Messages a reset carried (parked, never seen), sent anew under the new numbers as
+        the connection takes them: they may be more than it buffers."""
+        store = self.store
+        assert store is not None
+        if carried:
+            first = store.next_out
+            for msg_type, body in carried:
+                self.send(msg_type, body, now_ns, emit=False)
+            store.carried_sent()
+            self._queue(first, store.next_out - 1, False, now_ns)
 
     def _drop_resends(self) -> None:
         """Answer no more of the ResendRequests under way (the session ends, or resets its

@@ -438,18 +438,6 @@ class Session(GapRecovery):
         self._send_carried(carried, now_ns)
         self.app.on_logon(self, now_ns)
 
-    def _send_carried(self, carried: list[tuple[bytes, bytes]], now_ns: int) -> None:
-        """Messages a reset carried (parked, never seen), sent anew under the new numbers as
-        the connection takes them: they may be more than it buffers."""
-        store = self.store
-        assert store is not None
-        if carried:
-            first = store.next_out
-            for msg_type, body in carried:
-                self.send(msg_type, body, now_ns, emit=False)
-            store.carried_sent()
-            self._queue(first, store.next_out - 1, False, now_ns)
-
     # -- in session ------------------------------------------------------------------------
 
     def _active(self, msg: FixMessage, now_ns: int) -> None:

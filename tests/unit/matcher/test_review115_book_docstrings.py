@@ -505,7 +505,7 @@ def test_stp_is_chosen_by_the_aggressor(rig: Rig) -> None:
 def test_halt_refuses_orders_and_replaces_not_cancels(rig: Rig) -> None:
     """ "Halted symbols refuse new orders and replaces (``SYMBOL_HALTED``); cancels still
     work", and "``HALT`` and ``RESUME`` answer ``SymbolStatus``"."""
-    _says(BOOK_DOC, "Halted symbols refuse new orders and replaces (``SYMBOL_HALTED``)")
+    _says(BOOK_DOC, "Halted symbols refuse new orders and replaces (``SYMBOL_HALTED``;")
     _says(BOOK_DOC, "``HALT`` and ``RESUME`` answer ``SymbolStatus``")
     a, _ = rig.new(BUY, 100, 2)
     assert _sig(rig.admin(AdminAction.HALT)) == [("Status", "HALT", "HALTED")]
@@ -517,11 +517,11 @@ def test_halt_refuses_orders_and_replaces_not_cancels(rig: Rig) -> None:
 
 
 def test_halt_executes_a_replace_overtaken_by_fills(rig: Rig) -> None:
-    """ "Halted symbols refuse new orders and replaces (``SYMBOL_HALTED``), but for a replace to
-    no more than has filled, which only ends the order" (review 115: the exception was
+    """ "Halted symbols refuse new orders and replaces (``SYMBOL_HALTED``; a replace to no more
+    than has filled only ends the order, and goes)" (review 115: the exception was
     unsaid): a replace of a half-filled order to what has filled, while halted, answers
     ``Replaced`` (qty 0), its level and ``OrderDone(FILLED)``."""
-    _says(BOOK_DOC, "but for a replace to no more than has filled, which only ends the order;")
+    _says(BOOK_DOC, "a replace to no more than has filled only ends the order, and goes);")
     a, _ = rig.new(SELL, 100, 4)
     rig.new(BUY, 100, 2, account=2)
     rig.admin(AdminAction.HALT)

@@ -83,9 +83,9 @@ SPEC_COMMENTS = " ".join(
 
 
 def test_cancel_answers_done_and_level_none_for_a_stop_or_rejected(rig: Rig) -> None:
-    """ "``CancelOrder``: ``OrderDone(CANCELLED)`` and the level's ``BookLevel`` (none for a
-    pending stop); or ``Rejected``"."""
-    _says(BOOK_DOC, "``OrderDone(CANCELLED)`` and the level's ``BookLevel`` (none for a pending")
+    """ "``CancelOrder``: ``OrderDone(CANCELLED)`` and its ``BookLevel`` (a stop's: none); or
+    ``Rejected``"."""
+    _says(BOOK_DOC, "``OrderDone(CANCELLED)`` and its ``BookLevel`` (a stop's: none); or")
     a, _ = rig.new(BUY, 100, 2)
     rig.new(BUY, 100, 3)
     assert _sig(rig.cancel(a)) == [("Done", a, "CANCELLED", 0, 2), ("Level", "BUY", 100, 3, 1)]
@@ -119,7 +119,7 @@ def test_replace_same_price_same_size_keeps_its_place(rig: Rig) -> None:
 def test_replace_larger_at_the_same_price_loses_its_place(rig: Rig) -> None:
     """ "otherwise it leaves the book and re-enters as a new arrival": grown from 5 to 6 at the
     same price, the first bid goes behind the second."""
-    _says(BOOK_DOC, "otherwise the ``BookLevel`` of the level it leaves, and it re-enters as a new")
+    _says(BOOK_DOC, "otherwise the ``BookLevel`` of the level it leaves, and it re-enters,")
     a, _ = rig.new(BUY, 100, 5)
     b, _ = rig.new(BUY, 100, 1)
     events = rig.replace(a, 100, 6)
@@ -129,8 +129,8 @@ def test_replace_larger_at_the_same_price_loses_its_place(rig: Rig) -> None:
 
 
 def test_replace_to_a_new_price_events_as_listed(rig: Rig) -> None:
-    """ "otherwise the ``BookLevel`` of the level it leaves, and it re-enters as a new arrival,
-    matching like a ``NewOrder`` (...)" (review 115: the level left was unsaid): a bid moved
+    """ "otherwise the ``BookLevel`` of the level it leaves, and it re-enters, matching like a
+    ``NewOrder`` (...)" (review 115: the level left was unsaid): a bid moved
     from 100 to 99, crossing nothing, answers ``Replaced``, the level it left, and its
     outcome, the level it rests on."""
     _says(BOOK_DOC, "matching like a ``NewOrder`` (trades, maker levels, its outcome,")
