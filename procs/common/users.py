@@ -115,7 +115,8 @@ class UserStore:
         try:
             doc = msgspec.json.decode(self.path.read_bytes(), type=UsersFile | list[User])
             users_read = doc if isinstance(doc, list) else doc.users
-            if bad := [u.comp_id for u in users_read if not _is_hex(u.salt + u.digest)]:
+            bad = [u.comp_id for u in users_read if not (_is_hex(u.salt) and _is_hex(u.digest))]
+            if bad:
                 raise ValueError(f"user {bad[0]}: its salt or digest is not hex")  # (138)
         except (OSError, UnicodeDecodeError, ValueError, msgspec.DecodeError) as exc:
             if self._stamp is None:  # nothing read yet: the caller must know (a start, a tool)
