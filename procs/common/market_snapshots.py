@@ -23,20 +23,18 @@ from __future__ import annotations
 
 import logging
 import pickle
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from procs.common.durable import make_dirs, replace_durably
+from procs.common.snapshots import framed, unframed
 from procs.core.market.state import MarketState
 
 log = logging.getLogger("ringex.marketdata")
 
 VERSION = 2  # 2: a symbol's status is a StatusUpdate
 MAGIC = b"RXM1"
-_CRC = struct.Struct("<I")
 
 #: ring name -> (the ring's created_ns, the sequence the state covers up to)
 Positions = dict[str, tuple[int, int]]
@@ -61,8 +59,7 @@ class MarketSnapshots:
             {"version": VERSION, "symbols": symbols, "positions": positions, "state": state},
             protocol=pickle.HIGHEST_PROTOCOL,
         )
-        framed = MAGIC + _CRC.pack(zlib.crc32(data)) + data
-        replace_durably(self.path, framed)  # fsynced, renamed, the directory fsynced
+        replace_durably(self.path, framed(data, MAGIC))  # fsynced, renamed, the dir fsynced
         self.saved += 1
         return len(data)
 
@@ -71,7 +68,10 @@ class MarketSnapshots:
         if not self.path.exists():
             return None
         try:
-            saved: dict[str, Any] = pickle.loads(_checked(self.path.read_bytes()))
+            raw = self.path.read_bytes()  # a build's before the frame: its pickle alone
+            saved: dict[str, Any] = pickle.loads(
+                unframed(raw, MAGIC) if raw.startswith(MAGIC) else raw
+            )
             if not isinstance(saved, dict):
                 raise TypeError(f"it holds a {type(saved).__name__}, not a saved state")
             if not isinstance(saved.get("state"), MarketState) or not isinstance(
@@ -92,17 +92,3 @@ class MarketSnapshots:
             )
             return None
         return Loaded(saved["state"], dict(saved["positions"]))
-
-
-def _checked(raw: bytes) -> bytes:
-    """The pickle in ``raw``, its CRC checked (ValueError where it fails); a file of a build
-    before the frame is its pickle alone."""
-    if not raw.startswith(MAGIC):
-        return raw
-    head = len(MAGIC) + _CRC.size
-    if len(raw) < head:
-        raise ValueError(f"{len(raw)} bytes, shorter than its header")
-    (crc,) = _CRC.unpack_from(raw, len(MAGIC))
-    if zlib.crc32(raw[head:]) != crc:
-        raise ValueError("CRC mismatch: damaged")
-    return raw[head:]

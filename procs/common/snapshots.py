@@ -29,8 +29,21 @@ MAGIC: Final = b"RXS1"
 _CRC: Final = struct.Struct("<I")
 
 
-def _framed(data: bytes) -> bytes:
-    return MAGIC + _CRC.pack(zlib.crc32(data)) + data
+def framed(data: bytes, magic: bytes = MAGIC) -> bytes:
+    """``data`` behind ``magic`` and its CRC-32: what ``unframed`` checks."""
+    return magic + _CRC.pack(zlib.crc32(data)) + data
+
+
+def unframed(raw: bytes, magic: bytes = MAGIC) -> bytes:
+    """The body of ``raw`` (which starts with ``magic``), its CRC checked; ``ValueError``
+    saying what is wrong where it is damaged."""
+    head = len(magic) + _CRC.size
+    if len(raw) < head:
+        raise ValueError(f"{len(raw)} bytes, shorter than its header")
+    (crc,) = _CRC.unpack_from(raw, len(magic))
+    if zlib.crc32(raw[head:]) != crc:
+        raise ValueError("CRC mismatch")
+    return raw[head:]
 
 
 def _body(path: Path, raw: bytes) -> bytes | None:
@@ -41,16 +54,11 @@ def _body(path: Path, raw: bytes) -> bytes | None:
             return raw  # an older file, without a check (msgpack: it opens an array or map)
         log.warning("snapshot %s is damaged: no header (%d bytes): passed over", path, len(raw))
         return None
-    head = len(MAGIC) + _CRC.size
-    if len(raw) < head:
-        log.warning("snapshot %s is damaged: %d bytes, shorter than its header", path, len(raw))
+    try:
+        return unframed(raw)
+    except ValueError as exc:
+        log.warning("snapshot %s is damaged (%s): passed over", path, exc)
         return None
-    (crc,) = _CRC.unpack_from(raw, len(MAGIC))
-    body = raw[head:]
-    if zlib.crc32(body) != crc:
-        log.warning("snapshot %s is damaged (CRC mismatch): passed over", path)
-        return None
-    return body
 
 
 class SnapshotStore:
@@ -70,7 +78,7 @@ class SnapshotStore:
         make_dirs(self.directory)
         path = self.path(seq)
         _remove_stale(self.directory)
-        replace_durably(path, _framed(data), mode=PRIVATE)  # every account's balances
+        replace_durably(path, framed(data), mode=PRIVATE)  # every account's balances
         paths = self._paths()
         for old in paths:
             if int(old.stem) > seq:
