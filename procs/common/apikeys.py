@@ -4,7 +4,10 @@ One JSON file, ``var/<instance>/gateway/apikeys.json``, shared by every gateway 
 instance. The secrets are stored **in the clear**: HMAC-SHA256 request signing needs the
 verifier to hold the very secret the client holds (unlike a password, which is kept as a
 scrypt digest in users.json). The file is therefore created with mode 0600, and anyone who can
-read it can trade as its users: guard it like a private key.
+read it can trade as its users: guard it like a private key. The file keeps the CRC-32 of
+its keys (``ApiKeysFile``): a flipped bit that still decodes (the account a key acts for) is
+refused, not loaded (review 138); an older build's file, a bare list of keys, loads as it
+reads.
 
 Writers (create/revoke, rare: a user's login or an operator) take an exclusive ``flock`` on a
 sibling ``.lock`` file, re-read the file under it (another process may have written since),
@@ -27,6 +30,7 @@ import logging
 import os
 import secrets
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -54,7 +58,20 @@ class ApiKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     label: str = ""
 
 
-_decoder = msgspec.json.Decoder(list[ApiKey])
+class ApiKeysFile(msgspec.Struct, forbid_unknown_fields=True):
+    """The file: the keys and ``keys_crc`` of them (None: not checked, an operator's edit)."""
+
+    keys: list[ApiKey]
+    crc32: str | None = None
+
+
+def keys_crc(keys: list[ApiKey]) -> str:
+    """The CRC-32 of ``keys`` in 8 hex digits, of their JSON as this build encodes them (a
+    decoded file encodes back to the same bytes)."""
+    return f"{zlib.crc32(_encoder.encode(keys)):08x}"
+
+
+_decoder = msgspec.json.Decoder(ApiKeysFile | list[ApiKey])
 _encoder = msgspec.json.Encoder()
 
 _Stamp = tuple[int, int, int]  # (st_ino, st_mtime_ns, st_size)
@@ -138,9 +155,17 @@ class ApiKeyStore:
         except FileNotFoundError:
             return {}, None
         try:
-            keys = {k.key: k for k in _decoder.decode(data)}
+            doc = _decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # named (review 138)
             raise ValueError(f"API keys file {self.path} cannot be read: {exc}") from None
+        if isinstance(doc, list):  # an older build's
+            doc = ApiKeysFile(doc)
+        if doc.crc32 is not None and doc.crc32 != (held := keys_crc(doc.keys)):
+            raise ValueError(
+                f"API keys file {self.path} cannot be read: its crc32 {doc.crc32} is not its "
+                f'keys\' {held}: damaged (or edited by hand: take its "crc32" out to load it)'
+            )
+        keys = {k.key: k for k in doc.keys}
         return keys, (st.st_ino, st.st_mtime_ns, st.st_size)
 
     # -- writing -------------------------------------------------------------------------------
@@ -240,7 +265,7 @@ class ApiKeyStore:
         fd = os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             os.fchmod(fd, 0o600)  # a leftover temp file keeps its old mode through O_CREAT
-            f.write(_encoder.encode(order))
+            f.write(_encoder.encode(ApiKeysFile(order, keys_crc(order))))
             f.flush()
             mtime = max(time.time_ns(), last_mtime_ns + 1)
             os.utime(fd, ns=(mtime, mtime))

@@ -5,7 +5,10 @@ place so a crash never leaves half a file; the operator CLI calls ``add``. Passw
 never stored, only ``hashlib.scrypt`` digests with a per-user random salt and the cost
 parameters they were made with (so raising the cost later keeps old hashes verifiable).
 The file also keeps the highest session id it gave (``UsersFile``), so a removed user's id,
-which the gateways route reports by, is never given to another user.
+which the gateways route reports by, is never given to another user, and the CRC-32 of both
+(``crc32``): a flipped bit that still decodes (an account digit) is refused, not loaded
+(review 138). A file without it (an older build's, or one an operator edited and took the
+key out of) loads as it reads.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import os
 import re
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +71,14 @@ class UsersFile(msgspec.Struct, forbid_unknown_fields=True):
 
     users: list[User]
     last_session: int = 0
+    crc32: str | None = None  # ``users_crc`` of the two above; None: not checked
+
+
+def users_crc(users: list[User], last_session: int) -> str:
+    """The CRC-32 a users file keeps of its users and session high-water mark, in 8 hex
+    digits (a file's size does not vary with it), of their JSON as this build encodes them
+    (a decoded file encodes back to the same bytes)."""
+    return f"{zlib.crc32(msgspec.json.encode([users, last_session])):08x}"
 
 
 def _digest(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -118,6 +130,12 @@ class UserStore:
             bad = [u.comp_id for u in users_read if not (_is_hex(u.salt) and _is_hex(u.digest))]
             if bad:
                 raise ValueError(f"user {bad[0]}: its salt or digest is not hex")  # (138)
+            crc = doc.crc32 if isinstance(doc, UsersFile) else None
+            if crc is not None and crc != (held := users_crc(doc.users, doc.last_session)):
+                raise ValueError(
+                    f"its crc32 {crc} is not its users' {held}: damaged (or edited by hand: "
+                    'take its "crc32" out to load it as it reads)'
+                )
         except (OSError, UnicodeDecodeError, ValueError, msgspec.DecodeError) as exc:
             if self._stamp is None:  # nothing read yet: the caller must know (a start, a tool)
                 raise UsersFileError(f"users file {self.path} cannot be read: {exc}") from None
@@ -226,7 +244,8 @@ class UserStore:
     def _save(self) -> None:
         make_dirs(self.path.parent)
         users = sorted(self._users.values(), key=lambda u: u.comp_id)
-        data = msgspec.json.encode(UsersFile(users, self._last_session))
+        last = self._last_session
+        data = msgspec.json.encode(UsersFile(users, last, users_crc(users, last)))
         # salts and digests: the owner's alone (as apikeys.json); fsynced, as users are added
         # once and must survive a power loss
         tmp = self.path.with_suffix(f".tmp.{os.getpid()}")

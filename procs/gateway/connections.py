@@ -39,7 +39,7 @@ from procs.gateway.limits import RateLimiter, limit_key
 from procs.gateway.orders import OrderEntry
 from procs.gateway.session import Session
 from procs.gateway.session_interface import SessionSettings, State
-from procs.gateway.store import MessageStore
+from procs.gateway.store import MessageStore, MessageStoreError
 
 if TYPE_CHECKING:
     from procs.gateway.rest import RestApi
@@ -206,6 +206,9 @@ class GatewayConnections:
             except OSError as exc:  # its store: out of descriptors, a full disk. Closed, not
                 log.error("the logon of %s failed: %s", comp_id, exc)  # left unanswered
                 session.abort(f"the logon failed: {exc.strerror or exc}")
+            except MessageStoreError as exc:  # its files damaged: refused until mended
+                log.error("the logon of %s failed: %s", comp_id, exc)
+                session.abort("the logon failed: the session's store is damaged")
             self.after_input(conn)
 
         check.add_done_callback(done)

@@ -15,7 +15,9 @@ as one: see below):
   are read again, so a report can go out twice but is never lost.
 
 A frame is ``u32 length | u32 crc32 | msgpack list of entries`` and is applied whole or not at
-all; a torn last frame (a crash mid-write) is cut off at the next start, with a log line.
+all; a torn last frame (a crash mid-write) is cut off at the next start, with a log line,
+and a frame that only looks torn (``crc_frames.overrun_damage``: a flipped bit in its length)
+is refused.
 A write too big for one frame (over ``MAX_FRAME_BYTES``, or more than ``COMPACT_FRAME_ENTRIES``
 entries: the cancels of a session that cancels on disconnect, one per live order, or of every
 such session at a restart) goes as several, each but the last opening with a ``+`` entry:
@@ -73,6 +75,7 @@ from typing import Any, Final
 
 import msgspec
 
+from procs.common.crc_frames import overrun_damage
 from procs.common.durable import make_dirs, write_all
 
 log = logging.getLogger("ringex.gateway")
@@ -226,6 +229,11 @@ class OrderLog:
                 if pos + _FRAME.size + length < end:
                     raise OrderLogError(
                         f"{self.path}: frame at byte {pos} fails its check and is not the last"
+                    )
+                if len(body) < length and (why := overrun_damage(data, pos, MAX_FRAME_BYTES)):
+                    raise OrderLogError(  # not torn: cut, it would take the frames after it
+                        f"{self.path}: frame at byte {pos} claims {length} bytes, past the "
+                        f"end, yet {why}: damage, not a torn write"
                     )
                 break
             entries = self._decode(body)

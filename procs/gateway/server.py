@@ -78,7 +78,7 @@ from procs.gateway.restart import GatewayRestart
 from procs.gateway.sent_commands import SentCommands
 from procs.gateway.session import Session
 from procs.gateway.session_interface import SessionSettings
-from procs.gateway.store import MessageStore
+from procs.gateway.store import MessageStore, MessageStoreError
 from shm import Ring
 from shm.consumer import Consumer
 from shm.counters import Counters
@@ -208,7 +208,12 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         a logon that resets the numbers gets it sent anew (``MessageStore.unsent``)."""
         if (user := self._user_of(session_id)) is None:
             return False
-        seq = (store := self.store(user.comp_id)).next_out
+        try:
+            store = self.store(user.comp_id)
+        except MessageStoreError as exc:  # its files damaged: counted undeliverable, logged
+            log.error("a report to %s is not parked: %s", user.comp_id, exc)
+            return False
+        seq = store.next_out
         header = b"49=%s\x0156=%s\x01" % (self.gw.comp_id.encode(), user.comp_id.encode())
         stamp = self._times.format(now_ns)
         raw = frame(b"35=%s\x01%s34=%d\x0152=%s\x01%s" % (msg_type, header, seq, stamp, body))

@@ -2,13 +2,17 @@
 
 Per session (SenderCompID) a directory holds ``seqnums`` (24 bytes: next inbound, next
 outbound, and the first message parked since the last logon, rewritten in place; a 16-byte
-file from before parking was tracked reads as none parked) and ``messages`` (every outbound
-message, each ``u32 length | u32 seq | raw``), which serves ResendRequests after reconnects
-and restarts.
+file from before parking was tracked reads as none parked) and ``messages`` (``RXMS`` and a
+version, then every outbound message as a ``crc_frames`` frame of ``u32 seq | raw``), which
+serves ResendRequests after reconnects and restarts. At the open a torn last entry (a crash
+mid-flush) is cut; damage (an entry that fails its CRC with entries after it, a length one
+bit off, a ``seqnums`` of another size or with a zero number) is ``MessageStoreError``,
+naming the file and the byte, and the session's logon fails until an operator mends it. A
+``messages`` an older build wrote (no header, no CRCs) is rewritten in this format once.
 Writes are buffered and made visible by ``flush`` (the shell calls it once per loop pass,
 before the bytes go to the socket, so a resend can always find what the peer saw; the
 commands of the messages ``next_in`` counts are logged before it is saved: ``before_save``).
-A reset (ResetSeqNumFlag, ResetOnLogon) truncates both.
+A reset (ResetSeqNumFlag, ResetOnLogon) truncates both (``messages`` to its header).
 
 Parked messages (``park``: made while the session was not logged on) never reached a
 connection. A logon that keeps the sequence numbers lets the client's ResendRequest fetch
@@ -23,19 +27,38 @@ unless ``messages`` holds them (review 39: they were lost).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import struct
+import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO, Final
 
+from procs.common.crc_frames import frame, overrun_damage
 from procs.common.durable import PRIVATE, make_dirs, replace_durably, write_all
+
+log = logging.getLogger("ringex.gateway")
 
 _SEQNUMS = struct.Struct("<QQQ")  # next in, next out, first parked (0: none)
 _SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
-_ENTRY = struct.Struct("<II")
+#: What ``messages`` and ``carried`` open with: this layout (a CRC per entry), version 2.
+MAGIC: Final = b"RXMS\x02\x00\x00\x00"
+_ENTRY = struct.Struct("<III")  # a frame's length and CRC-32 (of seq and raw), the seq
+_SEQ = struct.Struct("<I")
+_FRAME_HEAD = _ENTRY.size - _SEQ.size  # the body a frame's CRC covers starts with the seq
+_OLDER_ENTRY = struct.Struct("<II")  # an older build's: length of raw, seq (no CRC)
 _LOAD_CHUNK = 4 << 20
+#: How far past an entry whose length overruns the file a whole entry is looked for (a
+#: message is at most a few KiB: the gateway takes at most ``max_message_bytes``).
+_LONGEST = 1 << 20
+
+
+class MessageStoreError(ValueError):
+    """A session's files are damaged (not torn by a crash): the message names the file, the
+    byte and what is wrong; the session's logon fails until an operator mends them."""
 
 
 class _SparseIndex:
@@ -87,22 +110,26 @@ class MessageStore:
         # execution reports (review 93)
         self._seq_fd = os.open(directory / "seqnums", os.O_RDWR | os.O_CREAT, PRIVATE)
         os.fchmod(self._seq_fd, PRIVATE)
-        raw = os.pread(self._seq_fd, _SEQNUMS.size, 0)
-        saved: tuple[int, int, int] = (1, 1, 0)
-        if len(raw) == _SEQNUMS.size:
-            saved = _SEQNUMS.unpack(raw)
-        elif len(raw) == _SEQNUMS_BEFORE_PARKING.size:
-            saved = (*_SEQNUMS_BEFORE_PARKING.unpack(raw), 0)
-        self.next_in, self.next_out, self.parked_from = saved
-        self._index = _SparseIndex()
-        self._size = 0
-        path = directory / "messages"
-        # a crash between ``flush``'s two writes leaves messages past the saved next-out:
-        # their MsgSeqNums were sent, never to be given again
-        self.next_out = max(self.next_out, self._load(path) + 1)
+        try:
+            self.next_in, self.next_out, self.parked_from = _saved(
+                directory / "seqnums", os.pread(self._seq_fd, _SEQNUMS.size + 1, 0)
+            )
+            self._index = _SparseIndex()
+            self._size = 0
+            path = directory / "messages"
+            _convert_older(path)
+            # a crash between ``flush``'s two writes leaves messages past the saved next-out:
+            # their MsgSeqNums were sent, never to be given again
+            self.next_out = max(self.next_out, self._load(path) + 1)
+        except BaseException:
+            os.close(self._seq_fd)
+            raise
         # unbuffered: a flush that fails (a full disk) is cut back to where it began
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE)
         os.fchmod(self._fd, PRIVATE)
+        if not self._size:  # a new file (or one a crash left shorter than its header)
+            write_all(self._fd, MAGIC)
+            self._size = len(MAGIC)
         self._pending: list[bytes] = []
         self._dirty = False
         self._carried = directory / "carried"
@@ -142,35 +169,69 @@ class MessageStore:
         self._carried.unlink()
 
     def _load(self, path: Path) -> int:
-        """Index the file, a chunk at a time, and cut a torn tail off it; the last seq in it
-        (0: none)."""
+        """Index the file, a chunk at a time, each entry's CRC checked; cut a torn tail off
+        it, refuse damage (see the top). The last seq in it (0: none)."""
         if not path.exists():
             return 0
-        pos = last = 0
-        zeros = False  # no message is empty: a zero length is what a crash left past the
-        with path.open("rb") as f:  # end (the file grew, its data never written): torn (138)
-            buf = b""
-            base = 0  # file offset of buf[0]
-            while not zeros and (chunk := f.read(_LOAD_CHUNK)):
-                buf = buf[pos - base :] + chunk if buf else chunk
-                base, at = pos, 0
-                while at + _ENTRY.size <= len(buf):
-                    length, seq = _ENTRY.unpack_from(buf, at)
-                    if not length:
-                        zeros = True
-                        break
-                    if at + _ENTRY.size + length > len(buf):
-                        break  # the rest is in the next chunk, or a torn tail
-                    self._index.add(seq, base + at)
-                    last = seq
-                    at += _ENTRY.size + length
-                pos = base + at
         size = path.stat().st_size
+        pos = last = 0
+        with path.open("rb") as f:
+            head = f.read(len(MAGIC))
+            if head == MAGIC:
+                pos = len(MAGIC)
+                last, pos, why = self._index_entries(f, pos, size)
+                if why:
+                    raise MessageStoreError(f"{path}: entry at byte {pos} {why}")
+            elif not (
+                MAGIC.startswith(head)
+                if len(head) < len(MAGIC)
+                else not (any(head) or any(f.read()))
+            ):
+                # (an older file was converted): not the header a crash cut, nor zeros
+                raise MessageStoreError(f"{path}: its header {head!r} is not {MAGIC!r}")
         if pos != size:  # a torn tail from a crash: the peer never saw it
+            log.warning("%s: cut a torn tail at byte %d (%d bytes)", path, pos, size - pos)
             with path.open("r+b") as f:
                 f.truncate(pos)
         self._size = pos
         return last
+
+    def _index_entries(self, f: BinaryIO, pos: int, size: int) -> tuple[int, int, str]:
+        """Index the entries of ``f`` (``size`` bytes) from ``pos``: the last seq, where the
+        whole ones end, and why what follows them is damage ("": nothing, or a torn tail)."""
+        last, whole = 0, True
+        buf, at = b"", 0
+        while whole and (chunk := f.read(_LOAD_CHUNK)):
+            buf = buf[at:] + chunk
+            at, view = 0, memoryview(buf)
+            while at + _ENTRY.size <= len(buf):
+                length, crc, seq = _ENTRY.unpack_from(buf, at)
+                end = at + _FRAME_HEAD + length
+                if length <= _SEQ.size or end > len(buf):
+                    whole = length > _SEQ.size  # the rest in the next chunk, or past the end
+                    break
+                if zlib.crc32(view[at + _FRAME_HEAD : end]) != crc:
+                    whole = False
+                    break
+                self._index.add(seq, pos + at)
+                last, at = seq, end
+            pos += at
+            view.release()
+        f.seek(pos)
+        rest = f.read(_ENTRY.size + 2 * _LONGEST)
+        if len(rest) < _ENTRY.size:
+            return last, pos, ""  # a torn header, or nothing
+        length = _ENTRY.unpack_from(rest)[0]
+        if length <= _SEQ.size:  # no message is empty: zeros past the end are a crash's
+            if any(rest) or any(f.read()):
+                return last, pos, f"claims {length} bytes, no entry is that short"
+            return last, pos, ""
+        if pos + _FRAME_HEAD + length < size:
+            return last, pos, "fails its CRC and is not the last"
+        if pos + _FRAME_HEAD + length == size:
+            return last, pos, ""  # the last, written whole: its data never reached the disk
+        why = overrun_damage(rest, 0, _LONGEST, base=pos)
+        return last, pos, why and f"claims {length} bytes, past the end, yet {why}"
 
     def set_next_in(self, seq: int) -> None:
         self.next_in = seq
@@ -225,10 +286,10 @@ class MessageStore:
             while head := f.read(_ENTRY.size):
                 if len(head) < _ENTRY.size:
                     break
-                length, seq = _ENTRY.unpack(head)
+                length, _, seq = _ENTRY.unpack(head)
                 if seq > end:
                     break
-                raw = f.read(length)
+                raw = f.read(length - _SEQ.size)
                 if seq >= begin:
                     out.append((seq, raw))
         return out
@@ -241,14 +302,14 @@ class MessageStore:
             self._recover_carried()
         if self.parked_from:
             parked = self.outbound(self.parked_from, self.next_out)
-            data = b"".join(_entry(seq, raw) for seq, raw in parked)
+            data = MAGIC + b"".join(_entry(seq, raw) for seq, raw in parked)
             replace_durably(
                 self._carried, data, mode=PRIVATE, tmp=self._carried.with_name("carried.new")
             )
             self._drop_carried = False  # until this reset's messages are sent anew
-        os.ftruncate(self._fd, 0)
+        os.ftruncate(self._fd, len(MAGIC))
         self._index.clear()
-        self._size = 0
+        self._size = len(MAGIC)
         self.next_in = self.next_out = 1
         self.parked_from = 0
         self._dirty = True
@@ -282,23 +343,80 @@ class MessageStore:
         os.close(self._seq_fd)
 
 
+def _saved(path: Path, raw: bytes) -> tuple[int, int, int]:
+    """The numbers a ``seqnums`` file holds: a new session's when it is empty; else refused
+    unless it has a known size and numbers a session can have (review 138: zeros read as
+    next-in 0, a file cut short as a new session)."""
+    if not raw:
+        return 1, 1, 0
+    if len(raw) == _SEQNUMS.size:
+        saved = _SEQNUMS.unpack(raw)
+    elif len(raw) == _SEQNUMS_BEFORE_PARKING.size:
+        saved = (*_SEQNUMS_BEFORE_PARKING.unpack(raw), 0)
+    else:
+        raise MessageStoreError(
+            f"{path}: {len(raw)} bytes, not {_SEQNUMS.size} (or {_SEQNUMS_BEFORE_PARKING.size}, "
+            "an older build's): damaged; to start the session's numbers at 1, remove it"
+        )
+    if not saved[0] or not saved[1]:
+        raise MessageStoreError(
+            f"{path}: next inbound {saved[0]}, next outbound {saved[1]}: a session's numbers "
+            "start at 1: damaged; to start the session's numbers at 1, remove it"
+        )
+    return saved
+
+
 def _entry(seq: int, raw: bytes) -> bytes:
     """A stored message as ``messages`` and ``carried`` hold it."""
-    return _ENTRY.pack(len(raw), seq) + raw
+    return frame(_SEQ.pack(seq) + raw)
 
 
 def _entries(data: bytes) -> list[tuple[int, bytes]]:
-    """The ``(seq, raw)`` entries of a ``carried`` file, up to a damaged one (a zero length,
-    a length past the end: what a host crash can leave)."""
+    """The ``(seq, raw)`` entries of a ``carried`` file (an older build's too: no header, no
+    CRCs), up to a damaged one (what a host crash can leave)."""
     out: list[tuple[int, bytes]] = []
-    at = 0
+    if not data.startswith(MAGIC):
+        return list(_older_entries(data))
+    at = len(MAGIC)
     while at + _ENTRY.size <= len(data):
-        length, seq = _ENTRY.unpack_from(data, at)
-        if not length or at + _ENTRY.size + length > len(data):
+        length, crc, seq = _ENTRY.unpack_from(data, at)
+        body = data[at + _ENTRY.size - _SEQ.size : at + _ENTRY.size - _SEQ.size + length]
+        if length <= _SEQ.size or len(body) < length or zlib.crc32(body) != crc:
             break
-        out.append((seq, data[at + _ENTRY.size : at + _ENTRY.size + length]))
-        at += _ENTRY.size + length
+        out.append((seq, body[_SEQ.size :]))
+        at += _ENTRY.size - _SEQ.size + length
     return out
+
+
+def _older_entries(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """The ``(seq, raw)`` entries of an older build's file (``u32 length | u32 seq | raw``,
+    no header), up to a torn one."""
+    at = 0
+    while at + _OLDER_ENTRY.size <= len(data):
+        length, seq = _OLDER_ENTRY.unpack_from(data, at)
+        if not length or at + _OLDER_ENTRY.size + length > len(data):
+            return
+        yield seq, data[at + _OLDER_ENTRY.size : at + _OLDER_ENTRY.size + length]
+        at += _OLDER_ENTRY.size + length
+
+
+def _convert_older(path: Path) -> None:
+    """An older build's ``messages`` (no header, no CRCs) rewritten in this layout, its torn
+    tail cut as that build cut it: aside, fsynced, renamed over it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(MAGIC))
+    except FileNotFoundError:
+        return
+    if head == MAGIC or not any(head) or MAGIC.startswith(head):
+        return  # this layout, empty, or the header of one a crash cut
+    if bin(int.from_bytes(head[:4]) ^ int.from_bytes(MAGIC[:4])).count("1") <= 2:
+        return  # a damaged header, refused by ``_load`` (an older file opens with a length)
+    data = path.read_bytes()
+    tmp = path.with_name(path.name + ".new")
+    entries = b"".join(_entry(seq, raw) for seq, raw in _older_entries(data))
+    replace_durably(path, MAGIC + entries, mode=PRIVATE, tmp=tmp)
+    log.info("%s: rewritten with a CRC per entry (%d bytes before)", path, len(data))
 
 
 def _type_and_body(raw: bytes) -> tuple[bytes, bytes]:

@@ -36,10 +36,10 @@ every refusal a ``JournalCorruptError`` naming the segment and offset). Faults f
 Fixed since: 1, 2 and 3 (market-data state framed with a CRC, read in one try), 4 (an empty
 frame with data after it is ``OrderLogError``), 7 (a zero length is a torn tail), 10's
 non-UTF-8 file and bad salt (``UsersFileError``), 11's naming (a ``ValueError`` naming the
-file at construction; a running gateway fails closed, logged). Still strict xfails, known
-and left: 5 and 6 (a flipped length read as a torn tail), 8 (no check per stored message),
-9 (``seqnums`` not validated), and the flipped account digits of 10 and 11 (no checksum on
-the users and API key files).
+file at construction; a running gateway fails closed, logged); then 5 and 6 (a length that
+overruns the file is damage when one bit off or followed by a whole frame:
+``crc_frames.overrun_damage``), 8 (a CRC per stored message), 9 (``seqnums`` checked) and
+the flipped account digits of 10 and 11 (the users and API key files keep a CRC-32).
 """
 
 from __future__ import annotations
@@ -321,14 +321,6 @@ def test_a_zeroed_frame_header_mid_log_names_the_file(scratch: Path) -> None:
         assert isinstance(exc, OrderLogError) and f"byte {second}" in str(exc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 138: bit 4 of byte 1 of an order log's first frame's length flipped "
-    "(length + 4096, past the file) reads as a torn last frame: load() cuts all three "
-    "writes and truncates the file to 0, with only a warning (order_log.py:224); code "
-    "side: a frame that overruns the file is torn only when no sound frame header "
-    "follows its own length; else OrderLogError naming the byte",
-)
 def test_a_flipped_length_before_the_last_frame_is_not_cut(scratch: Path) -> None:
     """Invariant: damage before the last frame is refused, never cut with what follows."""
     path, raw, states = _order_log(scratch)
@@ -372,7 +364,7 @@ def test_a_message_store_cut_anywhere_keeps_the_messages_before_the_cut(
     raw = _stored(where)
     _, at, _ = data.draw(damage(len(raw), ("cut",)))
     (where / "messages").write_bytes(raw[:at])
-    ends = [sum(8 + len(m) for _, m in MESSAGES[: k + 1]) for k in range(len(MESSAGES))]
+    ends = [8 + sum(12 + len(m) for _, m in MESSAGES[: k + 1]) for k in range(len(MESSAGES))]
     assert _reopened(where) == (MESSAGES[: sum(end <= at for end in ends)], 4)
 
 
@@ -389,17 +381,10 @@ def _refused_or_whole(got: tuple[list[tuple[int, bytes]], int] | str, where: Pat
     assert got == (MESSAGES, 4) or (isinstance(got, str) and str(where) in got)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 138: bit 0 of byte 2 of the first stored message's length flipped "
-    "(length + 65536) makes MessageStore cut all three messages and truncate 'messages' to "
-    "0 bytes, silently (store.py:158/167); code side: a tail that cuts seqs below the saved "
-    "next-out is damage, refused naming file and offset (or a CRC per entry)",
-)
 def test_a_flipped_length_before_the_last_message_is_not_cut(scratch: Path) -> None:
     """Invariant: stored messages are resent whole, or the store refuses naming the file."""
     raw = _stored(scratch)
-    _refused_or_whole(_store_fault(scratch, raw[:2] + bytes([raw[2] ^ 1]) + raw[3:]), scratch)
+    _refused_or_whole(_store_fault(scratch, raw[:10] + bytes([raw[10] ^ 1]) + raw[11:]), scratch)
 
 
 def test_zeros_after_the_last_message_are_a_torn_tail(scratch: Path) -> None:
@@ -408,27 +393,15 @@ def test_zeros_after_the_last_message_are_a_torn_tail(scratch: Path) -> None:
     _refused_or_whole(_store_fault(scratch, raw + bytes(8)), scratch)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 138: 'messages' with bit 0 of the last byte of message 2 flipped "
-    "(b'10=000\\x01' -> b'10=000\\x00') is resent as it reads (store.py:227: no check per "
-    "entry); code side: a CRC per entry, a bad one refused naming file and offset",
-)
 def test_a_flipped_bit_in_a_stored_message_is_not_resent(scratch: Path) -> None:
     """Invariant: a stored message is resent as written, or the store refuses."""
     raw = _stored(scratch)
-    at = 2 * 8 + len(MESSAGES[0][1]) + len(MESSAGES[1][1]) - 1
+    at = 8 + 2 * 12 + len(MESSAGES[0][1]) + len(MESSAGES[1][1]) - 1
     _refused_or_whole(
         _store_fault(scratch, raw[:at] + bytes([raw[at] ^ 1]) + raw[at + 1 :]), scratch
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 138: a seqnums file of 24 zero bytes reads as next_in 0, one cut to 20 "
-    "bytes as a new session's (1, 1): no error (store.py:91-95); code side: a length other "
-    "than 0, 16 or 24, or a zero next_in/next_out, refused naming the file",
-)
 @pytest.mark.parametrize("seqnums", [bytes(24), struct.pack("<QQQ", 9, 4, 0)[:20]])
 def test_a_damaged_seqnums_file_is_refused(scratch: Path, seqnums: bytes) -> None:
     """Invariant: the session's numbers read as saved (9 in, 4 out) or the store refuses."""
@@ -494,12 +467,6 @@ def test_a_users_file_with_a_bad_salt_is_refused_at_load(scratch: Path) -> None:
         assert isinstance(exc, UsersFileError) and str(path) in str(exc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 138: users.json with b'\"account\":7' flipped to b'\"account\":3' (bit 2) "
-    "loads ALICE on account 3, silently (users.py:116: no check on the file); code side: "
-    "a CRC of the users kept in the file, a mismatch UsersFileError",
-)
 def test_a_flipped_bit_in_an_account_is_not_loaded(scratch: Path) -> None:
     """Invariant: a user loads with the account written, or the file is refused."""
     path, raw = _users(scratch)
@@ -542,12 +509,6 @@ def test_a_cut_key_file_is_refused_naming_it(scratch: Path) -> None:
     assert str(path) in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 138: apikeys.json with b'\"account\":7' flipped to b'\"account\":3' "
-    "loads the key acting for account 3, silently (apikeys.py:132: no check on the file); "
-    "code side: a CRC of the keys kept in the file, a mismatch refused naming it",
-)
 def test_a_flipped_bit_in_a_keys_account_is_not_loaded(scratch: Path) -> None:
     """Invariant: a key loads with the account it was made for, or the file is refused."""
     path, raw = _keys(scratch)

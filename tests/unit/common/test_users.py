@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from procs.common import users
-from procs.common.users import UserStore
+from procs.common.users import User, UsersFileError, UserStore, users_crc
 
 
 def test_an_unknown_user_costs_the_same_hash_as_a_wrong_password(
@@ -51,3 +52,22 @@ def test_the_file_is_the_owners_alone_and_fsynced(
     assert path.stat().st_mode & 0o777 == 0o600
     assert len(synced) >= 2  # the file, then its directory
     assert UserStore(path).get("ALICE") is not None
+
+
+def test_the_file_keeps_a_crc_of_its_users(tmp_path: Path) -> None:
+    """A flipped account digit is refused, naming the file (review 138); taken out, the CRC
+    is not checked (an operator's edit); an older build's bare list of users loads."""
+    path = tmp_path / "users.json"
+    UserStore(path).add("ALICE", "secret", 7, n=2)
+    raw = msgspec.json.decode(path.read_bytes())
+    assert raw["crc32"] == users_crc([User(**raw["users"][0])], raw["last_session"])
+    raw["users"][0]["account"] = 3
+    path.write_bytes(msgspec.json.encode(raw))
+    with pytest.raises(UsersFileError, match=f"users file {path} cannot be read: its crc32"):
+        UserStore(path)
+    del raw["crc32"]
+    path.write_bytes(msgspec.json.encode(raw))
+    alice = UserStore(path).get("ALICE")
+    assert alice is not None and alice.account == 3
+    path.write_bytes(msgspec.json.encode(raw["users"]))
+    assert UserStore(path).get("ALICE") == alice

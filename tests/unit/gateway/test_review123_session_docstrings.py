@@ -39,12 +39,14 @@ from __future__ import annotations
 import inspect
 import re
 import time
+import zlib
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
+from procs.common.crc_frames import frame as crc_frame
 from procs.common.users import UserStore
 from procs.gateway import (
     gap_recovery,
@@ -460,18 +462,21 @@ def test_seqnums_is_24_bytes_and_a_16_byte_one_reads_as_none_parked(tmp_path: Pa
 
 
 def test_messages_entries_and_a_reset_truncates_both(tmp_path: Path) -> None:
-    """store.py: "``messages`` (every outbound message, each ``u32 length | u32 seq |
-    raw``)" and "A reset (ResetSeqNumFlag, ResetOnLogon) truncates both"."""
-    _says(store_mod, "each ``u32 length | u32 seq | raw``")
-    _says(store_mod, "A reset (ResetSeqNumFlag, ResetOnLogon) truncates both.")
+    """store.py: "``messages`` (``RXMS`` and a version, then every outbound message as a
+    ``crc_frames`` frame of ``u32 seq | raw``)" and "A reset (ResetSeqNumFlag, ResetOnLogon)
+    truncates both (``messages`` to its header)"."""
+    _says(store_mod, "then every outbound message as a ``crc_frames`` frame of ``u32 seq | raw``")
+    _says(store_mod, "A reset (ResetSeqNumFlag, ResetOnLogon) truncates both (``messages`` to")
     store = _store(tmp_path)
     raw = _report(1, "x")
     store.add_outbound(1, raw)
     store.flush()
     data = (tmp_path / "messages").read_bytes()
-    assert data == len(raw).to_bytes(4, "little") + (1).to_bytes(4, "little") + raw
+    body = (1).to_bytes(4, "little") + raw
+    assert data == store_mod.MAGIC + crc_frame(body)
+    assert data[8:16] == len(body).to_bytes(4, "little") + zlib.crc32(body).to_bytes(4, "little")
     store.reset()
-    assert (tmp_path / "messages").stat().st_size == 0
+    assert (tmp_path / "messages").read_bytes() == store_mod.MAGIC
     assert (store.next_in, store.next_out) == (1, 1)
 
 

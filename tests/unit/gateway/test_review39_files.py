@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from procs.common import durable
 from procs.gateway import order_log as order_log_module
 from procs.gateway.audit import AuditLog
 from procs.gateway.order_log import ORDER, Kept, OrderLog, OrderLogError, Recovered
-from procs.gateway.store import MessageStore
+from procs.gateway.store import MessageStore, _entries, _type_and_body
 from tests.unit.gateway.test_reset_logon import _stored
 
 
@@ -394,11 +393,4 @@ def test_checked_a_reset_killed_at_its_truncation_neither_loses_nor_doubles(
 
 def _entries_of(path: Path) -> list[tuple[bytes, bytes]]:
     """A ``carried`` file's messages as ``unsent`` gives them."""
-    data, out, at = path.read_bytes(), [], 0
-    while at + 8 <= len(data):
-        length, _seq = struct.unpack_from("<II", data, at)
-        raw = data[at + 8 : at + 8 + length]
-        body_at = raw.index(b"\x01", raw.index(b"\x0152=") + 1) + 1
-        out.append((b"8", raw[body_at : len(raw) - 7]))
-        at += 8 + length
-    return out
+    return [_type_and_body(raw) for _, raw in _entries(path.read_bytes())]
