@@ -102,7 +102,7 @@ class FastBook(Book):
         spec = self.spec
         price, qty, side, oid = cmd.price, cmd.qty, cmd.side, cmd.order_id
         if (
-            cmd.ord_type != _LIMIT
+            cmd.ord_type is not _LIMIT  # (an enum member: ``is`` skips IntEnum's ``!=``)
             or cmd.flags
             or cmd.display_qty
             or cmd.stop_price
@@ -113,7 +113,8 @@ class FastBook(Book):
             or price <= 0
             or price % spec.tick
             or qty % spec.lot
-            or not spec.min_qty <= qty <= spec.max_qty
+            or qty < spec.min_qty  # (two tests: a chained comparison costs more)
+            or qty > spec.max_qty
             or oid in self.orders
             or oid in self.stops
         ):
@@ -154,7 +155,16 @@ class FastBook(Book):
         index.added += 1
         if index.added > index.limit:
             index.rebuild(orders)
-        level = self.bids.add(-price, order) if side == _BUY else self.asks.add(price, order)
+        if side == _BUY:
+            book_side, key = self.bids, -price
+        else:
+            book_side, key = self.asks, price
+        level = book_side.levels.get(key)
+        if level is not None and level.orders:  # a live level: the usual case, inline
+            level.orders[oid] = order
+            level.qty += qty
+        else:
+            level = book_side.add(key, order)
         return [accepted, BookLevel(seq, ts, symbol, side, price, level.qty, len(level.orders))]
 
     def _fast_cancel(self, cmd: CancelOrder) -> list[Record]:
