@@ -47,5 +47,6 @@ def _metrics_url(cfg: RingexConfig, status: dict[str, Any]) -> str:
 
 
 def url_host(host: str) -> str:
-    """``host`` as a URL names it: an IPv6 literal in brackets (RFC 3986, 3.2.2)."""
-    return f"[{host}]" if ":" in host else host
+    """``host`` as a URL names it: an IPv6 literal in brackets (RFC 3986, 3.2.2), and ""
+    (every address, as the servers take it) as the wildcard 0.0.0.0, not an empty host."""
+    return f"[{host}]" if ":" in host else host or "0.0.0.0"

@@ -55,6 +55,7 @@ from prometheus_client.core import (
 )
 
 from config.schema import RingexConfig
+from procs.common.endpoints import url_host
 from procs.common.journal import ENTRY_SIZE_AT, HEADER_SIZE, U32, EntryLayout, list_segments
 from procs.common.record_codec import RecordCodec
 from procs.common.stats import (
@@ -515,8 +516,7 @@ class MetricsServer:
         )
         self._thread.start()
         self.port = int(self._httpd.server_address[1])
-        shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{self.port}/metrics"
+        self.url = f"http://{url_host(host)}:{self.port}/metrics"
 
     def close(self) -> None:
         self._httpd.shutdown()

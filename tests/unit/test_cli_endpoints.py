@@ -46,3 +46,17 @@ def test_a_standby_says_its_endpoints_are_its_promoted_instances(
     assert shown["role"] == "standby"
     assert shown["serves_clients"] is False
     assert "fix gw1" in shown["endpoints"]  # the keys scripts read stay
+
+
+def test_an_empty_host_reads_as_the_wildcard_not_an_empty_url_host() -> None:
+    """``metrics_host = ""`` (every address, as the config takes it) gave
+    ``http://:9100/metrics``; it shows as 0.0.0.0, as the wildcard it is."""
+    cfg = RingexConfig()
+    cfg = msgspec.structs.replace(
+        cfg,
+        supervisor=msgspec.structs.replace(cfg.supervisor, metrics_host="", metrics_port=9100),
+        marketdata=msgspec.structs.replace(cfg.marketdata, host=""),
+    )
+    shown = endpoints(cfg, {"state": "stopped"})
+    assert shown["metrics"] == "http://0.0.0.0:9100/metrics"
+    assert shown["websocket"] == f"ws://0.0.0.0:{cfg.marketdata.port}/stream"
