@@ -257,7 +257,14 @@ class MarketDataServer:
     def max_sockets(self) -> int:
         """Sockets held from their accept, handshakes included: the clients' limit and a
         margin in which a handshake past it still hears its 503."""
-        return self.max_connections + max(1, min(16, self.max_connections // 4))
+        return self.max_connections + _margin(self.max_connections)
+
+    @property
+    def max_sockets_per_address(self) -> int:
+        """Sockets one address may hold from their accept: its clients' share and the same
+        kind of margin, so one peer's silent handshakes cannot take every socket until their
+        ``open_timeout`` (the total's limit alone let them)."""
+        return self.per_address + _margin(self.per_address)
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the port (useful with port 0)."""
@@ -450,10 +457,16 @@ async def _within(waited: Coroutine[Any, Any, None], seconds: float) -> bool:
     return True
 
 
+def _margin(limit: int) -> int:
+    """Sockets past ``limit`` whose handshakes still hear their 503: 1 to 16."""
+    return max(1, min(16, limit // 4))
+
+
 def _counted(server: MarketDataServer) -> type[FlowConnection]:
-    """``FlowConnection`` counted in ``server.sockets`` from its accept: a socket past
-    ``max_sockets`` is aborted at once. (websockets counts nothing until a handshake is
-    done, and holds one for its ``open_timeout``: review 38 held 40 silent sockets against
+    """``FlowConnection`` counted in ``server.sockets`` and ``server.by_address`` from its
+    accept: a socket past ``max_sockets``, or past ``max_sockets_per_address`` of its own
+    address, is aborted at once. (websockets counts nothing until a handshake is done, and
+    holds one for its ``open_timeout``: review 38 held 40 silent sockets against
     ``max_connections = 8``.)"""
 
     class Counted(FlowConnection):
@@ -463,8 +476,8 @@ def _counted(server: MarketDataServer) -> type[FlowConnection]:
             peer = transport.get_extra_info("peername")
             self.counted_as = str(peer[0]) if isinstance(peer, tuple) else ""
             by_address = server.by_address
-            by_address[self.counted_as] = by_address.get(self.counted_as, 0) + 1
-            if server.sockets > server.max_sockets:
+            mine = by_address[self.counted_as] = by_address.get(self.counted_as, 0) + 1
+            if server.sockets > server.max_sockets or mine > server.max_sockets_per_address:
                 server.refused += 1
                 transport.abort()  # type: ignore[attr-defined]  # a TCP transport
 
