@@ -228,7 +228,7 @@ def _wait_started(
     started = time.monotonic()
     while time.monotonic() - started < args.timeout:
         status = read_status(cfg)
-        if status and status["supervisor_pid"] == child.pid and status["state"] == "running":
+        if status and status.get("supervisor_pid") == child.pid and status["state"] == "running":
             print(f"instance {cfg.instance} running (supervisor pid {child.pid})")
             return _print_status(cfg, as_json=False)
         if child.poll() is not None:
@@ -465,7 +465,7 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     print(f"instance {status['instance']}: {status['state']}{shown}")
     if status.get("reason"):  # why it stopped (a crash loop, a process that did not start)
         print(f"  reason: {status['reason']}")
-    for p in status["processes"]:
+    for p in status.get("processes", []):
         state = ("up" if p.get("ready") else "recovering") if p["alive"] else "down"
         beat = p.get("heartbeat_age_s")
         beat_text = f" heartbeat {beat} s ago" if beat is not None and p["alive"] else ""

@@ -8,7 +8,11 @@ drops the new ones. So ids are handed out in blocks reserved in a file: before t
 a block is used, "ids up to N are reserved" is made durable (written aside, fsynced, renamed
 over: ``procs.common.durable``), and a restart starts above N. A block of ``BLOCK`` ids keeps
 those writes to one per million reports; a restart skips at most the rest of one block, a
-sliver of the 2**63 ids a counter at today's clock in ns still has room for.
+sliver of the 2**63 ids a counter at today's clock in ns still has room for. The mark is
+written as ``N CRC\n`` (its CRC-32 in hex): a mark that fails it, or lacks its newline, is
+refused, never taken for a lower one (review 139: a flipped digit, or a file cut short,
+read as a lower mark, and ids repeated); a bare ``N\n`` of an older build is taken as it
+reads.
 
 A standby gets the file as the replica's shipper next looks at it (``procs/replica/files.py``),
 so the copy a promoted standby starts from may be one reservation old: its primary may have
@@ -27,6 +31,7 @@ newest logged client ref (an id handed out after the last logged ref is not cove
 from __future__ import annotations
 
 import time
+import zlib
 from pathlib import Path
 
 from procs.common.durable import PRIVATE, make_dirs, replace_durably
@@ -69,14 +74,12 @@ class ExecIdBlocks:
             text = self.path.read_bytes()
         except FileNotFoundError:
             return clock
-        try:
-            mark = int(text)
-        except ValueError:
-            # Written whole by a rename, never torn: anything else was put there by hand.
+        mark = parse_mark(text)
+        if mark is None:  # written whole by a rename, never torn: damage, or a hand's edit
             raise ValueError(
-                f"{self.path}: {text[:40]!r} is not an ExecID mark (one decimal integer); "
-                "remove the file to start the ExecIDs at the clock"
-            ) from None
+                f"{self.path}: {text[:40]!r} is not an ExecID mark (a decimal integer, its "
+                "CRC-32 and a newline); remove the file to start the ExecIDs at the clock"
+            )
         return max(mark, clock)
 
     def counter_start(self) -> int:
@@ -89,8 +92,24 @@ class ExecIdBlocks:
         end = last + self.block
         if self.path is not None:
             make_dirs(self.path.parent)
-            replace_durably(self.path, b"%d\n" % end, mode=PRIVATE)  # as the gateway's other files
+            replace_durably(self.path, mark_text(end), mode=PRIVATE)  # as the gateway's files
         return end
+
+
+def mark_text(end: int) -> bytes:
+    """What the file holds for the mark ``end``: ``N CRC\n``."""
+    mark = b"%d" % end
+    return b"%s %08x\n" % (mark, zlib.crc32(mark))
+
+
+def parse_mark(text: bytes) -> int | None:
+    """The mark ``text`` holds (``N CRC\n``, or an older build's ``N\n``), or None."""
+    if not text.endswith(b"\n"):
+        return None
+    number, _, crc = text[:-1].partition(b" ")
+    if not number.isdigit() or (crc and crc != b"%08x" % zlib.crc32(number)):
+        return None
+    return int(number)
 
 
 def skip_at_promotion(path: Path, skip: int = PROMOTION_SKIP) -> int:

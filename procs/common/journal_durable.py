@@ -4,9 +4,12 @@ The database writer follows the router's journal by reading its files, and a fil
 what was written, fsynced or not: under ``fsync = "batch"`` it could commit a checkpoint
 past the router's fsync in flight, and a power loss then left the database ahead of the
 journal (review 42's documented limit: the writer refuses to start, naming the lost tail).
-So the journal's writer keeps the last seq it knows durable in this file (8 bytes, a shared
+So the journal's writer keeps the last seq it knows durable in this file (16 bytes, a shared
 mapping: a store, no system call, per fsync), and such a reader reads no further
-(``durable_upto``).
+(``durable_upto``). The seq is kept with its complement: a mark whose two halves disagree
+(a flipped bit: review 139, where a mark read higher let the writer commit entries never
+fsynced; or a read between the two halves' stores) reads as 0, holding readers back until
+the next mark; a file of 8 bytes (an older build's writer) is taken as it reads.
 
 The mark is written after the fsync it reports, so it never says more than is durable; a
 crash of the machine can leave it behind (its page unwritten), which only holds readers
@@ -35,6 +38,8 @@ FILE: Final = "durable"
 #: Every entry the files hold is durable (a clean close, or no promise made).
 ALL: Final = (1 << 63) - 1
 _SEQ: Final = struct.Struct("<Q")
+_MARK: Final = struct.Struct("<QQ")  # the seq, its complement
+_ONES: Final = (1 << 64) - 1
 
 
 def durable_upto(directory: Path) -> int:
@@ -42,13 +47,15 @@ def durable_upto(directory: Path) -> int:
     no bound known)."""
     try:
         with open(directory / FILE, "rb", buffering=0) as f:
-            data = f.read(_SEQ.size)
+            data = f.read(_MARK.size)
     except FileNotFoundError:
         return ALL
-    if len(data) < _SEQ.size:  # a file a crash left before its first mark
+    if len(data) == _SEQ.size:  # an older build's writer: no check
+        return int(_SEQ.unpack(data)[0])
+    if len(data) < _MARK.size:  # a file a crash left before its first mark
         return 0
-    (seq,) = _SEQ.unpack(data)
-    return int(seq)
+    seq, check = _MARK.unpack(data)
+    return int(seq) if seq ^ check == _ONES else 0
 
 
 class DurableMark:
@@ -57,16 +64,16 @@ class DurableMark:
     def __init__(self, directory: Path, seq: int) -> None:
         fd = os.open(directory / FILE, os.O_RDWR | os.O_CREAT, PRIVATE)
         try:
-            if os.fstat(fd).st_size < _SEQ.size:
-                os.ftruncate(fd, _SEQ.size)
-            self._map: mmap.mmap | None = mmap.mmap(fd, _SEQ.size)
+            if os.fstat(fd).st_size != _MARK.size:  # (an older build's 8 bytes: grown)
+                os.ftruncate(fd, _MARK.size)
+            self._map: mmap.mmap | None = mmap.mmap(fd, _MARK.size)
         finally:
             os.close(fd)
         self.set(seq)
 
     def set(self, seq: int) -> None:
         if self._map is not None:
-            _SEQ.pack_into(self._map, 0, seq)
+            _MARK.pack_into(self._map, 0, seq, seq ^ _ONES)
 
     def close(self) -> None:
         """Release the mapping (the mark stays)."""

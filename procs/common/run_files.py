@@ -65,9 +65,27 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+#: The types of the keys readers act on: a status whose ``state`` is missing, or with one of
+#: these of another type, is damaged (review 139: a flipped bit in a key raised KeyError out
+#: of ``ringex status``); ``supervisor_running`` needs ``supervisor_started`` too.
+_STATUS_KEYS: dict[str, type | tuple[type, ...]] = {
+    "state": str,
+    "supervisor_pid": (int, type(None)),
+    "supervisor_started": (int, type(None)),
+    "processes": list,
+    "reason": (str, type(None)),
+}
+
+
 def read_status(cfg: RingexConfig) -> dict[str, Any] | None:
-    """``status.json`` as the supervisor last wrote it, or None."""
-    return read_json(status_path(cfg))
+    """``status.json`` as the supervisor last wrote it, or None (none, or damaged)."""
+    status = read_json(status_path(cfg))
+    if status is None or "state" not in status:
+        return None
+    for key, kind in _STATUS_KEYS.items():
+        if key in status and not isinstance(status[key], kind):
+            return None
+    return status
 
 
 def supervisor_running(status: dict[str, Any] | None) -> int | None:
@@ -80,14 +98,14 @@ def supervisor_running(status: dict[str, Any] | None) -> int | None:
     if not isinstance(pid, int) or pid <= 0:
         return None
     started = process_start(pid)
-    if started is None or started != status.get("supervisor_started", started):
+    if started is None or started != status.get("supervisor_started"):
         return None
     return pid
 
 
 def ready(status: dict[str, Any] | None) -> bool:
     """Running, with every process up and none recovering from a restart."""
-    if not status or status["state"] != "running" or not supervisor_running(status):
+    if not status or status.get("state") != "running" or not supervisor_running(status):
         return False
     return all(p.get("alive") and p.get("ready") for p in status.get("processes", []))
 

@@ -4,11 +4,15 @@ FIX refuses a ClOrdID a session has used before (``OrderEntry._duplicate``). The
 keeps the newest 100k-200k of them as 64-bit digests of (session, ClOrdID), in two
 generations (``Generations``); before, a restart forgot them all, and a client that
 reused the ClOrdID of an order finished before the restart had it accepted. This file holds
-what the entry added: little-endian u64s, appended before the commands they came with are
-published (``GatewayServer.publish``), rewritten whole (a new file renamed over) with both
-generations whenever the entry drops its oldest one, so it holds at most 200k digests
-(1.6 MB). A restart feeds them back in order. A partial last digest (a crash mid-write) is
-cut. It is shipped to a standby beside the order log (``procs/replica/files.py``).
+what the entry added: ``MAGIC``, then ``crc_frames`` frames of little-endian u64s, one per
+append, made before the commands they came with are published (``GatewayServer.publish``);
+rewritten whole (a new file fsynced and renamed over) with both generations whenever the
+entry drops its oldest one, so it holds at most 200k digests (1.6 MB). A restart feeds them
+back in order. A torn last frame (a crash mid-write) is cut; damage (a frame that fails its
+CRC with frames after it, a length one bit off) is ``SeenLogError`` naming the file and
+byte, never read as other digests (review 139: a flipped bit let a used ClOrdID be taken
+again). A file an older build wrote (bare u64s, no header) is rewritten in this layout. It
+is shipped to a standby beside the order log (``procs/replica/files.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from array import array
 from pathlib import Path
 from typing import Final
 
-from procs.common.durable import make_dirs, write_all
+from procs.common.crc_frames import frame, read_frames
+from procs.common.durable import PRIVATE, make_dirs, replace_durably, write_all
 
 log = logging.getLogger("ringex.gateway")
 
@@ -29,6 +34,15 @@ _SWAP = sys.byteorder != "little"
 #: The REST API's clientOrderIds, a window of their own beside this file (review 73).
 API_IDS: Final = "api_ids.log"
 API_IDS_KEPT: Final = 200_000
+#: What the file opens with: this layout (CRC frames), version 2.
+MAGIC: Final = b"RXSEEN\x00\x02"
+#: The most bytes a frame holds: a rewrite's whole content (two generations) and more.
+_LONGEST = 8 << 20
+
+
+class SeenLogError(ValueError):
+    """The file is damaged (not torn by a crash); the message names it, the byte, and what
+    to do."""
 
 
 def digest(session: int, cl_ord_id: bytes) -> int:
@@ -112,16 +126,38 @@ class SeenLog:
     def load(self) -> array[int]:
         """Every digest the file holds, oldest first; opens it for appends."""
         data = self.path.read_bytes() if self.path.exists() else b""
-        whole = len(data) - len(data) % 8
-        if whole < len(data):
-            log.warning("%s: cut a torn last digest (%d bytes)", self.path, len(data) - whole)
         values = array("Q")
-        values.frombytes(data[:whole])
+        older = not data.startswith(MAGIC) and not MAGIC.startswith(data[: len(MAGIC)])
+        if older:  # bare digests: a partial last one (a crash mid-write) cut
+            whole = len(data) - len(data) % 8
+            values.frombytes(data[:whole])
+        elif len(data) < len(MAGIC):
+            whole = 0  # a new file whose header a crash cut
+        else:
+            frames, whole, why = read_frames(data, len(MAGIC), _LONGEST)
+            odd = next((at for at, body in frames if len(body) % 8), None)
+            if why or odd is not None:
+                raise SeenLogError(
+                    f"{self.path}: frame at byte {odd if odd is not None else whole} "
+                    f"{why or 'holds a part of a digest'}; to start again without the ids it "
+                    "held (one used before is then taken), remove it"
+                )
+            for _, body in frames:
+                values.frombytes(body)
         if _SWAP:
             values.byteswap()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if whole < len(data):
+            log.warning("%s: cut a torn tail at byte %d (%d bytes)", self.path, whole,
+                        len(data) - whole)  # fmt: skip
+        if older and data:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            self.rewrite(values)  # in this layout, once
+            return values
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE)
         os.ftruncate(self._fd, whole)
-        self._size = whole  # the file's, as this log wrote it
+        if not whole:
+            write_all(self._fd, MAGIC)
+        self._size = max(whole, len(MAGIC))  # the file's, as this log wrote it
         return values
 
     def keep(self, seen: Generations) -> None:
@@ -141,7 +177,7 @@ class SeenLog:
     def append(self, values: array[int]) -> None:
         """``values`` at the end, whole or not at all: a write cut short (a disk filling up)
         is cut back off, or every digest after it would be read shifted."""
-        data = _bytes(values)
+        data = frame(_bytes(values))
         try:
             write_all(self._fd, data)
         except OSError:
@@ -150,15 +186,11 @@ class SeenLog:
         self._size += len(data)
 
     def rewrite(self, values: array[int]) -> None:
-        """The file becomes ``values`` (a new file renamed over: never half of either)."""
+        """The file becomes ``values`` (a new file fsynced and renamed over: never half of
+        either, and never an empty file after a crash of the machine: review 139)."""
+        data = MAGIC + (frame(_bytes(values)) if values else b"")
         tmp = self.path.with_name(self.path.name + ".new")
-        data = _bytes(values)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        replace_durably(self.path, data, mode=PRIVATE, tmp=tmp)
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._size = len(data)

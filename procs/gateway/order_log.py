@@ -16,7 +16,7 @@ as one: see below):
 
 A frame is ``u32 length | u32 crc32 | msgpack list of entries`` and is applied whole or not at
 all; a torn last frame (a crash mid-write) is cut off at the next start, with a log line,
-and a frame that only looks torn (``crc_frames.overrun_damage``: a flipped bit in its length)
+and a frame that only looks torn (``crc_frames.tail_damage``: a flipped bit in its length)
 is refused.
 A write too big for one frame (over ``MAX_FRAME_BYTES``, or more than ``COMPACT_FRAME_ENTRIES``
 entries: the cancels of a session that cancels on disconnect, one per live order, or of every
@@ -75,7 +75,7 @@ from typing import Any, Final
 
 import msgspec
 
-from procs.common.crc_frames import overrun_damage
+from procs.common.crc_frames import read_frames
 from procs.common.durable import make_dirs, write_all
 
 log = logging.getLogger("ringex.gateway")
@@ -208,42 +208,20 @@ class OrderLog:
         """Replay every complete write; cut off a torn last one. Opens the log for appends."""
         state = Recovered()
         data = self.path.read_bytes() if self.path.exists() else b""
-        pos, end = 0, len(data)
+        end = len(data)
+        frames, stop, why = read_frames(data, 0, MAX_FRAME_BYTES)
+        if why:  # damage, not a crash: refused, never cut with the frames after it (review 39)
+            raise OrderLogError(f"{self.path}: frame at byte {stop} {why}")
         whole = 0  # the end of the last write replayed: a torn one is cut off from there
         held: list[list[Any]] = []  # a write's frames before its last (``CONTINUED``)
-        while pos < end:
-            if end - pos < _FRAME.size:
-                break
-            length, crc = _FRAME.unpack_from(data, pos)
-            body = data[pos + _FRAME.size : pos + _FRAME.size + length]
-            if not length and not any(data[pos:]):  # no frame is empty: zeros a crash left
-                break  # after the file grew and before its data reached the disk: torn
-            if not length:  # a zeroed header (its CRC 0 is crc32(b"")) with data after it
-                raise OrderLogError(f"{self.path}: frame at byte {pos} is empty and not the last")
-            if length > MAX_FRAME_BYTES:  # no write makes one, torn or whole (its header
-                raise OrderLogError(  # goes out with its body): damage, not a crash, so not
-                    f"{self.path}: frame at byte {pos} claims {length} bytes, over the "
-                    f"{MAX_FRAME_BYTES} of a frame"  # cut, with the frames after it (review 39)
-                )
-            if len(body) < length or zlib.crc32(body) != crc:
-                if pos + _FRAME.size + length < end:
-                    raise OrderLogError(
-                        f"{self.path}: frame at byte {pos} fails its check and is not the last"
-                    )
-                if len(body) < length and (why := overrun_damage(data, pos, MAX_FRAME_BYTES)):
-                    raise OrderLogError(  # not torn: cut, it would take the frames after it
-                        f"{self.path}: frame at byte {pos} claims {length} bytes, past the "
-                        f"end, yet {why}: damage, not a torn write"
-                    )
-                break
+        for pos, body in frames:
             entries = self._decode(body)
-            pos += _FRAME.size + length
             if entries and entries[0] == [CONTINUED]:
                 held += entries[1:]
                 continue
             for entry in chain(held, entries):
                 state.apply(entry)
-            held, whole = [], pos
+            held, whole = [], pos + _FRAME.size + len(body)
         if whole < end:
             log.warning(
                 "%s: cut a torn last frame or an unfinished write at byte %d (%d bytes)",

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from procs.common.crc_frames import frame, overrun_damage
+from procs.common.crc_frames import frame, tail_damage
 from procs.common.durable import PRIVATE, make_dirs, replace_durably, write_all
 
 log = logging.getLogger("ringex.gateway")
@@ -228,10 +228,8 @@ class MessageStore:
             return last, pos, ""
         if pos + _FRAME_HEAD + length < size:
             return last, pos, "fails its CRC and is not the last"
-        if pos + _FRAME_HEAD + length == size:
-            return last, pos, ""  # the last, written whole: its data never reached the disk
-        why = overrun_damage(rest, 0, _LONGEST, base=pos)
-        return last, pos, why and f"claims {length} bytes, past the end, yet {why}"
+        why = tail_damage(rest, 0, _LONGEST, base=pos)  # the last: torn, unless shown otherwise
+        return last, pos, why and f"claims {length} bytes to the end or past it, yet {why}"
 
     def set_next_in(self, seq: int) -> None:
         self.next_in = seq

@@ -17,8 +17,10 @@ it off, and ``promote`` then starts a new supervisor as before.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tomllib
+import zlib
 from pathlib import Path
 from typing import Final
 
@@ -28,6 +30,8 @@ from config.schema import RingexConfig
 from procs.common.durable import replace_durably
 from procs.common.epochs import Epochs, EpochsError
 from procs.common.run_files import read_json, run_dir
+
+log = logging.getLogger("ringex.supervisor")
 
 #: What ``promote`` writes beside the standby's config, and runs.
 SUFFIX: Final = ".promoted.toml"
@@ -51,8 +55,8 @@ def write_promoted_profile(standby_profile: str) -> Path:
 def request(cfg: RingexConfig, supervisor_pid: int, epoch: int) -> None:
     """Ask the standby's supervisor ``supervisor_pid`` to promote its instance into
     ``epoch``. Only after the old primary is fenced: the request is the go."""
-    doc = json.dumps({"pid": supervisor_pid, "epoch": epoch}).encode()
-    replace_durably(run_dir(cfg) / REQUEST, doc)
+    doc = {"pid": supervisor_pid, "epoch": epoch, "crc32": _request_crc(supervisor_pid, epoch)}
+    replace_durably(run_dir(cfg) / REQUEST, json.dumps(doc).encode())
 
 
 def requested(cfg: RingexConfig) -> int:
@@ -62,7 +66,19 @@ def requested(cfg: RingexConfig) -> int:
     if doc is None or doc.get("pid") != os.getpid():
         return 0
     epoch = doc.get("epoch")
-    return epoch if isinstance(epoch, int) and epoch > 1 else 0
+    if not isinstance(epoch, int) or epoch <= 1:
+        return 0
+    if doc.get("crc32") != _request_crc(os.getpid(), epoch):  # never another epoch (139)
+        log.error("%s is damaged (%s): removed, no promotion until it is asked again",
+                  run_dir(cfg) / REQUEST, doc)  # fmt: skip
+        forget_request(cfg)  # (said once: this is polled)
+        return 0
+    return epoch
+
+
+def _request_crc(pid: int, epoch: int) -> str:
+    """The check a request carries of its pid and epoch: a flipped digit is no request."""
+    return f"{zlib.crc32(f'{pid} {epoch}'.encode()):08x}"
 
 
 def forget_request(cfg: RingexConfig) -> None:

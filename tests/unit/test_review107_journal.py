@@ -168,8 +168,9 @@ def test_legacy_schema_ids_table() -> None:
 
 def test_durable_mark_after_open(tmp_path: Path) -> None:
     """README "## The router and the journal": the writer keeps the durable seq "in
-    `journal/durable` (8 bytes ..., stored after each fsync, at its open and at its clean
-    close)": after three appends and a close, the mark is 3 and the file 8 bytes."""
+    `journal/durable` (16 bytes, the seq and its complement ..., stored after each fsync, at
+    its open and at its clean close)": after three appends and a close, the mark is 3 and
+    the file 16 bytes."""
     _write(tmp_path, 3)
-    assert (tmp_path / "durable").stat().st_size == 8
+    assert (tmp_path / "durable").stat().st_size == 16
     assert durable_upto(tmp_path) == 3

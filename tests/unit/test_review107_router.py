@@ -503,7 +503,7 @@ def test_router_numbers() -> None:
     """README "## The router and the journal": the numbers it states, each the code's:
     `pipeline_behind` (32), 20 ms for balance watches, a tail of 20,000 commands replayed in
     two processes, `snapshot_every` 200,000 and `snapshot_every_s` 300, history blocks of
-    65,536 entries, snapshot stores keeping 3 (the writer's 2), ``journal/durable`` 8 bytes."""
+    65,536 entries, snapshot stores keeping 3 (the writer's 2), ``journal/durable`` 16 bytes."""
     _claim("`pipeline_behind` commands (32)")
     _claim("once they have waited 20 ms the router fsyncs inline for them")
     _claim("A tail of 20,000 commands or more replays in two processes")
@@ -511,7 +511,7 @@ def test_router_numbers() -> None:
     _claim("seconds after the last snapshot when commands came since (300)")
     _claim("The history hash is chained in blocks of 65,536 entries")
     _claim("Snapshot stores keep their newest 3 (the writer's 2)")
-    _claim("the writer keeps that seq in `journal/durable` (8 bytes in a shared mapping")
+    _claim("the writer keeps that seq in `journal/durable` (16 bytes, the seq and its complement")
     journal = JournalConfig()
     assert journal.pipeline_behind == 32
     assert intake.BALANCES_WAIT_S == 0.02

@@ -38,7 +38,7 @@ frame with data after it is ``OrderLogError``), 7 (a zero length is a torn tail)
 non-UTF-8 file and bad salt (``UsersFileError``), 11's naming (a ``ValueError`` naming the
 file at construction; a running gateway fails closed, logged); then 5 and 6 (a length that
 overruns the file is damage when one bit off or followed by a whole frame:
-``crc_frames.overrun_damage``), 8 (a CRC per stored message), 9 (``seqnums`` checked) and
+``crc_frames.tail_damage``), 8 (a CRC per stored message), 9 (``seqnums`` checked) and
 the flipped account digits of 10 and 11 (the users and API key files keep a CRC-32).
 """
 

@@ -174,7 +174,8 @@ def test_a_snapshot_store_keeps_its_newest_few(tmp_path: Path) -> None:
 
 def test_clordids_log_stays_within_its_two_generations(tmp_path: Path) -> None:
     """``clordids.log`` is appended to and rewritten whole at each generation's drop: 50k
-    ClOrdIDs through a 1,000-digest generation leave at most 2,000 digests on disk."""
+    ClOrdIDs through a 1,000-digest generation leave at most 2,000 digests on disk (and a
+    frame's 8-byte header a write)."""
     seen, log = Generations(1000), SeenLog(tmp_path / "clordids.log")
     log.load()
     try:
@@ -183,7 +184,7 @@ def test_clordids_log_stays_within_its_two_generations(tmp_path: Path) -> None:
             if k % 7 == 0:
                 log.keep(seen)
         log.keep(seen)
-        assert log.path.stat().st_size <= 2 * 1000 * 8
+        assert log.path.stat().st_size <= 8 + 2 * 1000 * 8 + (2 * 1000 // 7 + 2) * 8
     finally:
         log.close()
 

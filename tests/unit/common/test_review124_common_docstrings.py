@@ -460,7 +460,7 @@ def test_the_fsync_policies_and_durable_seq(tmp_path: Path) -> None:
 
 
 def test_the_durable_mark(tmp_path: Path) -> None:
-    """journal_durable.py: "keeps the last seq it knows durable in this file (8 bytes"; "A
+    """journal_durable.py: "keeps the last seq it knows durable in this file (16 bytes"; "A
     writer that closes cleanly has made everything durable and marks its last seq";
     "opening fsyncs what the last run left and marks it all"; "No file (a journal of an older
     build, or none yet): no bound (``ALL``)."; "a file a crash left before its first mark"
@@ -471,8 +471,8 @@ def test_the_durable_mark(tmp_path: Path) -> None:
         w.append(1, images(1, 3), 3)
         assert durable_upto(tmp_path) == 0
     mark = tmp_path / FILE
-    assert durable_upto(tmp_path) == 3 and mark.stat().st_size == 8
-    mark.write_bytes((1).to_bytes(8, "little"))  # a killed run's last mark
+    assert durable_upto(tmp_path) == 3 and mark.stat().st_size == 16
+    mark.write_bytes((1).to_bytes(8, "little"))  # an older build's killed run's last mark
     with writer(tmp_path, fsync="interval", fsync_interval_ms=3_600_000):
         assert durable_upto(tmp_path) == 3
     mark.write_bytes(b"\1\2")

@@ -280,7 +280,7 @@ def test_blocks_are_reserved_durably_and_a_restart_starts_a_block_above_the_mark
     assert before <= blocks.start() <= time.time_ns()
     ahead = time.time_ns() + 10**15  # a clock since stepped back by a long way
     end = blocks.reserve(ahead)
-    assert end == ahead + 100 and path.read_bytes() == b"%d\n" % end
+    assert end == ahead + 100 and path.read_bytes() == xid.mark_text(end)
     assert path.stat().st_mode & 0o777 == 0o600
     restarted = xid.ExecIdBlocks(path, block=100)
     assert restarted.start() == end and restarted.counter_start() == end + 100
@@ -312,7 +312,11 @@ def test_a_bad_mark_or_block_is_refused_and_a_promotion_skips_past_the_copy(
         xid.ExecIdBlocks(path).start()
     copy = time.time_ns() + 10**15
     path.write_bytes(b"%d\n" % copy)
-    assert xid.skip_at_promotion(path) == copy + xid.PROMOTION_SKIP == int(path.read_bytes())
+    assert (
+        xid.skip_at_promotion(path)
+        == copy + xid.PROMOTION_SKIP
+        == xid.parse_mark(path.read_bytes())
+    )
 
 
 # -- stats.py -------------------------------------------------------------------------------

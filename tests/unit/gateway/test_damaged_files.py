@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from procs.common.crc_frames import HEADER, frame, overrun_damage
+from procs.common.crc_frames import HEADER, frame, tail_damage
 from procs.gateway.order_log import ORDER, OrderLog, OrderLogError, Recovered
 from procs.gateway.store import MAGIC, MessageStore, MessageStoreError
 from tests.unit.gateway.harness import Client, Harness, close_all
@@ -37,7 +37,7 @@ def test_every_torn_tail_reads_as_torn(cut: int) -> None:
     while at + HEADER.size <= len(data):
         length = HEADER.unpack_from(data, at)[0]
         if at + HEADER.size + length > len(data):
-            assert overrun_damage(data, at, 1 << 20) == ""
+            assert tail_damage(data, at, 1 << 20) == ""
             return
         at += HEADER.size + length
 
@@ -48,14 +48,14 @@ def test_a_length_one_bit_off_is_damage_in_any_frame(bit: int) -> None:
         at = sum(HEADER.size + len(b) for b in BODIES[:index])
         data = bytearray(FRAMES)
         struct.pack_into("<I", data, at, len(BODIES[index]) ^ (1 << bit))
-        why = overrun_damage(bytes(data), at, 1 << 20, base=100)
+        why = tail_damage(bytes(data), at, 1 << 20, base=100)
         assert f"is {len(BODIES[index])} with one bit flipped" in why
 
 
 def test_a_whole_frame_after_a_garbled_length_is_damage() -> None:
     data = bytearray(FRAMES)
     struct.pack_into("<I", data, 0, 0x00FF_FFFF)  # many bits off
-    assert overrun_damage(bytes(data), 0, 1 << 20, base=100) == (
+    assert tail_damage(bytes(data), 0, 1 << 20, base=100) == (
         f"a whole frame follows it at byte {100 + HEADER.size + len(BODIES[0])}"
     )
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from procs.common.exec_ids import ExecIdBlocks
+from procs.common.exec_ids import ExecIdBlocks, mark_text
 
 
 def test_a_restart_starts_above_the_reserved_block_whatever_the_clock(tmp_path: Path) -> None:
@@ -15,7 +15,7 @@ def test_a_restart_starts_above_the_reserved_block_whatever_the_clock(tmp_path: 
     ahead = time.time_ns() + 10**15
     first = ExecIdBlocks(path, block=10)
     assert first.reserve(ahead) == ahead + 10
-    assert path.read_bytes() == b"%d\n" % (ahead + 10)
+    assert path.read_bytes() == mark_text(ahead + 10)
     assert path.stat().st_mode & 0o777 == 0o600  # the gateway's files: its user's (review 112)
     assert ExecIdBlocks(path, block=10).start() == ahead + 10  # the clock is behind it
 

@@ -18,7 +18,7 @@ import psutil
 from config import load_profile
 from config.edges import GatewayConfig
 from procs.common.epochs import Epochs
-from procs.common.exec_ids import FILE_NAME, PROMOTION_SKIP
+from procs.common.exec_ids import FILE_NAME, PROMOTION_SKIP, parse_mark
 from procs.common.run_files import read_status, run_dir
 from procs.common.topology import journal_dir, users_path
 from procs.supervisor import promotion
@@ -80,7 +80,7 @@ def test_a_promotion_skips_each_gateways_execids_past_its_copy(
     ahead = time.time_ns() + 10**15  # the old primary's clock, ahead of this host's
     copy.write_bytes(b"%d\n" % ahead)
     promotion.begin_epoch(cfg, 2)
-    assert int(copy.read_bytes()) == ahead + PROMOTION_SKIP
+    assert parse_mark(copy.read_bytes()) == ahead + PROMOTION_SKIP
 
 
 def test_a_standby_stopped_without_a_promotion_lets_its_held_processes_go(
