@@ -64,6 +64,7 @@ from procs.replica.wire import (
     Heartbeat,
     Hello,
     History,
+    Message,
     Refused,
     older_peer,
     receive,
@@ -76,6 +77,9 @@ log = logging.getLogger("ringex.replica")
 
 BATCH = 4096  # entries per frame
 MAX_CACHED = 4096  # history hashes an operator's questions keep (``_digests``)
+#: A peer's first message (a Hello, an operator's question) arrives whole within this many
+#: SILENCE_S: the silence allowed between its bytes alone let a drip-fed one hold the link.
+FIRST_WORD_SILENCES = 3
 #: Longest a caught-up sender sleeps before it looks at the journal without being rung
 #: (bounds the cost of a missed wake-up: a router that is not ringing, a FIFO replaced).
 PARK_S = 0.02
@@ -234,8 +238,9 @@ class ReplicationSource:
         if task is not None:
             self._serving[task] = writer
         try:
-            # a peer's first word, small and soon: whatever connects cannot hold this side
-            hello = await receive(reader, MAX_PEER_FRAME, SILENCE_S)
+            hello = await _first_word(reader, peer)
+            if hello is None:
+                return
             if isinstance(hello, AskEpochs | AskDigests):
                 await self._answer_operator(hello, writer)
                 return
@@ -344,16 +349,17 @@ class ReplicationSource:
         last_log = 0.0
         while True:  # a standby acks every frame and every heartbeat: silence is death
             ack = await receive(reader, MAX_PEER_FRAME, STANDBY_SILENCE_S)
-            if isinstance(ack, Ack):
-                if ack.seq > sent[0]:
-                    raise ConnectionError(
-                        f"it acknowledged seq {ack.seq}, past seq {sent[0]} sent to it: dropped"
-                    )
-                self._acknowledged(peer, ack.seq)
-                if time.monotonic() - last_log > 5:
-                    lag = self.reader.last_seq() - ack.seq
-                    log.info("standby acked seq %d (lag %d)", ack.seq, lag)
-                    last_log = time.monotonic()
+            if not isinstance(ack, Ack):  # nothing else comes after a Hello (review 140)
+                raise ConnectionError(f"it sent a {type(ack).__name__} after its Hello: dropped")
+            if ack.seq > sent[0]:
+                raise ConnectionError(
+                    f"it acknowledged seq {ack.seq}, past seq {sent[0]} sent to it: dropped"
+                )
+            self._acknowledged(peer, ack.seq)
+            if time.monotonic() - last_log > 5:
+                lag = self.reader.last_seq() - ack.seq
+                log.info("standby acked seq %d (lag %d)", ack.seq, lag)
+                last_log = time.monotonic()
 
     async def _stream(
         self, writer: asyncio.StreamWriter, next_seq: int, history: History, sent: list[int]
@@ -481,3 +487,16 @@ async def _refuse(writer: asyncio.StreamWriter, peer: str, why: str) -> None:
     async mode a refused standby shows nowhere else: review 42)."""
     log.error("standby %s refused: %s", peer, why)
     await send(writer, Refused(why))
+
+
+async def _first_word(reader: asyncio.StreamReader, peer: str) -> Message | None:
+    """A peer's first message, small and soon: whatever connects cannot hold this side, nor
+    drip it a byte at a time, each inside the silence allowed (review 140); None (logged)
+    when it does not come whole in time."""
+    within = FIRST_WORD_SILENCES * SILENCE_S
+    try:
+        async with asyncio.timeout(within):
+            return await receive(reader, MAX_PEER_FRAME, SILENCE_S)
+    except TimeoutError:
+        log.warning("peer %s sent no first message within %.1f s: dropped", peer, within)
+        return None

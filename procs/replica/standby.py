@@ -37,6 +37,7 @@ from procs.common.journal import JournalArchivedError
 from procs.common.journal_history import HistoryChain
 from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
+from procs.common.records import Record
 from procs.common.rules_version import RULES_VERSION
 from procs.common.snapshots import SnapshotStore
 from procs.common.tls import replication_context
@@ -118,6 +119,7 @@ class Standby:
         self.connected = False
         self.stopping = asyncio.Event()
         self._status_at = 0.0
+        self._persisted: tuple[Entries | None, list[Record]] = (None, [])
 
     @property
     def next_seq(self) -> int:
@@ -140,12 +142,20 @@ class Standby:
             raise StandbyRefusedError(
                 f"gap: the primary sent seq {entries.first_seq}, this standby needs {self.next_seq}"
             )
-        images = b"".join(entries.images)
         if older_peer(entries.digest):
             raise StandbyRefusedError(
                 "the primary hashes its history as a build before 2026-11-27 did (one hash "
                 "from seq 1, not chained in blocks): upgrade it with the standby"
             )
+        # every image a whole slot holding a record, before anything is written: a journaled
+        # entry that does not decode fails every recovery after it (review 140)
+        decode, records = self.codec.decode_slot, []
+        for seq, image in enumerate(entries.images, entries.first_seq):
+            try:
+                records.append(decode(image))
+            except ValueError as exc:  # (RecordDecodeError: the length, or the record)
+                raise StandbyRefusedError(f"the primary's seq {seq} is no entry: {exc}") from None
+        images = b"".join(entries.images)
         history = self.history.fork()
         history.update(images)
         if history.digest() != entries.digest:
@@ -162,6 +172,7 @@ class Standby:
         self.journal.sync()  # durable here before it is acknowledged
         self.history = history
         self.chain.keep(history)  # (after the entries: never ahead of them)
+        self._persisted = (entries, records)
         return self.next_seq - 1
 
     def _adopt_reached(self, next_seq: int) -> None:
@@ -209,9 +220,13 @@ class Standby:
 
     def apply(self, entries: Entries) -> None:
         """Apply a persisted frame to the hot state."""
-        decode, apply, observe = self.codec.decode_slot, self.state.apply, self._observe
-        for image in entries.images:
-            apply(decode(image), observe)
+        held, records = self._persisted
+        self._persisted = (None, [])
+        if held is not entries:  # (``persist`` decoded the frame it made durable)
+            records = [self.codec.decode_slot(image) for image in entries.images]
+        apply, observe = self.state.apply, self._observe
+        for record in records:
+            apply(record, observe)
 
     async def run(self) -> None:
         reporter = asyncio.create_task(self._report())
