@@ -18,6 +18,7 @@ from procs.gateway.order_log import ORDER, OrderLog, OrderLogError, Recovered
 from procs.gateway.store import MAGIC, MessageStore, MessageStoreError
 from tests.unit.gateway.harness import Client, Harness, close_all
 from tests.unit.gateway.test_gateway import logged_on
+from tests.unit.test_review138_feed_and_files_fuzz2 import MESSAGES, _reopened, _stored
 
 # -- crc_frames ----------------------------------------------------------------------------------
 
@@ -108,23 +109,7 @@ def test_a_torn_last_frame_is_still_cut(tmp_path: Path) -> None:
 
 # -- the message store -----------------------------------------------------------------------
 
-MESSAGES = [(seq, b"8=FIX.4.4\x019=5\x0135=0\x0134=%d\x0110=000\x01" % seq) for seq in (1, 2, 3)]
-
-
-def _stored(where: Path) -> bytes:
-    store = MessageStore(where)
-    for seq, raw in MESSAGES:
-        store.add_outbound(seq, raw)
-    store.close()
-    return (where / "messages").read_bytes()
-
-
-def _reopened(where: Path) -> tuple[list[tuple[int, bytes]], int]:
-    store = MessageStore(where)
-    try:
-        return store.outbound(1, 100), store.next_out
-    finally:
-        store.close()
+# ``MESSAGES``, ``_stored`` and ``_reopened``: review 138's, three messages through the store
 
 
 def test_every_flipped_bit_is_refused_or_only_the_last_message_cut(tmp_path: Path) -> None:
