@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Final
@@ -126,6 +127,11 @@ class Epochs:
 
     @classmethod
     def load(cls, directory: Path) -> Epochs:
+        """The file's epochs (none: a journal that never changed epoch). Refused, naming the
+        file (``EpochsError``), when it does not decode, holds a key or a type it should
+        not, or fails its ``crc32`` (review 141: a flipped bit read as another history, as
+        no fence, or as another ``known``); a file without ``crc32`` (an older build's) is
+        checked for keys and types only."""
         path = directory / FILE
         try:
             doc = json.loads(path.read_text())
@@ -134,19 +140,55 @@ class Epochs:
         except (OSError, ValueError) as exc:  # JSON or UTF-8 that does not decode
             raise EpochsError(f"{path}: cannot read the epochs ({exc})") from exc
         try:
-            history = tuple((int(e), int(s)) for e, s in doc["epochs"])
-            f = doc.get("fenced")
-            fence = Fence(int(f["epoch"]), str(f["by"]), int(f["at_ns"])) if f else None
-            return cls(history, fence, int(doc.get("known", 0)))
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # Infinity: Overflow
-            raise EpochsError(f"{path}: malformed epochs file ({exc!r})") from exc
+            return cls._of(doc)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EpochsError(f"{path}: malformed epochs file ({exc})") from exc
+
+    @classmethod
+    def _of(cls, doc: object) -> Epochs:
+        if not isinstance(doc, dict) or not doc.keys() <= _KEYS or "epochs" not in doc:
+            raise ValueError(f"keys {sorted(doc) if isinstance(doc, dict) else doc!r}")
+        crc = doc.pop("crc32", None)
+        if crc is not None and crc != _crc(doc):
+            raise ValueError(f"its crc32 {crc!r} is not its content's {_crc(doc)!r}: damaged")
+        if crc is not None and doc.keys() != _KEYS - {"crc32"}:
+            raise ValueError(f"keys {sorted(doc)}: one is missing")
+        history = tuple((_int(e), _int(s)) for e, s in doc["epochs"])
+        f = doc.get("fenced")
+        if f is not None and (not isinstance(f, dict) or f.keys() != {"epoch", "by", "at_ns"}):
+            raise ValueError(f"fenced {f!r} is neither null nor a fence")
+        fence = None if f is None else Fence(_int(f["epoch"]), _str(f["by"]), _int(f["at_ns"]))
+        return cls(history, fence, _int(doc.get("known", 0)))
 
     def save(self, directory: Path) -> None:
         make_dirs(directory)
         fence = self.fence
-        doc = {
+        doc: dict[str, object] = {
             "epochs": [list(h) for h in self.history],
             "fenced": None if fence is None else asdict(fence),
             "known": self.known,
         }
+        doc["crc32"] = _crc(doc)
         replace_durably(directory / FILE, json.dumps(doc).encode())
+
+
+#: The keys an epochs file holds (``crc32``: since 2026-11-28; ``known``: later than
+#: ``epochs`` and ``fenced``).
+_KEYS: Final = frozenset({"epochs", "fenced", "known", "crc32"})
+
+
+def _crc(doc: dict[str, object]) -> str:
+    """The CRC-32 of ``doc`` (without ``crc32``) as canonical JSON, in 8 hex digits."""
+    return f"{zlib.crc32(json.dumps(doc, sort_keys=True, separators=(',', ':')).encode()):08x}"
+
+
+def _int(value: object) -> int:
+    if type(value) is not int:  # (not a bool, a float or a string that reads as one)
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not a string")
+    return value

@@ -70,6 +70,11 @@ def _read(path: Path) -> dict[str, dict[str, dict[str, Any]]] | None:
         raise UnitsError(f"{path}: not the units JSON the router writes ({exc})") from None
     if not isinstance(doc, dict) or set(doc) != {"assets", "symbols"}:
         raise UnitsError(f"{path}: not the units JSON the router writes ({str(doc)[:80]})")
+    for kind, entries in doc.items():  # each level an object: a list or a number where one
+        if not isinstance(entries, dict) or not all(  # belongs raised AttributeError (141)
+            isinstance(fields, dict) for fields in entries.values()
+        ):
+            raise UnitsError(f"{path}: its {kind} are not the objects the router writes")
     return doc
 
 

@@ -39,8 +39,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
@@ -196,6 +198,9 @@ class SessionEnds:
             end, after = doc.get("end_ns"), doc.get("after_seq", 0)
             if not _is_int(end) or not _is_int(after):
                 raise ValueError(f"end_ns={end!r} after_seq={after!r}, not integers")
+            crc = doc.get("crc32")  # (a record of an older build has none)
+            if crc is not None and crc != _record_crc(cast(int, end), after):
+                raise ValueError(f"its crc32 {crc!r} is not that of end_ns and after_seq")
         except FileNotFoundError:
             return False
         except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError too
@@ -213,6 +218,7 @@ class SessionEnds:
         doc: dict[str, object] = {"end_ns": end_ns, "end_utc": _utc(end_ns), "written_ns": now_ns}
         if self.after_seq:
             doc["after_seq"] = self.after_seq
+        doc["crc32"] = _record_crc(end_ns, self.after_seq)  # a flipped digit is no end (141)
         # on disk before the rename (never an empty record), and the rename too; a record that
         # cannot be written (var/ full) is logged, not fatal (review 122: it stopped the
         # instance): the end is remembered here, and a restart finds it in the journal
@@ -225,3 +231,9 @@ class SessionEnds:
                 log.warning("session end %s: %s not written (%s)", _utc(end_ns), self.path, exc)
             return
         self._unsaved_for = None
+
+
+def _record_crc(end_ns: int, after_seq: int) -> str:
+    """The check a record keeps of what it says: a flipped digit of ``end_ns`` (a day
+    later: an end never sent taken for sent) reads as a record that cannot be read."""
+    return f"{zlib.crc32(b'%d %d' % (end_ns, after_seq)):08x}"
