@@ -7,13 +7,13 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from config.fields import Name, Port, at_most, tls_pair
+from config.fields import Host, Name, Port, at_most, tls_pair
 
 
 class RestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A gateway's HTTP API: ``/api/v1/...`` (REST) and ``/api/v1/stream`` (private WebSocket)."""
 
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: Port = 8080
     #: Largest request body; a bigger one is refused with 413.
     max_body_bytes: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 16_384
@@ -69,7 +69,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
     name: Name
     id: Annotated[int, msgspec.Meta(ge=1, le=65_535)]
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     #: FIX acceptor port; gateways may share one with reuse_port.
     port: Port = 9878
     reuse_port: bool = False
@@ -152,7 +152,7 @@ class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 
     #: Run it (its consumer lines on the matchers' output rings exist only when it runs).
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: Port = 8765
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 5_000
     #: Connections from one address (0: a quarter of ``max_connections``, two at least);

@@ -18,6 +18,17 @@ Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,24}\Z")]
 AssetName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}\Z")]
 FeeBps = Annotated[int, msgspec.Meta(ge=0, le=1_000)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]  # 0: any free port (tests)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+#: An address to listen on: "" (every one), an IP literal (an IPv6 one may name its zone),
+#: or a host name of RFC 1123 labels, 253 characters at most (review 142: a NUL, a path or
+#: 5,000 characters loaded, and the bind failed at start).
+Host = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=253,
+        pattern=rf"^(?:[0-9A-Fa-f:.]+(?:%[A-Za-z0-9]{{1,16}})?|{_LABEL}(?:\.{_LABEL})*)?\Z",
+    ),
+]
 
 
 def at_most(where: str, low_name: str, low: float, high_name: str, high: float) -> None:

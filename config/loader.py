@@ -6,12 +6,13 @@ A symbol named BASE-QUOTE takes what it leaves out of `base` and `quote` from it
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 
 import msgspec
 
-from config.refused_value import choices_note, with_value
+from config.refused_value import choices_note, cut_values, with_value
 from config.schema import RingexConfig
 
 PROFILES = Path(__file__).with_name("profiles")
@@ -44,15 +45,22 @@ def load_profile(name_or_path: str) -> RingexConfig:
         raw = tomllib.loads(path.read_text())
         _pair_assets(raw.get("symbols"))
         cfg = msgspec.convert(raw, RingexConfig)
+        if why := _number_refused(raw):  # past what the schema bounds (a key's own bound
+            raise ConfigError(f"config {str(path)!r}: {why}")  # names it first: above)
     except msgspec.ValidationError as exc:  # its path and limit; the value, found in raw
-        message = with_value(str(exc), raw) + choices_note(str(exc), RingexConfig)
+        message = with_value(cut_values(str(exc)), raw) + choices_note(str(exc), RingexConfig)
         raise ConfigError(f"config {str(path)!r}: {message}") from None
+    except ConfigError:
+        raise
     except (tomllib.TOMLDecodeError, ValueError, OSError) as exc:
         raise ConfigError(f"config {str(path)!r}: {exc}") from None
     except RecursionError:  # arrays nested thousands deep: the parser's recursion
         raise ConfigError(f"config {str(path)!r}: nested too deeply to read") from None
     if why := _var_dir_refused(cfg.var_dir):  # else every command fails on its files
         raise ConfigError(f"config {str(path)!r}: var_dir = {cfg.var_dir!r} {why}")
+    archive = cfg.journal.archive_dir
+    if archive and (why := _var_dir_refused(archive)):  # else ``replay --archive`` fails
+        raise ConfigError(f"config {str(path)!r}: journal.archive_dir = {archive!r} {why}")
     if cfg.database.dsn and (why := dsn_refused(cfg.database.dsn)):
         raise ConfigError(f"config {str(path)!r}: database.dsn: {why}")
     return cfg
@@ -60,7 +68,10 @@ def load_profile(name_or_path: str) -> RingexConfig:
 
 def _var_dir_refused(var_dir: str) -> str:
     """Why ``var_dir`` cannot hold an instance's files, or "": not a directory, under a file
-    (it could never be made), or a path the system refuses (review 134)."""
+    (it could never be made), or a path the system refuses (review 134; a NUL, review 142:
+    ``Path.exists`` says False of it)."""
+    if "\x00" in var_dir:
+        return "holds a NUL byte"
     try:
         path = Path(var_dir)
         if path.exists():
@@ -73,6 +84,26 @@ def _var_dir_refused(var_dir: str) -> str:
     except OSError as exc:
         return f"cannot be looked at ({exc.strerror or exc})"
     return ""
+
+
+def _number_refused(node: object, where: str = "") -> str:
+    """Why a number of ``node`` (TOML as loaded) can be no key's, naming the key, or "": an
+    integer past int64 (every count and size is one) or a float that is not finite (no key
+    takes inf or nan for "never": review 142, where 2**64 and inf loaded)."""
+    if isinstance(node, dict):
+        items = [(f"{where}.{k}" if where else str(k), v) for k, v in node.items()]
+    elif isinstance(node, list):
+        items = [(f"{where}[{k}]", v) for k, v in enumerate(node)]
+    elif isinstance(node, bool):
+        return ""
+    elif isinstance(node, int) and not -(2**63) <= node < 2**63:
+        limit = f"<= {2**63 - 1}" if node > 0 else f">= {-(2**63)}"
+        return f"{where} = {cut_values(str(node))} is past every key's integers ({limit})"
+    elif isinstance(node, float) and not math.isfinite(node):
+        return f"{where} = {node} is not a finite number"
+    else:
+        return ""
+    return next((why for key, value in items if (why := _number_refused(value, key))), "")
 
 
 def dsn_refused(dsn: str) -> str:

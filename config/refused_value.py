@@ -93,10 +93,22 @@ def _breaks(message: str, value: object) -> bool:
 
 
 def _shown(value: object) -> str:
-    """A value as TOML writes it (near enough for a message)."""
+    """A value as TOML writes it (near enough for a message), cut to ``SHOWN`` characters."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return repr(value)
+    return cut_values(repr(value))
+
+
+#: The most characters of a refused value a message shows (review 142: a 5,000-character
+#: value was echoed whole, twice).
+SHOWN = 80
+_LONG = re.compile(rf"(['\"]?)([^'\"\s]{{{SHOWN}}})[^'\"\s]+\1")
+
+
+def cut_values(text: str) -> str:
+    """``text`` with every run of more than ``SHOWN`` characters (a value msgspec or this
+    module echoes) cut to its first ``SHOWN`` and "..."."""
+    return _LONG.sub(lambda m: f"{m[1]}{m[2]}...{m[1]}", text)
 
 
 def choices_note(message: str, schema: type) -> str:

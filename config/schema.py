@@ -17,6 +17,7 @@ from config.fields import (
     AssetName,
     BasisPoints,
     FeeBps,
+    Host,
     Name,
     Port,
     Units,
@@ -215,7 +216,7 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     #: Prometheus metrics at http://metrics_host:metrics_port/metrics (0: a free port, which
     #: `ringex status` shows); metrics = false turns the endpoint off.
     metrics: bool = True
-    metrics_host: str = "127.0.0.1"
+    metrics_host: Host = "127.0.0.1"
     metrics_port: Port = 0
     #: "HH:MM", UTC: each day at this time the supervisor sends END_OF_SESSION to every
     #: symbol, which expires the DAY orders (``procs/supervisor/session_clock.py``). Empty:
@@ -245,7 +246,7 @@ class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
 
     #: The primary's replication source listens here (0: no replication).
     listen_port: Port = 0
-    listen_host: str = "127.0.0.1"
+    listen_host: Host = "127.0.0.1"
     #: "host:port" of the primary's source: this instance is its standby.
     primary: str = ""
     #: "sync": no command reaches a matcher (so no execution report leaves) before the standby

@@ -328,9 +328,9 @@ def test_a_config_that_could_not_run_is_refused_naming_value_and_limit(
 
 
 def test_a_var_dir_that_is_a_file_is_refused_naming_it(tmp_path: Path) -> None:
-    """README Configure: "a `var_dir` that is a file" is refused at load
+    """README Configure: "a `var_dir` or `journal.archive_dir` that is a file" is refused at load
     (config/loader.py load_profile)."""
-    _claim("a `var_dir` that is a file")
+    _claim("a `var_dir` or `journal.archive_dir` that is a file")
     afile = _write(tmp_path, "x", "afile")
     message = _refusal(tmp_path, f'var_dir = "{afile}"\n')
     assert f"var_dir = {str(afile)!r}" in message and "not a directory" in message
