@@ -30,12 +30,12 @@ import logging
 import os
 import secrets
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
 
+from procs.common.crc_frames import crc_hex
 from procs.common.durable import make_dirs
 from procs.common.users import User
 
@@ -68,7 +68,7 @@ class ApiKeysFile(msgspec.Struct, forbid_unknown_fields=True):
 def keys_crc(keys: list[ApiKey]) -> str:
     """The CRC-32 of ``keys`` in 8 hex digits, of their JSON as this build encodes them (a
     decoded file encodes back to the same bytes)."""
-    return f"{zlib.crc32(_encoder.encode(keys)):08x}"
+    return crc_hex(_encoder.encode(keys))
 
 
 _decoder = msgspec.json.Decoder(ApiKeysFile | list[ApiKey])

@@ -26,6 +26,12 @@ from typing import Final
 HEADER: Final = struct.Struct("<II")  # length of the body, its CRC-32
 
 
+def crc_hex(data: bytes) -> str:
+    """The CRC-32 of ``data`` in 8 hex digits: what the venue's small JSON files keep of
+    what they say (a file's size does not vary with it)."""
+    return f"{zlib.crc32(data):08x}"
+
+
 def frame(body: bytes) -> bytes:
     """``body`` behind its length and CRC-32."""
     return HEADER.pack(len(body), zlib.crc32(body)) + body

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Final
 
+from procs.common.crc_frames import crc_hex
 from procs.common.durable import make_dirs, replace_durably
 
 FILE: Final = "epochs.json"
@@ -179,7 +179,7 @@ _KEYS: Final = frozenset({"epochs", "fenced", "known", "crc32"})
 
 def _crc(doc: dict[str, object]) -> str:
     """The CRC-32 of ``doc`` (without ``crc32``) as canonical JSON, in 8 hex digits."""
-    return f"{zlib.crc32(json.dumps(doc, sort_keys=True, separators=(',', ':')).encode()):08x}"
+    return crc_hex(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
 
 
 def _int(value: object) -> int:

@@ -21,12 +21,12 @@ import logging
 import os
 import re
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 
+from procs.common.crc_frames import crc_hex
 from procs.common.durable import make_dirs, replace_durably
 
 log = logging.getLogger("ringex.users")
@@ -78,7 +78,7 @@ def users_crc(users: list[User], last_session: int) -> str:
     """The CRC-32 a users file keeps of its users and session high-water mark, in 8 hex
     digits (a file's size does not vary with it), of their JSON as this build encodes them
     (a decoded file encodes back to the same bytes)."""
-    return f"{zlib.crc32(msgspec.json.encode([users, last_session])):08x}"
+    return crc_hex(msgspec.json.encode([users, last_session]))
 
 
 def _digest(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:

@@ -20,13 +20,13 @@ import json
 import logging
 import os
 import tomllib
-import zlib
 from pathlib import Path
 from typing import Final
 
 import tomli_w
 
 from config.schema import RingexConfig
+from procs.common.crc_frames import crc_hex
 from procs.common.durable import replace_durably
 from procs.common.epochs import Epochs, EpochsError
 from procs.common.run_files import read_json, run_dir
@@ -78,7 +78,7 @@ def requested(cfg: RingexConfig) -> int:
 
 def _request_crc(pid: int, epoch: int) -> str:
     """The check a request carries of its pid and epoch: a flipped digit is no request."""
-    return f"{zlib.crc32(f'{pid} {epoch}'.encode()):08x}"
+    return crc_hex(f"{pid} {epoch}".encode())
 
 
 def forget_request(cfg: RingexConfig) -> None:

@@ -39,13 +39,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
+from procs.common.crc_frames import crc_hex
 from procs.common.durable import replace_durably
 from procs.common.journal import JournalError
 from procs.common.run_files import run_dir
@@ -236,4 +236,4 @@ class SessionEnds:
 def _record_crc(end_ns: int, after_seq: int) -> str:
     """The check a record keeps of what it says: a flipped digit of ``end_ns`` (a day
     later: an end never sent taken for sent) reads as a record that cannot be read."""
-    return f"{zlib.crc32(b'%d %d' % (end_ns, after_seq)):08x}"
+    return crc_hex(b"%d %d" % (end_ns, after_seq))
