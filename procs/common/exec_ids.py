@@ -31,9 +31,9 @@ newest logged client ref (an id handed out after the last logged ref is not cove
 from __future__ import annotations
 
 import time
-import zlib
 from pathlib import Path
 
+from procs.common.crc_frames import crc_hex
 from procs.common.durable import PRIVATE, make_dirs, replace_durably
 
 #: Ids reserved by one durable write.
@@ -99,7 +99,7 @@ class ExecIdBlocks:
 def mark_text(end: int) -> bytes:
     """What the file holds for the mark ``end``: ``N CRC\n``."""
     mark = b"%d" % end
-    return b"%s %08x\n" % (mark, zlib.crc32(mark))
+    return b"%s %s\n" % (mark, crc_hex(mark).encode())
 
 
 def parse_mark(text: bytes) -> int | None:
@@ -107,7 +107,7 @@ def parse_mark(text: bytes) -> int | None:
     if not text.endswith(b"\n"):
         return None
     number, _, crc = text[:-1].partition(b" ")
-    if not number.isdigit() or (crc and crc != b"%08x" % zlib.crc32(number)):
+    if not number.isdigit() or (crc and crc != crc_hex(number).encode()):
         return None
     return int(number)
 

@@ -34,10 +34,11 @@ import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
+from itertools import takewhile
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from procs.common.crc_frames import frame, tail_damage
+from procs.common.crc_frames import frame, read_frames, tail_damage
 from procs.common.durable import PRIVATE, make_dirs, replace_durably, write_all
 
 log = logging.getLogger("ringex.gateway")
@@ -372,18 +373,11 @@ def _entry(seq: int, raw: bytes) -> bytes:
 def _entries(data: bytes) -> list[tuple[int, bytes]]:
     """The ``(seq, raw)`` entries of a ``carried`` file (an older build's too: no header, no
     CRCs), up to a damaged one (what a host crash can leave)."""
-    out: list[tuple[int, bytes]] = []
     if not data.startswith(MAGIC):
         return list(_older_entries(data))
-    at = len(MAGIC)
-    while at + _ENTRY.size <= len(data):
-        length, crc, seq = _ENTRY.unpack_from(data, at)
-        body = data[at + _ENTRY.size - _SEQ.size : at + _ENTRY.size - _SEQ.size + length]
-        if length <= _SEQ.size or len(body) < length or zlib.crc32(body) != crc:
-            break
-        out.append((seq, body[_SEQ.size :]))
-        at += _ENTRY.size - _SEQ.size + length
-    return out
+    frames, _, _ = read_frames(data, len(MAGIC), _LONGEST)
+    whole = takewhile(lambda at_body: len(at_body[1]) > _SEQ.size, frames)
+    return [(_SEQ.unpack_from(body)[0], body[_SEQ.size :]) for _, body in whole]
 
 
 def _older_entries(data: bytes) -> Iterator[tuple[int, bytes]]:
