@@ -3,6 +3,8 @@ not above its maximum."""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from typing import Annotated
 
 import msgspec
@@ -29,6 +31,25 @@ Host = Annotated[
         pattern=rf"^(?:[0-9A-Fa-f:.]+(?:%[A-Za-z0-9]{{1,16}})?|{_LABEL}(?:\.{_LABEL})*)?\Z",
     ),
 ]
+
+
+def listen_address(host: str) -> str:
+    """``host`` as one spelling of the address a listener binds: lower case, ``localhost``
+    as 127.0.0.1, an IP literal in its canonical form (``127.1`` is 127.0.0.1 to the
+    kernel, ``0:0::0`` is ``::``: review 142), the empty host as 0.0.0.0. A name other than
+    localhost stays as written (resolving it here would make the config's meaning depend
+    on the DNS of the moment)."""
+    host = host.lower()
+    if host in ("", "localhost"):
+        return "0.0.0.0" if not host else "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:  # the shorthand inet_aton takes, as the bind does: 127.1, 10.1.2, 0x7f.1
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return host
 
 
 def at_most(where: str, low_name: str, low: float, high_name: str, high: float) -> None:

@@ -7,6 +7,7 @@ A symbol named BASE-QUOTE takes what it leaves out of `base` and `quote` from it
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
 
@@ -42,7 +43,10 @@ def load_profile(name_or_path: str) -> RingexConfig:
             )
     raw: object = None
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text()
+        if why := _huge_literal(text):  # tomllib's int() refusal names no key
+            raise ConfigError(f"config {str(path)!r}: {why}")
+        raw = tomllib.loads(text)
         _pair_assets(raw.get("symbols"))
         cfg = msgspec.convert(raw, RingexConfig)
         if why := _number_refused(raw):  # past what the schema bounds (a key's own bound
@@ -64,6 +68,34 @@ def load_profile(name_or_path: str) -> RingexConfig:
     if cfg.database.dsn and (why := dsn_refused(cfg.database.dsn)):
         raise ConfigError(f"config {str(path)!r}: database.dsn: {why}")
     return cfg
+
+
+#: A key's integer literal of more digits than int() converts (``sys.int_info``'s default
+#: limit, 4300): the table above it and the key, for the refusal to name.
+_HUGE = re.compile(
+    r"^[ \t]*\[+[ \t]*([^\]\n]*?)[ \t]*\]+"  # a [table] or [[array of tables]]
+    r"|^[ \t]*([^=\n#]+?)[ \t]*=[ \t]*[+-]?[0-9_]{4300}",  # key = <4300 digits>
+    re.M,
+)
+
+
+def _huge_literal(text: str) -> str:
+    """Why ``text`` holds an integer tomllib cannot read, naming its key and line ("" when
+    none does): tomllib's own message ("Exceeds the limit (4300 digits) for integer string
+    conversion") says neither (review 142)."""
+    if not re.search(r"[0-9_]{4300}", text):  # the common case: one scan
+        return ""
+    table = ""
+    for match in _HUGE.finditer(text):
+        if match[1] is not None:
+            table = match[1] + "."
+            continue
+        line = text.count("\n", 0, match.start()) + 1
+        return (
+            f"line {line}: {table}{match[2]} is an integer of 4,300 digits or more, past "
+            f"what any key takes (int64: {2**63 - 1})"
+        )
+    return ""
 
 
 def _var_dir_refused(var_dir: str) -> str:

@@ -23,6 +23,7 @@ from config.fields import (
     Units,
     at_most,
     host_and_port,
+    listen_address,
 )
 
 if TYPE_CHECKING:  # shm is imported where a strategy is built: ops scripts load config fast
@@ -507,8 +508,8 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         def listen(host: str, port: int, who: str, shared: str = "") -> None:
             if not port:
                 return  # a free port, picked at start
-            host = host.lower()  # LOCALHOST is localhost (review 134)
-            host = "127.0.0.1" if host == "localhost" else host
+            # LOCALHOST is localhost (review 134), 127.1 is 127.0.0.1 (review 142)
+            host = listen_address(host)
             clashes = [
                 (h, other)
                 for (h, p), other in seen.items()

@@ -59,7 +59,13 @@ from procs.supervisor.held import GO, GRACE_ENV
 from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
 from procs.supervisor.plan import MATCHER_MODULE, plan
-from procs.supervisor.preflight import cpus_missing, nice_refused, shm_short, units_differ_now
+from procs.supervisor.preflight import (
+    cpus_missing,
+    nice_refused,
+    shm_short,
+    tls_refused,
+    units_differ_now,
+)
 from procs.supervisor.session_end import SessionEnds
 from procs.supervisor.stuck_watch import StuckWatch
 from shm import Ring, ShmError
@@ -106,10 +112,10 @@ class Supervisor(StuckWatch):
     # -- start ----------------------------------------------------------------------------------
 
     def refuse_cpus_missing(self) -> None:
-        """Refuse ``supervisor.cores`` naming a CPU this host does not let us run on, and a
-        ``supervisor.nice`` this process may not set."""
+        """Refuse ``supervisor.cores`` naming a CPU this host does not let us run on, a
+        ``supervisor.nice`` this process may not set, and TLS files that do not load."""
         specs = [child.spec for child in self.children]
-        if refused := cpus_missing(specs) or nice_refused(specs):
+        if refused := cpus_missing(specs) or nice_refused(specs) or tls_refused(self.cfg):
             raise SupervisorError(refused)
 
     def refuse_other_units(self) -> None:

@@ -1,7 +1,8 @@
 """What a start checks before it touches an instance, each refusal naming the setting and the
 limit it meets: CPUs this host lacks (``supervisor.cores``), a niceness it may not set
-(``supervisor.nice``), rings that shared memory cannot hold (``ring.capacity``), and units
-other than the journal's (``procs/common/units.py``), checked again before each restart.
+(``supervisor.nice``), rings that shared memory cannot hold (``ring.capacity``), TLS files
+that do not load (``tls_refused``), and units other than the journal's
+(``procs/common/units.py``), checked again before each restart.
 Refused here, none is a process that cannot be pinned or niced (an opaque ``preexec_fn``
 error), a SIGBUS once a ring fills past what /dev/shm can give, or a router that refuses
 at every restart."""
@@ -16,6 +17,7 @@ from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.record_codec import RecordCodec
+from procs.common.tls import TlsError, mutual_context, server_context
 from procs.common.topology import rings
 from procs.common.units import units_differ
 from procs.supervisor.plan import ProcessSpec
@@ -67,6 +69,31 @@ def _has_cap_sys_nice() -> bool:
     except OSError:
         pass
     return os.geteuid() == 0
+
+
+def tls_refused(cfg: RingexConfig) -> str:
+    """Why a TLS setting of ``cfg`` cannot serve ("" when each loads): a certificate or key
+    that is missing or does not load, named by its key, checked as each listener will load
+    it. Not at the config's load: a profile loads anywhere (units for another host are made
+    from it), its files only where it runs; refused here, a gateway does not die at its bind
+    after the instance began starting (review 142)."""
+    checks: list[tuple[str, str, str, str]] = []  # (key, cert, key file, ca)
+    for gw in cfg.gateways:
+        checks.append((f"gateways[{gw.name!r}].tls_cert", gw.tls_cert, gw.tls_key, ""))
+        if gw.rest is not None:
+            rest = gw.rest
+            checks.append((f"gateways[{gw.name!r}].rest.tls_cert", rest.tls_cert, rest.tls_key, ""))
+    rep = cfg.replication
+    checks.append(("replication.tls_cert", rep.tls_cert, rep.tls_key, rep.tls_ca))
+    for key, cert, key_file, ca in checks:
+        try:
+            if ca:
+                mutual_context(cert, key_file, ca, server=True)
+            else:
+                server_context(cert, key_file)
+        except TlsError as exc:
+            return f"{key}: {exc}"
+    return ""
 
 
 def rings_bytes(cfg: RingexConfig) -> list[int]:

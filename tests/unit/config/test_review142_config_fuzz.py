@@ -17,10 +17,13 @@ or oversized ring, a bad primary port, 24:00, nice/cores out of range or naming 
 ``var_dir`` under a file, deep nesting, duplicated keys and bad UTF-8 are all refused by name;
 ``cpus_missing`` names a CPU of 2**64.
 
-Faults (each a strict xfail when written; 1-4, 7 and 8 fixed since, the same session: a
+Faults (each a strict xfail when written; all fixed since: 1-4, 7 and 8 the same session, a
 shown value cut to 80 characters, a ``Host`` type for the five listen hosts, a NUL or a file
 in ``var_dir``/``archive_dir`` refused, and every integer past int64 and every float that is
-not finite refused naming its key; 5, 6 and 9 still pinned below):
+not finite refused naming its key; 5, 6 and 9 the session after, the start refusing TLS
+files that do not load (``preflight.tls_refused``, naming the key), listen hosts compared
+in one spelling (``fields.listen_address``) and a 4,300-digit literal refused naming its
+line and key (``loader._huge_literal``)):
 1. A refused long value is echoed whole: a 5000-character ``instance`` or ``wait.strategy``
    gives a 5-10 kB message (``config/refused_value.py:99`` ``repr``; msgspec's enum message).
 2. Host keys (``gateways.host``, ``gateways.rest.host``, ``marketdata.host``,
@@ -60,7 +63,7 @@ import tomli_w
 from config.loader import ConfigError, load_profile
 from config.schema import RingexConfig
 from procs.supervisor.plan import plan
-from procs.supervisor.preflight import cpus_missing
+from procs.supervisor.preflight import cpus_missing, tls_refused
 
 Path_ = tuple[str | int, ...]
 
@@ -323,28 +326,23 @@ def test_archive_dir_that_cannot_be_made_is_refused(load: Any, where: str) -> No
     assert "archive_dir" in _refusal(load, _with(journal={"archive_dir": where}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 142: gateways.tls_cert/tls_key naming no file load (config/edges.py:78, "
-    "only tls_pair's both-or-neither); the gateway dies at start in "
-    "procs/common/tls.py:52 after the instance began starting; code side: check the files "
-    "are readable at load or in procs/supervisor/preflight.py",
-)
-def test_tls_files_that_do_not_exist_are_refused(load: Any) -> None:
+def test_tls_files_that_do_not_exist_are_refused_before_a_start(load: Any) -> None:
+    """A profile loads anywhere (units for another host are made from it); the start refuses
+    TLS files that do not load, naming the key, before the instance begins (fault 5)."""
     gateway = {"name": "gw1", "id": 1, "port": 0, "tls_cert": "/no/c.pem", "tls_key": "/no/k.pem"}
-    assert "/no/c.pem" in _refusal(load, _with(gateways=[gateway]))
+    why = tls_refused(load(_with(gateways=[gateway])))
+    assert "gateways['gw1'].tls_cert" in why and "/no/c.pem" in why
+    https = {"port": 0, "tls_cert": "/c", "tls_key": "/k"}
+    rest = {"name": "gw1", "id": 1, "port": 0, "rest": https}
+    assert "gateways['gw1'].rest.tls_cert" in tls_refused(load(_with(gateways=[rest])))
+    assert tls_refused(load(BASE)) == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 142: the listener clash check compares host strings "
-    "(config/schema.py:509-510 folds only 'localhost'): gateway on 127.1:9002 and "
-    "marketdata on 127.0.0.1:9002 load, the second bind fails at start; code side: "
-    "normalise IP literals (ipaddress.ip_address / socket.inet_aton) before comparing",
-)
 def test_a_listener_clash_under_another_spelling_is_refused(load: Any) -> None:
     doc = _with(gateways=[_gw(host="127.1", port=9002)], marketdata={"port": 9002})
     assert "9002" in _refusal(load, doc)
+    doc = _with(gateways=[_gw(host="0:0::0", port=9003)], marketdata={"port": 9003, "host": "::"})
+    assert "9003" in _refusal(load, doc)
 
 
 def _unbounded(kind: type) -> list[Path_]:
@@ -372,13 +370,6 @@ def test_an_infinite_float_is_refused(load: Any, path: Path_) -> None:
     assert "inf" in _refusal(load, _put(BASE, path, math.inf))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 142: ring.capacity = <5000 digits> gives tomllib's 'Exceeds the limit "
-    "(4300 digits) for integer string conversion', naming no key (config/loader.py:50 passes "
-    "it through); code side: say which line/key (tomllib gives none: e.g. a TOMLDecodeError "
-    "wrapper naming the file's line, or pre-scan for such literals)",
-)
 def test_a_huge_integer_literal_names_its_key(tmp_path: Path) -> None:
     file = tmp_path / "big.toml"
     file.write_text("[ring]\ncapacity = " + "9" * 5000 + "\n")
