@@ -142,15 +142,19 @@ class OrderReplies:
     def pending_status(self) -> dict[int, bytes]:
         """OrdStatus Pending Cancel (6) or Pending Replace (E) of the orders a cancel or replace
         waits for, by ``id(order)``: what a status report says of them (FIX 4.4 Appendix D:
-        a pending state outranks New and Partially Filled)."""
+        a pending state outranks New and Partially Filled, and only those: an order filled or
+        cancelled while a request for it is in flight says so, review 143)."""
         found: dict[int, bytes] = {}
         for r in self.requests.values():  # a cancel outranks a replace (FIX 4.4's precedence)
+            if r.order.status in FINISHED:
+                continue
             if r.kind == b"F" or id(r.order) not in found:
                 found[id(r.order)] = b"6" if r.kind == b"F" else b"E"
         return found
 
     def pending_of(self, order: Order) -> bytes | None:
-        """``pending_status`` of one order: 6, E, or None when no request waits for it."""
+        """``pending_status`` of one order: 6, E, or None when no request waits for it (or
+        it is finished)."""
         return self.pending_status().get(id(order))
 
     def pending_replace(self, session: int, cl_ord_id: bytes) -> Order | None:
