@@ -28,15 +28,20 @@ that total less what has filled by then, so with T the order's total and L its l
 router knows them, and x of those L still open when the replace lands (fills racing it only
 lower x, each paid out of the old hold at or below the old price), the order then needs
 hold(new price, Q - T + x) where the old hold had hold(old price, x) left. The addition is
-the most that difference reaches over 0 <= x <= L: nothing for a sell that keeps or lowers
-its total (a sell holds its size, whatever the price) and for a buy whose price and total
-both go no higher; else exactly the larger of the ends x = 0 and x = L, with no slack for
-the fee's rounding. A buy's hold of n is c*n + ceil(c*n*m / 10_000) (c: price x scale, an
-integer), so one unit more holds c plus floor or ceil of c*m / 10_000: at a higher price
-(c at least 1 more, the fee part no smaller) every unit adds at least as much to the new
-need as it takes off the old hold, and the difference never falls as x grows (the top at x =
-L); at a lower price it never rises (the top at x = 0); at the same price it is hold(Q - T)
-at x = 0 and, ceil being subadditive, no more elsewhere.
+the most that difference reaches over 1 <= x <= L (x = 0 is an order filled in full: done,
+the matcher refuses the replace and its addition is released; review 146: counting it asked
+up to a unit's price difference too much): nothing for a sell that keeps or lowers its total
+(a sell holds its size, whatever the price), for a buy whose price and total both go no
+higher, and for an order with nothing open; else an end, with no slack for the fee's
+rounding but at the same price. A buy's hold of n is c*n + ceil(c*n*m / 10_000) (c: price x
+scale, an integer), so one unit more holds c plus floor or ceil of c*m / 10_000: at a higher
+price (c at least 1 more, the fee part no smaller) every unit adds at least as much to the
+new need as it takes off the old hold, and the difference never falls as x grows (the top at
+x = L); at a lower price it never rises (the top at x = 1); at the same price it is no more
+than hold(Q - T), ceil being subadditive, and reaches it or falls 1 short by where x lands
+(whether some x in 1..L reaches it is a search over x's residues): hold(Q - T) is reserved,
+at most 1 minor unit more than the top. (A hold above hold(old price, x), a capped stop's,
+only lowers the difference.)
 A replace with others in flight cannot know which of them land before it: the order it
 lands on is as it is now (each refused) or as one of them left it (price and total as it
 asked, the hold what those need, x of those leaves open), and it reserves the most any of
@@ -309,7 +314,7 @@ class Accounts(Settlement):
         if len(order.asks) < len(order.replaces) or len(order.replaces) > REPLACES_WEIGHED:
             # an older snapshot's (not known), or more than a router step should walk
             return market.hold(side, price, total)
-        for was_price, was_total in order.asks:
+        for was_price, was_total in order.asks:  # one cut to the fills ends it: adds 0
             leaves = max(0, was_total - filled)
             held = market.hold(side, was_price, leaves)  # settlement leaves it so
             landed = cls._addition_to(market, side, filled, was_price, leaves, held, price, total)
@@ -329,19 +334,22 @@ class Accounts(Settlement):
     ) -> int:
         """``_replace_addition`` for an order with no other replace in flight: one that
         filled ``filled``, at ``was_price`` with ``leaves`` open and ``held`` held."""
-        more = total - filled - leaves  # Q - T: the open part is this plus x <= L
+        if leaves <= 0:
+            return 0  # filled in full: done, the replace refused (review 146)
+        more = total - filled - leaves  # Q - T: the open part is this plus 1 <= x <= L
         if side == _SELL:
             return max(0, more) * market.base_scale
         if price <= was_price and more <= 0:
             return 0  # hold() grows with price and qty: the new need is never the larger
-        # x = 0 left open: the new need, or (a total below the open part) the old hold of the
-        # -more units still open where the new need reaches 0, released then
-        if more > 0:
-            at_none = market.hold(_BUY, price, more)
-        else:
-            at_none = -market.hold(_BUY, was_price, min(leaves, -more))
         at_all = market.hold(_BUY, price, max(0, more + leaves)) - held  # x = L
-        return max(0, at_none, at_all)  # exact: the difference is monotone in x (docstring)
+        if more <= 0:  # the low end's addition is below 0: the order ends or shrinks there
+            return max(0, at_all)
+        if price < was_price:  # the top at x = 1 (docstring)
+            at_one = market.hold(_BUY, price, more + 1) - market.hold(_BUY, was_price, 1)
+            return max(0, at_one, at_all)
+        # the same price: hold(Q - T), the x = 0 bound (ceil's slack may reach it at any x);
+        # a higher price: at_all, above it
+        return max(market.hold(_BUY, price, more), at_all)
 
     def _reserve(self, account: int, asset: int, amount: int) -> bool:
         slot = (account, asset)

@@ -481,10 +481,12 @@ def test_replace_addition_is_the_most_over_every_x() -> None:
     """accounts.py: "the order then needs hold(new price, Q - T + x) where the old hold had
     hold(old price, x) left. The addition is the most that difference reaches over 0 <= x <=
     L: nothing for a sell that keeps or lowers its total ... and for a buy whose price and
-    total both go no higher" (``Accounts._addition_to``, exhaustively on small inputs)."""
-    _says(accounts_mod, "The addition is the most that difference reaches over 0 <= x <= L:")
+    total both go no higher" (``Accounts._addition_to``, exhaustively on small inputs). Since
+    review 146 over 1 <= x <= L (x = 0 is an order done, the replace refused), and at the same
+    price hold(Q - T), at most 1 above the top."""
+    _says(accounts_mod, "The addition is the most that difference reaches over 1 <= x <= L")
     _says(accounts_mod, "nothing for a sell that keeps or lowers its total")
-    _says(accounts_mod, "and for a buy whose price and total both go no higher")
+    _says(accounts_mod, "for a buy whose price and total both go no higher")
     for maker, taker, scale in ((7, 13, 1), (0, 25, 3), (999, 1_000, 1), (33, 0, 10)):
         m = Market(1, 2, 1, 1, 100, maker, taker, scale, 100)
         grid = itertools.product((BUY, SELL), range(3), range(1, 7), range(5), range(1, 7))
@@ -494,10 +496,17 @@ def test_replace_addition_is_the_most_over_every_x() -> None:
                 got = Accounts._addition_to(m, side, filled, was, leaves, held, price, total)
                 more = total - filled - leaves
                 brute = max(
-                    m.hold(side, price, max(0, more + x)) - m.hold(side, was, x)
-                    for x in range(leaves + 1)
+                    (
+                        m.hold(side, price, max(0, more + x)) - m.hold(side, was, x)
+                        for x in range(1, leaves + 1)
+                    ),
+                    default=0,
                 )
-                assert got == max(0, brute), (side, filled, was, leaves, price, total)
+                where = (side, filled, was, leaves, price, total)
+                if side == BUY and price == was and leaves and more > 0:
+                    assert got == m.hold(BUY, price, more) in (brute, brute + 1), where
+                else:
+                    assert got == max(0, brute), where
                 if (side == SELL and more <= 0) or (price <= was and more <= 0):
                     assert got == 0
 
