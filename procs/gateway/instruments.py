@@ -67,7 +67,10 @@ def qty_lots(text: bytes, s: SymbolConfig) -> int | str:
         return f"quantity {text.decode()} is not a multiple of lot {step} (symbol={s.name})"
     if units <= 0:
         return f"quantity {text.decode()} must be positive (symbol={s.name})"
-    if units > MAX_INT64:  # named: the largest the symbol takes, on its lot
-        top = format_units(MAX_INT64 // s.lot * s.lot, s.qty_decimals).decode()
-        return f"quantity {text.decode()} is beyond the largest quantity {top} (symbol={s.name})"
+    if units > MAX_INT64:  # named: the largest the symbol takes (review 144: not int64's)
+        top = format_units(s.most_qty, s.qty_decimals).decode()
+        return (
+            f"quantity {text.decode()} is beyond the largest quantity, maxQty {top} "
+            f"(symbol={s.name})"
+        )
     return units

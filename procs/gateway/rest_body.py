@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -55,7 +56,14 @@ def body_pairs(body: bytes, content_type: str) -> list[tuple[str, str]]:
         raise bad_request(
             codes.ILLEGAL_PARAM, f"body is not UTF-8: {exc.reason} at byte {exc.start}"
         ) from None
-    pairs = [(k, _text(k, v)) for k, v in decoded.items()]
+    try:
+        pairs = [(k, _text(k, v)) for k, v in decoded.items()]
+    except _JsonNumberError as number:  # named as sent: the float may not be (review 144)
+        raise bad_request(
+            codes.ILLEGAL_PARAM,
+            f"parameter {number.name[:64]!r} is the JSON number {_sent(body, number)}: "
+            "decimals are strings",
+        ) from None
     if len(decoded) < body.count(b":"):  # maybe a key twice: count them
         pairs += _json_repeats(body, decoded)
     return pairs
@@ -108,14 +116,29 @@ def repeated(pairs: list[tuple[str, str]]) -> str:
     return ""
 
 
+class _JsonNumberError(Exception):
+    """A JSON body's float, refused: ``body_pairs`` names it as the body spells it."""
+
+    def __init__(self, name: str, value: float) -> None:
+        self.name, self.value = name, value
+
+
 def _text(name: str, value: str | int | float | bool) -> str:
     """A JSON body's value as the parameter's text. A float is refused: prices and sizes are
     strings, and binary rounding could put a price on the tick the client's digits missed."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        raise bad_request(
-            codes.ILLEGAL_PARAM,
-            f"parameter {name[:64]!r} is the JSON number {value!r}: decimals are strings",
-        )
+        raise _JsonNumberError(name, value)
     return str(value)
+
+
+def _sent(body: bytes, number: _JsonNumberError) -> str:
+    """The JSON number of ``number``'s key as ``body`` spells it (its first 40 characters),
+    or the float decoded when the key is escaped in the body (the spelling is not found)."""
+    key = json.dumps(number.name).encode()  # as a plain key is written: no escapes
+    found = re.search(re.escape(key) + rb"\s*:\s*(-?[0-9][0-9.eE+-]*)", body)
+    if found is None:
+        return repr(number.value)
+    text = found[1].decode()
+    return text if len(text) <= 40 else text[:40] + "..."

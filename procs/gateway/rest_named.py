@@ -53,7 +53,7 @@ class NamedOrders:
                     codes.MANDATORY_PARAM,
                     "mandatory parameter 'orderId' or 'origClientOrderId' was not sent",
                 )
-            known = self.core.order(account, None, client_id)
+            known = self.core.order(account, None, client_id, symbol)
             if known is not None or self.history is None:
                 return None, known
             known = self.core.unfiled.named(account, symbol, client_id)  # newer than its rows

@@ -271,16 +271,25 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
 
     # -- queries ------------------------------------------------------------------------------
 
-    def order(self, account: int, order_id: int | None, client_id: str = "") -> LiveOrder | None:
-        """An order of ``account`` known here (open, or finished recently); never another's."""
+    def order(
+        self, account: int, order_id: int | None, client_id: str = "", symbol: int = 0
+    ) -> LiveOrder | None:
+        """An order of ``account`` known here (open, or finished recently); never another's.
+        By ``client_id``: the open one, else the newest finished, on ``symbol`` (0: any). A
+        client order id is unique among open orders only, so one may name an open order on
+        another symbol and a finished one on this (review 144)."""
         if order_id is not None:
             found = self.live.get(order_id) or self.done.get(order_id)
             return found if found is not None and found.account == account else None
         found = self._open_by_client_id(account, client_id)
-        if found is not None:
+        if found is not None and (not symbol or found.symbol.id == symbol):
             return found
         for o in reversed(self.done.values()):  # at most ``keep_done``
-            if o.account == account and o.client_order_id == client_id:
+            if (
+                o.account == account
+                and o.client_order_id == client_id
+                and (not symbol or o.symbol.id == symbol)
+            ):
                 return o
         return None
 

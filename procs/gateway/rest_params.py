@@ -67,9 +67,10 @@ CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,36}$")  # fullmatch it: "$" t
 #: A price or size: digits with at most one '.', checked before ``instruments`` parses it.
 DECIMAL = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 #: An integer (ids, times, limits): ASCII digits, a leading '-' at most; ``int()`` alone would
-#: also take spaces, '+', '_' separators and any script's digits.
-INTEGER = re.compile(r"-?[0-9]{1,20}")
-#: Longest parameter value accepted anywhere (decimals, ids, names).
+#: also take spaces, '+', '_' separators and any script's digits. As many as a value may hold:
+#: one too large is refused by its range, named (review 144).
+INTEGER = re.compile(r"-?[0-9]{1,64}")
+#: Longest parameter value accepted anywhere (decimals, ids, names): the digits above too.
 MAX_VALUE_CHARS = 64
 #: Parameters allowed longer values: a password is whatever its user chose, up to the users
 #: file's limit; the private stream's signature (64 hex digits) gets room to be wrong, so a

@@ -185,7 +185,7 @@ def test_the_largest_price_a_refusal_names_is_one_the_symbol_takes() -> None:
     assert not isinstance(price_ticks(named.encode(), TICK_005), str), (why, named)
     why_qty = qty_lots(b"99999999999999999999", TICK_005)
     assert isinstance(why_qty, str), why_qty
-    named_qty = why_qty.split("largest quantity ")[1].split(" ")[0]
+    named_qty = why_qty.split("maxQty ")[1].split(" ")[0]  # the symbol's (review 144)
     assert not isinstance(qty_lots(named_qty.encode(), TICK_005), str), (why_qty, named_qty)
 
 

@@ -158,9 +158,9 @@ def test_json_numbers_are_taken_as_their_digits_or_refused_naming_the_limit(
         head = b'{"symbol":"BTC-USD","side":"BUY","type":"LIMIT","price":"100.00","quantity":'
         try:
             refused = [
-                (b"9" * 30 + b"}", "largest quantity 92233720368547758.07"),
+                (b"9" * 30 + b"}", "largest quantity, maxQty 10000000.00"),  # review 144
                 (b"9" * 100 + b"}", "'quantity' is 100 characters, the limit is 64"),
-                (b"1e2}", "JSON number 100.0: decimals are strings"),
+                (b"1e2}", "JSON number 1e2: decimals are strings"),  # as sent (review 144)
                 (b'{"a":1}}', "body is not a JSON object"),
             ]
             for tail, words in refused:
