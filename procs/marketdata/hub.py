@@ -152,8 +152,14 @@ class Hub:
             candle = market.candles[stream.interval].current
             if candle is not None:
                 update = CandleUpdate(market.symbol.id, stream.interval, candle)
-                payload = messages.kline(market.symbol, update, self.state.now_ns)[1]
+                payload = messages.kline(market.symbol, update, self._now(market))[1]
                 self._deliver_one(client, Message(Kind.KLINE, stream.name, payload))
+
+    def _now(self, market: SymbolMarket) -> int:
+        """A kline's event time: the feed's clock, or the symbol's own where that is ahead
+        (another symbol's ring behind holds the feed's clock back while this one's candles
+        close: a close stamped before its end, review 145)."""
+        return max(self.state.now_ns, market.clock_ns)
 
     @staticmethod
     def _deliver_one(client: Subscriber, message: Message) -> None:
@@ -213,7 +219,7 @@ class Hub:
             if kind is Kind.DEPTH and update.reset:  # type: ignore[union-attr]
                 resets.append(name)
                 continue
-            _, payload = messages.render(market.symbol, update, self.state.now_ns)
+            _, payload = messages.render(market.symbol, update, self._now(market))
             final = kind is Kind.KLINE and update.candle.closed  # type: ignore[union-attr]
             batch.append(Message(kind, name, payload, final))
             self.delivered += len(subs)
