@@ -344,6 +344,10 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
         return self._cors(request, response)
 
     def _cors(self, request: RestRequest, response: web.StreamResponse) -> web.StreamResponse:
+        """The headers every answer gets: ``no-store`` (a browser kept a signed answer in its
+        cache, which a page of another origin on the site read after its user logged out,
+        with no key: review 149), and CORS's for an allowed ``Origin``."""
+        response.headers["Cache-Control"] = "no-store"
         origin = request.headers.get("Origin")
         allowed = self.rest.cors_origins
         if allowed and "*" not in allowed:  # the answer depends on the Origin: caches must know

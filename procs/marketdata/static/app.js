@@ -13,8 +13,18 @@ const priceDecimals = new Map();
 // that happened between the history and the subscription is missed. ``selecting`` counts
 // selects: one overtaken by a newer one drops its answer.
 let selecting = 0, held = null, shown = new Set();
-// The exchange's symbols, asked once; trading.js waits on it too (global: a classic script).
-const symbolList = fetch("/api/symbols").then((r) => r.json());
+// The exchange's symbols, asked until they come (one failure at load left the page dead for
+// good: review 149), 0.5 s after a failure, then twice as long up to 10 s; trading.js waits on
+// it too (global: a classic script).
+const symbolList = (async () => {
+  for (let wait = 500; ; wait = Math.min(2 * wait, 10000)) {
+    try {
+      const answer = await fetch("/api/symbols");
+      if (answer.ok) return await answer.json();
+    } catch (err) { /* the network's: asked again */ }
+    await new Promise((ok) => setTimeout(ok, wait));
+  }
+})();
 
 function streamsFor(sym, iv) {
   return [`${sym}@trade`, `${sym}@depth`, `${sym}@ticker`, `${sym}@kline_${iv}`, `${sym}@status`];

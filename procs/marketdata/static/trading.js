@@ -35,6 +35,9 @@ let exchangeInfo = null; // GET exchangeInfo's answer (a promise of it): each ti
 // Bumped by every login and logout: an answer that comes back to an older session is dropped.
 let sessionEpoch = 0;
 const orders = new Map(); // orderId -> the order as the API last showed it (open only)
+// The orders whose cancel is on its way: a redraw meanwhile (any order's report) draws their
+// button disabled, not a new live one that sent a second DELETE (review 149).
+const cancelling = new Set();
 const balances = new Map(); // asset -> {asset, free, locked}
 const fills = new Map(); // "symbol/tradeId/maker" -> fill, from the stream and myTrades
 
@@ -173,6 +176,7 @@ function end(message = "") {
     ws.close();
   }
   orders.clear();
+  cancelling.clear();
   balances.clear();
   fills.clear();
   say($("order-result"), ""); // the last session's answer is not the next one's
@@ -414,18 +418,23 @@ async function symbolRules() {
 }
 
 async function cancelOrder(order, button) {
+  if (cancelling.has(order.orderId)) return;
   button.disabled = true;
+  cancelling.add(order.orderId);
   const epoch = sessionEpoch;
   try {
     const done = await api("DELETE", "/api/v1/order",
       { symbol: order.symbol, orderId: order.orderId });
     if (epoch !== sessionEpoch) return;
+    cancelling.delete(order.orderId);
     orders.delete(done.orderId); // final: no later event brings it back
     drawOrders();
     say($("order-result"), `#${done.orderId} ${done.status}`, true);
   } catch (err) {
-    if (epoch === sessionEpoch) say($("order-result"), err.message, false);
-    button.disabled = false;
+    if (epoch !== sessionEpoch) return;
+    cancelling.delete(order.orderId);
+    say($("order-result"), err.message, false);
+    drawOrders(); // its button live again (this one may have been redrawn meanwhile)
   }
 }
 
@@ -488,6 +497,7 @@ function drawOrders() {
     button.className = "cancel";
     button.textContent = "cancel";
     button.onclick = () => cancelOrder(o, button);
+    button.disabled = cancelling.has(o.orderId);
     row.insertCell().append(button);
   }
   $("orders-count").textContent = orders.size ? String(orders.size) : "";
