@@ -120,11 +120,18 @@ MAX_NUMBER_CHARS: Final = 40
 MAX_SEQNUM: Final = 2**63 - 1
 _SAFE_SEQNUM_DIGITS: Final = len(str(MAX_SEQNUM)) - 1  # any number this long is below it
 _NUMERIC: Final = frozenset((INT, SEQNUM, FLOAT))
+#: The longest ClOrdID (11) and OrigClOrdID (41) taken: the REST API's limit on its ids, so
+#: an order's is one ``origClientOrderId`` can name (a FIX order's id is kept with it, in the
+#: order log and among the finished orders: up to ``max_message_bytes`` before, review 151).
+MAX_ID_CHARS: Final = 64
+_IDS: Final = frozenset((11, 41))
 
 
-def out_of_range(fmt: Format, value: bytes) -> str | None:
-    """Why ``value``, which has the format ``fmt``, is out of range (said after the field's
-    name), or None."""
+def out_of_range(fmt: Format, value: bytes, tag: int = 0) -> str | None:
+    """Why ``value`` of field ``tag``, which has the format ``fmt``, is out of range (said
+    after the field's name), or None."""
+    if tag in _IDS and len(value) > MAX_ID_CHARS:
+        return f"has {len(value)} characters, more than {MAX_ID_CHARS}"
     if fmt not in _NUMERIC:
         return None
     if len(value) > MAX_NUMBER_CHARS:
@@ -396,6 +403,8 @@ def _fast_check(tag: int) -> Callable[[bytes], object] | None:
         return lambda v: fmt(v) and v in allowed
     if fmt is BOOL:
         return frozenset((b"Y", b"N")).__contains__
+    if tag in _IDS:  # a string of at most MAX_ID_CHARS
+        return lambda v: len(v) <= MAX_ID_CHARS and fmt(v)
     return _IN_RANGE.get(fmt) or (None if fmt is STRING else fmt)
 
 
@@ -533,7 +542,7 @@ def first_fault(msg: FixMessage) -> Fault | None:
                 tag,
                 f"{name} ({tag}) {shown(value)!r} has the wrong format",
             )
-        why = out_of_range(fmt, value)
+        why = out_of_range(fmt, value, tag)
         if why is not None:
             return Fault(RejectReason.VALUE_OUT_OF_RANGE, tag, f"{name} ({tag}) {why}")
         if values is not None and value not in values:

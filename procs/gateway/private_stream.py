@@ -72,6 +72,8 @@ TOO_MANY_FRAMES = (
 
 #: How long a refusal told as a close waits for the client's close frame (it holds no slot).
 REFUSAL_CLOSE_S = 2.0
+#: Seconds between two prunes of the slot files no stream holds (``StreamSlots.prune``).
+PRUNE_S = 60.0
 
 
 def asks_close_on_refusal(request: object) -> TypeGuard[web.Request]:
@@ -124,6 +126,7 @@ class PrivateStreams:
         self.slots = (
             None if slots_dir is None else StreamSlots(slots_dir, max_per_key, max_per_account)
         )
+        self._prune_at = time.monotonic() + PRUNE_S  # the slot files' next prune
         self.max_streams = max_streams
         self.max_per_key = max_per_key
         self.max_per_account = max_per_account
@@ -137,9 +140,13 @@ class PrivateStreams:
 
     def sweep(self) -> None:
         """Close the streams whose key or user is gone (called once a second; ``keys.get``
-        sees another process's revoke within its recheck interval)."""
+        sees another process's revoke within its recheck interval); once a minute, remove
+        the slot files no stream holds (``StreamSlots.prune``)."""
         get, holder_unchanged = self.api.keys.get, self.api.holder_unchanged
         now = time.monotonic()
+        if self.slots is not None and now >= self._prune_at:
+            self._prune_at = now + PRUNE_S
+            self.slots.prune()
         for subs in self.by_account.values():
             for sub in subs:
                 key = get(sub.key)

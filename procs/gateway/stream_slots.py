@@ -7,8 +7,10 @@ on one of ``limit`` files in a directory the instance's gateways share (as ``Liv
 holds a FIX session's), taken before the upgrade's handshake and given back at its end. A
 gateway that dies gives back its slots (the kernel drops a dead process's locks).
 
-The files stay (empty, a limit's worth per key and per account that ever streamed): removing
-a lock file another process may be opening would let two streams hold "one" slot.
+A file no stream holds is removed by ``prune`` (the private streams' sweep, once a minute):
+each login is a new key, and the files of every key that ever streamed piled up (review
+151). Its lock is taken before the unlink, and ``try_lock`` holds only the file its path
+still names, so two streams never hold "one" slot.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from procs.common.file_locks import try_lock
+from procs.common.file_locks import remove_unheld, try_lock
 
 
 class StreamSlot:
@@ -56,6 +58,15 @@ class StreamSlots:
             os.close(mine)
             return "account"
         return StreamSlot([mine, theirs])
+
+    def prune(self) -> int:
+        """Remove the slot files no stream holds (of keys gone, mostly); how many."""
+        removed = 0
+        with os.scandir(self.directory) as entries:
+            names = [e.name for e in entries if e.name.endswith(".lock")]
+        for name in names:
+            removed += remove_unheld(self.directory / name)
+        return removed
 
     def _one(self, stem: str, limit: int) -> int | None:
         """The descriptor of a free slot of ``stem`` it locked, or None: all ``limit`` held."""

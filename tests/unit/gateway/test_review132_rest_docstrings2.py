@@ -482,9 +482,10 @@ def test_a_head_left_unfinished_past_the_body_timeout_is_408_and_closed() -> Non
 
 
 def test_stream_slot_files_stay_and_a_slot_is_given_back_once(tmp_path: Path) -> None:
-    """stream_slots.py: "The files stay (empty, a limit's worth per key and per account that
-    ever streamed)"; ``StreamSlot``: "``release`` gives them back (once)"."""
-    _says(stream_slots, "The files stay (empty, a limit's worth per key and per account")
+    """stream_slots.py: "A file no stream holds is removed by ``prune``" (review 151: they
+    stayed, of every key that ever streamed); ``StreamSlot``: "``release`` gives them back
+    (once)"."""
+    _says(stream_slots, "A file no stream holds is removed by ``prune``")
     _says(stream_slots.StreamSlot, "``release`` gives them back (once)")
     slots = StreamSlots(tmp_path, 2, 1)
     slot = slots.take("k", 7)
@@ -497,3 +498,4 @@ def test_stream_slot_files_stay_and_a_slot_is_given_back_once(tmp_path: Path) ->
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) == 2 and all((tmp_path / f).stat().st_size == 0 for f in files)
     assert not isinstance(slots.take("k", 7), str)
+    assert slots.prune() == 0 and len(list(tmp_path.iterdir())) == 2  # held: they stay

@@ -4,10 +4,15 @@ or ended stream, or a dead gateway, holds none."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from procs.common.file_locks import remove_unheld, try_lock
 from procs.gateway.stream_slots import StreamSlot, StreamSlots
 
 
@@ -47,3 +52,43 @@ def test_odd_keys_name_no_odd_files(tmp_path: Path) -> None:
     slots = StreamSlots(tmp_path, 1, 1)
     assert isinstance(slots.take("../../etc/passwd\x00" + "k" * 500, 7), StreamSlot)
     assert all(p.parent == tmp_path and len(p.name) < 80 for p in tmp_path.iterdir())
+
+
+def test_prune_removes_only_the_slot_files_no_stream_holds(tmp_path: Path) -> None:
+    """Review 151: the files of keys gone piled up, one a login. ``prune`` removes those no
+    stream holds; a held one stays, and the limit holds across a prune."""
+    slots = StreamSlots(tmp_path, 1, 10)
+    held = slots.take("K1", 7)
+    gone = slots.take("K2", 7)
+    assert isinstance(held, StreamSlot) and isinstance(gone, StreamSlot)
+    gone.release()
+    assert slots.prune() == 2  # K2's file and the account's second slot: nobody holds them
+    assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*.lock")) == ["account", "key"]
+    assert slots.take("K1", 7) == "key"  # K1's one slot is still held
+    held.release()
+    assert slots.prune() == 2 and not list(tmp_path.glob("*.lock"))
+
+
+def test_a_lock_taken_on_a_file_removed_meanwhile_is_taken_again_on_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``try_lock`` holds only the file its path names: a file another process removed
+    (``remove_unheld``) between this open and this lock is let go and the path opened again,
+    so two holders never hold one name on two files."""
+    path = tmp_path / "claim.lock"
+    locked: list[int] = []
+    real = fcntl.flock
+
+    def flock(fd: int, operation: int) -> None:
+        locked.append(fd)
+        if len(locked) == 1:  # another process's remove_unheld, between the open and the lock
+            assert remove_unheld(path) and not path.exists()
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    fd = try_lock(path)
+    assert fd is not None and len(locked) == 3  # the first file, remove_unheld's, the new one
+    assert os.path.samestat(os.fstat(fd), os.stat(path))
+    monkeypatch.undo()
+    assert try_lock(path) is None and not remove_unheld(path)  # held: it stays
+    os.close(fd)
