@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from procs.gateway import dictionary
 from procs.gateway.dictionary import RejectReason
-from procs.gateway.fix import FixMessage, Timestamps, field, parse_utc_timestamp
+from procs.gateway.fix import FixMessage, Timestamps, field, parse_utc_timestamp, shown
 from procs.gateway.resend import resend_range, resent
 from procs.gateway.store import MessageStore
 
@@ -91,15 +91,14 @@ class GapRecovery:
             )
             return False
         orig_ns = parse_utc_timestamp(orig)
-        if orig_ns is None or (sent is not None and orig_ns > sent):
-            self._reject(
-                msg,
-                RejectReason.SENDING_TIME_ACCURACY,
-                122,
-                "OrigSendingTime after SendingTime",
-                now_ns,
-            )
-            self._logout_and_close("SendingTime accuracy problem", now_ns)
+        if orig_ns is None:  # as validation refuses it in sequence: no Logout (review 153)
+            text = f"OrigSendingTime (122) {shown(orig)!r} has the wrong format"
+            self._reject(msg, RejectReason.INCORRECT_DATA_FORMAT, 122, text, now_ns)
+            return False
+        if sent is not None and orig_ns > sent:
+            text = f"OrigSendingTime {shown(orig)} is after SendingTime {shown(msg.get(52) or b'')}"
+            self._reject(msg, RejectReason.SENDING_TIME_ACCURACY, 122, text, now_ns)
+            self._logout_and_close(f"SendingTime accuracy problem: {text}", now_ns)
             return False
         return True
 

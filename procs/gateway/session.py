@@ -486,13 +486,17 @@ class Session(GapRecovery):
                 else:
                     self._resend(msg, now_ns)
             # None of ours open: ask. One open: a burst of new messages past the gap is
-            # covered by it (7=next 16=0, once: FIX 4.4 and QuickFIX). Only the client's
-            # resend (PossDup) reaching its end with the gap still there asks again (a
-            # garbled message left a hole), or it never heals; so does a heartbeat interval
-            # without an answer moving the gap on (its last one was garbled: review 51).
+            # covered by it (7=next 16=0, once: FIX 4.4 and QuickFIX), and its end moves up
+            # to the newest. Only the client's resend (PossDup) reaching that end with the
+            # gap still there asks again (a garbled message left a hole), or it never heals:
+            # once, not at each copy past the hole (review 153: each copy moved the end up
+            # to itself, and asked again); so does a heartbeat interval without an answer
+            # moving the gap on (its last one was garbled: review 51).
             stale = not self._resends and now_ns - self._resend_at >= self.heartbeat_ns
             if self._resend_upto < expected or (poss_dup and seq >= self._resend_upto) or stale:
                 self._request_resend(seq, now_ns)
+            elif seq > self._resend_upto:
+                self._resend_upto = seq
             return
         if seq < expected:
             if not poss_dup:
