@@ -7,12 +7,13 @@ no database) with review 34's two REST traders and two FIX traders of this file'
 gap, takes a PossDup copy below its expected seq as a copy, and keeps every ExecID it
 processed. A ``sitecustomize`` (review 42's hook) makes every gateway compact its order log
 past 8 KiB, not 4 MiB (so compactions run all the time), and SIGKILLs a chosen process at a
-chosen call (``R150_KILL``: process, class, method, call number, once per test): deterministic
-kill points inside a real process under the supervisor. Faults: seeded random SIGKILLs of the
-router, matcher, gateway and market data, alone and two at once, a second kill while a
-restart recovers (``R150_SEED`` replays a seed); the gateway killed in the middle of an order
-log compaction and while it answers a ResendRequest for its whole history. After each run
-every FIX trader logs on again and reads until quiet; then the checks.
+chosen call (``R150_KILL``: process, class, method, call number, once per test):
+deterministic kill points inside a real process under the supervisor (taken out since,
+below). Faults: seeded random SIGKILLs of the router, matcher, gateway and market data,
+alone and two at once, a second kill while a restart recovers (``R150_SEED`` replays a
+seed); the gateway killed in the middle of an order log compaction and while it answers a
+ResendRequest for its whole history. After each run every FIX trader logs on again and reads
+until quiet; then the checks.
 
 Checks: every acknowledged order journaled, no command twice; per FIX session no MsgSeqNum
 gap left open, no message below the expected one without PossDup, no ExecID processed twice;
@@ -29,12 +30,18 @@ twice, every fill of every journaled order reaches its client once, money is con
 snapshots replay to the journal's state and the feed's depth is the books'. (The kill at the
 2nd output step of the resend was never reached: one step took the whole answer.)
 
+The chosen-point runs (the gateway killed at a compaction's 2nd step, and in a whole-history
+resend: ``R150_KILL`` is the hook) took about 47 s each, most of it the instance's start and
+drain, and were left out of the suite for its time after this review ran them (they are in
+the commit before the one that took them out); the random kills keep the compactions.
+
 Faults (each a strict xfail when written): none demonstrated. One run (seed 1, the gateway
 and market data killed at once) saw both FIX traders' next Logon refused "unknown
 SenderCompID or bad password" (``procs/gateway/logon.py:54``); four reruns of the seed and
 a loop of eight such kills with immediate logons did not repeat it, and its logs were gone,
-so it is not pinned here. After each gateway restart the clients took about 40 s to get 20
-more acknowledgements each (seconds after a matcher's or router's); not traced to a client.
+so it is not pinned here. A 40 s wait seen after each gateway restart, with helpers'
+tests running beside it, was not the clients' progress: rerun quiet, 20 more
+acknowledgements each came within 12 s.
 """
 
 from __future__ import annotations
@@ -67,11 +74,9 @@ from tests.unit.gateway.harness import OPEN, Client
 LOT = Decimal("0.0001")  # BTC-USD's qty_decimals = 4
 
 #: ``sitecustomize`` of every process of the instance: the gateway compacts its order log
-#: past 8 KiB; ``R150_KILL`` = "<module in the cmdline>:<module>:<Class>.<method>:<n>"
-#: SIGKILLs that process at its n-th call of the method (before it runs), once per test
-#: (a marker file in ``R150_DIR``).
+#: past 8 KiB (the review's ``R150_KILL`` kill points were taken out with their tests).
 SITE = """
-import os, signal
+import os
 _dir = os.environ.get("R150_DIR", "")
 try:
     with open("/proc/self/cmdline", "rb") as _f:
@@ -82,21 +87,6 @@ if _dir and "procs.gateway.main" in _cmd:
     from procs.gateway import order_log as _ol
     _ol.OrderLog.wants_compaction = property(
         lambda self: not self.compacting and self.size > max(8192, 2 * self.compacted_size))
-_kill = os.environ.get("R150_KILL", "")
-if _dir and _kill:
-    _proc, _mod, _meth, _n = _kill.split(":")
-    if _proc in _cmd and not os.path.exists(os.path.join(_dir, "killed")):
-        import importlib
-        _cls, _name = _meth.split(".")
-        _c = getattr(importlib.import_module(_mod), _cls)
-        _real, _calls = getattr(_c, _name), [0]
-        def _die(*a, **k):
-            _calls[0] += 1
-            if _calls[0] == int(_n) and not os.path.exists(os.path.join(_dir, "killed")):
-                open(os.path.join(_dir, "killed"), "w").close()
-                os.kill(os.getpid(), signal.SIGKILL)
-            return _real(*a, **k)
-        setattr(_c, _name, _die)
 """
 
 
@@ -260,15 +250,12 @@ class Rig:
 
 
 @contextmanager
-def rig(
-    instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kill: str = ""
-) -> Iterator[Rig]:
+def rig(instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(SITE)
     (tmp_path / "marks").mkdir()
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
     monkeypatch.setenv("R150_DIR", str(tmp_path / "marks"))
-    monkeypatch.setenv("R150_KILL", kill)
     extra = (
         r34.rest_section()
         + "[journal]\nsnapshot_every = 200\n[supervisor]\nrestart_limit = 100\n"
@@ -281,10 +268,6 @@ def rig(
         port = cfg.gateways[0].port
         traffic.fix = [StrictTrader(traffic.load, u, accounts[u], port) for u in k8.FIX_USERS]
         yield Rig(prof, cfg, accounts, traffic)
-
-
-def killed(tmp_path: Path) -> bool:
-    return (tmp_path / "marks" / "killed").exists()
 
 
 # -- checks -----------------------------------------------------------------------------------
@@ -410,54 +393,3 @@ def test_random_kills_keep_reports_numbers_and_money(
 
 
 # -- kills at chosen points -------------------------------------------------------------------
-
-COMPACTION_STEP = "procs.gateway.main:procs.gateway.order_log:OrderLog.step_compaction"
-
-
-@pytest.mark.parametrize("step", [2])
-def test_gateway_killed_in_an_order_log_compaction(
-    instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: int
-) -> None:
-    """The gateway dies at a step of a compaction (the side file half written, the log
-    still whole); its restart reads the log and goes on compacting."""
-    with rig(instance, tmp_path, monkeypatch, f"{COMPACTION_STEP}:{step}") as rg:
-
-        async def faults() -> None:
-            async with rg.traffic.running("before the kill"):
-                deadline = time.monotonic() + 40
-                while not killed(tmp_path):
-                    assert time.monotonic() < deadline, "no compaction reached its step"
-                    await asyncio.sleep(0.05)
-                rg.done.append(f"gateway at compaction step {step}")
-                await r34.restarted(rg.cfg, {"gateway-gw1": {"restarts": 0}})
-                await rg.traffic.progress(f"after {rg.done}", timeout_s=60)
-                await finish(rg)
-
-        run_faults(rg, faults)
-
-
-RESEND = "procs.gateway.main:procs.gateway.gap_recovery:GapRecovery._resent_output"
-
-
-def test_gateway_killed_while_it_answers_a_resend_of_everything(
-    instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Past 200 acknowledgements a FIX trader asks for its whole history again; the gateway
-    dies as the first chunk of that answer is taken for the wire. The
-    trader's numbers go on at the next logon; what it missed comes by resend."""
-    with rig(instance, tmp_path, monkeypatch, f"{RESEND}:1") as rg:
-        trader = rg.fix[0]
-
-        async def faults() -> None:
-            async with rg.traffic.running("before the resend"):
-                await trader.client.send("2", (7, 1), (16, 0))  # everything again
-                deadline = time.monotonic() + 30
-                while not killed(tmp_path):
-                    assert time.monotonic() < deadline, "the resend's answer was not cut"
-                    await asyncio.sleep(0.02)
-                rg.done.append("gateway in its resend")
-                await r34.restarted(rg.cfg, {"gateway-gw1": {"restarts": 0}})
-                await rg.traffic.progress(f"after {rg.done}", timeout_s=60)
-                await finish(rg)
-
-        run_faults(rg, faults)
