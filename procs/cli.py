@@ -34,6 +34,7 @@ from tqdm import tqdm
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
+from procs.admin.args import Once
 from procs.admin.commands import add_admin, run_admin
 from procs.common.durable import fsync_file
 from procs.common.endpoints import endpoints
@@ -58,14 +59,17 @@ from procs.supervisor.draining import stop_bound_s
 from procs.supervisor.main import Supervisor
 from procs.supervisor.main import main as supervisor_main
 from shm import Ring
-from shm.errors import ShmError
+from shm.errors import ShmError, ShmPermissionError
 from shm.inspect import SegmentInfo, list_segments, remove
 from shm.liveness import holder_alive, pid_alive, process_start
 
 
 def _seconds(text: str) -> float:
     """A ``--timeout``: a finite number of seconds, 0 or more (argparse's type)."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:  # (review 155: argparse said "invalid _seconds value")
+        value = math.nan
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
     return value
@@ -424,7 +428,7 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
         process["alive"] = alive and process_start(pid) == started
         process["ready"] = bool(process.get("ready")) and process["alive"]
         if not process["alive"]:  # its uptime as of the last write: not up now
-            process["uptime_s"] = 0
+            process["uptime_s"] = 0.0  # a float up or down (review 154)
     segments = {s.name: s for s in list_segments(cfg.instance)}
     ring_rows: list[dict[str, Any]] = []
     for spec in rings(cfg):
@@ -432,6 +436,9 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
             continue
         try:  # unlinked since it was listed (a stop), or not attachable: not shown
             ring = Ring.attach(cfg.instance, spec.name, RecordCodec())
+        except ShmPermissionError as exc:  # another user's rings (review 155: a traceback)
+            print(f"ringex status: {exc}", file=sys.stderr)
+            return 1
         except ShmError:
             continue
         try:
@@ -496,8 +503,10 @@ def _admin(args: argparse.Namespace) -> int:
 
 def profile_args(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group()  # both given: a usage error, never one in silence
-    which.add_argument("--profile", help="profile name (config/profiles; default: dev)")
-    which.add_argument("--config", help="a TOML config file (instead of --profile)")
+    which.add_argument(
+        "--profile", action=Once, help="profile name (config/profiles; default: dev)"
+    )
+    which.add_argument("--config", action=Once, help="a TOML config file (instead of --profile)")
 
 
 def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,6 +12,10 @@ class ShmError(Exception):
     """Base class for every error raised by ``shm``."""
 
 
+class ShmPermissionError(ShmError):
+    """A segment this user may not open: another user's instance (its mode is 0600)."""
+
+
 class HeaderMismatchError(ShmError):
     """An attached segment's header differs from what the caller expects (names both values)."""
 

@@ -17,7 +17,7 @@ from typing import Final
 
 import posix_ipc
 
-from shm.errors import HeaderMismatchError, ShmError
+from shm.errors import HeaderMismatchError, ShmError, ShmPermissionError
 
 PREFIX: Final = "ringex"
 _POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)
@@ -87,6 +87,11 @@ class Region:
             mem = posix_ipc.SharedMemory(posix_name)
         except posix_ipc.ExistentialError as exc:
             raise ShmError(f"segment {posix_name!r} does not exist") from exc
+        except posix_ipc.PermissionsError as exc:  # (review 155: a traceback in the CLI)
+            raise ShmPermissionError(
+                f"segment {posix_name!r}: no permission to open it (another user's instance? "
+                "run as the user that started it)"
+            ) from exc
         if check is not None:
             try:
                 _check_size(posix_name, mem.size)

@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
+from config.refused_value import cut_values
 from config.schema import RingexConfig
 from procs.common.record_codec import RecordCodec
 from procs.common.records import (
@@ -67,13 +68,15 @@ def to_minor_units(cfg: RingexConfig, asset: str, amount: str) -> tuple[int, int
     spec = cfg.asset(asset)
     if not _AMOUNT.fullmatch(amount.strip()):  # Infinity, NaN, 0x10, 1_000 alike
         raise AdminError(
-            f"amount {amount!r} is not a decimal number (ASCII digits, one '.', an exponent)"
+            f"amount {cut_values(repr(amount))} is not a decimal number (ASCII digits, one '.', an "
+            "exponent)"
         )
+    shown = cut_values(amount)  # as the messages below show it (review 155: 3,000 digits, whole)
     try:
         value = Decimal(amount)
     except ArithmeticError:  # an exponent past what Decimal holds, either way
         raise AdminError(
-            f"amount {amount} is out of range: at most {MAX_UNITS} minor units of {asset}, "
+            f"amount {shown} is out of range: at most {MAX_UNITS} minor units of {asset}, "
             f"{spec.decimals} decimal places"
         ) from None
     # Exact, digit by digit: no context arithmetic, which rounds past 28 digits.
@@ -86,16 +89,16 @@ def to_minor_units(cfg: RingexConfig, asset: str, amount: str) -> tuple[int, int
         kept.pop()
         exponent += 1
     if exponent < -spec.decimals:
-        raise AdminError(f"amount {amount} has more than {asset}'s {spec.decimals} decimal places")
+        raise AdminError(f"amount {shown} has more than {asset}'s {spec.decimals} decimal places")
     if len(kept) + exponent + spec.decimals > 19:  # more digits than 2**63 has
         raise AdminError(
-            f"amount {amount} {asset} is beyond the limit of {MAX_UNITS} minor units "
+            f"amount {shown} {asset} is beyond the limit of {MAX_UNITS} minor units "
             "(a record's signed 64 bits)"
         )
     units = int("".join(map(str, kept))) * 10 ** (exponent + spec.decimals)
     if units > MAX_UNITS:
         raise AdminError(
-            f"amount {amount} {asset} is {units} minor units, beyond the limit of "
+            f"amount {shown} {asset} is {units} minor units, beyond the limit of "
             f"{MAX_UNITS} (a record's signed 64 bits)"
         )
     return spec.id, -units if sign else units
@@ -124,8 +127,11 @@ def _take_turn(cfg: RingexConfig, wait_s: float) -> int:
     """The admin lock's descriptor, held (this client's turn), waiting at most ``wait_s``
     for another client's turn to end (0: one try)."""
     path = Path(cfg.var_dir) / cfg.instance / "run" / "admin.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:  # a file in the way, another user's directory (review 155)
+        raise AdminError(f"the admin lock {path} cannot be opened: {exc.strerror}") from None
     deadline = time.monotonic() + wait_s
     while True:
         try:

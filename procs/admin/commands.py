@@ -17,8 +17,10 @@ import sys
 from collections.abc import Callable
 from decimal import Decimal
 
+from config.refused_value import cut_values
 from config.schema import RingexConfig
 from procs.admin.add_user import add_user, fee_account_taken
+from procs.admin.args import Once, ascii_int
 from procs.admin.client import (
     MAX_UNITS,
     AdminClient,
@@ -31,7 +33,7 @@ from procs.admin.users import list_users, remove_user
 from procs.common.records import AccountReply, Balance
 from procs.common.result_codes import ResultCode
 from procs.common.run_files import read_status
-from shm.errors import ShmError
+from shm.errors import ShmError, ShmPermissionError
 
 
 def admin_client(cfg: RingexConfig) -> AdminClient | None:
@@ -48,6 +50,9 @@ def admin_client(cfg: RingexConfig) -> AdminClient | None:
         return None
     try:
         return AdminClient(cfg)
+    except ShmPermissionError as exc:  # another user's instance (review 155: a traceback)
+        print(f"ringex admin: {exc}", file=sys.stderr)
+        return None
     except ShmError as exc:
         print(f"ringex admin: instance {cfg.instance} is not running ({exc})", file=sys.stderr)
         return None
@@ -155,10 +160,23 @@ def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
         return 1
     finally:
         client.close()
+    return _print_replies(cfg, args, replies)
+
+
+def _print_replies(cfg: RingexConfig, args: argparse.Namespace, replies: list[AccountReply]) -> int:
+    """A create-account's or transfer's replies, one line each; 1 where one was refused."""
     code = 0
     for reply in replies:
         ok = reply.code == ResultCode.OK
         code = code or (0 if ok else 1)
+        if not ok and args.admin_command != "create-account":  # a refused transfer: no
+            # balance (of an account that may not exist), on stderr, naming what was asked
+            asked = f"{args.admin_command} of {cut_values(args.amount)} {args.asset}"
+            print(
+                f"ringex admin: account {reply.account}: {reply.code.name}: {asked} refused",
+                file=sys.stderr,
+            )  # (review 155: stdout, with "free balance 0.0000" of no account)
+            continue
         where = f" (seq {reply.seq})" if ok else ""
         # a transfer's reply carries the asset's free balance, in minor units; a
         # create-account's carries none (review 45: "free balance 0" of a funded account)
@@ -202,13 +220,15 @@ def add_admin(
     admin = sub.add_parser("admin", help="accounts, deposits, halts in a running exchange")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
     create = admin_sub.add_parser("create-account", help="open an account")
-    create.add_argument("--account", type=int, required=True)
+    create.add_argument("--account", type=ascii_int, required=True, action=Once)
     for name in ("deposit", "withdraw"):
         move = admin_sub.add_parser(name, help=f"{name} a decimal amount of an asset")
-        move.add_argument("--account", type=int, required=True)
-        move.add_argument("--asset", required=True, help="asset name, e.g. USD")
-        move.add_argument("--amount", required=True, help="decimal, e.g. 1000.50")
-        move.add_argument("--key", type=int, help="idempotency key (default: a fresh one)")
+        move.add_argument("--account", type=ascii_int, required=True, action=Once)
+        move.add_argument("--asset", required=True, action=Once, help="asset name, e.g. USD")
+        move.add_argument("--amount", required=True, action=Once, help="decimal, e.g. 1000.50")
+        move.add_argument(
+            "--key", type=ascii_int, action=Once, help="idempotency key (default: a fresh one)"
+        )
     for name in ("halt", "resume"):
         halt = admin_sub.add_parser(name, help=f"{name} trading in a symbol")
         halt.add_argument("symbol")
@@ -221,13 +241,13 @@ def add_admin(
     )
     snap.add_argument("symbol", nargs="?", help="only its matcher's (default: every matcher)")
     balances = admin_sub.add_parser("balances", help="an account's balances, from the router")
-    balances.add_argument("--account", type=int, required=True)
+    balances.add_argument("--account", type=ascii_int, required=True, action=Once)
     balances.add_argument("--json", action="store_true", help="machine-readable output")
     cancel = admin_sub.add_parser(
         "cancel-all", help="cancel an account's open orders (a kill switch), in one command"
     )
     whose = cancel.add_mutually_exclusive_group(required=True)
-    whose.add_argument("--account", type=int, help="this account's orders")
+    whose.add_argument("--account", type=ascii_int, action=Once, help="this account's orders")
     whose.add_argument(
         "--every-account", action="store_true", help="every account's orders (the whole book)"
     )
@@ -251,7 +271,9 @@ def add_admin(
         "--password-stdin", action="store_true", help="read the password from stdin's first line"
     )
     user.add_argument("--comp-id", help="its SenderCompID (default: the username)")
-    user.add_argument("--account", type=int, help="its account (default: the next free one)")
+    user.add_argument(
+        "--account", type=ascii_int, action=Once, help="its account (default: the next free one)"
+    )
     user.add_argument(
         "--deposit", action="append", default=[], metavar="ASSET=AMOUNT", help="repeatable"
     )

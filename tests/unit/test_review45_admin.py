@@ -294,7 +294,7 @@ def test_pinned_a_keyed_withdrawal_retried_after_a_restart_from_a_snapshot_is_ap
         assert _admin("withdraw", *argv, "--amount", "30.0000") == 0
         again = capsys.readouterr().out
         assert _admin("withdraw", *argv, "--amount", "31") == 1
-        other = capsys.readouterr().out
+        other = capsys.readouterr().err  # a refusal goes to stderr (review 155)
     assert f"account 7: OK (seq {seq.group(1)})" in again, again
     assert "DUPLICATE_TRANSFER" in other, other
     assert ex.router.sequencer.accounts.balance(7, USD) == (700_000, 0)

@@ -1,0 +1,38 @@
+"""What the operator CLI's arguments take, beyond argparse's own: a whole number in ASCII
+digits (``int`` alone also takes "1_0" and any script's digits: review 155, account "\u0667"
+was account 7) and an option given at most once (argparse keeps the last of two in
+silence: ``--amount 5 --amount 50`` deposited 50)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from typing import Any
+
+_WHOLE = re.compile(r"-?[0-9]+")
+
+
+def ascii_int(text: str) -> int:
+    """An argparse type: a whole number, an optional '-' and ASCII digits (at most 40)."""
+    if len(text) > 40 or not _WHOLE.fullmatch(text):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise argparse.ArgumentTypeError(f"{shown!r} is not a whole number in ASCII digits")
+    return int(text)
+
+
+class Once(argparse.Action):
+    """``store``, refusing a second giving of the option: a usage error naming it."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        given: set[str] = namespace.__dict__.setdefault("_given_once", set())
+        if self.dest in given:
+            parser.error(f"{option_string} is given twice: give it once")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
