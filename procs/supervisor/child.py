@@ -19,6 +19,9 @@ class Child:
     restarts: list[float] = field(default_factory=list)  # monotonic times of restarts
     restarts_total: int = 0  # since the supervisor started (metrics)
     started_at: float = 0.0
+    #: Unix time of its release, read once then (metrics): a start time worked out from the
+    #: monotonic one at each scrape moved with the wall clock's steps (review 154)
+    started_unix: float = 0.0
     ready: bool = False
     held: bool = False  # started, importing or waiting for the word (``held.py``)
     seen: ConsumerInfo | None = None  # its line on the ring it reads, at the last look
@@ -29,5 +32,5 @@ class Child:
         """Seconds since it was released, while it runs; 0 held, down or gone (a process
         that died is not up, whatever its start was)."""
         if not self.started_at or self.process is None or self.process.poll() is not None:
-            return 0
+            return 0.0  # a float up or down: one JSON type (review 154)
         return round(time.monotonic() - self.started_at, 1)

@@ -224,7 +224,7 @@ class Supervisor(StuckWatch):
             logfile.close()
         child.held = True
         child.ready = False
-        child.started_at = 0.0  # until released: no uptime yet
+        child.started_at = child.started_unix = 0.0  # until released: no uptime yet
 
     def _release(self, child: Child) -> None:
         process = child.process
@@ -233,7 +233,7 @@ class Supervisor(StuckWatch):
             process.stdin.write(GO)
             process.stdin.close()
         child.held = False
-        child.started_at = time.monotonic()
+        child.started_at, child.started_unix = time.monotonic(), time.time()
         spec = child.spec
         log.info("started %s (pid %d) %s", spec.name, process.pid, " ".join(spec.args))
 
@@ -466,7 +466,6 @@ class Supervisor(StuckWatch):
 
     def process_samples(self) -> list[ProcessSample]:
         """The process table for a metrics scrape (called from the server's thread)."""
-        wall_offset = time.time() - time.monotonic()
         return [
             ProcessSample(
                 name=c.spec.name,
@@ -474,7 +473,7 @@ class Supervisor(StuckWatch):
                 up=c.process is not None and c.process.poll() is None,
                 ready=c.ready,
                 restarts=c.restarts_total,
-                start_time_s=c.started_at + wall_offset if c.started_at else 0.0,  # held: 0
+                start_time_s=c.started_unix,  # 0 while held: no sample
             )
             for c in self.children
         ]

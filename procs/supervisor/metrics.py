@@ -112,7 +112,7 @@ class ProcessSample:
     up: bool
     ready: bool  # holds its ready ring since its last start
     restarts: int  # since the supervisor started (not the restart_limit window)
-    start_time_s: float  # Unix time of its last start
+    start_time_s: float  # Unix time of its last start (its release); 0 while held
 
 
 class RingexCollector:
@@ -403,7 +403,8 @@ class RingexCollector:
             if not p.pid:
                 continue
             pid.add_metric([p.name], p.pid)
-            started.add_metric([p.name], p.start_time_s)
+            if p.start_time_s:  # held (review 154: up, "started" in 1970)
+                started.add_metric([p.name], p.start_time_s)
             usage = proc_stat(p.pid) if p.up else None
             if usage is not None:
                 cpu.add_metric([p.name], self._carried_cpu.incarnation(p.name, p.pid, usage[0]))

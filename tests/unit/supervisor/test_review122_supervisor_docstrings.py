@@ -481,7 +481,7 @@ def test_status_json_says_pids_cpus_restarts_state_and_the_metrics_url(sup: Supe
     sup.children = [Child(s) for s in plan.plan(sup.cfg)]
     router = next(c for c in sup.children if c.spec.name == "router")
     router.process, router.restarts_total = FakeProcess(), 2  # type: ignore[assignment]
-    router.started_at = time.monotonic() - 5
+    router.started_at, router.started_unix = time.monotonic() - 5, time.time() - 5
     sup.metrics = SimpleNamespace(url="http://127.0.0.1:9/metrics")  # type: ignore[assignment]
     sup.state = "running"
     sup.write_status()
@@ -497,7 +497,7 @@ def test_status_json_says_pids_cpus_restarts_state_and_the_metrics_url(sup: Supe
     samples = {s.name: s for s in sup.process_samples()}
     assert abs(samples["router"].start_time_s + 5 - time.time()) < 1
     assert samples["matcher-m1"].pid == 0 and not samples["matcher-m1"].up
-    router.started_at = 0.0  # held
+    router.started_at = router.started_unix = 0.0  # held
     assert {s.name: s for s in sup.process_samples()}["router"].start_time_s == 0.0
 
 
