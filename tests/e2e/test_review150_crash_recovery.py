@@ -63,9 +63,7 @@ import pytest
 from config import load_profile
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient
-from procs.common.records import Record, Trade
 from procs.common.topology import journal_dir
-from procs.core.recovery import recover
 from tests.e2e import test_kill_under_load as k8
 from tests.e2e import test_review34_crashes as r34
 from tests.e2e.running import running_exchange
@@ -278,15 +276,7 @@ def broken_invariants(rg: Rig) -> list[str]:
     cfg, load = rg.cfg, rg.traffic.load
     journaled = r34.acknowledged_are_journaled(cfg, load)
     r34.sequenced_once(cfg)
-    broken: list[str] = []
-    trades: list[Trade] = []
-
-    def observe(events: list[Record]) -> None:
-        trades.extend(e for e in events if type(e) is Trade)
-
-    state, scratch = recover(cfg), recover(cfg, use_snapshot=False, observe=observe)
-    if state.state_hashes() != scratch.state_hashes():
-        broken.append(f"from snapshots {state.state_hashes()} != {scratch.state_hashes()}")
+    _, scratch, trades, broken = r34.recovered_both_ways(cfg)
     accts = scratch.sequencer.accounts
     for asset in cfg.assets:
         want = len(rg.accounts) * k8.DEPOSIT.get(asset.name, 0) * 10**asset.decimals

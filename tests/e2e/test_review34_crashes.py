@@ -34,7 +34,7 @@ from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.journal import JournalReader
 from procs.common.record_codec import RecordCodec
-from procs.common.records import CancelOrder, NewOrder, ReplaceOrder
+from procs.common.records import CancelOrder, NewOrder, Record, ReplaceOrder, Trade
 from procs.common.run_files import read_status
 from procs.common.topology import journal_dir, postgres_dir
 from procs.core.recovery import Recovered, recover
@@ -243,6 +243,21 @@ def acknowledged_are_journaled(cfg: RingexConfig, load: Load) -> dict[int, int]:
     lost = {oid: who for oid, who in load.acked.items() if journaled.get(oid) != who[1]}
     assert not lost, f"{len(lost)} of {len(load.acked)} acknowledged orders not journaled"
     return journaled
+
+
+def recovered_both_ways(cfg: RingexConfig) -> tuple[Recovered, Recovered, list[Trade], list[str]]:
+    """The router recovered from its snapshots and replayed from nothing, the trades the
+    replay made, and what differed: their state hashes (reviews 42 and 150)."""
+    trades: list[Trade] = []
+
+    def observe(events: list[Record]) -> None:
+        trades.extend(e for e in events if type(e) is Trade)
+
+    state, scratch = recover(cfg), recover(cfg, use_snapshot=False, observe=observe)
+    broken = []
+    if scratch.state_hashes() != state.state_hashes():
+        broken.append(f"from snapshots {state.state_hashes()} != {scratch.state_hashes()}")
+    return state, scratch, trades, broken
 
 
 def sequenced_once(cfg: RingexConfig) -> None:

@@ -64,6 +64,11 @@ class JournalBuilder:
 
     def submit(self, command: Record) -> Record | None:
         self.clock += 7_000_000_000  # 7 s a command: trades span candles and days
+        return self.journal(command)
+
+    def journal(self, command: Record) -> Record | None:
+        """``command`` sequenced at ``clock``, journaled and run by its matchers, their
+        events applied and handed to ``took``; None where the sequencer refused it."""
         decision = self.sequencer.submit(command, self.clock)
         if decision.command is None:
             return None
@@ -71,22 +76,29 @@ class JournalBuilder:
         seq: int = stamped.seq  # type: ignore[attr-defined]
         self.writer.append(seq, self.codec.encode_slot(stamped), 1)
         self.last_seq = seq
+        events: list[Record] = []
         for name in decision.matchers:
             for event in self.matchers[name].execute(stamped):
                 self.sequencer.apply(event)
-                if isinstance(event, Trade):
-                    self.trades.append(event)
-                elif isinstance(event, OrderDone):
-                    self.done[event.order_id] = event
-                elif (
-                    isinstance(event, Rejected)
-                    and isinstance(stamped, NewOrder)
-                    and event.order_id == stamped.order_id
-                ):
-                    self.rejected.add(event.order_id)
+                events.append(event)
+        self.took(stamped, events)
+        return stamped
+
+    def took(self, stamped: Record, events: list[Record]) -> None:
+        """What the builder keeps of a journaled command and its events."""
+        for event in events:
+            if isinstance(event, Trade):
+                self.trades.append(event)
+            elif isinstance(event, OrderDone):
+                self.done[event.order_id] = event
+            elif (
+                isinstance(event, Rejected)
+                and isinstance(stamped, NewOrder)
+                and event.order_id == stamped.order_id
+            ):
+                self.rejected.add(event.order_id)
         if isinstance(stamped, NewOrder):
             self.order_ids.append(stamped.order_id)
-        return stamped
 
     def _header(self, account: int, symbol: int) -> tuple[int, int, int, int, int, int, int]:
         self.ref += 1

@@ -24,7 +24,6 @@ Faults (each a strict xfail when written): none found; no assertion of this meth
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import random
@@ -47,6 +46,7 @@ from procs.common.users import UserStore
 from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
 from procs.gateway.history import KLINES, STATUS_NAMES, History, order_json
 from procs.gateway.instruments import format_units
+from tests.unit.dbwriter.history_query import query_history
 from tests.unit.dbwriter.journal_gen import ACCOUNTS, JournalBuilder, make_cfg
 
 MINUTE = 60 * 10**9
@@ -70,26 +70,16 @@ class Flow(JournalBuilder):
         self.changed: dict[tuple[int, int], int] = {}  # (account, asset) -> its last change
 
     def submit(self, command: rec.Record) -> rec.Record | None:
-        decision = self.sequencer.submit(command, self.clock)
-        if decision.command is None:
-            return None
-        stamped = decision.command
-        seq: int = stamped.seq  # type: ignore[attr-defined]
-        self.writer.append(seq, self.codec.encode_slot(stamped), 1)
-        self.last_seq = seq
-        events: list[rec.Record] = []
-        for name in decision.matchers:
-            for event in self.matchers[name].execute(stamped):
-                self.sequencer.apply(event)
-                events.append(event)
+        return self.journal(command)  # at the flow's own clock (``tick``)
+
+    def took(self, stamped: rec.Record, events: list[rec.Record]) -> None:
         self.trades += [e for e in events if isinstance(e, rec.Trade)]
         self.log.append((stamped, events))
         now = {(a, s): (f, r) for a, s, f, r in self.sequencer.accounts.state().balances}
         for key in now.keys() | self.balances.keys():
             if now.get(key, (0, 0)) != self.balances.get(key, (0, 0)):
-                self.changed[key] = seq
+                self.changed[key] = self.last_seq
         self.balances = now
-        return stamped
 
     def tick(self) -> None:
         """The clock on: mostly ms to seconds, some to a minute's edges, hours, days."""
@@ -400,16 +390,7 @@ def test_candles_are_the_trades_per_bucket(filed: Filed, interval_s: int) -> Non
 
 def ask(flow: Flow, dsn: str, make: Callable[[History], Awaitable[list[str]]]) -> list[str]:
     """``make`` on a ``History`` made as ``rest.py`` makes it (the assets: commissions)."""
-
-    async def run() -> list[str]:
-        history = History(dsn, max_connections=1, assets=flow.cfg.assets)
-        await history.pool.open(wait=True)
-        try:
-            return await make(history)
-        finally:
-            await history.close()
-
-    return asyncio.run(run())
+    return query_history(dsn, make, flow.cfg.assets)
 
 
 def _sym(flow: Flow, symbol: int) -> SymbolConfig:

@@ -486,6 +486,21 @@ def cancel_of_x(cl: str) -> list[tuple[int, object]]:
     return [(41, "X"), (11, cl), (55, "BTC-USD"), (54, "1"), (60, utc())]
 
 
+async def cancels_behind_a_fill(h: Harness, port: int, *cancels: str) -> Client:
+    """ALICE's bid X (0.10) rests; with the pipeline paused, BOB's sell that fills it, then
+    her ``cancels`` of X, reach the gateway in that order: ALICE's client."""
+    alice = await logged_on(port)
+    bob = await logged_on(port, "BOB")
+    await alice.send("D", *order("X", "1", "0.10", "100.00"))
+    assert (await alice.expect("8")).get(150) == b"0"
+    h.pause()
+    await bob.send("D", *order("S", "2", "0.10", "100.00"))
+    for cl in cancels:
+        await alice.send("F", *cancel_of_x(cl))
+    await asyncio.sleep(0.05)
+    return alice
+
+
 def test_fault1_a_filled_order_is_not_called_pending_cancel_by_the_gateway(
     instance: str, tmp_path: Path
 ) -> None:
@@ -500,14 +515,7 @@ def test_fault1_a_filled_order_is_not_called_pending_cancel_by_the_gateway(
     h = one_at_a_time(instance, tmp_path)
 
     async def scenario(h: Harness, port: int) -> None:
-        alice = await logged_on(port)
-        bob = await logged_on(port, "BOB")
-        await alice.send("D", *order("X", "1", "0.10", "100.00"))
-        assert (await alice.expect("8")).get(150) == b"0"
-        h.pause()
-        await bob.send("D", *order("S", "2", "0.10", "100.00"))
-        await alice.send("F", *cancel_of_x("C1"))
-        await asyncio.sleep(0.05)
+        alice = await cancels_behind_a_fill(h, port, "C1")
         while h.router.step(timeout_s=0):
             pass
         assert h.matcher.step(timeout_s=0) == 1  # the sell, not C1
@@ -541,15 +549,7 @@ def test_fault1_the_first_of_two_cancels_too_late_is_not_pending_cancel(
     random flow meets this with cancels and replaces alike (39=6 or E)."""
 
     async def scenario(h: Harness, port: int) -> None:
-        alice = await logged_on(port)
-        bob = await logged_on(port, "BOB")
-        await alice.send("D", *order("X", "1", "0.10", "100.00"))
-        assert (await alice.expect("8")).get(150) == b"0"
-        h.pause()
-        await bob.send("D", *order("S", "2", "0.10", "100.00"))
-        await alice.send("F", *cancel_of_x("C1"))
-        await alice.send("F", *cancel_of_x("C2"))
-        await asyncio.sleep(0.05)
+        alice = await cancels_behind_a_fill(h, port, "C1", "C2")
         h.resume()
         fill = await alice.expect("8")
         first, second = await alice.expect("9"), await alice.expect("9")

@@ -228,9 +228,11 @@ def dec(value: int, decimals: int) -> str:
 
 
 def rebuild(
-    msgs: list[dict[str, Any]], stream: str, depth: int
+    msgs: list[dict[str, Any]], stream: str, depth: int = 1 << 30
 ) -> tuple[int, dict[str, dict[str, str]]]:
-    """A client's book from ``stream``'s snapshots and diffs, checking continuity."""
+    """A client's book from ``stream``'s snapshots and diffs, checking continuity (and that
+    a snapshot holds at most ``depth`` levels a side, none of them empty): (last update id,
+    book). Review 89's reads its feeds' books with it too."""
     last, book = -1, {"b": dict[str, str](), "a": dict[str, str]()}
     for m in msgs:
         if m.get("stream") != stream:

@@ -15,7 +15,6 @@ import itertools
 import json
 import random
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 from procs.common.records import Record
@@ -29,6 +28,7 @@ from procs.marketdata.streams import parse_stream
 
 from .events import OTHER, SYMBOL, T0, level, trade
 from .rig import running
+from .test_review145_feed_derivations import client_top, rebuild
 
 S = 1_000_000_000
 
@@ -64,32 +64,6 @@ class _SlowSocket:
             if payload is None:
                 return
             self.got.append(json.loads(payload))
-
-
-def _rebuild(got: list[dict[str, Any]], stream: str) -> tuple[int, dict[str, dict[str, str]]]:
-    """A feed user's book from ``stream``'s snapshots and diffs: (last update id, book)."""
-    last = -1
-    book: dict[str, dict[str, str]] = {"b": {}, "a": {}}
-    for msg in got:
-        if msg["stream"] != stream:
-            continue
-        d = msg["data"]
-        if d["e"] == "depthSnapshot":
-            last, book = d["lastUpdateId"], {"b": dict(d["bids"]), "a": dict(d["asks"])}
-            continue
-        assert d["U"] == last + 1, f"{stream}: diff {d['U']}..{d['u']} after {last}"
-        last = d["u"]
-        for side in "ba":
-            for price, qty in d[side]:
-                if Decimal(qty) == 0:
-                    book[side].pop(price, None)
-                else:
-                    book[side][price] = qty
-    return last, book
-
-
-def _top(book: dict[str, str], n: int, bids: bool) -> list[tuple[str, str]]:
-    return sorted(book.items(), key=lambda kv: Decimal(kv[0]), reverse=bids)[:n]
 
 
 def test_a_slow_client_rebuilds_books_tape_and_closed_candles_across_random_bursts() -> None:
@@ -129,14 +103,14 @@ def test_a_slow_client_rebuilds_books_tape_and_closed_candles_across_random_burs
             client.drain(rnd.randint(0, 12))
         client.drain(10**6)
         for market in (SYMBOL, OTHER):
-            last, book = _rebuild(client.got, f"{market.stream}@depth")
+            last, book = rebuild(client.got, f"{market.stream}@depth")
             snap = state.symbols[market.id].book.snapshot(hub.depth_levels)
             assert last == snap.last_update_id, f"seed {seed}"
             n = hub.depth_levels
-            assert _top(book["b"], n, True) == [
+            assert client_top(book["b"], n, True) == [
                 (market.price(p), market.qty(q)) for p, q in snap.bids
             ]
-            assert _top(book["a"], n, False) == [
+            assert client_top(book["a"], n, False) == [
                 (market.price(p), market.qty(q)) for p, q in snap.asks
             ]
             klines = [
@@ -246,11 +220,15 @@ async def _depth_over_a_socket(instance: str) -> None:
             rig.publish([level(seq, Side.BUY, 1, 7)])
             while got[-1]["data"].get("u") != seq:
                 got.append(await client.recv(30.0))
-        last, book = _rebuild(got, "btc-usd@depth")
+        last, book = rebuild(got, "btc-usd@depth")
         snap = state.symbols[SYMBOL.id].book.snapshot(3)
         assert last == snap.last_update_id == seq
-        assert _top(book["b"], 3, True) == [(SYMBOL.price(p), SYMBOL.qty(q)) for p, q in snap.bids]
-        assert _top(book["a"], 3, False) == [(SYMBOL.price(p), SYMBOL.qty(q)) for p, q in snap.asks]
+        assert client_top(book["b"], 3, True) == [
+            (SYMBOL.price(p), SYMBOL.qty(q)) for p, q in snap.bids
+        ]
+        assert client_top(book["a"], 3, False) == [
+            (SYMBOL.price(p), SYMBOL.qty(q)) for p, q in snap.asks
+        ]
 
 
 def test_a_socket_at_three_levels_keeps_the_top_through_removals_and_rises(instance: str) -> None:

@@ -43,7 +43,6 @@ import pytest
 from config import load_profile
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
-from procs.common.records import Record, Trade
 from procs.common.result_codes import ResultCode
 from procs.common.run_files import read_status
 from procs.common.snapshots import SnapshotStore
@@ -333,15 +332,7 @@ def check_all(ch: Chaos) -> None:
     cfg, traffic, accounts, moved = ch.cfg, ch.traffic, ch.accounts, ch.transfers.applied
     r34.acknowledged_are_journaled(cfg, traffic.load)
     r34.sequenced_once(cfg)
-    broken: list[str] = []
-    trades: list[Trade] = []
-
-    def observe(events: list[Record]) -> None:
-        trades.extend(e for e in events if type(e) is Trade)
-
-    state, scratch = recover(cfg), recover(cfg, use_snapshot=False, observe=observe)
-    if scratch.state_hashes() != state.state_hashes():
-        broken.append(f"from snapshot {state.state_hashes()} != {scratch.state_hashes()}")
+    state, scratch, trades, broken = r34.recovered_both_ways(cfg)
     broken += snapshots_equal_replay(cfg)
     accts = state.sequencer.accounts
     for asset in cfg.assets:
