@@ -169,13 +169,16 @@ def _print_replies(cfg: RingexConfig, args: argparse.Namespace, replies: list[Ac
     for reply in replies:
         ok = reply.code == ResultCode.OK
         code = code or (0 if ok else 1)
-        if not ok and args.admin_command != "create-account":  # a refused transfer: no
-            # balance (of an account that may not exist), on stderr, naming what was asked
-            asked = f"{args.admin_command} of {cut_values(args.amount)} {args.asset}"
+        if not ok and args.admin_command != "create-account":  # a refused transfer, on
+            # stderr, naming what was asked and the free balance, the limit (but of an account
+            # that does not exist: review 155, it said "free balance 0.0000" of it, on stdout)
+            asked = f"{args.admin_command} of {cut_values(args.amount)} {args.asset} refused"
+            if reply.code != ResultCode.UNKNOWN_ACCOUNT:
+                asked += _free_balance(cfg, args, reply)
             print(
-                f"ringex admin: account {reply.account}: {reply.code.name}: {asked} refused",
+                f"ringex admin: account {reply.account}: {reply.code.name}: {asked}",
                 file=sys.stderr,
-            )  # (review 155: stdout, with "free balance 0.0000" of no account)
+            )
             continue
         where = f" (seq {reply.seq})" if ok else ""
         # a transfer's reply carries the asset's free balance, in minor units; a

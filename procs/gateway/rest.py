@@ -483,7 +483,7 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
         oid, known = await self.named_order(key.account, params, sym.id)
         if oid is None:
             if known is None:
-                raise self.core.unknown(key.account, params["origClientOrderId"])
+                raise self.core.unknown(key.account, params["origClientOrderId"], sym.name)
             if not known.order_id:  # placed, not answered yet (a 504's): it may well rest
                 raise bad_request(
                     codes.CANCEL_REJECTED,
@@ -533,7 +533,7 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
         if oid is not None or live is not None:  # (known, on another symbol: not forgotten)
             named = f"orderId={oid}" if oid is not None else f"origClientOrderId={client_id}"
             raise rp.not_found(f"{named} (symbol={sym.name})")
-        raise self.core.unknown(key.account, client_id)
+        raise self.core.unknown(key.account, client_id, sym.name)
 
     async def account(self, request: web.Request) -> web.Response:
         key = await self.signed(request, "read")

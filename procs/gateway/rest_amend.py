@@ -59,7 +59,7 @@ class AmendRoute:
         if order is None or order.symbol.id != sym.id:
             client_id = params.get("origClientOrderId")
             if oid is None and client_id and order is None:
-                raise api.core.unknown(key.account, client_id)
+                raise api.core.unknown(key.account, client_id, sym.name)
             named = f"orderId={oid}" if oid is not None else f"origClientOrderId={client_id}"
             raise rp.not_found(f"{named} (symbol={sym.name})")
         if not order.order_id or not order.open:

@@ -206,9 +206,13 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest):
             api_digest(account, client_id) in self.seen or self.legacy_used(account, client_id)
         )
 
-    def unknown(self, account: int, client_id: str) -> ApiError:
-        """No order here under ``client_id``: "status unknown here" for one the exchange took
-        (forgotten since), "does not exist" for one never used (review 70)."""
+    def unknown(self, account: int, client_id: str, symbol: str = "") -> ApiError:
+        """No order here under ``client_id`` on ``symbol``: "does not exist" on it for one
+        known here on another symbol (review 74; review 144 looks an id up on the request's
+        symbol), "status unknown here" for one the exchange took (forgotten since), "does not
+        exist" for one never used (review 70)."""
+        if symbol and self.order(account, None, client_id) is not None:
+            return not_found(f"origClientOrderId={client_id} (symbol={symbol})")
         if self.used(account, client_id):
             return forgotten(client_id)
         return not_found(f"origClientOrderId={client_id}")

@@ -247,12 +247,16 @@ def test_account_commands_answered_by_the_router(
             assert ringex("admin", "balances", "--profile", "x", "--account", "7") == 0
     finally:
         ex.stop()
-    out = capsys.readouterr().out.splitlines()
+    printed = capsys.readouterr()
+    out = printed.out.splitlines()
     assert out[0].startswith("account 7: OK (seq ") and "balance" not in out[0]
     assert out[1] == "account 7: no balances"
     assert out[2].startswith("account 7: OK (seq ") and out[2].endswith("free balance 1000.5000")
-    assert out[3] == "account 7: INSUFFICIENT_BALANCE, free balance 1000.5000"
-    assert out[4].split() == ["account", "7", "USD", "free", "1000.5000", "locked", "0.0000"]
+    assert printed.err == (  # a refusal on stderr, naming the amount (review 155)
+        "ringex admin: account 7: INSUFFICIENT_BALANCE: withdraw of 2000 USD refused, "
+        "free balance 1000.5000\n"
+    )
+    assert out[3].split() == ["account", "7", "USD", "free", "1000.5000", "locked", "0.0000"]
 
 
 def test_add_user_password_from_stdins_first_line(
