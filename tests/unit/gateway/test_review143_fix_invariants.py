@@ -410,7 +410,7 @@ async def random_flow(h: Harness, port: int, seed: int, rounds: int) -> Checker:
 
 #: Seeds of the random flow: each about 5 s, 60 rounds of 1-8 messages (a quarter of the
 #: rounds sent while the router and matcher stand still, so requests cross in flight).
-SEEDS = (1, 2, 5, 11)
+SEEDS = (1, 5)  # (2 and 11 too when written; fewer for the suite's time)
 
 
 @pytest.mark.parametrize("seed", SEEDS)

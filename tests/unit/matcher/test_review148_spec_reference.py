@@ -545,7 +545,7 @@ def _check_stream(cmds: list[Cmd], spec: SymbolSpec = SPEC) -> None:
             assert book.levels() == ref.levels()
 
 
-@settings(max_examples=500, derandomize=True, deadline=None,
+@settings(max_examples=250, derandomize=True, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
 @given(streams())
 def test_every_event_matches_the_spec_reference(stream: tuple[SymbolSpec, list[Cmd]]) -> None:
