@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import signal
@@ -34,7 +33,7 @@ from tqdm import tqdm
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
-from procs.admin.args import Once
+from procs.admin.args import Once, seconds
 from procs.admin.commands import add_admin, run_admin
 from procs.common.durable import fsync_file
 from procs.common.endpoints import endpoints
@@ -62,17 +61,6 @@ from shm import Ring
 from shm.errors import ShmError, ShmPermissionError
 from shm.inspect import SegmentInfo, list_segments, remove
 from shm.liveness import holder_alive, pid_alive, process_start
-
-
-def _seconds(text: str) -> float:
-    """A ``--timeout``: a finite number of seconds, 0 or more (argparse's type)."""
-    try:
-        value = float(text)
-    except ValueError:  # (review 155: argparse said "invalid _seconds value")
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
-    return value
 
 
 def _shm_ls(args: argparse.Namespace) -> int:
@@ -513,12 +501,12 @@ def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     run = sub.add_parser("run", help="start the exchange (foreground unless --detach)")
     profile_args(run)
     run.add_argument("--detach", action="store_true", help="return once it is running")
-    run.add_argument("--timeout", type=_seconds, default=120.0, help="--detach: seconds to wait")
+    run.add_argument("--timeout", type=seconds, default=120.0, help="--detach: seconds to wait")
     run.set_defaults(func=_run)
     stop = sub.add_parser("stop", help="stop a running instance cleanly")
     profile_args(stop)
     stop.add_argument(
-        "--timeout", type=_seconds, default=None,
+        "--timeout", type=seconds, default=None,
         help="seconds to wait (default: as long as the instance's own stop may take, "
         "3 x 20 s of grace + supervisor.drain_timeout_s + 30 s)",
     )  # fmt: skip
@@ -529,7 +517,7 @@ def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     status.add_argument(
         "--wait-ready", action="store_true", help="wait until every process is up (and ready)"
     )
-    status.add_argument("--timeout", type=_seconds, default=60.0, help="--wait-ready: seconds")
+    status.add_argument("--timeout", type=seconds, default=60.0, help="--wait-ready: seconds")
     status.set_defaults(func=_status)
 
 

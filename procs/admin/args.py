@@ -1,11 +1,12 @@
-"""What the operator CLI's arguments take, beyond argparse's own: a whole number in ASCII
-digits (``int`` alone also takes "1_0" and any script's digits: review 155, account "\u0667"
-was account 7) and an option given at most once (argparse keeps the last of two in
-silence: ``--amount 5 --amount 50`` deposited 50)."""
+"""What the operator CLI's arguments take, beyond argparse's own: a number of seconds, a
+whole number in ASCII digits (``int`` alone also takes "1_0" and any script's digits:
+review 155, account "\u0667" was account 7) and an option given at most once (argparse
+keeps the last of two in silence: ``--amount 5 --amount 50`` deposited 50)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,17 @@ def ascii_int(text: str) -> int:
         shown = text if len(text) <= 40 else text[:40] + "..."
         raise argparse.ArgumentTypeError(f"{shown!r} is not a whole number in ASCII digits")
     return int(text)
+
+
+def seconds(text: str) -> float:
+    """A ``--timeout``: a finite number of seconds, 0 or more (argparse's type)."""
+    try:
+        value = float(text)
+    except ValueError:  # (review 155: argparse said "invalid _seconds value")
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
 
 
 class Once(argparse.Action):

@@ -37,6 +37,7 @@ from typing import Any
 import msgspec
 import pytest
 
+import procs.admin.args
 import procs.cli
 from config import load_profile
 from config.schema import RingexConfig
@@ -158,9 +159,10 @@ def test_the_usage_lists_every_command_and_admin_subcommand() -> None:
 def test_a_timeout_is_a_finite_number_of_seconds_0_or_more(
     value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """cli.py _seconds: "A ``--timeout``: a finite number of seconds, 0 or more (argparse's
-    type)": anything else is a usage error (exit 2); 0 is taken."""
-    said("a finite number of seconds, 0 or more", procs.cli._seconds)
+    """admin/args.py ``seconds`` (cli.py's ``_seconds`` before): "A ``--timeout``: a finite
+    number of seconds, 0 or more (argparse's type)": anything else is a usage error (exit
+    2); 0 is taken."""
+    said("a finite number of seconds, 0 or more", procs.admin.args.seconds)
     for command in ("run", "stop", "status"):
         assert ringex(command, "--timeout", value) == 2
         assert PARSER.parse_args([command, "--timeout", "0"]).timeout == 0.0
