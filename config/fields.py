@@ -33,6 +33,10 @@ Host = Annotated[
 ]
 
 
+#: The listen hosts that are no IP literal but name one: every address, and localhost.
+_NAMED_ADDRESSES = {"": "0.0.0.0", "localhost": "127.0.0.1"}
+
+
 def listen_address(host: str) -> str:
     """``host`` as one spelling of the address a listener binds: lower case, ``localhost``
     as 127.0.0.1, an IP literal in its canonical form (``127.1`` is 127.0.0.1 to the
@@ -40,8 +44,8 @@ def listen_address(host: str) -> str:
     localhost stays as written (resolving it here would make the config's meaning depend
     on the DNS of the moment)."""
     host = host.lower()
-    if host in ("", "localhost"):
-        return "0.0.0.0" if not host else "127.0.0.1"
+    if host in _NAMED_ADDRESSES:
+        return _NAMED_ADDRESSES[host]
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:

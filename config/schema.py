@@ -503,7 +503,7 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     def _check_listeners(self) -> None:
         """No two listeners on one address (gateways that all set reuse_port may share)."""
         seen: dict[tuple[str, int], tuple[str, str]] = {}  # address -> (who, shared kind)
-        wildcard = {"", "0.0.0.0", "::"}  # every address: it overlaps any host on its port
+        wildcard = {"0.0.0.0", "::"}  # every address ("" too: listen_address): any host
 
         def listen(host: str, port: int, who: str, shared: str = "") -> None:
             if not port:

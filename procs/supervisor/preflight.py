@@ -80,8 +80,7 @@ def tls_refused(cfg: RingexConfig) -> str:
     checks: list[tuple[str, str, str, str]] = []  # (key, cert, key file, ca)
     for gw in cfg.gateways:
         checks.append((f"gateways[{gw.name!r}].tls_cert", gw.tls_cert, gw.tls_key, ""))
-        if gw.rest is not None:
-            rest = gw.rest
+        if (rest := gw.rest) is not None:
             checks.append((f"gateways[{gw.name!r}].rest.tls_cert", rest.tls_cert, rest.tls_key, ""))
     rep = cfg.replication
     checks.append(("replication.tls_cert", rep.tls_cert, rep.tls_key, rep.tls_ca))

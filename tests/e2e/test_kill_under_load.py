@@ -163,6 +163,7 @@ class FixTrader:
                      (38, qty), (40, "2"), (44, price), (59, "1"))  # fmt: skip
 
     async def read(self) -> None:
+        """Take what comes (``take``) until the connection ends or a Logout."""
         c = self.client
         assert c.reader is not None
         while True:
@@ -171,21 +172,27 @@ class FixTrader:
                 if c.reader.at_eof():
                     return
                 continue
-            kind = msg.get(35)
-            if kind == b"8":
-                self.report(msg)
-            elif kind == b"2":  # the gateway lost the tail of our messages when it died
-                begin = int(msg.get(7))
-                self.pending = {k: s for k, s in self.pending.items() if s < begin}  # skipped
-                await c.send("4", (123, "Y"), (36, c.seq), seq=begin, poss_dup=True,
-                             orig_sending_time=utc())  # fmt: skip
-            elif kind == b"1":
-                await c.send("0", (112, msg.get(112)))
-            elif kind == b"3":
-                self.load.session_rejects.append(str(msg))
-            elif kind == b"5":
-                self.logouts.append(str(msg.get(58)))
+            if not await self.take(msg):
                 return
+
+    async def take(self, msg: Any) -> bool:
+        """Act on one message; False at a Logout."""
+        c, kind = self.client, msg.get(35)
+        if kind == b"8":
+            self.report(msg)
+        elif kind == b"2":  # the gateway lost the tail of our messages when it died
+            begin = int(msg.get(7))
+            self.pending = {k: s for k, s in self.pending.items() if s < begin}  # skipped
+            await c.send("4", (123, "Y"), (36, c.seq), seq=begin, poss_dup=True,
+                         orig_sending_time=utc())  # fmt: skip
+        elif kind == b"1":
+            await c.send("0", (112, msg.get(112)))
+        elif kind == b"3":
+            self.load.session_rejects.append(str(msg))
+        elif kind == b"5":
+            self.logouts.append(str(msg.get(58)))
+            return False
+        return True
 
     def report(self, msg: Any) -> None:
         exec_type, status, cl_ord_id, oid = (msg.get(t) for t in (150, 39, 11, 37))

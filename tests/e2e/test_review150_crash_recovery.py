@@ -157,17 +157,9 @@ class StrictTrader(k8.FixTrader):
         self.expected = int(msg.get(36)) if kind == b"4" else seq + 1
         return kind not in (b"4", b"A")
 
-    async def read(self) -> None:
-        c = self.client
-        assert c.reader is not None
-        while True:
-            msg = await c.recv(timeout=1.0)
-            if msg is None:
-                if c.reader.at_eof():
-                    return
-                continue
-            if await self.sequenced(msg) and not await self.handle(msg):
-                return
+    async def take(self, msg: Any) -> bool:
+        """``handle`` of a message in sequence (``read`` takes what comes)."""
+        return not await self.sequenced(msg) or await self.handle(msg)
 
     async def handle(self, msg: Any) -> bool:
         """Process an in-sequence message; False at a Logout."""
