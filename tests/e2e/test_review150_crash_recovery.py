@@ -33,7 +33,8 @@ snapshots replay to the journal's state and the feed's depth is the books'. (The
 The chosen-point runs (the gateway killed at a compaction's 2nd step, and in a whole-history
 resend: ``R150_KILL`` is the hook) took about 47 s each, most of it the instance's start and
 drain, and were left out of the suite for its time after this review ran them (they are in
-the commit before the one that took them out); the random kills keep the compactions.
+the commit before the one that took them out); the random kills keep the compactions,
+marked ``long`` since (``make test-long``: out of ``make test`` for CI's time).
 
 Faults (each a strict xfail when written): none demonstrated. One run (seed 1, the gateway
 and market data killed at once) saw both FIX traders' next Logon refused "unknown
@@ -346,6 +347,7 @@ def seeds() -> list[int]:
     return [int(chosen)] if chosen else [1]
 
 
+@pytest.mark.long  # a minute: make test-long
 @pytest.mark.parametrize("seed", seeds())
 def test_random_kills_keep_reports_numbers_and_money(
     instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int

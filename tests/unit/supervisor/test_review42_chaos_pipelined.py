@@ -398,6 +398,7 @@ def check_all(ch: Chaos) -> None:
 # -- the tests --------------------------------------------------------------------------------
 
 
+@pytest.mark.long  # 40 s: make test-long
 def test_random_kills_under_load_keep_every_invariant(
     instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
