@@ -68,9 +68,10 @@ def bad_request(code: int, msg: str) -> ApiError:
     return ApiError(400, code, msg)
 
 
-def throttle(limiter: RateLimiter, key: str, what: str) -> None:
-    """429 with the seconds until ``key`` may go on, when it is over ``limiter``'s rate."""
-    retry = limiter.take(key, time.monotonic())
+def throttle(limiter: RateLimiter, key: str, what: str, cost: int = 1) -> None:
+    """429 with the seconds until ``key`` may go on, when it is over ``limiter``'s rate
+    (``cost`` of it taken: a batch of orders spends one each)."""
+    retry = limiter.take(key, time.monotonic(), cost)
     if retry:
         raise ApiError(
             429,

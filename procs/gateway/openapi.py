@@ -11,6 +11,7 @@ there (a limit's default, which handler may answer 503) is written once here, an
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -295,6 +296,14 @@ def _paths() -> Json:
                 _ref("Order"), tag="trading", params=order_ref, scope="read", errors=[503, 504],
             ),
         },
+        f"{V1}/batchOrders": {"post": _operation(
+            "batchOrders", f"Place 1..{rp.MAX_BATCH_ORDERS} orders in one request; the answer "
+            "waits for the exchange's.", _array({"anyOf": [_ref("NewOrderResult"), _ref("Error")]}),
+            tag="trading", body=_ref("BatchOrdersRequest"), scope="trade", errors=[503],
+            description="An entry per order, in order: the order as newOrder answers it, or "
+            "{code, msg} where that one was refused (the others are placed). 503 while the "
+            "exchange is stopping. The key's rate limit is spent once per order.",
+        )},
         f"{V1}/openOrders": {
             "get": _operation(
                 "openOrders", "This account's open orders (every symbol's when none is given).",
@@ -420,6 +429,13 @@ def _order_schemas(cfg: RingexConfig) -> Json:
     }, required=["symbol", "side", "type", "quantity"])  # fmt: skip
     request["additionalProperties"] = False
     request["examples"] = _order_examples(cfg)
+    orders = {"type": "string", "minLength": 2, "maxLength": rp.LONG_VALUES["batchOrders"],
+              "contentMediaType": _JSON, "description": "A JSON array of NewOrderRequest.",
+              "contentSchema": {**_array(_ref("NewOrderRequest")), "minItems": 1,
+                                "maxItems": rp.MAX_BATCH_ORDERS}}  # fmt: skip
+    batch = {**_obj({"batchOrders": orders}, required=["batchOrders"]),
+             "additionalProperties": False,
+             "examples": [{"batchOrders": json.dumps(request["examples"])}]}  # fmt: skip
     quote = {**_enum(sorted({s.quote for s in cfg.symbols})), "description": "The quote asset"}
     return {
         "Symbol": _enum(s.name for s in cfg.symbols),
@@ -436,6 +452,7 @@ def _order_schemas(cfg: RingexConfig) -> Json:
             "allOf": [_ref("Order"), _obj({"transactTime": _MS, "fills": _array(_ref("Fill"))})]
         },
         "NewOrderRequest": request,
+        "BatchOrdersRequest": batch,
         "AccountTrade": _obj({
             "symbol": _ref("Symbol"), "id": _INT, "orderId": _INT, "price": _DEC, "qty": _DEC,
             "quoteQty": _DEC, "time": _MS, "isBuyer": _BOOL, "isMaker": _BOOL,

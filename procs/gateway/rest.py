@@ -57,6 +57,7 @@ from procs.gateway.rest_history import HistoryRoutes
 from procs.gateway.rest_keys import KeyRoutes
 from procs.gateway.rest_mass_cancel import MassCancelRoute
 from procs.gateway.rest_named import NamedOrders
+from procs.gateway.rest_new_orders import NewOrders
 from procs.gateway.rest_open_orders import OpenOrderViews
 from procs.gateway.rest_order_state import Outcome, balance_json
 from procs.gateway.rest_orders import RestOrders
@@ -107,7 +108,7 @@ def history_dsn(cfg: RingexConfig) -> str | None:
         return None
 
 
-class RestApi(OpenOrderViews, NamedOrders, RestConnections):
+class RestApi(NewOrders, OpenOrderViews, NamedOrders, RestConnections):
     def __init__(
         self,
         cfg: RingexConfig,
@@ -161,6 +162,7 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
         #: The order routes the fast lane serves itself (``rest_fast.py``), and its connections.
         self.fast_routes: dict[tuple[str, str], FastHandler] = {
             ("POST", "/api/v1/order"): self.new_order,
+            ("POST", "/api/v1/batchOrders"): self.batch_orders,
             ("DELETE", "/api/v1/order"): self.cancel_order,
             ("GET", "/api/v1/order"): self.query_order,
         }
@@ -197,14 +199,30 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
             lane.sweep(now_s)
 
     async def wait(self, ref: int, timeout_s: float | None = None, what: str = "") -> Outcome:
-        """The exchange's answer to request ``ref`` (a plain future, its timeout one of
-        ``deadlines``': cheaper per request than a timer each, or ``asyncio.wait_for``'s
-        task). ``what`` names the request in a timeout's message: what to ask the status of."""
+        """The exchange's answer to request ``ref`` (``expect``, publish, ``settle``). ``what``
+        names the request in a timeout's message: what to ask the status of."""
+        future = self.expect(ref, timeout_s)
+        self.publish()
+        return await self.settle(ref, future, what, timeout_s)
+
+    def expect(self, ref: int, timeout_s: float | None = None) -> asyncio.Future[Outcome]:
+        """A future for the answer to request ``ref``, to be published (a plain future, its
+        timeout one of ``deadlines``': cheaper per request than a timer each, or
+        ``asyncio.wait_for``'s task)."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.waiters[ref] = future
-        self.publish()
-        timeout_s = timeout_s or self.rest.order_timeout_s
-        self.deadlines.add(future, timeout_s)
+        self.deadlines.add(future, timeout_s or self.rest.order_timeout_s)
+        return future
+
+    async def settle(
+        self,
+        ref: int,
+        future: asyncio.Future[Outcome],
+        what: str = "",
+        timeout_s: float | None = None,
+    ) -> Outcome:
+        """The answer ``future`` (``expect``'s for ``ref``, with ``timeout_s``) brings, or a 504
+        once its time is up (``wait`` says what ``what`` is)."""
         try:
             return await future
         except TimeoutError:
@@ -212,8 +230,8 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
             raise ApiError(
                 504,
                 codes.TIMEOUT,
-                f"no answer from the exchange in {timeout_s} s: the request may still "
-                f"execute, ask for its status{f' ({what})' if what else ''}",
+                f"no answer from the exchange in {timeout_s or self.rest.order_timeout_s} s: the "
+                f"request may still execute, ask for its status{f' ({what})' if what else ''}",
             ) from None
         finally:
             self.deadlines.discard(future)
@@ -230,6 +248,7 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
         # GET alone (aiohttp's add_get routes HEAD too, which nothing documents: review 106)
         get, v1 = functools.partial(app.router.add_get, allow_head=False), "/api/v1"
         app.router.add_post(f"{v1}/order", self.new_order)
+        app.router.add_post(f"{v1}/batchOrders", self.batch_orders)
         app.router.add_delete(f"{v1}/order", self.cancel_order)
         get(f"{v1}/order", self.query_order)
         get(f"{v1}/openOrders", self.open_orders)
@@ -449,32 +468,6 @@ class RestApi(OpenOrderViews, NamedOrders, RestConnections):
             ) from None
 
     # -- orders -----------------------------------------------------------------------------------
-
-    async def new_order(self, request: RestRequest) -> web.Response:
-        key = await self.signed(request, "trade")
-        self.require_open("new orders")
-        req = rp.new_order(await self.params(request, rp.NEW_ORDER_PARAMS), self.instruments)
-        in_use = self.core.in_use(key.account, req.client_order_id)
-        if in_use is not None:
-            raise bad_request(
-                codes.NEW_ORDER_REJECTED,
-                f"duplicate order: newClientOrderId={req.client_order_id} is in use by open "
-                f"order {in_use.order_id or '(pending)'} ({in_use.status})",
-            )
-        ref = self.core.new_order(req, key.account, key.session, time.time_ns())
-        placed = self.core.requests[ref].order
-        # the id to ask the status by, generated where the client gave none (review 42)
-        name = f"origClientOrderId={placed.client_order_id}" if placed is not None else ""
-        outcome = await self.wait(ref, what=name)
-        order = outcome.order
-        if outcome.code != ResultCode.OK or order is None:
-            raise bad_request(
-                codes.NEW_ORDER_REJECTED, rp.refusal(outcome.code, req, self.cfg.risk)
-            )
-        body = outcome.view or order.json()
-        body["transactTime"] = body["updateTime"]  # the answer's (a frozen view's) own time
-        body["fills"] = outcome.fills
-        return json_response(body)
 
     async def cancel_order(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "trade")

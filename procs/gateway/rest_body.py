@@ -65,7 +65,7 @@ def body_pairs(body: bytes, content_type: str) -> list[tuple[str, str]]:
             "decimals are strings",
         ) from None
     if len(decoded) < body.count(b":"):  # maybe a key twice: count them
-        pairs += _json_repeats(body, decoded)
+        pairs += json_repeats(body, decoded)
     return pairs
 
 
@@ -79,7 +79,7 @@ def _form(text: str) -> list[tuple[str, str]]:
     return [(name, value) for name, _, value in (p.partition("=") for p in text.split("&") if p)]
 
 
-def _json_repeats(body: bytes, decoded: dict[str, Any]) -> list[tuple[str, str]]:
+def json_repeats(body: bytes, decoded: dict[str, Any]) -> list[tuple[str, str]]:
     """A pair for each key the JSON object ``body`` repeats (``decoded`` kept its last
     value): the repeat check of ``params`` then refuses it, as for a query or form."""
     keys: list[str] = json.loads(body, object_pairs_hook=lambda pairs: [k for k, _ in pairs])

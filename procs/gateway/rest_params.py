@@ -75,8 +75,12 @@ MAX_VALUE_CHARS = 64
 #: Parameters allowed longer values: a password is whatever its user chose, up to the users
 #: file's limit; the private stream's signature (64 hex digits) gets room to be wrong, so a
 #: signature that does not match is told so (401), not refused for its length.
-LONG_VALUES: Final = {"password": MAX_PASSWORD_CHARS, "signature": 128}
+#: A batch's orders (``rest_new_orders.py``) are one value.
+LONG_VALUES: Final = {"password": MAX_PASSWORD_CHARS, "signature": 128, "batchOrders": 8_192}
 MAX_PARAMS = 24
+#: The most orders one ``batchOrders`` request may carry (``rest_new_orders.py``; Bybit's
+#: spot limit, Binance's futures API takes 5).
+MAX_BATCH_ORDERS = 10
 
 
 class OrderRequest(msgspec.Struct, frozen=True):

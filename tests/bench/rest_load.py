@@ -18,7 +18,7 @@ import uvloop
 from hdrh.histogram import HdrHistogram
 
 from procs.gateway.fix import Timestamps, fields, frame
-from procs.gateway.rest_client import RestClient
+from procs.gateway.rest_client import ApiCallError, RestClient
 from procs.gateway.signing import API_KEY, RECV_WINDOW, SIGNATURE, TIMESTAMP, sign
 from tests.bench.fix_load import new_histogram, record_clamped
 from tests.bench.pacer import Pacer
@@ -31,6 +31,8 @@ AGGRESSIVE = ("100.01", "99.99")  # the buyer's, the seller's: each crosses the 
 PASSIVE = ("99.00", "101.00")
 BUY_QTY, SELL_QTY = ("0.0100", "0.0300"), "0.0200"  # the buyer alternates: partial fills
 ORDER_PATH = "/api/v1/order"
+BATCH_PATH = "/api/v1/batchOrders"
+FORM = "application/x-www-form-urlencoded"
 WINDOW_MS = 60_000
 P = TypeVar("P", bound=asyncio.Protocol)
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
@@ -75,6 +77,10 @@ class Lane:
     async def cancel(self, ref: Any) -> Answer:
         raise NotImplementedError
 
+    async def orders(self, n: int) -> list[Answer]:
+        """``n`` aggressive orders (REST: in one ``batchOrders`` request; FIX: in turn)."""
+        return [await self.order(False) for _ in range(n)]
+
 
 class RestLane(Lane):
     """The request mix as REST calls; ``call`` is the HTTP client's."""
@@ -82,20 +88,34 @@ class RestLane(Lane):
     def __init__(self, user: int, tag: str) -> None:
         self.user, self.home, self.tag, self.n = user, user, tag, 0
 
-    async def call(self, method: str, query: str, body: bytes) -> tuple[int, Any]:
+    async def call(
+        self, method: str, query: str, body: bytes, path: str = ORDER_PATH, kind: str = FORM
+    ) -> tuple[int, Any]:
+        """(status, decoded answer) of a request with ``body`` of content type ``kind``."""
         raise NotImplementedError
 
-    async def order(self, passive: bool) -> Answer:
+    def params(self, passive: bool) -> dict[str, str]:
         self.n += 1
         u = self.user
-        body = (
-            f"symbol=BTC-USD&side={'SELL' if u else 'BUY'}&type=LIMIT&timeInForce=GTC"
-            f"&price={(PASSIVE if passive else AGGRESSIVE)[u]}"
-            f"&quantity={self.quantity(passive)}"
-            f"&newClientOrderId={self.tag}-{self.n}"
-        ).encode()
+        return {
+            "symbol": "BTC-USD", "side": "SELL" if u else "BUY", "type": "LIMIT",
+            "timeInForce": "GTC", "price": (PASSIVE if passive else AGGRESSIVE)[u],
+            "quantity": self.quantity(passive), "newClientOrderId": f"{self.tag}-{self.n}",
+        }  # fmt: skip
+
+    async def order(self, passive: bool) -> Answer:
+        body = "&".join(f"{k}={v}" for k, v in self.params(passive).items()).encode()
         status, doc = await self.call("POST", "", body)
-        if status != 200 or not isinstance(doc, dict):
+        return self.judged(passive, status, doc)
+
+    async def orders(self, n: int) -> list[Answer]:
+        status, docs = await self.batch([self.params(False) for _ in range(n)])
+        if status != 200 or not isinstance(docs, list):
+            return [Answer(False, f"HTTP {status}", None, 0, str(docs)[:200])] * n
+        return [self.judged(False, 200, doc) for doc in docs]
+
+    def judged(self, passive: bool, status: int, doc: Any) -> Answer:
+        if status != 200 or not isinstance(doc, dict) or "status" not in doc:
             return Answer(False, f"HTTP {status}", None, 0, str(doc)[:200])
         state, fills = doc.get("status", ""), doc.get("fills", [])
         ok = state == "NEW" if passive else state in ("NEW", "PARTIALLY_FILLED", "FILLED")
@@ -104,6 +124,11 @@ class RestLane(Lane):
         taker = sum(lots(f["qty"]) for f in fills if not f["isMaker"])
         why = f"orderId={doc.get('orderId')} executedQty={doc.get('executedQty')} fills={fills}"
         return Answer(ok, state, doc["orderId"], taker, "" if ok else why, executed > filled)
+
+    async def batch(self, orders: list[dict[str, str]]) -> tuple[int, Any]:
+        """``POST /api/v1/batchOrders``, the array in a JSON body."""
+        body = msgspec.json.encode({"batchOrders": orders})
+        return await self.call("POST", "", body, BATCH_PATH, "application/json")
 
     async def cancel(self, ref: Any) -> Answer:
         status, doc = await self.call("DELETE", f"symbol=BTC-USD&orderId={ref}", b"")
@@ -142,16 +167,18 @@ class RawHttpLane(RestLane, asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ConnectionError(f"the gateway closed the connection: {exc}"))
 
-    async def call(self, method: str, query: str, body: bytes) -> tuple[int, Any]:
+    async def call(
+        self, method: str, query: str, body: bytes, path: str = ORDER_PATH, kind: str = FORM
+    ) -> tuple[int, Any]:
         now = time.time_ns() // 1_000_000
-        signature = sign(self.secret, now, WINDOW_MS, method, ORDER_PATH, query, body)
+        signature = sign(self.secret, now, WINDOW_MS, method, path, query, body)
         head = (
-            f"{method} {ORDER_PATH}{'?' if query else ''}{query} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"{method} {path}{'?' if query else ''}{query} HTTP/1.1\r\nHost: {self.host}\r\n"
             f"{API_KEY}: {self.key}\r\n{TIMESTAMP}: {now}\r\n{RECV_WINDOW}: {WINDOW_MS}\r\n"
             f"{SIGNATURE}: {signature}\r\n"
         )
         if body:
-            head += "Content-Type: application/x-www-form-urlencoded\r\n"
+            head += f"Content-Type: {kind}\r\n"
             head += f"Content-Length: {len(body)}\r\n"
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
@@ -167,10 +194,18 @@ class AiohttpLane(RestLane):
         super().__init__(user, tag)
         self.api = api
 
-    async def call(self, method: str, query: str, body: bytes) -> tuple[int, Any]:
+    async def call(
+        self, method: str, query: str, body: bytes, path: str = ORDER_PATH, kind: str = FORM
+    ) -> tuple[int, Any]:
         pairs = (p.partition("=") for p in (query or body.decode()).split("&"))
         params: dict[str, Any] = {name: value for name, _, value in pairs}
-        return await self.api.request(method, ORDER_PATH, **params)
+        return await self.api.request(method, path, **params)
+
+    async def batch(self, orders: list[dict[str, str]]) -> tuple[int, Any]:
+        try:
+            return 200, await self.api.batch_orders(orders)
+        except ApiCallError as refused:
+            return refused.status, refused.body
 
 
 class FixSession(asyncio.Protocol):
@@ -285,6 +320,7 @@ class Stats:
         self.statuses: Counter[str] = Counter()
         self.errors: list[str] = []
         self.taker_lots = self.ahead = 0
+        self.batches = 0  # batchOrders requests, each of several "new" ops
         self.start_ns = self.end_ns = 0
 
     def record(self, kind: str, t0_ns: int, answer: Answer) -> None:
@@ -305,9 +341,10 @@ MIXES = ("orders", "crossing")
 
 
 async def closed_loop(
-    lanes: Sequence[Lane], seconds: float, stats: Stats, mix: str = "orders"
+    lanes: Sequence[Lane], seconds: float, stats: Stats, mix: str = "orders", batch: int = 1
 ) -> int:
-    """Every lane as fast as its answers come; returns the lanes left without an answer."""
+    """Every lane as fast as its answers come; returns the lanes left without an answer.
+    With ``batch`` > 1 the crossing mix sends that many orders a request (``Lane.orders``)."""
     clock = time.perf_counter_ns
     stats.start_ns = clock()
     deadline = stats.start_ns + int(seconds * 1e9)
@@ -316,6 +353,11 @@ async def closed_loop(
     async def run(lane: Lane) -> None:
         while clock() < deadline:
             t = clock()
+            if crossing and batch > 1:
+                stats.batches += 1
+                for answer in await lane.orders(batch):
+                    stats.record("new", t, answer)
+                continue
             stats.record("new", t, await lane.order(False))
             if crossing:
                 continue
@@ -419,7 +461,8 @@ async def generate(spec: dict[str, Any], pipe: Connection) -> dict[str, Any]:
     pipe.recv()  # go: nothing is in flight, so blocking the loop here costs nothing
     stats = Stats()
     if spec["phase"] == "throughput":
-        missing = await closed_loop(lanes, spec["seconds"], stats, spec["mix"])
+        batch = spec.get("batch", 1) if spec["path"] == "rest" else 1
+        missing = await closed_loop(lanes, spec["seconds"], stats, spec["mix"], batch)
     else:
         missing = await open_loop(lanes, spec["rate"], spec["seconds"], stats, spec["mix"])
     pipe.send("done")  # the bench samples CPU now, before the wind-down
@@ -444,6 +487,7 @@ async def generate(spec: dict[str, Any], pipe: Connection) -> dict[str, Any]:
         "p999_us": h.get_value_at_percentile(99.9), "max_us": h.get_max_value(),
         "generator_lag_p50_us": lag.get_value_at_percentile(50) if lag.total_count else 0,
         "generator_lag_p99_us": lag.get_value_at_percentile(99) if lag.total_count else 0,
+        "batch_requests_per_s": stats.batches / elapsed if elapsed > 0 else 0.0,
         "statuses": dict(stats.statuses), "taker_lots": stats.taker_lots,
         "answers_ahead_of_their_fills": stats.ahead,
         "fill_lots": [sum(s.fill_lots[i] for s in sessions) for i in (0, 1)],

@@ -173,7 +173,7 @@ def test_rest_json_judges_new_orders_a_second(tmp_path: Path) -> None:
     said("counted in `rest_requests_per_s` only.")
     args = argparse.Namespace(
         mix="orders", rate=1_000.0, client="raw", seconds=5.0, rounds=3, latency_seconds=5.0,
-        fsync="batch", gateways=1, out=str(tmp_path / "rest.json"), profile_gateway="",
+        fsync="batch", gateways=1, out=str(tmp_path / "rest.json"), profile_gateway="", batch=1,
     )  # fmt: skip
     results = [_rest_row("rest", 12_000.0, 90.0), _rest_row("fix", 13_000.0, 60.0)]
     assert bench_rest.finish(args, results, {"answers": True}, 64, 4, {}) == 0

@@ -198,10 +198,10 @@ def test_every_route_is_under_api_v1_but_the_document(tmp_path: Path) -> None:
 def test_the_fast_lanes_routes_are_the_same_handlers(tmp_path: Path) -> None:
     """Row: "every other request by aiohttp": what the fast lane serves itself are order
     routes aiohttp also routes, to the same handlers (the rest of ``/api/v1`` is aiohttp's)."""
-    row("the default; every other request by aiohttp)")
+    row("the default, and POST `/api/v1/batchOrders`; every other request by aiohttp)")
     api = _api(tmp_path)
     assert set(api.fast_routes) <= _routes(api)
-    assert {p for _, p in api.fast_routes} == {f"{V1}/order"}
+    assert {p for _, p in api.fast_routes} == {f"{V1}/order", f"{V1}/batchOrders"}
 
 
 def test_the_fast_lane_serves_the_order_requests_by_default(tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ def test_the_fast_lane_serves_the_order_requests_by_default(tmp_path: Path) -> N
     `/api/v1/order`, off httptools in the port's fast lane, ... with `fast_lane` on, the
     default; every other request by aiohttp)" (review 113: the row said aiohttp alone)."""
     row("the order requests, POST, DELETE and GET `/api/v1/order`, off httptools in the port's")
-    row("fast lane, `rest_fast.py`, with `fast_lane` on, the default; every other request by")
+    row("fast lane, `rest_fast.py`, with `fast_lane` on, the default, and POST")
     api = _api(tmp_path)
     assert api.rest.fast_lane and api.fast_routes
 

@@ -187,7 +187,9 @@ class _Rest(rest_load.RestLane):
         super().__init__(user, "t")
         self.answer = answer
 
-    async def call(self, method: str, query: str, body: bytes) -> tuple[int, Any]:
+    async def call(
+        self, method: str, query: str, body: bytes, path: str = "", kind: str = ""
+    ) -> tuple[int, Any]:
         return self.answer
 
 
@@ -289,6 +291,7 @@ def test_rest_median_round_of_an_even_count_is_the_lower_middle() -> None:
 def _finish_args(out: Path) -> argparse.Namespace:
     return argparse.Namespace(
         mix="orders",
+        batch=1,
         rate=1_000.0,
         out=str(out),
         client="raw",

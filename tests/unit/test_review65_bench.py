@@ -120,6 +120,7 @@ def test_rest_target_met_counts_orders_not_cancels(tmp_path: Path) -> None:
     An honest bench judges the target on new orders a second (or keeps the unit in the flag's
     name and says which figure it judged)."""
     args = argparse.Namespace(
+        batch=1,
         mix="orders", rate=1_000.0, client="raw", seconds=5.0, rounds=3, latency_seconds=5.0,
         fsync="batch", gateways=1, out=str(tmp_path / "rest.json"), profile_gateway="",
     )  # fmt: skip

@@ -1,0 +1,185 @@
+"""New orders over REST: ``POST /api/v1/order`` (one) and ``POST /api/v1/batchOrders`` (up to
+``MAX_BATCH_ORDERS`` (``rest_params``) in one signed request, the venues' batch order
+entry).
+
+A batch's ``batchOrders`` parameter is a JSON array of order objects, each with the
+parameters of ``POST /api/v1/order`` (string values, as there): the array itself in a JSON
+body (``{"batchOrders": [{"symbol": "BTC-USD", ...}, ...]}``, the cheap way: a form body's
+percent-escapes cost the gateway about a fifth of its time per order), or as text like every
+other parameter (``batchOrders=[...]`` in the query or a form body, a string in a JSON
+body). Each order is checked and placed exactly as the single route places it, in the
+array's order, and all of them go to the exchange in one ring publish, so a market maker's
+quotes reach the book back to back. The answer (200) is an array, one entry per order in the
+same order: the order as the single route answers it, or ``{"code", "msg"}`` where that
+order was refused (by the checks here or by the exchange), the others placed all the same.
+What refuses the whole request: its signature, scope, a ``batchOrders`` missing, not an
+array of objects, empty or past the limit, the key's rate limit, which a batch spends once
+per order (its request, then one more for each order past the first), and a gateway that is
+stopping.
+
+A mixin of ``RestApi`` (``rest.py``), which owns the state it uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from config.schema import RingexConfig
+from procs.common.apikeys import ApiKey
+from procs.common.result_codes import ResultCode
+from procs.gateway import api_errors as codes
+from procs.gateway import rest_params as rp
+from procs.gateway.api_errors import ApiError, bad_request, throttle
+from procs.gateway.instruments import Instruments
+from procs.gateway.limits import RateLimiter
+from procs.gateway.rest_body import body_pairs, checked_params, json_repeats, read_body
+from procs.gateway.rest_order_state import Outcome
+from procs.gateway.rest_orders import RestOrders
+from procs.gateway.rest_public import json_response
+from procs.gateway.rest_request import RestRequest
+
+BATCH_PARAMS = frozenset(("batchOrders",))
+_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_STRING = msgspec.json.Decoder(str)
+
+
+def _text(value: msgspec.Raw) -> str:
+    """A JSON body's value as parameter text: a string's, else its JSON as sent."""
+    raw = bytes(value)
+    return _STRING.decode(raw) if raw.startswith(b'"') else raw.decode()
+
+
+class NewOrders:
+    cfg: RingexConfig
+    core: RestOrders
+    instruments: Instruments
+    key_limits: RateLimiter
+    body_timeout_s: float
+    publish: Callable[[], None]
+    signed: Callable[[RestRequest, str], Awaitable[ApiKey]]
+    require_open: Callable[[str], None]
+    params: Callable[[RestRequest, frozenset[str]], Awaitable[dict[str, str]]]
+    expect: Callable[[int], asyncio.Future[Outcome]]
+    settle: Callable[[int, asyncio.Future[Outcome], str], Awaitable[Outcome]]
+
+    async def new_order(self, request: RestRequest) -> web.Response:
+        key = await self.signed(request, "trade")
+        self.require_open("new orders")
+        req = rp.new_order(await self.params(request, rp.NEW_ORDER_PARAMS), self.instruments)
+        ref, name = self.place(key, req)
+        future = self.expect(ref)
+        self.publish()
+        return json_response(self.placed(await self.settle(ref, future, name), req))
+
+    async def batch_orders(self, request: RestRequest) -> web.Response:
+        key = await self.signed(request, "trade")
+        self.require_open("new orders")
+        orders = batch(await self.batch_params(request))
+        if len(orders) - 1 > self.key_limits.burst:  # could never pass (``take``)
+            raise bad_request(
+                codes.ILLEGAL_PARAM,
+                f"parameter 'batchOrders' holds {len(orders)} orders: an API key's burst here "
+                f"is {self.key_limits.burst:g} requests, so {int(self.key_limits.burst) + 1} "
+                "orders a batch at most",
+            )
+        if len(orders) > 1:  # the request was charged one: the others' share
+            throttle(self.key_limits, key.key, "requests for this API key", len(orders) - 1)
+        entries: list[Any] = []  # an ApiError, or (ref, request, name, future) placed
+        for i, raw in enumerate(orders):
+            try:
+                if not raw.startswith(b"{"):
+                    sent = raw[:40].decode(errors="replace")
+                    raise bad_request(
+                        codes.ILLEGAL_PARAM, f"batchOrders[{i}] is not a JSON object: {sent}"
+                    )
+                pairs = body_pairs(raw, "application/json")
+                req = rp.new_order(checked_params(pairs, rp.NEW_ORDER_PARAMS), self.instruments)
+                ref, name = self.place(key, req)
+                entries.append((ref, req, name, self.expect(ref)))
+            except ApiError as refused:
+                entries.append(refused)
+        self.publish()
+        answers: list[dict[str, Any]] = []
+        try:
+            for entry in entries:
+                try:
+                    if isinstance(entry, ApiError):
+                        raise entry
+                    ref, req, name, future = entry
+                    answers.append(self.placed(await self.settle(ref, future, name), req))
+                except ApiError as refused:
+                    answers.append({"code": refused.code, "msg": refused.msg})
+        finally:  # a client gone: its orders' answers are waited for no more
+            for entry in entries[len(answers) :]:
+                if not isinstance(entry, ApiError):
+                    entry[3].cancel()
+        return json_response(answers)
+
+    async def batch_params(self, request: RestRequest) -> dict[str, str]:
+        """The request's parameters, where a JSON body's ``batchOrders`` may be the array
+        itself (taken as its JSON text); any other body as ``params`` reads it."""
+        body = await read_body(request, self.body_timeout_s)
+        if not (request.content_type or "").endswith("json") or not body.startswith(b"{"):
+            return await self.params(request, BATCH_PARAMS)
+        try:
+            fields = _OBJECT.decode(body)
+        except msgspec.DecodeError:  # its fault named as for any JSON body
+            return await self.params(request, BATCH_PARAMS)
+        pairs = [*request.query.items(), *((k, _text(v)) for k, v in fields.items())]
+        if len(fields) < body.count(b":"):  # maybe a key twice: count them
+            pairs += json_repeats(body, fields)
+        return checked_params(pairs, BATCH_PARAMS)
+
+    def place(self, key: ApiKey, req: rp.OrderRequest) -> tuple[int, str]:
+        """``req`` placed for ``key``'s account (to go out at the next publish): its request
+        ref, and the id to ask its status by, generated where the client gave none (review
+        42). 400 while its ``newClientOrderId`` names an open order."""
+        in_use = self.core.in_use(key.account, req.client_order_id)
+        if in_use is not None:
+            raise bad_request(
+                codes.NEW_ORDER_REJECTED,
+                f"duplicate order: newClientOrderId={req.client_order_id} is in use by open "
+                f"order {in_use.order_id or '(pending)'} ({in_use.status})",
+            )
+        ref = self.core.new_order(req, key.account, key.session, time.time_ns())
+        placed = self.core.requests[ref].order
+        return ref, f"origClientOrderId={placed.client_order_id}" if placed is not None else ""
+
+    def placed(self, outcome: Outcome, req: rp.OrderRequest) -> dict[str, Any]:
+        """The answer to new order ``req``: the order with the fills its command made, or the
+        exchange's refusal (400)."""
+        order = outcome.order
+        if outcome.code != ResultCode.OK or order is None:
+            raise bad_request(
+                codes.NEW_ORDER_REJECTED, rp.refusal(outcome.code, req, self.cfg.risk)
+            )
+        body = outcome.view or order.json()
+        body["transactTime"] = body["updateTime"]  # the answer's (a frozen view's) own time
+        body["fills"] = outcome.fills
+        return body
+
+
+def batch(params: dict[str, str]) -> list[bytes]:
+    """The order objects of a ``batchOrders`` parameter, each as its JSON (each is checked
+    as a JSON body is, on its own), or a 400 naming what is wrong with the array."""
+    text = rp.required(params, "batchOrders")
+    try:
+        orders = [bytes(raw) for raw in _ARRAY.decode(text)]
+    except msgspec.DecodeError as exc:
+        raise bad_request(
+            codes.ILLEGAL_PARAM, f"parameter 'batchOrders' is not a JSON array of orders: {exc}"
+        ) from None
+    if not 1 <= len(orders) <= rp.MAX_BATCH_ORDERS:
+        raise bad_request(
+            codes.ILLEGAL_PARAM,
+            f"parameter 'batchOrders' holds {len(orders)} orders: the limit is "
+            f"1..{rp.MAX_BATCH_ORDERS} a request",
+        )
+    return orders
