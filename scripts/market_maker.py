@@ -7,13 +7,13 @@ the page, the feed and the candles have something to show.
 Over the REST API (``procs.gateway.rest_client``), as the two users of its own that
 ``run_demo.py --market-maker`` funds: the maker (MM1) rests ``--levels`` bids and asks per
 symbol on a price grid around a mid that random-walks back toward where it started; each cycle
-it cancels what left the ladder, places what is missing and now and then replaces one order
-with a new size. The taker (MM2) sometimes sends an IOC limit through the touch, leaning
-against what it has bought, so trades print and neither side's balances drift far. The maker
-cancels every open order of its account that is off its ladder, so it must never trade as a
-user someone else uses (the demo's DEMO1 and DEMO2 are the newcomer's). One symbol per cycle, a
-cycle every ``--interval`` seconds: about 5 to 15 orders a second. SIGINT or SIGTERM cancels
-the maker's orders, revokes both API keys and exits.
+it cancels what left the ladder, places what is missing (in one ``POST batchOrders``) and now
+and then replaces one order with a new size. The taker (MM2) sometimes sends an IOC limit
+through the touch, leaning against what it has bought, so trades print and neither side's
+balances drift far. The maker cancels every open order of its account that is off its ladder,
+so it must never trade as a user someone else uses (the demo's DEMO1 and DEMO2 are the
+newcomer's). One symbol per cycle, a cycle every ``--interval`` seconds: about 5 to 15 orders a
+second. SIGINT or SIGTERM cancels the maker's orders, revokes both API keys and exits.
 
 The quoting is pure (``MidWalk``, ``ladder``, ``plan``, ``taker_order``) and integer: prices
 and sizes in the symbol's units (10^-decimals), decimal strings only on the wire.
@@ -39,6 +39,7 @@ from aiohttp import ClientError
 from config import load_profile
 from procs.common.endpoints import url_host
 from procs.gateway.rest_client import ApiCallError, RestClient
+from procs.gateway.rest_params import MAX_BATCH_ORDERS
 
 log = logging.getLogger("ringex.market_maker")
 
@@ -256,9 +257,11 @@ class MarketMaker:
         cancel, place = plan(wanted, resting, self.rng)
         for order_id in cancel:
             await self.cancel(m, order_id)
-        for side, price in place:
-            qty = m.size(price, self.rng.uniform(*self.notional))
-            await self.order(self.maker, m, side, price, qty, "GTC")
+        quotes = [
+            (side, price, m.size(price, self.rng.uniform(*self.notional))) for side, price in place
+        ]
+        for start in range(0, len(quotes), MAX_BATCH_ORDERS):
+            await self.quote(m, quotes[start : start + MAX_BATCH_ORDERS])
         if self.rng.random() < self.take_probability:
             side, price = taker_order(
                 wanted, book.grid, book.inventory, book.max_inventory, self.rng
@@ -294,6 +297,28 @@ class MarketMaker:
             return None
         self.placed += 1
         return body
+
+    async def quote(self, m: Market, quotes: list[tuple[str, int, int]]) -> None:
+        """The maker's (side, price, qty) ``quotes``, GTC, in one ``batchOrders`` request:
+        the ladder's gaps reach the book back to back."""
+        orders = [
+            {"symbol": m.symbol, "side": side, "type": "LIMIT", "timeInForce": "GTC",
+             "price": from_units(price, m.price_decimals),
+             "quantity": from_units(qty, m.qty_decimals)}
+            for side, price, qty in quotes
+        ]  # fmt: skip
+        try:
+            answers = await self.maker.batch_orders(orders)
+        except ApiCallError as exc:
+            if exc.status != 400:
+                raise
+            answers = [exc.body] * len(orders)
+        for answer in answers:
+            if "code" in answer:  # a balance ran short, a halt: the next cycle tries again
+                self.refused += 1
+                log.info("%s quote refused: %s", m.symbol, answer)
+            else:
+                self.placed += 1
 
     async def cancel(self, m: Market, order_id: int) -> None:
         try:

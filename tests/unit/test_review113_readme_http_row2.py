@@ -506,6 +506,10 @@ class FakeClient:
             return self.resting
         return {"executedQty": "0"}
 
+    async def batch_orders(self, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Recorded as a POST each (the bot places its quotes in batches)."""
+        return [await self.call("POST", "/api/v1/batchOrders", **o) for o in orders]
+
 
 def test_it_cancels_off_the_ladder_and_mm2_takes_with_ioc(mm: Any) -> None:
     """ "cancelling whatever of its account is off that ladder and replacing as it moves; MM2
