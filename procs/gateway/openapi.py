@@ -22,7 +22,7 @@ from procs.gateway import rest_params as rp
 from procs.gateway import signing
 from procs.gateway.history import KLINES, MAX_LIMIT, STATUS_NAMES
 from procs.gateway.instruments import MAX_INT64, format_units
-from procs.gateway.openapi_intro import INFO, SIGNING
+from procs.gateway.openapi_intro import INFO, security_schemes
 from procs.gateway.private_stream import PATH as STREAM_PATH
 from procs.gateway.rest_body import BODY_TIMEOUT_S
 from procs.gateway.rest_order_state import DONE_STATUS, OPEN_STATUSES
@@ -99,7 +99,7 @@ def document(cfg: RingexConfig) -> Json:
         "components": {
             "schemas": {**_order_schemas(cfg), **_other_schemas(cfg)},
             "responses": _error_responses(),
-            "securitySchemes": _security_schemes(),
+            "securitySchemes": security_schemes(),
         },
     }
 
@@ -180,6 +180,17 @@ _SIGNED: list[dict[str, list[str]]] = [
     {"ApiKey": [], "Timestamp": [], "RecvWindow": [], "Signature": []},
     {"ApiKey": [], "Timestamp": [], "Signature": []},
 ]
+
+
+def _id_lists() -> list[Json]:
+    """``DELETE batchOrders``' two ways to name its orders, each a JSON array as text."""
+    ids = {"type": "integer", "minimum": 1, "maximum": MAX_INT64}
+    return [_query(name, {"type": "string", "contentMediaType": _JSON, "contentSchema": {
+        **_array(items), "minItems": 1, "maxItems": rp.MAX_BATCH_ORDERS},
+        "maxLength": rp.LONG_VALUES[name]}, f"A JSON array of {what}, e.g. {example}.")
+        for name, items, what, example in (("orderIdList", ids, "order ids", "[12,13]"), (
+            "origClientOrderIdList", {"type": "string", "pattern": rp.CLIENT_ORDER_ID.pattern},
+            "client order ids", '["a1","a2"]'))]  # fmt: skip
 
 
 def _operation(
@@ -303,6 +314,13 @@ def _paths() -> Json:
             description="An entry per order, in order: the order as newOrder answers it, or "
             "{code, msg} where that one was refused (the others are placed). 503 while the "
             "exchange is stopping. The key's rate limit is spent once per order.",
+        ), "delete": _operation(
+            "batchCancel", f"Cancel 1..{rp.MAX_BATCH_ORDERS} open orders of a symbol in one "
+            "request.", _array({"anyOf": [_ref("Order"), _ref("Error")]}), tag="trading",
+            scope="trade", errors=[503], params=[_symbol(), *_id_lists()],
+            description="By orderIdList or origClientOrderIdList (one of them). An entry per "
+            "order, in order: the order as cancelOrder answers it, or {code, msg} where that "
+            "cancel was refused. The key's rate limit is spent once per order.",
         )},
         f"{V1}/openOrders": {
             "get": _operation(
@@ -429,10 +447,11 @@ def _order_schemas(cfg: RingexConfig) -> Json:
     }, required=["symbol", "side", "type", "quantity"])  # fmt: skip
     request["additionalProperties"] = False
     request["examples"] = _order_examples(cfg)
-    orders = {"type": "string", "minLength": 2, "maxLength": rp.LONG_VALUES["batchOrders"],
-              "contentMediaType": _JSON, "description": "A JSON array of NewOrderRequest.",
-              "contentSchema": {**_array(_ref("NewOrderRequest")), "minItems": 1,
-                                "maxItems": rp.MAX_BATCH_ORDERS}}  # fmt: skip
+    array = {**_array(_ref("NewOrderRequest")), "minItems": 1, "maxItems": rp.MAX_BATCH_ORDERS}
+    orders = {"anyOf": [{"type": "string", "minLength": 2, "contentMediaType": _JSON,
+                         "maxLength": rp.LONG_VALUES["batchOrders"], "contentSchema": array},
+                        {**array, "description": "In a JSON body, the array itself."}],
+              "description": "A JSON array of NewOrderRequest, or its text."}  # fmt: skip
     batch = {**_obj({"batchOrders": orders}, required=["batchOrders"]),
              "additionalProperties": False,
              "examples": [{"batchOrders": json.dumps(request["examples"])}]}  # fmt: skip
@@ -561,7 +580,7 @@ def _exchange_info(cfg: RingexConfig) -> Json:
     })  # fmt: skip
 
 
-# -- errors and security --------------------------------------------------------------------------
+# -- errors ---------------------------------------------------------------------------------------
 
 
 def _error_responses() -> Json:
@@ -578,17 +597,3 @@ def _error_responses() -> Json:
             }
         out[name] = response
     return out
-
-
-def _security_schemes() -> Json:
-    def header(name: str, description: str) -> Json:
-        return {"type": "apiKey", "in": "header", "name": name, "description": description}
-
-    return {
-        "ApiKey": header(signing.API_KEY, f"The API key (`POST {V1}/apiKey`)."),
-        "Timestamp": header(signing.TIMESTAMP, "The request's time, ms since the epoch."),
-        "RecvWindow": header(
-            signing.RECV_WINDOW, "Optional: how long after its timestamp the request is good (ms)."
-        ),
-        "Signature": header(signing.SIGNATURE, SIGNING),
-    }

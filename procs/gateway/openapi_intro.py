@@ -4,6 +4,8 @@ and how a private request is signed, written from the limits and names the serve
 
 from __future__ import annotations
 
+from typing import Any
+
 from procs.gateway import rest_params as rp
 from procs.gateway import signing
 
@@ -35,3 +37,19 @@ Every error is `{{"code": integer, "msg": string}}` with the status below; unkno
 CORS preflight and answers 204.
 
 {SIGNING}"""
+
+
+def security_schemes() -> dict[str, Any]:
+    """The four headers a signed request carries, as OpenAPI security schemes."""
+
+    def header(name: str, description: str) -> dict[str, Any]:
+        return {"type": "apiKey", "in": "header", "name": name, "description": description}
+
+    return {
+        "ApiKey": header(signing.API_KEY, "The API key (`POST /api/v1/apiKey`)."),
+        "Timestamp": header(signing.TIMESTAMP, "The request's time, ms since the epoch."),
+        "RecvWindow": header(
+            signing.RECV_WINDOW, "Optional: how long after its timestamp the request is good (ms)."
+        ),
+        "Signature": header(signing.SIGNATURE, SIGNING),
+    }

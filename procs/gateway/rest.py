@@ -37,7 +37,6 @@ from config.schema import RingexConfig
 from procs.common.apikeys import ApiKey, ApiKeyStore
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.quiet_log import quieten
-from procs.common.result_codes import ResultCode
 from procs.common.tls import HANDSHAKE_S, server_context, tls_kwargs
 from procs.common.topology import apikeys_path, gateway_root, postgres_dir
 from procs.common.users import UserStore
@@ -51,12 +50,12 @@ from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams, asks_close_on_refusal, refuse_in_band
 from procs.gateway.rest_amend import AmendRoute
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, checked_params, read_body
+from procs.gateway.rest_cancels import Cancels
 from procs.gateway.rest_connections import RestConnections
 from procs.gateway.rest_fast import KEEPALIVE_S, FastHandler, FastLane
 from procs.gateway.rest_history import HistoryRoutes
 from procs.gateway.rest_keys import KeyRoutes
 from procs.gateway.rest_mass_cancel import MassCancelRoute
-from procs.gateway.rest_named import NamedOrders
 from procs.gateway.rest_new_orders import NewOrders
 from procs.gateway.rest_open_orders import OpenOrderViews
 from procs.gateway.rest_order_state import Outcome, balance_json
@@ -77,6 +76,9 @@ log = logging.getLogger("ringex.rest")
 _encode = msgspec.json.Encoder().encode
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 R = TypeVar("R", bound=RestRequest)
+#: A batch's request sent: its ref, its answer's future (``expect``), what names it in a 504,
+#: and its answer made of the outcome (``answers``).
+Sent = tuple[int, "asyncio.Future[Outcome]", str, Callable[[Outcome], dict[str, Any]]]
 #: A failing history query's line: while the database is down, each request would log one.
 db_log = logging.getLogger("ringex.rest.history")
 #: The loggers a client's requests reach (quiet_log.py): aiohttp's server (a malformed
@@ -108,7 +110,7 @@ def history_dsn(cfg: RingexConfig) -> str | None:
         return None
 
 
-class RestApi(NewOrders, OpenOrderViews, NamedOrders, RestConnections):
+class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
     def __init__(
         self,
         cfg: RingexConfig,
@@ -163,6 +165,7 @@ class RestApi(NewOrders, OpenOrderViews, NamedOrders, RestConnections):
         self.fast_routes: dict[tuple[str, str], FastHandler] = {
             ("POST", "/api/v1/order"): self.new_order,
             ("POST", "/api/v1/batchOrders"): self.batch_orders,
+            ("DELETE", "/api/v1/batchOrders"): self.batch_cancel,
             ("DELETE", "/api/v1/order"): self.cancel_order,
             ("GET", "/api/v1/order"): self.query_order,
         }
@@ -234,8 +237,35 @@ class RestApi(NewOrders, OpenOrderViews, NamedOrders, RestConnections):
                 f"request may still execute, ask for its status{f' ({what})' if what else ''}",
             ) from None
         finally:
-            self.deadlines.discard(future)
-            self.waiters.pop(ref, None)
+            self.drop(ref, future)
+
+    def drop(self, ref: int, future: asyncio.Future[Outcome]) -> None:
+        """Wait no more for the answer to ``ref``: ``future`` is cancelled if not done."""
+        future.cancel()
+        self.deadlines.discard(future)
+        self.waiters.pop(ref, None)
+
+    async def answers(self, sent: list[Sent | ApiError]) -> list[dict[str, Any]]:
+        """A batch's answers, in its order, once what it ``sent`` is published: each request's
+        (``Sent``: its ref, ``expect``'s future, what names it, and its answer made of the
+        outcome, which may raise), or the ``{"code", "msg"}`` of one refused before it went
+        or by the exchange. A client gone (a cancel) leaves nothing waiting."""
+        self.publish()
+        out: list[dict[str, Any]] = []
+        try:
+            for entry in sent:
+                try:
+                    if isinstance(entry, ApiError):
+                        raise entry
+                    ref, future, what, answer = entry
+                    out.append(answer(await self.settle(ref, future, what)))
+                except ApiError as refused:
+                    out.append({"code": refused.code, "msg": refused.msg})
+        finally:
+            for entry in sent[len(out) :]:
+                if not isinstance(entry, ApiError):
+                    self.drop(entry[0], entry[1])
+        return out
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -249,6 +279,7 @@ class RestApi(NewOrders, OpenOrderViews, NamedOrders, RestConnections):
         get, v1 = functools.partial(app.router.add_get, allow_head=False), "/api/v1"
         app.router.add_post(f"{v1}/order", self.new_order)
         app.router.add_post(f"{v1}/batchOrders", self.batch_orders)
+        app.router.add_delete(f"{v1}/batchOrders", self.batch_cancel)
         app.router.add_delete(f"{v1}/order", self.cancel_order)
         get(f"{v1}/order", self.query_order)
         get(f"{v1}/openOrders", self.open_orders)
@@ -421,6 +452,19 @@ class RestApi(NewOrders, OpenOrderViews, NamedOrders, RestConnections):
         budget (the per-address limit has them)."""
         throttle(self.key_limits, key.key, "requests for this API key")
 
+    def charge_batch(self, key: ApiKey, orders: int) -> None:
+        """A batch of ``orders`` (``signed`` charged its request one): the others' share of
+        the key's rate limit. 400 for a batch past the key's burst, which could never pass."""
+        if orders - 1 > self.key_limits.burst:  # (``RateLimiter.take`` would raise)
+            raise bad_request(
+                codes.ILLEGAL_PARAM,
+                f"the batch holds {orders} orders: an API key's burst here is "
+                f"{self.key_limits.burst:g} requests, so {int(self.key_limits.burst) + 1} "
+                "orders a batch at most",
+            )
+        if orders > 1:
+            throttle(self.key_limits, key.key, "requests for this API key", orders - 1)
+
     def require_user(self, key: ApiKey) -> None:
         """401 unless ``key``'s user still exists, with the key's account, as the users file
         stood at most a second ago (the view ``holder_unchanged`` reads)."""
@@ -468,35 +512,6 @@ class RestApi(NewOrders, OpenOrderViews, NamedOrders, RestConnections):
             ) from None
 
     # -- orders -----------------------------------------------------------------------------------
-
-    async def cancel_order(self, request: RestRequest) -> web.Response:
-        key = await self.signed(request, "trade")
-        params = await self.params(request, rp.ORDER_PARAMS)
-        sym = rp.symbol(params, self.instruments)
-        oid, known = await self.named_order(key.account, params, sym.id)
-        if oid is None:
-            if known is None:
-                raise self.core.unknown(key.account, params["origClientOrderId"], sym.name)
-            if not known.order_id:  # placed, not answered yet (a 504's): it may well rest
-                raise bad_request(
-                    codes.CANCEL_REJECTED,
-                    f"cancel rejected: origClientOrderId={known.client_order_id} is "
-                    f"{known.status}: the exchange has not answered it yet, cancel it once "
-                    f"it has",
-                )
-            oid = known.order_id
-        if known is not None and known.order_id and not known.open:
-            raise bad_request(
-                codes.CANCEL_REJECTED,
-                f"cancel rejected: orderId={oid} is {known.status}: too late to cancel",
-            )
-        ref = self.core.cancel(key.account, key.session, sym.id, oid, time.time_ns())
-        outcome = await self.wait(ref)
-        if outcome.code != ResultCode.OK or outcome.order is None:
-            self.refuse_if_ended(key.account, oid, outcome.code, "cancel")
-            why = "unknown order" if outcome.code in codes.NOT_YOURS else outcome.code.name
-            raise bad_request(codes.CANCEL_REJECTED, f"cancel rejected: {why} orderId={oid}")
-        return json_response(outcome.view or outcome.order.json())
 
     async def query_order(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "read")

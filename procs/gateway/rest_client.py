@@ -127,6 +127,14 @@ class RestClient:
         answers: list[dict[str, Any]] = answer
         return answers
 
+    async def batch_cancel(self, symbol: str, order_ids: list[int]) -> list[dict[str, Any]]:
+        """``DELETE /api/v1/batchOrders`` by ``orderIdList``: an answer per order, in order."""
+        ids = msgspec.json.encode(order_ids).decode()
+        answers: list[dict[str, Any]] = await self.call(
+            "DELETE", "/api/v1/batchOrders", symbol=symbol, orderIdList=ids
+        )
+        return answers
+
     def stream_url(self) -> str:
         now = self._timestamp()
         window = self.recv_window_ms

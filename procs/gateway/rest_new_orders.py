@@ -23,9 +23,10 @@ A mixin of ``RestApi`` (``rest.py``), which owns the state it uses.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
@@ -35,14 +36,16 @@ from procs.common.apikeys import ApiKey
 from procs.common.result_codes import ResultCode
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
-from procs.gateway.api_errors import ApiError, bad_request, throttle
+from procs.gateway.api_errors import ApiError, bad_request
 from procs.gateway.instruments import Instruments
-from procs.gateway.limits import RateLimiter
 from procs.gateway.rest_body import body_pairs, checked_params, json_repeats, read_body
 from procs.gateway.rest_order_state import Outcome
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.rest_public import json_response
 from procs.gateway.rest_request import RestRequest
+
+if TYPE_CHECKING:
+    from procs.gateway.rest import Sent
 
 BATCH_PARAMS = frozenset(("batchOrders",))
 _ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
@@ -60,7 +63,7 @@ class NewOrders:
     cfg: RingexConfig
     core: RestOrders
     instruments: Instruments
-    key_limits: RateLimiter
+    charge_batch: Callable[[ApiKey, int], None]
     body_timeout_s: float
     publish: Callable[[], None]
     signed: Callable[[RestRequest, str], Awaitable[ApiKey]]
@@ -68,6 +71,7 @@ class NewOrders:
     params: Callable[[RestRequest, frozenset[str]], Awaitable[dict[str, str]]]
     expect: Callable[[int], asyncio.Future[Outcome]]
     settle: Callable[[int, asyncio.Future[Outcome], str], Awaitable[Outcome]]
+    answers: Callable[[list[Sent | ApiError]], Awaitable[list[dict[str, Any]]]]
 
     async def new_order(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "trade")
@@ -76,62 +80,42 @@ class NewOrders:
         ref, name = self.place(key, req)
         future = self.expect(ref)
         self.publish()
-        return json_response(self.placed(await self.settle(ref, future, name), req))
+        return json_response(self.placed(await self.settle(ref, future, name), req=req))
 
     async def batch_orders(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "trade")
         self.require_open("new orders")
         orders = batch(await self.batch_params(request))
-        if len(orders) - 1 > self.key_limits.burst:  # could never pass (``take``)
-            raise bad_request(
-                codes.ILLEGAL_PARAM,
-                f"parameter 'batchOrders' holds {len(orders)} orders: an API key's burst here "
-                f"is {self.key_limits.burst:g} requests, so {int(self.key_limits.burst) + 1} "
-                "orders a batch at most",
-            )
-        if len(orders) > 1:  # the request was charged one: the others' share
-            throttle(self.key_limits, key.key, "requests for this API key", len(orders) - 1)
-        entries: list[Any] = []  # an ApiError, or (ref, request, name, future) placed
+        self.charge_batch(key, len(orders))
+        sent: list[Sent | ApiError] = []
         for i, raw in enumerate(orders):
             try:
                 if not raw.startswith(b"{"):
-                    sent = raw[:40].decode(errors="replace")
+                    sent_as = raw[:40].decode(errors="replace")
                     raise bad_request(
-                        codes.ILLEGAL_PARAM, f"batchOrders[{i}] is not a JSON object: {sent}"
+                        codes.ILLEGAL_PARAM, f"batchOrders[{i}] is not a JSON object: {sent_as}"
                     )
                 pairs = body_pairs(raw, "application/json")
                 req = rp.new_order(checked_params(pairs, rp.NEW_ORDER_PARAMS), self.instruments)
                 ref, name = self.place(key, req)
-                entries.append((ref, req, name, self.expect(ref)))
+                sent.append((ref, self.expect(ref), name, functools.partial(self.placed, req=req)))
             except ApiError as refused:
-                entries.append(refused)
-        self.publish()
-        answers: list[dict[str, Any]] = []
-        try:
-            for entry in entries:
-                try:
-                    if isinstance(entry, ApiError):
-                        raise entry
-                    ref, req, name, future = entry
-                    answers.append(self.placed(await self.settle(ref, future, name), req))
-                except ApiError as refused:
-                    answers.append({"code": refused.code, "msg": refused.msg})
-        finally:  # a client gone: its orders' answers are waited for no more
-            for entry in entries[len(answers) :]:
-                if not isinstance(entry, ApiError):
-                    entry[3].cancel()
-        return json_response(answers)
+                sent.append(refused)
+        return json_response(await self.answers(sent))
 
     async def batch_params(self, request: RestRequest) -> dict[str, str]:
         """The request's parameters, where a JSON body's ``batchOrders`` may be the array
         itself (taken as its JSON text); any other body as ``params`` reads it."""
         body = await read_body(request, self.body_timeout_s)
-        if not (request.content_type or "").endswith("json") or not body.startswith(b"{"):
+        if not (request.content_type or "").endswith("json") or not body.lstrip().startswith(b"{"):
             return await self.params(request, BATCH_PARAMS)
         try:
+            body.decode()  # its strings' bytes, which ``Raw`` does not look at (review 156)
             fields = _OBJECT.decode(body)
-        except msgspec.DecodeError:  # its fault named as for any JSON body
+        except (msgspec.DecodeError, UnicodeDecodeError):  # its fault named as for any body
             return await self.params(request, BATCH_PARAMS)
+        except RecursionError:
+            raise bad_request(codes.ILLEGAL_PARAM, "body is nested too deeply") from None
         pairs = [*request.query.items(), *((k, _text(v)) for k, v in fields.items())]
         if len(fields) < body.count(b":"):  # maybe a key twice: count them
             pairs += json_repeats(body, fields)
@@ -152,7 +136,7 @@ class NewOrders:
         placed = self.core.requests[ref].order
         return ref, f"origClientOrderId={placed.client_order_id}" if placed is not None else ""
 
-    def placed(self, outcome: Outcome, req: rp.OrderRequest) -> dict[str, Any]:
+    def placed(self, outcome: Outcome, *, req: rp.OrderRequest) -> dict[str, Any]:
         """The answer to new order ``req``: the order with the fills its command made, or the
         exchange's refusal (400)."""
         order = outcome.order
@@ -172,9 +156,10 @@ def batch(params: dict[str, str]) -> list[bytes]:
     text = rp.required(params, "batchOrders")
     try:
         orders = [bytes(raw) for raw in _ARRAY.decode(text)]
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # (nested too deeply: review 156)
         raise bad_request(
-            codes.ILLEGAL_PARAM, f"parameter 'batchOrders' is not a JSON array of orders: {exc}"
+            codes.ILLEGAL_PARAM,
+            f"parameter 'batchOrders' is not a JSON array of orders: {exc or 'nested too deeply'}",
         ) from None
     if not 1 <= len(orders) <= rp.MAX_BATCH_ORDERS:
         raise bad_request(

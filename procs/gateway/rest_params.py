@@ -76,7 +76,10 @@ MAX_VALUE_CHARS = 64
 #: file's limit; the private stream's signature (64 hex digits) gets room to be wrong, so a
 #: signature that does not match is told so (401), not refused for its length.
 #: A batch's orders (``rest_new_orders.py``) are one value.
-LONG_VALUES: Final = {"password": MAX_PASSWORD_CHARS, "signature": 128, "batchOrders": 8_192}
+LONG_VALUES: Final = {
+    "password": MAX_PASSWORD_CHARS, "signature": 128, "batchOrders": 8_192,
+    "orderIdList": 512, "origClientOrderIdList": 512,
+}  # fmt: skip
 MAX_PARAMS = 24
 #: The most orders one ``batchOrders`` request may carry (``rest_new_orders.py``; Bybit's
 #: spot limit, Binance's futures API takes 5).
@@ -113,6 +116,7 @@ NEW_ORDER_PARAMS: Final = frozenset(
     )
 )
 ORDER_PARAMS: Final = frozenset(_ORDER_REF)  # cancel one, query one
+BATCH_CANCEL_PARAMS: Final = frozenset(("symbol", "orderIdList", "origClientOrderIdList"))
 AMEND_PARAMS: Final = frozenset((*_ORDER_REF, "price", "quantity"))
 OPEN_ORDERS_PARAMS: Final = frozenset(("symbol",))
 ALL_ORDERS_PARAMS: Final = frozenset(("symbol", "orderId", *_TIMES))

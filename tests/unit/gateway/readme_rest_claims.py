@@ -173,6 +173,7 @@ ENDPOINTS: list[tuple[str, str, str, str | None]] = [
     ("DELETE", f"{V1}/order", "Private: `POST/PUT/DELETE/GET order`", "trade"),
     ("GET", f"{V1}/order", "Private: `POST/PUT/DELETE/GET order`", "read"),
     ("POST", f"{V1}/batchOrders", "`POST batchOrders` places 1 to 10 orders", "trade"),
+    ("DELETE", f"{V1}/batchOrders", "`DELETE batchOrders` cancels 1 to 10", "trade"),
     ("GET", f"{V1}/openOrders", "`GET/DELETE openOrders`", "read"),
     ("DELETE", f"{V1}/openOrders", "`GET/DELETE openOrders`", "trade"),
     ("GET", f"{V1}/allOrders", "`GET/DELETE openOrders`, `allOrders`", "read"),

@@ -189,3 +189,62 @@ def test_the_array_goes_in_a_json_body_or_as_text(harness: Harness) -> None:
             await alice.close()
 
     run(harness, scenario)
+
+
+def test_a_batch_cancel_cancels_each_order_named_and_answers_each(harness: Harness) -> None:
+    """``DELETE /api/v1/batchOrders``: by ``orderIdList`` or ``origClientOrderIdList``, an
+    answer each (CANCELED, or the refusal of one: unknown, another account's, too late),
+    in order; what refuses the whole request is named."""
+
+    async def scenario(api: RestApi, url: str) -> None:
+        alice, bob = await client(url, "ALICE", "alice-pw"), await client(url, "BOB", "bob-pw")
+        try:
+            bids = await alice.batch_orders(
+                [{**BID, "price": f"{100 + k}.00", "newClientOrderId": f"c{k}"} for k in range(5)]
+            )
+            ids = [b["orderId"] for b in bids]
+            (ask,) = await bob.batch_orders([{**ASK, "price": "40000.00"}])
+            (taker,) = await bob.batch_orders([{**ASK, "price": "104.00"}])  # fills c4
+            assert taker["status"] == "FILLED"
+            answers = await alice.batch_cancel(
+                "BTC-USD", [ids[0], ask["orderId"], 99, ids[4], ids[1]]
+            )
+            first, bobs, unknown, filled, second = answers
+            assert (first["orderId"], first["status"]) == (ids[0], "CANCELED")
+            assert (second["orderId"], second["status"]) == (ids[1], "CANCELED")
+            assert bobs["code"] == codes.CANCEL_REJECTED and "unknown order" in bobs["msg"], bobs
+            assert unknown["code"] == codes.CANCEL_REJECTED, unknown
+            assert "too late to cancel" in filled["msg"], filled
+            by_client = await alice.call(
+                "DELETE", BATCH, symbol="BTC-USD", origClientOrderIdList='["c2","c3","zz"]'
+            )
+            assert [a.get("clientOrderId") for a in by_client[:2]] == ["c2", "c3"]
+            assert "zz" in by_client[2]["msg"], by_client
+            assert await alice.call("GET", "/api/v1/openOrders") == []
+            (still,) = await bob.call("GET", "/api/v1/openOrders")
+            assert still["orderId"] == ask["orderId"]  # another account's order stands
+            refusals: list[tuple[dict[str, Any], str]] = [
+                ({"symbol": "BTC-USD"}, "not neither"),
+                ({"symbol": "BTC-USD", "orderIdList": "[1]", "origClientOrderIdList": '["a"]'},
+                 "not both"),
+                ({"symbol": "BTC-USD", "orderIdList": "[]"}, "holds 0 orders"),
+                ({"symbol": "BTC-USD", "orderIdList": json.dumps(list(range(1, 12)))},
+                 f"holds 11 orders: the limit is 1..{MAX_BATCH_ORDERS}"),
+                ({"symbol": "BTC-USD", "orderIdList": '["1"]'}, "is not a JSON array of order"),
+                ({"orderIdList": "[1]"}, "'symbol'"),
+            ]  # fmt: skip
+            for params, why in refusals:
+                with pytest.raises(ApiCallError) as refused:
+                    await alice.call("DELETE", BATCH, **params)
+                assert refused.value.status == 400 and why in refused.value.body["msg"], (
+                    params, refused.value.body
+                )  # fmt: skip
+            (empty,) = await alice.call(
+                "DELETE", BATCH, symbol="BTC-USD", origClientOrderIdList='[""]'
+            )
+            assert "sent empty" in empty["msg"], empty
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(harness, scenario)

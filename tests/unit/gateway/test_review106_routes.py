@@ -83,14 +83,15 @@ def test_the_fast_lane_serves_post_delete_and_get_order_with_aiohttps_handlers(
     ``fast_routes``; rest_fast.py ``on_headers_complete`` hands any other to aiohttp)."""
     _claim(
         "`POST`, `DELETE` and `GET /api/v1/order` (not `PUT`, an amend, which aiohttp serves) "
-        "and `POST /api/v1/batchOrders` are parsed by httptools and answered by the same "
-        "handlers, checks and error bodies as on aiohttp"
+        "and `POST` and `DELETE /api/v1/batchOrders` are parsed by httptools and answered by "
+        "the same handlers, checks and error bodies as on aiohttp"
     )
     assert set(local.fast_routes) == {
         ("POST", f"{V1}/order"),
         ("DELETE", f"{V1}/order"),
         ("GET", f"{V1}/order"),
         ("POST", f"{V1}/batchOrders"),
+        ("DELETE", f"{V1}/batchOrders"),
     }
     routes = _routes(local)
     for key, handler in local.fast_routes.items():

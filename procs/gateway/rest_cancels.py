@@ -1,0 +1,139 @@
+"""Cancels over REST: ``DELETE /api/v1/order`` (one) and ``DELETE /api/v1/batchOrders`` (up to
+``MAX_BATCH_ORDERS`` (``rest_params``) of one symbol in one signed request, the venues' batch
+cancel).
+
+A batch names its orders on ``symbol`` by ``orderIdList`` (a JSON array of order ids,
+``[12,13]``) or by ``origClientOrderIdList`` (a JSON array of client order ids), one of the
+two, as text like every parameter (the query string, a form body, a JSON string). Each is
+checked and cancelled as the single route cancels it, in the array's order, all in one ring
+publish; the answer (200) is an array with an entry per order in the same order: the order
+as the single route answers it (``CANCELED``), or ``{"code", "msg"}`` where that cancel was
+refused (unknown, another account's, too late: filled meanwhile), the others cancelled all
+the same. A batch spends the key's rate limit once per order, as ``batchOrders`` does.
+
+A mixin of ``RestApi`` (``rest.py``), which owns the state it uses; it names orders as
+``NamedOrders`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import web
+
+from procs.common.apikeys import ApiKey
+from procs.common.result_codes import ResultCode
+from procs.gateway import api_errors as codes
+from procs.gateway import rest_params as rp
+from procs.gateway.api_errors import ApiError, bad_request
+from procs.gateway.instruments import Instruments
+from procs.gateway.rest_named import NamedOrders
+from procs.gateway.rest_order_state import Outcome
+from procs.gateway.rest_public import json_response
+from procs.gateway.rest_request import RestRequest
+
+if TYPE_CHECKING:
+    from procs.gateway.rest import Sent
+
+_IDS = msgspec.json.Decoder(list[int])
+_CLIENT_IDS = msgspec.json.Decoder(list[str])
+
+
+class Cancels(NamedOrders):
+    instruments: Instruments
+    publish: Callable[[], None]
+    signed: Callable[[RestRequest, str], Awaitable[ApiKey]]
+    params: Callable[[RestRequest, frozenset[str]], Awaitable[dict[str, str]]]
+    charge_batch: Callable[[ApiKey, int], None]
+    expect: Callable[[int], asyncio.Future[Outcome]]
+    answers: Callable[[list[Sent | ApiError]], Awaitable[list[dict[str, Any]]]]
+    wait: Callable[[int], Awaitable[Outcome]]
+
+    async def cancel_order(self, request: RestRequest) -> web.Response:
+        key = await self.signed(request, "trade")
+        params = await self.params(request, rp.ORDER_PARAMS)
+        sym = rp.symbol(params, self.instruments)
+        ref, oid = await self.cancel(key, params, sym.id)
+        return json_response(self.cancelled(key, oid, await self.wait(ref)))
+
+    async def batch_cancel(self, request: RestRequest) -> web.Response:
+        key = await self.signed(request, "trade")
+        params = await self.params(request, rp.BATCH_CANCEL_PARAMS)
+        sym = rp.symbol(params, self.instruments)
+        named = _named(params)
+        self.charge_batch(key, len(named))
+        sent: list[Sent | ApiError] = []
+        for name in named:
+            try:
+                rp.check_params(name)  # as a single cancel's: not empty, not too long
+                ref, oid = await self.cancel(key, {"symbol": sym.name, **name}, sym.id)
+                answer = functools.partial(self.cancelled, key, oid)
+                sent.append((ref, self.expect(ref), "", answer))
+            except ApiError as refused:
+                sent.append(refused)
+        return json_response(await self.answers(sent))
+
+    async def cancel(self, key: ApiKey, params: dict[str, str], symbol: int) -> tuple[int, int]:
+        """The cancel of the order ``params`` name (to go out at the next publish): its
+        request ref and the order's id; 400 where it cannot be sent (unknown, unanswered,
+        ended)."""
+        oid, known = await self.named_order(key.account, params, symbol)
+        if oid is None:
+            if known is None:
+                raise self.core.unknown(key.account, params["origClientOrderId"], params["symbol"])
+            if not known.order_id:  # placed, not answered yet (a 504's): it may well rest
+                raise bad_request(
+                    codes.CANCEL_REJECTED,
+                    f"cancel rejected: origClientOrderId={known.client_order_id} is "
+                    f"{known.status}: the exchange has not answered it yet, cancel it once "
+                    f"it has",
+                )
+            oid = known.order_id
+        if known is not None and known.order_id and not known.open:
+            raise bad_request(
+                codes.CANCEL_REJECTED,
+                f"cancel rejected: orderId={oid} is {known.status}: too late to cancel",
+            )
+        return self.core.cancel(key.account, key.session, symbol, oid, time.time_ns()), oid
+
+    def cancelled(self, key: ApiKey, oid: int, outcome: Outcome) -> dict[str, Any]:
+        """The answer to the cancel of ``oid``: the order as it ended, or the refusal (400)."""
+        if outcome.code != ResultCode.OK or outcome.order is None:
+            self.refuse_if_ended(key.account, oid, outcome.code, "cancel")
+            why = "unknown order" if outcome.code in codes.NOT_YOURS else outcome.code.name
+            raise bad_request(codes.CANCEL_REJECTED, f"cancel rejected: {why} orderId={oid}")
+        return outcome.view or outcome.order.json()
+
+
+def _named(params: dict[str, str]) -> list[dict[str, str]]:
+    """The orders a batch cancel names, each as a single cancel's parameters would, or a 400
+    naming what is wrong with the list."""
+    lists = [n for n in ("orderIdList", "origClientOrderIdList") if n in params]
+    if len(lists) != 1:
+        raise bad_request(
+            codes.MANDATORY_PARAM,
+            "one of 'orderIdList' and 'origClientOrderIdList' is needed, not "
+            f"{'both' if lists else 'neither'}",
+        )
+    name = lists[0]
+    by_id = name == "orderIdList"
+    try:
+        items: list[Any] = (_IDS if by_id else _CLIENT_IDS).decode(params[name])
+    except msgspec.DecodeError as exc:
+        what = "order ids" if by_id else "client order ids"
+        raise bad_request(
+            codes.ILLEGAL_PARAM, f"parameter {name!r} is not a JSON array of {what}: {exc}"
+        ) from None
+    if not 1 <= len(items) <= rp.MAX_BATCH_ORDERS:
+        raise bad_request(
+            codes.ILLEGAL_PARAM,
+            f"parameter {name!r} holds {len(items)} orders: the limit is "
+            f"1..{rp.MAX_BATCH_ORDERS} a request",
+        )
+    key = "orderId" if by_id else "origClientOrderId"
+    return [{key: str(item)} for item in items]
