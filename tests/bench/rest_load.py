@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
+from urllib.parse import quote
 
 import msgspec
 import uvloop
@@ -77,9 +78,13 @@ class Lane:
     async def cancel(self, ref: Any) -> Answer:
         raise NotImplementedError
 
-    async def orders(self, n: int) -> list[Answer]:
-        """``n`` aggressive orders (REST: in one ``batchOrders`` request; FIX: in turn)."""
-        return [await self.order(False) for _ in range(n)]
+    async def orders(self, passive: list[bool]) -> list[Answer]:
+        """An order each (passive or not), in one ``batchOrders`` request (FIX: in turn)."""
+        return [await self.order(p) for p in passive]
+
+    async def cancels(self, refs: list[Any]) -> list[Answer]:
+        """A cancel each, in one ``DELETE batchOrders`` request (FIX: in turn)."""
+        return [await self.cancel(ref) for ref in refs]
 
 
 class RestLane(Lane):
@@ -108,11 +113,20 @@ class RestLane(Lane):
         status, doc = await self.call("POST", "", body)
         return self.judged(passive, status, doc)
 
-    async def orders(self, n: int) -> list[Answer]:
-        status, docs = await self.batch([self.params(False) for _ in range(n)])
+    async def orders(self, passive: list[bool]) -> list[Answer]:
+        status, docs = await self.batch([self.params(p) for p in passive])
         if status != 200 or not isinstance(docs, list):
-            return [Answer(False, f"HTTP {status}", None, 0, str(docs)[:200])] * n
-        return [self.judged(False, 200, doc) for doc in docs]
+            return [Answer(False, f"HTTP {status}", None, 0, str(docs)[:200])] * len(passive)
+        return [self.judged(p, 200, doc) for p, doc in zip(passive, docs, strict=True)]
+
+    async def cancels(self, refs: list[Any]) -> list[Answer]:
+        ids = quote(msgspec.json.encode(refs))
+        status, docs = await self.call(
+            "DELETE", f"symbol=BTC-USD&orderIdList={ids}", b"", BATCH_PATH
+        )
+        if status != 200 or not isinstance(docs, list):
+            docs = [docs] * len(refs)
+        return [self.cancelled(ref, status, doc) for ref, doc in zip(refs, docs, strict=True)]
 
     def judged(self, passive: bool, status: int, doc: Any) -> Answer:
         if status != 200 or not isinstance(doc, dict) or "status" not in doc:
@@ -132,6 +146,9 @@ class RestLane(Lane):
 
     async def cancel(self, ref: Any) -> Answer:
         status, doc = await self.call("DELETE", f"symbol=BTC-USD&orderId={ref}", b"")
+        return self.cancelled(ref, status, doc)
+
+    def cancelled(self, ref: Any, status: int, doc: Any) -> Answer:
         state = doc.get("status", "") if isinstance(doc, dict) else ""
         ok = status == 200 and state == "CANCELED"
         return Answer(ok, state or f"HTTP {status}", ref, 0, "" if ok else str(doc)[:200])
@@ -353,10 +370,18 @@ async def closed_loop(
     async def run(lane: Lane) -> None:
         while clock() < deadline:
             t = clock()
-            if crossing and batch > 1:
+            if batch > 1:  # crossing: aggressive orders; else aggressive and passive by turns
                 stats.batches += 1
-                for answer in await lane.orders(batch):
+                kinds = [not crossing and k % 2 == 1 for k in range(batch)]
+                answers = await lane.orders(kinds)
+                for answer in answers:
                     stats.record("new", t, answer)
+                rest = [a.ref for p, a in zip(kinds, answers, strict=True) if p and a.ok]
+                if rest:
+                    t = clock()
+                    stats.batches += 1
+                    for answer in await lane.cancels(rest):
+                        stats.record("cancel", t, answer)
                 continue
             stats.record("new", t, await lane.order(False))
             if crossing:
