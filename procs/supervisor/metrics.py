@@ -33,9 +33,11 @@ older than the scrape); a store per event in the hot processes.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -82,6 +84,8 @@ from shm import Ring
 from shm.counters import Counters
 from shm.errors import RingError, ShmError
 from shm.header import STATE_ACTIVE, STATE_NAMES
+
+log = logging.getLogger("ringex.metrics")
 
 STATES = ("starting", "running", "stopping", "stopped")
 
@@ -496,6 +500,15 @@ class MetricsServer:
                 address_family = family
                 daemon_threads = True
                 slots = threading.BoundedSemaphore(MAX_SCRAPES)
+                #: the listen backlog: socketserver's 5 made a burst of connections wait out
+                #: SYN retransmits (120 took 17 s), each past the slots then closed at once
+                request_queue_size = 128
+
+                def handle_error(self, request: Any, client_address: Any) -> None:
+                    """A connection that timed out or broke is the peer's doing: no traceback
+                    on the supervisor's stderr for it (anyone local could fill a disk so)."""
+                    if not isinstance(sys.exc_info()[1], OSError):
+                        log.exception("metrics request from %s failed", client_address)
 
                 def verify_request(self, request: Any, client_address: Any) -> bool:
                     return self.slots.acquire(blocking=False)  # False: closed, unserved

@@ -4,6 +4,7 @@ and values of what the rings, the journal and the process table hold."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +31,7 @@ from procs.common.stats import (
     reject_slot,
 )
 from procs.common.topology import create_rings, journal_dir
+from procs.supervisor import metrics
 from procs.supervisor.metrics import (
     MetricsServer,
     ProcessSample,
@@ -259,3 +261,32 @@ def test_counter_pages_give_trades_fix_counts_and_the_ack_latency_histogram(
     stage = "ringex_matcher_queue_latency_seconds"
     assert value(got, stage + "_bucket", matcher="m1", le="1e-05") == 1
     assert value(got, stage + "_count", matcher="m1") == 1
+
+
+def test_an_idle_connection_timed_out_writes_no_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A connection that sends nothing is closed after ``_Quiet.timeout``, quietly: the
+    socketserver default printed a traceback per idle connection on the supervisor's stderr,
+    which any local user could fill; a burst of 40 connections is accepted at once (the
+    listen backlog of 5 made them wait out SYN retransmits, seconds each)."""
+    monkeypatch.setattr(metrics._Quiet, "timeout", 0.2)
+    cfg = RingexConfig(instance="tmidle", var_dir=str(tmp_path / "var"))
+    server = metrics.MetricsServer(
+        metrics.RingexCollector(cfg, "test", {}, lambda: [], lambda: "running"), "127.0.0.1", 0
+    )
+    idle: list[socket.socket] = []
+    try:
+        began = time.monotonic()
+        for _ in range(40):
+            idle.append(socket.create_connection(("127.0.0.1", server.port)))
+        assert time.monotonic() - began < 2.0
+        time.sleep(0.6)  # past the timeout: the served ones are closed by the server
+        assert idle[0].recv(1) == b""
+        with urllib.request.urlopen(server.url, timeout=5) as answer:
+            assert answer.status == 200
+    finally:
+        for s in idle:
+            s.close()
+        server.close()
+    assert "Traceback" not in capfd.readouterr().err
