@@ -117,7 +117,9 @@ class NewOrders:
         except RecursionError:
             raise bad_request(codes.ILLEGAL_PARAM, "body is nested too deeply") from None
         pairs = [*request.query.items(), *((k, _text(v)) for k, v in fields.items())]
-        if len(fields) < body.count(b":"):  # maybe a key twice: count them
+        # maybe a key twice: the colons outside the values kept (a repeat's value's are not
+        # subtracted; a key's own count too) say whether to look, not every order's
+        if len(fields) < body.count(b":") - sum(bytes(v).count(b":") for v in fields.values()):
             pairs += json_repeats(body, fields)
         return checked_params(pairs, BATCH_PARAMS)
 
