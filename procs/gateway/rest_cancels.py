@@ -129,11 +129,6 @@ def _named(params: dict[str, str]) -> list[dict[str, str]]:
         raise bad_request(
             codes.ILLEGAL_PARAM, f"parameter {name!r} is not a JSON array of {what}: {exc}"
         ) from None
-    if not 1 <= len(items) <= rp.MAX_BATCH_ORDERS:
-        raise bad_request(
-            codes.ILLEGAL_PARAM,
-            f"parameter {name!r} holds {len(items)} orders: the limit is "
-            f"1..{rp.MAX_BATCH_ORDERS} a request",
-        )
+    rp.batch_size(name, len(items))
     key = "orderId" if by_id else "origClientOrderId"
     return [{key: str(item)} for item in items]

@@ -163,10 +163,5 @@ def batch(params: dict[str, str]) -> list[bytes]:
             codes.ILLEGAL_PARAM,
             f"parameter 'batchOrders' is not a JSON array of orders: {exc or 'nested too deeply'}",
         ) from None
-    if not 1 <= len(orders) <= rp.MAX_BATCH_ORDERS:
-        raise bad_request(
-            codes.ILLEGAL_PARAM,
-            f"parameter 'batchOrders' holds {len(orders)} orders: the limit is "
-            f"1..{rp.MAX_BATCH_ORDERS} a request",
-        )
+    rp.batch_size("batchOrders", len(orders))
     return orders

@@ -169,6 +169,16 @@ def check_params(params: Mapping[str, str]) -> None:
             )
 
 
+def batch_size(name: str, count: int) -> None:
+    """400 unless a batch parameter ``name`` holds 1..``MAX_BATCH_ORDERS`` orders."""
+    if not 1 <= count <= MAX_BATCH_ORDERS:
+        raise bad_request(
+            codes.ILLEGAL_PARAM,
+            f"parameter {name!r} holds {count} orders: the limit is 1..{MAX_BATCH_ORDERS} a "
+            "request",
+        )
+
+
 def required(params: Mapping[str, str], name: str) -> str:
     value = params.get(name, "")
     if not value:
