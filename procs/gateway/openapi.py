@@ -317,7 +317,7 @@ def _paths() -> Json:
         ), "delete": _operation(
             "batchCancel", f"Cancel 1..{rp.MAX_BATCH_ORDERS} open orders of a symbol in one "
             "request.", _array({"anyOf": [_ref("Order"), _ref("Error")]}), tag="trading",
-            scope="trade", errors=[503], params=[_symbol(), *_id_lists()],
+            scope="trade", params=[_symbol(), *_id_lists()],
             description="By orderIdList or origClientOrderIdList (one of them). An entry per "
             "order, in order: the order as cancelOrder answers it, or {code, msg} where that "
             "cancel was refused. The key's rate limit is spent once per order.",

@@ -4,7 +4,8 @@ cancel).
 
 A batch names its orders on ``symbol`` by ``orderIdList`` (a JSON array of order ids,
 ``[12,13]``) or by ``origClientOrderIdList`` (a JSON array of client order ids), one of the
-two, as text like every parameter (the query string, a form body, a JSON string). Each is
+two: as text like every parameter (the query string, a form body, a JSON string), or the
+array itself in a JSON body. Each is
 checked and cancelled as the single route cancels it, in the array's order, all in one ring
 publish; the answer (200) is an array with an entry per order in the same order: the order
 as the single route answers it (``CANCELED``), or ``{"code", "msg"}`` where that cancel was
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
+from config.schema import SymbolConfig
 from procs.common.apikeys import ApiKey
 from procs.common.result_codes import ResultCode
 from procs.gateway import api_errors as codes
@@ -49,6 +51,7 @@ class Cancels(NamedOrders):
     publish: Callable[[], None]
     signed: Callable[[RestRequest, str], Awaitable[ApiKey]]
     params: Callable[[RestRequest, frozenset[str]], Awaitable[dict[str, str]]]
+    array_params: Callable[[RestRequest, frozenset[str]], Awaitable[dict[str, str]]]
     charge_batch: Callable[[ApiKey, int], None]
     expect: Callable[[int], asyncio.Future[Outcome]]
     answers: Callable[[list[Sent | ApiError]], Awaitable[list[dict[str, Any]]]]
@@ -58,34 +61,40 @@ class Cancels(NamedOrders):
         key = await self.signed(request, "trade")
         params = await self.params(request, rp.ORDER_PARAMS)
         sym = rp.symbol(params, self.instruments)
-        ref, oid = await self.cancel(key, params, sym.id)
+        oid = await self.cancellable(key, params, sym)
+        ref = self.core.cancel(key.account, key.session, sym.id, oid, time.time_ns())
         return json_response(self.cancelled(key, oid, await self.wait(ref)))
 
     async def batch_cancel(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "trade")
-        params = await self.params(request, rp.BATCH_CANCEL_PARAMS)
+        params = await self.array_params(request, rp.BATCH_CANCEL_PARAMS)
         sym = rp.symbol(params, self.instruments)
         named = _named(params)
         self.charge_batch(key, len(named))
-        sent: list[Sent | ApiError] = []
+        found: list[int | ApiError] = []  # every order named first (a database may be asked)
         for name in named:
             try:
                 rp.check_params(name)  # as a single cancel's: not empty, not too long
-                ref, oid = await self.cancel(key, {"symbol": sym.name, **name}, sym.id)
-                answer = functools.partial(self.cancelled, key, oid)
-                sent.append((ref, self.expect(ref), "", answer))
+                found.append(await self.cancellable(key, {"symbol": sym.name, **name}, sym))
             except ApiError as refused:
-                sent.append(refused)
+                found.append(refused)
+        sent: list[Sent | ApiError] = []  # then their cancels, with no await between them:
+        for oid in found:  # one publish, and a client gone leaves none waiting (review 157)
+            if isinstance(oid, ApiError):
+                sent.append(oid)
+                continue
+            ref = self.core.cancel(key.account, key.session, sym.id, oid, time.time_ns())
+            answer = functools.partial(self.cancelled, key, oid)
+            sent.append((ref, self.expect(ref), f"orderId={oid}", answer))
         return json_response(await self.answers(sent))
 
-    async def cancel(self, key: ApiKey, params: dict[str, str], symbol: int) -> tuple[int, int]:
-        """The cancel of the order ``params`` name (to go out at the next publish): its
-        request ref and the order's id; 400 where it cannot be sent (unknown, unanswered,
-        ended)."""
-        oid, known = await self.named_order(key.account, params, symbol)
+    async def cancellable(self, key: ApiKey, params: dict[str, str], sym: SymbolConfig) -> int:
+        """The id of the order ``params`` name on ``sym``, to cancel; 400 where no cancel can
+        be sent for it (unknown, unanswered, ended)."""
+        oid, known = await self.named_order(key.account, params, sym.id)
         if oid is None:
             if known is None:
-                raise self.core.unknown(key.account, params["origClientOrderId"], params["symbol"])
+                raise self.core.unknown(key.account, params["origClientOrderId"], sym.name)
             if not known.order_id:  # placed, not answered yet (a 504's): it may well rest
                 raise bad_request(
                     codes.CANCEL_REJECTED,
@@ -99,7 +108,7 @@ class Cancels(NamedOrders):
                 codes.CANCEL_REJECTED,
                 f"cancel rejected: orderId={oid} is {known.status}: too late to cancel",
             )
-        return self.core.cancel(key.account, key.session, symbol, oid, time.time_ns()), oid
+        return oid
 
     def cancelled(self, key: ApiKey, oid: int, outcome: Outcome) -> dict[str, Any]:
         """The answer to the cancel of ``oid``: the order as it ended, or the refusal (400)."""

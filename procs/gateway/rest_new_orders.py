@@ -85,7 +85,7 @@ class NewOrders:
     async def batch_orders(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "trade")
         self.require_open("new orders")
-        orders = batch(await self.batch_params(request))
+        orders = batch(await self.array_params(request, BATCH_PARAMS))
         self.charge_batch(key, len(orders))
         sent: list[Sent | ApiError] = []
         for i, raw in enumerate(orders):
@@ -103,17 +103,18 @@ class NewOrders:
                 sent.append(refused)
         return json_response(await self.answers(sent))
 
-    async def batch_params(self, request: RestRequest) -> dict[str, str]:
-        """The request's parameters, where a JSON body's ``batchOrders`` may be the array
-        itself (taken as its JSON text); any other body as ``params`` reads it."""
+    async def array_params(self, request: RestRequest, accepted: frozenset[str]) -> dict[str, str]:
+        """The request's parameters, each one of ``accepted``, where a JSON body's values
+        may be arrays (a batch's orders or ids: taken as their JSON text); any other body as
+        ``params`` reads it."""
         body = await read_body(request, self.body_timeout_s)
         if not (request.content_type or "").endswith("json") or not body.lstrip().startswith(b"{"):
-            return await self.params(request, BATCH_PARAMS)
+            return await self.params(request, accepted)
         try:
             body.decode()  # its strings' bytes, which ``Raw`` does not look at (review 156)
             fields = _OBJECT.decode(body)
         except (msgspec.DecodeError, UnicodeDecodeError):  # its fault named as for any body
-            return await self.params(request, BATCH_PARAMS)
+            return await self.params(request, accepted)
         except RecursionError:
             raise bad_request(codes.ILLEGAL_PARAM, "body is nested too deeply") from None
         pairs = [*request.query.items(), *((k, _text(v)) for k, v in fields.items())]
@@ -121,7 +122,7 @@ class NewOrders:
         # subtracted; a key's own count too) say whether to look, not every order's
         if len(fields) < body.count(b":") - sum(bytes(v).count(b":") for v in fields.values()):
             pairs += json_repeats(body, fields)
-        return checked_params(pairs, BATCH_PARAMS)
+        return checked_params(pairs, accepted)
 
     def place(self, key: ApiKey, req: rp.OrderRequest) -> tuple[int, str]:
         """``req`` placed for ``key``'s account (to go out at the next publish): its request

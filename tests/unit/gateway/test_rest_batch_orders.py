@@ -248,3 +248,23 @@ def test_a_batch_cancel_cancels_each_order_named_and_answers_each(harness: Harne
             await bob.close()
 
     run(harness, scenario)
+
+
+def test_a_batch_cancel_takes_its_list_itself_in_a_json_body(harness: Harness) -> None:
+    async def scenario(api: RestApi, url: str) -> None:
+        alice = await client(url, "ALICE", "alice-pw")
+        try:
+            bids = await alice.batch_orders([{**BID, "price": f"{100 + k}.00"} for k in range(2)])
+            body = json.dumps(
+                {"symbol": "BTC-USD", "orderIdList": [b["orderId"] for b in bids]}
+            ).encode()
+            headers = alice.headers("DELETE", BATCH, "", body) | {
+                "Content-Type": "application/json"
+            }
+            async with alice.session.delete(f"{url}{BATCH}", data=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+                assert [a["status"] for a in await r.json()] == ["CANCELED"] * 2
+        finally:
+            await alice.close()
+
+    run(harness, scenario)
