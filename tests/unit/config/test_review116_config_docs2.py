@@ -344,9 +344,10 @@ def test_rest_order_timeout_s_is_the_wait_before_504() -> None:
     """``rest.order_timeout_s``: "waits for the exchange's answer before 504": ``RestApi.wait``
     times out after it (unless told otherwise), with a 504."""
     quoted(RestConfig, "order_timeout_s", "waits for the exchange's answer before 504")
-    text = source(procs.gateway.rest.RestApi.wait)
-    assert "timeout_s = timeout_s or self.rest.order_timeout_s" in text
-    assert "self.deadlines.add(future, timeout_s)" in text and "ApiError( 504," in text
+    assert "self.expect(ref, timeout_s)" in source(procs.gateway.rest.RestApi.wait)
+    text = source(procs.gateway.rest.RestApi.expect)
+    assert "self.deadlines.add(future, timeout_s or self.rest.order_timeout_s)" in text
+    assert "ApiError( 504," in source(procs.gateway.rest.RestApi.settle)
 
 
 def test_rest_stream_limits_reach_the_private_streams(instance: str, tmp_path: Path) -> None:
@@ -404,13 +405,17 @@ def test_rest_max_connections_in_all_and_per_address(instance: str, tmp_path: Pa
 
 
 def test_rest_fast_lane_serves_the_order_routes_only() -> None:
-    """``rest.fast_lane``: "Serve POST, DELETE and GET /api/v1/order on httptools ... false:
-    every request on aiohttp": ``RestApi.fast_routes``, the lane started only when on."""
-    quoted(RestConfig, "fast_lane", "Serve POST, DELETE and GET /api/v1/order on httptools")
+    """``rest.fast_lane``: "Serve POST, DELETE and GET /api/v1/order (and POST and DELETE
+    /api/v1/batchOrders) on httptools ... false: every request on aiohttp":
+    ``RestApi.fast_routes``, the lane started only when on."""
+    quoted(RestConfig, "fast_lane", "Serve POST, DELETE and GET /api/v1/order (and POST and")
+    quoted(RestConfig, "fast_lane", "DELETE /api/v1/batchOrders) on httptools")
     text = source(procs.gateway.rest.RestApi)
     for method in ("POST", "DELETE", "GET"):
         assert f'("{method}", "/api/v1/order")' in text
-    assert text.count('"/api/v1/') == 3  # no other route is the fast lane's
+    for method in ("POST", "DELETE"):
+        assert f'("{method}", "/api/v1/batchOrders")' in text
+    assert text.count('"/api/v1/') == 5  # no other route is the fast lane's
     assert "if self.rest.fast_lane:" in text
 
 
