@@ -302,7 +302,7 @@ def test_a_sweep_through_many_levels_with_empty_levels_kept_listed() -> None:
     cmds += [f.new(5000 + k, SELL, 2000 + 3 * k, 2, account=2) for k in range(1, 50)]
     cmds.append(f.replace(5000, 2100, 1000, account=9))
     cmds.append(f.new(6000, BUY, 2400, 1000, account=3, tif=IOC))
-    run(SPEC, cmds)
+    run(SPEC, cmds, every=50)  # the build-up's checks walk 1,400 levels each
 
 
 # -- seeded differential runs across specs -----------------------------------------------------
