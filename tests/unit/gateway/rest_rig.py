@@ -17,7 +17,7 @@ import aiohttp
 import msgspec
 
 from config.edges import RestConfig
-from config.schema import DatabaseConfig
+from config.schema import DatabaseConfig, RingexConfig
 from procs.common.records import NewOrder
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.gateway.rest import RestApi
@@ -29,10 +29,14 @@ LIMIT: dict[str, Any] = {"symbol": "BTC-USD", "side": "BUY", "type": "LIMIT"}
 
 
 def rest_exchange(
-    instance: str, tmp_path: Path, database: DatabaseConfig | None = None
+    instance: str,
+    tmp_path: Path,
+    database: DatabaseConfig | None = None,
+    reshape: Callable[[RingexConfig], RingexConfig] = lambda cfg: cfg,
 ) -> Iterator[Harness]:
     """What the tests' ``harness`` fixture yields: ALICE with dollars, BOB with bitcoin; no
-    database writer unless ``database`` says."""
+    database writer unless ``database`` says; the config as ``reshape`` makes it (another
+    symbol, say)."""
     rest = RestConfig(
         port=0,
         key_rate_per_s=1_000,
@@ -44,7 +48,7 @@ def rest_exchange(
     )
     cfg = config(instance, tmp_path, rest=rest)
     cfg = msgspec.structs.replace(cfg, database=database or DatabaseConfig(enabled=False))
-    h = Harness(cfg)
+    h = Harness(reshape(cfg))
     h.add_user("ALICE", "alice-pw", ALICE)
     h.add_user("BOB", "bob-pw", BOB)
     h.fund(ALICE, usd=1_000_000 * 10**6, btc=0)

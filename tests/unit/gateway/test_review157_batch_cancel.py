@@ -52,8 +52,7 @@ import psycopg
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from config.edges import RestConfig
-from config.schema import DatabaseConfig, SymbolConfig
+from config.schema import DatabaseConfig, RingexConfig, SymbolConfig
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.fast_request import FastRequest
@@ -62,15 +61,14 @@ from procs.gateway.limits import RateLimiter
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import ApiCallError, RestClient
 from tests.unit.gateway import unfiled_rig
-from tests.unit.gateway.harness import Harness, config, settled
+from tests.unit.gateway.harness import Harness, settled
 from tests.unit.gateway.rest_rig import (
-    ALICE,
-    BOB,
     bid_elsewhere,
     client,
     exchange,
     push_out,
     request,
+    rest_exchange,
     run,
     statuses,
     stream_messages,
@@ -82,23 +80,20 @@ ASK = {**BID, "side": "SELL"}
 FORM = "application/x-www-form-urlencoded"
 
 
-def _exchange(instance: str, tmp_path: Path, db: DatabaseConfig) -> Iterator[Harness]:
-    """``rest_rig.rest_exchange`` with a second symbol, XBT-USD, on the same matcher."""
-    rest = RestConfig(
-        port=0, key_rate_per_s=1_000, key_burst=1_000, login_rate_per_s=100,
-        login_burst=100, max_streams=2, stream_queue=64,
-    )  # fmt: skip
-    cfg = config(instance, tmp_path, rest=rest)
+def _with_xbt(cfg: RingexConfig) -> RingexConfig:
+    """A second symbol, XBT-USD, on the same matcher; private streams queue 64."""
     xbt = SymbolConfig(name="XBT-USD", id=2, price_decimals=1, qty_decimals=3, tick=1, base="BTC")
     m1 = msgspec.structs.replace(cfg.matchers[0], symbols=["BTC-USD", "XBT-USD"])
-    cfg = msgspec.structs.replace(cfg, symbols=[*cfg.symbols, xbt], matchers=[m1], database=db)
-    h = Harness(cfg)
-    h.add_user("ALICE", "alice-pw", ALICE)
-    h.add_user("BOB", "bob-pw", BOB)
-    h.fund(ALICE, usd=1_000_000 * 10**6, btc=0)
-    h.fund(BOB, usd=0, btc=10 * 10**6)
-    yield h
-    h.close()
+    gw = cfg.gateways[0]
+    assert gw.rest is not None
+    gw = msgspec.structs.replace(gw, rest=msgspec.structs.replace(gw.rest, stream_queue=64))
+    return msgspec.structs.replace(
+        cfg, symbols=[*cfg.symbols, xbt], matchers=[m1], gateways=[gw, *cfg.gateways[1:]]
+    )
+
+
+def _exchange(instance: str, tmp_path: Path, db: DatabaseConfig) -> Iterator[Harness]:
+    yield from rest_exchange(instance, tmp_path, db, _with_xbt)
 
 
 @pytest.fixture
