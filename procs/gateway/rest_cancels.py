@@ -5,12 +5,13 @@ cancel).
 A batch names its orders on ``symbol`` by ``orderIdList`` (a JSON array of order ids,
 ``[12,13]``) or by ``origClientOrderIdList`` (a JSON array of client order ids), one of the
 two: as text like every parameter (the query string, a form body, a JSON string), or the
-array itself in a JSON body. Each is
-checked and cancelled as the single route cancels it, in the array's order, all in one ring
-publish; the answer (200) is an array with an entry per order in the same order: the order
-as the single route answers it (``CANCELED``), or ``{"code", "msg"}`` where that cancel was
-refused (unknown, another account's, too late: filled meanwhile), the others cancelled all
-the same. A batch spends the key's rate limit once per order, as ``batchOrders`` does.
+array itself in a JSON body. Each is checked as the single route checks it, in the array's
+order (naming an order may ask the database); then all the cancels go, with no await
+between them, in one ring publish (review 157). The answer (200) is an array with an entry
+per order in the same order: the order as the single route answers it (``CANCELED``), or
+``{"code", "msg"}`` where that cancel was refused (unknown, another account's, too late:
+filled meanwhile), the others cancelled all the same. A batch spends the key's rate limit
+once per order, as ``batchOrders`` does.
 
 A mixin of ``RestApi`` (``rest.py``), which owns the state it uses; it names orders as
 ``NamedOrders`` does.
