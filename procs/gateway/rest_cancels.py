@@ -49,14 +49,13 @@ _CLIENT_IDS = msgspec.json.Decoder(list[str])
 
 class Cancels(NamedOrders):
     instruments: Instruments
-    publish: Callable[[], None]
     signed: Callable[[RestRequest, str], Awaitable[ApiKey]]
     params: Callable[[RestRequest, frozenset[str]], Awaitable[dict[str, str]]]
     array_params: Callable[[RestRequest, frozenset[str]], Awaitable[dict[str, str]]]
     charge_batch: Callable[[ApiKey, int], None]
     expect: Callable[[int], asyncio.Future[Outcome]]
     answers: Callable[[list[Sent | ApiError]], Awaitable[list[dict[str, Any]]]]
-    wait: Callable[[int], Awaitable[Outcome]]
+    wait: Callable[..., Awaitable[Outcome]]
 
     async def cancel_order(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "trade")

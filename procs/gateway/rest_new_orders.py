@@ -65,12 +65,11 @@ class NewOrders:
     instruments: Instruments
     charge_batch: Callable[[ApiKey, int], None]
     body_timeout_s: float
-    publish: Callable[[], None]
     signed: Callable[[RestRequest, str], Awaitable[ApiKey]]
     require_open: Callable[[str], None]
     params: Callable[[RestRequest, frozenset[str]], Awaitable[dict[str, str]]]
+    wait: Callable[..., Awaitable[Outcome]]
     expect: Callable[[int], asyncio.Future[Outcome]]
-    settle: Callable[[int, asyncio.Future[Outcome], str], Awaitable[Outcome]]
     answers: Callable[[list[Sent | ApiError]], Awaitable[list[dict[str, Any]]]]
 
     async def new_order(self, request: RestRequest) -> web.Response:
@@ -78,9 +77,7 @@ class NewOrders:
         self.require_open("new orders")
         req = rp.new_order(await self.params(request, rp.NEW_ORDER_PARAMS), self.instruments)
         ref, name = self.place(key, req)
-        future = self.expect(ref)
-        self.publish()
-        return json_response(self.placed(await self.settle(ref, future, name), req=req))
+        return json_response(self.placed(await self.wait(ref, what=name), req=req))
 
     async def batch_orders(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "trade")

@@ -184,7 +184,7 @@ class FixTrader:
             begin = int(msg.get(7))
             self.pending = {k: s for k, s in self.pending.items() if s < begin}  # skipped
             await c.send("4", (123, "Y"), (36, c.seq), seq=begin, poss_dup=True,
-                         orig_sending_time=utc())  # fmt: skip
+                         orig_sending_time=self.orig_sending_time(msg))  # fmt: skip
         elif kind == b"1":
             await c.send("0", (112, msg.get(112)))
         elif kind == b"3":
@@ -193,6 +193,10 @@ class FixTrader:
             self.logouts.append(str(msg.get(58)))
             return False
         return True
+
+    def orig_sending_time(self, resend_request: Any) -> Any:
+        """The OrigSendingTime (122) of the gap fill that answers ``resend_request``."""
+        return utc()
 
     def report(self, msg: Any) -> None:
         exec_type, status, cl_ord_id, oid = (msg.get(t) for t in (150, 39, 11, 37))

@@ -63,7 +63,6 @@ import pytest
 
 from config import load_profile
 from config.schema import RingexConfig
-from procs.admin.client import AdminClient
 from procs.common.topology import journal_dir
 from tests.e2e import test_kill_under_load as k8
 from tests.e2e import test_review34_crashes as r34
@@ -159,27 +158,11 @@ class StrictTrader(k8.FixTrader):
         return kind not in (b"4", b"A")
 
     async def take(self, msg: Any) -> bool:
-        """``handle`` of a message in sequence (``read`` takes what comes)."""
-        return not await self.sequenced(msg) or await self.handle(msg)
+        """``FixTrader.take`` of a message in sequence (``read`` takes what comes)."""
+        return not await self.sequenced(msg) or await super().take(msg)
 
-    async def handle(self, msg: Any) -> bool:
-        """Process an in-sequence message; False at a Logout."""
-        c, kind = self.client, msg.get(35)
-        if kind == b"8":
-            self.report(msg)
-        elif kind == b"2":
-            begin = int(msg.get(7))
-            self.pending = {k: s for k, s in self.pending.items() if s < begin}
-            await c.send("4", (123, "Y"), (36, c.seq), seq=begin, poss_dup=True,
-                         orig_sending_time=msg.get(52))  # fmt: skip
-        elif kind == b"1":
-            await c.send("0", (112, msg.get(112)))
-        elif kind == b"3":
-            self.load.session_rejects.append(str(msg))
-        elif kind == b"5":
-            self.logouts.append(str(msg.get(58)))
-            return False
-        return True
+    def orig_sending_time(self, resend_request: Any) -> Any:
+        return resend_request.get(52)
 
     def report(self, msg: Any) -> None:
         exec_id, exec_type, oid = msg.get(17), msg.get(150), msg.get(37)
@@ -209,8 +192,7 @@ class StrictTrader(k8.FixTrader):
             await asyncio.sleep(0.2)
         try:
             while (msg := await self.client.recv(quiet_s)) is not None:
-                if await self.sequenced(msg):
-                    await self.handle(msg)
+                await self.take(msg)
             if self.asked == self.expected:
                 self.wrong.append(f"{self.user}: the resend from {self.expected} never came")
         finally:
@@ -291,15 +273,7 @@ def broken_invariants(rg: Rig) -> list[str]:
                   if trader.filled.get(o, 0) != filled[o]]  # fmt: skip
         if differ:
             broken.append(f"{trader.user}: (order, reported, filled) differ: {differ[:5]}")
-    admin = AdminClient(cfg)
-    try:
-        for user, account in rg.accounts.items():
-            live = {(b.asset, b.free, b.reserved) for b in admin.balances(account)}
-            want_b = {(a, f, r) for acc, a, f, r in accts.state().balances if acc == account}
-            if live != want_b:
-                broken.append(f"router's live balances of {user}: {live} != replay {want_b}")
-    finally:
-        admin.close()
+    broken += r34.live_balances_differ(cfg, rg.accounts, accts.state().balances)
     try:
         asyncio.run(r34.feed_equals_books(cfg, scratch))
     except AssertionError as exc:

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +31,7 @@ import pytest
 
 from config import load_profile
 from config.schema import RingexConfig
+from procs.admin.client import AdminClient
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.journal import JournalReader
 from procs.common.record_codec import RecordCodec
@@ -283,6 +284,25 @@ def conserved(cfg: RingexConfig, state: Recovered, accounts: dict[str, int]) -> 
     for asset in cfg.assets:
         deposited = len(accounts) * DEPOSIT.get(asset.name, 0) * 10**asset.decimals
         assert state.sequencer.accounts.totals(asset.id) == deposited, asset.name
+
+
+def live_balances_differ(
+    cfg: RingexConfig, accounts: dict[str, int], replayed: Iterable[tuple[int, int, int, int]]
+) -> list[str]:
+    """Each user of ``accounts`` whose balances, as the running router holds them, are not
+    the ``replayed`` ones (account, asset, free, reserved), named."""
+    replayed = list(replayed)
+    broken: list[str] = []
+    admin = AdminClient(cfg)
+    try:
+        for user, account in accounts.items():
+            live = {(b.asset, b.free, b.reserved) for b in admin.balances(account)}
+            want = {(a, f, r) for acc, a, f, r in replayed if acc == account}
+            if live != want:
+                broken.append(f"router's live balances of {user}: {live} != replay {want}")
+    finally:
+        admin.close()
+    return broken
 
 
 def settled(

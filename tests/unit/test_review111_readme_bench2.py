@@ -37,6 +37,7 @@ from tests.bench import (
     fix_load,
     plot,
     rest_load,
+    rest_report,
     ring_watch,
     soak,
     stage_watch,
@@ -168,7 +169,8 @@ def _rest_row(path: str, per_s: float, cpu: float) -> dict[str, Any]:
 
 def test_rest_json_judges_new_orders_a_second(tmp_path: Path) -> None:
     """README: rest.json's target "judged on new orders a second, `rest_orders_per_s`: the
-    cancels ... in `rest_requests_per_s` only". ``bench_rest.finish``: 12k requests/s, 8k orders."""
+    cancels ... in `rest_requests_per_s` only". ``rest_report.finish``: 12k requests/s, 8k
+    orders."""
     said("judged on new orders a second, `rest_orders_per_s`: the cancels beside them are")
     said("counted in `rest_requests_per_s` only.")
     args = argparse.Namespace(
@@ -176,7 +178,7 @@ def test_rest_json_judges_new_orders_a_second(tmp_path: Path) -> None:
         fsync="batch", gateways=1, out=str(tmp_path / "rest.json"), profile_gateway="", batch=1,
     )  # fmt: skip
     results = [_rest_row("rest", 12_000.0, 90.0), _rest_row("fix", 13_000.0, 60.0)]
-    assert bench_rest.finish(args, results, {"answers": True}, 64, 4, {}) == 0
+    assert rest_report.finish(args, results, {"answers": True}, 64, 4, {}) == 0
     summary = json.loads((tmp_path / "rest.json").read_text())["summary"]
     assert (summary["rest_requests_per_s"], summary["rest_orders_per_s"]) == (12e3, 8e3)
     assert summary["target_rest_orders_per_s"] == 10_000 and summary["target_met"] is False
@@ -184,10 +186,10 @@ def test_rest_json_judges_new_orders_a_second(tmp_path: Path) -> None:
 
 def test_rest_reports_the_median_round_with_every_rounds_figure() -> None:
     """README: "the paths taking turns, and reports the median round with every round's
-    figure". ``bench_rest.median_round``; main's interleaved ``plan``."""
+    figure". ``rest_report.median_round``; main's interleaved ``plan``."""
     said("reports the median round with every round's figure")
     rows = [_rest_row("rest", v, 90.0) | {"cpu_pct": {}} for v in (9e3, 11e3, 10e3)]
-    median = bench_rest.median_round(rows)
+    median = rest_report.median_round(rows)
     assert median["per_s"] == 10e3 and median["rounds_per_s"] == [9e3, 11e3, 10e3]
     plan = 'plan = [("throughput", k, path) for k in range(args.rounds) for path in paths]'
     assert plan in inspect.getsource(bench_rest.main)

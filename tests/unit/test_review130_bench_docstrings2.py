@@ -27,6 +27,7 @@ from tests.bench import (
     cpu_watch,
     fix_load,
     rest_load,
+    rest_report,
     soak,
 )
 from tests.bench.ws_clients import BUCKET_NS, FeedClient
@@ -280,11 +281,11 @@ def test_rest_verdict_names_a_saturated_process_or_the_machine() -> None:
 def test_rest_median_round_of_an_even_count_is_the_lower_middle() -> None:
     """``median_round``: "The round of median requests/s (the lower middle one of an even
     count), with every round's figure beside it"."""
-    said("the lower middle one of an even count", bench_rest.median_round)
+    said("the lower middle one of an even count", rest_report.median_round)
     rows: list[dict[str, Any]] = [
         {"per_s": v, "gateway_cpu_us_per_request": 1.0, "cpu_pct": {}} for v in (4, 1, 3, 2)
     ]
-    row = bench_rest.median_round(rows)
+    row = rest_report.median_round(rows)
     assert row["per_s"] == 2 and row["rounds_per_s"] == [4, 1, 3, 2]
 
 
@@ -306,7 +307,7 @@ def _finish_args(out: Path) -> argparse.Namespace:
 
 def test_rest_target_is_new_orders_and_a_wrong_answer_fails(tmp_path: Path) -> None:
     """ ">= 10k new orders/s through REST (the cancels not counted)"; a missed target exits 0,
-    a wrong answer 1. ``bench_rest.finish``."""
+    a wrong answer 1. ``rest_report.finish``."""
     said(">= 10k new orders/s through REST (the cancels not counted)", bench_rest)
     row = {
         "name": "rest throughput",
@@ -318,11 +319,11 @@ def test_rest_target_is_new_orders_and_a_wrong_answer_fails(tmp_path: Path) -> N
     }
     out = tmp_path / "rest.json"
     args = _finish_args(out)
-    assert bench_rest.finish(args, [row], {"right": True}, 64, 4, {}) == 0
+    assert rest_report.finish(args, [row], {"right": True}, 64, 4, {}) == 0
     doc = json.loads(out.read_text())
     assert doc["summary"]["rest_orders_per_s"] == 9_000 and not doc["summary"]["target_met"]
     assert doc["targets_missed"] == ["REST 9,000 orders/s < 10,000"]
-    assert bench_rest.finish(args, [row | {"new": 10_000}], {"right": False}, 64, 4, {}) == 1
+    assert rest_report.finish(args, [row | {"new": 10_000}], {"right": False}, 64, 4, {}) == 1
     assert json.loads(out.read_text())["summary"]["target_met"] is True
 
 

@@ -43,7 +43,13 @@ from typing import Any
 
 import pytest
 
-from tests.bench import bench_failover, bench_matcher, bench_pipeline, bench_rest, bench_ring
+from tests.bench import (
+    bench_failover,
+    bench_matcher,
+    bench_pipeline,
+    bench_ring,
+    rest_report,
+)
 from tests.bench.bench_ring import Outcome
 
 # -- 1. bench-pipeline: a throughput capped by its own offer judged as capacity --------------
@@ -125,7 +131,7 @@ def test_rest_target_met_counts_orders_not_cancels(tmp_path: Path) -> None:
         fsync="batch", gateways=1, out=str(tmp_path / "rest.json"), profile_gateway="",
     )  # fmt: skip
     results = [_rest_row("rest", 10_500.0, 5.0), _rest_row("fix", 13_000.0, 5.0)]
-    assert bench_rest.finish(args, results, {"answers": True}, 64, 4, {}) == 0
+    assert rest_report.finish(args, results, {"answers": True}, 64, 4, {}) == 0
     summary = json.loads((tmp_path / "rest.json").read_text())["summary"]
     assert results[0]["new"] / results[0]["elapsed_s"] == 7_000  # orders/s, below 10k
     assert summary["target_met"] is False, summary

@@ -368,15 +368,7 @@ def check_all(ch: Chaos) -> None:
         broken += [f"{trader.user}: order {o} reported filled {q}, replay {filled[o]}"
                    for o, q in reported.items() if q > filled[o]]  # fmt: skip
 
-    admin = AdminClient(cfg)
-    try:
-        for user, account in accounts.items():
-            live = {(b.asset, b.free, b.reserved) for b in admin.balances(account)}
-            want_b = {(a, f, r) for acc, a, f, r in accts.state().balances if acc == account}
-            if live != want_b:
-                broken.append(f"router's live balances of {user}: {live} != replay {want_b}")
-    finally:
-        admin.close()
+    broken += r34.live_balances_differ(cfg, accounts, accts.state().balances)
 
     resting: dict[int, dict[int, tuple[int, int]]] = defaultdict(dict)
     for b in books.values():
