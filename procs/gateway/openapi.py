@@ -4,9 +4,10 @@ checks against, so that the two cannot drift.
 Enumerations come from ``rest_params`` (sides, order types, TIFs, self-trade modes, the client
 order id and decimal patterns, the value length limit), ``history`` (kline intervals, the row
 limit, order statuses), ``rest_orders`` (live statuses), ``apikeys`` (scopes), ``api_errors``
-and ``signing`` (error codes, header names), and the config (symbols). What has no table
-there (a limit's default, which handler may answer 503) is written once here, and
-``tests/unit/gateway/test_openapi.py`` holds the running server to it with schemathesis.
+and ``signing`` (error codes, header names: ``openapi_intro``), and the config (symbols).
+What has no table there (a limit's default, which handler may answer 503) is written once
+here, and ``tests/unit/gateway/test_openapi.py`` holds the running server to it with
+schemathesis.
 """
 
 from __future__ import annotations
@@ -17,14 +18,11 @@ from typing import Any
 
 from config.schema import RingexConfig
 from procs.common.apikeys import MAX_LABEL, SCOPES
-from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
-from procs.gateway import signing
 from procs.gateway.history import KLINES, MAX_LIMIT, STATUS_NAMES
 from procs.gateway.instruments import MAX_INT64, format_units
-from procs.gateway.openapi_intro import INFO, security_schemes
+from procs.gateway.openapi_intro import ERRORS, INFO, security_schemes
 from procs.gateway.private_stream import PATH as STREAM_PATH
-from procs.gateway.rest_body import BODY_TIMEOUT_S
 from procs.gateway.rest_order_state import DONE_STATUS, OPEN_STATUSES
 
 Json = dict[str, Any]
@@ -34,55 +32,6 @@ _JSON = "application/json"
 _FORM = "application/x-www-form-urlencoded"
 #: A decimal string as the server writes it (``instruments.format_units``).
 _DECIMAL_OUT = r"^-?[0-9]+(\.[0-9]+)?$"
-
-#: Every error status the API answers: component name, and when.
-ERRORS: dict[int, tuple[str, str]] = {
-    400: (
-        "BadRequest",
-        f"A parameter is missing ({codes.MANDATORY_PARAM}), malformed, sent twice or empty "
-        f"({codes.ILLEGAL_PARAM}), one the endpoint does not take ({codes.UNKNOWN_PARAM}), "
-        f"too many ({codes.TOO_MANY_PARAMS}), a start time after the end time "
-        f"({codes.BAD_TIME_RANGE}), an unknown symbol ({codes.BAD_SYMBOL}) or "
-        f"interval ({codes.BAD_INTERVAL}), off the symbol's tick, lot or size limits "
-        f"({codes.FILTER_FAILURE}); the exchange refused the order ({codes.NEW_ORDER_REJECTED}) "
-        f"or the cancel ({codes.CANCEL_REJECTED}); no such order ({codes.NO_SUCH_ORDER}). The "
-        "message names the value and the rule.",
-    ),
-    401: (
-        "Unauthorized",
-        f"Unknown API key or wrong password ({codes.BAD_CREDENTIALS}); timestamp or signature "
-        f"missing or malformed ({signing.UNAUTHORIZED}), outside the receive window "
-        f"({signing.OUTSIDE_WINDOW}), bad receive window ({signing.BAD_WINDOW}), wrong "
-        f"({signing.BAD_SIGNATURE}) or replayed ({signing.REPLAYED}).",
-    ),
-    403: ("Forbidden", f"The API key lacks the scope needed ({signing.FORBIDDEN_SCOPE})."),
-    404: ("NotFound", f"No such path, for any path not listed here ({codes.UNKNOWN})."),
-    405: ("MethodNotAllowed", f"The path exists, the method does not ({codes.UNKNOWN})."),
-    408: (
-        "RequestTimeout",
-        f"The body did not arrive within the gateway's limit, {BODY_TIMEOUT_S:g} s "
-        f"({codes.TIMEOUT}).",
-    ),
-    413: ("PayloadTooLarge", f"The body is over the gateway's limit ({codes.ILLEGAL_PARAM})."),
-    429: (
-        "TooManyRequests",
-        f"Over the client address's, the API key's or the login rate limit "
-        f"({codes.TOO_MANY_REQUESTS}): retry after the seconds in Retry-After.",
-    ),
-    502: ("BadGateway", f"The market-data process refused the request ({codes.DISCONNECTED})."),
-    503: (
-        "ServiceUnavailable",
-        f"A service behind the API is not enabled or not reachable: market data, the history "
-        f"database, or this gateway's private stream slots ({codes.DISCONNECTED}); the port's "
-        f"connections, in all or from one address, are at their limit "
-        f"({codes.TOO_MANY_REQUESTS}).",
-    ),
-    504: (
-        "GatewayTimeout",
-        f"No answer from the exchange in time ({codes.TIMEOUT}): the order or cancel may "
-        "still execute, ask for its status.",
-    ),
-}
 
 
 def document(cfg: RingexConfig) -> Json:
@@ -256,6 +205,14 @@ def _paths() -> Json:
         )},
         f"{V1}/ticker/24hr": {"get": _operation(
             "ticker24hr", "The 24-hour rolling ticker.", _ref("Ticker"),
+            params=[_symbol()], errors=[502, 503], description=proxied,
+        )},
+        f"{V1}/ticker/price": {"get": _operation(
+            "tickerPrice", "The last trade's price.", _ref("Price"),
+            params=[_symbol()], errors=[502, 503], description=proxied,
+        )},
+        f"{V1}/ticker/bookTicker": {"get": _operation(
+            "bookTicker", "The best bid and ask, price and size.", _ref("BookTicker"),
             params=[_symbol()], errors=[502, 503], description=proxied,
         )},
         f"{V1}/klines": {"get": _operation(
@@ -549,6 +506,13 @@ def _other_schemas(cfg: RingexConfig) -> Json:
             "change (p, P %), open, high, low, last (o, h, l, c), volumes (v, q), window "
             "(O, C), trade ids (F, L) and count (n).",
         },
+        "Price": _obj({
+            "symbol": _ref("Symbol"), "price": {**_DEC, "type": ["string", "null"]},
+        }) | {"description": "price: null until the symbol's first trade"},
+        "BookTicker": _obj({
+            "symbol": _ref("Symbol"), **{k: {**_DEC, "type": ["string", "null"]} for k in (
+                "bidPrice", "bidQty", "askPrice", "askQty")},
+        }) | {"description": "a side with no order: its price and size null"},
         "ApiKeyRequest": key_request,
         "ApiKeyCreated": _obj({
             "apiKey": _STR, "secretKey": {"type": "string", "pattern": "^[0-9a-f]{64}$"},

@@ -1,13 +1,16 @@
 """The OpenAPI document's introduction (``info.description``): how parameters and errors look,
-and how a private request is signed, written from the limits and names the server checks
-(``rest_params``, ``signing``)."""
+and how a private request is signed; and when each error status is answered (``ERRORS``).
+Written from the limits and names the server checks (``rest_params``, ``signing``,
+``api_errors``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway import signing
+from procs.gateway.rest_body import BODY_TIMEOUT_S
 
 SIGNING = f"""Private endpoints are signed. Each request carries four headers:
 
@@ -53,3 +56,53 @@ def security_schemes() -> dict[str, Any]:
         ),
         "Signature": header(signing.SIGNATURE, SIGNING),
     }
+
+
+#: Every error status the API answers: component name, and when.
+ERRORS: dict[int, tuple[str, str]] = {
+    400: (
+        "BadRequest",
+        f"A parameter is missing ({codes.MANDATORY_PARAM}), malformed, sent twice or empty "
+        f"({codes.ILLEGAL_PARAM}), one the endpoint does not take ({codes.UNKNOWN_PARAM}), "
+        f"too many ({codes.TOO_MANY_PARAMS}), a start time after the end time "
+        f"({codes.BAD_TIME_RANGE}), an unknown symbol ({codes.BAD_SYMBOL}) or "
+        f"interval ({codes.BAD_INTERVAL}), off the symbol's tick, lot or size limits "
+        f"({codes.FILTER_FAILURE}); the exchange refused the order ({codes.NEW_ORDER_REJECTED}) "
+        f"or the cancel ({codes.CANCEL_REJECTED}); no such order ({codes.NO_SUCH_ORDER}). The "
+        "message names the value and the rule.",
+    ),
+    401: (
+        "Unauthorized",
+        f"Unknown API key or wrong password ({codes.BAD_CREDENTIALS}); timestamp or signature "
+        f"missing or malformed ({signing.UNAUTHORIZED}), outside the receive window "
+        f"({signing.OUTSIDE_WINDOW}), bad receive window ({signing.BAD_WINDOW}), wrong "
+        f"({signing.BAD_SIGNATURE}) or replayed ({signing.REPLAYED}).",
+    ),
+    403: ("Forbidden", f"The API key lacks the scope needed ({signing.FORBIDDEN_SCOPE})."),
+    404: ("NotFound", f"No such path, for any path not listed here ({codes.UNKNOWN})."),
+    405: ("MethodNotAllowed", f"The path exists, the method does not ({codes.UNKNOWN})."),
+    408: (
+        "RequestTimeout",
+        f"The body did not arrive within the gateway's limit, {BODY_TIMEOUT_S:g} s "
+        f"({codes.TIMEOUT}).",
+    ),
+    413: ("PayloadTooLarge", f"The body is over the gateway's limit ({codes.ILLEGAL_PARAM})."),
+    429: (
+        "TooManyRequests",
+        f"Over the client address's, the API key's or the login rate limit "
+        f"({codes.TOO_MANY_REQUESTS}): retry after the seconds in Retry-After.",
+    ),
+    502: ("BadGateway", f"The market-data process refused the request ({codes.DISCONNECTED})."),
+    503: (
+        "ServiceUnavailable",
+        f"A service behind the API is not enabled or not reachable: market data, the history "
+        f"database, or this gateway's private stream slots ({codes.DISCONNECTED}); the port's "
+        f"connections, in all or from one address, are at their limit "
+        f"({codes.TOO_MANY_REQUESTS}).",
+    ),
+    504: (
+        "GatewayTimeout",
+        f"No answer from the exchange in time ({codes.TIMEOUT}): the order or cancel may "
+        "still execute, ask for its status.",
+    ),
+}

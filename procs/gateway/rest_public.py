@@ -1,9 +1,9 @@
 """The REST API's public endpoints: no key, only the client address's rate limit.
 
 ``ping``, ``time``, ``exchangeInfo`` (from the config, each symbol's trading status from the
-market-data process), ``depth``, ``trades`` and ``ticker/24hr`` (answered by the market-data
-process, which holds the live book, tape and ticker), ``klines`` (PostgreSQL) and the OpenAPI
-document.
+market-data process), ``depth``, ``trades``, ``ticker/24hr``, ``ticker/price`` and
+``ticker/bookTicker`` (answered by the market-data process, which holds the live book, tape and
+ticker), ``klines`` (PostgreSQL) and the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ class PublicRoutes:
         get(f"{v1}/depth", self.proxy("/api/depth"))
         get(f"{v1}/trades", self.proxy("/api/trades"))
         get(f"{v1}/ticker/24hr", self.proxy("/api/ticker", rp.TICKER_PARAMS))
+        get(f"{v1}/ticker/price", self.proxy("/api/price", rp.TICKER_PARAMS))
+        get(f"{v1}/ticker/bookTicker", self.proxy("/api/bookTicker", rp.TICKER_PARAMS))
         get(f"{v1}/klines", self.klines)
         get("/openapi.json", self.openapi)
 

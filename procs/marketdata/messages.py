@@ -132,6 +132,26 @@ def _ticker_data(s: MarketSymbol, t: Ticker) -> dict[str, Any]:
     }
 
 
+def price_data(s: MarketSymbol, last: int) -> dict[str, Any]:
+    """REST ``ticker/price``: the last trade's price, None before the symbol's first trade
+    (the keys the most used venue APIs give it: a script written for them reads it)."""
+    return {"symbol": s.name, "price": s.price(last) if last else None}
+
+
+def book_ticker_data(
+    s: MarketSymbol, bid: tuple[int, int] | None, ask: tuple[int, int] | None
+) -> dict[str, Any]:
+    """REST ``ticker/bookTicker``: the best bid and ask, price and size, None for an empty
+    side (as ``price_data``, the venues' keys)."""
+    return {
+        "symbol": s.name,
+        "bidPrice": s.price(bid[0]) if bid else None,
+        "bidQty": s.qty(bid[1]) if bid else None,
+        "askPrice": s.price(ask[0]) if ask else None,
+        "askQty": s.qty(ask[1]) if ask else None,
+    }
+
+
 def candle_data(s: MarketSymbol, interval: str, c: Candle) -> dict[str, Any]:
     return {
         "t": _ms(c.open_ns),

@@ -1,6 +1,7 @@
 """The HTTP side of the market-data port: the page's static files and a small JSON API for
 what a page needs once when it opens (symbols, recent candles, recent trades, the book and the
-24h ticker: the gateways' REST API serves these last two from here).
+24h ticker: the gateways' REST API serves these last two from here, and the last price and the
+best bid and ask, which only the REST API asks for).
 
 Served from websockets' ``process_request`` hook, so the page and its WebSocket share one
 port and origin. Only GET; every file is read once at start (the page is a few kilobytes).
@@ -109,6 +110,11 @@ def page_config(cfg: RingexConfig) -> dict[str, Any]:
 #: The most rows an ``/api/*`` answer holds (``limit``): as many as the tape keeps, which
 #: ``_recent_trades``' trimming takes for the oldest trade on it.
 MAX_LIMIT = TRADES_KEPT
+
+#: The ``/api/*`` answers of one symbol's market (``symbol``, and a ``limit`` each takes).
+MARKET_PATHS: Final = frozenset(
+    {"/api/klines", "/api/trades", "/api/depth", "/api/ticker", "/api/price", "/api/bookTicker"}
+)
 
 
 class _Rendered:
@@ -226,7 +232,7 @@ class Site:
                     for m in self.state.symbols.values()
                 ]
             )
-        if parts.path in ("/api/klines", "/api/trades", "/api/depth", "/api/ticker"):
+        if parts.path in MARKET_PATHS:
             market = self.state.by_stream.get(query.get("symbol", "").lower())
             if market is None:
                 known = ", ".join(sorted(self.state.by_stream))
@@ -250,6 +256,11 @@ class Site:
                 ticker = market.ticker.ticker()
                 body = messages.ticker_json(s, ticker) if ticker else _encode({"s": s.name})
                 return response(http.HTTPStatus.OK, body, "application/json")
+            if parts.path == "/api/price":
+                return _json(messages.price_data(s, market.ticker.last))
+            if parts.path == "/api/bookTicker":  # the live book's, changes not yet diffed too
+                book = market.book
+                return _json(messages.book_ticker_data(s, book.best_bid(), book.best_ask()))
             interval = query.get("interval", "1m")
             if interval not in INTERVALS:
                 return text(

@@ -262,6 +262,8 @@ def test_every_documented_parameter_is_accepted_and_no_other() -> None:
         ("get", "/api/v1/depth"): rp.MARKET_PARAMS,
         ("get", "/api/v1/trades"): rp.MARKET_PARAMS,
         ("get", "/api/v1/ticker/24hr"): rp.TICKER_PARAMS,
+        ("get", "/api/v1/ticker/price"): rp.TICKER_PARAMS,
+        ("get", "/api/v1/ticker/bookTicker"): rp.TICKER_PARAMS,
         ("get", "/api/v1/klines"): rp.KLINES_PARAMS,
     }
     doc = document(RingexConfig())
