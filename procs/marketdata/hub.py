@@ -20,7 +20,7 @@ from typing import Protocol
 from websockets.frames import Frame, Opcode
 
 from procs.common.records import Trade
-from procs.core.market.book import DepthDiff
+from procs.core.market.book import BookTop, DepthDiff
 from procs.core.market.state import (
     CandleUpdate,
     MarketState,
@@ -100,7 +100,8 @@ class Hub:
     def subscribe(self, client: Subscriber, streams: Iterable[Stream]) -> None:
         """Add ``streams`` (already subscribed ones are kept as they are; raises like
         ``check_subscribe``). A depth stream starts with a snapshot; ticker and kline
-        streams with their latest value, a status stream with the symbol's status."""
+        streams with their latest value, a status stream with the symbol's status, a
+        bookTicker stream with the best bid and ask (even of an empty book: nulls)."""
         new = self.check_subscribe(client, streams)
         if not new:
             return
@@ -140,6 +141,9 @@ class Hub:
         market = self.state.by_stream[stream.symbol]
         if stream.kind is Kind.DEPTH:
             client.deliver_snapshot(stream.name, self.depth_snapshot(stream.name))
+        elif stream.kind is Kind.BOOK_TICKER:
+            payload = messages.book_ticker(market.symbol, market.book.last_top())[1]
+            self._deliver_one(client, Message(Kind.BOOK_TICKER, stream.name, payload))
         elif stream.kind is Kind.TICKER:
             ticker = market.ticker.ticker()
             if ticker is not None:
@@ -255,6 +259,8 @@ def _stream_of(market: SymbolMarket, update: Update) -> tuple[Kind, str]:
         return Kind.TRADE, f"{prefix}@trade"
     if isinstance(update, DepthDiff):
         return Kind.DEPTH, f"{prefix}@depth"
+    if isinstance(update, BookTop):
+        return Kind.BOOK_TICKER, f"{prefix}@bookTicker"
     if isinstance(update, Ticker):
         return Kind.TICKER, f"{prefix}@ticker"
     if isinstance(update, StatusUpdate):

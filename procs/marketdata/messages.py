@@ -10,7 +10,7 @@ import msgspec
 
 from procs.common.records import Trade
 from procs.common.types import Side, TradingStatus
-from procs.core.market.book import DepthDiff, DepthSnapshot, Levels
+from procs.core.market.book import BookTop, DepthDiff, DepthSnapshot, Levels
 from procs.core.market.candles import Candle
 from procs.core.market.state import CandleUpdate, StatusUpdate, Update
 from procs.core.market.symbols import MarketSymbol
@@ -92,6 +92,24 @@ def _depth_data(s: MarketSymbol, d: DepthSnapshot) -> dict[str, Any]:
         "bids": _levels(s, d.bids),
         "asks": _levels(s, d.asks),
     }
+
+
+def book_ticker(s: MarketSymbol, top: BookTop) -> tuple[str, bytes]:
+    """``<symbol>@bookTicker``: the best bid and ask (b, B, a, A: price and size; null for
+    an empty side) as of update ``u``, the depth stream's update id."""
+    stream = f"{s.stream}@bookTicker"
+    bid, ask = top.bid, top.ask
+    data = {
+        "e": "bookTicker",
+        "E": _ms(top.ts_ns),
+        "s": s.name,
+        "u": top.update_id,
+        "b": s.price(bid[0]) if bid else None,
+        "B": s.qty(bid[1]) if bid else None,
+        "a": s.price(ask[0]) if ask else None,
+        "A": s.qty(ask[1]) if ask else None,
+    }
+    return stream, wrap(stream, data)
 
 
 def ticker(s: MarketSymbol, t: Ticker) -> tuple[str, bytes]:
@@ -195,6 +213,8 @@ def render(s: MarketSymbol, update: Update, now_ns: int) -> tuple[str, bytes]:
         return trade(s, update)
     if isinstance(update, DepthDiff):
         return depth_diff(s, update)
+    if isinstance(update, BookTop):
+        return book_ticker(s, update)
     if isinstance(update, Ticker):
         return ticker(s, update)
     return kline(s, update, now_ns)

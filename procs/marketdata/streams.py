@@ -1,5 +1,6 @@
 """Stream names, as the most used venue APIs spell them: ``<symbol>@trade``, ``<symbol>@depth``,
-``<symbol>@ticker``, ``<symbol>@kline_<interval>``, the symbol lower-cased ("btc-usd"); and
+``<symbol>@bookTicker``, ``<symbol>@ticker``, ``<symbol>@kline_<interval>``, the symbol
+lower-cased ("btc-usd"); and
 ``<symbol>@status``, the symbol's trading status (trading or halted), which a client needs to
 tell a quiet book from a halted one."""
 
@@ -15,6 +16,7 @@ class Kind(Enum):
     TRADE = "trade"
     DEPTH = "depth"
     TICKER = "ticker"
+    BOOK_TICKER = "bookTicker"
     KLINE = "kline"
     STATUS = "status"
     HEARTBEAT = "heartbeat"  # the server's own, to every connection; not subscribable
@@ -62,7 +64,7 @@ def parse_stream(name: object, symbols: frozenset[str]) -> Stream:
     except ValueError:
         raise StreamError(
             f"stream {name!r}: unknown kind {kind!r} "
-            "(trade, depth, ticker, kline_<interval>, status)"
+            "(trade, depth, bookTicker, ticker, kline_<interval>, status)"
         ) from None
     if parsed is Kind.HEARTBEAT:
         raise StreamError(f"stream {name!r}: heartbeats come to every connection unasked")

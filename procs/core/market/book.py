@@ -51,6 +51,22 @@ class DepthSnapshot:
     asks: Levels
 
 
+#: The best level of a side, (price, qty), or None when the side is empty.
+Best = tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class BookTop:
+    """The best bid and ask (``<symbol>@bookTicker``), as of ``update_id``: taken by
+    ``L2Book.take_top`` when either changed (a price, or the size at it)."""
+
+    symbol: int
+    update_id: int
+    ts_ns: int
+    bid: Best
+    ask: Best
+
+
 @dataclass
 class L2Book:
     symbol: int
@@ -71,6 +87,9 @@ class L2Book:
     top: int = 100
     _top_bids: frozenset[int] = frozenset()  # the keys in the top ``top`` at the last diff
     _top_asks: frozenset[int] = frozenset()
+    #: What ``take_top`` gave last; None before its first (a class default too: a book
+    #: saved before it was kept loads without one).
+    _last_top: BookTop | None = None
 
     def process(self, event: BookLevel) -> None:
         """Apply one level change. Events at or below ``last_update_id`` with a lower seq are
@@ -149,6 +168,25 @@ class L2Book:
         bids = [(-p, q) for p, (q, _) in self._bids.items()[:levels]]
         asks = [(p, q) for p, (q, _) in self._asks.items()[:levels]]
         return DepthSnapshot(self.symbol, self.last_update_id, self.last_ts_ns, bids, asks)
+
+    def take_top(self) -> BookTop | None:
+        """The best bid and ask when either changed since the last take (an empty book's
+        first take: none), else None."""
+        bid, ask = self.best_bid(), self.best_ask()
+        last = self._last_top
+        if (bid, ask) == ((last.bid, last.ask) if last is not None else (None, None)):
+            return None
+        self._last_top = BookTop(self.symbol, self.last_update_id, self.last_ts_ns, bid, ask)
+        return self._last_top
+
+    def last_top(self) -> BookTop:
+        """What ``take_top`` gave last (a new subscriber's first), or the book's best levels
+        where it never gave any (an empty book, or one saved before tops were taken)."""
+        if self._last_top is not None:
+            return self._last_top
+        return BookTop(
+            self.symbol, self.last_update_id, self.last_ts_ns, self.best_bid(), self.best_ask()
+        )
 
     def best_bid(self) -> tuple[int, int] | None:
         if not self._bids:

@@ -2,8 +2,9 @@
 
 Sans-I/O: events in (any matcher output record; those that do not change market data are
 ignored), updates out. Trades go out one by one, as they happened; depth, ticker and candles
-are collected and leave once per ``flush`` (the shell calls it after each batch it reads), so
-a burst of events costs one diff and one ticker per symbol, not one per event. ``advance``
+(and the best bid and ask, when a diff moved them) are collected and leave once per ``flush``
+(the shell calls it after each batch it reads), so a burst of events costs one diff and one
+ticker per symbol, not one per event. ``advance``
 moves the clock forward without events, which opens candles on time.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from config.schema import RingexConfig
 from procs.common.records import BookLevel, Record, SymbolStatus, Trade
 from procs.common.types import TradingStatus
-from procs.core.market.book import DepthDiff, L2Book
+from procs.core.market.book import BookTop, DepthDiff, L2Book
 from procs.core.market.candles import INTERVALS, Candle, CandleSeries
 from procs.core.market.symbols import MarketSymbol
 from procs.core.market.tape import TradeTape
@@ -40,7 +41,7 @@ class StatusUpdate:
 
 
 #: What ``process`` and ``flush`` give the server to publish.
-Update = Trade | DepthDiff | Ticker | CandleUpdate | StatusUpdate
+Update = Trade | DepthDiff | BookTop | Ticker | CandleUpdate | StatusUpdate
 
 
 class SymbolMarket:
@@ -83,6 +84,9 @@ class SymbolMarket:
         diff = self.book.take_diff()
         if diff is not None:
             out.append(diff)
+            top = self.book.take_top()
+            if top is not None:
+                out.append(top)
         ticker = self.ticker.take_changed()
         if ticker is not None:
             out.append(ticker)
@@ -166,7 +170,8 @@ class MarketState:
                 market.advance(now_ns)
 
     def flush(self) -> list[Update]:
-        """Depth diffs, tickers and candles changed since the last flush, symbol by symbol."""
+        """Depth diffs, best bids and asks, tickers and candles changed since the last
+        flush, symbol by symbol."""
         out: list[Update] = []
         for market in self.symbols.values():
             market.advance(market.clock_ns)  # its events' time alone also rolls its candles

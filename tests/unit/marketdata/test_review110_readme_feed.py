@@ -308,13 +308,14 @@ def test_candles_name_their_first_and_last_trade_0_before_the_first() -> None:
 
 
 def test_stream_names_are_binance_style() -> None:
-    """README: "Binance-style stream names (`<symbol>@trade`, `@depth`, `@ticker`,
-    `@kline_<interval>` ...; `<symbol>` lower-cased: `btc-usd@trade`": ``parse_stream`` reads
-    each, ``Stream.name`` spells it; the configured case is refused."""
-    _row("Binance-style stream names (`<symbol>@trade`, `@depth`, `@ticker`, `@kline_<interval>`")
+    """README: "Binance-style stream names (`<symbol>@trade`, `@depth`, `@bookTicker`,
+    `@ticker`, `@kline_<interval>` ...; `<symbol>` lower-cased: `btc-usd@trade`":
+    ``parse_stream`` reads each, ``Stream.name`` spells it; the configured case is refused."""
+    _row("stream names (`<symbol>@trade`, `@depth`, `@bookTicker`, `@ticker`, `@kline_<interval>`")
     kinds = {
         "trade": Kind.TRADE,
         "depth": Kind.DEPTH,
+        "bookTicker": Kind.BOOK_TICKER,
         "ticker": Kind.TICKER,
         "kline_1h": Kind.KLINE,
     }

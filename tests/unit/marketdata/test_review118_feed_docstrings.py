@@ -361,7 +361,8 @@ def test_trades_one_by_one_the_rest_once_per_flush() -> None:
     flushed = state.flush()
     kinds = [(type(u).__name__, u.symbol) for u in flushed]
     candles = [("CandleUpdate", 1)] * 6
-    assert kinds == [("DepthDiff", 1), ("Ticker", 1), *candles, ("DepthDiff", 2)]
+    # symbol 2's bid is its best: a BookTop; symbol 1's levels went from an empty side
+    assert kinds == [("DepthDiff", 1), ("Ticker", 1), *candles, ("DepthDiff", 2), ("BookTop", 2)]
     assert state.flush() == []
 
 

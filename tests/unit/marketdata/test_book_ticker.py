@@ -1,0 +1,89 @@
+"""``<symbol>@bookTicker``: the best bid and ask over the feed, as the most used venue APIs
+stream them (``{"u", "s", "b", "B", "a", "A"}``): the top at subscription, then one message
+each time a batch moved it, never one that repeats the last. Over a real WebSocket client
+against the market-data process fed by a real matcher, held to the book the same
+connection's depth stream builds (snapshot then diffs, in the same order on the socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from typing import Any
+
+from procs.common.types import Side
+from procs.core.engine import Matcher
+from procs.core.symbols import SymbolSpec
+
+from .rig import Rig
+from .test_server import apply, order, random_orders, run
+
+STREAMS = "/stream?streams=btc-usd@depth/btc-usd@bookTicker"
+
+
+def best(book: dict[str, dict[str, str]]) -> tuple[Any, ...]:
+    """(b, B, a, A) of a book of decimal strings, None for an empty side."""
+    bid = max(book["b"].items(), key=lambda kv: float(kv[0]), default=(None, None))
+    ask = min(book["a"].items(), key=lambda kv: float(kv[0]), default=(None, None))
+    return (*bid, *ask)
+
+
+def test_the_top_at_subscription_then_each_change_of_it(instance: str) -> None:
+    rng = random.Random(11)
+    matcher = Matcher([SymbolSpec(symbol=1)])
+    seq = 1
+
+    def feed(rig: Rig, count: int) -> None:
+        nonlocal seq
+        rig.publish(matcher.execute_all(random_orders(rng, seq, count)))
+        seq += count
+
+    async def body(rig: Rig) -> None:
+        feed(rig, 200)  # a book exists before the subscriber arrives
+        await asyncio.sleep(0.1)
+        async with rig.client(STREAMS) as c:
+            snap = (await c.recv())["data"]
+            book = {"b": dict(map(tuple, snap["bids"])), "a": dict(map(tuple, snap["asks"]))}
+            top = (await c.recv())["data"]
+            assert top["e"] == "bookTicker" and top["s"] == "BTC-USD", top
+            assert top["u"] <= snap["lastUpdateId"], (top, snap["lastUpdateId"])
+            shown = (top["b"], top["B"], top["a"], top["A"])
+            assert shown == best(book), (shown, best(book))
+            for _ in range(40):  # batches apart: a top each that moved it
+                feed(rig, 10)
+                await asyncio.sleep(0.01)
+            last, tops = snap["lastUpdateId"], 0
+            while last < seq - 1:  # every command changes the book: the last diff ends here
+                msg = await c.recv()
+                data = msg["data"]
+                if msg["stream"] == "btc-usd@depth":
+                    apply(book, data["b"], data["a"])
+                    last = data["u"]
+                    continue
+                now = (data["b"], data["B"], data["a"], data["A"])
+                assert now != shown, f"a bookTicker that repeats the last: {data}"
+                assert now == best(book) and data["u"] == last, (data, best(book), last)
+                shown, tops = now, tops + 1
+            with contextlib.suppress(TimeoutError):  # the last batch's top follows its diff
+                data = (await c.recv(timeout=0.5))["data"]
+                assert data["e"] == "bookTicker", data
+                shown = (data["b"], data["B"], data["a"], data["A"])
+            assert shown == best(book), (shown, best(book))
+            assert tops > 5, tops  # the touch moved in many of the 40 batches
+
+    run(instance, body, depth_levels=1_000)
+
+
+def test_an_empty_side_is_null(instance: str) -> None:
+    matcher = Matcher([SymbolSpec(symbol=1)])
+
+    async def body(rig: Rig) -> None:
+        async with rig.client("/ws/btc-usd@bookTicker") as c:
+            empty = (await c.recv())["data"]
+            assert (empty["b"], empty["B"], empty["a"], empty["A"]) == (None,) * 4, empty
+            rig.publish(matcher.execute_all([order(1, Side.BUY, 9_950, 30)]))
+            bid = (await c.recv())["data"]
+            assert (bid["b"], bid["B"], bid["a"], bid["A"]) == ("99.50", "0.0030", None, None)
+            assert bid["u"] == 1, bid
+
+    run(instance, body)
