@@ -264,6 +264,12 @@ def _paths() -> Json:
                 _ref("Order"), tag="trading", params=order_ref, scope="read", errors=[503, 504],
             ),
         },
+        f"{V1}/order/test": {"post": _operation(
+            "testNewOrder", "Check an order as newOrder does, without sending it.",
+            _ref("Empty"), tag="trading", body=_ref("NewOrderRequest"), scope="trade",
+            errors=[503], description="{} where newOrder would send it. Balance, price band "
+            "and open-order limits are the exchange's checks: not made here.",
+        )},
         f"{V1}/batchOrders": {"post": _operation(
             "batchOrders", f"Place 1..{rp.MAX_BATCH_ORDERS} orders in one request; the answer "
             "waits for the exchange's.", _array({"anyOf": [_ref("NewOrderResult"), _ref("Error")]}),

@@ -278,6 +278,7 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
         # GET alone (aiohttp's add_get routes HEAD too, which nothing documents: review 106)
         get, v1 = functools.partial(app.router.add_get, allow_head=False), "/api/v1"
         app.router.add_post(f"{v1}/order", self.new_order)
+        app.router.add_post(f"{v1}/order/test", self.test_order)
         app.router.add_post(f"{v1}/batchOrders", self.batch_orders)
         app.router.add_delete(f"{v1}/batchOrders", self.batch_cancel)
         app.router.add_delete(f"{v1}/order", self.cancel_order)

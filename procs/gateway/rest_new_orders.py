@@ -1,6 +1,6 @@
-"""New orders over REST: ``POST /api/v1/order`` (one) and ``POST /api/v1/batchOrders`` (up to
+"""New orders over REST: ``POST /api/v1/order`` (one), ``POST /api/v1/batchOrders`` (up to
 ``MAX_BATCH_ORDERS`` (``rest_params``) in one signed request, the venues' batch order
-entry).
+entry) and ``POST /api/v1/order/test`` (one checked as ``order`` checks it, not sent).
 
 A batch's ``batchOrders`` parameter is a JSON array of order objects, each with the
 parameters of ``POST /api/v1/order`` (string values, as there): the array itself in a JSON
@@ -79,6 +79,18 @@ class NewOrders:
         ref, name = self.place(key, req)
         return json_response(self.placed(await self.wait(ref, what=name), req=req))
 
+    async def test_order(self, request: RestRequest) -> web.Response:
+        """``POST order/test``: the order checked as ``POST order`` checks it here (the
+        signature and trade scope, every field against the symbol's rules, a
+        ``newClientOrderId`` an open order holds) and not sent: ``{}``, or the 400 the
+        order would get. What only the exchange checks (balance, price band, open orders)
+        is not asked."""
+        key = await self.signed(request, "trade")
+        self.require_open("new orders")
+        req = rp.new_order(await self.params(request, rp.NEW_ORDER_PARAMS), self.instruments)
+        self.check_free(key, req)
+        return json_response({})
+
     async def batch_orders(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "trade")
         self.require_open("new orders")
@@ -125,6 +137,13 @@ class NewOrders:
         """``req`` placed for ``key``'s account (to go out at the next publish): its request
         ref, and the id to ask its status by, generated where the client gave none (review
         42). 400 while its ``newClientOrderId`` names an open order."""
+        self.check_free(key, req)
+        ref = self.core.new_order(req, key.account, key.session, time.time_ns())
+        placed = self.core.requests[ref].order
+        return ref, f"origClientOrderId={placed.client_order_id}" if placed is not None else ""
+
+    def check_free(self, key: ApiKey, req: rp.OrderRequest) -> None:
+        """A 400 while ``req``'s ``newClientOrderId`` names an open order of the account."""
         in_use = self.core.in_use(key.account, req.client_order_id)
         if in_use is not None:
             raise bad_request(
@@ -132,9 +151,6 @@ class NewOrders:
                 f"duplicate order: newClientOrderId={req.client_order_id} is in use by open "
                 f"order {in_use.order_id or '(pending)'} ({in_use.status})",
             )
-        ref = self.core.new_order(req, key.account, key.session, time.time_ns())
-        placed = self.core.requests[ref].order
-        return ref, f"origClientOrderId={placed.client_order_id}" if placed is not None else ""
 
     def placed(self, outcome: Outcome, *, req: rp.OrderRequest) -> dict[str, Any]:
         """The answer to new order ``req``: the order with the fills its command made, or the

@@ -175,6 +175,7 @@ ENDPOINTS: list[tuple[str, str, str, str | None]] = [
     ("DELETE", f"{V1}/order", "Private: `POST/PUT/DELETE/GET order`", "trade"),
     ("GET", f"{V1}/order", "Private: `POST/PUT/DELETE/GET order`", "read"),
     ("POST", f"{V1}/batchOrders", "`POST batchOrders` places 1 to 10 orders", "trade"),
+    ("POST", f"{V1}/order/test", "`POST order/test` checks an order as `POST order`", "trade"),
     ("DELETE", f"{V1}/batchOrders", "`DELETE batchOrders` cancels 1 to 10", "trade"),
     ("GET", f"{V1}/openOrders", "`GET/DELETE openOrders`", "read"),
     ("DELETE", f"{V1}/openOrders", "`GET/DELETE openOrders`", "trade"),

@@ -254,6 +254,7 @@ def test_every_documented_parameter_is_accepted_and_no_other() -> None:
     accepted = {
         ("post", "/api/v1/apiKey"): rp.CREATE_KEY_PARAMS,
         ("post", "/api/v1/order"): rp.NEW_ORDER_PARAMS,
+        ("post", "/api/v1/order/test"): rp.NEW_ORDER_PARAMS,
         ("delete", "/api/v1/order"): rp.ORDER_PARAMS,
         ("get", "/api/v1/order"): rp.ORDER_PARAMS,
         ("get", "/api/v1/openOrders"): rp.OPEN_ORDERS_PARAMS,
