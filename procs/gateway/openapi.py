@@ -102,6 +102,11 @@ def _symbol(required: bool = True) -> Json:
     return _query("symbol", _ref("Symbol"), "The symbol (case does not matter).", required=required)
 
 
+def _one_or_all(schema: str) -> Json:
+    """A symbol's ``schema``, or an array of every symbol's (no ``symbol`` sent)."""
+    return {"oneOf": [_ref(schema), _array(_ref(schema))]}
+
+
 def _limit(default: int) -> Json:
     return _query("limit", _int_param(1, MAX_LIMIT, default), "Most rows returned.")
 
@@ -187,6 +192,7 @@ def _paths() -> Json:
     """Every route ``rest.py`` registers (grouped by what they serve, not in its order)."""
     market = [_symbol(), _limit(100)]
     proxied = "Answered by the market-data process: 503 when it is not enabled or not reachable."
+    every = " Without a symbol: every symbol's, an array in the exchange's order."
     history = "From the history database: 503 when it is not enabled or does not answer."
     order_ref = [_symbol(), *_order_ref()]
     return {
@@ -204,16 +210,16 @@ def _paths() -> Json:
             params=market, errors=[502, 503], description=proxied,
         )},
         f"{V1}/ticker/24hr": {"get": _operation(
-            "ticker24hr", "The 24-hour rolling ticker.", _ref("Ticker"),
-            params=[_symbol()], errors=[502, 503], description=proxied,
+            "ticker24hr", "The 24-hour rolling ticker.", _one_or_all("Ticker"),
+            params=[_symbol(required=False)], errors=[502, 503], description=proxied + every,
         )},
         f"{V1}/ticker/price": {"get": _operation(
-            "tickerPrice", "The last trade's price.", _ref("Price"),
-            params=[_symbol()], errors=[502, 503], description=proxied,
+            "tickerPrice", "The last trade's price.", _one_or_all("Price"),
+            params=[_symbol(required=False)], errors=[502, 503], description=proxied + every,
         )},
         f"{V1}/ticker/bookTicker": {"get": _operation(
-            "bookTicker", "The best bid and ask, price and size.", _ref("BookTicker"),
-            params=[_symbol()], errors=[502, 503], description=proxied,
+            "bookTicker", "The best bid and ask, price and size.", _one_or_all("BookTicker"),
+            params=[_symbol(required=False)], errors=[502, 503], description=proxied + every,
         )},
         f"{V1}/klines": {"get": _operation(
             "klines", "Candles, oldest first: the newest `limit` unless startTime is given.",

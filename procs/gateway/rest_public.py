@@ -192,12 +192,17 @@ class PublicRoutes:
 
     def proxy(self, path: str, accepted: frozenset[str] = rp.MARKET_PARAMS) -> Handler:
         """A public market-data endpoint answered by the market-data process, which holds the
-        live book, tape and ticker; ``accepted``: its parameters (a ``limit`` or none)."""
+        live book, tape and ticker; ``accepted``: its parameters (a ``limit`` or none). A
+        ``symbol`` is required where a ``limit`` is taken (depth, trades); a ticker's
+        without one answers every symbol's, an array."""
 
         async def handler(request: web.Request) -> web.Response:
             params = await self.api.params(request, accepted)
-            sym = rp.symbol(params, self.api.instruments)
-            url = f"{self.api.market_url}{path}?symbol={sym.name.lower()}"
+            if "symbol" in params or "limit" in accepted:
+                sym = rp.symbol(params, self.api.instruments)
+                url = f"{self.api.market_url}{path}?symbol={sym.name.lower()}"
+            else:  # a ticker of every symbol: an array, in the config's order
+                url = f"{self.api.market_url}{path}"
             if "limit" in accepted:
                 url += f"&limit={rp.integer(params, 'limit', 100, 1, MARKET_LIMIT)}"
             if self.api.market_url is None or self.api.client is None:

@@ -117,9 +117,10 @@ def ticker(s: MarketSymbol, t: Ticker) -> tuple[str, bytes]:
     return stream, wrap(stream, _ticker_data(s, t))
 
 
-def ticker_json(s: MarketSymbol, t: Ticker) -> bytes:
-    """The 24h ticker as a REST answer (no stream envelope)."""
-    return _encode(_ticker_data(s, t))
+def ticker_data(s: MarketSymbol, t: Ticker | None) -> dict[str, Any]:
+    """The 24h ticker as a REST answer (no stream envelope): ``s`` alone before the symbol's
+    first trade."""
+    return _ticker_data(s, t) if t is not None else {"s": s.name}
 
 
 def _ticker_data(s: MarketSymbol, t: Ticker) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from websockets.http11 import Response
 
 from config.schema import RingexConfig
 from procs.core.market.candles import INTERVALS
-from procs.core.market.state import MarketState
+from procs.core.market.state import MarketState, SymbolMarket
 from procs.core.market.tape import TRADES_KEPT
 from procs.marketdata import messages
 from procs.marketdata.requests import cut, shown
@@ -111,10 +111,22 @@ def page_config(cfg: RingexConfig) -> dict[str, Any]:
 #: ``_recent_trades``' trimming takes for the oldest trade on it.
 MAX_LIMIT = TRADES_KEPT
 
+#: The one-row answers of a symbol's market (``_ticker_row``): without a ``symbol``, every
+#: symbol's, in an array in the config's order.
+TICKER_PATHS: Final = frozenset({"/api/ticker", "/api/price", "/api/bookTicker"})
 #: The ``/api/*`` answers of one symbol's market (``symbol``, and a ``limit`` each takes).
-MARKET_PATHS: Final = frozenset(
-    {"/api/klines", "/api/trades", "/api/depth", "/api/ticker", "/api/price", "/api/bookTicker"}
-)
+MARKET_PATHS: Final = frozenset({"/api/klines", "/api/trades", "/api/depth", *TICKER_PATHS})
+
+
+def _ticker_row(path: str, market: SymbolMarket) -> dict[str, Any]:
+    """``market``'s 24h ticker, last price or best bid and ask (``TICKER_PATHS``)."""
+    s = market.symbol
+    if path == "/api/ticker":
+        return messages.ticker_data(s, market.ticker.ticker())
+    if path == "/api/price":
+        return messages.price_data(s, market.ticker.last)
+    book = market.book  # the live book's, changes not yet diffed too
+    return messages.book_ticker_data(s, book.best_bid(), book.best_ask())
 
 
 class _Rendered:
@@ -232,6 +244,8 @@ class Site:
                     for m in self.state.symbols.values()
                 ]
             )
+        if parts.path in TICKER_PATHS and "symbol" not in query:
+            return _json([_ticker_row(parts.path, m) for m in self.state.symbols.values()])
         if parts.path in MARKET_PATHS:
             market = self.state.by_stream.get(query.get("symbol", "").lower())
             if market is None:
@@ -247,20 +261,12 @@ class Site:
                     http.HTTPStatus.BAD_REQUEST, f"limit {shown(limit_raw)} is not 1..{MAX_LIMIT}"
                 )
             limit = int(limit_raw)
-            s = market.symbol
             if parts.path == "/api/trades":
                 return self._recent_trades(market, limit)
             if parts.path == "/api/depth":
                 return response(http.HTTPStatus.OK, self._depth(market, limit), "application/json")
-            if parts.path == "/api/ticker":
-                ticker = market.ticker.ticker()
-                body = messages.ticker_json(s, ticker) if ticker else _encode({"s": s.name})
-                return response(http.HTTPStatus.OK, body, "application/json")
-            if parts.path == "/api/price":
-                return _json(messages.price_data(s, market.ticker.last))
-            if parts.path == "/api/bookTicker":  # the live book's, changes not yet diffed too
-                book = market.book
-                return _json(messages.book_ticker_data(s, book.best_bid(), book.best_ask()))
+            if parts.path in TICKER_PATHS:
+                return _json(_ticker_row(parts.path, market))
             interval = query.get("interval", "1m")
             if interval not in INTERVALS:
                 return text(

@@ -163,7 +163,12 @@ ENDPOINTS: list[tuple[str, str, str, str | None]] = [
     ("GET", f"{V1}/exchangeInfo", "`time`, `exchangeInfo` (each symbol's `status`", None),
     ("GET", f"{V1}/depth", "the limit-price collar), `depth`, `trades`", None),
     ("GET", f"{V1}/trades", "`trades` (`limit` up to 1,000", None),
-    ("GET", f"{V1}/ticker/24hr", "`ticker/24hr` (`symbol` only)", None),
+    (
+        "GET",
+        f"{V1}/ticker/24hr",
+        "`ticker/24hr` (`symbol` only; for each of the three tickers",
+        None,
+    ),
     ("GET", f"{V1}/ticker/price", '`ticker/price` (`symbol` only: `{"symbol", "price"}`', None),
     ("GET", f"{V1}/ticker/bookTicker", '`ticker/bookTicker` (`symbol` only: `{"symbol"', None),
     ("GET", f"{V1}/klines", "`klines` (every parameter checked, `interval` mandatory", None),

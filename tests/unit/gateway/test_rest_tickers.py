@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema_rs
+import msgspec
 import pytest
 
+from config.schema import RingexConfig, SymbolConfig
 from procs.common.records import BookLevel
 from procs.common.types import Side
 from procs.core.market.state import MarketState, build_state
@@ -25,14 +27,25 @@ from tests.unit.gateway.rest_rig import rest_exchange, run
 from tests.unit.gateway.test_review47_rest_public import _get, _trades, market_data
 
 
+def _with_xbt(cfg: RingexConfig) -> RingexConfig:
+    """A second symbol, XBT-USD (bitcoin at 1 decimal), on the same matcher."""
+    xbt = SymbolConfig(name="XBT-USD", id=2, price_decimals=1, qty_decimals=3, tick=1, base="BTC")
+    m1 = msgspec.structs.replace(cfg.matchers[0], symbols=[*cfg.matchers[0].symbols, xbt.name])
+    return msgspec.structs.replace(cfg, symbols=[*cfg.symbols, xbt], matchers=[m1])
+
+
 @pytest.fixture
 def public(instance: str, tmp_path: Path) -> Iterator[Harness]:
-    yield from rest_exchange(instance, tmp_path)
+    yield from rest_exchange(instance, tmp_path, reshape=_with_xbt)
 
 
 def _schema(h: Harness, name: str) -> jsonschema_rs.Validator:
-    """The OpenAPI document's schema ``name``, its references resolved in the document."""
+    """The OpenAPI document's schema ``name`` (or the 200 answer of ticker ``name``: "24hr",
+    "price", "bookTicker"), its references resolved in the document."""
     doc = document(h.cfg)
+    if name in ("24hr", "price", "bookTicker"):
+        answer = doc["paths"][f"/api/v1/ticker/{name}"]["get"]["responses"]["200"]
+        return jsonschema_rs.validator_for({**doc, **answer["content"]["application/json"]})
     return jsonschema_rs.validator_for({**doc, "$ref": f"#/components/schemas/{name}"})
 
 
@@ -85,21 +98,42 @@ def test_the_book_ticker_is_the_best_level_of_each_side(public: Harness) -> None
     run(public, scenario)
 
 
-def test_both_take_a_known_symbol_and_nothing_else(public: Harness) -> None:
+TICKERS = ("/api/v1/ticker/24hr", "/api/v1/ticker/price", "/api/v1/ticker/bookTicker")
+
+
+def test_each_ticker_takes_a_known_symbol_and_nothing_else(public: Harness) -> None:
     """A ``limit`` (one row a symbol) is refused naming it (-1104), an unknown symbol naming
-    it (-1121), a missing one as mandatory (-1102); the document lists ``symbol`` alone."""
+    it (-1121); the document lists ``symbol`` alone, optional."""
 
     async def scenario(api: RestApi, url: str) -> None:
         async with market_data(api, _trades(public.cfg, 1)):
-            for path in ("/api/v1/ticker/price", "/api/v1/ticker/bookTicker"):
+            for path in TICKERS:
                 status, body = await _get(url, path, symbol="BTC-USD", limit="1")
                 assert (status, body["code"]) == (400, -1104) and "limit" in body["msg"], body
                 status, body = await _get(url, path, symbol="DOGE-USD")
                 assert (status, body["code"]) == (400, -1121), body
                 assert "DOGE-USD" in body["msg"], body
-                status, body = await _get(url, path)
-                assert (status, body["code"]) == (400, -1102) and "symbol" in body["msg"], body
                 doc = document(public.cfg)["paths"][path]["get"]
-                assert [p["name"] for p in doc["parameters"]] == ["symbol"], doc
+                assert [(p["name"], p["required"]) for p in doc["parameters"]] == [
+                    ("symbol", False)
+                ], doc
+
+    run(public, scenario)
+
+
+def test_without_a_symbol_each_ticker_answers_every_symbols(public: Harness) -> None:
+    """As the venues' tickers: no ``symbol``, an array of every symbol's answer, in the
+    config's order, each what that symbol's own request answers."""
+
+    async def scenario(api: RestApi, url: str) -> None:
+        names = [s.name for s in public.cfg.symbols]
+        assert len(names) > 1, names
+        async with market_data(api, _trades(public.cfg, 2)):
+            for path in TICKERS:
+                status, every = await _get(url, path)
+                assert status == 200 and isinstance(every, list), every
+                one = [(await _get(url, path, symbol=name))[1] for name in names]
+                assert every == one, (path, every)
+                assert _schema(public, path.rsplit("/", 1)[1]).is_valid(every), every
 
     run(public, scenario)

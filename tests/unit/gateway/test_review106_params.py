@@ -86,7 +86,12 @@ def test_every_parameter_an_endpoint_takes_is_in_the_document(
 #: (method, path, parameter, the README's words naming it for that endpoint).
 README_PARAMS: list[tuple[str, str, str, str]] = [
     ("GET", f"{V1}/trades", "limit", "`trades` (`limit` up to 1,000"),
-    ("GET", f"{V1}/ticker/24hr", "symbol", "`ticker/24hr` (`symbol` only)"),
+    (
+        "GET",
+        f"{V1}/ticker/24hr",
+        "symbol",
+        "`ticker/24hr` (`symbol` only; for each of the three tickers",
+    ),
     ("GET", f"{V1}/klines", "interval", "`klines` (every parameter checked, `interval` mandatory"),
     ("POST", f"{V1}/apiKey", "username", "Keys: `POST /api/v1/apiKey` with `username`"),
     ("POST", f"{V1}/apiKey", "password", "with `username`, `password` (a FIX user's"),
