@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from typing import Any
 
 from procs.common.types import Side
@@ -16,7 +15,7 @@ from procs.core.engine import Matcher
 from procs.core.symbols import SymbolSpec
 
 from .rig import Rig
-from .test_server import apply, order, random_orders, run
+from .test_server import RandomFlow, apply, order, run
 
 STREAMS = "/stream?streams=btc-usd@depth/btc-usd@bookTicker"
 
@@ -29,14 +28,8 @@ def best(book: dict[str, dict[str, str]]) -> tuple[Any, ...]:
 
 
 def test_the_top_at_subscription_then_each_change_of_it(instance: str) -> None:
-    rng = random.Random(11)
-    matcher = Matcher([SymbolSpec(symbol=1)])
-    seq = 1
-
-    def feed(rig: Rig, count: int) -> None:
-        nonlocal seq
-        rig.publish(matcher.execute_all(random_orders(rng, seq, count)))
-        seq += count
+    flow = RandomFlow(11)
+    feed = flow.feed
 
     async def body(rig: Rig) -> None:
         feed(rig, 200)  # a book exists before the subscriber arrives
@@ -53,7 +46,7 @@ def test_the_top_at_subscription_then_each_change_of_it(instance: str) -> None:
                 feed(rig, 10)
                 await asyncio.sleep(0.01)
             last, tops = snap["lastUpdateId"], 0
-            while last < seq - 1:  # every command changes the book: the last diff ends here
+            while last < flow.seq - 1:  # every command changes the book: the last diff ends here
                 msg = await c.recv()
                 data = msg["data"]
                 if msg["stream"] == "btc-usd@depth":

@@ -29,23 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from typing import Any
 
 from procs.common.records import BookLevel, Record, SymbolStatus
 from procs.common.types import AdminAction, Side, TradingStatus
-from procs.core.engine import Matcher
 from procs.core.market.state import CandleUpdate, MarketState, StatusUpdate, Update
 from procs.core.market.ticker import Ticker
-from procs.core.symbols import SymbolSpec
 
 from .events import MIN, SYMBOL, T0, level, trade
 from .rig import Rig
 from .test_adversarial_ws import TIGHT, fill_socket, now_trade, run
 from .test_review4_ws_bugs import raw_ws
 from .test_review_found_bugs import Book, apply_depth, server_book
-from .test_server import random_orders
+from .test_server import RandomFlow
 
 
 def test_a_stalled_client_closed_as_slow_is_dropped(instance: str) -> None:
@@ -93,14 +90,8 @@ def test_resubscribing_depth_during_bursts_keeps_snapshot_then_contiguous_diffs(
     and it, nothing of the stream; diffs continue the snapshot (``U`` = last + 1); trade ids
     are gapless, and no depth message ahead of a trade already covers the trade's seq (a
     trade comes before the depth change it caused). The book built so is the server's."""
-    rng = random.Random(10)
-    matcher = Matcher([SymbolSpec(symbol=1)])
-    seq = 1
-
-    def burst(rig: Rig, count: int) -> None:
-        nonlocal seq
-        rig.publish(matcher.execute_all(random_orders(rng, seq, count)))
-        seq += count
+    flow = RandomFlow(10)
+    burst = flow.feed
 
     async def body(rig: Rig) -> None:
         burst(rig, 300)  # a book before the client
@@ -144,7 +135,7 @@ def test_resubscribing_depth_during_bursts_keeps_snapshot_then_contiguous_diffs(
             last = apply_depth(book, last, data)
         assert snapshots == 4
         assert trade_ids and trade_ids == list(range(trade_ids[0], trade_ids[0] + len(trade_ids)))
-        assert last == seq - 1
+        assert last == flow.seq - 1
         assert book == await server_book(rig)
 
     run(instance, body)

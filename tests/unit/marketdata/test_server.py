@@ -131,6 +131,20 @@ def random_orders(rng: random.Random, first_seq: int, count: int) -> list[NewOrd
     return out
 
 
+class RandomFlow:
+    """A real matcher of symbol 1 fed random orders, its events published to a rig; ``seq``
+    is the next command's (every command changes the book: the last diff ends before it)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.matcher = Matcher([SymbolSpec(symbol=1)])
+        self.seq = 1
+
+    def feed(self, rig: Rig, count: int) -> None:
+        rig.publish(self.matcher.execute_all(random_orders(self.rng, self.seq, count)))
+        self.seq += count
+
+
 def apply(book: dict[str, dict[str, str]], bids: list[list[str]], asks: list[list[str]]) -> None:
     for side, levels in (("b", bids), ("a", asks)):
         for price, qty in levels:
@@ -141,21 +155,10 @@ def apply(book: dict[str, dict[str, str]], bids: list[list[str]], asks: list[lis
 
 
 def test_depth_snapshot_then_contiguous_diffs_from_a_real_matcher(instance: str) -> None:
-    rng = random.Random(6)
-    matcher = Matcher([SymbolSpec(symbol=1)])
-    seq = 1
-
-    def feed(count: int) -> None:
-        nonlocal seq
-        cmds = random_orders(rng, seq, count)
-        seq += count
-        rig_holder[0].publish(matcher.execute_all(cmds))
-
-    rig_holder: list[Rig] = []
+    flow = RandomFlow(6)
 
     async def body(rig: Rig) -> None:
-        rig_holder.append(rig)
-        feed(300)  # a book exists before the subscriber arrives
+        flow.feed(rig, 300)  # a book exists before the subscriber arrives
         await asyncio.sleep(0.1)
         async with rig.client("/ws/btc-usd@depth") as c:
             snap = (await c.recv())["data"]
@@ -164,8 +167,8 @@ def test_depth_snapshot_then_contiguous_diffs_from_a_real_matcher(instance: str)
             last = snap["lastUpdateId"]
             assert last > 0
             for _ in range(5):
-                feed(200)
-            target = seq - 1  # every command changes the book: the last diff ends here
+                flow.feed(rig, 200)
+            target = flow.seq - 1  # every command changes the book: the last diff ends here
             while last < target:
                 d = (await c.recv())["data"]
                 assert d["e"] == "depthUpdate"
