@@ -20,7 +20,7 @@ from typing import Protocol
 from websockets.frames import Frame, Opcode
 
 from procs.common.records import Trade
-from procs.core.market.book import BookTop, DepthDiff
+from procs.core.market.book import BookTop, DepthDiff, DepthSnapshot, Levels
 from procs.core.market.state import (
     CandleUpdate,
     MarketState,
@@ -31,7 +31,7 @@ from procs.core.market.state import (
 from procs.core.market.ticker import Ticker
 from procs.marketdata import messages
 from procs.marketdata.requests import ErrorCode, RequestError
-from procs.marketdata.streams import Kind, Stream
+from procs.marketdata.streams import PARTIAL_LEVELS, Kind, Stream
 
 
 class Message:
@@ -80,6 +80,9 @@ class Hub:
         #: every group (3,000 groups of 3 streams each: 440 us a batch more, looking).
         self._groups_of: dict[str, dict[frozenset[str], None]] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}  # stream -> (version, message)
+        #: Partial depth stream -> the levels its last message showed (one is sent only
+        #: when a diff changed them).
+        self._partials_shown: dict[str, tuple[Levels, Levels]] = {}
         self.published = 0  # messages rendered
         self.delivered = 0  # messages handed to subscribers
 
@@ -101,7 +104,8 @@ class Hub:
         """Add ``streams`` (already subscribed ones are kept as they are; raises like
         ``check_subscribe``). A depth stream starts with a snapshot; ticker and kline
         streams with their latest value, a status stream with the symbol's status, a
-        bookTicker stream with the best bid and ask (even of an empty book: nulls)."""
+        bookTicker stream with the best bid and ask (even of an empty book: nulls), a
+        partial depth stream with its levels."""
         new = self.check_subscribe(client, streams)
         if not new:
             return
@@ -141,6 +145,9 @@ class Hub:
         market = self.state.by_stream[stream.symbol]
         if stream.kind is Kind.DEPTH:
             client.deliver_snapshot(stream.name, self.depth_snapshot(stream.name))
+        elif stream.kind is Kind.PARTIAL_DEPTH:
+            snap = market.book.snapshot(stream.levels)
+            self._deliver_one(client, self._partial(market, stream.name, snap))
         elif stream.kind is Kind.BOOK_TICKER:
             payload = messages.book_ticker(market.symbol, market.book.last_top())[1]
             self._deliver_one(client, Message(Kind.BOOK_TICKER, stream.name, payload))
@@ -219,14 +226,16 @@ class Hub:
             kind, name = _stream_of(market, update)
             subs = subs_of(name)
             if not subs:
-                continue
-            if kind is Kind.DEPTH and update.reset:  # type: ignore[union-attr]
+                pass
+            elif kind is Kind.DEPTH and update.reset:  # type: ignore[union-attr]
                 resets.append(name)
-                continue
-            _, payload = messages.render(market.symbol, update, self._now(market))
-            final = kind is Kind.KLINE and update.candle.closed  # type: ignore[union-attr]
-            batch.append(Message(kind, name, payload, final))
-            self.delivered += len(subs)
+            else:
+                _, payload = messages.render(market.symbol, update, self._now(market))
+                final = kind is Kind.KLINE and update.candle.closed  # type: ignore[union-attr]
+                batch.append(Message(kind, name, payload, final))
+                self.delivered += len(subs)
+            if kind is Kind.DEPTH:  # after its diff (a reset's too: the book after it)
+                self._partial_depths(market, batch)
         if batch:
             self.published += len(batch)
             names = dict.fromkeys(m.stream for m in batch)  # in order: so are the groups
@@ -246,6 +255,24 @@ class Hub:
             payload = self.depth_snapshot(name)
             for client in list(subs_of(name, ())):
                 client.deliver_snapshot(name, payload)
+
+    def _partial_depths(self, market: SymbolMarket, batch: list[Message]) -> None:
+        """To ``batch``: the partial depth streams of ``market`` that someone follows and
+        whose levels its diff changed (a diff deeper in the book sends none)."""
+        for levels in PARTIAL_LEVELS:
+            name = f"{market.symbol.stream}@depth{levels}"
+            subs = self._subs.get(name)
+            if subs:
+                snap = market.book.snapshot(levels)
+                if self._partials_shown.get(name) != (snap.bids, snap.asks):
+                    batch.append(self._partial(market, name, snap))
+                    self.delivered += len(subs)
+
+    def _partial(self, market: SymbolMarket, name: str, snap: DepthSnapshot) -> Message:
+        """Partial depth stream ``name``'s message of ``snap`` (its levels kept as shown)."""
+        self._partials_shown[name] = (snap.bids, snap.asks)
+        payload = messages.depth_partial(name, market.symbol, snap)
+        return Message(Kind.PARTIAL_DEPTH, name, payload)
 
     def fan_out(self, clients: Iterable[Subscriber], message: Message) -> None:
         """``message`` to each of ``clients`` (the server's heartbeats)."""

@@ -68,6 +68,12 @@ def depth_snapshot(s: MarketSymbol, d: DepthSnapshot) -> bytes:
     return wrap(f"{s.stream}@depth", _depth_data(s, d))
 
 
+def depth_partial(stream: str, s: MarketSymbol, d: DepthSnapshot) -> bytes:
+    """``<symbol>@depth<N>``: the best N levels a side whole (``d``'s), as of
+    ``lastUpdateId``: a client reads each message alone, no diffs to apply."""
+    return wrap(stream, {**_depth_data(s, d), "e": "depthPartial"})
+
+
 def depth_json(s: MarketSymbol, d: DepthSnapshot) -> bytes:
     """A depth snapshot as a REST answer (no stream envelope)."""
     return _encode(_depth_data(s, d))

@@ -6,10 +6,10 @@ Why not simply drop a slow client, or let it slow the feed (websockets'
 recover with the least loss, and only one that cannot keep up with the trade tape is cut off.
 So, once ``limit`` messages wait:
 
-- bookTicker, ticker and kline streams (and heartbeats) conflate: a queued message of the
-  same stream is replaced in place by the newer one (the queue holds at most one per such
-  stream), but a final one (a candle's close) is never replaced: the next value queues
-  behind it;
+- partial depth, bookTicker, ticker and kline streams (and heartbeats) conflate: a queued
+  message of the same stream is replaced in place by the newer one (the queue holds at
+  most one per such stream), but a final one (a candle's close) is never replaced: the
+  next value queues behind it;
 - a depth diff drops that stream's queued diffs and owes a fresh snapshot instead, which
   the next diffs continue (the client sees ``lastUpdateId`` jump and starts over from it);
 - a trade cannot be dropped without lying about the tape: first every depth stream with
@@ -36,7 +36,9 @@ from collections.abc import Callable
 
 from procs.marketdata.streams import Kind
 
-_CONFLATED = frozenset((Kind.BOOK_TICKER, Kind.TICKER, Kind.KLINE, Kind.HEARTBEAT))
+_CONFLATED = frozenset(
+    (Kind.PARTIAL_DEPTH, Kind.BOOK_TICKER, Kind.TICKER, Kind.KLINE, Kind.HEARTBEAT)
+)
 
 
 class _Entry:

@@ -1,6 +1,6 @@
 """Stream names, as the most used venue APIs spell them: ``<symbol>@trade``, ``<symbol>@depth``,
-``<symbol>@bookTicker``, ``<symbol>@ticker``, ``<symbol>@kline_<interval>``, the symbol
-lower-cased ("btc-usd"); and
+``<symbol>@depth5`` (10, 20: partial book depth), ``<symbol>@bookTicker``, ``<symbol>@ticker``,
+``<symbol>@kline_<interval>``, the symbol lower-cased ("btc-usd"); and
 ``<symbol>@status``, the symbol's trading status (trading or halted), which a client needs to
 tell a quiet book from a halted one."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final
 
 from procs.core.market.candles import INTERVALS
 
@@ -15,6 +16,7 @@ from procs.core.market.candles import INTERVALS
 class Kind(Enum):
     TRADE = "trade"
     DEPTH = "depth"
+    PARTIAL_DEPTH = "depth<levels>"  # named depth5, depth10, depth20 (``PARTIAL_LEVELS``)
     TICKER = "ticker"
     BOOK_TICKER = "bookTicker"
     KLINE = "kline"
@@ -22,16 +24,24 @@ class Kind(Enum):
     HEARTBEAT = "heartbeat"  # the server's own, to every connection; not subscribable
 
 
+#: The partial book depth streams' sizes: ``<symbol>@depth5`` is the best 5 levels a side.
+PARTIAL_LEVELS: Final = (5, 10, 20)
+_PARTIAL_NAMES: Final = {f"depth{n}": n for n in PARTIAL_LEVELS}
+
+
 @dataclass(frozen=True)
 class Stream:
     symbol: str  # lower-cased stream prefix
     kind: Kind
     interval: str = ""  # kline only
+    levels: int = 0  # partial depth only
 
     @property
     def name(self) -> str:
         if self.kind is Kind.KLINE:
             return f"{self.symbol}@kline_{self.interval}"
+        if self.kind is Kind.PARTIAL_DEPTH:
+            return f"{self.symbol}@depth{self.levels}"
         return f"{self.symbol}@{self.kind.value}"
 
 
@@ -59,15 +69,20 @@ def parse_stream(name: object, symbols: frozenset[str]) -> Stream:
                 f"stream {name!r}: unknown interval {interval!r} ({', '.join(INTERVALS)})"
             )
         return Stream(symbol, Kind.KLINE, interval)
+    if kind in _PARTIAL_NAMES:
+        return Stream(symbol, Kind.PARTIAL_DEPTH, levels=_PARTIAL_NAMES[kind])
     try:
         parsed = Kind(kind)
     except ValueError:
         raise StreamError(
             f"stream {name!r}: unknown kind {kind!r} "
-            "(trade, depth, bookTicker, ticker, kline_<interval>, status)"
+            "(trade, depth, depth5, depth10, depth20, bookTicker, ticker, kline_<interval>, "
+            "status)"
         ) from None
     if parsed is Kind.HEARTBEAT:
         raise StreamError(f"stream {name!r}: heartbeats come to every connection unasked")
     if parsed is Kind.KLINE:
         raise StreamError(f"stream {name!r}: kline needs an interval, e.g. kline_1m")
+    if parsed is Kind.PARTIAL_DEPTH:
+        raise StreamError(f"stream {name!r}: a partial depth is depth5, depth10 or depth20")
     return Stream(symbol, parsed)

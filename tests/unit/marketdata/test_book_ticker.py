@@ -1,8 +1,9 @@
-"""``<symbol>@bookTicker``: the best bid and ask over the feed, as the most used venue APIs
-stream them (``{"u", "s", "b", "B", "a", "A"}``): the top at subscription, then one message
-each time a batch moved it, never one that repeats the last. Over a real WebSocket client
-against the market-data process fed by a real matcher, held to the book the same
-connection's depth stream builds (snapshot then diffs, in the same order on the socket)."""
+"""``<symbol>@bookTicker`` and ``<symbol>@depth5`` (10, 20): the best bid and ask, and the
+best levels a side whole, over the feed, as the most used venue APIs stream them: the value
+at subscription, then one message each time a batch changed it, never one that repeats the
+last. Over a real WebSocket client against the market-data process fed by a real matcher,
+held to the book the same connection's depth stream builds (snapshot then diffs, in the
+same order on the socket)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import asyncio
 import contextlib
 from typing import Any
 
+import pytest
+
 from procs.common.types import Side
 from procs.core.engine import Matcher
 from procs.core.symbols import SymbolSpec
+from procs.marketdata.streams import PARTIAL_LEVELS, Kind, StreamError, parse_stream
 
 from .rig import Rig
 from .test_server import RandomFlow, apply, order, run
@@ -80,3 +84,60 @@ def test_an_empty_side_is_null(instance: str) -> None:
             assert bid["u"] == 1, bid
 
     run(instance, body)
+
+
+def test_a_partial_depth_stream_is_its_best_levels_whole_each_time_they_change(
+    instance: str,
+) -> None:
+    """``<symbol>@depth5`` (10, 20): the best N levels a side, whole, at subscription and
+    then each time a batch changed them (never a repeat), each the top N of the book the
+    same connection's depth stream builds at that ``lastUpdateId``."""
+    flow = RandomFlow(12)
+
+    async def body(rig: Rig) -> None:
+        flow.feed(rig, 200)
+        await asyncio.sleep(0.1)
+        async with rig.client("/stream?streams=btc-usd@depth/btc-usd@depth5") as c:
+            snap = (await c.recv())["data"]
+            book = {"b": dict(map(tuple, snap["bids"])), "a": dict(map(tuple, snap["asks"]))}
+            first = (await c.recv())["data"]
+            assert first["e"] == "depthPartial" and first["lastUpdateId"] == snap["lastUpdateId"]
+            assert (first["bids"], first["asks"]) == top(book, 5), first
+            last, partials, shown = snap["lastUpdateId"], 0, (first["bids"], first["asks"])
+            for _ in range(40):
+                flow.feed(rig, 10)
+                await asyncio.sleep(0.01)
+            while last < flow.seq - 1:
+                msg = await c.recv()
+                data = msg["data"]
+                if msg["stream"] == "btc-usd@depth":
+                    apply(book, data["b"], data["a"])
+                    last = data["u"]
+                    continue
+                assert msg["stream"] == "btc-usd@depth5" and data["lastUpdateId"] == last, msg
+                assert (data["bids"], data["asks"]) != shown, f"a repeat: {data}"
+                shown, partials = (data["bids"], data["asks"]), partials + 1
+                assert shown == top(book, 5), (shown, top(book, 5))
+            assert partials > 5, partials
+
+    run(instance, body, depth_levels=1_000)
+
+
+def top(book: dict[str, dict[str, str]], n: int) -> tuple[list[list[str]], list[list[str]]]:
+    """The best ``n`` levels a side of a book of decimal strings, best first."""
+    bids = sorted(book["b"].items(), key=lambda kv: -float(kv[0]))[:n]
+    asks = sorted(book["a"].items(), key=lambda kv: float(kv[0]))[:n]
+    return [list(kv) for kv in bids], [list(kv) for kv in asks]
+
+
+def test_partial_depth_names_are_depth5_depth10_and_depth20_only() -> None:
+    symbols = frozenset({"btc-usd"})
+    for levels in PARTIAL_LEVELS:
+        stream = parse_stream(f"btc-usd@depth{levels}", symbols)
+        assert (stream.kind, stream.levels, stream.name) == (
+            Kind.PARTIAL_DEPTH, levels, f"btc-usd@depth{levels}"
+        )  # fmt: skip
+    assert parse_stream("btc-usd@depth", symbols).kind is Kind.DEPTH  # the diffs
+    for kind in ("depth7", "depth05", "depth<levels>"):
+        with pytest.raises(StreamError, match=r"unknown kind|depth5, depth10 or depth20"):
+            parse_stream(f"btc-usd@{kind}", symbols)

@@ -316,6 +316,7 @@ def test_stream_names_are_binance_style() -> None:
         "trade": Kind.TRADE,
         "depth": Kind.DEPTH,
         "bookTicker": Kind.BOOK_TICKER,
+        "depth20": Kind.PARTIAL_DEPTH,
         "ticker": Kind.TICKER,
         "kline_1h": Kind.KLINE,
     }
