@@ -91,4 +91,9 @@ class MarketSnapshots:
                 *(VERSION, [s for _, s in wanted]),
             )
             return None
-        return Loaded(saved["state"], dict(saved["positions"]))
+        state: MarketState = saved["state"]
+        # in the config's order, as ``fresh`` has them: a state saved before the operator
+        # reordered them would answer the tickers' arrays in the old order (review 159)
+        state.symbols = {symbol: state.symbols[symbol] for symbol in fresh.symbols}
+        state.by_stream = {m.symbol.stream: m for m in state.symbols.values()}
+        return Loaded(state, dict(saved["positions"]))

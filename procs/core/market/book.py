@@ -156,6 +156,8 @@ class L2Book:
         self.top = levels
         self._top_bids = frozenset(islice(self._bids.keys(), levels))
         self._top_asks = frozenset(islice(self._asks.keys(), levels))
+        if self._last_top is None:  # a book saved before tops were kept: its own is the one
+            self._last_top = self.last_top()  # shown, so that its emptying is told (review 159)
 
     def snapshot(self, levels: int) -> DepthSnapshot:
         """The best ``levels`` per side as of the last diff taken, so the next diff continues
