@@ -36,6 +36,8 @@ class RestInterest:
     _watched: dict[int, float]
     _need: dict[int, int]
     _have: dict[int, int]
+    _renewing: dict[int, int]
+    _behind: dict[int, int]
 
     if TYPE_CHECKING:  # the other mixins' (rest_balances.py, rest_catch_up.py)
 
@@ -62,12 +64,31 @@ class RestInterest:
 
     def tick(self, now_s: float) -> None:
         """Once a second: renew balance watches, forget accounts no longer of interest."""
+        self._renew_behind(now_s)
         for account, until in list(self.interest.items()):
             if until < now_s and account not in self.streaming:  # a stream is a use too
                 self._forget_account(account)
             elif now_s - self._watched.get(account, 0.0) >= LEASE_MS / 3000:
                 self._watch(account, LEASE_MS)
                 self._watched[account] = now_s
+
+    def _renew_behind(self, now_s: float) -> None:
+        """A streaming account whose balances still lack an event read here a tick ago (a
+        router restarted since, its watches gone, so its pushes stopped) is asked for a
+        snapshot now, which renews its watch and tells the stream what moved: not at the
+        lease's renewal, up to 10 s on (review 158). A balance request asks the same
+        (``RestApi.balances``)."""
+        behind: dict[int, int] = {}
+        for account in self.streaming:
+            have, need = self._have.get(account, 0), self._need.get(account, 0)
+            if have >= need:
+                continue
+            lacked = self._behind.get(account, have)  # (a second since its last watch at least)
+            if have < lacked and now_s - self._watched.get(account, 0.0) >= 1.0:
+                self._renewing[account] = self._watch(account, LEASE_MS)
+                self._watched[account] = now_s
+            behind[account] = need
+        self._behind = behind
 
     def _forget_account(self, account: int) -> None:
         del self.interest[account]

@@ -23,6 +23,7 @@ from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments
 from procs.gateway.order_log import API_ORDER, GONE, Entry, Kept, encoded, plain
 from procs.gateway.rest_order_state import LiveOrder, PendingRequest
+from procs.gateway.unfiled_orders import UnfiledOrders
 
 
 class RestOrderLog:
@@ -32,6 +33,7 @@ class RestOrderLog:
     client_ids: dict[tuple[int, str], LiveOrder]
     done: OrderedDict[int, LiveOrder]
     requests: dict[int, PendingRequest]
+    unfiled: UnfiledOrders
     #: orders placed through this API that changed since ``take_changes`` (by ``placed``),
     #: and those no longer kept (finished and past ``keep_done``)
     _changed: dict[int, LiveOrder]
@@ -86,12 +88,16 @@ class RestOrderLog:
                 if order.status != "REJECTED":  # as live: a refused order is not kept
                     order.logged = encoded((API_ORDER, placed, *values))
                     self.done[order.order_id] = order
+                    if order.seq:  # allOrders lists it until the writer has it (review 158)
+                        self.unfiled.changed(order, order.seq)
                 continue
             self.client_ids[order.account, order.client_order_id] = order
             if order.ref:
                 self.requests[order.ref] = PendingRequest("new", order.account, order)
             if order.amend_ref:  # its answer still comes; a second amend waits for it
                 self.requests[order.amend_ref] = PendingRequest("amend", order.account, order)
+            if order.cancel_ref:
+                self.requests[order.cancel_ref] = PendingRequest("cancel", order.account, order)
             if order.order_id:
                 self.live[order.order_id] = order
         while len(self.done) > self.keep_done:
@@ -132,6 +138,10 @@ class RestOrderLog:
             if order.amend_ref:  # its answer went with the rings: the books have its effect
                 self.requests.pop(order.amend_ref, None)
                 order.amend_ref = 0
+                self._touched(order)
+            if order.cancel_ref:  # the same
+                self.requests.pop(order.cancel_ref, None)
+                order.cancel_ref = 0
                 self._touched(order)
             if found is None or found.account != order.account:
                 del self.client_ids[order.account, order.client_order_id]

@@ -72,6 +72,7 @@ class LiveOrder:
     notional_known: bool = True
     display: int = 0  # an iceberg's shown slice in lots (icebergQty), 0: not an iceberg
     amend_ref: int = 0  # the ref of an amend of it sent from here and not answered yet
+    cancel_ref: int = 0  # the same of a cancel of it (the latest: one is enough)
     triggered: bool = False  # a stop whose trigger came (before it: not on the book)
     #: an end seen alone (``from_done``), completed: the ``updated_seq`` of the newest row its
     #: price came from (a newer row may say a price replaced since); 0 for any other view
@@ -162,13 +163,14 @@ class LiveOrder:
             self.order_id, self.account, self.symbol.id, self.side, self.type_name, self.tif,
             self.price, self.stop_price, self.qty, self.leaves, self.cum, self.notional,
             self.status, self.client_order_id, self.time_ms, self.update_ms, self.reject,
-            self.ref, self.display, self.amend_ref, self.triggered,
+            self.ref, self.display, self.amend_ref, self.triggered, self.cancel_ref, self.seq,
         ]  # fmt: skip
 
     @staticmethod
     def waiting_refs(values: list[Any]) -> list[int]:
-        """The refs of the new order and amend an ``entry`` says wait for an answer."""
-        return [values[k] for k in (17, 19) if len(values) > k and values[k]]
+        """The refs of the new order, amend and cancel an ``entry`` says wait for an answer
+        (a restart sends them again where the ring they went in is gone: review 158)."""
+        return [values[k] for k in (17, 19, 21) if len(values) > k and values[k]]
 
     @classmethod
     def restore(cls, placed: int, values: list[Any], instruments: Instruments) -> LiveOrder | None:
@@ -183,6 +185,8 @@ class LiveOrder:
         order.display = values[18] if len(values) > 18 else 0  # logs from before it: 0
         order.amend_ref = values[19] if len(values) > 19 else 0
         order.triggered = bool(values[20]) if len(values) > 20 else False
+        order.cancel_ref = values[21] if len(values) > 21 else 0
+        order.seq = values[22] if len(values) > 22 else 0  # (0: not known, review 158)
         return order
 
 

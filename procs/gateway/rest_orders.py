@@ -128,6 +128,8 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
         self._have: dict[int, int] = {}
         self._stale: dict[int, list[int]] = {}  # account -> refs waiting for fresh balances
         self._renewing: dict[int, int] = {}  # account -> the ref of its renewal in flight
+        #: Streaming account -> the event seq its balances lacked at the last tick.
+        self._behind: dict[int, int] = {}
         self.completed: list[tuple[int, Outcome]] = []
         self._answered: list[int] = []  # refs whose decisive event came in this batch
         #: Accounts with a private stream open: only theirs become events.
@@ -181,7 +183,11 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
     def cancel(self, account: int, session: int, symbol: int, order_id: int, now_ns: int) -> int:
         """Cancel ``order_id``; the matcher refuses it unless ``account`` owns the order."""
         ref = self.next_ref()
-        self.requests[ref] = PendingRequest("cancel", account, self.live.get(order_id))
+        order = self.live.get(order_id)
+        self.requests[ref] = PendingRequest("cancel", account, order)
+        if order is not None and order.placed:  # logged: a full restart sends it again
+            order.cancel_ref = ref
+            self._touched(order)
         self.outgoing.append(
             CancelOrder(0, now_ns, self.gateway, session, ref, account, symbol, order_id)
         )
@@ -370,6 +376,9 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
                 self._touched(request.order)
             if request.order is not None and request.order.amend_ref == ref:
                 request.order.amend_ref = 0
+                self._touched(request.order)
+            if request.order is not None and request.order.cancel_ref == ref:
+                request.order.cancel_ref = 0
                 self._touched(request.order)
         self._answered.clear()
         self.completed += [(ref, Outcome()) for ref in self.ends.take()]

@@ -11,8 +11,10 @@ stands, and goes (``forget_filed``). ``merged`` takes the database's allOrders r
 
 - shows each row's order as the live view has it when that is at least as new: the row's
   ``updated_seq`` (its last change in the database) at or below the order's seq, or the
-  order's seq not known (0: restored from the order log or followed from FIX, shown as
-  ``GET order`` shows it). On a tie the live view wins: the same state, with the
+  order's seq not known (0: followed from FIX, or restored from an order log written
+  before it kept the seq; shown as ``GET order`` shows it). A finished order restored with
+  its seq is handed here again, so a restart does not take it out of ``allOrders`` while
+  the writer lags (review 158). On a tie the live view wins: the same state, with the
   clientOrderId and quote quantity the table does not keep. A row newer than the live view
   (the gateway missed an event) stays as it is.
 - adds the orders kept here and the gateway's open ones that the rows lack, filtered, ordered
