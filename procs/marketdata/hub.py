@@ -73,6 +73,10 @@ class Hub:
             market.book.set_top(depth_levels)
         self.max_subscriptions = max_subscriptions
         self.symbols = frozenset(state.by_stream)
+        #: Symbol stream prefix -> its partial depth streams, (levels, name) each.
+        self._partial_names = {
+            stream: [(n, f"{stream}@depth{n}") for n in PARTIAL_LEVELS] for stream in self.symbols
+        }
         self._subs: dict[str, dict[Subscriber, None]] = {}
         #: Subscribers by the set of streams they follow (insertion-ordered sets).
         self._groups: dict[frozenset[str], dict[Subscriber, None]] = {}
@@ -259,8 +263,7 @@ class Hub:
     def _partial_depths(self, market: SymbolMarket, batch: list[Message]) -> None:
         """To ``batch``: the partial depth streams of ``market`` that someone follows and
         whose levels its diff changed (a diff deeper in the book sends none)."""
-        for levels in PARTIAL_LEVELS:
-            name = f"{market.symbol.stream}@depth{levels}"
+        for levels, name in self._partial_names[market.symbol.stream]:
             subs = self._subs.get(name)
             if subs:
                 snap = market.book.snapshot(levels)

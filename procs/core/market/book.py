@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import NamedTuple
 
 from sortedcontainers import SortedDict
 
@@ -55,10 +56,10 @@ class DepthSnapshot:
 Best = tuple[int, int] | None
 
 
-@dataclass(frozen=True)
-class BookTop:
+class BookTop(NamedTuple):
     """The best bid and ask (``<symbol>@bookTicker``), as of ``update_id``: taken by
-    ``L2Book.take_top`` when either changed (a price, or the size at it)."""
+    ``L2Book.take_top`` when either changed (a price, or the size at it). A tuple: one is
+    made after most diffs, and a frozen dataclass costs several times as much to make."""
 
     symbol: int
     update_id: int
