@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from procs.core.engine import Matcher
 from procs.core.symbols import SymbolSpec
 from procs.marketdata.streams import PARTIAL_LEVELS, Kind, StreamError, parse_stream
 
-from .rig import Rig
+from .rig import Client, Rig
 from .test_server import RandomFlow, apply, order, run
 
 STREAMS = "/stream?streams=btc-usd@depth/btc-usd@bookTicker"
@@ -29,6 +30,22 @@ def best(book: dict[str, dict[str, str]]) -> tuple[Any, ...]:
     bid = max(book["b"].items(), key=lambda kv: float(kv[0]), default=(None, None))
     ask = min(book["a"].items(), key=lambda kv: float(kv[0]), default=(None, None))
     return (*bid, *ask)
+
+
+async def beside_depth(
+    c: Client, book: dict[str, dict[str, str]], last: int, until: int
+) -> AsyncIterator[tuple[dict[str, Any], int]]:
+    """Until the depth stream's diffs reach update ``until`` (every command changes the book:
+    the last diff ends there): each applied to ``book``, and each message of the other
+    stream yielded with the depth's update id as of it."""
+    while last < until:
+        msg = await c.recv()
+        data = msg["data"]
+        if msg["stream"].endswith("@depth"):
+            apply(book, data["b"], data["a"])
+            last = data["u"]
+        else:
+            yield data, last
 
 
 def test_the_top_at_subscription_then_each_change_of_it(instance: str) -> None:
@@ -49,14 +66,8 @@ def test_the_top_at_subscription_then_each_change_of_it(instance: str) -> None:
             for _ in range(40):  # batches apart: a top each that moved it
                 feed(rig, 10)
                 await asyncio.sleep(0.01)
-            last, tops = snap["lastUpdateId"], 0
-            while last < flow.seq - 1:  # every command changes the book: the last diff ends here
-                msg = await c.recv()
-                data = msg["data"]
-                if msg["stream"] == "btc-usd@depth":
-                    apply(book, data["b"], data["a"])
-                    last = data["u"]
-                    continue
+            tops = 0
+            async for data, last in beside_depth(c, book, snap["lastUpdateId"], flow.seq - 1):
                 now = (data["b"], data["B"], data["a"], data["A"])
                 assert now != shown, f"a bookTicker that repeats the last: {data}"
                 assert now == best(book) and data["u"] == last, (data, best(book), last)
@@ -103,18 +114,12 @@ def test_a_partial_depth_stream_is_its_best_levels_whole_each_time_they_change(
             first = (await c.recv())["data"]
             assert first["e"] == "depthPartial" and first["lastUpdateId"] == snap["lastUpdateId"]
             assert (first["bids"], first["asks"]) == top(book, 5), first
-            last, partials, shown = snap["lastUpdateId"], 0, (first["bids"], first["asks"])
+            partials, shown = 0, (first["bids"], first["asks"])
             for _ in range(40):
                 flow.feed(rig, 10)
                 await asyncio.sleep(0.01)
-            while last < flow.seq - 1:
-                msg = await c.recv()
-                data = msg["data"]
-                if msg["stream"] == "btc-usd@depth":
-                    apply(book, data["b"], data["a"])
-                    last = data["u"]
-                    continue
-                assert msg["stream"] == "btc-usd@depth5" and data["lastUpdateId"] == last, msg
+            async for data, last in beside_depth(c, book, snap["lastUpdateId"], flow.seq - 1):
+                assert data["e"] == "depthPartial" and data["lastUpdateId"] == last, data
                 assert (data["bids"], data["asks"]) != shown, f"a repeat: {data}"
                 shown, partials = (data["bids"], data["asks"]), partials + 1
                 assert shown == top(book, 5), (shown, top(book, 5))
