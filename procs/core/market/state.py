@@ -4,8 +4,8 @@ Sans-I/O: events in (any matcher output record; those that do not change market 
 ignored), updates out. Trades go out one by one, as they happened; depth, ticker and candles
 (and the best bid and ask, when a diff moved them) are collected and leave once per ``flush``
 (the shell calls it after each batch it reads), so a burst of events costs one diff and one
-ticker per symbol, not one per event. ``advance``
-moves the clock forward without events, which opens candles on time.
+ticker per symbol, not one per event. ``advance`` moves the clock forward without events,
+which opens candles on time.
 """
 
 from __future__ import annotations
