@@ -15,7 +15,7 @@ import pytest
 
 from config.edges import GatewayConfig, RestConfig
 from procs.gateway import api_errors as codes
-from procs.gateway import openapi, signing
+from procs.gateway import openapi_intro, signing
 from procs.gateway.private_stream import PATH as STREAM_PATH
 from tests.unit.gateway import readme_rest_claims as claims
 from tests.unit.gateway.readme_rest_claims import (
@@ -157,10 +157,11 @@ def test_the_source_scan_finds_the_codes() -> None:
     [(status, code) for status, code in sorted({(s, c) for s, c, _ in RAISED})],
 )
 def test_every_status_and_code_answered_is_in_the_documents_errors(status: int, code: int) -> None:
-    """openapi.py:37 ``ERRORS``: each status the API answers names the codes it comes with;
+    """openapi_intro.py ``ERRORS``: each status the API answers names the codes it comes with;
     every (status, code) the source raises (``_raised``) is named under its status."""
-    assert status in openapi.ERRORS, status
-    assert f"({code})" in openapi.ERRORS[status][1] or f" {code}" in openapi.ERRORS[status][1]
+    errors = openapi_intro.ERRORS
+    assert status in errors, status
+    assert f"({code})" in errors[status][1] or f" {code}" in errors[status][1]
 
 
 #: (a README quote giving a code and its cause, the scenario's observation, status, code,

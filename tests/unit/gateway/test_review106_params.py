@@ -19,7 +19,7 @@ from config import load_profile
 from procs.common.types import OrdType, Side, TimeInForce
 from procs.core.market.tape import TRADES_KEPT
 from procs.gateway import api_errors as codes
-from procs.gateway import openapi, rest_history, rest_public
+from procs.gateway import openapi_intro, rest_history, rest_public
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError
 from procs.gateway.instruments import Instruments
@@ -327,4 +327,4 @@ def test_body_limits_are_413_and_a_ten_second_408() -> None:
     `408`)" (rest_body.py:22 ``BODY_TIMEOUT_S``, :41; rest.py:318 the 413)."""
     _claim("body size (`413`) and the time a body may take to arrive (10 s, `408`)")
     assert BODY_TIMEOUT_S == 10.0
-    assert "10 s" in openapi.ERRORS[408][1]
+    assert "10 s" in openapi_intro.ERRORS[408][1]

@@ -428,7 +428,7 @@ def test_the_documents_limits_and_enumerations_are_the_servers(tmp_path: Path) -
     symbol = doc["components"]["schemas"]["ExchangeInfo"]["properties"]["symbols"]["items"]
     statuses = {*md_messages.STATUS_NAMES.values(), rest_public.UNKNOWN_STATUS}
     assert set(symbol["properties"]["status"]["enum"]) == statuses
-    assert f"{rig.api.body_timeout_s:g} s" in openapi.ERRORS[408][1]
+    assert f"{rig.api.body_timeout_s:g} s" in openapi_intro.ERRORS[408][1]
 
 
 def test_exchange_info_and_an_order_answer_have_the_documented_fields(tmp_path: Path) -> None:
