@@ -83,8 +83,11 @@ class RestInterest:
             have, need = self._have.get(account, 0), self._need.get(account, 0)
             if have >= need:
                 continue
-            lacked = self._behind.get(account, have)  # (a second since its last watch at least)
-            if have < lacked and now_s - self._watched.get(account, 0.0) >= 1.0:
+            lacked = self._behind.get(account, have)
+            # a second since its last watch at least; one renewal in flight, asked again
+            # only past a third of the lease (a router that does not answer: review 160)
+            wait_s = LEASE_MS / 3000 if account in self._renewing else 1.0
+            if have < lacked and now_s - self._watched.get(account, 0.0) >= wait_s:
                 self._renewing[account] = self._watch(account, LEASE_MS)
                 self._watched[account] = now_s
             behind[account] = need

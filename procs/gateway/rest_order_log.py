@@ -85,6 +85,7 @@ class RestOrderLog:
             if order.order_id and order.status != "REJECTED":  # taken by the exchange: its
                 self.note_used(order.account, order.client_order_id)  # id "used" (a crash)
             if not order.open:
+                order.cancel_ref = 0  # ended: a cancel of it has nothing left to do
                 if order.status != "REJECTED":  # as live: a refused order is not kept
                     order.logged = encoded((API_ORDER, placed, *values))
                     self.done[order.order_id] = order

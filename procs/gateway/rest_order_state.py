@@ -169,8 +169,13 @@ class LiveOrder:
     @staticmethod
     def waiting_refs(values: list[Any]) -> list[int]:
         """The refs of the new order, amend and cancel an ``entry`` says wait for an answer
-        (a restart sends them again where the ring they went in is gone: review 158)."""
-        return [values[k] for k in (17, 19, 21) if len(values) > k and values[k]]
+        (a restart sends them again where the ring they went in is gone: review 158); a
+        cancel's only while the order is open (a finished one's cancel, answered after the
+        order ended, may stay in its entry: review 160)."""
+        refs = [values[k] for k in (17, 19) if len(values) > k and values[k]]
+        if len(values) > 21 and values[21] and values[12] in OPEN_STATUSES:
+            refs.append(values[21])
+        return refs
 
     @classmethod
     def restore(cls, placed: int, values: list[Any], instruments: Instruments) -> LiveOrder | None:

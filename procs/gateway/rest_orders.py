@@ -185,7 +185,9 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
         ref = self.next_ref()
         order = self.live.get(order_id)
         self.requests[ref] = PendingRequest("cancel", account, order)
-        if order is not None and order.placed:  # logged: a full restart sends it again
+        # logged: a full restart sends it again; another account's, which the matcher
+        # refuses, leaves the owner's logged (review 160)
+        if order is not None and order.placed and order.account == account:
             order.cancel_ref = ref
             self._touched(order)
         self.outgoing.append(
