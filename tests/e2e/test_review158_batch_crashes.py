@@ -560,9 +560,9 @@ def test_batch_cancel_in_flight_survives_a_full_crash_as_new_orders_do(v: Venue)
     """Should: a cancel the gateway took and logged goes through a full restart (every process
     SIGKILLed at once, as a cgroup's OOM killer does, then ``ringex run``) as its new orders
     and amends do (README since: "an order, amend or cancel (its owner's, of an open order
-    placed through the API) logged for a router ring that a full restart replaced is sent again unless the
-    journal has it"): neither was answered, and a venue
-    keeping the orders a client sent must keep his cancels, or he holds the risk he took off.
+    placed through the API) logged for a router ring that a full restart replaced is sent
+    again unless the journal has it"): neither was answered, and a venue keeping the orders
+    a client sent must keep his cancels, or he holds the risk he took off.
     Does: R1's ten asks; a batch cancel of them, then seven new bids, in the router ring (the
     router held); all killed, ``ringex run`` again: the bids placed, the asks still NEW.
     Cause: ``GatewayRestart._recover`` (procs/gateway/restart.py:109-116) takes a command
