@@ -93,9 +93,17 @@ class RestClient:
         in the query string."""
         text = urlencode({k: str(v) for k, v in params.items()})
         query, body = ("", text.encode()) if method == "POST" else (text, b"")
+        form = "application/x-www-form-urlencoded" if body else ""
+        return await self._send(method, path, query, body, form, signed)
+
+    async def _send(
+        self, method: str, path: str, query: str, body: bytes, content_type: str, signed: bool
+    ) -> tuple[int, Any]:
+        """(status, decoded JSON) of the request as given, signed unless ``signed`` is
+        false."""
         headers = self.headers(method, path, query, body) if signed else {}
-        if body:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        if content_type:
+            headers["Content-Type"] = content_type
         # as signed: yarl would otherwise unescape what it may (``%3A`` to ``:``) and send
         # bytes other than those the signature covers
         url = URL(f"{self.base_url}{path}" + (f"?{query}" if query else ""), encoded=True)
@@ -105,26 +113,17 @@ class RestClient:
 
     async def call(self, method: str, path: str, *, signed: bool = True, **params: Any) -> Any:
         """The decoded answer; ``ApiCallError`` for any status but 200."""
-        status, body = await self.request(method, path, signed=signed, **params)
-        if status != 200:
-            raise ApiCallError(status, body)
-        return body
+        return _ok(*await self.request(method, path, signed=signed, **params))
 
     async def batch_orders(self, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``POST /api/v1/batchOrders`` with the array in a JSON body (the gateway's cheaper
         form): an answer per order, in order (an order, or the ``{"code", "msg"}`` of one
         refused); ``ApiCallError`` for any status but 200."""
-        path = "/api/v1/batchOrders"
         body = msgspec.json.encode(
             {"batchOrders": [{k: str(v) for k, v in o.items()} for o in orders]}
         )
-        headers = self.headers("POST", path, "", body) | {"Content-Type": "application/json"}
-        async with self.session.post(f"{self.base_url}{path}", data=body, headers=headers) as r:
-            raw = await r.read()
-        answer: Any = msgspec.json.decode(raw) if raw else None
-        if r.status != 200:
-            raise ApiCallError(r.status, answer)
-        answers: list[dict[str, Any]] = answer
+        sent = await self._send("POST", "/api/v1/batchOrders", "", body, "application/json", True)
+        answers: list[dict[str, Any]] = _ok(*sent)
         return answers
 
     async def batch_cancel(self, symbol: str, order_ids: list[int]) -> list[dict[str, Any]]:
@@ -147,3 +146,10 @@ class RestClient:
     async def stream(self) -> ClientWebSocketResponse:
         """The private stream; its first message is the snapshot."""
         return await self.session.ws_connect(self.stream_url())
+
+
+def _ok(status: int, body: Any) -> Any:
+    """``body`` of a 200; ``ApiCallError`` for any other status."""
+    if status != 200:
+        raise ApiCallError(status, body)
+    return body

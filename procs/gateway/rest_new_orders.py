@@ -73,9 +73,7 @@ class NewOrders:
     answers: Callable[[list[Sent | ApiError]], Awaitable[list[dict[str, Any]]]]
 
     async def new_order(self, request: RestRequest) -> web.Response:
-        key = await self.signed(request, "trade")
-        self.require_open("new orders")
-        req = rp.new_order(await self.params(request, rp.NEW_ORDER_PARAMS), self.instruments)
+        key, req = await self._order_of(request)
         ref, name = self.place(key, req)
         return json_response(self.placed(await self.wait(ref, what=name), req=req))
 
@@ -85,11 +83,17 @@ class NewOrders:
         ``newClientOrderId`` an open order holds) and not sent: ``{}``, or the 400 the
         order would get. What only the exchange checks (balance, price band, open orders)
         is not asked."""
+        key, req = await self._order_of(request)
+        self.check_free(key, req)
+        return json_response({})
+
+    async def _order_of(self, request: RestRequest) -> tuple[ApiKey, rp.OrderRequest]:
+        """The key that signed ``request`` (trade scope) and the order it asks for, checked;
+        503 while the gateway is stopping."""
         key = await self.signed(request, "trade")
         self.require_open("new orders")
         req = rp.new_order(await self.params(request, rp.NEW_ORDER_PARAMS), self.instruments)
-        self.check_free(key, req)
-        return json_response({})
+        return key, req
 
     async def batch_orders(self, request: RestRequest) -> web.Response:
         key = await self.signed(request, "trade")
