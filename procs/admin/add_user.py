@@ -13,10 +13,10 @@ from procs.admin.client import AdminClient, AdminError, check_account, to_minor_
 from procs.admin.users import open_users
 from procs.common.result_codes import ResultCode
 from procs.common.users import (
-    MAX_PASSWORD_CHARS,
     UserExistsError,
     UsersFileError,
     comp_id_refused,
+    password_refused,
 )
 
 
@@ -140,17 +140,4 @@ def fee_account_taken(cfg: RingexConfig, command: str) -> str:
 def _credentials_refused(comp_id: str | None, password: str | None) -> str:
     """Why the user store would refuse these, or no logon could send the password ("" when
     neither). The password itself is never shown."""
-    if refused := comp_id_refused(comp_id):
-        return refused
-    if not password:  # a Logon without a Password (554) reads as "": never a user's
-        return "the password must not be empty"
-    if len(password) > MAX_PASSWORD_CHARS:
-        return f"the password is {len(password)} characters, the limit is {MAX_PASSWORD_CHARS}"
-    try:  # argv's bytes that are not UTF-8 come as surrogates, which the digest cannot take
-        password.encode()
-    except UnicodeEncodeError as exc:
-        byte = ord(password[exc.start]) & 0xFF
-        return f"the password is not UTF-8 text (byte 0x{byte:02x} at character {exc.start + 1})"
-    if "\x01" in password:
-        return "the password holds SOH (\\x01), which a FIX Logon cannot carry"
-    return ""
+    return comp_id_refused(comp_id) or password_refused(password)

@@ -5,7 +5,7 @@ Account commands (create-account, deposit, withdraw, add-user) and the symbol co
 (``client.py``); ``balances`` reads an account's balances from the router, and
 ``cancel-all`` cancels an account's open orders (or, with ``--every-account``, every open
 order on a symbol): an operator's kill switch, one ``MassCancel`` through the router.
-``users`` and ``remove-user`` work on the users file (``users.py``).
+``users``, ``remove-user`` and ``set-password`` work on the users file (``users.py``).
 Arguments are checked before anything is attached, so a typo is not an instance that is down.
 """
 
@@ -29,7 +29,7 @@ from procs.admin.client import (
     symbol_id_of,
     to_minor_units,
 )
-from procs.admin.users import list_users, remove_user
+from procs.admin.users import list_users, remove_user, set_password
 from procs.common.records import AccountReply, Balance
 from procs.common.result_codes import ResultCode
 from procs.common.run_files import read_status
@@ -103,17 +103,19 @@ def _admin_args_refused(cfg: RingexConfig, args: argparse.Namespace) -> tuple[st
 
 def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
     """`ringex admin <command>` against ``cfg``'s instance; the exit status."""
-    if args.admin_command == "add-user":
+    if args.admin_command in ("add-user", "set-password"):
         if args.password_stdin:  # not on argv, where `ps` shows it to every user
             try:
                 args.password = sys.stdin.readline().rstrip("\r\n")
             except UnicodeDecodeError as exc:
-                print(f"ringex admin add-user: the password on stdin is not UTF-8 text (byte "
-                      f"0x{exc.object[exc.start]:02x})", file=sys.stderr)  # fmt: skip
+                print(f"ringex admin {args.admin_command}: the password on stdin is not UTF-8 "
+                      f"text (byte 0x{exc.object[exc.start]:02x})", file=sys.stderr)  # fmt: skip
                 return 2
             if not args.password:
-                print("ringex admin add-user: no password on stdin", file=sys.stderr)
+                print(f"ringex admin {args.admin_command}: no password on stdin", file=sys.stderr)
                 return 2
+        if args.admin_command == "set-password":
+            return set_password(cfg, args)
         return add_user(cfg, args, lambda: admin_client(cfg))
     if args.admin_command == "users":
         return list_users(cfg, args.json)
@@ -264,15 +266,17 @@ def add_admin(
     remove.add_argument(
         "--cancel-orders", action="store_true", help="also cancel its account's open orders"
     )
+    passwd = admin_sub.add_parser(
+        "set-password", help="a user's new password: its FIX sessions log on again with it"
+    )
+    passwd.add_argument("--comp-id", required=True, help="its SenderCompID")
+    _password_args(passwd)
+    passwd.add_argument(
+        "--revoke-keys", action="store_true", help="also revoke its API keys (their streams end)"
+    )
     user = admin_sub.add_parser("add-user", help="a FIX user with a funded account")
     user.add_argument("--username", required=True)
-    secret = user.add_mutually_exclusive_group(required=True)
-    secret.add_argument(
-        "--password", help="its FIX password (`ps` shows it: prefer --password-stdin)"
-    )
-    secret.add_argument(
-        "--password-stdin", action="store_true", help="read the password from stdin's first line"
-    )
+    _password_args(user)
     user.add_argument("--comp-id", help="its SenderCompID (default: the username)")
     user.add_argument(
         "--account", type=ascii_int, action=Once, help="its account (default: the next free one)"
@@ -282,3 +286,13 @@ def add_admin(
     )
     for p in admin_sub.choices.values():
         profile_args(p)
+
+
+def _password_args(parser: argparse.ArgumentParser) -> None:
+    secret = parser.add_mutually_exclusive_group(required=True)
+    secret.add_argument(
+        "--password", help="its FIX password (`ps` shows it: prefer --password-stdin)"
+    )
+    secret.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin's first line"
+    )

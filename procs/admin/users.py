@@ -1,4 +1,4 @@
-"""`ringex admin users` and `ringex admin remove-user`: the users file's other side.
+"""`ringex admin users`, `remove-user` and `set-password`: the users file's other side.
 
 ``users`` lists the FIX users (comp id, account, session id; never a digest). ``remove-user``
 takes a user off the exchange: it leaves the users file (under its lock), so no logon takes
@@ -6,7 +6,10 @@ it from then on and every gateway logs its sessions out within a second (``Sessi
 on_timer``); its API keys are revoked, so its REST requests and private streams end too. Its
 account and balances stay (money is never deleted: withdraw it with `ringex admin withdraw`),
 and so do its open orders unless ``--cancel-orders`` cancels them (one mass cancel through
-the router, as `ringex admin cancel-all` sends).
+the router, as `ringex admin cancel-all` sends). ``set-password`` gives a user a new
+password, its account, session id and settings kept: its FIX sessions are logged out within
+a second (as for a user the operator changed) and log on again with it; its API keys stay
+unless ``--revoke-keys`` revokes them (a password thought stolen: keys made with it go too).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
 from procs.common.apikeys import ApiKeyStore
 from procs.common.topology import apikeys_path, users_path
-from procs.common.users import UsersFileError, UserStore
+from procs.common.users import UsersFileError, UserStore, password_refused
 
 #: How long remove-user waits, the user gone from the file, before its cancel-all.
 SETTLE_S = 1.5
@@ -49,6 +52,35 @@ def list_users(cfg: RingexConfig, as_json: bool) -> int:
         print("no users")
     for u in users:
         print(f"{u.comp_id:32} account {u.account:>12}  session {u.session}")
+    return 0
+
+
+def set_password(cfg: RingexConfig, args: argparse.Namespace) -> int:
+    """``args.comp_id``'s new password; its exit status (2: a password the store refuses;
+    1: no such user, or a users or API key file that cannot be read: nothing changed)."""
+    if refused := password_refused(args.password):  # before anything is read
+        print(f"ringex admin set-password: {refused}", file=sys.stderr)
+        return 2
+    store = open_users(cfg, "set-password")
+    if store is None:
+        return 1
+    try:  # read before the password changes: a damaged file leaves nothing half done
+        keys = ApiKeyStore(apikeys_path(cfg)) if args.revoke_keys else None
+    except (OSError, ValueError) as exc:
+        print(f"ringex admin set-password: {args.comp_id}'s password not changed: the API key "
+              f"file {apikeys_path(cfg)} cannot be read ({exc})", file=sys.stderr)  # fmt: skip
+        return 1
+    user = store.set_password(args.comp_id, args.password)
+    if user is None:
+        known = ", ".join(sorted(u.comp_id for u in store.users())) or "none"
+        print(f"ringex admin set-password: no user {args.comp_id!r} (users: {known})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    said = f"user {user.comp_id}: password changed; its FIX sessions are logged out"
+    if keys is None:
+        print(f"{said}; its API keys stay (--revoke-keys revokes them)")
+    else:
+        print(f"{said}; {keys.revoke_user(user.comp_id)} API key(s) revoked")
     return 0
 
 

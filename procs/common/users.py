@@ -52,6 +52,24 @@ def comp_id_refused(comp_id: str | None) -> str:
     return f"comp id {comp_id!r} must be 1..32 of A-Z a-z 0-9 . _ : -, a letter or digit first"
 
 
+def password_refused(password: str | None) -> str:
+    """Why ``password`` cannot be a user's (empty, past ``MAX_PASSWORD_CHARS``, not UTF-8
+    text, or holding SOH, which no Logon can carry), or "" when it can. The password itself
+    is never shown."""
+    if not password:  # a Logon without a Password (554) reads as "": never a user's
+        return "the password must not be empty"
+    if len(password) > MAX_PASSWORD_CHARS:
+        return f"the password is {len(password)} characters, the limit is {MAX_PASSWORD_CHARS}"
+    try:  # argv's bytes that are not UTF-8 come as surrogates, which the digest cannot take
+        password.encode()
+    except UnicodeEncodeError as exc:
+        byte = ord(password[exc.start]) & 0xFF
+        return f"the password is not UTF-8 text (byte 0x{byte:02x} at character {exc.start + 1})"
+    if "\x01" in password:
+        return "the password holds SOH (\\x01), which a FIX Logon cannot carry"
+    return ""
+
+
 class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     comp_id: str
     account: int
@@ -83,6 +101,15 @@ def users_crc(users: list[User], last_session: int) -> str:
 
 def _digest(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 << 20)
+
+
+def rehashed(user: User, password: str, n: int = DEFAULT_N) -> User:
+    """``user`` with ``password``: a fresh salt, its digest at cost ``n``, all else kept (its
+    account, session id and settings). Tens of ms of scrypt: a gateway calls it on an
+    executor thread."""
+    salt = os.urandom(16)
+    digest = _digest(password, salt, n, 8, 1)
+    return msgspec.structs.replace(user, salt=salt.hex(), digest=digest.hex(), n=n, r=8, p=1)
 
 
 class UserExistsError(ValueError):
@@ -207,6 +234,33 @@ class UserStore:
         self._users[comp_id] = user
         self._save()
         return user
+
+    def swap(self, old: User, new: User) -> bool:
+        """Store ``new`` in place of ``old`` (a password change: ``rehashed``), only while the
+        file holds ``old`` as it is (under the file's lock, read anew): False, nothing
+        written, when the operator removed or changed the user meanwhile."""
+        if new.comp_id != old.comp_id:
+            raise ValueError(f"swap of {old.comp_id} for another comp id, {new.comp_id}")
+        with self._locked():
+            if self._users.get(old.comp_id) != old:
+                return False
+            self._users[old.comp_id] = new
+            self._save()
+            return True
+
+    def set_password(self, comp_id: str, password: str, n: int = DEFAULT_N) -> User | None:
+        """``comp_id``'s password is now ``password`` (its account, session id and settings
+        kept); the user as stored, or None when ``comp_id`` is not a user (nothing written).
+        Under the file's lock, so a user another admin removed meanwhile is not added back."""
+        if refused := password_refused(password):
+            raise ValueError(f"comp id {comp_id!r}: {refused}")
+        with self._locked():
+            old = self._users.get(comp_id)
+            if old is None:
+                return None
+            new = self._users[comp_id] = rehashed(old, password, n)
+            self._save()
+            return new
 
     def remove(self, comp_id: str) -> bool:
         with self._locked():

@@ -309,6 +309,8 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
     b"q": MessageSpec("OrderMassCancelRequest", (11, 530, 60), (1, 55, 54, 58)),
     b"AF": MessageSpec("OrderMassStatusRequest", (584, 585), (1, 55, 54)),
     b"j": MessageSpec("BusinessMessageReject", (45, 372, 380), (379, 58)),
+    b"BE": MessageSpec("UserRequest", (923, 924, 553), (554, 925)),
+    b"BF": MessageSpec("UserResponse", (923, 553), (926, 927)),
     b"8": MessageSpec(
         "ExecutionReport",
         (37, 17, 150, 39, 55, 54, 151, 14, 6),
@@ -322,7 +324,7 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
 }
 #: Messages a client may send: session messages, and the application messages ringex takes.
 ADMIN: Final = frozenset(k for k, v in MESSAGES.items() if v.admin)
-INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"AF", b"j"))
+INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"AF", b"BE", b"j"))
 
 
 def _by_the_spec(kind: bytes, spec: MessageSpec) -> MessageSpec:

@@ -63,11 +63,12 @@ def after_password(
     return None
 
 
-def password(msg: FixMessage) -> str:
+def password(msg: FixMessage, tag: int = 554) -> str:
     """The Logon's Password (554) as the user store hashes it (a str, UTF-8 encoded): its
     bytes read as UTF-8, as ``ringex admin add-user`` took them from its command line, or,
-    where they are not UTF-8, as Latin-1 (a client that sends one byte a character)."""
-    raw = msg.get(554) or b""
+    where they are not UTF-8, as Latin-1 (a client that sends one byte a character). ``tag``:
+    another password field (a UserRequest's NewPassword, 925)."""
+    raw = msg.get(tag) or b""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

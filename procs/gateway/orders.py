@@ -2,9 +2,9 @@
 
 ``OrderEntry`` is the session layer's ``Application``. It turns D/F/G/q into ``NewOrder``,
 ``CancelOrder``, ``ReplaceOrder`` and ``MassCancel`` records (collected in ``outgoing`` for the
-shell to publish), answers H and AF itself (from what it holds), and ``process(event)`` turns
-the events that come back into ExecutionReports (8), OrderCancelRejects (9) and
-OrderMassCancelReports (r).
+shell to publish), answers H and AF itself (from what it holds), hands BE to the shell, and
+``process(event)`` turns the events that come back into ExecutionReports (8),
+OrderCancelRejects (9) and OrderMassCancelReports (r).
 
 Every command gets a fresh ``client_ref``, the gateway's handle for one request: a NewOrder's
 ref names the order, a cancel's or replace's ref names that request (the matcher answers a
@@ -88,8 +88,7 @@ from procs.gateway.session import Session
 #: reaching its cap: steps of 8 and 20 MB in the 10-minute soak.)
 _SEEN_CLORDIDS = 200_000
 log = logging.getLogger("ringex.gateway")
-#: Mass cancels waiting for the router's verdict, at most (the oldest is forgotten first).
-_MASS_CANCELS_WAITING = 10_000
+_MASS_CANCELS_WAITING = 10_000  # waiting for the router's verdict, at most (oldest forgotten)
 
 
 class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
@@ -118,9 +117,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         #: MassCancel ref -> its request: answered (r) when the router's verdict comes
         #: (``_rejected``), never before; kept in the order log across a restart.
         self.mass_cancels: dict[int, MassCancelRequest] = {}
-        #: The gateway is stopping: new orders and replaces are refused, cancels still go.
-        self.closing = False
-        #: (session, current ClOrdID) -> order, grouped by session
+        self.closing = False  # stopping: new orders and replaces are refused, cancels still go
         self.live: GroupedDict[tuple[int, bytes], Order, int] = GroupedDict(_session_of)
         self.finished: dict[tuple[int, bytes], Order] = {}
         self.finished_orders: OrderedDict[int, tuple[Order, list[tuple[int, bytes]]]] = (
@@ -138,6 +135,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         #: shell sets it where the gateway serves the API)
         self.api_holds: Callable[[int, bytes], bool] = lambda account, cl_ord_id: False
         self.account_of: Callable[[int], int | None] = lambda session_id: None  # (holders)
+        self.user_request: Callable[[Session, FixMessage, int], None] = lambda *_: None  # BE
         self._session_accounts: dict[int, int | None] = {}
         self.undeliverable = 0  # reports that could not even be parked
         self._next_ref = time.time_ns()
@@ -214,6 +212,8 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             self._mass_cancel(session, msg, now_ns)
         elif kind == b"AF":
             self.mass_status(session, msg, now_ns)
+        elif kind == b"BE":  # a UserRequest: the shell's (``user_requests.py``)
+            self.user_request(session, msg, now_ns)
         # j: the client refuses one of our messages; the audit log has it
 
     # -- commands ---------------------------------------------------------------------------

@@ -79,6 +79,7 @@ from procs.gateway.sent_commands import SentCommands
 from procs.gateway.session import Session
 from procs.gateway.session_interface import SessionSettings
 from procs.gateway.store import MessageStore, MessageStoreError
+from procs.gateway.user_requests import UserRequests
 from shm import Ring
 from shm.consumer import Consumer
 from shm.counters import Counters
@@ -119,7 +120,7 @@ def held_nap_s(wait: WaitConfig) -> float:
     return IDLE_NAP_S
 
 
-class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring):
+class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring, UserRequests):
     def __init__(self, cfg: RingexConfig, name: str, *, codec: RecordCodec | None = None) -> None:
         gw = next((g for g in cfg.gateways if g.name == name), None)
         if gw is None:
@@ -146,6 +147,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
             gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect, cfg.assets, self.directory
         )
         self.entry.park, self.entry.max_order_notional = self.park, cfg.risk.max_order_notional
+        self.entry.user_request = self.user_request  # UserRequest (BE): user_requests.py
         self._times = Timestamps()
         #: the sessions logged on here, each claimed across the instance's gateways
         self.live: dict[str, Session] = LiveSessions(self.directory.parent / "logged-on")
