@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError, check_account, to_minor_units
-from procs.admin.users import open_users
+from procs.admin.users import CANCEL_ON_DISCONNECT, open_users
 from procs.common.result_codes import ResultCode
 from procs.common.users import (
     UserExistsError,
@@ -72,7 +72,8 @@ def add_user(
         # The account is open: its user is stored now, so that no deposit below (refused,
         # or the command killed) leaves money in an account no one can log on to.
         try:
-            store.add(comp_id, args.password, account, new=True)
+            cod = CANCEL_ON_DISCONNECT[args.cancel_on_disconnect]
+            store.add(comp_id, args.password, account, cancel_on_disconnect=cod, new=True)
         except UserExistsError as exc:  # another add-user took it since the check above
             print(f"ringex admin add-user: {exc}, added meanwhile; account {account} was "
                   "opened for it and stays empty", file=sys.stderr)  # fmt: skip

@@ -5,7 +5,8 @@ Account commands (create-account, deposit, withdraw, add-user) and the symbol co
 (``client.py``); ``balances`` reads an account's balances from the router, and
 ``cancel-all`` cancels an account's open orders (or, with ``--every-account``, every open
 order on a symbol): an operator's kill switch, one ``MassCancel`` through the router.
-``users``, ``remove-user`` and ``set-password`` work on the users file (``users.py``).
+``users``, ``remove-user``, ``set-password`` and ``set-user`` work on the users file
+(``users.py``).
 Arguments are checked before anything is attached, so a typo is not an instance that is down.
 """
 
@@ -29,7 +30,7 @@ from procs.admin.client import (
     symbol_id_of,
     to_minor_units,
 )
-from procs.admin.users import list_users, remove_user, set_password
+from procs.admin.users import CANCEL_ON_DISCONNECT, list_users, remove_user, set_password, set_user
 from procs.common.records import AccountReply, Balance
 from procs.common.result_codes import ResultCode
 from procs.common.run_files import read_status
@@ -117,6 +118,8 @@ def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
         if args.admin_command == "set-password":
             return set_password(cfg, args)
         return add_user(cfg, args, lambda: admin_client(cfg))
+    if args.admin_command == "set-user":
+        return set_user(cfg, args)
     if args.admin_command == "users":
         return list_users(cfg, args.json)
     if args.admin_command == "remove-user":
@@ -274,9 +277,19 @@ def add_admin(
     passwd.add_argument(
         "--revoke-keys", action="store_true", help="also revoke its API keys (their streams end)"
     )
+    settings = admin_sub.add_parser("set-user", help="a user's settings: cancel on disconnect")
+    settings.add_argument("--comp-id", required=True, help="its SenderCompID")
+    settings.add_argument(
+        "--cancel-on-disconnect", required=True, choices=sorted(CANCEL_ON_DISCONNECT),
+        help="cancel its sessions' orders when one disconnects (gateway: the gateway's setting)",
+    )  # fmt: skip
     user = admin_sub.add_parser("add-user", help="a FIX user with a funded account")
     user.add_argument("--username", required=True)
     _password_args(user)
+    user.add_argument(
+        "--cancel-on-disconnect", choices=sorted(CANCEL_ON_DISCONNECT), default="gateway",
+        help="cancel its sessions' orders when one disconnects (default: the gateway's setting)",
+    )  # fmt: skip
     user.add_argument("--comp-id", help="its SenderCompID (default: the username)")
     user.add_argument(
         "--account", type=ascii_int, action=Once, help="its account (default: the next free one)"

@@ -1,15 +1,20 @@
-"""`ringex admin users`, `remove-user` and `set-password`: the users file's other side.
+"""`ringex admin users`, `remove-user`, `set-password` and `set-user`: the users file's other
+side.
 
-``users`` lists the FIX users (comp id, account, session id; never a digest). ``remove-user``
-takes a user off the exchange: it leaves the users file (under its lock), so no logon takes
-it from then on and every gateway logs its sessions out within a second (``Session.
-on_timer``); its API keys are revoked, so its REST requests and private streams end too. Its
-account and balances stay (money is never deleted: withdraw it with `ringex admin withdraw`),
-and so do its open orders unless ``--cancel-orders`` cancels them (one mass cancel through
-the router, as `ringex admin cancel-all` sends). ``set-password`` gives a user a new
-password, its account, session id and settings kept: its FIX sessions are logged out within
-a second (as for a user the operator changed) and log on again with it; its API keys stay
-unless ``--revoke-keys`` revokes them (a password thought stolen: keys made with it go too).
+``users`` lists the FIX users (comp id, account, session id; never a digest) with each one's
+cancel on disconnect (``--json``: ``cancelOnDisconnect``, null for the gateway's setting).
+``remove-user`` takes a user off the exchange: it leaves the users file (under its lock), so
+no logon takes it from then on and every gateway logs its sessions out within a second
+(``Session.on_timer``); its API keys are revoked, so its REST requests and private streams
+end too. Its account and balances stay (money is never deleted: withdraw it with `ringex
+admin withdraw`), and so do its open orders unless ``--cancel-orders`` cancels them (one
+mass cancel through the router, as `ringex admin cancel-all` sends). ``set-password`` gives
+a user a new password, its account, session id and settings kept: its FIX sessions are
+logged out within a second (as for a user the operator changed) and log on again with it;
+its API keys stay unless ``--revoke-keys`` revokes them (a password thought stolen: keys
+made with it go too). ``set-user`` changes a user's settings (cancel on disconnect: on, off,
+or the gateway's): its sessions go on, and each gateway takes the setting at its next timer
+pass.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from typing import Final
 
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
@@ -39,19 +45,54 @@ def open_users(cfg: RingexConfig, command: str) -> UserStore | None:
         return None
 
 
+#: ``--cancel-on-disconnect``'s words -> a user's setting (None: the gateway's).
+CANCEL_ON_DISCONNECT: Final[dict[str, bool | None]] = {"on": True, "off": False, "gateway": None}
+
+
+def _cod_word(setting: bool | None) -> str:
+    return next(w for w, v in CANCEL_ON_DISCONNECT.items() if v is setting)
+
+
 def list_users(cfg: RingexConfig, as_json: bool) -> int:
     store = open_users(cfg, "users")
     if store is None:
         return 1
     users = sorted(store.users(), key=lambda u: u.comp_id)
     if as_json:
-        shown = [{"compId": u.comp_id, "account": u.account, "session": u.session} for u in users]
+        shown = [
+            {
+                "compId": u.comp_id,
+                "account": u.account,
+                "session": u.session,
+                "cancelOnDisconnect": u.cancel_on_disconnect,  # null: the gateway's setting
+            }
+            for u in users
+        ]
         print(json.dumps(shown))
         return 0
     if not users:
         print("no users")
     for u in users:
-        print(f"{u.comp_id:32} account {u.account:>12}  session {u.session}")
+        cod = _cod_word(u.cancel_on_disconnect)
+        print(f"{u.comp_id:32} account {u.account:>12}  session {u.session}  "
+              f"cancel on disconnect {cod}")  # fmt: skip
+    return 0
+
+
+def set_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
+    """``args.comp_id``'s settings; its exit status (1: no such user, or a users file that
+    cannot be read: nothing changed)."""
+    store = open_users(cfg, "set-user")
+    if store is None:
+        return 1
+    user = store.set_settings(args.comp_id, CANCEL_ON_DISCONNECT[args.cancel_on_disconnect])
+    if user is None:
+        known = ", ".join(sorted(u.comp_id for u in store.users())) or "none"
+        print(f"ringex admin set-user: no user {args.comp_id!r} (users: {known})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"user {user.comp_id}: cancel on disconnect {args.cancel_on_disconnect}; its "
+          "sessions go on, each gateway takes it within a second")  # fmt: skip
     return 0
 
 

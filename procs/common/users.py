@@ -92,6 +92,16 @@ class UsersFile(msgspec.Struct, forbid_unknown_fields=True):
     crc32: str | None = None  # ``users_crc`` of the two above; None: not checked
 
 
+def still_logged_on(now: User | None, was: User | None) -> User | None:
+    """``now`` (the users file's) when a session logged on as ``was`` goes on as it: the same
+    user, account, session id and password, only its settings changed (`ringex admin
+    set-user`); None when the operator removed it or changed its password."""
+    if now is None or was is None or now == was:
+        return now if now == was else None
+    login = ("comp_id", "account", "session", "salt", "digest", "n", "r", "p")
+    return now if all(getattr(now, f) == getattr(was, f) for f in login) else None
+
+
 def users_crc(users: list[User], last_session: int) -> str:
     """The CRC-32 a users file keeps of its users and session high-water mark, in 8 hex
     digits (a file's size does not vary with it), of their JSON as this build encodes them
@@ -260,6 +270,19 @@ class UserStore:
                 return None
             new = self._users[comp_id] = rehashed(old, password, n)
             self._save()
+            return new
+
+    def set_settings(self, comp_id: str, cancel_on_disconnect: bool | None) -> User | None:
+        """``comp_id``'s settings (None: the gateway's); the user as stored, or None when it
+        is not a user (nothing written). Under the file's lock, as ``set_password``."""
+        with self._locked():
+            old = self._users.get(comp_id)
+            if old is None:
+                return None
+            new = msgspec.structs.replace(old, cancel_on_disconnect=cancel_on_disconnect)
+            if new != old:
+                self._users[comp_id] = new
+                self._save()
             return new
 
     def remove(self, comp_id: str) -> bool:

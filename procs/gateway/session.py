@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable
 
 from procs.common.token_bucket import TokenBucket
-from procs.common.users import User, UserStore
+from procs.common.users import User, UserStore, still_logged_on
 from procs.gateway import dictionary, logon
 from procs.gateway.audit import AuditLog, JunkCap
 from procs.gateway.dictionary import RejectReason
@@ -59,8 +59,7 @@ from procs.gateway.session_interface import Application, SessionSettings, State
 from procs.gateway.store import MessageStore
 
 _SECOND = 1_000_000_000
-#: Messages a client may send after its Logon before the Logon is answered.
-_MAX_HELD = 1_000
+_MAX_HELD = 1_000  # messages a client may send after its Logon before its answer
 
 
 class Session(GapRecovery):
@@ -239,9 +238,10 @@ class Session(GapRecovery):
             if now_ns - self._logout_ns > s.logout_timeout_s * _SECOND:
                 self._close("no Logout reply")
         elif self.state is State.ACTIVE:
-            if self.users.get(self.comp_id) != self.user:  # `ringex admin remove-user`
+            if (user := still_logged_on(self.users.get(self.comp_id), self.user)) is None:
                 self._logout_and_close("this user was removed or changed by the operator", now_ns)
-                return
+                return  # (`ringex admin remove-user`, `set-password`)
+            self.user = user  # the file's: a setting the operator changed (`set-user`) holds
             hb = self.heartbeat_ns
             if self._test_request_ns and now_ns - self._test_request_ns > hb:
                 self._close(f"no answer to a TestRequest within {hb // _SECOND} s")

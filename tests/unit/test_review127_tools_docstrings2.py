@@ -266,9 +266,7 @@ def test_add_user_password_from_stdins_first_line(
     line"; --password "its FIX password (`ps` shows it: prefer --password-stdin)"."""
     said("read the password from stdin's first line", helps(PARSER, "admin", "add-user",
                                                              "--password-stdin"))  # fmt: skip
-    said(
-        "(`ps` shows it: prefer --password-stdin)", helps(PARSER, "admin", "add-user", "--password")
-    )
+    said("`ps` shows it: prefer --password-stdin", helps(PARSER, "admin", "add-user", "--password"))
     got: list[str] = []
     monkeypatch.setattr(commands, "add_user", lambda cfg, args, connect: got.append(args.password))
     argv = ["admin", "add-user", "--config", str(stopped), "--username", "al", "--password-stdin"]
@@ -380,7 +378,8 @@ def test_users_lists_and_remove_user_takes_one_off(
     user = UserStore(users_path(cfg)).add("BOB", "pw", 7, n=2)
     ApiKeyStore(apikeys_path(cfg)).create(user, ["trade"])
     assert users.list_users(cfg, as_json=True) == 0
-    assert json.loads(capsys.readouterr().out) == [{"compId": "BOB", "account": 7, "session": 1}]
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [{"compId": "BOB", "account": 7, "session": 1, "cancelOnDisconnect": None}]
 
     def remove(comp_id: str, *flags: str) -> int:
         args = PARSER.parse_args(["admin", "remove-user", "--comp-id", comp_id, *flags])
