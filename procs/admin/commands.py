@@ -30,7 +30,15 @@ from procs.admin.client import (
     symbol_id_of,
     to_minor_units,
 )
-from procs.admin.users import CANCEL_ON_DISCONNECT, list_users, remove_user, set_password, set_user
+from procs.admin.users import (
+    CANCEL_ON_DISCONNECT,
+    list_users,
+    on_off,
+    remove_user,
+    seconds_or_gateway,
+    set_password,
+    set_user,
+)
 from procs.common.records import AccountReply, Balance
 from procs.common.result_codes import ResultCode
 from procs.common.run_files import read_status
@@ -277,12 +285,21 @@ def add_admin(
     passwd.add_argument(
         "--revoke-keys", action="store_true", help="also revoke its API keys (their streams end)"
     )
-    settings = admin_sub.add_parser("set-user", help="a user's settings: cancel on disconnect")
+    settings = admin_sub.add_parser(
+        "set-user", help="a user's settings over the gateway's (cancel on disconnect, session)"
+    )
     settings.add_argument("--comp-id", required=True, help="its SenderCompID")
-    settings.add_argument(
-        "--cancel-on-disconnect", required=True, choices=sorted(CANCEL_ON_DISCONNECT),
-        help="cancel its sessions' orders when one disconnects (gateway: the gateway's setting)",
-    )  # fmt: skip
+    for option, kind, what in (
+        ("--cancel-on-disconnect", on_off, "cancel its orders when its session disconnects"),
+        ("--reset-on-logon", on_off, "sequence numbers back to 1 at each Logon (test rigs)"),
+        ("--min-heartbeat-s", seconds_or_gateway, "the least HeartBtInt its Logon may ask"),
+        ("--max-heartbeat-s", seconds_or_gateway, "the largest HeartBtInt its Logon may ask"),
+        ("--sending-time-tolerance-s", seconds_or_gateway, "SendingTime further off: refused"),
+    ):
+        settings.add_argument(
+            option, type=kind, default=argparse.SUPPRESS, action=Once,
+            help=f"{what} (gateway: the gateway's setting)",
+        )  # fmt: skip
     user = admin_sub.add_parser("add-user", help="a FIX user with a funded account")
     user.add_argument("--username", required=True)
     _password_args(user)

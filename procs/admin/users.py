@@ -26,11 +26,19 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+import msgspec
+
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
 from procs.common.apikeys import ApiKeyStore
 from procs.common.topology import apikeys_path, users_path
-from procs.common.users import UsersFileError, UserStore, password_refused
+from procs.common.users import (
+    SESSION_SETTINGS,
+    User,
+    UsersFileError,
+    UserStore,
+    password_refused,
+)
 
 #: How long remove-user waits, the user gone from the file, before its cancel-all.
 SETTLE_S = 1.5
@@ -47,10 +55,43 @@ def open_users(cfg: RingexConfig, command: str) -> UserStore | None:
 
 #: ``--cancel-on-disconnect``'s words -> a user's setting (None: the gateway's).
 CANCEL_ON_DISCONNECT: Final[dict[str, bool | None]] = {"on": True, "off": False, "gateway": None}
+#: A user's seconds (heartbeat bounds, SendingTime tolerance): 1 to a day.
+MAX_SECONDS: Final = 86_400
+#: ``set-user``'s options: the user's setting each sets, and its JSON key in ``users``.
+SET_USER: Final = {
+    "cancel_on_disconnect": "cancelOnDisconnect",
+    "reset_on_logon": "resetOnLogon",
+    "min_heartbeat_s": "minHeartbeatS",
+    "max_heartbeat_s": "maxHeartbeatS",
+    "sending_time_tolerance_s": "sendingTimeToleranceS",
+}
 
 
-def _cod_word(setting: bool | None) -> str:
-    return next(w for w, v in CANCEL_ON_DISCONNECT.items() if v is setting)
+def on_off(text: str) -> bool | None:
+    """An argparse type: on, off, or gateway (the gateway's setting: None)."""
+    if text not in CANCEL_ON_DISCONNECT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not on, off or gateway")
+    return CANCEL_ON_DISCONNECT[text]
+
+
+def seconds_or_gateway(text: str) -> int | None:
+    """An argparse type: whole seconds, 1 to a day, or gateway (None)."""
+    if text == "gateway":
+        return None
+    if (
+        not (text.isascii() and text.isdigit() and len(text) <= 6)
+        or not 1 <= int(text) <= MAX_SECONDS
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not 1..{MAX_SECONDS} seconds or gateway"
+        )
+    return int(text)
+
+
+def _word(value: bool | int | None) -> str:
+    if value is None:
+        return "gateway"
+    return ("on" if value else "off") if isinstance(value, bool) else f"{value} s"
 
 
 def list_users(cfg: RingexConfig, as_json: bool) -> int:
@@ -60,12 +101,8 @@ def list_users(cfg: RingexConfig, as_json: bool) -> int:
     users = sorted(store.users(), key=lambda u: u.comp_id)
     if as_json:
         shown = [
-            {
-                "compId": u.comp_id,
-                "account": u.account,
-                "session": u.session,
-                "cancelOnDisconnect": u.cancel_on_disconnect,  # null: the gateway's setting
-            }
+            {"compId": u.comp_id, "account": u.account, "session": u.session}
+            | {key: getattr(u, name) for name, key in SET_USER.items()}  # null: the gateway's
             for u in users
         ]
         print(json.dumps(shown))
@@ -73,27 +110,60 @@ def list_users(cfg: RingexConfig, as_json: bool) -> int:
     if not users:
         print("no users")
     for u in users:
-        cod = _cod_word(u.cancel_on_disconnect)
-        print(f"{u.comp_id:32} account {u.account:>12}  session {u.session}  "
-              f"cancel on disconnect {cod}")  # fmt: skip
+        own = [  # the session settings it holds over the gateway's
+            f"{name.removesuffix('_s').replace('_', ' ')} {_word(getattr(u, name))}"
+            for name in SESSION_SETTINGS
+            if getattr(u, name) is not None
+        ]
+        print(
+            f"{u.comp_id:32} account {u.account:>12}  session {u.session}  "
+            + ", ".join([f"cancel on disconnect {_word(u.cancel_on_disconnect)}", *own])
+        )
     return 0
 
 
 def set_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
-    """``args.comp_id``'s settings; its exit status (1: no such user, or a users file that
-    cannot be read: nothing changed)."""
+    """``args.comp_id``'s settings, those given (the others kept); its exit status (2:
+    none given, or heartbeat bounds that cross under a configured gateway's; 1: no such
+    user, or a users file that cannot be read: nothing changed)."""
+    given = {name: getattr(args, name) for name in SET_USER if hasattr(args, name)}
+    if not given:
+        options = ", ".join("--" + n.replace("_", "-") for n in SET_USER)
+        print(f"ringex admin set-user: nothing to set: give one of {options}", file=sys.stderr)
+        return 2
     store = open_users(cfg, "set-user")
     if store is None:
         return 1
-    user = store.set_settings(args.comp_id, CANCEL_ON_DISCONNECT[args.cancel_on_disconnect])
+    user = store.get(args.comp_id)
+    if user is not None and (crossed := _crossed(cfg, msgspec.structs.replace(user, **given))):
+        print(f"ringex admin set-user: {crossed}", file=sys.stderr)
+        return 2
+    user = store.set_settings(args.comp_id, **given) if user is not None else None
     if user is None:
         known = ", ".join(sorted(u.comp_id for u in store.users())) or "none"
         print(f"ringex admin set-user: no user {args.comp_id!r} (users: {known})",
               file=sys.stderr)  # fmt: skip
         return 1
-    print(f"user {user.comp_id}: cancel on disconnect {args.cancel_on_disconnect}; its "
-          "sessions go on, each gateway takes it within a second")  # fmt: skip
+    said = ", ".join(
+        f"{n.removesuffix('_s').replace('_', ' ')} {_word(v)}" for n, v in given.items()
+    )
+    print(f"user {user.comp_id}: {said}; its sessions go on: cancel on disconnect is taken "
+          "within a second, the session settings at its next Logon")  # fmt: skip
     return 0
+
+
+def _crossed(cfg: RingexConfig, user: User) -> str:
+    """Why ``user``'s heartbeat bounds cannot hold under a configured gateway (its own over
+    the gateway's: a minimum past the maximum refuses every Logon), or ""."""
+    for gw in cfg.gateways:
+        low = gw.min_heartbeat_s if user.min_heartbeat_s is None else user.min_heartbeat_s
+        high = gw.max_heartbeat_s if user.max_heartbeat_s is None else user.max_heartbeat_s
+        if low > high:
+            return (
+                f"{user.comp_id}'s heartbeat bounds would be {low}..{high} s under gateway "
+                f"{gw.name!r}: the minimum must not pass the maximum"
+            )
+    return ""
 
 
 def set_password(cfg: RingexConfig, args: argparse.Namespace) -> int:

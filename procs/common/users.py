@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
@@ -80,6 +81,31 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     r: int = 8
     p: int = 1
     cancel_on_disconnect: bool | None = None  # None: the gateway's setting
+    # The session settings a user holds over its gateway's (None: the gateway's), taken at
+    # its next Logon (``logon.user_settings``). Left out of the file while None
+    # (``_as_written``), so a file without them reads and checks as it did before them.
+    reset_on_logon: bool | None = None
+    min_heartbeat_s: int | None = None
+    max_heartbeat_s: int | None = None
+    sending_time_tolerance_s: int | None = None
+
+
+#: The user settings the file holds only when set (``User``).
+SESSION_SETTINGS: Final = (
+    "reset_on_logon", "min_heartbeat_s", "max_heartbeat_s", "sending_time_tolerance_s"
+)  # fmt: skip
+#: What ``ringex admin set-user`` may set: cancel on disconnect and the session settings.
+SETTINGS: Final = ("cancel_on_disconnect", *SESSION_SETTINGS)
+
+
+def _as_written(user: User) -> dict[str, object]:
+    """``user`` as the file holds it: its fields in order, the session settings only when
+    set (a file an earlier build wrote, without them, keeps its CRC)."""
+    fields = msgspec.structs.asdict(user)
+    for name in SESSION_SETTINGS:
+        if fields[name] is None:
+            del fields[name]
+    return fields
 
 
 class UsersFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -98,15 +124,15 @@ def still_logged_on(now: User | None, was: User | None) -> User | None:
     set-user`); None when the operator removed it or changed its password."""
     if now is None or was is None or now == was:
         return now if now == was else None
-    login = ("comp_id", "account", "session", "salt", "digest", "n", "r", "p")
-    return now if all(getattr(now, f) == getattr(was, f) for f in login) else None
+    changed = (f for f in now.__struct_fields__ if getattr(now, f) != getattr(was, f))
+    return now if all(f in SETTINGS for f in changed) else None
 
 
 def users_crc(users: list[User], last_session: int) -> str:
     """The CRC-32 a users file keeps of its users and session high-water mark, in 8 hex
     digits (a file's size does not vary with it), of their JSON as this build encodes them
     (a decoded file encodes back to the same bytes)."""
-    return crc_hex(msgspec.json.encode([users, last_session]))
+    return crc_hex(msgspec.json.encode([[_as_written(u) for u in users], last_session]))
 
 
 def _digest(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -272,14 +298,17 @@ class UserStore:
             self._save()
             return new
 
-    def set_settings(self, comp_id: str, cancel_on_disconnect: bool | None) -> User | None:
-        """``comp_id``'s settings (None: the gateway's); the user as stored, or None when it
-        is not a user (nothing written). Under the file's lock, as ``set_password``."""
+    def set_settings(self, comp_id: str, **settings: bool | int | None) -> User | None:
+        """``comp_id``'s ``settings`` (``SETTINGS``; None: the gateway's), those not named
+        kept; the user as stored, or None when it is not a user (nothing written). Under the
+        file's lock, as ``set_password``."""
+        if unknown := sorted(set(settings) - set(SETTINGS)):
+            raise ValueError(f"no user setting {unknown[0]!r} (settings: {', '.join(SETTINGS)})")
         with self._locked():
             old = self._users.get(comp_id)
             if old is None:
                 return None
-            new = msgspec.structs.replace(old, cancel_on_disconnect=cancel_on_disconnect)
+            new = msgspec.structs.replace(old, **settings)
             if new != old:
                 self._users[comp_id] = new
                 self._save()
@@ -322,7 +351,8 @@ class UserStore:
         make_dirs(self.path.parent)
         users = sorted(self._users.values(), key=lambda u: u.comp_id)
         last = self._last_session
-        data = msgspec.json.encode(UsersFile(users, last, users_crc(users, last)))
+        written = {"users": [_as_written(u) for u in users], "last_session": last}
+        data = msgspec.json.encode({**written, "crc32": users_crc(users, last)})  # (UsersFile)
         # salts and digests: the owner's alone (as apikeys.json); fsynced, as users are added
         # once and must survive a power loss
         tmp = self.path.with_suffix(f".tmp.{os.getpid()}")

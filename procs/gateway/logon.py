@@ -4,9 +4,10 @@ checked (so a Logon refused anyway costs no scrypt), the rest once the check has
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
-from procs.common.users import User
+from procs.common.users import SESSION_SETTINGS, User, UserStore
 from procs.gateway import dictionary
 from procs.gateway.fix import FixMessage, parse_utc_timestamp
 
@@ -15,17 +16,37 @@ if TYPE_CHECKING:
     from procs.gateway.session_interface import SessionSettings
 
 
-def before_password(msg: FixMessage, settings: SessionSettings, now_ns: int) -> str | None:
-    """Why a Logon is refused before its password is looked at, or None."""
+def before_password(
+    msg: FixMessage, settings: SessionSettings, now_ns: int, users: UserStore | None = None
+) -> str | None:
+    """Why a Logon is refused before its password is looked at, or None. Its SendingTime is
+    held to the widest tolerance of the gateway's and every user's (``users``): a user's own
+    is known only once its password is (``after_password``), and a user's name is not told
+    by which bound refuses it."""
     fault = dictionary.validate(msg)
     if fault is not None:
         return f"invalid Logon: {fault.text}"
     if msg.text(56) != settings.comp_id:
         return f"TargetCompID {msg.text(56)!r} is not {settings.comp_id!r}"
+    own = (u.sending_time_tolerance_s or 0 for u in (users.users() if users else ()))
+    widest = max(settings.sending_time_tolerance_s, *own)
+    if widest != settings.sending_time_tolerance_s:
+        settings = dataclasses.replace(settings, sending_time_tolerance_s=widest)
+    return _sending_time_problem(msg, settings, now_ns)
+
+
+def _sending_time_problem(msg: FixMessage, settings: SessionSettings, now_ns: int) -> str | None:
     if sending_time(msg, settings, now_ns) is None:
         tolerance = settings.sending_time_tolerance_s
         return f"SendingTime accuracy problem: {msg.text(52)} is more than {tolerance} s off"
     return None
+
+
+def user_settings(settings: SessionSettings, user: User | None) -> SessionSettings:
+    """The gateway's ``settings`` with ``user``'s own session settings over them (those it
+    holds: ``users.SESSION_SETTINGS``, set by `ringex admin set-user`), taken at its Logon."""
+    own = {f: v for f in SESSION_SETTINGS if (v := getattr(user, f, None)) is not None}
+    return dataclasses.replace(settings, **own) if own else settings
 
 
 def sending_time(msg: FixMessage, settings: SessionSettings, now_ns: int) -> int | None:
@@ -46,14 +67,22 @@ def heartbeat_problem(msg: FixMessage, settings: SessionSettings) -> str | None:
 
 
 def after_password(
-    msg: FixMessage, user: User | None, settings: SessionSettings, live: dict[str, Session]
+    msg: FixMessage,
+    user: User | None,
+    settings: SessionSettings,
+    live: dict[str, Session],
+    now_ns: int | None = None,
 ) -> str | None:
-    """Why a Logon whose password check gave ``user`` is refused, or None."""
+    """Why a Logon whose password check gave ``user`` is refused, or None. ``settings``: the
+    user's (``user_settings``); ``now_ns``: its SendingTime is held to the user's own
+    tolerance (None: not checked again)."""
     sender = msg.text(49)
     if user is None:
         return f"unknown SenderCompID or bad password (SenderCompID={sender})"
     if sender in live:
         return f"session {sender} is already logged on"
+    if now_ns is not None and (problem := _sending_time_problem(msg, settings, now_ns)):
+        return problem
     problem = heartbeat_problem(msg, settings)
     if problem is not None:
         return problem

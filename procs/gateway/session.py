@@ -378,7 +378,7 @@ class Session(GapRecovery):
         if msg.msg_type != b"A":
             self._close(f"first message is {msg.text(35)!r}, not a Logon")
             return
-        fault = logon.before_password(msg, self.settings, now_ns)
+        fault = logon.before_password(msg, self.settings, now_ns, self.users)
         if fault is not None:
             self._refuse(sender, fault, now_ns)
             return
@@ -394,16 +394,16 @@ class Session(GapRecovery):
 
     def _finish_logon(self, msg: FixMessage, user: User | None, now_ns: int) -> None:
         sender = msg.text(49)
-        fault = logon.after_password(msg, user, self.settings, self.live)
+        settings = logon.user_settings(self.settings, user)  # its own over the gateway's
+        fault = logon.after_password(msg, user, settings, self.live, now_ns)
         if fault is not None:
             self._refuse(sender, fault, now_ns)
             return
         assert user is not None
         seq = int(msg.fields[34])
-        reset = msg.get(141) == b"Y"
-        hb = int(msg.fields[108])
+        reset, hb = msg.get(141) == b"Y", int(msg.fields[108])
         store = self.stores(sender)
-        resets = reset or self.settings.reset_on_logon
+        resets = reset or settings.reset_on_logon
         if seq < store.next_in and not resets:
             text = f"MsgSeqNum too low, expecting {store.next_in} but received {seq}"
             self._unsequenced(b"5", sender, field(58, text), now_ns)
@@ -423,7 +423,7 @@ class Session(GapRecovery):
             if isinstance(self.live, LiveSessions):
                 self.live.release(sender)
             raise
-        self.user, self.store = user, store
+        self.user, self.store, self.settings = user, store, settings
         self.live[sender] = self
         self.heartbeat_ns = hb * _SECOND
         self._sender = sender.encode("latin-1")

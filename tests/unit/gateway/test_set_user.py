@@ -10,12 +10,14 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import procs.cli
+from procs.common.crc_frames import crc_hex
 from procs.common.topology import users_path
 from procs.common.users import UserStore, rehashed, still_logged_on
-from tests.unit.gateway.harness import Harness, config, settled
+from tests.unit.gateway.harness import Client, Harness, config, settled, utc
 from tests.unit.gateway.test_gateway import logged_on, order, run
 from tests.unit.router.test_router import Exchange
 from tests.unit.router.test_router import config as router_config
@@ -129,12 +131,12 @@ def test_set_user_refuses_what_it_cannot_do(
 def test_still_logged_on_tells_a_setting_from_a_new_password(tmp_path: Path) -> None:
     store = UserStore(tmp_path / "users.json")
     was = store.add("ALICE", "a", 7, n=1 << 4)
-    changed = store.set_settings("ALICE", True)
+    changed = store.set_settings("ALICE", cancel_on_disconnect=True)
     assert changed is not None and still_logged_on(changed, was) is changed
     assert still_logged_on(was, was) is was
     assert still_logged_on(rehashed(was, "b", n=1 << 4), was) is None
     assert still_logged_on(None, was) is None and still_logged_on(was, None) is None
-    assert store.set_settings("NOBODY", True) is None
+    assert store.set_settings("NOBODY", reset_on_logon=True) is None
 
 
 def test_add_user_takes_its_setting(
@@ -156,3 +158,109 @@ def test_add_user_takes_its_setting(
     carol, dan = store.get("CAROL"), store.get("DAN")
     assert carol is not None and carol.cancel_on_disconnect is True
     assert dan is not None and dan.cancel_on_disconnect is None
+
+
+async def logon_answer(
+    port: int, comp: str, *pairs: tuple[int, object], sending_time: bytes | None = None
+) -> bytes:
+    """The MsgType (and Text, for a Logout) a Logon of ``comp`` at MsgSeqNum 1 gets:
+    ``pairs`` after 98; sent at ``sending_time`` (None: now)."""
+    client = Client(comp)
+    await client.connect(port)
+    msg = client.message("A", (98, 0), *pairs, (554, "secret"), sending_time=sending_time or utc())
+    await client.send_raw(msg.encode())
+    msg = await client.recv(3.0)
+    await client.aclose()
+    assert msg is not None
+    return bytes(msg.get(35)) + b" " + bytes(msg.get(58) or b"")
+
+
+def test_a_users_own_session_settings_hold_from_its_next_logon(
+    off: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ALICE: reset on logon, HeartBtInt 5..60, SendingTime within 300 s; BOB: the gateway's
+    (no reset, 1..300, 120 s); CAROL: SendingTime within 5 s."""
+    off.add_user("CAROL", "secret", 9)
+    argv = ["--reset-on-logon", "on", "--min-heartbeat-s", "5", "--max-heartbeat-s", "60"]
+    assert admin("set-user", "--comp-id", "ALICE", *argv, "--sending-time-tolerance-s", "300") == 0
+    assert admin("set-user", "--comp-id", "CAROL", "--sending-time-tolerance-s", "5") == 0
+    capsys.readouterr()
+
+    async def scenario(h: Harness, port: int) -> None:
+        assert (await logon_answer(port, "ALICE", (108, 2))).startswith(
+            b"5 HeartBtInt 2 outside 5..60"
+        )
+        assert (await logon_answer(port, "BOB", (108, 2), (141, "Y"))).startswith(b"A")
+        assert (await logon_answer(port, "ALICE", (108, 90))).startswith(b"5 HeartBtInt 90")
+        assert (await logon_answer(port, "BOB", (108, 90), (141, "Y"))).startswith(b"A")
+        late = utc(-200)
+        assert (await logon_answer(port, "ALICE", (108, 30), sending_time=late)).startswith(b"A")
+        refused = await logon_answer(port, "BOB", (108, 30), (141, "Y"), sending_time=late)
+        assert refused.startswith(b"5 SendingTime accuracy problem") and b"120 s" in refused
+        refused = await logon_answer(port, "CAROL", (108, 30), sending_time=utc(-60))
+        assert refused.startswith(b"5 SendingTime accuracy problem") and b"5 s off" in refused
+        # reset on logon: each connection starts at 1 without 141=Y; BOB's second is too low
+        for comp, second in (("ALICE", b"A"), ("BOB", b"5 MsgSeqNum too low")):
+            for _ in range(2):
+                answer = await logon_answer(port, comp, (108, 30))
+            assert answer.startswith(second), (comp, answer)
+        # in session, ALICE's messages 200 s off are taken; BOB's would be rejected
+        alice = Client("ALICE")
+        await alice.connect(port)
+        await alice.logon("secret")
+        await alice.send("1", (112, "late"), sending_time=utc(-200))
+        assert (await alice.expect("0")).get(112) == b"late"
+
+    run(off, scenario)
+    assert admin("users") == 0
+    out = capsys.readouterr().out
+    assert (
+        "reset on logon on, min heartbeat 5 s, max heartbeat 60 s, sending time tolerance 300 s"
+        in out
+    )
+    assert admin("users", "--json") == 0
+    listed = {u["compId"]: u for u in json.loads(capsys.readouterr().out)}
+    assert listed["ALICE"]["minHeartbeatS"] == 5 and listed["BOB"]["minHeartbeatS"] is None
+    assert listed["CAROL"]["sendingTimeToleranceS"] == 5
+
+
+def test_set_user_refuses_crossed_bounds_and_bad_values(
+    off: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = UserStore(users_path(off.cfg)).users()
+    assert (
+        admin("set-user", "--comp-id", "ALICE", "--min-heartbeat-s", "400") == 2
+    )  # gateway max 300
+    assert "heartbeat bounds would be 400..300 s under gateway 'gw1'" in capsys.readouterr().err
+    for bad in ("0", "86401", "5s", "-1", "\u0667"):
+        assert admin("set-user", "--comp-id", "ALICE", "--sending-time-tolerance-s", bad) == 2
+    assert (
+        admin("set-user", "--comp-id", "ALICE", "--reset-on-logon", "on", "--reset-on-logon", "off")
+        == 2
+    )
+    assert admin("set-user", "--comp-id", "ALICE") == 2
+    assert "nothing to set" in capsys.readouterr().err
+    assert UserStore(users_path(off.cfg)).users() == before
+    assert admin("set-user", "--comp-id", "ALICE", "--max-heartbeat-s", "60") == 0
+    assert admin("set-user", "--comp-id", "ALICE", "--max-heartbeat-s", "gateway") == 0
+    assert UserStore(users_path(off.cfg)).users() == before  # back as it was
+
+
+def test_a_users_file_of_an_earlier_build_reads_and_is_written_as_it_was(tmp_path: Path) -> None:
+    """Users without session settings are written without their keys, so an earlier build's
+    file keeps its CRC here and a file written here reads there (its User forbids unknown
+    keys)."""
+    store = UserStore(tmp_path / "users.json")
+    store.add("ALICE", "a", 7, n=1 << 4)
+    written = json.loads((tmp_path / "users.json").read_bytes())
+    assert set(written["users"][0]) == {
+        "comp_id", "account", "session", "salt", "digest", "n", "r", "p", "cancel_on_disconnect"
+    }  # fmt: skip
+    old = {"users": written["users"], "last_session": 1}
+    old["crc32"] = crc_hex(msgspec.json.encode([written["users"], 1]))  # as the old build did
+    (tmp_path / "users.json").write_bytes(msgspec.json.encode(old))
+    reread = UserStore(tmp_path / "users.json")
+    assert reread.verify("ALICE", "a") is not None
+    reread.set_settings("ALICE", min_heartbeat_s=5)
+    assert json.loads((tmp_path / "users.json").read_bytes())["users"][0]["min_heartbeat_s"] == 5
+    assert UserStore(tmp_path / "users.json").get("ALICE").min_heartbeat_s == 5  # type: ignore[union-attr]
