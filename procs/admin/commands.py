@@ -273,14 +273,14 @@ def add_admin(
     remove = admin_sub.add_parser(
         "remove-user", help="take a user off: no logon, its sessions and API keys end"
     )
-    remove.add_argument("--comp-id", required=True, help="its SenderCompID")
+    remove.add_argument("--comp-id", required=True, action=Once, help="its SenderCompID")
     remove.add_argument(
         "--cancel-orders", action="store_true", help="also cancel its account's open orders"
     )
     passwd = admin_sub.add_parser(
         "set-password", help="a user's new password: its FIX sessions log on again with it"
     )
-    passwd.add_argument("--comp-id", required=True, help="its SenderCompID")
+    passwd.add_argument("--comp-id", required=True, action=Once, help="its SenderCompID")
     _password_args(passwd)
     passwd.add_argument(
         "--revoke-keys", action="store_true", help="also revoke its API keys (their streams end)"
@@ -288,7 +288,7 @@ def add_admin(
     settings = admin_sub.add_parser(
         "set-user", help="a user's settings over the gateway's (cancel on disconnect, session)"
     )
-    settings.add_argument("--comp-id", required=True, help="its SenderCompID")
+    settings.add_argument("--comp-id", required=True, action=Once, help="its SenderCompID")
     for option, kind, what in (
         ("--cancel-on-disconnect", on_off, "cancel its orders when its session disconnects"),
         ("--reset-on-logon", on_off, "sequence numbers back to 1 at each Logon (test rigs)"),
@@ -305,6 +305,7 @@ def add_admin(
     _password_args(user)
     user.add_argument(
         "--cancel-on-disconnect", choices=sorted(CANCEL_ON_DISCONNECT), default="gateway",
+        action=Once,
         help="cancel its sessions' orders when one disconnects (default: the gateway's setting)",
     )  # fmt: skip
     user.add_argument("--comp-id", help="its SenderCompID (default: the username)")

@@ -1,20 +1,23 @@
 """`ringex admin users`, `remove-user`, `set-password` and `set-user`: the users file's other
 side.
 
-``users`` lists the FIX users (comp id, account, session id; never a digest) with each one's
-cancel on disconnect (``--json``: ``cancelOnDisconnect``, null for the gateway's setting).
+``users`` lists the FIX users (comp id, account, session id; never a digest) with the
+settings each holds over its gateway's (``--json``: every one, null for the gateway's).
 ``remove-user`` takes a user off the exchange: it leaves the users file (under its lock), so
 no logon takes it from then on and every gateway logs its sessions out within a second
 (``Session.on_timer``); its API keys are revoked, so its REST requests and private streams
 end too. Its account and balances stay (money is never deleted: withdraw it with `ringex
 admin withdraw`), and so do its open orders unless ``--cancel-orders`` cancels them (one
 mass cancel through the router, as `ringex admin cancel-all` sends). ``set-password`` gives
-a user a new password, its account, session id and settings kept: its FIX sessions are
-logged out within a second (as for a user the operator changed) and log on again with it;
-its API keys stay unless ``--revoke-keys`` revokes them (a password thought stolen: keys
-made with it go too). ``set-user`` changes a user's settings (cancel on disconnect: on, off,
-or the gateway's): its sessions go on, and each gateway takes the setting at its next timer
-pass.
+a user a new password, its account, session id and settings kept, and a new epoch: its FIX
+sessions are logged out within a second (as for a user the operator changed) and log on
+again with it; its API keys stay unless ``--revoke-keys`` revokes them (a password thought
+stolen: keys made with it go too). ``set-user`` sets those of a user's settings it is given
+(``SET_USER``), on, off or a number of seconds, or ``gateway`` for the gateway's: cancel on
+disconnect, taken by its sessions at their gateway's next timer pass, and the session
+settings (reset on logon, the heartbeat bounds, the SendingTime tolerance), taken at its
+next Logon; its sessions go on. Bounds that would cross under a configured gateway are
+refused, judged under the file's lock on the user as it would be stored.
 """
 
 from __future__ import annotations
@@ -25,8 +28,6 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Final
-
-import msgspec
 
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
@@ -134,11 +135,11 @@ def set_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
     store = open_users(cfg, "set-user")
     if store is None:
         return 1
-    user = store.get(args.comp_id)
-    if user is not None and (crossed := _crossed(cfg, msgspec.structs.replace(user, **given))):
-        print(f"ringex admin set-user: {crossed}", file=sys.stderr)
+    try:  # the bounds judged on the user as stored, under the file's lock
+        user = store.set_settings(args.comp_id, lambda new: _crossed(cfg, new), **given)
+    except ValueError as exc:
+        print(f"ringex admin set-user: {exc}", file=sys.stderr)
         return 2
-    user = store.set_settings(args.comp_id, **given) if user is not None else None
     if user is None:
         known = ", ".join(sorted(u.comp_id for u in store.users())) or "none"
         print(f"ringex admin set-user: no user {args.comp_id!r} (users: {known})",

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -88,6 +88,9 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_heartbeat_s: int | None = None
     max_heartbeat_s: int | None = None
     sending_time_tolerance_s: int | None = None
+    #: Counts the operator's password changes (``set_password``): a session logged on under
+    #: another epoch is logged out; the user's own change (a FIX UserRequest) keeps it.
+    epoch: int = 0
 
 
 #: The user settings the file holds only when set (``User``).
@@ -96,15 +99,19 @@ SESSION_SETTINGS: Final = (
 )  # fmt: skip
 #: What ``ringex admin set-user`` may set: cancel on disconnect and the session settings.
 SETTINGS: Final = ("cancel_on_disconnect", *SESSION_SETTINGS)
+#: A password's fields: a user's own change of them keeps its sessions (``still_logged_on``).
+_PASSWORD: Final = ("salt", "digest", "n", "r", "p")
 
 
 def _as_written(user: User) -> dict[str, object]:
-    """``user`` as the file holds it: its fields in order, the session settings only when
-    set (a file an earlier build wrote, without them, keeps its CRC)."""
+    """``user`` as the file holds it: its fields in order, the session settings and epoch
+    only when set (a file an earlier build wrote, without them, keeps its CRC)."""
     fields = msgspec.structs.asdict(user)
     for name in SESSION_SETTINGS:
         if fields[name] is None:
             del fields[name]
+    if not fields["epoch"]:
+        del fields["epoch"]
     return fields
 
 
@@ -120,12 +127,19 @@ class UsersFile(msgspec.Struct, forbid_unknown_fields=True):
 
 def still_logged_on(now: User | None, was: User | None) -> User | None:
     """``now`` (the users file's) when a session logged on as ``was`` goes on as it: the same
-    user, account, session id and password, only its settings changed (`ringex admin
-    set-user`); None when the operator removed it or changed its password."""
+    user, account, session id and epoch, only its settings (`ringex admin set-user`) or its
+    password changed by the user itself (a UserRequest: no new ``epoch``); None when the
+    operator removed it or changed its password (`ringex admin set-password`)."""
     if now is None or was is None or now == was:
         return now if now == was else None
     changed = (f for f in now.__struct_fields__ if getattr(now, f) != getattr(was, f))
-    return now if all(f in SETTINGS for f in changed) else None
+    return now if all(f in SETTINGS or f in _PASSWORD for f in changed) else None
+
+
+def password_matches(user: User, password: str) -> bool:
+    """Whether ``password`` is ``user``'s (tens of ms of scrypt: off an event loop)."""
+    digest = _digest(password, bytes.fromhex(user.salt), user.n, user.r, user.p)
+    return hmac.compare_digest(digest.hex(), user.digest)
 
 
 def users_crc(users: list[User], last_session: int) -> str:
@@ -266,23 +280,26 @@ class UserStore:
             _digest(password, salt, n, 8, 1).hex(),
             n=n,
             cancel_on_disconnect=cancel_on_disconnect,
+            epoch=0 if old is None else old.epoch + 1,  # replaced: its sessions end
         )
         self._users[comp_id] = user
         self._save()
         return user
 
-    def swap(self, old: User, new: User) -> bool:
-        """Store ``new`` in place of ``old`` (a password change: ``rehashed``), only while the
-        file holds ``old`` as it is (under the file's lock, read anew): False, nothing
-        written, when the operator removed or changed the user meanwhile."""
-        if new.comp_id != old.comp_id:
-            raise ValueError(f"swap of {old.comp_id} for another comp id, {new.comp_id}")
+    def change_password(self, logged_on: User, new: User) -> User | None:
+        """A user's own password change (a FIX UserRequest): ``new``'s password (``rehashed``
+        from ``logged_on``, the user its session logged on as) stored, under the file's lock,
+        while the file holds that user as a session of it would go on (``still_logged_on``:
+        its settings may have changed meanwhile, and are kept); the user as stored, or None,
+        nothing written, when the operator removed it or changed its password meanwhile."""
         with self._locked():
-            if self._users.get(old.comp_id) != old:
-                return False
-            self._users[old.comp_id] = new
+            now = still_logged_on(self._users.get(logged_on.comp_id), logged_on)
+            if now is None:
+                return None
+            password = {f: getattr(new, f) for f in _PASSWORD}
+            stored = self._users[now.comp_id] = msgspec.structs.replace(now, **password)
             self._save()
-            return True
+            return stored
 
     def set_password(self, comp_id: str, password: str, n: int = DEFAULT_N) -> User | None:
         """``comp_id``'s password is now ``password`` (its account, session id and settings
@@ -294,14 +311,22 @@ class UserStore:
             old = self._users.get(comp_id)
             if old is None:
                 return None
-            new = self._users[comp_id] = rehashed(old, password, n)
+            new = msgspec.structs.replace(rehashed(old, password, n), epoch=old.epoch + 1)
+            self._users[comp_id] = new  # (a new epoch: its sessions are logged out)
             self._save()
             return new
 
-    def set_settings(self, comp_id: str, **settings: bool | int | None) -> User | None:
+    def set_settings(
+        self,
+        comp_id: str,
+        refused: Callable[[User], str] | None = None,
+        **settings: bool | int | None,
+    ) -> User | None:
         """``comp_id``'s ``settings`` (``SETTINGS``; None: the gateway's), those not named
         kept; the user as stored, or None when it is not a user (nothing written). Under the
-        file's lock, as ``set_password``."""
+        file's lock, as ``set_password``: ``refused`` judges the user as it would be stored,
+        read under that lock (two changes at once are judged in turn), and a reason it gives
+        is raised as a ValueError, nothing written."""
         if unknown := sorted(set(settings) - set(SETTINGS)):
             raise ValueError(f"no user setting {unknown[0]!r} (settings: {', '.join(SETTINGS)})")
         with self._locked():
@@ -309,6 +334,8 @@ class UserStore:
             if old is None:
                 return None
             new = msgspec.structs.replace(old, **settings)
+            if refused is not None and (why := refused(new)):
+                raise ValueError(why)
             if new != old:
                 self._users[comp_id] = new
                 self._save()
@@ -344,8 +371,7 @@ class UserStore:
             # user names exist
             _digest(password, _NO_SALT, DEFAULT_N, 8, 1)
             return None
-        digest = _digest(password, bytes.fromhex(user.salt), user.n, user.r, user.p)
-        return user if hmac.compare_digest(digest.hex(), user.digest) else None
+        return user if password_matches(user, password) else None
 
     def _save(self) -> None:
         make_dirs(self.path.parent)

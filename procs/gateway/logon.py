@@ -28,8 +28,8 @@ def before_password(
         return f"invalid Logon: {fault.text}"
     if msg.text(56) != settings.comp_id:
         return f"TargetCompID {msg.text(56)!r} is not {settings.comp_id!r}"
-    own = (u.sending_time_tolerance_s or 0 for u in (users.users() if users else ()))
-    widest = max(settings.sending_time_tolerance_s, *own)
+    own = [u.sending_time_tolerance_s or 0 for u in (users.users() if users else ())]
+    widest = max([settings.sending_time_tolerance_s, *own])  # (no users: the gateway's)
     if widest != settings.sending_time_tolerance_s:
         settings = dataclasses.replace(settings, sending_time_tolerance_s=widest)
     return _sending_time_problem(msg, settings, now_ns)
@@ -74,8 +74,8 @@ def after_password(
     now_ns: int | None = None,
 ) -> str | None:
     """Why a Logon whose password check gave ``user`` is refused, or None. ``settings``: the
-    user's (``user_settings``); ``now_ns``: its SendingTime is held to the user's own
-    tolerance (None: not checked again)."""
+    user's (``user_settings``); ``now_ns``: when the Logon arrived (a deferred check may end
+    later), its SendingTime held to the user's own tolerance then (None: not checked again)."""
     sender = msg.text(49)
     if user is None:
         return f"unknown SenderCompID or bad password (SenderCompID={sender})"

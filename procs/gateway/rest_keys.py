@@ -4,16 +4,20 @@ secret) and ``DELETE /api/v1/apiKey`` (a key revokes itself; its private streams
 Logins are rate-limited per client address, and wrong passwords per username from any
 address (review 44: a guesser spread over many addresses was never slowed); the password is
 checked with scrypt off the event loop; a user at ``max_keys_per_user`` gets a new key by
-revoking its oldest, named in the answer (``revokedApiKey``).
+revoking its oldest, named in the answer (``revokedApiKey``). A key made while the user's
+password changed (its check passed on the old one) is revoked at once and the login refused
+(401): `ringex admin set-password --revoke-keys` may have swept the keys before it was made.
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from procs.common.users import User, UsersFileError, UserStore
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request, throttle
@@ -54,6 +58,9 @@ class KeyRoutes:
             key = api.keys.create(user, scopes, params.get("label", ""), evict_oldest=True)
         except ValueError as exc:
             raise bad_request(codes.ILLEGAL_PARAM, str(exc)) from None
+        if not _password_held(api.logins.path, user):  # changed while the key was made: a
+            api.keys.revoke(key.key)  # `set-password --revoke-keys` may have swept before it
+            raise ApiError(401, codes.BAD_CREDENTIALS, "the password changed: log in again")
         answer: dict[str, Any] = {
             "apiKey": key.key,
             "secretKey": key.secret,
@@ -73,3 +80,13 @@ class KeyRoutes:
         api.keys.revoke(key.key)
         api.streams.sweep()
         return json_response({"apiKey": key.key, "revoked": True})
+
+
+def _password_held(path: Path, user: User) -> bool:
+    """Whether the users file (read now, not a view of a second ago) still gives ``user``
+    the password it was checked with."""
+    try:
+        now = UserStore(path).get(user.comp_id)
+    except UsersFileError:
+        return False
+    return now is not None and (now.salt, now.digest) == (user.salt, user.digest)

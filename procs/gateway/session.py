@@ -93,7 +93,7 @@ class Session(GapRecovery):
         self._out: list[bytes] = []
         self._times = Timestamps()
         self._connected_ns = now_ns
-        self._last_in_ns = self._last_out_ns = now_ns
+        self._last_in_ns = self._last_out_ns = self._logon_ns = now_ns
         self._test_request_ns = 0  # when our TestRequest went out, 0: none or answered
         self._was_live = False  # logged on until ``_close``: ``on_disconnect`` is owed
         self._logout_ns = 0
@@ -378,10 +378,10 @@ class Session(GapRecovery):
         if msg.msg_type != b"A":
             self._close(f"first message is {msg.text(35)!r}, not a Logon")
             return
-        fault = logon.before_password(msg, self.settings, now_ns, self.users)
-        if fault is not None:
+        if (fault := logon.before_password(msg, self.settings, now_ns, self.users)) is not None:
             self._refuse(sender, fault, now_ns)
             return
+        self._logon_ns = now_ns  # its arrival: its SendingTime is judged by it (after_password)
         if self.settings.defer_auth:
             self.state, self._logon_msg = State.AUTHENTICATING, msg
             self.verify_request = (sender, logon.password(msg))
@@ -395,7 +395,7 @@ class Session(GapRecovery):
     def _finish_logon(self, msg: FixMessage, user: User | None, now_ns: int) -> None:
         sender = msg.text(49)
         settings = logon.user_settings(self.settings, user)  # its own over the gateway's
-        fault = logon.after_password(msg, user, settings, self.live, now_ns)
+        fault = logon.after_password(msg, user, settings, self.live, self._logon_ns)
         if fault is not None:
             self._refuse(sender, fault, now_ns)
             return

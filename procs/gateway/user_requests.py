@@ -6,24 +6,31 @@ SenderCompID, else UserStatus (926) 3, not recognised (another user's name is ne
 confirmed nor denied). UserRequestType (924):
 
 - 3, change password: Password (554) the current one, NewPassword (925) the new one, held to
-  what ``ringex admin add-user`` takes (1 to 1,024 characters). The check and the new digest
-  are scrypt's (tens of ms) on an executor thread, as a Logon's; then the users file is
-  rewritten on the loop, under its lock, only while it still holds the user the session
-  logged on as (an operator's change or removal meanwhile wins: 926=6, nothing written), and
-  the session goes on as that user (``Session.on_timer`` logs out a session whose user the
-  file no longer matches: the session's own change must not be taken for the operator's).
-  926=5 password changed, or 4 password incorrect. A wrong current password spends the
-  user's token of wrong passwords as a failed Logon does (the same limiter: a session is no
-  way around it), and one change per user is in flight at a time (926=6 for another meanwhile).
-  The session, its API keys and its orders go on; the next Logon and REST login take the new
-  password.
+  what ``ringex admin add-user`` takes (1 to 1,024 characters). On an executor thread, as a
+  Logon's scrypt: the current password is checked against the user the session logged on
+  as (not the file as it is by then), the new one hashed, and the users file rewritten
+  under its lock (``UserStore.change_password``) while it holds that user as a session of it
+  goes on (its settings may change meanwhile; an operator's password change or removal
+  meanwhile wins: 926=6, nothing written). The change keeps the user's epoch, so the
+  session's own timer, which may see the file before the answer comes, does not take it for
+  the operator's (``users.still_logged_on``). 926=5 password changed, or 4 password
+  incorrect. A wrong current password spends the user's token of wrong passwords as a
+  failed Logon does (the same limiter: a session is no way around it), a right one gives it
+  back; one change per user is in flight at a time (926=6 for another meanwhile). A change
+  whose check passed is made even when its session ended meanwhile (its MsgSeqNum was
+  taken, as an order's is), and its answer is parked for the session's next logon, as an
+  execution report is. The session, its API keys and its orders go on; the next Logon and
+  REST login take the new password.
 - 4, the user's status: 926=1, logged on (it is: it asks over its session).
 - 1 and 2, log a user on or off: 926=6 naming why (a session is its Logon's user; a Logout
   (5) ends it).
 
-A PossDup or PossResend copy of a request answered before (its UserRequestID) is answered as
-before and not acted on again. Passwords are never logged; the audit log writes 554 and 925
-as ``***``.
+A PossDup or PossResend copy of a request answered before (its UserRequestID, among the
+user's newest ``_ANSWERS_KEPT``) is answered as before and not acted on again; a copy of
+the request still in flight gets no answer of its own (the original's answers it); a copy of
+a change whose new password is already the user's (its answer forgotten: a gateway restart)
+is answered 5 without a change. Passwords are never logged; the audit log writes 554 and
+925 as ``***``.
 """
 
 from __future__ import annotations
@@ -36,11 +43,20 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Final
 
-from procs.common.users import User, UsersFileError, UserStore, password_refused, rehashed
+from procs.common.users import (
+    User,
+    UsersFileError,
+    UserStore,
+    password_matches,
+    password_refused,
+    rehashed,
+    still_logged_on,
+)
 from procs.gateway.connection import Connection
 from procs.gateway.fix import FixMessage, field, shown
 from procs.gateway.limits import RateLimiter, limit_key
 from procs.gateway.logon import password
+from procs.gateway.orders import OrderEntry
 from procs.gateway.session import Session
 
 log = logging.getLogger("ringex.gateway")
@@ -51,8 +67,9 @@ NOT_RECOGNISED: Final = 3
 PASSWORD_INCORRECT: Final = 4
 PASSWORD_CHANGED: Final = 5
 OTHER: Final = 6
-#: Requests answered, remembered for their PossDup and PossResend copies (the oldest go first).
-_ANSWERS_KEPT: Final = 1_000
+#: Requests answered a user, remembered for their PossDup and PossResend copies (the oldest
+#: go first).
+_ANSWERS_KEPT: Final = 100
 
 
 def answer_now(comp_id: str, msg: FixMessage) -> tuple[int, str] | None:
@@ -94,6 +111,7 @@ class UserRequests:
 
     users: UserStore
     connections: set[Connection]
+    entry: OrderEntry
 
     if TYPE_CHECKING:
 
@@ -102,37 +120,44 @@ class UserRequests:
 
         def after_input(self, conn: Connection) -> None: ...
 
+        def park(self, session_id: int, msg_type: bytes, body: bytes, now_ns: int) -> bool: ...
+
     def user_request(self, session: Session, msg: FixMessage, now_ns: int) -> None:
-        comp_id = session.comp_id
-        key = (comp_id, msg.get(923) or b"")
-        answers = self._user_answers
-        if (msg.get(43) == b"Y" or msg.get(97) == b"Y") and (earlier := answers.get(key)):
+        comp_id, ref = session.comp_id, msg.get(923) or b""
+        copy = msg.get(43) == b"Y" or msg.get(97) == b"Y"
+        kept = self._user_answers.get(comp_id)
+        if copy and kept is not None and (earlier := kept.get(ref)) is not None:
             session.send(b"BF", response(msg, *earlier), now_ns)  # taken before: not again
             return
+        if copy and self._user_changes.get(comp_id) == ref:
+            return  # the request itself is in flight: its answer answers this copy too
         answer = answer_now(comp_id, msg)
         if answer is None:
-            answer = self._change_password(session, msg, key)
+            answer = self._change_password(session, msg, ref, copy)
         if answer is not None:
-            self._answered(session, msg, key, answer, now_ns)
+            self._answered(session, msg, answer, now_ns)
 
     def _answered(
-        self,
-        session: Session,
-        msg: FixMessage,
-        key: tuple[str, bytes],
-        answer: tuple[int, str],
-        now_ns: int,
-    ) -> None:
-        answers = self._user_answers
-        answers[key] = answer
-        if len(answers) > _ANSWERS_KEPT:
-            answers.popitem(last=False)
-        session.send(b"BF", response(msg, *answer), now_ns)
+        self, session: Session, msg: FixMessage, answer: tuple[int, str], now_ns: int
+    ) -> Session | None:
+        """Sends ``answer`` (to the user's session logged on now, should the asking one be
+        gone; parked when none is) and remembers it for copies; the session it went to."""
+        kept = self._user_answers.setdefault(session.comp_id, OrderedDict())
+        kept[msg.get(923) or b""] = answer
+        if len(kept) > _ANSWERS_KEPT:
+            kept.popitem(last=False)
+        live = session if not session.closed else self.entry.sessions.get(session.session_id)
+        if live is not None and not live.closed:
+            live.send(b"BF", response(msg, *answer), now_ns)
+            return live
+        if not self.park(session.session_id, b"BF", response(msg, *answer), now_ns):
+            log.warning("the answer to %s's UserRequest could not be parked", session.comp_id)
+        return None
 
     def _change_password(
-        self, session: Session, msg: FixMessage, key: tuple[str, bytes]
+        self, session: Session, msg: FixMessage, ref: bytes, copy: bool
     ) -> tuple[int, str] | None:
-        """Starts the change: None, answered when its check is done; or the answer now."""
+        """Starts the change: None, answered when it is done; or the answer now."""
         comp_id, user = session.comp_id, session.user
         assert user is not None  # (a UserRequest comes in session only)
         if comp_id in self._user_changes:
@@ -143,61 +168,56 @@ class UserRequests:
                 f"too many wrong passwords for {comp_id}: the limit is {limits.rate_per_s:g}/s; "
                 f"try again in {math.ceil(retry)} s"
             )
-        self._user_changes.add(comp_id)
+        self._user_changes[comp_id] = ref
         old, new = password(msg), password(msg, 925)
-        check = asyncio.get_running_loop().run_in_executor(
-            None, self._rehash_if_right, comp_id, old, new
+        change = asyncio.get_running_loop().run_in_executor(
+            None, self._change_if_right, user, old, new, copy
         )
 
-        def done(check: asyncio.Future[User | None]) -> None:
-            self._user_changes.discard(comp_id)
-            if session.closed or session.user is not user:
-                return  # the connection went away (or the operator changed the user): unanswered
-            answer = self._swap(session, user, check)
-            self._answered(session, msg, key, answer, time.time_ns())
-            conn = next((c for c in self.connections if c.session is session), None)
-            if conn is not None:
-                self.after_input(conn)  # written now, not at the poll loop's next batch
+        def done(change: asyncio.Future[tuple[tuple[int, str], User | None]]) -> None:
+            del self._user_changes[comp_id]
+            try:
+                answer, stored = change.result()
+            except Exception:  # not expected: the check and the write say their faults
+                log.exception("the password change of %s failed", comp_id)
+                answer, stored = (OTHER, "the password could not be changed: see the log"), None
+            if answer[0] != PASSWORD_INCORRECT:
+                limits.refund(limit_key(comp_id))
+            if stored is not None and still_logged_on(stored, session.user) is not None:
+                session.user = stored  # the file's user now (its timer may have taken it)
+            if (live := self._answered(session, msg, answer, time.time_ns())) is not None:
+                conn = next((c for c in self.connections if c.session is live), None)
+                if conn is not None:
+                    self.after_input(conn)  # written now, not at the poll loop's next batch
 
-        check.add_done_callback(done)
+        change.add_done_callback(done)
         return None
 
-    def _rehash_if_right(self, comp_id: str, old: str, new: str) -> User | None:
-        """On an executor thread: the user with ``new`` hashed in, or None when ``old`` is not
-        its password."""
-        user = self.users.verify(comp_id, old)
-        return None if user is None else rehashed(user, new)
-
-    def _swap(
-        self, session: Session, user: User, check: asyncio.Future[User | None]
-    ) -> tuple[int, str]:
-        """On the loop: the new digest into the users file, in place of ``user`` (the one the
-        session logged on as), and the session goes on as the user stored; the answer."""
-        comp_id = user.comp_id
-        try:
-            new = check.result()
-        except Exception:  # a broken users file: refused, and why in the log
-            log.exception("checking the password of %s failed", comp_id)
-            return OTHER, "the password could not be checked: the gateway's log says why"
-        if new is None:
-            return PASSWORD_INCORRECT, "password incorrect"
-        self.failed_logins.refund(limit_key(comp_id))
-        try:  # a store of its own: the gateway's is read on executor threads meanwhile
-            swapped = UserStore(self.users.path).swap(user, new)
+    def _change_if_right(
+        self, user: User, old: str, new: str, copy: bool
+    ) -> tuple[tuple[int, str], User | None]:
+        """On an executor thread: the answer, and the user as stored when it changed."""
+        if not password_matches(user, old):
+            if copy and password_matches(user, new):  # done before, its answer forgotten
+                return (PASSWORD_CHANGED, "password changed"), None
+            return (PASSWORD_INCORRECT, "password incorrect"), None
+        try:  # a store of its own: the loop's is not to be written from this thread
+            stored = UserStore(self.users.path).change_password(user, rehashed(user, new))
         except (OSError, UsersFileError) as exc:
-            log.error("the password change of %s failed: %s", comp_id, exc)
-            return OTHER, "the password could not be changed: the gateway's log says why"
-        if not swapped:
-            return OTHER, "the operator changed or removed this user meanwhile: not changed"
-        session.user = new  # the file's user now: its timer does not take it for the operator's
-        log.info("%s changed its password (UserRequest)", comp_id)
-        return PASSWORD_CHANGED, "password changed"
+            log.error("the password change of %s failed: %s", user.comp_id, exc)
+            return (OTHER, "the password could not be changed: the gateway's log says why"), None
+        if stored is None:
+            return (OTHER, "the operator changed or removed this user meanwhile: not changed"), None
+        log.info("%s changed its password (UserRequest)", user.comp_id)
+        return (PASSWORD_CHANGED, "password changed"), stored
 
     @functools.cached_property
-    def _user_answers(self) -> OrderedDict[tuple[str, bytes], tuple[int, str]]:
-        return OrderedDict()
+    def _user_answers(self) -> dict[str, OrderedDict[bytes, tuple[int, str]]]:
+        """Per comp id, its newest answers by UserRequestID (one user cannot push out
+        another's)."""
+        return {}
 
     @functools.cached_property
-    def _user_changes(self) -> set[str]:
-        """The comp ids whose password change is in flight."""
-        return set()
+    def _user_changes(self) -> dict[str, bytes]:
+        """Comp id -> the UserRequestID of its password change in flight."""
+        return {}

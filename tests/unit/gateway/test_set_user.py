@@ -128,13 +128,18 @@ def test_set_user_refuses_what_it_cannot_do(
     assert UserStore(users_path(off.cfg)).users() == before
 
 
-def test_still_logged_on_tells_a_setting_from_a_new_password(tmp_path: Path) -> None:
+def test_still_logged_on_tells_a_setting_and_an_own_password_from_the_operators(
+    tmp_path: Path,
+) -> None:
     store = UserStore(tmp_path / "users.json")
     was = store.add("ALICE", "a", 7, n=1 << 4)
     changed = store.set_settings("ALICE", cancel_on_disconnect=True)
     assert changed is not None and still_logged_on(changed, was) is changed
     assert still_logged_on(was, was) is was
-    assert still_logged_on(rehashed(was, "b", n=1 << 4), was) is None
+    own = rehashed(was, "b", n=1 << 4)  # the user's own change (a UserRequest): it goes on
+    assert still_logged_on(own, was) is own
+    by_operator = msgspec.structs.replace(own, epoch=1)  # `set-password`: a new epoch
+    assert still_logged_on(by_operator, was) is None
     assert still_logged_on(None, was) is None and still_logged_on(was, None) is None
     assert store.set_settings("NOBODY", reset_on_logon=True) is None
 

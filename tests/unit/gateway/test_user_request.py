@@ -14,7 +14,7 @@ import simplefix  # ships no type information
 import procs.cli
 from procs.common.apikeys import ApiKeyStore
 from procs.common.topology import apikeys_path, users_path
-from procs.common.users import UserStore, rehashed
+from procs.common.users import UserStore, rehashed, still_logged_on
 from procs.gateway import user_requests
 from tests.unit.gateway.harness import Client, Harness, run_scenario, small_ring_exchange
 
@@ -163,14 +163,23 @@ def test_the_operator_sets_a_password_and_the_session_logs_on_again(
     assert store.verify("BOB", "b2") is not None and store.verify("ALICE", "operator-set")
 
 
-def test_swap_refuses_a_user_changed_meanwhile(tmp_path: Path) -> None:
+def test_change_password_refuses_the_operators_change_meanwhile(tmp_path: Path) -> None:
+    """A session's own change (``change_password``) stands on the user it logged on as: a
+    setting changed meanwhile is kept, an operator's new password (a new epoch) or removal
+    wins; the operator's change ends the user's sessions, its own does not."""
     store = UserStore(tmp_path / "users.json")
-    old = store.add("ALICE", "a", 7, n=1 << 4)
+    logged_on = store.add("ALICE", "a", 7, n=1 << 4)
     other = UserStore(tmp_path / "users.json")
-    changed = other.set_password("ALICE", "b", n=1 << 4)
-    assert changed is not None and changed.session == old.session
-    assert not store.swap(old, rehashed(old, "c", n=1 << 4))  # the operator's change stands
+    assert other.set_settings("ALICE", min_heartbeat_s=5) is not None
+    stored = store.change_password(logged_on, rehashed(logged_on, "b", n=1 << 4))
+    assert stored is not None and stored.min_heartbeat_s == 5 and stored.epoch == 0
+    assert still_logged_on(stored, logged_on) is stored  # its own change: it goes on
     assert UserStore(tmp_path / "users.json").verify("ALICE", "b") is not None
+    by_operator = other.set_password("ALICE", "c", n=1 << 4)
+    assert by_operator is not None and by_operator.epoch == 1
+    assert still_logged_on(by_operator, stored) is None  # the operator's: logged out
+    assert store.change_password(stored, rehashed(stored, "d", n=1 << 4)) is None
+    assert UserStore(tmp_path / "users.json").verify("ALICE", "c") is not None
     assert other.set_password("NOBODY", "x") is None
-    assert store.swap(changed, rehashed(changed, "d", n=1 << 4))
-    assert UserStore(tmp_path / "users.json").verify("ALICE", "d") is not None
+    assert other.remove("ALICE")
+    assert store.change_password(by_operator, rehashed(by_operator, "e", n=1 << 4)) is None
