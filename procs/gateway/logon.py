@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from procs.common.users import SESSION_SETTINGS, User, UserStore
 from procs.gateway import dictionary
-from procs.gateway.fix import FixMessage, parse_utc_timestamp
+from procs.gateway.fix import FixMessage, parse_utc_timestamp, shown
 
 if TYPE_CHECKING:
     from procs.gateway.session import Session
@@ -28,6 +28,11 @@ def before_password(
         return f"invalid Logon: {fault.text}"
     if msg.text(56) != settings.comp_id:
         return f"TargetCompID {msg.text(56)!r} is not {settings.comp_id!r}"
+    if (username := msg.get(553)) is not None and username != msg.get(49):
+        return (  # a user is its CompID: another name here would be taken for naught
+            f"Username (553) {shown(username)!r} is not the SenderCompID {msg.text(49)!r}: "
+            "a user logs on as its CompID"
+        )
     own = [u.sending_time_tolerance_s or 0 for u in (users.users() if users else ())]
     widest = max([settings.sending_time_tolerance_s, *own])  # (no users: the gateway's)
     if widest != settings.sending_time_tolerance_s:

@@ -183,3 +183,22 @@ def test_change_password_refuses_the_operators_change_meanwhile(tmp_path: Path) 
     assert other.set_password("NOBODY", "x") is None
     assert other.remove("ALICE")
     assert store.change_password(by_operator, rehashed(by_operator, "e", n=1 << 4)) is None
+
+
+def test_a_logon_whose_username_is_not_its_comp_id_is_refused(h: Harness) -> None:
+    """A user is its CompID: a Logon's Username (553), where it is given, must be its
+    SenderCompID, else a Logout naming both before any password check (a client set up to
+    log on as a Username would otherwise be taken as its CompID's user without a word)."""
+
+    async def scenario(h: Harness, port: int) -> None:
+        for username, kind in (("BOB", b"5"), ("ALICE", b"A")):
+            client = Client("ALICE")
+            await client.connect(port)
+            await client.send("A", (98, 0), (108, 30), (141, "Y"), (553, username), (554, "secret"))
+            msg = await client.recv(3.0)
+            await client.aclose()
+            assert msg is not None and msg.get(35) == kind, msg
+            if kind == b"5":
+                assert b"Username (553) 'BOB' is not the SenderCompID 'ALICE'" in msg.get(58)
+
+    run_scenario(h, scenario)
