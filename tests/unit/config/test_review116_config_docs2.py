@@ -221,7 +221,9 @@ def test_gateway_cancel_on_disconnect_and_reset_on_logon(instance: str, tmp_path
     with gateway(instance, tmp_path, cancel_on_disconnect=True, reset_on_logon=True) as server:
         assert server.entry.cancel_on_disconnect is True
         assert server.settings.reset_on_logon is True
-    assert "resets = reset or self.settings.reset_on_logon" in source(procs.gateway.session)
+    text = source(procs.gateway.session)  # the gateway's, unless the user holds its own
+    assert "resets = reset or settings.reset_on_logon" in text
+    assert "settings = logon.user_settings(self.settings, user)" in text
     text = source(procs.gateway.orders)
     assert "if wanted if wanted is not None else self.cancel_on_disconnect:" in text
 
