@@ -89,6 +89,11 @@ def seconds_or_gateway(text: str) -> int | None:
     return int(text)
 
 
+def _said(name: str, value: bool | int | None) -> str:
+    """A setting as the commands print it: "min heartbeat 5 s", "reset on logon gateway"."""
+    return f"{name.removesuffix('_s').replace('_', ' ')} {_word(value)}"
+
+
 def _word(value: bool | int | None) -> str:
     if value is None:
         return "gateway"
@@ -112,13 +117,13 @@ def list_users(cfg: RingexConfig, as_json: bool) -> int:
         print("no users")
     for u in users:
         own = [  # the session settings it holds over the gateway's
-            f"{name.removesuffix('_s').replace('_', ' ')} {_word(getattr(u, name))}"
+            _said(name, getattr(u, name))
             for name in SESSION_SETTINGS
             if getattr(u, name) is not None
         ]
         print(
             f"{u.comp_id:32} account {u.account:>12}  session {u.session}  "
-            + ", ".join([f"cancel on disconnect {_word(u.cancel_on_disconnect)}", *own])
+            + ", ".join([_said("cancel_on_disconnect", u.cancel_on_disconnect), *own])
         )
     return 0
 
@@ -145,9 +150,7 @@ def set_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
         print(f"ringex admin set-user: no user {args.comp_id!r} (users: {known})",
               file=sys.stderr)  # fmt: skip
         return 1
-    said = ", ".join(
-        f"{n.removesuffix('_s').replace('_', ' ')} {_word(v)}" for n, v in given.items()
-    )
+    said = ", ".join(_said(name, value) for name, value in given.items())
     print(f"user {user.comp_id}: {said}; its sessions go on: cancel on disconnect is taken "
           "within a second, the session settings at its next Logon")  # fmt: skip
     return 0
