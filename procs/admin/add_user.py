@@ -15,6 +15,7 @@ from procs.common.result_codes import ResultCode
 from procs.common.users import (
     UserExistsError,
     UsersFileError,
+    UserStore,
     comp_id_refused,
     password_refused,
 )
@@ -71,13 +72,8 @@ def add_user(
         account = opened
         # The account is open: its user is stored now, so that no deposit below (refused,
         # or the command killed) leaves money in an account no one can log on to.
-        try:
-            cod = CANCEL_ON_DISCONNECT[args.cancel_on_disconnect]
-            store.add(comp_id, args.password, account, cancel_on_disconnect=cod, new=True)
-        except UserExistsError as exc:  # another add-user took it since the check above
-            print(f"ringex admin add-user: {exc}, added meanwhile; account {account} was "
-                  "opened for it and stays empty", file=sys.stderr)  # fmt: skip
-            return 2
+        if (refused_code := _stored(store, comp_id, args, account)) is not None:
+            return refused_code
         done, refused = deposit_in_turn(client, account, deposits)
     except (AdminError, KeyError, UsersFileError) as exc:
         print(f"ringex admin: {exc}", file=sys.stderr)
@@ -93,6 +89,23 @@ def add_user(
               f"`ringex admin deposit --account {account}`)", file=sys.stderr)  # fmt: skip
         return 1
     return 0
+
+
+def _stored(store: UserStore, comp_id: str, args: argparse.Namespace, account: int) -> int | None:
+    """Stores the user of the account just opened: None, or the exit status, said why."""
+    try:
+        cod = CANCEL_ON_DISCONNECT[args.cancel_on_disconnect]
+        store.add(comp_id, args.password, account, cancel_on_disconnect=cod, new=True)
+    except UserExistsError as exc:  # another add-user took it since the check above
+        print(f"ringex admin add-user: {exc}, added meanwhile; account {account} was "
+              "opened for it and stays empty", file=sys.stderr)  # fmt: skip
+        return 2
+    except OSError as exc:  # a full disk, say: the users file stays as it was
+        print(f"ringex admin add-user: {comp_id} not added: the users file could not be "
+              f"written ({exc.strerror or exc}); account {account} was opened for it and "
+              "stays empty", file=sys.stderr)  # fmt: skip
+        return 1
+    return None
 
 
 def open_account(client: AdminClient, cfg: RingexConfig, account: int, chosen: bool) -> int | None:

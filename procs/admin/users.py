@@ -145,6 +145,11 @@ def set_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ringex admin set-user: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, say: the file stays as it was
+        print(f"ringex admin set-user: {args.comp_id} not changed: the users file "
+              f"{store.path} could not be written ({exc.strerror or exc})",
+              file=sys.stderr)  # fmt: skip
+        return 1
     if user is None:
         known = ", ".join(sorted(u.comp_id for u in store.users())) or "none"
         print(f"ringex admin set-user: no user {args.comp_id!r} (users: {known})",
@@ -185,7 +190,13 @@ def set_password(cfg: RingexConfig, args: argparse.Namespace) -> int:
         print(f"ringex admin set-password: {args.comp_id}'s password not changed: the API key "
               f"file {apikeys_path(cfg)} cannot be read ({exc})", file=sys.stderr)  # fmt: skip
         return 1
-    user = store.set_password(args.comp_id, args.password)
+    try:
+        user = store.set_password(args.comp_id, args.password)
+    except OSError as exc:  # a full disk, say: the file stays as it was (written, then renamed)
+        print(f"ringex admin set-password: {args.comp_id}'s password not changed: the users "
+              f"file {store.path} could not be written ({exc.strerror or exc})",
+              file=sys.stderr)  # fmt: skip
+        return 1
     if user is None:
         known = ", ".join(sorted(u.comp_id for u in store.users())) or "none"
         print(f"ringex admin set-password: no user {args.comp_id!r} (users: {known})",
@@ -194,8 +205,16 @@ def set_password(cfg: RingexConfig, args: argparse.Namespace) -> int:
     said = f"user {user.comp_id}: password changed; its FIX sessions are logged out"
     if keys is None:
         print(f"{said}; its API keys stay (--revoke-keys revokes them)")
-    else:
-        print(f"{said}; {keys.revoke_user(user.comp_id)} API key(s) revoked")
+        return 0
+    try:
+        revoked = keys.revoke_user(user.comp_id)
+    except OSError as exc:
+        print(said)
+        print(f"ringex admin set-password: {user.comp_id}'s API keys were not revoked: the "
+              f"key file {apikeys_path(cfg)} could not be written ({exc.strerror or exc}); "
+              "run it again once it can", file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"{said}; {revoked} API key(s) revoked")
     return 0
 
 

@@ -6,6 +6,7 @@ disconnect follows it. Over real TCP with a simplefix client."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ import msgspec
 import pytest
 
 import procs.cli
+import procs.common.users
+from procs.common.apikeys import ApiKeyStore
 from procs.common.crc_frames import crc_hex
 from procs.common.topology import users_path
 from procs.common.users import UserStore, rehashed, still_logged_on
@@ -269,3 +272,28 @@ def test_a_users_file_of_an_earlier_build_reads_and_is_written_as_it_was(tmp_pat
     reread.set_settings("ALICE", min_heartbeat_s=5)
     assert json.loads((tmp_path / "users.json").read_bytes())["users"][0]["min_heartbeat_s"] == 5
     assert UserStore(tmp_path / "users.json").get("ALICE").min_heartbeat_s == 5  # type: ignore[union-attr]
+
+
+def test_a_users_file_that_cannot_be_written_is_one_line_exit_1(
+    off: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk under set-user, set-password or set-password --revoke-keys's key file:
+    exit 1 naming the file and why, not a traceback; the users file stays as it was."""
+    before = UserStore(users_path(off.cfg)).users()
+
+    def full(*_args: object, **_kw: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(procs.common.users, "replace_durably", full)
+    assert admin("set-user", "--comp-id", "ALICE", "--reset-on-logon", "on") == 1
+    assert "ALICE not changed: the users file" in capsys.readouterr().err
+    assert admin("set-password", "--comp-id", "ALICE", "--password", "x") == 1
+    err = capsys.readouterr().err
+    assert "ALICE's password not changed" in err and "No space left on device" in err
+    assert UserStore(users_path(off.cfg)).users() == before
+    monkeypatch.undo()
+    monkeypatch.setattr(procs.cli, "load_profile", lambda _name: off.cfg)
+    monkeypatch.setattr(ApiKeyStore, "revoke_user", full)
+    assert admin("set-password", "--comp-id", "BOB", "--password", "y", "--revoke-keys") == 1
+    captured = capsys.readouterr()
+    assert "password changed" in captured.out and "were not revoked" in captured.err
