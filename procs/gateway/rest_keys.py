@@ -4,9 +4,10 @@ secret) and ``DELETE /api/v1/apiKey`` (a key revokes itself; its private streams
 Logins are rate-limited per client address, and wrong passwords per username from any
 address (review 44: a guesser spread over many addresses was never slowed); the password is
 checked with scrypt off the event loop; a user at ``max_keys_per_user`` gets a new key by
-revoking its oldest, named in the answer (``revokedApiKey``). A key made while the user's
-password changed (its check passed on the old one) is revoked at once and the login refused
-(401): `ringex admin set-password --revoke-keys` may have swept the keys before it was made.
+revoking its oldest, named in the answer (``revokedApiKey``). A login whose check passed on
+a password changed since is refused (401), the file read anew before its key is made (so no
+key of the user's is evicted for it) and after (a key made as `ringex admin set-password
+--revoke-keys` swept the keys is revoked at once).
 """
 
 from __future__ import annotations
@@ -54,13 +55,15 @@ class KeyRoutes:
             raise ApiError(401, codes.BAD_CREDENTIALS, "wrong username or password")
         api.failed_logins.refund(username)
         scopes = [s for s in params.get("scopes", "read,trade").split(",") if s]
+        if not _password_held(api.logins.path, user):  # changed during the check: no key made,
+            raise _changed()  # none of the user's evicted to make room for it (review 163)
         try:
             key = api.keys.create(user, scopes, params.get("label", ""), evict_oldest=True)
         except ValueError as exc:
             raise bad_request(codes.ILLEGAL_PARAM, str(exc)) from None
         if not _password_held(api.logins.path, user):  # changed while the key was made: a
             api.keys.revoke(key.key)  # `set-password --revoke-keys` may have swept before it
-            raise ApiError(401, codes.BAD_CREDENTIALS, "the password changed: log in again")
+            raise _changed()
         answer: dict[str, Any] = {
             "apiKey": key.key,
             "secretKey": key.secret,
@@ -90,3 +93,7 @@ def _password_held(path: Path, user: User) -> bool:
     except UsersFileError:
         return False
     return now is not None and (now.salt, now.digest) == (user.salt, user.digest)
+
+
+def _changed() -> ApiError:
+    return ApiError(401, codes.BAD_CREDENTIALS, "the password changed: log in again")

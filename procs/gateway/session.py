@@ -96,7 +96,7 @@ class Session(GapRecovery):
         self._last_in_ns = self._last_out_ns = self._logon_ns = now_ns
         self._test_request_ns = 0  # when our TestRequest went out, 0: none or answered
         self._was_live = False  # logged on until ``_close``: ``on_disconnect`` is owed
-        self._logout_ns = 0
+        self._logout_ns = self._held_for_ns = 0  # held: its wait (SendingTime: at arrival)
         self._junk = JunkCap()  # garbled input before the Logon, as the audit takes it
         self._resend_upto = self._resend_at = 0  # our ResendRequest's end; when it moved (ns)
         self._answered_early: dict[int, bytes] = {}
@@ -112,7 +112,7 @@ class Session(GapRecovery):
         self._target = settings.comp_id.encode()
         self.verify_request: tuple[str, str] | None = None  # (CompID, password): the shell's
         self._logon_msg: FixMessage | None = None
-        self._held: list[FixMessage] = []  # what arrived while the password was checked
+        self._held: list[tuple[FixMessage, int]] = []  # arrived while the password was checked
         self.on_output: Callable[[], None] | None = None
 
     # -- identity -------------------------------------------------------------------------
@@ -195,29 +195,29 @@ class Session(GapRecovery):
             if len(self._held) >= _MAX_HELD:
                 self._close(f"more than {_MAX_HELD} messages before the Logon was answered")
                 return
-            self._held.append(msg)
+            self._held.append((msg, now_ns))
         else:
             self._active(msg, now_ns)
 
     def authenticated(self, user: User | None, now_ns: int) -> None:
         """The shell's answer to ``verify_request``: the user, or None (bad password or
         unknown CompID). Finishes the Logon, then handles what arrived meanwhile."""
-        msg = self._logon_msg
-        if self.state is not State.AUTHENTICATING or msg is None:
+        if self.state is not State.AUTHENTICATING or (msg := self._logon_msg) is None:
             return  # the connection went away meanwhile
         self._logon_msg = None
         self.state = State.AWAIT_LOGON
         self._finish_logon(msg, user, now_ns)
         held, self._held = self._held, []
-        for later in held:
+        for later, arrived in held:
             if self.closed:
                 return
+            self._held_for_ns = now_ns - arrived
             self._dispatch(later, now_ns)
+        self._held_for_ns = 0
 
     def refused(self, why: str, now_ns: int) -> None:
         """The shell's refusal of ``verify_request`` without a password check (a limit)."""
-        msg = self._logon_msg
-        if self.state is State.AUTHENTICATING and msg is not None:
+        if self.state is State.AUTHENTICATING and (msg := self._logon_msg) is not None:
             self._logon_msg = None
             self._refuse(msg.text(49), why, now_ns)
 
@@ -461,7 +461,7 @@ class Session(GapRecovery):
         if parse_utc_timestamp(msg.get(52) or b"") is None:
             sent = now_ns  # missing or malformed: validation rejects it (373=1 or 6), in order
         else:
-            checked = logon.sending_time(msg, self.settings, now_ns)
+            checked = logon.sending_time(msg, self.settings, now_ns - self._held_for_ns)
             if checked is None:
                 text = "SendingTime accuracy problem"
                 self._refuse_header(msg, seq, RejectReason.SENDING_TIME_ACCURACY, 52, text, now_ns)

@@ -50,7 +50,6 @@ from procs.common.users import (
     password_matches,
     password_refused,
     rehashed,
-    still_logged_on,
 )
 from procs.gateway.connection import Connection
 from procs.gateway.fix import FixMessage, field, shown
@@ -183,8 +182,8 @@ class UserRequests:
                 answer, stored = (OTHER, "the password could not be changed: see the log"), None
             if answer[0] != PASSWORD_INCORRECT:
                 limits.refund(limit_key(comp_id))
-            if stored is not None and still_logged_on(stored, session.user) is not None:
-                session.user = stored  # the file's user now (its timer may have taken it)
+            if stored is not None and session.user == user:  # else its timer took the file's
+                session.user = stored  # user since, maybe newer: its next pass brings this one
             if (live := self._answered(session, msg, answer, time.time_ns())) is not None:
                 conn = next((c for c in self.connections if c.session is live), None)
                 if conn is not None:
