@@ -3,8 +3,9 @@
     ringex shm ls|rm             inspect and clean up shared memory
     ringex run [--profile P | --config F] [--detach [--timeout S]]    start the exchange
     ringex stop [--timeout S] | ringex status [--json] [--wait-ready [--timeout S]]
-    ringex admin add-user|remove-user|set-password|set-user|users|create-account|deposit|
-                 withdraw|balances|cancel-all|halt|resume|end-session|snapshot ...
+    ringex admin add-user|remove-user|set-password|set-user|users|keys|revoke-key|
+                 create-account|deposit|withdraw|balances|cancel-all|halt|resume|
+                 end-session|snapshot ...
     ringex replay [--from-start] [--snapshot] [--to-db] [--archive] [--quiet]
                                  rebuild router and matcher state from snapshot + journal,
                                  print the state hashes

@@ -6,7 +6,7 @@ Account commands (create-account, deposit, withdraw, add-user) and the symbol co
 ``cancel-all`` cancels an account's open orders (or, with ``--every-account``, every open
 order on a symbol): an operator's kill switch, one ``MassCancel`` through the router.
 ``users``, ``remove-user``, ``set-password`` and ``set-user`` work on the users file
-(``users.py``).
+(``users.py``), ``keys`` and ``revoke-key`` on the API keys file (``keys.py``).
 Arguments are checked before anything is attached, so a typo is not an instance that is down.
 """
 
@@ -30,6 +30,7 @@ from procs.admin.client import (
     symbol_id_of,
     to_minor_units,
 )
+from procs.admin.keys import list_keys, revoke_key
 from procs.admin.users import (
     CANCEL_ON_DISCONNECT,
     list_users,
@@ -128,6 +129,10 @@ def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
         return add_user(cfg, args, lambda: admin_client(cfg))
     if args.admin_command == "set-user":
         return set_user(cfg, args)
+    if args.admin_command == "keys":
+        return list_keys(cfg, args)
+    if args.admin_command == "revoke-key":
+        return revoke_key(cfg, args)
     if args.admin_command == "users":
         return list_users(cfg, args.json)
     if args.admin_command == "remove-user":
@@ -285,6 +290,11 @@ def add_admin(
     passwd.add_argument(
         "--revoke-keys", action="store_true", help="also revoke its API keys (their streams end)"
     )
+    keys = admin_sub.add_parser("keys", help="the REST API's keys (never a secret)")
+    keys.add_argument("--comp-id", action=Once, help="only this user's (default: every key)")
+    keys.add_argument("--json", action="store_true", help="machine-readable output")
+    revoke = admin_sub.add_parser("revoke-key", help="revoke one API key by its id")
+    revoke.add_argument("--api-key", required=True, action=Once, help="its public id")
     settings = admin_sub.add_parser(
         "set-user", help="a user's settings over the gateway's (cancel on disconnect, session)"
     )

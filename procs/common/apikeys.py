@@ -129,6 +129,11 @@ class ApiKeyStore:
             key=lambda k: (k.created_ms, k.key),
         )
 
+    def all_keys(self) -> list[ApiKey]:
+        """Every key, by user, then as ``keys_of`` orders them (checks the file now)."""
+        self._refresh()
+        return sorted(self._keys.values(), key=lambda k: (k.comp_id, k.created_ms, k.key))
+
     def _refresh(self) -> None:
         try:
             st = self.path.stat()
