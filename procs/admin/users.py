@@ -54,6 +54,20 @@ def open_users(cfg: RingexConfig, command: str) -> UserStore | None:
         return None
 
 
+def no_user(command: str, store: UserStore, comp_id: str) -> int:
+    """Says ``comp_id`` is not a user, naming the users there are; exit status 1."""
+    known = ", ".join(sorted(u.comp_id for u in store.users())) or "none"
+    print(f"ringex admin {command}: no user {comp_id!r} (users: {known})", file=sys.stderr)
+    return 1
+
+
+def _unwritten(command: str, outcome: str, store: UserStore, exc: OSError) -> int:
+    """Says the users file could not be written (a full disk, say); exit status 1."""
+    print(f"ringex admin {command}: {outcome}: the users file {store.path} could not be "
+          f"written ({exc.strerror or exc})", file=sys.stderr)  # fmt: skip
+    return 1
+
+
 #: ``--cancel-on-disconnect``'s words -> a user's setting (None: the gateway's).
 CANCEL_ON_DISCONNECT: Final[dict[str, bool | None]] = {"on": True, "off": False, "gateway": None}
 #: A user's seconds (heartbeat bounds, SendingTime tolerance): 1 to a day.
@@ -146,15 +160,9 @@ def set_user(cfg: RingexConfig, args: argparse.Namespace) -> int:
         print(f"ringex admin set-user: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, say: the file stays as it was
-        print(f"ringex admin set-user: {args.comp_id} not changed: the users file "
-              f"{store.path} could not be written ({exc.strerror or exc})",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        return _unwritten("set-user", f"{args.comp_id} not changed", store, exc)
     if user is None:
-        known = ", ".join(sorted(u.comp_id for u in store.users())) or "none"
-        print(f"ringex admin set-user: no user {args.comp_id!r} (users: {known})",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        return no_user("set-user", store, args.comp_id)
     said = ", ".join(_said(name, value) for name, value in given.items())
     print(f"user {user.comp_id}: {said}; its sessions go on: cancel on disconnect is taken "
           "within a second, the session settings at its next Logon")  # fmt: skip
@@ -193,15 +201,9 @@ def set_password(cfg: RingexConfig, args: argparse.Namespace) -> int:
     try:
         user = store.set_password(args.comp_id, args.password)
     except OSError as exc:  # a full disk, say: the file stays as it was (written, then renamed)
-        print(f"ringex admin set-password: {args.comp_id}'s password not changed: the users "
-              f"file {store.path} could not be written ({exc.strerror or exc})",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        return _unwritten("set-password", f"{args.comp_id}'s password not changed", store, exc)
     if user is None:
-        known = ", ".join(sorted(u.comp_id for u in store.users())) or "none"
-        print(f"ringex admin set-password: no user {args.comp_id!r} (users: {known})",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        return no_user("set-password", store, args.comp_id)
     said = f"user {user.comp_id}: password changed; its FIX sessions are logged out"
     if keys is None:
         print(f"{said}; its API keys stay (--revoke-keys revokes them)")
@@ -229,10 +231,7 @@ def remove_user(
         return 1
     user = store.get(args.comp_id)
     if user is None:
-        known = ", ".join(sorted(u.comp_id for u in store.users())) or "none"
-        print(f"ringex admin remove-user: no user {args.comp_id!r} (users: {known})",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        return no_user("remove-user", store, args.comp_id)
     try:  # read before anything is removed (review 45: a damaged file crashed the command
         keys = ApiKeyStore(apikeys_path(cfg))  # with the user gone and its keys not revoked)
     except (OSError, ValueError) as exc:

@@ -62,17 +62,23 @@ def h(instance: str, tmp_path: Path) -> Iterator[Harness]:
     )
 
 
-@pytest.fixture
-def rest_h(instance: str, tmp_path: Path) -> Iterator[Harness]:
-    """``h`` with the REST API on (one limiter of wrong passwords for FIX and REST)."""
-    rest = RestConfig(port=0, login_rate_per_s=100, login_burst=100, key_rate_per_s=1000,
-                      key_burst=1000)  # fmt: skip
-    cfg = harness_config(instance, tmp_path, rest=rest, failed_login_burst=3)
+def rest_rig(instance: str, tmp_path: Path, **rest: object) -> Harness:
+    """ALICE (7) and BOB (8), password "secret", with the REST API on (``rest``: more of its
+    settings) and one limiter of wrong passwords for FIX and REST, three a user."""
+    config = RestConfig(port=0, login_rate_per_s=100, login_burst=100, key_rate_per_s=1000,
+                        key_burst=1000, **rest)  # type: ignore[arg-type]  # fmt: skip
+    cfg = harness_config(instance, tmp_path, rest=config, failed_login_burst=3)
     h = Harness(msgspec.structs.replace(cfg, database=DatabaseConfig(enabled=False)))
     for k, comp in enumerate(("ALICE", "BOB")):
         h.add_user(comp, "secret", 7 + k)
         h.fund(7 + k)
-    yield h
+    return h
+
+
+@pytest.fixture
+def rest_h(instance: str, tmp_path: Path) -> Iterator[Harness]:
+    """``h`` with the REST API on."""
+    yield rest_rig(instance, tmp_path)
 
 
 def slow_rehash(monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[str]:

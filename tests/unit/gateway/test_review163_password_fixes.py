@@ -17,11 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from config.edges import RestConfig
-from config.schema import DatabaseConfig
 from procs.common.apikeys import ApiKeyStore
 from procs.common.topology import apikeys_path, users_path
 from procs.common.users import User, UserStore, rehashed, still_logged_on
@@ -36,12 +33,12 @@ from tests.unit.gateway.harness import (
     settled,
     small_ring_exchange,
 )
-from tests.unit.gateway.harness import config as harness_config
 from tests.unit.gateway.test_review161_password_changes import (
     FAST,
     bf_or_nothing,
     gateway,
     logged_on,
+    rest_rig,
     slow_rehash,
     stored,
 )
@@ -60,14 +57,7 @@ def h(instance: str, tmp_path: Path) -> Iterator[Harness]:
 @pytest.fixture
 def one_key_h(instance: str, tmp_path: Path) -> Iterator[Harness]:
     """ALICE and BOB with the REST API on, one API key a user (a new one evicts the oldest)."""
-    rest = RestConfig(port=0, login_rate_per_s=100, login_burst=100, key_rate_per_s=1000,
-                      key_burst=1000, max_keys_per_user=1)  # fmt: skip
-    cfg = harness_config(instance, tmp_path, rest=rest, failed_login_burst=3)
-    h = Harness(msgspec.structs.replace(cfg, database=DatabaseConfig(enabled=False)))
-    for k, comp in enumerate(("ALICE", "BOB")):
-        h.add_user(comp, "secret", 7 + k)
-        h.fund(7 + k)
-    yield h
+    yield rest_rig(instance, tmp_path, max_keys_per_user=1)
 
 
 # -- faults -----------------------------------------------------------------------------------
