@@ -34,7 +34,7 @@ from tqdm import tqdm
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
-from procs.admin.args import Once, seconds
+from procs.admin.args import Once, dashed_values_joined, seconds
 from procs.admin.commands import add_admin, run_admin
 from procs.common.durable import fsync_file
 from procs.common.endpoints import endpoints
@@ -571,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(dashed_values_joined(sys.argv[1:] if argv is None else argv))
     try:
         result: int = args.func(args)
     except ConfigError as exc:  # a profile or file that does not load: its message names it

@@ -1,7 +1,8 @@
 """What the operator CLI's arguments take, beyond argparse's own: a number of seconds, a
 whole number in ASCII digits (``int`` alone also takes "1_0" and any script's digits:
-review 155, account "\u0667" was account 7) and an option given at most once (argparse
-keeps the last of two in silence: ``--amount 5 --amount 50`` deposited 50)."""
+review 155, account "\u0667" was account 7), an option given at most once (argparse
+keeps the last of two in silence: ``--amount 5 --amount 50`` deposited 50) and a value that
+begins with "-" (an API key id may)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,18 @@ class Once(argparse.Action):
             parser.error(f"{option_string} is given twice: give it once")
         given.add(self.dest)
         setattr(namespace, self.dest, values)
+
+
+#: Options whose value may begin with "-": an API key id does, one in 64 (argparse takes
+#: such a value for an option unless it is joined to its option by "=").
+DASHED_VALUES = ("--api-key",)
+
+
+def dashed_values_joined(argv: list[str]) -> list[str]:
+    """``argv`` with each of ``DASHED_VALUES`` joined to the value after it (by "=")."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        value = next(it, None) if arg in DASHED_VALUES else None
+        out.append(arg if value is None else f"{arg}={value}")
+    return out

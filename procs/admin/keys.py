@@ -46,10 +46,13 @@ def list_keys(cfg: RingexConfig, args: argparse.Namespace) -> int:
     if not keys:
         print("no API keys" + ("" if args.comp_id is None else f" of {args.comp_id}"))
     for k in keys:
-        made = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(k.created_ms / 1000))
+        try:
+            made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(k.created_ms / 1000))
+        except (OverflowError, OSError, ValueError):  # a hand-edited file's: shown as it is
+            made = f"{k.created_ms} ms"
         label = f"  {k.label!r}" if k.label else ""
         print(f"{k.key}  {k.comp_id:32} account {k.account:>12}  {','.join(k.scopes):10} "
-              f"made {made} UTC{label}")  # fmt: skip
+              f"made {made}{label}")  # fmt: skip
     return 0
 
 

@@ -129,6 +129,12 @@ class ApiKeyStore:
             key=lambda k: (k.created_ms, k.key),
         )
 
+    def refresh(self) -> None:
+        """Look at the file now (a ``stat``; re-read only if it changed), not at ``get``'s
+        next recheck: what another process revoked is gone from here at once."""
+        self._refresh()
+        self._next_check = time.monotonic() + self._recheck_s
+
     def all_keys(self) -> list[ApiKey]:
         """Every key, by user, then as ``keys_of`` orders them (checks the file now)."""
         self._refresh()

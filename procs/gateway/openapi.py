@@ -221,6 +221,10 @@ def _paths() -> Json:
             "bookTicker", "The best bid and ask, price and size.", _one_or_all("BookTicker"),
             params=[_symbol(required=False)], errors=[502, 503], description=proxied + every,
         )},
+        f"{V1}/avgPrice": {"get": _operation(
+            "avgPrice", "The volume-weighted average price of the last 5 minutes' trades.",
+            _ref("AvgPrice"), params=[_symbol()], errors=[502, 503], description=proxied,
+        )},
         f"{V1}/klines": {"get": _operation(
             "klines", "Candles, oldest first: the newest `limit` unless startTime is given.",
             _array(_ref("Kline")), errors=[503], description=history, params=[
@@ -521,6 +525,13 @@ def _other_schemas(cfg: RingexConfig) -> Json:
         "Price": _obj({
             "symbol": _ref("Symbol"), "price": {**_DEC, "type": ["string", "null"]},
         }) | {"description": "price: null until the symbol's first trade"},
+        "AvgPrice": _obj({
+            "symbol": _ref("Symbol"), "mins": {"const": 5},
+            "price": {**_DEC, "type": ["string", "null"]},
+            "closeTime": {**_MS, "type": ["integer", "null"]},
+        }) | {"description": "price: the trades' of the minute under way and the four before "
+              "it, else the last trade's; closeTime: the last trade's time; both null until "
+              "the symbol's first trade"},
         "BookTicker": _obj({
             "symbol": _ref("Symbol"), **{k: {**_DEC, "type": ["string", "null"]} for k in (
                 "bidPrice", "bidQty", "askPrice", "askQty")},

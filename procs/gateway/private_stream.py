@@ -139,9 +139,11 @@ class PrivateStreams:
         self.closing = False
 
     def sweep(self) -> None:
-        """Close the streams whose key or user is gone (called once a second; ``keys.get``
-        sees another process's revoke within its recheck interval); once a minute, remove
-        the slot files no stream holds (``StreamSlots.prune``)."""
+        """Close the streams whose key or user is gone (called once a second, the key file
+        looked at first: another process's revoke closes a stream within that second);
+        once a minute, remove the slot files no stream holds (``StreamSlots.prune``)."""
+        if self.by_account:
+            self.api.keys.refresh()
         get, holder_unchanged = self.api.keys.get, self.api.holder_unchanged
         now = time.monotonic()
         if self.slots is not None and now >= self._prune_at:

@@ -1,9 +1,9 @@
 """The REST API's public endpoints: no key, only the client address's rate limit.
 
 ``ping``, ``time``, ``exchangeInfo`` (from the config, each symbol's trading status from the
-market-data process), ``depth``, ``trades``, ``ticker/24hr``, ``ticker/price`` and
-``ticker/bookTicker`` (answered by the market-data process, which holds the live book, tape and
-ticker), ``klines`` (PostgreSQL) and the OpenAPI document.
+market-data process), ``depth``, ``trades``, ``ticker/24hr``, ``ticker/price``,
+``ticker/bookTicker`` and ``avgPrice`` (answered by the market-data process, which holds the
+live book, tape, ticker and candles), ``klines`` (PostgreSQL) and the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -73,9 +73,10 @@ class PublicRoutes:
         get(f"{v1}/exchangeInfo", self.exchange_info)
         get(f"{v1}/depth", self.proxy("/api/depth"))
         get(f"{v1}/trades", self.proxy("/api/trades"))
-        get(f"{v1}/ticker/24hr", self.proxy("/api/ticker", rp.TICKER_PARAMS))
-        get(f"{v1}/ticker/price", self.proxy("/api/price", rp.TICKER_PARAMS))
-        get(f"{v1}/ticker/bookTicker", self.proxy("/api/bookTicker", rp.TICKER_PARAMS))
+        get(f"{v1}/ticker/24hr", self.proxy("/api/ticker", rp.TICKER_PARAMS, every=True))
+        get(f"{v1}/ticker/price", self.proxy("/api/price", rp.TICKER_PARAMS, every=True))
+        get(f"{v1}/ticker/bookTicker", self.proxy("/api/bookTicker", rp.TICKER_PARAMS, every=True))
+        get(f"{v1}/avgPrice", self.proxy("/api/avgPrice", rp.TICKER_PARAMS))
         get(f"{v1}/klines", self.klines)
         get("/openapi.json", self.openapi)
 
@@ -190,15 +191,17 @@ class PublicRoutes:
         self._statuses, self._statuses_until = statuses, time.monotonic() + ttl
         return statuses
 
-    def proxy(self, path: str, accepted: frozenset[str] = rp.MARKET_PARAMS) -> Handler:
+    def proxy(
+        self, path: str, accepted: frozenset[str] = rp.MARKET_PARAMS, *, every: bool = False
+    ) -> Handler:
         """A public market-data endpoint answered by the market-data process, which holds the
         live book, tape and ticker; ``accepted``: its parameters (a ``limit`` or none). A
-        ``symbol`` is required where a ``limit`` is taken (depth, trades); a ticker's
-        without one answers every symbol's, an array."""
+        ``symbol`` is required but where ``every`` (the tickers): without one, every
+        symbol's, an array."""
 
         async def handler(request: web.Request) -> web.Response:
             params = await self.api.params(request, accepted)
-            if "symbol" in params or "limit" in accepted:
+            if "symbol" in params or not every:
                 sym = rp.symbol(params, self.api.instruments)
                 url = f"{self.api.market_url}{path}?symbol={sym.name.lower()}"
             else:  # a ticker of every symbol: an array, in the config's order

@@ -163,6 +163,30 @@ def price_data(s: MarketSymbol, last: int) -> dict[str, Any]:
     return {"symbol": s.name, "price": s.price(last) if last else None}
 
 
+#: ``avgPrice``'s window in minutes: the minute under way and the four before it.
+AVG_PRICE_MINS = 5
+
+
+def avg_price_data(s: MarketSymbol, minutes: list[Candle], last: Trade | None) -> dict[str, Any]:
+    """REST ``avgPrice`` (the venues' keys): ``price``, the volume-weighted average price of
+    the trades in ``minutes`` (the 1m candles of the window) at a notional's decimals, as the
+    ticker's weighted average, else, none traded in it, the ``last`` trade's price;
+    ``closeTime``, the last trade's time (ms); both None before the symbol's first trade."""
+    scale = 10**s.qty_decimals
+    volume = sum(c.volume for c in minutes)
+    quote = sum(c.quote_volume for c in minutes)
+    if volume:
+        price: int | None = (2 * quote * scale + volume) // (2 * volume)  # half up
+    else:
+        price = None if last is None else last.price * scale
+    return {
+        "symbol": s.name,
+        "mins": AVG_PRICE_MINS,
+        "price": None if price is None else s.notional(price),
+        "closeTime": None if last is None else _ms(last.ts_ns),
+    }
+
+
 def book_ticker_data(
     s: MarketSymbol, bid: tuple[int, int] | None, ask: tuple[int, int] | None
 ) -> dict[str, Any]:

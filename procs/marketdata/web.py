@@ -1,7 +1,8 @@
 """The HTTP side of the market-data port: the page's static files and a small JSON API for
 what a page needs once when it opens (symbols, recent candles, recent trades, the book and the
-24h ticker: the gateways' REST API serves these last two from here, and the last price and the
-best bid and ask, which only the REST API asks for).
+24h ticker: the gateways' REST API serves these last two from here, and the last price, the
+best bid and ask and the average price of the last 5 minutes, which only the REST API asks
+for).
 
 Served from websockets' ``process_request`` hook, so the page and its WebSocket share one
 port and origin. Only GET; every file is read once at start (the page is a few kilobytes).
@@ -11,6 +12,7 @@ port and origin. Only GET; every file is read once at start (the page is a few k
 from __future__ import annotations
 
 import http
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -115,7 +117,9 @@ MAX_LIMIT = TRADES_KEPT
 #: symbol's, in an array in the config's order.
 TICKER_PATHS: Final = frozenset({"/api/ticker", "/api/price", "/api/bookTicker"})
 #: The ``/api/*`` answers of one symbol's market (``symbol``, and a ``limit`` each takes).
-MARKET_PATHS: Final = frozenset({"/api/klines", "/api/trades", "/api/depth", *TICKER_PATHS})
+MARKET_PATHS: Final = frozenset(
+    {"/api/klines", "/api/trades", "/api/depth", "/api/avgPrice", *TICKER_PATHS}
+)
 
 
 def _ticker_row(path: str, market: SymbolMarket) -> dict[str, Any]:
@@ -127,6 +131,18 @@ def _ticker_row(path: str, market: SymbolMarket) -> dict[str, Any]:
         return messages.price_data(s, market.ticker.last)
     book = market.book  # the live book's, changes not yet diffed too
     return messages.book_ticker_data(s, book.best_bid(), book.best_ask())
+
+
+def _avg_price(market: SymbolMarket, now_ns: int) -> dict[str, Any]:
+    """``market``'s average price over the minute under way (by the wall clock: the candles
+    advance only with events) and the ones before it (``messages.AVG_PRICE_MINS``)."""
+    minute = INTERVALS["1m"]
+    start = now_ns - now_ns % minute - (messages.AVG_PRICE_MINS - 1) * minute
+    recent = market.candles["1m"].history(messages.AVG_PRICE_MINS)
+    last = market.tape.recent(1)
+    return messages.avg_price_data(
+        market.symbol, [c for c in recent if c.open_ns >= start], last[-1] if last else None
+    )
 
 
 class _Rendered:
@@ -267,6 +283,8 @@ class Site:
                 return response(http.HTTPStatus.OK, self._depth(market, limit), "application/json")
             if parts.path in TICKER_PATHS:
                 return _json(_ticker_row(parts.path, market))
+            if parts.path == "/api/avgPrice":
+                return _json(_avg_price(market, time.time_ns()))
             interval = query.get("interval", "1m")
             if interval not in INTERVALS:
                 return text(

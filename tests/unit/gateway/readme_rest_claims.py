@@ -171,6 +171,7 @@ ENDPOINTS: list[tuple[str, str, str, str | None]] = [
     ),
     ("GET", f"{V1}/ticker/price", '`ticker/price` (`symbol` only: `{"symbol", "price"}`', None),
     ("GET", f"{V1}/ticker/bookTicker", '`ticker/bookTicker` (`symbol` only: `{"symbol"', None),
+    ("GET", f"{V1}/avgPrice", '`avgPrice` (`symbol` mandatory: `{"symbol", "mins": 5,', None),
     ("GET", f"{V1}/klines", "`klines` (every parameter checked, `interval` mandatory", None),
     ("GET", "/openapi.json", "`GET /openapi.json` documents every route", None),
     ("POST", f"{V1}/apiKey", "Keys: `POST /api/v1/apiKey` with `username`, `password`", None),

@@ -190,10 +190,10 @@ def test_exchange_info_status_timings_are_the_readmes() -> None:
 
 
 def test_market_data_gets_five_seconds_then_a_503_says_so() -> None:
-    """README: "(these five from the market-data process, which gets 5 s to answer: past
+    """README: "(these six from the market-data process, which gets 5 s to answer: past
     that a 503 says so)" (rest_public.py:41 ``MARKET_TIMEOUT_S``, :214 the 503 and its message)."""
     _claim(
-        "(these five from the market-data process, which gets 5 s to answer: past that "
+        "(these six from the market-data process, which gets 5 s to answer: past that "
         "a 503 says so)"
     )
     assert rest_public.MARKET_TIMEOUT_S == 5.0
