@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError, check_account, to_minor_units
-from procs.admin.users import CANCEL_ON_DISCONNECT, open_users
+from procs.admin.users import open_users
 from procs.common.result_codes import ResultCode
 from procs.common.users import (
     UserExistsError,
@@ -94,7 +94,7 @@ def add_user(
 def _stored(store: UserStore, comp_id: str, args: argparse.Namespace, account: int) -> int | None:
     """Stores the user of the account just opened: None, or the exit status, said why."""
     try:
-        cod = CANCEL_ON_DISCONNECT[args.cancel_on_disconnect]
+        cod = args.cancel_on_disconnect  # (``users.on_off``'s: None, the gateway's)
         store.add(comp_id, args.password, account, cancel_on_disconnect=cod, new=True)
     except UserExistsError as exc:  # another add-user took it since the check above
         print(f"ringex admin add-user: {exc}, added meanwhile; account {account} was "

@@ -32,7 +32,6 @@ from procs.admin.client import (
 )
 from procs.admin.keys import list_keys, revoke_key
 from procs.admin.users import (
-    CANCEL_ON_DISCONNECT,
     list_users,
     on_off,
     remove_user,
@@ -314,9 +313,9 @@ def add_admin(
     user.add_argument("--username", required=True)
     _password_args(user)
     user.add_argument(
-        "--cancel-on-disconnect", choices=sorted(CANCEL_ON_DISCONNECT), default="gateway",
-        action=Once,
-        help="cancel its sessions' orders when one disconnects (default: the gateway's setting)",
+        "--cancel-on-disconnect", type=on_off, default=None, action=Once,
+        help="on, off or gateway: cancel its orders when its session disconnects (default: "
+        "the gateway's setting)",
     )  # fmt: skip
     user.add_argument("--comp-id", help="its SenderCompID (default: the username)")
     user.add_argument(

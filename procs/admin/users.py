@@ -68,8 +68,8 @@ def _unwritten(command: str, outcome: str, store: UserStore, exc: OSError) -> in
     return 1
 
 
-#: ``--cancel-on-disconnect``'s words -> a user's setting (None: the gateway's).
-CANCEL_ON_DISCONNECT: Final[dict[str, bool | None]] = {"on": True, "off": False, "gateway": None}
+#: An on/off setting's words -> a user's setting (None: the gateway's).
+ON_OFF: Final[dict[str, bool | None]] = {"on": True, "off": False, "gateway": None}
 #: A user's seconds (heartbeat bounds, SendingTime tolerance): 1 to a day.
 MAX_SECONDS: Final = 86_400
 #: ``set-user``'s options: the user's setting each sets, and its JSON key in ``users``.
@@ -84,9 +84,9 @@ SET_USER: Final = {
 
 def on_off(text: str) -> bool | None:
     """An argparse type: on, off, or gateway (the gateway's setting: None)."""
-    if text not in CANCEL_ON_DISCONNECT:
+    if text not in ON_OFF:
         raise argparse.ArgumentTypeError(f"{text!r} is not on, off or gateway")
-    return CANCEL_ON_DISCONNECT[text]
+    return ON_OFF[text]
 
 
 def seconds_or_gateway(text: str) -> int | None:

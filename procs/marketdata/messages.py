@@ -129,12 +129,17 @@ def ticker_data(s: MarketSymbol, t: Ticker | None) -> dict[str, Any]:
     return _ticker_data(s, t) if t is not None else {"s": s.name}
 
 
+def _vwap(s: MarketSymbol, quote_volume: int, volume: int) -> int:
+    """Quote volume / volume (not 0) at a notional's decimals, half up (``_ticker_data``)."""
+    scale: int = 10**s.qty_decimals
+    return (2 * quote_volume * scale + volume) // (2 * volume)
+
+
 def _ticker_data(s: MarketSymbol, t: Ticker) -> dict[str, Any]:
     pct = t.change_bps_x100()
     # The weighted average price, quote volume / volume, at a notional's decimals (as "q")
     # rounded half up; 0 for a window with no trade, as the venues show it.
-    scale = 10**s.qty_decimals
-    vwap = (2 * t.quote_volume * scale + t.volume) // (2 * t.volume) if t.volume else 0
+    vwap = _vwap(s, t.quote_volume, t.volume) if t.volume else 0
     return {
         "e": "24hrTicker",
         "E": _ms(t.ts_ns),
@@ -172,13 +177,11 @@ def avg_price_data(s: MarketSymbol, minutes: list[Candle], last: Trade | None) -
     the trades in ``minutes`` (the 1m candles of the window) at a notional's decimals, as the
     ticker's weighted average, else, none traded in it, the ``last`` trade's price;
     ``closeTime``, the last trade's time (ms); both None before the symbol's first trade."""
-    scale = 10**s.qty_decimals
     volume = sum(c.volume for c in minutes)
-    quote = sum(c.quote_volume for c in minutes)
     if volume:
-        price: int | None = (2 * quote * scale + volume) // (2 * volume)  # half up
+        price: int | None = _vwap(s, sum(c.quote_volume for c in minutes), volume)
     else:
-        price = None if last is None else last.price * scale
+        price = None if last is None else last.price * 10**s.qty_decimals
     return {
         "symbol": s.name,
         "mins": AVG_PRICE_MINS,
