@@ -150,7 +150,8 @@ def test_garbled_and_bad_checksum_are_ignored(harness: Harness) -> None:
         c = await logged_on(port)
         good = c.message("1", (112, "bad-sum"))
         raw = good.encode()
-        await c.send_raw(raw[:-4] + b"000\x01")  # wrong CheckSum: seq 2 not consumed
+        wrong = b"%03d\x01" % ((int(raw[-4:-1]) + 1) % 256)
+        await c.send_raw(raw[:-4] + wrong)  # wrong CheckSum: seq 2 not consumed
         await c.send_raw(b"garbage\x01more=1\x01")
         await c.send_raw(c.message("1", (112, "ok"), seq=2).encode())
         assert (await c.expect("0")).get(112) == b"ok"

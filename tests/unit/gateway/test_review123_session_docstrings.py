@@ -127,7 +127,7 @@ def test_a_garbled_message_consumes_no_sequence_number(tmp_path: Path) -> None:
     _says(session_mod, "a garbled message is ignored and consumes no sequence number")
     s, _ = session(tmp_path, NOW)
     bad = msg("0", 2, now_ns=NOW)
-    s.data_received(bad[:-4] + b"000\x01", NOW)
+    s.data_received(bad[:-4] + b"%03d\x01" % ((int(bad[-4:-1]) + 1) % 256), NOW)
     assert replies(s) == [] and s.store is not None and s.store.next_in == 2
     s.data_received(msg("0", 2, now_ns=NOW), NOW)
     assert replies(s) == [] and s.store.next_in == 3

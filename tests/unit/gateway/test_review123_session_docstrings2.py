@@ -71,7 +71,8 @@ def test_the_reader_resynchronises_on_the_next_begin_string() -> None:
     ``Garbled`` and the reader resynchronises on the next ``8=FIX.4.4``"."""
     _says(fix, "yields ``Garbled`` and the reader resynchronises on the next ``8=FIX.4.4``")
     good = msg("0", 2, now_ns=NOW)
-    for junk in (b"hello", good[:-4] + b"000\x01", b"8=FIX.4.4\x019=5\x0135=0\x0110=000\x01"):
+    wrong = good[:-4] + b"%03d\x01" % ((int(good[-4:-1]) + 1) % 256)
+    for junk in (b"hello", wrong, b"8=FIX.4.4\x019=5\x0135=0\x0110=000\x01"):
         reader = FixReader(1 << 20)
         reader.feed(junk + good)
         out = reader.messages()
