@@ -222,6 +222,7 @@ _READ: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
     585: ("MassStatusReqType", INT, frozenset((b"1", b"7"))),
     911: ("TotNumReports", INT, None),
     912: ("LastRptRequested", BOOL, None),
+    969: ("MinPriceIncrement", FLOAT, None),  # FIX 5.0's, in a SecurityList (security_list.py)
 }
 
 _SPEC: Final = json.loads((Path(__file__).parent / "fix44.json").read_text())
@@ -311,6 +312,10 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
     b"j": MessageSpec("BusinessMessageReject", (45, 372, 380), (379, 58)),
     b"BE": MessageSpec("UserRequest", (923, 924, 553), (554, 925)),
     b"BF": MessageSpec("UserResponse", (923, 553), (926, 927)),
+    b"x": MessageSpec("SecurityListRequest", (320, 559), (55, 263)),
+    b"y": MessageSpec(
+        "SecurityList", (320, 322, 560), (393, 893), (Group(146, (55, 969, 15, 561, 562)),)
+    ),
     b"8": MessageSpec(
         "ExecutionReport",
         (37, 17, 150, 39, 55, 54, 151, 14, 6),
@@ -324,7 +329,7 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
 }
 #: Messages a client may send: session messages, and the application messages ringex takes.
 ADMIN: Final = frozenset(k for k, v in MESSAGES.items() if v.admin)
-INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"AF", b"BE", b"j"))
+INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"AF", b"BE", b"x", b"j"))
 
 
 def _by_the_spec(kind: bytes, spec: MessageSpec) -> MessageSpec:

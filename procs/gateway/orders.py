@@ -2,9 +2,9 @@
 
 ``OrderEntry`` is the session layer's ``Application``. It turns D/F/G/q into ``NewOrder``,
 ``CancelOrder``, ``ReplaceOrder`` and ``MassCancel`` records (collected in ``outgoing`` for the
-shell to publish), answers H and AF itself (from what it holds), hands BE to the shell, and
-``process(event)`` turns the events that come back into ExecutionReports (8),
-OrderCancelRejects (9) and OrderMassCancelReports (r).
+shell to publish), answers H, AF (from what it holds) and x (``security_list.py``) itself,
+hands BE to the shell, and ``process(event)`` turns the events that come back into
+ExecutionReports (8), OrderCancelRejects (9) and OrderMassCancelReports (r).
 
 Every command gets a fresh ``client_ref``, the gateway's handle for one request: a NewOrder's
 ref names the order, a cancel's or replace's ref names that request (the matcher answers a
@@ -48,6 +48,7 @@ from procs.common.records import (
 from procs.common.result_codes import ResultCode
 from procs.common.stats import REJECT_REASONS, LatencyHistogram, reject_slot
 from procs.common.types import DoneReason, OrderFlag, Side, StpMode, client_id_of
+from procs.gateway import security_list
 from procs.gateway.clordid_holders import ClOrdIdHolders
 from procs.gateway.clordids import Generations
 from procs.gateway.clordids import digest as clordid_digest
@@ -81,11 +82,10 @@ from procs.gateway.order_replies import OrderReplies, event_exec_id
 from procs.gateway.order_state import MassCancelRequest, Order, Request
 from procs.gateway.session import Session
 
-#: ClOrdIDs of finished orders remembered per gateway to refuse a reuse (live ones always
-#: are), as hashes in two generations of sets: a generation holds half of this, the older one
-#: is dropped whole when the newer fills, so between 100k and 200k of the newest are known.
-#: (An OrderedDict with popitem was ~220 bytes an entry, and its table doubled twice after
-#: reaching its cap: steps of 8 and 20 MB in the 10-minute soak.)
+#: ClOrdIDs of finished orders remembered per gateway to refuse a reuse (live ones always are),
+#: as hashes in two generations of sets, each half of this, the older dropped whole when the
+#: newer fills: between 100k and 200k of the newest are known. (An OrderedDict with popitem,
+#: ~220 bytes an entry, doubled its table twice at its cap: 8 and 20 MB steps in the soak.)
 _SEEN_CLORDIDS = 200_000
 log = logging.getLogger("ringex.gateway")
 _MASS_CANCELS_WAITING = 10_000  # waiting for the router's verdict, at most (oldest forgotten)
@@ -101,9 +101,8 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         directory: Path | None = None,
     ) -> None:
         """``assets``: the configured ones; a fill's report carries its commission in the
-        symbol's quote asset when that is among them (``commission.py``). ``directory``: the
-        gateway's, where the counter ExecIDs' reservations are kept (``exec_ids.py``); None:
-        in memory only."""
+        symbol's quote asset when among them (``commission.py``). ``directory``: where the
+        counter ExecIDs' reservations are kept (``exec_ids.py``); None: in memory only."""
         self.gateway = gateway
         self.instruments = instruments
         self.commissions = Commissions(instruments.by_id.values(), assets)
@@ -162,15 +161,13 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             del self.sessions[session.session_id]
         elif current is not None:
             return  # an old connection's late end: the user is logged on again, orders stay
-        user = session.user
-        wanted = user.cancel_on_disconnect if user else None
+        wanted = session.user.cancel_on_disconnect if session.user else None
         if wanted if wanted is not None else self.cancel_on_disconnect:
             self.cancel_session_orders(session.session_id, session.account, now_ns)
 
     def in_flight(self, pending: list[int] | None = None) -> int:
-        """Commands not yet answered (new, cancel, replace), or not yet published. With
-        ``pending`` (``pending_new``'s, once ``closing``), only those refs are looked at for
-        new orders waiting for their answer, not every order."""
+        """Commands not yet answered (new, cancel, replace) or published. With ``pending``
+        (``pending_new``'s, once ``closing``), only those refs are looked at for new orders."""
         waiting = len(self.pending_new(pending))
         return waiting + len(self.requests) + len(self.outgoing) + len(self.mass_cancels)
 
@@ -214,6 +211,9 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             self.mass_status(session, msg, now_ns)
         elif kind == b"BE":  # a UserRequest: the shell's (``user_requests.py``)
             self.user_request(session, msg, now_ns)
+        elif kind == b"x":  # a SecurityListRequest: answered from the config
+            response_id = b"%d-%d" % (self.gateway, self.next_ref())
+            security_list.answer(session, msg, self.instruments, response_id, now_ns)
         # j: the client refuses one of our messages; the audit log has it
 
     # -- commands ---------------------------------------------------------------------------

@@ -366,7 +366,7 @@ class Session(GapRecovery):
     def business_reject(self, msg: FixMessage, reason: int, text: str, now_ns: int) -> None:
         """BusinessMessageReject (j): 0 other, 3 unsupported message type, 4 not authorised."""
         body = field(45, msg.get(34) or b"0") + field(372, msg.msg_type or b"?")
-        ref = msg.get(11) or msg.get(584)  # a mass status request's id
+        ref = msg.get(11) or msg.get(584) or msg.get(320)  # a mass status's, a security list's
         if ref:
             body += field(379, ref)
         self.send(b"j", body + field(380, reason) + field(58, text), now_ns)

@@ -558,16 +558,19 @@ def test_a_reset_flag_with_a_seq_other_than_1_is_refused(tmp_path: Path) -> None
     assert "outside 1..300" in (logon.heartbeat_problem(parsed(_logon(hb=301)), settings) or "")
 
 
-_ON_MESSAGE = "An in-sequence, valid D/F/G/H/q/AF/j message"
+_ON_MESSAGE = "An in-sequence, valid D/F/G/H/q/AF/BE/x/j message"
 
 
-def test_on_message_gets_d_f_g_h_q_af_j(tmp_path: Path) -> None:
-    """session_interface.py ``on_message``: "An in-sequence, valid D/F/G/H/q/AF/j message"
-    (review 123: AF was unsaid): an OrderMassStatusRequest reaches the application."""
+def test_on_message_gets_d_f_g_h_q_af_be_x_j(tmp_path: Path) -> None:
+    """session_interface.py ``on_message``: "An in-sequence, valid D/F/G/H/q/AF/BE/x/j
+    message" (review 123: AF was unsaid): an OrderMassStatusRequest, a UserRequest and a
+    SecurityListRequest reach the application."""
     _says(iface_mod.Application.on_message, _ON_MESSAGE)
     s, app = session(tmp_path, NOW)
     s.data_received(msg("AF", 2, (584, "m1"), (585, 7), now_ns=NOW), NOW)
-    assert [m.msg_type for m in app.messages] == [b"AF"]
+    s.data_received(msg("BE", 3, (923, "u1"), (924, 4), (553, "ALICE"), now_ns=NOW), NOW)
+    s.data_received(msg("x", 4, (320, "s1"), (559, 4), now_ns=NOW), NOW)
+    assert [m.msg_type for m in app.messages] == [b"AF", b"BE", b"x"]
 
 
 def test_the_inbound_limit_counts_every_message_once_logged_on() -> None:

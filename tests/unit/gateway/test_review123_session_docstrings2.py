@@ -359,9 +359,9 @@ def test_while_closing_new_orders_are_refused_cancels_still_go() -> None:
 
 
 def test_an_order_status_request_is_answered_without_a_record() -> None:
-    """orders.py: "It turns D/F/G/q into ``NewOrder``, ... records ..., answers H and AF
+    """orders.py: "It turns D/F/G/q into ``NewOrder``, ... records ..., answers H, AF
     itself" (review 123: it listed H among the records): an H is answered at once."""
-    _says(orders, "answers H and AF itself (from what it holds)")
+    _says(orders, "answers H, AF (from what it holds) and x")
     rig = Rig()
     rig.acked(*order("o1"))
     before = len(rig.entry.outgoing)
