@@ -316,6 +316,8 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
     b"y": MessageSpec(
         "SecurityList", (320, 322, 560), (393, 893), (Group(146, (55, 969, 15, 561, 562)),)
     ),
+    b"e": MessageSpec("SecurityStatusRequest", (324, 55, 263)),
+    b"f": MessageSpec("SecurityStatus", (55,), (324, 325, 326, 60, 58)),
     b"8": MessageSpec(
         "ExecutionReport",
         (37, 17, 150, 39, 55, 54, 151, 14, 6),
@@ -329,7 +331,7 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
 }
 #: Messages a client may send: session messages, and the application messages ringex takes.
 ADMIN: Final = frozenset(k for k, v in MESSAGES.items() if v.admin)
-INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"AF", b"BE", b"x", b"j"))
+INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"AF", b"BE", b"x", b"e", b"j"))
 
 
 def _by_the_spec(kind: bytes, spec: MessageSpec) -> MessageSpec:

@@ -3,7 +3,7 @@
 ``OrderEntry`` is the session layer's ``Application``. It turns D/F/G/q into ``NewOrder``,
 ``CancelOrder``, ``ReplaceOrder`` and ``MassCancel`` records (collected in ``outgoing`` for the
 shell to publish), answers H, AF (from what it holds) and x (``security_list.py``) itself,
-hands BE to the shell, and ``process(event)`` turns the events that come back into
+hands BE and e to the shell, and ``process(event)`` turns the events that come back into
 ExecutionReports (8), OrderCancelRejects (9) and OrderMassCancelReports (r).
 
 Every command gets a fresh ``client_ref``, the gateway's handle for one request: a NewOrder's
@@ -42,6 +42,7 @@ from procs.common.records import (
     Rejected,
     Replaced,
     ReplaceOrder,
+    SymbolStatus,
     Trade,
     Triggered,
 )
@@ -134,7 +135,9 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         #: shell sets it where the gateway serves the API)
         self.api_holds: Callable[[int, bytes], bool] = lambda account, cl_ord_id: False
         self.account_of: Callable[[int], int | None] = lambda session_id: None  # (holders)
-        self.user_request: Callable[[Session, FixMessage, int], None] = lambda *_: None  # BE
+        #: requests the shell answers: BE (``user_requests.py``), e (``security_status.py``)
+        self.shell_requests: dict[bytes, Callable[[Session, FixMessage, int], None]] = {}
+        self.shell_events: Callable[[Record], None] = lambda _: None  # SymbolStatus: the same
         self._session_accounts: dict[int, int | None] = {}
         self.undeliverable = 0  # reports that could not even be parked
         self._next_ref = time.time_ns()
@@ -209,11 +212,11 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             self._mass_cancel(session, msg, now_ns)
         elif kind == b"AF":
             self.mass_status(session, msg, now_ns)
-        elif kind == b"BE":  # a UserRequest: the shell's (``user_requests.py``)
-            self.user_request(session, msg, now_ns)
         elif kind == b"x":  # a SecurityListRequest: answered from the config
             response_id = b"%d-%d" % (self.gateway, self.next_ref())
             security_list.answer(session, msg, self.instruments, response_id, now_ns)
+        elif (shell := self.shell_requests.get(kind)) is not None:  # BE, e: the shell's
+            shell(session, msg, now_ns)
         # j: the client refuses one of our messages; the audit log has it
 
     # -- commands ---------------------------------------------------------------------------
@@ -433,6 +436,8 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
                 self._done(event, mine=False)  # type: ignore[arg-type]
             elif kind is Replaced:  # and amended one (REST), as a FIX replace is reported
                 self._replaced(event)  # type: ignore[arg-type]
+            elif kind is SymbolStatus:  # a halt or a resume
+                self.shell_events(event)
             return
         if kind is Accepted:
             self._accepted(event)  # type: ignore[arg-type]
@@ -446,8 +451,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             triggered: Triggered = event  # type: ignore[assignment]
             stop = self.by_id.get(triggered.order_id)
             if stop is not None:
-                stop.triggered = True
-                stop.updated_ns = triggered.ts_ns
+                stop.triggered, stop.updated_ns = True, triggered.ts_ns
                 self.touched[stop.ref] = stop
                 # Restated: FIX 4.4 has no ExecType for a trigger (L came later)
                 exec_id = event_exec_id(b"L", triggered.seq, stop.order_id)
@@ -470,8 +474,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             return
         self.touched[order.ref] = order
         order.price, order.leaves = replaced.price, replaced.qty
-        order.qty = order.cum + replaced.qty
-        order.updated_ns = replaced.ts_ns
+        order.qty, order.updated_ns = order.cum + replaced.qty, replaced.ts_ns
         # a total at or below what filled: the balance is cancelled, the order filled
         order.status = (b"1" if replaced.qty else b"2") if order.cum else b"0"
         exec_id = event_exec_id(b"R", replaced.seq, order.order_id)
@@ -483,8 +486,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             return
         order.cum += trade.qty
         order.notional += trade.price * trade.qty
-        order.leaves = leaves
-        order.status = b"2" if leaves == 0 else b"1"
+        order.leaves, order.status = leaves, b"2" if leaves == 0 else b"1"
         order.updated_ns = trade.ts_ns
         self.touched[order.ref] = order
         self.fills += 1
@@ -500,8 +502,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         if order is None:
             return
         order.order_id = accepted.order_id
-        order.leaves = accepted.qty
-        order.status = b"0"
+        order.leaves, order.status = accepted.qty, b"0"
         order.time_ns = accepted.ts_ns
         self.by_id[order.order_id] = order
         self.touched[order.ref] = order
@@ -567,8 +568,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
                         text, order.order_id)  # fmt: skip
             return
         self._forget(order)
-        order.status = b"8"
-        order.leaves = 0
+        order.status, order.leaves = b"8", 0
         text += refusal_note(b"D", order, rejected.code, self.max_order_notional)
         reason = ORD_REJ_REASON.get(rejected.code, 99)
         self.rejects += 1

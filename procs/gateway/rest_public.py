@@ -12,10 +12,11 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
-from aiohttp import ClientError, ClientTimeout, web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from procs.core.market.tape import TRADES_KEPT
 from procs.gateway import api_errors as codes
@@ -58,13 +59,74 @@ def json_response(value: object, status: int = 200) -> web.Response:
     return web.Response(body=_encode(value), status=status, content_type="application/json")
 
 
-class PublicRoutes:
-    def __init__(self, api: RestApi) -> None:
-        self.api = api
-        self._warn_after = 0.0  # when exchangeInfo may log an unreachable market data again
+class MarketStatuses:
+    """The symbols' trading statuses as the market-data process holds them, fetched at the
+    URL with the client ``link()`` gives (None for either: none). ``who`` asks, as its log
+    lines say: exchangeInfo, or the FIX gateway's SecurityStatus (``security_status.py``)."""
+
+    def __init__(
+        self, link: Callable[[], tuple[str | None, ClientSession | None]], who: str
+    ) -> None:
+        self._link, self._who = link, who
+        self._warn_after = 0.0  # when it may log an unreachable market data again
         self._statuses: dict[str, str] = {}  # the last fetch's (empty: it failed)
         self._statuses_until = 0.0  # monotonic time until which they are answered again
         self._fetching: asyncio.Future[dict[str, str]] | None = None  # the fetch in flight
+
+    async def statuses(self) -> dict[str, str]:
+        """Each symbol's trading status ("TRADING", "HALT") as the market-data process holds
+        it (it follows the matchers' halts and resumes, and is reseeded from their state after
+        a restart); empty when it is disabled or does not answer within STATUS_TIMEOUT_S.
+        Callers share one fetch, and its answer for STATUS_TTL_S (a failure's for
+        STATUS_RETRY_S)."""
+        url, client = self._link()
+        if url is None or client is None:
+            return {}
+        if time.monotonic() < self._statuses_until:
+            return self._statuses
+        fetching = self._fetching
+        if fetching is None:
+            fetching = self._fetching = asyncio.ensure_future(self._fetch())
+            fetching.add_done_callback(self._fetched)
+        return await asyncio.shield(fetching)  # a caller gone does not cancel the others'
+
+    def _fetched(self, fetching: asyncio.Future[dict[str, str]]) -> None:
+        if self._fetching is fetching:
+            self._fetching = None
+        if not fetching.cancelled():
+            # read here: when every caller went away, shield's outer futures no longer do,
+            # and an unexpected error would be logged as never retrieved (the callers still
+            # waiting get it from shield)
+            fetching.exception()
+
+    async def _fetch(self) -> dict[str, str]:
+        url, client = self._link()
+        assert client is not None
+        statuses: dict[str, str] = {}
+        try:
+            async with client.get(
+                f"{url}/api/symbols",
+                timeout=ClientTimeout(total=STATUS_TIMEOUT_S),
+            ) as reply:
+                if reply.status != 200:
+                    raise ClientError(f"HTTP {reply.status}")
+                rows = msgspec.json.decode(await reply.read(), type=list[_Statuses])
+            statuses = {row.symbol: row.status for row in rows}
+            ttl = STATUS_TTL_S
+        except (OSError, TimeoutError, ClientError, msgspec.DecodeError) as exc:
+            ttl = STATUS_RETRY_S
+            now = time.monotonic()
+            if now >= self._warn_after:  # once a minute at most
+                self._warn_after = now + 60.0
+                log.warning("%s: market data at %s: %s", self._who, url, exc)
+        self._statuses, self._statuses_until = statuses, time.monotonic() + ttl
+        return statuses
+
+
+class PublicRoutes(MarketStatuses):
+    def __init__(self, api: RestApi) -> None:
+        super().__init__(lambda: (api.market_url, api.client), "exchangeInfo")
+        self.api = api
 
     def register(self, router: web.UrlDispatcher) -> None:
         get, v1 = functools.partial(router.add_get, allow_head=False), "/api/v1"  # no HEAD
@@ -143,53 +205,6 @@ class PublicRoutes:
                 ],
             }
         )
-
-    async def statuses(self) -> dict[str, str]:
-        """Each symbol's trading status ("TRADING", "HALT") as the market-data process holds
-        it (it follows the matchers' halts and resumes, and is reseeded from their state after
-        a restart); empty when it is disabled or does not answer within STATUS_TIMEOUT_S.
-        Callers share one fetch, and its answer for STATUS_TTL_S (a failure's for
-        STATUS_RETRY_S)."""
-        if self.api.market_url is None or self.api.client is None:
-            return {}
-        if time.monotonic() < self._statuses_until:
-            return self._statuses
-        fetching = self._fetching
-        if fetching is None:
-            fetching = self._fetching = asyncio.ensure_future(self._fetch())
-            fetching.add_done_callback(self._fetched)
-        return await asyncio.shield(fetching)  # a caller gone does not cancel the others'
-
-    def _fetched(self, fetching: asyncio.Future[dict[str, str]]) -> None:
-        if self._fetching is fetching:
-            self._fetching = None
-        if not fetching.cancelled():
-            # read here: when every caller went away, shield's outer futures no longer do,
-            # and an unexpected error would be logged as never retrieved (the callers still
-            # waiting get it from shield)
-            fetching.exception()
-
-    async def _fetch(self) -> dict[str, str]:
-        assert self.api.client is not None
-        statuses: dict[str, str] = {}
-        try:
-            async with self.api.client.get(
-                f"{self.api.market_url}/api/symbols",
-                timeout=ClientTimeout(total=STATUS_TIMEOUT_S),
-            ) as reply:
-                if reply.status != 200:
-                    raise ClientError(f"HTTP {reply.status}")
-                rows = msgspec.json.decode(await reply.read(), type=list[_Statuses])
-            statuses = {row.symbol: row.status for row in rows}
-            ttl = STATUS_TTL_S
-        except (OSError, TimeoutError, ClientError, msgspec.DecodeError) as exc:
-            ttl = STATUS_RETRY_S
-            now = time.monotonic()
-            if now >= self._warn_after:  # once a minute at most
-                self._warn_after = now + 60.0
-                log.warning("exchangeInfo: market data at %s: %s", self.api.market_url, exc)
-        self._statuses, self._statuses_until = statuses, time.monotonic() + ttl
-        return statuses
 
     def proxy(
         self, path: str, accepted: frozenset[str] = rp.MARKET_PARAMS, *, every: bool = False

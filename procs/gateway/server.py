@@ -75,6 +75,7 @@ from procs.gateway.orders import OrderEntry
 from procs.gateway.recovery import note_handled, within_journal
 from procs.gateway.rest_wiring import RestWiring
 from procs.gateway.restart import GatewayRestart
+from procs.gateway.security_status import SecurityStatuses
 from procs.gateway.sent_commands import SentCommands
 from procs.gateway.session import Session
 from procs.gateway.session_interface import SessionSettings
@@ -147,7 +148,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
             gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect, cfg.assets, self.directory
         )
         self.entry.park, self.entry.max_order_notional = self.park, cfg.risk.max_order_notional
-        self.entry.user_request = self.user_request  # UserRequest (BE): user_requests.py
+        self.entry.shell_requests[b"BE"] = self.user_request  # UserRequest: user_requests.py
         self._times = Timestamps()
         #: the sessions logged on here, each claimed across the instance's gateways
         self.live: dict[str, Session] = LiveSessions(self.directory.parent / "logged-on")
@@ -183,12 +184,12 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         #: the supervisor calls ready, so ready means clients can connect.
         self.inputs: list[Consumer[Record]] = []
         self.api = self._rest_api(cfg, gw)
+        self.security_statuses = SecurityStatuses(self)  # e, and halts: security_status.py
         self._api_orders = {}  # taken (or dropped: no REST here), not kept twice
         self.pacing = IntakePacing(cfg.ring.capacity)
         self.burst_limit = max(1, min(self.pacing.high, MAX_BURST_COMMANDS))
-        self._publish_due = False
+        self._publish_due = self._closed = False
         self._writes_due: list[Connection] = []  # whose commands publish() logs first
-        self._closed = False
         #: input ring -> the newest event seq handled before a restart, while the ring is
         #: new and its first events are checked against it (``_after_new_rings``)
         self._awaiting: dict[str, tuple[int, int | None]] = {}
@@ -572,6 +573,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
             await asyncio.sleep(0.01)
         if self.api is not None:
             await self.api.stop()
+        await self.security_statuses.close()
         await asyncio.sleep(0)
         for task in getattr(self, "_tasks", []):
             task.cancel()

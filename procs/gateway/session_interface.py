@@ -40,7 +40,7 @@ class Application(Protocol):
     def on_logon(self, session: Session, now_ns: int) -> None: ...
 
     def on_message(self, session: Session, msg: FixMessage, now_ns: int) -> None:
-        """An in-sequence, valid D/F/G/H/q/AF/BE/x/j message. ``PossDupFlag``/``PossResend``
+        """An in-sequence, valid D/F/G/H/q/AF/BE/x/e/j message. ``PossDupFlag``/``PossResend``
         may be set: the application must not execute an order it already received."""
 
     def on_disconnect(self, session: Session, now_ns: int) -> None:

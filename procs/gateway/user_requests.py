@@ -106,7 +106,7 @@ def response(msg: FixMessage, status: int, text: str) -> bytes:
 
 class UserRequests:
     """A mixin of ``GatewayServer`` (``server.py``), which owns the state it names; the
-    order entry hands it each UserRequest (``OrderEntry.user_request``)."""
+    order entry hands it each UserRequest (``OrderEntry.shell_requests``)."""
 
     users: UserStore
     connections: set[Connection]

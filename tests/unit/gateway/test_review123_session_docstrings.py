@@ -558,11 +558,11 @@ def test_a_reset_flag_with_a_seq_other_than_1_is_refused(tmp_path: Path) -> None
     assert "outside 1..300" in (logon.heartbeat_problem(parsed(_logon(hb=301)), settings) or "")
 
 
-_ON_MESSAGE = "An in-sequence, valid D/F/G/H/q/AF/BE/x/j message"
+_ON_MESSAGE = "An in-sequence, valid D/F/G/H/q/AF/BE/x/e/j message"
 
 
 def test_on_message_gets_d_f_g_h_q_af_be_x_j(tmp_path: Path) -> None:
-    """session_interface.py ``on_message``: "An in-sequence, valid D/F/G/H/q/AF/BE/x/j
+    """session_interface.py ``on_message``: "An in-sequence, valid D/F/G/H/q/AF/BE/x/e/j
     message" (review 123: AF was unsaid): an OrderMassStatusRequest, a UserRequest and a
     SecurityListRequest reach the application."""
     _says(iface_mod.Application.on_message, _ON_MESSAGE)
