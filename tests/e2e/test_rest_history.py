@@ -1,7 +1,7 @@
 """The REST API in the whole exchange (`ringex run`, real processes, the embedded PostgreSQL):
-exchangeInfo's status through a halt and a resume; history from the database writer's tables
-(allOrders, myTrades, klines), and after the gateway is SIGKILLed and restarted, what its
-memory lost is still answered from there."""
+exchangeInfo's status, and a FIX session's SecurityStatus, through a halt and a resume;
+history from the database writer's tables (allOrders, myTrades, klines), and after the
+gateway is SIGKILLed and restarted, what its memory lost is still answered from there."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from config import load_profile
 from procs.gateway.rest_client import ApiCallError, RestClient
 from tests.e2e.running import free_port, ringex, running_exchange
 from tests.e2e.test_pipeline import kill_and_wait
+from tests.unit.gateway.harness import Client
 
 
 @pytest.fixture
@@ -54,15 +55,30 @@ def test_history_comes_from_the_database(exchange: Path) -> None:
 
     async def scenario() -> None:
         async with RestClient(url) as mm, RestClient(url) as tk:
+            # a FIX session follows the symbol's status (SecurityStatus, security_status.py):
+            # market data's at first (no halt read since the gateway started), then pushed
+            fix = Client("MM")
+            await fix.connect(cfg.gateways[0].port)
+            await fix.logon("pw", reset=True)
+            await fix.send("e", (324, "follow"), (55, "BTC-USD"), (263, 1))
+            first = await fix.expect("f", timeout=10)
+            assert (first.get(325), first.get(326), first.get(58)) == (b"N", b"17", None)
             # exchangeInfo's status follows a halt and a resume (through market data)
-            for command, status in (("halt", "HALT"), ("resume", "TRADING")):
+            for command, status, fix_status in (
+                ("halt", "HALT", b"2"),
+                ("resume", "TRADING", b"17"),
+            ):
                 ringex(exchange, "admin", command, "BTC-USD")
+                pushed = await fix.expect("f", timeout=10)
+                assert (pushed.get(324), pushed.get(325)) == (b"follow", b"Y")
+                assert pushed.get(326) == fix_status and pushed.get(60)
 
                 async def shown(status: str = status) -> Any:
                     info = await mm.call("GET", "/api/v1/exchangeInfo", signed=False)
                     return {s["symbol"]: s["status"] for s in info["symbols"]}["BTC-USD"] == status
 
                 await until(shown, f"exchangeInfo saying {status}")
+            await fix.aclose()
             await mm.login("MM", "pw")
             await tk.login("TK", "pw")
             ask = await mm.call(
