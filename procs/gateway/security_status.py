@@ -12,11 +12,13 @@ when the gateway cannot tell (Text 58 says why), the way ``exchangeInfo`` says U
 
 A halt or resume reaches every gateway as the matcher's SymbolStatus event (each gateway
 reads every event of the matchers' rings) and is pushed to the subscribers as it is read,
-with its TransactTime (60). A snapshot is the newest status such an event brought since the
-gateway started; before one came, the market-data process's (which follows the matchers and
-is reseeded from their state after a restart), asked as ``exchangeInfo`` asks it
-(``rest_public.MarketStatuses``: a second at most, shared and kept half a second), the
-answer sent when it comes, unless the session has ended meanwhile.
+with its TransactTime (60), but to one whose snapshot still waits for market data: that
+snapshot, sent after, says it, so a subscription's snapshot comes first. A snapshot is the
+newest status such an event brought since the gateway started; before one came, the
+market-data process's (which follows the matchers and is reseeded from their state after a
+restart), asked as ``exchangeInfo`` asks it (``rest_public.MarketStatuses``: a second at
+most, shared and kept half a second), the answer sent when it comes, unless the session
+has ended meanwhile.
 
 An unknown symbol is refused with a BusinessMessageReject (380=2, unknown security) naming
 it; a session follows at most every configured symbol (one subscription a symbol, the
@@ -31,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from procs.common.records import Record, SymbolStatus
-from procs.common.types import TradingStatus
+from procs.common.types import AdminAction, TradingStatus
 from procs.gateway.fix import FixMessage, Timestamps, field, shown
 from procs.gateway.session import Session
 
@@ -70,6 +72,9 @@ class SecurityStatuses:
         self._client: ClientSession | None = None  # its own, where no REST API shares one
         self._market: MarketStatuses | None = None
         self._asking: set[asyncio.Future[None]] = set()  # snapshots waiting for market data
+        #: (session id, symbol) -> its snapshots waiting for market data: its pushes wait too
+        #: (the snapshot, sent after, says the newest status), so a subscription's comes first
+        self._waiting: dict[tuple[int, bytes], int] = {}
         entry.shell_requests[b"e"] = self.request
         entry.shell_events = self.on_event
 
@@ -92,7 +97,9 @@ class SecurityStatuses:
         if seen is not None:
             session.send(b"f", _status(ref, name, seen[0], False, seen[1]), now_ns)
             return
-        asking = asyncio.ensure_future(self._from_market(session, ref, name, symbol.id))
+        key = (session.session_id, name)
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        asking = asyncio.ensure_future(self._from_market(session, ref, name, symbol.id, key))
         self._asking.add(asking)  # held until done (the loop keeps only a weak reference)
         asking.add_done_callback(self._asking.discard)
 
@@ -105,27 +112,41 @@ class SecurityStatuses:
         before = self.seen.get(symbol)
         self.seen[symbol] = (status, at_ns)
         name = self.names.get(symbol)
-        if name is None or (before is not None and before[0] == status):
-            return  # an end of session, or a halt of a halted symbol: nothing changed
-        followers = self.followers.get(name, {})
+        if name is None or event.action == AdminAction.END_OF_SESSION:
+            return  # an end of session changes no status
+        if before is not None and before[0] == status:
+            return  # a halt of a halted symbol
+        followers, now_ns = self.followers.get(name, {}), time.time_ns()
         for session_id, (session, ref) in list(followers.items()):
             if session.closed:
                 del followers[session_id]  # its connection ended: its subscriptions too
-            else:  # written at the end of the pump's batch, as the reports it reads are
-                session.send(b"f", _status(ref, name, status, True, at_ns), at_ns)
+            elif not self._waiting.get((session_id, name)):  # (else its snapshot says it)
+                # written at the end of the pump's batch, as the reports it reads are
+                session.send(b"f", _status(ref, name, status, True, at_ns), now_ns)
 
-    async def _from_market(self, session: Session, ref: bytes, name: bytes, symbol: int) -> None:
+    async def _from_market(
+        self, session: Session, ref: bytes, name: bytes, symbol: int, key: tuple[int, bytes]
+    ) -> None:
         """Answers the snapshot from market data's statuses (or an event read meanwhile)."""
-        text = "no halt or resume seen since the gateway started, and market data "
-        statuses = await self.market().statuses()
+        try:
+            statuses = await self.market().statuses()
+        finally:
+            if left := self._waiting.pop(key) - 1:
+                self._waiting[key] = left
         seen = self.seen.get(symbol)
         if seen is not None:
             status, at_ns, extra = seen[0], seen[1], b""
         else:
-            at_ns = 0
-            status = _BY_TEXT.get(statuses.get(name.decode(), ""), UNKNOWN)
-            why = "is disabled" if self._market_url is None else "did not answer"
-            extra = field(58, text + why) if status == UNKNOWN else b""
+            said = statuses.get(name.decode())
+            status, at_ns = _BY_TEXT.get(said or "", UNKNOWN), 0
+            if self._market_url is None:
+                why = "is disabled"
+            elif not statuses:
+                why = "did not answer"
+            else:
+                why = f"says {said!r}" if said else "does not list it"
+            text = f"no halt or resume seen since the gateway started, and market data {why}"
+            extra = field(58, text) if status == UNKNOWN else b""
         live = self.server.entry.sessions.get(session.session_id)
         if live is not session or session.closed:
             return  # a status is not parked: a new session asks again

@@ -364,9 +364,10 @@ class Session(GapRecovery):
         self._logout_and_close(text, now_ns)
 
     def business_reject(self, msg: FixMessage, reason: int, text: str, now_ns: int) -> None:
-        """BusinessMessageReject (j): 0 other, 3 unsupported message type, 4 not authorised."""
+        """BusinessMessageReject (j): 0 other, 2 unknown security, 3 unsupported message type,
+        4 not authorised, 5 conditionally required field missing."""
         body = field(45, msg.get(34) or b"0") + field(372, msg.msg_type or b"?")
-        ref = msg.get(11) or msg.get(584) or msg.get(320)  # a mass status's, a security list's
+        ref = msg.get(11) or msg.get(584) or msg.get(320) or msg.get(324)  # or a request's id
         if ref:
             body += field(379, ref)
         self.send(b"j", body + field(380, reason) + field(58, text), now_ns)
@@ -532,12 +533,8 @@ class Session(GapRecovery):
             self._admin(msg, now_ns)
         elif kind in dictionary.INBOUND_APP:
             if kind != b"j" and not self.throttle.allow(now_ns):
-                self.business_reject(
-                    msg,
-                    0,
-                    f"throttle: more than {self.settings.max_messages_per_s} messages/s",
-                    now_ns,
-                )
+                text = f"throttle: more than {self.settings.max_messages_per_s} messages/s"
+                self.business_reject(msg, 0, text, now_ns)
                 return
             self.app.on_message(self, msg, now_ns)
         else:  # ours to send (8, 9, r): not taken from a client
