@@ -248,7 +248,8 @@ class MarketMaker:
                 report_at += 10
                 self.report()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval_s)
+                async with asyncio.timeout(self.interval_s):
+                    await stop.wait()
 
     async def cycle(self, book: Book) -> None:
         m = book.market

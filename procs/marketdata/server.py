@@ -162,7 +162,8 @@ class Client:
                 continue
             self._sending = True
             try:
-                await asyncio.wait_for(conn.send(payload, text=True), stall_s)
+                async with asyncio.timeout(stall_s):  # (wait_for could lose a cancel: wire.py)
+                    await conn.send(payload, text=True)
             except TimeoutError:
                 log.info("dropping %s: nothing sent for %.1f s", conn.remote_address, stall_s)
                 self.closing = True
@@ -192,7 +193,8 @@ class Client:
         ``close`` can wait in the drain of a full socket with no deadline (so can the
         keepalive, its ping behind the same buffer)."""
         try:
-            await asyncio.wait_for(self.conn.close(POLICY_VIOLATION, reason), limit_s)
+            async with asyncio.timeout(limit_s):
+                await self.conn.close(POLICY_VIOLATION, reason)
         except TimeoutError:
             log.info("dropping %s: its 1008 not read in %.1f s", self.conn.remote_address, limit_s)
             self.server.stalled += 1
@@ -451,7 +453,8 @@ def _address(conn: ServerConnection) -> str:
 async def _within(waited: Coroutine[Any, Any, None], seconds: float) -> bool:
     """Await ``waited`` for ``seconds`` at most; whether it ended."""
     try:
-        await asyncio.wait_for(waited, seconds)
+        async with asyncio.timeout(seconds):
+            await waited
     except TimeoutError:
         return False
     return True

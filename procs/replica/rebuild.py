@@ -139,7 +139,8 @@ def agreed_seq(cfg: RingexConfig, host: str, port: int, timeout_s: float = 600.0
     tls = replication_context(cfg.replication, server=False)
 
     async def ask(seqs: list[int]) -> Digests:
-        return await asyncio.wait_for(_ask_digests(host, port, seqs, tls), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await _ask_digests(host, port, seqs, tls)
 
     codec = RecordCodec()
     directory = journal_dir(cfg)

@@ -221,7 +221,11 @@ async def _read(reader: asyncio.StreamReader, n: int, silence_s: float | None) -
     chunks: list[bytes] = []
     left = n
     while left:
-        chunk = await asyncio.wait_for(reader.read(min(left, 1 << 20)), silence_s)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the read's result
+        # when a cancel comes as the read ends, and the cancel is lost (a standby cancelled
+        # as a frame arrived went on following: gh-86296, fixed by 3.12's wait_for)
+        async with asyncio.timeout(silence_s):
+            chunk = await reader.read(min(left, 1 << 20))
         if not chunk:
             raise asyncio.IncompleteReadError(b"".join(chunks), n)
         chunks.append(chunk)
