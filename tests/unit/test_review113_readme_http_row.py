@@ -475,13 +475,14 @@ def test_the_apt_step_installs_only_what_is_missing() -> None:
     assert "/usr/lib/postgresql/*/bin/initdb" in Path(embedded_postgres.__file__).read_text()
 
 
-@pytest.mark.parametrize(("cpus", "workers"), [(1, "0"), (2, "2"), (16, "2")])
-def test_two_workers_where_there_are_two_cpus(
+@pytest.mark.parametrize(("cpus", "workers"), [(1, "0"), (2, "3"), (3, "4"), (16, "4")])
+def test_a_worker_more_than_the_cpus_where_there_are_two(
     cpus: int, workers: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """ "(in two workers where there are two CPUs or more ...)": the Makefile's
-    ``PYTEST_WORKERS`` program, run with ``cpus`` CPUs, prints 0 (no xdist) for one, else 2."""
-    two("in two workers where there are two CPUs or more")
+    """ "(in a worker more than there are CPUs, at most four, where there are two or more
+    ...)": the Makefile's ``PYTEST_WORKERS`` program, run with ``cpus`` CPUs, prints 0 (no
+    xdist) for one, else the CPUs and one, at most 4."""
+    two("in a worker more than there are CPUs, at most four, where")
     program = re.search(r"^PYTEST_WORKERS \?= \$\(shell \$\(PYTHON\) -c '(.*)'\)$",
                         (ROOT / "Makefile").read_text(), re.M)  # fmt: skip
     assert program is not None

@@ -143,7 +143,10 @@ def test_gateway_max_messages_per_s_rejects_application_messages_past_it(
     assert "self.throttle = TokenBucket(settings.max_messages_per_s, now_ns)" in text
     assert (
         'elif kind in dictionary.INBOUND_APP: if kind != b"j" and not '
-        "self.throttle.allow(now_ns): self.business_reject(" in text
+        "self.throttle.allow(now_ns): text = " in text
+    )
+    assert (
+        'messages/s" self.business_reject(msg, 0, text, now_ns) return self.app.on_message(' in text
     )
 
 
