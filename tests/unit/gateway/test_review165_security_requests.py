@@ -13,9 +13,10 @@ documented limit: an x or e read after the gateway's own Logout is answered."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -127,6 +128,26 @@ async def market(
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+@contextlib.asynccontextmanager
+async def market_at(
+    h: Harness,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    then: Callable[[], object] = lambda: None,
+) -> AsyncIterator[None]:
+    """The gateway's market data a stand-in answering with ``handler``; on the way out the
+    gateway stops (its own ClientSession closed before the stand-in goes), then ``then``."""
+    runner, url = await market(handler)
+    gw = h.gateway
+    assert gw is not None
+    gw.security_statuses._market_url = url
+    try:
+        yield
+    finally:
+        await h.stop()
+        then()
+        await runner.cleanup()
 
 
 # -- wire format, resends, audit --------------------------------------------------------------
@@ -349,11 +370,7 @@ def test_market_data_hanging_answers_unknown_in_a_second_without_wedging(h: Harn
         return web.json_response([])
 
     async def scenario(h: Harness, port: int) -> None:
-        gw = h.gateway
-        assert gw is not None
-        runner, url = await market(hangs)
-        gw.security_statuses._market_url = url
-        try:
+        async with market_at(h, hangs, release.set):
             alice = await logged_on(port)
             started = time.monotonic()
             await ask(alice, "hang", 0)
@@ -364,10 +381,6 @@ def test_market_data_hanging_answers_unknown_in_a_second_without_wedging(h: Harn
             assert b"did not answer" in f.get(58) and 0.9 < time.monotonic() - started < 1.8
             checked(f)
             await alice.aclose()
-        finally:
-            await h.stop()  # the gateway's own ClientSession closed before the server goes
-            release.set()
-            await runner.cleanup()
 
     run_scenario(h, scenario)
 
@@ -377,11 +390,7 @@ def test_market_data_garbage_answers_unknown(h: Harness) -> None:
         return web.Response(body=b"{not json", content_type="application/json")
 
     async def scenario(h: Harness, port: int) -> None:
-        gw = h.gateway
-        assert gw is not None
-        runner, url = await market(garbage)
-        gw.security_statuses._market_url = url
-        try:
+        async with market_at(h, garbage):
             alice = await logged_on(port)
             await ask(alice, "g", 1)
             f = await alice.expect("f", timeout=2.0)
@@ -390,9 +399,6 @@ def test_market_data_garbage_answers_unknown(h: Harness) -> None:
             admin(h, AdminAction.HALT)  # the follower still hears the halt
             assert status(await alice.expect("f")) == (b"g", b"BTC-USD", b"Y", HALT)
             await alice.aclose()
-        finally:
-            await h.stop()
-            await runner.cleanup()
 
     run_scenario(h, scenario)
 
@@ -407,19 +413,12 @@ def test_a_status_market_data_lacks_is_not_called_unanswered(h: Harness) -> None
         return web.json_response([{"symbol": "BTC-USD", "status": "BREAK"}])
 
     async def scenario(h: Harness, port: int) -> None:
-        gw = h.gateway
-        assert gw is not None
-        runner, url = await market(lacks)
-        gw.security_statuses._market_url = url
-        try:
+        async with market_at(h, lacks):
             alice = await logged_on(port)
             await ask(alice, "b", 0)
             f = await alice.expect("f", timeout=2.0)
             assert status(f)[3] == UNKNOWN
             assert b"did not answer" not in f.get(58)
-        finally:
-            await h.stop()
-            await runner.cleanup()
 
     run_scenario(h, scenario)
 
@@ -435,11 +434,7 @@ def test_a_subscriptions_snapshot_comes_before_its_updates(h: Harness) -> None:
         return web.json_response([{"symbol": "BTC-USD", "status": "TRADING"}])
 
     async def scenario(h: Harness, port: int) -> None:
-        gw = h.gateway
-        assert gw is not None
-        runner, url = await market(slow)
-        gw.security_statuses._market_url = url
-        try:
+        async with market_at(h, slow):
             alice = await logged_on(port)
             await ask(alice, "s", 1)
             await asyncio.sleep(0.1)
@@ -450,9 +445,6 @@ def test_a_subscriptions_snapshot_comes_before_its_updates(h: Harness) -> None:
             assert (await alice.expect("0")).get(112) == b"after"
             admin(h, AdminAction.RESUME)  # the next change is pushed
             assert status(await alice.expect("f"))[2:] == (b"Y", READY)
-        finally:
-            await h.stop()
-            await runner.cleanup()
 
     run_scenario(h, scenario)
 
