@@ -200,6 +200,11 @@ def _paths() -> Json:
         f"{V1}/time": {"get": _operation("time", "The server's clock.", _ref("ServerTime"))},
         f"{V1}/exchangeInfo": {"get": _operation(
             "exchangeInfo", "Symbols, assets and rate limits.", _ref("ExchangeInfo"),
+            params=[_symbol(required=False), _query(
+                "symbols", {"type": "string", "maxLength": rp.LONG_VALUES["symbols"]},
+                'Some symbols, a JSON array of their names (["BTC-USD","ETH-USD"]), in its '
+                "order; not with symbol. Without either: every symbol.",
+            )],
         )},
         f"{V1}/depth": {"get": _operation(
             "depth", "The order book, best levels first.", _ref("Depth"),

@@ -78,7 +78,7 @@ MAX_VALUE_CHARS = 64
 #: A batch's orders (``rest_new_orders.py``) are one value.
 LONG_VALUES: Final = {
     "password": MAX_PASSWORD_CHARS, "signature": 128, "batchOrders": 8_192,
-    "orderIdList": 512, "origClientOrderIdList": 512,
+    "orderIdList": 512, "origClientOrderIdList": 512, "symbols": 640,
 }  # fmt: skip
 MAX_PARAMS = 24
 #: The most orders one ``batchOrders`` request may carry (``rest_new_orders.py``; Bybit's
@@ -123,6 +123,7 @@ ALL_ORDERS_PARAMS: Final = frozenset(("symbol", "orderId", *_TIMES))
 MY_TRADES_PARAMS: Final = frozenset(("symbol", "fromId", "orderId", *_TIMES))
 MARKET_PARAMS: Final = frozenset(("symbol", "limit"))  # depth, trades
 TICKER_PARAMS: Final = frozenset(("symbol",))
+EXCHANGE_INFO_PARAMS: Final = frozenset(("symbol", "symbols"))
 KLINES_PARAMS: Final = frozenset(("symbol", "interval", *_TIMES))
 #: The private stream's URL: its signature is in the query, a browser's WebSocket sends no
 #: headers of its own.
@@ -206,6 +207,32 @@ def symbol(params: Mapping[str, str], instruments: Instruments) -> SymbolConfig:
         known = ", ".join(s.name for s in instruments.by_id.values())
         raise bad_request(codes.BAD_SYMBOL, f"unknown symbol {name!r} (this exchange has {known})")
     return sym
+
+
+_NAMES: Final = msgspec.json.Decoder(list[str])
+
+
+def symbols(params: Mapping[str, str], instruments: Instruments) -> list[SymbolConfig]:
+    """The symbols ``symbol`` (one) or ``symbols`` (a JSON array of names, in its order,
+    each once) name, not both; every configured one, in the config's order, without
+    either."""
+    if "symbol" in params and "symbols" in params:
+        raise bad_request(codes.ILLEGAL_PARAM, "'symbol' and 'symbols' cannot be sent together")
+    if "symbol" in params:
+        return [symbol(params, instruments)]
+    if "symbols" not in params:
+        return list(instruments.by_id.values())
+    try:
+        names = _NAMES.decode(params["symbols"])
+    except msgspec.DecodeError as exc:
+        raise bad_request(
+            codes.ILLEGAL_PARAM,
+            f"parameter 'symbols' is not a JSON array of symbol names, such as "
+            f'["BTC-USD"]: {exc}',
+        ) from None
+    if not names:
+        raise bad_request(codes.ILLEGAL_PARAM, "parameter 'symbols' names no symbol: []")
+    return [symbol({"symbol": name}, instruments) for name in dict.fromkeys(names)]
 
 
 def opt_integer(params: Mapping[str, str], name: str, low: int, high: int) -> int | None:

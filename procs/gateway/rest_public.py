@@ -155,7 +155,9 @@ class PublicRoutes(MarketStatuses):
         return json_response(document(self.api.cfg))
 
     async def exchange_info(self, request: web.Request) -> web.Response:
-        await self.api.params(request, frozenset())  # none taken: any is refused
+        """Every symbol, or those ``symbol`` or ``symbols`` (a JSON array) name."""
+        params = await self.api.params(request, rp.EXCHANGE_INFO_PARAMS)
+        chosen = rp.symbols(params, self.api.instruments) if params else self.api.cfg.symbols
         rest = self.api.rest
         statuses = await self.statuses()
         return json_response(
@@ -201,7 +203,7 @@ class PublicRoutes(MarketStatuses):
                         "orderTypes": sorted(rp.TYPES),
                         "timeInForce": sorted(rp.TIFS),
                     }
-                    for s in self.api.cfg.symbols
+                    for s in chosen
                 ],
             }
         )

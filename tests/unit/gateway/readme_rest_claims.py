@@ -160,7 +160,7 @@ def _operation(method: str, path: str) -> dict[str, Any]:
 ENDPOINTS: list[tuple[str, str, str, str | None]] = [
     ("GET", f"{V1}/ping", "- Public: `ping`,", None),
     ("GET", f"{V1}/time", "- Public: `ping`, `time`,", None),
-    ("GET", f"{V1}/exchangeInfo", "`time`, `exchangeInfo` (each symbol's `status`", None),
+    ("GET", f"{V1}/exchangeInfo", "`time`, `exchangeInfo` (every symbol, or only those", None),
     ("GET", f"{V1}/depth", "the limit-price collar), `depth`, `trades`", None),
     ("GET", f"{V1}/trades", "`trades` (`limit` up to 1,000", None),
     (
