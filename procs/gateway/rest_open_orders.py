@@ -90,7 +90,11 @@ class OpenOrderViews:
         # link (reread 44: the snapshot came after 12 s)
         reading = asyncio.ensure_future(read())
         reading.add_done_callback(quietly)  # however the wait below ends
-        await asyncio.wait({reading}, timeout=LISTING_WAIT_S)
+        try:
+            await asyncio.wait({reading}, timeout=LISTING_WAIT_S)
+        except asyncio.CancelledError:  # the client left, the gateway stops: the read too
+            reading.cancel()  # (review 166: it held its pool connection)
+            raise
         if reading.done():
             reading.result()  # a fault of its own (not the database's) is raised
             return rows

@@ -303,11 +303,12 @@ class MarketDataServer:
                     connection.transport.abort()
                 if not await _within(self._server.wait_closed(), STOP_GRACE_S):
                     log.warning("the feed's connection handlers did not return: stopped")
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # gather, not each awaited under suppress(CancelledError): that swallowed this
+        # stop's own cancel (review 166), overrunning a timeout around it
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[call-overload]

@@ -28,6 +28,9 @@ from procs.common import gc_policy, sd_notify
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby, StandbyRefusedError
 
+#: How long a stopping standby waits for its follow task to end before it closes.
+STOP_WAIT_S = 5.0
+
 log = logging.getLogger("ringex.replica")
 
 
@@ -76,12 +79,14 @@ async def _standby(cfg: RingexConfig) -> int:
         done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()  # raises StandbyRefusedError
-        task.cancel()
+        task.cancel()  # and ended before the close below (review 166: a frame in flight
+        await asyncio.wait({task}, timeout=STOP_WAIT_S)  # was applied after it)
         return 0
     except StandbyRefusedError as exc:
         log.error("%s", exc)
         return 2
     finally:
+        stop.cancel()
         standby.close()
 
 
