@@ -33,7 +33,7 @@ from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request
 from procs.gateway.history import order_json
 from procs.gateway.instruments import format_units
-from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, ms
+from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, Outcome, ms
 from procs.gateway.rest_public import json_response
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ class MassCancelRoute:
         listed = {o.order_id: (o.json(), o.symbol) for o in following}
         rows: list[tuple[tuple[Any, ...], SymbolConfig]] = []
         core.ends.collect(account)  # how the orders only the database lists end, meanwhile
+        verdict: asyncio.Future[Outcome] | None = None
         try:
             ref = core.mass_cancel(account, key.session, symbol_id, time.time_ns())
             verdict = asyncio.ensure_future(api.wait(ref))
@@ -87,6 +88,8 @@ class MassCancelRoute:
                 with contextlib.suppress(ApiError):  # not seen to end in time: as they are
                     await api.wait(ends, ENDS_WAIT_S)
         finally:
+            if verdict is not None and not verdict.done():  # the handler cancelled, or its
+                verdict.cancel()  # listing failed: no waiter left behind (review 166)
             unfollowed = core.ends.collected(account)
         for row, _spec in rows:  # a view followed from events alone lacks what its row says
             order = core.known(row[0])

@@ -177,6 +177,11 @@ class SecurityStatuses:
         return self._market_url, self._client
 
     async def close(self) -> None:
+        """At the gateway's shutdown: the snapshots waiting for market data, then its own
+        client, if it made one."""
+        for asking in list(self._asking):
+            asking.cancel()
+        await asyncio.gather(*self._asking, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
             self._client = None
