@@ -34,6 +34,7 @@ from procs.gateway.rest_public import MarketStatuses
 from procs.marketdata.server import MarketDataServer
 from procs.replica import main as replica_main
 from procs.replica.wire import Ack, Heartbeat, receive, send
+from tests.unit.replica.test_review108_readme_failover2 import _Writer  # wire.send's
 
 ROOT = Path(__file__).resolve().parents[2]
 BOUND_S = 1.0  # every wait of these tests: a fault shows as an xfail, never a hang
@@ -53,19 +54,6 @@ async def _reap() -> None:
         task.cancel()
     async with asyncio.timeout(BOUND_S):
         await asyncio.gather(*left, return_exceptions=True)
-
-
-class _Writer:
-    """What ``wire.send`` needs of a StreamWriter: the bytes it writes are kept."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    async def drain(self) -> None:
-        return None
 
 
 async def _frame(message: Any) -> bytes:
