@@ -130,8 +130,10 @@ def still_logged_on(now: User | None, was: User | None) -> User | None:
     user, account, session id and epoch, only its settings (`ringex admin set-user`) or its
     password changed by the user itself (a UserRequest: no new ``epoch``); None when the
     operator removed it or changed its password (`ringex admin set-password`)."""
-    if now is None or was is None or now == was:
-        return now if now == was else None
+    if now is None or was is None:
+        return None
+    if now == was:
+        return now
     changed = (f for f in now.__struct_fields__ if getattr(now, f) != getattr(was, f))
     return now if all(f in SETTINGS or f in _PASSWORD for f in changed) else None
 

@@ -147,6 +147,13 @@ class GatewayConnections:
         self.publish()
         self.submit()  # its cancels (cancel on disconnect) are answered by the poll loop
 
+    def write_now(self, session: Session) -> None:
+        """What ``session`` sent outside the poll loop's batches (an answer made when an
+        executor thread or a fetch returned) goes out now, not at the loop's next batch."""
+        conn = next((c for c in self.connections if c.session is session), None)
+        if conn is not None:
+            self.after_input(conn)
+
     def after_input(self, conn: Connection) -> None:
         session = conn.session
         if conn in self._pending and session is not None and session.state in LOGGED_ON:

@@ -214,14 +214,11 @@ _NAMES: Final = msgspec.json.Decoder(list[str])
 
 def symbols(params: Mapping[str, str], instruments: Instruments) -> list[SymbolConfig]:
     """The symbols ``symbol`` (one) or ``symbols`` (a JSON array of names, in its order,
-    each once) name, not both; every configured one, in the config's order, without
-    either."""
+    each once) name, not both."""
     if "symbol" in params and "symbols" in params:
         raise bad_request(codes.ILLEGAL_PARAM, "'symbol' and 'symbols' cannot be sent together")
-    if "symbol" in params:
-        return [symbol(params, instruments)]
     if "symbols" not in params:
-        return list(instruments.by_id.values())
+        return [symbol(params, instruments)]  # (neither: -1102, symbol is mandatory)
     try:
         names = _NAMES.decode(params["symbols"])
     except msgspec.DecodeError as exc:

@@ -151,9 +151,7 @@ class SecurityStatuses:
         if live is not session or session.closed:
             return  # a status is not parked: a new session asks again
         session.send(b"f", _status(ref, name, status, False, at_ns) + extra, time.time_ns())
-        conn = next((c for c in self.server.connections if c.session is session), None)
-        if conn is not None:
-            self.server.after_input(conn)  # written now, not at the poll loop's next batch
+        self.server.write_now(session)
 
     def market(self) -> MarketStatuses:
         """The fetcher of market data's statuses, made at its first use."""

@@ -51,7 +51,6 @@ from procs.common.users import (
     password_refused,
     rehashed,
 )
-from procs.gateway.connection import Connection
 from procs.gateway.fix import FixMessage, field, shown
 from procs.gateway.limits import RateLimiter, limit_key
 from procs.gateway.logon import password
@@ -109,7 +108,6 @@ class UserRequests:
     order entry hands it each UserRequest (``OrderEntry.shell_requests``)."""
 
     users: UserStore
-    connections: set[Connection]
     entry: OrderEntry
 
     if TYPE_CHECKING:
@@ -117,7 +115,7 @@ class UserRequests:
         @property
         def failed_logins(self) -> RateLimiter: ...
 
-        def after_input(self, conn: Connection) -> None: ...
+        def write_now(self, session: Session) -> None: ...
 
         def park(self, session_id: int, msg_type: bytes, body: bytes, now_ns: int) -> bool: ...
 
@@ -185,9 +183,7 @@ class UserRequests:
             if stored is not None and session.user == user:  # else its timer took the file's
                 session.user = stored  # user since, maybe newer: its next pass brings this one
             if (live := self._answered(session, msg, answer, time.time_ns())) is not None:
-                conn = next((c for c in self.connections if c.session is live), None)
-                if conn is not None:
-                    self.after_input(conn)  # written now, not at the poll loop's next batch
+                self.write_now(live)
 
         change.add_done_callback(done)
         return None
