@@ -210,7 +210,8 @@ class UserStore:
             if bad:
                 raise ValueError(f"user {bad[0]}: its salt or digest is not hex")  # (138)
             crc = doc.crc32 if isinstance(doc, UsersFile) else None
-            if crc is not None and crc != (held := users_crc(doc.users, doc.last_session)):
+            held = users_crc(doc.users, doc.last_session) if isinstance(doc, UsersFile) else None
+            if crc is not None and crc != held:
                 raise ValueError(
                     f"its crc32 {crc} is not its users' {held}: damaged (or edited by hand: "
                     'take its "crc32" out to load it as it reads)'
