@@ -6,16 +6,24 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-long lint typecheck pytest run ring-demo system-deps bench bench-ring bench-records bench-matcher bench-journal bench-pipeline bench-soak bench-db bench-gateway bench-ws bench-rest bench-failover clean-shm clean venv
+.PHONY: test test-long lock lint typecheck pytest run ring-demo system-deps bench bench-ring bench-records bench-matcher bench-journal bench-pipeline bench-soak bench-db bench-gateway bench-ws bench-rest bench-failover clean-shm clean venv
 
-# Create the venv and install the project with its dev extra; redone when pyproject changes.
-$(STAMP): pyproject.toml
+# Create the venv and install the project with its dev extra, at the versions constraints.txt
+# holds (the ones make test last passed with); redone when either file changes.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Upgrade every package to its newest release and write those versions to constraints.txt:
+# run make test after it, and commit constraints.txt only when that passes.
+lock: $(STAMP)
+	$(PY) -m pip install --quiet --upgrade -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v -i '^ringex'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -425,7 +425,7 @@ def _index(lines: list[str], needle: str) -> int:
 
 INSTALL = (
     "test -x .venv/bin/python || python3 -m venv .venv",
-    ".venv/bin/python -m pip install --quiet -e '.[dev]'",
+    ".venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev]'",
 )
 
 
