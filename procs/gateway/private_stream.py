@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from procs.common.task_end import wait_ended
 from procs.common.token_bucket import TokenBucket
 from procs.gateway.api_errors import ApiError
 from procs.gateway.rest_body import checked_params
@@ -274,8 +275,7 @@ class PrivateStreams:
                 sender.cancel()
             # a client gone while the sender wrote its backlog ends it with a connection
             # error: the slot is given back all the same
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                await sender
+            await wait_ended(sender, ConnectionError)
         sub.finish()
         self.count -= 1
         subs = self.by_account.get(sub.account)

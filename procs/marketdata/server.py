@@ -18,7 +18,6 @@ connection stays open.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http
 import logging
 import socket
@@ -35,6 +34,7 @@ from websockets.protocol import Event, State
 
 from config.edges import MarketDataConfig
 from procs.common.open_files import connections_room
+from procs.common.task_end import wait_ended
 from procs.common.token_bucket import TokenBucket
 from procs.marketdata import messages
 from procs.marketdata.hub import Hub, Message
@@ -410,8 +410,7 @@ class MarketDataServer:
             self.hub.remove(client)
             self.clients.discard(client)
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await sender
+            await wait_ended(sender, ConnectionClosed)
 
     def _on_message(self, client: Client, message: str | bytes) -> int:
         """Answer one request; returns its weight: the distinct stream names it carried
