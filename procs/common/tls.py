@@ -11,11 +11,14 @@ sent again, and no peer without the link's certificate is shipped the journal.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 from typing import Any
 
 from config.schema import ReplicationConfig
+
+log = logging.getLogger("ringex.replica")
 
 #: How long a TLS handshake may take on the REST port (FIX's takes its logon timeout): a peer
 #: that never completes one is not a connection yet, so no connection limit counts it.
@@ -80,7 +83,30 @@ def mutual_context(cert: str, key: str, ca: str, *, server: bool) -> ssl.SSLCont
         context.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError) as exc:
         raise TlsError(f"TLS certificate {cert} with key {key} does not load: {exc}") from None
+    if server:
+        context.sslobject_class = _SaysRefusals
     return context
+
+
+class _SaysRefusals(ssl.SSLObject):
+    """The replication source's TLS connection: a handshake that fails is logged, with why.
+    The event loop (uvloop's, and asyncio's) logs a failed server-side handshake only in
+    debug mode, so a standby refused for its certificate showed nowhere on the primary, and
+    on the standby only as a lost connection (review 99). The loop wraps each accepted
+    connection with the context's ``sslobject_class``: this is the documented hook."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise  # the handshake goes on when more bytes come
+        except ssl.SSLError as exc:
+            log.warning(
+                "a peer failed the replication link's TLS handshake (%s): a standby without "
+                "a certificate the link's tls_ca signed, or not a standby",
+                exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else exc,
+            )  # fmt: skip
+            raise
 
 
 def replication_context(rep: ReplicationConfig, *, server: bool) -> ssl.SSLContext | None:

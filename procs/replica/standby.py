@@ -256,7 +256,16 @@ class Standby:
             try:
                 await self._follow(reader, writer)
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
-                log.warning("primary connection lost (%s); reconnecting", exc)
+                # TLS 1.3 ends the client's handshake before the primary checks its
+                # certificate: a refusal reaches this side as the link closed, unexplained
+                hint = (
+                    " (what a primary that refused this standby's certificate does: its log "
+                    "says so)"
+                    if self._tls is not None and isinstance(exc, asyncio.IncompleteReadError)
+                    and not exc.partial and time.monotonic() - began < 1.0
+                    else ""
+                )  # fmt: skip
+                log.warning("primary connection lost (%s)%s; reconnecting", exc, hint)
             except TimeoutError:
                 log.warning("primary silent for %.1f s (no heartbeat); reconnecting", SILENCE_S)
             except FrameError as exc:
