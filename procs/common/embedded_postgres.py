@@ -5,7 +5,7 @@ socket-only server (``listen_addresses = ''``, the socket in the data directory)
 listens on the network and two instances never collide on a port. ``fast=True`` (tests,
 benchmarks) turns off fsync and friends: a crash of the machine may then lose the cluster,
 which a test does not mind. PostgreSQL refuses to run as root, so under root the server runs
-as the ``postgres`` user (else ``nobody``) and owns its directory.
+as the ``postgres`` user (none: refused, naming the remedies) and owns its directory.
 
     root/            var/<instance>/pg
       data/          PGDATA, and the socket .s.PGSQL.5432
@@ -70,15 +70,24 @@ def _version(path: str) -> int:
 
 
 def _run_as() -> pwd.struct_passwd | None:
-    """The user the server runs as when we are root; None when we are not."""
+    """The user the server runs as when we are root (``postgres``); None when we are not.
+
+    Never ``nobody``, which an earlier build fell back to: the account many daemons share,
+    whose every process could then connect to the cluster (its authentication is the
+    socket's owner, initdb's ``trust``) and read or rewrite the venue's trades and
+    balances (review 95)."""
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", "nobody"):
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            continue
-    raise EmbeddedError("running as root, and neither a postgres nor a nobody user exists")
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        raise EmbeddedError(
+            "running as root, and no postgres user exists for the embedded database to run "
+            "as (PostgreSQL refuses root; a shared account such as nobody would let its "
+            "other processes into the database): create one (useradd --system postgres, as "
+            "the distribution's package does), run ringex as a user of its own, or set "
+            "database.dsn to a server of yours"
+        ) from None
 
 
 def _reachable(root: Path, user: pwd.struct_passwd | None) -> Path:

@@ -229,24 +229,17 @@ def test_the_clusters_outside_directory_made_by_another_user_is_refused(
     assert (victim / "data" / "precious").exists(), "removed by root"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, the database writer): under root without a postgres "
-    "user the embedded cluster runs as nobody, with trust auth, so every process running as "
-    "nobody reaches the venue's database; create a postgres user or set database.dsn",
-)
 def test_the_embedded_cluster_is_not_run_as_the_shared_nobody_user(
     open_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under root, ``_run_as`` (embedded_postgres.py:71-80) runs the server as ``postgres``,
-    else as ``nobody``: the account many unprivileged daemons share (and NFS's squashed
-    root). ``nobody`` then owns the data directory and its socket, and initdb's ``-A
-    trust`` (embedded_postgres.py:207) lets any local process of that account connect as the
-    superuser ``ringex``: here ``psql`` run as nobody reads the venue's database (and could
-    rewrite its trades and balances, or ``COPY ... TO PROGRAM``). Run on a host with no
-    postgres user (binaries from a tarball; simulated by hiding the entry). Fix: refuse to
-    run as ``nobody`` (name a dedicated user, or ask for ``database.dsn``), and use
-    ``peer``/``scram-sha-256`` in pg_hba rather than ``trust``."""
+    """Was (fixed: without a postgres user the start is refused, naming the remedies). Under
+    root, ``_run_as`` ran the server as ``postgres``, else as ``nobody``: the account many
+    unprivileged daemons share (and NFS's squashed root). ``nobody`` then owned the data
+    directory and its socket, and initdb's ``-A trust`` let any local process of that
+    account connect as the superuser ``ringex``: ``psql`` run as nobody read the venue's
+    database (and could rewrite its trades and balances, or ``COPY ... TO PROGRAM``). Run on
+    a host with no postgres user (binaries from a tarball; simulated by hiding the entry).
+    Should a start ever succeed there again, nobody must still not connect."""
     real = pwd.getpwnam
 
     def no_postgres(name: str) -> object:
@@ -258,8 +251,9 @@ def test_the_embedded_cluster_is_not_run_as_the_shared_nobody_user(
     try:
         cluster = ep.EmbeddedPostgres(open_dir / "pg", fast=True)
         cluster.start()
-    except ep.EmbeddedError:
-        return  # refused: what the fix does
+    except ep.EmbeddedError as exc:  # refused: what the fix does, saying how to go on
+        assert "no postgres user" in str(exc) and "database.dsn" in str(exc), exc
+        return
     try:
         read = _as_nobody(_psql(cluster), "-h", str(cluster.data), "-U", "ringex", "-d", "ringex",
                           "-Atc", "SELECT current_user")  # fmt: skip

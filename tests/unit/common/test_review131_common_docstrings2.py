@@ -232,7 +232,8 @@ def test_the_real_cluster_listens_on_its_socket_only_and_a_second_start_is_a_no_
     pg: emb.EmbeddedPostgres,
 ) -> None:
     """embedded_postgres.py: "nothing listens on the network"; "under root the server runs as
-    the ``postgres`` user (else ``nobody``) and owns its directory"; ``EmbeddedPostgres``:
+    the ``postgres`` user (none: refused, naming the remedies) and owns its directory";
+    ``EmbeddedPostgres``:
     "``start`` creates it when missing and is a no-op when it runs"; ``start``: "make the
     database; return the DSN"."""
     said("embedded_postgres")
