@@ -29,7 +29,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -38,6 +38,7 @@ from aiohttp import ClientError
 
 from config import load_profile
 from procs.common.endpoints import url_host
+from procs.common.task_end import wait_ended
 from procs.gateway.rest_client import ApiCallError, RestClient
 from procs.gateway.rest_params import MAX_BATCH_ORDERS
 
@@ -45,6 +46,10 @@ log = logging.getLogger("ringex.market_maker")
 
 #: Where a mid starts when the symbol has not traded (whole quote units).
 DEFAULT_MIDS = {"BTC-USD": "30000", "ETH-USD": "2000"}
+#: The most one REST call may take (a gateway that takes the connection and never answers),
+#: and the exit's cancels of what rests, all of them.
+REQUEST_S = 10.0
+EXIT_S = 20.0
 BUY, SELL = "BUY", "SELL"
 
 # -- the pure core ---------------------------------------------------------------------------
@@ -236,7 +241,8 @@ class MarketMaker:
             book = self.books[turn % len(self.books)]
             turn += 1
             try:
-                await self.cycle(book)
+                if not await _unless_stopped(self.cycle(book), stop):
+                    break  # a stop ends the cycle under way: the exit cancels what rests
             except ApiCallError as exc:
                 log.warning("%s: %s", book.market.symbol, exc)
                 if exc.status != 400:  # 429, or a part of the exchange not answering yet
@@ -345,13 +351,31 @@ class MarketMaker:
         )
 
 
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` until it ends (True) or ``stop`` is set (False: it is cancelled), so a
+    stop never waits on a gateway that does not answer (review 167)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            await wait_ended(task)
+    if task.cancelled():
+        return False
+    task.result()  # what the work raised
+    return True
+
+
 # -- the edge --------------------------------------------------------------------------------
 
 
 async def login(url: str, credentials: str, wait_s: float = 30.0) -> RestClient:
     """A client signed in as ``user:password``; waits for the gateway to listen."""
     user, _, password = credentials.partition(":")
-    api = RestClient(url)
+    api = RestClient(url, timeout_s=REQUEST_S)
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -407,7 +431,8 @@ async def main_async(args: argparse.Namespace) -> int:
             await bot.run(stop)
         finally:
             with contextlib.suppress(ApiCallError, ClientError, OSError):
-                await bot.cancel_all()
+                async with asyncio.timeout(EXIT_S):  # a gateway gone quiet: not for ever
+                    await bot.cancel_all()
             bot.report()
         return 0
     finally:

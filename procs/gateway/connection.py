@@ -181,9 +181,16 @@ class Connection(asyncio.Protocol):
         """Disconnect a client whose paused output has not moved (its write buffer never
         smaller than a call before) for ``STALL_HEARTBEATS`` of its heartbeat intervals. The
         timers call it about once a second; a buffer that grows while the client reads less
-        than it is sent counts as standing still (it would reach ``MAX_UNSENT_BYTES``)."""
+        than it is sent counts as standing still (it would reach ``MAX_UNSENT_BYTES``).
+        A closing transport counts whether paused or not: its close waits for its output to
+        flush, which a client that does not read never lets happen, and the connection, one
+        of ``max_sessions`` with its buffers, would never be lost (review 167)."""
         transport, session = self.transport, self.session
-        if not self.writing_paused or transport is None or session is None:
+        if (
+            transport is None
+            or session is None
+            or not (self.writing_paused or transport.is_closing())
+        ):
             self._stalled_ns = 0
             return
         size = transport.get_write_buffer_size()
@@ -192,7 +199,7 @@ class Connection(asyncio.Protocol):
             return
         self._stall_size = size
         limit_ns = STALL_HEARTBEATS * session.heartbeat_ns
-        if now_ns - self._stalled_ns > limit_ns and not transport.is_closing():
+        if now_ns - self._stalled_ns > limit_ns:
             log.warning(
                 "%s does not read: %d bytes unsent have not moved for %.1f s, the limit is "
                 "%.1f s (%d heartbeat intervals); disconnected",

@@ -30,6 +30,7 @@ named gives the order, and the scan reads the rows it answers (and those its fil
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -228,18 +229,45 @@ def _keyset(columns: tuple[str, ...], newest: bool) -> tuple[str, str]:
     return f"{row} >= {params} AND {row} <= {params}", ", ".join(c + way for c in columns)
 
 
+#: The most a history query may run (the server's statement_timeout, lock waits included),
+#: and a wait for one of the pool's connections: a query the server held (a lock, a hung
+#: server, a host gone without a reset) kept its REST request and its connection for ever,
+#: and four such made every history route wait for a 503 (review 167).
+QUERY_S = 5.0
+POOL_WAIT_S = 5.0
+
+
 class History:
     def __init__(
-        self, dsn: str, *, max_connections: int = 4, assets: Iterable[AssetConfig] = ()
+        self,
+        dsn: str,
+        *,
+        max_connections: int = 4,
+        assets: Iterable[AssetConfig] = (),
+        query_s: float = QUERY_S,
     ) -> None:
         #: the configured assets by name: a trade's commission is in its quote asset
         self.assets = {a.name: a for a in assets}
+        #: this side's deadline for a whole read: the pool's wait, the query, a second more
+        #: for the server's own timeout to come back (a host gone without a reset sends none)
+        self.deadline_s = POOL_WAIT_S + query_s + 1.0
         self.pool = AsyncConnectionPool(
             dsn,
             min_size=1,
             max_size=max_connections,
             open=False,
-            kwargs={"autocommit": True, "connect_timeout": 5},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": 5,
+                "options": f"-c statement_timeout={round(query_s * 1000)}",
+                # over TCP, a server host gone without a reset is noticed in a minute or so,
+                # as the writer's connections notice it (libpq ignores them on a socket)
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 60_000,
+            },
         )
 
     async def open(self) -> None:
@@ -249,10 +277,14 @@ class History:
         await self.pool.close()
 
     async def _rows(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        async with self.pool.connection(timeout=5) as conn:
-            cur = conn.cursor(row_factory=tuple_row)
-            await cur.execute(sql, args)
-            return await cur.fetchall()
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
+                    cur = conn.cursor(row_factory=tuple_row)
+                    await cur.execute(sql, args)
+                    return await cur.fetchall()
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {self.deadline_s:.0f} s") from None
 
     async def filed_seq(self) -> int:
         """The writer's checkpoint: the last journal seq whose rows, trades included (every

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import msgspec
-from aiohttp import ClientSession, ClientWebSocketResponse, TCPConnector
+from aiohttp import ClientSession, ClientTimeout, ClientWebSocketResponse, TCPConnector
 from yarl import URL
 
 from procs.gateway.signing import API_KEY, RECV_WINDOW, SIGNATURE, TIMESTAMP, sign
@@ -37,13 +37,16 @@ class RestClient:
         recv_window_ms: int = 5_000,
         connections: int = 16,
         tls: ssl.SSLContext | None = None,
+        timeout_s: float = 30.0,
     ):
         """``tls``: for an https URL whose certificate the system does not trust (a venue's
-        own CA, say: ``ssl.create_default_context(cafile=...)``)."""
+        own CA, say: ``ssl.create_default_context(cafile=...)``). ``timeout_s``: the most a
+        request may take, answer included (TimeoutError): aiohttp's default of 5 minutes held
+        a script on a gateway that took the connection and never answered (review 167)."""
         self.base_url = base_url.rstrip("/")
         self.recv_window_ms = recv_window_ms
         connector = TCPConnector(limit=connections, ssl=True if tls is None else tls)
-        self.session = ClientSession(connector=connector)
+        self.session = ClientSession(connector=connector, timeout=ClientTimeout(total=timeout_s))
         self.api_key = ""
         self.secret = ""
         self.account = 0

@@ -25,6 +25,8 @@ import contextlib
 import json
 import logging
 import os
+import socket
+import struct
 import time
 
 from config.schema import RingexConfig
@@ -86,12 +88,41 @@ PARK_S = 0.02
 STATUS_S = 0.5  # how often the status file is rewritten
 
 
+#: SO_LINGER on, 0 s: close resets the connection, its queued bytes discarded.
+_RESET = struct.pack("ii", 1, 0)
+
+
+def _let_go(writer: asyncio.StreamWriter) -> None:
+    """End a peer's connection. Bytes still unsent here are a peer that stopped reading (a
+    standby dropped for it): aborted at once, since ``close`` would wait to flush them and
+    the socket and its buffers stayed until TCP gave up, minutes (review 167). Else closed,
+    which sends what was written (a refusal), and aborted a silence later for sure."""
+    transport = writer.transport
+    if transport.get_write_buffer_size():
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # a reset: a plain close leaves the kernel an orphan that
+            with contextlib.suppress(OSError):  # tries for minutes to send what is queued
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        transport.abort()
+        return
+    writer.close()
+    asyncio.get_running_loop().call_later(SILENCE_S, transport.abort)
+
+
+async def _to_standby(writer: asyncio.StreamWriter, message: Message) -> None:
+    """Send to a standby, which must take it within the silence it is allowed: the ack
+    reader drops only a *silent* one, and one that acknowledges while it reads nothing held
+    the drain for ever (review 167). Its TimeoutError drops it as a silent one is."""
+    async with asyncio.timeout(STANDBY_SILENCE_S):
+        await send(writer, message)
+
+
 async def _ship(writer: asyncio.StreamWriter, files: FileShipper) -> None:
     """Send everything the gateways' state files gained, however many chunks it takes."""
     while True:
         changes = files.changes()
         for change in changes:
-            await send(writer, change)
+            await _to_standby(writer, change)
         if sum(len(c.data) for c in changes) < CHUNK:
             return
 
@@ -287,11 +318,12 @@ class ReplicationSource:
             with contextlib.suppress(ConnectionError):
                 await _refuse(writer, peer, f"{exc}; {_remedy(exc)}")
         except TimeoutError:  # a host that died sends no FIN: TCP alone would take minutes
-            log.warning("standby %s silent for %.1f s: dropped", peer, STANDBY_SILENCE_S)
+            log.warning("standby %s silent, or not reading, for %.1f s: dropped",
+                        peer, STANDBY_SILENCE_S)  # fmt: skip
         finally:
             if self.peers.pop(peer, None) is not None:
                 self.block.words[CONNECTED] = len(self.peers)
-            writer.close()
+            _let_go(writer)
             if task is not None:
                 self._serving.pop(task, None)
 
@@ -385,7 +417,7 @@ class ReplicationSource:
                     if not images:
                         await _ship(writer, files)  # users and keys change while idle too
                         if loop.time() - heard >= HEARTBEAT_S:
-                            await send(writer, Heartbeat())
+                            await _to_standby(writer, Heartbeat())
                             heard = loop.time()
                         timer = loop.call_later(PARK_S, _wake, bell)
                         await bell
@@ -401,7 +433,7 @@ class ReplicationSource:
                 await _ship(writer, files)
                 history.update(b"".join(images))
                 self.chain.keep(history)
-                await send(writer, Entries(next_seq, images, history.digest()))
+                await _to_standby(writer, Entries(next_seq, images, history.digest()))
                 heard = loop.time()
                 next_seq += len(images)
                 sent[0] = next_seq - 1

@@ -226,7 +226,7 @@ def test_the_links_timings() -> None:
     claim("(a primary host that died sends no FIN) reconnects")
     claim("the primary drops a standby it has not heard from for 10 s (a dead host)")
     assert (wire.HEARTBEAT_S, wire.SILENCE_S, wire.STANDBY_SILENCE_S) == (0.5, 2.0, 10.0)
-    assert "send(writer, Heartbeat())" in inspect.getsource(ReplicationSource._stream)
+    assert "_to_standby(writer, Heartbeat())" in inspect.getsource(ReplicationSource._stream)
     assert "STANDBY_SILENCE_S" in inspect.getsource(ReplicationSource._acks)
     assert "receive_within(reader, SILENCE_S)" in inspect.getsource(Standby._follow)
     reconnect = inspect.getsource(Standby._connect_loop)
