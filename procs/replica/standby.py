@@ -71,6 +71,17 @@ log = logging.getLogger("ringex.replica")
 RECONNECT_MAX_S = 0.5
 #: A connection that lasted this long (s) was a working one: the next starts at once.
 STEADY_S = 1.0
+#: The most a connection to the primary may take, its TLS handshake included (the event
+#: loop's own handshake limit is 60 s, and TCP's connect to a black hole minutes).
+CONNECT_S = 5.0
+
+
+async def _ack(writer: asyncio.StreamWriter, seq: int) -> None:
+    """Acknowledge ``seq``, within the silence the primary is allowed: a primary that stopped
+    reading held the send, and so the standby's whole read loop, for ever (review 167). Its
+    TimeoutError reconnects, as a silent primary does."""
+    async with asyncio.timeout(SILENCE_S):
+        await send(writer, Ack(seq))
 
 
 class StandbyRefusedError(RuntimeError):
@@ -246,9 +257,11 @@ class Standby:
         pause = 0.05
         while not self.stopping.is_set():
             try:
-                reader, writer = await asyncio.open_connection(host, port, ssl=self._tls)
+                async with asyncio.timeout(CONNECT_S):  # a black hole; a TLS peer mute
+                    reader, writer = await asyncio.open_connection(host, port, ssl=self._tls)
             except OSError as exc:  # (ssl.SSLError too: a primary of another CA, say)
-                log.warning("primary %s:%d unreachable (%s); retrying", host, port, exc)
+                why = str(exc) or f"no connection within {CONNECT_S:g} s"  # (TimeoutError)
+                log.warning("primary %s:%d unreachable (%s); retrying", host, port, why)
                 await asyncio.sleep(pause)
                 pause = min(RECONNECT_MAX_S, pause * 2)
                 continue
@@ -267,7 +280,7 @@ class Standby:
                 )  # fmt: skip
                 log.warning("primary connection lost (%s)%s; reconnecting", exc, hint)
             except TimeoutError:
-                log.warning("primary silent for %.1f s (no heartbeat); reconnecting", SILENCE_S)
+                log.warning("primary silent, or not reading, for %.1f s; reconnecting", SILENCE_S)
             except FrameError as exc:
                 raise StandbyRefusedError(
                     f"the primary at {host}:{port} sent a frame this standby cannot read "
@@ -331,7 +344,7 @@ class Standby:
             if isinstance(message, Heartbeat):
                 # answered with what is durable here: the source hears from a live standby
                 # at least every HEARTBEAT_S, so silence tells it one died (``wire.py``)
-                await send(writer, Ack(self.next_seq - 1))
+                await _ack(writer, self.next_seq - 1)
                 continue
             if isinstance(message, StateFile):
                 try:
@@ -344,13 +357,13 @@ class Standby:
                     raise ConnectionResetError(
                         f"gateway state file {message.path!r} not written ({exc}): reconnecting"
                     ) from exc
-                await send(writer, Ack(self.next_seq - 1))  # heard: see Heartbeat
+                await _ack(writer, self.next_seq - 1)  # heard: see Heartbeat
                 continue
             if not isinstance(message, Entries):
                 raise StandbyRefusedError(f"unexpected {type(message).__name__} from the primary")
             seq = self.persist(message)
             try:  # durable: acknowledged, and applied even when the ack cannot be sent
-                await send(writer, Ack(seq))
+                await _ack(writer, seq)
             finally:
                 self.apply(message)
 

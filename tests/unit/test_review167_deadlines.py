@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +33,7 @@ from procs.gateway.history import History
 from procs.gateway.intake import IntakePacing
 from procs.gateway.rest_client import RestClient
 from procs.replica import source as source_module
+from procs.replica import standby as standby_module
 from procs.replica.rebuild import ask_primary
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby
@@ -396,6 +399,47 @@ def test_a_standby_reconnects_when_the_primary_never_answers_its_hello(tmp_path:
             server.close()
 
     assert asyncio.run(scenario()) < 2.0 + 1.0
+
+
+def test_a_standby_leaves_a_primary_that_never_answers_its_tls_handshake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was (fixed; the review's first untested suspicion): the standby's connect
+    (``open_connection`` with the link's TLS, standby.py) had no deadline but the event
+    loop's 60 s for a TLS handshake, against its own 2 s silence. Now ``CONNECT_S``, here cut
+    to 0.5 s: a port that takes the connection and never answers the ClientHello is left
+    and tried again, saying why."""
+    monkeypatch.setattr(standby_module, "CONNECT_S", 0.5)
+    _, secondary = pair(tmp_path)
+    port = int(secondary.replication.primary_address()[1])
+    caplog.set_level(logging.WARNING)
+
+    async def scenario() -> int:
+        accepted: list[float] = []
+
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(time.monotonic())
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(1 << 16):
+                    pass
+            writer.close()
+
+        server = await asyncio.start_server(mute, "127.0.0.1", port)
+        standby = Standby(secondary)
+        standby._tls = ssl.create_default_context()  # a TLS link; the peer never answers
+        following = asyncio.create_task(standby.run())
+        try:
+            await until(lambda: len(accepted) >= 2, timeout=3.0)
+            return len(accepted)
+        finally:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+            standby.journal.close()
+            server.close()
+
+    assert asyncio.run(scenario()) >= 2
+    said = [r.getMessage() for r in caplog.records]
+    assert any("no connection within 0.5 s" in m for m in said), said
 
 
 def test_asking_a_silent_primary_for_its_epochs_times_out() -> None:

@@ -511,7 +511,7 @@ def test_a_standby_syncs_before_it_acknowledges_and_cuts_after_a_failed_fsync(
     standby.apply(frame(2, COMMANDS[1:]))
     assert standby.state.last_seq == 2
     follow = inspect.getsource(Standby._follow)
-    persist, acked = follow.index("seq = self.persist(message)"), follow.index("Ack(seq))")
+    persist, acked = follow.index("seq = self.persist(message)"), follow.index("_ack(writer, seq)")
     assert persist < acked < follow.index("self.apply(message)")
 
     def failing(fd: int) -> None:
