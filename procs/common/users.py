@@ -209,13 +209,13 @@ class UserStore:
             bad = [u.comp_id for u in users_read if not (_is_hex(u.salt) and _is_hex(u.digest))]
             if bad:
                 raise ValueError(f"user {bad[0]}: its salt or digest is not hex")  # (138)
-            crc = doc.crc32 if isinstance(doc, UsersFile) else None
-            held = users_crc(doc.users, doc.last_session) if isinstance(doc, UsersFile) else None
-            if crc is not None and crc != held:
-                raise ValueError(
-                    f"its crc32 {crc} is not its users' {held}: damaged (or edited by hand: "
-                    'take its "crc32" out to load it as it reads)'
-                )
+            if isinstance(doc, UsersFile) and doc.crc32 is not None:
+                held = users_crc(doc.users, doc.last_session)
+                if doc.crc32 != held:
+                    raise ValueError(
+                        f"its crc32 {doc.crc32} is not its users' {held}: damaged (or edited "
+                        'by hand: take its "crc32" out to load it as it reads)'
+                    )
         except (OSError, UnicodeDecodeError, ValueError, msgspec.DecodeError) as exc:
             if self._stamp is None:  # nothing read yet: the caller must know (a start, a tool)
                 raise UsersFileError(f"users file {self.path} cannot be read: {exc}") from None
