@@ -72,6 +72,7 @@ def test_the_readme_says_so_and_make_does_it() -> None:
         README,
     )
     claim("`make lock` upgrades every package to its newest release and rewrites that file", README)
+    claim("constraints.txt the package versions `make venv` installs (`make lock` rewrites it)")
     if shutil.which("make") is None:
         pytest.skip("no make")
     makefile = (ROOT / "Makefile").read_text()
