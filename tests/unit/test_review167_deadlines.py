@@ -19,7 +19,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -255,16 +255,24 @@ def test_a_closed_fix_session_whose_client_stopped_reading_is_let_go() -> None:
 # -- the scripts' REST client and the market maker -------------------------------------------
 
 
-async def _silent_http_server() -> tuple[asyncio.Server, int]:
-    """Accepts and reads, never answers: a gateway wedged, a host behind a black hole."""
+def _mute(accepted: list[float] | None = None) -> Callable[..., Awaitable[None]]:
+    """A server's handler that reads and never answers (a gateway wedged, a host behind a
+    black hole, a primary that says nothing), noting when each connection came."""
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if accepted is not None:
+            accepted.append(time.monotonic())
         with contextlib.suppress(ConnectionError):
             while await reader.read(1 << 16):
                 pass
         writer.close()
 
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    return hold
+
+
+async def _silent_http_server() -> tuple[asyncio.Server, int]:
+    """Accepts and reads, never answers."""
+    server = await asyncio.start_server(_mute(), "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
 
 
@@ -379,14 +387,7 @@ def test_a_standby_reconnects_when_the_primary_never_answers_its_hello(tmp_path:
     async def scenario() -> float:
         accepted: list[float] = []
 
-        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            accepted.append(time.monotonic())
-            with contextlib.suppress(ConnectionError):
-                while await reader.read(1 << 16):
-                    pass
-            writer.close()
-
-        server = await asyncio.start_server(silent, "127.0.0.1", port)
+        server = await asyncio.start_server(_mute(accepted), "127.0.0.1", port)
         standby = Standby(secondary)
         following = asyncio.create_task(standby.run())
         try:
@@ -417,14 +418,7 @@ def test_a_standby_leaves_a_primary_that_never_answers_its_tls_handshake(
     async def scenario() -> int:
         accepted: list[float] = []
 
-        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            accepted.append(time.monotonic())
-            with contextlib.suppress(ConnectionError):
-                while await reader.read(1 << 16):
-                    pass
-            writer.close()
-
-        server = await asyncio.start_server(mute, "127.0.0.1", port)
+        server = await asyncio.start_server(_mute(accepted), "127.0.0.1", port)
         standby = Standby(secondary)
         standby._tls = ssl.create_default_context()  # a TLS link; the peer never answers
         following = asyncio.create_task(standby.run())
