@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from config.schema import ReplicationConfig
+from procs.common.quiet_log import quieten
 
-log = logging.getLogger("ringex.replica")
+#: What a peer of the replication port can make this side say: a few lines a minute
+#: (``quiet_log``), or one reconnecting with a wrong certificate writes the log at its rate.
+handshake_log = logging.getLogger("ringex.replica.handshakes")
+quieten(handshake_log, burst=5)
 
 #: How long a TLS handshake may take on the REST port (FIX's takes its logon timeout): a peer
 #: that never completes one is not a connection yet, so no connection limit counts it.
@@ -101,7 +105,7 @@ class _SaysRefusals(ssl.SSLObject):
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise  # the handshake goes on when more bytes come
         except ssl.SSLError as exc:
-            log.warning(
+            handshake_log.warning(
                 "a peer failed the replication link's TLS handshake (%s): a standby without "
                 "a certificate the link's tls_ca signed, or not a standby",
                 exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else exc,
