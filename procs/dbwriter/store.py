@@ -269,9 +269,13 @@ class PgStore:
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = connect(self.dsn)
-        row = conn.execute(
-            "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
-        ).fetchone()
+        try:
+            row = conn.execute(
+                "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+            ).fetchone()
+        except BaseException:  # closed now, not left to the collector (review 168)
+            conn.close()
+            raise
         if row is not None:
             with self._sessions_lock:
                 self._sessions.add((int(row[0]), row[1]))

@@ -191,8 +191,9 @@ class SeenLog:
         data = MAGIC + (frame(_bytes(values)) if values else b"")
         tmp = self.path.with_name(self.path.name + ".new")
         replace_durably(self.path, data, mode=PRIVATE, tmp=tmp)
-        os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)  # the new file's, before the old
+        os.close(self._fd)  # goes: a failed open kept a closed number that a later close
+        self._fd = fd  # would have closed under another file's feet (review 168)
         self._size = len(data)
 
     def close(self) -> None:

@@ -110,21 +110,28 @@ class MessageStore:
         # the owner's alone, one an older build made too: the messages are the account's
         # execution reports (review 93)
         self._seq_fd = os.open(directory / "seqnums", os.O_RDWR | os.O_CREAT, PRIVATE)
-        os.fchmod(self._seq_fd, PRIVATE)
+        self._fd = -1  # ``messages``, once opened
         try:
-            self.next_in, self.next_out, self.parked_from = _saved(
-                directory / "seqnums", os.pread(self._seq_fd, _SEQNUMS.size + 1, 0)
-            )
-            self._index = _SparseIndex()
-            self._size = 0
-            path = directory / "messages"
-            _convert_older(path)
-            # a crash between ``flush``'s two writes leaves messages past the saved next-out:
-            # their MsgSeqNums were sent, never to be given again
-            self.next_out = max(self.next_out, self._load(path) + 1)
-        except BaseException:
-            os.close(self._seq_fd)
+            self._open(directory)
+        except BaseException:  # both closed: a Logon retried on a full disk leaked two a try
+            for fd in (self._fd, self._seq_fd):  # until the gateway took no connection
+                if fd >= 0:  # (review 168)
+                    os.close(fd)
             raise
+
+    def _open(self, directory: Path) -> None:
+        """``__init__``'s reading of the files, from ``seqnums`` opened (see the top)."""
+        os.fchmod(self._seq_fd, PRIVATE)
+        self.next_in, self.next_out, self.parked_from = _saved(
+            directory / "seqnums", os.pread(self._seq_fd, _SEQNUMS.size + 1, 0)
+        )
+        self._index = _SparseIndex()
+        self._size = 0
+        path = directory / "messages"
+        _convert_older(path)
+        # a crash between ``flush``'s two writes leaves messages past the saved next-out:
+        # their MsgSeqNums were sent, never to be given again
+        self.next_out = max(self.next_out, self._load(path) + 1)
         # unbuffered: a flush that fails (a full disk) is cut back to where it began
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE)
         os.fchmod(self._fd, PRIVATE)
