@@ -13,12 +13,11 @@ key of the user's is evicted for it) and after (a key made as `ringex admin set-
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from procs.common.users import User, UsersFileError, UserStore
+from procs.common.users import User, UserStore
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request, throttle
@@ -55,13 +54,13 @@ class KeyRoutes:
             raise ApiError(401, codes.BAD_CREDENTIALS, "wrong username or password")
         api.failed_logins.refund(username)
         scopes = [s for s in params.get("scopes", "read,trade").split(",") if s]
-        if not _password_held(api.logins.path, user):  # changed during the check: no key made,
+        if not _password_held(api.logins, user):  # changed during the check: no key made,
             raise _changed()  # none of the user's evicted to make room for it (review 163)
         try:
             key = api.keys.create(user, scopes, params.get("label", ""), evict_oldest=True)
         except ValueError as exc:
             raise bad_request(codes.ILLEGAL_PARAM, str(exc)) from None
-        if not _password_held(api.logins.path, user):  # changed while the key was made: a
+        if not _password_held(api.logins, user):  # changed while the key was made: a
             api.keys.revoke(key.key)  # `set-password --revoke-keys` may have swept before it
             raise _changed()
         answer: dict[str, Any] = {
@@ -85,13 +84,12 @@ class KeyRoutes:
         return json_response({"apiKey": key.key, "revoked": True})
 
 
-def _password_held(path: Path, user: User) -> bool:
-    """Whether the users file (read now, not a view of a second ago) still gives ``user``
-    the password it was checked with."""
-    try:
-        now = UserStore(path).get(user.comp_id)
-    except UsersFileError:
-        return False
+def _password_held(logins: UserStore, user: User) -> bool:
+    """Whether the users file (looked at now, not a view of a second ago: ``logins`` looks
+    at it at every call) still gives ``user`` the password it was checked with. The view is
+    read again only where the file changed: a fresh read of it whole, twice a login, held
+    the gateway's loop 370 ms at 20,000 users (review 169)."""
+    now = logins.get(user.comp_id)
     return now is not None and (now.salt, now.digest) == (user.salt, user.digest)
 
 

@@ -178,36 +178,43 @@ class ReplicationSource:
         #: (seq, the journal's hash before it), the last ``_history_before`` made
         self._hashed: tuple[int, History] | None = None
         self._digesting = asyncio.Lock()  # operators' AskDigests: a journal pass at a time
+        self._hashing = asyncio.Lock()  # standbys' Hellos: one hash at a time (``_hashed``)
         self._digest_cache: dict[int, bytes] = {}  # seq -> the journal's hash before it
 
     @property
     def acked(self) -> int:
         return self.block.acked_seq
 
-    def _history_before(self, seq: int) -> History:
+    def _history_before(self, seq: int, reader: JournalReader | None = None) -> History:
         """The hash of the journal before ``seq``: from the last one made when it was at or
         before ``seq`` in the same block (a standby that reconnects costs only the entries
-        since), else from the chain's key of its block (a block of entries at most)."""
+        since), else from the chain's key of its block (a block of entries at most).
+        ``reader``: a thread's own (``_own_reader``); the loop's by default."""
+        reader = reader or self.reader
         cached = self._hashed
         if cached is not None and cached[0] <= seq and block_of(cached[0]) == block_of(seq):
             history = cached[1].fork()  # (in one block: it completes none, keeps nothing)
-            feed_to(history, self.reader, seq)
+            feed_to(history, reader, seq)
         else:
-            history = self.chain.history_before(self.reader, seq)
+            history = self.chain.history_before(reader, seq)
         self._hashed = (seq, history.fork())
         return history
+
+    def _own_reader(self) -> JournalReader:
+        """A reader of the journal for a thread: the loop's is not shared."""
+        return JournalReader(
+            self.reader.directory,
+            slot_size=self.records[1],
+            schema_id=self.records[0],
+            archive=self.reader.archive,
+        )
 
     def _digests(self, seqs: list[int]) -> Digests:
         """The history hash before each of ``seqs`` (those past the journal's end + 1
         left out), a block of entries each at most (the history chain's): an operator's
         question, never a standby's.
         Run on a thread, with a reader of its own."""
-        reader = JournalReader(
-            self.reader.directory,
-            slot_size=self.records[1],
-            schema_id=self.records[0],
-            archive=self.reader.archive,
-        )
+        reader = self._own_reader()
         last = reader.last_seq()
         # a running primary's journal only grows: a hash before a seq it holds never changes,
         # so a question asked again costs no pass (kept for at most MAX_CACHED seqs)
@@ -238,10 +245,20 @@ class ReplicationSource:
             return
         await send(writer, answer)
 
-    def _history_refusal(self, hello: Hello) -> tuple[History | None, str]:
+    async def _history_off_loop(self, hello: Hello) -> tuple[History | None, str]:
+        """``_history_refusal`` on a thread with a reader of its own: a Hello late in a block
+        hashed up to a block of entries, 80 ms of the loop every other standby's frames and
+        acknowledgements wait on (review 169). One at a time: they share the last hash."""
+        async with self._hashing:
+            return await asyncio.to_thread(self._history_refusal, hello, self._own_reader())
+
+    def _history_refusal(
+        self, hello: Hello, reader: JournalReader | None = None
+    ) -> tuple[History | None, str]:
         """The history before the standby's next seq, or None and why it is refused: its
         journal is not a prefix of this one's."""
-        last = self.reader.last_seq()
+        reader = reader or self.reader
+        last = reader.last_seq()
         if hello.next_seq < 1:
             return None, f"next seq {hello.next_seq}: seqs start at 1"
         if older_peer(hello.digest):
@@ -255,7 +272,7 @@ class ReplicationSource:
                 "primary's host lost a journal tail it had shipped (a crash under fsync "
                 "interval or pipelined); rebuild the standby (scripts/failover.py demote)"
             )
-        history = self._history_before(hello.next_seq)
+        history = self._history_before(hello.next_seq, reader)
         if history.digest() != hello.digest:
             return None, (
                 f"history differs before seq {hello.next_seq}: the standby's journal is not "
@@ -292,7 +309,7 @@ class ReplicationSource:
                 await _refuse(writer, peer, refusal)
                 return
             await send(writer, self._epoch_history())
-            history, refusal = self._history_refusal(hello)
+            history, refusal = await self._history_off_loop(hello)
             if history is None:
                 await _refuse(writer, peer, refusal)
                 return
