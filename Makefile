@@ -21,7 +21,7 @@ venv: $(STAMP)
 # Upgrade every package to its newest release and write those versions to constraints.txt:
 # run make test after it, and commit constraints.txt only when that passes.
 lock: $(STAMP)
-	$(PY) -m pip install --quiet --upgrade -e '.[dev]'
+	$(PY) -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
 	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v -i '^ringex'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 

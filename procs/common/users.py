@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -186,11 +187,20 @@ class UserStore:
         self._users: dict[str, User] = {}
         self._last_session = 0  # the file's high-water mark of session ids (``UsersFile``)
         self._stamp: tuple[int, int, int] | None = None
+        self._reading = threading.RLock()
         self._load()
 
     def _load(self) -> None:
         """(Re)read the file when it changed: `ringex admin add-user` writes it while the
-        gateways run, and they see the new user at its first logon."""
+        gateways run, and they see the new user at its first logon. One at a time: a REST
+        login reads from an executor thread while the event loop reads too, and a thread
+        that had read the file before a change could set its users back after the loop had
+        read the new ones, but before its stamp, which the loop then took for the file's
+        (review 170: a password changed during a login passed the check)."""
+        with self._reading:
+            self._load_now()
+
+    def _load_now(self) -> None:
         if self.recheck_s:
             now = time.monotonic()
             if now - self._checked < self.recheck_s:

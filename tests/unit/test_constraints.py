@@ -80,5 +80,5 @@ def test_the_readme_says_so_and_make_does_it() -> None:
     lock = subprocess.run(
         ["make", "-n", "-B", "lock"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
-    assert "pip install --quiet --upgrade -e '.[dev]'" in lock
+    assert "pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'" in lock
     assert "mv constraints.txt.new constraints.txt" in lock
