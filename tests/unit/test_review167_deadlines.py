@@ -50,6 +50,15 @@ def _tcp_state(sock: Any) -> int:
     return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0])
 
 
+async def let_go_within(sock: Any, seconds: float) -> None:
+    """The peer's socket ``sock`` leaves ESTABLISHED within ``seconds``: the other side
+    reset or closed it."""
+    deadline = time.monotonic() + seconds
+    while _tcp_state(sock) == TCP_ESTABLISHED and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert _tcp_state(sock) != TCP_ESTABLISHED, f"still connected {seconds:g} s after the drop"
+
+
 async def _connect_small(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A client whose receive buffer is tiny: once it stops reading, the sender's kernel
     buffers fill within a few hundred kilobytes and the rest waits in the sender's process."""
@@ -112,11 +121,7 @@ def test_a_dropped_standby_that_stopped_reading_has_its_socket_let_go(
 
     async def body(source: Any, reader: Any, writer: Any, served: Any) -> None:
         await until(lambda: source.block.words[CONNECTED] == 0, timeout=5.0)  # dropped
-        sock = writer.get_extra_info("socket")
-        deadline = time.monotonic() + 2.0
-        while _tcp_state(sock) == TCP_ESTABLISHED and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert _tcp_state(sock) != TCP_ESTABLISHED, "still connected 2 s after the drop"
+        await let_go_within(writer.get_extra_info("socket"), 2.0)
 
     asyncio.run(_stuck_standby(tmp_path, monkeypatch, body))
 

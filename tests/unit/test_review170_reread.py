@@ -11,7 +11,6 @@ import shlex
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -31,13 +30,9 @@ from procs.replica.source import ReplicationSource
 from procs.replica.wire import GENESIS, EpochHistory, Hello, receive, send
 from tests.unit.gateway.test_tls import CERT, KEY
 from tests.unit.replica.test_review_replica_bugs import append, pair, until
+from tests.unit.test_review167_deadlines import let_go_within
 
-TCP_ESTABLISHED = 1
 SMALL_RCVBUF = 4096
-
-
-def _tcp_state(sock: Any) -> int:
-    return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0])
 
 
 def _mutual(cfg: RingexConfig) -> RingexConfig:
@@ -171,11 +166,7 @@ def test_a_tls_standby_that_stopped_reading_is_reset_when_dropped(
             assert isinstance(await receive(reader), EpochHistory)
             await until(lambda: source.block.words[CONNECTED] == 1)
             await until(lambda: source.block.words[CONNECTED] == 0, timeout=5.0)  # dropped
-            raw = writer.get_extra_info("socket")
-            deadline = time.monotonic() + 3.0
-            while _tcp_state(raw) == TCP_ESTABLISHED and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            assert _tcp_state(raw) != TCP_ESTABLISHED, "still connected 3 s after the drop"
+            await let_go_within(writer.get_extra_info("socket"), 3.0)
         finally:
             if writer is not None:
                 writer.transport.abort()
