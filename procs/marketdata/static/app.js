@@ -97,6 +97,8 @@ function onMessage(msg) {
   const d = msg.data;
   if (msg.stream === "heartbeat") { lastBeat = Date.now(); setStatus(true); return; }
   if (!symbol || !msg.stream.startsWith(symbol + "@")) return;
+  // a halt or resume owes nothing to the history: shown at once, not after a slow load
+  if (d.e === "status") { $("halt").hidden = d.S !== "HALT"; return; }
   if (held) { held.push(msg); return; }  // its history is loading: after it
   switch (d.e) {
     case "trade": addTrade(d); break;
@@ -104,7 +106,6 @@ function onMessage(msg) {
     case "depthUpdate": onDiff(d); break;
     case "24hrTicker": onTicker(d); break;
     case "kline": if (d.k.i === interval) onKline(d.k); break;
-    case "status": $("halt").hidden = d.S !== "HALT"; break;  // halted: nothing trades
   }
 }
 
