@@ -139,6 +139,17 @@ def still_logged_on(now: User | None, was: User | None) -> User | None:
     return now if all(f in SETTINGS or f in _PASSWORD for f in changed) else None
 
 
+def still_held(now: User | None, checked: User) -> User | None:
+    """``now`` (the users file's, read after a password check of tens of ms on a thread)
+    where it still gives the user ``checked`` its password and epoch, its settings perhaps
+    changed; else None: an operator's `set-password` or `remove-user` during the check wins
+    (a FIX Logon, review 171; a REST login, review 163)."""
+    kept = still_logged_on(now, checked)
+    if kept is None or (kept.salt, kept.digest) != (checked.salt, checked.digest):
+        return None
+    return kept
+
+
 def password_matches(user: User, password: str) -> bool:
     """Whether ``password`` is ``user``'s (tens of ms of scrypt: off an event loop)."""
     digest = _digest(password, bytes.fromhex(user.salt), user.n, user.r, user.p)

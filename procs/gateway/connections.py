@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from config.edges import GatewayConfig
-from procs.common.users import User, UserStore, still_logged_on
+from procs.common.users import User, UserStore, still_held
 from procs.gateway.audit import AuditLog
 from procs.gateway.connection import Connection, peer_address, peer_log
 from procs.gateway.intake import IntakePacing
@@ -205,7 +205,7 @@ class GatewayConnections:
                 log.exception("checking the password of %s failed", comp_id)
                 user = None
             if user is not None:  # the file looked at again: an operator's set-password or
-                user = _still_held(self.users.get(comp_id), user)  # remove-user meanwhile wins
+                user = still_held(self.users.get(comp_id), user)  # remove-user meanwhile wins
             if user is not None:
                 self.failed_logins.refund(limit_key(comp_id))
             else:  # (past the limit already, by failures in flight: counted as far as it goes)
@@ -231,15 +231,3 @@ class GatewayConnections:
         if session.closed:
             return None
         return self.users.verify(comp_id, password)
-
-
-def _still_held(now: User | None, checked: User) -> User | None:
-    """``now`` (the users file's, read after the password check) where it still gives the
-    user checked its password and epoch, its settings perhaps changed; else None. The check
-    ran on a thread for tens of ms: a password the operator changed, or a user removed,
-    meanwhile logged on and had its orders behind the Logon taken (review 171; the REST
-    login's ``_password_held`` is the same rule)."""
-    kept = still_logged_on(now, checked)
-    if kept is None or (kept.salt, kept.digest) != (checked.salt, checked.digest):
-        return None
-    return kept

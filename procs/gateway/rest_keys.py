@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from procs.common.users import User, UserStore
+from procs.common.users import User, UserStore, still_held
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request, throttle
@@ -89,8 +89,7 @@ def _password_held(logins: UserStore, user: User) -> bool:
     at it at every call) still gives ``user`` the password it was checked with. The view is
     read again only where the file changed: a fresh read of it whole, twice a login, held
     the gateway's loop 370 ms at 20,000 users (review 169)."""
-    now = logins.get(user.comp_id)
-    return now is not None and (now.salt, now.digest) == (user.salt, user.digest)
+    return still_held(logins.get(user.comp_id), user) is not None
 
 
 def _changed() -> ApiError:

@@ -4,7 +4,7 @@ Race found, fixed: a FIX Logon's password check on an executor thread was taken 
 stood when it came back, the file not looked at again (the REST login's sibling was fixed
 by review 163), so a password the operator changed, or a user removed, during the check
 still logged on, and the orders sent behind the Logon were taken. ``done`` now asks the
-users file again (``connections._still_held``); the two tests say "Was (fixed)".
+users file again (``users.still_held``); the two tests say "Was (fixed)".
 
 Checked and found correct:
 
@@ -115,7 +115,7 @@ async def _logon_with_change(tmp_path: Path, change: str) -> tuple[list[object],
 
 
 def test_a_password_changed_during_a_logon_check_does_not_log_on(tmp_path: Path) -> None:
-    """Was (fixed: ``done`` asks the file again, ``connections._still_held``). ``_verify``
+    """Was (fixed: ``done`` asks the file again, ``users.still_held``). ``_verify``
     runs ``users.verify`` on an executor thread; the operator's ``ringex admin
     set-password`` (a new epoch: its sessions are to end) writes the file while scrypt
     runs; ``done`` then called ``session.authenticated`` with the user the thread read,
