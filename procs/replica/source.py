@@ -252,12 +252,9 @@ class ReplicationSource:
         async with self._hashing:
             return await asyncio.to_thread(self._history_refusal, hello, self._own_reader())
 
-    def _history_refusal(
-        self, hello: Hello, reader: JournalReader | None = None
-    ) -> tuple[History | None, str]:
+    def _history_refusal(self, hello: Hello, reader: JournalReader) -> tuple[History | None, str]:
         """The history before the standby's next seq, or None and why it is refused: its
-        journal is not a prefix of this one's."""
-        reader = reader or self.reader
+        journal is not a prefix of this one's. ``reader``: the thread's own."""
         last = reader.last_seq()
         if hello.next_seq < 1:
             return None, f"next seq {hello.next_seq}: seqs start at 1"

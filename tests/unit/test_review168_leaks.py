@@ -72,6 +72,15 @@ def fix(instance: str, tmp_path: Path) -> Iterator[Harness]:
     yield from fix_exchange(instance, tmp_path)
 
 
+async def refused_logon(port: int, password: str) -> None:
+    """A Logon as ALICE with ``password`` that the gateway refuses: the connection closes."""
+    alice = Client("ALICE")
+    await alice.connect(port)
+    await alice.send("A", (98, 0), (108, 30), (554, password))
+    assert await alice.closed(3.0)
+    await alice.aclose()
+
+
 async def settle_fds(before: int, timeout_s: float = 2.0) -> int:
     """The descriptor count once it comes back within ``SLACK`` of ``before`` (closes the
     loop has still to run), or what it is when ``timeout_s`` has passed."""
@@ -103,17 +112,10 @@ def test_a_logon_whose_store_cannot_be_made_leaks_no_descriptor(
     counts: list[int] = []
 
     async def scenario(h: Harness, port: int) -> None:
-        async def refused_logon() -> None:
-            alice = Client("ALICE")
-            await alice.connect(port)
-            await alice.send("A", (98, 0), (108, 30), (554, "alice-pw"))
-            assert await alice.closed(3.0)
-            await alice.aclose()
-
-        await refused_logon()  # the executor's thread, the loop's first connection
+        await refused_logon(port, "alice-pw")  # the executor's thread, the first connection
         before = await settle_fds(fds())
         for _ in range(30):
-            await refused_logon()
+            await refused_logon(port, "alice-pw")
         counts.extend((before, await settle_fds(before)))
 
     run_scenario(fix, scenario)
@@ -133,17 +135,10 @@ def test_logons_with_a_wrong_password_leak_nothing(instance: str, tmp_path: Path
     counts: list[int] = []
 
     async def scenario(h: Harness, port: int) -> None:
-        async def wrong() -> None:
-            mallory = Client("ALICE")
-            await mallory.connect(port)
-            await mallory.send("A", (98, 0), (108, 30), (554, "wrong"))
-            assert await mallory.closed(3.0)
-            await mallory.aclose()
-
-        await wrong()
+        await refused_logon(port, "wrong")
         before, tasks = await settle_fds(fds()), threads()
         for _ in range(50):
-            await wrong()
+            await refused_logon(port, "wrong")
         counts.extend((before, await settle_fds(before), tasks, threads()))
 
     run_scenario(h, scenario)  # (closes the harness too)
