@@ -22,7 +22,7 @@ import time
 import zlib
 from array import array
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Final, Literal
 
@@ -272,12 +272,12 @@ class JournalWriter:
         if self._flight is None:
             return False
         future, seq = self._flight
-        if timeout_s == 0.0 and not future.done():
-            return False
+        if not future.done():  # (not ``result``'s TimeoutError: an fsync failing with
+            wait([future], timeout=timeout_s)  # ETIMEDOUT, an NFS soft mount's, raises
+            if not future.done():  # one too, and was taken for an fsync still running,
+                return False  # review 172)
         try:
-            future.result(timeout=timeout_s)
-        except TimeoutError:
-            return False
+            future.result()
         except OSError as exc:
             self._flight = None
             self._fsync_failed(exc)

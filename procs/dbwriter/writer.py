@@ -138,6 +138,7 @@ class DbWriter:
         self._report_at = time.monotonic()
         self._look_at = time.monotonic()  # the next look at the database's checkpoint
         self._users_at = 0.0
+        self._abandon = False  # ``_run`` is raising: a retry gives up as at a stop
         self._users_connection = 0  # the store's connection the users were last written on
         path = self.options.users_path
         self.users = UserSync(path) if path is not None else None
@@ -269,11 +270,17 @@ class DbWriter:
                 self.store.close()  # a restored database: its partitions, lanes, anew
 
     def _run(self, to_end: bool) -> int:
+        self._abandon = False
         follower = self.follower or self.start()
         share_the_gil()
         self._committer = Committer(self._write)
         try:
             return self._follow(follower, to_end)
+        except BaseException:
+            # the committer's retry gives up: its close waited for PostgreSQL to come back,
+            # and this error, unraised, unlogged, with it (review 172)
+            self._abandon = True
+            raise
         finally:
             self._committer.close()
             self._committer = None
@@ -388,7 +395,7 @@ class DbWriter:
                 return work()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self.store.close()
-                if self.stopping:  # nothing is lost by giving up: the journal holds it
+                if self.stopping or self._abandon:  # nothing is lost: the journal holds it
                     raise StoppedWaitingError(
                         f"stopped while PostgreSQL was unavailable ({what}): the journal "
                         f"holds what follows seq {self.committed}, written at the next start"
