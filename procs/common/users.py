@@ -1,20 +1,22 @@
 """FIX users: SenderCompID -> account, session id and a salted scrypt password hash.
 
-A small JSON file under ``var/<instance>/gateway/users.json``, written whole and renamed into
-place so a crash never leaves half a file; the operator CLI calls ``add``. Passwords are
-never stored, only ``hashlib.scrypt`` digests with a per-user random salt and the cost
-parameters they were made with (so raising the cost later keeps old hashes verifiable).
-The file also keeps the highest session id it gave (``UsersFile``), so a removed user's id,
+Kept in ``var/<instance>/gateway/users.json`` (a snapshot) and ``users.log`` beside it (the
+users added, changed and removed since: ``procs/common/change_log.py``), so a change is one
+frame appended, and a gateway reads only what the log gained (before, each change rewrote
+the file whole and every gateway read it again whole: 110-140 ms of each one's loop at
+60,000 users, review 169). The operator CLI calls ``add``. Passwords are never stored, only
+``hashlib.scrypt`` digests with a per-user random salt and the cost parameters they were
+made with (so raising the cost later keeps old hashes verifiable). The snapshot also keeps
+the highest session id it gave (``UsersFile``; each change its own), so a removed user's id,
 which the gateways route reports by, is never given to another user, and the CRC-32 of both
 (``crc32``): a flipped bit that still decodes (an account digit) is refused, not loaded
 (review 138). A file without it (an older build's, or one an operator edited and took the
-key out of) loads as it reads.
+key out of) loads as it reads; the log has a CRC per change.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import logging
@@ -28,8 +30,8 @@ from typing import Final
 
 import msgspec
 
+from procs.common.change_log import COMPACT_MIN, LoggedSnapshot
 from procs.common.crc_frames import crc_hex
-from procs.common.durable import make_dirs, replace_durably
 
 log = logging.getLogger("ringex.users")
 
@@ -124,6 +126,9 @@ class UsersFile(msgspec.Struct, forbid_unknown_fields=True):
     users: list[User]
     last_session: int = 0
     crc32: str | None = None  # ``users_crc`` of the two above; None: not checked
+    #: The generation of the log that continues it (``change_log``; 0: an older build's),
+    #: in the CRC too when past 0.
+    generation: int = 0
 
 
 def still_logged_on(now: User | None, was: User | None) -> User | None:
@@ -156,11 +161,12 @@ def password_matches(user: User, password: str) -> bool:
     return hmac.compare_digest(digest.hex(), user.digest)
 
 
-def users_crc(users: list[User], last_session: int) -> str:
-    """The CRC-32 a users file keeps of its users and session high-water mark, in 8 hex
-    digits (a file's size does not vary with it), of their JSON as this build encodes them
-    (a decoded file encodes back to the same bytes)."""
-    return crc_hex(msgspec.json.encode([[_as_written(u) for u in users], last_session]))
+def users_crc(users: list[User], last_session: int, generation: int = 0) -> str:
+    """The CRC-32 a users file keeps of its users and session high-water mark (and of a
+    ``generation`` past 0), in 8 hex digits (a file's size does not vary with it), of their
+    JSON as this build encodes them (a decoded file encodes back to the same bytes)."""
+    held: list[object] = [[_as_written(u) for u in users], last_session]
+    return crc_hex(msgspec.json.encode([*held, generation] if generation else held))
 
 
 def _digest(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -188,26 +194,54 @@ class UsersFileError(ValueError):
     """The users file exists but cannot be read or decoded; the message names it and why."""
 
 
+class UsersChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One change in ``users.log``: users removed (by comp id), then users put whole, and the
+    session high-water mark as it then was."""
+
+    drop: list[str] = []
+    put: list[User] = []
+    last_session: int = 0
+
+
+_change_decoder = msgspec.json.Decoder(UsersChange)
+_encoder = msgspec.json.Encoder()
+
+
 class UserStore:
-    def __init__(self, path: Path, *, recheck_s: float = 0.0) -> None:
-        """``recheck_s``: look at the file at most this often (a REST gateway reads a user
+    def __init__(
+        self, path: Path, *, recheck_s: float = 0.0, compact_min: int = COMPACT_MIN
+    ) -> None:
+        """``recheck_s``: look at the files at most this often (a REST gateway reads a user
         per request; a FIX logon, rare, always looks)."""
         self.path = path
         self.recheck_s = recheck_s
         self._checked = -1e18
         self._users: dict[str, User] = {}
-        self._last_session = 0  # the file's high-water mark of session ids (``UsersFile``)
-        self._stamp: tuple[int, int, int] | None = None
+        self._last_session = 0  # the high-water mark of session ids given (``UsersFile``)
+        self._files = LoggedSnapshot(
+            path,
+            path.with_suffix(".lock"),
+            load=self._load_snapshot,
+            apply=self._apply,
+            dump=self._dump,
+            size=lambda: len(self._users),
+            compact_min=compact_min,
+        )
+        self._read = False  # whether the files were ever read whole
+        self._broken: object = None  # the files' stamps when they last failed to read
         self._reading = threading.RLock()
         self._load()
 
+    @property
+    def log_path(self) -> Path:
+        return self._files.path
+
     def _load(self) -> None:
-        """(Re)read the file when it changed: `ringex admin add-user` writes it while the
+        """Read what changed in the files: `ringex admin add-user` writes them while the
         gateways run, and they see the new user at its first logon. One at a time: a REST
-        login reads from an executor thread while the event loop reads too, and a thread
-        that had read the file before a change could set its users back after the loop had
-        read the new ones, but before its stamp, which the loop then took for the file's
-        (review 170: a password changed during a login passed the check)."""
+        login reads from an executor thread while the event loop reads too (review 170: a
+        thread that read before a change could set its users back after the loop had read
+        the new ones)."""
         with self._reading:
             self._load_now()
 
@@ -217,46 +251,88 @@ class UserStore:
             if now - self._checked < self.recheck_s:
                 return
             self._checked = now
+        if self._broken is not None and self._broken == self._files.stamps():
+            return  # said once; read again when either file changes
+        kept = self._users, self._last_session
         try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # each save renames a new inode in
-        if stamp == self._stamp:
-            return
-        try:
-            doc = msgspec.json.decode(self.path.read_bytes(), type=UsersFile | list[User])
-            users_read = doc if isinstance(doc, list) else doc.users
-            bad = [u.comp_id for u in users_read if not (_is_hex(u.salt) and _is_hex(u.digest))]
-            if bad:
-                raise ValueError(f"user {bad[0]}: its salt or digest is not hex")  # (138)
-            if isinstance(doc, UsersFile) and doc.crc32 is not None:
-                held = users_crc(doc.users, doc.last_session)
-                if doc.crc32 != held:
-                    raise ValueError(
-                        f"its crc32 {doc.crc32} is not its users' {held}: damaged (or edited "
-                        'by hand: take its "crc32" out to load it as it reads)'
-                    )
-        except (OSError, UnicodeDecodeError, ValueError, msgspec.DecodeError) as exc:
-            if self._stamp is None:  # nothing read yet: the caller must know (a start, a tool)
+            if self._read:
+                self._files.refresh()
+            else:
+                self._files.reload()
+                self._read = True
+            self._broken = None
+        except (OSError, ValueError) as exc:
+            if not self._read:  # nothing read yet: the caller must know (a start, a tool)
                 raise UsersFileError(f"users file {self.path} cannot be read: {exc}") from None
-            # a running gateway goes on with the users it read last, saying why once
+            self._keep(kept, exc)
+
+    def _keep(self, kept: tuple[dict[str, User], int], exc: Exception) -> None:
+        """A running gateway goes on with the users it read last, saying why once until the
+        files change (a write's failed read included)."""
+        stamps = self._files.stamps()
+        if self._broken != stamps:
             log.error("users file %s cannot be read (%s): the users read before are kept",
                       self.path, exc)  # fmt: skip
-            self._stamp = stamp
-            return
+        self._broken = stamps
+        self._users, self._last_session = kept
+
+    def _load_snapshot(self, data: bytes | None) -> int:
+        """The users become the snapshot's (``data``; None: no file, no users); its
+        generation."""
+        if data is None:
+            self._users, self._last_session = {}, 0
+            return 0
+        try:
+            doc = msgspec.json.decode(data, type=UsersFile | list[User])
+        except (UnicodeDecodeError, msgspec.DecodeError) as exc:
+            raise ValueError(str(exc)) from None
+        users_read = doc if isinstance(doc, list) else doc.users
+        bad = [u.comp_id for u in users_read if not (_is_hex(u.salt) and _is_hex(u.digest))]
+        if bad:
+            raise ValueError(f"user {bad[0]}: its salt or digest is not hex")  # (138)
+        if isinstance(doc, UsersFile) and doc.crc32 is not None:
+            held = users_crc(doc.users, doc.last_session, doc.generation)
+            if doc.crc32 != held:
+                raise ValueError(
+                    f"its crc32 {doc.crc32} is not its users' {held}: damaged (or edited "
+                    'by hand: take its "crc32" out to load it as it reads)'
+                )
         users, last = (doc, 0) if isinstance(doc, list) else (doc.users, doc.last_session)
         self._users = {user.comp_id: user for user in users}
         self._last_session = max(last, *(u.session for u in users), 0)
-        self._stamp = stamp
+        return 0 if isinstance(doc, list) else doc.generation
+
+    def _apply(self, body: bytes) -> None:
+        try:
+            change = _change_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ValueError(str(exc)) from None
+        bad = [u.comp_id for u in change.put if not (_is_hex(u.salt) and _is_hex(u.digest))]
+        if bad:
+            raise ValueError(f"user {bad[0]}: its salt or digest is not hex")
+        for comp_id in change.drop:
+            self._users.pop(comp_id, None)
+        for user in change.put:
+            self._users[user.comp_id] = user
+        sessions = (u.session for u in change.put)
+        self._last_session = max(self._last_session, change.last_session, *sessions)
+
+    def _dump(self, generation: int) -> bytes:
+        users = sorted(self._users.values(), key=lambda u: u.comp_id)
+        last = self._last_session
+        written = {"users": [_as_written(u) for u in users], "last_session": last}
+        crc = users_crc(users, last, generation)
+        return _encoder.encode({**written, "crc32": crc, "generation": generation})
 
     def users(self) -> list[User]:
-        self._load()
-        return list(self._users.values())
+        with self._reading:  # (another thread's reload fills a new dict under it)
+            self._load_now()
+            return list(self._users.values())
 
     def get(self, comp_id: str) -> User | None:
-        self._load()
-        return self._users.get(comp_id)
+        with self._reading:
+            self._load_now()
+            return self._users.get(comp_id)
 
     def add(
         self,
@@ -269,10 +345,10 @@ class UserStore:
         new: bool = False,
     ) -> User:
         """Create or replace ``comp_id``; keeps its session id when it exists. Under the
-        file's lock, on the file as it is now: two admins adding users at once keep both,
-        each with its own session id. ``new``: raise ``UserExistsError`` rather than replace
-        one that exists (checked under that lock: two ``add-user`` of one comp id at once
-        moved it to the second one's empty account, review 45)."""
+        files' lock, on the files as they are now: two admins adding users at once keep
+        both, each with its own session id. ``new``: raise ``UserExistsError`` rather than
+        replace one that exists (checked under that lock: two ``add-user`` of one comp id at
+        once moved it to the second one's empty account, review 45)."""
         if refused := comp_id_refused(comp_id):
             raise ValueError(refused)
         if not password:  # a Logon without a Password (554) reads as "": never a user's
@@ -291,10 +367,7 @@ class UserStore:
         cancel_on_disconnect: bool | None,
     ) -> User:
         old = self._users.get(comp_id)
-        if old is not None:
-            session = old.session
-        else:
-            session = self._last_session = self._last_session + 1
+        session = old.session if old is not None else self._last_session + 1
         salt = os.urandom(16)
         user = User(
             comp_id,
@@ -306,29 +379,28 @@ class UserStore:
             cancel_on_disconnect=cancel_on_disconnect,
             epoch=0 if old is None else old.epoch + 1,  # replaced: its sessions end
         )
-        self._users[comp_id] = user
-        self._save()
+        self._put(user)
         return user
 
     def change_password(self, logged_on: User, new: User) -> User | None:
         """A user's own password change (a FIX UserRequest): ``new``'s password (``rehashed``
-        from ``logged_on``, the user its session logged on as) stored, under the file's lock,
-        while the file holds that user as a session of it would go on (``still_logged_on``:
-        its settings may have changed meanwhile, and are kept); the user as stored, or None,
+        from ``logged_on``, the user its session logged on as) stored, under the files' lock,
+        while they hold that user as a session of it would go on (``still_logged_on``: its
+        settings may have changed meanwhile, and are kept); the user as stored, or None,
         nothing written, when the operator removed it or changed its password meanwhile."""
         with self._locked():
             now = still_logged_on(self._users.get(logged_on.comp_id), logged_on)
             if now is None:
                 return None
             password = {f: getattr(new, f) for f in _PASSWORD}
-            stored = self._users[now.comp_id] = msgspec.structs.replace(now, **password)
-            self._save()
+            stored = msgspec.structs.replace(now, **password)
+            self._put(stored)
             return stored
 
     def set_password(self, comp_id: str, password: str, n: int = DEFAULT_N) -> User | None:
         """``comp_id``'s password is now ``password`` (its account, session id and settings
         kept); the user as stored, or None when ``comp_id`` is not a user (nothing written).
-        Under the file's lock, so a user another admin removed meanwhile is not added back."""
+        Under the files' lock, so a user another admin removed meanwhile is not added back."""
         if refused := password_refused(password):
             raise ValueError(f"comp id {comp_id!r}: {refused}")
         with self._locked():
@@ -336,8 +408,7 @@ class UserStore:
             if old is None:
                 return None
             new = msgspec.structs.replace(rehashed(old, password, n), epoch=old.epoch + 1)
-            self._users[comp_id] = new  # (a new epoch: its sessions are logged out)
-            self._save()
+            self._put(new)  # (a new epoch: its sessions are logged out)
             return new
 
     def set_settings(
@@ -348,7 +419,7 @@ class UserStore:
     ) -> User | None:
         """``comp_id``'s ``settings`` (``SETTINGS``; None: the gateway's), those not named
         kept; the user as stored, or None when it is not a user (nothing written). Under the
-        file's lock, as ``set_password``: ``refused`` judges the user as it would be stored,
+        files' lock, as ``set_password``: ``refused`` judges the user as it would be stored,
         read under that lock (two changes at once are judged in turn), and a reason it gives
         is raised as a ValueError, nothing written."""
         if unknown := sorted(set(settings) - set(SETTINGS)):
@@ -361,31 +432,37 @@ class UserStore:
             if refused is not None and (why := refused(new)):
                 raise ValueError(why)
             if new != old:
-                self._users[comp_id] = new
-                self._save()
+                self._put(new)
             return new
 
     def remove(self, comp_id: str) -> bool:
         with self._locked():
-            if self._users.pop(comp_id, None) is None:
+            if comp_id not in self._users:
                 return False
-            self._save()
+            self._write(UsersChange(drop=[comp_id], last_session=self._last_session))
             return True
+
+    def compact(self) -> None:
+        """Every user into ``users.json`` and the log begun again (what a writer does once
+        the log holds more changes than there are users): before an edit of the file by
+        hand, which the log's changes would otherwise be applied over."""
+        with self._locked():
+            self._files.compact()
+            self._files.compact()  # the second log carries none of the first's changes over
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """An exclusive lock on ``<file>.lock`` with the users re-read under it."""
-        make_dirs(self.path.parent)
-        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            # whatever was read before: again, and a file gone meanwhile holds no users
-            self._stamp, self._checked = None, -1e18
-            self._users, self._last_session = {}, 0
-            self._load()
+        """An exclusive lock on ``<file>.lock`` with what changed read under it (a file that
+        cannot be read raises ``UsersFileError``: no change is made over a misread one)."""
+        with self._reading, self._files.lock():
+            kept = self._users, self._last_session
+            try:
+                self._files.refresh()
+            except (OSError, ValueError) as exc:
+                self._keep(kept, exc)
+                raise UsersFileError(f"users file {self.path} cannot be read: {exc}") from None
+            self._read, self._broken = True, None
             yield
-        finally:
-            os.close(fd)
 
     def verify(self, comp_id: str, password: str) -> User | None:
         """The user when ``password`` is right; None for a wrong password or unknown user."""
@@ -397,16 +474,14 @@ class UserStore:
             return None
         return user if password_matches(user, password) else None
 
-    def _save(self) -> None:
-        make_dirs(self.path.parent)
-        users = sorted(self._users.values(), key=lambda u: u.comp_id)
-        last = self._last_session
-        written = {"users": [_as_written(u) for u in users], "last_session": last}
-        data = msgspec.json.encode({**written, "crc32": users_crc(users, last)})  # (UsersFile)
-        # salts and digests: the owner's alone (as apikeys.json); fsynced, as users are added
-        # once and must survive a power loss
-        tmp = self.path.with_suffix(f".tmp.{os.getpid()}")
-        replace_durably(self.path, data, mode=0o600, tmp=tmp)
+    def _put(self, user: User) -> None:
+        """``user`` stored (salts and digests: the owner's alone, as apikeys.json; fsynced,
+        as users are added once and must survive a power loss)."""
+        last = max(self._last_session, user.session)
+        self._write(UsersChange(put=[user], last_session=last))
+
+    def _write(self, change: UsersChange) -> None:
+        self._files.append(_encoder.encode(change))
 
 
 def _is_hex(text: str) -> bool:

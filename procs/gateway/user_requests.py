@@ -196,8 +196,8 @@ class UserRequests:
             if copy and password_matches(user, new):  # done before, its answer forgotten
                 return (PASSWORD_CHANGED, "password changed"), None
             return (PASSWORD_INCORRECT, "password incorrect"), None
-        try:  # a store of its own: the loop's is not to be written from this thread
-            stored = UserStore(self.users.path).change_password(user, rehashed(user, new))
+        try:
+            stored = self._changes_store.change_password(user, rehashed(user, new))
         except (OSError, UsersFileError) as exc:
             log.error("the password change of %s failed: %s", user.comp_id, exc)
             return (OTHER, "the password could not be changed: the gateway's log says why"), None
@@ -205,6 +205,14 @@ class UserRequests:
             return (OTHER, "the operator changed or removed this user meanwhile: not changed"), None
         log.info("%s changed its password (UserRequest)", user.comp_id)
         return (PASSWORD_CHANGED, "password changed"), stored
+
+    @functools.cached_property
+    def _changes_store(self) -> UserStore:
+        """The users as the password changes write them, on executor threads: a store of its
+        own (the loop's is not written from a thread: its lock would hold the loop through
+        the fsync), made at the first change and read from where it stopped at the next (a
+        store made per change read the whole file, and held a descriptor until collected)."""
+        return UserStore(self.users.path)
 
     @functools.cached_property
     def _user_answers(self) -> dict[str, OrderedDict[bytes, tuple[int, str]]]:

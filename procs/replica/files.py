@@ -2,39 +2,42 @@
 the journal's units.
 
 The journal holds the exchange's state, but not what only the gateways keep: who may log on
-(``users.json``, ``apikeys.json``) and, per gateway, which session and ClOrdID each order has
-(``<gateway>/orders.log``, ``procs/gateway/order_log.py``) and which ClOrdIDs and REST
-clientOrderIds were used (``<gateway>/clordids.log`` and ``api_ids.log``,
-``procs/gateway/clordids.py``), and where its counter ExecIDs
-are reserved up to (``<gateway>/exec-ids``, ``procs/common/exec_ids.py``). A promoted
-standby without them could not log a client on, nor report a fill of an order placed before
-the failover with its ClOrdID, and could repeat ExecIDs the primary sent. So the source sends
-what each of these files gained since the last look, and the standby writes it at the same
-place under its own ``var/<instance>/gateway/``. The units the journal's integers are in
+(``users.json``, ``apikeys.json`` and their logs of changes since, ``users.log`` and
+``apikeys.log``: ``procs/common/change_log.py``) and, per gateway, which session and ClOrdID
+each order has (``<gateway>/orders.log``, ``procs/gateway/order_log.py``) and which ClOrdIDs
+and REST clientOrderIds were used (``<gateway>/clordids.log`` and ``api_ids.log``,
+``procs/gateway/clordids.py``), and where its counter ExecIDs are reserved up to
+(``<gateway>/exec-ids``, ``procs/common/exec_ids.py``). A promoted standby without them
+could not log a client on, nor report a fill of an order placed before the failover with its
+ClOrdID, and could repeat ExecIDs the primary sent. So the source sends what each of these
+files gained since the last look, and the standby writes it at the same place under its own
+``var/<instance>/gateway/``. The units the journal's integers are in
 (``journal/units.json``, ``procs/common/units.py``) go the same way to the standby's journal
 directory: without them a promoted router pinned its own config's units over the primary's
 journal, and a standby configured with other decimals settled every trade in other amounts;
 with them the standby's start, ``failover.py promote`` and the promoted start refuse it.
 
-Order. A gateway writes a command to its order log before it publishes it to the router,
-so when the source has read a frame of the journal, the logs already hold every command in
-it: the source ships what the files gained right then, before the frame, on the same
-connection. The standby makes the files it wrote durable before the frame it acknowledges
-(``FileReceiver.sync``). So in sync mode a promoted gateway knows the ClOrdID of every
-order whose acknowledgement left the primary; in async mode the files are as far behind as
-the journal. What a log still lacks (an order whose command reached no journal frame that
-was shipped) the promoted gateway corrects from the books (``procs/gateway/recovery.py``),
-never reporting a wrong fill.
+Order. A gateway writes a command to its order log before it publishes it to the router, so
+when the source has read a frame of the journal, the logs already hold every command in it:
+the source ships what the files gained right then, before the frame, on the same connection.
+The standby makes the files it wrote durable before the frame it acknowledges
+(``FileReceiver.sync``). So in sync mode a promoted gateway knows the ClOrdID of every order
+whose acknowledgement left the primary; in async mode the files are as far behind as the
+journal. What a log still lacks (an order whose command reached no journal frame that was
+shipped) the promoted gateway corrects from the books (``procs/gateway/recovery.py``), never
+reporting a wrong fill.
 
-A file is followed by inode, size and mtime, and for the logs by the bytes just before
-where the copy ends. A log that grew with those bytes unchanged is sent from there (the logs
-only grow); any other change sends the file again whole (``reset``): a log replaced (a
-compaction), shrunk or rewritten, and the users', keys', ExecID and units files, which are
-rewritten whole (``os.replace``) at every change. A file sent whole in several pieces is made
-aside and replaces the standby's copy once complete, so a connection lost mid-way (every new
-one sends every file whole) never leaves a copy cut short. Inode numbers are reused: a file replaced
-twice between two looks can have the inode and a larger size of the copy's, and appending its
-end to the copy would corrupt it.
+A file is followed by inode, size and mtime, and for the logs by the bytes just before where
+the copy ends. A log that grew with those bytes unchanged is sent from there (the logs only
+grow); any other change sends the file again whole (``reset``): a log replaced (a
+compaction), shrunk or rewritten, and the users' and keys' snapshots (at their compaction)
+and the ExecID and units files, which are rewritten whole (``os.replace``) at every change.
+A standby that has one of the users' or keys' two files from before a compaction and the
+other from after holds every change still (``change_log``'s bridge). A file sent whole in
+several pieces is made aside and replaces the standby's copy once complete, so a connection
+lost mid-way (every new one sends every file whole) never leaves a copy cut short. Inode
+numbers are reused: a file replaced twice between two looks can have the inode and a larger
+size of the copy's, and appending its end to the copy would corrupt it.
 Session stores are not shipped: after a failover FIX sessions start again at sequence 1
 (logon with ResetSeqNumFlag), the rule the README gives clients.
 """
@@ -60,7 +63,9 @@ def shipped_files(cfg: RingexConfig) -> list[str]:
     """The files shipped, relative to ``var/<instance>/gateway`` (``UNITS`` aside)."""
     own = ("orders.log", "clordids.log", "api_ids.log", EXEC_IDS)
     gateways = (f"{g.name}/{n}" for g in cfg.gateways for n in own)
-    return ["users.json", "apikeys.json", UNITS, *gateways]
+    # each log before its snapshot: a pair shipped across a compaction then has the newer
+    # snapshot, which holds all of the older log (``change_log``)
+    return ["users.log", "users.json", "apikeys.log", "apikeys.json", UNITS, *gateways]
 
 
 def _place(root: Path, name: str) -> Path:
@@ -134,7 +139,7 @@ class FileShipper:
 
 #: What a standby accepts to write (the primary's gateways need not be named in its config).
 SHIPPABLE = re.compile(
-    r"(users\.json|apikeys\.json|units\.json"
+    r"((users|apikeys)\.(json|log)|units\.json"
     r"|[A-Za-z0-9_-]{1,64}/((orders|clordids|api_ids)\.log|exec-ids))"
 )
 

@@ -304,17 +304,24 @@ def test_names_that_pair_no_configured_assets_are_refused_naming_them(tmp_path: 
 
 def test_users_file_is_private_over_an_older_file_and_a_leftover_temp_file(tmp_path: Path) -> None:
     """Holds: a users.json written 0644 by an older version and a 0644 temp file a crash left
-    under this pid (O_CREAT keeps an existing file's mode) give a 0600 users.json; a temp file
-    a crash left under another pid is no user to a reader and is not shipped to a standby."""
+    (O_CREAT keeps an existing file's mode) give a 0600 users.json, at the first change
+    and at a compaction; a temp file a crash left under another name is no user to a reader
+    and is not shipped to a standby."""
     path = tmp_path / "gateway" / "users.json"
-    UserStore(path).add("ALICE", "pw", 7, n=2)
+    path.parent.mkdir()
+    path.write_bytes(b"[]")
     os.chmod(path, 0o644)
-    mine = path.with_suffix(f".tmp.{os.getpid()}")
+    UserStore(path).add("ALICE", "pw", 7, n=2)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    os.chmod(path, 0o644)
+    mine = path.with_name("users.json.tmp")
     mine.write_bytes(b"half a file")
     os.chmod(mine, 0o644)
     crashed = path.with_suffix(".tmp.99999999")
     crashed.write_bytes(b'[{"comp_id": "GHOST"')  # cut short by the crash
-    UserStore(path).add("BOB", "pw", 8, n=2)
+    store = UserStore(path)
+    store.add("BOB", "pw", 8, n=2)
+    store.compact()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert sorted(u.comp_id for u in UserStore(path).users()) == ["ALICE", "BOB"]
     assert not mine.exists()  # renamed into place

@@ -423,6 +423,7 @@ def _users(where: Path) -> tuple[Path, bytes]:
     store = UserStore(path)
     store.add("ALICE", "secret", 7, n=2)
     store.add("BOB", "secret", 8, n=2)
+    store.compact()  # every user in the file
     return path, path.read_bytes()
 
 

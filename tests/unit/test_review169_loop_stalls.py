@@ -2,10 +2,10 @@
 replication source's) whose length grows with something a client, an operator or time
 controls. Each suspect is driven at a size a real venue reaches while a probe task on the
 same loop records its worst lateness (``Probe``), or its synchronous call is timed. Stalls
-found: the Hello's hash is fixed (on a thread now) and a login's two fresh reads of the users
-file; the whole-file keys and users stores stay, strict xfails of a documented limit whose
-bound a store of one record at a time would meet. What was checked and found correct is
-pinned below them, with generous bounds (a noisy 2-core VM)."""
+found, all fixed: the Hello's hash (on a thread now), a login's two fresh reads of the users
+file, and the whole-file keys and users stores (a snapshot and a log of changes since:
+``procs/common/change_log.py``). What was checked and found correct is pinned below them,
+with generous bounds (a noisy 2-core VM)."""
 
 from __future__ import annotations
 
@@ -130,30 +130,20 @@ def keys_bytes(keys: list[ApiKey]) -> bytes:
 # -- stalls found ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a documented limit (README, REST): a login rewrites "
-                   "apikeys.json whole, fsyncs included, on the gateway's loop")  # fmt: skip
 def test_a_login_stalls_the_gateway_loop_for_the_whole_users_and_keys_files(
     harness: Harness,
 ) -> None:
-    """Half fixed: ``_password_held`` now asks the gateway's login view, which reads the
-    users file again only where it changed (275 ms left of ~380 here, the keys file's).
-    ``POST /api/v1/apiKey`` (procs/gateway/rest_keys.py:58-64) runs scrypt on a thread,
-    then on the loop: ``_password_held`` (rest_keys.py:88-95) twice, each a fresh
-    ``UserStore`` that decodes, hex-checks and CRCs the whole users file
-    (procs/common/users.py:191-230); and ``ApiKeyStore.create`` (procs/common/apikeys.py:
-    255-293), which under a flock reads, decodes and CRCs all of apikeys.json, sorts it,
-    encodes it, writes it and fsyncs the file and the directory. With 20,000 users (5.7 MB)
-    and 40,000 keys (9 MB: 2,000 users at the default 20 keys) one login held the loop
-    ~380 ms on the 2-core VM (users ~35 ms a parse, the keys' decode ~100 ms, then CRC,
-    encode, fsyncs), every other REST and FIX client of the gateway frozen; any user with a
-    password may log in again and again (``login_rate_per_s`` is per address). ``DELETE
-    /api/v1/apiKey`` (rest_keys.py:84) takes the same ``_update`` path. Fix: no whole-file
-    parse per login: ``_password_held`` against the stat-cached view (``api.users``, its
-    re-read kept off the loop as below), and keys in a store that changes one key without
-    decoding all (a file per user, or sqlite on a thread). A thread alone is not enough:
-    msgspec holds the GIL through a decode, so a 9 MB decode on a thread still froze the
-    loop ~110 ms here; a whole-file decode must at least be cut into steps (the keys as
-    ``list[msgspec.Raw]``, decoded ~1,000 at a time between awaits)."""
+    """Was (fixed: the users' view in review 169, the keys' change log since,
+    ``procs/common/change_log.py``). ``POST /api/v1/apiKey`` ran scrypt on a thread, then on
+    the loop ``_password_held`` twice, each a fresh ``UserStore`` that decoded, hex-checked
+    and CRCed the whole users file, and ``ApiKeyStore.create``, which under a flock read,
+    decoded and CRCed all of apikeys.json, sorted it, encoded it, wrote it and fsynced the
+    file and the directory. With 20,000 users (5.7 MB) and 40,000 keys (9 MB: 2,000 users at
+    the default 20 keys) one login held the loop ~380 ms on the 2-core VM, every other REST
+    and FIX client of the gateway frozen; any user with a password may log in again and
+    again (``login_rate_per_s`` is per address). Now the password check asks the gateway's
+    login view, and a key made is one frame appended to ``apikeys.log`` (3-4 ms here, the
+    fsync's)."""
     users, keys = users_path(harness.cfg), apikeys_path(harness.cfg)
 
     async def scenario(api: RestApi, url: str) -> None:
@@ -169,22 +159,17 @@ def test_a_login_stalls_the_gateway_loop_for_the_whole_users_and_keys_files(
     run(harness, scenario)
 
 
-@pytest.mark.xfail(strict=True, reason="a documented limit (README, REST): a key made or "
-                   "revoked elsewhere is re-read whole on this gateway's loop")  # fmt: skip
 def test_a_key_made_elsewhere_rereads_apikeys_json_whole_on_every_gateways_loop(
     harness: Harness,
 ) -> None:
-    """Every signed request calls ``ApiKeyStore.find``/``get`` (procs/gateway/rest.py:425,
-    429), which re-reads the whole apikeys.json on the loop when its stamp changed
-    (procs/common/apikeys.py:143-157, 159-182: decode, CRC of all keys re-encoded). Every
-    login or logout at any gateway of the instance, and every ``ringex admin revoke-key``,
-    changes it, so each gateway pays the parse again within ``recheck_s``: 100,000 keys
-    (5,000 users at the default 20; 22 MB) held the loop 330-600 ms per change on the 2-core
-    VM (40,000: ~50 ms), once per gateway per login anywhere.
-    Fix: the old view keeps serving while the new one is decoded in steps (the keys as
-    ``list[msgspec.Raw]``, ~1,000 decoded between awaits: not one decode on a thread, as
-    msgspec holds the GIL), then swapped in; or a file per user, or an append-only key
-    log read from where it was."""
+    """Was (fixed: ``apikeys.log``, ``procs/common/change_log.py``). Every signed request
+    calls ``ApiKeyStore.find``/``get``, which re-read the whole apikeys.json on the loop when
+    its stamp changed (decode, CRC of all keys re-encoded). Every login or logout at any
+    gateway of the instance, and every ``ringex admin revoke-key``, changed it, so each
+    gateway paid the parse again within ``recheck_s``: 100,000 keys (5,000 users at the
+    default 20; 22 MB) held the loop 330-600 ms per change on the 2-core VM (40,000: ~50 ms),
+    once per gateway per login anywhere. Now another gateway's key is a frame it appends to
+    the log, and this one reads that frame."""
     keys = apikeys_path(harness.cfg)
 
     async def scenario(api: RestApi, url: str) -> None:
@@ -192,15 +177,16 @@ def test_a_key_made_elsewhere_rereads_apikeys_json_whole_on_every_gateways_loop(
         try:
             mine = api.keys.get(alice.api_key)
             assert mine is not None
-            many = [mine, *fake_keys(100_000)]
-            keys.write_bytes(keys_bytes(many))
+            keys.write_bytes(keys_bytes([mine, *fake_keys(100_000)]))
             api.keys.refresh()
-            made = msgspec.structs.replace(fake_keys(1)[0], comp_id="BOB")
-            later = keys_bytes([*many, made])  # apikeys.json once another gateway made a key
+            elsewhere = ApiKeyStore(keys)  # another gateway's (read before the probe)
+            bob = harness.users.get("BOB")
+            assert bob is not None
             async with probing() as probe:
-                await asyncio.to_thread(replace, keys, later)
+                made = await asyncio.to_thread(elsewhere.create, bob, "read")
                 await asyncio.sleep(0.6)  # past ``recheck_s``: whatever reads it first
                 await alice.call("GET", "/api/v1/openOrders")
+                assert api.keys.get(made.key) == made
         finally:
             await alice.close()
         probe.within(BOUND_S, "a re-read")
@@ -208,29 +194,30 @@ def test_a_key_made_elsewhere_rereads_apikeys_json_whole_on_every_gateways_loop(
     run(harness, scenario)
 
 
-@pytest.mark.xfail(strict=True, reason="a documented limit (README, REST): an added user "
-                   "makes the gateway re-read users.json whole on its loop")  # fmt: skip
 def test_an_added_user_rereads_users_json_whole_on_the_gateways_loop(harness: Harness) -> None:
-    """The REST API's view of the users (``RestApi.users``, recheck 1 s: rest.py:127, 481)
-    and the FIX sessions' (``UserStore`` of server.py:145, read by every logged-on
-    session's timer: session.py:241) re-read the whole users file on the loop when it
-    changed (procs/common/users.py:191-230: decode, a hex check of every salt and digest,
-    the CRC of all users re-encoded). Each `ringex admin add-user`, ``set-password``,
-    ``set-user`` or a FIX user's own password change rewrites it: 60,000 users (17 MB) held
-    the loop ~110-140 ms per change on the 2-core VM (the parse ~1.8 us a user; 30,000: ~55
-    ms). Fix: the old view serving while the new one is decoded in steps (``list[msgspec.
-    Raw]`` decoded a slice per await: one decode on a thread holds the GIL throughout), or a
-    users directory or database in place of one file read whole."""
+    """Was (fixed: ``users.log``, ``procs/common/change_log.py``). The REST API's view of the
+    users (``RestApi.users``, recheck 1 s) and the FIX sessions' (``UserStore`` of
+    server.py, read by every logged-on session's timer) re-read the whole users file on the
+    loop when it changed (decode, a hex check of every salt and digest, the CRC of all
+    users re-encoded). Each `ringex admin add-user`, ``set-password``, ``set-user`` or a
+    FIX user's own password change rewrote it: 60,000 users (17 MB) held the loop ~110-140
+    ms per change on the 2-core VM (the parse ~1.8 us a user; 30,000: ~55 ms). Now a change
+    is a frame appended to the log, and a view reads that frame."""
     users = users_path(harness.cfg)
 
     async def scenario(api: RestApi, url: str) -> None:
         alice = await client(url, "ALICE", "alice-pw")
         try:
-            added = users_bytes(users, 60_000)  # `ringex admin add-user`, say
+            await asyncio.to_thread(replace, users, users_bytes(users, 60_000))
+            await asyncio.sleep(1.1)  # past the REST view's recheck: the views read it
+            api.users.users()
+            api.logins.users()
+            admin = UserStore(users)  # `ringex admin add-user`, say (read before the probe)
             async with probing() as probe:
-                await asyncio.to_thread(replace, users, added)
+                await asyncio.to_thread(admin.add, "CAROL", "carol-pw", 9_999, n=2)
                 await asyncio.sleep(1.1)  # past the REST view's recheck
                 await alice.call("GET", "/api/v1/openOrders")
+                assert api.users.get("CAROL") is not None
         finally:
             await alice.close()
         probe.within(BOUND_S, "a re-read")

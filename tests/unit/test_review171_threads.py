@@ -153,16 +153,18 @@ def test_a_logon_check_of_a_closed_connection_reads_nothing(tmp_path: Path) -> N
 
 def test_the_password_change_thread_never_writes_the_loops_store(tmp_path: Path) -> None:
     """``_change_if_right`` (user_requests.py:190-206), on an executor thread, writes
-    through a store of its own: the loop's view (its dict, its stamp) is left as it was,
-    and the loop reads the new file on its next look, as any other change."""
+    through a store of its own (``_changes_store``: made once, read from where it stopped
+    at the next change): the loop's view (its dict) is left as it was, and the loop reads
+    the change on its next look, as any other."""
     _, _, users = session(tmp_path)
     user = users.get("ALICE")
     assert user is not None
-    view, stamp = users._users, users._stamp
-    fake: Any = SimpleNamespace(users=users)
+    view, seen = users._users, dict(users._users)
+    fake: Any = SimpleNamespace(users=users, _changes_store=UserStore(users.path))
     answer, stored = UserRequests._change_if_right(fake, user, "pw", "pw2-Longer-1234", False)
     assert stored is not None, answer
-    assert users._users is view and users._stamp == stamp
+    assert fake._changes_store is not users
+    assert users._users is view and view == seen
     now = users.get("ALICE")
     assert now is not None and password_matches(now, "pw2-Longer-1234")
 

@@ -301,7 +301,8 @@ def test_a_user_whose_comp_id_predates_the_comp_id_rule_still_logs_on(
     format only for names the file does not hold, or bound the limiter's key instead).
     Today: Logout, unknown."""
     h = Harness(config(instance, tmp_path))
-    h.users._add("alice@desk", "secret", 7, 1 << 4, None)  # as a file of before review 25
+    with h.users._locked():  # as a file of before review 25
+        h.users._add("alice@desk", "secret", 7, 1 << 4, None)
     answers: list[bytes] = []
 
     async def scenario(harness: Harness, port: int) -> None:

@@ -391,7 +391,7 @@ ALICE = User("alice", 7, 1, "00", "00")
 def test_a_revoke_elsewhere_verifies_here_for_up_to_recheck_s_and_a_new_key_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """apikeys.py: "``get`` runs on every request and only ``stat``s the file, at most once per
+    """apikeys.py: "``get`` runs on every request and looks at the files at most once per
     ``recheck_s``"; "A key revoked in another process thus still verifies here for up to
     ``recheck_s`` (0.5 s by default); one made there verifies through ``find`` at once"."""
     said("apikeys")
@@ -412,11 +412,11 @@ def test_a_revoke_elsewhere_verifies_here_for_up_to_recheck_s_and_a_new_key_at_o
 def test_two_writers_keep_each_others_keys_and_a_refused_write_leaves_no_lock(
     tmp_path: Path,
 ) -> None:
-    """apikeys.py: "re-read the file under it (another process may have written since)"; "two
-    writers never lose each other's change"; ``_update``: "a writer that dies mid-way leaves
-    no lock behind"; ``revoke``: "False when there was no such key"; ``revoke_user``: "how
-    many"; ``keys_of``: "by created_ms, then key id"."""
-    said("apikeys")
+    """apikeys.py: "read what changed under it (another process may have written since)";
+    change_log.py: "a writer that dies mid-way leaves no lock behind"; ``revoke``: "False when
+    there was no such key"; ``revoke_user``: "how many"; ``keys_of``: "by created_ms, then
+    key id"."""
+    said("apikeys", "change_log")
     path = tmp_path / "apikeys.json"
     one, two = ApiKeyStore(path, 1), ApiKeyStore(path, 1)
     a = one.create(ALICE, "read")

@@ -59,6 +59,7 @@ def test_users_that_swapped_session_ids_are_synchronised(tmp_path: Path, dsn: st
         sync.store.add("ALICE", "pw", 10, n=2)
         sync.store.add("BOB", "pw", 11, n=2)
         assert sync.sync(conn)
+        sync.store.compact()  # all in the file, as before a hand edit
         users = {u.comp_id: u for u in UserStore(path).users()}
         swapped = [
             msgspec.structs.replace(users["ALICE"], session=users["BOB"].session),

@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 import procs.cli
+import procs.common.change_log
 import procs.common.users
 from procs.common.apikeys import ApiKeyStore
 from procs.common.crc_frames import crc_hex
@@ -260,6 +261,7 @@ def test_a_users_file_of_an_earlier_build_reads_and_is_written_as_it_was(tmp_pat
     keys)."""
     store = UserStore(tmp_path / "users.json")
     store.add("ALICE", "a", 7, n=1 << 4)
+    store.compact()  # (the snapshot the log's changes go into)
     written = json.loads((tmp_path / "users.json").read_bytes())
     assert set(written["users"][0]) == {
         "comp_id", "account", "session", "salt", "digest", "n", "r", "p", "cancel_on_disconnect"
@@ -270,6 +272,7 @@ def test_a_users_file_of_an_earlier_build_reads_and_is_written_as_it_was(tmp_pat
     reread = UserStore(tmp_path / "users.json")
     assert reread.verify("ALICE", "a") is not None
     reread.set_settings("ALICE", min_heartbeat_s=5)
+    reread.compact()
     assert json.loads((tmp_path / "users.json").read_bytes())["users"][0]["min_heartbeat_s"] == 5
     assert UserStore(tmp_path / "users.json").get("ALICE").min_heartbeat_s == 5  # type: ignore[union-attr]
 
@@ -284,7 +287,7 @@ def test_a_users_file_that_cannot_be_written_is_one_line_exit_1(
     def full(*_args: object, **_kw: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(procs.common.users, "replace_durably", full)
+    monkeypatch.setattr(procs.common.change_log, "write_all", full)
     assert admin("set-user", "--comp-id", "ALICE", "--reset-on-logon", "on") == 1
     assert "ALICE not changed: the users file" in capsys.readouterr().err
     assert admin("set-password", "--comp-id", "ALICE", "--password", "x") == 1

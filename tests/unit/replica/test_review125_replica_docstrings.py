@@ -384,7 +384,8 @@ def _shipped(tmp_path: Path, name: str, data: bytes) -> tuple[Path, FileShipper,
 def test_a_log_that_grew_goes_from_its_end_and_any_other_change_whole(tmp_path: Path) -> None:
     """ "A log that grew with those bytes unchanged is sent from there (the logs only grow);
     any other change sends the file again whole (``reset``): a log replaced (a compaction),
-    shrunk or rewritten, and the users', keys' ... files, which are rewritten whole".
+    shrunk or rewritten, and the users' and keys' snapshots ... files, which are rewritten
+    whole".
     ``FileShipper.changes``."""
     said("files")
     log, shipper, _ = _shipped(tmp_path, "gw1/orders.log", b"a" * 100)
