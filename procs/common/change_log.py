@@ -387,6 +387,13 @@ class LoggedSnapshot:
         self._generation = generation
         self._at = self._own_at = len(data)
 
+    def settle(self) -> None:
+        """Inside ``locked()``: everything into the snapshot and a log that carries no change
+        over (two compactions: the second's bridge is the first's own changes, none), so a
+        hand edit of the snapshot that keeps its generation has nothing applied over it."""
+        self.compact()
+        self.compact()
+
     def compact(self) -> None:
         """Inside ``locked()``: the snapshot of the state, then a log of the next generation
         whose bridge is the held log's own changes (none: a store's first log)."""
@@ -409,7 +416,8 @@ class LoggedSnapshot:
         self._snap_generation = generation
 
     def __del__(self) -> None:
-        self.close()  # a store let go without ``close``: its descriptor with it
+        with contextlib.suppress(Exception):  # (at the interpreter's exit, ``os`` may be gone)
+            self.close()  # a store let go without ``close``: its descriptor with it
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -445,10 +445,9 @@ class UserStore:
     def compact(self) -> None:
         """Every user into ``users.json`` and the log begun again (what a writer does once
         the log holds more changes than there are users): before an edit of the file by
-        hand, which the log's changes would otherwise be applied over."""
+        hand, which the log's changes would otherwise be applied over (``settle``)."""
         with self._locked():
-            self._files.compact()
-            self._files.compact()  # the second log carries none of the first's changes over
+            self._files.settle()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
