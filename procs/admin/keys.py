@@ -18,6 +18,7 @@ import time
 
 from config.schema import RingexConfig
 from procs.common.apikeys import ApiKeyStore
+from procs.common.change_log import ChangeMadeError
 from procs.common.topology import apikeys_path
 
 
@@ -63,6 +64,9 @@ def revoke_key(cfg: RingexConfig, args: argparse.Namespace) -> int:
     key = store.get(args.api_key)
     try:
         revoked = store.revoke(args.api_key)
+    except ChangeMadeError as exc:  # revoked: every gateway may have read it
+        print(f"ringex admin revoke-key: {args.api_key[:64]!r}: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"ringex admin revoke-key: {args.api_key[:64]!r} not revoked: the key file "
               f"{apikeys_path(cfg)} could not be written ({exc.strerror or exc})",

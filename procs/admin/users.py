@@ -32,6 +32,7 @@ from typing import Final
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
 from procs.common.apikeys import ApiKeyStore
+from procs.common.change_log import ChangeMadeError
 from procs.common.topology import apikeys_path, users_path
 from procs.common.users import (
     SESSION_SETTINGS,
@@ -62,7 +63,12 @@ def no_user(command: str, store: UserStore, comp_id: str) -> int:
 
 
 def _unwritten(command: str, outcome: str, store: UserStore, exc: OSError) -> int:
-    """Says the users file could not be written (a full disk, say); exit status 1."""
+    """Says the users file could not be written (a full disk, say), or that the change was
+    made but its fsync failed (``ChangeMadeError``: not ``outcome``, which says nothing
+    changed); exit status 1."""
+    if isinstance(exc, ChangeMadeError):
+        print(f"ringex admin {command}: {exc}", file=sys.stderr)
+        return 1
     print(f"ringex admin {command}: {outcome}: the users file {store.path} could not be "
           f"written ({exc.strerror or exc})", file=sys.stderr)  # fmt: skip
     return 1
@@ -198,26 +204,41 @@ def set_password(cfg: RingexConfig, args: argparse.Namespace) -> int:
         print(f"ringex admin set-password: {args.comp_id}'s password not changed: the API key "
               f"file {apikeys_path(cfg)} cannot be read ({exc})", file=sys.stderr)  # fmt: skip
         return 1
+    undurable = ""  # the change made, but its fsync failed: said, and the keys revoked still
     try:
         user = store.set_password(args.comp_id, args.password)
-    except OSError as exc:  # a full disk, say: the file stays as it was (written, then renamed)
+    except ChangeMadeError as exc:
+        user, undurable = store.get(args.comp_id), str(exc)
+    except OSError as exc:  # a full disk, say: nothing appended (a write cut short is cut)
         return _unwritten("set-password", f"{args.comp_id}'s password not changed", store, exc)
     if user is None:
         return no_user("set-password", store, args.comp_id)
+    if undurable:
+        print(f"ringex admin set-password: {undurable}", file=sys.stderr)
     said = f"user {user.comp_id}: password changed; its FIX sessions are logged out"
     if keys is None:
         print(f"{said}; its API keys stay (--revoke-keys revokes them)")
-        return 0
-    try:
-        revoked = keys.revoke_user(user.comp_id)
-    except OSError as exc:
+        return 1 if undurable else 0
+    revoked, failed = _revoke_keys("set-password", keys, user.comp_id)
+    if failed:
         print(said)
-        print(f"ringex admin set-password: {user.comp_id}'s API keys were not revoked: the "
-              f"key file {apikeys_path(cfg)} could not be written ({exc.strerror or exc}); "
-              "run it again once it can", file=sys.stderr)  # fmt: skip
         return 1
     print(f"{said}; {revoked} API key(s) revoked")
-    return 0
+    return 1 if undurable else 0
+
+
+def _revoke_keys(command: str, keys: ApiKeyStore, comp_id: str) -> tuple[int, bool]:
+    """``comp_id``'s API keys revoked: how many, and whether that failed (said)."""
+    try:
+        return keys.revoke_user(comp_id), False
+    except ChangeMadeError as exc:  # revoked, every gateway may have read it
+        print(f"ringex admin {command}: {comp_id}'s API keys: {exc}", file=sys.stderr)
+        return 0, True
+    except OSError as exc:
+        print(f"ringex admin {command}: {comp_id}'s API keys were not revoked: the key file "
+              f"{keys.path} could not be written ({exc.strerror or exc}); run it again once "
+              "it can", file=sys.stderr)  # fmt: skip
+        return 0, True
 
 
 def remove_user(
@@ -243,12 +264,20 @@ def remove_user(
         print(f"ringex admin remove-user: {user.comp_id} not removed (its orders could not be "
               "cancelled)", file=sys.stderr)  # fmt: skip
         return 1
-    store.remove(user.comp_id)
-    revoked = keys.revoke_user(user.comp_id)
-    print(f"user {user.comp_id} removed (account {user.account} stays); {revoked} API key(s) "
-          "revoked; its sessions are logged out")  # fmt: skip
+    try:
+        store.remove(user.comp_id)
+    except ChangeMadeError as exc:  # removed (every gateway may have read it): go on
+        print(f"ringex admin remove-user: {exc}", file=sys.stderr)
+    except OSError as exc:
+        if client is not None:
+            client.close()
+        return _unwritten("remove-user", f"{user.comp_id} not removed", store, exc)
+    revoked, failed = _revoke_keys("remove-user", keys, user.comp_id)
+    keys_said = "its API keys not revoked" if failed else f"{revoked} API key(s) revoked"
+    print(f"user {user.comp_id} removed (account {user.account} stays); {keys_said}; its "
+          "sessions are logged out")  # fmt: skip
     if client is None:
-        return 0
+        return 1 if failed else 0
     # the gateways end its sessions and refuse its keys within a timer pass (1 s) and a key
     # recheck (0.5 s): orders placed before then would outlive a cancel sent at once
     time.sleep(SETTLE_S)

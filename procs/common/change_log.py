@@ -81,6 +81,13 @@ _header_decoder = msgspec.json.Decoder(LogHeader)
 _Stamp = tuple[int, int, int]  # (st_ino, st_mtime_ns, st_size)
 
 
+class ChangeMadeError(OSError):
+    """A change appended whole whose fsync failed: made (every reader may have it, and this
+    store applied it) but it may not survive a crash of the machine. Its caller says so,
+    and goes on as after a change made (review 174: "not changed" was said of a change
+    every gateway took)."""
+
+
 class ChangeLogError(ValueError):
     """A log that is damaged (not torn by a crash) or not a log; names the file and byte."""
 
@@ -335,9 +342,10 @@ class LoggedSnapshot:
         write cut short (a full disk) is cut back off and raises OSError, nothing applied. A
         whole frame whose fsync fails is not: a reader may have read it already, and cutting
         it would leave that reader serving a change no other holds, then reading the next
-        frame from its middle (review 173); it is applied here too, and the OSError says the
-        change is made but may not survive a crash of the machine. A compaction that fails
-        is logged and tried again at the next change: the change itself is durable."""
+        frame from its middle (review 173); it is applied here too, and ``ChangeMadeError``
+        (an OSError) says the change is made but may not survive a crash of the machine. A
+        compaction that fails is logged and tried again at the next change: the change
+        itself is durable."""
         if len(body) > LONGEST:
             raise ValueError(f"a change of {len(body)} bytes, over the {LONGEST} a frame holds")
         if self._fd < 0:
@@ -356,7 +364,7 @@ class LoggedSnapshot:
                 os.fsync(fd)
             except OSError as exc:
                 self._more()
-                raise OSError(
+                raise ChangeMadeError(
                     exc.errno,
                     f"{self.path}: the change is made, but its fsync failed ({exc}): "
                     "it may not survive a crash of the machine",

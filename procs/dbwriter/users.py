@@ -1,9 +1,10 @@
-"""Mirror the FIX user store (``var/<instance>/gateway/users.json``) into ``users``.
+"""Mirror the FIX user store (``var/<instance>/gateway/users.json`` and its log of changes,
+``users.log``) into ``users``.
 
-The store is a file the operator edits with ``ringex admin``, not journaled commands, so this
-is a synchronisation, not part of the exactly-once stream: whenever the file's content
-changes, every user in it is upserted (by SenderCompID) and users no longer in it are deleted,
-in one transaction. Only the salted scrypt digest is stored, as
+The store is files the operator changes with ``ringex admin``, not journaled commands, so
+this is a synchronisation, not part of the exactly-once stream: whenever the users change,
+every user is upserted (by SenderCompID) and users no longer there are deleted, in one
+transaction. Only the salted scrypt digest is stored, as
 ``scrypt$<n>$<r>$<p>$<salt hex>$<digest hex>``.
 """
 

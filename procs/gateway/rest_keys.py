@@ -13,6 +13,7 @@ key of the user's is evicted for it) and after (a key made as `ringex admin set-
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -22,6 +23,8 @@ from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request, throttle
 from procs.gateway.rest_public import json_response
+
+log = logging.getLogger("ringex.gateway")
 
 if TYPE_CHECKING:
     from procs.gateway.rest import RestApi
@@ -60,6 +63,9 @@ class KeyRoutes:
             key = api.keys.create(user, scopes, params.get("label", ""), evict_oldest=True)
         except ValueError as exc:
             raise bad_request(codes.ILLEGAL_PARAM, str(exc)) from None
+        except OSError as exc:  # a full disk: no key; or one whose fsync failed, not given:
+            log.error("a key for %s: %s", user.comp_id, exc)  # (its secret said to no one)
+            raise ApiError(503, codes.UNKNOWN, "the key could not be stored: try again") from None
         if not _password_held(api.logins, user):  # changed while the key was made: a
             api.keys.revoke(key.key)  # `set-password --revoke-keys` may have swept before it
             raise _changed()
@@ -85,10 +91,10 @@ class KeyRoutes:
 
 
 def _password_held(logins: UserStore, user: User) -> bool:
-    """Whether the users file (looked at now, not a view of a second ago: ``logins`` looks
-    at it at every call) still gives ``user`` the password it was checked with. The view is
-    read again only where the file changed: a fresh read of it whole, twice a login, held
-    the gateway's loop 370 ms at 20,000 users (review 169)."""
+    """Whether the users (looked at now, not a view of a second ago: ``logins`` looks at
+    every call) still give ``user`` the password it was checked with. The view reads only
+    what the users' log gained: a fresh read of the file whole, twice a login, held the
+    gateway's loop 370 ms at 20,000 users (review 169)."""
     return still_held(logins.get(user.comp_id), user) is not None
 
 

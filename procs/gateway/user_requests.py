@@ -8,10 +8,11 @@ confirmed nor denied). UserRequestType (924):
 - 3, change password: Password (554) the current one, NewPassword (925) the new one, held to
   what ``ringex admin add-user`` takes (1 to 1,024 characters). On an executor thread, as a
   Logon's scrypt: the current password is checked against the user the session logged on
-  as (not the file as it is by then), the new one hashed, and the users file rewritten
-  under its lock (``UserStore.change_password``) while it holds that user as a session of it
-  goes on (its settings may change meanwhile; an operator's password change or removal
-  meanwhile wins: 926=6, nothing written). The change keeps the user's epoch, so the
+  as (not the file as it is by then), the new one hashed, and the change appended to the
+  users' log under its lock (``UserStore.change_password``) while the users hold that user
+  as a session of it goes on (its settings may change meanwhile; an operator's password
+  change or removal meanwhile wins: 926=6, nothing written; a change made whose fsync
+  failed is 926=5, logged as such, review 174). The change keeps the user's epoch, so the
   session's own timer, which may see the file before the answer comes, does not take it for
   the operator's (``users.still_logged_on``). 926=5 password changed, or 4 password
   incorrect. A wrong current password spends the user's token of wrong passwords as a
@@ -43,6 +44,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Final
 
+from procs.common.change_log import ChangeMadeError
 from procs.common.users import (
     User,
     UsersFileError,
@@ -198,6 +200,9 @@ class UserRequests:
             return (PASSWORD_INCORRECT, "password incorrect"), None
         try:
             stored = self._changes_store.change_password(user, rehashed(user, new))
+        except ChangeMadeError as exc:  # made: every gateway may take the new one (review 174)
+            log.error("the password change of %s: %s", user.comp_id, exc)
+            stored = self._changes_store.get(user.comp_id)
         except (OSError, UsersFileError) as exc:
             log.error("the password change of %s failed: %s", user.comp_id, exc)
             return (OTHER, "the password could not be changed: the gateway's log says why"), None
