@@ -3,6 +3,7 @@ directory fsynced, so a reader finds the old content or the new one, never half 
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -58,10 +59,13 @@ def replace_durably(
     renamed over it, the directory fsynced. ``mode`` (``PRIVATE`` for what holds accounts'
     data: snapshots, a session's messages) is the file's whatever the umask or a leftover temp
     file says; None: the umask's (a file another user's process must read, as a promotion's
-    request that root writes for the supervisor's user: review 98)."""
+    request that root writes for the supervisor's user: review 98). The temp file is held
+    under an exclusive ``flock`` while it is written, so a cleaner of crashed saves tells
+    one under way from one left (``procs/common/snapshots.py``, review 175)."""
     tmp = tmp or path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         with os.fdopen(fd, "wb") as f:
             if mode is not None:
                 os.fchmod(fd, mode)  # a leftover temp file keeps its old mode through O_CREAT

@@ -14,7 +14,9 @@ first) is taken as it is; anything else without it is damaged.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
 import struct
 import time
 import zlib
@@ -139,9 +141,24 @@ STALE_TMP_S = 600.0
 
 def _remove_stale(directory: Path) -> None:
     """Remove the temp files of saves a crash cut short, which held the room the journal on
-    the same disk needs (review 96); not another writer's in progress (review 98)."""
+    the same disk needs (review 96); not another writer's in progress (review 98): one
+    whose ``flock`` a writer holds (``replace_durably``) is under way, whatever its age says
+    (a wall clock stepped forward made a temp file of a second ago look hours old, and it
+    went under its writer, review 175)."""
     now = time.time()
     for stale in directory.glob("*.tmp"):
         with contextlib.suppress(FileNotFoundError):
-            if now - stale.stat().st_mtime > STALE_TMP_S:
+            if now - stale.stat().st_mtime > STALE_TMP_S and not _held(stale):
                 stale.unlink(missing_ok=True)
+
+
+def _held(path: Path) -> bool:
+    """Whether a writer holds ``path``'s ``flock`` now."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

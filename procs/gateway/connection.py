@@ -194,6 +194,7 @@ class Connection(asyncio.Protocol):
             self._stalled_ns = 0
             return
         size = transport.get_write_buffer_size()
+        self._stalled_ns = min(self._stalled_ns, now_ns)  # a clock stepped back (review 175)
         if not self._stalled_ns or size < self._stall_size:
             self._stalled_ns, self._stall_size = now_ns, size
             return

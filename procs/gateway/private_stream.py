@@ -223,6 +223,7 @@ class PrivateStreams:
             seen = api.verifier.check(
                 key.secret, q.get("timestamp"), q.get("recvWindow"), q.get("signature"),
                 "GET", PATH, "", b"", time.time_ns() // 1_000_000,
+                time.monotonic_ns() // 1_000_000,
             )  # fmt: skip
         except AuthError as exc:
             raise ApiError(401, exc.code, exc.msg) from None

@@ -435,7 +435,7 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
             seen = self.verifier.check(
                 key.secret, headers.get(TIMESTAMP), headers.get(RECV_WINDOW),
                 headers.get(SIGNATURE), request.method, path, query, body,
-                time.time_ns() // 1_000_000,
+                time.time_ns() // 1_000_000, time.monotonic_ns() // 1_000_000,
             )  # fmt: skip
         except AuthError as exc:
             raise ApiError(401, exc.code, exc.msg) from None

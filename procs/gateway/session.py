@@ -226,8 +226,18 @@ class Session(GapRecovery):
         call about once a second.
         ``reading`` False: the shell is not reading this socket (the exchange is behind, or
         the client does not read what it is sent): what the client sent meanwhile waits in
-        the gateway's own buffers, so its silence is not held against it."""
+        the gateway's own buffers, so its silence is not held against it.
+        A mark later than ``now_ns`` (the wall clock stepped back) is taken as now: the
+        session's heartbeats and the test of a silent peer go on within an interval of the
+        step, not once the clock has made the step up again (review 175: an hour without
+        a Heartbeat, and a dead peer's session, orders and cancel on disconnect held as
+        long). A step forward is taken for time passed (a documented limit)."""
         s = self.settings
+        self._last_in_ns = min(self._last_in_ns, now_ns)
+        self._last_out_ns = min(self._last_out_ns, now_ns)
+        self._connected_ns = min(self._connected_ns, now_ns)
+        self._logout_ns = min(self._logout_ns, now_ns)
+        self._test_request_ns = min(self._test_request_ns, now_ns)
         if not reading:
             self._last_in_ns = now_ns
             self._test_request_ns = 0

@@ -107,9 +107,9 @@ def _show(value: str) -> str:
     return repr(value if len(value) <= 32 else value[:32] + "...")
 
 
-#: What ``Verifier.check`` returns and ``remember`` keeps: the signature's hash, and the
-#: 100 ms bucket its window ends in.
-Seen = tuple[int, int]
+#: What ``Verifier.check`` returns and ``remember`` keeps: the signature's hash, the 100 ms
+#: bucket its window ends in, and the monotonic ms until which it is kept at least.
+Seen = tuple[int, int, int]
 
 
 class Verifier:
@@ -127,6 +127,12 @@ class Verifier:
     filled it, so one key could push out the others' live signatures). Size it as peak
     accepted requests/s times the windows in use (default: 1M, ~100 MB worst case; one key at
     the default 2,000/s with 60 s windows keeps 120k).
+
+    A bucket goes once the wall clock has passed its end and the monotonic clock has passed
+    the time its window then had left (``check``'s ``mono_ms``): a wall clock stepped
+    forward, then back, emptied the memory, and a request captured before the steps was
+    taken again within its window (review 175); stepped back, the wall clock alone keeps a
+    request until its window ends again, as it may then be sent again.
 
     ``not_before_ms`` (the process's start) refuses a request signed before it: the memory
     starts empty, so without it a request captured before a restart could be sent again for
@@ -157,6 +163,7 @@ class Verifier:
         self.not_before_ms = not_before_ms
         self._buckets: dict[int, set[int]] = {}  # expiry // _BUCKET_MS -> signature hashes
         self._order: list[int] = []  # heap of the bucket ids in _buckets
+        self._kept_until: dict[int, int] = {}  # bucket id -> monotonic ms it is kept until
         self._count = 0
 
     def __len__(self) -> int:
@@ -174,10 +181,22 @@ class Verifier:
         query: str,
         body: bytes,
         now_ms: int,
+        mono_ms: int | None = None,
     ) -> None:
         """``check``, then ``remember``: accept the request or raise AuthError."""
         self.remember(
-            self.check(secret, timestamp, recv_window, signature, method, path, query, body, now_ms)
+            self.check(
+                secret,
+                timestamp,
+                recv_window,
+                signature,
+                method,
+                path,
+                query,
+                body,
+                now_ms,
+                mono_ms,
+            )
         )
 
     def check(
@@ -191,10 +210,12 @@ class Verifier:
         query: str,
         body: bytes,
         now_ms: int,
+        mono_ms: int | None = None,
     ) -> Seen:
         """The request's entry for ``remember`` if it may be accepted, else AuthError; the
         caller remembers it once it takes the request (after its rate limit), with nothing
-        awaited between the two.
+        awaited between the two. ``now_ms``: the wall clock's reading; ``mono_ms`` the
+        monotonic clock's in ms (None: ``now_ms``, a clock that never steps).
 
         ``timestamp``, ``recv_window`` and ``signature`` are the raw header values (None when
         absent); checked in order: presence and format (UNAUTHORIZED, BAD_WINDOW), time
@@ -264,18 +285,26 @@ class Verifier:
                 "signature does not match: expected lower-case hex HMAC-SHA256 of "
                 "'timestamp\\nrecvWindow\\nMETHOD\\npath\\nquery\\n' + body",
             )
-        seen = (hash(signature), (ts + window) // _BUCKET_MS)
-        self._expire(now_ms // _BUCKET_MS)
+        mono = now_ms if mono_ms is None else mono_ms
+        bucket_id = (ts + window) // _BUCKET_MS
+        seen = (hash(signature), bucket_id, mono + (bucket_id + 1) * _BUCKET_MS - now_ms)
+        self._expire(now_ms // _BUCKET_MS, mono)
         self._refuse_seen(seen)
         return seen
 
-    def _expire(self, now_bucket: int) -> None:
-        order = self._order
-        while order and order[0] < now_bucket:  # expired: every entry's window has passed
-            self._count -= len(self._buckets.pop(heappop(order)))
+    def _expire(self, now_bucket: int, mono_ms: int) -> None:
+        order, kept_until = self._order, self._kept_until
+        # expired: every entry's window has passed by the wall clock, and by the time it had
+        # left when it came (a later bucket still held waits behind it: kept a little longer)
+        while order and order[0] < now_bucket and kept_until[order[0]] <= mono_ms:
+            self._drop(heappop(order))
+
+    def _drop(self, bucket_id: int) -> None:
+        self._count -= len(self._buckets.pop(bucket_id))
+        del self._kept_until[bucket_id]
 
     def _refuse_seen(self, seen: Seen) -> None:
-        entry, bucket_id = seen
+        entry, bucket_id, _ = seen
         bucket = self._buckets.get(bucket_id)
         if bucket is not None and entry in bucket:
             raise AuthError(REPLAYED, "request replayed: this signature was accepted already")
@@ -283,14 +312,17 @@ class Verifier:
     def remember(self, seen: Seen) -> None:
         """Keep ``check``'s entry for a request taken (REPLAYED if it is kept already)."""
         self._refuse_seen(seen)
-        entry, bucket_id = seen
+        entry, bucket_id, until = seen
         order = self._order
         bucket = self._buckets.get(bucket_id)
         while self._count >= self.replay_capacity:  # full: forget the soonest to expire
-            self._count -= len(self._buckets.pop(heappop(order)))
+            self._drop(heappop(order))
             bucket = self._buckets.get(bucket_id)  # None if it was the one dropped
         if bucket is None:
             bucket = self._buckets[bucket_id] = set()
             heappush(order, bucket_id)
+            self._kept_until[bucket_id] = until
+        elif until > self._kept_until[bucket_id]:
+            self._kept_until[bucket_id] = until
         bucket.add(entry)
         self._count += 1
