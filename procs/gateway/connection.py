@@ -27,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import time
 from typing import TYPE_CHECKING, Protocol, cast
 
+from procs.common import wall_clock
 from procs.common.quiet_log import quieten
 from procs.gateway.intake import IntakePacing
 from procs.gateway.session_interface import State
@@ -137,14 +137,14 @@ class Connection(asyncio.Protocol):
             transport.resume_reading()
             held, self._held_ns = self._held_ns, 0
             if held and self.session is not None:
-                now_ns = time.time_ns()
+                now_ns = wall_clock.now_ns()
                 seconds = min(MAX_HELD_CREDIT_S, max(0, now_ns - held) / 1e9)
                 self.session.throttle.credit(seconds, now_ns)
                 self.session.inbound.credit(seconds, now_ns)
         else:
             transport.pause_reading()
             if not self._held_ns and not self.writing_paused:  # the exchange's pace holds it
-                self._held_ns = time.time_ns()
+                self._held_ns = wall_clock.now_ns()
 
     def write(self) -> None:
         """Write what the session has, and close the socket once the session is closed. A
@@ -157,7 +157,7 @@ class Connection(asyncio.Protocol):
         while True:
             # paused: the buffer is past the mark (asyncio pauses a write past it at once)
             room = 0 if self.writing_paused else WRITE_HIGH_BYTES + 1
-            out = session.take_output(room - transport.get_write_buffer_size(), time.time_ns())
+            out = session.take_output(room - transport.get_write_buffer_size(), wall_clock.now_ns())
             if out:
                 if session.store is not None:
                     session.store.flush()  # a resend can always find what the client saw
@@ -176,6 +176,16 @@ class Connection(asyncio.Protocol):
             session.store.flush()  # stored already: durable before the log moves past them
         if session.closed and not transport.is_closing():
             transport.close()
+
+    def clock_stepped(self, step_ns: int) -> None:
+        """The wall clock stepped (``procs/common/wall_clock.py``): this connection's marks,
+        and its session's, move with it (review 175)."""
+        if self._stalled_ns:
+            self._stalled_ns += step_ns
+        if self._held_ns:
+            self._held_ns += step_ns
+        if self.session is not None:
+            self.session.clock_stepped(step_ns)
 
     def check_stalled(self, now_ns: int) -> None:
         """Disconnect a client whose paused output has not moved (its write buffer never
@@ -212,7 +222,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         session = self.session
         if session is not None:
-            session.data_received(data, time.time_ns())
+            session.data_received(data, wall_clock.now_ns())
             if session.state is State.AWAIT_LOGON and self._closed_without_logon(len(data)):
                 return
             if self.server.pacing.paused:  # read for its Logon: paced again once it is in

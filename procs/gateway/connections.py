@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from config.edges import GatewayConfig
+from procs.common import wall_clock
 from procs.common.users import User, UserStore, still_held
 from procs.gateway.audit import AuditLog
 from procs.gateway.connection import Connection, peer_address, peer_log
@@ -66,6 +67,12 @@ class GatewayConnections:
     #: commands waiting to be published past which a read publishes at once (``burst_limit``)
     burst_limit: int
     api: RestApi | None
+
+    def clock_stepped(self, step_ns: int) -> None:
+        """The wall clock stepped (``procs/common/wall_clock.py``): every connection's marks,
+        and its session's, move with it (review 175)."""
+        for conn in self.connections:
+            conn.clock_stepped(step_ns)
 
     @property
     def failed_logins(self) -> RateLimiter:
@@ -124,7 +131,7 @@ class GatewayConnections:
         self._pending[conn] = address
         self.connections.add(conn)
         conn.session = Session(
-            self.settings, self.users, self.store, self.entry, self.live, time.time_ns(),
+            self.settings, self.users, self.store, self.entry, self.live, wall_clock.now_ns(),
             self.audit,
         )  # fmt: skip
         conn.session.on_output = functools.partial(self._wants_write, conn)
@@ -142,7 +149,7 @@ class GatewayConnections:
         self._logged_on(conn)  # (or never: its slot comes back either way)
         if conn.session is not None:
             conn.session.on_output = None  # its close has nowhere to go: not dirty again
-            conn.session.connection_lost(time.time_ns())
+            conn.session.connection_lost(wall_clock.now_ns())
         self._dirty.discard(conn)
         self.publish()
         self.submit()  # its cancels (cancel on disconnect) are answered by the poll loop
@@ -176,7 +183,7 @@ class GatewayConnections:
             session.refused(
                 f"too many wrong passwords for {comp_id[:64]}: the limit is "
                 f"{limits.rate_per_s:g}/s; try again in {math.ceil(retry)} s",
-                time.time_ns(),
+                wall_clock.now_ns(),
             )
             return
         address = self._pending.get(conn, "?")  # (a Logon is checked while it is pending)
@@ -186,7 +193,7 @@ class GatewayConnections:
             session.refused(
                 f"too many failed Logons from {address}: the limit is "
                 f"{by_address.rate_per_s:g}/s; try again in {math.ceil(retry)} s",
-                time.time_ns(),
+                wall_clock.now_ns(),
             )
             return
         # a look, not a spend: only a failed Logon spends (``done``), or a host's sessions
@@ -211,7 +218,7 @@ class GatewayConnections:
             else:  # (past the limit already, by failures in flight: counted as far as it goes)
                 self._failed_by_address.take(self._pending.get(conn, "?"), time.monotonic())
             try:
-                session.authenticated(user, time.time_ns())
+                session.authenticated(user, wall_clock.now_ns())
             except OSError as exc:  # its store: out of descriptors, a full disk. Closed, not
                 log.error("the logon of %s failed: %s", comp_id, exc)  # left unanswered
                 session.abort(f"the logon failed: {exc.strerror or exc}")

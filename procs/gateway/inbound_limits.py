@@ -30,6 +30,11 @@ class InboundLimits:
         self._messages = TokenBucket(self.per_s, now_ns)
         self._junk = TokenBucket(self.junk_per_s, now_ns)
 
+    @property
+    def buckets(self) -> tuple[TokenBucket, TokenBucket]:
+        """Both buckets (their marks move with a step of the wall clock)."""
+        return self._messages, self._junk
+
     def read(self, count: int, now_ns: int) -> str | None:
         """A read of ``count`` messages (garbled ones too)."""
         if self._messages.allow(now_ns, count):

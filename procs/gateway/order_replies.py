@@ -23,9 +23,9 @@ run could have used, so those never repeat across restarts either, whatever the 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
+from procs.common import wall_clock
 from procs.common.exec_ids import ExecIdBlocks
 from procs.common.records import Trade
 from procs.common.stats import reject_slot
@@ -78,7 +78,7 @@ class OrderReplies:
 
     def _transact(self, ns: int = 0) -> bytes:
         """TransactTime (60) of a report: the event's time ``ns``, or now (0: no event)."""
-        return b"60=%s\x01" % self._times.format(ns or time.time_ns())
+        return b"60=%s\x01" % self._times.format(ns or wall_clock.now_ns())
 
     def answer_mass_cancel(self, ref: int, refused: str | None, at_ns: int = 0) -> None:
         """Mass cancel ``ref``'s report (r): accepted (``refused`` None) or refused with that
@@ -202,7 +202,7 @@ class OrderReplies:
         session that has closed (a Logout, say) and is not forgotten yet (its connection's
         end comes a loop pass later) is not logged on: what it would send goes nowhere."""
         session = self.sessions.get(session_id)
-        now = time.time_ns()
+        now = wall_clock.now_ns()
         if session is not None and not session.closed:
             session.send(msg_type, body, now)
         elif self.park is None or not self.park(session_id, msg_type, body, now):
@@ -248,7 +248,7 @@ class OrderReplies:
             format_units(order.leaves, qd),
             format_units(order.cum, qd),
             format_units(avg, pd + 4),
-            self._times.format(at_ns or time.time_ns()),
+            self._times.format(at_ns or wall_clock.now_ns()),
             extra,
         )
         self._deliver(order.session, b"8", body)
@@ -284,7 +284,7 @@ class OrderReplies:
                 extra,
             )
         )
-        session.send(b"8", body, time.time_ns())
+        session.send(b"8", body, wall_clock.now_ns())
 
     def _cancel_reject(
         self,

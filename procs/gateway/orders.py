@@ -24,12 +24,12 @@ reported and accepted as if nothing had happened.
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from config.schema import AssetConfig
+from procs.common import wall_clock
 from procs.common.exec_ids import FILE_NAME as EXEC_IDS
 from procs.common.exec_ids import ExecIdBlocks
 from procs.common.records import (
@@ -140,7 +140,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         self.shell_events: Callable[[Record], None] = lambda _: None  # SymbolStatus: the same
         self._session_accounts: dict[int, int | None] = {}
         self.undeliverable = 0  # reports that could not even be parked
-        self._next_ref = time.time_ns()
+        self._next_ref = wall_clock.now_ns()
         self._exec_blocks = ExecIdBlocks(None if directory is None else directory / EXEC_IDS)
         self._next_exec = self._exec_limit = self._exec_blocks.counter_start()  # none reserved
         self._times = Timestamps()
@@ -508,14 +508,14 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         self.touched[order.ref] = order
         self.acks += 1
         if order.received_ns:
-            now = time.time_ns()
+            now = wall_clock.now_ns()
             self.ack_latency.record(now - order.received_ns)
             self.to_router.record(accepted.ts_ns - order.received_ns)
             self.router_to_ack.record(now - accepted.ts_ns)
         exec_id = event_exec_id(b"A", accepted.seq, order.order_id)
         self._report(order, b"0", exec_id=exec_id, at_ns=accepted.ts_ns)
         if order.cancel_account:  # its session cancels on disconnect, and is gone
-            self._cancel_record(order, order.cancel_account, time.time_ns())
+            self._cancel_record(order, order.cancel_account, wall_clock.now_ns())
 
     def _done(self, done: OrderDone, mine: bool = True) -> None:
         """``mine``: the done answers a command of this gateway (a request of ours, maybe)."""

@@ -29,9 +29,9 @@ bounded by the config.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Final
 
+from procs.common import wall_clock
 from procs.common.records import Record, SymbolStatus
 from procs.common.types import AdminAction, TradingStatus
 from procs.gateway.fix import FixMessage, Timestamps, field, shown
@@ -116,7 +116,7 @@ class SecurityStatuses:
             return  # an end of session changes no status
         if before is not None and before[0] == status:
             return  # a halt of a halted symbol
-        followers, now_ns = self.followers.get(name, {}), time.time_ns()
+        followers, now_ns = self.followers.get(name, {}), wall_clock.now_ns()
         for session_id, (session, ref) in list(followers.items()):
             if session.closed:
                 del followers[session_id]  # its connection ended: its subscriptions too
@@ -150,7 +150,7 @@ class SecurityStatuses:
         live = self.server.entry.sessions.get(session.session_id)
         if live is not session or session.closed:
             return  # a status is not parked: a new session asks again
-        session.send(b"f", _status(ref, name, status, False, at_ns) + extra, time.time_ns())
+        session.send(b"f", _status(ref, name, status, False, at_ns) + extra, wall_clock.now_ns())
         self.server.write_now(session)
 
     def market(self) -> MarketStatuses:

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from config.schema import RingexConfig, WaitConfig
-from procs.common import sd_notify
+from procs.common import sd_notify, wall_clock
 from procs.common.record_codec import RecordCodec
 from procs.common.records import NewOrder, Record
 from procs.common.ring_waker import RingWaker, nap_for, settle
@@ -154,6 +154,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         self.live: dict[str, Session] = LiveSessions(self.directory.parent / "logged-on")
         self.stores: dict[str, MessageStore] = {}
         self.connections: set[Connection] = set()
+        wall_clock.CLOCK.follow(self)  # a step of the wall clock: its sessions' marks move
         #: connections whose session has something to write (or closed) since their last
         #: write: a pass writes those, not every connection (1,000 sessions logged on)
         self._dirty: set[Connection] = set()
@@ -165,7 +166,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         self.stats, self.to_ring, self._started_ns = (
             Counters.open(cfg.instance, gateway_page(gw.id), GATEWAY_COUNTERS),
             LatencyHistogram(),
-            time.time_ns(),
+            wall_clock.now_ns(),
         )
         self.order_log = OrderLog(self.directory / "orders.log", gw.order_log_compact_mb << 20)
         self._compact_after = 0.0  # a failed compaction is begun again from then on
@@ -179,7 +180,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         self.sent = SentCommands(self._unanswered, self.codec.journal_schema_id)  # unanswered
         self._logged_to = self.producer.sequence  # commands below it are in the log
         self.api: RestApi | None = None  # (set below, once recovered)
-        self._positions = self._recover(time.time_ns())
+        self._positions = self._recover(wall_clock.now_ns())
         #: Attached by ``start`` once the listeners are up: holding the replies ring is what
         #: the supervisor calls ready, so ready means clients can connect.
         self.inputs: list[Consumer[Record]] = []
@@ -278,7 +279,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
             if not producer.try_publish_slots(b"".join([unpublished[s] for s in seqs]), len(chunk)):
                 break
             self.sent.published(base, producer.ring.created_ns, chunk, unpublished)
-            now, started = time.time_ns(), self._started_ns
+            now, started = wall_clock.now_ns(), self._started_ns
             for command in chunk:
                 if type(command) is NewOrder and command.ts_ns >= started:
                     self.to_ring.record(now - command.ts_ns)
@@ -397,7 +398,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
 
     async def _timers(self) -> None:
         while not self._stop.is_set():
-            now = time.time_ns()
+            now = wall_clock.now_ns()
             for consumer in self.inputs:  # alive, as the supervisor's stuck check reads it:
                 consumer.heartbeat()  # a loop that turns beats (review 50: none did)
             if self.api is not None:
@@ -553,7 +554,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         sd_notify.stopping()
         if self._server is not None:
             self._server.close()
-        now = time.time_ns()
+        now = wall_clock.now_ns()
         for conn in list(self.connections):
             if conn.session is not None:
                 conn.session.logout("gateway shutting down", now)

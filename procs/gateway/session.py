@@ -227,11 +227,12 @@ class Session(GapRecovery):
         ``reading`` False: the shell is not reading this socket (the exchange is behind, or
         the client does not read what it is sent): what the client sent meanwhile waits in
         the gateway's own buffers, so its silence is not held against it.
-        A mark later than ``now_ns`` (the wall clock stepped back) is taken as now: the
-        session's heartbeats and the test of a silent peer go on within an interval of the
-        step, not once the clock has made the step up again (review 175: an hour without
-        a Heartbeat, and a dead peer's session, orders and cancel on disconnect held as
-        long). A step forward is taken for time passed (a documented limit)."""
+        A step of the wall clock moves the marks (``clock_stepped``, told by
+        ``procs/common/wall_clock.py``), and a mark still later than ``now_ns`` (set from
+        another reading in between) is taken as now: the session's heartbeats and the test
+        of a silent peer go on within an interval of a step back, not once the clock has
+        made it up again (review 175: an hour without a Heartbeat, and a dead peer's
+        session, orders and cancel on disconnect held as long)."""
         s = self.settings
         self._last_in_ns = min(self._last_in_ns, now_ns)
         self._last_out_ns = min(self._last_out_ns, now_ns)
@@ -261,6 +262,22 @@ class Session(GapRecovery):
                 self.send(b"1", field(112, f"TEST-{now_ns}"), now_ns)
             if now_ns - self._last_out_ns >= hb:
                 self.send(b"0", b"", now_ns)
+
+    def clock_stepped(self, step_ns: int) -> None:
+        """The wall clock stepped by ``step_ns`` (``procs/common/wall_clock.py``): the marks
+        intervals are measured from move with it, so a timeout, a heartbeat or the test of a
+        silent peer comes after the time that passed, not the step (review 175). Stamps
+        taken for SendingTime (the Logon's arrival, a resend's) are the wall's, kept."""
+        self._connected_ns += step_ns
+        self._last_in_ns += step_ns
+        self._last_out_ns += step_ns
+        if self._logout_ns:
+            self._logout_ns += step_ns
+        if self._test_request_ns:
+            self._test_request_ns += step_ns
+        self._held = [(msg, at + step_ns) for msg, at in self._held]
+        for bucket in (self.throttle, *self.inbound.buckets):
+            bucket.at_ns += step_ns
 
     def connection_lost(self, now_ns: int) -> None:
         """The socket is gone. A session that was logged on (also one that ended itself

@@ -44,6 +44,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Final
 
+from procs.common import wall_clock
 from procs.common.change_log import ChangeMadeError
 from procs.common.users import (
     User,
@@ -184,7 +185,7 @@ class UserRequests:
                 limits.refund(limit_key(comp_id))
             if stored is not None and session.user == user:  # else its timer took the file's
                 session.user = stored  # user since, maybe newer: its next pass brings this one
-            if (live := self._answered(session, msg, answer, time.time_ns())) is not None:
+            if (live := self._answered(session, msg, answer, wall_clock.now_ns())) is not None:
                 self.write_now(live)
 
         change.add_done_callback(done)

@@ -8,31 +8,32 @@ boundaries, created_ms), and then whether a step breaks a guarantee. Faults are 
 feeding the code the readings ``time.time_ns()`` would give across a step (the sans-I/O cores
 take the caller's reading) or by monkeypatching the module's ``time``; never the real clock.
 
-Faults found, three fixed ("Was (fixed)"), two a documented limit (strict xfails):
+Faults found, all fixed (each test says "Was (fixed)"):
 
-- (limit) ``gateway/server.py:400`` passes ``time.time_ns()`` to ``Session.on_timer``
-  (``session.py:235``): a step forward closes a connection that connected a second ago
-  with "no Logon within 10 s" (``test_forward_step_does_not_time_out_a_fresh_logon``).
-- (fixed) the same reading, ``session.py:252``: after a step back the gateway sent no
-  Heartbeat (and no TestRequest, ``session.py:249``) for the length of the step: a silent
-  peer was not detected for an hour (``test_backward_step_does_not_stop_heartbeats``);
-  ``on_timer`` now takes a mark later than its reading as the reading (``check_stalled``
-  too).
-- (limit) ``gateway/connection.py:202`` (``check_stalled``, fed the same wall reading): a
-  step forward aborts a client whose output paused a second ago
-  (``test_forward_step_does_not_abort_a_briefly_paused_client``). A fix for both limits: one
-  clock object for the gateway's session reads that tells a step from time passed (the
-  monotonic clock's) and shifts the sessions' marks by it, every ``time.time_ns()`` a
-  session mark is set from going through it.
-- (fixed) ``gateway/signing.py:263`` (``Verifier._expire`` with ``rest.py:438``'s wall
-  reading): one signed request during a forward step forgot every remembered signature;
-  once the clock was stepped back a request captured before was accepted again: a replay
+- ``gateway/server.py:400`` passed ``time.time_ns()`` to ``Session.on_timer``
+  (``session.py:235``): a step forward closed a connection that connected a second ago
+  with "no Logon within 10 s" (``test_forward_step_does_not_time_out_a_fresh_logon``, and
+  through a running gateway
+  ``test_a_running_gateway_keeps_a_fresh_connection_across_a_forward_step``).
+- the same reading, ``session.py:252``: after a step back the gateway sent no Heartbeat
+  (and no TestRequest, ``session.py:249``) for the length of the step: a silent peer was
+  not detected for an hour (``test_backward_step_does_not_stop_heartbeats``).
+- ``gateway/connection.py:202`` (``check_stalled``, fed the same wall reading): a step
+  forward aborted a client whose output paused a second ago
+  (``test_forward_step_does_not_abort_a_briefly_paused_client``).
+  The three: ``procs/common/wall_clock.py`` reads the wall clock for the gateway's FIX
+  paths and tells a step from time passed by the monotonic clock; the server moves every
+  connection's and session's marks by the step (``clock_stepped``); and a mark later than
+  a reading is taken as the reading (a mark set from another reading in between).
+- ``gateway/signing.py:263`` (``Verifier._expire`` with ``rest.py:438``'s wall reading):
+  one signed request during a forward step forgot every remembered signature; once the
+  clock was stepped back a request captured before was accepted again: a replay
   (``test_replay_memory_survives_a_forward_then_backward_step``); a bucket now goes once
   both the wall clock and the monotonic one passed its end.
-- (fixed) ``common/snapshots.py:143`` (``_remove_stale``): a step forward made another
-  writer's temp file, written a second ago, look older than ``STALE_TMP_S``; it was
-  unlinked under the save (review 98's guarantee) (``test_forward_step_keeps_a_fresh_temp_
-  file``); ``replace_durably`` now holds its temp file's flock, and one held is spared.
+- ``common/snapshots.py:143`` (``_remove_stale``): a step forward made another writer's
+  temp file, written a second ago, look older than ``STALE_TMP_S``; it was unlinked under
+  the save (review 98's guarantee) (``test_forward_step_keeps_a_fresh_temp_file``);
+  ``replace_durably`` now holds its temp file's flock, and one held is spared.
 
 Uses judged correct, pinned by a test: the token bucket's backward-step rule
 (``common/token_bucket.py``), candles and the 24h ticker never moving backwards
@@ -63,6 +64,7 @@ correction for the size of the step.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import time
@@ -74,6 +76,7 @@ from typing import Any
 import pytest
 
 from procs.common import snapshots as snapshots_module
+from procs.common import wall_clock
 from procs.common.token_bucket import TokenBucket
 from procs.common.users import UserStore
 from procs.core.market.candles import CandleSeries
@@ -84,6 +87,7 @@ from procs.gateway.session import Session
 from procs.gateway.session_interface import SessionSettings, State
 from procs.gateway.signing import REPLAYED, AuthError, Verifier, sign
 from procs.gateway.store import MessageStore
+from tests.unit.gateway.harness import Client, Harness, config, run_scenario
 from tests.unit.gateway.test_review4_fix_bugs import (  # its fixture closes the stores
     App,
     _close_stores,  # noqa: F401
@@ -108,20 +112,17 @@ def stores() -> Iterator[list[MessageStore]]:
 # -- FIX session timers (server.py:400 feeds Session.on_timer the wall clock) -----------------
 
 
-@pytest.mark.xfail(strict=True, reason="a documented limit (README, FIX sessions): a wall clock "
-                   "stepped forward is taken for time passed by the session timers")  # fmt: skip
 def test_forward_step_does_not_time_out_a_fresh_logon(
     tmp_path: Path, stores: list[MessageStore]
 ) -> None:
-    """Fault: ``server.py:400`` reads ``time.time_ns()`` once a second and hands it to
-    ``Session.on_timer``, whose logon timeout (``session.py:235``) is ``now_ns -
-    _connected_ns > logon_timeout_s``. A connection made one real second before the clock
-    is stepped forward by two hours is closed at the next tick, "no Logon within 10 s".
-    Shown: a session made at T0, ``on_timer`` at T0 + 1 s + 2 h (the reading the timers
-    would take). Fix: give the session a monotonic reading for its timers (e.g.
-    ``on_timer(mono_ns, wall_ns)``, with ``_connected_ns``/``_last_in_ns``/``_last_out_ns``/
-    ``_test_request_ns``/``_logout_ns`` kept monotonic) and keep ``time.time_ns()`` for
-    SendingTime only."""
+    """Was (fixed: ``wall_clock.now_ns`` tells a step from time passed, and the sessions'
+    marks move with it: ``Session.clock_stepped``). ``server.py:400`` read
+    ``time.time_ns()`` once a second and handed it to ``Session.on_timer``, whose logon
+    timeout (``session.py:235``) is ``now_ns - _connected_ns > logon_timeout_s``. A
+    connection made one real second before the clock was stepped forward by two hours was
+    closed at the next tick, "no Logon within 10 s". Shown: a session made at T0,
+    ``on_timer`` at T0 + 1 s, the step told, ``on_timer`` at T0 + 2 s + 2 h: still
+    waiting for its Logon; at T0 + 12 s + 2 h (ten real seconds on) it times out."""
     users = UserStore(tmp_path / "users.json")
     users.add("ALICE", "pw", 7, n=1 << 4)
 
@@ -134,8 +135,38 @@ def test_forward_step_does_not_time_out_a_fresh_logon(
     assert s.state is State.AWAIT_LOGON
     s.on_timer(T0 + _S)  # one real second later, no step: still waiting, rightly
     assert s.state is State.AWAIT_LOGON
+    s.clock_stepped(2 * _HOUR)  # (what ``wall_clock`` tells the gateway at the step)
     s.on_timer(T0 + 2 * _S + 2 * _HOUR)  # one more real second; the clock stepped 2 h ahead
     assert s.state is State.AWAIT_LOGON, s.close_reason
+    s.on_timer(T0 + 12 * _S + 2 * _HOUR)
+    assert s.closed and "no Logon" in s.close_reason
+
+
+def test_the_wall_clock_tells_a_step_from_time_passed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``wall_clock.WallClock``: a reading whose wall clock moved a second or more against the
+    monotonic one tells its followers the step first, once; time passing is no step."""
+    wall, mono = [T0], [10 * _S]
+    monkeypatch.setattr(time, "time_ns", lambda: wall[0])
+    monkeypatch.setattr(time, "monotonic_ns", lambda: mono[0])
+    steps: list[int] = []
+
+    class Follower:
+        def clock_stepped(self, step_ns: int) -> None:
+            steps.append(step_ns)
+
+    clock, follower = wall_clock.WallClock(), Follower()
+    clock.follow(follower)
+    assert clock.now_ns() == T0
+    wall[0] += 5 * _S
+    mono[0] += 5 * _S
+    assert clock.now_ns() == T0 + 5 * _S and steps == []  # time passed
+    wall[0] += 2 * _HOUR
+    assert clock.now_ns() == T0 + 5 * _S + 2 * _HOUR and steps == [2 * _HOUR]
+    assert clock.now_ns() == wall[0] and steps == [2 * _HOUR]  # told once
+    wall[0] -= 3 * _HOUR
+    mono[0] += _S // 2
+    clock.now_ns()
+    assert steps == [2 * _HOUR, -3 * _HOUR - _S // 2]  # the step: what passed taken out
 
 
 def test_backward_step_does_not_stop_heartbeats(tmp_path: Path) -> None:
@@ -206,18 +237,19 @@ def _paused_connection() -> tuple[Connection, _Transport]:
     return conn, transport
 
 
-@pytest.mark.xfail(strict=True, reason="a documented limit (README, FIX sessions): a wall clock "
-                   "stepped forward is taken for time passed by the stall check")  # fmt: skip
 def test_forward_step_does_not_abort_a_briefly_paused_client() -> None:
-    """Fault: ``connection.py:202`` aborts when ``now_ns - _stalled_ns`` passes
-    ``STALL_HEARTBEATS`` heartbeat intervals (60 s), with ``server.py:400``'s
-    ``time.time_ns()``. A client whose output paused one real second ago (a normal moment
-    of back-pressure) is disconnected at the next tick after a forward step of two hours,
-    its orders cancelled on disconnect. Shown: ``check_stalled`` at T0, then one real
-    second later with the clock 2 h ahead: the transport is aborted. Fix: time the stall
-    on ``time.monotonic_ns()``."""
+    """Was (fixed: ``Connection.clock_stepped`` moves its stall mark with the step).
+    ``connection.py:202`` aborts when ``now_ns - _stalled_ns`` passes ``STALL_HEARTBEATS``
+    heartbeat intervals (60 s), with ``server.py:400``'s reading. A client whose output
+    paused one real second ago (a normal moment of back-pressure) was disconnected at the
+    next tick after a forward step of two hours, its orders cancelled on disconnect. Shown:
+    ``check_stalled`` at T0, the step told, one real second later with the clock 2 h
+    ahead: not aborted."""
     conn, transport = _paused_connection()
     conn.check_stalled(T0)
+    conn.session = None  # (the fake session has no marks to move: the connection's own)
+    conn.clock_stepped(2 * _HOUR)
+    conn.session = SimpleNamespace(heartbeat_ns=30 * _S, comp_id="ALICE")  # type: ignore[assignment]
     conn.check_stalled(T0 + _S + 2 * _HOUR)
     assert not transport.aborted
 
@@ -384,3 +416,27 @@ def test_rest_client_timestamps_increase_across_a_backward_step(
     client._last_ms = 0
     stamps = [client._timestamp() for _ in range(3)]
     assert stamps == sorted(set(stamps)) and len(stamps) == 3
+
+
+def test_a_running_gateway_keeps_a_fresh_connection_across_a_forward_step(
+    instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole path: a gateway's connection awaiting its Logon, the host's clock stepped
+    two hours ahead, the gateway's timer ticks: ``wall_clock`` tells the server, which moves
+    every session's marks, so the connection is not timed out for a Logon it had seconds
+    left to send, and logs on."""
+    h = Harness(config(instance, tmp_path))
+    h.add_user("ALICE", "pw", 7)
+    real = time.time_ns
+
+    async def scenario(h: Harness, port: int) -> None:
+        alice = Client("ALICE")
+        await alice.connect(port)
+        await asyncio.sleep(0.2)
+        monkeypatch.setattr(time, "time_ns", lambda: real() + 2 * _HOUR)
+        await asyncio.sleep(1.5)  # a timer tick or two past the step
+        assert not await alice.closed(0.1), "a fresh connection timed out by the step"
+        await alice.logon("pw")
+        monkeypatch.setattr(time, "time_ns", real)  # (back, before the harness stops)
+
+    run_scenario(h, scenario)
