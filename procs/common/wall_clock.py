@@ -14,14 +14,17 @@ reading a session's mark is set from comes from here: one set from another readi
 step, before this one saw it, would be shifted twice (the sessions take a mark past their
 reading as the reading, which bounds that to an interval).
 
-NTP's slewing (at most 500 ppm: 0.5 ms a second) moves the wall clock far slower than
-``STEP_NS`` between two readings; what it adds up to over time is taken as a step when it
-reaches ``STEP_NS``, which shifts the marks by that second, as it should.
+NTP's slewing moves the monotonic clock with the wall one (Linux's ``CLOCK_MONOTONIC``), so
+it is never a step. A host suspended and resumed is (``CLOCK_MONOTONIC`` stops meanwhile):
+the sessions' intervals then leave the suspension out, their heartbeats finding a peer
+gone within an interval. Readings are taken under a lock (one step told once), and a
+follower that raises is logged, not let out to the reader nor in the way of the others.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
 from typing import Final, Protocol
@@ -43,25 +46,30 @@ class WallClock:
     def __init__(self) -> None:
         self._offset: int | None = None  # wall - monotonic, as of the last step
         self._followers: weakref.WeakSet[Follower] = weakref.WeakSet()
+        self._lock = threading.Lock()
 
     def follow(self, follower: Follower) -> None:
         """``follower.clock_stepped`` is called at each step (held weakly)."""
         self._followers.add(follower)
 
     def now_ns(self) -> int:
-        wall = time.time_ns()  # (looked up at each call: a test's patch of it holds)
-        mono = time.monotonic_ns()
-        if self._offset is None:
-            self._offset = wall - mono
+        with self._lock:
+            wall = time.time_ns()  # (looked up at each call: a test's patch of it holds)
+            mono = time.monotonic_ns()
+            if self._offset is None:
+                self._offset = wall - mono
+                return wall
+            step = wall - mono - self._offset
+            if step >= STEP_NS or step <= -STEP_NS:
+                self._offset += step
+                log.warning("the wall clock stepped %+.3f s: the FIX sessions' timers shift "
+                            "their marks by as much", step / 1e9)  # fmt: skip
+                for follower in list(self._followers):
+                    try:
+                        follower.clock_stepped(step)
+                    except Exception:  # one follower's fault: the others still told
+                        log.exception("%r could not follow the step", follower)
             return wall
-        step = wall - mono - self._offset
-        if step >= STEP_NS or step <= -STEP_NS:
-            self._offset += step
-            log.warning("the wall clock stepped %+.3f s: the FIX sessions' timers shift "
-                        "their marks by as much", step / 1e9)  # fmt: skip
-            for follower in list(self._followers):
-                follower.clock_stepped(step)
-        return wall
 
 
 #: The process's (a gateway's sessions all read it).

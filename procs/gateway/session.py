@@ -266,8 +266,9 @@ class Session(GapRecovery):
     def clock_stepped(self, step_ns: int) -> None:
         """The wall clock stepped by ``step_ns`` (``procs/common/wall_clock.py``): the marks
         intervals are measured from move with it, so a timeout, a heartbeat or the test of a
-        silent peer comes after the time that passed, not the step (review 175). Stamps
-        taken for SendingTime (the Logon's arrival, a resend's) are the wall's, kept."""
+        silent peer comes after the time that passed, not the step (review 175), and the
+        ask again for a gap (review 176). Stamps taken for SendingTime (the Logon's
+        arrival and the messages held behind it, a resend's) are the wall's, kept."""
         self._connected_ns += step_ns
         self._last_in_ns += step_ns
         self._last_out_ns += step_ns
@@ -275,7 +276,8 @@ class Session(GapRecovery):
             self._logout_ns += step_ns
         if self._test_request_ns:
             self._test_request_ns += step_ns
-        self._held = [(msg, at + step_ns) for msg, at in self._held]
+        if self._resend_at:
+            self._resend_at += step_ns
         for bucket in (self.throttle, *self.inbound.buckets):
             bucket.at_ns += step_ns
 
@@ -520,6 +522,7 @@ class Session(GapRecovery):
             # once, not at each copy past the hole (review 153: each copy moved the end up
             # to itself, and asked again); so does a heartbeat interval without an answer
             # moving the gap on (its last one was garbled: review 51).
+            self._resend_at = min(self._resend_at, now_ns)  # (a clock stepped back: review 176)
             stale = not self._resends and now_ns - self._resend_at >= self.heartbeat_ns
             if self._resend_upto < expected or (poss_dup and seq >= self._resend_upto) or stale:
                 self._request_resend(seq, now_ns)
