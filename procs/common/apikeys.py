@@ -19,7 +19,9 @@ runs on every request and looks at the files at most once per ``recheck_s`` (``f
 for a key it does not hold), reading only what the log gained. A key revoked in another
 process thus still verifies here for up to ``recheck_s`` (0.5 s by default); one made there
 verifies through ``find`` at once. An edit of ``apikeys.json`` by hand (the gateways
-stopped) is read whole, with the log's changes over it.
+stopped) that keeps its ``"generation"`` has the log's changes applied over it; one without
+it is taken whole, the log not read (``change_log``; ``compact`` first puts every change in
+the file).
 """
 
 from __future__ import annotations
