@@ -82,10 +82,7 @@ from tests.unit.gateway.test_review4_fix_bugs import (  # its fixture closes the
     replies,
     session,
 )
-
-_S = 1_000_000_000
-_HOUR = 3600 * _S
-T0 = 1_750_000_000 * _S  # a wall reading before any step
+from tests.unit.test_review175_clock_steps import _HOUR, _S, T0
 
 
 @pytest.fixture
