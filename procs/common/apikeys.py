@@ -35,7 +35,7 @@ from pathlib import Path
 
 import msgspec
 
-from procs.common.change_log import COMPACT_MIN, LoggedSnapshot
+from procs.common.change_log import COMPACT_MIN, ChangeMadeError, LoggedSnapshot
 from procs.common.crc_frames import crc_hex
 from procs.common.users import User
 
@@ -78,6 +78,11 @@ class KeysChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     drop: list[str] = []
     put: list[ApiKey] = []
+
+
+class KeysFileError(ValueError):
+    """The key files cannot be read (damaged: the message names the file and why); a write
+    refused for it changed nothing."""
 
 
 _decoder = msgspec.json.Decoder(ApiKeysFile | list[ApiKey])
@@ -276,8 +281,14 @@ class ApiKeyStore:
                     f"user {user.comp_id!r} has {count} API keys, the limit is "
                     f"{self.max_keys_per_user}: revoke one first"
                 )
-            self._write(KeysChange([k.key for k in evicted], [new]))
-            self.evicted = evicted[-1] if evicted else None
+            self.evicted = evicted[-1] if evicted else None  # (said with a ChangeMadeError)
+            try:
+                self._write(KeysChange([k.key for k in evicted], [new]))
+            except ChangeMadeError:
+                raise  # made, the oldest revoked: ``evicted`` says which (review 177)
+            except OSError:
+                self.evicted = None
+                raise
         return new
 
     def revoke(self, key: str) -> bool:
@@ -306,13 +317,15 @@ class ApiKeyStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """The files' lock with what changed read under it; a file that cannot be read raises
-        ValueError naming it (OSError: one that cannot be opened), failing closed as a read
-        does (no change is made on top of a file misread)."""
+        ``KeysFileError`` naming it (OSError: one that cannot be opened), failing closed as a
+        read does (no change is made on top of a file misread)."""
         with self._files.lock():
             try:
                 self._files.refresh()
             except (OSError, ValueError) as exc:
                 self._fail_closed(exc)
+                if isinstance(exc, ValueError):
+                    raise KeysFileError(str(exc)) from None
                 raise
             self._broken = None
             yield

@@ -37,9 +37,10 @@ generation 0: a first log (generation 1) continues it, and a later one is not re
 snapshot was written by other hands than a store's, and is taken whole: said in the log).
 
 A reader that held the old log reads it to its end (no writer adds to it once the new one is
-in place), checks that the new log's bridge is what it read past the old one's, and goes on
-after it without reading the snapshot; a reader that cannot (it missed a generation) reads
-both again.
+in place), checks that the new log is of the next generation and that its bridge is as long
+as what it read past the old one's bridge (its bytes are not compared: the compaction copied
+them under the lock), and goes on after it without reading the snapshot; a reader that
+cannot (it missed a generation) reads both again.
 
 Not thread-safe: a store serialises its calls (``UserStore``'s lock; ``ApiKeyStore`` runs on
 one event loop).
@@ -284,8 +285,9 @@ class LoggedSnapshot:
         self._take(_read_from(self._fd, self._at), self._at)
 
     def _follow(self) -> bool:
-        """A new log at the path: after the one held, whose changes past its bridge are the
-        new one's bridge? Then hold it and apply its own changes (True); else False."""
+        """A new log at the path: of the next generation, its bridge as long as the held
+        log's changes past its own bridge? Then hold it and apply its own changes (True);
+        else False."""
         self._more()  # the old log to its end: final, once a new one is in place
         try:
             fd = os.open(self.path, os.O_RDONLY)
@@ -363,7 +365,10 @@ class LoggedSnapshot:
             try:
                 os.fsync(fd)
             except OSError as exc:
-                self._more()
+                try:
+                    self._more()
+                except ValueError:  # (read again at the next look: the change is made)
+                    self._failed()
                 raise ChangeMadeError(
                     exc.errno,
                     f"{self.path}: the change is made, but its fsync failed ({exc}): "

@@ -60,22 +60,24 @@ def replace_durably(
     data: snapshots, a session's messages) is the file's whatever the umask or a leftover temp
     file says; None: the umask's (a file another user's process must read, as a promotion's
     request that root writes for the supervisor's user: review 98). The temp file is held
-    under an exclusive ``flock`` while it is written, so a cleaner of crashed saves tells
-    one under way from one left (``procs/common/snapshots.py``, review 175)."""
+    under an exclusive ``flock`` from before it is written until after its rename, so a
+    cleaner of crashed saves tells one under way from one left (``procs/common/snapshots.py``,
+    reviews 175 and 177: the lock once went with the file's close, before the rename)."""
     tmp = tmp or path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        with os.fdopen(fd, "wb") as f:
+    f = os.fdopen(fd, "wb")  # (owns the descriptor from here: closed whatever happens)
+    with f:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             if mode is not None:
                 os.fchmod(fd, mode)  # a leftover temp file keeps its old mode through O_CREAT
             f.write(data)
             f.flush()
             os.fsync(fd)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk: the part written goes, or it holds the room the
-        tmp.unlink(missing_ok=True)  # journal needs next (review 96: a failed snapshot's did)
-        raise
+            os.replace(tmp, path)
+        except BaseException:  # a full disk: the part written goes, or it holds the room the
+            tmp.unlink(missing_ok=True)  # journal needs next (review 96: a failed snapshot's)
+            raise
     fsync_dir(path.parent)
 
 

@@ -153,12 +153,20 @@ def _remove_stale(directory: Path) -> None:
 
 
 def _held(path: Path) -> bool:
-    """Whether a writer holds ``path``'s ``flock`` now."""
-    fd = os.open(path, os.O_RDONLY)
+    """Whether a writer holds ``path``'s ``flock`` now (one that cannot be opened or locked,
+    another user's say, is no writer's of ours: review 177, it failed every save after)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
+    except OSError:
+        return False
     finally:
         os.close(fd)
     return False

@@ -61,6 +61,7 @@ class GatewayConnections:
     connections: set[Connection]
     _dirty: set[Connection]
     _writes_due: list[Connection]
+    _started_ns: int
     store: Callable[[str], MessageStore]
     publish: Callable[[], None]
     submit: Callable[[], None]
@@ -70,9 +71,11 @@ class GatewayConnections:
 
     def clock_stepped(self, step_ns: int) -> None:
         """The wall clock stepped (``procs/common/wall_clock.py``): every connection's marks,
-        and its session's, move with it (review 175)."""
+        and its session's, move with it (review 175), and the start the intake latency is
+        counted from (review 177)."""
         for conn in self.connections:
             conn.clock_stepped(step_ns)
+        self._started_ns += step_ns
 
     @property
     def failed_logins(self) -> RateLimiter:

@@ -98,8 +98,8 @@ ERRORS: dict[int, tuple[str, str]] = {
         f"A service behind the API is not enabled or not reachable: market data, the history "
         f"database, or this gateway's private stream slots ({codes.DISCONNECTED}); the port's "
         f"connections, in all or from one address, are at their limit "
-        f"({codes.TOO_MANY_REQUESTS}); a login's key could not be stored (a full disk: "
-        f"{codes.UNKNOWN}).",
+        f"({codes.TOO_MANY_REQUESTS}); the API keys could not be read or written, a key not made "
+        f"or not revoked (a damaged file, a full disk: {codes.UNKNOWN}).",
     ),
     504: (
         "GatewayTimeout",

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from procs.common.apikeys import KeysFileError
+from procs.common.change_log import ChangeMadeError
 from procs.common.users import User, UserStore, still_held
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
@@ -61,13 +63,15 @@ class KeyRoutes:
             raise _changed()  # none of the user's evicted to make room for it (review 163)
         try:
             key = api.keys.create(user, scopes, params.get("label", ""), evict_oldest=True)
-        except ValueError as exc:
+        except (KeysFileError, OSError) as exc:  # a damaged file or a full disk: no key; or
+            log.error("a key for %s: %s", user.comp_id, exc)  # one whose fsync failed, its
+            if api.keys.evicted is not None:  # secret said to no one, the oldest revoked
+                api.streams.sweep()  # (its streams close: review 177)
+            raise _unstored() from None
+        except ValueError as exc:  # the client's: a scope, a label
             raise bad_request(codes.ILLEGAL_PARAM, str(exc)) from None
-        except OSError as exc:  # a full disk: no key; or one whose fsync failed, not given:
-            log.error("a key for %s: %s", user.comp_id, exc)  # (its secret said to no one)
-            raise ApiError(503, codes.UNKNOWN, "the key could not be stored: try again") from None
         if not _password_held(api.logins, user):  # changed while the key was made: a
-            api.keys.revoke(key.key)  # `set-password --revoke-keys` may have swept before it
+            _revoke(api, key.key)  # `set-password --revoke-keys` may have swept before it
             raise _changed()
         answer: dict[str, Any] = {
             "apiKey": key.key,
@@ -85,9 +89,25 @@ class KeyRoutes:
         api = self.api
         key = await api.signed(request, "")  # any valid key may revoke itself
         await api.params(request, frozenset())  # and only itself: naming another is refused
-        api.keys.revoke(key.key)
+        _revoke(api, key.key)
         api.streams.sweep()
         return json_response({"apiKey": key.key, "revoked": True})
+
+
+def _revoke(api: RestApi, key: str) -> None:
+    """``key`` revoked, or a 503 (a damaged file, a full disk: the key stays); a revoke
+    made whose fsync failed is logged and taken as made (review 177: each was a 500)."""
+    try:
+        api.keys.revoke(key)
+    except ChangeMadeError as exc:
+        log.error("API key %s revoked: %s", key, exc)
+    except (KeysFileError, OSError) as exc:
+        log.error("API key %s not revoked: %s", key, exc)
+        raise _unstored() from None
+
+
+def _unstored() -> ApiError:
+    return ApiError(503, codes.UNKNOWN, "the API keys could not be read or written: try again")
 
 
 def _password_held(logins: UserStore, user: User) -> bool:

@@ -154,7 +154,6 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         self.live: dict[str, Session] = LiveSessions(self.directory.parent / "logged-on")
         self.stores: dict[str, MessageStore] = {}
         self.connections: set[Connection] = set()
-        wall_clock.CLOCK.follow(self)  # a step of the wall clock: its sessions' marks move
         #: connections whose session has something to write (or closed) since their last
         #: write: a pass writes those, not every connection (1,000 sessions logged on)
         self._dirty: set[Connection] = set()
@@ -163,11 +162,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         # the metrics' page, and the one histogram counted here: a new order received ->
         # in the router's ring (the rest are the order entry's), from this start on: one a
         # restart sends again or sends at last is recovery, not intake (its wait spans it)
-        self.stats, self.to_ring, self._started_ns = (
-            Counters.open(cfg.instance, gateway_page(gw.id), GATEWAY_COUNTERS),
-            LatencyHistogram(),
-            wall_clock.now_ns(),
-        )
+        self.stats = Counters.open(cfg.instance, gateway_page(gw.id), GATEWAY_COUNTERS)
+        self.to_ring, self._started_ns = LatencyHistogram(), wall_clock.now_ns()
         self.order_log = OrderLog(self.directory / "orders.log", gw.order_log_compact_mb << 20)
         self._compact_after = 0.0  # a failed compaction is begun again from then on
         self._in_batch = False  # ``pump`` is taking a batch of events, not logged yet
@@ -190,6 +186,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         self.pacing = IntakePacing(cfg.ring.capacity)
         self.burst_limit = max(1, min(self.pacing.high, MAX_BURST_COMMANDS))
         self._publish_due = self._closed = False
+        wall_clock.CLOCK.follow(self)  # a step of the wall clock: its sessions' marks move
         self._writes_due: list[Connection] = []  # whose commands publish() logs first
         #: input ring -> the newest event seq handled before a restart, while the ring is
         #: new and its first events are checked against it (``_after_new_rings``)

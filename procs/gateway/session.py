@@ -56,13 +56,14 @@ from procs.gateway.gap_recovery import GapRecovery
 from procs.gateway.inbound_limits import InboundLimits
 from procs.gateway.live_sessions import LiveSessions
 from procs.gateway.session_interface import Application, SessionSettings, State
+from procs.gateway.session_marks import ClockMarks
 from procs.gateway.store import MessageStore
 
 _SECOND = 1_000_000_000
 _MAX_HELD = 1_000  # messages a client may send after its Logon before its answer
 
 
-class Session(GapRecovery):
+class Session(GapRecovery, ClockMarks):
     """One connection's session. The shell writes ``take_output()`` to the socket and closes
     it once ``state is CLOSED`` (after writing what is left). ``on_output``, when the shell
     sets it, is called as the session gets something to write or closes: so a shell with
@@ -226,19 +227,9 @@ class Session(GapRecovery):
         call about once a second.
         ``reading`` False: the shell is not reading this socket (the exchange is behind, or
         the client does not read what it is sent): what the client sent meanwhile waits in
-        the gateway's own buffers, so its silence is not held against it.
-        A step of the wall clock moves the marks (``clock_stepped``, told by
-        ``procs/common/wall_clock.py``), and a mark still later than ``now_ns`` (set from
-        another reading in between) is taken as now: the session's heartbeats and the test
-        of a silent peer go on within an interval of a step back, not once the clock has
-        made it up again (review 175: an hour without a Heartbeat, and a dead peer's
-        session, orders and cancel on disconnect held as long)."""
+        the gateway's own buffers, so its silence is not held against it."""
         s = self.settings
-        self._last_in_ns = min(self._last_in_ns, now_ns)
-        self._last_out_ns = min(self._last_out_ns, now_ns)
-        self._connected_ns = min(self._connected_ns, now_ns)
-        self._logout_ns = min(self._logout_ns, now_ns)
-        self._test_request_ns = min(self._test_request_ns, now_ns)
+        self.not_after(now_ns)  # a mark past the reading: a clock stepped (session_marks.py)
         if not reading:
             self._last_in_ns = now_ns
             self._test_request_ns = 0
@@ -262,24 +253,6 @@ class Session(GapRecovery):
                 self.send(b"1", field(112, f"TEST-{now_ns}"), now_ns)
             if now_ns - self._last_out_ns >= hb:
                 self.send(b"0", b"", now_ns)
-
-    def clock_stepped(self, step_ns: int) -> None:
-        """The wall clock stepped by ``step_ns`` (``procs/common/wall_clock.py``): the marks
-        intervals are measured from move with it, so a timeout, a heartbeat or the test of a
-        silent peer comes after the time that passed, not the step (review 175), and the
-        ask again for a gap (review 176). Stamps taken for SendingTime (the Logon's
-        arrival and the messages held behind it, a resend's) are the wall's, kept."""
-        self._connected_ns += step_ns
-        self._last_in_ns += step_ns
-        self._last_out_ns += step_ns
-        if self._logout_ns:
-            self._logout_ns += step_ns
-        if self._test_request_ns:
-            self._test_request_ns += step_ns
-        if self._resend_at:
-            self._resend_at += step_ns
-        for bucket in (self.throttle, *self.inbound.buckets):
-            bucket.at_ns += step_ns
 
     def connection_lost(self, now_ns: int) -> None:
         """The socket is gone. A session that was logged on (also one that ended itself
@@ -522,7 +495,7 @@ class Session(GapRecovery):
             # once, not at each copy past the hole (review 153: each copy moved the end up
             # to itself, and asked again); so does a heartbeat interval without an answer
             # moving the gap on (its last one was garbled: review 51).
-            self._resend_at = min(self._resend_at, now_ns)  # (a clock stepped back: review 176)
+            self._resend_at = min(self._resend_at, now_ns)  # (a clock stepped back)
             stale = not self._resends and now_ns - self._resend_at >= self.heartbeat_ns
             if self._resend_upto < expected or (poss_dup and seq >= self._resend_upto) or stale:
                 self._request_resend(seq, now_ns)
