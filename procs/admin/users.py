@@ -290,4 +290,4 @@ def remove_user(
     finally:
         client.close()
     print(f"account {user.account}: open orders cancelled")
-    return 0
+    return 1 if failed else 0  # (its keys not revoked: said above)
