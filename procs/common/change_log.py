@@ -376,7 +376,12 @@ class LoggedSnapshot:
                 ) from exc
         finally:
             os.close(fd)
-        self._more()
+        try:
+            self._more()
+        except ValueError as exc:  # damage before it: the change is made and durable all
+            log.error("%s: %s; read again at the next look", self.path, exc)  # the same
+            self._failed()
+            return
         if self._own > max(self.compact_min, self._size()):
             try:
                 self.compact()
