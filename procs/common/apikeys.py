@@ -129,7 +129,6 @@ class ApiKeyStore:
             size=lambda: len(self._keys),
             compact_min=compact_min,
         )
-        self._broken: object = None  # the files' stamps when they last failed to read
         self._files.reload()  # a damaged file is refused here, naming it
         self._next_check = time.monotonic() + recheck_s
 
@@ -175,21 +174,18 @@ class ApiKeyStore:
         return sorted(self._keys.values(), key=lambda k: (k.comp_id, k.created_ms, k.key))
 
     def _refresh(self) -> None:
-        if self._broken is not None and self._broken == self._files.stamps():
+        if self._files.unchanged_since_failure():
             return  # said once; read again when either file changes
         try:
             self._files.refresh()
-            self._broken = None
         except (OSError, ValueError) as exc:
             self._fail_closed(exc)
 
     def _fail_closed(self, exc: Exception) -> None:
         """Damaged (or unreadable) under a running gateway: no key is valid (as deleted), and
         that is said once until the files change (a write's failed read included)."""
-        stamps = self._files.stamps()
-        if self._broken != stamps:
+        if self._files.failed_anew():
             log.error("%s; no API key is valid until it reads", exc)
-        self._broken = stamps
         self._keys, self._by_user = {}, {}
 
     def _load(self, data: bytes | None) -> int:
@@ -327,7 +323,6 @@ class ApiKeyStore:
                 if isinstance(exc, ValueError):
                     raise KeysFileError(str(exc)) from None
                 raise
-            self._broken = None
             yield
 
     def _write(self, change: KeysChange) -> None:

@@ -80,6 +80,8 @@ _header_encoder = msgspec.json.Encoder()
 _header_decoder = msgspec.json.Decoder(LogHeader)
 
 _Stamp = tuple[int, int, int]  # (st_ino, st_mtime_ns, st_size)
+#: A log's bytes up to the end of its header frame, at most (the header's JSON is short).
+_HEAD_BYTES: Final = len(MAGIC) + HEADER.size + 256
 
 
 class ChangeMadeError(OSError):
@@ -93,12 +95,15 @@ class ChangeLogError(ValueError):
     """A log that is damaged (not torn by a crash) or not a log; names the file and byte."""
 
 
+def _stamp_of(st: os.stat_result) -> _Stamp:
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def _stamp(path: Path) -> _Stamp | None:
     try:
-        st = path.stat()
+        return _stamp_of(path.stat())
     except FileNotFoundError:
         return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _read_from(fd: int, at: int) -> bytes:
@@ -149,6 +154,7 @@ class LoggedSnapshot:
         self._snap: _Stamp | None = None  # the snapshot's stamp as last read or adopted
         self._snap_generation = 0
         self._log_seen: _Stamp | None = None  # the log's, when none is held (older, or none)
+        self._broken: object = None  # the files' stamps when they last failed to read
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -161,6 +167,7 @@ class LoggedSnapshot:
         except BaseException:
             self._failed()
             raise
+        self._broken = None
 
     def refresh(self) -> None:
         """What changed since the last look: the log's new changes (a ``pread`` and two
@@ -171,10 +178,21 @@ class LoggedSnapshot:
         except BaseException:
             self._failed()
             raise
+        self._broken = None
 
-    def stamps(self) -> tuple[_Stamp | None, _Stamp | None]:
-        """The snapshot's and the log's (inode, mtime, size) now (None: no such file): a
-        store that failed to read them reads again once they differ."""
+    def unchanged_since_failure(self) -> bool:
+        """Whether the last read failed and neither file has changed since: a store need not
+        read them again (nor say why again)."""
+        return self._broken is not None and self._broken == self._stamps()
+
+    def failed_anew(self) -> bool:
+        """After a failed read: remember the files as they are now; True unless they were
+        the same at the failure before (a store says why once, until they change)."""
+        stamps = self._stamps()
+        anew, self._broken = stamps != self._broken, stamps
+        return anew
+
+    def _stamps(self) -> tuple[_Stamp | None, _Stamp | None]:
         return _stamp(self.snapshot), _stamp(self.path)
 
     def _failed(self) -> None:
@@ -185,16 +203,14 @@ class LoggedSnapshot:
         self.close()
         try:
             fd = os.open(self.path, os.O_RDONLY)
-            st = os.fstat(fd)
-            self._log_seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+            self._log_seen = _stamp_of(os.fstat(fd))
         except FileNotFoundError:
             fd, self._log_seen = -1, None
         try:
             try:  # the log is opened first: a compaction between the two reads then pairs an
                 with self.snapshot.open("rb") as f:  # old log with a newer snapshot (sound)
-                    st = os.fstat(f.fileno())
+                    self._snap = _stamp_of(os.fstat(f.fileno()))
                     data: bytes | None = f.read()
-                self._snap = (st.st_ino, st.st_mtime_ns, st.st_size)
             except FileNotFoundError:  # no snapshot: no records, the log not read (a store
                 data, self._snap = None, None  # always writes one before its log: this one
             self._snap_generation = self._load(data)  # was removed, by hands that meant it
@@ -250,7 +266,7 @@ class LoggedSnapshot:
         """The log's header and where its frames start; ``ChangeLogError`` if it has none."""
         if not data.startswith(MAGIC):
             raise ChangeLogError(f"{self.path}: not a change log (it does not open with {MAGIC!r})")
-        frames, _, why = read_frames(data[: len(MAGIC) + HEADER.size + 256], len(MAGIC), 256)
+        frames, _, why = read_frames(data[:_HEAD_BYTES], len(MAGIC), _HEAD_BYTES)
         if not frames:  # (written whole, renamed in: never torn)
             why = why or "fails its CRC or is cut short"
             raise ChangeLogError(f"{self.path}: its header frame at byte {len(MAGIC)} {why}")
@@ -294,7 +310,7 @@ class LoggedSnapshot:
         except FileNotFoundError:
             return False
         try:
-            head = os.pread(fd, len(MAGIC) + HEADER.size + 256, 0)
+            head = os.pread(fd, _HEAD_BYTES, 0)
             try:
                 header, start = self._header(head)
             except ChangeLogError:
@@ -397,13 +413,7 @@ class LoggedSnapshot:
             self.compact()
             return
         os.chmod(self.snapshot, PRIVATE)  # an older build's may be another's to read
-        generation = max(1, self._snap_generation)  # (a log older than it is replaced)
-        data = MAGIC + frame(_header_encoder.encode(LogHeader(generation)))
-        replace_durably(self.path, data, mode=PRIVATE, tmp=self.path.with_suffix(".log.tmp"))
-        self._fd = os.open(self.path, os.O_RDONLY)
-        self._inode = os.fstat(self._fd).st_ino
-        self._generation = generation
-        self._at = self._own_at = len(data)
+        self._start_log(max(1, self._snap_generation))  # (a log older than it is replaced)
 
     def settle(self) -> None:
         """Inside ``locked()``: everything into the snapshot and a log that carries no change
@@ -421,6 +431,13 @@ class LoggedSnapshot:
         generation = (self._generation if self._fd >= 0 else self._snap_generation) + 1
         tmp = self.snapshot.with_name(self.snapshot.name + ".tmp")
         replace_durably(self.snapshot, self._dump(generation), mode=PRIVATE, tmp=tmp)
+        self._start_log(generation, bridge)
+        self._snap = _stamp(self.snapshot)
+        self._snap_generation = generation
+
+    def _start_log(self, generation: int, bridge: bytes = b"") -> None:
+        """A new log of ``generation`` opening with ``bridge``, written aside and renamed
+        in durably, and held in place of the one held (nothing of it to read)."""
         header = frame(_header_encoder.encode(LogHeader(generation, len(bridge))))
         data = MAGIC + header + bridge
         replace_durably(self.path, data, mode=PRIVATE, tmp=self.path.with_suffix(".log.tmp"))
@@ -429,9 +446,6 @@ class LoggedSnapshot:
         self._inode = os.fstat(self._fd).st_ino
         self._generation = generation
         self._at = self._own_at = len(data)
-        self._own = 0
-        self._snap = _stamp(self.snapshot)
-        self._snap_generation = generation
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # (at the interpreter's exit, ``os`` may be gone)

@@ -227,53 +227,42 @@ class UserStore:
             size=lambda: len(self._users),
             compact_min=compact_min,
         )
-        self._read = False  # whether the files were ever read whole
-        self._broken: object = None  # the files' stamps when they last failed to read
         self._reading = threading.RLock()
-        self._load()
+        try:
+            self._files.reload()
+        except (OSError, ValueError) as exc:  # nothing read: the caller must know (a start,
+            raise UsersFileError(f"users file {path} cannot be read: {exc}") from None  # a tool)
+        self._checked = time.monotonic()
 
     @property
     def log_path(self) -> Path:
         return self._files.path
 
-    def _load(self) -> None:
-        """Read what changed in the files: `ringex admin add-user` writes them while the
-        gateways run, and they see the new user at its first logon. One at a time: a REST
-        login reads from an executor thread while the event loop reads too (review 170: a
-        thread that read before a change could set its users back after the loop had read
-        the new ones)."""
-        with self._reading:
-            self._load_now()
-
     def _load_now(self) -> None:
+        """Under ``_reading``: read what changed in the files (`ringex admin add-user` writes
+        them while the gateways run, and they see the new user at its first logon). One at a
+        time: a REST login reads from an executor thread while the event loop reads too
+        (review 170: a thread that read before a change could set its users back after the
+        loop had read the new ones)."""
         if self.recheck_s:
             now = time.monotonic()
             if now - self._checked < self.recheck_s:
                 return
             self._checked = now
-        if self._broken is not None and self._broken == self._files.stamps():
+        if self._files.unchanged_since_failure():
             return  # said once; read again when either file changes
         kept = self._users, self._last_session
         try:
-            if self._read:
-                self._files.refresh()
-            else:
-                self._files.reload()
-                self._read = True
-            self._broken = None
+            self._files.refresh()
         except (OSError, ValueError) as exc:
-            if not self._read:  # nothing read yet: the caller must know (a start, a tool)
-                raise UsersFileError(f"users file {self.path} cannot be read: {exc}") from None
             self._keep(kept, exc)
 
     def _keep(self, kept: tuple[dict[str, User], int], exc: Exception) -> None:
         """A running gateway goes on with the users it read last, saying why once until the
         files change (a write's failed read included)."""
-        stamps = self._files.stamps()
-        if self._broken != stamps:
+        if self._files.failed_anew():
             log.error("users file %s cannot be read (%s): the users read before are kept",
                       self.path, exc)  # fmt: skip
-        self._broken = stamps
         self._users, self._last_session = kept
 
     def _load_snapshot(self, data: bytes | None) -> int:
@@ -460,7 +449,6 @@ class UserStore:
             except (OSError, ValueError) as exc:
                 self._keep(kept, exc)
                 raise UsersFileError(f"users file {self.path} cannot be read: {exc}") from None
-            self._read, self._broken = True, None
             yield
 
     def verify(self, comp_id: str, password: str) -> User | None:

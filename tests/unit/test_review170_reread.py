@@ -71,7 +71,7 @@ def test_a_password_changed_during_a_login_is_seen_by_the_held_check(tmp_path: P
     logins = UserStore(path)  # the gateway's login view, read at start
     admin.add("bob", "bob-Password-123456", 2)  # a later file the view has not read
     load = UserStore._load_now
-    read_at = _line_of(load, "self._broken = None")  # read, not yet let go
+    read_at = _line_of(load, "self._files.refresh()")  # under the lock, about to read
     publish_at = read_at
     at_read, go_read = threading.Event(), threading.Event()
     at_publish, go_publish = threading.Event(), threading.Event()
