@@ -13,8 +13,11 @@ every frame after it (reviews 138 and 139), when
 - a whole frame (a length that fits, a body that passes its CRC) starts after it within the
   longest frame's reach, where its own body must end.
 
-A reader calls ``tail_damage`` only for such a last frame, so the search costs nothing on a
-sound file and at most the torn write's bytes on a torn one.
+A host crash can also lose the pages a file grew by, which then read as zeros: a frame whose
+body fails its CRC with nothing but zeros after it to the end is read as the last frame, cut
+at its zeros (review 179: a ``clordids.log``, never fsynced, was refused at the gateway's
+start). A reader calls ``tail_damage`` only for such a last frame, so the search costs
+nothing on a sound file and at most the torn write's bytes on a torn one.
 """
 
 from __future__ import annotations
@@ -79,6 +82,10 @@ def read_frames(data: bytes, at: int, longest: int) -> tuple[list[tuple[int, byt
             why = tail_damage(data, at, longest)  # the last: torn, unless shown otherwise
             return out, at, why and f"claims {length} bytes to the end or past it, yet {why}"
         if zlib.crc32(body) != crc:
+            if not any(view[start + length :]):  # zeros from inside it to the end: torn
+                # (a host crash lost the pages the frame ends in), unless shown otherwise
+                why = tail_damage(data[: max(start, len(data.rstrip(b"\0")))], at, longest)
+                return out, at, why and f"fails its check, zeros after it to the end, yet {why}"
             return out, at, "fails its check and is not the last"
         out.append((at, body))
         at = start + length

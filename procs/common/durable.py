@@ -4,6 +4,7 @@ directory fsynced, so a reader finds the old content or the new one, never half 
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 from pathlib import Path
 
@@ -64,13 +65,13 @@ def replace_durably(
     cleaner of crashed saves tells one under way from one left (``procs/common/snapshots.py``,
     reviews 175 and 177: the lock once went with the file's close, before the rename)."""
     tmp = tmp or path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
-    f = os.fdopen(fd, "wb")  # (owns the descriptor from here: closed whatever happens)
+    f = _locked_temp(tmp, 0o666 if mode is None else mode)
+    fd = f.fileno()
     with f:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             if mode is not None:
                 os.fchmod(fd, mode)  # a leftover temp file keeps its old mode through O_CREAT
+            os.ftruncate(fd, 0)  # under the lock: another save's bytes are never cut
             f.write(data)
             f.flush()
             os.fsync(fd)
@@ -79,6 +80,28 @@ def replace_durably(
             tmp.unlink(missing_ok=True)  # journal needs next (review 96: a failed snapshot's)
             raise
     fsync_dir(path.parent)
+
+
+def _locked_temp(tmp: Path, mode: int) -> io.BufferedWriter:
+    """``tmp`` opened for writing under an exclusive ``flock``, still the file of that name.
+    Opened without ``O_TRUNC``, which would empty another save's temp file between its write
+    and its fsync (two saves of one snapshot seq at once: its rename then put an empty file
+    in place, review 179); a file renamed away or removed while this one waited for the
+    lock is another save's, done: the name is opened again."""
+    while True:
+        f = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT, mode), "wb")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                if os.path.samestat(os.fstat(f.fileno()), os.stat(tmp)):
+                    return f
+            except FileNotFoundError:
+                pass
+        except BaseException:  # no lock to be had (ENOLCK): the file goes, as a failed
+            f.close()  # save's does
+            tmp.unlink(missing_ok=True)
+            raise
+        f.close()
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

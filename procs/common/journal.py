@@ -56,7 +56,9 @@ the file and byte offset, never skipped: a bad CRC followed by non-zero data (a 
 of a write can reach the disk before an earlier one, but fsync covers both, so the journal
 cannot tell a lost unacknowledged write from rot in an acknowledged one and refuses to guess),
 a valid entry with the wrong seq, a damaged or foreign header, a partial entry in any segment
-but the last. Opening reads only the last entry when that one is sound (a full scan of the last
+but the last, and a last entry one bit from passing its CRC (a torn write loses the entry's
+end, its CRC with it: one bit off is rot at rest in an entry that may have been
+acknowledged, review 179). Opening reads only the last entry when that one is sound (a full scan of the last
 segment otherwise); replay through ``entries`` verifies every entry it yields.
 
 Rejected: mmap for reading (a yielded view would pin the map, so the reader could not close a
@@ -564,6 +566,30 @@ class JournalReader:
                     path, offset, f"{what}, followed by data at offset {nonzero}: not a torn tail"
                 )
             at += len(rest)
+        if (flipped := _one_bit_off(entry[: layout.body], stored)) is not None:
+            raise JournalCorruptError(  # a torn write zeros its CRC (after the body): rot
+                path, offset, f"{what}: it passes with its bit {flipped} flipped, damage at "
+                "rest, not a torn tail (the entry may have been acknowledged)"
+            )  # fmt: skip
+
+
+def _one_bit_off(body: memoryview, stored: int) -> int | None:
+    """Which bit of ``body`` (its seq and image), counted from its first byte, or of the CRC
+    after it (numbered on from there), flipped makes the entry pass; None if none does.
+    A host crash that tears the last entry loses its end, the CRC with it (zeros), so a
+    last entry one bit off is damage at rest, which reading on would drop though it was
+    acknowledged (review 179). ``len(body) * 8`` CRCs, on a bad last entry only."""
+    computed = zlib.crc32(body)
+    if (stored ^ computed).bit_count() == 1:
+        return len(body) * 8 + (stored ^ computed).bit_length() - 1
+    image = bytearray(body)
+    for i, byte in enumerate(image):
+        for bit in range(8):
+            image[i] = byte ^ (1 << bit)
+            if zlib.crc32(image) == stored:
+                return i * 8 + bit
+        image[i] = byte
+    return None
 
 
 class DirectoryLock:

@@ -189,7 +189,8 @@ def test_a_bad_last_entry_then_zeros_is_a_torn_tail_repaired_with_one_warning(
     said("journal")
     fill(tmp_path, 5)
     (seg,) = segments(tmp_path)
-    flip(seg, HEADER_SIZE + 4 * ENTRY + 20)
+    for at in range(20, 24):  # garbage: one bit off would be rot (review 179), refused
+        flip(seg, HEADER_SIZE + 4 * ENTRY + at)
     with open(seg, "ab") as f:
         f.write(bytes(2 * ENTRY + 3))
     assert [s for s, _ in reader(tmp_path).entries()] == [1, 2, 3, 4]
