@@ -417,6 +417,8 @@ class Consumer(Generic[T]):
         )
 
     def _check_attached(self) -> None:
+        if self._closed:  # the line may be another holder's now (review 178)
+            raise RingError(f"ring {self.ring.name!r}: consumer {self.name!r} is closed")
         if not self._attached():
             raise ConsumerDetachedError(
                 f"ring {self.ring.name!r}: consumer {self.name!r} was detached at sequence "
@@ -489,6 +491,8 @@ class Consumer(Generic[T]):
 
     def take(self, max_batch: int = 256, timeout_s: float | None = None) -> list[T]:
         """Wait for at least one record, then return up to ``max_batch`` of them."""
+        if max_batch < 1:  # (before the wait: ``read`` would say so only after it)
+            raise ValueError(f"take: max_batch {max_batch} must be at least 1")
         if self.wait(timeout_s):
             return self.read(max_batch)
         return []

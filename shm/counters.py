@@ -81,6 +81,11 @@ class Counters:
         for counter in names:
             if not 0 < len(counter.encode()) <= NAME_BYTES:
                 raise ValueError(f"counter name {counter!r} is not 1..{NAME_BYTES} bytes")
+            if "\0" in counter:  # the table pads with NULs: it would not read back
+                raise ValueError(f"counter name {counter!r} holds a NUL byte")
+        if len(set(names)) != len(names):  # ``read`` is by name: one would be lost
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"counter names {twice!r} are given more than once")
         try:
             found = cls.attach(instance, name)
         except ShmError:

@@ -15,7 +15,7 @@ from pathlib import Path
 def pid_alive(pid: int) -> bool:
     """True if a process with ``pid`` exists and has not exited (signal 0 probes without
     delivering; a zombie, exited but not yet reaped by its parent, counts as gone)."""
-    if pid <= 0:
+    if not 0 < pid < 2**31:  # past a pid_t: a damaged word, no process (os.kill overflows)
         return False
     try:
         os.kill(pid, 0)

@@ -289,6 +289,8 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
         joined images is the fastest way in. Nothing is visible until
         ``publish_claimed(claim.slots)`` stores the cursor, so the order of writes does not
         matter; call nothing else on the producer in between."""
+        if self._closed:  # its cursor store would rewind its successor's (review 178)
+            _closed(self.ring.name)
         if count <= 0:
             raise ValueError(f"claim count {count} must be positive")
         n = self._next
@@ -302,6 +304,8 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
 
     def publish_claimed(self, count: int) -> int:
         """Publish the first ``count`` slots of the last claim; returns the last sequence."""
+        if self._closed:
+            _closed(self.ring.name)
         if not 1 <= count <= self._claimed:
             raise ValueError(
                 f"publish_claimed: count {count} is outside 1..{self._claimed}, the slots of "
@@ -325,7 +329,9 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
         ring are split."""
         slot = self._slot
         raw = memoryview(images).cast("B")
-        if raw.nbytes != count * slot or count <= 0:
+        if count <= 0:
+            raise ValueError(f"publish_slots: count {count} must be at least 1")
+        if raw.nbytes != count * slot:
             raise ValueError(
                 f"publish_slots: {raw.nbytes} bytes is not count={count} x slot_size={slot}"
             )
@@ -356,7 +362,10 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
         return words[:count]
 
     def try_publish_batch(self, items: Sequence[T]) -> bool:
-        """All of ``items`` if they fit now, else nothing and ``False``."""
+        """All of ``items`` if they fit now, else nothing and ``False``; more than the ring
+        holds never fit: a ``ValueError`` naming both (``publish_batch`` takes them in
+        chunks)."""
+        self._within_capacity("try_publish_batch", len(items))
         if not self._fits(len(items)):
             return False
         self.publish_batch(items)
@@ -365,6 +374,9 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
     def try_publish_slots(self, images: bytes | bytearray | memoryview, count: int) -> bool:
         """``publish_slots`` if all ``count`` fit now, else nothing and ``False`` (a caller
         that already holds the encoded images: no second encode)."""
+        if count <= 0:
+            raise ValueError(f"try_publish_slots: count {count} must be at least 1")
+        self._within_capacity("try_publish_slots", count)
         if not self._fits(count):
             return False
         self.publish_slots(images, count)
@@ -385,7 +397,17 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
 
     def has_room(self, count: int) -> bool:
         """Whether ``count`` records fit now (what ``try_publish_slots`` would find)."""
+        self._within_capacity("has_room", count)
         return self._fits(count)
+
+    def _within_capacity(self, what: str, count: int) -> None:
+        """More than the ring holds never fits: asked whether they do, say so (a loop
+        waiting for room for them would wait for ever, review 178)."""
+        if count > self._capacity:
+            raise ValueError(
+                f"ring {self.ring.name!r}: {what} of {count} records, more than its capacity "
+                f"{self._capacity} (publish_batch and publish_slots take them in chunks)"
+            )
 
     # The wait for room split in two, for an event loop (the gateway's) that must not block:
     # it raises the flag (``WATCHED``) and watches ``watch_fd`` while it waits, and a

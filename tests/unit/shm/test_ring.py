@@ -165,7 +165,10 @@ def test_batch_publish_and_read_wrap_and_split(instance: str) -> None:
     producer.publish_batch([(i, i) for i in range(5, 12)])  # wraps at slot 8
     assert [item[0] for item in consumer.read(3)] == [5, 6, 7]
     assert drain(consumer) == [8, 9, 10, 11]
-    assert not producer.try_publish_batch([(i, i) for i in range(9)])  # more than the ring
+    with pytest.raises(
+        ValueError, match="try_publish_batch of 9 records, more than its capacity 8"
+    ):
+        producer.try_publish_batch([(i, i) for i in range(9)])  # never fits (review 178)
 
 
 def test_batch_larger_than_the_ring_is_written_in_chunks(instance: str) -> None:
