@@ -3,6 +3,7 @@ directory fsynced, so a reader finds the old content or the new one, never half 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import os
@@ -105,7 +106,12 @@ def _locked_temp(tmp: Path, mode: int) -> io.BufferedWriter:
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
-    """``data`` whole: ``os.write`` may write less (a disk filling up mid-frame) and says so."""
+    """``data`` whole: ``os.write`` may write less (a disk filling up mid-frame) and says so;
+    one that writes nothing of a non-empty buffer (a file system's answer, not a regular
+    Linux file's) is an ``OSError``, not a loop for ever."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.write(fd, view)
+        if not written:
+            raise OSError(errno.EIO, f"write of {len(view)} bytes to fd {fd} wrote none")
+        view = view[written:]

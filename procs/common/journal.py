@@ -58,8 +58,9 @@ cannot tell a lost unacknowledged write from rot in an acknowledged one and refu
 a valid entry with the wrong seq, a damaged or foreign header, a partial entry in any segment
 but the last, and a last entry one bit from passing its CRC (a torn write loses the entry's
 end, its CRC with it: one bit off is rot at rest in an entry that may have been
-acknowledged, review 179). Opening reads only the last entry when that one is sound (a full scan of the last
-segment otherwise); replay through ``entries`` verifies every entry it yields.
+acknowledged, review 179). Opening reads only the last entry when that one is sound (a full
+scan of the last segment otherwise); replay through ``entries`` verifies every entry it
+yields.
 
 Rejected: mmap for reading (a yielded view would pin the map, so the reader could not close a
 segment it has finished), one CRC per batch (a torn batch would lose every entry in it, and

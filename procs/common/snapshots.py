@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from procs.common.durable import PRIVATE, make_dirs, replace_durably
+from procs.common.durable import PRIVATE, fsync_dir, make_dirs, replace_durably
 
 log = logging.getLogger("ringex.snapshots")
 MAGIC: Final = b"RXS1"
@@ -82,11 +82,13 @@ class SnapshotStore:
         _remove_stale(self.directory)
         replace_durably(path, framed(data), mode=PRIVATE)  # every account's balances
         paths = self._paths()
-        for old in paths:
-            if int(old.stem) > seq:
-                log.warning("snapshot %s is past the one just written (seq %d): a history "
-                            "that was rewound, removed", old, seq)  # fmt: skip
-                old.unlink(missing_ok=True)
+        rewound = [old for old in paths if int(old.stem) > seq]
+        for old in rewound:
+            log.warning("snapshot %s is past the one just written (seq %d): a history "
+                        "that was rewound, removed", old, seq)  # fmt: skip
+            old.unlink(missing_ok=True)
+        if rewound:  # durably gone: a host crash must not bring one back to be restored
+            fsync_dir(self.directory)
         before = [p for p in paths if int(p.stem) < seq]
         for old in before[: max(0, len(before) - (self.keep - 1))]:
             old.unlink(missing_ok=True)

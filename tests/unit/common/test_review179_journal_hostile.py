@@ -57,10 +57,13 @@ snapshot for the one before it.
 
 Leads suspected, not shown:
 
-- durable.py:88: ``write_all`` loops for ever if ``os.write`` returns 0 for a non-empty
-  buffer (not a regular file's answer on Linux; a FUSE file system's could be).
-- snapshots.py:89: the snapshots ``save`` removes as "past the one just written" go without
-  a directory fsync: a host crash right after can bring one back, to be restored again.
+- durable.py:88: ``write_all`` looped for ever if ``os.write`` returned 0 for a non-empty
+  buffer (not a regular file's answer on Linux; a FUSE file system's could be). Was (fixed:
+  an ``OSError`` naming the bytes; ``test_a_write_that_writes_nothing_is_an_error``).
+- snapshots.py:89: the snapshots ``save`` removes as "past the one just written" went without
+  a directory fsync: a host crash right after could bring one back, to be restored again.
+  Was (fixed: the directory is fsynced after such a removal;
+  ``test_a_rewound_snapshot_is_removed_durably``).
 - journal_durable.py:71-72: the mark is a store into a mapping of a file ``ftruncate`` made
   sparse; on a full disk the first store can fault (SIGBUS) rather than raise. Needs a real
   full file system (root: review 96's tmpfs).
@@ -81,6 +84,7 @@ from pathlib import Path
 
 import pytest
 
+from procs.common import durable, snapshots
 from procs.common.crc_frames import frame, read_frames
 from procs.common.file_locks import try_lock
 from procs.common.journal import (
@@ -528,3 +532,27 @@ def test_frames_cut_anywhere_inside_the_last_write_are_a_torn_tail() -> None:
         assert sum(1 for _ in _frames_of(data[:cut])) == (2 if cut == len(data) else cut >= 38)
     zeroed = frame(b"x" * 30) + bytes(60)
     assert list(_frames_of(zeroed)) == [30]
+
+
+def test_a_write_that_writes_nothing_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was (fixed: a lead of this review). ``write_all`` took ``os.write``'s 0 for progress
+    and looped for ever; now it raises, naming the bytes left."""
+    monkeypatch.setattr(os, "write", lambda fd, data: 0)
+    with pytest.raises(OSError, match="write of 5 bytes to fd 99 wrote none"):
+        durable.write_all(99, b"12345")
+
+
+def test_a_rewound_snapshot_is_removed_durably(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was (fixed: a lead of this review). A snapshot past the one just saved (a history
+    rewound) is removed and the directory fsynced after, so a host crash cannot bring it
+    back to be restored; a save that removes none fsyncs the directory only for its own
+    rename (``replace_durably``)."""
+    store = SnapshotStore(tmp_path / "snaps")
+    store.save(9, b"at 9")
+    synced: list[Path] = []
+    monkeypatch.setattr(snapshots, "fsync_dir", synced.append)
+    store.save(7, b"at 7, the history rewound")
+    assert synced == [tmp_path / "snaps"]
+    assert store.latest() == (7, b"at 7, the history rewound")
