@@ -132,14 +132,17 @@ class JournalWriter:
                 # slot size (an earlier build's segment, read under a legacy alias or with
                 # its images re-framed, is never appended to)
                 if (tail.rules, tail.schema, tail.slot_size) != (rules, schema_id, slot_size):
-                    os.close(self._fd)
+                    fd, self._fd = self._fd, -1
+                    os.close(fd)
                     if self._count == 0:  # holds nothing: the new one takes its name
                         tail.path.unlink()
                         fsync_dir(self.directory)
-                    self._fd, self._count = -1, 0
+                    self._count = 0
             # all of it is durable now: the readers beside it read that far (``durable``)
             self._mark = DurableMark(self.directory, self._written)
-        except BaseException:
+        except BaseException:  # (an fsync that failed: the segment's descriptor goes too)
+            if getattr(self, "_fd", -1) >= 0:
+                os.close(self._fd)
             self._lock.close()
             raise
         self._synced = self._written

@@ -67,9 +67,10 @@ Leads suspected, not shown:
 - journal_durable.py:71-72: the mark is a store into a mapping of a file ``ftruncate`` made
   sparse; on a full disk the first store can fault (SIGBUS) rather than raise. Needs a real
   full file system (root: review 96's tmpfs).
-- journal_writer.py:128-141: an fsync failing in the open (EIO) leaks the segment's
-  descriptor (the lock is let go); the next open's fsync returns 0 and marks the page cache
-  durable: the README's documented exception, not shown further.
+- journal_writer.py:128-141: an fsync failing in the open (EIO) leaked the segment's
+  descriptor (the lock is let go). Was (fixed: the failed open closes it,
+  ``test_a_failed_fsync_at_open_leaks_no_descriptor``); the next open's fsync returns 0 and
+  marks the page cache durable: the README's documented exception, not shown further.
 """
 
 from __future__ import annotations
@@ -556,3 +557,27 @@ def test_a_rewound_snapshot_is_removed_durably(
     store.save(7, b"at 7, the history rewound")
     assert synced == [tmp_path / "snaps"]
     assert store.latest() == (7, b"at 7, the history rewound")
+
+
+def test_a_failed_fsync_at_open_leaks_no_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was (fixed: a lead of this review). A writer's open fsyncs what the last run left; an
+    fsync that fails there (EIO) raised with the segment's descriptor left open. Counted in
+    ``/proc/self/fd`` over three failed opens."""
+    journal = tmp_path / "journal"
+    with writer(journal) as w:
+        w.append(1, images(1, 2), 2)
+
+    def eio(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fsync", eio)
+    for _ in range(3):
+        with pytest.raises(OSError, match="Input/output"):
+            writer(journal)
+    monkeypatch.undo()
+    assert len(os.listdir("/proc/self/fd")) == before
+    with writer(journal) as w:  # and the lock went with each failed open
+        assert w.next_seq == 3
