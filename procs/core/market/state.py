@@ -62,14 +62,16 @@ class SymbolMarket:
         self.last_seq = 0
 
     def trade(self, t: Trade, now_ns: int = 0) -> bool:
-        """Apply a trade; False when it is a replay already applied. Its candles are those
-        open at ``now_ns`` when the trade is stamped earlier (the clock: the newest event
-        time before it in the exchange's order), so where batches end does not matter."""
+        """Apply a trade; False when it is a replay already applied. Its candles and its
+        24h ticker minute are those open at ``now_ns`` when the trade is stamped earlier
+        (the clock: the newest event time before it in the exchange's order), so where
+        batches end does not matter (review 181: the ticker took the trade's own stamp, and
+        a restart that read the ring in other batches counted it in another minute)."""
         if t.trade_id <= self.tape.last_trade_id:
             return False
         self.tape.process(t)
-        self.ticker.trade(t.ts_ns, t.trade_id, t.price, t.qty)
         at = max(t.ts_ns, now_ns)
+        self.ticker.trade(at, t.trade_id, t.price, t.qty)
         for series in self.candles.values():
             series.trade(at, t.price, t.qty, t.trade_id)
         return True
