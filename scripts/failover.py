@@ -364,6 +364,8 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
     if old and doc.get("prestarted") and doc.get("role") == "standby":
         fence(primary, epoch, standby.instance)
         step("old primary fenced")
+        if not force and lost_once_fenced(primary, standby):
+            return 1
         promotion.request(standby, old, epoch)  # only now: two primaries must never run
         os.kill(old, signal.SIGUSR1)
         step(f"standby's supervisor (pid {old}) told to promote; its processes are prestarted")
@@ -380,12 +382,35 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
     assert child.stdin is not None
     fence(primary, epoch, standby.instance)
     step("old primary fenced")
+    if not force and lost_once_fenced(primary, standby):
+        child.stdin.close()  # no GO: it ends without starting anything
+        return 1
     child.stdin.write(GO)  # only now: two primaries must never accept orders at once
     child.stdin.close()
     if old:
         os.kill(old, signal.SIGTERM)  # the standby stops cleanly, writing its snapshots
     step(f"standby told to stop; the new supervisor (pid {child.pid}) waits for it")
     return await_promoted(standby, promoted, child.pid, started, step, child)
+
+
+def lost_once_fenced(primary: RingexConfig, standby: RingexConfig) -> bool:
+    """The checks of ``diverged`` and ``unsafe`` again, once the primary is fenced: until the
+    fence landed a running primary could still acknowledge seqs (a sync one degraded
+    meanwhile, say, while the standby's state was read), and only now is what it answered
+    final (review 182). True, with what was found said, when the standby must not go on: the
+    primary stays fenced, and a promote run again once the standby holds those seqs (or with
+    ``--force``) goes on."""
+    at = diverged(primary, standby)
+    why = (
+        f"its journal differs from {primary.instance}'s at seq {at}" if at
+        else unsafe(primary, standby)
+    )  # fmt: skip
+    if why:
+        print(f"{standby.instance} cannot be promoted safely once {primary.instance} is "
+              f"fenced: {why}; {primary.instance} stays fenced (it accepts nothing), the "
+              "standby is not promoted: run promote again once it holds those seqs (--force "
+              "promotes it anyway)", file=sys.stderr)  # fmt: skip
+    return bool(why)
 
 
 def await_promoted(

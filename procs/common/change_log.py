@@ -119,6 +119,45 @@ def _read_from(fd: int, at: int) -> bytes:
     return b"".join(parts)
 
 
+def log_generation(path: Path) -> int | None:
+    """The generation the change log at ``path`` says in its header; None where there is
+    none to read (no file, not a log, a header that fails its check)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_HEAD_BYTES)
+    except FileNotFoundError:
+        return None
+    if not data.startswith(MAGIC):
+        return None
+    frames, _, _ = read_frames(data, len(MAGIC), _HEAD_BYTES)
+    try:
+        return _header_decoder.decode(frames[0][1]).generation if frames else None
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def snapshot_generation(path: Path) -> int | None:
+    """The ``"generation"`` a snapshot at ``path`` says (0: none, an older build's or a hand
+    edit's); None where it cannot be read."""
+    try:
+        doc = msgspec.json.decode(path.read_bytes())
+    except (FileNotFoundError, msgspec.DecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return 0 if isinstance(doc, list) else None
+    generation = doc.get("generation", 0)
+    return generation if isinstance(generation, int) else None
+
+
+def log_past_snapshot(log: Path, snapshot: Path) -> bool:
+    """Whether the log at ``log`` is past the generation that continues the snapshot at
+    ``snapshot``, a pair that does not load (``ChangeLogError``: the changes between are
+    missing). A snapshot without a generation is continued by any log (a hand edit's: read
+    alone), and a file that cannot be read is not judged here."""
+    log_gen, snap_gen = log_generation(log), snapshot_generation(snapshot)
+    return bool(log_gen and snap_gen) and log_gen > snap_gen + 1  # type: ignore[operator]
+
+
 class LoggedSnapshot:
     """``snapshot`` and its log (``<snapshot stem>.log``): the files; the store decodes.
 

@@ -33,7 +33,12 @@ grow); any other change sends the file again whole (``reset``): a log replaced (
 compaction), shrunk or rewritten, and the users' and keys' snapshots (at their compaction)
 and the ExecID and units files, which are rewritten whole (``os.replace``) at every change.
 A standby that has one of the users' or keys' two files from before a compaction and the
-other from after holds every change still (``change_log``'s bridge). A file sent whole in
+other from after holds every change still (``change_log``'s bridge). Two compactions between
+two looks (an operator's ``compact``, or a standby away meanwhile) make a log two generations
+past the standby's snapshot, a pair that does not load: such a log is held aside
+(``<log>.held``, its growth written there too) until the snapshot it continues has replaced
+the standby's copy, so a link lost between the two leaves the old pair, which loads (review
+182). A file sent whole in
 several pieces is made aside and replaces the standby's copy once complete, so a connection
 lost mid-way (every new one sends every file whole) never leaves a copy cut short. Inode
 numbers are reused: a file replaced twice between two looks can have the inode and a larger
@@ -50,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config.schema import RingexConfig
+from procs.common.change_log import log_past_snapshot
 from procs.common.durable import fsync_dir, fsync_file, make_dirs
 from procs.common.exec_ids import FILE_NAME as EXEC_IDS
 from procs.common.units import FILE_NAME as UNITS  # shipped by this name, kept in the journal's
@@ -137,6 +143,10 @@ class FileShipper:
         return out
 
 
+#: The users' and keys' logs, each with the snapshot it continues.
+PAIRS = {"users.log": "users.json", "apikeys.log": "apikeys.json"}
+LOG_OF = {snapshot: log for log, snapshot in PAIRS.items()}
+
 #: What a standby accepts to write (the primary's gateways need not be named in its config).
 SHIPPABLE = re.compile(
     r"((users|apikeys)\.(json|log)|units\.json"
@@ -154,6 +164,8 @@ class FileReceiver:
         self.renamed: set[Path] = set()  # directories where a file was replaced
         #: files sent again whole, in pieces, made aside: their size once complete
         self.assembling: dict[Path, int] = {}
+        #: a users' or keys' log past its snapshot's next generation: where it is held
+        self.held: dict[Path, Path] = {}
 
     def sync(self) -> None:
         """fsync the files written since the last call (a replaced one: its directory too)."""
@@ -178,17 +190,38 @@ class FileReceiver:
         elif path in self.assembling:
             _write(aside, message.data, _next(aside, message))
         else:
-            _write(path, message.data, _next(path, message))
-            self.dirty.add(path)
+            target = self.held.get(path, path)  # a held log grows where it is held
+            _write(target, message.data, _next(target, message))
+            self.dirty.add(target)
             return
         end = message.offset + len(message.data)
         if end >= self.assembling[path]:
             del self.assembling[path]
-            # durable before it replaces the durable copy: a crash then leaves the old copy
-            # or the new one whole, never a renamed file whose data was not written yet
-            fsync_file(aside)
-            os.replace(aside, path)  # a reader sees the old copy or the new one
-            self.renamed.add(path.parent)
+            self._complete(path, aside)
+
+    def _complete(self, path: Path, aside: Path) -> None:
+        """A file sent whole is all there (``aside``): it replaces the copy, or a log too far
+        past the standby's snapshot is held until that snapshot comes (``held``)."""
+        # durable before it replaces the durable copy: a crash then leaves the old copy or
+        # the new one whole, never a renamed file whose data was not written yet
+        fsync_file(aside)
+        self.renamed.add(path.parent)
+        old = self.held.pop(path, None)
+        snapshot = PAIRS.get(path.name)
+        if snapshot is not None and log_past_snapshot(aside, path.with_name(snapshot)):
+            self.held[path] = path.with_name(path.name + ".held")
+            os.replace(aside, self.held[path])
+            return
+        if old is not None:  # held, now replaced by a newer copy that pairs
+            old.unlink(missing_ok=True)
+        os.replace(aside, path)  # a reader sees the old copy or the new one
+        if path.name not in LOG_OF:
+            return
+        log = path.with_name(LOG_OF[path.name])
+        waiting = self.held.get(log)
+        if waiting is not None and not log_past_snapshot(waiting, path):
+            del self.held[log]
+            os.replace(waiting, log)  # the snapshot it continues is in place: the pair loads
 
 
 def _next(path: Path, message: StateFile) -> int:
