@@ -84,7 +84,10 @@ class Reread:
 
 def answered(replies: Ring[Record]) -> set[tuple[int, int]]:
     """(session, client_ref) of every reply still in a gateway's reply ring (its newest
-    ``capacity`` records): the commands a run before this one answered."""
+    ``capacity`` records): the commands a run before this one answered. A push (a balance a
+    watch was sent unasked: client_ref 0) answers no command: taken as one, its (0, 0) was
+    an admin command's, so a HALT read again after a crash was dropped unjournaled (review
+    187)."""
     out: set[tuple[int, int]] = set()
     cursor = replies.cursor()
     for n in range(max(0, cursor - replies.capacity), cursor):
@@ -93,6 +96,6 @@ def answered(replies: Ring[Record]) -> set[tuple[int, int]]:
         except RingError:  # overwritten meanwhile: an older one, long committed
             continue
         ref = getattr(reply, "client_ref", None)
-        if ref is not None:
+        if ref:
             out.add((reply.session, ref))  # type: ignore[attr-defined]
     return out
