@@ -502,12 +502,14 @@ def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     run = sub.add_parser("run", help="start the exchange (foreground unless --detach)")
     profile_args(run)
     run.add_argument("--detach", action="store_true", help="return once it is running")
-    run.add_argument("--timeout", type=seconds, default=120.0, help="--detach: seconds to wait")
+    run.add_argument(
+        "--timeout", type=seconds, default=120.0, action=Once, help="--detach: seconds to wait"
+    )
     run.set_defaults(func=_run)
     stop = sub.add_parser("stop", help="stop a running instance cleanly")
     profile_args(stop)
     stop.add_argument(
-        "--timeout", type=seconds, default=None,
+        "--timeout", type=seconds, default=None, action=Once,
         help="seconds to wait (default: as long as the instance's own stop may take, "
         "3 x 20 s of grace + supervisor.drain_timeout_s + 30 s)",
     )  # fmt: skip
@@ -518,7 +520,9 @@ def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     status.add_argument(
         "--wait-ready", action="store_true", help="wait until every process is up (and ready)"
     )
-    status.add_argument("--timeout", type=seconds, default=60.0, help="--wait-ready: seconds")
+    status.add_argument(
+        "--timeout", type=seconds, default=60.0, action=Once, help="--wait-ready: seconds"
+    )
     status.set_defaults(func=_status)
 
 

@@ -59,8 +59,8 @@ def add_user(
         for asset, amount in deposits:
             if to_minor_units(cfg, asset, amount)[1] <= 0:  # else a withdrawal, or nothing
                 raise AdminError(f"deposit {asset}={amount} must be more than 0")
-    except (AdminError, KeyError) as exc:
-        print(f"ringex admin add-user: {exc}", file=sys.stderr)
+    except (AdminError, KeyError) as exc:  # (a KeyError's str() quotes its message)
+        print(f"ringex admin add-user: {exc.args[0]}", file=sys.stderr)
         return 2
     client = connect()
     if client is None:

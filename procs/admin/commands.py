@@ -310,14 +310,14 @@ def add_admin(
             help=f"{what} (gateway: the gateway's setting)",
         )  # fmt: skip
     user = admin_sub.add_parser("add-user", help="a FIX user with a funded account")
-    user.add_argument("--username", required=True)
+    user.add_argument("--username", required=True, action=Once)
     _password_args(user)
     user.add_argument(
         "--cancel-on-disconnect", type=on_off, default=None, action=Once,
         help="on, off or gateway: cancel its orders when its session disconnects (default: "
         "the gateway's setting)",
     )  # fmt: skip
-    user.add_argument("--comp-id", help="its SenderCompID (default: the username)")
+    user.add_argument("--comp-id", action=Once, help="its SenderCompID (default: the username)")
     user.add_argument(
         "--account", type=ascii_int, action=Once, help="its account (default: the next free one)"
     )
@@ -331,8 +331,9 @@ def add_admin(
 def _password_args(parser: argparse.ArgumentParser) -> None:
     secret = parser.add_mutually_exclusive_group(required=True)
     secret.add_argument(
-        "--password", help="its FIX password (`ps` shows it: prefer --password-stdin)"
-    )
+        "--password", action=Once,
+        help="its FIX password (`ps` shows it: prefer --password-stdin)",
+    )  # fmt: skip
     secret.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin's first line"
     )

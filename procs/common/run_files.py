@@ -104,10 +104,22 @@ def supervisor_running(status: dict[str, Any] | None) -> int | None:
 
 
 def ready(status: dict[str, Any] | None) -> bool:
-    """Running, with every process up and none recovering from a restart."""
+    """Running, with every process up and none recovering from a restart: as the file
+    says, and each process's pid still the process it started as (a status file behind, a
+    full ``var/`` say, would otherwise say ready of one gone: review 183)."""
     if not status or status.get("state") != "running" or not supervisor_running(status):
         return False
-    return all(p.get("alive") and p.get("ready") for p in status.get("processes", []))
+    return all(
+        p.get("alive") and p.get("ready") and _still_running(p) for p in status.get("processes", [])
+    )
+
+
+def _still_running(process: dict[str, Any]) -> bool:
+    """Whether the process a status entry names runs still (its pid and start time)."""
+    pid, started = process.get("pid"), process.get("started")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    return started is None or process_start(pid) == started
 
 
 def not_ready(status: dict[str, Any] | None) -> str:
@@ -121,8 +133,8 @@ def not_ready(status: dict[str, Any] | None) -> str:
     if status.get("state") != "running":
         return f"still {status.get('state')}"
     waiting = [
-        f"{p.get('name')} {'recovering' if p.get('alive') else 'down'}"
+        f"{p.get('name')} {'recovering' if up else 'down'}"
         for p in status.get("processes", [])
-        if not (p.get("alive") and p.get("ready"))
+        if not ((up := bool(p.get("alive")) and _still_running(p)) and p.get("ready"))
     ]
     return f"not ready: {', '.join(waiting)}" if waiting else "ready"

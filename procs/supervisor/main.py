@@ -335,7 +335,7 @@ class Supervisor(StuckWatch):
             limit = self.cfg.supervisor.restart_limit
             if len(child.restarts) > limit:
                 raise SupervisorError(
-                    f"{child.spec.name} exited {len(child.restarts)} times within {window:.0f} "
+                    f"{child.spec.name} exited {len(child.restarts)} times within {window:g} "
                     f"s (last code {code}), more than restart_limit={limit}: stopping the "
                     f"instance"
                 )
@@ -343,7 +343,8 @@ class Supervisor(StuckWatch):
             log.warning("%s exited with %s: restarting (it recovers)", child.spec.name, code)
             child.ready = False
             self.write_status()  # down and recovering: not ready, no dead pid shown "up"
-            time.sleep(min(2.0, 0.1 * 2 ** (len(child.restarts) - 1)))
+            # (the exponent capped: 2 ** 1024 is past a float, review 183; 2 s from the 6th)
+            time.sleep(min(2.0, 0.1 * 2 ** min(len(child.restarts) - 1, 16)))
             if refused := cpus_missing([child.spec]):  # CPUs taken from us since the start
                 raise SupervisorError(f"{child.spec.name} not restarted: {refused}")
             try:

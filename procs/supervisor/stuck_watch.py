@@ -80,8 +80,11 @@ class StuckWatch:
     def _heartbeat_age(child: Child) -> float | None:
         """Seconds since ``child`` last beat on the ring it reads (its consumer line: a
         process beats there whenever it reads or idles), as of the last look for stuck
-        processes; None where it reads none or has not been looked at since it started."""
+        processes; None where it reads none, has not been looked at since it started, or
+        has exited since (a dead process beats no more: review 183)."""
         line, process = child.seen, child.process
         if line is None or process is None or line.pid != process.pid:
+            return None
+        if process.poll() is not None:
             return None
         return None if line.heartbeat_age_s is None else round(line.heartbeat_age_s, 3)

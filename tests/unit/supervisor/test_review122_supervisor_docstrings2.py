@@ -375,7 +375,8 @@ def test_a_process_whose_line_stands_still_with_records_waiting_is_stuck(
     assert seen == [False, False, True, True, False, False, True]
     assert caplog.text.count("looks stuck") == 2
     assert process.signals == (["KILL"] * 3 if restart else [])
-    assert Supervisor._heartbeat_age(child) == 5.0
+    # as of the last look; a process killed as stuck beats no more (review 183): none
+    assert Supervisor._heartbeat_age(child) == (None if restart else 5.0)
 
 
 # -- metrics.py, carried.py -----------------------------------------------------------------------
