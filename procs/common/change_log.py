@@ -155,7 +155,9 @@ def log_past_snapshot(log: Path, snapshot: Path) -> bool:
     missing). A snapshot without a generation is continued by any log (a hand edit's: read
     alone), and a file that cannot be read is not judged here."""
     log_gen, snap_gen = log_generation(log), snapshot_generation(snapshot)
-    return bool(log_gen and snap_gen) and log_gen > snap_gen + 1  # type: ignore[operator]
+    if not log_gen or not snap_gen:
+        return False
+    return log_gen > snap_gen + 1
 
 
 class LoggedSnapshot:

@@ -119,7 +119,8 @@ def _still_running(process: dict[str, Any]) -> bool:
     pid, started = process.get("pid"), process.get("started")
     if not isinstance(pid, int) or pid <= 0:
         return False
-    return started is None or process_start(pid) == started
+    now = process_start(pid)  # None: no such process (or only its zombie)
+    return now is not None and (started is None or now == started)
 
 
 def not_ready(status: dict[str, Any] | None) -> str:

@@ -38,9 +38,9 @@ two looks (an operator's ``compact``, or a standby away meanwhile) make a log tw
 past the standby's snapshot, a pair that does not load: such a log is held aside
 (``<log>.held``, its growth written there too) until the snapshot it continues has replaced
 the standby's copy, so a link lost between the two leaves the old pair, which loads (review
-182). A file sent whole in
-several pieces is made aside and replaces the standby's copy once complete, so a connection
-lost mid-way (every new one sends every file whole) never leaves a copy cut short. Inode
+182). A file sent whole in several pieces is made aside and replaces the standby's copy once
+complete, so a connection lost mid-way (every new one sends every file whole) never leaves a
+copy cut short. Inode
 numbers are reused: a file replaced twice between two looks can have the inode and a larger
 size of the copy's, and appending its end to the copy would corrupt it.
 Session stores are not shipped: after a failover FIX sessions start again at sequence 1
