@@ -11,7 +11,8 @@ STAMP  := $(VENV)/.installed
 # Create the venv and install the project with its dev extra, at the versions constraints.txt
 # holds (the ones make test last passed with); redone when either file changes.
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# (made again when it has no pip: what `venv` leaves where ensurepip is missing)
+	$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
@@ -87,16 +88,16 @@ bench-matcher: $(STAMP)
 bench-journal: $(STAMP)
 	$(PY) -m tests.bench.bench_journal
 
-bench-pipeline: $(STAMP)
+bench-pipeline: $(STAMP) system-deps
 	$(PY) -m tests.bench.bench_pipeline
 
 # bench-pipeline, then a soak at up to 10k orders/s checking every process's RSS stays flat.
 # Issue 8's soak is 10 minutes (make bench-soak SOAK=600); 2 minutes here, so not in `bench`.
 SOAK ?= 120
-bench-soak: $(STAMP)
+bench-soak: $(STAMP) system-deps
 	$(PY) -m tests.bench.bench_pipeline --soak $(SOAK)
 
-bench-db: $(STAMP)
+bench-db: $(STAMP) system-deps
 	$(PY) -m tests.bench.bench_db
 
 bench-gateway: $(STAMP)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import signal
@@ -78,6 +79,7 @@ class Market:
     tick: int  # price units
     lot: int  # quantity units
     min_qty: int
+    max_qty: int = 0  # 0: no limit said
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> Market:
@@ -89,12 +91,17 @@ class Market:
             tick=to_units(info["tickSize"], pd),
             lot=to_units(info["stepSize"], qd),
             min_qty=to_units(info["minQty"], qd),
+            max_qty=to_units(info["maxQty"], qd) if "maxQty" in info else 0,
         )
 
     def size(self, price: int, notional: float) -> int:
-        """The quantity worth about ``notional`` whole quote units at ``price``, on the lot."""
+        """The quantity worth about ``notional`` whole quote units at ``price``, on the lot,
+        within the symbol's ``minQty``..``maxQty`` (a quote past its limit is refused)."""
         raw = int(notional * 10 ** (self.qty_decimals + self.price_decimals) / price)
-        return max(self.min_qty, raw - raw % self.lot, self.lot)
+        qty = max(self.min_qty, raw - raw % self.lot, self.lot)
+        if self.max_qty and qty > self.max_qty:
+            qty = max(self.min_qty, self.max_qty - self.max_qty % self.lot)
+        return qty
 
 
 class MidWalk:
@@ -403,8 +410,10 @@ async def main_async(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     rng = random.Random(args.seed)
     maker = await login(args.url, args.maker)
-    taker = await login(args.url, args.taker)
+    apis = [maker]  # each one logged in: its key revoked at the end, whatever happens
     try:
+        taker = await login(args.url, args.taker)
+        apis.append(taker)
         info = await maker.call("GET", "/api/v1/exchangeInfo", signed=False)
         wanted = set(args.symbols.split(",")) if args.symbols else None
         books = []
@@ -414,7 +423,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 mid = await start_mid(maker, m)
                 grid = Grid.around(m, mid, levels=args.levels)
                 walk = MidWalk(mid, m.tick, rng, vol_ticks=grid.step / m.tick)
-                books.append(Book(m, walk, grid, max_inventory=m.size(mid, 50_000)))
+                inventory = dataclasses.replace(m, max_qty=0).size(mid, 50_000)  # a position
+                books.append(Book(m, walk, grid, max_inventory=inventory))
         if not books:
             log.error("no symbol to quote (asked for %s)", args.symbols)
             return 2
@@ -423,8 +433,8 @@ async def main_async(args: argparse.Namespace) -> int:
             try:
                 await bot.cancel_all()
                 break
-            except ApiCallError as exc:  # the history database may still be starting
-                log.info("waiting for the exchange: %s", exc)
+            except (ApiCallError, ClientError, OSError) as exc:  # the history database may
+                log.info("waiting for the exchange: %s", exc)  # still be starting, or the API
                 await asyncio.sleep(1.0)
         log.info("quoting %s as %s", [b.market.symbol for b in books], maker.account)
         try:
@@ -436,7 +446,7 @@ async def main_async(args: argparse.Namespace) -> int:
             bot.report()
         return 0
     finally:
-        for api in (maker, taker):
+        for api in apis:
             with contextlib.suppress(ApiCallError, ClientError, OSError):
                 await api.call("DELETE", "/api/v1/apiKey")
             await api.close()

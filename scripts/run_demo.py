@@ -49,8 +49,8 @@ def ringex(*args: str) -> int:
 
 
 def ignore_interrupts() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut a stop
-        signal.signal(sig, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not
+        signal.signal(sig, signal.SIG_IGN)  # cut a stop
 
 
 def start_exchange(profile: str) -> int:
@@ -146,6 +146,36 @@ def stop_market_maker(bot: subprocess.Popen[bytes]) -> None:
         bot.wait()
 
 
+def print_endpoints(cfg: RingexConfig, accounts: dict[str, int]) -> None:
+    """What a newcomer connects to: the first gateway's FIX port (TLS said), the demo users,
+    the symbols, the REST API where a gateway serves one, the market data and the page."""
+    gateway = cfg.gateways[0]
+    served = next((g for g in cfg.gateways if g.rest is not None), None)
+    print("\nringex is running. Connect a FIX 4.4 client:")
+    tls = " (TLS only)" if gateway.tls_cert else ""
+    print(
+        f"  host {gateway.host} port {gateway.port}{tls}, TargetCompID {gateway.comp_id}, "
+        "the password in Password (554) of the Logon"
+    )
+    for comp_id, password, _, deposits in DEMO_USERS:
+        funds = ", ".join(f"{a} {m}" for a, m in deposits)
+        account = accounts[comp_id]
+        print(f"  SenderCompID {comp_id} password {password} (account {account}: {funds})")
+    print(f"Symbols:     {symbols_line(cfg)}")
+    if served is not None and served.rest is not None:
+        rest = served.rest
+        scheme = "https" if rest.tls_cert else "http"
+        url = f"{scheme}://{url_host(rest.host)}:{rest.port}/api/v1/"
+        print(f"REST API:    {url} (the same users log in:")
+        print("             POST /api/v1/apiKey; document at /openapi.json)")
+    if cfg.marketdata.enabled:
+        md = cfg.marketdata
+        stream = f"{cfg.symbols[0].name.lower()}@trade"  # the profile's, not BTC-USD's
+        where = f"{url_host(md.host)}:{md.port}"
+        print(f"Market data: ws://{where}/stream?streams={stream}")
+        print(f"Web page:    http://{where}/")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="dev")
@@ -161,7 +191,9 @@ def main() -> int:
     # Ctrl-C and TERM stop it cleanly, also where it was started with SIGINT ignored (a
     # background job of a shell without job control: `make test &`, CI; Python then leaves
     # SIGINT ignored, and the demo ran on through Ctrl-C while its market maker stopped)
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # and a hangup (the terminal or ssh session closed) too: the exchange runs in a session
+    # of its own and would stay behind, with its database and the market maker's orders
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)
     bot: subprocess.Popen[bytes] | None = None
     try:
@@ -170,31 +202,10 @@ def main() -> int:
     except KeyboardInterrupt:
         return ringex("stop", "--profile", args.profile)
     try:
-        gateway = cfg.gateways[0]
-        mm = args.market_maker and gateway.rest is not None
+        # the REST API where a gateway serves one (the market maker's ``default_url`` too)
+        mm = args.market_maker and any(g.rest is not None for g in cfg.gateways)
         accounts = add_users(cfg, DEMO_USERS + (MARKET_MAKER_USERS if mm else []))
-        print("\nringex is running. Connect a FIX 4.4 client:")
-        print(
-            f"  host {gateway.host} port {gateway.port}, TargetCompID {gateway.comp_id}, "
-            "the password in Password (554) of the Logon"
-        )
-        for comp_id, password, _, deposits in DEMO_USERS:
-            funds = ", ".join(f"{a} {m}" for a, m in deposits)
-            account = accounts[comp_id]
-            print(f"  SenderCompID {comp_id} password {password} (account {account}: {funds})")
-        print(f"Symbols:     {symbols_line(cfg)}")
-        if gateway.rest is not None:
-            rest = gateway.rest
-            scheme = "https" if rest.tls_cert else "http"
-            url = f"{scheme}://{url_host(rest.host)}:{rest.port}/api/v1/"
-            print(f"REST API:    {url} (the same users log in:")
-            print("             POST /api/v1/apiKey; document at /openapi.json)")
-        if cfg.marketdata.enabled:
-            md = cfg.marketdata
-            stream = f"{cfg.symbols[0].name.lower()}@trade"  # the profile's, not BTC-USD's
-            where = f"{url_host(md.host)}:{md.port}"
-            print(f"Market data: ws://{where}/stream?streams={stream}")
-            print(f"Web page:    http://{where}/")
+        print_endpoints(cfg, accounts)
         if args.market_maker and not mm:
             print("No market maker: it trades over the REST API, which this profile lacks")
         elif mm:

@@ -424,7 +424,8 @@ def _index(lines: list[str], needle: str) -> int:
 
 
 INSTALL = (
-    "test -x .venv/bin/python || python3 -m venv .venv",
+    # (a venv without pip is made again: review 189)
+    ".venv/bin/python -m pip --version >/dev/null 2>&1 || python3 -m venv --clear .venv",
     ".venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev]'",
 )
 

@@ -133,7 +133,7 @@ def test_python3_venv_is_not_installed_here() -> None:
         "here installs")  # fmt: skip
     makefile = (ROOT / "Makefile").read_text()
     assert set(re.findall(r"\$\(APT\) (\S+)", makefile)) == {"postgresql", "chromium"}
-    assert "python3-venv" not in makefile and "-m venv $(VENV)" in makefile
+    assert "python3-venv" not in makefile and "-m venv --clear $(VENV)" in makefile
 
 
 def test_ci_runs_dot_ci_run_which_is_make_test() -> None:
@@ -169,7 +169,8 @@ def _stand_in(monkeypatch: pytest.MonkeyPatch, demo: Any, events: list[str], **k
         return 0
 
     monkeypatch.setattr(demo, "signal", SimpleNamespace(
-        signal=lambda *a: None, SIGINT=2, SIGTERM=15, default_int_handler=None, SIG_IGN=None,
+        signal=lambda *a: None, SIGINT=2, SIGTERM=15, SIGHUP=1, default_int_handler=None,
+        SIG_IGN=None,
     ))  # fmt: skip
     monkeypatch.setattr(demo, "time", SimpleNamespace(sleep=_interrupt))
     monkeypatch.setattr(demo, "ignore_interrupts", lambda: None)

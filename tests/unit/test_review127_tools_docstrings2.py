@@ -304,8 +304,8 @@ class _Client:
 
 
 def _add_user(cfg: RingexConfig, client: _Client | None, *argv: str) -> int:
-    args = PARSER.parse_args(["admin", "add-user", "--username", "alice", "--password", "pw",
-                              *argv])  # fmt: skip
+    given = [] if "--password" in argv else ["--password", "pw"]  # (once: review 183)
+    args = PARSER.parse_args(["admin", "add-user", "--username", "alice", *given, *argv])
     connect = cast(Callable[[], AdminClient | None], lambda: client)  # a stand-in
     return int(add_user_module.add_user(cfg, args, connect))
 
