@@ -38,7 +38,8 @@ def read(directory: Path) -> int:
         text = (directory / FILE).read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError):
         return 0
-    return int(text) if text.strip().isdigit() else 0
+    digits = text.strip()  # (a seq has 19 digits at most: int() of 4,300 raises)
+    return int(digits) if digits.isdigit() and len(digits) <= 19 else 0
 
 
 class PublishedThrough:

@@ -46,7 +46,7 @@ class QuietFilter(logging.Filter):
         self._passed += 1
         # the count of those dropped is kept within max_chars too (review 124)
         note = f" ({self.dropped} more like it dropped)" if self.dropped else ""
-        message = _cut(record.getMessage(), self.max_chars - len(note)) + note
+        message = _cut(_cut(record.getMessage(), self.max_chars - len(note)) + note, self.max_chars)
         self.dropped = 0
         record.msg, record.args = message, None
         if record.exc_info:
@@ -64,9 +64,11 @@ def quieten(logger: logging.Logger, burst: int = 1, period_s: float = 60.0) -> N
 
 
 def _cut(text: str, limit: int) -> str:
-    """``text`` in ``limit`` characters, saying how long it was (the saying alone, where the
-    limit is shorter than it)."""
+    """``text`` in ``limit`` characters, saying how long it was (where the saying does not
+    fit in the limit, the text cut to it: never longer, review 188)."""
     if len(text) <= limit:
         return text
     tail = f"... ({len(text)} chars)"
-    return text[: max(limit - len(tail), 0)] + tail
+    if len(tail) > limit:  # the saying alone is too long: the text cut, as much as fits
+        return text[:limit]
+    return text[: limit - len(tail)] + tail

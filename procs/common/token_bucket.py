@@ -15,25 +15,46 @@ clock.
 
 from __future__ import annotations
 
+import math
+
+_NANO = 1_000_000_000  # nano-tokens a token: counted in integers, never rounded
+
 
 class TokenBucket:
-    __slots__ = ("at_ns", "rate", "tokens")
+    """The tokens are counted in nano-tokens, integers: with a whole ``rate`` a refill is
+    ``elapsed_ns * rate`` exactly, so a client exactly at its rate is never refused for a
+    float's rounding (review 188: three requests at 0, 1 ns and 0.5 s at 2 a second found
+    0.9999999999999999 tokens). The cap is a second's worth, or one token where the rate is
+    below one a second (else no request would ever pass)."""
+
+    __slots__ = ("_cap", "_nanos", "at_ns", "rate")
 
     def __init__(self, rate: float, now_ns: int) -> None:
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"token bucket rate {rate!r} must be a finite number above 0 a second")
         self.rate = float(rate)
-        self.tokens = self.rate  # full: a second's worth
+        self._cap = round(max(self.rate, 1.0) * _NANO)
+        self._nanos = self._cap  # full: a second's worth
         self.at_ns = now_ns
+
+    @property
+    def tokens(self) -> float:
+        """The tokens held now (as of the last reading): negative while a debt is repaid."""
+        return self._nanos / _NANO
 
     def allow(self, now_ns: int, cost: int = 1) -> bool:
         """Spend ``cost`` tokens if there are that many now; whether it did."""
         if now_ns > self.at_ns:
-            tokens = self.tokens
-            refilled = min(self.rate, tokens + (now_ns - self.at_ns) * self.rate / 1e9)
-            self.tokens = refilled if refilled > tokens else tokens  # a credit is kept
+            held, elapsed = self._nanos, now_ns - self.at_ns
+            rate = self.rate
+            gained = elapsed * int(rate) if rate.is_integer() else int(elapsed * rate)
+            refilled = min(self._cap, held + gained)
+            self._nanos = refilled if refilled > held else held  # a credit is kept
         self.at_ns = now_ns
-        if self.tokens < cost:
+        need = cost * _NANO
+        if self._nanos < need:
             return False
-        self.tokens -= cost
+        self._nanos -= need
         return True
 
     def credit(self, seconds: float, now_ns: int) -> None:
@@ -41,10 +62,11 @@ class TokenBucket:
         held back (a gateway that did not read a client's socket while the exchange was
         behind) is not counted as a burst when it is let through."""
         self.allow(now_ns, 0)  # refilled to now
-        self.tokens += seconds * self.rate  # a debt (``charge``) is repaid from it first
+        # a debt (``charge``) is repaid from it first
+        self._nanos += round(seconds * self.rate * _NANO)
 
     def charge(self, count: int, now_ns: int) -> None:
         """``count`` tokens spent after the fact (an answer of many messages): a debt, of a
         second's worth at most, that holds what comes next back until it is repaid."""
         self.allow(now_ns, 0)  # refilled to now
-        self.tokens = max(self.tokens - count, -self.rate)
+        self._nanos = max(self._nanos - count * _NANO, -round(self.rate * _NANO))
