@@ -27,12 +27,14 @@ class TokenBucket:
     0.9999999999999999 tokens). The cap is a second's worth, or one token where the rate is
     below one a second (else no request would ever pass)."""
 
-    __slots__ = ("_cap", "_nanos", "at_ns", "rate")
+    __slots__ = ("_cap", "_nanos", "_per_ns", "at_ns", "rate")
 
     def __init__(self, rate: float, now_ns: int) -> None:
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError(f"token bucket rate {rate!r} must be a finite number above 0 a second")
         self.rate = float(rate)
+        # nano-tokens a nanosecond: the rate itself (an int where it is whole: exact)
+        self._per_ns: int | None = int(rate) if self.rate.is_integer() else None
         self._cap = round(max(self.rate, 1.0) * _NANO)
         self._nanos = self._cap  # full: a second's worth
         self.at_ns = now_ns
@@ -45,9 +47,8 @@ class TokenBucket:
     def allow(self, now_ns: int, cost: int = 1) -> bool:
         """Spend ``cost`` tokens if there are that many now; whether it did."""
         if now_ns > self.at_ns:
-            held, elapsed = self._nanos, now_ns - self.at_ns
-            rate = self.rate
-            gained = elapsed * int(rate) if rate.is_integer() else int(elapsed * rate)
+            held, elapsed, per_ns = self._nanos, now_ns - self.at_ns, self._per_ns
+            gained = elapsed * per_ns if per_ns is not None else int(elapsed * self.rate)
             refilled = min(self._cap, held + gained)
             self._nanos = refilled if refilled > held else held  # a credit is kept
         self.at_ns = now_ns
