@@ -224,10 +224,12 @@ class OrderMemory:
             self.live[(order.session, order.cl_ord_id)] = order
             if order.order_id:
                 self.by_id[order.order_id] = order
-        for ref, (kind, session, cl, order_ref, price, qty) in requests.items():
+        for ref, values in requests.items():
+            kind, session, cl, order_ref, price, qty = values[:6]
+            orig = values[6] if len(values) > 6 else b""  # (an older log's: none kept)
             target = self.orders.get(order_ref)
             if target is not None:
-                self.requests[ref] = Request(kind, session, cl, target, price, qty)
+                self.requests[ref] = Request(kind, session, cl, target, price, qty, orig)
         # A clock stepped back since the last run must not hand out a ref still in use.
         known = [*orders, *requests, *(finished or {}), *(mass_cancels or {})]
         self._next_ref = max(self._next_ref, max(known, default=0))
@@ -284,4 +286,4 @@ def _entry(ref: int, item: Order | Request | MassCancelRequest) -> Entry:
         return (MASS, ref, item.session, sorted(item.fields.items()))
     assert isinstance(item, Request), item
     return (REQUEST, ref, item.kind, item.session, item.cl_ord_id, item.order.ref,
-            item.price, item.qty)  # fmt: skip
+            item.price, item.qty, item.orig_cl_ord_id)  # fmt: skip

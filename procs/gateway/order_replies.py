@@ -157,23 +157,24 @@ class OrderReplies:
         it is finished)."""
         return self.pending_status().get(id(order))
 
-    def pending_replace(self, session: int, cl_ord_id: bytes) -> Order | None:
-        """The order a replace in flight will rename ``cl_ord_id``, if any."""
+    def pending_request(self, session: int, cl_ord_id: bytes) -> Request | None:
+        """The cancel or replace in flight whose ClOrdID is ``cl_ord_id``, if any: the id
+        its order goes by once it is done, which a client may name meanwhile (review 190:
+        a cancel's was taken for unknown)."""
         for r in self.requests.values():
-            if r.kind == b"G" and r.session == session and r.cl_ord_id == cl_ord_id:
-                return r.order
+            if r.session == session and r.cl_ord_id == cl_ord_id and r.kind in (b"F", b"G"):
+                return r
         return None
 
     def status(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         """OrderStatusRequest (H): an ExecutionReport Order Status (150=I) of the order its
-        ClOrdID names (live, finished, or the next id of a replace in flight), or a Rejected
-        one saying it is unknown."""
+        ClOrdID names (live, finished, or the next id of a cancel or replace in flight), or a
+        Rejected one saying it is unknown."""
         key = (session.session_id, msg.fields[11])
-        order = (
-            self.live.get(key)
-            or self.finished.get(key)
-            or self.pending_replace(session.session_id, msg.fields[11])  # named by its next id
-        )
+        pending = self.pending_request(session.session_id, msg.fields[11])  # its next id
+        order = self.live.get(key) or self.finished.get(key)
+        if order is None and pending is not None:
+            order = pending.order
         if other_account(msg.fields, session.account):  # another account's order: not this
             order = None
         extra = field(790, msg.fields[790]) if 790 in msg.fields else b""

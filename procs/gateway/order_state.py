@@ -58,6 +58,9 @@ class Request:
     order: Order
     price: int = 0
     qty: int = 0
+    #: the OrigClOrdID (41) it named: what an exchange's refusal of it says (the order's own
+    #: ClOrdID may have moved on meanwhile, a racing cancel's say: review 190)
+    orig_cl_ord_id: bytes = b""
 
 
 @dataclass(slots=True)

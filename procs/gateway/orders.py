@@ -64,6 +64,7 @@ from procs.gateway.order_fields import (
     CXL_PENDING,
     CXL_TOO_LATE,
     CXL_UNKNOWN,
+    FINISHED,
     ORD_REJ_REASON,
     ORD_TYPES,
     TIFS,
@@ -317,18 +318,17 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         key = (session.session_id, f[41])
         order = self.live.get(key)
         if order is None:
-            done = self.finished.get(key)
-            if done is not None:
+            request = self.pending_request(session.session_id, f[41])  # a cancel's, a replace's
+            done = self.finished.get(key) or (request.order if request else None)  # ended?
+            if done is not None and (request is None or done.status in FINISHED):
                 text = f"too late: the order of OrigClOrdID {shown(f[41])} is finished"
                 self._cancel_reject(session, msg, done, text, CXL_TOO_LATE)
                 return None
-            pending = self.pending_replace(session.session_id, f[41])
-            if pending is not None:  # OrigClOrdID (41): the last accepted one (FIX 4.4)
-                text = f"OrigClOrdID {shown(f[41])} is a replace still pending"
-                self._send_cancel_reject(
-                    session.session_id, msg.msg_type, f[11], pending, text,
-                    pending.cl_ord_id, CXL_PENDING,
-                )  # fmt: skip
+            if request is not None:  # OrigClOrdID (41): the last accepted one (FIX 4.4)
+                what, pending = "replace" if request.kind == b"G" else "cancel", request.order
+                text = f"OrigClOrdID {shown(f[41])} is a {what} still pending"
+                self._send_cancel_reject(session.session_id, msg.msg_type, f[11], pending, text,
+                                         pending.cl_ord_id, CXL_PENDING)  # fmt: skip
                 return None
         if order is None or not order.order_id:
             why = "unknown order" if order is None else "order not yet acknowledged"
@@ -355,7 +355,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             return
         ref = self.next_ref()
         sym = order.symbol
-        request = Request(msg.msg_type, session.session_id, f[11], order)
+        request = Request(msg.msg_type, session.session_id, f[11], order, orig_cl_ord_id=f[41])
         if msg.msg_type == b"F":
             self.requests[ref] = self.touched[ref] = request
             self.outgoing.append(
@@ -557,7 +557,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
                 )  # fmt: skip
                 self._send_cancel_reject(
                     request.session, request.kind, request.cl_ord_id, request.order, text,
-                    at_ns=rejected.ts_ns,
+                    request.orig_cl_ord_id or None, at_ns=rejected.ts_ns,
                 )  # fmt: skip
             return
         order = self.orders.get(rejected.client_ref)
