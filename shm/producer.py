@@ -101,6 +101,10 @@ class Producer(Generic[T]):
         self._limit = self._refresh_limit()
         self._parker: Parker | None = None
         self._closed = False
+        #: called now and then (with the heartbeat) while a publish waits for room: a process
+        #: under systemd's watchdog pets it there, for a producer held back by a slow
+        #: consumer is waiting, not hung (the matcher: review 189)
+        self.on_wait: Callable[[], object] | None = None
         self._claimed = 0  # slots of the last claim not yet published
         # publish_slots' stamp words (_lap_stamps): no lap's yet, stamps start at 1
         self._stamps = self._window_stamps = (0, memoryview(b"").cast("q"))
@@ -470,6 +474,8 @@ def bind(_ring_me, _ring_wake, _ring_words, buf, _ring_mask, _ring_slot, _ring_d
                     parker.cap_s = left  # a park ends by the deadline (review 119)
                 if rounds & 63 == 0:
                     self.heartbeat()
+                    if self.on_wait is not None:
+                        self.on_wait()
                 self.wait.idle(rounds, ready, parker)
                 rounds += 1
         finally:

@@ -338,6 +338,10 @@ def _chunks(items: Iterable[Record], size: int) -> Iterable[list[Record]]:
         yield chunk
 
 
+def _waiting() -> None:
+    """A publish waits for room (``Producer.on_wait``): nothing to do but pet the watchdog."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ringex matcher process")
     parser.add_argument("--profile", default="dev", help="profile name or TOML path")
@@ -347,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_profile(args.profile)
     exit_if_other_units(cfg, f"matcher {args.name}")  # a unit restarted on an edited profile
     shell = MatcherShell(cfg, args.name)
+    # a publish held back by a slow reader of its events waits (the reader has a watchdog of
+    # its own): it pets the watchdog as the stop poll does (review 189)
+    shell.producer.on_wait = sd_notify.petting(_waiting)
     stopped = stop_on_signals()
     gc_policy.settle(cfg.gc)  # recovered: the restored books are never walked again
     sd_notify.ready()  # recovered, the input ring attached: what the supervisor waits for

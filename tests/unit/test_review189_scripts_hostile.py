@@ -66,8 +66,11 @@ pytest settings cannot pass on an empty or broken collection.
 Leads suspected, not shown: the matcher's ``publish_batch`` (``shm/producer.py``
 ``_await_space``) and ``save_snapshot`` do not pet the watchdog, so a matcher held more than
 ``WatchdogSec`` by a full output ring (the market-data unit restarting into a long recovery)
-is killed and restarted though healthy; ``run_demo.start_market_maker`` returns the child only
-after its print, so a Ctrl-C in between orphans a market maker that retries for ever;
+is killed and restarted though healthy (was, for the wait: fixed, ``Producer.on_wait``, which
+the matcher sets to pet the watchdog;
+``test_a_producer_waiting_for_room_calls_its_on_wait``); ``run_demo.start_market_maker``
+returns the child only after its print, so a Ctrl-C in between orphans a market maker that
+retries for ever;
 ``fix44_dictionary.py`` tests Elements for truth (``root.find(...) or ...``), which Python
 3.12+ warns of; the FIX line prints an empty ``host`` for ``host = ""``; ``make venv``'s
 ``pip install --upgrade pip`` is not held by constraints.txt.
@@ -84,6 +87,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import tomllib
 from collections.abc import Iterator
 from decimal import Decimal
@@ -99,6 +103,7 @@ from config import load_profile
 from procs.common import sd_notify
 from procs.gateway.rest_client import ApiCallError
 from procs.supervisor.plan import plan
+from shm import Ring, StructCodec, wait_strategy
 from tests.scripts_loader import load_script
 
 ROOT = Path(__file__).parents[2]
@@ -538,3 +543,31 @@ def test_a_tls_fix_port_is_printed_as_tls(
     demo.main()
     line = next(x for x in capsys.readouterr().out.splitlines() if "port 9878" in x)
     assert "TLS" in line.upper()
+
+
+def test_a_producer_waiting_for_room_calls_its_on_wait(instance: str) -> None:
+    """Was (fixed: a lead of this review). A publish held back by a full ring waited without a
+    word to the watchdog: ``Producer.on_wait`` is called with the heartbeat while it waits
+    (the matcher's pets the watchdog), and the publish goes through once room is made."""
+    ring = Ring.create(instance, "r", StructCodec("2q"), capacity=4, consumers=["a"])
+    producer, consumer = ring.producer(wait_strategy("blocking")), ring.consumer("a")
+    waited = threading.Event()
+    producer.on_wait = waited.set
+    producer.publish_batch([(n, 0) for n in range(4)])  # full
+    assert not waited.is_set()  # room for it: no wait
+    thread = threading.Thread(target=producer.publish, args=((4, 0),))
+    thread.start()
+    try:
+        assert waited.wait(10)  # (a fail-safe bound: the first round calls it)
+    finally:
+        assert [item[0] for item in consumer.read(8)] == [0, 1, 2, 3]
+        thread.join(10)
+    assert [item[0] for item in consumer.read(8)] == [4]
+    producer.close()
+    consumer.close()
+
+
+def test_the_matcher_pets_the_watchdog_while_its_publish_waits() -> None:
+    """``procs/matcher/main.py`` sets its producer's ``on_wait`` to a petting no-op."""
+    source = (ROOT / "procs/matcher/main.py").read_text()
+    assert "shell.producer.on_wait = sd_notify.petting(_waiting)" in source
