@@ -36,10 +36,10 @@ def test_damaged_log_at_reload_raises_change_log_error_holding_nothing(tmp_path:
     path = tmp_path / "apikeys.json"
     ApiKeyStore(path).create(ALICE, ["read"])
     _damage_header(path.with_suffix(".log"))
-    before = _fds()
+    before = _fds(tmp_path)
     with pytest.raises(ChangeLogError, match=r"apikeys\.log: its header frame"):
         ApiKeyStore(path)
-    assert _fds() == before
+    assert _fds(tmp_path) == before
 
 
 def test_user_store_keeps_users_when_its_log_is_replaced_damaged(tmp_path: Path) -> None:
