@@ -474,7 +474,7 @@ def supervise(profile: str, after_pid: int, epoch: int) -> int:
         print(f"epoch {epoch} begins at seq {first}", flush=True)
         return True
 
-    return supervisor_main(["--profile", profile], go, begin)
+    return supervisor_main(["--profile", profile], go, begin, successor=True)
 
 
 def demote(old_path: str, new_path: str, new_address: str) -> int:

@@ -119,6 +119,25 @@ def _read_from(fd: int, at: int) -> bytes:
     return b"".join(parts)
 
 
+def _read_header(data: bytes, path: Path) -> tuple[LogHeader, int]:
+    """The header of the log ``data`` (read from ``path``) and where its frames start;
+    ``ChangeLogError`` naming ``path`` if it has none."""
+    if not data.startswith(MAGIC):
+        raise ChangeLogError(f"{path}: not a change log (it does not open with {MAGIC!r})")
+    frames, _, why = read_frames(data[:_HEAD_BYTES], len(MAGIC), _HEAD_BYTES)
+    if not frames:  # (written whole, renamed in: never torn)
+        why = why or "fails its CRC or is cut short"
+        raise ChangeLogError(f"{path}: its header frame at byte {len(MAGIC)} {why}")
+    try:
+        header = _header_decoder.decode(frames[0][1])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ChangeLogError(f"{path}: its header cannot be read: {exc}") from None
+    start = len(MAGIC) + HEADER.size + len(frames[0][1])
+    if header.bridge < 0 or header.generation < 1:
+        raise ChangeLogError(f"{path}: its header {header} is not a log's")
+    return header, start
+
+
 def log_generation(path: Path) -> int | None:
     """The generation the change log at ``path`` says in its header; None where there is
     none to read (no file, not a log, a header that fails its check)."""
@@ -127,12 +146,9 @@ def log_generation(path: Path) -> int | None:
             data = f.read(_HEAD_BYTES)
     except FileNotFoundError:
         return None
-    if not data.startswith(MAGIC):
-        return None
-    frames, _, _ = read_frames(data, len(MAGIC), _HEAD_BYTES)
     try:
-        return _header_decoder.decode(frames[0][1]).generation if frames else None
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _read_header(data, path)[0].generation
+    except ChangeLogError:
         return None
 
 
@@ -305,20 +321,7 @@ class LoggedSnapshot:
 
     def _header(self, data: bytes) -> tuple[LogHeader, int]:
         """The log's header and where its frames start; ``ChangeLogError`` if it has none."""
-        if not data.startswith(MAGIC):
-            raise ChangeLogError(f"{self.path}: not a change log (it does not open with {MAGIC!r})")
-        frames, _, why = read_frames(data[:_HEAD_BYTES], len(MAGIC), _HEAD_BYTES)
-        if not frames:  # (written whole, renamed in: never torn)
-            why = why or "fails its CRC or is cut short"
-            raise ChangeLogError(f"{self.path}: its header frame at byte {len(MAGIC)} {why}")
-        try:
-            header = _header_decoder.decode(frames[0][1])
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise ChangeLogError(f"{self.path}: its header cannot be read: {exc}") from None
-        start = len(MAGIC) + HEADER.size + len(frames[0][1])
-        if header.bridge < 0 or header.generation < 1:
-            raise ChangeLogError(f"{self.path}: its header {header} is not a log's")
-        return header, start
+        return _read_header(data, self.path)
 
     def _take(self, data: bytes, base: int) -> None:
         """Apply the whole frames of ``data`` (the log's bytes from ``base``), counting those

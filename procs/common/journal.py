@@ -96,6 +96,7 @@ from procs.common.journal_format import (
     EntryLayout,
     entry_layout,
     list_segments,
+    one_bit_off,
     pack_header,
     segment_name,
 )
@@ -567,30 +568,11 @@ class JournalReader:
                     path, offset, f"{what}, followed by data at offset {nonzero}: not a torn tail"
                 )
             at += len(rest)
-        if (flipped := _one_bit_off(entry[: layout.body], stored)) is not None:
+        if (flipped := one_bit_off(entry[: layout.body], stored)) is not None:
             raise JournalCorruptError(  # a torn write zeros its CRC (after the body): rot
                 path, offset, f"{what}: it passes with its bit {flipped} flipped, damage at "
                 "rest, not a torn tail (the entry may have been acknowledged)"
             )  # fmt: skip
-
-
-def _one_bit_off(body: memoryview, stored: int) -> int | None:
-    """Which bit of ``body`` (its seq and image), counted from its first byte, or of the CRC
-    after it (numbered on from there), flipped makes the entry pass; None if none does.
-    A host crash that tears the last entry loses its end, the CRC with it (zeros), so a
-    last entry one bit off is damage at rest, which reading on would drop though it was
-    acknowledged (review 179). ``len(body) * 8`` CRCs, on a bad last entry only."""
-    computed = zlib.crc32(body)
-    if (stored ^ computed).bit_count() == 1:
-        return len(body) * 8 + (stored ^ computed).bit_length() - 1
-    image = bytearray(body)
-    for i, byte in enumerate(image):
-        for bit in range(8):
-            image[i] = byte ^ (1 << bit)
-            if zlib.crc32(image) == stored:
-                return i * 8 + bit
-        image[i] = byte
-    return None
 
 
 class DirectoryLock:

@@ -1,4 +1,5 @@
-"""The journal's on-disk format: segment names, the 64-byte header, the entries' layout.
+"""The journal's on-disk format: segment names, the 64-byte header, the entries' layout (and
+whether a bad entry is one bit from passing its CRC: rot, not a torn write).
 
 ``journal.py`` reads it and says what it means; ``journal_writer.py`` writes it. A segment is
 ``<first_seq:020d>.journal``, a header (``pack_header``) and then fixed-size entries
@@ -85,3 +86,22 @@ LEGACY_SCHEMA_IDS: Final[dict[int, frozenset[int]]] = {
     0x5245_E71E_F8B6: frozenset({0x5245_DCF9_48CF}),
     0x5245_2A09_3320: _BEFORE_CLIENT_IDS,
 }
+
+
+def one_bit_off(body: memoryview, stored: int) -> int | None:
+    """Which bit of ``body`` (its seq and image), counted from its first byte, or of the CRC
+    after it (numbered on from there), flipped makes the entry pass; None if none does.
+    A host crash that tears the last entry loses its end, the CRC with it (zeros), so a
+    last entry one bit off is damage at rest, which reading on would drop though it was
+    acknowledged (review 179). ``len(body) * 8`` CRCs, on a bad last entry only."""
+    computed = zlib.crc32(body)
+    if (stored ^ computed).bit_count() == 1:
+        return len(body) * 8 + (stored ^ computed).bit_length() - 1
+    image = bytearray(body)
+    for i, byte in enumerate(image):
+        for bit in range(8):
+            image[i] = byte ^ (1 << bit)
+            if zlib.crc32(image) == stored:
+                return i * 8 + bit
+        image[i] = byte
+    return None

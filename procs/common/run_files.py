@@ -14,7 +14,7 @@ from typing import Any
 
 from config.schema import RingexConfig
 from procs.common.durable import PRIVATE
-from shm.liveness import process_start
+from shm.liveness import holder_alive, process_start
 
 
 def run_dir(cfg: RingexConfig) -> Path:
@@ -117,10 +117,7 @@ def ready(status: dict[str, Any] | None) -> bool:
 def _still_running(process: dict[str, Any]) -> bool:
     """Whether the process a status entry names runs still (its pid and start time)."""
     pid, started = process.get("pid"), process.get("started")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    now = process_start(pid)  # None: no such process (or only its zombie)
-    return now is not None and (started is None or now == started)
+    return isinstance(pid, int) and holder_alive(pid, started if isinstance(started, int) else 0)
 
 
 def not_ready(status: dict[str, Any] | None) -> str:

@@ -485,6 +485,8 @@ class Supervisor(StuckWatch):
         go: Callable[[], bool] = lambda: True,
         started: Callable[[], None] = lambda: None,
         begin: Callable[[], bool] = lambda: True,
+        *,
+        successor: bool = False,
     ) -> int:
         """Start, watch until ``stop()``, stop. Returns the exit status. ``go`` is called
         while the processes import, before the instance's lock is taken (a promotion's new
@@ -492,9 +494,14 @@ class Supervisor(StuckWatch):
         it held, before anything of the instance is touched (a promotion: its epoch). False
         from either (a promotion that did not fence the old primary) starts nothing.
         ``started`` runs once the instance is running (a standby's: prestart its promotion).
-        The rest of the run holds the lock: a second supervisor is refused there."""
+        The rest of the run holds the lock: a second supervisor is refused there.
+        ``successor``: a promotion's, whose ``go`` waits for the instance running now (the
+        standby) to exit, so the look for it before the processes start is left to the
+        rings' creation after ``go`` (the standby's stop can come after this start's own
+        checks: review 182's, between the fence and the word to go)."""
         try:
-            self.refuse_running()  # before starting anything of it
+            if not successor:
+                self.refuse_running()  # before starting anything of it
             self.refuse_cpus_missing()
             self.refuse_other_units()
             self.prestart()
@@ -553,9 +560,11 @@ def main(
     argv: list[str] | None = None,
     go: Callable[[], bool] = lambda: True,
     begin: Callable[[], bool] = lambda: True,
+    *,
+    successor: bool = False,
 ) -> int:
-    """``go``, ``begin``: see ``Supervisor.run`` (``scripts/failover.py`` waits in ``go`` for
-    the fence and the standby's exit, and begins the new epoch in ``begin``)."""
+    """``go``, ``begin``, ``successor``: see ``Supervisor.run`` (``scripts/failover.py`` waits
+    in ``go`` for the fence and the standby's exit, and begins the new epoch in ``begin``)."""
     parser = argparse.ArgumentParser(description="ringex supervisor")
     parser.add_argument("--profile", default="dev", help="profile name or TOML path")
     args = parser.parse_args(argv)
@@ -575,7 +584,7 @@ def main(
             from procs.supervisor.held_promotion import run_standby  # noqa: PLC0415
 
             return run_standby(cfg, args.profile, stopped)
-        return Supervisor(cfg, args.profile).run(stopped, go, begin=begin)
+        return Supervisor(cfg, args.profile).run(stopped, go, begin=begin, successor=successor)
     return 0
 
 

@@ -560,7 +560,7 @@ def test_supervise_starts_nothing_without_promotes_word(
     said("failover")
     from procs.supervisor import main as supervisor_main  # noqa: PLC0415
 
-    monkeypatch.setattr(supervisor_main, "main", lambda argv, go, begin: int(go()))
+    monkeypatch.setattr(supervisor_main, "main", lambda argv, go, begin, **_: int(go()))
     monkeypatch.setattr(failover.sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(word)))
     assert failover.supervise("p.toml", 0, 2) == int(starts)
     assert ("not starting" in capsys.readouterr().err) is not starts
