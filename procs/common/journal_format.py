@@ -77,7 +77,9 @@ def pack_header(
 #: layouts, or ones it only extends by trailing fields with defaults (a shorter array decodes).
 #: Builds up to 82bd4da (2026-11-27) stamped the whole record set's id, 0x5245DCF948CF, whose
 #: commands' id is 0x5245E71EF8B6; 0x52452A093320 added ``client_id`` to ``NewOrder`` and
-#: ``ReplaceOrder`` (2026-11-27, b"" in the entries before it). Constants, keyed by the
+#: ``ReplaceOrder`` (2026-11-27, b"" in the entries before it); 0x5245F1ADAD78 is the same
+#: layout under the schema id's own rendering of types, enum members included (2026-11-29:
+#: msgspec's ``repr`` before, ``record_layout.describe``). Constants, keyed by the
 #: commands' id, so any later build with those commands reads them, whatever its events, and
 #: one of other commands does not (review 68: computed from the build's own records, the
 #: alias followed its events).
@@ -85,6 +87,7 @@ _BEFORE_CLIENT_IDS: Final = frozenset({0x5245_E71E_F8B6, 0x5245_DCF9_48CF})
 LEGACY_SCHEMA_IDS: Final[dict[int, frozenset[int]]] = {
     0x5245_E71E_F8B6: frozenset({0x5245_DCF9_48CF}),
     0x5245_2A09_3320: _BEFORE_CLIENT_IDS,
+    0x5245_F1AD_AD78: _BEFORE_CLIENT_IDS | {0x5245_2A09_3320},
 }
 
 

@@ -72,11 +72,36 @@ def _bin_header(length: int) -> int:
 
 
 def schema_id(types: Sequence[type[msgspec.Struct]]) -> int:
-    """A stable id of the record set's layout (names, tags, fields, types)."""
+    """A stable id of the record set's layout: names, tags, fields and their types, an enum's
+    members and values with them, in a rendering of its own (``describe``), not msgspec's
+    ``repr`` of its type objects, which a msgspec upgrade may change (a journal of the same
+    layout refused) and which names an enum's class alone (a member renumbered went unseen)."""
     parts = []
     for cls in types:
         info = msgspec.inspect.type_info(cls)
         assert isinstance(info, msgspec.inspect.StructType)
-        fields = ",".join(f"{f.name}:{f.type!r}" for f in info.fields)
+        fields = ",".join(f"{f.name}:{describe(f.type)}" for f in info.fields)
         parts.append(f"{cls.__name__}={cls.__struct_config__.tag}({fields})")
     return zlib.crc32(";".join(parts).encode()) | 0x5245 << 32  # "RE" marks a records schema
+
+
+def describe(t: msgspec.inspect.Type) -> str:
+    """A record field's type as the schema id takes it: ``int[ge..le]`` (with ``gt``, ``lt``
+    and ``multiple_of`` where set), ``Side{BUY=1,SELL=2}``, ``bytes[..36]``."""
+    if isinstance(t, msgspec.inspect.IntType):
+        extra = "".join(
+            f",{name}={value}"
+            for name, value in (("gt", t.gt), ("lt", t.lt), ("multiple_of", t.multiple_of))
+            if value is not None
+        )
+        return f"int[{_end(t.ge)}..{_end(t.le)}{extra}]"
+    if isinstance(t, msgspec.inspect.EnumType):
+        members = ",".join(f"{m.name}={m.value!r}" for m in t.cls)
+        return f"{t.cls.__name__}{{{members}}}"
+    if isinstance(t, msgspec.inspect.BytesType):
+        return f"bytes[{_end(t.min_length)}..{_end(t.max_length)}]"
+    raise TypeError(f"record field type {t!r} has no layout a schema id describes")
+
+
+def _end(bound: int | None) -> str:
+    return "" if bound is None else str(bound)

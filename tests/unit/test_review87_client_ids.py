@@ -63,7 +63,8 @@ What holds (passing tests pin some): the fallback is the account's own
 (``WHERE account_id``): BOB neither sees nor cancels ALICE's filed order by her id, and his
 cancel by her order's ``orderId`` is refused by the matcher's owner check. The build's
 journal schema id is the key ``LEGACY_SCHEMA_IDS`` gives the old ids under
-(0x52452A093320), and the slot is 152 bytes (``NewOrder`` 142 + 10 framing), as README says;
+(0x52452A093320; 0x5245F1ADAD78 since 2026-11-29), and the slot is 152 bytes (``NewOrder``
+142 + 10 framing), as README says;
 an old build's 128-byte entries decode with ``client_id`` b"" (``test_client_id_records.py``).
 A writer snapshot of the build before (``OrderRow`` arrays without ``client_id``) decodes,
 each open order with b"". Old database rows get '' (``NOT NULL DEFAULT ''``), and '' is never
@@ -404,7 +405,7 @@ def test_the_layout_is_the_one_readme_and_the_alias_name() -> None:
     codec = RecordCodec()
     assert codec.slot_size == 152
     assert max_encoded_size(NewOrder) + SLOT_FRAMING == 152
-    assert codec.journal_schema_id == 0x5245_2A09_3320
+    assert codec.journal_schema_id == 0x5245_F1AD_AD78
     assert {0x5245_E71E_F8B6, 0x5245_DCF9_48CF} <= LEGACY_SCHEMA_IDS[codec.journal_schema_id]
 
 

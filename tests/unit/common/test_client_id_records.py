@@ -6,6 +6,7 @@ with ``client_id`` b""; ``client_id_of`` keeps a FIX ClOrdID only as the records
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import msgspec
@@ -14,7 +15,6 @@ import pytest
 from procs.common.journal import LEGACY_SCHEMA_IDS, JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
-from procs.common.record_layout import schema_id
 from procs.common.records import JOURNALED_TYPES, RECORD_TYPES, NewOrder, OrderRecord, ReplaceOrder
 from procs.common.types import (
     MAX_CLIENT_ID,
@@ -54,8 +54,30 @@ _OLD = {NewOrder: _OldNewOrder, ReplaceOrder: _OldReplaceOrder}
 # the names are the schema id's, and the old build's were these
 _OldNewOrder.__name__, _OldReplaceOrder.__name__ = "NewOrder", "ReplaceOrder"
 OLD_CODEC = RecordCodec([_OLD.get(t, t) for t in RECORD_TYPES])  # type: ignore[misc]
-#: its journal's schema id (``RecordCodec`` picks the commands by type: not these classes)
-OLD_JOURNAL_ID = schema_id([_OLD.get(t, t) for t in JOURNALED_TYPES])  # type: ignore[misc]
+#: its journal's schema id, as that build stamped it (with msgspec's ``repr`` of the types)
+OLD_JOURNAL_ID = 0x5245_E71E_F8B6
+
+
+def _stamped_id(types: list[type[msgspec.Struct]]) -> int:
+    """The schema id as builds before 2026-11-29 computed it: msgspec's ``repr`` of each
+    field's type (``record_layout.describe`` since, whose ids alias these)."""
+    parts = []
+    for cls in types:
+        info = msgspec.inspect.type_info(cls)
+        assert isinstance(info, msgspec.inspect.StructType)
+        fields = ",".join(f"{f.name}:{f.type!r}" for f in info.fields)
+        parts.append(f"{cls.__name__}={cls.__struct_config__.tag}({fields})")
+    return zlib.crc32(";".join(parts).encode()) | 0x5245 << 32
+
+
+@pytest.mark.skipif(msgspec.__version__ != "0.23.0", reason="the reprs of msgspec 0.23.0")
+def test_the_aliases_name_the_ids_the_builds_before_stamped() -> None:
+    """``LEGACY_SCHEMA_IDS``' constants are what the old rendering made of the layouts: the
+    commands before client ids, and this layout before ``describe`` (2026-11-29)."""
+    old = [_OLD.get(t, t) for t in JOURNALED_TYPES]
+    assert _stamped_id(old) == OLD_JOURNAL_ID  # type: ignore[arg-type]
+    assert _stamped_id(list(JOURNALED_TYPES)) == 0x5245_2A09_3320
+    assert {OLD_JOURNAL_ID, 0x5245_2A09_3320} <= LEGACY_SCHEMA_IDS[CODEC.journal_schema_id]
 
 
 def _old_order(oid: int) -> _OldNewOrder:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from procs.common.journal import JournalFormatError, JournalReader
 from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec, RecordDecodeError
-from procs.common.record_layout import max_encoded_size, schema_id
+from procs.common.record_layout import describe, max_encoded_size, schema_id
 from procs.common.records import JOURNALED_TYPES, RECORD_TYPES, Accepted, NewOrder, Record, Trade
 from procs.common.result_codes import ResultCode
 from procs.common.types import U64, OrdType, Side, StpMode, TimeInForce
@@ -168,6 +168,35 @@ def test_schema_id_is_stable_and_tracks_the_layout() -> None:
     assert schema_id(RECORD_TYPES) == schema_id(RECORD_TYPES)
     assert schema_id(RECORD_TYPES) != schema_id(RECORD_TYPES[:-1])
     assert CODEC.schema_id == RecordCodec().schema_id
+
+
+def _plain(side: type[IntEnum]) -> type[msgspec.Struct]:
+    fields = [("side", side), ("qty", U64), ("ref", bytes)]
+    return msgspec.defstruct("Plain", fields, array_like=True, tag=1, frozen=True)
+
+
+def test_schema_id_is_the_layout_rendered_by_ringex_not_by_msgspecs_repr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The journal's id outlives a msgspec upgrade: ``describe`` renders a field's type
+    itself, so a ``repr`` msgspec changes (a field added to ``IntType``) changes no id, and
+    this build's journal id is the one its journals carry (a constant: README's upgrade
+    path and ``LEGACY_SCHEMA_IDS`` name it)."""
+    before = (CODEC.schema_id, CODEC.journal_schema_id)
+    monkeypatch.setattr(msgspec.inspect.IntType, "__repr__", lambda self: "IntType(new=1)")
+    monkeypatch.setattr(msgspec.inspect.EnumType, "__repr__", lambda self: "EnumType()")
+    assert (RecordCodec().schema_id, RecordCodec().journal_schema_id) == before
+    assert CODEC.journal_schema_id == 0x5245_F1AD_AD78
+    assert describe(msgspec.inspect.type_info(U64)) == f"int[0..{2**63 - 1}]"
+    assert describe(msgspec.inspect.type_info(Side)) == "Side{BUY=1,SELL=2}"
+
+
+def test_schema_id_sees_an_enum_member_renumbered() -> None:
+    """msgspec's ``repr`` of an enum type names its class alone: a member renumbered (a
+    journal's 2 read as another side) kept the id."""
+    renumbered = IntEnum("Side", {"BUY": 1, "SELL": 3})  # type: ignore[misc]
+    assert schema_id([_plain(Side)]) != schema_id([_plain(renumbered)])
+    assert schema_id([_plain(Side)]) == schema_id([_plain(Side)])
 
 
 class _NextAccepted(Accepted, tag=10, frozen=True):

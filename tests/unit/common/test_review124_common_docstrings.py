@@ -341,10 +341,11 @@ def test_another_schema_is_checked_at_the_first_entry_yielded_not_at_the_header(
 
 def test_a_legacy_segment_is_read_without_refusal(tmp_path: Path) -> None:
     """``LEGACY_SCHEMA_IDS``: "A journal schema id -> older ids whose segments this layout
-    reads as its own"; "0x52452A093320 added ``client_id`` to ``NewOrder``";
+    reads as its own"; "0x5245F1ADAD78 is the same layout under the schema id's own
+    rendering";
     ``JournalReader._foreign``: "a legacy alias of its own id is its own"."""
     said("journal", "journal_format")
-    assert SCHEMA == 0x5245_2A09_3320
+    assert SCHEMA == 0x5245_F1AD_AD78
     with JournalWriter(tmp_path, slot_size=SLOT, schema_id=0x5245_DCF9_48CF) as w:
         w.append(1, images(1, 2), 2)
     assert [s for s, _ in reader(tmp_path).entries()] == [1, 2]
