@@ -63,7 +63,9 @@ POLICY_VIOLATION = 1008
 #: request weighs one more for each ``NAMES_PER_REQUEST`` such names (review 47: 1,024-name
 #: requests at 1,000 a second took the loop; a name repeated is parsed once). So many pings a
 #: second too, which websockets answers at once (counted apart: a client's keepalive ping
-#: never trips on its requests).
+#: never trips on its requests), and so many pongs and continuation frames (a message cut
+#: into many small frames), which cost the loop a parse each though nothing is answered
+#: (review 181).
 MAX_REQUESTS_PER_S = 1_000
 TOO_MANY_REQUESTS = (
     f"more than {MAX_REQUESTS_PER_S} requests a second: the limit is {MAX_REQUESTS_PER_S}/s"
@@ -72,6 +74,10 @@ TOO_MANY_REQUESTS = (
 NAMES_PER_REQUEST = 10
 TOO_MANY_PINGS = (
     f"more than {MAX_REQUESTS_PER_S} pings a second: the limit is {MAX_REQUESTS_PER_S}/s"
+)
+TOO_MANY_FRAMES = (
+    f"more than {MAX_REQUESTS_PER_S} pong or continuation frames a second: the limit is "
+    f"{MAX_REQUESTS_PER_S}/s"
 )
 
 
@@ -506,18 +512,22 @@ class FlowConnection(ServerConnection):
         super().connection_made(transport)
         self._queue_full = self._writes_full = False
         self.pings = TokenBucket(MAX_REQUESTS_PER_S, time.monotonic_ns())
+        self.frames = TokenBucket(MAX_REQUESTS_PER_S, time.monotonic_ns())
         self.recv_messages.pause = self._pause_queue
         self.recv_messages.resume = self._resume_queue
 
     def process_event(self, event: Event) -> None:
         super().process_event(event)
-        if (
-            isinstance(event, Frame)
-            and event.opcode is Opcode.PING
-            and not self.pings.allow(time.monotonic_ns())
-            and self.protocol.state is State.OPEN
-        ):  # websockets answered it already: the next ones are not
-            self.protocol.fail(POLICY_VIOLATION, TOO_MANY_PINGS)
+        if not isinstance(event, Frame) or self.protocol.state is not State.OPEN:
+            return
+        if event.opcode is Opcode.PING:
+            bucket, reason = self.pings, TOO_MANY_PINGS  # answered already: the next are not
+        elif event.opcode in (Opcode.PONG, Opcode.CONT):
+            bucket, reason = self.frames, TOO_MANY_FRAMES
+        else:
+            return
+        if not bucket.allow(time.monotonic_ns()):
+            self.protocol.fail(POLICY_VIOLATION, reason)
             self.send_data()
 
     def pause_writing(self) -> None:

@@ -321,10 +321,10 @@ TWENTY = [f"{symbol}@{kind}" for symbol in ("btc-usd", "eth-usd") for kind in KI
 
 
 def test_1000_requests_a_second_a_burst_of_as_many(monkeypatch: pytest.MonkeyPatch) -> None:
-    """README: "1,000 requests a second (a burst of as many) ... past either, it is closed
+    """README: "1,000 requests a second (a burst of as many) ... past any, it is closed
     with 1008 naming the limit": 1,001 at once, 1,000 answered, then 1008 naming 1000/s."""
     _prose("A feed connection may send 1,000 requests a second (a burst of as many)")
-    _prose("past either, it is closed with 1008 naming the limit")
+    _prose("past any, it is closed with 1008 naming the limit")
     lists = [json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": k}) for k in range(1_001)]
     conn, answered = _answered(monkeypatch, lists)
     assert MAX_REQUESTS_PER_S == answered == 1_000 and "1000/s" in TOO_MANY_REQUESTS
@@ -544,7 +544,7 @@ def test_real_socket_endpoints_heartbeat_and_405(instance: str) -> None:
 def test_real_socket_limits(instance: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """README: "raises its open-file limit for `max_connections` at start (what does not fit is
     answered 503)" (``connections_room`` answering 1); "max_message_bytes ... the largest
-    frame a client may send" (1,024: past it, 1009); pings "counted apart ...; past either,
+    frame a client may send" (1,024: past it, 1009); pings "counted apart ...; past any,
     it is closed with 1008 naming the limit" (``FlowConnection``'s own bucket)."""
     _block("max_message_bytes = 65536  # the largest frame a client may send")
     _prose("and as many pings, counted apart (websockets answers a ping at once)")

@@ -34,15 +34,17 @@ with ``U`` = previous ``u`` + 1 after each snapshot and ``u`` never repeated or 
 candles at every interval and the ticker over trades stamped alike exactly on a day
 boundary, an idle gap of days and a restart mid-stream equal an uninterrupted run; a
 hostile connection (invalid JSON, a binary frame, unknown streams and kinds, an over-long
-name, too many params or subscriptions, 20,000 unsolicited pongs) is answered with errors
-naming the value and the limit and stays open, and a neighbour's trades keep flowing.
+name, too many params or subscriptions) is answered with errors naming the value and the
+limit and stays open, 20,000 unsolicited pongs close it (1008), and a neighbour's trades keep
+flowing.
 
 Leads suspected, not shown as faults:
 
-- unsolicited pongs (and, over a raw socket, fragments of one message) are counted by
-  nothing (``FlowConnection.process_event``, server.py:512 counts pings only): 20,000 pongs cost
-  the shared loop about 0.1 s and leave the connection open; the ping limit's reasoning
-  (loop time per frame) applies to them too, less the pong written;
+- unsolicited pongs (and, over a raw socket, fragments of one message) were counted by
+  nothing (``FlowConnection.process_event`` counted pings only): 20,000 pongs cost the shared
+  loop about 0.1 s and left the connection open; the ping limit's reasoning (loop time per
+  frame) applies to them too, less the pong written. Was (fixed: pongs and continuation
+  frames past 1,000 a second close the connection, 1008 naming the limit);
 - the reseed at a replay mark stamps its levels with the mark's time (the matcher's restart),
   and ``L2Book.process`` sets ``last_ts_ns`` from them: the replayed commands' diffs after
   it carry an earlier ``E`` (book.py:110), so a depth or bookTicker ``E`` goes backwards;
@@ -57,6 +59,7 @@ Leads suspected, not shown as faults:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import pickle
 import random
@@ -66,6 +69,7 @@ from typing import Any
 
 import pytest
 import uvloop
+from websockets.exceptions import ConnectionClosed
 
 from procs.common.records import BookLevel, Record
 from procs.common.types import Side
@@ -74,6 +78,7 @@ from procs.core.market.symbols import MarketSymbol
 from procs.core.market.ticker import Ticker
 from procs.marketdata import messages
 from procs.marketdata.hub import Hub, Message
+from procs.marketdata.server import TOO_MANY_FRAMES
 from procs.marketdata.streams import parse_stream
 
 from .events import MIN, OTHER, SYMBOL, T0, level, trade
@@ -368,15 +373,40 @@ def test_hostile_requests_are_answered_naming_the_value_and_the_neighbour_is_ser
             msg = await answer(json.dumps({"method": "SUBSCRIBE", "params": many, "id": 3}))
             assert msg["error"]["code"] == 4 and "9" in msg["error"]["msg"], msg
             assert "at most 8" in msg["error"]["msg"], msg
-            for _ in range(20_000):  # unsolicited pongs: not answered, not counted
-                await bad.ws.pong(b"p")
             assert (await bad.request("LIST_SUBSCRIPTIONS"))["result"] == []
+            with contextlib.suppress(ConnectionClosed):  # unsolicited pongs: counted, 1008
+                for _ in range(20_000):
+                    await bad.ws.pong(b"p")
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                await asyncio.wait_for(bad.ws.wait_closed(), 5)
+            assert (bad.ws.close_code, bad.ws.close_reason) == (1008, TOO_MANY_FRAMES)
             rig.publish([trade(1, 1, 10_000, 1, ts=time.time_ns())])
             (got,) = await good.collect("btc-usd@trade", 1)
             assert got["t"] == 1
 
     async def main() -> None:
         async with running(instance, max_subscriptions=8) as rig:
+            await asyncio.wait_for(body(rig), 20)
+
+    uvloop.run(main())
+
+
+def test_a_message_cut_into_thousands_of_frames_closes_the_connection(instance: str) -> None:
+    """Continuation frames are counted as pongs are: each costs the loop a parse."""
+
+    async def body(rig: Rig) -> None:
+        async with rig.client("/ws") as bad, rig.client("/ws/btc-usd@trade") as good:
+            with contextlib.suppress(ConnectionClosed):
+                await bad.ws.send(["{"] + [" "] * 3_000 + ['"method":"LIST_SUBSCRIPTIONS"}'])
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                await asyncio.wait_for(bad.ws.wait_closed(), 5)
+            assert (bad.ws.close_code, bad.ws.close_reason) == (1008, TOO_MANY_FRAMES)
+            rig.publish([trade(1, 1, 10_000, 1, ts=time.time_ns())])
+            (got,) = await good.collect("btc-usd@trade", 1)
+            assert got["t"] == 1
+
+    async def main() -> None:
+        async with running(instance) as rig:
             await asyncio.wait_for(body(rig), 20)
 
     uvloop.run(main())
