@@ -25,6 +25,7 @@ from config.fields import (
     host_and_port,
     listen_address,
 )
+from config.refused_value import cut_values
 
 if TYPE_CHECKING:  # shm is imported where a strategy is built: ops scripts load config fast
     from shm.wait import WaitStrategy
@@ -581,13 +582,15 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         for a in self.assets:
             if a.name == name:
                 return a
-        raise KeyError(f"asset {name!r} is not configured ({[a.name for a in self.assets]})")
+        shown = cut_values(repr(name))  # a value of kilobytes shown cut (review 194)
+        raise KeyError(f"asset {shown} is not configured ({[a.name for a in self.assets]})")
 
     def symbol(self, name: str) -> SymbolConfig:
         for s in self.symbols:
             if s.name == name:
                 return s
-        raise KeyError(f"symbol {name!r} is not configured ({[s.name for s in self.symbols]})")
+        shown = cut_values(repr(name))
+        raise KeyError(f"symbol {shown} is not configured ({[s.name for s in self.symbols]})")
 
     def matcher(self, name: str) -> MatcherConfig:
         for m in self.matchers:

@@ -30,6 +30,7 @@ from typing import Final
 
 import msgspec
 
+from config.refused_value import cut_values
 from procs.common.change_log import COMPACT_MIN, LoggedSnapshot
 from procs.common.crc_frames import crc_hex
 
@@ -53,7 +54,10 @@ def comp_id_refused(comp_id: str | None) -> str:
     """Why ``comp_id`` cannot name a user (``COMP_ID``), or "" when it can."""
     if COMP_ID.fullmatch(comp_id or ""):
         return ""
-    return f"comp id {comp_id!r} must be 1..32 of A-Z a-z 0-9 . _ : -, a letter or digit first"
+    return (  # a value of kilobytes shown cut (review 194)
+        f"comp id {cut_values(repr(comp_id))} must be 1..32 of A-Z a-z 0-9 . _ : -, a letter "
+        "or digit first"
+    )
 
 
 def password_refused(password: str | None) -> str:

@@ -17,6 +17,8 @@ from procs.gateway.api_errors import ApiError, bad_request
 from procs.gateway.rest_request import RestRequest
 
 _decode = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
+_decode_raw = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_decode_number = msgspec.json.Decoder(int | float).decode
 #: Longest a request's body may take to arrive (s): aiohttp waits for a body for ever, so a
 #: client trickling one byte at a time would hold a connection and a handler as long as it
 #: liked, and enough of them the gateway's file descriptors.
@@ -51,6 +53,13 @@ def body_pairs(body: bytes, content_type: str) -> list[tuple[str, str]]:
     try:
         decoded = _decode(body)
     except msgspec.DecodeError as exc:
+        huge = _out_of_range(body) if isinstance(exc, msgspec.ValidationError) else None
+        if huge is not None:  # a JSON object, of a number no float or int64 holds
+            raise bad_request(
+                codes.ILLEGAL_PARAM,
+                f"parameter {huge[0][:64]!r} is the JSON number {huge[1]}, out of range: "
+                "decimals are strings",
+            ) from None
         raise bad_request(codes.ILLEGAL_PARAM, f"body is not a JSON object: {exc}") from None
     except UnicodeDecodeError as exc:
         raise bad_request(
@@ -67,6 +76,28 @@ def body_pairs(body: bytes, content_type: str) -> list[tuple[str, str]]:
     if len(decoded) < body.count(b":"):  # maybe a key twice: count them
         pairs += json_repeats(body, decoded)
     return pairs
+
+
+def _out_of_range(body: bytes) -> tuple[str, str] | None:
+    """The first key of the JSON object ``body`` whose value is a number msgspec cannot hold
+    (``1e400``, 5,000 digits: "Number out of range - at `$[...]`" names no key), with the
+    number as sent (its first 40 characters and its length); None if none is."""
+    try:
+        raw = _decode_raw(body)
+    except msgspec.DecodeError:
+        return None
+    for name, value in raw.items():
+        text = bytes(value)
+        if text[:1] not in b"-0123456789":
+            continue
+        try:
+            _decode_number(text)
+        except msgspec.ValidationError:
+            shown = text.decode()
+            if len(shown) > 40:
+                shown = f"{shown[:40]}... ({len(shown)} characters)"
+            return name, shown
+    return None
 
 
 def _form(text: str) -> list[tuple[str, str]]:
