@@ -37,6 +37,9 @@ class ResultCode(IntEnum):
     NO_REFERENCE_PRICE = 2011
     INVALID_AMOUNT = 2012
     BALANCE_LIMIT = 2013  # a deposit would take the asset's total over 2**63 - 1
+    #: refused before a router restart that lost its reply (the reason is not kept): read
+    #: again, it is not decided on a state its later commands changed (``reread.py``)
+    REFUSED_BEFORE_RESTART = 2014
 
     # matcher
     UNKNOWN_ORDER = 3000

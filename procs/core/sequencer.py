@@ -382,7 +382,9 @@ def _reject(cmd: OrderRecord, code: ResultCode) -> Rejected:
 def answered_again(sequencer: Sequencer, cmd: Record, seq: int) -> Record | None:
     """The OK a journaled command read again after a restart gets, when it was not told
     before: a mass cancel's acknowledgement, an account command's ``AccountReply`` (an
-    order's answers come from its matcher)."""
+    order's answers come from its matcher), whose balance is the free balance now, not the
+    one right after it (the commands journaled after it are applied: a live reply's too
+    depends on how many of the matchers' events the router had settled)."""
     if isinstance(cmd, MassCancel):
         return mass_cancel_verdict(cmd, _OK)
     if isinstance(cmd, CreateAccount):
@@ -391,6 +393,22 @@ def answered_again(sequencer: Sequencer, cmd: Record, seq: int) -> Record | None
         balance = sequencer.accounts.balance(cmd.account, cmd.asset)[0]
         return _account_reply(cmd, seq, cmd.asset, _OK, balance)
     return None
+
+
+def refused_again(sequencer: Sequencer, cmd: Record) -> Record:
+    """The refusal a command refused before a restart gets when it is read again and its
+    reply was lost with that run (``REFUSED_BEFORE_RESTART``: its reason is not kept),
+    rather than a decision on a state its gateway's later commands have changed."""
+    code = ResultCode.REFUSED_BEFORE_RESTART
+    if isinstance(cmd, MassCancel):
+        return mass_cancel_verdict(cmd, code)
+    if isinstance(cmd, Transfer):
+        balance = sequencer.accounts.balance(cmd.account, cmd.asset)[0]
+        return _account_reply(cmd, 0, cmd.asset, code, balance)
+    if isinstance(cmd, CreateAccount):
+        return _account_reply(cmd, 0, 0, code, 0)
+    assert isinstance(cmd, OrderRecord), f"{type(cmd).__name__} is not refused by the router"
+    return _reject(cmd, code)
 
 
 def mass_cancel_verdict(cmd: MassCancel, code: ResultCode) -> Rejected:

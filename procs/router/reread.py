@@ -8,7 +8,14 @@ the end of what each ring held at the start:
   mass cancel's acknowledgement, an account command's reply) is made again, unless it went
   out before the crash;
 - a command answered then (its reply is still in the gateway's reply ring) is not decided
-  again: a refusal must not become an acceptance on the state recovery settled since.
+  again: a refusal must not become an acceptance on the state recovery settled since;
+- a command refused then whose reply the crash lost (not journaled, though a later command
+  of its ring is: the router decides a ring's commands in order) is refused again, with
+  ``REFUSED_BEFORE_RESTART`` (its reason is not kept), not decided on a state its gateway's
+  later commands changed: a deposit journaled after an order refused for balance would
+  have funded it, out of the order its gateway sent them (review 193). An admin command
+  is decided again (nothing but the configuration refuses one), and a transfer applied
+  before (a retry of its key) is answered as a repeat.
 
 An owed OK takes its command's place among the commands read (a ``Decision`` with
 ``journaled`` set), so it leaves with the replies of the commands beside it, in their order:
@@ -22,9 +29,9 @@ from __future__ import annotations
 
 import logging
 
-from procs.common.records import Record
+from procs.common.records import AdminCommand, Record, Transfer
 from procs.core.recovery import Identity, identity
-from procs.core.sequencer import Decision, Sequencer, answered_again
+from procs.core.sequencer import Decision, Sequencer, answered_again, refused_again
 from shm import Consumer, Ring, RingError
 
 log = logging.getLogger("ringex.router")
@@ -37,11 +44,13 @@ class Reread:
         inputs: list[tuple[int, Consumer[Record]]],
         replies: dict[int, Ring[Record]],
     ) -> None:
-        self._gateways: dict[int, tuple[dict[Identity, int], set[tuple[int, int]], int]] = {}
+        self._gateways: dict[int, tuple[dict[Identity, int], set[tuple[int, int]], int, int]] = {}
         for g, consumer in inputs:
             end = consumer.ring.cursor()
             if end > consumer.sequence:
-                self._gateways[g] = (journaled.get(g, {}), answered(replies[g]), end)
+                mine = journaled.get(g, {})
+                decided = decided_upto(consumer, end, mine)
+                self._gateways[g] = (mine, answered(replies[g]), end, decided)
 
     def __contains__(self, gateway: int) -> bool:
         return gateway in self._gateways
@@ -56,10 +65,11 @@ class Reread:
         """``commands`` in order, less those a run before the restart answered; one it
         journaled and did not answer is replaced by the ``Decision`` that owes its answer
         (none for an order: its matcher answers it)."""
-        journaled, told, end = self._gateways[gateway]
+        journaled, told, end, decided = self._gateways[gateway]
         kept: list[Record | Decision] = []
         again = 0
-        for command in commands:
+        at = consumer.sequence - len(commands)  # the ring position of ``commands[0]``
+        for n, command in enumerate(commands, at):
             key = identity(command)
             ref = (getattr(command, "session", 0), getattr(command, "client_ref", 0))
             if key is not None and key in journaled:
@@ -70,6 +80,9 @@ class Reread:
                     kept.append(Decision(None, reply=reply, journaled=seq))
             elif ref in told and key is not None:
                 again += 1  # refused before the restart, and told so: not decided again
+            elif key is not None and n < decided and not _decided_alike(command, sequencer):
+                again += 1  # refused before the restart, its reply lost: refused again
+                kept.append(Decision(None, reply=refused_again(sequencer, command)))
             else:
                 kept.append(command)
         if again:
@@ -80,6 +93,30 @@ class Reread:
         if consumer.sequence >= end:
             del self._gateways[gateway]
         return kept
+
+
+def decided_upto(consumer: Consumer[Record], end: int, journaled: dict[Identity, int]) -> int:
+    """The ring position past the last command in ``consumer``'s unread window (up to
+    ``end``) that the run before the restart journaled: it decided every command before
+    that one, as it decides a ring's commands in order."""
+    upto = consumer.sequence
+    if journaled:
+        for n in range(consumer.sequence, end):
+            if identity(consumer.ring.record(n)) in journaled:
+                upto = n + 1
+    return upto
+
+
+def _decided_alike(command: Record, sequencer: Sequencer) -> bool:
+    """Whether deciding ``command`` again gives what the run before the restart gave: an
+    admin command's fate is the configuration's, and a transfer applied before is
+    answered as a repeat whatever the balance."""
+    if isinstance(command, AdminCommand):
+        return True
+    if isinstance(command, Transfer):
+        accounts = sequencer.accounts
+        return bool(accounts.repeat_of(command.account, command.asset, command.amount, command.key))
+    return False
 
 
 def answered(replies: Ring[Record]) -> set[tuple[int, int]]:

@@ -40,6 +40,7 @@ import pytest
 from config.schema import JournalConfig, ReplicationConfig, RingexConfig
 from procs.common.records import Balance, CreateAccount, MassCancel, Record, Transfer
 from procs.common.replication_ack import AckBlock, ack_dir
+from procs.common.result_codes import ResultCode
 from procs.common.types import Side
 from procs.router import main as router_main
 from procs.router.main import RouterShell
@@ -73,12 +74,20 @@ def batch() -> list[Record]:
 
 
 def told(ex: Exchange, gateway: int = 1) -> list[Told]:
-    """What the gateway reads now, balances aside: (client_ref, type, code) in order."""
+    """What the gateway reads now, balances aside: (client_ref, type, code) in order. A
+    refusal the crash kept from the gateway, read again before a command of its ring that
+    was journaled, is refused again as ``REFUSED_BEFORE_RESTART``, its reason not kept
+    (review 193): here it stands for the UNKNOWN_ACCOUNT it was, as these tests check the
+    order of the replies, not their reasons."""
     return [
-        (r.client_ref, type(r).__name__, r.code.name)  # type: ignore[attr-defined]
+        (r.client_ref, type(r).__name__, _lost(r.code).name)  # type: ignore[attr-defined]
         for r in ex.replies_of(gateway)
         if type(r) is not Balance
     ]
+
+
+def _lost(code: ResultCode) -> ResultCode:
+    return ResultCode.UNKNOWN_ACCOUNT if code == ResultCode.REFUSED_BEFORE_RESTART else code
 
 
 def kill_router(ex: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
