@@ -212,7 +212,7 @@ def _paths() -> Json:
         )},
         f"{V1}/trades": {"get": _operation(
             "trades", "Recent trades, oldest first.", _array(_ref("MarketTrade")),
-            params=market, errors=[502, 503], description=proxied,
+            params=[_symbol(), _limit(500)], errors=[502, 503], description=proxied,
         )},
         f"{V1}/ticker/24hr": {"get": _operation(
             "ticker24hr", "The 24-hour rolling ticker.", _one_or_all("Ticker"),

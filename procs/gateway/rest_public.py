@@ -134,7 +134,7 @@ class PublicRoutes(MarketStatuses):
         get(f"{v1}/time", self.server_time)
         get(f"{v1}/exchangeInfo", self.exchange_info)
         get(f"{v1}/depth", self.proxy("/api/depth"))
-        get(f"{v1}/trades", self.proxy("/api/trades"))
+        get(f"{v1}/trades", self.proxy("/api/trades", default_limit=500))  # Binance's (review 196)
         get(f"{v1}/ticker/24hr", self.proxy("/api/ticker", rp.TICKER_PARAMS, every=True))
         get(f"{v1}/ticker/price", self.proxy("/api/price", rp.TICKER_PARAMS, every=True))
         get(f"{v1}/ticker/bookTicker", self.proxy("/api/bookTicker", rp.TICKER_PARAMS, every=True))
@@ -209,7 +209,12 @@ class PublicRoutes(MarketStatuses):
         )
 
     def proxy(
-        self, path: str, accepted: frozenset[str] = rp.MARKET_PARAMS, *, every: bool = False
+        self,
+        path: str,
+        accepted: frozenset[str] = rp.MARKET_PARAMS,
+        *,
+        every: bool = False,
+        default_limit: int = 100,
     ) -> Handler:
         """A public market-data endpoint answered by the market-data process, which holds the
         live book, tape and ticker; ``accepted``: its parameters (a ``limit`` or none). A
@@ -224,7 +229,7 @@ class PublicRoutes(MarketStatuses):
             else:  # a ticker of every symbol: an array, in the config's order
                 url = f"{self.api.market_url}{path}"
             if "limit" in accepted:
-                url += f"&limit={rp.integer(params, 'limit', 100, 1, MARKET_LIMIT)}"
+                url += f"&limit={rp.integer(params, 'limit', default_limit, 1, MARKET_LIMIT)}"
             if self.api.market_url is None or self.api.client is None:
                 raise ApiError(
                     503, codes.DISCONNECTED, "market data is not enabled on this exchange"

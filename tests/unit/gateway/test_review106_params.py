@@ -200,6 +200,8 @@ def _limit_calls() -> dict[str, tuple[int, int, int]]:
                     default, low, high = (
                         int(cast(int, a.value))
                         if isinstance(a, ast.Constant)
+                        else PROXY_DEFAULT  # the proxy's parameter: each route's own
+                        if ast.unparse(a) == "default_limit"
                         else int(getattr(module, ast.unparse(a)))
                         for a in call.args[2:5]
                     )
@@ -207,6 +209,10 @@ def _limit_calls() -> dict[str, tuple[int, int, int]]:
     return found
 
 
+PROXY_DEFAULT = -1
+#: The default ``limit`` of each route ``proxy`` serves (``default_limit``): README's
+#: "by default 100 levels and 500 trades as Binance's".
+PROXIED_DEFAULTS = {f"{V1}/depth": 100, f"{V1}/trades": 500}
 #: (handler, the paths it serves).
 LIMIT_HANDLERS = [
     ("handler", [f"{V1}/depth", f"{V1}/trades"]),
@@ -218,7 +224,7 @@ LIMIT_HANDLERS = [
 
 @pytest.mark.parametrize(("handler", "paths"), LIMIT_HANDLERS)
 def test_each_limits_default_is_the_documents(handler: str, paths: list[str]) -> None:
-    """rest_public.py:199 (depth, trades: 100, up to the tape's 1,000), :240 (klines: 500),
+    """rest_public.py:199 (depth 100, trades 500, up to the tape's 1,000), :240 (klines: 500),
     rest_history.py:30, :52 (allOrders, myTrades: 500, up to 1,000): the default and bounds
     of ``limit`` are those the document gives (openapi.py ``_limit``)."""
     default, low, high = _limit_calls()[handler]
@@ -226,7 +232,8 @@ def test_each_limits_default_is_the_documents(handler: str, paths: list[str]) ->
         schema = next(
             p["schema"] for p in _operation("GET", path)["parameters"] if p["name"] == "limit"
         )
-        assert (schema["default"], schema["minimum"], schema["maximum"]) == (default, low, high)
+        wanted = PROXIED_DEFAULTS[path] if default == PROXY_DEFAULT else default
+        assert (schema["default"], schema["minimum"], schema["maximum"]) == (wanted, low, high)
 
 
 def test_trades_limit_is_the_tapes_thousand() -> None:
