@@ -139,7 +139,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         #: requests the shell answers: BE (``user_requests.py``), e (``security_status.py``)
         self.shell_requests: dict[bytes, Callable[[Session, FixMessage, int], None]] = {}
         self.shell_events: Callable[[Record], None] = lambda _: None  # SymbolStatus: the same
-        self._session_accounts: dict[int, int | None] = {}
+        self._init_holders()
         self.undeliverable = 0  # reports that could not even be parked
         self._next_ref = wall_clock.now_ns()
         self._exec_blocks = ExecIdBlocks(None if directory is None else directory / EXEC_IDS)
@@ -157,7 +157,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
 
     def on_logon(self, session: Session, now_ns: int) -> None:
         self.sessions[session.session_id] = session
-        self._session_accounts[session.session_id] = session.account
+        self._know(session.session_id, session.account)
 
     def on_disconnect(self, session: Session, now_ns: int) -> None:
         current = self.sessions.get(session.session_id)
@@ -264,8 +264,8 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         if self._duplicate(session, msg, cl_ord_id):
             return
         self.orders_in += 1
-        if self.api_holds(session.account, cl_ord_id):  # the REST API's open order's id
-            self._reject_new(session, msg, _held_by_api(cl_ord_id), 6)
+        if held := self.held_elsewhere(session.session_id, session.account, cl_ord_id):
+            self._reject_new(session, msg, held, 6)  # another's open order's id (49, 195)
             return
         sym = self.instruments.by_name.get(f[55])
         if sym is None:
@@ -346,8 +346,9 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             return
         if self._duplicate(session, msg, f[11], order):
             return
-        if msg.msg_type == b"G" and self.api_holds(session.account, f[11]):  # (review 49)
-            self._cancel_reject(session, msg, order, _held_by_api(f[11]), CXL_DUPLICATE)
+        g = msg.msg_type == b"G"
+        if g and (held := self.held_elsewhere(session.session_id, session.account, f[11])):
+            self._cancel_reject(session, msg, order, held, CXL_DUPLICATE)
             return
         unfit = differs(msg, order, session.account)
         if unfit is not None:
@@ -593,8 +594,3 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
 
 def _session_of(key: tuple[int, bytes], _order: Order) -> int:
     return key[0]
-
-
-def _held_by_api(cl_ord_id: bytes) -> str:
-    """Why a ClOrdID an open order placed through the REST API holds is refused over FIX."""
-    return f"duplicate ClOrdID {shown(cl_ord_id)}: an open order placed through the API holds it"
