@@ -64,14 +64,28 @@ MAX_QUEUED = 16
 #: An idle keep-alive connection is closed after this long (as ``RestApi.start`` sets
 #: aiohttp's, not its default of 3,630 s).
 KEEPALIVE_S = 75.0
-#: The lengths of the header names the lane looks at: Host, Expect, Content-Type,
-#: Content-Length, Content-Encoding, Transfer-Encoding.
-_SPECIAL_LENGTHS = frozenset((4, 6, 12, 14, 16, 17))
+#: The lengths of the header names the lane looks at: Host, ETag, Expect, Server, User-Agent,
+#: Content-Type, Max-Forwards, Content-Range, Content-Length, Content-Encoding,
+#: Content-Location, Transfer-Encoding.
+_SPECIAL_LENGTHS = frozenset((4, 6, 10, 12, 13, 14, 16, 17))
 #: Headers that make a request aiohttp's: it answers 100-continue, it inflates gzip.
 _AIOHTTPS = frozenset((b"expect", b"content-encoding"))
 _BLANKS = (b" ", b"\t")
-#: Headers aiohttp refuses twice (400), each a bit of ``FastLane._singletons``.
-_SINGLETONS = {b"host": 1, b"content-type": 2}
+#: Headers aiohttp refuses twice (400: RFC 9110's singletons, aiohttp's
+#: ``SINGLETON_HEADERS``, but Content-Length and Transfer-Encoding, which llhttp refuses
+#: twice itself), each a bit of ``FastLane._singletons`` (review 191: User-Agent twice was
+#: served here). Host's bit also tells an HTTP/1.1 request without one (aiohttp's 400).
+_SINGLETONS = {
+    b"host": 1,
+    b"content-type": 2,
+    b"content-location": 4,
+    b"content-range": 8,
+    b"etag": 16,
+    b"max-forwards": 32,
+    b"server": 64,
+    b"user-agent": 128,
+}
+_HOST = _SINGLETONS[b"host"]
 
 
 class FastLane(asyncio.Protocol):
@@ -136,6 +150,7 @@ class FastLane(asyncio.Protocol):
         self._done: list[tuple[FastHandler, FastRequest]] = []
         self._for_aiohttp = False  # a request in this read is aiohttp's
         self._timer: asyncio.TimerHandle | None = None
+        self._eof = False  # the client half-closed: close once its requests are answered
         self._handover: list[bytes] | None = None  # the bytes for aiohttp, once decided
         self._last: bytes | None = None  # an answer that ends the connection, once decided
 
@@ -207,9 +222,17 @@ class FastLane(asyncio.Protocol):
         ):
             self._hand_over(cut)  # the request in progress is the carried one (2+ reads)
             return
-        if self._in_request and self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.body_timeout_s, self._too_slow)
+        if not self._paused:
+            self._arm_timer()
+
+    def eof_received(self) -> bool:
+        """The client shut its sending side after its requests (a half-close): answer those
+        taken, then close (review 191: asyncio closed at once, and an order placed went
+        unanswered). One unfinished, or one for aiohttp, cannot be: closed now."""
+        if (self._busy or self._queue) and self._handover is None:
+            self._eof = True
+            return True
+        return False
 
     # -- httptools callbacks ----------------------------------------------------------------
 
@@ -237,8 +260,8 @@ class FastLane(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._headers_done:  # a chunked body's trailer: aiohttp ignores it, so do we,
-            self._trailers += 1  # up to its limit of lines (its 400 says "too many")
-            if self._trailers > MAX_HEADERS:
+            self._trailers += 1  # up to its limits of lines and of a line (its 400s)
+            if self._trailers > MAX_HEADERS or len(name) + len(value) > MAX_LINE_BYTES:
                 self._stop_for_aiohttp()
             return
         headers = self._headers
@@ -273,7 +296,8 @@ class FastLane(asyncio.Protocol):
             or parser.should_upgrade()
             or self._aiohttps
             or self._length > self.max_body_bytes  # the middleware's 413
-        ):
+            or (not self._singletons & _HOST and parser.get_http_version() == "1.1")
+        ):  # (the last: aiohttp's 400, "Missing 'Host' header", review 191)
             self._stop_for_aiohttp()
         self._handler = handler
 
@@ -309,6 +333,9 @@ class FastLane(asyncio.Protocol):
         tasks, written in Python, is most of it)."""
         loop = asyncio.get_running_loop()
         while await self._answer_queue():
+            if self._eof:  # a half-close: its requests are answered
+                self.close()
+                return
             self._idle = loop.create_future()
             await self._idle
             if self._closing:  # connection_lost, or handed over to aiohttp
@@ -438,11 +465,16 @@ class FastLane(asyncio.Protocol):
         ):
             self._paused = False
             self.transport.resume_reading()
+            self._arm_timer()
 
     def _pause(self) -> None:
+        """Stop reading. A request's time limit stops with it (review 191: one whose bytes
+        waited in the kernel meanwhile was answered 408, and those behind it never); it
+        starts again with the reading."""
         if not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
+            self._cancel_timer()
 
     # -- endings ----------------------------------------------------------------------------
 
@@ -459,6 +491,12 @@ class FastLane(asyncio.Protocol):
             self._closing = True
             self.transport.write(answer)
             self.transport.close()
+
+    def _arm_timer(self) -> None:
+        """Time the request in progress, if any: it has ``body_timeout_s`` to arrive whole."""
+        if self._in_request and self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.body_timeout_s, self._too_slow)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

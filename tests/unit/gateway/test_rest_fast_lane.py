@@ -185,7 +185,10 @@ def test_a_request_that_never_arrives_whole_is_answered_408(harness: Harness) ->
         api.body_timeout_s = 0.2
         for data, what in (
             (b"POST /api/v1/order HTTP/1.1\r\nHost: x\r\n", b"request line and headers"),
-            (b"POST /api/v1/order HTTP/1.1\r\nContent-Length: 50\r\n\r\nsym", b"of 50 bytes"),
+            (
+                b"POST /api/v1/order HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\nsym",
+                b"of 50 bytes",
+            ),
         ):
             raw = await exchange(api.port, data, timeout_s=5)
             assert statuses(raw) == [408], raw

@@ -443,8 +443,8 @@ def test_the_task_ends_when_the_lane_ends_the_connection(end: str) -> None:
             await asyncio.sleep(0.2)
             expected.append((408, ""))
         elif end == "400 pipelined":
-            rig.lane.data_received(b"GET /api/v1/order?b HTTP/1.1\r\n\r\nGET /api/v1/pi")
-            rig.lane.data_received(b"ng HTTP/1.1\r\n\r\n")
+            rig.lane.data_received(b"GET /api/v1/order?b HTTP/1.1\r\nHost: x\r\n\r\nGET /api/v1/pi")
+            rig.lane.data_received(b"ng HTTP/1.1\r\nHost: x\r\n\r\n")
             expected += [(200, "b"), (400, "")]
         elif end == "500":
             rig.send("boom", "c")
