@@ -107,7 +107,9 @@ class L2Book:
             side.pop(key, None)
         pending[event.price] = event.qty
         self.last_update_id = event.seq
-        self.last_ts_ns = event.ts_ns
+        # never back: a reseed at a replay mark stamps its levels with the matcher's restart,
+        # and the replayed commands' changes after it carry earlier times (review 181)
+        self.last_ts_ns = max(self.last_ts_ns, event.ts_ns)
         self.version += 1
 
     def take_diff(self) -> DepthDiff | None:

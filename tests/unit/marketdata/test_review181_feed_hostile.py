@@ -46,8 +46,10 @@ Leads suspected, not shown as faults:
   frame) applies to them too, less the pong written. Was (fixed: pongs and continuation
   frames past 1,000 a second close the connection, 1008 naming the limit);
 - the reseed at a replay mark stamps its levels with the mark's time (the matcher's restart),
-  and ``L2Book.process`` sets ``last_ts_ns`` from them: the replayed commands' diffs after
-  it carry an earlier ``E`` (book.py:110), so a depth or bookTicker ``E`` goes backwards;
+  and ``L2Book.process`` set ``last_ts_ns`` from them: the replayed commands' diffs after
+  it carried an earlier ``E`` (book.py:110), so a depth or bookTicker ``E`` went backwards.
+  Was (fixed: ``last_ts_ns`` never goes back;
+  ``test_a_depth_time_never_goes_back_after_a_reseed``);
 - ``Outbox.push`` lets final klines and statuses past ``limit`` (outbox.py:75-89): a batch
   that closes many idle candles at once queues up to ``history`` finals per kline stream
   for a client that is behind; bounded, but by 500 x its kline streams, not ``client_queue``;
@@ -73,6 +75,7 @@ from websockets.exceptions import ConnectionClosed
 
 from procs.common.records import BookLevel, Record
 from procs.common.types import Side
+from procs.core.market.book import L2Book
 from procs.core.market.state import MarketState
 from procs.core.market.symbols import MarketSymbol
 from procs.core.market.ticker import Ticker
@@ -410,3 +413,14 @@ def test_a_message_cut_into_thousands_of_frames_closes_the_connection(instance: 
             await asyncio.wait_for(body(rig), 20)
 
     uvloop.run(main())
+
+
+def test_a_depth_time_never_goes_back_after_a_reseed() -> None:
+    """A reseed's levels at the restart's time, then the replayed commands' changes stamped
+    before it: the diff, snapshot and top keep the later time (``E`` never goes back)."""
+    book = L2Book(SYMBOL.id)
+    book.process(level(5, Side.BUY, 10_000, 3, ts=T0 + 10 * SEC))  # the reseed at the mark
+    book.process(level(6, Side.SELL, 10_100, 2, ts=T0 + SEC))  # a replayed command's change
+    diff = book.take_diff()
+    assert diff is not None and diff.ts_ns == T0 + 10 * SEC
+    assert book.snapshot(10).ts_ns == T0 + 10 * SEC
