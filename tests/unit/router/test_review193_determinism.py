@@ -114,6 +114,7 @@ from procs.core.symbols import symbol_specs
 from procs.router import intake
 from procs.router import main as router_main
 from shm.inspect import remove_instance
+from tests.unit.router.core_rig import new_order
 from tests.unit.router.test_review187_shell_hostile import (
     CODEC,
     CrashError,
@@ -189,18 +190,12 @@ def new(
     display: int = 0,
     flags: int = 0,
 ) -> NewOrder:
-    return NewOrder(
-        *(0, 0, gateway, 1, ref, account, 1, 0),
-        side=side,
-        ord_type=kind,
-        tif=tif,
-        flags=flags,
-        stp=stp,
-        price=price,
-        qty=qty,
-        stop_price=stop,
-        display_qty=display,
-    )
+    """``core_rig.new_order`` from ``gateway``, session 1."""
+    order = new_order(
+        *(account, side, price, qty),
+        ref=ref, kind=kind, tif=tif, stp=stp, stop=stop, display=display, flags=flags,
+    )  # fmt: skip
+    return msgspec.structs.replace(order, gateway=gateway, session=1)
 
 
 def admin(action: AdminAction, arg: int) -> AdminCommand:
