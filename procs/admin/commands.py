@@ -42,6 +42,7 @@ from procs.admin.users import (
 from procs.common.records import AccountReply, Balance
 from procs.common.result_codes import ResultCode
 from procs.common.run_files import read_status
+from procs.common.topology import snapshot_dir
 from shm.errors import ShmError, ShmPermissionError
 
 
@@ -155,7 +156,7 @@ def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
         if args.admin_command == "snapshot":
             client.snapshot(args.symbol)
             whose = f"the matcher of {args.symbol}" if args.symbol else "every matcher"
-            print(f"snapshot: sent ({whose} writes one, var/<instance>/snapshots)")
+            print(f"snapshot: sent ({whose} writes one, {snapshot_dir(cfg, '*')})")
             return 0
         if args.admin_command == "balances":
             return _print_balances(cfg, args.account, client.balances(args.account), args.json)

@@ -347,11 +347,11 @@ def test_a_rest_gateway_serves_it_all_on_one_loop(instance: str, tmp_path: Path)
     command batches, which hold the ``WatchBalances`` that ``GET account``'s balances come
     from (the router's: the funded dollars); the private stream opens at ``/api/v1/stream``
     with its snapshot, and ``/openapi.json`` is the document. Two Commands: "The same
-    username and password log in over FIX (Password 554) and to the REST API (`POST
-    /api/v1/apiKey`)"."""
+    SenderCompID (the username, then) and the password log in over FIX (Password 554) and to
+    the REST API (`POST /api/v1/apiKey`, its `username`)"."""
     row("orders through the same ring as FIX, balances from the router")
-    two("The same username and password log in over FIX (Password 554) and to the REST API "
-        "(`POST /api/v1/apiKey`)")  # fmt: skip
+    two("The SenderCompID (the username, then) and the password log in over FIX (Password "
+        "554) and to the REST API (`POST /api/v1/apiKey`, its `username`)")  # fmt: skip
     sent: list[Any] = []
 
     async def scenario(api: RestApi, url: str) -> None:

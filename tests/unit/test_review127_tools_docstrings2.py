@@ -27,7 +27,7 @@ from procs.common.apikeys import ApiKeyStore
 from procs.common.records import AccountReply, AdminCommand, MassCancel, Transfer, WatchBalances
 from procs.common.result_codes import ResultCode
 from procs.common.run_files import instance_lock
-from procs.common.topology import apikeys_path, users_path
+from procs.common.topology import apikeys_path, snapshot_dir, users_path
 from procs.common.types import AdminAction
 from procs.common.users import UserStore
 from procs.supervisor.main import Supervisor
@@ -165,7 +165,7 @@ def test_symbol_commands_are_admin_commands_symbol_0_every_matcher(
     assert capsys.readouterr().out.splitlines() == [
         "halt ETH-USD: sent", "resume BTC-USD: sent",
         "end-session every symbol: sent (DAY orders expire)",
-        "snapshot: sent (every matcher writes one, var/<instance>/snapshots)",
+        f"snapshot: sent (every matcher writes one, {snapshot_dir(_cfg(stopped), '*')})",
     ]  # fmt: skip
 
 
