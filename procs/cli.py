@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from procs.common.endpoints import endpoints
 from procs.common.journal import JournalError, JournalReader
 from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_archive import archive_segments_before
+from procs.common.pending_runs import pending_runs, stop_pending_runs
 from procs.common.record_codec import RecordCodec
 from procs.common.run_files import (
     not_ready,
@@ -55,55 +55,14 @@ from procs.common.units import units_differ
 from procs.core.recovery import archivable_before, recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
 from procs.dbwriter.writer import StoppedWaitingError
+from procs.shm_commands import shm_ls, shm_rm
 from procs.supervisor.draining import stop_bound_s
 from procs.supervisor.main import Supervisor
 from procs.supervisor.main import main as supervisor_main
 from shm import Ring
 from shm.errors import ShmError, ShmPermissionError
-from shm.inspect import SegmentInfo, list_segments, remove
+from shm.inspect import SegmentInfo, list_segments
 from shm.liveness import holder_alive, pid_alive, process_start
-
-
-def _shm_ls(args: argparse.Namespace) -> int:
-    segments = list_segments(args.instance)
-    if args.json:
-        print(json.dumps([asdict(s) | {"stale": s.stale} for s in segments], indent=2))
-        return 0
-    if not segments:
-        print("no ringex segments" + (f" for instance {args.instance!r}" if args.instance else ""))
-        return 0
-    print(
-        f"{'instance':12} {'name':20} {'bytes':>10} {'slots':>8} {'slot':>5} {'cursor':>12}  state"
-    )
-    for s in segments:
-        state = "stale" if s.stale else f"live pids {','.join(map(str, s.live_pids))}"
-        kind = "" if s.is_ring else "  (not a ring)"
-        print(
-            f"{s.instance:12} {s.name:20} {s.size:>10} {s.capacity:>8} {s.slot_size:>5} "
-            f"{s.cursor:>12}  {state}{kind}"
-        )
-    return 0
-
-
-def _shm_rm(args: argparse.Namespace) -> int:
-    if not (args.instance or args.stale or args.all):
-        print("ringex shm rm: say which: --instance NAME, --stale or --all", file=sys.stderr)
-        return 2
-    removed = 0
-    for s in list_segments(args.instance):
-        if args.stale and not s.stale:
-            continue
-        if not args.stale and not args.force and not s.stale:
-            print(
-                f"skipping {s.instance}.{s.name}: live pids {s.live_pids} (use --force)",
-                file=sys.stderr,
-            )
-            continue
-        remove(s)
-        removed += 1
-        print(f"removed {s.instance}.{s.name}")
-    print(f"{removed} segment(s) removed")
-    return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -294,6 +253,8 @@ def _stop(args: argparse.Namespace) -> int:
         if (elsewhere := _running_elsewhere(cfg)) is not None:  # its status file elsewhere
             print(elsewhere, file=sys.stderr)
             return 1
+        if starts := pending_runs(cfg, _profile(args), load_profile):  # no status yet (199)
+            return _stop_starts(cfg, starts, args.timeout)
         print(f"instance {cfg.instance} is not running")
         return 0
     try:
@@ -312,6 +273,15 @@ def _stop(args: argparse.Namespace) -> int:
         print(f"supervisor {pid} still running after {timeout:g} s", file=sys.stderr)
         return 1
     print(f"instance {cfg.instance} stopped")
+    return 0
+
+
+def _stop_starts(cfg: RingexConfig, starts: list[int], timeout_s: float | None) -> int:
+    bound = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
+    if left := stop_pending_runs(starts, bound if timeout_s is None else timeout_s):
+        print(f"instance {cfg.instance}'s start (pids {left}) still running", file=sys.stderr)
+        return 1
+    print(f"instance {cfg.instance} stopped (its start was under way)")
     return 0
 
 
@@ -534,13 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls = shm_sub.add_parser("ls", help="list ringex segments, their geometry and liveness")
     ls.add_argument("--instance", help="only this instance")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
-    ls.set_defaults(func=_shm_ls)
+    ls.set_defaults(func=shm_ls)
     rm = shm_sub.add_parser("rm", help="remove segments and their semaphores")
     rm.add_argument("--instance", help="only this instance")
     rm.add_argument("--stale", action="store_true", help="only segments no live process uses")
     rm.add_argument("--all", action="store_true", help="every ringex segment")
     rm.add_argument("--force", action="store_true", help="also remove segments still in use")
-    rm.set_defaults(func=_shm_rm)
+    rm.set_defaults(func=shm_rm)
     replay = sub.add_parser(
         "replay",
         help="rebuild router and matcher state from the newest snapshot and the journal, "

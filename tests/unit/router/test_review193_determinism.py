@@ -25,8 +25,8 @@ the order, and the journal replayed must give the live events and state); (c) th
 snapshot after every journaled command, restored (books into ``FastBook`` and
 ``ReferenceBook``) and the rest replayed, then live decisions on it (``probe``); (d) an
 exception at four points of a router step (before the journal write, before the publish,
-in the replies, before the commit) in six rounds, then recovery; (e) two interpreters with
-different ``PYTHONHASHSEED``.
+in the replies, before the commit) in six rounds, then recovery; (e, in
+``..._determinism2.py``) two interpreters with different ``PYTHONHASHSEED``.
 
 Faults found:
 
@@ -76,9 +76,6 @@ an event of one, or state a replay reads.
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 import time
 import types
 from collections.abc import Iterator, Sequence
@@ -565,46 +562,3 @@ def test_a_refusal_answered_before_the_crash_is_not_decided_again(
     refused_then_funded(rig64, monkeypatch, "_commit_answered")
     assert told_refused(rig64, 100)
     assert not executed(rig64, 100)
-
-
-# -- PYTHONHASHSEED -------------------------------------------------------------------------------
-
-
-def core_run() -> str:
-    """The stream through a bare ``Sequencer`` and ``Matcher`` (each command settled before
-    the next, at a fixed clock): a digest of every record out and both snapshots."""
-    cfg = config("core", Path("unused"))
-    sequencer, matchers = fresh(cfg)
-    out: list[Record] = [*sequencer.fee_changes(T0), *sequencer.rules_changes(T0)]
-    for record in out:
-        for name in sequencer.matchers_for(record):
-            matchers[name].execute(record)
-    for k, (_gateway, command) in enumerate(c for step in stream() for c in step):
-        decision = sequencer.submit(command, T0 + k)
-        out += [r for r in (decision.command, decision.reply) if r is not None]
-        if decision.command is not None:
-            for name in sequencer.matchers_for(decision.command):
-                events = matchers[name].execute(decision.command)
-                sequencer.settle(events)
-                out += events
-    snapshots = sequencer.snapshot() + matchers["m1"].snapshot()
-    return hashlib.blake2b(bytes(CODEC.encode_slots(out)) + snapshots).hexdigest()
-
-
-def test_the_outputs_do_not_depend_on_the_hash_seed() -> None:
-    """Two interpreters with different ``PYTHONHASHSEED``s (set and dict order of ints is
-    the same, of strs and tuples of them not): the same records and snapshots."""
-    code = f"from {__name__} import core_run; print(core_run())"
-    root = Path(__file__).resolve().parents[3]
-    digests = {
-        subprocess.run(
-            [sys.executable, "-c", code],
-            env={**os.environ, "PYTHONHASHSEED": seed},
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        for seed in ("1", "4242")
-    }
-    assert digests == {core_run()}
