@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -49,6 +49,7 @@ from procs.gateway.rest_body import checked_params
 from procs.gateway.rest_order_state import balance_json
 from procs.gateway.rest_params import STREAM_PARAMS
 from procs.gateway.signing import AuthError
+from procs.gateway.stream_meter import meter
 from procs.gateway.stream_slots import StreamSlot, StreamSlots
 from procs.gateway.stream_subscriber import CLOSE_GRACE_S, Subscriber
 
@@ -68,15 +69,6 @@ MAX_CLIENT_FRAMES_PER_S = 5_000
 TOO_MANY_FRAMES = (
     b"more than %d frames a second from the client (pings included): the limit is %d/s"
     % (MAX_CLIENT_FRAMES_PER_S, MAX_CLIENT_FRAMES_PER_S)
-)
-#: Bytes a second a stream's client may send (a burst of as many): a few pings' worth many
-#: times over (500 pings of the most a ping holds). The frames of a message never finished
-#: (empty continuations, 6 bytes each) reach no count of messages, and each costs the loop
-#: a parse (review 198): so many bytes bound them to about 11,000 a second.
-MAX_CLIENT_BYTES_PER_S = 64 * 1024
-TOO_MANY_BYTES = b"more than %d bytes a second from the client: the limit is %d/s" % (
-    MAX_CLIENT_BYTES_PER_S,
-    MAX_CLIENT_BYTES_PER_S,
 )
 
 
@@ -198,11 +190,11 @@ class PrivateStreams:
         try:
             api.core.touch(key.account, key.session, time.monotonic())
             api.core.streaming.add(key.account)
+            frames = TokenBucket(MAX_CLIENT_FRAMES_PER_S, time.monotonic_ns())
             await ws.prepare(request)
-            _meter(request, lambda: sub.close(TOO_MANY_BYTES))
+            meter(request, frames, lambda: sub.close(TOO_MANY_FRAMES))  # continuations too
             sub.start()
             await self._begin(sub)
-            frames = TokenBucket(MAX_CLIENT_FRAMES_PER_S, time.monotonic_ns())
             async for msg in ws:  # the client has nothing to say; keep the lease alive
                 if not frames.allow(time.monotonic_ns()):  # each costs the shared loop ~2 us
                     sub.close(TOO_MANY_FRAMES)
@@ -326,34 +318,3 @@ class PrivateStreams:
             sub.close(b"gateway shutting down", WSCloseCode.GOING_AWAY)
         if subs:
             await asyncio.wait([sub.ended for sub in subs], timeout=self.close_grace_s + 1.0)
-
-
-def _meter(request: web.Request, over: Callable[[], None]) -> None:
-    """Feed the stream's frame parser (aiohttp's, which its connection's protocol holds once
-    upgraded: aiohttp is pinned in constraints.txt) only while its client sends at most
-    ``MAX_CLIENT_BYTES_PER_S``; past it, ``over`` (the stream's close) and nothing more."""
-    protocol: Any = request.protocol
-    protocol._payload_parser = _Metered(protocol._payload_parser, over)
-
-
-class _Metered:
-    """A frame parser fed through a byte budget."""
-
-    __slots__ = ("_bucket", "_over", "_parser")
-
-    def __init__(self, parser: Any, over: Callable[[], None]) -> None:
-        self._parser = parser
-        self._over: Callable[[], None] | None = over
-        self._bucket = TokenBucket(MAX_CLIENT_BYTES_PER_S, time.monotonic_ns())
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if self._over is not None and not self._bucket.allow(time.monotonic_ns(), len(data)):
-            over, self._over = self._over, None
-            over()
-        if self._over is None:  # over its budget: read no more of it
-            return False, b""
-        result: tuple[bool, bytes] = self._parser.feed_data(data)
-        return result
-
-    def feed_eof(self) -> None:
-        self._parser.feed_eof()

@@ -31,9 +31,10 @@ Faults found:
    nothing to say, so refuse a fragmented message (close 1008 at its first non-FIN frame;
    aiohttp does not expose frames, so count bytes read per second on the transport, e.g.
    a protocol wrapper, or a ``max_msg_size`` and a read budget per second), or count frames
-   below the message level. Was (fixed: the stream's frame parser is fed through a budget
-   of ``MAX_CLIENT_BYTES_PER_S``, 64 KiB a second; past it the stream closes 1008 naming
-   it). Test: ``test_empty_continuation_frames_count_against_the_client_frame_limit``.
+   below the message level. Was (fixed: ``procs/gateway/stream_meter.py`` reads the frame
+   headers as the bytes pass to aiohttp's parser and charges the continuation frames to the
+   stream's frame budget; past it the stream closes 1008 naming the limit). Test:
+   ``test_empty_continuation_frames_count_against_the_client_frame_limit``.
 
 Found sound (plain tests):
 
@@ -86,13 +87,15 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
+import pytest
 
 from procs.common.records import Transfer
 from procs.gateway import signing
 from procs.gateway.private_stream import PATH as STREAM_PATH
-from procs.gateway.private_stream import TOO_MANY_BYTES
+from procs.gateway.private_stream import TOO_MANY_FRAMES
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
+from procs.gateway.stream_meter import FrameScan
 from tests.unit.gateway.harness import FUNDER, USD, Harness, settled
 from tests.unit.gateway.rest_rig import ALICE, BOB, client, fix_user, run, stream_messages
 from tests.unit.gateway.rest_rig import until_closed as closed_within
@@ -243,9 +246,9 @@ def test_empty_continuation_frames_count_against_the_client_frame_limit(
 ) -> None:
     """BOB's client opens a text message (no FIN) and sends 20,000 empty continuation
     frames at once, four times the 5,000 frames a second the stream takes, then a ping:
-    the stream closes (1008, naming the limit of bytes a second). Was (fixed: the stream's
-    frame parser is fed through ``MAX_CLIENT_BYTES_PER_S``): it stayed open and the ping
-    was answered, none of those frames counted."""
+    the stream closes (1008, naming the limit). Was (fixed: ``stream_meter`` counts the
+    continuation frames as the bytes pass, against the same budget): it stayed open and the
+    ping was answered, none of those frames counted."""
 
     async def scenario(api: RestApi, url: str) -> None:
         bob = await client(url, "BOB", "bob-pw")
@@ -258,7 +261,7 @@ def test_empty_continuation_frames_count_against_the_client_frame_limit(
             await writer.drain()
             answer = await server_frames(reader, 2.0)
             assert close_code(answer) == 1008, f"the stream is still open: {answer}"
-            assert any(TOO_MANY_BYTES in data for _, data in answer), answer
+            assert any(TOO_MANY_FRAMES in data for _, data in answer), answer
         finally:
             await hang_up(writer)
             await bob.close()
@@ -573,3 +576,21 @@ async def subscribed_snapshot(c: RestClient) -> dict[str, Any]:
     await ws.close()
     assert first["event"] == "snapshot", first
     return first["data"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 7, 13, 64])
+def test_the_meter_counts_continuations_across_any_cut_of_the_reads(cut: int) -> None:
+    """``FrameScan``: frame headers of every length form (7-bit, 16-bit, 64-bit), masked,
+    with payloads of those sizes, read in pieces of ``cut`` bytes: only the continuations
+    count, whatever read a header or a payload is cut by."""
+    stream = (
+        frame(TEXT, b"{", fin=False)
+        + frame(CONTINUATION, b"x" * 300, fin=False)  # a 16-bit length
+        + frame(9, b"ping")
+        + frame(CONTINUATION, b"y" * 70_000, fin=False)  # a 64-bit length
+        + frame(CONTINUATION, fin=False) * 5
+        + frame(CONTINUATION, b"}")
+    )
+    scan = FrameScan()
+    counted = sum(scan.continuations(stream[i : i + cut]) for i in range(0, len(stream), cut))
+    assert counted == 8
