@@ -28,15 +28,21 @@ from urllib.parse import parse_qs
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Event, State
+from websockets.protocol import State
 
 from config.edges import MarketDataConfig
 from procs.common.open_files import connections_room
 from procs.common.task_end import wait_ended
 from procs.common.token_bucket import TokenBucket
 from procs.marketdata import messages
+from procs.marketdata.connection import (
+    MAX_REQUESTS_PER_S,
+    NAMES_PER_REQUEST,
+    POLICY_VIOLATION,
+    TOO_MANY_REQUESTS,
+    FlowConnection,
+)
 from procs.marketdata.hub import Hub, Message
 from procs.marketdata.outbox import Outbox
 from procs.marketdata.requests import (
@@ -54,31 +60,6 @@ log = logging.getLogger("ringex.marketdata")
 
 #: Seconds a stop gives the open connections to take their 1001 close frames (then aborted).
 STOP_GRACE_S = 2.0
-#: Close code for a policy violation (RFC 6455): a slow consumer.
-POLICY_VIOLATION = 1008
-#: Requests a second a connection may send (a burst of this many at once: a page that
-#: subscribes its streams one request each); past it, the connection closes (1008) naming the
-#: limit. Each request costs the loop that fans the feed out to everyone 13-20 us (review 38),
-#: and each distinct stream name in it 1-1.5 us more (parsed, subscribed, unsubscribed): a
-#: request weighs one more for each ``NAMES_PER_REQUEST`` such names (review 47: 1,024-name
-#: requests at 1,000 a second took the loop; a name repeated is parsed once). So many pings a
-#: second too, which websockets answers at once (counted apart: a client's keepalive ping
-#: never trips on its requests), and so many pongs and continuation frames (a message cut
-#: into many small frames), which cost the loop a parse each though nothing is answered
-#: (review 181).
-MAX_REQUESTS_PER_S = 1_000
-TOO_MANY_REQUESTS = (
-    f"more than {MAX_REQUESTS_PER_S} requests a second: the limit is {MAX_REQUESTS_PER_S}/s"
-)
-#: Distinct stream names that cost the loop about what one request does.
-NAMES_PER_REQUEST = 10
-TOO_MANY_PINGS = (
-    f"more than {MAX_REQUESTS_PER_S} pings a second: the limit is {MAX_REQUESTS_PER_S}/s"
-)
-TOO_MANY_FRAMES = (
-    f"more than {MAX_REQUESTS_PER_S} pong or continuation frames a second: the limit is "
-    f"{MAX_REQUESTS_PER_S}/s"
-)
 
 
 class Client:
@@ -251,6 +232,10 @@ class MarketDataServer:
         #: address, each bounded
         self.by_address: dict[str, int] = {}
         self.sockets = 0
+        #: the connections of an address whose handshakes were admitted (``per_address``),
+        #: from then until they end: sockets still in their handshakes do not count against
+        #: their share (review 200: three opened at once with a share of 2 heard 503 each)
+        self.admitted: dict[str, set[ServerConnection]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -336,23 +321,29 @@ class MarketDataServer:
             return text(http.HTTPStatus.BAD_REQUEST, why)
         if not upgrade or upgrade[0].lower() != "websocket":
             return _http(self.site.get, request)
+        if request.headers.get("Sec-WebSocket-Version", "13") != "13":  # RFC 6455 4.4
+            answer = text(http.HTTPStatus.UPGRADE_REQUIRED, "only WebSocket version 13 is served")
+            answer.headers["Sec-WebSocket-Version"] = "13"  # (review 200: a bare 400 before)
+            return answer
         if len(self.clients) >= self.max_connections:
             self.refused += 1
             return text(
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
                 f"{len(self.clients)} connections open, at most {self.max_connections}",
             )
-        mine = self.by_address.get(_address(conn), 0)  # this one's included: from its accept
-        if mine > self.per_address:
+        admitted = self.admitted.setdefault(_address(conn), set())
+        if len(admitted) + 1 > self.per_address:  # this one's included
             self.refused += 1
             return text(
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
-                f"{mine} connections from this address open, at most {self.per_address}",
+                f"{len(admitted) + 1} connections from this address open, at most "
+                f"{self.per_address}",
             )
         try:
             self._path_streams(request.path)
         except StreamError as exc:
             return text(http.HTTPStatus.BAD_REQUEST, str(exc))
+        admitted.add(conn)
         return None
 
     def _path_streams(self, target: str) -> list[Stream]:
@@ -497,64 +488,14 @@ def _counted(server: MarketDataServer) -> type[FlowConnection]:
                 by_address[self.counted_as] -= 1
             else:
                 del by_address[self.counted_as]
+            admitted = server.admitted.get(self.counted_as)
+            if admitted is not None:
+                admitted.discard(self)
+                if not admitted:
+                    del server.admitted[self.counted_as]
             super().connection_lost(exc)
 
     return Counted
-
-
-class FlowConnection(ServerConnection):
-    """A connection that reads only while its writes flow. websockets answers a ping the
-    moment it reads it, straight into the transport: a peer that sends pings (or requests)
-    and reads nothing would grow the server's buffer without bound. Reading pauses while
-    the transport's writes are paused, as well as while websockets' own queue is full."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._queue_full = self._writes_full = False
-        self.pings = TokenBucket(MAX_REQUESTS_PER_S, time.monotonic_ns())
-        self.frames = TokenBucket(MAX_REQUESTS_PER_S, time.monotonic_ns())
-        self.recv_messages.pause = self._pause_queue
-        self.recv_messages.resume = self._resume_queue
-
-    def process_event(self, event: Event) -> None:
-        super().process_event(event)
-        if not isinstance(event, Frame) or self.protocol.state is not State.OPEN:
-            return
-        if event.opcode is Opcode.PING:
-            bucket, reason = self.pings, TOO_MANY_PINGS  # answered already: the next are not
-        elif event.opcode in (Opcode.PONG, Opcode.CONT):
-            bucket, reason = self.frames, TOO_MANY_FRAMES
-        else:
-            return
-        if not bucket.allow(time.monotonic_ns()):
-            self.protocol.fail(POLICY_VIOLATION, reason)
-            self.send_data()
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self._writes_full = True
-        self._flow()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self._writes_full = False
-        self._flow()
-
-    def _pause_queue(self) -> None:
-        self._queue_full = True
-        self._flow()
-
-    def _resume_queue(self) -> None:
-        self._queue_full = False
-        self._flow()
-
-    def _flow(self) -> None:
-        if self.transport.is_closing():
-            return
-        if self._queue_full or self._writes_full:
-            self.transport.pause_reading()
-        else:
-            self.transport.resume_reading()
 
 
 def _http(get: Callable[[str], Response], request: Request) -> Response:

@@ -33,7 +33,7 @@ from procs.gateway.instruments import Instruments
 from procs.gateway.orders import OrderEntry
 from procs.gateway.rest import RestApi
 from procs.gateway.session import Session
-from procs.marketdata.server import MAX_REQUESTS_PER_S, NAMES_PER_REQUEST, POLICY_VIOLATION
+from procs.marketdata.connection import MAX_REQUESTS_PER_S, NAMES_PER_REQUEST, POLICY_VIOLATION
 from tests.unit.gateway.harness import Harness, config, settled
 from tests.unit.gateway.rest_rig import ALICE, BOB, LIMIT, client, fix_user, rest_exchange, run
 from tests.unit.gateway.test_review17_outcomes import fix_order

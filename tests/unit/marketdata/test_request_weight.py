@@ -11,7 +11,7 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
-from procs.marketdata.server import MAX_REQUESTS_PER_S, NAMES_PER_REQUEST, POLICY_VIOLATION
+from procs.marketdata.connection import MAX_REQUESTS_PER_S, NAMES_PER_REQUEST, POLICY_VIOLATION
 
 from .rig import Rig
 from .test_adversarial_ws import run

@@ -39,16 +39,11 @@ from procs.core.market.candles import INTERVALS
 from procs.core.market.state import MarketState, Update
 from procs.core.market.symbols import MarketSymbol
 from procs.marketdata import main, messages
+from procs.marketdata.connection import POLICY_VIOLATION, FlowConnection
 from procs.marketdata.hub import Hub, Message
 from procs.marketdata.outbox import Outbox
 from procs.marketdata.requests import ErrorCode, RequestError, parse_request
-from procs.marketdata.server import (
-    POLICY_VIOLATION,
-    Client,
-    FlowConnection,
-    MarketDataServer,
-    _http,
-)
+from procs.marketdata.server import Client, MarketDataServer, _http
 from procs.marketdata.streams import Kind, StreamError, parse_stream
 from procs.marketdata.web import STATIC_DIR, Site, page_config
 from tests.readme_text import README, claim, section

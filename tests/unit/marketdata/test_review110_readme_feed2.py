@@ -44,19 +44,19 @@ from procs.core.market.symbols import MarketSymbol
 from procs.marketdata import messages as messages_module
 from procs.marketdata import reseed as reseed_module
 from procs.marketdata import server as server_module
+from procs.marketdata.connection import (
+    MAX_REQUESTS_PER_S,
+    NAMES_PER_REQUEST,
+    TOO_MANY_PINGS,
+    TOO_MANY_REQUESTS,
+)
 from procs.marketdata.feed import Feed
 from procs.marketdata.hub import Hub, Message
 from procs.marketdata.main import MarketDataProcess, resume
 from procs.marketdata.outbox import Outbox
 from procs.marketdata.requests import ErrorCode, RequestError, parse_request
 from procs.marketdata.reseed import Reseeder
-from procs.marketdata.server import (
-    MAX_REQUESTS_PER_S,
-    NAMES_PER_REQUEST,
-    TOO_MANY_PINGS,
-    TOO_MANY_REQUESTS,
-    Client,
-)
+from procs.marketdata.server import Client
 from procs.marketdata.streams import Kind, parse_stream
 from procs.marketdata.web import MAX_LIMIT, Site
 from procs.supervisor.plan import plan
@@ -279,14 +279,15 @@ def test_max_connections_per_address_default_a_quarter_two_at_least() -> None:
 
 def test_an_address_past_its_share_gets_503_naming_it() -> None:
     """README: "One address holds at most `max_connections_per_address` connections (...
-    then a 503 naming it)": ``_process_request``, this socket counted, refuses the one past."""
+    then a 503 naming it; handshakes under way do not count against it": ``_process_request``
+    counts the connections admitted (``admitted``) and this one, and refuses the one past."""
     _prose("One address holds at most `max_connections_per_address` connections")
-    _prose("two at least; then a 503 naming it)")
+    _prose("two at least; then a 503 naming it; handshakes under way do not count against it")
     server = _server(MarketDataConfig(max_connections=8))
     upgrade = Request("/stream", Headers([("Upgrade", "websocket")]))
     answers = []
-    for held in (2, 3):
-        server.by_address["127.0.0.1"] = held
+    for held in (1, 2):
+        server.admitted["127.0.0.1"] = {_Conn() for _ in range(held)}  # type: ignore[misc]
         answers.append(server._process_request(_Conn(), upgrade))  # type: ignore[arg-type]
     assert answers[0] is None and answers[1] is not None and answers[1].status_code == 503
     assert answers[1].body == b"3 connections from this address open, at most 2\n"

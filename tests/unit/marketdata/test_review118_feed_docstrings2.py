@@ -24,6 +24,7 @@ from procs.common.records import BookLevel, Heartbeat, Record, SymbolStatus
 from procs.common.topology import REPLAY_SOURCE, matcher_output
 from procs.common.types import AdminAction, Side, TradingStatus
 from procs.core.market.state import MarketState
+from procs.marketdata import connection as connection_mod
 from procs.marketdata import feed as feed_mod
 from procs.marketdata import outbox as outbox_mod
 from procs.marketdata import requests as requests_mod
@@ -31,12 +32,12 @@ from procs.marketdata import reseed as reseed_mod
 from procs.marketdata import server as server_mod
 from procs.marketdata import streams as streams_mod
 from procs.marketdata import web as web_mod
+from procs.marketdata.connection import POLICY_VIOLATION, FlowConnection
 from procs.marketdata.feed import Feed, _last_seq_start
 from procs.marketdata.hub import Message
 from procs.marketdata.outbox import Outbox
 from procs.marketdata.requests import ErrorCode, RequestError, parse_request, shown
 from procs.marketdata.reseed import Reseeder, level_changes
-from procs.marketdata.server import POLICY_VIOLATION, FlowConnection
 from procs.marketdata.streams import Kind, StreamError, parse_stream
 from procs.marketdata.web import MAX_LIMIT, Site, split_target
 
@@ -421,7 +422,7 @@ def test_on_message_returns_the_requests_weight() -> None:
 def test_reading_pauses_while_websockets_queue_is_full() -> None:
     """``FlowConnection``: "Reading pauses while the transport's writes are paused, as well
     as while websockets' own queue is full"."""
-    _says(server_mod, "as well as while websockets' own queue is full")
+    _says(connection_mod, "as well as while websockets' own queue is full")
     conn = FlowConnection.__new__(FlowConnection)
     fake = Mock(**{"is_closing.return_value": False})
     conn.__dict__.update(transport=fake, _queue_full=False, _writes_full=False)

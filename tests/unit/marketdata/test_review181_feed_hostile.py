@@ -80,8 +80,8 @@ from procs.core.market.state import MarketState
 from procs.core.market.symbols import MarketSymbol
 from procs.core.market.ticker import Ticker
 from procs.marketdata import messages
+from procs.marketdata.connection import TOO_MANY_FRAMES
 from procs.marketdata.hub import Hub, Message
-from procs.marketdata.server import TOO_MANY_FRAMES
 from procs.marketdata.streams import parse_stream
 
 from .events import MIN, OTHER, SYMBOL, T0, level, trade
