@@ -22,6 +22,7 @@ from pathlib import Path
 from config.loader import is_file_path
 from config.schema import RingexConfig
 from procs.common.run_files import status_path
+from shm.liveness import pid_alive
 
 #: The words before ``run`` (or the profile's flags) in the command lines of a start.
 _RUN_AFTER = ("ringex", "procs.cli")
@@ -69,7 +70,7 @@ def stop_pending_runs(pids: list[int], timeout_s: float) -> list[int]:
     left = pids
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
-        left = [pid for pid in left if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+        left = [pid for pid in left if pid_alive(pid)]
     return left
 
 
@@ -106,11 +107,3 @@ def _flag(args: list[str], name: str) -> str | None:
         if word.startswith(name + "="):
             return word[len(name) + 1 :]
     return None
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return False

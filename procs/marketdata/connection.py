@@ -72,6 +72,7 @@ class FlowConnection(ServerConnection):
         elif self._after_head is not None:  # the head is in: the rest waits for the answer
             if len(self._after_head) + len(data) > MAX_AFTER_HEAD:
                 self.transport.abort()  # (a peer that floods an unanswered handshake)
+                return
             self._after_head += data
         else:
             seen = self._head_end + data

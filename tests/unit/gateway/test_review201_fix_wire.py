@@ -221,8 +221,13 @@ def _rst(c: Client) -> None:
     c.writer.transport.abort()
 
 
-def test_an_order_then_a_reset_is_cancelled_on_disconnect(instance: str, tmp_path: Path) -> None:
-    h = small_ring_exchange(instance, tmp_path, 4096, cancel_on_disconnect=True)
+@pytest.mark.parametrize(("cancel_on_disconnect", "open_after"), [(True, 0), (False, 1)])
+def test_an_order_then_a_reset_is_placed_and_cancelled_as_its_setting_says(
+    instance: str, tmp_path: Path, cancel_on_disconnect: bool, open_after: int
+) -> None:
+    """Placed, then cancelled on disconnect where the session's setting says so; else it
+    rests."""
+    h = small_ring_exchange(instance, tmp_path, 4096, cancel_on_disconnect=cancel_on_disconnect)
 
     async def scenario(h: Harness, port: int) -> None:
         c = Client("ALICE")
@@ -234,25 +239,7 @@ def test_an_order_then_a_reset_is_cancelled_on_disconnect(instance: str, tmp_pat
         gw = _gateway(h)
         await settled(lambda: not gw.connections)
         await asyncio.sleep(0.2)
-        assert await _open_orders(port) == 0
-
-    run_scenario(h, scenario)
-
-
-def test_an_order_then_a_reset_is_placed_and_rests(instance: str, tmp_path: Path) -> None:
-    h = small_ring_exchange(instance, tmp_path, 4096)
-
-    async def scenario(h: Harness, port: int) -> None:
-        c = Client("ALICE")
-        await c.connect(port)
-        await c.logon()
-        await c.send("D", *order("rst-1", "1", "0.10", "100.00"))
-        _rst(c)
-        OPEN.remove(c)
-        gw = _gateway(h)
-        await settled(lambda: not gw.connections)
-        await asyncio.sleep(0.2)
-        assert await _open_orders(port) == 1
+        assert await _open_orders(port) == open_after
 
     run_scenario(h, scenario)
 
