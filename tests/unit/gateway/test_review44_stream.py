@@ -255,6 +255,10 @@ def test_a_stream_opened_while_the_gateway_stops_is_closed(harness: Harness) -> 
                 await stopping
                 assert done, "the gateway's stop still waits"
                 return
+            except aiohttp.ClientConnectorError:  # BOB's went at once: the port already shut
+                _abort(stuck)
+                await asyncio.wait_for(stopping, 5)  # and the stop does not wait on anyone
+                return
             messages, close = await _read(late, 2.5)  # BOB's is dropped after 1 s
             done = stopping.done()
             _abort(late)  # whatever happened: the stop can end
