@@ -36,7 +36,7 @@ from config.schema import RingexConfig
 from procs.admin.args import Once, dashed_values_joined, seconds
 from procs.admin.commands import add_admin, run_admin
 from procs.common.durable import fsync_file
-from procs.common.endpoints import endpoints
+from procs.common.endpoints import endpoints, meets_clients, unserved
 from procs.common.journal import JournalError, JournalReader
 from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_archive import archive_segments_before
@@ -416,7 +416,13 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
     status["endpoints"] = endpoints(cfg, status)
     # a standby serves no client (its gateways and feed start when it is promoted): the
     # addresses are its promoted instance's; the supervisor's metrics it serves now
-    status["serves_clients"] = status.get("role") != "standby" and status["state"] == "running"
+    # and a primary serves them only while a process that meets them (a gateway, the feed)
+    # is alive: its gateways all down, no FIX or REST endpoint answers (review 203)
+    status["serves_clients"] = (
+        status.get("role") != "standby"
+        and status["state"] == "running"
+        and any(p["alive"] and meets_clients(p["name"]) for p in status.get("processes", []))
+    )
     if (
         status["state"] == "stopped"
         and (elsewhere := _running_elsewhere(cfg, segments.values())) is not None
@@ -424,7 +430,13 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
         status["reason"] = elsewhere
     if as_json:
         print(json.dumps(status, indent=2))
-        return 0
+    else:
+        _print_status_text(status, ring_rows)
+    return 0
+
+
+def _print_status_text(status: dict[str, Any], ring_rows: list[dict[str, Any]]) -> None:
+    """``ringex status`` in text: the state and role, each process, ring and endpoint."""
     role = status.get("role", "")  # a standby may hold its promotion's processes, started
     held = ", its promotion prestarted" if status.get("prestarted") else ""
     shown = f" ({role}{held})" if role else ""
@@ -445,9 +457,10 @@ def _print_status(cfg: RingexConfig, *, as_json: bool) -> int:
         print(f"  ring {r['name']:16} cursor {r['cursor']:>10} lags: {lags}")
     if status.get("role") == "standby":
         print("  endpoints once promoted (a standby serves no client; metrics it serves now):")
+    elif not status["serves_clients"]:  # as --json says (review 203)
+        print(f"  endpoints (no client is served now: {unserved(status)}):")
     for name, where in status["endpoints"].items():
         print(f"  {name:12} {where}")
-    return 0
 
 
 def _admin(args: argparse.Namespace) -> int:

@@ -37,7 +37,12 @@ def add_user(
     if account == cfg.risk.fee_account:
         print(fee_account_taken(cfg, "add-user"), file=sys.stderr)
         return 2
-    if refused := _credentials_refused(comp_id, args.password):  # before anything is opened
+    # --username beside --comp-id is only shown, yet held to a comp id's rules: an empty,
+    # multi-line, escaped or undecodable name would be echoed into the result (review 203).
+    shown = comp_id_refused(args.username).replace("comp id", "username", 1)
+    if refused := (args.comp_id is not None and shown) or _credentials_refused(
+        comp_id, args.password
+    ):  # before anything is opened
         print(f"ringex admin add-user: {refused}", file=sys.stderr)
         return 2
     existing = store.get(comp_id)

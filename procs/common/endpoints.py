@@ -32,6 +32,19 @@ def endpoints(cfg: RingexConfig, status: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def meets_clients(process: str) -> bool:
+    """Whether the process of this name (as the supervisor's plan names them) serves clients:
+    a gateway (FIX, REST) or the feed."""
+    return process.startswith("gateway-") or process == "marketdata"
+
+
+def unserved(status: dict[str, Any]) -> str:
+    """Why an instance that is not a standby serves no client now (``ringex status``)."""
+    if status["state"] != "running":
+        return str(status["state"])
+    return "every gateway and the feed down"
+
+
 def _metrics_url(cfg: RingexConfig, status: dict[str, Any]) -> str:
     """Where the supervisor serves Prometheus metrics: the URL it reported while it runs (the
     port it was given when metrics_port = 0), else the configured one."""
