@@ -190,6 +190,9 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
                 if future is not None and not future.done():
                     future.set_result(outcome)
             core.completed.clear()
+        if core.balance_events:  # after the reports that moved them (review 202)
+            core.events += core.balance_events
+            core.balance_events.clear()
         if core.events:
             self.streams.deliver(core.events)
             core.events.clear()

@@ -32,7 +32,7 @@ class RestBalances:
     sessions: dict[int, int]
     requests: dict[int, PendingRequest]
     streaming: set[int]
-    events: list[tuple[int, str, dict[str, Any]]]
+    balance_events: list[tuple[int, str, dict[str, Any]]]
     balances: dict[int, dict[int, tuple[int, int]]]
     _snapshot: dict[int, dict[int, tuple[int, int]]]
     _watched: dict[int, float]
@@ -118,7 +118,7 @@ class RestBalances:
                     # missing is a zero: the router's snapshot lists none)
                     for asset in sorted(set(before) | set(partial)):
                         if before.get(asset, _ZERO) != partial.get(asset, _ZERO):
-                            self.events.append(
+                            self.balance_events.append(
                                 (account, "balance", balance_json(self.assets, asset, partial))
                             )
             self._have[account] = max(self._have.get(account, 0), balance.seq)
@@ -150,4 +150,4 @@ class RestBalances:
             self._answer_waiting(account, known)
         if moved and account in self.streaming:
             data = balance_json(self.assets, balance.asset, known)
-            self.events.append((account, "balance", data))
+            self.balance_events.append((account, "balance", data))

@@ -136,6 +136,10 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
         self.streaming: set[int] = set()
         #: Private-stream events: (account, event name, data), drained by the shell.
         self.events: list[tuple[int, str, dict[str, Any]]] = []
+        #: The batch's balance events, delivered after its reports (``after_batch``): a
+        #: balance a fill or a cancel moved comes after the report that moved it, as a
+        #: Binance account update follows its executionReport (review 202).
+        self.balance_events: list[tuple[int, str, dict[str, Any]]] = []
         #: This gateway's FIX orders of a session (the shell sets it): an account that starts
         #: using the API follows the orders its user placed over FIX here before that.
         self.fix_orders: Callable[[int], Iterable[Order]] = lambda session: ()

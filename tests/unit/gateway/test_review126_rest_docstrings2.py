@@ -561,7 +561,7 @@ def test_balances_keep_zero_by_absence_and_report_only_what_moved(tmp_path: Path
     core.process(rec.Balance(5, 0, rig.gateway, 1, watch.client_ref, ALICE, 1, 10, 0, 1))
     for free in (10, 0, 7):
         core.process(rec.Balance(6, 0, rig.gateway, 1, 0, ALICE, 1, free, 0, 0))
-    assert [e[2]["free"] for e in core.events] == ["0.000000", "0.000007"]
+    assert [e[2]["free"] for e in core.balance_events] == ["0.000000", "0.000007"]
     core.process(rec.Balance(7, 0, rig.gateway, 1, 0, ALICE, 1, 0, 0, 0))
     assert core.balances[ALICE] == {}
     watches = sum(isinstance(r, rec.WatchBalances) for r in rig.out)
