@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 
 from procs.common import wall_clock
@@ -86,6 +87,12 @@ class Owner(Protocol):
     def connection_lost(self, conn: Connection) -> None: ...
 
 
+def first_seq(frame: bytes) -> int:
+    """The MsgSeqNum (34) of a frame the session made (its header's fourth field)."""
+    at = frame.index(b"\x0134=") + 4
+    return int(frame[at : frame.index(b"\x01", at)])
+
+
 class Connection(asyncio.Protocol):
     def __init__(self, server: Owner) -> None:
         self.server = server
@@ -96,6 +103,10 @@ class Connection(asyncio.Protocol):
         self._held_ns = 0  # since when the exchange's pace has held its socket unread; 0: not
         self._stall_size = 0
         self._before_logon = 0  # bytes read while its session awaited a Logon
+        self._handed = 0  # bytes handed to the transport so far
+        #: (``_handed`` at a write's end, the seq of its first message), for the writes the
+        #: transport may still hold: what an abort cuts off is parked again (``abort``)
+        self._marks: deque[tuple[int, int]] = deque()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP transport implements asyncio.Transport without subclassing it
@@ -154,21 +165,27 @@ class Connection(asyncio.Protocol):
         session, transport = self.session, self.transport
         if session is None or transport is None:
             return
+        store, marks = session.store, self._marks
         while True:
             # paused: the buffer is past the mark (asyncio pauses a write past it at once)
             room = 0 if self.writing_paused else WRITE_HIGH_BYTES + 1
             out = session.take_output(room - transport.get_write_buffer_size(), wall_clock.now_ns())
             if out:
-                if session.store is not None:
-                    session.store.flush()  # a resend can always find what the client saw
+                if store is not None:
+                    store.flush()  # a resend can always find what the client saw
+                    self._handed += sum(map(len, out))
+                    marks.append((self._handed, first_seq(out[0])))
                 transport.writelines(out)
-            unsent = transport.get_write_buffer_size() + session.behind_bytes
+            buffered = transport.get_write_buffer_size()
+            while marks and marks[0][0] <= self._handed - buffered:
+                marks.popleft()  # in the kernel's hands (or the client's) now
+            unsent = buffered + session.behind_bytes
             if unsent > MAX_UNSENT_BYTES:
                 log.warning(
                     "%s does not read: %d bytes unsent, the limit is %d; disconnected",
                     session.comp_id, unsent, MAX_UNSENT_BYTES,
                 )  # fmt: skip
-                transport.abort()
+                self.abort()
                 return
             if not (out and session.resending and not self.writing_paused):
                 break
@@ -217,7 +234,22 @@ class Connection(asyncio.Protocol):
                 session.comp_id, size, (now_ns - self._stalled_ns) / 1e9, limit_ns / 1e9,
                 STALL_HEARTBEATS,
             )  # fmt: skip
-            transport.abort()
+            self.abort()
+
+    def abort(self) -> None:
+        """Cut the connection at once. The stored messages its transport still held were
+        never handed to the kernel, so never reached the client: they are parked again, so
+        that a logon that resets the numbers sends them anew, as those made while it was
+        away (a logon that keeps them fetches them by ResendRequest) (review 204)."""
+        transport, session = self.transport, self.session
+        if transport is None:
+            return
+        if self._marks and session is not None and session.store is not None:
+            flushed = self._handed - transport.get_write_buffer_size()
+            cut = next((first for end, first in self._marks if end > flushed), 0)
+            if cut:
+                session.store.park_again(cut)
+        transport.abort()
 
     def data_received(self, data: bytes) -> None:
         session = self.session

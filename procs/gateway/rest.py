@@ -52,7 +52,7 @@ from procs.gateway.rest_amend import AmendRoute
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, checked_params, read_body
 from procs.gateway.rest_cancels import Cancels
 from procs.gateway.rest_connections import RestConnections
-from procs.gateway.rest_fast import KEEPALIVE_S, FastHandler, FastLane
+from procs.gateway.rest_fast import KEEPALIVE_S, FastHandler, FastLane, close_lanes
 from procs.gateway.rest_history import HistoryRoutes
 from procs.gateway.rest_keys import KeyRoutes
 from procs.gateway.rest_mass_cancel import MassCancelRoute
@@ -84,7 +84,6 @@ db_log = logging.getLogger("ringex.rest.history")
 #: The loggers a client's requests reach (quiet_log.py): aiohttp's server (a malformed
 #: request), its WebSocket (a stream upgrade's subprotocols), and the history's.
 QUIET_LOGGERS = ("aiohttp.server", "aiohttp.websocket", db_log.name)
-#: Refusals of a cancel that must not tell whether someone else's order exists.
 #: Longest a balance request waits for the router to include what this gateway has seen.
 BALANCE_WAIT_S = 1.0
 #: How long a balance request waits for the router's push of a change it saw, before it
@@ -295,9 +294,12 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
         self.client = ClientSession(timeout=ClientTimeout(total=5))
         if self.history is not None:
             await self.history.open()
-        self.runner = web.AppRunner(  # idle keep-alive as the fast lane's, not 3,630 s
-            self.app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_S
-        )
+        self.runner = web.AppRunner(  # idle keep-alive as the fast lane's, not 3,630 s; a
+            # handler still writing to a client that reads nothing when the stop cleans up
+            # is cut after a second, not aiohttp's 60 (past the supervisor's 20 s: review 204)
+            self.app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_S,
+            shutdown_timeout=1.0,
+        )  # fmt: skip
         await self.runner.setup()
         self._fit_connections()
         create = functools.partial(
@@ -332,13 +334,12 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
         for server in (self._fast_server, self._plain_server):
             if server is not None:
                 server.close()
-        for lane in list(self.lanes):
-            lane.close()
         # the poll that would answer them has stopped (aiohttp's cleanup waited on them): as
         # a timeout, since they may still execute (503 says "not taken, retry": review 66)
         for future in self.waiters.values():
             if not future.done():
                 future.set_exception(ApiError(504, codes.TIMEOUT, codes.STOPPED_UNANSWERED))
+        await close_lanes(self.lanes)  # once they have written those answers (review 204)
         if self.runner is not None:
             await self.runner.cleanup()
         if self.client is not None:

@@ -36,7 +36,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -64,6 +64,8 @@ MAX_QUEUED = 16
 #: An idle keep-alive connection is closed after this long (as ``RestApi.start`` sets
 #: aiohttp's, not its default of 3,630 s).
 KEEPALIVE_S = 75.0
+#: The longest a stopping gateway lets its fast lanes write the answers they owe.
+LANE_ANSWER_GRACE_S = 0.5
 #: The lengths of the header names the lane looks at: Host, ETag, Expect, Server, User-Agent,
 #: Content-Type, Max-Forwards, Content-Range, Content-Length, Content-Encoding,
 #: Content-Location, Transfer-Encoding.
@@ -520,10 +522,29 @@ class FastLane(asyncio.Protocol):
         if not self._busy and not self._in_request and now - self.idle_since > KEEPALIVE_S:
             self.close()
 
+    @property
+    def answering(self) -> bool:
+        """Whether requests this lane took are still to be answered (a gateway's stop lets
+        it write them first: ``RestApi.stop``)."""
+        return (self._busy or bool(self._queue)) and not self._closing
+
     def close(self) -> None:
         self._closing = True
         if self.transport is not None:
             self.transport.close()
+
+
+async def close_lanes(lanes: Iterable[FastLane], grace_s: float = LANE_ANSWER_GRACE_S) -> None:
+    """A stopping gateway's fast lanes, closed once each has written the answers it owes
+    (504 for an order still unanswered, 503 for the requests queued behind it), ``grace_s``
+    at most: closed first, a lane dropped them all unanswered (review 204)."""
+    lanes = list(lanes)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + grace_s
+    while any(lane.answering for lane in lanes) and loop.time() < until:
+        await asyncio.sleep(0.01)
+    for lane in lanes:
+        lane.close()
 
 
 class _StopParsingError(Exception):

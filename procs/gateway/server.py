@@ -565,7 +565,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         await asyncio.sleep(0)  # a plain connection is lost at its close
         for conn in list(self.connections):  # a TLS one waits for the peer's close_notify, past
             if conn.transport is not None:  # the logs' close below (review 99): cut
-                conn.transport.abort()
+                conn.abort()  # (what its transport held parked again: review 204)
         deadline = time.monotonic() + 0.5  # (their connection_lost: their cancels published)
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

@@ -40,6 +40,7 @@ from typing import BinaryIO, Final
 
 from procs.common.crc_frames import frame, read_frames, tail_damage
 from procs.common.durable import PRIVATE, make_dirs, replace_durably, write_all
+from procs.gateway.dictionary import ADMIN
 
 log = logging.getLogger("ringex.gateway")
 
@@ -278,7 +279,10 @@ class MessageStore:
             self._recover_carried()
         if not self.parked_from:
             return []
-        return [_type_and_body(raw) for _, raw in self.outbound(self.parked_from, self.next_out)]
+        unsent = (_type_and_body(raw) for _, raw in self.outbound(self.parked_from, self.next_out))
+        # a connection cut with its output unsent parks its session's own messages too (a
+        # Heartbeat, its Logout: ``Connection.abort``): a new session has no use for them
+        return [(msg_type, body) for msg_type, body in unsent if msg_type not in ADMIN]
 
     def outbound(self, begin: int, end: int) -> list[tuple[int, bytes]]:
         """Stored outbound messages with ``begin <= seq <= end``, in order."""

@@ -9,7 +9,7 @@ So, once ``limit`` messages wait:
 - partial depth, bookTicker, ticker and kline streams (and heartbeats) conflate: a queued
   message of the same stream is replaced in place by the newer one (the queue holds at
   most one per such stream), but a final one (a candle's close) is never replaced: the
-  next value queues behind it;
+  next value queues behind it, and past ``limit`` it is held as a trade is (below);
 - a depth diff drops that stream's queued diffs and owes a fresh snapshot instead, which
   the next diffs continue (the client sees ``lastUpdateId`` jump and starts over from it);
 - a trade cannot be dropped without lying about the tape: first every depth stream with
@@ -83,6 +83,13 @@ class Outbox:
                 self._queue.append(queued)
             if final:  # it stays as it is: the next value gets an entry of its own
                 del self._conflated[stream]
+                # and, never dropped, it counts as a trade does: past the limit, room is
+                # made or the client is closed (finals queued without end: review 205)
+                if len(self) > self.limit and not self._make_room():
+                    return (
+                        f"slow consumer: {len(self)} messages queued, limit {self.limit}; "
+                        f"closed candles of {stream} cannot be conflated"
+                    )
             return None
         if kind is Kind.DEPTH and stream in self._owed:
             return None  # the snapshot owed will hold it

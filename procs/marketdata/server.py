@@ -81,7 +81,7 @@ class Client:
     def deliver(self, messages: Sequence[Message], frames: bytes) -> None:
         if self.closing:
             return
-        if self._direct():
+        if self._direct():  # (past the limit by one batch at most: a gap's candles are few)
             if self._shared_frames:
                 # Straight to the transport: websockets' protocol keeps no state about data
                 # frames sent whole, and its own writes (pings, close) go between ours.

@@ -29,6 +29,9 @@ INTERVALS: Final[dict[str, int]] = {
     "4h": 14_400 * _NS,
     "1d": 86_400 * _NS,
 }
+#: The flat candles of an idle gap published closed (the newest ones): the stream sends the
+#: closes of a short gap as they would have come; a long one's are in the history.
+PUBLISHED_FLATS = 10
 
 
 @dataclass
@@ -95,7 +98,10 @@ class CandleSeries:
 
     def advance(self, now_ns: int) -> None:
         """Close the open candle if ``now_ns`` is past its end and open the one holding
-        ``now_ns``; flat candles fill an idle gap (at most ``history`` of them)."""
+        ``now_ns``; flat candles fill an idle gap (at most ``history`` of them), of which
+        the last ``PUBLISHED_FLATS`` are published (``take_changed``) beside the candle that
+        closed: the history has them all (review 205: a long gap's finals, ``history`` a
+        stream, went to every client at once)."""
         c = self.current
         if c is None or now_ns < c.close_ns:
             return
@@ -108,10 +114,11 @@ class CandleSeries:
         if gap > maxlen:
             start += (gap - maxlen) * self.length_ns
             gap = maxlen
-        for _ in range(gap):
+        for left in range(gap, 0, -1):
             flat = self._flat(start, c.close, closed=True)
             self.closed.append(flat)
-            self._just_closed.append(flat)  # published closed too, as the history lists it
+            if left <= PUBLISHED_FLATS:  # published closed too, as the history lists it;
+                self._just_closed.append(flat)  # those before, in the history only
             start += self.length_ns
         self.current = self._flat(start, c.close, closed=False)
         self.changed = True
