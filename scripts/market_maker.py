@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import random
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Coroutine, Iterable
@@ -39,11 +40,16 @@ from aiohttp import ClientError
 
 from config import load_profile
 from procs.common.endpoints import url_host
+from procs.common.quiet_log import quieten
 from procs.common.task_end import wait_ended
 from procs.gateway.rest_client import ApiCallError, RestClient
 from procs.gateway.rest_params import MAX_BATCH_ORDERS
 
 log = logging.getLogger("ringex.market_maker")
+#: Refused orders, a few lines a minute with a count of those dropped: a halt or a balance
+#: run short refuses every quote of every cycle, 25 lines a second (review 207).
+refusals = logging.getLogger("ringex.market_maker.refused")
+quieten(refusals, burst=3, period_s=60.0)
 
 #: Where a mid starts when the symbol has not traded (whole quote units).
 DEFAULT_MIDS = {"BTC-USD": "30000", "ETH-USD": "2000"}
@@ -307,7 +313,7 @@ class MarketMaker:
             if exc.status != 400:
                 raise
             self.refused += 1  # a balance ran short, a halt: the next cycle tries again
-            log.info("%s %s refused: %s", m.symbol, side, exc.body)
+            refusals.info("%s %s refused: %s", m.symbol, side, exc.body)
             return None
         self.placed += 1
         return body
@@ -330,7 +336,7 @@ class MarketMaker:
         for answer in answers:
             if "code" in answer:  # a balance ran short, a halt: the next cycle tries again
                 self.refused += 1
-                log.info("%s quote refused: %s", m.symbol, answer)
+                refusals.info("%s quote refused: %s", m.symbol, answer)
             else:
                 self.placed += 1
 
@@ -379,17 +385,20 @@ async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) 
 # -- the edge --------------------------------------------------------------------------------
 
 
-async def login(url: str, credentials: str, wait_s: float = 30.0) -> RestClient:
-    """A client signed in as ``user:password``; waits for the gateway to listen."""
+async def login(url: str, credentials: str, wait_s: float = 30.0, cafile: str = "") -> RestClient:
+    """A client signed in as ``user:password``; waits for the gateway to listen.
+    ``cafile``: the certificates an https URL's is checked against (the venue's own)."""
     user, _, password = credentials.partition(":")
-    api = RestClient(url, timeout_s=REQUEST_S)
+    tls = ssl.create_default_context(cafile=cafile) if cafile else None
+    api = RestClient(url, timeout_s=REQUEST_S, tls=tls)
     deadline = time.monotonic() + wait_s
     while True:
         try:
             await api.login(user, password)
             return api
-        except (ClientError, OSError):
-            if time.monotonic() > deadline:
+        except (ClientError, OSError, ApiCallError) as exc:  # a 429 (the login rate), a 503
+            busy = not isinstance(exc, ApiCallError) or exc.status in (429, 503)
+            if not busy or time.monotonic() > deadline:  # (a 401 is not tried again)
                 await api.close()
                 raise
             await asyncio.sleep(0.5)
@@ -409,10 +418,10 @@ async def main_async(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     rng = random.Random(args.seed)
-    maker = await login(args.url, args.maker)
+    maker = await login(args.url, args.maker, cafile=args.cafile)
     apis = [maker]  # each one logged in: its key revoked at the end, whatever happens
     try:
-        taker = await login(args.url, args.taker)
+        taker = await login(args.url, args.taker, cafile=args.cafile)
         apis.append(taker)
         info = await maker.call("GET", "/api/v1/exchangeInfo", signed=False)
         wanted = set(args.symbols.split(",")) if args.symbols else None
@@ -458,7 +467,8 @@ def default_url(profile: str) -> str:
     if rest is None:
         raise SystemExit(f"profile {profile!r} has no gateway with a REST API ([gateways.rest])")
     host = "127.0.0.1" if rest.host in ("", "0.0.0.0", "::") else rest.host
-    return f"http://{url_host(host)}:{rest.port}"  # an IPv6 host in brackets (review 127)
+    scheme = "https" if rest.tls_cert else "http"  # as run_demo prints it (review 207)
+    return f"{scheme}://{url_host(host)}:{rest.port}"  # an IPv6 host in brackets (review 127)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -471,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", type=int, default=5, help="orders per side and symbol")
     ap.add_argument("--interval", type=float, default=0.4, help="seconds between cycles")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--cafile", default="", help="CA certificates for an https URL's")
     args = ap.parse_args(argv)
     args.url = args.url or default_url(args.profile)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

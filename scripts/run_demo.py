@@ -26,7 +26,7 @@ from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.add_user import open_account
-from procs.admin.client import AdminClient
+from procs.admin.client import AdminClient, to_minor_units
 from procs.common.endpoints import url_host
 from procs.common.result_codes import ResultCode
 from procs.common.run_files import run_dir
@@ -95,11 +95,31 @@ def add_users(
                 reply = client.transfer(account, asset, amount, key=account * 100 + k)
                 if reply.code not in (ResultCode.OK, ResultCode.DUPLICATE_TRANSFER):
                     print(f"demo deposit refused: {reply.code.name}", file=sys.stderr)
+            top_up(client, cfg, account, deposits)
             store.add(comp_id, password, account)
             accounts[comp_id] = account
     finally:
         client.close()
     return accounts
+
+
+def top_up(
+    client: AdminClient, cfg: RingexConfig, account: int, deposits: list[tuple[str, str]]
+) -> None:
+    """Deposit what ``account`` lacks of each of ``deposits`` (free and held together): a
+    later ``make run`` finds the demo's funds as it prints them, not as a long run of the
+    market maker left them (its first deposits' keys answer OK again, adding nothing:
+    review 207). Each top-up has a key of its own, from the clock."""
+    held = {b.asset: b.free + b.reserved for b in client.balances(account)}
+    for asset, amount in deposits:
+        asset_id, wanted = to_minor_units(cfg, asset, amount)
+        short = wanted - held.get(asset_id, 0)
+        if short > 0:
+            decimals = next(a.decimals for a in cfg.assets if a.id == asset_id)
+            shown = f"{Decimal(short).scaleb(-decimals):f}"
+            reply = client.transfer(account, asset, shown, key=time.time_ns() // 1000)
+            if reply.code is not ResultCode.OK:
+                print(f"demo top-up refused: {reply.code.name}", file=sys.stderr)
 
 
 def symbols_line(cfg: RingexConfig) -> str:
@@ -115,15 +135,18 @@ def symbols_line(cfg: RingexConfig) -> str:
 
 
 def start_market_maker(
-    profile: str, log: Path, accounts: dict[str, int]
+    profile: str, log: Path, accounts: dict[str, int], cafile: str = ""
 ) -> subprocess.Popen[bytes]:
+    """``cafile``: a TLS REST API's certificate (self-signed for a demo), for the bot to
+    trust (review 207)."""
     script = Path(__file__).with_name("market_maker.py")
+    trust = ["--cafile", cafile] if cafile else []
     (maker, maker_pw, _, _), (taker, taker_pw, _, _) = MARKET_MAKER_USERS
     maker_account, taker_account = accounts[maker], accounts[taker]
     with open(log, "ab") as out:
         bot = subprocess.Popen(
             [sys.executable, str(script), "--profile", profile,
-             "--maker", f"{maker}:{maker_pw}", "--taker", f"{taker}:{taker_pw}"],
+             "--maker", f"{maker}:{maker_pw}", "--taker", f"{taker}:{taker_pw}", *trust],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -209,10 +232,15 @@ def main() -> int:
         if args.market_maker and not mm:
             print("No market maker: it trades over the REST API, which this profile lacks")
         elif mm:
-            bot = start_market_maker(args.profile, run_dir(cfg) / "market-maker.log", accounts)
+            rest = next(g.rest for g in cfg.gateways if g.rest is not None)
+            log = run_dir(cfg) / "market-maker.log"
+            bot = start_market_maker(args.profile, log, accounts, rest.tls_cert or "")
         print("Ctrl-C stops it.", flush=True)
         while True:
             time.sleep(1)
+            if bot is not None and bot.poll() is not None:  # said once: the demo goes on
+                print(f"the market maker exited ({bot.returncode}): see {log}", flush=True)
+                bot = None
     except KeyboardInterrupt:
         print("\nstopping ...")
     finally:

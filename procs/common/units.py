@@ -41,7 +41,8 @@ def units_path(cfg: RingexConfig) -> Path:
 
 def units_of(cfg: RingexConfig) -> dict[str, dict[str, dict[str, Any]]]:
     """The config's units: each asset's id and decimals, each symbol's id, assets and
-    decimals, by name."""
+    decimals, by name; and each symbol's matcher, whose snapshots hold its book by name."""
+    owner = {symbol: m.name for m in cfg.matchers for symbol in m.symbols}
     return {
         "assets": {a.name: {"id": a.id, "decimals": a.decimals} for a in cfg.assets},
         "symbols": {
@@ -51,10 +52,20 @@ def units_of(cfg: RingexConfig) -> dict[str, dict[str, dict[str, Any]]]:
                 "quote": s.quote,
                 "price_decimals": s.price_decimals,
                 "qty_decimals": s.qty_decimals,
+                "matcher": owner.get(s.name, ""),
             }
             for s in cfg.symbols
         },
     }
+
+
+#: The keys the router writes for an asset and a symbol, and those a file written before a
+#: symbol's matcher was pinned (review 206) holds.
+_SYMBOL_KEYS = frozenset(("id", "base", "quote", "price_decimals", "qty_decimals"))
+_KEYS = {
+    "assets": (frozenset(("id", "decimals")), frozenset(("id", "decimals"))),
+    "symbols": (_SYMBOL_KEYS | {"matcher"}, _SYMBOL_KEYS),
+}
 
 
 class UnitsError(ValueError):
@@ -75,6 +86,11 @@ def _read(path: Path) -> dict[str, dict[str, dict[str, Any]]] | None:
             isinstance(fields, dict) for fields in entries.values()
         ):
             raise UnitsError(f"{path}: its {kind} are not the objects the router writes")
+        for name, fields in entries.items():  # a key the router never writes (a damaged
+            keys, older = _KEYS[kind]  # "matcher" would be one) says what it pins no more
+            if not older <= fields.keys() <= keys:
+                raise UnitsError(f"{path}: its {kind} {name!r} has keys {sorted(fields)}, "
+                                 f"not the router's {sorted(keys)}")  # fmt: skip
     return doc
 
 
@@ -101,21 +117,62 @@ def units_refused(cfg: RingexConfig, path: Path | None = None) -> str:
                         f"{owner!r} in the journal"
                     )
                 continue
-            for key, value in fields.items():
-                if before.get(key) != value:
+            for key, value in fields.items():  # (a key pinned before it was one: not yet)
+                if key in before and key != "matcher" and before[key] != value:
                     problems.append(
                         f"{kind_name} {name} {key}: {value!r} in the config, "
                         f"{before.get(key)!r} in the journal"
                     )
+    if problems:
+        return (
+            f"the config's units differ from those of the journal ({path}): "
+            + "; ".join(problems)
+            + ". The journal's amounts are integers of the units it began with: a replay "
+            "under others would change every balance, so units cannot change under a "
+            "journal (a new instance, with its own journal, can have others)"
+        )
+    return _books_refused(pinned["symbols"], now["symbols"], path)
+
+
+def _books_refused(kept: dict[str, Any], now: dict[str, Any], path: Path) -> str:
+    """Why the config's matchers cannot take the books the journal's left ("" when they
+    can): a matcher's snapshots hold its symbols' books under its name, so a symbol that has
+    run stays with its matcher (review 206: a matcher renamed started its books empty, the
+    router's differing from its own). One removed from a matcher that stays is its
+    restore's to refuse, where a snapshot holds its book."""
+    problems: list[str] = []
+    for name, fields in now.items():
+        was = kept.get(name, {}).get("matcher")
+        if was and was != fields["matcher"]:
+            problems.append(
+                f"symbol {name} is matcher {was!r}'s in the journal, {fields['matcher']!r}'s "
+                f"in the config (name that matcher {was!r} again, its symbols with it)"
+            )
     if not problems:
         return ""
     return (
-        f"the config's units differ from those of the journal ({path}): "
+        f"the config's matchers differ from those of the journal ({path}): "
         + "; ".join(problems)
-        + ". The journal's amounts are integers of the units it began with: a replay under "
-        "others would change every balance, so units cannot change under a journal "
-        "(a new instance, with its own journal, can have others)"
+        + ". A matcher's snapshots hold its symbols' books under its name: a book cannot "
+        "move to another matcher (a new symbol may join any matcher; a new instance may lay "
+        "its books out anew)"
     )
+
+
+def removed_symbols(cfg: RingexConfig) -> str:
+    """The symbols the journal has run that the config no longer has, named with their ids
+    ("ETH-USD (id 2)"), "" when none: what a recovery refused for an unknown symbol blames."""
+    try:
+        pinned = _read(units_path(cfg))
+    except UnitsError:
+        return ""
+    now = {s.name for s in cfg.symbols}
+    gone = [
+        f"{name} (id {f.get('id')})"
+        for name, f in (pinned or {"symbols": {}})["symbols"].items()
+        if name not in now
+    ]
+    return ", ".join(sorted(gone))
 
 
 def units_differ(cfg: RingexConfig, path: Path | None = None) -> str:
@@ -133,7 +190,11 @@ def pin_units(cfg: RingexConfig) -> None:
     path = units_path(cfg)
     pinned = _read(path) or {"assets": {}, "symbols": {}}
     now = units_of(cfg)
-    merged = {kind: {**now[kind], **pinned[kind]} for kind in ("assets", "symbols")}
+    merged = {  # what is pinned stays; a key pinned since (a symbol's matcher) is added
+        kind: {name: {**now[kind].get(name, {}), **kept} for name, kept in pinned[kind].items()}
+        | {name: fields for name, fields in now[kind].items() if name not in pinned[kind]}
+        for kind in ("assets", "symbols")
+    }
     if merged != pinned:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(merged, indent=1, sort_keys=True).encode() + b"\n"

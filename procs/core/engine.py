@@ -142,24 +142,28 @@ class Matcher:
     def restore(
         cls, specs: Sequence[SymbolSpec], snapshot: bytes, book_cls: type[Book] = FastBook
     ) -> Matcher:
-        """A matcher from ``snapshot``; its symbols must be exactly ``specs``'s (a changed
-        symbol set needs a migration, not a silent drop of books). Each book keeps the rules
-        the snapshot holds for it, not ``specs``'s: a changed config's rules come into force
-        by the ``SymbolRules`` a starting router journals."""
+        """A matcher from ``snapshot``; each of its books must be one of ``specs``'s (a
+        symbol dropped needs a migration, not a silent drop of its book); a symbol of
+        ``specs`` the snapshot lacks is new to the config (``units.py`` refuses a book moved
+        from another matcher), so no journaled command touched it: its book starts empty,
+        the books then in ``specs``'s order, as a replay from nothing lays them out. Each
+        book keeps the rules the snapshot holds for it, not ``specs``'s: a changed config's
+        rules come into force by the ``SymbolRules`` a starting router journals."""
         state = msgspec.msgpack.decode(snapshot, type=MatcherState)
         by_id = {spec.symbol: spec for spec in specs}
         saved = sorted(book.symbol for book in state.books)
-        if saved != sorted(by_id):
+        if not set(saved) <= by_id.keys():
             raise ValueError(f"snapshot holds symbols {saved}, this matcher owns {sorted(by_id)}")
         if state.rules:
             if len(state.rules) != len(state.books):
                 raise ValueError(
                     f"snapshot holds rules for {len(state.rules)} books, not its {len(state.books)}"
                 )
-            by_id = {
+            kept = {
                 book.symbol: spec_of(book.symbol, rules)
                 for book, rules in zip(state.books, state.rules, strict=True)
             }
+            by_id = kept if len(kept) == len(by_id) else by_id | kept  # new ones: specs' order
             specs = list(by_id.values())
         matcher = cls(specs, book_cls)
         matcher.last_seq = state.last_seq

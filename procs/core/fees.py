@@ -57,8 +57,11 @@ def set_schedule(accounts: Accounts, symbol: int, maker_bps: int, taker_bps: int
     accounts.fee_schedule[symbol] = (maker_bps, taker_bps)
 
 
-def check_schedule(accounts: Accounts, symbol: int, maker_bps: int, taker_bps: int) -> Market:
-    """``symbol``'s market now, if its fees may become those (else ``FeeChangeError``)."""
+def check_schedule(
+    accounts: Accounts, symbol: int, maker_bps: int, taker_bps: int, name: str | None = None
+) -> Market:
+    """``symbol``'s market now, if its fees may become those (else ``FeeChangeError``, which
+    names it ``name``, the config's, where given: review 206)."""
     market = accounts.markets.get(symbol)
     if market is None:
         raise FeeChangeError(f"fees for symbol {symbol}, which is not configured")
@@ -68,7 +71,7 @@ def check_schedule(accounts: Accounts, symbol: int, maker_bps: int, taker_bps: i
         if holding:
             shown = ", ".join(map(str, holding[:5])) + (" ..." if len(holding) > 5 else "")
             raise FeeChangeError(
-                f"symbol {symbol}: the fees {market.maker_bps}/{market.taker_bps} bps "
+                f"symbol {name or symbol}: the fees {market.maker_bps}/{market.taker_bps} bps "
                 f"(maker/taker) cannot become {maker_bps}/{taker_bps} while {len(holding)} "
                 f"buy orders hold the old fee margin of {margin} bps (orders {shown}): "
                 "cancel them first, or keep the old fees until then"

@@ -42,6 +42,7 @@ from procs.common.records import (
 from procs.common.rules_version import RULES_VERSION
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import ADMIN_GATEWAY, journal_archive_dir, journal_dir, snapshot_dir
+from procs.common.units import removed_symbols
 from procs.core.accounts import Accounts
 from procs.core.engine import Matcher
 from procs.core.replay_pipeline import ReplayChildError, replay_in_child
@@ -187,14 +188,25 @@ def recover(
     time; a startup's choice (router, ``ringex replay``), not a background snapshot's, which
     must leave the second core to the live exchange. Not with ``observe``."""
     codec = codec or RecordCodec()
-    if pipelined and observe is None:
-        try:
-            return _recover(cfg, codec, progress, use_snapshot, None, upto, tail, pipelined=True)
-        except ReplayChildError as exc:
-            log.warning("pipelined replay failed (%s): replaying in one process", exc)
-            if tail is not None:
-                tail.clear()
-    return _recover(cfg, codec, progress, use_snapshot, observe, upto, tail, pipelined=False)
+    try:
+        if pipelined and observe is None:
+            try:
+                return _recover(
+                    cfg, codec, progress, use_snapshot, None, upto, tail, pipelined=True
+                )
+            except ReplayChildError as exc:
+                log.warning("pipelined replay failed (%s): replaying in one process", exc)
+                if tail is not None:
+                    tail.clear()
+        return _recover(cfg, codec, progress, use_snapshot, observe, upto, tail, pipelined=False)
+    except ValueError as exc:  # a ReplayError too; one for want of a symbol removed blames it
+        if (gone := removed_symbols(cfg)) and "symbol" in str(exc).lower():
+            raise ReplayError(
+                f"{exc}: the journal's symbols {gone} are not in the config; one removed "
+                "while orders rest on it cannot be recovered: configure it again, cancel its "
+                "orders, then remove it (review 206)"
+            ) from exc
+        raise
 
 
 def _recover(

@@ -215,9 +215,10 @@ class Sequencer:
         applied (``fees.py``); the caller journals them. Raises ``FeeChangeError`` when open
         buys forbid a change (nothing is applied then)."""
         wanted = fees.changes(self.accounts, self.cfg)
+        names = {s.id: s.name for s in self.cfg.symbols}  # the refusal names it as the config
         for symbol, maker, taker in wanted:  # check every one before any is applied
             if symbol:
-                fees.check_schedule(self.accounts, symbol, maker, taker)
+                fees.check_schedule(self.accounts, symbol, maker, taker, names.get(symbol))
         account = self.cfg.risk.fee_account
         out = [
             self._stamp(FeeSchedule(0, 0, symbol, maker, taker, account), now_ns)

@@ -36,7 +36,7 @@ def test_a_margin_change_with_a_buy_resting_is_refused_naming_it() -> None:
     margin = max(cfg.symbols[0].maker_fee_bps, cfg.symbols[0].taker_fee_bps)
     restarted = Sequencer.restore(_btc_fees(cfg, 0, margin + 5), ex.sequencer.snapshot())
     next_seq = restarted.next_seq
-    with pytest.raises(FeeChangeError, match=rf"symbol {BTCUSD}: .*orders {bid.order_id}"):
+    with pytest.raises(FeeChangeError, match=rf"symbol BTC-USD: .*orders {bid.order_id}"):
         restarted.fee_changes(0)
     assert restarted.next_seq == next_seq  # nothing sequenced
     # the same margin (maker and taker swapped within it) leaves every hold as it is: taken

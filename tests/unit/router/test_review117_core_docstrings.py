@@ -269,7 +269,7 @@ def test_fee_changes_refused_whole_while_buys_hold_the_margin() -> None:
     ex.order(5, BUY, 100, 3)
     moved = Sequencer.restore(_config(maker=10, taker=30), ex.seq.snapshot())
     before = (moved.next_seq, moved.accounts.snapshot())
-    with pytest.raises(fees.FeeChangeError, match=rf"symbol {BTCUSD}:.*orders {oid}\)"):
+    with pytest.raises(fees.FeeChangeError, match=rf"symbol BTC-USD:.*orders {oid}\)"):
         moved.fee_changes(0)
     assert (moved.next_seq, moved.accounts.snapshot()) == before
     swapped = Sequencer.restore(_config(maker=20, taker=10), ex.seq.snapshot())

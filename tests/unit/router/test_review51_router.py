@@ -223,7 +223,7 @@ def test_promote_refuses_a_standby_whose_fees_its_promoted_router_would_refuse(
         journal.append(decided)
     write(primary, journal)
     write(standby, journal)  # replicated: the standby holds all of it
-    with pytest.raises(FeeChangeError, match="symbol 1"):  # what the promoted router meets
+    with pytest.raises(FeeChangeError, match="symbol BTC-USD"):  # what the promoted router meets
         recover(standby).sequencer.fee_changes(2)
     started = _no_supervisor(monkeypatch)
     code = failover.promote(str(primary_path), str(standby_path))
