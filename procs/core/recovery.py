@@ -385,8 +385,9 @@ MATCHER_COMMANDS = (NewOrder, CancelOrder, ReplaceOrder, MassCancel, AdminComman
 def restore_matchers(cfg: RingexConfig, books: Mapping[str, bytes]) -> dict[str, Matcher]:
     """Every configured matcher from a snapshot's ``books`` (matcher name -> its state). One
     the snapshot lacks was added to the config since: its symbols are new (one moved from
-    another matcher is refused by that one's restore), so no journaled command before the
-    snapshot touched them: it starts empty."""
+    another matcher, or a matcher renamed, is refused before anything starts: ``units.py``
+    pins each symbol's matcher), so no journaled command before the snapshot touched them:
+    it starts empty."""
     return {
         m.name: Matcher(symbol_specs(cfg, m.name))
         if m.name not in books
