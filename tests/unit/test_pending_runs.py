@@ -85,12 +85,17 @@ def test_a_start_of_this_instance_is_found_and_stopped(
 def test_a_start_that_ignores_sigterm_is_named_still_running(
     starts: list[subprocess.Popen[bytes]], tmp_path: Path, instance: str
 ) -> None:
-    (tmp_path / "ringex").write_text(
-        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"
+    ignoring = tmp_path / "ignoring"  # written once SIGTERM is ignored: a fixed wait was
+    (tmp_path / "ringex").write_text(  # short of a loaded machine's interpreter start
+        "import pathlib, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"pathlib.Path({str(ignoring)!r}).touch()\ntime.sleep(60)\n"
     )
     mine = _profile(tmp_path, "mine.toml", instance, str(tmp_path / "var"))
     stubborn = _start(starts, tmp_path, "run", "--config", str(mine))
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while not ignoring.exists():
+        assert stubborn.poll() is None and time.monotonic() < deadline, "the start never began"
+        time.sleep(0.01)
     found = pending_runs(load_profile(str(mine)), str(mine), load_profile)
     assert stop_pending_runs(found, 0.3) == [stubborn.pid]
 

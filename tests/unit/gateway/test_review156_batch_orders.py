@@ -410,7 +410,8 @@ def test_a_client_gone_mid_wait_leaks_nothing_on_either_lane(harness: Harness) -
             harness.pause()
             for lane, extra in (("f", ()), ("a", (b"Expect: 100-continue",))):
                 orders = [_bid("100.00", f"{lane}{k}") for k in range(3)]
-                status, _, _ = await _raw(alice, url, _json(orders), *extra, timeout_s=0.2)
+                # a second to be read and published: the 10 s order timeout is far off
+                status, _, _ = await _raw(alice, url, _json(orders), *extra, timeout_s=1.0)
                 assert status in (0, 100)  # no answer yet: the client hangs up
             await asyncio.sleep(0.1)
             assert len(api.waiters) == 6

@@ -354,7 +354,8 @@ def test_a_client_gone_mid_wait_leaks_nothing_on_either_lane(harness: Harness) -
             harness.pause()
             for pair, extra in ((ids[:2], ()), (ids[2:], (b"Expect: 100-continue",))):
                 query = f"symbol=BTC-USD&orderIdList=[{pair[0]},{pair[1]}]"
-                status, _, _ = await _raw(alice, url, query, b"", *extra, timeout_s=0.2)
+                # a second to be read and published: the 10 s order timeout is far off
+                status, _, _ = await _raw(alice, url, query, b"", *extra, timeout_s=1.0)
                 assert status in (0, 100)  # no answer yet: the client hangs up
             await asyncio.sleep(0.1)
             assert len(api.waiters) == 4

@@ -16,6 +16,7 @@ import pytest
 
 from procs.gateway.limits import RateLimiter
 from procs.gateway.rest import RestApi
+from procs.gateway.rest_client import RestClient
 from procs.gateway.signing import API_KEY
 from tests.unit.gateway.harness import Harness
 from tests.unit.gateway.rest_rig import (
@@ -36,6 +37,12 @@ TEN_MINUTES_ON = 601.0
 @pytest.fixture
 def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
     yield from rest_exchange(instance, tmp_path)
+
+
+async def _open(c: RestClient) -> list[dict[str, Any]]:
+    """``c``'s open orders (one sent and not yet acknowledged among them, orderId 0)."""
+    listed: list[dict[str, Any]] = await c.call("GET", "/api/v1/openOrders")
+    return listed
 
 
 # -- the live view of an account ---------------------------------------------------------------
@@ -124,8 +131,13 @@ def test_an_order_that_timed_out_is_found_by_client_id_once_it_executes(
             assert status == 504, body
             harness.resume()
             paused = False
-            await asyncio.sleep(0.3)  # the order reaches the book
-            (opened,) = await alice.call("GET", "/api/v1/openOrders")
+            # the order reaches the book: listed before, as sent, with orderId 0 (a fixed
+            # 0.3 s wait was short of that on a loaded machine)
+            deadline = time.monotonic() + 5
+            while not any(o["orderId"] for o in await _open(alice)):
+                assert time.monotonic() < deadline, "the order never reached the book"
+                await asyncio.sleep(0.05)
+            (opened,) = await _open(alice)
             assert opened["clientOrderId"] == "slow-1", opened
             status, body = await alice.request(
                 "GET", "/api/v1/order", symbol="BTC-USD", origClientOrderId="slow-1"
