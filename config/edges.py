@@ -65,6 +65,11 @@ class RestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
         tls_pair(what, self.tls_cert, self.tls_key)
 
 
+#: The directories under ``var/<instance>/gateway/`` the gateways share (the sessions logged
+#: on, the private streams' slots), beside each gateway's own, named after it (review 208).
+SHARED_GATEWAY_DIRS = frozenset(("logged-on", "streams"))
+
+
 class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One FIX gateway process: its id is the ``gateway`` field of every record it sends."""
 
@@ -146,6 +151,11 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
         low, high = self.min_heartbeat_s, self.max_heartbeat_s
         at_most(f"gateway {self.name!r}", "min_heartbeat_s", low, "max_heartbeat_s", high)
         tls_pair(f"gateway {self.name!r}", self.tls_cert, self.tls_key)
+        if self.name in SHARED_GATEWAY_DIRS:  # its own files would land in the shared ones
+            raise ValueError(
+                f"gateway name {self.name!r} is taken: var/<instance>/gateway/{self.name} "
+                f"holds what the gateways share (names not allowed: {sorted(SHARED_GATEWAY_DIRS)})"
+            )
 
 
 class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -56,6 +56,7 @@ def units_of(cfg: RingexConfig) -> dict[str, dict[str, dict[str, Any]]]:
             }
             for s in cfg.symbols
         },
+        "gateways": {g.name: {"id": g.id} for g in cfg.gateways},
     }
 
 
@@ -65,7 +66,10 @@ _SYMBOL_KEYS = frozenset(("id", "base", "quote", "price_decimals", "qty_decimals
 _KEYS = {
     "assets": (frozenset(("id", "decimals")), frozenset(("id", "decimals"))),
     "symbols": (_SYMBOL_KEYS | {"matcher"}, _SYMBOL_KEYS),
+    "gateways": (frozenset(("id",)), frozenset(("id",))),
 }
+#: What a units file holds: a file written before gateways were pinned lacks them.
+_KINDS = frozenset(_KEYS)
 
 
 class UnitsError(ValueError):
@@ -79,7 +83,7 @@ def _read(path: Path) -> dict[str, dict[str, dict[str, Any]]] | None:
         return None
     except ValueError as exc:  # written whole by a rename: only a hand edit gets here
         raise UnitsError(f"{path}: not the units JSON the router writes ({exc})") from None
-    if not isinstance(doc, dict) or set(doc) != {"assets", "symbols"}:
+    if not isinstance(doc, dict) or not {"assets", "symbols"} <= set(doc) <= _KINDS:
         raise UnitsError(f"{path}: not the units JSON the router writes ({str(doc)[:80]})")
     for kind, entries in doc.items():  # each level an object: a list or a number where one
         if not isinstance(entries, dict) or not all(  # belongs raised AttributeError (141)
@@ -131,7 +135,42 @@ def units_refused(cfg: RingexConfig, path: Path | None = None) -> str:
             "under others would change every balance, so units cannot change under a "
             "journal (a new instance, with its own journal, can have others)"
         )
-    return _books_refused(pinned["symbols"], now["symbols"], path)
+    return _books_refused(pinned["symbols"], now["symbols"], path) or _gateways_refused(
+        pinned.get("gateways", {}), now["gateways"], path
+    )
+
+
+def _gateways_refused(kept: dict[str, Any], now: dict[str, Any], path: Path) -> str:
+    """Why the config's gateways cannot take the state the journal's left ("" when they
+    can): a gateway's order log, ClOrdIDs, ExecID blocks and FIX session stores are under
+    its name (``var/<instance>/gateway/<name>``), its orders in the books under its id, so
+    neither may change (review 208: a renamed one started from nothing, its sessions'
+    numbers and orders lost; one of another id never heard of its orders' fills). A
+    gateway added or removed is no change of either."""
+    problems: list[str] = []
+    for name, fields in now.items():
+        before = kept.get(name)
+        if before is not None and before["id"] != fields["id"]:
+            problems.append(
+                f"gateway {name} id: {fields['id']} in the config, {before['id']} in the "
+                f"journal (its orders carry {before['id']}: give it {before['id']} again)"
+            )
+        elif before is None and (
+            was := next((n for n, f in kept.items() if f["id"] == fields["id"]), None)
+        ):
+            problems.append(
+                f"gateway id {fields['id']} names {name!r} in the config and {was!r} in the "
+                f"journal (its sessions and orders are under gateway/{was}: name it {was!r} "
+                "again)"
+            )
+    if not problems:
+        return ""
+    return (
+        f"the config's gateways differ from those of the journal ({path}): "
+        + "; ".join(problems)
+        + ". A gateway's state is kept under its name and its orders under its id: neither "
+        "can change under a journal (a new gateway may be added with a new name and id)"
+    )
 
 
 def _books_refused(kept: dict[str, Any], now: dict[str, Any], path: Path) -> str:
@@ -156,6 +195,31 @@ def _books_refused(kept: dict[str, Any], now: dict[str, Any], path: Path) -> str
         + ". A matcher's snapshots hold its symbols' books under its name: a book cannot "
         "move to another matcher (a new symbol may join any matcher; a new instance may lay "
         "its books out anew)"
+    )
+
+
+def gone_gateways_refused(cfg: RingexConfig, resting: dict[int, int]) -> str:
+    """Why the router may not start ("" when it may): ``resting`` (gateway id -> orders that
+    gateway entered resting in the books) names a gateway the config no longer has, so no
+    one would be told of those orders' fills, nor could cancel them by their ClOrdIDs
+    (review 208). Named as the journal's units file pinned it."""
+    configured = {g.id for g in cfg.gateways}
+    try:
+        pinned = (_read(units_path(cfg)) or {}).get("gateways", {})
+    except UnitsError:
+        pinned = {}
+    names = {fields["id"]: name for name, fields in pinned.items()}
+    gone = [
+        f"gateway {names.get(gid, '?')} (id {gid}): {count} orders"
+        for gid, count in sorted(resting.items())
+        if gid not in configured
+    ]
+    if not gone:
+        return ""
+    return (
+        f"orders rest that gateways no longer in the config entered: {'; '.join(gone)}. "
+        "Their fills would be reported to no one: configure the gateway again, cancel its "
+        "orders (ringex admin cancel-all, or its clients), then remove it"
     )
 
 
@@ -190,10 +254,12 @@ def pin_units(cfg: RingexConfig) -> None:
     path = units_path(cfg)
     pinned = _read(path) or {"assets": {}, "symbols": {}}
     now = units_of(cfg)
-    merged = {  # what is pinned stays; a key pinned since (a symbol's matcher) is added
-        kind: {name: {**now[kind].get(name, {}), **kept} for name, kept in pinned[kind].items()}
-        | {name: fields for name, fields in now[kind].items() if name not in pinned[kind]}
-        for kind in ("assets", "symbols")
+    merged = {  # what is pinned stays; a key or kind pinned since (a symbol's matcher, the
+        kind: {  # gateways) is added
+            name: {**now[kind].get(name, {}), **kept} for name, kept in pinned.get(kind, {}).items()
+        }
+        | {name: fields for name, fields in now[kind].items() if name not in pinned.get(kind, {})}
+        for kind in ("assets", "symbols", "gateways")
     }
     if merged != pinned:
         path.parent.mkdir(parents=True, exist_ok=True)

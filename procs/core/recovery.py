@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -394,6 +394,17 @@ def restore_matchers(cfg: RingexConfig, books: Mapping[str, bytes]) -> dict[str,
         else Matcher.restore(symbol_specs(cfg, m.name), books[m.name])
         for m in cfg.matchers
     }
+
+
+def resting_by_gateway(matchers: Mapping[str, Matcher]) -> dict[int, int]:
+    """Gateway id -> how many orders it entered rest in ``matchers``' books, stops waiting to
+    trigger too (a router's start refuses a gateway gone that has some: ``units.py``)."""
+    counts: Counter[int] = Counter()
+    for matcher in matchers.values():
+        for book in matcher.books.values():
+            counts.update(o.gateway for o in book.orders.values())
+            counts.update(o.gateway for o in book.stops.values())
+    return dict(counts)
 
 
 def matchers_at(

@@ -68,11 +68,13 @@ class AmendRoute:
                 codes.CANCEL_REJECTED,
                 f"amend rejected: orderId={order.order_id or '(pending)'} is {state}",
             )
-        if api.core.amending(order.order_id):  # its omitted fields would be the ones it replaces
+        # its omitted fields would be the ones a change in flight replaces: a REST amend's,
+        # or a FIX cancel's or replace's of this gateway (review 210: a cut undone)
+        if api.core.amending(order.order_id) or api.core.fix_pending(order.order_id):
             raise bad_request(
                 codes.CANCEL_REJECTED,
-                f"amend rejected: an amend of orderId={order.order_id} waits for its answer; "
-                "send this one once it is answered",
+                f"amend rejected: an amend, cancel or replace of orderId={order.order_id} "
+                "waits for its answer; send this one once it is answered",
             )
         new_price = order.price if price is None else price
         new_qty = order.qty if qty is None else qty

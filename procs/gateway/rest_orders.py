@@ -148,6 +148,8 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
         #: finished (one that ended in the batch of its own acceptance: the FIX side took
         #: the batch first)
         self.fix_order: Callable[[int, int], Order | None] = lambda order_id, ref: None
+        #: whether a FIX cancel or replace of this gateway's waits for its answer, by order id
+        self.fix_pending: Callable[[int], bool] = lambda order_id: False
         #: the FIX order entry's unfinished order of an account by its ClOrdID (or the one
         #: a replace in flight names so), or None
         self.fix_live: Callable[[int, str], Order | None] = lambda account, cl_ord_id: None

@@ -42,6 +42,9 @@ class RestWiring:
         core = RestOrders(gw.id, entry.instruments, cfg.assets, entry.outgoing, entry.next_ref)
         core.fix_orders = lambda s: [o for o in entry.orders.values() if o.session == s]
         core.fix_order = self._fix_order
+        core.fix_pending = lambda i: (
+            (o := entry.by_id.get(i)) is not None and bool(entry.pending_of(o))
+        )
         core.seen = Generations(API_IDS_KEPT // 2)  # the ids used here, a window of their own
         core.seen.restore(self.api_seen_log.load())
         core.fix_live = lambda a, c: entry.holding(a, c.encode("latin-1"))

@@ -64,8 +64,8 @@ from procs.common.topology import (
     matcher_input,
     matcher_output,
 )
-from procs.common.units import UnitsError, pin_units, units_refused
-from procs.core.recovery import JournaledTail, Recovered, recover, unrouted
+from procs.common.units import UnitsError, gone_gateways_refused, pin_units, units_refused
+from procs.core.recovery import JournaledTail, Recovered, recover, resting_by_gateway, unrouted
 from procs.core.sequencer import Decision, route_all
 from procs.core.watches import Watches
 from procs.router.applied import AppliedEvents
@@ -92,6 +92,14 @@ PIPELINED_SWITCH_S = 0.0002
 CONSUMER = ROUTER
 
 
+def _checked(cfg: RingexConfig, recovered: Recovered) -> Recovered:
+    """The state the journal left, unless orders of a gateway no longer configured rest in
+    it (``UnitsError``: their fills would be reported to no one, review 208)."""
+    if refused := gone_gateways_refused(cfg, resting_by_gateway(recovered.matchers)):
+        raise UnitsError(refused)
+    return recovered
+
+
 class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
     def __init__(self, cfg: RingexConfig, *, codec: RecordCodec | None = None) -> None:
         self.cfg = cfg
@@ -106,7 +114,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         self._waiting_since: dict[int, int] = {}
         self._routed_upto: dict[int, int] = {}  # a gateway's ring position, batches routed
         self._commit_floor: dict[int, int] = {}  # and how far its ring is committed
-        recovered = recover(cfg, codec=codec, tail=tail, pipelined=True)
+        recovered = _checked(cfg, recover(cfg, codec=codec, tail=tail, pipelined=True))
         self.sequencer = recovered.sequencer
         self.watches = Watches(self.sequencer.accounts)  # none survive a restart: leases renew
         # the newest seq whose events were applied, and the newest routed (``_applied_label``)

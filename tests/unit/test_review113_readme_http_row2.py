@@ -30,6 +30,7 @@ import pytest
 from config import load_profile
 from procs import cli
 from procs.admin.add_user import add_user
+from procs.admin.client import to_minor_units
 from procs.common import embedded_postgres
 from procs.common.result_codes import ResultCode
 from procs.common.topology import postgres_dir, users_path
@@ -305,6 +306,15 @@ class FakeAdmin:
     def transfer(self, account: int, asset: str, amount: str, **kw: Any) -> Any:
         self.deposits.append((account, asset, amount))
         return SimpleNamespace(code=ResultCode.OK)
+
+    def balances(self, account: int) -> list[Any]:
+        """What the deposits made (the demo tops up only what an account lacks of them)."""
+        held: dict[int, int] = {}
+        for to, asset, amount in self.deposits:
+            if to == account:
+                asset_id, units = to_minor_units(load_profile("dev"), asset, amount)
+                held[asset_id] = held.get(asset_id, 0) + units
+        return [SimpleNamespace(asset=a, free=u, reserved=0) for a, u in held.items()]
 
     def close(self) -> None:
         pass

@@ -338,8 +338,8 @@ def test_checked_an_asset_decimals_change_is_refused_naming_it(cfg: RingexConfig
 
 
 def test_checked_rings_gateways_fsync_and_snapshot_cadence_changed(cfg: RingexConfig) -> None:
-    """Ring capacity 4096 -> 2048, a third gateway, gw1 renamed fix1 (the router's side: it
-    knows gateways by id; no gateway process runs here), ``journal.fsync`` batch ->
+    """Ring capacity 4096 -> 2048, a third gateway (a rename is refused since review 208:
+    a gateway's state is kept under its name), ``journal.fsync`` batch ->
     pipelined, ``snapshot_every`` 0 -> 5 and the matchers' ``snapshot_every`` 0 -> 3, after an
     exchange snapshot. Expected and found: the state is recovered (the same balances and open
     orders), trading goes on, and a replay from the journal's start is the live state."""
@@ -351,7 +351,7 @@ def test_checked_rings_gateways_fsync_and_snapshot_cadence_changed(cfg: RingexCo
         cfg,
         ring=RingConfig(capacity=2048),
         gateways=[
-            GatewayConfig(name="fix1", id=1),
+            GatewayConfig(name="gw1", id=1),
             GatewayConfig(name="gw2", id=2, port=9879),
             GatewayConfig(name="gw3", id=3, port=9880),
         ],
