@@ -30,7 +30,7 @@ from typing import Any
 
 from config.schema import RingexConfig
 from procs.common.durable import replace_durably
-from procs.common.topology import journal_dir
+from procs.common.topology import ADMIN_GATEWAY, journal_dir
 
 FILE_NAME = "units.json"
 
@@ -203,7 +203,7 @@ def gone_gateways_refused(cfg: RingexConfig, resting: dict[int, int]) -> str:
     gateway entered resting in the books) names a gateway the config no longer has, so no
     one would be told of those orders' fills, nor could cancel them by their ClOrdIDs
     (review 208). Named as the journal's units file pinned it."""
-    configured = {g.id for g in cfg.gateways}
+    configured = {g.id for g in cfg.gateways} | {ADMIN_GATEWAY}  # (the operator's: no FIX)
     try:
         pinned = (_read(units_path(cfg)) or {}).get("gateways", {})
     except UnitsError:
