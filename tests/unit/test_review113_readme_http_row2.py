@@ -1,13 +1,11 @@
-"""Review 113, part 2 (see ``test_review113_readme_http_row.py`` for what the review covers,
-its convention and the disagreement found): README.md's "## Two commands (and a variant)"
-beyond the Makefile: the suite's skips, workers, instances, clusters and hang timer
-(``tests/conftest.py``, ``tests/unit/conftest.py``), ``.ci/run``, the demo ``make run`` starts
-(``scripts/run_demo.py`` with the exchange and its processes stood in: the users, what it
-prints, Ctrl-C), the market maker of ``MM=1`` (``scripts/market_maker.py``'s pure core and its
-bot over stood-in clients), ``ringex admin add-user`` (a stood-in admin client), the profile
-without a database and its history routes (in process, a ``RestApi`` never started), and
-``make ring-demo``'s script (run for a fraction of a second). No disagreement was found here.
-"""
+"""Review 113, part 2 (``test_review113_readme_http_row.py`` says what the review covers, its
+convention and the disagreement found): README.md's "## Two commands (and a variant)" beyond
+the Makefile: the suite's skips, workers, instances, clusters and hang timer (the conftests),
+``.ci/run``, the demo ``make run`` starts (``scripts/run_demo.py`` with the exchange stood in:
+the users, what it prints, Ctrl-C), the market maker of ``MM=1`` (``scripts/market_maker.py``'s
+core and its bot over stood-in clients), ``ringex admin add-user`` (a stood-in admin client),
+the profile without a database and its history routes (a ``RestApi`` never started), and
+``make ring-demo``'s script (run for a moment). No disagreement was found here."""
 
 from __future__ import annotations
 
@@ -292,7 +290,7 @@ def test_the_market_maker_stops_before_the_exchange(
 
 class FakeAdmin:
     """``AdminClient`` as the demo and ``add-user`` use it: accounts opened (those in
-    ``existing`` exist already), deposits taken."""
+    ``existing`` exist already), deposits taken, balances what they made."""
 
     def __init__(self, existing: set[int] | None = None) -> None:
         self.existing = set(existing or ())
@@ -308,16 +306,13 @@ class FakeAdmin:
         return SimpleNamespace(code=ResultCode.OK)
 
     def balances(self, account: int) -> list[Any]:
-        """What the deposits made (the demo tops up only what an account lacks of them)."""
-        held: dict[int, int] = {}
-        for to, asset, amount in self.deposits:
-            if to == account:
-                asset_id, units = to_minor_units(load_profile("dev"), asset, amount)
-                held[asset_id] = held.get(asset_id, 0) + units
-        return [SimpleNamespace(asset=a, free=u, reserved=0) for a, u in held.items()]
+        made = [to_minor_units(_DEV, a, n) for to, a, n in self.deposits if to == account]
+        return [SimpleNamespace(asset=a, free=u, reserved=0) for a, u in made]
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None: ...
+
+
+_DEV = load_profile("dev")
 
 
 def _dev(tmp_path: Path) -> Any:
