@@ -24,12 +24,14 @@ the users file keeps only their scrypt digests, and the journal must not undo th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from procs.common.durable import write_all
 from procs.gateway.fix import FixMessage, Garbled
 from procs.gateway.session_interface import State
 
@@ -137,10 +139,16 @@ class AuditLog:
             text = b"".join([b"%d%s%s\n" % (ts, pre, shown(raw)) for ts, pre, raw in entries])
         else:  # nothing to mask or escape: SOH becomes | in one pass over the lines
             text = b"".join([b"%d%s%s\n" % entry for entry in entries]).replace(b"\x01", b"|")
-        self._file.write(text)
+        fd = self._file.fileno()  # (the file object's buffer is empty: each write flushed)
+        size = os.fstat(fd).st_size
+        try:
+            write_all(fd, text)  # appended whole, or cut back to where it began: a retry must
+        except OSError:  # not glue its lines onto a torn one, nor write some twice (211)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise  # the entries are kept for the next flush
         entries.clear()
         self._buffered = 0
-        self._file.flush()
 
     def close(self) -> None:
         self.flush()
