@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +44,9 @@ from procs.common.snapshots import SnapshotStore
 from procs.common.topology import ADMIN_GATEWAY, journal_archive_dir, journal_dir, snapshot_dir
 from procs.common.units import removed_symbols
 from procs.core.accounts import Accounts
+from procs.core.book import Book
 from procs.core.engine import Matcher
+from procs.core.fast_book import FastBook
 from procs.core.replay_pipeline import ReplayChildError, replay_in_child
 from procs.core.sequencer import Sequencer
 from procs.core.symbols import symbol_specs
@@ -202,9 +204,10 @@ def recover(
     except ValueError as exc:  # a ReplayError too; one for want of a symbol removed blames it
         if (gone := removed_symbols(cfg)) and "symbol" in str(exc).lower():
             raise ReplayError(
-                f"{exc}: the journal's symbols {gone} are not in the config; one removed "
-                "while orders rest on it cannot be recovered: configure it again, cancel its "
-                "orders, then remove it (review 206)"
+                f"{exc}: the journal's symbols {gone} are not in the config, and its replay "
+                "or snapshot still needs them: configure them again, on their matchers (a "
+                "symbol may stay halted for good; one leaves only with its orders cancelled "
+                "and its matcher with it, its commands behind a snapshot) (reviews 206, 212)"
             ) from exc
         raise
 
@@ -391,20 +394,24 @@ def restore_matchers(cfg: RingexConfig, books: Mapping[str, bytes]) -> dict[str,
     return {
         m.name: Matcher(symbol_specs(cfg, m.name))
         if m.name not in books
-        else Matcher.restore(symbol_specs(cfg, m.name), books[m.name])
+        else restored(cfg, m.name, books[m.name])
         for m in cfg.matchers
     }
 
 
-def resting_by_gateway(matchers: Mapping[str, Matcher]) -> dict[int, int]:
-    """Gateway id -> how many orders it entered rest in ``matchers``' books, stops waiting to
-    trigger too (a router's start refuses a gateway gone that has some: ``units.py``)."""
-    counts: Counter[int] = Counter()
-    for matcher in matchers.values():
-        for book in matcher.books.values():
-            counts.update(o.gateway for o in book.orders.values())
-            counts.update(o.gateway for o in book.stops.values())
-    return dict(counts)
+def restored(
+    cfg: RingexConfig, name: str, snapshot: bytes, book_cls: type[Book] = FastBook
+) -> Matcher:
+    """Matcher ``name`` from its ``snapshot``; one holding a book of a symbol the config took
+    from it is refused naming both (review 212: the ids alone were said)."""
+    try:
+        return Matcher.restore(symbol_specs(cfg, name), snapshot, book_cls)
+    except ValueError as exc:
+        gone = removed_symbols(cfg) or "some"
+        raise ValueError(
+            f"matcher {name}: {exc}; the journal's symbols {gone} are not in the config: "
+            f"configure them again on {name} (a symbol may stay halted for good)"
+        ) from exc
 
 
 def matchers_at(
@@ -424,7 +431,7 @@ def matchers_at(
     for name, seq in upto.items():
         specs = symbol_specs(cfg, name)
         start = matcher_snapshot(cfg, name, (seq, seq))
-        matcher = Matcher(specs) if start is None else Matcher.restore(specs, start[1])
+        matcher = Matcher(specs) if start is None else restored(cfg, name, start[1])
         after = max(matcher.last_seq, start[0] if start is not None else 0)
         if matcher.last_seq > seq or (after < seq and first > after + 1):
             return None  # past the seq, or what it would replay was archived

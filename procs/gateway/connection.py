@@ -87,10 +87,15 @@ class Owner(Protocol):
     def connection_lost(self, conn: Connection) -> None: ...
 
 
-def first_seq(frame: bytes) -> int:
-    """The MsgSeqNum (34) of a frame the session made (its header's fourth field)."""
-    at = frame.index(b"\x0134=") + 4
-    return int(frame[at : frame.index(b"\x01", at)])
+def first_new_seq(frames: list[bytes]) -> int:
+    """The MsgSeqNum (34) of the first of ``frames`` that is no resent copy (PossDupFlag
+    43=Y: the client had it and asked for it again), 0 when every one is: a cut resend is
+    the resend's to answer (``Session._drop_resends``), not to park (review 212)."""
+    for frame in frames:
+        if b"\x0143=Y\x01" not in frame:
+            at = frame.index(b"\x0134=") + 4
+            return int(frame[at : frame.index(b"\x01", at)])
+    return 0
 
 
 class Connection(asyncio.Protocol):
@@ -104,7 +109,7 @@ class Connection(asyncio.Protocol):
         self._stall_size = 0
         self._before_logon = 0  # bytes read while its session awaited a Logon
         self._handed = 0  # bytes handed to the transport so far
-        #: (``_handed`` at a write's end, the seq of its first message), for the writes the
+        #: (``_handed`` at a write's end, the seq of its first new message), for the writes the
         #: transport may still hold: what an abort cuts off is parked again (``abort``)
         self._marks: deque[tuple[int, int]] = deque()
 
@@ -174,7 +179,8 @@ class Connection(asyncio.Protocol):
                 if store is not None:
                     store.flush()  # a resend can always find what the client saw
                     self._handed += sum(map(len, out))
-                    marks.append((self._handed, first_seq(out[0])))
+                    if first := first_new_seq(out):
+                        marks.append((self._handed, first))
                 transport.writelines(out)
             buffered = transport.get_write_buffer_size()
             while marks and marks[0][0] <= self._handed - buffered:

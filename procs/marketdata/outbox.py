@@ -78,18 +78,18 @@ class Outbox:
                 queued.payload = payload
                 self.conflated += 1
             else:
+                # a final, never dropped, counts as a trade does: past the limit, room is
+                # made or the client is closed (finals queued without end: review 205)
+                if final and len(self) >= self.limit and not self._make_room():
+                    return (
+                        f"slow consumer: {len(self)} messages queued, limit {self.limit}; "
+                        f"closed candles of {stream} cannot be conflated"
+                    )
                 queued = _Entry(kind, stream, payload)
                 self._conflated[stream] = queued
                 self._queue.append(queued)
             if final:  # it stays as it is: the next value gets an entry of its own
                 del self._conflated[stream]
-                # and, never dropped, it counts as a trade does: past the limit, room is
-                # made or the client is closed (finals queued without end: review 205)
-                if len(self) > self.limit and not self._make_room():
-                    return (
-                        f"slow consumer: {len(self)} messages queued, limit {self.limit}; "
-                        f"closed candles of {stream} cannot be conflated"
-                    )
             return None
         if kind is Kind.DEPTH and stream in self._owed:
             return None  # the snapshot owed will hold it

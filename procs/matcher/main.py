@@ -60,7 +60,12 @@ from procs.common.units import exit_if_other_units
 from procs.core.book import Book
 from procs.core.engine import Matcher
 from procs.core.fast_book import FastBook
-from procs.core.recovery import MATCHER_COMMANDS, journal_commands, matcher_snapshot
+from procs.core.recovery import (
+    MATCHER_COMMANDS,
+    journal_commands,
+    matcher_snapshot,
+    restored,
+)
 from procs.core.symbols import symbol_specs
 from shm import Ring
 from shm.counters import Counters
@@ -101,7 +106,7 @@ class MatcherShell:
         if latest is None:
             self.matcher = Matcher(specs, book_cls)
         else:
-            self.matcher = Matcher.restore(specs, latest[1], book_cls)
+            self.matcher = restored(cfg, name, latest[1], book_cls)
             log.info("matcher %s restored the snapshot of seq %d", name, latest[0])
         self._since_snapshot = 0
         self.stats = Counters.open(cfg.instance, matcher_page(name), matcher_counters(cfg, name))

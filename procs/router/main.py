@@ -43,7 +43,7 @@ import collections
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from config import load_profile
 from config.schema import RingexConfig
@@ -65,7 +65,8 @@ from procs.common.topology import (
     matcher_output,
 )
 from procs.common.units import UnitsError, gone_gateways_refused, pin_units, units_refused
-from procs.core.recovery import JournaledTail, Recovered, recover, resting_by_gateway, unrouted
+from procs.core.engine import Matcher
+from procs.core.recovery import JournaledTail, Recovered, recover, unrouted
 from procs.core.sequencer import Decision, route_all
 from procs.core.watches import Watches
 from procs.router.applied import AppliedEvents
@@ -90,6 +91,17 @@ BEAT_S = 0.5
 PIPELINED_SWITCH_S = 0.0002
 #: The consumer name the router takes on gateways' command rings and matchers' output rings.
 CONSUMER = ROUTER
+
+
+def resting_by_gateway(matchers: Mapping[str, Matcher]) -> dict[int, int]:
+    """Gateway id -> how many orders it entered rest in ``matchers``' books, stops waiting to
+    trigger too (a start refuses a gateway gone that has some: ``units.py``)."""
+    counts: collections.Counter[int] = collections.Counter()
+    for matcher in matchers.values():
+        for book in matcher.books.values():
+            counts.update(o.gateway for o in book.orders.values())
+            counts.update(o.gateway for o in book.stops.values())
+    return dict(counts)
 
 
 def _checked(cfg: RingexConfig, recovered: Recovered) -> Recovered:
