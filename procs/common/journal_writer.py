@@ -192,10 +192,12 @@ class JournalWriter:
             elif self.fsync == "none":  # promised nothing: the readers read what is written
                 self._mark.set(self._written)
         except OSError as exc:  # named by the directory, errno kept (review 211: the
-            self._failed = exc  # router's log said only "No space left on device")
-            if exc.filename is None:
-                raise OSError(exc.errno, exc.strerror, str(self.directory)) from exc
-            raise
+            if exc.filename is not None:  # router's log said only "No space left on device")
+                self._failed = exc
+                raise
+            named = OSError(exc.errno, exc.strerror, str(self.directory))
+            self._failed = named
+            raise named from exc
         except BaseException as exc:
             self._failed = exc
             raise

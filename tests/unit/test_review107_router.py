@@ -460,7 +460,7 @@ def test_fee_margin_change_with_resting_buys_refused_naming_them() -> None:
     oid = _of(events, Accepted)[0].order_id
     state = ex.seq.snapshot()
     again = Sequencer.restore(_config(maker=10, taker=30), state)
-    with pytest.raises(fees.FeeChangeError, match=rf"symbol {BTCUSD}: .*orders {oid}\b"):
+    with pytest.raises(fees.FeeChangeError, match=rf"symbol BTC-USD: .*orders {oid}\b"):
         again.fee_changes(5)
     # the same margin (max 20) with other fees is no change of margin: it goes
     assert Sequencer.restore(_config(maker=20, taker=5), state).fee_changes(5)

@@ -551,7 +551,7 @@ def test_run_demo_stops_the_market_maker_then_the_exchange(
     bot = type("Bot", (), {"poll": lambda s: None, "terminate": lambda s: done.append("TERM"),
                            "wait": lambda s, t=None: 0})()  # fmt: skip
     steps = {"start_exchange": lambda p: 0, "add_users": lambda cfg, us: {u[0]: 1 for u in us},
-             "start_market_maker": lambda p, log, a: bot, "ringex": lambda *a: done.append(a[0]),
+             "start_market_maker": lambda *_: bot, "ringex": lambda *a: done.append(a[0]),
              "ignore_interrupts": lambda: None}  # fmt: skip
     for name, stand_in in steps.items():
         monkeypatch.setattr(demo, name, stand_in)

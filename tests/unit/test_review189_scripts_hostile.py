@@ -373,7 +373,7 @@ class QuotingError(Exception):
 
 def _args() -> argparse.Namespace:
     return argparse.Namespace(url="http://127.0.0.1:1", maker="MM1:mm1", taker="MM2:mm2",
-                              symbols="", levels=2, interval=0.01, seed=1)  # fmt: skip
+                              symbols="", levels=2, interval=0.01, seed=1, cafile="")  # fmt: skip
 
 
 @pytest.fixture
@@ -521,7 +521,7 @@ def test_a_rest_api_on_the_second_gateway_is_printed_and_traded_through(
     started: list[str] = []
     events: list[str] = []
     _stand_in(monkeypatch, demo, events,
-              start_market_maker=lambda p, log, accounts: started.append(p))  # fmt: skip
+              start_market_maker=lambda p, log, accounts, ca: started.append(p))  # fmt: skip
     monkeypatch.setattr("sys.argv", ["run_demo.py", "--profile", str(profile), "--market-maker"])
     assert mm.default_url(str(profile)) == "http://127.0.0.1:18080"
     demo.main()
