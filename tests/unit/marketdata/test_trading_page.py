@@ -212,6 +212,9 @@ async def scenario(cfg: RingexConfig, profile_dir: Path) -> None:
             for count, price in enumerate(("80.00", "85.00"), start=1):
                 await act(page, {**order, "price": price}, "#order-submit")
                 await page.wait_for(f"{count} open", partial(has_orders, count))
+                # and its answer shown: the stream may show the order before the REST answer
+                # frees the form for the next one (a loaded machine's order of the two)
+                await page.wait_for(f"order {count} answered", answered)
             await act(page, {}, "#cancel-all")
             state = await page.wait_for(
                 "no open order and the USD unlocked",
@@ -229,6 +232,12 @@ async def scenario(cfg: RingexConfig, profile_dir: Path) -> None:
 
 def has_orders(count: int, state: dict[str, Any]) -> bool:
     return len(state["orders"]) == count
+
+
+def answered(state: dict[str, Any]) -> bool:
+    """The result line answers the newest open order (the form takes the next order)."""
+    newest = max(state["orders"], key=int, default="")
+    return bool(newest) and state["result"].startswith(f"#{newest} ")
 
 
 async def until_up(url: str) -> None:
