@@ -107,26 +107,10 @@ def units_refused(cfg: RingexConfig, path: Path | None = None) -> str:
     if pinned is None:
         return ""
     now = units_of(cfg)
-    problems: list[str] = []
-    for kind in ("assets", "symbols"):
-        kept = pinned[kind]
-        kind_name = kind[:-1]
-        for name, fields in now[kind].items():
-            before = kept.get(name)
-            if before is None:
-                owner = next((n for n, f in kept.items() if f.get("id") == fields["id"]), None)
-                if owner is not None:
-                    problems.append(
-                        f"{kind_name} id {fields['id']} names {name!r} in the config and "
-                        f"{owner!r} in the journal"
-                    )
-                continue
-            for key, value in fields.items():  # (a key pinned before it was one: not yet)
-                if key in before and key != "matcher" and before[key] != value:
-                    problems.append(
-                        f"{kind_name} {name} {key}: {value!r} in the config, "
-                        f"{before.get(key)!r} in the journal"
-                    )
+    problems = [
+        *_differences("asset", pinned["assets"], now["assets"]),
+        *_differences("symbol", pinned["symbols"], now["symbols"]),
+    ]
     if problems:
         return (
             f"the config's units differ from those of the journal ({path}): "
@@ -147,30 +131,39 @@ def _gateways_refused(kept: dict[str, Any], now: dict[str, Any], path: Path) -> 
     neither may change (review 208: a renamed one started from nothing, its sessions'
     numbers and orders lost; one of another id never heard of its orders' fills). A
     gateway added or removed is no change of either."""
-    problems: list[str] = []
-    for name, fields in now.items():
-        before = kept.get(name)
-        if before is not None and before["id"] != fields["id"]:
-            problems.append(
-                f"gateway {name} id: {fields['id']} in the config, {before['id']} in the "
-                f"journal (its orders carry {before['id']}: give it {before['id']} again)"
-            )
-        elif before is None and (
-            was := next((n for n, f in kept.items() if f["id"] == fields["id"]), None)
-        ):
-            problems.append(
-                f"gateway id {fields['id']} names {name!r} in the config and {was!r} in the "
-                f"journal (its sessions and orders are under gateway/{was}: name it {was!r} "
-                "again)"
-            )
+    problems = _differences("gateway", kept, now)
     if not problems:
         return ""
     return (
         f"the config's gateways differ from those of the journal ({path}): "
         + "; ".join(problems)
         + ". A gateway's state is kept under its name and its orders under its id: neither "
-        "can change under a journal (a new gateway may be added with a new name and id)"
+        "can change under a journal (give it the journal's again; a new gateway may be "
+        "added with a new name and id)"
     )
+
+
+def _differences(kind: str, kept: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Each ``kind`` (asset, symbol, gateway) of ``now`` whose pinned fields differ from
+    ``kept``'s, and each id pinned to another name; a symbol's matcher is
+    ``_books_refused``'s, a key pinned since a file was written not yet compared."""
+    problems: list[str] = []
+    for name, fields in now.items():
+        before = kept.get(name)
+        if before is None:
+            owner = next((n for n, f in kept.items() if f.get("id") == fields["id"]), None)
+            if owner is not None:
+                problems.append(
+                    f"{kind} id {fields['id']} names {name!r} in the config and {owner!r} "
+                    "in the journal"
+                )
+            continue
+        for key, value in fields.items():
+            if key in before and key != "matcher" and before[key] != value:
+                problems.append(
+                    f"{kind} {name} {key}: {value!r} in the config, {before[key]!r} in the journal"
+                )
+    return problems
 
 
 def _books_refused(kept: dict[str, Any], now: dict[str, Any], path: Path) -> str:
@@ -204,11 +197,7 @@ def gone_gateways_refused(cfg: RingexConfig, resting: dict[int, int]) -> str:
     one would be told of those orders' fills, nor could cancel them by their ClOrdIDs
     (review 208). Named as the journal's units file pinned it."""
     configured = {g.id for g in cfg.gateways} | {ADMIN_GATEWAY}  # (the operator's: no FIX)
-    try:
-        pinned = (_read(units_path(cfg)) or {}).get("gateways", {})
-    except UnitsError:
-        pinned = {}
-    names = {fields["id"]: name for name, fields in pinned.items()}
+    names = {fields["id"]: name for name, fields in _pinned(cfg, "gateways").items()}
     gone = [
         f"gateway {names.get(gid, '?')} (id {gid}): {count} orders"
         for gid, count in sorted(resting.items())
@@ -226,17 +215,18 @@ def gone_gateways_refused(cfg: RingexConfig, resting: dict[int, int]) -> str:
 def removed_symbols(cfg: RingexConfig) -> str:
     """The symbols the journal has run that the config no longer has, named with their ids
     ("ETH-USD (id 2)"), "" when none: what a recovery refused for an unknown symbol blames."""
-    try:
-        pinned = _read(units_path(cfg))
-    except UnitsError:
-        return ""
     now = {s.name for s in cfg.symbols}
-    gone = [
-        f"{name} (id {f.get('id')})"
-        for name, f in (pinned or {"symbols": {}})["symbols"].items()
-        if name not in now
-    ]
+    gone = [f"{n} (id {f['id']})" for n, f in _pinned(cfg, "symbols").items() if n not in now]
     return ", ".join(sorted(gone))
+
+
+def _pinned(cfg: RingexConfig, kind: str) -> dict[str, Any]:
+    """What the config's journal pinned of ``kind``, by name: for naming what a refusal is
+    about; none where there is no readable file (the start's own check says why)."""
+    try:
+        return (_read(units_path(cfg)) or {}).get(kind, {})
+    except UnitsError:
+        return {}
 
 
 def units_differ(cfg: RingexConfig, path: Path | None = None) -> str:
@@ -254,13 +244,10 @@ def pin_units(cfg: RingexConfig) -> None:
     path = units_path(cfg)
     pinned = _read(path) or {"assets": {}, "symbols": {}}
     now = units_of(cfg)
-    merged = {  # what is pinned stays; a key or kind pinned since (a symbol's matcher, the
-        kind: {  # gateways) is added
-            name: {**now[kind].get(name, {}), **kept} for name, kept in pinned.get(kind, {}).items()
-        }
-        | {name: fields for name, fields in now[kind].items() if name not in pinned.get(kind, {})}
-        for kind in ("assets", "symbols", "gateways")
-    }
+    merged: dict[str, dict[str, dict[str, Any]]] = {}
+    for kind in _KINDS:  # what is pinned stays; what is new, and a key or kind pinned since
+        kept = pinned.get(kind, {})  # (a symbol's matcher, the gateways), is added
+        merged[kind] = {n: {**now[kind].get(n, {}), **kept.get(n, {})} for n in now[kind] | kept}
     if merged != pinned:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(merged, indent=1, sort_keys=True).encode() + b"\n"
