@@ -1,5 +1,6 @@
 """``ringex shm ls`` and ``ringex shm rm``: the instance's shared-memory segments, listed or
-removed (a live one only with ``--force``)."""
+removed (a live one only with ``--force``). ``rm --instance I`` of an instance still in use
+removes only what no process uses and exits 1: the operator asked for the whole of it."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def shm_rm(args: argparse.Namespace) -> int:
         print("ringex shm rm: say which: --instance NAME, --stale or --all", file=sys.stderr)
         return 2
     removed = 0
+    skipped: set[int] = set()
     for s in list_segments(args.instance):
         if args.stale and not s.stale:
             continue
@@ -45,9 +47,17 @@ def shm_rm(args: argparse.Namespace) -> int:
                 f"skipping {s.instance}.{s.name}: live pids {s.live_pids} (use --force)",
                 file=sys.stderr,
             )
+            skipped.update(s.live_pids)
             continue
         remove(s)
         removed += 1
         print(f"removed {s.instance}.{s.name}")
     print(f"{removed} segment(s) removed")
+    if skipped and not (args.stale or args.all):  # --stale, --all: the live ones stay, as said
+        print(
+            f"ringex shm rm: instance {args.instance!r} is in use (live pids "
+            f"{', '.join(map(str, sorted(skipped)))}): stop it first (ringex stop), or --force",
+            file=sys.stderr,
+        )
+        return 1
     return 0

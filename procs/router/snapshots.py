@@ -5,7 +5,9 @@ last snapshot when any command came since, the router forks a replay that writes
 snapshot (off its loop: the child reads the journal, the router keeps sequencing). Counting
 starts from the snapshot recovery began from, not from this start, or restarts closer
 together than ``snapshot_every`` would let the replayed tail grow without bound (a crash
-loop, say).
+loop, say). A snapshot job that fails (an exception, a signal: the disk full, the OOM killer)
+is logged as an error by the router within a second of its end, naming its seq and exit
+code: the journal's tail a restart replays then runs from the snapshot before it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ log = logging.getLogger("ringex.router")
 #: Longest the router waits for a snapshot child to close its copy of the journal's lock.
 LET_GO_S = 2.0
 
+#: How often the router looks whether its snapshot child has ended (a ``waitpid``).
+REAP_EVERY_S = 1.0
+
 
 class Snapshots:
     def __init__(self, cfg: RingexConfig, recovered_seq: int) -> None:
@@ -35,9 +40,14 @@ class Snapshots:
         self._at = recovered_seq  # the last snapshot's seq, and when it was made
         self._time = time.monotonic() - _snapshot_age_s(cfg, recovered_seq)
         self._child: multiprocessing.process.BaseProcess | None = None
+        self._child_seq = 0
+        self._reap_at = 0.0
+        self.failures = 0  # snapshot jobs that ended in failure since this start
 
     def maybe_start(self, seq: int, journal: JournalWriter) -> None:
         """Fork the snapshot job for ``seq`` (the newest sequenced) when one is due."""
+        if self._child is not None:
+            self._reap()
         cadence = self.cfg.journal
         since = seq - self._at
         if not since:
@@ -51,7 +61,7 @@ class Snapshots:
         if self._child is not None and self._child.is_alive():
             return
         journal.sync()  # the child reads what is durable
-        self._at, self._time = seq, time.monotonic()
+        self._at, self._time, self._child_seq = seq, time.monotonic(), seq
         let_go_r, let_go_w = os.pipe()
         self._child = multiprocessing.get_context("fork").Process(
             target=_snapshot_child,
@@ -72,6 +82,27 @@ class Snapshots:
             log.warning("snapshot child %s has not let go of the journal's lock within %.0f s",
                         self._child.pid, LET_GO_S)  # fmt: skip
         log.info("snapshot of seq %d started (pid %s)", seq, self._child.pid)
+
+    def _reap(self) -> None:
+        """At most once every ``REAP_EVERY_S``: if the snapshot child has ended, forget it,
+        and say so when it failed (its own traceback, if it raised, is on stderr)."""
+        now = time.monotonic()
+        if now < self._reap_at:
+            return
+        self._reap_at = now + REAP_EVERY_S
+        assert self._child is not None
+        code = self._child.exitcode  # None while it runs
+        if code is None:
+            return
+        self._child = None
+        if code:
+            self.failures += 1
+            how = f"exit code {code}"
+            if code < 0:
+                how = f"killed by signal {-code}, {signal.strsignal(-code)}"
+            log.error("snapshot of seq %d failed (%s): a restart replays the journal from the "
+                      "snapshot before it; the next is due in journal.snapshot_every commands",
+                      self._child_seq, how)  # fmt: skip
 
     def done(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the snapshot child; True when none is running."""

@@ -208,8 +208,10 @@ def test_shm_rm_removes_the_stale_keeps_what_is_in_use_unless_forced(
         assert "say which: --instance NAME, --stale or --all" in capsys.readouterr().err
         assert ringex("shm", "rm", "--instance", instance, "--stale") == 0
         assert [s.name for s in list_segments(instance)] == ["rv127live"]
-        assert ringex("shm", "rm", "--instance", instance) == 0
-        assert f"skipping {instance}.rv127live: live pids" in capsys.readouterr().err
+        assert ringex("shm", "rm", "--instance", instance) == 1
+        err = capsys.readouterr().err  # the exit says it: the instance was asked for whole
+        assert f"skipping {instance}.rv127live: live pids" in err
+        assert f"instance {instance!r} is in use (live pids {os.getpid()})" in err
         assert ringex("shm", "rm", "--instance", instance, "--force") == 0
         assert list_segments(instance) == []
     finally:

@@ -43,9 +43,9 @@ Faults (each fixed; its test says what it was):
 
 Leads, not shown as faults: ``add-user --account N`` binds a new user to an account another
 user holds, in silence (two comp ids trade one account's money; "an explicit one may exist",
-``add_user.py:116``, by design for accounts opened by ``create-account``); ``shm rm
---instance I`` of a running instance skips every live segment and exits 0 ("0 segment(s)
-removed"), where Operate's other refusals exit 1.
+``add_user.py:116``, by design for accounts opened by ``create-account``). Was (fixed, later):
+``shm rm --instance I`` of a running instance skipped every live segment and exited 0 ("0
+segment(s) removed"), where Operate's other refusals exit 1; it exits 1 now, naming the pids.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def test_ls_and_rm_stale(instance: str, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["shm", "rm", "--instance", instance, "--stale"]) == 0
     assert "removed" in capsys.readouterr().out
     assert [s.name for s in list_segments(instance)] == ["live"]
-    assert main(["shm", "rm", "--instance", instance]) == 0  # live: skipped without --force
+    assert main(["shm", "rm", "--instance", instance]) == 1  # live: skipped without --force
     assert [s.name for s in list_segments(instance)] == ["live"]
     assert main(["shm", "rm", "--instance", instance, "--force"]) == 0
     assert list_segments(instance) == []
