@@ -5,9 +5,9 @@ last snapshot when any command came since, the router forks a replay that writes
 snapshot (off its loop: the child reads the journal, the router keeps sequencing). Counting
 starts from the snapshot recovery began from, not from this start, or restarts closer
 together than ``snapshot_every`` would let the replayed tail grow without bound (a crash
-loop, say). A snapshot job that fails (an exception, a signal: the disk full, the OOM killer)
-is logged as an error by the router within a second of its end, naming its seq and exit
-code: the journal's tail a restart replays then runs from the snapshot before it.
+loop, say). A snapshot job that fails (an exception, a signal: the disk full, the OOM
+killer) is logged as an error by the router (looked for once a second while commands come),
+naming its seq and exit code: the tail a restart replays then runs from the one before it.
 """
 
 from __future__ import annotations
