@@ -42,6 +42,8 @@ from procs.common.rules_version import RULES_VERSION
 from procs.common.snapshots import SnapshotStore
 from procs.common.tls import replication_context
 from procs.common.topology import gateway_root, journal_dir, snapshot_dir
+from procs.common.units import FILE_NAME as UNITS
+from procs.common.units import units_differ
 from procs.core.recovery import journal_reader, recover, write_snapshot
 from procs.replica import cluster
 from procs.replica.files import FileReceiver
@@ -99,6 +101,7 @@ class Standby:
             self.epochs.check_open(directory)  # a fenced journal follows nobody either
         except JournalFencedError as exc:
             raise StandbyRefusedError(str(exc)) from exc
+        self._refuse_other_units()  # a restart on an edited profile (a systemd unit's)
         #: The primary's epochs, kept once its first frame is (its history is then proven).
         self._adopt: Epochs | None = None
         #: Its replicated history's id (``cluster.py``), and the primary's, kept likewise
@@ -146,6 +149,13 @@ class Standby:
         seq = self.persist(entries)
         self.apply(entries)
         return seq
+
+    def _refuse_other_units(self) -> None:
+        """Stop (exit 2) where the journal's units, pinned here or just shipped by the
+        primary, are not this config's: its entries would be applied in other units, and a
+        promotion refuses such a standby anyway (review 215: it followed and acknowledged)."""
+        if refused := units_differ(self.cfg):
+            raise StandbyRefusedError(f"standby of other units than its journal's: {refused}")
 
     def persist(self, entries: Entries) -> int:
         """Check one frame and make it durable here; returns its last seq (to acknowledge)."""
@@ -357,6 +367,8 @@ class Standby:
                     raise ConnectionResetError(
                         f"gateway state file {message.path!r} not written ({exc}): reconnecting"
                     ) from exc
+                if message.path == UNITS:  # (the copy kept until it is whole)
+                    self._refuse_other_units()  # before any entry is acknowledged
                 await _ack(writer, self.next_seq - 1)  # heard: see Heartbeat
                 continue
             if not isinstance(message, Entries):
