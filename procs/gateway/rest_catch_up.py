@@ -26,6 +26,7 @@ from procs.common.records import Accepted, OrderDone, Replaced, Trade, Triggered
 from procs.gateway.completing_rows import CompletingRowOrders
 from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments
+from procs.gateway.live_trades import LiveTrades
 from procs.gateway.recent_elsewhere import RecentElsewhere
 from procs.gateway.rest_order_state import LiveOrder, from_done
 from procs.gateway.unfiled_orders import UnfiledOrders
@@ -73,6 +74,7 @@ class RestCatchUp:
     recent: RecentElsewhere
     unfollowed: UnfollowedEvents
     unfiled: UnfiledOrders
+    trades: LiveTrades
     _fill: Callable[[int, int, Trade, int, bool], bool]
     _accepted: Callable[[Accepted], None]
     _done: Callable[[OrderDone], None]
@@ -129,7 +131,9 @@ class RestCatchUp:
         An order accepted among them is followed from its ``Accepted`` (unless followed from
         FIX already: as it stands now), and only such orders take the events after it, so
         nothing counts twice (a trade kept for its other side and taken again after a lapse
-        is of an order accepted before). Every end among them is kept as an end not filed
+        is of an order accepted before); every trade of the account is kept for myTrades,
+        whatever its order (review 219: a FIX order's fill, shown by GET order, was missing
+        there until filed). Every end among them is kept as an end not filed
         (``ended_elsewhere.py``): that of an order placed before them as ``from_done`` makes
         it, that of one followed here as ``done`` has it. No report: no stream is open yet."""
         followed: set[int] = set()
@@ -137,10 +141,16 @@ class RestCatchUp:
         ends: list[LiveOrder] = []  # in event order
         for event in self.recent.take(account):
             if isinstance(event, Trade):
-                if event.maker_account == account and event.maker_order_id in followed:
-                    self._fill(event.maker_order_id, account, event, event.maker_leaves, True)
-                if event.taker_account == account and event.taker_order_id in followed:
-                    self._fill(event.taker_order_id, account, event, event.taker_leaves, False)
+                for oid, leaves, maker in (
+                    (event.maker_order_id, event.maker_leaves, True),
+                    (event.taker_order_id, event.taker_leaves, False),
+                ):
+                    if (event.maker_account if maker else event.taker_account) != account:
+                        continue
+                    if oid in followed:
+                        self._fill(oid, account, event, leaves, maker)
+                    else:  # a fill of an order followed as it stands (FIX's), or of none:
+                        self.trades.add(event, account, oid, maker)  # myTrades' all the same
             elif isinstance(event, Accepted):
                 if event.order_id not in self.live:
                     followed.add(event.order_id)

@@ -149,7 +149,10 @@ class UnfiledOrders:
         orders = self._orders
         for row in rows:
             oid, filed = row[0], row[UPDATED_SEQ]
-            live = orders.get(oid) or followed.known(oid)
+            # the view followed now first: one kept here from before a lapse of the account's
+            # interest is no longer told its fills (review 219: allOrders said NEW, GET order
+            # PARTIALLY_FILLED)
+            live = followed.known(oid) or orders.get(oid)
             # the row when it is newer, or as new and the live view's counts are in doubt (a
             # fill counted from a row that lagged: ``RestOrders._fill``)
             if (
@@ -175,6 +178,6 @@ class UnfiledOrders:
                 and (start_ms is None or order.time_ms >= start_ms)
                 and (end_ms is None or order.time_ms <= end_ms)
             ):
-                out[oid] = order.json()
+                out[oid] = (followed.known(oid) or order).json()
         ordered = [out[k] for k in sorted(out)]
         return ordered[-limit:] if newest_first(from_id, start_ms) else ordered[:limit]
