@@ -14,6 +14,15 @@ BPS: Final = 10_000  # basis points in one
 _BUY, _SELL = Side.BUY, Side.SELL  # module constants: an enum member lookup costs ~60 ns
 
 
+def largest_capped(tick: int, band_bps: int, limit: int) -> int:
+    """The largest reference price on ``tick`` whose cap (``Market.cap``) is at most
+    ``limit``: the largest stop price a stop buy without a price may have."""
+    ref = limit * BPS // (BPS + band_bps) // tick * tick
+    while (ref + tick) * (BPS + band_bps) // BPS // tick * tick <= limit:
+        ref += tick
+    return ref
+
+
 @dataclass(frozen=True, slots=True)
 class Market:
     """One symbol's money rules, in integer units (units: ``accounts.py``)."""

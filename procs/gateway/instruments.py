@@ -21,9 +21,9 @@ class Instruments:
 def to_units(text: bytes, decimals: int) -> int | None:
     """``text`` scaled by 10**decimals, or None when it has more (non-zero) decimals."""
     negative = text[:1] == b"-"
-    whole, _, frac = (text[1:] if negative else text).partition(b".")
-    frac = frac.rstrip(b"0")
-    if len(frac) > decimals or not (whole or frac):
+    whole, _, digits = (text[1:] if negative else text).partition(b".")
+    frac = digits.rstrip(b"0")
+    if len(frac) > decimals or not (whole or digits):  # ".0" is a zero (review 217), "." none
         return None
     value: int = int(whole or b"0") * 10**decimals + int(
         (frac or b"0").ljust(decimals, b"0") or b"0"

@@ -1,12 +1,15 @@
 """Why the router refused an order's notional (``NOTIONAL_TOO_LARGE``), as both edges say it:
 the limit and the price it judged the order at (``Accounts.reserve_new`` and
 ``market_sell_notional``: a reference price, as venues check; review 49). The REST API adds
-it to its refusal's message, FIX to the Text (58) of its ExecutionReport (review 62)."""
+it to its refusal's message, FIX to the Text (58) of its ExecutionReport (review 62). And why
+a stop buy without a price was refused ``INVALID_PRICE``: its cap would not fit (``cap_note``)."""
 
 from __future__ import annotations
 
 from config.schema import SymbolConfig
 from procs.common.types import OrdType, Side
+from procs.core.money import largest_capped
+from procs.gateway.instruments import MAX_INT64, format_units
 
 
 def notional_note(limit: int, sym: SymbolConfig, side: Side, ord_type: OrdType, price: int) -> str:
@@ -30,3 +33,13 @@ def judged_at(sym: SymbolConfig, side: Side, ord_type: OrdType, price: int) -> s
     if ord_type == OrdType.STOP:
         return f"its cap: its stopPrice plus {band}"
     return f"its cap: the last trade plus {band}"
+
+
+def cap_note(sym: SymbolConfig, stop: str) -> str:
+    """Why the router refused a stop buy without a price ``INVALID_PRICE``: its cap, the
+    stop price (named ``stop``) plus ``band_bps``, is past the largest price (review 217)."""
+    top = format_units(largest_capped(sym.tick, sym.band_bps, MAX_INT64), sym.price_decimals)
+    return (
+        f": without a price, a stop buy is capped at its {stop} plus bandBps {sym.band_bps}, "
+        f"which must not pass the largest price: the largest {stop} is {top.decode()}"
+    )

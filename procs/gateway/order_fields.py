@@ -9,7 +9,7 @@ from typing import Final, NamedTuple
 
 from config.schema import SymbolConfig
 from procs.common.result_codes import ResultCode
-from procs.common.types import OrdType, TimeInForce
+from procs.common.types import OrdType, Side, TimeInForce
 from procs.core.order_checks import RESTS
 from procs.gateway.dictionary import (
     FIELDS,
@@ -19,7 +19,7 @@ from procs.gateway.dictionary import (
 )
 from procs.gateway.fix import FixMessage, field, shown
 from procs.gateway.instruments import format_units, price_ticks, qty_lots
-from procs.gateway.notional_note import notional_note
+from procs.gateway.notional_note import cap_note, notional_note
 from procs.gateway.order_state import Order
 
 #: The exchange's refusals of a new order as FIX 4.4 OrdRejReason (103) has them; others
@@ -250,6 +250,12 @@ def refusal_note(
         and not order.triggered
     ):
         return ": a stop not triggered yet is not on the book; cancel it and send a new one"
+    if (
+        code == ResultCode.INVALID_PRICE
+        and kind == b"D"
+        and (order.side == Side.BUY and order.ord_type == OrdType.STOP and not order.price)
+    ):
+        return cap_note(order.symbol, "StopPx")
     if code == ResultCode.PRICE_OUT_OF_BAND:  # a replace's new price: a limit's collar
         note = OUT_OF_BAND_NOTES.get(order.ord_type if kind == b"D" else OrdType.LIMIT, "")
         if kind == b"D" and order.ord_type == OrdType.STOP and order.price:
@@ -302,10 +308,12 @@ def cannot_post(f: dict[int, bytes], ord_type: OrdType) -> str | None:
 
 
 def amounts(
-    msg: FixMessage, sym: SymbolConfig, ord_type: OrdType, *, filled: int = 0
+    msg: FixMessage, sym: SymbolConfig, ord_type: OrdType, *, filled: int = 0, replace: bool = False
 ) -> tuple[int, int, int, int] | Fault:
     """Price, stop price, quantity and display quantity in units, or why not (with the
-    OrdRejReason a new order's refusal carries: 13 for OrderQty's own faults)."""
+    OrdRejReason a new order's refusal carries: 13 for OrderQty's own faults). A ``replace``
+    (G, whose MaxFloor must be the order's) may cut an iceberg below its slice, as the REST
+    amend may: the book shows what is left (review 217)."""
     f = msg.fields
     if 38 not in f:
         return Fault("OrderQty (38) is required", 13)
@@ -346,7 +354,7 @@ def amounts(
     if display and display < sym.min_qty:  # a slice is an order's size too, as REST says
         least = format_units(sym.least_qty, sym.qty_decimals).decode()
         return Fault(f"MaxFloor (111) {shown(f[111])} is below the symbol's min {least}", 13)
-    if display > qty:
+    if display > qty and not replace:
         return Fault(f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}")
     if display:
         if why := cannot_rest(f, ord_type):

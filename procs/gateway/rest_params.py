@@ -30,7 +30,7 @@ from procs.gateway.instruments import (
     price_ticks,
     qty_lots,
 )
-from procs.gateway.notional_note import notional_note
+from procs.gateway.notional_note import cap_note, notional_note
 
 SIDES = {"BUY": Side.BUY, "SELL": Side.SELL}
 TYPES = {
@@ -451,6 +451,10 @@ def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:
         )
     elif code == ResultCode.TOO_MANY_OPEN_ORDERS:
         text += f": an account may have at most {risk.max_open_orders} open orders"
+    elif code == ResultCode.INVALID_PRICE and (
+        req.side == Side.BUY and req.ord_type == OrdType.STOP and not req.price
+    ):
+        text += cap_note(sym, "stopPrice")
     elif code == ResultCode.NOTIONAL_TOO_LARGE:
         text += notional_note(risk.max_order_notional, sym, req.side, req.ord_type, req.price)
     return text
