@@ -17,6 +17,7 @@ renamed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -307,18 +308,34 @@ def _wait_orphans(
     timeout: float | None,
 ) -> int:
     """Wait, as a stop does, for ``orphans`` (``_still_stopping``) to end: each pid while
-    its process is the one that started then (its pid may be taken once it ended)."""
+    its process is the one that started then (its pid may be taken once it ended). One still
+    there at a deadline past the grace a SIGTERM gives is hung or stopped (SIGSTOP), which no
+    SIGTERM ends, and no supervisor is left to kill it: SIGKILLed (review 218)."""
     if timeout is None:
         timeout = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
     deadline = time.monotonic() + timeout
     while (alive := [p for p, s in orphans if holder_alive(p, s)]) and time.monotonic() < deadline:
         time.sleep(0.1)
+    if alive and timeout >= Supervisor.STOP_GRACE_S:
+        for pid, started in orphans:
+            if holder_alive(pid, started):  # (its pid not taken since: checked just before)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        print(f"instance {cfg.instance}: pids {', '.join(map(str, alive))} had not ended "
+              f"{timeout:g} s after the stop (hung or stopped): killed (SIGKILL)",
+              file=sys.stderr)  # fmt: skip
+        gone_by = time.monotonic() + 5.0
+        while (alive := [p for p, s in orphans if holder_alive(p, s)]) and (
+            time.monotonic() < gone_by
+        ):
+            time.sleep(0.05)
     if alive:
         supervisor = (status or {}).get("supervisor_pid")
         print(f"instance {cfg.instance}: its supervisor (pid {supervisor}) "
               f"ended without stopping it, and pids {', '.join(map(str, alive))} are still "
               f"stopping after {timeout:g} s (each ends itself within "
-              f"{Supervisor.STOP_GRACE_S:g} s of its SIGTERM)", file=sys.stderr)  # fmt: skip
+              f"{Supervisor.STOP_GRACE_S:g} s of its SIGTERM; a stop whose --timeout is that "
+              "or more kills what is left then)", file=sys.stderr)  # fmt: skip
         return 1
     print(f"instance {cfg.instance} stopped")
     return 0

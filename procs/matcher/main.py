@@ -350,10 +350,6 @@ def _chunks(items: Iterable[Record], size: int) -> Iterable[list[Record]]:
         yield chunk
 
 
-def _waiting() -> None:
-    """A publish waits for room (``Producer.on_wait``): nothing to do but pet the watchdog."""
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ringex matcher process")
     parser.add_argument("--profile", default="dev", help="profile name or TOML path")
@@ -364,8 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     exit_if_other_units(cfg, f"matcher {args.name}")  # a unit restarted on an edited profile
     shell = MatcherShell(cfg, args.name)
     # a publish held back by a slow reader of its events waits (the reader has a watchdog of
-    # its own): it pets the watchdog as the stop poll does (review 189)
-    shell.producer.on_wait = sd_notify.petting(_waiting)
+    # its own): it pets the watchdog as the stop poll does (review 189), and beats on its
+    # input line, so that the supervisor's stuck check takes it for waiting and finds the
+    # reader that holds it back, frozen (review 218: the matcher was killed in its place)
+    shell.producer.on_wait = sd_notify.petting(shell.consumer.heartbeat)
     stopped = stop_on_signals()
     gc_policy.settle(cfg.gc)  # recovered: the restored books are never walked again
     sd_notify.ready()  # recovered, the input ring attached: what the supervisor waits for

@@ -113,6 +113,9 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
                 matcher_output(cfg.matchers[0].name),
                 MARKETDATA,
                 ready_ports=_known((cfg.marketdata.port,)),
+                # the other matchers' events it reads: one frozen there holds that matcher
+                # back (review 218: only the first was watched)
+                watched=tuple((matcher_output(m.name), MARKETDATA) for m in cfg.matchers[1:]),
             )
         )
     specs += [
@@ -125,6 +128,9 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
             gateway_consumer(g.id),
             intake=True,
             ready_ports=_known((g.port, g.rest.port if g.rest is not None else 0)),
+            # every matcher's events it reads: a gateway frozen there holds the matcher back,
+            # and with it every gateway's orders (review 218: the matcher was blamed)
+            watched=tuple((matcher_output(m.name), gateway_consumer(g.id)) for m in cfg.matchers),
         )
         for g in cfg.gateways
     ]

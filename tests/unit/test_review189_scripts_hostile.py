@@ -568,6 +568,7 @@ def test_a_producer_waiting_for_room_calls_its_on_wait(instance: str) -> None:
 
 
 def test_the_matcher_pets_the_watchdog_while_its_publish_waits() -> None:
-    """``procs/matcher/main.py`` sets its producer's ``on_wait`` to a petting no-op."""
+    """``procs/matcher/main.py`` sets its producer's ``on_wait`` to a petting beat of its
+    input line (review 218: waiting, not stuck)."""
     source = (ROOT / "procs/matcher/main.py").read_text()
-    assert "shell.producer.on_wait = sd_notify.petting(_waiting)" in source
+    assert "shell.producer.on_wait = sd_notify.petting(shell.consumer.heartbeat)" in source
