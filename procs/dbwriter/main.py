@@ -13,16 +13,18 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common import gc_policy, sd_notify
 from procs.common.embedded_postgres import EmbeddedPostgres
+from procs.common.stats import DBWRITER_COUNTERS, DBWRITER_PAGE
 from procs.common.topology import postgres_dir, users_path
 from procs.common.units import exit_if_other_units
 from procs.dbwriter.writer import Backoff, DbWriter, StoppedWaitingError, WriterOptions
+from shm.counters import Counters
 
 log = logging.getLogger("ringex.dbwriter")
 
@@ -43,6 +45,22 @@ def _nothing() -> None:
     """What ``sd_notify.petting`` wraps where only its ping is wanted."""
 
 
+def _noting(
+    sleep: Callable[[float], None], page: Counters, committed: Callable[[], int | None]
+) -> Callable[[float], None]:
+    """``sleep``, also writing the writer's checkpoint into ``page`` first: the writer's loop
+    waits once a turn, and so does a retry while PostgreSQL is away (its lag then grows)."""
+    values = page.values
+
+    def noting(seconds: float) -> None:
+        at = committed()
+        if at is not None:
+            values[0], values[1] = at, 1
+        sleep(seconds)
+
+    return noting
+
+
 def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> int:
     """Run the writer (``to_end``: once, to the journal's end); return the checkpoint."""
     # The handler goes in first: a stop that comes while the cluster starts must still end
@@ -60,6 +78,7 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     embedded = None
+    page: Counters | None = None
     try:
         if dsn is None:
             dsn = cfg.database.dsn
@@ -67,7 +86,10 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
             embedded = EmbeddedPostgres(postgres_dir(cfg))
             dsn = embedded.start()
         # READY=1 once it first waits (caught up with the journal); its waits pet the watchdog
-        sleep = sd_notify.petting(time.sleep, ready_first=True)
+        sleep: Callable[[float], None] = sd_notify.petting(time.sleep, ready_first=True)
+        if not to_end:  # and say its checkpoint, for the supervisor's metrics (its lag)
+            page = Counters.open(cfg.instance, DBWRITER_PAGE, DBWRITER_COUNTERS)
+            sleep = _noting(sleep, page, lambda: writer.committed if writer else None)
         pet = sd_notify.petting(_nothing)  # and so does each batch of a catch-up
         writer = DbWriter(cfg, dsn, options(cfg), sleep=sleep, pet=pet)
         gc_policy.settle(cfg.gc)
@@ -78,6 +100,8 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
         finally:
             writer.close()
     finally:
+        if page is not None:
+            page.close()
         try:  # under its stop handler still: a second SIGTERM (a parent-death signal comes
             if embedded is not None and embedded.started_here:  # once per thread of the
                 embedded.stop()  # parent) killed it in the middle of pg_ctl stop

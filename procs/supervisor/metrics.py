@@ -61,6 +61,7 @@ from procs.common.endpoints import url_host
 from procs.common.journal import ENTRY_SIZE_AT, HEADER_SIZE, U32, EntryLayout, list_segments
 from procs.common.record_codec import RecordCodec
 from procs.common.stats import (
+    DBWRITER_PAGE,
     GATEWAY_COUNTERS,
     LATENCY_BUCKETS_US,
     REJECT_REASONS,
@@ -192,7 +193,28 @@ class RingexCollector:
         last = journal_last_seq(journal_dir(self.cfg), self._entry_size)
         if last is not None:
             sequenced.add_metric([], last)
-        return [info, states, sequenced]
+        return [info, states, sequenced, *self._writer(last)]
+
+    def _writer(self, last: int | None) -> list[Metric]:
+        """The database writer's checkpoint and how far it is behind the journal's last seq
+        ``last`` (a writer reads no ring: nothing else shows it behind, nor stuck)."""
+        if not self.cfg.database.enabled:
+            return []
+        committed = CounterMetricFamily(
+            "ringex_dbwriter_committed",
+            "Commands the database writer has committed to PostgreSQL: its checkpoint's seq.",
+        )
+        lag = GaugeMetricFamily(
+            "ringex_dbwriter_lag",
+            "Commands journaled and not yet in PostgreSQL: the journal's last seq less the "
+            "writer's checkpoint (it grows while PostgreSQL is away or the writer is stuck).",
+        )
+        page = self._page(DBWRITER_PAGE)
+        if page is not None and page.get("known"):
+            committed.add_metric([], page["committed"])
+            if last is not None:
+                lag.add_metric([], max(0, last - page["committed"]))
+        return [committed, lag]
 
     def _page(self, name: str) -> dict[str, int] | None:
         """The counters of page ``name``, or None while its process has not made it."""

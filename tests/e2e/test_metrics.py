@@ -60,3 +60,10 @@ def test_metrics_of_a_running_exchange(instance: str, tmp_path: Path) -> None:
         assert spent["idle"] > 0 and spent["busy"] > 0, spent  # a quiet router waits mostly
         assert spent["standby"] == 0 and spent["full"] == 0, spent  # no standby, nothing full
         assert got("ringex_router_events_total") >= 0
+        # the database writer's checkpoint reaches the journal's last seq (its page is said
+        # at each turn of its loop): lag 0, the figure an operator alerts on
+        while ("ringex_dbwriter_lag", frozenset()) not in got.samples or got("ringex_dbwriter_lag"):
+            assert time.monotonic() < deadline + 20, "the writer's lag never came to 0"
+            time.sleep(0.1)
+            got = Scrape(url)
+        assert got("ringex_dbwriter_committed_total") == got("ringex_router_sequenced_total")
