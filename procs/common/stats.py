@@ -96,12 +96,12 @@ GATEWAY_COUNTERS = (
 )
 
 
-#: The router's page (``procs/router/time_use.py`` writes it): counts, then ns by state.
 #: The database writer's page: its checkpoint (the last seq committed to PostgreSQL) and 1
 #: once it has said one (``procs/dbwriter/main.py``; the supervisor's metrics: its lag).
 DBWRITER_PAGE = "stats-dbwriter"
 DBWRITER_COUNTERS = ("committed", "known")
 
+#: The router's page (``procs/router/time_use.py`` writes it): counts, then ns by state.
 ROUTER_PAGE = "stats-router"
 ROUTER_STATES = ("busy", "idle", "behind", "full", "fsync", "standby")
 ROUTER_COUNTERS = ("commands", "events", *(f"{state}_ns" for state in ROUTER_STATES))
