@@ -40,6 +40,10 @@ from procs.common.topology import journal_archive_dir, journal_dir
 from procs.common.types import AdminAction
 from procs.supervisor.session_clock import DAY_NS
 
+#: How far the router's clock may have been stepped back (NTP) and the search for an end
+#: still start before it: the scan from there passes over a quarter of an hour's entries.
+STEP_MARGIN_NS = 15 * 60 * 10**9
+
 
 @dataclass(frozen=True)
 class JournaledEnd:
@@ -121,7 +125,11 @@ class JournaledEnds:
         if last < oldest:
             return max(last, after_seq) + 1
         seqs = range(oldest, last + 1)
-        return oldest + bisect.bisect_left(seqs, since_ns, key=lambda seq: self._ts(reader, seq))
+        # the stamps rise with seq but where the router's clock was stepped back (NTP): an
+        # end stamped just past ``since_ns`` may follow entries stamped later still, and the
+        # bisection land past it (review 221); from STEP_MARGIN_NS earlier, the scan finds it
+        at = since_ns - STEP_MARGIN_NS
+        return oldest + bisect.bisect_left(seqs, at, key=lambda seq: self._ts(reader, seq))
 
     def _ts(self, reader: JournalReader, seq: int) -> int:
         for _, image in reader.entries(seq, foreign="skip"):  # (the next of this layout's)

@@ -14,9 +14,12 @@ start under the schedule (none) from one that was down across an end. The journa
 instance's, and what a standby holds and a promotion inherits: before an end is sent, an
 END_OF_SESSION for every symbol sequenced at or after it (the old primary's, or this
 supervisor's own, journaled before it died and could remember it) is taken as that day's
-end, remembered, and not sent again. The file is written after the send: a crash between
-the two sends the end again at the next start only where the router had not journaled it;
-written first, a crash could lose the end and leave the whole day's DAY orders resting. A
+end, remembered, and not sent again. The file is written after the send, saying the end
+is not journaled yet, and again once the journal holds it (looked for at each poll): a crash
+between, or an instance stopped with the end unread in its admin ring (a router in a crash
+loop; the next start makes new rings), sends the end again at the next start where the
+router had not journaled it; written before the send, a crash could lose the end and leave
+the whole day's DAY orders resting (review 221: taken as sent, it was). A
 journal that cannot be read is logged and the end sent, for the same reason. The file is
 synced before it is renamed over the old one, and one that cannot be read all the same (a
 power loss, a hand's edit) is not a first start, which would take the end that passed as
@@ -106,6 +109,8 @@ class SessionEnds:
         self._failed_for: int | None = None  # the end whose send failed (logged once)
         self._unsaved_for: int | None = None  # the end whose record failed (logged once)
         self._unreadable_for: int | None = None  # the end the journal was unreadable for
+        #: the end sent and not seen in the journal yet: remembered once it is (review 221)
+        self._unjournaled: int | None = None
 
     @classmethod
     def of(cls, cfg: RingexConfig) -> SessionEnds | None:
@@ -128,6 +133,8 @@ class SessionEnds:
             )  # fmt: skip
             return None
         assert self.last_sent_ns is not None  # loaded
+        if self._unjournaled is not None:
+            self._confirm(now_ns)
         if behind(now_ns, self.minute, self.last_sent_ns):
             self._restart_schedule(now_ns)
             return None
@@ -143,12 +150,29 @@ class SessionEnds:
                             "every second", _utc(end), exc)  # fmt: skip
             return None
         self._failed_for = None
-        self._save(end, now_ns)
+        # remembered as sent, not yet journaled: one left unread in the admin ring (the router
+        # in a crash loop, the instance stopped) goes again at the next start, whose rings
+        # are new (review 221: it was remembered as sent, and lost)
+        self._save(end, now_ns, journaled=False)
+        self._unjournaled = end
         late = f" ({(now_ns - end) / 1e9:.0f} s late)" if now_ns - end > LATE_NS else ""
         following = _utc(next_end(now_ns, self.minute))
         log.info("session end %s: END_OF_SESSION sent to every symbol%s, DAY orders expire; "
                  "the next at %s", _utc(end), late, following)  # fmt: skip
         return end
+
+    def _confirm(self, now_ns: int) -> None:
+        """Remember the end sent once the journal holds it (the next poll, as a rule); a
+        journal that cannot be read is looked at again at the next."""
+        end = self._unjournaled
+        assert end is not None
+        try:
+            found = self.journal.first_since(end, self.after_seq)
+        except (JournalError, OSError, ValueError):  # (said where it is due: ``_journaled``)
+            return
+        if found is not None:
+            self._unjournaled = None
+            self._save(end, now_ns)
 
     def _journaled(self, end: int, now_ns: int) -> bool:
         """True, and ``end`` remembered, where the journal holds that day's end already."""
@@ -211,11 +235,28 @@ class SessionEnds:
                         )  # fmt: skip
             return True
         self.last_sent_ns, self.after_seq = end, after
+        if doc.get("journaled") is False:  # sent by the last run, not seen journaled by it
+            self._unjournaled = cast(int, end)
+            if self._lost(cast(int, end), after):
+                self.last_sent_ns = cast(int, end) - DAY_NS  # due again, sent once more
+                log.warning("session end %s: sent by the last run, never journaled (its "
+                            "rings went with it): due again", _utc(cast(int, end)))  # fmt: skip
         return True
 
-    def _save(self, end_ns: int, now_ns: int) -> None:
+    def _lost(self, end: int, after_seq: int) -> bool:
+        """Whether an end sent by an earlier run is not in the journal (a journal that cannot
+        be read: lost too, so sent, as a due end is); with no journal entry at all, trusted."""
+        try:
+            journal = self.journal
+            return bool(journal.last_seq()) and journal.first_since(end, after_seq) is None
+        except (JournalError, OSError, ValueError):
+            return True
+
+    def _save(self, end_ns: int, now_ns: int, *, journaled: bool = True) -> None:
         self.last_sent_ns = end_ns
         doc: dict[str, object] = {"end_ns": end_ns, "end_utc": _utc(end_ns), "written_ns": now_ns}
+        if not journaled:  # sent, not seen in the journal yet (``_load``)
+            doc["journaled"] = False
         if self.after_seq:
             doc["after_seq"] = self.after_seq
         doc["crc32"] = _record_crc(end_ns, self.after_seq)  # a flipped digit is no end (141)
