@@ -243,10 +243,12 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         return True
 
     def _taken(self, session_id: int, cl_ord_id: bytes) -> bool:
-        """Whether the session used ``cl_ord_id`` already; if not, it is taken now."""
+        """Whether the session used ``cl_ord_id`` already; if not, it is taken now. An order
+        still answered for (open, or finished and kept) holds its ClOrdID past the window of
+        ``seen`` (review 222: a PossDup of a kept finished order's D executed again)."""
         key = (session_id, cl_ord_id)
         digest = clordid_digest(*key)
-        if digest not in self.seen and key not in self.live:
+        if digest not in self.seen and key not in self.live and key not in self.finished:
             self.seen.add(digest)
             return False
         return True

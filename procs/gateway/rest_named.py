@@ -62,7 +62,9 @@ class NamedOrders:
                 if row is not None:
                     return int(row[0]), None
             return None, known
-        known = self.core.order(account, oid)
+        # past ``keep_done``, the unfiled index still has an order the writer lags on (review
+        # 222: GET order by orderId said NEW, or "does not exist", where allOrders said FILLED)
+        known = self.core.order(account, oid) or self.core.unfiled.get(account, oid)
         client_id = params.get("origClientOrderId", "")
         if not client_id or (known is not None and known.client_order_id == client_id):
             return oid, known

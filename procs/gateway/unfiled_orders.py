@@ -109,6 +109,11 @@ class UnfiledOrders:
         if not mine:
             del self._by_account[key]
 
+    def get(self, account: int, order_id: int) -> LiveOrder | None:
+        """``account``'s order ``order_id`` here (its last change not filed yet), or None."""
+        order = self._orders.get(order_id)
+        return order if order is not None and order.account == account else None
+
     def named(self, account: int, symbol: int, client_id: str) -> LiveOrder | None:
         """The newest order of ``account`` on ``symbol`` here under ``client_id`` whose last
         change the writer has not filed: newer than any row of that id (review 87)."""
