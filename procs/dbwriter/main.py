@@ -61,6 +61,13 @@ def _noting(
     return noting
 
 
+def _checkpoint(writer: DbWriter | None) -> int | None:
+    """The writer's checkpoint once it has read it from the database (its ``follower`` is
+    made after): None while it connects, retrying (review 223: 0 read as the whole journal
+    behind, over the last run's true figure)."""
+    return writer.committed if writer is not None and writer.follower is not None else None
+
+
 def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> int:
     """Run the writer (``to_end``: once, to the journal's end); return the checkpoint."""
     # The handler goes in first: a stop that comes while the cluster starts must still end
@@ -89,7 +96,7 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
         sleep: Callable[[float], None] = sd_notify.petting(time.sleep, ready_first=True)
         if not to_end:  # and say its checkpoint, for the supervisor's metrics (its lag)
             page = Counters.open(cfg.instance, DBWRITER_PAGE, DBWRITER_COUNTERS)
-            sleep = _noting(sleep, page, lambda: writer.committed if writer else None)
+            sleep = _noting(sleep, page, lambda: _checkpoint(writer))
         pet = sd_notify.petting(_nothing)  # and so does each batch of a catch-up
         writer = DbWriter(cfg, dsn, options(cfg), sleep=sleep, pet=pet)
         gc_policy.settle(cfg.gc)

@@ -52,7 +52,7 @@ from procs.common.crc_frames import crc_hex
 from procs.common.durable import replace_durably
 from procs.common.journal import JournalError
 from procs.common.run_files import run_dir
-from procs.supervisor.journaled_ends import JournaledEnds
+from procs.supervisor.journaled_ends import STEP_MARGIN_NS, JournaledEnds
 from procs.supervisor.session_clock import DAY_NS, behind, due_end, latest_end, next_end
 from shm import ShmError
 
@@ -109,8 +109,9 @@ class SessionEnds:
         self._failed_for: int | None = None  # the end whose send failed (logged once)
         self._unsaved_for: int | None = None  # the end whose record failed (logged once)
         self._unreadable_for: int | None = None  # the end the journal was unreadable for
-        #: the end sent and not seen in the journal yet: remembered once it is (review 221)
-        self._unjournaled: int | None = None
+        #: the end sent and not seen in the journal yet, and the journal's last seq at its
+        #: send: remembered once it is (review 221)
+        self._unjournaled: tuple[int, int] | None = None
 
     @classmethod
     def of(cls, cfg: RingexConfig) -> SessionEnds | None:
@@ -153,8 +154,8 @@ class SessionEnds:
         # remembered as sent, not yet journaled: one left unread in the admin ring (the router
         # in a crash loop, the instance stopped) goes again at the next start, whose rings
         # are new (review 221: it was remembered as sent, and lost)
-        self._save(end, now_ns, journaled=False)
-        self._unjournaled = end
+        self._unjournaled = (end, self._journal_end())
+        self._save(end, now_ns, sent_after=self._unjournaled[1])
         late = f" ({(now_ns - end) / 1e9:.0f} s late)" if now_ns - end > LATE_NS else ""
         following = _utc(next_end(now_ns, self.minute))
         log.info("session end %s: END_OF_SESSION sent to every symbol%s, DAY orders expire; "
@@ -164,15 +165,30 @@ class SessionEnds:
     def _confirm(self, now_ns: int) -> None:
         """Remember the end sent once the journal holds it (the next poll, as a rule); a
         journal that cannot be read is looked at again at the next."""
-        end = self._unjournaled
-        assert end is not None
+        assert self._unjournaled is not None
+        end, sent_after = self._unjournaled
         try:
-            found = self.journal.first_since(end, self.after_seq)
+            found = self._sent_found(end, sent_after)
         except (JournalError, OSError, ValueError):  # (said where it is due: ``_journaled``)
             return
-        if found is not None:
+        if found:
             self._unjournaled = None
             self._save(end, now_ns)
+
+    def _sent_found(self, end: int, sent_after: int) -> bool:
+        """Whether the journal holds the END_OF_SESSION sent for ``end`` when it ended at
+        ``sent_after``: one sequenced after that, stamped up to ``STEP_MARGIN_NS`` before the
+        end's time (a router clock stepped back meanwhile: review 223), not only after it."""
+        return self.journal.first_since(end - STEP_MARGIN_NS, sent_after) is not None
+
+    def _journal_end(self) -> int:
+        """The journal's last seq (what an end sent now is sequenced after); ``after_seq``
+        where it cannot be read."""
+        try:
+            return self.journal.last_seq()
+        except (JournalError, OSError) as exc:
+            log.warning("session end: the journal cannot be read (%s)", exc)
+            return self.after_seq
 
     def _journaled(self, end: int, now_ns: int) -> bool:
         """True, and ``end`` remembered, where the journal holds that day's end already."""
@@ -235,28 +251,31 @@ class SessionEnds:
                         )  # fmt: skip
             return True
         self.last_sent_ns, self.after_seq = end, after
+        sent_after = doc.get("sent_after_seq")
         if doc.get("journaled") is False:  # sent by the last run, not seen journaled by it
-            self._unjournaled = cast(int, end)
-            if self._lost(cast(int, end), after):
+            sent_after = sent_after if _is_int(sent_after) else after
+            self._unjournaled = (cast(int, end), cast(int, sent_after))
+            if self._lost(*self._unjournaled):
                 self.last_sent_ns = cast(int, end) - DAY_NS  # due again, sent once more
                 log.warning("session end %s: sent by the last run, never journaled (its "
                             "rings went with it): due again", _utc(cast(int, end)))  # fmt: skip
         return True
 
-    def _lost(self, end: int, after_seq: int) -> bool:
+    def _lost(self, end: int, sent_after: int) -> bool:
         """Whether an end sent by an earlier run is not in the journal (a journal that cannot
         be read: lost too, so sent, as a due end is); with no journal entry at all, trusted."""
         try:
-            journal = self.journal
-            return bool(journal.last_seq()) and journal.first_since(end, after_seq) is None
+            return bool(self.journal.last_seq()) and not self._sent_found(end, sent_after)
         except (JournalError, OSError, ValueError):
             return True
 
-    def _save(self, end_ns: int, now_ns: int, *, journaled: bool = True) -> None:
+    def _save(self, end_ns: int, now_ns: int, *, sent_after: int | None = None) -> None:
+        """Remember ``end_ns``; ``sent_after``: sent when the journal ended at that seq, and
+        not seen in it yet (``_load``)."""
         self.last_sent_ns = end_ns
         doc: dict[str, object] = {"end_ns": end_ns, "end_utc": _utc(end_ns), "written_ns": now_ns}
-        if not journaled:  # sent, not seen in the journal yet (``_load``)
-            doc["journaled"] = False
+        if sent_after is not None:
+            doc["journaled"], doc["sent_after_seq"] = False, sent_after
         if self.after_seq:
             doc["after_seq"] = self.after_seq
         doc["crc32"] = _record_crc(end_ns, self.after_seq)  # a flipped digit is no end (141)

@@ -552,6 +552,10 @@ def test_snapshots_start_by_count_from_the_recovered_one_or_by_time(
         def is_alive(self) -> bool:
             return Child.alive
 
+        @property
+        def exitcode(self) -> int | None:  # (Process's: None while it runs)
+            return None if Child.alive else 0
+
         def join(self, timeout: float) -> None:
             pass
 
