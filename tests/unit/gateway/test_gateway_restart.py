@@ -115,7 +115,7 @@ def test_a_command_the_ring_never_got_is_published_after_a_crash(harness: Harnes
         assert gw is not None
         gw.producer.try_publish_slots = lambda images, count: False  # type: ignore[method-assign]
         await alice.send("D", *order("held", "2", "1.00", "100.00"))
-        await asyncio.sleep(0.1)
+        await settled(lambda: bool(gw.entry.outgoing and gw._unpublished))  # a loaded host: later
         assert gw.entry.outgoing and gw._unpublished  # logged, not in the ring
         await crash(h)
         await alice.aclose()

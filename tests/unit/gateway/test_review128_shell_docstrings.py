@@ -110,8 +110,9 @@ def test_a_stop_closes_intake_delivers_what_is_in_flight_and_ignores_a_quick_sec
         await alice.send("D", *order("rest", "1", "1.00", "90.00"))
         assert (await alice.expect("8")).get(150) == b"0"
         h.pause()
+        published = gw.producer.sequence
         await alice.send("D", *order("flight", "1", "1.00", "91.00"))
-        await asyncio.sleep(0.05)
+        await settled(lambda: gw.producer.sequence > published)  # in flight (a loaded host: later)
         gw.stop()
         gw.stop()  # the parent-death signal told again: no stop at once
         await asyncio.sleep(0.05)

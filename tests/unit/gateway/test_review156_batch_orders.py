@@ -413,7 +413,7 @@ def test_a_client_gone_mid_wait_leaks_nothing_on_either_lane(harness: Harness) -
                 # a second to be read and published: the 10 s order timeout is far off
                 status, _, _ = await _raw(alice, url, _json(orders), *extra, timeout_s=1.0)
                 assert status in (0, 100)  # no answer yet: the client hangs up
-            await asyncio.sleep(0.1)
+            await settled(lambda: len(api.waiters) == 6)  # read (late on a loaded host)
             assert len(api.waiters) == 6
             harness.resume()
             await settled(lambda: _quiet(api))

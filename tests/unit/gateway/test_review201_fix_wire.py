@@ -239,6 +239,8 @@ def test_an_order_then_a_reset_is_placed_and_cancelled_as_its_setting_says(
         gw = _gateway(h)
         await settled(lambda: not gw.connections)
         await asyncio.sleep(0.2)
+        # the order (and its cancel) through the router: late on a loaded host
+        await settled(lambda: h.router.sequencer.accounts.open_orders(7) == open_after)
         assert await _open_orders(port) == open_after
 
     run_scenario(h, scenario)

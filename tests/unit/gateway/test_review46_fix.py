@@ -77,9 +77,10 @@ def test_a_replace_refused_while_stopping_is_not_unknown_for_a_known_order(
         await alice.send("D", *order("p1", "1", "1.00", "90.00"))
         working = await alice.expect("8")
         h.pause()  # the replace p1 -> p2 waits in the router's ring: pending
-        await alice.send("G", (41, "p1"), *order("p2", "1", "2.00", "90.00"))
-        await asyncio.sleep(0.05)
         assert h.gateway is not None
+        gw, published = h.gateway, h.gateway.producer.sequence
+        await alice.send("G", (41, "p1"), *order("p2", "1", "2.00", "90.00"))
+        await settled(lambda: gw.producer.sequence > published)  # a loaded host: later
         h.gateway.entry.closing = True  # what ``GatewayServer.stop`` sets first
         got = []
         for orig, known, status, reason in (

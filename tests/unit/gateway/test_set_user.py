@@ -99,6 +99,11 @@ def test_a_change_while_logged_on_is_taken_and_off_keeps_the_orders(
         assert (await c.expect("8")).get(150) == b"0"
         assert admin("set-user", "--comp-id", "ALICE", "--cancel-on-disconnect", "off") == 0
         await asyncio.sleep(1.3)
+        gw = h.gateway
+        assert gw is not None  # the users file read again (a loaded host: later)
+        await settled(
+            lambda: (u := gw.live["ALICE"].user) is not None and u.cancel_on_disconnect is False
+        )
         await c.send("1", (112, "still-on"))
         assert (await c.expect("0")).get(112) == b"still-on"  # not logged out
         await c.aclose()
