@@ -378,5 +378,7 @@ def test_deadlines_on_uvloop_are_never_early_and_at_most_a_resolution_late() -> 
     ends = uvloop.run(main())
     assert len(ends) == 60
     early = [(due, took) for due, took in ends if took < due - 0.001]  # uvloop's ms clock
-    late = [(due, took) for due, took in ends if took > due + RESOLUTION_S + 0.015]
+    # a tick past the coalescing, and what a loaded host's scheduling adds (~50 ms seen with
+    # both cores busy): a deadline missed by a whole group would be seconds late
+    late = [(due, took) for due, took in ends if took > due + RESOLUTION_S + 0.25]
     assert early == [] and late == [], (early, late)
