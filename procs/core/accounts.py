@@ -66,6 +66,7 @@ The fees a trade settles under are journaled state, not config of the day (``fee
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Final
 
 import msgspec
@@ -125,6 +126,9 @@ class Accounts(Settlement):
         self._last: dict[int, int] = {}  # symbol -> last trade price seen
         self._orders: dict[int, OpenOrder] = {}
         self._open: dict[int, int] = {}  # account -> orders sent and not done
+        #: account -> {symbol: its entries in ``_orders``}: the books an account's balances
+        #: can still change at (a router's balance label per account: review 220); derived
+        self._where: dict[int, dict[int, int]] = {}
         self.handlers = self.settlement_handlers()
 
     # -- commands -------------------------------------------------------------------------------
@@ -233,7 +237,30 @@ class Accounts(Settlement):
             account, symbol, side, price, order.qty, hold, order.seq
         )
         self._open[account] = self._open.get(account, 0) + 1
+        self._placed(account, symbol)
         return OK, order
+
+    def _placed(self, account: int, symbol: int) -> None:
+        where = self._where.get(account)
+        if where is None:
+            where = self._where[account] = {}
+        where[symbol] = where.get(symbol, 0) + 1
+
+    def _forget(self, order_id: int) -> None:
+        """``order_id`` leaves ``_orders`` (done, nothing of it in flight)."""
+        order = self._orders.pop(order_id)
+        where = self._where[order.account]
+        if where[order.symbol] == 1:
+            del where[order.symbol]
+            if not where:
+                del self._where[order.account]
+        else:
+            where[order.symbol] -= 1
+
+    def symbols_of(self, account: int) -> Iterable[int]:
+        """The symbols ``account`` has an order on that a matcher may still act on (sent,
+        resting, or done with a replace of it in flight)."""
+        return self._where.get(account, {}).keys()
 
     def market_sell_notional(self, order: NewOrder) -> ResultCode:
         """A market or limit sell, live only: ``max_order_notional`` at the last trade price
@@ -454,6 +481,7 @@ class Accounts(Settlement):
                 *(o.account, o.symbol, Side(o.side), o.price, o.leaves, o.held, o.seq),
                 *(o.status, list(o.replaces), o.filled, list(o.asks)),
             )
+            accounts._placed(o.account, o.symbol)
             if o.status != DONE:
                 accounts._open[o.account] = accounts._open.get(o.account, 0) + 1
                 market = accounts.markets[o.symbol]
@@ -492,6 +520,11 @@ class Accounts(Settlement):
         holds = {slot: v for slot, v in holds.items() if v}
         assert holds == self._reserved, f"reserved {self._reserved} != order holds {holds}"
         assert open_count == self._open, f"open orders {self._open} != counted {open_count}"
+        where: dict[int, dict[int, int]] = {}
+        for o in self._orders.values():
+            mine = where.setdefault(o.account, {})
+            mine[o.symbol] = mine.get(o.symbol, 0) + 1
+        assert where == self._where, f"orders' symbols {self._where} != counted {where}"
         for asset in self.assets:
             total, net = self.totals(asset), self._net.get(asset, 0)
             assert total == net, f"asset {asset}: balances total {total}, transfers net {net}"

@@ -80,6 +80,7 @@ class Settlement:
     _last: dict[int, int]  # symbol -> last trade price seen
     _orders: dict[int, OpenOrder]
     _open: dict[int, int]  # account -> orders sent and not done
+    _forget: Callable[[int], None]  # an order leaves ``_orders`` (``Accounts._forget``)
     handlers: dict[type, Callable[[Any], None]]  # ``settlement_handlers()``, made once
 
     def settlement_handlers(self) -> dict[type, Callable[[Any], None]]:
@@ -180,7 +181,7 @@ class Settlement:
             market = self.markets[order.symbol]
             self._unreserve(order.account, market.hold_asset(order.side), order.pop_replace())
             if order.status == DONE and not order.replaces:
-                del self._orders[rejected.order_id]
+                self._forget(rejected.order_id)
 
     def _replaced(self, replaced: Replaced) -> None:
         order = self._order(replaced.order_id, "replaced")
@@ -207,7 +208,7 @@ class Settlement:
         if not self._open[order.account]:
             del self._open[order.account]
         if not order.replaces:
-            del self._orders[oid]
+            self._forget(oid)
 
     def _unreserve(self, account: int, asset: int, amount: int) -> None:
         self._spend(account, asset, amount)

@@ -7,8 +7,9 @@ reports what may have changed a balance (``touch_commands`` for the commands it 
 touched (account, asset) pairs into one ``Balance`` per watching gateway, with the values of
 that moment: a hundred fills of one account in a step cost its watcher one record per asset.
 
-A push is labelled as a snapshot is: with the router's applied label (every event of every
-seq through it is in the values), not with the seq that touched it. An order's reservation is
+A push is labelled as a snapshot is: with the router's applied label for its account (every
+event of every seq through it that can touch the account is in the values: review 220), not
+with the seq that touched it. An order's reservation is
 pushed when the order is routed, before its matcher has made its fills, and a fill settled
 from one matcher may come while an older command waits at another: a push labelled with its
 touch claimed those events in (review 42), and a gateway's read-your-writes check answered
@@ -30,7 +31,7 @@ only when something is watched; then a touch of an unwatched account is one dict
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from procs.common.records import (
@@ -173,23 +174,34 @@ class Watches:
         """Whether a ``take`` has something to push, now or once the label moves on."""
         return bool(self._touched or self._behind)
 
-    def take(self, now_ns: int, label: int) -> list[tuple[int, Balance]]:
+    def take(
+        self, now_ns: int, label: int, label_of: Callable[[int], int] | None = None
+    ) -> list[tuple[int, Balance]]:
         """(gateway, ``Balance``) for every touched (account, asset) and every gateway whose
         lease of the account is live at ``now_ns``, with the balances of now, ordered by
         account, asset, gateway; at most one per (gateway, account, asset) a ``take``, each
         labelled ``label`` (the router's applied label: every event of every seq through it
         is in the values). What was pushed labelled below the seq that touched it is pushed
         again, once, at the first ``take`` whose label reaches that seq. Leases expired at
-        ``now_ns`` are dropped first."""
+        ``now_ns`` are dropped first. ``label_of``: each account's own label, at most
+        ``label`` (what can still change its balances is outstanding at the matchers its
+        orders are on alone: review 220), where given."""
         if now_ns >= self._earliest:
             self._expire(now_ns)
         touched, behind, due = self._touched, self._behind, self._due
+        own = label_of if label_of is not None else (lambda _account: label)
+        waiting = []  # due by ``label``, not by their account's own: kept for a later take
         while due and due[0][0] <= label:
             seq, slot = heapq.heappop(due)
             if behind.get(slot) == seq:
+                if own(slot[0]) < seq:
+                    waiting.append((seq, slot))
+                    continue
                 del behind[slot]
                 if touched.get(slot, 0) < seq:
                     touched[slot] = seq
+        for entry in waiting:
+            heapq.heappush(due, entry)
         if not touched:
             return []
         balance, leases = self.accounts.balance, self._leases
@@ -198,10 +210,11 @@ class Watches:
             gateways = leases.get(account)
             if gateways:
                 free, reserved = balance(account, asset)
+                mine = own(account)
                 for gateway in sorted(gateways):
-                    push = Balance(label, now_ns, gateway, 0, 0, account, asset, free, reserved, 0)
+                    push = Balance(mine, now_ns, gateway, 0, 0, account, asset, free, reserved, 0)
                     pushes.append((gateway, push))
-                if seq > label and behind.get((account, asset), 0) < seq:
+                if seq > mine and behind.get((account, asset), 0) < seq:
                     behind[account, asset] = seq
                     heapq.heappush(due, (seq, (account, asset)))
         touched.clear()

@@ -5,10 +5,11 @@ snapshot may say every event through is in (its label). A part of ``RouterShell`
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 from procs.common.records import Heartbeat, Record
-from procs.common.topology import RECOVERED_SOURCE
+from procs.common.topology import RECOVERED_SOURCE, matcher_output
 from procs.core.sequencer import Sequencer
 from procs.core.watches import Watches
 from procs.router.time_use import TimeUse
@@ -61,6 +62,38 @@ class AppliedEvents:
                     break
         self.time_use.settled(count)
         return count
+
+    def _labels(self) -> tuple[int, Callable[[int], int]]:
+        """The most any balance may be labelled now (the newest whole seq settled, or
+        routed), and each account's label: below a command outstanding at a matcher that
+        holds an order of the account, or at any matcher for the fee account (every trade
+        pays it). What is outstanding elsewhere cannot change the account's balances: one
+        matcher held or restarting no longer holds back every account's (review 220)."""
+        top = max(self.applied_seq, self._routed_seq)
+        heads = {ring: q[0] for ring, q in self._outstanding.items() if q and q[0] <= top}
+        if not heads:
+            return top, lambda _account: top
+        lowest = min(heads.values()) - 1
+        accounts = self.sequencer.accounts
+        fee_account, symbols_of, ring_of = accounts.fee_account, accounts.symbols_of, self._ring_of
+
+        def label(account: int) -> int:
+            if account == fee_account:
+                return lowest
+            mine = top
+            for symbol in symbols_of(account):
+                head = heads.get(ring_of[symbol])
+                if head is not None and head <= mine:
+                    mine = head - 1
+            return mine
+
+        return top, label
+
+    @functools.cached_property
+    def _ring_of(self) -> dict[int, str]:
+        """Symbol id -> the output ring of the matcher that owns it."""
+        cfg = self.sequencer.cfg
+        return {cfg.symbol(s).id: matcher_output(m.name) for m in cfg.matchers for s in m.symbols}
 
     def _applied_label(self) -> int:
         """The seq a balance snapshot or push may say every event through is applied: the

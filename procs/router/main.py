@@ -519,11 +519,13 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         push of the same values."""
         now = time.time_ns()
         pending = self.pending_replies
-        label = self._applied_label()  # pushes and snapshots alike (review 42)
-        for gateway, balance in self.watches.take(now, label):
+        top, label = self._labels()  # pushes and snapshots alike (reviews 42, 220)
+        for gateway, balance in self.watches.take(now, top, label):
             pending[gateway].append(balance)
         for gateway, request in watch_requests:  # as of the newest event applied
-            pending[gateway].extend(self.watches.execute(gateway, request, now, label))
+            pending[gateway].extend(
+                self.watches.execute(gateway, request, now, label(request.account))
+            )
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
         self._stop = stop  # also polled while a batch waits for the standby

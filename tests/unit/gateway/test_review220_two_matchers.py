@@ -10,11 +10,10 @@ in-process router stepped in the test's loop) with review 41's second matcher
 (``TwoMatchers``), here with its own asset (ETH) and a switch that holds m2 alone (a
 SIGSTOPped matcher: its input waits in its ring, m1 goes on).
 
-One fault found, kept as a documented limit (a strict xfail, README): with one matcher held,
-``GET account`` of every account waits and gives a 504, an account with nothing at it too
-(the router's balance label is below any command outstanding at any matcher,
-``procs/router/applied.py``; a label per account needs the matchers each account's orders
-are on).
+One fault found, fixed (its test begins "Was (fixed)"): with one matcher held, ``GET
+account`` of every account waited and gave a 504, an account with nothing at it too (the
+router's balance label was below any command outstanding at any matcher); the router labels
+each account's balances by the matchers its orders are on now (``applied.py``).
 """
 
 from __future__ import annotations
@@ -425,15 +424,10 @@ def test_an_end_of_session_expires_day_orders_on_both_matchers_once(harness: Hel
 # == found: one held matcher stalls every account's balances ==================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, REST, account; review 220): the router's balance "
-    "label is below any command outstanding at any matcher, so one held matcher stalls all",
-)
 def test_a_held_matcher_does_not_stall_the_balances_of_an_account_it_does_not_hold(
     harness: Held,
 ) -> None:
-    """Now: with m2 held (SIGSTOP) and ALICE's mass cancel queued at it, BOB, who trades
+    """Was (fixed): with m2 held (SIGSTOP) and ALICE's mass cancel queued at it, BOB, who trades
     on BTC-USD (m1) only, places a sell that m1 takes, and his ``GET account`` is a 504
     ("the router did not answer with balances ...") after 1.25 s: the router labels every
     balance below the oldest command outstanding at *any* matcher (``_applied_label``), so

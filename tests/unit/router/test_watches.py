@@ -143,6 +143,42 @@ def test_a_push_labelled_below_its_touch_is_made_again_as_the_label_moves(
     assert watches.take(9, 51) == []
 
 
+def test_each_account_s_own_label_decides_its_pushes_and_their_repeat(accounts: Accounts) -> None:
+    """Review 220: with ``label_of``, a push carries its account's own label (a matcher held
+    where the account has no order holds it back no more), and a push made below its touch
+    is made again once that account's label reaches it, whatever the others'."""
+    watches = Watches(accounts)
+    watches.execute(GW1, watch(7), 0, 1)
+    watches.execute(GW1, watch(8), 0, 1)
+    own = {7: 40, 8: 20}  # 8 has an order at the held matcher, 7 none
+
+    def label(account: int) -> int:
+        return own[account]
+
+    watches.touch(7, USD, 30)
+    watches.touch(8, BTC, 30)
+    assert [(p.account, p.seq) for _g, p in watches.take(1, 40, label)] == [(7, 40), (8, 20)]
+    assert watches.take(2, 40, label) == []  # 8's own label has not moved
+    own[8] = 35
+    assert [(p.account, p.seq) for _g, p in watches.take(3, 40, label)] == [(8, 35)]
+    assert watches.take(4, 41, label) == []  # done: once
+
+
+def test_the_accounts_symbols_follow_their_orders(exchange: Exchange) -> None:
+    """``Accounts.symbols_of``, which the router's per-account label reads: a symbol while
+    the account has an order there a matcher may still act on, none once it is done
+    (``validate_internal_state`` counts them again after every step)."""
+    accounts = exchange.router.sequencer.accounts
+    fund(exchange, 7, 10_000_000, 0)
+    fund(exchange, 8, 0, 50_000)
+    exchange.send(1, order(71, 7, Side.BUY, 1000, 10))
+    accounts.validate_internal_state()
+    assert list(accounts.symbols_of(7)) == [1] and list(accounts.symbols_of(8)) == []
+    exchange.send(1, order(81, 8, Side.SELL, 1000, 10))  # fills both: done
+    accounts.validate_internal_state()
+    assert list(accounts.symbols_of(7)) == [] and list(accounts.symbols_of(8)) == []
+
+
 def test_accepted_commands_touch_what_they_reserve_or_move(accounts: Accounts) -> None:
     watches = Watches(accounts)
     watches.execute(GW1, watch(7), 0, 1)
