@@ -76,6 +76,10 @@ class Watches:
         #: (an entry whose seq is not the dict's any more is stale, skipped)
         self._behind: dict[tuple[int, int], int] = {}
         self._due: list[tuple[int, tuple[int, int]]] = []
+        #: pushes due by the top label and not by their account's own (a matcher holding the
+        #: account back): looked at again only when ``take``'s ``holds`` changes (review 224)
+        self._parked: list[tuple[int, tuple[int, int]]] = []
+        self._parked_under: object = None
         self._earliest = _NEVER  # no lease expires before this
 
     def __bool__(self) -> bool:
@@ -175,7 +179,11 @@ class Watches:
         return bool(self._touched or self._behind)
 
     def take(
-        self, now_ns: int, label: int, label_of: Callable[[int], int] | None = None
+        self,
+        now_ns: int,
+        label: int,
+        label_of: Callable[[int], int] | None = None,
+        holds: object = None,
     ) -> list[tuple[int, Balance]]:
         """(gateway, ``Balance``) for every touched (account, asset) and every gateway whose
         lease of the account is live at ``now_ns``, with the balances of now, ordered by
@@ -185,23 +193,28 @@ class Watches:
         again, once, at the first ``take`` whose label reaches that seq. Leases expired at
         ``now_ns`` are dropped first. ``label_of``: each account's own label, at most
         ``label`` (what can still change its balances is outstanding at the matchers its
-        orders are on alone: review 220), where given."""
+        orders are on alone: review 220), where given; ``holds``: what those labels below
+        ``label`` depend on (the router: the matchers' oldest outstanding commands), so that
+        a push waiting for its account's own label is looked at again only once it changes,
+        not at every take (review 224)."""
         if now_ns >= self._earliest:
             self._expire(now_ns)
-        touched, behind, due = self._touched, self._behind, self._due
+        touched, behind, due, parked = self._touched, self._behind, self._due, self._parked
         own = label_of if label_of is not None else (lambda _account: label)
-        waiting = []  # due by ``label``, not by their account's own: kept for a later take
+        if parked and holds != self._parked_under:
+            for entry in parked:
+                heapq.heappush(due, entry)
+            parked.clear()
+        self._parked_under = holds
         while due and due[0][0] <= label:
             seq, slot = heapq.heappop(due)
             if behind.get(slot) == seq:
                 if own(slot[0]) < seq:
-                    waiting.append((seq, slot))
+                    parked.append((seq, slot))
                     continue
                 del behind[slot]
                 if touched.get(slot, 0) < seq:
                     touched[slot] = seq
-        for entry in waiting:
-            heapq.heappush(due, entry)
         if not touched:
             return []
         balance, leases = self.accounts.balance, self._leases
@@ -216,7 +229,10 @@ class Watches:
                     pushes.append((gateway, push))
                 if seq > mine and behind.get((account, asset), 0) < seq:
                     behind[account, asset] = seq
-                    heapq.heappush(due, (seq, (account, asset)))
+                    if seq <= label:  # held back by its account's own label alone
+                        parked.append((seq, (account, asset)))
+                    else:
+                        heapq.heappush(due, (seq, (account, asset)))
         touched.clear()
         return pushes
 
@@ -239,3 +255,4 @@ class Watches:
             self._behind = {slot: seq for slot, seq in self._behind.items() if slot[0] in leases}
         if not self._behind:
             self._due.clear()
+            self._parked.clear()

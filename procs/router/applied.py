@@ -63,16 +63,18 @@ class AppliedEvents:
         self.time_use.settled(count)
         return count
 
-    def _labels(self) -> tuple[int, Callable[[int], int]]:
+    def _labels(self) -> tuple[int, Callable[[int], int], object]:
         """The most any balance may be labelled now (the newest whole seq settled, or
-        routed), and each account's label: below a command outstanding at a matcher that
-        holds an order of the account, or at any matcher for the fee account (every trade
-        pays it). What is outstanding elsewhere cannot change the account's balances: one
-        matcher held or restarting no longer holds back every account's (review 220)."""
+        routed), each account's label: below a command outstanding at a matcher that holds
+        an order of the account, or at any matcher for the fee account (every trade pays
+        it), and what those labels depend on (the matchers' oldest outstanding commands:
+        ``Watches.take``'s ``holds``). What is outstanding elsewhere cannot change the
+        account's balances: one matcher held or restarting no longer holds back every
+        account's (review 220)."""
         top = max(self.applied_seq, self._routed_seq)
         heads = {ring: q[0] for ring, q in self._outstanding.items() if q and q[0] <= top}
         if not heads:
-            return top, lambda _account: top
+            return top, lambda _account: top, None
         lowest = min(heads.values()) - 1
         accounts = self.sequencer.accounts
         fee_account, symbols_of, ring_of = accounts.fee_account, accounts.symbols_of, self._ring_of
@@ -87,7 +89,7 @@ class AppliedEvents:
                     mine = head - 1
             return mine
 
-        return top, label
+        return top, label, tuple(sorted(heads.items()))
 
     @functools.cached_property
     def _ring_of(self) -> dict[int, str]:

@@ -519,8 +519,8 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         push of the same values."""
         now = time.time_ns()
         pending = self.pending_replies
-        top, label = self._labels()  # pushes and snapshots alike (reviews 42, 220)
-        for gateway, balance in self.watches.take(now, top, label):
+        top, label, holds = self._labels()  # pushes and snapshots alike (reviews 42, 220)
+        for gateway, balance in self.watches.take(now, top, label, holds):
             pending[gateway].append(balance)
         for gateway, request in watch_requests:  # as of the newest event applied
             pending[gateway].extend(

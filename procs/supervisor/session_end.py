@@ -236,11 +236,14 @@ class SessionEnds:
             if not isinstance(doc, dict):
                 raise ValueError(f"a JSON {type(doc).__name__}, not an object")
             end, after = doc.get("end_ns"), doc.get("after_seq", 0)
-            if not _is_int(end) or not _is_int(after):
-                raise ValueError(f"end_ns={end!r} after_seq={after!r}, not integers")
+            sent = doc.get("sent_after_seq")
+            if not _is_int(end) or not _is_int(after) or not (sent is None or _is_int(sent)):
+                raise ValueError(
+                    f"end_ns={end!r} after_seq={after!r} sent_after_seq={sent!r}, not integers"
+                )
             crc = doc.get("crc32")  # (a record of an older build has none)
-            if crc is not None and crc != _record_crc(cast(int, end), after):
-                raise ValueError(f"its crc32 {crc!r} is not that of end_ns and after_seq")
+            if crc is not None and crc != _record_crc(cast(int, end), after, sent):
+                raise ValueError(f"its crc32 {crc!r} is not that of what it says")
         except FileNotFoundError:
             return False
         except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError too
@@ -251,10 +254,8 @@ class SessionEnds:
                         )  # fmt: skip
             return True
         self.last_sent_ns, self.after_seq = end, after
-        sent_after = doc.get("sent_after_seq")
         if doc.get("journaled") is False:  # sent by the last run, not seen journaled by it
-            sent_after = sent_after if _is_int(sent_after) else after
-            self._unjournaled = (cast(int, end), cast(int, sent_after))
+            self._unjournaled = (cast(int, end), cast(int, after if sent is None else sent))
             if self._lost(*self._unjournaled):
                 self.last_sent_ns = cast(int, end) - DAY_NS  # due again, sent once more
                 log.warning("session end %s: sent by the last run, never journaled (its "
@@ -278,7 +279,8 @@ class SessionEnds:
             doc["journaled"], doc["sent_after_seq"] = False, sent_after
         if self.after_seq:
             doc["after_seq"] = self.after_seq
-        doc["crc32"] = _record_crc(end_ns, self.after_seq)  # a flipped digit is no end (141)
+        # a flipped digit is no end (review 141), nor a seq the end was sent after (224)
+        doc["crc32"] = _record_crc(end_ns, self.after_seq, sent_after)
         # on disk before the rename (never an empty record), and the rename too; a record that
         # cannot be written (var/ full) is logged, not fatal (review 122: it stopped the
         # instance): the end is remembered here, and a restart finds it in the journal
@@ -293,7 +295,9 @@ class SessionEnds:
         self._unsaved_for = None
 
 
-def _record_crc(end_ns: int, after_seq: int) -> str:
+def _record_crc(end_ns: int, after_seq: int, sent_after: int | None = None) -> str:
     """The check a record keeps of what it says: a flipped digit of ``end_ns`` (a day
     later: an end never sent taken for sent) reads as a record that cannot be read."""
-    return crc_hex(b"%d %d" % (end_ns, after_seq))
+    if sent_after is None:
+        return crc_hex(b"%d %d" % (end_ns, after_seq))
+    return crc_hex(b"%d %d %d" % (end_ns, after_seq, sent_after))

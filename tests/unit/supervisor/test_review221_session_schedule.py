@@ -14,6 +14,7 @@ process starts.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,30 @@ def test_an_end_the_router_never_journaled_is_sent_again_at_the_next_start(
     doc = read_json(session_end_path(host.cfg))
     assert doc is not None and doc["end_ns"] == utc("2026-03-10 17:00") and "journaled" not in doc
     assert Watch(host.cfg).at("2026-03-11 12:00:01") == [None] and sends.count == 2
+
+
+def test_a_flipped_digit_of_the_seq_an_end_was_sent_after_is_a_record_not_read(
+    tmp_path: Path, instance: str, sends: Sends
+) -> None:
+    """The record's crc32 covers ``sent_after_seq`` too (review 224): flipped, the record is
+    not read (the end that passed is due unless the journal holds it), never trusted."""
+    host = Host(tmp_path, instance, standby=False)
+    host.orders("2026-03-10 09:00", "2026-03-10 16:59", 600)
+    assert host.supervise(host.cfg, "2026-03-10 12:00", "2026-03-10 17:00:01")[1] == utc(
+        "2026-03-10 17:00"
+    )
+    path = session_end_path(host.cfg)
+    doc = read_json(path)
+    assert doc is not None and _is_int_field(doc, "sent_after_seq")
+    doc["sent_after_seq"] += 10
+    path.write_text(json.dumps(doc))
+    ends = Watch(host.cfg).ends
+    assert ends is not None and ends._load(utc("2026-03-10 17:30"))
+    assert ends.last_sent_ns == utc("2026-03-09 17:00")  # not read: the end before it
+
+
+def _is_int_field(doc: dict[str, object], key: str) -> bool:
+    return isinstance(doc.get(key), int)
 
 
 # -- an NTP step back around the end ------------------------------------------------------------
