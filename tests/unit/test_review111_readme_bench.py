@@ -378,7 +378,7 @@ def test_the_pure_python_peers_are_the_issues_three() -> None:
     `lightmatchingengine`, `cython-orderbook`), though `cython-orderbook` is Cython-compiled"
     (review 111: the table called it pure-Python unsaid). ``bench_matcher.PURE_PYTHON`` is
     the issue's list, and ``cython-orderbook`` alone of them holds a compiled module."""
-    said("| 3 | x the fastest pure-Python PyPI book | >= 2x | exchange-core x2.21")
+    said("| 3 | x the fastest pure-Python PyPI book | >= 2x | exchange-core x2.18")
     said("The pure-Python peers are the issue's three (`matching-engine`, `lightmatchingengine`,")
     said("`cython-orderbook`), though `cython-orderbook` is Cython-compiled: a stricter rival")
     issue = {"matching-engine", "lightmatchingengine", "cython-orderbook"}
