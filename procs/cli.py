@@ -301,6 +301,13 @@ def _still_stopping(status: dict[str, Any] | None) -> list[tuple[int, int]]:
     ]
 
 
+def _alive_until(orphans: list[tuple[int, int]], until: float) -> list[int]:
+    """The pids of ``orphans`` still the processes they were, once none is or at ``until``."""
+    while (alive := [p for p, s in orphans if holder_alive(p, s)]) and time.monotonic() < until:
+        time.sleep(0.05)
+    return alive
+
+
 def _wait_orphans(
     cfg: RingexConfig,
     status: dict[str, Any] | None,
@@ -313,9 +320,7 @@ def _wait_orphans(
     SIGTERM ends, and no supervisor is left to kill it: SIGKILLed (review 218)."""
     if timeout is None:
         timeout = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
-    deadline = time.monotonic() + timeout
-    while (alive := [p for p, s in orphans if holder_alive(p, s)]) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    alive = _alive_until(orphans, time.monotonic() + timeout)
     if alive and timeout >= Supervisor.STOP_GRACE_S:
         for pid, started in orphans:
             if holder_alive(pid, started):  # (its pid not taken since: checked just before)
@@ -324,11 +329,7 @@ def _wait_orphans(
         print(f"instance {cfg.instance}: pids {', '.join(map(str, alive))} had not ended "
               f"{timeout:g} s after the stop (hung or stopped): killed (SIGKILL)",
               file=sys.stderr)  # fmt: skip
-        gone_by = time.monotonic() + 5.0
-        while (alive := [p for p, s in orphans if holder_alive(p, s)]) and (
-            time.monotonic() < gone_by
-        ):
-            time.sleep(0.05)
+        alive = _alive_until(orphans, time.monotonic() + 5.0)
     if alive:
         supervisor = (status or {}).get("supervisor_pid")
         print(f"instance {cfg.instance}: its supervisor (pid {supervisor}) "

@@ -188,9 +188,10 @@ class Watches:
         """(gateway, ``Balance``) for every touched (account, asset) and every gateway whose
         lease of the account is live at ``now_ns``, with the balances of now, ordered by
         account, asset, gateway; at most one per (gateway, account, asset) a ``take``, each
-        labelled ``label`` (the router's applied label: every event of every seq through it
-        is in the values). What was pushed labelled below the seq that touched it is pushed
-        again, once, at the first ``take`` whose label reaches that seq. Leases expired at
+        labelled with its account's label (``label`` for all without ``label_of``: the
+        router's applied label, every event of every seq through it in the values). What
+        was pushed labelled below the seq that touched it is pushed again, once, at the
+        first ``take`` whose label reaches that seq. Leases expired at
         ``now_ns`` are dropped first. ``label_of``: each account's own label, at most
         ``label`` (what can still change its balances is outstanding at the matchers its
         orders are on alone: review 220), where given; ``holds``: what those labels below

@@ -71,8 +71,7 @@ class AppliedEvents:
         ``Watches.take``'s ``holds``). What is outstanding elsewhere cannot change the
         account's balances: one matcher held or restarting no longer holds back every
         account's (review 220)."""
-        top = max(self.applied_seq, self._routed_seq)
-        heads = {ring: q[0] for ring, q in self._outstanding.items() if q and q[0] <= top}
+        top, heads = self._heads()
         if not heads:
             return top, lambda _account: top, None
         lowest = min(heads.values()) - 1
@@ -97,17 +96,19 @@ class AppliedEvents:
         cfg = self.sequencer.cfg
         return {cfg.symbol(s).id: matcher_output(m.name) for m in cfg.matchers for s in m.symbols}
 
+    def _heads(self) -> tuple[int, dict[str, int]]:
+        """The newest whole seq settled, or routed (a command no matcher takes, a transfer,
+        is applied as it is decided), and by matcher output ring the oldest command still
+        outstanding at that matcher, where one is at or below it."""
+        top = max(self.applied_seq, self._routed_seq)
+        return top, {ring: q[0] for ring, q in self._outstanding.items() if q and q[0] <= top}
+
     def _applied_label(self) -> int:
-        """The seq a balance snapshot or push may say every event through is applied: the
-        newest whole seq settled, or routed (a command no matcher takes, a transfer, is
-        applied as it is decided), below any command still outstanding at a matcher. With
-        several matchers the newest whole on one ring is not enough: an older command may
-        still be queued at another (review 41)."""
-        label = max(self.applied_seq, self._routed_seq)
-        for outstanding in self._outstanding.values():
-            if outstanding and outstanding[0] <= label:
-                label = outstanding[0] - 1
-        return label
+        """The label every balance may carry whatever its account (the fee account's in
+        ``_labels``): below any command still outstanding at a matcher (review 41: the
+        newest whole on one ring is not enough, an older command may wait at another)."""
+        top, heads = self._heads()
+        return min(heads.values(), default=top + 1) - 1
 
 
 def whole_seq(events: Sequence[Record], full: int) -> int:

@@ -129,7 +129,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         recovered = _checked(cfg, recover(cfg, codec=codec, tail=tail, pipelined=True))
         self.sequencer = recovered.sequencer
         self.watches = Watches(self.sequencer.accounts)  # none survive a restart: leases renew
-        # the newest seq whose events were applied, and the newest routed (``_applied_label``)
+        # the newest seq whose events were applied, and the newest routed (``_labels``)
         self.applied_seq = self._routed_seq = recovered.last_seq
         log.info(
             "router recovered to seq %d (snapshot %d + %d replayed in %.2f s)",
@@ -178,7 +178,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
             for m in cfg.matchers
         ]
         # per matcher output ring, the seqs routed to its matcher whose events have not all
-        # come back: a balance is labelled below the oldest (``_applied_label``)
+        # come back: a balance is labelled below the oldest (``_labels``)
         self._outstanding: dict[str, collections.deque[int]] = {
             matcher_output(m.name): collections.deque() for m in cfg.matchers
         }
@@ -318,7 +318,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
             self._outstanding[matcher_output(name)].extend(
                 [seq for c in commands if (seq := getattr(c, "seq", 0))]
             )
-        # applied through it, but for what is outstanding at a matcher (``_applied_label``)
+        # applied through it, but for what is outstanding at a matcher (``_labels``)
         self._routed_seq = max(self._routed_seq, batch.last_seq)
         pending, owed = self.pending_replies, self._owed
         for gateway, decision in zip(batch.origins, batch.decisions, strict=True):
