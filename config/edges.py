@@ -158,6 +158,45 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
             )
 
 
+#: What a client meets at a gateway's FIX port, and at its REST port: gateways that share a
+#: port (``reuse_port``: the kernel hands each connection to either) must agree on it, or a
+#: client's TLS handshake, its message or body size, its heartbeat are taken or refused at
+#: random (review 229). TLS is compared on or off (two processes may hold two copies).
+FIX_FACE = (
+    "tls", "max_message_bytes", "min_heartbeat_s", "max_heartbeat_s",
+    "sending_time_tolerance_s", "max_messages_per_s", "max_inbound_per_s", "logon_timeout_s",
+    "cancel_on_disconnect", "reset_on_logon",
+)  # fmt: skip
+REST_FACE = (
+    "tls", "max_body_bytes", "key_rate_per_s", "key_burst", "ip_rate_per_s", "ip_burst",
+    "login_rate_per_s", "login_burst", "recv_window_ms", "max_recv_window_ms",
+    "max_keys_per_user", "order_timeout_s", "max_streams_per_key", "max_streams_per_account",
+    "cors_origins",
+)  # fmt: skip
+
+
+Face = tuple[tuple[str, object], ...]
+
+
+def face(section: GatewayConfig | RestConfig) -> Face:
+    """``FIX_FACE`` of a gateway, or ``REST_FACE`` of its REST API, as (key, value) pairs."""
+    keys = FIX_FACE if isinstance(section, GatewayConfig) else REST_FACE
+    return tuple(
+        (key, bool(section.tls_cert) if key == "tls" else getattr(section, key)) for key in keys
+    )
+
+
+def check_alike(who: str, mine: Face, other: str, theirs: Face) -> None:
+    """Two listeners sharing a port: a ValueError naming the first key they differ on."""
+    for (key, a), (_, b) in zip(mine, theirs, strict=True):
+        if a != b:
+            raise ValueError(
+                f"{who} and {other} share a port with reuse_port but differ in {key} ({a!r} "
+                f"and {b!r}): the kernel hands each client connection to either, so it "
+                "would meet one or the other at random; set it alike"
+            )
+
+
 class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The market-data process: WebSocket feed and the browser page."""
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 import msgspec
 
-from config.edges import GatewayConfig, MarketDataConfig
+from config.edges import Face, GatewayConfig, MarketDataConfig, check_alike, face
 from config.fields import (
     AssetName,
     BasisPoints,
@@ -503,10 +503,10 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
     def _check_listeners(self) -> None:
         """No two listeners on one address (gateways that all set reuse_port may share)."""
-        seen: dict[tuple[str, int], tuple[str, str]] = {}  # address -> (who, shared kind)
+        seen: dict[tuple[str, int], tuple[str, str, Face]] = {}  # address -> who, kind, face
         wildcard = {"0.0.0.0", "::"}  # every address ("" too: listen_address): any host
 
-        def listen(host: str, port: int, who: str, shared: str = "") -> None:
+        def listen(host: str, port: int, who: str, shared: str = "", look: Face = ()) -> None:
             if not port:
                 return  # a free port, picked at start
             # LOCALHOST is localhost (review 134), 127.1 is 127.0.0.1 (review 142)
@@ -518,6 +518,7 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             ]
             for h, other in clashes:
                 if shared and other[1] == shared:
+                    check_alike(who, look, other[0], other[2])  # what clients meet: one face
                     continue
                 if shared.startswith("fix ") and other[1].startswith("fix "):
                     if h != host and not (h in wildcard and host in wildcard):
@@ -530,14 +531,14 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
                 raise ValueError(
                     f"{who} ({host}:{port}) and {other[0]} ({h}:{port}) both listen there"
                 )
-            seen[(host, port)] = (who, shared)
+            seen[(host, port)] = (who, shared, look)
 
         for g in self.gateways:
             fix = f"fix {g.comp_id}" if g.reuse_port else ""
-            listen(g.host, g.port, f"gateway {g.name} (FIX)", fix)
+            listen(g.host, g.port, f"gateway {g.name} (FIX)", fix, face(g))
             if g.rest is not None:
                 shared = "rest" if g.reuse_port else ""
-                listen(g.rest.host, g.rest.port, f"gateway {g.name} (REST)", shared)
+                listen(g.rest.host, g.rest.port, f"gateway {g.name} (REST)", shared, face(g.rest))
         if self.marketdata.enabled:
             listen(self.marketdata.host, self.marketdata.port, "marketdata")
         if self.supervisor.metrics:

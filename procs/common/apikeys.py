@@ -15,13 +15,14 @@ on a sibling ``.lock`` file, read what changed under it (another process may hav
 since), and append their change to the log, fsynced: one frame, whatever the number of keys
 (before, a login rewrote and fsynced the whole file, and every gateway read it again whole:
 330-600 ms of each one's loop at 100,000 keys, review 169). Readers take no lock: ``get``
-runs on every request and looks at the files at most once per ``recheck_s`` (``find``: and
-for a key it does not hold), reading only what the log gained. A key revoked in another
-process thus still verifies here for up to ``recheck_s`` (0.5 s by default); one made there
-verifies through ``find`` at once. An edit of ``apikeys.json`` by hand (the gateways
-stopped) that keeps its ``"generation"`` has the log's changes applied over it; one without
-it is taken whole, the log not read (``change_log``; ``compact`` first puts every change in
-the file).
+runs on every request: an ``fstat`` of the log, read on when it grew or was replaced, and
+a look at both files once per ``recheck_s`` (``find``: and for a key it does not hold),
+reading only what the log gained. A key revoked in another process is thus refused here at
+once (before review 229 it still verified for up to ``recheck_s``, 0.5 s); one made there
+verifies through ``get`` at once too; only a snapshot edited by hand waits for
+``recheck_s``. An edit of ``apikeys.json`` by hand (the gateways stopped) that keeps its
+``"generation"`` has the log's changes applied over it; one without it is taken whole, the
+log not read (``change_log``; ``compact`` first puts every change in the file).
 """
 
 from __future__ import annotations
@@ -139,10 +140,11 @@ class ApiKeyStore:
     # -- reading -------------------------------------------------------------------------------
 
     def get(self, key: str) -> ApiKey | None:
-        """The key with public id ``key``, or None. Called per request: a dict lookup, plus a
-        look at the log at most every ``recheck_s`` seconds."""
+        """The key with public id ``key``, or None. Called per request: a dict lookup and an
+        ``fstat`` of the log (``moved``: what another process revoked is refused here at
+        once, review 229), and a look at both files every ``recheck_s`` seconds."""
         now = time.monotonic()
-        if now >= self._next_check:
+        if now >= self._next_check or self._files.moved():
             self._next_check = now + self._recheck_s
             self._refresh()
         return self._keys.get(key)

@@ -237,6 +237,16 @@ class LoggedSnapshot:
             raise
         self._broken = None
 
+    def moved(self) -> bool:
+        """Whether the log may hold a change not read here: the held log grew, or was
+        replaced (unlinked: a compaction renamed its successor over it), or none is held and
+        the path's differs from the one last seen. One ``fstat`` (a ``stat`` when no log is
+        held), about a microsecond: a store can ask on every request (review 229)."""
+        if self._fd < 0:
+            return _stamp(self.path) != self._log_seen
+        st = os.fstat(self._fd)
+        return st.st_size != self._at or st.st_nlink == 0
+
     def unchanged_since_failure(self) -> bool:
         """Whether the last read failed and neither file has changed since: a store need not
         read them again (nor say why again)."""

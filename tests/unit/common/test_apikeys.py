@@ -111,14 +111,23 @@ def test_shared_file_two_stores_see_each_other(path: Path) -> None:
     assert not one.revoke(a.key)
 
 
-def test_get_rechecks_file_only_every_recheck_s(path: Path) -> None:
+def test_get_reads_a_log_that_moved_at_once_and_a_hand_edit_every_recheck_s(
+    path: Path,
+) -> None:
+    """``get`` looks at the log on every call (a log begun, grown or replaced is read:
+    review 229); a snapshot edited by hand, the log untouched, waits for ``recheck_s``."""
     reader = ApiKeyStore(path, recheck_s=3600.0)
-    key = ApiKeyStore(path).create(ALICE, ["read"])
-    # reader checked at construction (no file yet) and will not stat again for an hour...
-    assert reader.get(key.key) is None
-    # ...but listing checks the file now
-    assert reader.keys_of("ALICE") == [key]
+    writer = ApiKeyStore(path)
+    key = writer.create(ALICE, ["read"])  # the log begun: read at once
     assert reader.get(key.key) == key
+    assert writer.revoke(key.key)  # the log grew: read at once
+    assert reader.get(key.key) is None
+    other = writer.create(BOB, ["read"])
+    assert reader.get(other.key) == other
+    writer.compact()  # the log replaced: followed at once
+    gone = writer.create(ALICE, ["trade"])
+    assert writer.revoke(gone.key) and reader.get(gone.key) is None
+    assert reader.get(other.key) == other
 
 
 def test_changes_inside_one_clock_tick_are_seen(
