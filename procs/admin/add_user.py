@@ -16,6 +16,7 @@ from procs.common.users import (
     UserExistsError,
     UsersFileError,
     UserStore,
+    account_refused,
     comp_id_refused,
     password_refused,
 )
@@ -53,6 +54,8 @@ def add_user(
         return 2
     try:
         check_account(account)
+        if refused := account_refused(account):
+            raise AdminError(refused)
     except AdminError as exc:
         print(f"ringex admin add-user: {exc}", file=sys.stderr)
         return 2

@@ -50,6 +50,22 @@ COMP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,31}")
 MAX_PASSWORD_CHARS = 1024
 
 
+#: The largest account a user may have: REST answers its ``accountId`` as a JSON number,
+#: which a JavaScript client (the venue's page) reads exactly only up to 2**53 - 1 (a larger
+#: one read as a neighbouring account, review 225).
+MAX_USER_ACCOUNT = 2**53 - 1
+
+
+def account_refused(account: int) -> str:
+    """Why ``account`` cannot be a user's (``MAX_USER_ACCOUNT``), or "" when it can."""
+    if 0 < account <= MAX_USER_ACCOUNT:
+        return ""
+    return (
+        f"account {account} is outside 1..{MAX_USER_ACCOUNT} (2**53 - 1, the largest a "
+        "JavaScript client reads exactly as REST's accountId)"
+    )
+
+
 def comp_id_refused(comp_id: str | None) -> str:
     """Why ``comp_id`` cannot name a user (``COMP_ID``), or "" when it can."""
     if COMP_ID.fullmatch(comp_id or ""):
@@ -346,6 +362,8 @@ class UserStore:
             raise ValueError(refused)
         if not password:  # a Logon without a Password (554) reads as "": never a user's
             raise ValueError(f"comp id {comp_id!r}: the password must not be empty")
+        if refused := account_refused(account):
+            raise ValueError(f"comp id {comp_id!r}: {refused}")
         with self._locked():
             if new and (old := self._users.get(comp_id)) is not None:
                 raise UserExistsError(old)

@@ -3,8 +3,10 @@
 Per session (SenderCompID) a directory holds ``seqnums`` (24 bytes: next inbound, next
 outbound, and the first message parked since the last logon, rewritten in place; a 16-byte
 file from before parking was tracked reads as none parked) and ``messages`` (``RXMS`` and a
-version, then every outbound message as a ``crc_frames`` frame of ``u32 seq | raw``), which
-serves ResendRequests after reconnects and restarts. At the open a torn last entry (a crash
+version, then every outbound message as a ``crc_frames`` frame of ``u64 seq | raw``), which
+serves ResendRequests after reconnects and restarts (version 3: the seq a u64, as MsgSeqNum
+may be; version 2's u32 wrapped a session past 2^32 messages, review 225, and is rewritten as
+3 at the open, as an older build's is). At the open a torn last entry (a crash
 mid-flush) is cut; damage (an entry that fails its CRC with entries after it, a length one
 bit off, a ``seqnums`` of another size or with a zero number) is ``MessageStoreError``,
 naming the file and the byte, and the session's logon fails until an operator mends it. A
@@ -46,10 +48,12 @@ log = logging.getLogger("ringex.gateway")
 
 _SEQNUMS = struct.Struct("<QQQ")  # next in, next out, first parked (0: none)
 _SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
-#: What ``messages`` and ``carried`` open with: this layout (a CRC per entry), version 2.
-MAGIC: Final = b"RXMS\x02\x00\x00\x00"
-_ENTRY = struct.Struct("<III")  # a frame's length and CRC-32 (of seq and raw), the seq
-_SEQ = struct.Struct("<I")
+#: What ``messages`` and ``carried`` open with: this layout (a CRC per entry), version 3.
+MAGIC: Final = b"RXMS\x03\x00\x00\x00"
+_V2_MAGIC: Final = b"RXMS\x02\x00\x00\x00"  # version 2: the same but a u32 seq
+_ENTRY = struct.Struct("<IIQ")  # a frame's length and CRC-32 (of seq and raw), the seq
+_SEQ = struct.Struct("<Q")
+_V2_SEQ = struct.Struct("<I")
 _FRAME_HEAD = _ENTRY.size - _SEQ.size  # the body a frame's CRC covers starts with the seq
 _OLDER_ENTRY = struct.Struct("<II")  # an older build's: length of raw, seq (no CRC)
 _LOAD_CHUNK = 4 << 20
@@ -382,13 +386,20 @@ def _entry(seq: int, raw: bytes) -> bytes:
 
 
 def _entries(data: bytes) -> list[tuple[int, bytes]]:
-    """The ``(seq, raw)`` entries of a ``carried`` file (an older build's too: no header, no
-    CRCs), up to a damaged one (what a host crash can leave)."""
-    if not data.startswith(MAGIC):
-        return list(_older_entries(data))
-    frames, _, _ = read_frames(data, len(MAGIC), _LONGEST)
-    whole = takewhile(lambda at_body: len(at_body[1]) > _SEQ.size, frames)
-    return [(_SEQ.unpack_from(body)[0], body[_SEQ.size :]) for _, body in whole]
+    """The ``(seq, raw)`` entries of a ``carried`` file (version 2's, an older build's too: no
+    header, no CRCs), up to a damaged one (what a host crash can leave)."""
+    return _framed(data)[0] if data.startswith((MAGIC, _V2_MAGIC)) else list(_older_entries(data))
+
+
+def _framed(data: bytes) -> tuple[list[tuple[int, bytes]], int, str]:
+    """The ``(seq, raw)`` entries of a version 3 or 2 file, up to a damaged one; where they end;
+    why what follows is damage (``read_frames``)."""
+    seq = _SEQ if data.startswith(MAGIC) else _V2_SEQ
+    frames, end, why = read_frames(data, len(MAGIC), _LONGEST)
+    whole = list(takewhile(lambda at_body: len(at_body[1]) > seq.size, frames))
+    if len(whole) < len(frames):
+        end, why = frames[len(whole)][0], why or "holds no message"
+    return [(seq.unpack_from(body)[0], body[seq.size :]) for _, body in whole], end, why
 
 
 def _older_entries(data: bytes) -> Iterator[tuple[int, bytes]]:
@@ -413,6 +424,9 @@ def _convert_older(path: Path) -> None:
         return
     if head == MAGIC or not any(head) or MAGIC.startswith(head):
         return  # this layout, empty, or the header of one a crash cut
+    if head == _V2_MAGIC:
+        _convert_v2(path)
+        return
     if bin(int.from_bytes(head[:4]) ^ int.from_bytes(MAGIC[:4])).count("1") <= 2:
         return  # a damaged header, refused by ``_load`` (an older file opens with a length)
     data = path.read_bytes()
@@ -420,6 +434,23 @@ def _convert_older(path: Path) -> None:
     entries = b"".join(_entry(seq, raw) for seq, raw in _older_entries(data))
     replace_durably(path, MAGIC + entries, mode=PRIVATE, tmp=tmp)
     log.info("%s: rewritten with a CRC per entry (%d bytes before)", path, len(data))
+
+
+def _convert_v2(path: Path) -> None:
+    """Version 2's ``messages`` (a u32 seq) rewritten as version 3, its torn tail cut as
+    ``_load`` cuts one; damage refused as ``_load`` refuses it, the file left as it was."""
+    data = path.read_bytes()
+    entries, end, why = _framed(data)
+    if why:
+        raise MessageStoreError(f"{path}: entry at byte {end} {why}")
+    if any(not raw.startswith(b"8=FIX") for _, raw in entries):  # version 3's, a bit flipped
+        raise MessageStoreError(
+            f"{path}: its header {_V2_MAGIC!r} is damaged: its entries are not version 2's "
+            "(a message not opening with 8=FIX)"
+        )
+    body = b"".join(_entry(seq, raw) for seq, raw in entries)
+    replace_durably(path, MAGIC + body, mode=PRIVATE, tmp=path.with_name(path.name + ".new"))
+    log.info("%s: rewritten as version 3, a u64 seq (%d bytes before)", path, len(data))
 
 
 def _type_and_body(raw: bytes) -> tuple[bytes, bytes]:

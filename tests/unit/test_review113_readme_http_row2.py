@@ -362,7 +362,7 @@ def test_add_user_takes_the_username_as_comp_id_and_the_next_free_account(
     after every user's next), or the ones given."""
     two(".venv/bin/ringex admin add-user --username alice --password pw --deposit USD=100000")
     two("Its SenderCompID is the username unless `--comp-id` says, and its account the next "
-        "free one unless `--account` says.")  # fmt: skip
+        "free one unless `--account` says (1 to 2^53 - 1")  # fmt: skip
     cfg = _dev(tmp_path)
     fake = FakeAdmin()
     assert add_user(cfg, _add_user_args(), lambda: cast(Any, fake)) == 0

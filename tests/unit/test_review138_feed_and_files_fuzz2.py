@@ -364,7 +364,7 @@ def test_a_message_store_cut_anywhere_keeps_the_messages_before_the_cut(
     raw = _stored(where)
     _, at, _ = data.draw(damage(len(raw), ("cut",)))
     (where / "messages").write_bytes(raw[:at])
-    ends = [8 + sum(12 + len(m) for _, m in MESSAGES[: k + 1]) for k in range(len(MESSAGES))]
+    ends = [8 + sum(16 + len(m) for _, m in MESSAGES[: k + 1]) for k in range(len(MESSAGES))]
     assert _reopened(where) == (MESSAGES[: sum(end <= at for end in ends)], 4)
 
 

@@ -117,7 +117,7 @@ def test_every_flipped_bit_is_refused_or_only_the_last_message_cut(tmp_path: Pat
     the file, or every message resent as written but the last, cut as a torn write would be;
     a sent MsgSeqNum is never given again."""
     raw = _stored(tmp_path)
-    last_at = len(raw) - (12 + len(MESSAGES[-1][1]))
+    last_at = len(raw) - (16 + len(MESSAGES[-1][1]))  # a u64 seq since review 225
     for at in range(len(raw)):
         for bit in (0, 3, 7):
             (tmp_path / "messages").write_bytes(
@@ -137,7 +137,21 @@ def test_an_older_builds_messages_are_converted_and_a_torn_tail_cut(tmp_path: Pa
     (tmp_path / "messages").write_bytes(older + b"\x40\x00\x00\x00\x04\x00")
     assert _reopened(tmp_path) == (MESSAGES, 4)
     data = (tmp_path / "messages").read_bytes()
-    assert data.startswith(MAGIC) and len(data) == len(older) + 8 + 4 * len(MESSAGES)
+    assert data.startswith(MAGIC) and len(data) == len(older) + 8 + 8 * len(MESSAGES)
+
+
+def test_a_version_2_file_is_rewritten_with_u64_seqs_and_a_torn_tail_cut(tmp_path: Path) -> None:
+    """Version 2 (a u32 seq, review 225) is rewritten as 3 at the open, every message kept
+    with its seq, a torn tail cut; one whose entries are not version 2's is refused."""
+    v2 = b"RXMS\x02\x00\x00\x00"
+    entries = b"".join(frame(struct.pack("<I", seq) + raw) for seq, raw in MESSAGES)
+    (tmp_path / "messages").write_bytes(v2 + entries + b"\x40\x00\x00\x00\x04\x00")
+    assert _reopened(tmp_path) == (MESSAGES, 4)
+    data = (tmp_path / "messages").read_bytes()
+    assert data == MAGIC + b"".join(frame(struct.pack("<Q", s) + raw) for s, raw in MESSAGES)
+    (tmp_path / "messages").write_bytes(v2 + data[8:])  # version 3's entries, a flipped bit
+    with pytest.raises(MessageStoreError, match="is damaged: its entries are not version 2's"):
+        _reopened(tmp_path)
 
 
 def test_a_file_a_crash_cut_inside_its_header_starts_anew(tmp_path: Path) -> None:
@@ -174,7 +188,7 @@ def test_a_reset_keeps_the_header_and_carries_parked_messages_with_crcs(tmp_path
     store.reset()
     store.before_save = None
     assert (tmp_path / "messages").read_bytes() == MAGIC
-    assert carried_seen[0] == MAGIC + frame(struct.pack("<I", 1) + MESSAGES[0][1])
+    assert carried_seen[0] == MAGIC + frame(struct.pack("<Q", 1) + MESSAGES[0][1])
     store.close()
 
 

@@ -463,16 +463,16 @@ def test_seqnums_is_24_bytes_and_a_16_byte_one_reads_as_none_parked(tmp_path: Pa
 
 def test_messages_entries_and_a_reset_truncates_both(tmp_path: Path) -> None:
     """store.py: "``messages`` (``RXMS`` and a version, then every outbound message as a
-    ``crc_frames`` frame of ``u32 seq | raw``)" and "A reset (ResetSeqNumFlag, ResetOnLogon)
+    ``crc_frames`` frame of ``u64 seq | raw``)" and "A reset (ResetSeqNumFlag, ResetOnLogon)
     truncates both (``messages`` to its header)"."""
-    _says(store_mod, "then every outbound message as a ``crc_frames`` frame of ``u32 seq | raw``")
+    _says(store_mod, "then every outbound message as a ``crc_frames`` frame of ``u64 seq | raw``")
     _says(store_mod, "A reset (ResetSeqNumFlag, ResetOnLogon) truncates both (``messages`` to")
     store = _store(tmp_path)
     raw = _report(1, "x")
     store.add_outbound(1, raw)
     store.flush()
     data = (tmp_path / "messages").read_bytes()
-    body = (1).to_bytes(4, "little") + raw
+    body = (1).to_bytes(8, "little") + raw
     assert data == store_mod.MAGIC + crc_frame(body)
     assert data[8:16] == len(body).to_bytes(4, "little") + zlib.crc32(body).to_bytes(4, "little")
     store.reset()
