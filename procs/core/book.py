@@ -350,11 +350,12 @@ class Book(OrderChecks, ABC):
         if problem is None and order is not None and cmd.price != order.price:
             # the collar judges a price coming in: a size change at the same price brings none
             problem = self._check_limit(cmd.price)
-        leaves = 0
+        leaves, grows = 0, True
         if problem is None and order is not None:
             leaves = cmd.order_qty - order.filled  # what fills left of the new total
-            if order.display and -(-leaves // order.display) > self.spec.iceberg_parts:
-                problem = ResultCode.INVALID_QTY  # an iceberg grown past its slices
+            grows = cmd.price != order.price or leaves > order.leaves + order.reserve
+            if grows and order.display and -(-leaves // order.display) > self.spec.iceberg_parts:
+                problem = ResultCode.INVALID_QTY  # grown or moved past its slices (review 227)
         if (
             problem is None
             and order is not None
@@ -365,8 +366,7 @@ class Book(OrderChecks, ABC):
         if problem is not None or order is None:
             return [_reject(cmd, problem or ResultCode.UNKNOWN_ORDER)]
         events: list[Record] = [Replaced(*_header(cmd), price=cmd.price, qty=leaves)]
-        if cmd.price == order.price and leaves <= order.leaves + order.reserve:
-            # Smaller at the same price keeps its place; an iceberg gives up reserve first.
+        if not grows:  # smaller at the same price keeps its place; an iceberg's reserve goes first
             visible = min(order.leaves, leaves)
             self._shrink(order, visible, leaves - visible)
             events.append(self._level(cmd, order.side, order.price))

@@ -5,7 +5,7 @@ the state)."""
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 from config.schema import SymbolConfig
 from procs.common.result_codes import ResultCode
@@ -307,14 +307,35 @@ def cannot_post(f: dict[int, bytes], ord_type: OrdType) -> str | None:
     return None if why is None else f"needs an order that rests: {why}"
 
 
+class Placed(Protocol):
+    """An order as an edge knows it: a FIX ``Order``, a REST ``LiveOrder``."""
+
+    price: int
+    qty: int  # the total, fills included
+
+
+def cut_in_place(order: Placed | None, price: int, qty: int) -> bool:
+    """A replace (G) or amend (PUT order) of ``order`` to ``price`` and ``qty`` that makes it
+    no larger where it is: no more slices than it has, whatever ``iceberg_parts`` is now (the
+    matcher's rule, ``Book._replace``: review 227)."""
+    return order is not None and price == order.price and qty <= order.qty
+
+
 def amounts(
-    msg: FixMessage, sym: SymbolConfig, ord_type: OrdType, *, filled: int = 0, replace: bool = False
+    msg: FixMessage,
+    sym: SymbolConfig,
+    ord_type: OrdType,
+    *,
+    filled: int = 0,
+    replacing: Order | None = None,
 ) -> tuple[int, int, int, int] | Fault:
     """Price, stop price, quantity and display quantity in units, or why not (with the
-    OrdRejReason a new order's refusal carries: 13 for OrderQty's own faults). A ``replace``
-    (G, whose MaxFloor must be the order's) may cut an iceberg below its slice, as the REST
-    amend may: the book shows what is left (review 217)."""
+    OrdRejReason a new order's refusal carries: 13 for OrderQty's own faults). A G
+    ``replacing`` an order (whose MaxFloor must be the order's) may cut an iceberg below its
+    slice, as the REST amend may: the book shows what is left (review 217); and may cut it
+    at its price past a lowered ``iceberg_parts``, as the matcher takes it (review 227)."""
     f = msg.fields
+    replace = replacing is not None
     if 38 not in f:
         return Fault("OrderQty (38) is required", 13)
     qty = qty_lots(f[38], sym)
@@ -360,7 +381,7 @@ def amounts(
         if why := cannot_rest(f, ord_type):
             return Fault(f"MaxFloor (111) {shown(f[111])} needs an order that rests: {why}")
         parts = -(-(qty - filled) // display)  # a replace's: the slices of what is left
-        if parts > sym.iceberg_parts:  # (the matcher's count)
+        if parts > sym.iceberg_parts and not cut_in_place(replacing, price, qty):
             return Fault(
                 f"MaxFloor {shown(f[111])} cuts OrderQty {shown(f[38])} "
                 f"{'less its fills ' if filled else ''}into {parts} parts, "

@@ -28,6 +28,7 @@ from config.schema import SymbolConfig
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, Side
 from procs.gateway import api_errors as codes
+from procs.gateway import order_fields as of
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import bad_request
 from procs.gateway.instruments import format_units
@@ -79,7 +80,8 @@ class AmendRoute:
         new_price = order.price if price is None else price
         new_qty = order.qty if qty is None else qty
         parts = -(-(new_qty - order.cum) // order.display) if order.display else 0
-        if parts > sym.iceberg_parts:  # as a new order's (rest_params), not the matcher's code
+        if parts > sym.iceberg_parts and not of.cut_in_place(order, new_price, new_qty):
+            # as a new order's (rest_params); a cut in place is taken, as the matcher takes it
             qd = sym.qty_decimals
             raise bad_request(
                 codes.FILTER_FAILURE,
