@@ -15,8 +15,10 @@ writes them whole, at tens of MB/s) of ``{version, symbols, positions, state}``,
 a magic and a CRC-32 of the pickle (a bit flipped in a ring position would skip or repeat
 events unseen: review 138; a file of a build before the frame is read without the check); it
 is written aside and renamed over the old one, so a crash leaves one or the other. A file
-from another version or another symbol set is ignored with a log line: the process then
-starts empty, as it did before snapshots.
+from another version is ignored with a log line: the process then starts empty, as it did
+before snapshots. One of another symbol set keeps the symbols the config still lists as
+they were (each one's tape, ticker, candles and book); one listed anew, or whose rules
+changed, starts empty, one delisted is dropped (review 226: a listing emptied them all).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class MarketSnapshots:
         return len(data)
 
     def load(self, fresh: MarketState) -> Loaded | None:
-        """The saved state if it is for ``fresh``'s symbols, else None (with the reason)."""
+        """The saved state, of ``fresh``'s symbols (see the top), or None (with the reason)."""
         if not self.path.exists():
             return None
         try:
@@ -79,21 +81,28 @@ class MarketSnapshots:
             ):
                 raise TypeError("it lacks a market state or its ring positions")
             wanted = sorted((s.symbol.id, s.symbol) for s in fresh.symbols.values())
-            same = saved.get("version") == VERSION and saved.get("symbols") == wanted
+            same = saved.get("version") == VERSION
         except Exception as exc:  # a torn or foreign file: start empty, say why
             log.warning("%s: not loadable (%s); starting with empty market state", self.path, exc)
             return None
         if not same:
             log.warning(
-                "%s: saved for version %s and symbols %s; configured: version %d, symbols %s. "
-                "Starting with empty market state",
-                *(self.path, saved.get("version"), [s for _, s in saved.get("symbols", [])]),
-                *(VERSION, [s for _, s in wanted]),
-            )
+                "%s: saved for version %s; configured: version %d. Starting with empty market "
+                "state", self.path, saved.get("version"), VERSION,
+            )  # fmt: skip
             return None
         state: MarketState = saved["state"]
+        now = {i: m.symbol for i, m in fresh.symbols.items()}
+        kept = {i: m for i, m in state.symbols.items() if now.get(i) == m.symbol}
+        if kept.keys() != state.symbols.keys() or kept.keys() != now.keys():
+            log.warning(
+                "%s: saved for symbols %s; configured: %s. Kept: %s; listed anew or with new "
+                "rules, starting empty: %s", self.path, [s for _, s in saved.get("symbols", [])],
+                [s for _, s in wanted], [m.symbol.name for m in kept.values()],
+                [s.name for i, s in now.items() if i not in kept],
+            )  # fmt: skip
         # in the config's order, as ``fresh`` has them: a state saved before the operator
         # reordered them would answer the tickers' arrays in the old order (review 159)
-        state.symbols = {symbol: state.symbols[symbol] for symbol in fresh.symbols}
+        state.symbols = {i: kept.get(i, m) for i, m in fresh.symbols.items()}
         state.by_stream = {m.symbol.stream: m for m in state.symbols.values()}
         return Loaded(state, dict(saved["positions"]))

@@ -202,7 +202,8 @@ def recover(
                     tail.clear()
         return _recover(cfg, codec, progress, use_snapshot, observe, upto, tail, pipelined=False)
     except ValueError as exc:  # a ReplayError too; one for want of a symbol removed blames it
-        if (gone := removed_symbols(cfg)) and "symbol" in str(exc).lower():
+        said = "are not in the config" in str(exc)  # by ``restored``, naming the matcher
+        if (gone := removed_symbols(cfg)) and "symbol" in str(exc).lower() and not said:
             raise ReplayError(
                 f"{exc}: the journal's symbols {gone} are not in the config, and its replay "
                 "or snapshot still needs them: configure them again, on their matchers (a "
@@ -312,7 +313,8 @@ def from_snapshot(cfg: RingexConfig) -> tuple[Sequencer, dict[str, Matcher], int
     except msgspec.DecodeError as exc:
         path = snapshot_store(cfg).path(latest[0])
         raise ReplayError(f"snapshot {path} does not decode ({exc}): move it aside") from exc
-    return Sequencer.restore(cfg, snap.router), restore_matchers(cfg, snap.matchers), snap.seq
+    matchers = restore_matchers(cfg, snap.matchers, snap.seq)
+    return Sequencer.restore(cfg, snap.router), matchers, snap.seq
 
 
 def journal_commands(
@@ -385,18 +387,24 @@ def unrouted(
 MATCHER_COMMANDS = (NewOrder, CancelOrder, ReplaceOrder, MassCancel, AdminCommand, SymbolRules)
 
 
-def restore_matchers(cfg: RingexConfig, books: Mapping[str, bytes]) -> dict[str, Matcher]:
-    """Every configured matcher from a snapshot's ``books`` (matcher name -> its state). One
-    the snapshot lacks was added to the config since: its symbols are new (one moved from
+def restore_matchers(
+    cfg: RingexConfig, books: Mapping[str, bytes], seq: int | None = None
+) -> dict[str, Matcher]:
+    """Every configured matcher from a snapshot's ``books`` (matcher name -> its state), the
+    snapshot of ``seq``. One the snapshot lacks was added to the config since (one moved from
     another matcher, or a matcher renamed, is refused before anything starts: ``units.py``
-    pins each symbol's matcher), so no journaled command before the snapshot touched them:
-    it starts empty."""
-    return {
-        m.name: Matcher(symbol_specs(cfg, m.name))
-        if m.name not in books
-        else restored(cfg, m.name, books[m.name])
-        for m in cfg.matchers
-    }
+    pins each symbol's matcher): new, it starts empty; listed again after its removal, it
+    goes on from its newest snapshot and the journal after it (``matchers_at``), as its
+    process does (review 226: its trade ids began again at 1 here, its halts forgotten)."""
+    matchers = {}
+    for m in cfg.matchers:
+        if m.name in books:
+            matchers[m.name] = restored(cfg, m.name, books[m.name])
+            continue
+        known = seq is not None and matcher_snapshot(cfg, m.name, (seq, seq)) is not None
+        again = matchers_at(cfg, {m.name: seq}) if known and seq is not None else None
+        matchers[m.name] = Matcher(symbol_specs(cfg, m.name)) if again is None else again[m.name]
+    return matchers
 
 
 def restored(
@@ -408,7 +416,7 @@ def restored(
         return Matcher.restore(symbol_specs(cfg, name), snapshot, book_cls)
     except ValueError as exc:
         gone = removed_symbols(cfg) or "some"
-        raise ValueError(
+        raise ReplayError(
             f"matcher {name}: {exc}; the journal's symbols {gone} are not in the config: "
             f"configure them again on {name} (a symbol may stay halted for good)"
         ) from exc

@@ -87,7 +87,7 @@ class Follower:
             found = store.at_or_before(snap.seq - 1)
         if found is not None:
             follower.sequencer = Sequencer.restore(cfg, snap.router)
-            follower.matchers = restore_matchers(cfg, snap.matchers)
+            follower.matchers = restore_matchers(cfg, snap.matchers, snap.seq)
             follower.projection.restore(snap.projection)
             follower.projection.accounts = follower.sequencer.accounts
             follower.seq = snap.seq

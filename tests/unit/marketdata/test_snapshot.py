@@ -104,7 +104,7 @@ def test_state_is_the_same_after_a_restart(instance: str, tmp_path: Path, how: s
         ring.close()
 
 
-def test_a_state_saved_for_other_symbols_is_not_taken(
+def test_a_state_saved_for_other_symbols_keeps_those_unchanged(
     instance: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = config(instance, var_dir=str(tmp_path))
@@ -117,9 +117,10 @@ def test_a_state_saved_for_other_symbols_is_not_taken(
             consumer.close()
         finer = msgspec.structs.replace(cfg.symbols[1], price_decimals=1)
         other = msgspec.structs.replace(cfg, symbols=[cfg.symbols[0], finer])
-        again = MarketDataProcess(other, codec=CODEC)
-        assert again.state.symbols[1].book.best_bid() is None
-        assert "Starting with empty market state" in caplog.text
+        again = MarketDataProcess(other, codec=CODEC)  # ETH-USD's rules changed, not BTC-USD's
+        assert again.state.symbols[1].book.best_bid() is not None  # kept (review 226)
+        assert again.state.symbols[2].symbol.price_decimals == 1  # anew, as configured
+        assert "with new rules, starting empty: ['ETH-USD']" in caplog.text
         for consumer in again.consumers:
             consumer.close()
     finally:
