@@ -76,5 +76,9 @@ class Market:
         return self.quote if side == _BUY else self.base
 
     def cap(self, ref: int) -> int:
-        """The highest price a market buy may pay when the reference price is ``ref``."""
-        return ref * (BPS + self.band_bps) // BPS // self.tick * self.tick
+        """The highest price a market buy may pay when the reference price is ``ref``, on a
+        tick: rounded down, unless that falls short of ``ref`` (one off the tick, after the
+        tick was raised: then the tick above it; review 231: the touch there was out of
+        reach)."""
+        cap = ref * (BPS + self.band_bps) // BPS // self.tick * self.tick
+        return cap if cap >= ref else -(-ref // self.tick) * self.tick

@@ -156,7 +156,8 @@ class OrderChecks:
     def _protection(self, side: Side, reference: int = 0) -> int | None:
         """The furthest price a market ``side`` order may trade at: ``reference`` (a
         triggered stop's trigger price; 0: the best opposite price) moved ``band_bps``
-        against the taker, on a tick. None when there is no opposite."""
+        against the taker, on a tick, never short of the reference (one off the tick, after
+        the tick was raised, is reached: review 231). None when there is no opposite."""
         best = self._best(_other(side))
         if best is None:
             return None
@@ -164,5 +165,5 @@ class OrderChecks:
         tick = self.spec.tick
         band = best * self.spec.band_bps // 10_000
         if side == Side.BUY:  # at most the highest price a record carries (int64)
-            return min((best + band) // tick * tick, _MAX_PRICE // tick * tick)
-        return max(tick, -(-(best - band) // tick) * tick)
+            return max(best, min((best + band) // tick * tick, _MAX_PRICE // tick * tick))
+        return min(best, max(tick, -(-(best - band) // tick) * tick))

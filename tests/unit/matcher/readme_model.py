@@ -126,11 +126,11 @@ class ReadmeModel:
             return Code.NO_LIQUIDITY
         band, tick = c.stop_price * self.spec.band_bps // 10_000, self.spec.tick
         best = opposite[0].price
-        if c.side == BUY:
-            limit = (c.stop_price + band) // tick * tick
+        if c.side == BUY:  # never short of the reference, one off a raised tick (review 231)
+            limit = max(c.stop_price, (c.stop_price + band) // tick * tick)
             limit = min(limit, c.price) if c.price else limit
             return Code.PRICE_OUT_OF_BAND if best > limit else None
-        limit = max(tick, -(-(c.stop_price - band) // tick) * tick)
+        limit = min(c.stop_price, max(tick, -(-(c.stop_price - band) // tick) * tick))
         limit = max(limit, c.price) if c.price else limit
         return Code.PRICE_OUT_OF_BAND if best < limit else None
 
@@ -234,11 +234,11 @@ class ReadmeModel:
                 return
             reference = o.stop if triggered else opposite[0].price  # README: trigger / best
             band, tick = reference * self.spec.band_bps // 10_000, self.spec.tick
-            if o.side == BUY:
-                limit = (reference + band) // tick * tick
+            if o.side == BUY:  # never short of the reference (review 231)
+                limit = max(reference, (reference + band) // tick * tick)
                 o.price = min(limit, o.price) if o.price else limit
             else:
-                limit = max(tick, -(-(reference - band) // tick) * tick)
+                limit = min(reference, max(tick, -(-(reference - band) // tick) * tick))
                 o.price = max(limit, o.price) if o.price else limit
         if o.tif == FOK:  # what the sweep will really take: run it on a copy
             saved = copy.deepcopy((self.book, self.trade_id, self.last, self.arrival))
