@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from procs.common import wall_clock
 from procs.common.token_bucket import TokenBucket
 from procs.common.users import User, UserStore, still_logged_on
 from procs.gateway import dictionary, logon
@@ -96,7 +97,6 @@ class Session(GapRecovery, ClockMarks):
         self._connected_ns = now_ns
         self._last_in_ns = self._last_out_ns = self._logon_ns = now_ns
         self._test_request_ns = 0  # when our TestRequest went out, 0: none or answered
-        self._was_live = False  # logged on until ``_close``: ``on_disconnect`` is owed
         self._logout_ns = self._held_for_ns = 0  # held: its wait (SendingTime: at arrival)
         self._junk = JunkCap()  # garbled input before the Logon, as the audit takes it
         self._resend_upto = self._resend_at = 0  # our ResendRequest's end; when it moved (ns)
@@ -255,12 +255,8 @@ class Session(GapRecovery, ClockMarks):
                 self.send(b"0", b"", now_ns)
 
     def connection_lost(self, now_ns: int) -> None:
-        """The socket is gone. A session that was logged on (also one that ended itself
-        before: a Logout, a TestRequest unanswered) tells the application once."""
+        """The socket is gone: the session ends, and ``_close`` tells the application once."""
         self._close("connection lost")
-        if self._was_live:
-            self._was_live = False
-            self.app.on_disconnect(self, now_ns)
 
     def abort(self, reason: str) -> None:
         """Close without a Logout: the session cannot go on (its store could not be opened:
@@ -332,8 +328,10 @@ class Session(GapRecovery, ClockMarks):
             self.on_output()
         self._drop_resends()  # what it did not resend, a ResendRequest after a logon fetches
         if self.user is not None and self.live.get(self.user.comp_id) is self:
-            del self.live[self.user.comp_id]
-            self._was_live = True
+            del self.live[self.user.comp_id]  # a Logon may come again: the orders go first
+            # (review 230: told at the socket's end, which a TLS close or unsent output may
+            # hold back, a Logon again at once found them resting for good, not cancelled)
+            self.app.on_disconnect(self, wall_clock.now_ns())
         if self.store is not None:
             self.store.flush()
 

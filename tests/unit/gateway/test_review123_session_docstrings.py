@@ -303,8 +303,8 @@ def test_silence_while_not_read_is_not_held_against_the_client(tmp_path: Path) -
 
 
 def test_connection_lost_tells_the_application_once(tmp_path: Path) -> None:
-    """``connection_lost``: "A session that was logged on (also one that ended itself
-    before: a Logout ...) tells the application once"."""
+    """``connection_lost``: "the session ends, and ``_close`` tells the application once" (a
+    session that ended itself before, a Logout, told it then: review 230)."""
     _says(Session.connection_lost, "tells the application once")
     s, _ = session(tmp_path, NOW)
     told: list[Session] = []
