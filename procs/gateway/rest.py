@@ -49,6 +49,7 @@ from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams, asks_close_on_refusal, refuse_in_band
 from procs.gateway.rest_amend import AmendRoute
+from procs.gateway.rest_balances import newest_balances
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, checked_params, read_body
 from procs.gateway.rest_cancels import Cancels
 from procs.gateway.rest_connections import RestConnections
@@ -120,7 +121,7 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
         publish: Callable[[], None],
     ) -> None:
         self.cfg, self.gw, self.rest = cfg, gw, rest
-        self.core = core
+        self.core, self._cut = core, 0  # passes in a row a ring had more than they read
         self.logins = users  # a login always reads the file: a user added a moment ago logs in
         # a view of the users file looked at once a second: every signed request reads its user
         self.users = UserStore(users.path, recheck_s=1.0)
@@ -179,8 +180,11 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
 
     # -- the pipeline side (called by the gateway's poll loop) ----------------------------------
 
-    def after_batch(self) -> None:
-        """A batch of events went through ``core.process``: answer, and feed the streams."""
+    def after_batch(self, cut: bool = False) -> None:
+        """A batch of events went through ``core.process``: answer, and feed the streams.
+        ``cut``: a ring held more than the pass read: its balances wait for a pass that read
+        every ring to its end (16 at most), or a fill's could come before its TRADE, the
+        router's push read before the fill (review 228)."""
         core = self.core
         core.end_of_batch()
         if core.completed:
@@ -189,8 +193,9 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
                 if future is not None and not future.done():
                     future.set_result(outcome)
             core.completed.clear()
-        if core.balance_events:  # after the reports that moved them (review 202)
-            core.events += core.balance_events
+        self._cut = self._cut + 1 if cut else 0
+        if core.balance_events and self._cut % 16 == 0:  # after their reports (review 202)
+            core.events += newest_balances(core.balance_events)
             core.balance_events.clear()
         if core.events:
             self.streams.deliver(core.events)

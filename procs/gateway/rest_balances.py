@@ -23,6 +23,19 @@ LEASE_MS = 30_000  # a balance watch's lease; renewed every third of it
 _ZERO = (0, 0)  # free, reserved of an asset the account does not hold
 
 
+def newest_balances(
+    events: list[tuple[int, str, dict[str, Any]]],
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """Of a pass's balance events, one per account and asset: its newest value (review 228:
+    a pass holding an order's hold and its fill streamed the hold after the fill's TRADE,
+    money locked by no order until the settled value came)."""
+    newest: dict[tuple[int, str], tuple[int, str, dict[str, Any]]] = {}
+    for event in events:
+        newest.pop(key := (event[0], event[2]["asset"]), None)  # where it moved last
+        newest[key] = event
+    return list(newest.values())
+
+
 class RestBalances:
     gateway: int
     assets: dict[int, AssetConfig]

@@ -297,6 +297,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         process = self.entry.process
         api = self.api
         moved: list[Consumer[Record]] = []
+        cut = False  # a ring held more than this pass read
         handled, parts = self._handled, self._handled_part
         self._in_batch = True
         try:
@@ -305,6 +306,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
                 if not events:
                     continue
                 moved.append(consumer)
+                cut = cut or len(events) >= EVENTS_PER_PASS
                 if self._awaiting and consumer.ring.name in self._awaiting:
                     events = self._after_new_rings(consumer, events)
                 note_handled(consumer.ring.name, events, handled, parts)
@@ -317,7 +319,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
                 count += len(events)
             if moved:
                 if api is not None:
-                    api.after_batch()
+                    api.after_batch(cut)
                 dirty, self._dirty = self._dirty, set()
                 for conn in dirty:
                     conn.write()  # the first write's take put the pass's audit lines out
