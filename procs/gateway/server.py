@@ -293,11 +293,10 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         """Publish, take events, write reports; returns how many events it took. From the
         first event to the batch's frame, a store's save logs nothing (``order_logging.py``)."""
         self.publish()
-        count = 0
+        count, cut = 0, False  # cut: a ring held more than this pass read (review 228)
         process = self.entry.process
         api = self.api
         moved: list[Consumer[Record]] = []
-        cut = False  # a ring held more than this pass read
         handled, parts = self._handled, self._handled_part
         self._in_batch = True
         try:
@@ -306,7 +305,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
                 if not events:
                     continue
                 moved.append(consumer)
-                cut = cut or len(events) >= EVENTS_PER_PASS
+                if len(events) >= EVENTS_PER_PASS:  # and more left (review 233: none)
+                    cut = cut or consumer.ring.cursor() > consumer.sequence
                 if self._awaiting and consumer.ring.name in self._awaiting:
                     events = self._after_new_rings(consumer, events)
                 note_handled(consumer.ring.name, events, handled, parts)
