@@ -517,12 +517,14 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
                 if p == port and (h == host or h in wildcard or host in wildcard)
             ]
             for h, other in clashes:
+                apart = h != host and not (h in wildcard and host in wildcard)  # (review 232)
                 if shared and other[1] == shared:
-                    check_alike(who, look, other[0], other[2])  # what clients meet: one face
+                    if not apart:
+                        check_alike(who, look, other[0], other[2])  # what clients meet
                     continue
                 if shared.startswith("fix ") and other[1].startswith("fix "):
-                    if h != host and not (h in wildcard and host in wildcard):
-                        continue  # an address's own listener takes its clients, not a wildcard
+                    if apart:  # an address's own listener takes its clients, not a wildcard
+                        continue
                     raise ValueError(  # the kernel hands a client's Logon to either (review 52)
                         f"{who} and {other[0]} share {host}:{port} with reuse_port but answer "
                         f"as comp_id {shared[4:]!r} and {other[1][4:]!r}: a client's Logon "
@@ -541,10 +543,9 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
                 listen(g.rest.host, g.rest.port, f"gateway {g.name} (REST)", shared, face(g.rest))
         if self.marketdata.enabled:
             listen(self.marketdata.host, self.marketdata.port, "marketdata")
-        if self.supervisor.metrics:
-            sup = self.supervisor
+        sup, rep = self.supervisor, self.replication
+        if sup.metrics:
             listen(sup.metrics_host, sup.metrics_port, "supervisor.metrics_port")
-        rep = self.replication
         listen(rep.listen_host, rep.listen_port, "replication.listen_port")
 
     def _check_assets(self) -> None:
@@ -553,8 +554,7 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             ("asset name", [a.name for a in self.assets]),
             ("asset id", [str(a.id) for a in self.assets]),
         ):
-            dupes = sorted({v for v in values if values.count(v) > 1})
-            if dupes:
+            if dupes := sorted({v for v in values if values.count(v) > 1}):
                 raise ValueError(f"{what} {', '.join(dupes)} is configured twice")
         for s in self.symbols:
             for role in ("base", "quote"):

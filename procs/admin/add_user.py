@@ -54,8 +54,8 @@ def add_user(
         return 2
     try:
         check_account(account)
-        if refused := account_refused(account):
-            raise AdminError(refused)
+        if refused := account_refused(account):  # a default past it: the highest user's next
+            raise AdminError(refused + ("" if chosen else "; give a free one with --account"))
     except AdminError as exc:
         print(f"ringex admin add-user: {exc}", file=sys.stderr)
         return 2
@@ -108,6 +108,10 @@ def _stored(store: UserStore, comp_id: str, args: argparse.Namespace, account: i
         print(f"ringex admin add-user: {exc}, added meanwhile; account {account} was "
               "opened for it and stays empty", file=sys.stderr)  # fmt: skip
         return 2
+    except ValueError as exc:  # refused by the store (checked before: a defence)
+        print(f"ringex admin add-user: {exc}; account {account} was opened for it and stays "
+              "empty", file=sys.stderr)  # fmt: skip
+        return 2
     except OSError as exc:  # a full disk, say: the users file stays as it was
         print(f"ringex admin add-user: {comp_id} not added: the users file could not be "
               f"written ({exc.strerror or exc}); account {account} was opened for it and "
@@ -126,6 +130,9 @@ def open_account(client: AdminClient, cfg: RingexConfig, account: int, chosen: b
         if chosen or opened.code != ResultCode.ACCOUNT_EXISTS:
             break
         account += 1 + (account + 1 == cfg.risk.fee_account)
+        if refused := account_refused(account):  # walked past a user's largest (review 232)
+            print(f"{refused}; give a free one with --account", file=sys.stderr)
+            return None
         opened = client.create_account(account)
     allowed = (ResultCode.OK, ResultCode.ACCOUNT_EXISTS) if chosen else (ResultCode.OK,)
     if opened.code not in allowed:

@@ -54,6 +54,8 @@ _V2_MAGIC: Final = b"RXMS\x02\x00\x00\x00"  # version 2: the same but a u32 seq
 _ENTRY = struct.Struct("<IIQ")  # a frame's length and CRC-32 (of seq and raw), the seq
 _SEQ = struct.Struct("<Q")
 _V2_SEQ = struct.Struct("<I")
+#: The high word of a seq read from a version 2 entry as version 3's: its message's "8=FI".
+_V2_READ_AS_3: Final = int.from_bytes(b"8=FI", "little")
 _FRAME_HEAD = _ENTRY.size - _SEQ.size  # the body a frame's CRC covers starts with the seq
 _OLDER_ENTRY = struct.Struct("<II")  # an older build's: length of raw, seq (no CRC)
 _LOAD_CHUNK = 4 << 20
@@ -196,7 +198,7 @@ class MessageStore:
                 if why:
                     raise MessageStoreError(f"{path}: entry at byte {pos} {why}")
             elif not (
-                MAGIC.startswith(head)
+                MAGIC.startswith(head) or _V2_MAGIC.startswith(head)  # a new file cut (232)
                 if len(head) < len(MAGIC)
                 else not (any(head) or any(f.read()))
             ):
@@ -226,6 +228,9 @@ class MessageStore:
                 if zlib.crc32(view[at + _FRAME_HEAD : end]) != crc:
                     whole = False
                     break
+                if seq >> 32 == _V2_READ_AS_3:  # a version 2's header flipped to 3 (review 232)
+                    view.release()
+                    return last, pos + at, "is version 2's (its seq runs into 8=FI): damaged header"
                 self._index.add(seq, pos + at)
                 last, at = seq, end
             pos += at
@@ -422,11 +427,11 @@ def _convert_older(path: Path) -> None:
             head = f.read(len(MAGIC))
     except FileNotFoundError:
         return
-    if head == MAGIC or not any(head) or MAGIC.startswith(head):
-        return  # this layout, empty, or the header of one a crash cut
     if head == _V2_MAGIC:
         _convert_v2(path)
         return
+    if head == MAGIC or not any(head) or MAGIC.startswith(head) or _V2_MAGIC.startswith(head):
+        return  # this layout, empty, or the header of one a crash cut (either version's)
     if bin(int.from_bytes(head[:4]) ^ int.from_bytes(MAGIC[:4])).count("1") <= 2:
         return  # a damaged header, refused by ``_load`` (an older file opens with a length)
     data = path.read_bytes()
