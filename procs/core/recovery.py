@@ -393,16 +393,16 @@ def restore_matchers(
     """Every configured matcher from a snapshot's ``books`` (matcher name -> its state), the
     snapshot of ``seq``. One the snapshot lacks was added to the config since (one moved from
     another matcher, or a matcher renamed, is refused before anything starts: ``units.py``
-    pins each symbol's matcher): new, it starts empty; listed again after its removal, it
-    goes on from its newest snapshot and the journal after it (``matchers_at``), as its
-    process does (review 226: its trade ids began again at 1 here, its halts forgotten)."""
+    pins each symbol's matcher): rebuilt from its newest snapshot and the journal after it
+    (``matchers_at``; new, no command of the journal is its: empty), as its process does
+    (review 226: one listed again began with fresh books here, its trade ids given again,
+    its halts forgotten); empty too when the journal it would replay is archived."""
     matchers = {}
     for m in cfg.matchers:
         if m.name in books:
             matchers[m.name] = restored(cfg, m.name, books[m.name])
             continue
-        known = seq is not None and matcher_snapshot(cfg, m.name, (seq, seq)) is not None
-        again = matchers_at(cfg, {m.name: seq}) if known and seq is not None else None
+        again = matchers_at(cfg, {m.name: seq}) if seq is not None else None  # (review 234)
         matchers[m.name] = Matcher(symbol_specs(cfg, m.name)) if again is None else again[m.name]
     return matchers
 

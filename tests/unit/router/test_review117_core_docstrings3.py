@@ -83,12 +83,13 @@ def test_recover_from_the_journal_and_a_snapshot_past_its_end(tmp_path: Path) ->
     command is settled (``settled_upto``), so a restarted router ignores those events when the
     live matchers publish them again."; ``recover``: "The state after the newest snapshot and
     the journal after it ... A snapshot past the journal's end is an error";
-    ``restore_matchers``: "One the snapshot lacks ... starts empty"."""
+    ``restore_matchers``: "One the snapshot lacks ... rebuilt from its newest snapshot and
+    the journal after it" (reviews 226, 234: it started empty)."""
     _says(recovery, "each command is re-applied to the router's accounts and executed by its")
     _says(recovery, "so a restarted router ignores those events when the live matchers publish")
     _says(recovery.recover, "The state after the newest snapshot and the journal after it")
     _says(recovery.recover, "A snapshot past the journal's end is an error")
-    _says(recovery.restore_matchers, "it starts empty")
+    _says(recovery.restore_matchers, "rebuilt from its newest snapshot and the journal after it")
     cfg = core_rig.exchange_config(var_dir=str(tmp_path))
     ex = _traded(cfg)
     published = list(ex.inbox["m1"])
