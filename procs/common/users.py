@@ -57,8 +57,9 @@ MAX_USER_ACCOUNT = 2**53 - 1
 
 
 def account_refused(account: int) -> str:
-    """Why ``account`` cannot be a user's (``MAX_USER_ACCOUNT``), or "" when it can."""
-    if 0 < account <= MAX_USER_ACCOUNT:
+    """Why ``account`` cannot be a user's (past ``MAX_USER_ACCOUNT``), or "" when it can (the
+    lower bound is the admin edge's, ``check_account``: a store of tests takes 0)."""
+    if account <= MAX_USER_ACCOUNT:
         return ""
     return (
         f"account {account} is outside 1..{MAX_USER_ACCOUNT} (2**53 - 1, the largest a "

@@ -196,17 +196,20 @@ def test_snapshot_files_retention_and_damage(
     assert store.at_or_before(19) is None and store.oldest_seq() == 20
 
 
-def test_market_state_is_loaded_only_for_its_symbols(
+def test_market_state_is_loaded_for_the_symbols_still_listed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """market_snapshots.py: "A file from another version or another symbol set is ignored with
-    a log line: the process then starts empty"; ``load``: "else None (with the reason)"."""
+    """market_snapshots.py: "One of another symbol set keeps the symbols the config still
+    lists as they were"; "one listed anew ... starts empty" (review 226: the file was ignored
+    whole); ``load``: "or None (with the reason)"."""
     said("market_snapshots")
     saved = MarketSnapshots(tmp_path / "md" / "state.pickle")
     saved.save(MarketState([SYMBOL]), {"m1-out": (5, 10)})
     loaded = saved.load(MarketState([SYMBOL]))
     assert loaded is not None and loaded.positions == {"m1-out": (5, 10)}
-    assert saved.load(MarketState([SYMBOL, OTHER])) is None and "symbols" in caplog.text
+    wider = saved.load(MarketState([SYMBOL, OTHER]))  # OTHER listed since: SYMBOL kept
+    assert wider is not None and list(wider.state.symbols) == [SYMBOL.id, OTHER.id]
+    assert "listed anew or with new rules, starting empty" in caplog.text
     saved.path.write_bytes(saved.path.read_bytes()[:100])
     assert saved.load(MarketState([SYMBOL])) is None and "not loadable" in caplog.text
 
