@@ -330,12 +330,14 @@ def amounts(
     replacing: Order | None = None,
 ) -> tuple[int, int, int, int] | Fault:
     """Price, stop price, quantity and display quantity in units, or why not (with the
-    OrdRejReason a new order's refusal carries: 13 for OrderQty's own faults). A G
+    OrdRejReason a new order's refusal carries: 13 for OrderQty's own faults; ``filled``:
+    what filled of the order, ``replacing``'s own where given). A G
     ``replacing`` an order (whose MaxFloor must be the order's) may cut an iceberg below its
     slice, as the REST amend may: the book shows what is left (review 217); and may cut it
     at its price past a lowered ``iceberg_parts``, as the matcher takes it (review 227)."""
     f = msg.fields
     replace = replacing is not None
+    filled = replacing.cum if replacing is not None else filled  # a G's: what is left
     if 38 not in f:
         return Fault("OrderQty (38) is required", 13)
     qty = qty_lots(f[38], sym)

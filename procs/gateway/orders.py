@@ -368,7 +368,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
                 )
             )  # fmt: skip
             return
-        parsed = amounts(msg, sym, ORD_TYPES[f[40]], filled=order.cum, replacing=order)
+        parsed = amounts(msg, sym, ORD_TYPES[f[40]], replacing=order)
         if isinstance(parsed, Fault):
             self._cancel_reject(session, msg, order, parsed.text)
             return

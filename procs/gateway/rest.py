@@ -121,7 +121,8 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
         publish: Callable[[], None],
     ) -> None:
         self.cfg, self.gw, self.rest = cfg, gw, rest
-        self.core, self._cut = core, 0  # passes in a row a ring had more than they read
+        self.core = core
+        self._cut = 0  # passes in a row a ring held more than they read (``after_batch``)
         self.logins = users  # a login always reads the file: a user added a moment ago logs in
         # a view of the users file looked at once a second: every signed request reads its user
         self.users = UserStore(users.path, recheck_s=1.0)
