@@ -25,7 +25,7 @@ import msgspec
 
 from config.schema import RingexConfig
 from procs.common import published_through
-from procs.common.journal import JournalReader, ReplayError, list_segments
+from procs.common.journal import JournalArchivedError, JournalReader, ReplayError, list_segments
 from procs.common.record_codec import RecordCodec
 from procs.common.records import (
     AdminCommand,
@@ -428,23 +428,23 @@ def matchers_at(
     """The matchers ``upto`` names, each as it was after the command of seq ``upto[name]``,
     rebuilt from the newest snapshot of it as of that seq (its own, or the exchange
     snapshot's copy of its books, which may be a later one's where the matcher had no
-    command in between: ``matcher_snapshot``) and its journaled commands after it, or from
-    nothing; None when the journal no longer holds what that would replay (the snapshots
-    kept are all past the seq, and its first segments archived)."""
+    command in between: ``matcher_snapshot``) and its journaled commands after it (read
+    from the archive too, as the matcher process does: review 235), or from nothing; None
+    when the snapshots kept are all past the seq, or the archive lacks what it replays."""
     codec = codec or RecordCodec()
-    directory = journal_dir(cfg)
-    segments = list_segments(directory) if directory.exists() else []
-    first = segments[0][0] if segments else 1  # the oldest entry not archived
     matchers = {}
     for name, seq in upto.items():
         specs = symbol_specs(cfg, name)
         start = matcher_snapshot(cfg, name, (seq, seq))
         matcher = Matcher(specs) if start is None else restored(cfg, name, start[1])
         after = max(matcher.last_seq, start[0] if start is not None else 0)
-        if matcher.last_seq > seq or (after < seq and first > after + 1):
-            return None  # past the seq, or what it would replay was archived
-        for command in journal_commands(cfg, name, after=after, codec=codec, upto=seq):
-            matcher.execute(command)  # the books are wanted, not the events: none kept
+        if matcher.last_seq > seq:
+            return None
+        try:
+            for command in journal_commands(cfg, name, after=after, codec=codec, upto=seq):
+                matcher.execute(command)  # the books are wanted, not the events: none kept
+        except JournalArchivedError:
+            return None  # what it would replay is gone from the journal and its archive
         matchers[name] = matcher
     return matchers
 

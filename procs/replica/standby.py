@@ -43,7 +43,7 @@ from procs.common.snapshots import SnapshotStore
 from procs.common.tls import replication_context
 from procs.common.topology import gateway_root, journal_dir, snapshot_dir
 from procs.common.units import FILE_NAME as UNITS
-from procs.common.units import units_differ
+from procs.common.units import removed_symbols, units_differ
 from procs.core.recovery import journal_reader, recover, write_snapshot
 from procs.replica import cluster
 from procs.replica.files import FileReceiver
@@ -134,6 +134,7 @@ class Standby:
         self.stopping = asyncio.Event()
         self._status_at = 0.0
         self._persisted: tuple[Entries | None, list[Record]] = (None, [])
+        self._broken = False  # an apply failed: the hot state is not a whole command's
 
     @property
     def next_seq(self) -> int:
@@ -246,8 +247,19 @@ class Standby:
         if held is not entries:  # (``persist`` decoded the frame it made durable)
             records = [self.codec.decode_slot(image) for image in entries.images]
         apply, observe = self.state.apply, self._observe
-        for record in records:
-            apply(record, observe)
+        try:
+            for record in records:
+                apply(record, observe)
+        except ValueError as exc:  # a ReplayError: made durable here, not to be applied
+            self._broken = True  # a command half applied: no snapshot of it (review 235)
+            gone = removed_symbols(self.cfg)
+            advice = (
+                f"; the journal's symbols {gone} are not in this standby's config: configure "
+                "them again, on their matchers, as the primary's journal still holds them"
+                if gone
+                else ""
+            )
+            raise StandbyRefusedError(f"cannot apply the primary's journal: {exc}{advice}") from exc
 
     async def run(self) -> None:
         reporter = asyncio.create_task(self._report())
@@ -402,6 +414,8 @@ class Standby:
         """The hot state as the exchange's and each matcher's snapshot (what a promoted
         instance's router and matchers restore instead of replaying the journal), and the
         market state its market data goes on from."""
+        if self._broken:
+            return  # a command half applied: the next start replays the journal instead
         if self.market is not None:
             self.market.save()
         state = self.state
