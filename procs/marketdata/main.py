@@ -44,7 +44,7 @@ from procs.marketdata.hub import Hub
 from procs.marketdata.reseed import Reseeder
 from procs.marketdata.server import MarketDataServer
 from procs.marketdata.web import Site, page_config
-from shm import Ring, RingError
+from shm import Ring
 from shm.consumer import Consumer
 
 log = logging.getLogger("ringex.marketdata")
@@ -111,15 +111,11 @@ def _reseed(state: MarketState, stale: list[Consumer[Record]], reseed: Reseeder 
         return
     for consumer in stale:
         ring = consumer.ring
-        try:
-            last = ring.record(consumer.sequence - 1)
-        except RingError:  # overwritten: nothing to anchor the books to
+        anchor = _anchor(ring, consumer.sequence)
+        if anchor is None:
             log.warning("%s: the state misses events the ring no longer holds", ring.name)
             continue
-        if isinstance(last, Heartbeat) and last.source in (REPLAY_SOURCE, RECOVERED_SOURCE):
-            seq, ts_ns = last.counter, last.ts_ns  # a matcher's mark holds its seq there
-        else:
-            seq, ts_ns = getattr(last, "seq", 0), getattr(last, "ts_ns", 0)
+        seq, ts_ns = anchor
         log.warning(
             "%s was committed past the saved market state: books set from the matcher's "
             "state at seq %d",
@@ -127,6 +123,39 @@ def _reseed(state: MarketState, stale: list[Consumer[Record]], reseed: Reseeder 
         )  # fmt: skip
         for event in reseed(ring.name, seq, ts_ns, state):
             state.reseed(event, [])  # the clocks stay: the ring's events after it are older
+
+
+def _anchor(ring: Ring[Record], committed: int) -> tuple[int, int] | None:
+    """The seq (and time) whose state the books are set to where a reader committed up to
+    ``committed`` on ``ring``: the newest event before it, or a mark of what went out. A
+    replay's mark (``REPLAY_SOURCE``) says nothing of what went out before it (its counter
+    is the restored snapshot's seq), so the walk goes back past it, as the matcher's
+    ``published_position`` does (review 236: the events after that seq were lost); a mark
+    is the anchor only where the ring holds nothing before it. Where the ring overwrote the
+    records before ``committed`` (it filled while nothing read it), the first record after
+    it (the reader's next, never overwritten) gives the seq: its command's events ring on
+    from there, each level they set as absolute as the reseed's (review 236)."""
+    lowest = max(0, ring.cursor() - ring.capacity)
+    mark: Heartbeat | None = None
+    for n in range(committed - 1, lowest - 1, -1):
+        record = ring.record(n)
+        if isinstance(record, Heartbeat):
+            if record.source == RECOVERED_SOURCE:
+                return record.counter, record.ts_ns
+            if record.source == REPLAY_SOURCE and mark is None:
+                mark = record
+            continue
+        return getattr(record, "seq", 0), getattr(record, "ts_ns", 0)
+    if committed > lowest and lowest == 0 and mark is not None:
+        return mark.counter, mark.ts_ns  # nothing but marks since the ring was made
+    for n in range(max(committed, lowest), ring.cursor()):
+        record = ring.record(n)
+        if isinstance(record, Heartbeat):
+            if record.source == RECOVERED_SOURCE:
+                return record.counter, record.ts_ns
+            continue
+        return getattr(record, "seq", 0), getattr(record, "ts_ns", 0)
+    return None
 
 
 class MarketDataProcess:
