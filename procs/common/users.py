@@ -67,6 +67,20 @@ def account_refused(account: int) -> str:
     )
 
 
+def fee_account_refused(store: UserStore, fee_account: int) -> str:
+    """Why a start is refused where a user's account is the exchange's fee account
+    (``risk.fee_account``, moved onto it by a typo or between two runs): the user would
+    trade with every fee the exchange collects (review 237; ``add-user`` refuses the
+    pairing the other way round); "" when no user's is."""
+    held = sorted(u.comp_id for u in store.users() if u.account == fee_account)
+    if not held:
+        return ""
+    return (
+        f"risk.fee_account = {fee_account} is user {held[0]!r}'s account (of {store.path}); "
+        "the fee account collects every fee: set risk.fee_account to an account no user holds"
+    )
+
+
 def comp_id_refused(comp_id: str | None) -> str:
     """Why ``comp_id`` cannot name a user (``COMP_ID``), or "" when it can."""
     if COMP_ID.fullmatch(comp_id or ""):

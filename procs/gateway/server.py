@@ -59,7 +59,7 @@ from procs.common.topology import (
     matcher_output,
     users_path,
 )
-from procs.common.users import User, UserStore
+from procs.common.users import User, UserStore, fee_account_refused
 from procs.core.recovery import journal_end
 from procs.gateway.audit import AuditLog
 from procs.gateway.clordids import API_IDS, SeenLog
@@ -143,6 +143,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
             defer_auth=True,
         )
         self.users = UserStore(users_path(cfg))
+        if refused := fee_account_refused(self.users, cfg.risk.fee_account):
+            raise ValueError(refused)
         self.audit = AuditLog(self.directory / "audit.log")
         self.entry = OrderEntry(
             gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect, cfg.assets, self.directory
@@ -191,14 +193,12 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         #: input ring -> the newest event seq handled before a restart, while the ring is
         #: new and its first events are checked against it (``_after_new_rings``)
         self._awaiting: dict[str, tuple[int, int | None]] = {}
-        self.port = gw.port
-        self._spin_until = 0.0
+        self.port, self._spin_until = gw.port, 0.0
         self._nap: asyncio.Future[None] | None = None
         self._waker: RingWaker | None = None  # set once the input rings are attached
         self._server: asyncio.Server | None = None
-        self._stop = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
-        self._stop_asked = 0.0  # (monotonic s)
+        self._stop, self._stop_asked = asyncio.Event(), 0.0  # (monotonic s)
 
     def _user_of(self, session_id: int) -> User | None:
         return next((u for u in self.users.users() if u.session == session_id), None)

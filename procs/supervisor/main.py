@@ -61,6 +61,7 @@ from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollect
 from procs.supervisor.plan import MATCHER_MODULE, plan
 from procs.supervisor.preflight import (
     cpus_missing,
+    fee_account_user,
     nice_refused,
     shm_short,
     tls_refused,
@@ -115,7 +116,8 @@ class Supervisor(StuckWatch):
         """Refuse ``supervisor.cores`` naming a CPU this host does not let us run on, a
         ``supervisor.nice`` this process may not set, and TLS files that do not load."""
         specs = [child.spec for child in self.children]
-        if refused := cpus_missing(specs) or nice_refused(specs) or tls_refused(self.cfg):
+        refused = cpus_missing(specs) or nice_refused(specs) or tls_refused(self.cfg)
+        if refused := refused or fee_account_user(self.cfg):
             raise SupervisorError(refused)
 
     def refuse_other_units(self) -> None:

@@ -1,8 +1,9 @@
 """What a start checks before it touches an instance, each refusal naming the setting and the
 limit it meets: CPUs this host lacks (``supervisor.cores``), a niceness it may not set
 (``supervisor.nice``), rings that shared memory cannot hold (``ring.capacity``), TLS files
-that do not load (``tls_refused``), and units other than the journal's
-(``procs/common/units.py``), checked again before each restart.
+that do not load (``tls_refused``), a user's account as the fee account (``fee_account_user``),
+and units other than the journal's (``procs/common/units.py``), checked again before each
+restart.
 Refused here, none is a process that cannot be pinned or niced (an opaque ``preexec_fn``
 error), a SIGBUS once a ring fills past what /dev/shm can give, or a router that refuses
 at every restart."""
@@ -18,8 +19,9 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.record_codec import RecordCodec
 from procs.common.tls import TlsError, mutual_context, server_context
-from procs.common.topology import rings
+from procs.common.topology import rings, users_path
 from procs.common.units import units_differ
+from procs.common.users import UsersFileError, UserStore, fee_account_refused
 from procs.supervisor.plan import ProcessSpec
 from shm.header import Geometry
 from shm.inspect import SHM_DIR
@@ -131,3 +133,15 @@ def units_differ_now(profile: str) -> str:
     except ConfigError:
         return ""
     return units_differ(cfg)
+
+
+def fee_account_user(cfg: RingexConfig) -> str:
+    """Why the gateways would refuse to start (``fee_account_refused``: a user's account is
+    ``risk.fee_account``), said before anything starts; "" too where the users file does not
+    read (a gateway's start says why)."""
+    if not cfg.gateways:
+        return ""
+    try:
+        return fee_account_refused(UserStore(users_path(cfg)), cfg.risk.fee_account)
+    except (OSError, UsersFileError):
+        return ""
