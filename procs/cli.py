@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -94,7 +95,8 @@ def _replay(args: argparse.Namespace) -> int:
     for name, digest in recovered.state_hashes().items():
         print(f"  {name:20} {digest}")
     if args.snapshot:
-        print(f"snapshot written: {write_snapshot(cfg, recovered)}")
+        written = write_snapshot(cfg, recovered, beside=True)  # beside the router's (review 239)
+        print(f"snapshot written: {written}")
     if args.to_db:
         try:
             checkpoint = dbwriter_run(cfg, to_end=True)
@@ -192,11 +194,8 @@ def _wait_started(
         time.sleep(0.1)
     why = not_ready(read_status(cfg))  # as it stood when the wait ended
     _end_start(cfg, child)  # reported as failed, it must not come up later (nor refuse a retry)
-    print(
-        f"instance {cfg.instance} not ready within {args.timeout} s ({why}): stopped; see "
-        f"{log_path}",
-        file=sys.stderr,
-    )
+    print(f"instance {cfg.instance} not ready within {args.timeout} s ({why}): stopped; see "
+          f"{log_path}", file=sys.stderr)  # fmt: skip
     return 1
 
 
@@ -255,7 +254,7 @@ def _stop(args: argparse.Namespace) -> int:
             print(elsewhere, file=sys.stderr)
             return 1
         if starts := pending_runs(cfg, _profile(args), load_profile):  # no status yet (199)
-            return _stop_starts(cfg, starts, args.timeout)
+            return _stop_starts(cfg, args, starts)
         print(f"instance {cfg.instance} is not running")
         return 0
     try:
@@ -277,9 +276,10 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_starts(cfg: RingexConfig, starts: list[int], timeout_s: float | None) -> int:
+def _stop_starts(cfg: RingexConfig, args: argparse.Namespace, starts: list[int]) -> int:
     bound = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
-    if left := stop_pending_runs(starts, bound if timeout_s is None else timeout_s):
+    again = functools.partial(pending_runs, cfg, _profile(args), load_profile)  # (review 239)
+    if left := stop_pending_runs(starts, bound if args.timeout is None else args.timeout, again):
         print(f"instance {cfg.instance}'s start (pids {left}) still running", file=sys.stderr)
         return 1
     print(f"instance {cfg.instance} stopped (its start was under way)")

@@ -59,19 +59,27 @@ def pending_runs(cfg: RingexConfig, profile: str, load: Callable[[str], RingexCo
     return found
 
 
-def stop_pending_runs(pids: list[int], timeout_s: float) -> list[int]:
+def stop_pending_runs(
+    pids: list[int], timeout_s: float, again: Callable[[], list[int]] = list
+) -> list[int]:
     """SIGTERM each start in ``pids`` (before its handlers: it ends; after: it stops what it
     started, as a stop of a running instance does), and wait up to ``timeout_s`` for them to
-    end; the pids still there."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+    end; the pids still there. Then ``again`` (the scan once more) and the same for what it
+    finds, until it finds none: a start spawns its supervisor (its own session, which the
+    SIGTERM does not reach) between the scan and the signal (review 239)."""
     deadline = time.monotonic() + timeout_s
-    left = pids
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = [pid for pid in left if pid_alive(pid)]
-    return left
+    while pids:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        left = pids
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = [pid for pid in left if pid_alive(pid)]
+        if left:
+            return left
+        pids = again()
+    return []
 
 
 def _resolved(profile: str, cwd: Path, *, file: bool = False) -> str:

@@ -70,19 +70,25 @@ class SnapshotStore:
         self.directory = directory
         self.keep = keep
 
-    def save(self, seq: int, data: bytes) -> Path:
+    def save(
+        self, seq: int, data: bytes, history_end: Callable[[], int | None] | None = None
+    ) -> Path:
         """Write the state at ``seq``; keep it and the ``keep - 1`` newest before it.
 
         The one written is the newest from now on: a snapshot above ``seq`` is of a history
         that was rewound (a journal tail lost under ``fsync = "interval"``, a database
         restored from a backup), which its seqs will name again with other commands, so it
-        is removed rather than ever restored, or kept in its place."""
+        is removed rather than ever restored, or kept in its place. A writer beside the one
+        that snapshots the history as it goes (``ringex replay --snapshot`` of a running
+        instance) reads its end, ``history_end()``, once the snapshots are listed: one up to
+        there is kept (review 239: the router's newer snapshot was removed as rewound)."""
         make_dirs(self.directory)
         path = self.path(seq)
         _remove_stale(self.directory)
         replace_durably(path, framed(data), mode=PRIVATE)  # every account's balances
         paths = self._paths()
-        rewound = [old for old in paths if int(old.stem) > seq]
+        end = max(seq, (history_end() or 0) if history_end is not None else 0)
+        rewound = [old for old in paths if int(old.stem) > end]
         for old in rewound:
             log.warning("snapshot %s is past the one just written (seq %d): a history "
                         "that was rewound, removed", old, seq)  # fmt: skip

@@ -535,14 +535,14 @@ def journal_end(cfg: RingexConfig, codec: RecordCodec | None = None) -> int | No
     return reader.last_seq()
 
 
-def write_snapshot(cfg: RingexConfig, recovered: Recovered) -> Path:
+def write_snapshot(cfg: RingexConfig, recovered: Recovered, beside: bool = False) -> Path:
+    end = (lambda: journal_end(cfg)) if beside else None  # (``SnapshotStore.save``)
     data = msgspec.msgpack.encode(recovered.snapshot())
-    return snapshot_store(cfg).save(recovered.last_seq, data)
+    return snapshot_store(cfg).save(recovered.last_seq, data, end)
 
 
 def snapshot_job(cfg: RingexConfig, upto: int) -> None:
-    """A forked child's work: replay through ``upto`` (what the router made durable before
-    the fork; entries after it may still be lost) and write a snapshot there."""
+    """A forked child's work: replay through ``upto`` (durable before the fork) and snapshot."""
     write_snapshot(cfg, recover(cfg, upto=upto))
 
 
