@@ -54,7 +54,8 @@ from procs.common.run_files import (
 )
 from procs.common.topology import journal_archive_dir, journal_dir, rings
 from procs.common.units import units_differ
-from procs.core.recovery import archivable_before, recover, write_snapshot
+from procs.core.archive_bound import archivable_before
+from procs.core.recovery import recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
 from procs.dbwriter.writer import StoppedWaitingError
 from procs.shm_commands import shm_ls, shm_rm
@@ -95,7 +96,7 @@ def _replay(args: argparse.Namespace) -> int:
     for name, digest in recovered.state_hashes().items():
         print(f"  {name:20} {digest}")
     if args.snapshot:
-        written = write_snapshot(cfg, recovered, beside=True)  # beside the router's (review 239)
+        written = write_snapshot(cfg, recovered)  # beside the router's (review 239)
         print(f"snapshot written: {written}")
     if args.to_db:
         try:

@@ -1,7 +1,7 @@
 """Archiving the journal's old segments, and bringing them back.
 
 ``archive_segments_before`` moves the segments no reader needs any more (``ringex replay
---archive``, below ``recovery.archivable_before``) to ``journal.archive_dir``; readers given
+--archive``, below ``archive_bound.archivable_before``) to ``journal.archive_dir``; readers given
 the archive (``JournalReader(archive=...)``) read them there where the journal no longer has
 them. ``unarchive_after`` moves back those that hold entries after a seq, for a cut there
 (``cut_after``, demote). Both move a segment by a rename, or across volumes by a copy that

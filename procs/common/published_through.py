@@ -3,7 +3,7 @@
 A matcher marks its output "executed and published through seq N" at its start, at each of
 its snapshots and on its first idle step after a batch (``MatcherShell._mark``); it writes N
 here as well, at most once every ``EVERY_S`` (the first of a run at once). The archive bound
-reads it (``recovery.archivable_before``): a matcher that has published through the last
+reads it (``archive_bound.archivable_before``): a matcher that has published through the last
 command of the oldest exchange snapshot's copy of its books can restart from that copy
 whatever its own snapshots hold (``matcher_snapshot`` takes a copy whose last command its
 output has), so they need not hold archiving back. A matcher whose symbols are quiet writes

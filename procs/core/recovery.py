@@ -24,7 +24,6 @@ from pathlib import Path
 import msgspec
 
 from config.schema import RingexConfig
-from procs.common import published_through
 from procs.common.journal import JournalArchivedError, JournalReader, ReplayError, list_segments
 from procs.common.record_codec import RecordCodec
 from procs.common.records import (
@@ -48,7 +47,7 @@ from procs.core.book import Book
 from procs.core.engine import Matcher
 from procs.core.fast_book import FastBook
 from procs.core.replay_pipeline import ReplayChildError, replay_in_child
-from procs.core.sequencer import Sequencer
+from procs.core.sequencer import RouterState, Sequencer
 from procs.core.symbols import symbol_specs
 
 log = logging.getLogger(__name__)
@@ -473,12 +472,36 @@ def matcher_snapshot(
     own_bound, exchange_bound = (end, end) if upto is None else upto
     own = own_store.at_or_before(min(own_bound, end))
     exchange = _exchange_books(store, name, end, exchange_bound)
+    if exchange is None and own is None:
+        return _added_since(cfg, store, name, end)
     if exchange is None or (own is not None and own[0] >= exchange[0]):
         return own
     return exchange
 
 
-class _Executed(msgspec.Struct, frozen=True, array_like=True):
+def _added_since(
+    cfg: RingexConfig, store: SnapshotStore, name: str, end: int
+) -> tuple[int, bytes] | None:
+    """Matcher ``name``, of no snapshot at all, as of the newest exchange snapshot whose
+    router journaled rules for none of its symbols: added to the config since (the router
+    journals a symbol's rules at the first start that lists it, before any of its orders),
+    so it had no command up to there: empty books, its replay from there on, not from the
+    journal's first entry, which may be an older build's (other rules, another layout,
+    archived or not: refused, review 241). None where that cannot be told: no snapshot, or
+    one from before the router kept the rules (it keeps those of a symbol removed since: one
+    listed again replays from the start, review 226)."""
+    found = store.at_or_before(end)
+    if found is None:
+        return None
+    router = msgspec.msgpack.decode(found[1], type=ExchangeSnapshot).router
+    journaled = {rules[0] for rules in msgspec.msgpack.decode(router, type=RouterState).rules}
+    mine = {cfg.symbol(s).id for s in cfg.matcher(name).symbols}
+    if not journaled or mine & journaled:
+        return None
+    return found[0], Matcher(symbol_specs(cfg, name)).snapshot()
+
+
+class MatcherHead(msgspec.Struct, frozen=True, array_like=True):
     """The head of a matcher's state (``engine.MatcherState``): its last command; the books
     after it are passed over undecoded."""
 
@@ -503,7 +526,7 @@ def _exchange_books(
         books = msgspec.msgpack.decode(data, type=ExchangeSnapshot).matchers.get(name)
         if books is None:
             return None
-        if seq <= bound or msgspec.msgpack.decode(books, type=_Executed).last_seq <= bound:
+        if seq <= bound or msgspec.msgpack.decode(books, type=MatcherHead).last_seq <= bound:
             return seq, books
         below = seq - 1
     return None
@@ -535,66 +558,11 @@ def journal_end(cfg: RingexConfig, codec: RecordCodec | None = None) -> int | No
     return reader.last_seq()
 
 
-def write_snapshot(cfg: RingexConfig, recovered: Recovered, beside: bool = False) -> Path:
-    end = (lambda: journal_end(cfg)) if beside else None  # (``SnapshotStore.save``)
-    data = msgspec.msgpack.encode(recovered.snapshot())
-    return snapshot_store(cfg).save(recovered.last_seq, data, end)
+def write_snapshot(cfg: RingexConfig, recovered: Recovered) -> Path:
+    data = msgspec.msgpack.encode(recovered.snapshot())  # one past the journal: rewound
+    return snapshot_store(cfg).save(recovered.last_seq, data, lambda: journal_end(cfg))
 
 
 def snapshot_job(cfg: RingexConfig, upto: int) -> None:
     """A forked child's work: replay through ``upto`` (durable before the fork) and snapshot."""
     write_snapshot(cfg, recover(cfg, upto=upto))
-
-
-def _oldest_copies(exchange: SnapshotStore) -> dict[str, bytes]:
-    """The matchers' books in the oldest exchange snapshot kept; none where it is damaged
-    (or there is none)."""
-    oldest = exchange.oldest_seq()
-    found = None if oldest is None else exchange.at_or_before(oldest)
-    if found is None:
-        return {}
-    return msgspec.msgpack.decode(found[1], type=ExchangeSnapshot).matchers
-
-
-def _served_by_exchange(copies: dict[str, bytes], name: str, own: SnapshotStore) -> bool:
-    """Whether matcher ``name`` restarts from an exchange snapshot's copy of its books
-    whatever its own snapshots: its output is known published (its newest own snapshot, or
-    ``published_through``) through the last command of the oldest exchange snapshot's copy
-    (``copies``), which ``matcher_snapshot`` then takes (its output keeps those events; a
-    matcher whose rings are new takes the newest snapshot of any kind). False where that
-    cannot be read: the oldest exchange snapshot damaged, or without the matcher."""
-    books = copies.get(name)
-    if books is None:
-        return False
-    last = msgspec.msgpack.decode(books, type=_Executed).last_seq
-    published = max(own.newest_seq() or 0, published_through.read(own.directory))
-    return published >= last
-
-
-def archivable_before(cfg: RingexConfig) -> int:
-    """The first seq any reader of the journal still needs: segments wholly before it can
-    be archived. The oldest snapshot kept of the exchange, of every matcher (a matcher
-    replays the journal from its snapshot) and, with the database on, of the writer (it
-    replays from there), since a damaged newer one is passed over for it; less the window
-    of entries before its snapshot a restarted router reads (``JournaledTail``).
-
-    Replication is no bound: the two sides hash the journal from its first entry to agree on
-    a history, and a standby behind the point catches up from there, but both read archived
-    segments where the journal no longer has them (``journal.archive_dir``), so an archive
-    kept whole serves them (README, Replication).
-
-    A matcher's own snapshots are no bound where it has published through the last command
-    of the oldest exchange snapshot's copy of its books (``_served_by_exchange``): it
-    restarts from that copy, or a newer snapshot, whatever its own hold. So a matcher whose
-    symbols are quiet, whose own oldest may be months old or missing, holds nothing back."""
-    exchange = snapshot_store(cfg)
-    stores = [exchange]
-    copies = _oldest_copies(exchange)
-    for m in cfg.matchers:
-        own = SnapshotStore(snapshot_dir(cfg, f"matcher-{m.name}"))
-        if not _served_by_exchange(copies, m.name, own):
-            stores.append(own)
-    if cfg.database.enabled:
-        stores.append(SnapshotStore(snapshot_dir(cfg, "dbwriter")))
-    seqs = [store.oldest_seq() or 0 for store in stores]
-    return max(1, min(seqs) + 1 - JournaledTail.for_config(cfg).window)

@@ -44,7 +44,7 @@ from procs.marketdata.hub import Hub
 from procs.marketdata.reseed import Reseeder
 from procs.marketdata.server import MarketDataServer
 from procs.marketdata.web import Site, page_config
-from shm import Ring
+from shm import Ring, RingError
 from shm.consumer import Consumer
 
 log = logging.getLogger("ringex.marketdata")
@@ -137,8 +137,13 @@ def _anchor(ring: Ring[Record], committed: int) -> tuple[int, int] | None:
     from there, each level they set as absolute as the reseed's (review 236)."""
     lowest = max(0, ring.cursor() - ring.capacity)
     mark: Heartbeat | None = None
+    walked = True  # back to the ring's oldest record
     for n in range(committed - 1, lowest - 1, -1):
-        record = ring.record(n)
+        try:
+            record = ring.record(n)
+        except RingError:  # read already, and overwritten meanwhile by a running matcher
+            walked = False  # (review 241): the first unread record, below, never is
+            break
         if isinstance(record, Heartbeat):
             if record.source == RECOVERED_SOURCE:
                 return record.counter, record.ts_ns
@@ -146,7 +151,7 @@ def _anchor(ring: Ring[Record], committed: int) -> tuple[int, int] | None:
                 mark = record
             continue
         return getattr(record, "seq", 0), getattr(record, "ts_ns", 0)
-    if committed > lowest and lowest == 0 and mark is not None:
+    if walked and committed > lowest == 0 and mark is not None:
         return mark.counter, mark.ts_ns  # nothing but marks since the ring was made
     for n in range(max(committed, lowest), ring.cursor()):
         record = ring.record(n)

@@ -86,10 +86,10 @@ from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_archive_dir, journal_dir, snapshot_dir
+from procs.core.archive_bound import archivable_before
 from procs.core.engine import Matcher
 from procs.core.recovery import (
     ExchangeSnapshot,
-    archivable_before,
     matcher_snapshot,
     snapshot_store,
 )

@@ -86,9 +86,9 @@ from procs.common.published_through import PublishedThrough
 from procs.common.records import AdminCommand
 from procs.common.topology import journal_archive_dir, journal_dir, snapshot_dir
 from procs.common.types import AdminAction
+from procs.core.archive_bound import archivable_before
 from procs.core.recovery import (
     JournaledTail,
-    archivable_before,
     recover,
     unrouted,
     write_snapshot,

@@ -62,9 +62,10 @@ from procs.common.records import MassCancel, Record, Transfer
 from procs.common.topology import journal_archive_dir, journal_dir
 from procs.common.types import DoneReason
 from procs.core import account_orders
+from procs.core.archive_bound import archivable_before
 from procs.core.book import Book
 from procs.core.fast_book import FastBook
-from procs.core.recovery import archivable_before, recover, write_snapshot
+from procs.core.recovery import recover, write_snapshot
 from procs.core.reference_book import ReferenceBook
 from procs.replica.rebuild import rebuild
 from procs.replica.standby import Standby

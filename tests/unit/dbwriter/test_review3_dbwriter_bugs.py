@@ -22,8 +22,9 @@ from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
 from procs.common.types import Side
 from procs.common.users import UserStore
+from procs.core.archive_bound import archivable_before
 from procs.core.market.state import build_state
-from procs.core.recovery import archivable_before, recover, write_snapshot
+from procs.core.recovery import recover, write_snapshot
 from procs.dbwriter.store import prepare
 from procs.dbwriter.users import UserSync
 from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions

@@ -16,10 +16,10 @@ from procs.common import published_through
 from procs.common.published_through import PublishedThrough
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import snapshot_dir
+from procs.core.archive_bound import archivable_before
 from procs.core.engine import Matcher
 from procs.core.recovery import (
     ExchangeSnapshot,
-    archivable_before,
     matcher_snapshot,
     snapshot_store,
 )

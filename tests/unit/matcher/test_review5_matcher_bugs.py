@@ -40,8 +40,9 @@ from procs.common.topology import (
     snapshot_dir,
 )
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
+from procs.core.archive_bound import archivable_before
 from procs.core.engine import Matcher
-from procs.core.recovery import ExchangeSnapshot, archivable_before, snapshot_store
+from procs.core.recovery import ExchangeSnapshot, snapshot_store
 from procs.core.symbols import symbol_specs
 from procs.matcher.main import INPUT_CONSUMER, MatcherShell
 from shm import Ring

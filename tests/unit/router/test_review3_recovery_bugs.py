@@ -25,11 +25,12 @@ from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
+from procs.core.archive_bound import archivable_before
 from procs.core.recovery import (
     JournaledTail,
-    archivable_before,
     matcher_snapshot,
     recover,
+    restored,
     snapshot_store,
     write_snapshot,
 )
@@ -247,7 +248,8 @@ def test_a_matcher_added_to_the_config_does_not_crash_recovery_with_a_key_error(
         ],
         matchers=[*cfg.matchers, MatcherConfig(name="m3", symbols=["SOL-USD"])],
     )
-    assert matcher_snapshot(grown, "m3") is None  # the matcher process: empty books
+    start = matcher_snapshot(grown, "m3")  # the matcher process: empty books (as of the
+    assert start is None or not restored(grown, "m3", start[1]).books[3].levels()  # snapshot)
     try:
         recovered = recover(grown)  # today: KeyError: 'm3'
     except ValueError as exc:

@@ -16,7 +16,8 @@ from procs.common.journal_writer import JournalWriter, cut_after
 from procs.common.records import Record
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import journal_dir, snapshot_dir
-from procs.core.recovery import archivable_before, recover, snapshot_store, write_snapshot
+from procs.core.archive_bound import archivable_before
+from procs.core.recovery import recover, snapshot_store, write_snapshot
 from procs.dbwriter.replay import Follower
 from procs.replica.source import ReplicationSource
 from tests.unit.router import test_router as router_rig

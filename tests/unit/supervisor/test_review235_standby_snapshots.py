@@ -80,7 +80,8 @@ from config.schema import JournalConfig, ReplicationConfig, RingConfig, RingexCo
 from procs.common.journal_archive import archive_segments_before
 from procs.common.records import MassCancel, Record, Trade, Transfer
 from procs.common.topology import journal_archive_dir, journal_dir
-from procs.core.recovery import archivable_before, journal_end, recover, write_snapshot
+from procs.core.archive_bound import archivable_before
+from procs.core.recovery import journal_end, recover, write_snapshot
 from procs.matcher.main import MatcherShell
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby, StandbyRefusedError
