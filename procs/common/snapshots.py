@@ -78,10 +78,11 @@ class SnapshotStore:
         The one written is the newest from now on: a snapshot above ``seq`` is of a history
         that was rewound (a journal tail lost under ``fsync = "interval"``, a database
         restored from a backup), which its seqs will name again with other commands, so it
-        is removed rather than ever restored, or kept in its place. A writer beside the one
-        that snapshots the history as it goes (``ringex replay --snapshot`` of a running
-        instance) reads its end, ``history_end()``, once the snapshots are listed: one up to
-        there is kept (review 239: the router's newer snapshot was removed as rewound)."""
+        is removed rather than ever restored, or kept in its place. Where another writer
+        snapshots the same history (the router's job and ``ringex replay --snapshot`` of a
+        running instance), its end, ``history_end()``, read once the snapshots are listed,
+        bounds what is rewound: one up to there is kept (reviews 239, 242: the newer of the
+        two was removed as a rewound history, whichever wrote it)."""
         make_dirs(self.directory)
         path = self.path(seq)
         _remove_stale(self.directory)

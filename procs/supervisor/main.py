@@ -62,6 +62,7 @@ from procs.supervisor.plan import MATCHER_MODULE, plan
 from procs.supervisor.preflight import (
     cpus_missing,
     fee_account_user,
+    fee_account_user_now,
     nice_refused,
     shm_short,
     tls_refused,
@@ -329,7 +330,8 @@ class Supervisor(StuckWatch):
         starting is one more restart, tried again with a longer backoff, until more than
         ``restart_limit`` within ``restart_window_s`` stop the instance."""
         while True:
-            if refused := units_differ_now(self.profile):  # the profile it loads again
+            refused = units_differ_now(self.profile)  # the profile it loads again
+            if refused := refused or fee_account_user_now(self.profile):
                 raise SupervisorError(f"{child.spec.name} not restarted: {refused}")
             now = time.monotonic()
             window = self.cfg.supervisor.restart_window_s

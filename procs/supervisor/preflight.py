@@ -145,3 +145,14 @@ def fee_account_user(cfg: RingexConfig) -> str:
         return fee_account_refused(UserStore(users_path(cfg)), cfg.risk.fee_account)
     except (OSError, UsersFileError):
         return ""
+
+
+def fee_account_user_now(profile: str) -> str:
+    """``fee_account_user`` of the config in ``profile`` as it is now: a gateway restarted on
+    a profile edited since the start to put the fee account on a user's account refuses at
+    every restart (review 242: the instance stopped for its restart limit, the reason only
+    in the gateway's log). "" where the profile does not load, as ``units_differ_now``."""
+    try:
+        return fee_account_user(load_profile(profile))
+    except ConfigError:
+        return ""

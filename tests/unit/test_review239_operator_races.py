@@ -353,7 +353,7 @@ def test_replay_snapshot_beside_the_router_keeps_its_newer_snapshot(
     newer: list[Path] = []
     save = write_snapshot
 
-    def replayed_then_saved(cfg: RingexConfig, recovered: Any, **beside: bool) -> Path:
+    def replayed_then_saved(cfg: RingexConfig, recovered: Any) -> Path:
         client = AdminClient(cfg)
         try:
             for _ in range(4):
@@ -364,7 +364,7 @@ def test_replay_snapshot_beside_the_router_keeps_its_newer_snapshot(
             lambda: [p for p in exchange.glob("*.snap") if int(p.stem) > recovered.last_seq], 20
         )
         newer.extend(seen)
-        return save(cfg, recovered, **beside)
+        return save(cfg, recovered)
 
     monkeypatch.setattr(procs.cli, "write_snapshot", replayed_then_saved)
     assert procs.cli.main(["replay", *venue.c, "--snapshot", "--quiet"]) == 0
