@@ -44,8 +44,8 @@ three at once (each sent, every one written). Not repeated: two ``ringex run`` a
 (``tests/unit/supervisor/test_instance_lock.py``, review 103), ``ringex run &`` then ``stop``
 (``tests/unit/test_pending_runs.py``).
 
-Leads, not faults: DUPLICATE_TRANSFER says neither the key nor the transfer it was used for
-(``procs/admin/commands.py:193-199``).
+Leads, not faults: DUPLICATE_TRANSFER said neither the key nor the transfer it was used for
+(``procs/admin/commands.py:193-199``); it names the key now.
 """
 
 from __future__ import annotations
@@ -291,6 +291,7 @@ def test_deposits_of_one_key_and_other_amounts_at_once_apply_one(venue: Venue) -
     assert sorted(code for code, _, _ in runs) == [0, 1], runs
     refused = next(err for code, _, err in runs if code == 1)
     assert "DUPLICATE_TRANSFER" in refused
+    assert "key 4343 was used by another transfer" in refused  # (the lead, mended)
     won = next(i for i, (code, _, _) in enumerate(runs) if code == 0)
     assert venue.balance(account) == ("3.000000", "4.000000")[won]
 
