@@ -303,10 +303,14 @@ def fees_refused(standby: RingexConfig) -> str:
     while buys rest under the old one (``fees.check_schedule``), at every start. Judged as
     that router will judge it, on the standby's state (recovered here from its snapshot and
     journal: the fees in force and the buys resting), before the primary is fenced (review
-    51). A recovery the standby's own start would fail is left to it."""
+    51). A recovery the standby's own start would fail is left to it. And a fee account
+    that is a user's, which its start refuses (review 237's ``fee_account_user``)."""
     from procs.core.fees import FeeChangeError  # noqa: PLC0415  (the failover's imports)
     from procs.core.recovery import recover  # noqa: PLC0415
+    from procs.supervisor.preflight import fee_account_user  # noqa: PLC0415
 
+    if refused := fee_account_user(standby):
+        return f"its promoted instance would not start: {refused}"
     try:
         recover(standby).sequencer.fee_changes(time.time_ns())
     except FeeChangeError as exc:

@@ -13,7 +13,7 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.supervisor import promotion
 from procs.supervisor.main import Supervisor, SupervisorError
-from procs.supervisor.preflight import cpus_missing, tls_refused
+from procs.supervisor.preflight import cpus_missing, fee_account_user, tls_refused
 
 log = logging.getLogger("ringex.supervisor")
 
@@ -31,8 +31,9 @@ def run_standby(cfg: RingexConfig, profile: str, stopped: Callable[[], bool]) ->
         return standby.run(stopped)
     signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # wakes ``watch`` (wakeup fd)
     spare = Supervisor(load_profile(promoted), promoted)
-    # pinned once it runs; its listeners' TLS files
-    if refused := cpus_missing(c.spec for c in spare.children) or tls_refused(spare.cfg):
+    # pinned once it runs; its listeners' TLS files; its fee account no user's (review 237)
+    refused = cpus_missing(c.spec for c in spare.children) or tls_refused(spare.cfg)
+    if refused := refused or fee_account_user(spare.cfg):
         log.error("the promotion's processes cannot start: %s", refused)
         return 1
 

@@ -64,6 +64,7 @@ from procs.core.accounts import Accounts
 from procs.core.fees import FeeChangeError
 from procs.gateway.rest import RestApi
 from procs.supervisor.preflight import fee_account_user
+from tests.scripts_loader import load_script
 from tests.unit.dbwriter.journal_gen import write_all
 from tests.unit.gateway.harness import Harness, utc
 from tests.unit.gateway.rest_rig import ALICE, BOB, LIMIT, client, fix_user, rest_exchange, run
@@ -359,3 +360,12 @@ def test_a_start_refuses_the_fee_account_on_a_users_account(fee_on_alice: Harnes
     said = fee_account_user(fee_on_alice.cfg)
     assert "risk.fee_account = 601" in said and "'ALICE'" in said, said
     assert fee_account_user(_fee_account(fee_on_alice.cfg, 987_654)) == ""
+
+
+def test_a_promotion_refuses_the_fee_account_on_a_users_account(fee_on_alice: Harness) -> None:
+    """Scenario: a standby whose config puts the fee account on ALICE's account, promoted
+    (``scripts/failover.py promote``). Expected: refused before the primary is fenced,
+    naming the setting (its promoted start would refuse: nothing would run). Now: so."""
+    failover = load_script("failover", "r237")
+    said = failover.fees_refused(fee_on_alice.cfg)
+    assert "would not start" in said and "risk.fee_account = 601" in said, said
