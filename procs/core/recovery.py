@@ -471,34 +471,31 @@ def matcher_snapshot(
         end = 1 << 62
     own_bound, exchange_bound = (end, end) if upto is None else upto
     own = own_store.at_or_before(min(own_bound, end))
-    exchange = _exchange_books(store, name, end, exchange_bound)
-    if exchange is None and own is None:
-        return _added_since(cfg, store, name, end)
+    lacking: list[tuple[int, bytes]] = []  # the exchange snapshot the walk stopped at
+    exchange = _exchange_books(store, name, end, exchange_bound, lacking)
+    if exchange is None and own is None and lacking:
+        return _added_since(cfg, name, *lacking[0])
     if exchange is None or (own is not None and own[0] >= exchange[0]):
         return own
     return exchange
 
 
-def _added_since(
-    cfg: RingexConfig, store: SnapshotStore, name: str, end: int
-) -> tuple[int, bytes] | None:
-    """Matcher ``name``, of no snapshot at all, as of the newest exchange snapshot whose
+def _added_since(cfg: RingexConfig, name: str, seq: int, data: bytes) -> tuple[int, bytes] | None:
+    """Matcher ``name``, of no snapshot at all, as of the exchange snapshot of ``seq``
+    (``data``) that lacks it (the one ``_exchange_books`` stopped at: review 245), where its
     router journaled rules for none of its symbols: added to the config since (the router
     journals a symbol's rules at the first start that lists it, before any of its orders),
     so it had no command up to there: empty books, its replay from there on, not from the
     journal's first entry, which may be an older build's (other rules, another layout,
-    archived or not: refused, review 241). None where that cannot be told: no snapshot, or
-    one from before the router kept the rules (it keeps those of a symbol removed since: one
-    listed again replays from the start, review 226)."""
-    found = store.at_or_before(end)
-    if found is None:
-        return None
-    router = msgspec.msgpack.decode(found[1], type=ExchangeSnapshot).router
+    archived or not: refused, review 241). None where that cannot be told: a snapshot from
+    before the router kept the rules (it keeps those of a symbol removed since: one listed
+    again replays from the start, review 226)."""
+    router = msgspec.msgpack.decode(data, type=ExchangeSnapshot).router
     journaled = {rules[0] for rules in msgspec.msgpack.decode(router, type=RouterState).rules}
     mine = {cfg.symbol(s).id for s in cfg.matcher(name).symbols}
     if not journaled or mine & journaled:
         return None
-    return found[0], Matcher(symbol_specs(cfg, name)).snapshot()
+    return seq, Matcher(symbol_specs(cfg, name)).snapshot()
 
 
 class MatcherHead(msgspec.Struct, frozen=True, array_like=True):
@@ -509,7 +506,11 @@ class MatcherHead(msgspec.Struct, frozen=True, array_like=True):
 
 
 def _exchange_books(
-    store: SnapshotStore, name: str, end: int, bound: int
+    store: SnapshotStore,
+    name: str,
+    end: int,
+    bound: int,
+    lacking: list[tuple[int, bytes]] | None = None,
 ) -> tuple[int, bytes] | None:
     """The newest exchange snapshot at or before the journal's ``end`` whose copy of matcher
     ``name``'s books has executed no command past ``bound``, as ``(its seq, the books)``.
@@ -519,12 +520,14 @@ def _exchange_books(
     had none after ``bound`` up to there, and the books are its state as of ``bound`` too.
     A snapshot at or before ``bound`` always qualifies, so this is never older than the
     newest one at or before it. None when there is none, or the snapshot lacks the matcher
-    (added to the config since)."""
+    (added to the config since: that snapshot appended to ``lacking``)."""
     below = end
     while (found := store.at_or_before(below)) is not None:
         seq, data = found
         books = msgspec.msgpack.decode(data, type=ExchangeSnapshot).matchers.get(name)
         if books is None:
+            if lacking is not None:
+                lacking.append(found)
             return None
         if seq <= bound or msgspec.msgpack.decode(books, type=MatcherHead).last_seq <= bound:
             return seq, books
