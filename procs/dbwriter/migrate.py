@@ -23,6 +23,9 @@ log = logging.getLogger("ringex.dbwriter.migrate")
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
 #: "RGMI": the advisory lock key of migrations, and of the reference data after them
 LOCK: Final = 0x52474D49
+#: How long a migration waits for a table lock another session holds before it gives up,
+#: to be tried again (review 243; as the trade partitions made ahead, review 40)
+LOCK_TIMEOUT_MS: Final = 1000
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -76,6 +79,10 @@ def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS) -> list
     applied: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
+        # a table lock another session holds (a pg_dump's) is not waited for: every reader
+        # would queue behind the waiting ALTER (review 243, REST history's reads timed out);
+        # the writer tries the migration again later (``DbWriter._retry``)
+        conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
             "name text NOT NULL, checksum text NOT NULL, applied timestamptz NOT NULL "
