@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -33,7 +34,8 @@ from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
 from procs.common.apikeys import ApiKeyStore
 from procs.common.change_log import ChangeMadeError
-from procs.common.topology import apikeys_path, users_path
+from procs.common.file_locks import try_lock
+from procs.common.topology import apikeys_path, session_claim, users_path
 from procs.common.users import (
     SESSION_SETTINGS,
     User,
@@ -44,6 +46,8 @@ from procs.common.users import (
 
 #: How long remove-user waits, the user gone from the file, before its cancel-all.
 SETTLE_S = 1.5
+#: How long it waits past that for a gateway that still serves the user's FIX session.
+SESSION_END_S = 10.0
 
 
 def open_users(cfg: RingexConfig, command: str) -> UserStore | None:
@@ -278,9 +282,15 @@ def remove_user(
           "sessions are logged out")  # fmt: skip
     if client is None:
         return 1 if failed else 0
-    # the gateways end its sessions and refuse its keys within a timer pass (1 s) and a key
-    # recheck (0.5 s): orders placed before then would outlive a cancel sent at once
+    # the gateways end its sessions within a timer pass (1 s): orders placed before then
+    # would outlive a cancel sent at once, and so would those of a gateway stalled past it
     time.sleep(SETTLE_S)
+    claim, ended = _session_ended(cfg, user.comp_id)
+    if not ended:
+        print(f"ringex admin remove-user: {user.comp_id}'s FIX session is still served by a "
+              f"gateway {SETTLE_S + SESSION_END_S:g} s after its removal (a gateway stalled?): "
+              "orders it sends may outlive this cancel; once it has ended, cancel them with "
+              f"`ringex admin cancel-all --account {user.account}`", file=sys.stderr)  # fmt: skip
     try:
         client.cancel_all(user.account, None)
     except AdminError as exc:
@@ -289,5 +299,24 @@ def remove_user(
         return 1
     finally:
         client.close()
+        if claim is not None:
+            os.close(claim)
     print(f"account {user.account}: open orders cancelled")
-    return 1 if failed else 0  # (its keys not revoked: said above)
+    return 1 if failed or not ended else 0  # (its keys not revoked: said above)
+
+
+def _session_ended(cfg: RingexConfig, comp_id: str) -> tuple[int | None, bool]:
+    """Wait, up to ``SESSION_END_S``, until no gateway serves ``comp_id``'s FIX session: a
+    gateway lets its claim go (``live_sessions.py``) once the session ended, what it read
+    then published (review 244: a gateway stalled past the timer pass took the removed
+    user's order after the cancel-all). The claim, held here until the cancel is sent, and
+    whether it ended (False: a gateway holds it yet)."""
+    path = session_claim(cfg, comp_id)
+    if not path.parent.is_dir():
+        return None, True  # no gateway has served a session here
+    deadline = time.monotonic() + SESSION_END_S
+    while (claim := try_lock(path)) is None:
+        if time.monotonic() >= deadline:
+            return None, False
+        time.sleep(0.05)
+    return claim, True

@@ -140,6 +140,17 @@ def users_path(cfg: RingexConfig) -> Path:
     return gateway_root(cfg) / "users.json"
 
 
+def claim_name(comp_id: str) -> str:
+    """The file of a FIX session's claim in the gateways' ``logged-on`` directory
+    (``procs/gateway/live_sessions.py``): any CompID makes a name."""
+    return f"{comp_id.encode().hex()}.lock"
+
+
+def session_claim(cfg: RingexConfig, comp_id: str) -> Path:
+    """A FIX session's claim across the instance's gateways: locked while one serves it."""
+    return gateway_root(cfg) / "logged-on" / claim_name(comp_id)
+
+
 def apikeys_path(cfg: RingexConfig) -> Path:
     """The REST API keys of an instance, shared by its gateways (``procs.common.apikeys``)."""
     return gateway_root(cfg) / "apikeys.json"

@@ -259,8 +259,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
 
     def publish(self) -> None:
         """Move waiting commands into the router ring, logging them first; pace the intake."""
-        outgoing = self.entry.outgoing
-        step = self.publish_chunk
+        outgoing, step = self.entry.outgoing, self.publish_chunk
         producer, unpublished = self.producer, self._unpublished
         self._log_outgoing()  # all of them, whatever the ring takes: none is logged below
         # the ClOrdIDs after the orders that use them, before their commands go: a ClOrdID
@@ -281,6 +280,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
                 if type(command) is NewOrder and command.ts_ns >= started:
                     self.to_ring.record(now - command.ts_ns)
             del outgoing[: len(chunk)]
+        if not outgoing and isinstance(self.live, LiveSessions):  # what ended sessions sent
+            self.live.let_go()  # is in the ring: their claims go (review 244)
         backlog = max((c.ring.cursor() - c.sequence for c in self.inputs), default=0)
         paused = self.pacing.update(bool(outgoing), backlog, producer.backlog())
         if paused is not None:  # intake.py: reading stops while the exchange is behind
@@ -533,10 +534,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         workers = self._tasks[:2]  # poll and timers; the watchdog's returns at once when off
         done, _ = await asyncio.wait([stopped, *workers], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
-        failed = next(
-            (t for t in done if t is not stopped and (t.exception() or not self._stop.is_set())),
-            None,
-        )
+        failed = next((t for t in done if t is not stopped and (t.exception()  # a bug
+                       or not self._stop.is_set())), None)  # fmt: skip
         error = failed.exception() if failed is not None else None
         if failed is not None:
             log.critical("gateway task %s ended; stopping the gateway", failed.get_name(),

@@ -244,12 +244,16 @@ def test_a_password_check_is_skipped_for_a_connection_gone() -> None:
 
 def test_a_comp_id_claimed_elsewhere_is_refused_until_released(tmp_path: Path) -> None:
     """live_sessions.py: "``claim`` takes it (False when another process holds it),
-    removing the session releases it" (another descriptor here: ``flock`` is per open)."""
+    removing the session releases it once the gateway has published what the session sent
+    (``let_go``" (another descriptor here: ``flock`` is per open)."""
     _says(live_mod, "``claim`` takes it (False when another process holds it), removing the")
+    _says(live_mod, "releases it once the gateway has published what the session sent (``let_go``")
     one, other = LiveSessions(tmp_path), LiveSessions(tmp_path)
     assert one.claim("ALICE") and one.claim("ALICE") and not other.claim("ALICE")
     one["ALICE"] = object()
     del one["ALICE"]
+    assert not other.claim("ALICE")  # held until what the session sent is published
+    one.let_go()
     assert other.claim("ALICE")
     other.release_all()
 
