@@ -285,7 +285,7 @@ def remove_user(
     # the gateways end its sessions within a timer pass (1 s): orders placed before then
     # would outlive a cancel sent at once, and so would those of a gateway stalled past it
     time.sleep(SETTLE_S)
-    claim, ended = _session_ended(cfg, user.comp_id)
+    ended = _session_ended(cfg, user.comp_id)
     if not ended:
         print(f"ringex admin remove-user: {user.comp_id}'s FIX session is still served by a "
               f"gateway {SETTLE_S + SESSION_END_S:g} s after its removal (a gateway stalled?): "
@@ -299,24 +299,23 @@ def remove_user(
         return 1
     finally:
         client.close()
-        if claim is not None:
-            os.close(claim)
     print(f"account {user.account}: open orders cancelled")
     return 1 if failed or not ended else 0  # (its keys not revoked: said above)
 
 
-def _session_ended(cfg: RingexConfig, comp_id: str) -> tuple[int | None, bool]:
+def _session_ended(cfg: RingexConfig, comp_id: str) -> bool:
     """Wait, up to ``SESSION_END_S``, until no gateway serves ``comp_id``'s FIX session: a
     gateway lets its claim go (``live_sessions.py``) once the session ended, what it read
     then published (review 244: a gateway stalled past the timer pass took the removed
-    user's order after the cancel-all). The claim, held here until the cancel is sent, and
-    whether it ended (False: a gateway holds it yet)."""
+    user's order after the cancel-all); False where a gateway holds it yet. The claim is let
+    go at once: a user added again meanwhile may log on (review 246)."""
     path = session_claim(cfg, comp_id)
     if not path.parent.is_dir():
-        return None, True  # no gateway has served a session here
+        return True  # no gateway has served a session here
     deadline = time.monotonic() + SESSION_END_S
     while (claim := try_lock(path)) is None:
         if time.monotonic() >= deadline:
-            return None, False
+            return False
         time.sleep(0.05)
-    return claim, True
+    os.close(claim)
+    return True

@@ -280,8 +280,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
                 if type(command) is NewOrder and command.ts_ns >= started:
                     self.to_ring.record(now - command.ts_ns)
             del outgoing[: len(chunk)]
-        if not outgoing and isinstance(self.live, LiveSessions):  # what ended sessions sent
-            self.live.let_go()  # is in the ring: their claims go (review 244)
+        if isinstance(self.live, LiveSessions):  # ended sessions' claims, once what they sent
+            self.live.let_go(outgoing)  # is in the ring (reviews 244, 246)
         backlog = max((c.ring.cursor() - c.sequence for c in self.inputs), default=0)
         paused = self.pacing.update(bool(outgoing), backlog, producer.backlog())
         if paused is not None:  # intake.py: reading stops while the exchange is behind
@@ -453,8 +453,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
                 if self._replaced(r)
             }
         self._skip_handled()  # the rings the log has a position in (the others are new)
-        log.info("gateway %s (id %d) listening on %s:%d", self.gw.name, self.gw.id,
-                 self.gw.host, self.port)  # fmt: skip
+        log.info("gateway %s (id %d) listening on %s:%d", gw.name, gw.id, gw.host, self.port)
         self._tasks.append(loop.create_task(sd_notify.watchdog_loop()))
         sd_notify.ready()  # listening, the replies ring held: clients can connect
 

@@ -411,7 +411,7 @@ class Session(GapRecovery, ClockMarks):
             self._close(text)
             return
         if isinstance(self.live, LiveSessions) and not self.live.claim(sender):
-            self._refuse(sender, f"session {sender} is already logged on (another gateway)", now_ns)
+            self._refuse(sender, self.live.held_elsewhere(sender), now_ns)  # (review 246)
             return
         try:
             carried = store.unsent() if resets else []  # parked, never seen: sent anew below

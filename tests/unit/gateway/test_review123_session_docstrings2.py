@@ -253,7 +253,7 @@ def test_a_comp_id_claimed_elsewhere_is_refused_until_released(tmp_path: Path) -
     one["ALICE"] = object()
     del one["ALICE"]
     assert not other.claim("ALICE")  # held until what the session sent is published
-    one.let_go()
+    one.let_go(None)
     assert other.claim("ALICE")
     other.release_all()
 
