@@ -57,6 +57,8 @@ DEFAULT_MIDS = {"BTC-USD": "30000", "ETH-USD": "2000"}
 #: and the exit's cancels of what rests, all of them.
 REQUEST_S = 10.0
 EXIT_S = 20.0
+#: The pause before the exit's second look at what rests.
+AGAIN_S = 0.25
 BUY, SELL = "BUY", "SELL"
 
 # -- the pure core ---------------------------------------------------------------------------
@@ -451,6 +453,10 @@ async def main_async(args: argparse.Namespace) -> int:
         finally:
             with contextlib.suppress(ApiCallError, ClientError, OSError):
                 async with asyncio.timeout(EXIT_S):  # a gateway gone quiet: not for ever
+                    await bot.cancel_all()
+                    # a quote whose request the stop cut short (sent, its answer never
+                    # awaited) may be placed after that look: a second one takes it
+                    await asyncio.sleep(AGAIN_S)
                     await bot.cancel_all()
             bot.report()
         return 0
