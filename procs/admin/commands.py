@@ -191,8 +191,8 @@ def _print_replies(cfg: RingexConfig, args: argparse.Namespace, replies: list[Ac
             # stderr, naming what was asked and the free balance, the limit (but of an account
             # that does not exist: review 155, it said "free balance 0.0000" of it, on stdout)
             asked = f"{args.admin_command} of {cut_values(args.amount)} {args.asset} refused"
-            if reply.code == ResultCode.DUPLICATE_TRANSFER and args.key is not None:
-                asked += f": key {args.key} was used by another transfer (review 239)"
+            if reply.code == ResultCode.DUPLICATE_TRANSFER and args.key is not None:  # (239)
+                asked += f": key {args.key} was used by another transfer"
             elif reply.code != ResultCode.UNKNOWN_ACCOUNT:
                 asked += _free_balance(cfg, args, reply)
             print(

@@ -88,7 +88,7 @@ class SnapshotStore:
         _remove_stale(self.directory)
         replace_durably(path, framed(data), mode=PRIVATE)  # every account's balances
         paths = self._paths()
-        end = max(seq, (history_end() or 0) if history_end is not None else 0)
+        end = max(seq, history_end() or 0) if history_end is not None else seq
         rewound = [old for old in paths if int(old.stem) > end]
         for old in rewound:
             log.warning("snapshot %s is past the one just written (seq %d): a history "

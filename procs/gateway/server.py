@@ -533,8 +533,10 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         workers = self._tasks[:2]  # poll and timers; the watchdog's returns at once when off
         done, _ = await asyncio.wait([stopped, *workers], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
-        failed = next((t for t in done if t is not stopped and (t.exception()  # a bug
-                       or not self._stop.is_set())), None)  # fmt: skip
+        failed = next(
+            (t for t in done if t is not stopped and (t.exception() or not self._stop.is_set())),
+            None,
+        )
         error = failed.exception() if failed is not None else None
         if failed is not None:
             log.critical("gateway task %s ended; stopping the gateway", failed.get_name(),
