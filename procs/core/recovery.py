@@ -480,17 +480,16 @@ def matcher_snapshot(
     return exchange
 
 
-def _added_since(cfg: RingexConfig, name: str, seq: int, data: bytes) -> tuple[int, bytes] | None:
+def _added_since(cfg: RingexConfig, name: str, seq: int, router: bytes) -> tuple[int, bytes] | None:
     """Matcher ``name``, of no snapshot at all, as of the exchange snapshot of ``seq``
-    (``data``) that lacks it (the one ``_exchange_books`` stopped at: review 245), where its
-    router journaled rules for none of its symbols: added to the config since (the router
+    that lacks it (the one ``_exchange_books`` stopped at: review 245), where its router
+    (``router``, its state) journaled rules for none of its symbols: added since (the router
     journals a symbol's rules at the first start that lists it, before any of its orders),
     so it had no command up to there: empty books, its replay from there on, not from the
     journal's first entry, which may be an older build's (other rules, another layout,
     archived or not: refused, review 241). None where that cannot be told: a snapshot from
     before the router kept the rules (it keeps those of a symbol removed since: one listed
     again replays from the start, review 226)."""
-    router = msgspec.msgpack.decode(data, type=ExchangeSnapshot).router
     journaled = {rules[0] for rules in msgspec.msgpack.decode(router, type=RouterState).rules}
     mine = {cfg.symbol(s).id for s in cfg.matcher(name).symbols}
     if not journaled or mine & journaled:
@@ -520,14 +519,16 @@ def _exchange_books(
     had none after ``bound`` up to there, and the books are its state as of ``bound`` too.
     A snapshot at or before ``bound`` always qualifies, so this is never older than the
     newest one at or before it. None when there is none, or the snapshot lacks the matcher
-    (added to the config since: that snapshot appended to ``lacking``)."""
+    (added to the config since: that snapshot's seq and router state appended to
+    ``lacking``)."""
     below = end
     while (found := store.at_or_before(below)) is not None:
         seq, data = found
-        books = msgspec.msgpack.decode(data, type=ExchangeSnapshot).matchers.get(name)
+        snapshot = msgspec.msgpack.decode(data, type=ExchangeSnapshot)
+        books = snapshot.matchers.get(name)
         if books is None:
             if lacking is not None:
-                lacking.append(found)
+                lacking.append((seq, snapshot.router))
             return None
         if seq <= bound or msgspec.msgpack.decode(books, type=MatcherHead).last_seq <= bound:
             return seq, books

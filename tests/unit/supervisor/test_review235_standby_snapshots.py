@@ -82,7 +82,6 @@ from procs.common.records import MassCancel, Record, Trade, Transfer
 from procs.common.topology import journal_archive_dir, journal_dir
 from procs.core.archive_bound import archivable_before
 from procs.core.recovery import journal_end, recover, write_snapshot
-from procs.matcher.main import MatcherShell
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby, StandbyRefusedError
 from procs.supervisor.promotion import begin_epoch
@@ -100,6 +99,7 @@ from tests.unit.supervisor.test_review206_config_change import (
     funded,
     sell,
 )
+from tests.unit.supervisor.test_review226_symbol_lifecycle import watch
 
 
 class Pair:
@@ -165,20 +165,6 @@ async def _follow(primary: RingexConfig, standby: RingexConfig) -> BaseException
 
 def follow(primary: RingexConfig, standby: RingexConfig) -> BaseException | None:
     return asyncio.run(_follow(primary, standby))
-
-
-def watch(shell: MatcherShell) -> list[Record]:
-    """Every event ``shell``'s matcher makes from now on."""
-    seen: list[Record] = []
-    execute = shell.matcher.execute
-
-    def recording(command: Record) -> list[Record]:
-        events = execute(command)
-        seen.extend(events)
-        return events
-
-    shell.matcher.execute = recording  # type: ignore[method-assign]
-    return seen
 
 
 def trade_ids(events: list[Record]) -> list[int]:
