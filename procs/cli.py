@@ -21,7 +21,6 @@ import contextlib
 import functools
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -60,6 +59,7 @@ from procs.dbwriter.main import run as dbwriter_run
 from procs.dbwriter.writer import StoppedWaitingError
 from procs.shm_commands import shm_ls, shm_rm
 from procs.supervisor.draining import stop_bound_s
+from procs.supervisor.exit_reason import start_failure
 from procs.supervisor.main import Supervisor
 from procs.supervisor.main import main as supervisor_main
 from shm import Ring
@@ -169,11 +169,37 @@ def _run(args: argparse.Namespace) -> int:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    # in its own session, neither Ctrl-C nor the terminal's hangup reaches the supervisor
+    previous = {s: signal.signal(s, _given_up) for s in _GIVE_UP}
     try:
         return _wait_started(args, cfg, child, log_path, logged)
-    except KeyboardInterrupt:  # in its own session, Ctrl-C does not reach the supervisor
+    except (KeyboardInterrupt, _GivenUpError) as exc:
+        for s in _GIVE_UP:  # a second signal must not cut the stop short
+            signal.signal(s, signal.SIG_IGN)
         _end_start(cfg, child)  # given up on: it must not come up behind the operator
-        raise
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        print(f"ringex run: {exc.signal.name} while instance {cfg.instance} was starting: the "
+              f"start is given up, its supervisor (pid {child.pid}) stopped; see {log_path}",
+              file=sys.stderr)  # fmt: skip
+        return 128 + exc.signal
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+#: What gives a detached start up while ``ringex run`` waits for it, besides Ctrl-C
+_GIVE_UP = (signal.SIGTERM, signal.SIGHUP)
+
+
+class _GivenUpError(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal = signal.Signals(signum)
+
+
+def _given_up(signum: int, _frame: object) -> None:
+    raise _GivenUpError(signum)
 
 
 def _wait_started(
@@ -209,39 +235,6 @@ def _end_start(cfg: RingexConfig, child: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
-
-
-def start_failure(status: dict[str, Any] | None, pid: int, log: Path, offset: int) -> str:
-    """Why the supervisor ``pid`` stopped while starting: the reason it wrote in its
-    status, else the last line it logged from ``offset`` on (a refusal before it wrote any
-    status: a CPU the host lacks, another start holding the instance). Lines another
-    supervisor logged meanwhile (two starts at once share the log: the winner's "running"
-    is no reason of the loser's) are skipped by the pid each line names, and so are the
-    lines that continue one of them (review 103)."""
-    if status and status.get("supervisor_pid") == pid and status.get("reason"):
-        return str(status["reason"])
-    try:
-        with open(log, "rb") as f:
-            f.seek(offset)
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        lines = []
-    # a line naming no pid continues the one before it (a traceback, a message of several
-    # lines); those before any line naming a pid are this start's own
-    own, writer = "", pid
-    for line in lines:
-        prefix = _LOG_PREFIX.match(line)
-        if prefix and prefix["pid"]:
-            writer = int(prefix["pid"])
-        text = (line[prefix.end() :] if prefix else line).strip()
-        if text and writer == pid:
-            own = text
-    return own or "no reason logged"
-
-
-#: What ``logging`` puts before a supervisor's message: its time, logger and pid
-#: (``SUPERVISOR_LOG_FORMAT``; none in a log written before it named them).
-_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [^\s\[]+(?:\[(?P<pid>\d+)\])? ")
 
 
 def _stop(args: argparse.Namespace) -> int:

@@ -55,6 +55,7 @@ from procs.common.topology import create_rings, postgres_dir
 from procs.common.units import units_differ
 from procs.supervisor.child import Child
 from procs.supervisor.draining import STOP_SLACK_S, drain
+from procs.supervisor.exit_reason import last_logged
 from procs.supervisor.held import GO, GRACE_ENV
 from procs.supervisor.listening import missing_listeners
 from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollector
@@ -338,10 +339,11 @@ class Supervisor(StuckWatch):
             child.restarts = [t for t in child.restarts if now - t < window] + [now]
             limit = self.cfg.supervisor.restart_limit
             if len(child.restarts) > limit:
+                said = last_logged(run_dir(self.cfg) / f"{child.spec.name}.log")
                 raise SupervisorError(
                     f"{child.spec.name} exited {len(child.restarts)} times within {window:g} "
                     f"s (last code {code}), more than restart_limit={limit}: stopping the "
-                    f"instance"
+                    f"instance; its log's last line: {said or 'none'}"
                 )
             child.restarts_total += 1  # made: the exit that stops the instance is not one
             log.warning("%s exited with %s: restarting (it recovers)", child.spec.name, code)

@@ -62,7 +62,7 @@ from procs.common.run_files import read_status, status_path
 from procs.common.types import Side
 from procs.core.recovery import fresh
 from procs.matcher.main import MatcherShell
-from procs.supervisor import held, listening
+from procs.supervisor import exit_reason, held, listening
 from procs.supervisor import main as supervisor_main
 from procs.supervisor.main import SUPERVISOR_LOG_FORMAT, Supervisor, SupervisorError
 from procs.supervisor.plan import MATCHER_MODULE, plan
@@ -471,7 +471,7 @@ def test_each_supervisor_line_names_its_pid_and_a_refused_start_says_its_own_rea
 ) -> None:
     """README: "each line the supervisor logs names its pid, so of two `run --detach` at once
     the one refused says its own reason". ``SUPERVISOR_LOG_FORMAT`` puts ``[pid]`` after the
-    logger's name; ``cli.start_failure`` takes the last line of the pid it started, not the
+    logger's name; ``exit_reason.start_failure`` takes the last line of the pid it started, not the
     other start's."""
     claim("each line the supervisor logs names its pid, so of two `run --detach` at once the "
           "one refused says its own reason", PROCESSES)  # fmt: skip
@@ -496,10 +496,10 @@ def test_each_supervisor_line_names_its_pid_and_a_refused_start_says_its_own_rea
     )
     assert "[222]" in log.read_text()
     assert (
-        cli.start_failure(None, 222, log, 0)
+        exit_reason.start_failure(None, 222, log, 0)
         == "instance 'x' is running: stop it first (ringex stop)"
     )
-    assert cli.start_failure(None, 111, log, 0) == "instance x running: 2 processes"
+    assert exit_reason.start_failure(None, 111, log, 0) == "instance x running: 2 processes"
 
 
 # -- replica-source / standby: what the supervisor runs (the rest in ..._processes2.py) ---

@@ -49,6 +49,7 @@ from procs.common.record_codec import RecordCodec
 from procs.common.run_files import instance_lock, status_path
 from procs.common.topology import journal_archive_dir
 from procs.core.recovery import recover
+from procs.supervisor import exit_reason
 from procs.supervisor.draining import stop_bound_s
 from procs.supervisor.main import SUPERVISOR_LOG_FORMAT, Supervisor
 from shm import Ring
@@ -249,9 +250,11 @@ def test_run_detach_returns_once_it_is_running(
     stopped: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """cli.py run help: "start the exchange (foreground unless --detach)", --detach "return
-    once it is running"; _run: "in its own session, Ctrl-C does not reach the supervisor"."""
+    once it is running"; _run: "in its own session, neither Ctrl-C nor the terminal's hangup
+    reaches the supervisor"."""
     said("return once it is running", helps(PARSER, "run", "--detach"))
-    said("in its own session, Ctrl-C does not reach the supervisor", procs.cli._run)
+    said("in its own session, neither Ctrl-C nor the terminal's hangup reaches the supervisor",
+         procs.cli._run)  # fmt: skip
     started: list[dict[str, Any]] = []
 
     def popen(argv: list[str], **kwargs: Any) -> FakeProcess:
@@ -307,32 +310,32 @@ def test_run_detach_timeout_stops_the_start_waiting_as_a_stop_would(
 def test_start_failure_is_the_status_reason_else_its_own_last_logged_line(
     tmp_path: Path,
 ) -> None:
-    """cli.py start_failure: "the reason it wrote in its status, else the last line it logged
-    from ``offset`` on"; "Lines another supervisor logged meanwhile ... are skipped by the pid
-    each line names, and so are the lines that continue one of them"."""
+    """exit_reason.py start_failure: "the reason it wrote in its status, else the last line it
+    logged from ``offset`` on"; "Lines another supervisor logged meanwhile ... are skipped by
+    the pid each line names, and so are the lines that continue one of them"."""
     said("the reason it wrote in its status, else the last line it logged from ``offset`` on",
-         procs.cli.start_failure)  # fmt: skip
+         exit_reason.start_failure)  # fmt: skip
     said("are skipped by the pid each line names, and so are the lines that continue one of "
-         "them", procs.cli.start_failure)  # fmt: skip
+         "them", exit_reason.start_failure)  # fmt: skip
     log = tmp_path / "supervisor.log"
     old = "2024-01-01 00:00:00,000 ringex.supervisor[5] an earlier start's\n"
     log.write_text(old + "2024-01-01 00:00:01,000 ringex.supervisor[7] cpu 99 is missing\n"
                    "2024-01-01 00:00:01,500 ringex.supervisor[8] instance x running\n"
                    "  a line continuing pid 8's\n")  # fmt: skip
-    assert procs.cli.start_failure(None, 7, log, len(old)) == "cpu 99 is missing"
+    assert exit_reason.start_failure(None, 7, log, len(old)) == "cpu 99 is missing"
     status = {"supervisor_pid": 7, "reason": "said in status"}
-    assert procs.cli.start_failure(status, 7, log, 0) == "said in status"
-    assert procs.cli.start_failure(None, 9, log, len(old)) == "no reason logged"
+    assert exit_reason.start_failure(status, 7, log, 0) == "said in status"
+    assert exit_reason.start_failure(None, 9, log, len(old)) == "no reason logged"
 
 
 def test_the_log_prefix_is_the_supervisors_log_format() -> None:
-    """cli.py _LOG_PREFIX: "What ``logging`` puts before a supervisor's message: its time,
+    """exit_reason.py LOG_PREFIX: "What ``logging`` puts before a supervisor's message: its time,
     logger and pid (``SUPERVISOR_LOG_FORMAT``"."""
     said("What ``logging`` puts before a supervisor's message: its time, logger and pid",
-         procs.cli)  # fmt: skip
+         exit_reason)  # fmt: skip
     record = logging.LogRecord("ringex.supervisor", logging.INFO, "", 0, "hello", None, None)
     line = logging.Formatter(SUPERVISOR_LOG_FORMAT).format(record)
-    found = procs.cli._LOG_PREFIX.match(line)
+    found = exit_reason.LOG_PREFIX.match(line)
     assert found is not None and found["pid"] == str(os.getpid())
     assert line[found.end() :] == "hello"
 

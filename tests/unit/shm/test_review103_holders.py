@@ -32,6 +32,7 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs import cli
 from procs.common.run_files import status_path
+from procs.supervisor import exit_reason
 from procs.supervisor.main import SUPERVISOR_LOG_FORMAT
 from shm import Ring, RingError, StructCodec, roles
 from shm import header as h
@@ -363,7 +364,7 @@ def test_closing_one_of_two_handles_of_a_role_keeps_the_other_live(instance: str
         again.close()
 
 
-# -- cli.start_failure: whose line is the reason -------------------------------------------------
+# -- exit_reason.start_failure: whose line is the reason ---------------------------------------
 
 
 def test_a_start_failure_reads_its_own_pid_exactly(tmp_path: Path) -> None:
@@ -379,12 +380,12 @@ def test_a_start_failure_reads_its_own_pid_exactly(tmp_path: Path) -> None:
         "2026-11-28 06:03:16,200 ringex.supervisor[123] another's line\n"
         "2026-11-28 06:03:16,300 ringex.supervisor[312] another's line\n"
     )
-    assert cli.start_failure(None, 12, log, 0) == "own refusal"
-    assert cli.start_failure(None, 123, log, 0) == "another's line"
+    assert exit_reason.start_failure(None, 12, log, 0) == "own refusal"
+    assert exit_reason.start_failure(None, 123, log, 0) == "another's line"
     log.write_text(earlier + "2026-11-28 06:03:16,101 ringex.supervisor an old format line\n")
-    assert cli.start_failure(None, 12, log, len(earlier)) == "an old format line"
+    assert exit_reason.start_failure(None, 12, log, len(earlier)) == "an old format line"
     log.write_text(earlier)
-    assert cli.start_failure(None, 12, log, len(earlier)) == "no reason logged"
+    assert exit_reason.start_failure(None, 12, log, len(earlier)) == "no reason logged"
     log.write_text(
         "2026-11-28 06:03:16,101 ringex.supervisor[12] starting\n"
         "Traceback (most recent call last):\n"
@@ -392,12 +393,14 @@ def test_a_start_failure_reads_its_own_pid_exactly(tmp_path: Path) -> None:
         "OSError: [Errno 28] No space left on device\n"
         "2026-11-28 06:03:16,300 ringex.supervisor[123] instance x running: 2 processes\n"
     )
-    assert cli.start_failure(None, 12, log, 0) == "OSError: [Errno 28] No space left on device"
+    assert (
+        exit_reason.start_failure(None, 12, log, 0) == "OSError: [Errno 28] No space left on device"
+    )
     record = logging.LogRecord("ringex.supervisor", logging.ERROR, "", 0, "refused", None, None)
     record.process = 12  # the prefix as the supervisor's own format writes it
     log.write_text(logging.Formatter(SUPERVISOR_LOG_FORMAT).format(record) + "\n")
-    assert cli.start_failure(None, 12, log, 0) == "refused"
-    assert cli.start_failure(None, 1, log, 0) == "no reason logged"
+    assert exit_reason.start_failure(None, 12, log, 0) == "refused"
+    assert exit_reason.start_failure(None, 1, log, 0) == "no reason logged"
 
 
 def test_a_start_failure_skips_what_continues_another_supervisors_line(tmp_path: Path) -> None:
@@ -422,7 +425,7 @@ def test_a_start_failure_skips_what_continues_another_supervisors_line(tmp_path:
         "ConnectionResetError: [Errno 104] Connection reset by peer\n"
         "----------------------------------------\n"
     )
-    assert cli.start_failure(None, 12, log, 0) == refusal
+    assert exit_reason.start_failure(None, 12, log, 0) == refusal
 
 
 # -- `ringex stop` after a killed supervisor: which pids it waits for ------------------------------

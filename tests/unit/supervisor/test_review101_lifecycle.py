@@ -33,6 +33,7 @@ from procs.common.record_codec import RecordCodec
 from procs.common.run_files import read_status, status_path
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import MATCHER, create_rings, matcher_input
+from procs.supervisor import exit_reason
 from procs.supervisor.main import Child, Supervisor, SupervisorError
 from procs.supervisor.plan import ProcessSpec
 from shm import Ring, header
@@ -440,7 +441,7 @@ def test_the_start_that_loses_the_race_says_its_own_reason(
         "2 processes\n"
     )
     status = {"supervisor_pid": winner, "state": "running", "reason": "", "processes": []}
-    why = cli.start_failure(status, loser, log, 0)
+    why = exit_reason.start_failure(status, loser, log, 0)
     assert why == refusal, why
 
 

@@ -1,0 +1,63 @@
+"""Why a process stopped, as its log says: the reason a supervisor gave for a failed start
+(``ringex run --detach``), and the last line a child process logged before it exited (the
+supervisor's message when one crashes too often)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Final
+
+#: What ``logging`` puts before a supervisor's message: its time, logger and pid
+#: (``SUPERVISOR_LOG_FORMAT``; none in a log written before it named them).
+LOG_PREFIX: Final = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [^\s\[]+(?:\[(?P<pid>\d+)\])? "
+)
+#: How much of a log's end ``last_logged`` reads, and how much of its line it keeps
+TAIL_BYTES: Final = 4096
+LINE_CHARS: Final = 300
+
+
+def start_failure(status: dict[str, Any] | None, pid: int, log: Path, offset: int) -> str:
+    """Why the supervisor ``pid`` stopped while starting: the reason it wrote in its
+    status, else the last line it logged from ``offset`` on (a refusal before it wrote any
+    status: a CPU the host lacks, another start holding the instance). Lines another
+    supervisor logged meanwhile (two starts at once share the log: the winner's "running"
+    is no reason of the loser's) are skipped by the pid each line names, and so are the
+    lines that continue one of them (review 103)."""
+    if status and status.get("supervisor_pid") == pid and status.get("reason"):
+        return str(status["reason"])
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    # a line naming no pid continues the one before it (a traceback, a message of several
+    # lines); those before any line naming a pid are this start's own
+    own, writer = "", pid
+    for line in lines:
+        prefix = LOG_PREFIX.match(line)
+        if prefix and prefix["pid"]:
+            writer = int(prefix["pid"])
+        text = (line[prefix.end() :] if prefix else line).strip()
+        if text and writer == pid:
+            own = text
+    return own or "no reason logged"
+
+
+def last_logged(log: Path) -> str | None:
+    """The last line ``log`` holds that is not blank (a traceback's ends with the error),
+    cut to ``LINE_CHARS``; None where it cannot be read or holds none."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - TAIL_BYTES))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    if not lines:
+        return None
+    last = lines[-1]
+    return last if len(last) <= LINE_CHARS else last[: LINE_CHARS - 3] + "..."

@@ -1,0 +1,65 @@
+"""``ringex run --detach`` given up by a signal while it waits for the start.
+
+The supervisor it spawns runs in a session of its own, so neither Ctrl-C nor the terminal's
+hangup nor a SIGTERM sent to the command reaches it: the command stops it itself, says so and
+exits 128 + the signal, as it does for Ctrl-C. It died silently before, and the instance came
+up behind the operator who had given the start up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from config import load_profile
+from procs.common.run_files import read_status, supervisor_running
+from shm.liveness import pid_alive
+from tests.unit.supervisor.test_supervisor import wait_for
+from tests.unit.test_review239_operator_races import CLI, ROOT, _profile
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_while_a_detached_start_waits_stops_the_start(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Scenario: ``ringex run --detach``; while its supervisor starts (held there by a
+    SIGSTOP, so the start cannot win the race), the command gets ``signum``.
+    Expected: it exits 128 + signum saying the start is given up; the supervisor stops and
+    the instance is not running."""
+    instance = f"ds{signum}x{os.getpid()}"
+    profile = _profile(tmp_path / "venue.toml", instance)
+    cfg = load_profile(str(profile))
+    run = subprocess.Popen(
+        [*CLI, "run", "--config", str(profile), "--detach", "--timeout", "60"],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    supervisor = 0
+    try:
+        supervisor = wait_for(lambda: supervisor_running(read_status(cfg)), timeout=60)
+        os.kill(supervisor, signal.SIGSTOP)
+        assert (read_status(cfg) or {}).get("state") == "starting"
+        run.send_signal(signum)
+        os.kill(supervisor, signal.SIGCONT)  # it takes the stop's SIGTERM now or later
+        _, err = run.communicate(timeout=90)
+        assert run.returncode == 128 + signum, err
+        assert f"{signum.name} while instance {instance} was starting" in err, err
+        assert f"supervisor (pid {supervisor}) stopped" in err, err
+        wait_for(lambda: not pid_alive(supervisor), timeout=30)
+        assert supervisor_running(read_status(cfg)) is None
+    finally:
+        run.kill()
+        run.wait()
+        if supervisor and pid_alive(supervisor):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(supervisor, signal.SIGCONT)
+            stop = [*CLI, "stop", "--config", str(profile)]
+            subprocess.run(stop, check=False, cwd=ROOT, timeout=90)
