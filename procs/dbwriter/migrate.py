@@ -111,7 +111,15 @@ def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS) -> list
                     )
                 continue
             with conn.transaction():  # a savepoint: the file and its record, or neither
-                conn.execute(m.sql.encode())  # no parameters: the simple query protocol
+                try:
+                    conn.execute(m.sql.encode())  # no parameters: the simple query protocol
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    exc.add_note(f"in migration {directory / m.name}")  # retried: its type
+                    raise
+                except psycopg.Error as exc:  # the file's own fault: said with its name
+                    raise MigrationError(
+                        f"migration {directory / m.name} failed: {str(exc).strip()}"
+                    ) from exc
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                     (m.version, m.name, m.checksum),

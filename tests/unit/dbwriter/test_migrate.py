@@ -41,6 +41,28 @@ def test_a_changed_migration_is_refused(dsn: str, tmp_path: Path) -> None:
             migrate(conn, copy)
 
 
+def test_a_failing_migration_names_its_file(dsn: str, tmp_path: Path) -> None:
+    """A file's own fault (bad SQL) is a MigrationError naming the file and the server's
+    message, the server's error its cause; a table lock held elsewhere keeps its type (the
+    writer retries it) with the file in a note; neither records the file."""
+    (tmp_path / "0001_a.sql").write_text("CREATE TABLE a (x int);")
+    (tmp_path / "0002_b.sql").write_text("ALTER TABLE a ADD COLUMN y nosuchtype;")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(MigrationError, match=r"0002_b\.sql failed: type \"nosuchtype\"") as e:
+            migrate(conn, tmp_path)
+        assert isinstance(e.value.__cause__, psycopg.errors.UndefinedObject)
+        (tmp_path / "0002_b.sql").rename(tmp_path / "b.later")
+        assert migrate(conn, tmp_path) == ["0001_a.sql"]
+        (tmp_path / "b.later").rename(tmp_path / "0002_b.sql")
+        with psycopg.connect(dsn) as holder:
+            holder.execute("LOCK TABLE a IN ACCESS SHARE MODE")
+            with pytest.raises(psycopg.errors.LockNotAvailable) as locked:
+                migrate(conn, tmp_path)
+        assert f"in migration {tmp_path / '0002_b.sql'}" in locked.value.__notes__
+        names = conn.execute("SELECT name FROM schema_migrations ORDER BY 1").fetchall()
+        assert names == [("0001_a.sql",)]
+
+
 def test_partitions_are_made_ahead_and_on_demand(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate(conn)

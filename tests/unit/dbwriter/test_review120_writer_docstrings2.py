@@ -451,8 +451,9 @@ def test_migrations_run_in_one_transaction_each_in_a_savepoint(tmp_path: Path, d
     (tmp_path / "0001_a.sql").write_text("CREATE TABLE a (x int);")
     (tmp_path / "0002_b.sql").write_text("SELECT 1 / 0;")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.DivisionByZero):
+        with pytest.raises(MigrationError, match=r"0002_b\.sql failed: division by zero") as e:
             migrate(conn, tmp_path)
+        assert isinstance(e.value.__cause__, psycopg.errors.DivisionByZero)
         assert conn.execute("SELECT to_regclass('a')").fetchone() == (None,)
 
 
