@@ -35,7 +35,9 @@ from procs.admin.client import AdminClient, AdminError
 from procs.common.apikeys import ApiKeyStore
 from procs.common.change_log import ChangeMadeError
 from procs.common.file_locks import try_lock
-from procs.common.topology import apikeys_path, session_claim, users_path
+from procs.common.record_codec import RecordCodec
+from procs.common.records import Record
+from procs.common.topology import ROUTER, apikeys_path, gateway_commands, session_claim, users_path
 from procs.common.users import (
     SESSION_SETTINGS,
     User,
@@ -43,6 +45,8 @@ from procs.common.users import (
     UserStore,
     password_refused,
 )
+from shm import Ring
+from shm.errors import ShmError
 
 #: How long remove-user waits, the user gone from the file, before its cancel-all.
 SETTLE_S = 1.5
@@ -285,12 +289,15 @@ def remove_user(
     # the gateways end its sessions within a timer pass (1 s): orders placed before then
     # would outlive a cancel sent at once, and so would those of a gateway stalled past it
     time.sleep(SETTLE_S)
-    ended = _session_ended(cfg, user.comp_id)
+    deadline = time.monotonic() + SESSION_END_S
+    ended = _session_ended(cfg, user.comp_id, deadline) and _gateways_read(cfg, deadline)
     if not ended:
         print(f"ringex admin remove-user: {user.comp_id}'s FIX session is still served by a "
-              f"gateway {SETTLE_S + SESSION_END_S:g} s after its removal (a gateway stalled?): "
-              "orders it sends may outlive this cancel; once it has ended, cancel them with "
-              f"`ringex admin cancel-all --account {user.account}`", file=sys.stderr)  # fmt: skip
+              f"gateway, or what the gateways sent not yet taken by the router, "
+              f"{SETTLE_S + SESSION_END_S:g} s after its removal (a gateway or the router "
+              "stalled?): orders it sent may outlive this cancel; once it has ended, cancel "
+              f"them with `ringex admin cancel-all --account {user.account}`",
+              file=sys.stderr)  # fmt: skip
     try:
         client.cancel_all(user.account, None)
     except AdminError as exc:
@@ -303,8 +310,8 @@ def remove_user(
     return 1 if failed or not ended else 0  # (its keys not revoked: said above)
 
 
-def _session_ended(cfg: RingexConfig, comp_id: str) -> bool:
-    """Wait, up to ``SESSION_END_S``, until no gateway serves ``comp_id``'s FIX session: a
+def _session_ended(cfg: RingexConfig, comp_id: str, deadline: float) -> bool:
+    """Wait, up to ``deadline``, until no gateway serves ``comp_id``'s FIX session: a
     gateway lets its claim go (``live_sessions.py``) once the session ended, what it read
     then published (review 244: a gateway stalled past the timer pass took the removed
     user's order after the cancel-all); False where a gateway holds it yet. The claim is let
@@ -312,10 +319,40 @@ def _session_ended(cfg: RingexConfig, comp_id: str) -> bool:
     path = session_claim(cfg, comp_id)
     if not path.parent.is_dir():
         return True  # no gateway has served a session here
-    deadline = time.monotonic() + SESSION_END_S
     while (claim := try_lock(path)) is None:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
     os.close(claim)
     return True
+
+
+def _gateways_read(cfg: RingexConfig, deadline: float) -> bool:
+    """Wait, up to ``deadline``, until the router has taken (sequenced, journaled) what
+    each gateway's ring holds now: a command the user's session put there before its claim
+    was let go is then sequenced before the cancel-all sent next, never after it (the router
+    reads each ring in turn: one it was behind on, full, was read after the admin ring's
+    cancel). False where it has not by then; a ring that is gone holds nothing."""
+    marks: list[tuple[Ring[Record], int]] = []
+    try:
+        for gateway in cfg.gateways:
+            try:
+                ring: Ring[Record] = Ring.attach(cfg.instance, gateway_commands(gateway.id),
+                                                 RecordCodec())  # fmt: skip
+            except ShmError:
+                continue
+            marks.append((ring, ring.cursor()))
+        while True:
+            behind = [
+                ring
+                for ring, mark in marks
+                if not any(c.name == ROUTER and c.sequence >= mark for c in ring.info().consumers)
+            ]
+            if not behind:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+    finally:
+        for ring, _ in marks:
+            ring.close()
