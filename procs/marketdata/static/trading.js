@@ -85,7 +85,13 @@ async function api(method, path, params = {}, signed = true, creds = null, again
       method, headers, body: body || undefined,
     });
   } catch (err) {
-    throw new Error(`the REST API at ${rest} is unreachable (${err.message})`);
+    // an order or a cancel may have reached the exchange before the connection broke (its
+    // gateway restarted): not known, so not said to be lost; the live lists will show it
+    if (method === "GET" || path === "/api/v1/apiKey") {
+      throw new Error(`the REST API at ${rest} is unreachable (${err.message})`);
+    }
+    throw new Error(`no answer from the REST API at ${rest} (${err.message}): it may have `
+      + "been carried out; the open orders, fills and balances show what was");
   }
   const data = await reply.json().catch(() => null);
   if (!reply.ok) {
