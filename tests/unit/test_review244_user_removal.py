@@ -79,14 +79,13 @@ from tests.unit.supervisor.test_review240_emergency_tools import (
 DEPOSIT = ("--deposit=USD=1000000", "--deposit=BTC=1000")
 
 
-@pytest.fixture(scope="module")
-def venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venue]:
+@contextlib.contextmanager
+def running_venue(tmp: Path, name: str, top: str = "") -> Iterator[Venue]:
     """One real instance (``ringex run --detach``): a matcher, the router, gateway gw1 (FIX
-    and REST), no market data, no database."""
-    tmp = tmp_path_factory.mktemp("r244")
+    and REST), no market data, no database; ``top``: more top-level settings."""
     profile = tmp / "venue.toml"
     profile.write_text(
-        f'instance = "t{os.getpid()}x244"\nvar_dir = "{tmp / "var"}"\n'
+        f'instance = "t{os.getpid()}x{name}"\nvar_dir = "{tmp / "var"}"\n{top}'
         "[marketdata]\nenabled = false\n[database]\nenabled = false\n"
         '[ring]\ncapacity = 4096\n[wait]\nstrategy = "blocking"\npark_timeout_s = 0.005\n'
         "[risk]\nfee_account = 1\nmax_commands_per_s = 100000\n[supervisor]\nmetrics = false\n"
@@ -106,6 +105,12 @@ def venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venue]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p["pid"], signal.SIGCONT)
         asyncio.run(ringex(profile, "stop", "--timeout", "60"))
+
+
+@pytest.fixture(scope="module")
+def venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venue]:
+    with running_venue(tmp_path_factory.mktemp("r244"), "244") as v:
+        yield v
 
 
 async def add_user(venue: Venue, user: str, *more: str) -> int:

@@ -23,14 +23,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from config import load_profile
 from procs.admin.users import SETTLE_S
 from procs.common.record_codec import RecordCodec
 from procs.common.records import Record
 from procs.common.run_files import read_status
 from procs.common.topology import ADMIN_GATEWAY, gateway_commands
 from shm import Ring
-from tests.e2e.running import free_port
 from tests.unit.supervisor.test_review240_emergency_tools import Venue, ringex, until
 from tests.unit.test_review244_user_removal import (
     add_user,
@@ -41,33 +39,15 @@ from tests.unit.test_review244_user_removal import (
     logged_on,
     resting_of,
     run,
+    running_venue,
 )
 
 
 @pytest.fixture(scope="module")
 def venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venue]:
-    """Review 244's instance (matcher, router, gw1 with FIX and REST), its router taking 4
-    commands a batch."""
-    tmp = tmp_path_factory.mktemp("ring_order")
-    profile = tmp / "venue.toml"
-    profile.write_text(
-        f'instance = "t{os.getpid()}xro"\nvar_dir = "{tmp / "var"}"\nrouter_batch = 4\n'
-        "[marketdata]\nenabled = false\n[database]\nenabled = false\n"
-        '[ring]\ncapacity = 4096\n[wait]\nstrategy = "blocking"\npark_timeout_s = 0.005\n'
-        "[risk]\nfee_account = 1\nmax_commands_per_s = 100000\n[supervisor]\nmetrics = false\n"
-        f'[[gateways]]\nname = "gw1"\nid = 1\nport = {free_port()}\nreset_on_logon = true\n'
-    )
-    code, _, err = asyncio.run(ringex(profile, "run", "--detach", "--timeout", "60"))
-    assert code == 0, err
-    try:
-        cfg = load_profile(str(profile))
-        yield Venue(cfg, profile, cfg.gateways[0].port, "", "")
-    finally:
-        for p in (read_status(load_profile(str(profile))) or {}).get("processes", []):
-            if p["pid"]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p["pid"], signal.SIGCONT)
-        asyncio.run(ringex(profile, "stop", "--timeout", "60"))
+    """Review 244's instance, its router taking 4 commands a batch."""
+    with running_venue(tmp_path_factory.mktemp("ring_order"), "ro", "router_batch = 4\n") as v:
+        yield v
 
 
 def router_pid(venue: Venue) -> int:
