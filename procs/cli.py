@@ -36,6 +36,7 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.args import Once, dashed_values_joined, seconds
 from procs.admin.commands import add_admin, run_admin
+from procs.admin.interrupts import exit_status, ignore_interrupts, interrupted_by, interrupting
 from procs.common.durable import fsync_file
 from procs.common.endpoints import endpoints, meets_clients, unserved
 from procs.common.journal import JournalError, JournalReader
@@ -169,50 +170,33 @@ def _run(args: argparse.Namespace) -> int:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    # in its own session, neither Ctrl-C nor the terminal's hangup reaches the supervisor
-    previous = {s: signal.signal(s, _given_up) for s in _GIVE_UP}
     try:
-        return _wait_started(args, cfg, child, log_path, logged)
-    except (KeyboardInterrupt, _GivenUpError) as exc:
-        for s in _GIVE_UP:  # a second signal must not cut the stop short
-            signal.signal(s, signal.SIG_IGN)
+        failed = _wait_started(args, cfg, child, log_path, logged)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: none reaches the supervisor
+        ignore_interrupts()  # in its own session; a second one must not cut the stop short
         _end_start(cfg, child)  # given up on: it must not come up behind the operator
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        print(f"ringex run: {exc.signal.name} while instance {cfg.instance} was starting: the "
-              f"start is given up, its supervisor (pid {child.pid}) stopped; see {log_path}",
-              file=sys.stderr)  # fmt: skip
-        return 128 + exc.signal
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-#: What gives a detached start up while ``ringex run`` waits for it, besides Ctrl-C
-_GIVE_UP = (signal.SIGTERM, signal.SIGHUP)
-
-
-class _GivenUpError(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signal = signal.Signals(signum)
-
-
-def _given_up(signum: int, _frame: object) -> None:
-    raise _GivenUpError(signum)
+        print(f"ringex run: {interrupted_by(exc)} while instance {cfg.instance} was starting: "
+              f"the start is given up, its supervisor (pid {child.pid}) stopped; see "
+              f"{log_path}", file=sys.stderr)  # fmt: skip
+        return exit_status(exc)
+    if failed is not None:
+        return failed
+    # said once the wait is over: a signal from here on ends the command, not the instance
+    print(f"instance {cfg.instance} running (supervisor pid {child.pid})")
+    return _print_status(cfg, as_json=False)
 
 
 def _wait_started(
     args: argparse.Namespace, cfg: RingexConfig, child: subprocess.Popen[bytes], log_path: Path,
     logged: int,
-) -> int:  # fmt: skip
-    """Wait for the detached supervisor ``child`` to say the instance runs."""
+) -> int | None:  # fmt: skip
+    """Wait for the detached supervisor ``child`` to say the instance runs: None once it
+    does, else the command's exit status, its reason said."""
     started = time.monotonic()
     while time.monotonic() - started < args.timeout:
         status = read_status(cfg)
         if status and status.get("supervisor_pid") == child.pid and status["state"] == "running":
-            print(f"instance {cfg.instance} running (supervisor pid {child.pid})")
-            return _print_status(cfg, as_json=False)
+            return None
         if child.poll() is not None:
             why = start_failure(read_status(cfg), child.pid, log_path, logged)
             print(f"ringex run: instance {cfg.instance} did not start: {why} (the supervisor "
@@ -572,16 +556,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(dashed_values_joined(sys.argv[1:] if argv is None else argv))
     try:
-        result: int = args.func(args)
+        with interrupting():  # SIGTERM and SIGHUP as Ctrl-C: what is left to do said
+            result: int = args.func(args)
     except ConfigError as exc:  # a profile or file that does not load: its message names it
         print(f"ringex: {exc}", file=sys.stderr)
         return 2
     except JournalError as exc:  # a damaged journal: its message names segment and offset
         print(f"ringex: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C while a command waits: one line, not a traceback
-        print("ringex: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C while a command waits: one line, not a traceback
+        print(f"ringex: interrupted ({interrupted_by(exc)})", file=sys.stderr)  # or SIGTERM
+        return exit_status(exc)
     except BrokenPipeError:  # `ringex status | head -1`: the reader had enough, no traceback
         # (what is still buffered for the closed pipe must not fail again at exit)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -260,7 +260,7 @@ def remove_user(
         return 1
     user = store.get(args.comp_id)
     if user is None:
-        return no_user("remove-user", store, args.comp_id)
+        return _keys_left(cfg, store, args.comp_id)
     try:  # read before anything is removed (review 45: a damaged file crashed the command
         keys = ApiKeyStore(apikeys_path(cfg))  # with the user gone and its keys not revoked)
     except (OSError, ValueError) as exc:
@@ -286,6 +286,21 @@ def remove_user(
           "sessions are logged out")  # fmt: skip
     if client is None:
         return 1 if failed else 0
+    try:
+        return _cancel_orders(cfg, user, client) or int(failed)  # (keys: said above)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the user is gone, a rerun finds none
+        print(f"ringex admin remove-user: interrupted: {user.comp_id} is removed, its open "
+              "orders may not be cancelled: cancel them with `ringex admin cancel-all "
+              f"--account {user.account}`", file=sys.stderr)  # fmt: skip
+        raise
+    finally:
+        client.close()
+
+
+def _cancel_orders(cfg: RingexConfig, user: User, client: AdminClient) -> int:
+    """The removed ``user``'s open orders cancelled once its sessions ended and what they
+    sent is sequenced: the exit status (1: not all of that was seen, or the cancel failed;
+    each said)."""
     # the gateways end its sessions within a timer pass (1 s): orders placed before then
     # would outlive a cancel sent at once, and so would those of a gateway stalled past it
     time.sleep(SETTLE_S)
@@ -304,10 +319,25 @@ def remove_user(
         print(f"ringex admin remove-user: {exc}; cancel them with `ringex admin cancel-all "
               f"--account {user.account}`", file=sys.stderr)  # fmt: skip
         return 1
-    finally:
-        client.close()
     print(f"account {user.account}: open orders cancelled")
-    return 1 if failed or not ended else 0  # (its keys not revoked: said above)
+    return 0 if ended else 1
+
+
+def _keys_left(cfg: RingexConfig, store: UserStore, comp_id: str) -> int:
+    """``comp_id`` is no user: API keys it still holds (its removal could not write the key
+    file: a full disk) are revoked now, as that removal said to do (review 251); without
+    any it is said not to be a user (exit 1)."""
+    try:
+        keys = ApiKeyStore(apikeys_path(cfg))
+    except (OSError, ValueError):  # nothing to finish that can be read: not a user
+        return no_user("remove-user", store, comp_id)
+    if not keys.keys_of(comp_id):
+        return no_user("remove-user", store, comp_id)
+    revoked, failed = _revoke_keys("remove-user", keys, comp_id)
+    if failed:
+        return 1
+    print(f"{comp_id} is no user (removed): the {revoked} API key(s) it still held revoked")
+    return 0
 
 
 def _session_ended(cfg: RingexConfig, comp_id: str, deadline: float) -> bool:

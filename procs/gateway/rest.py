@@ -481,15 +481,16 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
         stood at most a second ago (the view ``holder_unchanged`` reads)."""
         if not self.holder_unchanged(key):  # not in the view of a second ago:
             user = self.logins.get(key.comp_id)  # the file itself says
-            if user is None or user.account != key.account:  # removed, or another account
-                raise ApiError(
+            if user is None or (user.account, user.session) != (key.account, key.session):
+                raise ApiError(  # removed, or added again since (a key it outlived)
                     401, codes.BAD_CREDENTIALS, f"user {key.comp_id} of this key changed"
                 )
 
     def holder_unchanged(self, key: ApiKey) -> bool:
-        """Whether ``key``'s user is, as of a second ago, still there with its account."""
+        """Whether ``key``'s user is, as of a second ago, still there with its account and
+        session id (one added again has a new one: a key its removal left is not its own)."""
         user = self.users.get(key.comp_id)
-        return user is not None and user.account == key.account
+        return user is not None and (user.account, user.session) == (key.account, key.session)
 
     def require_scope(self, key: ApiKey, scope: str) -> None:
         """403 unless ``key`` has ``scope`` ("": any valid key will do)."""

@@ -180,7 +180,7 @@ def test_main_exit_statuses_for_what_a_command_raises(
     assert ringex("status", "--config", "/nonexistent/rv127.toml") == 2
     assert "/nonexistent/rv127.toml" in capsys.readouterr().err
     for raised, code, says in ((JournalError("segment 7 torn"), 1, "segment 7 torn"),
-                               (KeyboardInterrupt(), 130, "interrupted")):  # fmt: skip
+                               (KeyboardInterrupt(), 130, "interrupted (Ctrl-C)")):  # fmt: skip
 
         def fail(_args: argparse.Namespace, exc: BaseException = raised) -> int:
             raise exc
@@ -250,11 +250,9 @@ def test_run_detach_returns_once_it_is_running(
     stopped: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """cli.py run help: "start the exchange (foreground unless --detach)", --detach "return
-    once it is running"; _run: "in its own session, neither Ctrl-C nor the terminal's hangup
-    reaches the supervisor"."""
+    once it is running"; _run: "Ctrl-C, SIGTERM, SIGHUP: none reaches the supervisor"."""
     said("return once it is running", helps(PARSER, "run", "--detach"))
-    said("in its own session, neither Ctrl-C nor the terminal's hangup reaches the supervisor",
-         procs.cli._run)  # fmt: skip
+    said("Ctrl-C, SIGTERM, SIGHUP: none reaches the supervisor", procs.cli._run)
     started: list[dict[str, Any]] = []
 
     def popen(argv: list[str], **kwargs: Any) -> FakeProcess:
