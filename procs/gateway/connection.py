@@ -185,6 +185,8 @@ class Connection(asyncio.Protocol):
             buffered = transport.get_write_buffer_size()
             while marks and marks[0][0] <= self._handed - buffered:
                 marks.popleft()  # in the kernel's hands (or the client's) now
+            if store is not None and not session.closed:  # saved with the next flush: a kill
+                store.unconfirmed_from = marks[0][1] if marks else store.next_out  # parks them
             unsent = buffered + session.behind_bytes
             if unsent > MAX_UNSENT_BYTES:
                 log.warning(

@@ -1,8 +1,9 @@
 """A session's persisted state: next sequence numbers and the outbound messages it sent.
 
-Per session (SenderCompID) a directory holds ``seqnums`` (24 bytes: next inbound, next
-outbound, and the first message parked since the last logon, rewritten in place; a 16-byte
-file from before parking was tracked reads as none parked) and ``messages`` (``RXMS`` and a
+Per session (SenderCompID) a directory holds ``seqnums`` (32 bytes: next inbound, next
+outbound, the first message parked since the last logon, and the first not yet handed to the
+kernel, rewritten in place; a 24-byte file from before that was kept reads as all handed, a
+16-byte one from before parking was tracked as none parked either) and ``messages`` (``RXMS`` and a
 version, then every outbound message as a ``crc_frames`` frame of ``u64 seq | raw``), which
 serves ResendRequests after reconnects and restarts (version 3: the seq a u64, as MsgSeqNum
 may be; version 2's u32 wrapped a session past 2^32 messages, review 225, and is rewritten as
@@ -23,7 +24,12 @@ under its new numbers: a reset discards what the client has seen, never what it 
 Those are copied first to ``carried`` (their entries as ``messages`` held them), which the
 flush that stores them anew removes: a crash in between (the truncation done, the messages
 sent again not yet stored) finds the file at the next start and parks its messages again,
-unless ``messages`` holds them (review 39: they were lost).
+unless ``messages`` holds them (review 39: they were lost). A gateway killed with messages in
+its connection's buffer (never handed to the kernel, so never sent) finds at the next open
+the first of them as its last flush saved it (``unconfirmed``), and parks them again, as a
+connection cut by the gateway parks them (review 252: a logon that reset the numbers never
+got them); those the kernel took since that flush are parked too, and a reset sends them
+again (the same ExecIDs), as a stop may.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ from procs.gateway.dictionary import ADMIN
 
 log = logging.getLogger("ringex.gateway")
 
-_SEQNUMS = struct.Struct("<QQQ")  # next in, next out, first parked (0: none)
+_SEQNUMS = struct.Struct("<QQQQ")  # next in, next out, first parked, first unconfirmed
+_SEQNUMS_BEFORE_CONFIRMING = struct.Struct("<QQQ")
 _SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
 #: What ``messages`` and ``carried`` open with: this layout (a CRC per entry), version 3.
 MAGIC: Final = b"RXMS\x03\x00\x00\x00"
@@ -129,9 +136,12 @@ class MessageStore:
     def _open(self, directory: Path) -> None:
         """``__init__``'s reading of the files, from ``seqnums`` opened (see the top)."""
         os.fchmod(self._seq_fd, PRIVATE)
-        self.next_in, self.next_out, self.parked_from = _saved(
+        self.next_in, self.next_out, self.parked_from, unconfirmed = _saved(
             directory / "seqnums", os.pread(self._seq_fd, _SEQNUMS.size + 1, 0)
         )
+        #: The first stored message not yet in the kernel's hands (0: none): saved with the
+        #: next flush (``Connection.write`` sets it, each pass), lower than true after a kill
+        self.unconfirmed_from = 0
         self._index = _SparseIndex()
         self._size = 0
         path = directory / "messages"
@@ -139,6 +149,8 @@ class MessageStore:
         # a crash between ``flush``'s two writes leaves messages past the saved next-out:
         # their MsgSeqNums were sent, never to be given again
         self.next_out = max(self.next_out, self._load(path) + 1)
+        if unconfirmed and unconfirmed < self.next_out:  # killed with them in a buffer
+            self.park_again(unconfirmed)
         # unbuffered: a flush that fails (a full disk) is cut back to where it began
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE)
         os.fchmod(self._fd, PRIVATE)
@@ -275,6 +287,12 @@ class MessageStore:
             self.parked_from = seq
             self._dirty = True
 
+    def all_confirmed(self) -> None:
+        """The connection ended: what it did not hand to the kernel is parked (its abort)."""
+        if self.unconfirmed_from:
+            self.unconfirmed_from = 0
+            self._dirty = True
+
     def logged_on(self) -> None:
         """A logon kept the sequence numbers: what was parked is the client's to fetch."""
         if self.parked_from:
@@ -330,7 +348,7 @@ class MessageStore:
         self._index.clear()
         self._size = len(MAGIC)
         self.next_in = self.next_out = 1
-        self.parked_from = 0
+        self.parked_from = self.unconfirmed_from = 0
         self._dirty = True
         self.flush()
 
@@ -350,7 +368,8 @@ class MessageStore:
         if self._dirty:
             if self.before_save is not None:
                 self.before_save()
-            os.pwrite(self._seq_fd, _SEQNUMS.pack(self.next_in, self.next_out, self.parked_from), 0)
+            numbers = (self.next_in, self.next_out, self.parked_from, self.unconfirmed_from)
+            os.pwrite(self._seq_fd, _SEQNUMS.pack(*numbers), 0)
             self._dirty = False
         if self._drop_carried:
             self._drop_carried = False
@@ -362,20 +381,24 @@ class MessageStore:
         os.close(self._seq_fd)
 
 
-def _saved(path: Path, raw: bytes) -> tuple[int, int, int]:
+def _saved(path: Path, raw: bytes) -> tuple[int, int, int, int]:
     """The numbers a ``seqnums`` file holds: a new session's when it is empty; else refused
     unless it has a known size and numbers a session can have (review 138: zeros read as
     next-in 0, a file cut short as a new session)."""
     if not raw:
-        return 1, 1, 0
+        return 1, 1, 0, 0
+    saved: tuple[int, int, int, int]
     if len(raw) == _SEQNUMS.size:
         saved = _SEQNUMS.unpack(raw)
+    elif len(raw) == _SEQNUMS_BEFORE_CONFIRMING.size:
+        saved = (*_SEQNUMS_BEFORE_CONFIRMING.unpack(raw), 0)
     elif len(raw) == _SEQNUMS_BEFORE_PARKING.size:
-        saved = (*_SEQNUMS_BEFORE_PARKING.unpack(raw), 0)
+        saved = (*_SEQNUMS_BEFORE_PARKING.unpack(raw), 0, 0)
     else:
         raise MessageStoreError(
-            f"{path}: {len(raw)} bytes, not {_SEQNUMS.size} (or {_SEQNUMS_BEFORE_PARKING.size}, "
-            "an older build's): damaged; to start the session's numbers at 1, remove it"
+            f"{path}: {len(raw)} bytes, not {_SEQNUMS.size} (or {_SEQNUMS_BEFORE_CONFIRMING.size}"
+            f" or {_SEQNUMS_BEFORE_PARKING.size}, an older build's): damaged; to start the "
+            "session's numbers at 1, remove it"
         )
     if not saved[0] or not saved[1]:
         raise MessageStoreError(

@@ -110,7 +110,7 @@ def js_parse(raw: bytes) -> Any:
 def seeded_store(directory: Path, next_in: int, next_out: int) -> None:
     """A session's ``seqnums`` as a long-lived session leaves it (nothing parked)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "seqnums").write_bytes(_SEQNUMS.pack(next_in, next_out, 0))
+    (directory / "seqnums").write_bytes(_SEQNUMS.pack(next_in, next_out, 0, 0))
 
 
 def test_a_session_store_keeps_outbound_messages_past_2_32(tmp_path: Path) -> None:
@@ -339,7 +339,7 @@ def test_the_fix_edge_refuses_a_msgseqnum_seqnums_cannot_hold() -> None:
     Expected: the largest number taken, plus one, fits a u64: what a session may be sent
     it can store.
     Now: so (2**63 - 1)."""
-    _SEQNUMS.pack(MAX_SEQNUM + 1, MAX_SEQNUM + 1, MAX_SEQNUM)
+    _SEQNUMS.pack(MAX_SEQNUM + 1, MAX_SEQNUM + 1, MAX_SEQNUM, MAX_SEQNUM)
 
 
 # -- sound: file names keyed by seq ------------------------------------------------------------
