@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple, Protocol
 
-from config.schema import SymbolConfig
+from config.schema import RiskConfig, SymbolConfig
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, Side, TimeInForce
 from procs.core.order_checks import RESTS
@@ -232,14 +232,31 @@ def replace_fault(msg: FixMessage, order: Order, stop: int, display: int) -> str
     return None
 
 
-def refusal_note(
-    kind: bytes, order: Order, code: ResultCode, max_notional: int = 0, price: int = 0
+def refusal_text(
+    kind: bytes, order: Order, code: ResultCode, risk: RiskConfig, price: int = 0
 ) -> str:
+    """The Text (58) of the exchange's refusal of a ``kind`` command (D, F or G) of
+    ``order``: its code and ``refusal_note``'s why. A cancel or replace refused as
+    UNKNOWN_ORDER of an order that finished meanwhile (another cancel, the REST API's, or a
+    fill came first) is too late, as one naming a finished order is told at once (review
+    253: the order was known)."""
+    if kind != b"D" and code == ResultCode.UNKNOWN_ORDER and order.status in FINISHED:
+        return "too late: the order is finished"
+    note = refusal_note(kind, order, code, risk.max_order_notional, price, risk.max_open_orders)
+    return f"{code.name} ({int(code)}){note}"
+
+
+def refusal_note(
+    kind: bytes, order: Order, code: ResultCode, max_notional: int = 0, price: int = 0,
+    max_open: int = 0,
+) -> str:  # fmt: skip
     """What the Text (58) of the exchange's refusal of a ``kind`` command (D, F or G) of
     ``order`` adds to its code: why, where the code alone does not say ("" elsewhere). Said
     after the refusal only, so an order whose trigger this gateway has not seen yet is
-    never refused on a guess. ``max_notional``: the risk config's ``max_order_notional``;
-    ``price``: a replace's new price."""
+    never refused on a guess. ``max_notional`` and ``max_open``: the risk config's
+    ``max_order_notional`` and ``max_open_orders``; ``price``: a replace's new price."""
+    if code == ResultCode.TOO_MANY_OPEN_ORDERS:
+        return f": an account may have at most {max_open} open orders"
     if code == ResultCode.NOTIONAL_TOO_LARGE:  # a replace is judged at its new price
         at = price if kind == b"G" else order.price
         return notional_note(max_notional, order.symbol, order.side, order.ord_type, at)
@@ -258,22 +275,27 @@ def refusal_note(
         return cap_note(order.symbol, "StopPx")
     if code == ResultCode.PRICE_OUT_OF_BAND:  # a replace's new price: a limit's collar
         note = OUT_OF_BAND_NOTES.get(order.ord_type if kind == b"D" else OrdType.LIMIT, "")
+        sym = order.symbol
+        note = note.format(limit_band_bps=sym.limit_band_bps, band_bps=sym.band_bps)
         if kind == b"D" and order.ord_type == OrdType.STOP and order.price:
             note += ", or past its Price (44), the worst it may trade at"
         return note
     return ""
 
 
-#: Why PRICE_OUT_OF_BAND, by order type (the REST API says the same, ``rest_params``).
+#: Why PRICE_OUT_OF_BAND, by order type, the symbol's bands filled in (the REST API says
+#: the same, ``rest_params``; review 253: the Text named the setting, not its value).
 OUT_OF_BAND_NOTES: Final = {
-    OrdType.LIMIT: ": a limit price may be at most limit_band_bps from the last trade",
+    OrdType.LIMIT: (
+        ": a limit price may be at most limit_band_bps {limit_band_bps} bps from the last trade"
+    ),
     OrdType.STOP_LIMIT: (
-        ": a stop-limit's limit may be at most limit_band_bps from its stop price while it "
-        "waits (from the last trade once the market is past its stop)"
+        ": a stop-limit's limit may be at most limit_band_bps {limit_band_bps} bps from its "
+        "stop price while it waits (from the last trade once the market is past its stop)"
     ),
     OrdType.STOP: (
-        ": the best opposite price is past its stop price by more than band_bps: banded "
-        "from its stop, it could not trade"
+        ": the best opposite price is past its stop price by more than band_bps {band_bps} "
+        "bps: banded from its stop, it could not trade"
     ),
 }
 

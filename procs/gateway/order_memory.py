@@ -60,6 +60,9 @@ class OrderMemory:
     #: entry an order, by ref, the one written last newest), so that a compaction and a
     #: restart keep the same ones.
     finished_orders: OrderedDict[int, tuple[Order, list[tuple[int, bytes]]]]
+    #: order id -> its ref in ``finished_orders``: a Replaced event names the replace's ref,
+    #: so the API's views find an order that filled as it was replaced by its id (review 253)
+    finished_ids: dict[int, int]
     finished_changes: list[Order]
     _next_ref: int  # the last client ref handed out
 
@@ -85,11 +88,15 @@ class OrderMemory:
         if kept is not None:
             keys = kept[1] + [k for k in keys if k not in kept[1]]
         self.finished_orders[order.ref] = (order, keys)
+        if order.order_id:
+            self.finished_ids[order.order_id] = order.ref
         if len(self.finished_orders) > FINISHED_KEPT:
             _, (old, old_keys) = self.finished_orders.popitem(last=False)
             for k in old_keys:
                 if self.finished.get(k) is old:
                     del self.finished[k]
+            if self.finished_ids.get(old.order_id) == old.ref:
+                del self.finished_ids[old.order_id]
 
     def _pop_request(self, ref: int) -> Request | None:
         request = self.requests.pop(ref, None)

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from config.schema import AssetConfig
+from config.schema import AssetConfig, RiskConfig
 from procs.common import wall_clock
 from procs.common.exec_ids import FILE_NAME as EXEC_IDS
 from procs.common.exec_ids import ExecIdBlocks
@@ -75,7 +75,7 @@ from procs.gateway.order_fields import (
     mass_narrowed,
     mass_refused,
     order_fault,
-    refusal_note,
+    refusal_text,
     replace_fault,
     rested,
 )
@@ -109,7 +109,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         self.instruments = instruments
         self.commissions = Commissions(instruments.by_id.values(), assets)
         self.cancel_on_disconnect = cancel_on_disconnect
-        self.max_order_notional = 0  # the risk config's, named in a refusal (the shell sets it)
+        self.risk = RiskConfig()  # the limits a refusal names (the shell sets the config's)
         self.outgoing: list[Record] = []
         self.sessions: dict[int, Session] = {}  # session id -> its logged-on session
         self.orders: dict[int, Order] = {}  # NewOrder client_ref -> order
@@ -124,6 +124,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         self.finished_orders: OrderedDict[int, tuple[Order, list[tuple[int, bytes]]]] = (
             OrderedDict()
         )
+        self.finished_ids: dict[int, int] = {}  # order id -> its ref in ``finished_orders``
         self.finished_changes: list[Order] = []  # finished since ``take_changes``
         self.seen = Generations(_SEEN_CLORDIDS // 2)  # clordids.digest(session, ClOrdID)
         #: ref -> the order or request that changed since ``take_changes``, None: forgotten
@@ -554,10 +555,9 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         request = self._pop_request(rejected.client_ref)
         if request is not None:
             if request.cl_ord_id:
-                text += refusal_note(
-                    request.kind, request.order, rejected.code, self.max_order_notional,
-                    request.price,
-                )  # fmt: skip
+                text = refusal_text(
+                    request.kind, request.order, rejected.code, self.risk, request.price
+                )
                 self._send_cancel_reject(
                     request.session, request.kind, request.cl_ord_id, request.order, text,
                     request.orig_cl_ord_id or None, at_ns=rejected.ts_ns,
@@ -572,7 +572,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             return
         self._forget(order)
         order.status, order.leaves = b"8", 0
-        text += refusal_note(b"D", order, rejected.code, self.max_order_notional)
+        text = refusal_text(b"D", order, rejected.code, self.risk)
         reason = ORD_REJ_REASON.get(rejected.code, 99)
         self.rejects += 1
         self.reject_reasons[reject_slot(reason)] += 1

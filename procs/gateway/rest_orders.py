@@ -343,7 +343,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
             self._own_answer(order, replaced.seq)
             self.live[oid] = order
             if (fix := self._fix_order_of(replaced)) is not None:  # a FIX replace renames it
-                order.client_order_id = fix.cl_ord_id.decode("latin-1")
+                order.client_order_id = (fix.name or fix.cl_ord_id).decode("latin-1")
             elif replaced.gateway != self.gateway and not order.placed:  # renamed there, maybe:
                 order.client_order_id = ""  # its row says (``complete``, review 87)
             order.price, order.leaves = replaced.price, replaced.qty

@@ -57,8 +57,11 @@ class RestWiring:
 
     def _fix_order(self, order_id: int, ref: int) -> Order | None:
         """A FIX order of this gateway for the API's views: live by its id, or finished by
-        its command's ref (it ended in the batch that accepted it, which FIX took first)."""
-        order = self.entry.by_id.get(order_id)
-        if order is None and (finished := self.entry.finished_orders.get(ref)) is not None:
-            order = finished[0] if finished[0].order_id == order_id else None
+        its command's ref (it ended in the batch that accepted it, which FIX took first) or
+        by its id (a Replaced names the replace's ref: review 253)."""
+        entry = self.entry
+        order = entry.by_id.get(order_id)
+        if order is None:
+            finished = entry.finished_orders.get(entry.finished_ids.get(order_id, ref))
+            order = finished[0] if finished and finished[0].order_id == order_id else None
         return order

@@ -149,7 +149,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         self.entry = OrderEntry(
             gw.id, Instruments(cfg.symbols), gw.cancel_on_disconnect, cfg.assets, self.directory
         )
-        self.entry.park, self.entry.max_order_notional = self.park, cfg.risk.max_order_notional
+        self.entry.park, self.entry.risk = self.park, cfg.risk
         self.entry.shell_requests[b"BE"] = self.user_request  # UserRequest: user_requests.py
         self._times = Timestamps()
         #: the sessions logged on here, each claimed across the instance's gateways

@@ -173,11 +173,13 @@ def test_wiring_makes_no_api_without_rest_and_finds_a_fix_order_live_or_finished
     assert RestWiring._rest_api(SimpleNamespace(), rig.cfg, gw) is None  # type: ignore[arg-type]
     live = Order(1, 3, b"a", b"", SYM, Side.BUY, OrdType.LIMIT, TimeInForce.GTC, 1, 0, 1, 10)
     done = Order(2, 3, b"b", b"", SYM, Side.BUY, OrdType.LIMIT, TimeInForce.GTC, 1, 0, 1, 11)
-    entry = SimpleNamespace(by_id={10: live}, finished_orders={2: (done, [])})
+    entry = SimpleNamespace(by_id={10: live}, finished_orders={2: (done, [])}, finished_ids={})
     wiring: Any = SimpleNamespace(entry=entry)
     assert RestWiring._fix_order(wiring, 10, 1) is live
     assert RestWiring._fix_order(wiring, 11, 2) is done
     assert RestWiring._fix_order(wiring, 12, 2) is None  # the ref's order is another
+    entry.finished_ids[11] = 2  # by its id: a Replaced names the replace's ref (review 253)
+    assert RestWiring._fix_order(wiring, 11, 7) is done
 
 
 # -- order_fields.py and fix44.json --------------------------------------------------------------
@@ -330,10 +332,11 @@ def test_refusal_notes_say_why_where_the_code_alone_does_not() -> None:
     assert "cancel it and send a new one" in of.refusal_note(b"G", stop, ResultCode.INVALID_ORDER)
     band = of.refusal_note(b"D", stop, ResultCode.PRICE_OUT_OF_BAND)
     tail = ", or past its Price (44), the worst it may trade at"
-    assert band == of.OUT_OF_BAND_NOTES[OrdType.STOP] + tail
+    bands = {"limit_band_bps": SYM.limit_band_bps, "band_bps": SYM.band_bps}  # filled in
+    assert band == of.OUT_OF_BAND_NOTES[OrdType.STOP].format(**bands) + tail
     assert of.refusal_note(b"G", stop, ResultCode.PRICE_OUT_OF_BAND) == of.OUT_OF_BAND_NOTES[
         OrdType.LIMIT
-    ]  # fmt: skip
+    ].format(**bands)  # fmt: skip
     assert of.refusal_note(b"D", o, ResultCode.INSUFFICIENT_BALANCE) == ""
 
 
