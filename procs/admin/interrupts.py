@@ -34,13 +34,17 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def interrupting() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise ``Interrupted`` within; the handlers before restored after
-    (a command run in process, by a test). Off the main thread, where no handler can be set,
-    nothing changes."""
+    """SIGTERM and SIGHUP raise ``Interrupted`` within, unless the command was started with
+    them ignored (``nohup``, a caller's own stop: review 254; Python leaves an ignored SIGINT
+    so too); the handlers before, SIGINT's too, restored after (a command run in process,
+    by a test). Off the main thread, where no handler can be set, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _interrupt) for s in INTERRUPTING}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, *INTERRUPTING)}
+    for s in INTERRUPTING:
+        if previous[s] is not signal.SIG_IGN:
+            signal.signal(s, _interrupt)
     try:
         yield
     finally:

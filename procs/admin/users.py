@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -37,7 +38,14 @@ from procs.common.change_log import ChangeMadeError
 from procs.common.file_locks import try_lock
 from procs.common.record_codec import RecordCodec
 from procs.common.records import Record
-from procs.common.topology import ROUTER, apikeys_path, gateway_commands, session_claim, users_path
+from procs.common.topology import (
+    ADMIN_GATEWAY,
+    ROUTER,
+    apikeys_path,
+    gateway_commands,
+    session_claim,
+    users_path,
+)
 from procs.common.users import (
     SESSION_SETTINGS,
     User,
@@ -47,11 +55,14 @@ from procs.common.users import (
 )
 from shm import Ring
 from shm.errors import ShmError
+from shm.inspect import list_segments
 
 #: How long remove-user waits, the user gone from the file, before its cancel-all.
 SETTLE_S = 1.5
 #: How long it waits past that for a gateway that still serves the user's FIX session.
 SESSION_END_S = 10.0
+#: A gateway's command ring (``topology.gateway_commands``), by its segment's name
+_GATEWAY_RING: Final = re.compile(r"gw\d+-cmd")
 
 
 def open_users(cfg: RingexConfig, command: str) -> UserStore | None:
@@ -260,7 +271,7 @@ def remove_user(
         return 1
     user = store.get(args.comp_id)
     if user is None:
-        return _keys_left(cfg, store, args.comp_id)
+        return _keys_left(cfg, store, args.comp_id, args.cancel_orders)
     try:  # read before anything is removed (review 45: a damaged file crashed the command
         keys = ApiKeyStore(apikeys_path(cfg))  # with the user gone and its keys not revoked)
     except (OSError, ValueError) as exc:
@@ -323,21 +334,26 @@ def _cancel_orders(cfg: RingexConfig, user: User, client: AdminClient) -> int:
     return 0 if ended else 1
 
 
-def _keys_left(cfg: RingexConfig, store: UserStore, comp_id: str) -> int:
+def _keys_left(cfg: RingexConfig, store: UserStore, comp_id: str, cancel: bool) -> int:
     """``comp_id`` is no user: API keys it still holds (its removal could not write the key
     file: a full disk) are revoked now, as that removal said to do (review 251); without
-    any it is said not to be a user (exit 1)."""
+    any it is said not to be a user (exit 1). ``cancel`` (--cancel-orders) is not done
+    here: the command that cancels is named, exit 1 (review 254)."""
     try:
         keys = ApiKeyStore(apikeys_path(cfg))
     except (OSError, ValueError):  # nothing to finish that can be read: not a user
         return no_user("remove-user", store, comp_id)
-    if not keys.keys_of(comp_id):
+    accounts = sorted({k.account for k in keys.keys_of(comp_id)})
+    if not accounts:
         return no_user("remove-user", store, comp_id)
     revoked, failed = _revoke_keys("remove-user", keys, comp_id)
-    if failed:
-        return 1
-    print(f"{comp_id} is no user (removed): the {revoked} API key(s) it still held revoked")
-    return 0
+    if not failed:
+        print(f"{comp_id} is no user (removed): the {revoked} API key(s) it still held revoked")
+    if cancel:
+        print(f"ringex admin remove-user: {comp_id} is no user: its orders are not cancelled "
+              "here; cancel them with `ringex admin cancel-all --account "
+              f"{' / '.join(map(str, accounts))}`", file=sys.stderr)  # fmt: skip
+    return 1 if failed or cancel else 0
 
 
 def _session_ended(cfg: RingexConfig, comp_id: str, deadline: float) -> bool:
@@ -363,12 +379,17 @@ def _gateways_read(cfg: RingexConfig, deadline: float) -> bool:
     was let go is then sequenced before the cancel-all sent next, never after it (the router
     reads each ring in turn: one it was behind on, full, was read after the admin ring's
     cancel). False where it has not by then; a ring that is gone holds nothing."""
+    # the instance's own gateway rings, not the profile's: one edited under it may list
+    # fewer than run (review 254)
+    admin = gateway_commands(ADMIN_GATEWAY)
+    names = [s.name for s in list_segments(cfg.instance) if _GATEWAY_RING.fullmatch(s.name)]
     marks: list[tuple[Ring[Record], int]] = []
     try:
-        for gateway in cfg.gateways:
+        for name in names:
+            if name == admin:
+                continue
             try:
-                ring: Ring[Record] = Ring.attach(cfg.instance, gateway_commands(gateway.id),
-                                                 RecordCodec())  # fmt: skip
+                ring: Ring[Record] = Ring.attach(cfg.instance, name, RecordCodec())
             except ShmError:
                 continue
             marks.append((ring, ring.cursor()))

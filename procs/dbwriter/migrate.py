@@ -117,9 +117,9 @@ def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS) -> list
                     exc.add_note(f"in migration {directory / m.name}")  # retried: its type
                     raise
                 except psycopg.Error as exc:  # the file's own fault: said with its name
-                    raise MigrationError(
-                        f"migration {directory / m.name} failed: {str(exc).strip()}"
-                    ) from exc
+                    said = str(exc).strip().splitlines()  # its LINE and caret: the cause's
+                    why = said[0] if said else repr(exc)
+                    raise MigrationError(f"migration {directory / m.name} failed: {why}") from exc
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                     (m.version, m.name, m.checksum),

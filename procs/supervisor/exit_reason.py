@@ -13,8 +13,9 @@ from typing import Any, Final
 LOG_PREFIX: Final = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [^\s\[]+(?:\[(?P<pid>\d+)\])? "
 )
-#: How much of a log's end ``last_logged`` reads, and how much of its line it keeps
-TAIL_BYTES: Final = 4096
+#: How much of a log's end ``last_logged`` reads (a line as long begins before it: said cut),
+#: and how much of its line, from its start, it keeps
+TAIL_BYTES: Final = 1 << 20
 LINE_CHARS: Final = 300
 
 
@@ -48,16 +49,18 @@ def start_failure(status: dict[str, Any] | None, pid: int, log: Path, offset: in
 
 def last_logged(log: Path) -> str | None:
     """The last line ``log`` holds that is not blank (a traceback's ends with the error),
-    cut to ``LINE_CHARS``; None where it cannot be read or holds none."""
+    its first ``LINE_CHARS`` (its type and reason; review 254: a long one was quoted from
+    its middle); None where it cannot be read or holds none."""
     try:
         with open(log, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - TAIL_BYTES))
+            start = max(0, f.seek(0, 2) - TAIL_BYTES)
+            f.seek(start)
             tail = f.read().decode(errors="replace")
     except OSError:
         return None
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    if not lines:
+    lines = tail.splitlines()
+    found = [i for i, line in enumerate(lines) if line.strip()]
+    if not found:
         return None
-    last = lines[-1]
+    last = ("..." if start and found[-1] == 0 else "") + lines[found[-1]].strip()
     return last if len(last) <= LINE_CHARS else last[: LINE_CHARS - 3] + "..."
