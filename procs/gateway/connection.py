@@ -185,8 +185,10 @@ class Connection(asyncio.Protocol):
             buffered = transport.get_write_buffer_size()
             while marks and marks[0][0] <= self._handed - buffered:
                 marks.popleft()  # in the kernel's hands (or the client's) now
-            if store is not None and not session.closed:  # saved with the next flush: a kill
-                store.unconfirmed_from = marks[0][1] if marks else store.next_out  # parks them
+            if store is not None:  # saved with the next flush: a kill parks them (review 252;
+                # those waiting behind a resend are not handed on either, review 255)
+                first = marks[0][1] if marks else store.next_out
+                store.unconfirmed_from = min(first, session.waiting_from())
             unsent = buffered + session.behind_bytes
             if unsent > MAX_UNSENT_BYTES:
                 log.warning(
@@ -252,11 +254,13 @@ class Connection(asyncio.Protocol):
         transport, session = self.transport, self.session
         if transport is None:
             return
-        if self._marks and session is not None and session.store is not None:
+        if session is not None and session.store is not None:
             flushed = self._handed - transport.get_write_buffer_size()
             cut = next((first for end, first in self._marks if end > flushed), 0)
             if cut:
                 session.store.park_again(cut)
+            if (waiting := session.waiting_from()) < session.store.next_out:
+                session.store.park_again(waiting)  # behind a resend: never handed on (255)
         transport.abort()
 
     def data_received(self, data: bytes) -> None:
@@ -284,4 +288,7 @@ class Connection(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        session = self.session
+        if session is not None and session.store is not None:  # its output drained, or cut
+            session.store.all_confirmed()  # and parked (``abort``): saved with the next flush
         self.server.connection_lost(self)

@@ -196,6 +196,12 @@ class GapRecovery:
             store.carried_sent()
             self._queue(first, store.next_out - 1, False, now_ns)
 
+    def waiting_from(self) -> int:
+        """The first MsgSeqNum waiting behind a resend under way, never handed to the
+        connection (``store.next_out`` when none waits)."""
+        assert self.store is not None
+        return self.store.next_out - len(self._behind)
+
     def _drop_resends(self) -> None:
         """Answer no more of the ResendRequests under way (the session ends, or resets its
         numbers): what waited behind them goes out now. Stored messages queued for their

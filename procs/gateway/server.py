@@ -79,6 +79,7 @@ from procs.gateway.security_status import SecurityStatuses
 from procs.gateway.sent_commands import SentCommands
 from procs.gateway.session import Session
 from procs.gateway.session_interface import SessionSettings
+from procs.gateway.session_stores import SessionStores
 from procs.gateway.store import MessageStore, MessageStoreError
 from procs.gateway.user_requests import UserRequests
 from shm import Ring
@@ -154,7 +155,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         self._times = Timestamps()
         #: the sessions logged on here, each claimed across the instance's gateways
         self.live: dict[str, Session] = LiveSessions(self.directory.parent / "logged-on")
-        self.stores: dict[str, MessageStore] = {}
+        self.stores = SessionStores(self.directory / "sessions", gw.max_sessions,
+                                    lambda c: c in self.live, self._before_store_save)  # fmt: skip
         self.connections: set[Connection] = set()
         #: connections whose session has something to write (or closed) since their last
         #: write: a pass writes those, not every connection (1,000 sessions logged on)
@@ -211,8 +213,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
             return False
         try:
             store = self.store(user.comp_id)
-        except MessageStoreError as exc:  # its files damaged: counted undeliverable, logged
-            log.error("a report to %s is not parked: %s", user.comp_id, exc)
+        except (MessageStoreError, OSError) as exc:  # damaged, or out of descriptors (256):
+            log.error("a report to %s is not parked: %s", user.comp_id, exc)  # undeliverable
             return False
         seq = store.next_out
         header = b"49=%s\x0156=%s\x01" % (self.gw.comp_id.encode(), user.comp_id.encode())
@@ -224,11 +226,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         return True
 
     def store(self, comp_id: str) -> MessageStore:
-        store = self.stores.get(comp_id)
-        if store is None:
-            store = self.stores[comp_id] = MessageStore(self.directory / "sessions" / comp_id)
-            store.before_save = self._before_store_save
-        return store
+        return self.stores.get(comp_id)
 
     def submit(self) -> None:
         """Publish what a client just sent and wake the poll loop: its answer is on the way.
@@ -589,8 +587,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         self.seen_log.close()
         self.api_seen_log.close()
         self.audit.close()
-        for store in self.stores.values():
-            store.close()
+        self.stores.close()
         if isinstance(self.live, LiveSessions):
             self.live.release_all()  # (a process that dies drops them anyway)
         if self._waker is not None:  # it watches the consumers' and the producer's FIFOs

@@ -333,7 +333,6 @@ class Session(GapRecovery, ClockMarks):
             # hold back, a Logon again at once found them resting for good, not cancelled)
             self.app.on_disconnect(self, wall_clock.now_ns())
         if self.store is not None:
-            self.store.all_confirmed()  # a cut connection parked what it held (its abort)
             self.store.flush()
 
     def _logout_and_close(self, text: str, now_ns: int) -> None:

@@ -1,9 +1,9 @@
 """A session's persisted state: next sequence numbers and the outbound messages it sent.
 
-Per session (SenderCompID) a directory holds ``seqnums`` (32 bytes: next inbound, next
-outbound, the first message parked since the last logon, and the first not yet handed to the
-kernel, rewritten in place; a 24-byte file from before that was kept reads as all handed, a
-16-byte one from before parking was tracked as none parked either) and ``messages`` (``RXMS`` and a
+Per session (SenderCompID) a directory holds ``seqnums`` (next inbound, next outbound, the
+first message parked since the last logon, rewritten in place: 24 bytes; 32 while a
+connection's output may not all be handed to the kernel, the fourth the first not yet handed;
+a 16-byte one from before parking was tracked reads as none parked) and ``messages`` (``RXMS`` and a
 version, then every outbound message as a ``crc_frames`` frame of ``u64 seq | raw``), which
 serves ResendRequests after reconnects and restarts (version 3: the seq a u64, as MsgSeqNum
 may be; version 2's u32 wrapped a session past 2^32 messages, review 225, and is rewritten as
@@ -53,7 +53,7 @@ from procs.gateway.dictionary import ADMIN
 log = logging.getLogger("ringex.gateway")
 
 _SEQNUMS = struct.Struct("<QQQQ")  # next in, next out, first parked, first unconfirmed
-_SEQNUMS_BEFORE_CONFIRMING = struct.Struct("<QQQ")
+_SEQNUMS_BEFORE_CONFIRMING = _THREE = struct.Struct("<QQQ")
 _SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
 #: What ``messages`` and ``carried`` open with: this layout (a CRC per entry), version 3.
 MAGIC: Final = b"RXMS\x03\x00\x00\x00"
@@ -125,6 +125,7 @@ class MessageStore:
         # execution reports (review 93)
         self._seq_fd = os.open(directory / "seqnums", os.O_RDWR | os.O_CREAT, PRIVATE)
         self._fd = -1  # ``messages``, once opened
+        self.closed = False
         try:
             self._open(directory)
         except BaseException:  # both closed: a Logon retried on a full disk leaked two a try
@@ -136,8 +137,10 @@ class MessageStore:
     def _open(self, directory: Path) -> None:
         """``__init__``'s reading of the files, from ``seqnums`` opened (see the top)."""
         os.fchmod(self._seq_fd, PRIVATE)
+        saved = os.pread(self._seq_fd, _SEQNUMS.size + 1, 0)
+        self._seq_size = len(saved)
         self.next_in, self.next_out, self.parked_from, unconfirmed = _saved(
-            directory / "seqnums", os.pread(self._seq_fd, _SEQNUMS.size + 1, 0)
+            directory / "seqnums", saved
         )
         #: The first stored message not yet in the kernel's hands (0: none): saved with the
         #: next flush (``Connection.write`` sets it, each pass), lower than true after a kill
@@ -357,6 +360,8 @@ class MessageStore:
         self._drop_carried = True
 
     def flush(self) -> None:
+        if self.closed:
+            return
         if self._pending:
             data = b"".join(self._pending)
             try:
@@ -369,14 +374,25 @@ class MessageStore:
             if self.before_save is not None:
                 self.before_save()
             numbers = (self.next_in, self.next_out, self.parked_from, self.unconfirmed_from)
-            os.pwrite(self._seq_fd, _SEQNUMS.pack(*numbers), 0)
+            # 24 bytes while nothing is unconfirmed (a clean stop's: the build before reads
+            # it, review 255), 32 while a connection's output may not all be handed on
+            data = _SEQNUMS.pack(*numbers) if numbers[3] else _THREE.pack(*numbers[:3])
+            os.pwrite(self._seq_fd, data, 0)
+            if len(data) < self._seq_size:  # (a crash before this: a stale fourth, parked)
+                os.ftruncate(self._seq_fd, len(data))
+            self._seq_size = len(data)
             self._dirty = False
         if self._drop_carried:
             self._drop_carried = False
             self._carried.unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Flushed and closed; a flush after it does nothing (a finished session's, whose
+        store the gateway closed: ``session_stores.py``), and neither does a second close."""
+        if self.closed:
+            return
         self.flush()
+        self.closed = True
         os.close(self._fd)
         os.close(self._seq_fd)
 

@@ -415,7 +415,7 @@ def test_disconnected_once_its_unsent_output_stands_for_two_heartbeat_intervals(
     claim("or once its unsent output has not shrunk for two of its heartbeat intervals")
     assert connection.STALL_HEARTBEATS == 2
     transport = _Transport(buffered=1 << 20)
-    conn = _connection(transport, heartbeat_ns=30 * _S, comp_id="ALICE")
+    conn = _connection(transport, heartbeat_ns=30 * _S, comp_id="ALICE", store=None)
     conn.writing_paused = True
     conn.check_stalled(NOW)
     conn.check_stalled(NOW + 60 * _S)

@@ -446,14 +446,15 @@ def test_resend_range_refuses_or_caps() -> None:
 # -- store.py ------------------------------------------------------------------------------------
 
 
-def test_seqnums_is_32_bytes_and_a_16_byte_one_reads_as_none_parked(tmp_path: Path) -> None:
-    """store.py: "``seqnums`` (32 bytes: next inbound, next outbound, the first message
-    parked ...; a 16-byte one from before parking was tracked as none parked either)"."""
-    _says(store_mod, "a 16-byte one from before parking was tracked as none parked either")
+def test_seqnums_is_24_bytes_and_a_16_byte_one_reads_as_none_parked(tmp_path: Path) -> None:
+    """store.py: "``seqnums`` (next inbound, next outbound, the first message parked since
+    the last logon, rewritten in place: 24 bytes; ...; a 16-byte one from before parking was
+    tracked reads as none parked)"."""
+    _says(store_mod, "a 16-byte one from before parking was tracked reads as none parked")
     store = MessageStore(tmp_path / "a")
     store.park(1, _report(1, "p"))
     store.close()
-    words = [n.to_bytes(8, "little") for n in (1, 2, 1, 0)]
+    words = [n.to_bytes(8, "little") for n in (1, 2, 1)]
     assert (tmp_path / "a" / "seqnums").read_bytes() == b"".join(words)
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "seqnums").write_bytes((4).to_bytes(8, "little") + (9).to_bytes(8, "little"))

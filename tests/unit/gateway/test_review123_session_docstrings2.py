@@ -222,7 +222,7 @@ def test_a_growing_unsent_buffer_counts_as_standing_still() -> None:
     counts as standing still"; disconnected past two heartbeat intervals."""
     _says(Connection.check_stalled, "a buffer that grows while the client reads less than it")
     transport = _Transport(buffered=1 << 20)
-    conn = _connection(transport, heartbeat_ns=10 * _S, comp_id="ALICE")
+    conn = _connection(transport, heartbeat_ns=10 * _S, comp_id="ALICE", store=None)
     conn.writing_paused = True
     for k in range(22):
         transport.buffered += 1000

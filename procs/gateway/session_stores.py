@@ -1,0 +1,72 @@
+"""The FIX sessions' message stores a gateway holds open (two descriptors each): those of its
+logged-on sessions, and the ``SPARE`` most recently used others (a session just ended, one a
+report was parked for while it is away); the least recently used one past those is closed
+(review 256: a gateway kept every store it had opened, and a day's logons of thousands of
+users ran it out of descriptors: every Logon failed). A store closed here that a finished
+session still holds writes nothing more (``MessageStore.closed``); the next use opens it
+again (reading its ``messages`` for the index: parks to more users than ``SPARE`` in turn
+open each again).
+
+At its start it asks for room for its sessions' descriptors (``connections_room``: the socket,
+the session's claim and the store's two files): a gateway without a REST API raised no limit
+and held a quarter of its ``max_sessions`` at the usual soft limit of 1024 (review 256).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Final
+
+from procs.common.open_files import connections_room
+from procs.gateway.store import MessageStore
+
+#: Stores kept open of sessions not logged on: sessions just ended, reports parked
+SPARE: Final = 8
+#: A FIX session's descriptors: its socket, its claim's lock, its store's two files
+DESCRIPTORS_PER_SESSION: Final = 4
+
+
+class SessionStores:
+    def __init__(
+        self,
+        directory: Path,
+        max_sessions: int,
+        in_use: Callable[[str], bool],
+        before_save: Callable[[], None],
+    ) -> None:
+        self.directory = directory
+        self._in_use = in_use  # whether a session is logged on with that comp id
+        self._before_save = before_save
+        self._open: OrderedDict[str, MessageStore] = OrderedDict()
+        connections_room(DESCRIPTORS_PER_SESSION * max_sessions + 2 * SPARE)
+
+    def get(self, comp_id: str) -> MessageStore:
+        """``comp_id``'s store, opened (``MessageStoreError`` where its files are damaged,
+        ``OSError`` where they cannot be opened) if it is not, the newest used now."""
+        store = self._open.get(comp_id)
+        if store is not None:
+            self._open.move_to_end(comp_id)
+            return store
+        store = MessageStore(self.directory / comp_id)
+        store.before_save = self._before_save
+        self._open[comp_id] = store
+        idle = [c for c in self._open if not self._in_use(c)]  # oldest first, this one last
+        for old in idle[: max(0, len(idle) - SPARE)]:
+            self._open.pop(old).close()
+        return store
+
+    def __getitem__(self, comp_id: str) -> MessageStore:
+        return self._open[comp_id]
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def values(self) -> Iterator[MessageStore]:
+        return iter(list(self._open.values()))
+
+    def close(self) -> None:
+        for store in self._open.values():
+            store.close()
+        self._open.clear()
