@@ -556,7 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(dashed_values_joined(sys.argv[1:] if argv is None else argv))
     try:
-        with interrupting():  # SIGTERM and SIGHUP as Ctrl-C: what is left to do said
+        # SIGTERM and SIGHUP as Ctrl-C, what is left to do said; not for replay, whose
+        # pipelined recovery and database writer take signals their own way
+        with interrupting() if args.func is not _replay else contextlib.nullcontext():
             result: int = args.func(args)
     except ConfigError as exc:  # a profile or file that does not load: its message names it
         print(f"ringex: {exc}", file=sys.stderr)

@@ -358,9 +358,9 @@ def _keys_left(cfg: RingexConfig, store: UserStore, comp_id: str, cancel: bool) 
     if not failed:
         print(f"{comp_id} is no user (removed): the {revoked} API key(s) it still held revoked")
     if cancel:
+        commands = ", ".join(f"`ringex admin cancel-all --account {a}`" for a in accounts)
         print(f"ringex admin remove-user: {comp_id} is no user: its orders are not cancelled "
-              "here; cancel them with `ringex admin cancel-all --account "
-              f"{' / '.join(map(str, accounts))}`", file=sys.stderr)  # fmt: skip
+              f"here; cancel them with {commands}", file=sys.stderr)  # fmt: skip
     return 1 if failed or cancel else 0
 
 

@@ -401,10 +401,11 @@ class DbWriter:
                         f"holds what follows seq {self.committed}, written at the next start"
                     ) from exc
                 wait = delay()
+                said = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+                said = "; ".join([said, *getattr(exc, "__notes__", ())])  # (a migration's file)
                 log.warning(
                     "PostgreSQL unavailable while %s (%s); retrying in %.2f s; lag %d commands",
-                    what, str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__,
-                    wait, self._lag(),
+                    what, said, wait, self._lag(),
                 )  # fmt: skip
                 self.sleep(wait)
 

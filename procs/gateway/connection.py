@@ -37,6 +37,7 @@ from procs.gateway.session_interface import State
 
 if TYPE_CHECKING:
     from procs.gateway.session import Session
+    from procs.gateway.store import MessageStore
 
 log = logging.getLogger("ringex.gateway")
 #: What a peer that has not logged on can make the gateway say, once a connection: a few
@@ -171,24 +172,27 @@ class Connection(asyncio.Protocol):
         if session is None or transport is None:
             return
         store, marks = session.store, self._marks
+        if store is not None:  # before ``take_output``, whose resend reads flush the store: a
+            # reset logon's carried reports are queued, not handed on (review 257's reread)
+            store.unhanded(self, self._first_unhanded(store, session))
         while True:
             # paused: the buffer is past the mark (asyncio pauses a write past it at once)
             room = 0 if self.writing_paused else WRITE_HIGH_BYTES + 1
             out = session.take_output(room - transport.get_write_buffer_size(), wall_clock.now_ns())
             if out:
                 if store is not None:
-                    store.flush()  # a resend can always find what the client saw
                     self._handed += sum(map(len, out))
                     if first := first_new_seq(out):
                         marks.append((self._handed, first))
+                    # saved by this flush, before it goes: a kill parks from there (252, 257)
+                    store.unhanded(self, self._first_unhanded(store, session))
+                    store.flush()  # a resend can always find what the client saw
                 transport.writelines(out)
             buffered = transport.get_write_buffer_size()
             while marks and marks[0][0] <= self._handed - buffered:
                 marks.popleft()  # in the kernel's hands (or the client's) now
-            if store is not None:  # saved with the next flush: a kill parks them (review 252;
-                # those waiting behind a resend are not handed on either, review 255)
-                first = marks[0][1] if marks else store.next_out
-                store.unconfirmed_from = min(first, session.waiting_from())
+            if store is not None:  # handed on: saved with a later flush
+                store.unhanded(self, self._first_unhanded(store, session))
             unsent = buffered + session.behind_bytes
             if unsent > MAX_UNSENT_BYTES:
                 log.warning(
@@ -203,6 +207,12 @@ class Connection(asyncio.Protocol):
             session.store.flush()  # stored already: durable before the log moves past them
         if session.closed and not transport.is_closing():
             transport.close()
+
+    def _first_unhanded(self, store: MessageStore, session: Session) -> int:
+        """The first stored message this connection has not handed to the kernel: its
+        oldest mark's, or one waiting behind a resend (review 255), else the next one."""
+        first = self._marks[0][1] if self._marks else store.next_out
+        return min(first, session.waiting_from())
 
     def clock_stepped(self, step_ns: int) -> None:
         """The wall clock stepped (``procs/common/wall_clock.py``): this connection's marks,
@@ -290,5 +300,5 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         session = self.session
         if session is not None and session.store is not None:  # its output drained, or cut
-            session.store.all_confirmed()  # and parked (``abort``): saved with the next flush
+            session.store.connection_ended(self)  # and parked (``abort``)
         self.server.connection_lost(self)

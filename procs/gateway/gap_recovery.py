@@ -197,10 +197,12 @@ class GapRecovery:
             self._queue(first, store.next_out - 1, False, now_ns)
 
     def waiting_from(self) -> int:
-        """The first MsgSeqNum waiting behind a resend under way, never handed to the
-        connection (``store.next_out`` when none waits)."""
+        """The first MsgSeqNum not handed to the connection yet: waiting behind a resend
+        under way, or stored and queued for its first sending (a reset logon's carried
+        ones); ``store.next_out`` when none waits."""
         assert self.store is not None
-        return self.store.next_out - len(self._behind)
+        first = self.store.next_out - len(self._behind)
+        return min([first, *(begin for begin, _end, again in self._resends if not again)])
 
     def _drop_resends(self) -> None:
         """Answer no more of the ResendRequests under way (the session ends, or resets its

@@ -1,6 +1,7 @@
 """The FIX sessions' message stores a gateway holds open (two descriptors each): those of its
 logged-on sessions, and the ``SPARE`` most recently used others (a session just ended, one a
-report was parked for while it is away); the least recently used one past those is closed
+report was parked for while it is away) and those a connection still writes (a Logout's
+drain); the least recently used one past those is closed
 (review 256: a gateway kept every store it had opened, and a day's logons of thousands of
 users ran it out of descriptors: every Logon failed). A store closed here that a finished
 session still holds writes nothing more (``MessageStore.closed``); the next use opens it
@@ -14,6 +15,7 @@ and held a quarter of its ``max_sessions`` at the usual soft limit of 1024 (revi
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +24,11 @@ from typing import Final
 from procs.common.open_files import connections_room
 from procs.gateway.store import MessageStore
 
-#: Stores kept open of sessions not logged on: sessions just ended, reports parked
-SPARE: Final = 8
+log = logging.getLogger("ringex.gateway")
+
+#: Stores kept open of sessions not logged on: sessions just ended, reports parked (a park
+#: to one closed reads its history again to open it: review 257)
+SPARE: Final = 64
 #: A FIX session's descriptors: its socket, its claim's lock, its store's two files
 DESCRIPTORS_PER_SESSION: Final = 4
 
@@ -40,7 +45,13 @@ class SessionStores:
         self._in_use = in_use  # whether a session is logged on with that comp id
         self._before_save = before_save
         self._open: OrderedDict[str, MessageStore] = OrderedDict()
-        connections_room(DESCRIPTORS_PER_SESSION * max_sessions + 2 * SPARE)
+        wanted = DESCRIPTORS_PER_SESSION * max_sessions + 2 * SPARE
+        room = connections_room(wanted, warn=False)
+        if room < wanted:
+            log.warning("%d descriptors may be needed by max_sessions=%d (%d a session, and "
+                        "%d kept for stores) and the open-file limit leaves %d: logons past "
+                        "that fail", wanted, max_sessions, DESCRIPTORS_PER_SESSION, 2 * SPARE,
+                        room)  # fmt: skip
 
     def get(self, comp_id: str) -> MessageStore:
         """``comp_id``'s store, opened (``MessageStoreError`` where its files are damaged,
@@ -52,9 +63,14 @@ class SessionStores:
         store = MessageStore(self.directory / comp_id)
         store.before_save = self._before_save
         self._open[comp_id] = store
-        idle = [c for c in self._open if not self._in_use(c)]  # oldest first, this one last
+        idle = [  # oldest first, this one last; not one a connection still writes (257)
+            c for c, st in self._open.items() if not (self._in_use(c) or st.connected)
+        ]
         for old in idle[: max(0, len(idle) - SPARE)]:
-            self._open.pop(old).close()
+            try:
+                self._open.pop(old).close()
+            except OSError as exc:  # its last flush failed: what it held stays in its files
+                log.error("the store of %s closed, its last flush failed: %s", old, exc)
         return store
 
     def __getitem__(self, comp_id: str) -> MessageStore:

@@ -142,9 +142,10 @@ class MessageStore:
         self.next_in, self.next_out, self.parked_from, unconfirmed = _saved(
             directory / "seqnums", saved
         )
-        #: The first stored message not yet in the kernel's hands (0: none): saved with the
-        #: next flush (``Connection.write`` sets it, each pass), lower than true after a kill
-        self.unconfirmed_from = 0
+        #: Each connection writing this session's output -> its first stored message not yet
+        #: in the kernel's hands (``unhanded``; review 257: an old connection draining after a
+        #: Logout and the new one logged on share the store)
+        self._unhanded: dict[object, int] = {}
         self._index = _SparseIndex()
         self._size = 0
         path = directory / "messages"
@@ -290,10 +291,29 @@ class MessageStore:
             self.parked_from = seq
             self._dirty = True
 
-    def all_confirmed(self) -> None:
-        """The connection ended: what it did not hand to the kernel is parked (its abort)."""
-        if self.unconfirmed_from:
-            self.unconfirmed_from = 0
+    @property
+    def unconfirmed_from(self) -> int:
+        """The first stored message some connection has not handed to the kernel (0: none
+        writes): what the next flush saves, so that a kill parks from there."""
+        return min(self._unhanded.values(), default=0)
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection writes this session's output (a Logout's drain included)."""
+        return bool(self._unhanded)
+
+    def unhanded(self, conn: object, seq: int) -> None:
+        """``conn``'s output from ``seq`` on is not in the kernel's hands yet. A lower value
+        than saved is saved by the next flush (before what it covers goes out: review 257),
+        a higher one with the next that saves anything (a kill between parks a few again)."""
+        before = self.unconfirmed_from
+        self._unhanded[conn] = seq
+        if not before or seq < before:
+            self._dirty = True
+
+    def connection_ended(self, conn: object) -> None:
+        """``conn`` ended: its output drained, or it was cut and parked what it held."""
+        if self._unhanded.pop(conn, None) is not None:
             self._dirty = True
 
     def logged_on(self) -> None:
@@ -351,7 +371,8 @@ class MessageStore:
         self._index.clear()
         self._size = len(MAGIC)
         self.next_in = self.next_out = 1
-        self.parked_from = self.unconfirmed_from = 0
+        self.parked_from = 0
+        self._unhanded.clear()  # numbered anew: its connection says again at its next write
         self._dirty = True
         self.flush()
 
@@ -391,10 +412,12 @@ class MessageStore:
         store the gateway closed: ``session_stores.py``), and neither does a second close."""
         if self.closed:
             return
-        self.flush()
-        self.closed = True
-        os.close(self._fd)
-        os.close(self._seq_fd)
+        try:
+            self.flush()
+        finally:  # a flush that fails (a full disk) still gives its descriptors back
+            self.closed = True
+            os.close(self._fd)
+            os.close(self._seq_fd)
 
 
 def _saved(path: Path, raw: bytes) -> tuple[int, int, int, int]:

@@ -53,9 +53,12 @@ def last_logged(log: Path) -> str | None:
     its middle); None where it cannot be read or holds none."""
     try:
         with open(log, "rb") as f:
-            start = max(0, f.seek(0, 2) - TAIL_BYTES)
+            start = max(0, f.seek(0, 2) - TAIL_BYTES - 1)
             f.seek(start)
-            tail = f.read().decode(errors="replace")
+            data = f.read()
+            if start and data[:1] == b"\n":  # a line begins where the window does: whole
+                start, data = 0, data[1:]
+            tail = data.decode(errors="replace")
     except OSError:
         return None
     lines = tail.splitlines()

@@ -326,6 +326,9 @@ class Supervisor(StuckWatch):
             self.session_ends.poll(time.time_ns())
         self._duties_done = time.monotonic()
 
+    def _last_logged(self, child: Child) -> str | None:
+        return last_logged(run_dir(self.cfg) / f"{child.spec.name}.log")
+
     def _restart(self, child: Child, code: int) -> None:
         """Start ``child`` again after it exited with ``code``. One that exits again while
         starting is one more restart, tried again with a longer backoff, until more than
@@ -339,11 +342,10 @@ class Supervisor(StuckWatch):
             child.restarts = [t for t in child.restarts if now - t < window] + [now]
             limit = self.cfg.supervisor.restart_limit
             if len(child.restarts) > limit:
-                said = last_logged(run_dir(self.cfg) / f"{child.spec.name}.log")
                 raise SupervisorError(
                     f"{child.spec.name} exited {len(child.restarts)} times within {window:g} "
                     f"s (last code {code}), more than restart_limit={limit}: stopping the "
-                    f"instance; its log's last line: {said or 'none'}"
+                    f"instance; its log's last line: {self._last_logged(child) or 'none'}"
                 )
             child.restarts_total += 1  # made: the exit that stops the instance is not one
             log.warning("%s exited with %s: restarting (it recovers)", child.spec.name, code)

@@ -231,7 +231,7 @@ def _paused_connection() -> tuple[Connection, _Transport]:
     conn = Connection(SimpleNamespace(pacing=None))  # (an Owner protocol: any object)
     transport = _Transport()
     conn.transport = transport  # type: ignore[assignment]  # the calls check_stalled makes
-    fake_session: Any = SimpleNamespace(heartbeat_ns=30 * _S, comp_id="ALICE")
+    fake_session: Any = SimpleNamespace(heartbeat_ns=30 * _S, comp_id="ALICE", store=None)
     conn.session = fake_session  # what check_stalled reads of a session
     conn.writing_paused = True  # (set directly: pause_writing would sync the reading)
     return conn, transport
@@ -249,7 +249,7 @@ def test_forward_step_does_not_abort_a_briefly_paused_client() -> None:
     conn.check_stalled(T0)
     conn.session = None  # (the fake session has no marks to move: the connection's own)
     conn.clock_stepped(2 * _HOUR)
-    conn.session = SimpleNamespace(heartbeat_ns=30 * _S, comp_id="ALICE")  # type: ignore[assignment]
+    conn.session = SimpleNamespace(heartbeat_ns=30 * _S, comp_id="ALICE", store=None)  # type: ignore[assignment]
     conn.check_stalled(T0 + _S + 2 * _HOUR)
     assert not transport.aborted
 

@@ -125,8 +125,12 @@ class _Store:
 
     def __init__(self) -> None:
         self.parked_from = 0
+        self.next_out = 1 << 20  # past every frame here: nothing waits behind a resend
 
     def flush(self) -> None:
+        pass
+
+    def unhanded(self, conn: object, seq: int) -> None:  # (what a kill would park)
         pass
 
     def park_again(self, seq: int) -> None:
@@ -149,6 +153,9 @@ class _Session:
     def take_output(self, budget: int | None = None, now_ns: int | None = None) -> list[bytes]:
         out, self.out = self.out, []
         return out
+
+    def waiting_from(self) -> int:
+        return self.store.next_out
 
 
 def _connection() -> tuple[Connection, _Transport, _Session]:

@@ -246,9 +246,9 @@ def _used(directory: Path) -> tuple[int, int]:
     s.set_next_in(4)
     for seq in (1, 2, 3):
         s.add_outbound(seq, b"8=FIX.4.4\x019=5\x0135=0\x0134=%d\x0152=x\x0110=000\x01" % seq)
-    s.unconfirmed_from = s.next_out  # a write pass: all handed on
+    s.unhanded("conn", s.next_out)  # a write pass: all handed on
     s.flush()
-    s.all_confirmed()  # the session ended (a logout, a clean stop)
+    s.connection_ended("conn")  # the session ended (a logout, a clean stop)
     s.close()
     return 4, 4
 

@@ -550,7 +550,7 @@ def test_remove_user_cancel_orders_with_orders_in_flight_on_fix_and_rest_leaves_
                                            "--cancel-orders")  # fmt: skip
             assert code == 0, err
             assert f"account {account}: open orders cancelled" in out, out
-            await until(v_fix.closed.is_set, "V1's FIX session closed (a moment after)", 5)
+            await until(v_fix.closed.is_set, "V1's FIX session closed (a moment after)", 15)
             assert 401 in v_rest.statuses
             assert [m for m in v_fix.client.received if m.get(35) == b"5"], "no Logout"
         finally:
