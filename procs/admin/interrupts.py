@@ -1,7 +1,7 @@
 """SIGTERM and SIGHUP taken by an operator's command (``ringex``) as it takes Ctrl-C.
 
-A command killed by either (``timeout``, a closed terminal, a job control's stop) died
-silently where Ctrl-C says what is left to do: the key a transfer may still be applied
+A command killed by either (SIGTERM: ``timeout``, ``kill``; SIGHUP: a closed terminal) used
+to die silently where Ctrl-C says what is left to do: the key a transfer may still be applied
 under, a detached start stopped, a removed user's orders not cancelled (review 247). So
 for the command's run each raises ``Interrupted``, a ``KeyboardInterrupt``: every handler
 of Ctrl-C handles it too, and ``exit_status`` is 128 + its signal.
@@ -35,9 +35,10 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 @contextlib.contextmanager
 def interrupting() -> Iterator[None]:
     """SIGTERM and SIGHUP raise ``Interrupted`` within, unless the command was started with
-    them ignored (``nohup``, a caller's own stop: review 254; Python leaves an ignored SIGINT
-    so too); the handlers before, SIGINT's too, restored after (a command run in process,
-    by a test). Off the main thread, where no handler can be set, nothing changes."""
+    them ignored (``nohup``, or a parent that ignores them around its own cleanup, as ``make
+    run``'s stop does: review 254; Python leaves an ignored SIGINT so too); the handlers
+    before, SIGINT's too, restored after (a command run in process, by a test). Off the
+    main thread, where no handler can be set, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

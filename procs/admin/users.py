@@ -59,7 +59,8 @@ from shm.inspect import list_segments
 
 #: How long remove-user waits, the user gone from the file, before its cancel-all.
 SETTLE_S = 1.5
-#: How long it waits past that for a gateway that still serves the user's FIX session.
+#: How long it waits past that, in all, for the user's FIX session to end and the router to
+#: take what the gateways' rings held.
 SESSION_END_S = 10.0
 #: A gateway's command ring (``topology.gateway_commands``), by its segment's name
 _GATEWAY_RING: Final = re.compile(r"gw\d+-cmd")
@@ -273,7 +274,9 @@ def remove_user(
 ) -> int:
     """Take ``args.comp_id`` off the exchange; its exit status (1: no such user, a users
     file that cannot be read, or --cancel-orders for an instance that is not running: then
-    nothing is removed, so the command can be run again)."""
+    nothing is removed, so the command can be run again; 1 also where its keys could not be
+    revoked or its orders' cancel could not be confirmed, each said; 0 for a comp id that is
+    no user but held keys an earlier removal left, revoked now)."""
     store = open_users(cfg, "remove-user")
     if store is None:
         return 1

@@ -45,7 +45,9 @@ EARLIER_TEXTS: Final = {
 
 
 class MigrationError(RuntimeError):
-    """The migrations on disk and those recorded in the database disagree."""
+    """A migration that cannot be applied: a file misnamed or repeated, changed since it was
+    applied, a database a newer ringex migrated, or a file the server refuses (not retried:
+    a lock timeout or a lost server keeps its own type, and the writer retries it)."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,10 @@ DESCRIPTORS_PER_SESSION: Final = 4
 
 
 class SessionStores:
+    """The open stores by comp id: ``get`` opens one as needed; ``in_use(comp_id)`` says
+    whether a session is logged on with it (its store is never closed here); ``values``,
+    ``__getitem__`` and ``__len__`` are for the gateway's stop and its tests."""
+
     def __init__(
         self,
         directory: Path,

@@ -26,7 +26,7 @@ flush that stores them anew removes: a crash in between (the truncation done, th
 sent again not yet stored) finds the file at the next start and parks its messages again,
 unless ``messages`` holds them (review 39: they were lost). A gateway killed with messages in
 its connection's buffer (never handed to the kernel, so never sent) finds at the next open
-the first of them as its last flush saved it (``unconfirmed``), and parks them again, as a
+the first of them as its last flush saved it (the fourth number), and parks them again, as a
 connection cut by the gateway parks them (review 252: a logon that reset the numbers never
 got them); those the kernel took since that flush are parked too, and a reset sends them
 again (the same ExecIDs), as a stop may.

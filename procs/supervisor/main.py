@@ -577,7 +577,7 @@ def main(
     parser.add_argument("--profile", default="dev", help="profile name or TOML path")
     args = parser.parse_args(argv)
     # its pid on each line: two starts at once share run/supervisor.log, and each `run
-    # --detach` reports its own supervisor's lines (``cli.start_failure``)
+    # --detach` reports its own supervisor's lines (``exit_reason.start_failure``)
     logging.basicConfig(level=logging.INFO, format=SUPERVISOR_LOG_FORMAT)
     stopped = stop_on_signals()
     cfg = load_profile(args.profile)
