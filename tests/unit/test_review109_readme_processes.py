@@ -353,7 +353,9 @@ def test_sigint_sigterm_and_sighup_ask_for_the_stop(monkeypatch: pytest.MonkeyPa
     assert vars(supervisor_main)["stop_on_signals"] is stopping.stop_on_signals
     kinds = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     before = {s: signal.getsignal(s) for s in kinds}
-    try:
+    try:  # as a process started without them ignored (a run under nohup ignores SIGHUP)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         asked = stopping.stop_on_signals()
         handlers = {signal.getsignal(s) for s in kinds}
         assert len(handlers) == 1 and handlers != {signal.SIG_DFL}

@@ -54,7 +54,9 @@ def test_term_int_and_hup_each_ask_for_a_stop() -> None:
     says whether a stop was asked for"."""
     said("stopping")
     kept = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    try:
+    try:  # as a process started without them ignored (a run under nohup ignores SIGHUP)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for sig in kept:
             asked = stop_on_signals()
             assert not asked()

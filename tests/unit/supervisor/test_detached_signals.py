@@ -23,6 +23,13 @@ from tests.unit.supervisor.test_supervisor import wait_for
 from tests.unit.test_review239_operator_races import CLI, ROOT, _profile
 
 
+def _signals_by_default() -> None:
+    """The command as a terminal starts it: SIGHUP and SIGINT not ignored (they stay ignored
+    where its starter ignored them, ``nohup``: review 254)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_while_a_detached_start_waits_stops_the_start(
     tmp_path: Path, signum: signal.Signals
@@ -36,6 +43,7 @@ def test_a_signal_while_a_detached_start_waits_stops_the_start(
     cfg = load_profile(str(profile))
     run = subprocess.Popen(
         [*CLI, "run", "--config", str(profile), "--detach", "--timeout", "60"],
+        preexec_fn=_signals_by_default,  # noqa: PLW1509  (a suite run under nohup)
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
