@@ -173,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         failed = _wait_started(args, cfg, child, log_path, logged)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: none reaches the supervisor
-        ignore_interrupts()  # in its own session; a second one must not cut the stop short
+        ignore_interrupts()  # (in its own session); a second must not cut the stop short
         _end_start(cfg, child)  # given up on: it must not come up behind the operator
         print(f"ringex run: {interrupted_by(exc)} while instance {cfg.instance} was starting: "
               f"the start is given up, its supervisor (pid {child.pid}) stopped; see "

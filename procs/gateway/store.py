@@ -53,7 +53,7 @@ from procs.gateway.dictionary import ADMIN
 log = logging.getLogger("ringex.gateway")
 
 _SEQNUMS = struct.Struct("<QQQQ")  # next in, next out, first parked, first unconfirmed
-_SEQNUMS_BEFORE_CONFIRMING = _THREE = struct.Struct("<QQQ")
+_SEQNUMS_BEFORE_CONFIRMING = struct.Struct("<QQQ")
 _SEQNUMS_BEFORE_PARKING = struct.Struct("<QQ")
 #: What ``messages`` and ``carried`` open with: this layout (a CRC per entry), version 3.
 MAGIC: Final = b"RXMS\x03\x00\x00\x00"
@@ -397,7 +397,11 @@ class MessageStore:
             numbers = (self.next_in, self.next_out, self.parked_from, self.unconfirmed_from)
             # 24 bytes while nothing is unconfirmed (a clean stop's: the build before reads
             # it, review 255), 32 while a connection's output may not all be handed on
-            data = _SEQNUMS.pack(*numbers) if numbers[3] else _THREE.pack(*numbers[:3])
+            data = (
+                _SEQNUMS.pack(*numbers)
+                if numbers[3]
+                else _SEQNUMS_BEFORE_CONFIRMING.pack(*numbers[:3])
+            )
             os.pwrite(self._seq_fd, data, 0)
             if len(data) < self._seq_size:  # (a crash before this: a stale fourth, parked)
                 os.ftruncate(self._seq_fd, len(data))

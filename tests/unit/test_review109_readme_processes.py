@@ -71,6 +71,7 @@ from shm.liveness import process_start
 from tests.readme_text import ROOT, claim, section
 from tests.unit.router.test_router import Exchange, fund, order
 from tests.unit.router.test_router import config as router_config
+from tests.unit.signals_rig import STOPS, as_a_terminal_starts
 from tests.unit.supervisor.test_supervisor import write_profile
 
 PROCESSES = section("The processes")
@@ -351,21 +352,14 @@ def test_sigint_sigterm_and_sighup_ask_for_the_stop(monkeypatch: pytest.MonkeyPa
     a SIGHUP asks for the stop, it does not end the process."""
     claim("on SIGINT/SIGTERM/SIGHUP (a foreground `ringex run` whose terminal closed)", PROCESSES)
     assert vars(supervisor_main)["stop_on_signals"] is stopping.stop_on_signals
-    kinds = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    before = {s: signal.getsignal(s) for s in kinds}
-    try:  # as a process started without them ignored (a run under nohup ignores SIGHUP)
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    with as_a_terminal_starts():
         asked = stopping.stop_on_signals()
-        handlers = {signal.getsignal(s) for s in kinds}
+        handlers = {signal.getsignal(s) for s in STOPS}
         assert len(handlers) == 1 and handlers != {signal.SIG_DFL}
         assert not asked()
         os.kill(os.getpid(), signal.SIGHUP)
         time.sleep(0.01)
         assert asked()
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
 
 
 def test_a_stop_stops_intake_drains_stops_the_rest_and_unlinks(

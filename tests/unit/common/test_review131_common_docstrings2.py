@@ -8,7 +8,6 @@ import asyncio
 import fcntl
 import os
 import pwd
-import signal
 import threading
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from procs.common.users import User
 from shm import Ring
 from tests.unit.common.test_review131_common_docstrings import said
 from tests.unit.common.test_ring_waker import CODEC
+from tests.unit.signals_rig import STOPS, as_a_terminal_starts
 
 S = 1_000_000_000
 
@@ -53,11 +53,8 @@ def test_term_int_and_hup_each_ask_for_a_stop() -> None:
     loop polls"; ``stop_on_signals``: "SIGTERM, SIGINT and SIGHUP"; "the returned function
     says whether a stop was asked for"."""
     said("stopping")
-    kept = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    try:  # as a process started without them ignored (a run under nohup ignores SIGHUP)
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for sig in kept:
+    with as_a_terminal_starts():
+        for sig in STOPS:
             asked = stop_on_signals()
             assert not asked()
             os.kill(os.getpid(), sig)
@@ -66,9 +63,6 @@ def test_term_int_and_hup_each_ask_for_a_stop() -> None:
                     break
                 time.sleep(0.001)
             assert asked(), sig
-    finally:
-        for sig, handler in kept.items():
-            signal.signal(sig, handler)
 
 
 # -- ring_waker.py --------------------------------------------------------------------------
