@@ -115,6 +115,19 @@ class Counters:
             region.close()
             raise
 
+    @classmethod
+    def peek(cls, instance: str, name: str, counter: str) -> int | None:
+        """Counter ``counter`` of page ``name`` now: None while there is no such page (its
+        writer has not made it) or no such counter on it."""
+        try:
+            page = cls.attach(instance, name)
+        except ShmError:
+            return None
+        try:
+            return page.read().get(counter)
+        finally:
+            page.close()
+
     def index(self, name: str) -> int:
         try:
             return self._index[name]

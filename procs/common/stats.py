@@ -97,9 +97,11 @@ GATEWAY_COUNTERS = (
 
 
 #: The database writer's page: its checkpoint (the last seq committed to PostgreSQL) and 1
-#: once it has said one (``procs/dbwriter/main.py``; the supervisor's metrics: its lag).
+#: once it has said one (``procs/dbwriter/main.py``; the supervisor's metrics: its lag); 1
+#: once it has reached the database or found it away (``DbWriter.ready``: the supervisor's
+#: start waits for it).
 DBWRITER_PAGE = "stats-dbwriter"
-DBWRITER_COUNTERS = ("committed", "known")
+DBWRITER_COUNTERS = ("committed", "known", "ready")
 
 #: The router's page (``procs/router/time_use.py`` writes it): counts, then ns by state.
 ROUTER_PAGE = "stats-router"

@@ -45,6 +45,15 @@ def _nothing() -> None:
     """What ``sd_notify.petting`` wraps where only its ping is wanted."""
 
 
+def _saying(page: Counters, index: int) -> Callable[[], None]:
+    """A call that sets counter ``index`` of ``page`` to 1."""
+
+    def say() -> None:
+        page.values[index] = 1
+
+    return say
+
+
 def _noting(
     sleep: Callable[[float], None], page: Counters, committed: Callable[[], int | None]
 ) -> Callable[[float], None]:
@@ -98,7 +107,8 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
             page = Counters.open(cfg.instance, DBWRITER_PAGE, DBWRITER_COUNTERS)
             sleep = _noting(sleep, page, lambda: _checkpoint(writer))
         pet = sd_notify.petting(_nothing)  # and so does each batch of a catch-up
-        writer = DbWriter(cfg, dsn, options(cfg), sleep=sleep, pet=pet)
+        ready = _nothing if page is None else _saying(page, DBWRITER_COUNTERS.index("ready"))
+        writer = DbWriter(cfg, dsn, options(cfg), sleep=sleep, pet=pet, ready=ready)
         gc_policy.settle(cfg.gc)
         if stopped:
             writer.request_stop()

@@ -108,9 +108,14 @@ class DbWriter:
         codec: RecordCodec | None = None,
         sleep: Callable[[float], None] = time.sleep,
         pet: Callable[[], None] = lambda: None,
+        ready: Callable[[], None] = lambda: None,
     ) -> None:
         """``sleep``: the idle wait; ``pet``: called once a batch while it works through a
-        backlog (systemd's watchdog, which the idle waits alone would leave unfed)."""
+        backlog (systemd's watchdog, which the idle waits alone would leave unfed);
+        ``ready``: called once it has reached the database, its schema migrated, or found it
+        unavailable (it retries, the exchange trades meanwhile): the supervisor's start waits
+        for that, so a running instance's REST history has its tables (a first start's
+        ``initdb`` took seconds: ``relation "orders" does not exist`` in the meantime)."""
         self.cfg = cfg
         self.options = options or WriterOptions()
         self.codec = codec or RecordCodec()
@@ -121,6 +126,7 @@ class DbWriter:
         self.replayed = self.reader.under(RULES_VERSION)
         self.sleep = sleep
         self.pet = pet
+        self.ready = ready
         self.stopping = False
         #: read no further than the journal's durable mark (``journal_durable.py``), or than
         #: this seq where that is further (a run to the end: ``_durable_now``)
@@ -153,6 +159,7 @@ class DbWriter:
     def start(self) -> Follower:
         """Connect (retrying), and bring the replay state to the database's checkpoint."""
         checkpoint, crc = self._retry(self.store.checkpoint_entry, "reading the checkpoint")
+        self.ready()
         follower = Follower.restore(self.cfg, checkpoint, self._entry_crcs)
         from_seq = follower.seq
         if follower.seq < checkpoint:
@@ -407,6 +414,7 @@ class DbWriter:
                     "PostgreSQL unavailable while %s (%s); retrying in %.2f s; lag %d commands",
                     what, said, wait, self._lag(),
                 )  # fmt: skip
+                self.ready()
                 self.sleep(wait)
 
     def _lag(self) -> int:

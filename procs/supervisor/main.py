@@ -44,12 +44,7 @@ from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.parent_death import die_with_parent
 from procs.common.record_codec import RecordCodec
-from procs.common.run_files import (
-    InstanceBusyError,
-    instance_lock,
-    run_dir,
-    status_path,
-)
+from procs.common.run_files import InstanceBusyError, instance_lock, run_dir, status_path
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
 from procs.common.units import units_differ
@@ -72,6 +67,7 @@ from procs.supervisor.preflight import (
 from procs.supervisor.session_end import SessionEnds
 from procs.supervisor.stuck_watch import StuckWatch
 from shm import Ring, ShmError
+from shm.counters import Counters
 from shm.inspect import list_segments, remove_instance
 from shm.liveness import process_start
 
@@ -252,8 +248,9 @@ class Supervisor(StuckWatch):
                 child.held = False
 
     def _wait_ready(self, child: Child, meanwhile: Callable[[], None] | None = None) -> None:
-        """Until ``child`` is ready: it holds its ready ring and listens on its ports.
-        ``meanwhile`` runs every tick (a restart's: the watch's once-a-second duties)."""
+        """Until ``child`` is ready: it holds its ready ring and listens on its ports (the
+        dbwriter: sets its ready counter). ``meanwhile`` runs every tick (a restart's: the
+        watch's once-a-second duties)."""
         spec, process = child.spec, child.process
         assert process is not None
         deadline = time.monotonic() + self.cfg.supervisor.ready_timeout_s
@@ -262,33 +259,34 @@ class Supervisor(StuckWatch):
                 meanwhile()
             if self.stop_asked():
                 raise StopAsked(f"stop asked while {spec.name} starts")
-            code = process.poll()
-            if code is not None:
+            if (code := process.poll()) is not None:
                 raise SupervisorError(
                     f"{spec.name} exited with {code} while starting; see "
                     f"{run_dir(self.cfg) / (spec.name + '.log')}"
                 )
-            if self._holds_ready_ring(child) and not missing_listeners(
-                process.pid, spec.ready_ports
-            ):
+            if self._not_ready(child) is None:
                 child.ready = True
                 return
             time.sleep(0.02)
-        if not self._holds_ready_ring(child):
-            raise SupervisorError(
-                f"{spec.name} did not attach {spec.ready_ring!r} as {spec.ready_consumer!r} "
-                f"within {self.cfg.supervisor.ready_timeout_s} s"
-            )
-        silent = missing_listeners(process.pid, spec.ready_ports)
+        missing = self._not_ready(child) or "was not ready"  # (ready just now: late still)
         raise SupervisorError(
-            f"{spec.name} did not listen on port(s) {silent} within "
-            f"{self.cfg.supervisor.ready_timeout_s} s; see {run_dir(self.cfg) / spec.name}.log"
+            f"{spec.name} {missing} within {self.cfg.supervisor.ready_timeout_s} s; see "
+            f"{run_dir(self.cfg) / spec.name}.log"
         )
 
-    def _holds_ready_ring(self, child: Child) -> bool:
-        if child.spec.ready_ring not in self._rings or child.process is None:
-            return True  # nothing to wait on
-        return self._line(child) is not None
+    def _not_ready(self, child: Child) -> str | None:
+        """What ``child`` has yet to do to be ready (None: nothing): hold its ready ring, set
+        its ready counter, listen on its ports."""
+        spec, process = child.spec, child.process
+        assert process is not None
+        if spec.ready_ring in self._rings and self._line(child) is None:
+            return f"did not attach {spec.ready_ring!r} as {spec.ready_consumer!r}"
+        if spec.ready_counter and not Counters.peek(self.cfg.instance, *spec.ready_counter):
+            page, counter = spec.ready_counter  # the dbwriter: it reached PostgreSQL
+            return f"did not set {counter!r} on its page {page!r}"
+        if silent := missing_listeners(process.pid, spec.ready_ports):
+            return f"did not listen on port(s) {silent}"
+        return None
 
     # -- watch ----------------------------------------------------------------------------------
 

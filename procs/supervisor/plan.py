@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, replace
 
 from config.schema import RingexConfig
+from procs.common.stats import DBWRITER_PAGE
 from procs.common.topology import (
     ADMIN_GATEWAY,
     MARKETDATA,
@@ -47,6 +48,8 @@ class ProcessSpec:
     ready_ports: tuple[int, ...] = ()  # TCP ports it must listen on to be ready
     #: more (ring, consumer) lines it reads, watched for it being stuck as the ready one is
     watched: tuple[tuple[str, str], ...] = ()
+    #: (page, counter) it sets to 1 once ready, for one that reads no ring (the dbwriter)
+    ready_counter: tuple[str, str] | None = None
 
     def argv(self, profile: str) -> list[str]:
         return [sys.executable, "-m", self.module, "--profile", profile, *self.args]
@@ -97,10 +100,17 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
                 "replica-source", "procs.replica.main", ("source",), cpus("replica"), "", ""
             )
         )
-    if cfg.database.enabled:  # follows the journal: no ring, ready once started
-        specs.append(
+    if cfg.database.enabled:  # follows the journal, no ring: ready once it reached PostgreSQL
+        specs.append(  # (or found it away), so a running instance's history has its tables
             ProcessSpec(
-                "dbwriter", "procs.dbwriter.main", (), cpus("dbwriter"), "", "", stop_last=True
+                "dbwriter",
+                "procs.dbwriter.main",
+                (),
+                cpus("dbwriter"),
+                "",
+                "",
+                stop_last=True,
+                ready_counter=(DBWRITER_PAGE, "ready"),
             )
         )
     if cfg.marketdata.enabled:

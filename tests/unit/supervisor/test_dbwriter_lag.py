@@ -4,6 +4,8 @@ The writer reads no ring, so no consumer line shows it behind or stuck (review 2
 writes its checkpoint into a counter page (``stats-dbwriter``) at each turn of its loop and
 each retry's wait, and the metrics give ``ringex_dbwriter_committed_total`` and
 ``ringex_dbwriter_lag`` (the journal's last seq less the checkpoint).
+Its ``ready`` counter is what the supervisor's start waits for (a running instance's history
+has its tables).
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ from procs.common.record_codec import RecordCodec
 from procs.common.stats import DBWRITER_COUNTERS, DBWRITER_PAGE
 from procs.common.topology import journal_dir
 from procs.dbwriter.main import _noting
+from procs.supervisor.child import Child
+from procs.supervisor.main import Supervisor, SupervisorError
 from procs.supervisor.metrics import RingexCollector
+from procs.supervisor.plan import plan
 from shm.counters import Counters
 from tests.unit.supervisor.test_metrics import beats
+from tests.unit.supervisor.test_review122_supervisor_docstrings import FakeProcess, tuned
 
 
 def _cfg(instance: str, tmp_path: Path, *, database: bool) -> RingexConfig:
@@ -93,7 +99,25 @@ def test_noting_writes_the_checkpoint_before_each_wait(page: Counters) -> None:
     committed: list[int | None] = [None]
     sleep = _noting(waited.append, page, lambda: committed[0])
     sleep(0.5)
-    assert page.read() == {"committed": 0, "known": 0} and waited == [0.5]
+    assert page.read() == {"committed": 0, "known": 0, "ready": 0} and waited == [0.5]
     committed[0] = 41
     sleep(0.01)
-    assert page.read() == {"committed": 41, "known": 1} and waited == [0.5, 0.01]
+    assert page.read() == {"committed": 41, "known": 1, "ready": 0} and waited == [0.5, 0.01]
+
+
+def test_the_start_waits_for_the_writer_to_say_it_reached_postgresql(
+    instance: str, tmp_path: Path, page: Counters
+) -> None:
+    """The dbwriter's spec names its page's ``ready`` counter; ``_wait_ready`` waits for it
+    (a running instance's REST history has its tables) and names it at its timeout."""
+    cfg = tuned(_cfg(instance, tmp_path, database=True), metrics=False, ready_timeout_s=0.2)
+    sup = Supervisor(cfg, str(tmp_path / "p.toml"))
+    (spec,) = (s for s in plan(cfg) if s.name == "dbwriter")
+    assert spec.ready_counter == (DBWRITER_PAGE, "ready")
+    child = Child(spec)
+    child.process = FakeProcess()  # type: ignore[assignment]
+    with pytest.raises(SupervisorError, match="dbwriter did not set 'ready' on its page"):
+        sup._wait_ready(child)
+    page.values[DBWRITER_COUNTERS.index("ready")] = 1
+    sup._wait_ready(child)
+    assert child.ready
