@@ -264,14 +264,27 @@ class Connection(asyncio.Protocol):
         transport, session = self.transport, self.session
         if transport is None:
             return
-        if session is not None and session.store is not None:
-            flushed = self._handed - transport.get_write_buffer_size()
-            cut = next((first for end, first in self._marks if end > flushed), 0)
-            if cut:
-                session.store.park_again(cut)
-            if (waiting := session.waiting_from()) < session.store.next_out:
-                session.store.park_again(waiting)  # behind a resend: never handed on (255)
+        if session is not None:
+            self._park_unsent(session, transport.get_write_buffer_size())
         transport.abort()
+
+    def _park_unsent(self, session: Session, buffered: int | None) -> None:
+        """Park again what this connection never handed to the kernel: from its oldest mark
+        past the ``buffered`` bytes its transport still holds (None: not known, an error
+        dropped them: from its oldest mark, a few the kernel took since perhaps among them,
+        to come twice), and what waits behind a resend (review 255)."""
+        store = session.store
+        if store is None:
+            return
+        if buffered is None:
+            cut = self._marks[0][1] if self._marks else 0
+        else:
+            flushed = self._handed - buffered
+            cut = next((first for end, first in self._marks if end > flushed), 0)
+        if cut:
+            store.park_again(cut)
+        if (waiting := session.waiting_from()) < store.next_out:
+            store.park_again(waiting)  # behind a resend: never handed on (255)
 
     def data_received(self, data: bytes) -> None:
         session = self.session
@@ -300,5 +313,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         session = self.session
         if session is not None and session.store is not None:  # its output drained, or cut
-            session.store.connection_ended(self)  # and parked (``abort``)
+            if exc is not None:  # by an error (the peer's RST): asyncio dropped its buffer
+                self._park_unsent(session, None)  # (review 260; ``abort`` parked already)
+            session.store.connection_ended(self)
         self.server.connection_lost(self)
