@@ -202,6 +202,8 @@ class GapRecovery:
         ones); ``store.next_out`` when none waits."""
         assert self.store is not None
         first = self.store.next_out - len(self._behind)
+        if not self._resends:  # (the usual case: called a few times each write pass)
+            return first
         return min([first, *(begin for begin, _end, again in self._resends if not again)])
 
     def _drop_resends(self) -> None:
