@@ -23,6 +23,7 @@ from procs.common.open_files import connections_room
 from procs.gateway import api_errors as codes
 from procs.gateway.fast_request import error_bytes
 from procs.gateway.rest_fast import FastLane
+from procs.gateway.session_stores import fix_descriptors
 
 log = logging.getLogger("ringex.rest")
 
@@ -41,7 +42,7 @@ class RestConnections:
     def _fit_connections(self) -> None:
         """The port's connections and the FIX sessions' within the descriptors this process
         may open (its soft limit raised towards the hard one where they do not fit)."""
-        fix = 4 * self.gw.max_sessions  # a session's socket, lock and store's two files
+        fix = fix_descriptors(self.gw.max_sessions)  # with the spare stores (review 256)
         wanted, streams = self.rest.max_connections, self.rest.max_streams
         # a private stream holds two slot locks besides its socket (``stream_slots.py``):
         # n connections take n + 2 min(n, streams) descriptors (review 81: the locks of

@@ -33,6 +33,11 @@ SPARE: Final = 64
 DESCRIPTORS_PER_SESSION: Final = 4
 
 
+def fix_descriptors(max_sessions: int) -> int:
+    """The descriptors a gateway's FIX side may hold: its sessions' and the spare stores'."""
+    return DESCRIPTORS_PER_SESSION * max_sessions + 2 * SPARE
+
+
 class SessionStores:
     """The open stores by comp id: ``get`` opens one as needed; ``in_use(comp_id)`` says
     whether a session is logged on with it (its store is never closed here); ``values``,
@@ -49,7 +54,7 @@ class SessionStores:
         self._in_use = in_use  # whether a session is logged on with that comp id
         self._before_save = before_save
         self._open: OrderedDict[str, MessageStore] = OrderedDict()
-        wanted = DESCRIPTORS_PER_SESSION * max_sessions + 2 * SPARE
+        wanted = fix_descriptors(max_sessions)
         room = connections_room(wanted, warn=False)
         if room < wanted:
             log.warning("%d descriptors may be needed by max_sessions=%d (%d a session, and "

@@ -68,6 +68,7 @@ from procs.common.topology import journal_dir
 from procs.dbwriter.writer import CheckpointBehindError, DbWriter, WriterOptions
 from procs.gateway import rest_connections
 from procs.gateway.rest_connections import RestConnections
+from procs.gateway.session_stores import SPARE, fix_descriptors
 from procs.gateway.stream_slots import StreamSlot, StreamSlots
 from tests.unit.dbwriter.journal_gen import JournalBuilder
 from tests.unit.test_review79_durable import CODEC, COMMON, _cfg, _deposit, _killed, _router
@@ -93,7 +94,7 @@ def test_the_port_takes_as_many_connections_as_fit_with_their_streams_locks(
     the fit, more than the 1,500 left after the FIX sessions, so ``room`` is negative and
     the limit is ``max(1, ...)``: 1. Every REST client but one is answered 503 (before
     2a56c89 the same gateway took 1,500)."""
-    available = 5_500
+    available = 5_500 + 2 * SPARE  # (the spare stores' too: review 256)
     fake = lambda wanted, **_: min(wanted, available)  # noqa: E731
     monkeypatch.setattr(rest_connections, "connections_room", fake)
     rest = RestConfig()
@@ -103,7 +104,7 @@ def test_the_port_takes_as_many_connections_as_fit_with_their_streams_locks(
     fitted: int = gateway.max_connections
 
     def held(connections: int) -> int:
-        return 4 * 1_000 + connections + 2 * min(rest.max_streams, connections)
+        return fix_descriptors(1_000) + connections + 2 * min(rest.max_streams, connections)
 
     assert held(fitted) <= available, f"{fitted} connections hold {held(fitted)} descriptors"
     assert fitted == 500, f"the port takes {fitted} connections; 500 fit with their streams"
@@ -125,7 +126,7 @@ def test_the_port_is_not_fitted_down_where_the_descriptors_suffice(
     gateway = SimpleNamespace(gw=SimpleNamespace(max_sessions=10), rest=rest)
     RestConnections._fit_connections(gateway)  # type: ignore[arg-type]
     assert gateway.max_connections == 300
-    assert asked == [4 * 10 + 300 + 2 * 300]
+    assert asked == [fix_descriptors(10) + 300 + 2 * 300]
 
 
 # -- pinned: a run to the end over a killed router's torn tail ----------------------------------

@@ -61,6 +61,7 @@ from procs.common.rules_version import RULES_VERSION
 from procs.dbwriter.writer import DbWriter
 from procs.gateway import rest_connections
 from procs.gateway.rest_connections import RestConnections
+from procs.gateway.session_stores import SPARE, fix_descriptors
 
 SLOT = 8
 ENTRY = EntryLayout(SLOT).size
@@ -113,7 +114,7 @@ def test_the_descriptor_warning_names_the_ports_limit(
     descriptors and fits the port itself, so the warning says "max_connections 8000 does
     not fit 5574 open files ...: at most 5500 connections, the others answered 503": a
     limit nobody configured, and eleven times the connections the port takes."""
-    _descriptors(monkeypatch, 5_500)
+    _descriptors(monkeypatch, 5_500 + 2 * SPARE)  # (the spare stores' too: review 256)
     rest = RestConfig()
     assert (rest.max_connections, rest.max_streams) == (2_000, 1_000)
     with caplog.at_level(logging.WARNING):
@@ -125,9 +126,10 @@ def test_the_descriptor_warning_names_the_ports_limit(
 
 def test_the_fit_at_its_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pinned (6dad043): the most connections n with n + 2 min(n, max_streams) descriptors in
-    the room after the FIX sessions' 4 each, at least 1; the whole configured limit where
-    the room is unlimited (RLIM_INFINITY: ``connections_room`` grants what is asked)."""
-    fix = 4 * 10
+    the room after the FIX sessions' 4 each (and the spare stores'), at least 1; the whole
+    configured limit where the room is unlimited (RLIM_INFINITY: ``connections_room`` grants
+    what is asked)."""
+    fix = fix_descriptors(10)
 
     def fitted(room: int, connections: int, streams: int) -> int:
         monkeypatch.setattr(

@@ -29,6 +29,7 @@ from procs.gateway.order_state import Order
 from procs.gateway.rest_balances import LEASE_MS
 from procs.gateway.rest_connections import RestConnections
 from procs.gateway.rest_wiring import RestWiring
+from procs.gateway.session_stores import fix_descriptors
 from procs.gateway.stream_slots import StreamSlots
 from tests.unit.gateway.test_review112_readme_fix2 import SYM, Rig, message, order
 from tests.unit.gateway.test_review126_rest_docstrings import ALICE, _Rig, _says, placed, run
@@ -448,7 +449,9 @@ def test_fitted_connections_are_the_most_whose_stream_locks_fit_too(
     _says(RestConnections._fit_connections, "n connections take n + 2 min(n, streams)")
     for room, wanted, streams in ((40, 100, 10), (20, 100, 10), (29, 100, 10), (500, 100, 10),
                                   (2, 100, 10), (50, 30, 40)):  # fmt: skip
-        monkeypatch.setattr(rest_connections, "connections_room", lambda n, warn, r=room: r + 8)
+        monkeypatch.setattr(
+            rest_connections, "connections_room", lambda n, warn, r=room: r + fix_descriptors(2)
+        )
         ns: Any = SimpleNamespace(
             gw=SimpleNamespace(max_sessions=2),
             rest=SimpleNamespace(max_connections=wanted, max_streams=streams),
