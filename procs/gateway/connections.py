@@ -40,6 +40,7 @@ from procs.gateway.limits import RateLimiter, limit_key
 from procs.gateway.orders import OrderEntry
 from procs.gateway.session import Session
 from procs.gateway.session_interface import SessionSettings, State
+from procs.gateway.session_stores import SessionStores
 from procs.gateway.store import MessageStore, MessageStoreError
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class GatewayConnections:
     _writes_due: list[Connection]
     _started_ns: int
     store: Callable[[str], MessageStore]
+    stores: SessionStores
     publish: Callable[[], None]
     submit: Callable[[], None]
     #: commands waiting to be published past which a read publishes at once (``burst_limit``)
@@ -150,9 +152,11 @@ class GatewayConnections:
     def connection_lost(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self._logged_on(conn)  # (or never: its slot comes back either way)
-        if conn.session is not None:
-            conn.session.on_output = None  # its close has nowhere to go: not dirty again
-            conn.session.connection_lost(wall_clock.now_ns())
+        if (session := conn.session) is not None:
+            session.on_output = None  # its close has nowhere to go: not dirty again
+            session.connection_lost(wall_clock.now_ns())
+            if session.user is not None:  # its store used last now: kept among the spare
+                self.stores.touch(session.user.comp_id)  # (review 260)
         self._dirty.discard(conn)
         self.publish()
         self.submit()  # its cancels (cancel on disconnect) are answered by the poll loop

@@ -82,6 +82,11 @@ class SessionStores:
                 log.error("the store of %s closed, its last flush failed: %s", old, exc)
         return store
 
+    def touch(self, comp_id: str) -> None:
+        """``comp_id``'s store, if open, is the newest used now (its session just ended)."""
+        if comp_id in self._open:
+            self._open.move_to_end(comp_id)
+
     def __getitem__(self, comp_id: str) -> MessageStore:
         return self._open[comp_id]
 
