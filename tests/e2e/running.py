@@ -35,16 +35,18 @@ def running_exchange(
     *,
     marketdata: bool = False,
     database: bool = True,
+    dsn: str = "",
 ) -> Iterator[Path]:
     """Yield the profile of a running instance; ``gateway`` is extra TOML for gw1's table;
     ``marketdata`` runs the market-data process too, on a free port; ``database=False``
-    runs no database writer (nor its PostgreSQL)."""
+    runs no database writer (nor its PostgreSQL); ``dsn`` is its database (empty: the
+    embedded one)."""
     profile = tmp_path / "e2e.toml"
     feed = f"enabled = true\nport = {free_port()}\n" if marketdata else "enabled = false\n"
     profile.write_text(
         f'instance = "{instance}"\nvar_dir = "{tmp_path / "var"}"\n'
         f"[marketdata]\n{feed}"
-        f"[database]\nenabled = {'true' if database else 'false'}\n"
+        f'[database]\nenabled = {"true" if database else "false"}\ndsn = "{dsn}"\n'
         "[ring]\ncapacity = 4096\n"
         '[wait]\nstrategy = "blocking"\npark_timeout_s = 0.005\n'
         "[risk]\nfee_account = 1\n"
