@@ -4,6 +4,7 @@ not above its maximum."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from typing import Annotated
 
@@ -24,13 +25,26 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 #: An address to listen on: "" (every one), an IP literal (an IPv6 one may name its zone),
 #: or a host name of RFC 1123 labels, 253 characters at most (review 142: a NUL, a path or
 #: 5,000 characters loaded, and the bind failed at start).
-Host = Annotated[
-    str,
-    msgspec.Meta(
-        max_length=253,
-        pattern=rf"^(?:[0-9A-Fa-f:.]+(?:%[A-Za-z0-9]{{1,16}})?|{_LABEL}(?:\.{_LABEL})*)?\Z",
-    ),
-]
+HOST_PATTERN = rf"^(?:[0-9A-Fa-f:.]+(?:%[A-Za-z0-9]{{1,16}})?|{_LABEL}(?:\.{_LABEL})*)?\Z"
+Host = Annotated[str, msgspec.Meta(max_length=253, pattern=HOST_PATTERN)]
+
+
+def host_refused(host: str) -> str | None:
+    """Why no listener or connection can use ``host`` (None: it can), past what ``Host``'s
+    pattern checks (review 263): one with a colon is an IPv6 literal (its zone aside) or
+    nothing, and an IPv4-mapped one binds nowhere (asyncio's and uvloop's listeners set
+    IPV6_V6ONLY)."""
+    if len(host) > 253 or not re.fullmatch(HOST_PATTERN, host):
+        return "is not an IP literal or a host name"
+    if ":" not in host:
+        return None
+    try:
+        address = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return "is not an IP literal or a host name (a colon is in no host name)"
+    if address.ipv4_mapped is not None:
+        return f"is IPv4-mapped, which binds nowhere: use {address.ipv4_mapped}"
+    return None
 
 
 #: The listen hosts that are no IP literal but name one: every address, and localhost.

@@ -103,11 +103,16 @@ def _shown(value: object) -> str:
 #: value was echoed whole, twice).
 SHOWN = 80
 _LONG = re.compile(rf"(['\"]?)([^'\"\s]{{{SHOWN}}})[^'\"\s]+\1")
+#: A quoted value, spaces and all: its opening quote not after a word character, its closing
+#: one not before one (the prose between two quoted values is not taken for one)
+_QUOTED = re.compile(rf"(?<!\w)(['\"])([^'\"\n]{{{SHOWN}}})[^'\"\n]+\1(?!\w)")
 
 
 def cut_values(text: str) -> str:
     """``text`` with every run of more than ``SHOWN`` characters (a value msgspec or this
-    module echoes) cut to its first ``SHOWN`` and "..."."""
+    module echoes), or quoted value of more (spaces in it: review 263), cut to its first
+    ``SHOWN`` and "..."."""
+    text = _QUOTED.sub(lambda m: f"{m[1]}{m[2]}...{m[1]}", text)
     return _LONG.sub(lambda m: f"{m[1]}{m[2]}...{m[1]}", text)
 
 

@@ -23,6 +23,7 @@ from config.fields import (
     Units,
     at_most,
     host_and_port,
+    host_refused,
     listen_address,
 )
 from config.refused_value import cut_values
@@ -164,8 +165,7 @@ class MatcherConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
                 f"matcher {self.name!r} owns no symbol (symbols = []): give it one or more, "
                 "or remove it"
             )
-        twice = sorted({s for s in self.symbols if self.symbols.count(s) > 1})
-        if twice:
+        if twice := sorted({s for s in self.symbols if self.symbols.count(s) > 1}):
             raise ValueError(f"matcher {self.name!r} lists symbol {twice[0]!r} twice")
 
 
@@ -283,7 +283,7 @@ class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
 
     def primary_address(self) -> tuple[str, int]:
         host, port = host_and_port(self.primary)
-        if not host or not (port.isascii() and port.isdigit()):  # not "²", nor "٩٩" (134)
+        if host_refused(host) or not (host and port.isascii() and port.isdigit()):  # "²": 134
             raise ValueError(
                 f"replication.primary {self.primary!r} is not host:port (an IPv6 host in "
                 "brackets: [::1]:9900)"
@@ -431,13 +431,11 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
                         f"{matcher.name!r}; each symbol has one matcher"
                     )
                 owner[symbol] = matcher.name
-        unowned = [n for n in names if n not in owner]
-        if unowned:
+        if unowned := [n for n in names if n not in owner]:
             raise ValueError(f"no matcher owns symbol(s) {', '.join(unowned)}")
         self._check_assets()
         gateway_ids = [str(g.id) for g in self.gateways]
-        dupes = sorted({v for v in gateway_ids if gateway_ids.count(v) > 1})
-        if dupes:
+        if dupes := sorted({v for v in gateway_ids if gateway_ids.count(v) > 1}):
             raise ValueError(f"gateway id {', '.join(dupes)} is configured twice")
         self._check_processes()
         self._check_listeners()
@@ -476,10 +474,10 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
                     f"matcher name {m.name!r} is a gateway's (its counters page would be "
                     f"shared with gateway {m.name[2:]}): pick another"
                 )
-            if m.name == "router":  # review 102: each one's start would replace the other's
-                raise ValueError(
-                    "matcher name 'router' is the router's (its counters page, stats-router, "
-                    "would be shared with the router's): pick another"
+            if m.name in ("router", "dbwriter"):  # reviews 102, 263: each one's start would
+                raise ValueError(  # replace the other's page
+                    f"matcher name {m.name!r} is the {m.name}'s (its counters page, stats-"
+                    f"{m.name}, would be shared with the {m.name}'s): pick another"
                 )
         readers = 1 + len(self.gateways) + (1 if self.marketdata.enabled else 0)
         if readers > self.ring.max_consumers:
@@ -507,6 +505,8 @@ class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         wildcard = {"0.0.0.0", "::"}  # every address ("" too: listen_address): any host
 
         def listen(host: str, port: int, who: str, shared: str = "", look: Face = ()) -> None:
+            if refused := host_refused(host):  # review 263: "1::2::3" bound nowhere
+                raise ValueError(f"{who}: host {cut_values(repr(host))} {refused}")
             if not port:
                 return  # a free port, picked at start
             # LOCALHOST is localhost (review 134), 127.1 is 127.0.0.1 (review 142)

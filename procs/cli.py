@@ -42,7 +42,7 @@ from procs.common.endpoints import endpoints, meets_clients, unserved
 from procs.common.journal import JournalError, JournalReader
 from procs.common.journal import list_segments as journal_segments
 from procs.common.journal_archive import archive_segments_before
-from procs.common.pending_runs import pending_runs, stop_pending_runs
+from procs.common.pending_runs import instances_run_by, pending_runs, stop_pending_runs
 from procs.common.record_codec import RecordCodec
 from procs.common.run_files import (
     not_ready,
@@ -257,9 +257,14 @@ def _stop(args: argparse.Namespace) -> int:
 def _stop_starts(cfg: RingexConfig, args: argparse.Namespace, starts: list[int]) -> int:
     bound = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
     again = functools.partial(pending_runs, cfg, _profile(args), load_profile)  # (review 239)
+    ran = [name for name in instances_run_by(cfg, starts) if name != cfg.instance]
     if left := stop_pending_runs(starts, bound if args.timeout is None else args.timeout, again):
         print(f"instance {cfg.instance}'s start (pids {left}) still running", file=sys.stderr)
         return 1
+    if ran:  # started from this file, which has named another instance since
+        print(f"instance {', '.join(ran)} stopped (started from this file, which now names "
+              f"{cfg.instance})")  # fmt: skip
+        return 0
     print(f"instance {cfg.instance} stopped (its start was under way)")
     return 0
 

@@ -13,6 +13,7 @@ has this status file's path.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -80,6 +81,19 @@ def stop_pending_runs(
             return left
         pids = again()
     return []
+
+
+def instances_run_by(cfg: RingexConfig, pids: list[int]) -> list[str]:
+    """The instances whose status file, under ``cfg``'s ``var_dir``, says one of ``pids``
+    runs them: what a start of a profile edited since runs (review 263: the file renamed
+    its instance, and the stop named the new name)."""
+    found = []
+    for path in sorted(Path(cfg.var_dir).glob("*/run/status.json")):
+        with contextlib.suppress(OSError, ValueError):
+            status = json.loads(path.read_text())
+            if status.get("supervisor_pid") in pids and isinstance(status.get("instance"), str):
+                found.append(status["instance"])
+    return found
 
 
 def _resolved(profile: str, cwd: Path, *, file: bool = False) -> str:

@@ -57,6 +57,7 @@ from procs.supervisor.metrics import MetricsServer, ProcessSample, RingexCollect
 from procs.supervisor.plan import MATCHER_MODULE, plan
 from procs.supervisor.preflight import (
     cpus_missing,
+    embedded_refused,
     fee_account_user,
     fee_account_user_now,
     nice_refused,
@@ -112,10 +113,11 @@ class Supervisor(StuckWatch):
 
     def refuse_cpus_missing(self) -> None:
         """Refuse ``supervisor.cores`` naming a CPU this host does not let us run on, a
-        ``supervisor.nice`` this process may not set, and TLS files that do not load."""
+        ``supervisor.nice`` this process may not set, TLS files that do not load, and the
+        rest of ``preflight.py``'s start checks."""
         specs = [child.spec for child in self.children]
         refused = cpus_missing(specs) or nice_refused(specs) or tls_refused(self.cfg)
-        if refused := refused or fee_account_user(self.cfg):
+        if refused := refused or fee_account_user(self.cfg) or embedded_refused(self.cfg):
             raise SupervisorError(refused)
 
     def refuse_other_units(self) -> None:

@@ -2,8 +2,8 @@
 limit it meets: CPUs this host lacks (``supervisor.cores``), a niceness it may not set
 (``supervisor.nice``), rings that shared memory cannot hold (``ring.capacity``), TLS files
 that do not load (``tls_refused``), a user's account as the fee account (``fee_account_user``),
-and units other than the journal's (``procs/common/units.py``), checked again before each
-restart.
+an embedded database that cannot run (``embedded_refused``), and units other than the
+journal's (``procs/common/units.py``), checked again before each restart.
 Refused here, none is a process that cannot be pinned or niced (an opaque ``preexec_fn``
 error), a SIGBUS once a ring fills past what /dev/shm can give, or a router that refuses
 at every restart."""
@@ -17,9 +17,10 @@ from collections.abc import Iterable
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
+from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.record_codec import RecordCodec
 from procs.common.tls import TlsError, mutual_context, server_context
-from procs.common.topology import rings, users_path
+from procs.common.topology import postgres_dir, rings, users_path
 from procs.common.units import units_differ
 from procs.common.users import UsersFileError, UserStore, fee_account_refused
 from procs.supervisor.plan import ProcessSpec
@@ -156,3 +157,16 @@ def fee_account_user_now(profile: str) -> str:
         return fee_account_user(load_profile(profile))
     except ConfigError:
         return ""
+
+
+def embedded_refused(cfg: RingexConfig) -> str:
+    """Why the embedded database (``database.enabled``, no ``dsn``) cannot run for ``cfg``:
+    no PostgreSQL binaries, a ``var_dir`` too deep for its socket's path (review 263: the
+    writer died at its start with a traceback, the run saying only that it exited)."""
+    if not cfg.database.enabled or cfg.database.dsn:
+        return ""
+    try:
+        EmbeddedPostgres(postgres_dir(cfg))
+    except EmbeddedError as exc:
+        return f"the embedded database (database.dsn empty): {exc}"
+    return ""
