@@ -19,7 +19,7 @@ from types import FrameType
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common import gc_policy, sd_notify
-from procs.common.embedded_postgres import EmbeddedPostgres
+from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.stats import DBWRITER_COUNTERS, DBWRITER_PAGE
 from procs.common.topology import postgres_dir, users_path
 from procs.common.units import exit_if_other_units
@@ -27,6 +27,9 @@ from procs.dbwriter.writer import Backoff, DbWriter, StoppedWaitingError, Writer
 from shm.counters import Counters
 
 log = logging.getLogger("ringex.dbwriter")
+
+#: How often at most the writer, retrying, looks whether its embedded cluster is down.
+REVIVE_S = 2.0
 
 
 def options(cfg: RingexConfig) -> WriterOptions:
@@ -52,6 +55,26 @@ def _saying(page: Counters, index: int) -> Callable[[], None]:
         page.values[index] = 1
 
     return say
+
+
+def _reviving(embedded: EmbeddedPostgres, every_s: float = REVIVE_S) -> Callable[[], None]:
+    """A call that starts ``embedded`` again where it is down, once ``every_s`` at most: no
+    one else starts this private cluster, and one the OOM killer took stayed down, the
+    history with it, until the writer was restarted by hand (review 261)."""
+    looked = [0.0]
+
+    def revive() -> None:
+        if time.monotonic() - looked[0] < every_s:
+            return
+        looked[0] = time.monotonic()
+        try:
+            if not embedded.running():
+                log.warning("the embedded PostgreSQL at %s is down: starting it", embedded.data)
+                embedded.start()
+        except (EmbeddedError, OSError) as exc:  # said; tried again at a later retry
+            log.error("the embedded PostgreSQL did not start: %s", exc)
+
+    return revive
 
 
 def _noting(
@@ -108,7 +131,8 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
             sleep = _noting(sleep, page, lambda: _checkpoint(writer))
         pet = sd_notify.petting(_nothing)  # and so does each batch of a catch-up
         ready = _nothing if page is None else _saying(page, DBWRITER_COUNTERS.index("ready"))
-        writer = DbWriter(cfg, dsn, options(cfg), sleep=sleep, pet=pet, ready=ready)
+        revive = _nothing if embedded is None else _reviving(embedded)
+        writer = DbWriter(cfg, dsn, options(cfg), sleep=sleep, pet=pet, ready=ready, revive=revive)
         gc_policy.settle(cfg.gc)
         if stopped:
             writer.request_stop()

@@ -109,13 +109,16 @@ class DbWriter:
         sleep: Callable[[float], None] = time.sleep,
         pet: Callable[[], None] = lambda: None,
         ready: Callable[[], None] = lambda: None,
+        revive: Callable[[], None] = lambda: None,
     ) -> None:
         """``sleep``: the idle wait; ``pet``: called once a batch while it works through a
         backlog (systemd's watchdog, which the idle waits alone would leave unfed);
         ``ready``: called once it has reached the database, its schema migrated, or found it
         unavailable (it retries, the exchange trades meanwhile): the supervisor's start waits
         for that, so a running instance's REST history has its tables (a first start's
-        ``initdb`` took seconds: ``relation "orders" does not exist`` in the meantime)."""
+        ``initdb`` took seconds: ``relation "orders" does not exist`` in the meantime);
+        ``revive``: called before each retry's wait (the embedded cluster's start again, where
+        it died: review 261)."""
         self.cfg = cfg
         self.options = options or WriterOptions()
         self.codec = codec or RecordCodec()
@@ -127,6 +130,7 @@ class DbWriter:
         self.sleep = sleep
         self.pet = pet
         self.ready = ready
+        self.revive = revive
         self.stopping = False
         #: read no further than the journal's durable mark (``journal_durable.py``), or than
         #: this seq where that is further (a run to the end: ``_durable_now``)
@@ -415,6 +419,7 @@ class DbWriter:
                     what, said, wait, self._lag(),
                 )  # fmt: skip
                 self.ready()
+                self.revive()
                 self.sleep(wait)
 
     def _lag(self) -> int:

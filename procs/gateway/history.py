@@ -256,6 +256,9 @@ class History:
             min_size=1,
             max_size=max_connections,
             open=False,
+            # an idle connection is checked as it is handed out: after PostgreSQL restarted,
+            # each one the pool held failed its next request with a 503 (review 261)
+            check=AsyncConnectionPool.check_connection,
             kwargs={
                 "autocommit": True,
                 "connect_timeout": 5,

@@ -155,7 +155,7 @@ def test_an_error_while_a_batch_retries_is_raised_not_hung(
     writer: Any = DbWriter.__new__(DbWriter)
     writer.options = WriterOptions(backoff=Backoff(initial_s=0.001, max_s=0.001))
     writer.store, writer.sleep, writer.stopping, writer.committed = DownStore(), sleep, False, 0
-    writer.ready = lambda: None  # (the supervisor's start waits for its call)
+    writer.ready = writer.revive = lambda: None  # (its retry calls both)
     writer.reader = type("R", (), {"last_seq": staticmethod(lambda: 1)})()
     writer.follower = object()
 
