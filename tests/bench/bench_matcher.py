@@ -143,9 +143,10 @@ def time_book(book_cls: type[Book], records: list[Record], rounds: int) -> tuple
     return best, book
 
 
-def trades_of(records: list[Record]) -> tuple[int, int, int]:
-    """(trades, quantity, notional) of FastBook over ``records``: a peer's fills must agree."""
-    book = FastBook(SPEC)
+def trades_of(records: list[Record], book_cls: type[Book] = FastBook) -> tuple[int, int, int]:
+    """(trades, quantity, notional) of ``book_cls`` over ``records``: a peer's fills must
+    agree with FastBook's, and FastBook's with ReferenceBook's."""
+    book = book_cls(SPEC)
     count = qty = notional = 0
     for command in records:
         for event in book.execute(command):
@@ -422,6 +423,10 @@ def main() -> int:
         rows["ringex FastBook"], rows["ringex ReferenceBook"] = fast_ops, ref_ops
         same_hash = fast.state_hash() == ref.state_hash()
         checks[f"{mix}: FastBook state hash == ReferenceBook"] = same_hash
+        # a trade dropped or mispriced changes neither hash nor levels (review 264)
+        checks[f"{mix}: FastBook trades == ReferenceBook's"] = trades_of(records) == trades_of(
+            records, ReferenceBook
+        )
         checks[f"{mix}: FastBook from ops state hash == from records"] = (
             like.state_hash() == fast.state_hash()
         )

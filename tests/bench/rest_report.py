@@ -123,6 +123,9 @@ def finish(
               f"target >= {TARGET_REST_PER_S:,} orders/s {verdict}")  # fmt: skip
         if not met:
             missed.append(f"REST {orders:,.0f} orders/s < {TARGET_REST_PER_S:,}")
+    else:  # (review 264: --paths fix said "all met")
+        summary["target_met"] = None
+        missed.append(f"REST >= {TARGET_REST_PER_S:,} orders/s: not judged (no REST throughput)")
     if rest is not None and fix is not None:
         # in new orders where a request carries several
         ratio = (
