@@ -25,7 +25,8 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 #: An address to listen on: "" (every one), an IP literal (an IPv6 one may name its zone),
 #: or a host name of RFC 1123 labels, 253 characters at most (review 142: a NUL, a path or
 #: 5,000 characters loaded, and the bind failed at start).
-HOST_PATTERN = rf"^(?:[0-9A-Fa-f:.]+(?:%[A-Za-z0-9]{{1,16}})?|{_LABEL}(?:\.{_LABEL})*)?\Z"
+#: (a zone names an interface: "br-lan", "eth0.100"; a name may end in the root's dot)
+HOST_PATTERN = rf"^(?:[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]{{1,16}})?|{_LABEL}(?:\.{_LABEL})*\.?)?\Z"
 Host = Annotated[str, msgspec.Meta(max_length=253, pattern=HOST_PATTERN)]
 
 
@@ -91,3 +92,15 @@ def host_and_port(address: str) -> tuple[str, str]:
     if host.startswith("[") and host.endswith("]"):
         return host[1:-1], port
     return ("" if ":" in host else host), port
+
+
+def address_refused(host: str, port: str) -> str:
+    """Why ``host``:``port`` (as ``host_and_port`` splits an address) is no address to
+    connect to, said after the address ("" where it is one)."""
+    if not (host and port.isascii() and port.isdigit()):  # not "²", nor "٩٩" (review 134)
+        return " is not host:port (an IPv6 host in brackets: [::1]:9900)"
+    if why := host_refused(host):  # (review 265: its reason was dropped)
+        return f": host {host!r} {why}"
+    if not 1 <= int(port) <= 65_535:
+        return f": port {int(port)} is not in 1..65535"
+    return ""

@@ -21,6 +21,7 @@ from config.fields import (
     Name,
     Port,
     Units,
+    address_refused,
     at_most,
     host_and_port,
     host_refused,
@@ -283,15 +284,8 @@ class ReplicationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
 
     def primary_address(self) -> tuple[str, int]:
         host, port = host_and_port(self.primary)
-        if host_refused(host) or not (host and port.isascii() and port.isdigit()):  # "²": 134
-            raise ValueError(
-                f"replication.primary {self.primary!r} is not host:port (an IPv6 host in "
-                "brackets: [::1]:9900)"
-            )
-        if not 1 <= int(port) <= 65_535:
-            raise ValueError(
-                f"replication.primary {self.primary!r}: port {int(port)} is not in 1..65535"
-            )
+        if refused := address_refused(host, port):
+            raise ValueError(f"replication.primary {cut_values(repr(self.primary))}{refused}")
         return host, int(port)
 
 

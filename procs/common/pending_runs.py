@@ -22,7 +22,7 @@ from pathlib import Path
 
 from config.loader import is_file_path
 from config.schema import RingexConfig
-from procs.common.run_files import status_path
+from procs.common.run_files import status_path, supervisor_running
 from shm.liveness import pid_alive
 
 #: The words before ``run`` (or the profile's flags) in the command lines of a start.
@@ -91,7 +91,9 @@ def instances_run_by(cfg: RingexConfig, pids: list[int]) -> list[str]:
     for path in sorted(Path(cfg.var_dir).glob("*/run/status.json")):
         with contextlib.suppress(OSError, ValueError):
             status = json.loads(path.read_text())
-            if status.get("supervisor_pid") in pids and isinstance(status.get("instance"), str):
+            # its pid's process the one that wrote it (review 265: a stale file, its pid
+            # reused by the start under way, was named)
+            if supervisor_running(status) in pids and isinstance(status.get("instance"), str):
                 found.append(status["instance"])
     return found
 

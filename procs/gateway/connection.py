@@ -188,9 +188,7 @@ class Connection(asyncio.Protocol):
                     store.unhanded(self, self._first_unhanded(store, session))
                     store.flush()  # a resend can always find what the client saw
                 transport.writelines(out)
-            buffered = transport.get_write_buffer_size()
-            while marks and marks[0][0] <= self._handed - buffered:
-                marks.popleft()  # in the kernel's hands (or the client's) now
+            buffered = self._drop_handed(transport)
             if store is not None:  # handed on: saved with a later flush
                 store.unhanded(self, self._first_unhanded(store, session))
             unsent = buffered + session.behind_bytes
@@ -207,6 +205,17 @@ class Connection(asyncio.Protocol):
             session.store.flush()  # stored already: durable before the log moves past them
         if session.closed and not transport.is_closing():
             transport.close()
+
+    def _drop_handed(self, transport: asyncio.Transport) -> int:
+        """Forget the marks of writes the kernel has taken whole; the bytes the transport
+        still holds. Looked at by each write and once a second (``check_stalled``): a reset
+        parks from the oldest mark left (review 265: a write's mark outlived its bytes,
+        drained with no later write, and a reset carried all of them again)."""
+        buffered = transport.get_write_buffer_size()
+        marks = self._marks
+        while marks and marks[0][0] <= self._handed - buffered:
+            marks.popleft()  # in the kernel's hands (or the client's) now
+        return buffered
 
     def _first_unhanded(self, store: MessageStore, session: Session) -> int:
         """The first stored message this connection has not handed to the kernel: its
@@ -233,6 +242,8 @@ class Connection(asyncio.Protocol):
         flush, which a client that does not read never lets happen, and the connection, one
         of ``max_sessions`` with its buffers, would never be lost (review 167)."""
         transport, session = self.transport, self.session
+        if transport is not None:
+            self._drop_handed(transport)
         if (
             transport is None
             or session is None
