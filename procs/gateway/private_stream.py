@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ringex.rest.stream")
 PATH = "/api/v1/stream"
+#: What a refusal calls the credentials: the stream takes them in its query (a browser sets
+#: no header on a WebSocket)
+QUERY_NAMES = ("query parameter signature", "query parameter timestamp", "recvWindow")
 #: Frames a second a stream's client may send, pings and pongs included (it has nothing to
 #: say: a few keep-alives, or a burst of this many at once); past it, the stream closes (1008)
 #: naming the limit. Each frame costs the loop every FIX and REST client shares about 2 us
@@ -225,12 +228,11 @@ class PrivateStreams:
             seen = api.verifier.check(
                 key.secret, q.get("timestamp"), q.get("recvWindow"), q.get("signature"),
                 "GET", PATH, "", b"", time.time_ns() // 1_000_000,
-                time.monotonic_ns() // 1_000_000,
+                time.monotonic_ns() // 1_000_000, QUERY_NAMES,
             )  # fmt: skip
         except AuthError as exc:
             raise ApiError(401, exc.code, exc.msg) from None
         api.charge(key)  # an upgrade costs a snapshot: it is a request of the key like any
-        api.verifier.remember(seen)  # only what the key's limit took (review 44)
         api.require_user(key)
         api.require_scope(key, "read")
         if self.count >= self.max_streams:
@@ -247,7 +249,8 @@ class PrivateStreams:
             )
             raise _too_many(who, count, limit)
         if self.slots is None:
-            return key, None
+            api.verifier.remember(seen)  # only a stream taken (reviews 44, 267: one refused
+            return key, None  # for a limit was "replayed" when retried)
         slot = self.slots.take(key.key, key.account)  # its other gateways' streams too
         if slot == "key":
             limit = self.max_per_key
@@ -256,6 +259,7 @@ class PrivateStreams:
             limit = self.max_per_account
             raise _too_many("this account (all its keys, at the instance's gateways)", limit, limit)
         assert isinstance(slot, StreamSlot)
+        api.verifier.remember(seen)
         return key, slot
 
     async def _begin(self, sub: Subscriber) -> None:

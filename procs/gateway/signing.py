@@ -32,6 +32,8 @@ API_KEY = "X-RINGEX-APIKEY"
 TIMESTAMP = "X-RINGEX-TIMESTAMP"  # ms since the epoch
 RECV_WINDOW = "X-RINGEX-RECV-WINDOW"  # ms, optional
 SIGNATURE = "X-RINGEX-SIGNATURE"  # lower-case hex HMAC-SHA256
+#: What a refusal calls them (``Verifier.check``'s ``names``)
+HEADERS = (f"header {SIGNATURE}", f"header {TIMESTAMP}", RECV_WINDOW)
 
 #: Result codes of AuthError (Binance-compatible numbers, so existing client code maps them).
 UNAUTHORIZED = -2014  # missing or unknown key, missing/malformed timestamp or signature
@@ -211,6 +213,7 @@ class Verifier:
         body: bytes,
         now_ms: int,
         mono_ms: int | None = None,
+        names: tuple[str, str, str] = HEADERS,
     ) -> Seen:
         """The request's entry for ``remember`` if it may be accepted, else AuthError; the
         caller remembers it once it takes the request (after its rate limit), with nothing
@@ -222,11 +225,14 @@ class Verifier:
         window (OUTSIDE_WINDOW: cheap, before the HMAC), signature (BAD_SIGNATURE; or
         UNAUTHORIZED when it is not lower-case hex), replay (REPLAYED). Only a request
         that passed the HMAC can be remembered, so unsigned junk cannot fill the replay memory.
+        ``names``: what the refusals call the signature, timestamp and window (a private
+        stream's are query parameters: review 267).
         """
+        sig_name, ts_name, window_name = names
         if signature is None or len(signature) != 64 or not signature.isascii():
             raise AuthError(
                 UNAUTHORIZED,
-                f"header {SIGNATURE} must be 64 lower-case hex characters, got "
+                f"{sig_name} must be 64 lower-case hex characters, got "
                 f"{'none' if signature is None else _show(signature)}",
             )
         if (
@@ -237,7 +243,7 @@ class Verifier:
         ):
             raise AuthError(
                 UNAUTHORIZED,
-                f"header {TIMESTAMP} must be an integer (ms since the epoch), got "
+                f"{ts_name} must be an integer (ms since the epoch), got "
                 f"{'none' if timestamp is None else _show(timestamp)}",
             )
         ts = int(timestamp)
@@ -254,7 +260,7 @@ class Verifier:
         else:
             raise AuthError(
                 BAD_WINDOW,
-                f"{RECV_WINDOW} {_show(recv_window)} must be an integer in 1..{limit} ms",
+                f"{window_name} {_show(recv_window)} must be an integer in 1..{limit} ms",
             )
         if not now_ms - window <= ts <= now_ms + MAX_AHEAD_MS:
             raise AuthError(
@@ -277,8 +283,7 @@ class Verifier:
             if not _LOWER_HEX.issuperset(signature):  # told apart here, off the happy path
                 raise AuthError(
                     UNAUTHORIZED,
-                    f"header {SIGNATURE} must be 64 lower-case hex characters, got "
-                    f"{_show(signature)}",
+                    f"{sig_name} must be 64 lower-case hex characters, got {_show(signature)}",
                 )
             raise AuthError(
                 BAD_SIGNATURE,
