@@ -31,6 +31,7 @@ last command. ``AdminCommand(SNAPSHOT)`` writes a snapshot after its batch, as d
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import sys
 import time
@@ -119,10 +120,12 @@ class MatcherShell:
             after = max(self.matcher.last_seq, latest[0] if latest is not None else 0)
             upto = routed_upto(in_ring)
             replay = journal_commands(cfg, name, after=after, codec=self.codec, upto=upto)
-        self.producer.publish_batch(
-            [Heartbeat(time.time_ns(), REPLAY_SOURCE, self.matcher.last_seq)]
-        )
-        replayed = self._replay(replay)
+        if fresh:  # no reader yet: what it cannot hold would wait for ever (review 266)
+            replayed = self._replay_fitting(replay, out_ring.geometry.capacity // 2)
+        else:
+            mark = Heartbeat(time.time_ns(), REPLAY_SOURCE, self.matcher.last_seq)
+            self.producer.publish_batch([mark])
+            replayed = self._replay(replay)
         # commands sequenced before now waited for the recovery: not counted as queueing
         self._started_ns = time.time_ns()
         self._count()
@@ -144,6 +147,31 @@ class MatcherShell:
         for chunk in _chunks(commands, self.settings.batch):
             self._publish([e for c in chunk for e in self._execute(c)])
             count += len(chunk)
+        return count
+
+    def _replay_fitting(self, commands: Iterable[Record], room: int) -> int:
+        """Replay into a new ring, whose readers start once this matcher is ready: its mark,
+        then the events of the newest commands that fit in ``room`` (a long replay filled it,
+        and the matcher waited for readers the supervisor releases after it: a crashed
+        instance never started again). The mark says the seq from which the ring has them
+        all; readers make the earlier ones again from the journal, as after a snapshot
+        (``procs/gateway/recovery.py``, ``procs/marketdata/reseed.py``)."""
+        kept: collections.deque[tuple[int, list[Record]]] = collections.deque()
+        held, mark, count = 0, self.matcher.last_seq, 0
+        for command in commands:
+            events = self._execute(command)
+            count += 1
+            if events:
+                kept.append((_seq(events[0]), events))
+                held += len(events)
+            while held > room:
+                mark, dropped = kept.popleft()
+                held -= len(dropped)
+        self.producer.publish_batch([Heartbeat(time.time_ns(), REPLAY_SOURCE, mark)])
+        batch = self.settings.batch
+        flat = [e for _, events in kept for e in events]
+        for k in range(0, len(flat), batch):
+            self._publish(flat[k : k + batch])
         return count
 
     def _execute(self, command: Record) -> list[Record]:

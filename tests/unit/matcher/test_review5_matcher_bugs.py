@@ -210,8 +210,9 @@ def test_a_start_killed_during_its_replay_on_new_rings_leaves_the_next_able_to_s
 
     with pytest.raises(KeyboardInterrupt):
         MatcherShell(cfg, "m1", replay=killed_during_replay())
-    (mark,) = tap.read(16)
-    assert isinstance(mark, Heartbeat) and (mark.source, mark.counter) == (REPLAY_SOURCE, 20)
+    # on new rings the mark now goes after the replay (review 266: the events that fit with
+    # it), so the kill leaves the ring new; a build before left the mark alone in it
+    assert tap.read(16) == []
 
     restarted = MatcherShell(cfg, "m1")  # JournalError: from_seq 1 ... were archived
     try:
