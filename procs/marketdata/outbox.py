@@ -32,7 +32,7 @@ a stream that owes one is dropped: the snapshot will hold it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Set
 
 from procs.marketdata.streams import Kind
 
@@ -167,6 +167,14 @@ class Outbox:
 
     def discard(self, stream: str) -> None:
         """Forget what is queued for ``stream`` (it was unsubscribed)."""
-        self._queue = deque(e for e in self._queue if e.stream != stream)
-        self._conflated.pop(stream, None)
-        self._owed.pop(stream, None)
+        self.discard_all({stream})
+
+    def discard_all(self, streams: Set[str]) -> None:
+        """Forget what is queued for each of ``streams``, in one pass over the queue (review
+        262: an UNSUBSCRIBE of 28 names rebuilt a slow client's queue 28 times)."""
+        if not streams:
+            return
+        self._queue = deque(e for e in self._queue if e.stream not in streams)
+        for stream in streams:
+            self._conflated.pop(stream, None)
+            self._owed.pop(stream, None)

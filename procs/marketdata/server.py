@@ -426,9 +426,9 @@ class MarketDataServer:
                     self.hub.subscribe(client, request.streams)
                 return len(request.streams)
             if request.method == "UNSUBSCRIBE":
+                held = {s.name for s in request.streams} & client.streams
                 self.hub.unsubscribe(client, request.streams)
-                for stream in request.streams:
-                    client.outbox.discard(stream.name)
+                client.outbox.discard_all(held)  # (names it did not hold: nothing queued)
                 client.reply(result(request_id))
                 return len(request.streams)
             client.reply(result(request_id, sorted(client.streams)))

@@ -90,3 +90,14 @@ def test_a_diff_of_a_stream_owing_a_snapshot_is_left_to_it_and_a_subscribe_snaps
     box.push(Kind.DEPTH, "b@depth", b"e3")
     box.discard("b@depth")  # unsubscribed: no snapshot is owed any more
     assert len(box) == 0 and box.pop() is None and rendered == []
+
+
+def test_an_unsubscribe_of_several_streams_forgets_each_in_one_pass() -> None:
+    """``discard_all``: what is queued or owed for each of the names goes, the rest stays in
+    its order (review 262: an UNSUBSCRIBE rebuilt the queue once a name, held or not)."""
+    box = Outbox(10, lambda stream: b"fresh")
+    for stream, data in (("a@trade", b"a1"), ("b@trade", b"b1"), ("c@trade", b"c1"),
+                         ("a@trade", b"a2"), ("c@trade", b"c2")):  # fmt: skip
+        box.push(Kind.TRADE, stream, data)
+    box.discard_all({"a@trade", "c@trade"})
+    assert box.pop() == b"b1" and box.pop() is None
