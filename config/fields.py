@@ -26,24 +26,28 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 #: or a host name of RFC 1123 labels, 253 characters at most (review 142: a NUL, a path or
 #: 5,000 characters loaded, and the bind failed at start).
 #: (a zone names an interface: "br-lan", "eth0.100"; a name may end in the root's dot)
-HOST_PATTERN = rf"^(?:[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]{{1,16}})?|{_LABEL}(?:\.{_LABEL})*\.?)?\Z"
+_NAME = rf"{_LABEL}(?:\.{_LABEL})*\.?"
+HOST_PATTERN = rf"^(?:[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]{{1,16}})?|{_NAME})?\Z"
 Host = Annotated[str, msgspec.Meta(max_length=253, pattern=HOST_PATTERN)]
 
 
-def host_refused(host: str) -> str | None:
-    """Why no listener or connection can use ``host`` (None: it can), past what ``Host``'s
-    pattern checks (review 263): one with a colon is an IPv6 literal (its zone aside) or
-    nothing, and an IPv4-mapped one binds nowhere (asyncio's and uvloop's listeners set
-    IPV6_V6ONLY)."""
+def host_refused(host: str, *, listening: bool = True) -> str | None:
+    """Why no listener (``listening``) or connection can use ``host`` (None: it can), past
+    what ``Host``'s pattern checks (review 263): one with a colon is an IPv6 literal (its
+    zone aside) or nothing, one without is a host name (an IPv4 literal is one too: "a..b",
+    "1.2.3.4%eth0" are neither), and an IPv4-mapped one binds nowhere (asyncio's and
+    uvloop's listeners set IPV6_V6ONLY; a connection to one works)."""
     if len(host) > 253 or not re.fullmatch(HOST_PATTERN, host):
         return "is not an IP literal or a host name"
     if ":" not in host:
-        return None
+        return (
+            None if not host or re.fullmatch(_NAME, host) else "is not an IP literal or a host name"
+        )
     try:
         address = ipaddress.IPv6Address(host.split("%", 1)[0])
     except ValueError:
         return "is not an IP literal or a host name (a colon is in no host name)"
-    if address.ipv4_mapped is not None:
+    if listening and address.ipv4_mapped is not None:
         return f"is IPv4-mapped, which binds nowhere: use {address.ipv4_mapped}"
     return None
 
@@ -58,7 +62,7 @@ def listen_address(host: str) -> str:
     kernel, ``0:0::0`` is ``::``: review 142), the empty host as 0.0.0.0. A name other than
     localhost stays as written (resolving it here would make the config's meaning depend
     on the DNS of the moment)."""
-    host = host.lower()
+    host = host.lower().rstrip(".")  # "localhost." is localhost (the root's dot)
     if host in _NAMED_ADDRESSES:
         return _NAMED_ADDRESSES[host]
     try:
@@ -99,7 +103,7 @@ def address_refused(host: str, port: str) -> str:
     connect to, said after the address ("" where it is one)."""
     if not (host and port.isascii() and port.isdigit()):  # not "²", nor "٩٩" (review 134)
         return " is not host:port (an IPv6 host in brackets: [::1]:9900)"
-    if why := host_refused(host):  # (review 265: its reason was dropped)
+    if why := host_refused(host, listening=False):  # (review 265: its reason was dropped)
         return f": host {host!r} {why}"
     if not 1 <= int(port) <= 65_535:
         return f": port {int(port)} is not in 1..65535"

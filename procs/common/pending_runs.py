@@ -93,6 +93,8 @@ def instances_run_by(cfg: RingexConfig, pids: list[int]) -> list[str]:
             status = json.loads(path.read_text())
             # its pid's process the one that wrote it (review 265: a stale file, its pid
             # reused by the start under way, was named)
+            if not isinstance(status, dict):  # a damaged file: not one of ours to name
+                continue
             if supervisor_running(status) in pids and isinstance(status.get("instance"), str):
                 found.append(status["instance"])
     return found

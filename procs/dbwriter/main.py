@@ -12,6 +12,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
@@ -19,7 +20,7 @@ from types import FrameType
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common import gc_policy, sd_notify
-from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
+from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.stats import DBWRITER_COUNTERS, DBWRITER_PAGE
 from procs.common.topology import postgres_dir, users_path
 from procs.common.units import exit_if_other_units
@@ -28,6 +29,8 @@ from shm.counters import Counters
 
 log = logging.getLogger("ringex.dbwriter")
 
+#: The page's counter the supervisor's start waits for (``DbWriter.ready``).
+READY = DBWRITER_COUNTERS.index("ready")
 #: How often at most the writer, retrying, looks whether its embedded cluster is down.
 REVIVE_S = 2.0
 
@@ -46,6 +49,20 @@ def options(cfg: RingexConfig) -> WriterOptions:
 
 def _nothing() -> None:
     """What ``sd_notify.petting`` wraps where only its ping is wanted."""
+
+
+def _page(cfg: RingexConfig) -> tuple[Counters, Callable[[], None], threading.Timer]:
+    """The writer's counter page, the call that sets its ``ready`` (0 until then: a
+    restarted writer's page is its last run's), and a timer, started, that makes that call
+    at half the supervisor's ``ready_timeout_s`` whatever else: the start is not held past
+    it by a slow initdb or a long recovery of the cluster (the exchange trades meanwhile)."""
+    page = Counters.open(cfg.instance, DBWRITER_PAGE, DBWRITER_COUNTERS)
+    page.values[READY] = 0
+    ready = _saying(page, READY)
+    late = threading.Timer(cfg.supervisor.ready_timeout_s / 2, ready)
+    late.daemon = True
+    late.start()
+    return page, ready, late
 
 
 def _saying(page: Counters, index: int) -> Callable[[], None]:
@@ -71,8 +88,8 @@ def _reviving(embedded: EmbeddedPostgres, every_s: float = REVIVE_S) -> Callable
             if not embedded.running():
                 log.warning("the embedded PostgreSQL at %s is down: starting it", embedded.data)
                 embedded.start()
-        except (EmbeddedError, OSError) as exc:  # said; tried again at a later retry
-            log.error("the embedded PostgreSQL did not start: %s", exc)
+        except Exception as exc:  # its start, or its connect after (psycopg's): said, and
+            log.error("the embedded PostgreSQL did not start: %s", exc)  # tried again later
 
     return revive
 
@@ -118,7 +135,11 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     embedded = None
     page: Counters | None = None
+    late: threading.Timer | None = None
+    ready: Callable[[], None] = _nothing
     try:
+        if not to_end:  # its checkpoint, for the supervisor's metrics (its lag), and its ready
+            page, ready, late = _page(cfg)
         if dsn is None:
             dsn = cfg.database.dsn
         if not dsn:
@@ -126,11 +147,9 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
             dsn = embedded.start()
         # READY=1 once it first waits (caught up with the journal); its waits pet the watchdog
         sleep: Callable[[float], None] = sd_notify.petting(time.sleep, ready_first=True)
-        if not to_end:  # and say its checkpoint, for the supervisor's metrics (its lag)
-            page = Counters.open(cfg.instance, DBWRITER_PAGE, DBWRITER_COUNTERS)
+        if page is not None:
             sleep = _noting(sleep, page, lambda: _checkpoint(writer))
         pet = sd_notify.petting(_nothing)  # and so does each batch of a catch-up
-        ready = _nothing if page is None else _saying(page, DBWRITER_COUNTERS.index("ready"))
         revive = _nothing if embedded is None else _reviving(embedded)
         writer = DbWriter(cfg, dsn, options(cfg), sleep=sleep, pet=pet, ready=ready, revive=revive)
         gc_policy.settle(cfg.gc)
@@ -141,6 +160,9 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
         finally:
             writer.close()
     finally:
+        if late is not None:
+            late.cancel()
+            late.join()
         if page is not None:
             page.close()
         try:  # under its stop handler still: a second SIGTERM (a parent-death signal comes

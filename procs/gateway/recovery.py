@@ -4,8 +4,10 @@ The order log (``order_log.py``) is exact while the rings it logged positions in
 the gateway reads again: a gateway-only restart. When they are new (the whole exchange was
 restarted, or this is a promoted standby whose logs were shipped from the primary), the
 events after the log's last write went with the old rings. Each matcher starts a new output
-ring with a mark (``REPLAY_SOURCE``: the seq of the snapshot it restored), then the events of
-the journaled commands it replays after that snapshot, then the live ones. So for each ring:
+ring with a mark (``REPLAY_SOURCE``: the seq of the snapshot it restored, or, where its
+replay's events are more than the new ring holds, of the last command it left out: review
+266), then the events of the journaled commands it replays after that seq, then the live
+ones. So for each ring:
 
 - events up to the newest seq the log says were handled are skipped (handled already);
 - if the mark is past that seq, the events in between are nowhere: they are made again

@@ -129,12 +129,13 @@ def _anchor(ring: Ring[Record], committed: int) -> tuple[int, int] | None:
     """The seq (and time) whose state the books are set to where a reader committed up to
     ``committed`` on ``ring``: the newest event before it, or a mark of what went out. A
     replay's mark (``REPLAY_SOURCE``) says nothing of what went out before it (its counter
-    is the restored snapshot's seq), so the walk goes back past it, as the matcher's
-    ``published_position`` does (review 236: the events after that seq were lost); a mark
-    is the anchor only where the ring holds nothing before it. Where the ring overwrote the
-    records before ``committed`` (it filled while nothing read it), the first record after
-    it (the reader's next, never overwritten) gives the seq: its command's events ring on
-    from there, each level they set as absolute as the reseed's (review 236)."""
+    is the restored snapshot's seq, or the last command a long replay left out), so the
+    walk goes back past it, as the matcher's ``published_position`` does (review 236: the
+    events after that seq were lost); a mark is the anchor only where the ring holds
+    nothing before it. Where the ring overwrote the records before ``committed`` (it filled
+    while nothing read it), the first record after it (the reader's next, never
+    overwritten) gives the seq: its command's events ring on from there, each level they set
+    as absolute as the reseed's (review 236)."""
     lowest = max(0, ring.cursor() - ring.capacity)
     mark: Heartbeat | None = None
     walked = True  # back to the ring's oldest record

@@ -13,12 +13,15 @@ differs becomes a ``BookLevel`` at the mark's seq. The state takes it as any cha
 subscribers get it in the next diff (or, where the book's last change was at the mark's seq
 itself, a fresh snapshot: a change to an update already published is a reset), so their
 books stay continuous. A halt or resume missed
-the same way becomes a ``SymbolStatus`` at the mark's seq.
+the same way becomes a ``SymbolStatus`` at the mark's seq. On a new ring whose replay's events
+are more than it holds, the mark is the seq of the last command the matcher left out, whose
+events went nowhere (review 266): the books are set at it the same way.
 
 The trade tape, ticker and candles cannot be rebuilt so (the journal holds commands, and their
 trades come from executing them from the start): a promoted standby's come from the market
-state it kept hot (``procs/replica/market.py``); a state saved a while before a crash keeps
-a gap in them, and the database keeps the history.
+state it kept hot (``procs/replica/market.py``); a state saved a while before a crash, or a
+replay's trades left out of a new ring, leave a gap in them, and the database keeps the
+history.
 """
 
 from __future__ import annotations

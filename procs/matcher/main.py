@@ -13,7 +13,9 @@ Start, restart and crash recovery are one path:
 3. replay the journaled commands after it (the router's journal, ``procs.common.journal``)
    that are this matcher's, through the newest one the router routed to it (its input
    ring's; the whole journal on a new ring): one past it may not be durable yet
-   (``routed_upto``); publishing only the events the output ring does not hold yet;
+   (``routed_upto``); publishing only the events the output ring does not hold yet (on a
+   new ring, whose readers start after this one is ready, only as many as it holds:
+   ``_replay_fitting``);
 4. consume the input ring from this matcher's committed position; a command that step 3
    already executed is skipped by its sequence number. A record that is not a command is
    logged and passed over.
@@ -37,6 +39,7 @@ import sys
 import time
 from array import array
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from config import load_profile
 from config.schema import RingexConfig
@@ -71,6 +74,7 @@ from procs.core.symbols import symbol_specs
 from shm import Ring
 from shm.counters import Counters
 
+T = TypeVar("T")
 log = logging.getLogger("ringex.matcher")
 
 #: The consumer name a matcher takes on its input ring.
@@ -121,7 +125,8 @@ class MatcherShell:
             upto = routed_upto(in_ring)
             replay = journal_commands(cfg, name, after=after, codec=self.codec, upto=upto)
         if fresh:  # no reader yet: what it cannot hold would wait for ever (review 266)
-            replayed = self._replay_fitting(replay, out_ring.geometry.capacity // 2)
+            # (room for the replay's mark and the recovered one: a replay that fits is whole)
+            replayed = self._replay_fitting(replay, out_ring.geometry.capacity - 2)
         else:
             mark = Heartbeat(time.time_ns(), REPLAY_SOURCE, self.matcher.last_seq)
             self.producer.publish_batch([mark])
@@ -151,13 +156,16 @@ class MatcherShell:
 
     def _replay_fitting(self, commands: Iterable[Record], room: int) -> int:
         """Replay into a new ring, whose readers start once this matcher is ready: its mark,
-        then the events of the newest commands that fit in ``room`` (a long replay filled it,
-        and the matcher waited for readers the supervisor releases after it: a crashed
-        instance never started again). The mark says the seq from which the ring has them
-        all; readers make the earlier ones again from the journal, as after a snapshot
-        (``procs/gateway/recovery.py``, ``procs/marketdata/reseed.py``)."""
+        then the events of the replay, or, where they are more than ``room``, those of the
+        newest commands that fit (review 266: a replay that filled the ring waited for ever
+        for readers the supervisor releases after it, and a crashed instance never started
+        again). The mark's seq is then the last command left out: the ring holds every event
+        after it. The gateways make the earlier ones again from the journal
+        (``procs/gateway/recovery.py``); the market data sets its books at the mark
+        (``procs/marketdata/reseed.py``), and its tape, ticker and candles miss the trades
+        left out (README: the database has them)."""
         kept: collections.deque[tuple[int, list[Record]]] = collections.deque()
-        held, mark, count = 0, self.matcher.last_seq, 0
+        held, mark, count, first = 0, self.matcher.last_seq, 0, self.matcher.last_seq
         for command in commands:
             events = self._execute(command)
             count += 1
@@ -167,11 +175,15 @@ class MatcherShell:
             while held > room:
                 mark, dropped = kept.popleft()
                 held -= len(dropped)
+        if mark != first:
+            log.warning(
+                "matcher %s: its replay's events are more than its new output ring holds: "
+                "those of seqs up to %d left out (its readers make them again)",
+                self.settings.name, mark,
+            )  # fmt: skip
         self.producer.publish_batch([Heartbeat(time.time_ns(), REPLAY_SOURCE, mark)])
-        batch = self.settings.batch
-        flat = [e for _, events in kept for e in events]
-        for k in range(0, len(flat), batch):
-            self._publish(flat[k : k + batch])
+        for chunk in _chunks(kept, self.settings.batch):  # (a batch of commands, as _replay)
+            self._publish([e for _, events in chunk for e in events])
         return count
 
     def _execute(self, command: Record) -> list[Record]:
@@ -286,7 +298,7 @@ def published_position(ring: Ring[Record]) -> tuple[int, int | None]:
     """Where a matcher's output stopped, as ``(seq, partial)``: every event of the commands
     up to ``seq`` is in ``ring`` (``partial`` None), or of the command at ``seq`` only the
     first ``partial`` (a publish larger than the ring, cut short by a crash). A mark that a
-    replay started (``REPLAY_SOURCE``, the seq of the snapshot restored) says nothing of
+    replay started (``REPLAY_SOURCE``, the seq after which the ring has the events) says nothing of
     what went out, so the walk goes back past it, except on a ring that holds nothing before
     it (a start on new rings killed before its replay published anything): its readers catch
     up from that mark, as from the state at its seq. The ``RECOVERED_SOURCE`` mark says
@@ -367,8 +379,8 @@ def _seq(event: Record) -> int:
     return event.seq  # type: ignore[attr-defined,no-any-return]
 
 
-def _chunks(items: Iterable[Record], size: int) -> Iterable[list[Record]]:
-    chunk: list[Record] = []
+def _chunks(items: Iterable[T], size: int) -> Iterable[list[T]]:
+    chunk: list[T] = []
     for item in items:
         chunk.append(item)
         if len(chunk) == size:

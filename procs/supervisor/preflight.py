@@ -167,6 +167,6 @@ def embedded_refused(cfg: RingexConfig) -> str:
         return ""
     try:
         EmbeddedPostgres(postgres_dir(cfg))
-    except EmbeddedError as exc:
+    except (EmbeddedError, OSError) as exc:  # (under root, its directory's making too)
         return f"the embedded database (database.dsn empty): {exc}"
     return ""

@@ -165,14 +165,17 @@ def test_a_reset_after_the_client_read_everything_carries_nothing_again(
 
 
 def test_a_primary_refused_for_its_host_says_why(tmp_path: Path) -> None:
-    """Scenario: ``[replication] primary = "[::ffff:10.0.0.1]:9900"`` (an IPv4-mapped host,
-    which README refuses), in brackets as the hint asks.
-    Expected: refused saying why: IPv4-mapped, use 10.0.0.1 (as a listener's is).
+    """Scenario: ``[replication] primary = "[1::2::3]:9900"`` (no IPv6 literal), in brackets
+    as the hint asks; and ``"[::ffff:10.0.0.1]:9900"`` (IPv4-mapped).
+    Expected: the first refused saying why (no IP literal), the second taken: a connection
+    to an IPv4-mapped address works on a dual-stack host (only a listener's binds nowhere;
+    the session's reread of this fix).
     Was (fixed): "is not host:port (an IPv6 host in brackets: [::1]:9900)": the reason
     ``host_refused`` gave is dropped, and the message contradicts the value."""
-    message = _load(tmp_path, "[replication]\nprimary = '[::ffff:10.0.0.1]:9900'\n")
+    message = _load(tmp_path, "[replication]\nprimary = '[1::2::3]:9900'\n")
     assert message, "it loaded"
-    assert "IPv4-mapped" in message and "10.0.0.1" in message.split("9900'", 1)[1], message
+    assert "is not an IP literal" in message and "host:port" not in message, message
+    assert not _load(tmp_path, "[replication]\nprimary = '[::ffff:10.0.0.1]:9900'\n")
 
 
 @pytest.mark.parametrize(

@@ -205,7 +205,7 @@ def test_a_start_killed_during_its_replay_on_new_rings_leaves_the_next_able_to_s
     tap = outbound.consumer("tap")
 
     def killed_during_replay() -> Iterator[Record]:
-        raise KeyboardInterrupt("killed")  # the process dies here, its mark already out
+        raise KeyboardInterrupt("killed")  # the process dies here, before its mark (266)
         yield  # pragma: no cover
 
     with pytest.raises(KeyboardInterrupt):

@@ -21,7 +21,7 @@ from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.stats import DBWRITER_COUNTERS, DBWRITER_PAGE
 from procs.common.topology import journal_dir
-from procs.dbwriter.main import _noting
+from procs.dbwriter.main import _noting, _page
 from procs.supervisor.child import Child
 from procs.supervisor.main import Supervisor, SupervisorError
 from procs.supervisor.metrics import RingexCollector
@@ -121,3 +121,20 @@ def test_the_start_waits_for_the_writer_to_say_it_reached_postgresql(
     page.values[DBWRITER_COUNTERS.index("ready")] = 1
     sup._wait_ready(child)
     assert child.ready
+
+
+def test_the_writer_says_ready_at_half_the_timeout_whatever_holds_it(
+    instance: str, tmp_path: Path, page: Counters
+) -> None:
+    """``procs/dbwriter/main._page``: ``ready`` starts at 0 (a restarted writer's page is its
+    last run's, at 1), and a slow initdb or recovery of the cluster does not hold the start
+    past half ``ready_timeout_s``: the timer says it then (the exchange trades meanwhile)."""
+    page.values[DBWRITER_COUNTERS.index("ready")] = 1  # the last run's
+    cfg = tuned(_cfg(instance, tmp_path, database=True), ready_timeout_s=0.4)
+    mine, _ready, late = _page(cfg)
+    try:
+        assert mine.read()["ready"] == 0
+        late.join(5)
+        assert mine.read()["ready"] == 1
+    finally:
+        mine.close()
