@@ -17,6 +17,7 @@ from config.edges import RestConfig
 from config.schema import DatabaseConfig
 from procs.gateway import rest_connections
 from procs.gateway.rest import RestApi
+from procs.gateway.session_stores import fix_descriptors
 from tests.unit.gateway.harness import Harness, config, settled
 from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, request, run, statuses
 from tests.unit.gateway.test_rest_connection_limits import _hold, _refusal
@@ -113,7 +114,7 @@ def test_the_ports_limit_is_fitted_within_the_descriptors(
 ) -> None:
     """Room for 3 connections (each with a private stream's two slot locks) besides the FIX
     sessions' descriptors: the limit is 3, though ``max_connections`` asks for 2,000."""
-    fix = 4 * harness.cfg.gateways[0].max_sessions
+    fix = fix_descriptors(harness.cfg.gateways[0].max_sessions)  # (the spare stores too)
     # (``wanted - 1_997`` until review 81: room that grew with what was asked)
     monkeypatch.setattr(rest_connections, "connections_room", lambda wanted, **_: fix + 3 * 3)
 
