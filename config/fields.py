@@ -40,9 +40,12 @@ def host_refused(host: str, *, listening: bool = True) -> str | None:
     if len(host) > 253 or not re.fullmatch(HOST_PATTERN, host):
         return "is not an IP literal or a host name"
     if ":" not in host:
-        return (
-            None if not host or re.fullmatch(_NAME, host) else "is not an IP literal or a host name"
-        )
+        if host and not re.fullmatch(_NAME, host):
+            return "is not an IP literal or a host name"
+        if host.endswith(".") and host.rstrip(".").rsplit(".", 1)[-1].isdigit():
+            # no top label is all digits (RFC 3696): an IPv4 literal, which no dot follows
+            return f"is an IPv4 address with a trailing dot: write {host.rstrip('.')}"
+        return None
     try:
         address = ipaddress.IPv6Address(host.split("%", 1)[0])
     except ValueError:
