@@ -22,10 +22,10 @@ AssetName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,12}\Z")]
 FeeBps = Annotated[int, msgspec.Meta(ge=0, le=1_000)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]  # 0: any free port (tests)
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-#: An address to listen on: "" (every one), an IP literal (an IPv6 one may name its zone),
-#: or a host name of RFC 1123 labels, 253 characters at most (review 142: a NUL, a path or
-#: 5,000 characters loaded, and the bind failed at start).
-#: (a zone names an interface: "br-lan", "eth0.100"; a name may end in the root's dot)
+#: An address to listen on: "" (every one), an IP literal (an IPv6 one may name its zone, an
+#: interface: "br-lan", "eth0.100"), or a host name of RFC 1123 labels, which may end in the
+#: root's dot, 253 characters at most (review 142: a NUL, a path or 5,000 characters loaded,
+#: and the bind failed at start); ``host_refused`` checks what a pattern cannot.
 _NAME = rf"{_LABEL}(?:\.{_LABEL})*\.?"
 HOST_PATTERN = rf"^(?:[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]{{1,16}})?|{_NAME})?\Z"
 Host = Annotated[str, msgspec.Meta(max_length=253, pattern=HOST_PATTERN)]
@@ -35,8 +35,9 @@ def host_refused(host: str, *, listening: bool = True) -> str | None:
     """Why no listener (``listening``) or connection can use ``host`` (None: it can), past
     what ``Host``'s pattern checks (review 263): one with a colon is an IPv6 literal (its
     zone aside) or nothing, one without is a host name (an IPv4 literal is one too: "a..b",
-    "1.2.3.4%eth0" are neither), and an IPv4-mapped one binds nowhere (asyncio's and
-    uvloop's listeners set IPV6_V6ONLY; a connection to one works)."""
+    "1.2.3.4%eth0" are neither, and no dot follows an IPv4 address: review 269), and an
+    IPv4-mapped one binds nowhere (asyncio's and uvloop's listeners set IPV6_V6ONLY; a
+    connection to one works)."""
     if len(host) > 253 or not re.fullmatch(HOST_PATTERN, host):
         return "is not an IP literal or a host name"
     if ":" not in host:

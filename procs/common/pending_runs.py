@@ -91,10 +91,10 @@ def instances_run_by(cfg: RingexConfig, pids: list[int]) -> list[str]:
     for path in sorted(Path(cfg.var_dir).glob("*/run/status.json")):
         with contextlib.suppress(OSError, ValueError):
             status = json.loads(path.read_text())
-            # its pid's process the one that wrote it (review 265: a stale file, its pid
-            # reused by the start under way, was named)
             if not isinstance(status, dict):  # a damaged file: not one of ours to name
                 continue
+            # its pid's process the one that wrote it (review 265: a stale file, its pid
+            # reused by the start under way, was named)
             if supervisor_running(status) in pids and isinstance(status.get("instance"), str):
                 found.append(status["instance"])
     return found

@@ -115,8 +115,9 @@ class DbWriter:
         backlog (systemd's watchdog, which the idle waits alone would leave unfed);
         ``ready``: called once it has reached the database, its schema migrated, or found it
         unavailable (it retries, the exchange trades meanwhile): the supervisor's start waits
-        for that, so a running instance's REST history has its tables (a first start's
-        ``initdb`` took seconds: ``relation "orders" does not exist`` in the meantime);
+        for that (half its ``ready_timeout_s`` at most: ``procs/dbwriter/main.py``), so a
+        running instance's REST history has its tables (a first start's ``initdb`` took
+        seconds: ``relation "orders" does not exist`` in the meantime);
         ``revive``: called before each retry's wait (the embedded cluster's start again, where
         it died: review 261)."""
         self.cfg = cfg

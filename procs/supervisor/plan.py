@@ -101,7 +101,7 @@ def plan(cfg: RingexConfig) -> list[ProcessSpec]:
             )
         )
     if cfg.database.enabled:  # follows the journal, no ring: ready once it reached PostgreSQL
-        specs.append(  # (or found it away), so a running instance's history has its tables
+        specs.append(  # (or found it away, or half ready_timeout_s passed): its tables made
             ProcessSpec(
                 "dbwriter",
                 "procs.dbwriter.main",
