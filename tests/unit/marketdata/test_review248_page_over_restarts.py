@@ -73,7 +73,7 @@ from procs.gateway.rest_client import RestClient
 from shm.inspect import remove_instance
 
 from .chromium import DevTools, browser, needs_chromium
-from .test_process import ROOT, free_port
+from .test_process import ROOT, free_ports
 from .test_trading_page import act, until_up
 
 pytestmark = needs_chromium
@@ -124,17 +124,17 @@ def password(user: str) -> str:
 def profile_text(name: str, var_dir: Path) -> str:
     """Two gateways with REST (the page takes the first), market data saving its state every
     0.2 s, the database writer on its embedded PostgreSQL."""
+    fix1, rest1, fix2, rest2, feed = free_ports(5)  # (distinct: one picked twice clashed)
     gateways = "".join(
-        f'[[gateways]]\nname = "gw{i}"\nid = {i}\nport = {free_port()}\n'
-        f"[gateways.rest]\nport = {free_port()}\n"
-        for i in (1, 2)
+        f'[[gateways]]\nname = "gw{i}"\nid = {i}\nport = {fix}\n[gateways.rest]\nport = {rest}\n'
+        for i, fix, rest in ((1, fix1, rest1), (2, fix2, rest2))
     )
     return (
         f'instance = "{name}"\nvar_dir = "{var_dir}"\n'
         "[ring]\ncapacity = 4096\n"
         '[wait]\nstrategy = "blocking"\npark_timeout_s = 0.005\n'
         "[risk]\nfee_account = 1\n"
-        f"[marketdata]\nport = {free_port()}\nsnapshot_every_s = 0.2\n{gateways}"
+        f"[marketdata]\nport = {feed}\nsnapshot_every_s = 0.2\n{gateways}"
     )
 
 
