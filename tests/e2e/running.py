@@ -5,7 +5,6 @@ clean stop (SIGTERM) and the embedded PostgreSQL stopped."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,9 @@ from config import load_profile
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.run_files import read_status
 from procs.common.topology import postgres_dir
+from tests.free_ports import free_port
 
 ROOT = Path(__file__).parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

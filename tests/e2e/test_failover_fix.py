@@ -21,14 +21,9 @@ from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.topology import gateway_root, postgres_dir
 from procs.core.recovery import recover
-from tests.e2e.test_standby import (
-    failover,
-    free_port,
-    primary_and_standby,
-    ringex,
-    wait_running,
-)
+from tests.e2e.test_standby import failover, primary_and_standby, ringex, wait_running
 from tests.e2e.test_standby_sync import write_profile
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import Client, close_all
 from tests.unit.gateway.test_gateway import cancel, order, status_request
 

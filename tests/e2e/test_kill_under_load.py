@@ -39,8 +39,9 @@ from procs.common.topology import journal_dir, postgres_dir
 from procs.core.recovery import Recovered, recover
 from procs.dbwriter.projection import FILLED, OPEN_STATUSES
 from procs.gateway.rest_client import ApiCallError, RestClient
-from tests.e2e.running import free_port, ringex, running_exchange
+from tests.e2e.running import ringex, running_exchange
 from tests.e2e.test_pipeline import kill_and_wait
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import OPEN, Client, utc
 
 KILLS = ("matcher-m1", "router", "gateway-gw1", "marketdata", "dbwriter")

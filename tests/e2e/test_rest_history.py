@@ -15,8 +15,9 @@ import pytest
 
 from config import load_profile
 from procs.gateway.rest_client import ApiCallError, RestClient
-from tests.e2e.running import free_port, ringex, running_exchange
+from tests.e2e.running import ringex, running_exchange
 from tests.e2e.test_pipeline import kill_and_wait
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import Client
 
 

@@ -83,8 +83,9 @@ from procs.core.sequencer import RouterState
 from procs.core.symbols import symbol_specs
 from shm import Ring
 from shm.inspect import remove_instance
-from tests.e2e.running import ROOT, free_port
+from tests.e2e.running import ROOT
 from tests.e2e.test_pipeline import kill_and_wait
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import Client
 
 CODEC = RecordCodec()

@@ -23,8 +23,9 @@ from config import load_profile
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.topology import gateway_root, postgres_dir
 from procs.gateway.rest_client import ApiCallError, RestClient
-from tests.e2e.test_standby import failover, free_port, primary_and_standby, ringex, wait_running
+from tests.e2e.test_standby import failover, primary_and_standby, ringex, wait_running
 from tests.e2e.test_standby_sync import write_profile
+from tests.free_ports import free_port
 
 SYMBOL = "BTC-USD"
 SHIPPED = ("users.json", "apikeys.log", "gw1/orders.log", "gw1/api_ids.log")

@@ -71,14 +71,9 @@ from procs.common.run_files import read_status
 from procs.core.recovery import recover
 from shm.inspect import remove_instance
 from shm.liveness import pid_alive
-from tests.e2e.test_standby import (
-    failover,
-    free_port,
-    primary_and_standby,
-    ringex,
-    wait_running,
-)
+from tests.e2e.test_standby import failover, primary_and_standby, ringex, wait_running
 from tests.e2e.test_standby_sync import write_profile
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import Client, close_all
 from tests.unit.gateway.test_gateway import cancel, order, status_request
 

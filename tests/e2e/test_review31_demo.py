@@ -38,7 +38,8 @@ from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.run_files import read_status, run_dir
 from procs.common.topology import postgres_dir
-from tests.e2e.running import ROOT, free_port
+from tests.e2e.running import ROOT
+from tests.free_ports import free_port
 
 READY_LINE = "Ctrl-C stops it."
 

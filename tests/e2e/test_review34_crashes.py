@@ -42,7 +42,7 @@ from procs.core.recovery import Recovered, recover
 from procs.gateway.history import STATUS_NAMES
 from procs.gateway.rest_client import RestClient
 from shm.liveness import pid_alive
-from tests.e2e.running import free_port, ringex, run_in_foreground, running_exchange
+from tests.e2e.running import ringex, run_in_foreground, running_exchange
 from tests.e2e.test_kill_under_load import (
     DEPOSIT,
     FIX_USERS,
@@ -56,6 +56,7 @@ from tests.e2e.test_kill_under_load import (
     listening,
     wait_for_writer,
 )
+from tests.free_ports import free_port
 
 AFTER = 20  # acknowledgements each client needs after a fault: the load goes on
 USERS = (*FIX_USERS, *REST_USERS)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,9 @@ from config import load_profile
 from procs.common.run_files import read_status
 from procs.core.recovery import recover
 from shm.inspect import remove_instance
+from tests.free_ports import free_port
 
 ROOT = Path(__file__).parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def profile(path: Path, instance: str, var: Path, extra: str) -> Path:

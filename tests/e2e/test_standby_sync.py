@@ -24,7 +24,8 @@ from procs.common.record_codec import RecordCodec
 from procs.common.records import NewOrder
 from procs.common.topology import journal_dir
 from shm.inspect import remove_instance
-from tests.e2e.test_standby import free_port, ringex, wait_running
+from tests.e2e.test_standby import ringex, wait_running
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import Client, close_all
 
 ROOT = Path(__file__).parents[2]

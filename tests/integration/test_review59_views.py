@@ -40,7 +40,8 @@ from config.schema import RingexConfig
 from procs.common.run_files import read_status
 from procs.gateway.rest_client import ApiCallError, RestClient
 from shm.inspect import remove_instance
-from tests.e2e.running import free_port, ringex, running_exchange
+from tests.e2e.running import ringex, running_exchange
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import Client, utc
 
 #: the fields an order's view says of its terms, which every view must say alike

@@ -34,13 +34,13 @@ from procs.supervisor.child import Child
 from procs.supervisor.main import Supervisor
 from procs.supervisor.plan import ProcessSpec
 from shm import Ring
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import Client, Harness, config, run_scenario
 from tests.unit.gateway.rest_rig import rest_exchange
 from tests.unit.gateway.rest_rig import run as rest_run
 from tests.unit.gateway.test_tls import CERT, KEY
 from tests.unit.marketdata.rig import running
 from tests.unit.replica.test_review_replica_bugs import append, following, pair, until
-from tests.unit.replica.test_source import free_port
 
 #: What a count may move by for reasons of its own (the event loop, logging, the executor).
 SLACK = 3

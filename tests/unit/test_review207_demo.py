@@ -80,8 +80,9 @@ from procs.common.run_files import read_status
 from procs.common.topology import apikeys_path, users_path
 from procs.common.users import UserStore
 from shm.inspect import remove_instance
-from tests.e2e.running import ROOT, free_port
+from tests.e2e.running import ROOT
 from tests.e2e.test_review31_demo import Demo, Printed, instance_processes, segments, signed
+from tests.free_ports import free_port
 from tests.scripts_loader import load_script
 from tests.unit.supervisor.test_review50_ops import detached
 

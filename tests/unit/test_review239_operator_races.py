@@ -79,7 +79,7 @@ from procs.common.topology import (
 from procs.common.users import UserStore, password_matches
 from procs.core.recovery import write_snapshot
 from shm import Ring
-from tests.e2e.running import free_port
+from tests.free_ports import free_port
 from tests.unit.supervisor.test_supervisor import wait_for
 
 ROOT = Path(__file__).parents[2]

@@ -66,7 +66,7 @@ from procs.common.run_files import read_status
 from procs.common.topology import session_claim, users_path
 from procs.common.users import UserStore
 from procs.gateway.rest_client import RestClient
-from tests.e2e.running import free_port
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import Client, utc
 from tests.unit.supervisor.test_review240_emergency_tools import (
     Venue,

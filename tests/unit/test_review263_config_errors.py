@@ -84,7 +84,7 @@ from config.loader import ConfigError
 from procs.common.stats import DBWRITER_PAGE, matcher_page
 from procs.supervisor.plan import plan
 from procs.supervisor.preflight import cpus_missing, nice_refused
-from tests.e2e.running import free_port
+from tests.free_ports import free_port
 from tests.unit.supervisor.test_review50_ops import exchange_profile, ringex
 
 GW = '[[gateways]]\nname = "gw1"\nid = 1\n'

@@ -40,10 +40,11 @@ from procs.replica import wire
 from procs.replica.files import FileReceiver
 from procs.replica.source import ReplicationSource
 from procs.supervisor.metrics import MAX_SCRAPES, MetricsServer, RingexCollector
+from tests.free_ports import free_port
 from tests.unit.marketdata.rig import running
 from tests.unit.replica.test_epochs import instance as replica_instance
 from tests.unit.replica.test_epochs import write
-from tests.unit.replica.test_source import commands, free_port
+from tests.unit.replica.test_source import commands
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SECRET = b'{"key": "TOPSECRET-api-secret"}'

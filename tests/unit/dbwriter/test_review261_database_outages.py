@@ -89,8 +89,9 @@ from procs.dbwriter.projection import Batch
 from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
-from tests.e2e.running import ROOT, free_port, ringex, run_in_foreground
+from tests.e2e.running import ROOT, ringex, run_in_foreground
 from tests.e2e.test_metrics import Scrape
+from tests.free_ports import free_port
 from tests.unit.dbwriter.journal_gen import build, make_cfg
 from tests.unit.dbwriter.reconcile import reconcile
 from tests.unit.dbwriter.test_review40_writer_faults import _Running

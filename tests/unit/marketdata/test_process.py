@@ -4,11 +4,9 @@ and the feed, and stops cleanly (exit 0) on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,28 +22,12 @@ from procs.common.records import Record
 from procs.common.topology import MARKETDATA, matcher_output
 from shm import Ring
 from shm.producer import Producer
+from tests.free_ports import free_port
 
 from .events import trade
 from .rig import CODEC
 
 ROOT = Path(__file__).parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` free ports, each a different one: held open together while picked (one at a
-    time, the kernel may hand out the same port twice: make test once gave the market data
-    and a gateway one port, and the profile was refused)."""
-    with contextlib.ExitStack() as held:
-        socks = [held.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
 
 
 @contextmanager

@@ -71,9 +71,10 @@ from procs.common.topology import users_path
 from procs.common.users import UserStore
 from procs.gateway.rest_client import RestClient
 from shm.inspect import remove_instance
+from tests.free_ports import free_ports
 
 from .chromium import DevTools, browser, needs_chromium
-from .test_process import ROOT, free_ports
+from .test_process import ROOT
 from .test_trading_page import act, until_up
 
 pytestmark = needs_chromium

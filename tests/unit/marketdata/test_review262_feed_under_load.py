@@ -68,11 +68,12 @@ from procs.common.topology import MARKETDATA, matcher_output
 from procs.common.types import Side
 from shm import Ring
 from shm.producer import Producer
+from tests.free_ports import free_port
 
 from .events import level, trade
 from .rig import CODEC, Client, Rig, running
 from .test_adversarial_ws import run
-from .test_process import ROOT, free_port
+from .test_process import ROOT
 from .test_server import small_buffer_socket
 
 Book = dict[str, dict[str, str]]

@@ -34,9 +34,10 @@ from procs.common.users import UserStore
 from procs.core.market.state import MarketState
 from procs.gateway.rest_client import RestClient
 from procs.marketdata.web import Site, page_config
+from tests.free_ports import free_port
 
 from .chromium import DevTools, browser, needs_chromium
-from .test_process import ROOT, free_port
+from .test_process import ROOT
 
 MAKER, TAKER = ("MAKER", "maker-pw", 201), ("TAKER", "taker-pw", 202)
 

@@ -25,7 +25,8 @@ from procs.replica.rebuild import ask_epochs, rebuild
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby, StandbyRefusedError
 from procs.replica.wire import EpochHistory
-from tests.unit.replica.test_source import CODEC, commands, free_port
+from tests.free_ports import free_port
+from tests.unit.replica.test_source import CODEC, commands
 
 
 def instance(tmp_path: Path, name: str, *, port: int = 0, primary: str = "") -> RingexConfig:

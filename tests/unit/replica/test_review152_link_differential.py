@@ -63,7 +63,8 @@ from procs.core.recovery import recover
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby, StandbyRefusedError
 from procs.replica.wire import Entries
-from tests.unit.replica.test_source import CODEC, commands, free_port
+from tests.free_ports import free_port
+from tests.unit.replica.test_source import CODEC, commands
 
 LAYOUT = EntryLayout(CODEC.slot_size)
 #: (kind, the bound of its draw): each batch draws one fault or none

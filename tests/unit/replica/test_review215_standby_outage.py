@@ -32,10 +32,11 @@ from procs.replica.rebuild import ask_epochs, rebuild
 from procs.replica.source import BATCH, ReplicationSource
 from procs.replica.standby import Standby, StandbyRefusedError
 from procs.supervisor.promotion import begin_epoch
+from tests.free_ports import free_port
 from tests.unit.replica.test_epochs import images, instance
 from tests.unit.replica.test_review_replica2_bugs import serve_in_a_thread
 from tests.unit.replica.test_review_replica_bugs import following, pair
-from tests.unit.replica.test_source import CODEC, commands, free_port
+from tests.unit.replica.test_source import CODEC, commands
 
 SEGMENT = 256 << 10  # the primary's segments: a long outage spans several
 

@@ -51,12 +51,13 @@ from procs.replica.wire import Digests, EpochHistory
 from procs.supervisor.promotion import begin_epoch
 from shm.liveness import process_start
 from tests.e2e.test_standby import profile
+from tests.free_ports import free_port
 from tests.scripts_loader import load_script
 from tests.unit.dbwriter.journal_gen import build, make_cfg, write_all
 from tests.unit.replica.test_review33_failover import _no_supervisor, _own
 from tests.unit.replica.test_review42_replica_fsync import running
 from tests.unit.replica.test_review_replica_bugs import append, pair, until
-from tests.unit.replica.test_source import CODEC, commands, free_port
+from tests.unit.replica.test_source import CODEC, commands
 from tests.unit.router.test_review42_pipelined import journaled
 from tests.unit.supervisor.test_review_ops_bugs import dead_pid, write, write_status
 from tests.unit.test_review42_reread2 import _serve

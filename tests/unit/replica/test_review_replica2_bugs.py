@@ -30,7 +30,8 @@ from procs.replica import source as source_module
 from procs.replica import standby as standby_module
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby
-from tests.unit.replica.test_source import CODEC, commands, free_port
+from tests.free_ports import free_port
+from tests.unit.replica.test_source import CODEC, commands
 from tests.unit.router.test_router import USD, Exchange, config, fund, order
 from tests.unit.supervisor.test_review_ops_bugs import failover
 

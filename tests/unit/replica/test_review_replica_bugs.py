@@ -30,7 +30,8 @@ from procs.replica.wire import (
     send,
 )
 from procs.supervisor.promotion import begin_epoch
-from tests.unit.replica.test_source import commands, free_port
+from tests.free_ports import free_port
+from tests.unit.replica.test_source import commands
 
 CODEC = RecordCodec()
 

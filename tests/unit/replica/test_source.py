@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -25,14 +24,9 @@ from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby
 from procs.replica.tail import JournalTail
 from procs.replica.wire import Entries
+from tests.free_ports import free_port
 
 CODEC = RecordCodec()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def commands(first: int, n: int) -> list[Record]:

@@ -13,6 +13,7 @@ from config.edges import GatewayConfig, MarketDataConfig, RestConfig
 from config.schema import RingexConfig
 from procs.supervisor.listening import missing_listeners
 from procs.supervisor.plan import plan
+from tests.free_ports import free_port
 
 
 @contextmanager
@@ -23,12 +24,6 @@ def listener(port: int = 0, *, reuse: bool = False, family: int = socket.AF_INET
         sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", port))
         sock.listen()
         yield int(sock.getsockname()[1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_listening_socket_of_the_process_is_found() -> None:

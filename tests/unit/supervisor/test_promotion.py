@@ -22,7 +22,8 @@ from procs.common.exec_ids import FILE_NAME, PROMOTION_SKIP, parse_mark
 from procs.common.run_files import read_status, run_dir
 from procs.common.topology import journal_dir, users_path
 from procs.supervisor import promotion
-from tests.e2e.test_standby import free_port, profile
+from tests.e2e.test_standby import profile
+from tests.free_ports import free_port
 
 ROOT = Path(__file__).parents[3]
 

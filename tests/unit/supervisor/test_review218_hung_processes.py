@@ -34,7 +34,8 @@ from procs.supervisor.main import Child, Supervisor
 from shm import header as h
 from shm.inspect import list_segments, remove_instance
 from shm.liveness import process_start
-from tests.e2e.running import ROOT, free_port, ringex, run_in_foreground, running_exchange
+from tests.e2e.running import ROOT, ringex, run_in_foreground, running_exchange
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import Client, utc
 
 

@@ -86,7 +86,7 @@ from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby, StandbyRefusedError
 from procs.supervisor.promotion import begin_epoch
 from shm.inspect import remove_instance
-from tests.unit.replica.test_source import free_port
+from tests.free_ports import free_port
 from tests.unit.supervisor.test_review206_config_change import (
     BTC_USD,
     ETH,

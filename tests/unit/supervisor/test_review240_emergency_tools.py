@@ -59,7 +59,8 @@ from procs.core.engine import Matcher
 from procs.core.recovery import recover
 from procs.core.symbols import symbol_specs
 from procs.gateway.rest_client import ApiCallError, RestClient
-from tests.e2e.running import ROOT, free_port
+from tests.e2e.running import ROOT
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import Client
 
 USERS = ("F1", "F2", "R1", "R2", "V1")
@@ -334,8 +335,8 @@ class Resting(NamedTuple):
 
 
 async def live_book(venue: Venue, symbol: str) -> dict[int, Resting]:
-    """The live matcher's resting orders and pending stops of ``symbol`` by order id, from
-    the snapshot ``ringex admin snapshot`` has it write."""
+    """The live matcher's resting orders and stops of ``symbol`` by order id, from the
+    snapshot ``ringex admin snapshot`` has it write."""
     store = SnapshotStore(snapshot_dir(venue.cfg, "matcher-m1"))
     before = store.latest()
     code, _, err = await ringex(venue.profile, "admin", "snapshot")
@@ -478,8 +479,7 @@ def test_halt_under_load_refuses_orders_naming_it_takes_cancels_and_resume_surpr
     async def scenario() -> None:
         load = Load("ETH-USD")
         f1, r1, f2 = FixTrader(venue, "F1"), RestTrader(venue, "R1"), FixTrader(venue, "F2")
-        await asyncio.gather(f1.start(), r1.start(), f2.start())
-        # F2's stop above the load's prices: it waits
+        await asyncio.gather(f1.start(), r1.start(), f2.start())  # F2's stop next: it waits
         stop_answer = await f2._ask("stop", "D", (55, "ETH-USD"), (54, "1"), (60, _now()),
                                     (38, "0.01"), (40, "3"), (99, "101.00"), (59, "1"))  # fmt: skip
         stop_id = int(stop_answer.get(37))

@@ -41,8 +41,8 @@ from procs.supervisor.plan import ProcessSpec
 from shm import Ring
 from shm.inspect import list_segments
 from shm.liveness import process_start
-from tests.e2e.running import free_port
 from tests.e2e.test_pipeline import place
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import Client
 from tests.unit.supervisor.test_supervisor import wait_for
 from tests.unit.supervisor.test_supervisor import write_profile as small_profile
