@@ -29,6 +29,7 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _NAME = rf"{_LABEL}(?:\.{_LABEL})*\.?"
 HOST_PATTERN = rf"^(?:[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]{{1,16}})?|{_NAME})?\Z"
 Host = Annotated[str, msgspec.Meta(max_length=253, pattern=HOST_PATTERN)]
+_NOT_HOST = "is not an IP literal or a host name"
 
 
 def host_refused(host: str, *, listening: bool = True) -> str | None:
@@ -39,10 +40,10 @@ def host_refused(host: str, *, listening: bool = True) -> str | None:
     IPv4-mapped one binds nowhere (asyncio's and uvloop's listeners set IPV6_V6ONLY; a
     connection to one works)."""
     if len(host) > 253 or not re.fullmatch(HOST_PATTERN, host):
-        return "is not an IP literal or a host name"
+        return _NOT_HOST
     if ":" not in host:
         if host and not re.fullmatch(_NAME, host):
-            return "is not an IP literal or a host name"
+            return _NOT_HOST
         if host.endswith(".") and host.rstrip(".").rsplit(".", 1)[-1].isdigit():
             # no top label is all digits (RFC 3696): an IPv4 literal, which no dot follows
             return f"is an IPv4 address with a trailing dot: write {host.rstrip('.')}"
@@ -50,7 +51,7 @@ def host_refused(host: str, *, listening: bool = True) -> str | None:
     try:
         address = ipaddress.IPv6Address(host.split("%", 1)[0])
     except ValueError:
-        return "is not an IP literal or a host name (a colon is in no host name)"
+        return f"{_NOT_HOST} (a colon is in no host name)"
     if listening and address.ipv4_mapped is not None:
         return f"is IPv4-mapped, which binds nowhere: use {address.ipv4_mapped}"
     return None

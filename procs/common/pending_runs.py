@@ -13,7 +13,6 @@ has this status file's path.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from config.loader import is_file_path
 from config.schema import RingexConfig
-from procs.common.run_files import status_path, supervisor_running
+from procs.common.run_files import status_at, status_path, supervisor_running
 from shm.liveness import pid_alive
 
 #: The words before ``run`` (or the profile's flags) in the command lines of a start.
@@ -89,14 +88,12 @@ def instances_run_by(cfg: RingexConfig, pids: list[int]) -> list[str]:
     its instance, and the stop named the new name)."""
     found = []
     for path in sorted(Path(cfg.var_dir).glob("*/run/status.json")):
-        with contextlib.suppress(OSError, ValueError):
-            status = json.loads(path.read_text())
-            if not isinstance(status, dict):  # a damaged file: not one of ours to name
-                continue
-            # its pid's process the one that wrote it (review 265: a stale file, its pid
-            # reused by the start under way, was named)
-            if supervisor_running(status) in pids and isinstance(status.get("instance"), str):
-                found.append(status["instance"])
+        status = status_at(path) or {}  # a damaged one: not one of ours to name
+        instance = status.get("instance")
+        # its pid's process the one that wrote it (review 265: a stale file, its pid reused
+        # by the start under way, was named)
+        if isinstance(instance, str) and supervisor_running(status) in pids:
+            found.append(instance)
     return found
 
 

@@ -79,7 +79,12 @@ _STATUS_KEYS: dict[str, type | tuple[type, ...]] = {
 
 def read_status(cfg: RingexConfig) -> dict[str, Any] | None:
     """``status.json`` as the supervisor last wrote it, or None (none, or damaged)."""
-    status = read_json(status_path(cfg))
+    return status_at(status_path(cfg))
+
+
+def status_at(path: Path) -> dict[str, Any] | None:
+    """The status file at ``path`` (another instance's too), or None (none, or damaged)."""
+    status = read_json(path)
     if status is None or "state" not in status:
         return None
     for key, kind in _STATUS_KEYS.items():

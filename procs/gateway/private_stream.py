@@ -248,19 +248,17 @@ class PrivateStreams:
                 else ("this account (all its keys)", len(mine), self.max_per_account)
             )
             raise _too_many(who, count, limit)
-        if self.slots is None:
-            api.verifier.remember(seen)  # only a stream taken (reviews 44, 267: one refused
-            return key, None  # for a limit was "replayed" when retried)
-        slot = self.slots.take(key.key, key.account)  # its other gateways' streams too
+        # its other gateways' streams too
+        slot = None if self.slots is None else self.slots.take(key.key, key.account)
         if slot == "key":
             limit = self.max_per_key
             raise _too_many("this API key (at the instance's gateways)", limit, limit)
         if slot == "account":
             limit = self.max_per_account
             raise _too_many("this account (all its keys, at the instance's gateways)", limit, limit)
-        assert isinstance(slot, StreamSlot)
-        api.verifier.remember(seen)
-        return key, slot
+        assert slot is None or isinstance(slot, StreamSlot)
+        api.verifier.remember(seen)  # only a stream taken (reviews 44, 267: one refused for a
+        return key, slot  # limit was "replayed" when retried)
 
     async def _begin(self, sub: Subscriber) -> None:
         """The snapshot, then what was held behind it; or, when none can be made, the close
