@@ -302,21 +302,24 @@ def remove_user(
         if client is not None:
             client.close()
         return _unwritten("remove-user", f"{user.comp_id} not removed", store, exc)
-    revoked, failed = _revoke_keys("remove-user", keys, user.comp_id)
-    keys_said = "its API keys not revoked" if failed else f"{revoked} API key(s) revoked"
-    print(f"user {user.comp_id} removed (account {user.account} stays); {keys_said}; its "
-          "sessions are logged out")  # fmt: skip
-    if client is None:
-        return 1 if failed else 0
-    try:
+    try:  # the user is gone from here: an interrupt (its keys' revocation included: make
+        # test once sent it there) names the cancel-all a rerun can no longer run
+        revoked, failed = _revoke_keys("remove-user", keys, user.comp_id)
+        keys_said = "its API keys not revoked" if failed else f"{revoked} API key(s) revoked"
+        print(f"user {user.comp_id} removed (account {user.account} stays); {keys_said}; "
+              "its sessions are logged out")  # fmt: skip
+        if client is None:
+            return 1 if failed else 0
         return _cancel_orders(cfg, user, client) or int(failed)  # (keys: said above)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the user is gone, a rerun finds none
-        print(f"ringex admin remove-user: interrupted: {user.comp_id} is removed, its open "
-              "orders may not be cancelled: cancel them with `ringex admin cancel-all "
-              f"--account {user.account}`", file=sys.stderr)  # fmt: skip
+        if client is not None:
+            print(f"ringex admin remove-user: interrupted: {user.comp_id} is removed, its "
+                  "open orders may not be cancelled: cancel them with `ringex admin "
+                  f"cancel-all --account {user.account}`", file=sys.stderr)  # fmt: skip
         raise
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def _cancel_orders(cfg: RingexConfig, user: User, client: AdminClient) -> int:
