@@ -294,16 +294,15 @@ def remove_user(
         print(f"ringex admin remove-user: {user.comp_id} not removed (its orders could not be "
               "cancelled)", file=sys.stderr)  # fmt: skip
         return 1
-    try:
-        store.remove(user.comp_id)
-    except ChangeMadeError as exc:  # removed (every gateway may have read it): go on
-        print(f"ringex admin remove-user: {exc}", file=sys.stderr)
-    except OSError as exc:
-        if client is not None:
-            client.close()
-        return _unwritten("remove-user", f"{user.comp_id} not removed", store, exc)
-    try:  # the user is gone from here: an interrupt (its keys' revocation included: make
-        # test once sent it there) names the cancel-all a rerun can no longer run
+    try:  # an interrupt once the user is gone (its keys' revocation included: make test
+        # once sent it there, and once as the removal's write returned) names the cancel-all
+        # a rerun can no longer run
+        try:
+            store.remove(user.comp_id)
+        except ChangeMadeError as exc:  # removed (every gateway may have read it): go on
+            print(f"ringex admin remove-user: {exc}", file=sys.stderr)
+        except OSError as exc:
+            return _unwritten("remove-user", f"{user.comp_id} not removed", store, exc)
         revoked, failed = _revoke_keys("remove-user", keys, user.comp_id)
         keys_said = "its API keys not revoked" if failed else f"{revoked} API key(s) revoked"
         print(f"user {user.comp_id} removed (account {user.account} stays); {keys_said}; "
@@ -311,8 +310,8 @@ def remove_user(
         if client is None:
             return 1 if failed else 0
         return _cancel_orders(cfg, user, client) or int(failed)  # (keys: said above)
-    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the user is gone, a rerun finds none
-        if client is not None:
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: once the user is gone a rerun finds none
+        if client is not None and not _still_a_user(store, user.comp_id):
             print(f"ringex admin remove-user: interrupted: {user.comp_id} is removed, its "
                   "open orders may not be cancelled: cancel them with `ringex admin "
                   f"cancel-all --account {user.account}`", file=sys.stderr)  # fmt: skip
@@ -320,6 +319,15 @@ def remove_user(
     finally:
         if client is not None:
             client.close()
+
+
+def _still_a_user(store: UserStore, comp_id: str) -> bool:
+    """Whether the users file, read again, still holds ``comp_id`` (False where it cannot
+    be read: the removal may have been written)."""
+    try:
+        return UserStore(store.path).get(comp_id) is not None
+    except (OSError, ValueError):
+        return False
 
 
 def _cancel_orders(cfg: RingexConfig, user: User, client: AdminClient) -> int:
