@@ -89,17 +89,28 @@ class SnapshotStore:
         replace_durably(path, framed(data), mode=PRIVATE)  # every account's balances
         paths = self._paths()
         end = max(seq, history_end() or 0) if history_end is not None else seq
-        rewound = [old for old in paths if int(old.stem) > end]
-        for old in rewound:
-            log.warning("snapshot %s is past the one just written (seq %d): a history "
-                        "that was rewound, removed", old, seq)  # fmt: skip
-            old.unlink(missing_ok=True)
-        if rewound:  # durably gone: a host crash must not bring one back to be restored
-            fsync_dir(self.directory)
+        self._discard(
+            [old for old in paths if int(old.stem) > end], f"the one just written (seq {seq})"
+        )
         before = [p for p in paths if int(p.stem) < seq]
         for old in before[: max(0, len(before) - (self.keep - 1))]:
             old.unlink(missing_ok=True)
         return path
+
+    def discard_after(self, end: int) -> None:
+        """Remove the snapshots past ``end``, the journal's last seq: of a history it lost
+        (a tail taken by a power loss under ``fsync = "interval"``), whose seqs the router
+        names again with other commands (review 273: a restart once the new history passed
+        one restored it)."""
+        self._discard([p for p in self._paths() if int(p.stem) > end], f"seq {end}")
+
+    def _discard(self, rewound: list[Path], past: str) -> None:
+        for old in rewound:
+            log.warning("snapshot %s is past %s: a history that was rewound, removed",
+                        old, past)  # fmt: skip
+            old.unlink(missing_ok=True)
+        if rewound:  # durably gone: a host crash must not bring one back to be restored
+            fsync_dir(self.directory)
 
     def path(self, seq: int) -> Path:
         return self.directory / f"{seq:020d}.snap"

@@ -67,6 +67,7 @@ from procs.core.fast_book import FastBook
 from procs.core.recovery import (
     MATCHER_COMMANDS,
     journal_commands,
+    journal_end,
     matcher_snapshot,
     restored,
 )
@@ -108,6 +109,8 @@ class MatcherShell:
         complete = self.published_upto - (self._partial is not None)
         bounds = None if fresh else (self.published_upto, complete)
         latest = matcher_snapshot(cfg, name, bounds)
+        if (end := journal_end(cfg)) is not None:  # passed over above; gone for good, as
+            self.store.discard_after(end)  # the new history will pass their seqs
         if latest is None:
             self.matcher = Matcher(specs, book_cls)
         else:
