@@ -200,6 +200,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
                 return
             text = "the exchange is stopping: no new orders or replaces (cancels are taken)"
             if kind == b"D":
+                self.orders_in += 1  # answered: among the orders, as its reject is counted
                 self._reject_new(session, msg, text, 2)  # OrdRejReason 2: exchange closed
             elif (order := self._named(session, msg)) is not None:  # else refused as any
                 self._cancel_reject(session, msg, order, text)  # (review 46: 'unknown')
@@ -237,6 +238,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         if msg.get(43) == b"Y" or msg.get(97) == b"Y":
             return True  # received before: not executed twice
         if msg.msg_type == b"D":
+            self.orders_in += 1  # refused, as counted among the rejects (review 272)
             self._reject_new(session, msg, f"duplicate ClOrdID {shown(cl_ord_id)}", 6)
         else:
             text = f"duplicate ClOrdID {shown(cl_ord_id)}"

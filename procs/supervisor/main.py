@@ -479,8 +479,8 @@ class Supervisor(StuckWatch):
             ProcessSample(
                 name=c.spec.name,
                 pid=c.process.pid if c.process is not None else 0,
-                up=c.process is not None and c.process.poll() is None,
-                ready=c.ready,
+                up=(up := c.process is not None and c.process.poll() is None),
+                ready=c.ready and up,  # gone in a drain or another's restart (review 272)
                 restarts=c.restarts_total,
                 start_time_s=c.started_unix,  # 0 while held: no sample
             )
