@@ -47,11 +47,13 @@ async function select(sym, iv) {
   const add = want.filter((s) => !streams.includes(s));
   if (drop.length) send("UNSUBSCRIBE", drop);
   symbol = sym; interval = iv; candles = []; streams = want;
+  drawChart();  // empty while the history loads: not the last symbol's or interval's
   if (!sameSymbol) {  // a new tape, book and ticker: the streams start again
     book = null; shown = new Set();
     $("halt").hidden = true;  // the new symbol's status comes at its subscription
     $("trades").tBodies[0].innerHTML = "";
     clearTicker();  // a symbol that never traded sends no ticker: not the last one's
+    clearBook();  // nor its book, whose level a click copies into the order form
   }
   if (!loading) held = [];
   if (add.length) send("SUBSCRIBE", add);  // first: what happens from now on is held
@@ -200,6 +202,13 @@ function onTicker(t) {
   $("t-low").textContent = t.l;
   $("t-volume").textContent = t.v;
   $("t-quote").textContent = t.q;
+}
+
+function clearBook() {
+  $("asks").tBodies[0].innerHTML = "";
+  $("bids").tBodies[0].innerHTML = "";
+  $("spread").textContent = "-";
+  $("book-id").textContent = "";
 }
 
 function clearTicker() {
