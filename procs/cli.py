@@ -34,7 +34,7 @@ from tqdm import tqdm
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
-from procs.admin.args import Once, dashed_values_joined, seconds
+from procs.admin.args import Once, dashed_values_joined, named, seconds
 from procs.admin.commands import add_admin, run_admin
 from procs.admin.interrupts import exit_status, ignore_interrupts, interrupted_by, interrupting
 from procs.common.durable import fsync_file
@@ -138,9 +138,9 @@ def _sync_journal(cfg: RingexConfig) -> int | None:
 
 def _profile(args: argparse.Namespace) -> str:
     """The profile name, or the config file as a path (so one without a suffix is a file)."""
-    if args.config:
+    if args.config is not None:  # ("" is refused by ``named``: never the dev profile)
         return str(Path(args.config).absolute())
-    return str(args.profile or "dev")
+    return "dev" if args.profile is None else str(args.profile)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -336,11 +336,19 @@ def _running_elsewhere(
     pids = sorted({p for s in listed for p in s.live_pids})
     if not pids:
         return None
+    if Path(cfg.var_dir).is_absolute():  # (review 275: no working directory helps)
+        elsewhere = (
+            f"from a config with another var_dir than {cfg.var_dir!r}: run this with that one"
+        )
+    else:
+        elsewhere = (
+            f"with another var_dir ({cfg.var_dir!r} is relative to the working directory): "
+            "run this where it was started, or with its config's var_dir"
+        )
     return (
         f"instance {cfg.instance} runs (its shared memory is in use by pids "
         f"{', '.join(map(str, pids[:8]))}), but {status_path(cfg)} does not say so: it was "
-        f"started with another var_dir ({cfg.var_dir!r} is relative to the working "
-        "directory): run this where it was started, or with its config's var_dir"
+        f"started {elsewhere}"
     )
 
 
@@ -477,9 +485,12 @@ def _admin(args: argparse.Namespace) -> int:
 def profile_args(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group()  # both given: a usage error, never one in silence
     which.add_argument(
-        "--profile", action=Once, help="profile name (config/profiles; default: dev)"
+        "--profile", type=named, action=Once,
+        help="profile name (config/profiles; default: dev)",
+    )  # fmt: skip
+    which.add_argument(
+        "--config", type=named, action=Once, help="a TOML config file (instead of --profile)"
     )
-    which.add_argument("--config", action=Once, help="a TOML config file (instead of --profile)")
 
 
 def _add_lifecycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -520,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=shm_ls)
     rm = shm_sub.add_parser("rm", help="remove segments and their semaphores")
-    rm.add_argument("--instance", help="only this instance")
+    rm.add_argument("--instance", action=Once, help="only this instance")
     rm.add_argument("--stale", action="store_true", help="only segments no live process uses")
     rm.add_argument("--all", action="store_true", help="every ringex segment")
     rm.add_argument("--force", action="store_true", help="also remove segments still in use")

@@ -1,8 +1,9 @@
 """What the operator CLI's arguments take, beyond argparse's own: a number of seconds, a
 whole number in ASCII digits (``int`` alone also takes "1_0" and any script's digits:
-review 155, account "\u0667" was account 7), an option given at most once (argparse
-keeps the last of two in silence: ``--amount 5 --amount 50`` deposited 50) and a value that
-begins with "-" (an API key id may)."""
+review 155, account "\u0667" was account 7), a name that is not empty (a script's unset
+variable: review 275, ``--config ""`` was the dev profile), an option given at most once
+(argparse keeps the last of two in silence: ``--amount 5 --amount 50`` deposited 50) and a
+value that begins with "-" (an API key id may)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ def ascii_int(text: str) -> int:
         shown = text if len(text) <= 40 else text[:40] + "..."
         raise argparse.ArgumentTypeError(f"{shown!r} is not a whole number in ASCII digits")
     return int(text)
+
+
+def named(text: str) -> str:
+    """An argparse type: a name or path that is not empty ("" is an unset variable's)."""
+    if not text:
+        raise argparse.ArgumentTypeError("'' names nothing (an unset variable?)")
+    return text
 
 
 def seconds(text: str) -> float:

@@ -274,7 +274,7 @@ def add_admin(
     whose.add_argument(
         "--every-account", action="store_true", help="every account's orders (the whole book)"
     )
-    cancel.add_argument("--symbol", help="only on this symbol (default: every symbol)")
+    cancel.add_argument("--symbol", action=Once, help="only on this symbol (default: every symbol)")
     users = admin_sub.add_parser("users", help="the FIX users: comp id, account, session")
     users.add_argument("--json", action="store_true", help="machine-readable output")
     remove = admin_sub.add_parser(
