@@ -74,6 +74,10 @@ def _replay(args: argparse.Namespace) -> int:
     if refused := units_differ(cfg):  # its hashes, snapshot and rows would be in other units
         print(f"ringex replay: {refused}", file=sys.stderr)
         return 1
+    if args.to_db and not cfg.database.enabled:  # (review 275: it ran an embedded cluster)
+        print("ringex replay --to-db: this config has no database ([database] enabled = "
+              "false): nothing to write into", file=sys.stderr)  # fmt: skip
+        return 1
     bar = tqdm(total=0, unit="cmd", unit_scale=True, disable=args.quiet, file=sys.stderr)
 
     def progress(done: int, total: int) -> None:

@@ -67,8 +67,11 @@ aside, off); ``stop`` exits 0 and leaves no segment, a second ``stop`` says not 
 (exit 0), ``status`` then reads stopped (exit 0); a config that is a directory, not UTF-8,
 names a table twice or is missing is one line, exit 2; the three shipped profiles are what
 Configure says; ``replay`` (plain, ``--snapshot``, ``--archive``, ``--from-start``) on a
-never-run instance answers seq 0. Lead, not a README claim: ``replay --to-db`` under
-``[database] enabled = false`` creates and runs the embedded cluster all the same.
+never-run instance answers seq 0.
+
+Found beside (fixed): ``replay --to-db`` under ``[database] enabled = false`` created and ran
+an embedded cluster in the var_dir all the same (README: false is "no database writer (and
+no PostgreSQL needed)"); it is refused, naming the key, before the replay.
 """
 
 from __future__ import annotations
@@ -218,3 +221,17 @@ def test_a_relative_var_dir_is_still_explained(
         ring.unlink()
     assert code == 1
     assert "shared memory is in use" in err and RELATIVE in err, err
+
+
+def test_replay_to_db_of_a_config_without_a_database_is_refused(
+    never_ran: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Scenario: ``ringex replay --to-db`` with a config whose ``[database] enabled = false``.
+    Expected: refused (exit 1) naming the key, no PostgreSQL made or run, no replay.
+    Was (fixed): an embedded cluster initialised and started under the var_dir, the journal
+    written into it."""
+    never_ran.write_text(never_ran.read_text() + "[database]\nenabled = false\n")
+    code, out, err = _cli(["replay", "--to-db", "--quiet", "--config", str(never_ran)], capsys)
+    assert code == 1 and "[database] enabled = false" in err, (code, out, err)
+    assert "state at seq" not in out
+    assert not any(never_ran.parent.glob("var/**/PG_VERSION"))
