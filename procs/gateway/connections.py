@@ -232,6 +232,9 @@ class GatewayConnections:
             except MessageStoreError as exc:  # its files damaged: refused until mended
                 log.error("the logon of %s failed: %s", comp_id, exc)
                 session.abort("the logon failed: the session's store is damaged")
+            if user is not None and session.state not in LOGGED_ON:  # refused all the same
+                # ("already logged on": a reconnect loop's scrypt each, review 277)
+                self._failed_by_address.take(self._pending.get(conn, "?"), time.monotonic())
             self.after_input(conn)
 
         check.add_done_callback(done)
