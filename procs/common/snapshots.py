@@ -99,7 +99,7 @@ class SnapshotStore:
 
     def discard_after(self, end: int) -> None:
         """Remove the snapshots past ``end``, the journal's last seq: of a history it lost
-        (a tail taken by a power loss under ``fsync = "interval"``), whose seqs the router
+        (a tail taken by a power loss under ``fsync = "none"``), whose seqs the router
         names again with other commands (review 273: a restart once the new history passed
         one restored it)."""
         self._discard([p for p in self._paths() if int(p.stem) > end], f"seq {end}")

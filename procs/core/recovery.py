@@ -464,7 +464,7 @@ def matcher_snapshot(
     however rarely it snapshots itself (its own snapshots pause its loop)."""
     own_store = SnapshotStore(snapshot_dir(cfg, f"matcher-{name}"))
     store = snapshot_store(cfg)
-    # Never past the journal's end: with fsync "interval" a power loss can take a tail the
+    # Never past the journal's end: with fsync "none" a power loss can take a tail the
     # matcher had executed and snapshotted; the router sequences those seqs anew.
     end = journal_end(cfg)
     if end is None:  # no journal at all (a matcher fed its replay by hand)

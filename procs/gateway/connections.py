@@ -222,7 +222,10 @@ class GatewayConnections:
                 user = still_held(self.users.get(comp_id), user)  # remove-user meanwhile wins
             if user is not None:
                 self.failed_logins.refund(limit_key(comp_id))
-            else:  # (past the limit already, by failures in flight: counted as far as it goes)
+            # (past the limit already, by failures in flight: counted as far as it goes); a
+            # right password for a session logged on already (``after_password`` refuses it
+            # next) counts too: a reconnect loop cost a scrypt a connection (review 277)
+            if user is None or comp_id in self.live:
                 self._failed_by_address.take(self._pending.get(conn, "?"), time.monotonic())
             try:
                 session.authenticated(user, wall_clock.now_ns())
@@ -232,9 +235,6 @@ class GatewayConnections:
             except MessageStoreError as exc:  # its files damaged: refused until mended
                 log.error("the logon of %s failed: %s", comp_id, exc)
                 session.abort("the logon failed: the session's store is damaged")
-            if user is not None and session.state not in LOGGED_ON:  # refused all the same
-                # ("already logged on": a reconnect loop's scrypt each, review 277)
-                self._failed_by_address.take(self._pending.get(conn, "?"), time.monotonic())
             self.after_input(conn)
 
         check.add_done_callback(done)

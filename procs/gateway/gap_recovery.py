@@ -4,13 +4,13 @@ answer to a TestRequest that comes past a gap.
 
 A ResendRequest's answer may be the session's whole history (megabytes): it is read from the
 store a chunk at a time as the connection takes it (``take_output``'s budget), not put in
-memory at once, and its messages are charged to the session's throttle, as a mass status
-request's reports are: one that comes while the throttle is spent is rejected naming it
-(review 277: a client asking for its whole history again and again made the gateway resend
-and journal ~1,100 times what it sent). What the session sends meanwhile waits behind it,
-so the client still reads every message in MsgSeqNum order. (A client that does not read is
-still dropped by the shell: its unsent bytes, those waiting behind a resend included, are
-bounded.)
+memory at once, and paced: at most as many messages a second as the client may send
+(``max_inbound_per_s``; review 277: a client asking for its whole history again and again
+made the gateway resend and journal ~1,100 times what it sent), the rest going on at the
+shell's next write (its timers write every second). What the session sends meanwhile waits
+behind it, so the client still reads every message in MsgSeqNum order. (A client that does
+not read is still dropped by the shell: its unsent bytes, those waiting behind a resend
+included, are bounded.)
 
 A mixin of ``Session`` (``session.py``), which owns the state it names; what is resent is
 made by ``resend.py``.
@@ -57,7 +57,8 @@ class GapRecovery:
     #: Only ``send`` puts messages here, so they hold the newest MsgSeqNums, in order.
     _behind: list[bytes]
     behind_bytes: int
-    throttle: TokenBucket  # the session's message throttle: resent messages count
+    #: Stored messages sent (again) a second, at most: the client's own inbound limit.
+    _resend_pace: TokenBucket
 
     if TYPE_CHECKING:  # Session's own
 
@@ -155,15 +156,6 @@ class GapRecovery:
             text = f"more than {MAX_RESENDS} ResendRequests waiting for their answer"
             self._logout_and_close(text, now_ns)
             return
-        if not self.throttle.allow(now_ns):  # spent, by resent messages too: ask again later
-            rate = f"{self.throttle.rate:g}"
-            text = (
-                f"throttle: ResendRequest {begin}..{end} refused, the session sent or was "
-                f"resent more than {rate} messages in a second: the limit is {rate}/s"
-            )
-            self._reject(msg, RejectReason.OTHER, 0, text, now_ns)
-            return
-        self.throttle.charge(end - begin + 1, now_ns)  # a debt of a second's worth at most
         self._queue(begin, end, True, now_ns)
 
     def _queue(self, begin: int, end: int, again: bool, now_ns: int) -> None:
@@ -185,10 +177,15 @@ class GapRecovery:
         assert store is not None
         stamp = self._times.format(now_ns)
         size = 0
-        resends = self._resends
+        resends, pace = self._resends, self._resend_pace
         while resends and (budget is None or size < budget):
+            pace.allow(now_ns, 0)  # refilled to now
+            room = min(RESEND_CHUNK, int(pace.tokens))
+            if room < 1:  # paced: the shell's next write goes on from here
+                break
             begin, end, again = resends[0]
-            last = min(end, begin + RESEND_CHUNK - 1)
+            last = min(end, begin + room - 1)
+            pace.allow(now_ns, last - begin + 1)
             if last < end:
                 resends[0] = (last + 1, end, again)
             else:

@@ -109,8 +109,10 @@ class MatcherShell:
         complete = self.published_upto - (self._partial is not None)
         bounds = None if fresh else (self.published_upto, complete)
         latest = matcher_snapshot(cfg, name, bounds)
-        if (end := journal_end(cfg)) is not None:  # passed over above; gone for good, as
-            self.store.discard_after(end)  # the new history will pass their seqs
+        # those past the journal's end, passed over above, are gone for good: the new history
+        # will pass their seqs (review 273); read after: it only grows while a router appends
+        if (end := journal_end(cfg)) is not None:
+            self.store.discard_after(end)
         if latest is None:
             self.matcher = Matcher(specs, book_cls)
         else:

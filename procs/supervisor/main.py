@@ -451,8 +451,8 @@ class Supervisor(StuckWatch):
                     "pid": c.process.pid if c.process is not None else None,
                     # with the pid, what names the process for good (a pid is reused)
                     "started": process_start(c.process.pid) if c.process is not None else None,
-                    "alive": c.process is not None and c.process.poll() is None,
-                    "ready": c.ready,
+                    "alive": (alive := c.process is not None and c.process.poll() is None),
+                    "ready": c.ready and alive,  # (gone in a drain: review 272)
                     "cpus": list(c.spec.cpus),
                     "restarts": c.restarts_total,
                     "heartbeat_age_s": self._heartbeat_age(c),

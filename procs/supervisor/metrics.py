@@ -115,7 +115,7 @@ class ProcessSample:
     name: str
     pid: int  # 0: never started
     up: bool
-    ready: bool  # holds its ready ring since its last start
+    ready: bool  # alive, and holds its ready ring since its last start
     restarts: int  # since the supervisor started (not the restart_limit window)
     start_time_s: float  # Unix time of its last start (its release); 0 while held
 
