@@ -220,6 +220,14 @@ def removed_symbols(cfg: RingexConfig) -> str:
     return ", ".join(sorted(gone))
 
 
+def removed_assets(cfg: RingexConfig) -> str:
+    """The assets the journal has known that the config no longer has, named with their
+    ids ("ETH (id 3)"), "" when none: what a recovery refused for an unknown asset blames."""
+    now = {a.name for a in cfg.assets}
+    gone = [f"{n} (id {f['id']})" for n, f in _pinned(cfg, "assets").items() if n not in now]
+    return ", ".join(sorted(gone))
+
+
 def _pinned(cfg: RingexConfig, kind: str) -> dict[str, Any]:
     """What the config's journal pinned of ``kind``, by name: for naming what a refusal is
     about; none where there is no readable file (the start's own check says why)."""

@@ -467,6 +467,9 @@ class Accounts(Settlement):
         # the fee account in force exists, even one an older snapshot did not know
         accounts._accounts = set(state.accounts) | {accounts.fee_account}
         for account, asset, free, reserved in state.balances:
+            if (free or reserved) and asset not in accounts.assets:  # (review 278: asserted)
+                raise ValueError(f"snapshot balance of account {account} is in unknown asset "
+                                 f"id {asset}: {free} free, {reserved} reserved")  # fmt: skip
             if free:
                 accounts._free[(account, asset)] = free
             if reserved:

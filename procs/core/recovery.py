@@ -41,7 +41,7 @@ from procs.common.records import (
 from procs.common.rules_version import RULES_VERSION
 from procs.common.snapshots import SnapshotStore
 from procs.common.topology import ADMIN_GATEWAY, journal_archive_dir, journal_dir, snapshot_dir
-from procs.common.units import removed_symbols
+from procs.common.units import removed_assets, removed_symbols
 from procs.core.accounts import Accounts
 from procs.core.book import Book
 from procs.core.engine import Matcher
@@ -208,6 +208,13 @@ def recover(
                 "or snapshot still needs them: configure them again, on their matchers (a "
                 "symbol may stay halted for good; one leaves only with its orders cancelled "
                 "and its matcher with it, its commands behind a snapshot) (reviews 206, 212)"
+            ) from exc
+        if (gone := removed_assets(cfg)) and "asset" in str(exc).lower():
+            raise ReplayError(
+                f"{exc}: the journal's assets {gone} are not in the config, and its replay "
+                "or snapshot still holds balances in them: configure them again (an asset "
+                "leaves only once every balance in it is withdrawn, its commands behind a "
+                "snapshot) (review 278)"
             ) from exc
         raise
 

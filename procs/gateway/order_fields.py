@@ -18,7 +18,7 @@ from procs.gateway.dictionary import (
     UNSUPPORTED_ORDER_GROUPS,
 )
 from procs.gateway.fix import FixMessage, field, shown
-from procs.gateway.instruments import format_units, price_ticks, qty_lots
+from procs.gateway.instruments import format_units, price_ticks, qty_lots, to_units
 from procs.gateway.notional_note import cap_note, notional_note
 from procs.gateway.order_state import Order
 
@@ -376,7 +376,11 @@ def amounts(
     if ord_type in (OrdType.LIMIT, OrdType.STOP_LIMIT):
         if 44 not in f:
             return Fault(f"Price (44) is required for OrdType {f[40].decode()}")
-        price = price_ticks(f[44], sym)
+        if replacing is not None and to_units(f[44], sym.price_decimals) == replacing.price:
+            price = replacing.price  # its own, off a tick raised since it rested: the
+            # matcher keeps it in place (review 278)
+        else:
+            price = price_ticks(f[44], sym)
     elif 44 in f:  # a market order's worst price
         price = price_ticks(f[44], sym)
     if isinstance(price, str):

@@ -77,6 +77,8 @@ class AmendRoute:
                 f"amend rejected: an amend, cancel or replace of orderId={order.order_id} "
                 "waits for its answer; send this one once it is answered",
             )
+        if price is not None and price != order.price and price % sym.tick:
+            rp.on_tick(params, sym)  # (its own price, off a tick raised since, is kept)
         new_price = order.price if price is None else price
         new_qty = order.qty if qty is None else qty
         parts = -(-(new_qty - order.cum) // order.display) if order.display else 0

@@ -29,6 +29,7 @@ from procs.gateway.instruments import (
     format_units,
     price_ticks,
     qty_lots,
+    to_units,
 )
 from procs.gateway.notional_note import cap_note, notional_note
 
@@ -262,9 +263,15 @@ def _decimal(params: Mapping[str, str], name: str) -> str:
     return text
 
 
-def _price(params: Mapping[str, str], name: str, sym: SymbolConfig) -> int:
+def _price(
+    params: Mapping[str, str], name: str, sym: SymbolConfig, *, off_tick: bool = False
+) -> int:
     text = _decimal(params, name)
-    units = price_ticks(text.encode(), sym)
+    units: int | str = price_ticks(text.encode(), sym)
+    if isinstance(units, str) and off_tick:  # (``amendment``'s: its caller judges the tick)
+        raw = to_units(text.encode(), sym.price_decimals)
+        if raw is not None and 0 < raw <= MAX_INT64 and raw % sym.tick:  # off it, no more
+            units = raw
     if isinstance(units, str):
         raise bad_request(codes.FILTER_FAILURE, f"{name}: {units}")
     if not 0 < units <= MAX_INT64:
@@ -298,13 +305,20 @@ def _order_qty(params: Mapping[str, str], sym: SymbolConfig) -> int:
 
 def amendment(params: Mapping[str, str], sym: SymbolConfig) -> tuple[int | None, int | None]:
     """An amend's new ``price`` and new total ``quantity`` (fills included), None for one it
-    leaves as it is; at least one is needed."""
+    leaves as it is; at least one is needed. A price off the tick is taken here: the order's
+    own, off a tick raised since it rested, is kept in place as the matcher keeps it (review
+    278); the caller refuses any other (``on_tick``)."""
     if "price" not in params and "quantity" not in params:
         raise bad_request(
             codes.MANDATORY_PARAM, "an amend needs 'price', 'quantity' or both: neither was sent"
         )
-    price = _price(params, "price", sym) if "price" in params else None
+    price = _price(params, "price", sym, off_tick=True) if "price" in params else None
     return price, _order_qty(params, sym) if "quantity" in params else None
+
+
+def on_tick(params: Mapping[str, str], sym: SymbolConfig) -> None:
+    """Refuse an amend's ``price`` off the symbol's tick (one ``amendment`` took)."""
+    _price(params, "price", sym)
 
 
 def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderRequest:

@@ -66,6 +66,7 @@ from procs.common.topology import (
 )
 from procs.common.units import UnitsError, gone_gateways_refused, pin_units, units_refused
 from procs.core.engine import Matcher
+from procs.core.fees import FeeChangeError
 from procs.core.recovery import JournaledTail, Recovered, recover, unrouted
 from procs.core.sequencer import Decision, route_all
 from procs.core.watches import Watches
@@ -580,8 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         shell = RouterShell(load_profile(args.profile))
-    except (JournalFencedError, UnitsError) as exc:
-        log.error("%s", exc)
+    except (JournalFencedError, UnitsError, FeeChangeError) as exc:
+        log.error("%s", exc)  # one line, the supervisor's reason (review 278: a traceback)
         return 2
     stopped = stop_on_signals()
     gc_policy.settle(shell.cfg.gc)  # recovered: what it holds now is never walked again

@@ -262,10 +262,10 @@ class Supervisor(StuckWatch):
             if self.stop_asked():
                 raise StopAsked(f"stop asked while {spec.name} starts")
             if (code := process.poll()) is not None:
-                raise SupervisorError(
-                    f"{spec.name} exited with {code} while starting; see "
-                    f"{run_dir(self.cfg) / (spec.name + '.log')}"
-                )
+                said = self._last_logged(child) or "nothing logged"  # (review 278: the why)
+                log_path = run_dir(self.cfg) / f"{spec.name}.log"
+                raise SupervisorError(f"{spec.name} exited with {code} while starting: {said}; "
+                                      f"see {log_path}")  # fmt: skip
             if self._not_ready(child) is None:
                 child.ready = True
                 return
