@@ -128,6 +128,20 @@ class Counters:
         finally:
             page.close()
 
+    @classmethod
+    def zero(cls, instance: str, name: str, counter: str) -> None:
+        """Set counter ``counter`` of page ``name`` to 0 where both exist: what a writer's
+        earlier run left (its page outlives it) read as this run's otherwise."""
+        try:
+            page = cls.attach(instance, name)
+        except ShmError:
+            return
+        try:
+            if counter in page._index:
+                page.values[page._index[counter]] = 0
+        finally:
+            page.close()
+
     def index(self, name: str) -> int:
         try:
             return self._index[name]

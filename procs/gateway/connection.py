@@ -324,7 +324,10 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         session = self.session
         if session is not None and session.store is not None:  # its output drained, or cut
-            if exc is not None:  # by an error (the peer's RST): asyncio dropped its buffer
-                self._park_unsent(session, None)  # (review 260; ``abort`` parked already)
+            # by an error (the peer's RST): asyncio dropped its buffer (review 260; ``abort``
+            # parked already); not where a newer session of its CompID took the store (a
+            # reset logon's numbers: a reread of review 260's fix)
+            if exc is not None and session.live.get(session.comp_id, session) is session:
+                self._park_unsent(session, None)
             session.store.connection_ended(self)
         self.server.connection_lost(self)

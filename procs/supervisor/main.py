@@ -224,8 +224,9 @@ class Supervisor(StuckWatch):
             )
         finally:
             logfile.close()
-        child.held = True
-        child.ready = False
+        child.held, child.ready = True, False
+        if spec.ready_counter:  # its last run's 1 is not this run's (the page outlives it)
+            Counters.zero(self.cfg.instance, *spec.ready_counter)
         child.started_at = child.started_unix = 0.0  # until released: no uptime yet
 
     def _release(self, child: Child) -> None:
@@ -263,9 +264,8 @@ class Supervisor(StuckWatch):
                 raise StopAsked(f"stop asked while {spec.name} starts")
             if (code := process.poll()) is not None:
                 said = self._last_logged(child) or "nothing logged"  # (review 278: the why)
-                log_path = run_dir(self.cfg) / f"{spec.name}.log"
                 raise SupervisorError(f"{spec.name} exited with {code} while starting: {said}; "
-                                      f"see {log_path}")  # fmt: skip
+                                      f"see {run_dir(self.cfg) / f'{spec.name}.log'}")  # fmt: skip
             if self._not_ready(child) is None:
                 child.ready = True
                 return
