@@ -46,9 +46,9 @@ def host_refused(host: str, *, listening: bool = True) -> str | None:
             return _NOT_HOST
         if host.endswith(".") and (top := host.rstrip(".").rsplit(".", 1)[-1]).isdigit():
             # no top label is all digits (RFC 3696): an IPv4 literal, which no dot follows
-            try:
-                ipaddress.IPv4Address(host.rstrip("."))
-            except ValueError:  # (a reread of review 269: "ab.12." was called an address)
+            try:  # as the resolver reads one ("127.1" too: ``listen_address`` takes it)
+                socket.inet_aton(host.rstrip("."))
+            except OSError:  # (a reread of review 269: "ab.12." was called an address)
                 return f"{_NOT_HOST} (its top label {top} is all digits, RFC 3696)"
             return f"is an IPv4 address with a trailing dot: write {host.rstrip('.')}"
         return None

@@ -209,7 +209,8 @@ def recover(
                 "symbol may stay halted for good; one leaves only with its orders cancelled "
                 "and its matcher with it, its commands behind a snapshot) (reviews 206, 212)"
             ) from exc
-        if (gone := removed_assets(cfg)) and "asset" in str(exc).lower():
+        unknown = "unknown asset" in str(exc).lower() or "UNKNOWN_ASSET" in str(exc)
+        if unknown and (gone := removed_assets(cfg)):
             raise ReplayError(
                 f"{exc}: the journal's assets {gone} are not in the config, and its replay "
                 "or snapshot still holds balances in them: configure them again (an asset "

@@ -285,8 +285,8 @@ class Connection(asyncio.Protocol):
         dropped them: from its oldest mark, a few the kernel took since perhaps among them,
         to come twice), and what waits behind a resend (review 255)."""
         store = session.store
-        if store is None:
-            return
+        if store is None or session.live.get(session.comp_id, session) is not session:
+            return  # (a newer session of its CompID took the store: a reset logon's numbers)
         if buffered is None:
             cut = self._marks[0][1] if self._marks else 0
         else:
@@ -324,10 +324,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         session = self.session
         if session is not None and session.store is not None:  # its output drained, or cut
-            # by an error (the peer's RST): asyncio dropped its buffer (review 260; ``abort``
-            # parked already); not where a newer session of its CompID took the store (a
-            # reset logon's numbers: a reread of review 260's fix)
-            if exc is not None and session.live.get(session.comp_id, session) is session:
-                self._park_unsent(session, None)
+            if exc is not None:  # by an error (the peer's RST): asyncio dropped its buffer
+                self._park_unsent(session, None)  # (review 260; ``abort`` parked already)
             session.store.connection_ended(self)
         self.server.connection_lost(self)

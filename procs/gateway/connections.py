@@ -187,8 +187,9 @@ class GatewayConnections:
         limits = self.failed_logins  # every try spends a token, a right password gives it back
         now = time.monotonic()
         if retry := limits.take(limit_key(comp_id), now):
+            what = "Logons while it is logged on" if comp_id in self.live else "wrong passwords"
             session.refused(
-                f"too many wrong passwords for {comp_id[:64]}: the limit is "
+                f"too many {what} for {comp_id[:64]}: the limit is "
                 f"{limits.rate_per_s:g}/s; try again in {math.ceil(retry)} s",
                 wall_clock.now_ns(),
             )
@@ -220,12 +221,13 @@ class GatewayConnections:
                 user = None
             if user is not None:  # the file looked at again: an operator's set-password or
                 user = still_held(self.users.get(comp_id), user)  # remove-user meanwhile wins
-            if user is not None:
+            # a right password for a session logged on already (``after_password`` refuses
+            # it next) keeps its CompID's token spent: a reconnect loop cost a scrypt a
+            # connection (review 277), and no other CompID of its host pays for it
+            if user is not None and comp_id not in self.live:
                 self.failed_logins.refund(limit_key(comp_id))
-            # (past the limit already, by failures in flight: counted as far as it goes); a
-            # right password for a session logged on already (``after_password`` refuses it
-            # next) counts too: a reconnect loop cost a scrypt a connection (review 277)
-            if user is None or comp_id in self.live:
+            elif user is None:  # (past the limit already, by failures in flight: counted as
+                # far as it goes)
                 self._failed_by_address.take(self._pending.get(conn, "?"), time.monotonic())
             try:
                 session.authenticated(user, wall_clock.now_ns())

@@ -4,13 +4,9 @@ answer to a TestRequest that comes past a gap.
 
 A ResendRequest's answer may be the session's whole history (megabytes): it is read from the
 store a chunk at a time as the connection takes it (``take_output``'s budget), not put in
-memory at once, and paced: at most as many messages a second as the client may send
-(``max_inbound_per_s``; review 277: a client asking for its whole history again and again
-made the gateway resend and journal ~1,100 times what it sent), the rest going on at the
-shell's next write (its timers write every second). What the session sends meanwhile waits
-behind it, so the client still reads every message in MsgSeqNum order. (A client that does
-not read is still dropped by the shell: its unsent bytes, those waiting behind a resend
-included, are bounded.)
+memory at once, and what the session sends meanwhile waits behind it, so the client still
+reads every message in MsgSeqNum order. (A client that does not read is still dropped by the
+shell: its unsent bytes, those waiting behind a resend included, are bounded.)
 
 A mixin of ``Session`` (``session.py``), which owns the state it names; what is resent is
 made by ``resend.py``.
@@ -26,9 +22,6 @@ from procs.gateway.dictionary import RejectReason
 from procs.gateway.fix import FixMessage, Timestamps, field, parse_utc_timestamp, shown
 from procs.gateway.resend import resend_range, resent
 from procs.gateway.store import MessageStore
-
-if TYPE_CHECKING:
-    from procs.common.token_bucket import TokenBucket
 
 #: Too-high TestRequests remembered as answered until their MsgSeqNum is reached in sequence.
 MAX_EARLY_ANSWERS = 1_000
@@ -57,8 +50,6 @@ class GapRecovery:
     #: Only ``send`` puts messages here, so they hold the newest MsgSeqNums, in order.
     _behind: list[bytes]
     behind_bytes: int
-    #: Stored messages sent (again) a second, at most: the client's own inbound limit.
-    _resend_pace: TokenBucket
 
     if TYPE_CHECKING:  # Session's own
 
@@ -177,15 +168,10 @@ class GapRecovery:
         assert store is not None
         stamp = self._times.format(now_ns)
         size = 0
-        resends, pace = self._resends, self._resend_pace
+        resends = self._resends
         while resends and (budget is None or size < budget):
-            pace.allow(now_ns, 0)  # refilled to now
-            room = min(RESEND_CHUNK, int(pace.tokens))
-            if room < 1:  # paced: the shell's next write goes on from here
-                break
             begin, end, again = resends[0]
-            last = min(end, begin + room - 1)
-            pace.allow(now_ns, last - begin + 1)
+            last = min(end, begin + RESEND_CHUNK - 1)
             if last < end:
                 resends[0] = (last + 1, end, again)
             else:

@@ -109,7 +109,6 @@ class Session(GapRecovery, ClockMarks):
         self.throttle = TokenBucket(settings.max_messages_per_s, now_ns)
         #: every message, and garbled bytes, once logged on (``inbound_limits.py``)
         self.inbound = InboundLimits(settings.max_inbound_per_s, settings.max_message_bytes, now_ns)
-        self._resend_pace = TokenBucket(self.inbound.per_s, now_ns)  # (``gap_recovery.py``)
         self._header = self._sender = b""  # the latter: the client's SenderCompID, once logged on
         self._target = settings.comp_id.encode()
         self.verify_request: tuple[str, str] | None = None  # (CompID, password): the shell's

@@ -27,6 +27,7 @@ class Child:
     seen: ConsumerInfo | None = None  # its line on the ring it reads, at the last look
     seen_watched: dict[str, ConsumerInfo] = field(default_factory=dict)  # its other lines
     stuck: bool = False  # logged as stuck (once per episode)
+    log_from: int = 0  # where its latest run's lines begin in its log (each run appends)
 
     def uptime_s(self) -> float:
         """Seconds since it was released, while it runs; 0 held, down or gone (a process

@@ -47,17 +47,20 @@ def start_failure(status: dict[str, Any] | None, pid: int, log: Path, offset: in
     return own or "no reason logged"
 
 
-def last_logged(log: Path) -> str | None:
-    """The last line ``log`` holds that is not blank (a traceback's ends with the error),
-    its first ``LINE_CHARS`` (its type and reason; review 254: a long one was quoted from
-    its middle); None where it cannot be read or holds none."""
+def last_logged(log: Path, offset: int = 0) -> str | None:
+    """The last line ``log`` holds from ``offset`` on (a run's own: each run appends to
+    it, and one that died silently must not be quoted its last run's words) that is not
+    blank (a traceback's ends with the error), its first ``LINE_CHARS`` (its type and
+    reason; review 254: a long one was quoted from its middle); None where it cannot be read
+    or holds none."""
     try:
         with open(log, "rb") as f:
-            start = max(0, f.seek(0, 2) - TAIL_BYTES - 1)
+            start = max(offset, f.seek(0, 2) - TAIL_BYTES - 1)
             f.seek(start)
             data = f.read()
-            if start and data[:1] == b"\n":  # a line begins where the window does: whole
-                start, data = 0, data[1:]
+            cut = start > offset  # the window begins inside a line, unless at a newline
+            if cut and data[:1] == b"\n":
+                cut, data = False, data[1:]
             tail = data.decode(errors="replace")
     except OSError:
         return None
@@ -65,5 +68,5 @@ def last_logged(log: Path) -> str | None:
     found = [i for i, line in enumerate(lines) if line.strip()]
     if not found:
         return None
-    last = ("..." if start and found[-1] == 0 else "") + lines[found[-1]].strip()
+    last = ("..." if cut and found[-1] == 0 else "") + lines[found[-1]].strip()
     return last if len(last) <= LINE_CHARS else last[: LINE_CHARS - 3] + "..."

@@ -199,6 +199,7 @@ class Supervisor(StuckWatch):
     def _spawn(self, child: Child) -> None:
         spec = child.spec
         logfile = open(run_dir(self.cfg) / f"{spec.name}.log", "ab")  # noqa: SIM115
+        child.log_from = logfile.tell()  # (its end: this run's lines follow)
         cpus = set(spec.cpus)
         supervisor = os.getpid()
 
@@ -224,10 +225,9 @@ class Supervisor(StuckWatch):
             )
         finally:
             logfile.close()
-        child.held, child.ready = True, False
+        child.held, child.ready, child.started_at, child.started_unix = True, False, 0.0, 0.0
         if spec.ready_counter:  # its last run's 1 is not this run's (the page outlives it)
             Counters.zero(self.cfg.instance, *spec.ready_counter)
-        child.started_at = child.started_unix = 0.0  # until released: no uptime yet
 
     def _release(self, child: Child) -> None:
         process = child.process
@@ -263,7 +263,7 @@ class Supervisor(StuckWatch):
             if self.stop_asked():
                 raise StopAsked(f"stop asked while {spec.name} starts")
             if (code := process.poll()) is not None:
-                said = self._last_logged(child) or "nothing logged"  # (review 278: the why)
+                said = self._last_logged(child) or "nothing logged"  # (278; this run's)
                 raise SupervisorError(f"{spec.name} exited with {code} while starting: {said}; "
                                       f"see {run_dir(self.cfg) / f'{spec.name}.log'}")  # fmt: skip
             if self._not_ready(child) is None:
@@ -327,7 +327,7 @@ class Supervisor(StuckWatch):
         self._duties_done = time.monotonic()
 
     def _last_logged(self, child: Child) -> str | None:
-        return last_logged(run_dir(self.cfg) / f"{child.spec.name}.log")
+        return last_logged(run_dir(self.cfg) / f"{child.spec.name}.log", child.log_from)
 
     def _restart(self, child: Child, code: int) -> None:
         """Start ``child`` again after it exited with ``code``. One that exits again while

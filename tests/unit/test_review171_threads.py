@@ -70,6 +70,7 @@ def _shell(users: UserStore, conn: object) -> Any:
         failed_logins=RateLimiter(10.0, 10),
         _failed_by_address=RateLimiter(10.0, 10),
         _pending={conn: "127.0.0.1"},
+        live={},  # no session logged on (review 277: a right password for one counts)
         after_input=lambda conn: None,
     )
     shell._check_if_connected = lambda s, c, p: GatewayConnections._check_if_connected(

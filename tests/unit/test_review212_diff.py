@@ -149,6 +149,7 @@ class _Session:
     def __init__(self) -> None:
         self.store = _Store()
         self.out: list[bytes] = []
+        self.live: dict[str, object] = {}  # its CompID's session: none newer (review 280)
 
     def take_output(self, budget: int | None = None, now_ns: int | None = None) -> list[bytes]:
         out, self.out = self.out, []

@@ -15,7 +15,7 @@ of real rings, router and matcher stepped in the test's loop; users hashed with 
 scrypt ``n``), the password check counted by wrapping ``UserStore.verify`` (the real one
 runs), as review 35 counted it.
 
-Faults found (each fixed; its test says what it was):
+Faults found (1 fixed, its test says what it was; 2 a documented limit, a strict xfail):
 
 1. ``procs/gateway/connections.py:223-226`` (``done``: a right password refunds the user's
    token and spends no address token) with ``logon.py:87-88`` (``after_password``: "already
@@ -26,10 +26,11 @@ Faults found (each fixed; its test says what it was):
    costs a full scrypt (~16 MiB, tens of ms at the users file's ``n``) on the executor
    threads every other Logon shares: 60 Logons, 60 scrypts, no limit named. The REST
    login counts every login per address (``login_rate_per_s`` 2/s, burst 10,
-   ``rest_keys.py:45``), right or wrong. Fixed: a right password for a session logged on
-   already (``after_password`` refuses it next) spends the address's failed-Logon token as
-   a wrong one does, so past its burst the address is refused before the scrypt, naming
-   the limit; the answer "already logged on" still comes only after the password check.
+   ``rest_keys.py:45``), right or wrong. Fixed: a right password for a CompID logged on
+   already (``after_password`` refuses it next) keeps the CompID's failed-Logon token spent
+   (not the address's: the session's second reread, a host's other sessions were locked
+   out by one reconnect loop), so past its burst the Logon is refused before the scrypt,
+   "too many Logons while it is logged on", naming the limit.
 2. ``procs/gateway/gap_recovery.py:132-150`` (``_resend``: a ResendRequest is taken while
    fewer than ``MAX_RESENDS`` wait, its span clamped only to the last seq sent) with
    ``:163-181`` (``_resent_output``: each resent message journaled by ``_sent``): a
@@ -40,12 +41,12 @@ Faults found (each fixed; its test says what it was):
    90,300 messages and write 28.6 MB of audit journal, ~1,100 times what the client
    sent, no limit met, where
    review 38 held garbled input to 64 KiB/s and every message to ``max_inbound_per_s``.
-   Fixed: a resend is paced (``_resent_output``) to as many messages a second as the
-   client may send (``max_inbound_per_s``, past a second's worth), the rest going on at
-   the shell's next write: never refused (a FIX engine does not ask again for a gap it
-   asked for), so a recovery of any length is still answered whole. (A first fix that
-   charged the span to the throttle and rejected a request while it was spent stalled a
-   chunked recovery and bounded nothing past a second's debt: the session's reread.)
+   Not fixed, a documented limit (README, the FIX gateway): a resend paced to
+   ``max_inbound_per_s`` (a first fix; before it, one that charged the span to the throttle
+   and rejected a request while it was spent, which stalled a FIX engine's chunked
+   recovery) held what the session sent meanwhile, counted in the 4 MiB a client may leave
+   unsent, so a client recovering a long history while its orders filled was dropped as
+   not reading (the session's second reread); the test stays, a strict xfail.
 
 Sound: a Logon of a user already logged on is refused with a Logout that says so and the
 live session trades on; resent messages are answered in MsgSeqNum order with PossDupFlag
@@ -141,17 +142,23 @@ async def _drain(c: Client, quiet_s: float = 0.5) -> tuple[int, int, bool]:
             return resent, total, True
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a documented limit (README, the FIX gateway; review 277): a resend goes at the "
+    "client's read speed; a pace held what the session sent meanwhile past the 4 MiB, "
+    "dropping a client that recovers a long history while its orders fill",
+)
 def test_resend_requests_of_the_whole_history_are_limited(instance: str, tmp_path: Path) -> None:
     """Scenario: ALICE sends 200 IOC orders (~300 reports: her history), reads them, asks
-    for her whole history once (7=1, 16=0), then 30 times in one write (~9,000 messages),
+    for her whole history once (7=1, 16=0), then 60 times in one write (~18,000 messages),
     reading every answer; her gateway's ``max_messages_per_s`` is 1,000.
     Expected: what one client makes the gateway resend (and journal) is limited, as its
     inbound messages and garbled bytes are (review 38): resent at most as many messages a
     second as she may send (``max_inbound_per_s``, 2,000 here) past a second's worth, yet
     every request answered whole (a FIX engine does not ask again for a gap it asked for),
     the session on.
-    Was (fixed): every request was answered at her read speed: 300 requests made 90,300
-    messages resent and ~1,100 times her bytes written to audit.log, no limit met."""
+    Now: every request is answered at her read speed: 300 requests made 90,300 messages
+    resent and ~1,100 times her bytes written to audit.log, no limit met."""
     h = small_ring_exchange(instance, tmp_path, 4096, users=TRADERS, max_messages_per_s=1000)
 
     async def scenario(h: Harness, port: int) -> None:
@@ -168,7 +175,7 @@ def test_resend_requests_of_the_whole_history_are_limited(instance: str, tmp_pat
         await alice.send("2", (7, 1), (16, 0))
         history, _, closed = await _drain(alice, 1.0)
         assert history >= reports and not closed, history
-        per_s, asks = 2 * 1000, 30  # max_inbound_per_s: max_messages_per_s doubled
+        per_s, asks = 2 * 1000, 60  # max_inbound_per_s: max_messages_per_s doubled
         batch = b"".join(bytes(alice.message("2", (7, 1), (16, 0)).encode()) for _ in range(asks))
         await alice.send_raw(batch)
         started, times = time.monotonic(), list[float]()
@@ -179,8 +186,8 @@ def test_resend_requests_of_the_whole_history_are_limited(instance: str, tmp_pat
             if msg.get(43) == b"Y":
                 times.append(time.monotonic() - started)
         assert len(times) == asks * history, f"{len(times):,} of {asks * history:,} resent"
-        first_second = sum(1 for t in times if t < 1.0)
-        assert first_second <= 2 * per_s + 256, f"{first_second:,} resent in the first second"
+        took = times[-1] if times else 0.0  # all of it resent within a second's worth a second
+        assert len(times) <= per_s * (took + 1) + 256, f"{len(times):,} resent in {took:.2f} s"
         assert not alice.reader.at_eof() if alice.reader is not None else False
 
     run_scenario(h, scenario, limit_s=120)
@@ -210,5 +217,36 @@ def test_logons_that_log_on_then_out_are_not_counted_as_failed(
         await bob.connect(port)
         assert (await bob.logon()).get(35) == b"A"
         await bob.aclose()
+
+    run_scenario(h, scenario, limit_s=60)
+
+
+def test_a_reconnect_loop_does_not_lock_its_hosts_other_sessions_out(
+    instance: str, tmp_path: Path
+) -> None:
+    """Scenario: ALICE logged on; from her address, 30 more Logons as ALICE with her right
+    password (a reconnect loop that does not see its session); then BOB logs on from there.
+    Expected: ALICE's Logons refused, past a burst "too many Logons while it is logged on";
+    BOB logged on. Was (fixed; the session's second reread of fault 1's fix, which spent the
+    address's failed-Logon token): BOB refused "too many failed Logons from 127.0.0.1"."""
+    h = small_ring_exchange(instance, tmp_path, 4096, users=TRADERS)
+
+    async def scenario(h: Harness, port: int) -> None:
+        alice = Client("ALICE")
+        await alice.connect(port)
+        await alice.logon()
+        texts = []
+        for _ in range(30):
+            again = Client("ALICE")
+            await again.connect(port)
+            await again.send("A", (98, 0), (108, 30), (554, "secret"))
+            texts.append(((await again.expect("5", 5.0)).get(58) or b"").decode())
+            await again.aclose()
+        assert any("Logons while it is logged on" in t for t in texts), texts[-1]
+        bob = Client("BOB")
+        await bob.connect(port)
+        assert (await bob.logon()).get(35) == b"A"
+        await bob.aclose()
+        await alice.aclose()
 
     run_scenario(h, scenario, limit_s=60)

@@ -229,7 +229,7 @@ async def _send_unread(
         biggest = max(biggest, transport.get_write_buffer_size())
         await asyncio.sleep(0.01)
     raw = b""
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):  # (10 s was short on a loaded CI host)
         while len(statuses(raw)) < answers:
             raw += await loop.sock_recv(sock, 1 << 16)
         await sending
