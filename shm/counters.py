@@ -137,8 +137,9 @@ class Counters:
         except ShmError:
             return
         try:
-            if counter in page._index:
-                page.values[page._index[counter]] = 0
+            page.values[page.index(counter)] = 0
+        except ShmError:  # no such counter on it
+            pass
         finally:
             page.close()
 

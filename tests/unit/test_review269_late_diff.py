@@ -46,8 +46,6 @@ from pathlib import Path
 
 import msgspec
 
-from config import load_profile
-from config.loader import ConfigError
 from procs.common.records import Heartbeat, NewOrder, Record
 from procs.common.topology import RECOVERED_SOURCE, REPLAY_SOURCE, matcher_input, matcher_output
 from procs.common.types import Side
@@ -59,19 +57,9 @@ from procs.matcher.main import INPUT_CONSUMER, MatcherShell, published_position
 from shm import Ring
 from tests.unit.matcher.differential import SPEC
 from tests.unit.matcher.test_process import CODEC, config, order
+from tests.unit.test_review265_diff import _load
 
 # -- config: hosts with the root's dot ---------------------------------------------------------
-
-
-def _load(tmp_path: Path, text: str) -> str:
-    """The ConfigError ``text`` is refused with, or "" where it loads."""
-    path = tmp_path / "ringex.toml"
-    path.write_text(text)
-    try:
-        load_profile(str(path))
-    except ConfigError as exc:
-        return str(exc)
-    return ""
 
 
 def _gateways(*hosts: str, port: int) -> str:

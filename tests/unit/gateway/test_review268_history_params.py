@@ -40,17 +40,11 @@ from tests.unit.gateway import unfiled_rig
 from tests.unit.gateway.harness import Harness, utc
 from tests.unit.gateway.rest_rig import ALICE, LIMIT, fix_user, run
 from tests.unit.gateway.test_review214_views_of_fills import acked, fix_order, fix_until
+from tests.unit.gateway.test_review219_history_paging import ALL, KLINES, ORDER, SYM, TRADES
 from tests.unit.gateway.unfiled_rig import SELL, harness
 
 __all__ = ["harness"]  # the fixture these tests take, imported
 
-ORDER, ALL, TRADES, KLINES = (
-    "/api/v1/order",
-    "/api/v1/allOrders",
-    "/api/v1/myTrades",
-    "/api/v1/klines",
-)
-SYM: dict[str, Any] = {"symbol": "BTC-USD"}
 BIG = 2**63
 
 
