@@ -54,6 +54,7 @@ from pathlib import Path
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
+from procs.common.exit_codes import REFUSED
 from procs.common.record_codec import RecordCodec
 from procs.common.records import Record
 from procs.common.run_files import InstanceBusyError, instance_lock, run_dir
@@ -121,6 +122,7 @@ def run_command(cfg: RingexConfig, spec: ProcessSpec, opts: Options) -> list[str
         *(["NotifyAccess=main"] if notifying else []),  # not postgres, not a forked snapshot
         *([f"WatchdogSec={watchdog_s(cfg, spec, opts)}s"] if notifying and opts.watchdog_s else []),
         "Restart=on-failure",
+        f"RestartPreventExitStatus={REFUSED}",  # a refusal of its config: it would again
         "RestartSec=1s",
         f"StartLimitIntervalSec={_span(sup.restart_window_s)}",
         f"StartLimitBurst={sup.restart_limit + 1}",  # the first start and restart_limit more

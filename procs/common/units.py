@@ -30,6 +30,7 @@ from typing import Any
 
 from config.schema import RingexConfig
 from procs.common.durable import replace_durably
+from procs.common.exit_codes import REFUSED
 from procs.common.topology import ADMIN_GATEWAY, journal_dir
 
 FILE_NAME = "units.json"
@@ -264,8 +265,8 @@ def pin_units(cfg: RingexConfig) -> None:
 
 def exit_if_other_units(cfg: RingexConfig, process: str) -> None:
     """For a process's start (a systemd unit restarts on its own and loads the profile
-    again, edited or not): log why and exit 2 when the config's units are not the
+    again, edited or not): log why and exit ``REFUSED`` when the config's units are not the
     journal's, before anything is attached or converted."""
     if refused := units_differ(cfg):
         logging.getLogger(f"ringex.{process}").error("%s not started: %s", process, refused)
-        raise SystemExit(2)
+        raise SystemExit(REFUSED)

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from types import FrameType
 
 from config import load_profile
@@ -33,6 +34,8 @@ log = logging.getLogger("ringex.dbwriter")
 READY = DBWRITER_COUNTERS.index("ready")
 #: How often at most the writer, retrying, looks whether its embedded cluster is down.
 REVIVE_S = 2.0
+#: How often a revive that waits on the cluster's start calls its ``pet``.
+PET_S = 1.0
 
 
 def options(cfg: RingexConfig) -> WriterOptions:
@@ -74,10 +77,14 @@ def _saying(page: Counters, index: int) -> Callable[[], None]:
     return say
 
 
-def _reviving(embedded: EmbeddedPostgres, every_s: float = REVIVE_S) -> Callable[[], None]:
+def _reviving(
+    embedded: EmbeddedPostgres, pet: Callable[[], None], every_s: float = REVIVE_S
+) -> Callable[[], None]:
     """A call that starts ``embedded`` again where it is down, once ``every_s`` at most: no
     one else starts this private cluster, and one the OOM killer took stayed down, the
-    history with it, until the writer was restarted by hand (review 261)."""
+    history with it, until the writer was restarted by hand (review 261). ``pet`` is called
+    each ``PET_S`` while it starts: a crash recovery may take ``pg_ctl``'s whole 60 s, past
+    the unit's 30 s ``WatchdogSec``, and systemd killed the writer that revived it."""
     looked = [0.0]
 
     def revive() -> None:
@@ -87,7 +94,11 @@ def _reviving(embedded: EmbeddedPostgres, every_s: float = REVIVE_S) -> Callable
         try:
             if not embedded.running():
                 log.warning("the embedded PostgreSQL at %s is down: starting it", embedded.data)
-                embedded.start()
+                with ThreadPoolExecutor(1, thread_name_prefix="revive") as pool:
+                    started = pool.submit(embedded.start)
+                    while not wait([started], timeout=PET_S).done:
+                        pet()  # from this loop, which waits on a start that pg_ctl bounds
+                    started.result()
         except Exception as exc:  # its start, or its connect after (psycopg's): said, and
             log.error("the embedded PostgreSQL did not start: %s", exc)  # tried again later
 
@@ -150,7 +161,7 @@ def run(cfg: RingexConfig, *, to_end: bool = False, dsn: str | None = None) -> i
         if page is not None:
             sleep = _noting(sleep, page, lambda: _checkpoint(writer))
         pet = sd_notify.petting(_nothing)  # and so does each batch of a catch-up
-        revive = _nothing if embedded is None else _reviving(embedded)
+        revive = _nothing if embedded is None else _reviving(embedded, pet)
         writer = DbWriter(cfg, dsn, options(cfg), sleep=sleep, pet=pet, ready=ready, revive=revive)
         gc_policy.settle(cfg.gc)
         if stopped:

@@ -389,7 +389,10 @@ def amounts(
     if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
         if 99 not in f:
             return Fault(f"StopPx (99) is required for OrdType {f[40].decode()}")
-        stop = price_ticks(f[99], sym)
+        if replacing is not None and to_units(f[99], sym.price_decimals) == replacing.stop_price:
+            stop = replacing.stop_price  # its own, as the price above (a triggered stop-limit
+        else:  # rests as a limit; replace_fault refuses any other StopPx)
+            stop = price_ticks(f[99], sym)
         if isinstance(stop, str):
             return Fault(stop.replace("price", "StopPx", 1))
     elif 99 in f:  # taken in silence, the order would trade as what the client did not mean

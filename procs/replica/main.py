@@ -25,6 +25,7 @@ import uvloop
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common import gc_policy, sd_notify
+from procs.common.exit_codes import REFUSED
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby, StandbyRefusedError
 
@@ -69,7 +70,7 @@ async def _standby(cfg: RingexConfig) -> int:
         standby = Standby(cfg)
     except StandbyRefusedError as exc:
         log.error("%s", exc)
-        return 2
+        return REFUSED
     gc_policy.settle(cfg.gc)  # recovered: the state it follows with is never walked again
     _stop_on_signals(standby.stopping)
     task = asyncio.create_task(standby.run())
@@ -84,7 +85,7 @@ async def _standby(cfg: RingexConfig) -> int:
         return 0
     except StandbyRefusedError as exc:
         log.error("%s", exc)
-        return 2
+        return REFUSED
     finally:
         stop.cancel()
         standby.close()

@@ -49,6 +49,7 @@ from config import load_profile
 from config.schema import RingexConfig
 from procs.common import gc_policy, sd_notify
 from procs.common.epochs import Epochs, JournalFencedError
+from procs.common.exit_codes import REFUSED
 from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.records import Heartbeat, Record, WatchBalances
@@ -583,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         shell = RouterShell(load_profile(args.profile))
     except (JournalFencedError, UnitsError, FeeChangeError) as exc:
         log.error("%s", exc)  # one line, the supervisor's reason (review 278: a traceback)
-        return 2
+        return REFUSED
     stopped = stop_on_signals()
     gc_policy.settle(shell.cfg.gc)  # recovered: what it holds now is never walked again
     sd_notify.ready()  # recovered, the admin ring attached: what the supervisor waits for

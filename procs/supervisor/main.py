@@ -8,13 +8,13 @@
   release the matchers, then the rest together, waiting until each holds its ready ring.
 - Watch: a process that exits is restarted; each start recovers through the crash-only path
   (snapshot + journal). More than ``restart_limit`` restarts of one process within
-  ``restart_window_s`` stops the instance with the reason: a crash loop is not fixed by
-  looping. Once a day at ``supervisor.session_end_utc`` it sends END_OF_SESSION through the
-  admin rings (``session_end.py``): DAY orders expire.
+  ``restart_window_s`` (or one refusal of its config) stop the instance with the reason: a
+  crash loop is not fixed by looping. Once a day at ``supervisor.session_end_utc`` it sends
+  END_OF_SESSION through the admin rings (``session_end.py``): DAY orders expire.
 - Stop (SIGINT, SIGTERM): stop intake (the gateways), wait until every ring is drained
-  (``drain_timeout_s``; the stopped gateways' lines are detached: ``draining.py``), stop
-  the rest in reverse order (each flushes, snapshots, fsyncs),
-  the database writer last (it reads the journal to the end first), then unlink the segments.
+  (``drain_timeout_s``; the stopped gateways' lines are detached: ``draining.py``), stop the
+  rest in reverse order (each flushes, snapshots, fsyncs), the database writer last (it
+  reads the journal to the end first), then unlink the segments.
 
 ``var/<instance>/run/status.json`` says what runs (pids, CPUs, restarts, state, the metrics
 URL) for ``ringex status`` and ``ringex stop``; each process logs to
@@ -42,6 +42,7 @@ from config import load_profile
 from config.loader import is_file_path
 from config.schema import RingexConfig
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
+from procs.common.exit_codes import REFUSED
 from procs.common.parent_death import die_with_parent
 from procs.common.record_codec import RecordCodec
 from procs.common.run_files import InstanceBusyError, instance_lock, run_dir, status_path
@@ -142,9 +143,8 @@ class Supervisor(StuckWatch):
             raise SupervisorError(short)
         try:
             self._rings = create_rings(self.cfg, RecordCodec())
-        except ShmError as exc:  # /dev/shm filled since, or another start made its rings
-            # (create_rings removed those it made: another start's are not this one's)
-            raise SupervisorError(str(exc)) from exc
+        except ShmError as exc:  # /dev/shm filled since, or another start made its rings (it
+            raise SupervisorError(str(exc)) from exc  # removed those it made, not another's)
 
     def serve_metrics(self) -> None:
         """Serve /metrics (``supervisor.metrics``); scrapes read the rings this created."""
@@ -332,7 +332,8 @@ class Supervisor(StuckWatch):
     def _restart(self, child: Child, code: int) -> None:
         """Start ``child`` again after it exited with ``code``. One that exits again while
         starting is one more restart, tried again with a longer backoff, until more than
-        ``restart_limit`` within ``restart_window_s`` stop the instance."""
+        ``restart_limit`` within ``restart_window_s`` stop the instance; one that refuses
+        its config (``exit_codes.REFUSED``) stops it at once, with its reason."""
         while True:
             refused = units_differ_now(self.profile)  # the profile it loads again
             if refused := refused or fee_account_user_now(self.profile):
@@ -363,11 +364,12 @@ class Supervisor(StuckWatch):
             self.write_status()
             try:
                 self._wait_ready(child, self._duties)
-            except SupervisorError:
+            except SupervisorError as exc:
                 process = child.process
                 if process is None or process.poll() is None:
                     raise  # not an exit (a start that hangs): as before
-                code = process.returncode
+                if (code := process.returncode) == REFUSED:  # each start would refuse again
+                    raise SupervisorError(f"{child.spec.name} not restarted: {exc}") from None
                 continue
             self.write_status()
             return
@@ -502,11 +504,10 @@ class Supervisor(StuckWatch):
         it held, before anything of the instance is touched (a promotion: its epoch). False
         from either (a promotion that did not fence the old primary) starts nothing.
         ``started`` runs once the instance is running (a standby's: prestart its promotion).
-        The rest of the run holds the lock: a second supervisor is refused there.
-        ``successor``: a promotion's, whose ``go`` waits for the instance running now (the
-        standby) to exit, so the look for it before the processes start is left to the
-        rings' creation after ``go`` (the standby's stop can come after this start's own
-        checks: review 182's, between the fence and the word to go)."""
+        The rest of the run holds the lock: a second supervisor is refused there. ``successor``:
+        a promotion's, whose ``go`` waits for the instance running now (the standby) to exit,
+        so the look for it before the processes start is left to the rings' creation after
+        ``go`` (the standby's stop can come after this start's own checks: review 182's)."""
         try:
             if not successor:
                 self.refuse_running()  # before starting anything of it
@@ -547,14 +548,13 @@ class Supervisor(StuckWatch):
             self.write_status()
             return 1
         self.stop_asked = stop
+        code = 0
         try:
             self.start(meanwhile=self.serve_metrics)
             started()
             self.watch(stop)
-            code = 0
         except StopAsked as exc:
             log.info("%s: stopping", exc)
-            code = 0
         except SupervisorError as exc:
             log.error("%s", exc)
             self.reason = str(exc)
