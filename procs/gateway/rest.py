@@ -126,14 +126,14 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
         self.logins = users  # a login always reads the file: a user added a moment ago logs in
         # a view of the users file looked at once a second: every signed request reads its user
         self.users = UserStore(users.path, recheck_s=1.0)
-        self.publish = publish
-        self.instruments = Instruments(cfg.symbols)
+        self.publish, self.instruments = publish, Instruments(cfg.symbols)
         self.keys = ApiKeyStore(apikeys_path(cfg), rest.max_keys_per_user)
-        # a request signed before this process started is refused: its memory of the
-        # signatures it took starts empty (review 44: a captured request was taken again)
+        # a request signed before this process started is refused (its memory of signatures
+        # starts empty: review 44), that start moved by a step of the clock (review 282)
         self.verifier = Verifier(
-            rest.max_recv_window_ms, rest.recv_window_ms, not_before_ms=time.time_ns() // 1_000_000
-        )
+            rest.max_recv_window_ms, rest.recv_window_ms, not_before_ms=time.time_ns() // 10**6,
+            not_before_mono_ms=time.monotonic_ns() // 10**6,
+        )  # fmt: skip
         self.key_limits = RateLimiter(rest.key_rate_per_s, rest.key_burst)
         self.ip_limits = RateLimiter(rest.ip_rate_per_s, rest.ip_burst)
         self.login_limits = RateLimiter(rest.login_rate_per_s, rest.login_burst)

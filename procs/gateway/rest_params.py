@@ -230,7 +230,9 @@ def symbols(params: Mapping[str, str], instruments: Instruments) -> list[SymbolC
         ) from None
     if not names:
         raise bad_request(codes.ILLEGAL_PARAM, "parameter 'symbols' names no symbol: []")
-    return [symbol({"symbol": name}, instruments) for name in dict.fromkeys(names)]
+    # each once as resolved, not as spelt ("xbt-usd" is XBT-USD too: review 284)
+    named = (symbol({"symbol": name}, instruments) for name in dict.fromkeys(names))
+    return list({found.id: found for found in named}.values())
 
 
 def opt_integer(params: Mapping[str, str], name: str, low: int, high: int) -> int | None:

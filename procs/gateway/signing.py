@@ -5,8 +5,8 @@ A request carries its API key, a timestamp (ms since the epoch), optionally a re
 
     f"{timestamp}\\n{recv_window}\\n{METHOD}\\n{path}\\n{query}\\n" + body
 
-(``query`` as sent, without the '?'; ``recv_window`` the server's default when the header is
-absent). Signing method, path, query and body binds the signature to this one request; the
+(each as sent: ``query`` without the '?'; ``recv_window`` the server's default when the
+header is absent). Signing method, path, query and body binds the signature to this one request; the
 timestamp and window bound how long a captured request stays usable, as at the big venues.
 
 Unlike them the verifier also refuses a signature it has seen already (REPLAYED), so a captured
@@ -62,14 +62,15 @@ class AuthError(Exception):
 
 
 def payload(
-    timestamp_ms: int,
-    recv_window_ms: int,
+    timestamp_ms: int | str,
+    recv_window_ms: int | str,
     method: str,
     path: str,
     query: str,
     body: bytes,
 ) -> bytes:
-    """The bytes signed for one request (see the module docstring)."""
+    """The bytes signed for one request (see the module docstring): the timestamp and
+    window as the client sent them (review 284: ``05000`` was signed as ``5000``)."""
     return f"{timestamp_ms}\n{recv_window_ms}\n{method.upper()}\n{path}\n{query}\n".encode() + body
 
 
@@ -138,7 +139,9 @@ class Verifier:
 
     ``not_before_ms`` (the process's start) refuses a request signed before it: the memory
     starts empty, so without it a request captured before a restart could be sent again for
-    what is left of its window (review 44).
+    what is left of its window (review 44). With ``not_before_mono_ms``, the monotonic clock
+    then, that start is where the wall clock puts it now: a start read with the clock an hour
+    ahead refused every request for the hour after a step back set it right (review 282).
 
     Entries are ``hash(signature)``: 64 bits, keyed per process (SipHash with a random seed),
     so a client cannot aim a collision, and a false REPLAYED among a million live entries has
@@ -151,6 +154,7 @@ class Verifier:
         default_recv_window_ms: int,
         replay_capacity: int = 1_000_000,
         not_before_ms: int = 0,
+        not_before_mono_ms: int | None = None,
     ) -> None:
         if not 1 <= default_recv_window_ms <= max_recv_window_ms:
             raise ValueError(
@@ -163,6 +167,7 @@ class Verifier:
         self.default_recv_window_ms = default_recv_window_ms
         self.replay_capacity = replay_capacity
         self.not_before_ms = not_before_ms
+        self.not_before_mono_ms = not_before_mono_ms
         self._buckets: dict[int, set[int]] = {}  # expiry // _BUCKET_MS -> signature hashes
         self._order: list[int] = []  # heap of the bucket ids in _buckets
         self._kept_until: dict[int, int] = {}  # bucket id -> monotonic ms it is kept until
@@ -268,14 +273,18 @@ class Verifier:
                 f"timestamp {ts} is outside the receive window: server time {now_ms}, "
                 f"recvWindow {window} ms, accepted {now_ms - window}..{now_ms + MAX_AHEAD_MS}",
             )
-        if ts < self.not_before_ms:
+        started = self.not_before_ms
+        if self.not_before_mono_ms is not None and mono_ms is not None:  # as the clock reads now
+            started = now_ms - (mono_ms - self.not_before_mono_ms)
+        if ts < started:
             raise AuthError(
                 OUTSIDE_WINDOW,
-                f"timestamp {ts} is before this gateway started ({self.not_before_ms}; server "
+                f"timestamp {ts} is before this gateway started ({started}; server "
                 f"time {now_ms}): a request signed before a restart is refused; sign it again, "
                 "with a clock that is not behind the server's",
             )
-        data = payload(ts, window, method, path, query, body)
+        data = payload(timestamp, window if recv_window is None else recv_window, method, path,
+                       query, body)  # fmt: skip
         mac = _keyed(secret).copy()
         mac.update(data)
         expected = mac.hexdigest()

@@ -191,9 +191,12 @@ class SessionEnds:
             return self.after_seq
 
     def _journaled(self, end: int, now_ns: int) -> bool:
-        """True, and ``end`` remembered, where the journal holds that day's end already."""
+        """True, and ``end`` remembered, where the journal holds that day's end already:
+        stamped up to ``STEP_MARGIN_NS`` before its time, as ``_sent_found`` takes it (review
+        282: one stamped 2 s early by a clock stepped back was sent again by a promoted
+        standby, expiring the next session's DAY orders)."""
         try:
-            found = self.journal.first_since(end, self.after_seq)
+            found = self.journal.first_since(end - STEP_MARGIN_NS, self.after_seq)
         except (JournalError, OSError, ValueError) as exc:  # RecordDecodeError: a ValueError
             if self._unreadable_for != end:
                 self._unreadable_for = end
