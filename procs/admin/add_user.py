@@ -11,6 +11,7 @@ from collections.abc import Callable
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError, check_account, to_minor_units
 from procs.admin.users import open_users
+from procs.common.change_log import ChangeMadeError
 from procs.common.result_codes import ResultCode
 from procs.common.users import (
     UserExistsError,
@@ -80,7 +81,8 @@ def add_user(
         account = opened
         # The account is open: its user is stored now, so that no deposit below (refused,
         # or the command killed) leaves money in an account no one can log on to.
-        if (refused_code := _stored(store, comp_id, args, account)) is not None:
+        refused_code, undurable = _stored(store, comp_id, args, account)
+        if refused_code is not None:
             return refused_code
         done, refused = deposit_in_turn(client, account, deposits)
     except (AdminError, KeyError, UsersFileError) as exc:
@@ -90,34 +92,46 @@ def add_user(
         client.close()
     funded = ", ".join(f"{a} {m}" for a, m in done) or "nothing"
     print(f"user {args.username}: SenderCompID {comp_id}, account {account}, deposited {funded}")
+    if undurable:  # stored all the same: as set-password says it (reviews 174, 286)
+        print(f"ringex admin add-user: {undurable}", file=sys.stderr)
     if refused:
-        unsent = ", ".join(f"{a} {m}" for a, m in deposits[len(done) + 1 :]) or "none"
-        print(f"ringex admin add-user: deposit {refused}; not sent: {unsent} (user "
-              f"{args.username} is stored with account {account}: deposit the rest with "
-              f"`ringex admin deposit --account {account}`)", file=sys.stderr)  # fmt: skip
-        return 1
-    return 0
+        return _deposit_refused(args.username, account, refused, deposits[len(done) + 1 :])
+    return 1 if undurable else 0
 
 
-def _stored(store: UserStore, comp_id: str, args: argparse.Namespace, account: int) -> int | None:
-    """Stores the user of the account just opened: None, or the exit status, said why."""
+def _deposit_refused(username: str, account: int, refused: str, unsent: list[list[str]]) -> int:
+    """Says a deposit was refused and what was not sent after it; exit status 1."""
+    rest = ", ".join(f"{a} {m}" for a, m in unsent) or "none"
+    print(f"ringex admin add-user: deposit {refused}; not sent: {rest} (user {username} is "
+          f"stored with account {account}: deposit the rest with `ringex admin deposit "
+          f"--account {account}`)", file=sys.stderr)  # fmt: skip
+    return 1
+
+
+def _stored(
+    store: UserStore, comp_id: str, args: argparse.Namespace, account: int
+) -> tuple[int | None, str]:
+    """Stores the user of the account just opened: (None, or the exit status, said why;
+    the change made whose fsync failed, "" where none: the user is stored all the same)."""
     try:
         cod = args.cancel_on_disconnect  # (``users.on_off``'s: None, the gateway's)
         store.add(comp_id, args.password, account, cancel_on_disconnect=cod, new=True)
     except UserExistsError as exc:  # another add-user took it since the check above
         print(f"ringex admin add-user: {exc}, added meanwhile; account {account} was "
               "opened for it and stays empty", file=sys.stderr)  # fmt: skip
-        return 2
+        return 2, ""
     except ValueError as exc:  # refused by the store (checked before: a defence)
         print(f"ringex admin add-user: {exc}; account {account} was opened for it and stays "
               "empty", file=sys.stderr)  # fmt: skip
-        return 2
+        return 2, ""
+    except ChangeMadeError as exc:  # an OSError, but stored: its deposits follow (286)
+        return None, str(exc)
     except OSError as exc:  # a full disk, say: the users file stays as it was
         print(f"ringex admin add-user: {comp_id} not added: the users file could not be "
               f"written ({exc.strerror or exc}); account {account} was opened for it and "
               "stays empty", file=sys.stderr)  # fmt: skip
-        return 1
-    return None
+        return 1, ""
+    return None, ""
 
 
 def open_account(client: AdminClient, cfg: RingexConfig, account: int, chosen: bool) -> int | None:

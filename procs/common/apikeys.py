@@ -31,7 +31,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -79,6 +79,10 @@ class KeysChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     drop: list[str] = []
     put: list[ApiKey] = []
+
+
+class NotHeldError(Exception):
+    """``ApiKeyStore.create``'s ``held`` said no: nothing was written."""
 
 
 class KeysFileError(ValueError):
@@ -238,13 +242,22 @@ class ApiKeyStore:
     # -- writing -------------------------------------------------------------------------------
 
     def create(
-        self, user: User, scopes: Iterable[str], label: str = "", *, evict_oldest: bool = False
+        self,
+        user: User,
+        scopes: Iterable[str],
+        label: str = "",
+        *,
+        evict_oldest: bool = False,
+        held: Callable[[], bool] = lambda: True,
     ) -> ApiKey:
         """A new key for ``user`` with ``scopes``; raises ValueError for an unknown or missing
         scope, a label over MAX_LABEL characters or with unprintable characters, or a user who
         already has ``max_keys_per_user`` keys, unless ``evict_oldest``: then that user's
         oldest key is revoked to make room (a login whose earlier sessions never logged out
-        must not lock its owner out; ``evicted`` says which key went)."""
+        must not lock its owner out; ``evicted`` says which key went). ``held`` is asked
+        under the keys' lock, before anything is written: False raises ``NotHeldError``
+        (a login's password changed while it waited for the lock: review 286, its user's
+        oldest key was evicted for a key then revoked)."""
         wanted = sorted({scopes} if isinstance(scopes, str) else set(scopes))
         for scope in wanted:
             if scope not in SCOPES:
@@ -257,6 +270,8 @@ class ApiKeyStore:
             raise ValueError(f"label {label!r} has unprintable characters")
         self.evicted = None
         with self._locked():
+            if not held():
+                raise NotHeldError(f"no key made for {user.comp_id!r}: its login no longer holds")
             mine = sorted(self._by_user.get(user.comp_id, {}).values(), key=_age)
             new = ApiKey(
                 key=secrets.token_urlsafe(24),

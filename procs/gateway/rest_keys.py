@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from procs.common.apikeys import KeysFileError
+from procs.common.apikeys import KeysFileError, NotHeldError
 from procs.common.change_log import ChangeMadeError
 from procs.common.users import User, UserStore, still_held
 from procs.gateway import api_errors as codes
@@ -61,8 +61,11 @@ class KeyRoutes:
         scopes = [s for s in params.get("scopes", "read,trade").split(",") if s]
         if not _password_held(api.logins, user):  # changed during the check: no key made,
             raise _changed()  # none of the user's evicted to make room for it (review 163)
-        try:
-            key = api.keys.create(user, scopes, params.get("label", ""), evict_oldest=True)
+        try:  # asked again under the keys' lock: the change may land while create waits (286)
+            key = api.keys.create(user, scopes, params.get("label", ""), evict_oldest=True,
+                                  held=lambda: _password_held(api.logins, user))  # fmt: skip
+        except NotHeldError:
+            raise _changed() from None
         except (KeysFileError, OSError) as exc:  # a damaged file or a full disk: no key; or
             log.error("a key for %s: %s", user.comp_id, exc)  # one whose fsync failed, its
             if api.keys.evicted is not None:  # secret said to no one, the oldest revoked
