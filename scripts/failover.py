@@ -52,12 +52,7 @@ from config.fields import host_and_port
 from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.common.epochs import Epochs
-from procs.common.run_files import (
-    read_json,
-    read_status,
-    run_dir,
-    supervisor_running,
-)
+from procs.common.run_files import read_json, read_status, run_dir, supervisor_running
 from procs.supervisor import promotion
 from shm.liveness import pid_alive, process_start
 
@@ -105,23 +100,16 @@ def status(primary: RingexConfig, standby: RingexConfig) -> int:
     source, started = rep.get("pid"), rep.get("started")
     # by its pid and start time: a pid reused since (a reboot) is not the source (review 52;
     # a file without the start time, an older source's, cannot say, and reads as down)
-    alive = (
-        isinstance(source, int)
-        and source > 0
-        and pid_alive(source)
-        and started is not None
-        and process_start(source) == started
-    )
+    alive = (isinstance(source, int) and source > 0 and pid_alive(source)
+             and started is not None and process_start(source) == started)  # fmt: skip
     if rep and not alive:
         print(f"the primary's replication source is down (its last state: standby acknowledged "
               f"seq {rep.get('acked_seq')})")  # fmt: skip
     elif rep:
         state = "DEGRADED (going on without the standby)" if rep["degraded"] else "ok"
-        print(
-            f"replication {rep['mode']}: standby acknowledged seq {rep['acked_seq']}, "
-            f"{rep['standbys_connected']} connected, {state}, "
-            f"degraded {rep['degraded_total']} time(s)"
-        )
+        print(f"replication {rep['mode']}: standby acknowledged seq {rep['acked_seq']}, "
+              f"{rep['standbys_connected']} connected, {state}, "
+              f"degraded {rep['degraded_total']} time(s)")  # fmt: skip
     doc = read_status(standby)
     held = supervisor_running(doc) and (doc or {}).get("prestarted")
     print(f"standby's promotion: {'prestarted (held)' if held else 'not prestarted'}")
@@ -373,7 +361,7 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
         promotion.request(standby, old, epoch)  # only now: two primaries must never run
         os.kill(old, signal.SIGUSR1)
         step(f"standby's supervisor (pid {old}) told to promote; its processes are prestarted")
-        return await_promoted(standby, promoted, old, started, step)
+        return _tidied(primary, step, await_promoted(standby, promoted, old, started, step))
     logs = run_dir(standby) / "supervisor.log"
     logs.parent.mkdir(parents=True, exist_ok=True)
     with open(logs, "ab") as out:  # it imports, then waits for the standby to be gone
@@ -394,7 +382,25 @@ def promote(primary_path: str, standby_path: str, *, force: bool = False) -> int
     if old:
         os.kill(old, signal.SIGTERM)  # the standby stops cleanly, writing its snapshots
     step(f"standby told to stop; the new supervisor (pid {child.pid}) waits for it")
-    return await_promoted(standby, promoted, child.pid, started, step, child)
+    code = await_promoted(standby, promoted, child.pid, started, step, child)
+    return _tidied(primary, step, code)
+
+
+def _tidied(primary: RingexConfig, step: Callable[[str], None], code: int) -> int:
+    """``code``; promoted, the fenced primary's embedded PostgreSQL (on this host) stopped:
+    its writer, killed, left it running, and ``ringex stop`` finds no instance to stop."""
+    from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres  # noqa: PLC0415
+    from procs.common.topology import postgres_dir  # noqa: PLC0415
+
+    if code == 0 and primary.database.enabled and not primary.database.dsn:
+        try:  # (off the promotion's clock: it runs already)
+            cluster = EmbeddedPostgres(postgres_dir(primary))
+            if cluster.running():
+                cluster.stop("immediate", timeout_s=10)
+                step(f"the old primary's embedded database stopped ({cluster.data})")
+        except (EmbeddedError, OSError) as exc:
+            print(f"  the old primary's embedded database was not stopped: {exc}")
+    return code
 
 
 def lost_once_fenced(primary: RingexConfig, standby: RingexConfig) -> bool:

@@ -3,7 +3,8 @@
 Reviewed: ``procs/supervisor/main.py`` (``_restart``), ``procs/common/exit_codes.py``,
 ``procs/router/main.py``, ``procs/replica/main.py``, ``procs/common/units.py`` (their
 refusals' exit status), ``scripts/systemd_units.py`` (``run_command``),
-``procs/dbwriter/main.py`` (``_reviving``), ``procs/gateway/order_fields.py`` (``amounts``).
+``procs/dbwriter/main.py`` (``_reviving``), ``procs/gateway/order_fields.py`` (``amounts``),
+``scripts/failover.py`` (``promote``).
 
 Rig: a never-started ``Supervisor`` over a matcher and the router (review 183's), its restarts'
 sleeps recorded and its spawns stood in for by a process that has already exited with the
@@ -35,6 +36,11 @@ Faults found (each fixed; its test says what it was):
    tick, refusing "not a multiple of tick 0.05", though the matcher checks no stop at a
    replace (only triggered stops can be) and review 278 takes the order's own Price so.
    Fixed: a G's StopPx equal to its order's own is taken off the tick.
+4. A promotion on one host leaves the fenced primary's embedded PostgreSQL running
+   (``scripts/failover.py``, ``fence``): its writer, SIGKILLed, never stopped the cluster it
+   started, which ran on reparented to init, and ``ringex stop`` of the fenced instance says
+   "not running" (review 288's walk through the README found it). Fixed: ``promote`` stops
+   it (immediate: ``demote`` removes it anyway) once the promoted instance runs.
 """
 
 from __future__ import annotations
@@ -44,10 +50,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pytest
 
 from config import load_profile
+from procs.common.embedded_postgres import EmbeddedPostgres
 from procs.common.exit_codes import REFUSED
+from procs.common.topology import postgres_dir
 from procs.common.types import OrdType, Side, TimeInForce
 from procs.dbwriter import main as dbwriter_main
 from procs.gateway import order_fields as of
@@ -238,3 +247,31 @@ def test_sound_a_new_stop_off_the_tick_is_refused() -> None:
         isinstance(other, tuple)
         and of.replace_fault(_g_stop_limit("4", "100.05", "100.10"), was, other[1], 0) is not None
     )
+
+
+# -- fault 4: the fenced primary's database left running -------------------------------------------
+
+
+def test_a_promotion_stops_the_fenced_primarys_embedded_database(
+    instance: str, tmp_path: Path
+) -> None:
+    """Scenario: ``failover.py promote`` on one host fences the primary (SIGKILL of its
+    supervisor and processes: its database writer too) and the standby runs as the primary.
+    Expected: the old primary's embedded PostgreSQL, which its killed writer started, is
+    stopped once the promoted instance runs (off the promotion's clock); a promotion that
+    failed leaves it as it was. Was (fixed): it ran on, reparented to init, and ``ringex stop``
+    of the fenced instance said "not running" (review 288's walk through the README)."""
+    failover = load_script("failover", "rv281")
+    cfg = load_profile(str(write_profile(tmp_path / "p.toml", instance, tmp_path / "var")))
+    cfg = msgspec.structs.replace(
+        cfg, database=msgspec.structs.replace(cfg.database, enabled=True, dsn="")
+    )
+    cluster = EmbeddedPostgres(postgres_dir(cfg), fast=True)
+    cluster.start()  # as the old primary's writer started it
+    try:
+        said: list[str] = []
+        assert failover._tidied(cfg, said.append, 1) == 1 and cluster.running()
+        assert failover._tidied(cfg, said.append, 0) == 0
+        assert not cluster.running() and "embedded database stopped" in said[0], said
+    finally:
+        cluster.destroy()
