@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import struct
 import time
 
@@ -323,8 +324,8 @@ class ReplicationSource:
                 await asyncio.gather(acks, stream, return_exceptions=True)
             for ended in done:
                 ended.result()  # raises what ended it
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            gone = log.info if self.stopping.is_set() else log.warning
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError) as exc:
+            gone = log.info if self.stopping.is_set() else log.warning  # (SSLError: a bad MAC)
             gone("standby %s gone: %s", peer, exc)
         except FrameError as exc:
             log.warning("standby %s dropped: %s", peer, exc)
