@@ -340,8 +340,7 @@ class DbWriter:
         if to_end and 0 < follower.seq == self.committed and self._snapshot_below(follower.seq):
             # a run to the end (``ringex replay --to-db``) leaves its state there: a build of
             # other rules starts from it and replays nothing (``rules_version.py``)
-            follower.save_snapshot(self.last_crc or 0)
-            self._snap_seq, self._snap_at = self.committed, time.monotonic()
+            self._save_snapshot(self.last_crc or 0)
         self._housekeeping(force_report=True)
         return self.committed
 
@@ -376,9 +375,21 @@ class DbWriter:
         if due and batch.last_seq > self._snap_seq:
             self._drain()  # the snapshot is of the replay state at the checkpoint
             at_batch = self.follower.seq == batch.last_seq  # its entry's CRC is the batch's
-            self.follower.save_snapshot((self.last_crc or 0) if at_batch else 0)
-            self._snap_seq, self._snap_at = self.committed, time.monotonic()
+            self._save_snapshot((self.last_crc or 0) if at_batch else 0)
         self._housekeeping()
+
+    def _save_snapshot(self, crc: int) -> None:
+        """The replay state's snapshot at the checkpoint; one the disk refuses (full) is
+        logged and tried again a period later: the journal and the checkpoint hold all, a
+        snapshot only shortens a replay (review 291: the writer died of it, and at every
+        restart, further behind each time; the matcher's was fixed in review 211)."""
+        assert self.follower is not None
+        self._snap_seq, self._snap_at = self.committed, time.monotonic()
+        try:
+            self.follower.save_snapshot(crc)
+        except OSError as exc:
+            log.error("dbwriter snapshot at seq %d not saved in %s: %s", self.follower.seq,
+                      snapshot_store(self.cfg).directory, exc)  # fmt: skip
 
     def _write(self, batch: Batch) -> None:
         """Commit one sealed batch with its checkpoint (retrying); the committer's thread."""

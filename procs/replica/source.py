@@ -176,6 +176,7 @@ class ReplicationSource:
         self._sleepers: set[asyncio.Future[None]] = set()
         self._serving: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._reported_degraded = False
+        self._status_failing = False  # a status write failed: said once until one works
         #: (seq, the journal's hash before it), the last ``_history_before`` made
         self._hashed: tuple[int, History] | None = None
         self._digesting = asyncio.Lock()  # operators' AskDigests: a journal pass at a time
@@ -491,8 +492,15 @@ class ReplicationSource:
                 log.warning("sync replication resumed at seq %d", doc["acked_seq"])
         path = ack_dir(self.cfg.var_dir, self.cfg.instance) / "replication.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(doc, indent=2))
+            os.replace(tmp, path)
+        except OSError as exc:  # var/ full: its reporter went on no more (review 291)
+            if not self._status_failing:
+                log.error("%s not written: %s (said once until a write works)", path, exc)
+            self._status_failing = True
+        else:
+            self._status_failing = False
 
     async def run(self) -> None:
         rep = self.cfg.replication

@@ -114,6 +114,7 @@ class Standby:
         self.cluster = cluster.load(directory)
         self._adopt_cluster = ""
         self._damaged_at = 0  # the seq a frame last arrived unreadable at (``_damaged``)
+        self._status_failing = False  # a status write failed: said once until one works
         #: The market data a promoted instance starts from (``market.py``).
         self.market = HotMarket(cfg) if cfg.marketdata.enabled else None
         self._observe = None if self.market is None else self.market.observe
@@ -418,7 +419,6 @@ class Standby:
             return
         self._status_at = now
         path = journal_dir(self.cfg).parent / "run" / "standby.json"
-        make_dirs(path.parent)
         doc = {
             "pid": os.getpid(),
             "primary": self.cfg.replication.primary,
@@ -428,8 +428,16 @@ class Standby:
             "updated_ns": time.time_ns(),
         }
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, path)
+        try:
+            make_dirs(path.parent)
+            tmp.write_text(json.dumps(doc, indent=2))
+            os.replace(tmp, path)
+        except OSError as exc:  # var/ full: the standby follows on (review 291's source's)
+            if not self._status_failing:
+                log.error("%s not written: %s (said once until a write works)", path, exc)
+            self._status_failing = True
+        else:
+            self._status_failing = False
 
     def save_snapshots(self) -> None:
         """The hot state as the exchange's and each matcher's snapshot (what a promoted
