@@ -53,6 +53,7 @@ class RestBalances:
     _have: dict[int, int]
     _stale: dict[int, list[int]]
     _renewing: dict[int, int]
+    _unstreamed: dict[int, set[int]]
     _answered: list[int]
 
     def _watch(self, account: int, lease_ms: int) -> int:
@@ -159,8 +160,15 @@ class RestBalances:
         else:
             known[balance.asset] = value
         self._have[account] = have = max(self._have.get(account, 0), balance.seq)
+        if account not in self.streaming:
+            self._unstreamed.pop(account, None)
+        elif moved:
+            self._unstreamed.setdefault(account, set()).add(balance.asset)
         if have >= self._need.get(account, 0):
             self._answer_waiting(account, known)
-        if moved and account in self.streaming:
-            data = balance_json(self.assets, balance.asset, known)
-            self.balance_events.append((account, "balance", data))
+            # streamed once the values include every event read here of the account, as a
+            # balance request is answered (review 290: a taker's hold pushed before its fill
+            # but read after the fill's TRADE was streamed after it, money locked by no order)
+            for asset in sorted(self._unstreamed.pop(account, ())):
+                data = balance_json(self.assets, asset, known)
+                self.balance_events.append((account, "balance", data))

@@ -36,6 +36,7 @@ class RestInterest:
     _watched: dict[int, float]
     _need: dict[int, int]
     _have: dict[int, int]
+    _unstreamed: dict[int, set[int]]
     _renewing: dict[int, int]
     _behind: dict[int, int]
 
@@ -103,6 +104,7 @@ class RestInterest:
         self.unfollowed.forget(account)
         self._need.pop(account, None)
         self._have.pop(account, None)
+        self._unstreamed.pop(account, None)
         # Orders placed through this API stay until they finish (their events reach this
         # core whoever is interested: a query or cancel by clientOrderId must find them),
         # and finished, until ``keep_done`` pushes them out, as the order log keeps them

@@ -128,6 +128,8 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
         self._have: dict[int, int] = {}
         self._stale: dict[int, list[int]] = {}  # account -> refs waiting for fresh balances
         self._renewing: dict[int, int] = {}  # account -> the ref of its renewal in flight
+        #: Streaming account -> the assets whose pushed change waits for ``has_seen``.
+        self._unstreamed: dict[int, set[int]] = {}
         #: Streaming account -> the event seq its balances lacked at the last tick.
         self._behind: dict[int, int] = {}
         self.completed: list[tuple[int, Outcome]] = []

@@ -127,7 +127,7 @@ def test_sound_a_disk_full_answer_from_postgresql_is_retried_and_filed_once(
     No space left on device" (SQLSTATE 53100, raised by the server itself) twice, then has
     room again. Expected: ``DiskFull`` is an ``OperationalError``: the batch is retried with
     the server's words logged, not dropped and not a crash; the journal is filed once.
-    Was (fixed): so."""
+    Now: so."""
     cfg = make_cfg(tmp_path)
     live = build(cfg, 600)
     live.close()

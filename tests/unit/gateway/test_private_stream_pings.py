@@ -67,13 +67,16 @@ def test_a_few_pings_get_their_pongs(harness: Harness) -> None:
 
 
 class _FrozenNs:
-    """``time`` for ``private_stream`` with ``monotonic_ns`` stopped: the frame budget never
-    refills, so the flood passes it however slowly a loaded machine reads it."""
+    """``time`` for ``private_stream`` with ``monotonic_ns`` stopped at its first reading
+    (the stream's signature check, after the gateway started: its start is judged on that
+    clock, review 282): the frame budget never refills, so the flood passes it however
+    slowly a loaded machine reads it."""
 
     def __init__(self) -> None:
-        self.ns = time.monotonic_ns()
+        self.ns = 0
 
     def monotonic_ns(self) -> int:
+        self.ns = self.ns or time.monotonic_ns()
         return self.ns
 
     def __getattr__(self, name: str) -> object:
