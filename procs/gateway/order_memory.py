@@ -234,7 +234,10 @@ class OrderMemory:
         for ref, values in requests.items():
             kind, session, cl, order_ref, price, qty = values[:6]
             orig = values[6] if len(values) > 6 else b""  # (an older log's: none kept)
-            target = self.orders.get(order_ref)
+            # its order may have finished meanwhile (a fill before the router refuses the
+            # cancel as too late): answered as without the crash (review 292: never answered)
+            finished_target = self.finished_orders.get(order_ref)
+            target = self.orders.get(order_ref) or (finished_target and finished_target[0])
             if target is not None:
                 self.requests[ref] = Request(kind, session, cl, target, price, qty, orig)
         # A clock stepped back since the last run must not hand out a ref still in use.

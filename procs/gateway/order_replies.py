@@ -57,6 +57,9 @@ def event_exec_id(kind: bytes, number: int, order_id: int) -> bytes:
 
 
 class OrderReplies:
+    #: The events at hand are read again after a crash (``GatewayRestart.read_again``): their
+    #: reports carry PossResend (97) Y, in the header (the first field after SendingTime).
+    replaying = False
     gateway: int
     live: GroupedDict[tuple[int, bytes], Order, int]
     finished: dict[tuple[int, bytes], Order]  # ``OrderMemory``'s
@@ -204,6 +207,8 @@ class OrderReplies:
         end comes a loop pass later) is not logged on: what it would send goes nowhere."""
         session = self.sessions.get(session_id)
         now = wall_clock.now_ns()
+        if self.replaying:  # made again after a crash: may repeat what was sent (review 292)
+            body = b"97=Y\x01" + body
         if session is not None and not session.closed:
             session.send(msg_type, body, now)
         elif self.park is None or not self.park(session_id, msg_type, body, now):

@@ -64,6 +64,7 @@ class GatewayRestart:
     #: it (``_after_new_rings``)
     _awaiting: dict[str, tuple[int, int | None]]
     _api_waiting: set[int]
+    _again: dict[str, int]  # input ring -> its end at the start (``read_again``)
     api: RestApi | None  # the REST API, when the gateway serves one
 
     def _recover(self, now_ns: int) -> dict[str, tuple[int, int]]:
@@ -323,3 +324,19 @@ class GatewayRestart:
                 continue
             skipped = consumer.skip_to(upto)
             log.info("%s: skipped %d events handled before the restart", ring.name, skipped)
+
+    def _note_read_again(self) -> None:
+        """What the rings hold at the start past the logged positions may have been reported
+        before a crash: reports made of it again carry PossResend (``read_again``)."""
+        self._again = {c.ring.name: end for c in self.inputs if (end := c.ring.cursor()) > 0}
+
+    def read_again(self, consumer: Consumer[Record]) -> bool:
+        """Whether ``consumer``'s next events may have been read before a crash (their
+        reports sent, the order log's frame not written): up to the ring's end at the start
+        (review 292: an ack went to the client twice, the second without PossResend (97),
+        which FIX 4.4 asks of a message that may repeat what another MsgSeqNum carried)."""
+        upto = self._again.get(consumer.ring.name, 0)
+        if consumer.sequence < upto:
+            return True
+        self._again.pop(consumer.ring.name, None)
+        return False

@@ -184,6 +184,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         #: Attached by ``start`` once the listeners are up: holding the replies ring is what
         #: the supervisor calls ready, so ready means clients can connect.
         self.inputs: list[Consumer[Record]] = []
+        self._again: dict[str, int] = {}  # (``read_again``; set at the start)
         self.api = self._rest_api(cfg, gw)
         self.security_statuses = SecurityStatuses(self)  # e, and halts: security_status.py
         self._api_orders = {}  # taken (or dropped: no REST here), not kept twice
@@ -300,6 +301,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         self._in_batch = True
         try:
             for consumer in self.inputs:
+                self.entry.replaying = self.read_again(consumer)
                 events = consumer.read(EVENTS_PER_PASS)
                 if not events:
                     continue
@@ -451,6 +453,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
                 if self._replaced(r)
             }
         self._skip_handled()  # the rings the log has a position in (the others are new)
+        self._note_read_again()
         log.info("gateway %s (id %d) listening on %s:%d", gw.name, gw.id, gw.host, self.port)
         self._tasks.append(loop.create_task(sd_notify.watchdog_loop()))
         sd_notify.ready()  # listening, the replies ring held: clients can connect

@@ -274,8 +274,9 @@ def test_the_key_limit_is_spent_only_once_the_signature_holds(tmp_path: Path) ->
 def test_a_signed_request_is_refused_when_replayed_even_respelled(tmp_path: Path) -> None:
     """rest.py: "the HMAC signature over the request with its timestamp and receive window,
     refused when replayed"; signing.py: "a captured request cannot be re-sent within its
-    window either" -- the window left out and then sent as the default it stood for, the
-    timestamp with a leading zero: the same signed bytes, refused (REPLAYED)."""
+    window either" -- the window left out and then sent as the default it stood for: the same
+    signed bytes, refused (REPLAYED); the timestamp with a leading zero is other bytes than
+    those signed (signed as sent since review 284): refused too, its signature not matching."""
     _says("rest", "refused when replayed (``signing.py``)")
     _says(signing, "a captured request cannot be re-sent within its window either")
     rig = _Rig(tmp_path)
@@ -297,7 +298,7 @@ def test_a_signed_request_is_refused_when_replayed_even_respelled(tmp_path: Path
 
     codes = [(s, b.get("code") if isinstance(b, dict) else None) for s, b, _ in run(go())]
     assert codes[0] == (200, None)
-    assert codes[1:] == [(401, signing.REPLAYED)] * 3
+    assert codes[1:] == [(401, signing.REPLAYED)] * 2 + [(401, signing.BAD_SIGNATURE)]
 
 
 def test_a_request_refused_429_is_not_remembered(tmp_path: Path) -> None:
