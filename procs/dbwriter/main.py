@@ -34,8 +34,10 @@ log = logging.getLogger("ringex.dbwriter")
 READY = DBWRITER_COUNTERS.index("ready")
 #: How often at most the writer, retrying, looks whether its embedded cluster is down.
 REVIVE_S = 2.0
-#: How often a revive that waits on the cluster's start calls its ``pet``.
+#: How often a revive that waits on the cluster's start calls its ``pet``, and for how long
+#: at most: ``pg_ctl``'s 60 s, its turn on the start's lock and its connect, with room.
 PET_S = 1.0
+PETTED_S = 180.0
 
 
 def options(cfg: RingexConfig) -> WriterOptions:
@@ -95,9 +97,10 @@ def _reviving(
             if not embedded.running():
                 log.warning("the embedded PostgreSQL at %s is down: starting it", embedded.data)
                 with ThreadPoolExecutor(1, thread_name_prefix="revive") as pool:
-                    started = pool.submit(embedded.start)
+                    started, until = pool.submit(embedded.start), time.monotonic() + PETTED_S
                     while not wait([started], timeout=PET_S).done:
-                        pet()  # from this loop, which waits on a start that pg_ctl bounds
+                        if time.monotonic() < until:  # past it, a start that hangs (a lock
+                            pet()  # file, a connect) is left to the watchdog (review 294)
                     started.result()
         except Exception as exc:  # its start, or its connect after (psycopg's): said, and
             log.error("the embedded PostgreSQL did not start: %s", exc)  # tried again later

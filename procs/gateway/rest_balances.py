@@ -129,13 +129,15 @@ class RestBalances:
                 if before is not None and account in self.streaming:
                     # a snapshot after a gap (a router restarted: its watches renewed) says
                     # what moved meanwhile: the stream is told as of a change (an asset
-                    # missing is a zero: the router's snapshot lists none)
-                    for asset in sorted(set(before) | set(partial)):
+                    # missing is a zero: the router's snapshot lists none), with those still
+                    # waiting to be (review 293), once it includes what was read (below)
+                    waiting = self._unstreamed.setdefault(account, set())
+                    for asset in set(before) | set(partial):
                         if before.get(asset, _ZERO) != partial.get(asset, _ZERO):
-                            self.balance_events.append(
-                                (account, "balance", balance_json(self.assets, asset, partial))
-                            )
+                            waiting.add(asset)
             self._have[account] = max(self._have.get(account, 0), balance.seq)
+            if account in self.interest or balance.client_ref in self.requests:
+                self._stream_settled(account, partial)
             renewal = self._renewing.get(account) == balance.client_ref
             if renewal:
                 del self._renewing[account]
@@ -166,9 +168,14 @@ class RestBalances:
             self._unstreamed.setdefault(account, set()).add(balance.asset)
         if have >= self._need.get(account, 0):
             self._answer_waiting(account, known)
-            # streamed once the values include every event read here of the account, as a
-            # balance request is answered (review 290: a taker's hold pushed before its fill
-            # but read after the fill's TRADE was streamed after it, money locked by no order)
+        self._stream_settled(account, known)
+
+    def _stream_settled(self, account: int, values: dict[int, tuple[int, int]]) -> None:
+        """The assets whose change waits (``_unstreamed``) streamed, with ``values``, once
+        these include every event read here of the account, as a balance request is answered
+        (review 290: a taker's hold pushed before its fill but read after the fill's TRADE was
+        streamed after it, money locked by no order)."""
+        if account in self.streaming and self.has_seen(account):
             for asset in sorted(self._unstreamed.pop(account, ())):
-                data = balance_json(self.assets, asset, known)
+                data = balance_json(self.assets, asset, values)
                 self.balance_events.append((account, "balance", data))

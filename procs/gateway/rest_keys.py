@@ -20,7 +20,7 @@ from aiohttp import web
 
 from procs.common.apikeys import KeysFileError, NotHeldError
 from procs.common.change_log import ChangeMadeError
-from procs.common.users import User, UserStore, still_held
+from procs.common.users import User, UsersFileError, UserStore, still_held
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request, throttle
@@ -66,7 +66,8 @@ class KeyRoutes:
                                   held=lambda: _password_held(api.logins, user))  # fmt: skip
         except NotHeldError:
             raise _changed() from None
-        except (KeysFileError, OSError) as exc:  # a damaged file or a full disk: no key; or
+        except (KeysFileError, UsersFileError, OSError) as exc:  # a damaged file (the users'
+            # too, read by ``held``: review 293) or a full disk: no key; or
             log.error("a key for %s: %s", user.comp_id, exc)  # one whose fsync failed, its
             if api.keys.evicted is not None:  # secret said to no one, the oldest revoked
                 api.streams.sweep()  # (its streams close: review 177)

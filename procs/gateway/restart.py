@@ -6,7 +6,9 @@ A mixin of ``GatewayServer`` (``server.py``), which owns the state it names.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from config.edges import GatewayConfig
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ringex.gateway")
 
+#: In the gateway's directory while it is stopped after a shutdown (``mark_clean_stop``).
+CLEAN_STOP = "stopped-cleanly"
+
 
 class GatewayRestart:
     cfg: RingexConfig
@@ -65,10 +70,12 @@ class GatewayRestart:
     _awaiting: dict[str, tuple[int, int | None]]
     _api_waiting: set[int]
     _again: dict[str, int]  # input ring -> its end at the start (``read_again``)
+    directory: Path
     api: RestApi | None  # the REST API, when the gateway serves one
 
     def _recover(self, now_ns: int) -> dict[str, tuple[int, int]]:
         """Take back what the order log holds; returns the input cursors it logged."""
+        self._again = {}  # (filled once the rings are attached: ``_note_read_again``)
         recovered = self.order_log.load()
         orders = self.entry.restore(
             recovered.orders, recovered.requests, recovered.finished, recovered.mass_cancels
@@ -327,8 +334,21 @@ class GatewayRestart:
 
     def _note_read_again(self) -> None:
         """What the rings hold at the start past the logged positions may have been reported
-        before a crash: reports made of it again carry PossResend (``read_again``)."""
+        before a crash: reports made of it again carry PossResend (``read_again``). Not after
+        a shutdown (``mark_clean_stop``), which logged all it read: what follows is new
+        (review 293: a fill made while the gateway was stopped came with 97=Y)."""
+        clean = self.directory / CLEAN_STOP
+        if clean.exists():
+            clean.unlink()  # (a crash after this start's first reports is not clean)
+            return
         self._again = {c.ring.name: end for c in self.inputs if (end := c.ring.cursor()) > 0}
+
+    def mark_clean_stop(self) -> None:
+        """Say, for the next start, that this run logged every event it read (its shutdown
+        took its last batch): ``_note_read_again``. Not written (a full disk): the next start
+        marks what it reads past the log's positions, as after a crash."""
+        with contextlib.suppress(OSError):
+            (self.directory / CLEAN_STOP).touch()
 
     def read_again(self, consumer: Consumer[Record]) -> bool:
         """Whether ``consumer``'s next events may have been read before a crash (their

@@ -184,7 +184,6 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         #: Attached by ``start`` once the listeners are up: holding the replies ring is what
         #: the supervisor calls ready, so ready means clients can connect.
         self.inputs: list[Consumer[Record]] = []
-        self._again: dict[str, int] = {}  # (``read_again``; set at the start)
         self.api = self._rest_api(cfg, gw)
         self.security_statuses = SecurityStatuses(self)  # e, and halts: security_status.py
         self._api_orders = {}  # taken (or dropped: no REST here), not kept twice
@@ -337,8 +336,8 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
                     consumer.commit()
                 counted = [*self.entry.counters(), *self.to_ring.values()]
                 self.stats.values[:] = array("Q", counted)
-        finally:
-            self._in_batch = False
+        finally:  # (reports made after it, a status answer's, are no repeats: review 293)
+            self._in_batch = self.entry.replaying = False
         return count
 
     async def _poll(self) -> None:
@@ -580,6 +579,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
             task.cancel()
         self.publish()
         self.close()
+        self.mark_clean_stop()
 
     def close(self) -> None:
         if self._closed:  # a shutdown after a shutdown

@@ -313,10 +313,13 @@ class Standby:
             except TimeoutError:
                 log.warning("primary silent, or not reading, for %.1f s; reconnecting", SILENCE_S)
             except FrameError as exc:
-                self._damaged(StandbyRefusedError(
-                    f"the primary at {host}:{port} sent a frame this standby cannot read "
-                    f"({exc}): another version of ringex?"
-                ))  # fmt: skip
+                if self.connected:  # past the handshake, which compared the builds: the link
+                    log.warning("an unreadable frame from the primary (%s); reconnecting", exc)
+                else:  # (review 294: two damaged heartbeats hours apart refused the standby)
+                    self._damaged(StandbyRefusedError(
+                        f"the primary at {host}:{port} sent a frame this standby cannot read "
+                        f"({exc}): another version of ringex?"
+                    ))  # fmt: skip
             except DamagedFrameError as exc:
                 self._damaged(exc)
             finally:

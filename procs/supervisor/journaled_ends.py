@@ -66,19 +66,24 @@ class JournaledEnds:
         self._codec = RecordCodec()
         probe = AdminCommand(0, 0, AdminAction.END_OF_SESSION, 0, 0)
         self._admin_head = bytes(self._codec.encode_slot(probe)[2:4])  # array header, tag
-        self._since: tuple[int, int] | None = None  # the E and after_seq of the last question
+        self._since: tuple[int, int, int] | None = None  # the last question's arguments
         self._scanned = 0  # the last seq looked at for it
         self._found: JournaledEnd | None = None
 
-    def first_since(self, since_ns: int, after_seq: int = 0) -> JournaledEnd | None:
+    def first_since(
+        self, since_ns: int, after_seq: int = 0, sent_from: int = 0
+    ) -> JournaledEnd | None:
         """The first END_OF_SESSION for every symbol past seq ``after_seq`` stamped at or
         after ``since_ns`` (ns since the epoch, UTC) and less than a day after it, or None:
-        none yet, or no journal."""
+        none yet, or no journal. ``sent_from``: one stamped before it counts only where its
+        sender's clock said it or later (its ``arg``: a router clock stepped back under the
+        supervisor's send of that end), not another end sent just before (review 294: a
+        catch-up of the day before's, sent a minute before this one, was taken for it)."""
         if not self.directory.is_dir():
             return None
         reader = self._reader()
-        if (since_ns, after_seq) != self._since:
-            self._since, self._found = (since_ns, after_seq), None
+        if (since_ns, after_seq, sent_from) != self._since:
+            self._since, self._found = (since_ns, after_seq, sent_from), None
             self._scanned = self._first_at(reader, since_ns, after_seq) - 1
         if self._found is not None:
             return self._found
@@ -95,6 +100,7 @@ class JournaledEnds:
                 and command.action == AdminAction.END_OF_SESSION
                 and command.symbol == 0
                 and since_ns <= command.ts_ns < since_ns + DAY_NS
+                and sent_from <= max(command.ts_ns, command.arg)
             ):
                 self._found = JournaledEnd(seq, command.ts_ns)
                 return self._found

@@ -8,9 +8,9 @@
   release the matchers, then the rest together, waiting until each holds its ready ring.
 - Watch: a process that exits is restarted; each start recovers through the crash-only path
   (snapshot + journal). More than ``restart_limit`` restarts of one process within
-  ``restart_window_s`` (or one refusal of its config) stop the instance with the reason: a
-  crash loop is not fixed by looping. Once a day at ``supervisor.session_end_utc`` it sends
-  END_OF_SESSION through the admin rings (``session_end.py``): DAY orders expire.
+  ``restart_window_s`` stops the instance with the reason (as one refusal of its config
+  does): a crash loop is not fixed by looping. Once a day at ``supervisor.session_end_utc``
+  it sends END_OF_SESSION through the admin rings (``session_end.py``): DAY orders expire.
 - Stop (SIGINT, SIGTERM): stop intake (the gateways), wait until every ring is drained
   (``drain_timeout_s``; the stopped gateways' lines are detached: ``draining.py``), stop the
   rest in reverse order (each flushes, snapshots, fsyncs), the database writer last (it

@@ -192,11 +192,12 @@ class SessionEnds:
 
     def _journaled(self, end: int, now_ns: int) -> bool:
         """True, and ``end`` remembered, where the journal holds that day's end already:
-        stamped up to ``STEP_MARGIN_NS`` before its time, as ``_sent_found`` takes it (review
-        282: one stamped 2 s early by a clock stepped back was sent again by a promoted
-        standby, expiring the next session's DAY orders)."""
+        stamped up to ``STEP_MARGIN_NS`` before its time where its sender's clock said the
+        end's time (review 282: one stamped 2 s early by a router clock stepped back was sent
+        again by a promoted standby, expiring the next session's DAY orders; 294: not an end
+        sent before it, the day before's caught up a minute early)."""
         try:
-            found = self.journal.first_since(end - STEP_MARGIN_NS, self.after_seq)
+            found = self.journal.first_since(end - STEP_MARGIN_NS, self.after_seq, sent_from=end)
         except (JournalError, OSError, ValueError) as exc:  # RecordDecodeError: a ValueError
             if self._unreadable_for != end:
                 self._unreadable_for = end

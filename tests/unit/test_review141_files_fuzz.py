@@ -243,8 +243,10 @@ class Journal:
     def __init__(self, ends: list[int]) -> None:
         self.ends = ends
 
-    def first_since(self, since_ns: int, after_seq: int = 0) -> JournaledEnd | None:
-        found = [e for e in self.ends if since_ns <= e < since_ns + DAY_NS]
+    def first_since(
+        self, since_ns: int, after_seq: int = 0, sent_from: int = 0
+    ) -> JournaledEnd | None:  # (each end's sender's clock its stamp: ``arg`` = ``ts_ns``)
+        found = [e for e in self.ends if since_ns <= e < since_ns + DAY_NS and e >= sent_from]
         return JournaledEnd(100, found[0]) if found else None
 
     def last_seq(self) -> int:

@@ -71,6 +71,10 @@ from pathlib import Path
 
 import pytest
 
+from procs.common.journal_writer import JournalWriter
+from procs.common.records import AdminCommand
+from procs.common.topology import journal_dir
+from procs.common.types import AdminAction
 from procs.core.market.candles import INTERVALS, CandleSeries
 from procs.core.market.ticker import BUCKET_NS, WINDOW_BUCKETS, RollingTicker
 from procs.gateway.fix import parse_utc_timestamp
@@ -84,7 +88,13 @@ from procs.gateway.signing import (
 )
 from procs.supervisor.session_clock import DAY_NS, due_end, latest_end
 from procs.supervisor.session_end import session_end_path
-from tests.unit.supervisor.test_review8_session_end_failover import Host, Watch, sends
+from tests.unit.supervisor.test_review8_session_end_failover import (
+    CODEC,
+    SEGMENT_BYTES,
+    Host,
+    Watch,
+    sends,
+)
 from tests.unit.supervisor.test_session_clock import S, utc
 from tests.unit.supervisor.test_session_end import Sends
 
@@ -157,7 +167,16 @@ def _end_stamped_before_its_time(host: Host) -> None:
     clock back 2 s as the router sequenced it, so the journal says 16:59:58; the day goes
     on, a command a second."""
     host.orders("2026-03-10 09:00", "2026-03-10 16:50", 600)
-    host.journal(("end", "2026-03-10 16:59:58"))
+    host.seq += 1  # its ``arg`` the supervisor's clock at the send, as ``AdminClient`` sends it
+    end = AdminCommand(host.seq, utc("2026-03-10 16:59:58"), AdminAction.END_OF_SESSION, 0,
+                       utc("2026-03-10 17:00:00"))  # fmt: skip
+    with JournalWriter(
+        journal_dir(host.cfg),
+        slot_size=CODEC.slot_size,
+        schema_id=CODEC.journal_schema_id,
+        segment_bytes=SEGMENT_BYTES,
+    ) as writer:
+        writer.append(writer.next_seq, CODEC.encode_slot(end), 1)  # fmt: skip
     host.orders("2026-03-10 16:59:59", "2026-03-10 17:02:00", 1)
 
 
