@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from config.schema import RingexConfig
-from procs.common.durable import PRIVATE
+from procs.common.durable import PRIVATE, make_dirs
 from shm.liveness import holder_alive, process_start
 
 
@@ -141,3 +142,28 @@ def not_ready(status: dict[str, Any] | None) -> str:
         if not ((up := bool(p.get("alive")) and _still_running(p)) and p.get("ready"))
     ]
     return f"not ready: {', '.join(waiting)}" if waiting else "ready"
+
+
+class StatusFile:
+    """A JSON status file written whole at each ``write`` (a temporary file renamed over it),
+    for a process that reports on itself (the replication source, the standby). A write the
+    disk refuses (var/ full) is logged once, until one works, and never raised: what reports
+    goes on (review 291: one failed write ended the source's reporter for good)."""
+
+    def __init__(self, path: Path, log: logging.Logger) -> None:
+        self.path, self._log = path, log
+        self.failing = False  # the last write failed (said)
+
+    def write(self, doc: Mapping[str, Any]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            make_dirs(self.path.parent)
+            tmp.write_text(json.dumps(doc, indent=2))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            if not self.failing:
+                self._log.error("%s not written: %s (said once until a write works)",
+                                self.path, exc)  # fmt: skip
+            self.failing = True
+        else:
+            self.failing = False

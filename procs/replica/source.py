@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -44,6 +43,7 @@ from procs.common.journal_history import HistoryChain, block_of, feed_to
 from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import CONNECTED, FENCED, SOURCE_PARKED, AckBlock, ack_dir
 from procs.common.rules_version import RULES_VERSION
+from procs.common.run_files import StatusFile
 from procs.common.tls import replication_context
 from procs.common.topology import gateway_root, journal_dir
 from procs.core.recovery import journal_reader
@@ -176,7 +176,7 @@ class ReplicationSource:
         self._sleepers: set[asyncio.Future[None]] = set()
         self._serving: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._reported_degraded = False
-        self._status_failing = False  # a status write failed: said once until one works
+        self._status = StatusFile(ack_dir(cfg.var_dir, cfg.instance) / "replication.json", log)
         #: (seq, the journal's hash before it), the last ``_history_before`` made
         self._hashed: tuple[int, History] | None = None
         self._digesting = asyncio.Lock()  # operators' AskDigests: a journal pass at a time
@@ -490,17 +490,7 @@ class ReplicationSource:
                 )  # fmt: skip
             else:
                 log.warning("sync replication resumed at seq %d", doc["acked_seq"])
-        path = ack_dir(self.cfg.var_dir, self.cfg.instance) / "replication.json"
-        tmp = path.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps(doc, indent=2))
-            os.replace(tmp, path)
-        except OSError as exc:  # var/ full: its reporter went on no more (review 291)
-            if not self._status_failing:
-                log.error("%s not written: %s (said once until a write works)", path, exc)
-            self._status_failing = True
-        else:
-            self._status_failing = False
+        self._status.write(doc)  # (var/ full: said once; its reporter goes on: review 291)
 
     async def run(self) -> None:
         rep = self.cfg.replication

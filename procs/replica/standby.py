@@ -25,14 +25,12 @@ past the point where the primary's epoch began (a demoted primary not yet rebuil
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import ssl
 import time
 
 from config.schema import RingexConfig
-from procs.common.durable import make_dirs
 from procs.common.epochs import Epochs, EpochsError, JournalFencedError
 from procs.common.journal import JournalArchivedError
 from procs.common.journal_history import HistoryChain
@@ -40,6 +38,7 @@ from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
 from procs.common.records import Record
 from procs.common.rules_version import RULES_VERSION
+from procs.common.run_files import StatusFile
 from procs.common.snapshots import SnapshotStore
 from procs.common.tls import replication_context
 from procs.common.topology import gateway_root, journal_dir, snapshot_dir
@@ -114,7 +113,7 @@ class Standby:
         self.cluster = cluster.load(directory)
         self._adopt_cluster = ""
         self._damaged_at = 0  # the seq a frame last arrived unreadable at (``_damaged``)
-        self._status_failing = False  # a status write failed: said once until one works
+        self._status = StatusFile(journal_dir(cfg).parent / "run" / "standby.json", log)
         #: The market data a promoted instance starts from (``market.py``).
         self.market = HotMarket(cfg) if cfg.marketdata.enabled else None
         self._observe = None if self.market is None else self.market.observe
@@ -421,7 +420,6 @@ class Standby:
         if not force and now - self._status_at < 1.0:
             return
         self._status_at = now
-        path = journal_dir(self.cfg).parent / "run" / "standby.json"
         doc = {
             "pid": os.getpid(),
             "primary": self.cfg.replication.primary,
@@ -430,17 +428,7 @@ class Standby:
             "digest": self.digest.hex(),
             "updated_ns": time.time_ns(),
         }
-        tmp = path.with_suffix(".tmp")
-        try:
-            make_dirs(path.parent)
-            tmp.write_text(json.dumps(doc, indent=2))
-            os.replace(tmp, path)
-        except OSError as exc:  # var/ full: the standby follows on (review 291's source's)
-            if not self._status_failing:
-                log.error("%s not written: %s (said once until a write works)", path, exc)
-            self._status_failing = True
-        else:
-            self._status_failing = False
+        self._status.write(doc)  # (var/ full: said once, and the standby follows on)
 
     def save_snapshots(self) -> None:
         """The hot state as the exchange's and each matcher's snapshot (what a promoted

@@ -109,22 +109,13 @@ from tests.unit.gateway.test_review30_durability import has_cursors, kill_at, ta
 from tests.unit.gateway.test_review112_readme_fix2 import SYM, message
 from tests.unit.gateway.test_review161_password_changes import FAST, gateway, rest_rig
 from tests.unit.test_review278_config_changes import RAISED
+from tests.unit.test_review292_fix_client_recovery import harness
+
+__all__ = ["harness"]  # the fixture, review 292's: ALICE (7) and BOB (8), both funded
 
 ALICE = 7
 
 # -- rig -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
-    """Review 292's: ALICE (7) and BOB (8), both funded, no cancel on disconnect."""
-    h = Harness(config(instance, tmp_path))
-    h.add_user("ALICE", "secret", 7)
-    h.add_user("BOB", "secret", 8)
-    h.fund(7)
-    h.fund(8)
-    yield h
-    h.close()
 
 
 def _held(gw: GatewayServer) -> list[bool]:
