@@ -7,6 +7,7 @@ Errors are ``{"id": N, "error": {"code": C, "msg": "..."}}`` with C an ``ErrorCo
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -53,6 +54,18 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 
+def _decode_fault(exc: msgspec.DecodeError) -> str:
+    """What the decoder refused, with the limit where it is one of size (review 277's lead:
+    an ``id`` of 5,000 digits was "Integer value out of range", naming no limit)."""
+    said = str(exc)
+    if said.startswith(("Integer value out of range", "Number out of range")):
+        return (
+            f"{said} (an integer has at most {sys.get_int_max_str_digits():,} digits, a "
+            f"number's size is at most {sys.float_info.max:.1e})"
+        )
+    return said
+
+
 def parse_request(raw: str | bytes, symbols: frozenset[str]) -> Request:
     """The request in ``raw``; raises ``RequestError`` that says what is wrong with it."""
     if isinstance(raw, bytes):
@@ -60,7 +73,7 @@ def parse_request(raw: str | bytes, symbols: frozenset[str]) -> Request:
     try:
         msg: Any = _decode(raw)
     except msgspec.DecodeError as exc:
-        raise RequestError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc}") from None
+        raise RequestError(ErrorCode.INVALID_JSON, f"invalid JSON: {_decode_fault(exc)}") from None
     except RecursionError:
         raise RequestError(ErrorCode.INVALID_JSON, "invalid JSON: nested too deeply") from None
     except UnicodeEncodeError:  # a lone surrogate (websockets refuses such a frame itself: 138)

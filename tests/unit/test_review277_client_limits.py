@@ -54,8 +54,8 @@ and the session stays in sequence (both seen in the tests above before their ass
 not asserted (pinned before or bounded by config): SecurityStatus followers are keyed by the
 user's session (users x symbols), ``_answered_early`` keeps 1,000 TestReqIDs, each within
 ``max_message_bytes``; the feed's request ``id`` is echoed within ``max_message_bytes`` (an
-integer past 4,300 digits is answered "invalid JSON: Integer value out of range", naming
-neither ``id`` nor a limit: a lead, as review 194's REST fault 1 was).
+integer past 4,300 digits was answered "invalid JSON: Integer value out of range", naming
+no limit: a lead, fixed in session 69: the answer names the limits).
 """
 
 from __future__ import annotations

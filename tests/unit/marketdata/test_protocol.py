@@ -50,6 +50,9 @@ def test_requests_parse_and_errors_name_the_problem() -> None:
         ('{"method":"SUBSCRIBE","params":[],"id":1.5}', ErrorCode.INVALID_REQUEST, "id must"),
         ('{"method":"SUBSCRIBE","x":1,"id":1}', ErrorCode.INVALID_REQUEST, "unknown field"),
         ('{"method":"SUBSCRIBE","params":["a@b"],"id":1}', ErrorCode.INVALID_STREAM, "'a'"),
+        # a number past the decoder's size names the limit (review 277's lead)
+        ('{"id":%s}' % ("9" * 5000), ErrorCode.INVALID_JSON, "at most 4,300 digits"),
+        ('{"id":1e400}', ErrorCode.INVALID_JSON, "at most 1.8e"),
     ]
     for raw, code, why in cases:
         with pytest.raises(RequestError, match=why) as info:
