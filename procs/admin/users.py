@@ -255,10 +255,13 @@ def set_password(cfg: RingexConfig, args: argparse.Namespace) -> int:
     return 1 if undurable else 0
 
 
-def _revoke_keys(command: str, keys: ApiKeyStore, comp_id: str) -> tuple[int, bool]:
-    """``comp_id``'s API keys revoked: how many, and whether that failed (said)."""
+def _revoke_keys(
+    command: str, keys: ApiKeyStore, comp_id: str, session: int | None = None
+) -> tuple[int, bool]:
+    """``comp_id``'s API keys (those of its user of ``session`` where given) revoked: how
+    many, and whether that failed (said)."""
     try:
-        return keys.revoke_user(comp_id), False
+        return keys.revoke_user(comp_id, session=session), False
     except ChangeMadeError as exc:  # revoked, every gateway may have read it
         print(f"ringex admin {command}: {comp_id}'s API keys: {exc}", file=sys.stderr)
         return 0, True
@@ -297,13 +300,18 @@ def remove_user(
     try:  # an interrupt once the user is gone (its keys' revocation included: make test
         # once sent it there, and once as the removal's write returned) names the cancel-all
         # a rerun can no longer run
-        try:
-            store.remove(user.comp_id)
+        try:  # the user read, not one added again under its comp id meanwhile (286)
+            if not store.remove(user.comp_id, session=user.session):
+                print(f"ringex admin remove-user: {user.comp_id} (session {user.session}) "
+                      "was removed meanwhile by another command (a user of that comp id now, "
+                      "if any, is another one: run this again to remove it)",
+                      file=sys.stderr)  # fmt: skip
+                return 1
         except ChangeMadeError as exc:  # removed (every gateway may have read it): go on
             print(f"ringex admin remove-user: {exc}", file=sys.stderr)
         except OSError as exc:
             return _unwritten("remove-user", f"{user.comp_id} not removed", store, exc)
-        revoked, failed = _revoke_keys("remove-user", keys, user.comp_id)
+        revoked, failed = _revoke_keys("remove-user", keys, user.comp_id, user.session)
         keys_said = "its API keys not revoked" if failed else f"{revoked} API key(s) revoked"
         print(f"user {user.comp_id} removed (account {user.account} stays); {keys_said}; "
               "its sessions are logged out")  # fmt: skip

@@ -312,10 +312,13 @@ class ApiKeyStore:
             self._write(KeysChange([key]))
             return True
 
-    def revoke_user(self, comp_id: str) -> int:
-        """Delete all of ``comp_id``'s keys (the user was removed or compromised); how many."""
+    def revoke_user(self, comp_id: str, *, session: int | None = None) -> int:
+        """Delete all of ``comp_id``'s keys (the user was removed or compromised); how many.
+        ``session``: only the keys made for the user of that session (a user added again
+        under the comp id meanwhile keeps its own)."""
         with self._locked():
-            mine = sorted(self._by_user.get(comp_id, {}))
+            held = self._by_user.get(comp_id, {})
+            mine = sorted(k for k, v in held.items() if session in (None, v.session))
             if mine:
                 self._write(KeysChange(mine))
             return len(mine)

@@ -461,9 +461,14 @@ class UserStore:
                 self._put(new)
             return new
 
-    def remove(self, comp_id: str) -> bool:
+    def remove(self, comp_id: str, *, session: int | None = None) -> bool:
+        """Take ``comp_id`` off; whether it was there. ``session``: only while the user of
+        that comp id is still the one of that session (not one added again meanwhile under
+        the same comp id: two removals with an ``add-user`` between them took the new user
+        off, review 286's lead)."""
         with self._locked():
-            if comp_id not in self._users:
+            user = self._users.get(comp_id)
+            if user is None or (session is not None and user.session != session):
                 return False
             self._write(UsersChange(drop=[comp_id], last_session=self._last_session))
             return True

@@ -65,8 +65,10 @@ def test_an_interrupt_as_the_removal_s_write_returns_names_the_cancel_all(
     cfg = _alice(tmp_path)
     written = UserStore.remove
 
-    def remove_then_interrupted(store: UserStore, comp_id: str) -> bool:
-        written(store, comp_id)
+    def remove_then_interrupted(
+        store: UserStore, comp_id: str, *, session: int | None = None
+    ) -> bool:
+        written(store, comp_id, session=session)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(UserStore, "remove", remove_then_interrupted)
@@ -86,7 +88,7 @@ def test_an_interrupt_before_the_removal_s_write_says_no_removal(
     client closed. Was (fixed): the client left open."""
     cfg = _alice(tmp_path)
 
-    def interrupted(store: UserStore, comp_id: str) -> bool:
+    def interrupted(store: UserStore, comp_id: str, *, session: int | None = None) -> bool:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(UserStore, "remove", interrupted)

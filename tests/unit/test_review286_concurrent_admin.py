@@ -58,13 +58,12 @@ Sound:
   second ago: its key revoked by the same command is refused at once.
 
 Leads not shown:
-- ``procs/admin/users.py:301-306`` (``remove_user``): the removal is by comp id
-  (``store.remove(user.comp_id)``), not of the user it read, and its keys are revoked by comp
-  id after it: two ``remove-user`` of one user at once with an ``add-user`` of that comp id
-  between them removes the new user (and prints the old one's account), and a key the new
-  user made in that gap is revoked. Needs three operators in a millisecond window; not
-  forced here. Fix: remove only while the stored user's account and session are the ones
-  read, and revoke keys whose (account, session) are the removed user's.
+- ``procs/admin/users.py:301-306`` (``remove_user``): the removal was by comp id
+  (``store.remove(user.comp_id)``), not of the user it read, and its keys were revoked by
+  comp id after it: two ``remove-user`` of one user at once with an ``add-user`` of that comp
+  id between them removed the new user (and printed the old one's account), and a key the new
+  user made in that gap was revoked. Fixed in session 69 (forced by a test at the end of this
+  file): the removal and the keys' revocation are of the session read.
 - ``set-password --revoke-keys`` (``procs/admin/users.py:237-250``) writes the password,
   then sweeps every key of the user: a REST login with the NEW password in between is given
   a key that is then revoked (401 on its first request). Only a user who knew the new
@@ -385,3 +384,50 @@ def test_sound_a_user_removed_elsewhere_has_its_key_refused_at_once(
     assert remove_user(cfg, args, lambda: None) == 0, capsys.readouterr().err
     assert keys.get(key.key) is None
     assert view.get("ALICE") is not None  # (the view is stale: the key is what refuses)
+
+
+def test_a_removal_racing_a_removal_and_an_add_of_its_comp_id_spares_the_new_user(
+    cfg: RingexConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Scenario (this review's first lead): ``remove-user ALICE`` reads ALICE (account 7);
+    before it writes, another operator's ``remove-user ALICE`` and ``add-user ALICE``
+    (account 8, a new session) run, and the new ALICE makes an API key.
+    Expected: the first removal refuses, naming the race; the new ALICE and her key stay.
+    Was (fixed): the removal was by comp id: the new ALICE was removed, her key revoked, and
+    the command printed the old one's account."""
+    store = UserStore(users_path(cfg))
+    old = store.add("ALICE", "pw", 7, n=FAST)
+    made: list[str] = []
+    real_keys = ApiKeyStore
+
+    def racing_keys(path: Path) -> ApiKeyStore:  # read after the user, before its removal
+        other = UserStore(users_path(cfg))
+        assert other.remove("ALICE")
+        new = other.add("ALICE", "pw2", 8, n=FAST)
+        made.append(real_keys(apikeys_path(cfg)).create(new, ["read"]).key)
+        return real_keys(path)
+
+    monkeypatch.setattr("procs.admin.users.ApiKeyStore", racing_keys)
+    args = argparse.Namespace(comp_id="ALICE", cancel_orders=False)
+    assert remove_user(cfg, args, lambda: None) == 1
+    err = capsys.readouterr().err
+    assert f"ALICE (session {old.session}) was removed meanwhile" in err, err
+    now = UserStore(users_path(cfg)).get("ALICE")
+    assert now is not None and now.account == 8 and now.session != old.session
+    assert ApiKeyStore(apikeys_path(cfg)).get(made[0]) is not None
+
+
+def test_sound_revoking_a_users_keys_by_session_spares_a_later_users_keys(
+    cfg: RingexConfig,
+) -> None:
+    """Keys of a comp id's earlier user (its session) go; a later user's of it stay."""
+    store = UserStore(users_path(cfg))
+    first = store.add("ALICE", "pw", 7, n=FAST)
+    keys = ApiKeyStore(apikeys_path(cfg))
+    gone = keys.create(first, ["read"])
+    assert store.remove("ALICE", session=first.session)
+    second = store.add("ALICE", "pw", 8, n=FAST)
+    kept = keys.create(second, ["read"])
+    assert not store.remove("ALICE", session=first.session)  # the later one: not removed
+    assert keys.revoke_user("ALICE", session=first.session) == 1
+    assert keys.get(gone.key) is None and keys.get(kept.key) is not None
