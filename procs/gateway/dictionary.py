@@ -142,7 +142,10 @@ def out_of_range(fmt: Format, value: bytes, tag: int = 0) -> str | None:
 
 
 #: tag -> (name, format, allowed values or None): the fields ringex reads or writes, with
-#: the values it supports (narrower than FIX 4.4's where it supports fewer)
+#: the values it supports (narrower than FIX 4.4's where it supports fewer). Not OrdType (40)
+#: and TimeInForce (59): an order whose type or time in force FIX 4.4 defines and ringex
+#: does not support is an order's refusal, OrdRejReason 11 (``order_fields.unsupported_value``;
+#: review 297: 59=6 was a session Reject, and the order was never answered)
 _READ: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
     1: ("Account", STRING, None),
     6: ("AvgPx", FLOAT, None),
@@ -166,7 +169,6 @@ _READ: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
     37: ("OrderID", STRING, None),
     38: ("OrderQty", FLOAT, None),
     39: ("OrdStatus", CHAR, None),
-    40: ("OrdType", CHAR, frozenset((b"1", b"2", b"3", b"4"))),
     41: ("OrigClOrdID", STRING, None),
     43: ("PossDupFlag", BOOL, None),
     44: ("Price", FLOAT, None),
@@ -179,10 +181,11 @@ _READ: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
     56: ("TargetCompID", STRING, None),
     57: ("TargetSubID", STRING, None),
     58: ("Text", STRING, None),
-    59: ("TimeInForce", CHAR, frozenset((b"0", b"1", b"3", b"4"))),
     60: ("TransactTime", TIMESTAMP, None),
     97: ("PossResend", BOOL, None),
     98: ("EncryptMethod", INT, frozenset((b"0",))),
+    # not FIX 4.4's: Binance's FIX API's self-trade prevention on an order (order_fields)
+    25001: ("SelfTradePreventionMode", CHAR, frozenset((b"1", b"2", b"3", b"4"))),
     99: ("StopPx", FLOAT, None),
     103: ("OrdRejReason", INT, None),
     108: ("HeartBtInt", SEQNUM, None),
@@ -286,7 +289,7 @@ class MessageSpec:
         return frozenset(t for g in self.groups for t in (g.count_tag, *g.tags))
 
 
-_ORDER = (1, 18, 21, 38, 44, 58, 59, 99, 111, 526)
+_ORDER = (1, 18, 21, 38, 44, 58, 59, 99, 111, 526, 25001)
 #: Fields FIX 4.4 defines for an order that only describe (the instrument's other ids, the
 #: account's capacity and type, dates, free text): taken and not acted on.
 _DESCRIPTIVE: Final = frozenset(

@@ -9,7 +9,7 @@ from typing import Final, NamedTuple, Protocol
 
 from config.schema import RiskConfig, SymbolConfig
 from procs.common.result_codes import ResultCode
-from procs.common.types import OrdType, Side, TimeInForce
+from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.core.order_checks import RESTS
 from procs.gateway.dictionary import (
     FIELDS,
@@ -54,6 +54,14 @@ ORD_TYPES = {
     b"4": OrdType.STOP_LIMIT,
 }
 FIX_ORD_TYPE = {v: k for k, v in ORD_TYPES.items()}
+#: SelfTradePreventionMode (25001, as Binance's FIX API spells it, with REST's modes): 1
+#: none (its absence), 2 cancel the newest (EXPIRE_TAKER), 3 the oldest, 4 both (review 301).
+STP_MODES = {
+    b"1": StpMode.NONE,
+    b"2": StpMode.CANCEL_NEWEST,
+    b"3": StpMode.CANCEL_OLDEST,
+    b"4": StpMode.CANCEL_BOTH,
+}
 TIFS = {b"0": TimeInForce.DAY, b"1": TimeInForce.GTC, b"3": TimeInForce.IOC, b"4": TimeInForce.FOK}
 FIX_TIF = {v: k for k, v in TIFS.items()}
 #: An ExecutionReport's body after the header: 37 11 [41] 17 150 39 55 54 40 59 38 [44] [99]
@@ -95,7 +103,7 @@ def differs(msg: FixMessage, order: Order, account: int) -> str | None:
         return f"Symbol {shown(f[55])} is not the order's symbol {order.symbol.name}"
     if f[54] != b"%d" % order.side:
         return f"Side {shown(f[54])} is not the order's side {int(order.side)}"
-    if msg.msg_type == b"G" and ORD_TYPES[f[40]] != order.ord_type:
+    if msg.msg_type == b"G" and ORD_TYPES.get(f[40]) != order.ord_type:
         return (
             f"OrdType {shown(f[40])} is not the order's OrdType "
             f"{FIX_ORD_TYPE[order.ord_type].decode()}: a replace changes only price and size"
@@ -141,6 +149,18 @@ def unsupported_field(msg: FixMessage) -> str | None:
     return f"{FIELDS[tag][0]} ({tag}) is not supported"
 
 
+def unsupported_value(f: dict[int, bytes]) -> str | None:
+    """Why a new order whose OrdType (40) or TimeInForce (59) is one FIX 4.4 defines and
+    ringex does not support is refused (OrdRejReason 11), or None."""
+    if f[40] not in ORD_TYPES:
+        said = "1, 2, 3 or 4: market, limit, stop, stop limit"
+        return f"OrdType (40) {shown(f[40])} is not supported ({said})"
+    if (tif := f.get(59, b"0")) not in TIFS:
+        said = "0, 1, 3 or 4: Day, GTC, IOC, FOK"
+        return f"TimeInForce (59) {shown(tif)} is not supported ({said})"
+    return None
+
+
 def _none(f: dict[int, bytes], tag: int) -> bool:
     """Whether ``tag`` is the count of a group with no entry."""
     return tag in UNSUPPORTED_ORDER_GROUPS and f[tag] == b"0"
@@ -148,8 +168,9 @@ def _none(f: dict[int, bytes], tag: int) -> bool:
 
 def order_fault(msg: FixMessage, symbol: SymbolConfig, account: int) -> Fault | None:
     """Why a new order's fields refuse it before its amounts are read, or None: a field
-    ringex does not act on (OrdRejReason 11), another account or currency (``foreign``)."""
-    if (why := unsupported_field(msg)) is not None:
+    ringex does not act on (OrdRejReason 11), an OrdType or TimeInForce it does not support
+    (``unsupported_value``), another account or currency (``foreign``)."""
+    if (why := unsupported_value(msg.fields) or unsupported_field(msg)) is not None:
         return Fault(why, 11)  # unsupported order characteristic
     return foreign(msg.fields, symbol, account)
 

@@ -48,7 +48,7 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.stats import REJECT_REASONS, LatencyHistogram, reject_slot
-from procs.common.types import DoneReason, OrderFlag, Side, StpMode, client_id_of
+from procs.common.types import DoneReason, OrderFlag, Side, client_id_of
 from procs.gateway import security_list
 from procs.gateway.clordid_holders import ClOrdIdHolders
 from procs.gateway.clordids import Generations
@@ -67,6 +67,7 @@ from procs.gateway.order_fields import (
     FINISHED,
     ORD_REJ_REASON,
     ORD_TYPES,
+    STP_MODES,
     TIFS,
     Fault,
     amounts,
@@ -276,6 +277,9 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         if sym is None:
             self._reject_new(session, msg, f"unknown symbol {shown(f[55])}", 1)
             return
+        if (fault := order_fault(msg, sym, session.account)) is not None:
+            self._reject_new(session, msg, fault.text, fault.reason)
+            return
         ord_type = ORD_TYPES[f[40]]
         tif = TIFS[f.get(59, b"0")]  # FIX 4.4: "Absence of this field indicates Day order"
         instructions = f.get(18, b"").split()
@@ -286,9 +290,6 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             return
         if instructions and (why := cannot_post(f, ord_type)):
             self._reject_new(session, msg, f"ExecInst 6 (post-only) {why}", 11)
-            return
-        if (fault := order_fault(msg, sym, session.account)) is not None:
-            self._reject_new(session, msg, fault.text, fault.reason)
             return
         parsed = amounts(msg, sym, ord_type)
         if isinstance(parsed, Fault):
@@ -301,8 +302,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         order = Order(
             ref, session.session_id, cl_ord_id, b"", sym, side, ord_type, tif, price, stop, qty
         )
-        order.received_ns = now_ns
-        order.post_only = bool(flags)
+        order.received_ns, order.post_only = now_ns, bool(flags)
         order.display = display
         order.leaves = qty  # pending new is active: LeavesQty = OrderQty - CumQty
         self.orders[ref] = order
@@ -310,7 +310,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         self.touched[ref] = order
         new = NewOrder(  # the header listed, not unpacked: a call with * costs ~100 ns
             0, now_ns, self.gateway, session.session_id, ref, session.account, sym.id, 0,
-            side=side, ord_type=ord_type, tif=tif, flags=flags, stp=StpMode.NONE,
+            side=side, ord_type=ord_type, tif=tif, flags=flags, stp=STP_MODES[f.get(25001, b"1")],
             price=price, qty=qty, stop_price=stop, display_qty=display,
             client_id=client_id_of(cl_ord_id),
         )  # fmt: skip
