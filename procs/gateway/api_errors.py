@@ -48,17 +48,26 @@ STOPPED_UNANSWERED = (
 
 
 class ApiError(Exception):
-    """Answered as ``{"code": code, "msg": msg}`` with HTTP ``status``; ``retry_after_s`` adds
-    a ``Retry-After`` header (429)."""
+    """Answered as ``{"code": code, "msg": msg}`` with HTTP ``status`` and ``headers``;
+    ``retry_after_s`` adds a ``Retry-After`` header (429), in whole seconds rounded up."""
 
     def __init__(
-        self, status: int, code: int, msg: str, *, retry_after_s: float | None = None
+        self,
+        status: int,
+        code: int,
+        msg: str,
+        *,
+        retry_after_s: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(msg)
         self.status = status
         self.code = code
         self.msg = msg
         self.retry_after_s = retry_after_s
+        self.headers = dict(headers or {})
+        if retry_after_s is not None:
+            self.headers["Retry-After"] = str(max(1, round(retry_after_s + 0.5)))
 
     def body(self) -> dict[str, int | str]:
         return {"code": self.code, "msg": self.msg}

@@ -116,6 +116,31 @@ def _too_many(who: str, count: int, limit: int) -> ApiError:
     )
 
 
+def handshake_fault(request: web.Request) -> ApiError | None:
+    """Why ``request`` is no WebSocket handshake (RFC 6455 4.2.1) aiohttp takes, or None:
+    426 naming version 13 for another version given (4.2.2 says which), else a 400 naming
+    what it sent. Judged before the signature is used up: a URL refused by the handshake may be sent
+    again (review 300: it was 'replayed', and every refusal read 'Bad Request')."""
+    if web.WebSocketResponse().can_prepare(request).ok:
+        return None
+    h = request.headers
+    version = h.get("Sec-WebSocket-Version", "13")
+    if version != "13":
+        msg = f"Sec-WebSocket-Version {version[:16]!r} is not supported: 13 is"
+        return ApiError(426, -1000, msg, headers={"Sec-WebSocket-Version": "13"})
+    sent = ", ".join(
+        f"{name} {h[name][:32]!r}" if name in h else f"no {name}"
+        for name in ("Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version")
+    )
+    return ApiError(
+        400,
+        -1000,
+        f"not a WebSocket handshake ({sent}): a stream is opened by an upgrade with Upgrade "
+        "websocket, Connection Upgrade, a Sec-WebSocket-Key of 16 bytes in base64 and "
+        "Sec-WebSocket-Version 13",
+    )
+
+
 class PrivateStreams:
     def __init__(
         self,
@@ -235,6 +260,8 @@ class PrivateStreams:
         api.charge(key)  # an upgrade costs a snapshot: it is a request of the key like any
         api.require_user(key)
         api.require_scope(key, "read")
+        if (refused := handshake_fault(request)) is not None:
+            raise refused
         if self.count >= self.max_streams:
             raise ApiError(
                 503, -1001, f"{self.count} private streams is this gateway's limit, try another"

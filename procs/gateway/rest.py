@@ -375,8 +375,7 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
                 with contextlib.suppress(ApiError):  # no upgrade: the HTTP error after all
                     return await refuse_in_band(request, exc)
             response = json_response(exc.body(), exc.status)
-            if exc.retry_after_s is not None:
-                response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s + 0.5)))
+            response.headers.update(exc.headers)  # Retry-After, Sec-WebSocket-Version
         except web.HTTPRequestEntityTooLarge:
             size, limit = request.content_length, self.rest.max_body_bytes
             # the size on the wire, where it is what passed the limit: not a chunked body's

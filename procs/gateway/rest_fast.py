@@ -20,14 +20,17 @@ earlier read has no such cut (browsers and HTTP libraries do not pipeline): it g
 naming the rule, after the answers ahead of it, and the connection closes.
 
 Whatever is not a plain order request goes to aiohttp the same way, so its answers stay
-aiohttp's: a malformed request (its 400 names the fault), a target or header line past 8190
-bytes, more than 128 headers, a head unfinished past a read and ``MAX_HEAD_BYTES``, a body
-past ``max_body_bytes`` (the middleware's 413), a ``Content-Encoding`` (aiohttp inflates it),
-a chunked body's trailer ignored as aiohttp ignores it. The lane's own limits: a request
+aiohttp's: a malformed request (its 400 names the fault), a head unfinished past a read and
+``MAX_HEAD_BYTES`` (a line that never ends), a body past ``max_body_bytes`` (the
+middleware's 413), a ``Content-Encoding`` (aiohttp inflates it), a chunked body's trailer
+ignored as aiohttp ignores it. The lane's own limits: a request
 slower than the body timeout to arrive whole (408, then close), an idle connection
 (``KEEPALIVE_S``, closed by ``sweep``), requests queued behind the one in hand
 (``MAX_QUEUED``: reading pauses), a client slower to read than to ask (``pause_writing``:
-reading pauses, and the next answer waits for the drain).
+reading pauses, and the next answer waits for the drain), a target past 8190 bytes (414),
+a header line past that or more than 128 headers (431), a body past ``max_body_bytes`` of a
+request with ``Expect`` or ``Content-Encoding`` (413 before aiohttp's 100 Continue would
+ask for it), answered in the API's error body naming the limit, then close.
 """
 
 from __future__ import annotations
@@ -155,6 +158,7 @@ class FastLane(asyncio.Protocol):
         self._eof = False  # the client half-closed: close once its requests are answered
         self._handover: list[bytes] | None = None  # the bytes for aiohttp, once decided
         self._last: bytes | None = None  # an answer that ends the connection, once decided
+        self._refusal: bytes | None = None  # a head past a limit: answered here, then closed
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -193,7 +197,7 @@ class FastLane(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError:
-            if not self._for_aiohttp:  # a fault of this module's, not the client's
+            if not self._for_aiohttp and self._refusal is None:  # a fault of this module's
                 log.exception("REST fast lane: a request from %s failed", self.remote)
                 self._end(error_bytes(500, codes.UNKNOWN, "internal error"))
                 return
@@ -213,6 +217,9 @@ class FastLane(asyncio.Protocol):
                     self._wake()
             elif len(self._queue) > MAX_QUEUED and not self._paused:
                 self._pause()
+        if self._refusal is not None:  # after the answers to the requests before it
+            self._end(self._refusal)
+            return
         if (  # a line that never ends, or a chunked body's framing (an endless chunk
             # extension or trailer): the reads after the request's first (whose part of it
             # is unknown, and one read at most) hold more than a head, or a head and a body
@@ -258,7 +265,8 @@ class FastLane(asyncio.Protocol):
         self._url.append(url)
         self._url_size += len(url)
         if self._url_size > MAX_LINE_BYTES:
-            self._stop_for_aiohttp()
+            self._refuse(414, f"request target of {self._url_size}+ bytes is longer than the "
+                         f"limit of {MAX_LINE_BYTES} bytes")  # fmt: skip
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._headers_done:  # a chunked body's trailer: aiohttp ignores it, so do we,
@@ -267,8 +275,12 @@ class FastLane(asyncio.Protocol):
                 self._stop_for_aiohttp()
             return
         headers = self._headers
-        if len(name) + len(value) > MAX_LINE_BYTES or len(headers) >= MAX_HEADERS:
-            self._stop_for_aiohttp()
+        if len(headers) >= MAX_HEADERS:
+            self._refuse(431, f"more than {MAX_HEADERS} header lines, the limit")
+        if len(name) + len(value) > MAX_LINE_BYTES:
+            said = name[:64].decode("ascii", "replace")
+            self._refuse(431, f"header {said!r} of {len(name) + len(value)} bytes is longer "
+                         f"than the limit of {MAX_LINE_BYTES} bytes")  # fmt: skip
         if len(name) in _SPECIAL_LENGTHS:  # one compare for most headers
             special = name.lower()
             if special == b"content-length":
@@ -293,6 +305,10 @@ class FastLane(asyncio.Protocol):
         self._method = parser.get_method().decode("ascii", "replace")
         self._target = b"".join(self._url).decode("utf-8", "surrogateescape")
         handler = self.routes.get((self._method, self._target.partition("?")[0]))
+        if self._aiohttps and self._length > self.max_body_bytes:  # Expect or gzip: the 413
+            # at once, not aiohttp's 100 Continue first, which asks for the body (review 300)
+            self._refuse(413, f"request body of {self._length} bytes is larger than the limit "
+                         f"of {self.max_body_bytes} bytes")  # fmt: skip
         if (
             handler is None
             or parser.should_upgrade()
@@ -386,6 +402,13 @@ class FastLane(asyncio.Protocol):
         return not self._closing
 
     # -- handing over to aiohttp ------------------------------------------------------------
+
+    def _refuse(self, status: int, msg: str) -> None:
+        """From a parser callback: the request's head is past a limit, answered here in the
+        API's error body (review 300: aiohttp's was a plain-text 400 naming no limit); the
+        parse stops, and the connection closes after the answer."""
+        self._refusal = error_bytes(status, codes.ILLEGAL_PARAM, msg)
+        raise _StopParsingError
 
     def _stop_for_aiohttp(self) -> None:
         """From a parser callback: the request is aiohttp's; the parse stops here."""

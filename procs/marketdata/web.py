@@ -244,7 +244,12 @@ class Site:
         found = self.files.get(parts.path)
         if found is not None:
             return response(http.HTTPStatus.OK, *found)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        parsed = parse_qs(parts.query)
+        if twice := next((k for k, v in parsed.items() if len(v) > 1), None):
+            # as the REST API: which copy counts is no guess to make (review 300)
+            said = f"parameter {shown(twice)} is sent {len(parsed[twice])} times, once at most"
+            return text(http.HTTPStatus.BAD_REQUEST, said)
+        query = {k: v[0] for k, v in parsed.items()}
         if parts.path == "/api/config":
             return response(http.HTTPStatus.OK, self.config, "application/json")
         if parts.path == "/api/symbols":

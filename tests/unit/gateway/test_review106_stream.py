@@ -39,6 +39,7 @@ from tests.unit.gateway.readme_rest_claims import (
     _run,
     _schema_keys,
 )
+from tests.unit.gateway.test_review126_rest_docstrings2 import HANDSHAKE
 
 local = claims.local  # the fixture: a RestApi made, never started
 served = claims.served  # the fixture: the scenario's observations, run once for this module
@@ -171,7 +172,9 @@ def test_stream_limits_per_key_per_account_per_gateway_and_while_stopping(
     key = local.keys.create(user, ["read", "trade"], "", evict_oldest=True)
 
     def admit(**extra: str) -> ApiError:
-        request = make_mocked_request("GET", f"{STREAM_PATH}?{_stream_query(key, **extra)}")
+        request = make_mocked_request(
+            "GET", f"{STREAM_PATH}?{_stream_query(key, **extra)}", headers=HANDSHAKE
+        )
         return _refused(lambda: streams._admit(request))
 
     class Sub:

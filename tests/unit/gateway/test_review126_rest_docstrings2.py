@@ -290,6 +290,15 @@ def test_a_revoked_keys_stream_closes_at_the_sweep(tmp_path: Path) -> None:
     assert inspect.signature(Subscriber.close).parameters["code"].default == 1008
 
 
+#: A WebSocket upgrade's headers (RFC 6455's example key): ``_admit`` judges the handshake.
+HANDSHAKE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+
 def test_an_upgrade_spends_a_request_and_a_key_holds_at_most_max_per_key(tmp_path: Path) -> None:
     """private_stream: "One key holds at most ``max_per_key`` streams, and each upgrade spends
     one of the key's requests (its rate limit, as any signed request)"."""
@@ -302,7 +311,8 @@ def test_an_upgrade_spends_a_request_and_a_key_holds_at_most_max_per_key(tmp_pat
         sig = signing.sign(key.secret, ts, 5_000, "GET", PATH, "", b"")
         query = urlencode({"apiKey": key.key, "timestamp": ts, "signature": sig})
         try:
-            _, slot = streams._admit(make_mocked_request("GET", f"{PATH}?{query}"))
+            request = make_mocked_request("GET", f"{PATH}?{query}", headers=HANDSHAKE)
+            _, slot = streams._admit(request)
         except ApiError as exc:
             return exc
         assert slot is not None
