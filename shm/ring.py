@@ -454,8 +454,8 @@ class Ring(Generic[T]):
         cursor = self.cursor()
 
         def age(word: int) -> float | None:
-            beat = words[word]
-            return (now - beat) / 1e9 if beat else None
+            beat = words[word]  # a beat written since ``now`` was read is of age 0, not less
+            return max(0, now - beat) / 1e9 if beat else None  # (review 295)
 
         consumers = []
         for index, name in self.consumer_names().items():

@@ -126,11 +126,12 @@ def matcher_page(matcher: str) -> str:
 
 
 def matcher_counters(cfg: RingexConfig, matcher: str) -> tuple[str, ...]:
-    """``last_seq``, ``trades_<symbol id>`` for each symbol the matcher owns, then the
-    queue's latency histogram (``queue``: sequenced by the router -> read by the matcher,
-    the oldest command of each batch)."""
+    """``last_seq``, ``marks`` (the ``Heartbeat`` marks it published: its output ring's
+    records that are not events), ``trades_<symbol id>`` for each symbol the matcher owns,
+    then the queue's latency histogram (``queue``: sequenced by the router -> read by the
+    matcher, the oldest command of each batch)."""
     ids = sorted(cfg.symbol(s).id for s in cfg.matcher(matcher).symbols)
-    return ("last_seq", *(f"trades_{i}" for i in ids), *histogram_counters("queue"))
+    return ("last_seq", "marks", *(f"trades_{i}" for i in ids), *histogram_counters("queue"))
 
 
 #: The most one sample adds to a histogram's sum: a minute.
