@@ -256,12 +256,12 @@ def set_password(cfg: RingexConfig, args: argparse.Namespace) -> int:
 
 
 def _revoke_keys(
-    command: str, keys: ApiKeyStore, comp_id: str, session: int | None = None
+    command: str, keys: ApiKeyStore, comp_id: str, keep: int | None = None
 ) -> tuple[int, bool]:
-    """``comp_id``'s API keys (those of its user of ``session`` where given) revoked: how
-    many, and whether that failed (said)."""
+    """``comp_id``'s API keys (but those of its user of session ``keep``) revoked: how many,
+    and whether that failed (said)."""
     try:
-        return keys.revoke_user(comp_id, session=session), False
+        return keys.revoke_user(comp_id, keep=keep), False
     except ChangeMadeError as exc:  # revoked, every gateway may have read it
         print(f"ringex admin {command}: {comp_id}'s API keys: {exc}", file=sys.stderr)
         return 0, True
@@ -311,7 +311,9 @@ def remove_user(
             print(f"ringex admin remove-user: {exc}", file=sys.stderr)
         except OSError as exc:
             return _unwritten("remove-user", f"{user.comp_id} not removed", store, exc)
-        revoked, failed = _revoke_keys("remove-user", keys, user.comp_id, user.session)
+        now = store.get(user.comp_id)  # one added again since (286): its keys stay
+        keep = None if now is None else now.session
+        revoked, failed = _revoke_keys("remove-user", keys, user.comp_id, keep)
         keys_said = "its API keys not revoked" if failed else f"{revoked} API key(s) revoked"
         print(f"user {user.comp_id} removed (account {user.account} stays); {keys_said}; "
               "its sessions are logged out")  # fmt: skip

@@ -312,13 +312,13 @@ class ApiKeyStore:
             self._write(KeysChange([key]))
             return True
 
-    def revoke_user(self, comp_id: str, *, session: int | None = None) -> int:
+    def revoke_user(self, comp_id: str, *, keep: int | None = None) -> int:
         """Delete all of ``comp_id``'s keys (the user was removed or compromised); how many.
-        ``session``: only the keys made for the user of that session (a user added again
-        under the comp id meanwhile keeps its own)."""
+        ``keep``: but those made for the user of that session (a user added again under the
+        comp id meanwhile keeps its own; an earlier user's left by a removal go)."""
         with self._locked():
             held = self._by_user.get(comp_id, {})
-            mine = sorted(k for k, v in held.items() if session in (None, v.session))
+            mine = sorted(k for k, v in held.items() if keep is None or v.session != keep)
             if mine:
                 self._write(KeysChange(mine))
             return len(mine)

@@ -126,12 +126,13 @@ def matcher_page(matcher: str) -> str:
 
 
 def matcher_counters(cfg: RingexConfig, matcher: str) -> tuple[str, ...]:
-    """``last_seq``, ``marks`` (the ``Heartbeat`` marks it published: its output ring's
-    records that are not events), ``trades_<symbol id>`` for each symbol the matcher owns,
-    then the queue's latency histogram (``queue``: sequenced by the router -> read by the
-    matcher, the oldest command of each batch)."""
+    """``last_seq``, ``events`` (the events it published: its output ring's records but its
+    ``Heartbeat`` marks; the page outlives the process, as the ring does, so the count goes
+    on across a restart), ``trades_<symbol id>`` for each symbol the matcher owns, then the
+    queue's latency histogram (``queue``: sequenced by the router -> read by the matcher,
+    the oldest command of each batch)."""
     ids = sorted(cfg.symbol(s).id for s in cfg.matcher(matcher).symbols)
-    return ("last_seq", "marks", *(f"trades_{i}" for i in ids), *histogram_counters("queue"))
+    return ("last_seq", "events", *(f"trades_{i}" for i in ids), *histogram_counters("queue"))
 
 
 #: The most one sample adds to a histogram's sum: a minute.

@@ -8,6 +8,7 @@ keeps the exchange's ``ResultCode`` name and number in its message.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -67,7 +68,7 @@ class ApiError(Exception):
         self.retry_after_s = retry_after_s
         self.headers = dict(headers or {})
         if retry_after_s is not None:
-            self.headers["Retry-After"] = str(max(1, round(retry_after_s + 0.5)))
+            self.headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
 
     def body(self) -> dict[str, int | str]:
         return {"code": self.code, "msg": self.msg}

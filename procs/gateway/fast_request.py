@@ -150,9 +150,13 @@ def response_bytes(response: web.StreamResponse, keep_alive: bool, version: str 
     return head.encode("utf-8", "surrogateescape") + body
 
 
-def error_bytes(status: int, code: int, msg: str) -> bytes:
-    """An error answer that ends the connection (the request could not be read whole)."""
-    response = web.Response(
+def error_response(status: int, code: int, msg: str) -> web.Response:
+    """The API's error answer ``{"code", "msg"}`` with ``status``."""
+    return web.Response(
         body=_encode({"code": code, "msg": msg}), status=status, content_type="application/json"
     )
-    return response_bytes(response, keep_alive=False)
+
+
+def error_bytes(status: int, code: int, msg: str) -> bytes:
+    """An error answer that ends the connection (the request could not be read whole)."""
+    return response_bytes(error_response(status, code, msg), keep_alive=False)

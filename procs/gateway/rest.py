@@ -63,14 +63,7 @@ from procs.gateway.rest_order_state import Outcome, balance_json
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.rest_public import PublicRoutes, json_response
 from procs.gateway.rest_request import RestRequest
-from procs.gateway.signing import (
-    API_KEY,
-    RECV_WINDOW,
-    SIGNATURE,
-    TIMESTAMP,
-    AuthError,
-    Verifier,
-)
+from procs.gateway.signing import API_KEY, RECV_WINDOW, SIGNATURE, TIMESTAMP, AuthError, Verifier
 
 log = logging.getLogger("ringex.rest")
 
@@ -333,6 +326,7 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
         return FastLane(
             self.fast_routes, self._middleware, self.runner.server, self.lanes,
             self.rest.max_body_bytes, self.body_timeout_s, self._admit, self._unfinished,
+            self._cors,  # its own refusals read by the page too (review 304)
         )  # fmt: skip
 
     async def stop(self) -> None:

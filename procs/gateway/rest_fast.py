@@ -30,7 +30,8 @@ slower than the body timeout to arrive whole (408, then close), an idle connecti
 reading pauses, and the next answer waits for the drain), a target past 8190 bytes (414),
 a header line past that or more than 128 headers (431), a body past ``max_body_bytes`` of a
 request with ``Expect`` or ``Content-Encoding`` (413 before aiohttp's 100 Continue would
-ask for it), answered in the API's error body naming the limit, then close.
+ask for it), answered in the API's error body naming the limit, with the API's CORS headers,
+then close (a connection handed over already gets aiohttp's plain-text 400 for such heads).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from procs.gateway import api_errors as codes
-from procs.gateway.fast_request import FastRequest, error_bytes, response_bytes
+from procs.gateway.fast_request import FastRequest, error_bytes, error_response, response_bytes
 
 if TYPE_CHECKING:
     from procs.gateway.rest_request import RestRequest
@@ -108,6 +109,7 @@ class FastLane(asyncio.Protocol):
         body_timeout_s: float,
         admit: Callable[[str | None], str | None] | None = None,
         unfinished: Callable[[asyncio.Transport, str], None] | None = None,
+        cors: Callable[[RestRequest, web.StreamResponse], web.StreamResponse] | None = None,
     ) -> None:
         self.routes = routes
         #: the REST API's connection limits: None, or why a connection from an address is
@@ -116,6 +118,9 @@ class FastLane(asyncio.Protocol):
         #: told of a connection handed to aiohttp in the middle of a request's head (past
         #: ``MAX_HEAD_BYTES``): aiohttp has no time limit on a head, the API keeps this one's
         self.unfinished = unfinished
+        #: the headers every answer gets, CORS's among them (``RestApi._cors``): the lane's
+        #: refusals of a head past a limit get them too, so the page can read them
+        self.cors = cors
         self._unfinished_head = False  # the hand-over under way is one
         self.middleware = middleware
         self.slow = slow
@@ -407,7 +412,11 @@ class FastLane(asyncio.Protocol):
         """From a parser callback: the request's head is past a limit, answered here in the
         API's error body (review 300: aiohttp's was a plain-text 400 naming no limit); the
         parse stops, and the connection closes after the answer."""
-        self._refusal = error_bytes(status, codes.ILLEGAL_PARAM, msg)
+        response = error_response(status, codes.ILLEGAL_PARAM, msg)
+        if self.cors is not None:  # by the headers read so far: Origin comes early
+            headers = CIMultiDictProxy(CIMultiDict(self._headers))
+            self.cors(FastRequest("GET", "", headers, b"", self.remote, False), response)
+        self._refusal = response_bytes(response, keep_alive=False)
         raise _StopParsingError
 
     def _stop_for_aiohttp(self) -> None:

@@ -354,7 +354,11 @@ class MarketDataServer:
             query = parse_qs(parts.query, keep_blank_values=True)
             if "streams" not in query:
                 return []  # combined, subscribed later by request (as the venue's connectors do)
-            names = query["streams"][-1]
+            if len(query["streams"]) > 1:  # which copy counts is no guess to make (review 304)
+                raise StreamError(
+                    f"parameter 'streams' is sent {len(query['streams'])} times, once at most"
+                )
+            names = query["streams"][0]
             if not names:
                 raise StreamError(
                     "/stream needs ?streams=<stream>/<stream>... naming one at least (or no "

@@ -244,7 +244,7 @@ class Site:
         found = self.files.get(parts.path)
         if found is not None:
             return response(http.HTTPStatus.OK, *found)
-        parsed = parse_qs(parts.query)
+        parsed = parse_qs(parts.query, keep_blank_values=True)  # a blank copy is a copy
         if twice := next((k for k, v in parsed.items() if len(v) > 1), None):
             # as the REST API: which copy counts is no guess to make (review 300)
             said = f"parameter {shown(twice)} is sent {len(parsed[twice])} times, once at most"

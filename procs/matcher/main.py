@@ -80,8 +80,8 @@ log = logging.getLogger("ringex.matcher")
 
 #: The consumer name a matcher takes on its input ring.
 INPUT_CONSUMER = MATCHER
-#: ``marks``' place on the stats page (``matcher_counters``: after ``last_seq``).
-MARKS = 1
+#: ``events``' place on the stats page (``matcher_counters``: after ``last_seq``).
+EVENTS = 1
 
 
 class MatcherShell:
@@ -135,7 +135,8 @@ class MatcherShell:
             # (room for the replay's mark and the recovered one: a replay that fits is whole)
             replayed = self._replay_fitting(replay, out_ring.geometry.capacity - 2)
         else:
-            self._publish_mark(Heartbeat(time.time_ns(), REPLAY_SOURCE, self.matcher.last_seq))
+            mark = Heartbeat(time.time_ns(), REPLAY_SOURCE, self.matcher.last_seq)
+            self.producer.publish_batch([mark])
             replayed = self._replay(replay)
         # commands sequenced before now waited for the recovery: not counted as queueing
         self._started_ns = time.time_ns()
@@ -187,7 +188,7 @@ class MatcherShell:
                 "those of seqs up to %d left out (its readers make them again)",
                 self.settings.name, mark,
             )  # fmt: skip
-        self._publish_mark(Heartbeat(time.time_ns(), REPLAY_SOURCE, mark))
+        self.producer.publish_batch([Heartbeat(time.time_ns(), REPLAY_SOURCE, mark)])
         for chunk in _chunks(kept, self.settings.batch):  # (a batch of commands, as _replay)
             self._publish([e for _, events in chunk for e in events])
         return count
@@ -209,6 +210,9 @@ class MatcherShell:
             events, self._partial = events_after(events, self.published_upto, self._partial)
         if events:
             self.producer.publish_batch(events)
+            # counted on the page, which outlives this process (review 296: the metrics took
+            # the ring's records, the marks among them, for events)
+            self.stats.values[EVENTS] += len(events)
 
     def step(self, timeout_s: float = 0.2) -> int:
         """Execute one batch from the input ring; returns how many commands it took."""
@@ -252,7 +256,7 @@ class MatcherShell:
         values = self.stats.values
         values[0] = self.matcher.last_seq
         books = self.matcher.books.values()
-        for k, book in enumerate(books, start=2):  # (after last_seq and marks)
+        for k, book in enumerate(books, start=2):  # (after last_seq and events)
             values[k] = book.next_trade_id - 1
         # the queue histogram's words, last: one copy (a store each took 2.5 us a batch)
         values[len(books) + 2 :] = array("Q", self.queue_latency.values())
@@ -282,21 +286,12 @@ class MatcherShell:
         one from before its last command, long pruned, and replay the journal from its
         first entry. An idle step's mark waits for no room: the next idle step tries again."""
         mark = Heartbeat(time.time_ns(), RECOVERED_SOURCE, self.matcher.last_seq)
-        if not self._publish_mark(mark, wait=wait):
-            return
-        self._marked = self.matcher.last_seq
-        self.published.note(self._marked)
-
-    def _publish_mark(self, mark: Heartbeat, *, wait: bool = True) -> bool:
-        """``mark`` published (False: no room, and ``wait`` False) and counted on the stats
-        page's ``marks``, a count that outlives this process as the ring's does: the metrics
-        take the ring's records less it for the events (review 296: marks were counted)."""
         if wait:
             self.producer.publish_batch([mark])
         elif not self.producer.try_publish_batch([mark]):
-            return False
-        self.stats.values[MARKS] += 1
-        return True
+            return
+        self._marked = self.matcher.last_seq
+        self.published.note(self._marked)
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
         while not (self.stopping or stop()):

@@ -9,8 +9,7 @@ So each number is named after what it really counts:
 
 - a ring's cursor counts the records its producer published, a consumer's sequence those it
   has read; commands a gateway submitted are its ``gwN-cmd`` ring's records, commands routed
-  to a matcher its ``<m>-in`` ring's, a matcher's events (acks, trades, rejects, book levels
-  together) its ``<m>-out`` ring's, the router's answers to a gateway (its rejects, account
+  to a matcher its ``<m>-in`` ring's, the router's answers to a gateway (its rejects, account
   replies, balance pushes) the ``gwN-rep`` ring's; the journal's last seq counts the commands
   the router sequenced (accepted), across restarts;
 - the queueing delay is the age of the oldest record a consumer has not read yet (now minus
@@ -19,11 +18,12 @@ So each number is named after what it really counts:
 
 What the rings cannot tell is counted by the processes themselves into ``shm.counters``
 pages (``procs/common/stats.py``), stored once per batch, never per event: each matcher's
-trades per symbol (its books' gapless trade ids) and the queue latency of each batch's oldest
-command, and each gateway's FIX orders, acks, fills, rejects and latency histograms (order
--> ack, in stages at the router's stamp, and a new order's way into the router's ring). A
-page a process has not made yet is skipped, and so is one without the counters this
-collector reads (another version's): never a failed scrape.
+events (acks, trades, rejects, book levels together: its ``<m>-out`` ring's records but its
+marks, review 296), trades per symbol (its books' gapless trade ids) and the queue latency
+of each batch's oldest command, and each gateway's FIX orders, acks, fills, rejects and
+latency histograms (order -> ack, in stages at the router's stamp, and a new order's way
+into the router's ring). A page a process has not made yet is skipped, and so is one
+without the counters this collector reads (another version's): never a failed scrape.
 A counter never goes down while the supervisor runs, though a gateway's page and a process's
 CPU time start over when it restarts (``carried.py``).
 
@@ -384,10 +384,11 @@ class RingexCollector:
             producer_up.add_metric([name], float(info.producer_alive))
             if name in self._roles:
                 role, value = self._roles[name]
-                count = info.cursor
-                if role == "matcher_events":  # its records but its marks (review 296)
-                    count = max(0, count - (self._page(matcher_page(value)) or {}).get("marks", 0))
-                by_role[role].add_metric([value], count)
+                count: int | None = info.cursor
+                if role == "matcher_events":  # its own count: not its marks (review 296)
+                    count = (self._page(matcher_page(value)) or {}).get("events")
+                if count is not None:  # (no page yet: no matcher ran)
+                    by_role[role].add_metric([value], count)
             for c in info.consumers:
                 labels = [name, c.name]
                 consumed.add_metric(labels, c.sequence)

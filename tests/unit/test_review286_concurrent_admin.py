@@ -417,10 +417,10 @@ def test_a_removal_racing_a_removal_and_an_add_of_its_comp_id_spares_the_new_use
     assert ApiKeyStore(apikeys_path(cfg)).get(made[0]) is not None
 
 
-def test_sound_revoking_a_users_keys_by_session_spares_a_later_users_keys(
+def test_sound_revoking_a_comp_ids_keys_keeps_its_current_users(
     cfg: RingexConfig,
 ) -> None:
-    """Keys of a comp id's earlier user (its session) go; a later user's of it stay."""
+    """Keys of a comp id but its current user's (``keep``, its session) go; its own stay."""
     store = UserStore(users_path(cfg))
     first = store.add("ALICE", "pw", 7, n=FAST)
     keys = ApiKeyStore(apikeys_path(cfg))
@@ -429,5 +429,5 @@ def test_sound_revoking_a_users_keys_by_session_spares_a_later_users_keys(
     second = store.add("ALICE", "pw", 8, n=FAST)
     kept = keys.create(second, ["read"])
     assert not store.remove("ALICE", session=first.session)  # the later one: not removed
-    assert keys.revoke_user("ALICE", session=first.session) == 1
+    assert keys.revoke_user("ALICE", keep=second.session) == 1
     assert keys.get(gone.key) is None and keys.get(kept.key) is not None

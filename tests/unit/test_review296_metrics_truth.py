@@ -28,9 +28,10 @@ Faults found (each fixed; its test says what it was):
    it read (``procs/router/applied.py:60,63``). A fresh instance with no client reads 3
    events; one resting order (an ``Accepted`` and a ``BookLevel``: 2 events) reads 6, and
    each quiet single order adds a mark to its 2 events (events per command, an operator's
-   sizing number, is off by one a batch). Fixed: the matcher counts the marks it publishes
-   (``marks`` on its stats page, which outlives it as the ring does) and the collector
-   exports the ring's records less them; ``Applied.settle`` counts its reads less their
+   sizing number, is off by one a batch). Fixed: the matcher counts the events it publishes
+   (``events`` on its stats page, which outlives it as the ring does) and the collector
+   exports that count (review 305: the ring's records less a count of marks could go down
+   between scrapes); ``Applied.settle`` counts its reads less their
    ``Heartbeat`` records for ``ringex_router_events_total``. (The test's rig waits for the
    router to count the events, not the records.)
 2. The metrics endpoint can be held shut by 16 connections that each send one byte every
