@@ -19,10 +19,12 @@ reads the pages when scraped (``procs/supervisor/metrics.py``).
   standby's acknowledgement, settling events meanwhile); a fenced router's naps are idle.
   The sequencer is one process: these say whether it is the stage a pipeline waits on
   (busy near 100%) or waits itself, and on what.
-- matcher ``stats-<name>``: the seq of the last command it executed, trades per symbol
-  (the gapless trade id: exact across restarts, since it is book state), and how long the
-  oldest command of each batch waited, sequenced -> read by the matcher. With the gateway's
-  two, they say where an order's time goes: to the router, on to the matcher, back out.
+- matcher ``stats-<name>``: the seq of the last command it executed, the events it
+  published (the page outlives the process, so the count goes on across a restart), trades
+  per symbol (the gapless trade id: exact across restarts, since it is book state), and how
+  long the oldest command of each batch waited, sequenced -> read by the matcher. With the
+  gateway's two, they say where an order's time goes: to the router, on to the matcher,
+  back out.
 """
 
 from __future__ import annotations

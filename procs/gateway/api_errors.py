@@ -27,6 +27,9 @@ ILLEGAL_PARAM = -1100  # a value that does not parse
 TOO_MANY_PARAMS = -1101
 MANDATORY_PARAM = -1102
 UNKNOWN_PARAM = -1104
+#: a parameter, or its value, the order's type does not take (stopPrice on a LIMIT, Binance's
+#: "sent when not required": review 306, it was -1100, which says malformed)
+NOT_REQUIRED_PARAM = -1106
 BAD_SYMBOL = -1121
 BAD_INTERVAL = -1120
 FILTER_FAILURE = -1013  # tick, lot, size limits

@@ -370,12 +370,13 @@ def _stream_operation() -> Json:
             "not a half-open one). A client too far behind is closed with code 1008.",
         }
     }
-    for status in (400, 401, 403, 413, 429, 503):
+    for status in (400, 401, 403, 413, 426, 429, 503):
         responses[str(status)] = _ref(ERRORS[status][0], "responses")
     return {
         "operationId": "privateStream",
         "summary": "This account's execution reports and balance changes (WebSocket).",
-        "description": "A request that is not a WebSocket upgrade answers 400.",
+        "description": "A request that is not a WebSocket upgrade answers 400 naming the "
+        "headers it sent, an upgrade of another version than 13 answers 426.",
         "tags": ["trading"],
         "parameters": params,
         "security": [],

@@ -63,13 +63,20 @@ ERRORS: dict[int, tuple[str, str]] = {
     400: (
         "BadRequest",
         f"A parameter is missing ({codes.MANDATORY_PARAM}), malformed, sent twice or empty "
-        f"({codes.ILLEGAL_PARAM}), one the endpoint does not take ({codes.UNKNOWN_PARAM}), "
+        f"({codes.ILLEGAL_PARAM}), one the endpoint does not take ({codes.UNKNOWN_PARAM}) "
+        f"or the order's type does not ({codes.NOT_REQUIRED_PARAM}), "
         f"too many ({codes.TOO_MANY_PARAMS}), a start time after the end time "
         f"({codes.BAD_TIME_RANGE}), an unknown symbol ({codes.BAD_SYMBOL}) or "
         f"interval ({codes.BAD_INTERVAL}), off the symbol's tick, lot or size limits "
         f"({codes.FILTER_FAILURE}); the exchange refused the order ({codes.NEW_ORDER_REJECTED}) "
-        f"or the cancel ({codes.CANCEL_REJECTED}); no such order ({codes.NO_SUCH_ORDER}). The "
+        f"or the cancel ({codes.CANCEL_REJECTED}); no such order ({codes.NO_SUCH_ORDER}); a "
+        f"private stream's request that is no WebSocket upgrade ({codes.UNKNOWN}). The "
         "message names the value and the rule.",
+    ),
+    426: (
+        "UpgradeRequired",
+        f"A private stream's upgrade of another WebSocket version than 13 ({codes.UNKNOWN}): "
+        "Sec-WebSocket-Version names 13.",
     ),
     401: (
         "Unauthorized",

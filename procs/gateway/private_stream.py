@@ -260,8 +260,6 @@ class PrivateStreams:
         api.charge(key)  # an upgrade costs a snapshot: it is a request of the key like any
         api.require_user(key)
         api.require_scope(key, "read")
-        if (refused := handshake_fault(request)) is not None:
-            raise refused
         if self.count >= self.max_streams:
             raise ApiError(
                 503, -1001, f"{self.count} private streams is this gateway's limit, try another"
@@ -275,6 +273,8 @@ class PrivateStreams:
                 else ("this account (all its keys)", len(mine), self.max_per_account)
             )
             raise _too_many(who, count, limit)
+        if (refused := handshake_fault(request)) is not None:  # (the limits' refusals first)
+            raise refused
         # its other gateways' streams too
         slot = None if self.slots is None else self.slots.take(key.key, key.account)
         if slot == "key":

@@ -333,12 +333,12 @@ def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderReque
     tif = TIFS[choice(params, "timeInForce", TIFS, tif_default)]
     if not limit and "timeInForce" in params and tif not in (TimeInForce.IOC, TimeInForce.FOK):
         raise bad_request(
-            codes.ILLEGAL_PARAM,
+            codes.NOT_REQUIRED_PARAM,
             f"timeInForce {params['timeInForce']} does not apply to {type_name}",
         )
     if type_name == "LIMIT_MAKER" and tif not in RESTS:  # as FIX's post-only (review 47)
         raise bad_request(
-            codes.ILLEGAL_PARAM,
+            codes.NOT_REQUIRED_PARAM,
             f"LIMIT_MAKER rests: timeInForce {params['timeInForce']} does not (GTC and DAY do)",
         )
     qty = _order_qty(params, sym)
@@ -350,7 +350,7 @@ def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderReque
         stop = _price(params, "stopPrice", sym)
     elif params.get("stopPrice"):
         raise bad_request(
-            codes.ILLEGAL_PARAM,
+            codes.NOT_REQUIRED_PARAM,
             f"stopPrice {params['stopPrice']} applies to STOP_LOSS and STOP_LOSS_LIMIT orders, "
             f"not {type_name}",
         )
@@ -358,11 +358,11 @@ def new_order(params: Mapping[str, str], instruments: Instruments) -> OrderReque
     if params.get("icebergQty"):
         if not limit:
             raise bad_request(
-                codes.ILLEGAL_PARAM, f"icebergQty needs a limit order, not {type_name}"
+                codes.NOT_REQUIRED_PARAM, f"icebergQty needs a limit order, not {type_name}"
             )
         if tif not in RESTS:  # else the matcher's bare INVALID_ORDER
             raise bad_request(
-                codes.ILLEGAL_PARAM,
+                codes.NOT_REQUIRED_PARAM,
                 f"icebergQty needs an order that rests: timeInForce {params['timeInForce']} "
                 "does not (GTC and DAY do)",
             )

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from config.schema import RingexConfig, WaitConfig
-from procs.common import sd_notify, wall_clock
+from procs.common import after_reads, sd_notify, wall_clock
 from procs.common.record_codec import RecordCodec
 from procs.common.records import NewOrder, Record
 from procs.common.ring_waker import RingWaker, nap_for, settle
@@ -413,7 +413,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
             self._idle_compaction_step()
             if self.entry.outgoing:  # a timed-out session's cancels (cancel on disconnect)
                 self.submit()
-            await asyncio.sleep(1.0)
+            await after_reads.sleep_then_read(1.0)  # its clients' words read first (295)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

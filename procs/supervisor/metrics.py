@@ -33,7 +33,6 @@ older than the scrape); a store per event in the hot processes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -45,7 +44,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import (
@@ -82,6 +81,7 @@ from procs.common.topology import (
     matcher_output,
 )
 from procs.supervisor.carried import Carried
+from procs.supervisor.scrape_handler import HeadDeadlines, ScrapeHandler
 from shm import Ring
 from shm.counters import Counters
 from shm.errors import RingError, ShmError
@@ -384,11 +384,10 @@ class RingexCollector:
             producer_up.add_metric([name], float(info.producer_alive))
             if name in self._roles:
                 role, value = self._roles[name]
-                count: int | None = info.cursor
+                count = info.cursor
                 if role == "matcher_events":  # its own count: not its marks (review 296)
-                    count = (self._page(matcher_page(value)) or {}).get("events")
-                if count is not None:  # (no page yet: no matcher ran)
-                    by_role[role].add_metric([value], count)
+                    count = (self._page(matcher_page(value)) or {}).get("events", 0)
+                by_role[role].add_metric([value], count)  # (no page: no matcher ran yet)
             for c in info.consumers:
                 labels = [name, c.name]
                 consumed.add_metric(labels, c.sequence)
@@ -493,39 +492,6 @@ def proc_stat(pid: int) -> tuple[float, int] | None:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, int(fields[21]) * _PAGE_SIZE
 
 
-class _Quiet(WSGIRequestHandler):
-    #: A connection that sends no request in this long is closed: each holds a thread of the
-    #: supervisor's and a descriptor (review 95: 120 idle ones held 120 threads). A bound on
-    #: the whole request, not on each read (``timeout``, the socket's, is that too): one
-    #: dribbling a byte a second held its slot for ever, and 16 such kept every scrape out
-    #: (review 296).
-    timeout = 10.0
-
-    def setup(self) -> None:
-        super().setup()
-        self._deadline = threading.Timer(self.timeout, self._cut)
-        self._deadline.daemon = True
-        self._deadline.start()
-
-    def _cut(self) -> None:
-        """The request did not come whole in time: its reads end (the handler's thread then
-        closes the connection)."""
-        with contextlib.suppress(OSError):  # closed meanwhile
-            self.connection.shutdown(socket.SHUT_RDWR)
-
-    def parse_request(self) -> bool:
-        parsed = super().parse_request()  # the request line and headers read: in time
-        self._deadline.cancel()
-        return parsed
-
-    def finish(self) -> None:
-        self._deadline.cancel()
-        super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # a scrape every few seconds is not news
-
-
 #: Connections served at once; one past it is closed at once (a scraper asks one at a time).
 MAX_SCRAPES = 16
 
@@ -555,6 +521,11 @@ class MetricsServer:
                 #: the listen backlog: socketserver's 5 made a burst of connections wait out
                 #: SYN retransmits (120 took 17 s), each past the slots then closed at once
                 request_queue_size = 128
+                #: the heads still to come, cut at their deadline by this loop (its polls)
+                heads = HeadDeadlines()
+
+                def service_actions(self) -> None:
+                    self.heads.cut_late(time.monotonic())
 
                 def handle_error(self, request: Any, client_address: Any) -> None:
                     """A connection that timed out or broke is the peer's doing: no traceback
@@ -571,7 +542,7 @@ class MetricsServer:
                     finally:
                         self.slots.release()
 
-            self._httpd = make_server(host, port, make_wsgi_app(registry), Server, _Quiet)
+            self._httpd = make_server(host, port, make_wsgi_app(registry), Server, ScrapeHandler)
         except OSError as exc:
             raise OSError(
                 f"cannot serve metrics on {host}:{port} (supervisor.metrics_host, "

@@ -30,6 +30,7 @@ from procs.common.stats import LATENCY_BUCKETS_US, REJECT_REASONS, ROUTER_STATES
 from procs.supervisor import metrics as metrics_module
 from procs.supervisor.metrics import ProcessSample, RingexCollector
 from procs.supervisor.plan import plan
+from procs.supervisor.scrape_handler import ScrapeHandler
 from tests.scripts_loader import load_script
 from tests.unit.readme_operate_claims import (
     README,
@@ -121,7 +122,7 @@ def test_the_label_values_and_buckets_the_readme_lists() -> None:
     (procs/common/stats.py REJECT_REASONS), the ``state`` values of
     ``ringex_router_time_seconds_total`` (ROUTER_STATES), the buckets "from 10 us to 1 s"
     (LATENCY_BUCKETS_US) and the server's "16 connections at once, each closed after 10 s
-    without a request" (metrics.py MAX_SCRAPES, _Quiet.timeout)."""
+    without a request" (metrics.py MAX_SCRAPES, scrape_handler.py ScrapeHandler.timeout)."""
     _claim(
         "(the OrdRejReason sent: `unknown_symbol`, `exchange_closed`, `exceeds_limit`, "
         "`duplicate_order`, `unsupported`, `incorrect_quantity`, `unknown_account`, and "
@@ -138,7 +139,7 @@ def test_the_label_values_and_buckets_the_readme_lists() -> None:
     _claim("Their buckets run from 10 us to 1 s")
     assert LATENCY_BUCKETS_US[0] == 10 and LATENCY_BUCKETS_US[-1] == 1_000_000
     _claim("it serves 16 connections at once, each closed after 10 s without a request")
-    assert metrics_module.MAX_SCRAPES == 16 and metrics_module._Quiet.timeout == 10.0
+    assert metrics_module.MAX_SCRAPES == 16 and ScrapeHandler.timeout == 10.0
 
 
 # == 5. scripts ===================================================================================

@@ -48,9 +48,11 @@ Leads not shown:
   for the router's sync wait; it says nothing of the feed holding trading, which an operator
   may not expect of a "watched, restartable" feed.
 - After a stall, the gateway's timer ran before it read its clients' buffered input in one
-  run (a TestRequest went out to a client whose heartbeats were waiting in the socket):
-  harmless there; with a TestRequest already open before the stall it could cut a client
-  whose answer was in time (``session.py`` ``on_timer``), but three runs kept the session.
+  run: with a TestRequest open before the stall it cut a client whose answer was in time.
+  Shown since: the FIX session's sound test below failed 5 runs of 5 alone (the timer's
+  wake came first: uvloop runs due timers before it polls the sockets). Fixed:
+  the gateway's timers take one more turn of the loop after their sleep
+  (``procs/common/after_reads.py``), so what the client sent meanwhile is read first.
 - ``conn.check_stalled`` measures a paused output across the gateway's own stall: a
   gateway stopped for ``STALL_HEARTBEATS`` intervals while a client's output was paused
   may cut a client that reads (not reproduced).

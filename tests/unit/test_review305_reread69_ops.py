@@ -118,6 +118,7 @@ from procs.matcher.main import MatcherShell
 from procs.router.applied import AppliedEvents
 from procs.supervisor import metrics
 from procs.supervisor.metrics import MetricsServer, RingexCollector
+from procs.supervisor.scrape_handler import ScrapeHandler
 from shm import Ring
 from shm import header as h
 from shm.ring import RingInfo
@@ -445,7 +446,7 @@ def quick_server(
     instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[MetricsServer, list[float]]]:
     """A ``MetricsServer`` whose request deadline is 1 s and whose scrape sleeps ``delay[0]``."""
-    monkeypatch.setattr(metrics._Quiet, "timeout", 1.0)
+    monkeypatch.setattr(ScrapeHandler, "timeout", 1.0)
     cfg = config(instance, tmp_path)
     out = Ring.create(instance, "m1-out", CODEC, capacity=64, consumers=["router"])
     collector = RingexCollector(cfg, "t", {"m1-out": out}, lambda: [], lambda: "running")

@@ -321,10 +321,10 @@ def test_a_bad_mark_or_block_is_refused_and_a_promotion_skips_past_the_copy(
 
 def test_pages_and_counter_layouts() -> None:
     """stats.py: "gateway ``stats-gw<id>``"; "router ``stats-router``"; "matcher
-    ``stats-<name>``: the seq of the last command it executed, trades per symbol"; ``reject_
-    slot``: "The index among ``REJECT_REASONS``' counters"; ``matcher_counters``: "``last_seq``,
-    ``trades_<symbol id>`` for each symbol the matcher owns, then the queue's latency
-    histogram"."""
+    ``stats-<name>``: the seq of the last command it executed, the events it published";
+    ``reject_slot``: "The index among ``REJECT_REASONS``' counters"; ``matcher_counters``:
+    "``last_seq``, ``events`` (the events it published" ... "``trades_<symbol id>`` for each
+    symbol the matcher owns, then the queue's latency histogram"."""
     said("stats")
     assert (gateway_page(3), matcher_page("m1")) == ("stats-gw3", "stats-m1")
     assert ("commands", "events", *(f"{s}_ns" for s in ROUTER_STATES)) == ROUTER_COUNTERS
@@ -336,7 +336,8 @@ def test_pages_and_counter_layouts() -> None:
     symbols = [msgspec.structs.replace(s, id=9 - i * 7) for i, s in enumerate(cfg.symbols)]
     cfg = msgspec.structs.replace(cfg, symbols=symbols)
     names = matcher_counters(cfg, cfg.matchers[0].name)
-    assert names[:3] == ("last_seq", "trades_2", "trades_9") and names[3] == "queue_sum_ns"
+    assert names[:4] == ("last_seq", "events", "trades_2", "trades_9")  # (review 305)
+    assert names[4] == "queue_sum_ns"
     h = LatencyHistogram((10, 20))
     for ns in (10_000, 20_000, 20_001):
         h.record(ns)

@@ -75,7 +75,7 @@ def test_the_refusals_of_a_new_order_name_the_rule() -> None:
         maker = {**base, "type": "LIMIT_MAKER", "timeInForce": tif}
         with pytest.raises(ApiError) as refused:
             rp.new_order(maker, inst)
-        assert refused.value.code == codes.ILLEGAL_PARAM and tif in refused.value.msg
+        assert refused.value.code == codes.NOT_REQUIRED_PARAM and tif in refused.value.msg  # 306
     ice = {**base, "type": "LIMIT", "icebergQty": "0.05"}
     below = _refused(lambda: rp.new_order(ice, inst))
     assert below.code == codes.FILTER_FAILURE

@@ -39,6 +39,7 @@ from procs.supervisor.metrics import (
     journal_last_seq,
     oldest_unread_age_s,
 )
+from procs.supervisor.scrape_handler import ScrapeHandler
 from shm import Ring
 from shm.counters import Counters
 
@@ -270,11 +271,11 @@ def test_counter_pages_give_trades_fix_counts_and_the_ack_latency_histogram(
 def test_an_idle_connection_timed_out_writes_no_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """A connection that sends nothing is closed after ``_Quiet.timeout``, quietly: the
+    """A connection that sends nothing is closed after ``ScrapeHandler.timeout``, quietly: the
     socketserver default printed a traceback per idle connection on the supervisor's stderr,
     which any local user could fill; a burst of 40 connections is accepted at once (the
     listen backlog of 5 made them wait out SYN retransmits, seconds each)."""
-    monkeypatch.setattr(metrics._Quiet, "timeout", 0.2)
+    monkeypatch.setattr(ScrapeHandler, "timeout", 0.2)
     cfg = RingexConfig(instance="tmidle", var_dir=str(tmp_path / "var"))
     server = metrics.MetricsServer(
         metrics.RingexCollector(cfg, "test", {}, lambda: [], lambda: "running"), "127.0.0.1", 0
