@@ -79,8 +79,13 @@ _STATUS_KEYS: dict[str, type | tuple[type, ...]] = {
 
 
 def read_status(cfg: RingexConfig) -> dict[str, Any] | None:
-    """``status.json`` as the supervisor last wrote it, or None (none, or damaged)."""
-    return status_at(status_path(cfg))
+    """``status.json`` as the supervisor last wrote it, or None (none, damaged, or another
+    instance's: a copy of a running instance's ``var/`` under another name took the source's
+    status for its own, and ``ringex stop`` of the copy stopped the source, review 308)."""
+    status = status_at(status_path(cfg))
+    if status is not None and status.get("instance", cfg.instance) != cfg.instance:
+        return None
+    return status
 
 
 def status_at(path: Path) -> dict[str, Any] | None:

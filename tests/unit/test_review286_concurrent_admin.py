@@ -126,7 +126,9 @@ class OkClient:
         self.opened.append(account)
         return SimpleNamespace(code=ResultCode.OK)
 
-    def transfer(self, account: int, asset: str, amount: str) -> SimpleNamespace:
+    def transfer(
+        self, account: int, asset: str, amount: str, announce: Any = None
+    ) -> SimpleNamespace:
         self.deposits.append((account, asset, amount))
         return SimpleNamespace(code=ResultCode.OK)
 

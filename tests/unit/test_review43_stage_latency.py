@@ -236,7 +236,7 @@ def test_a_matcher_of_two_symbols_counts_queue_after_its_trades_words(
     shell = MatcherShell(cfg, "m1")
     try:
         assert shell.stats.names == matcher_counters(cfg, "m1")
-        assert shell.stats.names[:3] == ("last_seq", "trades_3", "trades_9")
+        assert shell.stats.names[:4] == ("last_seq", "events", "trades_3", "trades_9")
         producer = inbound.producer()
         # stamped before the matcher started: recovery, not queueing (not counted)
         producer.publish_batch([new_order(1, 1, 9, Side.BUY, ALICE)])

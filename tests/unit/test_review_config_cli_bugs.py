@@ -294,7 +294,13 @@ class _FakeAdmin:
         return AccountReply(1, 0, 0, 0, 0, account, 0, ResultCode.OK, 0)
 
     def transfer(
-        self, account: int, asset: str, amount: str, key: int | None = None, timeout_s: float = 10
+        self,
+        account: int,
+        asset: str,
+        amount: str,
+        key: int | None = None,
+        timeout_s: float = 10,
+        announce: Any = None,
     ) -> AccountReply:
         self.calls.append(("transfer", account, asset, amount))
         asset_id, units = to_minor_units(self.cfg, asset, amount)

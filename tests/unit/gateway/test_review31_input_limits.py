@@ -136,7 +136,7 @@ def test_an_iceberg_that_cannot_rest_is_refused_naming_iceberg_qty(
                 **change,
             }
             status, body = await alice.request("POST", "/api/v1/order", **params)
-            assert (status, body["code"]) == (400, -1100), body
+            assert (status, body["code"]) == (400, -1106), body  # the type's rule (306)
             assert "icebergQty" in body["msg"] and change["timeInForce"] in body["msg"], body
             assert "GTC and DAY" in body["msg"], body
         finally:
