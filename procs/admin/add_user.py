@@ -9,13 +9,7 @@ import sys
 from collections.abc import Callable
 
 from config.schema import RingexConfig
-from procs.admin.client import (
-    AdminClient,
-    AdminError,
-    check_account,
-    key_said,
-    to_minor_units,
-)
+from procs.admin.client import AdminClient, AdminError, check_account, to_minor_units
 from procs.admin.users import open_users
 from procs.common.change_log import ChangeMadeError
 from procs.common.result_codes import ResultCode
@@ -169,8 +163,7 @@ def deposit_in_turn(
     done: list[list[str]] = []
     for asset, amount in deposits:
         try:
-            said = key_said(f"add-user: deposit of {amount} {asset}", account)
-            reply = client.transfer(account, asset, amount, announce=said)
+            reply = client.transfer(account, asset, amount)
         except AdminError as exc:  # no answer: it may still be applied (the error names its key)
             return done, f"{asset} {amount}: {exc}"
         if reply.code != ResultCode.OK:

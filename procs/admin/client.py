@@ -16,9 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import sys
 import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
@@ -153,18 +151,6 @@ def _take_turn(cfg: RingexConfig, wait_s: float) -> int:
         return fd
 
 
-def key_said(what: str, account: int) -> Callable[[int], None]:
-    """A transfer's ``announce`` for the command line: its key on stderr before it is sent,
-    so that an operator or a script whose command was killed before the answer (a SIGKILL,
-    a container stopped) can retry it with ``--key`` and have it applied once."""
-
-    def said(key: int) -> None:
-        print(f"ringex admin: {what}, account {account}: key {key} (with no answer, retry "
-              f"with --key {key} and it is applied once)", file=sys.stderr, flush=True)  # fmt: skip
-
-    return said
-
-
 class AdminClient:
     def __init__(self, cfg: RingexConfig, wait_s: float = 10.0) -> None:
         """The admin ring's roles, once every other client has let them go (waiting at most
@@ -239,19 +225,11 @@ class AdminClient:
         return self._call(command, ref, timeout_s, AccountReply)
 
     def transfer(
-        self,
-        account: int,
-        asset: str,
-        amount: str,
-        key: int | None = None,
-        timeout_s: float = 10,
-        announce: Callable[[int], None] | None = None,
+        self, account: int, asset: str, amount: str, key: int | None = None, timeout_s: float = 10
     ) -> AccountReply:
         """Deposit (``amount`` > 0) or withdraw (< 0) a decimal amount. ``key`` (1..2**63-1)
         makes it idempotent (default: a fresh one, said on a timeout so the retry can use
-        it): a transfer sent again with its key is applied once, and answered OK again.
-        ``announce`` is told the key once the transfer is checked, before it is sent: what a
-        caller killed before the answer (SIGKILL says nothing) has said of it (review 307)."""
+        it): a transfer sent again with its key is applied once, and answered OK again."""
         check_account(account)
         asset_id, units = to_minor_units(self.cfg, asset, amount)
         if key is not None and not 0 < key <= MAX_UNITS:
@@ -259,8 +237,6 @@ class AdminClient:
         ref = self._ref()
         key = ref if key is None else key
         transfer = Transfer(*(0, 0, ADMIN_GATEWAY, 0, ref, account, asset_id, units, key))
-        if announce is not None:
-            announce(key)
         try:
             return self._call(transfer, ref, timeout_s, AccountReply)
         except AdminError as exc:  # it may still be applied: the retry must not double it

@@ -27,7 +27,6 @@ from procs.admin.client import (
     AdminClient,
     AdminError,
     check_account,
-    key_said,
     symbol_id_of,
     to_minor_units,
 )
@@ -173,13 +172,7 @@ def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
             # "+ 10" is 10 to both (review 45: a withdrawal sent "- 10", a deposit " 10")
             amount = args.amount.strip().removeprefix("+").strip()
             sign = "-" if args.admin_command == "withdraw" else ""
-            said = key_said(f"{args.admin_command} of {amount} {args.asset}", args.account)
-            replies = [
-                client.transfer(
-                    args.account, args.asset, sign + amount, args.key,
-                    announce=None if args.key is not None else said,
-                )
-            ]  # fmt: skip
+            replies = [client.transfer(args.account, args.asset, sign + amount, args.key)]
     except (AdminError, KeyError) as exc:
         print(f"ringex admin: {exc}", file=sys.stderr)
         return 1

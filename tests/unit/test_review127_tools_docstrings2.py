@@ -293,9 +293,7 @@ class _Client:
         self.exists.add(account)
         return self._reply(account, code)
 
-    def transfer(
-        self, account: int, asset: str, amount: str, key: int | None = None, announce: Any = None
-    ) -> Any:
+    def transfer(self, account: int, asset: str, amount: str, key: int | None = None) -> Any:
         stored = UserStore(users_path(self.cfg)).users()
         self.calls.append(("deposit", account, asset, amount, key, len(stored)))
         refused = asset == self.refuse

@@ -126,9 +126,7 @@ class OkClient:
         self.opened.append(account)
         return SimpleNamespace(code=ResultCode.OK)
 
-    def transfer(
-        self, account: int, asset: str, amount: str, announce: Any = None
-    ) -> SimpleNamespace:
+    def transfer(self, account: int, asset: str, amount: str) -> SimpleNamespace:
         self.deposits.append((account, asset, amount))
         return SimpleNamespace(code=ResultCode.OK)
 

@@ -15,7 +15,7 @@ the instance's real rings, a real ``RouterShell`` and ``MatcherShell`` stepped i
 as in ``test_review_admin_bugs``. Account 7 holds 100 USD, account 8 5 BTC, the fee account
 is 99.
 
-Faults found (each fixed; its test says what it was):
+Faults found (1 documented as a limit instead; its test is a strict xfail naming it):
 1. A deposit or withdrawal made without ``--key`` whose CLI is killed outright (SIGKILL:
    ``timeout -s KILL``, the OOM killer, a CI runner or container stop past its grace) after
    the command is in the admin ring never says the key it was sent under: the default key is
@@ -24,9 +24,12 @@ Faults found (each fixed; its test says what it was):
    README (Operate, "an interrupted one (Ctrl-C, SIGTERM, SIGHUP) says ... which --key
    retries it") names no other way to learn it (the ``transfers`` table's ``key`` column is
    never mentioned). The operator's retry then either deposits twice or must be guessed from
-   balances moved by trading meanwhile. Fixed: the key is said on stderr once the transfer is
-   checked, before it is sent (``AdminClient.transfer(announce=...)``, ``key_said``; deposit,
-   withdraw and add-user's deposits), and README names the ``transfers`` query.
+   balances moved by trading meanwhile. Fix: say the key on stderr before the command is
+   published, or draw it before and print it with the answer; and name in README how to tell
+   a transfer applied. Documented instead (session 69): saying the key before sending added a
+   line to every transfer's stderr, which README and the operators' scripts have as one line
+   for a refusal; README now says a script that may be killed gives ``--key`` to every
+   transfer, and names the ``transfers`` query (``SELECT * FROM transfers WHERE key = K``).
 
 Sound: a retry with ``--key`` is applied once and answered as the first was (same seq), also
 after a router crash and recovery from the journal; the same key for another account or
@@ -93,6 +96,11 @@ class _Killed(BaseException):
 # -- fault 1 ------------------------------------------------------------------------------------
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a documented limit (README, Operate; review 307): a transfer sent without --key "
+    "and killed outright says nothing; a script that may be killed gives --key",
+)
 def test_a_transfer_killed_after_sending_has_said_its_key(
     ex: Exchange, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -101,7 +109,7 @@ def test_a_transfer_killed_after_sending_has_said_its_key(
     before the router answers (``timeout -s KILL 5 ringex admin deposit ...`` in a treasury
     script; the OOM killer). The router then applies it. Expected: what the command wrote
     before it died names the key it was sent under, so the retry README prescribes
-    (``--key K``: "applied once") can be made. Was (fixed): nothing at all was written; the key
+    (``--key K``: "applied once") can be made. Now: nothing at all was written; the key
     (``time.time_ns()``) is lost, and a retry without it deposits a second 5 USD."""
     sent: list[Record] = []
     said: list[str] = []
@@ -229,8 +237,7 @@ def test_sound_amounts_are_exact_or_refused_with_their_exit_status(
     got, out, err = _run(ex, ["deposit", *MOVE7, amount], capsys)
     assert got == code and said in (out if code == 0 else err), (out, err)
     if code:
-        refused = [line for line in err.splitlines() if ": key " not in line]  # (its key: 307)
-        assert out == "" and len(refused) == 1 and _balance(ex, 7, USD)[0] == 1_000_000
+        assert out == "" and err.count("\n") == 1 and _balance(ex, 7, USD)[0] == 1_000_000
 
 
 def test_sound_a_key_past_int64_and_an_unknown_account_are_refused(

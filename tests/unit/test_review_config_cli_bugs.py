@@ -294,13 +294,7 @@ class _FakeAdmin:
         return AccountReply(1, 0, 0, 0, 0, account, 0, ResultCode.OK, 0)
 
     def transfer(
-        self,
-        account: int,
-        asset: str,
-        amount: str,
-        key: int | None = None,
-        timeout_s: float = 10,
-        announce: Any = None,
+        self, account: int, asset: str, amount: str, key: int | None = None, timeout_s: float = 10
     ) -> AccountReply:
         self.calls.append(("transfer", account, asset, amount))
         asset_id, units = to_minor_units(self.cfg, asset, amount)
