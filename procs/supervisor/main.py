@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import select
@@ -45,7 +44,13 @@ from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.exit_codes import REFUSED
 from procs.common.parent_death import die_with_parent
 from procs.common.record_codec import RecordCodec
-from procs.common.run_files import InstanceBusyError, instance_lock, run_dir, status_path
+from procs.common.run_files import (
+    InstanceBusyError,
+    StatusFile,
+    instance_lock,
+    run_dir,
+    status_path,
+)
 from procs.common.stopping import stop_on_signals
 from procs.common.topology import create_rings, postgres_dir
 from procs.common.units import units_differ
@@ -104,7 +109,7 @@ class Supervisor(StuckWatch):
         self.metrics: MetricsServer | None = None
         #: A standby's: its promoted instance's processes are started and held (``spare``).
         self.prestarted = False
-        self._status_failing = False  # a status write failed: said once until one works
+        self._status = StatusFile(status_path(cfg), log)  # (a failed write: said once)
         #: The daily END_OF_SESSION (``supervisor.session_end_utc``), polled by ``watch``.
         self.session_ends = SessionEnds.of(cfg)
         self._duties_done = 0.0  # when ``_duties`` last ran (monotonic)
@@ -463,17 +468,11 @@ class Supervisor(StuckWatch):
                 for c in self.children
             ],
         }
-        path = status_path(self.cfg)
-        tmp = path.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps(doc, indent=2))
-            os.replace(tmp, path)
-        except OSError as exc:  # var/ full or failing: the instance runs and stops all the same
-            if not self._status_failing:
-                log.error("status %s not written: %s (said once until a write works)", path, exc)
-            self._status_failing = True
-        else:
-            self._status_failing = False
+        self._status.write(doc)  # var/ full or failing: said once, the instance runs on
+
+    @property
+    def _status_failing(self) -> bool:
+        return self._status.failing
 
     def process_samples(self) -> list[ProcessSample]:
         """The process table for a metrics scrape (called from the server's thread)."""
