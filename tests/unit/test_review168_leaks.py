@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import os
 import ssl
 import threading
@@ -47,6 +48,9 @@ SLACK = 3
 
 
 def fds() -> int:
+    """The process's open descriptors, after a full collection: garbage an earlier test left
+    (a socket in a cycle) closes when the collector runs, wherever that falls in a count."""
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -382,7 +386,8 @@ def test_a_refused_database_connection_leaks_nothing(tmp_path: Path) -> None:
         with pytest.raises(psycopg.OperationalError):
             store.open()
         store.close()
-    assert (fds(), threads()) == (before, tasks)
+    assert fds() <= before, "a leak only grows the count"
+    assert threads() == tasks
 
 
 def test_a_child_restarted_twenty_times_leaves_no_descriptor(instance: str, tmp_path: Path) -> None:
@@ -401,7 +406,7 @@ def test_a_child_restarted_twenty_times_leaves_no_descriptor(instance: str, tmp_
         supervisor._spawn(child)
         supervisor._release(child)
         child.process.wait(30)
-    assert fds() == before
+    assert fds() <= before
     assert len(children.read_text().split()) <= 1  # the last one, reaped by its Popen
 
 
