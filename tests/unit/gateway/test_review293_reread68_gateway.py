@@ -9,11 +9,12 @@ raised tick), ``signing.py`` (the text as sent; ``not_before_mono_ms``), ``rest.
 (``_note_read_again``, ``read_again``), ``server.pump``, ``order_replies._deliver``,
 ``order_memory.restore``; ``resend.py`` and ``server.park`` for where 97=Y ends up.
 
-Rig: review 292's FIX harness (``tests/unit/gateway/harness.py``: real rings, an in-process
-router and matcher, a gateway over TCP, simplefix clients; ALICE 7, BOB 8), its ``crash`` and
-review 30's ``kill_at`` for a SIGKILL at a batch's order-log frame; the input rings' reads
-held back (``_held``) so a pass is driven by calling ``pump`` in the test, and a client's
-bytes handed to its ``Connection`` in the same step (no interleaving left to the loop).
+Rig: the gateway tests' FIX harness (conftest.py's ``harness`` fixture over ``harness.py``:
+real rings, an in-process router and matcher, a gateway over TCP, simplefix clients; ALICE 7,
+BOB 8), its ``crash`` and review 30's ``kill_at`` for a SIGKILL at a batch's order-log frame;
+the input rings' reads held back (``_held``) so a pass is driven by calling ``pump`` in the
+test, and a client's bytes handed to its ``Connection`` in the same step (no interleaving left
+to the loop).
 Review 161's ``rest_rig`` (real HTTP) for the login; a bare ``RestOrders`` core fed
 ``Balance`` records for the stream; ``amounts``, ``symbols``, ``Verifier`` and
 ``ApiKeyStore`` called directly.
@@ -109,9 +110,6 @@ from tests.unit.gateway.test_review30_durability import has_cursors, kill_at, ta
 from tests.unit.gateway.test_review112_readme_fix2 import SYM, message
 from tests.unit.gateway.test_review161_password_changes import FAST, gateway, rest_rig
 from tests.unit.test_review278_config_changes import RAISED
-from tests.unit.test_review292_fix_client_recovery import harness
-
-__all__ = ["harness"]  # the fixture, review 292's: ALICE (7) and BOB (8), both funded
 
 ALICE = 7
 

@@ -64,28 +64,15 @@ Leads not shown:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from procs.common.topology import matcher_output
-from tests.unit.gateway.harness import Harness, config, settled, utc
+from tests.unit.gateway.harness import Harness, settled, utc
 from tests.unit.gateway.test_gateway import logged_on, order, status_request
 from tests.unit.gateway.test_gateway_restart import back_on, crash, drain, run
 from tests.unit.gateway.test_review30_durability import has_cursors, kill_at, taker
-
-
-@pytest.fixture
-def harness(instance: str, tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(config(instance, tmp_path))
-    h.add_user("ALICE", "secret", 7)
-    h.add_user("BOB", "secret", 8)
-    h.fund(7)
-    h.fund(8)
-    yield h
-    h.close()
 
 
 def reports(got: list[Any], cl: bytes, exec_type: bytes) -> list[Any]:
