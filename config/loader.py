@@ -10,6 +10,7 @@ import math
 import re
 import tomllib
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
@@ -29,7 +30,9 @@ def profile_names() -> list[str]:
 
 def load_profile(name_or_path: str) -> RingexConfig:
     """A profile by name ("dev", "test", "latency") or a path to a TOML file (with a suffix
-    or a directory part). Any failure, a missing file included, is a ValueError naming it."""
+    or a directory part). Any failure, a missing file included, is a ValueError naming it,
+    a name or path past ``LONGEST`` characters cut to 80 (review 313: 5,000 characters of a
+    script's runaway variable made a 10 kB line)."""
     path = Path(name_or_path)
     if not is_file_path(name_or_path):
         path = PROFILES / f"{name_or_path}.toml"
@@ -39,34 +42,39 @@ def load_profile(name_or_path: str) -> RingexConfig:
             known = False
         if not known:
             raise ConfigError(
-                f"profile {name_or_path!r} is unknown; choose one of {profile_names()}"
+                f"profile {_shown(name_or_path)} is unknown; choose one of {profile_names()}"
             )
+    where = f"config {_shown(str(path))}"
     raw: object = None
     try:
         text = path.read_text()
         if why := _huge_literal(text):  # tomllib's int() refusal names no key
-            raise ConfigError(f"config {str(path)!r}: {why}")
+            raise ConfigError(f"{where}: {why}")
         raw = tomllib.loads(text)
+        if not raw:  # a truncated deploy ran every default: instance "dev" (review 313)
+            raise ConfigError(f"{where}: holds no setting; give its instance")
         _pair_assets(raw.get("symbols"))
         cfg = msgspec.convert(raw, RingexConfig)
         if why := _number_refused(raw):  # past what the schema bounds (a key's own bound
-            raise ConfigError(f"config {str(path)!r}: {why}")  # names it first: above)
+            raise ConfigError(f"{where}: {why}")  # names it first: above)
     except msgspec.ValidationError as exc:  # its path and limit; the value, found in raw
         message = with_value(cut_values(str(exc)), raw) + choices_note(str(exc), RingexConfig)
-        raise ConfigError(f"config {str(path)!r}: {message}") from None
+        raise ConfigError(f"{where}: {message}") from None
     except ConfigError:
         raise
-    except (tomllib.TOMLDecodeError, ValueError, OSError) as exc:
-        raise ConfigError(f"config {str(path)!r}: {exc}") from None
+    except OSError as exc:  # (its text names the path again)
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except RecursionError:  # arrays nested thousands deep: the parser's recursion
-        raise ConfigError(f"config {str(path)!r}: nested too deeply to read") from None
+        raise ConfigError(f"{where}: nested too deeply to read") from None
     if why := _var_dir_refused(cfg.var_dir):  # else every command fails on its files
-        raise ConfigError(f"config {str(path)!r}: var_dir = {cfg.var_dir!r} {why}")
+        raise ConfigError(f"{where}: var_dir = {cfg.var_dir!r} {why}")
     archive = cfg.journal.archive_dir
     if archive and (why := _var_dir_refused(archive)):  # else ``replay --archive`` fails
-        raise ConfigError(f"config {str(path)!r}: journal.archive_dir = {archive!r} {why}")
+        raise ConfigError(f"{where}: journal.archive_dir = {archive!r} {why}")
     if cfg.database.dsn and (why := dsn_refused(cfg.database.dsn)):
-        raise ConfigError(f"config {str(path)!r}: database.dsn: {why}")
+        raise ConfigError(f"{where}: database.dsn: {why}")
     return cfg
 
 
@@ -77,6 +85,16 @@ _HUGE = re.compile(
     r"|^[ \t]*([^=\n#]+?)[ \t]*=[ \t]*[+-]?[0-9_]{4300}",  # key = <4300 digits>
     re.M,
 )
+
+
+def _shown(value: str) -> str:
+    """``value`` quoted, cut to its first 80 characters past ``LONGEST`` (no real path is
+    that long; a script's runaway variable is: review 313)."""
+    return repr(value) if len(value) <= LONGEST else cut_values(repr(value))
+
+
+#: The longest name or path a refusal shows whole (a path of 4,096 bytes is Linux's limit)
+LONGEST: Final = 1024
 
 
 def _huge_literal(text: str) -> str:

@@ -166,37 +166,46 @@ def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
             whose = "every account" if args.every_account else f"account {account}"
             print(f"cancel-all {whose}, {args.symbol or 'every symbol'}: done (orders end)")
             return 0
-        if args.admin_command == "create-account":
-            replies = [client.create_account(args.account)]
-        else:
-            # "+ 10" is 10 to both (review 45: a withdrawal sent "- 10", a deposit " 10")
-            amount = args.amount.strip().removeprefix("+").strip()
-            sign = "-" if args.admin_command == "withdraw" else ""
-            replies = [client.transfer(args.account, args.asset, sign + amount, args.key)]
+        replies, held = _send(client, cfg, args)
     except (AdminError, KeyError) as exc:
         print(f"ringex admin: {exc}", file=sys.stderr)
         return 1
     finally:
         client.close()
-    return _print_replies(cfg, args, replies)
+    return _print_replies(cfg, args, replies, held)
 
 
-def _print_replies(cfg: RingexConfig, args: argparse.Namespace, replies: list[AccountReply]) -> int:
+def _send(
+    client: AdminClient, cfg: RingexConfig, args: argparse.Namespace
+) -> tuple[list[AccountReply], int]:
+    """A create-account's or transfer's replies, and what open orders hold of the asset where
+    a withdrawal is short of it (its refusal names both: review 313)."""
+    if args.admin_command == "create-account":
+        return [client.create_account(args.account)], 0
+    # "+ 10" is 10 to both (review 45: a withdrawal sent "- 10", a deposit " 10")
+    amount = args.amount.strip().removeprefix("+").strip()
+    sign = "-" if args.admin_command == "withdraw" else ""
+    reply = client.transfer(args.account, args.asset, sign + amount, args.key)
+    if reply.code != ResultCode.INSUFFICIENT_BALANCE:
+        return [reply], 0
+    asset = cfg.asset(args.asset).id
+    return [reply], sum(b.reserved for b in client.balances(args.account) if b.asset == asset)
+
+
+def _print_replies(
+    cfg: RingexConfig, args: argparse.Namespace, replies: list[AccountReply], held: int
+) -> int:
     """A create-account's or transfer's replies, one line each; 1 where one was refused."""
     code = 0
     for reply in replies:
         ok = reply.code == ResultCode.OK
         code = code or (0 if ok else 1)
-        if not ok and args.admin_command != "create-account":  # a refused transfer, on
-            # stderr, naming what was asked and the free balance, the limit (but of an account
-            # that does not exist: review 155, it said "free balance 0.0000" of it, on stdout)
-            asked = f"{args.admin_command} of {cut_values(args.amount)} {args.asset} refused"
-            if reply.code == ResultCode.DUPLICATE_TRANSFER and args.key is not None:  # (239)
-                asked += f": key {args.key} was used by another transfer"
-            elif reply.code != ResultCode.UNKNOWN_ACCOUNT:
-                asked += _free_balance(cfg, args, reply)
+        if not ok:  # on stderr, naming what was asked and the limit that refused it (review
+            # 155: an unknown account's "free balance 0.0000" was on stdout; review 313: a
+            # refused create-account's line too, and each code names its own limit)
             print(
-                f"ringex admin: account {reply.account}: {reply.code.name}: {asked}",
+                f"ringex admin: account {reply.account}: {reply.code.name}: "
+                f"{_refusal(cfg, args, reply, held)}",
                 file=sys.stderr,
             )
             continue
@@ -206,6 +215,28 @@ def _print_replies(cfg: RingexConfig, args: argparse.Namespace, replies: list[Ac
         shown = "" if args.admin_command == "create-account" else _free_balance(cfg, args, reply)
         print(f"account {reply.account}: {reply.code.name}{where}{shown}")
     return code
+
+
+def _refusal(cfg: RingexConfig, args: argparse.Namespace, reply: AccountReply, held: int) -> str:
+    """What was asked and the limit that refused it, per result code (review 313: a deposit
+    past the asset's total named the account's free balance, a short withdrawal not what
+    open orders hold)."""
+    if args.admin_command == "create-account":
+        return "create-account refused, the account is open"
+    asked = f"{args.admin_command} of {cut_values(args.amount)} {args.asset} refused"
+    if reply.code == ResultCode.DUPLICATE_TRANSFER and args.key is not None:  # (review 239)
+        return f"{asked}: key {args.key} was used by another transfer"
+    if reply.code == ResultCode.UNKNOWN_ACCOUNT:
+        return asked
+    if reply.code == ResultCode.INVALID_AMOUNT:
+        return f"{asked}: a transfer moves more than 0"
+    if reply.code == ResultCode.BALANCE_LIMIT:
+        total = _decimal(MAX_UNITS, cfg.asset(args.asset).decimals)  # (accounts.MAX_TOTAL)
+        return f"{asked}: the {args.asset} of every account would pass {total} in all"
+    asked += _free_balance(cfg, args, reply)
+    if reply.code == ResultCode.INSUFFICIENT_BALANCE:
+        asked += f", held by open orders {_decimal(held, cfg.asset(args.asset).decimals)}"
+    return asked
 
 
 def _free_balance(cfg: RingexConfig, args: argparse.Namespace, reply: AccountReply) -> str:

@@ -254,7 +254,7 @@ def test_account_commands_answered_by_the_router(
     assert out[2].startswith("account 7: OK (seq ") and out[2].endswith("free balance 1000.5000")
     assert printed.err == (  # a refusal on stderr, naming the amount (review 155)
         "ringex admin: account 7: INSUFFICIENT_BALANCE: withdraw of 2000 USD refused, "
-        "free balance 1000.5000\n"
+        "free balance 1000.5000, held by open orders 0.0000\n"  # (what is held: review 313)
     )
     assert out[3].split() == ["account", "7", "USD", "free", "1000.5000", "locked", "0.0000"]
 
