@@ -14,18 +14,17 @@ One event loop (uvloop in ``main``), no threads:
   ``_poll``), feeds the events to ``OrderEntry.process`` and writes the resulting reports;
 - a timer task drives heartbeats, test requests and logon/logout timeouts once a second.
 
-Backpressure: commands wait in ``OrderEntry.outgoing`` until the router ring takes them. When
-it is full every socket stops being read (``pause_reading``: TCP pushes back on the clients)
-until the poll task has published the backlog and the router has taken all but an eighth of a
-ring of it, with at most a sixteenth of a ring of events waiting (``IntakePacing``'s
-hysteresis, ``intake.py``); nothing accepted is dropped. Only the router
-makes that room, so the poll task waits for it (the router's answers or its commit wake it),
-not by looking again at once (on two cores that took the core the router needed): see
-``_poll``. Outbound, the session's message store is flushed before the bytes are written, so
-a ResendRequest can always be served, and the audit journal too (``Session.take_output``: the
-first write of a pass writes the lines of all). The ``scrypt`` check of a Logon (tens of ms)
-runs on the default executor's threads (hashlib releases the GIL), so a burst of logons after
-a restart does not stall the sessions already logged on.
+Backpressure: commands wait in ``OrderEntry.outgoing`` until the router ring takes them. When it
+is full every socket stops being read (``pause_reading``: TCP pushes back on the clients) until
+the poll task has published the backlog and the router has taken all but an eighth of a ring of
+it, with at most a sixteenth of a ring of events waiting (``IntakePacing``'s hysteresis,
+``intake.py``); nothing accepted is dropped. Only the router makes that room, so the poll task
+waits for it (the router's answers or its commit wake it), not by looking again at once (on two
+cores that took the core the router needed): see ``_poll``. Outbound, the session's message
+store is flushed before the bytes are written, so a ResendRequest can always be served, and the
+audit journal too (``Session.take_output``: the first write of a pass writes the lines of all).
+A Logon's ``scrypt`` check (tens of ms) runs on the default executor's threads (hashlib
+releases the GIL): a burst of logons after a restart does not stall the sessions logged on.
 
 Restart: the order log (``order_log.py``, ``order_logging.py``) gets commands before the router
 ring does and before a session's store saves the MsgSeqNums that count them, and the order
@@ -157,6 +156,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         self.live: dict[str, Session] = LiveSessions(self.directory.parent / "logged-on")
         self.stores = SessionStores(self.directory / "sessions", gw.max_sessions,
                                     lambda c: c in self.live, self._before_store_save)  # fmt: skip
+        self.stores.retire({u.comp_id: u.session for u in self.users.users()})  # (309)
         self.connections: set[Connection] = set()
         #: connections whose session has something to write (or closed) since their last
         #: write: a pass writes those, not every connection (1,000 sessions logged on)
@@ -225,8 +225,9 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         self.audit.record(now_ns, False, user.comp_id, raw)
         return True
 
-    def store(self, comp_id: str) -> MessageStore:
-        return self.stores.get(comp_id)
+    def store(self, comp_id: str) -> MessageStore:  # its user's, not a removed one's (309)
+        user = self.users.get(comp_id)
+        return self.stores.get(comp_id, None if user is None else user.session)
 
     def submit(self) -> None:
         """Publish what a client just sent and wake the poll loop: its answer is on the way.
@@ -352,8 +353,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         Waiting for the ring rather than the timer is what an answer that comes after the
         spin window gains: uvloop's timers tick in whole milliseconds, so a 1 ms nap added
         up to a millisecond to an order -> ack at low rates. A ring wakes the loop in about
-        30 us here, as a socket does; a nap costs the loop an arm and a disarm (word stores,
-        no syscall).
+        30 us here, as a socket does; a nap costs the loop an arm and a disarm (no syscall).
 
         Commands that the router's ring has no room for are activity only when some of them
         go in: a pass that moves nothing waits as if the rings were empty, since only the

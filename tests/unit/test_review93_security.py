@@ -96,7 +96,11 @@ def test_a_fix_sessions_store_is_not_readable_by_other_local_users(harness: Harn
     sessions = Path(harness.cfg.var_dir) / harness.cfg.instance / "gateway" / "gw1" / "sessions"
     store = sessions / "BOB"
     assert b"35=8" in (store / "messages").read_bytes()  # its execution reports are there
-    assert {p.name: _others_may(p) for p in store.iterdir()} == {"messages": 0, "seqnums": 0}
+    assert {p.name: _others_may(p) for p in store.iterdir()} == {
+        "messages": 0,
+        "seqnums": 0,
+        "owner": 0,
+    }
 
 
 def test_the_journal_and_the_snapshots_are_not_readable_by_other_local_users(
