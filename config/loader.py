@@ -47,7 +47,7 @@ def load_profile(name_or_path: str) -> RingexConfig:
     where = f"config {_shown(str(path))}"
     raw: object = None
     try:
-        text = path.read_text()
+        text = path.read_text().removeprefix("\ufeff")  # an editor's byte order mark (313)
         if why := _huge_literal(text):  # tomllib's int() refusal names no key
             raise ConfigError(f"{where}: {why}")
         raw = tomllib.loads(text)

@@ -21,7 +21,7 @@ from decimal import Decimal
 from config.refused_value import cut_values
 from config.schema import RingexConfig
 from procs.admin.add_user import add_user, fee_account_taken
-from procs.admin.args import Once, ascii_int
+from procs.admin.args import Once, ascii_int, named
 from procs.admin.client import (
     MAX_UNITS,
     AdminClient,
@@ -324,7 +324,9 @@ def add_admin(
         "--revoke-keys", action="store_true", help="also revoke its API keys (their streams end)"
     )
     keys = admin_sub.add_parser("keys", help="the REST API's keys (never a secret)")
-    keys.add_argument("--comp-id", action=Once, help="only this user's (default: every key)")
+    keys.add_argument(
+        "--comp-id", type=named, action=Once, help="only this user's (default: every key)"
+    )
     keys.add_argument("--json", action="store_true", help="machine-readable output")
     revoke = admin_sub.add_parser("revoke-key", help="revoke one API key by its id")
     revoke.add_argument("--api-key", required=True, action=Once, help="its public id")

@@ -55,11 +55,11 @@ amount name the value and the limit and move nothing; a withdrawal past the free
 with nothing held is exit 1 naming the amount and the free balance, nothing moved.
 
 Leads not shown:
-- A config saved with a UTF-8 BOM (Notepad) is "Invalid statement (at line 1, column 1)":
-  it names no BOM, which the operator cannot see.
+- A config saved with a UTF-8 BOM (Notepad) was "Invalid statement (at line 1, column 1)":
+  it named no BOM, which the operator cannot see (fixed: the mark is passed over).
 - ``[[gateways]] port = 0`` loads (the OS picks a port no client knows); not run here.
-- ``admin keys --comp-id ""`` is exit 0 "no API keys of " (``named`` is not applied, as it
-  is to ``--profile``); ``shm rm --instance a/b`` (no instance can have that name) is exit 0
+- ``admin keys --comp-id ""`` was exit 0 "no API keys of " (fixed: ``named`` is applied, as
+  to ``--profile``); ``shm rm --instance a/b`` (no instance can have that name) is exit 0
   "0 segment(s) removed".
 """
 
@@ -187,6 +187,29 @@ def test_an_empty_config_file_is_refused(
     code, out, err = _cli(["status", "--config", str(path)], capsys)
     assert (code, out) == (2, "") and "holds no setting" in _one_line(err), (code, out, err)
     assert str(path) in err, err
+
+
+# -- leads, fixed: a byte order mark, an empty --comp-id ------------------------------------------
+
+
+def test_a_config_saved_with_a_byte_order_mark_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config an editor saved with a UTF-8 byte order mark (Notepad's) loads as without it:
+    it was "Invalid statement (at line 1, column 1)", naming nothing the operator can see."""
+    path = tmp_path / "bom.toml"
+    path.write_text("\ufeff" + _BASE.format(var=tmp_path / "var"), encoding="utf-8")
+    code, out, err = _cli(["status", "--config", str(path)], capsys)
+    assert "Invalid statement" not in err and "r313cfg" in out + err, (code, out, err)
+
+
+def test_admin_keys_of_an_empty_comp_id_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``ringex admin keys --comp-id ""`` (an unset variable) is exit 2 naming it, as
+    ``--profile ""`` is; it was exit 0 "no API keys of "."""
+    code, out, err = _cli(["admin", "keys", "--profile", "test", "--comp-id", ""], capsys)
+    assert (code, out) == (2, "") and "names nothing" in err, (code, out, err)
 
 
 # -- sound ---------------------------------------------------------------------------------------
