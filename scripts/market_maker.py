@@ -410,7 +410,7 @@ async def start_mid(api: RestClient, m: Market) -> int:
     """The last trade's price when the market-data process has one, else a default."""
     with contextlib.suppress(ApiCallError, ClientError, OSError, KeyError):
         ticker = await api.call("GET", "/api/v1/ticker/24hr", signed=False, symbol=m.symbol)
-        return to_units(ticker["c"], m.price_decimals)
+        return to_units(ticker["lastPrice"], m.price_decimals)
     return to_units(DEFAULT_MIDS.get(m.symbol, "100"), m.price_decimals)
 
 

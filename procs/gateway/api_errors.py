@@ -22,6 +22,10 @@ UNKNOWN = -1000
 DISCONNECTED = -1001  # a service behind the API (database, market data) is not reachable
 TOO_MANY_REQUESTS = -1003
 TIMEOUT = -1007
+#: an order or amend over the account's command rate (``risk.max_commands_per_s``, the
+#: router's ``ACCOUNT_RATE_LIMITED``): 429, to be sent again (review 312: it was -2010, 400,
+#: which a client takes as refused for good)
+TOO_MANY_ORDERS = -1015
 BAD_TIME_RANGE = -1023  # startTime after endTime
 ILLEGAL_PARAM = -1100  # a value that does not parse
 TOO_MANY_PARAMS = -1101
@@ -79,6 +83,20 @@ class ApiError(Exception):
 
 def bad_request(code: int, msg: str) -> ApiError:
     return ApiError(400, code, msg)
+
+
+def too_many_orders(rate_per_s: int, refused: str) -> ApiError:
+    """429 ``TOO_MANY_ORDERS`` for an order or amend the router refused over the account's
+    command rate (``refused``: the refusal's text, its values); ``Retry-After`` the time the
+    account's bucket takes to give back one command, 1 / ``rate_per_s`` (a second at least)."""
+    return ApiError(
+        429,
+        TOO_MANY_ORDERS,
+        f"Too many new orders; current limit is {rate_per_s} orders per SECOND "
+        f"(risk.max_commands_per_s: the account's new orders, amends and mass cancels over all "
+        f"its keys, gateways and FIX sessions): {refused}",
+        retry_after_s=1 / rate_per_s,
+    )
 
 
 def throttle(limiter: RateLimiter, key: str, what: str, cost: int = 1) -> None:

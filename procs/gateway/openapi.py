@@ -23,6 +23,7 @@ from procs.gateway.history import KLINES, MAX_LIMIT, STATUS_NAMES
 from procs.gateway.instruments import MAX_INT64, format_units
 from procs.gateway.openapi_intro import ERRORS, INFO, security_schemes
 from procs.gateway.private_stream import PATH as STREAM_PATH
+from procs.gateway.rest_market_rows import TICKER_DECIMALS
 from procs.gateway.rest_order_state import DONE_STATUS, OPEN_STATUSES
 
 Json = dict[str, Any]
@@ -518,15 +519,16 @@ def _other_schemas(cfg: RingexConfig) -> Json:
             "bids": _array(level), "asks": _array(level),
         }),
         "MarketTrade": _obj({
-            "e": {"const": "trade"}, "E": _MS, "s": _ref("Symbol"), "t": _INT, "p": _DEC,
-            "q": _DEC, "T": _MS, "m": {**_BOOL, "description": "the buyer was the maker"},
-            "u": _INT,
+            "id": _INT, "price": _DEC, "qty": _DEC, "quoteQty": _DEC, "time": _MS,
+            "isBuyerMaker": _BOOL, "isBestMatch": {"const": True},
         }),
         "Ticker": {
-            **_obj({"s": _ref("Symbol")}),
-            "description": "Only `s` until the symbol's first trade; then the rolling 24 h "
-            "change (p, P %), open, high, low, last (o, h, l, c), volumes (v, q), window "
-            "(O, C), trade ids (F, L) and count (n).",
+            **_obj({"symbol": _ref("Symbol"), **{k: _DEC for k in TICKER_DECIMALS},
+                    **{k: _MS for k in ("openTime", "closeTime")},
+                    **{k: _INT for k in ("firstId", "lastId", "count")}}, required=["symbol"]),
+            "description": "Only `symbol` until the symbol's first trade, then every field "
+            "(the rolling 24 h window); no prevClosePrice, bid or ask (ticker/bookTicker has "
+            "the best bid and ask).",
         },
         "Price": _obj({
             "symbol": _ref("Symbol"), "price": {**_DEC, "type": ["string", "null"]},

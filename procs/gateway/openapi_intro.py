@@ -97,7 +97,9 @@ ERRORS: dict[int, tuple[str, str]] = {
     429: (
         "TooManyRequests",
         f"Over the client address's, the API key's or the login rate limit "
-        f"({codes.TOO_MANY_REQUESTS}): retry after the seconds in Retry-After.",
+        f"({codes.TOO_MANY_REQUESTS}), or an order or amend over the account's command rate, "
+        f"risk.max_commands_per_s ({codes.TOO_MANY_ORDERS}), the code a batch's entry over it "
+        "carries: retry after the seconds in Retry-After.",
     ),
     502: ("BadGateway", f"The market-data process refused the request ({codes.DISCONNECTED})."),
     503: (

@@ -11,7 +11,8 @@ body). Each order is checked and placed exactly as the single route places it, i
 array's order, and all of them go to the exchange in one ring publish, so a market maker's
 quotes reach the book back to back. The answer (200) is an array, one entry per order in the
 same order: the order as the single route answers it, or ``{"code", "msg"}`` where that
-order was refused (by the checks here or by the exchange), the others placed all the same.
+order was refused (by the checks here or by the exchange; one over the account's command
+rate is -1015, the code a single order's 429 carries), the others placed all the same.
 What refuses the whole request: its signature, scope, a ``batchOrders`` missing, not an
 array of objects, empty or past the limit, the key's rate limit, which a batch spends once
 per order (its request, then one more for each order past the first), and a gateway that is
@@ -158,12 +159,13 @@ class NewOrders:
 
     def placed(self, outcome: Outcome, *, req: rp.OrderRequest) -> dict[str, Any]:
         """The answer to new order ``req``: the order with the fills its command made, or the
-        exchange's refusal (400)."""
+        exchange's refusal (400; 429 for the account's command rate, to be sent again)."""
         order = outcome.order
         if outcome.code != ResultCode.OK or order is None:
-            raise bad_request(
-                codes.NEW_ORDER_REJECTED, rp.refusal(outcome.code, req, self.cfg.risk)
-            )
+            refused = rp.refusal(outcome.code, req, self.cfg.risk)
+            if outcome.code == ResultCode.ACCOUNT_RATE_LIMITED:
+                raise codes.too_many_orders(self.cfg.risk.max_commands_per_s, refused)
+            raise bad_request(codes.NEW_ORDER_REJECTED, refused)
         body = outcome.view or order.json()
         body["transactTime"] = body["updateTime"]  # the answer's (a frozen view's) own time
         body["fills"] = outcome.fills

@@ -3,7 +3,8 @@
 ``ping``, ``time``, ``exchangeInfo`` (from the config, each symbol's trading status from the
 market-data process), ``depth``, ``trades``, ``ticker/24hr``, ``ticker/price``,
 ``ticker/bookTicker`` and ``avgPrice`` (answered by the market-data process, which holds the
-live book, tape, ticker and candles), ``klines`` (PostgreSQL) and the OpenAPI document.
+live book, tape, ticker and candles; its ticker and trades renamed as Binance's REST answers
+name them, ``rest_market_rows.py``), ``klines`` (PostgreSQL) and the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
+from config.schema import SymbolConfig
 from procs.core.market.tape import TRADES_KEPT
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
@@ -25,6 +27,7 @@ from procs.gateway.api_errors import ApiError, bad_request
 from procs.gateway.history import KLINES
 from procs.gateway.instruments import format_units as fmt
 from procs.gateway.openapi import document
+from procs.gateway.rest_market_rows import ticker_body, trades_body
 
 if TYPE_CHECKING:
     from procs.gateway.rest import Handler, RestApi
@@ -134,8 +137,10 @@ class PublicRoutes(MarketStatuses):
         get(f"{v1}/time", self.server_time)
         get(f"{v1}/exchangeInfo", self.exchange_info)
         get(f"{v1}/depth", self.proxy("/api/depth"))
-        get(f"{v1}/trades", self.proxy("/api/trades", default_limit=500))  # Binance's (review 196)
-        get(f"{v1}/ticker/24hr", self.proxy("/api/ticker", rp.TICKER_PARAMS, every=True))
+        # Binance's default limit (review 196) and REST names (review 312), as the ticker's
+        get(f"{v1}/trades", self.proxy("/api/trades", default_limit=500, shape=trades_body))
+        ticker = self.proxy("/api/ticker", rp.TICKER_PARAMS, every=True, shape=ticker_body)
+        get(f"{v1}/ticker/24hr", ticker)
         get(f"{v1}/ticker/price", self.proxy("/api/price", rp.TICKER_PARAMS, every=True))
         get(f"{v1}/ticker/bookTicker", self.proxy("/api/bookTicker", rp.TICKER_PARAMS, every=True))
         get(f"{v1}/avgPrice", self.proxy("/api/avgPrice", rp.TICKER_PARAMS))
@@ -215,14 +220,17 @@ class PublicRoutes(MarketStatuses):
         *,
         every: bool = False,
         default_limit: int = 100,
+        shape: Callable[[bytes, SymbolConfig | None], bytes] | None = None,
     ) -> Handler:
         """A public market-data endpoint answered by the market-data process, which holds the
         live book, tape and ticker; ``accepted``: its parameters (a ``limit`` or none). A
         ``symbol`` is required but where ``every`` (the tickers): without one, every
-        symbol's, an array."""
+        symbol's, an array. ``shape`` renames its answer (of that symbol, else None) for
+        REST; an answer it cannot read is a 502."""
 
         async def handler(request: web.Request) -> web.Response:
             params = await self.api.params(request, accepted)
+            sym: SymbolConfig | None = None
             if "symbol" in params or not every:
                 sym = rp.symbol(params, self.api.instruments)
                 url = f"{self.api.market_url}{path}?symbol={sym.name.lower()}"
@@ -257,6 +265,16 @@ class PublicRoutes(MarketStatuses):
                     f"market data at {self.api.market_url} is unreachable: "
                     f"{exc or type(exc).__name__}",
                 ) from None
+            if shape is not None:
+                try:
+                    body = shape(body, sym)
+                except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+                    raise ApiError(
+                        502,
+                        codes.DISCONNECTED,
+                        f"market data at {self.api.market_url} answered {path} with what "
+                        f"is not its {path[5:]} ({type(exc).__name__}: {exc})",
+                    ) from None
             return web.Response(body=body, content_type="application/json")
 
         return handler

@@ -3,9 +3,11 @@ resting orders into it, the mid's walk and the taker's lean."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
+from procs.gateway.rest_market_rows import rest_ticker
 from tests.scripts_loader import load_script
 
 ROOT = Path(__file__).parents[2]
@@ -91,3 +93,15 @@ def test_taker_crosses_the_touch_and_leans_against_its_inventory() -> None:
     short_sides = [mm.taker_order(wanted, grid, -500, 100, rng)[0] for _ in range(1_000)]
     assert 50 < long_sides.count("BUY") < 150  # p = 0.1
     assert 850 < short_sides.count("BUY") < 950  # p = 0.9
+
+
+def test_start_mid_reads_the_last_price_of_the_gateways_ticker() -> None:
+    """The mid starts at the last trade's price under the REST ticker's name (review 312
+    renamed the gateway's ``ticker/24hr`` to Binance's: ``c`` became ``lastPrice``, and a
+    KeyError fell back to the default mid without a word)."""
+
+    class Api:
+        async def call(self, *_: object, **__: object) -> dict[str, object]:
+            return rest_ticker({"e": "24hrTicker", "s": "BTC-USD", "c": "123.45", "n": 1})
+
+    assert asyncio.run(mm.start_mid(Api(), BTC)) == 12_345

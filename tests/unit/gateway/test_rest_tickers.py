@@ -67,8 +67,11 @@ def test_the_price_is_the_last_trades_and_null_before_the_first(public: Harness)
             status, body = await _get(url, "/api/v1/ticker/price", symbol="BTC-USD")
             _, trades = await _get(url, "/api/v1/trades", symbol="BTC-USD")
             _, ticker = await _get(url, "/api/v1/ticker/24hr", symbol="BTC-USD")
-        assert status == 200 and body == {"symbol": "BTC-USD", "price": trades[-1]["p"]}, body
-        assert body["price"] == ticker["c"] and price.is_valid(body), body
+        assert status == 200 and body == {"symbol": "BTC-USD", "price": trades[-1]["price"]}, body
+        assert body["price"] == ticker["lastPrice"] and price.is_valid(body), body
+        # Binance's REST names, as the document says them (review 312: the stream's keys)
+        assert _schema(public, "Ticker").is_valid(ticker), ticker
+        assert all(_schema(public, "MarketTrade").is_valid(t) for t in trades), trades
         async with market_data(api, build_state(public.cfg)):
             status, body = await _get(url, "/api/v1/ticker/price", symbol="BTC-USD")
         assert (status, body) == (200, {"symbol": "BTC-USD", "price": None}), body

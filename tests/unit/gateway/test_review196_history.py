@@ -95,7 +95,7 @@ def test_recent_trades_default_to_binances_500(public: Harness) -> None:
             status, rows = await _get(url, "/api/v1/trades", symbol="BTC-USD")
             assert status == 200, rows
             assert _op_param("/api/v1/depth", "limit")["default"] == 100
-            assert [t["t"] for t in rows] == list(range(101, 601)), len(rows)
+            assert [t["id"] for t in rows] == list(range(101, 601)), len(rows)
             assert _op_param("/api/v1/trades", "limit")["default"] == 500
 
     run(h, scenario)

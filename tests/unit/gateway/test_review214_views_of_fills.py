@@ -239,11 +239,12 @@ async def check_public(api: RestApi, url: str, h: Harness, trades: list[Trade]) 
     async with market_data(api, public_state(h)):
         _, tape = await _get(url, "/api/v1/trades", **SYM)
         _, ticker = await _get(url, "/api/v1/ticker/24hr", **SYM)
-    assert [(r["t"], r["p"], r["q"], r["m"]) for r in tape] == [
+    assert [(r["id"], r["price"], r["qty"], r["isBuyerMaker"]) for r in tape] == [
         (t.trade_id, dec(t.price, 2), dec(t.qty, 2), t.aggressor == Side.SELL) for t in trades
     ]
-    assert ticker["n"] == len(trades) and ticker["v"] == dec(sum(t.qty for t in trades), 2)
-    assert ticker["q"] == dec(sum(t.price * t.qty for t in trades), 4), ticker
+    assert ticker["count"] == len(trades)
+    assert ticker["volume"] == dec(sum(t.qty for t in trades), 2), ticker
+    assert ticker["quoteVolume"] == dec(sum(t.price * t.qty for t in trades), 4), ticker
 
 
 async def check_history(h: Harness, api: RestClient, account: int, trades: list[Trade]) -> None:

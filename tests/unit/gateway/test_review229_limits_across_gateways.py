@@ -291,7 +291,8 @@ def test_the_accounts_command_rate_holds_across_gateways(instance: str, tmp_path
         async with alice_at_both(p) as (at1, at2):
             await at1.call("POST", ORDER, **LIMIT, price="90.00", quantity="1")
             status, body = await at2.request("POST", ORDER, **LIMIT, price="90.00", quantity="1")
-            assert status == 400 and body["code"] == -2010, body
+            # 429 -1015, to be sent again (review 312: it was 400 -2010, refused for good)
+            assert status == 429 and body["code"] == -1015, body
             assert "ACCOUNT_RATE_LIMITED" in body["msg"], body
 
     run_then_close(p, scenario)
