@@ -29,8 +29,10 @@ the standby host; the epoch then fences the old primary when it meets a standby 
 ``demote``: rebuild the stopped old primary as the promoted instance's standby
 (``procs.replica.rebuild``): ask the promoted instance for its epochs (``--new-address``, or
 its config's replication port on this host), cut and keep aside what the old primary wrote
-after the new epoch began, set aside the state derived from it, lift the fence, and write
-``<old>.standby.toml`` (its config, following the promoted instance) to start it with.
+after the new epoch began, set aside the state derived from it, mark the journal follow-only
+(its router refuses it; its standby removes the mark) in place of the fence, and write
+``<name>.standby.toml`` (its config, following the promoted instance; ``<name>`` without a
+trailing ``.standby`` or ``.promoted``, as ``promote`` names its file) to start it with.
 """
 
 from __future__ import annotations
@@ -41,16 +43,14 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
-
-import tomli_w
 
 from config import load_profile
 from config.fields import host_and_port
 from config.loader import ConfigError
 from config.schema import RingexConfig
+from procs.common import follow_only
 from procs.common.epochs import Epochs
 from procs.common.run_files import read_json, read_status, run_dir, supervisor_running
 from procs.supervisor import promotion
@@ -135,6 +135,8 @@ def epochs_text(cfg: RingexConfig) -> str:
     text = f"epoch {epoch} (since seq {since})"
     if epochs.fence is not None:
         text += f", FENCED by epoch {epochs.fence.epoch} ({epochs.fence.by})"
+    if follow_only.marked(journal_path(cfg)):  # demoted: no router opens it (review 310)
+        text += ", follow-only (demoted: its standby removes the mark)"
     return text
 
 
@@ -492,6 +494,7 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
     from procs.common.epochs import EpochsError  # noqa: PLC0415
     from procs.common.journal import JournalError  # noqa: PLC0415
     from procs.common.tls import replication_context  # noqa: PLC0415
+    from procs.replica.demoted import Rebuilt  # noqa: PLC0415
     from procs.replica.rebuild import agreed_seq, ask_primary, rebuild  # noqa: PLC0415
 
     old = load_profile(old_path)
@@ -520,34 +523,29 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
     except (OSError, TimeoutError, EOFError, ValueError, EpochsError, JournalError) as exc:
         # unreachable, closed, a frame it cannot read (an older primary): nothing cut yet
         unsure = f"its journal was not compared with the primary's ({exc!r}): epochs alone cut it"
+    standby = promotion.standby_path(old_path)
+    done = Rebuilt.begun(Path(old.var_dir) / old.instance)
     try:
-        done = rebuild(old, epochs, agreed, cluster_id)
+        rebuild(old, epochs, agreed, cluster_id, primary_at=new_address,
+                standby_config=str(standby), done=done)  # fmt: skip
     except (OSError, TimeoutError, EpochsError, ValueError, JournalError) as exc:
         print(f"demote of {old.instance} failed: {exc}", file=sys.stderr)
+        for line in done.report():  # what it did before: a retry goes on from there
+            print(line, file=sys.stderr)
         return 1
     if unsure:
         done.warnings.append(unsure)
-    status_file = run_dir(old) / "status.json"  # a primary's: promote would read it (review 42)
-    if status_file.exists():
-        aside = done.aside / "run" / "status.json"
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(status_file, aside)
-        done.moved.append(aside)
     print(f"{old.instance}: journal kept up to seq {done.kept_seq}; the promoted instance "
           f"({new_address}) is at epoch {epochs.current}")  # fmt: skip
-    if done.cut:
-        print(f"  {done.cut} entries the primary's history does not hold (written after its "
-              f"epoch began, or after a tail it lost) were cut: kept in {done.aside}")  # fmt: skip
-    for path in done.moved:
-        print(f"  set aside: {path}")
-    for path in done.removed:  # (it said "set aside" of the database, which is gone: a reread)
-        print(f"  removed: {path} (the embedded database: a promoted writer rebuilds it)")
-    for warning in done.warnings:
-        print(f"  WARNING: {warning}")
-    raw = tomllib.loads(Path(old_path).read_text())
-    raw.setdefault("replication", {})["primary"] = new_address
-    standby = Path(old_path).with_suffix(".standby.toml")
-    standby.write_text(tomli_w.dumps(raw))
+    for line in done.report():
+        print(line)
+    try:
+        promotion.write_standby_profile(old_path, new_address)
+    except OSError as exc:  # a name too long, a directory not writable: no traceback
+        print(f"the standby config {standby} was not written ({exc}); its journal is "
+              "rebuilt: write it by hand, the old config with replication.primary = "
+              f"{new_address!r}", file=sys.stderr)  # fmt: skip
+        return 1
     print(f"start it as the standby: ringex run --config {standby}")
     return 0
 

@@ -3,16 +3,20 @@
 ``failover.py demote`` runs this on the old primary's host once its processes are gone. The
 promoted instance's epochs (asked over its replication port: ``ask_epochs``) say where the
 two journals part: the old primary keeps every entry before the promoted epoch's first seq
-(``Epochs.keep_before``). What it wrote from there on was never replicated, so it is cut from
-the journal, but kept for the operator as a journal of its own under
+(``Epochs.keep_before``). What it wrote from there on was never replicated, so it is cut
+from the journal, but kept for the operator as a journal of its own under
 ``var/<instance>/demoted/<stamp>/journal``. Everything derived from the journal that may
 cover the cut entries is set aside there too: snapshots newer than the kept seq, the
 gateways' state (the standby is shipped the promoted instance's), the market data state and
-the replication block (which holds the fence). The embedded database is removed (the
-database is derived from the journal: a promoted writer rebuilds it); an external one is
-left to the operator, with a warning. Last, the journal takes the promoted instance's epoch
-history, unfenced: the instance starts as a standby, and its Hello's history hash proves that
-what it kept is the promoted instance's prefix.
+the replication block (which holds the fence), and the old run's status file. The embedded
+database is removed (the database is derived from the journal: a promoted writer rebuilds
+it); an external one is left to the operator, with a warning. Last, the journal is marked
+follow-only (``procs.common.follow_only``: a router refuses it, a standby takes it and removes the
+mark once its primary has checked its history) and then the journal takes the promoted
+instance's epoch history, unfenced: the instance starts as a standby, and its Hello's
+history hash proves that what it kept is the promoted instance's prefix. What it set aside
+is said (``demoted.py``), also by a rebuild that fails midway, and the next one names a cut
+the failed one left.
 """
 
 from __future__ import annotations
@@ -22,11 +26,10 @@ import logging
 import os
 import shutil
 import ssl
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from config.schema import RingexConfig
+from procs.common import follow_only
 from procs.common.durable import make_dirs
 from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres
 from procs.common.epochs import Epochs, EpochsError
@@ -36,6 +39,7 @@ from procs.common.journal_writer import cut_after
 from procs.common.record_codec import RecordCodec
 from procs.common.replication_ack import BLOCK_FILE, ack_dir
 from procs.common.rules_version import RULES_VERSION
+from procs.common.run_files import status_path
 from procs.common.tls import replication_context
 from procs.common.topology import (
     gateway_root,
@@ -47,6 +51,7 @@ from procs.common.topology import (
 )
 from procs.core.recovery import journal_reader
 from procs.replica import cluster
+from procs.replica.demoted import Rebuilt, earlier_cuts
 from procs.replica.wire import (
     MAX_DIGESTS,
     AskDigests,
@@ -178,23 +183,23 @@ def agreed_seq(cfg: RingexConfig, host: str, port: int, timeout_s: float = 600.0
     return lo
 
 
-@dataclass
-class Rebuilt:
-    kept_seq: int  # the journal's last seq now
-    cut: int  # entries moved out of the journal
-    aside: Path  # where what was set aside went (may not exist: nothing was)
-    moved: list[Path] = field(default_factory=list)
-    removed: list[Path] = field(default_factory=list)  # the embedded database: not kept
-    warnings: list[str] = field(default_factory=list)
-
-
 def rebuild(
-    cfg: RingexConfig, primary: Epochs, agreed: int | None = None, cluster_id: str = ""
+    cfg: RingexConfig,
+    primary: Epochs,
+    agreed: int | None = None,
+    cluster_id: str = "",
+    *,
+    primary_at: str = "",
+    standby_config: str = "",
+    done: Rebuilt | None = None,
 ) -> Rebuilt:
     """Make ``cfg``'s instance (stopped) fit to follow ``primary`` as its standby;
     ``agreed``: the last seq its journal shares with the primary's (``agreed_seq``), past
     which it is cut too; ``cluster_id``: the primary's (``ask_primary``), which it takes on
-    ("": its own is dropped, and it takes the primary's on following it)."""
+    ("": its own is dropped, and it takes the primary's on following it); ``primary_at``
+    (host:port) and ``standby_config``: what the follow-only mark names. ``done``, where
+    given, is filled as it goes: what it did before it raised."""
+    done = done if done is not None else Rebuilt.begun(Path(cfg.var_dir) / cfg.instance)
     directory = journal_dir(cfg)
     mine = Epochs.load(directory)
     # an epoch it was told of counts as a standby counts it (review 42)
@@ -208,28 +213,43 @@ def rebuild(
     if agreed is not None:  # a standby ahead of its restarted primary (review 42)
         keep = agreed if keep is None else min(keep, agreed)
     # no router may write the journal meanwhile, whether a status file names it or not:
-    # the fence this lifts is all that keeps a second primary out (JournalError: held)
+    # the fence this lifts, and then the mark, keep a second primary out (JournalError: held)
     lock = DirectoryLock(directory) if directory.exists() else None
     try:
-        return _rebuild(cfg, primary, keep, cluster_id)
+        _rebuild(cfg, keep, done)
+        follow_only.mark(directory, primary_at, primary.current, standby_config)
+        # only now: the mark keeps a router out once the fence is gone (review 310)
+        Epochs(primary.history, known=mine.known).save(directory)  # what it was told stays
+        # and it takes on the promoted instance's cluster id (a standby promoted before it
+        # took one made its own, review 66), kept now: with none, its newer epoch would count
+        # at a wrong primary before any id is compared (review 68)
+        if cluster_id:
+            cluster.keep(directory, cluster_id)
+        else:  # an older primary's: taken on following it
+            (directory / cluster.FILE).unlink(missing_ok=True)
+        return done
     finally:
         if lock is not None:
             lock.close()
 
 
-def _rebuild(cfg: RingexConfig, primary: Epochs, keep: int | None, cluster_id: str) -> Rebuilt:
+def _rebuild(cfg: RingexConfig, keep: int | None, done: Rebuilt) -> None:
+    """Cut the journal after ``keep`` and set aside what may cover the cut, into ``done``."""
     home = Path(cfg.var_dir) / cfg.instance
     directory = journal_dir(cfg)
-    told = Epochs.load(directory).known
     codec = RecordCodec()
     last = 0
     if directory.exists():
         last = JournalReader(
             directory, slot_size=codec.slot_size, schema_id=codec.journal_schema_id
         ).last_seq()
-    kept = last if keep is None else min(last, keep)
-    aside = home / "demoted" / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    done = Rebuilt(kept, 0, aside)
+    fence = Epochs.load(directory).fence
+    if fence is not None:  # a demote of this fence that failed may have cut already
+        done.earlier = earlier_cuts(
+            home, fence.at_ns, last + 1, codec.slot_size, codec.journal_schema_id
+        )
+    done.kept_seq = kept = last if keep is None else min(last, keep)
+    aside = done.aside
     if kept < last:
         done.cut = cut_after(
             directory, kept, aside / "journal",
@@ -245,21 +265,12 @@ def _rebuild(cfg: RingexConfig, primary: Epochs, keep: int | None, cluster_id: s
         gateway_root(cfg),
         market_state_path(cfg).parent,
         ack_dir(cfg.var_dir, cfg.instance) / BLOCK_FILE,
+        status_path(cfg),  # a primary's, which promote would read (review 42)
     )
     for path in derived:
         if path.exists():
             done.moved.append(_move(path, aside / path.relative_to(home)))
     _drop_database(cfg, done)
-    # what it was told of stays told (a primary of an older epoch is refused again)
-    Epochs(primary.history, known=told).save(directory)
-    # and it takes on the promoted instance's cluster id (a standby promoted before it took
-    # one made its own, review 66), kept now: with none, its newer epoch would count at a
-    # wrong primary before any id is compared (review 68)
-    if cluster_id:
-        cluster.keep(directory, cluster_id)
-    else:  # an older primary's: taken on following it
-        (directory / cluster.FILE).unlink(missing_ok=True)
-    return done
 
 
 def _move(path: Path, target: Path) -> Path:

@@ -19,7 +19,9 @@ Epochs (``procs.common.epochs``): the standby keeps its primary's epoch history 
 journal, which is what a promotion extends. It refuses a primary of an older epoch than its
 own (an old primary that was failed over), and does not follow when its own journal goes on
 past the point where the primary's epoch began (a demoted primary not yet rebuilt: run
-``failover.py demote``). A fenced journal does not start as a standby either.
+``failover.py demote``). A fenced journal does not start as a standby either; a demoted one
+holds a follow-only mark instead (``procs.common.follow_only``: its router refuses it), which the
+standby removes once its primary has checked its history.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import ssl
 import time
 
 from config.schema import RingexConfig
+from procs.common import follow_only
 from procs.common.epochs import Epochs, EpochsError, JournalFencedError
 from procs.common.journal import JournalArchivedError
 from procs.common.journal_history import HistoryChain
@@ -112,6 +115,8 @@ class Standby:
         #: Its replicated history's id (``cluster.py``), and the primary's, kept likewise
         self.cluster = cluster.load(directory)
         self._adopt_cluster = ""
+        #: demote's mark (``follow_only``), removed once the primary checked our history
+        self._follow_only = follow_only.marked(directory)
         self._damaged_at = 0  # the seq a frame last arrived unreadable at (``_damaged``)
         self._status = StatusFile(journal_dir(cfg).parent / "run" / "standby.json", log)
         #: The market data a promoted instance starts from (``market.py``).
@@ -383,6 +388,10 @@ class Standby:
             if self._adopt_cluster:  # the primary checked our history (else: Refused)
                 cluster.keep(journal_dir(self.cfg), self._adopt_cluster)
                 self.cluster, self._adopt_cluster = self._adopt_cluster, ""
+            if self._follow_only:  # and so: this journal is its standby's, no primary's
+                follow_only.clear(journal_dir(self.cfg))
+                self._follow_only = False
+                log.info("the primary checked this journal's history: follow-only mark removed")
             if self._adopt is not None and not isinstance(message, Entries):
                 # the primary checked our history (else: Refused): its epochs that began by
                 # our next seq are ours, even while it writes nothing (promoted, then idle)

@@ -8,15 +8,14 @@ One loop, one thread:
 2. take up to ``router_batch`` commands from the gateways' rings (at least one from each ring
    that has one), round robin so that a busy gateway cannot starve the others, and decide
    each (``Sequencer.submit``);
-3. append the accepted ones to the journal in one write, made durable under the fsync
-   policy (group commit) *before* step 4: no matcher, hence no execution report, ever sees a
-   command that is not durable (under ``"interval"`` and ``"pipelined"`` the batch is held,
-   ``held.py``, and routed once the interval's fsync, or the fsync on the journal's thread,
-   covers it); in sync replication (``replication.mode``)
-   durable means on the standby too: the step waits until the replication source says the
-   standby has acknowledged the batch's last seq (``replication_ack.SyncGate``: one round trip
-   per batch, draining the matchers meanwhile; past ``sync_timeout_ms`` it goes on without
-   the standby, loudly, until the standby catches up);
+3. append the accepted ones to the journal in one write, made durable under the fsync policy
+   (group commit) *before* step 4: no matcher, hence no execution report, ever sees a command
+   that is not durable (under ``"interval"`` and ``"pipelined"`` the batch is held, ``held.py``,
+   and routed once the interval's fsync, or the fsync on the journal's thread, covers it); in
+   sync replication (``replication.mode``) durable means on the standby too: the step waits
+   until the replication source says the standby has acknowledged the batch's last seq
+   (``replication_ack.SyncGate``: one round trip per batch, draining the matchers meanwhile;
+   past ``sync_timeout_ms`` it goes on without the standby, loudly, until it catches up);
 4. publish them to the matchers' input rings; send the gateways their replies (rejects,
    account answers) and their balance watches' snapshots and pushes (``watches.py``: read-only,
    never sequenced or journaled);
@@ -24,9 +23,9 @@ One loop, one thread:
    was routed before it was journaled, the restart's recovery and the journal agree.
 
 A journal fenced by a promotion (``procs.common.epochs``) is not opened: the router exits
-saying so, whoever restarted it. A running router that the replication source finds fenced
-(the block's ``FENCED`` word) sequences nothing more and publishes nothing still waiting for
-the standby; it keeps settling the matchers' events.
+saying so, whoever restarted it (so too a demoted one: ``open_check.py``). A running router
+that the replication source finds fenced (the block's ``FENCED`` word) sequences nothing more
+and publishes nothing still waiting for the standby; it keeps settling the matchers' events.
 
 Start-up is recovery (``recovery.recover``): the newest exchange snapshot plus the journal,
 replayed through matcher cores in this process; then any journaled command that a matcher's
@@ -48,7 +47,7 @@ from collections.abc import Callable, Mapping, Sequence
 from config import load_profile
 from config.schema import RingexConfig
 from procs.common import gc_policy, sd_notify
-from procs.common.epochs import Epochs, JournalFencedError
+from procs.common.epochs import JournalFencedError
 from procs.common.exit_codes import REFUSED
 from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
@@ -75,6 +74,7 @@ from procs.router.applied import AppliedEvents
 from procs.router.commits import RingCommits
 from procs.router.held import Batch, HeldBatches
 from procs.router.intake import ADMIN_POLL_S, GatewayIntake
+from procs.router.open_check import check_open
 from procs.router.reply_queue import send_pending
 from procs.router.reread import Reread
 from procs.router.snapshots import Snapshots
@@ -118,7 +118,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
     def __init__(self, cfg: RingexConfig, *, codec: RecordCodec | None = None) -> None:
         self.cfg = cfg
         self.codec = codec = codec or RecordCodec()
-        Epochs.load(journal_dir(cfg)).check_open(journal_dir(cfg))  # JournalFencedError
+        check_open(journal_dir(cfg))  # JournalFencedError: fenced, or follow-only
         if refused := units_refused(cfg):  # before a replay under other units
             raise UnitsError(refused)
         tail = JournaledTail.for_config(cfg)

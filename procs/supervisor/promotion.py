@@ -9,7 +9,9 @@ about 0.7 s of a 1.2 s failover on the 2-core VM (the new supervisor's own impor
 four processes' imports on two cores).
 
 The promoted profile is the standby's TOML without ``replication.primary``, written beside
-it as ``<name>.promoted.toml`` (what an operator then runs, stops and demotes with). Only a
+it as ``<name>.promoted.toml`` (what an operator then runs, stops and demotes with), where
+``<name>`` is the file's name without a trailing ``.standby`` or ``.promoted`` (demote's
+``<name>.standby.toml``: the names alternate, never growing, review 310). Only a
 standby started from a TOML file can hold a promotion; ``replication.prestart = false`` turns
 it off, and ``promote`` then starts a new supervisor as before.
 """
@@ -26,6 +28,7 @@ from typing import Final
 import tomli_w
 
 from config.schema import RingexConfig
+from procs.common import follow_only
 from procs.common.crc_frames import crc_hex
 from procs.common.durable import replace_durably
 from procs.common.epochs import Epochs, EpochsError
@@ -35,20 +38,51 @@ log = logging.getLogger("ringex.supervisor")
 
 #: What ``promote`` writes beside the standby's config, and runs.
 SUFFIX: Final = ".promoted.toml"
+#: What ``failover.py demote`` writes beside the old primary's config.
+STANDBY_SUFFIX: Final = ".standby.toml"
 REQUEST: Final = "promote.json"
 
 
 def promoted_path(standby_profile: str) -> Path:
-    return Path(standby_profile).with_suffix(SUFFIX)
+    """``<name>.promoted.toml`` beside ``standby_profile`` (``a.standby.toml``: ``a``)."""
+    return _beside(standby_profile, SUFFIX)
+
+
+def standby_path(primary_profile: str) -> Path:
+    """``<name>.standby.toml`` beside ``primary_profile`` (``a.promoted.toml``: ``a``)."""
+    return _beside(primary_profile, STANDBY_SUFFIX)
+
+
+def _beside(profile: str, suffix: str) -> Path:
+    """``profile``'s file renamed ``<name><suffix>``, ``<name>`` its name without its last
+    suffix (``.toml``) and without every trailing ``.standby`` and ``.promoted``: a failover
+    cycle of ``a.toml`` runs ``a.promoted.toml`` and ``a.standby.toml`` in turn, and a name
+    earlier builds grew (``a.standby.promoted.standby.toml``) comes back to ``a.*``."""
+    path = Path(profile)
+    name = base = path.name.removesuffix(path.suffix)
+    while base.endswith((".standby", ".promoted")):
+        base = base.rsplit(".", 1)[0]
+    return path.with_name((base or name) + suffix)
 
 
 def write_promoted_profile(standby_profile: str) -> Path:
-    """``<standby>.promoted.toml``: the standby's config as a primary. Replaced atomically,
+    """``<name>.promoted.toml``: the standby's config as a primary. Replaced atomically,
     since a held process may be reading it while ``promote`` writes it again."""
     raw = tomllib.loads(Path(standby_profile).read_text())
     raw.setdefault("replication", {})["primary"] = ""
     path = promoted_path(standby_profile)
     replace_durably(path, tomli_w.dumps(raw).encode())
+    return path
+
+
+def write_standby_profile(primary_profile: str, primary_at: str) -> Path:
+    """``<name>.standby.toml`` (``standby_path``): the old primary's config following the
+    primary at ``primary_at`` (host:port), what ``failover.py demote`` writes. Raises
+    ``OSError`` (a name too long, a directory not writable)."""
+    raw = tomllib.loads(Path(primary_profile).read_text())
+    raw.setdefault("replication", {})["primary"] = primary_at
+    path = standby_path(primary_profile)
+    path.write_text(tomli_w.dumps(raw))
     return path
 
 
@@ -111,6 +145,9 @@ def begin_epoch(cfg: RingexConfig, epoch: int) -> int:
     # Epochs that begin past this journal's end wrote nothing here (a standby still catching
     # up, or a demoted primary cut short of them): the new one follows what it holds.
     epochs.begun_by(last + 1).promoted(epoch, last + 1).save(directory)
+    # a demoted journal that never reached its primary since: promoted by the operator's
+    # word, its router may open it (review 310)
+    follow_only.clear(directory)
     skip_exec_ids(cfg)
     return last + 1
 

@@ -48,7 +48,7 @@ from procs.replica import rebuild as rebuild_module
 from procs.replica.rebuild import agreed_seq, rebuild
 from procs.replica.standby import Standby, StandbyRefusedError
 from procs.replica.wire import Digests, EpochHistory
-from procs.supervisor.promotion import begin_epoch
+from procs.supervisor.promotion import begin_epoch, promoted_path
 from shm.liveness import process_start
 from tests.e2e.test_standby import profile
 from tests.free_ports import free_port
@@ -272,7 +272,7 @@ def test_promote_after_a_demote_that_cut_starts_a_new_epoch(
     assert failover.promote(str(b_path), str(a_standby)) == 0 and len(started) == 1
     fence = Epochs.load(journal_dir(load_profile(str(b_path)))).fence
     assert fence is not None and fence.epoch == 3
-    promoted = load_profile(str(a_standby.with_suffix("").with_suffix(".standby.promoted.toml")))
+    promoted = load_profile(str(promoted_path(str(a_standby))))  # a.promoted.toml (review 310)
     assert begin_epoch(promoted, 3) == 7
     assert Epochs.load(journal_dir(promoted)).history == ((1, 1), (2, 7), (3, 7))
 
