@@ -7,8 +7,9 @@ Reviewed: ``procs/cli.py``, ``procs/admin/commands.py``, ``procs/admin/client.py
 
 Rig: ``procs.cli.main`` in-process (review 197's ``_cli``) against review 203's rig: a
 router and a matcher over the instance's real rings, stepped in a thread (``_run``,
-``_Pump``; ``--profile x`` loads the rig's config): account 7 with 100.0000 USD. Config files
-are real TOML files under ``tmp_path`` loaded by ``ringex status --config FILE``.
+``_Pump``; ``--profile x`` loads the rig's config): review 155's ``ex``, account 7 with
+100.0000 USD. Config files are real TOML files under ``tmp_path`` loaded by ``ringex status
+--config FILE``.
 
 Faults found (each fixed; its test says what it was):
 1. ``admin create-account --account 7`` of an account that exists is a refusal (exit 1) whose one
@@ -17,16 +18,15 @@ Faults found (each fixed; its test says what it was):
    create-account falls through to the success print at ``commands.py:207``). A script that logs
    stderr (``2>>errors.log``) records nothing of the refusal, where every other admin refusal is on
    stderr (review 155 moved the transfers'). Fixed: a refused create-account is on stderr too
-   ("ringex admin: account 7: ACCOUNT_EXISTS: create-account refused, the account is open"),
-   stdout empty (review 45's test reads it there now).
+   ("ringex admin: account 7: ACCOUNT_EXISTS: create-account refused, the account is open"), stdout
+   empty (review 45's test reads it there now).
 2. A deposit refused ``BALANCE_LIMIT`` says "free balance 100.0000", the account's own free
    balance, which is not what refused it: the limit is the asset's total over every account (2^63-1
    minor units, 922337203685477.5807 USD at 4 decimals) and neither it nor the room left is named
    (``procs/admin/commands.py:197``: ``_free_balance`` is appended to every refusal but
    UNKNOWN_ACCOUNT; an INVALID_AMOUNT of "0" likewise gets the free balance, not "must be more than
-   0"). Fixed: each code names the limit that
-   refused it: BALANCE_LIMIT "the USD of every account would pass 922337203685477.5807 in
-   all", INVALID_AMOUNT "a transfer moves more than 0".
+   0"). Fixed: each code names the limit that refused it: BALANCE_LIMIT "the USD of every account
+   would pass 922337203685477.5807 in all", INVALID_AMOUNT "a transfer moves more than 0".
 3. A withdrawal beyond the free balance of an account whose funds are held by an open order names
    the free balance only ("free balance 49.9000"): not what is held, so the operator cannot tell a
    short account from one whose money is locked in orders (cancel-all first) without a second
@@ -65,30 +65,22 @@ Leads not shown:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from procs.common.types import Side
-from tests.unit.router.test_router import USD, Exchange, config, fund, order
+from tests.unit.router.test_router import USD, Exchange, order
+from tests.unit.test_review155_cli_hostile import ex
 from tests.unit.test_review197_readme_walk import _cli
 from tests.unit.test_review203_admin_cli import _run
-from tests.unit.test_review_admin_bugs import _Pump, _use_config
+from tests.unit.test_review_admin_bugs import _Pump
+
+__all__ = ["ex"]  # the fixture, review 155's: account 7 with 100.0000 USD
 
 MOVE7 = ["--account", "7", "--asset", "USD", "--amount"]
 #: 2**63 - 1 minor units of USD at the rig's 4 decimals: the asset total's limit
 USD_LIMIT = "922337203685477.5807"
-
-
-@pytest.fixture
-def ex(instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Exchange]:
-    """Account 7 with 100.0000 USD; the fee account is 99."""
-    exchange = Exchange(config(instance, tmp_path))
-    _use_config(monkeypatch, exchange.cfg)
-    fund(exchange, 7, usd=1_000_000, btc=0)
-    yield exchange
-    exchange.stop()
 
 
 def _usd(ex: Exchange, account: int) -> tuple[int, int]:
