@@ -85,10 +85,13 @@ def bad_request(code: int, msg: str) -> ApiError:
     return ApiError(400, code, msg)
 
 
-def too_many_orders(rate_per_s: int, refused: str) -> ApiError:
-    """429 ``TOO_MANY_ORDERS`` for an order or amend the router refused over the account's
-    command rate (``refused``: the refusal's text, its values); ``Retry-After`` the time the
-    account's bucket takes to give back one command, 1 / ``rate_per_s`` (a second at least)."""
+def order_refused(code: ResultCode, otherwise: int, refused: str, rate_per_s: int) -> ApiError:
+    """The exchange's refusal ``code`` of an order or amend (``refused``: its text, its
+    values): 400 ``otherwise``, but 429 ``TOO_MANY_ORDERS`` over the account's command rate,
+    to be sent again (review 312: it was 400), ``Retry-After`` the time the account's bucket
+    takes to give back one command, 1 / ``rate_per_s`` (a second at least)."""
+    if code != ResultCode.ACCOUNT_RATE_LIMITED:
+        return bad_request(otherwise, refused)
     return ApiError(
         429,
         TOO_MANY_ORDERS,

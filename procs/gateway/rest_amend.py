@@ -106,9 +106,8 @@ class AmendRoute:
             shown = f"price={format_units(new_price, sym.price_decimals).decode()} quantity="
             shown += format_units(new_qty, sym.qty_decimals).decode()
             refused = f"amend rejected: {why} orderId={order.order_id} {shown}"
-            if code == ResultCode.ACCOUNT_RATE_LIMITED:  # to be sent again: 429 (review 312)
-                raise codes.too_many_orders(api.cfg.risk.max_commands_per_s, refused)
-            raise bad_request(codes.CANCEL_REJECTED, refused)
+            rate = api.cfg.risk.max_commands_per_s  # (over it: 429, review 312)
+            raise codes.order_refused(code, codes.CANCEL_REJECTED, refused, rate)
         return json_response(outcome.view or outcome.order.json())
 
     async def _from_history(self, account: int, oid: int, sym: SymbolConfig) -> LiveOrder | None:

@@ -163,9 +163,8 @@ class NewOrders:
         order = outcome.order
         if outcome.code != ResultCode.OK or order is None:
             refused = rp.refusal(outcome.code, req, self.cfg.risk)
-            if outcome.code == ResultCode.ACCOUNT_RATE_LIMITED:
-                raise codes.too_many_orders(self.cfg.risk.max_commands_per_s, refused)
-            raise bad_request(codes.NEW_ORDER_REJECTED, refused)
+            rate = self.cfg.risk.max_commands_per_s
+            raise codes.order_refused(outcome.code, codes.NEW_ORDER_REJECTED, refused, rate)
         body = outcome.view or order.json()
         body["transactTime"] = body["updateTime"]  # the answer's (a frozen view's) own time
         body["fills"] = outcome.fills

@@ -212,7 +212,7 @@ class GatewayServer(GatewayConnections, GatewayRestart, OrderLogging, RestWiring
         if (user := self._user_of(session_id)) is None:
             return False
         try:
-            store = self.store(user.comp_id)
+            store = self.stores.get(user.comp_id, user.session)
         except (MessageStoreError, OSError) as exc:  # damaged, or out of descriptors (256):
             log.error("a report to %s is not parked: %s", user.comp_id, exc)  # undeliverable
             return False

@@ -116,9 +116,10 @@ class SessionStores:
             try:
                 if not directory.is_dir():
                     continue
-                if session is None or _owner(directory) not in (None, session):
-                    self._retire(directory)
-                elif _owner(directory) is None:
+                owner = _owner(directory)
+                if session is None or owner not in (None, session):
+                    self._retire(directory, owner)
+                elif owner is None:
                     _own(directory, session)
             except OSError as exc:  # a full disk, a mode: the gateway starts all the same
                 log.error("the FIX store %s was not checked: %s", directory, exc)
@@ -130,12 +131,11 @@ class SessionStores:
         if owner == session:
             return
         if owner is not None:
-            self._retire(directory)
+            self._retire(directory, owner)
         make_dirs(directory)
         _own(directory, session)
 
-    def _retire(self, directory: Path) -> None:
-        owner = _owner(directory)
+    def _retire(self, directory: Path, owner: int | None) -> None:
         make_dirs(self.retired)
         name = f"{directory.name}.{owner if owner is not None else 'unknown'}"
         aside, n = self.retired / name, 1

@@ -68,21 +68,22 @@ def _beside(profile: str, suffix: str) -> Path:
 def write_promoted_profile(standby_profile: str) -> Path:
     """``<name>.promoted.toml``: the standby's config as a primary. Replaced atomically,
     since a held process may be reading it while ``promote`` writes it again."""
-    raw = tomllib.loads(Path(standby_profile).read_text())
-    raw.setdefault("replication", {})["primary"] = ""
-    path = promoted_path(standby_profile)
-    replace_durably(path, tomli_w.dumps(raw).encode())
-    return path
+    return _following(standby_profile, "", promoted_path(standby_profile))
 
 
 def write_standby_profile(primary_profile: str, primary_at: str) -> Path:
     """``<name>.standby.toml`` (``standby_path``): the old primary's config following the
     primary at ``primary_at`` (host:port), what ``failover.py demote`` writes. Raises
     ``OSError`` (a name too long, a directory not writable)."""
-    raw = tomllib.loads(Path(primary_profile).read_text())
-    raw.setdefault("replication", {})["primary"] = primary_at
-    path = standby_path(primary_profile)
-    path.write_text(tomli_w.dumps(raw))
+    return _following(primary_profile, primary_at, standby_path(primary_profile))
+
+
+def _following(profile: str, primary: str, path: Path) -> Path:
+    """``profile``'s TOML with ``replication.primary`` = ``primary`` ("": none), written to
+    ``path`` (replaced atomically)."""
+    raw = tomllib.loads(Path(profile).read_text())
+    raw.setdefault("replication", {})["primary"] = primary
+    replace_durably(path, tomli_w.dumps(raw).encode())
     return path
 
 

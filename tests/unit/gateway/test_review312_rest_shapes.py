@@ -53,7 +53,7 @@ Faults found (each fixed; its test says what it was):
    does not retry) drops an order it only had to send a moment later, and its rate control
    never hears it is too fast. Cause: ``procs/gateway/rest_new_orders.py:163`` (``placed``:
    every refusal code is ``bad_request(NEW_ORDER_REJECTED, ...)``), fed by
-   ``procs/core/sequencer.py:143``. Fixed: ``api_errors.too_many_orders`` answers
+   ``procs/core/sequencer.py:143``. Fixed: ``api_errors.order_refused`` answers
    ``ResultCode.ACCOUNT_RATE_LIMITED`` as 429 ``TOO_MANY_ORDERS`` (-1015, "Too many new
    orders; current limit is N orders per SECOND (risk.max_commands_per_s ...)" and the
    refusal's values) with ``Retry-After`` = 1 / ``max_commands_per_s`` rounded up, a second at
