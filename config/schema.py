@@ -376,11 +376,15 @@ DEFAULT_SYMBOLS = [
 ]
 
 
+#: An instance name: it prefixes shared-memory names and names directories under var/.
+INSTANCE_PATTERN = r"^[A-Za-z0-9_-]{1,48}\Z"
+
+
 class RingexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A whole ringex instance."""
 
     #: Prefix of every shared-memory name, so instances on one host never collide.
-    instance: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,48}\Z")] = "dev"
+    instance: Annotated[str, msgspec.Meta(pattern=INSTANCE_PATTERN)] = "dev"
     ring: RingConfig = RingConfig()
     #: Wait strategy of every stage unless a stage overrides it.
     wait: WaitConfig = WaitConfig()

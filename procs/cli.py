@@ -34,7 +34,7 @@ from tqdm import tqdm
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
-from procs.admin.args import Once, dashed_values_joined, named, seconds
+from procs.admin.args import Once, dashed_values_joined, instance, named, seconds
 from procs.admin.commands import add_admin, run_admin
 from procs.admin.interrupts import exit_status, ignore_interrupts, interrupted_by, interrupting
 from procs.common.durable import fsync_file
@@ -531,11 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     shm = sub.add_parser("shm", help="inspect and clean up shared-memory rings")
     shm_sub = shm.add_subparsers(dest="shm_command", required=True)
     ls = shm_sub.add_parser("ls", help="list ringex segments, their geometry and liveness")
-    ls.add_argument("--instance", help="only this instance")
+    ls.add_argument("--instance", type=instance, help="only this instance")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=shm_ls)
     rm = shm_sub.add_parser("rm", help="remove segments and their semaphores")
-    rm.add_argument("--instance", action=Once, help="only this instance")
+    rm.add_argument("--instance", type=instance, action=Once, help="only this instance")
     rm.add_argument("--stale", action="store_true", help="only segments no live process uses")
     rm.add_argument("--all", action="store_true", help="every ringex segment")
     rm.add_argument("--force", action="store_true", help="also remove segments still in use")

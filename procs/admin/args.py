@@ -2,8 +2,8 @@
 whole number in ASCII digits (``int`` alone also takes "1_0" and any script's digits:
 review 155, account "\u0667" was account 7), a name that is not empty (a script's unset
 variable: review 275, ``--config ""`` was the dev profile), an option given at most once
-(argparse keeps the last of two in silence: ``--amount 5 --amount 50`` deposited 50) and a
-value that begins with "-" (an API key id may)."""
+(argparse keeps the last of two in silence: ``--amount 5 --amount 50`` deposited 50), an
+instance name, and a value that begins with "-" (an API key id may)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import math
 import re
 from collections.abc import Sequence
 from typing import Any
+
+from config.schema import INSTANCE_PATTERN
 
 _WHOLE = re.compile(r"-?[0-9]+")
 
@@ -28,6 +30,17 @@ def named(text: str) -> str:
     """An argparse type: a name or path that is not empty ("" is an unset variable's)."""
     if not text:
         raise argparse.ArgumentTypeError("'' names nothing (an unset variable?)")
+    return text
+
+
+def instance(text: str) -> str:
+    """An argparse type: an instance name as a config's ``instance`` takes (review 314:
+    ``shm rm --instance a/b`` removed "0" segments and said so, exit 0)."""
+    if not re.fullmatch(INSTANCE_PATTERN, text):
+        shown = text if len(text) <= 60 else text[:60] + "..."
+        raise argparse.ArgumentTypeError(
+            f"{shown!r} is not an instance name: 1 to 48 of A-Z, a-z, 0-9, '_' and '-'"
+        )
     return text
 
 

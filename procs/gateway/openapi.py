@@ -19,6 +19,7 @@ from typing import Any
 from config.schema import RingexConfig
 from procs.common.apikeys import MAX_LABEL, SCOPES
 from procs.gateway import rest_params as rp
+from procs.gateway.exchange_info import FILTER_TYPES, FLAGS, PRECISIONS
 from procs.gateway.history import KLINES, MAX_LIMIT, STATUS_NAMES
 from procs.gateway.instruments import MAX_INT64, format_units
 from procs.gateway.openapi_intro import ERRORS, INFO, security_schemes
@@ -89,9 +90,7 @@ _DEC_IN = {"type": "string", "pattern": rp.DECIMAL.pattern, "maxLength": rp.MAX_
 
 def _int_param(low: int, high: int, default: int | None = None) -> Json:
     schema: Json = {"type": "integer", "minimum": low, "maximum": high}
-    if default is not None:
-        schema["default"] = default
-    return schema
+    return schema if default is None else schema | {"default": default}
 
 
 def _query(name: str, schema: Json, description: str, *, required: bool = False) -> Json:
@@ -200,7 +199,7 @@ def _paths() -> Json:
         f"{V1}/ping": {"get": _operation("ping", "Is the API up?", _ref("Empty"))},
         f"{V1}/time": {"get": _operation("time", "The server's clock.", _ref("ServerTime"))},
         f"{V1}/exchangeInfo": {"get": _operation(
-            "exchangeInfo", "Symbols, assets and rate limits.", _ref("ExchangeInfo"),
+            "exchangeInfo", "Symbols and their filters, assets, rate limits.", _ref("ExchangeInfo"),
             params=[_symbol(required=False), _query(
                 "symbols", {"type": "string", "maxLength": rp.LONG_VALUES["symbols"]},
                 'Some symbols, a JSON array of their names (["BTC-USD","ETH-USD"]), in its '
@@ -557,21 +556,28 @@ def _other_schemas(cfg: RingexConfig) -> Json:
 def _exchange_info(cfg: RingexConfig) -> Json:
     rate_limit = _obj({
         "rateLimitType": {"const": "REQUEST_WEIGHT"}, "interval": {"const": "SECOND"},
-        "limit": {"type": "number"}, "burst": _INT, "perKey": _BOOL, "perIp": _BOOL,
-    }, required=["rateLimitType", "interval", "limit", "burst"])  # fmt: skip
+        "intervalNum": {"const": 1}, "limit": {"type": "number"}, "burst": _INT,
+        **dict.fromkeys(("perKey", "perIp"), _BOOL),
+    }, required=["rateLimitType", "interval", "intervalNum", "limit", "burst"])  # fmt: skip
+    # Binance's filters' fields: decimal strings, integers, flags (``exchange_info.py``)
+    a_filter = _obj({"filterType": _enum(FILTER_TYPES)}) | {
+        "additionalProperties": {"type": ["string", "integer", "boolean"]}}  # fmt: skip
+    ints = ("pricePrecision", "quantityPrecision", "icebergParts", "bandBps", "limitBandBps",
+            "makerFeeBps", "takerFeeBps", *PRECISIONS)  # fmt: skip
+    stp = _enum(sorted(rp.STP))
     symbol = _obj({
         "symbol": _ref("Symbol"), "status": _enum(["TRADING", "HALT", "UNKNOWN"]),
-        "baseAsset": _STR, "quoteAsset": _STR, "pricePrecision": _INT, "quantityPrecision": _INT,
-        "tickSize": _DEC, "stepSize": _DEC, "minQty": _DEC, "maxQty": _DEC,
-        "icebergParts": _INT, "bandBps": _INT, "limitBandBps": _INT,
-        "makerFeeBps": _INT, "takerFeeBps": _INT,
-        "orderTypes": _array(_enum(sorted(rp.TYPES))),
-        "timeInForce": _array(_enum(sorted(rp.TIFS))),
+        "baseAsset": _STR, "quoteAsset": _STR, **dict.fromkeys(ints, _INT), **dict.fromkeys((
+            "tickSize", "stepSize", "minQty", "maxQty"), _DEC), "filters": _array(a_filter),
+        "orderTypes": _array(_enum(sorted(rp.TYPES))), **dict.fromkeys(FLAGS, _BOOL),
+        "timeInForce": _array(_enum(sorted(rp.TIFS))), "permissions": _array({"const": "SPOT"}),
+        "defaultSelfTradePreventionMode": stp, "allowedSelfTradePreventionModes": _array(stp),
     })  # fmt: skip
     asset = _obj({"asset": _enum(a.name for a in cfg.assets), "decimals": _INT})
+    limit = _obj({"filterType": {"const": "EXCHANGE_MAX_NUM_ORDERS"}, "maxNumOrders": _INT})
     return _obj({
         "timezone": {"const": "UTC"}, "serverTime": _MS, "rateLimits": _array(rate_limit),
-        "assets": _array(asset), "symbols": _array(symbol),
+        "exchangeFilters": _array(limit), "assets": _array(asset), "symbols": _array(symbol),
     })  # fmt: skip
 
 

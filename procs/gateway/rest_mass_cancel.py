@@ -30,7 +30,7 @@ from procs.common.records import OrderDone
 from procs.common.result_codes import ResultCode
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
-from procs.gateway.api_errors import ApiError, bad_request
+from procs.gateway.api_errors import ApiError
 from procs.gateway.history import order_json
 from procs.gateway.instruments import format_units
 from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, Outcome, ms
@@ -68,11 +68,13 @@ class MassCancelRoute:
             verdict = asyncio.ensure_future(api.wait(ref))
             rows = await self._rows(account, [sym] if sym is not None else api.cfg.symbols)
             outcome = await verdict
-            if outcome.code != ResultCode.OK:
-                raise bad_request(
+            if outcome.code != ResultCode.OK:  # over the account's command rate: 429
+                raise codes.order_refused(
+                    outcome.code,
                     codes.CANCEL_REJECTED,
                     f"cancel of open orders rejected: {outcome.code.name} "
                     f"({int(outcome.code)}) symbol={sym.name if sym is not None else '(all)'}",
+                    api.cfg.risk.max_commands_per_s,
                 )
             seen = core.ends.seen(account)
             for row, spec in rows:

@@ -22,10 +22,10 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from config.schema import SymbolConfig
 from procs.core.market.tape import TRADES_KEPT
 from procs.gateway import api_errors as codes
+from procs.gateway import exchange_info
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request
 from procs.gateway.history import KLINES
-from procs.gateway.instruments import format_units as fmt
 from procs.gateway.openapi import document
 from procs.gateway.rest_market_rows import ticker_body, trades_body
 
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 
 _encode = msgspec.json.Encoder().encode
 log = logging.getLogger("ringex.rest")
-#: A symbol's status when the market-data process cannot say (disabled, restarting):
-#: a client that trades only on "TRADING" waits rather than trade on a guess.
-UNKNOWN_STATUS = "UNKNOWN"
 #: How long exchangeInfo waits for the market-data process's statuses.
 STATUS_TIMEOUT_S = 1.0
 #: The most depth levels or trades a request may ask for: the tape keeps as many trades.
@@ -163,55 +160,8 @@ class PublicRoutes(MarketStatuses):
         """Every symbol, or those ``symbol`` or ``symbols`` (a JSON array) name."""
         params = await self.api.params(request, rp.EXCHANGE_INFO_PARAMS)
         chosen = rp.symbols(params, self.api.instruments) if params else self.api.cfg.symbols
-        rest = self.api.rest
         statuses = await self.statuses()
-        return json_response(
-            {
-                "timezone": "UTC",
-                "serverTime": time.time_ns() // 1_000_000,
-                "rateLimits": [
-                    {
-                        "rateLimitType": "REQUEST_WEIGHT",
-                        "interval": "SECOND",
-                        "perKey": True,
-                        "limit": rest.key_rate_per_s,
-                        "burst": rest.key_burst,
-                    },
-                    {
-                        "rateLimitType": "REQUEST_WEIGHT",
-                        "interval": "SECOND",
-                        "perIp": True,
-                        "limit": rest.ip_rate_per_s,
-                        "burst": rest.ip_burst,
-                    },
-                ],
-                "assets": [{"asset": a.name, "decimals": a.decimals} for a in self.api.cfg.assets],
-                "symbols": [
-                    {
-                        "symbol": s.name,
-                        "status": statuses.get(s.name, UNKNOWN_STATUS),
-                        "baseAsset": s.base,
-                        "quoteAsset": s.quote,
-                        "pricePrecision": s.price_decimals,
-                        "quantityPrecision": s.qty_decimals,
-                        "tickSize": fmt(s.tick, s.price_decimals).decode(),
-                        "stepSize": fmt(s.lot, s.qty_decimals).decode(),
-                        # the least and the largest size an order may have: a multiple
-                        # of stepSize (the config's bounds need not be)
-                        "minQty": fmt(s.least_qty, s.qty_decimals).decode(),
-                        "maxQty": fmt(s.most_qty, s.qty_decimals).decode(),
-                        "icebergParts": s.iceberg_parts,
-                        "bandBps": s.band_bps,
-                        "limitBandBps": s.limit_band_bps,
-                        "makerFeeBps": s.maker_fee_bps,
-                        "takerFeeBps": s.taker_fee_bps,
-                        "orderTypes": sorted(rp.TYPES),
-                        "timeInForce": sorted(rp.TIFS),
-                    }
-                    for s in chosen
-                ],
-            }
-        )
+        return json_response(exchange_info.body(self.api.cfg, self.api.rest, chosen, statuses))
 
     def proxy(
         self,

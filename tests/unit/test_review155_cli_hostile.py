@@ -319,6 +319,18 @@ def test_a_timeout_that_is_no_number_names_what_it_must_be(
     assert "_seconds" not in err and "'abc' is not a number of seconds >= 0" in err
 
 
+@pytest.mark.parametrize("command", ["ls", "rm"])
+@pytest.mark.parametrize("name", ["a/b", "", "x" * 49, "dev prod"])
+def test_an_instance_that_no_config_could_name_is_a_usage_error(
+    command: str, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``shm rm --instance a/b`` removed "0" segments and said so, exit 0: a typo looked
+    like a clean host (review 314)."""
+    assert _cli(["shm", command, "--instance", name]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert f"{name!r} is not an instance name: 1 to 48 of A-Z, a-z, 0-9" in err
+
+
 def _foreign_rings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Attaching any segment fails as it does on rings another user made (mode 0600)."""
     made = posix_ipc.SharedMemory

@@ -161,7 +161,7 @@ ENDPOINTS: list[tuple[str, str, str, str | None]] = [
     ("GET", f"{V1}/ping", "- Public: `ping`,", None),
     ("GET", f"{V1}/time", "- Public: `ping`, `time`,", None),
     ("GET", f"{V1}/exchangeInfo", "`time`, `exchangeInfo` (every symbol, or only those", None),
-    ("GET", f"{V1}/depth", "the limit-price collar), `depth`, `trades`", None),
+    ("GET", f"{V1}/depth", "`procs/gateway/exchange_info.py`), `depth`, `trades`", None),
     ("GET", f"{V1}/trades", "`trades` (`limit` up to 1,000", None),
     (
         "GET",

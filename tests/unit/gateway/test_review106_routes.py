@@ -19,7 +19,7 @@ from yarl import URL
 
 from config.edges import RestConfig
 from config.schema import SymbolConfig
-from procs.gateway import rest_public
+from procs.gateway import exchange_info, rest_public
 from procs.gateway.fast_request import plain_query
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_public import PublicRoutes
@@ -183,7 +183,7 @@ def test_exchange_info_status_timings_are_the_readmes() -> None:
     assert rest_public.STATUS_TIMEOUT_S == 1.0
     assert rest_public.STATUS_TTL_S == 0.5
     assert rest_public.STATUS_RETRY_S == 2.0
-    assert rest_public.UNKNOWN_STATUS == "UNKNOWN"
+    assert exchange_info.UNKNOWN_STATUS == "UNKNOWN"
     assert _resolve(DOC["components"]["schemas"]["ExchangeInfo"])["properties"]["symbols"]["items"][
         "properties"
     ]["status"]["enum"] == ["TRADING", "HALT", "UNKNOWN"]

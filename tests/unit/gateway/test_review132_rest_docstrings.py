@@ -46,6 +46,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from procs.core.market.tape import TRADES_KEPT
 from procs.gateway import api_errors as codes
 from procs.gateway import (
+    exchange_info,
     openapi,
     openapi_intro,
     rest_body,
@@ -153,11 +154,11 @@ def test_public_endpoints_need_no_key_and_take_no_parameter(tmp_path: Path) -> N
 
 def test_exchange_info_is_the_configs_and_unknown_without_market_data(tmp_path: Path) -> None:
     """rest_public.py: "``exchangeInfo`` (from the config, each symbol's trading status from
-    the market-data process)"; ``UNKNOWN_STATUS``: "A symbol's status when the market-data
-    process cannot say (disabled, restarting)"; "the least and the largest size an order may
-    have: a multiple of stepSize (the config's bounds need not be)"."""
-    _says(rest_public, "A symbol's status when the market-data process cannot say (disabled,")
-    _says(PublicRoutes.exchange_info, "a multiple of stepSize (the config's bounds need not be)")
+    the market-data process)"; exchange_info.py: ``UNKNOWN_STATUS``, "A symbol's status when
+    the market-data process cannot say (disabled, restarting)"; "the least and the largest
+    size an order may have: a multiple of stepSize (the config's bounds need not be)"."""
+    _says(exchange_info, "A symbol's status when the market-data process cannot say (disabled,")
+    _says(exchange_info, "a multiple of stepSize (the config's bounds need not be)")
     rig = _Rig(tmp_path, key_rate_per_s=7.5, key_burst=9)
     sym = msgspec.structs.replace(
         rig.cfg.symbols[0], lot=5, qty_decimals=2, min_qty=7, max_qty=998, tick=25
@@ -167,7 +168,7 @@ def test_exchange_info_is_the_configs_and_unknown_without_market_data(tmp_path: 
     assert status == 200 and body["rateLimits"][0]["limit"] == 7.5
     assert body["rateLimits"][0]["burst"] == 9 and body["rateLimits"][0]["perKey"] is True
     (info,) = body["symbols"]
-    assert info["status"] == rest_public.UNKNOWN_STATUS == "UNKNOWN"
+    assert info["status"] == exchange_info.UNKNOWN_STATUS == "UNKNOWN"
     assert (info["stepSize"], info["minQty"], info["maxQty"]) == ("0.05", "0.10", "9.95")
     assert info["tickSize"] == format_units(25, sym.price_decimals).decode()
     assert [a["asset"] for a in body["assets"]] == [a.name for a in rig.cfg.assets]
@@ -426,7 +427,7 @@ def test_the_documents_limits_and_enumerations_are_the_servers(tmp_path: Path) -
     )
     assert interval["schema"]["enum"] == list(KLINES)
     symbol = doc["components"]["schemas"]["ExchangeInfo"]["properties"]["symbols"]["items"]
-    statuses = {*md_messages.STATUS_NAMES.values(), rest_public.UNKNOWN_STATUS}
+    statuses = {*md_messages.STATUS_NAMES.values(), exchange_info.UNKNOWN_STATUS}
     assert set(symbol["properties"]["status"]["enum"]) == statuses
     assert f"{rig.api.body_timeout_s:g} s" in openapi_intro.ERRORS[408][1]
 

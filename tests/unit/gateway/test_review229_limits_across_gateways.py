@@ -298,6 +298,25 @@ def test_the_accounts_command_rate_holds_across_gateways(instance: str, tmp_path
     run_then_close(p, scenario)
 
 
+def test_a_mass_cancel_over_the_accounts_command_rate_is_a_429(
+    instance: str, tmp_path: Path
+) -> None:
+    """Scenario: ``risk.max_commands_per_s`` 1; ALICE's order at gw1, then at once her
+    ``DELETE openOrders`` at gw2 (a mass cancel spends the account's rate as an order does).
+    Expected: 429 -1015 naming ACCOUNT_RATE_LIMITED, to be sent again, as an order's.
+    Was: 400 -2011 (CANCEL_REJECTED), which a Binance client takes as refused for good."""
+    p = funded_pair(instance, tmp_path, max_commands_per_s=1)
+
+    async def scenario(p: Pair) -> None:
+        async with alice_at_both(p) as (at1, at2):
+            await at1.call("POST", ORDER, **LIMIT, price="90.00", quantity="1")
+            status, body = await at2.request("DELETE", "/api/v1/openOrders", symbol="BTC-USD")
+            assert status == 429 and body["code"] == -1015, body
+            assert "ACCOUNT_RATE_LIMITED" in body["msg"], body
+
+    run_then_close(p, scenario)
+
+
 # -- what gateways sharing a port must agree on -----------------------------------------------
 
 
