@@ -37,6 +37,12 @@ NOT_REQUIRED_PARAM = -1106
 BAD_SYMBOL = -1121
 BAD_INTERVAL = -1120
 FILTER_FAILURE = -1013  # tick, lot, size limits
+#: more decimals than the symbol's pricePrecision or quantityPrecision (review 315: -1013)
+BAD_PRECISION = -1111
+#: an unknown timeInForce, type or side (review 315: each was -1100, as malformed)
+INVALID_TIF = -1115
+INVALID_ORDER_TYPE = -1116
+INVALID_SIDE = -1117
 #: Orders
 NEW_ORDER_REJECTED = -2010
 CANCEL_REJECTED = -2011
@@ -87,9 +93,13 @@ def bad_request(code: int, msg: str) -> ApiError:
 
 def order_refused(code: ResultCode, otherwise: int, refused: str, rate_per_s: int) -> ApiError:
     """The exchange's refusal ``code`` of an order or amend (``refused``: its text, its
-    values): 400 ``otherwise``, but 429 ``TOO_MANY_ORDERS`` over the account's command rate,
-    to be sent again (review 312: it was 400), ``Retry-After`` the time the account's bucket
-    takes to give back one command, 1 / ``rate_per_s`` (a second at least)."""
+    values): 400 ``otherwise``, but 400 ``FILTER_FAILURE`` for a notional past
+    ``risk.max_order_notional`` (exchangeInfo's NOTIONAL filter: review 315, it was
+    ``otherwise``), and 429 ``TOO_MANY_ORDERS`` over the account's command rate, to be sent
+    again (review 312: it was 400), ``Retry-After`` the time the account's bucket takes to
+    give back one command, 1 / ``rate_per_s`` (a second at least)."""
+    if code == ResultCode.NOTIONAL_TOO_LARGE:
+        return bad_request(FILTER_FAILURE, refused)
     if code != ResultCode.ACCOUNT_RATE_LIMITED:
         return bad_request(otherwise, refused)
     return ApiError(

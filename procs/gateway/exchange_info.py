@@ -29,15 +29,16 @@ Json = dict[str, Any]
 UNKNOWN_STATUS = "UNKNOWN"
 #: The filter types a symbol's ``filters`` may hold (``openapi.py`` lists them).
 FILTER_TYPES = ("PRICE_FILTER", "LOT_SIZE", "MARKET_LOT_SIZE", "ICEBERG_PARTS", "NOTIONAL")
-#: What every symbol allows: icebergs and cancel-replace; no OCO/OTO lists, no quote-sized
-#: market orders, no trailing stops, no margin.
+#: What every symbol allows: icebergs; no OCO/OTO lists, no quote-sized market orders, no
+#: trailing stops, no margin, and no ``order/cancelReplace`` (ringex replaces with ``PUT
+#: order``, keeping the order id: review 315).
 FLAGS: Final = {
     "icebergAllowed": True,
     "ocoAllowed": False,
     "otoAllowed": False,
     "quoteOrderQtyMarketAllowed": False,
     "allowTrailingStop": False,
-    "cancelReplaceAllowed": True,
+    "cancelReplaceAllowed": False,
     "isSpotTradingAllowed": True,
     "isMarginTradingAllowed": False,
 }

@@ -67,8 +67,11 @@ ERRORS: dict[int, tuple[str, str]] = {
         f"or the order's type does not ({codes.NOT_REQUIRED_PARAM}), "
         f"too many ({codes.TOO_MANY_PARAMS}), a start time after the end time "
         f"({codes.BAD_TIME_RANGE}), an unknown symbol ({codes.BAD_SYMBOL}) or "
-        f"interval ({codes.BAD_INTERVAL}), off the symbol's tick, lot or size limits "
-        f"({codes.FILTER_FAILURE}); the exchange refused the order ({codes.NEW_ORDER_REJECTED}) "
+        f"interval ({codes.BAD_INTERVAL}), an unknown timeInForce ({codes.INVALID_TIF}), type "
+        f"({codes.INVALID_ORDER_TYPE}) or side ({codes.INVALID_SIDE}), more decimals than the "
+        f"symbol's precision ({codes.BAD_PRECISION}), off the symbol's tick, lot or size limits "
+        f"or past its notional limit ({codes.FILTER_FAILURE}); the exchange refused the order "
+        f"({codes.NEW_ORDER_REJECTED}) "
         f"or the cancel ({codes.CANCEL_REJECTED}); no such order ({codes.NO_SUCH_ORDER}); a "
         f"private stream's request that is no WebSocket upgrade ({codes.UNKNOWN}). The "
         "message names the value and the rule.",

@@ -35,6 +35,7 @@ from aiohttp import web
 from config.schema import RingexConfig
 from procs.common.apikeys import ApiKey
 from procs.common.result_codes import ResultCode
+from procs.core.money import Market
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request
@@ -81,11 +82,12 @@ class NewOrders:
     async def test_order(self, request: RestRequest) -> web.Response:
         """``POST order/test``: the order checked as ``POST order`` checks it here (the
         signature and trade scope, every field against the symbol's rules, a
-        ``newClientOrderId`` an open order holds) and not sent: ``{}``, or the 400 the
-        order would get. What only the exchange checks (balance, price band, open orders)
-        is not asked."""
+        ``newClientOrderId`` an open order holds, a priced order's notional) and not sent:
+        ``{}``, or the 400 the order would get. What only the exchange checks (balance, price
+        band, open orders, a notional judged at the last trade) is not asked."""
         key, req = await self._order_of(request)
         self.check_free(key, req)
+        rp.over_notional(req, Market.all(self.cfg)[req.symbol.id], self.cfg.risk)
         return json_response({})
 
     async def _order_of(self, request: RestRequest) -> tuple[ApiKey, rp.OrderRequest]:

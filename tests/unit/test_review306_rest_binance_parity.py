@@ -54,6 +54,7 @@ Leads not shown:
   ccxt client places nothing (loud; README's -1104 rule covers it).
 - An unsupported enum value (``TAKE_PROFIT``, ``limit``) is -1100 where Binance has -1116 /
   -1115 / -1117; the msg names the allowed values, so only a code-keyed client is misled.
+  (Review 315 made them Binance's codes.)
 - A FOK under ``EXPIRE_TAKER`` whose first match is the account's own order answers
   ``EXPIRED``, not ``EXPIRED_IN_MATCH``; Binance's answer for that case could not be confirmed
   here.
@@ -221,7 +222,7 @@ def test_sound_binance_only_parameters_and_types_are_refused_naming_them(
                 status, body = await alice.request(
                     "POST", ORDER, **{**base, "type": kind, "stopPrice": "90.00"}
                 )
-                assert (status, body["code"]) == (400, -1100), body
+                assert (status, body["code"]) == (400, -1116), body  # (review 315: -1100)
                 assert kind in body["msg"] and "STOP_LOSS_LIMIT" in body["msg"], body
             assert await alice.call("GET", "/api/v1/openOrders") == []
             status, body = await alice.request("GET", "/api/v3/openOrders")
@@ -364,7 +365,7 @@ def test_sound_filter_failures_and_missing_parameters(harness: Harness) -> None:
         try:
             cases: list[tuple[dict[str, Any], int, str]] = [
                 ({"price": "100.01", "quantity": "0.10"}, -1013, "tick 0.05"),
-                ({"price": "100.00", "quantity": "0.101"}, -1013, "lot 0.01"),
+                ({"price": "100.00", "quantity": "0.101"}, -1111, "lot 0.01"),  # review 315
                 ({"quantity": "0.10"}, -1102, "'price'"),
                 ({"price": "100.00"}, -1102, "'quantity'"),
             ]

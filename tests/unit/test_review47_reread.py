@@ -342,7 +342,8 @@ def test_a_notional_refusal_names_the_price_it_was_judged_at(capped: Harness) ->
             await alice.call("POST", ORDER, **LIMIT, price="100.00", quantity="0.10")
             await bob.call("POST", ORDER, **SELL, price="100.00", quantity="0.10")
             status, body = await bob.request("POST", ORDER, **SELL, price="50.00", quantity="1.00")
-            assert (status, body["code"]) == (400, codes.NEW_ORDER_REJECTED), body
+            # the NOTIONAL filter's code (review 315: it was NEW_ORDER_REJECTED)
+            assert (status, body["code"]) == (400, codes.FILTER_FAILURE), body
             msg = body["msg"]
             assert "NOTIONAL_TOO_LARGE" in msg and "50.00" in msg, body
             assert "100.00" in msg or "last trade" in msg, body

@@ -59,7 +59,7 @@ async def _malformed_numbers(api: RestApi, url: str) -> None:
             ({"quantity": "-0"}, -1100, ["'-0'"]),
             ({"quantity": "0.00"}, -1013, ["0.00", "must be positive"]),
             ({"quantity": big}, -1013, [big, "largest quantity, maxQty 10000000.00"]),
-            ({"quantity": "0." + "0" * 50 + "1"}, -1013, ["not a multiple of lot 0.01"]),
+            ({"quantity": "0." + "0" * 50 + "1"}, -1111, ["not a multiple of lot 0.01"]),
             ({"quantity": "."}, -1100, ["'.'"]),
             ({"quantity": "\u0660.\u0661"}, -1100, ["not a decimal"]),  # Arabic-Indic digits
             ({"quantity": "1" * 65}, -1100, ["65 characters", "the limit is 64"]),
@@ -67,7 +67,7 @@ async def _malformed_numbers(api: RestApi, url: str) -> None:
             ({"price": "92233720368547758.10"}, -1013, ["largest price"]),
             ({"price": "0"}, -1013, ["price 0 must be positive"]),
             ({"price": "-5"}, -1100, ["'-5'"]),
-            ({"price": "100.001"}, -1013, ["100.001", "tick 0.05"]),
+            ({"price": "100.001"}, -1111, ["100.001", "tick 0.05"]),
             ({"type": "STOP_LOSS", "stopPrice": big}, -1013, ["stopPrice", big]),
             ({"icebergQty": "0.10"}, -1013, ["icebergQty 0.10 must be below quantity 0.10"]),
             (
@@ -75,7 +75,7 @@ async def _malformed_numbers(api: RestApi, url: str) -> None:
                 -1013,
                 ["icebergQty 0.01 cuts quantity 1.01 into 101 parts, at most 100"],
             ),
-            ({"timeInForce": "NOW"}, -1100, ["'NOW'", "GTC"]),
+            ({"timeInForce": "NOW"}, -1115, ["'NOW'", "GTC"]),
             ({"newClientOrderId": "x" * 37}, -1100, ["1..36"]),
         ]
         for change, code, words in cases:

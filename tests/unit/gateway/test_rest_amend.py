@@ -112,8 +112,8 @@ def test_refusals_name_the_value(harness: Harness) -> None:
             assert status == 400 and body["code"] == -1102 and "'price', 'quantity'" in body["msg"]
             status, body = await put(**ref, price="30000.01")
             assert status == 400 and body["code"] == -1013 and "30000.01" in body["msg"]
-            status, body = await put(**ref, quantity="0.001")
-            assert status == 400 and body["code"] == -1013 and "0.001" in body["msg"]
+            status, body = await put(**ref, quantity="0.001")  # past quantityPrecision 2
+            assert status == 400 and body["code"] == -1111 and "0.001" in body["msg"]
             status, body = await put(**ref, side="SELL", price="1.00")
             assert status == 400 and body["code"] == -1104 and "'side'" in body["msg"]
             status, body = await put(symbol="BTC-USD", orderId=ask, price="36000.00")  # bob's

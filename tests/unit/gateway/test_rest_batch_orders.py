@@ -54,7 +54,7 @@ def test_a_batch_places_each_order_in_turn_and_answers_each(harness: Harness) ->
             answers = await alice.batch_orders(
                 [
                     {**BID, "price": "30100.00", "newClientOrderId": "b1"},  # takes both
-                    {**BID, "price": "30000.001"},  # off the tick
+                    {**BID, "price": "30000.01"},  # off the tick
                     {**BID, "price": "100.00", "newClientOrderId": "b1"},  # b1 is pending then
                     {**BID, "price": "100.00", "quantity": "0.30", "newClientOrderId": "b4"},
                     {**BID, "price": "100.00", "newClientOrderId": "b4"},  # b4 rests: in use
@@ -63,7 +63,7 @@ def test_a_batch_places_each_order_in_turn_and_answers_each(harness: Harness) ->
             taker, tick, reused, rests, duplicate = answers
             assert taker["status"] == "FILLED" and taker["executedQty"] == "0.10"
             assert [f["price"] for f in taker["fills"]] == ["30000.00"]
-            assert tick["code"] == codes.FILTER_FAILURE and "30000.001" in tick["msg"], tick
+            assert tick["code"] == codes.FILTER_FAILURE and "30000.01" in tick["msg"], tick
             # the batch's orders are placed before any is answered: b1 was unanswered
             assert reused["code"] == codes.NEW_ORDER_REJECTED, reused
             assert "newClientOrderId=b1 is in use by open order (pending)" in reused["msg"]

@@ -107,6 +107,8 @@ def _raised() -> list[tuple[int, int, str]]:
                 pair = (value(node.args[0]), value(node.args[1]))
             elif func == "bad_request" and node.args:
                 pair = (400, value(node.args[0]))
+            elif func == "choice" and len(node.args) >= 5:  # ``rest_params.choice``'s code
+                pair = (400, value(node.args[4]))
             elif func == "AuthError" and node.args:
                 code = value(node.args[0])
                 pair = (403 if code == signing.FORBIDDEN_SCOPE else 401, code)

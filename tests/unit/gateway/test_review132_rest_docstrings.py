@@ -558,7 +558,7 @@ def test_the_client_signs_what_the_server_verifies_query_escapes_kept(tmp_path: 
             out.append((status, answered["code"]))
         return out
 
-    assert run(go()) == [(400, codes.NO_SUCH_ORDER), (400, codes.ILLEGAL_PARAM)]
+    assert run(go()) == [(400, codes.NO_SUCH_ORDER), (400, codes.INVALID_SIDE)]
 
 
 def test_the_client_stamps_strictly_later_and_raises_on_any_status_but_200() -> None:

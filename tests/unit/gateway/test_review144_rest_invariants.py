@@ -465,7 +465,7 @@ def _exact_or_named(name: str, value: str, status: int, body: dict[str, Any]) ->
         return None if D(shown) == D(value) else f"{name}={value!r} taken as {shown}"
     msg = body["msg"]
     named = name in msg and (value in msg or repr(value) in msg or "limit is 64" in msg)
-    return None if status == 400 and body["code"] in (-1100, -1013) and named else f"{body}"
+    return None if status == 400 and body["code"] in (-1100, -1013, -1111) and named else f"{body}"
 
 
 def test_decimal_edges_are_taken_exactly_or_refused_by_name(harness: Harness) -> None:

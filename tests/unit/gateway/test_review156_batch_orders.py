@@ -232,7 +232,7 @@ def test_client_order_ids_colliding_with_open_orders_and_one_another(harness: Ha
             answers = await alice.batch_orders(
                 [
                     _bid("100.00", "open1"),  # an open order's
-                    _bid("100.001", "z"),  # off the tick: refused by the checks, not placed
+                    _bid("100.01", "z"),  # off the tick: refused by the checks, not placed
                     _bid("100.00", "z"),  # so z is free
                     _bid("100.00", "z"),  # z pending now
                     _bid("100.00", "w"),
@@ -351,7 +351,7 @@ def test_the_private_stream_and_the_views_see_each_placed_order(harness: Harness
             async with alice.session.ws_connect(alice.stream_url()) as ws:
                 await stream_messages(ws, 0.3)  # the snapshot
                 answers = await alice.batch_orders(
-                    [_bid("100.00", "s1"), _bid("1.001", "s2"), _bid("101.00"), _bid("102.00")]
+                    [_bid("100.00", "s1"), _bid("1.01", "s2"), _bid("101.00"), _bid("102.00")]
                 )
                 events = await stream_messages(ws, 0.5)
             placed = [a for a in answers if "orderId" in a]
@@ -385,7 +385,7 @@ def test_a_paused_exchange_gives_a_504_per_order_then_places_them(harness: Harne
             api.rest = msgspec.structs.replace(api.rest, order_timeout_s=0.3)
             harness.pause()
             answers = await alice.batch_orders(
-                [_bid("100.00", "t1"), _bid("1.001", "t2"), _bid("101.00", "t3")]
+                [_bid("100.00", "t1"), _bid("1.01", "t2"), _bid("101.00", "t3")]
             )
             assert [a["code"] for a in answers] == [
                 codes.TIMEOUT, codes.FILTER_FAILURE, codes.TIMEOUT
@@ -473,7 +473,7 @@ def test_the_fast_lane_and_aiohttp_give_the_same_answers(harness: Harness) -> No
             }
             for name, (extra, chunked) in lanes.items():
                 orders = [
-                    _bid("100.00", f"{name}1"), _bid("1.001"), {**BID, "sid": "BUY"},
+                    _bid("100.00", f"{name}1"), _bid("1.01"), {**BID, "sid": "BUY"},
                     _bid("100.00", f"{name}1"), _bid("101.00", f"{name}2"),
                 ]  # fmt: skip
                 status, answers, raw = await _raw(

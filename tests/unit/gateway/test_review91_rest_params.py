@@ -217,7 +217,7 @@ def test_decimals_and_enums_are_read_as_binance_reads_them(harness: Harness) -> 
             assert (placed["price"], placed["origQty"]) == ("100.00", "0.10"), placed
             params = {**LIMIT, "side": "buy", "price": "100.00", "quantity": "0.10"}
             status, body = await alice.request("POST", "/api/v1/order", **params)
-            assert (status, body["code"]) == (400, -1100), body
+            assert (status, body["code"]) == (400, -1117), body  # (review 315: was -1100)
             assert body["msg"] == "side 'buy' is not one of BUY, SELL", body
             raw = (
                 b'{"symbol":"BTC-USD","sym\\u0062ol":"BTC-USD","side":"BUY","type":"LIMIT",'
