@@ -335,6 +335,10 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
 #: Messages a client may send: session messages, and the application messages ringex takes.
 ADMIN: Final = frozenset(k for k, v in MESSAGES.items() if v.admin)
 INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"AF", b"BE", b"x", b"e", b"j"))
+#: A request's own id, the first present of which a BusinessMessageReject names (379):
+#: ClOrdID, MassStatusReqID, SecurityReqID, SecurityStatusReqID, MDReqID, QuoteReqID,
+#: UserRequestID, TradeRequestID, PosReqID (review 316: only the first four were).
+REQUEST_IDS: Final = (11, 584, 320, 324, 262, 131, 923, 568, 710)
 
 
 def _by_the_spec(kind: bytes, spec: MessageSpec) -> MessageSpec:

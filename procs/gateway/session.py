@@ -367,7 +367,7 @@ class Session(GapRecovery, ClockMarks):
         """BusinessMessageReject (j): 0 other, 2 unknown security, 3 unsupported message type,
         4 not authorised, 5 conditionally required field missing."""
         body = field(45, msg.get(34) or b"0") + field(372, msg.msg_type or b"?")
-        ref = msg.get(11) or msg.get(584) or msg.get(320) or msg.get(324)  # or a request's id
+        ref = next(filter(None, map(msg.get, dictionary.REQUEST_IDS)), None)
         if ref:
             body += field(379, ref)
         self.send(b"j", body + field(380, reason) + field(58, text), now_ns)

@@ -55,12 +55,13 @@ Sound:
   taken (the next message at the same number is answered, no ResendRequest).
 
 Leads not shown:
-- A BusinessMessageReject for an unsupported type carries no BusinessRejectRefID (379) when
-  the message's own id is not one ``Session.business_reject`` (session.py:371) knows: a
+- A BusinessMessageReject for an unsupported type carried no BusinessRejectRefID (379) when
+  the message's own id was not one ``Session.business_reject`` (session.py:371) knew: a
   MarketDataRequest V's MDReqID 262, a QuoteRequest R's QuoteReqID 131, a UserRequest BE's
   UserRequestID 923 when throttled. FIX 4.4 has 379 "required unless the corresponding ID
   field was not specified", but FIX44.xml marks it optional, so a QuickFIX engine does not
-  refuse the reject; the client just cannot tie it to its request.
+  refuse the reject; the client just could not tie it to its request. Mended since:
+  ``dictionary.REQUEST_IDS`` (``test_sound_unsupported_msgtype_is_a_business_reject``).
 - A message with MsgType twice (``35=1|...|35=0``) is refused 373=14 with RefMsgType 0, the
   last MsgType (``FixMessage.of`` keeps the last value), not the message's own (the third
   field, 1); a malformed message either way, so not shown as a fault.
@@ -322,6 +323,9 @@ def test_sound_unsupported_msgtype_is_a_business_reject(harness: Harness) -> Non
         assert [(m.get(45), m.get(372), m.get(380)) for m in got] == [
             (b"2", b"R", b"3"), (b"3", b"V", b"3"),
         ]  # fmt: skip
+        # each names the request's own id, BusinessRejectRefID 379 (it was left out: a
+        # QuoteReqID or an MDReqID was not one ``business_reject`` looked for)
+        assert [m.get(379) for m in got] == [b"qr1", b"md1"]
         await c.send("1", (112, "four"))
         assert (await c.expect("0")).get(112) == b"four"
 
