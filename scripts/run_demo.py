@@ -4,7 +4,8 @@ to connect.
 Starts the supervisor (`ringex run --detach`), opens and funds two demo accounts with FIX
 users (idempotent: a second run finds them), prints the FIX endpoint and credentials, the
 symbols, the WebSocket and page URLs, then waits; Ctrl-C stops the exchange cleanly
-(`ringex stop`), a Ctrl-C while it starts too, once the start has finished.
+(`ringex stop`), a Ctrl-C while it starts too, once the start has finished; an exchange
+that stops under it (its supervisor killed, `ringex stop` elsewhere) ends it, saying so.
 ``--market-maker`` (`make run MM=1`) also runs ``market_maker.py`` as a child process once
 the exchange is ready, so the books are quoted and trades print. It trades as two users of
 its own (MM1, MM2), never as the printed ones: it cancels every open order of its account
@@ -29,7 +30,7 @@ from procs.admin.add_user import open_account
 from procs.admin.client import AdminClient, to_minor_units
 from procs.common.endpoints import url_host
 from procs.common.result_codes import ResultCode
-from procs.common.run_files import run_dir
+from procs.common.run_files import read_status, run_dir, supervisor_running
 from procs.common.topology import users_path
 from procs.common.users import UserStore
 
@@ -241,6 +242,9 @@ def main() -> int:
             if bot is not None and bot.poll() is not None:  # said once: the demo goes on
                 print(f"the market maker exited ({bot.returncode}): see {log}", flush=True)
                 bot = None
+            if supervisor_running(read_status(cfg)) is None:  # killed, or stopped elsewhere
+                print("the exchange has stopped: `ringex status` says why", flush=True)
+                return 1  # (review 321: the demo said "Ctrl-C stops it" on and on)
     except KeyboardInterrupt:
         print("\nstopping ...")
     finally:

@@ -90,12 +90,7 @@ MAX_TOTAL: Final = 2**63 - 1
 # Enum members as module constants: ``Side.BUY`` is a class attribute lookup (~60 ns) on
 # paths a replay takes a million times.
 _BUY, _SELL = Side.BUY, Side.SELL
-_LIMIT, _MARKET, _STOP, _STOP_LIMIT = (
-    OrdType.LIMIT,
-    OrdType.MARKET,
-    OrdType.STOP,
-    OrdType.STOP_LIMIT,
-)
+_LIMIT, _MARKET, _STOP = OrdType.LIMIT, OrdType.MARKET, OrdType.STOP
 
 
 #: Replaces of one order in flight a replace's reservation weighs one by one (about 2 us
@@ -222,11 +217,8 @@ class Accounts(Settlement):
         if limits and self.max_notional:
             # A sell market order is checked at its worst price here (0: none; the live path
             # checks it at the last trade price, ``market_sell_notional``, which a replay
-            # must not: that would depend on when the router saw which trade). A stop sell
-            # at its stop price too: it sells into the bids there, above a lower limit.
-            at = price
-            if side == _SELL and kind in (_STOP, _STOP_LIMIT):
-                at = max(price, order.stop_price)
+            # must not: that would depend on when the router saw which trade).
+            at = market.judged_at(side, kind, price, order.stop_price)
             if market.notional(at, order.qty) > self.max_notional:
                 return ResultCode.NOTIONAL_TOO_LARGE, order
         hold = market.hold(side, price, order.qty)

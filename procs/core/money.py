@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from config.schema import AssetConfig, RingexConfig, SymbolConfig
-from procs.common.types import Side
+from procs.common.types import OrdType, Side
 
 BPS: Final = 10_000  # basis points in one
 _BUY, _SELL = Side.BUY, Side.SELL  # module constants: an enum member lookup costs ~60 ns
@@ -57,6 +57,17 @@ class Market:
 
     def notional(self, price: int, qty: int) -> int:
         return price * qty * self.quote_scale
+
+    @staticmethod
+    def judged_at(side: Side, kind: OrdType, price: int, stop_price: int) -> int:
+        """The price a new order's notional is judged at against ``max_order_notional``:
+        its ``price`` (a market or stop-market buy's: its cap), a stop sell's the higher of
+        its price and its stop price, as it sells into the bids there; 0 for a market sell,
+        which the live path judges at the last trade (``Accounts.market_sell_notional``).
+        The router (``Accounts.reserve_new``) and the REST ``order/test`` judge alike."""
+        if side == _SELL and kind in (OrdType.STOP, OrdType.STOP_LIMIT):
+            return max(price, stop_price)
+        return price
 
     def fees(self, price: int, qty: int) -> tuple[int, int]:
         """(maker's, taker's) fee of a trade of ``qty`` at ``price``: floor(notional x bps

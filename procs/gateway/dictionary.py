@@ -335,10 +335,6 @@ MESSAGES: Final[dict[bytes, MessageSpec]] = {
 #: Messages a client may send: session messages, and the application messages ringex takes.
 ADMIN: Final = frozenset(k for k, v in MESSAGES.items() if v.admin)
 INBOUND_APP: Final = frozenset((b"D", b"F", b"G", b"H", b"q", b"AF", b"BE", b"x", b"e", b"j"))
-#: A request's own id, the first present of which a BusinessMessageReject names (379):
-#: ClOrdID, MassStatusReqID, SecurityReqID, SecurityStatusReqID, MDReqID, QuoteReqID,
-#: UserRequestID, TradeRequestID, PosReqID (review 316: only the first four were).
-REQUEST_IDS: Final = (11, 584, 320, 324, 262, 131, 923, 568, 710)
 
 
 def _by_the_spec(kind: bytes, spec: MessageSpec) -> MessageSpec:
@@ -353,8 +349,16 @@ def _by_the_spec(kind: bytes, spec: MessageSpec) -> MessageSpec:
     return dataclasses.replace(spec, optional=(*spec.optional, *extra), groups=groups)
 
 
-for _kind in (*ADMIN, *INBOUND_APP):  # what a client sends; what ringex sends stays its own
-    MESSAGES[_kind] = _by_the_spec(_kind, MESSAGES[_kind])
+# As a client may send each: a type ringex only sends (8, 9, r) included, so that one with a
+# field FIX 4.4 defines for it is business-rejected, not a session Reject (review 316), and
+# one with a header fault still a session Reject (review 320); such a type keeps the groups
+# ringex writes (a SecurityList's entries carry its tick and lot) beside the spec's others
+for _kind, _own in MESSAGES.items():
+    MESSAGES[_kind] = _by_the_spec(_kind, _own)
+    if _own.groups and _kind not in ADMIN and _kind not in INBOUND_APP:
+        _counts = {g.count_tag for g in _own.groups}
+        _spec = tuple(g for g in MESSAGES[_kind].groups if g.count_tag not in _counts)
+        MESSAGES[_kind] = dataclasses.replace(MESSAGES[_kind], groups=(*_own.groups, *_spec))
 #: Groups of an order taken and not acted on: its parties, its instrument's other ids.
 _DESCRIPTIVE_GROUPS: Final = frozenset((453, 454))
 #: The count tags of an order's other groups (allocations, trading sessions, ...): refused

@@ -454,16 +454,18 @@ def time_span(params: dict[str, str]) -> tuple[int | None, int | None]:
 
 
 def over_notional(req: OrderRequest, market: Market, risk: RiskConfig) -> None:
-    """A 400 ``FILTER_FAILURE`` where ``req`` has a price and its notional there (a stop
-    sell's: at the higher of its price and stopPrice) passes ``risk.max_order_notional``,
-    as the router judges it (``Accounts.reserve_new``): ``order/test``'s check (review 315).
-    What the router judges at the last trade (a market order, a sell below it) is its own."""
-    if not risk.max_order_notional or not req.price:
+    """A 400 ``FILTER_FAILURE`` where ``req``'s notional passes ``risk.max_order_notional``
+    at the price the router judges it at (``Market.judged_at``; a stop buy without a price:
+    its cap above the stop price, as ``Accounts.reserve_new`` caps it): ``order/test``'s
+    check (reviews 315, 320). What the router judges at the last trade (a market order, a
+    sell below it) is its own."""
+    if not risk.max_order_notional:
         return
-    at = req.price
-    if req.side == Side.SELL and req.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
-        at = max(req.price, req.stop_price)
-    if market.notional(at, req.qty) > risk.max_order_notional:
+    price = req.price
+    if req.side == Side.BUY and req.ord_type == OrdType.STOP and not price:
+        price = market.cap(req.stop_price)
+    at = market.judged_at(req.side, req.ord_type, price, req.stop_price)
+    if at and market.notional(at, req.qty) > risk.max_order_notional:
         raise bad_request(codes.FILTER_FAILURE, refusal(ResultCode.NOTIONAL_TOO_LARGE, req, risk))
 
 

@@ -56,6 +56,7 @@ from procs.gateway.fix import (
 from procs.gateway.gap_recovery import GapRecovery
 from procs.gateway.inbound_limits import InboundLimits
 from procs.gateway.live_sessions import LiveSessions
+from procs.gateway.reject_ref import own_id
 from procs.gateway.session_interface import Application, SessionSettings, State
 from procs.gateway.session_marks import ClockMarks
 from procs.gateway.store import MessageStore
@@ -367,8 +368,7 @@ class Session(GapRecovery, ClockMarks):
         """BusinessMessageReject (j): 0 other, 2 unknown security, 3 unsupported message type,
         4 not authorised, 5 conditionally required field missing."""
         body = field(45, msg.get(34) or b"0") + field(372, msg.msg_type or b"?")
-        ref = next(filter(None, map(msg.get, dictionary.REQUEST_IDS)), None)
-        if ref:
+        if ref := own_id(msg):
             body += field(379, ref)
         self.send(b"j", body + field(380, reason) + field(58, text), now_ns)
 
@@ -521,12 +521,8 @@ class Session(GapRecovery, ClockMarks):
             self._resend_upto = 0
         elif self._resend_upto:  # its answer moves the gap on
             self._resend_at = now_ns
-        if kind in dictionary.KNOWN_TYPES and not (
-            kind in dictionary.ADMIN or kind in dictionary.INBOUND_APP
-        ):  # a FIX 4.4 type not taken (ours to send: 8, 9, r) is judged before its fields,
-            # which the gateway's own tables of what it writes would misread (review 316)
-            why = "is not accepted" if kind in dictionary.MESSAGES else "is not supported"
-            self.business_reject(msg, 3, f"MsgType {msg.text(35)} {why}", now_ns)
+        if kind not in dictionary.MESSAGES and kind in dictionary.KNOWN_TYPES:
+            self.business_reject(msg, 3, f"unsupported MsgType {msg.text(35)}", now_ns)
             return
         fault = dictionary.validate(msg)
         if fault is not None:
@@ -542,6 +538,8 @@ class Session(GapRecovery, ClockMarks):
                 self.business_reject(msg, 0, text, now_ns)
                 return
             self.app.on_message(self, msg, now_ns)
+        else:  # ours to send (8, 9, r), valid by FIX 4.4 (review 316): not taken from a client
+            self.business_reject(msg, 3, f"MsgType {msg.text(35)} is not accepted", now_ns)
 
     def _admin(self, msg: FixMessage, now_ns: int) -> None:
         kind = msg.msg_type

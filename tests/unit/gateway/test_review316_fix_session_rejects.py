@@ -22,9 +22,10 @@ Faults found (each fixed; its test says what it was):
    ringex sends for the same message without the extra field). Cause:
    procs/gateway/dictionary.py:352 widens to the specification only ``ADMIN`` and ``INBOUND_APP``;
    session.py:527 then validates the others against their outbound specs (dictionary.py:324-335)
-   before session.py:541 business-rejects them. Fixed: ``Session._in_sequence`` answers every FIX
-   4.4 type outside ``ADMIN`` and ``INBOUND_APP`` with the BusinessMessageReject 380=3 before
-   validation, as it already did a standard type ringex has no table for.
+   before session.py:541 business-rejects them. Fixed: every type in ``dictionary.MESSAGES`` is
+   validated against the whole FIX 4.4 specification of its type (at first by a
+   BusinessMessageReject before validation, which review 320 found took header faults for business
+   ones).
 
 Sound:
 - Logon with HeartBtInt 0, negative, past ``max_heartbeat_s`` and past 2^63-1: a Logout
