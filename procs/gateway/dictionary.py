@@ -351,14 +351,16 @@ def _by_the_spec(kind: bytes, spec: MessageSpec) -> MessageSpec:
 
 # As a client may send each: a type ringex only sends (8, 9, r) included, so that one with a
 # field FIX 4.4 defines for it is business-rejected, not a session Reject (review 316), and
-# one with a header fault still a session Reject (review 320); such a type keeps the groups
-# ringex writes (a SecurityList's entries carry its tick and lot) beside the spec's others
+# one with a header fault still a session Reject (review 320); such a type's groups take
+# the members ringex writes beside the spec's (reviews 320, 322)
 for _kind, _own in MESSAGES.items():
     MESSAGES[_kind] = _by_the_spec(_kind, _own)
     if _own.groups and _kind not in ADMIN and _kind not in INBOUND_APP:
-        _counts = {g.count_tag for g in _own.groups}
-        _spec = tuple(g for g in MESSAGES[_kind].groups if g.count_tag not in _counts)
-        MESSAGES[_kind] = dataclasses.replace(MESSAGES[_kind], groups=(*_own.groups, *_spec))
+        _ours = {g.count_tag: g for g in _own.groups}
+        _merged = [g.merged(_ours.pop(g.count_tag)) if g.count_tag in _ours else g
+                   for g in MESSAGES[_kind].groups]  # fmt: skip
+        _groups = (*_merged, *_ours.values())
+        MESSAGES[_kind] = dataclasses.replace(MESSAGES[_kind], groups=_groups)
 #: Groups of an order taken and not acted on: its parties, its instrument's other ids.
 _DESCRIPTIVE_GROUPS: Final = frozenset((453, 454))
 #: The count tags of an order's other groups (allocations, trading sessions, ...): refused

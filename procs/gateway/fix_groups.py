@@ -42,6 +42,19 @@ class Group:
             self, "nested", {m.count_tag: m for m in self.members if isinstance(m, Group)}
         )
 
+    def merged(self, ours: Group) -> Group:
+        """This group with the members of ``ours`` it lacks (ringex's own, such as a
+        SecurityList entry's MinPriceIncrement 969), each after the member it follows there."""
+        members = list(self.members)
+        heads = [m.count_tag if isinstance(m, Group) else m for m in members]
+        for k, tag in enumerate(ours.members):
+            if isinstance(tag, int) and tag not in heads:
+                before = ours.members[k - 1] if k else None
+                at = heads.index(before) + 1 if before in heads else len(heads)
+                members.insert(at, tag)
+                heads.insert(at, tag)
+        return Group(self.count_tag, tuple(members))
+
     @property
     def first(self) -> int:
         """The delimiter: every entry starts with it."""
