@@ -1,4 +1,4 @@
-"""``GET /api/v3/exchangeInfo``'s answer: the config's symbols as Binance spot describes them.
+"""``GET /api/v1/exchangeInfo``'s answer: the config's symbols as Binance spot describes them.
 
 Beside ringex's own keys (``tickSize``, ``minQty``, ``bandBps``, the fees), each symbol carries
 what a Binance client library reads to round and check an order before it sends it:
