@@ -297,7 +297,10 @@ def test_scrypt_of_a_login_runs_off_the_loop(harness: Harness) -> None:
                 await slow.close()
             took = time.perf_counter() - began
         assert took > 0.03  # scrypt ran (its ~50 ms each)
-        probe.within(BOUND_S, "a login")
+        # three logins: each one's scrypt on the loop would hold it, so the second worst is
+        # judged and a host's one preemption of the process passed over (a clean clone's
+        # full run saw 63 ms once)
+        probe.within(BOUND_S, "a login", once=False)
 
     run(harness, scenario)
 
