@@ -54,8 +54,9 @@ import signal
 import subprocess
 import sys
 import time
+from asyncio import Task
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -301,6 +302,28 @@ def invariants(cfg: RingexConfig, accounts: dict[str, int], out: Answers) -> lis
     return broken
 
 
+def traded_through(
+    cfg: RingexConfig, out: Answers, seed: int, life: Callable[[list[Task[None]]], Awaitable[None]]
+) -> None:
+    """Two REST traders (seeds ``seed``, ``seed + 1``) on the instance while ``life`` runs
+    its kills, then stopped; a trader's own failure raised."""
+    rest = cfg.gateways[0].rest
+    assert rest is not None
+    url = f"http://127.0.0.1:{rest.port}"
+
+    async def run() -> None:
+        tasks = [asyncio.create_task(trader(url, u, seed + i, out)) for i, u in enumerate(USERS)]
+        try:
+            await life(tasks)
+        finally:
+            out.stopping = True
+            await asyncio.wait(tasks, timeout=30)
+        for task in tasks:
+            task.result()
+
+    asyncio.run(run())
+
+
 def test_sound_two_matchers_each_killed_under_load_replay_the_same(
     instance: str, tmp_path: Path
 ) -> None:
@@ -309,29 +332,19 @@ def test_sound_two_matchers_each_killed_under_load_replay_the_same(
     Expected: every invariant of the module docstring; each matcher's ring the replay's
     events byte for byte."""
     with two_matchers(instance, tmp_path) as (cfg, accounts):
-        rest = cfg.gateways[0].rest
-        assert rest is not None
-        url = f"http://127.0.0.1:{rest.port}"
         out = Answers()
         done: list[str] = []
         rng = random.Random(3170)
 
-        async def run() -> None:
-            tasks = [asyncio.create_task(trader(url, u, 317 + i, out)) for i, u in enumerate(USERS)]
-            try:
+        async def life(tasks: list[Task[None]]) -> None:
+            await progress(out, tasks)
+            for victim in VICTIMS:
+                await asyncio.sleep(rng.uniform(0.0, 0.3))
+                await r34.restarted(cfg, r34.sigkill(cfg, victim))
+                done.append(victim)
                 await progress(out, tasks)
-                for victim in VICTIMS:
-                    await asyncio.sleep(rng.uniform(0.0, 0.3))
-                    await r34.restarted(cfg, r34.sigkill(cfg, victim))
-                    done.append(victim)
-                    await progress(out, tasks)
-            finally:
-                out.stopping = True
-                await asyncio.wait(tasks, timeout=30)
-            for task in tasks:
-                task.result()
 
-        asyncio.run(run())
+        traded_through(cfg, out, 317, life)
         assert len(done) == len(VICTIMS)
         broken = invariants(cfg, accounts, out)
         assert not broken, f"after {done}: {broken[:8]}"
@@ -345,29 +358,19 @@ def test_sound_a_quiet_matcher_killed_after_an_exchange_snapshot_replays_the_sam
     from a newer exchange snapshot; m2 SIGKILLed, then both symbols trade again.
     Expected: m2's ring holds the replay's events byte for byte, every invariant holds."""
     with two_matchers(instance, tmp_path) as (cfg, accounts):
-        rest = cfg.gateways[0].rest
-        assert rest is not None
-        url = f"http://127.0.0.1:{rest.port}"
         out = Answers()
 
-        async def run() -> None:
-            tasks = [asyncio.create_task(trader(url, u, 31 + i, out)) for i, u in enumerate(USERS)]
-            try:
-                await progress(out, tasks)
-                out.symbols = ("BTC-USD",)
-                await progress(out, tasks, 200)
-                await r34.restarted(cfg, r34.sigkill(cfg, "matcher-m2"))
-                out.symbols = SYMBOLS
-                await progress(out, tasks)
-                await r34.restarted(cfg, r34.sigkill(cfg, "matcher-m2", "router"))
-                await progress(out, tasks)
-            finally:
-                out.stopping = True
-                await asyncio.wait(tasks, timeout=30)
-            for task in tasks:
-                task.result()
+        async def life(tasks: list[Task[None]]) -> None:
+            await progress(out, tasks)
+            out.symbols = ("BTC-USD",)
+            await progress(out, tasks, 200)
+            await r34.restarted(cfg, r34.sigkill(cfg, "matcher-m2"))
+            out.symbols = SYMBOLS
+            await progress(out, tasks)
+            await r34.restarted(cfg, r34.sigkill(cfg, "matcher-m2", "router"))
+            await progress(out, tasks)
 
-        asyncio.run(run())
+        traded_through(cfg, out, 31, life)
         broken = invariants(cfg, accounts, out)
         assert not broken, broken[:8]
 
@@ -380,26 +383,16 @@ def test_sound_a_matcher_killed_again_and_again_publishes_each_event_once(
     Expected: m1's ring holds the replay's events byte for byte (none twice, none
     changed); every invariant holds."""
     with two_matchers(instance, tmp_path) as (cfg, accounts):
-        rest = cfg.gateways[0].rest
-        assert rest is not None
-        url = f"http://127.0.0.1:{rest.port}"
         out = Answers()
         rng = random.Random(17)
 
-        async def run() -> None:
-            tasks = [asyncio.create_task(trader(url, u, 7 + i, out)) for i, u in enumerate(USERS)]
-            try:
-                await progress(out, tasks)
-                for _ in range(8):
-                    await asyncio.sleep(rng.uniform(0.0, 0.05))
-                    await r34.restarted(cfg, r34.sigkill(cfg, "matcher-m1"))
-                await progress(out, tasks)
-            finally:
-                out.stopping = True
-                await asyncio.wait(tasks, timeout=30)
-            for task in tasks:
-                task.result()
+        async def life(tasks: list[Task[None]]) -> None:
+            await progress(out, tasks)
+            for _ in range(8):
+                await asyncio.sleep(rng.uniform(0.0, 0.05))
+                await r34.restarted(cfg, r34.sigkill(cfg, "matcher-m1"))
+            await progress(out, tasks)
 
-        asyncio.run(run())
+        traded_through(cfg, out, 7, life)
         broken = invariants(cfg, accounts, out)
         assert not broken, broken[:8]
