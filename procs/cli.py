@@ -531,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     shm = sub.add_parser("shm", help="inspect and clean up shared-memory rings")
     shm_sub = shm.add_subparsers(dest="shm_command", required=True)
     ls = shm_sub.add_parser("ls", help="list ringex segments, their geometry and liveness")
-    ls.add_argument("--instance", type=instance, help="only this instance")
+    ls.add_argument("--instance", type=instance, action=Once, help="only this instance")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=shm_ls)
     rm = shm_sub.add_parser("rm", help="remove segments and their semaphores")

@@ -82,12 +82,13 @@ class NewOrders:
     async def test_order(self, request: RestRequest) -> web.Response:
         """``POST order/test``: the order checked as ``POST order`` checks it here (the
         signature and trade scope, every field against the symbol's rules, a
-        ``newClientOrderId`` an open order holds, a priced order's notional) and not sent:
+        ``newClientOrderId`` an open order holds, a stop buy's cap, a priced order's
+        notional: ``rest_params.router_refusal``) and not sent:
         ``{}``, or the 400 the order would get. What only the exchange checks (balance, price
         band, open orders, a notional judged at the last trade) is not asked."""
         key, req = await self._order_of(request)
         self.check_free(key, req)
-        rp.over_notional(req, Market.all(self.cfg)[req.symbol.id], self.cfg.risk)
+        rp.router_refusal(req, Market.all(self.cfg)[req.symbol.id], self.cfg.risk)
         return json_response({})
 
     async def _order_of(self, request: RestRequest) -> tuple[ApiKey, rp.OrderRequest]:

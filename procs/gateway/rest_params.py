@@ -453,17 +453,22 @@ def time_span(params: dict[str, str]) -> tuple[int | None, int | None]:
     return start, end
 
 
-def over_notional(req: OrderRequest, market: Market, risk: RiskConfig) -> None:
-    """A 400 ``FILTER_FAILURE`` where ``req``'s notional passes ``risk.max_order_notional``
-    at the price the router judges it at (``Market.judged_at``; a stop buy without a price:
-    its cap above the stop price, as ``Accounts.reserve_new`` caps it): ``order/test``'s
-    check (reviews 315, 320). What the router judges at the last trade (a market order, a
+def router_refusal(req: OrderRequest, market: Market, risk: RiskConfig) -> None:
+    """The 400 the router would give ``req`` from the order alone, ``order/test``'s check
+    (reviews 315, 320, 327): a stop buy without a price whose cap (its stop price plus
+    ``bandBps``, as ``Accounts.reserve_new`` caps it) passes the largest price is refused
+    ``INVALID_PRICE`` before its notional is judged; then ``FILTER_FAILURE`` where the
+    notional passes ``risk.max_order_notional`` at the price the router judges it at
+    (``Market.judged_at``). What the router judges at the last trade (a market order, a
     sell below it) is its own."""
-    if not risk.max_order_notional:
-        return
     price = req.price
     if req.side == Side.BUY and req.ord_type == OrdType.STOP and not price:
         price = market.cap(req.stop_price)
+        if price > MAX_INT64:
+            refused = refusal(ResultCode.INVALID_PRICE, req, risk)
+            raise bad_request(codes.NEW_ORDER_REJECTED, refused)
+    if not risk.max_order_notional:
+        return
     at = market.judged_at(req.side, req.ord_type, price, req.stop_price)
     if at and market.notional(at, req.qty) > risk.max_order_notional:
         raise bad_request(codes.FILTER_FAILURE, refusal(ResultCode.NOTIONAL_TOO_LARGE, req, risk))

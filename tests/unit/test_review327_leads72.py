@@ -1,0 +1,102 @@
+"""Review 327: leads of session 71's notes, each pinned and fixed in session 72.
+
+Reviewed: ``procs/cli.py`` (``shm ls``), ``procs/gateway/rest_params.py`` (``order/test``'s
+check of what the router refuses from the order alone).
+
+Rig: the REST rig (``tests/unit/gateway/rest_rig.py``, a real gateway and router behind real
+HTTP) and the ``ringex`` CLI in process (``tests/unit/test_review_admin_bugs._cli``).
+
+Faults found:
+
+1. ``ringex shm ls --instance a --instance b`` listed b's segments in silence, where ``shm rm``
+   refuses the same flag twice (review 314) and every other valued flag of the CLI is
+   ``Once``. Fixed: ``procs/cli.py`` gives ``ls``'s ``--instance`` ``action=Once``.
+2. ``POST order/test`` answered ``{}`` for a STOP_LOSS BUY without a price whose stopPrice is
+   so high that its cap (the stop price plus ``bandBps``) passes the largest price, which
+   ``POST order`` sends and the router refuses ``INVALID_PRICE`` (-2010, the cap's note);
+   with ``max_order_notional`` set, order/test called it a notional past the limit (-1013)
+   where the router says ``INVALID_PRICE``. Fixed: ``rest_params.router_refusal`` (was
+   ``over_notional``) refuses the cap first, as ``Accounts.reserve_new`` does.
+
+Sound: ``shm ls --instance`` once; order/test of a stop buy whose cap fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from procs.gateway.rest import RestApi
+from tests.unit.gateway.harness import Harness
+from tests.unit.gateway.rest_rig import client, rest_exchange, run
+from tests.unit.gateway.test_review320_reread71 import _code, _risk
+from tests.unit.test_review_admin_bugs import _cli
+
+ORDER = "/api/v1/order"
+TEST = "/api/v1/order/test"
+#: A stop price (2 decimals) whose cap, plus the rig's bandBps, passes 2**63 - 1 units.
+HIGH_STOP = "90000000000000000.00"
+
+
+def test_shm_ls_refuses_an_instance_given_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    """Scenario: ``ringex shm ls --instance r327-a --instance r327-b``. Expected: a usage error
+    (exit 2) naming the flag, as ``shm rm`` answers. Was (fixed): exit 0, b's list."""
+    assert _cli(["shm", "ls", "--instance", "r327-a", "--instance", "r327-b"]) == 2
+    assert "--instance" in capsys.readouterr().err
+
+
+def test_sound_shm_ls_one_instance(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli(["shm", "ls", "--instance", "r327-none", "--json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+
+
+@pytest.fixture
+def plain(instance: str, tmp_path: Path) -> Iterator[Harness]:
+    yield from rest_exchange(instance, tmp_path)
+
+
+@pytest.fixture
+def bounded(instance: str, tmp_path: Path) -> Iterator[Harness]:
+    yield from rest_exchange(instance, tmp_path, reshape=_risk(max_order_notional=100 * 10**6))
+
+
+def _tested_and_placed(harness: Harness, stop_price: str) -> dict[str, Any]:
+    """order/test's and POST order's (status, code) for ALICE's STOP_LOSS BUY 0.01 at
+    ``stop_price``, and POST order's msg."""
+    got: dict[str, Any] = {}
+
+    async def scenario(api: RestApi, url: str) -> None:
+        alice = await client(url, "ALICE", "alice-pw")
+        stop: dict[str, Any] = {
+            "symbol": "BTC-USD", "side": "BUY", "type": "STOP_LOSS", "quantity": "0.01"
+        }  # fmt: skip
+        try:
+            got["tested"] = _code(await alice.request("POST", TEST, **stop, stopPrice=stop_price))
+            status, body = await alice.request("POST", ORDER, **stop, stopPrice=stop_price)
+            got["placed"], got["msg"] = _code((status, body)), body.get("msg", "")
+        finally:
+            await alice.close()
+
+    run(harness, scenario)
+    return got
+
+
+@pytest.mark.parametrize("rig", ["plain", "bounded"])
+def test_order_test_refuses_a_stop_buy_whose_cap_does_not_fit(
+    rig: str, request: pytest.FixtureRequest
+) -> None:
+    """Scenario: ALICE tests, then sends, a STOP_LOSS BUY without a price at stopPrice
+    90000000000000000.00 (its cap past the largest price), with and without
+    ``max_order_notional``. Expected: order/test answers as POST order does: 400 -2010, the
+    router's INVALID_PRICE. Was (fixed): ``{}`` without a notional limit, -1013 with one."""
+    got = _tested_and_placed(request.getfixturevalue(rig), HIGH_STOP)
+    assert got["placed"] == (400, -2010) and "INVALID_PRICE" in got["msg"], got
+    assert got["tested"] == got["placed"], got
+
+
+def test_sound_order_test_takes_a_stop_buy_whose_cap_fits(plain: Harness) -> None:
+    got = _tested_and_placed(plain, "20.00")
+    assert got["tested"] == (200, 0), got
