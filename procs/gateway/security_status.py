@@ -4,7 +4,8 @@ refused for it.
 
 SubscriptionRequestType (263): 0, a snapshot: one SecurityStatus; 1, a snapshot, then one
 at each change of the symbol's status, a halt or a resume (UnsolicitedIndicator 325=Y; an
-end of session or a halt of a halted symbol changes nothing), until a 2 for the symbol
+end of session, or a halt of a symbol the follower was last told is halted, changes
+nothing, whatever the gateway read before it started), until a 2 for the symbol
 (answered with nothing) or the session's end (a subscription is its connection's, taken
 again after a logon, as a market-data subscription is). SecurityStatusReqID (324) is the
 request's. SecurityTradingStatus (326): 17, ready to trade; 2, trading halt; 20, unknown,
@@ -67,6 +68,10 @@ class SecurityStatuses:
         self.seen: dict[int, tuple[int, int]] = {}
         #: symbol name -> session id -> (the session, its SecurityStatusReqID)
         self.followers: dict[bytes, dict[int, tuple[Session, bytes]]] = {}
+        #: (session id, symbol name) -> the status a follower was last sent: a push goes
+        #: where it says a change, the follower's, not the gateway's (review 326: after a
+        #: restart a halt of a halted symbol was pushed to those told of it by a snapshot)
+        self.told: dict[tuple[int, bytes], int] = {}
         md = server.cfg.marketdata
         self._market_url = f"http://{md.host}:{md.port}" if md.enabled else None
         self._client: ClientSession | None = None  # its own, where no REST API shares one
@@ -90,12 +95,14 @@ class SecurityStatuses:
         followers = self.followers.setdefault(name, {})
         if kind == b"2":
             followers.pop(session.session_id, None)
+            self.told.pop((session.session_id, name), None)
             return
         if kind == b"1":
             followers[session.session_id] = (session, ref)
         seen = self.seen.get(symbol.id)
         if seen is not None:
             session.send(b"f", _status(ref, name, seen[0], False, seen[1]), now_ns)
+            self._tell(session, name, seen[0])
             return
         key = (session.session_id, name)
         self._waiting[key] = self._waiting.get(key, 0) + 1
@@ -109,20 +116,21 @@ class SecurityStatuses:
             return
         status = _BY_STATUS.get(event.status, UNKNOWN)
         at_ns, symbol = event.ts_ns, event.symbol
-        before = self.seen.get(symbol)
         self.seen[symbol] = (status, at_ns)
         name = self.names.get(symbol)
         if name is None or event.action == AdminAction.END_OF_SESSION:
             return  # an end of session changes no status
-        if before is not None and before[0] == status:
-            return  # a halt of a halted symbol
         followers, now_ns = self.followers.get(name, {}), wall_clock.now_ns()
         for session_id, (session, ref) in list(followers.items()):
+            key = (session_id, name)
             if session.closed:
                 del followers[session_id]  # its connection ended: its subscriptions too
-            elif not self._waiting.get((session_id, name)):  # (else its snapshot says it)
-                # written at the end of the pump's batch, as the reports it reads are
+                self.told.pop(key, None)
+            elif self._waiting.get(key) or self.told.get(key) == status:
+                continue  # its snapshot, sent after, says it; or a halt of a halted symbol
+            else:  # written at the end of the pump's batch, as the reports it reads are
                 session.send(b"f", _status(ref, name, status, True, at_ns), now_ns)
+                self.told[key] = status
 
     async def _from_market(
         self, session: Session, ref: bytes, name: bytes, symbol: int, key: tuple[int, bytes]
@@ -151,7 +159,13 @@ class SecurityStatuses:
         if live is not session or session.closed:
             return  # a status is not parked: a new session asks again
         session.send(b"f", _status(ref, name, status, False, at_ns) + extra, wall_clock.now_ns())
+        self._tell(session, name, status)
         self.server.write_now(session)
+
+    def _tell(self, session: Session, name: bytes, status: int) -> None:
+        """``session`` was sent ``status`` of ``name``: kept where it follows ``name``."""
+        if session.session_id in self.followers.get(name, {}):
+            self.told[(session.session_id, name)] = status
 
     def market(self) -> MarketStatuses:
         """The fetcher of market data's statuses, made at its first use."""
