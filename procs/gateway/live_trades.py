@@ -11,7 +11,10 @@ taker side), so both sides of a self-trade stay, and it is filtered, ordered and
 the request's own ``fromId``, ``startTime``, ``endTime`` and ``limit``.
 
 Only fills of the orders ``RestOrders`` follows are kept (the orders placed through the API,
-and those of the accounts that use it): the same ones its live views report. At most
+and those of the accounts that use it): the same ones its live views report. Those of the
+orders placed through the API are in the gateway's order log too, with their orders, and a
+restart gives them back (``restore``, from ``rest_order_log``); the others are memory only,
+lost with the process until the writer files them. At most
 ``MAX_LIVE_FILLS`` are kept; past it the oldest go first (myTrades lists them again once the
 writer has filed them). A live fill's commission is computed under the gateway's configured
 fees (``commission.py``), a filed one's is the journal's: equal while both started from the
@@ -68,20 +71,35 @@ class LiveTrades:
     def __len__(self) -> int:
         return len(self._fills)
 
-    def add(self, trade: Trade, account: int, order_id: int, maker: bool) -> None:
+    def add(self, trade: Trade, account: int, order_id: int, maker: bool) -> LiveFill | None:
         """``account``'s side of ``trade`` (its maker side or its taker side), by ``order_id``;
-        a side already kept (an event read again) is kept once."""
+        a side already kept (an event read again) is kept once. Returns the fill kept, None
+        when it was kept already."""
         key = (account, trade.symbol, trade.trade_id, maker)
         if key in self._fills:
-            return
+            return None
         fill = LiveFill(
             trade.seq, trade.trade_id, order_id, maker, (trade.aggressor == Side.BUY) != maker,
             trade.price, trade.qty, trade.ts_ns // 1_000_000,
         )  # fmt: skip
+        self._put(key, fill)
+        return fill
+
+    def restore(self, account: int, symbol: int, fill: LiveFill) -> None:
+        """A fill the order log kept (``rest_order_log.restore``), as ``add`` keeps one."""
+        key = (account, symbol, fill.trade_id, fill.maker)
+        if key not in self._fills:
+            self._put(key, fill)
+
+    def _put(self, key: Key, fill: LiveFill) -> None:
         self._fills[key] = fill
-        self._by_account.setdefault((account, trade.symbol), {})[trade.trade_id, maker] = fill
+        self._by_account.setdefault((key[0], key[1]), {})[key[2], key[3]] = fill
         if len(self._fills) > self.limit:
             self._drop(next(iter(self._fills)))
+
+    def kept(self) -> list[tuple[Key, LiveFill]]:
+        """The fills kept now, oldest first (a copy: a compaction takes it in steps)."""
+        return list(self._fills.items())
 
     def _drop(self, key: Key) -> None:
         del self._fills[key]

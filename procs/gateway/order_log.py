@@ -49,6 +49,11 @@ M     a MassCancel's ref                             (session id, [[tag, value],
 A     the ref an order was placed under over REST    the API's view of it (``LiveOrder.entry``):
                                                      open, pending, or among the newest
                                                      finished the API keeps
+L     the ref of that API order                      (trade id, maker, journal seq, price,
+                                                     qty, time ms, buyer): a fill of it that
+                                                     myTrades shows until the writer files
+                                                     it (``rest_order_log.fill_entry``);
+                                                     kept with its order, gone with it
 ====  =============================================  =========================================
 
 Once the file has grown past ``compact_bytes`` *and* to twice what the last compaction wrote,
@@ -91,7 +96,7 @@ COMPACT_FRAME_ENTRIES = 50_000
 COMPACT_STEP_ENTRIES = 1_000
 
 ORDER, REQUEST, GONE, POSITION, COMMAND, HANDLED = "O", "R", "X", "P", "C", "H"
-FINISHED, MASS, API_ORDER = "F", "M", "A"
+FINISHED, MASS, API_ORDER, API_FILL = "F", "M", "A", "L"
 #: The journal schema id of a COMMAND entry's image where the entry does not say it: the
 #: layout of every build that logged commands without it (before 2026-11-27), so a build
 #: of other commands passes over them too (review 76).
@@ -121,6 +126,19 @@ def plain(entries: Iterable[Kept]) -> list[Entry]:
     return [tuple(msgspec.msgpack.decode(e)) if isinstance(e, msgspec.Raw) else e for e in entries]
 
 
+class ApiOrderValues(list[Any]):
+    """An API order's fields as its last ``API_ORDER`` entry wrote them (a plain list to its
+    readers: ``LiveOrder.restore``, ``waiting_refs``), with the fills the log holds of it
+    (``API_FILL``: trade id -> the entry's fields after its key), none in a log written
+    before review 324. A new entry of the order keeps them."""
+
+    __slots__ = ("fills",)
+
+    def __init__(self, values: list[Any], fills: dict[int, list[Any]]) -> None:
+        super().__init__(values)
+        self.fills = fills
+
+
 class OrderLogError(ValueError):
     """The log is damaged before its last frame: named with the file and byte offset."""
 
@@ -143,7 +161,8 @@ class Recovered:
     finished: dict[int, list[Any]] = field(default_factory=dict)
     #: MassCancel ref -> [session id, [[tag, value], ...]], still waiting for its verdict
     mass_cancels: dict[int, list[Any]] = field(default_factory=dict)
-    #: ref an order was placed under over REST -> ``LiveOrder.entry()``, oldest write first
+    #: ref an order was placed under over REST -> ``LiveOrder.entry()`` (an
+    #: ``ApiOrderValues``, with its logged fills), oldest write first
     api_orders: dict[int, list[Any]] = field(default_factory=dict)
 
     def apply(self, entry: list[Any]) -> None:
@@ -158,8 +177,14 @@ class Recovered:
             self.mass_cancels.pop(key, None)
             self.api_orders.pop(key, None)
         elif kind == API_ORDER:
-            self.api_orders.pop(key, None)  # the newest write last: restored in that order
-            self.api_orders[key] = entry[2:]
+            # the newest write last: restored in that order
+            was = self.api_orders.pop(key, None)
+            fills = was.fills if isinstance(was, ApiOrderValues) else {}
+            self.api_orders[key] = ApiOrderValues(entry[2:], fills)
+        elif kind == API_FILL:
+            order = self.api_orders.get(key)  # none: its order went (or a compaction's fuzz
+            if isinstance(order, ApiOrderValues):  # wrote it first: the tail has it again)
+                order.fills[entry[2]] = entry[3:]
         elif kind == MASS:
             self.mass_cancels[key] = entry[2:]
         elif kind == POSITION:

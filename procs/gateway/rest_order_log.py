@@ -10,18 +10,39 @@ are most of what a compaction writes, and making and encoding each again took 10
 compaction. So ``take_changes`` keeps a finished order's entry as the log wrote it, encoded
 (``LiveOrder.logged``), and a compaction copies those bytes (2.3 ms); ``_touched`` drops
 them, and ``restore`` gives a finished order the bytes the log holds.
+
+The fills of these orders go in the log too, one ``API_FILL`` entry each, written once with
+the order's change (``fill_entry``): ``restore`` gives them back to ``LiveTrades``, so that
+``myTrades`` still lists a fill the writer has not filed after a restart, clean or not, as
+``allOrders`` lists its order (review 324). Not in the order's own entry, which is written
+again at each of its changes: an order filled k times would write k² fills. A compaction
+keeps those still in ``LiveTrades`` (not yet past the writer's checkpoint, at most
+``MAX_LIVE_FILLS``) of the orders it keeps; an order's ``GONE`` takes its fills along.
+The fills of the other orders ``RestOrders`` follows (placed over FIX, or through another
+gateway) are the gateway's memory only.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from procs.core.resting import RestingOrder
 from procs.gateway.grouped import GroupedDict
 from procs.gateway.instruments import Instruments
-from procs.gateway.order_log import API_ORDER, GONE, Entry, Kept, encoded, plain
+from procs.gateway.live_trades import LiveFill, LiveTrades
+from procs.gateway.order_log import (
+    API_FILL,
+    API_ORDER,
+    GONE,
+    ApiOrderValues,
+    Entry,
+    Kept,
+    encoded,
+    plain,
+)
 from procs.gateway.rest_order_state import LiveOrder, PendingRequest
 from procs.gateway.unfiled_orders import UnfiledOrders
 
@@ -34,10 +55,13 @@ class RestOrderLog:
     done: OrderedDict[int, LiveOrder]
     requests: dict[int, PendingRequest]
     unfiled: UnfiledOrders
+    trades: LiveTrades
     #: orders placed through this API that changed since ``take_changes`` (by ``placed``),
     #: and those no longer kept (finished and past ``keep_done``)
     _changed: dict[int, LiveOrder]
     _gone: list[int]
+    #: the fills of orders placed through this API since ``take_changes``, by ``placed``
+    _fills_to_log: list[tuple[int, LiveFill]]
 
     if TYPE_CHECKING:  # ``RestOrders``'
 
@@ -54,13 +78,15 @@ class RestOrderLog:
             else:  # finished: what a compaction copies until it goes (or changes after all)
                 o.logged = encoded(entry)
                 entries.append(o.logged)
+        entries += [fill_entry(placed, f) for placed, f in self._fills_to_log]  # after theirs
         self._gone.clear()
         self._changed.clear()
+        self._fills_to_log.clear()
         return entries
 
     def changed_since_taken(self) -> bool:
         """Whether ``take_changes`` has entries to give."""
-        return bool(self._changed or self._gone)
+        return bool(self._changed or self._gone or self._fills_to_log)
 
     def dump(self) -> list[Entry]:
         """Entries for every order placed through this API that is still kept, decoded."""
@@ -72,18 +98,36 @@ class RestOrderLog:
         it, already encoded."""
         kept = [o for o in self.done.values() if o.placed]
         kept += [o for o in self.client_ids.values() if o.placed]
-        return ((API_ORDER, o.placed, *o.entry()) if o.logged is None else o.logged for o in kept)
+        orders = ((API_ORDER, o.placed, *o.entry()) if o.logged is None else o.logged for o in kept)
+        return chain(orders, self._fills_kept())
+
+    def _fills_kept(self) -> Iterator[Entry]:
+        """The ``API_FILL`` entries of the fills still live of the orders kept, taken once
+        the orders' entries are (replay drops a fill whose order it has not: one placed
+        since the compaction began has both in the frames that follow)."""
+        for (account, _symbol, _trade, _maker), fill in self.trades.kept():
+            o = self.live.get(fill.order_id) or self.done.get(fill.order_id)
+            if o is not None and o.placed and o.account == account:
+                yield fill_entry(o.placed, fill)
 
     def restore(self, entries: dict[int, list[Any]]) -> int:
         """Take back the orders placed through this API that an order log kept: open ones are
         followed again and hold their clientOrderIds, one still waiting for the exchange's
-        answer gets it, finished ones answer queries. Returns how many are open or pending."""
+        answer gets it, finished ones answer queries; their logged fills go back to the live
+        fills, oldest first, until the writer's checkpoint passes them (``forget_filed``).
+        Returns how many are open or pending."""
+        fills: list[tuple[int, int, LiveFill]] = []
         for placed, values in entries.items():
             order = LiveOrder.restore(placed, values, self.instruments)
             if order is None:
                 continue
             if order.order_id and order.status != "REJECTED":  # taken by the exchange: its
                 self.note_used(order.account, order.client_order_id)  # id "used" (a crash)
+            if isinstance(values, ApiOrderValues):  # (a log of before review 324: none)
+                for trade_id, (maker, seq, price, qty, time_ms, buyer) in values.fills.items():
+                    fill = LiveFill(seq, trade_id, order.order_id, maker, buyer, price, qty,
+                                    time_ms)  # fmt: skip
+                    fills.append((order.account, order.symbol.id, fill))
             if not order.open:
                 order.cancel_ref = 0  # ended: a cancel of it has nothing left to do
                 if order.status != "REJECTED":  # as live: a refused order is not kept
@@ -103,6 +147,8 @@ class RestOrderLog:
                 self.live[order.order_id] = order
         while len(self.done) > self.keep_done:
             self.done.popitem(last=False)
+        for account, symbol, fill in sorted(fills, key=lambda f: f[2].seq):
+            self.trades.restore(account, symbol, fill)
         return len(self.client_ids)
 
     def _touched(self, order: LiveOrder | None) -> None:
@@ -162,3 +208,8 @@ class RestOrderLog:
                 self._touched(order)
                 corrected += 1
         return corrected, forgotten
+
+
+def fill_entry(placed: int, f: LiveFill) -> Entry:
+    """The order log's entry of a fill of the API order placed under ``placed``."""
+    return (API_FILL, placed, f.trade_id, f.maker, f.seq, f.price, f.qty, f.time_ms, f.buyer)

@@ -162,6 +162,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
         #: and those no longer kept (finished and past ``keep_done``)
         self._changed: dict[int, LiveOrder] = {}
         self._gone: list[int] = []
+        self._fills_to_log = []
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -456,7 +457,9 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
         order.update_ms = ms(trade.ts_ns)
         self._touched(order)
         self.unfiled.changed(order, trade.seq)
-        self.trades.add(trade, order.account, order_id, maker)
+        kept = self.trades.add(trade, order.account, order_id, maker)
+        if kept is not None and order.placed:  # into the order log with it (rest_order_log)
+            self._fills_to_log.append((order.placed, kept))
         s = order.symbol
         fill = {
             "price": format_units(trade.price, s.price_decimals).decode(),

@@ -300,20 +300,12 @@ async def _filled_in_part_then_crash(h: Harness) -> None:
     await h.start()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a documented limit (README, REST): the fills the gateway keeps for myTrades until "
-    "the writer files them live in its memory, not in its order log; after a crash "
-    "myTrades lacks them until the writer has filed them (a batch, as a rule)",
-)
-def test_my_trades_after_a_crash_lacks_a_fill_get_order_shows(pg_harness: Harness) -> None:
+def test_my_trades_after_a_crash_has_the_fill_get_order_shows(pg_harness: Harness) -> None:
     """An API order half filled after the writer's last filing; the gateway crashes and comes
-    back (rings kept). GET order shows ALICE's order with 0.50 executed, but
-    ``myTrades`` lists no fill: the live copies (``LiveTrades``) are memory only, and the
-    order log keeps none, so a fill the gateway handled before the crash and the writer has
-    not filed is in no view but the order's count. Expected (README: "myTrades lists a fill
-    as soon as the live views do ... the fills this gateway saw that the writer has not filed
-    yet"): myTrades lists the 0.50 fill."""
+    back (rings kept). GET order shows ALICE's order with 0.50 executed, and ``myTrades``
+    lists the 0.50 fill (README: "myTrades lists a fill as soon as the live views do"): the
+    order log keeps an API order's fills (review 324). Was (a documented limit until review
+    324): the live copies were memory only, and myTrades lacked the fill."""
 
     async def scenario(h: Harness) -> None:
         await _filled_in_part_then_crash(h)
