@@ -43,7 +43,7 @@ from procs.common.records import (
     Transfer,
     Triggered,
 )
-from procs.common.types import DoneReason, OrderFlag, OrdType
+from procs.common.types import DoneReason, OrderFlag, OrdType, Side
 from procs.core.accounts import Accounts
 from procs.dbwriter.copy import BinaryRows, GroupedRows, RowLayout, pg_micros
 
@@ -196,8 +196,8 @@ class Batch:
 
     def candle_rows(self) -> list[tuple[object, ...]]:
         """(symbol, interval_s, bucket, open, high, low, close, volume, quote_volume, trades,
-        first_trade_id, last_trade_id) per candle the batch touched: its 1m candles, and the
-        longer ones merged from them."""
+        first_trade_id, last_trade_id, taker_buy_volume, taker_buy_quote_volume) per candle
+        the batch touched: its 1m candles, and the longer ones merged from them."""
         merged: dict[tuple[int, int, int], list[int]] = {}
         for (symbol, minute), c in sorted(self.candles.items()):
             for interval in CANDLE_INTERVALS_S:
@@ -212,10 +212,13 @@ class Batch:
                     if c[8] > m[8]:
                         m[3], m[8] = c[3], c[8]
                     m[4], m[5], m[6] = m[4] + c[4], m[5] + c[5], m[6] + c[6]
+                    m[9], m[10] = m[9] + c[9], m[10] + c[10]
         rows: list[tuple[object, ...]] = []
-        for (symbol, interval, start), (o, h, lo, close, v, q, n, f, last) in merged.items():
+        for (symbol, interval, start), c in merged.items():
+            o, h, lo, close, v, q, n, f, last, buy_v, buy_q = c
             bucket = to_datetime(start * 60_000_000_000)
-            rows.append((symbol, interval, bucket, o, h, lo, close, v, Decimal(q), n, f, last))
+            ohlc = (o, h, lo, close)
+            rows.append((symbol, interval, bucket, *ohlc, v, Decimal(q), n, f, last, buy_v, buy_q))
         return rows
 
 
@@ -386,12 +389,15 @@ class Projection:
 
 def add_candle(candles: dict[tuple[int, int], list[int]], trade: Trade) -> None:
     """Merge ``trade`` into the batch's 1m candle of its symbol:
-    [open, high, low, close, volume, quote volume, trades, first trade id, last trade id]."""
+    [open, high, low, close, volume, quote volume, trades, first trade id, last trade id,
+    taker buy volume, taker buy quote volume] (the last two: a buying aggressor's trades)."""
     price, qty = trade.price, trade.qty
     key = (trade.symbol, trade.ts_ns // 60_000_000_000)
     c = candles.get(key)
+    bought = trade.aggressor == Side.BUY
     if c is None:
-        candles[key] = [price, price, price, price, qty, price * qty, 1, *(trade.trade_id,) * 2]
+        c = candles[key] = [price, price, price, price, qty, price * qty, 1, trade.trade_id]
+        c += (trade.trade_id, qty, price * qty) if bought else (trade.trade_id, 0, 0)
     else:
         if price > c[1]:
             c[1] = price
@@ -402,3 +408,6 @@ def add_candle(candles: dict[tuple[int, int], list[int]], trade: Trade) -> None:
         c[5] += price * qty
         c[6] += 1
         c[8] = trade.trade_id
+        if bought:
+            c[9] += qty
+            c[10] += price * qty

@@ -140,7 +140,9 @@ _UPSERTS: Final = {
         "quote_volume = c.quote_volume + excluded.quote_volume, "
         "trades = c.trades + excluded.trades, "
         "first_trade_id = least(c.first_trade_id, excluded.first_trade_id), "
-        "last_trade_id = greatest(c.last_trade_id, excluded.last_trade_id)"
+        "last_trade_id = greatest(c.last_trade_id, excluded.last_trade_id), "
+        "taker_buy_volume = c.taker_buy_volume + excluded.taker_buy_volume, "
+        "taker_buy_quote_volume = c.taker_buy_quote_volume + excluded.taker_buy_quote_volume"
     ),
 }
 _TYPES: Final = {
@@ -148,7 +150,7 @@ _TYPES: Final = {
     "balances": ["int8", "int4", "numeric", "numeric", "int8", "timestamptz"],
     "candles": [
         *("int4", "int4", "timestamptz", "int8", "int8", "int8", "int8", "numeric", "numeric"),
-        *("int8", "int8", "int8"),
+        *("int8", "int8", "int8", "numeric", "numeric"),
     ],
 }
 

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from psycopg.errors import UndefinedColumn
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -200,7 +201,7 @@ def _flat_filled(
             close = rows[at_row][4]
             at_row += 1
         elif close is not None:
-            out.append((t, close, close, close, close, 0, 0, 0))
+            out.append((t, close, close, close, close, 0, 0, 0, 0, 0))
     return out
 
 
@@ -426,7 +427,9 @@ class History:
         now_ms: int | None = None,
     ) -> list[list[Any]]:
         """Klines as the venues send them: [open time, open, high, low, close, volume, close
-        time, quote volume, trades], oldest first: the ``limit`` intervals from the start
+        time, quote volume, trades, taker buy volume, taker buy quote volume, "0"] (Binance's
+        twelve fields, the last unused; the first nine from a database the writer has not
+        brought to migration 0014 yet), oldest first: the ``limit`` intervals from the start
         when one is given, else the newest ``limit`` up to the end (default: now). An interval
         nobody traded in, after a trade, is a flat kline at the previous close with zero
         volume, as the exchange's own candles (``core/market/candles.py``) and the venues
@@ -465,18 +468,26 @@ class History:
         span, span_args = _between("bucket", low, top + window - 1)
         # open and close by trade id, as the writer merges them (a clock stepped back puts a
         # later trade in an earlier minute: the rows must not depend on that)
-        rows = await self._rows(
-            "SELECT floor(extract(epoch from b) * 1000)::bigint, o, h, l, c, v, q, n FROM ("
+        query = (
+            "SELECT floor(extract(epoch from b) * 1000)::bigint, o, h, l, c, v, q, n, bv, bq FROM ("
             "SELECT date_bin(make_interval(secs => %s), bucket, 'epoch') AS b, "
             "(array_agg(open ORDER BY first_trade_id))[1] AS o, max(high) AS h, "
             "min(low) AS l, (array_agg(close ORDER BY last_trade_id DESC))[1] AS c, "
-            "sum(volume) AS v, sum(quote_volume) AS q, sum(trades) AS n "
+            "sum(volume) AS v, sum(quote_volume) AS q, sum(trades) AS n, {} "
             f"FROM candles WHERE symbol_id = %s AND interval_s = %s{span} GROUP BY 1) k "
-            "ORDER BY b LIMIT %s",
-            (seconds, sym.id, stored, *span_args, limit),
+            "ORDER BY b LIMIT %s"
         )
+        args = (seconds, sym.id, stored, *span_args, limit)
+        taker = True
+        try:
+            sums = "sum(taker_buy_volume) AS bv, sum(taker_buy_quote_volume) AS bq"
+            rows = await self._rows(query.format(sums), args)
+        except UndefinedColumn:  # a database the writer has not brought to 0014 yet (its
+            # migration waits on a dump's lock: review 243): the nine fields it has
+            rows, taker = await self._rows(query.format("0 AS bv, 0 AS bq"), args), False
         filled = _flat_filled(rows, low, top, window, before[0][0] if before else None)
         pd, qd = sym.price_decimals, sym.qty_decimals
+        fields = 12 if taker else 9
         return [
             [
                 t,
@@ -485,6 +496,9 @@ class History:
                 t + seconds * 1000 - 1,
                 format_units(int(q), pd + qd).decode(),
                 int(n),
-            ]
-            for t, o, h, lo, c, v, q, n in filled
+                format_units(int(bv), qd).decode(),
+                format_units(int(bq), pd + qd).decode(),
+                "0",
+            ][:fields]
+            for t, o, h, lo, c, v, q, n, bv, bq in filled
         ]

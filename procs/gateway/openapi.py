@@ -508,10 +508,10 @@ def _other_schemas(cfg: RingexConfig) -> Json:
         }),
         "ExchangeInfo": _exchange_info(cfg),
         "Kline": {
-            "type": "array", "minItems": 9, "items": False,
-            "prefixItems": [_MS, _DEC, _DEC, _DEC, _DEC, _DEC, _MS, _DEC, _INT],
-            "description": "[open time, open, high, low, close, volume, close time, "
-            "quote volume, trades]",
+            "type": "array", "minItems": 12, "items": False,
+            "prefixItems": [_MS, *[_DEC] * 5, _MS, _DEC, _INT, _DEC, _DEC, {"const": "0"}],
+            "description": "[open time, open, high, low, close, volume, close time, quote "
+            "volume, trades, taker buy volume, taker buy quote volume, unused: \"0\"]",
         },
         "Depth": _obj({
             "e": {"const": "depthSnapshot"}, "E": _MS, "s": _ref("Symbol"), "lastUpdateId": _INT,

@@ -1,10 +1,14 @@
 """Review 327: leads of session 71's notes, each pinned and fixed in session 72.
 
 Reviewed: ``procs/cli.py`` (``shm ls``), ``procs/gateway/rest_params.py`` (``order/test``'s
-check of what the router refuses from the order alone).
+check of what the router refuses from the order alone), ``procs/gateway/history.py``
+(``klines``), ``procs/dbwriter/projection.py`` and ``store.py`` (candles),
+``procs/dbwriter/migrations/0014_candle_taker_buy.sql``.
 
 Rig: the REST rig (``tests/unit/gateway/rest_rig.py``, a real gateway and router behind real
-HTTP) and the ``ringex`` CLI in process (``tests/unit/test_review_admin_bugs._cli``).
+HTTP) and the ``ringex`` CLI in process (``tests/unit/test_review_admin_bugs._cli``); a
+journal made by ``JournalBuilder`` filed by the real writer into a real PostgreSQL, klines
+asked as the gateway asks them (``History``).
 
 Faults found:
 
@@ -17,6 +21,12 @@ Faults found:
    with ``max_order_notional`` set, order/test called it a notional past the limit (-1013)
    where the router says ``INVALID_PRICE``. Fixed: ``rest_params.router_refusal`` (was
    ``over_notional``) refuses the cap first, as ``Accounts.reserve_new`` does.
+3. REST ``klines`` rows had nine fields where Binance's have twelve (review 323's lead): a
+   bot that reads a kline's taker buy volume (``row[9]``, ``row[10]``) or makes a
+   twelve-column frame of them failed. Fixed: the writer's candles keep the taker buy
+   volume and quote volume (a buying aggressor's trades; migration 0014 adds the columns and
+   fills them in from the trades table), and ``klines`` answers Binance's twelve fields, the
+   last ``"0"``; the first nine while the writer has not migrated the database yet.
 
 Sound: ``shm ls --instance`` once; order/test of a stop buy whose cap fits.
 """
@@ -24,12 +34,19 @@ Sound: ``shm ls --instance`` once; order/test of a stop buy whose cap fits.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from procs.common.types import Side
+from procs.dbwriter.migrate import MIGRATIONS
+from procs.gateway.history import History
 from procs.gateway.rest import RestApi
+from tests.unit.dbwriter.history_query import query_history
+from tests.unit.dbwriter.journal_gen import JournalBuilder, fund, limit_order, make_cfg, write_all
 from tests.unit.gateway.harness import Harness
 from tests.unit.gateway.rest_rig import client, rest_exchange, run
 from tests.unit.gateway.test_review320_reread71 import _code, _risk
@@ -100,3 +117,51 @@ def test_order_test_refuses_a_stop_buy_whose_cap_does_not_fit(
 def test_sound_order_test_takes_a_stop_buy_whose_cap_fits(plain: Harness) -> None:
     got = _tested_and_placed(plain, "20.00")
     assert got["tested"] == (200, 0), got
+
+
+def _klines(dsn: str, cfg: Any, now_ms: int) -> dict[str, list[list[Any]]]:
+    sym = next(s for s in cfg.symbols if s.id == 1)
+
+    async def ask(h: History) -> dict[str, list[list[Any]]]:
+        return {i: await h.klines(sym, i, start_ms=0, now_ms=now_ms) for i in ("1m", "1h")}
+
+    return query_history(dsn, ask)
+
+
+def test_klines_carry_the_taker_buy_volumes(tmp_path: Path, dsn: str) -> None:
+    """Scenario: in one minute a buyer takes 3 lots at 1000.00, a seller 2 at 999.00, a buyer
+    1 at 1001.00; the writer files them. Expected: the 1m and 1h klines have Binance's twelve
+    fields: volume 6 lots, taker buy volume 4 lots, taker buy quote volume 3 x 1000.00 +
+    1 x 1001.00, and "0"; a database filed before migration 0014 (its taker columns zero)
+    gets the same figures from the migration's fill-in from the trades. Was (fixed): nine
+    fields."""
+    cfg = make_cfg(tmp_path)
+    b = JournalBuilder(cfg)
+    for account in (10, 11):
+        fund(b, account, {1: 10**15, 2: 10**15})
+    for maker, taker, side, price, qty in (
+        (10, 11, Side.SELL, 100_000, 3),
+        (11, 10, Side.BUY, 99_900, 2),
+        (10, 11, Side.SELL, 100_100, 1),
+    ):
+        limit_order(b, maker, 1, side, price, qty)
+        limit_order(b, taker, 1, Side.BUY if side == Side.SELL else Side.SELL, price, qty)
+    b.close()
+    write_all(cfg, dsn)
+    sym = next(s for s in cfg.symbols if s.id == 1)
+    lots = 10**sym.qty_decimals
+    now_ms = b.clock // 10**6 + 1
+    got = _klines(dsn, cfg, now_ms)
+    for rows in got.values():
+        (row,) = [k for k in rows if k[8]]
+        v, bv, bq = (Decimal(row[k]) * lots for k in (5, 9, 10))
+        assert (v, bv, bq, row[8], row[11]) == (6, 4, 3 * 1000 + 1001, 3, "0"), row
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE candles SET taker_buy_volume = 0, taker_buy_quote_volume = 0")
+        text = (MIGRATIONS / "0014_candle_taker_buy.sql").read_text()
+        conn.execute("ALTER TABLE candles DROP COLUMN taker_buy_volume")
+        conn.execute("ALTER TABLE candles DROP COLUMN taker_buy_quote_volume")
+        nine = _klines(dsn, cfg, now_ms)
+        conn.execute(text.encode())
+    assert nine == {i: [k[:9] for k in rows] for i, rows in got.items()}  # before 0014
+    assert _klines(dsn, cfg, now_ms) == got  # 0014's fill-in from the trades

@@ -115,7 +115,7 @@ class _CannedHistory(History):
 
 
 def _kline(ms: int, price: int) -> tuple[Any, ...]:
-    return (ms, price, price, price, price, 1, price, 1)
+    return (ms, price, price, price, price, 1, price, 1, 0, 0)  # klines' query's columns
 
 
 def test_klines_flat_fill_is_bounded_by_the_limit_asked() -> None:

@@ -38,6 +38,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from config.schema import RingexConfig
@@ -330,6 +331,7 @@ def _db(batches: list[Batch]) -> dict[str, dict[Any, Any]]:
             db["c"][c[:3]] = (
                 *c[:3], first, max(old[4], c[4]), min(old[5], c[5]), close, old[7] + c[7],
                 old[8] + c[8], old[9] + c[9], min(old[10], c[10]), max(old[11], c[11]),
+                old[12] + c[12], old[13] + c[13],
             )  # fmt: skip
     return db
 
@@ -536,18 +538,22 @@ def _trade(tid: int, price: int, qty: int, minute: int) -> Trade:
 
 def test_a_1m_candle_is_open_high_low_close_volumes_count_and_ids() -> None:
     """``add_candle``: "[open, high, low, close, volume, quote volume, trades, first trade
-    id, last trade id]" of the trade's symbol and minute."""
+    id, last trade id, taker buy volume, taker buy quote volume]" of the trade's symbol and
+    minute (every trade here bought by its aggressor but trade 6, sold)."""
     says(add_candle.__doc__, "[open, high, low, close, volume, quote volume, trades, first trade")
     candles: dict[tuple[int, int], list[int]] = {}
-    for t in (_trade(5, 100, 2, 0), _trade(6, 90, 1, 0), _trade(7, 120, 3, 0), _trade(8, 95, 1, 0)):
+    sold = msgspec.structs.replace(_trade(6, 90, 1, 0), aggressor=Side.SELL)
+    for t in (_trade(5, 100, 2, 0), sold, _trade(7, 120, 3, 0), _trade(8, 95, 1, 0)):
         add_candle(candles, t)
-    assert candles == {(1, 1_000_000): [100, 120, 90, 95, 7, 200 + 90 + 360 + 95, 4, 5, 8]}
+    bought = 200 + 360 + 95
+    assert candles == {(1, 1_000_000): [100, 120, 90, 95, 7, bought + 90, 4, 5, 8, 6, bought]}
 
 
 def test_longer_candles_merge_the_1m_ones_open_and_close_by_trade_id() -> None:
     """``Batch.candle_rows``: "(symbol, interval_s, bucket, open, high, low, close, volume,
-    quote_volume, trades, first_trade_id, last_trade_id) per candle the batch touched: its 1m
-    candles, and the longer ones merged from them": with the clock stepped back (trade 3 in
+    quote_volume, trades, first_trade_id, last_trade_id, taker_buy_volume,
+    taker_buy_quote_volume) per candle the batch touched: its 1m candles, and the longer ones
+    merged from them": with the clock stepped back (trade 3 in
     an earlier minute than trades 1 and 2), the day's open is trade 1's and its close trade
     3's, by id, not by minute; buckets are UTC minute, hour and day starts."""
     says(Batch.candle_rows.__doc__, "its 1m candles, and the longer ones merged from them")
@@ -558,8 +564,8 @@ def test_longer_candles_merge_the_1m_ones_open_and_close_by_trade_id() -> None:
     minute = (1_000_000 + 29) * 60
     hour, day = minute - minute % 3600, minute - minute % 86_400
     at = dt.datetime.fromtimestamp
-    assert rows[60, at(minute, dt.UTC)] == (90, 90, 90, 90, 4, Decimal(360), 1, 3, 3)
-    whole = (100, 110, 90, 90, 7, Decimal(100 + 220 + 360), 3, 1, 3)
+    assert rows[60, at(minute, dt.UTC)] == (90, 90, 90, 90, 4, Decimal(360), 1, 3, 3, 4, 360)
+    whole = (100, 110, 90, 90, 7, Decimal(100 + 220 + 360), 3, 1, 3, 7, 100 + 220 + 360)
     if hour == (minute + 120) - (minute + 120) % 3600:  # the three minutes share an hour
         assert rows[3600, at(hour, dt.UTC)] == whole
     assert rows[86_400, at(day, dt.UTC)] == whole

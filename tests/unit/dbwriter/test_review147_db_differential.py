@@ -528,20 +528,24 @@ def test_my_trades_paged_by_from_id_equal_the_reference(filed: Filed) -> None:
 
 def _ref_klines(trades: list[rec.Trade], sym: SymbolConfig, width: int, top: int) -> list[Any]:
     """Every kline from the first trade's window to ``top``, flat at the last close where
-    nobody traded."""
+    nobody traded; a buying aggressor's trades add the taker buy volumes (review 323)."""
     windows: dict[int, list[int]] = {}
     for t in sorted((t for t in trades if t.symbol == sym.id), key=lambda t: t.trade_id):
-        k = windows.setdefault(t.ts_ns // 10**6 // width * width, [t.price] * 4 + [0, 0, 0])
+        at = t.ts_ns // 10**6 // width * width
+        k = windows.setdefault(at, [t.price] * 4 + [0] * 5)
         k[1], k[2], k[3] = max(k[1], t.price), min(k[2], t.price), t.price
         k[4], k[5], k[6] = k[4] + t.qty, k[5] + t.price * t.qty, k[6] + 1
+        if t.aggressor == Side.BUY:
+            k[7], k[8] = k[7] + t.qty, k[8] + t.price * t.qty
     out, close = [], 0
     pd, qd = sym.price_decimals, sym.qty_decimals
     for at in range(min(windows), top + 1, width):
-        o, h, lo, c, v, q, n = windows.get(at) or [close] * 4 + [0, 0, 0]
+        o, h, lo, c, v, q, n, bv, bq = windows.get(at) or [close] * 4 + [0] * 5
         close = c
         out.append([at, *(format_units(p, pd).decode() for p in (o, h, lo, c)),
                     format_units(v, qd).decode(), at + width - 1,
-                    format_units(q, pd + qd).decode(), n])  # fmt: skip
+                    format_units(q, pd + qd).decode(), n, format_units(bv, qd).decode(),
+                    format_units(bq, pd + qd).decode(), "0"])  # fmt: skip
     return out
 
 

@@ -163,7 +163,7 @@ def test_a_writer_killed_mid_migration_leaves_nothing_and_the_next_start_finishe
             "SELECT to_regclass('orders_client_id')"
         ).fetchone() == (None,)
         assert _versions(dsn)[-1] == 12
-        assert migrate(conn) == ["0013_order_client_id.sql"]
+        assert migrate(conn) == [m.name for m in load() if m.version > 12]
     assert _versions(dsn) == [m.version for m in load()]
 
 

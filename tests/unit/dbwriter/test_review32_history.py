@@ -150,27 +150,31 @@ def _klines(
 ) -> list[list[Any]]:
     """Klines from the journal's trades, as the venues and the exchange's own candles make
     them: epoch-aligned windows, open times from the start (rounded up) to the end (rounded
-    down), a flat kline at the last close where nobody traded, none before the first trade."""
+    down), a flat kline at the last close where nobody traded, none before the first trade;
+    a buying aggressor's trades add the taker buy volumes (review 323)."""
     width = KLINES[interval][0] * 1000
     start, end, limit = bounds["start_ms"], bounds["end_ms"], bounds["limit"]
     windows: dict[int, list[int]] = {}
     for t in sorted(trades, key=lambda t: t.trade_id):
-        k = windows.setdefault(t.ts_ns // 1_000_000 // width * width, [t.price] * 4 + [0, 0, 0])
+        k = windows.setdefault(t.ts_ns // 1_000_000 // width * width, [t.price] * 4 + [0] * 5)
         k[1], k[2], k[3] = max(k[1], t.price), min(k[2], t.price), t.price
         k[4], k[5], k[6] = k[4] + t.qty, k[5] + t.price * t.qty, k[6] + 1
+        if t.aggressor == Side.BUY:
+            k[7], k[8] = k[7] + t.qty, k[8] + t.price * t.qty
     top = min(now_ms, end if end is not None else now_ms) // width * width
     out: list[list[int]] = []
     close = 0  # the first window has trades: a flat one always follows a close
     for at in range(min(windows), top + 1, width):
-        k = windows.get(at) or [close] * 4 + [0, 0, 0]
+        k = windows.get(at) or [close] * 4 + [0] * 5
         close = k[3]
         out.append([at, *k])
     out = [k for k in out if start is None or k[0] >= start]
     pd, qd = sym.price_decimals, sym.qty_decimals
     return [
         [at, *(format_units(p, pd).decode() for p in (o, h, lo, c)), format_units(v, qd).decode(),
-         at + width - 1, format_units(q, pd + qd).decode(), n]
-        for at, o, h, lo, c, v, q, n in _cut(out, limit, start is None)
+         at + width - 1, format_units(q, pd + qd).decode(), n, format_units(bv, qd).decode(),
+         format_units(bq, pd + qd).decode(), "0"]
+        for at, o, h, lo, c, v, q, n, bv, bq in _cut(out, limit, start is None)
     ]  # fmt: skip
 
 

@@ -445,7 +445,7 @@ def test_sound_public_and_history_answers_have_binances_shapes(with_history: Har
         (order,) = orders
         _check_order(order)
         (kline,) = klines
-        assert [type(v) for v in kline] == [int, str, str, str, str, str, int, str, int], kline
+        assert [type(v) for v in kline] == [int, *[str] * 5, int, str, int, str, str, str], kline
         assert kline[6] == kline[0] + 59_999, kline
         assert type(account["updateTime"]) is int and account["canTrade"] is True, account
         for b in account["balances"]:
