@@ -46,7 +46,8 @@ Leads not shown:
 
 - REST ``klines`` rows have Binance's first nine fields only (no taker buy volumes nor the
   ignored twelfth): a Binance client that reads ``row[9]`` fails; the OpenAPI document says
-  nine (``procs/gateway/openapi.py`` ``Kline``), so this is a documented difference, not filed;
+  nine (``procs/gateway/openapi.py`` ``Kline``), so this is a documented difference, not filed
+  (since answered with Binance's twelve: review 327, fault 3);
 - ``priceChangePercent`` has two decimals where Binance's has three: README does not say how
   many, so not filed;
 - ``klines``' newest kline is cut at the gateway host's clock (``history.py`` ``now_ms``):
