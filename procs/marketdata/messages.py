@@ -37,6 +37,7 @@ def trade_data(s: MarketSymbol, t: Trade) -> dict[str, Any]:
         "q": s.qty(t.qty),
         "T": _ms(t.ts_ns),
         "m": t.aggressor == Side.SELL,  # the buyer was the maker
+        "M": True,  # Binance's unused field, which its parsers read (review 330)
         "u": t.seq,
     }
 
@@ -220,6 +221,9 @@ def candle_data(s: MarketSymbol, interval: str, c: Candle) -> dict[str, Any]:
         "f": c.first_trade_id,
         "L": c.last_trade_id,
         "x": c.closed,
+        "V": s.qty(c.taker_buy_volume),
+        "Q": s.notional(c.taker_buy_quote_volume),
+        "B": "0",  # Binance's unused field, which its parsers read (review 330)
     }
 
 

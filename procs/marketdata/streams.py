@@ -2,7 +2,9 @@
 ``<symbol>@depth5`` (10, 20: partial book depth), ``<symbol>@bookTicker``, ``<symbol>@ticker``,
 ``<symbol>@kline_<interval>``, the symbol lower-cased ("btc-usd"); and
 ``<symbol>@status``, the symbol's trading status (trading or halted), which a client needs to
-tell a quiet book from a halted one."""
+tell a quiet book from a halted one. A depth stream named with an update speed, as Binance's
+clients name them (``@depth@100ms``, ``@depth5@1000ms``), is that stream: the feed sends each
+batch as it comes, faster than either (review 330)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ class Kind(Enum):
 #: The partial book depth streams' sizes: ``<symbol>@depth5`` is the best 5 levels a side.
 PARTIAL_LEVELS: Final = (5, 10, 20)
 _PARTIAL_NAMES: Final = {f"depth{n}": n for n in PARTIAL_LEVELS}
+#: The update speeds a depth stream's name may end with (``btc-usd@depth@100ms``).
+SPEEDS: Final = ("100ms", "1000ms")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ def parse_stream(name: object, symbols: frozenset[str]) -> Stream:
         raise StreamError(
             f"stream {name!r}: unknown symbol {symbol!r} ({', '.join(sorted(symbols))})"
         )
+    depth, at, speed = kind.partition("@")
+    if at and speed in SPEEDS and (depth == "depth" or depth in _PARTIAL_NAMES):
+        kind = depth  # the same stream (its name without the speed)
     if kind.startswith("kline_"):
         interval = kind[len("kline_") :]
         if interval not in INTERVALS:

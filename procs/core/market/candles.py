@@ -50,6 +50,10 @@ class Candle:
     #: ticker's. (Class defaults: a candle pickled before they existed loads with 0.)
     first_trade_id: int = 0
     last_trade_id: int = 0
+    #: What the trades whose aggressor bought added (Binance's kline ``V`` and ``Q``; the
+    #: writer's candles keep the same, migration 0014); 0 in a candle pickled before.
+    taker_buy_volume: int = 0
+    taker_buy_quote_volume: int = 0
 
     def copy(self) -> Candle:
         return Candle(**self.__dict__)
@@ -76,7 +80,11 @@ class CandleSeries:
             state["_just_closed"] = [] if just is None else [just]
         self.__dict__.update(state)
 
-    def trade(self, ts_ns: int, price: int, qty: int, trade_id: int = 0) -> None:
+    def trade(
+        self, ts_ns: int, price: int, qty: int, trade_id: int = 0, bought: bool = False
+    ) -> None:
+        """A trade of ``qty`` at ``price`` stamped ``ts_ns``; ``bought``: its aggressor was
+        the buyer."""
         self.advance(ts_ns)
         c = self.current
         if c is None:
@@ -94,6 +102,9 @@ class CandleSeries:
         c.quote_volume += price * qty
         c.trades += 1
         c.last_trade_id = trade_id
+        if bought:
+            c.taker_buy_volume += qty
+            c.taker_buy_quote_volume += price * qty
         self.changed = True
 
     def advance(self, now_ns: int) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from config.schema import RingexConfig
 from procs.common.records import BookLevel, Record, SymbolStatus, Trade
-from procs.common.types import TradingStatus
+from procs.common.types import Side, TradingStatus
 from procs.core.market.book import BookTop, DepthDiff, L2Book
 from procs.core.market.candles import INTERVALS, Candle, CandleSeries
 from procs.core.market.symbols import MarketSymbol
@@ -73,7 +73,7 @@ class SymbolMarket:
         at = max(t.ts_ns, now_ns)
         self.ticker.trade(at, t.trade_id, t.price, t.qty)
         for series in self.candles.values():
-            series.trade(at, t.price, t.qty, t.trade_id)
+            series.trade(at, t.price, t.qty, t.trade_id, t.aggressor == Side.BUY)
         return True
 
     def advance(self, now_ns: int) -> None:

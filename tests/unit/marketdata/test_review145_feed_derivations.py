@@ -125,7 +125,8 @@ class Flow:
         return out
 
 
-Candle = tuple[int, int, int, int, int, int, int, int, int, int]  # t o h l c v q n f L
+#: t o h l c v q n f L V Q (V, Q: the trades whose aggressor bought)
+Candle = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
 
 
 @dataclass
@@ -173,6 +174,11 @@ class Ref:
             if g:
                 ps = [t.price for t in g]
                 vol, quote = sum(t.qty for t in g), sum(t.price * t.qty for t in g)
+                bought = [t for t in g if t.aggressor == Side.BUY]
+                buy_vol, buy_quote = (
+                    sum(t.qty for t in bought),
+                    sum(t.price * t.qty for t in bought),
+                )
                 out.append(
                     (
                         t0,
@@ -185,11 +191,13 @@ class Ref:
                         len(g),
                         g[0].trade_id,
                         g[-1].trade_id,
+                        buy_vol,
+                        buy_quote,
                     )
                 )
                 close = ps[-1]
             else:
-                out.append((t0, close, close, close, close, 0, 0, 0, 0, 0))
+                out.append((t0, close, close, close, close, 0, 0, 0, 0, 0, 0, 0))
         return out[-keep:]
 
     def ticker(self) -> tuple[int, ...]:
@@ -260,13 +268,14 @@ def client_top(book: dict[str, str], n: int, bids: bool) -> list[tuple[str, str]
 
 def shown(s: MarketSymbol, c: Candle, interval: str) -> dict[str, Any]:
     """A reference candle as a kline's ``k`` shows it (``x`` aside)."""
-    t0, o, h, lo, cl, v, q, n, f, last = c
+    t0, o, h, lo, cl, v, q, n, f, last, buy_v, buy_q = c
     return {
         **{"t": t0 // 10**6, "T": (t0 + INTERVALS[interval]) // 10**6 - 1, "s": s.name},
         **{"i": interval, "o": dec(o, s.price_decimals), "h": dec(h, s.price_decimals)},
         **{"l": dec(lo, s.price_decimals), "c": dec(cl, s.price_decimals)},
         **{"v": dec(v, s.qty_decimals), "q": dec(q, s.price_decimals + s.qty_decimals)},
-        **{"n": n, "f": f, "L": last},
+        **{"n": n, "f": f, "L": last, "B": "0"},
+        **{"V": dec(buy_v, s.qty_decimals), "Q": dec(buy_q, s.price_decimals + s.qty_decimals)},
     }
 
 
@@ -326,6 +335,7 @@ def check_all(
         for t in ref.trades[since:]
     ]
     assert [{k: d[k] for k in "tpqmuT"} for d in tape] == expect
+    assert all(d["M"] is True for d in tape)  # Binance's unused field, its parsers read
     if not ref.trades:
         return
     for interval, length in INTERVALS.items():
@@ -336,6 +346,7 @@ def check_all(
             (
                 *(c.open_ns, c.open, c.high, c.low, c.close, c.volume, c.quote_volume),
                 *(c.trades, c.first_trade_id, c.last_trade_id),
+                *(c.taker_buy_volume, c.taker_buy_quote_volume),
             )
             for c in series.history(keep)
         ]
