@@ -9,7 +9,8 @@ the router and the gateway run the same config: a router journals its config's f
 starts. Between a change of the fees in the config and the restart of both that puts it in
 force, the two differ. ``myTrades`` shows what the database writer filed from the journal
 (the ``trades`` table's ``maker_fee`` and ``taker_fee``): that is the ledger's word; a fill
-the writer has not filed yet it shows from here (``live_trades.py``) until it has.
+the writer has not filed yet it shows from here (``live_trades.py``) until it has, with the
+fee computed when the gateway saw it (kept in its order log across a restart).
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ class Commissions:
         """(the commission as a decimal in quote asset units, the quote asset's name), or
         None for a symbol without known assets."""
         fee = self.fee(symbol, price, qty, maker)
-        if fee is None:
+        return None if fee is None else self.formatted(symbol, fee)
+
+    def formatted(self, symbol: int, fee: int) -> tuple[bytes, str] | None:
+        """``shown`` of a ``fee`` computed already (``fee``'s, in quote minor units), or None
+        for a symbol without known assets."""
+        known = self._markets.get(symbol)
+        if known is None:
             return None
-        quote = self._markets[symbol][1]
-        return format_units(fee, quote.decimals), quote.name
+        return format_units(fee, known[1].decimals), known[1].name

@@ -16,9 +16,11 @@ orders placed through the API are in the gateway's order log too, with their ord
 restart gives them back (``restore``, from ``rest_order_log``); the others are memory only,
 lost with the process until the writer files them. At most
 ``MAX_LIVE_FILLS`` are kept; past it the oldest go first (myTrades lists them again once the
-writer has filed them). A live fill's commission is computed under the gateway's configured
-fees (``commission.py``), a filed one's is the journal's: equal while both started from the
-same config, as the live views' are.
+writer has filed them). A live fill's commission is computed once, when the gateway sees
+the fill, under its configured fees then (``commission.py``), and kept with it, in the order
+log too: a fee change deployed before the writer files it (router and gateway restarted)
+does not change it (review 331). A filed one's is the journal's: equal while both started
+from the same config, as the live views' are.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ class LiveFill(msgspec.Struct, frozen=True):
     price: int  # ticks
     qty: int  # lots
     time_ms: int
+    #: its commission in the quote asset's minor units, as computed when it was seen (or,
+    #: restored from a log entry without it, at the restore); None: the symbol's assets are
+    #: not configured
+    fee: int | None
 
 
 class LiveTrades:
@@ -71,16 +77,21 @@ class LiveTrades:
     def __len__(self) -> int:
         return len(self._fills)
 
-    def add(self, trade: Trade, account: int, order_id: int, maker: bool) -> LiveFill | None:
-        """``account``'s side of ``trade`` (its maker side or its taker side), by ``order_id``;
-        a side already kept (an event read again) is kept once. Returns the fill kept, None
-        when it was kept already."""
+    def add(
+        self, trade: Trade, account: int, order_id: int, maker: bool, fee: int | None = None
+    ) -> LiveFill | None:
+        """``account``'s side of ``trade`` (its maker side or its taker side), by ``order_id``,
+        with its ``fee`` (None: computed here, under the configured fees); a side already kept
+        (an event read again) is kept once. Returns the fill kept, None when it was kept
+        already."""
         key = (account, trade.symbol, trade.trade_id, maker)
         if key in self._fills:
             return None
+        if fee is None:
+            fee = self.commissions.fee(trade.symbol, trade.price, trade.qty, maker)
         fill = LiveFill(
             trade.seq, trade.trade_id, order_id, maker, (trade.aggressor == Side.BUY) != maker,
-            trade.price, trade.qty, trade.ts_ns // 1_000_000,
+            trade.price, trade.qty, trade.ts_ns // 1_000_000, fee,
         )  # fmt: skip
         self._put(key, fill)
         return fill
@@ -159,7 +170,7 @@ class LiveTrades:
         return whole_trades(out, limit, newest_first(from_id, start_ms), lambda t: int(t["id"]))
 
     def _json(self, f: LiveFill, sym: SymbolConfig) -> dict[str, Any]:
-        shown = self.commissions.shown(sym.id, f.price, f.qty, f.maker)
+        shown = None if f.fee is None else self.commissions.formatted(sym.id, f.fee)
         return trade_json(
             sym, f.trade_id, f.order_id, f.price, f.qty, f.time_ms, f.buyer, f.maker,
             None if shown is None else shown[0],

@@ -14,10 +14,12 @@ them, and ``restore`` gives a finished order the bytes the log holds.
 The fills of these orders go in the log too, one ``API_FILL`` entry each, written once with
 the order's change (``fill_entry``): ``restore`` gives them back to ``LiveTrades``, so that
 ``myTrades`` still lists a fill the writer has not filed after a restart, clean or not, as
-``allOrders`` lists its order (review 324). Not in the order's own entry, which is written
-again at each of its changes: an order filled k times would write k² fills. A compaction
-keeps those still in ``LiveTrades`` (not yet past the writer's checkpoint, at most
-``MAX_LIVE_FILLS``) of the orders it keeps; an order's ``GONE`` takes its fills along.
+``allOrders`` lists its order (review 324), with the commission computed when it was seen,
+whatever fees the restarted gateway's config has (review 331). Not in the order's own
+entry, which is written again at each of its changes: an order filled k times would write k²
+fills. A compaction keeps those still in ``LiveTrades`` (not yet past the writer's
+checkpoint, at most ``MAX_LIVE_FILLS``) of the orders it keeps; an order's ``GONE`` takes its
+fills along.
 The fills of the other orders ``RestOrders`` follows (placed over FIX, or through another
 gateway) are the gateway's memory only.
 """
@@ -124,10 +126,15 @@ class RestOrderLog:
             if order.order_id and order.status != "REJECTED":  # taken by the exchange: its
                 self.note_used(order.account, order.client_order_id)  # id "used" (a crash)
             if isinstance(values, ApiOrderValues):  # (a log of before review 324: none)
-                for trade_id, (maker, seq, price, qty, time_ms, buyer) in values.fills.items():
+                sym = order.symbol.id
+                for trade_id, logged in values.fills.items():
+                    maker, seq, price, qty, time_ms, buyer = logged[:6]
+                    fee = logged[6] if len(logged) > 6 else None  # none before review 331
+                    if fee is None:  # (or the symbol's assets were unknown): today's fees
+                        fee = self.trades.commissions.fee(sym, price, qty, maker)
                     fill = LiveFill(seq, trade_id, order.order_id, maker, buyer, price, qty,
-                                    time_ms)  # fmt: skip
-                    fills.append((order.account, order.symbol.id, fill))
+                                    time_ms, fee)  # fmt: skip
+                    fills.append((order.account, sym, fill))
             if not order.open:
                 order.cancel_ref = 0  # ended: a cancel of it has nothing left to do
                 if order.status != "REJECTED":  # as live: a refused order is not kept
@@ -211,5 +218,8 @@ class RestOrderLog:
 
 
 def fill_entry(placed: int, f: LiveFill) -> Entry:
-    """The order log's entry of a fill of the API order placed under ``placed``."""
-    return (API_FILL, placed, f.trade_id, f.maker, f.seq, f.price, f.qty, f.time_ms, f.buyer)
+    """The order log's entry of a fill of the API order placed under ``placed``; its fee
+    last (review 331: an entry written before has none, and ``restore`` computes it)."""
+    return (
+        API_FILL, placed, f.trade_id, f.maker, f.seq, f.price, f.qty, f.time_ms, f.buyer, f.fee,
+    )  # fmt: skip

@@ -457,17 +457,18 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
         order.update_ms = ms(trade.ts_ns)
         self._touched(order)
         self.unfiled.changed(order, trade.seq)
-        kept = self.trades.add(trade, order.account, order_id, maker)
+        s = order.symbol
+        fee = self.commissions.fee(s.id, trade.price, trade.qty, maker)  # myTrades' too
+        kept = self.trades.add(trade, order.account, order_id, maker, fee)
         if kept is not None and order.placed:  # into the order log with it (rest_order_log)
             self._fills_to_log.append((order.placed, kept))
-        s = order.symbol
         fill = {
             "price": format_units(trade.price, s.price_decimals).decode(),
             "qty": format_units(trade.qty, s.qty_decimals).decode(),
             "tradeId": trade.trade_id,
             "isMaker": maker,
         }
-        commission = self.commissions.shown(s.id, trade.price, trade.qty, maker)
+        commission = None if fee is None else self.commissions.formatted(s.id, fee)
         if commission is not None:
             fill["commission"], fill["commissionAsset"] = commission[0].decode(), commission[1]
         if request is not None:  # its own command's fills go into the answer
