@@ -80,6 +80,7 @@ from procs.gateway.order_fields import (
     replace_fault,
     rested,
 )
+from procs.gateway.order_id_check import other_order_id
 from procs.gateway.order_memory import OrderMemory
 from procs.gateway.order_replies import OrderReplies, event_exec_id
 from procs.gateway.order_state import MassCancelRequest, Order, Request
@@ -238,11 +239,11 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             return False
         if msg.get(43) == b"Y" or msg.get(97) == b"Y":
             return True  # received before: not executed twice
+        text = f"duplicate ClOrdID {shown(cl_ord_id)}"
         if msg.msg_type == b"D":
             self.orders_in += 1  # refused, as counted among the rejects (review 272)
-            self._reject_new(session, msg, f"duplicate ClOrdID {shown(cl_ord_id)}", 6)
+            self._reject_new(session, msg, text, 6)
         else:
-            text = f"duplicate ClOrdID {shown(cl_ord_id)}"
             self._cancel_reject(session, msg, order, text, CXL_DUPLICATE)
         return True
 
@@ -317,8 +318,8 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         self.outgoing.append(new)
 
     def _named(self, session: Session, msg: FixMessage) -> Order | None:
-        """The live, acknowledged order a cancel or replace names (OrigClOrdID), or None
-        once it is refused: too late (finished), a replace pending, unknown, not acked."""
+        """The live, acknowledged order a cancel or replace names (OrigClOrdID), or None once
+        refused: too late (finished), a replace pending, unknown, not acked, 37 another's."""
         f = msg.fields
         key = (session.session_id, f[41])
         order = self.live.get(key)
@@ -340,6 +341,9 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             reason = CXL_UNKNOWN if order is None else CXL_EXCHANGE  # not pending cancel (46)
             self._cancel_reject(session, msg, order, f"{why} OrigClOrdID {shown(f[41])}", reason)
             return None
+        if (other := other_order_id(msg, order.order_id)) is not None:  # acted on for neither
+            self._cancel_reject(session, msg, None, other, CXL_UNKNOWN)  # 37 NONE, 39=8
+            return None
         return order
 
     def _cancel_replace(self, session: Session, msg: FixMessage, now_ns: int) -> None:
@@ -347,16 +351,13 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         if self._resent_again(session, msg, f[11]):
             return
         order = self._named(session, msg)
-        if order is None:
-            return
-        if self._duplicate(session, msg, f[11], order):
+        if order is None or self._duplicate(session, msg, f[11], order):
             return
         g = msg.msg_type == b"G"
         if g and (held := self.held_elsewhere(session.session_id, session.account, f[11])):
             self._cancel_reject(session, msg, order, held, CXL_DUPLICATE)
             return
-        unfit = differs(msg, order, session.account)
-        if unfit is not None:
+        if (unfit := differs(msg, order, session.account)) is not None:
             self._cancel_reject(session, msg, order, unfit)
             return
         ref = self.next_ref()
@@ -376,8 +377,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             self._cancel_reject(session, msg, order, parsed.text)
             return
         price, stop, qty, display = parsed
-        unfit = replace_fault(msg, order, stop, display)
-        if unfit is not None:
+        if (unfit := replace_fault(msg, order, stop, display)) is not None:
             self._cancel_reject(session, msg, order, unfit)
             return
         request.price, request.qty = price, qty  # qty: the total, racing fills not added
