@@ -33,7 +33,6 @@ Sound: ``shm ls --instance`` once; order/test of a stop buy whose cap fits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -48,9 +47,11 @@ from procs.gateway.rest import RestApi
 from tests.unit.dbwriter.history_query import query_history
 from tests.unit.dbwriter.journal_gen import JournalBuilder, fund, limit_order, make_cfg, write_all
 from tests.unit.gateway.harness import Harness
-from tests.unit.gateway.rest_rig import client, rest_exchange, run
-from tests.unit.gateway.test_review320_reread71 import _code, _risk
+from tests.unit.gateway.rest_rig import client, run
+from tests.unit.gateway.test_review320_reread71 import _code, bounded, plain
 from tests.unit.test_review_admin_bugs import _cli
+
+__all__ = ["bounded", "plain"]  # the fixtures these tests take, imported
 
 ORDER = "/api/v1/order"
 TEST = "/api/v1/order/test"
@@ -68,16 +69,6 @@ def test_shm_ls_refuses_an_instance_given_twice(capsys: pytest.CaptureFixture[st
 def test_sound_shm_ls_one_instance(capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli(["shm", "ls", "--instance", "r327-none", "--json"]) == 0
     assert capsys.readouterr().out.strip() == "[]"
-
-
-@pytest.fixture
-def plain(instance: str, tmp_path: Path) -> Iterator[Harness]:
-    yield from rest_exchange(instance, tmp_path)
-
-
-@pytest.fixture
-def bounded(instance: str, tmp_path: Path) -> Iterator[Harness]:
-    yield from rest_exchange(instance, tmp_path, reshape=_risk(max_order_notional=100 * 10**6))
 
 
 def _tested_and_placed(harness: Harness, stop_price: str) -> dict[str, Any]:

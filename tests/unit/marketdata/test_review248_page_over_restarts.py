@@ -62,18 +62,13 @@ from typing import Any
 
 import pytest
 
-from config import load_profile
 from config.schema import RingexConfig
-from procs.admin.client import AdminClient
-from procs.common.result_codes import ResultCode
 from procs.common.run_files import read_status
-from procs.common.topology import users_path
-from procs.common.users import UserStore
 from procs.gateway.rest_client import RestClient
-from shm.inspect import remove_instance
 from tests.free_ports import free_ports
 
 from .chromium import DevTools, browser, needs_chromium
+from .supervised import fund, supervised
 from .test_process import ROOT
 from .test_trading_page import act, until_up
 
@@ -146,41 +141,14 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
     name = f"t{os.getpid()}x9248248"  # conftest's pattern: a killed run's is removed later
     profile = tmp / "review248.toml"
     profile.write_text(profile_text(name, tmp / "var"))
-    cfg = load_profile(str(profile))
-    with open(tmp / "supervisor.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "procs.cli", "run", "--config", str(profile)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while (read_status(cfg) or {}).get("state") != "running":
-            assert proc.poll() is None, f"the supervisor exited: see {tmp}/supervisor.log"
-            assert time.monotonic() < deadline, "not running within 60 s"
-            time.sleep(0.05)
-        admin = AdminClient(cfg)
-        try:
-            store = UserStore(users_path(cfg))
-            for account, user in enumerate(USERS, start=401):
-                assert admin.create_account(account).code == ResultCode.OK
-                for asset, amount in (("USD", "100000"), ("BTC", "10")):
-                    assert admin.transfer(account, asset, amount).code == ResultCode.OK
-                store.add(user, password(user), account, n=1 << 4)  # quick logins
-        finally:
-            admin.close()
+    with supervised(profile, timeout_s=60) as cfg:
+        fund(cfg, USERS, 401, password)
         rest1, rest2 = (gw.rest for gw in cfg.gateways)
         assert rest1 is not None and rest2 is not None
         yield Exchange(
             cfg, profile, f"http://127.0.0.1:{rest1.port}", f"http://127.0.0.1:{rest2.port}",
             f"http://127.0.0.1:{cfg.marketdata.port}/",
         )  # fmt: skip
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        remove_instance(name)
 
 
 def run(coro: object, timeout: float = 60) -> None:

@@ -79,9 +79,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -91,18 +88,11 @@ from typing import Any
 
 import pytest
 
-from config import load_profile
 from config.schema import RingexConfig
-from procs.admin.client import AdminClient
-from procs.common.result_codes import ResultCode
-from procs.common.run_files import read_status
-from procs.common.topology import users_path
-from procs.common.users import UserStore
 from procs.gateway.rest_client import RestClient
-from shm.inspect import remove_instance
 
 from .chromium import DevTools, browser, needs_chromium
-from .test_process import ROOT
+from .supervised import fund, supervised
 from .test_review248_page_over_restarts import kill_and_wait
 from .test_trading_page import act, page_profile, until_up
 
@@ -150,40 +140,13 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
     name = f"t{os.getpid()}x9325325"  # conftest's pattern: a killed run's is removed later
     profile = tmp / "review325.toml"
     profile.write_text(page_profile(name, tmp / "var", "login_rate_per_s = 1000\n"))
-    cfg = load_profile(str(profile))
-    with open(tmp / "supervisor.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "procs.cli", "run", "--config", str(profile)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while (read_status(cfg) or {}).get("state") != "running":
-            assert proc.poll() is None, f"the supervisor exited: see {tmp}/supervisor.log"
-            assert time.monotonic() < deadline, "not running within 30 s"
-            time.sleep(0.05)
-        admin = AdminClient(cfg)
-        try:
-            store = UserStore(users_path(cfg))
-            for account, user in enumerate(USERS, start=3251):
-                assert admin.create_account(account).code == ResultCode.OK
-                for asset, amount in (("USD", "100000"), ("BTC", "10")):
-                    assert admin.transfer(account, asset, amount).code == ResultCode.OK
-                store.add(user, password(user), account, n=1 << 4)  # quick logins
-        finally:
-            admin.close()
+    with supervised(profile) as cfg:
+        fund(cfg, USERS, 3251, password)
         rest = cfg.gateways[0].rest
         assert rest is not None
         yield Exchange(
             cfg, f"http://127.0.0.1:{rest.port}", f"http://127.0.0.1:{cfg.marketdata.port}/", tmp
         )
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        remove_instance(name)
 
 
 def password(user: str) -> str:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,12 +20,10 @@ from typing import Any
 
 import pytest
 
-from config import load_profile
 from config.edges import GatewayConfig, RestConfig
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient
 from procs.common.result_codes import ResultCode
-from procs.common.run_files import read_status
 from procs.common.topology import users_path
 from procs.common.users import UserStore
 from procs.core.market.state import MarketState
@@ -37,7 +32,7 @@ from procs.marketdata.web import Site, page_config
 from tests.free_ports import free_port
 
 from .chromium import DevTools, browser, needs_chromium
-from .test_process import ROOT
+from .supervised import supervised
 
 MAKER, TAKER = ("MAKER", "maker-pw", 201), ("TAKER", "taker-pw", 202)
 
@@ -87,26 +82,9 @@ def exchange(instance: str, tmp_path: Path) -> Iterator[RingexConfig]:
     """The exchange run by the supervisor, with the two users funded; yields its config."""
     profile = tmp_path / "trading.toml"
     profile.write_text(page_profile(instance, tmp_path / "var"))
-    cfg = load_profile(str(profile))
-    with open(tmp_path / "supervisor.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "procs.cli", "run", "--config", str(profile)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while (read_status(cfg) or {}).get("state") != "running":
-            assert proc.poll() is None, f"the supervisor exited: see {tmp_path}/supervisor.log"
-            assert time.monotonic() < deadline, "not running within 30 s"
-            time.sleep(0.05)
+    with supervised(profile) as cfg:
         add_users(cfg)
         yield cfg
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
 
 
 def add_users(cfg: RingexConfig) -> None:
