@@ -21,11 +21,14 @@ path, keeps it. 0 in a segment means a build from before versions were recorded.
 
 History: 1, the rules as of 2026-11-27 (review 51's matcher rules); 2, a transfer's
 idempotency key is in use for a week after its transfer, not for ever
-(``procs/core/transfer_keys.py``, review 63).
+(``procs/core/transfer_keys.py``, review 63); 3, a market buy sent with a worst price is
+capped at the band above the last trade too (refused ``NO_REFERENCE_PRICE`` before the first),
+and a market buy whose cap is below the best ask is refused ``PRICE_OUT_OF_BAND`` rather than
+accepted and expired unfilled (``accounts.py``, ``order_checks.py``, review 328).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-RULES_VERSION: Final = 2
+RULES_VERSION: Final = 3

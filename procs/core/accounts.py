@@ -19,7 +19,10 @@ taker) / 10_000). A market or stop-market buy has no limit, so the router gives 
 in its ``price`` (the matcher never trades above it): ref * (10_000 + band_bps) // 10_000
 rounded down to the tick, ref being the last trade price the router has seen (for a stop, the
 stop price). A cap already in the order is kept as it is, so a journaled order (capped live)
-reserves the same on replay whatever trades the replay has seen by then.
+reserves the same on replay whatever trades the replay has seen by then. Live, a worst price
+the client sent is kept for a stop buy (the matcher bands it from its trigger), and for a
+market buy only up to the cap: above it the cap takes its place, marked ``CAPPED``, and
+before the first trade it is refused as one without a price is (review 328).
 
 A replace reserves what it may add to the order's hold, and the matcher's answer settles it:
 ``Replaced`` cuts the hold back to what the new price and leaves need, ``Rejected`` releases
@@ -188,8 +191,11 @@ class Accounts(Settlement):
 
     def reserve_new(self, order: NewOrder, *, limits: bool = True) -> tuple[ResultCode, NewOrder]:
         """Check and reserve a new order that carries its ``order_id`` (and ``seq``). Returns
-        the order to sequence: a market or stop-market buy gets its cap in ``price``.
-        ``limits=False`` (replay) skips the account limits."""
+        the order to sequence: a market or stop-market buy gets its cap in ``price``, and a
+        market buy sent with a worst price the lower of the two (review 328: its price did
+        not escape the band above the last trade), marked ``CAPPED`` when the cap is lower.
+        ``limits=False`` (replay) skips the account limits. A replay takes a market buy's
+        journaled price: its cap was drawn from the last trade the live router had seen."""
         account, symbol = order.account, order.symbol
         if account not in self._accounts:
             return ResultCode.UNKNOWN_ACCOUNT, order
@@ -201,14 +207,17 @@ class Accounts(Settlement):
         if limits and self._open.get(account, 0) >= self.max_open:
             return ResultCode.TOO_MANY_OPEN_ORDERS, order
         side, kind, price = order.side, order.ord_type, order.price
-        if side == _BUY and kind in (_MARKET, _STOP) and price == 0:
+        # a stop buy's cap replaces only a missing price; a market buy's bounds any price
+        drawn = price == 0 or (kind == _MARKET and limits)
+        if side == _BUY and kind in (_MARKET, _STOP) and drawn:
             ref = self._last.get(symbol, 0) if kind == _MARKET else order.stop_price
             if ref == 0 and kind == _MARKET:
                 return ResultCode.NO_REFERENCE_PRICE, order
-            price = market.cap(max(ref, 0))
-            if price > MAX_TOTAL:
+            cap = market.cap(max(ref, 0))
+            if price == 0 and cap > MAX_TOTAL:
                 return ResultCode.INVALID_PRICE, order  # its cap would not fit the record
-            if price > 0:
+            if cap > 0 and (price == 0 or cap < price):
+                price = cap
                 order = msgspec.structs.replace(
                     order, price=price, flags=order.flags | OrderFlag.CAPPED
                 )

@@ -89,9 +89,22 @@ class OrderChecks:
                 return ResultCode.QTY_OUT_OF_RANGE
             if -(-cmd.qty // cmd.display_qty) > spec.iceberg_parts:
                 return ResultCode.INVALID_QTY  # a slice per trade: bound the trades
-        if ord_type == OrdType.MARKET and self._best(_other(cmd.side)) is None:
-            return ResultCode.NO_LIQUIDITY
+        if ord_type == OrdType.MARKET:
+            return self._unreachable(cmd)
         return None
+
+    def _unreachable(self, cmd: NewOrder) -> ResultCode | None:
+        """Why a market order could not trade, or None: nothing rests opposite it
+        (NO_LIQUIDITY), or it is a buy whose cap, the router's (``CAPPED``: the last trade
+        plus ``band_bps``), is below the best ask (PRICE_OUT_OF_BAND). Refused rather than
+        accepted and expired unfilled with no reason, as a stop-market that triggers on
+        arrival is (``_dead_on_arrival``; review 328). A worst price the client chose, within
+        the cap, is the client's limit: below the ask, it expires as an IOC limit would."""
+        best = self._best(_other(cmd.side))
+        if best is None:
+            return ResultCode.NO_LIQUIDITY
+        capped = cmd.side == Side.BUY and cmd.flags & OrderFlag.CAPPED
+        return ResultCode.PRICE_OUT_OF_BAND if capped and best > cmd.price else None
 
     def _check_limit(self, price: int, reference: int = 0) -> ResultCode | None:
         """A limit price: positive, on a tick, within the collar (``limit_band_bps``) of

@@ -28,11 +28,11 @@ def judged_at(sym: SymbolConfig, side: Side, ord_type: OrdType, price: int) -> s
         if ord_type in (OrdType.STOP, OrdType.STOP_LIMIT):
             return "the higher of its price and its stopPrice"
         return "the higher of its price and the last trade"
-    if price or ord_type not in (OrdType.STOP, OrdType.MARKET):
+    if ord_type == OrdType.MARKET:  # a worst price never lifts the cap (review 328)
+        return f"its cap: the last trade plus {band}" + (", or its price where lower" * bool(price))
+    if price or ord_type != OrdType.STOP:
         return "its price"
-    if ord_type == OrdType.STOP:
-        return f"its cap: its stopPrice plus {band}"
-    return f"its cap: the last trade plus {band}"
+    return f"its cap: its stopPrice plus {band}"
 
 
 def cap_note(sym: SymbolConfig, stop: str) -> str:

@@ -297,7 +297,8 @@ def refusal_note(
     if code == ResultCode.PRICE_OUT_OF_BAND:  # a replace's new price: a limit's collar
         note = OUT_OF_BAND_NOTES.get(order.ord_type if kind == b"D" else OrdType.LIMIT, "")
         sym = order.symbol
-        note = note.format(limit_band_bps=sym.limit_band_bps, band_bps=sym.band_bps)
+        lower = " (lower than its Price (44))" if order.price else ""  # a capped market buy
+        note = note.format(limit_band_bps=sym.limit_band_bps, band_bps=sym.band_bps, lower=lower)
         if kind == b"D" and order.ord_type == OrdType.STOP and order.price:
             note += ", or past its Price (44), the worst it may trade at"
         return note
@@ -313,6 +314,10 @@ OUT_OF_BAND_NOTES: Final = {
     OrdType.STOP_LIMIT: (
         ": a stop-limit's limit may be at most limit_band_bps {limit_band_bps} bps from its "
         "stop price while it waits (from the last trade once the market is past its stop)"
+    ),
+    OrdType.MARKET: (
+        ": its cap, the last trade plus band_bps {band_bps} bps{lower}, is below the best ask: "
+        "capped, it could not trade"
     ),
     OrdType.STOP: (
         ": the best opposite price is past its stop price by more than band_bps {band_bps} "

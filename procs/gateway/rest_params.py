@@ -493,6 +493,12 @@ def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:
             f": the best opposite price is past its stopPrice by more than bandBps "
             f"{sym.band_bps} bps: banded from its stopPrice, it could not trade"
         ) + (", or past its price, the worst it may trade at" if req.price else "")
+    elif code == ResultCode.PRICE_OUT_OF_BAND and req.ord_type == OrdType.MARKET:
+        text += (
+            f": its cap, the last trade plus bandBps {sym.band_bps} bps"
+            + (" (lower than its price)" if req.price else "")
+            + ", is below the best ask: capped, it could not trade"
+        )
     elif code == ResultCode.PRICE_OUT_OF_BAND and req.ord_type == OrdType.STOP_LIMIT:
         text += (
             f": a stop-limit's price may be at most limitBandBps {sym.limit_band_bps} bps from "

@@ -336,7 +336,7 @@ def test_segments_record_the_rules_and_a_replay_refuses_another_naming_both(
     the segment and both versions)"; "0 in a segment means a build from before versions were
     recorded"; "History: 1, ... 2, a transfer's idempotency key"."""
     said("rules_version")
-    assert RULES_VERSION == 2
+    assert RULES_VERSION == 3
     fill(tmp_path, 3)
     [(_, seg)] = list_segments(tmp_path)
     head = seg.read_bytes()[:HEADER_SIZE]

@@ -252,8 +252,8 @@ async def _private_stream_snapshot_then_events(url: str) -> None:
             price="30000.00", quantity="0.50",
         )  # fmt: skip
         await alice.call(
-            "POST", "/api/v1/order", symbol="BTC-USD", side="BUY", type="MARKET", quantity="0.10",
-            price="31000.00",  # the worst price: no trade yet to bound a market buy's cost
+            "POST", "/api/v1/order", symbol="BTC-USD", side="BUY", type="LIMIT", quantity="0.10",
+            price="31000.00", timeInForce="IOC",  # no trade yet: a market buy is refused 2011
         )  # fmt: skip
         events: list[dict[str, Any]] = []
         while not any(e["data"].get("executionType") == "TRADE" for e in events) or not any(

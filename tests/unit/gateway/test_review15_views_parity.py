@@ -242,16 +242,19 @@ def test_a_market_buy_shows_the_same_price_live_and_in_the_history(db_harness: H
     ``allOrders`` and ``GET order`` answered from the history (once the gateway no longer
     follows the order) say "0.00": the same order changes price between views. The router
     puts a cap in ``price`` only when the client gave none (core/accounts.py: ``price ==
-    0``), so a price there is the client's.
+    0``), so a price there is the client's. (Review 328: a market buy needs a trade first,
+    and a worst price above the cap gives way to it, ``CAPPED``: here 104.00 after a trade at
+    100.00, within the cap 105.00, stays the client's.)
     Expected: one price in both views. Actual: "150.00" live, "0.00" in the history."""
     h = db_harness
 
     async def scenario(api: RestApi, url: str) -> None:
         alice, bob = await client(url, "ALICE", "alice-pw"), await client(url, "BOB", "bob-pw")
         try:
-            await bob.call("POST", ORDER, **SELL, price="100.00", quantity="0.05")
+            await bob.call("POST", ORDER, **SELL, price="100.00", quantity="0.10")
+            await alice.call("POST", ORDER, **BUY, type="LIMIT", quantity="0.05", price="100.00")
             bought = await alice.call(
-                "POST", ORDER, **BUY, type="MARKET", quantity="0.05", price="150.00"
+                "POST", ORDER, **BUY, type="MARKET", quantity="0.05", price="104.00"
             )
             assert bought["status"] == "FILLED", bought
             live = await order_status(alice, bought["orderId"])

@@ -328,13 +328,13 @@ def test_a_market_buy_reserves_at_its_cap_until_it_is_done(desk: Desk) -> None:
     code, order = desk.new(1, BUY, 0, 4, kind=MARKET, tif=IOC)
     assert (code, order.price) == (OK, 10_500)
     assert desk.accounts.balance(1, USD)[1] == btc_hold(10_500, 4)
-    # a cap the order carries (a client's, or the journal's on replay) is kept as it is
+    # a worst price within the cap (a client's, or the journal's on replay) is kept as it is
     code, order = desk.new(1, BUY, 10_200, 2, kind=MARKET, tif=IOC)
     assert (code, order.price) == (OK, 10_200)
     code, order = desk.new(1, BUY, 12_000, 2, kind=MARKET, tif=IOC)
-    assert (code, order.price) == (OK, 12_000)
+    assert (code, order.price) == (OK, 10_500)  # a worst price never lifts the cap (review 328)
     assert desk.accounts.balance(1, USD)[1] == sum(
-        btc_hold(p, q) for p, q in ((10_500, 4), (10_200, 2), (12_000, 2))
+        btc_hold(p, q) for p, q in ((10_500, 4), (10_200, 2), (10_500, 2))
     )
     desk.settle()  # all rejected: no liquidity
     assert desk.accounts.balance(1, USD) == before

@@ -240,9 +240,9 @@ class RiskMachine(RuleBasedStateMachine):
             stp=list(StpMode)[v[0] // 4 % 4], stop=stop, display=display,
         )  # fmt: skip
         held_at, expect = price, ResultCode.OK
-        if side == BUY and price == 0:
+        if side == BUY and (price == 0 or kind == MARKET):  # a market buy's worst price too
             ref = self.ex.accounts.last_price(symbol) if kind == MARKET else stop
-            held_at = cap(CFG, symbol, ref)
+            held_at = min(price or cap(CFG, symbol, ref), cap(CFG, symbol, ref))
             if ref == 0:
                 expect = ResultCode.NO_REFERENCE_PRICE
         asset = quote if side == BUY else base
