@@ -82,8 +82,8 @@ class NewOrders:
     async def test_order(self, request: RestRequest) -> web.Response:
         """``POST order/test``: the order checked as ``POST order`` checks it here (the
         signature and trade scope, every field against the symbol's rules, a
-        ``newClientOrderId`` an open order holds, a stop buy's cap, a priced order's
-        notional: ``rest_params.router_refusal``) and not sent:
+        ``newClientOrderId`` an open order holds, a stop buy's cap, a priced limit or stop
+        order's notional: ``rest_params.router_refusal``) and not sent:
         ``{}``, or the 400 the order would get. What only the exchange checks (balance, price
         band, open orders, a notional judged at the last trade) is not asked."""
         key, req = await self._order_of(request)

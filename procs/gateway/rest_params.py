@@ -459,16 +459,17 @@ def router_refusal(req: OrderRequest, market: Market, risk: RiskConfig) -> None:
     ``bandBps``, as ``Accounts.reserve_new`` caps it) passes the largest price is refused
     ``INVALID_PRICE`` before its notional is judged; then ``FILTER_FAILURE`` where the
     notional passes ``risk.max_order_notional`` at the price the router judges it at
-    (``Market.judged_at``). What the router judges at the last trade (a market order, a
-    sell below it) is its own."""
+    (``Market.judged_at``). What the router judges at the last trade (a market order, even
+    one with a worst price, capped below it from the last trade since review 328; a sell
+    below it) is its own."""
     price = req.price
     if req.side == Side.BUY and req.ord_type == OrdType.STOP and not price:
         price = market.cap(req.stop_price)
         if price > MAX_INT64:
             refused = refusal(ResultCode.INVALID_PRICE, req, risk)
             raise bad_request(codes.NEW_ORDER_REJECTED, refused)
-    if not risk.max_order_notional:
-        return
+    if not risk.max_order_notional or req.ord_type == OrdType.MARKET:
+        return  # a market buy's cap comes from the last trade, the router's (review 328)
     at = market.judged_at(req.side, req.ord_type, price, req.stop_price)
     if at and market.notional(at, req.qty) > risk.max_order_notional:
         raise bad_request(codes.FILTER_FAILURE, refusal(ResultCode.NOTIONAL_TOO_LARGE, req, risk))

@@ -27,6 +27,11 @@ Faults found:
    volume and quote volume (a buying aggressor's trades; migration 0014 adds the columns and
    fills them in from the trades table), and ``klines`` answers Binance's twelve fields, the
    last ``"0"``; the first nine while the writer has not migrated the database yet.
+4. (A reread of review 328's fix.) ``order/test`` judged a MARKET buy sent with a worst price
+   at that price against ``max_order_notional``, where the router since review 328 judges it
+   at the lower of its price and its cap from the last trade: a refusal (-1013) of an order
+   ``POST order`` takes. Fixed: ``rest_params.router_refusal`` leaves a market order's
+   notional to the router, as it did one without a price.
 
 Sound: ``shm ls --instance`` once; order/test of a stop buy whose cap fits.
 """
@@ -156,3 +161,24 @@ def test_klines_carry_the_taker_buy_volumes(tmp_path: Path, dsn: str) -> None:
         conn.execute(text.encode())
     assert nine == {i: [k[:9] for k in rows] for i, rows in got.items()}  # before 0014
     assert _klines(dsn, cfg, now_ms) == got  # 0014's fill-in from the trades
+
+
+def test_order_test_leaves_a_market_buys_notional_to_the_router(bounded: Harness) -> None:
+    """Scenario: ``max_order_notional`` $100; ALICE tests a MARKET BUY 0.01 with a worst price
+    of 20000.00 ($200 at that price). Expected: ``{}``: the router judges a market buy at the
+    lower of its price and its cap from the last trade (review 328), which order/test does not
+    know, so a worst price alone is no refusal. Was (fixed): 400 -1013 (judged at its price),
+    an order POST order takes when the last trade is low."""
+
+    async def scenario(api: RestApi, url: str) -> None:
+        alice = await client(url, "ALICE", "alice-pw")
+        market: dict[str, Any] = {
+            "symbol": "BTC-USD", "side": "BUY", "type": "MARKET", "quantity": "0.01"
+        }  # fmt: skip
+        try:
+            tested = _code(await alice.request("POST", TEST, **market, price="20000.00"))
+            assert tested == (200, 0), tested
+        finally:
+            await alice.close()
+
+    run(bounded, scenario)
