@@ -29,7 +29,8 @@ def judged_at(sym: SymbolConfig, side: Side, ord_type: OrdType, price: int) -> s
             return "the higher of its price and its stopPrice"
         return "the higher of its price and the last trade"
     if ord_type == OrdType.MARKET:  # a worst price never lifts the cap (review 328)
-        return f"its cap: the last trade plus {band}" + (", or its price where lower" * bool(price))
+        lower = ", or its price where lower" if price else ""
+        return f"its cap: the last trade plus {band}{lower}"
     if price or ord_type != OrdType.STOP:
         return "its price"
     return f"its cap: its stopPrice plus {band}"

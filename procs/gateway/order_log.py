@@ -50,7 +50,8 @@ A     the ref an order was placed under over REST    the API's view of it (``Liv
                                                      open, pending, or among the newest
                                                      finished the API keeps
 L     the ref of that API order                      (trade id, maker, journal seq, price,
-                                                     qty, time ms, buyer): a fill of it that
+                                                     qty, time ms, buyer, fee; no fee before
+                                                     review 331): a fill of it that
                                                      myTrades shows until the writer files
                                                      it (``rest_order_log.fill_entry``);
                                                      kept with its order, gone with it

@@ -80,6 +80,7 @@ from aiohttp import web
 from procs.common.records import AdminCommand
 from procs.common.types import AdminAction, Side, TradingStatus
 from procs.gateway.rest import RestApi
+from procs.gateway.security_status import READY_TO_TRADE, TRADING_HALT
 from tests.unit.gateway.harness import Client, Harness, small_ring_exchange, utc
 from tests.unit.gateway.rest_rig import client, fix_user, rest_exchange, run
 from tests.unit.gateway.test_review253_fix_rest_parity import _ack, _drain, _send_d
@@ -126,7 +127,7 @@ def test_sound_orders_cancels_and_replaces_under_a_halt_then_priority_after(
             await _ack(fix, "F1", (54, "1"), (40, "2"), (44, "100.00"), (38, "0.10"), (59, "1"))
             third = await alice.call("POST", ORDER, **bid, price="99.00")
             await _ack(fix, "F4", (54, "1"), (40, "2"), (44, "98.00"), (38, "0.10"), (59, "1"))
-            admin(harness, AdminAction.HALT)
+            await _admin_in_force(harness, AdminAction.HALT)
             code, body = await alice.request("POST", ORDER, **bid, price="100.00")
             assert (code, body["code"]) == (400, -2010), body
             assert body["msg"].startswith("order rejected: SYMBOL_HALTED (3001) symbol=BTC-USD")
@@ -148,7 +149,7 @@ def test_sound_orders_cancels_and_replaces_under_a_halt_then_priority_after(
             await fix.send("F", (11, "F4c"), (41, "F4"), (55, "BTC-USD"), (54, "1"), (60, utc()))
             (done,) = await _drain(fix)
             assert (done[150], done[39]) == (b"4", b"4")
-            admin(harness, AdminAction.RESUME)
+            await _admin_in_force(harness, AdminAction.RESUME)
             sold = await bob.call("POST", ORDER, symbol="BTC-USD", side="SELL", type="LIMIT",
                                   price="100.00", quantity="0.15")  # fmt: skip
             assert [f["qty"] for f in sold["fills"]] == ["0.10", "0.05"]
@@ -163,6 +164,20 @@ def test_sound_orders_cancels_and_replaces_under_a_halt_then_priority_after(
             await bob.close()
 
     run(harness, scenario)
+
+
+async def _admin_in_force(harness: Harness, action: AdminAction) -> None:
+    """``admin``'s halt or resume, waited for until the gateway has read the matcher's
+    SymbolStatus of it: the admin ring and the gateway's are two rings the router reads in no
+    set order, so an order sent at once may be sequenced before the halt (a flake under -n 2)."""
+    admin(harness, action)
+    want = TRADING_HALT if action == AdminAction.HALT else READY_TO_TRADE
+    assert harness.gateway is not None
+    seen = harness.gateway.security_statuses.seen
+    deadline = time.monotonic() + 10
+    while seen.get(1, (0, 0))[0] != want:
+        assert time.monotonic() < deadline, f"{action.name} not in force within 10 s"
+        await asyncio.sleep(0.005)
 
 
 # -- restarts ----------------------------------------------------------------------------------
