@@ -97,9 +97,13 @@ class LiveTrades:
         return fill
 
     def restore(self, account: int, symbol: int, fill: LiveFill) -> None:
-        """A fill the order log kept (``rest_order_log.restore``), as ``add`` keeps one."""
+        """A fill the order log kept (``rest_order_log.restore``), as ``add`` keeps one; one
+        logged without its fee (before review 331) gets it under the configured fees."""
         key = (account, symbol, fill.trade_id, fill.maker)
         if key not in self._fills:
+            if fill.fee is None:
+                fee = self.commissions.fee(symbol, fill.price, fill.qty, fill.maker)
+                fill = msgspec.structs.replace(fill, fee=fee)
             self._put(key, fill)
 
     def _put(self, key: Key, fill: LiveFill) -> None:

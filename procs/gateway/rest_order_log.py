@@ -126,15 +126,12 @@ class RestOrderLog:
             if order.order_id and order.status != "REJECTED":  # taken by the exchange: its
                 self.note_used(order.account, order.client_order_id)  # id "used" (a crash)
             if isinstance(values, ApiOrderValues):  # (a log of before review 324: none)
-                sym = order.symbol.id
                 for trade_id, logged in values.fills.items():
                     maker, seq, price, qty, time_ms, buyer = logged[:6]
                     fee = logged[6] if len(logged) > 6 else None  # none before review 331
-                    if fee is None:  # (or the symbol's assets were unknown): today's fees
-                        fee = self.trades.commissions.fee(sym, price, qty, maker)
                     fill = LiveFill(seq, trade_id, order.order_id, maker, buyer, price, qty,
                                     time_ms, fee)  # fmt: skip
-                    fills.append((order.account, sym, fill))
+                    fills.append((order.account, order.symbol.id, fill))
             if not order.open:
                 order.cancel_ref = 0  # ended: a cancel of it has nothing left to do
                 if order.status != "REJECTED":  # as live: a refused order is not kept

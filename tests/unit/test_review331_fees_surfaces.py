@@ -99,6 +99,7 @@ from tests.unit.gateway.rest_rig import (
     stream_messages,
 )
 from tests.unit.gateway.test_review195_channels import subscribed
+from tests.unit.gateway.test_review324_rest_history import filled_bid
 
 ORDER, TRADES = "/api/v1/order", "/api/v1/myTrades"
 SYM: dict[str, Any] = {"symbol": "BTC-USD"}
@@ -174,9 +175,7 @@ def test_a_fill_from_before_a_fee_change_keeps_its_fee_in_my_trades_after_both_r
     async def scenario(api: RestApi, url: str) -> None:
         await unfiled_rig.file_all(h)
         async with unfiled_rig.users(url) as (alice, bob):
-            await alice.call("POST", ORDER, **LIMIT, price="30000.00", quantity="0.10")
-            await bob.call("POST", ORDER, **SELL, price="30000.00", quantity="0.10",
-                           timeInForce="IOC")  # fmt: skip
+            await filled_bid(alice, bob)
             seen["before"] = [t["commission"] for t in await alice.call("GET", TRADES, **SYM)]
         seen["charged"] = _balance(h, FEE_ACCOUNT)[0]
         url2 = await _restart_both(h, _fees(30, 30)(h.cfg))

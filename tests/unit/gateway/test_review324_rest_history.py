@@ -71,6 +71,7 @@ from procs.common.types import DoneReason, Side
 from procs.gateway.history import order_json
 from procs.gateway.order_log import API_FILL, GONE, OrderLog, plain
 from procs.gateway.rest import RestApi
+from procs.gateway.rest_client import RestClient
 from procs.gateway.rest_orders import RestOrders
 from procs.gateway.rest_params import new_order
 from tests.unit.gateway import unfiled_rig
@@ -87,6 +88,17 @@ __all__ = ["harness"]  # the fixture these tests take, imported
 
 ORDER, ALL, TRADES = "/api/v1/order", "/api/v1/allOrders", "/api/v1/myTrades"
 SYM: dict[str, Any] = {"symbol": "BTC-USD"}
+
+
+async def filled_bid(alice: RestClient, bob: RestClient) -> dict[str, Any]:
+    """ALICE's bid of 0.10 at 30000.00 filled whole by BOB's IOC sell: her order's answer."""
+    bid: dict[str, Any] = await alice.call(
+        "POST", ORDER, **LIMIT, price="30000.00", quantity="0.10"
+    )
+    await bob.call("POST", ORDER, **SELL, price="30000.00", quantity="0.10", timeInForce="IOC")
+    return bid
+
+
 TRADE_FIELDS = (
     "id", "orderId", "price", "qty", "quoteQty", "time", "isBuyer", "isMaker", "commission",
     "commissionAsset",
@@ -108,9 +120,7 @@ def test_after_a_clean_restart_my_trades_has_the_fill_all_orders_shows(
     async def scenario(api: RestApi, url: str) -> None:
         await unfiled_rig.file_all(h)
         async with unfiled_rig.users(url) as (alice, bob):
-            bid = await alice.call("POST", ORDER, **LIMIT, price="30000.00", quantity="0.10")
-            await bob.call("POST", ORDER, **SELL, price="30000.00", quantity="0.10",
-                           timeInForce="IOC")  # fmt: skip
+            bid = await filled_bid(alice, bob)
             before = await alice.call("GET", TRADES, **SYM)
             assert [t["orderId"] for t in before] == [bid["orderId"]]
         assert h.gateway is not None
@@ -145,9 +155,7 @@ def test_after_a_crash_my_trades_has_the_fill_the_order_log_kept(harness: Harnes
     async def scenario(api: RestApi, url: str) -> None:
         await unfiled_rig.file_all(h)
         async with unfiled_rig.users(url) as (alice, bob):
-            bid = await alice.call("POST", ORDER, **LIMIT, price="30000.00", quantity="0.10")
-            await bob.call("POST", ORDER, **SELL, price="30000.00", quantity="0.10",
-                           timeInForce="IOC")  # fmt: skip
+            bid = await filled_bid(alice, bob)
             assert len(await alice.call("GET", TRADES, **SYM)) == 1
         await crash(h)
         await h.start()
