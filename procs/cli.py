@@ -22,7 +22,6 @@ import functools
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -36,7 +35,8 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.args import Once, dashed_values_joined, instance, named, seconds
 from procs.admin.commands import add_admin, run_admin
-from procs.admin.interrupts import exit_status, ignore_interrupts, interrupted_by, interrupting
+from procs.admin.detached_start import start_detached
+from procs.admin.interrupts import exit_status, interrupted_by, interrupting
 from procs.common.durable import fsync_file
 from procs.common.endpoints import endpoints, meets_clients, unserved
 from procs.common.journal import JournalError, JournalReader
@@ -60,7 +60,6 @@ from procs.dbwriter.main import run as dbwriter_run
 from procs.dbwriter.writer import StoppedWaitingError
 from procs.shm_commands import shm_ls, shm_rm
 from procs.supervisor.draining import stop_bound_s
-from procs.supervisor.exit_reason import start_failure
 from procs.supervisor.main import Supervisor
 from procs.supervisor.main import main as supervisor_main
 from shm import Ring
@@ -165,64 +164,9 @@ def _run(args: argparse.Namespace) -> int:
     if not args.detach:
         return supervisor_main(["--profile", profile])
     log_path = logs / "supervisor.log"
-    with open(log_path, "ab") as out:
-        logged = out.tell()  # where this start's lines begin
-        child = subprocess.Popen(
-            [sys.executable, "-m", "procs.supervisor.main", "--profile", profile],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        failed = _wait_started(args, cfg, child, log_path, logged)
-    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: none reaches the supervisor
-        ignore_interrupts()  # (in its own session); a second must not cut the stop short
-        _end_start(cfg, child)  # given up on: it must not come up behind the operator
-        print(f"ringex run: {interrupted_by(exc)} while instance {cfg.instance} was starting: "
-              f"the start is given up, its supervisor (pid {child.pid}) stopped; see "
-              f"{log_path}", file=sys.stderr)  # fmt: skip
-        return exit_status(exc)
-    if failed is not None:
+    if (failed := start_detached(cfg, profile, log_path, args.timeout)) is not None:
         return failed
-    # said once the wait is over: a signal from here on ends the command, not the instance
-    print(f"instance {cfg.instance} running (supervisor pid {child.pid})")
     return _print_status(cfg, as_json=False)
-
-
-def _wait_started(
-    args: argparse.Namespace, cfg: RingexConfig, child: subprocess.Popen[bytes], log_path: Path,
-    logged: int,
-) -> int | None:  # fmt: skip
-    """Wait for the detached supervisor ``child`` to say the instance runs: None once it
-    does, else the command's exit status, its reason said."""
-    started = time.monotonic()
-    while time.monotonic() - started < args.timeout:
-        status = read_status(cfg)
-        if status and status.get("supervisor_pid") == child.pid and status["state"] == "running":
-            return None
-        if child.poll() is not None:
-            why = start_failure(read_status(cfg), child.pid, log_path, logged)
-            print(f"ringex run: instance {cfg.instance} did not start: {why} (the supervisor "
-                  f"exited with {child.returncode}; see {log_path})", file=sys.stderr)  # fmt: skip
-            return 1
-        time.sleep(0.1)
-    why = not_ready(read_status(cfg))  # as it stood when the wait ended
-    _end_start(cfg, child)  # reported as failed, it must not come up later (nor refuse a retry)
-    print(f"instance {cfg.instance} not ready within {args.timeout} s ({why}): stopped; see "
-          f"{log_path}", file=sys.stderr)  # fmt: skip
-    return 1
-
-
-def _end_start(cfg: RingexConfig, child: subprocess.Popen[bytes]) -> None:
-    """Stop a start given up on, and wait as long as `ringex stop` would: a stop killed
-    mid-way leaves segments behind."""
-    child.terminate()
-    try:
-        child.wait(stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S))
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
 
 
 def _stop(args: argparse.Namespace) -> int:

@@ -68,3 +68,27 @@ def interrupted_by(exc: KeyboardInterrupt) -> str:
 def exit_status(exc: KeyboardInterrupt) -> int:
     """A shell's status of a command its signal ended: 128 + the signal (130 for Ctrl-C)."""
     return 128 + (exc.signal if isinstance(exc, Interrupted) else signal.SIGINT)
+
+
+@contextlib.contextmanager
+def held_interrupts() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP held within, and the first taken as the handler before
+    would have taken it as this ends: a step that must not be cut short, as the spawn of a
+    detached supervisor whose pid the stop of a start given up needs (a signal raised within
+    ``Popen`` left the supervisor to come up, unknown). Those ignored stay so; off the main
+    thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, *INTERRUPTING)}
+    for s, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(s, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if held:  # (raise_signal runs a Python handler before it returns: raised here)
+        signal.raise_signal(held[0])

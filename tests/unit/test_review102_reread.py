@@ -32,6 +32,7 @@ import procs.cli
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
+from procs.admin import detached_start
 from procs.common.journal_format import HEADER_SIZE, entry_layout
 from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec
@@ -442,9 +443,9 @@ def test_ctrl_c_while_run_detach_waits_stops_the_start(
         STDOUT=subprocess.STDOUT,
         TimeoutExpired=subprocess.TimeoutExpired,
     )
-    monkeypatch.setattr(procs.cli, "subprocess", fake_subprocess)
+    monkeypatch.setattr(detached_start, "subprocess", fake_subprocess)
     monkeypatch.setattr(
-        procs.cli, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=ctrl_c)
+        detached_start, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=ctrl_c)
     )
     _Started.last = None
     code = procs.cli.main(["run", "--detach", "--config", str(config), "--timeout", "30"])

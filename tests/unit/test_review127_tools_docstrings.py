@@ -41,6 +41,8 @@ import procs.admin.args
 import procs.cli
 from config import load_profile
 from config.schema import RingexConfig
+from procs.admin import detached_start
+from procs.admin.detached_start import start_detached
 from procs.common import endpoints as endpoints_module
 from procs.common import run_files
 from procs.common.endpoints import endpoints, url_host
@@ -250,9 +252,9 @@ def test_run_detach_returns_once_it_is_running(
     stopped: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """cli.py run help: "start the exchange (foreground unless --detach)", --detach "return
-    once it is running"; _run: "Ctrl-C, SIGTERM, SIGHUP: none reaches the supervisor"."""
+    once it is running"; start_detached: "Ctrl-C, SIGTERM, SIGHUP: none reaches the supervisor"."""
     said("return once it is running", helps(PARSER, "run", "--detach"))
-    said("Ctrl-C, SIGTERM, SIGHUP: none reaches the supervisor", procs.cli._run)
+    said("Ctrl-C, SIGTERM, SIGHUP: none reaches the supervisor", start_detached)
     started: list[dict[str, Any]] = []
 
     def popen(argv: list[str], **kwargs: Any) -> FakeProcess:
@@ -272,10 +274,11 @@ def test_run_detach_returns_once_it_is_running(
 def test_run_detach_says_why_the_supervisor_exited(
     stopped: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """cli.py _wait_started: "Wait for the detached supervisor ``child`` to say the instance
-    runs"; one that exits is said with start_failure's reason and its exit status, exit 1."""
+    """detached_start.py _wait_started: "Wait for the detached supervisor ``child`` to say
+    the instance runs"; one that exits is said with start_failure's reason and its exit
+    status, exit 1."""
     said("Wait for the detached supervisor ``child`` to say the instance runs",
-         procs.cli._wait_started)  # fmt: skip
+         detached_start._wait_started)  # fmt: skip
 
     def popen(argv: list[str], **kwargs: Any) -> FakeProcess:
         write_status(stopped, state="stopped", reason="cpu 99 is not on this host")
@@ -291,9 +294,9 @@ def test_run_detach_timeout_stops_the_start_waiting_as_a_stop_would(
     stopped: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """cli.py run --timeout help "--detach: seconds to wait"; _end_start: "Stop a start given
-    up on, and wait as long as `ringex stop` would"."""
+    up on, and wait as long as `ringex stop` would" (detached_start.py)."""
     said("--detach: seconds to wait", helps(PARSER, "run", "--timeout"))
-    said("wait as long as `ringex stop` would", procs.cli._end_start)
+    said("wait as long as `ringex stop` would", detached_start._end_start)
     child = FakeProcess()
     monkeypatch.setattr(subprocess, "Popen", lambda argv, **kw: child)
     assert ringex("run", "--config", str(stopped), "--detach", "--timeout", "0") == 1

@@ -28,6 +28,7 @@ import procs.supervisor.main as supervisor_main
 from config import load_profile
 from config.loader import ConfigError
 from procs import cli
+from procs.admin import detached_start
 from procs.common.run_files import read_status
 from procs.common.topology import users_path
 from procs.common.users import UserStore
@@ -267,7 +268,7 @@ def test_run_detach_that_gives_up_waits_for_the_stop_as_long_as_ringex_stop_does
         STDOUT=subprocess.STDOUT,
         TimeoutExpired=subprocess.TimeoutExpired,
     )
-    monkeypatch.setattr(cli, "subprocess", fake)
+    monkeypatch.setattr(detached_start, "subprocess", fake)
     assert cli.main(["run", "--config", str(profile), "--detach", "--timeout", "0.05"]) == 1
     assert "not ready" in capsys.readouterr().err
     bound = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
