@@ -526,8 +526,8 @@ def _other_schemas(cfg: RingexConfig) -> Json:
                     **{k: _MS for k in ("openTime", "closeTime")},
                     **{k: _INT for k in ("firstId", "lastId", "count")}}, required=["symbol"]),
             "description": "Only `symbol` until the symbol's first trade, then every field "
-            "(the rolling 24 h window); no prevClosePrice, bid or ask (ticker/bookTicker has "
-            "the best bid and ask).",
+            "(the rolling 24 h window); no bid or ask (ticker/bookTicker has them); "
+            "prevClosePrice zeros until the window first drops a trade.",
         },
         "Price": _obj({
             "symbol": _ref("Symbol"), "price": {**_DEC, "type": ["string", "null"]},

@@ -7,10 +7,9 @@ used venue API reads ``GET /api/v3/ticker/24hr``'s and ``GET /api/v3/trades``'s 
 (``lastPrice``, ``price``, ``id``...): the gateway renames here, so the feed keeps its keys
 (review 312). Decimals stay the strings market data wrote; ids, times and counts integers.
 
-Left out where ringex does not know it, rather than made up: the ticker's ``prevClosePrice``
-(the window's trade before its first is not kept) and ``bidPrice``, ``bidQty``, ``askPrice``,
-``askQty`` (``ticker/bookTicker`` has the best bid and ask); before a symbol's first trade
-its ticker is ``{"symbol"}`` alone.
+Left out: the ticker's ``bidPrice``, ``bidQty``, ``askPrice``, ``askQty``
+(``ticker/bookTicker`` has the best bid and ask); before a symbol's first trade its ticker is
+``{"symbol"}`` alone.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ TICKER_NAMES: tuple[tuple[str, str], ...] = (
     ("p", "priceChange"),
     ("P", "priceChangePercent"),
     ("w", "weightedAvgPrice"),
+    ("x", "prevClosePrice"),
     ("c", "lastPrice"),
     ("Q", "lastQty"),
     ("o", "openPrice"),
@@ -46,7 +46,9 @@ TICKER_NAMES: tuple[tuple[str, str], ...] = (
 )
 #: The ticker's decimal strings (the others: its symbol, times in ms, trade ids and count).
 TICKER_DECIMALS = tuple(
-    name for key, name in TICKER_NAMES if key in ("p", "P", "w", "c", "Q", "o", "h", "l", "v", "q")
+    name
+    for key, name in TICKER_NAMES
+    if key in ("p", "P", "w", "x", "c", "Q", "o", "h", "l", "v", "q")
 )
 
 

@@ -158,7 +158,7 @@ class Hub:
         elif stream.kind is Kind.TICKER:
             ticker = market.ticker.ticker()
             if ticker is not None:
-                payload = messages.ticker(market.symbol, ticker)[1]
+                payload = messages.ticker(market.symbol, ticker, market.book.last_top())[1]
                 self._deliver_one(client, Message(Kind.TICKER, stream.name, payload))
         elif stream.kind is Kind.STATUS:
             payload = messages.status(market.symbol, market.status)[1]
@@ -225,21 +225,30 @@ class Hub:
         subs_of = self._subs.get
         batch: list[Message] = []
         resets: list[str] = []
+        #: the symbols whose best bid or ask moved, without a ticker in the batch (yet)
+        moved: dict[int, SymbolMarket] = {}
         for update in updates:
             market = symbols[update.symbol]
             kind, name = _stream_of(market, update)
+            if kind is Kind.BOOK_TICKER:
+                moved[update.symbol] = market
+            elif kind is Kind.TICKER:
+                moved.pop(update.symbol, None)
             subs = subs_of(name)
             if not subs:
                 pass
             elif kind is Kind.DEPTH and update.reset:  # type: ignore[union-attr]
                 resets.append(name)
             else:
-                _, payload = messages.render(market.symbol, update, self._now(market))
+                top = market.book.last_top() if kind is Kind.TICKER else None
+                _, payload = messages.render(market.symbol, update, self._now(market), top)
                 final = kind is Kind.KLINE and update.candle.closed  # type: ignore[union-attr]
                 batch.append(Message(kind, name, payload, final))
                 self.delivered += len(subs)
             if kind is Kind.DEPTH:  # after its diff (a reset's too: the book after it)
                 self._partial_depths(market, batch)
+        for market in moved.values():
+            self._moved_ticker(market, batch)
         if batch:
             self.published += len(batch)
             names = dict.fromkeys(m.stream for m in batch)  # in order: so are the groups
@@ -259,6 +268,18 @@ class Hub:
             payload = self.depth_snapshot(name)
             for client in list(subs_of(name, ())):
                 client.deliver_snapshot(name, payload)
+
+    def _moved_ticker(self, market: SymbolMarket, batch: list[Message]) -> None:
+        """To ``batch``: ``market``'s 24hrTicker, where someone follows it, for a best bid or
+        ask a batch moved without a trade: its ``b``, ``B``, ``a``, ``A`` are the book's now,
+        as Binance's are (review 334: stale until the next trade)."""
+        name = f"{market.symbol.stream}@ticker"
+        subs = self._subs.get(name)
+        ticker = market.ticker.ticker() if subs else None
+        if subs and ticker is not None:
+            payload = messages.ticker(market.symbol, ticker, market.book.last_top())[1]
+            batch.append(Message(Kind.TICKER, name, payload))
+            self.delivered += len(subs)
 
     def _partial_depths(self, market: SymbolMarket, batch: list[Message]) -> None:
         """To ``batch``: the partial depth streams of ``market`` that someone follows and

@@ -119,9 +119,20 @@ def book_ticker(s: MarketSymbol, top: BookTop) -> tuple[str, bytes]:
     return stream, wrap(stream, data)
 
 
-def ticker(s: MarketSymbol, t: Ticker) -> tuple[str, bytes]:
+def ticker(s: MarketSymbol, t: Ticker, top: BookTop | None = None) -> tuple[str, bytes]:
+    """``<symbol>@ticker``: Binance's 24hrTicker, ``t`` with the book's best bid and ask,
+    ``top`` (``L2Book.last_top``; None shows both sides empty). ``E`` is the newer of the
+    two's times: the hub sends the ticker again when a batch moved the top (review 334)."""
     stream = f"{s.stream}@ticker"
-    return stream, wrap(stream, _ticker_data(s, t))
+    data = _ticker_data(s, t)
+    bid, ask = (top.bid, top.ask) if top is not None else (None, None)
+    # An empty side is Binance's zeros (its ticker's b, B, a, A are always strings), where
+    # @bookTicker, documented so, shows null.
+    data["b"], data["B"] = (s.price(bid[0]), s.qty(bid[1])) if bid else (s.price(0), s.qty(0))
+    data["a"], data["A"] = (s.price(ask[0]), s.qty(ask[1])) if ask else (s.price(0), s.qty(0))
+    if top is not None and top.ts_ns > t.ts_ns:
+        data["E"] = _ms(top.ts_ns)
+    return stream, wrap(stream, data)
 
 
 def ticker_data(s: MarketSymbol, t: Ticker | None) -> dict[str, Any]:
@@ -148,6 +159,7 @@ def _ticker_data(s: MarketSymbol, t: Ticker) -> dict[str, Any]:
         "p": s.price(t.change),
         "P": f"{'-' if pct < 0 else ''}{abs(pct) // 100}.{abs(pct) % 100:02d}",
         "w": s.notional(vwap),
+        "x": s.price(t.prev_close),  # "0.00" while the window has dropped no trade yet
         "o": s.price(t.open),
         "h": s.price(t.high),
         "l": s.price(t.low),
@@ -243,8 +255,11 @@ def status(s: MarketSymbol, u: StatusUpdate) -> tuple[str, bytes]:
     return stream, wrap(stream, data)
 
 
-def render(s: MarketSymbol, update: Update, now_ns: int) -> tuple[str, bytes]:
-    """The stream an update goes to and its message."""
+def render(
+    s: MarketSymbol, update: Update, now_ns: int, top: BookTop | None = None
+) -> tuple[str, bytes]:
+    """The stream an update goes to and its message. A ticker's shows ``top``, the symbol's
+    best bid and ask (``ticker``)."""
     if isinstance(update, StatusUpdate):
         return status(s, update)
     if isinstance(update, Trade):
@@ -254,7 +269,7 @@ def render(s: MarketSymbol, update: Update, now_ns: int) -> tuple[str, bytes]:
     if isinstance(update, BookTop):
         return book_ticker(s, update)
     if isinstance(update, Ticker):
-        return ticker(s, update)
+        return ticker(s, update, top)
     return kline(s, update, now_ns)
 
 

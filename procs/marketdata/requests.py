@@ -18,11 +18,17 @@ from procs.marketdata.streams import Stream, StreamError, parse_stream
 
 
 class ErrorCode(IntEnum):
-    INVALID_JSON = 1  # not JSON, or binary
+    """Binance's codes (its streams' "Error Messages"), which a Binance client reads: 2 an
+    invalid request, 3 invalid JSON. Its 0 (unknown property) and 1 (a property's value not a
+    boolean) answer SET_PROPERTY and GET_PROPERTY, which ringex does not take (2, an unknown
+    method). Our finer reasons are aliases of Binance's code for them (review 334: invalid JSON
+    was 1, an unknown stream 3, too many subscriptions 4)."""
+
     INVALID_REQUEST = 2  # JSON, but not a request we know
-    INVALID_STREAM = 3  # a stream name that is malformed or unknown
-    TOO_MANY_SUBSCRIPTIONS = 4
-    MESSAGE_TOO_LARGE = 5
+    INVALID_JSON = 3  # not JSON, or binary
+    # Binance: "Invalid request: invalid stream"
+    INVALID_STREAM = 2  # a stream name that is malformed or unknown
+    TOO_MANY_SUBSCRIPTIONS = 2  # past max_subscriptions (Binance has no code of its own)
 
 
 RequestId = int | str | None

@@ -220,6 +220,7 @@ def test_sound_rest_ticker_24hr_equals_a_hand_computation(public: Harness) -> No
         "priceChange": s.price(change),
         "priceChangePercent": f"{'-' if change < 0 else ''}{pct // 100}.{pct % 100:02d}",
         "weightedAvgPrice": s.notional(vwap),
+        "prevClosePrice": s.price(0),  # no trade has left the window (review 334)
         "lastPrice": s.price(last),
         "lastQty": s.qty(7),
         "openPrice": s.price(opened),

@@ -45,6 +45,10 @@ class Ticker:
     last_trade_id: int  # 0 when the window holds no trade
     open_ns: int  # start of the window
     last_qty: int = 0  # size of the last trade (kept when the window empties, as ``last``)
+    #: the price of the last trade before the window's first (Binance's ``x``,
+    #: ``prevClosePrice``): the close of the newest bucket the window dropped; 0 while none
+    #: was dropped (the exchange younger than the window: no such trade)
+    prev_close: int = 0
 
     @property
     def change(self) -> int:
@@ -63,6 +67,7 @@ class Ticker:
 
 class RollingTicker:
     last_qty = 0  # (a class default: a state saved before it existed loads with 0)
+    prev_close = 0  # (the same; ``Ticker.prev_close``)
 
     def __init__(self, symbol: int) -> None:
         self.symbol = symbol
@@ -113,6 +118,7 @@ class RollingTicker:
             return
         while buckets and buckets[0].start_ns < oldest:
             gone = buckets.popleft()
+            self.prev_close = gone.close
             self._volume -= gone.volume
             self._quote -= gone.quote_volume
             self._trades -= gone.trades
@@ -130,13 +136,13 @@ class RollingTicker:
             last = self.last
             return Ticker(
                 *(self.symbol, self.now_ns, last, last, last, last, 0, 0, 0, 0, 0),
-                *(window_start, self.last_qty),
+                *(window_start, self.last_qty, self.prev_close),
             )
         first = self._buckets[0]
         return Ticker(
             *(self.symbol, self.now_ns, first.open, self._high, self._low, self.last),
             *(self._volume, self._quote, self._trades, first.first_trade_id),
-            *(self.last_trade_id, window_start, self.last_qty),
+            *(self.last_trade_id, window_start, self.last_qty, self.prev_close),
         )
 
     def take_changed(self) -> Ticker | None:

@@ -218,6 +218,7 @@ def test_ticker_24hr_answers_binances_rest_keys(harness: Harness) -> None:
         decimals = {
             "priceChange", "priceChangePercent", "weightedAvgPrice", "lastPrice", "lastQty",
             "openPrice", "highPrice", "lowPrice", "volume", "quoteVolume",
+            "prevClosePrice",  # (review 334)
         }  # fmt: skip
         integers = {"openTime", "closeTime", "firstId", "lastId", "count"}
         assert ticker.keys() == {"symbol"} | decimals | integers, sorted(ticker)

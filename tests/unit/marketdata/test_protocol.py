@@ -60,7 +60,7 @@ def test_requests_parse_and_errors_name_the_problem() -> None:
         assert info.value.code == code
     assert msgspec.json.decode(result(3)) == {"result": None, "id": 3}
     assert msgspec.json.decode(error(ErrorCode.INVALID_JSON, "bad", 4)) == {
-        "error": {"code": 1, "msg": "bad"},
+        "error": {"code": 3, "msg": "bad"},
         "id": 4,
     }
 

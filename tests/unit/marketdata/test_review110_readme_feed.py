@@ -52,7 +52,8 @@ from .events import MIN, OTHER, SYMBOL, T0, level, trade
 from .rig import config
 
 ROW = next(line for line in section("The processes").splitlines() if line.startswith("| marketd"))
-TICKER_KEYS = ["p", "P", "w", "o", "h", "l", "c", "Q", "v", "q", "O", "C", "F", "L", "n"]
+TICKER_KEYS = ["p", "P", "w", "x", "o", "h", "l", "c", "Q", "b", "B", "a", "A"]  # (x, b..A: 334)
+TICKER_KEYS += ["v", "q", "O", "C", "F", "L", "n"]
 S = 1_000_000_000
 BTC = frozenset({"btc-usd"})
 

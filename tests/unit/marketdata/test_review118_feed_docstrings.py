@@ -292,7 +292,8 @@ def test_window_holds_the_minute_of_now_and_the_1439_before() -> None:
     assert (full.first_trade_id, full.open_ns) == (1, T0)
     t.advance(T0 + DAY)
     empty = t.ticker()
-    assert empty == Ticker(1, T0 + DAY, *(10_500,) * 4, 0, 0, 0, 0, 0, T0 + MIN, 4)
+    # (prev_close, review 334: the close of the minute that left, 10_500)
+    assert empty == Ticker(1, T0 + DAY, *(10_500,) * 4, 0, 0, 0, 0, 0, T0 + MIN, 4, 10_500)
 
 
 def test_high_and_low_recomputed_when_a_bucket_leaves() -> None:

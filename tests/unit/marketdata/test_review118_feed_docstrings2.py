@@ -401,7 +401,7 @@ def test_malformed_requests_get_an_error_the_connection_stays_open() -> None:
         server._on_message(client, message)
     got = [json.loads(p) for p in _drain(client.outbox)]
     codes = [m["error"]["code"] for m in got[:4]]
-    assert codes == [ErrorCode.INVALID_JSON] * 2 + [ErrorCode.INVALID_REQUEST, 3]
+    assert codes == [ErrorCode.INVALID_JSON] * 2 + [ErrorCode.INVALID_REQUEST, 2]
     assert got[3]["id"] == 7 and "unknown kind 'nope'" in got[3]["error"]["msg"]
     assert got[4] == {"result": None, "id": 8} and got[5]["data"]["e"] == "depthSnapshot"
     assert len(got) == 6 and not client.closing and client.streams == {"btc-usd@depth"}
