@@ -12,7 +12,8 @@ account's capacity). A tag FIX 4.4 does not define is an invalid tag number (373
 5000 up (the user-defined range and past it) an undefined tag (373=3).
 
 Checks run in the order QuickFIX runs them, so a message with several faults is rejected for
-the one a FIX engineer expects: header order, invalid/undefined tags, empty values, tags not
+the one a FIX engineer expects: a repeated MsgType (373=13 naming the first, the message's
+type: ``repeated_msg_type``), header order, invalid/undefined tags, empty values, tags not
 defined for the message type, repeated tags, data formats, enum values, required tags, then
 repeating groups (``fix_groups.py``: every group FIX 4.4 defines for the message and the
 header's NoHops, taken as groups and their values ignored; order entry refuses an order with
@@ -31,16 +32,35 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Final
 
+from procs.gateway.field_formats import (
+    BOOL,
+    CHAR,
+    FLOAT,
+    IDS,
+    INT,
+    MAX_ID_CHARS,
+    MAX_NUMBER_CHARS,
+    MAX_SEQNUM,
+    NOT_NEGATIVE,
+    SAFE_SEQNUM_DIGITS,
+    SEQNUM,
+    STRING,
+    TIMESTAMP,
+    Format,
+    out_of_range,
+)
 from procs.gateway.fix import (
     INVALID_TAG,
     MAX_SHAPES,
     SOH,
     FixMessage,
     is_tag_number,
-    parse_utc_timestamp,
     shown,
 )
 from procs.gateway.fix_groups import Group, check_group
+
+#: Formats and ranges read here, at home in ``field_formats.py`` (and the names below).
+__all__ = ["FLOAT", "MAX_NUMBER_CHARS", "MAX_SEQNUM", "SEQNUM", "out_of_range"]
 
 
 class RejectReason(IntEnum):
@@ -68,77 +88,6 @@ class Fault:
     reason: RejectReason
     tag: int  # RefTagID; 0 when no single tag is at fault
     text: str
-
-
-def _int(v: bytes) -> bool:
-    return v.isdigit() or (v[:1] == b"-" and v[1:].isdigit())
-
-
-def _positive(v: bytes) -> bool:
-    return v.isdigit()
-
-
-def _float(v: bytes) -> bool:
-    body = v[1:] if v[:1] == b"-" else v
-    whole, _, frac = body.partition(b".")
-    return bool(whole or frac) and (not whole or whole.isdigit()) and (not frac or frac.isdigit())
-
-
-def _char(v: bytes) -> bool:
-    return len(v) == 1
-
-
-def _bool(v: bytes) -> bool:
-    return v in (b"Y", b"N")
-
-
-def _string(v: bytes) -> bool:
-    return True
-
-
-def _timestamp(v: bytes) -> bool:
-    return parse_utc_timestamp(v) is not None
-
-
-INT, SEQNUM, FLOAT, CHAR, BOOL, STRING, TIMESTAMP = (
-    _int,
-    _positive,
-    _float,
-    _char,
-    _bool,
-    _string,
-    _timestamp,
-)
-
-Format = Callable[[bytes], bool]
-
-#: The longest number taken, in characters: no price, size or count needs more, and ``int``
-#: of a longer string costs quadratic time (Python refuses past 4300 digits).
-MAX_NUMBER_CHARS: Final = 40
-#: The largest sequence number (and value of any other SEQNUM field) taken: a session store
-#: keeps them in unsigned 64-bit words, and a larger one is refused rather than wrapped.
-MAX_SEQNUM: Final = 2**63 - 1
-_SAFE_SEQNUM_DIGITS: Final = len(str(MAX_SEQNUM)) - 1  # any number this long is below it
-_NUMERIC: Final = frozenset((INT, SEQNUM, FLOAT))
-#: The longest ClOrdID (11) and OrigClOrdID (41) taken: the REST API's limit on its ids, so
-#: an order's is one ``origClientOrderId`` can name (a FIX order's id is kept with it, in the
-#: order log and among the finished orders: up to ``max_message_bytes`` before, review 151).
-MAX_ID_CHARS: Final = 64
-_IDS: Final = frozenset((11, 41))
-
-
-def out_of_range(fmt: Format, value: bytes, tag: int = 0) -> str | None:
-    """Why ``value`` of field ``tag``, which has the format ``fmt``, is out of range (said
-    after the field's name), or None."""
-    if tag in _IDS and len(value) > MAX_ID_CHARS:
-        return f"has {len(value)} characters, more than {MAX_ID_CHARS}"
-    if fmt not in _NUMERIC:
-        return None
-    if len(value) > MAX_NUMBER_CHARS:
-        return f"has {len(value)} characters, more than {MAX_NUMBER_CHARS}"
-    if fmt is SEQNUM and len(value) > _SAFE_SEQNUM_DIGITS and int(value) > MAX_SEQNUM:
-        return f"{value.decode()} is above {MAX_SEQNUM}"
-    return None
 
 
 #: tag -> (name, format, allowed values or None): the fields ringex reads or writes, with
@@ -188,7 +137,7 @@ _READ: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
     25001: ("SelfTradePreventionMode", CHAR, frozenset((b"1", b"2", b"3", b"4"))),
     99: ("StopPx", FLOAT, None),
     103: ("OrdRejReason", INT, None),
-    108: ("HeartBtInt", SEQNUM, None),
+    108: ("HeartBtInt", INT, None),  # 0 and up (``field_formats.NOT_NEGATIVE``)
     102: ("CxlRejReason", INT, None),
     111: ("MaxFloor", FLOAT, None),
     112: ("TestReqID", STRING, None),
@@ -409,7 +358,7 @@ _IN_RANGE: Final[dict[Format, Callable[[bytes], object]]] = {
     FLOAT: re.compile(
         rb"(?=.{1,%d}\Z)-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)" % MAX_NUMBER_CHARS, re.DOTALL
     ).fullmatch,
-    SEQNUM: re.compile(rb"[0-9]{1,%d}" % _SAFE_SEQNUM_DIGITS).fullmatch,
+    SEQNUM: re.compile(rb"[0-9]{1,%d}" % SAFE_SEQNUM_DIGITS).fullmatch,
 }
 
 
@@ -425,7 +374,9 @@ def _fast_check(tag: int) -> Callable[[bytes], object] | None:
         return lambda v: fmt(v) and v in allowed
     if fmt is BOOL:
         return frozenset((b"Y", b"N")).__contains__
-    if tag in _IDS:  # a string of at most MAX_ID_CHARS
+    if tag in NOT_NEGATIVE:  # digits in a SEQNUM's range (a minus: ``first_fault`` says)
+        return _IN_RANGE[SEQNUM]
+    if tag in IDS:  # a string of at most MAX_ID_CHARS
         return lambda v: len(v) <= MAX_ID_CHARS and fmt(v)
     return _IN_RANGE.get(fmt) or (None if fmt is STRING else fmt)
 
@@ -509,6 +460,8 @@ def first_fault(msg: FixMessage) -> Fault | None:
     pairs = msg.pairs
     if len(pairs) < 1 or pairs[0][0] != 35:
         return Fault(RejectReason.TAG_OUT_OF_ORDER, 35, "MsgType (35) must be the third field")
+    if (again := repeated_msg_type(msg)) is not None:
+        return again
     spec = MESSAGES.get(msg.msg_type)
     if spec is None:
         return Fault(RejectReason.INVALID_MSGTYPE, 35, f"MsgType {msg.text(35)!r} is not valid")
@@ -586,6 +539,26 @@ def first_fault(msg: FixMessage) -> Fault | None:
         if fault is not None:
             return Fault(RejectReason(fault.reason), fault.tag, fault.text)
     return None
+
+
+def repeated_msg_type(msg: FixMessage) -> Fault | None:
+    """The fault of a message whose MsgType (35) comes more than once, or None. Its type is
+    the first, the third field (``FixMessage.msg_type``): the Reject names that one, as
+    RefMsgType, and a second anywhere is a repeated tag (373=13), not a header tag out of
+    order (review 333: the last was taken for the message's type)."""
+    tags = msg.tags
+    if tags.count(35) < 2:
+        return None
+    second = msg.values[tags.index(35, 1)]
+    text = f"MsgType (35) appears more than once: {shown(msg.msg_type)!r}, then {shown(second)!r}"
+    return Fault(RejectReason.TAG_APPEARS_MORE_THAN_ONCE, 35, text)
+
+
+def unsupported(msg: FixMessage) -> bool:
+    """Whether ``msg`` is of a standard FIX 4.4 type ringex does not take (a
+    BusinessMessageReject 380=3), rather than a session Reject's (a repeated MsgType)."""
+    kind = msg.msg_type
+    return kind not in MESSAGES and kind in KNOWN_TYPES and repeated_msg_type(msg) is None
 
 
 def _invalid_tag(raw: bytes) -> bytes:

@@ -51,8 +51,10 @@ class FixMessage(msgspec.Struct, gc=False):
     """One framed message. ``tags`` and ``values`` hold every field after BodyLength and
     before CheckSum, in order (a tag that is not an integer is ``INVALID_TAG``; a parsed
     message's ``tags`` is a tuple shared by every message of its shape); ``fields`` maps each
-    tag to its last value; ``pairs`` zips tags and values (only validation of groups and
-    resends walk it). ``raw`` is the whole message as received. Build one with ``of``.
+    tag to its last value; ``msg_type`` is the first MsgType (35), the third field, a second
+    one being a repeated tag (``dictionary.repeated_msg_type``); ``pairs`` zips tags and
+    values (only validation of groups and resends walk it). ``raw`` is the whole message as
+    received. Build one with ``of``.
 
     A msgspec Struct rather than a slots class: made in C, and left out of the cyclic
     collector's walks (it refers to no object that could refer back to it)."""
@@ -66,7 +68,8 @@ class FixMessage(msgspec.Struct, gc=False):
     @classmethod
     def of(cls, raw: bytes, tags: Sequence[int], values: list[bytes]) -> FixMessage:
         fields = dict(zip(tags, values))  # noqa: B905  # equal lengths by construction
-        return cls(raw, tags, values, fields, fields.get(35, b""))
+        kind = values[0] if tags and tags[0] == 35 else fields.get(35, b"")  # its own: the first
+        return cls(raw, tags, values, fields, kind)
 
     @property
     def pairs(self) -> list[tuple[int, bytes]]:
@@ -328,8 +331,7 @@ MAX_SHAPES: Final = 1024
 
 def _shape_tags(names: list[bytes]) -> tuple[int, ...] | None:
     """The tags of a shape (its tag names as sent), remembered; None when one is not in
-    1..9999, or MsgType is not first or not alone (``_message`` decides those: a message's
-    ``msg_type`` is its last MsgType, and ``_parse_run`` takes its first value)."""
+    1..9999, or MsgType is not first or not alone (``_message`` decides those)."""
     key = SOH.join(names)
     known = _SHAPE_TAGS.get(key)
     if known is not None:

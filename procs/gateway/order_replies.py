@@ -45,6 +45,7 @@ from procs.gateway.order_fields import (
     mass_report,
     other_account,
 )
+from procs.gateway.order_id_check import other_order_id
 from procs.gateway.order_state import MassCancelRequest, Order, Request
 from procs.gateway.session import Session
 
@@ -172,7 +173,8 @@ class OrderReplies:
     def status(self, session: Session, msg: FixMessage, now_ns: int) -> None:
         """OrderStatusRequest (H): an ExecutionReport Order Status (150=I) of the order its
         ClOrdID names (live, finished, or the next id of a cancel or replace in flight), or a
-        Rejected one saying it is unknown."""
+        Rejected one saying it is unknown, also when its OrderID (37) is another order's
+        (``order_id_check``: as an F or G is judged, review 333)."""
         key = (session.session_id, msg.fields[11])
         pending = self.pending_request(session.session_id, msg.fields[11])  # its next id
         order = self.live.get(key) or self.finished.get(key)
@@ -181,8 +183,9 @@ class OrderReplies:
         if other_account(msg.fields, session.account):  # another account's order: not this
             order = None
         extra = field(790, msg.fields[790]) if 790 in msg.fields else b""
-        if order is None:
-            text = f"unknown order ClOrdID {msg.text(11)}"
+        other = None if order is None else other_order_id(msg, order.order_id, 11)
+        if order is None or other is not None:
+            text = other or f"unknown order ClOrdID {msg.text(11)}"
             self._reject_new(session, msg, text, 5, b"I", extra)
             return
         self._report(order, b"I", extra=extra, status=self.pending_status().get(id(order)))

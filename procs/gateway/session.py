@@ -377,7 +377,7 @@ class Session(GapRecovery, ClockMarks):
     def _logon(self, msg: FixMessage, now_ns: int) -> None:
         sender = msg.text(49)
         if msg.msg_type != b"A":
-            self._close(f"first message is {msg.text(35)!r}, not a Logon")
+            self._close(f"first message is {shown(msg.msg_type)!r}, not a Logon")
             return
         if (fault := logon.before_password(msg, self.settings, now_ns, self.users)) is not None:
             self._refuse(sender, fault, now_ns)
@@ -521,7 +521,7 @@ class Session(GapRecovery, ClockMarks):
             self._resend_upto = 0
         elif self._resend_upto:  # its answer moves the gap on
             self._resend_at = now_ns
-        if kind not in dictionary.MESSAGES and kind in dictionary.KNOWN_TYPES:
+        if dictionary.unsupported(msg):
             self.business_reject(msg, 3, f"unsupported MsgType {msg.text(35)}", now_ns)
             return
         fault = dictionary.validate(msg)

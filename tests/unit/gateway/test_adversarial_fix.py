@@ -256,7 +256,7 @@ def test_the_throttle_rejects_naming_the_limit_and_takes_the_rest(
         ([(98, 0), (108, 30), (141, "Y")], 5, "RINGEX", b"MsgSeqNum 5, expected 1"),
         ([(98, 0), (108, 30)], 1, "RINGEY", b"TargetCompID 'RINGEY' is not 'RINGEX'"),
         ([(98, 1), (108, 30)], 1, "RINGEX", b"EncryptMethod (98) '1' is not one of ['0']"),
-        ([(98, 0), (108, "-30")], 1, "RINGEX", b"HeartBtInt (108) '-30' has the wrong format"),
+        ([(98, 0), (108, "-30")], 1, "RINGEX", b"HeartBtInt (108) -30 is out of range: below 0"),
     ],
 )
 def test_bad_logons_are_refused_naming_the_value(

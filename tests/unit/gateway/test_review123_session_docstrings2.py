@@ -98,13 +98,12 @@ def test_the_checksum_is_the_byte_sum_modulo_256() -> None:
         assert fix.checksum(data) == sum(data) % 256, n
 
 
-def test_fields_keep_each_tags_last_value_and_msg_type_the_last() -> None:
-    """``FixMessage``: "``fields`` maps each tag to its last value"; ``_shape_tags``: "a
-    message's ``msg_type`` is its last MsgType" (a run's shape with two is parsed alone)."""
-    _says(FixMessage, "``fields`` maps each tag to its last value")
-    _says(fix._shape_tags, "a message's ``msg_type`` is its last MsgType")
+def test_fields_keep_each_tags_last_value_and_msg_type_the_first() -> None:
+    """``FixMessage``: "``fields`` maps each tag to its last value; ``msg_type`` is the first
+    MsgType (35)" (review 333: it was the last; a run's shape with two is parsed alone)."""
+    _says(FixMessage, "``fields`` maps each tag to its last value; ``msg_type`` is the first")
     m = parsed(framed(f"35=0|49=ALICE|56=RINGEX|34=2|52={stamp(NOW)}|58=a|58=b|35=1|"))
-    assert m.get(58) == b"b" and m.msg_type == b"1" and m.values.count(b"0") == 1
+    assert m.get(58) == b"b" and m.msg_type == b"0" and m.values.count(b"0") == 1
 
 
 def test_a_wrong_checksum_or_msg_type_not_third_is_garbled() -> None:

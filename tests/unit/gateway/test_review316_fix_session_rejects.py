@@ -65,9 +65,11 @@ Leads not shown:
   ``dictionary.REQUEST_IDS`` (``test_sound_unsupported_msgtype_is_a_business_reject``).
 - A message with MsgType twice (``35=1|...|35=0``) is refused 373=14 with RefMsgType 0, the
   last MsgType (``FixMessage.of`` keeps the last value), not the message's own (the third
-  field, 1); a malformed message either way, so not shown as a fault.
+  field, 1); a malformed message either way, so not shown as a fault. Mended since: 373=13
+  371=35 with RefMsgType the first (review 333).
 - HeartBtInt is read as a SEQNUM (dictionary.py, 108): a negative one is refused as a wrong
-  data format rather than out of range (only a Logout's Text says which).
+  data format rather than out of range (only a Logout's Text says which). Mended since: an
+  INT from 0, -5 out of range (review 333).
 - A Logon's NextExpectedMsgSeqNum (789) is taken and ignored; FIX 4.4 makes its processing
   optional, so not a fault.
 """
@@ -127,7 +129,7 @@ def test_a_spec_field_of_a_type_ringex_only_sends_is_no_session_reject(
     ("hb", "text"),
     [
         ("0", b"HeartBtInt 0 outside 1..300"),
-        ("-5", b"HeartBtInt (108) '-5' has the wrong format"),
+        ("-5", b"HeartBtInt (108) -5 is out of range: below 0"),  # review 333
         ("99999999999", b"HeartBtInt 99999999999 outside 1..300"),
         ("100000000000000000000", b"is above 9223372036854775807"),
     ],
