@@ -21,6 +21,7 @@ from procs.common.run_files import read_status, supervisor_running
 from shm.liveness import pid_alive
 from tests.unit.supervisor.test_supervisor import wait_for
 from tests.unit.test_review239_operator_races import CLI, ROOT, _profile
+from tests.unit.test_review258_diff import children
 
 
 def _signals_by_default() -> None:
@@ -52,9 +53,12 @@ def test_a_signal_while_a_detached_start_waits_stops_the_start(
     )
     supervisor = 0
     try:
-        supervisor = wait_for(lambda: supervisor_running(read_status(cfg)), timeout=60)
+        # held as soon as it is forked (its pid in the status would come too late: it could
+        # be running by then, the start won; seen under load), maybe before its exec even,
+        # where the command still waits within Popen
+        supervisor = wait_for(lambda: next(iter(children(run.pid)), 0), timeout=60)
         os.kill(supervisor, signal.SIGSTOP)
-        assert (read_status(cfg) or {}).get("state") == "starting"
+        assert (read_status(cfg) or {}).get("state") != "running"
         run.send_signal(signum)
         os.kill(supervisor, signal.SIGCONT)  # it takes the stop's SIGTERM now or later
         _, err = run.communicate(timeout=90)
