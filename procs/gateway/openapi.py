@@ -395,7 +395,7 @@ def _order_schemas(cfg: RingexConfig) -> Json:
         "clientOrderId": _STR, "price": _DEC, "origQty": _DEC, "executedQty": _DEC,
         "cummulativeQuoteQty": {
             "type": ["string", "null"], "pattern": _DECIMAL_OUT,
-            "description": "null when only the history database knows the order",
+            "description": "null where not all its fills are known here (README, REST)",
         },
         "status": _enum(statuses),
         "timeInForce": {**_enum([*sorted(rp.TIFS), ""]), "description": "empty: not known"},

@@ -17,7 +17,7 @@ from config.schema import AssetConfig, SymbolConfig
 from procs.common.records import Accepted, OrderDone
 from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason, OrderFlag
-from procs.gateway.history import STATUS_NAMES, row_type
+from procs.gateway.history import STATUS_NAMES, row_notional, row_type
 from procs.gateway.instruments import Instruments, format_units
 from procs.gateway.order_state import Order
 from procs.gateway.rest_params import SIDE_NAMES, TIF_NAMES, TYPE_NAMES
@@ -67,8 +67,10 @@ class LiveOrder:
     #: the journal seq of the last event about it seen here (0: none since it was restored or
     #: followed from FIX): ``allOrders`` shows it over an older database row (``unfiled_orders``)
     seq: int = 0
-    #: False when followed from a database row with fills: the table keeps no notional, so
-    #: ``cummulativeQuoteQty`` is null, as the database's own answers show it
+    #: False where its fills are not all known here, so ``cummulativeQuoteQty`` is null: an
+    #: end seen alone (``from_done``), a fill or a restart's correction that shows fills
+    #: missed (``RestOrders._fill``, ``rest_order_log``), a row whose trades do not add up
+    #: (``history.row_notional``); a row that says it (``complete``) makes it known again
     notional_known: bool = True
     display: int = 0  # an iceberg's shown slice in lots (icebergQty), 0: not an iceberg
     amend_ref: int = 0  # the ref of an amend of it sent from here and not answered yet
@@ -127,6 +129,10 @@ class LiveOrder:
             self.price, self.row_seq = row[6], row[16]
         if not self.client_order_id:  # followed from its events alone: the row's, if kept
             self.client_order_id = row[18]
+        notional = row_notional(row)
+        if not self.notional_known and notional is not None and row[10] == self.cum:
+            # the row counts the same fills (a count only grows): its notional is theirs
+            self.notional, self.notional_known = notional, True
         if not self.partial:
             return
         if not self.side:
@@ -164,6 +170,7 @@ class LiveOrder:
             self.price, self.stop_price, self.qty, self.leaves, self.cum, self.notional,
             self.status, self.client_order_id, self.time_ms, self.update_ms, self.reject,
             self.ref, self.display, self.amend_ref, self.triggered, self.cancel_ref, self.seq,
+            self.notional_known,
         ]  # fmt: skip
 
     @staticmethod
@@ -192,6 +199,8 @@ class LiveOrder:
         order.triggered = bool(values[20]) if len(values) > 20 else False
         order.cancel_ref = values[21] if len(values) > 21 else 0
         order.seq = values[22] if len(values) > 22 else 0  # (0: not known, review 158)
+        # a notional found unknown stays so across a second restart (was taken as known)
+        order.notional_known = bool(values[23]) if len(values) > 23 else True
         return order
 
 
@@ -223,13 +232,16 @@ def from_accepted(a: Accepted, sym: SymbolConfig) -> LiveOrder:
 def from_row(row: tuple[Any, ...], sym: SymbolConfig) -> LiveOrder:
     """The API's view of an order as a database row (``History.orders``) shows it: placed
     elsewhere, or before its account was followed here. Its clientOrderId is the row's ('':
-    not kept); its seq is the row's ``updated_seq``, the journal seq of its last change filed."""
+    not kept); its seq is the row's ``updated_seq``, the journal seq of its last change filed;
+    its notional the row's, summed from its trades (unknown where they do not add up)."""
     (oid, account, _sym, side, ord_type, tif, price, stop, size, remaining, filled, status,
      _code, created_ms, updated_ms, flags, updated_seq, display, client_id) = row[:19]  # fmt: skip
+    notional = row_notional(row)
     return LiveOrder(
         oid, account, sym, side, row_type(ord_type, flags), tif, price, stop, size, remaining,
-        filled, status=STATUS_NAMES.get(status, str(status)), time_ms=created_ms,
-        update_ms=updated_ms, seq=updated_seq, notional_known=not filled, display=display,
+        filled, notional or 0, status=STATUS_NAMES.get(status, str(status)), time_ms=created_ms,
+        update_ms=updated_ms, seq=updated_seq, notional_known=notional is not None,
+        display=display,
         triggered=bool(stop and filled),  # a stop that traded was triggered (as order_json)
         client_order_id=client_id,
     )  # fmt: skip
@@ -238,11 +250,12 @@ def from_row(row: tuple[Any, ...], sym: SymbolConfig) -> LiveOrder:
 def from_done(done: OrderDone, sym: SymbolConfig) -> LiveOrder:
     """An order not followed here as its end alone shows it: status, quantity filled and
     time of the end, at the end's seq. Side, price, type and the rest are not known until a
-    row completes them (``complete``), nor is its notional (null, as the database shows it)."""
+    row completes them (``complete``), nor is its notional (null until a row of as many fills
+    says it; 0 where nothing filled)."""
     return LiveOrder(
         done.order_id, done.account, sym, 0, "", 0, 0, 0, done.filled_qty + done.leaves_qty, 0,
         done.filled_qty, status=DONE_STATUS.get(done.reason, "CANCELED"),
-        update_ms=ms(done.ts_ns), seq=done.seq, notional_known=False,
+        update_ms=ms(done.ts_ns), seq=done.seq, notional_known=not done.filled_qty,
     )  # fmt: skip
 
 

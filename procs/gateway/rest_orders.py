@@ -514,11 +514,12 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
             request.order = request.outcome.order = order or request.order
             if request.outcome.order is None:  # not followed here: what the event says
                 sym = self.instruments.by_id.get(done.symbol)
-                if sym is not None:
+                if sym is not None:  # its fills' notional not known here (0 if none)
                     request.outcome.order = LiveOrder(
                         done.order_id, done.account, sym, 0, "", 0, 0, 0,
                         done.filled_qty + done.leaves_qty, 0, done.filled_qty,
                         status=DONE_STATUS.get(done.reason, "CANCELED"),
+                        notional_known=not done.filled_qty,
                     )  # fmt: skip
             self._answered.append(done.client_ref)
 

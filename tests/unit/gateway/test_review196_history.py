@@ -200,7 +200,7 @@ def test_checked_edges_of_ids_times_limits_and_formats(harness: Harness) -> None
                 answers: list[tuple[dict[str, Any], list[int]]] = [
                     ({"startTime": BIG}, []), ({"endTime": 0}, []), ({"startTime": t + 1}, []),
                     ({"endTime": t - 1}, []), ({first: BIG}, []), ({first: 0}, whole),
-                    ({"startTime": 0, "endTime": t}, whole),
+                    ({"startTime": t - 86_400_000, "endTime": t}, whole),
                     ({"startTime": t, "endTime": t}, whole),
                     ({"endTime": BIG}, whole),
                 ]  # fmt: skip

@@ -497,8 +497,10 @@ def test_checked_an_end_kept_reads_the_same_before_and_after_the_writer_files_it
     cancelled elsewhere, ALICE of interest, unfollowed. Before the writer files the fill and
     the cancel, ``GET order`` and ``allOrders`` show it as the database shows it after:
     CANCELED, 0.04 executed, its side, type, price, placing time and the cancel's time;
-    ``openOrders`` lists nothing. (Its ``Accepted`` older than the recent events kept:
-    followed from it, the order would read so too, test_an_order_placed_and_filled_...)"""
+    ``openOrders`` lists nothing; all but ``cummulativeQuoteQty``, which the database sums
+    from its trades (review 332) and the end seen alone does not know. (Its ``Accepted``
+    older than the recent events kept: followed from it, the order would read so too,
+    test_an_order_placed_and_filled_...)"""
     h = harness
 
     async def scenario(api: RestApi, url: str) -> None:
@@ -520,6 +522,13 @@ def test_checked_an_end_kept_reads_the_same_before_and_after_the_writer_files_it
                 await alice.call("GET", ORDER, symbol="BTC-USD", orderId=1),
                 await alice.call("GET", ALL, symbol="BTC-USD"),
             ]
+            # but cummulativeQuoteQty (review 332): the database sums it from its trades; the
+            # end seen alone, its fill not in its row yet, does not know it (null)
+            quote = [v["cummulativeQuoteQty"] for v in (before[0], *before[1], after[0])]
+            assert quote == [None, None, "1200.0000"], quote
+            for view in (*before, *after):
+                for o in view if isinstance(view, list) else [view]:
+                    o.pop("cummulativeQuoteQty")
             assert before == after, (before, after)
             shown = after[0]
             got = (shown["status"], shown["executedQty"], shown["side"], shown["type"])
