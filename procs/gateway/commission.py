@@ -52,8 +52,8 @@ class Commissions:
         return None if fee is None else self.formatted(symbol, fee)
 
     def formatted(self, symbol: int, fee: int) -> tuple[bytes, str] | None:
-        """``shown`` of a ``fee`` computed already (``fee``'s, in quote minor units), or None
-        for a symbol without known assets."""
+        """``shown`` of a ``fee`` computed already (``fee``'s, in quote minor units; or any
+        quote amount so: a notional limit), or None for a symbol without known assets."""
         known = self._markets.get(symbol)
         if known is None:
             return None

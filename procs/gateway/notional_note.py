@@ -9,14 +9,23 @@ from __future__ import annotations
 from config.schema import SymbolConfig
 from procs.common.types import OrdType, Side
 from procs.core.money import largest_capped
+from procs.gateway.commission import Commissions
 from procs.gateway.instruments import MAX_INT64, format_units
 
 
-def notional_note(limit: int, sym: SymbolConfig, side: Side, ord_type: OrdType, price: int) -> str:
-    """``": its notional may be at most ..."``, or "" where no limit is set (0)."""
+def notional_note(
+    limit: int, sym: SymbolConfig, side: Side, ord_type: OrdType, price: int,
+    amounts: Commissions | None = None,
+) -> str:  # fmt: skip
+    """``": its notional may be at most ..."``, or "" where no limit is set (0). The limit
+    (quote minor units) as ``amounts`` shows a quote amount: a decimal of the quote asset,
+    as exchangeInfo's ``maxNotional`` (review 335: "100000000 minor units of USD" read as a
+    hundred million dollars); in minor units where its assets are not known."""
     if not limit:
         return ""
-    return f": its notional may be at most {limit} minor units of {sym.quote}, judged at " + (
+    shown = None if amounts is None else amounts.formatted(sym.id, limit)
+    most = f"{shown[0].decode()} {shown[1]}" if shown else f"{limit} minor units of {sym.quote}"
+    return f": its notional may be at most {most}, judged at " + (
         judged_at(sym, side, ord_type, price)
     )
 

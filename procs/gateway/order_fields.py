@@ -11,6 +11,7 @@ from config.schema import RiskConfig, SymbolConfig
 from procs.common.result_codes import ResultCode
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.core.order_checks import RESTS
+from procs.gateway.commission import Commissions
 from procs.gateway.dictionary import (
     FIELDS,
     HEADER,
@@ -254,8 +255,9 @@ def replace_fault(msg: FixMessage, order: Order, stop: int, display: int) -> str
 
 
 def refusal_text(
-    kind: bytes, order: Order, code: ResultCode, risk: RiskConfig, price: int = 0
-) -> str:
+    kind: bytes, order: Order, code: ResultCode, risk: RiskConfig, price: int = 0,
+    amounts: Commissions | None = None,
+) -> str:  # fmt: skip
     """The Text (58) of the exchange's refusal of a ``kind`` command (D, F or G) of
     ``order``: its code and ``refusal_note``'s why. A cancel or replace refused as
     UNKNOWN_ORDER of an order that finished meanwhile (another cancel, the REST API's, or a
@@ -263,13 +265,14 @@ def refusal_text(
     253: the order was known)."""
     if kind != b"D" and code == ResultCode.UNKNOWN_ORDER and order.status in FINISHED:
         return "too late: the order is finished"
-    note = refusal_note(kind, order, code, risk.max_order_notional, price, risk.max_open_orders)
+    limit, most = risk.max_order_notional, risk.max_open_orders
+    note = refusal_note(kind, order, code, limit, price, most, amounts)
     return f"{code.name} ({int(code)}){note}"
 
 
 def refusal_note(
     kind: bytes, order: Order, code: ResultCode, max_notional: int = 0, price: int = 0,
-    max_open: int = 0,
+    max_open: int = 0, amounts: Commissions | None = None,
 ) -> str:  # fmt: skip
     """What the Text (58) of the exchange's refusal of a ``kind`` command (D, F or G) of
     ``order`` adds to its code: why, where the code alone does not say ("" elsewhere). Said
@@ -280,7 +283,7 @@ def refusal_note(
         return f": an account may have at most {max_open} open orders"
     if code == ResultCode.NOTIONAL_TOO_LARGE:  # a replace is judged at its new price
         at = price if kind == b"G" else order.price
-        return notional_note(max_notional, order.symbol, order.side, order.ord_type, at)
+        return notional_note(max_notional, order.symbol, order.side, order.ord_type, at, amounts)
     if (
         kind == b"G"
         and code == ResultCode.INVALID_ORDER
@@ -432,8 +435,10 @@ def amounts(
     if display and display < sym.min_qty:  # a slice is an order's size too, as REST says
         least = format_units(sym.least_qty, sym.qty_decimals).decode()
         return Fault(f"MaxFloor (111) {shown(f[111])} is below the symbol's min {least}", 13)
-    if display > qty and not replace:
-        return Fault(f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}")
+    if display >= qty and not replace:  # an equal one too, as REST refuses it (review 335)
+        if display > qty:
+            return Fault(f"MaxFloor {shown(f[111])} is above OrderQty {shown(f[38])}")
+        return Fault(f"MaxFloor (111) {shown(f[111])} must be below OrderQty (38) {shown(f[38])}")
     if display:
         if why := cannot_rest(f, ord_type):
             return Fault(f"MaxFloor (111) {shown(f[111])} needs an order that rests: {why}")

@@ -1,10 +1,9 @@
 """Order entry: FIX application messages -> ring commands, matcher events -> FIX reports.
 
 ``OrderEntry`` is the session layer's ``Application``. It turns D/F/G/q into ``NewOrder``,
-``CancelOrder``, ``ReplaceOrder`` and ``MassCancel`` records (collected in ``outgoing`` for the
-shell to publish), answers H, AF (from what it holds) and x (``security_list.py``) itself,
-hands BE and e to the shell, and ``process(event)`` turns the events that come back into
-ExecutionReports (8), OrderCancelRejects (9) and OrderMassCancelReports (r).
+``CancelOrder``, ``ReplaceOrder``, ``MassCancel`` records (``outgoing``: the shell publishes),
+answers H, AF (from what it holds) and x (``security_list.py``), hands BE, e to the shell;
+``process`` makes ExecutionReports (8), OrderCancelRejects (9), OrderMassCancelReports (r).
 
 Every command gets a fresh ``client_ref``, the gateway's handle for one request: a NewOrder's
 ref names the order, a cancel's or replace's ref names that request (the matcher answers a
@@ -558,8 +557,9 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
         if request is not None:
             if request.cl_ord_id:
                 text = refusal_text(
-                    request.kind, request.order, rejected.code, self.risk, request.price
-                )
+                    request.kind, request.order, rejected.code, self.risk, request.price,
+                    self.commissions,
+                )  # fmt: skip
                 self._send_cancel_reject(
                     request.session, request.kind, request.cl_ord_id, request.order, text,
                     request.orig_cl_ord_id or None, at_ns=rejected.ts_ns,
@@ -574,7 +574,7 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             return
         self._forget(order)
         order.status, order.leaves = b"8", 0
-        text = refusal_text(b"D", order, rejected.code, self.risk)
+        text = refusal_text(b"D", order, rejected.code, self.risk, amounts=self.commissions)
         reason = ORD_REJ_REASON.get(rejected.code, 99)
         self.rejects += 1
         self.reject_reasons[reject_slot(reason)] += 1

@@ -102,7 +102,9 @@ class AmendRoute:
             if code == ResultCode.NOTIONAL_TOO_LARGE and order.side:  # judged at its new price
                 kind = rp.TYPES.get(order.type_name, OrdType.LIMIT)
                 limit = api.cfg.risk.max_order_notional
-                why += notional_note(limit, sym, Side(order.side), kind, new_price)
+                why += notional_note(
+                    limit, sym, Side(order.side), kind, new_price, api.core.commissions
+                )
             shown = f"price={format_units(new_price, sym.price_decimals).decode()} quantity="
             shown += format_units(new_qty, sym.qty_decimals).decode()
             refused = f"amend rejected: {why} orderId={order.order_id} {shown}"

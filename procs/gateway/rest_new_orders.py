@@ -88,7 +88,8 @@ class NewOrders:
         band, open orders, a notional judged at the last trade) is not asked."""
         key, req = await self._order_of(request)
         self.check_free(key, req)
-        rp.router_refusal(req, Market.all(self.cfg)[req.symbol.id], self.cfg.risk)
+        market = Market.all(self.cfg)[req.symbol.id]
+        rp.router_refusal(req, market, self.cfg.risk, self.core.commissions)
         return json_response({})
 
     async def _order_of(self, request: RestRequest) -> tuple[ApiKey, rp.OrderRequest]:
@@ -165,7 +166,7 @@ class NewOrders:
         exchange's refusal (400; 429 for the account's command rate, to be sent again)."""
         order = outcome.order
         if outcome.code != ResultCode.OK or order is None:
-            refused = rp.refusal(outcome.code, req, self.cfg.risk)
+            refused = rp.refusal(outcome.code, req, self.cfg.risk, self.core.commissions)
             rate = self.cfg.risk.max_commands_per_s
             raise codes.order_refused(outcome.code, codes.NEW_ORDER_REJECTED, refused, rate)
         body = outcome.view or order.json()

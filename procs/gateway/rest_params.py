@@ -24,6 +24,7 @@ from procs.core.money import Market
 from procs.core.order_checks import RESTS
 from procs.gateway import api_errors as codes
 from procs.gateway.api_errors import ApiError, bad_request
+from procs.gateway.commission import Commissions
 from procs.gateway.instruments import (
     MAX_INT64,
     Instruments,
@@ -453,7 +454,9 @@ def time_span(params: dict[str, str]) -> tuple[int | None, int | None]:
     return start, end
 
 
-def router_refusal(req: OrderRequest, market: Market, risk: RiskConfig) -> None:
+def router_refusal(
+    req: OrderRequest, market: Market, risk: RiskConfig, amounts: Commissions | None = None
+) -> None:
     """The 400 the router would give ``req`` from the order alone, ``order/test``'s check
     (reviews 315, 320, 327): a stop buy without a price whose cap (its stop price plus
     ``bandBps``, as ``Accounts.reserve_new`` caps it) passes the largest price is refused
@@ -466,16 +469,19 @@ def router_refusal(req: OrderRequest, market: Market, risk: RiskConfig) -> None:
     if req.side == Side.BUY and req.ord_type == OrdType.STOP and not price:
         price = market.cap(req.stop_price)
         if price > MAX_INT64:
-            refused = refusal(ResultCode.INVALID_PRICE, req, risk)
+            refused = refusal(ResultCode.INVALID_PRICE, req, risk, amounts)
             raise bad_request(codes.NEW_ORDER_REJECTED, refused)
     if not risk.max_order_notional or req.ord_type == OrdType.MARKET:
         return  # a market buy's cap comes from the last trade, the router's (review 328)
     at = market.judged_at(req.side, req.ord_type, price, req.stop_price)
     if at and market.notional(at, req.qty) > risk.max_order_notional:
-        raise bad_request(codes.FILTER_FAILURE, refusal(ResultCode.NOTIONAL_TOO_LARGE, req, risk))
+        refused = refusal(ResultCode.NOTIONAL_TOO_LARGE, req, risk, amounts)
+        raise bad_request(codes.FILTER_FAILURE, refused)
 
 
-def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:
+def refusal(
+    code: ResultCode, req: OrderRequest, risk: RiskConfig, amounts: Commissions | None = None
+) -> str:
     """The message of the exchange's refusal of new order ``req``: the code, the order's
     values, and the rule it broke where a configured limit says (review 47: the code's
     name alone told a client neither)."""
@@ -517,5 +523,6 @@ def refusal(code: ResultCode, req: OrderRequest, risk: RiskConfig) -> str:
     ):
         text += cap_note(sym, "stopPrice")
     elif code == ResultCode.NOTIONAL_TOO_LARGE:
-        text += notional_note(risk.max_order_notional, sym, req.side, req.ord_type, req.price)
+        limit = risk.max_order_notional
+        text += notional_note(limit, sym, req.side, req.ord_type, req.price, amounts)
     return text

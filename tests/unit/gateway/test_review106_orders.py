@@ -39,13 +39,14 @@ served = claims.served  # the fixture: the scenario's observations, run once for
 def test_the_refusals_of_a_new_order_name_the_rule() -> None:
     """README: "An order the exchange refuses is told its code, its price and quantity, and
     the rule where a configured limit says (the collar's `limitBandBps`, `max_open_orders`,
-    `max_order_notional`); a `LIMIT_MAKER` takes `GTC` or `DAY`; an `icebergQty` below
+    `max_order_notional`, ...); a `LIMIT_MAKER` takes `GTC` or `DAY`; an `icebergQty` below
     `minQty` is refused naming both" (rest_params.py:267-340 ``new_order``, :380
     ``refusal``)."""
     _claim(
         "An order the exchange refuses is told its code, its price and quantity, and the "
         "rule where a configured limit says (the collar's `limitBandBps`, "
-        "`max_open_orders`, `max_order_notional`); a `LIMIT_MAKER` takes `GTC` or `DAY`; an "
+        "`max_open_orders`, `max_order_notional`, said as a decimal of the quote asset, as "
+        "exchangeInfo's `maxNotional`: review 335); a `LIMIT_MAKER` takes `GTC` or `DAY`; an "
         "`icebergQty` below `minQty` is refused naming both"
     )
     sym = SymbolConfig(

@@ -411,7 +411,8 @@ def test_a_max_floor_cuts_what_is_left_into_at_most_iceberg_parts() -> None:
     fault = _amounts((111, "1"), (38, qty), drop=(38,))
     assert isinstance(fault, of.Fault) and f"into {parts + 1} parts, at most {parts}" in fault.text
     assert _amounts((111, "1"), (38, qty), drop=(38,), filled=100)[3] == 100
-    ioc = of.amounts(message("D", *order("o", (111, "1"), tif=3)), SYM, OrdType.LIMIT)
+    ioc_d = [p for p in order("o", (111, "1"), tif=3) if p[0] != 38] + [(38, "2")]
+    ioc = of.amounts(message("D", *ioc_d), SYM, OrdType.LIMIT)  # (MaxFloor below OrderQty)
     assert isinstance(ioc, of.Fault) and "needs an order that rests" in ioc.text
 
 
