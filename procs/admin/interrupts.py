@@ -87,8 +87,13 @@ def held_interrupts() -> Iterator[None]:
             signal.signal(s, lambda signum, _frame: held.append(signum))
     try:
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    finally:  # restored with the three blocked: one that comes meanwhile is held by the
+        # kernel and taken by its own handler then, never by the holder left on another
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, previous)
+        try:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     if held:  # (raise_signal runs a Python handler before it returns: raised here)
         signal.raise_signal(held[0])

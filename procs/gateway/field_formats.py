@@ -79,7 +79,7 @@ def out_of_range(fmt: Format, value: bytes, tag: int = 0) -> str | None:
         return None
     if len(value) > MAX_NUMBER_CHARS:
         return f"has {len(value)} characters, more than {MAX_NUMBER_CHARS}"
-    if tag in NOT_NEGATIVE and value[:1] == b"-":
+    if tag in NOT_NEGATIVE and value[:1] == b"-" and value[1:].strip(b"0"):  # ("-0" is 0)
         return f"{value.decode()} is out of range: below 0"
     seqnum = fmt is SEQNUM or tag in NOT_NEGATIVE
     if seqnum and len(value) > SAFE_SEQNUM_DIGITS and int(value) > MAX_SEQNUM:
