@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from procs import cli
+from procs.admin import detached_start
 from procs.supervisor import main as supervisor
 from tests.readme_text import claim
 
@@ -33,7 +33,7 @@ def test_every_process_log_is_opened_for_appending() -> None:
     """What makes the cut safe: a writer at a fixed offset would fill the cut part with
     zeros at its next write (the file sparse, as large as before)."""
     assert 'f"{spec.name}.log", "ab")' in inspect.getsource(supervisor.Supervisor._spawn)
-    assert 'open(log_path, "ab")' in inspect.getsource(cli)
+    assert 'open(log_path, "ab")' in inspect.getsource(detached_start)  # run --detach's
 
 
 def test_a_copytruncate_cut_leaves_an_appending_writer_no_hole(tmp_path: Path) -> None:

@@ -156,8 +156,8 @@ def test_a_fix_order_over_the_notional_limit_is_refused_naming_the_limit(fixh: H
     """What is wrong: a buy of 100.00 at 100000.00 (10,000,000 USD) against
     ``max_order_notional`` 10**9 minor units (1,000 USD) is refused over FIX with Text
     "NOTIONAL_TOO_LARGE (2008)" alone. Expected: the limit named, as the REST API's refusal
-    does (": its notional may be at most 1000000000 minor units of USD, judged at its
-    price")."""
+    does (": its notional may be at most 1000.000000 USD, judged at its price"; review 335
+    said it in the quote asset's decimals, as exchangeInfo's maxNotional)."""
     texts: list[str] = []
 
     async def scenario(h: Harness, port: int) -> None:
@@ -165,7 +165,7 @@ def test_a_fix_order_over_the_notional_limit_is_refused_naming_the_limit(fixh: H
 
     run_scenario(fixh, scenario)
     assert "NOTIONAL_TOO_LARGE" in texts[0], texts
-    assert str(NOTIONAL_LIMIT) in texts[0], texts
+    assert "at most 1000.000000 USD" in texts[0], texts  # (a decimal since review 335)
 
 
 # -- fault 4: the largest price named is not a price ---------------------------------------------

@@ -264,7 +264,7 @@ def test_a_fix_replace_over_the_notional_limit_names_the_limit(
     "NOTIONAL_TOO_LARGE (2008)" alone: ``refusal_note`` adds the limit for a D only
     (order_fields.py:240). A client is told a limit exists, not what it is.
 
-    Expected: the Text names the limit (1000000000 minor units of USD) and the price it was
+    Expected: the Text names the limit (1000.000000 USD, review 335) and the price it was
     judged at, as a D's does since review 62. Today: the code alone."""
     texts: list[str] = []
 
@@ -281,7 +281,7 @@ def test_a_fix_replace_over_the_notional_limit_names_the_limit(
 
     run_scenario(notional_harness, scenario)
     assert "NOTIONAL_TOO_LARGE" in texts[0], texts
-    assert str(NOTIONAL_LIMIT) in texts[0], texts
+    assert "at most 1000.000000 USD" in texts[0], texts  # (a decimal since review 335)
 
 
 # -- 9a73924: SenderCompID format before the limiter ----------------------------------------------

@@ -110,13 +110,13 @@ def _dumped(c: RestOrders) -> dict[int, list[Any]]:
 def test_yesterdays_21_value_entries_restore_and_compact_to_todays() -> None:
     """An entry of the build before (21 values: no cancel_ref, no seq) restores as an
     order with neither, waits for no cancel, and is not taken into the unfiled index; today's
-    entries (23 values) round-trip through a compaction."""
+    entries (24 values since review 332's notional flag) round-trip through a compaction."""
     c, out = core()
     cmd = _resting(c, out, order_id=7, seq=40)
     ref = _cancel_sent(c, out, ALICE, 7)
     log = replayed(c.take_changes())
     (values,) = log.values()
-    assert len(values) == 23 and values[21] == ref and values[22] == 40
+    assert len(values) == 24 and values[21] == ref and values[22] == 40 and values[23]
     assert _waiting(log) == {cmd.client_ref: [ref]}
     old = {placed: v[:21] for placed, v in log.items()}
     again, out2 = core()
