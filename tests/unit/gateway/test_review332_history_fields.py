@@ -69,11 +69,9 @@ def test_an_order_only_the_database_knows_shows_its_quote_qty_in_every_view(
     seen: dict[str, Any] = {}
 
     async def scenario(api: RestApi, url: str) -> None:
-        bob = await client(url, "BOB", "bob-pw")
-        try:
+        async with await client(url, "BOB", "bob-pw") as bob:
             await filed_bid(h, api, bob)
-            alice = await client(url, "ALICE", "alice-pw")
-            try:
+            async with await client(url, "ALICE", "alice-pw") as alice:
                 (listed,) = await alice.call("GET", ALL, **SYM)
                 oid = listed["orderId"]
                 seen["allOrders"] = listed
@@ -83,10 +81,6 @@ def test_an_order_only_the_database_knows_shows_its_quote_qty_in_every_view(
                 await unfiled_rig.file_all(h)
                 seen["GET order, ended"] = await order_status(alice, oid)
                 (seen["allOrders, ended"],) = await alice.call("GET", ALL, **SYM)
-            finally:
-                await alice.close()
-        finally:
-            await bob.close()
 
     run(h, scenario)
     shown = {view: (o["executedQty"], o["cummulativeQuoteQty"]) for view, o in seen.items()}
@@ -103,11 +97,9 @@ def test_a_row_order_followed_live_goes_on_from_the_rows_quote_qty(harness: Harn
     seen: dict[str, Any] = {}
 
     async def scenario(api: RestApi, url: str) -> None:
-        bob = await client(url, "BOB", "bob-pw")
-        try:
+        async with await client(url, "BOB", "bob-pw") as bob:
             await filed_bid(h, api, bob)
-            alice = await client(url, "ALICE", "alice-pw")
-            try:
+            async with await client(url, "ALICE", "alice-pw") as alice:
                 (listed,) = await alice.call("GET", OPEN, **SYM)
                 oid = listed["orderId"]
                 await bob.call(
@@ -116,10 +108,6 @@ def test_a_row_order_followed_live_goes_on_from_the_rows_quote_qty(harness: Harn
                 seen["live"] = await order_status(alice, oid)
                 await unfiled_rig.file_all(h)
                 (seen["filed"],) = await alice.call("GET", ALL, **SYM)
-            finally:
-                await alice.close()
-        finally:
-            await bob.close()
 
     run(h, scenario)
     shown = {view: (o["executedQty"], o["cummulativeQuoteQty"]) for view, o in seen.items()}
@@ -138,19 +126,13 @@ def test_a_cancel_of_an_order_never_listed_here_shows_no_wrong_quote_qty(
     seen: dict[str, Any] = {}
 
     async def scenario(api: RestApi, url: str) -> None:
-        bob = await client(url, "BOB", "bob-pw")
-        try:
+        async with await client(url, "BOB", "bob-pw") as bob:
             await filed_bid(h, api, bob)
             oid = (await api.need_history().orders(ALICE, 1, from_id=0, limit=10))[0][0]
-            alice = await client(url, "ALICE", "alice-pw")
-            try:
+            async with await client(url, "ALICE", "alice-pw") as alice:
                 seen["DELETE order"] = await alice.call("DELETE", ORDER, **SYM, orderId=oid)
                 await unfiled_rig.file_all(h)
                 seen["GET order"] = await order_status(alice, oid)
-            finally:
-                await alice.close()
-        finally:
-            await bob.close()
 
     run(h, scenario)
     shown = {view: (o["executedQty"], o["cummulativeQuoteQty"]) for view, o in seen.items()}
@@ -170,22 +152,16 @@ def test_an_order_ended_elsewhere_takes_its_quote_qty_from_a_row_of_as_many_fill
     seen: dict[str, Any] = {}
 
     async def scenario(api: RestApi, url: str) -> None:
-        bob = await client(url, "BOB", "bob-pw")
-        try:
+        async with await client(url, "BOB", "bob-pw") as bob:
             await filed_bid(h, api, bob)
             oid = (await api.need_history().orders(ALICE, 1, from_id=0, limit=10))[0][0]
-            alice = await client(url, "ALICE", "alice-pw")
-            try:
+            async with await client(url, "ALICE", "alice-pw") as alice:
                 await alice.call("GET", "/api/v1/account")  # of interest from now on
                 cancel = CancelOrder(0, time.time_ns(), FUNDER, 1, 2, ALICE, 1, oid)
                 h.funder.publish_batch([cancel])
                 await asyncio.sleep(0.3)  # the rig steps the pipeline every 0.5 ms
                 assert api.core.unfiled.ended.get(oid) is not None  # its end, seen alone
                 seen["GET order"] = await order_status(alice, oid)
-            finally:
-                await alice.close()
-        finally:
-            await bob.close()
 
     run(h, scenario)
     got = seen["GET order"]
@@ -207,12 +183,9 @@ def test_an_unfilled_filed_order_shows_zero_quote_qty(harness: Harness) -> None:
         h.funder.publish_batch([bid_elsewhere(1, 30)])
         await asyncio.sleep(0.1)
         await unfiled_rig.file_all(h)
-        alice = await client(url, "ALICE", "alice-pw")
-        try:
+        async with await client(url, "ALICE", "alice-pw") as alice:
             (listed,) = await alice.call("GET", ALL, **SYM)
             seen["order"] = await order_status(alice, listed["orderId"])
-        finally:
-            await alice.close()
 
     run(h, scenario)
     assert seen["order"]["cummulativeQuoteQty"] == "0.0000", seen
@@ -229,11 +202,9 @@ def test_quote_qty_is_null_only_where_the_trades_filed_do_not_add_up(harness: Ha
     seen: list[Any] = []
 
     async def scenario(api: RestApi, url: str) -> None:
-        bob = await client(url, "BOB", "bob-pw")
-        try:
+        async with await client(url, "BOB", "bob-pw") as bob:
             await filed_bid(h, api, bob)
-            alice = await client(url, "ALICE", "alice-pw")
-            try:
+            async with await client(url, "ALICE", "alice-pw") as alice:
                 (listed,) = await alice.call("GET", ALL, **SYM)
                 oid = listed["orderId"]
                 with psycopg.connect(h.cfg.database.dsn, autocommit=True) as conn:
@@ -246,10 +217,6 @@ def test_quote_qty_is_null_only_where_the_trades_filed_do_not_add_up(harness: Ha
                     seen.append((await order_status(alice, oid))["cummulativeQuoteQty"])
                     conn.execute("DELETE FROM trades WHERE maker_order_id = %s", (oid,))
                 seen.append((await order_status(alice, oid))["cummulativeQuoteQty"])
-            finally:
-                await alice.close()
-        finally:
-            await bob.close()
 
     run(h, scenario)
     assert seen == ["19.9000", None], seen
