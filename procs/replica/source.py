@@ -513,12 +513,20 @@ class ReplicationSource:
             # senders (they see ``stopping``) and close the sockets (the ack readers fail).
             for bell in self._sleepers:
                 _wake(bell)
-            for writer in self._serving.values():
-                # abort, not close: close flushes first, and a standby that stopped reading
-                # never lets a full send buffer flush (it reconnects and gets it again)
-                writer.transport.abort()
-            if self._serving:
-                await asyncio.wait(self._serving, timeout=5.0)
+            deadline = loop.time() + 5.0
+            while True:
+                for writer in self._serving.values():
+                    # abort, not close: close flushes first, and a standby that stopped
+                    # reading never lets a full send buffer flush (it reconnects and gets it
+                    # again)
+                    writer.transport.abort()
+                if self._serving:
+                    await asyncio.wait(self._serving, timeout=max(0.0, deadline - loop.time()))
+                # a connection accepted as the server closed starts its serve a few steps
+                # later: ended too, or its socket outlived the loop (an unclosed transport)
+                await asyncio.sleep(0.01)
+                if not self._serving or loop.time() >= deadline:
+                    break
 
     def close(self) -> None:
         self.peers.clear()
