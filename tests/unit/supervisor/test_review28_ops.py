@@ -50,7 +50,10 @@ def main(argv: list[str]) -> int:
     """A supervised stand-in (``held.py`` calls it): ``sleep MARKER`` writes its pid to MARKER
     and sleeps until it is stopped."""
     _mode, marker = argv[2:4]  # after "--profile <file>", which every process is given
-    Path(marker).write_text(str(os.getpid()))
+    # made whole at once: a reader that sees the file sees the pid (a file made, then
+    # written, was read empty once: int('') under load)
+    Path(f"{marker}.tmp").write_text(str(os.getpid()))
+    Path(f"{marker}.tmp").replace(marker)
     while True:
         time.sleep(1)
 

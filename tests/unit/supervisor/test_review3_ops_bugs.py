@@ -46,7 +46,10 @@ def main(argv: list[str]) -> int:
     mode, marker = argv[2:4]  # after "--profile <file>", which every process is given
     if mode == "ignore-term":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    Path(marker).write_text(str(os.getpid()))
+    # made whole at once: a reader that sees the file sees the pid (a file made, then
+    # written, was read empty once: int('') under load)
+    Path(f"{marker}.tmp").write_text(str(os.getpid()))
+    Path(f"{marker}.tmp").replace(marker)
     while True:
         time.sleep(1)
 
