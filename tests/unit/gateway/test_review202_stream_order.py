@@ -336,8 +336,17 @@ async def flow(harness: Harness, alice: RestClient, bob: RestClient, fix: Client
         with contextlib.suppress(Exception):  # filled first: nothing to cancel
             await alice.call("DELETE", ORDER, symbol="BTC-USD", orderId=rest_oid)
         await fix.send("F", *cancel(f"f{k}", f"c{k}", "1"))
-        await quiet(fix, 0.02)
+        await answer_to(fix, f"c{k}")  # (20 ms of quiet was not always enough under load)
         await rest_bid(alice, f"9{k % 10}.00", "0.10")  # rests on
+
+
+async def answer_to(fix: Client, cl: str, timeout: float = 5.0) -> None:
+    """Read ``fix``'s messages up to the answer (8 or 9) to the request of ClOrdID ``cl``,
+    so that the next request's answer is the next one read."""
+    while (msg := await fix.recv(timeout)) is not None:
+        if msg.get(11) == cl.encode() and msg.get(35) in (b"8", b"9"):
+            return
+    raise AssertionError(f"no answer to {cl} within {timeout} s")
 
 
 def test_checked_streams_subscribed_while_orders_flow_fold_to_the_rest_answers(
