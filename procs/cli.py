@@ -35,7 +35,6 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.args import Once, dashed_values_joined, instance, named, seconds
 from procs.admin.commands import add_admin, run_admin
-from procs.admin.detached_start import start_detached
 from procs.admin.interrupts import exit_status, interrupted_by, interrupting
 from procs.common.durable import fsync_file
 from procs.common.endpoints import endpoints, meets_clients, unserved
@@ -58,6 +57,7 @@ from procs.core.archive_bound import archivable_before
 from procs.core.recovery import recover, write_snapshot
 from procs.dbwriter.main import run as dbwriter_run
 from procs.dbwriter.writer import StoppedWaitingError
+from procs.detached_start import start_detached
 from procs.shm_commands import shm_ls, shm_rm
 from procs.supervisor.draining import stop_bound_s
 from procs.supervisor.main import Supervisor

@@ -1,4 +1,4 @@
-"""``ringex run --detach``'s start (procs/admin/detached_start.py) and the hold of signals
+"""``ringex run --detach``'s start (procs/detached_start.py) and the hold of signals
 around its spawn (``held_interrupts``).
 
 CI (session 71's submission) failed once on review 258's nohup test: a SIGTERM that came
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from config import load_profile
-from procs.admin import detached_start
+from procs import detached_start
 from procs.admin.interrupts import Interrupted, held_interrupts, interrupting
 from tests.unit.test_review239_operator_races import _profile
 from tests.unit.test_review258_diff import dispositions

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from procs.admin import detached_start
+from procs import detached_start
 from procs.supervisor import main as supervisor
 from tests.readme_text import claim
 

@@ -32,7 +32,7 @@ import procs.cli
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
-from procs.admin import detached_start
+from procs import detached_start
 from procs.common.journal_format import HEADER_SIZE, entry_layout
 from procs.common.journal_writer import JournalWriter
 from procs.common.record_codec import RecordCodec

@@ -41,8 +41,7 @@ import procs.admin.args
 import procs.cli
 from config import load_profile
 from config.schema import RingexConfig
-from procs.admin import detached_start
-from procs.admin.detached_start import start_detached
+from procs import detached_start
 from procs.common import endpoints as endpoints_module
 from procs.common import run_files
 from procs.common.endpoints import endpoints, url_host
@@ -51,6 +50,7 @@ from procs.common.record_codec import RecordCodec
 from procs.common.run_files import instance_lock, status_path
 from procs.common.topology import journal_archive_dir
 from procs.core.recovery import recover
+from procs.detached_start import start_detached
 from procs.supervisor import exit_reason
 from procs.supervisor.draining import stop_bound_s
 from procs.supervisor.main import SUPERVISOR_LOG_FORMAT, Supervisor

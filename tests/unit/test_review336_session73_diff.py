@@ -1,7 +1,7 @@
 """Review 336: this session's changes (session 73), read hostile.
 
 Reviewed: ``git diff $(cat var/session73_base)`` of procs/ and README.md, and the uncommitted
-changes: procs/admin/interrupts.py (``held_interrupts``), procs/admin/detached_start.py,
+changes: procs/admin/interrupts.py (``held_interrupts``), procs/detached_start.py,
 procs/core/market/ticker.py (``prev_close``), procs/marketdata/hub.py (the ticker re-sent
 when the top moves), messages.py, requests.py (Binance's error codes 2/3),
 procs/gateway/dictionary.py, field_formats.py, fix.py, session.py (MsgType twice, HeartBtInt),

@@ -27,8 +27,7 @@ import pytest
 import procs.supervisor.main as supervisor_main
 from config import load_profile
 from config.loader import ConfigError
-from procs import cli
-from procs.admin import detached_start
+from procs import cli, detached_start
 from procs.common.run_files import read_status
 from procs.common.topology import users_path
 from procs.common.users import UserStore
