@@ -331,14 +331,21 @@ def _up(cfg: RingexConfig, name: str) -> bool:
 
 def test_admin_snapshot_three_at_once_each_sent_and_written(venue: Venue) -> None:
     """Scenario: three ``ringex admin snapshot`` started together.
-    Expected: each exit 0; the matcher writes a snapshot for each (three seqs).
-    Now: so."""
+    Expected: each exit 0; the matcher writes a snapshot after each batch that holds one of
+    them, so every request is covered by a snapshot at or past its seq: one to three new
+    files, the newest at least three seqs past the newest before (each request took a seq).
+    Now: so. (Asserted three files until a CI run under load took the three in one batch.)"""
     where = snapshot_dir(venue.cfg, "matcher-m1")
     before = set(where.glob("*.snap"))
+    newest_before = max((int(p.stem) for p in before), default=0)
     runs = _together(*(venue.admin("snapshot") for _ in range(3)))
     assert [code for code, _, _ in runs] == [0, 0, 0], runs
-    wait_for(lambda: len(set(where.glob("*.snap")) - before) >= 3, 20)
-    assert len(set(where.glob("*.snap")) - before) == 3
+
+    def new_seqs() -> list[int]:
+        return sorted(int(p.stem) for p in set(where.glob("*.snap")) - before)
+
+    wait_for(lambda: new_seqs() and new_seqs()[-1] >= newest_before + 3, 20)
+    assert 1 <= len(new_seqs()) <= 3, new_seqs()
 
 
 def test_replay_snapshot_beside_the_router_keeps_its_newer_snapshot(
