@@ -32,6 +32,7 @@ from typing import Any
 from procs.common.durable import make_dirs, replace_durably
 from procs.common.snapshots import framed, unframed
 from procs.core.market.state import MarketState
+from procs.core.market.tape import TRADES_KEPT
 
 log = logging.getLogger("ringex.marketdata")
 
@@ -104,5 +105,7 @@ class MarketSnapshots:
         # in the config's order, as ``fresh`` has them: a state saved before the operator
         # reordered them would answer the tickers' arrays in the old order (review 159)
         state.symbols = {i: kept.get(i, m) for i, m in fresh.symbols.items()}
+        for market in kept.values():  # a build's before the ticker kept it (review 337)
+            market.ticker.restore_prev_close(market.tape.recent(TRADES_KEPT))
         state.by_stream = {m.symbol.stream: m for m in state.symbols.values()}
         return Loaded(state, dict(saved["positions"]))

@@ -10,8 +10,11 @@ the venues' own 24h tickers are not exact to the trade either.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
+
+from procs.common.records import Trade
 
 BUCKET_NS: Final = 60 * 1_000_000_000
 WINDOW_BUCKETS: Final = 24 * 60
@@ -106,6 +109,19 @@ class RollingTicker:
         self.last_qty = qty
         self.last_trade_id = trade_id
         self.changed = True
+
+    def restore_prev_close(self, recent: Sequence[Trade]) -> None:
+        """Where a ticker was saved before it kept the previous close (an upgrade: the class
+        default 0 until a minute next leaves the window, up to a day in a quiet market), the
+        close of the minute that left it last: the newest of the ``recent`` trades (the
+        tape's, oldest first) from before the window, if the tape still holds one
+        (review 337)."""
+        if "prev_close" in self.__dict__:
+            return
+        first = self._buckets[0].first_trade_id if self._buckets else self.last_trade_id + 1
+        before = [t.price for t in recent if t.trade_id < first]
+        if before:
+            self.prev_close = before[-1]
 
     def advance(self, now_ns: int) -> None:
         """Move the window's end to ``now_ns`` (never backwards) and drop expired buckets."""
