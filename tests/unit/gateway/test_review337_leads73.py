@@ -76,9 +76,12 @@ Leads not shown:
   ``set-password`` leave it): a user locked out by a guesser waits a token (10 s at 0.1/s)
   each try; a ``ringex admin`` way to clear it, or clearing it on a re-add, would help
   support desks. Not a README claim.
-- FIX 4.4's Appendix D tables were not at hand: fault 1's Expected rests on its Pending
-  Replace/Cancel reports' (Y,X) naming and on the H's 11 "of the order whose status is being
-  requested"; review 190 chose the other reading without citing one.
+- FIX 4.4's Appendix D tables were not at hand: the declined lead 1's Expected rested on its
+  Pending Replace/Cancel reports' (Y,X) naming and on the H's 11 "of the order whose status is
+  being requested"; review 190 read D.21 the other way.
+- (Tried after the review) A SequenceReset-Reset whose MsgType comes twice (35=4 then 35=D) is
+  refused 373=13 and not applied; its MsgSeqNum, which a Reset's receiver ignores, is not taken
+  either, so the next message at the number after it is answered past a gap (a ResendRequest).
 """
 
 from __future__ import annotations
