@@ -6,8 +6,7 @@ order id and decimal patterns, the value length limit), ``history`` (kline inter
 limit, order statuses), ``rest_orders`` (live statuses), ``apikeys`` (scopes), ``api_errors``
 and ``signing`` (error codes, header names: ``openapi_intro``), and the config (symbols).
 What has no table there (a limit's default, which handler may answer 503) is written once
-here, and ``tests/unit/gateway/test_openapi.py`` holds the running server to it with
-schemathesis.
+here; ``tests/unit/gateway/test_openapi.py`` holds the running server to it (schemathesis).
 """
 
 from __future__ import annotations
@@ -335,8 +334,9 @@ def _paths() -> Json:
             ],
         )},
         f"{V1}/account": {"get": _operation(
-            "account", "This account's balances.", _ref("Account"), tag="trading",
-            scope="read", errors=[504],
+            "account", "This account's balances.", _ref("Account"), tag="trading", scope="read",
+            errors=[504], params=[_query("omitZeroBalances", _enum(["true", "false"]),
+                                         "false: the assets at zero listed too.")],
         )},
         STREAM_PATH: {"get": _stream_operation()},
         "/openapi.json": {"get": _operation("openapi", "This document.", _ref("OpenApiDocument"))},

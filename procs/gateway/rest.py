@@ -49,7 +49,7 @@ from procs.gateway.instruments import Instruments
 from procs.gateway.limits import RateLimiter
 from procs.gateway.private_stream import PrivateStreams, asks_close_on_refusal, refuse_in_band
 from procs.gateway.rest_amend import AmendRoute
-from procs.gateway.rest_balances import newest_balances
+from procs.gateway.rest_balances import newest_balances, with_zeros
 from procs.gateway.rest_body import BODY_TIMEOUT_S, body_pairs, checked_params, read_body
 from procs.gateway.rest_cancels import Cancels
 from procs.gateway.rest_connections import RestConnections
@@ -549,15 +549,20 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
         raise self.core.unknown(key.account, client_id, sym.name)
 
     async def account(self, request: web.Request) -> web.Response:
+        """Balances (``omitZeroBalances=false``: with the assets at zero); ``updateTime`` when
+        they last moved (review 338: it was the answer's time)."""
         key = await self.signed(request, "read")
-        await self.params(request, frozenset())
+        params = await self.params(request, frozenset({"omitZeroBalances"}))
+        balances = await self.balances(key.account, current=True)
+        if rp.choice(params, "omitZeroBalances", {"true": 1, "false": 0}, "true") == "false":
+            balances = with_zeros(balances, self.core.assets)
         return json_response(
             {
                 "accountId": key.account,
                 "username": key.comp_id,
                 "canTrade": "trade" in key.scopes,
-                "updateTime": time.time_ns() // 1_000_000,
-                "balances": await self.balances(key.account, current=True),
+                "updateTime": self.core.updated_ms.get(key.account, time.time_ns() // 1_000_000),
+                "balances": balances,
             }
         )
 

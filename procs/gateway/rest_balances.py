@@ -12,7 +12,7 @@ they are renewed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from config.schema import AssetConfig
@@ -36,6 +36,18 @@ def newest_balances(
     return list(newest.values())
 
 
+def with_zeros(
+    shown: list[dict[str, str]], assets: Mapping[int, AssetConfig]
+) -> list[dict[str, str]]:
+    """``shown`` (an account's balances, an asset at zero left out) with every configured
+    asset, those at zero too, in the assets' order: ``omitZeroBalances=false``."""
+    by_name = {b["asset"]: b for b in shown}
+    every = [
+        by_name.pop(a.name, {}) or balance_json(assets, i, {}) for i, a in sorted(assets.items())
+    ]
+    return every + list(by_name.values())  # (an asset no longer configured, if any)
+
+
 class RestBalances:
     gateway: int
     assets: dict[int, AssetConfig]
@@ -47,6 +59,7 @@ class RestBalances:
     streaming: set[int]
     balance_events: list[tuple[int, str, dict[str, Any]]]
     balances: dict[int, dict[int, tuple[int, int]]]
+    updated_ms: dict[int, int]
     _snapshot: dict[int, dict[int, tuple[int, int]]]
     _watched: dict[int, float]
     _need: dict[int, int]
@@ -126,6 +139,8 @@ class RestBalances:
             if account in self.interest or balance.client_ref in self.requests:
                 before = self.balances.get(account)
                 self.balances[account] = partial
+                if before != partial:
+                    self.updated_ms[account] = balance.ts_ns // 1_000_000
                 if before is not None and account in self.streaming:
                     # a snapshot after a gap (a router restarted: its watches renewed) says
                     # what moved meanwhile: the stream is told as of a change (an asset
@@ -161,6 +176,8 @@ class RestBalances:
             known.pop(balance.asset, None)
         else:
             known[balance.asset] = value
+        if moved:
+            self.updated_ms[account] = balance.ts_ns // 1_000_000
         self._have[account] = have = max(self._have.get(account, 0), balance.seq)
         if account not in self.streaming:
             self._unstreamed.pop(account, None)

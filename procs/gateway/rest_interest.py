@@ -29,6 +29,7 @@ class RestInterest:
     client_ids: dict[tuple[int, str], LiveOrder]
     done: OrderedDict[int, LiveOrder]
     balances: dict[int, dict[int, tuple[int, int]]]
+    updated_ms: dict[int, int]
     rows: CompletingRowOrders
     unfollowed: UnfollowedEvents
     streaming: set[int]
@@ -100,6 +101,7 @@ class RestInterest:
             self._watch(account, 0)
         self.sessions.pop(account, None)  # after the watch's end, which names it (review 63)
         self.balances.pop(account, None)
+        self.updated_ms.pop(account, None)
         self.rows.forget(account)
         self.unfollowed.forget(account)
         self._need.pop(account, None)

@@ -121,6 +121,9 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
         self.balances: dict[int, dict[int, tuple[int, int]]] = {}  # account -> asset -> (f, r)
         self._snapshot: dict[int, dict[int, tuple[int, int]]] = {}  # ref -> partial snapshot
         self._watched: dict[int, float] = {}  # account -> monotonic time of the last renewal
+        #: account -> when its balances last moved as the router's word said (ms; GET account's
+        #: ``updateTime``: the snapshot's time for the first, review 338)
+        self.updated_ms: dict[int, int] = {}
         #: Read-your-writes for balances: the newest event seen here that moves an account's
         #: balances, and the newest the router's pushes include (``Balance.seq``). A balance
         #: request waits (briefly) until the second reaches the first.
