@@ -553,8 +553,9 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
         they last moved (review 338: it was the answer's time)."""
         key = await self.signed(request, "read")
         params = await self.params(request, frozenset({"omitZeroBalances"}))
-        balances = await self.balances(key.account, current=True)
-        if rp.choice(params, "omitZeroBalances", {"true": 1, "false": 0}, "true") == "false":
+        omit = rp.choice(params, "omitZeroBalances", {"true": 1, "false": 0}, "true") == "true"
+        balances = await self.balances(key.account, current=True)  # (a bad value not waited)
+        if not omit:
             balances = with_zeros(balances, self.core.assets)
         return json_response(
             {
