@@ -478,7 +478,7 @@ class Session(GapRecovery, ClockMarks):
             return
         expected = store.next_in
         if seq > expected:
-            if kind == b"5" and dictionary.validate(msg) is None:  # (review 337: not 35 twice)
+            if kind == b"5" and dictionary.validate(msg) is None:  # (35 twice is not: review 337)
                 self._logout_reply(now_ns)
                 return
             if kind in (b"1", b"2") and dictionary.validate(msg) is None:

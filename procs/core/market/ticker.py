@@ -111,11 +111,10 @@ class RollingTicker:
         self.changed = True
 
     def restore_prev_close(self, recent: Sequence[Trade]) -> None:
-        """Where a ticker was saved before it kept the previous close (an upgrade: the class
-        default 0 until a minute next leaves the window, up to a day in a quiet market), the
-        close of the minute that left it last: the newest of the ``recent`` trades (the
-        tape's, oldest first) from before the window, if the tape still holds one
-        (review 337)."""
+        """Set the previous close of a ticker saved by a build that did not keep it (it would
+        read the class default 0 until a minute next left the window: up to a day in a quiet
+        market) from ``recent``, the tape's trades, oldest first: the newest one older than
+        the window's first trade, if the tape still holds one (review 337)."""
         if "prev_close" in self.__dict__:
             return
         first = self._buckets[0].first_trade_id if self._buckets else self.last_trade_id + 1
