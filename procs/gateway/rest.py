@@ -578,22 +578,20 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
         if isinstance(known, int):
             try:
                 # held: a push is awaited; none held: the first snapshot is
-                held = account in self.core.balances
-                outcome = await self.wait(known, PUSH_WAIT_S if held else BALANCE_WAIT_S)
+                first_s = PUSH_WAIT_S if account in self.core.balances else BALANCE_WAIT_S
+                outcome = await self.wait(known, first_s)
             except ApiError:  # no push: the router may have restarted, its watches gone
                 try:
                     outcome = await self.wait(self.core.renew_watch(account), BALANCE_WAIT_S)
-                except ApiError:
+                except ApiError:  # (a read's 504: not an order's "may still execute")
                     outcome = Outcome(balances=self.core.balances.get(account))  # as known
-                    if not outcome.balances:
-                        raise
-                    if current and not self.core.has_seen(account):
+                    if not outcome.balances or (current and not self.core.has_seen(account)):
+                        held = " that hold what this gateway saw of it" * bool(outcome.balances)
                         raise ApiError(
                             504,
                             codes.TIMEOUT,
-                            f"the router did not answer with balances of account {account} "
-                            f"that hold what this gateway reported of it within "
-                            f"{PUSH_WAIT_S + BALANCE_WAIT_S} s: ask again",
+                            f"the router did not answer with balances of account {account}{held}"
+                            f" within {first_s + BALANCE_WAIT_S} s: ask again",
                         ) from None
             known = outcome.balances or {}
         return [balance_json(self.core.assets, asset, known) for asset in sorted(known)]

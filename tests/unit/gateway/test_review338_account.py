@@ -71,6 +71,8 @@ Leads not shown:
   renewal; README speaks of 0.25 s then a further second, which is the held case), its msg
   "no answer from the exchange in 1.0 s: the request may still execute", words for an order
   on a read, with a number off by the renewal's second. Probed, cosmetic; not pinned.
+  Mended after the review: "the router did not answer with balances of account N within
+  2.0 s: ask again" (``test_a_read_without_the_routers_answer_says_so``).
 - Binance lists every asset (``free`` "0.00000000") unless ``omitZeroBalances=true``;
   ringex leaves zeros out, documented in README, so python-binance's
   ``get_asset_balance("BTC")`` is None for an empty asset: documented, not a fault.
@@ -274,3 +276,25 @@ def test_update_time_is_the_last_change(harness: Harness) -> None:
             await alice.close()
 
     run(h, scenario)
+
+
+def test_a_read_without_the_routers_answer_says_so(harness: Harness) -> None:
+    """Scenario: the router answers nothing (its steps paused) and ALICE reads ``GET account``
+    before this gateway holds any balances of hers. Expected: 504 naming the balances, the
+    account and the whole wait (the first snapshot's second and the renewal's). Was (mended
+    after this review): an order's words, "no answer from the exchange in 1.0 s: the request
+    may still execute, ask for its status", on a read, and a second short."""
+
+    async def scenario(_: RestApi, url: str) -> None:
+        alice = await client(url, "ALICE", "alice-pw")
+        harness.pause()
+        try:
+            status, body = await alice.request("GET", ACCOUNT)
+        finally:
+            harness.resume()
+            await alice.close()
+        assert status == 504, (status, body)
+        said = f"the router did not answer with balances of account {ALICE} within 2.0 s"
+        assert said in body["msg"] and "may still execute" not in body["msg"], body
+
+    run(harness, scenario)
