@@ -91,31 +91,10 @@ class Flow:
     orders: dict[str, int]  # the workload's name of each order -> its id
 
 
-def _order(
-    b: JournalBuilder,
-    account: int,
-    side: Side,
-    price: int,
-    qty: int,
-    *,
-    symbol: int = 1,
-    ord_type: OrdType = OrdType.LIMIT,
-    tif: Tif = Tif.GTC,
-    stp: StpMode = StpMode.NONE,
-    display: int = 0,
-    stop: int = 0,
-    flags: int = 0,
-) -> int:
-    gw, session, ref, acc, sym = b._header(account, symbol)[2:7]
-    stamped = b.submit(
-        rec.NewOrder(
-            seq=0, ts_ns=0, gateway=gw, session=session, client_ref=ref, account=acc,
-            symbol=sym, order_id=0, side=side, ord_type=ord_type, tif=tif, flags=flags,
-            stp=stp, price=price, qty=qty, stop_price=stop, display_qty=display,
-            client_id=f"c{ref}".encode(),
-        )
-    )  # fmt: skip
-    assert isinstance(stamped, rec.NewOrder), "the router refused the order"
+def _order(b: JournalBuilder, account: int, side: Side, price: int, qty: int, **terms: Any) -> int:
+    """A NewOrder (``JournalBuilder.new_order``'s terms) named ``c<its ref>``: its id."""
+    stamped = b.new_order(account, side, price, qty, client_ids=True, **terms)
+    assert stamped is not None, "the router refused the order"
     return stamped.order_id
 
 

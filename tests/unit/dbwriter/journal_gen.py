@@ -100,6 +100,35 @@ class JournalBuilder:
         if isinstance(stamped, NewOrder):
             self.order_ids.append(stamped.order_id)
 
+    def new_order(
+        self,
+        account: int,
+        side: Side,
+        price: int,
+        qty: int,
+        *,
+        symbol: int = 1,
+        ord_type: OrdType = OrdType.LIMIT,
+        tif: TimeInForce = TimeInForce.GTC,
+        stp: StpMode = StpMode.NONE,
+        stop: int = 0,
+        display: int = 0,
+        flags: int = 0,
+        client_ids: bool = False,
+    ) -> NewOrder | None:
+        """A NewOrder of ``account`` journaled: as sequenced, or None where it was refused;
+        ``client_ids`` names it ``c<its ref>``."""
+        gw, session, ref, acc, sym = self._header(account, symbol)[2:7]
+        stamped = self.submit(
+            NewOrder(
+                seq=0, ts_ns=0, gateway=gw, session=session, client_ref=ref, account=acc,
+                symbol=sym, order_id=0, side=side, ord_type=ord_type, tif=tif, flags=flags,
+                stp=stp, price=price, qty=qty, stop_price=stop, display_qty=display,
+                client_id=f"c{ref}".encode() if client_ids else b"",
+            )
+        )  # fmt: skip
+        return stamped if isinstance(stamped, NewOrder) else None
+
     def _header(self, account: int, symbol: int) -> tuple[int, int, int, int, int, int, int]:
         self.ref += 1
         return (0, 0, 1, 1, self.ref, account, symbol)

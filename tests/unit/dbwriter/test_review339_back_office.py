@@ -94,7 +94,6 @@ from procs.common.records import (
     AdminCommand,
     CancelOrder,
     MassCancel,
-    NewOrder,
     Record,
     ReplaceOrder,
     Transfer,
@@ -129,32 +128,6 @@ class _Tap(JournalBuilder):
         super().took(stamped, events)
         if isinstance(stamped, Transfer):
             self.transfers.append(stamped)
-
-
-def _place(
-    b: JournalBuilder,
-    account: int,
-    side: Side,
-    price: int,
-    qty: int,
-    *,
-    symbol: int = 1,
-    ord_type: OrdType = OrdType.LIMIT,
-    tif: TimeInForce = TimeInForce.GTC,
-    stp: StpMode = StpMode.NONE,
-    stop: int = 0,
-    display: int = 0,
-    flags: int = 0,
-) -> NewOrder | None:
-    gw, session, ref, acc, sym = b._header(account, symbol)[2:7]
-    stamped = b.submit(
-        NewOrder(
-            seq=0, ts_ns=0, gateway=gw, session=session, client_ref=ref, account=acc,
-            symbol=sym, order_id=0, side=side, ord_type=ord_type, tif=tif, flags=flags,
-            stp=stp, price=price, qty=qty, stop_price=stop, display_qty=display,
-        )
-    )  # fmt: skip
-    return stamped if isinstance(stamped, NewOrder) else None
 
 
 def _transfer(b: JournalBuilder, account: int, asset: int, amount: int, key: int) -> None:
@@ -281,16 +254,16 @@ def _scripted_day(b: _Tap) -> dict[str, int]:
     """A back office's day: every kind of event once; returns the interesting order ids."""
     fund(b, 10, {USD: 10**12, BTC: 10**10})  # 1,000,000 USD, 100 BTC
     fund(b, 11, {USD: 10**12, BTC: 10**10})
-    ice = _place(b, 10, Side.SELL, 100_000, 30, display=10)
-    rest = _place(b, 10, Side.SELL, 100_020, 20)
+    ice = b.new_order(10, Side.SELL, 100_000, 30, display=10)
+    rest = b.new_order(10, Side.SELL, 100_020, 20)
     assert ice and rest
-    _place(b, 11, Side.BUY, 100_000, 15)  # the iceberg's first slice and 5 of the next
+    b.new_order(11, Side.BUY, 100_000, 15)  # the iceberg's first slice and 5 of the next
     amended = b.submit(ReplaceOrder(*b._header(10, 1), rest.order_id, 100_010, 25))
     assert amended
-    stop = _place(b, 11, Side.BUY, 0, 5, ord_type=OrdType.STOP, stop=100_010)
-    market = _place(b, 11, Side.BUY, 0, 20, ord_type=OrdType.MARKET, tif=TimeInForce.IOC)
-    bid = _place(b, 10, Side.BUY, 99_000, 4, stp=StpMode.CANCEL_NEWEST)
-    stp = _place(b, 10, Side.SELL, 99_000, 4, stp=StpMode.CANCEL_NEWEST)
+    stop = b.new_order(11, Side.BUY, 0, 5, ord_type=OrdType.STOP, stop=100_010)
+    market = b.new_order(11, Side.BUY, 0, 20, ord_type=OrdType.MARKET, tif=TimeInForce.IOC)
+    bid = b.new_order(10, Side.BUY, 99_000, 4, stp=StpMode.CANCEL_NEWEST)
+    stp = b.new_order(10, Side.SELL, 99_000, 4, stp=StpMode.CANCEL_NEWEST)
     assert stop and market and bid and stp
     assert b.submit(CancelOrder(*b._header(10, 1), bid.order_id))
     _transfer(b, 11, USD, -(10**6), 777)  # a withdrawal of 1 USD
@@ -320,15 +293,15 @@ def _random_commands(b: _Tap, n: int, rng: random.Random, first_key: int) -> Non
             worst = 0 if rng.random() < 0.5 else px + (50 if side == Side.BUY else -50)
             qty = rng.randint(1, 40)
             market, ioc = OrdType.MARKET, TimeInForce.IOC
-            _place(b, a, side, worst, qty, symbol=symbol, stp=stp, ord_type=market, tif=ioc)
+            b.new_order(a, side, worst, qty, symbol=symbol, stp=stp, ord_type=market, tif=ioc)
         elif roll < 0.4:
             qty = rng.randint(5, 80)
-            _place(b, a, side, px, qty, symbol=symbol, stp=stp, display=rng.randint(1, qty))
+            b.new_order(a, side, px, qty, symbol=symbol, stp=stp, display=rng.randint(1, qty))
         elif roll < 0.47:
             at = px + (10 if side == Side.BUY else -10)
             limit = 0 if rng.random() < 0.5 else at
             kind = OrdType.STOP_LIMIT if limit else OrdType.STOP
-            _place(b, a, side, limit, rng.randint(1, 30), symbol=symbol, ord_type=kind, stop=at)
+            b.new_order(a, side, limit, rng.randint(1, 30), symbol=symbol, ord_type=kind, stop=at)
         elif roll < 0.485:
             actions = (AdminAction.END_OF_SESSION, AdminAction.HALT, AdminAction.RESUME)
             action = rng.choice((*actions, AdminAction.RESUME))
@@ -347,7 +320,9 @@ def _random_commands(b: _Tap, n: int, rng: random.Random, first_key: int) -> Non
             tifs = (TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK, TimeInForce.DAY)
             tif = rng.choice((TimeInForce.GTC, *tifs))
             flags = 1 if rng.random() < 0.1 else 0
-            _place(b, a, side, px, rng.randint(1, 50), symbol=symbol, tif=tif, stp=stp, flags=flags)
+            b.new_order(
+                a, side, px, rng.randint(1, 50), symbol=symbol, tif=tif, stp=stp, flags=flags
+            )
 
 
 # -- faults -------------------------------------------------------------------------------------
@@ -374,10 +349,10 @@ def test_a_router_clock_stepped_back_files_no_order_updated_before_it_was_create
     b = _Tap(cfg)
     fund(b, 10, {USD: 10**12, BTC: 10**10})
     fund(b, 11, {USD: 10**12, BTC: 10**10})
-    sell = _place(b, 10, Side.SELL, 100_000, 5)
+    sell = b.new_order(10, Side.SELL, 100_000, 5)
     assert sell
     b.clock -= 30_000_000_000  # the router's clock stepped back 30 s (submit adds its 7 s)
-    buy = _place(b, 11, Side.BUY, 100_000, 5)
+    buy = b.new_order(11, Side.BUY, 100_000, 5)
     assert buy and len(b.trades) == 1
     b.close()
     write_all(cfg, dsn)
@@ -412,8 +387,8 @@ def test_trade_prices_and_sizes_are_in_the_units_readme_names(tmp_path: Path, ds
     b = _Tap(cfg)
     fund(b, 10, {USD: 10**12, BTC: 10**10})
     fund(b, 11, {USD: 10**12, BTC: 10**10})
-    assert _place(b, 10, Side.SELL, 100_005, 30)
-    assert _place(b, 11, Side.BUY, 100_005, 30)
+    assert b.new_order(10, Side.SELL, 100_005, 30)
+    assert b.new_order(11, Side.BUY, 100_005, 30)
     b.close()
     write_all(cfg, dsn)
     with psycopg.connect(dsn) as conn:
@@ -480,8 +455,8 @@ def test_sound_a_random_day_reconciles_at_each_checkpoint_through_writer_crashes
     for account in (10, 11, 12, 13):
         fund(b, account, {USD: 10**13, BTC: 10**11, ETH: 10**11})
     for symbol in (1, 2):  # a reference price for the market buys
-        _place(b, 10, Side.SELL, 100_000, 5, symbol=symbol)
-        _place(b, 11, Side.BUY, 100_000, 5, symbol=symbol)
+        b.new_order(10, Side.SELL, 100_000, 5, symbol=symbol)
+        b.new_order(11, Side.BUY, 100_000, 5, symbol=symbol)
     for part, crashes in enumerate(((3, 7), (2,), (4, 2))):
         _random_commands(b, 500, rng, first_key=10**6 * (part + 1))
         b.writer.sync()
@@ -502,8 +477,8 @@ def test_sound_trades_are_in_utc_day_partitions_with_a_brin_index(tmp_path: Path
     fund(b, 10, {USD: 10**12, BTC: 10**10})
     fund(b, 11, {USD: 10**12, BTC: 10**10})
     for _ in range(3):
-        assert _place(b, 10, Side.SELL, 100_000, 1)
-        assert _place(b, 11, Side.BUY, 100_000, 1)
+        assert b.new_order(10, Side.SELL, 100_000, 1)
+        assert b.new_order(11, Side.BUY, 100_000, 1)
         b.clock += 86_400 * 10**9  # the next day
     b.close()
     write_all(cfg, dsn)
