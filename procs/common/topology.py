@@ -76,6 +76,12 @@ RECOVERED_SOURCE = 1
 #: of commands after it. A gateway reading a new ring learns from it what the ring cannot give
 #: it again (``procs/gateway/recovery.py``).
 REPLAY_SOURCE = 2
+#: ``Heartbeat.source`` of the mark a starting router puts first on each gateway's reply ring
+#: (``counter`` its journal's last seq): its balance watches are gone (none survive a restart),
+#: so the gateway renews every watch at once and answers no balance it holds from before the
+#: mark until the new router's snapshot comes (review 340: a deposit after a router restart
+#: was missing from ``GET account`` until the 10 s renewal).
+ROUTER_STARTED_SOURCE = 3
 
 
 def symbol_rings(cfg: RingexConfig) -> dict[int, str]:

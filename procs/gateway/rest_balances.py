@@ -66,6 +66,7 @@ class RestBalances:
     _have: dict[int, int]
     _stale: dict[int, list[int]]
     _renewing: dict[int, int]
+    _unconfirmed: set[int]
     _unstreamed: dict[int, set[int]]
     _answered: list[int]
 
@@ -80,7 +81,7 @@ class RestBalances:
     def account_balances(self, account: int) -> dict[int, tuple[int, int]] | int:
         """The balances when the router's snapshot is here, else the ref to wait for."""
         known = self.balances.get(account)
-        if known is not None and self.has_seen(account):
+        if known is not None and self.has_seen(account) and account not in self._unconfirmed:
             return known
         if known is None:
             return self._balance_request(account, self._watch(account, LEASE_MS))
@@ -89,6 +90,17 @@ class RestBalances:
     def has_seen(self, account: int) -> bool:
         """Whether the balances held of ``account`` include every event of it read here."""
         return self._have.get(account, 0) >= self._need.get(account, 0)
+
+    def router_started(self) -> None:
+        """A router started (its mark, first on the reply ring), its watches gone: renew each
+        now, and answer no balance held from before it until its snapshot comes (review 340:
+        a deposit made after the restart was missing from ``GET account`` until the lease's
+        renewal, up to 10 s on; a transfer is no event a request waits for)."""
+        now = time.monotonic()
+        for account in self._watched.keys() | self.balances.keys():
+            self._renewing[account] = self._watch(account, LEASE_MS)
+            self._watched[account] = now
+        self._unconfirmed = set(self.balances)
 
     def renew_watch(self, account: int) -> int:
         """Ask the router for ``account``'s balances anew, for a balance request whose push
@@ -128,43 +140,10 @@ class RestBalances:
     def _balance(self, balance: Balance) -> None:
         if balance.gateway != self.gateway:
             return
-        account = balance.account
         if balance.client_ref:  # part of a snapshot
-            partial = self._snapshot.setdefault(balance.client_ref, {})
-            if balance.asset:
-                partial[balance.asset] = (balance.free, balance.reserved)
-            if not balance.last:
-                return
-            del self._snapshot[balance.client_ref]
-            if account in self.interest or balance.client_ref in self.requests:
-                before = self.balances.get(account)
-                self.balances[account] = partial
-                if before != partial:
-                    self.updated_ms[account] = balance.ts_ns // 1_000_000
-                if before is not None and account in self.streaming:
-                    # a snapshot after a gap (a router restarted: its watches renewed) says
-                    # what moved meanwhile: the stream is told as of a change (an asset
-                    # missing is a zero: the router's snapshot lists none), with those still
-                    # waiting to be (review 293), once it includes what was read (below)
-                    waiting = self._unstreamed.setdefault(account, set())
-                    for asset in set(before) | set(partial):
-                        if before.get(asset, _ZERO) != partial.get(asset, _ZERO):
-                            waiting.add(asset)
-            self._have[account] = max(self._have.get(account, 0), balance.seq)
-            if account in self.interest or balance.client_ref in self.requests:
-                self._stream_settled(account, partial)
-            renewal = self._renewing.get(account) == balance.client_ref
-            if renewal:
-                del self._renewing[account]
-            if balance.client_ref in self.requests:
-                if self.has_seen(account):
-                    self.requests[balance.client_ref].outcome.balances = partial
-                    self._answered.append(balance.client_ref)
-                else:  # labelled before an event read here: the push that holds it answers
-                    self._stale.setdefault(account, []).append(balance.client_ref)  # (review 42)
-            if renewal and self.has_seen(account):  # those waiting with it
-                self._answer_waiting(account, partial)
+            self._snapshot_part(balance)
             return
+        account = balance.account
         known = self.balances.get(account)
         if known is None:
             return  # a change before the snapshot: the snapshot will have it
@@ -186,6 +165,48 @@ class RestBalances:
         if have >= self._need.get(account, 0):
             self._answer_waiting(account, known)
         self._stream_settled(account, known)
+
+    def _snapshot_part(self, balance: Balance) -> None:
+        """A record of a snapshot the router sent (``client_ref``, the watch's); the last
+        makes it the account's balances."""
+        account = balance.account
+        partial = self._snapshot.setdefault(balance.client_ref, {})
+        if balance.asset:
+            partial[balance.asset] = (balance.free, balance.reserved)
+        if not balance.last:
+            return
+        del self._snapshot[balance.client_ref]
+        confirmed = False  # the first word of a router started since they were held
+        if account in self.interest or balance.client_ref in self.requests:
+            before = self.balances.get(account)
+            self.balances[account] = partial
+            confirmed = account in self._unconfirmed
+            self._unconfirmed.discard(account)
+            if before != partial:
+                self.updated_ms[account] = balance.ts_ns // 1_000_000
+            if before is not None and account in self.streaming:
+                # a snapshot after a gap (a router restarted: its watches renewed) says
+                # what moved meanwhile: the stream is told as of a change (an asset
+                # missing is a zero: the router's snapshot lists none), with those still
+                # waiting to be (review 293), once it includes what was read (below)
+                waiting = self._unstreamed.setdefault(account, set())
+                for asset in set(before) | set(partial):
+                    if before.get(asset, _ZERO) != partial.get(asset, _ZERO):
+                        waiting.add(asset)
+        self._have[account] = max(self._have.get(account, 0), balance.seq)
+        if account in self.interest or balance.client_ref in self.requests:
+            self._stream_settled(account, partial)
+        renewal = self._renewing.get(account) == balance.client_ref
+        if renewal:
+            del self._renewing[account]
+        if balance.client_ref in self.requests:
+            if self.has_seen(account):
+                self.requests[balance.client_ref].outcome.balances = partial
+                self._answered.append(balance.client_ref)
+            else:  # labelled before an event read here: the push that holds it answers
+                self._stale.setdefault(account, []).append(balance.client_ref)  # (review 42)
+        if (renewal or confirmed) and self.has_seen(account):  # those waiting with it
+            self._answer_waiting(account, partial)
 
     def _stream_settled(self, account: int, values: dict[int, tuple[int, int]]) -> None:
         """The assets whose change waits (``_unstreamed``) streamed, with ``values``, once

@@ -39,6 +39,7 @@ class RestInterest:
     _have: dict[int, int]
     _unstreamed: dict[int, set[int]]
     _renewing: dict[int, int]
+    _unconfirmed: set[int]
     _behind: dict[int, int]
 
     if TYPE_CHECKING:  # the other mixins' (rest_balances.py, rest_catch_up.py)
@@ -107,6 +108,7 @@ class RestInterest:
         self._need.pop(account, None)
         self._have.pop(account, None)
         self._unstreamed.pop(account, None)
+        self._unconfirmed.discard(account)
         # Orders placed through this API stay until they finish (their events reach this
         # core whoever is interested: a query or cancel by clientOrderId must find them),
         # and finished, until ``keep_done`` pushes them out, as the order log keeps them

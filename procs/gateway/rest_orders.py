@@ -32,6 +32,7 @@ from procs.common.records import (
     Accepted,
     Balance,
     CancelOrder,
+    Heartbeat,
     MassCancel,
     NewOrder,
     OrderDone,
@@ -42,6 +43,7 @@ from procs.common.records import (
     Trade,
     Triggered,
 )
+from procs.common.topology import ROUTER_STARTED_SOURCE
 from procs.common.types import DoneReason, client_id_of
 from procs.gateway.clordids import Generations
 from procs.gateway.commission import Commissions
@@ -131,6 +133,7 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
         self._have: dict[int, int] = {}
         self._stale: dict[int, list[int]] = {}  # account -> refs waiting for fresh balances
         self._renewing: dict[int, int] = {}  # account -> the ref of its renewal in flight
+        self._unconfirmed: set[int] = set()  # held balances a started router has not sent
         #: Streaming account -> the assets whose pushed change waits for ``has_seen``.
         self._unstreamed: dict[int, set[int]] = {}
         #: Streaming account -> the event seq its balances lacked at the last tick.
@@ -309,6 +312,8 @@ class RestOrders(RestOrderLog, RestBalances, RestCatchUp, RestInterest, RestClie
             self._replaced(event)  # type: ignore[arg-type]
         elif kind is Triggered:
             self._triggered(event)  # type: ignore[arg-type]
+        elif kind is Heartbeat and event.source == ROUTER_STARTED_SOURCE:  # type: ignore[attr-defined]
+            self.router_started()
 
     def _own_answer(self, order: LiveOrder, seq: int) -> PendingRequest | None:
         """The new-order request ``order`` is still to answer, when the event of ``seq`` is

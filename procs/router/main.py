@@ -75,7 +75,7 @@ from procs.router.commits import RingCommits
 from procs.router.held import Batch, HeldBatches
 from procs.router.intake import ADMIN_POLL_S, GatewayIntake
 from procs.router.open_check import check_open
-from procs.router.reply_queue import send_pending
+from procs.router.reply_queue import send_pending, started_queues
 from procs.router.reread import Reread
 from procs.router.snapshots import Snapshots
 from procs.router.time_use import BEHIND, FSYNC, FULL, IDLE, STANDBY, TimeUse
@@ -184,9 +184,7 @@ class RouterShell(GatewayIntake, RingCommits, AppliedEvents):
         self._outstanding: dict[str, collections.deque[int]] = {
             matcher_output(m.name): collections.deque() for m in cfg.matchers
         }
-        self.pending_replies: dict[int, collections.deque[Record]] = {
-            g: collections.deque() for g in gateways
-        }
+        self.pending_replies = started_queues(self.replies, self.applied_seq, time.time_ns())
         self.stopping = self.fenced = False
         self.snapshots = Snapshots(cfg, recovered.snapshot_seq)
         self._unrouted: list[tuple[Producer[Record], list[Record]]] = []

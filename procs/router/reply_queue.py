@@ -13,11 +13,27 @@ import itertools
 from collections import deque
 from typing import TypeGuard
 
-from procs.common.records import Balance, Record
+from procs.common.records import Balance, Heartbeat, Record
+from procs.common.topology import ROUTER_STARTED_SOURCE
 from shm import Producer
 
 #: A chunk is this fraction of the ring: small enough to fit as soon as the gateway reads.
 CHUNK_OF_CAPACITY = 4
+
+
+def started_queues(
+    replies: dict[int, Producer[Record]], seq: int, ts_ns: int
+) -> dict[int, deque[Record]]:
+    """Each gateway's queue of replies, empty but where the mark of this router's start
+    (``ROUTER_STARTED_SOURCE``, put first on every reply ring of a router that recovered a
+    journal) did not fit at once: what the gateway holds of a balance watch is to be renewed."""
+    queues: dict[int, deque[Record]] = {g: deque() for g in replies}
+    if seq:  # nothing journaled: no balance the gateway holds can be stale
+        for g, producer in replies.items():
+            mark = Heartbeat(ts_ns, ROUTER_STARTED_SOURCE, seq)
+            if not producer.try_publish(mark):
+                queues[g].append(mark)  # sent before any reply, once the gateway reads
+    return queues
 
 
 def send_pending(queue: deque[Record], producer: Producer[Record]) -> None:

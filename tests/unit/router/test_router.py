@@ -27,6 +27,7 @@ from procs.common.records import (
     AccountReply,
     CancelOrder,
     CreateAccount,
+    Heartbeat,
     NewOrder,
     Record,
     Rejected,
@@ -35,6 +36,7 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.topology import (
+    ROUTER_STARTED_SOURCE,
     create_rings,
     gateway_commands,
     gateway_consumer,
@@ -116,7 +118,13 @@ class Exchange:
         self.router.settle()
 
     def replies_of(self, gateway: int) -> list[Record]:
-        return self.replies[gateway].read(1024)
+        """What the gateway reads now, but for the mark of a router's start (its balance
+        watches are to be renewed: ``test_a_restarted_router_marks_each_reply_ring_first``)."""
+        return [r for r in self.replies[gateway].read(1024) if not started_mark(r)]
+
+
+def started_mark(record: Record) -> bool:
+    return type(record) is Heartbeat and record.source == ROUTER_STARTED_SOURCE
 
 
 @pytest.fixture
@@ -225,6 +233,25 @@ def test_restart_recovers_the_same_state_and_keeps_sequencing(exchange: Exchange
     from_snapshot = recover(exchange.cfg)
     assert from_snapshot.replayed == 0 and from_snapshot.state_hashes() == replayed.state_hashes()
     assert book_hash != ""  # the matcher restarted from its own snapshot path too
+
+
+def test_a_restarted_router_marks_each_reply_ring_first(exchange: Exchange) -> None:
+    """A router that recovered a journal puts the mark of its start (``ROUTER_STARTED_SOURCE``,
+    counter: the last seq it recovered) on every gateway's reply ring before any reply: the
+    balance watches died with the old one, so a gateway renews them (review 340). A router
+    that recovered nothing marks nothing: no balance a gateway holds can be stale."""
+    assert all(not exchange.replies[g].read(16) for g in exchange.replies)
+    fund(exchange, 7, usd=10**6, btc=0)
+    last = exchange.router.sequencer.next_seq - 1
+    exchange.replies_of(1)
+    exchange.stop()
+    exchange.start()
+    exchange.send(1, order(500, 7, Side.BUY, 900, 1))
+    for g, consumer in exchange.replies.items():
+        first, *rest = consumer.read(16)
+        assert type(first) is Heartbeat
+        assert (first.source, first.counter) == (ROUTER_STARTED_SOURCE, last)
+        assert not any(started_mark(r) for r in rest), g
 
 
 def test_a_fresh_instance_resends_nothing_the_matcher_recovered(exchange: Exchange) -> None:
