@@ -12,8 +12,10 @@ has not filed yet: ``ended_elsewhere.py``), each as it stands once it has ended:
 listed is caught while the request runs (``OrderEnds.collect``). One not seen to end within
 ``ENDS_WAIT_S`` (the database still listed it open after it had ended) is shown as it was
 listed. A database that fails or hangs leaves only the orders this gateway follows in the
-answer, never the cancel behind. An order placed while the request was on its way may be
-cancelled without being listed; ``openOrders`` says what is left.
+answer, never the cancel behind. An order placed here whose answer had not come (a 504's,
+a POST still waiting) is listed too, once the exchange took it (review 341), as
+``openOrders`` lists it. An order placed while the request was on its way may be cancelled
+without being listed; ``openOrders`` says what is left.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class MassCancelRoute:
         # orders it does not follow) must never hold a kill switch back
         following = core.open_orders(account, sym.id if sym is not None else None)
         listed = {o.order_id: (o.json(), o.symbol) for o in following}
+        # placed here, not answered yet (a 504's, a POST still waiting): sent before the
+        # cancel, so answered before its verdict, and open as ``openOrders`` says (review 341)
+        pending = [o for o in core.pending_orders(account) if sym is None or o.symbol.id == sym.id]
         rows: list[tuple[tuple[Any, ...], SymbolConfig]] = []
         core.ends.collect(account)  # how the orders only the database lists end, meanwhile
         verdict: asyncio.Future[Outcome] | None = None
@@ -77,6 +82,9 @@ class MassCancelRoute:
                     api.cfg.risk.max_commands_per_s,
                 )
             seen = core.ends.seen(account)
+            for o in pending:  # those the exchange took (a refused one has no orderId)
+                if o.order_id:
+                    listed.setdefault(o.order_id, (o.json(), o.symbol))
             for row, spec in rows:
                 # not one known here to have ended before the request (its row not filed
                 # with its end yet, wherever it was placed): it was not open then, and
