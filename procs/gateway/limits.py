@@ -17,6 +17,8 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Hashable
 
+from procs.gateway.api_errors import ILLEGAL_PARAM, bad_request, throttle
+
 #: Tokens forgiven to float rounding: waiting exactly the hinted time must be enough.
 _EPSILON = 1e-9
 #: The longest name a bucket is kept under as it is (the REST API's longest parameter value:
@@ -31,6 +33,24 @@ def limit_key(name: str) -> str:
     if len(name) <= MAX_KEPT_NAME:
         return name
     return "#" + hashlib.blake2b(name.encode(errors="replace"), digest_size=16).hexdigest()
+
+
+def take_batch(limiter: RateLimiter, key: str, orders: int) -> None:
+    """Charge an API key's batch of ``orders`` whose request ``take`` charged one already
+    (its size is known only once it is signed and read): that one given back and all
+    ``orders`` taken at once, so that a 429 spends nothing and its Retry-After is the whole
+    batch's wait (review 342: a hint for the other orders' share alone, their request's token
+    kept, locked out a client that waited as told). 400 for a batch past the burst, which
+    could never pass (``take`` would raise)."""
+    if orders > limiter.burst:
+        raise bad_request(
+            ILLEGAL_PARAM,
+            f"the batch holds {orders} orders: an API key's burst here is {limiter.burst:g} "
+            f"requests, so {int(limiter.burst)} orders a batch at most",
+        )
+    if orders > 1:
+        limiter.refund(key)
+        throttle(limiter, key, "requests for this API key", orders)
 
 
 class RateLimiter:

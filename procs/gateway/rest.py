@@ -27,6 +27,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import msgspec
@@ -42,11 +43,12 @@ from procs.common.topology import apikeys_path, gateway_root, postgres_dir
 from procs.common.users import UserStore
 from procs.gateway import api_errors as codes
 from procs.gateway import rest_params as rp
-from procs.gateway.api_errors import ApiError, bad_request, throttle
+from procs.gateway import signing
+from procs.gateway.api_errors import ApiError, throttle
 from procs.gateway.deadlines import Deadlines
 from procs.gateway.history import History, order_json
 from procs.gateway.instruments import Instruments
-from procs.gateway.limits import RateLimiter
+from procs.gateway.limits import RateLimiter, take_batch
 from procs.gateway.private_stream import PrivateStreams, asks_close_on_refusal, refuse_in_band
 from procs.gateway.rest_amend import AmendRoute
 from procs.gateway.rest_balances import newest_balances, with_zeros
@@ -87,6 +89,9 @@ PUSH_WAIT_S = 0.25
 #: The longest ``GET order`` of an order followed from another gateway's events waits for
 #: its row to fill in its type (``LiveOrder.complete``) before answering without it.
 COMPLETING_WAIT_S = 0.5
+#: The request in hand's signature as ``signed`` remembered it (per task: one request each),
+#: for ``charge_batch`` to forget when the batch's share is refused after all.
+_SIGNED: ContextVar[signing.Seen | None] = ContextVar("signed", default=None)
 _CORS_HEADERS = ", ".join(("Content-Type", API_KEY, TIMESTAMP, RECV_WINDOW, SIGNATURE))
 
 
@@ -444,6 +449,7 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
             raise ApiError(401, exc.code, exc.msg) from None
         self.charge(key)
         self.verifier.remember(seen)  # only what the key's limit took (review 44)
+        _SIGNED.set(seen)
         self.require_user(key)
         self.require_scope(key, scope)
         self.core.touch(key.account, key.session, time.monotonic())
@@ -457,17 +463,14 @@ class RestApi(NewOrders, Cancels, OpenOrderViews, RestConnections):
         throttle(self.key_limits, key.key, "requests for this API key")
 
     def charge_batch(self, key: ApiKey, orders: int) -> None:
-        """A batch of ``orders`` (``signed`` charged its request one): the others' share of
-        the key's rate limit. 400 for a batch past the key's burst, which could never pass."""
-        if orders - 1 > self.key_limits.burst:  # (``RateLimiter.take`` would raise)
-            raise bad_request(
-                codes.ILLEGAL_PARAM,
-                f"the batch holds {orders} orders: an API key's burst here is "
-                f"{self.key_limits.burst:g} requests, so {int(self.key_limits.burst) + 1} "
-                "orders a batch at most",
-            )
-        if orders > 1:
-            throttle(self.key_limits, key.key, "requests for this API key", orders - 1)
+        """``limits.take_batch``, its 429 forgetting the signature ``signed`` remembered too:
+        the batch sent again as is after its Retry-After is no replay (review 342)."""
+        try:
+            take_batch(self.key_limits, key.key, orders)
+        except ApiError as refused:
+            if refused.status == 429 and (seen := _SIGNED.get()) is not None:
+                self.verifier.forget(seen)  # the key's limit did not take it after all
+            raise
 
     def require_user(self, key: ApiKey) -> None:
         """401 unless ``key``'s user still exists, with the key's account, as the users file

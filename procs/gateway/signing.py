@@ -340,3 +340,12 @@ class Verifier:
             self._kept_until[bucket_id] = until
         bucket.add(entry)
         self._count += 1
+
+    def forget(self, seen: Seen) -> None:
+        """Drop ``remember``'s entry again: a request refused after all, as a batch whose
+        orders the key's rate limit did not take (review 342), may be sent again as is."""
+        entry, bucket_id, _ = seen
+        bucket = self._buckets.get(bucket_id)
+        if bucket is not None and entry in bucket:
+            bucket.remove(entry)
+            self._count -= 1

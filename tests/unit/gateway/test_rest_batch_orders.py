@@ -133,14 +133,16 @@ def test_a_batch_spends_the_keys_rate_limit_once_per_order(harness: Harness) -> 
             api.key_limits = RateLimiter(0.001, 6)  # six requests, then none for a long while
             order = {**BID, "price": "100.00"}
             past = await _refused(alice, batchOrders=json.dumps([order] * 8))
-            assert "burst here is 6 requests, so 7 orders a batch at most" in past["msg"], past
-            # that request spent one: five left, so a batch of six is refused as a whole
+            assert "burst here is 6 requests, so 6 orders a batch at most" in past["msg"], past
+            # that request spent one: five left, so a batch of six is refused as a whole,
+            # spending nothing (review 342)
             with pytest.raises(ApiCallError) as limited:
                 await alice.batch_orders([order] * 6)
             assert limited.value.status == 429, limited.value
             assert limited.value.body["code"] == codes.TOO_MANY_REQUESTS
-            answers = await alice.batch_orders([order] * 4)  # the request and three more
+            answers = await alice.batch_orders([order] * 4)  # four of the five
             assert [a["status"] for a in answers] == ["NEW"] * 4
+            await alice.call("GET", "/api/v1/openOrders")  # the last
             with pytest.raises(ApiCallError) as spent:
                 await alice.call("GET", "/api/v1/openOrders")
             assert spent.value.status == 429

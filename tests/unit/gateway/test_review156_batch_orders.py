@@ -275,7 +275,8 @@ def test_a_429_places_nothing(harness: Harness) -> None:
         alice = await client(url, "ALICE", "alice-pw")
         try:
             limits = api.key_limits
-            api.key_limits = RateLimiter(0.001, 3)  # the request takes one: two left
+            api.key_limits = RateLimiter(0.001, 4)
+            await _open(alice)  # a read takes one: three left for a batch of four
             status, answer, raw = await _raw(alice, url, _json([_bid("100.00", "r1")] * 4))
             assert status == 429 and answer["code"] == codes.TOO_MANY_REQUESTS, answer
             assert b"Retry-After:" in raw

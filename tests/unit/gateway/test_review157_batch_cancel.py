@@ -466,7 +466,8 @@ def test_a_429_cancels_nothing(harness: Harness) -> None:
         async with await client(url, "ALICE", "alice-pw") as alice:
             ids = await _bids(alice, "l1", "l2", "l3", "l4")
             limits = api.key_limits
-            api.key_limits = RateLimiter(0.001, 3)  # the request takes one: two left
+            api.key_limits = RateLimiter(0.001, 4)
+            await _open(alice)  # a read takes one: three left for a batch of four
             with pytest.raises(ApiCallError) as refused:
                 await alice.batch_cancel("BTC-USD", ids)
             assert refused.value.status == 429, refused.value.body
@@ -475,7 +476,7 @@ def test_a_429_cancels_nothing(harness: Harness) -> None:
             api.key_limits = RateLimiter(0.001, 2)  # past the burst: could never pass
             with pytest.raises(ApiCallError) as too_big:
                 await alice.batch_cancel("BTC-USD", ids)
-            assert too_big.value.status == 400 and "3 orders a batch" in too_big.value.body["msg"]
+            assert too_big.value.status == 400 and "2 orders a batch" in too_big.value.body["msg"]
             api.key_limits = limits
             assert await _open(alice) == sorted(ids)
             assert _shape(await alice.batch_cancel("BTC-USD", ids)) == ["CANCELED"] * 4
