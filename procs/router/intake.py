@@ -14,7 +14,7 @@ from procs.common.journal_writer import JournalWriter
 from procs.common.records import Record, WatchBalances
 from procs.common.topology import ADMIN_GATEWAY
 from procs.core.sequencer import SEQUENCED, Decision, Sequencer
-from procs.router.gateway_rings import read_commands
+from procs.router.gateway_rings import from_ring, read_commands
 from procs.router.reply_queue import can_send
 from procs.router.reread import Reread
 from shm.consumer import Consumer
@@ -62,7 +62,7 @@ class GatewayIntake:
         positions: list[tuple[int, int]] = []
         submit = self.sequencer.submit
         for gateway, consumer in self._readable():
-            read = read_commands(consumer, quota)
+            read = from_ring(read_commands(consumer, quota), gateway)
             if read:
                 positions.append((gateway, consumer.sequence))
             commands: Sequence[Record | Decision] = read

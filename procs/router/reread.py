@@ -32,6 +32,7 @@ import logging
 from procs.common.records import AdminCommand, Record, Transfer
 from procs.core.recovery import Identity, identity
 from procs.core.sequencer import Decision, Sequencer, answered_again, refused_again
+from procs.router.gateway_rings import as_from
 from shm import Consumer, Ring, RingError
 
 log = logging.getLogger("ringex.router")
@@ -49,7 +50,7 @@ class Reread:
             end = consumer.ring.cursor()
             if end > consumer.sequence:
                 mine = journaled.get(g, {})
-                decided = decided_upto(consumer, end, mine)
+                decided = decided_upto(consumer, g, end, mine)
                 self._gateways[g] = (mine, answered(replies[g]), end, decided)
 
     def __contains__(self, gateway: int) -> bool:
@@ -95,14 +96,16 @@ class Reread:
         return kept
 
 
-def decided_upto(consumer: Consumer[Record], end: int, journaled: dict[Identity, int]) -> int:
+def decided_upto(
+    consumer: Consumer[Record], gateway: int, end: int, journaled: dict[Identity, int]
+) -> int:
     """The ring position past the last command in ``consumer``'s unread window (up to
     ``end``) that the run before the restart journaled: it decided every command before
     that one, as it decides a ring's commands in order."""
     upto = consumer.sequence
     if journaled:
         for n in range(consumer.sequence, end):
-            if identity(consumer.ring.record(n)) in journaled:
+            if identity(as_from(consumer.ring.record(n), gateway)) in journaled:
                 upto = n + 1
     return upto
 
