@@ -143,7 +143,7 @@ async def _drain(c: Client, quiet_s: float = 0.5) -> tuple[int, int, bool]:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # a host slow enough reads under 2,000 a second unpaced: it passes there
     reason="a documented limit (README, the FIX gateway; review 277): a resend goes at the "
     "client's read speed; a pace held what the session sent meanwhile past the 4 MiB, "
     "dropping a client that recovers a long history while its orders fill",

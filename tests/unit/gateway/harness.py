@@ -295,14 +295,14 @@ class Client:
             return msg
 
     async def logon(
-        self, password: str = "secret", hb: int = 30, reset: bool = False
+        self, password: str = "secret", hb: int = 30, reset: bool = False, timeout: float = 2.0
     ) -> simplefix.FixMessage:
         pairs: list[tuple[int, object]] = [(98, 0), (108, hb)]
         if reset:
             pairs.append((141, "Y"))
         pairs.append((554, password))
         await self.send("A", *pairs)
-        return await self.expect("A")
+        return await self.expect("A", timeout)
 
     async def closed(self, timeout: float = 2.0) -> bool:
         """True when the gateway closes the connection (messages before EOF are kept)."""

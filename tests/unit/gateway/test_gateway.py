@@ -15,11 +15,11 @@ from tests.unit.gateway.harness import Client, Harness, close_all, config, settl
 Scenario = Callable[[Harness, int], Awaitable[None]]
 
 
-def run(h: Harness, scenario: Scenario) -> None:
+def run(h: Harness, scenario: Scenario, limit: float = 15.0) -> None:
     async def main() -> None:
         port = await h.start()
         try:
-            await asyncio.wait_for(scenario(h, port), 15)
+            await asyncio.wait_for(scenario(h, port), limit)
         finally:
             await close_all()
             await h.stop()

@@ -445,7 +445,9 @@ def serve_gw2(instance: str, var: str, port_file: str) -> None:
     async def main() -> None:
         gw = GatewayServer(two_gateways(instance, Path(var)), "gw2")
         await gw.start()
-        Path(port_file).write_text(str(gw.port))
+        written = Path(port_file + ".new")  # renamed whole: the test never reads it half written
+        written.write_text(str(gw.port))
+        written.replace(port_file)
         await asyncio.Event().wait()
 
     asyncio.run(main())

@@ -111,6 +111,10 @@ def test_a_message_without_a_comp_id_is_rejected_for_the_missing_tag(
     run(harness, scenario)
 
 
+#: How long a 20,000-report session may take to answer a Logon on a slow, loaded host.
+SLOW = 15.0
+
+
 async def _logged_off_with_reports(h: Harness, port: int, n: int) -> Client:
     """ALICE logs on and off; then ``n`` fill reports of about 500 bytes are parked for her."""
     alice = await logged_on(port)
@@ -149,7 +153,7 @@ def test_a_resend_larger_than_the_unsent_limit_is_delivered(harness: Harness) ->
         back = Client("ALICE")
         back.seq = alice.seq
         await back.connect(port)
-        await back.logon()
+        await back.logon(timeout=SLOW)
         await back.send("2", (7, 3), (16, 0))  # she saw 1 and 2: the Logon and the Logout
         reports = 0
         while reports < n and (m := await back.recv(3.0)) is not None:
@@ -163,7 +167,7 @@ def test_a_resend_larger_than_the_unsent_limit_is_delivered(harness: Harness) ->
         assert reports == n
         assert m is not None and m.get(112) == b"after"
 
-    run(harness, scenario)
+    run(harness, scenario, limit=60.0)
 
 
 def test_what_was_parked_reaches_a_resetting_logon_whatever_its_size(harness: Harness) -> None:
@@ -183,7 +187,7 @@ def test_what_was_parked_reaches_a_resetting_logon_whatever_its_size(harness: Ha
         for _ in range(2):  # dropped, she would come back and reset again
             back = Client("ALICE")
             await back.connect(port)
-            await back.logon(reset=True)
+            await back.logon(reset=True, timeout=SLOW)  # 20,000 reports to send after it
             count = sum(m.get(35) == b"8" for m in got)
             while count < n and (m := await back.recv(3.0)) is not None:
                 got.append(m)
@@ -200,7 +204,7 @@ def test_what_was_parked_reaches_a_resetting_logon_whatever_its_size(harness: Ha
         assert {m.get(43) for m in reports} == {None}  # sent for the first time
         assert m is not None and m.get(112) == b"after"
 
-    run(harness, scenario)
+    run(harness, scenario, limit=60.0)
 
 
 def test_a_resend_goes_out_a_chunk_at_a_time_with_what_follows_behind_it(tmp_path: Path) -> None:

@@ -64,8 +64,18 @@ class Rig:
         self.url = f"ws://127.0.0.1:{port}"
 
     def publish(self, events: Sequence[Record]) -> None:
+        """``events`` on the ring, never blocking the loop that drains it: where the ring has
+        no room, the feed's own step (``pump``, as the process's loop runs it) reads first.
+        A blocking publish waited on that loop for ever (a slow host fell behind a burst)."""
         for k in range(0, len(events), 1024):
-            self.producer.publish_batch(events[k : k + 1024])
+            batch = events[k : k + 1024]
+            feed = self.process.feed
+            while not self.producer.has_room(len(batch)):
+                if not feed.pump():  # all read: committed at the feed's next checkpoint
+                    feed.checkpoint()
+                    if not self.producer.has_room(len(batch)):
+                        raise AssertionError(f"no room for {len(batch)} events, none read")
+            self.producer.publish_batch(batch)
 
     @asynccontextmanager
     async def client(self, path: str = "/ws", **kwargs: Any) -> AsyncIterator[Client]:

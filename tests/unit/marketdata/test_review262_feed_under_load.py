@@ -267,6 +267,8 @@ def test_a_subscription_storm_under_flow_keeps_each_stream_whole(instance: str) 
     gap, trades in order while held; each ends on the fresh snapshot; the hub keeps only
     the depth stream. Now: so."""
 
+    published = asyncio.Event()  # every burst out
+
     async def storm(rig: Rig, n: int, problems: list[Any], ends: list[Follower]) -> None:
         rng = random.Random(n)
         held: set[str] = set()
@@ -308,7 +310,14 @@ def test_a_subscription_storm_under_flow_keeps_each_stream_whole(instance: str) 
                 pending[rid] = (method, names)
                 await c.ws.send(json.dumps({"method": method, "params": names, "id": rid}))
                 await asyncio.sleep(rng.random() * 0.01)
-            await asyncio.sleep(1.5)
+            await published.wait()  # then read on until the feed is quiet (a slow host lags)
+            await asyncio.sleep(1.0)
+            async with asyncio.timeout(10):
+                while True:
+                    last = f.last
+                    await asyncio.sleep(0.3)
+                    if f.last == last:
+                        break
             task.cancel()
             problems += [(n, "gap", g) for g in f.gaps]
             ends.append(f)
@@ -323,6 +332,7 @@ def test_a_subscription_storm_under_flow_keeps_each_stream_whole(instance: str) 
             events, seq, tid = level_burst(rng, seq, tid, now)
             rig.publish(events)
             await asyncio.sleep(0.005)
+        published.set()
         await asyncio.gather(*tasks)
         snap, _, _ = await fresh(rig)
         assert problems == []
