@@ -92,7 +92,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,19 @@ async def acked(fix: Client, cl: str, side: str, qty: str, price: str | None, *e
     assert (ack.get(11), ack.get(150)) == (cl.encode(), b"0"), ack
 
 
+async def both_cancelled(
+    h: Harness, alice: RestClient, cancel: Awaitable[Any], pending: str, what: str
+) -> None:
+    """``cancel``, ALICE's ``DELETE openOrders``, answers her resting ``rests`` and her
+    ``pending`` order ``CANCELED``, and nothing is left open or held after it."""
+    answer = {o["clientOrderId"]: o["status"] for o in await cancel}
+    assert await alice.call("GET", OPEN) == [], "the mass cancel left an order open"
+    assert opened(h, ALICE) == 0 and books(h, ALICE)[USD][1] == 0
+    assert answer == {"rests": "CANCELED", pending: "CANCELED"}, (
+        f"DELETE openOrders answered {answer}: {what}, which it cancelled, is not listed"
+    )
+
+
 # -- fault ------------------------------------------------------------------------------------
 
 
@@ -236,13 +249,7 @@ def test_a_cancel_all_lists_the_order_placed_before_it(harness: Harness) -> None
             await until(lambda: published(h) and len(api.core.requests) == 2, "the cancel sent")
             h.resume()
             assert (await new)["status"] == "NEW"  # as its own command left it
-            answer = {o["clientOrderId"]: o["status"] for o in await cancel}
-            assert await alice.call("GET", OPEN) == [], "the mass cancel left an order open"
-            assert opened(h, ALICE) == 0 and books(h, ALICE)[USD][1] == 0
-            assert answer == {"rests": "CANCELED", "busy": "CANCELED"}, (
-                f"DELETE openOrders answered {answer}: the order placed before it, which it "
-                "cancelled, is not listed"
-            )
+            await both_cancelled(h, alice, cancel, "busy", "the order placed before it")
         finally:
             await alice.close()
 
@@ -273,13 +280,7 @@ def test_a_cancel_all_after_a_timed_out_order_lists_it(impatient: Harness) -> No
             cancel = asyncio.ensure_future(alice.call("DELETE", OPEN))
             await until(lambda: published(h) and mass_sent(api), "the mass cancel in the ring")
             h.resume()
-            answer = {o["clientOrderId"]: o["status"] for o in await cancel}
-            assert await alice.call("GET", OPEN) == [], "the mass cancel left an order open"
-            assert opened(h, ALICE) == 0 and books(h, ALICE)[USD][1] == 0
-            assert answer == {"rests": "CANCELED", "slow": "CANCELED"}, (
-                f"DELETE openOrders answered {answer}: the order that timed out, which it "
-                "cancelled, is not listed"
-            )
+            await both_cancelled(h, alice, cancel, "slow", "the order that timed out")
         finally:
             await alice.close()
 

@@ -67,9 +67,9 @@ class Rig:
         """``events`` on the ring, never blocking the loop that drains it: where the ring has
         no room, the feed's own step (``pump``, as the process's loop runs it) reads first.
         A blocking publish waited on that loop for ever (a slow host fell behind a burst)."""
+        feed = self.process.feed
         for k in range(0, len(events), 1024):
             batch = events[k : k + 1024]
-            feed = self.process.feed
             while not self.producer.has_room(len(batch)):
                 if not feed.pump():  # all read: committed at the feed's next checkpoint
                     feed.checkpoint()

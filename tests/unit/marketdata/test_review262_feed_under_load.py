@@ -368,15 +368,15 @@ def test_three_hundred_connections_each_get_every_trade(instance: str) -> None:
                     ids.append(msg["data"]["t"])
             return ids
 
-        started = time.monotonic()
-        got = await asyncio.wait_for(asyncio.gather(*(count(ws) for ws in clients)), 40)
+        # a hang's guard, not a speed target (bench-ws measures that): 600,000 messages read
+        # by 300 Python clients took 31 s on a host 2.5x slower than usual, loaded
+        got = await asyncio.wait_for(asyncio.gather(*(count(ws) for ws in clients)), 120)
         assert all(ids == list(range(1, 2001)) for ids in got)
-        assert time.monotonic() - started < 40
         await asyncio.gather(*(ws.close() for ws in clients))
 
     async def main() -> None:
         async with running(instance) as rig:
-            await asyncio.wait_for(body(rig), 55)
+            await asyncio.wait_for(body(rig), 150)
 
     uvloop.run(main())
 
