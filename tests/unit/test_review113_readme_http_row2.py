@@ -103,12 +103,11 @@ def test_a_hung_test_is_ended_after_180_s_with_every_threads_stack(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """ "A test still running after 180 s ... is hung: pytest-timeout ends its worker, and the
-    run reports it as failed with every thread's stack (`tests/conftest.py`)": pyproject's
-    timeout is 180 s; in a worker the hook arms faulthandler to dump every thread and exit,
-    and the controller's crash report gets the dump."""
+    run reports it as failed with every thread's stack (`tests/conftest.py`)": timeout 180 s;
+    a worker's hook arms faulthandler to dump every thread and exit; the crash report has it."""
     two("A test still running after 180 s (the slowest takes about 30, 90 on that slow host) is "
-        "hung: pytest-timeout "
-        "ends its worker, and the run reports it as failed with every thread's stack")  # fmt: skip
+        "hung: pytest-timeout ends its worker, and the run reports it as failed with every "
+        "thread's stack")  # fmt: skip
     assert re.search(r"^timeout = 180$", (ROOT / "pyproject.toml").read_text(), re.M)
     armed: list[tuple[float, dict[str, Any]]] = []
     monkeypatch.setattr(faulthandler, "dump_traceback_later", lambda t, **kw: armed.append((t, kw)))
