@@ -158,9 +158,13 @@ def test_a_login_stalls_the_gateway_loop_for_the_whole_users_and_keys_files(
         api.keys.refresh()  # (read once before the probe: the refresh is the next test's)
         api.logins.users()
         async with probing() as probe:
-            alice = await client(url, "ALICE", "alice-pw")
-            await alice.close()
-        probe.within(BOUND_S, "a login")
+            for _ in range(3):
+                alice = await client(url, "ALICE", "alice-pw")
+                await alice.close()
+        # three logins, each of which held the loop before: the second worst is judged, so
+        # one preemption of the process by a loaded host is passed over (seen: a full run on
+        # a slow host failed the one login's bound)
+        probe.within(BOUND_S, "a login", once=False)
 
     run(harness, scenario)
 
