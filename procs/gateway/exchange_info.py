@@ -7,7 +7,12 @@ what a Binance client library reads to round and check an order before it sends 
 with Binance's filter types and field names (``PRICE_FILTER``, ``LOT_SIZE``,
 ``MARKET_LOT_SIZE``, ``ICEBERG_PARTS``, and ``NOTIONAL`` when ``risk.max_order_notional`` is
 set). The per-account open-order limit is ``exchangeFilters``' ``EXCHANGE_MAX_NUM_ORDERS``:
-like Binance's, it counts an account's open orders over every symbol.
+like Binance's, it counts an account's open orders over every symbol. ``rateLimits`` gives
+the API key's and the client address's request rates (``REQUEST_WEIGHT``: a request weighs
+one, a batch of orders on the key's as many as it holds) and the account's command rate
+(``ORDERS``, ``perAccount``: ``risk.max_commands_per_s``, a bucket as deep as its rate, over
+every key, gateway and FIX session), so a client paces its orders without learning the rate
+from 429s.
 """
 
 from __future__ import annotations
@@ -75,6 +80,14 @@ def body(
                 "perIp": True,
                 "limit": rest.ip_rate_per_s,
                 "burst": rest.ip_burst,
+            },
+            {  # the router's bucket: new orders, amends and mass cancels, 429 -1015 past it
+                "rateLimitType": "ORDERS",
+                "interval": "SECOND",
+                "intervalNum": 1,
+                "perAccount": True,
+                "limit": cfg.risk.max_commands_per_s,
+                "burst": cfg.risk.max_commands_per_s,
             },
         ],
         "exchangeFilters": [

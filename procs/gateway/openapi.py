@@ -555,9 +555,9 @@ def _other_schemas(cfg: RingexConfig) -> Json:
 
 def _exchange_info(cfg: RingexConfig) -> Json:
     rate_limit = _obj({
-        "rateLimitType": {"const": "REQUEST_WEIGHT"}, "interval": {"const": "SECOND"},
+        "rateLimitType": _enum(["REQUEST_WEIGHT", "ORDERS"]), "interval": {"const": "SECOND"},
         "intervalNum": {"const": 1}, "limit": {"type": "number"}, "burst": _INT,
-        **dict.fromkeys(("perKey", "perIp"), _BOOL),
+        **dict.fromkeys(("perKey", "perIp", "perAccount"), _BOOL),
     }, required=["rateLimitType", "interval", "intervalNum", "limit", "burst"])  # fmt: skip
     # Binance's filters' fields: decimal strings, integers, flags (``exchange_info.py``)
     a_filter = _obj({"filterType": _enum(FILTER_TYPES)}) | {

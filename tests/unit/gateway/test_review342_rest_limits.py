@@ -96,10 +96,6 @@ Leads not shown:
   limit, so its signature is remembered: resent as is after its ``Retry-After`` (urllib3's
   ``Retry``) it is 401 ``-1025``. Consistent with README's replay rule (a signature is
   accepted once), but the 429 invites exactly that retry; worth a line in README's 429.
-- exchangeInfo's ``rateLimits`` lists the key's and the address's ``REQUEST_WEIGHT`` but no
-  ``ORDERS`` entry for ``risk.max_commands_per_s`` (Binance lists ``ORDERS`` per SECOND and
-  DAY); a client pacing its orders from exchangeInfo learns the order rate only from 429s.
-  Neither python-binance nor ccxt reads it; not shown.
 - A private stream refused 429 for the streams held per key or account carries
   ``Retry-After: 1`` (``private_stream.py:115``), a count not a rate: honoured, it is 429
   again until a stream closes. Not a lie by the letter (a stream may close), not pinned.
@@ -365,13 +361,20 @@ def test_sound_the_address_rate_429_names_it_and_its_retry_after_holds(harness: 
 
 
 def test_sound_the_order_rate_429_and_its_retry_after(slow_orders: Harness) -> None:
-    """``risk.max_commands_per_s`` 2: the third order at once is 429 -1015 "Too many new
+    """``risk.max_commands_per_s`` 2: exchangeInfo's ``rateLimits`` says so (``ORDERS``,
+    per account, a burst of 2); the third order at once is 429 -1015 "Too many new
     orders" naming the limit, ``Retry-After: 1`` (1 / 2 rounded up); after it, an order is
     placed. Nothing was held for the refused one."""
 
     async def scenario(api: RestApi, url: str) -> None:
         alice = await client(url, "ALICE", "alice-pw")
         try:
+            async with alice.session.get(f"{url}/api/v1/exchangeInfo") as r:
+                limits = (await r.json())["rateLimits"]
+            orders = [x for x in limits if x["rateLimitType"] == "ORDERS"]
+            assert orders == [{"rateLimitType": "ORDERS", "interval": "SECOND",
+                               "intervalNum": 1, "perAccount": True, "limit": 2,
+                               "burst": 2}], limits  # fmt: skip
             order = {**BID, "price": "100.00"}
             for _ in range(2):
                 status, body = await _place(alice)
