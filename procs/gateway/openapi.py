@@ -404,8 +404,7 @@ def _order_schemas(cfg: RingexConfig) -> Json:
             **_enum([*rp.SIDES, ""]),
             "description": "empty: a cancel's answer for an order this gateway did not follow",
         },
-        "stopPrice": _DEC, "icebergQty": _DEC, "time": _MS, "updateTime": _MS,
-        "isWorking": _BOOL,
+        "stopPrice": _DEC, "icebergQty": _DEC, "time": _MS, "updateTime": _MS, "isWorking": _BOOL,
     })  # fmt: skip
     request = _obj({
         "symbol": _ref("Symbol"), "side": _enum(rp.SIDES), "type": _enum(sorted(rp.TYPES)),
@@ -437,7 +436,8 @@ def _order_schemas(cfg: RingexConfig) -> Json:
     quote = {**_enum(sorted({s.quote for s in cfg.symbols})), "description": "The quote asset"}
     return {
         "Symbol": _enum(s.name for s in cfg.symbols),
-        "Order": order,
+        "Order": order | {"properties": order["properties"] | {"origClientOrderId": {
+            **_STR, "description": "In a cancel's answer: the order's clientOrderId"}}},
         "Fill": _obj({
             "price": _DEC, "qty": _DEC, "tradeId": _INT, "isMaker": _BOOL,
             "commission": {

@@ -36,7 +36,7 @@ from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError, bad_request
 from procs.gateway.instruments import Instruments
 from procs.gateway.rest_named import NamedOrders
-from procs.gateway.rest_order_state import Outcome
+from procs.gateway.rest_order_state import Outcome, as_cancelled
 from procs.gateway.rest_public import json_response
 from procs.gateway.rest_request import RestRequest
 
@@ -111,12 +111,13 @@ class Cancels(NamedOrders):
         return oid
 
     def cancelled(self, key: ApiKey, oid: int, outcome: Outcome) -> dict[str, Any]:
-        """The answer to the cancel of ``oid``: the order as it ended, or the refusal (400)."""
+        """The answer to the cancel of ``oid``: the order as it ended (``as_cancelled``), or
+        the refusal (400)."""
         if outcome.code != ResultCode.OK or outcome.order is None:
             self.refuse_if_ended(key.account, oid, outcome.code, "cancel")
             why = "unknown order" if outcome.code in codes.NOT_YOURS else outcome.code.name
             raise bad_request(codes.CANCEL_REJECTED, f"cancel rejected: {why} orderId={oid}")
-        return outcome.view or outcome.order.json()
+        return as_cancelled(outcome.view or outcome.order.json())
 
 
 def _named(params: dict[str, str]) -> list[dict[str, str]]:

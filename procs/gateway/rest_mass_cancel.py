@@ -35,7 +35,7 @@ from procs.gateway import rest_params as rp
 from procs.gateway.api_errors import ApiError
 from procs.gateway.history import order_json
 from procs.gateway.instruments import format_units
-from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, Outcome, ms
+from procs.gateway.rest_order_state import DONE_STATUS, LiveOrder, Outcome, as_cancelled, ms
 from procs.gateway.rest_public import json_response
 
 if TYPE_CHECKING:
@@ -106,7 +106,8 @@ class MassCancelRoute:
             if order is not None:
                 order.complete(row)
         views = [
-            _view(core.known(oid), *listed[oid], unfollowed.get(oid)) for oid in sorted(listed)
+            as_cancelled(_view(core.known(oid), *listed[oid], unfollowed.get(oid)))
+            for oid in sorted(listed)
         ]
         return json_response(views)
 

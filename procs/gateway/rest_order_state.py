@@ -309,3 +309,10 @@ class PendingRequest:
     #: A new order's command's seq, from its acceptance: the events of that command are its
     #: answer's; a later command's (a maker fill in the same read) are not (review 47).
     seq: int = 0
+
+
+def as_cancelled(order: dict[str, Any]) -> dict[str, Any]:
+    """An order's view as a cancel answers it (single, batch, all open): its client order id
+    also as ``origClientOrderId``, Binance's name there (where ccxt and python-binance read
+    it)."""
+    return order | {"origClientOrderId": order.get("clientOrderId", "")}

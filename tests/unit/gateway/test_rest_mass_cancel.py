@@ -79,6 +79,38 @@ def test_without_a_symbol_every_symbol_and_a_part_filled_order(harness: Harness)
     run(harness, scenario)
 
 
+def test_every_cancel_answer_names_the_orders_client_id_as_binance_does(
+    harness: Harness,
+) -> None:
+    """A cancel's answer (one, a batch, every open order) carries the order's client order
+    id also as ``origClientOrderId``, where Binance clients (ccxt, python-binance) read it;
+    a status query's does not."""
+
+    async def scenario(api: RestApi, url: str) -> None:
+        alice = await client(url, "ALICE", "alice-pw")
+        try:
+            for n in range(3):
+                await alice.call(
+                    "POST", "/api/v1/order", **LIMIT, price="29000.00", quantity="0.10",
+                    newClientOrderId=f"mine-{n}",
+                )  # fmt: skip
+            shown = await alice.call("GET", "/api/v1/order", symbol="BTC-USD",
+                                     origClientOrderId="mine-0")  # fmt: skip
+            assert "origClientOrderId" not in shown, shown
+            one = await alice.call("DELETE", "/api/v1/order", symbol="BTC-USD",
+                                   orderId=shown["orderId"])  # fmt: skip
+            batch = await alice.call("DELETE", "/api/v1/batchOrders", symbol="BTC-USD",
+                                     origClientOrderIdList='["mine-1"]')  # fmt: skip
+            every = await alice.call("DELETE", PATH, symbol="BTC-USD")
+            for answer, n in ((one, 0), (*batch, 1), (*every, 2)):
+                assert answer["status"] == "CANCELED", answer
+                assert answer["origClientOrderId"] == answer["clientOrderId"] == f"mine-{n}"
+        finally:
+            await alice.close()
+
+    run(harness, scenario)
+
+
 def test_refusals(harness: Harness) -> None:
     async def scenario(api: RestApi, url: str) -> None:
         reader = await client(url, "ALICE", "alice-pw", scopes="read")

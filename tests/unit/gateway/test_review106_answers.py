@@ -13,7 +13,7 @@ import pytest
 from config.schema import SymbolConfig
 from procs.common.types import OrdType
 from procs.gateway import history
-from procs.gateway.rest_order_state import LiveOrder
+from procs.gateway.rest_order_state import LiveOrder, as_cancelled
 from tests.unit.gateway import readme_rest_claims as claims
 from tests.unit.gateway.readme_rest_claims import DOC, _claim, _fits, _says, _schema_keys
 
@@ -71,13 +71,15 @@ def test_nested_answers_keys_are_their_schemas(served: dict[str, Any]) -> None:
 
 def test_a_database_rows_order_and_a_live_order_have_the_same_keys() -> None:
     """history.py:97 ``order_json`` (allOrders, an order only the database knows) and
-    rest_order_state.py:87 ``LiveOrder.json`` write the same keys: the document's ``Order``;
-    ``trade_json`` (history.py:124) writes ``AccountTrade``'s."""
+    rest_order_state.py:87 ``LiveOrder.json`` write the same keys: the document's ``Order``
+    but the cancels' ``origClientOrderId`` (``as_cancelled``); ``trade_json`` (history.py:124)
+    writes ``AccountTrade``'s."""
     sym = SymbolConfig(name="BTC-USD", id=1, base="BTC")
     row = (7, 601, 1, 1, 1, 1, 100, 0, 10, 10, 0, 1, 0, 1, 2, 0, 3, 0, "cid")
     live = LiveOrder(7, 601, sym, 1, "LIMIT", 1, 100, 0, 10, 10)
     _, props = _schema_keys({"$ref": "#/components/schemas/Order"})
-    assert set(history.order_json(row, sym)) == set(live.json()) == props
+    assert set(history.order_json(row, sym)) == set(live.json()) == props - {"origClientOrderId"}
+    assert set(as_cancelled(live.json())) == props
     trade = history.trade_json(sym, 1, 7, 100, 10, 5, True, True, None)
     assert set(trade) == _schema_keys({"$ref": "#/components/schemas/AccountTrade"})[1]
 
