@@ -52,10 +52,11 @@ system-deps:
 # pytest-xdist runs it in a worker more than there are CPUs, at most four, a test file per
 # worker (its module fixtures start once): three on this 2-core machine, 8 min 20 s against
 # 12 min for two and twice that for one when measured (the suite has grown since: about
-# 16 to 18 minutes with three). PYTEST_WORKERS=0 runs it in one process.
+# 20 to 22 minutes with three). PYTEST_WORKERS=0 runs it in one process. It ends with its 25
+# slowest tests (--durations), where the time goes.
 PYTEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; n = len(os.sched_getaffinity(0)); print(min(n + 1, 4) if n > 1 else 0)')
 pytest: $(STAMP) system-deps
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 test: lint typecheck pytest
 

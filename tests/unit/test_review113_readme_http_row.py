@@ -500,7 +500,7 @@ def test_pytest_workers_0_runs_one_process_and_workers_take_whole_files() -> Non
     two("`make test PYTEST_WORKERS=0` runs one process")
     two("each taking whole test files")
     line = dry_run("pytest", "PYTEST_WORKERS=0")[-1]
-    assert line == ".venv/bin/python -m pytest -q -n 0 --dist loadfile"
+    assert line == ".venv/bin/python -m pytest -q -n 0 --dist loadfile --durations=25"
     # and a crashed (hung) worker is replaced: no ``--max-worker-restart 0``, no ``-x``
     assert "--max-worker-restart" not in line and " -x" not in line
     dev = (ROOT / "pyproject.toml").read_text()
