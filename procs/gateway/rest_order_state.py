@@ -315,4 +315,4 @@ def as_cancelled(order: dict[str, Any]) -> dict[str, Any]:
     """An order's view as a cancel answers it (single, batch, all open): its client order id
     also as ``origClientOrderId``, Binance's name there (where ccxt and python-binance read
     it)."""
-    return order | {"origClientOrderId": order.get("clientOrderId", "")}
+    return order | {"origClientOrderId": order["clientOrderId"]}

@@ -347,19 +347,20 @@ def _compaction_steps(path: Path) -> list[float]:
 
 def test_a_clordid_log_rewrite_of_200k_digests_is_short(tmp_path: Path) -> None:
     """clordids.py:187-197: the rewrite at a generation's drop (1.6 MB, fsynced, renamed)
-    runs on the loop once per 100k ClOrdIDs: ~4 ms here. The best of three is judged: its
-    fsync behind a loaded suite's writes took 70 ms once; a rewrite grown slow takes each."""
+    runs on the loop once per 100k ClOrdIDs: ~4 ms here. Tried again past the bound, up to
+    three times, as the compaction's finish: its fsync behind a loaded suite's writes took
+    70 ms once; a rewrite grown slow fails each."""
     values = array("Q", range(200_000))
-    tries = []
     for attempt in range(3):
         log = SeenLog(tmp_path / f"clordids{attempt}.log")
         log.load()
         began = time.perf_counter()
         log.rewrite(values)
-        tries.append(time.perf_counter() - began)
+        took = time.perf_counter() - began
         log.close()
-    took = min(tries)
-    assert took < BOUND_S, f"a rewrite of {took * 1e3:.1f} ms (of {len(tries)} tries, the best)"
+        if took < BOUND_S:
+            break
+    assert took < BOUND_S, f"a rewrite of {took * 1e3:.1f} ms"
 
 
 def test_a_fix_logons_scan_of_all_users_is_cheap(tmp_path: Path) -> None:
