@@ -119,8 +119,9 @@ def password(user: str) -> str:
 
 def profile_text(name: str, var_dir: Path) -> str:
     """Two gateways with REST (the page takes the first), market data saving its state every
-    0.2 s, the database writer on its embedded PostgreSQL."""
-    fix1, rest1, fix2, rest2, feed = free_ports(5)  # (distinct: one picked twice clashed)
+    0.2 s, the database writer on its embedded PostgreSQL. Every port is picked here, the
+    supervisor's metrics too: left at 0, the kernel gave it a port picked for a gateway."""
+    fix1, rest1, fix2, rest2, feed, metrics = free_ports(6)  # (one picked twice clashed)
     gateways = "".join(
         f'[[gateways]]\nname = "gw{i}"\nid = {i}\nport = {fix}\n[gateways.rest]\nport = {rest}\n'
         for i, fix, rest in ((1, fix1, rest1), (2, fix2, rest2))
@@ -130,6 +131,7 @@ def profile_text(name: str, var_dir: Path) -> str:
         "[ring]\ncapacity = 4096\n"
         '[wait]\nstrategy = "blocking"\npark_timeout_s = 0.005\n'
         "[risk]\nfee_account = 1\n"
+        f"[supervisor]\nmetrics_port = {metrics}\n"
         f"[marketdata]\nport = {feed}\nsnapshot_every_s = 0.2\n{gateways}"
     )
 
