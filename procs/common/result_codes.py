@@ -40,6 +40,9 @@ class ResultCode(IntEnum):
     #: refused before a router restart that lost its reply (the reason is not kept): read
     #: again, it is not decided on a state its later commands changed (``reread.py``)
     REFUSED_BEFORE_RESTART = 2014
+    #: an operator's command (an account, a transfer, a halt, every account's mass cancel)
+    #: on a trading gateway's ring: only the admin ring (gateway 0) carries them (review 343)
+    NOT_PERMITTED = 2015
 
     # matcher
     UNKNOWN_ORDER = 3000

@@ -6,6 +6,10 @@
   the gateway (``Rejected`` or ``AccountReply`` with the code), no sequence number, nothing
   journaled; an admin command for no symbol of ours is dropped unanswered (it names no
   gateway session to answer);
+- not the sender's to give: an operator's command (``operators_only``) that came on a trading
+  gateway's ring, which the router refuses ``NOT_PERMITTED`` before ``submit`` sees it
+  (``not_permitted``; an admin command, which names no session, is dropped): only the admin
+  ring, gateway 0, carries them (review 343);
 - accepted: the command stamped with the next global ``seq`` and ``ts_ns = now_ns`` (a new
   order also gets the next ``order_id``), plus where it goes: the matcher that owns its symbol
   (every matcher for a symbol-0 mass cancel or admin command), or nowhere for an account
@@ -410,6 +414,30 @@ def refused_again(sequencer: Sequencer, cmd: Record) -> Record:
         return _account_reply(cmd, 0, 0, code, 0)
     assert isinstance(cmd, OrderRecord), f"{type(cmd).__name__} is not refused by the router"
     return _reject(cmd, code)
+
+
+def operators_only(command: Record) -> bool:
+    """Whether ``command`` is the operator's alone (``ringex admin``, gateway 0): an account
+    opened, a deposit or withdrawal, a halt or any admin action, every account's mass cancel.
+    A trading gateway parses untrusted input: its bug must mint no money (review 343)."""
+    kind = type(command)
+    if kind is MassCancel:
+        return command.account == 0  # type: ignore[attr-defined, no-any-return]
+    return kind is CreateAccount or kind is Transfer or kind is AdminCommand
+
+
+def not_permitted(command: Record) -> Decision:
+    """The refusal of an operator's command that came on a trading gateway's ring: nothing
+    sequenced or journaled, the gateway told ``NOT_PERMITTED``; an admin command, which names
+    no session to tell, dropped."""
+    code = ResultCode.NOT_PERMITTED
+    if isinstance(command, MassCancel):
+        return Decision(None, reply=mass_cancel_verdict(command, code))
+    if isinstance(command, Transfer):
+        return Decision(None, reply=_account_reply(command, 0, command.asset, code, 0))
+    if isinstance(command, CreateAccount):
+        return Decision(None, reply=_account_reply(command, 0, 0, code, 0))
+    return Decision(None)
 
 
 def mass_cancel_verdict(cmd: MassCancel, code: ResultCode) -> Rejected:

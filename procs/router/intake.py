@@ -11,9 +11,22 @@ from collections.abc import Sequence
 
 from config.schema import RingexConfig
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import Record, WatchBalances
+from procs.common.records import (
+    AdminCommand,
+    CreateAccount,
+    MassCancel,
+    Record,
+    Transfer,
+    WatchBalances,
+)
 from procs.common.topology import ADMIN_GATEWAY
-from procs.core.sequencer import SEQUENCED, Decision, Sequencer
+from procs.core.sequencer import (
+    SEQUENCED,
+    Decision,
+    Sequencer,
+    not_permitted,
+    operators_only,
+)
 from procs.router.gateway_rings import from_ring, read_commands
 from procs.router.reply_queue import can_send
 from procs.router.reread import Reread
@@ -31,6 +44,11 @@ ADMIN_POLL_S = 0.005
 #: past it a step fsyncs inline. A step's fsync then overlaps nothing, once per this wait at
 #: most while balances are watched and touched.
 BALANCES_WAIT_S = 0.02
+
+
+#: The records an operator's command can be (``operators_only`` says which are): one on a
+#: trading gateway's ring is that gateway's bug, or a gateway taken over (review 343).
+_OPERATORS = frozenset((CreateAccount, Transfer, AdminCommand, MassCancel))
 
 
 class GatewayIntake:
@@ -73,7 +91,13 @@ class GatewayIntake:
                 if kind is WatchBalances:  # read-only: not for the sequencer
                     watch_requests.append((gateway, command))  # type: ignore[arg-type]
                 elif kind in SEQUENCED:
-                    decisions.append(submit(command, time.time_ns()))  # type: ignore[arg-type]
+                    record: Record = command  # type: ignore[assignment]
+                    if gateway != ADMIN_GATEWAY and kind in _OPERATORS and operators_only(record):
+                        log.error("gateway %d sent %r, the operator's alone: refused",
+                                  gateway, record)  # fmt: skip
+                        decisions.append(not_permitted(record))
+                    else:
+                        decisions.append(submit(record, time.time_ns()))
                     origins.append(gateway)
                 elif kind is Decision:  # owed to a command journaled before a restart
                     decisions.append(command)  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ def ex(instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     exchange = Exchange(config(instance, tmp_path))
     _use_config(monkeypatch, exchange.cfg)
     fund(exchange, 7, usd=1_000_000, btc=0)
-    fund(exchange, 8, usd=0, btc=50_000, gateway=2)
+    fund(exchange, 8, usd=0, btc=50_000)
     exchange.send(1, order(1, 7, Side.BUY, 1000, 100), order(2, 7, Side.BUY, 900, 100))
     exchange.send(2, order(3, 8, Side.SELL, 2000, 100, gateway=2))
     yield exchange

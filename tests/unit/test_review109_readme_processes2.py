@@ -63,6 +63,7 @@ from tests.unit.dbwriter.journal_gen import build, make_cfg
 from tests.unit.replica.test_standby import standby
 from tests.unit.router.test_review8_owed_replies import (
     EXPECTED,
+    RING,
     batch,
     crash_then_restart,
     funded,
@@ -219,14 +220,15 @@ def test_after_a_crash_a_journaled_command_is_not_sequenced_again(
     """README: "after a crash, what it reads again is not decided twice: a command the
     journal has is not sequenced again (its owed OK is sent in the command's place: a gateway
     reads the router's replies in its commands' order, each once, ...)". Killed after the
-    batch's journal write: the restart (``reread.py``) journals nothing twice and answers the
-    six commands in order, the owed OKs among the refusals decided again."""
+    batch's journal write (review 8's, on the admin ring: it opens an account and deposits,
+    review 343): the restart (``reread.py``) journals nothing twice and answers the six
+    commands in order, the owed OKs among the refusals decided again."""
     claim("after a crash, what it reads again is not decided twice: a command the journal has "
           "is not sequenced again (its owed OK is sent in the command's place: a gateway reads "
           "the router's replies in its commands' order, each once, wherever a crash cut a "
           "step;", PROCESSES)  # fmt: skip
     crash_after(rig.router.journal, "append", monkeypatch)
-    rig.gateways[1].publish_batch(batch())
+    rig.gateways[RING].publish_batch(batch())
     crash_then_restart(rig, monkeypatch)
     assert settled(rig) == EXPECTED  # and each journaled command there once
 
@@ -235,11 +237,11 @@ def test_after_a_crash_a_command_whose_reply_is_out_is_not_decided_again(
     rig: Exchange, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """README: "one whose reply is in the gateway's reply ring is not decided again".
-    Killed once every reply of the batch was out, before its ring's commit: the restart reads
-    the batch again and answers none of it a second time."""
+    Killed once every reply of the batch (review 8's, on the admin ring) was out, before its
+    ring's commit: the restart reads the batch again and answers none of it a second time."""
     claim("one whose reply is in the gateway's reply ring is not decided again", PROCESSES)
     crash_after(rig.router, "_flush_replies", monkeypatch)
-    rig.gateways[1].publish_batch(batch())
+    rig.gateways[RING].publish_batch(batch())
     with pytest.raises(Crash):
         for _ in range(5):
             rig.router.step(timeout_s=0.001)

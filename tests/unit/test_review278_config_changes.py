@@ -81,7 +81,7 @@ from procs.gateway.fix import FixMessage
 from shm.inspect import remove_instance
 from tests.unit.gateway.test_review112_readme_fix2 import SYM, message, order
 from tests.unit.gateway.test_review227_iceberg_cuts import resting
-from tests.unit.router.test_router import fund
+from tests.unit.router.test_router import ADMIN, fund
 from tests.unit.supervisor.test_review50_ops import exchange_profile, ringex
 from tests.unit.supervisor.test_review206_config_change import (
     BTC,
@@ -117,9 +117,9 @@ def _deposited(cfg: RingexConfig, *, withdraw: bool = False) -> None:
     rig = Rig(cfg)
     try:
         fund(rig, TRADER, usd=10**9, btc=10**6)  # type: ignore[arg-type]  # duck: send
-        rig.send(1, Transfer(0, 0, 1, 1, 777, TRADER, ETH, 10**6, 555))
+        rig.send(ADMIN, Transfer(0, 0, ADMIN, 1, 777, TRADER, ETH, 10**6, 555))
         if withdraw:
-            rig.send(1, Transfer(0, 0, 1, 1, 778, TRADER, ETH, -(10**6), 556))
+            rig.send(ADMIN, Transfer(0, 0, ADMIN, 1, 778, TRADER, ETH, -(10**6), 556))
         held = rig.router.sequencer.accounts.balance(TRADER, ETH)
         assert held == ((0 if withdraw else 10**6), 0), held
     finally:

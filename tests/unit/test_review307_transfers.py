@@ -78,7 +78,7 @@ def ex(instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     exchange = Exchange(config(instance, tmp_path))
     _use_config(monkeypatch, exchange.cfg)
     fund(exchange, 7, usd=1_000_000, btc=0)
-    fund(exchange, 8, usd=0, btc=50_000, gateway=2)
+    fund(exchange, 8, usd=0, btc=50_000)
     exchange.replies_of(1)
     exchange.replies_of(2)
     yield exchange

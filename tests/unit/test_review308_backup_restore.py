@@ -81,6 +81,7 @@ from procs.common.topology import journal_archive_dir, journal_dir, snapshot_dir
 from procs.core.archive_bound import archivable_before
 from procs.core.recovery import recover, write_snapshot
 from shm.inspect import remove_instance
+from tests.unit.router.test_router import ADMIN
 from tests.unit.supervisor.test_review50_ops import exchange_profile, ringex
 from tests.unit.supervisor.test_review206_config_change import (
     BTC_USD,
@@ -249,9 +250,9 @@ def _busy(cfg: RingexConfig, transfers: int) -> Rig:
     step = 500
     for base in range(0, transfers, step):
         rig.send(
-            1,
+            ADMIN,
             *(
-                Transfer(0, 0, 1, 1, 10_000 + k, TRADER, USD, 1, 1_000_000 + k)
+                Transfer(0, 0, ADMIN, 1, 10_000 + k, TRADER, USD, 1, 1_000_000 + k)
                 for k in range(base, base + step)
             ),
         )

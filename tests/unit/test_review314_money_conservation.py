@@ -17,7 +17,9 @@ holds recomputed from ``Accepted``/``Replaced``/``Trade`` leaves/``OrderDone``) 
 with the router's accounts. A seeded workload over four thinly funded users on two
 gateways: limit GTC/IOC/FOK/DAY, post-only, market, stop, stop-limit and iceberg orders,
 every STP mode, cancels, replaces up and down in price and size, mass cancels, deposits and
-withdrawals (refusals for balance frequent), up to six commands in flight at once. Router
+withdrawals (refusals for balance frequent; accounts opened and money moved on the admin
+ring, gateway 0, as ``ringex admin`` sends them: a trading gateway's ring carries no
+operator's command, review 343), up to six commands in flight at once. Router
 crashes mid-batch and a matcher restart are the shells closed and made again (recovery from
 the journal, as ``test_review_admin_bugs``); ``ringex admin ... --profile x`` runs through
 ``procs.cli.main`` against the rig (``_Pump``).
@@ -80,7 +82,7 @@ from procs.common.types import OrderFlag, OrdType, Side, StpMode, TimeInForce
 from procs.core.money import Market
 from procs.matcher.main import MatcherShell
 from procs.router.main import RouterShell
-from tests.unit.router.test_router import Exchange, config
+from tests.unit.router.test_router import ADMIN, Exchange, config
 from tests.unit.test_review_admin_bugs import _cli, _Pump, _use_config
 
 USD, BTC, ETH = 1, 2, 3
@@ -212,10 +214,12 @@ class Rig(Exchange):
         for record in self.taps[0].read(4096):
             self.shadow.event(record)
         self.taps[1].read(4096)
+        self.admin_told += self.replies[ADMIN].read(4096)  # read by ``answers``
 
     def answers(self) -> None:
-        """Read both gateways' replies: an accepted transfer counts in the shadow."""
-        for gw in (1, 2):
+        """Read the admin ring's and both gateways' replies: an accepted transfer counts in
+        the shadow."""
+        for gw in (ADMIN, 1, 2):
             for reply in self.replies_of(gw):
                 if isinstance(reply, AccountReply) and (gw, reply.client_ref) in self.pending:
                     account, asset, amount = self.pending.pop((gw, reply.client_ref))
@@ -228,9 +232,10 @@ class Rig(Exchange):
         return self.refs
 
     def transfer(self, account: int, asset: int, amount: int) -> Transfer:
-        gw, ref = gateway_of(account), self.ref()
-        self.pending[(gw, ref)] = (account, asset, amount)
-        return Transfer(0, 0, gw, 1, ref, account, asset, amount, ref * 7919)
+        """A deposit or withdrawal, on the admin ring (the operator's alone, review 343)."""
+        ref = self.ref()
+        self.pending[(ADMIN, ref)] = (account, asset, amount)
+        return Transfer(0, 0, ADMIN, 1, ref, account, asset, amount, ref * 7919)
 
 
 def gateway_of(account: int) -> int:
@@ -239,15 +244,14 @@ def gateway_of(account: int) -> int:
 
 @pytest.fixture
 def rig(instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
-    """Accounts 7-10 on two gateways, each with 50 USD, 0.2 BTC and 1 ETH: a few orders'
-    worth, so refusals for balance come often."""
+    """Accounts 7-10 trading on two gateways, each opened and funded on the admin ring with
+    50 USD, 0.2 BTC and 1 ETH: a few orders' worth, so refusals for balance come often."""
     ex = Rig(_config(instance, tmp_path))
     _use_config(monkeypatch, ex.cfg)
     for account in USERS:
-        gw = gateway_of(account)
-        ex.send(gw, CreateAccount(0, 0, gw, 1, ex.ref(), account))
+        ex.send(ADMIN, CreateAccount(0, 0, ADMIN, 1, ex.ref(), account))
         ex.send(
-            gw,
+            ADMIN,
             ex.transfer(account, USD, 500_000),
             ex.transfer(account, BTC, 2_000),
             ex.transfer(account, ETH, 10_000),
@@ -382,7 +386,7 @@ def assert_conserved(ex: Rig) -> None:
 def run_workload(ex: Rig, seed: int, steps: int, *, batch: int = 6) -> None:
     rnd = random.Random(seed)
     for _ in range(steps):
-        commands: dict[int, list[Record]] = {1: [], 2: []}
+        commands: dict[int, list[Record]] = {ADMIN: [], 1: [], 2: []}
         for _ in range(rnd.randint(1, batch)):
             command = random_command(ex, rnd)
             commands[command.gateway].append(command)  # type: ignore[attr-defined]
@@ -413,12 +417,18 @@ def test_sound_a_random_workload_conserves_every_unit(rig: Rig, seed: int) -> No
 
 
 def crash_router(ex: Rig, rnd: random.Random) -> None:
-    """Commands in both rings, the router steps once (some sequenced, their events
-    unsettled), then dies; the supervisor's restart recovers from the journal."""
+    """Commands in both gateways' rings and the admin ring (their accounts' transfers), the
+    router steps once (some sequenced, their events unsettled), then dies; the supervisor's
+    restart recovers from the journal."""
+    rings: dict[int, list[Record]] = {ADMIN: [], 1: [], 2: []}
     for gw in (1, 2):
         cmds = [random_command(ex, rnd) for _ in range(5)]
-        mine = [c for c in cmds if c.gateway == gw]  # type: ignore[attr-defined]
-        ex.gateways[gw].publish_batch(mine)
+        for c in cmds:
+            if gateway_of(c.account) == gw:  # type: ignore[attr-defined]
+                rings[c.gateway].append(c)  # type: ignore[attr-defined]
+    for ring, mine in rings.items():
+        if mine:
+            ex.gateways[ring].publish_batch(mine)
     ex.router.step(timeout_s=0.001)
     ex.matcher.step(timeout_s=0.001)
     ex.drain()

@@ -85,7 +85,7 @@ from tests.unit.gateway.harness import Client, Harness, small_ring_exchange, utc
 from tests.unit.gateway.rest_rig import client, fix_user, rest_exchange, run
 from tests.unit.gateway.test_review253_fix_rest_parity import _ack, _drain, _send_d
 from tests.unit.gateway.test_security_status import HALT, READY, admin, asked, logged_on, status
-from tests.unit.router.test_router import BTC, USD, Exchange, config, fund, order
+from tests.unit.router.test_router import ADMIN, BTC, USD, Exchange, config, fund, order
 from tests.unit.test_review_admin_bugs import _cli, _Pump, _use_config
 
 ORDER = "/api/v1/order"
@@ -191,7 +191,8 @@ def test_sound_a_halt_survives_a_restart_of_the_router_and_the_matcher(
     instance: str, tmp_path: Path
 ) -> None:
     """Scenario: a bid rests; BTC-USD is halted; a second bid is refused under it; the router
-    and the matcher both restart (recovery from the journal). Expected: the book still halted
+    and the matcher both restart (recovery from the journal). The halt and the resume come on
+    the admin ring, as ``ringex admin`` sends them (review 343). Expected: the book still halted
     with the same state hash, the account's hold only the first bid's, a third bid refused,
     and after a resume a sell trades with the bid that rested through it all."""
     ex = Exchange(config(instance, tmp_path))
@@ -200,7 +201,7 @@ def test_sound_a_halt_survives_a_restart_of_the_router_and_the_matcher(
         fund(ex, 8, usd=0, btc=50_000)
         ex.send(1, order(1, 7, Side.BUY, 10_000, 10))
         held = _held(ex, 7)
-        ex.send(1, AdminCommand(0, 0, AdminAction.HALT, 1, time.time_ns()))
+        ex.send(ADMIN, AdminCommand(0, 0, AdminAction.HALT, 1, time.time_ns()))
         ex.send(1, order(2, 7, Side.BUY, 10_000, 10))
         book = ex.matcher.matcher.books[1]
         assert book.halted and len(book.orders) == 1 and _held(ex, 7) == held
@@ -212,7 +213,7 @@ def test_sound_a_halt_survives_a_restart_of_the_router_and_the_matcher(
         assert book.halted and book.state_hash() == before and _held(ex, 7) == held
         ex.send(1, order(3, 7, Side.BUY, 10_000, 10))
         assert len(book.orders) == 1 and _held(ex, 7) == held
-        ex.send(1, AdminCommand(0, 0, AdminAction.RESUME, 1, time.time_ns()))
+        ex.send(ADMIN, AdminCommand(0, 0, AdminAction.RESUME, 1, time.time_ns()))
         ex.send(1, order(4, 8, Side.SELL, 10_000, 10))
         assert not book.halted and not book.orders  # the bid traded with the sell
         assert ex.router.sequencer.accounts.balance(7, BTC) == (1_000, 0)  # 0.10 BTC

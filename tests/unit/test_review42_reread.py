@@ -178,6 +178,7 @@ def test_labels_never_go_backwards_at_a_gateway(make: Callable[..., LabelRig]) -
         rig.gateways[1].publish_batch(
             [WatchBalances(0, 0, 1, 1, 4100 + a, a, 60_000) for a in traders]
         )
+        fund(rig, g, 100 + g)  # the trader's account, opened and funded on the admin ring
         rig.gateways[g].publish_batch(workload(g, 60))
         rig.pump()
     labels = [b.seq for b in rig.balances]

@@ -56,7 +56,7 @@ from procs.common.result_codes import ResultCode
 from procs.common.snapshots import SnapshotStore
 from procs.common.types import Side
 from procs.gateway.audit import AuditLog
-from tests.unit.router.test_router import CODEC, Exchange, config, fund, order
+from tests.unit.router.test_router import ADMIN, CODEC, Exchange, config, fund, order
 
 SLOT = 152
 SCHEMA = 7
@@ -186,8 +186,8 @@ def test_checked_a_router_batch_whose_journal_write_fails_is_answered_only_after
     event), and the router answers nothing of it."""
     ex = Exchange(config(instance, tmp_path))
     try:
-        fund(ex, 7, usd=10**9, btc=0)
-        assert [r.code for r in _replies(ex, 1) if isinstance(r, AccountReply)] == [
+        fund(ex, 7, usd=10**9, btc=0)  # on the admin ring, as ``ringex admin`` does
+        assert [r.code for r in _replies(ex, ADMIN) if isinstance(r, AccountReply)] == [
             ResultCode.OK
         ] * 2
         seq_before = ex.router.journal.next_seq

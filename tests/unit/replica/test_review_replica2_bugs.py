@@ -32,7 +32,7 @@ from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby
 from tests.free_ports import free_port
 from tests.unit.replica.test_source import CODEC, commands
-from tests.unit.router.test_router import USD, Exchange, config, fund, order
+from tests.unit.router.test_router import ADMIN, USD, Exchange, config, fund, order
 from tests.unit.supervisor.test_review_ops_bugs import failover
 
 
@@ -54,19 +54,20 @@ def replicated_exchange(instance: str, tmp_path: Path, mode: str) -> tuple[Excha
     source.acknowledged(10**9)  # the funding goes through at once
     ex = Exchange(cfg)
     fund(ex, 7, usd=10**6, btc=10**6)
-    ex.replies_of(1)
+    ex.replies_of(ADMIN)
     last = len(journaled(ex))
     source.acknowledged(last)
     return ex, source, last
 
 
 def transfer(ref: int) -> Transfer:
-    """A deposit of 0.5 USD to account 7 from gateway 1 (client ref ``ref``)."""
-    return Transfer(0, 0, 1, 1, ref, 7, USD, 5_000, 4_000 + ref)
+    """A deposit of 0.5 USD to account 7 on the admin ring (client ref ``ref``): only it
+    carries one (review 343)."""
+    return Transfer(0, 0, ADMIN, 1, ref, 7, USD, 5_000, 4_000 + ref)
 
 
 def account_replies(ex: Exchange, ref: int) -> list[AccountReply]:
-    return [r for r in ex.replies_of(1) if isinstance(r, AccountReply) and r.client_ref == ref]
+    return [r for r in ex.replies_of(ADMIN) if isinstance(r, AccountReply) and r.client_ref == ref]
 
 
 class KilledError(Exception):
@@ -92,7 +93,7 @@ def test_a_restarted_router_answers_a_transfer_before_the_standby_has_it(
     ex, source, last = replicated_exchange(instance, tmp_path, "sync")
     try:
         ex.router._stop = crash
-        ex.gateways[1].publish_batch([transfer(555)])
+        ex.gateways[ADMIN].publish_batch([transfer(555)])
         with pytest.raises(KilledError):
             ex.router.step(timeout_s=0.001)  # journaled, then killed waiting for the standby
         assert len(journaled(ex)) == last + 1
@@ -122,7 +123,7 @@ def test_a_transfer_abandoned_by_a_stop_in_sync_mode_is_never_answered(
     ex, source, last = replicated_exchange(instance, tmp_path, "sync")
     try:
         ex.router._stop = lambda: True  # SIGTERM while the batch waits for the standby
-        ex.gateways[1].publish_batch([transfer(556)])
+        ex.gateways[ADMIN].publish_batch([transfer(556)])
         ex.router.step(timeout_s=0.001)
         assert len(journaled(ex)) == last + 1
         assert not account_replies(ex, 556)

@@ -27,7 +27,7 @@ from procs.common.topology import journal_dir, matcher_input
 from procs.common.types import Side
 from procs.router.main import RouterShell
 from shm import Ring
-from tests.unit.router.test_router import CODEC, Exchange, config, fund, order
+from tests.unit.router.test_router import ADMIN, CODEC, Exchange, config, fund, order
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def in_matcher_ring(ex: Exchange) -> int:
 def funded(ex: Exchange) -> tuple[AckBlock, int]:
     """Account 7 funded (its replies read): the test's source and the journal's length."""
     fund(ex, 7, usd=10**6, btc=10**6)
-    ex.replies_of(1)
+    ex.replies_of(ADMIN)
     return ex.source, len(journaled(ex))  # type: ignore[attr-defined]
 
 
@@ -74,7 +74,7 @@ def until(condition: Callable[[], bool]) -> None:
 def test_nothing_leaves_before_the_standby_acknowledges(exchange: Exchange) -> None:
     source: AckBlock = exchange.source  # type: ignore[attr-defined]
     fund(exchange, 7, usd=10**6, btc=10**6)
-    assert len(exchange.replies_of(1)) == 3
+    assert len(exchange.replies_of(ADMIN)) == 3  # the funding's, on the admin ring
     last = len(journaled(exchange))
     source.acknowledged(last)  # the standby has everything so far
 

@@ -29,7 +29,7 @@ from tests.unit.router.test_journal import (
     images,
     writer,
 )
-from tests.unit.router.test_router import Exchange, config, fund, order
+from tests.unit.router.test_router import ADMIN, Exchange, config, fund, order
 
 REAL_FSYNC = os.fsync
 
@@ -162,8 +162,8 @@ def test_the_router_routes_a_batch_only_once_its_fsync_returned(
     pipelined = JournalConfig(fsync="pipelined", pipeline_behind=1)
     ex = Exchange(msgspec.structs.replace(cfg, journal=pipelined, router_batch=3))
     try:  # a step takes one command a gateway ring (three rings, the admin's among them)
-        fund(ex, 7, usd=10**9, btc=0)
-        assert len(ex.replies_of(1)) == 2
+        fund(ex, 7, usd=10**9, btc=0)  # on the admin ring (review 343)
+        assert len(ex.replies_of(ADMIN)) == 2
         to_book = ex.router.to_matchers["m1"]
         gate.shut()
         ex.gateways[1].publish_batch(

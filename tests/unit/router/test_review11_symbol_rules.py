@@ -25,6 +25,7 @@ from procs.common.records import (
     Transfer,
 )
 from procs.common.topology import (
+    ADMIN_GATEWAY,
     gateway_commands,
     gateway_consumer,
     journal_dir,
@@ -108,9 +109,10 @@ class Rig:
                     inst, spec.name, CODEC, capacity=spec.capacity,
                     consumers=list(spec.consumers), max_consumers=self.cfg.ring.max_consumers,
                 )  # fmt: skip
+        for gid in (ADMIN_GATEWAY, *(g.id for g in self.cfg.gateways)):
+            if gid not in self.gateways:
+                self.gateways[gid] = Ring.attach(inst, gateway_commands(gid), CODEC).producer()
         for g in self.cfg.gateways:
-            if g.id not in self.gateways:
-                self.gateways[g.id] = Ring.attach(inst, gateway_commands(g.id), CODEC).producer()
             for m in self.cfg.matchers:
                 if (m.name, g.id) not in self.taps:
                     ring = Ring.attach(inst, matcher_output(m.name), CODEC)
@@ -152,12 +154,14 @@ class Rig:
         self.gateways[gateway].publish_batch(list(commands))  # type: ignore[attr-defined]
         self.pump()
 
-    def fund(self, account: int, gateway: int = 1) -> None:
+    def fund(self, account: int) -> None:
+        """Open and fund ``account`` on the admin ring, as ``ringex admin`` does (review 343)."""
+        admin = ADMIN_GATEWAY
         self.send(
-            gateway,
-            CreateAccount(0, 0, gateway, 1, account * 1000, account),
-            Transfer(0, 0, gateway, 1, account * 1000 + 1, account, USD, 10**9, account * 10 + 1),
-            Transfer(0, 0, gateway, 1, account * 1000 + 2, account, BTC, 10**6, account * 10 + 2),
+            admin,
+            CreateAccount(0, 0, admin, 1, account * 1000, account),
+            Transfer(0, 0, admin, 1, account * 1000 + 1, account, USD, 10**9, account * 10 + 1),
+            Transfer(0, 0, admin, 1, account * 1000 + 2, account, BTC, 10**6, account * 10 + 2),
         )
 
     def live(self) -> dict[str, str]:
@@ -243,7 +247,7 @@ def test_a_symbol_added_later_gets_its_rules_journaled(
     rig = Rig(one)
     try:
         rig.fund(7)
-        rig.fund(8, gateway=2)
+        rig.fund(8)
         rig.stop()
         rig.start(two)
         assert any(isinstance(r, FeeSchedule) and r.symbol == 2 for r in _journal(two))
@@ -288,7 +292,7 @@ def test_a_first_start_killed_after_the_fees_still_gets_every_symbols_rules_jour
     rig.start()  # started again, same config
     try:
         rig.fund(7)
-        rig.fund(8, gateway=2)
+        rig.fund(8)
         _band_probe(rig, 1, 100)
         live = rig.live()
         rig.stop()
@@ -325,7 +329,7 @@ def test_rules_changed_twice_over_three_restarts_replay_as_live_everywhere(
     bands: list[tuple[int, int]] = []  # (seq of a probe's first order, band in force)
     try:
         rig.fund(7)
-        rig.fund(8, gateway=2)
+        rig.fund(8)
         assert [r.symbol for r in _rules_in_journal(one)] == [1, 2, 3]
         bands.append((rig.router.sequencer.next_seq, 500))  # type: ignore[union-attr]
         _band_probe(rig, 1, 100)
@@ -430,7 +434,7 @@ def test_a_router_killed_between_journaling_the_rules_and_publishing_them(
     rig = Rig(cfg)
     try:
         rig.fund(7)
-        rig.fund(8, gateway=2)
+        rig.fund(8)
         _band_probe(rig, 1, 100)
         rig.stop(matchers=False)  # the matchers keep running
 
@@ -494,7 +498,7 @@ def test_symbol_rules_of_a_symbol_no_longer_configured_and_changes_of_a_missing_
     rig = Rig(two)
     try:
         rig.fund(7)
-        rig.fund(8, gateway=2)
+        rig.fund(8)
         _band_probe(rig, 1, 100)
         live = rig.live()
         balances = rig.router.sequencer.accounts.state().balances  # type: ignore[union-attr]
@@ -524,7 +528,7 @@ def test_a_matcher_snapshot_newer_than_the_exchange_snapshot_keeps_the_live_rule
     rig = Rig(cfg)
     try:
         rig.fund(7)
-        rig.fund(8, gateway=2)
+        rig.fund(8)
         _band_probe(rig, 1, 100)
         rig.stop()
         recovery.write_snapshot(cfg, recover(cfg))  # the exchange snapshot: band 500

@@ -63,6 +63,7 @@ from shm import Ring
 from tests.unit.router.test_review8_owed_replies import (
     EXPECTED,
     REJECTED,
+    RING,
     batch,
     crash_then_restart,
     funded,
@@ -216,9 +217,9 @@ def test_a_step_settles_then_takes_journals_publishes_answers_and_commits(
         (router.inputs[0][1], "commit"),
     ):
         spy(target, name)
-    exchange.gateways[1].publish_batch(
-        [order(60, 7, BUY, 900, 1), CreateAccount(0, 0, 1, 1, 61, 61)]
-    )
+    exchange.gateways[1].publish_batch([order(60, 7, BUY, 900, 1)])
+    # an account's creation on the admin ring, the one that carries them (review 343)
+    exchange.gateways[RING].publish_batch([CreateAccount(0, 0, RING, 1, 61, 61)])
     exchange.router.step(timeout_s=0.001)
     assert calls == ["settle", "_take", "append", "sync", "_publish", "_send_pending", "commit"]
 
@@ -265,12 +266,13 @@ def test_a_stop_waiting_for_the_standby_still_counts_the_watches(
     standby: tuple[Exchange, AckBlock, int],
 ) -> None:
     """``RouterShell.step`` -> ``_abandon``: a stop while [CreateAccount, WatchBalances]
-    waits for the standby; the step took two gateway commands (review 121: it said one)."""
+    (on the admin ring, which carries an account's creation: review 343) waits for the
+    standby; the step took two gateway commands (review 121: it said one)."""
     says(RouterShell.step, "returns how many gateway commands it took (watches included)")
     ex, _source, _last = standby
     ex.router._stop = lambda: True
-    ex.gateways[1].publish_batch(
-        [CreateAccount(0, 0, 1, 1, 41, 40), WatchBalances(0, 0, 1, 1, 42, 7, 60_000)]
+    ex.gateways[RING].publish_batch(
+        [CreateAccount(0, 0, RING, 1, 41, 40), WatchBalances(0, 0, RING, 1, 42, 7, 60_000)]
     )
     assert ex.router.step(timeout_s=0.001) == 2
 
@@ -300,7 +302,7 @@ def test_a_crash_before_the_commit_rereads_and_answers_in_order(
     batch's replies and publish, before the commit (review 8's batch)."""
     says(router_main, "because nothing was routed before it was journaled, the restart's")
     crash_after(exchange.router, "_flush_replies", monkeypatch)
-    exchange.gateways[1].publish_batch(batch())
+    exchange.gateways[RING].publish_batch(batch())
     crash_then_restart(exchange, monkeypatch)
     assert settled(exchange) == EXPECTED
 
@@ -529,11 +531,12 @@ def test_route_durable_starts_no_fsync() -> None:
 
 def test_an_idle_step_keeps_the_intervals_promise(exchange: Exchange) -> None:
     """``_idle_step``: "Nothing to decide: send what waits, keep the journal's promises,
-    wait": under ``"interval"`` a held batch goes out by the interval's fsync, with no
-    command after it (the idle wait ends by ``sync_due_in_s``)."""
+    wait": under ``"interval"`` a held batch (an account's creation, on the admin ring: review
+    343) goes out by the interval's fsync, with no command after it (the idle wait ends by
+    ``sync_due_in_s``)."""
     says(RouterShell._idle_step, "Nothing to decide: send what waits, keep the journal's promises")
     ex = restarted(exchange, with_journal(exchange.cfg, fsync="interval", fsync_interval_ms=30))
-    ex.gateways[1].publish_batch([CreateAccount(0, 0, 1, 1, 95, 95)])
+    ex.gateways[RING].publish_batch([CreateAccount(0, 0, RING, 1, 95, 95)])
     ex.router.step(timeout_s=0.001)
     assert ex.router._held and told(ex) == []
     began = time.monotonic()

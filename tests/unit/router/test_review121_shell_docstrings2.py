@@ -40,7 +40,7 @@ from procs.router.held import Batch, HeldBatches
 from procs.router.main import RouterShell
 from procs.router.time_use import BEHIND, TimeUse
 from shm import RingError
-from tests.unit.router.test_review8_owed_replies import REJECTED, funded, kill_router, told
+from tests.unit.router.test_review8_owed_replies import REJECTED, RING, funded, kill_router, told
 from tests.unit.router.test_review121_shell_docstrings import (
     exchange,
     refusal,
@@ -133,12 +133,13 @@ def test_balances_go_out_of_a_durable_state_only(exchange: Exchange) -> None:
 def test_a_later_batch_waits_behind_a_held_one(exchange: Exchange) -> None:
     """held.py: "each later batch waits behind the held ones (replies keep their order)";
     ``Batch.last_seq``: "0: it accepted none": a refusal decided after a held creation is
-    answered after it."""
+    answered after it (both on the admin ring, which carries an account's creation: review
+    343)."""
     says(held, "each later batch waits behind the held ones (replies keep their order)")
     ex = restarted(exchange, with_journal(exchange.cfg, fsync="interval", fsync_interval_ms=10**6))
-    ex.gateways[1].publish_batch([CreateAccount(0, 0, 1, 1, 21, 21)])
+    ex.gateways[RING].publish_batch([CreateAccount(0, 0, RING, 1, 21, 21)])
     ex.router.step(timeout_s=0.001)
-    ex.gateways[1].publish_batch([order(22, 9, BUY, 900, 1)])
+    ex.gateways[RING].publish_batch([order(22, 9, BUY, 900, 1, gateway=RING)])
     ex.router.step(timeout_s=0.001)
     assert [b.last_seq for b in ex.router._held._batches][1] == 0 and told(ex) == []
     ex.router.journal.sync()
@@ -148,11 +149,11 @@ def test_a_later_batch_waits_behind_a_held_one(exchange: Exchange) -> None:
 
 def test_close_routes_what_was_journaled(exchange: Exchange) -> None:
     """``close``: "Make what was journaled durable and route it, then release the journal
-    and the rings": a held creation is answered at close, and a new router opens the
-    journal."""
+    and the rings": a held creation (on the admin ring: review 343) is answered at close,
+    and a new router opens the journal."""
     says(RouterShell.close, "Make what was journaled durable and route it, then release")
     ex = restarted(exchange, with_journal(exchange.cfg, fsync="interval", fsync_interval_ms=10**6))
-    ex.gateways[1].publish_batch([CreateAccount(0, 0, 1, 1, 23, 23)])
+    ex.gateways[RING].publish_batch([CreateAccount(0, 0, RING, 1, 23, 23)])
     ex.router.step(timeout_s=0.001)
     assert ex.router._held
     ex.router.close()
@@ -295,7 +296,7 @@ def test_a_record_that_is_not_a_command_is_ignored(
     with caplog.at_level("ERROR", logger="ringex.router"):
         exchange.router.step(timeout_s=0.001)
     assert "which is not a command: ignored" in caplog.text
-    assert told(exchange) == [(6, *REJECTED)]
+    assert told(exchange, 1) == [(6, *REJECTED)]
 
 
 # -- held.py, commits.py ---------------------------------------------------------------------------
@@ -438,7 +439,7 @@ def test_after_the_reread_the_gateway_is_forgotten(
     kill_router(exchange, monkeypatch)
     assert 1 in exchange.router._reread
     exchange.pump()
-    assert told(exchange) == [(40, *REJECTED)] and 1 not in exchange.router._reread
+    assert told(exchange, 1) == [(40, *REJECTED)] and 1 not in exchange.router._reread
 
 
 def test_answered_reads_the_newest_capacity_replies_skipping_overwritten() -> None:

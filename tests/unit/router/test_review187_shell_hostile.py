@@ -205,12 +205,17 @@ def rig64(instance: str, tmp_path: Path) -> Iterator[Rig]:
 
 
 def accounts(rig: Rig) -> None:
-    """Account 7 empty, account 8 with USD and BTC (two assets: a watch answers two)."""
-    rig.send(1, CreateAccount(0, 0, 1, 1, 1, 7), CreateAccount(0, 0, 1, 1, 2, 8))
-    rig.send(1, Transfer(0, 0, 1, 1, 3, 8, USD, 10**6, 83))
-    rig.send(1, Transfer(0, 0, 1, 1, 4, 8, BTC, 10**6, 84))
+    """Account 7 empty, account 8 with USD and BTC (two assets: a watch answers two), opened
+    and funded on the admin ring as ``ringex admin`` does (review 343); their answers read
+    there, then forgotten: ``told[ADMIN]`` holds only what a test sends after."""
+    rig.send(ADMIN, CreateAccount(0, 0, ADMIN, 1, 1, 7), CreateAccount(0, 0, ADMIN, 1, 2, 8))
+    rig.send(ADMIN, Transfer(0, 0, ADMIN, 1, 3, 8, USD, 10**6, 83))
+    rig.send(ADMIN, Transfer(0, 0, ADMIN, 1, 4, 8, BTC, 10**6, 84))
     rig.pump()
-    assert [type(r) for r in rig.told[1]] == [AccountReply] * 4
+    assert [type(r) for r in rig.told[ADMIN]] == [AccountReply] * 4
+    assert all(r.code == ResultCode.OK for r in rig.told[ADMIN])  # type: ignore[attr-defined]
+    assert not rig.told[1] and not rig.told[2]
+    rig.told[ADMIN].clear()
 
 
 def concurrent_reader(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -311,7 +316,7 @@ def test_an_admin_halt_read_again_after_a_crash_is_not_dropped_for_a_balance_pus
     accounts(rig)
     rig.send(ADMIN, WatchBalances(0, 0, ADMIN, 0, 500, 8, 60_000))  # ``ringex admin``'s read
     rig.pump()
-    rig.send(1, Transfer(0, 0, 1, 1, 5, 8, USD, 10**6, 85))  # touches it: a push to admin
+    rig.send(ADMIN, Transfer(0, 0, ADMIN, 1, 5, 8, USD, 10**6, 85))  # touches it: a push
     rig.pump()
     assert any(type(r) is Balance and r.client_ref == 0 for r in rig.told[ADMIN])
     halt_crash_restart(rig, monkeypatch)

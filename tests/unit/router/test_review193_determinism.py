@@ -200,21 +200,23 @@ def admin(action: AdminAction, arg: int) -> AdminCommand:
 
 
 def stream() -> list[Step]:
-    """Rounds of commands over gateways 1, 2 and the admin ring; within a round no decision
-    waits on an earlier command's settlement, so any batching takes the same decisions."""
+    """Rounds of commands over gateways 1, 2 and the admin ring (the accounts and money: only
+    it carries them, review 343); within a round no decision waits on an earlier command's
+    settlement, so any batching takes the same decisions."""
     return [
         [
-            (1, CreateAccount(0, 0, 1, 1, 1, 7)),
-            (2, CreateAccount(0, 0, 2, 1, 2, 8)),
-            (1, CreateAccount(0, 0, 1, 1, 3, 9)),  # never funded
-            (1, Transfer(0, 0, 1, 1, 4, 7, USD, 10**8, 70)),
-            (1, Transfer(0, 0, 1, 1, 5, 7, BTC, 10**6, 71)),
-            (2, Transfer(0, 0, 2, 1, 6, 8, USD, 10**8, 80)),
-            (2, Transfer(0, 0, 2, 1, 7, 8, BTC, 10**6, 81)),
+            (ADMIN, CreateAccount(0, 0, ADMIN, 1, 1, 7)),
+            (ADMIN, CreateAccount(0, 0, ADMIN, 1, 2, 8)),
+            (ADMIN, CreateAccount(0, 0, ADMIN, 1, 3, 9)),  # never funded
+            (ADMIN, Transfer(0, 0, ADMIN, 1, 4, 7, USD, 10**8, 70)),
+            (ADMIN, Transfer(0, 0, ADMIN, 1, 5, 7, BTC, 10**6, 71)),
+            (ADMIN, Transfer(0, 0, ADMIN, 1, 6, 8, USD, 10**8, 80)),
+            (ADMIN, Transfer(0, 0, ADMIN, 1, 7, 8, BTC, 10**6, 81)),
+            # after the journaled ones on its ring, in its step (round 1 is gateway 1's)
+            (ADMIN, Transfer(0, 0, ADMIN, 1, 8, 7, USD, -(10**9), 72)),  # refused: too much
+            (ADMIN, Transfer(0, 0, ADMIN, 1, 9, 7, USD, 10**8, 70)),  # refused: key in use
         ],
         [
-            (1, Transfer(0, 0, 1, 1, 8, 7, USD, -(10**9), 72)),  # refused: too much
-            (1, Transfer(0, 0, 1, 1, 9, 7, USD, 10**8, 70)),  # refused: key in use
             (1, new(10, 9, BUY, 1000, 10)),  # refused: no money
             (1, new(11, 7, SELL, 1010, 50)),
             (1, new(12, 7, SELL, 1020, 90, display=20)),  # an iceberg
@@ -249,7 +251,7 @@ def stream() -> list[Step]:
         ],
         [(ADMIN, admin(AdminAction.END_OF_SESSION, 1003))],
         [
-            (2, Transfer(0, 0, 2, 1, 29, 8, USD, -1000, 82)),
+            (ADMIN, Transfer(0, 0, ADMIN, 1, 29, 8, USD, -1000, 82)),
             (1, new(30, 7, BUY, 1000, 7)),
             (1, new(31, 7, SELL, 1001, 7, stp=StpMode.CANCEL_BOTH)),
             (2, MassCancel(0, 0, 2, 1, 32, 8, 1)),
@@ -526,11 +528,14 @@ def rig64(instance: str, tmp_path: Path) -> Iterator[Rig]:
 
 
 def refused_then_funded(rig: Rig, monkeypatch: pytest.MonkeyPatch, point: str) -> None:
-    """Gateway 1, one step: an order of empty account 9 (refused), then a deposit that would
-    fund it; the step dies at ``point`` (after its journal write) and a router recovers."""
-    rig.send(1, CreateAccount(0, 0, 1, 1, 1, 9))
+    """One step: gateway 1's order of empty account 9 (refused), then its mass cancel of 9's
+    orders (journaled: gateway 1's ring was decided past the order), and the admin ring's
+    deposit that would fund it (read after gateway 1's, round robin); the step dies at
+    ``point`` (after its journal write) and a router recovers."""
+    rig.send(ADMIN, CreateAccount(0, 0, ADMIN, 1, 1, 9))
     rig.pump()
-    rig.send(1, new(100, 9, BUY, 1000, 10), Transfer(0, 0, 1, 1, 101, 9, USD, 10**7, 90))
+    rig.send(1, new(100, 9, BUY, 1000, 10), MassCancel(0, 0, 1, 1, 102, 9, 0))
+    rig.send(ADMIN, Transfer(0, 0, ADMIN, 1, 101, 9, USD, 10**7, 90))
 
     def crash(*_args: object) -> None:
         raise CrashError
@@ -551,7 +556,7 @@ def test_a_refusal_cut_off_by_a_crash_after_the_journal_write_stays_refused(
     again = [r for r in rig64.told[1] if type(r) is Rejected and r.client_ref == 100]
     assert [r.code for r in again] == [ResultCode.REFUSED_BEFORE_RESTART]
     assert not executed(rig64, 100), "refused in a run without the crash, accepted after it"
-    funded = [r for r in rig64.told[1] if type(r) is AccountReply and r.client_ref == 101]
+    funded = [r for r in rig64.told[ADMIN] if type(r) is AccountReply and r.client_ref == 101]
     assert [r.code for r in funded] == [ResultCode.OK]  # the deposit after it: journaled once
 
 

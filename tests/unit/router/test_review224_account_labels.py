@@ -51,13 +51,12 @@ from procs.common.records import (
     ReplaceOrder,
     Transfer,
 )
-from procs.common.topology import ADMIN_GATEWAY, gateway_commands
+from procs.common.topology import ADMIN_GATEWAY
 from procs.common.types import AdminAction, OrdType, Side, StpMode, TimeInForce
 from procs.core.accounts import Accounts
 from procs.core.sequencer import Decision, Sequencer
 from procs.core.watches import Watches
 from procs.matcher.main import MatcherShell
-from shm import Ring
 from tests.unit.router.test_review41_topology import BTCUSD, ETH, ETHUSD, fund, topology, traded
 from tests.unit.router.test_review42_balance_labels import FEE, LabelRig, watch
 from tests.unit.router.test_router import BTC, USD, config
@@ -167,8 +166,7 @@ class Workload:
         self.rig, self.probe = rig, probe
         self.rnd = random.Random(seed)
         self.ref = 10_000
-        self.admin = Ring.attach(rig.cfg.instance, gateway_commands(ADMIN_GATEWAY), CODEC)
-        self.admin_producer = self.admin.producer()
+        self.admin_producer = rig.gateways[ADMIN_GATEWAY]  # the admin ring's one producer
         self.held = {"m1": False, "m2": False}
 
     def new_order(self, account: int) -> Record:
@@ -229,10 +227,10 @@ class Workload:
         elif roll < 0.95:
             action = AdminAction.END_OF_SESSION
             self.admin_producer.publish_batch([AdminCommand(0, 0, action, 0, self.ref)])
-        else:
+        else:  # the operator's too: a deposit (review 343: only the admin ring carries one)
             asset = rnd.choice(ASSETS)
-            rig.gateways[gateway].publish_batch(
-                [Transfer(0, 0, gateway, 1, self.ref, account, asset, 1000, self.ref)]
+            self.admin_producer.publish_batch(
+                [Transfer(0, 0, ADMIN_GATEWAY, 1, self.ref, account, asset, 1000, self.ref)]
             )
 
     def step(self) -> None:

@@ -68,7 +68,7 @@ from tests.scripts_loader import load_script
 from tests.unit.dbwriter.journal_gen import write_all
 from tests.unit.gateway.harness import Harness, utc
 from tests.unit.gateway.rest_rig import ALICE, BOB, LIMIT, client, fix_user, rest_exchange, run
-from tests.unit.router.test_router import fund
+from tests.unit.router.test_router import ADMIN, fund
 from tests.unit.supervisor.test_review206_config_change import (
     BTC_USD,
     ETH,
@@ -160,7 +160,7 @@ def test_three_runs_under_three_fee_schedules_settle_and_file_each_trade_under_i
     rig = funded(cfg)  # 7: bids of 0.10 at 10.00 on both symbols
     try:
         fund(rig, OTHER, usd=0, btc=10**6)  # type: ignore[arg-type]  # duck: send
-        rig.send(1, Transfer(0, 0, 1, 1, 8003, OTHER, ETH, 10**6, 8003))
+        rig.send(ADMIN, Transfer(0, 0, ADMIN, 1, 8003, OTHER, ETH, 10**6, 8003))
         rig.send(1, _as(sell(11, ETH_USD, 1000, 3), OTHER))
         expected.append((ETH_USD, 1000, 3, *_fees(1000 * 3, 10, 20)))
     finally:

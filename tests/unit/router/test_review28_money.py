@@ -66,7 +66,7 @@ def test_balance_watch_of_a_fee_account_changed_at_restart_gets_no_fee_pushes(
     ex = ShellExchange(cfg)
     try:
         fund(ex, 7, usd=10**9, btc=0)
-        fund(ex, 8, usd=0, btc=10**6, gateway=2)
+        fund(ex, 8, usd=0, btc=10**6)
         ex.replies_of(1)
         ex.replies_of(2)
         ex.stop()

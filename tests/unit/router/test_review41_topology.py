@@ -70,6 +70,7 @@ from procs.common.records import (
     AccountReply,
     Balance,
     CreateAccount,
+    MassCancel,
     Record,
     Rejected,
     Transfer,
@@ -77,6 +78,7 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.topology import (
+    ADMIN_GATEWAY,
     create_rings,
     gateway_commands,
     gateway_consumer,
@@ -94,6 +96,7 @@ from tests.unit.router.test_router import BTC, USD, order
 CODEC = RecordCodec()
 ETH, BTCUSD, ETHUSD = 3, 1, 2
 GATEWAYS = (1, 2, 3)
+ADMIN = ADMIN_GATEWAY  # the admin ring: accounts and money (review 343), as ``ringex admin``
 MATCHERS = ("m1", "m2")
 
 
@@ -139,18 +142,20 @@ def topology(
 
 
 class Rig:
-    """Rings, a router and two matchers; what each gateway was told, by client ref."""
+    """Rings, a router and two matchers; what each gateway was told, by client ref. The
+    admin ring (``ADMIN``) carries the accounts' creations and deposits (review 343); its
+    replies are read with the gateways'."""
 
     def __init__(self, cfg: RingexConfig) -> None:
         self.cfg = cfg
         inst = cfg.instance
         self.rings = create_rings(cfg, CODEC)
         self.gateways = {
-            g: Ring.attach(inst, gateway_commands(g), CODEC).producer() for g in GATEWAYS
+            g: Ring.attach(inst, gateway_commands(g), CODEC).producer() for g in (*GATEWAYS, ADMIN)
         }
         self.replies = {
             g: Ring.attach(inst, gateway_replies(g), CODEC).consumer(gateway_consumer(g))
-            for g in GATEWAYS
+            for g in (*GATEWAYS, ADMIN)
         }
         self.taps = [
             (g, Ring.attach(inst, matcher_output(m), CODEC).consumer(gateway_consumer(g)))
@@ -278,11 +283,36 @@ def make(instance: str, tmp_path: Path) -> Iterator[Callable[..., Rig]]:
 
 
 def fund(rig: Rig, gateway: int, account: int, amount: int = 10**12) -> None:
-    commands: list[Record] = [CreateAccount(0, 0, gateway, 1, account * 1000, account)]
+    """Open ``account`` (its trader's on gateway ``gateway``) and deposit ``amount`` of each
+    asset, on the admin ring as ``ringex admin`` does (review 343: a trading gateway's ring
+    carries no operator's command). The router takes them before this returns: a step reads
+    the trading gateways' rings before the admin ring, so an order published next would
+    otherwise be decided before its account exists. Their replies are read by
+    ``read_gateways``, under ``(ADMIN, ref)``."""
+    del gateway  # the account's trader's gateway: the commands are the operator's
+    take_funding(rig, funding(account, amount, first_ref=account * 1000))
+
+
+def funding(account: int, amount: int = 10**12, first_ref: int | None = None) -> list[Record]:
+    """The admin ring's commands that open ``account`` and deposit ``amount`` of each asset:
+    client refs ``first_ref`` (``account * 100`` by default) and the asset ids after it."""
+    ref = account * 100 if first_ref is None else first_ref
+    commands: list[Record] = [CreateAccount(0, 0, ADMIN, 1, ref, account)]
     for asset in (USD, BTC, ETH):
-        ref = account * 1000 + asset
-        commands.append(Transfer(0, 0, gateway, 1, ref, account, asset, amount, ref))
-    rig.gateways[gateway].publish_batch(commands)
+        commands.append(Transfer(0, 0, ADMIN, 1, ref + asset, account, asset, amount, ref + asset))
+    return commands
+
+
+def take_funding(rig: Rig, commands: list[Record]) -> None:
+    """Publish ``commands`` on the admin ring and step the router until it took them all."""
+    rig.gateways[ADMIN].publish_batch(commands)
+    ring = rig.gateways[ADMIN].ring
+    reader = dict(rig.router.inputs)[ADMIN]
+    for _ in range(1000):
+        if reader.sequence >= ring.cursor():
+            return
+        rig.router.step(timeout_s=0.001)
+    raise AssertionError("the router never took the admin ring's commands")
 
 
 def traded(
@@ -292,11 +322,11 @@ def traded(
 
 
 def workload(gateway: int, orders: int) -> list[Record]:
-    """An account of the gateway's, funded, then orders on both matchers, many crossing."""
+    """Orders of the gateway's account (``100 + gateway``) on both matchers, many crossing.
+    The account is opened and funded on the admin ring first (``funding(100 + gateway)``):
+    a trading gateway's ring carries no operator's command (review 343)."""
     account = 100 + gateway
-    commands: list[Record] = [CreateAccount(0, 0, gateway, 1, 1, account)]
-    for k, asset in enumerate((USD, BTC, ETH)):
-        commands.append(Transfer(0, 0, gateway, 1, 2 + k, account, asset, 10**12, account * 10 + k))
+    commands: list[Record] = []
     for i in range(orders):
         side = Side.BUY if (i + gateway) % 2 else Side.SELL
         symbol = BTCUSD if i % 2 else ETHUSD
@@ -344,10 +374,16 @@ def test_every_command_is_answered_once_at_ring_extremes(
     rig = make(
         capacity=capacity, router_batch=router_batch, fsync=fsync, matcher_batch=matcher_batch
     )
+    funded = [c for g in GATEWAYS for c in funding(100 + g)]  # the admin ring's, first
     feed = {g: workload(g, orders) for g in GATEWAYS}
     expected = {
-        (getattr(c, "gateway", 0), getattr(c, "client_ref", 0)) for f in feed.values() for c in f
+        (getattr(c, "gateway", 0), getattr(c, "client_ref", 0))
+        for f in (funded, *feed.values())
+        for c in f
     }
+    assert rig.threaded({ADMIN: list(funded)}, lambda: len(rig.told) >= len(funded), 15.0), (
+        f"stalled: {len(rig.told)} of {len(funded)} funding commands answered"
+    )
     assert rig.threaded(feed, lambda: len(rig.told) >= len(expected), limit_s=15.0), (
         f"stalled: {len(rig.told)} of {len(expected)} answered"
     )
@@ -368,10 +404,13 @@ def test_a_router_killed_with_a_batch_held_answers_it_after_its_restart(
 ) -> None:
     """``fsync = "interval"`` (10 s: nothing turns durable by itself here), 64-slot rings:
     the tail a restart recognises is 64 x 4 entries. Gateway 1 sends an order refused for
-    its size and a deposit: the deposit is journaled, and the batch (the refusal's reply
-    too) is held. ``flood`` more deposits come from all three gateways before the interval's
-    fsync; then the router is killed and restarted. With no flood gateway 1's ring is left
-    uncommitted and the restart answers both. Past half the tail (128) the ring was
+    its size and the admin ring a deposit (review 343: only it carries one), taken in one
+    step: the deposit is journaled, and the batch (the refusal's reply too) is held.
+    ``flood`` more journaled commands come before the interval's fsync, deposits from the
+    admin ring and mass cancels of accounts without orders from gateways 2 and 3 (fewer than
+    a matcher's ring holds: this thread steps no matcher); then the router is killed and
+    restarted. With no flood gateway 1's ring is left uncommitted and
+    the restart answers both. Past half the tail (128) the ring was
     committed regardless, logged as if gateway 1 did not read its replies: neither the
     refusal nor the deposit's reply was ever sent. Fixed: there the router makes the held
     batches durable and routes them first, so the ring is committed with its answers out."""
@@ -384,16 +423,22 @@ def test_a_router_killed_with_a_batch_held_answers_it_after_its_restart(
     rig.read_gateways()
     rig.told.clear()
     refused = traded(1, 501, 7, BTCUSD, Side.BUY, 1000, 10**9)  # more than account 7 holds
-    deposit = Transfer(0, 0, 1, 1, 502, 7, USD, 5, 7502)
-    rig.gateways[1].publish_batch([refused, deposit])
+    deposit = Transfer(0, 0, ADMIN, 1, 502, 7, USD, 5, 7502)
+    rig.gateways[1].publish_batch([refused])
+    rig.gateways[ADMIN].publish_batch([deposit])
     rig.router.step(timeout_s=0.001)
     assert rig.router._held  # journaled, held for the interval's fsync
     sent = 0
-    while sent < flood:  # deposits: journaled, for no matcher (this thread steps none)
-        for g, account in ((2, 8), (3, 9), (1, 7)):
-            k = min(40, flood - sent)
-            more = [Transfer(0, 0, g, 1, 1000 + sent + i, account, USD, 1, 9000 + sent + i)
-                    for i in range(k)]  # fmt: skip
+    while sent < flood:  # journaled; no matcher's ring fills (this thread steps none)
+        for g, account in ((ADMIN, 7), (2, 8), (3, 9)):
+            k = min(20, flood - sent)
+            refs = range(1000 + sent, 1000 + sent + k)
+            more: list[Record] = [
+                Transfer(0, 0, g, 1, ref, account, USD, 1, 8000 + ref)
+                if g == ADMIN
+                else MassCancel(0, 0, g, 1, ref, account, BTCUSD if g == 2 else ETHUSD)
+                for ref in refs
+            ]
             assert rig.gateways[g].try_publish_batch(more)
             sent += k
         rig.router.step(timeout_s=0.001)
@@ -402,7 +447,7 @@ def test_a_router_killed_with_a_batch_held_answers_it_after_its_restart(
     rig.pump()
     rig.durable()
     assert [type(r) for r in rig.told.get((1, 501), [])] == [Rejected]
-    assert [type(r) for r in rig.told.get((1, 502), [])] == [AccountReply]
+    assert [type(r) for r in rig.told.get((ADMIN, 502), [])] == [AccountReply]
 
 
 # -- the labelling of balances (``applied_seq``) ---------------------------------------------
@@ -523,15 +568,16 @@ def test_a_pipelined_router_commits_the_rings_of_routed_batches_under_steady_inp
     journal's thread and the batch is held, so a ring committed only when no batch of its
     gateway was held stayed uncommitted (the reread of review 41: one commit in 200 steps,
     1,990 commands read and not released, its gateway soon stopped on a full ring). Each
-    ring is now committed up to its newest routed and answered batch."""
+    ring is now committed up to its newest routed and answered batch: here the admin ring's
+    deposits (review 343: only it carries them)."""
     rig = make(capacity=4096, fsync="pipelined", router_batch=4)  # a command a ring a step
     fund(rig, 1, 7)
     rig.pump()
     rig.read_gateways()
-    deposits = [Transfer(0, 0, 1, 1, 2000 + k, 7, USD, 1, 8000 + k) for k in range(40)]
-    rig.gateways[1].publish_batch(deposits)
+    deposits = [Transfer(0, 0, ADMIN, 1, 2000 + k, 7, USD, 1, 8000 + k) for k in range(40)]
+    rig.gateways[ADMIN].publish_batch(deposits)
     for _ in range(30):  # ten left: a command waits after every batch taken
         rig.router.step(timeout_s=0.001)
         rig.read_gateways()  # the gateway reads its replies as they come
         time.sleep(0.002)  # the fsync's thread returns
-    assert rig.gateways[1].backlog() < 20  # published, not yet committed: 40 before
+    assert rig.gateways[ADMIN].backlog() < 20  # published, not yet committed: 40 before

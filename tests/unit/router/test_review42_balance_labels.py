@@ -326,6 +326,7 @@ def test_the_newest_push_of_every_watched_balance_is_the_routers_and_money_is_co
     traders = [100 + g for g in GATEWAYS]
     watch(rig, *traders, FEE)  # before any exists: snapshots of nothing, then pushes
     for g in GATEWAYS:
+        fund(rig, g, 100 + g)  # the trader's account, opened and funded on the admin ring
         rig.gateways[g].publish_batch(workload(g, 60))
         rig.pump()
     rig.pump()

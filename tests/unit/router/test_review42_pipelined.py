@@ -51,23 +51,29 @@ import pytest
 
 from config.schema import JournalConfig, RingexConfig
 from procs.common.journal import JournalError, JournalReader, list_segments
-from procs.common.records import AccountReply, CreateAccount, Record, Transfer
+from procs.common.records import (
+    AccountReply,
+    CreateAccount,
+    MassCancel,
+    Record,
+    Rejected,
+    Transfer,
+)
 from procs.common.replication_ack import FENCED
 from procs.common.result_codes import ResultCode
 from procs.common.topology import (
     ADMIN_GATEWAY,
-    gateway_commands,
-    gateway_consumer,
-    gateway_replies,
     journal_dir,
 )
 from procs.core.recovery import recover
 from procs.router.main import RouterShell
-from shm import Ring
 from tests.unit.router.test_journal import images, writer
 from tests.unit.router.test_router import CODEC, USD, Exchange, config, fund
 
 REAL_FSYNC = os.fsync
+#: the ring of the accounts' and the money's commands: the admin ring alone carries them
+#: (review 343); a trading gateway's command answered once durable is a mass cancel
+ADMIN = ADMIN_GATEWAY
 
 
 class Disk:
@@ -121,7 +127,7 @@ def ex(instance: str, tmp_path: Path, disk: Disk) -> Iterator[Exchange]:
         )
     )
     fund(rig, 7, usd=10**9, btc=0)  # seqs 3, 4: answered, durable (inline fsyncs)
-    told = rig.replies_of(1)
+    told = rig.replies_of(ADMIN)
     assert [r.code for r in told] == [ResultCode.OK] * 2  # type: ignore[attr-defined]
     yield rig
     disk.opened.set()
@@ -137,6 +143,24 @@ def stop(ex: Exchange) -> None:
 
 def deposit(ref: int, gateway: int = 1, account: int = 7) -> Transfer:
     return Transfer(0, 0, gateway, 1, ref, account, USD, 100, ref)
+
+
+def cancel(ref: int, gateway: int = 1, account: int = 7) -> MassCancel:
+    """A trading gateway's command the router answers once durable (``Rejected`` OK)."""
+    return MassCancel(0, 0, gateway, 1, ref, account, 1)
+
+
+def acknowledged_in_journal(told: list[Record], entries: dict[int, Record]) -> list[str]:
+    """Every mass cancel a gateway was told accepted (``Rejected`` OK, seq 0) is one the
+    journal holds: the misses."""
+    held = {(c.gateway, c.client_ref) for c in entries.values() if isinstance(c, MassCancel)}
+    return [
+        f"ref {r.client_ref} of gw{r.gateway} acknowledged, not journaled"
+        for r in told
+        if isinstance(r, Rejected)
+        and r.code == ResultCode.OK
+        and (r.gateway, r.client_ref) not in held
+    ]
 
 
 def step(ex: Exchange, n: int = 1) -> None:
@@ -185,11 +209,11 @@ def answered_in_journal(told: list[Record], entries: dict[int, Record]) -> list[
 
 
 def fail_the_thread_fsync(ex: Exchange, disk: Disk) -> None:
-    """gw1 sends two commands; the first's batch goes to the thread (the second waits),
-    whose fsync fails with EIO: ``run`` ends with it, as the process's loop does."""
+    """The admin ring sends two commands; the first's batch goes to the thread (the second
+    waits), whose fsync fails with EIO: ``run`` ends with it, as the process's loop does."""
     disk.shut()
     disk.fail = 1
-    ex.gateways[1].publish_batch([CreateAccount(0, 0, 1, 1, 8000, 8), deposit(8001)])
+    ex.gateways[ADMIN].publish_batch([CreateAccount(0, 0, ADMIN, 1, 8000, 8), deposit(8001, 0)])
     threading.Timer(0.05, disk.opened.set).start()
     with pytest.raises(JournalError, match=r"fsync of .* failed"):
         ex.router.run(lambda: False)
@@ -200,7 +224,7 @@ def fail_the_thread_fsync(ex: Exchange, disk: Disk) -> None:
 
 def test_an_eio_on_the_thread_stops_the_router_answering_nothing(ex: Exchange, disk: Disk) -> None:
     fail_the_thread_fsync(ex, disk)
-    assert backlog(ex) == 0 and ex.replies_of(1) == [] and ex.router._held
+    assert backlog(ex) == 0 and ex.replies_of(ADMIN) == [] and ex.router._held
 
 
 def test_a_host_crash_after_a_failed_fsync_loses_no_answered_command(
@@ -208,9 +232,9 @@ def test_a_host_crash_after_a_failed_fsync_loses_no_answered_command(
 ) -> None:
     fail_the_thread_fsync(ex, disk)
     stop(ex)  # main()'s finally: the process ends through here
-    told = ex.replies_of(1)
+    told = ex.replies_of(ADMIN)
     power_loss(ex, disk)
-    assert answered_in_journal(told, journaled(ex.cfg)) == [], f"gw1 told {told}"
+    assert answered_in_journal(told, journaled(ex.cfg)) == [], f"admin told {told}"
 
 
 def test_under_batch_close_after_a_failed_fsync_answers_nothing(
@@ -221,13 +245,15 @@ def test_under_batch_close_after_a_failed_fsync_answers_nothing(
     ex = Exchange(msgspec.structs.replace(config(instance, tmp_path), router_batch=3))
     try:
         fund(ex, 7, usd=10**9, btc=0)
-        ex.replies_of(1)
+        ex.replies_of(ADMIN)
         disk.fail = 1
-        ex.gateways[1].publish_batch([CreateAccount(0, 0, 1, 1, 8000, 8), deposit(8001)])
+        ex.gateways[ADMIN].publish_batch(
+            [CreateAccount(0, 0, ADMIN, 1, 8000, 8), deposit(8001, ADMIN)]
+        )
         with pytest.raises(OSError, match="Input/output"):
             step(ex)
         ex.router.close()
-        assert ex.replies_of(1) == [] and backlog(ex) == 0
+        assert ex.replies_of(ADMIN) == [] and backlog(ex) == 0
     finally:
         ex.stop()
 
@@ -268,7 +294,7 @@ def test_a_failed_writer_makes_nothing_more_durable(tmp_path: Path, disk: Disk, 
 
 def test_a_fenced_router_routes_no_held_batch_even_at_close(ex: Exchange, disk: Disk) -> None:
     disk.shut()
-    ex.gateways[1].publish_batch([deposit(500), deposit(501)])
+    ex.gateways[ADMIN].publish_batch([deposit(500, ADMIN), deposit(501, ADMIN)])
     step(ex)
     assert disk.entered.wait(5)
     ex.router.acks = SimpleNamespace(  # type: ignore[assignment]
@@ -278,7 +304,7 @@ def test_a_fenced_router_routes_no_held_batch_even_at_close(ex: Exchange, disk: 
     step(ex, 5)
     assert backlog(ex) == 0
     stop(ex)
-    assert ex.replies_of(1) == []
+    assert ex.replies_of(ADMIN) == []
 
 
 def test_a_process_kill_with_its_fsync_in_flight_answers_after_restart(
@@ -287,10 +313,10 @@ def test_a_process_kill_with_its_fsync_in_flight_answers_after_restart(
     """The page cache keeps what was written: the restart finds the held commands
     journaled, does not sequence them again, and answers them (their ring uncommitted)."""
     disk.shut()
-    ex.gateways[1].publish_batch([deposit(600), deposit(601), deposit(602)])
+    ex.gateways[ADMIN].publish_batch([deposit(600 + k, ADMIN) for k in range(3)])
     step(ex, 2)
     assert disk.entered.wait(5) and ex.router._held
-    assert ex.replies_of(1) == []
+    assert ex.replies_of(ADMIN) == []
     dead = ex.router
     monkeypatch.setattr(dead, "_send_pending", lambda: None)
     monkeypatch.setattr(dead, "_route_durable", lambda: None)
@@ -299,7 +325,7 @@ def test_a_process_kill_with_its_fsync_in_flight_answers_after_restart(
     monkeypatch.undo()
     ex.router = RouterShell(ex.cfg)
     ex.pump()
-    told = [(r.client_ref, r.code) for r in ex.replies_of(1)]  # type: ignore[attr-defined]
+    told = [(r.client_ref, r.code) for r in ex.replies_of(ADMIN)]  # type: ignore[attr-defined]
     assert told == [(600, ResultCode.OK), (601, ResultCode.OK), (602, ResultCode.OK)]
     refs = [getattr(c, "client_ref", None) for c in journaled(ex.cfg).values()]
     assert [refs.count(r) for r in (600, 601, 602)] == [1, 1, 1]
@@ -313,25 +339,18 @@ def run_then_crash(
 ) -> tuple[list[Record], dict[int, Record]]:
     """Steps with a slow disk (an fsync takes 4 ms, a step about 1) and segments rolling
     every four entries; a host crash after step ``crash_at``: what the gateways were told, and
-    the journal the disk kept."""
+    the journal the disk kept. gw1 and gw2 send mass cancels (a trading gateway's command
+    answered once durable), the admin ring deposits (review 343: only it carries them)."""
     ex.router.journal._capacity = 4  # a roll every 4 entries, with an fsync in flight
     disk.slow_s = 0.004
-    admin = Ring.attach(ex.cfg.instance, gateway_commands(ADMIN_GATEWAY), CODEC).producer()
-    replies = Ring.attach(ex.cfg.instance, gateway_replies(ADMIN_GATEWAY), CODEC)
-    admin_told = replies.consumer(gateway_consumer(ADMIN_GATEWAY))
     told: list[Record] = []
-    try:
-        for k in range(crash_at):
-            ex.gateways[1].publish_batch([deposit(1000 + 3 * k), deposit(1001 + 3 * k)])
-            ex.gateways[2].publish_batch([deposit(1002 + 3 * k, 2)])
-            admin.publish_batch([deposit(5000 + k, 0)])
-            ex.router.step(timeout_s=0.001)
-            ex.matcher.step(timeout_s=0.001)
-            told += ex.replies_of(1) + ex.replies[2].read(64) + admin_told.read(64)
-    finally:
-        admin.close()
-        admin_told.close()
-        replies.close()
+    for k in range(crash_at):
+        ex.gateways[1].publish_batch([cancel(1000 + 3 * k), cancel(1001 + 3 * k)])
+        ex.gateways[2].publish_batch([cancel(1002 + 3 * k, 2)])
+        ex.gateways[ADMIN].publish_batch([deposit(5000 + k, ADMIN)])
+        ex.router.step(timeout_s=0.001)
+        ex.matcher.step(timeout_s=0.001)
+        told += ex.replies_of(1) + ex.replies_of(2) + ex.replies_of(ADMIN)
     host_crash(ex, disk, monkeypatch)
     return told, journaled(ex.cfg)
 
@@ -343,6 +362,7 @@ def test_a_host_crash_loses_no_answered_command(
     told, entries = run_then_crash(ex, disk, monkeypatch, crash_at)
     assert recover(ex.cfg).last_seq == len(entries)  # the cut journal recovers
     assert answered_in_journal(told, entries) == []
+    assert acknowledged_in_journal(told, entries) == []
     assert sorted(entries) == list(range(1, len(entries) + 1))  # contiguous after the cut
 
 
@@ -353,12 +373,12 @@ def test_no_gateway_ring_slot_is_freed_before_its_command_is_durable(
     ex: Exchange, disk: Disk
 ) -> None:
     """With a slow disk and a tiny look-back (``_tail_window`` 6: the forced commit path of
-    ``_commit_answered`` runs often), every commit of gw1's ring frees only commands whose
-    journal entries were durable when it ran."""
+    ``_commit_answered`` runs often), every commit of the admin ring (its deposits: review
+    343) frees only commands whose journal entries were durable when it ran."""
     router = ex.router
     router._tail_window = 6
     disk.slow_s = 0.003
-    consumer = dict(router.inputs)[1]
+    consumer = dict(router.inputs)[ADMIN]
     base = consumer.sequence
     commits: list[tuple[int, int]] = []  # (ring position freed up to, durable_seq then)
     real_commit = consumer.commit
@@ -370,11 +390,11 @@ def test_no_gateway_ring_slot_is_freed_before_its_command_is_durable(
     consumer.commit = commit  # type: ignore[method-assign,assignment]
     refs = list(range(2000, 2060))
     for k in range(0, len(refs), 3):
-        ex.gateways[1].publish_batch([deposit(r) for r in refs[k : k + 3]])
+        ex.gateways[ADMIN].publish_batch([deposit(r, ADMIN) for r in refs[k : k + 3]])
         step(ex)
     for _ in range(200):
         step(ex)
-        if not router._held and ex.gateways[1].backlog() == 0:
+        if not router._held and ex.gateways[ADMIN].backlog() == 0:
             break
     seq_of = {getattr(c, "client_ref", None): q for q, c in journaled(ex.cfg).items()}
     early = [
@@ -408,30 +428,33 @@ def test_sync_mode_a_standby_ack_does_not_release_a_batch_not_durable_here(
     crash of the primary loses (the schema's comment names only the database writer)."""
     appended = standby(ex, [])
     disk.shut()
-    ex.gateways[1].publish_batch([deposit(800), deposit(801), deposit(802)])
+    ex.gateways[ADMIN].publish_batch([deposit(800 + k, ADMIN) for k in range(3)])
     step(ex)
     assert disk.entered.wait(5)
     assert appended == [(5, 4)]  # seq 5 offered to the standby, durable through 4
     step(ex)  # acknowledged at once by the standby, held behind the fsync in flight
-    assert ex.replies_of(1) == [] and backlog(ex) == 0
+    assert ex.replies_of(ADMIN) == [] and backlog(ex) == 0
     disk.opened.set()
     step(ex, 5)
-    assert [r.client_ref for r in ex.replies_of(1)] == [800, 801, 802]  # type: ignore[attr-defined]
+    told = ex.replies_of(ADMIN)
+    assert [r.client_ref for r in told] == [800, 801, 802]  # type: ignore[attr-defined]
 
 
 def test_a_stop_waiting_for_the_standby_keeps_the_gateways_reply_order(
     ex: Exchange, disk: Disk
 ) -> None:
+    """The admin ring's deposits (review 343: only it carries them) beside gw2's mass
+    cancels, journaled too."""
     standby(ex, [True, False])  # 900's batch acknowledged; a stop during the next
     disk.shut()
-    ex.gateways[1].publish_batch([deposit(900)])
-    ex.gateways[2].publish_batch([deposit(950 + k, 2) for k in range(5)])  # never dry
+    ex.gateways[ADMIN].publish_batch([deposit(900, ADMIN)])
+    ex.gateways[2].publish_batch([cancel(950 + k, 2) for k in range(5)])  # never dry
     step(ex)  # 900 and 950 journaled, held, their fsync on the thread
     assert disk.entered.wait(5) and ex.router._held
-    ex.gateways[1].publish_batch([deposit(901, account=55), deposit(902)])
+    ex.gateways[ADMIN].publish_batch([deposit(901, ADMIN, account=55), deposit(902, ADMIN)])
     step(ex)  # 901 (refused) and 951 wait for the standby: a stop, _abandon
     disk.opened.set()
     stop(ex)
-    told = [r.client_ref for r in ex.replies_of(1)]  # type: ignore[attr-defined]
+    told = [r.client_ref for r in ex.replies_of(ADMIN)]  # type: ignore[attr-defined]
     # 901 is left to be decided again after the restart, in its place (``_abandon``)
     assert 900 in told and (901 not in told or told.index(900) < told.index(901)), told

@@ -50,12 +50,11 @@ from config.loader import ConfigError
 from config.schema import JournalConfig, RingConfig, RingexConfig
 from procs.common.records import AccountReply, Record
 from procs.common.result_codes import ResultCode
-from procs.common.topology import ADMIN_GATEWAY, gateway_commands
+from procs.common.topology import ADMIN_GATEWAY
 from procs.common.types import Side
-from shm import Ring
 from tests.unit.router.test_journal_pipelined import FsyncGate
 from tests.unit.router.test_review42_pipelined import deposit, standby
-from tests.unit.router.test_router import CODEC, Exchange, config, fund, order
+from tests.unit.router.test_router import Exchange, config, fund, order
 
 REAL_FSYNC = os.fsync
 DELAY_S = 0.15  # a slow disk's fsync: two in a row are told from one with a wide margin
@@ -95,12 +94,13 @@ def fsync_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[FsyncGate]:
 
 def pipelined(instance: str, tmp_path: Path, behind: int, **changes: object) -> Exchange:
     """The exchange under ``"pipelined"`` with ``pipeline_behind = behind``, account 7
-    funded (inline fsyncs) and its answers read."""
+    funded on the admin ring (inline fsyncs; review 343) and its answers read."""
     cfg = config(instance, tmp_path)
     journal = JournalConfig(fsync="pipelined", pipeline_behind=behind)
     ex = Exchange(msgspec.structs.replace(cfg, journal=journal, router_batch=3, **changes))
     fund(ex, 7, usd=10**9, btc=0)
-    assert [r.code for r in ex.replies_of(1)] == [ResultCode.OK] * 2  # type: ignore[attr-defined]
+    told = ex.replies_of(ADMIN_GATEWAY)
+    assert [r.code for r in told] == [ResultCode.OK] * 2  # type: ignore[attr-defined]
     return ex
 
 
@@ -191,7 +191,7 @@ def test_waiting_counts_readable_rings_the_admin_ring_included(
     instance: str, tmp_path: Path
 ) -> None:
     ex = pipelined(instance, tmp_path, behind=32)
-    admin = Ring.attach(instance, gateway_commands(ADMIN_GATEWAY), CODEC).producer()
+    admin = ex.gateways[ADMIN_GATEWAY]
     try:
         router = ex.router
         assert router._waiting() == 0
@@ -211,7 +211,6 @@ def test_waiting_counts_readable_rings_the_admin_ring_included(
         assert ex.router._waiting() == 8
         assert all(c.ring.cursor() >= c.sequence for _g, c in ex.router.inputs)
     finally:
-        admin.close()
         ex.stop()
 
 

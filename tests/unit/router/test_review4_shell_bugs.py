@@ -25,9 +25,8 @@ from procs.common.records import (
     Rejected,
     WatchBalances,
 )
-from procs.common.topology import ADMIN_GATEWAY, gateway_commands, journal_dir
+from procs.common.topology import ADMIN_GATEWAY, journal_dir
 from procs.common.types import AdminAction, Side, TimeInForce
-from shm import Ring
 
 from .test_router import BTC, CODEC, USD, Exchange, config, fund, order
 
@@ -94,8 +93,8 @@ def test_balance_pushes_piling_up_past_the_reply_ring_starve_that_gateway_for_ev
     cap = 64
     ex = Exchange(_config(instance, tmp_path, cap * 4))
     try:
-        fund(ex, 7, usd=10**9, btc=10**6, gateway=2)
-        fund(ex, 8, usd=10**9, btc=10**6, gateway=2)
+        fund(ex, 7, usd=10**9, btc=10**6)
+        fund(ex, 8, usd=10**9, btc=10**6)
         ex.replies_of(2)
         ex.send(1, _watch(7, ref=1))
         # gw1 does not read: fill its reply ring with refusals (symbol 9 is unknown)
@@ -154,7 +153,7 @@ def test_an_end_of_session_journaled_before_a_crash_is_sequenced_again_after_it(
     as the admin client already makes for account commands) that the journaled tail knows.
     """
     ex = Exchange(config(instance, tmp_path))
-    admin = Ring.attach(ex.cfg.instance, gateway_commands(ADMIN_GATEWAY), CODEC).producer()
+    admin = ex.gateways[ADMIN_GATEWAY]  # the admin ring's one producer: `ringex admin`
     try:
         fund(ex, 7, usd=10**9, btc=0)
         _crash_after(ex.router.journal, "append", monkeypatch)
@@ -176,7 +175,6 @@ def test_an_end_of_session_journaled_before_a_crash_is_sequenced_again_after_it(
             f"DAY order sent after it has {open_orders} open order(s) (expected 1)"
         )
     finally:
-        admin.close()
         ex.stop()
 
 

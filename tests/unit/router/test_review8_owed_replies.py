@@ -5,8 +5,9 @@ Method: the in-process rig of ``test_router.py`` (real rings, a real journal, a
 ``RouterShell`` and a ``MatcherShell`` stepped by hand). A crash is an exception raised at
 one point of a step (a stand-in for SIGKILL there); the killed router sends, routes and
 commits nothing more (``kill_router``) and a new one recovers, as the supervisor restarts it;
-the matcher runs on. Gateway 1 sends one batch that mixes refusals with commands the router
-answers once they are durable (a creation, a mass cancel, a deposit):
+the matcher runs on. The admin ring (gateway 0, ``RING``: the one ring that carries an
+account's creation and a deposit, review 343) sends one batch that mixes refusals with
+commands the router answers once they are durable (a creation, a mass cancel, a deposit):
 
     11 order of an unknown account   Rejected UNKNOWN_ACCOUNT   (never journaled)
     12 CreateAccount 20              AccountReply OK            (journaled)
@@ -41,6 +42,7 @@ from config.schema import JournalConfig, ReplicationConfig, RingexConfig
 from procs.common.records import Balance, CreateAccount, MassCancel, Record, Transfer
 from procs.common.replication_ack import AckBlock, ack_dir
 from procs.common.result_codes import ResultCode
+from procs.common.topology import ADMIN_GATEWAY
 from procs.common.types import Side
 from procs.router import main as router_main
 from procs.router.main import RouterShell
@@ -50,6 +52,9 @@ from tests.unit.router.test_router import USD, Exchange, config, fund, order
 
 Told = tuple[int, str, str]  # client_ref, reply type, code
 BUY = Side.BUY
+#: the ring review 8's batch goes on: the admin ring, as only it carries an account's creation
+#: and a deposit (review 343); its replies are read as they come (``Exchange.admin_told``)
+RING = ADMIN_GATEWAY
 
 REJECTED = ("Rejected", "UNKNOWN_ACCOUNT")
 EXPECTED: list[Told] = [
@@ -62,18 +67,19 @@ EXPECTED: list[Told] = [
 ]
 
 
-def batch() -> list[Record]:
+def batch(gateway: int = RING) -> list[Record]:
+    """Review 8's batch, its headers naming ``gateway`` (the ring it is sent on)."""
     return [
-        order(11, 9, BUY, 1000, 1),
-        CreateAccount(0, 0, 1, 1, 12, 20),
-        order(13, 9, BUY, 1000, 1),
-        MassCancel(0, 0, 1, 1, 14, 7, 1),
-        Transfer(0, 0, 1, 1, 15, 20, USD, 5_000, 2015),
-        order(16, 9, BUY, 1000, 1),
+        order(11, 9, BUY, 1000, 1, gateway=gateway),
+        CreateAccount(0, 0, gateway, 1, 12, 20),
+        order(13, 9, BUY, 1000, 1, gateway=gateway),
+        MassCancel(0, 0, gateway, 1, 14, 7, 1),
+        Transfer(0, 0, gateway, 1, 15, 20, USD, 5_000, 2015),
+        order(16, 9, BUY, 1000, 1, gateway=gateway),
     ]
 
 
-def told(ex: Exchange, gateway: int = 1) -> list[Told]:
+def told(ex: Exchange, gateway: int = RING) -> list[Told]:
     """What the gateway reads now, balances aside: (client_ref, type, code) in order. A
     refusal the crash kept from the gateway, read again before a command of its ring that
     was journaled, is refused again as ``REFUSED_BEFORE_RESTART``, its reason not kept
@@ -130,7 +136,7 @@ def funded(cfg: RingexConfig) -> Exchange:
     fund(ex, 7, usd=10**6, btc=10**6)
     ex.router.journal.sync()
     ex.pump()
-    assert len(ex.replies_of(1)) == 3
+    assert len(ex.replies_of(ADMIN_GATEWAY)) == 3  # funded on the admin ring (review 343)
     return ex
 
 
@@ -141,11 +147,11 @@ def exchange(instance: str, tmp_path: Path) -> Iterator[Exchange]:
     ex.stop()
 
 
-def settled(ex: Exchange) -> list[Told]:
-    """Pump the restarted router until idle; what the gateway read, and the journal checked:
-    each journaled command of the batch is there once."""
+def settled(ex: Exchange, gateway: int = RING) -> list[Told]:
+    """Pump the restarted router until idle; what the batch's ring (``gateway``) read, and
+    the journal checked: each journaled command of the batch is there once."""
     ex.pump()
-    out = told(ex)
+    out = told(ex, gateway)
     refs = [getattr(c, "client_ref", 0) for c in journaled(ex)]
     assert [refs.count(ref) for ref in (12, 14, 15)] == [1, 1, 1], refs
     return out
@@ -155,7 +161,7 @@ def settled(ex: Exchange) -> list[Told]:
 
 
 def test_without_a_crash_the_replies_come_in_the_commands_order(exchange: Exchange) -> None:
-    exchange.send(1, *batch())
+    exchange.send(RING, *batch())
     assert told(exchange) == EXPECTED
 
 
@@ -169,7 +175,7 @@ def test_a_crash_at_a_point_of_the_step_answers_in_order(
     reply left, before the ring's commit: nothing is answered again."""
     target = exchange.router.journal if point == "journal.append" else exchange.router
     crash_after(target, point.rpartition(".")[2], monkeypatch)
-    exchange.gateways[1].publish_batch(batch())
+    exchange.gateways[RING].publish_batch(batch())
     crash_then_restart(exchange, monkeypatch)
     assert settled(exchange) == EXPECTED
 
@@ -181,7 +187,7 @@ def test_a_crash_between_two_replies_answers_the_rest_in_order(
     """Killed after ``out`` of the batch's six replies reached the gateway's reply ring,
     before its ring was committed: the restart answers none of those again, and the rest in
     order. Before the fix, with 1 out: [11, 12, 14, 15, 13, 16]."""
-    exchange.gateways[1].publish_batch(batch())
+    exchange.gateways[RING].publish_batch(batch())
     with monkeypatch.context() as patch:
         patch.setattr(router_main, "send_pending", replies_out_then_crash(out))
         with pytest.raises(Crash):
@@ -197,7 +203,7 @@ def test_two_crashes_in_a_row_still_answer_in_order(
     """Killed after the journal write, then the restarted router killed again once its
     first reply left (the same batch read a third time)."""
     crash_after(exchange.router.journal, "append", monkeypatch)
-    exchange.gateways[1].publish_batch(batch())
+    exchange.gateways[RING].publish_batch(batch())
     crash_then_restart(exchange, monkeypatch)
     with monkeypatch.context() as patch:
         patch.setattr(router_main, "send_pending", replies_out_then_crash(1))
@@ -217,7 +223,7 @@ def test_a_crash_while_the_batch_waits_for_the_interval_fsync_answers_in_order(
     interval = JournalConfig(fsync="interval", fsync_interval_ms=60_000)
     ex = funded(msgspec.structs.replace(cfg, journal=interval))
     try:
-        ex.gateways[1].publish_batch(batch())
+        ex.gateways[RING].publish_batch(batch())
         ex.router.step(timeout_s=0.001)
         assert ex.router._held and not told(ex)
         kill_router(ex, monkeypatch)
@@ -256,10 +262,12 @@ def standby(instance: str, tmp_path: Path) -> Iterator[tuple[Exchange, AckBlock,
 def killed_waiting_for_the_standby(
     ex: Exchange, monkeypatch: pytest.MonkeyPatch, last: int
 ) -> None:
-    """Gateway 1 sends 31 (refused) and 32 (CreateAccount 30, journaled at ``last + 1``);
-    the router is killed while the batch waits for the standby, and restarts."""
+    """The admin ring sends 31 (refused) and 32 (CreateAccount 30, journaled at ``last +
+    1``); the router is killed while the batch waits for the standby, and restarts."""
     ex.router._stop = killed
-    ex.gateways[1].publish_batch([order(31, 9, BUY, 1000, 1), CreateAccount(0, 0, 1, 1, 32, 30)])
+    ex.gateways[RING].publish_batch(
+        [order(31, 9, BUY, 1000, 1, gateway=RING), CreateAccount(0, 0, RING, 1, 32, 30)]
+    )
     with pytest.raises(KilledError):
         ex.router.step(timeout_s=0.001)
     assert len(journaled(ex)) == last + 1
@@ -275,7 +283,7 @@ def test_a_refusal_read_after_a_restart_waits_behind_the_answer_owed_before_it(
     ex, source, last = standby
     killed_waiting_for_the_standby(ex, monkeypatch, last)
     ex.pump()
-    ex.gateways[1].publish_batch([order(34, 9, BUY, 1000, 1)])
+    ex.gateways[RING].publish_batch([order(34, 9, BUY, 1000, 1, gateway=RING)])
     ex.gateways[2].publish_batch([order(35, 9, BUY, 1000, 1, gateway=2)])
     ex.pump()
     early = told(ex)
@@ -294,7 +302,7 @@ def test_a_deposit_is_not_answered_before_the_creation_of_its_account(
     left first: [31, 33, 32] (the client read a deposit into an account not yet created)."""
     ex, source, last = standby
     killed_waiting_for_the_standby(ex, monkeypatch, last)
-    ex.gateways[1].publish_batch([Transfer(0, 0, 1, 1, 33, 30, USD, 5_000, 2033)])
+    ex.gateways[RING].publish_batch([Transfer(0, 0, RING, 1, 33, 30, USD, 5_000, 2033)])
     stepping = threading.Thread(target=ex.router.step, kwargs={"timeout_s": 0.001})
     stepping.start()
     deadline = time.monotonic() + 10
@@ -320,7 +328,9 @@ def test_a_stop_while_waiting_for_the_standby_keeps_the_refusals_behind_the_owed
     41's OK after the restart: [42, 41]."""
     ex, source, last = standby
     ex.router._stop = lambda: True
-    ex.gateways[1].publish_batch([CreateAccount(0, 0, 1, 1, 41, 40), order(42, 9, BUY, 1000, 1)])
+    ex.gateways[RING].publish_batch(
+        [CreateAccount(0, 0, RING, 1, 41, 40), order(42, 9, BUY, 1000, 1, gateway=RING)]
+    )
     ex.router.step(timeout_s=0.001)
     assert len(journaled(ex)) == last + 1
     ex.stop()
@@ -332,5 +342,7 @@ def test_a_stop_while_waiting_for_the_standby_keeps_the_refusals_behind_the_owed
 
 def test_replies_of_other_commands_are_not_affected(exchange: Exchange) -> None:
     """A refusal is still answered at once, an account command once durable."""
-    exchange.send(1, order(51, 9, BUY, 1000, 1), CreateAccount(0, 0, 1, 1, 52, 50))
+    exchange.send(
+        RING, order(51, 9, BUY, 1000, 1, gateway=RING), CreateAccount(0, 0, RING, 1, 52, 50)
+    )
     assert told(exchange) == [(51, *REJECTED), (52, "AccountReply", "OK")]

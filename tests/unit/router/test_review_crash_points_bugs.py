@@ -35,7 +35,7 @@ from procs.common.records import AccountReply, CreateAccount, NewOrder, Record, 
 from procs.common.result_codes import ResultCode
 from procs.common.topology import journal_dir
 from procs.common.types import Side
-from tests.unit.router.test_router import BTC, CODEC, Exchange, config, fund, order
+from tests.unit.router.test_router import ADMIN, BTC, CODEC, Exchange, config, fund, order
 
 
 class Crash(Exception):  # noqa: N818  (a stand-in for SIGKILL at one instruction)
@@ -107,7 +107,7 @@ def test_an_order_rejected_before_a_router_crash_is_accepted_and_executed_after_
     NewOrder and rests in the book (and trades with account 7's sell below).
     """
     fund(exchange, 7, usd=10**9, btc=10**6)
-    fund(exchange, 8, usd=0, btc=10**6, gateway=2)
+    fund(exchange, 8, usd=0, btc=10**6)
     exchange.send(1, order(100, 7, Side.BUY, 1000, 100))  # rests: 1.00 BTC bid at 10.00
     exchange.replies_of(1)
     exchange.replies_of(2)
@@ -157,13 +157,13 @@ def test_an_account_created_before_a_router_crash_is_answered_account_exists(
     Actual: AccountReply(seq=0, code=ACCOUNT_EXISTS), while the journal holds the creation.
     """
     crash_after(exchange.router.journal, "append", monkeypatch)
-    exchange.gateways[1].publish_batch([CreateAccount(0, 0, 1, 1, 5000, 5)])
+    exchange.gateways[ADMIN].publish_batch([CreateAccount(0, 0, ADMIN, 1, 5000, 5)])
     crash_and_restart(exchange, monkeypatch)
 
     creations = [c.seq for c in journaled(exchange) if isinstance(c, CreateAccount)]
     answers = [
         (r.seq, r.code.name)
-        for r in exchange.replies_of(1)
+        for r in exchange.replies_of(ADMIN)
         if isinstance(r, AccountReply) and r.client_ref == 5000
     ]
     assert creations == [3]  # created once (seqs 1, 2: the fees and rules journaled first)

@@ -36,6 +36,7 @@ from procs.common.records import (
 )
 from procs.common.result_codes import ResultCode
 from procs.common.topology import (
+    ADMIN_GATEWAY,
     ROUTER_STARTED_SOURCE,
     create_rings,
     gateway_commands,
@@ -52,6 +53,7 @@ from shm import Ring
 
 CODEC = RecordCodec()
 USD, BTC = 1, 2
+ADMIN = ADMIN_GATEWAY
 
 
 def config(instance: str, var: Path) -> RingexConfig:
@@ -79,19 +81,21 @@ def config(instance: str, var: Path) -> RingexConfig:
 
 
 class Exchange:
-    """Rings for two gateways and one matcher; router and matcher shells stepped by hand."""
+    """Rings for two gateways, the admin ring (gateway 0: accounts and money, as ``ringex
+    admin`` sends them) and one matcher; router and matcher shells stepped by hand. The admin
+    ring's replies are read as they come (``admin_told``), so they never hold its ring."""
 
     def __init__(self, cfg: RingexConfig) -> None:
         self.cfg = cfg
         inst = cfg.instance
         self.rings = create_rings(cfg, CODEC)
-        self.gateways = {
-            g.id: Ring.attach(inst, gateway_commands(g.id), CODEC).producer() for g in cfg.gateways
-        }
+        ids = [ADMIN_GATEWAY, *(g.id for g in cfg.gateways)]
+        self.gateways = {g: Ring.attach(inst, gateway_commands(g), CODEC).producer() for g in ids}
         self.replies = {
-            g.id: Ring.attach(inst, gateway_replies(g.id), CODEC).consumer(gateway_consumer(g.id))
-            for g in cfg.gateways
+            g: Ring.attach(inst, gateway_replies(g), CODEC).consumer(gateway_consumer(g))
+            for g in ids
         }
+        self.admin_told: list[Record] = []
         # the gateways' reads of the matcher's events, drained so they never gate it
         self.taps = [
             Ring.attach(inst, matcher_output("m1"), CODEC).consumer(gateway_consumer(g.id))
@@ -115,12 +119,19 @@ class Exchange:
         while self.router.step(timeout_s=0.001) + self.matcher.step(timeout_s=0.001):
             for tap in self.taps:
                 tap.read(4096)
+            self.admin_told += self.replies[ADMIN_GATEWAY].read(4096)
         self.router.settle()
+        self.admin_told += self.replies[ADMIN_GATEWAY].read(4096)
 
     def replies_of(self, gateway: int) -> list[Record]:
         """What the gateway reads now, but for the mark of a router's start (its balance
         watches are to be renewed: ``test_a_restarted_router_marks_each_reply_ring_first``)."""
-        return [r for r in self.replies[gateway].read(1024) if not started_mark(r)]
+        if gateway == ADMIN_GATEWAY:
+            read, self.admin_told = self.admin_told, []
+            read += self.replies[gateway].read(4096)
+        else:
+            read = self.replies[gateway].read(1024)
+        return [r for r in read if not started_mark(r)]
 
 
 def started_mark(record: Record) -> bool:
@@ -149,29 +160,31 @@ def order(ref: int, account: int, side: Side, price: int, qty: int, gateway: int
     )
 
 
-def fund(ex: Exchange, account: int, usd: int, btc: int, gateway: int = 1) -> None:
-    commands: list[Record] = [CreateAccount(0, 0, gateway, 1, account * 1000, account)]
+def fund(ex: Exchange, account: int, usd: int, btc: int) -> None:
+    """Open ``account`` and deposit into it on the admin ring, as ``ringex admin`` does: a
+    trading gateway's ring carries no operator's command (review 343)."""
+    commands: list[Record] = [CreateAccount(0, 0, ADMIN, 1, account * 1000, account)]
     for asset, amount in ((USD, usd), (BTC, btc)):
         if amount:
             ref = account * 1000 + asset
             commands.append(
-                Transfer(0, 0, gateway, 1, ref, account, asset, amount, account * 10 + asset)
+                Transfer(0, 0, ADMIN, 1, ref, account, asset, amount, account * 10 + asset)
             )
-    ex.send(gateway, *commands)
+    ex.send(ADMIN, *commands)
 
 
 def test_sequencing_rejects_and_settlement(exchange: Exchange) -> None:
     fund(exchange, 7, usd=1_000_000, btc=0)
-    fund(exchange, 8, usd=0, btc=50_000, gateway=2)  # 5 BTC: 4 decimals
-    answers = exchange.replies_of(1)
-    assert [type(a) for a in answers] == [AccountReply] * 2
+    fund(exchange, 8, usd=0, btc=50_000)  # 5 BTC: 4 decimals
+    answers = exchange.replies_of(ADMIN)  # the operator's commands are answered on its ring
+    assert [type(a) for a in answers] == [AccountReply] * 4
     assert all(a.code == ResultCode.OK for a in answers)  # type: ignore[attr-defined]
-    assert [a.seq for a in answers] == [3, 4]  # type: ignore[attr-defined]  # 1, 2: fees, rules
-    assert [a.balance for a in answers] == [0, 1_000_000]  # type: ignore[attr-defined]
-    assert len(exchange.replies_of(2)) == 2
-    refused = Transfer(0, 0, 1, 1, 5, 7, USD, -2_000_000, 77)  # more than it has
-    exchange.send(1, refused)
-    (reply,) = exchange.replies_of(1)
+    assert [a.seq for a in answers] == [3, 4, 5, 6]  # type: ignore[attr-defined]  # 1, 2: fees
+    assert [a.balance for a in answers] == [0, 1_000_000, 0, 50_000]  # type: ignore[attr-defined]
+    assert exchange.replies_of(1) == exchange.replies_of(2) == []
+    refused = Transfer(0, 0, ADMIN, 1, 5, 7, USD, -2_000_000, 77)  # more than it has
+    exchange.send(ADMIN, refused)
+    (reply,) = exchange.replies_of(ADMIN)
     assert isinstance(reply, AccountReply) and reply.code == ResultCode.INSUFFICIENT_BALANCE
 
     # 7 buys 2.00 BTC at 10.00 USD: 20.00 USD = 200_000 minor units plus fees; enough.
@@ -198,7 +211,7 @@ def test_sequencing_rejects_and_settlement(exchange: Exchange) -> None:
 def test_restart_recovers_the_same_state_and_keeps_sequencing(exchange: Exchange) -> None:
     rng = random.Random(5)
     fund(exchange, 7, usd=10**9, btc=10**6)
-    fund(exchange, 8, usd=10**9, btc=10**6, gateway=2)
+    fund(exchange, 8, usd=10**9, btc=10**6)
     live: list[tuple[int, int]] = []
     for ref in range(10, 400):
         gateway, account = rng.choice(((1, 7), (2, 8)))
@@ -243,12 +256,14 @@ def test_a_restarted_router_marks_each_reply_ring_first(exchange: Exchange) -> N
     assert all(not exchange.replies[g].read(16) for g in exchange.replies)
     fund(exchange, 7, usd=10**6, btc=0)
     last = exchange.router.sequencer.next_seq - 1
-    exchange.replies_of(1)
+    exchange.replies_of(ADMIN)
     exchange.stop()
     exchange.start()
     exchange.send(1, order(500, 7, Side.BUY, 900, 1))
     for g, consumer in exchange.replies.items():
-        first, *rest = consumer.read(16)
+        # the admin ring's replies were read as they came (pump): its mark is among them
+        told = exchange.admin_told if g == ADMIN else []
+        first, *rest = [*told, *consumer.read(16)]
         assert type(first) is Heartbeat
         assert (first.source, first.counter) == (ROUTER_STARTED_SOURCE, last)
         assert not any(started_mark(r) for r in rest), g

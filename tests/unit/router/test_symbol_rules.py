@@ -90,7 +90,7 @@ def test_a_router_journals_the_rules_on_a_new_journal_and_again_when_they_change
         assert kinds == [FeeSchedule, SymbolRules]
         assert spec_of_record(_journal(cfg)[1]) == configured  # type: ignore[arg-type]
         router_rig.fund(ex, 7, usd=10**9, btc=10**6)
-        router_rig.fund(ex, 8, usd=10**9, btc=10**6, gateway=2)
+        router_rig.fund(ex, 8, usd=10**9, btc=10**6)
         ex.send(1, router_rig.order(10, 7, Side.SELL, 1_000, 10))
         ex.send(1, router_rig.order(11, 7, Side.SELL, 1_040, 10))
         ex.send(2, router_rig.order(12, 8, Side.BUY, 1_000, 5, gateway=2))  # last: 1,000

@@ -28,7 +28,7 @@ from procs.common.result_codes import ResultCode
 from procs.common.types import DoneReason, Side
 from procs.core.accounts import Accounts
 from procs.core.watches import Watches
-from tests.unit.router.test_router import BTC, USD, Exchange, config, fund, order
+from tests.unit.router.test_router import ADMIN, BTC, USD, Exchange, config, fund, order
 
 FEE = 99  # the fee account of test_router's config
 MS = 1_000_000
@@ -268,7 +268,7 @@ def latest(*batches: list[Balance]) -> dict[tuple[int, int], tuple[int, int]]:
 
 def test_a_watch_gets_a_snapshot_then_every_change(exchange: Exchange) -> None:
     fund(exchange, 7, usd=1_000_000, btc=0)
-    fund(exchange, 8, usd=0, btc=50_000, gateway=GW2)
+    fund(exchange, 8, usd=0, btc=50_000)
     exchange.replies_of(GW1)
     exchange.replies_of(GW2)
     router = exchange.router.sequencer
@@ -315,12 +315,12 @@ def test_a_watch_gets_a_snapshot_then_every_change(exchange: Exchange) -> None:
     assert now[(FEE, USD)][0] > 0
 
     # a transfer pushes its asset; lease 0 ends the watch with no answer
-    exchange.send(GW1, Transfer(0, 0, GW1, 1, 9, 7, USD, 500, 777))
+    exchange.send(ADMIN, Transfer(0, 0, ADMIN, 1, 9, 7, USD, 500, 777))
     (deposit,) = balances(exchange, GW1)
     assert (deposit.asset, deposit.free) == (USD, now[(7, USD)][0] + 500)
     exchange.send(GW1, watch(7, lease_ms=0))
     assert balances(exchange, GW1) == []
-    exchange.send(GW1, Transfer(0, 0, GW1, 1, 10, 7, USD, 500, 778))
+    exchange.send(ADMIN, Transfer(0, 0, ADMIN, 1, 10, 7, USD, 500, 778))
     assert balances(exchange, GW1) == []
     assert exchange.router.watches.watchers(7) == ()
 
@@ -340,7 +340,8 @@ def test_an_expired_lease_stops_pushes_and_a_restart_forgets_watches(exchange: E
     exchange.stop()
     exchange.start()  # recovery replays a journal that holds no watch
     assert not exchange.router.watches and exchange.router.sequencer.next_seq == seq
-    exchange.send(GW1, Transfer(0, 0, GW1, 1, 9, 7, USD, 500, 777))
+    exchange.send(ADMIN, Transfer(0, 0, ADMIN, 1, 9, 7, USD, 500, 777))
+    assert exchange.router.sequencer.next_seq == seq + 1  # the deposit was sequenced
     assert balances(exchange, GW1) == []
 
 
@@ -351,9 +352,13 @@ def test_nothing_watched_costs_nothing(exchange: Exchange, monkeypatch: pytest.M
     monkeypatch.setattr(exchange.router.watches, "touch_events", called)
     monkeypatch.setattr(exchange.router.watches, "touch_commands", called)
     fund(exchange, 7, usd=1_000_000, btc=0)
-    fund(exchange, 8, usd=0, btc=50_000, gateway=GW2)
+    fund(exchange, 8, usd=0, btc=50_000)
     exchange.send(GW1, order(1, 7, Side.BUY, 1000, 200))
     exchange.send(GW2, order(2, 8, Side.SELL, 1000, 150, gateway=GW2))
     assert exchange.router.sequencer.accounts.balance(8, BTC) == (35_000, 0)  # it traded
-    replies: list[Record] = [*exchange.replies_of(GW1), *exchange.replies_of(GW2)]
+    replies: list[Record] = [
+        *exchange.replies_of(ADMIN),  # the funding's answers
+        *exchange.replies_of(GW1),
+        *exchange.replies_of(GW2),
+    ]
     assert replies and not any(isinstance(r, Balance) for r in replies)

@@ -76,6 +76,7 @@ from config.schema import (
 from procs.common.record_codec import RecordCodec
 from procs.common.records import NewOrder, Record, Transfer
 from procs.common.topology import (
+    ADMIN_GATEWAY,
     create_rings,
     gateway_commands,
     gateway_consumer,
@@ -90,7 +91,7 @@ from procs.matcher.main import MatcherShell
 from procs.router.main import RouterShell
 from shm import Ring
 from shm.inspect import remove_instance
-from tests.unit.router.test_router import fund, order
+from tests.unit.router.test_router import ADMIN, fund, order
 from tests.unit.supervisor.test_review50_ops import ringex
 
 CODEC = RecordCodec()
@@ -142,20 +143,23 @@ def with_symbol(cfg: RingexConfig, name: str, **rules: int) -> RingexConfig:
 
 
 class Rig:
-    """Every matcher of ``cfg`` and the router over new rings, stepped by hand; ``stop`` is a
-    clean stop (the router closed, each matcher's stop snapshot, the rings removed)."""
+    """Every matcher of ``cfg`` and the router over new rings, stepped by hand, with the admin
+    ring (gateway 0: accounts and money, as ``ringex admin`` sends them) beside the trading
+    gateways' rings; ``stop`` is a clean stop (the router closed, each matcher's stop
+    snapshot, the rings removed). The admin ring's replies are read as they come
+    (``admin_told``), so they never hold its ring."""
 
     def __init__(self, cfg: RingexConfig) -> None:
         self.cfg = cfg
         inst = cfg.instance
         self.rings = create_rings(cfg, CODEC)
-        self.gateways = {
-            g.id: Ring.attach(inst, gateway_commands(g.id), CODEC).producer() for g in cfg.gateways
-        }
+        ids = [ADMIN_GATEWAY, *(g.id for g in cfg.gateways)]
+        self.gateways = {g: Ring.attach(inst, gateway_commands(g), CODEC).producer() for g in ids}
         self.replies = {
-            g.id: Ring.attach(inst, gateway_replies(g.id), CODEC).consumer(gateway_consumer(g.id))
-            for g in cfg.gateways
+            g: Ring.attach(inst, gateway_replies(g), CODEC).consumer(gateway_consumer(g))
+            for g in ids
         }
+        self.admin_told: list[Record] = []
         self.taps = [  # the gateways' reads of the events, drained so they never gate
             Ring.attach(inst, matcher_output(m.name), CODEC).consumer(gateway_consumer(g.id))
             for m in cfg.matchers
@@ -181,6 +185,9 @@ class Rig:
         to it (as ``Exchange.send``, which ``fund`` calls)."""
         self.gateways[gateway].publish_batch(list(commands))
         self.pump()
+        if gateway == ADMIN_GATEWAY:
+            told, self.admin_told = self.admin_told, []
+            return told + self.replies[gateway].read(4096)
         return self.replies[gateway].read(1024)
 
     def pump(self) -> None:
@@ -189,7 +196,9 @@ class Rig:
         ):
             for tap in self.taps:
                 tap.read(4096)
+            self.admin_told += self.replies[ADMIN_GATEWAY].read(4096)
         self.router.settle()
+        self.admin_told += self.replies[ADMIN_GATEWAY].read(4096)
 
     def stop(self) -> None:
         try:
@@ -222,7 +231,7 @@ def funded(cfg: RingexConfig) -> Rig:
     10.00 (0.10 of each)."""
     rig = Rig(cfg)
     fund(rig, TRADER, usd=10**9, btc=10**6)  # type: ignore[arg-type]  # duck: send
-    rig.send(1, Transfer(0, 0, 1, 1, 777, TRADER, ETH, 10**6, 555))
+    rig.send(ADMIN, Transfer(0, 0, ADMIN, 1, 777, TRADER, ETH, 10**6, 555))
     rig.send(1, buy(1, BTC_USD, 1000, 10), buy(2, ETH_USD, 1000, 10))
     assert rig.router.sequencer.accounts.open_orders(TRADER) == 2
     return rig

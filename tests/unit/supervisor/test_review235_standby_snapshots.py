@@ -87,6 +87,7 @@ from procs.replica.standby import Standby, StandbyRefusedError
 from procs.supervisor.promotion import begin_epoch
 from shm.inspect import remove_instance
 from tests.free_ports import free_port
+from tests.unit.router.test_router import ADMIN
 from tests.unit.supervisor.test_review206_config_change import (
     BTC_USD,
     ETH,
@@ -191,13 +192,14 @@ def eth_traded_then_delisted(pair: Pair, filler: int = 0) -> None:
     rig = Rig(gone)
     rig.send(1, buy(10, BTC_USD, 900, 1))
     for first in range(0, filler, 500):
-        rig.send(1, *(deposit(10_000 + n) for n in range(first, min(first + 500, filler))))
+        rig.send(ADMIN, *(deposit(10_000 + n) for n in range(first, min(first + 500, filler))))
     write_snapshot(gone, recover(gone))
     rig.stop()
 
 
 def deposit(key: int) -> Transfer:
-    return Transfer(0, 0, 1, 1, key, TRADER, ETH, 1, key)
+    """A deposit of one unit of ETH to the trader, on the admin ring (review 343)."""
+    return Transfer(0, 0, ADMIN, 1, key, TRADER, ETH, 1, key)
 
 
 def watch_send(rig: Rig, *commands: Record) -> list[Record]:
@@ -356,7 +358,7 @@ def test_a_standby_that_archived_while_m2_was_delisted_promotes_its_trade_ids(
     assert follow(gone_p, gone_s) is None
     for key in (20_000, 20_001):  # two more stops: the exchange snapshot with m2 pruned
         rig = Rig(gone_p)
-        rig.send(1, deposit(key))
+        rig.send(ADMIN, deposit(key))
         rig.stop()
         assert follow(gone_p, gone_s) is None
     before = archivable_before(gone_s)
