@@ -1,5 +1,6 @@
-"""How the router reads its gateways' rings: a batch from them round robin, whether to fsync
-it on the journal's thread, and the wait when none has anything. A part of ``RouterShell``
+"""How the router reads its gateways' rings: a batch from them round robin (an operator's
+command on a trading gateway's ring refused there, review 343), whether to fsync it on the
+journal's thread, and the wait when none has anything. A part of ``RouterShell``
 (``main.py``), whose state it names below."""
 
 from __future__ import annotations
