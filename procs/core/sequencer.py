@@ -72,6 +72,11 @@ SEQUENCED = frozenset(
 )
 
 
+#: The records an operator's command can be (``operators_only`` says which are: a mass
+#: cancel only of every account); a cheap first test on the intake's path.
+OPERATORS = frozenset((CreateAccount, Transfer, AdminCommand, MassCancel))
+
+
 class Decision(msgspec.Struct, frozen=True):
     """What became of one gateway command: ``command`` is the sequenced record (None when
     refused), ``matchers`` where it goes, ``reply`` what the gateway is told (now when
@@ -423,7 +428,7 @@ def operators_only(command: Record) -> bool:
     kind = type(command)
     if kind is MassCancel:
         return command.account == 0  # type: ignore[attr-defined, no-any-return]
-    return kind is CreateAccount or kind is Transfer or kind is AdminCommand
+    return kind in OPERATORS
 
 
 def not_permitted(command: Record) -> Decision:

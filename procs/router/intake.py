@@ -12,16 +12,10 @@ from collections.abc import Sequence
 
 from config.schema import RingexConfig
 from procs.common.journal_writer import JournalWriter
-from procs.common.records import (
-    AdminCommand,
-    CreateAccount,
-    MassCancel,
-    Record,
-    Transfer,
-    WatchBalances,
-)
+from procs.common.records import Record, WatchBalances
 from procs.common.topology import ADMIN_GATEWAY
 from procs.core.sequencer import (
+    OPERATORS,
     SEQUENCED,
     Decision,
     Sequencer,
@@ -45,11 +39,6 @@ ADMIN_POLL_S = 0.005
 #: past it a step fsyncs inline. A step's fsync then overlaps nothing, once per this wait at
 #: most while balances are watched and touched.
 BALANCES_WAIT_S = 0.02
-
-
-#: The records an operator's command can be (``operators_only`` says which are): one on a
-#: trading gateway's ring is that gateway's bug, or a gateway taken over (review 343).
-_OPERATORS = frozenset((CreateAccount, Transfer, AdminCommand, MassCancel))
 
 
 class GatewayIntake:
@@ -93,7 +82,8 @@ class GatewayIntake:
                     watch_requests.append((gateway, command))  # type: ignore[arg-type]
                 elif kind in SEQUENCED:
                     record: Record = command  # type: ignore[assignment]
-                    if gateway != ADMIN_GATEWAY and kind in _OPERATORS and operators_only(record):
+                    if gateway != ADMIN_GATEWAY and kind in OPERATORS and operators_only(record):
+                        # that gateway's bug, or a gateway taken over (review 343)
                         log.error("gateway %d sent %r, the operator's alone: refused",
                                   gateway, record)  # fmt: skip
                         decisions.append(not_permitted(record))
