@@ -35,7 +35,12 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.args import Once, dashed_values_joined, instance, named, seconds
 from procs.admin.commands import add_admin, run_admin
-from procs.admin.interrupts import exit_status, interrupted_by, interrupting
+from procs.admin.interrupts import (
+    exit_status,
+    ignore_interrupts,
+    interrupted_by,
+    interrupting,
+)
 from procs.common.durable import fsync_file
 from procs.common.endpoints import endpoints, meets_clients, unserved
 from procs.common.journal import JournalError, JournalReader
@@ -540,5 +545,18 @@ def main(argv: list[str] | None = None) -> int:
     return result
 
 
+def entry() -> None:
+    """The ``ringex`` command (and ``python -m procs.cli``): ``main``, its status kept.
+
+    Once the command is done, SIGTERM, SIGHUP and Ctrl-C are ignored: a second ``ringex stop``
+    racing the end of a foreground ``ringex run`` found its supervisor still alive and
+    signalled it as the interpreter finalized, where CPython has put the handlers Python set
+    back to the default, and the stopped exchange's ``run`` died of SIGTERM, not 0 (review
+    199). ``main`` itself leaves the caller's handlers as they were (tests run it in process)."""
+    status = main()
+    ignore_interrupts()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
