@@ -523,6 +523,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``ringex`` command: ``argv`` (a test's, in process) or the command line's.
+
+    From the command line (``argv`` None), SIGTERM, SIGHUP and Ctrl-C are ignored once the
+    command is done: a second ``ringex stop`` racing the end of a foreground ``ringex run``
+    found its supervisor still alive and signalled it as the interpreter finalized, where
+    CPython has put the handlers Python set back to the default, and the stopped exchange's
+    ``run`` died of SIGTERM, not 0 (review 199). A caller in process keeps its handlers."""
+    try:
+        return _command(argv)
+    finally:
+        if argv is None:
+            ignore_interrupts()
+
+
+def _command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(dashed_values_joined(sys.argv[1:] if argv is None else argv))
     try:
         # SIGTERM and SIGHUP as Ctrl-C, what is left to do said; not for replay, whose
@@ -545,18 +560,5 @@ def main(argv: list[str] | None = None) -> int:
     return result
 
 
-def entry() -> None:
-    """The ``ringex`` command (and ``python -m procs.cli``): ``main``, its status kept.
-
-    Once the command is done, SIGTERM, SIGHUP and Ctrl-C are ignored: a second ``ringex stop``
-    racing the end of a foreground ``ringex run`` found its supervisor still alive and
-    signalled it as the interpreter finalized, where CPython has put the handlers Python set
-    back to the default, and the stopped exchange's ``run`` died of SIGTERM, not 0 (review
-    199). ``main`` itself leaves the caller's handlers as they were (tests run it in process)."""
-    status = main()
-    ignore_interrupts()
-    sys.exit(status)
-
-
 if __name__ == "__main__":
-    entry()
+    sys.exit(main())

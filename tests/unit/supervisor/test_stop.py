@@ -45,8 +45,8 @@ def test_a_sigterm_after_the_command_is_done_leaves_its_exit_status(
         "import atexit, os, signal, sys\n"
         "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
         f"sys.argv = ['ringex', 'stop', '--config', {str(profile)!r}]\n"
-        "from procs.cli import entry\n"
-        "entry()\n"
+        "from procs.cli import main\n"
+        "sys.exit(main())\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", late], check=False, capture_output=True, text=True, timeout=60
