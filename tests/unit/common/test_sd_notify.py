@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from procs.common import sd_notify
+from tests import free_ports
 
 
 def receive(sock: socket.socket) -> list[str]:
@@ -164,6 +165,4 @@ def test_the_replication_processes_notify(
 
 @pytest.fixture
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports.free_port()

@@ -16,13 +16,12 @@ import pytest
 from procs.common.topology import rings
 from procs.gateway.server import GatewayServer
 from shm import Ring
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import CODEC, config
 
 
 def test_process_logs_on_and_stops_on_sigterm(instance: str, tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = config(instance, tmp_path)
     made = [
         Ring.create(instance, r.name, CODEC, capacity=r.capacity, consumers=r.consumers)

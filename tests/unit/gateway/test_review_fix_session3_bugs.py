@@ -16,6 +16,7 @@ import pytest
 from config.edges import GatewayConfig
 from config.schema import RingConfig
 from procs.gateway.server import GatewayServer
+from tests.free_ports import free_port
 from tests.unit.gateway.harness import (
     Client,
     Harness,
@@ -241,10 +242,7 @@ def test_a_second_logon_through_a_shared_port_is_refused(instance: str, tmp_path
     Issue 5: "A second connection for a logged-on session is refused and the first stays
     up." Expected: every further Logon as ALICE answered by a Logout; actual: one of them
     (the first that lands on the second gateway) gets a Logon back."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     cfg = config(instance, tmp_path)
     gws = [GatewayConfig(name=f"gw{i}", id=i, port=port, reuse_port=True) for i in (1, 2)]
     cfg = msgspec.structs.replace(cfg, gateways=gws)

@@ -26,6 +26,7 @@ from procs.common.run_files import read_status, status_path
 from procs.supervisor import draining
 from procs.supervisor.main import Supervisor
 from shm.liveness import process_start
+from tests.free_ports import free_port
 from tests.unit.router.test_router import config
 
 ROOT = Path(__file__).parents[3]
@@ -199,9 +200,7 @@ def test_a_standby_whose_promotion_names_a_missing_cpu_is_refused_at_start(
     killed its supervisor with "SubprocessError: Exception occurred in preexec_fn" and a
     traceback naming neither the key nor the CPU. It is refused as the primary's is."""
     cpu = (os.cpu_count() or 1) + 40
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]  # nobody listens there: a primary that is down
+    port = free_port()  # nobody listens there: a primary that is down
     tail = f'cores = {{ router = [{cpu}] }}\n[replication]\nprimary = "127.0.0.1:{port}"\n'
     profile = write_profile(tmp_path / "standby.toml", instance, tmp_path / "var", tail=tail)
     done = subprocess.run(
