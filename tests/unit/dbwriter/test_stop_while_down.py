@@ -4,18 +4,16 @@ write (the next start writes it)."""
 
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 
 from procs.dbwriter.writer import Backoff, DbWriter, WriterOptions
+from tests.free_ports import free_port
 from tests.unit.dbwriter.journal_gen import build, make_cfg
 
 
 def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()  # nobody listens there (not one the kernel may hand out meanwhile)
 
 
 def test_a_stop_while_postgresql_is_down_ends_the_writer(tmp_path: Path) -> None:
