@@ -15,7 +15,11 @@ the end of what each ring held at the start:
   later commands changed: a deposit journaled after an order refused for balance would
   have funded it, out of the order its gateway sent them (review 193). An admin command
   is decided again (nothing but the configuration refuses one), and a transfer applied
-  before (a retry of its key) is answered as a repeat.
+  before (a retry of its key) is answered as a repeat. One refused whose reply the crash
+  lost with no later command of its ring journaled is decided again, on a state other
+  rings' journaled commands may have changed (a deposit on the admin ring funding an order
+  refused for balance in the same step): nobody was told the refusal, and the router keeps
+  no order across rings, so taking it after them is a run where it came after them.
 
 An owed OK takes its command's place among the commands read (a ``Decision`` with
 ``journaled`` set), so it leaves with the replies of the commands beside it, in their order:

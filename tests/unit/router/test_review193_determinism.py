@@ -527,14 +527,16 @@ def rig64(instance: str, tmp_path: Path) -> Iterator[Rig]:
     rig.stop()
 
 
-def refused_then_funded(rig: Rig, monkeypatch: pytest.MonkeyPatch, point: str) -> None:
-    """One step: gateway 1's order of empty account 9 (refused), then its mass cancel of 9's
-    orders (journaled: gateway 1's ring was decided past the order), and the admin ring's
-    deposit that would fund it (read after gateway 1's, round robin); the step dies at
-    ``point`` (after its journal write) and a router recovers."""
+def refused_then_funded(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, point: str, cancel: bool = True
+) -> None:
+    """One step: gateway 1's order of empty account 9 (refused), then (``cancel``) its mass
+    cancel of 9's orders (journaled: gateway 1's ring was decided past the order), and the
+    admin ring's deposit that would fund it (read after gateway 1's, round robin); the step
+    dies at ``point`` (after its journal write) and a router recovers."""
     rig.send(ADMIN, CreateAccount(0, 0, ADMIN, 1, 1, 9))
     rig.pump()
-    rig.send(1, new(100, 9, BUY, 1000, 10), MassCancel(0, 0, 1, 1, 102, 9, 0))
+    rig.send(1, new(100, 9, BUY, 1000, 10), *[MassCancel(0, 0, 1, 1, 102, 9, 0)][: int(cancel)])
     rig.send(ADMIN, Transfer(0, 0, ADMIN, 1, 101, 9, USD, 10**7, 90))
 
     def crash(*_args: object) -> None:
@@ -567,3 +569,17 @@ def test_a_refusal_answered_before_the_crash_is_not_decided_again(
     refused_then_funded(rig64, monkeypatch, "_commit_answered")
     assert told_refused(rig64, 100)
     assert not executed(rig64, 100)
+
+
+def test_a_refusal_cut_off_with_nothing_of_its_ring_journaled_is_decided_after_the_rest(
+    rig64: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault 1's cross-ring case, by design (``reread.py``): with no later command of gateway
+    1 journaled, its order refused in the step that journaled the admin ring's deposit, the
+    refusal lost, is decided again and accepted, sequenced after the deposit: nobody was
+    told the refusal, and the router keeps no order across rings."""
+    refused_then_funded(rig64, monkeypatch, "_route", cancel=False)
+    assert not told_refused(rig64, 100)
+    journal = [(type(c), getattr(c, "client_ref", 0)) for c in rig64.journaled()]
+    assert journal.index((Transfer, 101)) < journal.index((NewOrder, 100))
+    assert executed(rig64, 100)
