@@ -536,7 +536,8 @@ def refused_then_funded(
     dies at ``point`` (after its journal write) and a router recovers."""
     rig.send(ADMIN, CreateAccount(0, 0, ADMIN, 1, 1, 9))
     rig.pump()
-    rig.send(1, new(100, 9, BUY, 1000, 10), *[MassCancel(0, 0, 1, 1, 102, 9, 0)][: int(cancel)])
+    after = [MassCancel(0, 0, 1, 1, 102, 9, 0)] if cancel else []
+    rig.send(1, new(100, 9, BUY, 1000, 10), *after)
     rig.send(ADMIN, Transfer(0, 0, ADMIN, 1, 101, 9, USD, 10**7, 90))
 
     def crash(*_args: object) -> None:

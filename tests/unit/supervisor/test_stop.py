@@ -4,13 +4,10 @@ gateway's unread events do not hold the matcher (and the stop) up."""
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 from procs.supervisor.draining import detach_gone
 from shm import Ring, StructCodec
 from shm import header as h
-from tests.unit.supervisor.test_supervisor import write_profile
 
 CODEC = StructCodec("2q")
 
@@ -31,24 +28,3 @@ def test_the_lines_of_stopped_consumers_stop_gating(instance: str) -> None:
     assert producer.try_publish((4, 0))  # no longer
     assert [x[0] for x in md.read(8)] == [4]
     assert detach_gone([ring]) == []  # md is alive, gw1 already detached
-
-
-def test_a_sigterm_after_the_command_is_done_leaves_its_exit_status(
-    instance: str, tmp_path: Path
-) -> None:
-    """Review 199: a late ``ringex stop`` signalled a foreground ``ringex run`` whose stop was
-    done, as its interpreter finalized, and it died of SIGTERM (-15), not 0. The ``ringex``
-    command ignores SIGTERM once its command has returned: a SIGTERM sent from an exit handler
-    (after ``main``) changes nothing, here for a ``ringex stop`` of an instance not running."""
-    profile = write_profile(tmp_path / "p.toml", instance, tmp_path / "var")
-    late = (
-        "import atexit, os, signal, sys\n"
-        "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
-        f"sys.argv = ['ringex', 'stop', '--config', {str(profile)!r}]\n"
-        "from procs.cli import main\n"
-        "sys.exit(main())\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", late], check=False, capture_output=True, text=True, timeout=60
-    )
-    assert (done.returncode, done.stdout) == (0, f"instance {instance} is not running\n"), done
