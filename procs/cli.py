@@ -530,14 +530,6 @@ def main(argv: list[str] | None = None) -> int:
     found its supervisor still alive and signalled it as the interpreter finalized, where
     CPython has put the handlers Python set back to the default, and the stopped exchange's
     ``run`` died of SIGTERM, not 0 (review 199). A caller in process keeps its handlers."""
-    try:
-        return _command(argv)
-    finally:
-        if argv is None:
-            ignore_interrupts()
-
-
-def _command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(dashed_values_joined(sys.argv[1:] if argv is None else argv))
     try:
         # SIGTERM and SIGHUP as Ctrl-C, what is left to do said; not for replay, whose
@@ -557,6 +549,9 @@ def _command(argv: list[str] | None) -> int:
         # (what is still buffered for the closed pipe must not fail again at exit)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        if argv is None:  # the command line's: done, a late signal changes nothing
+            ignore_interrupts()
     return result
 
 
