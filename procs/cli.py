@@ -35,12 +35,7 @@ from config.loader import ConfigError
 from config.schema import RingexConfig
 from procs.admin.args import Once, dashed_values_joined, instance, named, seconds
 from procs.admin.commands import add_admin, run_admin
-from procs.admin.interrupts import (
-    exit_status,
-    ignore_interrupts,
-    interrupted_by,
-    interrupting,
-)
+from procs.admin.interrupts import exit_status, ignore_interrupts, interrupted_by, interrupting
 from procs.common.durable import fsync_file
 from procs.common.endpoints import endpoints, meets_clients, unserved
 from procs.common.journal import JournalError, JournalReader

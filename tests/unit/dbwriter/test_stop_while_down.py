@@ -12,14 +12,10 @@ from tests.free_ports import free_port
 from tests.unit.dbwriter.journal_gen import build, make_cfg
 
 
-def _closed_port() -> int:
-    return free_port()  # nobody listens there (not one the kernel may hand out meanwhile)
-
-
 def test_a_stop_while_postgresql_is_down_ends_the_writer(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path)
     build(cfg, 20)
-    dsn = f"postgresql://ringex@127.0.0.1:{_closed_port()}/ringex"  # nobody listens
+    dsn = f"postgresql://ringex@127.0.0.1:{free_port()}/ringex"  # nobody listens
     waits: list[float] = []
     writer: DbWriter
 
