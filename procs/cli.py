@@ -179,7 +179,7 @@ def _stop(args: argparse.Namespace) -> int:
         if (elsewhere := _running_elsewhere(cfg)) is not None:  # its status file elsewhere
             print(elsewhere, file=sys.stderr)
             return 1
-        if starts := pending_runs(cfg, _profile(args), load_profile):  # no status yet (199)
+        if starts := _starts_under_way(cfg, args):  # no status yet (199)
             return _stop_starts(cfg, args, starts)
         print(f"instance {cfg.instance} is not running")
         return 0
@@ -202,9 +202,21 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _starts_under_way(cfg: RingexConfig, args: argparse.Namespace) -> list[int]:
+    """``pending_runs``, less a foreground ``ringex run`` whose own supervisor wrote "stopped":
+    its run is over and it is ending, no start (taken for one, a second ``ringex stop`` said
+    "its start was under way" of a stopped instance, or its SIGTERM made it exit -15:
+    review 199)."""
+    status = read_status(cfg) or {}
+    over = status.get("supervisor_pid") if status.get("state") == "stopped" else None
+    if over is not None and process_start(over) != status.get("supervisor_started"):
+        over = None  # another process's pid now
+    return [pid for pid in pending_runs(cfg, _profile(args), load_profile) if pid != over]
+
+
 def _stop_starts(cfg: RingexConfig, args: argparse.Namespace, starts: list[int]) -> int:
     bound = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
-    again = functools.partial(pending_runs, cfg, _profile(args), load_profile)  # (review 239)
+    again = functools.partial(_starts_under_way, cfg, args)  # (review 239)
     ran = [name for name in instances_run_by(cfg, starts) if name != cfg.instance]
     if left := stop_pending_runs(starts, bound if args.timeout is None else args.timeout, again):
         print(f"instance {cfg.instance}'s start (pids {left}) still running", file=sys.stderr)
