@@ -229,7 +229,11 @@ def test_checked_edges_of_ids_times_limits_and_formats(harness: Harness) -> None
                 assert (status, body) == (200, []), q
             status, body = await _get(url, "/api/v1/klines", symbol="BTC-USD", interval="1m",
                                       endTime=BIG)  # fmt: skip
-            assert status == 200 and body[-1][1:6] == ["30000.00"] * 4 + ["0.10"], body
+            # the trade's minute opens the list; a minute that turned since is flat at its close
+            assert status == 200 and body[0][0] == fill["time"] // 60_000 * 60_000, body
+            assert [k[1:6] for k in body] == [["30000.00"] * 4 + ["0.10"]] + [
+                ["30000.00"] * 4 + ["0.00"]
+            ] * (len(body) - 1), body
 
     run(h, scenario)
 
