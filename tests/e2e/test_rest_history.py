@@ -107,13 +107,20 @@ def test_history_comes_from_the_database(exchange: Path) -> None:
             async def candles() -> Any:
                 return await tk.call("GET", "/api/v1/klines", symbol="BTC-USD", interval="5m")
 
-            (kline,) = await until(candles, "a candle in the database")
+            # the trade's 5 minutes open the list; any 5 minutes begun since are flat, 0 volume
+            kline, *flat = await until(candles, "a candle in the database")
+            assert kline[0] == trade["time"] // 300_000 * 300_000, (kline, trade)
             assert kline[1].startswith("100") and kline[8] == 1  # open, trades
+            assert all(k[8] == 0 and float(k[5]) == 0 for k in flat), flat
             now_ms = int(time.time() * 1000)
             window: dict[str, Any] = {"startTime": now_ms - 600_000, "endTime": now_ms + 60_000}
-            assert await tk.call(
+            within = await tk.call(
                 "GET", "/api/v1/klines", symbol="BTC-USD", interval="1m", **window
-            ) == await tk.call("GET", "/api/v1/klines", symbol="BTC-USD", interval="1m")
+            )
+            newest = await tk.call("GET", "/api/v1/klines", symbol="BTC-USD", interval="1m")
+            # a minute that turned between the two asks adds a flat one (0 volume) to the later
+            assert within and newest[: len(within)] == within, (within, newest)
+            assert all(k[8] == 0 and k[1:5] == [within[-1][4]] * 4 for k in newest[len(within) :])
             assert len(await mm.call("GET", "/api/v1/allOrders", symbol="BTC-USD", **window)) == 1
             later: dict[str, Any] = {"startTime": now_ms + 60_000}
             assert await mm.call("GET", "/api/v1/allOrders", symbol="BTC-USD", **later) == []

@@ -445,7 +445,10 @@ def test_sound_public_and_history_answers_have_binances_shapes(with_history: Har
         assert (fill["isBuyer"], fill["isMaker"], fill["quoteQty"]) == (True, False, "60.0000")
         (order,) = orders
         _check_order(order)
-        (kline,) = klines
+        # the fill's minute opens the list; a minute that turned since is flat, 0 volume
+        kline, *flat = klines
+        assert kline[0] == fill["time"] // 60_000 * 60_000 and kline[8] == 1, klines
+        assert all(k[8] == 0 and Decimal(k[5]) == 0 for k in flat), klines
         assert [type(v) for v in kline] == [int, *[str] * 5, int, str, int, str, str, str], kline
         assert kline[6] == kline[0] + 59_999, kline
         assert type(account["updateTime"]) is int and account["canTrade"] is True, account

@@ -349,7 +349,11 @@ def test_sound_trades_ticker_and_candles_agree(instance: str) -> None:
                     volume += sum(t.qty for t in ts)
                 assert volume == sum(t.qty for t in mine)
                 current = bot.other[f"{s}@kline_1m"][-1]["k"]
-                assert current == klines[-1] | {"x": current["x"]}
+                at = next(n for n, row in enumerate(klines) if row["t"] == current["t"])
+                assert current == klines[at] | {"x": current["x"]}
+                # a minute the wall clock turned since the bot's last read: flat at its close
+                flat = {key: current["c"] for key in "ohlc"} | {"n": 0}
+                assert all({key: r[key] for key in flat} == flat for r in klines[at + 1 :])
 
     run(instance, body)
 

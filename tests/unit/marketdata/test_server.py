@@ -21,7 +21,7 @@ from procs.common.types import AdminAction, OrdType, Side, StpMode, TimeInForce,
 from procs.core.engine import Matcher
 from procs.core.symbols import SymbolSpec
 
-from .events import trade
+from .events import MIN, trade
 from .rig import Rig, running
 
 
@@ -64,13 +64,15 @@ def test_subscribe_unsubscribe_list_and_malformed_requests(instance: str) -> Non
 
 def test_combined_streams_trades_ticker_and_kline(instance: str) -> None:
     async def body(rig: Rig) -> None:
-        rig.publish([now_trade(1, 1, 10_000, 5)])  # before the subscriber: its latest values
+        first_ns = time.time_ns()  # before the subscriber: its latest values
+        rig.publish([trade(1, 1, 10_000, 5, ts=first_ns)])
         await asyncio.sleep(0.05)
         streams = "btc-usd@trade/btc-usd@ticker/btc-usd@kline_1m"
         async with rig.client(f"/stream?streams={streams}") as c:
             first = [await c.recv(), await c.recv()]
             assert {m["stream"] for m in first} == {"btc-usd@ticker", "btc-usd@kline_1m"}
-            rig.publish([now_trade(2, 2, 10_150, 20), now_trade(3, 3, 9_900, 1)])
+            later_ns = time.time_ns()
+            rig.publish([trade(2, 2, 10_150, 20, ts=later_ns), trade(3, 3, 9_900, 1, ts=later_ns)])
             trades = await c.collect("btc-usd@trade", 2)
             assert [(t["t"], t["p"], t["q"], t["s"]) for t in trades] == [
                 (2, "101.50", "0.0020", "BTC-USD"),
@@ -89,13 +91,19 @@ def test_combined_streams_trades_ticker_and_kline(instance: str) -> None:
             )
             assert (t["p"], t["P"]) == ("-1.00", "-1.00")
             assert t["q"] == "0.262900"  # 100 x 0.0005 + 101.5 x 0.002 + 99 x 0.0001
+            # the candle of trades 2 and 3: trade 1's too, unless a minute turned between them
+            opened = later_ns // MIN * MIN
+            shown = (["100.00"] if first_ns >= opened else []) + ["101.50", "99.00"]
             kline = await c.until(
-                lambda m: m.get("stream") == "btc-usd@kline_1m" and m["data"]["k"]["n"] == 3
+                lambda m: (
+                    m.get("stream") == "btc-usd@kline_1m"
+                    and (m["data"]["k"]["t"], m["data"]["k"]["n"]) == (opened // 10**6, len(shown))
+                )
             )
             k = kline["data"]["k"]
             assert (k["i"], k["o"], k["h"], k["l"], k["c"], k["x"]) == (
                 "1m",
-                "100.00",
+                shown[0],
                 "101.50",
                 "99.00",
                 "99.00",
