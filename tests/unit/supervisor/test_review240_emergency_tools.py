@@ -376,9 +376,8 @@ async def feed_shows(venue: Venue, book: dict[int, Resting]) -> bool:
 
 async def balances(venue: Venue, account: int) -> dict[str, tuple[int, int]]:
     """Asset -> (free, locked) in minor units, as ``ringex admin balances --json`` says."""
-    code, out, err = await ringex(
-        venue.profile, "admin", "balances", "--account", str(account), "--json"
-    )
+    args = ("balances", "--account", str(account), "--json")
+    code, out, err = await ringex(venue.profile, "admin", *args)
     if code == 1 and "UNKNOWN_ACCOUNT" in err:
         return {}
     assert code == 0, err
@@ -469,8 +468,8 @@ def test_halt_under_load_refuses_orders_naming_it_takes_cancels_and_resume_surpr
     venue: Venue,
 ) -> None:
     """Scenario: F1 and R1 keep sending ETH-USD orders and cancels; F2 holds a buy stop at
-    101.00 (the load trades about 100); ``halt ETH-USD`` runs; once the feed says HALT, the load
-    goes on for a while; then ``resume ETH-USD`` and a trade at 101.00.
+    101.00 (the load trades about 100), R1 a sell stop at 99.50; ``halt ETH-USD``; once the feed
+    says HALT, the load goes on a while, R1 cancels its stop; ``resume`` and a trade at 101.00.
     Expected: every order sent after the feed said HALT is refused, naming SYMBOL_HALTED
     (FIX 103=2, REST -2010); cancels are still taken; exchangeInfo says HALT; the stop is
     still pending at the resume (nothing traded), and it triggers on the first trade at its
@@ -483,6 +482,9 @@ def test_halt_under_load_refuses_orders_naming_it_takes_cancels_and_resume_surpr
         stop_answer = await f2._ask("stop", "D", (55, "ETH-USD"), (54, "1"), (60, _now()),
                                     (38, "0.01"), (40, "3"), (99, "101.00"), (59, "1"))  # fmt: skip
         stop_id = int(stop_answer.get(37))
+        held = await r1.api.call("POST", "/api/v1/order", symbol="ETH-USD", side="SELL",
+                                 quantity="0.01", type="STOP_LOSS_LIMIT", timeInForce="GTC",
+                                 stopPrice="99.50", price="99.40")  # fmt: skip
         tasks = await drive(load, [f1, r1])
         try:
             await until(lambda: len(load.acked) >= 30, "30 orders acknowledged")
@@ -495,6 +497,8 @@ def test_halt_under_load_refuses_orders_naming_it_takes_cancels_and_resume_surpr
                 lambda: sum(at > since for at, _ in load.refused) >= 20,
                 "20 orders refused under the halt",
             )
+            await r1.api.call("DELETE", "/api/v1/order", symbol="ETH-USD", orderId=held["orderId"])
+            load.cancels_taken.append(time.monotonic())  # the load's own come by chance
         finally:
             await stop(load, tasks)
         late = [oid for oid, (_, at) in load.acked.items() if at > since]
