@@ -233,7 +233,11 @@ async def batch_round(v: Venue, r1: RestClient, r2: RestClient, tag: str, fault:
     if fault == "before-log":  # nothing went: no trace, and the ids are free
         assert answered is None and await statuses(r1, names) == [None] * 10
         answered = await r1.batch_orders(batch)
-    found = [await by_client_id(r1, n) for n in names]
+    for _ in range(200):  # up to 10 s: a restarted gateway serves before the answers to what it
+        found = [await by_client_id(r1, n) for n in names]  # sent again come (PENDING_NEW, 0)
+        if not any(f and f["status"] == "PENDING_NEW" for f in found):
+            break
+        await asyncio.sleep(0.05)
     assert [f and f["status"] for f in found] == ["FILLED"] * 3 + ["NEW"] * 7, (fault, found)
     ids = [f["orderId"] for f in found if f is not None]
     v.acked("R1", [f for f in found if f is not None])

@@ -579,5 +579,7 @@ def test_a_pipelined_router_commits_the_rings_of_routed_batches_under_steady_inp
     for _ in range(30):  # ten left: a command waits after every batch taken
         rig.router.step(timeout_s=0.001)
         rig.read_gateways()  # the gateway reads its replies as they come
-        time.sleep(0.002)  # the fsync's thread returns
+        flight, deadline = rig.router.journal._flight, time.monotonic() + 2
+        while flight and not flight[0].done() and time.monotonic() < deadline:
+            time.sleep(0.001)  # the fsync's thread returns (2 ms had been too short under load)
     assert rig.gateways[ADMIN].backlog() < 20  # published, not yet committed: 40 before
