@@ -236,7 +236,9 @@ def test_balances_leave_no_watch_behind_and_the_next_command_reads_its_own_reply
             reply = client.transfer(7, "USD", "1", timeout_s=5)
         finally:
             client.close()
-        time.sleep(0.05)  # the drop (or the lease) is taken by the router
+        deadline = time.monotonic() + 5  # the drop (or the lease) is taken by the router
+        while slow.router.watches.watchers(7) and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert [(b.asset, b.free) for b in balances] == [(1, 10_000_000)]
     assert isinstance(reply, AccountReply) and reply.code == ResultCode.OK
     assert reply.balance == 10_010_000

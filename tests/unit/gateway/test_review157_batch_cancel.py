@@ -63,6 +63,7 @@ from procs.gateway.rest_client import ApiCallError, RestClient
 from tests.unit.gateway import unfiled_rig
 from tests.unit.gateway.harness import Harness, settled
 from tests.unit.gateway.rest_rig import (
+    ALICE,
     bid_elsewhere,
     client,
     exchange,
@@ -514,7 +515,15 @@ def test_the_single_cancel_answers_as_before_its_move(harness: Harness) -> None:
 def test_the_documented_parameters_are_what_the_server_takes(harness: Harness) -> None:
     async def scenario(api: RestApi, url: str) -> None:
         harness.funder.publish_batch([bid_elsewhere(1, 30)])  # before ALICE's interest
-        await asyncio.sleep(0.1)
+        gw = harness.gateway
+        assert gw is not None
+        await settled(  # taken, and its events read by the gateway (a loaded host: later)
+            lambda: (
+                harness.router.sequencer.accounts.open_orders(ALICE) == 1
+                and all(c.sequence >= c.ring.cursor() for c in gw.inputs)
+            ),
+            10.0,
+        )
         async with await client(url, "ALICE", "alice-pw") as alice:
             doc: dict[str, Any] = await alice.call("GET", "/openapi.json", signed=False)
             op = doc["paths"][BATCH]["delete"]

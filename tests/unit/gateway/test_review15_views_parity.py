@@ -27,7 +27,7 @@ from procs.gateway.history import order_json
 from procs.gateway.recent_elsewhere import RecentElsewhere
 from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
-from tests.unit.gateway.harness import Harness, utc
+from tests.unit.gateway.harness import Harness, settled, utc
 from tests.unit.gateway.rest_rig import (
     ALICE,
     LIMIT,
@@ -307,7 +307,7 @@ def test_an_order_followed_from_a_row_the_writer_had_not_caught_up_counts_every_
         alice: RestClient | None = None
         try:
             h.funder.publish_batch([bid_elsewhere(1, 30)])
-            await asyncio.sleep(0.1)
+            await settled(lambda: h.router.sequencer.accounts.open_orders(ALICE) == 1, 10.0)
             await file_all(h)  # the bid is filed open, nothing filled
             for _ in range(2):
                 hit = await bob.call(

@@ -15,7 +15,6 @@ BTC-USD: prices 2 decimals, sizes 2 decimals: a notional has 4.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -29,7 +28,7 @@ from procs.gateway.rest import RestApi
 from procs.gateway.rest_client import RestClient
 from procs.gateway.rest_order_state import LiveOrder
 from tests.unit.gateway import unfiled_rig
-from tests.unit.gateway.harness import FUNDER, Harness
+from tests.unit.gateway.harness import FUNDER, Harness, settled
 from tests.unit.gateway.rest_rig import ALICE, bid_elsewhere, client, order_status, run
 from tests.unit.gateway.unfiled_rig import SELL, harness
 
@@ -49,7 +48,7 @@ async def filed_bid(h: Harness, api: RestApi, bob: RestClient) -> None:
     await bob.call("POST", ORDER, **SELL, price="99.00", quantity="0.10")
     bid: NewOrder = bid_elsewhere(1, 30)
     h.funder.publish_batch([bid])
-    await asyncio.sleep(0.1)
+    await settled(lambda: h.router.sequencer.accounts.open_orders(ALICE) == 1, 10.0)  # it rests
     hit = await bob.call("POST", ORDER, **SELL, price="100.00", quantity="0.10", timeInForce="IOC")
     assert hit["status"] == "FILLED", hit
     await unfiled_rig.file_all(h)
@@ -159,7 +158,7 @@ def test_an_order_ended_elsewhere_takes_its_quote_qty_from_a_row_of_as_many_fill
                 await alice.call("GET", "/api/v1/account")  # of interest from now on
                 cancel = CancelOrder(0, time.time_ns(), FUNDER, 1, 2, ALICE, 1, oid)
                 h.funder.publish_batch([cancel])
-                await asyncio.sleep(0.3)  # the rig steps the pipeline every 0.5 ms
+                await settled(lambda: api.core.unfiled.ended.get(oid) is not None, 10.0)
                 assert api.core.unfiled.ended.get(oid) is not None  # its end, seen alone
                 seen["GET order"] = await order_status(alice, oid)
 
@@ -181,7 +180,7 @@ def test_an_unfilled_filed_order_shows_zero_quote_qty(harness: Harness) -> None:
     async def scenario(api: RestApi, url: str) -> None:
         api.core.recent = RecentElsewhere(0)
         h.funder.publish_batch([bid_elsewhere(1, 30)])
-        await asyncio.sleep(0.1)
+        await settled(lambda: h.router.sequencer.accounts.open_orders(ALICE) == 1, 10.0)
         await unfiled_rig.file_all(h)
         async with await client(url, "ALICE", "alice-pw") as alice:
             (listed,) = await alice.call("GET", ALL, **SYM)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.gateway.harness import Client, Harness, config
+from tests.unit.gateway.harness import Client, Harness, config, settled
 from tests.unit.gateway.test_gateway import logged_on, order, run, status_request
 
 
@@ -95,9 +95,10 @@ def test_a_fill_that_meets_a_logout_is_kept_for_a_resetting_logon(quiet: Harness
         assert (await alice.expect("8")).get(150) == b"0"
         bob = await logged_on(port, "BOB")
         h.pause()
-        await bob.send("D", *order("b1", "2", "1.00", "100.00"))
-        await asyncio.sleep(0.1)  # published to the router's ring, not yet matched
         assert h.gateway is not None and alice.writer is not None
+        gw, published = h.gateway, h.gateway.producer.sequence
+        await bob.send("D", *order("b1", "2", "1.00", "100.00"))
+        await settled(lambda: gw.producer.sequence > published, 10.0)  # in the ring, not matched
         gone = h.gateway.live["ALICE"]
         alice.writer.write(alice.message("5").encode())
         while not gone.closed:  # one pass of the loop at a time, until the Logout is read

@@ -282,7 +282,9 @@ def test_a_held_batch_gets_its_fsync_from_a_step_of_refusals_alone(
         fsync_gate.opened.set()
         for _ in range(8):  # refusals only, one a step, four left after: never idle
             step(ex)
-            time.sleep(0.005)  # the thread's fsync returns meanwhile
+            flight, deadline = ex.router.journal._flight, time.monotonic() + 5
+            while flight and not flight[0].done() and time.monotonic() < deadline:
+                time.sleep(0.001)  # the thread's fsync returns meanwhile (not 5 ms: a loaded host)
         assert to_book.backlog() == 2  # 800 and 801 routed while the flood goes on
     finally:
         fsync_gate.opened.set()
