@@ -37,7 +37,7 @@ from procs.gateway.rest_client import RestClient
 from procs.marketdata.main import MarketDataProcess
 from procs.router.main import RouterShell
 from shm import Ring
-from tests.unit.gateway.harness import Client, Harness, close_all, utc
+from tests.unit.gateway.harness import Client, Harness, close_all, settled, utc
 from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, rest_exchange, stream_messages
 
 
@@ -357,7 +357,10 @@ def test_the_private_stream_tells_balances_that_moved_while_the_router_restarted
             assert placed["status"] == "NEW", placed
             gw.api.core.tick(time.monotonic() + 11.0)  # the lease's renewal is due (10 s)
             gw.api.publish()
-            await asyncio.sleep(0.5)
+            await settled(  # the renewal taken by the router, its snapshot read here (10 s)
+                lambda: not gw.entry.outgoing and harness.caught_up(),
+                10.0,
+            )
             account = await alice.call("GET", "/api/v1/account")
             truth = {b["asset"]: b for b in account["balances"]}
             assert truth["USD"]["locked"] == "10.020000", truth  # the router's word

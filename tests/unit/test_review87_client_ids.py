@@ -109,7 +109,7 @@ from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.dbwriter.projection import OrderRow
 from procs.gateway.rest import RestApi
 from tests.unit.gateway import unfiled_rig
-from tests.unit.gateway.harness import FUNDER, Harness, config, utc
+from tests.unit.gateway.harness import FUNDER, Harness, config, settled, utc
 from tests.unit.gateway.rest_rig import ALICE, LIMIT, client, fix_user, push_out, rest_exchange, run
 from tests.unit.gateway.test_review17_outcomes import fix_order
 
@@ -258,14 +258,14 @@ def test_a_rest_amend_keeps_the_id_a_replace_elsewhere_gave(with_history: Harnes
         try:
             await alice.call("GET", "/api/v1/openOrders")  # ALICE followed here from now on
             h.funder.publish_batch([_elsewhere(1, b"ext-1")])
-            await asyncio.sleep(0.2)
+            await settled(h.caught_up, 10.0)  # read by the router, its events by the gateway
             (listed,) = await alice.call("GET", "/api/v1/openOrders")
             oid = listed["orderId"]
             await unfiled_rig.file_all(h)
             answers["before"] = await asyncio.to_thread(_filed, h)
             answers["seen"] = await _listed(url)  # ALICE lists it: ``ext-1`` (the row's)
             h.funder.publish_batch([_replace_elsewhere(2, oid, 10_100, b"ext-2")])
-            await asyncio.sleep(0.2)
+            await settled(h.caught_up, 10.0)  # read by the router, its events by the gateway
             await unfiled_rig.file_all(h)
             answers["replaced"] = await asyncio.to_thread(_filed, h)
             answers["amend"] = await alice.request(
@@ -299,7 +299,7 @@ def test_an_order_placed_elsewhere_is_named_by_its_filed_id(with_history: Harnes
         try:
             await alice.call("GET", "/api/v1/openOrders")
             h.funder.publish_batch([_elsewhere(1, b"ext-1")])
-            await asyncio.sleep(0.2)
+            await settled(h.caught_up, 10.0)  # read by the router, its events by the gateway
             (listed,) = await alice.call("GET", "/api/v1/openOrders")
             oid = listed["orderId"]
             await unfiled_rig.file_all(h)
@@ -380,7 +380,7 @@ def test_another_account_neither_sees_nor_cancels_an_order_by_its_filed_id(
     async def scenario(api: RestApi, url: str) -> None:
         await unfiled_rig.file_all(h)
         h.funder.publish_batch([_elsewhere(1, b"sec-1")])
-        await asyncio.sleep(0.2)
+        await settled(h.caught_up, 10.0)  # read by the router, its events by the gateway
         await unfiled_rig.file_all(h)
         answers["get"] = await _as(url, "BOB", "GET", symbol="BTC-USD", origClientOrderId="sec-1")
         answers["cancel"] = await _as(

@@ -138,6 +138,15 @@ class Harness:
         self.router.settle()
         return done
 
+    def caught_up(self) -> bool:
+        """Whether the router has read every ring it reads and the gateway every ring of its
+        events: the router and matcher step together in ``_pipeline``, so what the router
+        read the matcher has acted on, and its events wait for the gateway alone."""
+        gw = self.gateway
+        return all(c.sequence >= c.ring.cursor() for _g, c in self.router.inputs) and (
+            gw is None or all(c.sequence >= c.ring.cursor() for c in gw.inputs)
+        )
+
     async def start(self) -> int:
         self.gateway = GatewayServer(self.cfg, "gw1")
         await self.gateway.start()

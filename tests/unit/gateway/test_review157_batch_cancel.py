@@ -515,12 +515,9 @@ def test_the_single_cancel_answers_as_before_its_move(harness: Harness) -> None:
 def test_the_documented_parameters_are_what_the_server_takes(harness: Harness) -> None:
     async def scenario(api: RestApi, url: str) -> None:
         harness.funder.publish_batch([bid_elsewhere(1, 30)])  # before ALICE's interest
-        gw = harness.gateway
-        assert gw is not None
         await settled(  # taken, and its events read by the gateway (a loaded host: later)
             lambda: (
-                harness.router.sequencer.accounts.open_orders(ALICE) == 1
-                and all(c.sequence >= c.ring.cursor() for c in gw.inputs)
+                harness.router.sequencer.accounts.open_orders(ALICE) == 1 and harness.caught_up()
             ),
             10.0,
         )

@@ -12,7 +12,6 @@ bitcoin; both may log on over FIX and REST to the same gateway.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from procs.common.records import AdminCommand, Transfer
 from procs.common.types import AdminAction
 from procs.gateway.rest import RestApi
-from tests.unit.gateway.harness import BTC, FUNDER, Harness, utc
+from tests.unit.gateway.harness import BTC, FUNDER, Harness, settled, utc
 from tests.unit.gateway.rest_rig import (
     ALICE,
     LIMIT,
@@ -180,7 +179,9 @@ def test_fix_rejects_carry_the_ord_rej_reason_fix_defines_for_them(harness: Harn
         await fix.send("D", *fix_order("off-tick", "1", "0.01", "100.03"))
         off_tick = await fix.expect("8")
         harness.funder.publish_batch([AdminCommand(0, 0, AdminAction.HALT, 1, time.time_ns())])
-        await asyncio.sleep(0.3)
+        await settled(  # the matcher halted, its events read here (a loaded host: later)
+            lambda: harness.matcher.matcher.books[1].halted and harness.caught_up(), 10.0
+        )
         await fix.send("D", *fix_order("halted", "1", "0.01", "100.00"))
         halted = await fix.expect("8")
         assert (halted.get(150), halted.get(58)) == (b"8", b"SYMBOL_HALTED (3001)"), halted

@@ -17,7 +17,6 @@ ALICE (601) holds dollars, BOB (602) bitcoin.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from procs.gateway.instruments import format_units
 from procs.gateway.rest import RestApi
 from tests.unit.gateway import rest_rig, unfiled_rig
-from tests.unit.gateway.harness import BTC, FUNDER, USD, Harness, utc
+from tests.unit.gateway.harness import BTC, FUNDER, USD, Harness, settled, utc
 from tests.unit.gateway.harness import config as harness_config
 from tests.unit.gateway.rest_rig import ALICE, LIMIT, fix_user, run, stream_messages
 
@@ -78,10 +77,12 @@ def _elsewhere(
 
 
 async def _publish(*commands: Record, h: Harness) -> None:
-    """Commands through gateway 0; returns once the REST gateway has had time to read their
-    events (the harness steps the pipeline every half millisecond)."""
+    """Commands through gateway 0; returns once the router has read them and the REST
+    gateway has read their events (10 s at most: a loaded host is slow). The harness steps
+    the router and matcher together in this loop, so once the router has read every ring it
+    reads, the matcher has acted too and its events wait only for the gateway."""
     h.funder.publish_batch(list(commands))
-    await asyncio.sleep(0.3)
+    await settled(h.caught_up, 10.0)
 
 
 async def _snapshot(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
