@@ -70,6 +70,10 @@ def remove_dead_runs_instances() -> list[str]:
 def pytest_sessionstart(session: pytest.Session) -> None:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _stop_as_interrupted)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # ``make test &``: a shell ignores
+        # Ctrl-C for a background job, and every process the tests start inherited it: a
+        # ``ringex run`` given SIGINT ran on and review 199's Ctrl-C test hung to its timeout
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     remove_dead_runs_instances()
 
 
