@@ -23,18 +23,13 @@ gateway restart: each entry CANCELED with what filled, or -2011 "too late"; one 
 when the gateway dies is done once. Documented (ids unique among open orders only, "as at
 Binance"), pinned, not counted: the filled orders of a batch resent after a crash fill again.
 
-Faults (each a strict xfail asserting what should happen when written; each cause in its
-docstring; all fixed since, the same session):
-
-1. ``test_all_orders_lists_a_batch_after_a_gateway_restart_while_the_writer_lags``: after a
-   gateway restart ``allOrders`` omitted finished orders the writer had not filed. Fixed: the
-   order log keeps their journal seq, and restored, they are indexed as unfiled again.
-2. ``test_stream_balances_follow_a_batch_through_a_router_restart``: after a router restart
-   the stream sent no balance for up to 10 s. Fixed: a streaming account still lacking an
-   event read a second before is asked for a snapshot (``RestInterest._renew_behind``).
+Faults (strict xfails when written, each cause in its docstring; all fixed since):
+1. ``test_all_orders_lists_a_batch_after_a_gateway_restart_while_the_writer_lags``: finished
+   orders the writer had not filed gone from ``allOrders`` (the order log keeps their seq).
+2. ``test_stream_balances_follow_a_batch_through_a_router_restart``: no balance on the stream
+   for up to 10 s after a router restart (``RestInterest._renew_behind`` asks for a snapshot).
 3. ``test_batch_cancel_in_flight_survives_a_full_crash_as_new_orders_do``: a batch cancel in
-   the router ring when the whole instance died was lost. Fixed: a REST cancel is logged on
-   its order as an amend is (``cancel_ref``); a mass cancel is not (README: a limit).
+   the router ring lost in a full crash (logged on its order, ``cancel_ref``; mass cancel not).
 """
 
 from __future__ import annotations

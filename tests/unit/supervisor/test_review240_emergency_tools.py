@@ -14,16 +14,15 @@ cross, some rest at several levels) and REST cancels while ``ringex admin`` runs
 runs it. The truth is the live matcher's snapshot (``ringex admin snapshot``), held against
 the feed's ``/api/depth``, REST ``openOrders``, FIX mass status and ``admin balances``.
 
-Faults: none reproduced.
-
-Sound: ``cancel-all --every-account --symbol`` under load (nothing acknowledged before it
-rests after its exit; what raced it rests alike in matcher, feed, REST and FIX; a quiet
-cancel-all then leaves nothing held, each asset's total the deposits); ``halt`` under load
-(once exchangeInfo says HALT every order is refused naming SYMBOL_HALTED, FIX 103=2, REST
--2010; cancels taken; a pending stop stays pending through the resume, then triggers at the
-next trade at its price; no refused order trades); ``remove-user --cancel-orders`` of a user
-trading on FIX and REST at once (Logout and close, 401, none of its orders rests, nothing
-held); ``ringex replay --from-start`` after all of it (the live matcher's hash, balances).
+Faults: none reproduced. Sound: ``cancel-all --every-account --symbol`` under load (nothing
+acknowledged before it rests after its exit; what raced it rests alike in matcher, feed,
+REST and FIX; a quiet cancel-all then leaves nothing held, each asset's total the deposits);
+``halt`` under load (once exchangeInfo says HALT every order is refused naming
+SYMBOL_HALTED, FIX 103=2, REST -2010; cancels taken; a pending stop stays pending through
+the resume, then triggers at the next trade at its price; no refused order trades);
+``remove-user --cancel-orders`` of a user trading on FIX and REST at once (Logout and close,
+401, none of its orders rests, nothing held); ``ringex replay --from-start`` after all of it
+(the live matcher's hash, balances).
 
 Leads, not shown: ``halt`` exits "sent" once the command is in the admin ring (an order sent
 just after may still trade: README's "sent"). ``remove-user --cancel-orders`` cancels 1.5 s
@@ -341,7 +340,6 @@ async def live_book(venue: Venue, symbol: str) -> dict[int, Resting]:
     before = store.latest()
     code, _, err = await ringex(venue.profile, "admin", "snapshot")
     assert code == 0, err
-
     newer = lambda: (x := store.latest()) and (before is None or x[0] > before[0]) and x  # noqa: E731
     _, image = await until(newer, "the matcher's snapshot")
     book = Matcher.restore(symbol_specs(venue.cfg, "m1"), image).books[SYMBOL_ID[symbol]]
@@ -367,11 +365,9 @@ async def feed_shows(venue: Venue, book: dict[int, Resting]) -> bool:
     url = f"{venue.feed_url}/api/depth"
     async with aiohttp.ClientSession() as s, s.get(url, params={"symbol": "BTC-USD"}) as r:
         depth = await r.json()
-    out: dict[tuple[str, str], int] = {}
-    for side, key in (("BUY", "bids"), ("SELL", "asks")):
-        for price, qty in depth[key]:
-            out[(side, price)] = round(float(qty) * QTY_UNITS)
-    return out == levels(book)
+    sides = (("BUY", "bids"), ("SELL", "asks"))
+    shown = {(side, p): round(float(q) * QTY_UNITS) for side, k in sides for p, q in depth[k]}
+    return shown == levels(book)
 
 
 async def balances(venue: Venue, account: int) -> dict[str, tuple[int, int]]:
