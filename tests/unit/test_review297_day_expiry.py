@@ -153,13 +153,13 @@ def test_a_gtd_order_over_fix_is_refused_as_an_order(harness: Held) -> None:
         fix = await fix_user(h, "ALICE", "alice-pw")
         await fix.send("D", *fix_order("x432", "BTC-USD", "1", "0.10", "90.00", "0"),
                        (432, "20261231"))  # fmt: skip
-        got = await quiet(fix, 0.3)
+        got = await quiet(fix, 0.3, 1)
         assert [fields(m, 35, 11, 150, 39, 103) for m in got] == [
             (b"8", b"x432", b"8", b"8", b"11")
         ], got
         await fix.send("D", *fix_order("gtd", "BTC-USD", "1", "0.10", "90.00", "6"),
                        (432, "20261231"))  # fmt: skip
-        got = await quiet(fix, 0.3)
+        got = await quiet(fix, 0.3, 1)
         assert [fields(m, 35, 11, 150, 39, 103) for m in got] == [
             (b"8", b"gtd", b"8", b"8", b"11")
         ], [fields(m, 35, 373, 371, 58) for m in got]
@@ -196,7 +196,7 @@ def test_sound_the_end_expires_exactly_the_day_orders_on_fix_rest_and_the_stream
             assert fields(ack, 11, 150, 59) == (b"fx", b"0", b"0")
             await _read(ws, 0.3)
             admin(h, AdminAction.END_OF_SESSION, EVERY)
-            got = await quiet(fix, 0.4)
+            got = await quiet(fix, 0.4, 1)
             assert [fields(m, 11, 150, 39, 151) for m in got] == [(b"fx", b"C", b"C", b"0.00")], got
             streamed, _ = await _read(ws, 0.4)
             expired = sorted(r["orderId"] for r in _reports(streamed))
@@ -226,7 +226,7 @@ def test_sound_a_replace_sequenced_before_the_end_acts_and_expires_at_its_new_te
         fix = await fix_user(h, "ALICE", "alice-pw")
         await fix.send("D", *fix_order("a", "BTC-USD", "1", "0.10", "90.00", "0"))
         await fix.send("D", *fix_order("b", "BTC-USD", "1", "0.10", "90.00", "0"))
-        await quiet(fix, 0.3)
+        await quiet(fix, 0.3, 2)
         h.pause()
         at = cursor(h)
         await fix.send("G", (41, "a"), *fix_order("a2", "BTC-USD", "1", "0.50", "95.00", "0"))
@@ -234,7 +234,7 @@ def test_sound_a_replace_sequenced_before_the_end_acts_and_expires_at_its_new_te
         await in_ring(h, at, 2)
         admin(h, AdminAction.END_OF_SESSION, EVERY)  # read by the router after gateway 1's
         h.resume()
-        got = [fields(m, 11, 41, 150, 39, 151, 38) for m in await quiet(fix, 0.5)]
+        got = [fields(m, 11, 41, 150, 39, 151, 38) for m in await quiet(fix, 0.5, 3)]
         assert got == [
             (b"a2", b"a", b"5", b"0", b"0.50", b"0.50"),
             (b"b2", b"b", b"4", b"4", b"0.00", b"0.10"),
@@ -257,7 +257,7 @@ def test_sound_a_cancel_replace_or_amend_sequenced_after_the_end_is_too_late(
             await fix.send("D", *fix_order("a", "BTC-USD", "1", "0.10", "90.00", "0"))
             await fix.send("D", *fix_order("b", "BTC-USD", "1", "0.10", "90.00", "0"))
             rest = await alice.call("POST", ORDER, **limit("ETH-USD", "90.00", timeInForce="DAY"))
-            await quiet(fix, 0.3)
+            await quiet(fix, 0.3, 2)
             h.pause()
             admin(h, AdminAction.END_OF_SESSION, EVERY)
             while h.router.step(timeout_s=0):  # sequenced, not yet at the matchers
@@ -275,7 +275,7 @@ def test_sound_a_cancel_replace_or_amend_sequenced_after_the_end_is_too_late(
             )
             await in_ring(h, at, 4)
             h.resume()
-            got = [fields(m, 35, 11, 150, 39, 102) for m in await quiet(fix, 0.5)]
+            got = [fields(m, 35, 11, 150, 39, 102) for m in await quiet(fix, 0.5, 4)]
             assert got == [
                 (b"8", b"a", b"C", b"C", None),
                 (b"8", b"b", b"C", b"C", None),
@@ -302,7 +302,7 @@ def test_sound_a_gateway_killed_across_the_end_stores_the_expiry_for_the_session
         await fix.send("D", *fix_order("a", "BTC-USD", "1", "0.10", "90.00", "0"))
         await fix.send("D", *fix_order("g", "ETH-USD", "1", "0.10", "90.00", "1"))
         rest = await alice.call("POST", ORDER, **limit("ETH-USD", "90.00", timeInForce="DAY"))
-        await quiet(fix, 0.3)
+        await quiet(fix, 0.3, 2)
         await alice.close()
         await crash(h)
         await fix.aclose()
@@ -336,20 +336,20 @@ def test_sound_a_matcher_killed_with_the_end_unread_expires_once(harness: Held) 
         bob = await fix_user(h, "BOB", "bob-pw")
         await fix.send("D", *fix_order("d", "ETH-USD", "1", "0.10", "90.00", "0"))
         await fix.send("D", *fix_order("g", "ETH-USD", "1", "0.10", "89.00", "1"))
-        await quiet(fix, 0.3)
+        await quiet(fix, 0.3, 2)
         h.m2_held = True
         admin(h, AdminAction.END_OF_SESSION, EVERY)
         await asyncio.sleep(0.1)  # the router goes on: the end waits in m2's ring
         h.restart_m2()
         h.m2_held = False
-        got = [fields(m, 11, 150, 39) for m in await quiet(fix, 0.4)]
+        got = [fields(m, 11, 150, 39) for m in await quiet(fix, 0.4, 1)]
         assert got == [(b"d", b"C", b"C")], got
         h.restart_m2()
         assert await quiet(fix, 0.3) == []
         await bob.send("D", *fix_order("s", "ETH-USD", "2", "0.20", "89.00", "3"))
-        fills = [fields(m, 150, 31, 32) for m in await quiet(bob, 0.3)]
+        fills = [fields(m, 150, 31, 32) for m in await quiet(bob, 0.3, 3)]
         assert (b"F", b"89.00", b"0.10") in fills and len(fills) == 3, fills
-        assert [fields(m, 11, 150) for m in await quiet(fix, 0.3)] == [(b"g", b"F")]
+        assert [fields(m, 11, 150) for m in await quiet(fix, 0.3, 1)] == [(b"g", b"F")]
 
     run(h, scenario)
 
@@ -371,9 +371,9 @@ def test_sound_postgres_files_the_expiries_and_all_orders_agrees(dbh: Held) -> N
                                              "side": "SELL", "timeInForce": "IOC"})  # fmt: skip
             await fix.send("D", *no_tif("fx", "BTC-USD", "94.00"))
             await fix.send("D", *fix_order("fg", "BTC-USD", "1", "0.10", "95.00", "1"))
-            await quiet(fix, 0.3)
+            await quiet(fix, 0.3, 2)
             admin(h, AdminAction.END_OF_SESSION, EVERY)
-            await quiet(fix, 0.3)
+            await quiet(fix, 0.3, 1)  # fx expired
             await file_all(h)
             with psycopg.connect(h.cfg.database.dsn) as conn:
                 rows = conn.execute(

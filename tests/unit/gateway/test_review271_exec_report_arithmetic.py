@@ -45,7 +45,6 @@ order's old Price.
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -61,15 +60,10 @@ def row(m: Any, *tags: int) -> tuple[str | None, ...]:
 
 
 async def reports(c: Client, at_least: int = 1) -> list[Any]:
-    """The ExecutionReports ``c`` receives until it is quiet, the first ``at_least`` waited
-    for up to 10 s: on a loaded host an answer can take longer than ``quiet``'s 0.2 s (make
-    test once read a status request's as nothing)."""
-    got: list[Any] = []
-    deadline = time.monotonic() + 10
-    while True:
-        got += [m for m in await quiet(c) if m.get(35) == b"8"]
-        if len(got) >= at_least or time.monotonic() > deadline:
-            return got
+    """The ExecutionReports ``c`` receives until it is quiet, once it has ``at_least``
+    messages (``quiet`` waits up to 10 s for them: make test once read a status request's
+    answer as nothing on a loaded host)."""
+    return [m for m in await quiet(c, at_least=at_least) if m.get(35) == b"8"]
 
 
 def vwap(fills: list[Any]) -> Decimal:
