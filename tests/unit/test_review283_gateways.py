@@ -283,9 +283,9 @@ def test_sound_status_requests_at_gw1_follow_what_gw2_did(pair: two.Pair) -> Non
             told = [fields(m, 150, 39, 44) for m in await quiet(fix, at_least=2)]
             assert told == [(b"I", b"0", b"91.00")] * 2, told
             await at2.call("DELETE", ORDER, symbol="BTC-USD", orderId=f1)
-            assert [fields(m, 11, 150) for m in await quiet(fix, 0.2, 1)] == [(b"f1", b"4")]
+            assert [fields(m, 11, 150) for m in await quiet(fix, at_least=1)] == [(b"f1", b"4")]
             await fix.send("H", *status_request("f1", "1"))
-            assert [fields(m, 150, 39) for m in await quiet(fix, 0.2, 1)] == [(b"I", b"4")]
+            assert [fields(m, 150, 39) for m in await quiet(fix, at_least=1)] == [(b"I", b"4")]
         finally:
             await at2.close()
 

@@ -106,7 +106,7 @@ def admin(h: Harness, action: AdminAction) -> None:
 async def quiet(client: Client, wait: float = 0.2, at_least: int = 0) -> list[Any]:
     """What ``client`` receives until ``wait`` s pass without a message, heartbeats aside,
     once it has ``at_least`` (waited for up to 10 s: on a loaded host an answer can take
-    longer than ``wait``, and a test that asserts it read it as nothing)."""
+    longer than ``wait``, and a test asserting it would have read nothing)."""
     got: list[Any] = []
     deadline = time.monotonic() + 10.0
     while True:
