@@ -52,7 +52,7 @@ system-deps:
 # pytest-xdist runs it in a worker more than there are CPUs, at most four, a test file per
 # worker (its module fixtures start once): three on this 2-core machine, 8 min 20 s against
 # 12 min for two and twice that for one when measured (the suite has grown since: about
-# 20 to 22 minutes with three). PYTEST_WORKERS=0 runs it in one process. It ends with its 25
+# 20 to 29 minutes with three). PYTEST_WORKERS=0 runs it in one process. It ends with its 25
 # slowest tests (--durations), where the time goes.
 PYTEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; n = len(os.sched_getaffinity(0)); print(min(n + 1, 4) if n > 1 else 0)')
 pytest: $(STAMP) system-deps
