@@ -23,6 +23,9 @@ class Child:
     #: monotonic one at each scrape moved with the wall clock's steps (review 154)
     started_unix: float = 0.0
     ready: bool = False
+    #: monotonic time it last became ready: the stuck watch judges it only from
+    #: ``stuck_after_s`` after (its start and recovery are ``ready_timeout_s``'s to watch)
+    ready_at: float = 0.0
     held: bool = False  # started, importing or waiting for the word (``held.py``)
     seen: ConsumerInfo | None = None  # its line on the ring it reads, at the last look
     seen_watched: dict[str, ConsumerInfo] = field(default_factory=dict)  # its other lines

@@ -272,7 +272,7 @@ class Supervisor(StuckWatch):
                 raise SupervisorError(f"{spec.name} exited with {code} while starting: {said}; "
                                       f"see {run_dir(self.cfg) / f'{spec.name}.log'}")  # fmt: skip
             if self._not_ready(child) is None:
-                child.ready = True
+                child.ready, child.ready_at = True, time.monotonic()
                 return
             time.sleep(0.02)
         missing = self._not_ready(child) or "was not ready"  # (ready just now: late still)

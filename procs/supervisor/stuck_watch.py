@@ -8,6 +8,7 @@ A mixin of ``Supervisor`` (``main.py``), which owns the state it names.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from config.schema import RingexConfig
@@ -27,7 +28,11 @@ class StuckWatch:
     def _look_for_stuck(self) -> None:
         """Once a second: a process with records waiting for it whose position did not move
         since the last look and whose heartbeat is older than ``stuck_after_s`` is stuck
-        (``shm.health``). Logged; with ``restart_stuck`` killed, so ``watch`` restarts it."""
+        (``shm.health``). Logged; with ``restart_stuck`` killed, so ``watch`` restarts it.
+        A process is judged only once it has been ready ``stuck_after_s``: while it starts
+        or recovers (a gateway holds its line before it reads, a matcher replays its
+        journal) it neither reads nor beats, and killing it then only starts that again, a
+        loop up to ``restart_limit``; ``ready_timeout_s`` watches a start instead."""
         sup = self.cfg.supervisor
         for child in self.children:
             line = self._line(child)
@@ -38,6 +43,9 @@ class StuckWatch:
                 looks.append((ring_name, child.seen_watched.pop(ring_name, None), later))
                 if later is not None:
                     child.seen_watched[ring_name] = later
+            if not child.ready or time.monotonic() - child.ready_at < sup.stuck_after_s:
+                child.stuck = False
+                continue
             stuck = next(
                 (
                     (ring_name, now)

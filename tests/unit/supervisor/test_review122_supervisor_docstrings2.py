@@ -363,7 +363,7 @@ def test_a_process_whose_line_stands_still_with_records_waiting_is_stuck(
     sup = Supervisor(cfg, "p")
     child = sup.children[0]
     process = FakeProcess()
-    child.process = process  # type: ignore[assignment]
+    child.process, child.ready = process, True  # type: ignore[assignment]
     looks = iter([_line(4, 0.5), _line(4, 1.5), _line(4, 3.0), _line(4, 4.0), _line(6, 0.1),
                   _line(6, 1.0), _line(6, 5.0)])  # fmt: skip
     monkeypatch.setattr(sup, "_line", lambda c, *a: next(looks) if c is child else None)

@@ -78,8 +78,9 @@ def supervisor(instance: str, tmp_path: Path) -> Iterator[Supervisor]:
 
 
 def frozen_standin(child: Child) -> int:
-    """``child`` is a process that stopped dead (SIGSTOP): no progress, no heartbeat."""
-    child.process = subprocess.Popen(["sleep", "60"])
+    """``child`` is a process that stopped dead (SIGSTOP): no progress, no heartbeat; it was
+    ready long ago (the stuck watch leaves a start alone)."""
+    child.process, child.ready = subprocess.Popen(["sleep", "60"]), True
     os.kill(child.process.pid, signal.SIGSTOP)
     return child.process.pid
 

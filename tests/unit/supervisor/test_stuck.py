@@ -31,7 +31,7 @@ def stalled(instance: str, tmp_path: Path, restart: bool) -> tuple[Supervisor, C
     sup.children = [Child(fake("m1", "sleep", ready_ring="m1-in", ready_consumer="matcher"))]
     sup.create_rings()
     child = sup.children[0]
-    child.process = subprocess.Popen(["sleep", "30"])
+    child.process, child.ready = subprocess.Popen(["sleep", "30"]), True  # long since
     ring = sup._rings["m1-in"]
     line = ring.consumer_index("matcher")
     ring.words[h.consumer_word(line, h.C_PID)] = child.process.pid
@@ -58,6 +58,37 @@ def test_a_stuck_process_is_seen_and_restarted_only_when_asked(
         else:
             time.sleep(0.2)
             assert child.process.poll() is None
+    finally:
+        child.process.kill()
+        child.process.wait()
+        for ring in sup._rings.values():
+            ring.close()
+        sup._rings.clear()
+        remove_instance(instance)
+
+
+def test_a_process_starting_or_ready_less_than_stuck_after_s_is_not_judged(
+    instance: str, tmp_path: Path
+) -> None:
+    """A restarted process holds its line before it reads (a gateway's start, a matcher's
+    replay of its journal): records wait and its heartbeat is old, yet killing it only
+    starts it again, a loop up to ``restart_limit`` (review 299's tiny-ring run saw 2 of 150
+    cancels in 30 s with ``stuck_after_s = 0.5``). Not judged until ready, nor for
+    ``stuck_after_s`` after (its first beat is due then); judged and killed after that."""
+    sup, child = stalled(instance, tmp_path, restart=True)
+    assert child.process is not None
+    try:
+        child.ready = False  # starting, or recovering after a restart
+        for _ in range(3):
+            sup._look_for_stuck()
+        assert not child.stuck and child.process.poll() is None
+        child.ready, child.ready_at = True, time.monotonic()  # ready just now
+        sup._look_for_stuck()
+        assert not child.stuck and child.process.poll() is None
+        child.ready_at -= 1.0  # ready 1 s ago, past stuck_after_s = 0.5: its beat is due
+        sup._look_for_stuck()
+        assert child.stuck
+        assert child.process.wait(10) is not None
     finally:
         child.process.kill()
         child.process.wait()
