@@ -28,8 +28,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from config import load_profile
 from config.loader import ConfigError
 from config.schema import RingexConfig
@@ -55,13 +53,8 @@ from procs.common.topology import journal_archive_dir, journal_dir, rings
 from procs.common.units import units_differ
 from procs.core.archive_bound import archivable_before
 from procs.core.recovery import recover, write_snapshot
-from procs.dbwriter.main import run as dbwriter_run
-from procs.dbwriter.writer import StoppedWaitingError
-from procs.detached_start import start_detached
 from procs.shm_commands import shm_ls, shm_rm
 from procs.supervisor.draining import stop_bound_s
-from procs.supervisor.main import Supervisor
-from procs.supervisor.main import main as supervisor_main
 from shm import Ring
 from shm.errors import ShmError, ShmPermissionError
 from shm.inspect import SegmentInfo, list_segments
@@ -69,6 +62,13 @@ from shm.liveness import holder_alive, pid_alive, process_start
 
 
 def _replay(args: argparse.Namespace) -> int:
+    # here, not at the top: with the database writer (psycopg), tqdm and the supervisor
+    # imported at the top, ``ringex status`` took 0.52-0.62 s on the 2-core VM, 0.35-0.37 without
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from procs.dbwriter.main import run as dbwriter_run  # noqa: PLC0415
+    from procs.dbwriter.writer import StoppedWaitingError  # noqa: PLC0415
+
     cfg = load_profile(_profile(args))
     if refused := units_differ(cfg):  # its hashes, snapshot and rows would be in other units
         print(f"ringex replay: {refused}", file=sys.stderr)
@@ -161,6 +161,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"ringex run: cannot create {logs} (var_dir = {cfg.var_dir!r}): "
               f"{exc.strerror or exc}", file=sys.stderr)  # fmt: skip
         return 1
+    from procs.detached_start import start_detached  # noqa: PLC0415  (as _replay's)
+    from procs.supervisor.main import main as supervisor_main  # noqa: PLC0415
+
     if not args.detach:
         return supervisor_main(["--profile", profile])
     log_path = logs / "supervisor.log"
@@ -190,7 +193,7 @@ def _stop(args: argparse.Namespace) -> int:
         return 0
     timeout = args.timeout
     if timeout is None:
-        timeout = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
+        timeout = stop_bound_s(cfg.supervisor.drain_timeout_s, _stop_grace_s())
     deadline = time.monotonic() + timeout
     started = (status or {}).get("supervisor_started") or 0  # its pid may be reused meanwhile
     while holder_alive(pid, started) and time.monotonic() < deadline:
@@ -200,6 +203,14 @@ def _stop(args: argparse.Namespace) -> int:
         return 1
     print(f"instance {cfg.instance} stopped")
     return 0
+
+
+def _stop_grace_s() -> float:
+    """The supervisor's ``STOP_GRACE_S``, imported only by a stop that needs it (the
+    supervisor and its metrics server: a quarter second of every command's start)."""
+    from procs.supervisor.main import Supervisor  # noqa: PLC0415
+
+    return Supervisor.STOP_GRACE_S
 
 
 def _starts_under_way(cfg: RingexConfig, args: argparse.Namespace) -> list[int]:
@@ -215,7 +226,7 @@ def _starts_under_way(cfg: RingexConfig, args: argparse.Namespace) -> list[int]:
 
 
 def _stop_starts(cfg: RingexConfig, args: argparse.Namespace, starts: list[int]) -> int:
-    bound = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
+    bound = stop_bound_s(cfg.supervisor.drain_timeout_s, _stop_grace_s())
     again = functools.partial(_starts_under_way, cfg, args)  # (review 239)
     ran = [name for name in instances_run_by(cfg, starts) if name != cfg.instance]
     if left := stop_pending_runs(starts, bound if args.timeout is None else args.timeout, again):
@@ -261,10 +272,11 @@ def _wait_orphans(
     its process is the one that started then (its pid may be taken once it ended). One still
     there at a deadline past the grace a SIGTERM gives is hung or stopped (SIGSTOP), which no
     SIGTERM ends, and no supervisor is left to kill it: SIGKILLed (review 218)."""
+    grace = _stop_grace_s()
     if timeout is None:
-        timeout = stop_bound_s(cfg.supervisor.drain_timeout_s, Supervisor.STOP_GRACE_S)
+        timeout = stop_bound_s(cfg.supervisor.drain_timeout_s, grace)
     alive = _alive_until(orphans, time.monotonic() + timeout)
-    if alive and timeout >= Supervisor.STOP_GRACE_S:
+    if alive and timeout >= grace:
         for pid, started in orphans:
             if holder_alive(pid, started):  # (its pid not taken since: checked just before)
                 with contextlib.suppress(ProcessLookupError):
@@ -278,7 +290,7 @@ def _wait_orphans(
         print(f"instance {cfg.instance}: its supervisor (pid {supervisor}) "
               f"ended without stopping it, and pids {', '.join(map(str, alive))} are still "
               f"stopping after {timeout:g} s (each ends itself within "
-              f"{Supervisor.STOP_GRACE_S:g} s of its SIGTERM; a stop whose --timeout is that "
+              f"{grace:g} s of its SIGTERM; a stop whose --timeout is that "
               "or more kills what is left then)", file=sys.stderr)  # fmt: skip
         return 1
     print(f"instance {cfg.instance} stopped")
