@@ -57,7 +57,7 @@ from procs.admin.interrupts import Interrupted, ignore_interrupts, interrupting
 from procs.admin.users import NAMED_USERS, _gateways_read, no_user
 from procs.common.record_codec import RecordCodec
 from procs.common.records import Heartbeat, Record
-from procs.common.run_files import read_status
+from procs.common.run_files import read_status, run_dir
 from procs.common.topology import ADMIN_GATEWAY, ROUTER, gateway_commands, users_path
 from procs.common.users import UserStore
 from procs.dbwriter.migrate import MigrationError, migrate
@@ -74,6 +74,15 @@ def ignored(pid: int, signum: int) -> bool:
         if line.startswith("SigIgn:"):
             return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
     return False
+
+
+def run_state(pid: int) -> str:
+    """Process ``pid``'s state letter (``/proc``'s stat: R, S, T stopped, Z...), "gone"
+    once reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
 
 
 def children(pid: int) -> list[int]:
@@ -166,6 +175,11 @@ def test_nohup_run_detach_ignores_sighup_and_sigterm_gives_the_start_up(
         until(spawned_one, 30.0)
         (supervisor,) = spawned
         os.kill(supervisor, signal.SIGSTOP)
+        until(lambda: run_state(supervisor) in ("T", "t", "Z", "X", "gone"), 10.0)  # or ended
+        log = run_dir(cfg) / "supervisor.log"  # (one make test: gone by the SIGCONT below)
+        assert run_state(supervisor) in "Tt", f"supervisor {run_state(supervisor)}: " + "\n".join(
+            f.read_text(errors="replace")[-2000:] for f in (tmp_path / "err.txt", log)
+            if f.exists())  # fmt: skip
         until(lambda: caught(proc.pid, signal.SIGTERM), 10.0)
         assert ignored(proc.pid, signal.SIGHUP)
         proc.send_signal(signal.SIGHUP)

@@ -83,8 +83,10 @@ async def browser(profile_dir: Path, state_js: str) -> AsyncIterator[DevTools]:
     )
     try:
         active = profile_dir / "DevToolsActivePort"
-        deadline = time.monotonic() + 20
+        # 60 s: a make test on the 2-core VM once saw none within 20 s (three workers busy)
+        deadline = time.monotonic() + 60
         while not active.exists() or not active.read_text().strip():
+            assert proc.poll() is None, f"chromium exited with {proc.returncode} at its start"
             assert time.monotonic() < deadline, "chromium did not open its DevTools port"
             await asyncio.sleep(0.05)
         cdp_port = int(active.read_text().split()[0])
