@@ -42,6 +42,17 @@ def stalled(instance: str, tmp_path: Path, restart: bool) -> tuple[Supervisor, C
     return sup, child
 
 
+def cleaned(sup: Supervisor, child: Child, instance: str) -> None:
+    """``stalled``'s process ended, its rings closed and the instance's segments gone."""
+    assert child.process is not None
+    child.process.kill()
+    child.process.wait()
+    for ring in sup._rings.values():
+        ring.close()
+    sup._rings.clear()
+    remove_instance(instance)
+
+
 @pytest.mark.parametrize("restart", [False, True])
 def test_a_stuck_process_is_seen_and_restarted_only_when_asked(
     instance: str, tmp_path: Path, restart: bool
@@ -59,12 +70,7 @@ def test_a_stuck_process_is_seen_and_restarted_only_when_asked(
             time.sleep(0.2)
             assert child.process.poll() is None
     finally:
-        child.process.kill()
-        child.process.wait()
-        for ring in sup._rings.values():
-            ring.close()
-        sup._rings.clear()
-        remove_instance(instance)
+        cleaned(sup, child, instance)
 
 
 def test_a_process_starting_or_ready_less_than_stuck_after_s_is_not_judged(
@@ -90,9 +96,4 @@ def test_a_process_starting_or_ready_less_than_stuck_after_s_is_not_judged(
         assert child.stuck
         assert child.process.wait(10) is not None
     finally:
-        child.process.kill()
-        child.process.wait()
-        for ring in sup._rings.values():
-            ring.close()
-        sup._rings.clear()
-        remove_instance(instance)
+        cleaned(sup, child, instance)
