@@ -76,25 +76,24 @@ def ignored(pid: int, signum: int) -> bool:
     return False
 
 
-def run_state(pid: int) -> str:
-    """Process ``pid``'s state letter (``/proc``'s stat: R, S, T stopped, Z...), "gone"
-    once reaped."""
+def stat_fields(pid: int) -> list[str]:
+    """``/proc``'s stat of process ``pid`` after "pid (comm)": state, parent, ...; none
+    once it is reaped."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return "gone"
+        return []
+
+
+def run_state(pid: int) -> str:
+    """Process ``pid``'s state letter (R, S, T stopped, Z...), "gone" once reaped."""
+    return (stat_fields(pid) or ["gone"])[0]
 
 
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [p for p in pids if stat_fields(p)[1:2] == [str(pid)]]
 
 
 def nohup_ringex(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -177,7 +176,8 @@ def test_nohup_run_detach_ignores_sighup_and_sigterm_gives_the_start_up(
         os.kill(supervisor, signal.SIGSTOP)
         until(lambda: run_state(supervisor) in ("T", "t", "Z", "X", "gone"), 10.0)  # or ended
         log = run_dir(cfg) / "supervisor.log"  # (one make test: gone by the SIGCONT below)
-        assert run_state(supervisor) in "Tt", f"supervisor {run_state(supervisor)}: " + "\n".join(
+        held = run_state(supervisor)
+        assert held in ("T", "t"), f"supervisor {held}: " + "\n".join(
             f.read_text(errors="replace")[-2000:] for f in (tmp_path / "err.txt", log)
             if f.exists())  # fmt: skip
         until(lambda: caught(proc.pid, signal.SIGTERM), 10.0)
