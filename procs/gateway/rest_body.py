@@ -84,7 +84,7 @@ def _out_of_range(body: bytes) -> tuple[str, str] | None:
     number as sent (its first 40 characters and its length); None if none is."""
     try:
         raw = _decode_raw(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # (nested too deep: the generic 400)
         return None
     for name, value in raw.items():
         text = bytes(value)
@@ -113,7 +113,10 @@ def _form(text: str) -> list[tuple[str, str]]:
 def json_repeats(body: bytes, decoded: dict[str, Any]) -> list[tuple[str, str]]:
     """A pair for each key the JSON object ``body`` repeats (``decoded`` kept its last
     value): the repeat check of ``params`` then refuses it, as for a query or form."""
-    keys: list[str] = json.loads(body, object_pairs_hook=lambda pairs: [k for k, _ in pairs])
+    try:
+        keys: list[str] = json.loads(body, object_pairs_hook=lambda pairs: [k for k, _ in pairs])
+    except RecursionError:  # a value nested deeper than Python's json recurses
+        raise bad_request(codes.ILLEGAL_PARAM, "body is nested too deeply") from None
     if len(keys) == len(decoded):
         return []
     seen: set[str] = set()
