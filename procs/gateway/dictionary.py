@@ -94,7 +94,8 @@ class Fault:
 #: the values it supports (narrower than FIX 4.4's where it supports fewer). Not OrdType (40)
 #: and TimeInForce (59): an order whose type or time in force FIX 4.4 defines and ringex
 #: does not support is an order's refusal, OrdRejReason 11 (``order_fields.unsupported_value``;
-#: review 297: 59=6 was a session Reject, and the order was never answered)
+#: review 297: 59=6 was a session Reject, and the order was never answered); so is a mass
+#: cancel's MassCancelRequestType 2 to 6: an OrderMassCancelReport 532=0, not supported
 _READ: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
     1: ("Account", STRING, None),
     6: ("AvgPx", FLOAT, None),
@@ -160,7 +161,7 @@ _READ: Final[dict[int, tuple[str, Format, frozenset[bytes] | None]]] = {
     453: ("NoPartyIDs", SEQNUM, None),
     479: ("CommCurrency", STRING, None),
     526: ("SecondaryClOrdID", STRING, None),
-    530: ("MassCancelRequestType", CHAR, frozenset((b"1", b"7"))),
+    530: ("MassCancelRequestType", CHAR, frozenset(b"%d" % n for n in range(1, 8))),
     531: ("MassCancelResponse", CHAR, None),
     532: ("MassCancelRejectReason", INT, None),
     533: ("TotalAffectedOrders", INT, None),

@@ -207,6 +207,17 @@ def foreign(f: dict[int, bytes], symbol: SymbolConfig, account: int) -> Fault | 
 _MASS_CANCEL_READ: Final = frozenset((11, 526, 530, 55, 60, 58, 1))  # 526: the client's id
 
 
+def mass_refusal(msg: FixMessage, account: int) -> tuple[int, str] | None:
+    """Why a mass cancel is refused before it goes out, as MassCancelRejectReason (532) and a
+    Text: a MassCancelRequestType FIX 4.4 defines and ringex does not act on (2 to 6: 0, not
+    supported), or ``mass_narrowed``'s fault (99); None if neither."""
+    kind = msg.fields[530]
+    if kind not in (b"1", b"7"):  # by Symbol, or every order of the session's account
+        return 0, f"MassCancelRequestType {msg.text(530)} is not supported: 1 (a Symbol) or 7"
+    narrowed = mass_narrowed(msg, account)
+    return None if narrowed is None else (99, narrowed)
+
+
 def mass_narrowed(msg: FixMessage, account: int) -> str | None:
     """Why a mass cancel is refused for a field that narrows it past what ringex acts on
     (the exchange cancels both sides of a symbol, or all), or names another account."""

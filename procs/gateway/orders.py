@@ -72,7 +72,7 @@ from procs.gateway.order_fields import (
     amounts,
     cannot_post,
     differs,
-    mass_narrowed,
+    mass_refusal,
     mass_refused,
     order_fault,
     refusal_text,
@@ -398,8 +398,8 @@ class OrderEntry(OrderReplies, OrderMemory, DisconnectCancels, ClOrdIdHolders):
             session.send(b"r", mass_refused(f, 99, text, transact), now_ns)
             return
         symbol = 0
-        if (narrowed := mass_narrowed(msg, session.account)) is not None:  # not done widely
-            session.send(b"r", mass_refused(f, 99, narrowed, transact), now_ns)
+        if (refusal := mass_refusal(msg, session.account)) is not None:  # 532 and a Text
+            session.send(b"r", mass_refused(f, *refusal, transact), now_ns)
             return
         if kind == b"1":
             sym = self.instruments.by_name.get(f.get(55, b""))

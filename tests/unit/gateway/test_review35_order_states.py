@@ -257,6 +257,32 @@ def test_holds_a_mass_cancel_ends_a_partly_filled_order_keeping_its_cum_qty(
     run(harness, scenario)
 
 
+def test_a_mass_cancel_of_a_kind_fix_defines_and_ringex_does_not_is_answered_not_supported(
+    harness: Harness,
+) -> None:
+    """FIX 4.4: an OrderMassCancelRequest the venue does not support is answered by an
+    OrderMassCancelReport, 531=0 with MassCancelRejectReason 0 (not supported), as an
+    OrdType or TimeInForce it does not support is an order's refusal (review 297). Until
+    2026-12-03 MassCancelRequestType 2 to 6 was a session Reject (373=5), and the request
+    was never answered; ALICE's order stays, and a 530=7 then cancels it."""
+
+    async def scenario(h: Harness, port: int) -> None:
+        alice = await logged_on(port)
+        await alice.send("D", *order("X", "1", "1.00", "90.00"))
+        assert tags(await alice.expect("8"), 150) == (b"0",)
+        for kind, extra in (("2", (311, "BTC")), ("3", (460, "4")), ("6", (336, "1"))):
+            await alice.send("q", (11, "m" + kind), (530, kind), extra, (60, utc()))
+            report = await alice.expect("r")
+            said = (f"m{kind}".encode(), kind.encode(), b"0", b"0")
+            assert tags(report, 11, 530, 531, 532) == said, report
+            assert f"MassCancelRequestType {kind} is not supported" in report.get(58).decode()
+        await alice.send("q", (11, "m7"), (530, "7"), (60, utc()))
+        assert tags(await alice.expect("r"), 531) == (b"7",)
+        assert tags(await alice.expect("8"), 150, 11) == (b"4", b"X")
+
+    run(harness, scenario)
+
+
 def test_holds_a_replace_lowering_qty_under_a_racing_partial_fill(harness: Harness) -> None:
     """Holds (matrix D "cancel/replace request sent whilst execution is being reported"):
     X for 1.00; ALICE lowers it to 0.70 (Y,X) while a fill of 0.40 is on its way. The
