@@ -340,10 +340,13 @@ class History:
         self, account: int, symbol: int, client_id: str
     ) -> tuple[Any, ...] | None:
         """``account``'s newest order on ``symbol`` filed under ``client_id`` (an id is unique
-        among an account's open orders only: a grid's ``g-1`` on two symbols, review 87)."""
+        among an account's open orders only: a grid's ``g-1`` on two symbols, review 87),
+        not one the matcher refused: no view lists those, and a refused post-only under an
+        id hid the order it had named before (``orders``' rule)."""
         rows = await self._rows(
             f"SELECT {_ORDER_COLUMNS} FROM orders WHERE account_id = %s AND "
-            "client_order_id = %s AND symbol_id = %s ORDER BY id DESC LIMIT 1",
+            f"client_order_id = %s AND symbol_id = %s AND status <> {REJECTED} "
+            "ORDER BY id DESC LIMIT 1",
             (account, client_id, symbol),
         )
         return rows[0] if rows else None

@@ -136,6 +136,48 @@ def test_a_clordid_too_long_to_keep_is_filed_without_one(with_history: Harness) 
     assert "" in answers["listed"].values()  # the FIX order, listed without one
 
 
+def test_an_id_a_refused_order_reused_still_names_the_order_it_named(
+    with_history: Harness,
+) -> None:
+    """ALICE's ``p-1`` fills; a post-only ``p-1`` that would take is refused (-2010) and
+    filed as REJECTED. Once the gateway forgot both, ``origClientOrderId=p-1`` is the
+    filled order, as before the refusal: the database's newest row under the id was the
+    refused one, which no list shows (a review found it so on 2026-12-03)."""
+    h = with_history
+    answers: dict[str, Any] = {}
+
+    async def scenario(api: RestApi, url: str) -> None:
+        api.core.keep_done = 1
+        alice = await client(url, "ALICE", "alice-pw")
+        bob = await client(url, "BOB", "bob-pw")
+        try:
+            await bob.call("POST", ORDER, **SELL, price="300.00", quantity="0.30")
+            answers["filled"] = await alice.call(
+                "POST", ORDER, **LIMIT, price="300.00", quantity="0.10", newClientOrderId="p-1"
+            )
+            maker = {**LIMIT, "type": "LIMIT_MAKER", "price": "300.00", "quantity": "0.10"}
+            answers["refused"] = await alice.request("POST", ORDER, **maker, newClientOrderId="p-1")
+            for _ in range(2):  # two orders more end: the gateway forgets the first two
+                await alice.call("POST", ORDER, **LIMIT, price="300.00", quantity="0.10")
+        finally:
+            await alice.close()
+            await bob.close()
+        await push_out(url)
+        await unfiled_rig.file_all(h)
+        answers["get"] = await _query(url, origClientOrderId="p-1")
+        assert api.history is not None
+        answers["row"] = await api.history.order_by_client_id(ALICE, 1, "p-1")
+
+    run(h, scenario)
+    filled = answers["filled"]
+    assert filled["status"] == "FILLED", filled
+    status, refused = answers["refused"]
+    assert (status, refused["code"]) == (400, -2010), refused
+    status, found = answers["get"]
+    assert (status, found["orderId"], found["status"]) == (200, filled["orderId"], "FILLED"), found
+    assert answers["row"][0] == filled["orderId"], answers["row"]  # the row it reads once forgotten
+
+
 def test_both_ids_of_a_forgotten_order_are_checked_against_its_row(
     with_history: Harness,
 ) -> None:
