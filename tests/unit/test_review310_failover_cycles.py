@@ -79,6 +79,7 @@ from procs.common.topology import create_rings, journal_dir
 from procs.core.recovery import recover
 from procs.replica import rebuild as rebuild_module
 from procs.router.main import RouterShell
+from procs.supervisor import promotion_checks
 from procs.supervisor.promotion import (
     begin_epoch,
     promoted_path,
@@ -124,7 +125,7 @@ def _demote(new_path: Path, old_path: Path) -> int:
 def _more(cfg_path: Path, n: int) -> None:
     """``n`` more commands sequenced by the instance of ``cfg_path``."""
     cfg = load_profile(str(cfg_path))
-    last = failover.journal_last(cfg)
+    last = promotion_checks.journal_last(cfg)
     write(cfg, commands(1, n) if last == 0 else _own(range(last + 1, last + 1 + n)))
 
 
@@ -226,7 +227,7 @@ def test_sound_a_demote_retried_after_a_crash_between_steps_lifts_the_fence(
     assert _demote(new_path, a) == 0
     epochs = Epochs.load(journal_dir(old))
     assert epochs.fence is None and epochs.history == ((1, 1), (2, 7))
-    assert failover.journal_last(old) == 6
+    assert promotion_checks.journal_last(old) == 6
     kept = list((Path(old.var_dir) / old.instance / "demoted").glob("*/journal/*.journal"))
     assert len(kept) == 1 and kept[0].name == f"{7:020d}.journal"
 

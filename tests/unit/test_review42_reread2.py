@@ -42,6 +42,7 @@ from procs.replica.rebuild import agreed_seq
 from procs.replica.source import ReplicationSource
 from procs.replica.standby import Standby
 from procs.replica.wire import MAX_DIGESTS, AskDigests, Digests, History, receive, send
+from procs.supervisor import promotion_checks
 from tests.unit.dbwriter.journal_gen import make_cfg
 from tests.unit.dbwriter.test_review42_db_ahead import COMMON, _history
 from tests.unit.dbwriter.test_review42_db_ahead import _reader as db_reader
@@ -387,7 +388,7 @@ def test_demote_of_an_old_primary_that_is_simply_behind_cuts_nothing(
     address = f"127.0.0.1:{new.replication.listen_port}"
     assert asyncio.run(_serve(new, lambda: failover.demote(str(old_path), "", address))) == 0
     out = capsys.readouterr()
-    assert failover.journal_last(old) == 3 and "were cut" not in out.out, out
+    assert promotion_checks.journal_last(old) == 3 and "were cut" not in out.out, out
     assert "WARNING" not in out.out, out.out
 
 

@@ -56,7 +56,7 @@ from procs.replica.wire import (
     send,
 )
 from procs.router.main import _open_journal
-from procs.supervisor import promotion
+from procs.supervisor import promotion, promotion_checks
 from shm.liveness import process_start
 from tests.e2e.test_standby import profile
 from tests.readme_text import claim
@@ -371,7 +371,7 @@ def test_demote_rebuilds_the_old_primary_as_a_standby(
     assert failover.demote(str(old_path), "", "127.0.0.1:9") == 0
     out = capsys.readouterr().out
     assert len(asked) == 1 and isinstance(asked[0], ssl.SSLContext)
-    assert failover.journal_last(old) == 6
+    assert promotion_checks.journal_last(old) == 6
     (aside,) = (Path(old.var_dir) / old.instance / "demoted").iterdir()
     kept = JournalReader(
         aside / "journal", slot_size=CODEC.slot_size, schema_id=CODEC.journal_schema_id

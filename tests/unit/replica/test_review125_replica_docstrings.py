@@ -79,7 +79,10 @@ from tests.unit.replica.test_standby import COMMANDS, frame
 from tests.unit.replica.test_tail import images, open_journal
 
 CODEC = RecordCodec()
-FILES = {"failover": "scripts/failover.py"}
+FILES = {
+    "failover": "scripts/failover.py",
+    "promotion_checks": "procs/supervisor/promotion_checks.py",
+}
 
 
 @functools.cache

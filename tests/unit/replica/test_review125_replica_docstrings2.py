@@ -62,6 +62,7 @@ from procs.replica.wire import (
     StateFile,
     send,
 )
+from procs.supervisor import promotion_checks
 from tests.scripts_loader import load_script
 from tests.unit.gateway.test_tls import CERT, KEY
 from tests.unit.replica.test_epochs import write
@@ -435,7 +436,7 @@ def test_rebuild_refuses_an_older_primary_counting_what_it_was_told_and_its_fenc
         epochs.save(journal_dir(cfg))
         with pytest.raises(EpochsError, match="older than this journal's 3"):
             rebuild(cfg, Epochs(((1, 1), (2, 2))))
-    assert failover.journal_last(cfg) == 3
+    assert promotion_checks.journal_last(cfg) == 3
 
 
 def test_agreed_seq_finds_where_the_histories_part(
@@ -520,7 +521,7 @@ def test_diverged_compares_the_first_the_standbys_last_and_the_last_both_hold(
     """ "A seq where both journals, readable from this host, hold different entries, else 0.
     Compared: their first, the standby's last, and the last both hold." ``failover.diverged``,
     ``entry_at`` ("else None")."""
-    said("failover")
+    said("promotion_checks")
     primary = _standby_cfg(tmp_path / "p")
     write(primary, commands(1, 6))
     standbys = [_standby_cfg(tmp_path / name) for name in ("a", "b", "c")]
@@ -528,14 +529,17 @@ def test_diverged_compares_the_first_the_standbys_last_and_the_last_both_hold(
     write(standbys[1], _own(range(1, 2)) + commands(2, 2))  # its first differs
     write(standbys[2], commands(1, 2) + _own(range(3, 4)) + commands(4, 2))  # the middle only
     assert [failover.diverged(primary, s) for s in standbys] == [4, 1, 0]
-    assert failover.entry_at(primary, 0) is None and failover.entry_at(primary, 7) is None
+    assert (
+        promotion_checks.entry_at(primary, 0) is None
+        and promotion_checks.entry_at(primary, 7) is None
+    )
 
 
 def test_unsafe_in_sync_mode_only(tmp_path: Path) -> None:
     """ "in sync mode, the primary's block shows seqs acknowledged that the standby lacks: it
     acknowledged more than it holds, or the router went on without it (degraded) past its
     end. Async mode loses its lag by design." ``failover.unsafe``."""
-    said("failover")
+    said("promotion_checks")
     rep = ReplicationConfig(listen_port=1, mode="sync")
     primary = RingexConfig(instance="rp", var_dir=str(tmp_path), replication=rep)
     standby = _standby_cfg(tmp_path)

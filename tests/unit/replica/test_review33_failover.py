@@ -21,6 +21,7 @@ from procs.common.rules_version import RULES_VERSION
 from procs.common.topology import journal_dir
 from procs.replica.source import ReplicationSource
 from procs.replica.wire import GENESIS, Hello, History, Message, Refused, receive, send
+from procs.supervisor import promotion_checks
 from tests.e2e.test_standby import profile
 from tests.scripts_loader import load_script
 from tests.unit.replica.test_review_replica_bugs import append, pair
@@ -272,5 +273,5 @@ def test_demote_refuses_a_promoted_instance_of_other_records_before_it_cuts_anyt
             source.close()
 
     assert asyncio.run(scenario()) == 1
-    assert failover.journal_last(old) == 5
+    assert promotion_checks.journal_last(old) == 5
     assert Epochs.load(journal_dir(old)).fence is not None

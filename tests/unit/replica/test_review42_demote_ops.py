@@ -48,6 +48,7 @@ from procs.replica import rebuild as rebuild_module
 from procs.replica.rebuild import agreed_seq, rebuild
 from procs.replica.standby import Standby, StandbyRefusedError
 from procs.replica.wire import Digests, EpochHistory
+from procs.supervisor import promotion_checks
 from procs.supervisor.promotion import begin_epoch, promoted_path
 from shm.liveness import process_start
 from tests.e2e.test_standby import profile
@@ -248,7 +249,7 @@ def _demoted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Pat
     write(a, commands(1, 8))
     Epochs().fenced(2, b.instance).save(journal_dir(a))
     write_status(a, {"role": "primary", "state": "running", "supervisor_pid": dead_pid()})
-    assert _demote(b, a_path) == 0 and failover.journal_last(a) == 6
+    assert _demote(b, a_path) == 0 and promotion_checks.journal_last(a) == 6
     started = _no_supervisor(monkeypatch)  # patches ``subprocess.Popen``: ours too
     monkeypatch.setattr(failover, "await_promoted", lambda *args, **kwargs: 0)
     return b_path, a_path.with_suffix(".standby.toml"), started
@@ -344,7 +345,7 @@ def test_demote_naming_the_old_instance_as_the_new_lifts_no_fence(
     assert asyncio.run(_serve(a, lambda: failover.demote(str(a_path), str(a_path), ""))) == 1
     assert "older than this journal's 2" in capsys.readouterr().err
     epochs = Epochs.load(journal_dir(a))
-    assert epochs.fence is not None and failover.journal_last(a) == 8
+    assert epochs.fence is not None and promotion_checks.journal_last(a) == 8
 
 
 # -- (6)/(7) what the cut sets aside, and the standby after it --------------------------------

@@ -30,6 +30,8 @@ from procs.common.units import pin_units, units_path, units_refused
 from procs.replica.files import SHIPPABLE, FileReceiver, FileShipper, shipped_files
 from shm.inspect import list_segments
 from tests.scripts_loader import ROOT, load_script
+from tests.unit.replica.test_epochs import write
+from tests.unit.replica.test_source import commands
 from tests.unit.supervisor.test_supervisor import wait_for
 
 failover = load_script("failover", "review30")
@@ -207,6 +209,32 @@ def test_promote_refuses_a_standby_of_other_units_before_it_fences(
     assert failover.promote(str(primary_doc), str(standby_doc)) == 1
     err = capsys.readouterr().err
     assert "s cannot be promoted" in err and "BTC decimals: 7 in the config, 8" in err, err
+    assert fenced == []
+
+
+def test_promote_refuses_a_config_that_is_no_standby_before_it_fences(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fault (a review, 2026-12-03): ``promote --standby`` given a plain instance's config
+    (no ``replication.primary``, never run) fenced the running primary and promoted an
+    empty exchange (no users, no balances; the primary, fenced, refused to start). It is
+    refused first, nothing done, and so is a standby whose journal is empty beside the
+    primary's 3 seqs (``--force`` skips both, as the checks beside them)."""
+    primary_doc = write_profile(tmp_path / "p.toml", "p", tmp_path / "p")
+    plain_doc = write_profile(tmp_path / "s.toml", "s", tmp_path / "s")
+    follows = '[replication]\nprimary = "127.0.0.1:9"\nprestart = false\n'
+    fresh_doc = write_profile(tmp_path / "f.toml", "f", tmp_path / "f", extra=follows)
+    write(load_profile(str(primary_doc)), commands(1, 3))
+    fenced: list[str] = []
+    monkeypatch.setattr(failover, "fence", lambda cfg, *a: fenced.append(cfg.instance))
+    monkeypatch.setattr(failover.subprocess, "Popen", None)  # (started, it would raise)
+    for doc, said in (
+        (plain_doc, "s cannot be promoted safely: its config names no primary"),
+        (fresh_doc, "f cannot be promoted safely: its journal holds no seq, and p's ends at seq 3"),
+    ):
+        assert failover.promote(str(primary_doc), str(doc)) == 1
+        err = capsys.readouterr().err
+        assert said in err and "--force promotes it anyway" in err, err
     assert fenced == []
 
 
