@@ -49,8 +49,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config import load_profile
-from config.fields import host_and_port
+from config.fields import address_refused, host_and_port
 from config.loader import ConfigError
+from config.refused_value import cut_values
 from config.schema import RingexConfig
 from procs.common import follow_only
 from procs.common.epochs import Epochs
@@ -388,6 +389,9 @@ def demote(old_path: str, new_path: str, new_address: str) -> int:
         host = "127.0.0.1" if rep.listen_host in ("", "0.0.0.0", "::") else rep.listen_host
         new_address = f"[{host}]:{rep.listen_port}" if ":" in host else f"{host}:{rep.listen_port}"
     host, port = host_and_port(new_address)
+    if refused := address_refused(host, port):  # (argparse's status for a bad option)
+        print(f"--new-address {cut_values(repr(new_address))}{refused}", file=sys.stderr)
+        return 2
     try:
         epochs, cluster_id = ask_primary(
             host, int(port), tls=replication_context(old.replication, server=False)

@@ -421,3 +421,19 @@ def test_an_external_database_holding_the_cut_rows_is_flagged_then_refused(
             writer.run(to_end=True)
     finally:
         writer.close()
+
+
+def test_a_new_address_that_is_no_address_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fault (a review, 2026-12-03): ``demote --new-address 127.0.0.1:99999`` ended in a
+    traceback (connect's OverflowError), and ``foo`` in "invalid literal for int()", naming
+    neither the option nor the form: each is refused, exit 2, naming both."""
+    old_path = _profile(tmp_path, "old")
+    for address, said in (
+        ("127.0.0.1:99999", ": port 99999 is not in 1..65535"),
+        ("[::1]:70000", ": port 70000 is not in 1..65535"),
+        ("foo", " is not host:port (an IPv6 host in brackets: [::1]:9900)"),
+    ):
+        assert failover.demote(str(old_path), "", address) == 2
+        assert capsys.readouterr().err == f"--new-address {address!r}{said}\n"
