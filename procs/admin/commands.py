@@ -17,6 +17,7 @@ import json
 import sys
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Final
 
 from config.refused_value import cut_values
 from config.schema import RingexConfig
@@ -46,17 +47,26 @@ from procs.common.topology import snapshot_dir
 from shm.errors import ShmError, ShmPermissionError
 
 
-def admin_client(cfg: RingexConfig) -> AdminClient | None:
-    """The admin rings of the running instance, or None with a message when it is not, or
-    when it is a standby: its rings exist, but no router reads them until it is promoted
-    (review 50: a halt sent there said "sent" and was lost)."""
+def standby_refusal(cfg: RingexConfig) -> str:
+    """The refusal of an admin command to ``cfg``'s instance while it runs as a standby, ""
+    when it does not: its rings exist, but no router reads them until it is promoted
+    (review 50: a halt sent there said "sent" and was lost), and its users and API key
+    files are its primary's, shipped (an edit there broke the shipping, and was lost or
+    kept into its promotion: a review, 2026-12-03)."""
     status = read_status(cfg)
     if status is not None and status.get("role") == "standby" and status.get("state") != "stopped":
-        print(
+        return (
             f"ringex admin: instance {cfg.instance} is a standby: it takes no admin command "
-            "until it is promoted; send it to the primary",
-            file=sys.stderr,
+            "until it is promoted; send it to the primary"
         )
+    return ""
+
+
+def admin_client(cfg: RingexConfig) -> AdminClient | None:
+    """The admin rings of the running instance, or None with a message when it is not, or
+    when it is a standby (``standby_refusal``)."""
+    if refused := standby_refusal(cfg):
+        print(refused, file=sys.stderr)
         return None
     try:
         return AdminClient(cfg)
@@ -111,8 +121,15 @@ def _admin_args_refused(cfg: RingexConfig, args: argparse.Namespace) -> tuple[st
     return "", 0
 
 
+#: The commands that change the users or API key file without the router
+_FILE_EDITS: Final = frozenset(("set-password", "set-user", "remove-user", "revoke-key"))
+
+
 def run_admin(args: argparse.Namespace, cfg: RingexConfig) -> int:
     """`ringex admin <command>` against ``cfg``'s instance; the exit status."""
+    if args.admin_command in _FILE_EDITS and (refused := standby_refusal(cfg)):
+        print(refused, file=sys.stderr)  # (add-user's is its admin client's)
+        return 1
     if args.admin_command in ("add-user", "set-password"):
         if args.password_stdin:  # not on argv, where `ps` shows it to every user
             try:

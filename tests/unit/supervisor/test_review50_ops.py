@@ -175,10 +175,17 @@ def test_admin_halt_sent_to_a_standby_is_refused_not_reported_sent(
         var_dir=str(tmp_path / "var"),
         sections=f'[replication]\nprimary = "127.0.0.1:{free_port()}"\nprestart = false\n',
     )
+    edits = [  # the users and API key files are the primary's, shipped (a review, 2026-12-03)
+        ["set-password", "--comp-id", "X", "--password", "pw"],
+        ["set-user", "--comp-id", "X", "--cancel-on-disconnect", "on"],
+        ["remove-user", "--comp-id", "X"],
+        ["revoke-key", "--api-key", "K"],
+    ]
     with detached(profile):
         halted = ringex("admin", "halt", "BTC-USD", "--config", str(profile))
-    assert halted.returncode == 1, halted.stdout
-    assert "standby" in halted.stderr
+        edited = [ringex("admin", *edit, "--config", str(profile)) for edit in edits]
+    for done in (halted, *edited):
+        assert done.returncode == 1 and "is a standby" in done.stderr, (done.args, done.stderr)
 
 
 # -- 2. `ringex stop` from another directory: "not running", exit 0, while it runs -----------
