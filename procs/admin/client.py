@@ -116,7 +116,7 @@ def symbol_id_of(cfg: RingexConfig, symbol: str) -> int:
         if spec.name == symbol:
             return spec.id
     known = ", ".join(s.name for s in cfg.symbols)
-    raise AdminError(f"symbol {symbol!r} is not configured (symbols: {known})")
+    raise AdminError(f"symbol {cut_values(repr(symbol))} is not configured (symbols: {known})")
 
 
 class AdminBusyError(AdminError):

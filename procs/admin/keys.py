@@ -16,6 +16,7 @@ import json
 import sys
 import time
 
+from config.refused_value import cut_values
 from config.schema import RingexConfig
 from procs.common.apikeys import ApiKeyStore
 from procs.common.change_log import ChangeMadeError
@@ -45,7 +46,7 @@ def list_keys(cfg: RingexConfig, args: argparse.Namespace) -> int:
         print(json.dumps(shown))
         return 0
     if not keys:
-        print("no API keys" + ("" if args.comp_id is None else f" of {args.comp_id}"))
+        print("no API keys" + ("" if args.comp_id is None else f" of {cut_values(args.comp_id)}"))
     for k in keys:
         try:
             made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(k.created_ms / 1000))

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from config.refused_value import cut_values
 from config.schema import RingexConfig
 from procs.admin.client import AdminClient, AdminError
 from procs.common.apikeys import ApiKeyStore
@@ -86,7 +87,8 @@ def no_user(command: str, store: UserStore, comp_id: str) -> int:
     known = ", ".join(users[:NAMED_USERS]) or "none"
     if len(users) > NAMED_USERS:
         known += f" and {len(users) - NAMED_USERS:,} more: `ringex admin users` lists them"
-    print(f"ringex admin {command}: no user {comp_id!r} (users: {known})", file=sys.stderr)
+    shown = cut_values(repr(comp_id))  # a runaway script's argument: not 10 KB a line
+    print(f"ringex admin {command}: no user {shown} (users: {known})", file=sys.stderr)
     return 1
 
 

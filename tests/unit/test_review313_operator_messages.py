@@ -299,3 +299,30 @@ def test_sound_set_user_options_name_the_value_and_the_range(
                                value], capsys)  # fmt: skip
     assert (code, out) == (2, "") and "Traceback" not in err, err
     assert said in err.splitlines()[-1], err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["set-password", "--comp-id", "LONG", "--password", "pw"],
+        ["set-user", "--comp-id", "LONG", "--cancel-on-disconnect", "on"],
+        ["remove-user", "--comp-id", "LONG"],
+        ["keys", "--comp-id", "LONG"],
+        ["halt", "LONG"],
+        ["cancel-all", "--every-account", "--symbol", "LONG"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_a_long_comp_id_or_symbol_is_cut_in_its_answer(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A comp id or symbol of 10,000 characters (a runaway script's variable) is named cut
+    to 80, as review 194 cut add-user's: it was echoed whole, a 10 kB line (``no_user``,
+    ``symbol_id_of``, ``keys``; a review, 2026-12-03)."""
+    path = tmp_path / "r313.toml"
+    path.write_text(_BASE.format(var=tmp_path / "var"))
+    long = "L" * 10_000
+    argv = ["admin", *(long if word == "LONG" else word for word in command)]
+    code, out, err = _cli([*argv, "--config", str(path)], capsys)
+    assert code != 0 or "no API keys of" in out, (code, out[:200], err[:200])
+    assert "L" * 80 + "..." in out + err and len(out + err) < 500, (out[:200], err[:200])
