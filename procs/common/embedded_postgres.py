@@ -42,6 +42,12 @@ _SOCKET_MAX: Final = 107  # sun_path holds 108 bytes with the NUL
 _FAST: Final = ("fsync = off", "full_page_writes = off")
 #: The line before the settings ``init`` appends to postgresql.conf.
 _MARK: Final = "\n# ringex embedded\n"
+#: What a cluster's path may not hold, and why: libpq splits ``host`` at commas, quoted or
+#: not, and pg_ctl puts its log file's path in double quotes in a shell command
+_REFUSED_CHARS: Final = (
+    (",", "a comma, which libpq reads as a list of hosts"),
+    ('"', "a double quote, which pg_ctl's shell command cannot carry"),
+)
 #: Written last by ``init``: the cluster is whole (initdb done, settings appended).
 MADE: Final = "ringex-made"
 
@@ -145,6 +151,16 @@ def _discard_orphan(target: Path) -> None:
     shutil.rmtree(target)
 
 
+def _conf_list(path: str) -> str:
+    """``path`` as the one element of a postgresql.conf list setting: double-quoted within
+    the list (``""`` for a ``"``), the whole a single-quoted string (``''`` for a ``'``, and
+    ``\\`` for a backslash, which the file's strings escape with). A plain ``'{path}'`` broke
+    the server's start under a var_dir holding a quote or a backslash (a review,
+    2026-12-03); a comma or a double quote the constructor refuses (``_REFUSED_CHARS``)."""
+    element = '"' + path.replace('"', '""') + '"'
+    return "'" + element.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 class EmbeddedPostgres:
     """One private cluster. ``start`` creates it when missing and is a no-op when it runs."""
 
@@ -163,6 +179,12 @@ class EmbeddedPostgres:
         self.bin_dir = found
         self.started_here = False
         socket = self.data / f".s.PGSQL.{PORT}"
+        for char, why in _REFUSED_CHARS:
+            if char in str(self.data):
+                raise EmbeddedError(
+                    f"the cluster's directory {self.data} holds {why}: use a var_dir without "
+                    "one, or set database.dsn"
+                )
         if len(str(socket)) > _SOCKET_MAX:
             raise EmbeddedError(
                 f"socket path {socket} is {len(str(socket))} bytes, the limit is {_SOCKET_MAX}: "
@@ -226,7 +248,7 @@ class EmbeddedPostgres:
             self._check(self._cmd("initdb", *args), f"initdb of {self.data}")
         settings = [
             "listen_addresses = ''",
-            f"unix_socket_directories = '{self.data}'",
+            f"unix_socket_directories = {_conf_list(str(self.data))}",
             f"port = {PORT}",
             "max_connections = 50",
             *(_FAST if self.fast else ()),

@@ -592,4 +592,5 @@ def test_a_run_against_postgresql_commits_the_checkpoint_and_each_lanes_with_the
         for table in ("accounts", "orders", "balances", "candles"):
             assert one(f"SELECT count(*) FROM {table}") > 0, table
     conf = (pg.data / "postgresql.conf").read_text()
-    assert "listen_addresses = ''" in conf and f"unix_socket_directories = '{pg.data}'" in conf
+    assert "listen_addresses = ''" in conf
+    assert f"unix_socket_directories = '\"{pg.data}\"'" in conf

@@ -96,7 +96,7 @@ def test_each_test_has_its_own_instance_and_each_worker_its_cluster(instance: st
     assert 'tempfile.mkdtemp(prefix="rgxpg-")' in source
     text = Path(embedded_postgres.__file__).read_text()
     assert "\"listen_addresses = ''\"" in text
-    assert "f\"unix_socket_directories = '{self.data}'\"" in text
+    assert 'f"unix_socket_directories = {_conf_list(str(self.data))}"' in text
 
 
 def test_a_hung_test_is_ended_after_180_s_with_every_threads_stack(

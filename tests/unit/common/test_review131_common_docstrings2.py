@@ -183,7 +183,7 @@ def test_init_appends_a_socket_only_setup_and_resumes_or_redoes_a_start_that_die
     cluster.init()
     text = conf.read_text()
     assert "listen_addresses = ''" in text
-    assert f"unix_socket_directories = '{cluster.data}'" in text
+    assert f"unix_socket_directories = '\"{cluster.data}\"'" in text
     assert "fsync = off" in text and "synchronous_commit" not in text
     assert "--no-sync" in runs.read_text() and (cluster.data / emb.MADE).exists()
     assert (tmp_path / "pg").stat().st_mode & 0o777 == 0o700
@@ -243,7 +243,7 @@ def test_the_real_cluster_listens_on_its_socket_only_and_a_second_start_is_a_no_
         }  # fmt: skip
         assert conn.execute("SELECT current_database()").fetchone() == ("ringex",)
     assert shown == {
-        "listen_addresses": "", "unix_socket_directories": str(pg.data), "fsync": "off",
+        "listen_addresses": "", "unix_socket_directories": f'"{pg.data}"', "fsync": "off",
         "synchronous_commit": "on",
     }  # fmt: skip
     assert (pg.data / f".s.PGSQL.{emb.PORT}").is_socket()

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from procs.common.embedded_postgres import EmbeddedPostgres, find_bin_dir
+from procs.common.embedded_postgres import EmbeddedError, EmbeddedPostgres, find_bin_dir
 from tests.unit.dbwriter.journal_gen import JournalBuilder, make_cfg
 
 
@@ -40,7 +40,10 @@ def open_dir() -> Iterator[Path]:
 # -- the embedded cluster -----------------------------------------------------------------------
 
 
-def test_the_embedded_cluster_runs_under_a_directory_with_a_space(open_dir: Path) -> None:
+@pytest.mark.parametrize("name", ["My Exchange", "o'brien \\ back"])
+def test_the_embedded_cluster_runs_under_a_directory_with_a_space(
+    open_dir: Path, name: str
+) -> None:
     """``var_dir`` is any directory (``config.schema``: no pattern), and the cluster lives in
     ``var/<instance>/pg``: a checkout under ``~/My Exchange`` is an ordinary place to run
     ``make run``. The server itself copes (``unix_socket_directories = '...'`` is quoted,
@@ -49,8 +52,10 @@ def test_the_embedded_cluster_runs_under_a_directory_with_a_space(open_dir: Path
     then a stray ``Exchange/var/...`` (``missing "=" after ...``). ``start`` raises
     ``ProgrammingError`` after starting the server, on every try, so the writer never runs,
     and the REST gateway's ``history_dsn`` hands out the same broken DSN. Expected: a
-    libpq-quoted value (``host='/.../My Exchange/...'``), and a DSN that connects."""
-    spaced = open_dir / "My Exchange"
+    libpq-quoted value (``host='/.../My Exchange/...'``), and a DSN that connects. A quote
+    or a backslash broke ``postgresql.conf``'s line, and the server's start (a review,
+    2026-12-03): the list element is quoted too."""
+    spaced = open_dir / name
     spaced.mkdir(mode=0o755)
     spaced.chmod(0o755)
     cluster = EmbeddedPostgres(spaced / "pg", fast=True)
@@ -60,6 +65,21 @@ def test_the_embedded_cluster_runs_under_a_directory_with_a_space(open_dir: Path
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         cluster.destroy()
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [("a,b", "a comma, which libpq reads as a list"), ('say "x"', "a double quote")],
+)
+def test_a_cluster_directory_with_a_comma_or_a_double_quote_is_refused(
+    open_dir: Path, name: str, said: str
+) -> None:
+    """libpq reads ``host=/a,b/...`` as two hosts, quoted or not (the server would start and
+    no connection reach it), and pg_ctl's shell command cannot carry a double quote in its
+    log file's path: refused before anything is made, naming the way out."""
+    with pytest.raises(EmbeddedError, match=f"holds {said}.*: use a var_dir without one"):
+        EmbeddedPostgres(open_dir / name / "pg", fast=True)
+    assert not (open_dir / name).exists()
 
 
 def test_a_cluster_whose_first_start_died_after_initdb_is_started_next_time(
