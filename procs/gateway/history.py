@@ -330,8 +330,12 @@ class History:
         return int(rows[0][0]) if rows else 0
 
     async def order(self, account: int, order_id: int) -> tuple[Any, ...] | None:
+        """``account``'s order ``order_id``, not one the matcher refused (``orders``' rule:
+        a refused order is answered, never found; its id answered -2013 live, then its row
+        once filed, until a review of 2026-12-03)."""
         rows = await self._rows(
-            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = %s AND account_id = %s",
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = %s AND account_id = %s "
+            f"AND status <> {REJECTED}",
             (order_id, account),
         )
         return rows[0] if rows else None

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from config.schema import DatabaseConfig
@@ -137,12 +138,13 @@ def test_a_clordid_too_long_to_keep_is_filed_without_one(with_history: Harness) 
 
 
 def test_an_id_a_refused_order_reused_still_names_the_order_it_named(
-    with_history: Harness,
+    with_history: Harness, dsn: str
 ) -> None:
     """ALICE's ``p-1`` fills; a post-only ``p-1`` that would take is refused (-2010) and
     filed as REJECTED. Once the gateway forgot both, ``origClientOrderId=p-1`` is the
     filled order, as before the refusal: the database's newest row under the id was the
-    refused one, which no list shows (a review found it so on 2026-12-03)."""
+    refused one, which no list shows; and ``GET order`` by the refused order's id is -2013
+    as it was live, not its row (both found by reviews on 2026-12-03)."""
     h = with_history
     answers: dict[str, Any] = {}
 
@@ -165,6 +167,10 @@ def test_an_id_a_refused_order_reused_still_names_the_order_it_named(
         await push_out(url)
         await unfiled_rig.file_all(h)
         answers["get"] = await _query(url, origClientOrderId="p-1")
+        with psycopg.connect(dsn) as conn:
+            refused = conn.execute("SELECT id FROM orders WHERE status = 8").fetchone()
+        assert refused is not None
+        answers["by_id"] = await _query(url, orderId=str(refused[0]))
         assert api.history is not None
         answers["row"] = await api.history.order_by_client_id(ALICE, 1, "p-1")
 
@@ -176,6 +182,8 @@ def test_an_id_a_refused_order_reused_still_names_the_order_it_named(
     status, found = answers["get"]
     assert (status, found["orderId"], found["status"]) == (200, filled["orderId"], "FILLED"), found
     assert answers["row"][0] == filled["orderId"], answers["row"]  # the row it reads once forgotten
+    status, by_id = answers["by_id"]
+    assert (status, by_id["code"]) == (400, -2013), by_id
 
 
 def test_both_ids_of_a_forgotten_order_are_checked_against_its_row(
