@@ -39,6 +39,10 @@ from procs.gateway.rest_public import json_response
 if TYPE_CHECKING:
     from procs.gateway.rest import RestApi
 
+#: The refusals of an amend of a stop not triggered yet: the matcher's, or the router's of a
+#: buy stop-market's price, 0 (it has none), refused before the matcher could say why
+_STOP_REFUSALS = (ResultCode.INVALID_ORDER, ResultCode.INVALID_PRICE)
+
 
 class AmendRoute:
     def __init__(self, api: RestApi) -> None:
@@ -97,7 +101,8 @@ class AmendRoute:
             code = outcome.code
             api.refuse_if_ended(key.account, order.order_id, code, "amend")
             why = "unknown order" if code in codes.NOT_YOURS else f"{code.name} ({int(code)})"
-            if code == ResultCode.INVALID_ORDER and order.stop_price and not order.triggered:
+            # (a buy stop-market's own price is 0, which the router refuses before the matcher)
+            if code in _STOP_REFUSALS and order.stop_price and not order.triggered:
                 why += " (a stop not triggered yet is not on the book: cancel it, place a new one)"
             if code == ResultCode.NOTIONAL_TOO_LARGE and order.side:  # judged at its new price
                 kind = rp.TYPES.get(order.type_name, OrdType.LIMIT)
