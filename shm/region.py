@@ -54,9 +54,16 @@ class Region:
         self.words = memoryview(buf).cast("q")
 
     @classmethod
-    def create(cls, instance: str, name: str, size: int, *, replace: bool = False) -> Region:
+    def create(
+        cls, instance: str, name: str, size: int, *, replace: bool = False, head: bytes = b""
+    ) -> Region:
         """Create a zero-filled segment of ``size`` bytes; an existing one is an error unless
-        ``replace`` (then it is unlinked first: attached processes keep the old mapping)."""
+        ``replace`` (then it is unlinked first: attached processes keep the old mapping).
+        ``head`` is written at its start first, before its pages are allocated and mapped
+        (milliseconds for a ring of the dev profile's size, seconds for the largest): a
+        ring's creator names itself there, so that ``shm.inspect`` never takes a segment
+        being made for a dead instance's, to remove (a review, 2026-12-03: ``shm rm --stale``
+        removed one under its creator, which then ran on a ring no process could attach)."""
         if size <= 0 or size % 8:
             raise ValueError(f"size {size} must be a positive multiple of 8")
         posix_name = segment_name(instance, name)
@@ -70,6 +77,8 @@ class Region:
                 f"`ringex shm rm --instance {instance}`)"
             ) from exc
         try:
+            if head:
+                os.pwrite(mem.fd, head, 0)
             _reserve(mem, posix_name)
             return cls._map(mem, posix_name, name)
         except BaseException:

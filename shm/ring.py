@@ -188,9 +188,9 @@ class Ring(Generic[T]):
         geometry = h.Geometry(codec.slot_size, capacity, codec.schema_id, max_consumers)
         geometry.validate()
         _check_memory_model()  # before the segment exists: a refusal leaves none behind
-        region = Region.create(instance, name, geometry.total_size, replace=replace)
+        head = bytearray((h.CREATOR_START + 1) * h.WORD)  # written before anything is mapped
         h.STATIC.pack_into(
-            region.buf,
+            head,
             0,
             h.NO_MAGIC,  # the magic goes in last: no attach before it is whole
             h.LAYOUT_VERSION,
@@ -202,8 +202,11 @@ class Ring(Generic[T]):
             time.time_ns(),
             os.getpid(),
         )
-        ring = cls(region, codec, instance, magic=h.NO_MAGIC)
-        ring.words[h.CREATOR_START] = own_start()  # the creator's pid names it alone
+        head[h.CREATOR_START * h.WORD :] = own_start().to_bytes(h.WORD, "little", signed=True)
+        region = Region.create(
+            instance, name, geometry.total_size, replace=replace, head=bytes(head)
+        )
+        ring = cls(region, codec, instance, magic=h.NO_MAGIC)  # its creator's pid names it
         try:
             for declared in consumers:
                 spec = ConsumerSpec(declared) if isinstance(declared, str) else declared

@@ -239,13 +239,15 @@ def test_nothing_attaches_before_create_wrote_the_magic(
     said(h)
     refused: list[str] = []
 
-    def attach_midway() -> int:  # Ring.create calls it with the static line written
+    declare = Ring.declare_consumer
+
+    def attach_midway(ring: Ring[Any], name: str, **kwargs: Any) -> int:  # before the magic
         with pytest.raises(HeaderMismatchError) as early:
             Ring.attach(instance, "r", CODEC)
         refused.append(early.value.field)
-        return 0
+        return declare(ring, name, **kwargs)
 
-    monkeypatch.setattr(shm.ring, "own_start", attach_midway)
+    monkeypatch.setattr(Ring, "declare_consumer", attach_midway)
     make(instance)
     assert refused == ["magic"] and Ring.attach(instance, "r", CODEC).consumer_names() == {0: "a"}
 

@@ -14,6 +14,7 @@ from procs.common.record_codec import RecordCodec, RecordDecodeError
 from procs.common.records import NewOrder, Record
 from procs.common.types import OrdType, Side, StpMode, TimeInForce
 from shm import EncodeError, Ring, StructCodec
+from shm import region as region_module
 from shm.inspect import list_segments
 
 CODEC = RecordCodec()
@@ -177,5 +178,30 @@ def test_a_ring_being_created_is_not_listed_as_stale(
     try:
         assert [s.name for s in seen] == ["r"]
         assert not seen[0].stale, f"the ring being created was listed as stale: {seen[0]}"
+    finally:
+        ring.close()
+
+
+def test_a_ring_whose_pages_are_being_allocated_is_not_listed_as_stale(
+    instance: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window before the one above (a review, 2026-12-03): ``Region.create`` allocates
+    and maps the segment's pages (``_reserve``, ``MAP_POPULATE``: 5 ms for a ring of the dev
+    profile's size, 250 ms at 2^19 slots) before ``Ring.create`` wrote its header, so the
+    segment named no process and ``ringex shm rm --stale`` removed it under its creator.
+    The creator's pid and start are written first now: seen meanwhile, it is not stale."""
+    seen: list[Any] = []
+    reserve = region_module._reserve
+
+    def spy(mem: Any, posix_name: str) -> None:
+        seen.extend(list_segments(instance))
+        reserve(mem, posix_name)
+
+    monkeypatch.setattr(region_module, "_reserve", spy)
+    ring = Ring.create(instance, "r", StructCodec("2q"), capacity=4, consumers=["a"])
+    try:
+        assert [s.name for s in seen] == ["r"]
+        assert not seen[0].stale, f"the ring being allocated was listed as stale: {seen[0]}"
+        assert ring.words[0] != 0  # the magic: whole once created
     finally:
         ring.close()
