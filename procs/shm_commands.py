@@ -25,6 +25,8 @@ def shm_ls(args: argparse.Namespace) -> int:
     )
     for s in segments:
         state = "stale" if s.stale else f"live pids {','.join(map(str, s.live_pids))}"
+        if s.foreign:
+            state = "another user's: not readable, so never stale"
         kind = "" if s.is_ring else "  (not a ring)"
         print(
             f"{s.instance:12} {s.name:20} {s.size:>10} {s.capacity:>8} {s.slot_size:>5} "
@@ -40,6 +42,10 @@ def shm_rm(args: argparse.Namespace) -> int:
     removed = 0
     skipped: set[int] = set()
     for s in list_segments(args.instance):
+        if s.foreign:  # not ours to judge, nor to remove: /dev/shm is sticky
+            print(f"skipping {s.instance}.{s.name}: another user's (run as that user)",
+                  file=sys.stderr)  # fmt: skip
+            continue
         if args.stale and not s.stale:
             continue
         if not args.stale and not args.force and not s.stale:

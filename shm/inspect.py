@@ -17,6 +17,7 @@ from pathlib import Path
 import posix_ipc
 
 from shm import header as h
+from shm.errors import ShmPermissionError
 from shm.liveness import holder_alive
 from shm.region import PREFIX
 from shm.wait import fifo_path
@@ -36,10 +37,14 @@ class SegmentInfo:
     pids: tuple[int, ...]  # creator, producer, attached consumers (0s dropped)
     live_pids: tuple[int, ...]
     semaphores: tuple[str, ...]
+    #: another user's, which this one may not read: whose it is cannot be told, so it is
+    #: never called stale (a review, 2026-12-03: another user's live ring was, and ``shm rm
+    #: --stale`` ended in a traceback on it)
+    foreign: bool = False
 
     @property
     def stale(self) -> bool:
-        return not self.live_pids
+        return not self.live_pids and not self.foreign
 
 
 def list_segments(instance: str | None = None) -> list[SegmentInfo]:
@@ -91,7 +96,7 @@ def _describe(instance: str, name: str, path: Path, sems: list[str]) -> SegmentI
         size = 0
     pids: list[tuple[int, int]] = []  # each with its start time, 0 where none was written
     capacity = slot = cursor = 0
-    is_ring = False
+    is_ring = foreign = False
     try:
         with path.open("rb") as f:
             head = f.read(h.LINE * h.FIRST_CONSUMER_LINE)
@@ -115,6 +120,8 @@ def _describe(instance: str, name: str, path: Path, sems: list[str]) -> SegmentI
                         if base + h.C_PID < len(lines) and lines[base + h.C_STATE] != h.STATE_FREE:
                             started = _word(lines, base + h.C_PID_START)
                             pids.append((lines[base + h.C_PID], started))
+    except PermissionError:
+        foreign = True
     except OSError:
         pass
     pids = [(pid, started) for pid, started in pids if pid]
@@ -130,6 +137,7 @@ def _describe(instance: str, name: str, path: Path, sems: list[str]) -> SegmentI
         tuple(pid for pid, _ in pids),
         live,
         tuple(sorted(sems)),
+        foreign,
     )
 
 
@@ -146,8 +154,16 @@ def _words(raw: bytes) -> memoryview:
 def remove(segment: SegmentInfo) -> None:
     """Unlink the segment, its semaphores and the FIFOs beside them (processes that have
     them open keep them)."""
-    with contextlib.suppress(posix_ipc.ExistentialError):
-        posix_ipc.unlink_shared_memory(f"/{PREFIX}.{segment.instance}.{segment.name}")
+    posix_name = f"/{PREFIX}.{segment.instance}.{segment.name}"
+    try:
+        posix_ipc.unlink_shared_memory(posix_name)
+    except posix_ipc.ExistentialError:
+        pass
+    except posix_ipc.PermissionsError as exc:  # another user's, in the sticky /dev/shm
+        raise ShmPermissionError(
+            f"segment {posix_name!r}: no permission to remove it (another user's instance? "
+            "run as the user that started it)"
+        ) from exc
     for sem in segment.semaphores:
         with contextlib.suppress(FileNotFoundError):  # first: it is found by its name too
             os.unlink(fifo_path(sem))
