@@ -71,6 +71,24 @@ async def _listed(url: str) -> dict[int, str]:
     return {row["orderId"]: row["clientOrderId"] for row in rows}
 
 
+async def _filled_buy(url: str, client_id: str) -> tuple[Any, dict[str, Any]]:
+    """ALICE's client (for the caller to close) and her buy of 0.10 at 300.00 named
+    ``client_id``, filled by BOB's sell of 0.30 (0.20 of it left resting)."""
+    alice = await client(url, "ALICE", "alice-pw")
+    bob = await client(url, "BOB", "bob-pw")
+    try:
+        await bob.call("POST", ORDER, **SELL, price="300.00", quantity="0.30")
+        mine = await alice.call(
+            "POST", ORDER, **LIMIT, price="300.00", quantity="0.10", newClientOrderId=client_id
+        )
+    except BaseException:
+        await alice.close()
+        raise
+    finally:
+        await bob.close()
+    return alice, mine
+
+
 def test_a_forgotten_fix_orders_clordid_names_it_through_the_database(
     with_history: Harness,
 ) -> None:
@@ -150,20 +168,14 @@ def test_an_id_a_refused_order_reused_still_names_the_order_it_named(
 
     async def scenario(api: RestApi, url: str) -> None:
         api.core.keep_done = 1
-        alice = await client(url, "ALICE", "alice-pw")
-        bob = await client(url, "BOB", "bob-pw")
+        alice, answers["filled"] = await _filled_buy(url, "p-1")
         try:
-            await bob.call("POST", ORDER, **SELL, price="300.00", quantity="0.30")
-            answers["filled"] = await alice.call(
-                "POST", ORDER, **LIMIT, price="300.00", quantity="0.10", newClientOrderId="p-1"
-            )
             maker = {**LIMIT, "type": "LIMIT_MAKER", "price": "300.00", "quantity": "0.10"}
             answers["refused"] = await alice.request("POST", ORDER, **maker, newClientOrderId="p-1")
             for _ in range(2):  # two orders more end: the gateway forgets the first two
                 await alice.call("POST", ORDER, **LIMIT, price="300.00", quantity="0.10")
         finally:
             await alice.close()
-            await bob.close()
         await push_out(url)
         await unfiled_rig.file_all(h)
         answers["get"] = await _query(url, origClientOrderId="p-1")
@@ -198,17 +210,9 @@ def test_both_ids_of_a_forgotten_order_are_checked_against_its_row(
 
     async def scenario(api: RestApi, url: str) -> None:
         api.core.keep_done = 1
-        alice = await client(url, "ALICE", "alice-pw")
-        bob = await client(url, "BOB", "bob-pw")
-        try:
-            await bob.call("POST", ORDER, **SELL, price="300.00", quantity="0.30")
-            mine = await alice.call(
-                "POST", ORDER, **LIMIT, price="300.00", quantity="0.10", newClientOrderId="m-1"
-            )
-            answers["mine"] = mine
-        finally:
-            await alice.close()
-            await bob.close()
+        alice, mine = await _filled_buy(url, "m-1")
+        answers["mine"] = mine
+        await alice.close()
         await push_out(url)
         await unfiled_rig.file_all(h)
         oid = str(mine["orderId"])
