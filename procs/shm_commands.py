@@ -39,12 +39,13 @@ def shm_rm(args: argparse.Namespace) -> int:
     if not (args.instance or args.stale or args.all):
         print("ringex shm rm: say which: --instance NAME, --stale or --all", file=sys.stderr)
         return 2
-    removed = 0
+    removed = foreign = 0
     skipped: set[int] = set()
     for s in list_segments(args.instance):
         if s.foreign:  # not ours to judge, nor to remove: /dev/shm is sticky
             print(f"skipping {s.instance}.{s.name}: another user's (run as that user)",
                   file=sys.stderr)  # fmt: skip
+            foreign += 1
             continue
         if args.stale and not s.stale:
             continue
@@ -66,4 +67,4 @@ def shm_rm(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    return 1 if foreign and not (args.stale or args.all) else 0  # an --instance left whole

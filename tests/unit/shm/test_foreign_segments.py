@@ -52,19 +52,21 @@ def test_another_users_live_ring_is_not_stale_and_shm_rm_skips_it(instance: str)
         (segment,) = list_segments(instance)
         return [segment.stale, segment.foreign]
 
-    def rm_stale() -> object:
-        err = io.StringIO()
-        args = argparse.Namespace(instance=instance, stale=True, all=False, force=False)
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = shm_rm(args)
-        return [code, err.getvalue()]
+    def rm(stale: bool) -> Callable[[], object]:
+        def run() -> object:
+            err = io.StringIO()
+            args = argparse.Namespace(instance=instance, stale=stale, all=False, force=not stale)
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                code = shm_rm(args)
+            return [code, err.getvalue()]
+
+        return run
 
     try:
         assert as_nobody(seen) == [False, True]
-        assert as_nobody(rm_stale) == [
-            0,
-            f"skipping {instance}.r: another user's (run as that user)\n",
-        ]
+        skipped = f"skipping {instance}.r: another user's (run as that user)\n"
+        assert as_nobody(rm(stale=True)) == [0, skipped]  # --stale: all it may judge
+        assert as_nobody(rm(stale=False)) == [1, skipped]  # --instance --force: not done
         assert [s.name for s in list_segments(instance)] == ["r"]  # still there, and live
     finally:
         ring.close()
