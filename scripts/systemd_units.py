@@ -167,13 +167,15 @@ def exec_arg(arg: str) -> str:
 
 
 def _span(seconds: float) -> str:
-    """A systemd time span, never with an exponent (systemd refuses ``1e+06s``); the config
-    takes ``inf`` (no bound), which systemd spells ``infinity``."""
+    """A systemd time span, never with an exponent (systemd refuses ``1e+06s``); ``inf`` (no
+    bound: the config refuses it, a caller may not) systemd spells ``infinity``. A positive
+    span is at least 1 ms: systemd reads 0 as no timeout, no limit (a review, 2026-12-03:
+    ``ready_timeout_s = 0.0001`` became ``TimeoutStartSec=0ms``, a start never timed out)."""
     if math.isinf(seconds):
         return "infinity"
     if float(seconds).is_integer():
         return f"{int(seconds)}s"
-    return f"{round(seconds * 1000)}ms"
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def stop_order(cfg: RingexConfig) -> list[list[ProcessSpec]]:

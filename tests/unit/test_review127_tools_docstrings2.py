@@ -512,6 +512,7 @@ def test_the_units_properties(stopped: Path, monkeypatch: pytest.MonkeyPatch) ->
     user = units.run_command(cfg, dbwriter, units.Options("p", Path("/w"), user=True, uid="x"))
     assert option(user, "uid") is None and user[1] == "--user"
     assert [units._span(v) for v in (1e6, float("inf"), 1.5)] == ["1000000s", "infinity", "1500ms"]
+    assert units._span(0.0001) == "1ms"  # not 0ms, which systemd reads as no timeout at all
 
 
 def test_usage_dry_run_and_refusals(
