@@ -49,6 +49,7 @@ Session stores are not shipped: after a failover FIX sessions start again at seq
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass
@@ -222,6 +223,9 @@ class FileReceiver:
         if waiting is not None and not log_past_snapshot(waiting, path):
             del self.held[log]
             os.replace(waiting, log)  # the snapshot it continues is in place: the pair loads
+            if waiting in self.dirty:  # its growth, written while held: synced by its name
+                self.dirty.discard(waiting)  # now (a review, 2026-12-03: the held name was
+                self.dirty.add(log)  # synced, gone, and the growth was never fsynced)
 
 
 def _next(path: Path, message: StateFile) -> int:
@@ -241,9 +245,17 @@ def _next(path: Path, message: StateFile) -> int:
 
 
 def _write(path: Path, data: bytes, offset: int, *, truncate: bool = False) -> None:
+    """``data`` whole at ``offset``, or ``OSError``: ``pwrite`` may write less (a disk or a
+    quota filling up) and say so only in its count (a review, 2026-12-03: a copy sent whole
+    and written in part was then taken as complete, replacing the good one)."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
     fd = os.open(path, flags, 0o600)
     try:
-        os.pwrite(fd, data, offset)
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            if not written:
+                raise OSError(errno.EIO, f"write of {len(view)} bytes to {path} wrote none")
+            view, offset = view[written:], offset + written
     finally:
         os.close(fd)

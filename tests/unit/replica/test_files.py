@@ -11,8 +11,10 @@ import pytest
 
 from config.edges import GatewayConfig
 from config.schema import RingexConfig
+from procs.common import durable
 from procs.common.exec_ids import FILE_NAME as EXEC_IDS
 from procs.common.exec_ids import ExecIdBlocks
+from procs.replica import files
 from procs.replica.files import FileReceiver, FileShipper, shipped_files
 from procs.replica.wire import StateFile
 
@@ -106,3 +108,55 @@ def test_the_execid_mark_reaches_the_standby_and_a_promoted_counter_starts_above
     blocks.reserve(far_ahead + 1000)  # rewritten whole (a rename): sent whole again
     sync(shipper, receiver)
     assert ExecIdBlocks(standby / "gw1" / EXEC_IDS).start() == far_ahead + 2000
+
+
+def test_a_piece_written_in_part_is_written_whole_or_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pwrite`` may write less than asked (a disk or a quota filling up) and say so only in
+    its count: the receiver wrote once and took a file sent whole as complete, replacing the
+    standby's good copy with a cut one (a review, 2026-12-03). It writes on until whole; one
+    that writes nothing is an ``OSError`` (the reconnect path), the old copy kept."""
+    (tmp_path / "users.json").write_bytes(b"old whole copy")
+    receiver = FileReceiver(tmp_path)
+    real = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, at: real(fd, bytes(data[:100]), at))
+    new = b"N" * 4000 + b"END"
+    receiver.apply(StateFile("users.json", 0, new, True, len(new)))
+    assert (tmp_path / "users.json").read_bytes() == new
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, at: 0)
+    with pytest.raises(OSError, match="wrote none"):
+        receiver.apply(StateFile("users.json", 0, b"cut", True, 3))
+    assert (tmp_path / "users.json").read_bytes() == new
+
+
+def test_growth_of_a_held_log_is_synced_once_it_is_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A users log shipped two generations past the standby's snapshot is held aside
+    (``users.log.held``, review 182) and grows there; when its snapshot comes it is renamed
+    into place. ``sync`` then fsynced the held name, gone, and never the log: the frame was
+    acknowledged with the growth in the page cache alone (a review, 2026-12-03)."""
+    past = {"now": True}
+    monkeypatch.setattr(files, "log_past_snapshot", lambda log, snapshot: past["now"])
+    synced: list[str] = []
+    real_fsync = durable.fsync_file
+
+    def fsync_file(path: Path) -> None:
+        synced.append(path.name)
+        real_fsync(path)
+
+    monkeypatch.setattr(files, "fsync_file", fsync_file)
+    (tmp_path / "users.json").write_bytes(b"SNAPSHOT-G")
+    (tmp_path / "users.log").write_bytes(b"LOG-G\n")
+    receiver = FileReceiver(tmp_path)
+    log = b"LOG-G+2 first\n"
+    receiver.apply(StateFile("users.log", 0, log, True, len(log)))  # held aside
+    grown = b"LOG-G+2 user added\n"
+    receiver.apply(StateFile("users.log", len(log), grown, False, 0))  # grows where held
+    past["now"] = False
+    receiver.apply(StateFile("users.json", 0, b"SNAPSHOT-G+2", True, 12))  # releases it
+    assert (tmp_path / "users.log").read_bytes() == log + grown
+    synced.clear()
+    receiver.sync()  # what the standby does before it acknowledges a frame
+    assert "users.log" in synced, synced
