@@ -66,6 +66,7 @@ from procs.supervisor.preflight import (
     embedded_refused,
     fee_account_user,
     fee_account_user_now,
+    layout_differs_now,
     nice_refused,
     shm_short,
     tls_refused,
@@ -340,7 +341,7 @@ class Supervisor(StuckWatch):
         ``restart_limit`` within ``restart_window_s`` stop the instance; one that refuses
         its config (``exit_codes.REFUSED``) stops it at once, with its reason."""
         while True:
-            refused = units_differ_now(self.profile)  # the profile it loads again
+            refused = units_differ_now(self.profile) or layout_differs_now(self.profile, self.cfg)
             if refused := refused or fee_account_user_now(self.profile):
                 raise SupervisorError(f"{child.spec.name} not restarted: {refused}")
             now = time.monotonic()

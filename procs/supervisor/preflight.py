@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import resource
 from collections.abc import Iterable
+from pathlib import Path
 
 from config import load_profile
 from config.loader import ConfigError
@@ -23,7 +24,7 @@ from procs.common.tls import TlsError, mutual_context, server_context
 from procs.common.topology import postgres_dir, rings, users_path
 from procs.common.units import units_differ
 from procs.common.users import UsersFileError, UserStore, fee_account_refused
-from procs.supervisor.plan import ProcessSpec
+from procs.supervisor.plan import ProcessSpec, plan
 from shm.header import Geometry
 from shm.inspect import SHM_DIR
 
@@ -134,6 +135,28 @@ def units_differ_now(profile: str) -> str:
     except ConfigError:
         return ""
     return units_differ(cfg)
+
+
+def layout_differs_now(profile: str, running: RingexConfig) -> str:
+    """Why a process restarted on ``profile`` as it is now would not join ``running``'s
+    instance: another instance name, ``var_dir`` (its journal and run files), rings or
+    processes. A review (2026-12-03) edited ``var_dir`` in a running instance's profile and
+    killed the router: restarted, it recovered from an empty journal beside the live one;
+    a renamed instance crash-looped on rings that do not exist. "" where the profile does
+    not load (the process says why) or keeps all four: fees and rules a starting router
+    journals, as ever."""
+    try:
+        cfg = load_profile(profile)
+    except ConfigError:
+        return ""
+    was, now = Path(running.var_dir).absolute(), Path(cfg.var_dir).absolute()
+    for key, new, old in (("instance", cfg.instance, running.instance), ("var_dir", now, was)):
+        if new != old:
+            return f"{profile} now says {key} = {str(new)!r}, the running instance {str(old)!r}"
+    names = [[spec.name for spec in plan(c)] for c in (cfg, running)]
+    if rings(cfg) != rings(running) or names[0] != names[1]:
+        return f"{profile} now wires other rings or processes than the running instance's"
+    return ""
 
 
 def fee_account_user(cfg: RingexConfig) -> str:

@@ -28,6 +28,7 @@ from procs.common.run_files import instance_lock, read_status, run_dir
 from procs.common.topology import gateway_root, journal_dir, snapshot_dir
 from procs.common.units import pin_units, units_path, units_refused
 from procs.replica.files import SHIPPABLE, FileReceiver, FileShipper, shipped_files
+from procs.supervisor.preflight import layout_differs_now
 from shm.inspect import list_segments
 from tests.scripts_loader import ROOT, load_script
 from tests.unit.replica.test_epochs import write
@@ -441,3 +442,26 @@ def test_pinned_the_standby_accepts_every_file_the_primary_ships(tmp_path: Path)
     assert [n for n in shipped if not SHIPPABLE.fullmatch(n)] == []
     assert not SHIPPABLE.fullmatch("../journal/units.json")
     assert not any(re.search(r"\.(tmp|shipping)$", n) for n in shipped)
+
+
+def test_a_profile_edited_to_another_instance_or_var_dir_is_not_restarted_on(
+    tmp_path: Path,
+) -> None:
+    """A review (2026-12-03) edited ``var_dir`` in a running instance's profile and killed
+    the router: restarted on the profile as it now is, it recovered from an empty journal
+    beside the live one (a renamed instance crash-looped on rings that do not exist).
+    ``_restart`` asks ``layout_differs_now`` first, as it asks about units: the instance
+    stops naming the edit. Fees and rules stay what a restart may change."""
+    path = write_profile(tmp_path / "p.toml", "lay", tmp_path / "var")
+    running = load_profile(str(path))
+    text = path.read_text()
+    assert layout_differs_now(str(path), running) == ""
+    path.write_text(text + "[risk]\nmax_open_orders = 5\n")
+    assert layout_differs_now(str(path), running) == ""  # what a restart may change
+    for edit, said in (
+        ((f"{tmp_path / 'var'}", f"{tmp_path / 'var2'}"), f"var_dir = '{tmp_path / 'var2'}'"),
+        (('"lay"', '"lay2"'), "now says instance = 'lay2', the running instance 'lay'"),
+        (("capacity = 1024", "capacity = 2048"), "now wires other rings or processes"),
+    ):
+        path.write_text(text.replace(*edit, 1))
+        assert said in layout_differs_now(str(path), running), edit
