@@ -52,10 +52,13 @@ def last_logged(log: Path, offset: int = 0) -> str | None:
     it, and one that died silently must not be quoted its last run's words) that is not
     blank (a traceback's ends with the error), its first ``LINE_CHARS`` (its type and
     reason; review 254: a long one was quoted from its middle); None where it cannot be read
-    or holds none."""
+    or holds none. A log shorter than ``offset`` was cut since (``copytruncate``, as the
+    README's logrotate does: a review, 2026-12-03): all it holds is the run's."""
     try:
         with open(log, "rb") as f:
-            start = max(offset, f.seek(0, 2) - TAIL_BYTES - 1)
+            end = f.seek(0, 2)
+            offset = 0 if end < offset else offset
+            start = max(offset, end - TAIL_BYTES - 1)
             f.seek(start)
             data = f.read()
             cut = start > offset  # the window begins inside a line, unless at a newline

@@ -53,6 +53,17 @@ def test_a_log_missing_or_blank_says_nothing(tmp_path: Path) -> None:
     assert last_logged(tmp_path / "blank.log") is None
 
 
+def test_a_log_cut_since_the_run_began_is_read_from_its_start(tmp_path: Path) -> None:
+    """``copytruncate`` (the README's logrotate) cuts the log to nothing while the process
+    runs: the offset where its run began is then past the end, and the crash's last line
+    was "none" (a review, 2026-12-03). What the cut log holds is all the run's."""
+    log = tmp_path / "gateway-gw1.log"
+    log.write_text("an earlier run\n" * 20_000)
+    offset = log.stat().st_size
+    log.write_text("stopping: intake closed\n")  # cut, then written on
+    assert last_logged(log, offset) == "stopping: intake closed"
+
+
 def test_the_restart_limits_stop_names_the_processs_last_line(
     sup: Supervisor,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -62,6 +73,7 @@ def test_the_restart_limits_stop_names_the_processs_last_line(
     refusal as the process logged it last."""
     sup.cfg = tuned(sup.cfg, restart_limit=1)
     monkeypatch.setattr(supervisor_main, "units_differ_now", lambda profile: "")
+    monkeypatch.setattr(supervisor_main, "layout_differs_now", lambda profile, cfg: "")
     monkeypatch.setattr(supervisor_main, "fee_account_user_now", lambda profile: "")
     clock = SimpleNamespace(monotonic=time.monotonic, sleep=lambda s: None, time=time.time,
                             time_ns=time.time_ns)  # fmt: skip

@@ -355,6 +355,7 @@ def test_a_restart_that_exits_again_backs_off_longer_until_the_limit_stops_the_i
     claims(Supervisor._restart, supervisor_main, preflight)
     sup.cfg = tuned(sup.cfg, restart_limit=3)
     monkeypatch.setattr(supervisor_main, "units_differ_now", lambda profile: "")
+    monkeypatch.setattr(supervisor_main, "layout_differs_now", lambda profile, cfg: "")
     spawned: list[str] = []
 
     def spawn(child: Child) -> None:

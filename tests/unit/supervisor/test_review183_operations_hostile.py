@@ -126,6 +126,7 @@ def restarts(sup: Supervisor, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespac
     """``_restart`` over stood-in starts: no process spawned, no status written, the
     backoff's sleeps recorded (``naps``) and what was spawned (``spawned``)."""
     monkeypatch.setattr(supervisor_main, "units_differ_now", lambda profile: "")
+    monkeypatch.setattr(supervisor_main, "layout_differs_now", lambda profile, cfg: "")
     monkeypatch.setattr(supervisor_main, "cpus_missing", lambda specs: "")
     naps: list[float] = []
     clock = SimpleNamespace(monotonic=time.monotonic, sleep=naps.append, time=time.time,
