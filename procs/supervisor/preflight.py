@@ -152,7 +152,7 @@ def layout_differs_now(profile: str, running: RingexConfig) -> str:
     was, now = Path(running.var_dir).absolute(), Path(cfg.var_dir).absolute()
     for key, new, old in (("instance", cfg.instance, running.instance), ("var_dir", now, was)):
         if new != old:
-            return f"{profile} now says {key} = {str(new)!r}, the running instance {str(old)!r}"
+            return f"{profile} now says {key} = {str(new)!r}, the running instance has {str(old)!r}"
     names = [[spec.name for spec in plan(c)] for c in (cfg, running)]
     if rings(cfg) != rings(running) or names[0] != names[1]:
         return f"{profile} now wires other rings or processes than the running instance's"

@@ -460,7 +460,7 @@ def test_a_profile_edited_to_another_instance_or_var_dir_is_not_restarted_on(
     assert layout_differs_now(str(path), running) == ""  # what a restart may change
     for edit, said in (
         ((f"{tmp_path / 'var'}", f"{tmp_path / 'var2'}"), f"var_dir = '{tmp_path / 'var2'}'"),
-        (('"lay"', '"lay2"'), "now says instance = 'lay2', the running instance 'lay'"),
+        (('"lay"', '"lay2"'), "now says instance = 'lay2', the running instance has 'lay'"),
         (("capacity = 1024", "capacity = 2048"), "now wires other rings or processes"),
     ):
         path.write_text(text.replace(*edit, 1))
