@@ -103,8 +103,11 @@ def full_config(instance: str = "r109", var: Path | str = "var", **changes: Any)
 
 
 @pytest.fixture
-def sup(instance: str, tmp_path: Path) -> Supervisor:
-    """A supervisor of ``full_config`` whose processes are never started (tests stand in)."""
+def sup(instance: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Supervisor:
+    """A supervisor of ``full_config`` whose processes are never started (tests stand in).
+    Its profile is a small one, not ``full_config``: a restart's look for a profile edited
+    to other rings or processes (``layout_differs_now``) is stood in for too."""
+    monkeypatch.setattr(supervisor_main, "layout_differs_now", lambda profile, cfg: "")
     profile = write_profile(tmp_path / "p.toml", instance, tmp_path / "var")
     return Supervisor(full_config(instance, tmp_path / "var"), str(profile))
 
