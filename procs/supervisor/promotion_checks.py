@@ -77,20 +77,12 @@ def journal_last(cfg: RingexConfig) -> int:
 
 def unsafe(primary: RingexConfig, standby: RingexConfig) -> str:
     """Why promoting ``standby`` would fork or lose acknowledged history ("" when nothing
-    this host reads says so): its config is no standby's, or its journal holds nothing of a
-    primary's that holds seqs, or its journal is fenced (an old primary, whose tail past the
+    this host reads says so): its journal is fenced (an old primary, whose tail past the
     epoch that fenced it only ``demote`` cuts), or, in sync mode, the primary's block shows
     seqs acknowledged that the standby lacks: it acknowledged more than it holds, or the
     router went on without it (degraded) past its end. Async mode loses its lag by design."""
     from procs.common import replication_ack as ack  # noqa: PLC0415
 
-    if not standby.replication.primary:  # a plain instance's config: no standby at all
-        return (
-            "its config names no primary (replication.primary), so it is no instance's "
-            f"standby: it would take {primary.instance}'s place without its history"
-        )
-    if not journal_last(standby) and (theirs := journal_last(primary)):
-        return f"its journal holds no seq, and {primary.instance}'s ends at seq {theirs}"
     fence = Epochs.load(journal_path(standby)).fence
     if fence is not None:
         return (
